@@ -1,0 +1,52 @@
+// `${VAR}` / `${VAR:-default}` substitution inside one config string value; `$${` is a literal `${`.
+// Pure: the environment is passed in, never read from process.env here. It works on one
+// already-parsed scalar, so a substituted value can never add YAML structure.
+
+/** Result of substituting one string. `substituted` is true if at least one variable was replaced. */
+export interface Substitution {
+  readonly value: string
+  readonly substituted: boolean
+  /** One message per bad reference, e.g. `environment variable PORT is not set ...`. */
+  readonly errors: readonly string[]
+}
+
+export type Env = Readonly<Record<string, string | undefined>>
+
+const REFERENCE = /\$\$\{|\$\{([^}]*)\}|\$\{/g
+const BODY = /^([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?$/s
+
+/**
+ * Replaces `${NAME}` by `env.NAME` and `${NAME:-default}` by `env.NAME`, or by `default` when
+ * NAME is unset or empty (shell semantics). `$${` stands for a literal `${`. An unset NAME
+ * without a default is an error; the reference is then left in place.
+ * Example: `"http://${HOST:-127.0.0.1}:9001"` with env {} -> `"http://127.0.0.1:9001"`.
+ */
+export function substituteEnv(text: string, env: Env): Substitution {
+  if (!text.includes('${')) return { value: text, substituted: false, errors: [] }
+  const errors: string[] = []
+  let substituted = false
+  const value = text.replace(REFERENCE, (match, body: string | undefined, offset: number) => {
+    if (match === '$${') return '${'
+    const ref = body === undefined ? undefined : BODY.exec(body)
+    if (!ref) {
+      const shown = body === undefined ? text.slice(offset, offset + 40) : match
+      errors.push(
+        `invalid variable reference ${JSON.stringify(shown)}: expected \${NAME} or \${NAME:-default} (write $\${ for a literal \${)`,
+      )
+      return match
+    }
+    const [, name = '', fallback] = ref
+    const set = env[name]
+    if (set !== undefined && !(fallback !== undefined && set === '')) {
+      substituted = true
+      return set
+    }
+    if (fallback !== undefined) {
+      substituted = true
+      return fallback
+    }
+    errors.push(`environment variable ${name} is not set (write \${${name}:-default} to give a default)`)
+    return match
+  })
+  return { value, substituted, errors }
+}

@@ -1,0 +1,391 @@
+// Validation of a parsed config tree into a deeply frozen `Config`, with every issue located.
+// Pure: no I/O and no YAML library; load.ts turns the YAML document into the `SourceNode` tree
+// below. Small combinators (leaf, struct, list, nullable) carry each section's rules.
+
+import { DEFAULTS, type AffinityKeyKind, type Config, type LogLevel, type UpstreamConfig } from './schema.js'
+import { describeValue, formatDuration, parseDuration } from './duration.js'
+import { substituteEnv, type Env } from './env.js'
+
+/** 1-based line and column in the config file. */
+export interface Pos {
+  readonly line: number
+  readonly col: number
+}
+
+export type ScalarValue = string | number | boolean | null
+
+/** The config file as a located tree: what the validator reads instead of YAML nodes. */
+export type SourceNode =
+  | { readonly kind: 'map'; readonly pos: Pos; readonly entries: readonly SourceEntry[] }
+  | { readonly kind: 'seq'; readonly pos: Pos; readonly items: readonly SourceNode[] }
+  | { readonly kind: 'scalar'; readonly pos: Pos; readonly value: ScalarValue }
+
+export interface SourceEntry {
+  readonly key: string
+  readonly keyPos: Pos
+  readonly value: SourceNode
+}
+
+/** Thrown for an unreadable, unparsable or invalid config; lists every issue, one per line. */
+export class ConfigError extends Error {
+  readonly code = 'TETHER_CONFIG_INVALID'
+  /** One line each: `file:line:col path: message`. */
+  readonly issues: readonly string[]
+
+  constructor(issues: readonly string[], options?: { cause?: unknown }) {
+    super(issues.join('\n'), options)
+    this.name = 'ConfigError'
+    this.issues = Object.freeze([...issues])
+  }
+}
+
+/** Formats one issue line: `file:line:col path: message` (no path: `file:line:col: message`). */
+export function formatIssue(file: string, pos: Pos, path: string, message: string): string {
+  return `${file}:${pos.line}:${pos.col}${path ? ` ${path}` : ''}: ${message}`
+}
+
+// ---------------------------------------------------------------------------------------------
+// Combinators. A Check reads one node and returns its value, or INVALID after reporting.
+
+const INVALID: unique symbol = Symbol('invalid')
+type Invalid = typeof INVALID
+type Check<T> = (node: SourceNode, path: string, ctx: Ctx) => T | Invalid
+
+class Ctx {
+  readonly #found: { pos: Pos; text: string }[] = []
+  constructor(
+    readonly file: string,
+    readonly env: Env,
+  ) {}
+
+  report(pos: Pos, path: string, message: string): Invalid {
+    this.#found.push({ pos, text: formatIssue(this.file, pos, path, message) })
+    return INVALID
+  }
+
+  /** Issues in file order (stable for issues at the same position). */
+  issues(): string[] {
+    return this.#found
+      .map((issue, i) => ({ ...issue, i }))
+      .sort((a, b) => a.pos.line - b.pos.line || a.pos.col - b.pos.col || a.i - b.i)
+      .map((issue) => issue.text)
+  }
+}
+
+/** A rejected leaf value with the message to report. */
+class Fail {
+  constructor(readonly message: string) {}
+}
+const expected = (what: string, got: unknown): Fail => new Fail(`expected ${what}, got ${describeValue(got)}`)
+
+const describeNode = (node: SourceNode): string =>
+  node.kind === 'scalar' ? describeValue(node.value) : node.kind === 'map' ? 'a map' : 'a list'
+
+const join = (path: string, key: string): string => (path ? `${path}.${key}` : key)
+
+/**
+ * A scalar check: substitutes `${ENV}` in string values, then converts. `fromEnv` tells the
+ * converter that a string came from the environment, so "8080" may be read as a number there.
+ */
+function leaf<T>(what: string, convert: (value: ScalarValue, fromEnv: boolean) => T | Fail): Check<T> {
+  return (node, path, ctx) => {
+    if (node.kind !== 'scalar') return ctx.report(node.pos, path, `expected ${what}, got ${describeNode(node)}`)
+    let value = node.value
+    let fromEnv = false
+    if (typeof value === 'string') {
+      const sub = substituteEnv(value, ctx.env)
+      if (sub.errors.length > 0) {
+        for (const error of sub.errors) ctx.report(node.pos, path, error)
+        return INVALID
+      }
+      value = sub.value
+      fromEnv = sub.substituted
+    }
+    const result = convert(value, fromEnv)
+    return result instanceof Fail ? ctx.report(node.pos, path, result.message) : result
+  }
+}
+
+const INTEGER_TEXT = /^[-+]?\d+$/
+
+function integer(min: number, max: number = Number.MAX_SAFE_INTEGER): Check<number> {
+  const range = max === Number.MAX_SAFE_INTEGER ? `an integer >= ${min}` : `an integer between ${min} and ${max}`
+  return leaf('an integer', (value, fromEnv) => {
+    const n = fromEnv && typeof value === 'string' && INTEGER_TEXT.test(value) ? Number(value) : value
+    if (typeof n !== 'number' || !Number.isInteger(n)) return expected('an integer', value)
+    return n < min || n > max ? expected(range, n) : n
+  })
+}
+
+const boolean: Check<boolean> = leaf('a boolean', (value, fromEnv) => {
+  if (typeof value === 'boolean') return value
+  if (fromEnv && (value === 'true' || value === 'false')) return value === 'true'
+  return expected('a boolean', value)
+})
+
+function string(pattern?: { test: RegExp; what: string }): Check<string> {
+  return leaf('a string', (value) => {
+    if (typeof value !== 'string') return expected('a string', value)
+    if (value === '') return expected('a non-empty string', value)
+    return pattern && !pattern.test.test(value) ? expected(pattern.what, value) : value
+  })
+}
+
+function oneOf<const T extends string>(values: readonly T[]): Check<T> {
+  const what = `one of: ${values.map((v) => JSON.stringify(v)).join(', ')}`
+  return leaf(what, (value) => (values.includes(value as T) ? (value as T) : expected(what, value)))
+}
+
+/** 596h (~24.8 days): just under the Node.js timer limit of 2^31-1 ms, above which timers fire at once. */
+const MAX_DURATION_MS = 596 * 3_600_000
+
+function duration(opts: { zero: boolean; max?: number }): Check<number> {
+  const max = opts.max ?? MAX_DURATION_MS
+  return leaf('a duration', (value) => {
+    let ms: number
+    try {
+      ms = parseDuration(value)
+    } catch (err) {
+      return new Fail((err as Error).message)
+    }
+    if (!opts.zero && ms === 0) return expected('a duration > 0', value)
+    if (ms > max) return expected(`a duration <= ${formatDuration(max)}`, value)
+    return ms
+  })
+}
+
+/** `null` (or, from the environment, an empty string or "null") or what `check` accepts. */
+function nullable<T>(check: Check<T>): Check<T | null> {
+  return (node, path, ctx) => {
+    if (node.kind === 'scalar') {
+      if (node.value === null) return null
+      if (typeof node.value === 'string') {
+        const sub = substituteEnv(node.value, ctx.env)
+        if (sub.substituted && sub.errors.length === 0 && (sub.value === '' || sub.value === 'null')) return null
+      }
+    }
+    return check(node, path, ctx)
+  }
+}
+
+function list<T>(item: Check<T>, opts: { nonEmpty: boolean }): Check<T[]> {
+  return (node, path, ctx) => {
+    if (node.kind !== 'seq') return ctx.report(node.pos, path, `expected a list, got ${describeNode(node)}`)
+    if (opts.nonEmpty && node.items.length === 0) return ctx.report(node.pos, path, 'expected a non-empty list')
+    const out = node.items.map((child, i) => item(child, `${path}[${i}]`, ctx))
+    return out.includes(INVALID) ? INVALID : (out as T[])
+  }
+}
+
+type Shape<T> = { readonly [K in keyof T]-?: Check<T[K]> }
+
+/**
+ * A map with exactly the keys of `shape`. A missing key takes its value from `defaults`
+ * (cloned) or, when it has none, is reported at the map's position. Unknown keys are
+ * reported with a "did you mean" suggestion.
+ */
+function struct<T extends object>(shape: Shape<T>, defaults: { readonly [K in keyof T]?: T[K] }): Check<T> {
+  const keys = Object.keys(shape) as (keyof T & string)[]
+  return (node, path, ctx) => {
+    if (node.kind !== 'map') return ctx.report(node.pos, path, `expected a map, got ${describeNode(node)}`)
+    let ok = true
+    for (const entry of node.entries) {
+      if (Object.hasOwn(shape, entry.key)) continue
+      ctx.report(entry.keyPos, join(path, entry.key), unknownKey(entry.key, keys))
+      ok = false
+    }
+    const out: Partial<Record<keyof T, unknown>> = {}
+    for (const key of keys) {
+      const entry = node.entries.find((e) => e.key === key)
+      if (entry) {
+        const value = shape[key](entry.value, join(path, key), ctx)
+        if (value === INVALID) ok = false
+        else out[key] = value
+      } else if (Object.hasOwn(defaults, key)) {
+        out[key] = structuredClone(defaults[key])
+      } else {
+        ctx.report(node.pos, join(path, key), 'missing required key')
+        ok = false
+      }
+    }
+    return ok ? (out as T) : INVALID
+  }
+}
+
+/** `check`, then a rule over the whole value; `rule` reports through `ctx` and returns false. */
+function refine<T>(check: Check<T>, rule: (value: T, node: SourceNode, path: string, ctx: Ctx) => boolean): Check<T> {
+  return (node, path, ctx) => {
+    const value = check(node, path, ctx)
+    return value === INVALID || rule(value, node, path, ctx) ? value : INVALID
+  }
+}
+
+/** `check` and a rule over the source node that runs even when `check` fails (to report all issues). */
+function alsoCheck<T>(check: Check<T>, rule: (node: SourceNode, path: string, ctx: Ctx) => boolean): Check<T> {
+  return (node, path, ctx) => {
+    const value = check(node, path, ctx)
+    return rule(node, path, ctx) ? value : INVALID
+  }
+}
+
+function unknownKey(key: string, known: readonly string[]): string {
+  const near = known
+    .map((k) => ({ k, d: levenshtein(key.toLowerCase(), k) }))
+    .filter(({ d }) => d <= Math.min(2, Math.max(1, key.length - 1)))
+    .sort((a, b) => a.d - b.d)[0]
+  return near ? `unknown key, did you mean \`${near.k}\`?` : `unknown key (expected one of: ${known.join(', ')})`
+}
+
+/** Edit distance (insert, delete, substitute), two-row dynamic programming. */
+function levenshtein(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i]
+    for (let j = 1; j <= b.length; j++) {
+      row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1))
+    }
+    prev = row
+  }
+  return prev[b.length]!
+}
+
+/** The node at `keys` under `node`, or the deepest one that exists (for locating cross-field issues). */
+function nodeAt(node: SourceNode, keys: readonly string[]): SourceNode {
+  for (const key of keys) {
+    const entry = node.kind === 'map' ? node.entries.find((e) => e.key === key) : undefined
+    if (!entry) return node
+    node = entry.value
+  }
+  return node
+}
+
+// ---------------------------------------------------------------------------------------------
+// The rules of proxy.yaml (the doc comments in schema.ts say what each key means).
+
+const UPSTREAM_ID = {
+  test: /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/,
+  what: 'an id of up to 63 letters, digits, ".", "_" or "-", starting with a letter or digit',
+}
+
+/** `http://host[:port]` with no path, query, fragment or credentials; normalised to its origin. */
+const upstreamUrl: Check<string> = leaf('an http:// URL', (value) => {
+  if (typeof value !== 'string') return expected('an http:// URL', value)
+  let url: URL
+  try {
+    url = new URL(value)
+  } catch {
+    return expected('an http:// URL', value)
+  }
+  if (url.protocol === 'https:') return new Fail('https upstreams are not supported yet')
+  if (url.protocol !== 'http:') return expected('an http:// URL', value)
+  if (url.username || url.password) return new Fail('expected an http:// URL without credentials')
+  if (url.pathname !== '/') return expected('an http:// URL without a path', value)
+  if (url.search || url.hash || /[?#]/.test(value)) return expected('an http:// URL without a query or fragment', value)
+  return url.origin
+})
+
+const listen = (defaults: Config['listen']) =>
+  struct<Config['listen']>({ host: string(), port: integer(0, 65535) }, defaults)
+
+const upstream = struct<UpstreamConfig>(
+  { id: string(UPSTREAM_ID), url: upstreamUrl, weight: integer(1, 1000) },
+  DEFAULTS.upstream,
+)
+
+/** Every id once; a repeat names both indexes. Reads the id nodes, so it runs even if an item is invalid. */
+function uniqueIds(node: SourceNode, path: string, ctx: Ctx): boolean {
+  if (node.kind !== 'seq') return true
+  const first = new Map<string, number>()
+  let ok = true
+  node.items.forEach((item, i) => {
+    const idNode = nodeAt(item, ['id'])
+    if (idNode === item || idNode.kind !== 'scalar' || typeof idNode.value !== 'string') return
+    const id = substituteEnv(idNode.value, ctx.env).value
+    const seen = first.get(id)
+    if (seen === undefined) return void first.set(id, i)
+    ctx.report(idNode.pos, `${path}[${i}].id`, `duplicate id ${JSON.stringify(id)} (also used by ${path}[${seen}])`)
+    ok = false
+  })
+  return ok
+}
+
+const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '[::]'])
+
+/** The admin listener must not bind the proxy's own address (port 0 picks a free port). */
+function distinctListeners(config: Config, node: SourceNode, _path: string, ctx: Ctx): boolean {
+  const [a, b] = [config.listen, config.admin.listen]
+  const overlap = a.host === b.host || WILDCARD_HOSTS.has(a.host) || WILDCARD_HOSTS.has(b.host)
+  if (a.port === 0 || a.port !== b.port || !overlap) return true
+  const at = nodeAt(node, ['admin', 'listen'])
+  ctx.report(at === node ? nodeAt(node, ['listen']).pos : at.pos, 'admin.listen', `must not be the same address as listen (${b.host}:${b.port})`)
+  return false
+}
+
+const config: Check<Config> = refine(
+  struct<Config>(
+    {
+      listen: listen(DEFAULTS.listen),
+      admin: struct<Config['admin']>(
+        { listen: listen(DEFAULTS.admin.listen), token: nullable(string()) },
+        DEFAULTS.admin,
+      ),
+      upstreams: alsoCheck(list(upstream, { nonEmpty: true }), uniqueIds),
+      affinity: struct<Config['affinity']>(
+        {
+          key: oneOf<AffinityKeyKind>(['none']),
+          idle_timeout: duration({ zero: false, max: 24 * 3_600_000 }),
+        },
+        DEFAULTS.affinity,
+      ),
+      timeouts: struct<Config['timeouts']>(
+        {
+          connect: duration({ zero: false }),
+          response_headers: duration({ zero: false }),
+          body_idle: duration({ zero: true }),
+          client_keep_alive: duration({ zero: false }),
+          client_headers: duration({ zero: false }),
+        },
+        DEFAULTS.timeouts,
+      ),
+      limits: struct<Config['limits']>(
+        { max_header_bytes: integer(1024, 1_048_576), max_body_bytes: nullable(integer(0)) },
+        DEFAULTS.limits,
+      ),
+      forwarding: struct<Config['forwarding']>({ preserve_host: boolean, x_forwarded: boolean }, DEFAULTS.forwarding),
+      log: struct<Config['log']>(
+        {
+          level: oneOf<LogLevel>(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+          access: boolean,
+        },
+        DEFAULTS.log,
+      ),
+    },
+    DEFAULTS,
+  ),
+  distinctListeners,
+)
+
+/**
+ * Validates a located config tree (`undefined` = empty file) into a deeply frozen `Config`
+ * with defaults filled in, or throws one `ConfigError` listing every issue in file order.
+ * `${ENV}` references in string values are substituted from `env` first.
+ */
+export function validateConfig(root: SourceNode | undefined, file: string, env: Env): Config {
+  const ctx = new Ctx(file, env)
+  const start = { line: 1, col: 1 }
+  if (root === undefined) ctx.report(start, '', 'config is empty; expected a map with at least `upstreams`')
+  else if (root.kind !== 'map') ctx.report(root.pos, '', `expected a map at the top level, got ${describeNode(root)}`)
+  else {
+    const value = config(root, '', ctx)
+    if (value !== INVALID) return deepFreeze(value)
+  }
+  throw new ConfigError(ctx.issues())
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    for (const child of Object.values(value)) deepFreeze(child)
+    Object.freeze(value)
+  }
+  return value
+}

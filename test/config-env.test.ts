@@ -1,0 +1,160 @@
+// Specification of ${ENV} substitution in config values and of the duration syntax.
+import t from 'tap'
+import { fileURLToPath } from 'node:url'
+import { ConfigError, loadConfigFile, parseConfig, parseDuration } from '../src/config/index.js'
+
+const FILE = 'proxy.yaml'
+const yaml = (...lines: string[]): string => lines.join('\n') + '\n'
+
+/** A config whose single upstream has `id: <idValue>` at line 2, column 9. */
+const withId = (idValue: string): string => yaml('upstreams:', `  - id: ${idValue}`, '    url: http://127.0.0.1:9001')
+/** A valid config with `admin.token: <tokenValue>` at line 2. */
+const withToken = (tokenValue: string): string => yaml('admin:', `  token: ${tokenValue}`, ...withId('a').split('\n'))
+
+function issuesOf(text: string, env: Record<string, string | undefined>): readonly string[] {
+  try {
+    parseConfig(text, FILE, env)
+    return []
+  } catch (err) {
+    if (err instanceof ConfigError) return err.issues
+    throw err
+  }
+}
+
+const substitutions: { name: string; value: string; env: Record<string, string>; token: string }[] = [
+  { name: 'a whole value', value: '${ID}', env: { ID: 'app-1' }, token: 'app-1' },
+  { name: 'part of a value', value: 'app-${N}.x', env: { N: '7' }, token: 'app-7.x' },
+  { name: 'two references', value: '${A}${B}', env: { A: 'x', B: 'y' }, token: 'xy' },
+  { name: 'a default when unset', value: '${ID:-fallback}', env: {}, token: 'fallback' },
+  { name: 'a default when empty', value: '${ID:-fallback}', env: { ID: '' }, token: 'fallback' },
+  { name: 'the variable over its default', value: '${ID:-fallback}', env: { ID: 'set' }, token: 'set' },
+  { name: 'inside double quotes', value: '"${ID}"', env: { ID: 'q' }, token: 'q' },
+  { name: 'inside single quotes', value: "'${ID}'", env: { ID: 'q' }, token: 'q' },
+  { name: 'a lone $ untouched', value: 'a$b', env: {}, token: 'a$b' },
+]
+
+for (const c of substitutions) {
+  t.test(`substitutes ${c.name}`, async (t) => {
+    t.equal(parseConfig(withToken(c.value), FILE, c.env).admin.token, c.token)
+  })
+}
+
+t.test('$${ is a literal ${ and is not substituted', async (t) => {
+  const config = parseConfig(withToken('$${TOKEN} and $${X:-y}'), FILE, { TOKEN: 'x' })
+  t.equal(config.admin.token, '${TOKEN} and ${X:-y}')
+})
+
+t.test('a substituted value that looks like YAML stays one string', async (t) => {
+  for (const token of ['{a: 1}', '[1, 2]', 'x\nlog: {level: debug}', 'true', '123', '*alias', '"quoted"', '# not a comment']) {
+    const config = parseConfig(withToken('${TOKEN}'), FILE, { TOKEN: token })
+    t.equal(config.admin.token, token, JSON.stringify(token))
+    t.equal(config.log.level, 'info')
+  }
+})
+
+t.test('an environment string fills typed keys: integers, booleans, durations and null', async (t) => {
+  const text = yaml(
+    'listen:',
+    '  port: ${PORT}',
+    'limits:',
+    '  max_body_bytes: ${MAX_BODY:-null}',
+    'forwarding:',
+    '  x_forwarded: ${XFF}',
+    'timeouts:',
+    '  connect: ${CONNECT}',
+    'admin:',
+    '  token: ${ADMIN_TOKEN:-}',
+    ...withId('a').split('\n'),
+  )
+  const config = parseConfig(text, FILE, { PORT: '8081', XFF: 'false', CONNECT: '250ms' })
+  t.equal(config.listen.port, 8081)
+  t.equal(config.limits.max_body_bytes, null)
+  t.equal(config.forwarding.x_forwarded, false)
+  t.equal(config.timeouts.connect, 250)
+  t.equal(config.admin.token, null, 'an empty token from the environment means no token')
+  t.strictSame(issuesOf(text, { PORT: 'eighty', XFF: 'yes', CONNECT: '1' }), [
+    `${FILE}:2:9 listen.port: expected an integer, got "eighty"`,
+    `${FILE}:6:16 forwarding.x_forwarded: expected a boolean, got "yes"`,
+  ])
+})
+
+t.test('an unset variable without default is an error naming it, with line and column', async (t) => {
+  t.strictSame(issuesOf(withId('app-${SUFFIX}'), {}), [
+    `${FILE}:2:9 upstreams[0].id: environment variable SUFFIX is not set (write \${SUFFIX:-default} to give a default)`,
+  ])
+  t.strictSame(issuesOf(withId('${A}-${B}'), { A: 'x' }), [
+    `${FILE}:2:9 upstreams[0].id: environment variable B is not set (write \${B:-default} to give a default)`,
+  ])
+})
+
+t.test('malformed references are errors', async (t) => {
+  const hint = 'expected ${NAME} or ${NAME:-default} (write $${ for a literal ${)'
+  t.strictSame(issuesOf(withId('"${}"'), {}), [`${FILE}:2:9 upstreams[0].id: invalid variable reference "\${}": ${hint}`])
+  t.strictSame(issuesOf(withId('"${1X}"'), {}), [`${FILE}:2:9 upstreams[0].id: invalid variable reference "\${1X}": ${hint}`])
+  t.strictSame(issuesOf(withId('"a${OPEN"'), {}), [`${FILE}:2:9 upstreams[0].id: invalid variable reference "\${OPEN": ${hint}`])
+})
+
+t.test('comments and keys are not substituted', async (t) => {
+  const text = yaml('# ${NOT_SET} here', ...withId('a').split('\n'))
+  t.equal(parseConfig(text, FILE, {}).upstreams[0]?.id, 'a')
+  t.strictSame(issuesOf(yaml('${KEY}: 1', ...withId('a').split('\n')), { KEY: 'log' }), [
+    `${FILE}:1:1 \${KEY}: unknown key (expected one of: listen, admin, upstreams, affinity, timeouts, limits, forwarding, log)`,
+  ])
+})
+
+t.test('loadConfigFile substitutes from the env it is given', async (t) => {
+  const path = fileURLToPath(new URL('./fixtures/config/env.yaml', import.meta.url))
+  const config = loadConfigFile(path, { UPSTREAM_HOST: '10.0.0.5', ADMIN_TOKEN: 't0k' })
+  t.equal(config.listen.port, 8080)
+  t.equal(config.admin.token, 't0k')
+  t.equal(config.upstreams[0]?.url, 'http://10.0.0.5:9001')
+  t.throws(() => loadConfigFile(path, { ADMIN_TOKEN: 't' }), {
+    name: 'ConfigError',
+    issues: [`${path}:8:10 upstreams[0].url: environment variable UPSTREAM_HOST is not set (write \${UPSTREAM_HOST:-default} to give a default)`],
+  })
+})
+
+const durations: [input: unknown, ms: number][] = [
+  ['500ms', 500],
+  ['0ms', 0],
+  ['5s', 5_000],
+  ['1.5s', 1_500],
+  ['3m', 180_000],
+  ['3h', 10_800_000],
+  ['0.5ms', 1],
+  [0, 0],
+  [2, 2_000],
+  [0.25, 250],
+  ['30', 30_000],
+  ['2.5', 2_500],
+]
+
+t.test('parseDuration reads units and plain seconds into milliseconds', async (t) => {
+  for (const [input, ms] of durations) t.equal(parseDuration(input), ms, JSON.stringify(input))
+})
+
+const badDurations: [input: unknown, got: string][] = [
+  ['5x', '"5x"'],
+  ['1d', '"1d"'],
+  ['5 s', '"5 s"'],
+  ['5S', '"5S"'],
+  ['-1s', '"-1s"'],
+  ['', '""'],
+  ['1h30m', '"1h30m"'],
+  [-1, '-1'],
+  [Number.POSITIVE_INFINITY, 'Infinity'],
+  [Number.NaN, 'NaN'],
+  [true, 'true'],
+  [null, 'null'],
+  [{}, 'a map'],
+]
+
+t.test('parseDuration rejects anything else with one clear line', async (t) => {
+  for (const [input, got] of badDurations) {
+    t.throws(
+      () => parseDuration(input),
+      { message: `expected a duration like "500ms", "5s", "3h" or a number of seconds, got ${got}` },
+      String(got),
+    )
+  }
+})

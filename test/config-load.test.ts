@@ -1,0 +1,291 @@
+// Specification of config loading and validation: defaults, located errors, freezing.
+import t, { type Test } from 'tap'
+import { fileURLToPath } from 'node:url'
+import { ConfigError, DEFAULTS, loadConfigFile, parseConfig, type Config } from '../src/config/index.js'
+
+const fixture = (name: string): string => fileURLToPath(new URL(`./fixtures/config/${name}`, import.meta.url))
+const FILE = 'config/proxy.yaml'
+const yaml = (...lines: string[]): string => lines.join('\n') + '\n'
+const UPSTREAM = ['upstreams:', '  - id: a', '    url: http://127.0.0.1:9001']
+
+/** The issues a config text is rejected with (fails the test if it is accepted). */
+function issuesOf(t: Test, text: string, env: Record<string, string> = {}): readonly string[] {
+  try {
+    parseConfig(text, FILE, env)
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      t.equal(err.code, 'TETHER_CONFIG_INVALID')
+      t.equal(err.message, err.issues.join('\n'))
+      return err.issues
+    }
+    throw err
+  }
+  t.fail('config was accepted')
+  return []
+}
+
+t.test('a minimal config gets every default', async (t) => {
+  const config = loadConfigFile(fixture('minimal.yaml'))
+  t.strictSame(config, {
+    listen: { host: '0.0.0.0', port: 8080 },
+    admin: { listen: { host: '127.0.0.1', port: 9901 }, token: null },
+    upstreams: [{ id: 'a', url: 'http://127.0.0.1:9001', weight: 1 }],
+    affinity: { key: 'none', idle_timeout: 10_800_000 },
+    timeouts: { connect: 2_000, response_headers: 30_000, body_idle: 60_000, client_keep_alive: 5_000, client_headers: 10_000 },
+    limits: { max_header_bytes: 16384, max_body_bytes: null },
+    forwarding: { preserve_host: true, x_forwarded: true },
+    log: { level: 'info', access: true },
+  } satisfies Config)
+})
+
+t.test('a full config round-trips every key, durations in ms and URLs as origins', async (t) => {
+  t.strictSame(loadConfigFile(fixture('full.yaml')), {
+    listen: { host: '127.0.0.1', port: 8000 },
+    admin: { listen: { host: '127.0.0.1', port: 8001 }, token: 's3cret' },
+    upstreams: [
+      { id: 'app-a', url: 'http://127.0.0.1:9001', weight: 3 },
+      { id: 'app_b.2', url: 'http://localhost:9002', weight: 1 },
+    ],
+    affinity: { key: 'none', idle_timeout: 5_400_000 },
+    timeouts: { connect: 500, response_headers: 15_000, body_idle: 0, client_keep_alive: 2_500, client_headers: 60_000 },
+    limits: { max_header_bytes: 32768, max_body_bytes: 1_048_576 },
+    forwarding: { preserve_host: false, x_forwarded: false },
+    log: { level: 'debug', access: false },
+  })
+})
+
+t.test('a partly given section keeps the defaults of its other keys', async (t) => {
+  const config = parseConfig(yaml('listen:', '  port: 0', 'timeouts:', '  connect: 1s', ...UPSTREAM), FILE)
+  t.strictSame(config.listen, { host: '0.0.0.0', port: 0 })
+  t.strictSame(config.timeouts, { ...DEFAULTS.timeouts, connect: 1000 })
+})
+
+t.test('the result is deeply frozen and shares nothing with DEFAULTS', async (t) => {
+  const config = parseConfig(yaml(...UPSTREAM), FILE)
+  const objects = [config, config.listen, config.admin, config.admin.listen, config.upstreams, config.upstreams[0],
+    config.affinity, config.timeouts, config.limits, config.forwarding, config.log]
+  for (const o of objects) t.ok(Object.isFrozen(o))
+  t.not(config.listen, DEFAULTS.listen)
+  t.throws(() => {
+    ;(config.listen as { port: number }).port = 1
+  }, TypeError)
+})
+
+const errorCases: { name: string; text: string; issues: string[] }[] = [
+  {
+    name: 'an empty file',
+    text: '# nothing here\n',
+    issues: [`${FILE}:1:1: config is empty; expected a map with at least \`upstreams\``],
+  },
+  {
+    name: 'a top level that is not a map',
+    text: yaml('- a', '- b'),
+    issues: [`${FILE}:1:1: expected a map at the top level, got a list`],
+  },
+  {
+    name: 'a YAML syntax error',
+    text: yaml('upstreams:', '  - id: a', '    url: [http://x', 'log: {}'),
+    issues: [`${FILE}:4:1: Flow sequence in block collection must be sufficiently indented and end with a ]`],
+  },
+  {
+    name: 'a duplicate key (YAML error)',
+    text: yaml(...UPSTREAM, 'log: {}', 'log: {}'),
+    issues: [`${FILE}:5:1: Map keys must be unique`],
+  },
+  {
+    name: 'missing upstreams (located at the parent map)',
+    text: yaml('', 'listen:', '  port: 80'),
+    issues: [`${FILE}:2:1 upstreams: missing required key`],
+  },
+  {
+    name: 'an empty upstream list',
+    text: yaml('upstreams: []'),
+    issues: [`${FILE}:1:12 upstreams: expected a non-empty list`],
+  },
+  {
+    name: 'a section that is not a map',
+    text: yaml(...UPSTREAM, 'timeouts: 5s'),
+    issues: [`${FILE}:4:11 timeouts: expected a map, got "5s"`],
+  },
+  {
+    name: 'an empty value (located at its key)',
+    text: yaml(...UPSTREAM, 'listen:', '  port:'),
+    issues: [`${FILE}:5:3 listen.port: expected an integer, got null`],
+  },
+  {
+    name: 'wrong scalar types',
+    text: yaml(...UPSTREAM, 'listen: {host: 8080, port: abc}', 'forwarding: {x_forwarded: yes}', 'admin: {token: [a]}'),
+    issues: [
+      `${FILE}:4:16 listen.host: expected a string, got 8080`,
+      `${FILE}:4:28 listen.port: expected an integer, got "abc"`,
+      `${FILE}:5:27 forwarding.x_forwarded: expected a boolean, got "yes"`,
+      `${FILE}:6:16 admin.token: expected a string, got a list`,
+    ],
+  },
+  {
+    name: 'integers out of range',
+    text: yaml(
+      ...UPSTREAM,
+      'listen: {port: 70000}',
+      'limits: {max_header_bytes: 512, max_body_bytes: -1}',
+      'admin: {listen: {port: 1.5}}',
+    ),
+    issues: [
+      `${FILE}:4:16 listen.port: expected an integer between 0 and 65535, got 70000`,
+      `${FILE}:5:28 limits.max_header_bytes: expected an integer between 1024 and 1048576, got 512`,
+      `${FILE}:5:49 limits.max_body_bytes: expected an integer >= 0, got -1`,
+      `${FILE}:6:24 admin.listen.port: expected an integer, got 1.5`,
+    ],
+  },
+  {
+    name: 'enumerations',
+    text: yaml(...UPSTREAM, 'affinity:', '  key: cookie', 'log:', '  level: verbose'),
+    issues: [
+      `${FILE}:5:8 affinity.key: expected one of: "none", got "cookie"`,
+      `${FILE}:7:10 log.level: expected one of: "fatal", "error", "warn", "info", "debug", "trace", "silent", got "verbose"`,
+    ],
+  },
+  {
+    name: 'duration rules',
+    text: yaml(
+      ...UPSTREAM,
+      'affinity:',
+      '  idle_timeout: 25h',
+      'timeouts:',
+      '  connect: 0s',
+      '  response_headers: 5x',
+      '  body_idle: -1',
+      '  client_keep_alive: 1000h',
+      '  client_headers: 0',
+    ),
+    issues: [
+      `${FILE}:5:17 affinity.idle_timeout: expected a duration <= 24h, got "25h"`,
+      `${FILE}:7:12 timeouts.connect: expected a duration > 0, got "0s"`,
+      `${FILE}:8:21 timeouts.response_headers: expected a duration like "500ms", "5s", "3h" or a number of seconds, got "5x"`,
+      `${FILE}:9:14 timeouts.body_idle: expected a duration like "500ms", "5s", "3h" or a number of seconds, got -1`,
+      `${FILE}:10:22 timeouts.client_keep_alive: expected a duration <= 596h, got "1000h"`,
+      `${FILE}:11:19 timeouts.client_headers: expected a duration > 0, got 0`,
+    ],
+  },
+  {
+    name: 'unknown keys, with a suggestion when one is close',
+    text: yaml(...UPSTREAM, 'tiemouts: {}', 'listen:', '  prot: 1', 'colour: red', '    '),
+    issues: [
+      `${FILE}:4:1 tiemouts: unknown key, did you mean \`timeouts\`?`,
+      `${FILE}:6:3 listen.prot: unknown key, did you mean \`port\`?`,
+      `${FILE}:7:1 colour: unknown key (expected one of: listen, admin, upstreams, affinity, timeouts, limits, forwarding, log)`,
+    ],
+  },
+  {
+    name: 'an upstream without id or url',
+    text: yaml('upstreams:', '  - weight: 2', '  - {id: b}'),
+    issues: [
+      `${FILE}:2:5 upstreams[0].id: missing required key`,
+      `${FILE}:2:5 upstreams[0].url: missing required key`,
+      `${FILE}:3:5 upstreams[1].url: missing required key`,
+    ],
+  },
+  {
+    name: 'bad upstream ids and weights',
+    text: yaml(
+      'upstreams:',
+      '  - {id: "a b", url: "http://a", weight: 0}',
+      `  - {id: "-a", url: "http://a", weight: 1001}`,
+      `  - {id: ${'x'.repeat(64)}, url: "http://a"}`,
+    ),
+    issues: [
+      `${FILE}:2:10 upstreams[0].id: expected an id of up to 63 letters, digits, ".", "_" or "-", starting with a letter or digit, got "a b"`,
+      `${FILE}:2:42 upstreams[0].weight: expected an integer between 1 and 1000, got 0`,
+      `${FILE}:3:10 upstreams[1].id: expected an id of up to 63 letters, digits, ".", "_" or "-", starting with a letter or digit, got "-a"`,
+      `${FILE}:3:41 upstreams[1].weight: expected an integer between 1 and 1000, got 1001`,
+      `${FILE}:4:10 upstreams[2].id: expected an id of up to 63 letters, digits, ".", "_" or "-", starting with a letter or digit, got "${'x'.repeat(57)}..."`,
+    ],
+  },
+  {
+    name: 'duplicate ids name both indexes (even when the duplicate is otherwise invalid)',
+    text: yaml(
+      'upstreams:',
+      '  - {id: a, url: "http://a"}',
+      '  - {id: b, url: "http://b"}',
+      '  - {id: a, url: "http://c"}',
+      '  - {id: b, url: "nope"}',
+    ),
+    issues: [
+      `${FILE}:4:10 upstreams[2].id: duplicate id "a" (also used by upstreams[0])`,
+      `${FILE}:5:10 upstreams[3].id: duplicate id "b" (also used by upstreams[1])`,
+      `${FILE}:5:18 upstreams[3].url: expected an http:// URL, got "nope"`,
+    ],
+  },
+  {
+    name: 'the admin listener on the proxy address',
+    text: yaml(...UPSTREAM, 'listen: {host: 127.0.0.1, port: 9000}', 'admin:', '  listen: {port: 9000}'),
+    issues: [`${FILE}:6:11 admin.listen: must not be the same address as listen (127.0.0.1:9000)`],
+  },
+  {
+    name: 'the admin listener on a port the wildcard proxy listener holds',
+    text: yaml(...UPSTREAM, 'listen: {port: 9901}'),
+    issues: [`${FILE}:4:9 admin.listen: must not be the same address as listen (127.0.0.1:9901)`],
+  },
+  {
+    name: 'many errors at once, in file order',
+    text: yaml('listen:', '  port: -1', 'upstreams:', '  - id: a', '    url: https://a', 'log:', '  acces: true'),
+    issues: [
+      `${FILE}:2:9 listen.port: expected an integer between 0 and 65535, got -1`,
+      `${FILE}:5:10 upstreams[0].url: https upstreams are not supported yet`,
+      `${FILE}:7:3 log.acces: unknown key, did you mean \`access\`?`,
+    ],
+  },
+]
+
+for (const c of errorCases) {
+  t.test(`rejects ${c.name}`, async (t) => {
+    t.strictSame(issuesOf(t, c.text), c.issues)
+  })
+}
+
+const urlCases: [url: string, result: string][] = [
+  ['http://127.0.0.1:9001', 'http://127.0.0.1:9001'],
+  ['http://127.0.0.1:9001/', 'http://127.0.0.1:9001'],
+  ['http://Example.COM:80/', 'http://example.com'],
+  ['http://[::1]:9001', 'http://[::1]:9001'],
+  ['foo', 'expected an http:// URL, got "foo"'],
+  ['127.0.0.1:9001', 'expected an http:// URL, got "127.0.0.1:9001"'],
+  ['https://a:9001', 'https upstreams are not supported yet'],
+  ['ftp://a', 'expected an http:// URL, got "ftp://a"'],
+  ['http://a/app', 'expected an http:// URL without a path, got "http://a/app"'],
+  ['http://a/?x=1', 'expected an http:// URL without a query or fragment, got "http://a/?x=1"'],
+  ['http://a?', 'expected an http:// URL without a query or fragment, got "http://a?"'],
+  ['http://a#top', 'expected an http:// URL without a query or fragment, got "http://a#top"'],
+  ['http://user:pw@a', 'expected an http:// URL without credentials'],
+  ['http://a:99999', 'expected an http:// URL, got "http://a:99999"'],
+]
+
+t.test('upstream URLs are normalised to their origin or rejected', async (t) => {
+  for (const [url, result] of urlCases) {
+    const text = yaml('upstreams:', '  - id: a', `    url: ${JSON.stringify(url)}`)
+    if (result.startsWith('http://')) {
+      t.equal(parseConfig(text, FILE).upstreams[0]?.url, result, url)
+    } else {
+      t.strictSame(issuesOf(t, text), [`${FILE}:3:10 upstreams[0].url: ${result}`], url)
+    }
+  }
+})
+
+t.test('a file on disk: issues carry the path as given', async (t) => {
+  const path = fixture('invalid.yaml')
+  t.throws(() => loadConfigFile(path), {
+    name: 'ConfigError',
+    issues: [
+      `${path}:2:9 listen.port: expected an integer between 0 and 65535, got 70000`,
+      `${path}:5:10 upstreams[0].url: expected an http:// URL, got "foo"`,
+    ],
+  })
+})
+
+t.test('an unreadable file is a one-line ConfigError', async (t) => {
+  const path = 'test/fixtures/config/does-not-exist.yaml'
+  t.throws(() => loadConfigFile(path), {
+    code: 'TETHER_CONFIG_INVALID',
+    message: `${path}: cannot read config: ENOENT: no such file or directory, open '${path}'`,
+  })
+})
