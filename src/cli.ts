@@ -1,0 +1,119 @@
+#!/usr/bin/env node
+// Process entry: argv, exit codes and signals. Loads the config, starts the composition
+// root, and turns SIGTERM/SIGINT into a graceful stop. No proxy logic here.
+import { readFileSync } from 'node:fs'
+import { ConfigError, loadConfigFile } from './config/index.js'
+import { startTether, type Tether } from './app.js'
+
+const USAGE = `Usage:
+  tether [--config <file>]   run the proxy (default file: $TETHER_CONFIG or config/proxy.yaml)
+  tether check <file>        validate a config file; exit 0 when valid, 1 when not
+  tether --help              show this help
+  tether --version           print the version
+
+Environment: LOG_LEVEL overrides log.level; \${VAR} in the config is read from the environment.
+`
+
+/** Parsed command line. */
+type Command =
+  | { kind: 'run'; config: string }
+  | { kind: 'check'; config: string }
+  | { kind: 'help' }
+  | { kind: 'version' }
+  | { kind: 'usage-error'; message: string }
+
+export function parseArgs(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): Command {
+  const args = [...argv]
+  if (args.includes('--help') || args.includes('-h')) return { kind: 'help' }
+  if (args.includes('--version') || args.includes('-v')) return { kind: 'version' }
+  let kind: 'run' | 'check' = 'run'
+  if (args[0] === 'check' || args[0] === 'run') kind = args.shift() as 'run' | 'check'
+  let config: string | undefined
+  while (args.length > 0) {
+    const a = args.shift()!
+    if (a === '--config' || a === '-c') {
+      const v = args.shift()
+      if (v === undefined) return { kind: 'usage-error', message: `${a} needs a file path` }
+      config = v
+    } else if (a.startsWith('--config=')) {
+      config = a.slice('--config='.length)
+    } else if (kind === 'check' && config === undefined && !a.startsWith('-')) {
+      config = a
+    } else {
+      return { kind: 'usage-error', message: `unknown argument "${a}"` }
+    }
+  }
+  if (kind === 'check' && config === undefined) return { kind: 'usage-error', message: 'check needs a config file' }
+  return { kind, config: config ?? env['TETHER_CONFIG'] ?? 'config/proxy.yaml' }
+}
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
+  return pkg.version
+}
+
+function load(file: string): ReturnType<typeof loadConfigFile> | null {
+  try {
+    return loadConfigFile(file, process.env)
+  } catch (err) {
+    if (err instanceof ConfigError) process.stderr.write(`${err.message}\n`)
+    else process.stderr.write(`${file}: ${(err as Error).message}\n`)
+    return null
+  }
+}
+
+async function main(): Promise<number> {
+  const cmd = parseArgs(process.argv.slice(2), process.env)
+  switch (cmd.kind) {
+    case 'help':
+      process.stdout.write(USAGE)
+      return 0
+    case 'version':
+      process.stdout.write(`tether ${version()}\n`)
+      return 0
+    case 'usage-error':
+      process.stderr.write(`tether: ${cmd.message}\n\n${USAGE}`)
+      return 2
+    case 'check': {
+      const config = load(cmd.config)
+      if (config === null) return 1
+      process.stdout.write(`${cmd.config}: ok (${config.upstreams.length} upstreams)\n`)
+      return 0
+    }
+    case 'run': {
+      const config = load(cmd.config)
+      if (config === null) return 1
+      let tether: Tether
+      try {
+        tether = await startTether(config)
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException
+        process.stderr.write(`tether: cannot listen on ${config.listen.host}:${config.listen.port}: ${e.code ?? e.message}\n`)
+        return 1
+      }
+      return new Promise<number>((resolve) => {
+        let stopping = false
+        const stop = (signal: string): void => {
+          if (stopping) {
+            tether.logger.warn({ signal }, 'second signal: exiting now')
+            resolve(1)
+            return
+          }
+          stopping = true
+          tether.logger.info({ signal }, 'signal received')
+          tether.close().then(() => resolve(0), () => resolve(1))
+        }
+        process.on('SIGTERM', () => stop('SIGTERM'))
+        process.on('SIGINT', () => stop('SIGINT'))
+      })
+    }
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`tether: fatal: ${(err as Error)?.message ?? String(err)}\n`)
+    process.exit(1)
+  },
+)

@@ -1,0 +1,31 @@
+// The one error catalogue: every error Tether answers a client with has a stable code,
+// an HTTP status and a short plain-text body. Layer 0: no I/O. README lists these codes
+// (test/errors-docs.test.ts keeps the two in sync).
+
+export const ERRORS = {
+  TETHER_NO_UPSTREAM: { status: 503, message: 'Service Unavailable: no upstream available' },
+  TETHER_UPSTREAM_CONNECT: { status: 502, message: 'Bad Gateway: upstream connection failed' },
+  TETHER_UPSTREAM_CONNECT_TIMEOUT: { status: 504, message: 'Gateway Timeout: upstream connect timed out' },
+  TETHER_UPSTREAM_TIMEOUT: { status: 504, message: 'Gateway Timeout: upstream did not answer in time' },
+  TETHER_UPSTREAM_RESET: { status: 502, message: 'Bad Gateway: upstream closed the connection' },
+  TETHER_UPSTREAM_PROTOCOL: { status: 502, message: 'Bad Gateway: invalid response from upstream' },
+  TETHER_BODY_TOO_LARGE: { status: 413, message: 'Content Too Large' },
+  TETHER_BAD_REQUEST: { status: 400, message: 'Bad Request' },
+  TETHER_HEADERS_TOO_LARGE: { status: 431, message: 'Request Header Fields Too Large' },
+  TETHER_CLIENT_TIMEOUT: { status: 408, message: 'Request Timeout' },
+  TETHER_SHUTTING_DOWN: { status: 503, message: 'Service Unavailable: shutting down' },
+} as const satisfies Record<string, { status: number; message: string }>
+
+export type ErrorCode = keyof typeof ERRORS
+
+/** An error with a catalogue code; the original error rides along as `cause`. */
+export class TetherError extends Error {
+  readonly code: ErrorCode
+  readonly status: number
+  constructor(code: ErrorCode, cause?: unknown) {
+    super(ERRORS[code].message, cause === undefined ? undefined : { cause })
+    this.name = 'TetherError'
+    this.code = code
+    this.status = ERRORS[code].status
+  }
+}

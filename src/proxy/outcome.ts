@@ -1,0 +1,42 @@
+// The one place that classifies how an upstream exchange ended. Pure: maps an error
+// thrown by the forwarding layer (undici or Node) to a catalogue code. Callers switch on
+// the code, never on messages.
+import { TetherError, type ErrorCode } from '../errors.js'
+
+/** Whether the failure happened before any byte of the request could reach the upstream. */
+export type Outcome =
+  | { readonly kind: 'client_abort' }
+  | { readonly kind: 'error'; readonly code: ErrorCode; readonly connect: boolean }
+
+const CONNECT_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EADDRNOTAVAIL'])
+
+/** Classify an error from forwarding. `clientGone` is true when the client closed first. */
+export function classify(err: unknown, clientGone: boolean): Outcome {
+  if (clientGone) return { kind: 'client_abort' }
+  if (err instanceof TetherError) return { kind: 'error', code: err.code, connect: false }
+  const code = (err as { code?: unknown } | null)?.code
+  if (typeof code === 'string') {
+    if (CONNECT_CODES.has(code)) return { kind: 'error', code: 'TETHER_UPSTREAM_CONNECT', connect: true }
+    switch (code) {
+      case 'UND_ERR_CONNECT_TIMEOUT':
+        return { kind: 'error', code: 'TETHER_UPSTREAM_CONNECT_TIMEOUT', connect: true }
+      case 'UND_ERR_HEADERS_TIMEOUT':
+      case 'UND_ERR_BODY_TIMEOUT':
+        return { kind: 'error', code: 'TETHER_UPSTREAM_TIMEOUT', connect: false }
+      case 'ECONNRESET':
+      case 'EPIPE':
+      case 'UND_ERR_SOCKET':
+      case 'UND_ERR_CLOSED':
+      case 'UND_ERR_DESTROYED':
+        return { kind: 'error', code: 'TETHER_UPSTREAM_RESET', connect: false }
+      case 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH':
+      case 'UND_ERR_REQUEST_ABORTED':
+      case 'UND_ERR_ABORTED':
+        return { kind: 'error', code: 'TETHER_BAD_REQUEST', connect: false }
+    }
+    if (code.startsWith('HPE_') || code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' || code === 'UND_ERR_INFO') {
+      return { kind: 'error', code: 'TETHER_UPSTREAM_PROTOCOL', connect: false }
+    }
+  }
+  return { kind: 'error', code: 'TETHER_UPSTREAM_RESET', connect: false }
+}

@@ -1,0 +1,99 @@
+// The tether command line, run as a real child process from dist/ (npm test builds first).
+import t from 'tap'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import net from 'node:net'
+import { ROOT, freePort, runCli, startCli, tempFile } from './fixtures/cli.js'
+import { request, startUpstream } from './fixtures/upstream.js'
+
+const version = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version
+
+t.test('--help and --version', async (t) => {
+  const help = await runCli(['--help'])
+  t.equal(help.code, 0)
+  t.match(help.stdout, /tether check <file>/)
+  const v = await runCli(['--version'])
+  t.equal(v.code, 0)
+  t.equal(v.stdout.trim(), `tether ${version}`)
+})
+
+t.test('an unknown argument exits 2 with usage', async (t) => {
+  const r = await runCli(['--bogus'])
+  t.equal(r.code, 2)
+  t.match(r.stderr, /unknown argument "--bogus"/)
+  t.match(r.stderr, /Usage:/)
+})
+
+t.test('check: a valid file exits 0', async (t) => {
+  const file = tempFile('ok.yaml', 'upstreams:\n  - { id: a, url: "http://127.0.0.1:9001" }\n')
+  const r = await runCli(['check', file])
+  t.equal(r.code, 0)
+  t.match(r.stdout, /ok \(1 upstreams\)/)
+})
+
+t.test('check: an invalid file exits 1 naming file, line, column and key', async (t) => {
+  const file = tempFile('bad.yaml', [
+    'listen: { host: 0.0.0.0, port: 8080 }',
+    'upstreams:',
+    '  - { id: a, url: "http://127.0.0.1:9001" }',
+    '  - { id: b, url: "foo" }',
+    '',
+  ].join('\n'))
+  const r = await runCli(['check', file])
+  t.equal(r.code, 1)
+  t.match(r.stderr, new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:4:\\d+ upstreams\\[1\\]\\.url: `, 'm'))
+  t.notMatch(r.stderr, /\n\s+at /, 'no stack trace')
+})
+
+t.test('check: a missing environment variable is named', async (t) => {
+  const file = tempFile('env.yaml', 'upstreams:\n  - { id: a, url: "${APP_URL}" }\n')
+  const bad = await runCli(['check', file])
+  t.equal(bad.code, 1)
+  t.match(bad.stderr, /:2:\d+ upstreams\[0\]\.url: environment variable APP_URL is not set/)
+  const good = await runCli(['check', file], { APP_URL: 'http://127.0.0.1:9001' })
+  t.equal(good.code, 0, good.stderr)
+})
+
+t.test('check: a missing file exits 1 with a one-line error', async (t) => {
+  const r = await runCli(['check', '/nonexistent/proxy.yaml'])
+  t.equal(r.code, 1)
+  t.match(r.stderr, /\/nonexistent\/proxy\.yaml/)
+  t.equal(r.stderr.trim().split('\n').length, 1)
+})
+
+t.test('run: proxies, logs JSON access lines, and stops cleanly on SIGTERM', async (t) => {
+  const up = await startUpstream('a')
+  t.teardown(() => up.close())
+  const file = tempFile('run.yaml', `listen: { host: 127.0.0.1, port: 0 }\nadmin: { listen: { host: 127.0.0.1, port: 0 } }\nupstreams:\n  - { id: a, url: "${up.url}" }\n`)
+  const tether = await startCli(file)
+  const r = await request(`${tether.url}/hello?x=1`)
+  t.equal(r.body, 'a\n')
+  const exit = await tether.stop('SIGTERM')
+  t.equal(exit.code, 0)
+  const access = tether.stdout().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)
+    .find((l) => l['msg'] === 'access')
+  t.match(access, { method: 'GET', path: '/hello?x=1', status: 200, upstream: 'a', outcome: 'ok' })
+  t.type(access?.['duration_ms'], 'number')
+})
+
+t.test('run: LOG_LEVEL=warn overrides log.level and silences access lines', async (t) => {
+  const up = await startUpstream('a')
+  t.teardown(() => up.close())
+  const port = await freePort()
+  const file = tempFile('run.yaml', `listen: { host: 127.0.0.1, port: ${port} }\nlog: { level: info, access: true }\nupstreams:\n  - { id: a, url: "${up.url}" }\n`)
+  const tether = await startCli(file, { LOG_LEVEL: 'warn' }, 15000, port)
+  t.equal((await request(tether.url)).body, 'a\n')
+  t.equal((await tether.stop()).code, 0)
+  t.equal(tether.stdout(), '', 'nothing below warn was logged')
+})
+
+t.test('run: a port already in use exits 1 with a one-line reason', async (t) => {
+  const blocker = net.createServer()
+  await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r))
+  t.teardown(() => blocker.close())
+  const port = (blocker.address() as net.AddressInfo).port
+  const file = tempFile('busy.yaml', `listen: { host: 127.0.0.1, port: ${port} }\nupstreams:\n  - { id: a, url: "http://127.0.0.1:9" }\n`)
+  const r = await runCli(['--config', file])
+  t.equal(r.code, 1)
+  t.match(r.stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: EADDRINUSE`))
+})

@@ -1,0 +1,133 @@
+// How Tether behaves when upstreams or clients misbehave: clear 502/504 answers, cut
+// streams, cancelled upstream work, and never a crash.
+import t from 'tap'
+import http from 'node:http'
+import net from 'node:net'
+import type { AddressInfo } from 'node:net'
+import { startProxy, startUpstream, request, waitFor } from './fixtures/upstream.js'
+
+/** A port with nothing listening (bound, read, closed). */
+async function deadPort(): Promise<number> {
+  const s = net.createServer()
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
+  const port = (s.address() as AddressInfo).port
+  await new Promise<void>((r) => s.close(() => r()))
+  return port
+}
+
+t.test('an upstream that refuses connections gives 502 with a short plain body', async (t) => {
+  const tether = await startProxy([{ id: 'dead', url: `http://127.0.0.1:${await deadPort()}` }])
+  t.teardown(() => tether.close(0))
+  const r = await request(tether.url)
+  t.equal(r.status, 502)
+  t.equal(r.headers['content-type'], 'text/plain; charset=utf-8')
+  t.equal(r.body, 'Bad Gateway: upstream connection failed\n')
+  t.notMatch(r.body, /ECONNREFUSED|at /, 'no internals leak')
+})
+
+t.test('an upstream that does not answer in time gives 504', async (t) => {
+  const up = await startUpstream('slow', () => { /* never answers */ })
+  const tether = await startProxy([up], { timeouts: { response_headers: 200 } })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const r = await request(tether.url)
+  t.equal(r.status, 504)
+  t.equal(r.body, 'Gateway Timeout: upstream did not answer in time\n')
+})
+
+t.test('an upstream that stalls mid-body past body_idle is cut off', async (t) => {
+  const up = await startUpstream('stall', (_req, res) => {
+    res.writeHead(200, { 'content-length': '100' })
+    res.write('partial')
+  })
+  const tether = await startProxy([up], { timeouts: { body_idle: 200 } })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const err = await new Promise<string>((resolve) => {
+    http.get(tether.url, { agent: false }, (res) => {
+      t.equal(res.statusCode, 200)
+      res.on('data', () => undefined)
+      res.on('end', () => resolve('ended cleanly'))
+      res.on('error', (e) => resolve((e as NodeJS.ErrnoException).code ?? e.message))
+      res.on('aborted', () => resolve('aborted'))
+    }).on('error', (e) => resolve((e as NodeJS.ErrnoException).code ?? e.message))
+  })
+  t.not(err, 'ended cleanly', `client saw the cut (${err})`)
+})
+
+t.test('an upstream crash mid-response ends the client response, and Tether keeps serving', async (t) => {
+  const up = await startUpstream('crash', (req, res) => {
+    if (req.url === '/ok') { res.end('fine'); return }
+    res.writeHead(200, { 'content-type': 'text/plain' })
+    res.write('first part\n')
+    setImmediate(() => req.socket.destroy())
+  })
+  const tether = await startProxy([up])
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const outcome = await new Promise<{ body: string; how: string }>((resolve) => {
+    let body = ''
+    http.get(tether.url, { agent: false }, (res) => {
+      res.setEncoding('utf8')
+      res.on('data', (c: string) => (body += c))
+      res.on('end', () => resolve({ body, how: 'end' }))
+      res.on('error', () => resolve({ body, how: 'error' }))
+      res.on('aborted', () => resolve({ body, how: 'aborted' }))
+    }).on('error', () => resolve({ body, how: 'error' }))
+  })
+  t.equal(outcome.body, 'first part\n', 'what arrived before the crash was delivered')
+  t.not(outcome.how, 'end', 'the client can tell the response was cut')
+  t.equal((await request(`${tether.url}/ok`)).body, 'fine')
+})
+
+t.test('a client abort cancels the upstream request', async (t) => {
+  let upstreamClosed: Promise<void> | null = null
+  const up = await startUpstream('a', (req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain' })
+    res.write('streaming…')
+    upstreamClosed = new Promise<void>((r) => res.on('close', () => r()))
+  })
+  const tether = await startProxy([up])
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  await new Promise<void>((resolve) => {
+    const req = http.get(tether.url, { agent: false }, (res) => {
+      res.once('data', () => { req.destroy(); resolve() })
+    })
+    req.on('error', () => undefined)
+  })
+  await waitFor(() => upstreamClosed !== null)
+  await upstreamClosed
+  t.pass('the upstream saw its request closed after the client left')
+})
+
+t.test('a client abort during upload cancels the upstream request', async (t) => {
+  let upstreamClosed: Promise<void> | null = null
+  const up = await startUpstream('a', (req, res) => {
+    if (req.method === 'GET') { res.end('ok'); return }
+    upstreamClosed = new Promise<void>((r) => res.on('close', () => r()))
+    req.resume()
+  })
+  const tether = await startProxy([up])
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const req = http.request(tether.url, { method: 'PUT', agent: false, headers: { 'content-length': '1000000' } })
+  req.on('error', () => undefined)
+  req.write('x'.repeat(1000))
+  await waitFor(() => upstreamClosed !== null, 5000, 'upload to start')
+  req.destroy()
+  await upstreamClosed
+  t.pass('upstream request closed')
+  t.equal((await request(tether.url)).status, 200, 'still serving')
+})
+
+t.test('graceful close lets an in-flight request finish and refuses new connections', async (t) => {
+  let finish: (() => void) | null = null
+  const up = await startUpstream('a', (_req, res) => { finish = () => res.end('done') })
+  const tether = await startProxy([up])
+  t.teardown(() => up.close())
+  const inflight = request(tether.url)
+  await waitFor(() => finish !== null)
+  const closed = tether.close(5000)
+  finish!()
+  const r = await inflight
+  t.equal(r.body, 'done')
+  t.equal(r.headers.connection, 'close', 'answers during the drain close their connection')
+  await closed
+  await t.rejects(request(tether.url), { code: 'ECONNREFUSED' })
+})
