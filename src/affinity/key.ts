@@ -1,0 +1,153 @@
+// Affinity key extraction: reads the key (Tether cookie, application cookie, client IP or a
+// header) from request headers. Layer 1, pure: no I/O, no clock of its own, never mutates the
+// headers, never decides placement or issues cookies (it only reports what it found).
+// Every extraction is O(header length) and allocates only the returned value.
+import type { IncomingHttpHeaders } from 'node:http'
+import type { CookieCodec, DecodedCookie } from './cookie-codec.js'
+import { clientIp, type TrustedProxies } from './client-ip.js'
+
+/** Longest app-cookie or header value accepted as a key; longer ones count as absent. */
+export const DEFAULT_MAX_KEY_LENGTH = 1024
+
+/** How to extract the key, prepared once from config by {@link keyOptions}. */
+export type KeyOptions =
+  | { readonly kind: 'cookie'; readonly cookieName: string; readonly codec: CookieCodec }
+  | { readonly kind: 'app_cookie'; readonly cookieName: string; readonly maxKeyLength: number }
+  | { readonly kind: 'client_ip'; readonly trusted: TrustedProxies }
+  | { readonly kind: 'header'; readonly headerName: string; readonly maxKeyLength: number }
+
+/** What a request carries, per key kind. Null means "absent": the caller falls back. */
+export type AffinityKey =
+  | {
+      readonly kind: 'cookie'
+      /** The verified cookie (also when expired, for logs); null when absent or invalid. */
+      readonly session: DecodedCookie | null
+      readonly status: 'ok' | 'absent' | 'invalid' | 'expired-idle' | 'expired-absolute'
+    }
+  | { readonly kind: 'app_cookie'; readonly value: string | null }
+  | { readonly kind: 'client_ip'; readonly value: string }
+  | { readonly kind: 'header'; readonly value: string | null }
+
+/** Config-shaped input to {@link keyOptions}. */
+export type KeyConfig =
+  | { readonly kind: 'cookie'; readonly cookieName: string; readonly codec: CookieCodec }
+  | { readonly kind: 'app_cookie'; readonly cookieName: string; readonly maxKeyLength?: number }
+  | { readonly kind: 'client_ip'; readonly trusted: TrustedProxies }
+  | { readonly kind: 'header'; readonly headerName: string; readonly maxKeyLength?: number }
+
+/**
+ * Prepares extraction options once: lower-cases the header name (Node's header keys are
+ * lower case) and fills in the key length limit. Returns a frozen object.
+ * Example: `keyOptions({ kind: 'header', headerName: 'X-Tenant' })` -> `{ kind: 'header', headerName: 'x-tenant', maxKeyLength: 1024 }`.
+ */
+export function keyOptions(config: KeyConfig): KeyOptions {
+  switch (config.kind) {
+    case 'cookie':
+    case 'client_ip':
+      return Object.freeze({ ...config })
+    case 'app_cookie':
+      return Object.freeze({ ...config, maxKeyLength: config.maxKeyLength ?? DEFAULT_MAX_KEY_LENGTH })
+    case 'header':
+      return Object.freeze({
+        kind: 'header',
+        headerName: config.headerName.toLowerCase(),
+        maxKeyLength: config.maxKeyLength ?? DEFAULT_MAX_KEY_LENGTH,
+      })
+  }
+}
+
+/**
+ * Extracts the affinity key of a request.
+ *
+ * - `cookie`: finds the Tether cookie and decodes it with `now` (status `absent` when there is
+ *   no such cookie or it is empty, `invalid` when it fails verification, else the codec's verdict).
+ * - `app_cookie`: the application's cookie value, or null when absent, empty or too long.
+ * - `client_ip`: see {@link clientIp} (X-Forwarded-For is used only from trusted peers).
+ * - `header`: the header value, trimmed; the first one when repeated; null when absent, empty
+ *   or too long.
+ *
+ * Example: `extractAffinityKey({ cookie: 'a=1; tether=AX3k...' }, '10.0.0.5', opts, now)`
+ * -> `{ kind: 'cookie', status: 'ok', session: { upstream: 'app-0', ... } }`.
+ */
+export function extractAffinityKey(
+  headers: IncomingHttpHeaders,
+  peer: string,
+  options: KeyOptions,
+  now: number,
+): AffinityKey {
+  switch (options.kind) {
+    case 'cookie': {
+      const raw = findCookie(headers.cookie, options.cookieName)
+      if (raw === null || raw === '') return { kind: 'cookie', session: null, status: 'absent' }
+      const decoded = options.codec.decode(raw, now)
+      if (decoded === null) return { kind: 'cookie', session: null, status: 'invalid' }
+      return { kind: 'cookie', session: decoded.cookie, status: decoded.status }
+    }
+    case 'app_cookie': {
+      const raw = findCookie(headers.cookie, options.cookieName)
+      const value = raw === null || raw === '' || raw.length > options.maxKeyLength ? null : raw
+      return { kind: 'app_cookie', value }
+    }
+    case 'client_ip':
+      return { kind: 'client_ip', value: clientIp(peer, headers['x-forwarded-for'], options.trusted) }
+    case 'header': {
+      const h = headers[options.headerName]
+      const first = Array.isArray(h) ? h[0] : h
+      const value = first === undefined ? '' : first.trim()
+      return { kind: 'header', value: value === '' || value.length > options.maxKeyLength ? null : value }
+    }
+  }
+}
+
+/**
+ * Finds one cookie by (case-sensitive) name in a Cookie header without building a map, in one
+ * left-to-right pass. Handles several Cookie headers (an array, or Node's "; "-joined string),
+ * whitespace around names and values, pairs without "=", and double-quoted values (quotes are
+ * removed). The first occurrence wins. Returns null when the cookie is not there.
+ *
+ * Example: `findCookie('a=1;  tether="xyz" ; tether=2', 'tether')` -> `'xyz'`.
+ */
+export function findCookie(header: string | string[] | undefined, name: string): string | null {
+  if (header === undefined) return null
+  if (typeof header !== 'string') {
+    for (const h of header) {
+      const v = findCookie(h, name)
+      if (v !== null) return v
+    }
+    return null
+  }
+  const n = header.length
+  let i = 0
+  let eq = -1 // cached position of the next "=" at or after i; n when there is none
+  while (i < n) {
+    let semi = header.indexOf(';', i)
+    if (semi === -1) semi = n
+    if (eq < i) {
+      eq = header.indexOf('=', i)
+      if (eq === -1) eq = n
+    }
+    if (eq < semi) {
+      let ks = i
+      let ke = eq
+      while (ks < ke && isSpace(header.charCodeAt(ks))) ks++
+      while (ke > ks && isSpace(header.charCodeAt(ke - 1))) ke--
+      if (ke - ks === name.length && header.startsWith(name, ks)) {
+        let vs = eq + 1
+        let ve = semi
+        while (vs < ve && isSpace(header.charCodeAt(vs))) vs++
+        while (ve > vs && isSpace(header.charCodeAt(ve - 1))) ve--
+        if (ve - vs >= 2 && header.charCodeAt(vs) === 0x22 && header.charCodeAt(ve - 1) === 0x22) {
+          vs++
+          ve--
+        }
+        return header.slice(vs, ve)
+      }
+    }
+    i = semi + 1
+  }
+  return null
+}
+
+function isSpace(c: number): boolean {
+  return c === 0x20 || c === 0x09
+}

@@ -1,0 +1,289 @@
+// The in-memory affinity table: key -> (upstream id, epoch, createdAt, lastSeen), bounded by
+// maxEntries with LRU eviction, sliding idle expiry and optional absolute expiry. Layer 2
+// state owner: no I/O, no timers and no Date.now (every call takes `now`); background sweeping
+// is someone else's owned, stoppable loop calling sweep(). Data-oriented for 1M+ entries.
+import type { AffinityEntry, AffinityStore, AffinityStoreOptions } from './store.js'
+
+const NONE = -1
+const INITIAL_CAPACITY = 1024
+/** Upstream ids are interned into a Uint16Array column. */
+const MAX_UPSTREAMS = 0x1_0000
+
+/**
+ * The default {@link AffinityStore}: all bindings in memory, in columns.
+ *
+ * Layout: a `Map<string, number>` from key to slot; per slot, typed-array columns for the
+ * upstream (a Uint16 index into an intern table of upstream ids), epoch (Uint32), createdAt and
+ * lastSeen (Float64, ms) and a doubly linked LRU list (Int32 prev/next); freed slots are chained
+ * through `next` for reuse. Columns grow by doubling up to maxEntries. About 120 MB for 1M
+ * entries with 32-character keys (see bench/affinity-memory.mjs).
+ *
+ * Upstream ids are interned by name, so bindings survive config reloads and discovery changes
+ * as long as the id is the same; an id whose last binding goes away is forgotten (pod names
+ * from discovery come and go). Per-upstream counts are kept incrementally for bounded loads.
+ *
+ * Recency: `get` is a use (refreshes lastSeen and moves the entry to the head); `peek` is not.
+ * Because lastSeen follows recency, the least recently used entry is also the most idle one,
+ * so `sweep` only has to look at the tail.
+ *
+ * Example:
+ * ```ts
+ * const table = new AffinityTable({ maxEntries: 1_000_000, idleTimeout: 3 * 3_600_000 })
+ * table.set('9f86d081884c7d659a2feaa0c55ad015', 'app-0', 0, clock.now())
+ * table.get('9f86d081884c7d659a2feaa0c55ad015', clock.now())  // -> { upstream: 'app-0', epoch: 0, ... }
+ * table.countByUpstream('app-0')  // -> 1
+ * ```
+ */
+export class AffinityTable implements AffinityStore {
+  readonly #maxEntries: number
+  readonly #idleTimeout: number
+  readonly #absoluteTimeout: number
+  readonly #index = new Map<string, number>()
+  readonly #keys: (string | undefined)[] = []
+  #capacity: number
+  #upstream: Uint16Array
+  #epoch: Uint32Array
+  #createdAt: Float64Array
+  #lastSeen: Float64Array
+  #prev: Int32Array
+  #next: Int32Array
+  #head = NONE // most recently used
+  #tail = NONE // least recently used
+  #free = NONE // chain of freed slots, linked through #next
+  #used = 0 // slots ever handed out (high-water mark)
+  readonly #ids: (string | undefined)[] = []
+  readonly #idIndex = new Map<string, number>()
+  readonly #counts: number[] = []
+  readonly #freeIds: number[] = []
+  #evictions = 0
+  #expirations = 0
+
+  /** Throws a `RangeError` when maxEntries is not an integer in 1..2^31-1 or a timeout is not > 0. */
+  constructor(options: AffinityStoreOptions) {
+    const { maxEntries, idleTimeout } = options
+    const absolute = options.absoluteTimeout ?? null
+    if (!Number.isInteger(maxEntries) || maxEntries < 1 || maxEntries > 0x7fff_ffff) {
+      throw new RangeError(`affinity table: maxEntries must be an integer in 1..${0x7fff_ffff}, got ${maxEntries}`)
+    }
+    if (!(idleTimeout > 0)) throw new RangeError(`affinity table: idleTimeout must be > 0 ms, got ${idleTimeout}`)
+    if (absolute !== null && !(absolute > 0)) {
+      throw new RangeError(`affinity table: absoluteTimeout must be > 0 ms, got ${absolute}`)
+    }
+    this.#maxEntries = maxEntries
+    this.#idleTimeout = idleTimeout
+    this.#absoluteTimeout = absolute ?? Infinity
+    this.#capacity = Math.min(maxEntries, INITIAL_CAPACITY)
+    this.#upstream = new Uint16Array(this.#capacity)
+    this.#epoch = new Uint32Array(this.#capacity)
+    this.#createdAt = new Float64Array(this.#capacity)
+    this.#lastSeen = new Float64Array(this.#capacity)
+    this.#prev = new Int32Array(this.#capacity)
+    this.#next = new Int32Array(this.#capacity)
+  }
+
+  /** Bindings held, including expired ones not yet removed. */
+  get size(): number {
+    return this.#index.size
+  }
+
+  /** Slots ever allocated (high-water mark); freed slots are reused before this grows. */
+  get slots(): number {
+    return this.#used
+  }
+
+  /** Live bindings dropped to make room for new ones (LRU), since construction. */
+  get evictions(): number {
+    return this.#evictions
+  }
+
+  /** Expired bindings removed (on lookup, by sweep, or found at the tail when making room). */
+  get expirations(): number {
+    return this.#expirations
+  }
+
+  get(key: string, now: number): AffinityEntry | null {
+    const slot = this.#index.get(key)
+    if (slot === undefined) return null
+    if (this.#isExpired(slot, now)) {
+      this.#remove(slot)
+      this.#expirations++
+      return null
+    }
+    this.#lastSeen[slot] = now
+    this.#toHead(slot)
+    return this.#entry(slot)
+  }
+
+  peek(key: string, now: number): AffinityEntry | null {
+    const slot = this.#index.get(key)
+    if (slot === undefined || this.#isExpired(slot, now)) return null
+    return this.#entry(slot)
+  }
+
+  /** Throws a `RangeError` when 65,536 distinct upstream ids are already bound, or the epoch is not a uint32. */
+  set(key: string, upstream: string, epoch: number, now: number): void {
+    if (!Number.isInteger(epoch) || epoch < 0 || epoch > 0xffff_ffff) {
+      throw new RangeError(`affinity table: epoch must be a uint32, got ${epoch}`)
+    }
+    const u = this.#intern(upstream)
+    this.#counts[u]!++ // acquire first, so an eviction below cannot forget this id
+    let slot = this.#index.get(key)
+    if (slot !== undefined) {
+      if (this.#isExpired(slot, now)) {
+        this.#expirations++
+        this.#createdAt[slot] = now
+      }
+      this.#release(this.#upstream[slot]!)
+      this.#upstream[slot] = u
+      this.#epoch[slot] = epoch
+      this.#lastSeen[slot] = now
+      this.#toHead(slot)
+      return
+    }
+    if (this.#index.size >= this.#maxEntries) {
+      const victim = this.#tail
+      if (this.#isExpired(victim, now)) this.#expirations++
+      else this.#evictions++
+      this.#remove(victim)
+    }
+    slot = this.#allocate()
+    this.#index.set(key, slot)
+    this.#keys[slot] = key
+    this.#upstream[slot] = u
+    this.#epoch[slot] = epoch
+    this.#createdAt[slot] = now
+    this.#lastSeen[slot] = now
+    this.#prev[slot] = NONE
+    this.#next[slot] = this.#head
+    if (this.#head !== NONE) this.#prev[this.#head] = slot
+    this.#head = slot
+    if (this.#tail === NONE) this.#tail = slot
+  }
+
+  delete(key: string): boolean {
+    const slot = this.#index.get(key)
+    if (slot === undefined) return false
+    this.#remove(slot)
+    return true
+  }
+
+  /**
+   * Removes up to `budget` expired entries, starting at the least recently used end and
+   * stopping at the first live one, so each call costs O(budget) whatever the table size.
+   * An entry past its absolute timeout but recently used is removed on its next lookup instead
+   * (or by sweep once it is also idle). Returns the number removed.
+   * Example: `setInterval(() => table.sweep(clock.now(), 1000), 1000)` from an owned sweeper.
+   */
+  sweep(now: number, budget: number): number {
+    let removed = 0
+    while (removed < budget && this.#tail !== NONE && this.#isExpired(this.#tail, now)) {
+      this.#remove(this.#tail)
+      removed++
+    }
+    this.#expirations += removed
+    return removed
+  }
+
+  countByUpstream(upstream: string): number {
+    const u = this.#idIndex.get(upstream)
+    return u === undefined ? 0 : this.#counts[u]!
+  }
+
+  #isExpired(slot: number, now: number): boolean {
+    return now - this.#lastSeen[slot]! > this.#idleTimeout || now - this.#createdAt[slot]! > this.#absoluteTimeout
+  }
+
+  #entry(slot: number): AffinityEntry {
+    return {
+      upstream: this.#ids[this.#upstream[slot]!]!,
+      epoch: this.#epoch[slot]!,
+      createdAt: this.#createdAt[slot]!,
+      lastSeen: this.#lastSeen[slot]!,
+    }
+  }
+
+  /** Moves a linked slot to the head (most recently used). */
+  #toHead(slot: number): void {
+    if (this.#head === slot) return
+    const prev = this.#prev[slot]!
+    const next = this.#next[slot]!
+    // slot is not the head, so prev !== NONE
+    this.#next[prev] = next
+    if (next !== NONE) this.#prev[next] = prev
+    else this.#tail = prev
+    this.#prev[slot] = NONE
+    this.#next[slot] = this.#head
+    this.#prev[this.#head] = slot
+    this.#head = slot
+  }
+
+  /** Unlinks a slot, drops its key and upstream reference, and puts it on the free chain. */
+  #remove(slot: number): void {
+    this.#index.delete(this.#keys[slot]!)
+    this.#keys[slot] = undefined
+    const prev = this.#prev[slot]!
+    const next = this.#next[slot]!
+    if (prev !== NONE) this.#next[prev] = next
+    else this.#head = next
+    if (next !== NONE) this.#prev[next] = prev
+    else this.#tail = prev
+    this.#release(this.#upstream[slot]!)
+    this.#next[slot] = this.#free
+    this.#free = slot
+  }
+
+  #allocate(): number {
+    if (this.#free !== NONE) {
+      const slot = this.#free
+      this.#free = this.#next[slot]!
+      return slot
+    }
+    if (this.#used === this.#capacity) this.#grow()
+    return this.#used++
+  }
+
+  #grow(): void {
+    const capacity = Math.min(this.#maxEntries, this.#capacity * 2)
+    const grow = <T extends Uint16Array | Uint32Array | Int32Array | Float64Array>(a: T, make: (n: number) => T): T => {
+      const b = make(capacity)
+      b.set(a)
+      return b
+    }
+    this.#upstream = grow(this.#upstream, (n) => new Uint16Array(n))
+    this.#epoch = grow(this.#epoch, (n) => new Uint32Array(n))
+    this.#createdAt = grow(this.#createdAt, (n) => new Float64Array(n))
+    this.#lastSeen = grow(this.#lastSeen, (n) => new Float64Array(n))
+    this.#prev = grow(this.#prev, (n) => new Int32Array(n))
+    this.#next = grow(this.#next, (n) => new Int32Array(n))
+    this.#capacity = capacity
+  }
+
+  /** The intern index of an upstream id, adding it (with count 0) when new. */
+  #intern(upstream: string): number {
+    const known = this.#idIndex.get(upstream)
+    if (known !== undefined) return known
+    let u = this.#freeIds.pop()
+    if (u === undefined) {
+      if (this.#ids.length >= MAX_UPSTREAMS) {
+        throw new RangeError(`affinity table: more than ${MAX_UPSTREAMS} distinct upstream ids are bound`)
+      }
+      u = this.#ids.length
+      this.#ids.push(upstream)
+      this.#counts.push(0)
+    } else {
+      this.#ids[u] = upstream
+      this.#counts[u] = 0
+    }
+    this.#idIndex.set(upstream, u)
+    return u
+  }
+
+  /** Drops one binding's reference to an upstream id; forgets the id at zero. */
+  #release(u: number): void {
+    if (--this.#counts[u]! === 0) {
+      this.#idIndex.delete(this.#ids[u]!)
+      this.#ids[u] = undefined
+      this.#freeIds.push(u)
+    }
+  }
+}

@@ -1,0 +1,135 @@
+// Affinity key extraction for each key kind, and the one-pass Cookie header scan with odd
+// headers. Pure; table-driven; time from a FakeClock.
+import t from 'tap'
+import type { IncomingHttpHeaders } from 'node:http'
+import { CookieCodec } from '../src/affinity/cookie-codec.js'
+import { parseTrustedProxies } from '../src/affinity/client-ip.js'
+import { DEFAULT_MAX_KEY_LENGTH, extractAffinityKey, findCookie, keyOptions } from '../src/affinity/key.js'
+import { FakeClock } from './fixtures/clock.js'
+
+const HOUR = 3_600_000
+
+t.test('one cookie is found by name in odd Cookie headers; the first occurrence wins', async (t) => {
+  const cases: [string, string | string[] | undefined, string | null][] = [
+    ['no header', undefined, null],
+    ['an empty header', '', null],
+    ['the only cookie', 'tether=abc', 'abc'],
+    ['among others', 'a=1; tether=abc; b=2', 'abc'],
+    ['last, with a trailing ";"', 'a=1; tether=abc;', 'abc'],
+    ['no spaces', 'a=1;tether=abc;b=2', 'abc'],
+    ['extra whitespace and tabs', '  a=1 ;\t tether \t=  abc  ; b=2', 'abc'],
+    ['a quoted value', 'tether="abc"', 'abc'],
+    ['a quoted value with spaces around', 'tether = "abc" ;x=1', 'abc'],
+    ['a lone quote is kept', 'tether="', '"'],
+    ['an empty value', 'tether=; a=1', ''],
+    ['an empty quoted value', 'tether=""', ''],
+    ['the first of duplicates', 'tether=first; tether=second', 'first'],
+    ['"=" inside the value', 'tether=a=b=c; x=1', 'a=b=c'],
+    ['a longer name that ends with it', 'xtether=no; tether=yes', 'yes'],
+    ['a longer name that starts with it', 'tether2=no; tether=yes', 'yes'],
+    ['names are case-sensitive', 'Tether=no; TETHER=no', null],
+    ['a value that looks like the name', 'a=tether; b=tether=x', null],
+    ['pairs without "=" are skipped', 'garbage; tether; ;; tether=yes', 'yes'],
+    ['a bare name is not a cookie', 'tether', null],
+    ['joined Cookie headers (Node joins with "; ")', 'a=1; b=2; tether=abc', 'abc'],
+    ['several Cookie headers as an array', ['a=1', 'tether=abc; c=3', 'tether=later'], 'abc'],
+    ['an array without it', ['a=1', 'b=2'], null],
+  ]
+  for (const [name, header, want] of cases) t.equal(findCookie(header, 'tether'), want, name)
+})
+
+t.test('a Cookie header of many "="-less pairs is scanned in linear time', async (t) => {
+  const header = 'x;'.repeat(200_000) + 'tether=found'
+  const start = process.hrtime.bigint()
+  t.equal(findCookie(header, 'tether'), 'found')
+  t.equal(findCookie('x'.repeat(400_000) + ';a=1', 'tether'), null)
+  const ms = Number(process.hrtime.bigint() - start) / 1e6
+  t.ok(ms < 500, `took ${ms.toFixed(1)} ms (quadratic would take seconds)`)
+})
+
+t.test('the cookie key reports ok, absent, invalid and both expiries', async (t) => {
+  const clock = new FakeClock()
+  const codec = new CookieCodec({
+    secrets: 'a secret of sixteen bytes or more',
+    idleTimeout: 3 * HOUR,
+    absoluteTimeout: 24 * HOUR,
+    randomBytes: (n) => new Uint8Array(n).fill(7),
+  })
+  const options = keyOptions({ kind: 'cookie', cookieName: 'tether', codec })
+  const issued = codec.issue('app-2', 4, clock.now())
+  const fresh = clock.now()
+  const cases: [string, IncomingHttpHeaders, number, string, boolean][] = [
+    // [name, headers, now, status, has session]
+    ['a valid cookie', { cookie: `sid=1; tether=${issued.value}` }, fresh, 'ok', true],
+    ['a valid quoted cookie', { cookie: `tether="${issued.value}"` }, fresh, 'ok', true],
+    ['no Cookie header', {}, fresh, 'absent', false],
+    ['other cookies only', { cookie: 'sid=1; theme=dark' }, fresh, 'absent', false],
+    ['an empty tether cookie', { cookie: 'tether=' }, fresh, 'absent', false],
+    ['a tampered cookie', { cookie: `tether=${issued.value.slice(0, -1)}${issued.value.endsWith('A') ? 'B' : 'A'}` }, fresh, 'invalid', false],
+    ['garbage', { cookie: 'tether=%00%ff;;' }, fresh, 'invalid', false],
+    ['idle too long', { cookie: `tether=${issued.value}` }, fresh + 3 * HOUR + 1000, 'expired-idle', true],
+    ['past the absolute limit', { cookie: `tether=${issued.value}` }, fresh + 25 * HOUR, 'expired-absolute', true],
+  ]
+  for (const [name, headers, now, status, hasSession] of cases) {
+    const key = extractAffinityKey(headers, '203.0.113.9', options, now)
+    t.match(key, { kind: 'cookie', status }, name)
+    if (key.kind === 'cookie') t.same(key.session, hasSession ? issued.cookie : null, `${name}: session`)
+  }
+})
+
+t.test('the app cookie key is the application cookie value, or null to fall back', async (t) => {
+  const options = keyOptions({ kind: 'app_cookie', cookieName: 'laravel_session' })
+  const long = 'x'.repeat(DEFAULT_MAX_KEY_LENGTH + 1)
+  const cases: [string, IncomingHttpHeaders, string | null][] = [
+    ['present', { cookie: 'XSRF-TOKEN=t; laravel_session=eyJpdiI6Ik1n%3D%3D' }, 'eyJpdiI6Ik1n%3D%3D'],
+    ['quoted', { cookie: 'laravel_session="v1"' }, 'v1'],
+    ['absent', { cookie: 'XSRF-TOKEN=t' }, null],
+    ['no Cookie header', {}, null],
+    ['empty', { cookie: 'laravel_session=' }, null],
+    ['longer than the key limit', { cookie: `laravel_session=${long}` }, null],
+    ['exactly the key limit', { cookie: `laravel_session=${long.slice(1)}` }, long.slice(1)],
+  ]
+  for (const [name, headers, want] of cases) t.same(extractAffinityKey(headers, '203.0.113.9', options, 0), { kind: 'app_cookie', value: want }, name)
+  const short = keyOptions({ kind: 'app_cookie', cookieName: 's', maxKeyLength: 4 })
+  t.same(extractAffinityKey({ cookie: 's=12345' }, '::1', short, 0), { kind: 'app_cookie', value: null }, 'a configured limit')
+})
+
+t.test('the client IP key uses X-Forwarded-For only from trusted peers', async (t) => {
+  const options = keyOptions({ kind: 'client_ip', trusted: parseTrustedProxies(['10.0.0.0/8']) })
+  const cases: [string, string, IncomingHttpHeaders, string][] = [
+    ['an untrusted peer', '203.0.113.9', { 'x-forwarded-for': '1.1.1.1' }, '203.0.113.9'],
+    ['a trusted peer', '10.0.0.2', { 'x-forwarded-for': '198.51.100.7, 10.0.0.3' }, '198.51.100.7'],
+    ['a mapped peer without a header', '::ffff:203.0.113.9', {}, '203.0.113.9'],
+  ]
+  for (const [name, peer, headers, want] of cases) t.same(extractAffinityKey(headers, peer, options, 0), { kind: 'client_ip', value: want }, name)
+})
+
+t.test('the header key is the trimmed header value, or null to fall back', async (t) => {
+  const options = keyOptions({ kind: 'header', headerName: 'X-Tenant' })
+  t.equal(options.kind === 'header' && options.headerName, 'x-tenant', 'the header name is lower-cased once')
+  const cases: [string, IncomingHttpHeaders, string | null][] = [
+    ['present', { 'x-tenant': 'acme' }, 'acme'],
+    ['with whitespace', { 'x-tenant': '  acme \t' }, 'acme'],
+    ['absent', { 'x-other': 'acme' }, null],
+    ['empty', { 'x-tenant': '' }, null],
+    ['blank', { 'x-tenant': '   ' }, null],
+    ['repeated (an array): the first', { 'x-tenant': ['acme', 'evil'] }, 'acme'],
+    ['an empty array', { 'x-tenant': [] }, null],
+    ['longer than the key limit', { 'x-tenant': 'x'.repeat(DEFAULT_MAX_KEY_LENGTH + 1) }, null],
+  ]
+  for (const [name, headers, want] of cases) t.same(extractAffinityKey(headers, '203.0.113.9', options, 0), { kind: 'header', value: want }, name)
+})
+
+t.test('extraction never mutates the request headers', async (t) => {
+  const headers: IncomingHttpHeaders = Object.freeze({ cookie: 'a=1; tether=x', 'x-forwarded-for': '1.1.1.1', 'x-tenant': ' a ' })
+  const codec = new CookieCodec({ secrets: 'a secret of sixteen bytes or more', idleTimeout: HOUR })
+  for (const options of [
+    keyOptions({ kind: 'cookie', cookieName: 'tether', codec }),
+    keyOptions({ kind: 'app_cookie', cookieName: 'a' }),
+    keyOptions({ kind: 'client_ip', trusted: parseTrustedProxies(['0.0.0.0/0']) }),
+    keyOptions({ kind: 'header', headerName: 'x-tenant' }),
+  ]) {
+    t.doesNotThrow(() => extractAffinityKey(headers, '10.0.0.1', options, 0), options.kind)
+    t.ok(Object.isFrozen(options), `${options.kind} options are frozen`)
+  }
+})
