@@ -5,7 +5,8 @@ import type { AddressInfo, Socket } from 'node:net'
 import type { Config } from './config/schema.js'
 import { ERRORS, type ErrorCode } from './errors.js'
 import { createLogger, effectiveLevel, type Logger } from './observability/logger.js'
-import { RoundRobin } from './placement/round-robin.js'
+import { systemClock, type Clock } from './clock.js'
+import { Router } from './routing/router.js'
 import { Forwarder } from './proxy/forward.js'
 import { createRequestHandler } from './proxy/request-path.js'
 
@@ -14,6 +15,8 @@ export interface TetherOptions {
   readonly logger?: Logger
   /** Environment for LOG_LEVEL; default process.env. */
   readonly env?: Readonly<Record<string, string | undefined>>
+  /** Time source for affinity expiry; default the system clock (tests inject a fake one). */
+  readonly clock?: Clock
 }
 
 export interface Tether {
@@ -21,6 +24,13 @@ export interface Tether {
   readonly url: string
   readonly port: number
   readonly logger: Logger
+  /** The routing decision maker (affinity table, placement), for tests and the admin API. */
+  readonly router: Router
+  /**
+   * Replace the upstream set at runtime (reload, discovery): pools and placement follow; users
+   * keep their upstream by id where it still exists (see affinity.on_scale_up).
+   */
+  setUpstreams(upstreams: Config['upstreams']): void
   /**
    * Graceful stop: stop accepting, let in-flight requests finish (answers during the drain
    * carry `Connection: close`), then force-close whatever is left after `graceMs`.
@@ -38,11 +48,24 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     responseHeaders: t.response_headers,
     bodyIdle: t.body_idle,
   })
+  const router = new Router(config.affinity, config.upstreams, {
+    clock: options.clock ?? systemClock,
+    upstreamHeader: config.forwarding.upstream_header,
+    warn: (message) => logger.warn(message),
+  })
+  let hosts = hostsOf(config.upstreams)
+  const setUpstreams = (upstreams: Config['upstreams']): void => {
+    forwarder.setUpstreams(upstreams)
+    router.setUpstreams(upstreams)
+    hosts = hostsOf(upstreams)
+    logger.info({ upstreams: upstreams.map((u) => u.id) }, 'upstreams updated')
+  }
   let draining = false
   const handler = createRequestHandler({
     config,
     forwarder,
-    placement: new RoundRobin(config.upstreams),
+    router,
+    hosts: () => hosts,
     logger,
     draining: () => draining,
   })
@@ -59,13 +82,21 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   )
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => answerClientError(err, socket, logger))
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(config.listen.port, config.listen.host, () => {
-      server.off('error', reject)
-      resolve()
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(config.listen.port, config.listen.host, () => {
+        server.off('error', reject)
+        resolve()
+      })
     })
-  })
+  } catch (err) {
+    await forwarder.destroy()
+    throw err
+  }
+  // expired affinity entries are also dropped lazily on lookup; this keeps the table lean
+  const sweeper = setInterval(() => router.sweep(10_000), 1_000)
+  sweeper.unref()
   server.on('error', (err) => logger.error({ err }, 'proxy listener error'))
   const port = (server.address() as AddressInfo).port
   const host = config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host
@@ -85,6 +116,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       const deadline = new Promise<void>((resolve) => { timer = setTimeout(resolve, graceMs) })
       await Promise.race([closed, deadline])
       clearInterval(sweep)
+      clearInterval(sweeper)
       clearTimeout(timer)
       server.closeAllConnections()
       await closed
@@ -94,7 +126,11 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     return closing
   }
 
-  return { url, port, logger, close }
+  return { url, port, logger, router, setUpstreams, close }
+}
+
+function hostsOf(upstreams: Config['upstreams']): ReadonlyMap<string, string> {
+  return new Map(upstreams.map((u) => [u.id, new URL(u.url).host]))
 }
 
 const REASONS: Partial<Record<ErrorCode, string>> = {

@@ -30,10 +30,21 @@ t.test('a minimal config gets every default', async (t) => {
     listen: { host: '0.0.0.0', port: 8080 },
     admin: { listen: { host: '127.0.0.1', port: 9901 }, token: null },
     upstreams: [{ id: 'a', url: 'http://127.0.0.1:9001', weight: 1 }],
-    affinity: { key: 'none', idle_timeout: 10_800_000 },
+    affinity: {
+      key: 'cookie',
+      cookie: { name: 'tether', secret: null, path: '/', domain: null, max_age: null, secure: true, http_only: true, same_site: 'Lax' },
+      app_cookie: { name: null, fallback: 'client_ip' },
+      client_ip: { trusted_proxies: [] },
+      header: { name: null },
+      idle_timeout: 10_800_000,
+      absolute_timeout: null,
+      on_scale_up: 'persistent',
+      balance_factor: null,
+      max_entries: 1_000_000,
+    },
     timeouts: { connect: 2_000, response_headers: 30_000, body_idle: 60_000, client_keep_alive: 5_000, client_headers: 10_000 },
     limits: { max_header_bytes: 16384, max_body_bytes: null },
-    forwarding: { preserve_host: true, x_forwarded: true },
+    forwarding: { preserve_host: true, x_forwarded: true, upstream_header: false },
     log: { level: 'info', access: true },
   } satisfies Config)
 })
@@ -46,10 +57,24 @@ t.test('a full config round-trips every key, durations in ms and URLs as origins
       { id: 'app-a', url: 'http://127.0.0.1:9001', weight: 3 },
       { id: 'app_b.2', url: 'http://localhost:9002', weight: 1 },
     ],
-    affinity: { key: 'none', idle_timeout: 5_400_000 },
+    affinity: {
+      key: 'app_cookie',
+      cookie: {
+        name: '__Host-tether', secret: ['0123456789abcdef-new', '0123456789abcdef-old'], path: '/', domain: null,
+        max_age: 86_400_000, secure: true, http_only: false, same_site: 'None',
+      },
+      app_cookie: { name: 'laravel_session', fallback: 'random' },
+      client_ip: { trusted_proxies: ['10.0.0.0/8', 'fd00::/8'] },
+      header: { name: 'X-Tenant' },
+      idle_timeout: 5_400_000,
+      absolute_timeout: 43_200_000,
+      on_scale_up: 'rebalance',
+      balance_factor: 1.25,
+      max_entries: 5000,
+    },
     timeouts: { connect: 500, response_headers: 15_000, body_idle: 0, client_keep_alive: 2_500, client_headers: 60_000 },
     limits: { max_header_bytes: 32768, max_body_bytes: 1_048_576 },
-    forwarding: { preserve_host: false, x_forwarded: false },
+    forwarding: { preserve_host: false, x_forwarded: false, upstream_header: true },
     log: { level: 'debug', access: false },
   })
 })
@@ -139,10 +164,44 @@ const errorCases: { name: string; text: string; issues: string[] }[] = [
   },
   {
     name: 'enumerations',
-    text: yaml(...UPSTREAM, 'affinity:', '  key: cookie', 'log:', '  level: verbose'),
+    text: yaml(...UPSTREAM, 'affinity:', '  key: sticky', 'log:', '  level: verbose'),
     issues: [
-      `${FILE}:5:8 affinity.key: expected one of: "none", got "cookie"`,
+      `${FILE}:5:8 affinity.key: expected one of: "none", "cookie", "app_cookie", "client_ip", "header", got "sticky"`,
       `${FILE}:7:10 log.level: expected one of: "fatal", "error", "warn", "info", "debug", "trace", "silent", got "verbose"`,
+    ],
+  },
+  {
+    name: 'affinity rules: the chosen key needs its settings, secrets and CIDRs are checked',
+    text: yaml(
+      ...UPSTREAM,
+      'affinity:',
+      '  key: app_cookie',
+      '  cookie: { secret: [short], same_site: None, secure: false }',
+      '  client_ip: { trusted_proxies: ["10.0.0.0/33"] }',
+      '  idle_timeout: 2h',
+      '  absolute_timeout: 1h',
+      '  balance_factor: 0.5',
+    ),
+    issues: [
+      `${FILE}:6:22 affinity.cookie.secret[0]: expected a secret of at least 16 bytes, got 5`,
+      `${FILE}:7:34 affinity.client_ip.trusted_proxies[0]: invalid CIDR "10.0.0.0/33": prefix length must be 0-32 for an IPv4 network`,
+      `${FILE}:10:19 affinity.balance_factor: expected a number between 1 and 100, got 0.5`,
+    ],
+  },
+  {
+    name: 'affinity rules across keys',
+    text: yaml(
+      ...UPSTREAM,
+      'affinity:',
+      '  key: header',
+      '  cookie: { same_site: None, secure: false }',
+      '  idle_timeout: 2h',
+      '  absolute_timeout: 1h',
+    ),
+    issues: [
+      `${FILE}:5:3 affinity.header.name: required when key is header`,
+      `${FILE}:6:11 affinity.cookie: cookie same_site None requires secure: true`,
+      `${FILE}:8:21 affinity.absolute_timeout: must be at least idle_timeout (2h)`,
     ],
   },
   {

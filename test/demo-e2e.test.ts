@@ -44,13 +44,28 @@ t.test('the demo starts three replicas behind Tether and stops cleanly on Ctrl-C
   t.match(out, new RegExp(`Tether is running on http://127\\.0\\.0\\.1:${env.DEMO_PORT} in front of app-0, app-1, app-2`))
   t.match(out, /curl -s -c \/tmp\/tether\.jar/, 'prints what to try')
 
+  // new users (no cookies) are spread over the replicas
   const served = new Set<string>()
-  for (let i = 0; i < 3; i++) {
+  for (let i = 0; i < 100 && served.size < 3; i++) {
     const r = await request(`http://127.0.0.1:${env.DEMO_PORT}/?format=json`)
     t.equal(r.status, 200)
     served.add((JSON.parse(r.body) as { replica: string }).replica)
   }
   t.same([...served].sort(), ['app-0', 'app-1', 'app-2'], 'all three replicas answer through Tether')
+
+  // one user (a cookie jar) stays on one replica and its counter keeps growing
+  let cookie = ''
+  const visits: { replica: string; visits: number }[] = []
+  for (let i = 0; i < 5; i++) {
+    const r = await request(`http://127.0.0.1:${env.DEMO_PORT}/?format=json`, { headers: { cookie } })
+    const set = (r.headers['set-cookie'] ?? []).map((c) => c.split(';')[0]!)
+    const jar = new Map(cookie.split('; ').filter(Boolean).map((c) => [c.split('=')[0]!, c]))
+    for (const c of set) jar.set(c.split('=')[0]!, c)
+    cookie = [...jar.values()].join('; ')
+    visits.push(JSON.parse(r.body) as { replica: string; visits: number })
+  }
+  t.equal(new Set(visits.map((v) => v.replica)).size, 1, 'the user is pinned to one replica')
+  t.same(visits.map((v) => v.visits), [1, 2, 3, 4, 5], 'its counter keeps growing')
 
   proc.kill('SIGINT')
   t.equal(await exited, 0, 'Ctrl-C stops everything and exits 0')

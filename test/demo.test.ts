@@ -202,10 +202,11 @@ t.test('config/proxy.yaml loads: the demo topology, every other key at its defau
     ],
   )
   // The file's comments name each default; the values written must be those defaults.
-  t.same(config.affinity, DEFAULTS.affinity)
+  // ...but for Secure, which the demo turns off to run on plain http://127.0.0.1
+  t.same(config.affinity, { ...DEFAULTS.affinity, cookie: { ...DEFAULTS.affinity.cookie, secure: false } })
   t.same(config.timeouts, DEFAULTS.timeouts)
   t.same(config.limits, DEFAULTS.limits)
-  t.same(config.forwarding, DEFAULTS.forwarding)
+  t.same(config.forwarding, { ...DEFAULTS.forwarding, upstream_header: true }, 'the demo shows X-Tether-Upstream')
   t.same(config.log, DEFAULTS.log)
 
   // The container image sets TETHER_HOST=0.0.0.0 and ships this file as its default.
@@ -215,7 +216,7 @@ t.test('config/proxy.yaml loads: the demo topology, every other key at its defau
 
 t.test('config/examples/kubernetes.yaml loads', async (t) => {
   const file = join(ROOT, 'config', 'examples', 'kubernetes.yaml')
-  const env: NodeJS.ProcessEnv = { ...process.env, TETHER_ADMIN_TOKEN: 'x' }
+  const env: NodeJS.ProcessEnv = { ...process.env, TETHER_ADMIN_TOKEN: 'x', TETHER_SECRET: 'a-secret-of-32-characters-or-so!' }
   delete env.LOG_LEVEL
   const config = await loadConfigFile(file, env)
   t.same(config.listen, { host: '0.0.0.0', port: 8080 })
@@ -224,11 +225,13 @@ t.test('config/examples/kubernetes.yaml loads', async (t) => {
     config.upstreams.map((u) => [u.id, new URL(u.url).origin]),
     [0, 1, 2].map((i) => [`web-${i}`, `http://web-${i}.web.default.svc.cluster.local:8080`]),
   )
-  t.same(config.forwarding, { preserve_host: true, x_forwarded: true })
+  t.same(config.forwarding, { preserve_host: true, x_forwarded: true, upstream_header: false })
+  t.equal(config.affinity.key, 'cookie')
+  t.same(config.affinity.cookie.secret, ['a-secret-of-32-characters-or-so!'])
   t.equal(config.log.level, 'info', 'LOG_LEVEL unset -> info')
   t.equal(config.limits.max_body_bytes, 10 * 1024 * 1024)
 
-  const debug = await loadConfigFile(file, { TETHER_ADMIN_TOKEN: 'x', LOG_LEVEL: 'debug' })
+  const debug = await loadConfigFile(file, { TETHER_ADMIN_TOKEN: 'x', TETHER_SECRET: 'a-secret-of-32-characters-or-so!', LOG_LEVEL: 'debug' })
   t.equal(debug.log.level, 'debug')
 
   await t.rejects(

@@ -10,7 +10,10 @@ const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
 
 /** Key paths of a validated config, lists as `name[]`, e.g. `upstreams[].id`. */
 function keyPaths(value: unknown, prefix = ''): string[] {
-  if (Array.isArray(value)) return [prefix, ...keyPaths(value[0], `${prefix}[]`)]
+  if (Array.isArray(value)) {
+    // a list of maps documents its items' keys (`upstreams[].id`); a list of scalars is one key
+    return value[0] !== null && typeof value[0] === 'object' ? [prefix, ...keyPaths(value[0], `${prefix}[]`)] : [prefix]
+  }
   if (value !== null && typeof value === 'object') {
     return Object.entries(value).flatMap(([k, v]) => keyPaths(v, prefix ? `${prefix}.${k}` : k))
   }

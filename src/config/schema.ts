@@ -28,13 +28,67 @@ export interface UpstreamConfig {
   readonly weight: number
 }
 
+/** How a user is identified for routing (see README "Sticky routing"). */
 export type AffinityKeyKind = 'none' | 'cookie' | 'app_cookie' | 'client_ip' | 'header'
 
+export type SameSite = 'Strict' | 'Lax' | 'None'
+
+export interface CookieAffinityConfig {
+  /** Name of Tether's own affinity cookie. Default `tether`. */
+  readonly name: string
+  /**
+   * HMAC secrets (each >= 16 bytes): the first signs, all verify (rotation). null: a random
+   * per-process secret (fine for one process; several replicas must share a secret).
+   */
+  readonly secret: readonly string[] | null
+  /** Cookie Path. Default `/`. */
+  readonly path: string
+  /** Cookie Domain; null leaves it out (host-only cookie). Default null. */
+  readonly domain: string | null
+  /** Cookie Max-Age; null: a browser-session cookie (expiry is enforced from the cookie's own times). Default null. */
+  readonly max_age: Millis | null
+  /** Secure attribute. Default true. */
+  readonly secure: boolean
+  /** HttpOnly attribute. Default true. */
+  readonly http_only: boolean
+  /** SameSite attribute. Default Lax. `None` requires `secure: true`. */
+  readonly same_site: SameSite
+}
+
+export interface AppCookieAffinityConfig {
+  /** The application's session cookie, e.g. `laravel_session`, `PHPSESSID`, `connect.sid`. Required with `key: app_cookie`. */
+  readonly name: string | null
+  /** How requests without that cookie are placed: by client IP, or at random. Default client_ip. */
+  readonly fallback: 'client_ip' | 'random'
+}
+
+export interface ClientIpAffinityConfig {
+  /** CIDRs of proxies whose X-Forwarded-For is believed (right-most untrusted entry wins). Default none. */
+  readonly trusted_proxies: readonly string[]
+}
+
+export interface HeaderAffinityConfig {
+  /** Request header whose value is the key, e.g. `X-Tenant`. Required with `key: header`. */
+  readonly name: string | null
+}
+
 export interface AffinityConfig {
-  /** How a user is identified for routing. Placeholder until the routing issue lands. */
+  /** How a user is identified: none (round robin), cookie, app_cookie, client_ip or header. Default cookie. */
   readonly key: AffinityKeyKind
-  /** Idle expiry of an affinity entry. Default 3h, max 24h. */
+  readonly cookie: CookieAffinityConfig
+  readonly app_cookie: AppCookieAffinityConfig
+  readonly client_ip: ClientIpAffinityConfig
+  readonly header: HeaderAffinityConfig
+  /** Idle expiry of an affinity (sliding). Default 3h, max 24h (Kubernetes timeoutSeconds). */
   readonly idle_timeout: Millis
+  /** Cap on an affinity's whole life; null = none. Default null. */
+  readonly absolute_timeout: Millis | null
+  /** When an upstream is added: keep users where they are (persistent) or let the hash move them (rebalance). Default persistent. */
+  readonly on_scale_up: 'persistent' | 'rebalance'
+  /** Bounded loads: a new user never goes to an upstream above factor x average load; null = off. Default null. */
+  readonly balance_factor: number | null
+  /** Max entries in the affinity table (LRU beyond). Default 1000000. */
+  readonly max_entries: number
 }
 
 export interface TimeoutsConfig {
@@ -62,6 +116,8 @@ export interface ForwardingConfig {
   readonly preserve_host: boolean
   /** Set X-Forwarded-For (append), X-Forwarded-Proto and X-Forwarded-Host. Default true. */
   readonly x_forwarded: boolean
+  /** Add `X-Tether-Upstream: <id>` to responses (debugging). Default false. */
+  readonly upstream_header: boolean
 }
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
@@ -89,7 +145,21 @@ export const DEFAULTS = {
   listen: { host: '0.0.0.0', port: 8080 },
   admin: { listen: { host: '127.0.0.1', port: 9901 }, token: null },
   upstream: { weight: 1 },
-  affinity: { key: 'none', idle_timeout: 3 * 3600_000 },
+  affinity: {
+    key: 'cookie',
+    cookie: {
+      name: 'tether', secret: null, path: '/', domain: null, max_age: null,
+      secure: true, http_only: true, same_site: 'Lax',
+    },
+    app_cookie: { name: null, fallback: 'client_ip' },
+    client_ip: { trusted_proxies: [] },
+    header: { name: null },
+    idle_timeout: 3 * 3600_000,
+    absolute_timeout: null,
+    on_scale_up: 'persistent',
+    balance_factor: null,
+    max_entries: 1_000_000,
+  },
   timeouts: {
     connect: 2_000,
     response_headers: 30_000,
@@ -98,6 +168,6 @@ export const DEFAULTS = {
     client_headers: 10_000,
   },
   limits: { max_header_bytes: 16384, max_body_bytes: null },
-  forwarding: { preserve_host: true, x_forwarded: true },
+  forwarding: { preserve_host: true, x_forwarded: true, upstream_header: false },
   log: { level: 'info', access: true },
 } as const

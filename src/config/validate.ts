@@ -2,7 +2,9 @@
 // Pure: no I/O and no YAML library; load.ts turns the YAML document into the `SourceNode` tree
 // below. Small combinators (leaf, struct, list, nullable) carry each section's rules.
 
-import { DEFAULTS, type AffinityKeyKind, type Config, type LogLevel, type UpstreamConfig } from './schema.js'
+import { DEFAULTS, type AffinityConfig, type AffinityKeyKind, type Config, type LogLevel, type SameSite, type UpstreamConfig } from './schema.js'
+import { parseTrustedProxies } from '../affinity/client-ip.js'
+import { MIN_SECRET_BYTES, setCookieSerializer } from '../affinity/cookie-codec.js'
 import { describeValue, formatDuration, parseDuration } from './duration.js'
 import { substituteEnv, type Env } from './env.js'
 
@@ -134,6 +136,36 @@ function string(pattern?: { test: RegExp; what: string }): Check<string> {
 function oneOf<const T extends string>(values: readonly T[]): Check<T> {
   const what = `one of: ${values.map((v) => JSON.stringify(v)).join(', ')}`
   return leaf(what, (value) => (values.includes(value as T) ? (value as T) : expected(what, value)))
+}
+
+/** A number (integer or fraction) in [min, max]. */
+function decimal(min: number, max: number): Check<number> {
+  const range = `a number between ${min} and ${max}`
+  return leaf('a number', (value, fromEnv) => {
+    const n = fromEnv && typeof value === 'string' && value.trim() !== '' ? Number(value) : value
+    if (typeof n !== 'number' || !Number.isFinite(n)) return expected('a number', value)
+    return n < min || n > max ? expected(range, n) : n
+  })
+}
+
+/** One value or a list of them, always returned as a list. */
+function oneOrMany<T>(check: Check<T>): Check<T[]> {
+  const many = list(check, { nonEmpty: true })
+  return (node, path, ctx) => {
+    if (node.kind === 'seq') return many(node, path, ctx)
+    const one = check(node, path, ctx)
+    return one === INVALID ? INVALID : [one]
+  }
+}
+
+/** `check`, then a conversion that may fail with a message (reported at the node). */
+function andThen<T>(check: Check<T>, rule: (value: T) => Fail | null): Check<T> {
+  return (node, path, ctx) => {
+    const value = check(node, path, ctx)
+    if (value === INVALID) return INVALID
+    const fail = rule(value)
+    return fail === null ? value : ctx.report(node.pos, path, fail.message)
+  }
 }
 
 /** 596h (~24.8 days): just under the Node.js timer limit of 2^31-1 ms, above which timers fire at once. */
@@ -309,6 +341,81 @@ function uniqueIds(node: SourceNode, path: string, ctx: Ctx): boolean {
   return ok
 }
 
+const secret: Check<string> = andThen(string(), (v) =>
+  Buffer.byteLength(v) < MIN_SECRET_BYTES ? new Fail(`expected a secret of at least ${MIN_SECRET_BYTES} bytes, got ${Buffer.byteLength(v)}`) : null)
+
+const cidr: Check<string> = andThen(string(), (v) => {
+  try {
+    parseTrustedProxies([v])
+    return null
+  } catch (err) {
+    return new Fail((err as Error).message)
+  }
+})
+
+const COOKIE_NAME = { test: /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, what: 'a cookie name (letters, digits and !#$%&\'*+-.^_`|~)' }
+const HEADER_NAME = { test: /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, what: 'a header name' }
+
+/** Rules across the affinity section: the chosen key's settings must be there and coherent. */
+function affinityRules(a: AffinityConfig, node: SourceNode, path: string, ctx: Ctx): boolean {
+  let ok = true
+  const at = (keys: string[]): Pos => nodeAt(node, keys).pos
+  if (a.key === 'app_cookie' && a.app_cookie.name === null) {
+    ctx.report(at(['app_cookie']), `${path}.app_cookie.name`, 'required when key is app_cookie')
+    ok = false
+  }
+  if (a.key === 'header' && a.header.name === null) {
+    ctx.report(at(['header']), `${path}.header.name`, 'required when key is header')
+    ok = false
+  }
+  if (a.absolute_timeout !== null && a.absolute_timeout < a.idle_timeout) {
+    ctx.report(at(['absolute_timeout']), `${path}.absolute_timeout`, `must be at least idle_timeout (${formatDuration(a.idle_timeout)})`)
+    ok = false
+  }
+  const c = a.cookie
+  try {
+    setCookieSerializer(c.name, { path: c.path, domain: c.domain, maxAge: c.max_age, secure: c.secure, httpOnly: c.http_only, sameSite: c.same_site })
+  } catch (err) {
+    ctx.report(at(['cookie']), `${path}.cookie`, (err as Error).message)
+    ok = false
+  }
+  return ok
+}
+
+const affinity: Check<AffinityConfig> = refine(
+  struct<AffinityConfig>(
+    {
+      key: oneOf<AffinityKeyKind>(['none', 'cookie', 'app_cookie', 'client_ip', 'header']),
+      cookie: struct<AffinityConfig['cookie']>(
+        {
+          name: string(COOKIE_NAME),
+          secret: nullable(oneOrMany(secret)),
+          path: string({ test: /^\/[\x20-\x3A\x3C-\x7E]*$/, what: 'a path starting with "/"' }),
+          domain: nullable(string()),
+          max_age: nullable(duration({ zero: false })),
+          secure: boolean,
+          http_only: boolean,
+          same_site: oneOf<SameSite>(['Strict', 'Lax', 'None']),
+        },
+        DEFAULTS.affinity.cookie,
+      ),
+      app_cookie: struct<AffinityConfig['app_cookie']>(
+        { name: nullable(string(COOKIE_NAME)), fallback: oneOf(['client_ip', 'random'] as const) },
+        DEFAULTS.affinity.app_cookie,
+      ),
+      client_ip: struct<AffinityConfig['client_ip']>({ trusted_proxies: list(cidr, { nonEmpty: false }) }, DEFAULTS.affinity.client_ip),
+      header: struct<AffinityConfig['header']>({ name: nullable(string(HEADER_NAME)) }, DEFAULTS.affinity.header),
+      idle_timeout: duration({ zero: false, max: 24 * 3_600_000 }),
+      absolute_timeout: nullable(duration({ zero: false })),
+      on_scale_up: oneOf(['persistent', 'rebalance'] as const),
+      balance_factor: nullable(decimal(1, 100)),
+      max_entries: integer(1, 100_000_000),
+    },
+    DEFAULTS.affinity,
+  ),
+  affinityRules,
+)
+
 const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '[::]'])
 
 /** The admin listener must not bind the proxy's own address (port 0 picks a free port). */
@@ -330,13 +437,7 @@ const config: Check<Config> = refine(
         DEFAULTS.admin,
       ),
       upstreams: alsoCheck(list(upstream, { nonEmpty: true }), uniqueIds),
-      affinity: struct<Config['affinity']>(
-        {
-          key: oneOf<AffinityKeyKind>(['none']),
-          idle_timeout: duration({ zero: false, max: 24 * 3_600_000 }),
-        },
-        DEFAULTS.affinity,
-      ),
+      affinity,
       timeouts: struct<Config['timeouts']>(
         {
           connect: duration({ zero: false }),
@@ -351,7 +452,10 @@ const config: Check<Config> = refine(
         { max_header_bytes: integer(1024, 1_048_576), max_body_bytes: nullable(integer(0)) },
         DEFAULTS.limits,
       ),
-      forwarding: struct<Config['forwarding']>({ preserve_host: boolean, x_forwarded: boolean }, DEFAULTS.forwarding),
+      forwarding: struct<Config['forwarding']>(
+        { preserve_host: boolean, x_forwarded: boolean, upstream_header: boolean },
+        DEFAULTS.forwarding,
+      ),
       log: struct<Config['log']>(
         {
           level: oneOf<LogLevel>(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),

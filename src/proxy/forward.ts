@@ -31,14 +31,39 @@ export interface ForwardResult {
 
 export type ForwardDone = (result: ForwardResult) => void
 
+/** Adds what a routing decision needs to an upstream response's headers (cookies, debug). */
+export interface ResponseDecoration {
+  decorate(headers: Record<string, string | string[] | undefined>): void
+}
+
 /** Owns the undici pools, keyed by upstream id. */
 export class Forwarder {
   readonly #pools = new Map<string, Pool>()
+  readonly #urls = new Map<string, string>()
   readonly #timeouts: PoolTimeouts
 
   constructor(upstreams: readonly { id: string; url: string }[], timeouts: PoolTimeouts) {
     this.#timeouts = timeouts
-    for (const u of upstreams) this.#pools.set(u.id, this.#newPool(u.url))
+    this.setUpstreams(upstreams)
+  }
+
+  /**
+   * Make the pools match `upstreams`: new ids (or a changed url) get a pool, removed ones are
+   * closed gracefully (their in-flight requests finish). Pools of unchanged upstreams stay.
+   */
+  setUpstreams(upstreams: readonly { id: string; url: string }[]): void {
+    const wanted = new Map(upstreams.map((u) => [u.id, u.url]))
+    for (const [id, pool] of this.#pools) {
+      if (this.#urls.get(id) === wanted.get(id)) continue
+      this.#pools.delete(id)
+      this.#urls.delete(id)
+      pool.close().catch(() => undefined)
+    }
+    for (const [id, url] of wanted) {
+      if (this.#pools.has(id)) continue
+      this.#pools.set(id, this.#newPool(url))
+      this.#urls.set(id, url)
+    }
   }
 
   #newPool(origin: string): Pool {
@@ -63,6 +88,7 @@ export class Forwarder {
     res: ServerResponse,
     headers: string[],
     maxBodyBytes: number | null,
+    decoration: ResponseDecoration | null,
     done: ForwardDone,
   ): void {
     const pool = this.#pools.get(id)
@@ -70,7 +96,7 @@ export class Forwarder {
       done({ status: sendError(res, 'TETHER_NO_UPSTREAM'), outcome: { kind: 'error', code: 'TETHER_NO_UPSTREAM', connect: true }, error: null })
       return
     }
-    const handler = new ExchangeHandler(req, res, done)
+    const handler = new ExchangeHandler(req, res, decoration, done)
     let body: IncomingMessage | Transform | null = null
     if (hasBody(req)) {
       body = req
@@ -122,14 +148,16 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
   readonly #req: IncomingMessage
   readonly #res: ServerResponse
   readonly #done: ForwardDone
+  readonly #decoration: ResponseDecoration | null
   #controller: Dispatcher.DispatchController | null = null
   #clientGone = false
   #finished = false
   #waitingDrain = false
 
-  constructor(req: IncomingMessage, res: ServerResponse, done: ForwardDone) {
+  constructor(req: IncomingMessage, res: ServerResponse, decoration: ResponseDecoration | null, done: ForwardDone) {
     this.#req = req
     this.#res = res
+    this.#decoration = decoration
     this.#done = done
     res.once('close', this.#onClientClose)
   }
@@ -159,7 +187,9 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
     const res = this.#res
     if (this.#clientGone) return
     try {
-      res.writeHead(statusCode, statusMessage || undefined, clientResponseHeaders(headers))
+      clientResponseHeaders(headers)
+      this.#decoration?.decorate(headers)
+      res.writeHead(statusCode, statusMessage || undefined, headers)
     } catch (err) {
       // e.g. an invalid header value from the upstream: answer 502 instead
       controller.abort(new TetherError('TETHER_UPSTREAM_PROTOCOL', err))
