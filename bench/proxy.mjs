@@ -40,8 +40,22 @@ function envNum(name, def, { min = 0, int = false } = {}) {
   return n
 }
 
-const COOKIE = 'tether=abc'
+// Every request carries the same cookie: a valid Tether affinity cookie (a returning user,
+// Tether's common case: verify the HMAC, route to the pinned upstream) signed with the bench
+// config's secret. nginx and haproxy hash the same value. Without a built dist/, a dummy one.
+const BENCH_SECRET = 'bench-secret-0123456789abcdef'
+const COOKIE = await benchCookie()
 const HEADERS = { cookie: COOKIE }
+
+async function benchCookie() {
+  try {
+    const { CookieCodec } = await import('../dist/affinity/cookie-codec.js')
+    const codec = new CookieCodec({ secrets: [BENCH_SECRET], idleTimeout: 3 * 3_600_000 })
+    return `tether=${codec.issue('up-0', 0, Date.now()).value}`
+  } catch {
+    return 'tether=abc'
+  }
+}
 const UPSTREAM_COUNT = 2
 const ERROR_THRESHOLD = 0.001 // 0.1 % of requests
 
@@ -120,6 +134,7 @@ const CONTESTANTS = [
           `admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }`,
           'upstreams:',
           ...ctx.upstreams.map((u) => `  - { id: ${u.id}, url: "${u.url}" }`),
+          `affinity: { key: cookie, cookie: { secret: "${BENCH_SECRET}", secure: false } }`,
           'log: { level: warn, access: false }',
           '',
         ].join('\n'),

@@ -82,11 +82,18 @@ t.test('multiple Set-Cookie headers stay separate', async (t) => {
     res.setHeader('set-cookie', ['a=1; Path=/', 'b=2; Expires=Wed, 21 Oct 2099 07:28:00 GMT', 'c=3'])
     res.end('ok')
   })
-  const tether = await startProxy([up])
+  const tether = await startProxy([up], { affinity: { key: 'none' } })
   t.teardown(async () => { await tether.close(0); await up.close() })
   const r = await request(tether.url)
   t.same(r.headers['set-cookie'], ['a=1; Path=/', 'b=2; Expires=Wed, 21 Oct 2099 07:28:00 GMT', 'c=3'])
   t.equal(r.rawHeaders.filter((h) => h.toLowerCase() === 'set-cookie').length, 3)
+
+  // with cookie affinity, Tether's own cookie is added as a fourth, separate header
+  const sticky = await startProxy([up])
+  t.teardown(() => sticky.close(0))
+  const s = await request(sticky.url)
+  t.equal(s.headers['set-cookie']?.length, 4)
+  t.match(s.headers['set-cookie']?.[3], /^tether=[A-Za-z0-9_-]+; Path=\/; Secure; HttpOnly; SameSite=Lax$/)
 })
 
 t.test('HEAD, 204 and 304 carry no body', async (t) => {

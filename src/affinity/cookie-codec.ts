@@ -33,6 +33,8 @@ const MIN_CHARS = Math.ceil((MIN_BYTES * 4) / 3)
 const MAX_CHARS = Math.ceil((MAX_BYTES * 4) / 3)
 const BASE64URL = /^[A-Za-z0-9_-]+$/
 const HEX32 = /^[0-9a-f]{32}$/
+/** Entries per generation of the verified-cookie cache. */
+const VERIFIED_CACHE = 8192
 const UINT32_MAX = 0xffff_ffff
 
 /** Shortest accepted secret, in UTF-8 bytes: shorter ones are open to offline guessing. */
@@ -93,6 +95,10 @@ export class CookieCodec {
   readonly #idleTimeout: number
   readonly #absoluteTimeout: number | null
   readonly #random: (size: number) => Uint8Array
+  // Cookies verified recently, by exact value: a returning user's requests skip the HMAC.
+  // Two generations of at most VERIFIED_CACHE entries each bound the memory (~2 MB).
+  #verified = new Map<string, DecodedCookie>()
+  #verifiedOld = new Map<string, DecodedCookie>()
 
   constructor(options: CookieCodecOptions) {
     const secrets = typeof options.secrets === 'string' ? [options.secrets] : [...options.secrets]
@@ -183,9 +189,36 @@ export class CookieCodec {
    * of another version, or not signed by one of the secrets; never throws, whatever the input.
    * An authentic cookie is `expired-absolute` when now - issuedAt > absoluteTimeout, else
    * `expired-idle` when now - lastSeen > idleTimeout, else `ok`.
-   * Cost: a length and alphabet check before any decoding, then one HMAC per secret tried.
+   * Cost: a length and alphabet check before any decoding, then one HMAC per secret tried;
+   * a value verified recently (exact same string) is answered from a bounded cache instead.
    */
   decode(value: string, now: number): CookieDecodeResult | null {
+    const cached = this.#verified.get(value) ?? this.#promote(value)
+    const cookie = cached ?? this.#verify(value)
+    if (cookie === null) return null
+    let status: CookieDecodeResult['status'] = 'ok'
+    if (this.#absoluteTimeout !== null && now - cookie.issuedAt > this.#absoluteTimeout) status = 'expired-absolute'
+    else if (now - cookie.lastSeen > this.#idleTimeout) status = 'expired-idle'
+    return { status, cookie }
+  }
+
+  /** An entry of the older cache generation, moved to the young one; undefined if absent. */
+  #promote(value: string): DecodedCookie | undefined {
+    const cookie = this.#verifiedOld.get(value)
+    if (cookie !== undefined) this.#remember(value, cookie)
+    return cookie
+  }
+
+  #remember(value: string, cookie: DecodedCookie): void {
+    if (this.#verified.size >= VERIFIED_CACHE) {
+      this.#verifiedOld = this.#verified
+      this.#verified = new Map()
+    }
+    this.#verified.set(value, cookie)
+  }
+
+  /** Full check of a value not seen recently: format, canonical spelling, MAC. */
+  #verify(value: string): DecodedCookie | null {
     if (typeof value !== 'string' || value.length < MIN_CHARS || value.length > MAX_CHARS || !BASE64URL.test(value)) {
       return null
     }
@@ -205,18 +238,16 @@ export class CookieCodec {
       }
     }
     if (secretIndex === -1) return null
-    const cookie: DecodedCookie = {
+    const cookie: DecodedCookie = Object.freeze({
       sessionId: buf.toString('hex', 1, 1 + SESSION_BYTES),
       upstream: buf.toString('utf8', HEADER, end),
       epoch: buf.readUInt32BE(17),
       issuedAt: buf.readUInt32BE(21) * 1000,
       lastSeen: buf.readUInt32BE(25) * 1000,
       secretIndex,
-    }
-    let status: CookieDecodeResult['status'] = 'ok'
-    if (this.#absoluteTimeout !== null && now - cookie.issuedAt > this.#absoluteTimeout) status = 'expired-absolute'
-    else if (now - cookie.lastSeen > this.#idleTimeout) status = 'expired-idle'
-    return { status, cookie }
+    })
+    this.#remember(value, cookie)
+    return cookie
   }
 }
 

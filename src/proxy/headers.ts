@@ -95,9 +95,11 @@ export function upstreamRequestHeaders(raw: readonly string[], ctx: RequestHeade
 export function clientResponseHeaders(
   headers: Record<string, string | string[] | undefined>,
 ): Record<string, string | string[] | undefined> {
-  const listed = connectionTokens(headers['connection'])
-  if (listed !== null) for (const name of listed) delete headers[name]
-  for (const name of HOP_BY_HOP) if (headers[name] !== undefined) delete headers[name]
-  for (const name in headers) if (name.startsWith('x-tether-')) delete headers[name]
+  const connection = headers['connection']
+  // "keep-alive" and "close" name no other header: skip parsing in the common case
+  const listed = connection === 'keep-alive' || connection === 'close' ? null : connectionTokens(connection)
+  for (const name in headers) {
+    if (HOP_BY_HOP.has(name) || (listed !== null && listed.has(name)) || name.startsWith('x-tether-')) delete headers[name]
+  }
   return headers
 }
