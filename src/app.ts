@@ -2,11 +2,16 @@
 // owns their lifecycle (start, graceful stop). Nothing else starts servers or timers.
 import http from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
-import type { Config } from './config/schema.js'
+import type { Config, UpstreamConfig } from './config/schema.js'
 import { ERRORS, type ErrorCode } from './errors.js'
 import { createLogger, effectiveLevel, type Logger } from './observability/logger.js'
 import { systemClock, type Clock } from './clock.js'
 import { Router } from './routing/router.js'
+import { HealthTable } from './health/health-table.js'
+import { ActiveChecker } from './health/active-checker.js'
+import { Membership } from './upstream/membership.js'
+import { DnsDiscovery } from './upstream/dns-discovery.js'
+import { startAdmin, type AdminServer } from './admin/admin-server.js'
 import { Forwarder } from './proxy/forward.js'
 import { createRequestHandler } from './proxy/request-path.js'
 
@@ -15,7 +20,7 @@ export interface TetherOptions {
   readonly logger?: Logger
   /** Environment for LOG_LEVEL; default process.env. */
   readonly env?: Readonly<Record<string, string | undefined>>
-  /** Time source for affinity expiry; default the system clock (tests inject a fake one). */
+  /** Time source for affinity expiry and health; default the system clock (tests inject a fake one). */
   readonly clock?: Clock
 }
 
@@ -23,17 +28,22 @@ export interface Tether {
   /** http://host:port the proxy listens on (the real port when configured with 0). */
   readonly url: string
   readonly port: number
+  /** http://host:port of the admin listener. */
+  readonly adminUrl: string
   readonly logger: Logger
   /** The routing decision maker (affinity table, placement), for tests and the admin API. */
   readonly router: Router
+  /** Upstream health (active checks, ejection, draining). */
+  readonly health: HealthTable
   /**
-   * Replace the upstream set at runtime (reload, discovery): pools and placement follow; users
-   * keep their upstream by id where it still exists (see affinity.on_scale_up).
+   * Replace the static upstream set at runtime (reload): pools, placement and health follow;
+   * users keep their upstream by id where it still exists (see affinity.on_scale_up).
    */
   setUpstreams(upstreams: Config['upstreams']): void
   /**
-   * Graceful stop: stop accepting, let in-flight requests finish (answers during the drain
-   * carry `Connection: close`), then force-close whatever is left after `graceMs`.
+   * Graceful stop: readiness turns false, stop accepting, let in-flight requests finish
+   * (their answers carry `Connection: close`), then force-close what is left after `graceMs`
+   * (default `shutdown.grace_period`).
    */
   close(graceMs?: number): Promise<void>
 }
@@ -42,25 +52,62 @@ export interface Tether {
 export async function startTether(config: Config, options: TetherOptions = {}): Promise<Tether> {
   const env = options.env ?? process.env
   const logger = options.logger ?? createLogger(effectiveLevel(config.log.level, env['LOG_LEVEL']))
+  const clock = options.clock ?? systemClock
   const t = config.timeouts
-  const forwarder = new Forwarder(config.upstreams, {
+  let draining = false
+
+  const h = config.health
+  const health = new HealthTable({
+    active: { healthy_threshold: h.active.healthy_threshold, unhealthy_threshold: h.active.unhealthy_threshold },
+    passive: h.passive.enabled ? h.passive : null,
+    slow_start: h.slow_start,
+  }, clock)
+  health.onTransition((e) => logger.info({ upstream: e.id, from: e.from, to: e.to, reason: e.reason, detail: e.detail }, 'upstream health changed'))
+  const forwarder = new Forwarder([], {
     connect: t.connect,
     responseHeaders: t.response_headers,
     bodyIdle: t.body_idle,
-  })
-  const router = new Router(config.affinity, config.upstreams, {
-    clock: options.clock ?? systemClock,
+  }, () => draining)
+  const checker = h.active.path === null ? null : new ActiveChecker(
+    { path: h.active.path, interval: h.active.interval, timeout: h.active.timeout, jitter: 0.1, expected_status: h.active.expected_status },
+    health,
+    { clock },
+  )
+  const router = new Router(config.affinity, [], {
+    clock,
+    availability: {
+      ready: (id) => health.ready(id),
+      acceptsNew: (id) => health.acceptsNew(id),
+      drainingSince: (id) => health.drainingSince(id),
+      slowStartWeight: (id) => health.slowStartWeight(id),
+    },
     upstreamHeader: config.forwarding.upstream_header,
     warn: (message) => logger.warn(message),
   })
-  let hosts = hostsOf(config.upstreams)
-  const setUpstreams = (upstreams: Config['upstreams']): void => {
+  let hosts: ReadonlyMap<string, string> = new Map()
+  const apply = (upstreams: readonly UpstreamConfig[]): void => {
+    health.setUpstreams(upstreams.map((u) => u.id))
     forwarder.setUpstreams(upstreams)
     router.setUpstreams(upstreams)
-    hosts = hostsOf(upstreams)
+    checker?.setUpstreams(upstreams)
+    hosts = new Map(upstreams.map((u) => [u.id, new URL(u.url).host]))
     logger.info({ upstreams: upstreams.map((u) => u.id) }, 'upstreams updated')
   }
-  let draining = false
+  let membership = new Membership(config.upstreams, config.affinity.drain_timeout, {
+    onChange: apply,
+    drain: (id) => health.drain(id),
+    undrain: (id) => health.undrain(id),
+  })
+  apply(membership.current())
+  const dns = config.discovery.dns
+  const discovery = dns === null ? null : new DnsDiscovery(
+    { name: dns.name, port: dns.port, interval: dns.interval, family: dns.family, servers: dns.servers },
+    {
+      onChange: (found) => membership.setDiscovered(found),
+      onError: (err, failures) => logger.warn({ err: err.message, code: err.code, failures }, 'DNS discovery failed; keeping the last known upstreams'),
+    },
+  )
+
   const handler = createRequestHandler({
     config,
     forwarder,
@@ -68,6 +115,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     hosts: () => hosts,
     logger,
     draining: () => draining,
+    observe: (id, signal) => health.reportPassive(id, signal),
   })
 
   const server = http.createServer(
@@ -81,33 +129,62 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     handler,
   )
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => answerClientError(err, socket, logger))
+  // Expect: 100-continue: refuse a declared oversized body before the client sends it
+  server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const max = config.limits.max_body_bytes
+    if (max === null || !(Number(req.headers['content-length']) > max)) res.writeContinue()
+    handler(req, res)
+  })
+  // a client that stalls mid-request or stops reading an answer for body_idle is cut off
+  if (t.body_idle > 0) server.setTimeout(t.body_idle)
 
+  let admin: AdminServer
   try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
-      server.listen(config.listen.port, config.listen.host, () => {
-        server.off('error', reject)
-        resolve()
-      })
+    await listen(server, config.listen.host, config.listen.port).catch((err: NodeJS.ErrnoException) => {
+      throw Object.assign(new Error(`cannot listen on ${config.listen.host}:${config.listen.port}: ${err.code ?? err.message}`), { code: err.code })
+    })
+    admin = await startAdmin(config.admin.listen.host, config.admin.listen.port, {
+      token: config.admin.token,
+      notReady: () => notReady(),
+      upstreams: () => health.snapshot().map((e) => ({ ...e, sessions: router.table.countByUpstream(e.id) })),
+      drain: (id) => health.drain(id),
+      undrain: (id) => health.undrain(id),
+    }).catch((err: NodeJS.ErrnoException) => {
+      throw Object.assign(new Error(`cannot listen on ${config.admin.listen.host}:${config.admin.listen.port} (admin): ${err.code ?? err.message}`), { code: err.code })
     })
   } catch (err) {
+    server.close()
     await forwarder.destroy()
     throw err
   }
-  // expired affinity entries are also dropped lazily on lookup; this keeps the table lean
-  const sweeper = setInterval(() => router.sweep(10_000), 1_000)
-  sweeper.unref()
+  const notReady = (): string[] => {
+    const reasons: string[] = []
+    if (draining) reasons.push('shutting down')
+    if (!membership.current().some((u) => health.ready(u.id))) reasons.push('no healthy upstream')
+    return reasons
+  }
+  checker?.start()
+  if (discovery !== null) await discovery.start()
+  // background upkeep: expired affinity entries (also dropped lazily on lookup) and ended ejections
+  const upkeep = setInterval(() => {
+    router.sweep(10_000)
+    health.tick()
+  }, 1_000)
+  upkeep.unref()
   server.on('error', (err) => logger.error({ err }, 'proxy listener error'))
   const port = (server.address() as AddressInfo).port
   const host = config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host
   const url = `http://${host}:${port}`
-  logger.info({ url, upstreams: config.upstreams.map((u) => u.id) }, 'tether listening')
+  logger.info({ url, admin: admin.url, upstreams: membership.current().map((u) => u.id) }, 'tether listening')
 
   let closing: Promise<void> | null = null
-  const close = (graceMs = 10_000): Promise<void> => {
+  const close = (graceMs = config.shutdown.grace_period): Promise<void> => {
     closing ??= (async () => {
       draining = true
       logger.info({ grace_ms: graceMs }, 'tether shutting down')
+      clearInterval(upkeep)
+      membership.stop()
+      await Promise.all([checker?.stop(), discovery?.stop()])
       const closed = new Promise<void>((resolve) => server.close(() => resolve()))
       // connections that finish their request while draining become idle: close them too
       const sweep = setInterval(() => server.closeIdleConnections(), 50)
@@ -116,22 +193,40 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       const deadline = new Promise<void>((resolve) => { timer = setTimeout(resolve, graceMs) })
       await Promise.race([closed, deadline])
       clearInterval(sweep)
-      clearInterval(sweeper)
       clearTimeout(timer)
       server.closeAllConnections()
       await closed
-      await forwarder.destroy()
+      await Promise.all([forwarder.destroy(), admin.close()])
       logger.info('tether stopped')
     })()
     return closing
   }
 
-  return { url, port, logger, router, setUpstreams, close }
+  const setUpstreams = (upstreams: Config['upstreams']): void => {
+    const discovered = membership.current().filter((u) => !config.upstreams.some((s) => s.id === u.id))
+    membership.stop()
+    membership = new Membership(upstreams, config.affinity.drain_timeout, {
+      onChange: apply,
+      drain: (id) => health.drain(id),
+      undrain: (id) => health.undrain(id),
+    })
+    if (discovered.length > 0) membership.setDiscovered(discovered)
+    else apply(membership.current())
+  }
+
+  return { url, port, adminUrl: admin.url, logger, router, health, setUpstreams, close }
 }
 
-function hostsOf(upstreams: Config['upstreams']): ReadonlyMap<string, string> {
-  return new Map(upstreams.map((u) => [u.id, new URL(u.url).host]))
+function listen(server: http.Server, host: string, port: number): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, host, () => {
+      server.off('error', reject)
+      resolve()
+    })
+  })
 }
+
 
 const REASONS: Partial<Record<ErrorCode, string>> = {
   TETHER_BAD_REQUEST: 'Bad Request',
@@ -141,7 +236,9 @@ const REASONS: Partial<Record<ErrorCode, string>> = {
 
 /** Malformed request heads are answered here (Node's parser rejected them), then closed. */
 function answerClientError(err: NodeJS.ErrnoException, socket: Socket, logger: Logger): void {
-  if (err.code === 'ECONNRESET' || !socket.writable) {
+  // an answer to an earlier pipelined request is still pending: a 400 now would be read as it
+  const pending = (socket as Socket & { _httpMessage?: unknown })._httpMessage
+  if (err.code === 'ECONNRESET' || !socket.writable || pending) {
     socket.destroy()
     return
   }

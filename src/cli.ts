@@ -87,8 +87,7 @@ async function main(): Promise<number> {
       try {
         tether = await startTether(config)
       } catch (err) {
-        const e = err as NodeJS.ErrnoException
-        process.stderr.write(`tether: cannot listen on ${config.listen.host}:${config.listen.port}: ${e.code ?? e.message}\n`)
+        process.stderr.write(`tether: ${(err as Error).message}\n`)
         return 1
       }
       return new Promise<number>((resolve) => {

@@ -16,3 +16,15 @@ export interface Clock {
  * Example: `new AffinityTable(...)` callers pass `systemClock.now()` as `now`.
  */
 export const systemClock: Clock = Object.freeze({ now: () => Date.now() })
+
+/** Injectable timers (the global ones by default), so tests can drive background work by hand. */
+export interface Timers {
+  setTimeout(fn: () => void, ms: number): unknown
+  clearTimeout(handle: unknown): void
+}
+
+/** The global timers, unref'd: background work never keeps the process alive by itself. */
+export const systemTimers: Timers = Object.freeze({
+  setTimeout: (fn: () => void, ms: number): unknown => setTimeout(fn, ms).unref(),
+  clearTimeout: (handle: unknown): void => clearTimeout(handle as NodeJS.Timeout),
+})

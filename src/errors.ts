@@ -4,6 +4,7 @@
 
 export const ERRORS = {
   TETHER_NO_UPSTREAM: { status: 503, message: 'Service Unavailable: no upstream available' },
+  TETHER_AFFINITY_UNAVAILABLE: { status: 503, message: 'Service Unavailable: your upstream is unavailable' },
   TETHER_UPSTREAM_CONNECT: { status: 502, message: 'Bad Gateway: upstream connection failed' },
   TETHER_UPSTREAM_CONNECT_TIMEOUT: { status: 504, message: 'Gateway Timeout: upstream connect timed out' },
   TETHER_UPSTREAM_TIMEOUT: { status: 504, message: 'Gateway Timeout: upstream did not answer in time' },

@@ -80,7 +80,7 @@ t.test('run: LOG_LEVEL=warn overrides log.level and silences access lines', asyn
   const up = await startUpstream('a')
   t.teardown(() => up.close())
   const port = await freePort()
-  const file = tempFile('run.yaml', `listen: { host: 127.0.0.1, port: ${port} }\nlog: { level: info, access: true }\naffinity: { key: none }\nupstreams:\n  - { id: a, url: "${up.url}" }\n`)
+  const file = tempFile('run.yaml', `listen: { host: 127.0.0.1, port: ${port} }\nadmin: { listen: { host: 127.0.0.1, port: 0 } }\nlog: { level: info, access: true }\naffinity: { key: none }\nupstreams:\n  - { id: a, url: "${up.url}" }\n`)
   const tether = await startCli(file, { LOG_LEVEL: 'warn' }, 15000, port)
   t.equal((await request(tether.url)).body, 'a\n')
   t.equal((await tether.stop()).code, 0)
@@ -92,7 +92,7 @@ t.test('run: a port already in use exits 1 with a one-line reason', async (t) =>
   await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r))
   t.teardown(() => blocker.close())
   const port = (blocker.address() as net.AddressInfo).port
-  const file = tempFile('busy.yaml', `listen: { host: 127.0.0.1, port: ${port} }\nupstreams:\n  - { id: a, url: "http://127.0.0.1:9" }\n`)
+  const file = tempFile('busy.yaml', `listen: { host: 127.0.0.1, port: ${port} }\nadmin: { listen: { host: 127.0.0.1, port: 0 } }\nupstreams:\n  - { id: a, url: "http://127.0.0.1:9" }\n`)
   const r = await runCli(['--config', file])
   t.equal(r.code, 1)
   t.match(r.stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: EADDRINUSE`))

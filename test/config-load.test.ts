@@ -41,11 +41,21 @@ t.test('a minimal config gets every default', async (t) => {
       on_scale_up: 'persistent',
       balance_factor: null,
       max_entries: 1_000_000,
+      strict: false,
+      drain_timeout: 900_000,
     },
     timeouts: { connect: 2_000, response_headers: 30_000, body_idle: 60_000, client_keep_alive: 5_000, client_headers: 10_000 },
     limits: { max_header_bytes: 16384, max_body_bytes: null },
     forwarding: { preserve_host: true, x_forwarded: true, upstream_header: false },
     log: { level: 'info', access: true },
+    health: {
+      active: { path: null, interval: 5_000, timeout: 1_000, healthy_threshold: 2, unhealthy_threshold: 2, expected_status: { min: 200, max: 399 } },
+      passive: { enabled: true, consecutive_failures: 3, count_5xx: true, base_ejection: 10_000, max_ejection: 300_000, max_ejection_percent: 50 },
+      slow_start: 0,
+    },
+    retries: { attempts: 2, try_duration: 10_000, replay_buffer_bytes: 65_536 },
+    discovery: { dns: null },
+    shutdown: { grace_period: 10_000 },
   } satisfies Config)
 })
 
@@ -71,11 +81,21 @@ t.test('a full config round-trips every key, durations in ms and URLs as origins
       on_scale_up: 'rebalance',
       balance_factor: 1.25,
       max_entries: 5000,
+      strict: true,
+      drain_timeout: 120_000,
     },
     timeouts: { connect: 500, response_headers: 15_000, body_idle: 0, client_keep_alive: 2_500, client_headers: 60_000 },
     limits: { max_header_bytes: 32768, max_body_bytes: 1_048_576 },
     forwarding: { preserve_host: false, x_forwarded: false, upstream_header: true },
     log: { level: 'debug', access: false },
+    health: {
+      active: { path: '/healthz', interval: 2_000, timeout: 500, healthy_threshold: 3, unhealthy_threshold: 1, expected_status: { min: 200, max: 204 } },
+      passive: { enabled: false, consecutive_failures: 5, count_5xx: false, base_ejection: 5_000, max_ejection: 60_000, max_ejection_percent: 30 },
+      slow_start: 30_000,
+    },
+    retries: { attempts: 1, try_duration: 3_000, replay_buffer_bytes: 1024 },
+    discovery: { dns: { name: 'app-headless.default.svc.cluster.local', port: 8080, interval: 10_000, family: 'ipv4', servers: ['127.0.0.1:5353'] } },
+    shutdown: { grace_period: 25_000 },
   })
 })
 
@@ -120,12 +140,12 @@ const errorCases: { name: string; text: string; issues: string[] }[] = [
   {
     name: 'missing upstreams (located at the parent map)',
     text: yaml('', 'listen:', '  port: 80'),
-    issues: [`${FILE}:2:1 upstreams: missing required key`],
+    issues: [`${FILE}:2:1 upstreams: missing required key (or set discovery.dns)`],
   },
   {
     name: 'an empty upstream list',
     text: yaml('upstreams: []'),
-    issues: [`${FILE}:1:12 upstreams: expected a non-empty list`],
+    issues: [`${FILE}:1:12 upstreams: expected a non-empty list (or set discovery.dns)`],
   },
   {
     name: 'a section that is not a map',
@@ -232,7 +252,7 @@ const errorCases: { name: string; text: string; issues: string[] }[] = [
     issues: [
       `${FILE}:4:1 tiemouts: unknown key, did you mean \`timeouts\`?`,
       `${FILE}:6:3 listen.prot: unknown key, did you mean \`port\`?`,
-      `${FILE}:7:1 colour: unknown key (expected one of: listen, admin, upstreams, affinity, timeouts, limits, forwarding, log)`,
+      `${FILE}:7:1 colour: unknown key (expected one of: listen, admin, upstreams, affinity, timeouts, limits, forwarding, log, health, retries, discovery, shutdown)`,
     ],
   },
   {

@@ -43,7 +43,7 @@ t.test('a 128 MB upload and a 128 MB download stream through with bounded memory
     pump(res, TOTAL)
   })
   t.teardown(() => up.close())
-  const file = tempFile('stream.yaml', `listen: { host: 127.0.0.1, port: 0 }\nlog: { level: info, access: false }\nupstreams:\n  - { id: big, url: "${up.url}" }\n`)
+  const file = tempFile('stream.yaml', `listen: { host: 127.0.0.1, port: 0 }\nadmin: { listen: { host: 127.0.0.1, port: 0 } }\nlog: { level: info, access: false }\nupstreams:\n  - { id: big, url: "${up.url}" }\n`)
   const tether = await startCli(file)
   t.teardown(() => tether.stop('SIGKILL'))
   const baseline = peakRss(tether.proc.pid!)

@@ -89,6 +89,10 @@ export interface AffinityConfig {
   readonly balance_factor: number | null
   /** Max entries in the affinity table (LRU beyond). Default 1000000. */
   readonly max_entries: number
+  /** Answer 503 instead of moving a user whose upstream is unavailable. Default false. */
+  readonly strict: boolean
+  /** Users of a draining upstream stay until idle or until this has passed, then move. Default 15m. */
+  readonly drain_timeout: Millis
 }
 
 export interface TimeoutsConfig {
@@ -120,6 +124,75 @@ export interface ForwardingConfig {
   readonly upstream_header: boolean
 }
 
+export interface ActiveHealthConfig {
+  /** Path probed with GET on each upstream; null disables active checks. Default null. */
+  readonly path: string | null
+  /** Time between probes of one upstream (each delayed by up to 10% jitter). Default 5s. */
+  readonly interval: Millis
+  /** A probe not answered within this counts as failed. Default 1s. */
+  readonly timeout: Millis
+  /** Consecutive passing probes that make an unhealthy upstream healthy. Default 2. */
+  readonly healthy_threshold: number
+  /** Consecutive failing probes that make a healthy upstream unhealthy. Default 2. */
+  readonly unhealthy_threshold: number
+  /** Statuses that pass, inclusive. Default 200-399. */
+  readonly expected_status: { readonly min: number; readonly max: number }
+}
+
+export interface PassiveHealthConfig {
+  /** Outlier detection on live traffic. Default true. */
+  readonly enabled: boolean
+  /** Consecutive failures (connection failures, and 5xx when count_5xx) that eject an upstream. Default 3. */
+  readonly consecutive_failures: number
+  /** Count 5xx answers as failures. Default true. */
+  readonly count_5xx: boolean
+  /** First ejection lasts this long; each repeated ejection adds as much again. Default 10s. */
+  readonly base_ejection: Millis
+  /** Longest ejection. Default 5m. */
+  readonly max_ejection: Millis
+  /** Never eject more than this share of upstreams at once, percent. Default 50. */
+  readonly max_ejection_percent: number
+}
+
+export interface HealthConfig {
+  readonly active: ActiveHealthConfig
+  readonly passive: PassiveHealthConfig
+  /** An upstream that (re)joins gets new users gradually over this window; 0 = off. Default 0. */
+  readonly slow_start: Millis
+}
+
+export interface RetriesConfig {
+  /** Extra attempts on other upstreams after a failed one (0 = none). Default 2. */
+  readonly attempts: number
+  /** No new attempt starts after this long since the request arrived. Default 10s. */
+  readonly try_duration: Millis
+  /** A request body up to this size is kept so it can be replayed on retry. Default 65536. */
+  readonly replay_buffer_bytes: number
+}
+
+export interface DnsDiscoveryConfig {
+  /** Name to resolve, e.g. a Kubernetes headless Service `app-headless.default.svc.cluster.local`. */
+  readonly name: string
+  /** Port of every discovered upstream. */
+  readonly port: number
+  /** Re-resolution interval. Default 5s. */
+  readonly interval: Millis
+  /** Address families used. Default any. */
+  readonly family: 'any' | 'ipv4' | 'ipv6'
+  /** DNS servers (`host` or `host:port`); empty = the system resolver. Default []. */
+  readonly servers: readonly string[]
+}
+
+export interface DiscoveryConfig {
+  /** Upstreams from DNS instead of (or in addition to) the static list; null = none. Default null. */
+  readonly dns: DnsDiscoveryConfig | null
+}
+
+export interface ShutdownConfig {
+  /** On SIGTERM, in-flight requests get this long to finish. Default 10s. */
+  readonly grace_period: Millis
+}
+
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
 
 export interface LogConfig {
@@ -138,6 +211,10 @@ export interface Config {
   readonly limits: LimitsConfig
   readonly forwarding: ForwardingConfig
   readonly log: LogConfig
+  readonly health: HealthConfig
+  readonly retries: RetriesConfig
+  readonly discovery: DiscoveryConfig
+  readonly shutdown: ShutdownConfig
 }
 
 /** Every default in one table (README documents the same values). */
@@ -159,6 +236,8 @@ export const DEFAULTS = {
     on_scale_up: 'persistent',
     balance_factor: null,
     max_entries: 1_000_000,
+    strict: false,
+    drain_timeout: 15 * 60_000,
   },
   timeouts: {
     connect: 2_000,
@@ -170,4 +249,19 @@ export const DEFAULTS = {
   limits: { max_header_bytes: 16384, max_body_bytes: null },
   forwarding: { preserve_host: true, x_forwarded: true, upstream_header: false },
   log: { level: 'info', access: true },
+  health: {
+    active: {
+      path: null, interval: 5_000, timeout: 1_000, healthy_threshold: 2, unhealthy_threshold: 2,
+      expected_status: { min: 200, max: 399 },
+    },
+    passive: {
+      enabled: true, consecutive_failures: 3, count_5xx: true, base_ejection: 10_000,
+      max_ejection: 300_000, max_ejection_percent: 50,
+    },
+    slow_start: 0,
+  },
+  retries: { attempts: 2, try_duration: 10_000, replay_buffer_bytes: 65_536 },
+  discovery: { dns: null },
+  dnsDiscovery: { interval: 5_000, family: 'any', servers: [] },
+  shutdown: { grace_period: 10_000 },
 } as const

@@ -410,11 +410,77 @@ const affinity: Check<AffinityConfig> = refine(
       on_scale_up: oneOf(['persistent', 'rebalance'] as const),
       balance_factor: nullable(decimal(1, 100)),
       max_entries: integer(1, 100_000_000),
+      strict: boolean,
+      drain_timeout: duration({ zero: true }),
     },
     DEFAULTS.affinity,
   ),
   affinityRules,
 )
+
+/** "200-399" or a single status "200": an inclusive range of HTTP statuses. */
+const statusRange: Check<{ min: number; max: number }> = leaf('a status range like "200-399"', (value) => {
+  const m = /^\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?$/.exec(String(value))
+  if (m === null || value === null || typeof value === 'boolean') return expected('a status range like "200-399"', value)
+  const min = Number(m[1])
+  const max = Number(m[2] ?? m[1])
+  if (min < 100 || max > 599 || min > max) return expected('a status range within 100-599, low to high', value)
+  return { min, max }
+})
+
+const health = struct<Config['health']>(
+  {
+    active: struct<Config['health']['active']>(
+      {
+        path: nullable(string({ test: /^\/[\x21-\x7e]*$/, what: 'a path starting with "/"' })),
+        interval: duration({ zero: false }),
+        timeout: duration({ zero: false }),
+        healthy_threshold: integer(1, 100),
+        unhealthy_threshold: integer(1, 100),
+        expected_status: statusRange,
+      },
+      DEFAULTS.health.active,
+    ),
+    passive: struct<Config['health']['passive']>(
+      {
+        enabled: boolean,
+        consecutive_failures: integer(1, 1000),
+        count_5xx: boolean,
+        base_ejection: duration({ zero: false }),
+        max_ejection: duration({ zero: false }),
+        max_ejection_percent: integer(0, 100),
+      },
+      DEFAULTS.health.passive,
+    ),
+    slow_start: duration({ zero: true }),
+  },
+  DEFAULTS.health,
+)
+
+const retries = struct<Config['retries']>(
+  { attempts: integer(0, 10), try_duration: duration({ zero: false }), replay_buffer_bytes: integer(0, 16 * 1024 * 1024) },
+  DEFAULTS.retries,
+)
+
+const dnsDiscovery = struct<Config['discovery']['dns'] & object>(
+  {
+    name: string({ test: /^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9_.])?$/, what: 'a DNS name' }),
+    port: integer(1, 65535),
+    interval: duration({ zero: false }),
+    family: oneOf(['any', 'ipv4', 'ipv6'] as const),
+    servers: list(string(), { nonEmpty: false }),
+  },
+  DEFAULTS.dnsDiscovery,
+)
+
+/** Upstreams come from the static list, DNS discovery, or both; at least one source. */
+function someUpstreams(c: Config, node: SourceNode, _path: string, ctx: Ctx): boolean {
+  if (c.upstreams.length > 0 || c.discovery.dns !== null) return true
+  const at = nodeAt(node, ['upstreams'])
+  if (at === node) ctx.report(node.pos, 'upstreams', 'missing required key (or set discovery.dns)')
+  else ctx.report(at.pos, 'upstreams', 'expected a non-empty list (or set discovery.dns)')
+  return false
+}
 
 const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '[::]'])
 
@@ -436,7 +502,7 @@ const config: Check<Config> = refine(
         { listen: listen(DEFAULTS.admin.listen), token: nullable(string()) },
         DEFAULTS.admin,
       ),
-      upstreams: alsoCheck(list(upstream, { nonEmpty: true }), uniqueIds),
+      upstreams: alsoCheck(list(upstream, { nonEmpty: false }), uniqueIds),
       affinity,
       timeouts: struct<Config['timeouts']>(
         {
@@ -463,10 +529,14 @@ const config: Check<Config> = refine(
         },
         DEFAULTS.log,
       ),
+      health,
+      retries,
+      discovery: struct<Config['discovery']>({ dns: nullable(dnsDiscovery) }, DEFAULTS.discovery),
+      shutdown: struct<Config['shutdown']>({ grace_period: duration({ zero: true }) }, DEFAULTS.shutdown),
     },
-    DEFAULTS,
+    { ...DEFAULTS, upstreams: [] },
   ),
-  distinctListeners,
+  (c, node, path, ctx) => someUpstreams(c, node, path, ctx) && distinctListeners(c, node, path, ctx),
 )
 
 /**

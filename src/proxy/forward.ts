@@ -3,12 +3,11 @@
 // buffered whole. A client abort cancels the upstream request; an upstream abort after the
 // response started ends the client connection. Does not decide where to send a request.
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { Transform, type TransformCallback } from 'node:stream'
+import type { Readable } from 'node:stream'
 import { Pool, type Dispatcher } from 'undici'
 import { TetherError } from '../errors.js'
 import { classify, type Outcome } from './outcome.js'
 import { clientResponseHeaders } from './headers.js'
-import { sendError } from './respond.js'
 
 export interface PoolTimeouts {
   /** TCP connect timeout, ms. */
@@ -19,7 +18,7 @@ export interface PoolTimeouts {
   readonly bodyIdle: number
 }
 
-/** What one forwarded exchange produced, for the access log and later retry logic. */
+/** What one forwarded exchange produced, for retry decisions, health and the access log. */
 export interface ForwardResult {
   /** Status sent to the client (0 if nothing was sent). */
   status: number
@@ -27,6 +26,11 @@ export interface ForwardResult {
   outcome: Outcome | null
   /** Cause of a failure, for logs. */
   error: unknown
+  /**
+   * Whether the client already got (part of) an answer. When false, nothing was written and
+   * the caller answers: retry elsewhere or send the error for `outcome`.
+   */
+  responded: boolean
 }
 
 export type ForwardDone = (result: ForwardResult) => void
@@ -41,9 +45,12 @@ export class Forwarder {
   readonly #pools = new Map<string, Pool>()
   readonly #urls = new Map<string, string>()
   readonly #timeouts: PoolTimeouts
+  readonly #closeAfter: () => boolean
 
-  constructor(upstreams: readonly { id: string; url: string }[], timeouts: PoolTimeouts) {
+  /** `closeAfter`: true while Tether drains, so answers carry `Connection: close`. */
+  constructor(upstreams: readonly { id: string; url: string }[], timeouts: PoolTimeouts, closeAfter: () => boolean = () => false) {
     this.#timeouts = timeouts
+    this.#closeAfter = closeAfter
     this.setUpstreams(upstreams)
   }
 
@@ -78,36 +85,28 @@ export class Forwarder {
   }
 
   /**
-   * Send `req` to the upstream `id` with `headers` ([name, value, ...]) and stream the answer
-   * into `res`. `maxBodyBytes` caps a body of unknown length (chunked); a declared
-   * Content-Length is checked by the caller. `done` is called exactly once.
+   * Send `req` to the upstream `id` with `headers` ([name, value, ...]) and `body` (null for
+   * none) and stream the answer into `res`. A failure before any byte of the answer was
+   * written leaves `res` untouched (`responded: false`) so the caller may retry elsewhere.
+   * `done` is called exactly once.
    */
   forward(
     id: string,
     req: IncomingMessage,
     res: ServerResponse,
     headers: string[],
-    maxBodyBytes: number | null,
+    body: Readable | null,
     decoration: ResponseDecoration | null,
     done: ForwardDone,
   ): void {
     const pool = this.#pools.get(id)
     if (pool === undefined) {
-      done({ status: sendError(res, 'TETHER_NO_UPSTREAM'), outcome: { kind: 'error', code: 'TETHER_NO_UPSTREAM', connect: true }, error: null })
+      done({ status: 0, outcome: { kind: 'error', code: 'TETHER_UPSTREAM_CONNECT', connect: true }, error: new Error(`no pool for upstream ${id}`), responded: false })
       return
     }
-    const handler = new ExchangeHandler(req, res, decoration, done)
-    let body: IncomingMessage | Transform | null = null
-    if (hasBody(req)) {
-      body = req
-      if (maxBodyBytes !== null && req.headers['content-length'] === undefined) {
-        body = new BodyLimit(maxBodyBytes)
-        req.pipe(body)
-        req.once('error', (err) => (body as Transform).destroy(err))
-      }
-    }
+    const handler = new ExchangeHandler(res, req.method === 'HEAD', this.#closeAfter, decoration, done)
     pool.dispatch(
-      { path: req.url ?? '/', method: req.method ?? 'GET', headers, body },
+      { path: originForm(req.url), method: req.method ?? 'GET', headers, body },
       handler,
     )
   }
@@ -123,30 +122,37 @@ export class Forwarder {
   }
 }
 
-function hasBody(req: IncomingMessage): boolean {
+/** A reason phrase Node will write (RFC 9112: HTAB, SP, VCHAR, obs-text). */
+const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]*$/
+
+/**
+ * The request target in origin form (RFC 9112 section 3.2.1). An absolute-form target
+ * (`GET http://other.example/x`) is reduced to its path and query, so a client cannot make the
+ * upstream see another authority than Host says.
+ */
+function originForm(url: string | undefined): string {
+  if (url === undefined || url === '') return '/'
+  if (url.charCodeAt(0) === 0x2f /* / */) return url
+  try {
+    const u = new URL(url)
+    return `${u.pathname}${u.search}`
+  } catch {
+    return url // '*' and the like: undici refuses it, which answers 400
+  }
+}
+
+/** Whether a request carries a body (a declared non-zero length, or chunked). */
+export function hasBody(req: IncomingMessage): boolean {
   const cl = req.headers['content-length']
   if (cl !== undefined) return cl !== '0'
   return req.headers['transfer-encoding'] !== undefined
 }
 
-/** Passes a body of unknown length through, failing once it exceeds `max` bytes. */
-class BodyLimit extends Transform {
-  #left: number
-  constructor(max: number) {
-    super()
-    this.#left = max
-  }
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.#left -= chunk.length
-    if (this.#left < 0) cb(new TetherError('TETHER_BODY_TOO_LARGE'))
-    else cb(null, chunk)
-  }
-}
-
 /** undici dispatch handler for one exchange: upstream response -> client response. */
 class ExchangeHandler implements Dispatcher.DispatchHandler {
-  readonly #req: IncomingMessage
   readonly #res: ServerResponse
+  readonly #head: boolean
+  readonly #closeAfter: () => boolean
   readonly #done: ForwardDone
   readonly #decoration: ResponseDecoration | null
   #controller: Dispatcher.DispatchController | null = null
@@ -154,9 +160,10 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
   #finished = false
   #waitingDrain = false
 
-  constructor(req: IncomingMessage, res: ServerResponse, decoration: ResponseDecoration | null, done: ForwardDone) {
-    this.#req = req
+  constructor(res: ServerResponse, head: boolean, closeAfter: () => boolean, decoration: ResponseDecoration | null, done: ForwardDone) {
     this.#res = res
+    this.#head = head
+    this.#closeAfter = closeAfter
     this.#decoration = decoration
     this.#done = done
     res.once('close', this.#onClientClose)
@@ -185,14 +192,24 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
     statusMessage?: string,
   ): void {
     const res = this.#res
-    if (this.#clientGone) return
+    // 1xx (102 Processing, 103 Early Hints) are informational: the final answer follows
+    if (this.#clientGone || statusCode < 200) return
+    if (this.#closeAfter()) res.shouldKeepAlive = false
     try {
       clientResponseHeaders(headers)
       this.#decoration?.decorate(headers)
-      res.writeHead(statusCode, statusMessage || undefined, headers)
+      const reason = statusMessage && REASON_PHRASE.test(statusMessage) ? statusMessage : undefined
+      res.writeHead(statusCode, reason, headers)
     } catch (err) {
       // e.g. an invalid header value from the upstream: answer 502 instead
+      res.statusMessage = ''
       controller.abort(new TetherError('TETHER_UPSTREAM_PROTOCOL', err))
+      return
+    }
+    if (statusCode === 204 || statusCode === 304 || this.#head) {
+      // no body may follow, whatever Content-Length says: finish now (undici may still
+      // complain about the announced length; that is ignored once finished)
+      this.#finish()
       return
     }
     // a response of unknown length may be a stream (SSE, long-poll): send the head now
@@ -200,7 +217,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    if (this.#clientGone) return
+    if (this.#clientGone || this.#finished) return
     if (!this.#res.write(chunk) && !this.#waitingDrain) {
       this.#waitingDrain = true
       controller.pause()
@@ -209,10 +226,14 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
   }
 
   onResponseEnd(): void {
+    if (!this.#finished) this.#finish()
+  }
+
+  #finish(): void {
     this.#finished = true
     const res = this.#res
     if (!this.#clientGone) res.end()
-    this.#done({ status: res.statusCode, outcome: null, error: null })
+    this.#done({ status: res.statusCode, outcome: null, error: null, responded: true })
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
@@ -221,16 +242,15 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
     const res = this.#res
     const outcome = classify(err, this.#clientGone || res.destroyed)
     if (outcome.kind === 'client_abort') {
-      this.#done({ status: 0, outcome, error: null })
+      this.#done({ status: 0, outcome, error: null, responded: true })
       return
     }
     if (res.headersSent) {
       // the client already has a status line: the only honest signal left is to cut it off
       res.destroy()
-      this.#done({ status: res.statusCode, outcome, error: err })
+      this.#done({ status: res.statusCode, outcome, error: err, responded: true })
       return
     }
-    const unreadBody = outcome.code === 'TETHER_BODY_TOO_LARGE' || !this.#req.complete
-    this.#done({ status: sendError(res, outcome.code, unreadBody), outcome, error: err })
+    this.#done({ status: 0, outcome, error: err, responded: false })
   }
 }

@@ -29,6 +29,8 @@ export function classify(err: unknown, clientGone: boolean): Outcome {
       case 'UND_ERR_CLOSED':
       case 'UND_ERR_DESTROYED':
         return { kind: 'error', code: 'TETHER_UPSTREAM_RESET', connect: false }
+      case 'UND_ERR_INVALID_ARG': // a request undici cannot send (e.g. `OPTIONS *`)
+      case 'UND_ERR_NOT_SUPPORTED':
       case 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH':
       case 'UND_ERR_REQUEST_ABORTED':
       case 'UND_ERR_ABORTED':
@@ -39,4 +41,27 @@ export function classify(err: unknown, clientGone: boolean): Outcome {
     }
   }
   return { kind: 'error', code: 'TETHER_UPSTREAM_RESET', connect: false }
+}
+
+/** What an attempt tells passive health checks about its upstream. */
+export type HealthSignal = 'success' | 'connect_refused' | 'connect_failure' | 'server_error'
+
+/**
+ * The passive-health reading of one attempt: an answer is a success unless it is a 5xx; a
+ * refused connection (nothing listens: the pod is gone) is the strongest failure; other
+ * connect errors, resets and timeouts are failures; a client abort says nothing (null).
+ */
+export function healthSignal(r: { status: number; outcome: Outcome | null; error: unknown; responded: boolean }): HealthSignal | null {
+  if (r.outcome === null) return r.status >= 500 ? 'server_error' : 'success'
+  if (r.outcome.kind === 'client_abort') return null
+  if ((r.error as { code?: unknown } | null)?.code === 'ECONNREFUSED') return 'connect_refused'
+  switch (r.outcome.code) {
+    case 'TETHER_BODY_TOO_LARGE':
+    case 'TETHER_BAD_REQUEST':
+      return null // the client's fault, not the upstream's
+    case 'TETHER_UPSTREAM_PROTOCOL':
+      return 'server_error'
+    default:
+      return 'connect_failure'
+  }
 }

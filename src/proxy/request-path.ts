@@ -1,15 +1,17 @@
-// The request path, top to bottom: guard -> route (affinity key -> upstream) -> build
-// headers -> forward (the route decorates the response: cookie, learning) -> access log. Each step is a call into its own module; this file holds no
-// protocol detail of its own. Sticky routing, failover and rehydration slot in between
-// "choose" and "forward" (a decision per request, made before forwarding).
+// The request path, top to bottom: guard -> route (affinity key -> upstream) -> build headers
+// -> forward -> on failure before any answer: report, maybe retry on the key's next upstream
+// -> access log. Each step is a call into its own module; this file holds no protocol detail.
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Config } from '../config/schema.js'
+import type { ErrorCode } from '../errors.js'
 import type { Logger } from '../observability/logger.js'
-import type { Router } from '../routing/router.js'
-import type { RouteSource } from '../routing/router.js'
+import type { Route, Router } from '../routing/router.js'
 import { upstreamRequestHeaders } from './headers.js'
-import type { Forwarder, ForwardResult } from './forward.js'
+import { hasBody, type Forwarder, type ForwardResult } from './forward.js'
+import { healthSignal, type HealthSignal } from './outcome.js'
+import { RequestBody } from './request-body.js'
 import { sendError } from './respond.js'
+import { shouldRetry } from './retry.js'
 
 export interface RequestPathDeps {
   readonly config: Config
@@ -20,58 +22,99 @@ export interface RequestPathDeps {
   readonly logger: Logger
   /** True once shutdown began: answers then close their connection. */
   readonly draining: () => boolean
+  /** Passive health: told how each attempt on an upstream went. */
+  readonly observe?: (id: string, signal: HealthSignal) => void
+}
+
+const NO_ROUTE: Record<'none' | 'strict', ErrorCode> = {
+  none: 'TETHER_NO_UPSTREAM',
+  strict: 'TETHER_AFFINITY_UNAVAILABLE',
 }
 
 export function createRequestHandler(deps: RequestPathDeps): (req: IncomingMessage, res: ServerResponse) => void {
   const { config, forwarder, router, hosts, logger, draining } = deps
+  const observe = deps.observe ?? (() => undefined)
   const { max_body_bytes: maxBody } = config.limits
   const { preserve_host: preserveHost, x_forwarded: xForwarded } = config.forwarding
+  const { attempts: maxRetries, try_duration: tryDuration, replay_buffer_bytes: replayLimit } = config.retries
   const access = config.log.access && logger.isLevelEnabled('info')
 
   return function handle(req: IncomingMessage, res: ServerResponse): void {
-    const start = access ? performance.now() : 0
+    const start = performance.now()
     if (draining()) res.shouldKeepAlive = false
+    const peer = req.socket.remoteAddress ?? ''
+    let tried: Set<string> | null = null
+    let retries = 0
+    let lastFailure: { code: ErrorCode; route: Route; error: unknown } | null = null
 
-    const done = (r: ForwardResult, upstream: string | null, route: RouteSource | null): void => {
-      if (r.outcome !== null && r.outcome.kind === 'error' && r.error) {
-        logger.warn({ err: r.error, code: r.outcome.code, upstream, method: req.method, path: req.url }, 'upstream exchange failed')
+    const finish = (r: ForwardResult, route: Route | null): void => {
+      if (r.outcome !== null && r.outcome.kind === 'error' && r.error && healthSignal(r) !== null) {
+        logger.warn({ err: r.error, code: r.outcome.code, upstream: route?.id, method: req.method, path: req.url }, 'upstream exchange failed')
       }
-      if (access) {
-        logger.info({
-          method: req.method,
-          path: req.url,
-          status: r.status,
-          upstream,
-          route,
-          outcome: r.outcome === null ? 'ok' : r.outcome.kind === 'client_abort' ? 'client_abort' : r.outcome.code,
-          duration_ms: Math.round((performance.now() - start) * 1000) / 1000,
-        }, 'access')
-      }
+      if (!access) return
+      logger.info({
+        method: req.method,
+        path: req.url,
+        status: r.status,
+        upstream: route?.id ?? null,
+        route: route?.source ?? null,
+        retries,
+        outcome: r.outcome === null ? 'ok' : r.outcome.kind === 'client_abort' ? 'client_abort' : r.outcome.code,
+        duration_ms: Math.round((performance.now() - start) * 1000) / 1000,
+      }, 'access')
+    }
+
+    const fail = (code: ErrorCode, route: Route | null, error: unknown, close: boolean): void => {
+      const extra = code === 'TETHER_NO_UPSTREAM' || code === 'TETHER_AFFINITY_UNAVAILABLE' ? { 'retry-after': '1' } : undefined
+      const status = sendError(res, code, close, extra)
+      finish({ status, outcome: { kind: 'error', code, connect: false }, error, responded: true }, route)
     }
 
     if (maxBody !== null) {
       const cl = req.headers['content-length']
-      if (cl !== undefined && Number(cl) > maxBody) {
-        done({ status: sendError(res, 'TETHER_BODY_TOO_LARGE', true), outcome: { kind: 'error', code: 'TETHER_BODY_TOO_LARGE', connect: false }, error: null }, null, null)
-        return
-      }
+      if (cl !== undefined && Number(cl) > maxBody) return fail('TETHER_BODY_TOO_LARGE', null, null, true)
     }
+    let body = hasBody(req) ? RequestBody.of(req, maxBody, replayLimit) : null
 
-    const peer = req.socket.remoteAddress ?? ''
-    const route = router.route(req.headers, peer)
-    if (route === null) {
-      const status = sendError(res, 'TETHER_NO_UPSTREAM', false, { 'retry-after': '1' })
-      done({ status, outcome: { kind: 'error', code: 'TETHER_NO_UPSTREAM', connect: true }, error: null }, null, null)
-      return
+    const attempt = (): void => {
+      const route = router.route(req.headers, peer, tried ?? undefined)
+      if (typeof route === 'string') {
+        // after a failed attempt, its error is the honest answer (as nginx's 502 after the last upstream)
+        if (lastFailure !== null) return fail(lastFailure.code, lastFailure.route, lastFailure.error, !req.complete)
+        return fail(NO_ROUTE[route], null, null, body !== null && !req.complete)
+      }
+      const headers = upstreamRequestHeaders(req.rawHeaders, {
+        peer,
+        proto: 'http',
+        preserveHost,
+        xForwarded,
+        upstreamHost: hosts().get(route.id) ?? '',
+      })
+      headers.push('x-tether-epoch', String(route.epoch))
+      if (route.moved !== null) {
+        headers.push('x-tether-moved', `from=${route.moved.from}; reason=${route.moved.reason}; epoch=${route.epoch}`)
+      }
+      forwarder.forward(route.id, req, res, headers, body, route, (r) => {
+        const signal = healthSignal(r)
+        if (signal !== null) observe(route.id, signal)
+        if (r.responded || r.outcome === null) return finish(r, route)
+        if (
+          r.outcome.kind === 'error' &&
+          retries < maxRetries &&
+          performance.now() - start < tryDuration &&
+          shouldRetry(r.outcome, req.method ?? 'GET', body === null || body.replayable)
+        ) {
+          retries++
+          lastFailure = { code: r.outcome.code, route, error: r.error }
+          ;(tried ??= new Set()).add(route.id)
+          if (body !== null) body = body.replay()
+          logger.debug({ upstream: route.id, code: r.outcome.code, retry: retries }, 'retrying on the next upstream')
+          return attempt()
+        }
+        const code = r.outcome.kind === 'error' ? r.outcome.code : 'TETHER_UPSTREAM_RESET'
+        fail(code, route, r.error, code === 'TETHER_BODY_TOO_LARGE' || !req.complete)
+      })
     }
-    const id = route.id
-    const headers = upstreamRequestHeaders(req.rawHeaders, {
-      peer,
-      proto: 'http',
-      preserveHost,
-      xForwarded,
-      upstreamHost: hosts().get(id) ?? '',
-    })
-    forwarder.forward(id, req, res, headers, maxBody, route, (r) => done(r, id, route.source))
+    attempt()
   }
 }

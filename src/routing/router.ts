@@ -6,13 +6,13 @@ import { randomBytes } from 'node:crypto'
 import type { IncomingHttpHeaders } from 'node:http'
 import type { AffinityConfig, UpstreamConfig } from '../config/schema.js'
 import type { Clock } from '../clock.js'
-import { CookieCodec, setCookieSerializer, shouldRefresh } from '../affinity/cookie-codec.js'
+import { CookieCodec, setCookieSerializer, shouldRefresh, type DecodedCookie } from '../affinity/cookie-codec.js'
 import { parseTrustedProxies, clientIp, type TrustedProxies } from '../affinity/client-ip.js'
 import { extractAffinityKey, keyOptions, type KeyOptions } from '../affinity/key.js'
 import { AffinityTable } from '../affinity/table.js'
 import { buildPlacement, type PlacementTable } from '../placement/rendezvous.js'
 import { pickBounded } from '../placement/bounded-load.js'
-import { hashKey } from '../placement/hash.js'
+import { hashKey, murmur3U32 } from '../placement/hash.js'
 import { RoundRobin } from '../placement/round-robin.js'
 
 /** How the request was placed, for logs and metrics (never the key's value). */
@@ -23,6 +23,10 @@ export type RouteSource =
   | 'table' // an affinity table entry pinned it
   | 'hash' // placed by the key's hash (new or expired entry, or on_scale_up: rebalance)
   | 'fallback' // app_cookie absent: placed by the fallback key
+  | 'failover' // the user's upstream was unavailable: moved to the next in hash order
+
+/** Why a user was moved to another upstream (sent upstream in X-Tether-Moved). */
+export type MoveReason = 'dead' | 'drain' | 'rebalance'
 
 /** One request's routing decision. `decorate` adds what the response must carry. */
 export class Route {
@@ -34,6 +38,12 @@ export class Route {
     /** Learn the application cookie from the response's Set-Cookie. */
     readonly learn: boolean,
     readonly router: Router,
+    /** The user's session epoch (bumped by every move). */
+    readonly epoch: number,
+    /** Set when this request moves the user away from `from`. */
+    readonly moved: { readonly from: string; readonly reason: MoveReason } | null,
+    /** The application cookie value the request carried (app_cookie), for re-binding. */
+    readonly appKey: string | null = null,
   ) {}
 
   /** Apply the decision to the upstream response's (already filtered) headers. */
@@ -42,8 +52,30 @@ export class Route {
   }
 }
 
+/** No route: no upstream can take the request, or `strict` forbids moving the user. */
+export type NoRoute = 'none' | 'strict'
+
+/** What the router needs to know about upstream health (owned by the health module). */
+export interface Availability {
+  /** May serve its existing users (alive, not ejected, not disabled; draining is fine). */
+  ready(id: string): boolean
+  /** May take new users (ready and not draining). */
+  acceptsNew(id: string): boolean
+  /** When draining started (ms), or null when not draining. */
+  drainingSince(id: string): number | null
+  /** Share of new users an upstream in slow start takes, (0, 1]; 1 when not ramping. */
+  slowStartWeight(id: string): number
+}
+
+const ALWAYS: Availability = { ready: () => true, acceptsNew: () => true, drainingSince: () => null, slowStartWeight: () => 1 }
+/** Seed of the per-key draw that lets a share of new keys onto a slow-starting upstream. */
+const SEED_SLOW_START = 0x534c4f57
+const NOTHING_TRIED: ReadonlySet<string> = new Set()
+
 export interface RouterOptions {
   readonly clock: Clock
+  /** Upstream health; default: every upstream available. */
+  readonly availability?: Availability
   /** Source of session ids (default crypto.randomBytes). */
   readonly randomBytes?: (size: number) => Uint8Array
   /** Add X-Tether-Upstream to responses. */
@@ -54,14 +86,17 @@ export interface RouterOptions {
 
 /**
  * Decides placement per request from the configured affinity key:
- * - `none`: weighted round robin.
+ * - `none`: weighted round robin over the upstreams that accept new users.
  * - `cookie`: a valid signed cookie names its upstream; otherwise a new session id is placed
  *   by its hash and a cookie issued. The cookie is re-issued when its idle clock needs sliding.
  * - `app_cookie`, `client_ip`, `header`: the affinity table pins the key; a miss is placed by
  *   the key's hash and recorded. For `app_cookie`, a new value set by an upstream is bound to
  *   that upstream (learning), so the user returns to the replica that created the session.
- * With `on_scale_up: rebalance` the hash decides even when a pin exists (users move to a new
- * upstream by the minimal 1/N); with `persistent` pins hold until they expire.
+ * A pinned user whose upstream is unavailable (not ready, already tried by this request, or
+ * draining for longer than `drain_timeout`) moves to the next upstream in the key's hash order
+ * (the same on every Tether replica), with its epoch bumped, and stays there (cookie re-issued,
+ * table updated); with `strict` the answer is 'strict' instead. With `on_scale_up: rebalance`
+ * the hash decides even when a pin exists; with `persistent` pins hold until they expire.
  */
 export class Router {
   readonly #cfg: AffinityConfig
@@ -72,17 +107,38 @@ export class Router {
   readonly #serialize: ((value: string) => string) | null
   readonly #trusted: TrustedProxies
   readonly #upstreamHeader: boolean
+  readonly #health: Availability
   /** Bindings for table-based keys (and new-session load accounting when bounded). */
   readonly table: AffinityTable
   #placement!: PlacementTable
   #roundRobin!: RoundRobin
   #rrIds!: readonly string[]
-  #accept = (_i: number): boolean => true
+  /** When each upstream joined (ms); those present at start count as always there. */
+  readonly #joinedAt = new Map<string, number>()
+  // the current request's "already tried" set and key hash, read by the accept predicates
+  #tried: ReadonlySet<string> = NOTHING_TRIED
+  #hash = 0
+  /**
+   * May a new key go to upstream i? It must accept new users and not be tried yet; an
+   * upstream in slow start takes a key only if the key's own draw (a second hash, the same on
+   * every replica) falls under its current weight, so it receives a growing share of new keys.
+   */
+  #acceptNew = (i: number): boolean => {
+    const id = this.#placement.ids[i]!
+    if (!this.#health.acceptsNew(id) || this.#tried.has(id)) return false
+    const w = this.#health.slowStartWeight(id)
+    return w >= 1 || murmur3U32(this.#hash, SEED_SLOW_START) / 4294967296 < w
+  }
+  #acceptReady = (i: number): boolean => {
+    const id = this.#placement.ids[i]!
+    return this.#health.ready(id) && !this.#tried.has(id)
+  }
   #load = (i: number): number => this.table.countByUpstream(this.#placement.ids[i]!)
 
   constructor(cfg: AffinityConfig, upstreams: readonly UpstreamConfig[], options: RouterOptions) {
     this.#cfg = cfg
     this.#clock = options.clock
+    this.#health = options.availability ?? ALWAYS
     this.#random = options.randomBytes ?? randomBytes
     this.#upstreamHeader = options.upstreamHeader ?? false
     this.#trusted = parseTrustedProxies(cfg.client_ip.trusted_proxies)
@@ -120,6 +176,10 @@ export class Router {
 
   /** Replace the upstream set (reload, discovery): rebuilds placement; pins survive by id. */
   setUpstreams(upstreams: readonly UpstreamConfig[]): void {
+    const first = this.#placement === undefined
+    const now = this.#clock.now()
+    for (const u of upstreams) if (!this.#joinedAt.has(u.id)) this.#joinedAt.set(u.id, first ? -Infinity : now)
+    for (const id of this.#joinedAt.keys()) if (!upstreams.some((u) => u.id === id)) this.#joinedAt.delete(id)
     this.#placement = buildPlacement(upstreams)
     this.#roundRobin = new RoundRobin(upstreams)
     this.#rrIds = upstreams.map((u) => u.id)
@@ -130,48 +190,45 @@ export class Router {
     return this.#placement.ids
   }
 
-  /** Decide where the request with these headers, from this peer, goes. */
-  route(headers: IncomingHttpHeaders, peer: string): Route | null {
+  /**
+   * Decide where the request with these headers, from this peer, goes. `tried` holds the
+   * upstreams this request already failed on (a retry routes around them).
+   */
+  route(headers: IncomingHttpHeaders, peer: string, tried: ReadonlySet<string> = NOTHING_TRIED): Route | NoRoute {
+    this.#tried = tried
+    try {
+      return this.#route(headers, peer)
+    } finally {
+      this.#tried = NOTHING_TRIED
+    }
+  }
+
+  #route(headers: IncomingHttpHeaders, peer: string): Route | NoRoute {
     const opts = this.#keyOptions
-    if (opts === null) return this.#roundRobinRoute()
+    if (opts === null) return this.#roundRobinRoute(false)
     const now = this.#clock.now()
     const key = extractAffinityKey(headers, peer, opts, now)
     switch (key.kind) {
-      case 'cookie': {
-        const s = key.session
-        if (key.status === 'ok' && s !== null) {
-          const pinned = this.#placement.indexOf(s.upstream)
-          const hashed = this.#cfg.on_scale_up === 'rebalance' || pinned < 0 ? this.#placement.pick(hashKey(s.sessionId)) : pinned
-          if (hashed < 0) return null
-          const id = this.#placement.ids[hashed]!
-          if (this.#cfg.balance_factor !== null) this.table.set(s.sessionId, id, s.epoch, now)
-          if (hashed !== pinned) {
-            // the pinned upstream is gone (or rebalanced away): move the user, bump the epoch
-            return new Route(id, 'hash', this.#serialize!(this.#codec!.refresh(s, now, { upstream: id, epoch: s.epoch + 1 })), false, this)
-          }
-          const refresh = shouldRefresh(s, now, this.#cfg.idle_timeout) ? this.#serialize!(this.#codec!.refresh(s, now)) : null
-          return new Route(id, 'cookie', refresh, false, this)
-        }
-        return this.#newSession(now)
-      }
+      case 'cookie':
+        return key.status === 'ok' && key.session !== null ? this.#cookieUser(key.session, now) : this.#newSession(now)
       case 'app_cookie':
-        if (key.value !== null) return this.#pinned(key.value, now, false)
+        if (key.value !== null) return this.#pinned(key.value, now, false, true)
         if (this.#cfg.app_cookie.fallback === 'client_ip') {
           const r = this.#pinned(clientIp(peer, headers['x-forwarded-for'], this.#trusted), now, true)
-          return r === null ? null : new Route(r.id, 'fallback', null, true, this)
+          return typeof r === 'string' || r.moved !== null ? r : new Route(r.id, 'fallback', null, true, this, r.epoch, null)
         }
         return this.#roundRobinRoute(true)
       case 'client_ip':
         return this.#pinned(key.value, now, false)
       case 'header':
-        return key.value === null ? this.#roundRobinRoute() : this.#pinned(key.value, now, false)
+        return key.value === null ? this.#roundRobinRoute(false) : this.#pinned(key.value, now, false)
     }
   }
 
   /** Response side of a decision: issue/refresh the cookie, learn the app cookie, debug header. */
   onResponse(route: Route, headers: Record<string, string | string[] | undefined>): void {
     if (route.setCookie !== null) appendSetCookie(headers, route.setCookie)
-    if (route.learn || this.#cfg.key === 'app_cookie') this.#learn(route.id, headers['set-cookie'])
+    if (route.learn || this.#cfg.key === 'app_cookie') this.#learn(route, headers['set-cookie'])
     if (this.#upstreamHeader) headers['x-tether-upstream'] = route.id
   }
 
@@ -180,44 +237,107 @@ export class Router {
     return this.table.sweep(this.#clock.now(), budget)
   }
 
-  #roundRobinRoute(learn = false): Route | null {
-    const i = this.#roundRobin.next()
-    return i < 0 ? null : new Route(this.#rrIds[i]!, 'round_robin', null, learn, this)
+  #roundRobinRoute(learn: boolean): Route | NoRoute {
+    for (let n = 0; n < this.#rrIds.length; n++) {
+      const i = this.#roundRobin.next()
+      if (i < 0) break
+      const id = this.#rrIds[i]!
+      if (this.#health.acceptsNew(id) && !this.#tried.has(id)) return new Route(id, 'round_robin', null, learn, this, 0, null)
+    }
+    return 'none'
   }
 
-  #newSession(now: number): Route | null {
+  /**
+   * Where a pinned user goes: `pinned` while it is available, else the key's next upstream
+   * in hash order. With `rebalance`, a user pinned at `pinnedAt` also moves when its hash now
+   * prefers an upstream that joined after that (scale-up), never otherwise (so placements made
+   * by bounded loads, and learned bindings, which pass `rebalance: false`, stay put).
+   * Returns the index and why the user moves (null: stays).
+   */
+  #resolve(pinned: string, hash: number, now: number, pinnedAt: number, rebalance: boolean): { index: number; reason: MoveReason | null } | NoRoute {
+    const p = this.#placement
+    const pinnedIndex = p.indexOf(pinned)
+    if (rebalance && this.#cfg.on_scale_up === 'rebalance' && pinnedIndex >= 0 && this.#available(pinned, now)) {
+      const index = p.pick(hash, this.#acceptNew)
+      if (index >= 0 && index !== pinnedIndex && this.#joinedAt.get(p.ids[index]!)! > pinnedAt) return { index, reason: 'rebalance' }
+    }
+    if (pinnedIndex >= 0 && this.#available(pinned, now)) return { index: pinnedIndex, reason: null }
+    if (this.#cfg.strict) return 'strict'
+    const draining = pinnedIndex >= 0 && this.#health.ready(pinned) && !this.#tried.has(pinned)
+    let index = p.pick(hash, this.#acceptNew)
+    if (index < 0) index = p.pick(hash, this.#acceptReady) // every other one drains: better than nothing
+    return index < 0 ? 'none' : { index, reason: draining ? 'drain' : 'dead' }
+  }
+
+  /** A pinned upstream keeps its users while ready, untried, and not drained past drain_timeout. */
+  #available(id: string, now: number): boolean {
+    if (!this.#health.ready(id) || this.#tried.has(id)) return false
+    const since = this.#health.drainingSince(id)
+    return since === null || now - since < this.#cfg.drain_timeout
+  }
+
+  #cookieUser(s: DecodedCookie, now: number): Route | NoRoute {
+    const r = this.#resolve(s.upstream, (this.#hash = hashKey(s.sessionId)), now, s.issuedAt, true)
+    if (typeof r === 'string') return r
+    const id = this.#placement.ids[r.index]!
+    const epoch = r.reason === null ? s.epoch : s.epoch + 1
+    if (this.#cfg.balance_factor !== null) this.table.set(s.sessionId, id, epoch, now)
+    if (r.reason !== null) {
+      const value = this.#codec!.refresh(s, now, { upstream: id, epoch })
+      return new Route(id, 'failover', this.#serialize!(value), false, this, epoch, { from: s.upstream, reason: r.reason })
+    }
+    const refresh = shouldRefresh(s, now, this.#cfg.idle_timeout) ? this.#serialize!(this.#codec!.refresh(s, now)) : null
+    return new Route(id, 'cookie', refresh, false, this, epoch, null)
+  }
+
+  #newSession(now: number): Route | NoRoute {
     const sessionId = Buffer.from(this.#random(16)).toString('hex')
-    const index = this.#place(hashKey(sessionId))
-    if (index < 0) return null
+    const index = this.#place((this.#hash = hashKey(sessionId)))
+    if (index < 0) return 'none'
     const id = this.#placement.ids[index]!
     if (this.#cfg.balance_factor !== null) this.table.set(sessionId, id, 0, now)
     const value = this.#codec!.encode({ sessionId, upstream: id, epoch: 0, issuedAt: now, lastSeen: now })
-    return new Route(id, 'new_session', this.#serialize!(value), false, this)
+    return new Route(id, 'new_session', this.#serialize!(value), false, this, 0, null)
   }
 
-  /** A table-pinned key: the live entry wins (persistent), else the hash; the result is recorded. */
-  #pinned(key: string, now: number, learn: boolean): Route | null {
+  /**
+   * A table-pinned key: the live entry holds while available, else the hash. `learned` keys
+   * (application cookies) are bound only by what an upstream set, never by their hash, so a
+   * client inventing values cannot fill the table; they are never rebalanced either.
+   */
+  #pinned(key: string, now: number, learn: boolean, learned = false): Route | NoRoute {
     const entry = this.table.get(key, now)
-    if (entry !== null && this.#cfg.on_scale_up === 'persistent' && this.#placement.indexOf(entry.upstream) >= 0) {
-      return new Route(entry.upstream, 'table', null, learn, this)
+    const hash = (this.#hash = hashKey(key))
+    const appKey = learned ? key : null
+    if (entry === null) {
+      const index = this.#place(hash)
+      if (index < 0) return 'none'
+      const id = this.#placement.ids[index]!
+      if (!learned) this.table.set(key, id, 0, now)
+      return new Route(id, 'hash', null, learn, this, 0, null, appKey)
     }
-    const index = entry === null ? this.#place(hashKey(key)) : this.#placement.pick(hashKey(key))
-    if (index < 0) return null
-    const id = this.#placement.ids[index]!
-    const epoch = entry === null ? 0 : entry.upstream === id ? entry.epoch : entry.epoch + 1
+    const r = this.#resolve(entry.upstream, hash, now, entry.createdAt, !learned)
+    if (typeof r === 'string') return r
+    const id = this.#placement.ids[r.index]!
+    if (r.reason === null) return new Route(id, 'table', null, learn, this, entry.epoch, null, appKey)
+    const epoch = entry.epoch + 1
     this.table.set(key, id, epoch, now)
-    return new Route(id, 'hash', null, learn, this)
+    return new Route(id, 'failover', null, learn, this, epoch, { from: entry.upstream, reason: r.reason }, appKey)
   }
 
-  /** Place a new key: bounded loads when configured, else the plain hash. */
+  /** Place a new key: bounded loads when configured, else the plain hash; only upstreams that accept new users. */
   #place(hash: number): number {
     const factor = this.#cfg.balance_factor
-    if (factor === null) return this.#placement.pick(hash)
-    return pickBounded(this.#placement, hash, this.#accept, this.#load, this.table.size, factor)
+    if (factor === null) return this.#placement.pick(hash, this.#acceptNew)
+    return pickBounded(this.#placement, hash, this.#acceptNew, this.#load, this.table.size, factor)
   }
 
-  /** Bind application cookie values set by upstream `id` to it; a deleted one is forgotten. */
-  #learn(id: string, setCookie: string | string[] | undefined): void {
+  /**
+   * Bind an application cookie value set by the route's upstream to it (with the user's
+   * epoch). The value the request carried, if replaced or deleted, is forgotten, so apps
+   * that rotate the cookie on every answer (Laravel) leave one entry per user, not per answer.
+   */
+  #learn(route: Route, setCookie: string | string[] | undefined): void {
     if (setCookie === undefined) return
     const name = this.#cfg.app_cookie.name
     if (name === null) return
@@ -225,8 +345,9 @@ export class Router {
     for (const line of Array.isArray(setCookie) ? setCookie : [setCookie]) {
       const value = appCookieValue(line, name, now)
       if (value === null) continue
+      if (route.appKey !== null && route.appKey !== value.value) this.table.delete(route.appKey)
       if (value.deleted) this.table.delete(value.value)
-      else this.table.set(value.value, id, 0, now)
+      else this.table.set(value.value, route.id, route.epoch, now)
     }
   }
 }

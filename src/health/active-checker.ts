@@ -1,0 +1,235 @@
+// Active health checks: a background prober that sends `GET <path>` to every upstream on an
+// interval with jitter and reports ok / not ok to the health table. Layer 3 adapter: it owns
+// its timers and sockets, starts only on start() and leaves nothing behind after stop(). It
+// uses node:http (undici belongs to the forwarder) and never decides health itself.
+import http from 'node:http'
+import { systemClock, systemTimers, type Timers } from '../clock.js'
+
+export { systemTimers, type Timers }
+
+/** Settings of the active checks (times in ms). */
+export interface ActiveCheckOptions {
+  /** Request path, e.g. '/healthz'; the upstream URL's own path is not prepended. */
+  readonly path: string
+  /** Time from the end of one probe to the start of the next (> 0). */
+  readonly interval: number
+  /** Deadline for one probe: connect, response head and body (> 0). */
+  readonly timeout: number
+  /** Each probe is delayed by an extra random fraction in [0, jitter) of the interval (0..1). */
+  readonly jitter: number
+  /** Status range counted as healthy, inclusive; default 200..399. */
+  readonly expected_status?: { readonly min: number; readonly max: number }
+}
+
+/** One upstream to probe. */
+export interface ProbeTarget {
+  readonly id: string
+  /** http:// URL; its host (and port) is probed and sent as the Host header. */
+  readonly url: string
+}
+
+/** One finished probe, for logs and metrics. */
+export interface ProbeEvent {
+  readonly id: string
+  readonly ok: boolean
+  /** The response status, or null when no response arrived. */
+  readonly status: number | null
+  /** Node's error code (ECONNREFUSED, ECONNRESET, ...), 'ETIMEDOUT' for the probe's own timeout, null when the exchange completed. */
+  readonly code: string | null
+  /** Milliseconds from start to result, by the injected clock. */
+  readonly duration: number
+  /** When the probe started. */
+  readonly at: number
+}
+
+/** Where results go: the health table, or anything with the same method. */
+export interface ActiveResultSink {
+  reportActive(id: string, ok: boolean): void
+}
+
+/** Injected time and randomness; the defaults are the real ones. */
+export interface ActiveCheckerDeps {
+  readonly timers?: Timers
+  /** Uniform in [0, 1), for jitter. */
+  readonly random?: () => number
+  readonly clock?: { now(): number }
+}
+
+const USER_AGENT = 'tether-health'
+const DEFAULT_STATUS = Object.freeze({ min: 200, max: 399 })
+
+interface Probe {
+  cancel(): void
+}
+
+interface Target {
+  readonly id: string
+  readonly url: string
+  readonly request: http.RequestOptions
+  timer: unknown
+  probe: Probe | null
+}
+
+/**
+ * Probes each upstream: the first probe comes after a jitter delay, each next one `interval`
+ * plus a jitter delay after the previous one finished (as Envoy arms its interval timer after
+ * the response), so probes of one upstream never overlap and Tether replicas drift apart.
+ *
+ * Every probe opens a fresh connection (`agent: false`) that is closed right after: it tests
+ * what a new client connection meets (a wedged listener cannot hide behind an old keep-alive
+ * socket), and no idle socket outlives a probe, so stop() has nothing pooled to chase. One
+ * connection per upstream per interval costs nothing worth saving. Timers are unref'd, so an
+ * idle checker never keeps the process alive (an in-flight probe does, for at most `timeout`);
+ * stop() is still the clean way.
+ * Listeners and the sink run synchronously and must not throw.
+ *
+ * Example:
+ * ```ts
+ * const checker = new ActiveChecker({ path: '/healthz', interval: 5_000, timeout: 2_000, jitter: 0.1 }, health)
+ * checker.setUpstreams([{ id: 'app-0', url: 'http://10.0.0.5:8080' }])
+ * checker.onProbe((e) => metrics.observeProbe(e))
+ * checker.start()
+ * await checker.stop()   // at shutdown
+ * ```
+ */
+export class ActiveChecker {
+  readonly #options: ActiveCheckOptions
+  readonly #status: { readonly min: number; readonly max: number }
+  readonly #sink: ActiveResultSink
+  readonly #timers: Timers
+  readonly #random: () => number
+  readonly #clock: { now(): number }
+  readonly #targets = new Map<string, Target>()
+  readonly #closing = new Set<Promise<void>>()
+  readonly #listeners = new Set<(e: ProbeEvent) => void>()
+  #running = false
+
+  constructor(options: ActiveCheckOptions, sink: ActiveResultSink, deps: ActiveCheckerDeps = {}) {
+    const { path, interval, timeout, jitter } = options
+    const status = options.expected_status ?? DEFAULT_STATUS
+    if (!path.startsWith('/')) throw new RangeError(`ActiveChecker: path must start with "/", got ${JSON.stringify(path)}`)
+    if (!(interval > 0)) throw new RangeError(`ActiveChecker: interval must be > 0, got ${interval}`)
+    if (!(timeout > 0)) throw new RangeError(`ActiveChecker: timeout must be > 0, got ${timeout}`)
+    if (!(jitter >= 0 && jitter <= 1)) throw new RangeError(`ActiveChecker: jitter must be within 0..1, got ${jitter}`)
+    if (!(status.min >= 100 && status.min <= status.max && status.max <= 599)) throw new RangeError(`ActiveChecker: expected_status must be a range within 100..599, got ${status.min}..${status.max}`)
+    this.#options = options
+    this.#status = status
+    this.#sink = sink
+    this.#timers = deps.timers ?? systemTimers
+    this.#random = deps.random ?? Math.random
+    this.#clock = deps.clock ?? systemClock
+  }
+
+  /**
+   * Sets the upstreams to probe, by id. New ones (and ones whose URL changed) are probed
+   * promptly if running; removed ones stop, an in-flight probe of theirs is aborted unreported.
+   * Example: `checker.setUpstreams([{ id: 'app-0', url: 'http://127.0.0.1:9001' }])`.
+   */
+  setUpstreams(targets: readonly ProbeTarget[]): void {
+    const next = new Map(targets.map((t) => [t.id, t]))
+    for (const [id, target] of this.#targets) {
+      if (next.get(id)?.url === target.url) continue
+      this.#cancel(target)
+      this.#targets.delete(id)
+    }
+    for (const { id, url } of next.values()) {
+      if (this.#targets.has(id)) continue
+      const target: Target = { id, url, request: this.#requestOptions(url), timer: null, probe: null }
+      this.#targets.set(id, target)
+      if (this.#running) this.#schedule(target, 0)
+    }
+  }
+
+  /** Starts probing (idempotent). Example: `checker.start()`. */
+  start(): void {
+    if (this.#running) return
+    this.#running = true
+    for (const target of this.#targets.values()) this.#schedule(target, 0)
+  }
+
+  /**
+   * Stops probing: cancels timers, aborts in-flight probes (unreported) and resolves once their
+   * sockets are closed. start() may be called again afterwards. Example: `await checker.stop()`.
+   */
+  async stop(): Promise<void> {
+    this.#running = false
+    for (const target of this.#targets.values()) this.#cancel(target)
+    await Promise.all(this.#closing)
+  }
+
+  /** Subscribes to finished probes; returns the unsubscribe function. */
+  onProbe(listener: (e: ProbeEvent) => void): () => void {
+    this.#listeners.add(listener)
+    return () => { this.#listeners.delete(listener) }
+  }
+
+  #requestOptions(url: string): http.RequestOptions {
+    const u = new URL(url)
+    if (u.protocol !== 'http:') throw new RangeError(`ActiveChecker: expected an http:// URL, got ${JSON.stringify(url)}`)
+    return {
+      hostname: u.hostname.replace(/^\[(.*)\]$/, '$1'),
+      port: u.port === '' ? 80 : Number(u.port),
+      path: this.#options.path,
+      method: 'GET',
+      agent: false,
+      headers: { host: u.host, 'user-agent': USER_AGENT, accept: '*/*' },
+    }
+  }
+
+  #schedule(target: Target, base: number): void {
+    const delay = base + this.#random() * this.#options.jitter * this.#options.interval
+    target.timer = this.#setTimer(() => {
+      target.timer = null
+      target.probe = this.#probe(target)
+    }, delay)
+  }
+
+  #cancel(target: Target): void {
+    if (target.timer !== null) this.#timers.clearTimeout(target.timer)
+    target.timer = null
+    target.probe?.cancel()
+    target.probe = null
+  }
+
+  #probe(target: Target): Probe {
+    const at = this.#clock.now()
+    const req = http.request(target.request)
+    const closed = new Promise<void>((resolve) => req.once('close', resolve))
+    this.#closing.add(closed)
+    void closed.then(() => this.#closing.delete(closed))
+    let settled = false
+    const settle = (): boolean => {
+      if (settled) return false
+      settled = true
+      this.#timers.clearTimeout(timer)
+      req.destroy()
+      return true
+    }
+    const finish = (status: number | null, code: string | null): void => {
+      if (!settle()) return
+      target.probe = null
+      const { min, max } = this.#status
+      const ok = code === null && status !== null && status >= min && status <= max
+      this.#sink.reportActive(target.id, ok)
+      const event: ProbeEvent = { id: target.id, ok, status, code, duration: this.#clock.now() - at, at }
+      for (const listener of this.#listeners) listener(event)
+      if (this.#running) this.#schedule(target, this.#options.interval)
+    }
+    const timer = this.#setTimer(() => finish(null, 'ETIMEDOUT'), this.#options.timeout)
+    req.once('response', (res) => {
+      res.once('end', () => finish(res.statusCode ?? null, null))
+      res.on('error', (err: NodeJS.ErrnoException) => finish(res.statusCode ?? null, err.code ?? 'ECONNRESET'))
+      res.once('close', () => { if (!res.complete) finish(res.statusCode ?? null, 'ECONNRESET') })
+      res.resume()
+    })
+    req.on('error', (err: NodeJS.ErrnoException) => finish(null, err.code ?? 'ERR_PROBE'))
+    req.end()
+    return { cancel: () => { settle() } }
+  }
+
+  #setTimer(fn: () => void, ms: number): unknown {
+    const handle = this.#timers.setTimeout(fn, ms)
+    ;(handle as { unref?: () => void } | null)?.unref?.()
+    return handle
+  }
+}

@@ -1,0 +1,406 @@
+// The health table: the ONE owner of upstream health. It keeps per-upstream flags from
+// independent sources (active checks, passive outlier detection, drain, admin) and emits
+// transitions. Layer 2 state owner: no I/O, no timers, no Date.now; time comes from the
+// injected clock and ejection expiry is noticed lazily. Checkers report; placement reads ready().
+
+/** What metrics, logs and the admin API show for an upstream, most severe flag first. */
+export type HealthState = 'healthy' | 'unhealthy' | 'ejected' | 'draining' | 'disabled'
+
+/** Why a transition happened: a bounded set, fit for a metric label. */
+export type TransitionReason =
+  | 'added' | 'removed'
+  | 'active_failed' | 'active_recovered'
+  | 'ejected' | 'ejection_expired'
+  | 'drain' | 'undrain'
+  | 'disable' | 'enable'
+
+/**
+ * One state change of one upstream. `from` is null when the upstream was just added, `to` is
+ * null when it was removed. `at` is when it happened (for `ejection_expired`: the ejection's
+ * end, which may be earlier than when it was noticed). `detail` is a human sentence for logs.
+ */
+export interface HealthTransition {
+  readonly id: string
+  readonly from: HealthState | null
+  readonly to: HealthState | null
+  readonly reason: TransitionReason
+  readonly detail: string
+  readonly at: number
+}
+
+/** Passive outlier detection settings (Envoy's `outlier_detection`, consecutive errors only). */
+export interface PassiveHealthOptions {
+  /** Consecutive failures that eject an upstream (>= 1). */
+  readonly consecutive_failures: number
+  /** Whether 5xx answers count as failures; when false a 5xx counts as a success. */
+  readonly count_5xx: boolean
+  /** Ejection time of the first ejection, ms; the n-th ejection lasts n times this. */
+  readonly base_ejection: number
+  /** Cap on one ejection's duration, ms (>= base_ejection). */
+  readonly max_ejection: number
+  /** At most this percentage (0..100) of upstreams is ejected at once, but at least one. */
+  readonly max_ejection_percent: number
+}
+
+/** Settings of the health table; parsed and validated config hands these over. */
+export interface HealthOptions {
+  readonly active: { readonly healthy_threshold: number; readonly unhealthy_threshold: number }
+  /** null: passive outlier detection is off and reportPassive() is ignored. */
+  readonly passive: PassiveHealthOptions | null
+  /** Slow start window, ms; 0 = off. */
+  readonly slow_start: number
+}
+
+/**
+ * Outcome of one forwarded request, as the outcome classifier sees it. `connect_refused`
+ * (nothing listens: the pod is gone) ejects at once, without waiting for a run of failures.
+ */
+export type PassiveResult = 'success' | 'connect_failure' | 'connect_refused' | 'server_error'
+
+/** One row of {@link HealthTable.snapshot}: plain JSON for the admin API. */
+export interface HealthSnapshotEntry {
+  id: string
+  state: HealthState
+  ready: boolean
+  acceptsNew: boolean
+  activeFailed: boolean
+  activeSuccesses: number
+  activeFailures: number
+  passiveFailures: number
+  ejectedUntil: number | null
+  timesEjected: number
+  draining: boolean
+  drainingSince: number | null
+  disabled: boolean
+  slowStartWeight: number
+}
+
+/** Minimum slow start factor, as Envoy's default `min_weight_percent` of 10%. */
+const SLOW_START_MIN = 0.1
+
+interface Entry {
+  readonly id: string
+  activeFailed: boolean
+  activeSuccesses: number
+  activeFailures: number
+  passiveFailures: number
+  /** End of the current ejection, or null when not ejected (cleared lazily when noticed). */
+  ejectedUntil: number | null
+  timesEjected: number
+  /** End of the last ejection, for the decay of timesEjected. */
+  lastEjectionEnd: number
+  drainingSince: number | null
+  disabled: boolean
+  /** When the upstream last became ready; slow start ramps from here. */
+  readySince: number
+  /** The last state emitted, so each change is emitted exactly once. */
+  state: HealthState
+}
+
+type Listener = (e: HealthTransition) => void
+
+/**
+ * Per-upstream health, by upstream id.
+ *
+ * - Initial state is healthy: a new upstream takes traffic at once and active checks take it
+ *   out after `unhealthy_threshold` failures (rather than no traffic until the first probes).
+ * - State, most severe first: `disabled` (admin) > `unhealthy` (active checks) > `ejected`
+ *   (passive) > `draining` > `healthy`. The flags are independent: enabling a disabled upstream
+ *   that also failed its checks makes it `unhealthy`, and an active success does not end an
+ *   ejection (unlike Envoy's `successful_active_health_check_uneject_host`).
+ * - Ejection expires lazily: any read (ready, acceptsNew, state, snapshot, slowStartWeight) or
+ *   `tick()` compares now to `ejectedUntil` and emits `ejection_expired` when it first notices.
+ *   Call `tick()` periodically (e.g. once a second) so the event is timely without traffic.
+ * - Listeners run synchronously inside the call that caused the change; keep them cheap.
+ *
+ * Example:
+ * ```ts
+ * const health = new HealthTable({ active: { healthy_threshold: 2, unhealthy_threshold: 2 },
+ *   passive: null, slow_start: 0 }, systemClock)
+ * health.setUpstreams(['app-0', 'app-1'])
+ * health.reportActive('app-0', false); health.reportActive('app-0', false)
+ * health.ready('app-0')  // -> false
+ * health.state('app-0')  // -> 'unhealthy'
+ * ```
+ */
+export class HealthTable {
+  readonly #options: HealthOptions
+  readonly #clock: { now(): number }
+  readonly #entries = new Map<string, Entry>()
+  readonly #listeners = new Set<Listener>()
+  #initialized = false
+
+  constructor(options: HealthOptions, clock: { now(): number }) {
+    const { active, passive, slow_start } = options
+    positiveInt('active.healthy_threshold', active.healthy_threshold)
+    positiveInt('active.unhealthy_threshold', active.unhealthy_threshold)
+    if (!(slow_start >= 0)) throw new RangeError(`HealthTable: slow_start must be >= 0, got ${slow_start}`)
+    if (passive) {
+      positiveInt('passive.consecutive_failures', passive.consecutive_failures)
+      if (!(passive.base_ejection > 0)) throw new RangeError(`HealthTable: passive.base_ejection must be > 0, got ${passive.base_ejection}`)
+      if (!(passive.max_ejection >= passive.base_ejection)) throw new RangeError(`HealthTable: passive.max_ejection must be >= base_ejection, got ${passive.max_ejection}`)
+      if (!(passive.max_ejection_percent >= 0 && passive.max_ejection_percent <= 100)) throw new RangeError(`HealthTable: passive.max_ejection_percent must be within 0..100, got ${passive.max_ejection_percent}`)
+    }
+    this.#options = options
+    this.#clock = clock
+  }
+
+  /**
+   * Sets the upstream ids. New ids start healthy (emitting `added`); with slow start they ramp
+   * from now, except on the first call (a fresh start ramps everyone equally, which is no ramp).
+   * Removed ids are forgotten (emitting `removed`); kept ids keep their state.
+   * Example: `health.setUpstreams(['app-0', 'app-1', 'app-2'])`.
+   */
+  setUpstreams(ids: readonly string[]): void {
+    const now = this.#clock.now()
+    const keep = new Set(ids)
+    for (const [id, e] of this.#entries) {
+      if (keep.has(id)) continue
+      this.#entries.delete(id)
+      this.#emit({ id, from: e.state, to: null, reason: 'removed', detail: 'removed from membership', at: now })
+    }
+    for (const id of keep) {
+      if (this.#entries.has(id)) continue
+      const e: Entry = {
+        id, activeFailed: false, activeSuccesses: 0, activeFailures: 0, passiveFailures: 0,
+        ejectedUntil: null, timesEjected: 0, lastEjectionEnd: -Infinity, drainingSince: null,
+        disabled: false, readySince: this.#initialized ? now : -Infinity, state: 'healthy',
+      }
+      this.#entries.set(id, e)
+      this.#emit({ id, from: null, to: 'healthy', reason: 'added', detail: 'added to membership', at: now })
+    }
+    this.#initialized = true
+  }
+
+  /** The known upstream ids, in the order they were added. */
+  ids(): string[] {
+    return [...this.#entries.keys()]
+  }
+
+  /**
+   * May `id` receive traffic at all (its existing sessions included)? False when unknown,
+   * disabled, failing active checks or ejected. A draining upstream is ready.
+   * Example: `placement.select(hash, (id) => health.ready(id))`.
+   */
+  ready(id: string): boolean {
+    const e = this.#entries.get(id)
+    if (!e) return false
+    this.#expire(e, this.#clock.now())
+    return e.state === 'healthy' || e.state === 'draining'
+  }
+
+  /** Ready and not draining: may `id` receive new sessions? Example: `health.acceptsNew('app-1')`. */
+  acceptsNew(id: string): boolean {
+    const e = this.#entries.get(id)
+    if (!e) return false
+    this.#expire(e, this.#clock.now())
+    return e.state === 'healthy'
+  }
+
+  /** The state of `id`, or undefined when unknown. Example: `health.state('app-0')` -> 'ejected'. */
+  state(id: string): HealthState | undefined {
+    const e = this.#entries.get(id)
+    if (!e) return undefined
+    this.#expire(e, this.#clock.now())
+    return e.state
+  }
+
+  /** Notices expired ejections now (emitting their transitions). Call it periodically. */
+  tick(): void {
+    const now = this.#clock.now()
+    for (const e of this.#entries.values()) this.#expire(e, now)
+  }
+
+  /**
+   * Records one active check result. `unhealthy_threshold` failures in a row mark the upstream
+   * unhealthy, `healthy_threshold` successes in a row mark it healthy again; a result of the
+   * other kind restarts the count, so alternating results never flip it.
+   * Example: `checker = new ActiveChecker(options, health)` calls `health.reportActive('app-0', true)`.
+   */
+  reportActive(id: string, ok: boolean): void {
+    const e = this.#entries.get(id)
+    if (!e) return
+    const now = this.#clock.now()
+    this.#expire(e, now)
+    const { healthy_threshold, unhealthy_threshold } = this.#options.active
+    if (ok) {
+      e.activeSuccesses++
+      e.activeFailures = 0
+      if (e.activeFailed && e.activeSuccesses >= healthy_threshold) {
+        e.activeFailed = false
+        this.#update(e, 'active_recovered', `passed ${e.activeSuccesses} active checks in a row`, now)
+      }
+    } else {
+      e.activeFailures++
+      e.activeSuccesses = 0
+      if (!e.activeFailed && e.activeFailures >= unhealthy_threshold) {
+        e.activeFailed = true
+        this.#update(e, 'active_failed', `failed ${e.activeFailures} active checks in a row`, now)
+      }
+    }
+  }
+
+  /**
+   * Records the outcome of one forwarded request (passive outlier detection, after Envoy's
+   * consecutive-5xx / consecutive-gateway-failure detectors). `consecutive_failures` connect
+   * failures (and 5xx, if `count_5xx`) in a row eject the upstream for
+   * `min(base_ejection * n, max_ejection)`, n being its ejection count. The count decays by
+   * one per full `base_ejection` that passes after an ejection ends without a new one. A
+   * success (or a 5xx when not counted: the upstream answered) restarts the run. Reports while
+   * ejected are ignored. The ejection is refused (the run continues, so the next failure tries
+   * again) when it would exceed `max(1, floor(n * max_ejection_percent / 100))` ejected upstreams
+   * out of n; with 0 percent nothing is ever ejected.
+   * Example (3 failures, base 30 s): three `reportPassive('app-0', 'connect_failure')` calls ->
+   * ejected 30 s; ejected again right after -> 60 s.
+   */
+  reportPassive(id: string, result: PassiveResult): void {
+    const passive = this.#options.passive
+    const e = this.#entries.get(id)
+    if (!passive || !e) return
+    const now = this.#clock.now()
+    this.#expire(e, now)
+    if (e.ejectedUntil !== null) return
+    const failed = result === 'connect_failure' || result === 'connect_refused' || (result === 'server_error' && passive.count_5xx)
+    if (!failed) {
+      e.passiveFailures = 0
+      return
+    }
+    e.passiveFailures++
+    const enough = result === 'connect_refused' || e.passiveFailures >= passive.consecutive_failures
+    if (!enough || !this.#mayEject(passive, now)) return
+    const decay = Math.max(0, Math.floor((now - e.lastEjectionEnd) / passive.base_ejection))
+    e.timesEjected = Math.max(0, e.timesEjected - decay) + 1
+    const duration = Math.min(passive.base_ejection * e.timesEjected, passive.max_ejection)
+    e.ejectedUntil = now + duration
+    e.lastEjectionEnd = e.ejectedUntil
+    const failures = e.passiveFailures
+    e.passiveFailures = 0
+    this.#update(e, 'ejected', `ejected for ${duration} ms after ${failures} consecutive failures (ejection ${e.timesEjected})`, now)
+  }
+
+  /** When draining of `id` started (ms), or null when it is not draining (or unknown). */
+  drainingSince(id: string): number | null {
+    return this.#entries.get(id)?.drainingSince ?? null
+  }
+
+  /** Stops new sessions to `id`; existing ones continue. Returns false for an unknown id. */
+  drain(id: string): boolean {
+    return this.#set(id, 'drain', 'draining', (e, now) => { e.drainingSince ??= now })
+  }
+
+  /** Ends a drain. Returns false for an unknown id. */
+  undrain(id: string): boolean {
+    return this.#set(id, 'undrain', 'drain ended', (e) => { e.drainingSince = null })
+  }
+
+  /** Takes `id` out of all traffic (admin). Returns false for an unknown id. */
+  disable(id: string): boolean {
+    return this.#set(id, 'disable', 'disabled by an admin', (e) => { e.disabled = true })
+  }
+
+  /** Undoes disable(); the upstream ramps up again under slow start. Returns false if unknown. */
+  enable(id: string): boolean {
+    return this.#set(id, 'enable', 'enabled by an admin', (e) => { e.disabled = false })
+  }
+
+  /**
+   * The slow start factor in (0, 1] to multiply `id`'s weight with: an upstream that became
+   * ready at T (added after start-up, or recovered from unhealthy, ejected or disabled) gets
+   * `max(0.1, (now - T) / slow_start)` until the window has passed, then 1. This is Envoy's
+   * slow start with aggression 1 (linear) and min_weight_percent 10. 1 when slow start is off
+   * or the id is unknown. Example (window 60 s): 30 s after recovery -> 0.5; after 3 s -> 0.1.
+   */
+  slowStartWeight(id: string, now: number = this.#clock.now()): number {
+    const window = this.#options.slow_start
+    const e = this.#entries.get(id)
+    if (window <= 0 || !e) return 1
+    this.#expire(e, now)
+    const elapsed = now - e.readySince
+    if (elapsed >= window) return 1
+    return Math.max(SLOW_START_MIN, elapsed / window)
+  }
+
+  /** Plain JSON for the admin API, one row per upstream in the order added. */
+  snapshot(): HealthSnapshotEntry[] {
+    const now = this.#clock.now()
+    this.tick()
+    return [...this.#entries.values()].map((e) => ({
+      id: e.id,
+      state: e.state,
+      ready: e.state === 'healthy' || e.state === 'draining',
+      acceptsNew: e.state === 'healthy',
+      activeFailed: e.activeFailed,
+      activeSuccesses: e.activeSuccesses,
+      activeFailures: e.activeFailures,
+      passiveFailures: e.passiveFailures,
+      ejectedUntil: e.ejectedUntil,
+      timesEjected: e.timesEjected,
+      draining: e.drainingSince !== null,
+      drainingSince: e.drainingSince,
+      disabled: e.disabled,
+      slowStartWeight: this.slowStartWeight(e.id, now),
+    }))
+  }
+
+  /**
+   * Subscribes to transitions; returns the unsubscribe function.
+   * Example: `const off = health.onTransition((e) => log.info(e, 'upstream health')); off()`.
+   */
+  onTransition(listener: (e: HealthTransition) => void): () => void {
+    this.#listeners.add(listener)
+    return () => { this.#listeners.delete(listener) }
+  }
+
+  #set(id: string, reason: TransitionReason, detail: string, change: (e: Entry, now: number) => void): boolean {
+    const e = this.#entries.get(id)
+    if (!e) return false
+    const now = this.#clock.now()
+    this.#expire(e, now)
+    change(e, now)
+    this.#update(e, reason, detail, now)
+    return true
+  }
+
+  /** Would one more ejection stay within max_ejection_percent? Expires others first. */
+  #mayEject(passive: PassiveHealthOptions, now: number): boolean {
+    if (passive.max_ejection_percent <= 0) return false
+    let ejected = 0
+    for (const other of this.#entries.values()) {
+      this.#expire(other, now)
+      if (other.ejectedUntil !== null) ejected++
+    }
+    const limit = Math.max(1, Math.floor((this.#entries.size * passive.max_ejection_percent) / 100))
+    return ejected + 1 <= limit
+  }
+
+  #expire(e: Entry, now: number): void {
+    if (e.ejectedUntil === null || e.ejectedUntil > now) return
+    const end = e.ejectedUntil
+    e.ejectedUntil = null
+    this.#update(e, 'ejection_expired', 'ejection expired', end)
+  }
+
+  /** Derives the state from the flags and emits a transition if it changed. */
+  #update(e: Entry, reason: TransitionReason, detail: string, at: number): void {
+    const to: HealthState = e.disabled ? 'disabled'
+      : e.activeFailed ? 'unhealthy'
+      : e.ejectedUntil !== null ? 'ejected'
+      : e.drainingSince !== null ? 'draining'
+      : 'healthy'
+    const from = e.state
+    if (to === from) return
+    const wasReady = from === 'healthy' || from === 'draining'
+    const isReady = to === 'healthy' || to === 'draining'
+    if (isReady && !wasReady) e.readySince = at
+    e.state = to
+    this.#emit({ id: e.id, from, to, reason, detail, at })
+  }
+
+  #emit(t: HealthTransition): void {
+    for (const listener of this.#listeners) listener(t)
+  }
+}
+
+function positiveInt(name: string, value: number): void {
+  if (!Number.isInteger(value) || value < 1) throw new RangeError(`HealthTable: ${name} must be an integer >= 1, got ${value}`)
+}

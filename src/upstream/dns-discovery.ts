@@ -1,0 +1,334 @@
+// DNS discovery (layer 3 adapter): re-resolves one name (a Kubernetes headless Service) every
+// `interval` and reports the set of upstreams, one per address. The only file that talks DNS.
+// It owns the refresh loop and nothing else: it never checks health, places, or edits config,
+// never starts itself, and never empties the pool on a failed or empty answer.
+import { Resolver } from 'node:dns/promises'
+import { isIPv6 } from 'node:net'
+
+/**
+ * One discovered upstream; the same shape as a configured upstream (`UpstreamConfig`), so the
+ * composition root can feed both through one membership path.
+ * Example: `{ id: '10.0.0.1:8080', url: 'http://10.0.0.1:8080', weight: 1 }`.
+ */
+export interface DiscoveredUpstream {
+  /** `address:port`, `[address]:port` for IPv6; stable while the pod keeps its address. */
+  readonly id: string
+  /** `http://address:port`, `http://[address]:port` for IPv6. */
+  readonly url: string
+  /** Always 1: DNS A/AAAA records carry no weight. */
+  readonly weight: number
+}
+
+/**
+ * What changed between two sets, as ids in sorted order.
+ * Example: `{ added: ['10.0.0.3:8080'], removed: ['10.0.0.1:8080'] }`.
+ */
+export interface UpstreamDiff {
+  readonly added: readonly string[]
+  readonly removed: readonly string[]
+}
+
+/** Which record types to ask for: A and AAAA ('any'), A only ('ipv4'), AAAA only ('ipv6'). */
+export type DnsFamily = 'any' | 'ipv4' | 'ipv6'
+
+export interface DnsDiscoveryOptions {
+  /** Name to resolve, e.g. `app-headless.default.svc.cluster.local`. Queried as is (no search list). */
+  readonly name: string
+  /** Port of every upstream (headless Services publish addresses, not ports). 1..65535. */
+  readonly port: number
+  /** Milliseconds between the end of one resolution and the start of the next. > 0. */
+  readonly interval: number
+  readonly family: DnsFamily
+  /** DNS servers as `ip`, `ip:port` or `[ipv6]:port`, e.g. `['127.0.0.1:5353']`. Default: the system resolver's. */
+  readonly servers?: readonly string[] | undefined
+  /** Deadline of one resolution (both families together), in ms. Default 2000. */
+  readonly timeout?: number | undefined
+}
+
+export interface DnsDiscoveryHooks {
+  /**
+   * Called with the new set (sorted by id, deduplicated, frozen) whenever it differs from the
+   * previous one, including the first successful resolution (previous = empty). Never called
+   * with an empty set. Must not throw (an exception is rethrown asynchronously, and the loop goes on).
+   */
+  onChange(upstreams: readonly DiscoveredUpstream[], diff: UpstreamDiff): void
+  /**
+   * Called after each failed or empty resolution; the last known set is kept. `consecutiveFailures`
+   * is 1 for the first failure and resets after a successful resolution.
+   */
+  onError?(err: DnsDiscoveryError, consecutiveFailures: number): void
+}
+
+/**
+ * The timer functions the loop uses (injected so tests drive time). Returned handles are
+ * `unref()`ed when they have that method, so discovery never keeps the process alive.
+ * Example: `{ setTimeout, clearTimeout }` (the default).
+ */
+export interface DiscoveryTimers {
+  setTimeout(callback: () => void, ms: number): unknown
+  clearTimeout(handle: unknown): void
+}
+
+/**
+ * A failed or empty resolution. `code` is the resolver's code: 'ETIMEOUT', 'ESERVFAIL',
+ * 'ECONNREFUSED', 'EREFUSED', ... for failures; 'ENOTFOUND' (NXDOMAIN) or 'ENODATA' (no records
+ * of the asked types) for an empty answer. The resolver's own error, if any, is `cause`.
+ * Example message: "DNS discovery of app.default.svc.cluster.local (A+AAAA) failed: ESERVFAIL; keeping the last 3 upstreams".
+ */
+export class DnsDiscoveryError extends Error {
+  readonly code: string
+  /** The name that was resolved. */
+  readonly hostname: string
+  constructor(message: string, code: string, hostname: string, cause?: unknown) {
+    super(message, cause === undefined ? undefined : { cause })
+    this.name = 'DnsDiscoveryError'
+    this.code = code
+    this.hostname = hostname
+  }
+}
+
+/**
+ * The upstream id of an address: `address:port`, IPv6 in brackets.
+ * Example: `upstreamId('10.0.0.1', 8080)` -> `'10.0.0.1:8080'`; `upstreamId('fd00::1', 80)` -> `'[fd00::1]:80'`.
+ */
+export function upstreamId(address: string, port: number): string {
+  return isIPv6(address) ? `[${address}]:${port}` : `${address}:${port}`
+}
+
+/**
+ * The upstream URL of an address.
+ * Example: `upstreamUrl('10.0.0.1', 8080)` -> `'http://10.0.0.1:8080'`; `upstreamUrl('fd00::1', 80)` -> `'http://[fd00::1]:80'`.
+ */
+export function upstreamUrl(address: string, port: number): string {
+  return `http://${upstreamId(address, port)}`
+}
+
+/**
+ * The upstream set of some addresses: deduplicated, sorted by id (UTF-16 code unit order, the
+ * order placement sorts ids in), weight 1, deeply frozen. Addresses are compared as text, so
+ * pass them as the resolver returns them (IPv6 in canonical form, e.g. `fd00::1`).
+ * Example: `upstreamsFromAddresses(['10.0.0.2', '10.0.0.1', '10.0.0.2'], 80)` ->
+ * `[{ id: '10.0.0.1:80', url: 'http://10.0.0.1:80', weight: 1 }, { id: '10.0.0.2:80', ... }]`.
+ */
+export function upstreamsFromAddresses(addresses: Iterable<string>, port: number): readonly DiscoveredUpstream[] {
+  const byId = new Map<string, DiscoveredUpstream>()
+  for (const address of addresses) {
+    const id = upstreamId(address, port)
+    if (!byId.has(id)) byId.set(id, Object.freeze({ id, url: upstreamUrl(address, port), weight: 1 }))
+  }
+  return Object.freeze([...byId.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)))
+}
+
+/**
+ * Ids added and removed from `previous` to `next` (an id determines its url and weight, so ids
+ * are all that can change). The set changed iff either list is non-empty.
+ * Example: previous [a, b], next [b, c] -> `{ added: ['c'], removed: ['a'] }`.
+ */
+export function diffUpstreams(
+  previous: readonly DiscoveredUpstream[],
+  next: readonly DiscoveredUpstream[],
+): UpstreamDiff {
+  const before = new Set(previous.map((u) => u.id))
+  const after = new Set(next.map((u) => u.id))
+  return {
+    added: [...after].filter((id) => !before.has(id)).sort(),
+    removed: [...before].filter((id) => !after.has(id)).sort(),
+  }
+}
+
+const EMPTY_CODES = new Set(['ENODATA', 'ENOTFOUND'])
+const FAMILIES = { any: [4, 6], ipv4: [4], ipv6: [6] } as const satisfies Record<DnsFamily, readonly (4 | 6)[]>
+const DEFAULT_TIMERS: DiscoveryTimers = {
+  setTimeout: (callback, ms) => setTimeout(callback, ms),
+  clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
+}
+
+type Resolution = { ok: true; addresses: string[] } | { ok: false; error: DnsDiscoveryError }
+
+/**
+ * Discovery of the upstreams behind one DNS name, re-resolved every `interval` ms.
+ *
+ * - `start()` resolves once and then re-resolves `interval` ms after each resolution ends, so
+ *   queries never overlap. It resolves with the initial set, which is empty when the first
+ *   resolution failed (reported through `onError`); it rejects only when called twice or after
+ *   `stop()`. It never throws for DNS reasons.
+ * - A failure (timeout, SERVFAIL, network error) or an empty answer keeps the last known set and
+ *   calls `onError`; `onChange` is called only when the set actually changes.
+ * - `stop()` clears the timer, cancels the in-flight queries and resolves once the loop has ended;
+ *   no hook is called after that. Timers are unref'd: discovery never keeps the process alive.
+ *
+ * Example:
+ *   const discovery = new DnsDiscovery(
+ *     { name: 'app-headless.default.svc.cluster.local', port: 8080, interval: 5000, family: 'any' },
+ *     { onChange: (upstreams) => membership.replace(upstreams), onError: (err, n) => log.warn({ err, n }) },
+ *   )
+ *   const initial = await discovery.start() // [{ id: '10.0.0.1:8080', url: 'http://10.0.0.1:8080', weight: 1 }, ...]
+ *   await discovery.stop()
+ */
+export class DnsDiscovery {
+  readonly #name: string
+  readonly #port: number
+  readonly #interval: number
+  readonly #timeout: number
+  readonly #family: DnsFamily
+  readonly #hooks: DnsDiscoveryHooks
+  readonly #timers: DiscoveryTimers
+  readonly #resolver: Resolver
+  #state: 'new' | 'running' | 'stopped' = 'new'
+  #current: readonly DiscoveredUpstream[] = Object.freeze([])
+  #failures = 0
+  #timer: unknown = undefined
+  /** The resolution in progress (or the last one), awaited by stop(). */
+  #run: Promise<void> = Promise.resolve()
+
+  /** Validates the options (throws TypeError or RangeError); does no I/O. */
+  constructor(options: DnsDiscoveryOptions, hooks: DnsDiscoveryHooks, timers: DiscoveryTimers = DEFAULT_TIMERS) {
+    const { name, port, interval, family, servers, timeout = 2000 } = options
+    if (typeof name !== 'string' || name.length === 0 || /\s/.test(name)) {
+      throw new TypeError(`DnsDiscovery: name must be a non-empty DNS name, got ${JSON.stringify(name)}`)
+    }
+    if (!Number.isInteger(port) || port < 1 || port > 65535) {
+      throw new RangeError(`DnsDiscovery: port must be an integer 1..65535, got ${port}`)
+    }
+    if (!(Number.isFinite(interval) && interval > 0)) {
+      throw new RangeError(`DnsDiscovery: interval must be a positive number of ms, got ${interval}`)
+    }
+    if (!(Number.isFinite(timeout) && timeout > 0)) {
+      throw new RangeError(`DnsDiscovery: timeout must be a positive number of ms, got ${timeout}`)
+    }
+    if (!Object.hasOwn(FAMILIES, family)) {
+      throw new TypeError(`DnsDiscovery: family must be 'any', 'ipv4' or 'ipv6', got ${JSON.stringify(family)}`)
+    }
+    this.#name = name
+    this.#port = port
+    this.#interval = interval
+    this.#timeout = timeout
+    this.#family = family
+    this.#hooks = hooks
+    this.#timers = timers
+    // c-ares' own timeout is a backstop (it rounds small values up); our deadline governs.
+    this.#resolver = new Resolver({ timeout: Math.ceil(timeout), tries: 1 })
+    if (servers !== undefined) {
+      try {
+        this.#resolver.setServers([...servers])
+      } catch (err) {
+        throw new TypeError(`DnsDiscovery: invalid servers ${JSON.stringify(servers)}: ${(err as Error).message}`, {
+          cause: err,
+        })
+      }
+    }
+  }
+
+  /** Resolves the name once, then keeps re-resolving; resolves with the initial set (maybe empty). */
+  async start(): Promise<readonly DiscoveredUpstream[]> {
+    if (this.#state !== 'new') throw new Error(`DnsDiscovery: start() after ${this.#state === 'running' ? 'start()' : 'stop()'}`)
+    this.#state = 'running'
+    this.#run = this.#refresh()
+    await this.#run
+    return this.#current
+  }
+
+  /** Stops the loop: clears the timer, cancels in-flight queries, waits for the loop to end. Idempotent. */
+  async stop(): Promise<void> {
+    if (this.#state !== 'stopped') {
+      this.#state = 'stopped'
+      if (this.#timer !== undefined) this.#timers.clearTimeout(this.#timer)
+      this.#timer = undefined
+      this.#resolver.cancel()
+    }
+    await this.#run
+  }
+
+  /** The last known set: sorted by id, deduplicated, frozen; empty until a resolution succeeds. */
+  current(): readonly DiscoveredUpstream[] {
+    return this.#current
+  }
+
+  /** One resolution, its report, and the scheduling of the next one. Never rejects. */
+  async #refresh(): Promise<void> {
+    const result = await this.#resolve()
+    if (this.#state !== 'running') return
+    if (result.ok) {
+      this.#failures = 0
+      const next = upstreamsFromAddresses(result.addresses, this.#port)
+      const diff = diffUpstreams(this.#current, next)
+      if (diff.added.length > 0 || diff.removed.length > 0) {
+        this.#current = next
+        callHook(() => this.#hooks.onChange(next, diff))
+      }
+    } else {
+      this.#failures++
+      const failures = this.#failures
+      callHook(() => this.#hooks.onError?.(result.error, failures))
+    }
+    if (this.#state !== 'running') return // a hook may have called stop()
+    this.#timer = this.#timers.setTimeout(() => {
+      this.#timer = undefined
+      this.#run = this.#refresh()
+    }, this.#interval)
+    unref(this.#timer)
+  }
+
+  /** Queries every family of the option at once, under one deadline; waits for all of them to settle. */
+  async #resolve(): Promise<Resolution> {
+    let timedOut = false
+    const deadline = this.#timers.setTimeout(() => {
+      timedOut = true
+      this.#resolver.cancel()
+    }, this.#timeout)
+    unref(deadline)
+    const families = FAMILIES[this.#family]
+    const results = await Promise.allSettled(
+      families.map((f) => (f === 4 ? this.#resolver.resolve4(this.#name) : this.#resolver.resolve6(this.#name))),
+    )
+    this.#timers.clearTimeout(deadline)
+
+    const types = families.map((f) => (f === 4 ? 'A' : 'AAAA')).join('+')
+    const what = `DNS discovery of ${this.#name} (${types})`
+    const keeping = `keeping the last ${this.#current.length} upstream${this.#current.length === 1 ? '' : 's'}`
+    const fail = (message: string, code: string, cause?: unknown): Resolution => ({
+      ok: false,
+      error: new DnsDiscoveryError(`${what} ${message}; ${keeping}`, code, this.#name, cause),
+    })
+    if (timedOut) return fail(`timed out after ${this.#timeout} ms: ETIMEOUT`, 'ETIMEOUT')
+
+    const addresses: string[] = []
+    let emptyCode = 'ENODATA'
+    for (const r of results) {
+      if (r.status === 'fulfilled') {
+        addresses.push(...r.value)
+        continue
+      }
+      const code = errorCode(r.reason)
+      if (!EMPTY_CODES.has(code)) return fail(`failed: ${code}`, code, r.reason)
+      if (code === 'ENOTFOUND') emptyCode = code
+    }
+    if (addresses.length === 0) {
+      const meaning = emptyCode === 'ENOTFOUND' ? 'no such name' : 'no records'
+      return fail(`returned no addresses (${meaning}): ${emptyCode}`, emptyCode)
+    }
+    return { ok: true, addresses }
+  }
+}
+
+function errorCode(err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' ? code : 'EUNKNOWN'
+}
+
+function unref(handle: unknown): void {
+  if (typeof handle === 'object' && handle !== null && 'unref' in handle && typeof handle.unref === 'function') {
+    handle.unref()
+  }
+}
+
+/** Runs a hook; an exception is rethrown on a later tick (loud, like an EventEmitter listener) so the loop survives. */
+function callHook(hook: () => void): void {
+  try {
+    hook()
+  } catch (err) {
+    process.nextTick(() => {
+      throw err
+    })
+  }
+}

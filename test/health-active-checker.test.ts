@@ -1,0 +1,252 @@
+// The active checker against REAL upstream servers on 127.0.0.1 port 0: what counts as ok,
+// timeouts, refused connections, jitter, no overlap, and a clean stop(). Scheduling is driven
+// by FakeTimers where the exact delays matter, by short real intervals elsewhere; waits are
+// on probe events (bounded by tap's timeout), never fixed sleeps.
+import t, { type Test } from 'tap'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { ActiveChecker, type ActiveCheckOptions, type ProbeEvent } from '../src/health/active-checker.js'
+import { startUpstream, type Upstream } from './fixtures/upstream.js'
+import { FakeTimers } from './fixtures/timers.js'
+
+const FAST: ActiveCheckOptions = { path: '/healthz', interval: 20, timeout: 1_000, jitter: 0 }
+
+/** A checker whose reports and probe events are recorded; `next(pred)` awaits a matching event. */
+function recorded(options: ActiveCheckOptions, deps: ConstructorParameters<typeof ActiveChecker>[2] = {}) {
+  const reports: [string, boolean][] = []
+  const events: ProbeEvent[] = []
+  const checker = new ActiveChecker(options, { reportActive: (id, ok) => reports.push([id, ok]) }, deps)
+  let waiters: { pred: (e: ProbeEvent) => boolean; resolve: (e: ProbeEvent) => void }[] = []
+  checker.onProbe((e) => {
+    events.push(e)
+    const hit = waiters.filter((w) => w.pred(e))
+    waiters = waiters.filter((w) => !w.pred(e))
+    for (const w of hit) w.resolve(e)
+  })
+  // The deadline also keeps the event loop alive: the checker's own timers are unref'd.
+  const next = (pred: (e: ProbeEvent) => boolean = () => true, deadline = 5_000) =>
+    new Promise<ProbeEvent>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no matching probe within ${deadline} ms`)), deadline)
+      waiters.push({ pred, resolve: (e) => { clearTimeout(timer); resolve(e) } })
+    })
+  return { checker, reports, events, next }
+}
+
+/** Resolves once `fn` is true, checking on each turn of the event loop (no fixed sleep). */
+async function until(fn: () => boolean, deadline = 5_000): Promise<void> {
+  const end = Date.now() + deadline
+  while (!fn()) {
+    if (Date.now() > end) throw new Error(`condition not met within ${deadline} ms`)
+    await new Promise((r) => setImmediate(r))
+  }
+}
+
+async function hanging(t: Test): Promise<Upstream> {
+  const up = await startUpstream('hang', () => { /* never answers */ })
+  t.teardown(() => up.close())
+  return up
+}
+
+async function closedPort(): Promise<number> {
+  const server = http.createServer()
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  const { port } = server.address() as AddressInfo
+  await new Promise<void>((r) => server.close(() => r()))
+  return port
+}
+
+t.test('invalid options are rejected with a precise message', async (t) => {
+  const sink = { reportActive: () => {} }
+  const cases: [string, Partial<ActiveCheckOptions>, RegExp][] = [
+    ['relative path', { path: 'healthz' }, /path must start with "\/"/],
+    ['zero interval', { interval: 0 }, /interval must be > 0/],
+    ['zero timeout', { timeout: 0 }, /timeout must be > 0/],
+    ['jitter above 1', { jitter: 1.5 }, /jitter must be within 0..1/],
+    ['inverted status range', { expected_status: { min: 300, max: 200 } }, /expected_status must be a range/],
+  ]
+  for (const [name, over, message] of cases) t.throws(() => new ActiveChecker({ ...FAST, ...over }, sink), { message }, name)
+  const checker = new ActiveChecker(FAST, sink)
+  t.throws(() => checker.setUpstreams([{ id: 'a', url: 'https://127.0.0.1:1' }]), { message: /expected an http:\/\/ URL/ })
+})
+
+t.test('a healthy upstream is probed with GET <path>, its Host and the tether-health agent', async (t) => {
+  const up = await startUpstream('app-0')
+  t.teardown(() => up.close())
+  const { checker, reports, next } = recorded(FAST)
+  checker.setUpstreams([{ id: 'app-0', url: up.url }])
+  checker.start()
+  const e = await next()
+  await checker.stop()
+  t.match(e, { id: 'app-0', ok: true, status: 200, code: null })
+  t.same(reports[0], ['app-0', true])
+  const req = up.seen[0]!
+  t.equal(req.method, 'GET')
+  t.equal(req.url, '/healthz')
+  t.equal(req.headers.host, `127.0.0.1:${up.port}`)
+  t.equal(req.headers['user-agent'], 'tether-health')
+})
+
+t.test('the status decides: 200..399 by default, or the configured range', async (t) => {
+  const statuses = [200, 204, 302, 399, 404, 500, 503]
+  const ups = await Promise.all(statuses.map((s) => startUpstream(`s${s}`, (_req, res) => { res.statusCode = s; res.end('body to discard') })))
+  t.teardown(() => Promise.all(ups.map((u) => u.close())))
+  const targets = ups.map((u) => ({ id: u.id, url: u.url }))
+
+  const run = async (options: ActiveCheckOptions) => {
+    const { checker, events } = recorded(options)
+    checker.setUpstreams(targets)
+    checker.start()
+    await until(() => new Set(events.map((e) => e.id)).size === targets.length)
+    await checker.stop()
+    return Object.fromEntries(statuses.map((s) => [s, events.find((e) => e.id === `s${s}`)!.ok]))
+  }
+  t.same(await run(FAST), { 200: true, 204: true, 302: true, 399: true, 404: false, 500: false, 503: false }, 'default 200..399')
+  t.same(await run({ ...FAST, expected_status: { min: 200, max: 204 } }), { 200: true, 204: true, 302: false, 399: false, 404: false, 500: false, 503: false }, '200..204')
+})
+
+t.test('an upstream answering 503 reports not ok', async (t) => {
+  const up = await startUpstream('app-0', (_req, res) => { res.statusCode = 503; res.end() })
+  t.teardown(() => up.close())
+  const { checker, reports, next } = recorded(FAST)
+  checker.setUpstreams([{ id: 'app-0', url: up.url }])
+  checker.start()
+  const e = await next()
+  await checker.stop()
+  t.match(e, { ok: false, status: 503, code: null })
+  t.same(reports[0], ['app-0', false])
+})
+
+t.test('an upstream that never answers times out, not ok, after about `timeout`', async (t) => {
+  const up = await hanging(t)
+  const { checker, next } = recorded({ ...FAST, timeout: 100 })
+  checker.setUpstreams([{ id: 'hang', url: up.url }])
+  checker.start()
+  const e = await next()
+  await checker.stop()
+  t.match(e, { ok: false, status: null, code: 'ETIMEDOUT' })
+  t.ok(e.duration >= 90 && e.duration < 1_000, `duration ${e.duration} ms`)
+})
+
+t.test('a closed port reports not ok with ECONNREFUSED', async (t) => {
+  const port = await closedPort()
+  const { checker, reports, next } = recorded(FAST)
+  checker.setUpstreams([{ id: 'gone', url: `http://127.0.0.1:${port}` }])
+  checker.start()
+  const e = await next()
+  await checker.stop()
+  t.match(e, { id: 'gone', ok: false, status: null, code: 'ECONNREFUSED' })
+  t.same(reports[0], ['gone', false])
+})
+
+t.test('a reset in the middle of the body is not ok', async (t) => {
+  const up = await startUpstream('app-0', (_req, res) => {
+    res.writeHead(200, { 'content-length': '100' })
+    res.write('partial', () => res.socket?.destroy())
+  })
+  t.teardown(() => up.close())
+  const { checker, next } = recorded(FAST)
+  checker.setUpstreams([{ id: 'app-0', url: up.url }])
+  checker.start()
+  const e = await next()
+  await checker.stop()
+  t.match(e, { ok: false, status: 200 })
+  t.equal(e.code, 'ECONNRESET')
+})
+
+t.test('jitter delays each probe by the injected random fraction of the interval', async (t) => {
+  const up = await startUpstream('app-0')
+  t.teardown(() => up.close())
+  const timers = new FakeTimers()
+  const randoms = [0.2, 0.4, 0.9]
+  const { checker, next } = recorded({ ...FAST, interval: 1_000, jitter: 0.5 }, { timers, random: () => randoms.shift()!, clock: timers.clock })
+  checker.setUpstreams([{ id: 'app-0', url: up.url }])
+  t.same(timers.pending(), [], 'nothing starts itself')
+  checker.start()
+  t.same(timers.pending().map((p) => p.delay), [100], 'first probe: 0.2 x 0.5 x 1000')
+  t.ok(timers.pending()[0]!.unrefed, 'timers are unref\'d')
+  const probed = next()
+  timers.advance(100)
+  t.same(timers.pending().map((p) => p.delay), [1_000], 'while in flight: only the probe timeout')
+  await probed
+  t.same(timers.pending().map((p) => p.delay), [1_200], 'next probe: interval + 0.4 x 0.5 x 1000 after the previous one')
+  await checker.stop()
+  t.same(timers.pending(), [], 'stop() leaves no timer')
+})
+
+t.test('probes of one upstream never overlap, even when answers are slower than the interval', async (t) => {
+  let inFlight = 0
+  let most = 0
+  const up = await startUpstream('slow', (_req, res) => {
+    most = Math.max(most, ++inFlight)
+    setTimeout(() => { inFlight--; res.end('ok') }, 30) // the upstream is slow; the test does not sleep
+  })
+  t.teardown(() => up.close())
+  const { checker, events } = recorded({ ...FAST, interval: 5 })
+  checker.setUpstreams([{ id: 'slow', url: up.url }])
+  checker.start()
+  await until(() => events.length >= 4)
+  await checker.stop()
+  t.equal(most, 1)
+  t.ok(events.every((e) => e.ok))
+})
+
+t.test('stop() cancels timers and in-flight probes, unreported, and closes their sockets', async (t) => {
+  const up = await hanging(t)
+  const timers = new FakeTimers()
+  const { checker, reports, events } = recorded({ ...FAST, timeout: 60_000 }, { timers, random: () => 0, clock: timers.clock })
+  checker.setUpstreams([{ id: 'hang', url: up.url }])
+  checker.start()
+  timers.advance(0)
+  await until(() => up.seen.length === 1)
+  await checker.stop()
+  t.same(timers.pending(), [], 'no timer left')
+  const open = () => new Promise<number>((r) => up.server.getConnections((_err, n) => r(n)))
+  for (let n = await open(); n > 0; n = await open()) await new Promise((r) => setImmediate(r))
+  t.pass('the upstream saw its connection closed')
+  t.same(reports, [], 'a cancelled probe is not a failure')
+  t.same(events, [])
+
+  checker.start()
+  t.equal(timers.pending().length, 1, 'start() again after stop() works')
+  await checker.stop()
+})
+
+t.test('setUpstreams probes new upstreams promptly and forgets removed ones', async (t) => {
+  const a = await startUpstream('a')
+  const b = await startUpstream('b')
+  t.teardown(() => Promise.all([a.close(), b.close()]))
+  const timers = new FakeTimers()
+  const { checker, next } = recorded({ ...FAST, interval: 1_000 }, { timers, random: () => 0, clock: timers.clock })
+  checker.setUpstreams([{ id: 'a', url: a.url }])
+  checker.start()
+  let probed = next((e) => e.id === 'a')
+  timers.advance(0)
+  await probed
+  timers.advance(500)
+  checker.setUpstreams([{ id: 'a', url: a.url }, { id: 'b', url: b.url }])
+  t.same(timers.pending().map((p) => p.at - timers.clock.now()), [0, 500], 'b now, a on its own schedule')
+  probed = next((e) => e.id === 'b')
+  timers.advance(0)
+  await probed
+  checker.setUpstreams([{ id: 'b', url: b.url }])
+  t.equal(timers.pending().length, 1, 'a has no timer any more')
+  timers.advance(1_000)
+  await next((e) => e.id === 'b')
+  t.equal(a.seen.length, 1, 'a was not probed after its removal')
+  await checker.stop()
+})
+
+t.test('a changed URL for the same id is probed at the new address', async (t) => {
+  const oldUp = await startUpstream('old')
+  const newUp = await startUpstream('new')
+  t.teardown(() => Promise.all([oldUp.close(), newUp.close()]))
+  const { checker, next } = recorded({ ...FAST, interval: 60_000 })
+  checker.setUpstreams([{ id: 'app-0', url: oldUp.url }])
+  checker.start()
+  await next()
+  checker.setUpstreams([{ id: 'app-0', url: newUp.url }])
+  await next()
+  await checker.stop()
+  t.equal(oldUp.seen.length, 1)
+  t.equal(newUp.seen.length, 1)
+})

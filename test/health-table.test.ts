@@ -1,0 +1,351 @@
+// The health table as a specification: active thresholds, passive ejection with back-off, cap
+// and decay, drain and admin flags, transitions and slow start. Time comes from a FakeClock;
+// nothing sleeps.
+import t from 'tap'
+import { HealthTable, type HealthOptions, type HealthTransition, type PassiveResult } from '../src/health/health-table.js'
+import { FakeClock } from './fixtures/clock.js'
+
+const S = 1_000
+
+const PASSIVE = { consecutive_failures: 3, count_5xx: true, base_ejection: 30 * S, max_ejection: 100 * S, max_ejection_percent: 50 }
+
+function table(over: Partial<HealthOptions> = {}, ids = ['app-0', 'app-1', 'app-2']) {
+  const clock = new FakeClock()
+  const options: HealthOptions = { active: { healthy_threshold: 2, unhealthy_threshold: 2 }, passive: PASSIVE, slow_start: 0, ...over }
+  const health = new HealthTable(options, clock)
+  const events: HealthTransition[] = []
+  health.onTransition((e) => events.push(e))
+  health.setUpstreams(ids)
+  events.length = 0
+  return { clock, health, events }
+}
+
+function fail(health: HealthTable, id: string, times: number, result: PassiveResult = 'connect_failure'): void {
+  for (let i = 0; i < times; i++) health.reportPassive(id, result)
+}
+
+t.test('invalid options are rejected with a precise message', async (t) => {
+  const clock = new FakeClock()
+  const base: HealthOptions = { active: { healthy_threshold: 2, unhealthy_threshold: 2 }, passive: PASSIVE, slow_start: 0 }
+  const cases: [string, HealthOptions, RegExp][] = [
+    ['zero healthy_threshold', { ...base, active: { healthy_threshold: 0, unhealthy_threshold: 2 } }, /healthy_threshold must be an integer >= 1/],
+    ['fractional unhealthy_threshold', { ...base, active: { healthy_threshold: 1, unhealthy_threshold: 1.5 } }, /unhealthy_threshold must be an integer >= 1/],
+    ['negative slow_start', { ...base, slow_start: -1 }, /slow_start must be >= 0/],
+    ['zero consecutive_failures', { ...base, passive: { ...PASSIVE, consecutive_failures: 0 } }, /consecutive_failures/],
+    ['zero base_ejection', { ...base, passive: { ...PASSIVE, base_ejection: 0 } }, /base_ejection must be > 0/],
+    ['max_ejection below base', { ...base, passive: { ...PASSIVE, max_ejection: 1 } }, /max_ejection must be >= base_ejection/],
+    ['percent above 100', { ...base, passive: { ...PASSIVE, max_ejection_percent: 101 } }, /max_ejection_percent must be within 0..100/],
+  ]
+  for (const [name, options, message] of cases) t.throws(() => new HealthTable(options, clock), { message }, name)
+})
+
+t.test('new upstreams start healthy, so traffic flows before the first probe', async (t) => {
+  const { health } = table()
+  for (const id of ['app-0', 'app-1', 'app-2']) {
+    t.equal(health.state(id), 'healthy')
+    t.ok(health.ready(id))
+    t.ok(health.acceptsNew(id))
+  }
+  t.same(health.ids(), ['app-0', 'app-1', 'app-2'])
+})
+
+t.test('unknown upstreams are not ready and reports about them are ignored', async (t) => {
+  const { health, events } = table()
+  t.notOk(health.ready('nope'))
+  t.notOk(health.acceptsNew('nope'))
+  t.equal(health.state('nope'), undefined)
+  health.reportActive('nope', false)
+  fail(health, 'nope', 10)
+  t.equal(health.drain('nope'), false)
+  t.equal(health.undrain('nope'), false)
+  t.equal(health.disable('nope'), false)
+  t.equal(health.enable('nope'), false)
+  t.equal(health.slowStartWeight('nope'), 1)
+  t.same(events, [])
+})
+
+t.test('active results flip the state only after a run of thresholds', async (t) => {
+  const cases: [string, boolean[], string][] = [
+    ['one failure is not enough', [false], 'healthy'],
+    ['two failures in a row flip it unhealthy', [false, false], 'unhealthy'],
+    ['alternating results never flip it', [false, true, false, true, false, true, false], 'healthy'],
+    ['one success after two failures is not enough', [false, false, true], 'unhealthy'],
+    ['two successes in a row flip it back', [false, false, true, true], 'healthy'],
+    ['a failure restarts the success run', [false, false, true, false, true], 'unhealthy'],
+    ['successes while healthy do not bank credit', [true, true, true, false, false], 'unhealthy'],
+  ]
+  for (const [name, results, expected] of cases) {
+    const { health } = table()
+    for (const ok of results) health.reportActive('app-0', ok)
+    t.equal(health.state('app-0'), expected, name)
+    t.equal(health.ready('app-0'), expected === 'healthy', `${name}: ready`)
+  }
+})
+
+t.test('consecutive connect failures eject the upstream; a success restarts the run', async (t) => {
+  const { health } = table()
+  fail(health, 'app-0', 2)
+  health.reportPassive('app-0', 'success')
+  fail(health, 'app-0', 2)
+  t.equal(health.state('app-0'), 'healthy', 'the success broke the run')
+  fail(health, 'app-0', 1)
+  t.equal(health.state('app-0'), 'ejected')
+  t.notOk(health.ready('app-0'))
+  t.notOk(health.acceptsNew('app-0'))
+  t.equal(health.snapshot()[0]!.ejectedUntil, new FakeClock().now() + 30 * S)
+})
+
+t.test('5xx answers count as failures only with count_5xx', async (t) => {
+  const on = table()
+  fail(on.health, 'app-0', 3, 'server_error')
+  t.equal(on.health.state('app-0'), 'ejected', 'count_5xx: true')
+
+  const mixed = table()
+  fail(mixed.health, 'app-0', 1, 'connect_failure')
+  fail(mixed.health, 'app-0', 1, 'server_error')
+  fail(mixed.health, 'app-0', 1, 'connect_failure')
+  t.equal(mixed.health.state('app-0'), 'ejected', 'connect failures and 5xx share one run')
+
+  const off = table({ passive: { ...PASSIVE, count_5xx: false } })
+  fail(off.health, 'app-0', 10, 'server_error')
+  t.equal(off.health.state('app-0'), 'healthy', 'count_5xx: false')
+  fail(off.health, 'app-0', 2, 'connect_failure')
+  fail(off.health, 'app-0', 1, 'server_error')
+  fail(off.health, 'app-0', 2, 'connect_failure')
+  t.equal(off.health.state('app-0'), 'healthy', 'an uncounted 5xx is an answer: it breaks the run')
+  fail(off.health, 'app-0', 1, 'connect_failure')
+  t.equal(off.health.state('app-0'), 'ejected')
+})
+
+t.test('passive reports are ignored when passive detection is off', async (t) => {
+  const { health, events } = table({ passive: null })
+  fail(health, 'app-0', 100)
+  t.equal(health.state('app-0'), 'healthy')
+  t.same(events, [])
+})
+
+t.test('an ejection expires without timers, and the upstream is ready again', async (t) => {
+  const { clock, health } = table()
+  fail(health, 'app-0', 3)
+  clock.advance(30 * S - 1)
+  t.notOk(health.ready('app-0'), 'still ejected 1 ms before the end')
+  clock.advance(1)
+  t.ok(health.ready('app-0'), 'ready at the end')
+  t.equal(health.state('app-0'), 'healthy')
+  t.equal(health.snapshot()[0]!.ejectedUntil, null)
+})
+
+t.test('ejection time grows with each ejection, is capped, and decays when quiet', async (t) => {
+  const { clock, health } = table()
+  const durations: number[] = []
+  for (let i = 0; i < 5; i++) {
+    fail(health, 'app-0', 3)
+    const until = health.snapshot()[0]!.ejectedUntil!
+    durations.push(until - clock.now())
+    clock.set(until)
+  }
+  t.same(durations, [30 * S, 60 * S, 90 * S, 100 * S, 100 * S], 'base x n, capped at max_ejection')
+  t.equal(health.snapshot()[0]!.timesEjected, 5)
+
+  clock.advance(2 * 30 * S) // two quiet base intervals: 5 -> 3, then this ejection is the 4th
+  fail(health, 'app-0', 3)
+  t.equal(health.snapshot()[0]!.timesEjected, 4)
+  clock.set(health.snapshot()[0]!.ejectedUntil!)
+  clock.advance(10 * 30 * S) // long quiet: back to the base time
+  fail(health, 'app-0', 3)
+  t.equal(health.snapshot()[0]!.ejectedUntil! - clock.now(), 30 * S)
+})
+
+t.test('failures reported while ejected are ignored (late answers of old requests)', async (t) => {
+  const { clock, health } = table()
+  fail(health, 'app-0', 3)
+  fail(health, 'app-0', 10)
+  t.equal(health.snapshot()[0]!.timesEjected, 1)
+  clock.advance(30 * S)
+  fail(health, 'app-0', 2)
+  t.equal(health.state('app-0'), 'healthy', 'a fresh run is needed after the ejection')
+})
+
+t.test('max_ejection_percent caps how many upstreams are ejected at once', async (t) => {
+  const cases: [string, number, number, number][] = [
+    // name, upstreams, percent, most ejected at once
+    ['3 upstreams at 50% -> 1', 3, 50, 1],
+    ['10 upstreams at 30% -> 3', 10, 30, 3],
+    ['4 upstreams at 50% -> 2', 4, 50, 2],
+    ['10 upstreams at 100% -> 10', 10, 100, 10],
+    ['at least one, as Envoy: 2 upstreams at 10% -> 1', 2, 10, 1],
+    ['0% -> never', 3, 0, 0],
+  ]
+  for (const [name, n, percent, most] of cases) {
+    const ids = Array.from({ length: n }, (_, i) => `app-${i}`)
+    const { health } = table({ passive: { ...PASSIVE, max_ejection_percent: percent } }, ids)
+    for (const id of ids) fail(health, id, 3)
+    t.equal(ids.filter((id) => health.state(id) === 'ejected').length, most, name)
+  }
+})
+
+t.test('a refused ejection happens on the next failure once the cap has room', async (t) => {
+  const { clock, health } = table()
+  fail(health, 'app-0', 3)
+  fail(health, 'app-1', 3)
+  t.equal(health.state('app-1'), 'healthy', 'refused: app-0 is ejected')
+  clock.advance(30 * S)
+  fail(health, 'app-1', 1)
+  t.equal(health.state('app-1'), 'ejected', 'app-0 expired, so the run continues into an ejection')
+  t.equal(health.state('app-0'), 'healthy')
+})
+
+t.test('a draining upstream is ready for its sessions but accepts no new ones', async (t) => {
+  const { clock, health } = table()
+  const t0 = clock.now()
+  t.ok(health.drain('app-1'))
+  clock.advance(5 * S)
+  t.ok(health.drain('app-1'), 'draining again is fine')
+  t.equal(health.state('app-1'), 'draining')
+  t.ok(health.ready('app-1'))
+  t.notOk(health.acceptsNew('app-1'))
+  t.equal(health.snapshot()[1]!.drainingSince, t0, 'drainingSince is the first drain')
+  t.ok(health.undrain('app-1'))
+  t.ok(health.acceptsNew('app-1'))
+  t.equal(health.snapshot()[1]!.drainingSince, null)
+})
+
+t.test('flags are independent and the most severe one names the state', async (t) => {
+  const { clock, health } = table()
+  health.drain('app-0')
+  fail(health, 'app-0', 3)
+  t.equal(health.state('app-0'), 'ejected', 'ejected beats draining')
+  health.reportActive('app-0', false)
+  health.reportActive('app-0', false)
+  t.equal(health.state('app-0'), 'unhealthy', 'unhealthy beats ejected')
+  health.disable('app-0')
+  t.equal(health.state('app-0'), 'disabled', 'disabled beats all')
+  health.enable('app-0')
+  t.equal(health.state('app-0'), 'unhealthy', 'enabling does not clear the failed checks')
+  health.reportActive('app-0', true)
+  health.reportActive('app-0', true)
+  t.equal(health.state('app-0'), 'ejected', 'an active success does not end an ejection')
+  clock.advance(30 * S)
+  t.equal(health.state('app-0'), 'draining')
+  health.undrain('app-0')
+  t.equal(health.state('app-0'), 'healthy')
+})
+
+t.test('each state change is emitted exactly once, with its reason', async (t) => {
+  const { clock, health, events } = table()
+  const t0 = clock.now()
+  health.reportActive('app-0', false)
+  health.reportActive('app-0', false)
+  health.reportActive('app-0', false) // no change: no event
+  clock.advance(S)
+  health.reportActive('app-0', true)
+  health.reportActive('app-0', true)
+  fail(health, 'app-1', 3)
+  clock.advance(40 * S)
+  t.ok(health.ready('app-1')) // noticed here
+  t.ok(health.ready('app-1'))
+  health.tick()
+  health.drain('app-2')
+  health.disable('app-2')
+  health.enable('app-2')
+  health.undrain('app-2')
+  health.disable('app-2')
+  health.disable('app-2') // no change: no event
+  health.setUpstreams(['app-0', 'app-1', 'app-3'])
+  const brief = events.map(({ id, from, to, reason, at }) => [id, from, to, reason, at - t0])
+  t.same(brief, [
+    ['app-0', 'healthy', 'unhealthy', 'active_failed', 0],
+    ['app-0', 'unhealthy', 'healthy', 'active_recovered', S],
+    ['app-1', 'healthy', 'ejected', 'ejected', S],
+    ['app-1', 'ejected', 'healthy', 'ejection_expired', 31 * S], // `at` is the ejection's end
+    ['app-2', 'healthy', 'draining', 'drain', 41 * S],
+    ['app-2', 'draining', 'disabled', 'disable', 41 * S],
+    ['app-2', 'disabled', 'draining', 'enable', 41 * S],
+    ['app-2', 'draining', 'healthy', 'undrain', 41 * S],
+    ['app-2', 'healthy', 'disabled', 'disable', 41 * S],
+    ['app-2', 'disabled', null, 'removed', 41 * S],
+    ['app-3', null, 'healthy', 'added', 41 * S],
+  ])
+  t.match(events[2]!.detail, /ejected for 30000 ms after 3 consecutive failures/)
+})
+
+t.test('tick() notices expired ejections without any traffic', async (t) => {
+  const { clock, health, events } = table()
+  fail(health, 'app-0', 3)
+  clock.advance(31 * S)
+  health.tick()
+  t.same(events.map((e) => e.reason), ['ejected', 'ejection_expired'])
+})
+
+t.test('an unsubscribed listener hears nothing more', async (t) => {
+  const { health } = table()
+  const heard: string[] = []
+  const off = health.onTransition((e) => heard.push(e.reason))
+  health.drain('app-0')
+  off()
+  health.undrain('app-0')
+  t.same(heard, ['drain'])
+})
+
+t.test('setUpstreams keeps state by id, adds healthy ones and forgets removed ones', async (t) => {
+  const { health } = table()
+  health.drain('app-0')
+  fail(health, 'app-1', 3)
+  health.disable('app-2')
+  health.setUpstreams(['app-2', 'app-1', 'app-0', 'app-9'])
+  t.same(['app-0', 'app-1', 'app-2', 'app-9'].map((id) => health.state(id)), ['draining', 'ejected', 'disabled', 'healthy'])
+  health.setUpstreams(['app-9'])
+  health.setUpstreams(['app-9', 'app-2'])
+  t.equal(health.state('app-2'), 'healthy', 'a removed id comes back fresh')
+  t.same(health.ids(), ['app-9', 'app-2'])
+})
+
+t.test('slow start ramps an upstream linearly from 10% over the window', async (t) => {
+  const W = 60 * S
+  const off = table({ slow_start: 0 })
+  off.health.setUpstreams(['app-0', 'app-1', 'app-2', 'app-3'])
+  t.equal(off.health.slowStartWeight('app-3'), 1, 'off: always 1')
+
+  const { clock, health } = table({ slow_start: W })
+  t.equal(health.slowStartWeight('app-0'), 1, 'the initial set does not ramp')
+  health.setUpstreams(['app-0', 'app-1', 'app-2', 'app-3'])
+  const t0 = clock.now()
+  const ramp = [0, 3 * S, 6 * S, 15 * S, 30 * S, 45 * S, 60 * S, 120 * S].map((dt) => health.slowStartWeight('app-3', t0 + dt))
+  t.same(ramp, [0.1, 0.1, 0.1, 0.25, 0.5, 0.75, 1, 1])
+  t.equal(health.slowStartWeight('app-0', t0), 1, 'others are not affected')
+})
+
+t.test('slow start restarts when an upstream becomes ready again, not on drain', async (t) => {
+  const W = 60 * S
+  const { clock, health } = table({ slow_start: W })
+  health.reportActive('app-0', false)
+  health.reportActive('app-0', false)
+  clock.advance(10 * S)
+  health.reportActive('app-0', true)
+  health.reportActive('app-0', true)
+  t.equal(health.slowStartWeight('app-0', clock.now() + 30 * S), 0.5, 'recovered from unhealthy')
+
+  fail(health, 'app-1', 3)
+  clock.advance(30 * S + 15 * S) // ejection ended 15 s ago; noticed only now
+  t.equal(health.slowStartWeight('app-1'), 0.25, 'ramps from the ejection end')
+
+  health.disable('app-2')
+  health.enable('app-2')
+  t.equal(health.slowStartWeight('app-2'), 0.1, 're-enabled')
+
+  clock.advance(W)
+  health.drain('app-0')
+  health.undrain('app-0')
+  t.equal(health.slowStartWeight('app-0'), 1, 'drain keeps it ready: no ramp')
+})
+
+t.test('the snapshot is plain JSON with every flag', async (t) => {
+  const { clock, health } = table({ slow_start: 60 * S })
+  health.drain('app-0')
+  fail(health, 'app-1', 3)
+  const snap = health.snapshot()
+  t.same(JSON.parse(JSON.stringify(snap)), snap)
+  t.match(snap[0], { id: 'app-0', state: 'draining', ready: true, acceptsNew: false, draining: true, drainingSince: clock.now(), slowStartWeight: 1 })
+  t.match(snap[1], { id: 'app-1', state: 'ejected', ready: false, ejectedUntil: clock.now() + 30 * S, timesEjected: 1, passiveFailures: 0 })
+  t.match(snap[2], { id: 'app-2', state: 'healthy', ready: true, acceptsNew: true, activeFailed: false, disabled: false })
+})

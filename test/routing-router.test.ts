@@ -1,0 +1,184 @@
+// The routing decision without any network: appCookieValue (Set-Cookie parsing for learning)
+// and Router.route() on plain header objects, with a FakeClock.
+import t from 'tap'
+import { appCookieValue, Route, Router } from '../src/routing/router.js'
+import { DEFAULTS, type AffinityConfig, type UpstreamConfig } from '../src/config/schema.js'
+import { CookieCodec } from '../src/affinity/cookie-codec.js'
+import { FakeClock, FAKE_EPOCH } from './fixtures/clock.js'
+import { decodeTetherCookie, setCookieValue, tally } from './fixtures/users.js'
+
+const SECRET = 'router-test-secret-0123456789'
+const NOW = FAKE_EPOCH
+const PAST = new Date(NOW - 86_400_000).toUTCString()
+const FUTURE = new Date(NOW + 86_400_000).toUTCString()
+
+t.test('appCookieValue reads the value a Set-Cookie line gives the cookie, and whether it deletes it', async (t) => {
+  const N = 'laravel_session'
+  const cases: [string, string, { value: string; deleted: boolean } | null][] = [
+    ['plain', 'laravel_session=abc', { value: 'abc', deleted: false }],
+    ['quoted', 'laravel_session="abc"', { value: 'abc', deleted: false }],
+    ['with attributes', 'laravel_session=abc; Path=/; HttpOnly; SameSite=Lax', { value: 'abc', deleted: false }],
+    ['with a positive Max-Age', 'laravel_session=abc; Max-Age=7200; path=/', { value: 'abc', deleted: false }],
+    ['leading spaces', '   laravel_session=abc; path=/', { value: 'abc', deleted: false }],
+    ['spaces around the value', 'laravel_session= abc ; path=/', { value: 'abc', deleted: false }],
+    ['value containing "="', 'laravel_session=eyJpdiI6==; path=/', { value: 'eyJpdiI6==', deleted: false }],
+    ['another cookie with the same prefix', 'laravel_session_x=abc; path=/', null],
+    ['another cookie', 'XSRF-TOKEN=abc; path=/', null],
+    ['the name only as a suffix', 'my_laravel_session=abc', null],
+    ['the name in an attribute', 'other=1; laravel_session=abc', null],
+    ['another case (names are case-sensitive)', 'LARAVEL_SESSION=abc', null],
+    ['no "="', 'laravel_session', null],
+    ['Max-Age=0', 'laravel_session=abc; Max-Age=0; path=/', { value: 'abc', deleted: true }],
+    ['lower-case max-age=0', 'laravel_session=abc; path=/; max-age=0', { value: 'abc', deleted: true }],
+    ['negative Max-Age', 'laravel_session=abc; Max-Age=-1', { value: 'abc', deleted: true }],
+    ['Expires in the past', `laravel_session=abc; expires=${PAST}; path=/`, { value: 'abc', deleted: true }],
+    ['Expires in the future', `laravel_session=abc; expires=${FUTURE}; path=/`, { value: 'abc', deleted: false }],
+    ["PHP's deletion line", 'laravel_session=deleted; expires=Thu, 01-Jan-1970 00:00:01 GMT; Max-Age=0; path=/', { value: 'deleted', deleted: true }],
+    ['Max-Age wins over a past Expires (RFC 6265 5.3)', `laravel_session=abc; Expires=${PAST}; Max-Age=60`, { value: 'abc', deleted: false }],
+    ['Max-Age=0 wins over a future Expires', `laravel_session=abc; Expires=${FUTURE}; Max-Age=0`, { value: 'abc', deleted: true }],
+    ['an unparsable Expires is ignored', 'laravel_session=abc; Expires=soon', { value: 'abc', deleted: false }],
+    ['empty value', 'laravel_session=; path=/', { value: '', deleted: true }],
+    ['empty value, nothing else', 'laravel_session=', { value: '', deleted: true }],
+    ['empty quoted value', 'laravel_session=""; path=/', { value: '', deleted: true }],
+  ]
+  for (const [what, line, want] of cases) t.same(appCookieValue(line, N, NOW), want, `${what}: ${line}`)
+  // "in the past" is relative to the `now` given, not the system clock
+  const expires = `laravel_session=abc; Expires=${new Date(NOW).toUTCString()}`
+  t.equal(appCookieValue(expires, N, NOW - 1000)?.deleted, false, 'an Expires after now is not a deletion')
+  t.equal(appCookieValue(expires, N, NOW + 1000)?.deleted, true, 'the same Expires is one once now has passed it')
+})
+
+const UPS: UpstreamConfig[] = [
+  { id: 'a', url: 'http://127.0.0.1:1', weight: 1 },
+  { id: 'b', url: 'http://127.0.0.1:2', weight: 1 },
+  { id: 'c', url: 'http://127.0.0.1:3', weight: 1 },
+]
+
+function affinity(over: Partial<AffinityConfig>): AffinityConfig {
+  return {
+    ...DEFAULTS.affinity,
+    cookie: { ...DEFAULTS.affinity.cookie, secret: [SECRET] },
+    ...over,
+  } as AffinityConfig
+}
+
+/** router.route() that must yield a Route (not "no route"). */
+function go(router: Router, headers: Parameters<Router['route']>[0], peer = '10.0.0.1'): Route {
+  const r = router.route(headers, peer)
+  if (!(r instanceof Route)) throw new Error(`expected a route, got ${String(r)}`)
+  return r
+}
+
+/** Deterministic "random" bytes: a counter, so session ids differ and tests repeat exactly. */
+function counterBytes(): (n: number) => Uint8Array {
+  let i = 0
+  return (n) => {
+    const b = Buffer.alloc(n)
+    b.writeUInt32BE(++i, n - 4)
+    return b
+  }
+}
+
+t.test('Router with key cookie', async (t) => {
+  const clock = new FakeClock()
+  const router = new Router(affinity({ key: 'cookie', idle_timeout: 60_000 }), UPS, { clock, randomBytes: counterBytes() })
+  const codec = new CookieCodec({ secrets: [SECRET], idleTimeout: 60_000 })
+
+  const first = go(router, {}, '10.0.0.1')
+  t.equal(first.source, 'new_session', 'a request without a cookie starts a new session')
+  t.ok(first.setCookie?.startsWith('tether='), 'and issues a tether cookie')
+  const value = setCookieValue(first.setCookie!, 'tether')!
+  const decoded = codec.decode(value, clock.now())
+  t.equal(decoded?.status, 'ok', 'signed with the configured secret')
+  t.equal(decoded?.cookie.upstream, first.id, 'naming the chosen upstream')
+  t.equal(decoded?.cookie.issuedAt, clock.now())
+
+  const headers: Record<string, string | string[] | undefined> = {}
+  first.decorate(headers)
+  t.equal(setCookieValue(headers['set-cookie'], 'tether'), value, 'decorate() adds the Set-Cookie')
+  t.notOk('x-tether-upstream' in headers, 'no debug header unless asked for')
+
+  for (let i = 0; i < 20; i++) {
+    const r = go(router, { cookie: `other=1; tether=${value}` }, `10.0.0.${i}`)
+    t.ok(r.id === first.id && r.source === 'cookie' && r.setCookie === null, `same cookie, same upstream, no re-issue (${i})`)
+  }
+  t.equal(router.table.size, 0, 'without a balance factor, cookie sessions take no table entries')
+
+  clock.advance(7_000) // > idle/10
+  const slid = go(router, { cookie: `tether=${value}` }, '10.0.0.1')
+  t.equal(slid.id, first.id)
+  const refreshed = setCookieValue(slid.setCookie!, 'tether')
+  t.ok(refreshed, 'past idle/10 the cookie is re-issued (sliding)')
+  t.equal(decodeTetherCookie(refreshed!).sessionId, decoded?.cookie.sessionId, 'same session')
+  t.equal(decodeTetherCookie(refreshed!).lastSeen, clock.now(), 'last seen now')
+
+  clock.advance(60_001)
+  const expired = go(router, { cookie: `tether=${refreshed}` }, '10.0.0.1')
+  t.equal(expired.source, 'new_session', 'idle past the timeout: a new session')
+  t.not(decodeTetherCookie(setCookieValue(expired.setCookie!, 'tether')!).sessionId, decoded?.cookie.sessionId)
+
+  const garbage = go(router, { cookie: 'tether=xyz' }, '10.0.0.1')
+  t.equal(garbage.source, 'new_session', 'an invalid cookie: a new session')
+
+  // new sessions spread over all upstreams
+  const ids = tally(Array.from({ length: 300 }, () => go(router, {}, '10.0.0.1').id))
+  t.same([...ids.keys()].sort(), ['a', 'b', 'c'], 'new sessions reach every upstream')
+})
+
+t.test('Router with key none round-robins by weight', async (t) => {
+  const clock = new FakeClock()
+  const weighted: UpstreamConfig[] = [
+    { id: 'a', url: 'http://127.0.0.1:1', weight: 2 },
+    { id: 'b', url: 'http://127.0.0.1:2', weight: 1 },
+    { id: 'c', url: 'http://127.0.0.1:3', weight: 1 },
+  ]
+  const router = new Router(affinity({ key: 'none' }), weighted, { clock, upstreamHeader: true })
+  const routes = Array.from({ length: 400 }, () => go(router, { cookie: 'tether=x' }, '10.0.0.1'))
+  t.ok(routes.every((r) => r.source === 'round_robin' && r.setCookie === null), 'round robin, no cookie, whatever the request carries')
+  t.same(Object.fromEntries(tally(routes.map((r) => r.id))), { a: 200, b: 100, c: 100 }, 'shares follow the weights exactly')
+  const cycle = routes.slice(0, 4).map((r) => r.id)
+  t.same(routes.slice(4, 8).map((r) => r.id), cycle, 'a cycle of 4 repeats')
+  t.equal(cycle.filter((id) => id === 'a').length, 2, 'a twice per cycle')
+  t.not(cycle.join(''), 'aabc', 'smooth: a is not sent twice in a row (a b a c)')
+  const headers: Record<string, string | string[] | undefined> = {}
+  routes[0]!.decorate(headers)
+  t.equal(headers['x-tether-upstream'], routes[0]!.id, 'upstreamHeader adds X-Tether-Upstream')
+  t.equal(router.table.size, 0)
+})
+
+t.test('Router with key app_cookie learns the value an upstream sets and forgets a deleted one', async (t) => {
+  const clock = new FakeClock()
+  const router = new Router(affinity({ key: 'app_cookie', app_cookie: { name: 'sid', fallback: 'random' } }), UPS, { clock })
+  const first = go(router, {}, '10.0.0.1')
+  t.equal(first.source, 'round_robin', 'no app cookie yet: placed by the fallback')
+  first.decorate({ 'set-cookie': ['other=1', 'sid=v1; Path=/; HttpOnly'] })
+  t.equal(router.table.peek('v1', clock.now())?.upstream, first.id, 'the value is bound to the upstream that set it')
+  for (let i = 0; i < 5; i++) {
+    const r = go(router, { cookie: 'sid=v1' }, `10.0.0.${i}`)
+    t.ok(r.id === first.id && r.source === 'table', 'requests with it go back there')
+  }
+  go(router, { cookie: 'sid=v1' }, '10.0.0.1').decorate({ 'set-cookie': 'sid=v1; Max-Age=0' })
+  t.equal(router.table.peek('v1', clock.now()), null, 'a deleting Set-Cookie forgets the binding')
+})
+
+// Regressions: rebalance only moves users to an upstream that joined after they were pinned.
+t.test('with on_scale_up rebalance and a balance factor, users placed off their first choice are not moved on their next request', async (t) => {
+  const clock = new FakeClock()
+  const router = new Router(affinity({ key: 'header', header: { name: 'X-Tenant' }, balance_factor: 1.25, on_scale_up: 'rebalance' }), UPS, { clock })
+  const keys = Array.from({ length: 300 }, (_, i) => `k${i}`)
+  const first = keys.map((k) => go(router, { 'x-tenant': k }, '10.0.0.1').id)
+  const second = keys.map((k) => go(router, { 'x-tenant': k }, '10.0.0.1').id)
+  t.equal(second.filter((id, i) => id !== first[i]).length, 0, 'no user moved although the upstream set did not change')
+})
+
+t.test('with on_scale_up rebalance, an app_cookie user still returns to the replica that created the session', async (t) => {
+  const clock = new FakeClock()
+  const router = new Router(affinity({ key: 'app_cookie', app_cookie: { name: 'sid', fallback: 'random' }, on_scale_up: 'rebalance' }), UPS, { clock })
+  let lost = 0
+  for (let i = 0; i < 30; i++) {
+    const r = go(router, {}, '10.0.0.1')
+    r.decorate({ 'set-cookie': `sid=v${i}` })
+    if (go(router, { cookie: `sid=v${i}` }, '10.0.0.1').id !== r.id) lost++
+  }
+  t.equal(lost, 0, 'every user went back to the upstream that set their cookie')
+})

@@ -1,0 +1,467 @@
+// DNS discovery against a real loopback DNS server (test/fixtures/dns-server.ts): the pure
+// helpers table-driven, the refresh loop driven by manual timers (a tick fires the interval
+// timer and waits for the next one), plus a few real-timer runs with short intervals and
+// deadlines. Nothing sleeps; nothing leaves 127.0.0.1; the addresses served are never dialed.
+import t, { type Test } from 'tap'
+import dgram from 'node:dgram'
+import {
+  DnsDiscovery,
+  DnsDiscoveryError,
+  diffUpstreams,
+  upstreamId,
+  upstreamsFromAddresses,
+  upstreamUrl,
+  type DiscoveredUpstream,
+  type DiscoveryTimers,
+  type DnsDiscoveryOptions,
+  type UpstreamDiff,
+} from '../src/upstream/dns-discovery.js'
+import { TestDnsServer } from './fixtures/dns-server.js'
+
+const NAME = 'app-headless.default.svc.cluster.local'
+const INTERVAL = 1000 // virtual ms under ManualTimers
+const TIMEOUT = 60_000 // the deadline timer (virtual); c-ares' real backstop never fires first
+
+/** Rejects after `ms` real ms, so a broken expectation fails fast instead of hanging. */
+function within<T>(promise: Promise<T>, what: string, ms = 5000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const guard = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms)
+  })
+  return Promise.race([promise, guard]).finally(() => clearTimeout(timer))
+}
+
+/** Polls `predicate` on each macrotask until it holds, failing after a real-time deadline. */
+async function until(predicate: () => boolean, what: string, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setImmediate(r))
+  }
+}
+
+interface ManualTimer {
+  readonly callback: () => void
+  readonly ms: number
+  unrefed: boolean
+}
+
+/** Timers that fire only when the test says so; records unref() calls. */
+class ManualTimers implements DiscoveryTimers {
+  readonly pending = new Set<ManualTimer>()
+  #waiters: (() => void)[] = []
+  setTimeout(callback: () => void, ms: number): unknown {
+    const timer: ManualTimer = { callback, ms, unrefed: false }
+    const handle = { timer, unref: () => void (timer.unrefed = true) }
+    this.pending.add(timer)
+    for (const wake of this.#waiters.splice(0)) wake()
+    return handle
+  }
+  clearTimeout(handle: unknown): void {
+    this.pending.delete((handle as { timer: ManualTimer }).timer)
+  }
+  /** The pending timers of delay `ms`. */
+  withDelay(ms: number): ManualTimer[] {
+    return [...this.pending].filter((p) => p.ms === ms)
+  }
+  /** Fires the one pending timer of delay `ms`. */
+  fire(ms: number): void {
+    const [timer, ...more] = this.withDelay(ms)
+    if (!timer || more.length > 0) throw new Error(`expected one pending ${ms} ms timer, found ${more.length + (timer ? 1 : 0)}`)
+    this.pending.delete(timer)
+    timer.callback()
+  }
+  /** Resolves when a timer of delay `ms` is pending. */
+  async scheduled(ms: number): Promise<void> {
+    while (this.withDelay(ms).length === 0) await new Promise<void>((wake) => this.#waiters.push(wake))
+  }
+  /** One refresh: fire the interval timer, then wait until the resolution has ended (the next one is scheduled). */
+  async tick(): Promise<void> {
+    this.fire(INTERVAL)
+    await within(this.scheduled(INTERVAL), 'the next interval timer')
+  }
+}
+
+/** Records hook calls. */
+class Recorder {
+  readonly changes: { ids: string[]; diff: UpstreamDiff }[] = []
+  readonly errors: { err: DnsDiscoveryError; n: number }[] = []
+  readonly hooks = {
+    onChange: (upstreams: readonly DiscoveredUpstream[], diff: UpstreamDiff) => {
+      this.changes.push({ ids: upstreams.map((u) => u.id), diff })
+    },
+    onError: (err: DnsDiscoveryError, n: number) => {
+      this.errors.push({ err, n })
+    },
+  }
+}
+
+const ids = (upstreams: readonly DiscoveredUpstream[]): string[] => upstreams.map((u) => u.id)
+
+interface Setup {
+  dns: TestDnsServer
+  discovery: DnsDiscovery
+  timers: ManualTimers
+  rec: Recorder
+  options: DnsDiscoveryOptions
+}
+
+/** A DNS server serving `records` for NAME, and a discovery on manual timers (not started). */
+async function setup(
+  t: Test,
+  records: { a: string[]; aaaa: string[] } | null,
+  options: Partial<DnsDiscoveryOptions> = {},
+): Promise<Setup> {
+  const dns = new TestDnsServer()
+  const { port } = await dns.start()
+  if (records) dns.set(NAME, records)
+  const timers = new ManualTimers()
+  const rec = new Recorder()
+  const full: DnsDiscoveryOptions = {
+    name: NAME,
+    port: 8080,
+    interval: INTERVAL,
+    family: 'any',
+    servers: [`127.0.0.1:${port}`],
+    timeout: TIMEOUT,
+    ...options,
+  }
+  const discovery = new DnsDiscovery(full, rec.hooks, timers)
+  t.teardown(async () => {
+    await discovery.stop()
+    await dns.close()
+  })
+  return { dns, discovery, timers, rec, options: full }
+}
+
+t.test('pure helpers', async (t) => {
+  t.test('ids and urls: address:port, IPv6 in brackets', async (t) => {
+    const cases: [string, number, string, string][] = [
+      ['10.0.0.1', 8080, '10.0.0.1:8080', 'http://10.0.0.1:8080'],
+      ['192.168.1.254', 80, '192.168.1.254:80', 'http://192.168.1.254:80'],
+      ['fd00::1', 8080, '[fd00::1]:8080', 'http://[fd00::1]:8080'],
+      ['2001:db8::1:0:0:ff', 443, '[2001:db8::1:0:0:ff]:443', 'http://[2001:db8::1:0:0:ff]:443'],
+      ['::ffff:10.0.0.1', 8080, '[::ffff:10.0.0.1]:8080', 'http://[::ffff:10.0.0.1]:8080'],
+    ]
+    for (const [address, port, id, url] of cases) {
+      t.equal(upstreamId(address, port), id, `id of ${address}`)
+      t.equal(upstreamUrl(address, port), url, `url of ${address}`)
+    }
+  })
+
+  t.test('a set is deduplicated, sorted by id, weight 1, and frozen', async (t) => {
+    const set = upstreamsFromAddresses(['10.0.0.2', 'fd00::1', '10.0.0.1', '10.0.0.2', '10.0.0.10'], 8080)
+    // Code unit order, as placement sorts ids: '0' (0x30) sorts before ':' (0x3a).
+    t.same(ids(set), ['10.0.0.10:8080', '10.0.0.1:8080', '10.0.0.2:8080', '[fd00::1]:8080'])
+    t.same(set[1], { id: '10.0.0.1:8080', url: 'http://10.0.0.1:8080', weight: 1 })
+    t.ok(Object.isFrozen(set) && set.every((u) => Object.isFrozen(u)), 'deeply frozen')
+    t.same(upstreamsFromAddresses([], 80), [])
+  })
+
+  t.test('diff lists the ids added and removed', async (t) => {
+    const set = (...a: string[]) => upstreamsFromAddresses(a, 80)
+    const cases: [string, readonly DiscoveredUpstream[], readonly DiscoveredUpstream[], UpstreamDiff][] = [
+      ['same set', set('10.0.0.1', '10.0.0.2'), set('10.0.0.2', '10.0.0.1'), { added: [], removed: [] }],
+      ['one added', set('10.0.0.1'), set('10.0.0.1', '10.0.0.2'), { added: ['10.0.0.2:80'], removed: [] }],
+      ['one removed', set('10.0.0.1', '10.0.0.2'), set('10.0.0.2'), { added: [], removed: ['10.0.0.1:80'] }],
+      ['replaced', set('10.0.0.1', '10.0.0.2'), set('10.0.0.2', '10.0.0.3'), { added: ['10.0.0.3:80'], removed: ['10.0.0.1:80'] }],
+      ['from empty', set(), set('fd00::1'), { added: ['[fd00::1]:80'], removed: [] }],
+    ]
+    for (const [name, before, after, diff] of cases) t.same(diffUpstreams(before, after), diff, name)
+  })
+})
+
+t.test('the constructor rejects invalid options with a precise message', async (t) => {
+  const base: DnsDiscoveryOptions = { name: NAME, port: 8080, interval: 1000, family: 'any' }
+  const hooks = { onChange: () => {} }
+  const cases: [string, Partial<DnsDiscoveryOptions>, RegExp][] = [
+    ['empty name', { name: '' }, /name must be a non-empty DNS name/],
+    ['port 0', { port: 0 }, /port must be an integer 1\.\.65535, got 0/],
+    ['port 70000', { port: 70_000 }, /port must be an integer/],
+    ['interval 0', { interval: 0 }, /interval must be a positive number/],
+    ['timeout NaN', { timeout: NaN }, /timeout must be a positive number/],
+    ['family', { family: 'inet' as never }, /family must be 'any', 'ipv4' or 'ipv6'/],
+    ['servers', { servers: ['not an address'] }, /invalid servers/],
+  ]
+  for (const [name, patch, message] of cases) {
+    t.throws(() => new DnsDiscovery({ ...base, ...patch }, hooks), { message }, name)
+  }
+  t.doesNotThrow(() => new DnsDiscovery({ ...base, servers: ['127.0.0.1:5353', '[::1]:53'] }, hooks), 'valid servers')
+})
+
+t.test('start() resolves with the initial set and reports it through onChange', async (t) => {
+  const { discovery, rec, timers } = await setup(t, { a: ['10.0.0.2', '10.0.0.1'], aaaa: [] })
+  const initial = await discovery.start()
+  t.same(ids(initial), ['10.0.0.1:8080', '10.0.0.2:8080'])
+  t.same(initial[0], { id: '10.0.0.1:8080', url: 'http://10.0.0.1:8080', weight: 1 })
+  t.equal(discovery.current(), initial, 'current() is the same frozen array')
+  t.same(rec.changes, [{ ids: ['10.0.0.1:8080', '10.0.0.2:8080'], diff: { added: ['10.0.0.1:8080', '10.0.0.2:8080'], removed: [] } }])
+  t.same(rec.errors, [])
+  t.same(timers.withDelay(INTERVAL).length, 1, 'the next resolution is scheduled')
+  t.ok(timers.withDelay(INTERVAL)[0]!.unrefed, 'and its timer is unref()ed')
+  t.equal(timers.withDelay(TIMEOUT).length, 0, 'the deadline of the finished resolution is cleared')
+})
+
+t.test('membership follows the answers; unchanged answers call no hook', async (t) => {
+  const { dns, discovery, rec, timers } = await setup(t, { a: ['10.0.0.1', '10.0.0.2'], aaaa: [] })
+  await discovery.start()
+  t.equal(rec.changes.length, 1)
+
+  await timers.tick()
+  await timers.tick()
+  t.equal(rec.changes.length, 1, 'two unchanged answers: no onChange')
+
+  dns.set(NAME, { a: ['10.0.0.1', '10.0.0.2', '10.0.0.3'], aaaa: [] })
+  await timers.tick()
+  t.same(rec.changes.at(-1), {
+    ids: ['10.0.0.1:8080', '10.0.0.2:8080', '10.0.0.3:8080'],
+    diff: { added: ['10.0.0.3:8080'], removed: [] },
+  }, 'an added address')
+
+  dns.set(NAME, { a: ['10.0.0.3', '10.0.0.1'], aaaa: [] })
+  await timers.tick()
+  t.same(rec.changes.at(-1), { ids: ['10.0.0.1:8080', '10.0.0.3:8080'], diff: { added: [], removed: ['10.0.0.2:8080'] } }, 'a removed address')
+
+  dns.set(NAME, { a: ['10.0.0.1', '10.0.0.3', '10.0.0.1'], aaaa: [] })
+  await timers.tick()
+  t.equal(rec.changes.length, 3, 'the same set in another order, with a duplicate: no onChange')
+  t.same(ids(discovery.current()), ['10.0.0.1:8080', '10.0.0.3:8080'])
+  t.same(rec.errors, [])
+})
+
+t.test('a failed or empty resolution keeps the last set and reports why', async (t) => {
+  const cases: [string, (s: Setup) => void | Promise<void>, string, RegExp][] = [
+    ['SERVFAIL', (s) => void (s.dns.mode = 'servfail'), 'ESERVFAIL', /\(A\+AAAA\) failed: ESERVFAIL; keeping the last 2 upstreams$/],
+    ['NXDOMAIN', (s) => void s.dns.records.clear(), 'ENOTFOUND', /returned no addresses \(no such name\): ENOTFOUND/],
+    ['a name with no records', (s) => s.dns.set(NAME, { a: [], aaaa: [] }), 'ENODATA', /returned no addresses \(no records\): ENODATA/],
+  ]
+  for (const [name, breakIt, code, message] of cases) {
+    t.test(name, async (t) => {
+      const s = await setup(t, { a: ['10.0.0.1', '10.0.0.2'], aaaa: [] })
+      const { discovery, rec, timers, dns } = s
+      const initial = await discovery.start()
+      await breakIt(s)
+      await timers.tick()
+      await timers.tick()
+      t.equal(discovery.current(), initial, 'the last known set is kept')
+      t.equal(rec.changes.length, 1, 'no onChange')
+      t.same(rec.errors.map((e) => e.n), [1, 2], 'consecutive failures are counted')
+      const { err } = rec.errors[0]!
+      t.type(err, DnsDiscoveryError)
+      t.equal(err.code, code)
+      t.equal(err.hostname, NAME)
+      t.match(err.message, new RegExp(`^DNS discovery of ${NAME.replaceAll('.', '\\.')} `), 'the message names the name')
+      t.match(err.message, message)
+      t.equal(dns.queries, 6, 'every resolution asked A and AAAA once')
+    })
+  }
+})
+
+t.test('a dropped query times out at the deadline and keeps the last set', async (t) => {
+  const { dns, discovery, rec, timers } = await setup(t, { a: ['10.0.0.1'], aaaa: [] }, { family: 'ipv4' })
+  const initial = await discovery.start()
+  dns.mode = 'drop'
+  const before = dns.queries
+  timers.fire(INTERVAL)
+  await within(until(() => dns.queries === before + 1, 'the dropped query'), 'the dropped query')
+  t.equal(timers.withDelay(TIMEOUT).length, 1, 'the deadline is pending')
+  t.ok(timers.withDelay(TIMEOUT)[0]!.unrefed, 'and unref()ed')
+  t.equal(timers.withDelay(INTERVAL).length, 0, 'nothing else is scheduled while a query is in flight')
+  timers.fire(TIMEOUT)
+  await within(timers.scheduled(INTERVAL), 'the next interval timer')
+  t.equal(discovery.current(), initial)
+  t.same(rec.errors.map((e) => [e.err.code, e.n]), [['ETIMEOUT', 1]])
+  t.match(rec.errors[0]!.err.message, `DNS discovery of ${NAME} (A) timed out after ${TIMEOUT} ms: ETIMEOUT; keeping the last 1 upstream`)
+})
+
+t.test('a network error (nothing listening) keeps the last set', async (t) => {
+  const { dns, discovery, rec, timers } = await setup(t, { a: ['10.0.0.1'], aaaa: [] })
+  const initial = await discovery.start()
+  await dns.close() // the port now answers ICMP port unreachable
+  await timers.tick()
+  t.equal(discovery.current(), initial)
+  t.equal(rec.errors.length, 1)
+  t.equal(rec.errors[0]!.err.code, 'ECONNREFUSED')
+  t.match(rec.errors[0]!.err.message, /failed: ECONNREFUSED/)
+  t.ok(rec.errors[0]!.err.cause instanceof Error, "the resolver's error rides along as cause")
+})
+
+t.test('recovery: a success resets the failure count and applies the new answer', async (t) => {
+  const { dns, discovery, rec, timers } = await setup(t, { a: ['10.0.0.1'], aaaa: [] })
+  await discovery.start()
+  dns.mode = 'servfail'
+  await timers.tick()
+  await timers.tick()
+  dns.mode = 'answer'
+  dns.set(NAME, { a: ['10.0.0.1', '10.0.0.9'], aaaa: [] })
+  await timers.tick()
+  t.same(ids(discovery.current()), ['10.0.0.1:8080', '10.0.0.9:8080'], 'the new answer is applied')
+  t.equal(rec.changes.length, 2)
+  dns.mode = 'servfail'
+  await timers.tick()
+  t.same(rec.errors.map((e) => e.n), [1, 2, 1], 'the count restarts at 1 after a success')
+})
+
+t.test('the first resolution may fail: start() resolves with an empty set, a later one fills it', async (t) => {
+  const { dns, discovery, rec, timers } = await setup(t, null)
+  const initial = await discovery.start()
+  t.same(initial, [])
+  t.same(rec.changes, [], 'no onChange for an empty set')
+  t.same(rec.errors.map((e) => [e.err.code, e.n]), [['ENOTFOUND', 1]])
+  t.match(rec.errors[0]!.err.message, /keeping the last 0 upstreams$/)
+  dns.set(NAME, { a: ['10.0.0.1'], aaaa: [] })
+  await timers.tick()
+  t.same(rec.changes.map((c) => c.ids), [['10.0.0.1:8080']])
+})
+
+t.test('IPv6 addresses get bracketed ids and urls', async (t) => {
+  const { discovery } = await setup(t, { a: ['10.0.0.1'], aaaa: ['fd00::2', 'FD00:0:0::1', '2001:db8:0:0:1::ff'] })
+  const set = await discovery.start()
+  t.same(set, [
+    { id: '10.0.0.1:8080', url: 'http://10.0.0.1:8080', weight: 1 },
+    { id: '[2001:db8::1:0:0:ff]:8080', url: 'http://[2001:db8::1:0:0:ff]:8080', weight: 1 },
+    { id: '[fd00::1]:8080', url: 'http://[fd00::1]:8080', weight: 1 },
+    { id: '[fd00::2]:8080', url: 'http://[fd00::2]:8080', weight: 1 },
+  ], 'addresses come back in canonical form, so ids are stable however the record was written')
+})
+
+t.test('family filtering', async (t) => {
+  const both = { a: ['10.0.0.1'], aaaa: ['fd00::1'] }
+  const cases: [DnsDiscoveryOptions['family'], { a: string[]; aaaa: string[] }, string[] | string, number][] = [
+    ['any', both, ['10.0.0.1:8080', '[fd00::1]:8080'], 2],
+    ['ipv4', both, ['10.0.0.1:8080'], 1],
+    ['ipv6', both, ['[fd00::1]:8080'], 1],
+    ['any', { a: ['10.0.0.1'], aaaa: [] }, ['10.0.0.1:8080'], 2], // AAAA NODATA = empty family
+    ['any', { a: [], aaaa: ['fd00::1'] }, ['[fd00::1]:8080'], 2],
+    ['ipv6', { a: ['10.0.0.1'], aaaa: [] }, 'ENODATA', 1],
+    ['ipv4', { a: [], aaaa: ['fd00::1'] }, 'ENODATA', 1],
+  ]
+  for (const [family, records, expected, queries] of cases) {
+    t.test(`${family}, A ${JSON.stringify(records.a)}, AAAA ${JSON.stringify(records.aaaa)}`, async (t) => {
+      const { dns, discovery, rec } = await setup(t, records, { family })
+      const set = await discovery.start()
+      if (typeof expected === 'string') {
+        t.same(set, [])
+        t.equal(rec.errors[0]?.err.code, expected)
+      } else {
+        t.same(ids(set), expected)
+      }
+      t.equal(dns.queries, queries, `${queries} quer${queries === 1 ? 'y' : 'ies'} per resolution`)
+    })
+  }
+})
+
+t.test('no overlapping queries: one resolution in flight at a time, with real timers', async (t) => {
+  const dns = new TestDnsServer()
+  const { port } = await dns.start()
+  t.teardown(() => dns.close())
+  dns.set(NAME, { a: ['10.0.0.1'], aaaa: [] })
+  dns.mode = 'drop'
+  const rec = new Recorder()
+  // Every resolution lasts 50 ms (the deadline), 50x the interval: overlapping would show at once.
+  const discovery = new DnsDiscovery(
+    { name: NAME, port: 8080, interval: 1, timeout: 50, family: 'ipv4', servers: [`127.0.0.1:${port}`] },
+    rec.hooks,
+  )
+  await discovery.start()
+  await until(() => rec.errors.length >= 4, 'four timeouts')
+  await discovery.stop()
+  const rounds = rec.errors.length
+  t.same(rec.errors.map((e) => e.err.code), new Array(rounds).fill('ETIMEOUT'))
+  t.same(rec.errors.map((e) => e.n), Array.from({ length: rounds }, (_, i) => i + 1))
+  t.ok(dns.queries >= rounds && dns.queries <= rounds + 1, `${dns.queries} queries for ${rounds} finished resolutions (+1 cut by stop)`)
+})
+
+t.test('real timers: a 30 ms interval picks up changes, timers are unref()ed, stop() leaves none', async (t) => {
+  const dns = new TestDnsServer()
+  const { port } = await dns.start()
+  t.teardown(() => dns.close())
+  dns.set(NAME, { a: ['10.0.0.1'], aaaa: ['fd00::1'] })
+  const rec = new Recorder()
+  // The real timers, with a record of the live ones.
+  const live = new Set<NodeJS.Timeout>()
+  const timers: DiscoveryTimers = {
+    setTimeout(callback, ms) {
+      const handle = setTimeout(() => {
+        live.delete(handle)
+        callback()
+      }, ms)
+      live.add(handle)
+      return handle
+    },
+    clearTimeout(handle) {
+      live.delete(handle as NodeJS.Timeout)
+      clearTimeout(handle as NodeJS.Timeout)
+    },
+  }
+  const discovery = new DnsDiscovery(
+    { name: NAME, port: 9000, interval: 30, family: 'any', servers: [`127.0.0.1:${port}`] },
+    rec.hooks,
+    timers,
+  )
+  t.same(ids(await discovery.start()), ['10.0.0.1:9000', '[fd00::1]:9000'])
+  t.equal(live.size, 1, 'the next resolution is scheduled')
+  t.notOk([...live][0]!.hasRef(), 'and does not keep the process alive')
+  dns.set(NAME, { a: ['10.0.0.1', '10.0.0.2'], aaaa: ['fd00::1'] })
+  await until(() => rec.changes.length === 2, 'the added address')
+  t.same(rec.changes[1]!.ids, ['10.0.0.1:9000', '10.0.0.2:9000', '[fd00::1]:9000'])
+  await discovery.stop()
+  t.equal(live.size, 0, 'stop() leaves no timer behind')
+  t.equal(rec.changes.length, 2)
+  t.same(rec.errors, [])
+})
+
+t.test('stop() cancels an in-flight query at once and clears every timer', async (t) => {
+  const { dns, discovery, rec, timers } = await setup(t, { a: ['10.0.0.1'], aaaa: ['fd00::1'] })
+  await discovery.start()
+  dns.mode = 'drop'
+  const before = dns.queries
+  timers.fire(INTERVAL)
+  await within(until(() => dns.queries === before + 2, 'both queries'), 'both queries')
+  await within(discovery.stop(), 'stop() (the deadline is a minute away)', 2000)
+  t.equal(timers.pending.size, 0, 'no timer left')
+  t.same(rec.errors, [], 'a cancellation is not reported as an error')
+  t.equal(discovery.current().length, 2, 'current() still answers')
+  await discovery.stop()
+  t.pass('stop() is idempotent')
+})
+
+t.test('stop() during start(): start() resolves with an empty set, no hook is called', async (t) => {
+  const { dns, discovery, rec, timers } = await setup(t, { a: ['10.0.0.1'], aaaa: [] })
+  dns.mode = 'drop'
+  const starting = discovery.start()
+  await within(until(() => dns.queries === 2, 'the first queries'), 'the first queries')
+  await discovery.stop()
+  t.same(await starting, [])
+  t.same(rec.changes, [])
+  t.same(rec.errors, [])
+  t.equal(timers.pending.size, 0)
+})
+
+t.test('start() runs once: a second start() or a start() after stop() rejects', async (t) => {
+  const { discovery } = await setup(t, { a: ['10.0.0.1'], aaaa: [] })
+  await discovery.start()
+  await t.rejects(discovery.start(), { message: 'DnsDiscovery: start() after start()' })
+  await discovery.stop()
+  await t.rejects(discovery.start(), { message: 'DnsDiscovery: start() after stop()' })
+  const fresh = new DnsDiscovery({ name: NAME, port: 80, interval: 1000, family: 'any' }, { onChange: () => {} })
+  await fresh.stop()
+  await t.rejects(fresh.start(), { message: 'DnsDiscovery: start() after stop()' }, 'stop() before start()')
+})
+
+t.test('a hook may call stop(): the loop ends without scheduling another resolution', async (t) => {
+  const dns = new TestDnsServer()
+  const { port } = await dns.start()
+  t.teardown(() => dns.close())
+  dns.set(NAME, { a: ['10.0.0.1'], aaaa: [] })
+  const timers = new ManualTimers()
+  let stopping: Promise<void> | undefined
+  const discovery: DnsDiscovery = new DnsDiscovery(
+    { name: NAME, port: 80, interval: INTERVAL, family: 'ipv4', servers: [`127.0.0.1:${port}`] },
+    { onChange: () => void (stopping = discovery.stop()) },
+    timers,
+  )
+  t.same(ids(await discovery.start()), ['10.0.0.1:80'])
+  await stopping
+  t.equal(timers.pending.size, 0)
+})
