@@ -133,3 +133,17 @@ t.test('extraction never mutates the request headers', async (t) => {
     t.ok(Object.isFrozen(options), `${options.kind} options are frozen`)
   }
 })
+
+t.test('of two Tether cookies, a later one that verifies wins over a stale first one', async (t) => {
+  const { CookieCodec } = await import('../src/affinity/cookie-codec.js')
+  const { extractAffinityKey, keyOptions } = await import('../src/affinity/key.js')
+  const codec = new CookieCodec({ secrets: ['0123456789abcdef0123'], idleTimeout: 60_000 })
+  const now = 1_800_000_000_000
+  const good = codec.issue('app-2', 0, now).value
+  const stale = codec.issue('app-1', 0, now - 120_000).value // idle-expired
+  const opts = keyOptions({ kind: 'cookie', cookieName: 'tether', codec })
+  for (const first of [stale, 'garbage']) {
+    const key = extractAffinityKey({ cookie: `tether=${first}; a=1; tether=${good}` }, '10.0.0.1', opts, now)
+    t.match(key, { kind: 'cookie', status: 'ok', session: { upstream: 'app-2' } })
+  }
+})

@@ -225,6 +225,16 @@ const errorCases: { name: string; text: string; issues: string[] }[] = [
     ],
   },
   {
+    name: 'a self-referencing alias (no stack overflow)',
+    text: yaml('a: &x [*x]', ...UPSTREAM),
+    issues: [`${FILE}:1:8: alias *x refers to itself`],
+  },
+  {
+    name: 'a bracketed IPv6 bind address',
+    text: yaml('listen: { host: "[::1]" }', ...UPSTREAM),
+    issues: [`${FILE}:1:17 listen.host: write IPv6 addresses without brackets (::1)`],
+  },
+  {
     name: 'duration rules',
     text: yaml(
       ...UPSTREAM,

@@ -79,7 +79,18 @@ export function extractAffinityKey(
     case 'cookie': {
       const raw = findCookie(headers.cookie, options.cookieName)
       if (raw === null || raw === '') return { kind: 'cookie', session: null, status: 'absent' }
-      const decoded = options.codec.decode(raw, now)
+      let decoded = options.codec.decode(raw, now)
+      if (decoded === null || decoded.status !== 'ok') {
+        // a browser may hold two cookies of that name (after a Path or Domain change): any
+        // later one that verifies wins over a stale first one (slow path, rare)
+        for (const other of allCookies(headers.cookie, options.cookieName).slice(1)) {
+          const d = options.codec.decode(other, now)
+          if (d !== null && d.status === 'ok') {
+            decoded = d
+            break
+          }
+        }
+      }
       if (decoded === null) return { kind: 'cookie', session: null, status: 'invalid' }
       return { kind: 'cookie', session: decoded.cookie, status: decoded.status }
     }
@@ -150,4 +161,20 @@ export function findCookie(header: string | string[] | undefined, name: string):
 
 function isSpace(c: number): boolean {
   return c === 0x20 || c === 0x09
+}
+
+/** Every value of cookie `name`, in order (for the rare case of duplicates). */
+function allCookies(header: string | string[] | undefined, name: string): string[] {
+  if (header === undefined) return []
+  const out: string[] = []
+  for (const h of Array.isArray(header) ? header : [header]) {
+    for (const pair of h.split(';')) {
+      const eq = pair.indexOf('=')
+      if (eq === -1 || pair.slice(0, eq).trim() !== name) continue
+      let v = pair.slice(eq + 1).trim()
+      if (v.length >= 2 && v.startsWith('"') && v.endsWith('"')) v = v.slice(1, -1)
+      out.push(v)
+    }
+  }
+  return out
 }

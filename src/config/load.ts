@@ -41,10 +41,21 @@ export function parseConfig(text: string, fileName: string, env: Env = {}): Conf
   }
 
   let budget = MAX_NODES
+  const expanding = new Set<unknown>() // aliases being expanded: a repeat is a cycle
   const convert = (node: unknown): SourceNode => {
     if (--budget < 0) throw new ConfigError([formatIssue(fileName, at(0), '', 'too many nodes (alias expansion?)')])
     const pos = at(rangeStart(node))
-    if (isAlias(node)) return { ...convert(node.resolve(doc as Document)), pos }
+    if (isAlias(node)) {
+      const target = node.resolve(doc as Document)
+      if (target === undefined) throw new ConfigError([formatIssue(fileName, pos, '', `unknown alias *${node.source}`)])
+      if (expanding.has(target)) throw new ConfigError([formatIssue(fileName, pos, '', `alias *${node.source} refers to itself`)])
+      expanding.add(target)
+      try {
+        return { ...convert(target), pos }
+      } finally {
+        expanding.delete(target)
+      }
+    }
     if (isMap(node)) {
       const entries = node.items.map((pair) => {
         const keyPos = at(rangeStart(pair.key))

@@ -316,8 +316,12 @@ const upstreamUrl: Check<string> = leaf('an http:// URL', (value) => {
   return url.origin
 })
 
+/** A host to bind: a name or an address; IPv6 without brackets (`::1`, not `[::1]`). */
+const bindHost = andThen(string(), (v) =>
+  v.startsWith('[') ? new Fail(`write IPv6 addresses without brackets (${v.replace(/^\[|\]$/g, '')})`) : null)
+
 const listen = (defaults: Config['listen']) =>
-  struct<Config['listen']>({ host: string(), port: integer(0, 65535) }, defaults)
+  struct<Config['listen']>({ host: bindHost, port: integer(0, 65535) }, defaults)
 
 const upstream = struct<UpstreamConfig>(
   { id: string(UPSTREAM_ID), url: upstreamUrl, weight: integer(1, 1000) },
@@ -482,7 +486,7 @@ function someUpstreams(c: Config, node: SourceNode, _path: string, ctx: Ctx): bo
   return false
 }
 
-const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '[::]'])
+const WILDCARD_HOSTS = new Set(['0.0.0.0', '::'])
 
 /** The admin listener must not bind the proxy's own address (port 0 picks a free port). */
 function distinctListeners(config: Config, node: SourceNode, _path: string, ctx: Ctx): boolean {

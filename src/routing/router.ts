@@ -286,7 +286,9 @@ export class Router {
       const value = this.#codec!.refresh(s, now, { upstream: id, epoch })
       return new Route(id, 'failover', this.#serialize!(value), false, this, epoch, { from: s.upstream, reason: r.reason })
     }
-    const refresh = shouldRefresh(s, now, this.#cfg.idle_timeout) ? this.#serialize!(this.#codec!.refresh(s, now)) : null
+    // slide the idle clock; a cookie Max-Age shorter than the idle timeout must be renewed sooner
+    const window = Math.min(this.#cfg.idle_timeout, this.#cfg.cookie.max_age ?? Infinity)
+    const refresh = shouldRefresh(s, now, window) ? this.#serialize!(this.#codec!.refresh(s, now)) : null
     return new Route(id, 'cookie', refresh, false, this, epoch, null)
   }
 
