@@ -35,6 +35,8 @@ export interface Tether {
   readonly router: Router
   /** Upstream health (active checks, ejection, draining). */
   readonly health: HealthTable
+  /** The proxy's HTTP server (for the upgrade path and tests). */
+  readonly server: http.Server
   /**
    * Replace the static upstream set at runtime (reload): pools, placement and health follow;
    * users keep their upstream by id where it still exists (see affinity.on_scale_up).
@@ -214,7 +216,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     else apply(membership.current())
   }
 
-  return { url, port, adminUrl: admin.url, logger, router, health, setUpstreams, close }
+  return { url, port, adminUrl: admin.url, logger, router, health, server, setUpstreams, close }
 }
 
 function listen(server: http.Server, host: string, port: number): Promise<void> {
