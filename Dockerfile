@@ -6,7 +6,11 @@
 #
 # The default /etc/tether/proxy.yaml is config/proxy.yaml (the demo's: upstreams on
 # 127.0.0.1:9001-9003), so mount or bake in a real one; config/examples/kubernetes.yaml
-# is a starting point for a cluster.
+# is a starting point for a cluster, and deploy/kubernetes/ has the manifests (the config
+# comes from a ConfigMap mounted at /etc/tether).
+#
+# The build runs the same commands as CI (`npm ci`, `npm run build`); the runtime stage
+# installs production dependencies only (`npm ci --omit=dev`).
 
 # ---- build: compile TypeScript to dist/ -------------------------------------------
 FROM node:24-bookworm-slim AS build
@@ -32,10 +36,16 @@ ENV TETHER_HOST=0.0.0.0
 # Files stay owned by root (read-only for the process); run as the image's non-root user.
 USER node
 # 8080: proxy traffic. 9901: admin listener (binds 127.0.0.1 unless the config says
-# otherwise; config/examples/kubernetes.yaml opens it for probes and metrics).
+# otherwise; config/examples/kubernetes.yaml and deploy/kubernetes/ open it on 0.0.0.0
+# for kubelet probes; never publish it to the outside world).
 EXPOSE 8080 9901
-# No HEALTHCHECK yet: the admin health endpoints arrive in a later issue. Then:
-#   HEALTHCHECK CMD node -e "fetch('http://127.0.0.1:9901/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
+# Container health for `docker run` / Compose / Swarm: GET /healthz on the admin listener,
+# with node itself (the slim image has no curl or wget). The port here MUST match
+# admin.listen.port of the config in use (9901 is the default and what the shipped configs
+# use); 127.0.0.1 reaches it whether admin.listen.host is 127.0.0.1 or 0.0.0.0. Kubernetes
+# ignores HEALTHCHECK: the manifests in deploy/kubernetes/ probe /healthz and /readyz instead.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:9901/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 # Node runs as PID 1, which gets no default signal handlers: the CLI handles SIGTERM
 # itself (or run the container with --init).
 ENTRYPOINT ["node", "dist/cli.js"]

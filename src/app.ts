@@ -12,6 +12,12 @@ import { ActiveChecker } from './health/active-checker.js'
 import { Membership } from './upstream/membership.js'
 import { DnsDiscovery } from './upstream/dns-discovery.js'
 import { startAdmin, type AdminServer } from './admin/admin-server.js'
+import { Metrics } from './observability/metrics.js'
+import type { MoveReason } from './routing/router.js'
+import type { CheckpointStore } from './state/checkpoint-store.js'
+import { MemoryCheckpointStore } from './state/memory-store.js'
+import { RedisCheckpointStore } from './state/redis-store.js'
+import { StateProtocol } from './state/protocol.js'
 import { Forwarder } from './proxy/forward.js'
 import { createRequestHandler } from './proxy/request-path.js'
 
@@ -35,6 +41,8 @@ export interface Tether {
   readonly router: Router
   /** Upstream health (active checks, ejection, draining). */
   readonly health: HealthTable
+  /** Prometheus metrics (also served on the admin port at /metrics). */
+  readonly metrics: Metrics
   /** The proxy's HTTP server (for the upgrade path and tests). */
   readonly server: http.Server
   /**
@@ -64,11 +72,17 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     passive: h.passive.enabled ? h.passive : null,
     slow_start: h.slow_start,
   }, clock)
-  health.onTransition((e) => logger.info({ upstream: e.id, from: e.from, to: e.to, reason: e.reason, detail: e.detail }, 'upstream health changed'))
+  const metrics = new Metrics()
+  health.onTransition((e) => {
+    metrics.onHealthTransition(e)
+    logger.info({ upstream: e.id, from: e.from, to: e.to, reason: e.reason, detail: e.detail }, 'upstream health changed')
+  })
   const forwarder = new Forwarder([], {
     connect: t.connect,
     responseHeaders: t.response_headers,
     bodyIdle: t.body_idle,
+    // an oversize checkpoint must still arrive (to be refused), so room for twice the limit
+    maxResponseHeaderBytes: 65_536 + 2 * config.state.max_bytes,
   }, () => draining)
   const checker = h.active.path === null ? null : new ActiveChecker(
     { path: h.active.path, interval: h.active.interval, timeout: h.active.timeout, jitter: 0.1, expected_status: h.active.expected_status },
@@ -110,6 +124,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     },
   )
 
+  const { store, state } = stateOf(config, clock, metrics, logger)
   const handler = createRequestHandler({
     config,
     forwarder,
@@ -118,7 +133,14 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     logger,
     draining: () => draining,
     observe: (id, signal) => health.reportPassive(id, signal),
+    state,
+    events: {
+      retry: (id) => metrics.retry(id),
+      failover: (from, reason) => metrics.failover(from, reason as MoveReason),
+      request: (id, method, status, seconds) => metrics.observeRequest(id, method, status, seconds),
+    },
   })
+  metrics.setAffinityStats(() => router.table)
 
   const server = http.createServer(
     {
@@ -149,6 +171,9 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       token: config.admin.token,
       notReady: () => notReady(),
       upstreams: () => health.snapshot().map((e) => ({ ...e, sessions: router.table.countByUpstream(e.id) })),
+      degraded: () => (store !== null && store.status === 'degraded' ? [`state store (${config.state.store}) unreachable: checkpoints paused, routing unaffected`] : []),
+      metrics: () => metrics.render(),
+      metricsContentType: metrics.contentType,
       drain: (id) => health.drain(id),
       undrain: (id) => health.undrain(id),
     }).catch((err: NodeJS.ErrnoException) => {
@@ -167,6 +192,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   }
   checker?.start()
   if (discovery !== null) await discovery.start()
+  await store?.start() // resolves even when Redis is down (degraded, reconnecting)
   // background upkeep: expired affinity entries (also dropped lazily on lookup) and ended ejections
   const upkeep = setInterval(() => {
     router.sweep(10_000)
@@ -198,7 +224,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       clearTimeout(timer)
       server.closeAllConnections()
       await closed
-      await Promise.all([forwarder.destroy(), admin.close()])
+      await Promise.all([forwarder.destroy(), admin.close(), store?.stop()])
       logger.info('tether stopped')
     })()
     return closing
@@ -216,7 +242,43 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     else apply(membership.current())
   }
 
-  return { url, port, adminUrl: admin.url, logger, router, health, server, setUpstreams, close }
+  return { url, port, adminUrl: admin.url, logger, router, health, metrics, server, setUpstreams, close }
+}
+
+/** The checkpoint store and state protocol of `state.store` (none: both null). */
+function stateOf(config: Config, clock: Clock, metrics: Metrics, logger: Logger): { store: CheckpointStore | null; state: StateProtocol | null } {
+  const st = config.state
+  if (st.store === 'none') return { store: null, state: null }
+  const address = (hp: string): { host: string; port: number } => {
+    const i = hp.lastIndexOf(':')
+    return { host: hp.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(hp.slice(i + 1)) }
+  }
+  const r = st.redis
+  const store: CheckpointStore = st.store === 'memory'
+    ? new MemoryCheckpointStore({ maxEntries: config.affinity.max_entries, maxBytes: st.max_bytes, clock })
+    : new RedisCheckpointStore({
+        ...(r.url !== null ? { url: r.url } : {}),
+        ...(r.password !== null ? { password: r.password } : {}),
+        ...(r.sentinels.length > 0 ? { sentinels: r.sentinels.map(address), name: r.name ?? undefined } : {}),
+        ...(r.nodes.length > 0 ? { nodes: r.nodes.map(address) } : {}),
+        keyPrefix: r.key_prefix,
+        timeout: st.timeout,
+        maxBytes: st.max_bytes,
+      })
+  metrics.redisUp(st.store === 'redis' && store.status === 'ready')
+  store.onStatus((status, detail) => {
+    if (st.store === 'redis') metrics.redisUp(status === 'ready')
+    if (status === 'ready') logger.info({ store: st.store, detail }, 'state store ready')
+    else logger.warn({ store: st.store, detail }, 'state store degraded: checkpoints paused, routing unaffected')
+  })
+  const state = new StateProtocol(store, { header: st.header, maxBytes: st.max_bytes, timeout: st.timeout, ttl: config.affinity.idle_timeout }, clock, {
+    checkpoint: (result, _key, bytes) => {
+      metrics.checkpoint(result)
+      if (result === 'too_large') logger.warn({ bytes, max_bytes: st.max_bytes }, 'checkpoint refused: larger than state.max_bytes')
+    },
+    rehydration: (result) => metrics.rehydration(result),
+  })
+  return { store, state }
 }
 
 function listen(server: http.Server, host: string, port: number): Promise<void> {

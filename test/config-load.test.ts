@@ -56,6 +56,11 @@ t.test('a minimal config gets every default', async (t) => {
     retries: { attempts: 2, try_duration: 10_000, replay_buffer_bytes: 65_536 },
     discovery: { dns: null },
     shutdown: { grace_period: 10_000 },
+    state: {
+      store: 'memory', header: 'X-Tether-State', max_bytes: 65_536, rehydrate: 'header',
+      hook_path: '/.well-known/tether/rehydrate', timeout: 50,
+      redis: { url: null, password: null, sentinels: [], name: null, nodes: [], key_prefix: 'tether:' },
+    },
   } satisfies Config)
 })
 
@@ -96,6 +101,11 @@ t.test('a full config round-trips every key, durations in ms and URLs as origins
     retries: { attempts: 1, try_duration: 3_000, replay_buffer_bytes: 1024 },
     discovery: { dns: { name: 'app-headless.default.svc.cluster.local', port: 8080, interval: 10_000, family: 'ipv4', servers: ['127.0.0.1:5353'] } },
     shutdown: { grace_period: 25_000 },
+    state: {
+      store: 'redis', header: 'X-App-State', max_bytes: 4096, rehydrate: 'hook',
+      hook_path: '/_tether/rehydrate', timeout: 80,
+      redis: { url: null, password: 'pw', sentinels: ['10.0.0.1:26379', '10.0.0.2:26379'], name: 'mymaster', nodes: [], key_prefix: 'app:' },
+    },
   })
 })
 
@@ -235,6 +245,16 @@ const errorCases: { name: string; text: string; issues: string[] }[] = [
     issues: [`${FILE}:1:17 listen.host: write IPv6 addresses without brackets (::1)`],
   },
   {
+    name: 'state.redis needs exactly one way to reach Redis',
+    text: yaml(...UPSTREAM, 'state:', '  store: redis', '  redis: { url: "http://x", nodes: ["a:1"] }'),
+    issues: [`${FILE}:6:17 state.redis.url: expected a redis:// or rediss:// URL, got "http://x"`],
+  },
+  {
+    name: 'state.redis with two ways',
+    text: yaml(...UPSTREAM, 'state:', '  store: redis', '  redis: { url: "redis://x:6379", nodes: ["a:1"] }'),
+    issues: [`${FILE}:6:10 state.redis: set exactly one of url, sentinels (with name) or nodes when store is redis`],
+  },
+  {
     name: 'duration rules',
     text: yaml(
       ...UPSTREAM,
@@ -262,7 +282,7 @@ const errorCases: { name: string; text: string; issues: string[] }[] = [
     issues: [
       `${FILE}:4:1 tiemouts: unknown key, did you mean \`timeouts\`?`,
       `${FILE}:6:3 listen.prot: unknown key, did you mean \`port\`?`,
-      `${FILE}:7:1 colour: unknown key (expected one of: listen, admin, upstreams, affinity, timeouts, limits, forwarding, log, health, retries, discovery, shutdown)`,
+      `${FILE}:7:1 colour: unknown key (expected one of: listen, admin, upstreams, affinity, timeouts, limits, forwarding, log, health, retries, discovery, shutdown, state)`,
     ],
   },
   {

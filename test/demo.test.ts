@@ -142,14 +142,14 @@ t.test('demo app', async (t) => {
     t.equal(first.status, 200)
     t.match(first.headers['content-type'], /^application\/json/)
     const user = userCookie(first)!
-    t.same(JSON.parse(first.body), { replica: 'app-x', user, visits: 1 })
+    t.same(JSON.parse(first.body), { replica: 'app-x', user, visits: 1, rehydrated: false })
 
     const second = await get(`${app.base}/`, {
       accept: 'text/html;q=0.9, application/json',
       cookie: `demo_user=${user}`,
     })
     t.match(second.headers['content-type'], /^application\/json/)
-    t.same(JSON.parse(second.body), { replica: 'app-x', user, visits: 2 })
+    t.same(JSON.parse(second.body), { replica: 'app-x', user, visits: 2, rehydrated: false })
   })
 
   t.test('/healthz answers 200 ok', async (t) => {
@@ -239,4 +239,29 @@ t.test('config/examples/kubernetes.yaml loads', async (t) => {
     { message: /TETHER_ADMIN_TOKEN/ },
     'the admin token must come from the environment',
   )
+})
+
+t.test('demo app: checkpoints its counter and restores it from X-Tether-Rehydrate', async (t) => {
+  const app = await startApp(t, ['--id', 'app-y', '--port', '0'])
+  const first = await new Promise<{ headers: import('node:http').IncomingHttpHeaders; body: string }>((resolve, reject) => {
+    request(`${app.base}/?format=json`, (res) => {
+      let body = ''
+      res.on('data', (c) => (body += c))
+      res.on('end', () => resolve({ headers: res.headers, body }))
+    }).on('error', reject).end()
+  })
+  const user = (JSON.parse(first.body) as { user: string }).user
+  t.equal(first.headers['x-tether-state-version'], '1')
+  const state = Buffer.from(String(first.headers['x-tether-state']), 'base64url').toString()
+  t.same(JSON.parse(state), { user, visits: 1 })
+  // the user arrives from another replica with a checkpoint of 41 visits
+  const saved = Buffer.from(JSON.stringify({ user, visits: 41 })).toString('base64url')
+  const moved = await new Promise<string>((resolve, reject) => {
+    request(`${app.base}/?format=json`, { headers: { cookie: `demo_user=${user}`, 'x-tether-rehydrate': saved } }, (res) => {
+      let body = ''
+      res.on('data', (c) => (body += c))
+      res.on('end', () => resolve(body))
+    }).on('error', reject).end()
+  })
+  t.same(JSON.parse(moved), { replica: 'app-y', user, visits: 42, rehydrated: true })
 })

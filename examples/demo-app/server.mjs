@@ -8,6 +8,11 @@
 // bounced between replicas sees the count restart: exactly what sticky sessions fix.
 // The user is identified by the `demo_user` cookie, set on the first visit.
 //
+// It also speaks Tether's state protocol: every answer checkpoints the user's counter in
+// `X-Tether-State` (with `X-Tether-State-Version` = the count), and a request that arrives
+// with `X-Tether-Rehydrate` (the user moved here from a dead or drained replica) restores
+// the counter from it first, so the count continues instead of restarting.
+//
 //   GET /          text: "replica app-0 served you; your visit count on this replica: 3"
 //                  JSON ({replica, user, visits}) with `Accept: application/json` or ?format=json
 //   GET /healthz   200 ok
@@ -103,13 +108,27 @@ const server = createServer((req, res) => {
     user = randomBytes(9).toString('base64url')
     headers['set-cookie'] = `${COOKIE}=${user}; Path=/; HttpOnly; SameSite=Lax`
   }
+  const rehydrate = req.headers['x-tether-rehydrate']
+  if (typeof rehydrate === 'string') {
+    try {
+      const saved = JSON.parse(Buffer.from(rehydrate, 'base64url').toString())
+      if (saved.user === user && Number.isInteger(saved.visits) && saved.visits > (visits.get(user) ?? 0)) {
+        visits.set(user, saved.visits)
+      }
+    } catch {
+      // a state this app cannot read: start afresh
+    }
+  }
   const count = (visits.get(user) ?? 0) + 1
   visits.set(user, count)
+  headers['x-tether-state'] = Buffer.from(JSON.stringify({ user, visits: count })).toString('base64url')
+  headers['x-tether-state-version'] = String(count)
+  if (typeof rehydrate === 'string') headers['x-demo-rehydrated'] = 'yes'
 
   let body
   if (wantsJson(req, url)) {
     headers['content-type'] = 'application/json'
-    body = JSON.stringify({ replica: id, user, visits: count }) + '\n'
+    body = JSON.stringify({ replica: id, user, visits: count, rehydrated: typeof rehydrate === 'string' }) + '\n'
   } else {
     headers['content-type'] = 'text/plain; charset=utf-8'
     body = `replica ${id} served you; your visit count on this replica: ${count}\n`

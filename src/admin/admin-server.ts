@@ -8,6 +8,8 @@ import type { AddressInfo } from 'node:net'
 export interface AdminDeps {
   /** Why Tether is not ready (empty: ready). */
   readonly notReady: () => string[]
+  /** What works in a degraded way while Tether stays ready (e.g. Redis unreachable). */
+  readonly degraded: () => string[]
   /** One JSON-able row per upstream. */
   readonly upstreams: () => unknown[]
   /** Drain / undrain an upstream; false when the id is unknown. */
@@ -15,6 +17,9 @@ export interface AdminDeps {
   readonly undrain: (id: string) => boolean
   /** Required `Authorization: Bearer <token>` for POSTs; null: none. */
   readonly token: string | null
+  /** Prometheus exposition text, and its content type. */
+  readonly metrics: () => Promise<string>
+  readonly metricsContentType: string
 }
 
 export interface AdminServer {
@@ -40,9 +45,19 @@ export async function startAdmin(host: string, port: number, deps: AdminDeps): P
     if (req.method === 'GET' && url === '/healthz') return send(200, 'ok')
     if (req.method === 'GET' && url === '/readyz') {
       const reasons = deps.notReady()
-      return send(reasons.length === 0 ? 200 : 503, { ready: reasons.length === 0, reasons })
+      return send(reasons.length === 0 ? 200 : 503, { ready: reasons.length === 0, reasons, degraded: deps.degraded() })
     }
     if (req.method === 'GET' && url === '/upstreams') return send(200, deps.upstreams())
+    if (req.method === 'GET' && url === '/metrics') {
+      deps.metrics().then(
+        (text) => {
+          res.writeHead(200, { 'content-type': deps.metricsContentType, 'cache-control': 'no-store' })
+          res.end(text)
+        },
+        () => send(500, 'metrics unavailable'),
+      )
+      return
+    }
     const m = ROUTE.exec(url)
     if (m !== null) {
       if (req.method !== 'POST') return send(405, 'Method Not Allowed')

@@ -188,6 +188,37 @@ export interface DiscoveryConfig {
   readonly dns: DnsDiscoveryConfig | null
 }
 
+export interface RedisConfig {
+  /** `redis://[:password@]host:port[/db]` or `rediss://` (TLS); null when sentinels or nodes are used. */
+  readonly url: string | null
+  /** Password (e.g. `${REDIS_PASSWORD}`), overriding one in the URL; null = none. */
+  readonly password: string | null
+  /** Sentinel addresses (`host:port`); with `name`. */
+  readonly sentinels: readonly string[]
+  /** Sentinel master name. */
+  readonly name: string | null
+  /** Redis Cluster seed nodes (`host:port`). */
+  readonly nodes: readonly string[]
+  /** Prefix of every key Tether writes. Default `tether:`. */
+  readonly key_prefix: string
+}
+
+export interface StateConfig {
+  /** Where checkpoints live: memory (one process), redis (shared), or none (protocol off). Default memory. */
+  readonly store: 'memory' | 'redis' | 'none'
+  /** Response header carrying a checkpoint; `<header>-Version` carries its version. Default X-Tether-State. */
+  readonly header: string
+  /** Largest checkpoint stored, bytes. Default 65536. */
+  readonly max_bytes: number
+  /** How a moved user's state is delivered: in a request header, or POSTed to `hook_path` first. Default header. */
+  readonly rehydrate: 'header' | 'hook'
+  /** Path the state is POSTed to with `rehydrate: hook`. Default /.well-known/tether/rehydrate. */
+  readonly hook_path: string
+  /** Longest wait on the store in the request path. Default 50ms. */
+  readonly timeout: Millis
+  readonly redis: RedisConfig
+}
+
 export interface ShutdownConfig {
   /** On SIGTERM, in-flight requests get this long to finish. Default 10s. */
   readonly grace_period: Millis
@@ -215,6 +246,7 @@ export interface Config {
   readonly retries: RetriesConfig
   readonly discovery: DiscoveryConfig
   readonly shutdown: ShutdownConfig
+  readonly state: StateConfig
 }
 
 /** Every default in one table (README documents the same values). */
@@ -264,4 +296,9 @@ export const DEFAULTS = {
   discovery: { dns: null },
   dnsDiscovery: { interval: 5_000, family: 'any', servers: [] },
   shutdown: { grace_period: 10_000 },
+  state: {
+    store: 'memory', header: 'X-Tether-State', max_bytes: 65_536, rehydrate: 'header',
+    hook_path: '/.well-known/tether/rehydrate', timeout: 50,
+    redis: { url: null, password: null, sentinels: [], name: null, nodes: [], key_prefix: 'tether:' },
+  },
 } as const

@@ -477,6 +477,60 @@ const dnsDiscovery = struct<Config['discovery']['dns'] & object>(
   DEFAULTS.dnsDiscovery,
 )
 
+const HOST_PORT = { test: /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, what: 'host:port' }
+
+const redisUrl: Check<string> = leaf('a redis:// or rediss:// URL', (value) => {
+  if (typeof value !== 'string') return expected('a redis:// or rediss:// URL', value)
+  try {
+    const u = new URL(value)
+    if (u.protocol === 'redis:' || u.protocol === 'rediss:') return value
+  } catch { /* reported below */ }
+  return expected('a redis:// or rediss:// URL', value.replace(/\/\/[^@/]*@/, '//***@'))
+})
+
+/** Exactly one way to reach Redis when the store is redis. */
+function redisRules(st: Config['state'], node: SourceNode, path: string, ctx: Ctx): boolean {
+  if (st.store !== 'redis') return true
+  const r = st.redis
+  const ways = [r.url !== null, r.sentinels.length > 0, r.nodes.length > 0].filter(Boolean).length
+  const at = nodeAt(node, ['redis']).pos
+  if (ways !== 1) {
+    ctx.report(at, `${path}.redis`, 'set exactly one of url, sentinels (with name) or nodes when store is redis')
+    return false
+  }
+  if (r.sentinels.length > 0 && r.name === null) {
+    ctx.report(at, `${path}.redis.name`, 'required with sentinels (the master name)')
+    return false
+  }
+  return true
+}
+
+const state = refine(
+  struct<Config['state']>(
+    {
+      store: oneOf(['memory', 'redis', 'none'] as const),
+      header: string(HEADER_NAME),
+      max_bytes: integer(1, 8 * 1024 * 1024),
+      rehydrate: oneOf(['header', 'hook'] as const),
+      hook_path: string({ test: /^\/[\x21-\x7e]*$/, what: 'a path starting with "/"' }),
+      timeout: duration({ zero: false, max: 10_000 }),
+      redis: struct<Config['state']['redis']>(
+        {
+          url: nullable(redisUrl),
+          password: nullable(string()),
+          sentinels: list(string(HOST_PORT), { nonEmpty: false }),
+          name: nullable(string()),
+          nodes: list(string(HOST_PORT), { nonEmpty: false }),
+          key_prefix: leaf('a string', (v) => (typeof v === 'string' ? v : expected('a string', v))),
+        },
+        DEFAULTS.state.redis,
+      ),
+    },
+    DEFAULTS.state,
+  ),
+  redisRules,
+)
+
 /** Upstreams come from the static list, DNS discovery, or both; at least one source. */
 function someUpstreams(c: Config, node: SourceNode, _path: string, ctx: Ctx): boolean {
   if (c.upstreams.length > 0 || c.discovery.dns !== null) return true
@@ -537,6 +591,7 @@ const config: Check<Config> = refine(
       retries,
       discovery: struct<Config['discovery']>({ dns: nullable(dnsDiscovery) }, DEFAULTS.discovery),
       shutdown: struct<Config['shutdown']>({ grace_period: duration({ zero: true }) }, DEFAULTS.shutdown),
+      state,
     },
     { ...DEFAULTS, upstreams: [] },
   ),

@@ -16,6 +16,8 @@ export interface PoolTimeouts {
   readonly responseHeaders: number
   /** Max silence between response body chunks, ms (0 = none). */
   readonly bodyIdle: number
+  /** Largest upstream response head, bytes (room for checkpoint headers). */
+  readonly maxResponseHeaderBytes: number
 }
 
 /** What one forwarded exchange produced, for retry decisions, health and the access log. */
@@ -35,9 +37,14 @@ export interface ForwardResult {
 
 export type ForwardDone = (result: ForwardResult) => void
 
-/** Adds what a routing decision needs to an upstream response's headers (cookies, debug). */
+/** What a routing decision adds to an upstream response (cookies, debug, checkpoints). */
 export interface ResponseDecoration {
+  /** Sees the upstream's headers before hop-by-hop and X-Tether-* headers are removed. */
+  inspect?(headers: Record<string, string | string[] | undefined>): void
+  /** Adds to the filtered headers (Set-Cookie, X-Tether-Upstream). */
   decorate(headers: Record<string, string | string[] | undefined>): void
+  /** Work the answer's head must wait for (a checkpoint write, itself bounded), or null. */
+  hold?(): Promise<unknown> | null
 }
 
 /** Owns the undici pools, keyed by upstream id. */
@@ -81,6 +88,7 @@ export class Forwarder {
       keepAliveTimeout: 4_000,
       keepAliveMaxTimeout: 60_000,
       pipelining: 1,
+      maxHeaderSize: this.#timeouts.maxResponseHeaderBytes,
     })
   }
 
@@ -109,6 +117,22 @@ export class Forwarder {
       { path: originForm(req.url), method: req.method ?? 'GET', headers, body },
       handler,
     )
+  }
+
+  /**
+   * A small request of Tether's own (the rehydration hook): the answer's status, or 0 when
+   * the upstream could not be reached or did not answer within `timeout` ms. Body discarded.
+   */
+  async call(id: string, method: string, path: string, headers: string[], body: string, timeout: number): Promise<number> {
+    const pool = this.#pools.get(id)
+    if (pool === undefined) return 0
+    try {
+      const r = await pool.request({ method, path, headers, body, headersTimeout: timeout, bodyTimeout: timeout })
+      await r.body.dump()
+      return r.statusCode
+    } catch {
+      return 0
+    }
   }
 
   /** Stop accepting work; in-flight exchanges finish. */
@@ -159,6 +183,9 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
   #clientGone = false
   #finished = false
   #waitingDrain = false
+  /** Body chunks (and the end) that arrived while the head waits on `hold()`. */
+  #held: Buffer[] | null = null
+  #heldEnd = false
 
   constructor(res: ServerResponse, head: boolean, closeAfter: () => boolean, decoration: ResponseDecoration | null, done: ForwardDone) {
     this.#res = res
@@ -166,6 +193,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
     this.#closeAfter = closeAfter
     this.#decoration = decoration
     this.#done = done
+    this.#clientGone = res.destroyed
     res.once('close', this.#onClientClose)
   }
 
@@ -191,9 +219,33 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
     headers: Record<string, string | string[] | undefined>,
     statusMessage?: string,
   ): void {
-    const res = this.#res
     // 1xx (102 Processing, 103 Early Hints) are informational: the final answer follows
     if (this.#clientGone || statusCode < 200) return
+    this.#decoration?.inspect?.(headers)
+    const hold = this.#decoration?.hold?.() ?? null
+    if (hold === null) return this.#start(controller, statusCode, headers, statusMessage)
+    // the head waits (bounded) for a checkpoint write; body chunks meanwhile are kept
+    this.#held = []
+    controller.pause()
+    const go = (): void => {
+      const held = this.#held!
+      this.#held = null
+      if (this.#finished || this.#clientGone) return
+      this.#start(controller, statusCode, headers, statusMessage)
+      for (const chunk of held) if (!this.#finished) this.onResponseData(controller, chunk)
+      if (this.#heldEnd && !this.#finished) this.#finish()
+      else if (!this.#waitingDrain) controller.resume()
+    }
+    hold.then(go, go)
+  }
+
+  #start(
+    controller: Dispatcher.DispatchController,
+    statusCode: number,
+    headers: Record<string, string | string[] | undefined>,
+    statusMessage: string | undefined,
+  ): void {
+    const res = this.#res
     if (this.#closeAfter()) res.shouldKeepAlive = false
     try {
       clientResponseHeaders(headers)
@@ -218,6 +270,10 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     if (this.#clientGone || this.#finished) return
+    if (this.#held !== null) {
+      this.#held.push(chunk)
+      return
+    }
     if (!this.#res.write(chunk) && !this.#waitingDrain) {
       this.#waitingDrain = true
       controller.pause()
@@ -226,7 +282,8 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
   }
 
   onResponseEnd(): void {
-    if (!this.#finished) this.#finish()
+    if (this.#held !== null) this.#heldEnd = true
+    else if (!this.#finished) this.#finish()
   }
 
   #finish(): void {

@@ -7,7 +7,8 @@ import type { ErrorCode } from '../errors.js'
 import type { Logger } from '../observability/logger.js'
 import type { Route, Router } from '../routing/router.js'
 import { upstreamRequestHeaders } from './headers.js'
-import { hasBody, type Forwarder, type ForwardResult } from './forward.js'
+import { hasBody, type Forwarder, type ForwardResult, type ResponseDecoration } from './forward.js'
+import type { RawCheckpoint, StateProtocol } from '../state/protocol.js'
 import { healthSignal, type HealthSignal } from './outcome.js'
 import { RequestBody } from './request-body.js'
 import { sendError } from './respond.js'
@@ -24,6 +25,38 @@ export interface RequestPathDeps {
   readonly draining: () => boolean
   /** Passive health: told how each attempt on an upstream went. */
   readonly observe?: (id: string, signal: HealthSignal) => void
+  /** The state protocol (checkpoints, rehydration); null when `state.store: none`. */
+  readonly state?: StateProtocol | null
+  /** Retries, failovers and rehydrations, for metrics. */
+  readonly events?: {
+    retry(upstream: string): void
+    failover(from: string, reason: string): void
+    request(upstream: string | null, method: string, status: number, seconds: number): void
+  }
+}
+
+/**
+ * One attempt's response decoration: the route's own (cookie, learning, debug header) plus
+ * the checkpoint an upstream attached, stored before the answer's head goes out.
+ */
+class Exchange implements ResponseDecoration {
+  #checkpoint: RawCheckpoint | null = null
+  constructor(readonly route: Route, readonly state: StateProtocol) {}
+
+  inspect(headers: Record<string, string | string[] | undefined>): void {
+    this.route.inspect(headers)
+    this.#checkpoint = this.state.read(headers)
+  }
+
+  decorate(headers: Record<string, string | string[] | undefined>): void {
+    this.route.decorate(headers)
+  }
+
+  hold(): Promise<unknown> | null {
+    const key = this.route.learnedKey ?? this.route.sessionKey
+    if (this.#checkpoint === null || key === null) return null
+    return this.state.write(key, this.#checkpoint, this.route.id, this.route.epoch)
+  }
 }
 
 const NO_ROUTE: Record<'none' | 'strict', ErrorCode> = {
@@ -34,6 +67,9 @@ const NO_ROUTE: Record<'none' | 'strict', ErrorCode> = {
 export function createRequestHandler(deps: RequestPathDeps): (req: IncomingMessage, res: ServerResponse) => void {
   const { config, forwarder, router, hosts, logger, draining } = deps
   const observe = deps.observe ?? (() => undefined)
+  const state = deps.state ?? null
+  const events = deps.events ?? null
+  const hook = config.state.rehydrate === 'hook' ? config.state.hook_path : null
   const { max_body_bytes: maxBody } = config.limits
   const { preserve_host: preserveHost, x_forwarded: xForwarded } = config.forwarding
   const { attempts: maxRetries, try_duration: tryDuration, replay_buffer_bytes: replayLimit } = config.retries
@@ -51,6 +87,7 @@ export function createRequestHandler(deps: RequestPathDeps): (req: IncomingMessa
       if (r.outcome !== null && r.outcome.kind === 'error' && r.error && healthSignal(r) !== null) {
         logger.warn({ err: r.error, code: r.outcome.code, upstream: route?.id, method: req.method, path: req.url }, 'upstream exchange failed')
       }
+      events?.request(route?.id ?? null, req.method ?? 'GET', r.status, (performance.now() - start) / 1000)
       if (!access) return
       logger.info({
         method: req.method,
@@ -91,10 +128,37 @@ export function createRequestHandler(deps: RequestPathDeps): (req: IncomingMessa
         upstreamHost: hosts().get(route.id) ?? '',
       })
       headers.push('x-tether-epoch', String(route.epoch))
-      if (route.moved !== null) {
-        headers.push('x-tether-moved', `from=${route.moved.from}; reason=${route.moved.reason}; epoch=${route.epoch}`)
+      const moved = route.moved
+      if (moved !== null) {
+        headers.push('x-tether-moved', `from=${moved.from}; reason=${moved.reason}; epoch=${route.epoch}`)
+        events?.failover(moved.from, moved.reason)
       }
-      forwarder.forward(route.id, req, res, headers, body, route, (r) => {
+      // a user who moved gets their newest checkpoint delivered with this request
+      if (state !== null && moved !== null && route.sessionKey !== null) {
+        void state.fetch(route.sessionKey).then(async (cp) => {
+          if (cp !== null) {
+            if (hook === null) headers.push('x-tether-rehydrate', cp.value, 'x-tether-previous-upstream', moved.from)
+            else await postHook(route, cp.value, moved.from)
+          }
+          forward(route, headers)
+        })
+        return
+      }
+      forward(route, headers)
+    }
+
+    /** POST the state to the new upstream's hook before the request (errors are logged, not fatal). */
+    const postHook = async (route: Route, value: string, from: string): Promise<void> => {
+      const hookHeaders = ['content-type', 'application/octet-stream', 'x-tether-epoch', String(route.epoch), 'x-tether-previous-upstream', from]
+      const cookie = req.headers.cookie
+      if (cookie !== undefined) hookHeaders.push('cookie', cookie)
+      const status = await forwarder.call(route.id, 'POST', hook!, hookHeaders, value, config.timeouts.response_headers)
+      if (status < 200 || status >= 300) logger.warn({ upstream: route.id, status }, 'rehydration hook did not accept the state')
+    }
+
+    const forward = (route: Route, headers: string[]): void => {
+      const decoration = state === null ? route : new Exchange(route, state)
+      forwarder.forward(route.id, req, res, headers, body, decoration, (r) => {
         const signal = healthSignal(r)
         if (signal !== null) observe(route.id, signal)
         if (r.responded || r.outcome === null) return finish(r, route)
@@ -105,6 +169,7 @@ export function createRequestHandler(deps: RequestPathDeps): (req: IncomingMessa
           shouldRetry(r.outcome, req.method ?? 'GET', body === null || body.replayable)
         ) {
           retries++
+          events?.retry(route.id)
           lastFailure = { code: r.outcome.code, route, error: r.error }
           ;(tried ??= new Set()).add(route.id)
           if (body !== null) body = body.replay()

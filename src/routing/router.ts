@@ -1,7 +1,7 @@
 // The routing decision: which upstream serves this request, and what the response must carry
 // for the user to come back (a cookie to issue, an application cookie to learn). Layer 2: owns
 // the affinity table and the current placement table, reads time from the injected Clock, and
-// never touches sockets or writes responses itself: the forwarder applies `decorate()`.
+// never touches sockets or writes responses itself: the forwarder applies inspect()/decorate().
 import { randomBytes } from 'node:crypto'
 import type { IncomingHttpHeaders } from 'node:http'
 import type { AffinityConfig, UpstreamConfig } from '../config/schema.js'
@@ -44,11 +44,24 @@ export class Route {
     readonly moved: { readonly from: string; readonly reason: MoveReason } | null,
     /** The application cookie value the request carried (app_cookie), for re-binding. */
     readonly appKey: string | null = null,
+    /** The user's session key for checkpoints (cookie session id or table key); null: none. */
+    readonly sessionKey: string | null = appKey,
   ) {}
 
-  /** Apply the decision to the upstream response's (already filtered) headers. */
+  /** An application cookie value the upstream set on this answer (learned), if any. */
+  learnedKey: string | null = null
+  #learned = false
+
+  /** Read the upstream answer's headers (before filtering): learn an application cookie. */
+  inspect(headers: Record<string, string | string[] | undefined>): void {
+    this.#learned = true
+    this.router.learnFrom(this, headers['set-cookie'])
+  }
+
+  /** Apply the decision to the upstream response's (filtered) headers. */
   decorate(headers: Record<string, string | string[] | undefined>): void {
-    this.router.onResponse(this, headers)
+    if (!this.#learned) this.inspect(headers)
+    this.router.decorate(this, headers)
   }
 }
 
@@ -215,7 +228,7 @@ export class Router {
         if (key.value !== null) return this.#pinned(key.value, now, false, true)
         if (this.#cfg.app_cookie.fallback === 'client_ip') {
           const r = this.#pinned(clientIp(peer, headers['x-forwarded-for'], this.#trusted), now, true)
-          return typeof r === 'string' || r.moved !== null ? r : new Route(r.id, 'fallback', null, true, this, r.epoch, null)
+          return typeof r === 'string' || r.moved !== null ? r : new Route(r.id, 'fallback', null, true, this, r.epoch, null, null, null)
         }
         return this.#roundRobinRoute(true)
       case 'client_ip':
@@ -225,11 +238,15 @@ export class Router {
     }
   }
 
-  /** Response side of a decision: issue/refresh the cookie, learn the app cookie, debug header. */
-  onResponse(route: Route, headers: Record<string, string | string[] | undefined>): void {
+  /** Response side of a decision: issue or refresh Tether's cookie, add the debug header. */
+  decorate(route: Route, headers: Record<string, string | string[] | undefined>): void {
     if (route.setCookie !== null) appendSetCookie(headers, route.setCookie)
-    if (route.learn || this.#cfg.key === 'app_cookie') this.#learn(route, headers['set-cookie'])
     if (this.#upstreamHeader) headers['x-tether-upstream'] = route.id
+  }
+
+  /** Learn the application cookie from an answer's Set-Cookie (app_cookie key only). */
+  learnFrom(route: Route, setCookie: string | string[] | undefined): void {
+    if (route.learn || this.#cfg.key === 'app_cookie') this.#learn(route, setCookie)
   }
 
   /** Remove up to `budget` expired table entries (called by a background sweeper). */
@@ -284,12 +301,12 @@ export class Router {
     if (this.#cfg.balance_factor !== null) this.table.set(s.sessionId, id, epoch, now)
     if (r.reason !== null) {
       const value = this.#codec!.refresh(s, now, { upstream: id, epoch })
-      return new Route(id, 'failover', this.#serialize!(value), false, this, epoch, { from: s.upstream, reason: r.reason })
+      return new Route(id, 'failover', this.#serialize!(value), false, this, epoch, { from: s.upstream, reason: r.reason }, null, s.sessionId)
     }
     // slide the idle clock; a cookie Max-Age shorter than the idle timeout must be renewed sooner
     const window = Math.min(this.#cfg.idle_timeout, this.#cfg.cookie.max_age ?? Infinity)
     const refresh = shouldRefresh(s, now, window) ? this.#serialize!(this.#codec!.refresh(s, now)) : null
-    return new Route(id, 'cookie', refresh, false, this, epoch, null)
+    return new Route(id, 'cookie', refresh, false, this, epoch, null, null, s.sessionId)
   }
 
   #newSession(now: number): Route | NoRoute {
@@ -299,7 +316,7 @@ export class Router {
     const id = this.#placement.ids[index]!
     if (this.#cfg.balance_factor !== null) this.table.set(sessionId, id, 0, now)
     const value = this.#codec!.encode({ sessionId, upstream: id, epoch: 0, issuedAt: now, lastSeen: now })
-    return new Route(id, 'new_session', this.#serialize!(value), false, this, 0, null)
+    return new Route(id, 'new_session', this.#serialize!(value), false, this, 0, null, null, sessionId)
   }
 
   /**
@@ -311,20 +328,21 @@ export class Router {
     const entry = this.table.get(key, now)
     const hash = (this.#hash = hashKey(key))
     const appKey = learned ? key : null
+    const sessionKey = key
     if (entry === null) {
       const index = this.#place(hash)
       if (index < 0) return 'none'
       const id = this.#placement.ids[index]!
       if (!learned) this.table.set(key, id, 0, now)
-      return new Route(id, 'hash', null, learn, this, 0, null, appKey)
+      return new Route(id, 'hash', null, learn, this, 0, null, appKey, sessionKey)
     }
     const r = this.#resolve(entry.upstream, hash, now, entry.createdAt, !learned)
     if (typeof r === 'string') return r
     const id = this.#placement.ids[r.index]!
-    if (r.reason === null) return new Route(id, 'table', null, learn, this, entry.epoch, null, appKey)
+    if (r.reason === null) return new Route(id, 'table', null, learn, this, entry.epoch, null, appKey, sessionKey)
     const epoch = entry.epoch + 1
     this.table.set(key, id, epoch, now)
-    return new Route(id, 'failover', null, learn, this, epoch, { from: entry.upstream, reason: r.reason }, appKey)
+    return new Route(id, 'failover', null, learn, this, epoch, { from: entry.upstream, reason: r.reason }, appKey, sessionKey)
   }
 
   /** Place a new key: bounded loads when configured, else the plain hash; only upstreams that accept new users. */
@@ -349,7 +367,10 @@ export class Router {
       if (value === null) continue
       if (route.appKey !== null && route.appKey !== value.value) this.table.delete(route.appKey)
       if (value.deleted) this.table.delete(value.value)
-      else this.table.set(value.value, route.id, route.epoch, now)
+      else {
+        this.table.set(value.value, route.id, route.epoch, now)
+        route.learnedKey = value.value
+      }
     }
   }
 }

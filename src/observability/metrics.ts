@@ -1,0 +1,381 @@
+// Prometheus metrics: the ONE module that declares every `tether_*` metric and the only file
+// that imports prom-client. Each Metrics instance owns its own Registry (never the global one),
+// so several Tether instances in one process do not clash. Layer 3 adapter: the request path
+// and the composition root call its small typed methods (O(1), no I/O); scrapes call render().
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import type { HealthState, HealthTransition } from '../health/health-table.js'
+import type { MoveReason } from '../routing/router.js'
+
+/** Result of a rehydration attempt (the new upstream asked for a moved user's state). */
+export type RehydrationResult = 'delivered' | 'no_state' | 'error'
+/** Result of a checkpoint (an upstream handing in a user's state). */
+export type CheckpointResult = 'stored' | 'stale' | 'too_large' | 'unavailable'
+/** A timed Redis operation. */
+export type RedisOp = 'get' | 'put'
+/** What the affinity table reports at scrape time; evictions and expirations are monotonic. */
+export interface AffinityStats {
+  readonly size: number
+  readonly evictions: number
+  readonly expirations: number
+}
+
+/** The `method` label's values: the common methods, anything else is `OTHER` (bounded). */
+export const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'OTHER'] as const
+/** The `status_class` label's values; `none` when no status was sent (e.g. client abort). */
+export const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx', 'none'] as const
+const HEALTH_STATES: readonly HealthState[] = ['healthy', 'unhealthy', 'ejected', 'draining', 'disabled']
+
+/** One documented metric: the README's metrics table is rendered from (and tested against) these. */
+export interface MetricDoc {
+  readonly name: string
+  readonly type: 'counter' | 'gauge' | 'histogram'
+  readonly help: string
+  readonly labels: readonly string[]
+}
+
+/**
+ * Every `tether_*` metric, its type, HELP text and labels. The metrics below are built from
+ * this table, so it cannot drift from what /metrics exposes. Names follow
+ * `tether_<subsystem>_<name>_<unit>`. Label values are bounded: `upstream` / `from` are
+ * upstream ids (config or discovery) or `none`; the others are the fixed sets named in the help.
+ */
+export const METRIC_DOCS = [
+  { name: 'tether_http_requests_total', type: 'counter', labels: ['upstream', 'method', 'status_class'],
+    help: 'Client requests answered, by final upstream (none if no upstream was chosen), method (GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, OTHER) and status class (1xx..5xx, none if no status was sent).' },
+  { name: 'tether_http_request_duration_seconds', type: 'histogram', labels: ['upstream'],
+    help: 'Time from receiving a client request to finishing its answer, retries included, by final upstream.' },
+  { name: 'tether_upstream_state', type: 'gauge', labels: ['upstream', 'state'],
+    help: 'Health state of each upstream: 1 for its current state (healthy, unhealthy, ejected, draining, disabled), 0 for the others.' },
+  { name: 'tether_upstream_in_flight', type: 'gauge', labels: ['upstream'],
+    help: 'Requests currently being forwarded to each upstream.' },
+  { name: 'tether_failovers_total', type: 'counter', labels: ['from', 'reason'],
+    help: 'Users moved away from their upstream, by the upstream they left and why (dead, drain, rebalance).' },
+  { name: 'tether_retries_total', type: 'counter', labels: ['upstream'],
+    help: 'Requests retried on another upstream, by the upstream whose attempt failed.' },
+  { name: 'tether_rehydrations_total', type: 'counter', labels: ['result'],
+    help: 'State rehydrations of moved users, by result (delivered, no_state, error).' },
+  { name: 'tether_checkpoints_total', type: 'counter', labels: ['result'],
+    help: 'State checkpoints handed in by upstreams, by result (stored, stale, too_large, unavailable).' },
+  { name: 'tether_affinity_entries', type: 'gauge', labels: [],
+    help: 'Entries in the affinity table.' },
+  { name: 'tether_affinity_evictions_total', type: 'counter', labels: [],
+    help: 'Live affinity entries evicted because the table was full.' },
+  { name: 'tether_affinity_expirations_total', type: 'counter', labels: [],
+    help: 'Affinity entries removed after their idle or absolute timeout.' },
+  { name: 'tether_redis_up', type: 'gauge', labels: [],
+    help: '1 while the Redis state store is connected, 0 otherwise (also 0 when no Redis is configured).' },
+  { name: 'tether_redis_operation_duration_seconds', type: 'histogram', labels: ['op'],
+    help: 'Duration of Redis state store operations, by operation (get, put).' },
+  { name: 'tether_websocket_connections', type: 'gauge', labels: [],
+    help: 'Open proxied WebSocket connections.' },
+  { name: 'tether_config_reloads_total', type: 'counter', labels: ['result'],
+    help: 'Configuration reloads, by result (ok, failed).' },
+] as const satisfies readonly MetricDoc[]
+
+/** The names of all `tether_*` metrics. */
+export type MetricName = (typeof METRIC_DOCS)[number]['name']
+
+/** Request duration buckets, seconds: 1 ms .. 30 s, dense where proxied requests usually are. */
+export const REQUEST_BUCKETS: readonly number[] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+/** Redis operation buckets, seconds: 0.1 ms .. 1 s. */
+export const REDIS_BUCKETS: readonly number[] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1]
+
+const NONE = 'none'
+const STATUS_SLOTS = STATUS_CLASSES.length
+
+/** Options of {@link Metrics}. */
+export interface MetricsOptions {
+  /** Also expose prom-client's standard Node process metrics (process_*, nodejs_*). Default true. */
+  readonly defaultMetrics?: boolean
+}
+
+/**
+ * The metrics of one Tether instance.
+ *
+ * Hot-path calls are O(1): `requestStarted`, `requestEnded` and the request count of
+ * `observeRequest` touch plain counters kept here (a Map lookup and an array increment, no
+ * allocation), copied into prom-client when scraped; the duration goes to prom-client's
+ * histogram with a cached label object (its only allocation is prom-client's label hash). Rare events go to prom-client directly. Affinity numbers are read at scrape
+ * time from the callback given to `setAffinityStats` (no polling).
+ *
+ * When an upstream is removed (health transition to null) its state series go at once; its
+ * traffic series (requests, duration, in-flight, retries, failovers from it) are dropped at the
+ * first scrape after its in-flight count reaches 0. A request recorded for it after that
+ * re-creates its series (bounded by the ids that ever existed).
+ *
+ * Example:
+ * ```ts
+ * const metrics = new Metrics()
+ * health.onTransition((e) => metrics.onHealthTransition(e))
+ * metrics.setAffinityStats(() => affinity)   // AffinityTable has size, evictions, expirations
+ * metrics.observeRequest('app-0', 'GET', 200, 0.012)
+ * res.setHeader('content-type', metrics.contentType); res.end(await metrics.render())
+ * ```
+ */
+export class Metrics {
+  readonly #registry = new Registry()
+  readonly #duration: Histogram<string>
+  readonly #state: Gauge<string>
+  readonly #failovers: Counter<string>
+  readonly #retries: Counter<string>
+  readonly #rehydrations: Counter<string>
+  readonly #checkpoints: Counter<string>
+  readonly #redisUp: Gauge<string>
+  readonly #redisOps: Histogram<string>
+  readonly #websockets: Gauge<string>
+  readonly #reloads: Counter<string>
+
+  /** Request counts per upstream: METHODS.length x STATUS_CLASSES.length slots. */
+  readonly #requestCounts = new Map<string, Float64Array>()
+  readonly #inFlight = new Map<string, number>()
+  /** Label objects per upstream for the duration histogram (prom-client keeps a reference). */
+  readonly #upstreamLabels = new Map<string, { upstream: string }>()
+  /** Upstreams with state series (known to health). */
+  readonly #upstreams = new Set<string>()
+  /** Removed upstreams whose traffic series wait to be dropped. */
+  readonly #removed = new Set<string>()
+  readonly #redisOpLabels = { get: { op: 'get' }, put: { op: 'put' } } as const
+  #affinityStats: (() => AffinityStats) | null = null
+  /** One read of the affinity stats per scrape, shared by the three affinity metrics. */
+  #affinityNow: AffinityStats | null = null
+  #affinitySeen = { evictions: 0, expirations: 0 }
+
+  constructor(options: MetricsOptions = {}) {
+    const registers = [this.#registry]
+    if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.#registry })
+    const self = this
+
+    new Counter({
+      ...config('tether_http_requests_total'), registers,
+      collect() { self.#publishRequests(this) },
+    })
+    this.#duration = new Histogram({ ...config('tether_http_request_duration_seconds'), registers, buckets: [...REQUEST_BUCKETS] })
+    this.#state = new Gauge({ ...config('tether_upstream_state'), registers })
+    new Gauge({
+      ...config('tether_upstream_in_flight'), registers,
+      collect() {
+        this.reset()
+        for (const [upstream, n] of self.#inFlight) this.set({ upstream }, n)
+      },
+    })
+    this.#failovers = new Counter({ ...config('tether_failovers_total'), registers })
+    this.#retries = new Counter({ ...config('tether_retries_total'), registers })
+    this.#rehydrations = new Counter({ ...config('tether_rehydrations_total'), registers })
+    this.#checkpoints = new Counter({ ...config('tether_checkpoints_total'), registers })
+    new Gauge({
+      ...config('tether_affinity_entries'), registers,
+      collect() { this.set(self.#affinityNow?.size ?? 0) },
+    })
+    // Monotonic totals owned by the affinity table: a Counter advanced at scrape time by the
+    // growth since the last scrape. A source that went backwards (a new table) counts from 0
+    // again, so the exposed counter never decreases.
+    new Counter({
+      ...config('tether_affinity_evictions_total'), registers,
+      collect() { this.inc(self.#affinityDelta('evictions')) },
+    })
+    new Counter({
+      ...config('tether_affinity_expirations_total'), registers,
+      collect() { this.inc(self.#affinityDelta('expirations')) },
+    })
+    this.#redisUp = new Gauge({ ...config('tether_redis_up'), registers })
+    this.#redisOps = new Histogram({ ...config('tether_redis_operation_duration_seconds'), registers, buckets: [...REDIS_BUCKETS] })
+    this.#websockets = new Gauge({ ...config('tether_websocket_connections'), registers })
+    this.#reloads = new Counter({ ...config('tether_config_reloads_total'), registers })
+  }
+
+  /** The Content-Type of {@link render}'s output (Prometheus text format 0.0.4). */
+  get contentType(): string {
+    return this.#registry.contentType
+  }
+
+  /** The exposition text for GET /metrics: reads the affinity stats once, drops removed upstreams. */
+  async render(): Promise<string> {
+    this.#affinityNow = this.#affinityStats?.() ?? null
+    this.#purgeRemoved()
+    try {
+      return await this.#registry.metrics()
+    } finally {
+      this.#affinityNow = null
+    }
+  }
+
+  /** A request was sent to `upstream` (each attempt; pair with {@link requestEnded}). O(1). */
+  requestStarted(upstream: string): void {
+    this.#inFlight.set(upstream, (this.#inFlight.get(upstream) ?? 0) + 1)
+  }
+
+  /** The attempt to `upstream` ended (answered, failed or aborted). O(1). */
+  requestEnded(upstream: string): void {
+    const n = (this.#inFlight.get(upstream) ?? 0) - 1
+    if (n > 0) this.#inFlight.set(upstream, n)
+    else if (this.#upstreams.has(upstream)) this.#inFlight.set(upstream, 0)
+    else this.#inFlight.delete(upstream) // unknown or removed: its series goes with its last request
+  }
+
+  /**
+   * One client request finished. `upstream` is the final upstream, or null when none was
+   * chosen; `status` is the status sent, 0 or null when none was; `seconds` the total duration.
+   * Example: `metrics.observeRequest(route?.id ?? null, req.method, r.status, elapsedMs / 1000)`.
+   */
+  observeRequest(upstream: string | null, method: string | undefined, status: number | null, seconds: number): void {
+    const id = upstream ?? NONE
+    let counts = this.#requestCounts.get(id)
+    if (counts === undefined) {
+      counts = new Float64Array(METHODS.length * STATUS_SLOTS)
+      this.#requestCounts.set(id, counts)
+    }
+    counts[methodIndex(method) * STATUS_SLOTS + statusIndex(status)]!++
+    if (seconds >= 0) this.#duration.observe(this.#labelsOf(id), seconds)
+  }
+
+  /**
+   * Follows a health transition (subscribe with `health.onTransition`): sets exactly the new
+   * state's series to 1 and the others to 0; on removal (`to` null) deletes the upstream's
+   * state series and schedules its traffic series to be dropped.
+   */
+  onHealthTransition(e: Pick<HealthTransition, 'id' | 'from' | 'to'>): void {
+    if (e.to === null) this.#removeUpstream(e.id)
+    else this.#setState(e.id, e.to)
+  }
+
+  /**
+   * Sets every upstream's state from a health snapshot (e.g. `health.snapshot()`) and removes
+   * upstreams not in it; for subscribing after upstreams were added.
+   */
+  syncHealth(entries: Iterable<{ readonly id: string; readonly state: HealthState }>): void {
+    const seen = new Set<string>()
+    for (const { id, state } of entries) {
+      seen.add(id)
+      this.#setState(id, state)
+    }
+    for (const id of this.#upstreams) if (!seen.has(id)) this.#removeUpstream(id)
+  }
+
+  /** A user was moved away from upstream `from` (Route.moved). */
+  failover(from: string, reason: MoveReason): void {
+    this.#failovers.inc({ from, reason })
+  }
+
+  /** The attempt to `upstream` failed and the request is retried on another one. */
+  retry(upstream: string): void {
+    this.#retries.inc(this.#labelsOf(upstream))
+  }
+
+  rehydration(result: RehydrationResult): void {
+    this.#rehydrations.inc({ result })
+  }
+
+  checkpoint(result: CheckpointResult): void {
+    this.#checkpoints.inc({ result })
+  }
+
+  /** The Redis store connected (true) or lost its connection (false). */
+  redisUp(up: boolean): void {
+    this.#redisUp.set(up ? 1 : 0)
+  }
+
+  /** One Redis operation took `seconds`. */
+  redisOp(op: RedisOp, seconds: number): void {
+    this.#redisOps.observe(this.#redisOpLabels[op], seconds)
+  }
+
+  wsOpened(): void {
+    this.#websockets.inc()
+  }
+
+  wsClosed(): void {
+    this.#websockets.dec()
+  }
+
+  /** A configuration reload was applied (true) or rejected (false). */
+  configReload(ok: boolean): void {
+    this.#reloads.inc({ result: ok ? 'ok' : 'failed' })
+  }
+
+  /**
+   * Where the affinity metrics come from, read once per scrape; e.g. `() => affinityTable`.
+   * Replacing the source (a new table) keeps the exposed totals monotonic.
+   */
+  setAffinityStats(fn: (() => AffinityStats) | null): void {
+    this.#affinityStats = fn
+  }
+
+  #affinityDelta(key: 'evictions' | 'expirations'): number {
+    const now = this.#affinityNow
+    if (now === null) return 0
+    const current = now[key]
+    const last = this.#affinitySeen[key]
+    this.#affinitySeen[key] = current
+    return current >= last ? current - last : current
+  }
+
+  #publishRequests(counter: Counter<string>): void {
+    counter.reset()
+    for (const [upstream, counts] of this.#requestCounts) {
+      for (let i = 0; i < counts.length; i++) {
+        const n = counts[i]!
+        if (n === 0) continue
+        counter.inc({ upstream, method: METHODS[Math.floor(i / STATUS_SLOTS)]!, status_class: STATUS_CLASSES[i % STATUS_SLOTS]! }, n)
+      }
+    }
+  }
+
+  #purgeRemoved(): void {
+    for (const id of this.#removed) {
+      if ((this.#inFlight.get(id) ?? 0) > 0) continue
+      this.#removed.delete(id)
+      this.#inFlight.delete(id)
+      this.#requestCounts.delete(id)
+      this.#upstreamLabels.delete(id)
+      this.#duration.remove({ upstream: id })
+      this.#retries.remove({ upstream: id })
+      for (const reason of ['dead', 'drain', 'rebalance'] satisfies MoveReason[]) this.#failovers.remove({ from: id, reason })
+    }
+  }
+
+  #labelsOf(upstream: string): { upstream: string } {
+    let labels = this.#upstreamLabels.get(upstream)
+    if (labels === undefined) {
+      labels = { upstream }
+      this.#upstreamLabels.set(upstream, labels)
+    }
+    return labels
+  }
+
+  #setState(id: string, to: HealthState): void {
+    this.#removed.delete(id)
+    this.#upstreams.add(id)
+    // all five each time (O(1)): right even if the subscription missed earlier transitions
+    for (const state of HEALTH_STATES) this.#state.set({ upstream: id, state }, state === to ? 1 : 0)
+    if (!this.#inFlight.has(id)) this.#inFlight.set(id, 0)
+  }
+
+  #removeUpstream(id: string): void {
+    if (!this.#upstreams.delete(id)) return
+    for (const state of HEALTH_STATES) this.#state.remove({ upstream: id, state })
+    this.#removed.add(id)
+  }
+}
+
+function config(name: MetricName): { name: string; help: string; labelNames: string[] } {
+  const doc: MetricDoc = METRIC_DOCS.find((d) => d.name === name)!
+  return { name: doc.name, help: doc.help, labelNames: [...doc.labels] }
+}
+
+function methodIndex(method: string | undefined): number {
+  switch (method) {
+    case 'GET': return 0
+    case 'HEAD': return 1
+    case 'POST': return 2
+    case 'PUT': return 3
+    case 'PATCH': return 4
+    case 'DELETE': return 5
+    case 'OPTIONS': return 6
+    default: return 7
+  }
+}
+
+function statusIndex(status: number | null): number {
+  if (status === null || !(status >= 100 && status < 600)) return 5
+  return Math.floor(status / 100) - 1
+}

@@ -1,0 +1,105 @@
+// The checkpoint store interface: where the newest `X-Tether-State` checkpoint of each session
+// lives, so a user who moves to another upstream can be rehydrated. Layer 0 vocabulary: types
+// only, no code and no I/O. memory-store.ts and redis-store.ts implement it;
+// test/fixtures/checkpoint-store-conformance.ts specifies it.
+
+/**
+ * One checkpoint, as written by an upstream and stored under the user's session key.
+ *
+ * Example:
+ * ```ts
+ * { value: 'eyJjYXJ0IjpbMSwyXX0=', version: 17, upstream: 'app-2', epoch: 3, writtenAt: 1764086400000 }
+ * ```
+ */
+export interface Checkpoint {
+  /**
+   * The opaque `X-Tether-State` value, stored and returned unchanged. Any header-safe string
+   * (base64, JSON, latin1 text) and the empty string round-trip; its `length` is what
+   * `maxBytes` limits (equal to its byte size for the latin1 strings a header can carry).
+   */
+  readonly value: string
+  /**
+   * `X-Tether-State-Version` as a safe integer (parsed by the caller), or null when the upstream
+   * sent none. Orders writes: see {@link CheckpointStore.put}.
+   */
+  readonly version: number | null
+  /** The id of the upstream that wrote it (never an address), e.g. `"app-2"`. */
+  readonly upstream: string
+  /** The session epoch when it was written (bumped by every move of the user). */
+  readonly epoch: number
+  /** When Tether stored it, ms since the Unix epoch (from the caller's Clock). */
+  readonly writtenAt: number
+}
+
+/**
+ * The outcome of a put. Only `'stored'` means the checkpoint is kept (for Redis: Redis replied
+ * OK to the write, so no acknowledged checkpoint is lost by Tether).
+ * - `'stale'`: a checkpoint with a newer or equal version is stored; nothing changed.
+ * - `'too_large'`: `value.length > maxBytes`; refused before any I/O, nothing changed.
+ * - `'unavailable'`: the store is down or did not answer within its timeout; the write may or
+ *   may not have happened.
+ */
+export type PutResult = 'stored' | 'stale' | 'too_large' | 'unavailable'
+
+/** The outcome of a get: the newest live checkpoint, none, or the store could not answer. */
+export type GetResult =
+  | { readonly status: 'found'; readonly checkpoint: Checkpoint }
+  | { readonly status: 'missing' }
+  | { readonly status: 'unavailable' }
+
+/** `'ready'`: the store answers; `'degraded'`: it cannot (Redis unreachable, not started, stopped). */
+export type CheckpointStoreStatus = 'ready' | 'degraded'
+
+/**
+ * Session key -> newest checkpoint, with a TTL per write.
+ *
+ * Every method resolves and never rejects: errors and timeouts become `'unavailable'`, so the
+ * request path never turns a store problem into an error response. Implementations own their
+ * background work (connections, reconnects) from `start()` to `stop()`; nothing starts itself.
+ *
+ * Example:
+ * ```ts
+ * await store.start()
+ * await store.put('9f86d0...', { value: 'abc', version: 2, upstream: 'app-0', epoch: 0, writtenAt: now }, 3_600_000) // 'stored'
+ * await store.put('9f86d0...', { value: 'old', version: 1, upstream: 'app-0', epoch: 0, writtenAt: now }, 3_600_000) // 'stale'
+ * await store.get('9f86d0...')  // { status: 'found', checkpoint: { value: 'abc', version: 2, ... } }
+ * ```
+ */
+export interface CheckpointStore {
+  /**
+   * Stores `cp` under `sessionKey` for `ttlMs` (> 0; each stored write restarts the TTL) when
+   * the size limit and the version rule allow it. Atomic: concurrent versioned puts of one key
+   * leave the one with the highest version.
+   *
+   * Size rule: `cp.value.length > maxBytes` is `'too_large'`, checked before any I/O.
+   *
+   * Version rule (an expired checkpoint counts as none):
+   * - incoming version null: always stored (the upstream opted out of ordering: last writer wins);
+   * - nothing stored, or the stored version is null: stored (ordering starts from this write);
+   * - both versioned: stored only when incoming > stored; an equal or older one is `'stale'`.
+   *
+   * A versionless write over a versioned one is stored on purpose: an upstream that stops
+   * sending versions (say an older build during a rollout) must still be able to checkpoint,
+   * and holding its users to a checkpoint it no longer writes would rehydrate old state.
+   */
+  put(sessionKey: string, cp: Checkpoint, ttlMs: number): Promise<PutResult>
+  /** The live checkpoint of `sessionKey`. Reading does not extend its TTL. */
+  get(sessionKey: string): Promise<GetResult>
+  /** Removes the checkpoint of `sessionKey`, if any. Best effort: a down store ignores it. */
+  delete(sessionKey: string): Promise<void>
+  /** Whether the store can answer now. */
+  readonly status: CheckpointStoreStatus
+  /**
+   * Calls `fn` on every status change (not for the current status), with a short detail such
+   * as `"connect ECONNREFUSED 127.0.0.1:6379"`. Returns the unsubscribe function. The store logs
+   * nothing itself: the caller logs on change.
+   */
+  onStatus(fn: (status: CheckpointStoreStatus, detail: string) => void): () => void
+  /** Begins background work (connecting). Resolves even if the backend is down (status degraded). */
+  start(): Promise<void>
+  /**
+   * Ends background work and closes connections; leaves no timers. A store backed by a server
+   * answers `'unavailable'` afterwards; the in-process one keeps answering.
+   */
+  stop(): Promise<void>
+}

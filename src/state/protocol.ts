@@ -1,0 +1,98 @@
+// The state protocol: checkpoints that upstreams attach to answers (X-Tether-State, with an
+// optional -Version) are stored under the user's session key; a user who moves to another
+// upstream gets the newest one delivered (X-Tether-Rehydrate, or a POST to a hook first).
+// Layer 2: talks to a CheckpointStore, never waits longer than `timeout`, never fails a request.
+import type { Clock } from '../clock.js'
+import type { Checkpoint, CheckpointStore, PutResult } from './checkpoint-store.js'
+
+export interface StateOptions {
+  /** Response header carrying a checkpoint, e.g. `X-Tether-State`. */
+  readonly header: string
+  /** Largest checkpoint accepted, bytes. */
+  readonly maxBytes: number
+  /** Longest wait on the store, ms. */
+  readonly timeout: number
+  /** Checkpoint lifetime: the affinity idle timeout, ms. */
+  readonly ttl: number
+}
+
+export interface StateEvents {
+  checkpoint(result: PutResult, sessionKey: string, bytes: number): void
+  rehydration(result: 'delivered' | 'no_state' | 'error'): void
+}
+
+/** What an upstream attached to one answer. */
+export interface RawCheckpoint {
+  readonly value: string
+  readonly version: number | null
+}
+
+const INTEGER = /^\d{1,15}$/
+
+/**
+ * Example: an answer from app-1 with `X-Tether-State: eyJjIjozfQ` and
+ * `X-Tether-State-Version: 7` -> `write('9f86…', { value: 'eyJjIjozfQ', version: 7 }, 'app-1', 2)`;
+ * later the user moves to app-2 -> `fetch('9f86…')` -> that checkpoint, delivered to app-2.
+ */
+export class StateProtocol {
+  readonly #store: CheckpointStore
+  readonly #opts: StateOptions
+  readonly #clock: Clock
+  readonly #events: StateEvents
+  readonly #name: string
+  readonly #versionName: string
+
+  constructor(store: CheckpointStore, opts: StateOptions, clock: Clock, events: StateEvents) {
+    this.#store = store
+    this.#opts = opts
+    this.#clock = clock
+    this.#events = events
+    this.#name = opts.header.toLowerCase()
+    this.#versionName = `${this.#name}-version`
+  }
+
+  get store(): CheckpointStore {
+    return this.#store
+  }
+
+  /** The checkpoint in an upstream answer's (unfiltered, lower-case) headers, or null. */
+  read(headers: Record<string, string | string[] | undefined>): RawCheckpoint | null {
+    const raw = headers[this.#name]
+    const value = Array.isArray(raw) ? raw[raw.length - 1] : raw
+    if (value === undefined || value === '') return null
+    const v = headers[this.#versionName]
+    const text = (Array.isArray(v) ? v[v.length - 1] : v)?.trim()
+    return { value, version: text !== undefined && INTEGER.test(text) ? Number(text) : null }
+  }
+
+  /** Store a checkpoint written by `upstream` at `epoch`; resolves when stored or given up. */
+  async write(sessionKey: string, cp: RawCheckpoint, upstream: string, epoch: number): Promise<void> {
+    let result: PutResult
+    if (Buffer.byteLength(cp.value, 'latin1') > this.#opts.maxBytes) result = 'too_large'
+    else {
+      const checkpoint: Checkpoint = { value: cp.value, version: cp.version, upstream, epoch, writtenAt: this.#clock.now() }
+      result = await this.#bounded(this.#store.put(sessionKey, checkpoint, this.#opts.ttl), 'unavailable')
+    }
+    this.#events.checkpoint(result, sessionKey, cp.value.length)
+  }
+
+  /** The newest checkpoint of a session, or null (none, or the store did not answer in time). */
+  async fetch(sessionKey: string): Promise<Checkpoint | null> {
+    const r = await this.#bounded(this.#store.get(sessionKey), { status: 'unavailable' } as const)
+    if (r.status === 'found') {
+      this.#events.rehydration('delivered')
+      return r.checkpoint
+    }
+    this.#events.rehydration(r.status === 'missing' ? 'no_state' : 'error')
+    return null
+  }
+
+  /** `work`, or `fallback` once `timeout` has passed (the late answer is ignored). */
+  #bounded<T>(work: Promise<T>, fallback: T): Promise<T> {
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<T>((resolve) => {
+      timer = setTimeout(() => resolve(fallback), this.#opts.timeout)
+    })
+    return Promise.race([work.catch(() => fallback), late]).finally(() => clearTimeout(timer))
+  }
+}

@@ -1,0 +1,519 @@
+// The deployment material is part of the product: every manifest under deploy/kubernetes must
+// be a valid Kubernetes object (checked offline against the schemas bundled in
+// kubernetes-models, plus a strict field check those schemas don't do), every proxy.yaml in a
+// ConfigMap must pass Tether's own config checker, and the pieces must agree with each other
+// (probe ports, grace periods, Services, Secret keys) and with the Dockerfile.
+import t, { type Test } from 'tap'
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { spawnSync } from 'node:child_process'
+import { dirname, join, relative } from 'node:path'
+import { parseAllDocuments } from 'yaml'
+import { ConfigMap, Secret, Service } from 'kubernetes-models/v1'
+import { Deployment, StatefulSet } from 'kubernetes-models/apps/v1'
+import { PodDisruptionBudget } from 'kubernetes-models/policy/v1'
+import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1'
+import { parseConfig, type Config } from '../src/config/index.js'
+import { ROOT } from './fixtures/cli.js'
+
+const DEPLOY = join(ROOT, 'deploy', 'kubernetes')
+/** The image's `--config` (Dockerfile CMD) and where the manifests mount the ConfigMap. */
+const CONFIG_PATH = '/etc/tether/proxy.yaml'
+const SECRET_EXAMPLE = join(DEPLOY, 'ingress', 'secret.example.yaml')
+
+// ---- loading -------------------------------------------------------------------------------
+
+type Obj = Record<string, any> // parsed YAML: shapes are checked by the schemas below
+
+interface Doc {
+  readonly file: string // relative to the repository root
+  readonly index: number // document number in the file
+  readonly obj: Obj
+}
+
+function walk(dir: string): string[] {
+  return readdirSync(dir).sort().flatMap((name) => {
+    const p = join(dir, name)
+    return statSync(p).isDirectory() ? walk(p) : [p]
+  })
+}
+
+const yamlFiles = walk(DEPLOY).filter((f) => /\.ya?ml$/.test(f))
+const isKustomization = (f: string): boolean => /(^|\/)kustomization\.ya?ml$/.test(f)
+
+function loadDocs(file: string): Doc[] {
+  const docs = parseAllDocuments(readFileSync(file, 'utf8'), { version: '1.2' })
+  if (!Array.isArray(docs)) return [] // an empty stream
+  return docs.flatMap((d, index) => {
+    const errors = [...d.errors, ...d.warnings]
+    if (errors.length > 0) throw new Error(`${relative(ROOT, file)} document ${index}: ${errors[0]!.message}`)
+    const obj: unknown = d.toJS()
+    return obj === null ? [] : [{ file: relative(ROOT, file), index, obj: obj as Obj }]
+  })
+}
+
+const manifests: Doc[] = yamlFiles.filter((f) => !isKustomization(f)).flatMap(loadDocs)
+const byKind = (kind: string): Doc[] => manifests.filter((d) => d.obj['kind'] === kind)
+const where = (d: Doc): string => `${d.file}#${d.index} ${d.obj['kind']}/${d.obj['metadata']?.name}`
+
+// ---- schema validation ---------------------------------------------------------------------
+
+interface ModelClass {
+  new (data: any): { validate(): void }
+}
+/** apiVersion/kind -> model. A kind missing here fails the test: add it, don't skip it. */
+const MODELS: Record<string, { model: ModelClass; dts: string }> = {
+  'v1/ConfigMap': { model: ConfigMap, dts: 'kubernetes-models/v1/ConfigMap.d.ts' },
+  'v1/Secret': { model: Secret, dts: 'kubernetes-models/v1/Secret.d.ts' },
+  'v1/Service': { model: Service, dts: 'kubernetes-models/v1/Service.d.ts' },
+  'apps/v1/Deployment': { model: Deployment, dts: 'kubernetes-models/apps/v1/Deployment.d.ts' },
+  'apps/v1/StatefulSet': { model: StatefulSet, dts: 'kubernetes-models/apps/v1/StatefulSet.d.ts' },
+  'policy/v1/PodDisruptionBudget': { model: PodDisruptionBudget, dts: 'kubernetes-models/policy/v1/PodDisruptionBudget.d.ts' },
+  'networking.k8s.io/v1/NetworkPolicy': { model: NetworkPolicy, dts: 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy.d.ts' },
+}
+
+/**
+ * The bundled JSON-schema validators accept unknown fields, so a misspelt `readinesProbe`
+ * would pass silently. This walks an object along the model's TypeScript declarations
+ * (one `.d.ts` per type, properties quoted one per line) and reports every key the type
+ * doesn't declare. Types without an interface (IntOrString, Quantity, RawExtension) are leaves.
+ */
+interface Shape {
+  readonly props: Map<string, { readonly type: string; readonly container: 'one' | 'array' | 'map' }>
+  readonly imports: Map<string, string> // type name -> .d.ts file
+}
+const shapes = new Map<string, Shape | null>()
+
+/** `pkg/sub/path` (or `@scope/pkg/sub/path`) -> that package's `sub/path.d.ts`, as seen from `from`. */
+function declarationFile(from: string, spec: string): string {
+  const parts = spec.split('/')
+  const name = parts.slice(0, spec.startsWith('@') ? 2 : 1).join('/')
+  // the package's exports map hides its .d.ts files: find its directory from its entry point
+  let dir = dirname(createRequire(from).resolve(name))
+  while (!existsSync(join(dir, 'package.json')) || JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')).name !== name) {
+    if (dirname(dir) === dir) throw new Error(`cannot find package ${name}`)
+    dir = dirname(dir)
+  }
+  return join(dir, `${parts.slice(name.split('/').length).join('/')}.d.ts`)
+}
+
+function shapeOf(file: string): Shape | null {
+  if (shapes.has(file)) return shapes.get(file)!
+  const text = readFileSync(file, 'utf8')
+  const imports = new Map<string, string>()
+  for (const m of text.matchAll(/^import \{ (\w+) \} from "([^"]+)";$/gm)) {
+    const spec = m[2]!
+    imports.set(m[1]!, spec.startsWith('.') ? join(dirname(file), `${spec}.d.ts`) : declarationFile(file, spec))
+  }
+  const body = /^export interface \w+ (?:extends [\w, ]+ )?\{\n([\s\S]*?)^\}/m.exec(text)?.[1]
+  if (body === undefined) {
+    shapes.set(file, null)
+    return null
+  }
+  const props: Shape['props'] = new Map()
+  const lines = body.split('\n')
+  for (let i = 0; i < lines.length; i++) {
+    const m = /^ {4}"([^"]+)"\??: (.*)$/.exec(lines[i]!)
+    if (!m) continue
+    const [, key, rest] = m as unknown as [string, string, string]
+    if (rest === '{') {
+      const value = /^\s*\[key: string\]: (\w+);$/.exec(lines[i + 1] ?? '')?.[1] ?? 'unknown'
+      props.set(key, { type: value, container: 'map' })
+    } else {
+      const arr = /^Array<(\w+)>;$/.exec(rest)
+      props.set(key, arr ? { type: arr[1]!, container: 'array' } : { type: rest.replace(/;$/, ''), container: 'one' })
+    }
+  }
+  // TypeMeta (apiVersion, kind) comes from `extends TypeMeta`
+  if (/extends TypeMeta/.test(text)) {
+    props.set('apiVersion', { type: 'string', container: 'one' })
+    props.set('kind', { type: 'string', container: 'one' })
+  }
+  const shape = { props, imports }
+  shapes.set(file, shape)
+  return shape
+}
+
+function unknownKeys(value: unknown, file: string, path: string): string[] {
+  const shape = shapeOf(file)
+  if (shape === null || value === null || typeof value !== 'object' || Array.isArray(value)) return []
+  const out: string[] = []
+  for (const [key, v] of Object.entries(value)) {
+    const prop = shape.props.get(key)
+    if (prop === undefined) {
+      out.push(`${path}.${key}`)
+      continue
+    }
+    const sub = shape.imports.get(prop.type)
+    if (sub === undefined) continue // a primitive, a union of literals, or a map of strings
+    if (prop.container === 'array' && Array.isArray(v)) v.forEach((item, i) => out.push(...unknownKeys(item, sub, `${path}.${key}[${i}]`)))
+    else if (prop.container === 'map' && v !== null && typeof v === 'object') {
+      for (const [k, item] of Object.entries(v)) out.push(...unknownKeys(item, sub, `${path}.${key}.${k}`))
+    } else if (prop.container === 'one') out.push(...unknownKeys(v, sub, `${path}.${key}`))
+  }
+  return out
+}
+
+/** Schema errors and unknown fields of one object; [] when valid. Throws for an unsupported kind. */
+function validateObject(obj: Obj): string[] {
+  const entry = MODELS[`${obj['apiVersion']}/${obj['kind']}`]
+  if (entry === undefined) throw new Error(`no model for apiVersion ${obj['apiVersion']} kind ${obj['kind']}`)
+  const problems: string[] = []
+  try {
+    new entry.model(obj).validate()
+  } catch (err) {
+    problems.push((err as Error).message)
+  }
+  problems.push(...unknownKeys(obj, declarationFile(import.meta.filename, entry.dts.replace(/\.d\.ts$/, '')), '').map((k) => `unknown field ${k.slice(1)}`))
+  return problems
+}
+
+t.test('the deploy tree has manifests to check', async (t) => {
+  t.ok(yamlFiles.length >= 10, `${yamlFiles.length} YAML files under deploy/kubernetes`)
+  t.ok(byKind('Deployment').length >= 2, 'a Deployment per mode')
+})
+
+t.test('the validators catch what they are meant to (negative controls)', async (t) => {
+  const good = structuredClone(byKind('Deployment')[0]!.obj)
+  t.same(validateObject(good), [], 'a real Deployment passes')
+  const wrongType = structuredClone(good)
+  wrongType['spec'].replicas = 'two'
+  t.match(validateObject(wrongType).join('\n'), /replicas must be integer/, 'schema: wrong type')
+  const missing = structuredClone(good)
+  delete missing['spec'].template.spec.containers[0].name
+  t.match(validateObject(missing).join('\n'), /must have required property '?name'?/, 'schema: missing required field')
+  const typo = structuredClone(good)
+  typo['spec'].template.spec.containers[0].readinesProbe = typo['spec'].template.spec.containers[0].readinessProbe
+  typo['spec'].template.spec.containers[0].resources.limits.memory = '512Mi'
+  typo['spec'].template.spec.containers[0].env[0].valueFrom.secretKeyRef.optinal = true
+  typo['spec'].template.metadata.labels.anything = 'labels are free-form'
+  t.same(
+    validateObject(typo),
+    ['unknown field spec.template.spec.containers[0].env[0].valueFrom.secretKeyRef.optinal', 'unknown field spec.template.spec.containers[0].readinesProbe'],
+    'strict: misspelt fields, however deep',
+  )
+  t.throws(() => validateObject({ apiVersion: 'example.com/v1', kind: 'Widget' }), /no model/, 'unknown kind is an error')
+})
+
+t.test('every Kubernetes object validates against its schema, with no unknown fields', async (t) => {
+  for (const d of manifests) {
+    t.ok(typeof d.obj['metadata']?.name === 'string' && d.obj['metadata'].name.length > 0, `${where(d)}: has a name`)
+    let problems: string[]
+    try {
+      problems = validateObject(d.obj)
+    } catch (err) {
+      t.fail(`${where(d)}: ${(err as Error).message}`)
+      continue
+    }
+    t.same(problems, [], `${where(d)} is valid`)
+  }
+})
+
+// ---- kustomizations ------------------------------------------------------------------------
+
+t.test('every kustomization lists existing resources and every manifest beside it', async (t) => {
+  const kustomizations = yamlFiles.filter(isKustomization)
+  t.ok(kustomizations.some((k) => dirname(k) === DEPLOY), 'deploy/kubernetes/kustomization.yaml exists')
+  const listed = new Set<string>()
+  for (const k of kustomizations) {
+    const docs = loadDocs(k)
+    t.equal(docs.length, 1, `${relative(ROOT, k)}: one document`)
+    const kz = docs[0]!.obj
+    t.equal(kz['apiVersion'], 'kustomize.config.k8s.io/v1beta1', `${relative(ROOT, k)}: apiVersion`)
+    t.equal(kz['kind'], 'Kustomization', `${relative(ROOT, k)}: kind`)
+    const resources: unknown = kz['resources']
+    t.ok(Array.isArray(resources) && resources.length > 0, `${relative(ROOT, k)}: resources`)
+    for (const r of resources as string[]) {
+      const p = join(dirname(k), r)
+      listed.add(p)
+      const ok = existsSync(p) && (statSync(p).isFile() || existsSync(join(p, 'kustomization.yaml')))
+      t.ok(ok, `${relative(ROOT, k)}: resource ${r} exists (a file, or a directory with a kustomization.yaml)`)
+    }
+    // a manifest beside a kustomization but not in it would silently not be deployed
+    for (const f of readdirSync(dirname(k))) {
+      const p = join(dirname(k), f)
+      if (!/\.ya?ml$/.test(f) || isKustomization(p) || p === SECRET_EXAMPLE) continue
+      t.ok(listed.has(p), `${relative(ROOT, p)} is listed in ${relative(ROOT, k)}`)
+    }
+  }
+  t.ok(listed.has(join(DEPLOY, 'ingress')), '`kubectl apply -k deploy/kubernetes` deploys the ingress mode')
+  t.notOk(listed.has(SECRET_EXAMPLE), 'the example Secret (placeholders) is in no kustomization')
+})
+
+const hasKubectl = spawnSync('kubectl', ['version', '--client'], { encoding: 'utf8' }).status === 0
+
+t.test('kubectl kustomize renders every kustomization', { skip: hasKubectl ? false : 'kubectl is not installed' }, async (t) => {
+  for (const k of yamlFiles.filter(isKustomization)) {
+    const r = spawnSync('kubectl', ['kustomize', dirname(k)], { encoding: 'utf8' })
+    t.equal(r.status, 0, `kubectl kustomize ${relative(ROOT, dirname(k))} ${r.stderr.trim()}`)
+    const docs = parseAllDocuments(r.stdout)
+    t.ok(Array.isArray(docs) && docs.length >= 4, `${relative(ROOT, dirname(k))}: rendered ${Array.isArray(docs) ? docs.length : 0} objects`)
+  }
+})
+
+// ---- the Secret ----------------------------------------------------------------------------
+
+const secretExample = loadDocs(SECRET_EXAMPLE)[0]!.obj
+const secretKeys = new Set(Object.keys(secretExample['stringData'] ?? {}))
+
+t.test('the example Secret holds placeholders only', async (t) => {
+  t.equal(secretExample['kind'], 'Secret')
+  t.equal(secretExample['metadata'].name, 'tether-secrets')
+  t.notOk(secretExample['data'], 'no base64 data: placeholders in stringData')
+  for (const [k, v] of Object.entries(secretExample['stringData'] as Record<string, string>)) {
+    t.match(v, /CHANGE-ME/, `${k} is a placeholder`)
+  }
+  t.same([...secretKeys].sort(), ['REDIS_PASSWORD', 'TETHER_ADMIN_TOKEN', 'TETHER_SECRET'])
+})
+
+// ---- cross-references: Deployments, their proxy.yaml, Services ------------------------------
+
+function sleepSeconds(container: Obj): number {
+  const preStop = container['lifecycle']?.preStop
+  if (preStop?.sleep) return Number(preStop.sleep.seconds)
+  const cmd: unknown = preStop?.exec?.command
+  if (Array.isArray(cmd) && /(^|\/)sleep$/.test(String(cmd[0])) && cmd.length === 2) return Number(cmd[1])
+  return 0
+}
+
+function portNumber(container: Obj, port: number | string): number | undefined {
+  if (typeof port === 'number') return port
+  return (container['ports'] as Obj[] | undefined)?.find((p) => p['name'] === port)?.['containerPort']
+}
+
+const selects = (selector: Record<string, string> | undefined, labels: Record<string, string>): boolean =>
+  selector !== undefined && Object.keys(selector).length > 0 && Object.entries(selector).every(([k, v]) => labels[k] === v)
+
+interface TetherPod {
+  readonly deployment: Doc
+  readonly pod: Obj // spec.template
+  readonly container: Obj // the tether container
+  readonly configText: string
+  readonly config: Config
+}
+
+/** The Tether container of each Deployment, its mounted ConfigMap's proxy.yaml, validated. */
+function tetherPods(t: Test): TetherPod[] {
+  return byKind('Deployment').flatMap((deployment) => {
+    const pod = deployment.obj['spec'].template
+    const container = (pod.spec.containers as Obj[]).find((c) => String(c['image']).includes('/tether:'))
+    if (container === undefined) {
+      t.fail(`${where(deployment)}: no tether container`)
+      return []
+    }
+    t.same(container['args'], ['--config', CONFIG_PATH], `${where(deployment)}: runs ${CONFIG_PATH}`)
+    const mount = (container['volumeMounts'] as Obj[]).find((m) => m['mountPath'] === dirname(CONFIG_PATH))
+    const volume = (pod.spec.volumes as Obj[]).find((v) => v['name'] === mount?.['name'])
+    const cmName: string | undefined = volume?.['configMap']?.name
+    const cm = byKind('ConfigMap').find((d) => d.obj['metadata'].name === cmName)
+    const item = (volume?.['configMap']?.items as Obj[] | undefined)?.find((i) => i['path'] === 'proxy.yaml')
+    const configText: unknown = cm?.obj['data']?.[item?.['key'] ?? 'proxy.yaml']
+    if (typeof configText !== 'string') {
+      t.fail(`${where(deployment)}: ${CONFIG_PATH} does not come from a ConfigMap in deploy/kubernetes`)
+      return []
+    }
+    // the environment the container really gets: literal values, and a stand-in for each
+    // required Secret key (optional ones may be missing, so they are left unset)
+    const env: Record<string, string> = {}
+    for (const e of container['env'] as Obj[]) {
+      const ref = e['valueFrom']?.secretKeyRef
+      if (typeof e['value'] === 'string') env[e['name']] = e['value']
+      else if (ref && ref.optional !== true) env[e['name']] = `stand-in-for-${ref.key}-0123456789abcdef`
+    }
+    let config: Config
+    try {
+      config = parseConfig(configText, `${cm!.file}:${cmName}/proxy.yaml`, env)
+    } catch (err) {
+      t.fail(`${where(deployment)}: proxy.yaml is invalid with the container's env:\n${(err as Error).message}`)
+      return []
+    }
+    return [{ deployment, pod, container, configText, config }]
+  })
+}
+
+t.test("every ConfigMap's proxy.yaml passes Tether's config checker", async (t) => {
+  const configMaps = byKind('ConfigMap')
+  t.ok(configMaps.length >= 2)
+  const env = { TETHER_SECRET: 'x'.repeat(32), TETHER_ADMIN_TOKEN: 'admin-token', LOG_LEVEL: 'info' }
+  for (const cm of configMaps) {
+    const text: unknown = cm.obj['data']?.['proxy.yaml']
+    t.type(text, 'string', `${where(cm)} holds proxy.yaml`)
+    const config = parseConfig(String(text), `${cm.file}/proxy.yaml`, env)
+    t.equal(config.listen.port, 8080, `${where(cm)}: proxy port 8080`)
+    t.equal(config.affinity.key, 'cookie', `${where(cm)}: signed cookie`)
+    t.same(config.affinity.cookie.secret, [env.TETHER_SECRET], `${where(cm)}: one shared cookie secret`)
+    t.match(String(text), /secret: \$\{TETHER_SECRET\}/, `${where(cm)}: cookie secret from the environment`)
+    t.match(String(text), /token: \$\{TETHER_ADMIN_TOKEN\}/, `${where(cm)}: admin token from the environment`)
+    t.equal(config.admin.token, 'admin-token')
+    t.equal(config.affinity.cookie.secure, true, `${where(cm)}: Secure cookie`)
+    t.ok(config.discovery.dns, `${where(cm)}: DNS discovery`)
+    t.equal(config.upstreams.length, 0, `${where(cm)}: upstreams from discovery only`)
+    t.match(config.discovery.dns?.name, /^[a-z0-9-]+\.[a-z0-9-]+\.svc\.cluster\.local$/, `${where(cm)}: a Service's cluster DNS name`)
+    t.equal(config.shutdown.grace_period, 20_000, `${where(cm)}: 20s grace period`)
+    t.notMatch(String(text), /^state:/m, `${where(cm)}: no state section (it does not exist yet)`)
+    // ${LOG_LEVEL:-info}: the default applies without the variable
+    const { LOG_LEVEL: _unused, ...withoutLogLevel } = env
+    t.equal(parseConfig(String(text), 'x', withoutLogLevel).log.level, 'info', `${where(cm)}: log level defaults to info`)
+  }
+  t.equal(
+    parseConfig(String(byKind('ConfigMap').find((d) => d.file.includes('ingress'))!.obj['data']['proxy.yaml']), 'x', env).discovery.dns?.name,
+    'web-headless.default.svc.cluster.local',
+    "the ingress mode discovers the app's headless Service",
+  )
+})
+
+t.test('Deployments agree with their proxy.yaml, Services and Secret', async (t) => {
+  const pods = tetherPods(t)
+  t.equal(pods.length, byKind('Deployment').length, 'every Deployment runs a Tether with a valid config')
+  for (const { deployment, pod, container, config } of pods) {
+    const name = where(deployment)
+    const labels: Record<string, string> = pod.metadata.labels
+    const adminPort = config.admin.listen.port
+
+    // image and container
+    t.match(container['image'], /^ghcr\.io\/example\/tether:\d+\.\d+\.\d+$/, `${name}: pinned tether image`)
+    t.ok(selects(deployment.obj['spec'].selector.matchLabels, labels), `${name}: selector matches the pod labels`)
+    t.ok(deployment.obj['spec'].replicas >= 2, `${name}: at least 2 replicas`)
+    t.equal(portNumber(container, 'http'), config.listen.port, `${name}: container port http = listen.port`)
+    t.equal(portNumber(container, 'admin'), adminPort, `${name}: container port admin = admin.listen.port`)
+
+    // probes on the admin listener, reachable by the kubelet on the pod IP
+    t.not(config.admin.listen.host, '127.0.0.1', `${name}: admin listener on the pod IP, not loopback`)
+    for (const probe of ['readinessProbe', 'livenessProbe'] as const) {
+      const get = container[probe]?.httpGet
+      t.ok(get, `${name}: ${probe} is an HTTP GET`)
+      t.equal(portNumber(container, get?.port), adminPort, `${name}: ${probe} on the admin port ${adminPort}`)
+    }
+    t.equal(container['livenessProbe'].httpGet.path, '/healthz', `${name}: liveness is /healthz`)
+    // sidecar mode: the pod is itself an upstream found through a headless Service of ready
+    // pods only, so /readyz ("no healthy upstream") could never turn ready on a fresh deploy
+    const headless = byKind('Service').find(
+      (s) => s.obj['spec'].clusterIP === 'None' && `${s.obj['metadata'].name}` === config.discovery.dns?.name.split('.')[0],
+    )
+    const sidecar = headless !== undefined && selects(headless.obj['spec'].selector, labels)
+    t.equal(container['readinessProbe'].httpGet.path, sidecar ? '/healthz' : '/readyz', `${name}: readiness ${sidecar ? '/healthz (sidecar)' : '/readyz'}`)
+    if (headless !== undefined) {
+      t.equal(headless.obj['spec'].publishNotReadyAddresses ?? false, false, `${where(headless)}: ready pods only`)
+      const port = (headless.obj['spec'].ports as Obj[]).find((p) => p['port'] === config.discovery.dns?.port)
+      t.ok(port, `${where(headless)}: serves discovery.dns.port ${config.discovery.dns?.port}`)
+      const app = (pod.spec.containers as Obj[]).find((c) => c !== container)
+      if (sidecar) t.equal(portNumber(app ?? {}, port?.['targetPort']), config.discovery.dns?.port, `${name}: the app container listens on the discovered port`)
+    }
+
+    // graceful shutdown: the pod lives long enough for preStop + grace_period
+    const sleep = sleepSeconds(container)
+    t.ok(sleep >= 1, `${name}: preStop sleep (${sleep}s) lets endpoints update first`)
+    const tgps: number = pod.spec.terminationGracePeriodSeconds
+    t.ok(tgps > config.shutdown.grace_period / 1000 + sleep, `${name}: terminationGracePeriodSeconds ${tgps} > grace_period ${config.shutdown.grace_period / 1000}s + preStop ${sleep}s`)
+
+    // non-root, least privilege. The image's USER is a name (node), which the kubelet can't
+    // check against runAsNonRoot: a numeric non-zero runAsUser must be set.
+    const sc = { ...pod.spec.securityContext, ...container['securityContext'] }
+    t.equal(sc.runAsNonRoot, true, `${name}: runAsNonRoot`)
+    t.ok(Number.isInteger(sc.runAsUser) && sc.runAsUser > 0, `${name}: numeric non-root runAsUser (${sc.runAsUser})`)
+    t.equal(container['securityContext']?.readOnlyRootFilesystem, true, `${name}: read-only root filesystem`)
+    t.equal(container['securityContext']?.allowPrivilegeEscalation, false, `${name}: no privilege escalation`)
+    t.same(container['securityContext']?.capabilities?.drop, ['ALL'], `${name}: drops all capabilities`)
+    t.ok(container['resources']?.requests && container['resources']?.limits, `${name}: resource requests and limits`)
+
+    // environment from the Secret
+    const env = new Map((container['env'] as Obj[]).map((e) => [e['name'] as string, e]))
+    for (const key of ['TETHER_SECRET', 'TETHER_ADMIN_TOKEN', 'REDIS_PASSWORD']) {
+      const ref = env.get(key)?.['valueFrom']?.secretKeyRef
+      t.equal(ref?.name, 'tether-secrets', `${name}: ${key} from Secret tether-secrets`)
+      t.ok(secretKeys.has(ref?.key), `${name}: ${key} is a key of the example Secret`)
+      t.equal(ref?.optional === true, key === 'REDIS_PASSWORD', `${name}: ${key} ${key === 'REDIS_PASSWORD' ? 'optional' : 'required'}`)
+    }
+
+    // Services in front of these pods never expose the admin port
+    const services = byKind('Service').filter((s) => selects(s.obj['spec'].selector, labels))
+    t.ok(services.some((s) => s.obj['spec'].clusterIP !== 'None'), `${name}: a Service for clients`)
+    for (const s of services) {
+      for (const p of s.obj['spec'].ports as Obj[]) {
+        const target = portNumber(container, p['targetPort'] ?? p['port']) ?? portNumber((pod.spec.containers as Obj[]).find((c) => c !== container) ?? {}, p['targetPort'])
+        t.not(target, adminPort, `${where(s)}: port ${p['port']} is not the admin port`)
+        t.not(p['port'], adminPort, `${where(s)}: does not publish ${adminPort}`)
+      }
+      if (s.obj['spec'].clusterIP !== 'None') {
+        const http = (s.obj['spec'].ports as Obj[])[0]!
+        t.equal(http['port'], 80, `${where(s)}: port 80`)
+        t.equal(portNumber(container, http['targetPort']), config.listen.port, `${where(s)}: -> Tether's listen.port`)
+        t.notOk(s.obj['spec'].sessionAffinity && s.obj['spec'].sessionAffinity !== 'None', `${where(s)}: no sessionAffinity (Tether does it)`)
+      }
+    }
+
+    // a PodDisruptionBudget keeps one pod through voluntary disruptions
+    const pdb = byKind('PodDisruptionBudget').find((p) => selects(p.obj['spec'].selector.matchLabels, labels))
+    t.equal(pdb?.obj['spec'].minAvailable, 1, `${name}: PodDisruptionBudget minAvailable 1`)
+    // the ConfigMap mount is read-only
+    t.ok((container['volumeMounts'] as Obj[]).every((m) => m['mountPath'] !== dirname(CONFIG_PATH) || m['readOnly'] === true), `${name}: config mounted read-only`)
+  }
+})
+
+// ---- Dockerfile ----------------------------------------------------------------------------
+
+interface Instruction {
+  readonly op: string
+  readonly args: string
+}
+
+/** Instructions (continuations joined, comments dropped), grouped into stages by FROM. */
+function dockerStages(text: string): Instruction[][] {
+  const stages: Instruction[][] = []
+  const joined = text.replace(/\\\n/g, ' ')
+  for (const line of joined.split('\n')) {
+    const m = /^\s*([A-Za-z]+)\s+(.*)$/.exec(line)
+    if (!m || line.trimStart().startsWith('#')) continue
+    const ins = { op: m[1]!.toUpperCase(), args: m[2]!.trim() }
+    if (ins.op === 'FROM') stages.push([])
+    stages.at(-1)?.push(ins)
+  }
+  return stages
+}
+
+t.test('the Dockerfile: build as CI does, production deps, non-root, health check on the admin port', async (t) => {
+  const stages = dockerStages(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'))
+  t.equal(stages.length, 2, 'two stages: build and runtime')
+  const [build, runtime] = stages as [Instruction[], Instruction[]]
+  const runs = (stage: Instruction[]): string[] => stage.filter((i) => i.op === 'RUN').map((i) => i.args)
+  for (const stage of stages) t.match(stage[0]!.args, /^node:24-bookworm-slim\b/, 'current Node LTS, slim')
+
+  // the build stage runs CI's commands: `npm ci`, then the build script
+  const ci = readFileSync(join(ROOT, '.ci', 'run'), 'utf8')
+  t.match(ci, /\bnpm ci\b/, 'CI installs with npm ci')
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }
+  t.match(pkg.scripts['build'], /\btsc\b/, 'the build script compiles with tsc')
+  t.ok(runs(build).includes('npm ci'), 'build stage: npm ci')
+  t.ok(runs(build).includes('npm run build'), 'build stage: npm run build')
+  t.ok(runs(build).indexOf('npm ci') < runs(build).indexOf('npm run build'), 'install before build')
+
+  // runtime: production dependencies only, dist and config, non-root
+  t.ok(runs(runtime).some((r) => /^npm ci --omit=dev\b/.test(r)), 'runtime stage: npm ci --omit=dev')
+  t.notOk(runs(runtime).some((r) => /\bnpm (run build|install)\b/.test(r)), 'runtime stage does not build')
+  t.ok(runtime.some((i) => i.op === 'ENV' && /NODE_ENV=production/.test(i.args)), 'NODE_ENV=production')
+  t.ok(runtime.some((i) => i.op === 'COPY' && /--from=build \/app\/dist/.test(i.args)), 'copies dist/ from the build stage')
+  const users = runtime.filter((i) => i.op === 'USER')
+  t.equal(users.at(-1)?.args, 'node', 'runs as the non-root node user')
+  const expose = runtime.find((i) => i.op === 'EXPOSE')?.args.split(/\s+/) ?? []
+  t.same(expose.sort(), ['8080', '9901'], 'exposes 8080 and 9901')
+  t.equal(runtime.find((i) => i.op === 'ENTRYPOINT')?.args, '["node", "dist/cli.js"]', 'entrypoint')
+  t.equal(runtime.find((i) => i.op === 'CMD')?.args, `["--config", "${CONFIG_PATH}"]`, 'default config path')
+
+  // HEALTHCHECK hits GET /healthz on the admin port the configs use
+  const hc = runtime.find((i) => i.op === 'HEALTHCHECK')?.args ?? ''
+  t.match(hc, /CMD \["node", "-e", /, 'health check runs node (no curl in the slim image)')
+  const port = Number(/127\.0\.0\.1:(\d+)\/healthz/.exec(hc)?.[1])
+  t.equal(port, 9901, 'health check: GET http://127.0.0.1:9901/healthz')
+  const baked = parseConfig(readFileSync(join(ROOT, 'config', 'proxy.yaml'), 'utf8'), 'config/proxy.yaml', {})
+  t.equal(baked.admin.listen.port, port, "the image's default config has its admin listener on the health-check port")
+  for (const { config, deployment } of tetherPods(t)) {
+    t.equal(config.admin.listen.port, port, `${where(deployment)}: admin port matches the health check`)
+  }
+
+  // the build context keeps what the COPY lines need
+  const ignored = readFileSync(join(ROOT, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim())
+  for (const needed of ['src', 'config', 'package.json', 'package-lock.json', 'tsconfig.json']) {
+    t.notOk(ignored.includes(needed), `.dockerignore keeps ${needed}`)
+  }
+  t.ok(ignored.includes('node_modules') && ignored.includes('dist'), '.dockerignore drops host-built node_modules and dist')
+})

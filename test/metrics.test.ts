@@ -1,0 +1,243 @@
+// The metrics module as a specification: what each API call shows in the exposition text,
+// bounded labels, health state series, lazily collected affinity numbers, per-instance
+// registries and the naming rule. Parses render() output; nothing listens, nothing sleeps.
+import t from 'tap'
+import { METHODS, METRIC_DOCS, Metrics, STATUS_CLASSES, type AffinityStats } from '../src/observability/metrics.js'
+
+interface Sample { name: string; labels: Record<string, string>; value: number }
+
+/** A small parser for the Prometheus text format: one Sample per `name{labels} value` line. */
+function parse(text: string): Sample[] {
+  const samples: Sample[] = []
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line)
+    if (!m) throw new Error(`unparsable exposition line: ${line}`)
+    const labels: Record<string, string> = {}
+    for (const [, k, v] of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[k!] = v!.replace(/\\(.)/g, (_, c: string) => (c === 'n' ? '\n' : c))
+    samples.push({ name: m[1]!, labels, value: Number(m[3]) })
+  }
+  return samples
+}
+
+/** The samples of `name` whose labels include `labels`. */
+function find(samples: Sample[], name: string, labels: Record<string, string> = {}): Sample[] {
+  return samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
+}
+
+/** The value of the one sample of `name` with exactly `labels`; undefined when absent. */
+function value(samples: Sample[], name: string, labels: Record<string, string> = {}): number | undefined {
+  const hits = samples.filter((s) => s.name === name && sameLabels(s.labels, labels))
+  if (hits.length > 1) throw new Error(`${hits.length} samples of ${name} ${JSON.stringify(labels)}`)
+  return hits[0]?.value
+}
+
+function sameLabels(a: Record<string, string>, b: Record<string, string>): boolean {
+  const ka = Object.keys(a)
+  return ka.length === Object.keys(b).length && ka.every((k) => a[k] === b[k])
+}
+
+async function scrape(m: Metrics): Promise<Sample[]> {
+  return parse(await m.render())
+}
+
+const light = () => new Metrics({ defaultMetrics: false })
+
+t.test('every metric name follows tether_<subsystem>_<name>_<unit> and is documented once', async (t) => {
+  const rule = /^tether_[a-z_]+_(total|seconds|bytes|entries|connections|up|state|in_flight)$/
+  const names = METRIC_DOCS.map((d) => d.name)
+  t.same(new Set(names).size, names.length, 'no name twice')
+  for (const d of METRIC_DOCS) {
+    t.match(d.name, rule, d.name)
+    t.ok(d.help.length > 10, `${d.name} has help`)
+    t.equal(d.name.endsWith('_total'), d.type === 'counter', `${d.name}: _total exactly for counters`)
+  }
+  const text = await light().render()
+  const declared = [...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].map((m) => [m[1], m[2]])
+  t.same(declared.filter(([n]) => n!.startsWith('tether_')).sort(), METRIC_DOCS.map((d) => [d.name, d.type]).sort(), 'exposed tether_ metrics are exactly METRIC_DOCS')
+  for (const d of METRIC_DOCS) t.ok(text.includes(`# HELP ${d.name} ${d.help}\n`), `${d.name} exposes its help`)
+})
+
+t.test('default Node process metrics keep their standard names', async (t) => {
+  const m = new Metrics()
+  const text = await m.render()
+  t.match(text, /^process_cpu_seconds_total \d/m)
+  t.match(text, /^process_resident_memory_bytes \d/m)
+  t.match(text, /^nodejs_heap_size_used_bytes \d/m)
+  t.match(text, /^nodejs_eventloop_lag_seconds \d/m)
+  t.notMatch(text, /^tether_process_/m)
+  t.match(m.contentType, /^text\/plain; version=0\.0\.4/)
+})
+
+t.test('observeRequest counts by upstream, bounded method and status class', async (t) => {
+  const m = light()
+  m.observeRequest('app-0', 'GET', 200, 0.004)
+  m.observeRequest('app-0', 'GET', 204, 0.02)
+  m.observeRequest('app-0', 'PROPFIND', 207, 0.02)
+  m.observeRequest('app-0', undefined, 301, 0.02)
+  m.observeRequest('app-1', 'POST', 502, 2)
+  m.observeRequest(null, 'DELETE', 503, 0.0001)
+  m.observeRequest('app-1', 'PUT', 0, 0.5)
+  m.observeRequest('app-1', 'PATCH', null, 0.5)
+  m.observeRequest('app-1', 'HEAD', 99, 0.5)
+  const s = await scrape(m)
+  const req = 'tether_http_requests_total'
+  t.equal(value(s, req, { upstream: 'app-0', method: 'GET', status_class: '2xx' }), 2)
+  t.equal(value(s, req, { upstream: 'app-0', method: 'OTHER', status_class: '2xx' }), 1, 'unknown method -> OTHER')
+  t.equal(value(s, req, { upstream: 'app-0', method: 'OTHER', status_class: '3xx' }), 1, 'missing method -> OTHER')
+  t.equal(value(s, req, { upstream: 'app-1', method: 'POST', status_class: '5xx' }), 1)
+  t.equal(value(s, req, { upstream: 'none', method: 'DELETE', status_class: '5xx' }), 1, 'no upstream -> none')
+  t.equal(value(s, req, { upstream: 'app-1', method: 'PUT', status_class: 'none' }), 1, 'status 0 -> none')
+  t.equal(value(s, req, { upstream: 'app-1', method: 'PATCH', status_class: 'none' }), 1, 'status null -> none')
+  t.equal(value(s, req, { upstream: 'app-1', method: 'HEAD', status_class: 'none' }), 1, 'out of range -> none')
+  t.equal(find(s, req).length, 8, 'only non-zero series')
+  for (const x of find(s, req)) {
+    t.ok((METHODS as readonly string[]).includes(x.labels.method!))
+    t.ok((STATUS_CLASSES as readonly string[]).includes(x.labels.status_class!))
+  }
+
+  const h = 'tether_http_request_duration_seconds'
+  t.equal(value(s, `${h}_count`, { upstream: 'app-0' }), 4)
+  t.equal(value(s, `${h}_bucket`, { upstream: 'app-0', le: '0.005' }), 1)
+  t.equal(value(s, `${h}_bucket`, { upstream: 'app-0', le: '0.025' }), 4)
+  t.equal(value(s, `${h}_bucket`, { upstream: 'app-1', le: '1' }), 3)
+  t.equal(value(s, `${h}_bucket`, { upstream: 'app-1', le: '30' }), 4)
+  t.equal(value(s, `${h}_bucket`, { upstream: 'none', le: '0.001' }), 1)
+  t.equal(value(s, `${h}_sum`, { upstream: 'app-1' }), 3.5)
+  t.same(find(s, `${h}_bucket`, { upstream: 'app-0' }).map((x) => x.labels.le),
+    ['0.001', '0.0025', '0.005', '0.01', '0.025', '0.05', '0.1', '0.25', '0.5', '1', '2.5', '5', '10', '30', '+Inf'], 'buckets 1 ms .. 30 s')
+
+  m.observeRequest('app-0', 'GET', 200, 0.004)
+  t.equal(value(await scrape(m), req, { upstream: 'app-0', method: 'GET', status_class: '2xx' }), 3, 'counts accumulate across scrapes')
+})
+
+t.test('a health transition sets exactly one state to 1; removal deletes the series', async (t) => {
+  const m = light()
+  const states = (s: Sample[], id: string) => Object.fromEntries(find(s, 'tether_upstream_state', { upstream: id }).map((x) => [x.labels.state, x.value]))
+  m.onHealthTransition({ id: 'app-0', from: null, to: 'healthy' })
+  m.onHealthTransition({ id: 'app-1', from: null, to: 'healthy' })
+  t.same(states(await scrape(m), 'app-0'), { healthy: 1, unhealthy: 0, ejected: 0, draining: 0, disabled: 0 })
+
+  m.onHealthTransition({ id: 'app-0', from: 'healthy', to: 'ejected' })
+  let s = await scrape(m)
+  t.same(states(s, 'app-0'), { healthy: 0, unhealthy: 0, ejected: 1, draining: 0, disabled: 0 })
+  t.same(states(s, 'app-1'), { healthy: 1, unhealthy: 0, ejected: 0, draining: 0, disabled: 0 }, 'others untouched')
+  t.equal(value(s, 'tether_upstream_in_flight', { upstream: 'app-0' }), 0, 'known upstreams show 0 in flight')
+
+  m.onHealthTransition({ id: 'app-0', from: 'ejected', to: 'draining' })
+  t.same(states(await scrape(m), 'app-0'), { healthy: 0, unhealthy: 0, ejected: 0, draining: 1, disabled: 0 })
+
+  m.observeRequest('app-0', 'GET', 200, 0.01)
+  m.retry('app-0')
+  m.failover('app-0', 'drain')
+  m.requestStarted('app-0')
+  m.onHealthTransition({ id: 'app-0', from: 'draining', to: null })
+  s = await scrape(m)
+  t.same(states(s, 'app-0'), {}, 'state series removed at once')
+  t.equal(value(s, 'tether_upstream_in_flight', { upstream: 'app-0' }), 1, 'traffic series stay while requests are in flight')
+  t.equal(value(s, 'tether_http_requests_total', { upstream: 'app-0', method: 'GET', status_class: '2xx' }), 1)
+
+  m.requestEnded('app-0')
+  s = await scrape(m)
+  for (const name of ['tether_upstream_in_flight', 'tether_http_requests_total', 'tether_http_request_duration_seconds_count', 'tether_retries_total']) {
+    t.same(find(s, name, { upstream: 'app-0' }), [], `${name} of the removed upstream dropped`)
+  }
+  t.same(find(s, 'tether_failovers_total', { from: 'app-0' }), [], 'failovers from it dropped')
+  t.same(states(s, 'app-1'), { healthy: 1, unhealthy: 0, ejected: 0, draining: 0, disabled: 0 })
+})
+
+t.test('syncHealth seeds states from a snapshot and removes the missing', async (t) => {
+  const m = light()
+  m.onHealthTransition({ id: 'old', from: null, to: 'healthy' })
+  m.syncHealth([{ id: 'app-0', state: 'disabled' }, { id: 'app-1', state: 'unhealthy' }])
+  const s = await scrape(m)
+  t.same(find(s, 'tether_upstream_state', { upstream: 'old' }), [])
+  t.equal(value(s, 'tether_upstream_state', { upstream: 'app-0', state: 'disabled' }), 1)
+  t.equal(value(s, 'tether_upstream_state', { upstream: 'app-1', state: 'unhealthy' }), 1)
+  t.equal(find(s, 'tether_upstream_state').filter((x) => x.value === 1).length, 2)
+})
+
+t.test('in-flight requests go up and down per upstream', async (t) => {
+  const m = light()
+  m.requestStarted('app-0'); m.requestStarted('app-0'); m.requestStarted('app-1')
+  let s = await scrape(m)
+  t.equal(value(s, 'tether_upstream_in_flight', { upstream: 'app-0' }), 2)
+  t.equal(value(s, 'tether_upstream_in_flight', { upstream: 'app-1' }), 1)
+  m.requestEnded('app-0'); m.requestEnded('app-1'); m.requestEnded('app-1')
+  s = await scrape(m)
+  t.equal(value(s, 'tether_upstream_in_flight', { upstream: 'app-0' }), 1)
+  t.equal(value(s, 'tether_upstream_in_flight', { upstream: 'app-1' }), undefined, 'never below 0; an unknown upstream at 0 disappears')
+})
+
+t.test('event counters, Redis, WebSocket and reload metrics', async (t) => {
+  const m = light()
+  m.failover('app-0', 'dead'); m.failover('app-0', 'dead'); m.failover('app-1', 'rebalance')
+  m.retry('app-2')
+  m.rehydration('delivered'); m.rehydration('no_state'); m.rehydration('delivered')
+  m.checkpoint('stored'); m.checkpoint('too_large')
+  m.redisUp(true)
+  m.redisOp('get', 0.0003); m.redisOp('put', 0.002); m.redisOp('get', 0.5)
+  m.wsOpened(); m.wsOpened(); m.wsOpened(); m.wsClosed()
+  m.configReload(true); m.configReload(false); m.configReload(true)
+  let s = await scrape(m)
+  t.equal(value(s, 'tether_failovers_total', { from: 'app-0', reason: 'dead' }), 2)
+  t.equal(value(s, 'tether_failovers_total', { from: 'app-1', reason: 'rebalance' }), 1)
+  t.equal(value(s, 'tether_retries_total', { upstream: 'app-2' }), 1)
+  t.equal(value(s, 'tether_rehydrations_total', { result: 'delivered' }), 2)
+  t.equal(value(s, 'tether_rehydrations_total', { result: 'no_state' }), 1)
+  t.equal(value(s, 'tether_checkpoints_total', { result: 'stored' }), 1)
+  t.equal(value(s, 'tether_checkpoints_total', { result: 'too_large' }), 1)
+  t.equal(value(s, 'tether_redis_up'), 1)
+  t.equal(value(s, 'tether_redis_operation_duration_seconds_count', { op: 'get' }), 2)
+  t.equal(value(s, 'tether_redis_operation_duration_seconds_bucket', { op: 'get', le: '0.0005' }), 1)
+  t.equal(value(s, 'tether_redis_operation_duration_seconds_count', { op: 'put' }), 1)
+  t.equal(value(s, 'tether_websocket_connections'), 2)
+  t.equal(value(s, 'tether_config_reloads_total', { result: 'ok' }), 2)
+  t.equal(value(s, 'tether_config_reloads_total', { result: 'failed' }), 1)
+  m.redisUp(false)
+  s = await scrape(m)
+  t.equal(value(s, 'tether_redis_up'), 0)
+})
+
+t.test('affinity stats are read at scrape time, totals stay monotonic', async (t) => {
+  const m = light()
+  let s = await scrape(m)
+  t.equal(value(s, 'tether_affinity_entries'), 0, 'no source yet: 0')
+  let reads = 0
+  let stats: AffinityStats = { size: 10, evictions: 3, expirations: 5 }
+  m.setAffinityStats(() => { reads++; return stats })
+  t.equal(reads, 0, 'not polled')
+  s = await scrape(m)
+  t.equal(reads, 1, 'read once per scrape')
+  t.equal(value(s, 'tether_affinity_entries'), 10)
+  t.equal(value(s, 'tether_affinity_evictions_total'), 3)
+  t.equal(value(s, 'tether_affinity_expirations_total'), 5)
+
+  stats = { size: 7, evictions: 4, expirations: 9 }
+  s = await scrape(m)
+  t.equal(value(s, 'tether_affinity_entries'), 7)
+  t.equal(value(s, 'tether_affinity_evictions_total'), 4)
+  t.equal(value(s, 'tether_affinity_expirations_total'), 9)
+
+  stats = { size: 1, evictions: 1, expirations: 0 } // a new table counting from 0 again
+  s = await scrape(m)
+  t.equal(value(s, 'tether_affinity_evictions_total'), 5, 'a source that went back counts on')
+  t.equal(value(s, 'tether_affinity_expirations_total'), 9)
+})
+
+t.test('two instances are independent', async (t) => {
+  const a = new Metrics()
+  const b = new Metrics()
+  a.observeRequest('app-0', 'GET', 200, 0.01)
+  a.wsOpened()
+  b.configReload(false)
+  const sa = await scrape(a)
+  const sb = await scrape(b)
+  t.equal(value(sa, 'tether_http_requests_total', { upstream: 'app-0', method: 'GET', status_class: '2xx' }), 1)
+  t.same(find(sb, 'tether_http_requests_total'), [])
+  t.equal(value(sa, 'tether_websocket_connections'), 1)
+  t.equal(value(sb, 'tether_websocket_connections'), 0)
+  t.same(find(sa, 'tether_config_reloads_total'), [])
+  t.equal(value(sb, 'tether_config_reloads_total', { result: 'failed' }), 1)
+  t.ok(find(sb, 'process_cpu_seconds_total').length === 1, 'each has its own default metrics')
+})

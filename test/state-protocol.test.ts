@@ -1,0 +1,139 @@
+// The state protocol end to end with the in-memory store: checkpoints are stored and stripped,
+// a moved user's newest checkpoint is delivered (header or hook), versions never go back,
+// oversize checkpoints are refused without failing the request, and clients cannot inject.
+import t from 'tap'
+import http from 'node:http'
+import { startTether } from '../src/app.js'
+import { createLogger } from '../src/observability/logger.js'
+import { startUpstream, testConfig, type Upstream } from './fixtures/upstream.js'
+import { CookieJar } from './fixtures/users.js'
+
+/** An app replica that counts per user and speaks the protocol (state = the count). */
+async function counterApp(id: string, opts: { version?: boolean; hookPath?: string; stateBytes?: number } = {}): Promise<Upstream & { heads: http.IncomingHttpHeaders[] }> {
+  const counts = new Map<string, number>()
+  const heads: http.IncomingHttpHeaders[] = []
+  const up = await startUpstream(id, (req, res) => {
+    const user = /user=(\w+)/.exec(req.headers.cookie ?? '')?.[1] ?? 'anon'
+    if (opts.hookPath !== undefined && req.url === opts.hookPath) {
+      let body = ''
+      req.on('data', (c) => (body += c))
+      req.on('end', () => {
+        counts.set(user, Number(body))
+        res.end('restored')
+      })
+      return
+    }
+    heads.push(req.headers)
+    const restored = req.headers['x-tether-rehydrate']
+    if (typeof restored === 'string' && Number(restored) > (counts.get(user) ?? 0)) counts.set(user, Number(restored))
+    const n = (counts.get(user) ?? 0) + 1
+    counts.set(user, n)
+    const headers: Record<string, string> = {
+      'content-type': 'application/json',
+      'x-tether-state': opts.stateBytes ? 'x'.repeat(opts.stateBytes) : String(n),
+    }
+    if (opts.version) headers['x-tether-state-version'] = String(n)
+    res.writeHead(200, headers)
+    res.end(JSON.stringify({ id, n }))
+  })
+  return Object.assign(up, { heads })
+}
+
+async function get(url: string, jar: CookieJar, extra: Record<string, string> = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: { id: string; n: number } }> {
+  return new Promise((resolve, reject) => {
+    http.get(url, { agent: false, headers: { ...(jar.header() ? { cookie: jar.header()! } : {}), ...extra } }, (res) => {
+      jar.apply(res.headers['set-cookie'])
+      let s = ''
+      res.on('data', (c) => (s += c))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: JSON.parse(s) }))
+    }).on('error', reject)
+  })
+}
+
+t.test('a user whose upstream dies continues on the next one with their newest checkpoint', async (t) => {
+  const apps = await Promise.all(['a', 'b', 'c'].map((id) => counterApp(id)))
+  const tether = await startTether(testConfig(apps), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await Promise.all(apps.map((a) => a.close())) })
+  const jar = new CookieJar()
+  jar.cookies.set('user', 'u1')
+  let last = await get(tether.url, jar)
+  for (let i = 0; i < 4; i++) last = await get(tether.url, jar)
+  t.equal(last.body.n, 5)
+  t.notOk(last.headers['x-tether-state'], 'the checkpoint header never reaches the client')
+  const first = apps.find((a) => a.id === last.body.id)!
+  await first.close()
+  const moved = await get(tether.url, jar)
+  t.not(moved.body.id, first.id, 'moved to another upstream')
+  t.equal(moved.body.n, 6, 'the count continues from the checkpoint')
+  const target = apps.find((a) => a.id === moved.body.id)!
+  const h = target.heads.at(-1)!
+  t.equal(h['x-tether-rehydrate'], '5')
+  t.equal(h['x-tether-previous-upstream'], first.id)
+  t.match(h['x-tether-moved'], new RegExp(`^from=${first.id}; reason=dead; epoch=1$`))
+  t.equal(h['x-tether-epoch'], '1')
+  const after = await get(tether.url, jar)
+  t.equal(after.body.id, moved.body.id, 'stays on the new upstream')
+  t.equal(after.body.n, 7)
+  t.notOk(target.heads.at(-1)!['x-tether-rehydrate'], 'rehydration only on the move')
+})
+
+t.test('clients cannot inject state or routing headers', async (t) => {
+  const app = await counterApp('a')
+  const tether = await startTether(testConfig([app]), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await app.close() })
+  const jar = new CookieJar()
+  await get(tether.url, jar, { 'x-tether-rehydrate': '999', 'x-tether-state': '999', 'x-tether-moved': 'from=x', 'x-tether-epoch': '42' })
+  const h = app.heads.at(-1)!
+  t.notOk(h['x-tether-rehydrate'])
+  t.notOk(h['x-tether-state'])
+  t.notOk(h['x-tether-moved'])
+  t.equal(h['x-tether-epoch'], '0', "Tether's own epoch, not the client's")
+})
+
+t.test('an older version never overwrites a newer checkpoint; oversize ones are refused, the request succeeds', async (t) => {
+  const { MemoryCheckpointStore } = await import('../src/state/memory-store.js')
+  const store = new MemoryCheckpointStore({ maxEntries: 10, clock: { now: () => 1 } })
+  const { StateProtocol } = await import('../src/state/protocol.js')
+  const results: string[] = []
+  const p = new StateProtocol(store, { header: 'X-Tether-State', maxBytes: 8, timeout: 50, ttl: 60_000 }, { now: () => 1 }, {
+    checkpoint: (r) => results.push(r), rehydration: () => undefined,
+  })
+  await p.write('s', { value: 'v7', version: 7 }, 'a', 0)
+  await p.write('s', { value: 'v5', version: 5 }, 'b', 0)
+  await p.write('s', { value: 'way too large', version: 9 }, 'a', 0)
+  t.same(results, ['stored', 'stale', 'too_large'])
+  t.match(await p.fetch('s'), { value: 'v7', version: 7, upstream: 'a' })
+  t.same(p.read({ 'x-tether-state': 'abc', 'x-tether-state-version': '12' }), { value: 'abc', version: 12 })
+  t.same(p.read({ 'x-tether-state': 'abc', 'x-tether-state-version': 'twelve' }), { value: 'abc', version: null })
+
+  const big = await counterApp('big', { stateBytes: 70_000 })
+  const tether = await startTether(testConfig([big]), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await big.close() })
+  const r = await get(tether.url, new CookieJar())
+  t.equal(r.status, 200, 'an oversize checkpoint does not fail the request')
+  t.match(await tether.metrics.render(), /tether_checkpoints_total\{result="too_large"\} 1/)
+})
+
+t.test('with rehydrate: hook the state is POSTed to the new upstream before the request', async (t) => {
+  const hookPath = '/_tether/rehydrate'
+  const apps = await Promise.all(['a', 'b'].map((id) => counterApp(id, { hookPath })))
+  const tether = await startTether(testConfig(apps, { state: { rehydrate: 'hook', hook_path: hookPath } }), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await Promise.all(apps.map((a) => a.close())) })
+  const jar = new CookieJar()
+  jar.cookies.set('user', 'u2')
+  let last = await get(tether.url, jar)
+  last = await get(tether.url, jar)
+  t.equal(last.body.n, 2)
+  await apps.find((a) => a.id === last.body.id)!.close()
+  const moved = await get(tether.url, jar)
+  t.equal(moved.body.n, 3, 'the hook restored the count before the request')
+  t.notOk(apps.find((a) => a.id === moved.body.id)!.heads.at(-1)!['x-tether-rehydrate'], 'no header in hook mode')
+})
+
+t.test('with state.store: none, upstream checkpoint headers are still stripped', async (t) => {
+  const app = await counterApp('a')
+  const tether = await startTether(testConfig([app], { state: { store: 'none' } }), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await app.close() })
+  const r = await get(tether.url, new CookieJar())
+  t.notOk(r.headers['x-tether-state'], 'X-Tether-* from an upstream never reaches a client')
+})
