@@ -8,6 +8,22 @@ cd "$(dirname "$0")/.."
 stop() { echo "tether tests: $1" >&2; echo "0 passed, 1 failed"; exit 1; }
 
 [ -x node_modules/.bin/tap ] || stop "dependencies are missing: run npm ci first"
+
+# System servers the tests run for real: provision what is missing (as root, with apt-get),
+# or stop at once with the one-line instruction. Tests are never skipped for lack of them.
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
+command -v php >/dev/null 2>&1 || need+=(php-cli)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "tether tests: installing ${need[*]} (apt-get)" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; } >&2 \
+      || stop "could not install ${need[*]}: run: sudo apt-get install -y ${need[*]}"
+  else
+    stop "the tests need ${need[*]}: run: sudo apt-get install -y ${need[*]}"
+  fi
+fi
 node_modules/.bin/tsc -p tsconfig.json || stop "build failed (tsc -p tsconfig.json)"
 node_modules/.bin/tsc -p tsconfig.test.json || stop "type check failed (tsc -p tsconfig.test.json)"
 

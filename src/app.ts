@@ -102,9 +102,9 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   })
   let hosts: ReadonlyMap<string, string> = new Map()
   const apply = (upstreams: readonly UpstreamConfig[]): void => {
+    router.setUpstreams(upstreams) // first: it notes which leaving upstreams were draining
     health.setUpstreams(upstreams.map((u) => u.id))
     forwarder.setUpstreams(upstreams)
-    router.setUpstreams(upstreams)
     checker?.setUpstreams(upstreams)
     hosts = new Map(upstreams.map((u) => [u.id, new URL(u.url).host]))
     logger.info({ upstreams: upstreams.map((u) => u.id) }, 'upstreams updated')
@@ -138,6 +138,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       retry: (id) => metrics.retry(id),
       failover: (from, reason) => metrics.failover(from, reason as MoveReason),
       request: (id, method, status, seconds) => metrics.observeRequest(id, method, status, seconds),
+      attempt: (id, delta) => (delta > 0 ? metrics.requestStarted(id) : metrics.requestEnded(id)),
     },
   })
   metrics.setAffinityStats(() => router.table)
@@ -268,6 +269,7 @@ function stateOf(config: Config, clock: Clock, metrics: Metrics, logger: Logger)
   metrics.redisUp(st.store === 'redis' && store.status === 'ready')
   store.onStatus((status, detail) => {
     if (st.store === 'redis') metrics.redisUp(status === 'ready')
+    if (detail === 'stopped') return // our own shutdown
     if (status === 'ready') logger.info({ store: st.store, detail }, 'state store ready')
     else logger.warn({ store: st.store, detail }, 'state store degraded: checkpoints paused, routing unaffected')
   })
@@ -277,6 +279,7 @@ function stateOf(config: Config, clock: Clock, metrics: Metrics, logger: Logger)
       if (result === 'too_large') logger.warn({ bytes, max_bytes: st.max_bytes }, 'checkpoint refused: larger than state.max_bytes')
     },
     rehydration: (result) => metrics.rehydration(result),
+    operation: (op, seconds) => { if (st.store === 'redis') metrics.redisOp(op, seconds) },
   })
   return { store, state }
 }

@@ -350,7 +350,10 @@ t.test("every ConfigMap's proxy.yaml passes Tether's config checker", async (t) 
     t.equal(config.upstreams.length, 0, `${where(cm)}: upstreams from discovery only`)
     t.match(config.discovery.dns?.name, /^[a-z0-9-]+\.[a-z0-9-]+\.svc\.cluster\.local$/, `${where(cm)}: a Service's cluster DNS name`)
     t.equal(config.shutdown.grace_period, 20_000, `${where(cm)}: 20s grace period`)
-    t.notMatch(String(text), /^state:/m, `${where(cm)}: no state section (it does not exist yet)`)
+    if ((cm as { metadata?: { name?: string } }).metadata?.name === 'tether-config') {
+      t.equal(config.state.store, 'redis', `${where(cm)}: ingress replicas share checkpoints through Redis`)
+      t.equal(config.state.redis.password, null, `${where(cm)}: REDIS_PASSWORD unset means no password`)
+    }
     // ${LOG_LEVEL:-info}: the default applies without the variable
     const { LOG_LEVEL: _unused, ...withoutLogLevel } = env
     t.equal(parseConfig(String(text), 'x', withoutLogLevel).log.level, 'info', `${where(cm)}: log level defaults to info`)

@@ -25,7 +25,7 @@ t.test('every config key is documented in the README table, and nothing else', a
   const config = loadConfigFile(join(ROOT, 'test', 'fixtures', 'config', 'full.yaml'), {})
   // a status range {min, max} is one key; a map-or-null section is documented as itself too
   const inCode = new Set([...keyPaths(config).map((p) => p.replace(/\.expected_status\.(min|max)$/, '.expected_status')), 'discovery.dns'])
-  const documented = new Set([...readme.matchAll(/^\| `([a-z0-9_.[\]]+)` \|/gm)].map((m) => m[1]!).filter((k) => !k.startsWith('TETHER_')))
+  const documented = new Set([...readme.matchAll(/^\| `([a-z0-9_.[\]]+)` \|/gm)].map((m) => m[1]!).filter((k) => !k.startsWith('TETHER_') && !k.startsWith('tether_')))
   for (const k of inCode) t.ok(documented.has(k), `README documents ${k}`)
   for (const k of documented) t.ok(inCode.has(k), `README's ${k} exists in the config`)
 })
@@ -42,4 +42,9 @@ t.test("the README's two set-up commands are the package's scripts", async (t) =
   const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }
   t.ok(pkg.scripts['start'], 'start script')
   t.ok(pkg.scripts['test'], 'test script')
+})
+
+t.test('every metric is documented in the README with its type', async (t) => {
+  const { METRIC_DOCS } = await import('../src/observability/metrics.js')
+  for (const m of METRIC_DOCS) t.match(readme, new RegExp(`\\| \`${m.name}\` \\| ${m.type} \\|`), m.name)
 })

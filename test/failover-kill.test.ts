@@ -155,8 +155,11 @@ t.test('SIGKILL of the busiest pod under load: no failed request, users move onc
   t.comment(`moved users went to: ${JSON.stringify(Object.fromEntries(tally(movedTo.values())))}`)
   // out at the first failed connection (passive) or within one active-check interval
   t.ok(notReadyMs <= INTERVAL * (1 + JITTER) + MARGIN, `marked not ready in ${notReadyMs} ms (<= ${INTERVAL * (1 + JITTER) + MARGIN} ms)`)
-  const failuresBeforeDown = access.filter((l) => (l.rec['retries'] as number) > 0 && l.at <= down!.wall).length
-  t.comment(`retried requests answered before the not-ready transition: ${failuresBeforeDown}`)
+  // a request that started after the transition never tried the dead address
+  const startedAfterDown = access.filter((l) => l.at - (l.rec['duration_ms'] as number) > down!.wall + 1)
+  const retriedAfterDown = startedAfterDown.filter((l) => (l.rec['retries'] as number) > 0).length
+  t.comment(`requests that started after the not-ready transition: ${startedAfterDown.length}, of which retried: ${retriedAfterDown}`)
+  t.equal(retriedAfterDown, 0, 'once marked not ready, no request attempted the dead upstream')
   t.ok(retried.length <= victims.size + 5, `retries are bounded by the dead upstream's users in flight (${retried.length} <= ${victims.size} + 5)`)
 
   // phase 2: a new pod on the same port; once healthy, moved users stay, new users land on it
@@ -164,6 +167,7 @@ t.test('SIGKILL of the busiest pod under load: no failed request, users move onc
   pods.set(killed, reborn)
   await waitFor(() => tether.health.state(killed) === 'healthy', 10_000, `${killed} to be healthy again`)
   t.comment(`restarted ${killed} healthy again after ${Date.now() - killAt} ms since the kill`)
+  t.comment(`health transitions of ${killed}: ${transitions.filter((e) => e.id === killed).map((e) => `+${e.wall - killAt}ms ${e.from}->${e.to} (${e.reason})`).join(', ')}`)
   agent.destroy()
   agent = new http.Agent({ keepAlive: true, maxSockets: USERS })
   const newcomers: User[] = Array.from({ length: 60 }, () => ({ jar: new CookieJar(), seen: [] }))
@@ -174,7 +178,7 @@ t.test('SIGKILL of the busiest pod under load: no failed request, users move onc
   t.ok(later.every((s) => s.status === 200), 'no failed request after the restart')
   const stayed = users.every((u) => {
     const before = u.seen[mark.get(u)! - 1]!.answer?.id
-    return u.seen.slice(mark.get(u)!).every((s) => s.answer?.id === before && s.answer.moved === null)
+    return u.seen.slice(mark.get(u)!).every((s) => s.answer?.id === before && s.answer?.moved === null)
   })
   t.ok(stayed, 'no user moved back (or anywhere) after the killed upstream came back')
   t.ok([...victims].every((u) => owner(u) === movedTo.get(u)), 'the moved users are still where they moved to')
@@ -182,4 +186,22 @@ t.test('SIGKILL of the busiest pod under load: no failed request, users move onc
   const newOn = tally(newcomers.map((u) => u.seen[0]!.answer?.id ?? 'FAILED'))
   t.comment(`new users after the restart: ${JSON.stringify(Object.fromEntries(newOn))}`)
   t.ok((newOn.get(killed) ?? 0) > 0, `new users land on the restarted ${killed}`)
+})
+
+t.test('without traffic, active checks alone mark a killed pod not ready within unhealthy_threshold intervals', async (t) => {
+  const pods = await Promise.all(['idle-0', 'idle-1'].map((id) => startChildUpstream(id)))
+  t.teardown(async () => { await Promise.all(pods.map((p) => p.kill())) })
+  const tether = await startTether(testConfig(pods.map((p) => ({ id: p.id, url: p.url })), {
+    health: { active: { path: '/healthz', interval: INTERVAL, timeout: 200 } },
+  }), { logger: createLogger('silent') })
+  t.teardown(() => tether.close(0))
+  const killAt = Date.now()
+  await pods[0]!.kill()
+  await waitFor(() => !tether.health.ready('idle-0'), 3_000, 'idle-0 not ready')
+  const ms = Date.now() - killAt
+  const threshold = DEFAULTS.health.active.unhealthy_threshold
+  t.comment(`no traffic: SIGKILL -> not ready by active checks alone in ${ms} ms (unhealthy_threshold ${threshold}, interval ${INTERVAL} ms)`)
+  t.equal(tether.health.state('idle-0'), 'unhealthy', 'marked unhealthy by the active checker')
+  t.ok(ms <= threshold * INTERVAL * (1 + JITTER) + MARGIN, `within ${threshold} intervals + margin`)
+  t.ok(tether.health.ready('idle-1'), 'the other pod stays ready')
 })

@@ -96,7 +96,7 @@ t.test('an older version never overwrites a newer checkpoint; oversize ones are 
   const { StateProtocol } = await import('../src/state/protocol.js')
   const results: string[] = []
   const p = new StateProtocol(store, { header: 'X-Tether-State', maxBytes: 8, timeout: 50, ttl: 60_000 }, { now: () => 1 }, {
-    checkpoint: (r) => results.push(r), rehydration: () => undefined,
+    checkpoint: (r) => results.push(r), rehydration: () => undefined, operation: () => undefined,
   })
   await p.write('s', { value: 'v7', version: 7 }, 'a', 0)
   await p.write('s', { value: 'v5', version: 5 }, 'b', 0)

@@ -63,8 +63,12 @@ export class RequestBody extends Transform {
   replay(): RequestBody {
     const req = this.#req
     req.unpipe(this)
+    // chunks the client sent that this attempt never took in (still queued on our writable
+    // side: the upstream refused before reading) come right after the ones taken
+    const queued = ((this as unknown as { writableBuffer: { chunk: Buffer }[] }).writableBuffer ?? []).map((w) => w.chunk)
     const next = new RequestBody(req, this.#maxBytes, this.#replayLimit, [], 0)
     for (const chunk of this.#taken) next.write(chunk)
+    for (const chunk of queued) next.write(chunk)
     if (req.readableEnded) next.end()
     else req.pipe(next)
     return next

@@ -32,6 +32,7 @@ export interface RequestPathDeps {
     retry(upstream: string): void
     failover(from: string, reason: string): void
     request(upstream: string | null, method: string, status: number, seconds: number): void
+    attempt(upstream: string, delta: 1 | -1): void
   }
 }
 
@@ -158,7 +159,9 @@ export function createRequestHandler(deps: RequestPathDeps): (req: IncomingMessa
 
     const forward = (route: Route, headers: string[]): void => {
       const decoration = state === null ? route : new Exchange(route, state)
+      events?.attempt(route.id, 1)
       forwarder.forward(route.id, req, res, headers, body, decoration, (r) => {
+        events?.attempt(route.id, -1)
         const signal = healthSignal(r)
         if (signal !== null) observe(route.id, signal)
         if (r.responded || r.outcome === null) return finish(r, route)

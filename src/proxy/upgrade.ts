@@ -4,8 +4,8 @@
 // (subprotocols, extensions, binary frames, ping/pong and close codes pass untouched). Owns the
 // open tunnels: limits, idle timeout, and closing them (1012 when their upstream dies, 1001 at
 // shutdown). Does not decide where a request goes, and never reads config or process.env.
-import type { IncomingHttpHeaders, IncomingMessage, ClientRequest, ServerResponse } from 'node:http'
-import { STATUS_CODES, ServerResponse as HttpServerResponse } from 'node:http'
+import type { IncomingHttpHeaders, IncomingMessage, ClientRequest, Server } from 'node:http'
+import { STATUS_CODES } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import httpProxy from 'http-proxy'
@@ -55,10 +55,10 @@ export interface UpgradeDeps {
    */
   readonly placeKey?: (key: string, tried: ReadonlySet<string>) => Route | NoRoute
   /**
-   * The plain request handler: an `Upgrade` other than websocket (h2c, TLS/1.0) is not an
-   * upgrade Tether performs, so a body-less one is served as an ordinary request. Absent: 400.
+   * The proxy's HTTP server: an `Upgrade` other than websocket (h2c, TLS/1.0) is handed back
+   * to it as an ordinary request. Absent: such a request is answered 400.
    */
-  readonly plain?: (req: IncomingMessage, res: ServerResponse) => void
+  readonly server?: Server
   readonly options: UpgradeOptions
 }
 
@@ -69,8 +69,10 @@ export interface UpgradeHandler {
   setUpstreams(upstreams: readonly { readonly id: string; readonly url: string }[]): void
   /**
    * Close every tunnel to upstream `id`: a WebSocket close frame with `code` (1012, service
-   * restart, when its upstream died) is sent to each client, then both sides close; handshakes
-   * in progress are aborted. Returns how many were closed.
+   * restart, when its upstream died) is sent to each client (unless the upstream already sent
+   * one, or a frame is half written: then the socket just ends), then both sides close.
+   * Handshakes in progress to `id` are abandoned and routed again with `id` counted as tried
+   * (503 instead once shutdown began). Returns how many tunnels were affected.
    */
   closeUpstream(id: string, code?: number): number
   /** The same for every tunnel (1001, going away, at shutdown). */
@@ -165,12 +167,13 @@ class Upgrades implements UpgradeHandler {
 
   handle = (req: IncomingMessage, duplex: Duplex, head: Buffer): void => {
     const socket = duplex as Socket
+    if (socket.destroyed) return
     // Node removed its own listener when it handed the socket over: errors are ours now
     socket.on('error', (err) => this.#deps.logger.debug({ err }, 'websocket client socket error'))
     if (!isWebSocket(req.headers)) return this.#notWebSocket(req, socket, head)
-    if (req.method !== 'GET') return answer(socket, ERRORS.TETHER_BAD_REQUEST)
-    if (this.#deps.draining()) return answer(socket, ERRORS.TETHER_SHUTTING_DOWN)
-    if (this.#count >= this.#deps.options.maxConnections) return answer(socket, TOO_MANY)
+    if (req.method !== 'GET') return answer(socket, ERRORS.TETHER_BAD_REQUEST, undefined, this.#linger)
+    if (this.#deps.draining()) return answer(socket, ERRORS.TETHER_SHUTTING_DOWN, undefined, this.#linger)
+    if (this.#count >= this.#deps.options.maxConnections) return answer(socket, TOO_MANY, undefined, this.#linger)
     const t = new Tunnel(req, socket, head)
     this.#count++
     this.#bySocket.set(socket, t)
@@ -229,7 +232,7 @@ class Upgrades implements UpgradeHandler {
     this.#proxy.ws(view, client, head, { target }, (err: Error) => {
       if (attempt === t.attempt) return this.#onProxyError(t, err)
       // a handshake abandoned for a newer attempt: keep the client socket for that one
-      if (t.state === 'connecting') skipNextEnd(client)
+      if (t.state !== 'closed') skipNextEnd(client)
     })
   }
 
@@ -353,7 +356,7 @@ class Upgrades implements UpgradeHandler {
 
   /**
    * Close a tunnel from Tether's side. A handshake still in progress to a dead upstream is
-   * abandoned and routed again (the upstream counts as tried); at shutdown it gets 503.
+   * abandoned and routed again (the upstream counts as tried); during shutdown it gets 503.
    */
   #close(t: Tunnel, code: number): void {
     if (t.state !== 'connecting') return this.#finish(t, code, true)
@@ -363,7 +366,7 @@ class Upgrades implements UpgradeHandler {
     t.proxyReq = null
     t.attempt++ // whatever the abandoned request reports now is ignored
     req?.destroy()
-    if (code === CLOSE_GOING_AWAY) return this.#fail(t, 'TETHER_SHUTTING_DOWN', true)
+    if (this.#deps.draining()) return this.#fail(t, 'TETHER_SHUTTING_DOWN', true)
     ;(t.tried ??= new Set()).add(t.id)
     this.#attempt(t)
   }
@@ -392,7 +395,7 @@ class Upgrades implements UpgradeHandler {
   #fail(t: Tunnel, code: ErrorCode, retryAfter: boolean): void {
     t.state = 'closed'
     this.#untrack(t)
-    answer(t.client, ERRORS[code], retryAfter)
+    answer(t.client, ERRORS[code], retryAfter, this.#linger)
   }
 
   /** The client socket closed: free its slot; a tunnel still open ends its upstream side. */
@@ -423,18 +426,21 @@ class Upgrades implements UpgradeHandler {
 
   /**
    * `Upgrade: h2c` and the like: Tether does not perform those upgrades, and Upgrade is
-   * hop-by-hop, so a body-less request is served as a plain one (the client keeps HTTP/1.1),
-   * on this connection, which then closes. Node hands every Upgrade request to this listener.
+   * hop-by-hop, so the request is handed back to the HTTP server without its Upgrade header:
+   * it is served as a plain request (the client keeps HTTP/1.1), body and keep-alive included.
+   * Node hands every Upgrade request to the upgrade listener, hence this detour.
    */
   #notWebSocket(req: IncomingMessage, socket: Socket, head: Buffer): void {
-    const plain = this.#deps.plain
-    const body = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0'
-    if (plain === undefined || body || head.length > 0) return answer(socket, ERRORS.TETHER_BAD_REQUEST)
-    const res = new HttpServerResponse(req)
-    res.shouldKeepAlive = false
-    res.assignSocket(socket)
-    res.once('finish', () => { res.detachSocket(socket); socket.end() })
-    plain(req, res)
+    const server = this.#deps.server
+    if (server === undefined) return answer(socket, ERRORS.TETHER_BAD_REQUEST, undefined, this.#linger)
+    let text = `${req.method} ${req.url} HTTP/${req.httpVersion}\r\n`
+    const raw = req.rawHeaders
+    for (let i = 0; i < raw.length; i += 2) {
+      if (raw[i]!.toLowerCase() !== 'upgrade') text += `${raw[i]}: ${raw[i + 1]}\r\n`
+    }
+    // header values were decoded as latin1 by Node's parser: the same bytes go back
+    socket.unshift(head.length > 0 ? Buffer.concat([Buffer.from(`${text}\r\n`, 'latin1'), head]) : Buffer.from(`${text}\r\n`, 'latin1'))
+    server.emit('connection', socket)
   }
 }
 
@@ -456,18 +462,23 @@ function headerObject(raw: readonly string[]): Record<string, string | string[]>
   return out
 }
 
-/** A catalogue answer written on the raw socket (no HTTP response object exists), then closed. */
-function answer(socket: Socket, e: { readonly status: number; readonly message: string }, retryAfter = e.status === 503): void {
+/**
+ * A catalogue answer written on the raw socket (no HTTP response object exists), then closed
+ * (the server's sockets allow half-open connections: a client that never closes its side is
+ * cut off after `linger` ms).
+ */
+function answer(socket: Socket, e: { readonly status: number; readonly message: string }, retryAfter = e.status === 503, linger = 2_000): void {
   if (!socket.writable) {
     socket.destroy()
     return
   }
   const body = `${e.message}\n`
-  socket.end(
+  socket.write(
     `HTTP/1.1 ${e.status} ${STATUS_CODES[e.status]}\r\ncontent-type: text/plain; charset=utf-8\r\n` +
     `content-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\n` +
     (retryAfter ? 'retry-after: 1\r\n' : '') + `connection: close\r\n\r\n${body}`,
   )
+  endThenDestroy(socket, linger)
 }
 
 /**

@@ -128,6 +128,8 @@ export class Router {
   #rrIds!: readonly string[]
   /** When each upstream joined (ms); those present at start count as always there. */
   readonly #joinedAt = new Map<string, number>()
+  /** Upstreams that left the set while draining (bounded): their users move with reason=drain. */
+  readonly #leftDraining = new Set<string>()
   // the current request's "already tried" set and key hash, read by the accept predicates
   #tried: ReadonlySet<string> = NOTHING_TRIED
   #hash = 0
@@ -192,7 +194,16 @@ export class Router {
     const first = this.#placement === undefined
     const now = this.#clock.now()
     for (const u of upstreams) if (!this.#joinedAt.has(u.id)) this.#joinedAt.set(u.id, first ? -Infinity : now)
-    for (const id of this.#joinedAt.keys()) if (!upstreams.some((u) => u.id === id)) this.#joinedAt.delete(id)
+    for (const id of this.#joinedAt.keys()) {
+      if (upstreams.some((u) => u.id === id)) continue
+      this.#joinedAt.delete(id)
+      if (this.#health.drainingSince(id) !== null) this.#leftDraining.add(id)
+    }
+    for (const u of upstreams) this.#leftDraining.delete(u.id)
+    for (const id of this.#leftDraining) {
+      if (this.#leftDraining.size <= 1024) break
+      this.#leftDraining.delete(id) // oldest first
+    }
     this.#placement = buildPlacement(upstreams)
     this.#roundRobin = new RoundRobin(upstreams)
     this.#rrIds = upstreams.map((u) => u.id)
@@ -280,7 +291,7 @@ export class Router {
     }
     if (pinnedIndex >= 0 && this.#available(pinned, now)) return { index: pinnedIndex, reason: null }
     if (this.#cfg.strict) return 'strict'
-    const draining = pinnedIndex >= 0 && this.#health.ready(pinned) && !this.#tried.has(pinned)
+    const draining = pinnedIndex >= 0 ? this.#health.ready(pinned) && !this.#tried.has(pinned) : this.#leftDraining.has(pinned)
     let index = p.pick(hash, this.#acceptNew)
     if (index < 0) index = p.pick(hash, this.#acceptReady) // every other one drains: better than nothing
     return index < 0 ? 'none' : { index, reason: draining ? 'drain' : 'dead' }

@@ -19,6 +19,8 @@ export interface StateOptions {
 export interface StateEvents {
   checkpoint(result: PutResult, sessionKey: string, bytes: number): void
   rehydration(result: 'delivered' | 'no_state' | 'error'): void
+  /** How long a store operation took (also when it gave up). */
+  operation(op: 'get' | 'put', seconds: number): void
 }
 
 /** What an upstream attached to one answer. */
@@ -71,14 +73,18 @@ export class StateProtocol {
     if (Buffer.byteLength(cp.value, 'latin1') > this.#opts.maxBytes) result = 'too_large'
     else {
       const checkpoint: Checkpoint = { value: cp.value, version: cp.version, upstream, epoch, writtenAt: this.#clock.now() }
+      const t0 = performance.now()
       result = await this.#bounded(this.#store.put(sessionKey, checkpoint, this.#opts.ttl), 'unavailable')
+      this.#events.operation('put', (performance.now() - t0) / 1000)
     }
     this.#events.checkpoint(result, sessionKey, cp.value.length)
   }
 
   /** The newest checkpoint of a session, or null (none, or the store did not answer in time). */
   async fetch(sessionKey: string): Promise<Checkpoint | null> {
+    const t0 = performance.now()
     const r = await this.#bounded(this.#store.get(sessionKey), { status: 'unavailable' } as const)
+    this.#events.operation('get', (performance.now() - t0) / 1000)
     if (r.status === 'found') {
       this.#events.rehydration('delivered')
       return r.checkpoint

@@ -119,8 +119,19 @@ const FAILED: unique symbol = Symbol('failed')
  * never retried nor resent after a reconnect (`maxRetriesPerRequest: 0`,
  * `autoResendUnfulfilledCommands: false`), and each call is raced against `timeout`: a late
  * reply is ignored. A put resolves `'stored'` only after Redis replied to the script; a
- * timed-out put is `'unavailable'` even if Redis applied it later. The client speaks RESP2
- * (`protocol: 2`), which every Redis version and Redis-compatible proxy understands.
+ * timed-out put is `'unavailable'` even if Redis applied it later (a stalled server runs it when
+ * it resumes; a Cluster client re-sends commands after a MOVED or a node failure on its own).
+ * Versioned puts stay safe under such late writes; a late versionless put may overwrite a newer
+ * one. The client speaks RESP2 (`protocol: 2`): ioredis 6 defaults to RESP3 (HELLO 3), which
+ * Redis < 6 and some Redis-compatible proxies refuse, and nothing here needs RESP3.
+ *
+ * Status: standalone and Sentinel follow the client's 'ready' / 'close' / 'reconnecting' / 'end'
+ * events (a dead server is noticed at once, calls fail at once). A Cluster client stays 'ready'
+ * while nodes die, and calls to a dead node wait for `timeout`; the store therefore also turns
+ * degraded after {@link CLUSTER_FAILURE_STREAK} failed calls in a row.
+ *
+ * Durability: 'stored' means the Redis primary accepted the write. Surviving a Redis restart or
+ * failover is Redis's job (AOF/RDB, replicas); an empty Redis means checkpoints are 'missing'.
  *
  * Example:
  * ```ts

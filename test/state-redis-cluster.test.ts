@@ -1,0 +1,104 @@
+// The Redis checkpoint store against a real 3-node Redis Cluster: the shared CheckpointStore
+// contract, hash-tag routing (one slot per session, sessions spread over every node) and the loss
+// of one node. Real time is only ever polled with a deadline; nothing sleeps for a fixed time.
+import t from 'tap'
+import { CLUSTER_FAILURE_STREAK, RedisCheckpointStore, checkpointKey } from '../src/state/redis-store.js'
+import type { Checkpoint, CheckpointStoreStatus } from '../src/state/checkpoint-store.js'
+import { checkpointStoreConformance } from './fixtures/checkpoint-store-conformance.js'
+import { redisCli, startRedisCluster, waitFor } from './fixtures/redis-server.js'
+
+const HOUR = 3_600_000
+const cp = (value: string, version: number | null = null): Checkpoint => ({ value, version, upstream: 'app-0', epoch: 0, writtenAt: 0 })
+
+const cluster = await startRedisCluster(3)
+t.teardown(() => cluster.stop())
+let prefixes = 0
+
+t.test('RedisCheckpointStore (Cluster) meets the CheckpointStore contract', async (t) => {
+  checkpointStoreConformance(t, {
+    make: async ({ maxBytes }) => {
+      const store = new RedisCheckpointStore({ nodes: cluster.addresses, keyPrefix: `c${++prefixes}:`, maxBytes, timeout: 1000 })
+      await store.start()
+      return store
+    },
+    shortTtl: 200,
+    elapse: () => {},
+    eventually: (what, check) => waitFor(what, check),
+  })
+})
+
+t.test('a session key decides the slot, and sessions spread over every node', async (t) => {
+  const store = new RedisCheckpointStore({ nodes: cluster.addresses.slice(0, 1), keyPrefix: 'spread:', timeout: 1000 })
+  t.teardown(() => store.stop())
+  await store.start()
+  t.equal(store.status, 'ready', 'one seed node is enough to discover the cluster')
+  const port = cluster.nodes[0]!.port
+  for (const session of ['abc', '9f86d081884c7d659a2feaa0c55ad015']) {
+    t.equal(
+      await redisCli(port, 'CLUSTER', 'KEYSLOT', checkpointKey('spread:', session)),
+      await redisCli(port, 'CLUSTER', 'KEYSLOT', session),
+      `the key of ${session} hashes like the session key alone`,
+    )
+  }
+  for (let i = 0; i < 30; i++) t.equal(await store.put(`user-${i}`, cp(`v${i}`, i), HOUR), 'stored')
+  for (const node of cluster.nodes) {
+    const keys = (await redisCli(node.port, 'KEYS', 'spread:*')).trim().split('\n').filter(Boolean).length
+    t.ok(keys > 0, `node ${node.port} holds ${keys} of the 30 checkpoints`)
+  }
+  for (let i = 0; i < 30; i++) t.equal((await store.get(`user-${i}`)).status, 'found')
+})
+
+t.test('when one node dies, only its sessions are unavailable; when it returns, they work again', async (t) => {
+  const store = new RedisCheckpointStore({ nodes: cluster.addresses, keyPrefix: 'loss:', timeout: 300, maxReconnectDelay: 100 })
+  const changes: CheckpointStoreStatus[] = []
+  store.onStatus((s) => changes.push(s))
+  t.teardown(() => store.stop())
+  await store.start()
+  const sessions = Array.from({ length: 30 }, (_, i) => `user-${i}`)
+  for (const s of sessions) t.equal(await store.put(s, cp('v1', 1), HOUR), 'stored')
+  const victim = cluster.nodes[2]!
+  const onVictim = new Set(
+    (await redisCli(victim.port, 'KEYS', 'loss:*')).trim().split('\n').filter(Boolean).map((k) => k.slice('loss:cp:{'.length, -1)),
+  )
+  t.ok(onVictim.size > 0 && onVictim.size < sessions.length, `${onVictim.size} of ${sessions.length} sessions live on the victim`)
+
+  await victim.kill()
+  // Unlike a standalone Redis, a dead Cluster node does not fail calls at once: ioredis retries
+  // them (slot refresh, failover queue) until the store's timeout answers 'unavailable'.
+  const results = await Promise.all(sessions.map((s) => store.put(s, cp('v2', 2), HOUR)))
+  for (const [i, s] of sessions.entries()) {
+    const expected = onVictim.has(s) ? 'unavailable' : 'stored'
+    t.equal(results[i], expected, `${s}: ${expected}`)
+  }
+  t.same(changes, ['ready'], 'losing one node is not an outage of the store: status stays ready')
+
+  // The node comes back with its nodes.conf, so it owns the same slots again (no data: no persistence).
+  await victim.restart()
+  await waitFor('every session writable again', async () => {
+    const results = await Promise.all(sessions.map((s) => store.put(s, cp('v3', null), HOUR)))
+    return results.every((r) => r === 'stored')
+  }, 10_000)
+  t.equal(store.status, 'ready')
+})
+
+t.test('when every node is down the store turns degraded, and ready again once calls succeed', async (t) => {
+  const store = new RedisCheckpointStore({ nodes: cluster.addresses, keyPrefix: 'all:', timeout: 100, maxReconnectDelay: 100 })
+  const changes: { status: CheckpointStoreStatus; detail: string }[] = []
+  store.onStatus((status, detail) => changes.push({ status, detail }))
+  t.teardown(() => store.stop())
+  await store.start()
+  t.equal(await store.put('k', cp('v'), HOUR), 'stored')
+
+  for (const node of cluster.nodes) await node.kill()
+  // ioredis keeps a Cluster 'ready' with every node gone; the store notices from its calls.
+  const results = await Promise.all(Array.from({ length: CLUSTER_FAILURE_STREAK }, (_, i) => store.put(`k${i}`, cp('v'), HOUR)))
+  t.ok(results.every((r) => r === 'unavailable'), 'every call resolves unavailable')
+  t.equal(store.status, 'degraded')
+  t.equal(changes.at(-1)?.status, 'degraded')
+  t.ok(changes.at(-1)?.detail, `with a detail: ${changes.at(-1)?.detail}`)
+
+  for (const node of cluster.nodes) await node.restart()
+  await waitFor('a stored put', async () => (await store.put('k', cp('v'), HOUR)) === 'stored', 10_000)
+  t.equal(store.status, 'ready')
+  t.same(changes.map((c) => c.status), ['ready', 'degraded', 'ready'])
+})
