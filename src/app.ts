@@ -3,6 +3,8 @@
 import http from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import type { Config, UpstreamConfig } from './config/schema.js'
+import { ConfigError, loadConfigFile } from './config/index.js'
+import { ConfigWatcher } from './config/watch.js'
 import { ERRORS, type ErrorCode } from './errors.js'
 import { createLogger, effectiveLevel, type Logger } from './observability/logger.js'
 import { systemClock, type Clock } from './clock.js'
@@ -28,6 +30,8 @@ export interface TetherOptions {
   readonly env?: Readonly<Record<string, string | undefined>>
   /** Time source for affinity expiry and health; default the system clock (tests inject a fake one). */
   readonly clock?: Clock
+  /** The config file: watched for changes (hot reload) and re-read by `reloadFile()`. */
+  readonly configPath?: string
 }
 
 export interface Tether {
@@ -50,12 +54,25 @@ export interface Tether {
    * users keep their upstream by id where it still exists (see affinity.on_scale_up).
    */
   setUpstreams(upstreams: Config['upstreams']): void
+  /** Apply a new validated config (hot reload); says what was applied and what needs a restart. */
+  reload(next: Config): ReloadResult
+  /**
+   * Re-read `configPath` (SIGHUP, file change): a valid file is applied; an invalid one is
+   * rejected with the same located errors as `tether check`, and the running config stays.
+   */
+  reloadFile(): ReloadResult | ConfigError
   /**
    * Graceful stop: readiness turns false, stop accepting, let in-flight requests finish
    * (their answers carry `Connection: close`), then force-close what is left after `graceMs`
    * (default `shutdown.grace_period`).
    */
   close(graceMs?: number): Promise<void>
+}
+
+/** What a reload applied, and which sections changed but need a restart. */
+export interface ReloadResult {
+  readonly applied: string[]
+  readonly needsRestart: string[]
 }
 
 /** Start the proxy described by `config`; resolves once it listens. */
@@ -125,8 +142,8 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   )
 
   const { store, state } = stateOf(config, clock, metrics, logger)
-  const handler = createRequestHandler({
-    config,
+  const handlerFor = (cfg: Config): ReturnType<typeof createRequestHandler> => createRequestHandler({
+    config: cfg,
     forwarder,
     router,
     hosts: () => hosts,
@@ -141,6 +158,9 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       attempt: (id, delta) => (delta > 0 ? metrics.requestStarted(id) : metrics.requestEnded(id)),
     },
   })
+  // the live request handler: a reload swaps it; requests in flight keep the one they started with
+  let current = config
+  let handler = handlerFor(config)
   metrics.setAffinityStats(() => router.table)
 
   const server = http.createServer(
@@ -151,7 +171,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       keepAliveTimeout: t.client_keep_alive,
       noDelay: true,
     },
-    handler,
+    (req, res) => handler(req, res),
   )
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => answerClientError(err, socket, logger))
   // Expect: 100-continue: refuse a declared oversized body before the client sends it
@@ -212,6 +232,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       draining = true
       logger.info({ grace_ms: graceMs }, 'tether shutting down')
       clearInterval(upkeep)
+      watcher?.stop()
       membership.stop()
       await Promise.all([checker?.stop(), discovery?.stop()])
       const closed = new Promise<void>((resolve) => server.close(() => resolve()))
@@ -231,8 +252,58 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     return closing
   }
 
+  /**
+   * Apply a new, validated config without touching the listener or requests in flight. Live:
+   * upstreams (minimal disruption, affinity kept), forwarding (but upstream_header),
+   * limits.max_body_bytes, retries, log.access. Any other change is reported as needing a
+   * restart and the running value is kept.
+   */
+  const reload = (next: Config): ReloadResult => {
+    const live: string[] = []
+    const restart: string[] = []
+    const differs = (a: unknown, b: unknown): boolean => JSON.stringify(a) !== JSON.stringify(b)
+    for (const key of Object.keys(next) as (keyof Config)[]) {
+      if (!differs(current[key], next[key])) continue
+      if (key === 'upstreams' || key === 'retries') live.push(key)
+      else if (key === 'forwarding' && !differs(current.forwarding.upstream_header, next.forwarding.upstream_header)) live.push(key)
+      else if (key === 'limits' && !differs({ ...current.limits, max_body_bytes: 0 }, { ...next.limits, max_body_bytes: 0 })) live.push(key)
+      else if (key === 'log' && current.log.level === next.log.level) live.push(key)
+      else restart.push(key)
+    }
+    const effective: Config = {
+      ...current,
+      upstreams: next.upstreams,
+      retries: next.retries,
+      forwarding: live.includes('forwarding') ? next.forwarding : current.forwarding,
+      limits: live.includes('limits') ? next.limits : current.limits,
+      log: live.includes('log') ? next.log : current.log,
+    }
+    if (live.includes('upstreams')) setUpstreams(next.upstreams)
+    current = effective
+    handler = handlerFor(effective)
+    metrics.configReload(true)
+    logger.info({ applied: live }, 'config reloaded')
+    if (restart.length > 0) logger.warn({ sections: restart }, 'config reloaded: these changes need a restart and were not applied')
+    return { applied: live, needsRestart: restart }
+  }
+
+  const reloadFile = (): ReloadResult | ConfigError => {
+    const path = options.configPath
+    if (path === undefined) return new ConfigError(['no config file to reload'])
+    try {
+      return reload(loadConfigFile(path, env))
+    } catch (err) {
+      const e = err instanceof ConfigError ? err : new ConfigError([`${path}: ${(err as Error).message}`])
+      metrics.configReload(false)
+      logger.error({ issues: e.issues }, 'config reload rejected; the running config stays')
+      return e
+    }
+  }
+  const watcher = options.configPath === undefined ? null : new ConfigWatcher(options.configPath, () => void reloadFile())
+  watcher?.start()
+
   const setUpstreams = (upstreams: Config['upstreams']): void => {
-    const discovered = membership.current().filter((u) => !config.upstreams.some((s) => s.id === u.id))
+    const discovered = membership.current().filter((u) => !current.upstreams.some((s) => s.id === u.id))
     membership.stop()
     membership = new Membership(upstreams, config.affinity.drain_timeout, {
       onChange: apply,
@@ -243,7 +314,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     else apply(membership.current())
   }
 
-  return { url, port, adminUrl: admin.url, logger, router, health, metrics, server, setUpstreams, close }
+  return { url, port, adminUrl: admin.url, logger, router, health, metrics, server, setUpstreams, reload, reloadFile, close }
 }
 
 /** The checkpoint store and state protocol of `state.store` (none: both null). */

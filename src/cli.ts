@@ -11,6 +11,7 @@ const USAGE = `Usage:
   tether --help              show this help
   tether --version           print the version
 
+Signals: SIGTERM/SIGINT stop gracefully; SIGHUP reloads the config (also done on file change).
 Environment: LOG_LEVEL overrides log.level; \${VAR} in the config is read from the environment.
 `
 
@@ -85,7 +86,7 @@ async function main(): Promise<number> {
       if (config === null) return 1
       let tether: Tether
       try {
-        tether = await startTether(config)
+        tether = await startTether(config, { configPath: cmd.config })
       } catch (err) {
         process.stderr.write(`tether: ${(err as Error).message}\n`)
         return 1
@@ -104,6 +105,10 @@ async function main(): Promise<number> {
         }
         process.on('SIGTERM', () => stop('SIGTERM'))
         process.on('SIGINT', () => stop('SIGINT'))
+        process.on('SIGHUP', () => {
+          tether.logger.info('SIGHUP: reloading the config')
+          tether.reloadFile()
+        })
       })
     }
   }

@@ -97,3 +97,22 @@ t.test('run: a port already in use exits 1 with a one-line reason', async (t) =>
   t.equal(r.code, 1)
   t.match(r.stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: EADDRINUSE`))
 })
+
+t.test('run: the access log carries a request id (kept when well-formed, passed upstream) and the key kind', async (t) => {
+  const ids: (string | undefined)[] = []
+  const up = await startUpstream('a', (req, res) => { ids.push(req.headers['x-request-id'] as string | undefined); res.end('a\n') })
+  t.teardown(() => up.close())
+  const file = tempFile('rid.yaml', `listen: { host: 127.0.0.1, port: 0 }\nadmin: { listen: { host: 127.0.0.1, port: 0 } }\nupstreams:\n  - { id: a, url: "${up.url}" }\n`)
+  const tether = await startCli(file)
+  await request(tether.url, { headers: { 'x-request-id': 'abc-123' } })
+  await request(tether.url, { headers: { 'x-request-id': 'bad id with spaces' } })
+  await request(tether.url)
+  t.equal((await tether.stop()).code, 0)
+  t.equal(ids[0], 'abc-123', 'a well-formed client id is kept')
+  t.match(ids[1], /^[0-9a-f-]{36}$/, 'a malformed one is replaced')
+  t.match(ids[2], /^[0-9a-f-]{36}$/, 'a missing one is generated')
+  const lines = tether.stdout().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l['msg'] === 'access')
+  t.same(lines.map((l) => l['request_id']), ids, 'the log line names the id the upstream saw')
+  t.same(lines.map((l) => l['key']), ['cookie', 'cookie', 'cookie'], 'the key kind, never the cookie value')
+  t.notOk(tether.stdout().includes('tether='), 'no cookie value in the logs')
+})

@@ -32,15 +32,18 @@ export interface RequestHeaderContext {
   readonly xForwarded: boolean
   /** host[:port] of the upstream URL. */
   readonly upstreamHost: string
+  /** The request id sent upstream as X-Request-Id (replacing the client's); absent: the client's passes. */
+  readonly requestId?: string
 }
 
 /**
  * Build the header list sent upstream from the client's raw headers ([name, value, ...]).
  * Removes hop-by-hop headers and those named by Connection, `Expect` (Tether answers
- * 100-continue itself) and every client-sent `X-Tether-*` (internal). With xForwarded,
+ * 100-continue itself) and every client-sent `X-Tether-*` (internal); sets X-Request-Id to
+ * `ctx.requestId` (the caller keeps a well-formed client id there). With xForwarded,
  * appends the peer to X-Forwarded-For and sets X-Forwarded-Proto/-Host.
  * Example: ["Host","a","Connection","close, X-A","X-A","1","X-Forwarded-For","1.1.1.1"]
- * from 10.0.0.1 -> ["Host","a","X-Forwarded-For","1.1.1.1, 10.0.0.1","X-Forwarded-Proto","http","X-Forwarded-Host","a"].
+ * from 10.0.0.1 -> ["host","a","x-request-id",id,"x-forwarded-for","1.1.1.1, 10.0.0.1","x-forwarded-proto","http","x-forwarded-host","a"].
  */
 export function upstreamRequestHeaders(raw: readonly string[], ctx: RequestHeaderContext): string[] {
   const out: string[] = []
@@ -69,7 +72,7 @@ export function upstreamRequestHeaders(raw: readonly string[], ctx: RequestHeade
       if (host === undefined) host = value
       continue
     }
-    if (lower === 'expect') continue
+    if (lower === 'expect' || (lower === 'x-request-id' && ctx.requestId !== undefined)) continue
     if (lower.startsWith('x-tether-')) continue
     if (ctx.xForwarded && lower.startsWith('x-forwarded-')) {
       if (lower === 'x-forwarded-for') xff = xff === undefined ? value : `${xff}, ${value}`
@@ -79,6 +82,7 @@ export function upstreamRequestHeaders(raw: readonly string[], ctx: RequestHeade
   }
   const sentHost = ctx.preserveHost && host !== undefined ? host : ctx.upstreamHost
   out.push('host', sentHost)
+  if (ctx.requestId !== undefined) out.push('x-request-id', ctx.requestId)
   if (ctx.xForwarded) {
     out.push('x-forwarded-for', xff === undefined ? ctx.peer : `${xff}, ${ctx.peer}`)
     out.push('x-forwarded-proto', ctx.proto)

@@ -1,6 +1,7 @@
 // The request path, top to bottom: guard -> route (affinity key -> upstream) -> build headers
 // -> forward -> on failure before any answer: report, maybe retry on the key's next upstream
 // -> access log. Each step is a call into its own module; this file holds no protocol detail.
+import { randomUUID } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Config } from '../config/schema.js'
 import type { ErrorCode } from '../errors.js'
@@ -60,6 +61,9 @@ class Exchange implements ResponseDecoration {
   }
 }
 
+/** A client's X-Request-Id is kept when it looks like an id (else Tether makes one). */
+const REQUEST_ID = /^[A-Za-z0-9._:+=\/-]{1,128}$/
+
 const NO_ROUTE: Record<'none' | 'strict', ErrorCode> = {
   none: 'TETHER_NO_UPSTREAM',
   strict: 'TETHER_AFFINITY_UNAVAILABLE',
@@ -75,9 +79,13 @@ export function createRequestHandler(deps: RequestPathDeps): (req: IncomingMessa
   const { preserve_host: preserveHost, x_forwarded: xForwarded } = config.forwarding
   const { attempts: maxRetries, try_duration: tryDuration, replay_buffer_bytes: replayLimit } = config.retries
   const access = config.log.access && logger.isLevelEnabled('info')
+  const keyKind = config.affinity.key
 
   return function handle(req: IncomingMessage, res: ServerResponse): void {
     const start = performance.now()
+    const clientId = req.headers['x-request-id']
+    const requestId = typeof clientId === 'string' && REQUEST_ID.test(clientId) ? clientId : randomUUID()
+    let rehydrated = false
     if (draining()) res.shouldKeepAlive = false
     const peer = req.socket.remoteAddress ?? ''
     let tried: Set<string> | null = null
@@ -91,13 +99,17 @@ export function createRequestHandler(deps: RequestPathDeps): (req: IncomingMessa
       events?.request(route?.id ?? null, req.method ?? 'GET', r.status, (performance.now() - start) / 1000)
       if (!access) return
       logger.info({
+        request_id: requestId,
         method: req.method,
         path: req.url,
         status: r.status,
+        key: keyKind,
         upstream: route?.id ?? null,
         route: route?.source ?? null,
         retries,
-        outcome: r.outcome === null ? 'ok' : r.outcome.kind === 'client_abort' ? 'client_abort' : r.outcome.code,
+        outcome: r.outcome !== null
+          ? (r.outcome.kind === 'client_abort' ? 'client_abort' : r.outcome.code)
+          : rehydrated ? 'rehydrated' : route?.moved ? 'failover' : retries > 0 ? 'retried' : 'ok',
         duration_ms: Math.round((performance.now() - start) * 1000) / 1000,
       }, 'access')
     }
@@ -127,6 +139,7 @@ export function createRequestHandler(deps: RequestPathDeps): (req: IncomingMessa
         preserveHost,
         xForwarded,
         upstreamHost: hosts().get(route.id) ?? '',
+        requestId,
       })
       headers.push('x-tether-epoch', String(route.epoch))
       const moved = route.moved
@@ -138,6 +151,7 @@ export function createRequestHandler(deps: RequestPathDeps): (req: IncomingMessa
       if (state !== null && moved !== null && route.sessionKey !== null) {
         void state.fetch(route.sessionKey).then(async (cp) => {
           if (cp !== null) {
+            rehydrated = true
             if (hook === null) headers.push('x-tether-rehydrate', cp.value, 'x-tether-previous-upstream', moved.from)
             else await postHook(route, cp.value, moved.from)
           }

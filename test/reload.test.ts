@@ -1,0 +1,100 @@
+// Hot reload: a changed config file (also a Kubernetes ConfigMap's symlink swap) is validated
+// and applied without touching the listener; an invalid one is rejected and the old config
+// keeps running; SIGHUP re-reads the file. No sleeps: polls with deadlines.
+import t from 'tap'
+import { mkdtempSync, renameSync, symlinkSync, writeFileSync, mkdirSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { startTether } from '../src/app.js'
+import { loadConfigFile } from '../src/config/index.js'
+import { createLogger } from '../src/observability/logger.js'
+import { startUpstream, request, waitFor } from './fixtures/upstream.js'
+import { startCli } from './fixtures/cli.js'
+
+const yaml = (ups: { id: string; url: string }[], extra = ''): string =>
+  `listen: { host: 127.0.0.1, port: 0 }\nadmin: { listen: { host: 127.0.0.1, port: 0 } }\n` +
+  `affinity: { key: none }\nupstreams:\n${ups.map((u) => `  - { id: ${u.id}, url: "${u.url}" }`).join('\n')}\n${extra}`
+
+const reloads = async (metricsText: Promise<string>, result: 'ok' | 'failed'): Promise<number> => {
+  const m = new RegExp(`tether_config_reloads_total\\{result="${result}"\\} (\\d+)`).exec(await metricsText)
+  return m ? Number(m[1]) : 0
+}
+
+t.test('a changed file adds an upstream live; an invalid one is rejected and the old config stays', async (t) => {
+  const a = await startUpstream('a')
+  const b = await startUpstream('b')
+  const dir = mkdtempSync(join(tmpdir(), 'tether-reload-'))
+  const file = join(dir, 'proxy.yaml')
+  writeFileSync(file, yaml([a]))
+  const tether = await startTether(loadConfigFile(file, {}), { logger: createLogger('silent'), configPath: file })
+  t.teardown(async () => { await tether.close(0); await a.close(); await b.close() })
+  const port = tether.port
+  t.same(tether.router.ids, ['a'])
+
+  writeFileSync(file, yaml([a, b]))
+  await waitFor(() => tether.router.ids.includes('b'), 5000, 'the new upstream')
+  t.equal(tether.port, port, 'the listener is untouched')
+  const seen = new Set<string>()
+  for (let i = 0; i < 4; i++) seen.add((await request(tether.url)).body.trim())
+  t.same([...seen].sort(), ['a', 'b'], 'both upstreams serve')
+  t.equal(await reloads(tether.metrics.render(), 'ok'), 1)
+
+  writeFileSync(file, yaml([a, { id: 'c', url: 'not a url' }]))
+  await waitFor(async () => (await reloads(tether.metrics.render(), 'failed')) === 1, 5000, 'the rejected reload')
+  t.same(tether.router.ids, ['a', 'b'], 'the running config stays')
+  t.equal((await request(tether.url)).status, 200, 'still serving')
+  const rejected = tether.reloadFile()
+  t.match(rejected, { issues: [new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:\\d+:\\d+ upstreams\\[1\\]\\.url: `)] }, 'the same located errors as tether check')
+})
+
+t.test('a ConfigMap-style symlink swap is picked up', async (t) => {
+  const a = await startUpstream('a')
+  const b = await startUpstream('b')
+  const dir = mkdtempSync(join(tmpdir(), 'tether-cm-'))
+  // the layout the kubelet writes: proxy.yaml -> ..data/proxy.yaml, ..data -> ..<timestamp>
+  mkdirSync(join(dir, '..2026_11_25_01'))
+  writeFileSync(join(dir, '..2026_11_25_01', 'proxy.yaml'), yaml([a]))
+  symlinkSync('..2026_11_25_01', join(dir, '..data'))
+  symlinkSync(join('..data', 'proxy.yaml'), join(dir, 'proxy.yaml'))
+  const file = join(dir, 'proxy.yaml')
+  const tether = await startTether(loadConfigFile(file, {}), { logger: createLogger('silent'), configPath: file })
+  t.teardown(async () => { await tether.close(0); await a.close(); await b.close() })
+
+  mkdirSync(join(dir, '..2026_11_25_02'))
+  writeFileSync(join(dir, '..2026_11_25_02', 'proxy.yaml'), yaml([b]))
+  symlinkSync('..2026_11_25_02', join(dir, '..data_tmp'))
+  renameSync(join(dir, '..data_tmp'), join(dir, '..data')) // the atomic swap
+  await waitFor(() => tether.router.ids.includes('b') && !tether.router.ids.includes('a'), 5000, 'the swapped config')
+  t.equal((await request(tether.url)).body, 'b\n')
+})
+
+t.test('changes that need a restart are reported and not applied', async (t) => {
+  const a = await startUpstream('a')
+  const dir = mkdtempSync(join(tmpdir(), 'tether-restart-'))
+  const file = join(dir, 'proxy.yaml')
+  writeFileSync(file, yaml([a]))
+  const tether = await startTether(loadConfigFile(file, {}), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await a.close() })
+  writeFileSync(file, yaml([a], 'timeouts: { connect: 5s }\nretries: { attempts: 0 }\n'))
+  t.match(tether.reloadFile(), { issues: ['no config file to reload'] }, 'without configPath there is nothing to read')
+  const result = tether.reload(loadConfigFile(file, {}))
+  t.same(result, { applied: ['retries'], needsRestart: ['timeouts'] })
+})
+
+t.test('SIGHUP re-reads the file and the process keeps serving', async (t) => {
+  const a = await startUpstream('a')
+  const b = await startUpstream('b')
+  t.teardown(async () => { await a.close(); await b.close() })
+  const dir = mkdtempSync(join(tmpdir(), 'tether-hup-'))
+  const file = join(dir, 'proxy.yaml')
+  writeFileSync(file, yaml([a]))
+  const tether = await startCli(file)
+  t.teardown(() => tether.stop('SIGKILL'))
+  t.equal((await request(tether.url)).body, 'a\n')
+  tether.proc.kill('SIGHUP')
+  await waitFor(() => tether.stdout().includes('SIGHUP: reloading the config'), 5000, 'the SIGHUP log line')
+  writeFileSync(file, yaml([b]))
+  tether.proc.kill('SIGHUP')
+  await waitFor(async () => (await request(tether.url)).body === 'b\n', 5000, 'the new upstream to serve')
+  t.equal((await tether.stop('SIGTERM')).code, 0)
+})
