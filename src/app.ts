@@ -116,7 +116,12 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     },
     upstreamHeader: config.forwarding.upstream_header,
     warn: (message) => logger.warn(message),
+    bindings: {
+      bound: (key, upstream, epoch) => void sharedStore?.setBinding(key, upstream, epoch, config.affinity.idle_timeout),
+      unbound: (key) => void sharedStore?.deleteBinding(key),
+    },
   })
+  let sharedStore: RedisCheckpointStore | null = null
   let hosts: ReadonlyMap<string, string> = new Map()
   const apply = (upstreams: readonly UpstreamConfig[]): void => {
     router.setUpstreams(upstreams) // first: it notes which leaving upstreams were draining
@@ -142,6 +147,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   )
 
   const { store, state } = stateOf(config, clock, metrics, logger)
+  if (config.affinity.shared === 'redis' && store instanceof RedisCheckpointStore) sharedStore = store
   const handlerFor = (cfg: Config): ReturnType<typeof createRequestHandler> => createRequestHandler({
     config: cfg,
     forwarder,
@@ -151,6 +157,12 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     draining: () => draining,
     observe: (id, signal) => health.reportPassive(id, signal),
     state,
+    shared: sharedStore === null ? null : {
+      lookup: async (key) => {
+        const b = await sharedStore!.getBinding(key)
+        return b === 'unavailable' ? null : b
+      },
+    },
     events: {
       retry: (id) => metrics.retry(id),
       failover: (from, reason) => metrics.failover(from, reason as MoveReason),

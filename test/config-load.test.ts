@@ -43,6 +43,7 @@ t.test('a minimal config gets every default', async (t) => {
       max_entries: 1_000_000,
       strict: false,
       drain_timeout: 900_000,
+      shared: 'none',
     },
     timeouts: { connect: 2_000, response_headers: 30_000, body_idle: 60_000, client_keep_alive: 5_000, client_headers: 10_000 },
     limits: { max_header_bytes: 16384, max_body_bytes: null },
@@ -88,6 +89,7 @@ t.test('a full config round-trips every key, durations in ms and URLs as origins
       max_entries: 5000,
       strict: true,
       drain_timeout: 120_000,
+      shared: 'redis',
     },
     timeouts: { connect: 500, response_headers: 15_000, body_idle: 0, client_keep_alive: 2_500, client_headers: 60_000 },
     limits: { max_header_bytes: 32768, max_body_bytes: 1_048_576 },
@@ -253,6 +255,11 @@ const errorCases: { name: string; text: string; issues: string[] }[] = [
     name: 'state.redis with two ways',
     text: yaml(...UPSTREAM, 'state:', '  store: redis', '  redis: { url: "redis://x:6379", nodes: ["a:1"] }'),
     issues: [`${FILE}:6:10 state.redis: set exactly one of url, sentinels (with name) or nodes when store is redis`],
+  },
+  {
+    name: 'a shared affinity table needs the Redis state store',
+    text: yaml(...UPSTREAM, 'affinity:', '  shared: redis'),
+    issues: [`${FILE}:5:11 affinity.shared: redis needs state.store: redis (the shared table lives in that Redis)`],
   },
   {
     name: 'duration rules',

@@ -93,6 +93,8 @@ export interface AffinityConfig {
   readonly strict: boolean
   /** Users of a draining upstream stay until idle or until this has passed, then move. Default 15m. */
   readonly drain_timeout: Millis
+  /** Share the affinity table between Tether replicas through the Redis state store. Default none. */
+  readonly shared: 'none' | 'redis'
 }
 
 export interface TimeoutsConfig {
@@ -270,6 +272,7 @@ export const DEFAULTS = {
     max_entries: 1_000_000,
     strict: false,
     drain_timeout: 15 * 60_000,
+    shared: 'none',
   },
   timeouts: {
     connect: 2_000,

@@ -416,6 +416,7 @@ const affinity: Check<AffinityConfig> = refine(
       max_entries: integer(1, 100_000_000),
       strict: boolean,
       drain_timeout: duration({ zero: true }),
+      shared: oneOf(['none', 'redis'] as const),
     },
     DEFAULTS.affinity,
   ),
@@ -531,6 +532,13 @@ const state = refine(
   redisRules,
 )
 
+/** A shared affinity table lives in the Redis state store, so that store must be configured. */
+function sharedNeedsRedis(c: Config, node: SourceNode, ctx: Ctx): boolean {
+  if (c.affinity.shared !== 'redis' || c.state.store === 'redis') return true
+  ctx.report(nodeAt(node, ['affinity', 'shared']).pos, 'affinity.shared', 'redis needs state.store: redis (the shared table lives in that Redis)')
+  return false
+}
+
 /** Upstreams come from the static list, DNS discovery, or both; at least one source. */
 function someUpstreams(c: Config, node: SourceNode, _path: string, ctx: Ctx): boolean {
   if (c.upstreams.length > 0 || c.discovery.dns !== null) return true
@@ -595,7 +603,7 @@ const config: Check<Config> = refine(
     },
     { ...DEFAULTS, upstreams: [] },
   ),
-  (c, node, path, ctx) => someUpstreams(c, node, path, ctx) && distinctListeners(c, node, path, ctx),
+  (c, node, path, ctx) => someUpstreams(c, node, path, ctx) && distinctListeners(c, node, path, ctx) && sharedNeedsRedis(c, node, ctx),
 )
 
 /**

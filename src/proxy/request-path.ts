@@ -26,6 +26,8 @@ export interface RequestPathDeps {
   readonly draining: () => boolean
   /** Passive health: told how each attempt on an upstream went. */
   readonly observe?: (id: string, signal: HealthSignal) => void
+  /** Shared affinity: bindings other Tether replicas made, looked up on a local miss (bounded). */
+  readonly shared?: { lookup(key: string): Promise<{ upstream: string; epoch: number } | null> } | null
   /** The state protocol (checkpoints, rehydration); null when `state.store: none`. */
   readonly state?: StateProtocol | null
   /** Retries, failovers and rehydrations, for metrics. */
@@ -73,6 +75,7 @@ export function createRequestHandler(deps: RequestPathDeps): (req: IncomingMessa
   const { config, forwarder, router, hosts, logger, draining } = deps
   const observe = deps.observe ?? (() => undefined)
   const state = deps.state ?? null
+  const shared = deps.shared ?? null
   const events = deps.events ?? null
   const hook = config.state.rehydrate === 'hook' ? config.state.hook_path : null
   const { max_body_bytes: maxBody } = config.limits
@@ -197,6 +200,12 @@ export function createRequestHandler(deps: RequestPathDeps): (req: IncomingMessa
         fail(code, route, r.error, code === 'TETHER_BODY_TOO_LARGE' || !req.complete)
       })
     }
-    attempt()
+    // a key this replica has not seen may be bound by another replica: ask the shared table
+    const missing = shared === null ? null : router.missingKey(req.headers, peer)
+    if (missing === null) return attempt()
+    void shared!.lookup(missing).then((b) => {
+      if (b !== null) router.adopt(missing, b.upstream, b.epoch)
+      attempt()
+    })
   }
 }

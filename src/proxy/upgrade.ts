@@ -6,6 +6,7 @@
 // shutdown). Does not decide where a request goes, and never reads config or process.env.
 import type { IncomingHttpHeaders, IncomingMessage, ClientRequest, Server } from 'node:http'
 import { STATUS_CODES } from 'node:http'
+import { randomUUID } from 'node:crypto'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import httpProxy from 'http-proxy'
@@ -54,16 +55,17 @@ export interface UpgradeDeps {
    * such an upgrade lands wherever the new session does (see Router.placeKey).
    */
   readonly placeKey?: (key: string, tried: ReadonlySet<string>) => Route | NoRoute
-  /**
-   * The proxy's HTTP server: an `Upgrade` other than websocket (h2c, TLS/1.0) is handed back
-   * to it as an ordinary request. Absent: such a request is answered 400.
-   */
-  readonly server?: Server
   readonly options: UpgradeOptions
 }
 
 export interface UpgradeHandler {
-  /** The server's 'upgrade' listener: `server.on('upgrade', upgrades.handle)`. */
+  /**
+   * Become `server`'s 'upgrade' listener. Node then hands every request with an Upgrade header
+   * here; one for another protocol than websocket (h2c, TLS/1.0) is handed back to `server` as
+   * an ordinary request, without its Upgrade header.
+   */
+  attach(server: Server): void
+  /** The 'upgrade' listener itself (without attach(), a non-websocket Upgrade is answered 400). */
   readonly handle: (req: IncomingMessage, socket: Duplex, head: Buffer) => void
   /** Where upgrades may go: upstream id -> origin URL (call from the same place as the forwarder's). */
   setUpstreams(upstreams: readonly { readonly id: string; readonly url: string }[]): void
@@ -90,6 +92,8 @@ export const CLOSE_SERVICE_RESTART = 1012
 const NO_ROUTE: Record<NoRoute, ErrorCode> = { none: 'TETHER_NO_UPSTREAM', strict: 'TETHER_AFFINITY_UNAVAILABLE' }
 /** Too many open WebSockets (belongs in the error catalogue once errors.ts has it). */
 const TOO_MANY = { status: 503, message: 'Service Unavailable: too many open connections' } as const
+/** A client's X-Request-Id is kept when it looks like an id (the request path's rule). */
+const REQUEST_ID = /^[A-Za-z0-9._:+=\/-]{1,128}$/
 const EMPTY = Buffer.alloc(0)
 const NOTHING_TRIED: ReadonlySet<string> = new Set()
 
@@ -109,10 +113,14 @@ class Tunnel {
   /** Number of the current handshake attempt (a superseded one's late error is ignored). */
   attempt = 0
   timer: NodeJS.Timeout | null = null
+  /** X-Request-Id sent upstream: the client's when well-formed, else a new one (same for retries). */
+  readonly requestId: string
   /** Upstream -> client frame boundaries, so a close frame is only ever written between frames. */
   readonly frames = new FrameTracker()
   constructor(readonly req: IncomingMessage, readonly client: Socket, head: Buffer) {
     this.head = head
+    const id = req.headers['x-request-id']
+    this.requestId = typeof id === 'string' && REQUEST_ID.test(id) ? id : randomUUID()
   }
 }
 
@@ -121,7 +129,7 @@ class Tunnel {
  * ```ts
  * const upgrades = createUpgradeHandler({ router, forwarding: config.forwarding, ... })
  * upgrades.setUpstreams(config.upstreams)
- * server.on('upgrade', upgrades.handle)
+ * upgrades.attach(server)
  * ```
  */
 export function createUpgradeHandler(deps: UpgradeDeps): UpgradeHandler {
@@ -140,6 +148,7 @@ class Upgrades implements UpgradeHandler {
   readonly #byUpstream = new Map<string, Set<Tunnel>>()
   #urls: ReadonlyMap<string, string> = new Map()
   #count = 0
+  #server: Server | null = null
 
   constructor(deps: UpgradeDeps) {
     this.#deps = deps
@@ -159,6 +168,11 @@ class Upgrades implements UpgradeHandler {
 
   countByUpstream(id: string): number {
     return this.#byUpstream.get(id)?.size ?? 0
+  }
+
+  attach(server: Server): void {
+    this.#server = server
+    server.on('upgrade', this.handle)
   }
 
   setUpstreams(upstreams: readonly { readonly id: string; readonly url: string }[]): void {
@@ -219,6 +233,7 @@ class Upgrades implements UpgradeHandler {
       preserveHost: f.preserve_host,
       xForwarded: f.x_forwarded,
       upstreamHost: new URL(target).host,
+      requestId: t.requestId,
     })
     raw.push('connection', 'Upgrade', 'upgrade', String(req.headers.upgrade))
     raw.push('x-tether-epoch', String(route.epoch))
@@ -229,11 +244,21 @@ class Upgrades implements UpgradeHandler {
     const head = t.head
     t.head = EMPTY // http-proxy unshifted it into the client socket: a retry must not repeat it
     const attempt = ++t.attempt
-    this.#proxy.ws(view, client, head, { target }, (err: Error) => {
-      if (attempt === t.attempt) return this.#onProxyError(t, err)
-      // a handshake abandoned for a newer attempt: keep the client socket for that one
-      if (t.state !== 'closed') skipNextEnd(client)
-    })
+    try {
+      this.#proxy.ws(view, client, head, { target }, (err: Error) => {
+        if (attempt === t.attempt) return this.#onProxyError(t, err)
+        // a handshake abandoned for a newer attempt: keep the client socket for that one
+        if (t.state !== 'closed') skipNextEnd(client)
+      })
+    } catch (err) {
+      // http.request() refused the handshake (e.g. a header value it will not send)
+      this.#deps.logger.warn({ err, upstream: route.id }, 'websocket handshake could not be sent')
+      t.attempt++
+      t.proxyReq?.destroy()
+      t.proxyReq = null
+      this.#disarm(t)
+      this.#fail(t, 'TETHER_BAD_REQUEST', false)
+    }
   }
 
   /** http-proxy created the upstream request (before its own listeners): timers and hooks. */
@@ -304,7 +329,7 @@ class Upgrades implements UpgradeHandler {
         up.destroy()
       })
     }
-    this.#deps.logger.debug({ upstream: t.id, route: t.route?.source }, 'websocket open')
+    this.#deps.logger.debug({ request_id: t.requestId, upstream: t.id, route: t.route?.source }, 'websocket open')
   }
 
   /** The upstream answered the handshake without switching (403, 404, 5xx): passed on as is. */
@@ -431,8 +456,8 @@ class Upgrades implements UpgradeHandler {
    * Node hands every Upgrade request to the upgrade listener, hence this detour.
    */
   #notWebSocket(req: IncomingMessage, socket: Socket, head: Buffer): void {
-    const server = this.#deps.server
-    if (server === undefined) return answer(socket, ERRORS.TETHER_BAD_REQUEST, undefined, this.#linger)
+    const server = this.#server
+    if (server === null) return answer(socket, ERRORS.TETHER_BAD_REQUEST, undefined, this.#linger)
     let text = `${req.method} ${req.url} HTTP/${req.httpVersion}\r\n`
     const raw = req.rawHeaders
     for (let i = 0; i < raw.length; i += 2) {

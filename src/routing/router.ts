@@ -95,6 +95,11 @@ export interface RouterOptions {
   readonly upstreamHeader?: boolean
   /** Called once at construction when no cookie secret is configured. */
   readonly warn?: (message: string) => void
+  /** Told of every binding the table makes or drops (shared affinity writes them through). */
+  readonly bindings?: {
+    bound(key: string, upstream: string, epoch: number): void
+    unbound(key: string): void
+  }
 }
 
 /**
@@ -121,6 +126,7 @@ export class Router {
   readonly #trusted: TrustedProxies
   readonly #upstreamHeader: boolean
   readonly #health: Availability
+  readonly #bindings: RouterOptions['bindings'] | null
   /** Bindings for table-based keys (and new-session load accounting when bounded). */
   readonly table: AffinityTable
   #placement!: PlacementTable
@@ -154,6 +160,7 @@ export class Router {
     this.#cfg = cfg
     this.#clock = options.clock
     this.#health = options.availability ?? ALWAYS
+    this.#bindings = options.bindings ?? null
     this.#random = options.randomBytes ?? randomBytes
     this.#upstreamHeader = options.upstreamHeader ?? false
     this.#trusted = parseTrustedProxies(cfg.client_ip.trusted_proxies)
@@ -336,7 +343,11 @@ export class Router {
    * client inventing values cannot fill the table; they are never rebalanced either.
    */
   #pinned(key: string, now: number, learn: boolean, learned = false): Route | NoRoute {
+    // shared bindings expire in the store after idle_timeout: renew them now and then
+    // (every idle_timeout / 10), not on every request
+    const renew = this.#bindings !== null && now - (this.table.peek(key, now)?.lastSeen ?? now) > this.#cfg.idle_timeout / 10
     const entry = this.table.get(key, now)
+    if (renew && entry !== null) this.#bindings!.bound(key, entry.upstream, entry.epoch)
     const hash = (this.#hash = hashKey(key))
     const appKey = learned ? key : null
     const sessionKey = key
@@ -344,7 +355,7 @@ export class Router {
       const index = this.#place(hash)
       if (index < 0) return 'none'
       const id = this.#placement.ids[index]!
-      if (!learned) this.table.set(key, id, 0, now)
+      if (!learned) this.#bind(key, id, 0, now)
       return new Route(id, 'hash', null, learn, this, 0, null, appKey, sessionKey)
     }
     const r = this.#resolve(entry.upstream, hash, now, entry.createdAt, !learned)
@@ -352,8 +363,40 @@ export class Router {
     const id = this.#placement.ids[r.index]!
     if (r.reason === null) return new Route(id, 'table', null, learn, this, entry.epoch, null, appKey, sessionKey)
     const epoch = entry.epoch + 1
-    this.table.set(key, id, epoch, now)
+    this.#bind(key, id, epoch, now)
     return new Route(id, 'failover', null, learn, this, epoch, { from: entry.upstream, reason: r.reason }, appKey, sessionKey)
+  }
+
+  #bind(key: string, id: string, epoch: number, now: number): void {
+    this.table.set(key, id, epoch, now)
+    this.#bindings?.bound(key, id, epoch)
+  }
+
+  #unbind(key: string): void {
+    this.table.delete(key)
+    this.#bindings?.unbound(key)
+  }
+
+  /**
+   * The affinity-table key this request will be routed by, when the local table has no live
+   * entry for it (so a shared store may be asked first); null otherwise, and for cookie or
+   * round-robin routing, which need no table.
+   */
+  missingKey(headers: IncomingHttpHeaders, peer: string): string | null {
+    const opts = this.#keyOptions
+    if (opts === null || opts.kind === 'cookie') return null
+    const now = this.#clock.now()
+    const k = extractAffinityKey(headers, peer, opts, now)
+    let key: string | null = null
+    if (k.kind === 'app_cookie') {
+      key = k.value ?? (this.#cfg.app_cookie.fallback === 'client_ip' ? clientIp(peer, headers['x-forwarded-for'], this.#trusted) : null)
+    } else if (k.kind === 'client_ip' || k.kind === 'header') key = k.value
+    return key !== null && this.table.peek(key, now) === null ? key : null
+  }
+
+  /** Import a binding another Tether replica made (from the shared store) into the local table. */
+  adopt(key: string, upstream: string, epoch: number): void {
+    this.table.set(key, upstream, epoch, this.#clock.now())
   }
 
   /** Place a new key: bounded loads when configured, else the plain hash; only upstreams that accept new users. */
@@ -376,10 +419,10 @@ export class Router {
     for (const line of Array.isArray(setCookie) ? setCookie : [setCookie]) {
       const value = appCookieValue(line, name, now)
       if (value === null) continue
-      if (route.appKey !== null && route.appKey !== value.value) this.table.delete(route.appKey)
-      if (value.deleted) this.table.delete(value.value)
+      if (route.appKey !== null && route.appKey !== value.value) this.#unbind(route.appKey)
+      if (value.deleted) this.#unbind(value.value)
       else {
-        this.table.set(value.value, route.id, route.epoch, now)
+        this.#bind(value.value, route.id, route.epoch, now)
         route.learnedKey = value.value
       }
     }

@@ -297,6 +297,31 @@ export class RedisCheckpointStore implements CheckpointStore {
     await this.#race(this.#client, (c) => c.del(checkpointKey(this.#keyPrefix, sessionKey)))
   }
 
+  /**
+   * Shared affinity (`affinity.shared: redis`): the binding of an affinity key, stored as
+   * `<prefix>af:{<key>}` = "<epoch> <upstream>". Null when there is none; 'unavailable' when
+   * Redis did not answer in time. Never rejects.
+   */
+  async getBinding(key: string): Promise<{ upstream: string; epoch: number } | null | 'unavailable'> {
+    const reply = await this.#race(this.#client, (c) => c.get(`${this.#keyPrefix}af:{${key}}`))
+    if (reply === FAILED) return 'unavailable'
+    if (typeof reply !== 'string') return null
+    const space = reply.indexOf(' ')
+    const epoch = Number(reply.slice(0, space))
+    return space > 0 && Number.isInteger(epoch) ? { upstream: reply.slice(space + 1), epoch } : null
+  }
+
+  /** Store a binding with a TTL (the affinity idle timeout); false when Redis did not take it. */
+  async setBinding(key: string, upstream: string, epoch: number, ttlMs: number): Promise<boolean> {
+    const ttl = Math.max(1, Math.ceil(ttlMs))
+    const reply = await this.#race(this.#client, (c) => c.set(`${this.#keyPrefix}af:{${key}}`, `${epoch} ${upstream}`, 'PX', ttl))
+    return reply !== FAILED
+  }
+
+  async deleteBinding(key: string): Promise<void> {
+    await this.#race(this.#client, (c) => c.del(`${this.#keyPrefix}af:{${key}}`))
+  }
+
   #setStatus(status: CheckpointStoreStatus, detail: string): void {
     if (status === this.#status) return
     this.#status = status
