@@ -15,6 +15,7 @@ import { Membership } from './upstream/membership.js'
 import { DnsDiscovery } from './upstream/dns-discovery.js'
 import { startAdmin, type AdminServer } from './admin/admin-server.js'
 import { Metrics } from './observability/metrics.js'
+import { createUpgradeHandler, CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART } from './proxy/upgrade.js'
 import type { MoveReason } from './routing/router.js'
 import type { CheckpointStore } from './state/checkpoint-store.js'
 import { MemoryCheckpointStore } from './state/memory-store.js'
@@ -122,9 +123,31 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     },
   })
   let sharedStore: RedisCheckpointStore | null = null
+  const upgrades = createUpgradeHandler({
+    router,
+    logger,
+    forwarding: config.forwarding,
+    trustedProxies: config.affinity.client_ip.trusted_proxies,
+    draining: () => draining,
+    observe: (id, signal) => health.reportPassive(id, signal),
+    placeKey: (key, tried) => router.placeKey(key, tried),
+    options: {
+      maxConnections: config.websocket.max_connections,
+      idleTimeout: config.websocket.idle_timeout,
+      connect: t.connect,
+      responseHeaders: t.response_headers,
+      retries: config.retries.attempts,
+    },
+  })
+  // an upstream that dies or is taken out: close its WebSockets (1012) so clients reconnect elsewhere
+  health.onTransition((e) => {
+    if (e.to === 'unhealthy' || e.to === 'ejected' || e.to === 'disabled' || e.to === null) upgrades.closeUpstream(e.id, CLOSE_SERVICE_RESTART)
+  })
+  metrics.setWebSocketCount(() => upgrades.size)
   let hosts: ReadonlyMap<string, string> = new Map()
   const apply = (upstreams: readonly UpstreamConfig[]): void => {
     router.setUpstreams(upstreams) // first: it notes which leaving upstreams were draining
+    upgrades.setUpstreams(upstreams)
     health.setUpstreams(upstreams.map((u) => u.id))
     forwarder.setUpstreams(upstreams)
     checker?.setUpstreams(upstreams)
@@ -192,6 +215,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     if (max === null || !(Number(req.headers['content-length']) > max)) res.writeContinue()
     handler(req, res)
   })
+  upgrades.attach(server)
   // a client that stalls mid-request or stops reading an answer for body_idle is cut off
   if (t.body_idle > 0) server.setTimeout(t.body_idle)
 
@@ -254,6 +278,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       let timer: NodeJS.Timeout | undefined
       const deadline = new Promise<void>((resolve) => { timer = setTimeout(resolve, graceMs) })
       await Promise.race([closed, deadline])
+      upgrades.closeAll(CLOSE_GOING_AWAY) // WebSockets get the whole grace period, then 1001
       clearInterval(sweep)
       clearTimeout(timer)
       server.closeAllConnections()

@@ -57,6 +57,7 @@ t.test('a minimal config gets every default', async (t) => {
     retries: { attempts: 2, try_duration: 10_000, replay_buffer_bytes: 65_536 },
     discovery: { dns: null },
     shutdown: { grace_period: 10_000 },
+    websocket: { max_connections: 10_000, idle_timeout: 3_600_000 },
     state: {
       store: 'memory', header: 'X-Tether-State', max_bytes: 65_536, rehydrate: 'header',
       hook_path: '/.well-known/tether/rehydrate', timeout: 50,
@@ -103,6 +104,7 @@ t.test('a full config round-trips every key, durations in ms and URLs as origins
     retries: { attempts: 1, try_duration: 3_000, replay_buffer_bytes: 1024 },
     discovery: { dns: { name: 'app-headless.default.svc.cluster.local', port: 8080, interval: 10_000, family: 'ipv4', servers: ['127.0.0.1:5353'] } },
     shutdown: { grace_period: 25_000 },
+    websocket: { max_connections: 500, idle_timeout: 600_000 },
     state: {
       store: 'redis', header: 'X-App-State', max_bytes: 4096, rehydrate: 'hook',
       hook_path: '/_tether/rehydrate', timeout: 80,
@@ -289,7 +291,7 @@ const errorCases: { name: string; text: string; issues: string[] }[] = [
     issues: [
       `${FILE}:4:1 tiemouts: unknown key, did you mean \`timeouts\`?`,
       `${FILE}:6:3 listen.prot: unknown key, did you mean \`port\`?`,
-      `${FILE}:7:1 colour: unknown key (expected one of: listen, admin, upstreams, affinity, timeouts, limits, forwarding, log, health, retries, discovery, shutdown, state)`,
+      `${FILE}:7:1 colour: unknown key (expected one of: listen, admin, upstreams, affinity, timeouts, limits, forwarding, log, health, retries, discovery, shutdown, state, websocket)`,
     ],
   },
   {

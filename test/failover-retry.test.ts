@@ -106,7 +106,7 @@ t.test('a POST whose first upstream refuses the connection is retried on the nex
   t.equal(others.length, 0, 'the third upstream was not involved')
   const access = log.access()
   t.equal(access.length, 1)
-  t.match(access[0], { method: 'POST', status: 200, upstream: 'b', retries: 1, outcome: 'ok' })
+  t.match(access[0], { method: 'POST', status: 200, upstream: 'b', retries: 1, outcome: 'failover' })
 })
 
 t.test('a POST whose upstream resets after reading it is not retried: 502, the other upstream never sees it', async (t) => {

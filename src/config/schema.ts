@@ -221,6 +221,13 @@ export interface StateConfig {
   readonly redis: RedisConfig
 }
 
+export interface WebSocketConfig {
+  /** Most proxied WebSocket (Upgrade) connections open at once; more get 503. Default 10000. */
+  readonly max_connections: number
+  /** A WebSocket with no bytes either way for this long is closed. Default 1h. */
+  readonly idle_timeout: Millis
+}
+
 export interface ShutdownConfig {
   /** On SIGTERM, in-flight requests get this long to finish. Default 10s. */
   readonly grace_period: Millis
@@ -249,6 +256,7 @@ export interface Config {
   readonly discovery: DiscoveryConfig
   readonly shutdown: ShutdownConfig
   readonly state: StateConfig
+  readonly websocket: WebSocketConfig
 }
 
 /** Every default in one table (README documents the same values). */
@@ -299,6 +307,7 @@ export const DEFAULTS = {
   discovery: { dns: null },
   dnsDiscovery: { interval: 5_000, family: 'any', servers: [] },
   shutdown: { grace_period: 10_000 },
+  websocket: { max_connections: 10_000, idle_timeout: 3_600_000 },
   state: {
     store: 'memory', header: 'X-Tether-State', max_bytes: 65_536, rehydrate: 'header',
     hook_path: '/.well-known/tether/rehydrate', timeout: 50,

@@ -600,6 +600,10 @@ const config: Check<Config> = refine(
       discovery: struct<Config['discovery']>({ dns: nullable(dnsDiscovery) }, DEFAULTS.discovery),
       shutdown: struct<Config['shutdown']>({ grace_period: duration({ zero: true }) }, DEFAULTS.shutdown),
       state,
+      websocket: struct<Config['websocket']>(
+        { max_connections: integer(1, 1_000_000), idle_timeout: duration({ zero: false }) },
+        DEFAULTS.websocket,
+      ),
     },
     { ...DEFAULTS, upstreams: [] },
   ),

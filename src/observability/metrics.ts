@@ -279,6 +279,12 @@ export class Metrics {
     this.#redisOps.observe(this.#redisOpLabels[op], seconds)
   }
 
+  /** Read the open WebSocket count at scrape time (instead of wsOpened/wsClosed). */
+  setWebSocketCount(fn: () => number): void {
+    const gauge = this.#websockets as unknown as { collect?: () => void }
+    gauge.collect = () => this.#websockets.set(fn())
+  }
+
   wsOpened(): void {
     this.#websockets.inc()
   }

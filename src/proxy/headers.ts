@@ -2,6 +2,9 @@
 // directions, X-Forwarded-* and Host. Pure: takes header lists, returns new ones, never
 // mutates the inbound request.
 
+/** A client's X-Request-Id is kept when it looks like an id (else Tether makes one). */
+export const REQUEST_ID = /^[A-Za-z0-9._:+=\/-]{1,128}$/
+
 /** Headers that describe one connection and are never forwarded. */
 const HOP_BY_HOP = new Set([
   'connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization',

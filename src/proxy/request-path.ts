@@ -7,7 +7,7 @@ import type { Config } from '../config/schema.js'
 import type { ErrorCode } from '../errors.js'
 import type { Logger } from '../observability/logger.js'
 import type { Route, Router } from '../routing/router.js'
-import { upstreamRequestHeaders } from './headers.js'
+import { REQUEST_ID, upstreamRequestHeaders } from './headers.js'
 import { hasBody, type Forwarder, type ForwardResult, type ResponseDecoration } from './forward.js'
 import type { RawCheckpoint, StateProtocol } from '../state/protocol.js'
 import { healthSignal, type HealthSignal } from './outcome.js'
@@ -62,9 +62,6 @@ class Exchange implements ResponseDecoration {
     return this.state.write(key, this.#checkpoint, this.route.id, this.route.epoch)
   }
 }
-
-/** A client's X-Request-Id is kept when it looks like an id (else Tether makes one). */
-const REQUEST_ID = /^[A-Za-z0-9._:+=\/-]{1,128}$/
 
 const NO_ROUTE: Record<'none' | 'strict', ErrorCode> = {
   none: 'TETHER_NO_UPSTREAM',

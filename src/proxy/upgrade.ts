@@ -14,7 +14,7 @@ import { ERRORS, TetherError, type ErrorCode } from '../errors.js'
 import type { Logger } from '../observability/logger.js'
 import type { NoRoute, Route } from '../routing/router.js'
 import { clientIp, parseTrustedProxies, type TrustedProxies } from '../affinity/client-ip.js'
-import { clientResponseHeaders, upstreamRequestHeaders } from './headers.js'
+import { REQUEST_ID, clientResponseHeaders, upstreamRequestHeaders } from './headers.js'
 import { classify, healthSignal, type HealthSignal } from './outcome.js'
 import { shouldRetry } from './retry.js'
 
@@ -91,9 +91,8 @@ export const CLOSE_SERVICE_RESTART = 1012
 
 const NO_ROUTE: Record<NoRoute, ErrorCode> = { none: 'TETHER_NO_UPSTREAM', strict: 'TETHER_AFFINITY_UNAVAILABLE' }
 /** Too many open WebSockets (belongs in the error catalogue once errors.ts has it). */
-const TOO_MANY = { status: 503, message: 'Service Unavailable: too many open connections' } as const
+const TOO_MANY = ERRORS.TETHER_TOO_MANY_CONNECTIONS
 /** A client's X-Request-Id is kept when it looks like an id (the request path's rule). */
-const REQUEST_ID = /^[A-Za-z0-9._:+=\/-]{1,128}$/
 const EMPTY = Buffer.alloc(0)
 const NOTHING_TRIED: ReadonlySet<string> = new Set()
 

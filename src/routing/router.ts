@@ -394,6 +394,29 @@ export class Router {
     return key !== null && this.table.peek(key, now) === null ? key : null
   }
 
+  /**
+   * Place a new user by an arbitrary stable key (a WebSocket upgrade without a cookie: the
+   * client IP), with the rules of a new session (accepting upstreams, slow start, bounded
+   * loads) and no table write. With `key: cookie`, the route carries a new cookie for it.
+   */
+  placeKey(key: string, tried: ReadonlySet<string> = NOTHING_TRIED): Route | NoRoute {
+    this.#tried = tried
+    try {
+      const index = this.#place((this.#hash = hashKey(key)))
+      if (index < 0) return 'none'
+      const id = this.#placement.ids[index]!
+      let setCookie: string | null = null
+      if (this.#codec !== null) {
+        const now = this.#clock.now()
+        const sessionId = Buffer.from(this.#random(16)).toString('hex')
+        setCookie = this.#serialize!(this.#codec.encode({ sessionId, upstream: id, epoch: 0, issuedAt: now, lastSeen: now }))
+      }
+      return new Route(id, 'fallback', setCookie, false, this, 0, null, null, null)
+    } finally {
+      this.#tried = NOTHING_TRIED
+    }
+  }
+
   /** Import a binding another Tether replica made (from the shared store) into the local table. */
   adopt(key: string, upstream: string, epoch: number): void {
     this.table.set(key, upstream, epoch, this.#clock.now())

@@ -1,0 +1,69 @@
+// Limits on the upgrade path: most open WebSockets (503 beyond), idle timeout (no byte either
+// way closes both sides), and the handshake's own timeout (an upstream that never answers).
+import t from 'tap'
+import net from 'node:net'
+import { closed, openWs, roundTrip, startEchoPod, startWsTether, within } from './fixtures/ws-harness.js'
+import { waitFor } from './fixtures/upstream.js'
+
+const pod = await startEchoPod('app-0')
+t.teardown(() => pod.kill())
+
+t.test('beyond max_connections an upgrade is answered 503 on the raw socket; a freed slot is reused', async (t) => {
+  const px = await startWsTether([{ id: pod.id, url: pod.url }], {}, { maxConnections: 3 })
+  t.teardown(() => px.close())
+  const open = await Promise.all([0, 1, 2].map(() => openWs(px.wsUrl)))
+  const err = await openWs(px.wsUrl).then(() => null, (e: { status?: number; headers?: Record<string, string>; body?: string }) => e)
+  t.equal(err?.status, 503)
+  t.equal(err?.headers?.['retry-after'], '1')
+  t.match(err?.body, /too many open connections/)
+  t.equal(px.upgrades.size, 3, 'the refused one took no slot')
+  t.equal((await roundTrip(open[0]!, 'ok')).data.toString(), 'app-0:ok', 'open ones are unaffected')
+  open[1]!.close()
+  await closed(open[1]!)
+  await waitFor(() => px.upgrades.size === 2, 2000, 'slot released')
+  const again = await openWs(px.wsUrl)
+  t.equal((await roundTrip(again, 'again')).data.toString(), 'app-0:again', 'a freed slot takes a new connection')
+  for (const ws of [open[0]!, open[2]!, again]) ws.close()
+})
+
+t.test('idle timeout: a socket with no bytes either way is closed (both sides); traffic keeps it open', async (t) => {
+  const idle = 300
+  const px = await startWsTether([{ id: pod.id, url: pod.url }], {}, { idleTimeout: idle })
+  t.teardown(() => px.close())
+  const quiet = await openWs(px.wsUrl)
+  const busy = await openWs(px.wsUrl)
+  const quietClosed = closed(quiet)
+  const start = performance.now()
+  // the busy one talks every idle/3 until the quiet one has been cut off
+  let done = false
+  const talk = (async () => {
+    while (!done) {
+      await roundTrip(busy, 'ping')
+      await new Promise((r) => setTimeout(r, idle / 3))
+    }
+  })()
+  const c = await within(quietClosed, 5000, 'the idle socket is closed')
+  done = true
+  await talk
+  t.ok(performance.now() - start >= idle - 20, 'not before the idle timeout')
+  t.equal(c.code, 1006, 'cut off (no close frame: both sockets destroyed)')
+  t.equal(busy.readyState, busy.OPEN, 'the busy socket is still open')
+  await waitFor(() => px.upgrades.size === 1, 2000, 'idle tunnel released')
+  busy.close()
+  await closed(busy)
+})
+
+t.test('an upstream that accepts the connection but never answers the handshake: 504 after response_headers', async (t) => {
+  const sockets = new Set<net.Socket>()
+  const mute = net.createServer((s) => { sockets.add(s); s.on('error', () => undefined) })
+  await new Promise<void>((r) => mute.listen(0, '127.0.0.1', r))
+  const port = (mute.address() as net.AddressInfo).port
+  t.teardown(() => { for (const s of sockets) s.destroy(); mute.close() })
+  const px = await startWsTether([{ id: 'mute', url: `http://127.0.0.1:${port}` }], { timeouts: { response_headers: 200 } })
+  t.teardown(() => px.close())
+  const err = await within(openWs(px.wsUrl).then(() => null, (e: { status?: number; body?: string }) => e), 5000, 'answer')
+  t.equal(err?.status, 504)
+  t.match(err?.body, /did not answer in time/)
+  await waitFor(() => px.upgrades.size === 0, 2000, 'slot released')
+  t.equal(px.upgrades.size, 0)
+})
