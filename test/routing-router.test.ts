@@ -182,3 +182,18 @@ t.test('with on_scale_up rebalance, an app_cookie user still returns to the repl
   }
   t.equal(lost, 0, 'every user went back to the upstream that set their cookie')
 })
+
+t.test('an app_cookie user without the cookie, placed by client IP, never gets a checkpoint key (users share IPs)', async (t) => {
+  const clock = new FakeClock()
+  const down = new Set<string>()
+  const router = new Router(affinity({ key: 'app_cookie', app_cookie: { name: 'sid', fallback: 'client_ip' } }), UPS, {
+    clock,
+    availability: { ready: (id) => !down.has(id), acceptsNew: (id) => !down.has(id), drainingSince: () => null, slowStartWeight: () => 1 },
+  })
+  const first = go(router, {}, '10.0.0.9')
+  t.equal(first.sessionKey, null)
+  down.add(first.id)
+  const moved = go(router, {}, '10.0.0.9')
+  t.not(moved.id, first.id, 'moved off the dead upstream')
+  t.equal(moved.sessionKey, null, 'still no checkpoint key after the move')
+})

@@ -246,7 +246,8 @@ export class Router {
         if (key.value !== null) return this.#pinned(key.value, now, false, true)
         if (this.#cfg.app_cookie.fallback === 'client_ip') {
           const r = this.#pinned(clientIp(peer, headers['x-forwarded-for'], this.#trusted), now, true)
-          return typeof r === 'string' || r.moved !== null ? r : new Route(r.id, 'fallback', null, true, this, r.epoch, null, null, null)
+          // the IP only places the user: it must never key a checkpoint (users share an IP)
+          return typeof r === 'string' ? r : new Route(r.id, r.moved !== null ? 'failover' : 'fallback', null, true, this, r.epoch, r.moved, null, null)
         }
         return this.#roundRobinRoute(true)
       case 'client_ip':
