@@ -190,9 +190,15 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       retry: (id) => metrics.retry(id),
       failover: (from, reason) => metrics.failover(from, reason as MoveReason),
       request: (id, method, status, seconds) => metrics.observeRequest(id, method, status, seconds),
-      attempt: (id, delta) => (delta > 0 ? metrics.requestStarted(id) : metrics.requestEnded(id)),
+      attempt: (id, delta) => {
+        inFlight.set(id, (inFlight.get(id) ?? 0) + delta)
+        if (delta > 0) metrics.requestStarted(id)
+        else metrics.requestEnded(id)
+      },
     },
   })
+  /** Requests being forwarded, by upstream (for GET /upstreams). */
+  const inFlight = new Map<string, number>()
   // the live request handler: a reload swaps it; requests in flight keep the one they started with
   let current = config
   let handler = handlerFor(config)
@@ -227,7 +233,17 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     admin = await startAdmin(config.admin.listen.host, config.admin.listen.port, {
       token: config.admin.token,
       notReady: () => notReady(),
-      upstreams: () => health.snapshot().map((e) => ({ ...e, sessions: router.table.countByUpstream(e.id) })),
+      upstreams: () => {
+        const byId = new Map(membership.current().map((u) => [u.id, u]))
+        return health.snapshot().map((e) => ({
+          ...e,
+          url: byId.get(e.id)?.url ?? null,
+          weight: byId.get(e.id)?.weight ?? null,
+          in_flight: inFlight.get(e.id) ?? 0,
+          websockets: upgrades.countByUpstream(e.id),
+          sessions: router.table.countByUpstream(e.id),
+        }))
+      },
       degraded: () => (store !== null && store.status === 'degraded' ? [`state store (${config.state.store}) unreachable: checkpoints paused, routing unaffected`] : []),
       metrics: () => metrics.render(),
       metricsContentType: metrics.contentType,

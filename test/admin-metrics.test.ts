@@ -77,3 +77,19 @@ t.test('the admin port answers only its own routes', async (t) => {
   t.same(ready, { ready: true, reasons: [], degraded: [] })
   t.not(tether.adminUrl, tether.url, 'never the proxy port')
 })
+
+t.test('GET /upstreams lists state, weight, in-flight requests and sessions', async (t) => {
+  let release: (() => void) | null = null
+  const slow = await startUpstream('slow', (_req, res) => { release = () => res.end('done') })
+  const tether = await startTether(testConfig([{ id: 'slow', url: slow.url, weight: 3 } as never], { affinity: { key: 'header', header: { name: 'X-Tenant' } } }), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await slow.close() })
+  const pending = request(tether.url, { headers: { 'x-tenant': 't1' } })
+  const { waitFor } = await import('./fixtures/upstream.js')
+  await waitFor(() => release !== null)
+  const rows = JSON.parse((await request(`${tether.adminUrl}/upstreams`)).body) as Record<string, unknown>[]
+  t.match(rows, [{ id: 'slow', state: 'healthy', weight: 3, in_flight: 1, sessions: 1, url: slow.url }])
+  release!()
+  await pending
+  const after = JSON.parse((await request(`${tether.adminUrl}/upstreams`)).body) as Record<string, unknown>[]
+  t.equal(after[0]!['in_flight'], 0)
+})
