@@ -180,12 +180,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     draining: () => draining,
     observe: (id, signal) => health.reportPassive(id, signal),
     state,
-    shared: sharedStore === null ? null : {
-      lookup: async (key) => {
-        const b = await sharedStore!.getBinding(key)
-        return b === 'unavailable' ? null : b
-      },
-    },
+    shared: sharedStore === null ? null : { lookup: (key) => sharedStore!.getBinding(key) },
     events: {
       retry: (id) => metrics.retry(id),
       failover: (from, reason) => metrics.failover(from, reason as MoveReason),

@@ -27,7 +27,7 @@ export interface RequestPathDeps {
   /** Passive health: told how each attempt on an upstream went. */
   readonly observe?: (id: string, signal: HealthSignal) => void
   /** Shared affinity: bindings other Tether replicas made, looked up on a local miss (bounded). */
-  readonly shared?: { lookup(key: string): Promise<{ upstream: string; epoch: number } | null> } | null
+  readonly shared?: { lookup(key: string): Promise<{ upstream: string; epoch: number } | null | 'unavailable'> } | null
   /** The state protocol (checkpoints, rehydration); null when `state.store: none`. */
   readonly state?: StateProtocol | null
   /** Retries, failovers and rehydrations, for metrics. */
@@ -197,11 +197,12 @@ export function createRequestHandler(deps: RequestPathDeps): (req: IncomingMessa
         fail(code, route, r.error, code === 'TETHER_BODY_TOO_LARGE' || !req.complete)
       })
     }
-    // a key this replica has not seen may be bound by another replica: ask the shared table
-    const missing = shared === null ? null : router.missingKey(req.headers, peer)
-    if (missing === null) return attempt()
-    void shared!.lookup(missing).then((b) => {
-      if (b !== null) router.adopt(missing, b.upstream, b.epoch)
+    // a key this replica has not seen (or not checked lately) may be bound by another
+    // replica: reconcile with the shared table first (bounded by state.timeout)
+    const key = shared === null ? null : router.keyToSync(req.headers, peer)
+    if (key === null) return attempt()
+    void shared!.lookup(key).then((b) => {
+      if (b !== 'unavailable') router.sync(key, b)
       attempt()
     })
   }

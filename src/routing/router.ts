@@ -344,11 +344,7 @@ export class Router {
    * client inventing values cannot fill the table; they are never rebalanced either.
    */
   #pinned(key: string, now: number, learn: boolean, learned = false): Route | NoRoute {
-    // shared bindings expire in the store after idle_timeout: renew them now and then
-    // (every idle_timeout / 10), not on every request
-    const renew = this.#bindings !== null && now - (this.table.peek(key, now)?.lastSeen ?? now) > this.#cfg.idle_timeout / 10
     const entry = this.table.get(key, now)
-    if (renew && entry !== null) this.#bindings!.bound(key, entry.upstream, entry.epoch)
     const hash = (this.#hash = hashKey(key))
     const appKey = learned ? key : null
     const sessionKey = key
@@ -379,11 +375,13 @@ export class Router {
   }
 
   /**
-   * The affinity-table key this request will be routed by, when the local table has no live
-   * entry for it (so a shared store may be asked first); null otherwise, and for cookie or
-   * round-robin routing, which need no table.
+   * With a shared table: the affinity-table key this request will be routed by, when it must
+   * be checked against the shared store first: the local table has no live entry for it, or
+   * its entry was last used in an earlier sync period (every min(idle_timeout / 10, 5 s) of
+   * use, so another replica's move is seen and the shared TTL renewed). Null otherwise, and
+   * for cookie or round-robin routing, which need no table.
    */
-  missingKey(headers: IncomingHttpHeaders, peer: string): string | null {
+  keyToSync(headers: IncomingHttpHeaders, peer: string): string | null {
     const opts = this.#keyOptions
     if (opts === null || opts.kind === 'cookie') return null
     const now = this.#clock.now()
@@ -392,7 +390,25 @@ export class Router {
     if (k.kind === 'app_cookie') {
       key = k.value ?? (this.#cfg.app_cookie.fallback === 'client_ip' ? clientIp(peer, headers['x-forwarded-for'], this.#trusted) : null)
     } else if (k.kind === 'client_ip' || k.kind === 'header') key = k.value
-    return key !== null && this.table.peek(key, now) === null ? key : null
+    if (key === null) return null
+    const entry = this.table.peek(key, now)
+    const period = Math.min(this.#cfg.idle_timeout / 10, 5_000)
+    return entry === null || Math.floor(entry.lastSeen / period) < Math.floor(now / period) ? key : null
+  }
+
+  /**
+   * Reconcile a key with what the shared store holds (`shared`: null when it has nothing):
+   * a binding with a higher epoch (another replica moved the user) replaces the local one; a
+   * local one that is newer, or missing from the store, is published again (renewing its TTL).
+   */
+  sync(key: string, shared: { upstream: string; epoch: number } | null): void {
+    const now = this.#clock.now()
+    const local = this.table.peek(key, now)
+    if (shared !== null && (local === null || shared.epoch > local.epoch)) {
+      this.table.set(key, shared.upstream, shared.epoch, now)
+    } else if (local !== null) {
+      this.#bindings?.bound(key, local.upstream, local.epoch)
+    }
   }
 
   /**
@@ -418,10 +434,6 @@ export class Router {
     }
   }
 
-  /** Import a binding another Tether replica made (from the shared store) into the local table. */
-  adopt(key: string, upstream: string, epoch: number): void {
-    this.table.set(key, upstream, epoch, this.#clock.now())
-  }
 
   /** Place a new key: bounded loads when configured, else the plain hash; only upstreams that accept new users. */
   #place(hash: number): number {

@@ -68,6 +68,20 @@ export const REDIS_CHECKPOINT_DEFAULTS = Object.freeze({
 })
 
 /**
+ * A binding write that never lowers the epoch: KEYS[1] = the binding, ARGV = epoch, upstream,
+ * ttlMs. Returns 1 when written (TTL renewed), 0 when a higher epoch is stored.
+ */
+const SET_BINDING_LUA = `
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local e = tonumber(string.match(cur, '^(%d+) '))
+  if e and e > tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'PX', ARGV[3])
+return 1
+`
+
+/**
  * The put, in one atomic step: compare versions, write every field, set the TTL.
  * KEYS[1] = the checkpoint hash; ARGV = value, version ('' = none), upstream, epoch, writtenAt,
  * ttlMs. Returns 1 when stored, 0 when stale. The version rule is CheckpointStore.put's:
@@ -311,11 +325,16 @@ export class RedisCheckpointStore implements CheckpointStore {
     return space > 0 && Number.isInteger(epoch) ? { upstream: reply.slice(space + 1), epoch } : null
   }
 
-  /** Store a binding with a TTL (the affinity idle timeout); false when Redis did not take it. */
+  /**
+   * Store a binding with a TTL (the affinity idle timeout), unless the stored one has a higher
+   * epoch (another replica moved the user since: that move wins). False when Redis did not
+   * answer or kept the newer binding.
+   */
   async setBinding(key: string, upstream: string, epoch: number, ttlMs: number): Promise<boolean> {
-    const ttl = Math.max(1, Math.ceil(ttlMs))
-    const reply = await this.#race(this.#client, (c) => c.set(`${this.#keyPrefix}af:{${key}}`, `${epoch} ${upstream}`, 'PX', ttl))
-    return reply !== FAILED
+    const ttl = String(Math.max(1, Math.ceil(ttlMs)))
+    const reply = await this.#race(this.#client, (c) =>
+      c.eval(SET_BINDING_LUA, 1, `${this.#keyPrefix}af:{${key}}`, String(epoch), upstream, ttl) as Promise<unknown>)
+    return reply !== FAILED && Number(reply) === 1
   }
 
   async deleteBinding(key: string): Promise<void> {
