@@ -12,6 +12,7 @@ import {
   type DecodedCookie,
 } from '../src/affinity/cookie-codec.js'
 import { FakeClock } from './fixtures/clock.js'
+import { mulberry32 as prng } from './fixtures/random.js'
 
 const MIN = 60_000
 const HOUR = 60 * MIN
@@ -20,16 +21,6 @@ const OLD_SECRET = 'an older secret, still accepted'
 const IDLE = 3 * HOUR
 const ABSOLUTE = 24 * HOUR
 
-/** mulberry32: a tiny seeded PRNG, so failures reproduce. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = Math.imul(a ^ (a >>> 15), 1 | a)
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 /** Session ids from a seeded PRNG instead of crypto.randomBytes. */
 function seededBytes(seed: number): (n: number) => Uint8Array {

@@ -6,20 +6,11 @@ import { AffinityTable } from '../src/affinity/table.js'
 import type { AffinityEntry } from '../src/affinity/store.js'
 import { FakeClock } from './fixtures/clock.js'
 import { conformance } from './fixtures/affinity-store-conformance.js'
+import { mulberry32 as prng } from './fixtures/random.js'
 
 const MIN = 60_000
 const HOUR = 60 * MIN
 
-/** mulberry32: a tiny seeded PRNG, so failures reproduce. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = Math.imul(a ^ (a >>> 15), 1 | a)
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 t.test('AffinityTable meets the AffinityStore contract', async (t) => {
   conformance(t, (options) => new AffinityTable(options))
