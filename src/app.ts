@@ -1,6 +1,7 @@
 // Composition root: builds every part from a validated Config, wires them together and
 // owns their lifecycle (start, graceful stop). Nothing else starts servers or timers.
 import http from 'node:http'
+import { randomUUID } from 'node:crypto'
 import type { AddressInfo, Socket } from 'node:net'
 import type { Config, UpstreamConfig } from './config/schema.js'
 import { ConfigError, loadConfigFile } from './config/index.js'
@@ -171,6 +172,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
 
   const { store, state } = stateOf(config, clock, metrics, logger)
   if (config.affinity.shared === 'redis' && store instanceof RedisCheckpointStore) sharedStore = store
+  const peers = config.health.shared === 'redis' && store instanceof RedisCheckpointStore ? shareHealth(store, health, logger) : null
   const handlerFor = (cfg: Config): ReturnType<typeof createRequestHandler> => createRequestHandler({
     config: cfg,
     forwarder,
@@ -242,8 +244,8 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       degraded: () => (store !== null && store.status === 'degraded' ? [`state store (${config.state.store}) unreachable: checkpoints paused, routing unaffected`] : []),
       metrics: () => metrics.render(),
       metricsContentType: metrics.contentType,
-      drain: (id) => health.drain(id),
-      undrain: (id) => health.undrain(id),
+      drain: (id) => health.drain(id) && (peers?.tell('drain', id), true),
+      undrain: (id) => health.undrain(id) && (peers?.tell('undrain', id), true),
     }).catch((err: NodeJS.ErrnoException) => {
       throw Object.assign(new Error(`cannot listen on ${config.admin.listen.host}:${config.admin.listen.port} (admin): ${err.code ?? err.message}`), { code: err.code })
     })
@@ -261,6 +263,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   checker?.start()
   if (discovery !== null) await discovery.start()
   await store?.start() // resolves even when Redis is down (degraded, reconnecting)
+  peers?.start()
   // background upkeep: expired affinity entries (also dropped lazily on lookup) and ended ejections
   const upkeep = setInterval(() => {
     router.sweep(10_000)
@@ -363,6 +366,43 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   }
 
   return { url, port, adminUrl: admin.url, logger, router, health, metrics, server, setUpstreams, reload, reloadFile, close }
+}
+
+/**
+ * Health shared between Tether replicas through Redis pub/sub (`health.shared: redis`): an
+ * upstream this replica finds down (unhealthy or ejected) is ejected by the others at once,
+ * and a drain or undrain made through one replica's admin API applies to all. Events a
+ * replica applies because a peer sent them are not sent again.
+ */
+function shareHealth(store: RedisCheckpointStore, health: HealthTable, logger: Logger): { start(): void; tell(kind: 'drain' | 'undrain', id: string): void } {
+  const self = randomUUID()
+  let applyingPeer = false
+  const tell = (kind: 'down' | 'drain' | 'undrain', id: string): void => {
+    void store.publish(JSON.stringify({ from: self, kind, id }))
+  }
+  health.onTransition((e) => {
+    if (!applyingPeer && (e.to === 'unhealthy' || e.to === 'ejected')) tell('down', e.id)
+  })
+  const receive = (message: string): void => {
+    let m: { from?: unknown; kind?: unknown; id?: unknown }
+    try {
+      m = JSON.parse(message) as typeof m
+    } catch {
+      return
+    }
+    if (m.from === self || typeof m.id !== 'string') return
+    applyingPeer = true
+    try {
+      if (m.kind === 'down') health.reportPassive(m.id, 'connect_refused')
+      else if (m.kind === 'drain') health.drain(m.id)
+      else if (m.kind === 'undrain') health.undrain(m.id)
+      else return
+      logger.info({ upstream: m.id, event: m.kind }, 'health event from another Tether replica')
+    } finally {
+      applyingPeer = false
+    }
+  }
+  return { start: () => store.subscribe(receive), tell }
 }
 
 /** The checkpoint store and state protocol of `state.store` (none: both null). */

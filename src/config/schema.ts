@@ -161,6 +161,8 @@ export interface HealthConfig {
   readonly passive: PassiveHealthConfig
   /** An upstream that (re)joins gets new users gradually over this window; 0 = off. Default 0. */
   readonly slow_start: Millis
+  /** Tell the other Tether replicas (Redis pub/sub) of upstreams found down and of drains. Default none. */
+  readonly shared: 'none' | 'redis'
 }
 
 export interface RetriesConfig {
@@ -302,6 +304,7 @@ export const DEFAULTS = {
       max_ejection: 300_000, max_ejection_percent: 50,
     },
     slow_start: 0,
+    shared: 'none',
   },
   retries: { attempts: 2, try_duration: 10_000, replay_buffer_bytes: 65_536 },
   discovery: { dns: null },

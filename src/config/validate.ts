@@ -458,6 +458,7 @@ const health = struct<Config['health']>(
       DEFAULTS.health.passive,
     ),
     slow_start: duration({ zero: true }),
+    shared: oneOf(['none', 'redis'] as const),
   },
   DEFAULTS.health,
 )
@@ -534,9 +535,16 @@ const state = refine(
 
 /** A shared affinity table lives in the Redis state store, so that store must be configured. */
 function sharedNeedsRedis(c: Config, node: SourceNode, ctx: Ctx): boolean {
-  if (c.affinity.shared !== 'redis' || c.state.store === 'redis') return true
-  ctx.report(nodeAt(node, ['affinity', 'shared']).pos, 'affinity.shared', 'redis needs state.store: redis (the shared table lives in that Redis)')
-  return false
+  let ok = true
+  if (c.affinity.shared === 'redis' && c.state.store !== 'redis') {
+    ctx.report(nodeAt(node, ['affinity', 'shared']).pos, 'affinity.shared', 'redis needs state.store: redis (the shared table lives in that Redis)')
+    ok = false
+  }
+  if (c.health.shared === 'redis' && c.state.store !== 'redis') {
+    ctx.report(nodeAt(node, ['health', 'shared']).pos, 'health.shared', 'redis needs state.store: redis (events go through that Redis)')
+    ok = false
+  }
+  return ok
 }
 
 /** Upstreams come from the static list, DNS discovery, or both; at least one source. */

@@ -163,6 +163,7 @@ export class RedisCheckpointStore implements CheckpointStore {
   readonly #maxReconnectDelay: number
   readonly #listeners = new Set<(status: CheckpointStoreStatus, detail: string) => void>()
   #client: Client | null = null
+  #subscriber: Client | null = null
   #status: CheckpointStoreStatus = 'degraded'
   #lastError = ''
   /** Cluster only: calls failed in a row since the last success (see #observe). */
@@ -250,7 +251,42 @@ export class RedisCheckpointStore implements CheckpointStore {
    * Closes the connection (QUIT when connected, waiting at most `timeout`), stops reconnecting
    * and reports 'degraded' with detail "stopped". Later calls answer 'unavailable'.
    */
+  /**
+   * Cluster-wide events between Tether replicas (health and drain changes): publish one on
+   * `<prefix>events`. Fire and forget, bounded by `timeout`; false when Redis did not take it.
+   */
+  async publish(message: string): Promise<boolean> {
+    const reply = await this.#race(this.#client, (c) => c.publish(`${this.#keyPrefix}events`, message))
+    return reply !== FAILED
+  }
+
+  /**
+   * Receive every message published on `<prefix>events` (this replica's own included), on a
+   * dedicated connection that re-subscribes after each reconnect. Call after start().
+   */
+  subscribe(onMessage: (message: string) => void): void {
+    if (this.#client === null || this.#subscriber !== null) return
+    const channel = `${this.#keyPrefix}events`
+    const sub = (this.#client as unknown as { duplicate(): Client }).duplicate()
+    this.#subscriber = sub
+    sub.on('error', () => undefined) // status is reported by the main connection
+    sub.on('node error', () => undefined)
+    sub.on('message', (ch: string, message: string) => {
+      if (ch === channel) onMessage(message)
+    })
+    sub.on('ready', () => void sub.subscribe(channel).catch(() => undefined))
+    void sub.connect().catch(() => undefined)
+  }
+
   async stop(): Promise<void> {
+    const sub = this.#subscriber
+    this.#subscriber = null
+    if (sub !== null) {
+      sub.removeAllListeners()
+      sub.on('error', () => undefined)
+      sub.on('node error', () => undefined)
+      sub.disconnect()
+    }
     const client = this.#client
     if (!client) return
     this.#client = null
