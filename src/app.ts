@@ -24,6 +24,7 @@ import { RedisCheckpointStore } from './state/redis-store.js'
 import { StateProtocol } from './state/protocol.js'
 import { Forwarder } from './proxy/forward.js'
 import { createRequestHandler } from './proxy/request-path.js'
+import { onePerConnection } from './proxy/pipelining.js'
 
 export interface TetherOptions {
   /** Logger to use; default: pino on stdout at config/LOG_LEVEL level. */
@@ -198,7 +199,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const inFlight = new Map<string, number>()
   // the live request handler: a reload swaps it; requests in flight keep the one they started with
   let current = config
-  let handler = handlerFor(config)
+  let handler = onePerConnection(handlerFor(config))
   metrics.setAffinityStats(() => router.table)
 
   const server = http.createServer(
@@ -331,7 +332,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     }
     if (live.includes('upstreams')) setUpstreams(next.upstreams)
     current = effective
-    handler = handlerFor(effective)
+    handler = onePerConnection(handlerFor(effective))
     metrics.configReload(true)
     logger.info({ applied: live }, 'config reloaded')
     if (restart.length > 0) logger.warn({ sections: restart }, 'config reloaded: these changes need a restart and were not applied')

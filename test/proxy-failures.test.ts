@@ -131,3 +131,33 @@ t.test('graceful close lets an in-flight request finish and refuses new connecti
   await closed
   await t.rejects(request(tether.url), { code: 'ECONNREFUSED' })
 })
+
+t.test('pipelined requests on one connection are forwarded one at a time, answered in order', async (t) => {
+  let active = 0
+  let most = 0
+  const up = await startUpstream('a', (req, res) => {
+    active++
+    most = Math.max(most, active)
+    setImmediate(() => {
+      active--
+      res.end(`${req.url}\n`)
+    })
+  })
+  const tether = await startProxy([up], { affinity: { key: 'none' } })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const N = 50
+  const answers = await new Promise<string>((resolve, reject) => {
+    const s = net.connect(tether.port, '127.0.0.1', () => {
+      let text = ''
+      for (let i = 0; i < N; i++) text += `GET /r${i} HTTP/1.1\r\nHost: x\r\n${i === N - 1 ? 'Connection: close\r\n' : ''}\r\n`
+      s.write(text)
+    })
+    let out = ''
+    s.on('data', (c) => (out += c))
+    s.on('end', () => resolve(out))
+    s.on('error', reject)
+  })
+  const bodies = [...answers.matchAll(/\r\n\r\n(\/r\d+)\n/g)].map((m) => m[1])
+  t.same(bodies, Array.from({ length: N }, (_, i) => `/r${i}`), 'all answered, in order')
+  t.equal(most, 1, 'never more than one upstream request for the connection')
+})
