@@ -6,34 +6,47 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void
 
-const QUEUE: unique symbol = Symbol('tether.pipeline')
-type Queued = { [QUEUE]?: (() => void)[] }
+const STATE: unique symbol = Symbol('tether.pipeline')
+/** Per connection: idle, busy, or busy with requests waiting; and its "answer done" callback. */
+interface ConnectionState {
+  busy: boolean
+  waiting: (() => void)[] | null
+  readonly done: () => void
+}
+type Tracked = { [STATE]?: ConnectionState }
 
 /**
  * Wrap `handler` so that a connection's next request starts only once the previous answer is
- * done (finished or aborted). A connection without pipelining pays one property check and one
- * 'close' listener per request.
+ * done (finished or aborted). Per request on a connection without pipelining: a flag check and
+ * one 'close' listener; the per-connection state is made once.
  *
  * Example: a client pipelines GET /a, GET /b on one socket -> /b is forwarded after /a's answer.
  */
 export function onePerConnection(handler: Handler): Handler {
-  const run = (req: IncomingMessage, res: ServerResponse): void => {
-    const socket = req.socket as typeof req.socket & Queued
-    res.once('close', () => {
-      const next = socket[QUEUE]?.shift()
-      if (next !== undefined) next()
-      else delete socket[QUEUE]
-    })
-    handler(req, res)
-  }
   return (req, res) => {
-    const socket = req.socket as typeof req.socket & Queued
-    const queue = socket[QUEUE]
-    if (queue === undefined) {
-      socket[QUEUE] = []
-      run(req, res)
-    } else {
-      queue.push(() => run(req, res))
+    const socket = req.socket as typeof req.socket & Tracked
+    let state = socket[STATE]
+    if (state === undefined) {
+      const s: ConnectionState = {
+        busy: false,
+        waiting: null,
+        done: () => {
+          const next = s.waiting?.shift()
+          if (next !== undefined) next()
+          else s.busy = false
+        },
+      }
+      state = socket[STATE] = s
     }
+    if (state.busy) {
+      ;(state.waiting ??= []).push(() => {
+        res.once('close', state!.done)
+        handler(req, res)
+      })
+      return
+    }
+    state.busy = true
+    res.once('close', state.done)
+    handler(req, res)
   }
 }
