@@ -197,3 +197,21 @@ t.test('an app_cookie user without the cookie, placed by client IP, never gets a
   t.not(moved.id, first.id, 'moved off the dead upstream')
   t.equal(moved.sessionKey, null, 'still no checkpoint key after the move')
 })
+
+t.test('app_cookie: a value the upstream replaced still routes to it for a grace (requests in flight), then not', async (t) => {
+  const clock = new FakeClock()
+  const router = new Router(affinity({ key: 'app_cookie', app_cookie: { name: 'sid', fallback: 'random' } }), UPS, { clock })
+  const first = go(router, {}, '10.0.0.1')
+  first.decorate({ 'set-cookie': 'sid=v1' })
+  const second = go(router, { cookie: 'sid=v1' }, '10.0.0.1')
+  t.equal(second.id, first.id)
+  second.decorate({ 'set-cookie': 'sid=v2' }) // rotated, as Laravel does on every answer
+  t.equal(router.table.peek('v1', clock.now()), null, 'the old binding is gone from the table')
+  t.equal(router.table.peek('v2', clock.now())?.upstream, first.id)
+  // a request that left the browser before the rotation arrives now, with the old value
+  let same = 0
+  for (let i = 0; i < 20; i++) if (go(router, { cookie: 'sid=v1' }, '10.0.0.1').id === first.id) same++
+  t.equal(same, 20, 'the old value still reaches the same upstream during the grace')
+  clock.advance(61_000)
+  t.equal(router.table.peek('v1', clock.now()), null, 'and after the grace it is not re-learned by accident')
+})

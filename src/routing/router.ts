@@ -80,6 +80,10 @@ export interface Availability {
   slowStartWeight(id: string): number
 }
 
+/** How long an application cookie value replaced by a new one still routes (ms), and how many such values are kept. */
+const ROTATION_GRACE = 60_000
+const ROTATED_MAX = 10_000
+
 const ALWAYS: Availability = { ready: () => true, acceptsNew: () => true, drainingSince: () => null, slowStartWeight: () => 1 }
 /** Seed of the per-key draw that lets a share of new keys onto a slow-starting upstream. */
 const SEED_SLOW_START = 0x534c4f57
@@ -134,6 +138,8 @@ export class Router {
   #rrIds!: readonly string[]
   /** When each upstream joined (ms); those present at start count as always there. */
   readonly #joinedAt = new Map<string, number>()
+  /** Application cookie values replaced by a new one, still routed for ROTATION_GRACE (bounded, oldest first out). */
+  readonly #rotated = new Map<string, { id: string; epoch: number; until: number }>()
   /** Upstreams that left the set while draining (bounded): their users move with reason=drain. */
   readonly #leftDraining = new Set<string>()
   // the current request's "already tried" set and key hash, read by the accept predicates
@@ -348,6 +354,12 @@ export class Router {
     const hash = (this.#hash = hashKey(key))
     const appKey = learned ? key : null
     const sessionKey = key
+    if (entry === null && learned) {
+      const old = this.#rotated.get(key)
+      if (old !== undefined && old.until > now && this.#available(old.id, now) && this.#placement.indexOf(old.id) >= 0) {
+        return new Route(old.id, 'table', null, learn, this, old.epoch, null, appKey, sessionKey)
+      }
+    }
     if (entry === null) {
       const index = this.#place(hash)
       if (index < 0) return 'none'
@@ -455,7 +467,16 @@ export class Router {
     for (const line of Array.isArray(setCookie) ? setCookie : [setCookie]) {
       const value = appCookieValue(line, name, now)
       if (value === null) continue
-      if (route.appKey !== null && route.appKey !== value.value) this.#unbind(route.appKey)
+      if (route.appKey !== null && route.appKey !== value.value) {
+        // a rotated value (Laravel re-encrypts its cookie on every answer): the old binding
+        // goes, but requests already in flight with the old value still reach the same
+        // upstream for a short grace (a small bounded map, not the table)
+        this.#unbind(route.appKey)
+        if (!value.deleted) {
+          this.#rotated.set(route.appKey, { id: route.id, epoch: route.epoch, until: now + ROTATION_GRACE })
+          if (this.#rotated.size > ROTATED_MAX) this.#rotated.delete(this.#rotated.keys().next().value!)
+        }
+      }
       if (value.deleted) this.#unbind(value.value)
       else {
         this.#bind(value.value, route.id, route.epoch, now)
