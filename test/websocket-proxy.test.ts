@@ -177,12 +177,16 @@ t.test('an upstream that is down: 502 Bad Gateway on the raw socket, no crash; w
 
   const two = await startWsTether([{ id: 'dead', url }, { id: 'app-0', url: pods[0]!.url }], {}, { retries: 1 })
   t.teardown(() => two.close())
-  // every new session whose hash prefers `dead` is retried once on app-0
-  for (let i = 0; i < 6; i++) {
+  // every new session lands on app-0; one whose (random) hash prefers `dead` is retried once
+  // on app-0 and ejects `dead`: keep opening sessions until that happened (each new session
+  // prefers `dead` with probability 1/2, so 60 tries leave a 2^-60 chance of never seeing it)
+  let answers = 0
+  for (let i = 0; i < 60 && two.tether.health.state('dead') !== 'ejected'; i++) {
     const ws = await openWs(two.wsUrl)
-    t.equal((await roundTrip(ws, 'x')).data.toString(), 'app-0:x')
+    if ((await roundTrip(ws, 'x')).data.toString() === 'app-0:x') answers++
     ws.close()
     await closed(ws)
+    t.equal(answers, i + 1, `session ${i + 1} was answered by app-0`)
   }
   t.equal(two.tether.health.state('dead'), 'ejected')
 })
