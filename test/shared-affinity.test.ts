@@ -5,8 +5,6 @@
 // are still placed (by the hash) and never hang.
 import t, { type Test } from 'tap'
 import http from 'node:http'
-import { spawn, type ChildProcess } from 'node:child_process'
-import { fileURLToPath } from 'node:url'
 import { startTether, type Tether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { DEFAULTS, type Config } from '../src/config/schema.js'
@@ -16,57 +14,10 @@ import { startRedis, redisCli, type RedisServer } from './fixtures/redis-server.
 import { testConfig, waitFor } from './fixtures/upstream.js'
 import { FakeClock } from './fixtures/clock.js'
 import { CookieJar, get, userAgent, tally } from './fixtures/users.js'
+import { startCounter, type Counter, type CounterAnswer } from './fixtures/counter-upstream.js'
 
-const COUNTER = fileURLToPath(new URL('./fixtures/counter-upstream-server.mjs', import.meta.url))
 const IDS = ['app-0', 'app-1', 'app-2'] as const
 
-/** What the counter app answers (test/fixtures/counter-upstream-server.mjs). */
-interface CounterAnswer {
-  id: string
-  user: string
-  n: number
-  rehydrated: boolean
-  epoch: string | null
-  moved: string | null
-  sid: string | null
-}
-
-interface Counter {
-  readonly id: string
-  readonly url: string
-  readonly port: number
-  readonly proc: ChildProcess
-  /** SIGKILL (default) and wait for the exit. */
-  kill(signal?: NodeJS.Signals): Promise<void>
-}
-
-/** The counter app as a child process on 127.0.0.1 (port 0: a free one); `sid`: it issues `sid` cookies. */
-function startCounter(id: string, opts: { port?: number; sid?: boolean } = {}): Promise<Counter> {
-  const args = [COUNTER, id, '127.0.0.1', String(opts.port ?? 0), ...(opts.sid ? ['--sid'] : [])]
-  const proc = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'] })
-  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()))
-  let stderr = ''
-  proc.stderr!.on('data', (c) => { stderr += c })
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => { proc.kill('SIGKILL'); reject(new Error(`counter ${id} did not start: ${stderr}`)) }, 10_000)
-    let out = ''
-    proc.stdout!.on('data', (c) => {
-      out += c
-      const nl = out.indexOf('\n')
-      if (nl < 0) return
-      clearTimeout(timer)
-      const p = (JSON.parse(out.slice(0, nl)) as { listening: number }).listening
-      resolve({
-        id, port: p, url: `http://127.0.0.1:${p}`, proc,
-        kill: async (signal: NodeJS.Signals = 'SIGKILL') => {
-          if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal)
-          await exited
-        },
-      })
-    })
-    void exited.then(() => { clearTimeout(timer); reject(new Error(`counter ${id} exited before listening: ${stderr}`)) })
-  })
-}
 
 /** Counters app-0..2; teardown kills whatever is running in `list` then (restarts included). */
 async function counters(t: Test, sid = false): Promise<Counter[]> {

@@ -5,64 +5,16 @@
 // oversize checkpoint is refused without failing its request.
 import t, { type Test } from 'tap'
 import http from 'node:http'
-import { spawn, type ChildProcess } from 'node:child_process'
-import { fileURLToPath } from 'node:url'
 import { startTether, type Tether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { DEFAULTS } from '../src/config/schema.js'
 import { startRedis, redisCli, type RedisServer } from './fixtures/redis-server.js'
 import { startUpstream, testConfig, waitFor } from './fixtures/upstream.js'
 import { CookieJar, get, userAgent, tally } from './fixtures/users.js'
+import { startCounter, type Counter, type CounterAnswer } from './fixtures/counter-upstream.js'
 
-const COUNTER = fileURLToPath(new URL('./fixtures/counter-upstream-server.mjs', import.meta.url))
 const SECRET = 'state-redis-e2e-secret-0123456789'
 
-/** What the counter app answers (test/fixtures/counter-upstream-server.mjs). */
-interface CounterAnswer {
-  id: string
-  user: string
-  n: number
-  rehydrated: boolean
-  epoch: string | null
-  moved: string | null
-  sid: string | null
-}
-
-interface Counter {
-  readonly id: string
-  readonly url: string
-  readonly port: number
-  readonly proc: ChildProcess
-  /** SIGKILL (default) and wait for the exit. */
-  kill(signal?: NodeJS.Signals): Promise<void>
-}
-
-/** Start the counter app as a child process on 127.0.0.1 (port 0: a free one); resolves once it listens. */
-function startCounter(id: string, port = 0): Promise<Counter> {
-  const proc = spawn(process.execPath, [COUNTER, id, '127.0.0.1', String(port)], { stdio: ['pipe', 'pipe', 'pipe'] })
-  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()))
-  let stderr = ''
-  proc.stderr!.on('data', (c) => { stderr += c })
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => { proc.kill('SIGKILL'); reject(new Error(`counter ${id} did not start: ${stderr}`)) }, 10_000)
-    let out = ''
-    proc.stdout!.on('data', (c) => {
-      out += c
-      const nl = out.indexOf('\n')
-      if (nl < 0) return
-      clearTimeout(timer)
-      const p = (JSON.parse(out.slice(0, nl)) as { listening: number }).listening
-      resolve({
-        id, port: p, url: `http://127.0.0.1:${p}`, proc,
-        kill: async (signal: NodeJS.Signals = 'SIGKILL') => {
-          if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal)
-          await exited
-        },
-      })
-    })
-    void exited.then(() => { clearTimeout(timer); reject(new Error(`counter ${id} exited before listening: ${stderr}`)) })
-  })
-}
 
 async function counters(t: Test, ids: readonly string[]): Promise<Counter[]> {
   const cs = await Promise.all(ids.map((id) => startCounter(id)))
