@@ -6,29 +6,18 @@
 import t from 'tap'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { Writable } from 'node:stream'
 import { request, testConfig, waitFor } from './fixtures/upstream.js'
 import { CookieJar, get, tally, userAgent } from './fixtures/users.js'
 import { TestDnsServer } from './fixtures/dns-server.js'
 import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
+import { LogCapture } from './fixtures/log-capture.js'
 
 const NAME = 'app.tether.test'
 const ADDRESSES = ['127.0.0.1', '127.0.0.2', '127.0.0.3']
 const DRAIN_TIMEOUT = 1_500
 
 interface Echo { id: string; moved: string | null; epoch: string | null }
-
-class LogCapture extends Writable {
-  readonly records: Record<string, unknown>[] = []
-  #partial = ''
-  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
-    const parts = (this.#partial + chunk.toString()).split('\n')
-    this.#partial = parts.pop()!
-    for (const p of parts) if (p !== '') this.records.push(JSON.parse(p) as Record<string, unknown>)
-    cb()
-  }
-}
 
 function listen(server: http.Server, port: number, host: string): Promise<void> {
   return new Promise((resolve, reject) => {

@@ -4,7 +4,6 @@
 // (X-Tether-Moved, epoch 1) and stay moved, also after a new pod comes back on the same port.
 import t from 'tap'
 import http from 'node:http'
-import { Writable } from 'node:stream'
 import { testConfig, waitFor } from './fixtures/upstream.js'
 import { CookieJar, get, tally } from './fixtures/users.js'
 import { startChildUpstream, type ChildAnswer, type ChildUpstream } from './fixtures/child-upstream.js'
@@ -12,6 +11,7 @@ import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { DEFAULTS } from '../src/config/schema.js'
 import type { HealthTransition } from '../src/health/health-table.js'
+import { LogCapture } from './fixtures/log-capture.js'
 
 const USERS = 50
 /** Requests every user makes before the kill, and at least after it. */
@@ -34,20 +34,6 @@ interface Seen {
 interface User {
   jar: CookieJar
   seen: Seen[]
-}
-
-/** Access-log lines (and other pino lines) with their arrival time. */
-class LogCapture extends Writable {
-  readonly lines: { at: number; rec: Record<string, unknown> }[] = []
-  #partial = ''
-  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
-    const at = Date.now()
-    const text = this.#partial + chunk.toString()
-    const parts = text.split('\n')
-    this.#partial = parts.pop()!
-    for (const p of parts) if (p !== '') this.lines.push({ at, rec: JSON.parse(p) as Record<string, unknown> })
-    cb()
-  }
 }
 
 t.test('SIGKILL of the busiest pod under load: no failed request, users move once and stay', async (t) => {

@@ -5,7 +5,6 @@
 import t, { type Test } from 'tap'
 import { randomBytes } from 'node:crypto'
 import http from 'node:http'
-import { Writable } from 'node:stream'
 import { freePort } from './fixtures/cli.js'
 import { request, startUpstream, testConfig, type Handler, type Upstream } from './fixtures/upstream.js'
 import { setCookieValue } from './fixtures/users.js'
@@ -14,24 +13,10 @@ import { createLogger } from '../src/observability/logger.js'
 import { DEFAULTS } from '../src/config/schema.js'
 import { buildPlacement } from '../src/placement/rendezvous.js'
 import { hashKey } from '../src/placement/hash.js'
+import { LogCapture } from './fixtures/log-capture.js'
 
 type Over = Parameters<typeof testConfig>[1]
 type Target = { id: string; url: string }
-
-/** Collects pino JSON lines. */
-class LogCapture extends Writable {
-  readonly records: Record<string, unknown>[] = []
-  #partial = ''
-  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
-    const parts = (this.#partial + chunk.toString()).split('\n')
-    this.#partial = parts.pop()!
-    for (const p of parts) if (p !== '') this.records.push(JSON.parse(p) as Record<string, unknown>)
-    cb()
-  }
-  access(): Record<string, unknown>[] {
-    return this.records.filter((r) => r['msg'] === 'access')
-  }
-}
 
 /** An upstream that records each request's body and answers JSON { id, bytes, body }. */
 function echo(id: string, bodies: Buffer[]): Handler {
