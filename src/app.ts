@@ -25,6 +25,7 @@ import { StateProtocol } from './state/protocol.js'
 import { Forwarder } from './proxy/forward.js'
 import { createRequestHandler } from './proxy/request-path.js'
 import { onePerConnection } from './proxy/pipelining.js'
+import { headerPolicy } from './proxy/headers.js'
 
 export interface TetherOptions {
   /** Logger to use; default: pino on stdout at config/LOG_LEVEL level. */
@@ -103,7 +104,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     bodyIdle: t.body_idle,
     // an oversize checkpoint must still arrive (to be refused), so room for twice the limit
     maxResponseHeaderBytes: 65_536 + 2 * config.state.max_bytes,
-  }, () => draining)
+  }, headerPolicy(config).reserved, () => draining)
   const checker = h.active.path === null ? null : new ActiveChecker(
     { path: h.active.path, interval: h.active.interval, timeout: h.active.timeout, jitter: 0.1, expected_status: h.active.expected_status },
     health,
@@ -128,8 +129,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const upgrades = createUpgradeHandler({
     router,
     logger,
-    forwarding: config.forwarding,
-    trustedProxies: config.affinity.client_ip.trusted_proxies,
+    headerPolicy: headerPolicy(config),
     draining: () => draining,
     observe: (id, signal) => health.reportPassive(id, signal),
     placeKey: (key, tried) => router.placeKey(key, tried),
@@ -176,6 +176,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const peers = config.health.shared === 'redis' && store instanceof RedisCheckpointStore ? shareHealth(store, health, logger) : null
   const handlerFor = (cfg: Config): ReturnType<typeof createRequestHandler> => createRequestHandler({
     config: cfg,
+    headerPolicy: headerPolicy(cfg),
     forwarder,
     router,
     hosts: () => hosts,

@@ -47,7 +47,7 @@ t.test('a minimal config gets every default', async (t) => {
     },
     timeouts: { connect: 2_000, response_headers: 30_000, body_idle: 60_000, client_keep_alive: 5_000, client_headers: 10_000 },
     limits: { max_header_bytes: 16384, max_body_bytes: null },
-    forwarding: { preserve_host: true, x_forwarded: true, upstream_header: false },
+    forwarding: { preserve_host: true, x_forwarded: true, upstream_header: false, allow_underscores: false },
     log: { level: 'info', access: true },
     health: {
       active: { path: null, interval: 5_000, timeout: 1_000, healthy_threshold: 2, unhealthy_threshold: 2, expected_status: { min: 200, max: 399 } },

@@ -124,6 +124,12 @@ export interface ForwardingConfig {
   readonly x_forwarded: boolean
   /** Add `X-Tether-Upstream: <id>` to responses (debugging). Default false. */
   readonly upstream_header: boolean
+  /**
+   * Forward request headers whose name contains `_` (nginx's `underscores_in_headers`). CGI,
+   * PHP, Rack and WSGI read `X_Foo` and `X-Foo` as one variable, so by default such names are
+   * dropped (logged at debug). Default false.
+   */
+  readonly allow_underscores: boolean
 }
 
 export interface ActiveHealthConfig {
@@ -292,7 +298,7 @@ export const DEFAULTS = {
     client_headers: 10_000,
   },
   limits: { max_header_bytes: 16384, max_body_bytes: null },
-  forwarding: { preserve_host: true, x_forwarded: true, upstream_header: false },
+  forwarding: { preserve_host: true, x_forwarded: true, upstream_header: false, allow_underscores: false },
   log: { level: 'info', access: true },
   health: {
     active: {

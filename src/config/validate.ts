@@ -593,7 +593,7 @@ const config: Check<Config> = refine(
         DEFAULTS.limits,
       ),
       forwarding: struct<Config['forwarding']>(
-        { preserve_host: boolean, x_forwarded: boolean, upstream_header: boolean },
+        { preserve_host: boolean, x_forwarded: boolean, upstream_header: boolean, allow_underscores: boolean },
         DEFAULTS.forwarding,
       ),
       log: struct<Config['log']>(

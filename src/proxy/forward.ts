@@ -8,6 +8,7 @@ import { Pool, type Dispatcher } from 'undici'
 import { TetherError } from '../errors.js'
 import { classify, type Outcome } from './outcome.js'
 import { clientResponseHeaders } from './headers.js'
+import type { ReservedHeaders } from '../reserved-headers.js'
 
 export interface PoolTimeouts {
   /** TCP connect timeout, ms. */
@@ -53,10 +54,15 @@ export class Forwarder {
   readonly #urls = new Map<string, string>()
   readonly #timeouts: PoolTimeouts
   readonly #closeAfter: () => boolean
+  readonly #reserved: ReservedHeaders
 
-  /** `closeAfter`: true while Tether drains, so answers carry `Connection: close`. */
-  constructor(upstreams: readonly { id: string; url: string }[], timeouts: PoolTimeouts, closeAfter: () => boolean = () => false) {
+  /**
+   * `reserved`: names removed from every answer; `closeAfter`: true while Tether drains, so
+   * answers carry `Connection: close`.
+   */
+  constructor(upstreams: readonly { id: string; url: string }[], timeouts: PoolTimeouts, reserved: ReservedHeaders, closeAfter: () => boolean = () => false) {
     this.#timeouts = timeouts
+    this.#reserved = reserved
     this.#closeAfter = closeAfter
     this.setUpstreams(upstreams)
   }
@@ -93,8 +99,8 @@ export class Forwarder {
   }
 
   /**
-   * Send `req` to the upstream `id` with `headers` ([name, value, ...]) and `body` (null for
-   * none) and stream the answer into `res`. A failure before any byte of the answer was
+   * Send `req` to the upstream `id` at `path` (origin form, as written) with `headers`
+   * ([name, value, ...]) and `body` (null for none) and stream the answer into `res`. A failure before any byte of the answer was
    * written leaves `res` untouched (`responded: false`) so the caller may retry elsewhere.
    * `done` is called exactly once.
    */
@@ -102,6 +108,7 @@ export class Forwarder {
     id: string,
     req: IncomingMessage,
     res: ServerResponse,
+    path: string,
     headers: string[],
     body: Readable | null,
     decoration: ResponseDecoration | null,
@@ -112,9 +119,9 @@ export class Forwarder {
       done({ status: 0, outcome: { kind: 'error', code: 'TETHER_UPSTREAM_CONNECT', connect: true }, error: new Error(`no pool for upstream ${id}`), responded: false })
       return
     }
-    const handler = new ExchangeHandler(res, req.method === 'HEAD', this.#closeAfter, decoration, done)
+    const handler = new ExchangeHandler(res, req.method === 'HEAD', this.#closeAfter, this.#reserved, decoration, done)
     pool.dispatch(
-      { path: originForm(req.url), method: req.method ?? 'GET', headers, body },
+      { path, method: req.method ?? 'GET', headers, body },
       handler,
     )
   }
@@ -149,22 +156,6 @@ export class Forwarder {
 /** A reason phrase Node will write (RFC 9112: HTAB, SP, VCHAR, obs-text). */
 const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]*$/
 
-/**
- * The request target in origin form (RFC 9112 section 3.2.1). An absolute-form target
- * (`GET http://other.example/x`) is reduced to its path and query, so a client cannot make the
- * upstream see another authority than Host says.
- */
-function originForm(url: string | undefined): string {
-  if (url === undefined || url === '') return '/'
-  if (url.charCodeAt(0) === 0x2f /* / */) return url
-  try {
-    const u = new URL(url)
-    return `${u.pathname}${u.search}`
-  } catch {
-    return url // '*' and the like: undici refuses it, which answers 400
-  }
-}
-
 /** Whether a request carries a body (a declared non-zero length, or chunked). */
 export function hasBody(req: IncomingMessage): boolean {
   const cl = req.headers['content-length']
@@ -177,6 +168,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
   readonly #res: ServerResponse
   readonly #head: boolean
   readonly #closeAfter: () => boolean
+  readonly #reserved: ReservedHeaders
   readonly #done: ForwardDone
   readonly #decoration: ResponseDecoration | null
   #controller: Dispatcher.DispatchController | null = null
@@ -187,10 +179,11 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
   #held: Buffer[] | null = null
   #heldEnd = false
 
-  constructor(res: ServerResponse, head: boolean, closeAfter: () => boolean, decoration: ResponseDecoration | null, done: ForwardDone) {
+  constructor(res: ServerResponse, head: boolean, closeAfter: () => boolean, reserved: ReservedHeaders, decoration: ResponseDecoration | null, done: ForwardDone) {
     this.#res = res
     this.#head = head
     this.#closeAfter = closeAfter
+    this.#reserved = reserved
     this.#decoration = decoration
     this.#done = done
     this.#clientGone = res.destroyed
@@ -248,7 +241,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
     const res = this.#res
     if (this.#closeAfter()) res.shouldKeepAlive = false
     try {
-      clientResponseHeaders(headers)
+      clientResponseHeaders(headers, this.#reserved)
       this.#decoration?.decorate(headers)
       const reason = statusMessage && REASON_PHRASE.test(statusMessage) ? statusMessage : undefined
       res.writeHead(statusCode, reason, headers)

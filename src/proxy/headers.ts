@@ -1,6 +1,10 @@
 // HTTP header rules of a proxy (RFC 9110 section 7.6.1): hop-by-hop removal in both
-// directions, X-Forwarded-* and Host. Pure: takes header lists, returns new ones, never
-// mutates the inbound request.
+// directions, Tether's reserved names in every spelling, X-Forwarded-* and Host, and the
+// request-target and Host checks of RFC 9112 section 3.2. Pure: takes header lists, returns new
+// ones, never mutates the inbound request.
+import type { Config } from '../config/schema.js'
+import { parseTrustedProxies, type TrustedProxies } from '../affinity/client-ip.js'
+import { foldHeaderName, ReservedHeaders } from '../reserved-headers.js'
 
 /** A client's X-Request-Id is kept when it looks like an id (else Tether makes one). */
 export const REQUEST_ID = /^[A-Za-z0-9._:+=\/-]{1,128}$/
@@ -24,35 +28,69 @@ export function connectionTokens(value: string | string[] | undefined): Set<stri
   return out
 }
 
+/** The header rules of one config, prepared once (never per request). */
+export interface HeaderPolicy {
+  /** Tether's reserved names (removed in both directions, every spelling). */
+  readonly reserved: ReservedHeaders
+  /** Forward request header names containing `_` (nginx's `underscores_in_headers`); false drops them. */
+  readonly allowUnderscores: boolean
+  /** Keep the client's Host (true) or send the upstream URL's host (false). */
+  readonly preserveHost: boolean
+  /** Set X-Forwarded-For/-Proto/-Host/-Port. */
+  readonly xForwarded: boolean
+  /** Peers whose X-Forwarded-Proto/-Host/-Port and Forwarded are kept (they terminated TLS, say). */
+  readonly trusted: TrustedProxies
+}
+
+/** The header policy of a config. Example: headerPolicy(config).reserved.has('x-tether-epoch') -> true. */
+export function headerPolicy(config: Pick<Config, 'forwarding' | 'state' | 'affinity'>): HeaderPolicy {
+  return Object.freeze({
+    reserved: new ReservedHeaders(config.state.header),
+    allowUnderscores: config.forwarding.allow_underscores,
+    preserveHost: config.forwarding.preserve_host,
+    xForwarded: config.forwarding.x_forwarded,
+    trusted: parseTrustedProxies(config.affinity.client_ip.trusted_proxies),
+  })
+}
+
 export interface RequestHeaderContext {
   /** Client's peer address (socket.remoteAddress). */
   readonly peer: string
   /** Scheme the client used to reach Tether. */
   readonly proto: 'http' | 'https'
-  /** Keep the client's Host (true) or send `upstreamHost` (false). */
-  readonly preserveHost: boolean
-  /** Set X-Forwarded-For/-Proto/-Host. */
-  readonly xForwarded: boolean
+  /** The port of Tether's listener the client connected to (X-Forwarded-Port). */
+  readonly port: number
   /** host[:port] of the upstream URL. */
   readonly upstreamHost: string
+  /** The authority of an absolute-form target: it replaces Host (RFC 9112 section 3.2.2). */
+  readonly authority?: string | null
   /** The request id sent upstream as X-Request-Id (replacing the client's); absent: the client's passes. */
   readonly requestId?: string
+  /** Names dropped for containing `_` are added here (for a debug log line), when given. */
+  readonly dropped?: string[]
 }
 
 /**
  * Build the header list sent upstream from the client's raw headers ([name, value, ...]).
  * Removes hop-by-hop headers and those named by Connection, `Expect` (Tether answers
- * 100-continue itself) and every client-sent `X-Tether-*` (internal); sets X-Request-Id to
- * `ctx.requestId` (the caller keeps a well-formed client id there). With xForwarded,
- * appends the peer to X-Forwarded-For and sets X-Forwarded-Proto/-Host.
+ * 100-continue itself), every reserved name in any spelling (`X_Tether_State` is
+ * `x-tether-state` to PHP), and, unless `allowUnderscores`, every name containing `_`. Sets
+ * X-Request-Id to `ctx.requestId`. With `xForwarded`: appends the peer to X-Forwarded-For;
+ * X-Forwarded-Proto/-Host/-Port and Forwarded from a trusted peer are kept (set when absent),
+ * from anyone else replaced by Tether's own (Forwarded removed).
  * Example: ["Host","a","Connection","close, X-A","X-A","1","X-Forwarded-For","1.1.1.1"]
- * from 10.0.0.1 -> ["host","a","x-request-id",id,"x-forwarded-for","1.1.1.1, 10.0.0.1","x-forwarded-proto","http","x-forwarded-host","a"].
+ * from untrusted 10.0.0.1 on port 8080 -> ["host","a","x-request-id",id,"x-forwarded-for",
+ * "1.1.1.1, 10.0.0.1","x-forwarded-proto","http","x-forwarded-host","a","x-forwarded-port","8080"].
  */
-export function upstreamRequestHeaders(raw: readonly string[], ctx: RequestHeaderContext): string[] {
+export function upstreamRequestHeaders(raw: readonly string[], policy: HeaderPolicy, ctx: RequestHeaderContext): string[] {
   const out: string[] = []
   let listed: Set<string> | null = null
   let host: string | undefined
   let xff: string | undefined
+  const trusted = policy.xForwarded && policy.trusted.cidrs.length > 0 && policy.trusted.contains(ctx.peer)
+  let keptProto = false
+  let keptHost = false
+  let keptPort = false
   // first pass only if a Connection header exists (rare on HTTP/1.1 keep-alive clients)
   for (let i = 0; i < raw.length; i += 2) {
     if (raw[i]!.length === 10 && raw[i]!.toLowerCase() === 'connection') {
@@ -69,44 +107,122 @@ export function upstreamRequestHeaders(raw: readonly string[], ctx: RequestHeade
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!
     const value = raw[i + 1]!
-    const lower = name.toLowerCase()
+    let lower = name.toLowerCase()
+    if (lower.indexOf('_') !== -1) {
+      if (!policy.allowUnderscores) {
+        ctx.dropped?.push(name)
+        continue
+      }
+      if (listed !== null && listed.has(lower)) continue
+      lower = foldHeaderName(lower) // the rules below see what a CGI-style app would see
+    }
     if (HOP_BY_HOP.has(lower) || (listed !== null && listed.has(lower))) continue
     if (lower === 'host') {
       if (host === undefined) host = value
       continue
     }
     if (lower === 'expect' || (lower === 'x-request-id' && ctx.requestId !== undefined)) continue
-    if (lower.startsWith('x-tether-')) continue
-    if (ctx.xForwarded && lower.startsWith('x-forwarded-')) {
-      if (lower === 'x-forwarded-for') xff = xff === undefined ? value : `${xff}, ${value}`
-      if (lower === 'x-forwarded-for' || lower === 'x-forwarded-proto' || lower === 'x-forwarded-host') continue
+    if (policy.reserved.has(lower)) continue
+    if (policy.xForwarded) {
+      if (lower === 'x-forwarded-for') {
+        xff = xff === undefined ? value : `${xff}, ${value}`
+        continue
+      }
+      if (lower === 'x-forwarded-proto' || lower === 'x-forwarded-host' || lower === 'x-forwarded-port' || lower === 'forwarded') {
+        if (!trusted) continue
+        if (lower === 'x-forwarded-proto') keptProto = true
+        else if (lower === 'x-forwarded-host') keptHost = true
+        else if (lower === 'x-forwarded-port') keptPort = true
+      }
     }
     out.push(name, value)
   }
-  const sentHost = ctx.preserveHost && host !== undefined ? host : ctx.upstreamHost
+  if (ctx.authority != null) host = ctx.authority
+  const sentHost = policy.preserveHost && host !== undefined ? host : ctx.upstreamHost
   out.push('host', sentHost)
   if (ctx.requestId !== undefined) out.push('x-request-id', ctx.requestId)
-  if (ctx.xForwarded) {
+  if (policy.xForwarded) {
     out.push('x-forwarded-for', xff === undefined ? ctx.peer : `${xff}, ${ctx.peer}`)
-    out.push('x-forwarded-proto', ctx.proto)
-    if (host !== undefined) out.push('x-forwarded-host', host)
+    if (!keptProto) out.push('x-forwarded-proto', ctx.proto)
+    if (!keptHost && host !== undefined) out.push('x-forwarded-host', host)
+    if (!keptPort) out.push('x-forwarded-port', String(ctx.port))
   }
   return out
 }
 
 /**
- * Remove hop-by-hop headers, those named by Connection, and every `x-tether-*` header from an
- * upstream response's parsed headers (lower-cased names; repeated headers such as Set-Cookie
- * are arrays and stay separate). Mutates and returns `headers`, which the caller owns.
+ * Remove hop-by-hop headers, those named by Connection, and every reserved name (any
+ * spelling) from an upstream response's parsed headers (lower-cased names; repeated headers
+ * such as Set-Cookie are arrays and stay separate). Mutates and returns `headers`, which the
+ * caller owns.
  */
 export function clientResponseHeaders(
   headers: Record<string, string | string[] | undefined>,
+  reserved: ReservedHeaders,
 ): Record<string, string | string[] | undefined> {
   const connection = headers['connection']
   // "keep-alive" and "close" name no other header: skip parsing in the common case
   const listed = connection === 'keep-alive' || connection === 'close' ? null : connectionTokens(connection)
   for (const name in headers) {
-    if (HOP_BY_HOP.has(name) || (listed !== null && listed.has(name)) || name.startsWith('x-tether-')) delete headers[name]
+    if (HOP_BY_HOP.has(name) || (listed !== null && listed.has(name)) || reserved.has(name)) delete headers[name]
   }
   return headers
+}
+
+/** RFC 3986 section 3.2.2-3 authority without userinfo: reg-name, IPv4 or [IPv6], optional port. */
+const AUTHORITY = /^(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::(\d{0,5}))?$/
+
+/** Is `value` a valid Host / authority (RFC 9110 section 7.2, RFC 3986 section 3.2)? Port <= 65535. */
+export function validAuthority(value: string): boolean {
+  const m = AUTHORITY.exec(value)
+  return m !== null && (m[1] === undefined || m[1] === '' || Number(m[1]) <= 65535)
+}
+
+/**
+ * The Host rule of RFC 9112 section 3.2: a request with more than one Host, or a Host that is
+ * not a valid authority, is answered 400. (A missing Host on HTTP/1.1 is Node's own 400.)
+ * Example: hostIsValid(['Host', 'a.example:8080']) -> true; ['Host', 'a b'] -> false;
+ * ['Host', 'a', 'host', 'b'] -> false.
+ */
+export function hostIsValid(raw: readonly string[]): boolean {
+  let seen = false
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!
+    if (name.length !== 4 || name.toLowerCase() !== 'host') continue
+    if (seen || !validAuthority(raw[i + 1]!)) return false
+    seen = true
+  }
+  return true
+}
+
+/** Where a request goes on the upstream: its path (and query) exactly as written, and an absolute-form authority. */
+export interface RequestTarget {
+  readonly path: string
+  /** The authority of an absolute-form target (it replaces Host), else null. */
+  readonly authority: string | null
+}
+
+const ABSOLUTE = /^https?:\/\//i
+
+/**
+ * Read a request target (RFC 9112 section 3.2): origin-form passes as written; absolute-form
+ * (`http://a.example/x/../y?q`) gives its path and query exactly as written (no dot-segment
+ * normalisation, as origin-form) and its authority; `*` passes (OPTIONS). Anything else, an
+ * authority that is not valid (bad port, userinfo, spaces) or another scheme, is null: 400.
+ * Example: requestTarget('http://a.example:81') -> { path: '/', authority: 'a.example:81' };
+ * requestTarget('http://[bad/x') -> null.
+ */
+export function requestTarget(url: string | undefined): RequestTarget | null {
+  if (url === undefined || url === '') return null
+  if (url.charCodeAt(0) === 0x2f /* / */) return { path: url, authority: null }
+  if (url === '*') return { path: url, authority: null }
+  const scheme = ABSOLUTE.exec(url)
+  if (scheme === null) return null
+  const start = scheme[0].length
+  let end = start
+  while (end < url.length && url[end] !== '/' && url[end] !== '?') end++
+  const authority = url.slice(start, end)
+  if (authority === '' || !validAuthority(authority)) return null
+  const rest = url.slice(end)
+  return { path: rest === '' ? '/' : rest.charCodeAt(0) === 0x3f /* ? */ ? `/${rest}` : rest, authority }
 }

@@ -7,7 +7,7 @@ import type { Config } from '../config/schema.js'
 import type { ErrorCode } from '../errors.js'
 import type { Logger } from '../observability/logger.js'
 import type { Route, Router } from '../routing/router.js'
-import { REQUEST_ID, upstreamRequestHeaders } from './headers.js'
+import { REQUEST_ID, hostIsValid, requestTarget, upstreamRequestHeaders, type HeaderPolicy } from './headers.js'
 import { hasBody, type Forwarder, type ForwardResult, type ResponseDecoration } from './forward.js'
 import type { RawCheckpoint, StateProtocol } from '../state/protocol.js'
 import { healthSignal, type HealthSignal } from './outcome.js'
@@ -17,6 +17,8 @@ import { shouldRetry } from './retry.js'
 
 export interface RequestPathDeps {
   readonly config: Config
+  /** The header rules of `config` (reserved names, underscores, trusted peers). */
+  readonly headerPolicy: HeaderPolicy
   readonly forwarder: Forwarder
   readonly router: Router
   /** host[:port] of each upstream's URL, by id (for `preserve_host: false`). */
@@ -76,7 +78,8 @@ export function createRequestHandler(deps: RequestPathDeps): (req: IncomingMessa
   const events = deps.events ?? null
   const hook = config.state.rehydrate === 'hook' ? config.state.hook_path : null
   const { max_body_bytes: maxBody } = config.limits
-  const { preserve_host: preserveHost, x_forwarded: xForwarded } = config.forwarding
+  const policy = deps.headerPolicy
+  const debug = logger.isLevelEnabled('debug')
   const { attempts: maxRetries, try_duration: tryDuration, replay_buffer_bytes: replayLimit } = config.retries
   const access = config.log.access && logger.isLevelEnabled('info')
   const keyKind = config.affinity.key
@@ -120,6 +123,8 @@ export function createRequestHandler(deps: RequestPathDeps): (req: IncomingMessa
       finish({ status, outcome: { kind: 'error', code, connect: false }, error, responded: true }, route)
     }
 
+    const target = requestTarget(req.url)
+    if (target === null || !hostIsValid(req.rawHeaders)) return fail('TETHER_BAD_REQUEST', null, null, true)
     if (maxBody !== null) {
       const cl = req.headers['content-length']
       if (cl !== undefined && Number(cl) > maxBody) return fail('TETHER_BODY_TOO_LARGE', null, null, true)
@@ -133,14 +138,17 @@ export function createRequestHandler(deps: RequestPathDeps): (req: IncomingMessa
         if (lastFailure !== null) return fail(lastFailure.code, lastFailure.route, lastFailure.error, !req.complete)
         return fail(NO_ROUTE[route], null, null, body !== null && !req.complete)
       }
-      const headers = upstreamRequestHeaders(req.rawHeaders, {
+      const dropped: string[] | undefined = debug ? [] : undefined
+      const headers = upstreamRequestHeaders(req.rawHeaders, policy, {
         peer,
         proto: 'http',
-        preserveHost,
-        xForwarded,
+        port: req.socket.localPort ?? 0,
         upstreamHost: hosts().get(route.id) ?? '',
+        authority: target.authority,
         requestId,
+        dropped,
       })
+      if (dropped !== undefined && dropped.length > 0) logger.debug({ request_id: requestId, headers: dropped }, 'dropped request headers with "_" in the name (forwarding.allow_underscores: false)')
       headers.push('x-tether-epoch', String(route.epoch))
       const moved = route.moved
       if (moved !== null) {
@@ -174,7 +182,7 @@ export function createRequestHandler(deps: RequestPathDeps): (req: IncomingMessa
     const forward = (route: Route, headers: string[]): void => {
       const decoration = state === null ? route : new Exchange(route, state)
       events?.attempt(route.id, 1)
-      forwarder.forward(route.id, req, res, headers, body, decoration, (r) => {
+      forwarder.forward(route.id, req, res, target.path, headers, body, decoration, (r) => {
         events?.attempt(route.id, -1)
         const signal = healthSignal(r)
         if (signal !== null) observe(route.id, signal)

@@ -13,8 +13,8 @@ import httpProxy from 'http-proxy'
 import { ERRORS, TetherError, type ErrorCode } from '../errors.js'
 import type { Logger } from '../observability/logger.js'
 import type { NoRoute, Route } from '../routing/router.js'
-import { clientIp, parseTrustedProxies, type TrustedProxies } from '../affinity/client-ip.js'
-import { REQUEST_ID, clientResponseHeaders, upstreamRequestHeaders } from './headers.js'
+import { clientIp, type TrustedProxies } from '../affinity/client-ip.js'
+import { REQUEST_ID, clientResponseHeaders, hostIsValid, requestTarget, upstreamRequestHeaders, type HeaderPolicy } from './headers.js'
 import { classify, healthSignal, type HealthSignal } from './outcome.js'
 import { shouldRetry } from './retry.js'
 
@@ -40,10 +40,8 @@ export interface UpgradeOptions {
 
 export interface UpgradeDeps {
   readonly router: UpgradeRouter
-  /** config.forwarding. */
-  readonly forwarding: { readonly preserve_host: boolean; readonly x_forwarded: boolean }
-  /** config.affinity.client_ip.trusted_proxies: who may name the client in X-Forwarded-For. */
-  readonly trustedProxies: readonly string[]
+  /** The header rules (reserved names, underscores, trusted peers), as for plain requests. */
+  readonly headerPolicy: HeaderPolicy
   readonly logger: Logger
   /** True once shutdown began: new upgrades get 503. */
   readonly draining: () => boolean
@@ -152,7 +150,7 @@ class Upgrades implements UpgradeHandler {
   constructor(deps: UpgradeDeps) {
     this.#deps = deps
     this.#observe = deps.observe ?? (() => undefined)
-    this.#trusted = parseTrustedProxies(deps.trustedProxies)
+    this.#trusted = deps.headerPolicy.trusted
     this.#linger = deps.options.closeLinger ?? 2_000
     // xfwd off: X-Forwarded-* come from the same header rules as plain requests
     this.#proxy = httpProxy.createProxyServer({ ws: true, xfwd: false, prependPath: false })
@@ -184,7 +182,7 @@ class Upgrades implements UpgradeHandler {
     // Node removed its own listener when it handed the socket over: errors are ours now
     socket.on('error', (err) => this.#deps.logger.debug({ err }, 'websocket client socket error'))
     if (!isWebSocket(req.headers)) return this.#notWebSocket(req, socket, head)
-    if (req.method !== 'GET') return answer(socket, ERRORS.TETHER_BAD_REQUEST, undefined, this.#linger)
+    if (req.method !== 'GET' || requestTarget(req.url) === null || !hostIsValid(req.rawHeaders)) return answer(socket, ERRORS.TETHER_BAD_REQUEST, undefined, this.#linger)
     if (this.#deps.draining()) return answer(socket, ERRORS.TETHER_SHUTTING_DOWN, undefined, this.#linger)
     if (this.#count >= this.#deps.options.maxConnections) return answer(socket, TOO_MANY, undefined, this.#linger)
     const t = new Tunnel(req, socket, head)
@@ -225,13 +223,13 @@ class Upgrades implements UpgradeHandler {
     if (target === undefined) return this.#fail(t, 'TETHER_NO_UPSTREAM', true)
     t.route = route
     this.#track(t, route.id)
-    const f = this.#deps.forwarding
-    const raw = upstreamRequestHeaders(req.rawHeaders, {
+    const reqTarget = requestTarget(req.url)!
+    const raw = upstreamRequestHeaders(req.rawHeaders, this.#deps.headerPolicy, {
       peer,
       proto: 'http',
-      preserveHost: f.preserve_host,
-      xForwarded: f.x_forwarded,
+      port: req.socket.localPort ?? 0,
       upstreamHost: new URL(target).host,
+      authority: reqTarget.authority,
       requestId: t.requestId,
     })
     raw.push('connection', 'Upgrade', 'upgrade', String(req.headers.upgrade))
@@ -239,7 +237,7 @@ class Upgrades implements UpgradeHandler {
     if (route.moved !== null) raw.push('x-tether-moved', `from=${route.moved.from}; reason=${route.moved.reason}; epoch=${route.epoch}`)
     // http-proxy copies req.headers into the handshake: give it a view with ours instead of
     // rewriting the inbound request's headers
-    const view = Object.create(req, { headers: { value: headerObject(raw), enumerable: true } }) as IncomingMessage
+    const view = Object.create(req, { headers: { value: headerObject(raw), enumerable: true }, url: { value: reqTarget.path, enumerable: true } }) as IncomingMessage
     const head = t.head
     t.head = EMPTY // http-proxy unshifted it into the client socket: a retry must not repeat it
     const attempt = ++t.attempt
@@ -308,7 +306,7 @@ class Upgrades implements UpgradeHandler {
     // the 101's headers as the client gets them: hop-by-hop and X-Tether-* removed except the
     // two the upgrade itself needs, then the routing decision's cookie and debug header
     const upgrade = res.headers.upgrade
-    clientResponseHeaders(res.headers)
+    clientResponseHeaders(res.headers, this.#deps.headerPolicy.reserved)
     res.headers.connection = 'Upgrade'
     if (upgrade !== undefined) res.headers.upgrade = upgrade
     t.route?.decorate(res.headers)
@@ -340,7 +338,7 @@ class Upgrades implements UpgradeHandler {
     this.#observe(t.id, res.statusCode !== undefined && res.statusCode >= 500 ? 'server_error' : 'success')
     // http-proxy writes these headers and pipes the decoded body, then ends: no framing headers
     // may claim otherwise, and the connection closes after it
-    clientResponseHeaders(res.headers)
+    clientResponseHeaders(res.headers, this.#deps.headerPolicy.reserved)
     res.headers.connection = 'close'
     t.route?.decorate(res.headers)
   }

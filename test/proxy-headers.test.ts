@@ -1,0 +1,142 @@
+// The header rules, table-driven: reserved names in every spelling in both directions, the
+// underscore rule, X-Forwarded-* from trusted and untrusted peers, Host and request targets.
+import t from 'tap'
+import { DEFAULTS } from '../src/config/schema.js'
+import { clientResponseHeaders, headerPolicy, hostIsValid, requestTarget, upstreamRequestHeaders, type HeaderPolicy } from '../src/proxy/headers.js'
+import { ReservedHeaders, foldHeaderName } from '../src/reserved-headers.js'
+
+function policy(over: { state_header?: string; allow_underscores?: boolean; trusted?: string[]; x_forwarded?: boolean } = {}): HeaderPolicy {
+  return headerPolicy({
+    forwarding: { ...DEFAULTS.forwarding, allow_underscores: over.allow_underscores ?? false, x_forwarded: over.x_forwarded ?? true },
+    state: { ...DEFAULTS.state, header: over.state_header ?? 'X-Tether-State' },
+    affinity: { ...DEFAULTS.affinity, client_ip: { trusted_proxies: over.trusted ?? [] } },
+  } as Parameters<typeof headerPolicy>[0])
+}
+
+const ctx = { peer: '203.0.113.7', proto: 'http' as const, port: 8080, upstreamHost: '127.0.0.1:9001', requestId: 'rid-1' }
+
+/** Header list -> lower-case name -> values. */
+function names(list: string[]): Map<string, string[]> {
+  const m = new Map<string, string[]>()
+  for (let i = 0; i < list.length; i += 2) {
+    const k = list[i]!.toLowerCase()
+    m.set(k, [...(m.get(k) ?? []), list[i + 1]!])
+  }
+  return m
+}
+
+t.test('every spelling of a reserved name is reserved; other names are not', async (t) => {
+  const r = new ReservedHeaders('X-App-State')
+  for (const name of ['x-tether-rehydrate', 'x_tether_rehydrate', 'x-tether_state', 'x_tether-previous-upstream', 'x-app-state', 'x_app_state', 'x-app_state-version', 'x_app_state_version']) {
+    t.ok(r.has(name), `${name} is reserved`)
+  }
+  for (const name of ['x-tether', 'x-tetherx-a', 'x-app-states', 'x-request-id', 'cookie', 'x-app']) t.notOk(r.has(name), `${name} is not reserved`)
+  t.equal(foldHeaderName('x_a-b_c'), 'x-a-b-c')
+})
+
+t.test('a client cannot send any spelling of a reserved header upstream, with underscores allowed or not', async (t) => {
+  const raw = [
+    'Host', 'a.example', 'X_Tether_Rehydrate', 'forged', 'X-Tether_State', 'forged', 'X_TETHER_PREVIOUS_UPSTREAM', 'app-9',
+    'x-tether-epoch', '99', 'X-App-State', 'forged', 'x_app_state-Version', '7', 'Accept', '*/*',
+  ]
+  for (const allow of [false, true]) {
+    const out = names(upstreamRequestHeaders(raw, policy({ state_header: 'X-App-State', allow_underscores: allow }), ctx))
+    for (const k of out.keys()) t.notOk(k.replaceAll('_', '-').startsWith('x-tether-') || k.replaceAll('_', '-').startsWith('x-app-state'), `allow_underscores=${allow}: ${k} was stripped`)
+    t.same(out.get('accept'), ['*/*'])
+  }
+})
+
+t.test('header names with "_" are dropped unless allow_underscores, and reported for the debug log', async (t) => {
+  const raw = ['Host', 'a', 'X_Custom', '1', 'X-Custom', '2']
+  const dropped: string[] = []
+  const off = names(upstreamRequestHeaders(raw, policy(), { ...ctx, dropped }))
+  t.notOk(off.has('x_custom'))
+  t.same(off.get('x-custom'), ['2'])
+  t.same(dropped, ['X_Custom'])
+  const on = names(upstreamRequestHeaders(raw, policy({ allow_underscores: true }), ctx))
+  t.same(on.get('x_custom'), ['1'])
+})
+
+t.test('with underscores allowed, an underscore spelling of X-Forwarded-For joins the one list (PHP would read it as one)', async (t) => {
+  const out = names(upstreamRequestHeaders(['Host', 'a', 'X_Forwarded_For', '6.6.6.6'], policy({ allow_underscores: true }), ctx))
+  t.notOk(out.has('x_forwarded_for'))
+  t.same(out.get('x-forwarded-for'), ['6.6.6.6, 203.0.113.7'])
+})
+
+t.test('X-Forwarded-Proto/-Host/-Port and Forwarded are replaced for an untrusted peer', async (t) => {
+  const raw = ['Host', 'shop.example', 'X-Forwarded-Proto', 'https', 'X-Forwarded-Host', 'evil.example', 'X-Forwarded-Port', '443', 'Forwarded', 'for=1.2.3.4;proto=https']
+  const out = names(upstreamRequestHeaders(raw, policy({ trusted: ['10.0.0.0/8'] }), ctx))
+  t.same(out.get('x-forwarded-proto'), ['http'])
+  t.same(out.get('x-forwarded-host'), ['shop.example'])
+  t.same(out.get('x-forwarded-port'), ['8080'])
+  t.notOk(out.has('forwarded'))
+  t.same(out.get('x-forwarded-for'), ['203.0.113.7'])
+})
+
+t.test('X-Forwarded-Proto/-Host/-Port and Forwarded from a trusted peer are kept (TLS ended before Tether)', async (t) => {
+  const raw = ['Host', 'shop.example', 'X-Forwarded-For', '198.51.100.1', 'X-Forwarded-Proto', 'https', 'X-Forwarded-Host', 'shop.example', 'X-Forwarded-Port', '443', 'Forwarded', 'for=198.51.100.1;proto=https']
+  const out = names(upstreamRequestHeaders(raw, policy({ trusted: ['10.0.0.0/8'] }), { ...ctx, peer: '10.1.2.3' }))
+  t.same(out.get('x-forwarded-proto'), ['https'])
+  t.same(out.get('x-forwarded-host'), ['shop.example'])
+  t.same(out.get('x-forwarded-port'), ['443'])
+  t.same(out.get('forwarded'), ['for=198.51.100.1;proto=https'])
+  t.same(out.get('x-forwarded-for'), ['198.51.100.1, 10.1.2.3'])
+  // a trusted peer that says nothing gets Tether's own values
+  const bare = names(upstreamRequestHeaders(['Host', 'shop.example'], policy({ trusted: ['10.0.0.0/8'] }), { ...ctx, peer: '10.1.2.3' }))
+  t.same(bare.get('x-forwarded-proto'), ['http'])
+  t.same(bare.get('x-forwarded-port'), ['8080'])
+})
+
+t.test('with x_forwarded off, the client headers pass untouched and nothing is added', async (t) => {
+  const out = names(upstreamRequestHeaders(['Host', 'a', 'X-Forwarded-Proto', 'https'], policy({ x_forwarded: false }), ctx))
+  t.same(out.get('x-forwarded-proto'), ['https'])
+  t.notOk(out.has('x-forwarded-for'))
+})
+
+t.test('an absolute-form authority replaces Host', async (t) => {
+  const out = names(upstreamRequestHeaders(['Host', 'other.example'], policy(), { ...ctx, authority: 'a.example:81' }))
+  t.same(out.get('host'), ['a.example:81'])
+  t.same(out.get('x-forwarded-host'), ['a.example:81'])
+})
+
+t.test('no reserved header of any spelling, and no configured state header, reaches a client', async (t) => {
+  const headers: Record<string, string | string[] | undefined> = {
+    'x-tether-state': 'x', 'x_tether_state': 'x', 'x-app-state': 'secret', 'x-app-state-version': '3', 'x_app_state': 's',
+    'set-cookie': ['a=1', 'b=2'], 'content-type': 'text/plain', connection: 'keep-alive', 'keep-alive': 'timeout=5',
+  }
+  clientResponseHeaders(headers, new ReservedHeaders('X-App-State'))
+  t.same(Object.keys(headers).sort(), ['content-type', 'set-cookie'])
+  t.same(headers['set-cookie'], ['a=1', 'b=2'])
+})
+
+t.test('Host must be one valid authority (RFC 9112 section 3.2)', async (t) => {
+  const cases: [string[], boolean][] = [
+    [['Host', 'a.example'], true],
+    [['Host', 'a.example:8080'], true],
+    [['Host', '[::1]:8080'], true],
+    [['Host', '127.0.0.1'], true],
+    [['Host', ''], true],
+    [[], true],
+    [['Host', 'a', 'host', 'b'], false],
+    [['Host', 'a', 'Host', 'a'], false],
+    [['Host', 'evil.example/x?y@z'], false],
+    [['Host', 'a b'], false],
+    [['Host', 'user@a.example'], false],
+    [['Host', 'a.example:99999'], false],
+    [['Host', 'a.example:80x'], false],
+    [['Host', '[::1'], false],
+  ]
+  for (const [raw, ok] of cases) t.equal(hostIsValid(raw), ok, JSON.stringify(raw))
+})
+
+t.test('request targets: origin-form and absolute-form paths pass exactly as written; bad ones are refused', async (t) => {
+  t.same(requestTarget('/a/../admin?x=1'), { path: '/a/../admin?x=1', authority: null })
+  t.same(requestTarget('http://a.example/a/../admin?x=1'), { path: '/a/../admin?x=1', authority: 'a.example' })
+  t.same(requestTarget('HTTP://a.example:81'), { path: '/', authority: 'a.example:81' })
+  t.same(requestTarget('http://a.example?q=1'), { path: '/?q=1', authority: 'a.example' })
+  t.same(requestTarget('https://[::1]:8443/x'), { path: '/x', authority: '[::1]:8443' })
+  t.same(requestTarget('*'), { path: '*', authority: null })
+  for (const bad of ['http://[bad/x', 'http://evil.example:99999/x', 'http:///x', 'http://u:p@a.example/x', 'ftp://a.example/x', 'a.example:80', 'x', '', undefined]) {
+    t.equal(requestTarget(bad), null, String(bad))
+  }
+})
