@@ -2,11 +2,10 @@
 // owns their lifecycle (start, graceful stop). Nothing else starts servers or timers.
 import http from 'node:http'
 import { randomUUID } from 'node:crypto'
-import type { AddressInfo, Socket } from 'node:net'
+import type { AddressInfo } from 'node:net'
 import type { Config, UpstreamConfig } from './config/schema.js'
 import { ConfigError, loadConfigFile } from './config/index.js'
 import { ConfigWatcher } from './config/watch.js'
-import { ERRORS, type ErrorCode } from './errors.js'
 import { createLogger, effectiveLevel, type Logger } from './observability/logger.js'
 import { systemClock, type Clock } from './clock.js'
 import { Router } from './routing/router.js'
@@ -26,6 +25,7 @@ import { Forwarder } from './proxy/forward.js'
 import { createRequestHandler } from './proxy/request-path.js'
 import { onePerConnection } from './proxy/pipelining.js'
 import { headerPolicy } from './proxy/headers.js'
+import { ClientErrors } from './proxy/client-error.js'
 
 export interface TetherOptions {
   /** Logger to use; default: pino on stdout at config/LOG_LEVEL level. */
@@ -174,9 +174,11 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const { store, state } = stateOf(config, clock, metrics, logger)
   if (config.affinity.shared === 'redis' && store instanceof RedisCheckpointStore) sharedStore = store
   const peers = config.health.shared === 'redis' && store instanceof RedisCheckpointStore ? shareHealth(store, health, logger) : null
+  const clientErrors = new ClientErrors(logger)
   const handlerFor = (cfg: Config): ReturnType<typeof createRequestHandler> => createRequestHandler({
     config: cfg,
     headerPolicy: headerPolicy(cfg),
+    clientErrors,
     forwarder,
     router,
     hosts: () => hosts,
@@ -209,11 +211,13 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       headersTimeout: t.client_headers,
       requestTimeout: 0, // long uploads and streams are bounded by idle timeouts instead
       keepAliveTimeout: t.client_keep_alive,
+      // Node checks headersTimeout only this often (default 30 s): slow heads must get 408 on time
+      connectionsCheckingInterval: Math.max(50, Math.min(500, t.client_headers / 4)),
       noDelay: true,
     },
     (req, res) => handler(req, res),
   )
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => answerClientError(err, socket, logger))
+  server.on('clientError', clientErrors.handle)
   // Expect: 100-continue: refuse a declared oversized body before the client sends it
   server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
     const max = config.limits.max_body_bytes
@@ -456,29 +460,3 @@ function listen(server: http.Server, host: string, port: number): Promise<void> 
 }
 
 
-const REASONS: Partial<Record<ErrorCode, string>> = {
-  TETHER_BAD_REQUEST: 'Bad Request',
-  TETHER_HEADERS_TOO_LARGE: 'Request Header Fields Too Large',
-  TETHER_CLIENT_TIMEOUT: 'Request Timeout',
-}
-
-/** Malformed request heads are answered here (Node's parser rejected them), then closed. */
-function answerClientError(err: NodeJS.ErrnoException, socket: Socket, logger: Logger): void {
-  // an answer to an earlier pipelined request is still pending: a 400 now would be read as it
-  const pending = (socket as Socket & { _httpMessage?: unknown })._httpMessage
-  if (err.code === 'ECONNRESET' || !socket.writable || pending) {
-    socket.destroy()
-    return
-  }
-  const code: ErrorCode =
-    err.code === 'HPE_HEADER_OVERFLOW' ? 'TETHER_HEADERS_TOO_LARGE'
-    : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code === 'HPE_HEADERS_TIMEOUT' ? 'TETHER_CLIENT_TIMEOUT'
-    : 'TETHER_BAD_REQUEST'
-  logger.debug({ code: err.code }, 'rejected malformed request')
-  const { status, message } = ERRORS[code]
-  const body = `${message}\n`
-  socket.end(
-    `HTTP/1.1 ${status} ${REASONS[code]}\r\nContent-Type: text/plain; charset=utf-8\r\n` +
-    `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
-  )
-}

@@ -4,9 +4,11 @@
 // response started ends the client connection. Does not decide where to send a request.
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
-import { Pool, type Dispatcher } from 'undici'
+import type { Socket } from 'node:net'
+import { Pool, buildConnector, errors, type Dispatcher } from 'undici'
 import { TetherError } from '../errors.js'
 import { classify, type Outcome } from './outcome.js'
+import { mayStartWithInterim, withoutUnsolicitedContinue } from './interim-response.js'
 import { clientResponseHeaders } from './headers.js'
 import type { ReservedHeaders } from '../reserved-headers.js'
 
@@ -87,8 +89,12 @@ export class Forwarder {
   }
 
   #newPool(origin: string): Pool {
+    const connect = buildConnector({ timeout: this.#timeouts.connect, noDelay: true })
     return new Pool(origin, {
-      connect: { timeout: this.#timeouts.connect, noDelay: true },
+      connect: (opts, callback) => connect(opts, (...args) => {
+        if (args[0] === null) tolerateUnsolicitedContinue(args[1] as Socket)
+        callback(...args)
+      }),
       headersTimeout: this.#timeouts.responseHeaders,
       bodyTimeout: this.#timeouts.bodyIdle,
       keepAliveTimeout: 4_000,
@@ -151,6 +157,44 @@ export class Forwarder {
   async destroy(): Promise<void> {
     await Promise.all([...this.#pools.values()].map((p) => p.destroy().catch(() => undefined)))
   }
+}
+
+/**
+ * undici reads responses with `socket.read()` and fails a response that opens with a `100
+ * Continue` it did not ask for. Wrap this socket's read so that, at the start of a response
+ * only (its parser has read no status line yet), complete 100 heads are dropped. The parser is
+ * undici's own, found by its symbol's description; a test pins this against the installed
+ * undici, and without it the answer is a 502 that is not retried (never a replay).
+ */
+function tolerateUnsolicitedContinue(socket: Socket): void {
+  const read = socket.read
+  let parserKey: symbol | undefined
+  socket.read = function readWithoutContinue(this: Socket, size?: number) {
+    const chunk = read.call(this, size) as Buffer | null
+    if (chunk === null || !mayStartWithInterim(chunk)) return chunk
+    parserKey ??= Object.getOwnPropertySymbols(this).find((s) => s.description === 'parser')
+    const parser = parserKey === undefined ? undefined : (this as unknown as Record<symbol, { statusCode?: number; headersSize?: number } | null>)[parserKey]
+    if (parser == null || parser.statusCode !== 0 || parser.headersSize !== 0) return chunk
+    return withoutUnsolicitedContinue(chunk)
+  } as Socket['read']
+}
+
+/**
+ * Errors that mean the upstream's answer was not valid HTTP (a bad status line, a bare CR,
+ * a body longer or shorter than announced): 502 TETHER_UPSTREAM_PROTOCOL, never retried,
+ * since the upstream received the request and may have acted on it. undici's parser errors
+ * carry no code, so they are recognised here, in the one file that knows undici.
+ */
+function upstreamError(err: Error): Error {
+  if (err instanceof errors.HTTPParserError || err instanceof errors.ResponseContentLengthMismatchError) {
+    return new TetherError('TETHER_UPSTREAM_PROTOCOL', err)
+  }
+  // 'bad response' / 'bad upgrade': the upstream sent an answer undici cannot take (a 100 it
+  // did not ask for, split across reads; a 101 to a plain request)
+  if (err instanceof errors.SocketError && (err.message === 'bad response' || err.message === 'bad upgrade')) {
+    return new TetherError('TETHER_UPSTREAM_PROTOCOL', err)
+  }
+  return err
 }
 
 /** A reason phrase Node will write (RFC 9112: HTAB, SP, VCHAR, obs-text). */
@@ -290,7 +334,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
     if (this.#finished) return
     this.#finished = true
     const res = this.#res
-    const outcome = classify(err, this.#clientGone || res.destroyed)
+    const outcome = classify(upstreamError(err), this.#clientGone || res.destroyed)
     if (outcome.kind === 'client_abort') {
       this.#done({ status: 0, outcome, error: null, responded: true })
       return

@@ -13,12 +13,16 @@ import type { RawCheckpoint, StateProtocol } from '../state/protocol.js'
 import { healthSignal, type HealthSignal } from './outcome.js'
 import { RequestBody } from './request-body.js'
 import { sendError } from './respond.js'
+import type { ClientErrors } from './client-error.js'
+import { TetherError } from '../errors.js'
 import { shouldRetry } from './retry.js'
 
 export interface RequestPathDeps {
   readonly config: Config
   /** The header rules of `config` (reserved names, underscores, trusted peers). */
   readonly headerPolicy: HeaderPolicy
+  /** Where a request with a body registers how to stop it if the parser refuses the body. */
+  readonly clientErrors?: ClientErrors
   readonly forwarder: Forwarder
   readonly router: Router
   /** host[:port] of each upstream's URL, by id (for `preserve_host: false`). */
@@ -118,18 +122,28 @@ export function createRequestHandler(deps: RequestPathDeps): (req: IncomingMessa
     }
 
     const fail = (code: ErrorCode, route: Route | null, error: unknown, close: boolean): void => {
-      const extra = code === 'TETHER_NO_UPSTREAM' || code === 'TETHER_AFFINITY_UNAVAILABLE' ? { 'retry-after': '1' } : undefined
-      const status = sendError(res, code, close, extra)
+      const status = sendError(res, code, { close })
       finish({ status, outcome: { kind: 'error', code, connect: false }, error, responded: true }, route)
     }
 
     const target = requestTarget(req.url)
     if (target === null || !hostIsValid(req.rawHeaders)) return fail('TETHER_BAD_REQUEST', null, null, true)
+    // RFC 9112 section 6.1: a transfer coding Tether does not know is 501 (it cannot frame the body)
+    const te = req.headers['transfer-encoding']
+    if (te !== undefined && te.trim().toLowerCase() !== 'chunked') return fail('TETHER_NOT_IMPLEMENTED', null, null, true)
     if (maxBody !== null) {
       const cl = req.headers['content-length']
       if (cl !== undefined && Number(cl) > maxBody) return fail('TETHER_BODY_TOO_LARGE', null, null, true)
     }
     let body = hasBody(req) ? RequestBody.of(req, maxBody, replayLimit) : null
+    /** Set when the parser refused the body: no attempt may start, the answer is this code. */
+    let bodyError: ErrorCode | null = null
+    if (body !== null) {
+      deps.clientErrors?.track(req, (code) => {
+        bodyError = code
+        body?.destroy(new TetherError(code))
+      })
+    }
 
     const attempt = (): void => {
       const route = router.route(req.headers, peer, tried ?? undefined)
@@ -180,6 +194,7 @@ export function createRequestHandler(deps: RequestPathDeps): (req: IncomingMessa
     }
 
     const forward = (route: Route, headers: string[]): void => {
+      if (bodyError !== null) return fail(bodyError, route, null, true)
       const decoration = state === null ? route : new Exchange(route, state)
       events?.attempt(route.id, 1)
       forwarder.forward(route.id, req, res, target.path, headers, body, decoration, (r) => {

@@ -5,12 +5,12 @@
 // open tunnels: limits, idle timeout, and closing them (1012 when their upstream dies, 1001 at
 // shutdown). Does not decide where a request goes, and never reads config or process.env.
 import type { IncomingHttpHeaders, IncomingMessage, ClientRequest, Server } from 'node:http'
-import { STATUS_CODES } from 'node:http'
 import { randomUUID } from 'node:crypto'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import httpProxy from 'http-proxy'
-import { ERRORS, TetherError, type ErrorCode } from '../errors.js'
+import { TetherError, type ErrorCode } from '../errors.js'
+import { endThenDestroy, writeRawError } from './respond.js'
 import type { Logger } from '../observability/logger.js'
 import type { NoRoute, Route } from '../routing/router.js'
 import { clientIp, type TrustedProxies } from '../affinity/client-ip.js'
@@ -88,9 +88,6 @@ export const CLOSE_GOING_AWAY = 1001
 export const CLOSE_SERVICE_RESTART = 1012
 
 const NO_ROUTE: Record<NoRoute, ErrorCode> = { none: 'TETHER_NO_UPSTREAM', strict: 'TETHER_AFFINITY_UNAVAILABLE' }
-/** Too many open WebSockets (belongs in the error catalogue once errors.ts has it). */
-const TOO_MANY = ERRORS.TETHER_TOO_MANY_CONNECTIONS
-/** A client's X-Request-Id is kept when it looks like an id (the request path's rule). */
 const EMPTY = Buffer.alloc(0)
 const NOTHING_TRIED: ReadonlySet<string> = new Set()
 
@@ -182,9 +179,9 @@ class Upgrades implements UpgradeHandler {
     // Node removed its own listener when it handed the socket over: errors are ours now
     socket.on('error', (err) => this.#deps.logger.debug({ err }, 'websocket client socket error'))
     if (!isWebSocket(req.headers)) return this.#notWebSocket(req, socket, head)
-    if (req.method !== 'GET' || requestTarget(req.url) === null || !hostIsValid(req.rawHeaders)) return answer(socket, ERRORS.TETHER_BAD_REQUEST, undefined, this.#linger)
-    if (this.#deps.draining()) return answer(socket, ERRORS.TETHER_SHUTTING_DOWN, undefined, this.#linger)
-    if (this.#count >= this.#deps.options.maxConnections) return answer(socket, TOO_MANY, undefined, this.#linger)
+    if (req.method !== 'GET' || requestTarget(req.url) === null || !hostIsValid(req.rawHeaders)) return writeRawError(socket, 'TETHER_BAD_REQUEST', {}, this.#linger)
+    if (this.#deps.draining()) return writeRawError(socket, 'TETHER_SHUTTING_DOWN', {}, this.#linger)
+    if (this.#count >= this.#deps.options.maxConnections) return writeRawError(socket, 'TETHER_TOO_MANY_CONNECTIONS', {}, this.#linger)
     const t = new Tunnel(req, socket, head)
     this.#count++
     this.#bySocket.set(socket, t)
@@ -417,7 +414,7 @@ class Upgrades implements UpgradeHandler {
   #fail(t: Tunnel, code: ErrorCode, retryAfter: boolean): void {
     t.state = 'closed'
     this.#untrack(t)
-    answer(t.client, ERRORS[code], retryAfter, this.#linger)
+    writeRawError(t.client, code, { retryAfter }, this.#linger)
   }
 
   /** The client socket closed: free its slot; a tunnel still open ends its upstream side. */
@@ -454,7 +451,7 @@ class Upgrades implements UpgradeHandler {
    */
   #notWebSocket(req: IncomingMessage, socket: Socket, head: Buffer): void {
     const server = this.#server
-    if (server === null) return answer(socket, ERRORS.TETHER_BAD_REQUEST, undefined, this.#linger)
+    if (server === null) return writeRawError(socket, 'TETHER_BAD_REQUEST', {}, this.#linger)
     let text = `${req.method} ${req.url} HTTP/${req.httpVersion}\r\n`
     const raw = req.rawHeaders
     for (let i = 0; i < raw.length; i += 2) {
@@ -482,25 +479,6 @@ function headerObject(raw: readonly string[]): Record<string, string | string[]>
     out[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value]
   }
   return out
-}
-
-/**
- * A catalogue answer written on the raw socket (no HTTP response object exists), then closed
- * (the server's sockets allow half-open connections: a client that never closes its side is
- * cut off after `linger` ms).
- */
-function answer(socket: Socket, e: { readonly status: number; readonly message: string }, retryAfter = e.status === 503, linger = 2_000): void {
-  if (!socket.writable) {
-    socket.destroy()
-    return
-  }
-  const body = `${e.message}\n`
-  socket.write(
-    `HTTP/1.1 ${e.status} ${STATUS_CODES[e.status]}\r\ncontent-type: text/plain; charset=utf-8\r\n` +
-    `content-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\n` +
-    (retryAfter ? 'retry-after: 1\r\n' : '') + `connection: close\r\n\r\n${body}`,
-  )
-  endThenDestroy(socket, linger)
 }
 
 /**
@@ -571,11 +549,3 @@ function skipNextEnd(socket: Socket): void {
   } as Socket['end']
 }
 
-/** End `socket` (flushing what is queued); destroy it if it is not closed after `ms`. */
-function endThenDestroy(socket: Socket, ms: number): void {
-  if (socket.destroyed) return
-  socket.end()
-  const timer = setTimeout(() => socket.destroy(), ms)
-  timer.unref()
-  socket.once('close', () => clearTimeout(timer))
-}

@@ -1,0 +1,79 @@
+// Requests Node's HTTP parser refused (the server's 'clientError'): a malformed head gets its
+// catalogue answer on the raw socket; a malformed body of a request already being forwarded
+// is handed back to that request's path, which answers 400 (or 501) and closes. A connection
+// that never sent a byte is closed silently. Owns no timers; never lets an error end the process.
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
+import type { ErrorCode } from '../errors.js'
+import type { Logger } from '../observability/logger.js'
+import { writeRawError } from './respond.js'
+
+/** How a request path stops a request whose body the parser refused (it answers `code` and closes). */
+export type AbortRequest = (code: ErrorCode) => void
+
+/** The catalogue code for a parser error (Node's `HPE_*` and request timeout codes). */
+export function clientErrorCode(code: string | undefined): ErrorCode {
+  switch (code) {
+    case 'HPE_HEADER_OVERFLOW':
+      return 'TETHER_HEADERS_TOO_LARGE'
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+    case 'HPE_HEADERS_TIMEOUT':
+      return 'TETHER_CLIENT_TIMEOUT'
+    case 'HPE_INVALID_TRANSFER_ENCODING':
+      return 'TETHER_NOT_IMPLEMENTED'
+    default:
+      return 'TETHER_BAD_REQUEST'
+  }
+}
+
+type ServerSocket = Socket & { _httpMessage?: ServerResponse | null; parser?: { incoming?: IncomingMessage | null } | null }
+
+/**
+ * Example (composition root): `server.on('clientError', clientErrors.handle)`; the request
+ * path calls `clientErrors.track(req, (code) => ...)` for a request with a body.
+ */
+export class ClientErrors {
+  readonly #aborts = new WeakMap<IncomingMessage, AbortRequest>()
+  readonly #logger: Logger
+
+  constructor(logger: Logger) {
+    this.#logger = logger
+  }
+
+  /** Register how to stop `req` if the parser later refuses its body. */
+  track(req: IncomingMessage, abort: AbortRequest): void {
+    this.#aborts.set(req, abort)
+  }
+
+  /** The server's 'clientError' listener. */
+  readonly handle = (err: NodeJS.ErrnoException, duplex: Socket): void => {
+    const socket = duplex as ServerSocket
+    const code = clientErrorCode(err.code)
+    if (err.code === 'ECONNRESET' || socket.destroyed) {
+      socket.destroy()
+      return
+    }
+    const pending = socket._httpMessage ?? null
+    if (pending !== null) {
+      // the request being answered is the one whose body is malformed: its path answers
+      const abort = !pending.headersSent && socket.parser?.incoming === pending.req ? this.#aborts.get(pending.req) : undefined
+      if (abort !== undefined) {
+        this.#logger.debug({ code: err.code }, 'rejected malformed request body')
+        this.#aborts.delete(pending.req)
+        abort(code)
+      } else if (pending.writableEnded) {
+        socket.end() // its answer is written: let it flush, then close (nothing more is read)
+      } else {
+        socket.destroy() // an earlier answer is still going out: a 400 now would be read as it
+      }
+      return
+    }
+    // a connection that never sent a byte (a preconnect, a port scan) is closed without an answer
+    if (socket.bytesRead === 0) {
+      socket.destroy()
+      return
+    }
+    this.#logger.debug({ code: err.code }, 'rejected malformed request')
+    writeRawError(socket, code, { close: true })
+  }
+}
