@@ -4,6 +4,8 @@
 // connection at a time. Owns no I/O of its own: it only orders calls to the handler.
 import type { IncomingMessage, ServerResponse } from 'node:http'
 
+import type { Duplex } from 'node:stream'
+
 type Handler = (req: IncomingMessage, res: ServerResponse) => void
 
 const STATE: unique symbol = Symbol('tether.pipeline')
@@ -49,4 +51,23 @@ export function onePerConnection(handler: Handler): Handler {
     res.once('close', state.done)
     handler(req, res)
   }
+}
+
+/**
+ * Run `fn` once every request this connection sent before is answered (at once when none is
+ * pending). Node hands an Upgrade request over as soon as it is parsed, also when it was
+ * pipelined behind a slow request: waiting here keeps answers in request order.
+ * Example: GET /slow, then an upgrade on the same socket -> the 101 follows /slow's answer.
+ */
+export function whenIdle(socket: Duplex, fn: () => void): void {
+  const state = (socket as Duplex & Tracked)[STATE]
+  if (state === undefined || !state.busy) {
+    fn()
+    return
+  }
+  ;(state.waiting ??= []).push(() => {
+    // the connection stays "busy" until this upgrade's own request is done with the socket
+    fn()
+    state.done()
+  })
 }

@@ -17,6 +17,7 @@ import { clientIp, type TrustedProxies } from '../affinity/client-ip.js'
 import { REQUEST_ID, clientResponseHeaders, hostIsValid, requestTarget, upstreamRequestHeaders, type HeaderPolicy } from './headers.js'
 import { classify, healthSignal, type HealthSignal } from './outcome.js'
 import { shouldRetry } from './retry.js'
+import { whenIdle } from './pipelining.js'
 
 /** The part of the Router an upgrade needs (the same decision as a plain request). */
 export interface UpgradeRouter {
@@ -138,6 +139,10 @@ class Upgrades implements UpgradeHandler {
   readonly #proxy: httpProxy
   /** Client socket -> its tunnel, for http-proxy's per-request hooks. */
   readonly #bySocket = new WeakMap<Duplex, Tunnel>()
+  /** Client sockets that have Tether's error listener. */
+  readonly #guarded = new WeakSet<Duplex>()
+  /** Upstream socket -> its tunnel, until http-proxy has piped it. */
+  readonly #byUpstreamSocket = new WeakMap<Socket, Tunnel>()
   /** Tunnels by upstream id: O(1) add and remove, and closeUpstream without a scan. */
   readonly #byUpstream = new Map<string, Set<Tunnel>>()
   #urls: ReadonlyMap<string, string> = new Map()
@@ -154,6 +159,12 @@ class Upgrades implements UpgradeHandler {
     // with a per-call callback http-proxy reports there; a listener still guards the process
     this.#proxy.on('error', (err) => deps.logger.warn({ err }, 'websocket proxy error'))
     this.#proxy.on('proxyReqWs', (proxyReq, _req, socket) => this.#onProxyReq(proxyReq, socket))
+    this.#proxy.on('open', (up: Socket) => {
+      const t = this.#byUpstreamSocket.get(up)
+      if (t === undefined) return
+      this.#byUpstreamSocket.delete(up)
+      up.on('data', (chunk: Buffer) => t.frames.push(chunk))
+    })
   }
 
   get size(): number {
@@ -176,8 +187,18 @@ class Upgrades implements UpgradeHandler {
   handle = (req: IncomingMessage, duplex: Duplex, head: Buffer): void => {
     const socket = duplex as Socket
     if (socket.destroyed) return
-    // Node removed its own listener when it handed the socket over: errors are ours now
-    socket.on('error', (err) => this.#deps.logger.debug({ err }, 'websocket client socket error'))
+    // Node removed its own listener when it handed the socket over: errors are ours now (once
+    // per socket: a keep-alive connection may hand over many h2c requests)
+    if (!this.#guarded.has(socket)) {
+      this.#guarded.add(socket)
+      socket.on('error', (err) => this.#deps.logger.debug({ err }, 'websocket client socket error'))
+    }
+    // an upgrade pipelined behind a request still being answered waits for that answer
+    whenIdle(socket, () => this.#handle(req, socket, head))
+  }
+
+  #handle(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    if (socket.destroyed) return
     if (!isWebSocket(req.headers)) return this.#notWebSocket(req, socket, head)
     if (req.method !== 'GET' || requestTarget(req.url) === null || !hostIsValid(req.rawHeaders)) return writeRawError(socket, 'TETHER_BAD_REQUEST', {}, this.#linger)
     if (this.#deps.draining()) return writeRawError(socket, 'TETHER_SHUTTING_DOWN', {}, this.#linger)
@@ -307,16 +328,19 @@ class Upgrades implements UpgradeHandler {
     res.headers.connection = 'Upgrade'
     if (upgrade !== undefined) res.headers.upgrade = upgrade
     t.route?.decorate(res.headers)
-    const frames = t.frames
-    up.on('data', (chunk: Buffer) => frames.push(chunk))
+    // the frame tracker starts reading once http-proxy has piped the socket ('open'): a 'data'
+    // listener now would start the flow before the pipe exists, and the bytes that came with
+    // the 101 (a server that speaks first) would go to the tracker only
+    this.#byUpstreamSocket.set(up, t)
     // before the pipe's own 'end' listener: a close without a close frame (the process died,
     // the kernel sent FIN) is told to the client as 1012, not a bare 1006
     up.once('end', () => this.#upstreamGone(t))
     up.once('close', () => { if (t.state === 'open') this.#upstreamGone(t) })
     const idle = this.#deps.options.idleTimeout
+    // replaces any socket timeout Node's server left (its keep-alive timeout after an earlier answer)
+    t.client.setTimeout(idle)
     if (idle > 0) {
       // the client socket sees every byte of both directions (read from it or written to it)
-      t.client.setTimeout(idle)
       t.client.on('timeout', () => {
         this.#deps.logger.debug({ upstream: t.id }, 'websocket idle timeout')
         t.client.destroy()
