@@ -1,82 +1,79 @@
-// Composition root: builds every part from a validated Config, wires them together and
-// owns their lifecycle (start, graceful stop). Nothing else starts servers or timers.
-import http from 'node:http'
-import { randomUUID } from 'node:crypto'
-import type { AddressInfo } from 'node:net'
-import type { Config, UpstreamConfig } from './config/schema.js'
+// Composition root: builds every part from a validated Config, wires them together and owns
+// their lifecycle (start, reload, graceful stop). Nothing else starts servers or timers, and
+// nothing here decides anything: each rule lives in the module named after it.
+import type { Config } from './config/schema.js'
 import { ConfigError, loadConfigFile } from './config/index.js'
+import { diffConfig, type ReloadResult } from './config/reload.js'
 import { ConfigWatcher } from './config/watch.js'
+import { systemClock, systemTimers, type Clock, type Timers } from './clock.js'
 import { createLogger, effectiveLevel, type Logger } from './observability/logger.js'
-import { systemClock, type Clock } from './clock.js'
+import { Metrics } from './observability/metrics.js'
+import { CookieIssuer } from './affinity/cookie-issuer.js'
+import { KeyReader, keyOptions } from './affinity/key.js'
+import { parseTrustedProxies } from './affinity/client-ip.js'
+import { SessionTable } from './affinity/session-table.js'
 import { Router } from './routing/router.js'
 import { HealthTable } from './health/health-table.js'
 import { ActiveChecker } from './health/active-checker.js'
+import { SharedHealth } from './health/shared-health.js'
 import { Membership } from './upstream/membership.js'
 import { DnsDiscovery } from './upstream/dns-discovery.js'
-import { startAdmin, type AdminServer } from './admin/admin-server.js'
-import { Metrics } from './observability/metrics.js'
-import { createUpgradeHandler, CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART } from './proxy/upgrade.js'
-import type { MoveReason } from './routing/router.js'
-import type { CheckpointStore } from './state/checkpoint-store.js'
-import { MemoryCheckpointStore } from './state/memory-store.js'
-import { RedisCheckpointStore } from './state/redis-store.js'
-import { StateProtocol } from './state/protocol.js'
-import { Forwarder } from './proxy/forward.js'
-import { createRequestHandler } from './proxy/request-path.js'
-import { onePerConnection } from './proxy/pipelining.js'
-import { headerPolicy } from './proxy/headers.js'
+import type { UpstreamSet } from './upstream/upstream-set.js'
+import { startAdmin } from './admin/admin-server.js'
+import { RedisBindings } from './redis/binding-store.js'
+import { RedisPeerChannel } from './redis/peer-channel.js'
+import { createState, redisOf } from './state/create-state.js'
+import { AnswerHead } from './proxy/answer-head.js'
 import { ClientErrors } from './proxy/client-error.js'
+import { Forwarder } from './proxy/forward.js'
+import { headerPolicy } from './proxy/headers.js'
+import { InFlight } from './proxy/in-flight.js'
+import { Listener } from './proxy/listener.js'
+import { RequestPath } from './proxy/request-path.js'
+import { Upgrades } from './proxy/upgrade-transport.js'
+import { CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART } from './proxy/websocket-frames.js'
+
+export type { ReloadResult } from './config/reload.js'
 
 export interface TetherOptions {
   /** Logger to use; default: pino on stdout at config/LOG_LEVEL level. */
   readonly logger?: Logger
   /** Environment for LOG_LEVEL; default process.env. */
   readonly env?: Readonly<Record<string, string | undefined>>
-  /** Time source for affinity expiry and health; default the system clock (tests inject a fake one). */
+  /** Time source for affinity expiry, health and retries; default the system clock (tests inject a fake one). */
   readonly clock?: Clock
+  /** Timers for background work; default the global ones (unref'd). */
+  readonly timers?: Timers
   /** The config file: watched for changes (hot reload) and re-read by `reloadFile()`. */
   readonly configPath?: string
 }
 
 export interface Tether {
+  /** The running config (a reload replaces what it applied). */
+  readonly config: Config
   /** http://host:port the proxy listens on (the real port when configured with 0). */
   readonly url: string
   readonly port: number
   /** http://host:port of the admin listener. */
   readonly adminUrl: string
   readonly logger: Logger
-  /** The routing decision maker (affinity table, placement), for tests and the admin API. */
+  /** Routing (placement table, decisions), for tests and the admin API. */
   readonly router: Router
+  /** The session table (pins of table-keyed users). */
+  readonly sessions: SessionTable
   /** Upstream health (active checks, ejection, draining). */
   readonly health: HealthTable
-  /** Prometheus metrics (also served on the admin port at /metrics). */
   readonly metrics: Metrics
-  /** The proxy's HTTP server (for the upgrade path and tests). */
-  readonly server: http.Server
-  /**
-   * Replace the static upstream set at runtime (reload): pools, placement and health follow;
-   * users keep their upstream by id where it still exists (see affinity.on_scale_up).
-   */
-  setUpstreams(upstreams: Config['upstreams']): void
+  /** The proxy's listener (its HTTP server is `listener.server`). */
+  readonly listener: Listener
+  /** Open WebSocket tunnels. */
+  readonly upgrades: Upgrades
   /** Apply a new validated config (hot reload); says what was applied and what needs a restart. */
   reload(next: Config): ReloadResult
-  /**
-   * Re-read `configPath` (SIGHUP, file change): a valid file is applied; an invalid one is
-   * rejected with the same located errors as `tether check`, and the running config stays.
-   */
+  /** Re-read `configPath` (SIGHUP, file change): a valid file is applied, an invalid one rejected with located errors. */
   reloadFile(): ReloadResult | ConfigError
-  /**
-   * Graceful stop: readiness turns false, stop accepting, let in-flight requests finish
-   * (their answers carry `Connection: close`), then force-close what is left after `graceMs`
-   * (default `shutdown.grace_period`).
-   */
+  /** Graceful stop: readiness false, stop accepting, in-flight requests finish (Connection: close), the rest is cut after `graceMs`. */
   close(graceMs?: number): Promise<void>
-}
-
-/** What a reload applied, and which sections changed but need a restart. */
-export interface ReloadResult {
-  readonly applied: string[]
-  readonly needsRestart: string[]
 }
 
 /** Start the proxy described by `config`; resolves once it listens. */
@@ -84,379 +81,167 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const env = options.env ?? process.env
   const logger = options.logger ?? createLogger(effectiveLevel(config.log.level, env['LOG_LEVEL']))
   const clock = options.clock ?? systemClock
-  const t = config.timeouts
-  let draining = false
-
-  const h = config.health
-  const health = new HealthTable({
-    active: { healthy_threshold: h.active.healthy_threshold, unhealthy_threshold: h.active.unhealthy_threshold },
-    passive: h.passive.enabled ? h.passive : null,
-    slow_start: h.slow_start,
-  }, clock)
+  const timers = options.timers ?? systemTimers
   const metrics = new Metrics()
+  let draining = false
+  let current = config
+
+  // upstreams and their health
+  const h = config.health
+  const health = new HealthTable({ active: h.active, passive: h.passive.enabled ? h.passive : null, slow_start: h.slow_start }, clock)
+  const checker = h.active.path === null ? null : new ActiveChecker({ ...h.active, path: h.active.path, jitter: 0.1 }, health, { clock, timers })
+  const redis = redisOf(config)
+  const peers = redis !== null && h.shared === 'redis' ? new SharedHealth(new RedisPeerChannel(redis), health, logger) : null
+
+  // sessions and routing
+  const a = config.affinity
+  const shared = redis !== null && a.shared === 'redis' ? new RedisBindings(redis, a.idle_timeout) : null
+  const sessions = new SessionTable({ maxEntries: a.max_entries, idleTimeout: a.idle_timeout, absoluteTimeout: a.absolute_timeout, sink: shared?.sink() ?? null })
+  const cookies = a.key === 'cookie' ? new CookieIssuer(a, undefined, (m) => logger.warn(m)) : null
+  const trusted = parseTrustedProxies(a.client_ip.trusted_proxies)
+  const keys = new KeyReader({ options: keyOptionsOf(config, cookies, trusted), fallback: a.app_cookie.fallback, trusted })
+  const router = new Router(a, { sessions, cookies, availability: health })
+  const { store, state } = createState(config, redis, clock, metrics, logger)
+
+  // transports and the request path
+  const policy = headerPolicy(config)
+  const answer = new AnswerHead({ sessions, appCookie: a.key === 'app_cookie' ? a.app_cookie.name : null, state, reserved: policy.reserved, upstreamHeader: config.forwarding.upstream_header, clock })
+  const t = config.timeouts
+  // an oversize checkpoint must still arrive (to be refused), so room for twice the limit
+  const http = new Forwarder([], { connect: t.connect, responseHeaders: t.response_headers, bodyIdle: t.body_idle, maxResponseHeaderBytes: 65_536 + 2 * config.state.max_bytes }, answer, () => draining)
+  const upgrades = new Upgrades(logger, answer, { maxConnections: config.websocket.max_connections, idleTimeout: config.websocket.idle_timeout, connect: t.connect, responseHeaders: t.response_headers })
+  const clientErrors = new ClientErrors(logger)
+  const inFlight = new InFlight()
+  const pathFor = (cfg: Config): RequestPath => new RequestPath({
+    config: cfg, clock, logger, keys, router, sessions, upstreams: () => membership.current(), headerPolicy: headerPolicy(cfg), http, upgrades,
+    clientErrors, state, shared, observe: (id, signal) => health.reportPassive(id, signal), inFlight, events: metrics, draining: () => draining,
+  })
+  let path = pathFor(config)
+  const listener = new Listener(config, { current: () => path, clientErrors, logger })
+
   health.onTransition((e) => {
     metrics.onHealthTransition(e)
     logger.info({ upstream: e.id, from: e.from, to: e.to, reason: e.reason, detail: e.detail }, 'upstream health changed')
-  })
-  const forwarder = new Forwarder([], {
-    connect: t.connect,
-    responseHeaders: t.response_headers,
-    bodyIdle: t.body_idle,
-    // an oversize checkpoint must still arrive (to be refused), so room for twice the limit
-    maxResponseHeaderBytes: 65_536 + 2 * config.state.max_bytes,
-  }, headerPolicy(config).reserved, () => draining)
-  const checker = h.active.path === null ? null : new ActiveChecker(
-    { path: h.active.path, interval: h.active.interval, timeout: h.active.timeout, jitter: 0.1, expected_status: h.active.expected_status },
-    health,
-    { clock },
-  )
-  const router = new Router(config.affinity, [], {
-    clock,
-    availability: {
-      ready: (id) => health.ready(id),
-      acceptsNew: (id) => health.acceptsNew(id),
-      drainingSince: (id) => health.drainingSince(id),
-      slowStartWeight: (id) => health.slowStartWeight(id),
-    },
-    upstreamHeader: config.forwarding.upstream_header,
-    warn: (message) => logger.warn(message),
-    bindings: {
-      bound: (key, upstream, epoch) => void sharedStore?.setBinding(key, upstream, epoch, config.affinity.idle_timeout),
-      unbound: (key) => void sharedStore?.deleteBinding(key),
-    },
-  })
-  let sharedStore: RedisCheckpointStore | null = null
-  const upgrades = createUpgradeHandler({
-    router,
-    logger,
-    headerPolicy: headerPolicy(config),
-    draining: () => draining,
-    observe: (id, signal) => health.reportPassive(id, signal),
-    placeKey: (key, tried) => router.placeKey(key, tried),
-    options: {
-      maxConnections: config.websocket.max_connections,
-      idleTimeout: config.websocket.idle_timeout,
-      connect: t.connect,
-      responseHeaders: t.response_headers,
-      retries: config.retries.attempts,
-    },
-  })
-  // an upstream that dies or is taken out: close its WebSockets (1012) so clients reconnect elsewhere
-  health.onTransition((e) => {
-    if (e.to === 'unhealthy' || e.to === 'ejected' || e.to === 'disabled' || e.to === null) upgrades.closeUpstream(e.id, CLOSE_SERVICE_RESTART)
+    if (e.to === 'unhealthy' || e.to === 'ejected' || e.to === 'disabled' || e.to === null) {
+      // its WebSockets close (1012) so clients reconnect elsewhere; requests waiting on its answer move now
+      upgrades.closeUpstream(e.id, CLOSE_SERVICE_RESTART)
+      inFlight.stopWaiting(e.id, 'TETHER_UPSTREAM_UNAVAILABLE')
+    }
   })
   metrics.setWebSocketCount(() => upgrades.size)
-  let hosts: ReadonlyMap<string, string> = new Map()
-  const apply = (upstreams: readonly UpstreamConfig[]): void => {
-    router.setUpstreams(upstreams) // first: it notes which leaving upstreams were draining
-    upgrades.setUpstreams(upstreams)
-    health.setUpstreams(upstreams.map((u) => u.id))
-    forwarder.setUpstreams(upstreams)
-    checker?.setUpstreams(upstreams)
-    hosts = new Map(upstreams.map((u) => [u.id, new URL(u.url).host]))
-    logger.info({ upstreams: upstreams.map((u) => u.id) }, 'upstreams updated')
+  metrics.setAffinityStats(() => sessions.table)
+  const apply = (set: UpstreamSet): void => {
+    router.setUpstreams(set, clock.now()) // first: it notes which leaving upstreams were draining
+    health.setUpstreams(set.ids)
+    http.setUpstreams(set.list)
+    checker?.setUpstreams(set.list)
+    logger.info({ upstreams: set.ids }, 'upstreams updated')
   }
-  let membership = new Membership(config.upstreams, config.affinity.drain_timeout, {
-    onChange: apply,
-    drain: (id) => health.drain(id),
-    undrain: (id) => health.undrain(id),
-  })
+  const membership = new Membership(config.upstreams, a.drain_timeout, { onChange: apply, drain: (id) => health.drain(id), undrain: (id) => health.undrain(id) }, timers)
   apply(membership.current())
   const dns = config.discovery.dns
-  const discovery = dns === null ? null : new DnsDiscovery(
-    { name: dns.name, port: dns.port, interval: dns.interval, family: dns.family, servers: dns.servers },
-    {
-      onChange: (found) => membership.setDiscovered(found),
-      onError: (err, failures) => logger.warn({ err: err.message, code: err.code, failures }, 'DNS discovery failed; keeping the last known upstreams'),
-    },
-  )
+  const discovery = dns === null ? null : new DnsDiscovery(dns, {
+    onChange: (found) => membership.setDiscovered(found),
+    onError: (err, failures) => logger.warn({ err: err.message, code: err.code, failures }, 'DNS discovery failed; keeping the last known upstreams'),
+  }, timers)
 
-  const { store, state } = stateOf(config, clock, metrics, logger)
-  if (config.affinity.shared === 'redis' && store instanceof RedisCheckpointStore) sharedStore = store
-  const peers = config.health.shared === 'redis' && store instanceof RedisCheckpointStore ? shareHealth(store, health, logger) : null
-  const clientErrors = new ClientErrors(logger)
-  const handlerFor = (cfg: Config): ReturnType<typeof createRequestHandler> => createRequestHandler({
-    config: cfg,
-    headerPolicy: headerPolicy(cfg),
-    clientErrors,
-    forwarder,
-    router,
-    hosts: () => hosts,
-    logger,
-    draining: () => draining,
-    observe: (id, signal) => health.reportPassive(id, signal),
-    state,
-    shared: sharedStore === null ? null : { lookup: (key) => sharedStore!.getBinding(key) },
-    events: {
-      retry: (id) => metrics.retry(id),
-      failover: (from, reason) => metrics.failover(from, reason as MoveReason),
-      request: (id, method, status, seconds) => metrics.observeRequest(id, method, status, seconds),
-      attempt: (id, delta) => {
-        inFlight.set(id, (inFlight.get(id) ?? 0) + delta)
-        if (delta > 0) metrics.requestStarted(id)
-        else metrics.requestEnded(id)
-      },
-    },
-  })
-  /** Requests being forwarded, by upstream (for GET /upstreams). */
-  const inFlight = new Map<string, number>()
-  // the live request handler: a reload swaps it; requests in flight keep the one they started with
-  let current = config
-  let handler = onePerConnection(handlerFor(config))
-  metrics.setAffinityStats(() => router.table)
-
-  const server = http.createServer(
-    {
-      maxHeaderSize: config.limits.max_header_bytes,
-      headersTimeout: t.client_headers,
-      requestTimeout: 0, // long uploads and streams are bounded by idle timeouts instead
-      keepAliveTimeout: t.client_keep_alive,
-      // Node checks headersTimeout only this often (default 30 s): slow heads must get 408 on time
-      connectionsCheckingInterval: Math.max(50, Math.min(500, t.client_headers / 4)),
-      noDelay: true,
-    },
-    (req, res) => handler(req, res),
-  )
-  server.on('clientError', clientErrors.handle)
-  // Expect: 100-continue: refuse a declared oversized body before the client sends it
-  server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
-    const max = config.limits.max_body_bytes
-    if (max === null || !(Number(req.headers['content-length']) > max)) res.writeContinue()
-    handler(req, res)
-  })
-  upgrades.attach(server)
-  // a client that stalls mid-request or stops reading an answer for body_idle is cut off
-  if (t.body_idle > 0) server.setTimeout(t.body_idle)
-
-  let admin: AdminServer
+  const notReady = (): string[] => [
+    ...(draining ? ['shutting down'] : []),
+    ...(membership.current().ids.some((id) => health.ready(id)) ? [] : ['no healthy upstream']),
+  ]
   try {
-    await listen(server, config.listen.host, config.listen.port).catch((err: NodeJS.ErrnoException) => {
-      throw Object.assign(new Error(`cannot listen on ${config.listen.host}:${config.listen.port}: ${err.code ?? err.message}`), { code: err.code })
-    })
-    admin = await startAdmin(config.admin.listen.host, config.admin.listen.port, {
-      token: config.admin.token,
-      notReady: () => notReady(),
-      upstreams: () => {
-        const byId = new Map(membership.current().map((u) => [u.id, u]))
-        return health.snapshot().map((e) => ({
-          ...e,
-          url: byId.get(e.id)?.url ?? null,
-          weight: byId.get(e.id)?.weight ?? null,
-          in_flight: inFlight.get(e.id) ?? 0,
-          websockets: upgrades.countByUpstream(e.id),
-          sessions: router.table.countByUpstream(e.id),
-        }))
-      },
-      degraded: () => (store !== null && store.status === 'degraded' ? [`state store (${config.state.store}) unreachable: checkpoints paused, routing unaffected`] : []),
-      metrics: () => metrics.render(),
-      metricsContentType: metrics.contentType,
-      drain: (id) => health.drain(id) && (peers?.tell('drain', id), true),
-      undrain: (id) => health.undrain(id) && (peers?.tell('undrain', id), true),
-    }).catch((err: NodeJS.ErrnoException) => {
-      throw Object.assign(new Error(`cannot listen on ${config.admin.listen.host}:${config.admin.listen.port} (admin): ${err.code ?? err.message}`), { code: err.code })
-    })
+    await listener.listen()
   } catch (err) {
-    server.close()
-    await forwarder.destroy()
+    await http.destroy()
     throw err
   }
-  const notReady = (): string[] => {
-    const reasons: string[] = []
-    if (draining) reasons.push('shutting down')
-    if (!membership.current().some((u) => health.ready(u.id))) reasons.push('no healthy upstream')
-    return reasons
-  }
+  const admin = await startAdmin(config.admin.listen.host, config.admin.listen.port, {
+    token: config.admin.token,
+    notReady,
+    upstreams: () => health.snapshot().map((e) => ({
+      ...e,
+      url: membership.current().get(e.id)?.url ?? null,
+      weight: membership.current().get(e.id)?.weight ?? null,
+      in_flight: inFlight.count(e.id),
+      websockets: upgrades.countByUpstream(e.id),
+      sessions: sessions.countByUpstream(e.id),
+    })),
+    degraded: () => (store !== null && store.status === 'degraded' ? [`state store (${config.state.store}) unreachable: checkpoints paused, routing unaffected`] : []),
+    metrics: () => metrics.render(),
+    metricsContentType: metrics.contentType,
+    drain: (id) => health.drain(id) && (peers?.tell('drain', id), true),
+    undrain: (id) => health.undrain(id) && (peers?.tell('undrain', id), true),
+  }).catch(async (err: NodeJS.ErrnoException) => {
+    await listener.close(0, () => undefined)
+    await http.destroy()
+    throw Object.assign(new Error(`cannot listen on ${config.admin.listen.host}:${config.admin.listen.port} (admin): ${err.code ?? err.message}`), { code: err.code })
+  })
   checker?.start()
   if (discovery !== null) await discovery.start()
-  await store?.start() // resolves even when Redis is down (degraded, reconnecting)
+  await redis?.start() // resolves even when Redis is down (degraded, reconnecting)
+  await store?.start()
   peers?.start()
   // background upkeep: expired affinity entries (also dropped lazily on lookup) and ended ejections
-  const upkeep = setInterval(() => {
-    router.sweep(10_000)
+  let upkeep = timers.setTimeout(function sweep() {
+    sessions.sweep(clock.now(), 10_000)
     health.tick()
+    upkeep = timers.setTimeout(sweep, 1_000)
   }, 1_000)
-  upkeep.unref()
-  server.on('error', (err) => logger.error({ err }, 'proxy listener error'))
-  const port = (server.address() as AddressInfo).port
-  const host = config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host
-  const url = `http://${host}:${port}`
-  logger.info({ url, admin: admin.url, upstreams: membership.current().map((u) => u.id) }, 'tether listening')
+  logger.info({ url: listener.url, admin: admin.url, upstreams: membership.current().ids }, 'tether listening')
+
+  const reload = (next: Config): ReloadResult => {
+    const { applied, needsRestart, effective } = diffConfig(current, next)
+    if (applied.includes('upstreams')) membership.setStatic(next.upstreams)
+    current = effective
+    path = pathFor(effective)
+    metrics.configReload(true)
+    logger.info({ applied }, 'config reloaded')
+    if (needsRestart.length > 0) logger.warn({ sections: needsRestart }, 'config reloaded: these changes need a restart and were not applied')
+    return { applied, needsRestart }
+  }
+  const reloadFile = (): ReloadResult | ConfigError => {
+    const file = options.configPath
+    if (file === undefined) return new ConfigError(['no config file to reload'])
+    try {
+      return reload(loadConfigFile(file, env))
+    } catch (err) {
+      const e = err instanceof ConfigError ? err : new ConfigError([`${file}: ${(err as Error).message}`])
+      metrics.configReload(false)
+      logger.error({ issues: e.issues }, 'config reload rejected; the running config stays')
+      return e
+    }
+  }
+  const watcher = options.configPath === undefined ? null : new ConfigWatcher(options.configPath, () => void reloadFile(), timers)
+  watcher?.start()
 
   let closing: Promise<void> | null = null
   const close = (graceMs = config.shutdown.grace_period): Promise<void> => {
     closing ??= (async () => {
       draining = true
       logger.info({ grace_ms: graceMs }, 'tether shutting down')
-      clearInterval(upkeep)
+      timers.clearTimeout(upkeep)
       watcher?.stop()
       membership.stop()
       await Promise.all([checker?.stop(), discovery?.stop()])
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()))
-      // connections that finish their request while draining become idle: close them too
-      const sweep = setInterval(() => server.closeIdleConnections(), 50)
-      server.closeIdleConnections()
-      let timer: NodeJS.Timeout | undefined
-      const deadline = new Promise<void>((resolve) => { timer = setTimeout(resolve, graceMs) })
-      await Promise.race([closed, deadline])
-      upgrades.closeAll(CLOSE_GOING_AWAY) // WebSockets get the whole grace period, then 1001
-      clearInterval(sweep)
-      clearTimeout(timer)
-      server.closeAllConnections()
-      await closed
-      await Promise.all([forwarder.destroy(), admin.close(), store?.stop()])
+      await listener.close(graceMs, () => upgrades.closeAll(CLOSE_GOING_AWAY)) // WebSockets get the whole grace period, then 1001
+      await Promise.all([http.destroy(), admin.close(), store?.stop(), redis?.stop()])
       logger.info('tether stopped')
     })()
     return closing
   }
-
-  /**
-   * Apply a new, validated config without touching the listener or requests in flight. Live:
-   * upstreams (minimal disruption, affinity kept), forwarding (but upstream_header),
-   * limits.max_body_bytes, retries, log.access. Any other change is reported as needing a
-   * restart and the running value is kept.
-   */
-  const reload = (next: Config): ReloadResult => {
-    const live: string[] = []
-    const restart: string[] = []
-    const differs = (a: unknown, b: unknown): boolean => JSON.stringify(a) !== JSON.stringify(b)
-    for (const key of Object.keys(next) as (keyof Config)[]) {
-      if (!differs(current[key], next[key])) continue
-      if (key === 'upstreams' || key === 'retries') live.push(key)
-      else if (key === 'forwarding' && !differs(current.forwarding.upstream_header, next.forwarding.upstream_header)) live.push(key)
-      else if (key === 'limits' && !differs({ ...current.limits, max_body_bytes: 0 }, { ...next.limits, max_body_bytes: 0 })) live.push(key)
-      else if (key === 'log' && current.log.level === next.log.level) live.push(key)
-      else restart.push(key)
-    }
-    const effective: Config = {
-      ...current,
-      upstreams: next.upstreams,
-      retries: next.retries,
-      forwarding: live.includes('forwarding') ? next.forwarding : current.forwarding,
-      limits: live.includes('limits') ? next.limits : current.limits,
-      log: live.includes('log') ? next.log : current.log,
-    }
-    if (live.includes('upstreams')) setUpstreams(next.upstreams)
-    current = effective
-    handler = onePerConnection(handlerFor(effective))
-    metrics.configReload(true)
-    logger.info({ applied: live }, 'config reloaded')
-    if (restart.length > 0) logger.warn({ sections: restart }, 'config reloaded: these changes need a restart and were not applied')
-    return { applied: live, needsRestart: restart }
-  }
-
-  const reloadFile = (): ReloadResult | ConfigError => {
-    const path = options.configPath
-    if (path === undefined) return new ConfigError(['no config file to reload'])
-    try {
-      return reload(loadConfigFile(path, env))
-    } catch (err) {
-      const e = err instanceof ConfigError ? err : new ConfigError([`${path}: ${(err as Error).message}`])
-      metrics.configReload(false)
-      logger.error({ issues: e.issues }, 'config reload rejected; the running config stays')
-      return e
-    }
-  }
-  const watcher = options.configPath === undefined ? null : new ConfigWatcher(options.configPath, () => void reloadFile())
-  watcher?.start()
-
-  const setUpstreams = (upstreams: Config['upstreams']): void => {
-    const discovered = membership.current().filter((u) => !current.upstreams.some((s) => s.id === u.id))
-    membership.stop()
-    membership = new Membership(upstreams, config.affinity.drain_timeout, {
-      onChange: apply,
-      drain: (id) => health.drain(id),
-      undrain: (id) => health.undrain(id),
-    })
-    if (discovered.length > 0) membership.setDiscovered(discovered)
-    else apply(membership.current())
-  }
-
-  return { url, port, adminUrl: admin.url, logger, router, health, metrics, server, setUpstreams, reload, reloadFile, close }
+  return {
+    get config() { return current },
+    url: listener.url, port: listener.port, adminUrl: admin.url, logger, router, sessions, health, metrics, listener, upgrades, reload, reloadFile, close }
 }
 
-/**
- * Health shared between Tether replicas through Redis pub/sub (`health.shared: redis`): an
- * upstream this replica finds down (unhealthy or ejected) is ejected by the others at once,
- * and a drain or undrain made through one replica's admin API applies to all. Events a
- * replica applies because a peer sent them are not sent again.
- */
-function shareHealth(store: RedisCheckpointStore, health: HealthTable, logger: Logger): { start(): void; tell(kind: 'drain' | 'undrain', id: string): void } {
-  const self = randomUUID()
-  let applyingPeer = false
-  const tell = (kind: 'down' | 'drain' | 'undrain', id: string): void => {
-    void store.publish(JSON.stringify({ from: self, kind, id }))
+/** How keys are read for `affinity.key` (null: round robin). */
+function keyOptionsOf(config: Config, cookies: CookieIssuer | null, trusted: ReturnType<typeof parseTrustedProxies>): ReturnType<typeof keyOptions> | null {
+  const a = config.affinity
+  switch (a.key) {
+    case 'none': return null
+    case 'cookie': return keyOptions({ kind: 'cookie', cookieName: a.cookie.name, codec: cookies!.codec })
+    case 'app_cookie': return keyOptions({ kind: 'app_cookie', cookieName: a.app_cookie.name! })
+    case 'client_ip': return keyOptions({ kind: 'client_ip', trusted })
+    case 'header': return keyOptions({ kind: 'header', headerName: a.header.name! })
   }
-  health.onTransition((e) => {
-    if (!applyingPeer && (e.to === 'unhealthy' || e.to === 'ejected')) tell('down', e.id)
-  })
-  const receive = (message: string): void => {
-    let m: { from?: unknown; kind?: unknown; id?: unknown }
-    try {
-      m = JSON.parse(message) as typeof m
-    } catch {
-      return
-    }
-    if (m.from === self || typeof m.id !== 'string') return
-    applyingPeer = true
-    try {
-      if (m.kind === 'down') health.reportPassive(m.id, 'connect_refused')
-      else if (m.kind === 'drain') health.drain(m.id)
-      else if (m.kind === 'undrain') health.undrain(m.id)
-      else return
-      logger.info({ upstream: m.id, event: m.kind }, 'health event from another Tether replica')
-    } finally {
-      applyingPeer = false
-    }
-  }
-  return { start: () => store.subscribe(receive), tell }
 }
-
-/** The checkpoint store and state protocol of `state.store` (none: both null). */
-function stateOf(config: Config, clock: Clock, metrics: Metrics, logger: Logger): { store: CheckpointStore | null; state: StateProtocol | null } {
-  const st = config.state
-  if (st.store === 'none') return { store: null, state: null }
-  const address = (hp: string): { host: string; port: number } => {
-    const i = hp.lastIndexOf(':')
-    return { host: hp.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(hp.slice(i + 1)) }
-  }
-  const r = st.redis
-  const store: CheckpointStore = st.store === 'memory'
-    ? new MemoryCheckpointStore({ maxEntries: config.affinity.max_entries, maxBytes: st.max_bytes, clock })
-    : new RedisCheckpointStore({
-        ...(r.url !== null ? { url: r.url } : {}),
-        ...(r.password !== null ? { password: r.password } : {}),
-        ...(r.sentinels.length > 0 ? { sentinels: r.sentinels.map(address), name: r.name ?? undefined } : {}),
-        ...(r.nodes.length > 0 ? { nodes: r.nodes.map(address) } : {}),
-        keyPrefix: r.key_prefix,
-        timeout: st.timeout,
-        maxBytes: st.max_bytes,
-      })
-  metrics.redisUp(st.store === 'redis' && store.status === 'ready')
-  store.onStatus((status, detail) => {
-    if (st.store === 'redis') metrics.redisUp(status === 'ready')
-    if (detail === 'stopped') return // our own shutdown
-    if (status === 'ready') logger.info({ store: st.store, detail }, 'state store ready')
-    else logger.warn({ store: st.store, detail }, 'state store degraded: checkpoints paused, routing unaffected')
-  })
-  const state = new StateProtocol(store, { header: st.header, maxBytes: st.max_bytes, timeout: st.timeout, ttl: config.affinity.idle_timeout }, clock, {
-    checkpoint: (result, _key, bytes) => {
-      metrics.checkpoint(result)
-      if (result === 'too_large') logger.warn({ bytes, max_bytes: st.max_bytes }, 'checkpoint refused: larger than state.max_bytes')
-    },
-    rehydration: (result) => metrics.rehydration(result),
-    operation: (op, seconds) => { if (st.store === 'redis') metrics.redisOp(op, seconds) },
-  })
-  return { store, state }
-}
-
-function listen(server: http.Server, host: string, port: number): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(port, host, () => {
-      server.off('error', reject)
-      resolve()
-    })
-  })
-}
-
-

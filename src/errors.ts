@@ -10,6 +10,7 @@ export const ERRORS = {
   TETHER_UPSTREAM_TIMEOUT: { status: 504, message: 'Gateway Timeout: upstream did not answer in time' },
   TETHER_UPSTREAM_RESET: { status: 502, message: 'Bad Gateway: upstream closed the connection' },
   TETHER_UPSTREAM_PROTOCOL: { status: 502, message: 'Bad Gateway: invalid response from upstream' },
+  TETHER_UPSTREAM_UNAVAILABLE: { status: 503, message: 'Service Unavailable: the upstream stopped answering' },
   TETHER_BODY_TOO_LARGE: { status: 413, message: 'Content Too Large' },
   TETHER_BAD_REQUEST: { status: 400, message: 'Bad Request' },
   TETHER_NOT_IMPLEMENTED: { status: 501, message: 'Not Implemented: unsupported transfer coding' },
@@ -17,6 +18,7 @@ export const ERRORS = {
   TETHER_CLIENT_TIMEOUT: { status: 408, message: 'Request Timeout' },
   TETHER_SHUTTING_DOWN: { status: 503, message: 'Service Unavailable: shutting down' },
   TETHER_TOO_MANY_CONNECTIONS: { status: 503, message: 'Service Unavailable: too many open connections' },
+  TETHER_INTERNAL: { status: 500, message: 'Internal Server Error' },
 } as const satisfies Record<string, { status: number; message: string }>
 
 export type ErrorCode = keyof typeof ERRORS

@@ -95,7 +95,7 @@ t.test('a full config round-trips every key, durations in ms and URLs as origins
     },
     timeouts: { connect: 500, response_headers: 15_000, body_idle: 0, client_keep_alive: 2_500, client_headers: 60_000 },
     limits: { max_header_bytes: 32768, max_body_bytes: 1_048_576 },
-    forwarding: { preserve_host: false, x_forwarded: false, upstream_header: true },
+    forwarding: { preserve_host: false, x_forwarded: false, upstream_header: true, allow_underscores: true },
     log: { level: 'debug', access: false },
     health: {
       active: { path: '/healthz', interval: 2_000, timeout: 500, healthy_threshold: 3, unhealthy_threshold: 1, expected_status: { min: 200, max: 204 } },

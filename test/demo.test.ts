@@ -225,7 +225,7 @@ t.test('config/examples/kubernetes.yaml loads', async (t) => {
     config.upstreams.map((u) => [u.id, new URL(u.url).origin]),
     [0, 1, 2].map((i) => [`web-${i}`, `http://web-${i}.web.default.svc.cluster.local:8080`]),
   )
-  t.same(config.forwarding, { preserve_host: true, x_forwarded: true, upstream_header: false })
+  t.same(config.forwarding, { preserve_host: true, x_forwarded: true, upstream_header: false, allow_underscores: false })
   t.equal(config.affinity.key, 'cookie')
   t.same(config.affinity.cookie.secret, ['a-secret-of-32-characters-or-so!'])
   t.equal(config.log.level, 'info', 'LOG_LEVEL unset -> info')

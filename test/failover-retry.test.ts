@@ -233,7 +233,8 @@ t.test('X-Tether-* request headers from the client are stripped on a retry too',
   t.equal(JSON.parse(r.body).id, 'b', 'served after a retry')
   const seen = b.seen[0]!
   const names = seen.rawHeaders.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase())
-  t.same(names.filter((n) => n.startsWith('x-tether-')).sort(), ['x-tether-epoch', 'x-tether-moved'], 'only Tether\'s own two, once each')
+  t.same(names.filter((n) => n.startsWith('x-tether-')).sort(), ['x-tether-epoch', 'x-tether-moved', 'x-tether-rehydrate-status'], 'only Tether\'s own, once each')
+  t.equal(seen.headers['x-tether-rehydrate-status'], 'none', 'no state was stored for this user')
   t.equal(seen.headers['x-tether-epoch'], '1', 'Tether\'s epoch, not the client\'s')
   t.equal(seen.headers['x-tether-moved'], 'from=a; reason=dead; epoch=1', 'Tether\'s move note, not the client\'s')
   t.notOk(Object.keys(r.headers).some((n) => n.startsWith('x-tether-')), 'no X-Tether-* header reaches the client')

@@ -1,9 +1,16 @@
 // The routing decision without any network: appCookieValue (Set-Cookie parsing for learning)
-// and Router.route() on plain header objects, with a FakeClock.
+// and Router.decide() on keys read from plain header objects, with a FakeClock.
 import t from 'tap'
-import { appCookieValue, Route, Router } from '../src/routing/router.js'
+import type { IncomingHttpHeaders } from 'node:http'
+import { Router, type Availability, type Decision } from '../src/routing/router.js'
 import { DEFAULTS, type AffinityConfig, type UpstreamConfig } from '../src/config/schema.js'
 import { CookieCodec } from '../src/affinity/cookie-codec.js'
+import { CookieIssuer } from '../src/affinity/cookie-issuer.js'
+import { KeyReader, keyOptions } from '../src/affinity/key.js'
+import { parseTrustedProxies } from '../src/affinity/client-ip.js'
+import { SessionTable } from '../src/affinity/session-table.js'
+import { appCookieValue, learnAppCookie } from '../src/affinity/app-cookie.js'
+import { upstreamSet } from '../src/upstream/upstream-set.js'
 import { FakeClock, FAKE_EPOCH } from './fixtures/clock.js'
 import { decodeTetherCookie, setCookieValue, tally } from './fixtures/users.js'
 
@@ -62,11 +69,37 @@ function affinity(over: Partial<AffinityConfig>): AffinityConfig {
   } as AffinityConfig
 }
 
-/** router.route() that must yield a Route (not "no route"). */
-function go(router: Router, headers: Parameters<Router['route']>[0], peer = '10.0.0.1'): Route {
-  const r = router.route(headers, peer)
-  if (!(r instanceof Route)) throw new Error(`expected a route, got ${String(r)}`)
-  return r
+/** Routing as the composition root wires it: key reader, session table, cookie issuer, router. */
+interface Routing {
+  readonly router: Router
+  readonly sessions: SessionTable
+  /** Read the key of these headers and decide; must yield a decision (not "no route"). */
+  go(headers: IncomingHttpHeaders, peer?: string): Decision
+  /** The answer to decision `d` set these Set-Cookie lines (learning, as the answer side does). */
+  answer(d: Decision, setCookie: string | string[]): void
+}
+
+function routing(cfg: AffinityConfig, clock: FakeClock, opts: { random?: (n: number) => Uint8Array; availability?: Availability; ups?: UpstreamConfig[] } = {}): Routing {
+  const sessions = new SessionTable({ maxEntries: cfg.max_entries, idleTimeout: cfg.idle_timeout, absoluteTimeout: cfg.absolute_timeout })
+  const cookies = cfg.key === 'cookie' ? new CookieIssuer(cfg, opts.random) : null
+  const trusted = parseTrustedProxies(cfg.client_ip.trusted_proxies)
+  const options = cfg.key === 'none' ? null
+    : cfg.key === 'cookie' ? keyOptions({ kind: 'cookie', cookieName: cfg.cookie.name, codec: cookies!.codec })
+    : cfg.key === 'app_cookie' ? keyOptions({ kind: 'app_cookie', cookieName: cfg.app_cookie.name! })
+    : cfg.key === 'client_ip' ? keyOptions({ kind: 'client_ip', trusted })
+    : keyOptions({ kind: 'header', headerName: cfg.header.name! })
+  const keys = new KeyReader({ options, fallback: cfg.app_cookie.fallback, trusted })
+  const router = new Router(cfg, { sessions, cookies, ...(opts.availability ? { availability: opts.availability } : {}) })
+  router.setUpstreams(upstreamSet(opts.ups ?? UPS), clock.now())
+  return {
+    router, sessions,
+    go: (headers, peer = '10.0.0.1') => {
+      const d = router.decide(keys.read(headers, peer, clock.now()), undefined, clock.now())
+      if (typeof d === 'string') throw new Error(`expected a decision, got ${d}`)
+      return d
+    },
+    answer: (d, setCookie) => { learnAppCookie(sessions, cfg.app_cookie.name!, d, setCookie, clock.now()) },
+  }
 }
 
 /** Deterministic "random" bytes: a counter, so session ids differ and tests repeat exactly. */
@@ -81,47 +114,42 @@ function counterBytes(): (n: number) => Uint8Array {
 
 t.test('Router with key cookie', async (t) => {
   const clock = new FakeClock()
-  const router = new Router(affinity({ key: 'cookie', idle_timeout: 60_000 }), UPS, { clock, randomBytes: counterBytes() })
+  const { go, sessions } = routing(affinity({ key: 'cookie', idle_timeout: 60_000 }), clock, { random: counterBytes() })
   const codec = new CookieCodec({ secrets: [SECRET], idleTimeout: 60_000 })
 
-  const first = go(router, {}, '10.0.0.1')
+  const first = go({}, '10.0.0.1')
   t.equal(first.source, 'new_session', 'a request without a cookie starts a new session')
   t.ok(first.setCookie?.startsWith('tether='), 'and issues a tether cookie')
   const value = setCookieValue(first.setCookie!, 'tether')!
   const decoded = codec.decode(value, clock.now())
   t.equal(decoded?.status, 'ok', 'signed with the configured secret')
-  t.equal(decoded?.cookie.upstream, first.id, 'naming the chosen upstream')
+  t.equal(decoded?.cookie.upstream, first.upstream, 'naming the chosen upstream')
   t.equal(decoded?.cookie.issuedAt, clock.now())
 
-  const headers: Record<string, string | string[] | undefined> = {}
-  first.decorate(headers)
-  t.equal(setCookieValue(headers['set-cookie'], 'tether'), value, 'decorate() adds the Set-Cookie')
-  t.notOk('x-tether-upstream' in headers, 'no debug header unless asked for')
-
   for (let i = 0; i < 20; i++) {
-    const r = go(router, { cookie: `other=1; tether=${value}` }, `10.0.0.${i}`)
-    t.ok(r.id === first.id && r.source === 'cookie' && r.setCookie === null, `same cookie, same upstream, no re-issue (${i})`)
+    const r = go({ cookie: `other=1; tether=${value}` }, `10.0.0.${i}`)
+    t.ok(r.upstream === first.upstream && r.source === 'cookie' && r.setCookie === null, `same cookie, same upstream, no re-issue (${i})`)
   }
-  t.equal(router.table.size, 0, 'without a balance factor, cookie sessions take no table entries')
+  t.equal(sessions.size, 0, 'without a balance factor, cookie sessions take no table entries')
 
   clock.advance(7_000) // > idle/10
-  const slid = go(router, { cookie: `tether=${value}` }, '10.0.0.1')
-  t.equal(slid.id, first.id)
+  const slid = go({ cookie: `tether=${value}` }, '10.0.0.1')
+  t.equal(slid.upstream, first.upstream)
   const refreshed = setCookieValue(slid.setCookie!, 'tether')
   t.ok(refreshed, 'past idle/10 the cookie is re-issued (sliding)')
   t.equal(decodeTetherCookie(refreshed!).sessionId, decoded?.cookie.sessionId, 'same session')
   t.equal(decodeTetherCookie(refreshed!).lastSeen, clock.now(), 'last seen now')
 
   clock.advance(60_001)
-  const expired = go(router, { cookie: `tether=${refreshed}` }, '10.0.0.1')
+  const expired = go({ cookie: `tether=${refreshed}` }, '10.0.0.1')
   t.equal(expired.source, 'new_session', 'idle past the timeout: a new session')
   t.not(decodeTetherCookie(setCookieValue(expired.setCookie!, 'tether')!).sessionId, decoded?.cookie.sessionId)
 
-  const garbage = go(router, { cookie: 'tether=xyz' }, '10.0.0.1')
+  const garbage = go({ cookie: 'tether=xyz' }, '10.0.0.1')
   t.equal(garbage.source, 'new_session', 'an invalid cookie: a new session')
 
   // new sessions spread over all upstreams
-  const ids = tally(Array.from({ length: 300 }, () => go(router, {}, '10.0.0.1').id))
+  const ids = tally(Array.from({ length: 300 }, () => go({}, '10.0.0.1').upstream))
   t.same([...ids.keys()].sort(), ['a', 'b', 'c'], 'new sessions reach every upstream')
 })
 
@@ -132,53 +160,50 @@ t.test('Router with key none round-robins by weight', async (t) => {
     { id: 'b', url: 'http://127.0.0.1:2', weight: 1 },
     { id: 'c', url: 'http://127.0.0.1:3', weight: 1 },
   ]
-  const router = new Router(affinity({ key: 'none' }), weighted, { clock, upstreamHeader: true })
-  const routes = Array.from({ length: 400 }, () => go(router, { cookie: 'tether=x' }, '10.0.0.1'))
+  const { go, sessions } = routing(affinity({ key: 'none' }), clock, { ups: weighted })
+  const routes = Array.from({ length: 400 }, () => go({ cookie: 'tether=x' }, '10.0.0.1'))
   t.ok(routes.every((r) => r.source === 'round_robin' && r.setCookie === null), 'round robin, no cookie, whatever the request carries')
-  t.same(Object.fromEntries(tally(routes.map((r) => r.id))), { a: 200, b: 100, c: 100 }, 'shares follow the weights exactly')
-  const cycle = routes.slice(0, 4).map((r) => r.id)
-  t.same(routes.slice(4, 8).map((r) => r.id), cycle, 'a cycle of 4 repeats')
+  t.same(Object.fromEntries(tally(routes.map((r) => r.upstream))), { a: 200, b: 100, c: 100 }, 'shares follow the weights exactly')
+  const cycle = routes.slice(0, 4).map((r) => r.upstream)
+  t.same(routes.slice(4, 8).map((r) => r.upstream), cycle, 'a cycle of 4 repeats')
   t.equal(cycle.filter((id) => id === 'a').length, 2, 'a twice per cycle')
   t.not(cycle.join(''), 'aabc', 'smooth: a is not sent twice in a row (a b a c)')
-  const headers: Record<string, string | string[] | undefined> = {}
-  routes[0]!.decorate(headers)
-  t.equal(headers['x-tether-upstream'], routes[0]!.id, 'upstreamHeader adds X-Tether-Upstream')
-  t.equal(router.table.size, 0)
+  t.equal(sessions.size, 0)
 })
 
 t.test('Router with key app_cookie learns the value an upstream sets and forgets a deleted one', async (t) => {
   const clock = new FakeClock()
-  const router = new Router(affinity({ key: 'app_cookie', app_cookie: { name: 'sid', fallback: 'random' } }), UPS, { clock })
-  const first = go(router, {}, '10.0.0.1')
+  const { go, answer, sessions } = routing(affinity({ key: 'app_cookie', app_cookie: { name: 'sid', fallback: 'random' } }), clock)
+  const first = go({}, '10.0.0.1')
   t.equal(first.source, 'round_robin', 'no app cookie yet: placed by the fallback')
-  first.decorate({ 'set-cookie': ['other=1', 'sid=v1; Path=/; HttpOnly'] })
-  t.equal(router.table.peek('v1', clock.now())?.upstream, first.id, 'the value is bound to the upstream that set it')
+  answer(first, ['other=1', 'sid=v1; Path=/; HttpOnly'])
+  t.equal(sessions.table.peek('v1', clock.now())?.upstream, first.upstream, 'the value is bound to the upstream that set it')
   for (let i = 0; i < 5; i++) {
-    const r = go(router, { cookie: 'sid=v1' }, `10.0.0.${i}`)
-    t.ok(r.id === first.id && r.source === 'table', 'requests with it go back there')
+    const r = go({ cookie: 'sid=v1' }, `10.0.0.${i}`)
+    t.ok(r.upstream === first.upstream && r.source === 'table', 'requests with it go back there')
   }
-  go(router, { cookie: 'sid=v1' }, '10.0.0.1').decorate({ 'set-cookie': 'sid=v1; Max-Age=0' })
-  t.equal(router.table.peek('v1', clock.now()), null, 'a deleting Set-Cookie forgets the binding')
+  answer(go({ cookie: 'sid=v1' }, '10.0.0.1'), 'sid=v1; Max-Age=0')
+  t.equal(sessions.table.peek('v1', clock.now()), null, 'a deleting Set-Cookie forgets the binding')
 })
 
 // Regressions: rebalance only moves users to an upstream that joined after they were pinned.
 t.test('with on_scale_up rebalance and a balance factor, users placed off their first choice are not moved on their next request', async (t) => {
   const clock = new FakeClock()
-  const router = new Router(affinity({ key: 'header', header: { name: 'X-Tenant' }, balance_factor: 1.25, on_scale_up: 'rebalance' }), UPS, { clock })
+  const { go } = routing(affinity({ key: 'header', header: { name: 'X-Tenant' }, balance_factor: 1.25, on_scale_up: 'rebalance' }), clock)
   const keys = Array.from({ length: 300 }, (_, i) => `k${i}`)
-  const first = keys.map((k) => go(router, { 'x-tenant': k }, '10.0.0.1').id)
-  const second = keys.map((k) => go(router, { 'x-tenant': k }, '10.0.0.1').id)
+  const first = keys.map((k) => go({ 'x-tenant': k }, '10.0.0.1').upstream)
+  const second = keys.map((k) => go({ 'x-tenant': k }, '10.0.0.1').upstream)
   t.equal(second.filter((id, i) => id !== first[i]).length, 0, 'no user moved although the upstream set did not change')
 })
 
 t.test('with on_scale_up rebalance, an app_cookie user still returns to the replica that created the session', async (t) => {
   const clock = new FakeClock()
-  const router = new Router(affinity({ key: 'app_cookie', app_cookie: { name: 'sid', fallback: 'random' }, on_scale_up: 'rebalance' }), UPS, { clock })
+  const { go, answer } = routing(affinity({ key: 'app_cookie', app_cookie: { name: 'sid', fallback: 'random' }, on_scale_up: 'rebalance' }), clock)
   let lost = 0
   for (let i = 0; i < 30; i++) {
-    const r = go(router, {}, '10.0.0.1')
-    r.decorate({ 'set-cookie': `sid=v${i}` })
-    if (go(router, { cookie: `sid=v${i}` }, '10.0.0.1').id !== r.id) lost++
+    const r = go({}, '10.0.0.1')
+    answer(r, `sid=v${i}`)
+    if (go({ cookie: `sid=v${i}` }, '10.0.0.1').upstream !== r.upstream) lost++
   }
   t.equal(lost, 0, 'every user went back to the upstream that set their cookie')
 })
@@ -186,32 +211,39 @@ t.test('with on_scale_up rebalance, an app_cookie user still returns to the repl
 t.test('an app_cookie user without the cookie, placed by client IP, never gets a checkpoint key (users share IPs)', async (t) => {
   const clock = new FakeClock()
   const down = new Set<string>()
-  const router = new Router(affinity({ key: 'app_cookie', app_cookie: { name: 'sid', fallback: 'client_ip' } }), UPS, {
-    clock,
+  const { go } = routing(affinity({ key: 'app_cookie', app_cookie: { name: 'sid', fallback: 'client_ip' } }), clock, {
     availability: { ready: (id) => !down.has(id), acceptsNew: (id) => !down.has(id), drainingSince: () => null, slowStartWeight: () => 1 },
   })
-  const first = go(router, {}, '10.0.0.9')
+  const first = go({}, '10.0.0.9')
   t.equal(first.sessionKey, null)
-  down.add(first.id)
-  const moved = go(router, {}, '10.0.0.9')
-  t.not(moved.id, first.id, 'moved off the dead upstream')
+  down.add(first.upstream)
+  const moved = go({}, '10.0.0.9')
+  t.not(moved.upstream, first.upstream, 'moved off the dead upstream')
   t.equal(moved.sessionKey, null, 'still no checkpoint key after the move')
 })
 
 t.test('app_cookie: a value the upstream replaced still routes to it for a grace (requests in flight), then not', async (t) => {
   const clock = new FakeClock()
-  const router = new Router(affinity({ key: 'app_cookie', app_cookie: { name: 'sid', fallback: 'random' } }), UPS, { clock })
-  const first = go(router, {}, '10.0.0.1')
-  first.decorate({ 'set-cookie': 'sid=v1' })
-  const second = go(router, { cookie: 'sid=v1' }, '10.0.0.1')
-  t.equal(second.id, first.id)
-  second.decorate({ 'set-cookie': 'sid=v2' }) // rotated, as Laravel does on every answer
-  t.equal(router.table.peek('v1', clock.now()), null, 'the old binding is gone from the table')
-  t.equal(router.table.peek('v2', clock.now())?.upstream, first.id)
+  const { go, answer, sessions } = routing(affinity({ key: 'app_cookie', app_cookie: { name: 'sid', fallback: 'random' } }), clock)
+  const first = go({}, '10.0.0.1')
+  answer(first, 'sid=v1')
+  const second = go({ cookie: 'sid=v1' }, '10.0.0.1')
+  t.equal(second.upstream, first.upstream)
+  answer(second, 'sid=v2') // rotated, as Laravel does on every answer
+  t.equal(sessions.table.peek('v1', clock.now()), null, 'the old binding is gone from the table')
+  t.equal(sessions.table.peek('v2', clock.now())?.upstream, first.upstream)
   // a request that left the browser before the rotation arrives now, with the old value
   let same = 0
-  for (let i = 0; i < 20; i++) if (go(router, { cookie: 'sid=v1' }, '10.0.0.1').id === first.id) same++
+  for (let i = 0; i < 20; i++) if (go({ cookie: 'sid=v1' }, '10.0.0.1').upstream === first.upstream) same++
   t.equal(same, 20, 'the old value still reaches the same upstream during the grace')
   clock.advance(61_000)
-  t.equal(router.table.peek('v1', clock.now()), null, 'and after the grace it is not re-learned by accident')
+  t.equal(sessions.table.peek('v1', clock.now()), null, 'and after the grace it is not re-learned by accident')
+})
+
+t.test('a decision is a frozen value', async (t) => {
+  const clock = new FakeClock()
+  const { go } = routing(affinity({ key: 'header', header: { name: 'X-Tenant' } }), clock)
+  const d = go({ 'x-tenant': 'acme' })
+  t.ok(Object.isFrozen(d))
+  t.same(Object.keys(d).sort(), ['appKey', 'epoch', 'learn', 'moved', 'sessionKey', 'setCookie', 'source', 'upstream'])
 })

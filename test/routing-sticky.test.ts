@@ -129,7 +129,7 @@ t.test('with key app_cookie, each of 1,000 users returns to the replica that cre
   const placement = buildPlacement(ups.map((u) => ({ id: u.id, weight: 1 })))
   const hashElsewhere = logs.filter((l) => placement.ids[placement.pick(hashKey(l.set[0]!))] !== l.ids[0]).length
   t.ok(hashElsewhere > 0.4 * USERS, `for ${hashElsewhere} of ${USERS} users the hash of the value points elsewhere, yet they stayed with the creator`)
-  t.equal(tt.router.table.size, USERS, 'one learned binding per session')
+  t.equal(tt.sessions.table.size, USERS, 'one learned binding per session')
 })
 
 t.test('with key app_cookie, users stay put when the upstream sets a new value on every response (like Laravel re-encrypting its cookie)', async (t) => {
@@ -141,7 +141,7 @@ t.test('with key app_cookie, users stay put when the upstream sets a new value o
   const logs = await simulate(tt.url, agent(t), 300, 10, { watch: 'laravel_session' })
   assertStickyAndSpread(t, logs)
   t.equal(logs.filter((l) => l.set.some((v) => v === null)).length, 0, 'every answer carried a new value')
-  t.comment(`affinity table after 3,000 requests: ${tt.router.table.size} entries (one per value ever issued)`)
+  t.comment(`affinity table after 3,000 requests: ${tt.sessions.table.size} entries (one per value ever issued)`)
 })
 
 t.test('with key client_ip behind a trusted proxy, each of 1,000 users (own X-Forwarded-For) always hits the same upstream', async (t) => {
@@ -150,7 +150,7 @@ t.test('with key client_ip behind a trusted proxy, each of 1,000 users (own X-Fo
   const ip = (i: number): string => `198.18.${i >> 8}.${i & 255}`
   const logs = await simulate(tt.url, agent(t), USERS, REQUESTS, { headers: (i) => ({ 'x-forwarded-for': ip(i) }) })
   assertStickyAndSpread(t, logs)
-  t.equal(tt.router.table.size, USERS, 'one table entry per client address')
+  t.equal(tt.sessions.table.size, USERS, 'one table entry per client address')
   const placement = buildPlacement(ups.map((u) => ({ id: u.id, weight: 1 })))
   t.equal(logs.filter((l, i) => placement.ids[placement.pick(hashKey(ip(i)))] !== l.ids[0]).length, 0, 'placed by the hash of the forwarded address')
 })
@@ -160,7 +160,7 @@ t.test('with key header, each of 1,000 users (own X-Tenant) always hits the same
   const tt = await tether(t, ups, { affinity: { key: 'header', header: { name: 'X-Tenant' } } })
   const logs = await simulate(tt.url, agent(t), USERS, REQUESTS, { headers: (i) => ({ 'x-tenant': `tenant-${i}` }) })
   assertStickyAndSpread(t, logs)
-  t.equal(tt.router.table.size, USERS, 'one table entry per tenant')
+  t.equal(tt.sessions.table.size, USERS, 'one table entry per tenant')
 })
 
 t.test('with key client_ip and no trusted proxies, a forged X-Forwarded-For cannot choose the upstream', async (t) => {
@@ -174,7 +174,7 @@ t.test('with key client_ip and no trusted proxies, a forged X-Forwarded-For cann
   t.same([...new Set(ids)], [ids[0]], `all 300 requests from 127.0.0.1 went to ${ids[0]}, whatever X-Forwarded-For said`)
   const placement = buildPlacement(ups.map((u) => ({ id: u.id, weight: 1 })))
   t.equal(ids[0], placement.ids[placement.pick(hashKey('127.0.0.1'))], "that is the peer address's placement")
-  t.equal(tt.router.table.size, 1, 'one key: the peer address')
+  t.equal(tt.sessions.table.size, 1, 'one key: the peer address')
 })
 
 // ---------------------------------------------------------------------------------------------
@@ -316,20 +316,20 @@ t.test('a header key idle past the timeout is dropped and placed afresh (new cre
   const h = { 'x-tenant': 'acme' }
   const home = idOf((await get(tt.url, a, h)).body)
   const created = clock.now()
-  t.equal(tt.router.table.peek('acme', clock.now())?.createdAt, created, 'entry created')
+  t.equal(tt.sessions.table.peek('acme', clock.now())?.createdAt, created, 'entry created')
   for (let i = 1; i <= 6; i++) {
     clock.advance(50_000)
     const id = idOf((await get(tt.url, a, h)).body)
-    const e = tt.router.table.peek('acme', clock.now())
+    const e = tt.sessions.table.peek('acme', clock.now())
     t.ok(id === home && e?.createdAt === created && e.lastSeen === clock.now(), `after ${i * 50} s: same upstream, same entry, last seen now`)
   }
   clock.advance(61_000)
-  t.equal(tt.router.table.peek('acme', clock.now()), null, 'idle 61 s: the entry is expired')
+  t.equal(tt.sessions.table.peek('acme', clock.now()), null, 'idle 61 s: the entry is expired')
   const id = idOf((await get(tt.url, a, h)).body)
-  const e = tt.router.table.peek('acme', clock.now())
+  const e = tt.sessions.table.peek('acme', clock.now())
   t.equal(e?.createdAt, clock.now(), 'the next request creates a new entry')
   t.equal(e?.upstream, id, '...bound to the upstream that served it')
-  t.equal(tt.router.table.size, 1)
+  t.equal(tt.sessions.table.size, 1)
 })
 
 t.test('with idle 60 s and absolute 120 s, a user active every 30 s gets a new session after 120 s (cookie and header)', async (t) => {
@@ -349,7 +349,7 @@ t.test('with idle 60 s and absolute 120 s, a user active every 30 s gets a new s
     await get(ct.url, a, {}, jar)
     sessions.push(decodeTetherCookie(jar.cookies.get('tether')!).sessionId)
     await get(ht.url, a, h)
-    created.push(ht.router.table.peek('acme', clock.now())!.createdAt)
+    created.push(ht.sessions.table.peek('acme', clock.now())!.createdAt)
   }
   // t = 0, 30, 60, 90, 120 | 150, 180
   t.equal(new Set(sessions.slice(0, 5)).size, 1, 'cookie: one session up to and including 120 s')
@@ -377,6 +377,11 @@ async function cookieRound(url: string, a: http.Agent, jars: CookieJar[]): Promi
   return { ids: res.map((r) => r.id), set: res.map((r) => r.set) }
 }
 
+/** Replace the static upstreams as a config reload does. */
+function reloadUpstreams(tt: Tether, upstreams: Config['upstreams']): void {
+  tt.reload({ ...tt.config, upstreams })
+}
+
 const jars = (n: number): CookieJar[] => Array.from({ length: n }, () => new CookieJar())
 
 t.test('on_scale_up', async (t) => {
@@ -384,7 +389,7 @@ t.test('on_scale_up', async (t) => {
   const start = async (t: Test, over: Over): Promise<{ tt: Tether; a: http.Agent; grow: () => void }> => {
     const ups = await upstreams(t, abcd)
     const tt = await tether(t, ups.slice(0, 3), over)
-    return { tt, a: agent(t), grow: () => tt.setUpstreams(asUpstreams(ups)) }
+    return { tt, a: agent(t), grow: () => reloadUpstreams(tt, asUpstreams(ups)) }
   }
 
   t.test('persistent keeps every pinned header user where they are; new users reach the new upstream', async (t) => {
@@ -454,7 +459,7 @@ t.test("an upstream removed by setUpstreams has its users re-placed over the rem
     const tt = await tether(t, ups, { affinity: { key: 'header', header: { name: 'X-Tenant' } } })
     const a = agent(t)
     const before = await headerRound(tt.url, a, 'u')
-    tt.setUpstreams(asUpstreams(ups.slice(0, 2)))
+    reloadUpstreams(tt, asUpstreams(ups.slice(0, 2)))
     const after = await headerRound(tt.url, a, 'u')
     const ofC = before.flatMap((id, i) => (id === 'c' ? [i] : []))
     t.ok(ofC.length > 50, `c had users (${ofC.length})`)
@@ -471,7 +476,7 @@ t.test("an upstream removed by setUpstreams has its users re-placed over the rem
     const a = agent(t)
     const users = jars(300)
     const before = await cookieRound(tt.url, a, users)
-    tt.setUpstreams(asUpstreams(ups.slice(0, 2)))
+    reloadUpstreams(tt, asUpstreams(ups.slice(0, 2)))
     const after = await cookieRound(tt.url, a, users)
     const ofC = before.ids.flatMap((id, i) => (id === 'c' ? [i] : []))
     t.ok(ofC.length > 50, `c had users (${ofC.length})`)

@@ -103,8 +103,8 @@ t.test('app_cookie: a session learned by replica #1 is followed by #2 and #3', a
     }))
   }
   t.same(wrong, [], 'every later request via #2 and #3 reached the upstream that created the session, counting on')
-  t.equal(t2!.router.table.size, USERS, '#2 adopted every binding')
-  t.equal(t3!.router.table.size, USERS, '#3 adopted every binding')
+  t.equal(t2!.sessions.table.size, USERS, '#2 adopted every binding')
+  t.equal(t3!.sessions.table.size, USERS, '#3 adopted every binding')
   t.comment(`${USERS} sessions created via #1 ${JSON.stringify(Object.fromEntries(spread))}; ${hashElsewhere} would differ by hash; 6 x ${USERS} requests via #2/#3 all on the creator`)
 
   // control: a replica without sharing places those sessions by their hash, on another upstream
@@ -254,7 +254,7 @@ t.test('restart: a fresh replica on the same Redis keeps learned sessions where 
   await t1.close(0)
 
   const again = await replica(t, apps, 'sa-c:', APP_COOKIE)
-  t.equal(again.router.table.size, 0, 'the new replica starts with an empty table')
+  t.equal(again.sessions.table.size, 0, 'the new replica starts with an empty table')
   const wrong: string[] = []
   for (const [i, jar] of jars.entries()) {
     for (let r = 0; r < 2; r++) {

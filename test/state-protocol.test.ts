@@ -102,7 +102,7 @@ t.test('an older version never overwrites a newer checkpoint; oversize ones are 
   await p.write('s', { value: 'v5', version: 5 }, 'b', 0)
   await p.write('s', { value: 'way too large', version: 9 }, 'a', 0)
   t.same(results, ['stored', 'stale', 'too_large'])
-  t.match(await p.fetch('s'), { value: 'v7', version: 7, upstream: 'a' })
+  t.match(await p.fetch('s'), { status: 'found', checkpoint: { value: 'v7', version: 7, upstream: 'a' } })
   t.same(p.read({ 'x-tether-state': 'abc', 'x-tether-state-version': '12' }), { value: 'abc', version: 12 })
   t.same(p.read({ 'x-tether-state': 'abc', 'x-tether-state-version': 'twelve' }), { value: 'abc', version: null })
 

@@ -2,7 +2,7 @@
 // contract, hash-tag routing (one slot per session, sessions spread over every node) and the loss
 // of one node. Real time is only ever polled with a deadline; nothing sleeps for a fixed time.
 import t from 'tap'
-import { CLUSTER_FAILURE_STREAK, RedisCheckpointStore, checkpointKey } from '../src/state/redis-store.js'
+import { CLUSTER_FAILURE_STREAK, RedisCheckpointStore, checkpointKey } from '../src/redis/checkpoint-store.js'
 import type { Checkpoint, CheckpointStoreStatus } from '../src/state/checkpoint-store.js'
 import { checkpointStoreConformance } from './fixtures/checkpoint-store-conformance.js'
 import { redisCli, startRedisCluster, waitFor } from './fixtures/redis-server.js'

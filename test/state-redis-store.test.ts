@@ -2,8 +2,8 @@
 // contract, the key layout, RESP2, URL credentials, and what happens when Redis dies, stalls or
 // comes back. Real time is only ever polled with a deadline; nothing sleeps for a fixed time.
 import t from 'tap'
-import { RedisCheckpointStore, checkpointKey } from '../src/state/redis-store.js'
-import type { RedisCheckpointStoreOptions } from '../src/state/redis-store.js'
+import { RedisCheckpointStore, checkpointKey } from '../src/redis/checkpoint-store.js'
+import type { RedisCheckpointStoreOptions } from '../src/redis/checkpoint-store.js'
 import type { Checkpoint, CheckpointStoreStatus } from '../src/state/checkpoint-store.js'
 import { checkpointStoreConformance } from './fixtures/checkpoint-store-conformance.js'
 import { redisCli, startRedis, startRedisSentinel, waitFor } from './fixtures/redis-server.js'
@@ -58,7 +58,7 @@ t.test('a checkpoint is a hash under <prefix>cp:{<session>} with a millisecond T
   t.ok(pttl > 50_000 && pttl <= 60_000, `PTTL ${pttl} is the TTL of the put`)
   t.equal(await store.put('abc', { value: 'old', version: 3, upstream: 'app-3', epoch: 2, writtenAt: 6 }, HOUR), 'stale')
   t.ok(Number(await redisCli(redis.port, 'PTTL', 'tether:cp:{abc}')) <= 60_000, 'a stale put leaves the TTL alone')
-  const line = (await redisCli(redis.port, 'CLIENT', 'LIST')).split('\n').find((l) => l.includes('name=tether-checkpoints'))
+  const line = (await redisCli(redis.port, 'CLIENT', 'LIST')).split('\n').find((l) => l.includes('name=tether '))
   t.match(line, /resp=2/, 'the client is named and speaks RESP2')
 })
 

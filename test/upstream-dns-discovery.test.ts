@@ -12,11 +12,12 @@ import {
   upstreamsFromAddresses,
   upstreamUrl,
   type DiscoveredUpstream,
-  type DiscoveryTimers,
+  
   type DnsDiscoveryOptions,
   type UpstreamDiff,
 } from '../src/upstream/dns-discovery.js'
 import { TestDnsServer } from './fixtures/dns-server.js'
+import type { Timers } from '../src/clock.js'
 
 const NAME = 'app-headless.default.svc.cluster.local'
 const INTERVAL = 1000 // virtual ms under ManualTimers
@@ -47,7 +48,7 @@ interface ManualTimer {
 }
 
 /** Timers that fire only when the test says so; records unref() calls. */
-class ManualTimers implements DiscoveryTimers {
+class ManualTimers implements Timers {
   readonly pending = new Set<ManualTimer>()
   #waiters: (() => void)[] = []
   setTimeout(callback: () => void, ms: number): unknown {
@@ -380,7 +381,7 @@ t.test('real timers: a 30 ms interval picks up changes, timers are unref()ed, st
   const rec = new Recorder()
   // The real timers, with a record of the live ones.
   const live = new Set<NodeJS.Timeout>()
-  const timers: DiscoveryTimers = {
+  const timers: Timers = {
     setTimeout(callback, ms) {
       const handle = setTimeout(() => {
         live.delete(handle)

@@ -178,3 +178,68 @@ function allCookies(header: string | string[] | undefined, name: string): string
   }
   return out
 }
+
+/**
+ * The key of one request as routing uses it, read once per request:
+ * - `none`: placed round robin (`key: none`, an absent header, or an absent application cookie
+ *   with `fallback: random`); `learn`: an application cookie set by the answer is bound.
+ * - `cookie`: Tether's verified cookie, or null for a new session (absent, invalid, expired).
+ * - `table`: a value pinned in the affinity table. `learned` values (application cookies)
+ *   are bound only by what an upstream set, never by their hash; `checkpoints` says whether the
+ *   value may key a user's checkpoints (not an IP standing in for an absent cookie: users
+ *   behind one address share it).
+ */
+export type RequestKey =
+  | { readonly kind: 'none'; readonly learn: boolean }
+  | { readonly kind: 'cookie'; readonly session: DecodedCookie | null }
+  | { readonly kind: 'table'; readonly value: string; readonly learned: boolean; readonly checkpoints: boolean; readonly learn: boolean }
+
+const ROUND_ROBIN: RequestKey = Object.freeze({ kind: 'none', learn: false })
+const ROUND_ROBIN_LEARN: RequestKey = Object.freeze({ kind: 'none', learn: true })
+
+/** What {@link KeyReader} needs from the affinity config. */
+export interface KeyReaderConfig {
+  readonly options: KeyOptions | null
+  /** app_cookie: how a request without the cookie is placed. */
+  readonly fallback: 'client_ip' | 'random'
+  /** Who may name the client in X-Forwarded-For (for the client_ip fallback). */
+  readonly trusted: TrustedProxies
+}
+
+/**
+ * Reads a request's {@link RequestKey} (pure apart from the codec's verified-cookie cache).
+ * Example: with `key: app_cookie` on PHPSESSID, `read({ cookie: 'PHPSESSID=abc' }, peer, now)`
+ * -> `{ kind: 'table', value: 'abc', learned: true, checkpoints: true, learn: true }`.
+ */
+export class KeyReader {
+  readonly #cfg: KeyReaderConfig
+
+  constructor(cfg: KeyReaderConfig) {
+    this.#cfg = cfg
+  }
+
+  read(headers: IncomingHttpHeaders, peer: string, now: number): RequestKey {
+    const opts = this.#cfg.options
+    if (opts === null) return ROUND_ROBIN
+    const key = extractAffinityKey(headers, peer, opts, now)
+    switch (key.kind) {
+      case 'cookie':
+        return { kind: 'cookie', session: key.status === 'ok' ? key.session : null }
+      case 'app_cookie':
+        if (key.value !== null) return { kind: 'table', value: key.value, learned: true, checkpoints: true, learn: true }
+        if (this.#cfg.fallback === 'client_ip') {
+          return { kind: 'table', value: this.clientIp(headers, peer), learned: false, checkpoints: false, learn: true }
+        }
+        return ROUND_ROBIN_LEARN
+      case 'client_ip':
+        return { kind: 'table', value: key.value, learned: false, checkpoints: true, learn: false }
+      case 'header':
+        return key.value === null ? ROUND_ROBIN : { kind: 'table', value: key.value, learned: false, checkpoints: true, learn: false }
+    }
+  }
+
+  /** The client address (X-Forwarded-For only from trusted peers). */
+  clientIp(headers: IncomingHttpHeaders, peer: string): string {
+    return clientIp(peer, headers['x-forwarded-for'], this.#cfg.trusted)
+  }
+}

@@ -1,16 +1,18 @@
-// Forwarding: the only file that imports undici. One keep-alive Pool per upstream; the
+// HTTP forwarding: the only file that imports undici. One keep-alive Pool per upstream; the
 // request body and the response body are streamed both ways with backpressure, never
 // buffered whole. A client abort cancels the upstream request; an upstream abort after the
-// response started ends the client connection. Does not decide where to send a request.
+// response started ends the client connection. The HTTP transport of the request path: it
+// does not decide where a request goes, nor whether to retry.
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { Readable } from 'node:stream'
 import type { Socket } from 'node:net'
 import { Pool, buildConnector, errors, type Dispatcher } from 'undici'
-import { TetherError } from '../errors.js'
-import { classify, type Outcome } from './outcome.js'
+import { TetherError, type ErrorCode } from '../errors.js'
+import type { Upstream } from '../upstream/upstream-set.js'
+import { classify } from './outcome.js'
 import { mayStartWithInterim, withoutUnsolicitedContinue } from './interim-response.js'
-import { clientResponseHeaders } from './headers.js'
-import type { ReservedHeaders } from '../reserved-headers.js'
+import type { AnswerHeadPolicy, Exchange } from './exchange.js'
+import type { AttemptResult, RequestContext } from './request-context.js'
+import { sendError } from './respond.js'
 
 export interface PoolTimeouts {
   /** TCP connect timeout, ms. */
@@ -23,48 +25,21 @@ export interface PoolTimeouts {
   readonly maxResponseHeaderBytes: number
 }
 
-/** What one forwarded exchange produced, for retry decisions, health and the access log. */
-export interface ForwardResult {
-  /** Status sent to the client (0 if nothing was sent). */
-  status: number
-  /** null when the upstream answered; otherwise how it failed. */
-  outcome: Outcome | null
-  /** Cause of a failure, for logs. */
-  error: unknown
-  /**
-   * Whether the client already got (part of) an answer. When false, nothing was written and
-   * the caller answers: retry elsewhere or send the error for `outcome`.
-   */
-  responded: boolean
-}
-
-export type ForwardDone = (result: ForwardResult) => void
-
-/** What a routing decision adds to an upstream response (cookies, debug, checkpoints). */
-export interface ResponseDecoration {
-  /** Sees the upstream's headers before hop-by-hop and X-Tether-* headers are removed. */
-  inspect?(headers: Record<string, string | string[] | undefined>): void
-  /** Adds to the filtered headers (Set-Cookie, X-Tether-Upstream). */
-  decorate(headers: Record<string, string | string[] | undefined>): void
-  /** Work the answer's head must wait for (a checkpoint write, itself bounded), or null. */
-  hold?(): Promise<unknown> | null
-}
-
 /** Owns the undici pools, keyed by upstream id. */
 export class Forwarder {
   readonly #pools = new Map<string, Pool>()
   readonly #urls = new Map<string, string>()
   readonly #timeouts: PoolTimeouts
   readonly #closeAfter: () => boolean
-  readonly #reserved: ReservedHeaders
+  readonly #answer: AnswerHeadPolicy
 
   /**
-   * `reserved`: names removed from every answer; `closeAfter`: true while Tether drains, so
-   * answers carry `Connection: close`.
+   * `answer`: what every answer's head gets (learning, checkpoints, filtering, cookies);
+   * `closeAfter`: true while Tether drains, so answers carry `Connection: close`.
    */
-  constructor(upstreams: readonly { id: string; url: string }[], timeouts: PoolTimeouts, reserved: ReservedHeaders, closeAfter: () => boolean = () => false) {
+  constructor(upstreams: readonly { id: string; url: string }[], timeouts: PoolTimeouts, answer: AnswerHeadPolicy, closeAfter: () => boolean = () => false) {
     this.#timeouts = timeouts
-    this.#reserved = reserved
+    this.#answer = answer
     this.#closeAfter = closeAfter
     this.setUpstreams(upstreams)
   }
@@ -104,32 +79,24 @@ export class Forwarder {
     })
   }
 
+  /** The HTTP transport of one request: its answer goes into `res`. */
+  exchange(res: ServerResponse): Exchange {
+    return new HttpExchange(this, res)
+  }
+
   /**
-   * Send `req` to the upstream `id` at `path` (origin form, as written) with `headers`
-   * ([name, value, ...]) and `body` (null for none) and stream the answer into `res`. A failure before any byte of the answer was
-   * written leaves `res` untouched (`responded: false`) so the caller may retry elsewhere.
-   * `done` is called exactly once.
+   * Send `ctx`'s request to `upstream` with `headers` and stream the answer into `res`. A
+   * failure before any byte of the answer was written leaves `res` untouched (`responded:
+   * false`) so the caller may retry elsewhere. `done` is called exactly once.
    */
-  forward(
-    id: string,
-    req: IncomingMessage,
-    res: ServerResponse,
-    path: string,
-    headers: string[],
-    body: Readable | null,
-    decoration: ResponseDecoration | null,
-    done: ForwardDone,
-  ): void {
-    const pool = this.#pools.get(id)
+  dispatch(ctx: RequestContext, res: ServerResponse, upstream: Upstream, headers: string[], done: (r: AttemptResult) => void): void {
+    const pool = this.#pools.get(upstream.id)
     if (pool === undefined) {
-      done({ status: 0, outcome: { kind: 'error', code: 'TETHER_UPSTREAM_CONNECT', connect: true }, error: new Error(`no pool for upstream ${id}`), responded: false })
+      done({ status: 0, outcome: { kind: 'error', code: 'TETHER_UPSTREAM_CONNECT', connect: true }, error: new Error(`no pool for upstream ${upstream.id}`), responded: false })
       return
     }
-    const handler = new ExchangeHandler(res, req.method === 'HEAD', this.#closeAfter, this.#reserved, decoration, done)
-    pool.dispatch(
-      { path, method: req.method ?? 'GET', headers, body },
-      handler,
-    )
+    const handler = new ExchangeHandler(ctx, res, this.#closeAfter, this.#answer, done)
+    pool.dispatch({ path: ctx.target.path, method: ctx.method, headers, body: ctx.body }, handler)
   }
 
   /**
@@ -200,6 +167,29 @@ function upstreamError(err: Error): Error {
 /** A reason phrase Node will write (RFC 9112: HTAB, SP, VCHAR, obs-text). */
 const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]*$/
 
+/** The HTTP transport of one request (see {@link Exchange}). */
+class HttpExchange implements Exchange {
+  readonly #forwarder: Forwarder
+  readonly #res: ServerResponse
+
+  constructor(forwarder: Forwarder, res: ServerResponse) {
+    this.#forwarder = forwarder
+    this.#res = res
+  }
+
+  get clientGone(): boolean {
+    return this.#res.destroyed
+  }
+
+  attempt(ctx: RequestContext, upstream: Upstream, headers: string[]): Promise<AttemptResult> {
+    return new Promise((resolve) => this.#forwarder.dispatch(ctx, this.#res, upstream, headers, resolve))
+  }
+
+  fail(ctx: RequestContext, code: ErrorCode, close: boolean): number {
+    return sendError(this.#res, code, { close, head: ctx.method === 'HEAD' })
+  }
+}
+
 /** Whether a request carries a body (a declared non-zero length, or chunked). */
 export function hasBody(req: IncomingMessage): boolean {
   const cl = req.headers['content-length']
@@ -207,31 +197,38 @@ export function hasBody(req: IncomingMessage): boolean {
   return req.headers['transfer-encoding'] !== undefined
 }
 
-/** undici dispatch handler for one exchange: upstream response -> client response. */
+/** undici dispatch handler for one attempt: upstream response -> client response. */
 class ExchangeHandler implements Dispatcher.DispatchHandler {
+  readonly #ctx: RequestContext
   readonly #res: ServerResponse
   readonly #head: boolean
   readonly #closeAfter: () => boolean
-  readonly #reserved: ReservedHeaders
-  readonly #done: ForwardDone
-  readonly #decoration: ResponseDecoration | null
+  readonly #answer: AnswerHeadPolicy
+  readonly #done: (r: AttemptResult) => void
   #controller: Dispatcher.DispatchController | null = null
   #clientGone = false
   #finished = false
   #waitingDrain = false
-  /** Body chunks (and the end) that arrived while the head waits on `hold()`. */
+  /** Body chunks (and the end) that arrived while the head waits on a checkpoint write. */
   #held: Buffer[] | null = null
   #heldEnd = false
+  /** Why the request path stopped this attempt (before undici started it, too). */
+  #stopped: TetherError | null = null
 
-  constructor(res: ServerResponse, head: boolean, closeAfter: () => boolean, reserved: ReservedHeaders, decoration: ResponseDecoration | null, done: ForwardDone) {
+  constructor(ctx: RequestContext, res: ServerResponse, closeAfter: () => boolean, answer: AnswerHeadPolicy, done: (r: AttemptResult) => void) {
+    this.#ctx = ctx
     this.#res = res
-    this.#head = head
+    this.#head = ctx.method === 'HEAD'
     this.#closeAfter = closeAfter
-    this.#reserved = reserved
-    this.#decoration = decoration
+    this.#answer = answer
     this.#done = done
     this.#clientGone = res.destroyed
     res.once('close', this.#onClientClose)
+    // until the answer's head arrives, the request path may stop this attempt
+    ctx.abort = (code) => {
+      this.#stopped = new TetherError(code)
+      this.#controller?.abort(this.#stopped)
+    }
   }
 
   #onClientClose = (): void => {
@@ -248,6 +245,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.#controller = controller
     if (this.#clientGone) controller.abort(new TetherError('TETHER_BAD_REQUEST', new Error('client closed the connection')))
+    else if (this.#stopped !== null) controller.abort(this.#stopped)
   }
 
   onResponseStart(
@@ -258,8 +256,8 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
   ): void {
     // 1xx (102 Processing, 103 Early Hints) are informational: the final answer follows
     if (this.#clientGone || statusCode < 200) return
-    this.#decoration?.inspect?.(headers)
-    const hold = this.#decoration?.hold?.() ?? null
+    this.#ctx.abort = null
+    const hold = this.#answer.inspect(this.#ctx, headers)
     if (hold === null) return this.#start(controller, statusCode, headers, statusMessage)
     // the head waits (bounded) for a checkpoint write; body chunks meanwhile are kept
     this.#held = []
@@ -285,8 +283,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
     const res = this.#res
     if (this.#closeAfter()) res.shouldKeepAlive = false
     try {
-      clientResponseHeaders(headers, this.#reserved)
-      this.#decoration?.decorate(headers)
+      this.#answer.decorate(this.#ctx, headers)
       const reason = statusMessage && REASON_PHRASE.test(statusMessage) ? statusMessage : undefined
       res.writeHead(statusCode, reason, headers)
     } catch (err) {
@@ -325,6 +322,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
 
   #finish(): void {
     this.#finished = true
+    this.#ctx.abort = null
     const res = this.#res
     if (!this.#clientGone) res.end()
     this.#done({ status: res.statusCode, outcome: null, error: null, responded: true })
@@ -333,6 +331,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
     if (this.#finished) return
     this.#finished = true
+    this.#ctx.abort = null
     const res = this.#res
     const outcome = classify(upstreamError(err), this.#clientGone || res.destroyed)
     if (outcome.kind === 'client_abort') {

@@ -58,7 +58,10 @@ export function healthSignal(r: { status: number; outcome: Outcome | null; error
   switch (r.outcome.code) {
     case 'TETHER_BODY_TOO_LARGE':
     case 'TETHER_BAD_REQUEST':
+    case 'TETHER_NOT_IMPLEMENTED':
       return null // the client's fault, not the upstream's
+    case 'TETHER_UPSTREAM_UNAVAILABLE':
+      return null // stopped because health already took the upstream out: no new evidence
     case 'TETHER_UPSTREAM_PROTOCOL':
       return 'server_error'
     default:

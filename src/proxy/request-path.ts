@@ -1,232 +1,288 @@
-// The request path, top to bottom: guard -> route (affinity key -> upstream) -> build headers
-// -> forward -> on failure before any answer: report, maybe retry on the key's next upstream
-// -> access log. Each step is a call into its own module; this file holds no protocol detail.
+// The request path, for every transport, top to bottom in the order it runs:
+//   guard -> read the key (once) -> reconcile with shared affinity -> then per attempt:
+//   decide -> build headers -> rehydrate a moved user -> send -> classify and tell health ->
+//   answered? log : retry on the key's next upstream, or answer the error.
+// Each step is a call into its own module; the transport (HTTP through undici, a WebSocket
+// upgrade through http-proxy) is an Exchange. This file holds no protocol detail.
 import { randomUUID } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
+import type { Clock } from '../clock.js'
 import type { Config } from '../config/schema.js'
-import type { ErrorCode } from '../errors.js'
+import { TetherError, type ErrorCode } from '../errors.js'
+import type { KeyReader } from '../affinity/key.js'
+import type { SessionTable, SharedBindings } from '../affinity/session-table.js'
 import type { Logger } from '../observability/logger.js'
-import type { Route, Router } from '../routing/router.js'
-import { REQUEST_ID, hostIsValid, requestTarget, upstreamRequestHeaders, type HeaderPolicy } from './headers.js'
-import { hasBody, type Forwarder, type ForwardResult, type ResponseDecoration } from './forward.js'
-import type { RawCheckpoint, StateProtocol } from '../state/protocol.js'
-import { healthSignal, type HealthSignal } from './outcome.js'
-import { RequestBody } from './request-body.js'
-import { sendError } from './respond.js'
+import type { ProxyEvents } from '../observability/events.js'
+import type { Decision, NoRoute, Router } from '../routing/router.js'
+import { TETHER_HEADER } from '../reserved-headers.js'
+import type { StateProtocol } from '../state/protocol.js'
+import type { Upstream, UpstreamSet } from '../upstream/upstream-set.js'
 import type { ClientErrors } from './client-error.js'
-import { TetherError } from '../errors.js'
+import type { Exchange } from './exchange.js'
+import { hasBody, type Forwarder } from './forward.js'
+import { REQUEST_ID, hostIsValid, requestTarget, upstreamRequestHeaders, type HeaderPolicy } from './headers.js'
+import type { InFlight } from './in-flight.js'
+import { healthSignal, type HealthSignal, type Outcome } from './outcome.js'
+import { RequestBody } from './request-body.js'
+import { RequestContext, type AttemptResult, type Protocol } from './request-context.js'
+import { writeRawError } from './respond.js'
 import { shouldRetry } from './retry.js'
+import type { Upgrades } from './upgrade-transport.js'
 
 export interface RequestPathDeps {
+  /** The config this path serves (a reload builds a new path). */
   readonly config: Config
-  /** The header rules of `config` (reserved names, underscores, trusted peers). */
-  readonly headerPolicy: HeaderPolicy
-  /** Where a request with a body registers how to stop it if the parser refuses the body. */
-  readonly clientErrors?: ClientErrors
-  readonly forwarder: Forwarder
-  readonly router: Router
-  /** host[:port] of each upstream's URL, by id (for `preserve_host: false`). */
-  readonly hosts: () => ReadonlyMap<string, string>
+  readonly clock: Clock
   readonly logger: Logger
-  /** True once shutdown began: answers then close their connection. */
-  readonly draining: () => boolean
-  /** Passive health: told how each attempt on an upstream went. */
-  readonly observe?: (id: string, signal: HealthSignal) => void
-  /** Shared affinity: bindings other Tether replicas made, looked up on a local miss (bounded). */
-  readonly shared?: { lookup(key: string): Promise<{ upstream: string; epoch: number } | null | 'unavailable'> } | null
+  readonly keys: KeyReader
+  readonly router: Router
+  readonly sessions: SessionTable
+  /** The current membership snapshot. */
+  readonly upstreams: () => UpstreamSet
+  readonly headerPolicy: HeaderPolicy
+  /** The HTTP transport (and the rehydration hook's client). */
+  readonly http: Forwarder
+  /** The upgrade transport. */
+  readonly upgrades: Upgrades
+  /** Where a request with a body registers how to stop it if the parser refuses the body. */
+  readonly clientErrors: ClientErrors
   /** The state protocol (checkpoints, rehydration); null when `state.store: none`. */
-  readonly state?: StateProtocol | null
-  /** Retries, failovers and rehydrations, for metrics. */
-  readonly events?: {
-    retry(upstream: string): void
-    failover(from: string, reason: string): void
-    request(upstream: string | null, method: string, status: number, seconds: number): void
-    attempt(upstream: string, delta: 1 | -1): void
-  }
+  readonly state: StateProtocol | null
+  readonly shared: SharedBindings | null
+  /** Passive health: told how each attempt on an upstream went. */
+  readonly observe: (id: string, signal: HealthSignal) => void
+  readonly inFlight: InFlight
+  readonly events: ProxyEvents
+  /** True once shutdown began: answers close their connection, new upgrades get 503. */
+  readonly draining: () => boolean
 }
+
+const NO_ROUTE: Record<NoRoute, ErrorCode> = { none: 'TETHER_NO_UPSTREAM', strict: 'TETHER_AFFINITY_UNAVAILABLE' }
 
 /**
- * One attempt's response decoration: the route's own (cookie, learning, debug header) plus
- * the checkpoint an upstream attached, stored before the answer's head goes out.
+ * Example (composition root): `const path = new RequestPath(deps)`; the listener calls
+ * `path.handleRequest(req, res)` for each request and `path.handleUpgrade(req, socket, head)`
+ * for each WebSocket upgrade.
  */
-class Exchange implements ResponseDecoration {
-  #checkpoint: RawCheckpoint | null = null
-  constructor(readonly route: Route, readonly state: StateProtocol) {}
+export class RequestPath {
+  readonly config: Config
+  readonly #d: RequestPathDeps
+  readonly #access: boolean
+  readonly #debug: boolean
+  readonly #hook: string | null
 
-  inspect(headers: Record<string, string | string[] | undefined>): void {
-    this.route.inspect(headers)
-    this.#checkpoint = this.state.read(headers)
+  constructor(deps: RequestPathDeps) {
+    this.#d = deps
+    this.config = deps.config
+    this.#access = deps.config.log.access && deps.logger.isLevelEnabled('info')
+    this.#debug = deps.logger.isLevelEnabled('debug')
+    this.#hook = deps.config.state.rehydrate === 'hook' ? deps.config.state.hook_path : null
   }
 
-  decorate(headers: Record<string, string | string[] | undefined>): void {
-    this.route.decorate(headers)
+  /** A plain HTTP request. */
+  handleRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    if (this.#d.draining()) res.shouldKeepAlive = false
+    void this.#serve(this.#context(req, 'http'), this.#d.http.exchange(res))
   }
 
-  hold(): Promise<unknown> | null {
-    const key = this.route.learnedKey ?? this.route.sessionKey
-    if (this.#checkpoint === null || key === null) return null
-    return this.state.write(key, this.#checkpoint, this.route.id, this.route.epoch)
+  /** A WebSocket upgrade (Node handed over the raw socket). */
+  handleUpgrade = (req: IncomingMessage, socket: Socket, head: Buffer): void => {
+    if (req.method !== 'GET') return writeRawError(socket, 'TETHER_BAD_REQUEST')
+    if (this.#d.draining()) return writeRawError(socket, 'TETHER_SHUTTING_DOWN')
+    const exchange = this.#d.upgrades.exchange(socket, head)
+    if (exchange !== null) void this.#serve(this.#context(req, 'websocket'), exchange)
   }
-}
 
-const NO_ROUTE: Record<'none' | 'strict', ErrorCode> = {
-  none: 'TETHER_NO_UPSTREAM',
-  strict: 'TETHER_AFFINITY_UNAVAILABLE',
-}
-
-export function createRequestHandler(deps: RequestPathDeps): (req: IncomingMessage, res: ServerResponse) => void {
-  const { config, forwarder, router, hosts, logger, draining } = deps
-  const observe = deps.observe ?? (() => undefined)
-  const state = deps.state ?? null
-  const shared = deps.shared ?? null
-  const events = deps.events ?? null
-  const hook = config.state.rehydrate === 'hook' ? config.state.hook_path : null
-  const { max_body_bytes: maxBody } = config.limits
-  const policy = deps.headerPolicy
-  const debug = logger.isLevelEnabled('debug')
-  const { attempts: maxRetries, try_duration: tryDuration, replay_buffer_bytes: replayLimit } = config.retries
-  const access = config.log.access && logger.isLevelEnabled('info')
-  const keyKind = config.affinity.key
-
-  return function handle(req: IncomingMessage, res: ServerResponse): void {
-    const start = performance.now()
+  #context(req: IncomingMessage, protocol: Protocol): RequestContext {
     const clientId = req.headers['x-request-id']
-    const requestId = typeof clientId === 'string' && REQUEST_ID.test(clientId) ? clientId : randomUUID()
-    let rehydrated = false
-    if (draining()) res.shouldKeepAlive = false
-    const peer = req.socket.remoteAddress ?? ''
-    let tried: Set<string> | null = null
-    let retries = 0
-    let lastFailure: { code: ErrorCode; route: Route; error: unknown } | null = null
+    const id = typeof clientId === 'string' && REQUEST_ID.test(clientId) ? clientId : randomUUID()
+    return new RequestContext(req, protocol, id, this.#d.clock.now())
+  }
 
-    const finish = (r: ForwardResult, route: Route | null): void => {
-      if (r.outcome !== null && r.outcome.kind === 'error' && r.error && healthSignal(r) !== null) {
-        logger.warn({ err: r.error, code: r.outcome.code, upstream: route?.id, method: req.method, path: req.url }, 'upstream exchange failed')
+  async #serve(ctx: RequestContext, x: Exchange): Promise<void> {
+    try {
+      const refused = this.#guard(ctx)
+      if (refused !== null) return this.#answer(ctx, x, refused, true)
+      const { keys, clock, shared, sessions } = this.#d
+      ctx.key = keys.read(ctx.req.headers, ctx.peer, clock.now())
+      // a key this replica has not seen (or not checked lately) may be bound by another
+      // replica: reconcile with the shared table first (bounded by state.timeout)
+      if (shared !== null && ctx.key.kind === 'table' && sessions.needsSync(ctx.key.value, clock.now())) {
+        const b = await shared.lookup(ctx.key.value)
+        if (b !== 'unavailable') sessions.sync(ctx.key.value, b, clock.now())
       }
-      events?.request(route?.id ?? null, req.method ?? 'GET', r.status, (performance.now() - start) / 1000)
-      if (!access) return
-      logger.info({
-        request_id: requestId,
-        method: req.method,
-        path: req.url,
-        status: r.status,
-        key: keyKind,
-        upstream: route?.id ?? null,
-        route: route?.source ?? null,
-        retries,
-        outcome: r.outcome !== null
-          ? (r.outcome.kind === 'client_abort' ? 'client_abort' : r.outcome.code)
-          : rehydrated ? 'rehydrated' : route?.moved ? 'failover' : retries > 0 ? 'retried' : 'ok',
-        duration_ms: Math.round((performance.now() - start) * 1000) / 1000,
-      }, 'access')
-    }
-
-    const fail = (code: ErrorCode, route: Route | null, error: unknown, close: boolean): void => {
-      const status = sendError(res, code, { close })
-      finish({ status, outcome: { kind: 'error', code, connect: false }, error, responded: true }, route)
-    }
-
-    const target = requestTarget(req.url)
-    if (target === null || !hostIsValid(req.rawHeaders)) return fail('TETHER_BAD_REQUEST', null, null, true)
-    // RFC 9112 section 6.1: a transfer coding Tether does not know is 501 (it cannot frame the body)
-    const te = req.headers['transfer-encoding']
-    if (te !== undefined && te.trim().toLowerCase() !== 'chunked') return fail('TETHER_NOT_IMPLEMENTED', null, null, true)
-    if (maxBody !== null) {
-      const cl = req.headers['content-length']
-      if (cl !== undefined && Number(cl) > maxBody) return fail('TETHER_BODY_TOO_LARGE', null, null, true)
-    }
-    let body = hasBody(req) ? RequestBody.of(req, maxBody, replayLimit) : null
-    /** Set when the parser refused the body: no attempt may start, the answer is this code. */
-    let bodyError: ErrorCode | null = null
-    if (body !== null) {
-      deps.clientErrors?.track(req, (code) => {
-        bodyError = code
-        body?.destroy(new TetherError(code))
-      })
-    }
-
-    const attempt = (): void => {
-      const route = router.route(req.headers, peer, tried ?? undefined)
-      if (typeof route === 'string') {
-        // after a failed attempt, its error is the honest answer (as nginx's 502 after the last upstream)
-        if (lastFailure !== null) return fail(lastFailure.code, lastFailure.route, lastFailure.error, !req.complete)
-        return fail(NO_ROUTE[route], null, null, body !== null && !req.complete)
-      }
-      const dropped: string[] | undefined = debug ? [] : undefined
-      const headers = upstreamRequestHeaders(req.rawHeaders, policy, {
-        peer,
-        proto: 'http',
-        port: req.socket.localPort ?? 0,
-        upstreamHost: hosts().get(route.id) ?? '',
-        authority: target.authority,
-        requestId,
-        dropped,
-      })
-      if (dropped !== undefined && dropped.length > 0) logger.debug({ request_id: requestId, headers: dropped }, 'dropped request headers with "_" in the name (forwarding.allow_underscores: false)')
-      headers.push('x-tether-epoch', String(route.epoch))
-      const moved = route.moved
-      if (moved !== null) {
-        headers.push('x-tether-moved', `from=${moved.from}; reason=${moved.reason}; epoch=${route.epoch}`)
-        events?.failover(moved.from, moved.reason)
-      }
-      // a user who moved gets their newest checkpoint delivered with this request
-      if (state !== null && moved !== null && route.sessionKey !== null) {
-        void state.fetch(route.sessionKey).then(async (cp) => {
-          if (cp !== null) {
-            rehydrated = true
-            if (hook === null) headers.push('x-tether-rehydrate', cp.value, 'x-tether-previous-upstream', moved.from)
-            else await postHook(route, cp.value, moved.from)
-          }
-          forward(route, headers)
-        })
-        return
-      }
-      forward(route, headers)
-    }
-
-    /** POST the state to the new upstream's hook before the request (errors are logged, not fatal). */
-    const postHook = async (route: Route, value: string, from: string): Promise<void> => {
-      const hookHeaders = ['content-type', 'application/octet-stream', 'x-tether-epoch', String(route.epoch), 'x-tether-previous-upstream', from]
-      const cookie = req.headers.cookie
-      if (cookie !== undefined) hookHeaders.push('cookie', cookie)
-      const status = await forwarder.call(route.id, 'POST', hook!, hookHeaders, value, config.timeouts.response_headers)
-      if (status < 200 || status >= 300) logger.warn({ upstream: route.id, status }, 'rehydration hook did not accept the state')
-    }
-
-    const forward = (route: Route, headers: string[]): void => {
-      if (bodyError !== null) return fail(bodyError, route, null, true)
-      const decoration = state === null ? route : new Exchange(route, state)
-      events?.attempt(route.id, 1)
-      forwarder.forward(route.id, req, res, target.path, headers, body, decoration, (r) => {
-        events?.attempt(route.id, -1)
-        const signal = healthSignal(r)
-        if (signal !== null) observe(route.id, signal)
-        if (r.responded || r.outcome === null) return finish(r, route)
-        if (
-          r.outcome.kind === 'error' &&
-          retries < maxRetries &&
-          performance.now() - start < tryDuration &&
-          shouldRetry(r.outcome, req.method ?? 'GET', body === null || body.replayable)
-        ) {
-          retries++
-          events?.retry(route.id)
-          lastFailure = { code: r.outcome.code, route, error: r.error }
-          ;(tried ??= new Set()).add(route.id)
-          if (body !== null) body = body.replay()
-          logger.debug({ upstream: route.id, code: r.outcome.code, retry: retries }, 'retrying on the next upstream')
-          return attempt()
+      for (;;) {
+        if (ctx.bodyError !== null) return this.#answer(ctx, x, ctx.bodyError, true)
+        if (ctx.protocol === 'websocket' && this.#d.draining()) return this.#answer(ctx, x, 'TETHER_SHUTTING_DOWN', true)
+        const d = this.#decide(ctx)
+        if (typeof d === 'string') {
+          // after a failed attempt, its error is the honest answer (as nginx's 502 after the last upstream)
+          return this.#answer(ctx, x, ctx.lastFailure?.code ?? NO_ROUTE[d], ctx.body !== null && !ctx.req.complete)
         }
-        const code = r.outcome.kind === 'error' ? r.outcome.code : 'TETHER_UPSTREAM_RESET'
-        fail(code, route, r.error, code === 'TETHER_BODY_TOO_LARGE' || !req.complete)
+        ctx.decision = d
+        const upstream = this.#d.upstreams().get(d.upstream)
+        if (upstream === undefined) return this.#answer(ctx, x, 'TETHER_NO_UPSTREAM', true)
+        const headers = this.#headers(ctx, d, upstream)
+        if (d.moved !== null) await this.#rehydrate(ctx, d, headers)
+        const r = await this.#send(ctx, x, upstream, headers)
+        if (r.responded || r.outcome === null) return this.#finish(ctx, r)
+        if (!this.#mayRetry(ctx, r.outcome)) {
+          const code = r.outcome.kind === 'error' ? r.outcome.code : 'TETHER_UPSTREAM_RESET'
+          ctx.lastFailure = { code, error: r.error }
+          return this.#answer(ctx, x, code, code === 'TETHER_BODY_TOO_LARGE' || !ctx.req.complete)
+        }
+        this.#d.events.retry(d.upstream)
+        ctx.retryAfter(r.outcome.kind === 'error' ? r.outcome.code : 'TETHER_UPSTREAM_RESET', r.error)
+        if (ctx.body !== null) ctx.body = ctx.body.replay()
+        this.#d.logger.debug({ request_id: ctx.id, upstream: d.upstream, code: ctx.lastFailure!.code, retry: ctx.retries }, 'retrying on the next upstream')
+      }
+    } catch (err) {
+      this.#d.logger.error({ err, request_id: ctx.id }, 'request path failed')
+      this.#answer(ctx, x, 'TETHER_INTERNAL', true)
+    }
+  }
+
+  /**
+   * What may be answered before any routing: a malformed target or Host (400), a transfer
+   * coding Tether cannot frame (501), a declared body over the limit (413). A request with a
+   * body starts streaming it here, and tells the parser's error handler how to stop it.
+   */
+  #guard(ctx: RequestContext): ErrorCode | null {
+    const req = ctx.req
+    const target = requestTarget(req.url)
+    if (target === null || !hostIsValid(req.rawHeaders)) return 'TETHER_BAD_REQUEST'
+    ctx.target = target
+    // RFC 9112 section 6.1: a transfer coding Tether does not know cannot be framed
+    const te = req.headers['transfer-encoding']
+    if (te !== undefined && te.trim().toLowerCase() !== 'chunked') return 'TETHER_NOT_IMPLEMENTED'
+    const { max_body_bytes: maxBody } = this.config.limits
+    if (maxBody !== null && Number(req.headers['content-length']) > maxBody) return 'TETHER_BODY_TOO_LARGE'
+    if (ctx.protocol === 'http' && hasBody(req)) {
+      ctx.body = RequestBody.of(req, maxBody, this.config.retries.replay_buffer_bytes)
+      this.#d.clientErrors.track(req, (code) => {
+        ctx.bodyError = code
+        ctx.body?.destroy(new TetherError(code))
       })
     }
-    // a key this replica has not seen (or not checked lately) may be bound by another
-    // replica: reconcile with the shared table first (bounded by state.timeout)
-    const key = shared === null ? null : router.keyToSync(req.headers, peer)
-    if (key === null) return attempt()
-    void shared!.lookup(key).then((b) => {
-      if (b !== 'unavailable') router.sync(key, b)
-      attempt()
+    return null
+  }
+
+  #decide(ctx: RequestContext): Decision | NoRoute {
+    const { router, keys, clock } = this.#d
+    const tried = ctx.tried ?? undefined
+    if (ctx.protocol === 'websocket') return router.decideUpgrade(ctx.key, keys.clientIp(ctx.req.headers, ctx.peer), tried, clock.now())
+    return router.decide(ctx.key, tried, clock.now())
+  }
+
+  /** The headers sent upstream: the client's by the header rules, plus the epoch and a move. */
+  #headers(ctx: RequestContext, d: Decision, upstream: Upstream): string[] {
+    const dropped: string[] | undefined = this.#debug ? [] : undefined
+    const headers = upstreamRequestHeaders(ctx.req.rawHeaders, this.#d.headerPolicy, {
+      peer: ctx.peer,
+      proto: 'http',
+      port: ctx.req.socket.localPort ?? 0,
+      upstreamHost: upstream.host,
+      authority: ctx.target.authority,
+      requestId: ctx.id,
+      dropped,
     })
+    if (dropped !== undefined && dropped.length > 0) {
+      this.#d.logger.debug({ request_id: ctx.id, headers: dropped }, 'dropped request headers with "_" in the name (forwarding.allow_underscores: false)')
+    }
+    headers.push(TETHER_HEADER.epoch, String(d.epoch))
+    if (d.moved !== null) {
+      headers.push(TETHER_HEADER.moved, `from=${d.moved.from}; reason=${d.moved.reason}; epoch=${d.epoch}`)
+      this.#d.events.failover(d.moved.from, d.moved.reason)
+    }
+    return headers
+  }
+
+  /**
+   * A user who moved gets their newest checkpoint with this request: in a header, or POSTed to
+   * the hook first. `X-Tether-Rehydrate-Status` says what was found, so the upstream can tell
+   * "no state stored" (`none`) from "state not fetched" (`unavailable`).
+   */
+  async #rehydrate(ctx: RequestContext, d: Decision, headers: string[]): Promise<void> {
+    const state = this.#d.state
+    const key = d.sessionKey
+    if (state === null || key === null || d.moved === null) return
+    const r = await state.fetch(key)
+    if (r.status === 'found') {
+      ctx.rehydrate = 'delivered'
+      if (this.#hook === null) headers.push(TETHER_HEADER.rehydrate, r.checkpoint.value, TETHER_HEADER.previousUpstream, d.moved.from)
+      else await this.#postHook(ctx, d, r.checkpoint.value)
+    } else ctx.rehydrate = r.status === 'missing' ? 'none' : 'unavailable'
+    headers.push(TETHER_HEADER.rehydrateStatus, ctx.rehydrate)
+  }
+
+  /** POST the state to the new upstream's hook before the request (errors are logged, not fatal). */
+  async #postHook(ctx: RequestContext, d: Decision, value: string): Promise<void> {
+    const headers = ['content-type', 'application/octet-stream', TETHER_HEADER.epoch, String(d.epoch), TETHER_HEADER.previousUpstream, d.moved!.from]
+    const cookie = ctx.req.headers.cookie
+    if (cookie !== undefined) headers.push('cookie', cookie)
+    const status = await this.#d.http.call(d.upstream, 'POST', this.#hook!, headers, value, this.config.timeouts.response_headers)
+    if (status < 200 || status >= 300) this.#d.logger.warn({ upstream: d.upstream, status }, 'rehydration hook did not accept the state')
+  }
+
+  /** One attempt through the transport, counted in flight, its outcome told to health. */
+  async #send(ctx: RequestContext, x: Exchange, upstream: Upstream, headers: string[]): Promise<AttemptResult> {
+    const { inFlight, events } = this.#d
+    inFlight.add(ctx, upstream.id)
+    events.requestStarted(upstream.id)
+    let r: AttemptResult
+    try {
+      r = await x.attempt(ctx, upstream, headers)
+    } finally {
+      inFlight.remove(ctx, upstream.id)
+      events.requestEnded(upstream.id)
+    }
+    const signal = healthSignal(r)
+    if (signal !== null) this.#d.observe(upstream.id, signal)
+    return r
+  }
+
+  /** May a failed attempt be sent again to the key's next upstream? */
+  #mayRetry(ctx: RequestContext, outcome: Outcome): boolean {
+    const { attempts, try_duration: tryDuration } = this.config.retries
+    return outcome.kind === 'error' &&
+      ctx.retries < attempts &&
+      this.#d.clock.now() - ctx.arrived < tryDuration &&
+      shouldRetry(outcome, ctx.method, ctx.body === null || ctx.body.replayable)
+  }
+
+  /** Tether answers itself with a catalogue error. */
+  #answer(ctx: RequestContext, x: Exchange, code: ErrorCode, close: boolean): void {
+    const status = x.clientGone ? 0 : x.fail(ctx, code, close)
+    this.#finish(ctx, { status, outcome: { kind: 'error', code, connect: false }, error: ctx.lastFailure?.error ?? null, responded: true })
+  }
+
+  /** The request is done: metrics and the access log. */
+  #finish(ctx: RequestContext, r: AttemptResult): void {
+    ctx.status = r.status
+    ctx.outcome = r.outcome
+    const upstream = ctx.decision?.upstream ?? null
+    const { logger, events } = this.#d
+    if (r.outcome !== null && r.outcome.kind === 'error' && r.error && healthSignal(r) !== null) {
+      logger.warn({ err: r.error, code: r.outcome.code, upstream, method: ctx.method, path: ctx.req.url }, 'upstream exchange failed')
+    }
+    const ms = performance.now() - ctx.t0
+    events.observeRequest(upstream, ctx.method, r.status, ms / 1000)
+    if (!this.#access) return
+    logger.info({
+      request_id: ctx.id,
+      method: ctx.method,
+      path: ctx.req.url,
+      protocol: ctx.protocol,
+      status: r.status,
+      key: this.config.affinity.key,
+      upstream,
+      route: ctx.decision?.source ?? null,
+      retries: ctx.retries,
+      outcome: r.outcome !== null
+        ? (r.outcome.kind === 'client_abort' ? 'client_abort' : r.outcome.code)
+        : ctx.rehydrate === 'delivered' ? 'rehydrated' : ctx.decision?.moved ? 'failover' : ctx.retries > 0 ? 'retried' : 'ok',
+      duration_ms: Math.round(ms * 1000) / 1000,
+    }, 'access')
   }
 }

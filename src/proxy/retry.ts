@@ -7,7 +7,8 @@ const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
 
 /**
  * A request that never reached the upstream (connect failure) is always retried; an
- * idempotent one whose connection dropped before the response head is retried; a
+ * idempotent one whose connection dropped before the response head, or whose upstream was
+ * found dead while it waited for the head (TETHER_UPSTREAM_UNAVAILABLE), is retried; a
  * non-idempotent one that may have reached the upstream never is. Either way the body must
  * be replayable (none, or still within the replay buffer). Timeouts are not retried: a slow
  * upstream is not a dead one, and a retry would double its load.
@@ -17,5 +18,5 @@ const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
 export function shouldRetry(outcome: Outcome, method: string, bodyReplayable: boolean): boolean {
   if (outcome.kind !== 'error' || !bodyReplayable) return false
   if (outcome.connect) return true
-  return outcome.code === 'TETHER_UPSTREAM_RESET' && IDEMPOTENT.has(method)
+  return (outcome.code === 'TETHER_UPSTREAM_RESET' || outcome.code === 'TETHER_UPSTREAM_UNAVAILABLE') && IDEMPOTENT.has(method)
 }

@@ -3,7 +3,9 @@
 // upstream gets the newest one delivered (X-Tether-Rehydrate, or a POST to a hook first).
 // Layer 2: talks to a CheckpointStore, never waits longer than `timeout`, never fails a request.
 import type { Clock } from '../clock.js'
-import type { Checkpoint, CheckpointStore, PutResult } from './checkpoint-store.js'
+import type { Checkpoint, CheckpointStore, GetResult, PutResult } from './checkpoint-store.js'
+
+const UNAVAILABLE: GetResult = Object.freeze({ status: 'unavailable' })
 
 export interface StateOptions {
   /** Response header carrying a checkpoint, e.g. `X-Tether-State`. */
@@ -80,17 +82,16 @@ export class StateProtocol {
     this.#events.checkpoint(result, sessionKey, cp.value.length)
   }
 
-  /** The newest checkpoint of a session, or null (none, or the store did not answer in time). */
-  async fetch(sessionKey: string): Promise<Checkpoint | null> {
+  /**
+   * The newest checkpoint of a session: found, missing (none stored), or unavailable (the
+   * store did not answer in time), so the upstream can tell "no state" from "state not fetched".
+   */
+  async fetch(sessionKey: string): Promise<GetResult> {
     const t0 = performance.now()
-    const r = await this.#bounded(this.#store.get(sessionKey), { status: 'unavailable' } as const)
+    const r = await this.#bounded(this.#store.get(sessionKey), UNAVAILABLE)
     this.#events.operation('get', (performance.now() - t0) / 1000)
-    if (r.status === 'found') {
-      this.#events.rehydration('delivered')
-      return r.checkpoint
-    }
-    this.#events.rehydration(r.status === 'missing' ? 'no_state' : 'error')
-    return null
+    this.#events.rehydration(r.status === 'found' ? 'delivered' : r.status === 'missing' ? 'no_state' : 'error')
+    return r
   }
 
   /** `work`, or `fallback` once `timeout` has passed (the late answer is ignored). */

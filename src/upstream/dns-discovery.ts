@@ -4,6 +4,7 @@
 // never starts itself, and never empties the pool on a failed or empty answer.
 import { Resolver } from 'node:dns/promises'
 import { isIPv6 } from 'node:net'
+import { systemTimers, type Timers } from '../clock.js'
 
 /**
  * One discovered upstream; the same shape as a configured upstream (`UpstreamConfig`), so the
@@ -57,16 +58,6 @@ export interface DnsDiscoveryHooks {
    * is 1 for the first failure and resets after a successful resolution.
    */
   onError?(err: DnsDiscoveryError, consecutiveFailures: number): void
-}
-
-/**
- * The timer functions the loop uses (injected so tests drive time). Returned handles are
- * `unref()`ed when they have that method, so discovery never keeps the process alive.
- * Example: `{ setTimeout, clearTimeout }` (the default).
- */
-export interface DiscoveryTimers {
-  setTimeout(callback: () => void, ms: number): unknown
-  clearTimeout(handle: unknown): void
 }
 
 /**
@@ -138,10 +129,6 @@ export function diffUpstreams(
 
 const EMPTY_CODES = new Set(['ENODATA', 'ENOTFOUND'])
 const FAMILIES = { any: [4, 6], ipv4: [4], ipv6: [6] } as const satisfies Record<DnsFamily, readonly (4 | 6)[]>
-const DEFAULT_TIMERS: DiscoveryTimers = {
-  setTimeout: (callback, ms) => setTimeout(callback, ms),
-  clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
-}
 
 type Resolution = { ok: true; addresses: string[] } | { ok: false; error: DnsDiscoveryError }
 
@@ -172,7 +159,7 @@ export class DnsDiscovery {
   readonly #timeout: number
   readonly #family: DnsFamily
   readonly #hooks: DnsDiscoveryHooks
-  readonly #timers: DiscoveryTimers
+  readonly #timers: Timers
   readonly #resolver: Resolver
   #state: 'new' | 'running' | 'stopped' = 'new'
   #current: readonly DiscoveredUpstream[] = Object.freeze([])
@@ -182,7 +169,7 @@ export class DnsDiscovery {
   #run: Promise<void> = Promise.resolve()
 
   /** Validates the options (throws TypeError or RangeError); does no I/O. */
-  constructor(options: DnsDiscoveryOptions, hooks: DnsDiscoveryHooks, timers: DiscoveryTimers = DEFAULT_TIMERS) {
+  constructor(options: DnsDiscoveryOptions, hooks: DnsDiscoveryHooks, timers: Timers = systemTimers) {
     const { name, port, interval, family, servers, timeout = 2000 } = options
     if (typeof name !== 'string' || name.length === 0 || /\s/.test(name)) {
       throw new TypeError(`DnsDiscovery: name must be a non-empty DNS name, got ${JSON.stringify(name)}`)

@@ -1,13 +1,15 @@
-// Membership: the current set of upstreams, from the static list in proxy.yaml and from DNS
+// Membership: the current set of upstreams, from the static list in proxy.yaml and from
 // discovery. An upstream that disappears from discovery is not dropped at once: it drains
 // (no new users; its users stay until idle or `drain_timeout`), then leaves. Layer 2 state
-// owner: it decides the set and tells the composition root; it does no proxying and no I/O.
+// owner: it decides the set and publishes one frozen snapshot per change; it does no
+// proxying and no I/O. Its removal timers are injected and cancelled by stop().
 import type { UpstreamConfig } from '../config/schema.js'
 import { systemTimers, type Timers } from '../clock.js'
+import { upstreamSet, type UpstreamSet } from './upstream-set.js'
 
 export interface MembershipHooks {
-  /** The effective set changed (sorted by id). */
-  onChange(upstreams: readonly UpstreamConfig[]): void
+  /** The effective set changed. */
+  onChange(upstreams: UpstreamSet): void
   /** Start / stop draining an upstream (the health table owns the flag). */
   drain(id: string): void
   undrain(id: string): void
@@ -16,31 +18,29 @@ export interface MembershipHooks {
 /**
  * Example: static [a]; discovery gives [b, c] -> set [a, b, c]; discovery then gives [c] ->
  * b drains, still in the set; `drainTimeout` later -> set [a, c]. If b comes back while
- * draining, it is undrained and stays.
+ * draining, it is undrained and stays. A reload replaces the static list (setStatic).
  */
 export class Membership {
-  readonly #static: readonly UpstreamConfig[]
+  #static: readonly UpstreamConfig[]
   readonly #drainTimeout: number
   readonly #hooks: MembershipHooks
   readonly #timers: Timers
   #discovered = new Map<string, UpstreamConfig>()
   /** Upstreams gone from discovery, still draining: id -> (config, removal timer). */
   readonly #leaving = new Map<string, { upstream: UpstreamConfig; timer: unknown }>()
+  #current: UpstreamSet
 
   constructor(staticUpstreams: readonly UpstreamConfig[], drainTimeout: number, hooks: MembershipHooks, timers: Timers = systemTimers) {
     this.#static = staticUpstreams
     this.#drainTimeout = drainTimeout
     this.#hooks = hooks
     this.#timers = timers
+    this.#current = this.#compute()
   }
 
   /** The effective set: static, discovered and leaving upstreams (static wins on an id clash). */
-  current(): UpstreamConfig[] {
-    const all = new Map<string, UpstreamConfig>()
-    for (const { upstream } of this.#leaving.values()) all.set(upstream.id, upstream)
-    for (const u of this.#discovered.values()) all.set(u.id, u)
-    for (const u of this.#static) all.set(u.id, u)
-    return [...all.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+  current(): UpstreamSet {
+    return this.#current
   }
 
   /** Apply a new discovery answer. */
@@ -60,7 +60,13 @@ export class Membership {
       this.#hooks.undrain(id)
     }
     this.#discovered = next
-    this.#hooks.onChange(this.current())
+    this.#publish()
+  }
+
+  /** Replace the static upstreams (config reload); discovered ones stay. */
+  setStatic(upstreams: readonly UpstreamConfig[]): void {
+    this.#static = upstreams
+    this.#publish()
   }
 
   /** Cancel pending removals (on shutdown). */
@@ -70,7 +76,20 @@ export class Membership {
 
   #leave(id: string): void {
     if (!this.#leaving.delete(id)) return
-    this.#hooks.onChange(this.current())
+    this.#publish()
+  }
+
+  #publish(): void {
+    this.#current = this.#compute()
+    this.#hooks.onChange(this.#current)
+  }
+
+  #compute(): UpstreamSet {
+    const all = new Map<string, UpstreamConfig>()
+    for (const { upstream } of this.#leaving.values()) all.set(upstream.id, upstream)
+    for (const u of this.#discovered.values()) all.set(u.id, u)
+    for (const u of this.#static) all.set(u.id, u)
+    return upstreamSet([...all.values()])
   }
 
   #isStatic(id: string): boolean {

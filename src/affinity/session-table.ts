@@ -1,0 +1,135 @@
+// The session table: which upstream each table-keyed user is pinned to (application cookie,
+// client IP, header), with learning and rotation of application cookies and reconciliation
+// with the bindings other Tether replicas made. Layer 2 state owner: no I/O of its own (shared
+// bindings are written through the injected sink), no clock (every call takes `now`).
+import type { AffinityEntry } from './store.js'
+import { AffinityTable } from './table.js'
+
+/** Where pins are written through for other Tether replicas (`affinity.shared`); absent: local only. */
+export interface BindingSink {
+  bound(key: string, upstream: string, epoch: number): void
+  unbound(key: string): void
+}
+
+/** Bindings other Tether replicas made (`affinity.shared`), looked up before routing (bounded). */
+export interface SharedBindings {
+  /** The binding of `key`; null when none; 'unavailable' when the store did not answer in time. */
+  lookup(key: string): Promise<{ upstream: string; epoch: number } | null | 'unavailable'>
+}
+
+export interface SessionTableOptions {
+  readonly maxEntries: number
+  readonly idleTimeout: number
+  readonly absoluteTimeout: number | null
+  readonly sink?: BindingSink | null
+}
+
+/** How long an application cookie value replaced by a new one still routes (ms), and how many are kept. */
+export const ROTATION_GRACE = 60_000
+const ROTATED_MAX = 10_000
+
+/** A binding that expired from the table or was rotated away but still routes for a while. */
+export interface Grace {
+  readonly upstream: string
+  readonly epoch: number
+}
+
+/**
+ * Example: `sessions.pin('10.0.0.5', 'app-1', 0, now)`; later `sessions.get('10.0.0.5', now)`
+ * -> `{ upstream: 'app-1', epoch: 0, ... }`. An application that rotates its cookie
+ * (`retire('old', { upstream: 'app-1', epoch: 0 }, now)`, then `pin('new', ...)`) leaves one
+ * entry per user, and 'old' still routes to app-1 for {@link ROTATION_GRACE} ms.
+ */
+export class SessionTable {
+  /** The bindings (also read by metrics and the admin API). */
+  readonly table: AffinityTable
+  readonly #sink: BindingSink | null
+  readonly #syncPeriod: number
+  /** Application cookie values replaced by a new one, still routed for ROTATION_GRACE (bounded, oldest first out). */
+  readonly #rotated = new Map<string, Grace & { readonly until: number }>()
+
+  constructor(options: SessionTableOptions) {
+    this.table = new AffinityTable({ maxEntries: options.maxEntries, idleTimeout: options.idleTimeout, absoluteTimeout: options.absoluteTimeout })
+    this.#sink = options.sink ?? null
+    this.#syncPeriod = Math.min(options.idleTimeout / 10, 5_000)
+  }
+
+  /** The live binding of `key` (a use: slides its idle expiry), or null. */
+  get(key: string, now: number): AffinityEntry | null {
+    return this.table.get(key, now)
+  }
+
+  /** Pin `key` to `upstream` at `epoch`, here and (written through) for the other replicas. */
+  pin(key: string, upstream: string, epoch: number, now: number): void {
+    this.table.set(key, upstream, epoch, now)
+    this.#sink?.bound(key, upstream, epoch)
+  }
+
+  /** Record `key` on `upstream` locally only (a cookie session counted for bounded loads). */
+  count(key: string, upstream: string, epoch: number, now: number): void {
+    this.table.set(key, upstream, epoch, now)
+  }
+
+  /** Forget `key`, here and for the other replicas. */
+  unpin(key: string): void {
+    this.table.delete(key)
+    this.#sink?.unbound(key)
+  }
+
+  /** Where a recently rotated application cookie value still routes, or null. */
+  rotated(key: string, now: number): Grace | null {
+    const g = this.#rotated.get(key)
+    return g !== undefined && g.until > now ? g : null
+  }
+
+  /**
+   * An application cookie value the upstream replaced (Laravel re-encrypts its cookie on every
+   * answer) or deleted: `from` is forgotten, but a replaced one (`grace` given) still routes to
+   * the same upstream for {@link ROTATION_GRACE} ms, since requests already in flight carry it.
+   */
+  retire(from: string, grace: Grace | null, now: number): void {
+    this.unpin(from)
+    if (grace === null) return
+    this.#rotated.set(from, { upstream: grace.upstream, epoch: grace.epoch, until: now + ROTATION_GRACE })
+    if (this.#rotated.size > ROTATED_MAX) this.#rotated.delete(this.#rotated.keys().next().value!)
+  }
+
+  /**
+   * With shared bindings: must `key` be checked against the shared store before routing?
+   * Yes when there is no live local entry, or it was last used in an earlier sync period
+   * (every min(idle_timeout / 10, 5 s) of use), so another replica's move is seen and the
+   * shared TTL renewed.
+   */
+  needsSync(key: string, now: number): boolean {
+    const entry = this.table.peek(key, now)
+    return entry === null || Math.floor(entry.lastSeen / this.#syncPeriod) < Math.floor(now / this.#syncPeriod)
+  }
+
+  /**
+   * Reconcile `key` with what the shared store holds (null: nothing): a binding with a higher
+   * epoch (another replica moved the user) replaces the local one; a local one that is newer,
+   * or missing from the store, is published again (renewing its TTL).
+   */
+  sync(key: string, shared: { upstream: string; epoch: number } | null, now: number): void {
+    const local = this.table.peek(key, now)
+    if (shared !== null && (local === null || shared.epoch > local.epoch)) {
+      this.table.set(key, shared.upstream, shared.epoch, now)
+    } else if (local !== null) {
+      this.#sink?.bound(key, local.upstream, local.epoch)
+    }
+  }
+
+  /** Bindings held for `upstream`. */
+  countByUpstream(upstream: string): number {
+    return this.table.countByUpstream(upstream)
+  }
+
+  get size(): number {
+    return this.table.size
+  }
+
+  /** Remove up to `budget` expired bindings (called by the owned background sweep). */
+  sweep(now: number, budget: number): number {
+    return this.table.sweep(now, budget)
+  }
+}

@@ -1,0 +1,59 @@
+// Health shared between Tether replicas (`health.shared`): an upstream this replica finds down
+// (unhealthy or ejected) is ejected by the others at once, and a drain or undrain made through
+// one replica's admin API applies to all. Layer 2: talks to the health table and to a
+// PeerChannel port; events it applies because a peer sent them are not sent again.
+import { randomUUID } from 'node:crypto'
+import type { Logger } from '../observability/logger.js'
+import type { PeerChannel } from '../peers/peer-channel.js'
+import type { HealthTable } from './health-table.js'
+
+/**
+ * Example: `const shared = new SharedHealth(channel, health, logger); shared.start()`; the
+ * admin API calls `shared.tell('drain', 'app-1')` after draining app-1 here.
+ */
+export class SharedHealth {
+  readonly #self = randomUUID()
+  readonly #channel: PeerChannel
+  readonly #health: HealthTable
+  readonly #logger: Logger
+  #applyingPeer = false
+
+  constructor(channel: PeerChannel, health: HealthTable, logger: Logger) {
+    this.#channel = channel
+    this.#health = health
+    this.#logger = logger
+    health.onTransition((e) => {
+      if (!this.#applyingPeer && (e.to === 'unhealthy' || e.to === 'ejected')) this.tell('down', e.id)
+    })
+  }
+
+  /** Start receiving (after the channel's connection started). */
+  start(): void {
+    this.#channel.subscribe((m) => this.#receive(m))
+  }
+
+  /** Tell the other replicas. */
+  tell(kind: 'down' | 'drain' | 'undrain', id: string): void {
+    void this.#channel.publish(JSON.stringify({ from: this.#self, kind, id }))
+  }
+
+  #receive(message: string): void {
+    let m: { from?: unknown; kind?: unknown; id?: unknown }
+    try {
+      m = JSON.parse(message) as typeof m
+    } catch {
+      return
+    }
+    if (m.from === this.#self || typeof m.id !== 'string') return
+    this.#applyingPeer = true
+    try {
+      if (m.kind === 'down') this.#health.reportPassive(m.id, 'connect_refused')
+      else if (m.kind === 'drain') this.#health.drain(m.id)
+      else if (m.kind === 'undrain') this.#health.undrain(m.id)
+      else return
+      this.#logger.info({ upstream: m.id, event: m.kind }, 'health event from another Tether replica')
+    } finally {
+      this.#applyingPeer = false
+    }
+  }
+}

@@ -1,0 +1,11 @@
+// The port through which Tether replicas tell each other things (an upstream found down, an
+// admin drain): a broadcast channel. Layer 0 vocabulary: an interface only; the Redis pub/sub
+// implementation is src/redis/peer-channel.ts.
+
+/** A broadcast channel between Tether replicas; every replica receives every message, its own included. */
+export interface PeerChannel {
+  /** Send `message` to every replica (fire and forget; false when it could not be sent). */
+  publish(message: string): Promise<boolean>
+  /** Receive every message (call once, after the channel's connection started). */
+  subscribe(onMessage: (message: string) => void): void
+}

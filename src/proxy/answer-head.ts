@@ -1,0 +1,65 @@
+// What every upstream answer's head gets from Tether, whatever the transport: an application
+// cookie it sets is learned, its checkpoint stored before the head goes out (bounded), reserved
+// and hop-by-hop headers removed, the decision's cookie and the debug header added. Layer 4
+// helper of the request path: reads the context, writes through the session table and state.
+import type { Clock } from '../clock.js'
+import { learnAppCookie } from '../affinity/app-cookie.js'
+import type { SessionTable } from '../affinity/session-table.js'
+import { TETHER_HEADER, type ReservedHeaders } from '../reserved-headers.js'
+import type { StateProtocol } from '../state/protocol.js'
+import type { AnswerHeadPolicy } from './exchange.js'
+import { clientResponseHeaders } from './headers.js'
+import type { RequestContext } from './request-context.js'
+
+type Head = Record<string, string | string[] | undefined>
+
+export interface AnswerHeadOptions {
+  readonly sessions: SessionTable
+  /** The application cookie learned (`key: app_cookie`), or null. */
+  readonly appCookie: string | null
+  /** The state protocol, or null with `state.store: none`. */
+  readonly state: StateProtocol | null
+  readonly reserved: ReservedHeaders
+  /** Add X-Tether-Upstream (forwarding.upstream_header). */
+  readonly upstreamHeader: boolean
+  readonly clock: Clock
+}
+
+/**
+ * Example: an answer from app-1 with `Set-Cookie: PHPSESSID=abc` and `X-Tether-State: e30`
+ * -> 'abc' pinned to app-1, the checkpoint stored under 'abc' before the head is written,
+ * `X-Tether-State` removed from what the client gets.
+ */
+export class AnswerHead implements AnswerHeadPolicy {
+  readonly #o: AnswerHeadOptions
+
+  constructor(options: AnswerHeadOptions) {
+    this.#o = options
+  }
+
+  inspect(ctx: RequestContext, headers: Head): Promise<unknown> | null {
+    const d = ctx.decision!
+    const o = this.#o
+    if (o.appCookie !== null && d.learn) {
+      const learned = learnAppCookie(o.sessions, o.appCookie, d, headers['set-cookie'], o.clock.now())
+      if (learned !== null) ctx.learnedKey = learned
+    }
+    if (o.state === null) return null
+    const checkpoint = o.state.read(headers)
+    const key = ctx.sessionKey
+    if (checkpoint === null || key === null) return null
+    return o.state.write(key, checkpoint, d.upstream, d.epoch)
+  }
+
+  decorate(ctx: RequestContext, headers: Head): void {
+    clientResponseHeaders(headers, this.#o.reserved)
+    const d = ctx.decision!
+    if (d.setCookie !== null) {
+      const existing = headers['set-cookie']
+      if (existing === undefined) headers['set-cookie'] = d.setCookie
+      else if (Array.isArray(existing)) existing.push(d.setCookie)
+      else headers['set-cookie'] = [existing, d.setCookie]
+    }
+    if (this.#o.upstreamHeader) headers[TETHER_HEADER.upstream] = d.upstream
+  }
+}

@@ -1,0 +1,39 @@
+// The transport seam of the request path: one request's way of sending an attempt upstream
+// and of answering the client, whatever the protocol (HTTP/1.1 through undici, WebSocket
+// upgrades through http-proxy, later HTTP/2 streams). Layer 0 vocabulary: interfaces only.
+import type { ErrorCode } from '../errors.js'
+import type { Upstream } from '../upstream/upstream-set.js'
+import type { AttemptResult, RequestContext } from './request-context.js'
+
+/**
+ * One request's transport. The request path calls `attempt` once per upstream it tries and
+ * `fail` when it answers with a catalogue error itself. Example: the HTTP exchange streams the
+ * upstream's answer into the client's ServerResponse; the upgrade exchange pipes two sockets.
+ */
+export interface Exchange {
+  /**
+   * Send the request to `upstream` with `headers` ([name, value, ...]) at `ctx.target.path`.
+   * Resolves once the answer is done (`responded: true`) or the attempt failed before any
+   * byte reached the client (`responded: false`: the request path may retry elsewhere). While
+   * waiting for the answer's head, `ctx.abort` stops the attempt with a catalogue code.
+   */
+  attempt(ctx: RequestContext, upstream: Upstream, headers: string[]): Promise<AttemptResult>
+  /** Answer with the catalogue error `code` (closing the connection when `close`); returns the status sent. */
+  fail(ctx: RequestContext, code: ErrorCode, close: boolean): number
+  /** The client is gone: nothing more can be sent. */
+  readonly clientGone: boolean
+}
+
+/**
+ * What the answer's head gets from Tether, for every transport: learning, checkpoints, the
+ * routing decision's cookie, the removal of reserved and hop-by-hop headers.
+ */
+export interface AnswerHeadPolicy {
+  /**
+   * Read the upstream's head before it is filtered (learn an application cookie, take its
+   * checkpoint). Returns work the head must wait for (a bounded checkpoint write), or null.
+   */
+  inspect(ctx: RequestContext, headers: Record<string, string | string[] | undefined>): Promise<unknown> | null
+  /** Filter the head the client gets and add the decision's cookie and debug header. */
+  decorate(ctx: RequestContext, headers: Record<string, string | string[] | undefined>): void
+}

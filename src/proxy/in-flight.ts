@@ -1,0 +1,44 @@
+// The requests waiting on each upstream, by upstream id: counted for the admin API, and
+// stoppable when health takes the upstream out while they wait for its answer's head (a
+// frozen replica must not hold its users for `response_headers`). Layer 2 state owner: no I/O.
+import type { ErrorCode } from '../errors.js'
+import type { RequestContext } from './request-context.js'
+
+/**
+ * Example: `inFlight.add(ctx, 'app-0')` when an attempt starts, `remove(ctx, 'app-0')` when it
+ * ends; `inFlight.stopWaiting('app-0', 'TETHER_UPSTREAM_UNAVAILABLE')` when app-0 is marked down.
+ */
+export class InFlight {
+  readonly #byUpstream = new Map<string, Set<RequestContext>>()
+
+  add(ctx: RequestContext, upstream: string): void {
+    let set = this.#byUpstream.get(upstream)
+    if (set === undefined) this.#byUpstream.set(upstream, (set = new Set()))
+    set.add(ctx)
+  }
+
+  remove(ctx: RequestContext, upstream: string): void {
+    const set = this.#byUpstream.get(upstream)
+    if (set === undefined) return
+    set.delete(ctx)
+    if (set.size === 0) this.#byUpstream.delete(upstream)
+  }
+
+  /** Attempts in progress on `upstream`. */
+  count(upstream: string): number {
+    return this.#byUpstream.get(upstream)?.size ?? 0
+  }
+
+  /** Stop every attempt on `upstream` still waiting for its answer's head; returns how many. */
+  stopWaiting(upstream: string, code: ErrorCode): number {
+    const set = this.#byUpstream.get(upstream)
+    if (set === undefined) return 0
+    let n = 0
+    for (const ctx of [...set]) {
+      if (ctx.abort === null) continue
+      ctx.abort(code)
+      n++
+    }
+    return n
+  }
+}

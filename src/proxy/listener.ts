@@ -1,0 +1,149 @@
+// The proxy's HTTP/1.1 listener: Node's server with Tether's limits and timeouts, requests
+// forwarded one at a time per connection, upgrades handed to the request path in request
+// order, malformed requests answered, and the graceful stop. Layer 4: owns the server and its
+// connections, holds no routing or protocol logic (the current RequestPath does).
+import http from 'node:http'
+import type { AddressInfo, Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
+import type { Config } from '../config/schema.js'
+import type { Logger } from '../observability/logger.js'
+import type { ClientErrors } from './client-error.js'
+import { onePerConnection, whenIdle } from './pipelining.js'
+import type { RequestPath } from './request-path.js'
+import { writeRawError } from './respond.js'
+
+/** What the listener serves: the request path of the current config (a reload swaps it). */
+export interface ListenerDeps {
+  readonly current: () => RequestPath
+  readonly clientErrors: ClientErrors
+  readonly logger: Logger
+}
+
+/**
+ * Example: `const l = new Listener(config, deps); await l.listen()`; `l.url` ->
+ * 'http://127.0.0.1:8080'; at shutdown `await l.close(10_000, () => upgrades.closeAll())`.
+ */
+export class Listener {
+  readonly server: http.Server
+  readonly #config: Config
+  readonly #deps: ListenerDeps
+  /** Client sockets that have Tether's error listener (a keep-alive connection may hand over many h2c requests). */
+  readonly #guarded = new WeakSet<Duplex>()
+
+  constructor(config: Config, deps: ListenerDeps) {
+    this.#config = config
+    this.#deps = deps
+    const t = config.timeouts
+    const handle = onePerConnection((req, res) => deps.current().handleRequest(req, res))
+    this.server = http.createServer(
+      {
+        maxHeaderSize: config.limits.max_header_bytes,
+        headersTimeout: t.client_headers,
+        requestTimeout: 0, // long uploads and streams are bounded by idle timeouts instead
+        keepAliveTimeout: t.client_keep_alive,
+        // Node checks headersTimeout only this often (default 30 s): slow heads must get 408 on time
+        connectionsCheckingInterval: Math.max(50, Math.min(500, t.client_headers / 4)),
+        noDelay: true,
+      },
+      handle,
+    )
+    this.server.on('clientError', deps.clientErrors.handle)
+    // Expect: 100-continue: refuse a declared oversized body before the client sends it
+    this.server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
+      const max = deps.current().config.limits.max_body_bytes
+      if (max === null || !(Number(req.headers['content-length']) > max)) res.writeContinue()
+      handle(req, res)
+    })
+    this.server.on('upgrade', this.#onUpgrade)
+    // a client that stalls mid-request or stops reading an answer for body_idle is cut off
+    if (t.body_idle > 0) this.server.setTimeout(t.body_idle)
+    this.server.on('error', (err) => deps.logger.error({ err }, 'proxy listener error'))
+  }
+
+  /** Start listening; rejects with a message naming the address when the port is taken. */
+  async listen(): Promise<void> {
+    const { host, port } = this.#config.listen
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject)
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject)
+        resolve()
+      })
+    }).catch((err: NodeJS.ErrnoException) => {
+      throw Object.assign(new Error(`cannot listen on ${host}:${port}: ${err.code ?? err.message}`), { code: err.code })
+    })
+  }
+
+  get port(): number {
+    return (this.server.address() as AddressInfo).port
+  }
+
+  /** http://host:port (the real port when configured with 0). */
+  get url(): string {
+    const host = this.#config.listen.host
+    return `http://${host.includes(':') ? `[${host}]` : host}:${this.port}`
+  }
+
+  /**
+   * Graceful stop: stop accepting, close connections as they become idle, let requests in
+   * flight finish for up to `graceMs`, then call `beforeForce` (WebSockets get their close
+   * frame) and close what is left.
+   */
+  async close(graceMs: number, beforeForce: () => void): Promise<void> {
+    const server = this.server
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+    // connections that finish their request while draining become idle: close them too
+    const sweep = setInterval(() => server.closeIdleConnections(), 50)
+    server.closeIdleConnections()
+    let timer: NodeJS.Timeout | undefined
+    const deadline = new Promise<void>((resolve) => { timer = setTimeout(resolve, graceMs) })
+    await Promise.race([closed, deadline])
+    beforeForce()
+    clearInterval(sweep)
+    clearTimeout(timer)
+    server.closeAllConnections()
+    await closed
+  }
+
+  /** Node hands every request with an Upgrade header here, with the raw socket. */
+  readonly #onUpgrade = (req: http.IncomingMessage, duplex: Duplex, head: Buffer): void => {
+    const socket = duplex as Socket
+    if (socket.destroyed) return
+    // Node removed its own error listener when it handed the socket over: errors are ours now
+    if (!this.#guarded.has(socket)) {
+      this.#guarded.add(socket)
+      socket.on('error', (err) => this.#deps.logger.debug({ err }, 'client socket error'))
+    }
+    // an upgrade pipelined behind a request still being answered waits for that answer
+    whenIdle(socket, () => {
+      if (socket.destroyed) return
+      if (isWebSocket(req.headers)) this.#deps.current().handleUpgrade(req, socket, head)
+      else this.#asPlainRequest(req, socket, head)
+    })
+  }
+
+  /**
+   * `Upgrade: h2c` and the like: Tether does not perform those upgrades, and Upgrade is
+   * hop-by-hop, so the request is handed back to the HTTP server without its Upgrade header:
+   * it is served as a plain request (the client keeps HTTP/1.1), body and keep-alive included.
+   * Node hands every Upgrade request to the upgrade listener, hence this detour.
+   */
+  #asPlainRequest(req: http.IncomingMessage, socket: Socket, head: Buffer): void {
+    if (!socket.writable) return writeRawError(socket, 'TETHER_BAD_REQUEST')
+    let text = `${req.method} ${req.url} HTTP/${req.httpVersion}\r\n`
+    const raw = req.rawHeaders
+    for (let i = 0; i < raw.length; i += 2) {
+      if (raw[i]!.toLowerCase() !== 'upgrade') text += `${raw[i]}: ${raw[i + 1]}\r\n`
+    }
+    // header values were decoded as latin1 by Node's parser: the same bytes go back
+    const bytes = Buffer.from(`${text}\r\n`, 'latin1')
+    socket.unshift(head.length > 0 ? Buffer.concat([bytes, head]) : bytes)
+    this.server.emit('connection', socket)
+  }
+}
+
+/** Is this an upgrade to WebSocket (Upgrade: websocket, case-insensitive, possibly in a list)? */
+function isWebSocket(headers: http.IncomingHttpHeaders): boolean {
+  const u = headers.upgrade
+  return u !== undefined && u.split(',').some((p) => p.trim().toLowerCase() === 'websocket')
+}

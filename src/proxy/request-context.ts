@@ -1,0 +1,98 @@
+// One request's context, created once when the request arrives and carried through every
+// step and attempt (as Pingora's CTX or Envoy's stream info): its key, the decision, the
+// upstreams tried, retries, what the answer carried, timings and the outcome. Layer 0/1 data:
+// plain fields, no I/O; the request path fills it in, transports and the access log read it.
+import type { IncomingMessage } from 'node:http'
+import type { RequestKey } from '../affinity/key.js'
+import type { ErrorCode } from '../errors.js'
+import type { Decision } from '../routing/decision.js'
+import type { RequestTarget } from './headers.js'
+import type { RequestBody } from './request-body.js'
+import type { Outcome } from './outcome.js'
+
+/** What the request's checkpoint fetch found for a moved user (sent upstream in X-Tether-Rehydrate-Status). */
+export type RehydrateStatus = 'delivered' | 'none' | 'unavailable'
+
+/** How one attempt on an upstream ended. */
+export interface AttemptResult {
+  /** Status sent to the client (0 if nothing was sent). */
+  readonly status: number
+  /** null when the upstream answered; otherwise how it failed. */
+  readonly outcome: Outcome | null
+  /** Cause of a failure, for logs. */
+  readonly error: unknown
+  /**
+   * Whether the client already got (part of) an answer. When false, nothing was written and
+   * the request path decides: retry elsewhere or answer the error for `outcome`.
+   */
+  readonly responded: boolean
+}
+
+/** How the request reached Tether, and so which transport answers it. */
+export type Protocol = 'http' | 'websocket'
+
+/**
+ * Example: created by the request path for `GET /cart` with a Tether cookie; after routing
+ * `ctx.decision.upstream === 'app-1'`; after a retry `ctx.tried` holds 'app-0' and
+ * `ctx.retries === 1`; the access log reads it at the end.
+ */
+export class RequestContext {
+  /** X-Request-Id: the client's when well-formed, else a new one (the same for every attempt). */
+  readonly id: string
+  readonly req: IncomingMessage
+  readonly protocol: Protocol
+  /** When the request arrived, by the injected clock (ms): retries stop after `retries.try_duration`. */
+  readonly arrived: number
+  /** performance.now() at arrival, for the duration in logs and metrics. */
+  readonly t0: number
+  readonly peer: string
+  readonly method: string
+  /** Path (as written) and absolute-form authority. */
+  target: RequestTarget = { path: '/', authority: null }
+  /** The key, read once. */
+  key: RequestKey = { kind: 'none', learn: false }
+  /** The current attempt's decision (the last one once done). */
+  decision: Decision | null = null
+  /** Upstreams this request failed on: a retry routes around them. */
+  tried: Set<string> | null = null
+  retries = 0
+  /** The last failed attempt: after it, its error is the honest answer (as nginx's 502 after the last upstream). */
+  lastFailure: { readonly code: ErrorCode; readonly error: unknown } | null = null
+  /** The request body as sent upstream (null: none). */
+  body: RequestBody | null = null
+  /** Set when the parser refused the body: no attempt may start, the answer is this code. */
+  bodyError: ErrorCode | null = null
+  /** A moved user's state: what the fetch found (null: the user did not move). */
+  rehydrate: RehydrateStatus | null = null
+  /** The application cookie value the answer pinned (the session key from now on), or null. */
+  learnedKey: string | null = null
+  /** Stop the attempt in progress (its upstream died while this waited for the answer head). */
+  abort: ((code: ErrorCode) => void) | null = null
+  /** The final status sent (0: none). */
+  status = 0
+  /** How it ended: null for an upstream answer, else the failure. */
+  outcome: Outcome | null = null
+
+  constructor(req: IncomingMessage, protocol: Protocol, id: string, arrived: number) {
+    this.req = req
+    this.protocol = protocol
+    this.id = id
+    this.arrived = arrived
+    this.t0 = performance.now()
+    this.peer = req.socket.remoteAddress ?? ''
+    this.method = req.method ?? 'GET'
+  }
+
+  /** Record that the current attempt's upstream failed and the request will try another. */
+  retryAfter(code: ErrorCode, error: unknown): void {
+    const upstream = this.decision!.upstream
+    ;(this.tried ??= new Set()).add(upstream)
+    this.retries++
+    this.lastFailure = { code, error }
+  }
+
+  /** The session key checkpoints are stored under: an application cookie the answer set, else the decision's. */
+  get sessionKey(): string | null {
+    return this.learnedKey ?? this.decision?.sessionKey ?? null
+  }
+}

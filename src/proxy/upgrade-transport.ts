@@ -1,0 +1,425 @@
+// The upgrade transport: the only file that imports http-proxy. After the request path decided
+// where a WebSocket upgrade goes (the same decision, headers, epochs, rehydration and retries
+// as a plain request), a Tunnel sends the handshake and, on the upstream's 101, pipes the two
+// raw sockets byte for byte (subprotocols, extensions, binary frames, ping/pong and close codes
+// pass untouched). Owns the open tunnels: the connection limit, the idle timeout, and closing
+// them (1012 when their upstream dies, 1001 at shutdown). Never decides where a request goes.
+import type { ClientRequest, IncomingMessage } from 'node:http'
+import type { Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
+import httpProxy from 'http-proxy'
+import { TetherError, type ErrorCode } from '../errors.js'
+import type { Logger } from '../observability/logger.js'
+import type { Upstream } from '../upstream/upstream-set.js'
+import type { AnswerHeadPolicy, Exchange } from './exchange.js'
+import { classify } from './outcome.js'
+import type { AttemptResult, RequestContext } from './request-context.js'
+import { endThenDestroy, writeRawError } from './respond.js'
+import { CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART, FrameTracker, closeFrame } from './websocket-frames.js'
+
+export interface UpgradeOptions {
+  /** Most WebSockets open (and handshaking) at once; beyond, 503 on the raw socket. */
+  readonly maxConnections: number
+  /** No byte in either direction for this long (ms) destroys both sockets; 0 = no limit. */
+  readonly idleTimeout: number
+  /** TCP connect to the upstream, ms (timeouts.connect). */
+  readonly connect: number
+  /** Handshake sent -> upstream's answer head, ms (timeouts.response_headers). */
+  readonly responseHeaders: number
+  /** After Tether sent a close frame and ended a socket, it is destroyed after this, ms (default 2000). */
+  readonly closeLinger?: number
+}
+
+/** Lifecycle of one client connection that asked to upgrade. */
+type TunnelState = 'connecting' | 'open' | 'closed'
+
+/**
+ * Example (composition root): `const upgrades = new Upgrades(logger, answerHead, options)`; the
+ * request path asks `upgrades.exchange(socket, head)` for each upgrade, and health transitions
+ * call `upgrades.closeUpstream(id)`.
+ */
+export class Upgrades {
+  readonly #logger: Logger
+  readonly #answer: AnswerHeadPolicy
+  readonly #options: UpgradeOptions
+  readonly #linger: number
+  readonly #proxy: httpProxy
+  /** Client socket -> its tunnel, for http-proxy's per-request hooks. */
+  readonly #bySocket = new WeakMap<Duplex, Tunnel>()
+  /** Upstream socket -> its tunnel, until http-proxy has piped it. */
+  readonly #byUpstreamSocket = new WeakMap<Socket, Tunnel>()
+  /** Tunnels by upstream id: O(1) add and remove, and closeUpstream without a scan. */
+  readonly #byUpstream = new Map<string, Set<Tunnel>>()
+  #count = 0
+
+  constructor(logger: Logger, answer: AnswerHeadPolicy, options: UpgradeOptions) {
+    this.#logger = logger
+    this.#answer = answer
+    this.#options = options
+    this.#linger = options.closeLinger ?? 2_000
+    // xfwd off: X-Forwarded-* come from the same header rules as plain requests
+    this.#proxy = httpProxy.createProxyServer({ ws: true, xfwd: false, prependPath: false })
+    // with a per-call callback http-proxy reports there; a listener still guards the process
+    this.#proxy.on('error', (err) => logger.warn({ err }, 'websocket proxy error'))
+    this.#proxy.on('proxyReqWs', (proxyReq, _req, socket) => this.#bySocket.get(socket)?.onProxyReq(proxyReq))
+    // the frame tracker starts reading once http-proxy has piped the socket: a 'data' listener
+    // before the pipe exists would start the flow, and the bytes that came with the 101 (a
+    // server that speaks first) would go to the tracker only
+    this.#proxy.on('open', (up: Socket) => {
+      const t = this.#byUpstreamSocket.get(up)
+      if (t === undefined) return
+      this.#byUpstreamSocket.delete(up)
+      up.on('data', (chunk: Buffer) => t.frames.push(chunk))
+    })
+  }
+
+  /** Open tunnels (and handshakes in progress). */
+  get size(): number {
+    return this.#count
+  }
+
+  /** Open tunnels (and handshakes in progress) to upstream `id`. */
+  countByUpstream(id: string): number {
+    return this.#byUpstream.get(id)?.size ?? 0
+  }
+
+  /**
+   * The transport of one upgrade request on `socket` (`head`: bytes the client sent after its
+   * request head). Null when `websocket.max_connections` are open: 503 was answered.
+   */
+  exchange(socket: Socket, head: Buffer): Exchange | null {
+    if (this.#count >= this.#options.maxConnections) {
+      writeRawError(socket, 'TETHER_TOO_MANY_CONNECTIONS', {}, this.#linger)
+      return null
+    }
+    const t = new Tunnel(this, socket, head)
+    this.#count++
+    this.#bySocket.set(socket, t)
+    socket.once('close', () => this.#release(t))
+    return t
+  }
+
+  /**
+   * Close every tunnel to upstream `id`: a close frame with `code` (1012, service restart, when
+   * its upstream died) is sent to each client (unless the upstream already sent one, or a
+   * frame is half written: then the socket just ends), then both sides close. Handshakes in
+   * progress to `id` are stopped and the request path routes them again. Returns how many.
+   */
+  closeUpstream(id: string, code = CLOSE_SERVICE_RESTART): number {
+    const set = this.#byUpstream.get(id)
+    if (set === undefined) return 0
+    let n = 0
+    for (const t of [...set]) {
+      t.close(code)
+      n++
+    }
+    return n
+  }
+
+  /** The same for every tunnel (1001, going away, at shutdown). */
+  closeAll(code = CLOSE_GOING_AWAY): number {
+    let n = 0
+    for (const id of [...this.#byUpstream.keys()]) n += this.closeUpstream(id, code)
+    return n
+  }
+
+  // --- for Tunnel ---
+
+  get proxy(): httpProxy {
+    return this.#proxy
+  }
+
+  get logger(): Logger {
+    return this.#logger
+  }
+
+  get answer(): AnswerHeadPolicy {
+    return this.#answer
+  }
+
+  get options(): UpgradeOptions {
+    return this.#options
+  }
+
+  get linger(): number {
+    return this.#linger
+  }
+
+  piping(up: Socket, t: Tunnel): void {
+    this.#byUpstreamSocket.set(up, t)
+  }
+
+  track(t: Tunnel, id: string): void {
+    this.untrack(t)
+    t.id = id
+    let set = this.#byUpstream.get(id)
+    if (set === undefined) this.#byUpstream.set(id, (set = new Set()))
+    set.add(t)
+  }
+
+  untrack(t: Tunnel): void {
+    const set = this.#byUpstream.get(t.id)
+    if (set === undefined) return
+    set.delete(t)
+    if (set.size === 0) this.#byUpstream.delete(t.id)
+  }
+
+  /** The client socket closed: free its slot; a tunnel still open ends its upstream side. */
+  #release(t: Tunnel): void {
+    this.#count--
+    t.release()
+    this.untrack(t)
+  }
+}
+
+const EMPTY = Buffer.alloc(0)
+
+/** One client connection that asked to upgrade: its handshake attempts, then the open tunnel. */
+class Tunnel implements Exchange {
+  state: TunnelState = 'connecting'
+  /** Upstream id of the current attempt. */
+  id = ''
+  /** Upstream -> client frame boundaries, so a close frame is only ever written between frames. */
+  readonly frames = new FrameTracker()
+  readonly #owner: Upgrades
+  readonly #client: Socket
+  #head: Buffer
+  #ctx: RequestContext | null = null
+  #upstream: Socket | null = null
+  #proxyReq: ClientRequest | null = null
+  #timer: NodeJS.Timeout | null = null
+  /** Resolves the current attempt (once). */
+  #settle: ((r: AttemptResult) => void) | null = null
+
+  constructor(owner: Upgrades, client: Socket, head: Buffer) {
+    this.#owner = owner
+    this.#client = client
+    this.#head = head
+  }
+
+  get clientGone(): boolean {
+    return this.#client.destroyed
+  }
+
+  attempt(ctx: RequestContext, upstream: Upstream, headers: string[]): Promise<AttemptResult> {
+    this.#ctx = ctx
+    this.#owner.track(this, upstream.id)
+    const req = ctx.req
+    headers.push('connection', 'Upgrade', 'upgrade', String(req.headers.upgrade))
+    // http-proxy copies req.headers and req.url into the handshake: give it a view with ours
+    // instead of rewriting the inbound request
+    const view = Object.create(req, {
+      headers: { value: headerObject(headers), enumerable: true },
+      url: { value: ctx.target.path, enumerable: true },
+    }) as IncomingMessage
+    const head = this.#head
+    this.#head = EMPTY // http-proxy unshifts it into the client socket: a retry must not repeat it
+    return new Promise<AttemptResult>((resolve) => {
+      this.#settle = resolve
+      ctx.abort = (code) => this.#stop(new TetherError(code))
+      try {
+        this.#owner.proxy.ws(view, this.#client, head, { target: upstream.url }, (err: Error) => this.#onProxyError(err))
+      } catch (err) {
+        // http.request() refused the handshake (e.g. a header value it will not send)
+        this.#owner.logger.warn({ err, upstream: upstream.id }, 'websocket handshake could not be sent')
+        this.#proxyReq?.destroy()
+        this.#proxyReq = null
+        this.#done({ status: 0, outcome: { kind: 'error', code: 'TETHER_BAD_REQUEST', connect: false }, error: err, responded: false })
+      }
+    })
+  }
+
+  fail(_ctx: RequestContext, code: ErrorCode): number {
+    this.state = 'closed'
+    this.#owner.untrack(this)
+    writeRawError(this.#client, code, {}, this.#owner.linger)
+    return 0
+  }
+
+  /** http-proxy created the upstream request (before its own listeners): timers and hooks. */
+  onProxyReq(proxyReq: ClientRequest): void {
+    if (this.state === 'closed') {
+      proxyReq.destroy()
+      return
+    }
+    this.#proxyReq = proxyReq
+    const { connect, responseHeaders } = this.#owner.options
+    this.#arm(connect, 'TETHER_UPSTREAM_CONNECT_TIMEOUT')
+    proxyReq.once('socket', (s: Socket) => {
+      const waitHead = (): void => { if (this.#proxyReq === proxyReq) this.#arm(responseHeaders, 'TETHER_UPSTREAM_TIMEOUT') }
+      if (s.connecting) s.once('connect', waitHead)
+      else waitHead()
+    })
+    // registered before http-proxy's own listeners, so these run first
+    proxyReq.once('upgrade', (res: IncomingMessage, up: Socket) => this.#onUpgrade(res, up))
+    proxyReq.once('response', (res: IncomingMessage) => this.#onRefused(res))
+  }
+
+  /**
+   * Close from Tether's side: an open tunnel gets a close frame; a handshake in progress is
+   * stopped and reported as a failed attempt (the request path routes it again or answers).
+   */
+  close(code: number): void {
+    if (this.state === 'open') this.#finish(code, true)
+    else if (this.state === 'connecting') this.#stop(new TetherError('TETHER_UPSTREAM_UNAVAILABLE'))
+  }
+
+  /** The client socket closed. */
+  release(): void {
+    this.#disarm()
+    const was = this.state
+    this.state = 'closed'
+    if (was === 'connecting') {
+      this.#proxyReq?.destroy()
+      this.#done({ status: 0, outcome: { kind: 'client_abort' }, error: null, responded: true })
+    }
+    if (this.#upstream !== null && !this.#upstream.destroyed) endThenDestroy(this.#upstream, this.#owner.linger)
+  }
+
+  #arm(ms: number, code: ErrorCode): void {
+    this.#disarm()
+    const req = this.#proxyReq
+    this.#timer = setTimeout(() => {
+      this.#timer = null
+      req?.destroy(new TetherError(code))
+    }, ms)
+  }
+
+  #disarm(): void {
+    if (this.#timer !== null) clearTimeout(this.#timer)
+    this.#timer = null
+  }
+
+  /** Stop the handshake in progress with `err` (reported through http-proxy's error callback). */
+  #stop(err: TetherError): void {
+    if (this.state !== 'connecting' || this.#settle === null) return
+    const req = this.#proxyReq
+    if (req !== null) req.destroy(err)
+    else this.#onProxyError(err)
+  }
+
+  /** The upstream switched protocols; http-proxy writes the 101 and pipes after this. */
+  #onUpgrade(res: IncomingMessage, up: Socket): void {
+    this.#disarm()
+    this.#proxyReq = null
+    if (this.state === 'closed') {
+      up.destroy()
+      return
+    }
+    this.state = 'open'
+    this.#upstream = up
+    const ctx = this.#ctx!
+    // the 101's headers as the client gets them: learning and checkpoints as for any answer
+    // (a checkpoint write cannot hold a 101: it goes out at once), reserved and hop-by-hop
+    // headers removed except the two the upgrade itself needs, the decision's cookie added
+    const upgrade = res.headers.upgrade
+    void this.#owner.answer.inspect(ctx, res.headers)
+    this.#owner.answer.decorate(ctx, res.headers)
+    res.headers.connection = 'Upgrade'
+    if (upgrade !== undefined) res.headers.upgrade = upgrade
+    this.#owner.piping(up, this)
+    // before the pipe's own 'end' listener: a close without a close frame (the process died,
+    // the kernel sent FIN) is told to the client as 1012, not a bare 1006
+    up.once('end', () => this.#upstreamGone())
+    up.once('close', () => { if (this.state === 'open') this.#upstreamGone() })
+    const idle = this.#owner.options.idleTimeout
+    const client = this.#client
+    // replaces any socket timeout Node's server left (its keep-alive timeout after an earlier answer)
+    client.setTimeout(idle)
+    if (idle > 0) {
+      // the client socket sees every byte of both directions (read from it or written to it)
+      client.on('timeout', () => {
+        this.#owner.logger.debug({ upstream: this.id }, 'websocket idle timeout')
+        client.destroy()
+        up.destroy()
+      })
+    }
+    this.#done({ status: 101, outcome: null, error: null, responded: true })
+  }
+
+  /** The upstream answered the handshake without switching (403, 404, 5xx): passed on as is. */
+  #onRefused(res: IncomingMessage): void {
+    this.#disarm()
+    this.#proxyReq = null
+    if (this.state === 'connecting') this.state = 'closed'
+    this.#owner.untrack(this) // before health hears of it: an ejection it causes must not close this answer
+    const ctx = this.#ctx!
+    void this.#owner.answer.inspect(ctx, res.headers)
+    // http-proxy writes these headers and pipes the decoded body, then ends: no framing headers
+    // may claim otherwise, and the connection closes after it
+    this.#owner.answer.decorate(ctx, res.headers)
+    res.headers.connection = 'close'
+    this.#done({ status: res.statusCode ?? 0, outcome: null, error: null, responded: true })
+  }
+
+  /** http-proxy's error callback: handshake failures, and upstream socket errors once open. */
+  #onProxyError(err: Error): void {
+    this.#disarm()
+    if (this.state === 'open') return this.#upstreamGone()
+    if (this.state === 'closed' || this.#settle === null) return
+    this.#proxyReq = null
+    // no longer bound to that upstream: an ejection caused by this report must not close it
+    this.#owner.untrack(this)
+    // http-proxy ends the client socket right after this callback returns (ws-incoming.js
+    // onOutgoingError): the request path still owns it (a retry, or an error answer)
+    skipNextEnd(this.#client)
+    const outcome = classify(err, this.#client.destroyed)
+    this.#done({ status: 0, outcome, error: err, responded: outcome.kind === 'client_abort' })
+  }
+
+  #done(r: AttemptResult): void {
+    const settle = this.#settle
+    this.#settle = null
+    if (this.#ctx !== null) this.#ctx.abort = null
+    settle?.(r)
+  }
+
+  /** The upstream's side of an open tunnel ended: tell the client 1012 unless it already has a close. */
+  #upstreamGone(): void {
+    if (this.state !== 'open') return
+    this.#owner.logger.debug({ upstream: this.id, clean: this.frames.closeSeen }, 'websocket upstream closed')
+    this.#finish(CLOSE_SERVICE_RESTART, false)
+  }
+
+  /**
+   * End an open tunnel: a close frame to the client when one can be written (between frames,
+   * and the upstream sent none), then both sockets end and are destroyed after the linger.
+   */
+  #finish(code: number, destroyUpstream: boolean): void {
+    if (this.state !== 'open') return
+    this.state = 'closed'
+    this.#owner.untrack(this)
+    const client = this.#client
+    if (!this.frames.closeSeen && this.frames.atBoundary && client.writable) {
+      this.frames.closeSeen = true
+      client.write(closeFrame(code))
+    }
+    const linger = this.#owner.linger
+    endThenDestroy(client, linger)
+    if (this.#upstream !== null) {
+      if (destroyUpstream) this.#upstream.destroy()
+      else endThenDestroy(this.#upstream, linger)
+    }
+  }
+}
+
+/** [name, value, ...] -> a header object with lower-cased names (repeated ones become arrays). */
+function headerObject(raw: readonly string[]): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {}
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase()
+    const value = raw[i + 1]!
+    const prev = out[name]
+    out[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value]
+  }
+  return out
+}
+
+/** http-proxy calls `socket.end()` after its error callback; skip that one call. */
+function skipNextEnd(socket: Socket): void {
+  const own = socket as Socket & { end: Socket['end'] }
+  own.end = function skippedEnd(this: Socket) {
+    delete (own as Partial<Socket>).end // the prototype's end() again
+    return this
+  } as Socket['end']
+}

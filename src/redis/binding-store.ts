@@ -1,0 +1,73 @@
+// Shared affinity bindings in Redis (`affinity.shared: redis`): key -> "<epoch> <upstream>" with
+// the idle TTL, written by a script that never lowers the epoch, so a move made by one Tether
+// replica wins over an older binding written later by another. Layer 3 adapter over the shared
+// RedisConnection; never rejects, never waits longer than the connection's timeout.
+import type { BindingSink, SharedBindings } from '../affinity/session-table.js'
+import { FAILED, type RedisConnection } from './connection.js'
+
+/**
+ * A binding write that never lowers the epoch: KEYS[1] = the binding, ARGV = epoch, upstream,
+ * ttlMs. Returns 1 when written (TTL renewed), 0 when a higher epoch is stored.
+ */
+const SET_BINDING_LUA = `
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local e = tonumber(string.match(cur, '^(%d+) '))
+  if e and e > tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'PX', ARGV[3])
+return 1
+`
+const SET_SCRIPT = 'tetherSetBinding'
+
+/**
+ * Example: `bindings.set('PHPSESSID-value', 'app-1', 2, 3_600_000)` -> stored as
+ * `tether:af:{PHPSESSID-value}` = "2 app-1"; `await bindings.lookup('PHPSESSID-value')` ->
+ * `{ upstream: 'app-1', epoch: 2 }`.
+ */
+export class RedisBindings implements SharedBindings {
+  readonly #redis: RedisConnection
+  readonly #ttl: number
+
+  /** `ttlMs`: the affinity idle timeout (a binding unused that long is gone). */
+  constructor(redis: RedisConnection, ttlMs: number) {
+    this.#redis = redis
+    this.#ttl = ttlMs
+    redis.defineScript(SET_SCRIPT, SET_BINDING_LUA, 1)
+  }
+
+  /** The binding of `key`: null when none, 'unavailable' when Redis did not answer in time. */
+  async lookup(key: string): Promise<{ upstream: string; epoch: number } | null | 'unavailable'> {
+    const reply = await this.#redis.run((c) => c.get(this.#key(key)))
+    if (reply === FAILED) return 'unavailable'
+    if (typeof reply !== 'string') return null
+    const space = reply.indexOf(' ')
+    const epoch = Number(reply.slice(0, space))
+    return space > 0 && Number.isInteger(epoch) ? { upstream: reply.slice(space + 1), epoch } : null
+  }
+
+  /**
+   * Store a binding with the TTL, unless the stored one has a higher epoch (another replica
+   * moved the user since: that move wins). False when Redis did not answer or kept the newer one.
+   */
+  async set(key: string, upstream: string, epoch: number): Promise<boolean> {
+    const reply = await this.#redis.runScript(SET_SCRIPT, this.#key(key), String(epoch), upstream, String(Math.max(1, Math.ceil(this.#ttl))))
+    return reply !== FAILED && Number(reply) === 1
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.#redis.run((c) => c.del(this.#key(key)))
+  }
+
+  /** The session table's write-through sink (fire and forget). */
+  sink(): BindingSink {
+    return {
+      bound: (key, upstream, epoch) => void this.set(key, upstream, epoch),
+      unbound: (key) => void this.delete(key),
+    }
+  }
+
+  #key(key: string): string {
+    return `${this.#redis.keyPrefix}af:{${key}}`
+  }
+}

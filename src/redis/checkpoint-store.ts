@@ -1,0 +1,139 @@
+// Checkpoints in Redis, shared by every Tether replica: a hash per session, versioned puts by
+// one atomic script, a TTL per write. Layer 3 adapter over the shared RedisConnection (it
+// imports no Redis client itself). It must never make the request path wait longer than the
+// connection's timeout nor reject: every failure becomes 'unavailable'.
+import type { Checkpoint, CheckpointStore, CheckpointStoreStatus, GetResult, PutResult } from '../state/checkpoint-store.js'
+import { FAILED, RedisConnection, type RedisConnectionOptions } from './connection.js'
+
+export { CLUSTER_FAILURE_STREAK } from './connection.js'
+
+/**
+ * The put, in one atomic step: compare versions, write every field, set the TTL.
+ * KEYS[1] = the checkpoint hash; ARGV = value, version ('' = none), upstream, epoch, writtenAt,
+ * ttlMs. Returns 1 when stored, 0 when stale. The version rule is CheckpointStore.put's:
+ * refuse only when both versions exist and incoming <= stored. Versions are compared as Lua
+ * numbers (doubles): exact for safe integers.
+ */
+export const PUT_CHECKPOINT_LUA = `
+local incoming = ARGV[2]
+if incoming ~= '' then
+  local stored = redis.call('HGET', KEYS[1], 'version')
+  if stored and stored ~= '' and tonumber(incoming) <= tonumber(stored) then
+    return 0
+  end
+end
+redis.call('HSET', KEYS[1], 'value', ARGV[1], 'version', incoming, 'upstream', ARGV[3], 'epoch', ARGV[4], 'writtenAt', ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return 1
+`
+
+/**
+ * The Redis key of a session's checkpoint: `${keyPrefix}cp:{${sessionKey}}`. The braces are a
+ * Cluster hash tag: every key of one session hashes to one slot (the slot of the session key).
+ *
+ * Example: `checkpointKey('tether:', '9f86d0')` -> `"tether:cp:{9f86d0}"`.
+ */
+export function checkpointKey(keyPrefix: string, sessionKey: string): string {
+  return `${keyPrefix}cp:{${sessionKey}}`
+}
+
+/** A checkpoint from an HGETALL reply, or null when the hash is empty or not one of ours. */
+function parseCheckpoint(hash: Record<string, string>): Checkpoint | null {
+  const { value, version, upstream, epoch, writtenAt } = hash
+  if (value === undefined || version === undefined || upstream === undefined || epoch === undefined || writtenAt === undefined) {
+    return null
+  }
+  const v = version === '' ? null : Number(version)
+  const e = Number(epoch)
+  const w = Number(writtenAt)
+  if ((v !== null && !Number.isFinite(v)) || !Number.isFinite(e) || !Number.isFinite(w)) return null
+  return Object.freeze({ value, version: v, upstream, epoch: e, writtenAt: w })
+}
+
+/** The name under which the put script is defined on the connection. */
+const PUT_SCRIPT = 'tetherPutCheckpoint'
+
+/** A store that owns its connection (the options), or one on a shared connection. */
+export type RedisCheckpointStoreOptions =
+  | (RedisConnectionOptions & { readonly maxBytes?: number })
+  | { readonly connection: RedisConnection; readonly maxBytes?: number }
+
+/**
+ * CheckpointStore in Redis. A checkpoint is a hash with the fields `value`, `version` (`''` for
+ * none), `upstream`, `epoch` and `writtenAt`, under {@link checkpointKey}, expiring `ttlMs` after
+ * the last stored put (PEXPIRE). Puts run {@link PUT_CHECKPOINT_LUA}. A put resolves `'stored'`
+ * only after Redis replied to the script; a timed-out put is `'unavailable'` even if Redis
+ * applied it later. Versioned puts stay safe under such late writes; a late versionless put may
+ * overwrite a newer one.
+ *
+ * Durability: 'stored' means the Redis primary accepted the write. Surviving a Redis restart or
+ * failover is Redis's job (AOF/RDB, replicas); an empty Redis means checkpoints are 'missing'.
+ *
+ * With connection options it owns its connection (start/stop connect and close it); given a
+ * shared `connection`, the composition root starts and stops that.
+ *
+ * Example:
+ * ```ts
+ * const store = new RedisCheckpointStore({ url: 'redis://redis:6379', keyPrefix: 'tether:' })
+ * await store.start()   // resolves even while Redis is down
+ * ```
+ */
+export class RedisCheckpointStore implements CheckpointStore {
+  readonly #redis: RedisConnection
+  readonly #owned: boolean
+  readonly #maxBytes: number
+
+  constructor(options: RedisCheckpointStoreOptions) {
+    this.#owned = !('connection' in options)
+    this.#redis = 'connection' in options ? options.connection : new RedisConnection(options)
+    this.#maxBytes = options.maxBytes ?? 64 * 1024
+    if (!Number.isSafeInteger(this.#maxBytes) || this.#maxBytes < 0) {
+      throw new RangeError(`RedisCheckpointStore: maxBytes must be an integer >= 0, got ${this.#maxBytes}`)
+    }
+    this.#redis.defineScript(PUT_SCRIPT, PUT_CHECKPOINT_LUA, 1)
+  }
+
+  get status(): CheckpointStoreStatus {
+    return this.#redis.status
+  }
+
+  onStatus(fn: (status: CheckpointStoreStatus, detail: string) => void): () => void {
+    return this.#redis.onStatus(fn)
+  }
+
+  async start(): Promise<void> {
+    if (this.#owned) await this.#redis.start()
+  }
+
+  async stop(): Promise<void> {
+    if (this.#owned) await this.#redis.stop()
+  }
+
+  async put(sessionKey: string, cp: Checkpoint, ttlMs: number): Promise<PutResult> {
+    if (cp.value.length > this.#maxBytes) return 'too_large'
+    const ttl = String(Math.max(1, Math.ceil(ttlMs) || 1))
+    const reply = await this.#redis.runScript(
+      PUT_SCRIPT,
+      checkpointKey(this.#redis.keyPrefix, sessionKey),
+      cp.value,
+      cp.version === null ? '' : String(cp.version),
+      cp.upstream,
+      String(cp.epoch),
+      String(cp.writtenAt),
+      ttl,
+    )
+    if (reply === FAILED) return 'unavailable'
+    return Number(reply) === 1 ? 'stored' : 'stale'
+  }
+
+  async get(sessionKey: string): Promise<GetResult> {
+    const reply = await this.#redis.run((c) => c.hgetall(checkpointKey(this.#redis.keyPrefix, sessionKey)))
+    if (reply === FAILED) return { status: 'unavailable' }
+    const checkpoint = parseCheckpoint(reply)
+    return checkpoint ? { status: 'found', checkpoint } : { status: 'missing' }
+  }
+
+  async delete(sessionKey: string): Promise<void> {
+    await this.#redis.run((c) => c.del(checkpointKey(this.#redis.keyPrefix, sessionKey)))
+  }
+}

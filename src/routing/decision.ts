@@ -1,0 +1,42 @@
+// The routing decision: a frozen value saying which upstream serves one request and what its
+// answer must carry for the user to come back. Layer 0 vocabulary: types only, no code. A
+// decision never calls back into the router: the response side reads it and acts.
+
+/** How the request was placed, for logs and metrics (never the key's value). */
+export type RouteSource =
+  | 'round_robin' // key: none, or a header key that was absent
+  | 'cookie' // a valid Tether cookie pinned it
+  | 'new_session' // a new Tether cookie is being issued
+  | 'table' // an affinity table entry pinned it
+  | 'hash' // placed by the key's hash (new or expired entry, or on_scale_up: rebalance)
+  | 'fallback' // app_cookie absent: placed by the fallback key; or a new user's upgrade by client IP
+  | 'failover' // the user's upstream was unavailable: moved to the next in hash order
+
+/** Why a user was moved to another upstream (sent upstream in X-Tether-Moved). */
+export type MoveReason = 'dead' | 'drain' | 'rebalance'
+
+/** No route: no upstream can take the request, or `strict` forbids moving the user. */
+export type NoRoute = 'none' | 'strict'
+
+/**
+ * Where one request goes. Example: a returning user whose upstream died ->
+ * `{ upstream: 'app-2', source: 'failover', epoch: 1, moved: { from: 'app-0', reason: 'dead' },
+ *    setCookie: 'tether=AX3k...; Path=/; ...', learn: false, appKey: null, sessionKey: '9f86...' }`.
+ */
+export interface Decision {
+  /** The upstream id. */
+  readonly upstream: string
+  readonly source: RouteSource
+  /** The user's session epoch (bumped by every move). */
+  readonly epoch: number
+  /** Set when this request moves the user away from `from`. */
+  readonly moved: { readonly from: string; readonly reason: MoveReason } | null
+  /** A Set-Cookie line for Tether's cookie (new, refreshed or re-bound), or null. */
+  readonly setCookie: string | null
+  /** Learn an application cookie the answer sets (bind it to `upstream`). */
+  readonly learn: boolean
+  /** The application cookie value the request carried (re-bound when the answer rotates it). */
+  readonly appKey: string | null
+  /** The user's session key for checkpoints, or null (no per-user state: round robin, an IP fallback). */
+  readonly sessionKey: string | null
+}
