@@ -3,6 +3,7 @@
 // and a summary; with TETHER_TEST_OUTPUT=tap, tap's raw TAP unchanged. Either way the last
 // line is "N passed, N failed". Being a reporter (not a pipe), it never touches tap's exit
 // code. It only reads tap's stream (parsed with tap-parser, which tap itself uses).
+import { StringDecoder } from 'node:string_decoder'
 import { Transform } from 'node:stream'
 import { inspect } from 'node:util'
 import { Parser } from 'tap-parser'
@@ -18,6 +19,22 @@ const FIRST_DIAG = ['found', 'wanted', 'compare', 'pattern', 'diff']
 const LAST_DIAG = ['at', 'stack', 'source']
 
 /**
+ * @typedef {object} FileRecord one test file: its leaf results, how it ended, what it printed
+ * @property {string} name the path tap ran
+ * @property {number} pass
+ * @property {number} fail
+ * @property {number} skip
+ * @property {number} todo
+ * @property {number | null} timeMs tap's time for the file
+ * @property {string} exit how its process ended, when that failed it ("exit code 1", ...)
+ * @property {boolean} closed its line was printed
+ * @property {boolean} verdict tap's ok for the file (true until its closing point says otherwise)
+ * @property {{ path: string[], diag: object, fileLevel: boolean }[]} failures
+ * @property {string[]} output its last OUTPUT_LINES stdout lines
+ * @property {number} outputTotal how many stdout lines it printed
+ */
+
+/**
  * A tap stream reporter (tap instantiates it with no arguments and pipes its TAP stream in).
  * `output` is 'summary' (the default) or 'tap'; without it, TETHER_TEST_OUTPUT decides.
  *
@@ -31,6 +48,7 @@ const LAST_DIAG = ['at', 'stack', 'source']
 export default class SummaryReporter extends Transform {
   #raw
   #parser = new Parser()
+  #decoder = new StringDecoder('utf8')
   #lineBuf = ''
   /** tap's final tally ("# { total: N, pass: N, fail: N, ... }"), once seen. */
   #tally = null
@@ -60,7 +78,7 @@ export default class SummaryReporter extends Transform {
   }
 
   _transform(chunk, _enc, cb) {
-    const text = chunk.toString()
+    const text = typeof chunk === 'string' ? chunk : this.#decoder.write(chunk)
     if (this.#raw) this.push(chunk)
     this.#scan(text)
     if (!this.#broken) {
@@ -70,6 +88,11 @@ export default class SummaryReporter extends Transform {
   }
 
   _flush(cb) {
+    const rest = this.#decoder.end()
+    if (rest) {
+      this.#scan(rest)
+      if (!this.#broken) this.#parser.write(rest)
+    }
     if (this.#lineBuf) this.#scanLine(this.#lineBuf)
     if (!this.#broken) {
       try { this.#parser.end() } catch (err) { this.#break(err) }

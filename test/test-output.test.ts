@@ -131,6 +131,21 @@ t.test('a bail-out is said, with the failure that caused it', async (t) => {
   t.match(out, /^bailed out: merged object$/m)
 })
 
+t.test('a name with multi-byte characters split across chunks arrives whole', async (t) => {
+  const tap = Buffer.from(stream('failing').replaceAll('merged object', 'merged ππ object'))
+  const out = await new Promise<string>((resolve, reject) => {
+    const r = new Reporter({ output: 'summary' })
+    let text = ''
+    r.on('data', (c) => (text += String(c)))
+    r.on('end', () => resolve(text))
+    r.on('error', reject)
+    for (let i = 0; i < tap.length; i++) r.write(tap.subarray(i, i + 1)) // one byte at a time
+    r.end()
+  })
+  t.match(out, /deep merge keeps both lists > merged ππ object\n/)
+  t.equal(lastLine(out), '2 passed, 3 failed')
+})
+
 t.test('a stream cut short (tap itself died) says so and ends with at least one failure', async (t) => {
   const tap = stream('passing')
   const cut = tap.slice(0, tap.indexOf('# Subtest: passing/strings.test.mjs'))
