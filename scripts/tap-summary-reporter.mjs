@@ -333,7 +333,8 @@ function describe(f, rec) {
       ? ` after ${rec.pass} passing assert${rec.pass === 1 ? '' : 's'}` : ''
     return `the test file's process: ${how}${after}`
   }
-  if (f.path.at(-1) === 'timeout!' && f.diag.expired !== undefined) {
+  // tap's own point for a timeout (its diagnostics are lost when the process is then killed)
+  if (f.path.at(-1) === 'timeout!') {
     return `${f.path.join(' > ')} (still running when tap's timeout expired)`
   }
   return f.path.join(' > ')

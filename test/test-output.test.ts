@@ -124,6 +124,13 @@ t.test('a timeout names the file, how it ended and the test that was still runni
   t.match(out, /^files: 2 \(1 ok, 1 failed\) {2}asserts: 2 passed, 2 failed/m)
 })
 
+t.test('a timeout whose diagnostics were lost (the process was then killed) still says so', async (t) => {
+  const tap = stream('timeout').replace(/(not ok 2 - timeout!\n) {10}---\n {10}signal: null\n {10}expired: TAP\n {10}\.\.\.\n/, '$1')
+  t.not(tap, stream('timeout'), 'the fixture was edited')
+  const out = await report(tap)
+  t.match(out, /^\d\) timeout\/hangs\.test\.mjs\n {3}waits for an event that never comes > timeout! \(still running when tap's timeout expired\)\n/m)
+})
+
 t.test('a bail-out is said, with the failure that caused it', async (t) => {
   const out = await report(stream('bail'))
   t.match(out, /^Bail out! merged object$/m)
