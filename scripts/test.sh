@@ -2,10 +2,34 @@
 # `npm test`: builds and type-checks (tap runs TypeScript without type checking), then runs
 # every tap test. The last line is "N passed, N failed" from tap's own tally; the exit code
 # is tap's. Extra arguments go to tap (e.g. `npm test -- test/proxy-semantics.test.ts`).
+#
+# Output (scripts/tap-summary-reporter.mjs): by default one line per test file, then every
+# failure with its test path, diagnostics and the file's last stdout lines, then totals.
+#   npm test -- --tap                 tap's full raw TAP instead (as does TETHER_TEST_OUTPUT=tap)
+#   npm test -- --coverage-report=text  the coverage table (off by default in summary output)
+# A test file's stderr is not part of tap's stream: it is printed as it comes, in both modes.
 set -u
 cd "$(dirname "$0")/.."
 
 stop() { echo "tether tests: $1" >&2; echo "0 passed, 1 failed"; exit 1; }
+
+args=()
+coverage_asked=no
+for arg in "$@"; do
+  case "$arg" in
+    --tap) export TETHER_TEST_OUTPUT=tap ;;
+    --coverage-report*|--show-full-coverage|--disable-coverage) coverage_asked=yes; args+=("$arg") ;;
+    *) args+=("$arg") ;;
+  esac
+done
+case "${TETHER_TEST_OUTPUT:=summary}" in
+  summary|tap) export TETHER_TEST_OUTPUT ;;
+  *) stop "TETHER_TEST_OUTPUT must be summary or tap (got \"$TETHER_TEST_OUTPUT\")" ;;
+esac
+# the coverage table is printed by tap itself, in the middle of the summary: only when asked
+if [ "$TETHER_TEST_OUTPUT" = summary ] && [ "$coverage_asked" = no ]; then
+  args+=(--coverage-report=none)
+fi
 
 [ -x node_modules/.bin/tap ] || stop "dependencies are missing: run npm ci first"
 
@@ -27,4 +51,4 @@ fi
 node_modules/.bin/tsc -p tsconfig.json || stop "build failed (tsc -p tsconfig.json)"
 node_modules/.bin/tsc -p tsconfig.test.json || stop "type check failed (tsc -p tsconfig.test.json)"
 
-exec node_modules/.bin/tap --reporter=./scripts/tap-summary-reporter.mjs "$@"
+exec node_modules/.bin/tap --reporter=./scripts/tap-summary-reporter.mjs "${args[@]}"

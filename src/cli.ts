@@ -2,7 +2,8 @@
 // Process entry: argv, exit codes and signals. Loads the config, starts the composition
 // root, and turns SIGTERM/SIGINT into a graceful stop. No proxy logic here.
 import { readFileSync } from 'node:fs'
-import { ConfigError, loadConfigFile } from './config/index.js'
+import { ConfigError, loadConfigFile, type Config } from './config/index.js'
+import { formatDuration } from './config/duration.js'
 import { startTether, type Tether } from './app.js'
 
 const USAGE = `Usage:
@@ -53,6 +54,22 @@ function version(): string {
   return pkg.version
 }
 
+/**
+ * Where a valid config's upstreams come from, for `tether check`:
+ * "2 static upstreams; DNS discovery of app-headless.default.svc.cluster.local port 8080 every 5s".
+ */
+function upstreamSources(config: Config): string {
+  const n = config.upstreams.length
+  const parts = n > 0 ? [`${n} static upstream${n === 1 ? '' : 's'}`] : []
+  const dns = config.discovery.dns
+  if (dns !== null) {
+    const family = dns.family === 'any' ? '' : `, ${dns.family === 'ipv4' ? 'IPv4' : 'IPv6'} only`
+    const servers = dns.servers.length > 0 ? `, asking ${dns.servers.join(', ')}` : ''
+    parts.push(`DNS discovery of ${dns.name} port ${dns.port} every ${formatDuration(dns.interval)}${family}${servers}`)
+  }
+  return parts.join('; ')
+}
+
 function load(file: string): ReturnType<typeof loadConfigFile> | null {
   try {
     return loadConfigFile(file, process.env)
@@ -78,7 +95,7 @@ async function main(): Promise<number> {
     case 'check': {
       const config = load(cmd.config)
       if (config === null) return 1
-      process.stdout.write(`${cmd.config}: ok (${config.upstreams.length} upstreams)\n`)
+      process.stdout.write(`${cmd.config}: ok (${upstreamSources(config)})\n`)
       return 0
     }
     case 'run': {

@@ -24,11 +24,44 @@ t.test('an unknown argument exits 2 with usage', async (t) => {
   t.match(r.stderr, /Usage:/)
 })
 
-t.test('check: a valid file exits 0', async (t) => {
+t.test('check: a valid file exits 0 and counts its static upstreams', async (t) => {
   const file = tempFile('ok.yaml', 'upstreams:\n  - { id: a, url: "http://127.0.0.1:9001" }\n')
   const r = await runCli(['check', file])
   t.equal(r.code, 0)
-  t.match(r.stdout, /ok \(1 upstreams\)/)
+  t.equal(r.stdout, `${file}: ok (1 static upstream)\n`)
+})
+
+t.test('check: a discovery config says what it will discover', async (t) => {
+  const dns = 'discovery:\n  dns: { name: app-headless.default.svc.cluster.local, port: 8080 }\n'
+  const both = tempFile('both.yaml', `upstreams:\n  - { id: a, url: "http://127.0.0.1:9001" }\n  - { id: b, url: "http://127.0.0.1:9002" }\n${dns}`)
+  const r = await runCli(['check', both])
+  t.equal(r.code, 0, r.stderr)
+  t.equal(r.stdout, `${both}: ok (2 static upstreams; DNS discovery of app-headless.default.svc.cluster.local port 8080 every 5s)\n`)
+  const only = tempFile('dns.yaml', 'discovery:\n  dns: { name: app.svc, port: 80, interval: 10s, family: ipv6, servers: ["127.0.0.1:5353"] }\n')
+  const r2 = await runCli(['check', only])
+  t.equal(r2.code, 0, r2.stderr)
+  t.equal(r2.stdout, `${only}: ok (DNS discovery of app.svc port 80 every 10s, IPv6 only, asking 127.0.0.1:5353)\n`)
+})
+
+t.test('check: a YAML syntax error names file:line:col, shows the line with a caret under the column and a hint', async (t) => {
+  const file = tempFile('syntax.yaml', 'upstreams:\n  - id: a\n    url: "http://127.0.0.1:9001\nlog: { level: info }\n')
+  const r = await runCli(['check', file])
+  t.equal(r.code, 1)
+  t.equal(r.stdout, '')
+  t.equal(r.stderr, [
+    `${file}:3:10: YAML syntax error: Missing closing "quote`,
+    '  3 |     url: "http://127.0.0.1:9001',
+    '    |          ^',
+    'hint: this quoted value is never closed: end it with " on the same line',
+    '',
+  ].join('\n'))
+})
+
+t.test('check: a misspelt choice gets a "did you mean"', async (t) => {
+  const file = tempFile('enum.yaml', 'upstreams:\n  - { id: a, url: "http://127.0.0.1:9001" }\naffinity:\n  key: cookies\n')
+  const r = await runCli(['check', file])
+  t.equal(r.code, 1)
+  t.equal(r.stderr, `${file}:4:8 affinity.key: expected one of: "none", "cookie", "app_cookie", "client_ip", "header", got "cookies"; did you mean "cookie"?\n`)
 })
 
 t.test('check: an invalid file exits 1 naming file, line, column and key', async (t) => {

@@ -15,7 +15,7 @@ function issuesOf(t: Test, text: string, env: Record<string, string> = {}): read
   } catch (err) {
     if (err instanceof ConfigError) {
       t.equal(err.code, 'TETHER_CONFIG_INVALID')
-      t.equal(err.message, err.issues.join('\n'))
+      t.equal(err.message, [...err.issues, ...err.detail].join('\n'))
       return err.issues
     }
     throw err
@@ -144,14 +144,14 @@ const errorCases: { name: string; text: string; issues: string[] }[] = [
     issues: [`${FILE}:1:1: expected a map at the top level, got a list`],
   },
   {
-    name: 'a YAML syntax error',
+    name: 'a YAML syntax error (located at the unclosed bracket, not where the parser gave up)',
     text: yaml('upstreams:', '  - id: a', '    url: [http://x', 'log: {}'),
-    issues: [`${FILE}:4:1: Flow sequence in block collection must be sufficiently indented and end with a ]`],
+    issues: [`${FILE}:3:10: YAML syntax error: Flow sequence in block collection must be sufficiently indented and end with a ]`],
   },
   {
     name: 'a duplicate key (YAML error)',
     text: yaml(...UPSTREAM, 'log: {}', 'log: {}'),
-    issues: [`${FILE}:5:1: Map keys must be unique`],
+    issues: [`${FILE}:5:1: YAML syntax error: Map keys must be unique`],
   },
   {
     name: 'missing upstreams (located at the parent map)',
@@ -205,6 +205,21 @@ const errorCases: { name: string; text: string; issues: string[] }[] = [
       `${FILE}:5:8 affinity.key: expected one of: "none", "cookie", "app_cookie", "client_ip", "header", got "sticky"`,
       `${FILE}:7:10 log.level: expected one of: "fatal", "error", "warn", "info", "debug", "trace", "silent", got "verbose"`,
     ],
+  },
+  {
+    name: 'a near miss in an enumeration, with a suggestion (case aside)',
+    text: yaml(...UPSTREAM, 'affinity:', '  key: cookies', '  cookie: { same_site: strict }', 'log: { level: INFO }', 'state: { store: 1 }'),
+    issues: [
+      `${FILE}:5:8 affinity.key: expected one of: "none", "cookie", "app_cookie", "client_ip", "header", got "cookies"; did you mean "cookie"?`,
+      `${FILE}:6:24 affinity.cookie.same_site: expected one of: "Strict", "Lax", "None", got "strict"; did you mean "Strict"?`,
+      `${FILE}:7:15 log.level: expected one of: "fatal", "error", "warn", "info", "debug", "trace", "silent", got "INFO"; did you mean "info"?`,
+      `${FILE}:8:17 state.store: expected one of: "memory", "redis", "none", got 1`,
+    ],
+  },
+  {
+    name: 'a key without a space after its colon (YAML reads "port:8080" as a string)',
+    text: yaml(...UPSTREAM, 'listen:', '  port:8080'),
+    issues: [`${FILE}:5:3 listen: expected a map, got "port:8080" (a key needs a space after its colon: "key: value")`],
   },
   {
     name: 'affinity rules: the chosen key needs its settings, secrets and CIDRs are checked',
@@ -362,6 +377,135 @@ for (const c of errorCases) {
     t.strictSame(issuesOf(t, c.text), c.issues)
   })
 }
+
+/** The common YAML mistakes: where the error points, the line and caret shown, and the hint. */
+const syntaxCases: { name: string; text: string; issue: string; detail: string[] }[] = [
+  {
+    name: 'a tab as indentation',
+    text: yaml('upstreams:', '\t- id: a'),
+    issue: `${FILE}:2:1: YAML syntax error: Tabs are not allowed as indentation`,
+    detail: ['  2 | →- id: a', '    | ^', 'hint: YAML indents with spaces only, and this line has a tab (shown as →): replace it with spaces'],
+  },
+  {
+    name: 'a tab inside the indentation (the parser calls it a misaligned key)',
+    text: yaml(...UPSTREAM.slice(0, 2), '  \turl: http://x'),
+    issue: `${FILE}:3:3: YAML syntax error: All mapping items must start at the same column`,
+    detail: ['  3 |   →url: http://x', '    |   ^', 'hint: YAML indents with spaces only, and this line has a tab (shown as →): replace it with spaces'],
+  },
+  {
+    name: 'an unclosed double quote (located where it opens, not at the end of the file)',
+    text: yaml('upstreams:', '  - id: a', '    url: "http://x', 'log: {}'),
+    issue: `${FILE}:3:10: YAML syntax error: Missing closing "quote`,
+    detail: ['  3 |     url: "http://x', '    |          ^', 'hint: this quoted value is never closed: end it with " on the same line'],
+  },
+  {
+    name: 'an unclosed single quote after an escaped one',
+    text: yaml('upstreams:', "  - id: 'it''s", '    url: x'),
+    issue: `${FILE}:2:9: YAML syntax error: Missing closing 'quote`,
+    detail: ["  2 |   - id: 'it''s", '    |         ^', "hint: this quoted value is never closed: end it with ' on the same line"],
+  },
+  {
+    name: 'an unclosed flow map',
+    text: yaml('listen: { host: a, port: 1', ...UPSTREAM),
+    issue: `${FILE}:1:9: YAML syntax error: Flow map in block collection must be sufficiently indented and end with a }`,
+    detail: ['  1 | listen: { host: a, port: 1', '    |         ^', 'hint: this { is not closed: a one-line {} map needs its } before the next key'],
+  },
+  {
+    name: 'a key indented more than the one above it',
+    text: yaml('upstreams:', '  - id: a', '     url: http://x'),
+    issue: `${FILE}:3:6: YAML syntax error: Nested mappings are not allowed in compact mappings`,
+    detail: ['  3 |      url: http://x', '    |      ^', 'hint: this line is indented more than the key above it, so YAML reads it as part of that value: line it up with the keys beside it'],
+  },
+  {
+    name: 'a key indented less than the one above it',
+    text: yaml(...UPSTREAM, 'listen:', '  host: a', ' port: 1'),
+    issue: `${FILE}:6:2: YAML syntax error: All mapping items must start at the same column`,
+    detail: ['  6 |  port: 1', '    |  ^', 'hint: the keys of one map must start at the same column: this line is indented differently from the key above it'],
+  },
+  {
+    name: 'a list item key not lined up with the item\'s first key',
+    text: yaml('upstreams:', '  - id: a', '   url: x'),
+    issue: `${FILE}:3:4: YAML syntax error: Sequence item without - indicator`,
+    detail: ['  3 |    url: x', '    |    ^', 'hint: this line is indented like an item of the list above but is not lined up with its keys: indent it like them, or start a new item with "- "'],
+  },
+  {
+    name: 'a value containing ": "',
+    text: yaml('upstreams:', '  - id: a', '    url: http://x: y'),
+    issue: `${FILE}:3:10: YAML syntax error: Nested mappings are not allowed in compact mappings`,
+    detail: ['  3 |     url: http://x: y', '    |          ^', 'hint: a value that contains ": " must be quoted, e.g. key: "a: b"'],
+  },
+  {
+    name: 'a key without its colon',
+    text: yaml('listen', '  port: 1'),
+    issue: `${FILE}:1:1: YAML syntax error: Implicit keys need to be on a single line`,
+    detail: ['  1 | listen', '    | ^', 'hint: a key needs a colon after it: write "listen:"'],
+  },
+  {
+    name: 'a list item where a key was expected',
+    text: yaml('log: {}', '- a'),
+    issue: `${FILE}:2:1: YAML syntax error: Implicit keys need to be on a single line`,
+    detail: ['  2 | - a', '    | ^', 'hint: a list item ("- ...") where a key was expected: indent it under the key whose list it is'],
+  },
+  {
+    name: 'a duplicate key',
+    text: yaml(...UPSTREAM, 'log: {}', 'log: {}'),
+    issue: `${FILE}:5:1: YAML syntax error: Map keys must be unique`,
+    detail: ['  5 | log: {}', '    | ^', 'hint: this key is already set above in the same map: keep one of them'],
+  },
+  {
+    name: 'a value starting with a reserved character',
+    text: yaml('admin: { token: @secret }', ...UPSTREAM),
+    issue: `${FILE}:1:17: YAML syntax error: Plain value cannot start with reserved character @`,
+    detail: ['  1 | admin: { token: @secret }', '    |                 ^', 'hint: a value starting with @ must be quoted, e.g. key: "@..."'],
+  },
+  {
+    name: 'text after a closing quote',
+    text: yaml(...UPSTREAM, 'admin: { token: "a" b }'),
+    issue: `${FILE}:4:21: YAML syntax error: Unexpected scalar at node end`,
+    detail: ['  4 | admin: { token: "a" b }', '    |                     ^', 'hint: there is text after the end of a value (after a closing quote or bracket): quote the whole value or remove the extra text'],
+  },
+  {
+    name: 'two YAML documents (the parser\'s advice to call another function is left out)',
+    text: yaml(...UPSTREAM, '---', 'log: {}'),
+    issue: `${FILE}:4:1: YAML syntax error: Source contains multiple documents`,
+    detail: ['  4 | ---', '    | ^', 'hint: the file holds more than one YAML document (a "---" line): keep one config per file'],
+  },
+  {
+    name: 'a long one-line (JSON) config: the part of the line around the column',
+    text: `{"upstreams": [{"id": "a", "url": "http://127.0.0.1:9001"}], "listen": {"host": "0.0.0.0", "port": 8080}, "log": {"level": "info", "access": true}, "admin": {"token": "y}\n`,
+    issue: `${FILE}:1:168: YAML syntax error: Missing closing "quote`,
+    detail: [
+      '  1 | …el": "info", "access": true}, "admin": {"token": "y}',
+      `    | ${' '.repeat(50)}^`,
+      'hint: this quoted value is never closed: end it with " on the same line',
+    ],
+  },
+]
+
+for (const c of syntaxCases) {
+  t.test(`a YAML syntax error shows the line, a caret and a hint: ${c.name}`, async (t) => {
+    try {
+      parseConfig(c.text, FILE)
+      t.fail('config was accepted')
+    } catch (err) {
+      t.ok(err instanceof ConfigError)
+      const e = err as ConfigError
+      t.strictSame(e.issues, [c.issue])
+      t.strictSame(e.detail, c.detail)
+      t.equal(e.message, [c.issue, ...c.detail].join('\n'))
+    }
+  })
+}
+
+t.test('validation errors carry no detail lines: the message is the issues', async (t) => {
+  try {
+    parseConfig(yaml(...UPSTREAM, 'log: { level: loud }'), FILE)
+    t.fail('config was accepted')
+  } catch (err) {
+    t.strictSame((err as ConfigError).detail, [])
+    t.equal((err as ConfigError).message, (err as ConfigError).issues.join('\n'))
+  }
+})
 
 const urlCases: [url: string, result: string][] = [
   ['http://127.0.0.1:9001', 'http://127.0.0.1:9001'],

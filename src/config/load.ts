@@ -1,9 +1,10 @@
 // Reading proxy.yaml: the only file that touches the filesystem or imports `yaml` for config.
-// Parses with node ranges, reports syntax errors as `file:line:col: message`, turns the YAML
-// document into validate.ts's located `SourceNode` tree and hands it over with the env.
+// Parses with node ranges, reports syntax errors as `file:line:col: YAML syntax error: ...` with
+// the source line, a caret and a hint, turns the YAML document into validate.ts's located
+// `SourceNode` tree and hands it over with the env.
 
 import { readFileSync } from 'node:fs'
-import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml'
+import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type YAMLError } from 'yaml'
 import type { Config } from './schema.js'
 import type { Env } from './env.js'
 import { ConfigError, formatIssue, validateConfig, type Pos, type ScalarValue, type SourceNode } from './validate.js'
@@ -35,10 +36,7 @@ export function parseConfig(text: string, fileName: string, env: Env = {}): Conf
   const at = (offset: number | undefined): Pos => lineCounter.linePos(offset ?? 0)
   // Only the first syntax problem: the ones after it are mostly its echoes.
   const syntax = doc.errors[0] ?? doc.warnings[0]
-  if (syntax) {
-    const message = syntax.message.split('\n')[0] ?? syntax.message
-    throw new ConfigError([formatIssue(fileName, at(syntax.pos[0]), '', message)], { cause: syntax })
-  }
+  if (syntax) throw syntaxError(text, fileName, lineCounter, syntax)
 
   let budget = MAX_NODES
   const expanding = new Set<unknown>() // aliases being expanded: a repeat is a cycle
@@ -79,4 +77,154 @@ function rangeStart(node: unknown): number | undefined {
 function scalarValue(value: unknown): ScalarValue {
   if (value === null || typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') return value
   return value === undefined ? null : String(value)
+}
+
+// ---------------------------------------------------------------------------------------------
+// YAML syntax errors, explained: the parser's short message, located where the mistake most
+// likely is (an unclosed quote or bracket where it opens, not where the parser gave up), the
+// line with a caret under that column, and the common cause as a hint.
+
+/**
+ * A ConfigError for a YAML syntax error. Example for a missing closing quote on line 3:
+ *   config/proxy.yaml:3:10: YAML syntax error: Missing closing "quote
+ *      3 |     url: "http://127.0.0.1:9001
+ *        |          ^
+ *   hint: this quoted value is never closed: end it with " on the same line
+ */
+function syntaxError(text: string, fileName: string, lines: LineCounter, error: YAMLError): ConfigError {
+  const { offset, hint } = explain(text, error)
+  const pos = lines.linePos(Math.min(offset, text.length))
+  const message = (error.message.split('\n')[0] ?? error.message).replace(/; please use YAML\.\w+\(\)$/, '')
+  return new ConfigError([formatIssue(fileName, pos, '', `YAML syntax error: ${message}`)], {
+    cause: error,
+    detail: [...excerpt(text, pos), `hint: ${hint}`],
+  })
+}
+
+/** Where the mistake behind `error` most likely is (an offset in `text`) and its common cause. */
+function explain(text: string, error: YAMLError): { offset: number; hint: string } {
+  const at = Math.min(error.pos[0], text.length)
+  const line = lineAround(text, at)
+  const tab = line.indent.indexOf('\t')
+  if (tab !== -1 || error.code === 'TAB_AS_INDENT') {
+    return {
+      offset: tab === -1 ? at : line.start + tab,
+      hint: 'YAML indents with spaces only, and this line has a tab (shown as →): replace it with spaces',
+    }
+  }
+  const quote = /closing (["'])quote/.exec(error.message)?.[1]
+  if (error.code === 'MISSING_CHAR' && quote !== undefined) {
+    return {
+      offset: openingQuote(text, at, quote) ?? at,
+      hint: `this quoted value is never closed: end it with ${quote} on the same line`,
+    }
+  }
+  const flow = /^Flow (sequence|map) in block collection/.exec(error.message)?.[1]
+  if (flow !== undefined) {
+    const [open, close] = flow === 'sequence' ? ['[', ']'] : ['{', '}']
+    return {
+      offset: openingBracket(text, at, open, close) ?? at,
+      hint: `this ${open} is not closed: a one-line ${open}${close} ${flow === 'sequence' ? 'list' : 'map'} needs its ${close} before the next key`,
+    }
+  }
+  switch (error.code) {
+    case 'BLOCK_AS_IMPLICIT_KEY': {
+      if (/:\s/.test(text.slice(at, line.end))) {
+        return { offset: at, hint: 'a value that contains ": " must be quoted, e.g. key: "a: b"' }
+      }
+      const next = lineAround(text, nextContentLine(text, line.end))
+      if (next.start < text.length && next.indent.length > line.indent.length) {
+        return {
+          offset: next.start + next.indent.length,
+          hint: 'this line is indented more than the key above it, so YAML reads it as part of that value: line it up with the keys beside it',
+        }
+      }
+      break
+    }
+    case 'BAD_INDENT':
+      return {
+        offset: line.start + line.indent.length,
+        hint: 'the keys of one map must start at the same column: this line is indented differently from the key above it',
+      }
+    case 'MISSING_CHAR':
+      if (/without - indicator/.test(error.message)) {
+        return {
+          offset: line.start + line.indent.length,
+          hint: 'this line is indented like an item of the list above but is not lined up with its keys: indent it like them, or start a new item with "- "',
+        }
+      }
+      break
+    case 'MULTILINE_IMPLICIT_KEY': {
+      const content = text.slice(line.start + line.indent.length, line.end).trimEnd()
+      if (content.startsWith('- ') || content === '-') {
+        return { offset: at, hint: 'a list item ("- ...") where a key was expected: indent it under the key whose list it is' }
+      }
+      if (!content.includes(':')) {
+        return { offset: at, hint: `a key needs a colon after it: write "${content}:"` }
+      }
+      return { offset: at, hint: 'a key must be on one line and end with ": "' }
+    }
+    case 'DUPLICATE_KEY':
+      return { offset: at, hint: 'this key is already set above in the same map: keep one of them' }
+    case 'BAD_SCALAR_START':
+      return { offset: at, hint: `a value starting with ${error.message.slice(-1)} must be quoted, e.g. key: "${error.message.slice(-1)}..."` }
+    case 'UNEXPECTED_TOKEN':
+      return { offset: at, hint: 'there is text after the end of a value (after a closing quote or bracket): quote the whole value or remove the extra text' }
+    case 'MULTIPLE_DOCS':
+      return { offset: at, hint: 'the file holds more than one YAML document (a "---" line): keep one config per file' }
+  }
+  return { offset: at, hint: 'check the indentation (spaces, keys of one map at the same column) and the quotes and brackets on this line and the one above' }
+}
+
+/** The line holding `offset`: where it starts and ends, and its leading spaces and tabs. */
+function lineAround(text: string, offset: number): { start: number; end: number; indent: string } {
+  const start = text.lastIndexOf('\n', offset - 1) + 1
+  const nl = text.indexOf('\n', offset)
+  const end = nl === -1 ? text.length : nl
+  return { start, end, indent: /^[ \t]*/.exec(text.slice(start, end))![0] }
+}
+
+/** The start of the first line after `from` (a line end) that is not blank or a comment. */
+function nextContentLine(text: string, from: number): number {
+  const re = /\n([ \t]*)(?=[^\s#])/g
+  re.lastIndex = from
+  const m = re.exec(text)
+  return m === null ? text.length : m.index + 1
+}
+
+/** The unclosed `quote` a scalar ending at `at` opened with (escaped quotes skipped). */
+function openingQuote(text: string, at: number, quote: string): number | undefined {
+  for (let i = at - 1; i >= 0; i--) {
+    if (text[i] !== quote) continue
+    if (quote === '"' && text[i - 1] === '\\') continue
+    if (quote === "'" && text[i - 1] === "'") { i--; continue }
+    return i
+  }
+  return undefined
+}
+
+/** The `open` bracket before `at` that no `close` matches. */
+function openingBracket(text: string, at: number, open: string, close: string): number | undefined {
+  let depth = 0
+  for (let i = at - 1; i >= 0; i--) {
+    if (text[i] === close) depth++
+    else if (text[i] === open && depth-- === 0) return i
+  }
+  return undefined
+}
+
+/** Line `pos.line` of `text` and a caret under `pos.col`, tabs shown as "→" so the caret lines up. */
+function excerpt(text: string, pos: Pos): string[] {
+  const source = text.split('\n')[pos.line - 1]
+  if (source === undefined) return []
+  let shown = source.replace(/\r$/, '').replaceAll('\t', '→')
+  let col = pos.col
+  const WIDTH = 100
+  if (shown.length > WIDTH && col > WIDTH / 2) { // a long line (JSON on one line): the part around the column
+    const from = col - WIDTH / 2
+    shown = `…${shown.slice(from, from + WIDTH)}`
+    col = col - from + 1
+  }
+  const n = String(pos.line)
+  return [`  ${n} | ${shown}`, `  ${' '.repeat(n.length)} | ${' '.repeat(col - 1)}^`]
 }

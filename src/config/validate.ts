@@ -28,16 +28,27 @@ export interface SourceEntry {
   readonly value: SourceNode
 }
 
-/** Thrown for an unreadable, unparsable or invalid config; lists every issue, one per line. */
+/**
+ * Thrown for an unreadable, unparsable or invalid config; lists every issue, one per line.
+ * `detail` adds lines for a person after the issues (a YAML syntax error's source line, a caret
+ * under its column and a hint); `message` is issues then detail, one per line. Example message:
+ *   config/proxy.yaml:3:10: YAML syntax error: Missing closing "quote
+ *      3 |     url: "http://127.0.0.1:9001
+ *        |          ^
+ *   hint: a quoted value is not closed: end it with " on the same line
+ */
 export class ConfigError extends Error {
   readonly code = 'TETHER_CONFIG_INVALID'
   /** One line each: `file:line:col path: message`. */
   readonly issues: readonly string[]
+  /** Lines that explain the issues to a person (may be empty); not for logs or parsing. */
+  readonly detail: readonly string[]
 
-  constructor(issues: readonly string[], options?: { cause?: unknown }) {
-    super(issues.join('\n'), options)
+  constructor(issues: readonly string[], options?: { cause?: unknown; detail?: readonly string[] }) {
+    super([...issues, ...(options?.detail ?? [])].join('\n'), options)
     this.name = 'ConfigError'
     this.issues = Object.freeze([...issues])
+    this.detail = Object.freeze([...(options?.detail ?? [])])
   }
 }
 
@@ -135,7 +146,12 @@ function string(pattern?: { test: RegExp; what: string }): Check<string> {
 
 function oneOf<const T extends string>(values: readonly T[]): Check<T> {
   const what = `one of: ${values.map((v) => JSON.stringify(v)).join(', ')}`
-  return leaf(what, (value) => (values.includes(value as T) ? (value as T) : expected(what, value)))
+  return leaf(what, (value) => {
+    if (values.includes(value as T)) return value as T
+    const near = typeof value === 'string' ? nearest(value, values) : undefined
+    const fail = expected(what, value)
+    return near === undefined ? fail : new Fail(`${fail.message}; did you mean ${JSON.stringify(near)}?`)
+  })
 }
 
 /** A number (integer or fraction) in [min, max]. */
@@ -219,7 +235,7 @@ type Shape<T> = { readonly [K in keyof T]-?: Check<T[K]> }
 function struct<T extends object>(shape: Shape<T>, defaults: { readonly [K in keyof T]?: T[K] }): Check<T> {
   const keys = Object.keys(shape) as (keyof T & string)[]
   return (node, path, ctx) => {
-    if (node.kind !== 'map') return ctx.report(node.pos, path, `expected a map, got ${describeNode(node)}`)
+    if (node.kind !== 'map') return ctx.report(node.pos, path, `expected a map, got ${describeNode(node)}${missingSpace(node)}`)
     let ok = true
     for (const entry of node.entries) {
       if (Object.hasOwn(shape, entry.key)) continue
@@ -260,12 +276,27 @@ function alsoCheck<T>(check: Check<T>, rule: (node: SourceNode, path: string, ct
   }
 }
 
+/** For `port:8080` (read by YAML as the string "port:8080"): say the space after ":" is missing. */
+function missingSpace(node: SourceNode): string {
+  return node.kind === 'scalar' && typeof node.value === 'string' && /^[A-Za-z_][\w.-]*:[^\s/]/.test(node.value)
+    ? ' (a key needs a space after its colon: "key: value")'
+    : ''
+}
+
 function unknownKey(key: string, known: readonly string[]): string {
-  const near = known
-    .map((k) => ({ k, d: levenshtein(key.toLowerCase(), k) }))
-    .filter(({ d }) => d <= Math.min(2, Math.max(1, key.length - 1)))
-    .sort((a, b) => a.d - b.d)[0]
-  return near ? `unknown key, did you mean \`${near.k}\`?` : `unknown key (expected one of: ${known.join(', ')})`
+  const near = nearest(key, known)
+  return near !== undefined ? `unknown key, did you mean \`${near}\`?` : `unknown key (expected one of: ${known.join(', ')})`
+}
+
+/**
+ * The candidate closest to a mistyped `word` (case aside), if within 2 edits (1 for short
+ * words): `nearest("cookies", ["none", "cookie"])` is "cookie"; `nearest("sticky", ...)` none.
+ */
+function nearest(word: string, candidates: readonly string[]): string | undefined {
+  return candidates
+    .map((k) => ({ k, d: levenshtein(word.toLowerCase(), k.toLowerCase()) }))
+    .filter(({ d }) => d <= Math.min(2, Math.max(1, word.length - 1)))
+    .sort((a, b) => a.d - b.d)[0]?.k
 }
 
 /** Edit distance (insert, delete, substitute), two-row dynamic programming. */
