@@ -348,7 +348,12 @@ function replicaDied(child, how) {
     `    ${loopLine()}`,
   ]
   if (dead.length === shown.replicas.length) lines.push('  No replica is left: Tether answers 503 until one is back.')
-  lines.push(`  Type r and Enter to restart ${listNames(dead)}.`, '')
+  lines.push(
+    `  Then type r and Enter to restart ${listNames(dead)}. (Users who made no request`,
+    '  meanwhile are still pinned to it and find their count gone: Tether brings',
+    '  state along only when it moves a user.)',
+    '',
+  )
   console.log(lines.join('\n'))
 }
 
