@@ -200,7 +200,8 @@ class Child {
     })
     this.pid = this.proc.pid
     children.add(this)
-    this.exitedPromise = new Promise((res) => this.proc.once('exit', res))
+    // 'close' rather than 'exit': the process is gone and its last output lines are read
+    this.exitedPromise = new Promise((res) => this.proc.once('close', res))
 
     createInterface({ input: this.proc.stdout, crlfDelay: Infinity }).on('line', (line) => {
       const value = onLine.call(this, line)
@@ -214,7 +215,7 @@ class Child {
       console.error(dim(`[${this.name}] `) + line)
     })
     this.proc.once('error', (err) => this.died(`could not start: ${err.message}`))
-    this.proc.once('exit', (code, signal) => {
+    this.proc.once('close', (code, signal) => {
       this.exited = true
       this.died(signal ? `was killed by ${signal}` : `exited with code ${code}`)
     })
@@ -233,10 +234,7 @@ class Child {
     err.childDeath = true
     this.rejectReady(err)
     if (stopping) return
-    // Let the last buffered output lines arrive before explaining the death.
-    setImmediate(() => {
-      if (!stopping) this.onDeath(this, how)
-    })
+    this.onDeath(this, how)
   }
 
   /** SIGTERM, then SIGKILL after the deadline. Resolves when the process is gone. */

@@ -39,7 +39,8 @@ class TourError extends Error {}
 // ---------------------------------------------------------------- the demo, as a child
 
 const demo = spawn(process.execPath, [DEMO], { cwd: ROOT, env: process.env, stdio: ['pipe', 'pipe', 'pipe'] })
-const demoExit = new Promise((res) => demo.once('exit', (code, signal) => res(signal ?? code)))
+// 'close': the demo exited and every line it printed is read
+const demoExit = new Promise((res) => demo.once('close', (code, signal) => res(signal ?? code)))
 let demoGone = false
 void demoExit.then(() => (demoGone = true))
 demo.stdin.on('error', () => {}) // the demo may be gone when the tour writes to it

@@ -32,6 +32,7 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
 
     npm.proc.kill(signal)
     t.same(await gone([npm.proc.pid!, ...tree.keys()]), [], 'every process is gone')
+    await npm.exited
     t.match(npm.lines.join('\n'), /\nstopped\.$/m, 'the demo stopped them in order')
     for (const p of [ports.DEMO_PORT, ports.DEMO_BASE_PORT]) t.ok(await isFree(Number(p)), `port ${p} released`)
   })
@@ -41,5 +42,5 @@ t.test('npm killed with SIGKILL: the orphaned demo notices and stops everything'
   const { npm, tree } = await npmStart(t)
   npm.proc.kill('SIGKILL')
   t.same(await gone(tree.keys()), [], 'every process is gone')
-  t.match(npm.lines.join('\n'), /demo: the process that started the demo is gone/)
+  await npm.line(/^demo: the process that started the demo is gone$/, 'the reason')
 })
