@@ -214,7 +214,10 @@ class Child {
       this.remember(line)
       console.error(dim(`[${this.name}] `) + line)
     })
-    this.proc.once('error', (err) => this.died(`could not start: ${err.message}`))
+    this.proc.once('error', (err) => {
+      this.exited = this.proc.pid === undefined // never started: nothing to stop
+      this.died(`could not start: ${err.message}`)
+    })
     this.proc.once('close', (code, signal) => {
       this.exited = true
       this.died(signal ? `was killed by ${signal}` : `exited with code ${code}`)
@@ -229,7 +232,7 @@ class Child {
   }
 
   died(how) {
-    if (!children.delete(this)) return // 'error' and 'exit' can both report one death
+    if (!children.delete(this)) return // 'error' and 'close' can both report one death
     const err = new Error(`${this.name} ${how}`)
     err.childDeath = true
     this.rejectReady(err)
