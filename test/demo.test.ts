@@ -9,6 +9,7 @@ import { dirname, join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { DEFAULTS, loadConfigFile } from '../src/config/index.js'
+import { waitFor } from './fixtures/upstream.js'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 const APP = join(ROOT, 'examples', 'demo-app', 'server.mjs')
@@ -106,16 +107,16 @@ t.test('demo app', async (t) => {
     const first = await get(`${app.base}/`)
     t.equal(first.status, 200)
     t.match(first.headers['content-type'], /^text\/plain/)
-    t.equal(first.body, 'replica app-x served you; your visit count on this replica: 1\n')
+    t.equal(first.body, 'replica app-x served you; your visit count: 1\n')
     const user = userCookie(first)
     t.ok(user, 'sets the demo_user cookie on the first visit')
     t.match(first.headers['set-cookie']![0], /Path=\/; HttpOnly; SameSite=Lax/)
 
     const second = await get(`${app.base}/`, { cookie: `other=1; demo_user=${user}` })
-    t.equal(second.body, 'replica app-x served you; your visit count on this replica: 2\n')
+    t.equal(second.body, 'replica app-x served you; your visit count: 2\n')
     t.equal(userCookie(second), undefined, 'no new cookie for a known user')
     const third = await get(`${app.base}/`, { cookie: `demo_user=${user}` })
-    t.equal(third.body, 'replica app-x served you; your visit count on this replica: 3\n')
+    t.equal(third.body, 'replica app-x served you; your visit count: 3\n')
   })
 
   t.test('separate users have separate counters', async (t) => {
@@ -124,17 +125,17 @@ t.test('demo app', async (t) => {
     const userA = userCookie(a)!
     const userB = userCookie(b)!
     t.not(userA, userB, 'each new visitor gets its own id')
-    t.match(b.body, /count on this replica: 1$/m)
+    t.match(b.body, /visit count: 1$/m)
     const a2 = await get(`${app.base}/`, { cookie: `demo_user=${userA}` })
-    t.match(a2.body, /count on this replica: 2$/m)
+    t.match(a2.body, /visit count: 2$/m)
     const b2 = await get(`${app.base}/`, { cookie: `demo_user=${userB}` })
-    t.match(b2.body, /count on this replica: 2$/m)
+    t.match(b2.body, /visit count: 2$/m)
   })
 
   t.test('a malformed cookie value is a new user', async (t) => {
     const reply = await get(`${app.base}/`, { cookie: 'demo_user=no spaces<>' })
     t.ok(userCookie(reply))
-    t.match(reply.body, /count on this replica: 1$/m)
+    t.match(reply.body, /visit count: 1$/m)
   })
 
   t.test('JSON with ?format=json or Accept: application/json', async (t) => {
@@ -142,14 +143,27 @@ t.test('demo app', async (t) => {
     t.equal(first.status, 200)
     t.match(first.headers['content-type'], /^application\/json/)
     const user = userCookie(first)!
-    t.same(JSON.parse(first.body), { replica: 'app-x', user, visits: 1, rehydrated: false })
+    t.same(JSON.parse(first.body), { replica: 'app-x', pid: app.proc.pid, user, visits: 1, rehydrated: false, moved: null })
 
     const second = await get(`${app.base}/`, {
       accept: 'text/html;q=0.9, application/json',
       cookie: `demo_user=${user}`,
     })
     t.match(second.headers['content-type'], /^application\/json/)
-    t.same(JSON.parse(second.body), { replica: 'app-x', user, visits: 2, rehydrated: false })
+    t.same(JSON.parse(second.body), { replica: 'app-x', pid: app.proc.pid, user, visits: 2, rehydrated: false, moved: null })
+  })
+
+  t.test('a returning user this replica does not know is told the count restarted', async (t) => {
+    const reply = await get(`${app.base}/`, { cookie: 'demo_user=known-elsewhere' })
+    t.equal(userCookie(reply), undefined, 'the user keeps their id')
+    t.equal(reply.body, 'replica app-x served you; your visit count: 1 (this replica did not know you: count restarted)\n')
+  })
+
+  t.test('/pid answers with the process id, and is no visit', async (t) => {
+    const reply = await get(`${app.base}/pid`)
+    t.equal(reply.status, 200)
+    t.equal(reply.body, `${app.proc.pid}\n`)
+    t.equal(userCookie(reply), undefined)
   })
 
   t.test('/healthz answers 200 ok', async (t) => {
@@ -241,27 +255,61 @@ t.test('config/examples/kubernetes.yaml loads', async (t) => {
   )
 })
 
-t.test('demo app: checkpoints its counter and restores it from X-Tether-Rehydrate', async (t) => {
+t.test('demo app: checkpoints its counter, restores it from X-Tether-Rehydrate and shows the move', async (t) => {
   const app = await startApp(t, ['--id', 'app-y', '--port', '0'])
-  const first = await new Promise<{ headers: import('node:http').IncomingHttpHeaders; body: string }>((resolve, reject) => {
-    request(`${app.base}/?format=json`, (res) => {
-      let body = ''
-      res.on('data', (c) => (body += c))
-      res.on('end', () => resolve({ headers: res.headers, body }))
-    }).on('error', reject).end()
-  })
+  const first = await get(`${app.base}/?format=json`)
   const user = (JSON.parse(first.body) as { user: string }).user
   t.equal(first.headers['x-tether-state-version'], '1')
   const state = Buffer.from(String(first.headers['x-tether-state']), 'base64url').toString()
   t.same(JSON.parse(state), { user, visits: 1 })
-  // the user arrives from another replica with a checkpoint of 41 visits
+  t.equal(first.headers['x-demo-moved'], undefined)
+
+  // the user arrives from a dead replica with a checkpoint of 41 visits
   const saved = Buffer.from(JSON.stringify({ user, visits: 41 })).toString('base64url')
-  const moved = await new Promise<string>((resolve, reject) => {
-    request(`${app.base}/?format=json`, { headers: { cookie: `demo_user=${user}`, 'x-tether-rehydrate': saved } }, (res) => {
-      let body = ''
-      res.on('data', (c) => (body += c))
-      res.on('end', () => resolve(body))
-    }).on('error', reject).end()
+  const moved = await get(`${app.base}/?format=json`, {
+    cookie: `demo_user=${user}`,
+    'x-tether-rehydrate': saved,
+    'x-tether-moved': 'from=app-0; reason=dead; epoch=1',
   })
-  t.same(JSON.parse(moved), { replica: 'app-y', user, visits: 42, rehydrated: true })
+  t.same(JSON.parse(moved.body), {
+    replica: 'app-y', pid: app.proc.pid, user, visits: 42, rehydrated: true,
+    moved: { from: 'app-0', reason: 'dead', epoch: 1 },
+  })
+  t.equal(moved.headers['x-demo-moved'], 'from=app-0; reason=dead; epoch=1', 'the move is visible to curl -i')
+  t.equal(moved.headers['x-demo-rehydrated'], 'yes')
+  t.equal(moved.headers['x-tether-state-version'], '42')
+  await waitFor(() => app.stdout.length >= 2, DEADLINE_MS, 'the move line')
+  t.equal(app.stdout[1], `user ${user} moved here from app-0 (dead, epoch 1): 41 visits restored`, 'one line per move')
+
+  const text = await get(`${app.base}/`, {
+    cookie: `demo_user=${user}`,
+    'x-tether-rehydrate': Buffer.from(JSON.stringify({ user, visits: 50 })).toString('base64url'),
+    'x-tether-moved': 'from=app-2; reason=drain; epoch=2',
+  })
+  t.equal(text.body, 'replica app-y served you; your visit count: 51 (moved from app-2, which is draining; count restored)\n')
+
+  const noState = await get(`${app.base}/`, { cookie: 'demo_user=someone-new', 'x-tether-moved': 'from=app-0; reason=rebalance; epoch=3' })
+  t.equal(noState.body, 'replica app-y served you; your visit count: 1 (moved from app-0 by a rebalance; no saved count)\n')
+
+  const stale = await get(`${app.base}/`, {
+    cookie: `demo_user=${user}`,
+    'x-tether-rehydrate': Buffer.from(JSON.stringify({ user, visits: 3 })).toString('base64url'),
+    'x-tether-moved': 'from=app-0; reason=dead; epoch=4',
+  })
+  t.match(stale.body, /your visit count: 52 \(moved from app-0, which is down; no saved count\)$/m, 'an older checkpoint never lowers the count')
+})
+
+t.test('demo app: a malformed move or state from a direct caller is ignored, never echoed', async (t) => {
+  const app = await startApp(t, ['--id', 'app-z', '--port', '0'])
+  for (const moved of ['from=<b>; reason=dead; epoch=1', 'from=app-0; reason=dead', 'from=app-0; reason=DEAD; epoch=1', 'nonsense']) {
+    const reply = await get(`${app.base}/?format=json`, { 'x-tether-moved': moved, 'x-tether-rehydrate': 'not base64 json' })
+    t.equal(reply.status, 200, moved)
+    t.equal(reply.headers['x-demo-moved'], undefined, moved)
+    t.match(JSON.parse(reply.body), { visits: 1, rehydrated: false, moved: null }, moved)
+  }
+  const odd = await get(`${app.base}/`, { 'x-tether-moved': 'from=app-0; reason=constructor; epoch=1' })
+  t.match(odd.body, /\(moved from app-0, reason constructor; no saved count\)$/m, 'an unknown reason is named, not looked up')
+  await waitFor(() => app.stdout.length >= 2, DEADLINE_MS, 'the move line')
+  // the malformed moves came first: had they printed anything, it would be this line
+  t.match(app.stdout[1], /^user \S+ moved here from app-0 \(constructor, epoch 1\): no saved count$/, 'one line, for the well-formed move only')
 })
