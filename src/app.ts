@@ -15,6 +15,7 @@ import { ActiveChecker } from './health/active-checker.js'
 import { Membership } from './upstream/membership.js'
 import { DnsDiscovery } from './upstream/dns-discovery.js'
 import { startAdmin, type AdminServer } from './admin/admin-server.js'
+import { sessionsCounted, upstreamRow } from './admin/upstream-row.js'
 import { Metrics } from './observability/metrics.js'
 import { createUpgradeHandler, CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART } from './proxy/upgrade.js'
 import type { MoveReason } from './routing/router.js'
@@ -231,15 +232,16 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     admin = await startAdmin(config.admin.listen.host, config.admin.listen.port, {
       token: config.admin.token,
       notReady: () => notReady(),
+      logger,
       upstreams: () => {
         const byId = new Map(membership.current().map((u) => [u.id, u]))
-        return health.snapshot().map((e) => ({
-          ...e,
+        const counted = sessionsCounted(config.affinity)
+        return health.snapshot().map((e) => upstreamRow(e, {
           url: byId.get(e.id)?.url ?? null,
           weight: byId.get(e.id)?.weight ?? null,
           in_flight: inFlight.get(e.id) ?? 0,
           websockets: upgrades.countByUpstream(e.id),
-          sessions: router.table.countByUpstream(e.id),
+          sessions: counted ? router.table.countByUpstream(e.id) : null,
         }))
       },
       degraded: () => (store !== null && store.status === 'degraded' ? [`state store (${config.state.store}) unreachable: checkpoints paused, routing unaffected`] : []),
