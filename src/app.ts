@@ -20,6 +20,7 @@ import { Membership } from './upstream/membership.js'
 import { DnsDiscovery } from './upstream/dns-discovery.js'
 import type { UpstreamSet } from './upstream/upstream-set.js'
 import { startAdmin } from './admin/admin-server.js'
+import { sessionsCounted, upstreamRow } from './admin/upstream-row.js'
 import { RedisBindings } from './redis/binding-store.js'
 import { RedisPeerChannel } from './redis/peer-channel.js'
 import { createState, redisOf } from './state/create-state.js'
@@ -155,16 +156,17 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     await http.destroy()
     throw err
   }
+  const counted = sessionsCounted(a)
   const admin = await startAdmin(config.admin.listen.host, config.admin.listen.port, {
     token: config.admin.token,
+    logger,
     notReady,
-    upstreams: () => health.snapshot().map((e) => ({
-      ...e,
+    upstreams: () => health.snapshot().map((e) => upstreamRow(e, {
       url: membership.current().get(e.id)?.url ?? null,
       weight: membership.current().get(e.id)?.weight ?? null,
       in_flight: inFlight.count(e.id),
       websockets: upgrades.countByUpstream(e.id),
-      sessions: sessions.countByUpstream(e.id),
+      sessions: counted ? sessions.countByUpstream(e.id) : null,
     })),
     degraded: () => (store !== null && store.status === 'degraded' ? [`state store (${config.state.store}) unreachable: checkpoints paused, routing unaffected`] : []),
     metrics: () => metrics.render(),

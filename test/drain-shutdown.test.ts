@@ -69,11 +69,12 @@ t.test('drain via the admin API: new users avoid it, its users stay until drain_
   const drained = await admin(drainUrl, 'POST', TOKEN)
   t.equal(drained.status, 200)
   t.same(drained.json(), { id: target, draining: true })
-  const list = await admin(`${tether.adminUrl}/upstreams`, 'GET')
+  t.equal((await admin(`${tether.adminUrl}/upstreams`, 'GET')).status, 401, 'the upstream list needs the token too')
+  const list = await admin(`${tether.adminUrl}/upstreams`, 'GET', TOKEN)
   t.equal(list.status, 200)
-  const rows = list.json() as { id: string; state: string; draining: boolean; sessions: number; ready: boolean; acceptsNew: boolean }[]
+  const rows = list.json() as { id: string; state: string; draining: boolean; draining_since: string | null; sessions: number; ready: boolean; accepts_new: boolean }[]
   const row = rows.find((r) => r.id === target)
-  t.match(row, { state: 'draining', draining: true, ready: true, acceptsNew: false })
+  t.match(row, { state: 'draining', draining: true, ready: true, accepts_new: false, draining_since: new Date(clock.now()).toISOString() })
   t.equal(row?.sessions, mine.length, `sessions counts its ${mine.length} users`)
   t.same(rows.map((r) => r.id).sort(), ['a', 'b', 'c'])
   t.ok(rows.filter((r) => r.id !== target).every((r) => r.state === 'healthy'))
@@ -113,7 +114,7 @@ t.test('drain via the admin API: new users avoid it, its users stay until drain_
   // undrain: moved users stay where they are; new users may land on it again
   const undrained = await admin(`${tether.adminUrl}/upstreams/${target}/undrain`, 'POST', TOKEN)
   t.equal(undrained.status, 200)
-  t.same(undrained.json(), { id: target, undrained: true })
+  t.same(undrained.json(), { id: target, draining: false })
   t.equal(tether.health.state(target), 'healthy')
   for (const u of mine) await ask(u)
   t.ok(mine.every((u) => u.seen.at(-1)!.id === u.seen.at(-2)!.id && u.seen.at(-1)!.id !== target), 'moved users stay moved after undrain')

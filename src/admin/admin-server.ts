@@ -1,73 +1,148 @@
-// The admin listener (its own port, never the proxy's): liveness, readiness, the upstream
-// list, and drain/undrain. Layer 4 flow: reads state through the callbacks it is given and
-// changes it only through them; mutating endpoints require the bearer token when one is set.
+// The admin listener (its own port, never the proxy's): liveness, readiness, metrics, the
+// upstream list, and drain/undrain. Layer 4 flow: reads state through the callbacks it is
+// given and changes it only through them. No request can end the process: bad input gets a
+// 4xx, a callback that throws gets 500 with its cause logged; bodies are read, bounded, ignored.
 import http from 'node:http'
-import { timingSafeEqual, createHash } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
+import type { Logger } from '../observability/logger.js'
+import { parseAdminTarget } from './admin-target.js'
+import { BearerToken } from './bearer-token.js'
+import type { UpstreamRow } from './upstream-row.js'
 
 export interface AdminDeps {
   /** Why Tether is not ready (empty: ready). */
   readonly notReady: () => string[]
   /** What works in a degraded way while Tether stays ready (e.g. Redis unreachable). */
   readonly degraded: () => string[]
-  /** One JSON-able row per upstream. */
-  readonly upstreams: () => unknown[]
+  /** One row per upstream (see `upstreamRow`). */
+  readonly upstreams: () => readonly UpstreamRow[]
   /** Drain / undrain an upstream; false when the id is unknown. */
   readonly drain: (id: string) => boolean
   readonly undrain: (id: string) => boolean
-  /** Required `Authorization: Bearer <token>` for POSTs; null: none. */
+  /**
+   * `Authorization: Bearer <token>` required by every route but /healthz, /readyz and
+   * /metrics; null: no token, every route is open.
+   */
   readonly token: string | null
   /** Prometheus exposition text, and its content type. */
   readonly metrics: () => Promise<string>
   readonly metricsContentType: string
+  /** Where refused credentials (warn) and failed requests (error, with the cause) are logged. */
+  readonly logger: Logger
 }
+
+/** Bounds on what one admin client may hold or send. */
+export interface AdminLimits {
+  /** Time to send a complete request head, ms (then 408 and close). */
+  readonly headersTimeout: number
+  /** Time to send a whole request, body included, ms (>= headersTimeout). */
+  readonly requestTimeout: number
+  /** Idle time of a keep-alive connection between requests, ms. */
+  readonly keepAliveTimeout: number
+  /** Largest request body read (and ignored), bytes; a larger one gets 413 and a close. */
+  readonly maxBodyBytes: number
+}
+
+/** The limits of the admin listener in production. */
+export const ADMIN_LIMITS: AdminLimits = Object.freeze({
+  headersTimeout: 10_000,
+  requestTimeout: 30_000,
+  keepAliveTimeout: 5_000,
+  maxBodyBytes: 16_384,
+})
 
 export interface AdminServer {
   readonly url: string
   close(): Promise<void>
 }
 
-const ROUTE = /^\/upstreams\/([^/]+)\/(drain|undrain)$/
+/** What a route answers: a string is sent as text/plain, anything else as JSON. */
+interface Answer {
+  readonly status: number
+  readonly body: unknown
+  readonly contentType?: string
+  readonly headers?: Readonly<Record<string, string>>
+}
 
-/** Start the admin listener on host:port (0 picks a free port). */
-export async function startAdmin(host: string, port: number, deps: AdminDeps): Promise<AdminServer> {
-  const tokenDigest = deps.token === null ? null : digest(deps.token)
-  const server = http.createServer((req, res) => {
-    const url = (req.url ?? '/').split('?')[0]!
-    const send = (status: number, body: unknown): void => {
-      const text = typeof body === 'string' ? `${body}\n` : `${JSON.stringify(body, null, 2)}\n`
-      res.writeHead(status, {
-        'content-type': typeof body === 'string' ? 'text/plain; charset=utf-8' : 'application/json',
-        'cache-control': 'no-store',
-      })
-      res.end(text)
+/** One route: its path (null marks the upstream id segment), method and handler. */
+interface Route {
+  readonly path: readonly (string | null)[]
+  /** GET routes answer HEAD too. */
+  readonly method: 'GET' | 'POST'
+  /** Answered without the token (probes and metrics scrapers have none). */
+  readonly open: boolean
+  readonly handle: (id: string) => Answer | Promise<Answer>
+}
+
+const STATUS_TEXT: Readonly<Record<number, string>> = {
+  400: 'Bad Request', 401: 'Unauthorized', 404: 'Not Found', 405: 'Method Not Allowed',
+  413: 'Content Too Large', 414: 'URI Too Long', 500: 'Internal Server Error',
+}
+
+/**
+ * Start the admin listener on host:port (0 picks a free port).
+ * Routes: `GET /healthz`, `GET /readyz`, `GET /metrics` (always open), `GET /upstreams`,
+ * `POST /upstreams/<id>/drain`, `POST /upstreams/<id>/undrain` (token required when set).
+ * A path matching no route gets 404, a known path with another method 405 and `Allow`.
+ * Example: `const admin = await startAdmin('127.0.0.1', 0, deps); fetch(`${admin.url}/healthz`)`.
+ */
+export async function startAdmin(host: string, port: number, deps: AdminDeps, limits: AdminLimits = ADMIN_LIMITS): Promise<AdminServer> {
+  const token = deps.token === null ? null : new BearerToken(deps.token)
+  const logger = deps.logger
+  const routes: readonly Route[] = [
+    { path: ['healthz'], method: 'GET', open: true, handle: () => text(200, 'ok') },
+    {
+      path: ['readyz'], method: 'GET', open: true,
+      handle: () => {
+        const reasons = deps.notReady()
+        return { status: reasons.length === 0 ? 200 : 503, body: { ready: reasons.length === 0, reasons, degraded: deps.degraded() } }
+      },
+    },
+    { path: ['metrics'], method: 'GET', open: true, handle: async () => ({ status: 200, body: await deps.metrics(), contentType: deps.metricsContentType }) },
+    { path: ['upstreams'], method: 'GET', open: false, handle: () => ({ status: 200, body: deps.upstreams() }) },
+    { path: ['upstreams', null, 'drain'], method: 'POST', open: false, handle: (id) => drainAnswer(id, deps.drain(id), true) },
+    { path: ['upstreams', null, 'undrain'], method: 'POST', open: false, handle: (id) => drainAnswer(id, deps.undrain(id), false) },
+  ]
+
+  const respond = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
+    const target = parseAdminTarget(req.url)
+    if (!target.ok) return write(res, text(target.status, `${STATUS_TEXT[target.status]}: ${target.reason}`))
+    const route = routes.find((r) => r.path.length === target.segments.length && r.path.every((p, i) => p === null || p === target.segments[i]))
+    if (route === undefined) return write(res, text(404, 'Not Found'))
+    const method = req.method === 'HEAD' && route.method === 'GET' ? 'GET' : req.method
+    if (method !== route.method) {
+      return write(res, { ...text(405, 'Method Not Allowed'), headers: { allow: route.method === 'GET' ? 'GET, HEAD' : route.method } })
     }
-    if (req.method === 'GET' && url === '/healthz') return send(200, 'ok')
-    if (req.method === 'GET' && url === '/readyz') {
-      const reasons = deps.notReady()
-      return send(reasons.length === 0 ? 200 : 503, { ready: reasons.length === 0, reasons, degraded: deps.degraded() })
+    if (!route.open && token !== null) {
+      const verdict = token.check(req.rawHeaders)
+      if (verdict === 'ambiguous') return write(res, text(400, 'Bad Request: more than one Authorization header'))
+      if (verdict !== 'ok') {
+        logger.warn({ method: req.method, path: shortPath(req.url), verdict, remote: req.socket.remoteAddress }, 'admin request refused: missing or wrong token')
+        return write(res, { ...text(401, 'Unauthorized: admin.token required'), headers: { 'www-authenticate': 'Bearer realm="tether-admin"' } })
+      }
     }
-    if (req.method === 'GET' && url === '/upstreams') return send(200, deps.upstreams())
-    if (req.method === 'GET' && url === '/metrics') {
-      deps.metrics().then(
-        (text) => {
-          res.writeHead(200, { 'content-type': deps.metricsContentType, 'cache-control': 'no-store' })
-          res.end(text)
-        },
-        () => send(500, 'metrics unavailable'),
-      )
-      return
-    }
-    const m = ROUTE.exec(url)
-    if (m !== null) {
-      if (req.method !== 'POST') return send(405, 'Method Not Allowed')
-      if (tokenDigest !== null && !authorized(req.headers.authorization, tokenDigest)) return send(401, 'Unauthorized')
-      const id = decodeURIComponent(m[1]!)
-      const ok = m[2] === 'drain' ? deps.drain(id) : deps.undrain(id)
-      return ok ? send(200, { id, [m[2] === 'drain' ? 'draining' : 'undrained']: true }) : send(404, `unknown upstream ${JSON.stringify(id)}`)
-    }
-    send(404, 'Not Found')
+    const id = target.segments[route.path.indexOf(null)] ?? ''
+    write(res, await route.handle(id))
+  }
+
+  const fail = (req: http.IncomingMessage, res: http.ServerResponse, err: unknown): void => {
+    logger.error({ err, method: req.method, path: shortPath(req.url) }, 'admin request failed')
+    if (res.headersSent) res.destroy()
+    else write(res, text(500, 'Internal Server Error'))
+  }
+
+  const server = http.createServer({
+    headersTimeout: limits.headersTimeout,
+    requestTimeout: limits.requestTimeout,
+    keepAliveTimeout: limits.keepAliveTimeout,
+    // Node checks the two timeouts above only this often (default 30 s)
+    connectionsCheckingInterval: Math.min(1_000, limits.headersTimeout),
+  }, (req, res) => {
+    readBody(req, res, limits.maxBodyBytes, () => {
+      respond(req, res).catch((err: unknown) => fail(req, res, err))
+    })
   })
+  server.on('error', (err) => logger.error({ err }, 'admin listener error'))
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen(port, host, () => {
@@ -86,12 +161,54 @@ export async function startAdmin(host: string, port: number, deps: AdminDeps): P
   }
 }
 
-function digest(text: string): Buffer {
-  return createHash('sha256').update(text).digest()
+/**
+ * Reads and discards the request body, then calls `next`; a body over `max` bytes (declared
+ * or streamed) is answered 413 and the connection closed instead.
+ */
+function readBody(req: http.IncomingMessage, res: http.ServerResponse, max: number, next: () => void): void {
+  let size = 0
+  let refused = false
+  const refuse = (): void => {
+    refused = true
+    write(res, { ...text(413, `Content Too Large: the admin API reads at most ${max} bytes of body`), headers: { connection: 'close' } })
+  }
+  req.on('error', () => { /* the client went away: nothing left to answer */ })
+  if (Number(req.headers['content-length']) > max) {
+    refuse()
+    req.resume()
+    return
+  }
+  req.on('data', (chunk: Buffer) => {
+    size += chunk.length
+    if (size > max && !refused) refuse()
+  })
+  req.on('end', () => { if (!refused) next() })
 }
 
-/** Constant-time check of `Bearer <token>` (digests make the lengths equal). */
-function authorized(header: string | undefined, expected: Buffer): boolean {
-  if (header === undefined || !header.startsWith('Bearer ')) return false
-  return timingSafeEqual(digest(header.slice(7).trim()), expected)
+function drainAnswer(id: string, known: boolean, draining: boolean): Answer {
+  return known ? { status: 200, body: { id, draining } } : text(404, `Not Found: unknown upstream ${JSON.stringify(id)}`)
+}
+
+function text(status: number, body: string): Answer {
+  return { status, body }
+}
+
+/** Writes an answer; JSON is serialized before anything is sent, so a throw leaves room for a 500. */
+function write(res: http.ServerResponse, answer: Answer): void {
+  const isText = typeof answer.body === 'string'
+  const body = isText ? (answer.contentType === undefined ? `${answer.body as string}\n` : answer.body as string) : `${JSON.stringify(answer.body, null, 2)}\n`
+  res.writeHead(answer.status, {
+    'content-type': answer.contentType ?? (isText ? 'text/plain; charset=utf-8' : 'application/json'),
+    'content-length': Buffer.byteLength(body),
+    'cache-control': 'no-store',
+    'x-content-type-options': 'nosniff',
+    ...answer.headers,
+  })
+  res.end(body)
+}
+
+/** The request target for a log line, cut short. */
+function shortPath(url: string | undefined): string {
+  const u = url ?? ''
+  return u.length > 256 ? `${u.slice(0, 256)}...` : u
 }

@@ -15,7 +15,7 @@ export interface ListenConfig {
 export interface AdminConfig {
   /** Admin listener (health, metrics, upstream API; filled in by a later issue). */
   readonly listen: ListenConfig
-  /** Bearer token required by mutating admin endpoints; null = none. */
+  /** Bearer token required by every admin route except /healthz, /readyz and /metrics; null = none (all open). */
   readonly token: string | null
 }
 

@@ -1,0 +1,99 @@
+// The documented JSON row of `GET /upstreams`: one upstream's health snapshot plus its live
+// counters, in the admin API's one style (snake_case, RFC 3339 times, null = unknown).
+// Pure: no I/O, no clock; the README "Admin listener" section documents every field.
+import type { AffinityConfig } from '../config/schema.js'
+import type { HealthSnapshotEntry, HealthState } from '../health/health-table.js'
+
+/** One row of `GET /upstreams`. Field order is the order the README documents them in. */
+export interface UpstreamRow {
+  readonly id: string
+  /** `http://host:port`; null when the upstream is not in the current membership. */
+  readonly url: string | null
+  /** Configured weight; null when the upstream is not in the current membership. */
+  readonly weight: number | null
+  readonly state: HealthState
+  /** May take traffic at all (healthy or draining). */
+  readonly ready: boolean
+  /** May take new users (healthy). */
+  readonly accepts_new: boolean
+  readonly draining: boolean
+  /** When the drain began (RFC 3339, UTC); null when not draining. */
+  readonly draining_since: string | null
+  readonly disabled: boolean
+  readonly active_failed: boolean
+  readonly active_successes: number
+  readonly active_failures: number
+  readonly passive_failures: number
+  /** When the current ejection ends (RFC 3339, UTC); null when not ejected. */
+  readonly ejected_until: string | null
+  readonly times_ejected: number
+  /** Slow start factor in (0, 1] applied to `weight` for new users. */
+  readonly slow_start_weight: number
+  readonly in_flight: number
+  readonly websockets: number
+  /** Affinity entries this process holds for it; null when the affinity key keeps no table. */
+  readonly sessions: number | null
+}
+
+/** The live counters of one upstream that the health table does not own. */
+export interface UpstreamCounters {
+  readonly url: string | null
+  readonly weight: number | null
+  /** Requests being forwarded to it now. */
+  readonly in_flight: number
+  /** Open proxied WebSockets. */
+  readonly websockets: number
+  /** Affinity table entries pointing at it; null: unknown (see {@link sessionsCounted}). */
+  readonly sessions: number | null
+}
+
+/**
+ * Builds the documented row from a health snapshot entry and the counters.
+ * Example: `upstreamRow(health.snapshot()[0], { url: 'http://10.0.0.1:80', weight: 1,
+ * in_flight: 0, websockets: 0, sessions: null })` -> `{ id: 'app-0', ..., ejected_until:
+ * '2025-11-25T16:00:30.000Z', ..., sessions: null }`.
+ */
+export function upstreamRow(health: HealthSnapshotEntry, counters: UpstreamCounters): UpstreamRow {
+  return {
+    id: health.id,
+    url: counters.url,
+    weight: counters.weight,
+    state: health.state,
+    ready: health.ready,
+    accepts_new: health.acceptsNew,
+    draining: health.draining,
+    draining_since: rfc3339(health.drainingSince),
+    disabled: health.disabled,
+    active_failed: health.activeFailed,
+    active_successes: health.activeSuccesses,
+    active_failures: health.activeFailures,
+    passive_failures: health.passiveFailures,
+    ejected_until: rfc3339(health.ejectedUntil),
+    times_ejected: health.timesEjected,
+    slow_start_weight: health.slowStartWeight,
+    in_flight: counters.in_flight,
+    websockets: counters.websockets,
+    sessions: counters.sessions,
+  }
+}
+
+/**
+ * Epoch milliseconds as an RFC 3339 UTC time with milliseconds; null (and any time a Date
+ * cannot hold) stays null. Example: `rfc3339(1764086400000)` -> `'2025-11-25T16:00:00.000Z'`.
+ */
+export function rfc3339(ms: number | null): string | null {
+  if (ms === null) return null
+  const d = new Date(ms)
+  return Number.isNaN(d.getTime()) ? null : d.toISOString()
+}
+
+/**
+ * Does the affinity table count an upstream's users for this affinity key? Not for `none`
+ * (round robin keeps no table) nor for `cookie` without `balance_factor` (the signed cookie
+ * carries the upstream; the table then records nothing). Example:
+ * `sessionsCounted({ key: 'cookie', balance_factor: null })` -> false.
+ */
+export function sessionsCounted(affinity: Pick<AffinityConfig, 'key' | 'balance_factor'>): boolean {
+  if (affinity.key === 'none') return false
+  return affinity.key !== 'cookie' || affinity.balance_factor !== null
+}
