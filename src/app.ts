@@ -416,7 +416,7 @@ function stateOf(config: Config, clock: Clock, metrics: Metrics, logger: Logger)
   }
   const r = st.redis
   const store: CheckpointStore = st.store === 'memory'
-    ? new MemoryCheckpointStore({ maxEntries: config.affinity.max_entries, maxBytes: st.max_bytes, clock })
+    ? new MemoryCheckpointStore({ maxEntries: config.affinity.max_entries, maxBytes: st.max_bytes, maxTotalBytes: st.memory.max_bytes, clock })
     : new RedisCheckpointStore({
         ...(r.url !== null ? { url: r.url } : {}),
         ...(r.password !== null ? { password: r.password } : {}),
