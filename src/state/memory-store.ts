@@ -35,9 +35,9 @@ export const DEFAULT_MEMORY_MAX_BYTES = 64 * 1024 * 1024
 /**
  * What one held checkpoint costs besides its key and value: the Map slot, the entry record, the
  * frozen Checkpoint object, the boxed numbers and the two string headers. Measured on Node 20
- * (x64, no pointer compression) with `node --expose-gc bench/checkpoint-memory.mjs`: 349-371
- * heap bytes per entry beyond its key and value (64 B to 32 KB values, 32-character keys);
- * rounded up.
+ * (x64, no pointer compression) with `node --expose-gc bench/checkpoint-memory.mjs`: 348-376
+ * heap bytes per entry beyond its key and value (64 B to 32 KB values, 32-character keys, two
+ * runs); rounded up, so the bound errs on the safe side.
  */
 export const CHECKPOINT_ENTRY_OVERHEAD_BYTES = 384
 
@@ -105,7 +105,8 @@ class Segment {
  *   touched only when probation is empty.
  * So probation always has at least 20% of the bounds and sessions seen once (a flood of
  * cookieless one-request visitors) only ever evict each other, never a checkpoint of a returning
- * user while those fit in protected. Every operation is O(1) in the number of checkpoints held
+ * user while those fit in protected and no one checkpoint costs more than 20% of the bound
+ * (config validation keeps `state.memory.max_bytes` >= 5 x `state.max_bytes`). Every operation is O(1) in the number of checkpoints held
  * (Map operations; the cost scans the value once); the returned promises are already settled.
  * Status is always `'ready'`.
  *
