@@ -62,6 +62,7 @@ t.test('a minimal config gets every default', async (t) => {
     state: {
       store: 'memory', header: 'X-Tether-State', max_bytes: 65_536, rehydrate: 'header',
       hook_path: '/.well-known/tether/rehydrate', timeout: 50,
+      memory: { max_bytes: 67_108_864 },
       redis: { url: null, password: null, sentinels: [], name: null, nodes: [], key_prefix: 'tether:' },
     },
   } satisfies Config)
@@ -110,6 +111,7 @@ t.test('a full config round-trips every key, durations in ms and URLs as origins
     state: {
       store: 'redis', header: 'X-App-State', max_bytes: 4096, rehydrate: 'hook',
       hook_path: '/_tether/rehydrate', timeout: 80,
+      memory: { max_bytes: 16_777_216 },
       redis: { url: null, password: 'pw', sentinels: ['10.0.0.1:26379', '10.0.0.2:26379'], name: 'mymaster', nodes: [], key_prefix: 'app:' },
     },
   })
@@ -274,6 +276,21 @@ const errorCases: { name: string; text: string; issues: string[] }[] = [
     name: 'state.redis with two ways',
     text: yaml(...UPSTREAM, 'state:', '  store: redis', '  redis: { url: "redis://x:6379", nodes: ["a:1"] }'),
     issues: [`${FILE}:6:10 state.redis: set exactly one of url, sentinels (with name) or nodes when store is redis`],
+  },
+  {
+    name: 'state.memory.max_bytes is a byte count of at least 1 MiB',
+    text: yaml(...UPSTREAM, 'state:', '  memory: { max_bytes: 64MiB }'),
+    issues: [`${FILE}:5:24 state.memory.max_bytes: expected an integer, got "64MiB"`],
+  },
+  {
+    name: 'state.memory.max_bytes below the minimum',
+    text: yaml(...UPSTREAM, 'state:', '  memory:', '    max_bytes: 65536'),
+    issues: [`${FILE}:6:16 state.memory.max_bytes: expected an integer >= 1048576, got 65536`],
+  },
+  {
+    name: 'the memory store must hold five of the largest checkpoints',
+    text: yaml(...UPSTREAM, 'state:', '  max_bytes: 1048576', '  memory:', '    max_bytes: 4194304'),
+    issues: [`${FILE}:7:16 state.memory.max_bytes: must be at least 5 x max_bytes (5242880) when store is memory`],
   },
   {
     name: 'a shared affinity table needs the Redis state store',

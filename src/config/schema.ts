@@ -226,7 +226,19 @@ export interface StateConfig {
   readonly hook_path: string
   /** Longest wait on the store in the request path. Default 50ms. */
   readonly timeout: Millis
+  readonly memory: MemoryStoreConfig
   readonly redis: RedisConfig
+}
+
+export interface MemoryStoreConfig {
+  /**
+   * Most bytes the in-process checkpoint store holds (`store: memory`), each checkpoint counted
+   * as its value plus its key plus a fixed 384-byte entry overhead. Beyond it, segmented LRU:
+   * sessions seen once are evicted first, so a flood of one-request visitors cannot push out
+   * the checkpoints of returning users. At least 1 MiB and 5 x `max_bytes`. Default 64 MiB
+   * (67108864).
+   */
+  readonly max_bytes: number
 }
 
 export interface WebSocketConfig {
@@ -320,6 +332,7 @@ export const DEFAULTS = {
   state: {
     store: 'memory', header: 'X-Tether-State', max_bytes: 65_536, rehydrate: 'header',
     hook_path: '/.well-known/tether/rehydrate', timeout: 50,
+    memory: { max_bytes: 64 * 1024 * 1024 },
     redis: { url: null, password: null, sentinels: [], name: null, nodes: [], key_prefix: 'tether:' },
   },
 } as const

@@ -538,7 +538,14 @@ function redisRules(st: Config['state'], node: SourceNode, path: string, ctx: Ct
   return true
 }
 
-const state = refine(
+/** The memory store's byte bound leaves its probation segment (20%) room for the largest checkpoint. */
+function memoryRules(st: Config['state'], node: SourceNode, path: string, ctx: Ctx): boolean {
+  if (st.store !== 'memory' || st.memory.max_bytes >= 5 * st.max_bytes) return true
+  ctx.report(nodeAt(node, ['memory', 'max_bytes']).pos, `${path}.memory.max_bytes`, `must be at least 5 x max_bytes (${5 * st.max_bytes}) when store is memory`)
+  return false
+}
+
+const state = refine(refine(
   struct<Config['state']>(
     {
       store: oneOf(['memory', 'redis', 'none'] as const),
@@ -547,6 +554,7 @@ const state = refine(
       rehydrate: oneOf(['header', 'hook'] as const),
       hook_path: string({ test: /^\/[\x21-\x7e]*$/, what: 'a path starting with "/"' }),
       timeout: duration({ zero: false, max: 10_000 }),
+      memory: struct<Config['state']['memory']>({ max_bytes: integer(1024 * 1024) }, DEFAULTS.state.memory),
       redis: struct<Config['state']['redis']>(
         {
           url: nullable(redisUrl),
@@ -562,7 +570,7 @@ const state = refine(
     DEFAULTS.state,
   ),
   redisRules,
-)
+), memoryRules)
 
 /** A shared affinity table lives in the Redis state store, so that store must be configured. */
 function sharedNeedsRedis(c: Config, node: SourceNode, ctx: Ctx): boolean {

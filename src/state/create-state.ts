@@ -36,7 +36,7 @@ export function createState(
   const st = config.state
   if (st.store === 'none') return { store: null, state: null }
   const store: CheckpointStore = redis === null
-    ? new MemoryCheckpointStore({ maxEntries: config.affinity.max_entries, maxBytes: st.max_bytes, clock })
+    ? new MemoryCheckpointStore({ maxEntries: config.affinity.max_entries, maxBytes: st.max_bytes, maxTotalBytes: st.memory.max_bytes, clock })
     : new RedisCheckpointStore({ connection: redis, maxBytes: st.max_bytes })
   metrics.redisUp(redis !== null && store.status === 'ready')
   store.onStatus((status, detail) => {
