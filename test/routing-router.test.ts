@@ -203,9 +203,12 @@ t.test('app_cookie: a value the upstream replaced still routes to it for a grace
   const router = new Router(affinity({ key: 'app_cookie', app_cookie: { name: 'sid', fallback: 'random' } }), UPS, { clock })
   const first = go(router, {}, '10.0.0.1')
   first.decorate({ 'set-cookie': 'sid=v1' })
+  t.equal(first.rekeyedFrom, null, 'a first value replaces nothing')
   const second = go(router, { cookie: 'sid=v1' }, '10.0.0.1')
   t.equal(second.id, first.id)
   second.decorate({ 'set-cookie': 'sid=v2' }) // rotated, as Laravel does on every answer
+  t.equal(second.learnedKey, 'v2')
+  t.equal(second.rekeyedFrom, 'v1', 'the answer says which value it replaced (its checkpoint follows)')
   t.equal(router.table.peek('v1', clock.now()), null, 'the old binding is gone from the table')
   t.equal(router.table.peek('v2', clock.now())?.upstream, first.id)
   // a request that left the browser before the rotation arrives now, with the old value
@@ -214,4 +217,10 @@ t.test('app_cookie: a value the upstream replaced still routes to it for a grace
   t.equal(same, 20, 'the old value still reaches the same upstream during the grace')
   clock.advance(61_000)
   t.equal(router.table.peek('v1', clock.now()), null, 'and after the grace it is not re-learned by accident')
+  const same2 = go(router, { cookie: 'sid=v2' }, '10.0.0.1')
+  same2.decorate({ 'set-cookie': 'sid=v2' })
+  t.equal(same2.rekeyedFrom, null, 'the same value again is no rotation')
+  const deleting = go(router, { cookie: 'sid=v2' }, '10.0.0.1')
+  deleting.decorate({ 'set-cookie': 'sid=; Max-Age=0' })
+  t.equal(deleting.rekeyedFrom, null, 'a deleted cookie carries nothing over')
 })

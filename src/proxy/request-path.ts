@@ -58,8 +58,13 @@ class Exchange implements ResponseDecoration {
 
   hold(): Promise<unknown> | null {
     const key = this.route.learnedKey ?? this.route.sessionKey
-    if (this.#checkpoint === null || key === null) return null
-    return this.state.write(key, this.#checkpoint, this.route.id, this.route.epoch)
+    if (key === null) return null
+    // an application cookie rotated by this answer: the newest checkpoint follows the new
+    // value, unless this answer brings its own (one the store took)
+    const from = this.route.rekeyedFrom
+    if (this.#checkpoint === null) return from === null ? null : this.state.rekey(from, key)
+    const written = this.state.write(key, this.#checkpoint, this.route.id, this.route.epoch)
+    return from === null ? written : written.then((r) => (r === 'too_large' ? this.state.rekey(from, key) : r))
   }
 }
 

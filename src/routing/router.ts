@@ -50,6 +50,11 @@ export class Route {
 
   /** An application cookie value the upstream set on this answer (learned), if any. */
   learnedKey: string | null = null
+  /**
+   * The application cookie value this answer replaced by `learnedKey` (a rotation), else
+   * null: the request path carries the user's newest checkpoint over from it (StateProtocol.rekey).
+   */
+  rekeyedFrom: string | null = null
   #learned = false
 
   /** Read the upstream answer's headers (before filtering): learn an application cookie. */
@@ -473,6 +478,7 @@ export class Router {
         // upstream for a short grace (a small bounded map, not the table)
         this.#unbind(route.appKey)
         if (!value.deleted) {
+          route.rekeyedFrom = route.appKey
           this.#rotated.set(route.appKey, { id: route.id, epoch: route.epoch, until: now + ROTATION_GRACE })
           if (this.#rotated.size > ROTATED_MAX) this.#rotated.delete(this.#rotated.keys().next().value!)
         }
