@@ -146,7 +146,9 @@ t.test('rekey copies the newest checkpoint to the new key (the old keeps its cop
   const p = new StateProtocol(store, { header: 'X-Tether-State', maxBytes: 64, timeout: 50, ttl: 60_000 }, { now: () => 1 }, {
     checkpoint: () => undefined, rehydration: () => undefined, operation: (op) => ops.push(op),
   })
+  t.equal(p.seenCheckpoint, false, 'before any checkpoint, the request path skips re-keying (an app that never checkpoints pays nothing)')
   await p.write('v1', { value: 'state 7', version: 7 }, 'a', 2)
+  t.equal(p.seenCheckpoint, true)
   t.equal(await p.rekey('v1', 'v2'), 'copied')
   t.match(await p.fetch('v2'), { value: 'state 7', version: 7, upstream: 'a', epoch: 2 }, 'unchanged: value, version, writer, epoch')
   t.match(await p.fetch('v1'), { value: 'state 7' }, 'the old value keeps its copy (a request in flight may carry it)')

@@ -60,8 +60,9 @@ class Exchange implements ResponseDecoration {
     const key = this.route.learnedKey ?? this.route.sessionKey
     if (key === null) return null
     // an application cookie rotated by this answer: the newest checkpoint follows the new
-    // value, unless this answer brings its own (one the store took)
-    const from = this.route.rekeyedFrom
+    // value, unless this answer brings its own (one the store took); nothing to follow
+    // before any upstream has sent a checkpoint
+    const from = this.state.seenCheckpoint ? this.route.rekeyedFrom : null
     if (this.#checkpoint === null) return from === null ? null : this.state.rekey(from, key)
     const written = this.state.write(key, this.#checkpoint, this.route.id, this.route.epoch)
     return from === null ? written : written.then((r) => (r === 'too_large' ? this.state.rekey(from, key) : r))

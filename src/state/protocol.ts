@@ -43,6 +43,7 @@ export class StateProtocol {
   readonly #events: StateEvents
   readonly #name: string
   readonly #versionName: string
+  #seen = false
 
   constructor(store: CheckpointStore, opts: StateOptions, clock: Clock, events: StateEvents) {
     this.#store = store
@@ -57,6 +58,15 @@ export class StateProtocol {
     return this.#store
   }
 
+  /**
+   * Whether an upstream has handed in a checkpoint since this process started. Until then
+   * there is nothing to carry over on a re-key, so an app that never checkpoints (one using
+   * Tether for stickiness only) pays no store call for its rotating cookie.
+   */
+  get seenCheckpoint(): boolean {
+    return this.#seen
+  }
+
   /** The checkpoint in an upstream answer's (unfiltered, lower-case) headers, or null. */
   read(headers: Record<string, string | string[] | undefined>): RawCheckpoint | null {
     const raw = headers[this.#name]
@@ -69,6 +79,7 @@ export class StateProtocol {
 
   /** Store a checkpoint written by `upstream` at `epoch`; resolves when stored or given up, with the outcome. */
   async write(sessionKey: string, cp: RawCheckpoint, upstream: string, epoch: number): Promise<PutResult> {
+    this.#seen = true
     let result: PutResult
     if (Buffer.byteLength(cp.value, 'latin1') > this.#opts.maxBytes) result = 'too_large'
     else {
