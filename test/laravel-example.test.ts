@@ -6,8 +6,10 @@
 // and older checkpoints ignored by the middleware.
 import t, { type Test } from 'tap'
 import http from 'node:http'
+import { fileURLToPath } from 'node:url'
 import { startTether, type Tether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
+import { loadConfigFile } from '../src/config/load.js'
 import type { AffinityConfig } from '../src/config/schema.js'
 import { testConfig, type DeepPartial } from './fixtures/upstream.js'
 import { laravelProblem, type PhpReplica } from './fixtures/php-server.js'
@@ -16,10 +18,13 @@ import { CookieJar, get, userAgent } from './fixtures/users.js'
 
 type Key = 'cookie' | 'app_cookie'
 
+/** The example's own Tether config (its upstreams replaced by the test's replicas). */
+const EXAMPLE = loadConfigFile(fileURLToPath(new URL('../examples/laravel/proxy.yaml', import.meta.url)), {})
+
 const AFFINITY: Record<Key, DeepPartial<AffinityConfig>> = {
-  cookie: { key: 'cookie' },
+  cookie: EXAMPLE.affinity,
   // learned from the app's answers: a new value on every answer (Laravel re-encrypts it)
-  app_cookie: { key: 'app_cookie', app_cookie: { name: 'laravel_session', fallback: 'random' } },
+  app_cookie: { ...EXAMPLE.affinity, key: 'app_cookie', app_cookie: { name: 'laravel_session', fallback: 'random' } },
 }
 
 /** Three replicas of the example app (each with its own storage), stopped at the end of `t`. */
@@ -33,7 +38,8 @@ async function replicas(t: Test, middleware = true): Promise<PhpReplica[]> {
 async function proxy(t: Test, upstreams: readonly PhpReplica[], key: Key): Promise<{ tether: Tether; agent: http.Agent }> {
   const tether = await startTether(testConfig(upstreams, {
     affinity: AFFINITY[key],
-    forwarding: { upstream_header: true }, // X-Tether-Upstream: which replica answered
+    state: EXAMPLE.state,
+    forwarding: EXAMPLE.forwarding, // upstream_header: X-Tether-Upstream says which replica answered
   }), { logger: createLogger('silent') })
   const agent = userAgent(32)
   t.teardown(async () => { agent.destroy(); await tether.close(0) })
@@ -195,8 +201,8 @@ if (problem === null) {
       const [first, second] = after(run, run.paused)
       const lastNote = run.paused.steps.findLast((s) => s.kind === 'note' && s.end <= run.killStart)!
       t.equal(lastNote.status, 302, `${run.paused.name} posted a note right before the kill (${(run.killStart - lastNote.end).toFixed(0)} ms before)`)
-      t.match(first?.page, { rehydrate: 'restored', flash: `Saved: ${first?.page?.note ?? '?'}`, user: `user-${run.users.indexOf(run.paused)}` },
-        'its next page, on another replica, restored the session: the flash of the POST made before the kill shows there, the login-like value is kept')
+      t.match(first?.page, { rehydrate: 'restored', note: lastNote.value, flash: `Saved: ${lastNote.value}`, user: `user-${run.users.indexOf(run.paused)}` },
+        'its next page, on another replica, restored the session: the note set right before the kill is there, its flash shows there, the login-like value is kept')
       t.equal(second?.page?.flash, null, 'and the flash shows only once')
       t.ok(run.users.filter((u) => !run.moved.includes(u)).every((u) => new Set(u.steps.map((s) => s.replica)).size === 1 && u.steps.every((s) => s.page === null || s.page.rehydrate === 'none')),
         'users of the other replicas stayed where they were, never rehydrated')
