@@ -7,6 +7,7 @@ declare(strict_types=1);
 
 define('LARAVEL_START', microtime(true));
 
+// Debian's autoloader; LARAVEL_AUTOLOAD may name another one (a Composer vendor/autoload.php).
 require getenv('LARAVEL_AUTOLOAD') ?: '/usr/share/php/Illuminate/autoload.php';
 
 $base = dirname(__DIR__);
