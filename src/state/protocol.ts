@@ -96,8 +96,9 @@ export class StateProtocol {
    * The session key changed (an application cookie the upstream rotated, as Laravel does on
    * every answer): copy the newest checkpoint of `from` to `to`, unchanged and with a fresh
    * TTL, under the store's version rule, so a user moved later still finds it under the value
-   * their browser now holds. `from` keeps its copy until it expires (a request still in
-   * flight with the old value may need it). Bounded by `timeout` as a whole; never rejects.
+   * their browser now holds. `from` keeps its copy until it expires: concurrent requests
+   * carrying the same old value each rotate it, and each new value needs the copy. Bounded
+   * by `timeout` as a whole; never rejects.
    *
    * Example: checkpoint v7 under 'eyJpdiI6…A', the answer sets 'eyJpdiI6…B' without a
    * checkpoint -> `rekey('eyJpdiI6…A', 'eyJpdiI6…B')` -> 'copied'; `fetch('eyJpdiI6…B')` -> v7.
