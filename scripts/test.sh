@@ -39,6 +39,8 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v php >/dev/null 2>&1 || need+=(php-cli)
+# the Laravel example runs on Debian's Laravel 8 (its autoloader; no Composer, no network)
+[ -f /usr/share/php/Illuminate/autoload.php ] || need+=(php-laravel-framework)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "tether tests: installing ${need[*]} (apt-get)" >&2

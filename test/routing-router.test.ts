@@ -9,7 +9,7 @@ import { CookieIssuer } from '../src/affinity/cookie-issuer.js'
 import { KeyReader, keyOptions } from '../src/affinity/key.js'
 import { parseTrustedProxies } from '../src/affinity/client-ip.js'
 import { SessionTable } from '../src/affinity/session-table.js'
-import { appCookieValue, learnAppCookie } from '../src/affinity/app-cookie.js'
+import { appCookieValue, learnAppCookie, type Learned } from '../src/affinity/app-cookie.js'
 import { upstreamSet } from '../src/upstream/upstream-set.js'
 import { FakeClock, FAKE_EPOCH } from './fixtures/clock.js'
 import { decodeTetherCookie, setCookieValue, tally } from './fixtures/users.js'
@@ -76,7 +76,7 @@ interface Routing {
   /** Read the key of these headers and decide; must yield a decision (not "no route"). */
   go(headers: IncomingHttpHeaders, peer?: string): Decision
   /** The answer to decision `d` set these Set-Cookie lines (learning, as the answer side does). */
-  answer(d: Decision, setCookie: string | string[]): void
+  answer(d: Decision, setCookie: string | string[]): Learned | null
 }
 
 function routing(cfg: AffinityConfig, clock: FakeClock, opts: { random?: (n: number) => Uint8Array; availability?: Availability; ups?: UpstreamConfig[] } = {}): Routing {
@@ -98,7 +98,7 @@ function routing(cfg: AffinityConfig, clock: FakeClock, opts: { random?: (n: num
       if (typeof d === 'string') throw new Error(`expected a decision, got ${d}`)
       return d
     },
-    answer: (d, setCookie) => { learnAppCookie(sessions, cfg.app_cookie.name!, d, setCookie, clock.now()) },
+    answer: (d, setCookie) => learnAppCookie(sessions, cfg.app_cookie.name!, d, setCookie, clock.now()),
   }
 }
 
@@ -226,10 +226,10 @@ t.test('app_cookie: a value the upstream replaced still routes to it for a grace
   const clock = new FakeClock()
   const { go, answer, sessions } = routing(affinity({ key: 'app_cookie', app_cookie: { name: 'sid', fallback: 'random' } }), clock)
   const first = go({}, '10.0.0.1')
-  answer(first, 'sid=v1')
+  t.equal(answer(first, 'sid=v1')?.rekeyedFrom, null, 'a first value replaces nothing')
   const second = go({ cookie: 'sid=v1' }, '10.0.0.1')
   t.equal(second.upstream, first.upstream)
-  answer(second, 'sid=v2') // rotated, as Laravel does on every answer
+  t.same(answer(second, 'sid=v2'), { key: 'v2', rekeyedFrom: 'v1' }, 'the answer says which value it replaced (its checkpoint follows)') // rotated, as Laravel does on every answer
   t.equal(sessions.table.peek('v1', clock.now()), null, 'the old binding is gone from the table')
   t.equal(sessions.table.peek('v2', clock.now())?.upstream, first.upstream)
   // a request that left the browser before the rotation arrives now, with the old value
@@ -238,6 +238,8 @@ t.test('app_cookie: a value the upstream replaced still routes to it for a grace
   t.equal(same, 20, 'the old value still reaches the same upstream during the grace')
   clock.advance(61_000)
   t.equal(sessions.table.peek('v1', clock.now()), null, 'and after the grace it is not re-learned by accident')
+  t.equal(answer(go({ cookie: 'sid=v2' }, '10.0.0.1'), 'sid=v2')?.rekeyedFrom, null, 'the same value again is no rotation')
+  t.equal(answer(go({ cookie: 'sid=v2' }, '10.0.0.1'), 'sid=; Max-Age=0'), null, 'a deleted cookie carries nothing over')
 })
 
 t.test('a decision is a frozen value', async (t) => {

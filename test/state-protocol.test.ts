@@ -137,3 +137,79 @@ t.test('with state.store: none, upstream checkpoint headers are still stripped',
   const r = await get(tether.url, new CookieJar())
   t.notOk(r.headers['x-tether-state'], 'X-Tether-* from an upstream never reaches a client')
 })
+
+t.test('rekey copies the newest checkpoint to the new key (the old keeps its copy) and never replaces a newer one', async (t) => {
+  const { MemoryCheckpointStore } = await import('../src/state/memory-store.js')
+  const { StateProtocol } = await import('../src/state/protocol.js')
+  const store = new MemoryCheckpointStore({ maxEntries: 10, clock: { now: () => 1 } })
+  const ops: string[] = []
+  const p = new StateProtocol(store, { header: 'X-Tether-State', maxBytes: 64, timeout: 50, ttl: 60_000 }, { now: () => 1 }, {
+    checkpoint: () => undefined, rehydration: () => undefined, operation: (op) => ops.push(op),
+  })
+  t.equal(p.seenCheckpoint, false, 'before any checkpoint, the request path skips re-keying (an app that never checkpoints pays nothing)')
+  await p.write('v1', { value: 'state 7', version: 7 }, 'a', 2)
+  t.equal(p.seenCheckpoint, true)
+  t.equal(await p.rekey('v1', 'v2'), 'copied')
+  t.match(await p.fetch('v2'), { value: 'state 7', version: 7, upstream: 'a', epoch: 2 }, 'unchanged: value, version, writer, epoch')
+  t.match(await p.fetch('v1'), { value: 'state 7' }, 'the old value keeps its copy (a request in flight may carry it)')
+  t.equal(await p.rekey('v2', 'v3'), 'copied', 'chains over several rotations')
+  t.match(await p.fetch('v3'), { version: 7 })
+  await p.write('v4', { value: 'state 9', version: 9 }, 'a', 2)
+  t.equal(await p.rekey('v3', 'v4'), 'stale', 'an older checkpoint never replaces a newer one')
+  t.match(await p.fetch('v4'), { value: 'state 9' })
+  t.equal(await p.rekey('nothing', 'v5'), 'missing')
+  t.ok(ops.includes('get') && ops.includes('put'), 'its store operations are timed like the others')
+})
+
+/**
+ * An app that rotates its session cookie `sid` on every answer (as Laravel re-encrypts
+ * laravel_session) and keeps a per-user count (user = the `user` cookie); it checkpoints
+ * only on /save (/big: an oversize checkpoint), so other answers rotate without one.
+ */
+async function rotatingApp(id: string): Promise<Upstream & { heads: http.IncomingHttpHeaders[] }> {
+  const counts = new Map<string, number>()
+  const heads: http.IncomingHttpHeaders[] = []
+  let serial = 0
+  const up = await startUpstream(id, (req, res) => {
+    heads.push(req.headers)
+    const user = /user=(\w+)/.exec(req.headers.cookie ?? '')?.[1] ?? 'anon'
+    const restored = req.headers['x-tether-rehydrate']
+    if (typeof restored === 'string' && Number(restored) > (counts.get(user) ?? 0)) counts.set(user, Number(restored))
+    const n = (counts.get(user) ?? 0) + 1
+    counts.set(user, n)
+    const headers: Record<string, string> = { 'content-type': 'application/json', 'set-cookie': `sid=${id}-${++serial}; path=/` }
+    if (req.url === '/save') Object.assign(headers, { 'x-tether-state': String(n), 'x-tether-state-version': String(n) })
+    if (req.url === '/big') Object.assign(headers, { 'x-tether-state': 'x'.repeat(200), 'x-tether-state-version': String(n) })
+    res.writeHead(200, headers)
+    res.end(JSON.stringify({ id, n }))
+  })
+  return Object.assign(up, { heads })
+}
+
+t.test('app_cookie rotated on every answer: a checkpoint written under an earlier value is delivered after a move', async (t) => {
+  const apps = await Promise.all(['a', 'b', 'c'].map((id) => rotatingApp(id)))
+  const tether = await startTether(testConfig(apps, {
+    affinity: { key: 'app_cookie', app_cookie: { name: 'sid', fallback: 'random' } },
+    state: { max_bytes: 100 },
+  }), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await Promise.all(apps.map((a) => a.close())) })
+  const jar = new CookieJar()
+  jar.cookies.set('user', 'u3')
+  const first = await get(`${tether.url}/save`, jar)
+  const home = first.body.id
+  const seen = [jar.cookies.get('sid')]
+  let last = first
+  for (const path of ['/plain', '/plain', '/big', '/plain']) {
+    last = await get(`${tether.url}${path}`, jar)
+    t.equal(last.body.id, home, `${path}: the rotated value still routes home`)
+    seen.push(jar.cookies.get('sid'))
+  }
+  t.equal(new Set(seen).size, seen.length, 'the cookie had a new value on every answer')
+  t.equal(last.body.n, 5)
+  await apps.find((a) => a.id === home)!.close()
+  const moved = await get(`${tether.url}/plain`, jar)
+  t.not(moved.body.id, home, 'moved off the dead upstream')
+  const target = apps.find((a) => a.id === moved.body.id)!
+  t.equal(target.heads.at(-1)!['x-tether-rehydrate'], '1', 'the checkpoint of the first answer followed four rotations (one refused as too large)')
+  t.equal(moved.body.n, 2, 'so the app restored it')
+})

@@ -102,3 +102,22 @@ t.test('when every node is down the store turns degraded, and ready again once c
   t.equal(store.status, 'ready')
   t.same(changes.map((c) => c.status), ['ready', 'degraded', 'ready'])
 })
+
+t.test('a re-key (rotated application cookie) carries the checkpoint between keys of different slots', async (t) => {
+  const { StateProtocol } = await import('../src/state/protocol.js')
+  const store = new RedisCheckpointStore({ nodes: cluster.addresses, keyPrefix: 'rekey:', timeout: 1000 })
+  t.teardown(() => store.stop())
+  await store.start()
+  const p = new StateProtocol(store, { header: 'X-Tether-State', maxBytes: 1024, timeout: 1000, ttl: HOUR }, { now: () => 0 }, {
+    checkpoint: () => undefined, rehydration: () => undefined, operation: () => undefined,
+  })
+  const port = cluster.nodes[0]!.port
+  const [from, to] = ['laravel-value-1', 'laravel-value-2']
+  t.not(await redisCli(port, 'CLUSTER', 'KEYSLOT', from), await redisCli(port, 'CLUSTER', 'KEYSLOT', to), 'the two values hash to different slots')
+  t.equal(await p.write(from, { value: 'state 3', version: 3 }, 'app-1', 1), 'stored')
+  t.equal(await p.rekey(from, to), 'copied')
+  t.match(await p.fetch(to), { value: 'state 3', version: 3, upstream: 'app-1', epoch: 1 })
+  t.equal(await p.write(to, { value: 'state 4', version: 4 }, 'app-1', 1), 'stored')
+  t.equal(await p.rekey(from, to), 'stale', 'a later copy of the older one changes nothing')
+  t.match(await p.fetch(to), { value: 'state 4' })
+})

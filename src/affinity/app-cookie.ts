@@ -11,27 +11,37 @@ export interface LearningDecision {
   readonly appKey: string | null
 }
 
+/** What an answer taught: the value now pinned, and the one it replaced (a rotation), if any. */
+export interface Learned {
+  /** The user's session key from here on. */
+  readonly key: string
+  /** The value the request carried that this answer replaced (its checkpoint follows), else null. */
+  readonly rekeyedFrom: string | null
+}
+
 /**
  * Pin the application cookie `name` set by `setCookie` (an answer's Set-Cookie lines) to the
  * decision's upstream with the user's epoch. The value the request carried, if replaced or
  * deleted, is forgotten (apps that rotate the cookie on every answer, as Laravel does, leave
- * one entry per user), but still routes for a grace period. Returns the value now pinned (the
- * user's session key from here on), or null when the answer set none.
- * Example: answer `Set-Cookie: PHPSESSID=abc; path=/` from app-1 -> 'abc' pinned to app-1.
+ * one entry per user), but a replaced one still routes for a grace period. Returns what was
+ * learned, or null when the answer set no value.
+ * Example: answer `Set-Cookie: PHPSESSID=abc; path=/` from app-1 to a request that carried
+ * PHPSESSID=old -> 'abc' pinned to app-1, `{ key: 'abc', rekeyedFrom: 'old' }`.
  */
 export function learnAppCookie(
   sessions: SessionTable, name: string, d: LearningDecision, setCookie: string | string[] | undefined, now: number,
-): string | null {
+): Learned | null {
   if (setCookie === undefined) return null
-  let learned: string | null = null
+  let learned: Learned | null = null
   for (const line of typeof setCookie === 'string' ? [setCookie] : setCookie) {
     const v = appCookieValue(line, name, now)
     if (v === null) continue
-    if (d.appKey !== null && d.appKey !== v.value) sessions.retire(d.appKey, v.deleted ? null : d, now)
+    const rotated = d.appKey !== null && d.appKey !== v.value
+    if (rotated) sessions.retire(d.appKey!, v.deleted ? null : d, now)
     if (v.deleted) sessions.unpin(v.value)
     else {
       sessions.pin(v.value, d.upstream, d.epoch, now)
-      learned = v.value
+      learned = { key: v.value, rekeyedFrom: rotated ? d.appKey : null }
     }
   }
   return learned

@@ -40,15 +40,25 @@ export class AnswerHead implements AnswerHeadPolicy {
   inspect(ctx: RequestContext, headers: Head): Promise<unknown> | null {
     const d = ctx.decision!
     const o = this.#o
+    let rekeyedFrom: string | null = null
     if (o.appCookie !== null && d.learn) {
       const learned = learnAppCookie(o.sessions, o.appCookie, d, headers['set-cookie'], o.clock.now())
-      if (learned !== null) ctx.learnedKey = learned
+      if (learned !== null) {
+        ctx.learnedKey = learned.key
+        rekeyedFrom = learned.rekeyedFrom
+      }
     }
-    if (o.state === null) return null
-    const checkpoint = o.state.read(headers)
+    const state = o.state
     const key = ctx.sessionKey
-    if (checkpoint === null || key === null) return null
-    return o.state.write(key, checkpoint, d.upstream, d.epoch)
+    if (state === null || key === null) return null
+    const checkpoint = state.read(headers)
+    // an application cookie rotated by this answer: the newest checkpoint follows the new
+    // value, unless this answer brings its own (one the store took); nothing to follow before
+    // any upstream has sent a checkpoint (an app using Tether for stickiness only pays nothing)
+    const from = state.seenCheckpoint ? rekeyedFrom : null
+    if (checkpoint === null) return from === null ? null : state.rekey(from, key)
+    const written = state.write(key, checkpoint, d.upstream, d.epoch)
+    return from === null ? written : written.then((r) => (r === 'too_large' ? state.rekey(from, key) : r))
   }
 
   decorate(ctx: RequestContext, headers: Head): void {

@@ -45,6 +45,7 @@ export class StateProtocol {
   readonly #events: StateEvents
   readonly #name: string
   readonly #versionName: string
+  #seen = false
 
   constructor(store: CheckpointStore, opts: StateOptions, clock: Clock, events: StateEvents) {
     this.#store = store
@@ -59,6 +60,15 @@ export class StateProtocol {
     return this.#store
   }
 
+  /**
+   * Whether an upstream has handed in a checkpoint since this process started. Until then
+   * there is nothing to carry over on a re-key, so an app that never checkpoints (one using
+   * Tether for stickiness only) pays no store call for its rotating cookie.
+   */
+  get seenCheckpoint(): boolean {
+    return this.#seen
+  }
+
   /** The checkpoint in an upstream answer's (unfiltered, lower-case) headers, or null. */
   read(headers: Record<string, string | string[] | undefined>): RawCheckpoint | null {
     const raw = headers[this.#name]
@@ -69,8 +79,9 @@ export class StateProtocol {
     return { value, version: text !== undefined && INTEGER.test(text) ? Number(text) : null }
   }
 
-  /** Store a checkpoint written by `upstream` at `epoch`; resolves when stored or given up. */
-  async write(sessionKey: string, cp: RawCheckpoint, upstream: string, epoch: number): Promise<void> {
+  /** Store a checkpoint written by `upstream` at `epoch`; resolves when stored or given up, with the outcome. */
+  async write(sessionKey: string, cp: RawCheckpoint, upstream: string, epoch: number): Promise<PutResult> {
+    this.#seen = true
     let result: PutResult
     if (Buffer.byteLength(cp.value, 'latin1') > this.#opts.maxBytes) result = 'too_large'
     else {
@@ -80,6 +91,32 @@ export class StateProtocol {
       this.#events.operation('put', (performance.now() - t0) / 1000)
     }
     this.#events.checkpoint(result, sessionKey, cp.value.length)
+    return result
+  }
+
+  /**
+   * The session key changed (an application cookie the upstream rotated, as Laravel does on
+   * every answer): copy the newest checkpoint of `from` to `to`, unchanged and with a fresh
+   * TTL, under the store's version rule, so a user moved later still finds it under the value
+   * their browser now holds. `from` keeps its copy until it expires: concurrent requests
+   * carrying the same old value each rotate it, and each new value needs the copy. Bounded
+   * by `timeout` as a whole; never rejects.
+   *
+   * Example: checkpoint v7 under 'eyJpdiI6…A', the answer sets 'eyJpdiI6…B' without a
+   * checkpoint -> `rekey('eyJpdiI6…A', 'eyJpdiI6…B')` -> 'copied'; `fetch('eyJpdiI6…B')` -> v7.
+   */
+  rekey(from: string, to: string): Promise<'copied' | 'missing' | 'stale' | 'unavailable'> {
+    const copy = async (): Promise<'copied' | 'missing' | 'stale' | 'unavailable'> => {
+      let t0 = performance.now()
+      const found = await this.#store.get(from)
+      this.#events.operation('get', (performance.now() - t0) / 1000)
+      if (found.status !== 'found') return found.status
+      t0 = performance.now()
+      const put = await this.#store.put(to, found.checkpoint, this.#opts.ttl)
+      this.#events.operation('put', (performance.now() - t0) / 1000)
+      return put === 'stored' ? 'copied' : put === 'stale' ? 'stale' : 'unavailable'
+    }
+    return this.#bounded(copy(), 'unavailable')
   }
 
   /**
