@@ -18,6 +18,7 @@ export const ERRORS = {
   TETHER_CLIENT_TIMEOUT: { status: 408, message: 'Request Timeout' },
   TETHER_SHUTTING_DOWN: { status: 503, message: 'Service Unavailable: shutting down' },
   TETHER_TOO_MANY_CONNECTIONS: { status: 503, message: 'Service Unavailable: too many open connections' },
+  TETHER_STATE_UNAVAILABLE: { status: 503, message: 'Service Unavailable: the session state could not be saved' },
   TETHER_INTERNAL: { status: 500, message: 'Internal Server Error' },
 } as const satisfies Record<string, { status: number; message: string }>
 

@@ -61,7 +61,7 @@ t.test('a minimal config gets every default', async (t) => {
     websocket: { max_connections: 10_000, idle_timeout: 3_600_000 },
     state: {
       store: 'memory', header: 'X-Tether-State', max_bytes: 65_536, rehydrate: 'header',
-      hook_path: '/.well-known/tether/rehydrate', timeout: 50,
+      hook_path: '/.well-known/tether/rehydrate', timeout: 50, durability: 'best_effort', confirm_timeout: 1_000,
       memory: { max_bytes: 67_108_864 },
       redis: { url: null, password: null, sentinels: [], name: null, nodes: [], key_prefix: 'tether:' },
     },
@@ -110,7 +110,7 @@ t.test('a full config round-trips every key, durations in ms and URLs as origins
     websocket: { max_connections: 500, idle_timeout: 600_000 },
     state: {
       store: 'redis', header: 'X-App-State', max_bytes: 4096, rehydrate: 'hook',
-      hook_path: '/_tether/rehydrate', timeout: 80,
+      hook_path: '/_tether/rehydrate', timeout: 80, durability: 'confirmed', confirm_timeout: 2_000,
       memory: { max_bytes: 16_777_216 },
       redis: { url: null, password: 'pw', sentinels: ['10.0.0.1:26379', '10.0.0.2:26379'], name: 'mymaster', nodes: [], key_prefix: 'app:' },
     },

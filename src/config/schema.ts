@@ -224,8 +224,17 @@ export interface StateConfig {
   readonly rehydrate: 'header' | 'hook'
   /** Path the state is POSTed to with `rehydrate: hook`. Default /.well-known/tether/rehydrate. */
   readonly hook_path: string
-  /** Longest wait on the store in the request path. Default 50ms. */
+  /** Longest wait on the store in the request path (a checkpoint fetch gets one retry within a second such budget). Default 50ms. */
   readonly timeout: Millis
+  /**
+   * `best_effort`: an answer waits at most `timeout` for its checkpoint to be stored, then goes
+   * out stored or not. `confirmed`: it waits up to `confirm_timeout`, and an answer whose
+   * checkpoint was not stored is replaced by 503 TETHER_STATE_UNAVAILABLE (never acknowledge
+   * an update that is not stored). Default best_effort.
+   */
+  readonly durability: 'best_effort' | 'confirmed'
+  /** Longest wait for a checkpoint write with `durability: confirmed`. Default 1s. */
+  readonly confirm_timeout: Millis
   readonly memory: MemoryStoreConfig
   readonly redis: RedisConfig
 }
@@ -331,7 +340,7 @@ export const DEFAULTS = {
   websocket: { max_connections: 10_000, idle_timeout: 3_600_000 },
   state: {
     store: 'memory', header: 'X-Tether-State', max_bytes: 65_536, rehydrate: 'header',
-    hook_path: '/.well-known/tether/rehydrate', timeout: 50,
+    hook_path: '/.well-known/tether/rehydrate', timeout: 50, durability: 'best_effort', confirm_timeout: 1_000,
     memory: { max_bytes: 64 * 1024 * 1024 },
     redis: { url: null, password: null, sentinels: [], name: null, nodes: [], key_prefix: 'tether:' },
   },

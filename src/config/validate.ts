@@ -554,6 +554,8 @@ const state = refine(refine(
       rehydrate: oneOf(['header', 'hook'] as const),
       hook_path: string({ test: /^\/[\x21-\x7e]*$/, what: 'a path starting with "/"' }),
       timeout: duration({ zero: false, max: 10_000 }),
+      durability: oneOf(['best_effort', 'confirmed'] as const),
+      confirm_timeout: duration({ zero: false, max: 60_000 }),
       memory: struct<Config['state']['memory']>({ max_bytes: integer(1024 * 1024) }, DEFAULTS.state.memory),
       redis: struct<Config['state']['redis']>(
         {

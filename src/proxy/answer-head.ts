@@ -37,7 +37,7 @@ export class AnswerHead implements AnswerHeadPolicy {
     this.#o = options
   }
 
-  inspect(ctx: RequestContext, headers: Head): Promise<unknown> | null {
+  inspect(ctx: RequestContext, headers: Head): Promise<'ok' | 'refuse'> | null {
     const d = ctx.decision!
     const o = this.#o
     let rekeyedFrom: string | null = null
@@ -56,9 +56,10 @@ export class AnswerHead implements AnswerHeadPolicy {
     // value, unless this answer brings its own (one the store took); nothing to follow before
     // any upstream has sent a checkpoint (an app using Tether for stickiness only pays nothing)
     const from = state.seenCheckpoint ? rekeyedFrom : null
-    if (checkpoint === null) return from === null ? null : state.rekey(from, key)
+    if (checkpoint === null) return from === null ? null : state.rekey(from, key).then((r) => verdict(state.confirmed, r))
     const written = state.write(key, checkpoint, d.upstream, d.epoch)
-    return from === null ? written : written.then((r) => (r === 'too_large' ? state.rekey(from, key) : r))
+    const done = from === null ? written : written.then((r) => (r === 'too_large' ? state.rekey(from, key) : r))
+    return done.then((r) => verdict(state.confirmed, r))
   }
 
   decorate(ctx: RequestContext, headers: Head): void {
@@ -72,4 +73,9 @@ export class AnswerHead implements AnswerHeadPolicy {
     }
     if (this.#o.upstreamHeader) headers[TETHER_HEADER.upstream] = d.upstream
   }
+}
+
+/** May the answer go out? With confirmed durability only when its checkpoint is stored (or a newer one is). */
+function verdict(confirmed: boolean, r: string): 'ok' | 'refuse' {
+  return !confirmed || r === 'stored' || r === 'stale' || r === 'copied' || r === 'missing' ? 'ok' : 'refuse'
 }

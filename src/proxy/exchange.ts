@@ -31,9 +31,11 @@ export interface Exchange {
 export interface AnswerHeadPolicy {
   /**
    * Read the upstream's head before it is filtered (learn an application cookie, take its
-   * checkpoint). Returns work the head must wait for (a bounded checkpoint write), or null.
+   * checkpoint). Returns work the head must wait for (a bounded checkpoint write), or null;
+   * the work resolves 'refuse' when the answer must not go out (`state.durability:
+   * confirmed` and the checkpoint was not stored).
    */
-  inspect(ctx: RequestContext, headers: Record<string, string | string[] | undefined>): Promise<unknown> | null
+  inspect(ctx: RequestContext, headers: Record<string, string | string[] | undefined>): Promise<'ok' | 'refuse'> | null
   /** Filter the head the client gets and add the decision's cookie and debug header. */
   decorate(ctx: RequestContext, headers: Record<string, string | string[] | undefined>): void
 }

@@ -262,16 +262,18 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
     // the head waits (bounded) for a checkpoint write; body chunks meanwhile are kept
     this.#held = []
     controller.pause()
-    const go = (): void => {
+    const go = (verdict: 'ok' | 'refuse'): void => {
       const held = this.#held!
       this.#held = null
       if (this.#finished || this.#clientGone) return
+      // confirmed durability: an update whose state was not stored is not acknowledged
+      if (verdict === 'refuse') return controller.abort(new TetherError('TETHER_STATE_UNAVAILABLE'))
       this.#start(controller, statusCode, headers, statusMessage)
       for (const chunk of held) if (!this.#finished) this.onResponseData(controller, chunk)
       if (this.#heldEnd && !this.#finished) this.#finish()
       else if (!this.#waitingDrain) controller.resume()
     }
-    hold.then(go, go)
+    hold.then(go, () => go('ok'))
   }
 
   #start(

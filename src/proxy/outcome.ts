@@ -62,6 +62,8 @@ export function healthSignal(r: { status: number; outcome: Outcome | null; error
       return null // the client's fault, not the upstream's
     case 'TETHER_UPSTREAM_UNAVAILABLE':
       return null // stopped because health already took the upstream out: no new evidence
+    case 'TETHER_STATE_UNAVAILABLE':
+      return 'success' // the upstream answered; the state store did not
     case 'TETHER_UPSTREAM_PROTOCOL':
       return 'server_error'
     default:

@@ -45,7 +45,7 @@ export function createState(
     if (status === 'ready') logger.info({ store: st.store, detail }, 'state store ready')
     else logger.warn({ store: st.store, detail }, 'state store degraded: checkpoints paused, routing unaffected')
   })
-  const state = new StateProtocol(store, { header: st.header, maxBytes: st.max_bytes, timeout: st.timeout, ttl: config.affinity.idle_timeout }, clock, {
+  const state = new StateProtocol(store, { header: st.header, maxBytes: st.max_bytes, timeout: st.timeout, ttl: config.affinity.idle_timeout, durability: st.durability, confirmTimeout: st.confirm_timeout }, clock, {
     checkpoint: (result, _key, bytes) => {
       metrics.checkpoint(result)
       if (result === 'too_large') logger.warn({ bytes, max_bytes: st.max_bytes }, 'checkpoint refused: larger than state.max_bytes')

@@ -1,8 +1,10 @@
 // The state protocol: checkpoints that upstreams attach to answers (X-Tether-State, with an
 // optional -Version) are stored under the user's session key; a user who moves to another
 // upstream gets the newest one delivered (X-Tether-Rehydrate, or a POST to a hook first).
-// Layer 2: talks to a CheckpointStore, never waits longer than `timeout`, never fails a request.
-import type { Clock } from '../clock.js'
+// Layer 2: talks to a CheckpointStore, never waits longer than its budgets; with best-effort
+// durability it never fails a request.
+import { systemTimers, type Clock, type Timers } from '../clock.js'
+import { withDeadline } from '../deadline.js'
 import type { Checkpoint, CheckpointStore, GetResult, PutResult } from './checkpoint-store.js'
 
 const UNAVAILABLE: GetResult = Object.freeze({ status: 'unavailable' })
@@ -16,6 +18,14 @@ export interface StateOptions {
   readonly timeout: number
   /** Checkpoint lifetime: the affinity idle timeout, ms. */
   readonly ttl: number
+  /**
+   * `best_effort` (default): an answer waits at most `timeout` for its checkpoint write, then
+   * goes out stored or not. `confirmed`: it waits up to `confirmTimeout` and is refused (503)
+   * when the checkpoint was not stored, so no update is acknowledged that is not stored.
+   */
+  readonly durability?: 'best_effort' | 'confirmed'
+  /** Longest wait for a confirmed write, ms (default 1000). */
+  readonly confirmTimeout?: number
 }
 
 export interface StateEvents {
@@ -45,13 +55,17 @@ export class StateProtocol {
   readonly #events: StateEvents
   readonly #name: string
   readonly #versionName: string
+  readonly #timers: Timers
+  readonly #confirmed: boolean
   #seen = false
 
-  constructor(store: CheckpointStore, opts: StateOptions, clock: Clock, events: StateEvents) {
+  constructor(store: CheckpointStore, opts: StateOptions, clock: Clock, events: StateEvents, timers: Timers = systemTimers) {
     this.#store = store
     this.#opts = opts
     this.#clock = clock
     this.#events = events
+    this.#timers = timers
+    this.#confirmed = opts.durability === 'confirmed'
     this.#name = opts.header.toLowerCase()
     this.#versionName = `${this.#name}-version`
   }
@@ -79,7 +93,15 @@ export class StateProtocol {
     return { value, version: text !== undefined && INTEGER.test(text) ? Number(text) : null }
   }
 
-  /** Store a checkpoint written by `upstream` at `epoch`; resolves when stored or given up, with the outcome. */
+  /** With `confirmed` durability, an answer whose checkpoint was not stored must be refused. */
+  get confirmed(): boolean {
+    return this.#confirmed
+  }
+
+  /**
+   * Store a checkpoint written by `upstream` at `epoch`; resolves when stored or given up
+   * (after `timeout`, or `confirmTimeout` with confirmed durability), with the outcome.
+   */
   async write(sessionKey: string, cp: RawCheckpoint, upstream: string, epoch: number): Promise<PutResult> {
     this.#seen = true
     let result: PutResult
@@ -87,7 +109,8 @@ export class StateProtocol {
     else {
       const checkpoint: Checkpoint = { value: cp.value, version: cp.version, upstream, epoch, writtenAt: this.#clock.now() }
       const t0 = performance.now()
-      result = await this.#bounded(this.#store.put(sessionKey, checkpoint, this.#opts.ttl), 'unavailable')
+      const budget = this.#confirmed ? this.#opts.confirmTimeout ?? 1_000 : this.#opts.timeout
+      result = await withDeadline(this.#store.put(sessionKey, checkpoint, this.#opts.ttl), budget, 'unavailable', this.#timers)
       this.#events.operation('put', (performance.now() - t0) / 1000)
     }
     this.#events.checkpoint(result, sessionKey, cp.value.length)
@@ -125,18 +148,17 @@ export class StateProtocol {
    */
   async fetch(sessionKey: string): Promise<GetResult> {
     const t0 = performance.now()
-    const r = await this.#bounded(this.#store.get(sessionKey), UNAVAILABLE)
+    let r = await this.#bounded(this.#store.get(sessionKey), UNAVAILABLE)
+    // one more try within a budget of its own, unless the store is known to be down: a lost
+    // reply or a stall must not make a moved user start from an empty session
+    if (r.status === 'unavailable' && this.#store.status === 'ready') r = await this.#bounded(this.#store.get(sessionKey), UNAVAILABLE)
     this.#events.operation('get', (performance.now() - t0) / 1000)
     this.#events.rehydration(r.status === 'found' ? 'delivered' : r.status === 'missing' ? 'no_state' : 'error')
     return r
   }
 
-  /** `work`, or `fallback` once `timeout` has passed (the late answer is ignored). */
+  /** `work`, or `fallback` once `timeout` has passed (the late answer is ignored; a stall of this process does not count). */
   #bounded<T>(work: Promise<T>, fallback: T): Promise<T> {
-    let timer: NodeJS.Timeout | undefined
-    const late = new Promise<T>((resolve) => {
-      timer = setTimeout(() => resolve(fallback), this.#opts.timeout)
-    })
-    return Promise.race([work.catch(() => fallback), late]).finally(() => clearTimeout(timer))
+    return withDeadline(work, this.#opts.timeout, fallback, this.#timers)
   }
 }

@@ -1,0 +1,42 @@
+// state.durability (issue 11): with `confirmed`, an answer goes out only once its checkpoint is
+// stored; when the store cannot take it, the client gets 503 TETHER_STATE_UNAVAILABLE instead of
+// an acknowledgement, and the request is not replayed elsewhere. With `best_effort` (the
+// default) the same outage lets the answer through.
+import t from 'tap'
+import { request, startProxy, startUpstream } from './fixtures/upstream.js'
+import { startRedis, waitFor } from './fixtures/redis-server.js'
+
+const redis = await startRedis()
+let hits = 0
+const up = await startUpstream('app-0', (_req, res) => {
+  hits++
+  res.setHeader('x-tether-state', `count=${hits}`)
+  res.setHeader('x-tether-state-version', String(hits))
+  res.end(`ok ${hits}\n`)
+})
+t.teardown(async () => { await up.close(); await redis.stop() })
+
+for (const durability of ['confirmed', 'best_effort'] as const) {
+  t.test(`durability: ${durability}`, async (t) => {
+    const px = await startProxy([{ id: 'app-0', url: up.url }], {
+      affinity: { key: 'header', header: { name: 'x-user' } },
+      state: { store: 'redis', durability, confirm_timeout: 300, timeout: 50, redis: { url: redis.url } },
+    })
+    t.teardown(() => px.close(0))
+    await waitFor('the store to be ready', async () => (await request(`${px.adminUrl}/readyz`)).body.includes('"degraded": []'))
+    const before = hits
+    const ok = await request(`${px.url}/`, { headers: { 'x-user': 'ann' } })
+    t.equal(ok.status, 200, 'with the store up, the answer goes out')
+    await redis.kill()
+    const down = await request(`${px.url}/`, { headers: { 'x-user': 'ann' } })
+    if (durability === 'confirmed') {
+      t.equal(down.status, 503, 'with the store down, the update is not acknowledged')
+      t.match(down.body, /session state could not be saved/)
+      t.equal(down.headers['retry-after'], '1')
+    } else {
+      t.equal(down.status, 200, 'best effort: the answer goes out anyway')
+    }
+    t.equal(hits - before, 2, 'the upstream saw each request once (no replay)')
+    await redis.restart()
+  })
+}
