@@ -2,51 +2,76 @@
 // behind Tether with `affinity.key: app_cookie` (PHPSESSID): Tether learns the PHP session
 // cookie, keeps the user on the replica that created it, and when that `php -S` process is
 // SIGKILLed, delivers the newest checkpoint to the next replica, so no increment is lost.
+// tether.php restores only what verifies (signed with TETHER_STATE_SECRET, of the session the
+// request presented, fresh, newer than the local copy), also when a replica is reached directly,
+// and restores nothing without a secret.
 import t, { type Test } from 'tap'
-import http from 'node:http'
+import type http from 'node:http'
 import { fileURLToPath } from 'node:url'
 import { startTether, type Tether } from '../src/app.js'
+import type { Config } from '../src/config/schema.js'
 import { createLogger } from '../src/observability/logger.js'
 import { testConfig } from './fixtures/upstream.js'
-import { CookieJar } from './fixtures/users.js'
-import { phpProblem, startPhpReplica, type PhpReplica } from './fixtures/php-server.js'
+import { CookieJar, get, userAgent } from './fixtures/users.js'
+import { readCheckpoint, signCheckpoint, type Envelope } from './fixtures/laravel-app.js'
+import { phpProblem, startPhpReplica, type PhpReplica, type PhpReplicaOptions } from './fixtures/php-server.js'
 
 const DOCROOT = fileURLToPath(new URL('../examples/php/', import.meta.url))
+/** The replicas' TETHER_STATE_SECRET (at least 32 bytes, as tether.php requires). */
+const SECRET = 'php-example-test-secret-0123456789'
+const OTHER_SECRET = 'another-secret-of-the-same-length-!'
+/** Every spelling PHP folds into $_SERVER['HTTP_X_TETHER_REHYDRATE']. */
+const SPELLINGS = ['X_Tether_Rehydrate', 'X-Tether_Rehydrate', 'x-tether-rehydrate'] as const
+
+interface Page { replica: string; count: number; rehydrate: string }
 
 interface Visit {
   status: number
   headers: http.IncomingHttpHeaders
-  body: { replica: string; count: number; rehydrated: boolean }
+  page: Page
 }
 
-/** One GET / through Tether as the user of `jar` (fresh connection, cookies applied). */
-function visit(url: string, jar: CookieJar): Promise<Visit> {
-  const cookie = jar.header()
-  return new Promise((resolve, reject) => {
-    http.get(url, { agent: false, headers: cookie === undefined ? {} : { cookie } }, (res) => {
-      jar.apply(res.headers['set-cookie'])
-      let s = ''
-      res.on('data', (c) => (s += c))
-      res.on('end', () => {
-        try {
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: JSON.parse(s) as Visit['body'] })
-        } catch {
-          reject(new Error(`not JSON (status ${res.statusCode}): ${s}`))
-        }
-      })
-    }).on('error', reject)
-  })
+/** One GET / as the user of `jar` (cookies applied), with extra request headers. */
+async function visit(url: string, jar: CookieJar, headers: http.OutgoingHttpHeaders = {}): Promise<Visit> {
+  const agent = userAgent(1)
+  try {
+    const r = await get(url, agent, headers, jar)
+    try {
+      return { status: r.status, headers: r.headers, page: JSON.parse(r.body) as Page }
+    } catch {
+      throw new Error(`not JSON (status ${r.status}): ${r.body}`)
+    }
+  } finally {
+    agent.destroy()
+  }
 }
 
 /** Names of X-Tether-* headers in an answer (the client must never see any). */
 const tetherHeaders = (v: Visit): string[] => Object.keys(v.headers).filter((h) => h.startsWith('x-tether-'))
 
-async function setup(t: Test, opts: { ini?: Record<string, string>; env?: Record<string, string> } = {}): Promise<{ replicas: PhpReplica[]; tether: Tether }> {
+/** Resolves once the replica's log has `count` lines containing `text` (polled, 5 s deadline). */
+async function logLines(replica: PhpReplica, text: string, count = 1): Promise<string[]> {
+  const deadline = Date.now() + 5_000
+  for (;;) {
+    const lines = replica.log().split('\n').filter((l) => l.includes(text))
+    if (lines.length >= count || Date.now() > deadline) return lines
+    await new Promise((r) => setTimeout(r, 10))
+  }
+}
+
+/** The old adapter's unsigned format (base64url JSON of $_SESSION), which it restored as is. */
+const unsigned = (session: Record<string, unknown>): string => Buffer.from(JSON.stringify(session)).toString('base64url')
+const now = (): number => Math.floor(Date.now() / 1000)
+
+async function setup(t: Test, opts: PhpReplicaOptions & { forwarding?: Partial<Config['forwarding']> } = {}): Promise<{ replicas: PhpReplica[]; tether: Tether }> {
   const replicas: PhpReplica[] = []
   t.teardown(async () => { await Promise.all(replicas.map((r) => r.close())) })
-  for (const id of ['php-a', 'php-b', 'php-c']) replicas.push(await startPhpReplica(id, DOCROOT, opts))
+  for (const id of ['php-a', 'php-b', 'php-c']) {
+    replicas.push(await startPhpReplica(id, DOCROOT, { ...opts, env: { TETHER_STATE_SECRET: SECRET, ...opts.env } }))
+  }
   const tether = await startTether(testConfig(replicas, {
     affinity: { key: 'app_cookie', app_cookie: { name: 'PHPSESSID', fallback: 'random' } },
+    ...(opts.forwarding === undefined ? {} : { forwarding: opts.forwarding }),
   }), { logger: createLogger('silent') })
   t.teardown(() => tether.close(0))
   return { replicas, tether }
@@ -66,78 +91,187 @@ if (problem === null) {
 
     const a1 = await visit(tether.url, alice)
     t.equal(a1.status, 200)
-    t.match(a1.body, { count: 1, rehydrated: false })
+    t.match(a1.page, { count: 1, rehydrate: 'none' })
     const sid = alice.cookies.get('PHPSESSID')
     t.ok(sid, 'PHP issued PHPSESSID')
     t.same(tetherHeaders(a1), [], 'no X-Tether-* header reaches the client')
-    const home = a1.body.replica
+    const home = a1.page.replica
 
     const b1 = await visit(tether.url, bob)
-    t.match(b1.body, { count: 1, rehydrated: false })
-    t.not(b1.body.replica, home, 'the second new user was placed elsewhere (round robin fallback)')
+    t.match(b1.page, { count: 1, rehydrate: 'none' })
 
     for (let n = 2; n <= 5; n++) {
       const v = await visit(tether.url, alice)
-      t.same(v.body, { replica: home, count: n, rehydrated: false }, `alice request ${n}: learned PHPSESSID keeps her on ${home}`)
+      t.same(v.page, { replica: home, count: n, rehydrate: 'none' }, `alice request ${n}: learned PHPSESSID keeps her on ${home}`)
       t.same(tetherHeaders(v), [])
     }
-    t.same((await visit(tether.url, bob)).body, { replica: b1.body.replica, count: 2, rehydrated: false })
+    t.same((await visit(tether.url, bob)).page, { replica: b1.page.replica, count: 2, rehydrate: 'none' })
 
     const dead = replicas.find((r) => r.id === home)!
     t.match(await dead.kill('SIGKILL'), { signal: 'SIGKILL' }, `${home} was SIGKILLed`)
 
     const moved = await visit(tether.url, alice)
     t.equal(moved.status, 200, 'the request after the kill succeeds (retried on the next replica)')
-    t.not(moved.body.replica, home, 'moved to another replica')
-    t.same(moved.body, { replica: moved.body.replica, count: 6, rehydrated: true }, 'the count continues from the checkpoint: no acknowledged increment lost')
+    t.not(moved.page.replica, home, 'moved to another replica')
+    t.same(moved.page, { replica: moved.page.replica, count: 6, rehydrate: 'restored' }, 'the count continues from the signed checkpoint: no acknowledged increment lost')
     t.same(tetherHeaders(moved), [], 'the new checkpoint is stripped too')
     t.equal(alice.cookies.get('PHPSESSID'), sid, 'same PHP session id (use_strict_mode off accepts it)')
 
     const after = await visit(tether.url, alice)
-    t.same(after.body, { replica: moved.body.replica, count: 7, rehydrated: false }, 'stays on the new replica, served from its local session')
+    t.same(after.page, { replica: moved.page.replica, count: 7, rehydrate: 'none' }, 'stays on the new replica, served from its local session')
 
-    t.same((await visit(tether.url, bob)).body, { replica: b1.body.replica, count: 3, rehydrated: false }, 'bob is unaffected: same replica, same count, nothing restored')
+    // bob was placed by the fallback for users without PHPSESSID: on another replica, or on alice's
+    const b3 = await visit(tether.url, bob)
+    if (b1.page.replica !== home) t.same(b3.page, { replica: b1.page.replica, count: 3, rehydrate: 'none' }, 'bob is unaffected: same replica, same count, nothing restored')
+    else t.same(b3.page, { replica: b3.page.replica, count: 3, rehydrate: 'restored' }, "bob, on the same replica, got his own session back, not alice's")
   })
 
-  t.test('with session.use_strict_mode=1 and signed state: the new session id is learned, a second kill rehydrates again', async (t) => {
-    const { replicas, tether } = await setup(t, { ini: { 'session.use_strict_mode': '1' }, env: { TETHER_STATE_SECRET: 'test-secret' } })
+  t.test('with session.use_strict_mode=1: the new session id is learned, a second kill rehydrates again', async (t) => {
+    const { replicas, tether } = await setup(t, { ini: { 'session.use_strict_mode': '1' } })
     const user = new CookieJar()
     let v = await visit(tether.url, user)
     for (let n = 2; n <= 3; n++) v = await visit(tether.url, user)
-    t.match(v.body, { count: 3, rehydrated: false })
-    const first = v.body.replica
+    t.match(v.page, { count: 3, rehydrate: 'none' })
+    const first = v.page.replica
     const sid = user.cookies.get('PHPSESSID')
 
     await replicas.find((r) => r.id === first)!.kill()
     v = await visit(tether.url, user)
-    t.match(v.body, { count: 4, rehydrated: true })
-    const second = v.body.replica
+    t.match(v.page, { count: 4, rehydrate: 'restored' }, 'the checkpoint of the id the user presented is restored into the new session')
+    const second = v.page.replica
     t.not(second, first)
     t.not(user.cookies.get('PHPSESSID'), sid, 'strict mode refused the unknown id and issued a new one')
     v = await visit(tether.url, user)
-    t.same(v.body, { replica: second, count: 5, rehydrated: false }, 'Tether learned the new id on the new replica')
+    t.same(v.page, { replica: second, count: 5, rehydrate: 'none' }, 'Tether learned the new id on the new replica')
 
     await replicas.find((r) => r.id === second)!.kill()
     v = await visit(tether.url, user)
-    t.not(v.body.replica, first)
-    t.not(v.body.replica, second)
-    t.same(v.body, { replica: v.body.replica, count: 6, rehydrated: true }, 'the checkpoint written under the new id moved along')
+    t.not(v.page.replica, first)
+    t.not(v.page.replica, second)
+    t.same(v.page, { replica: v.page.replica, count: 6, rehydrate: 'restored' }, 'the checkpoint written (and signed) under the new id moved along')
     t.same(tetherHeaders(v), [])
   })
 
-  t.test('an X-Tether-Rehydrate forged with the wrong secret is ignored by tether.php', async (t) => {
-    const replica = await startPhpReplica('php-solo', DOCROOT, { env: { TETHER_STATE_SECRET: 'right' } })
+  t.test('forged rehydration headers in every spelling change nothing through Tether, and the kill -9 failover still restores the real checkpoint', async (t) => {
+    // allow_underscores: names with `_` are forwarded, so only the reserved-name rule removes them
+    const { replicas, tether } = await setup(t, { forwarding: { allow_underscores: true } })
+    const user = new CookieJar()
+    const first = await visit(tether.url, user)
+    const home = first.page.replica
+    const sid = user.cookies.get('PHPSESSID')!
+    // what the old adapter restored as is, one signed with another secret, and even one signed
+    // with the replicas' own secret (Tether removes it before tether.php sees it)
+    const forged = (n: number): string[] => [
+      unsigned({ __tether_version: 900 + n, count: 1000 }),
+      signCheckpoint({ sid, at: now(), s: { __tether_version: 900 + n, count: 1000 } }, OTHER_SECRET),
+      signCheckpoint({ sid, at: now(), s: { __tether_version: 900 + n, count: 1000 } }, SECRET),
+    ]
+    let count = 1
+    for (const spelling of SPELLINGS) {
+      for (const value of forged(count)) {
+        const v = await visit(tether.url, user, { [spelling]: value })
+        t.same(v.page, { replica: home, count: ++count, rehydrate: 'none' }, `${spelling} sent by the client never reaches the replica`)
+      }
+    }
+
+    await replicas.find((r) => r.id === home)!.kill()
+    const moved = await visit(tether.url, user, Object.fromEntries(SPELLINGS.map((s) => [s, forged(count)[2]!])))
+    t.not(moved.page.replica, home)
+    t.same(moved.page, { replica: moved.page.replica, count: count + 1, rehydrate: 'restored' }, "Tether's delivered checkpoint is restored, not the client's three forged ones")
+    t.same(tetherHeaders(moved), [])
+  })
+
+  t.test('tether.php restores only a checkpoint that verifies under the secret, is of this session, is fresh and is newer than the local one, also when a replica is reached directly', async (t) => {
+    const replica = await startPhpReplica('php-solo', DOCROOT, { env: { TETHER_STATE_SECRET: SECRET } })
     t.teardown(() => replica.close())
-    const forged = Buffer.from(JSON.stringify({ __tether_version: 99, count: 41 })).toString('base64url')
-    for (const value of [forged, `${forged}.AAAA`]) {
-      const body = await new Promise<string>((resolve, reject) => {
-        http.get(replica.url, { agent: false, headers: { 'x-tether-rehydrate': value } }, (res) => {
-          let s = ''
-          res.on('data', (c) => (s += c))
-          res.on('end', () => resolve(s))
-        }).on('error', reject)
-      })
-      t.match(JSON.parse(body), { count: 1, rehydrated: false })
+    const jar = new CookieJar()
+    /** GET / straight to the replica (as a misconfigured proxy, or anyone who reaches the pod, could). */
+    const direct = async (headers: http.OutgoingHttpHeaders = {}): Promise<{ page: Page; state: string }> => {
+      const v = await visit(replica.url, jar, headers)
+      t.equal(v.status, 200)
+      return { page: v.page, state: String(v.headers['x-tether-state']) }
+    }
+    const first = await direct()
+    const second = await direct()
+    const sid = jar.cookies.get('PHPSESSID')!
+    const env = readCheckpoint(second.state)
+    t.same(env, { sid, at: env.at, s: { __tether_version: 2, count: 2 } }, 'the checkpoint holds the session, its id and its version')
+    t.equal(signCheckpoint(env, SECRET), second.state, "the format is the documented one (the Laravel example's): the test's own encoder gives the same value")
+
+    const newer: Envelope = { ...env, at: now(), s: { __tether_version: 50, count: 40 } }
+    const [body, mac] = [second.state.split('.')[1]!, second.state.split('.')[2]!]
+    const tampered = Buffer.from(Buffer.from(body, 'base64url').toString().replace('"count":2', '"count":99').replace('"__tether_version":2', '"__tether_version":99')).toString('base64url')
+    const lifetime = 1440 // session.gc_maxlifetime's default
+    const cases: [string, string, string][] = [
+      ['its own older checkpoint (a replica that still holds a newer session)', first.state, 'not newer'],
+      ['its latest checkpoint, replayed after the session went on', second.state, 'not newer'],
+      ['a forged one: the payload changed, the MAC kept', `v1.${tampered}.${mac}`, 'signature'],
+      ['one signed with another secret', signCheckpoint(newer, OTHER_SECRET), 'signature'],
+      ['one without a MAC', `v1.${body}`, 'malformed'],
+      ["the old adapter's unsigned format", unsigned(newer.s), 'malformed'],
+      ["the old adapter's format with a MAC", `${unsigned(newer.s)}.${mac}`, 'malformed'],
+      ["one of another session (a proxy delivering the wrong user's state)", signCheckpoint({ ...newer, sid: 'x'.repeat(26) }, SECRET), 'another session'],
+      ['one older than session.gc_maxlifetime', signCheckpoint({ ...newer, at: now() - lifetime - 60 }, SECRET), 'expired'],
+      ['one from the future', signCheckpoint({ ...newer, at: now() + 3600 }, SECRET), 'expired'],
+      ['garbage', 'not a checkpoint', 'malformed'],
+    ]
+    let count = second.page.count
+    for (const [what, value, why] of cases) {
+      for (const spelling of SPELLINGS) {
+        const { page } = await direct({ [spelling]: value })
+        t.same(page, { replica: 'php-solo', count: ++count, rehydrate: `ignored: ${why}` }, `${what}, as ${spelling}: ignored (${why}); the local session goes on`)
+      }
+    }
+    for (const why of new Set(cases.map((c) => c[2]))) {
+      const line = `tether: X-Tether-Rehydrate ignored: ${why}`
+      const n = 3 * cases.filter((c) => c[2] === why).length
+      t.equal((await logLines(replica, line, n)).length, n, `the replica logged "${line}" for each of them`)
+    }
+    t.equal(jar.cookies.get('PHPSESSID'), sid, 'still the same session')
+
+    const restored = await direct({ 'x-tether-rehydrate': signCheckpoint(newer, SECRET) })
+    t.same(restored.page, { replica: 'php-solo', count: 41, rehydrate: 'restored' }, 'the same checkpoint signed with the secret, of this session and newer, is restored (so the refusals above are the checks at work)')
+    const replayed = await direct({ 'x-tether-rehydrate': signCheckpoint(newer, SECRET) })
+    t.same(replayed.page, { replica: 'php-solo', count: 42, rehydrate: 'ignored: not newer' }, 'and replaying it changes nothing')
+    t.same(readCheckpoint(replayed.state).s, { __tether_version: 52, count: 42 })
+  })
+
+  t.test('while rotating secrets, a checkpoint signed with TETHER_STATE_SECRET_PREVIOUS is restored and new ones are signed with the new secret', async (t) => {
+    const old = await startPhpReplica('php-old', DOCROOT, { env: { TETHER_STATE_SECRET: SECRET } })
+    t.teardown(() => old.close())
+    const rotated = await startPhpReplica('php-rotated', DOCROOT, { env: { TETHER_STATE_SECRET: OTHER_SECRET, TETHER_STATE_SECRET_PREVIOUS: SECRET } })
+    t.teardown(() => rotated.close())
+    const jar = new CookieJar()
+    await visit(old.url, jar)
+    const last = await visit(old.url, jar)
+    const checkpoint = String(last.headers['x-tether-state'])
+    const moved = await visit(rotated.url, jar, { 'x-tether-rehydrate': checkpoint })
+    t.same(moved.page, { replica: 'php-rotated', count: 3, rehydrate: 'restored' }, 'the old secret still verifies')
+    const next = String(moved.headers['x-tether-state'])
+    t.equal(signCheckpoint(readCheckpoint(next), OTHER_SECRET), next, 'the new checkpoint is signed with the new secret')
+  })
+
+  t.test('without a usable TETHER_STATE_SECRET tether.php restores nothing, sends no checkpoint and logs why', async (t) => {
+    for (const [secret, why] of [['', 'TETHER_STATE_SECRET is not set'], ['short-secret', 'TETHER_STATE_SECRET is shorter than 32 bytes']] as const) {
+      const replica = await startPhpReplica('php-nosecret', DOCROOT, { env: { TETHER_STATE_SECRET: secret } })
+      t.teardown(() => replica.close())
+      const jar = new CookieJar()
+      const first = await visit(replica.url, jar)
+      t.same(first.page, { replica: 'php-nosecret', count: 1, rehydrate: `disabled: ${why}` })
+      t.same(tetherHeaders(first), [], 'no checkpoint: there is nothing to sign it with')
+      const sid = jar.cookies.get('PHPSESSID')!
+      // a checkpoint that a replica with the secret would restore (signed, this session, newer)
+      const good = signCheckpoint({ sid, at: now(), s: { __tether_version: 50, count: 40 } }, SECRET)
+      for (const value of [good, unsigned({ __tether_version: 50, count: 40 })]) {
+        for (const spelling of SPELLINGS) {
+          const v = await visit(replica.url, jar, { [spelling]: value })
+          t.same(v.page.rehydrate, `disabled: ${why}`, `${spelling}: not restored`)
+        }
+      }
+      const last = await visit(replica.url, jar)
+      t.same(last.page.count, 8, 'the local session went on: none of the six was restored')
+      const line = `tether: ${why}: no session checkpoint is sent and no X-Tether-Rehydrate is restored`
+      t.equal((await logLines(replica, line, 8)).length, 8, `every request logged "${line}"`)
     }
   })
 }
