@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
-# Tether container image.
+# Tether container image. How to run it: README.md, section "Docker".
 #
 #   docker build -t tether .
-#   docker run --rm -p 8080:8080 -v "$PWD/my-proxy.yaml:/etc/tether/proxy.yaml:ro" tether
+#   docker run --rm -v "$PWD/proxy.yaml:/etc/tether/proxy.yaml:ro" tether check /etc/tether/proxy.yaml
+#   docker run --rm -p 8080:8080 -v "$PWD/proxy.yaml:/etc/tether/proxy.yaml:ro" tether
 #
 # The default /etc/tether/proxy.yaml is config/proxy.yaml (the demo's: upstreams on
 # 127.0.0.1:9001-9003), so mount or bake in a real one; config/examples/kubernetes.yaml

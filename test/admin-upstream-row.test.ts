@@ -1,5 +1,5 @@
 // The documented JSON row of GET /upstreams: snake_case, RFC 3339 times, null for unknown;
-// built from a real health table on a fake clock. The README documents every field.
+// built from a real health table on a fake clock. docs/admin-api.md documents every field.
 import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -8,6 +8,7 @@ import { rfc3339, sessionsCounted, upstreamRow, type UpstreamCounters } from '..
 import type { AffinityKeyKind } from '../src/config/schema.js'
 import { FakeClock, FAKE_EPOCH } from './fixtures/clock.js'
 import { ROOT } from './fixtures/cli.js'
+import { section } from './fixtures/markdown.js'
 
 const S = 1_000
 const COUNTERS: UpstreamCounters = { url: 'http://10.0.0.1:8080', weight: 2, in_flight: 3, websockets: 1, sessions: 7 }
@@ -75,14 +76,14 @@ t.test('sessions are counted only for affinity keys that keep a table', async (t
   }
 })
 
-t.test('the README documents every field of GET /upstreams and GET /readyz, and no other', async (t) => {
-  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
-  const section = /^### Admin listener\n([\s\S]*?)^### /m.exec(readme)?.[1] ?? ''
+t.test('docs/admin-api.md documents every field of GET /upstreams and GET /readyz, and no other', async (t) => {
+  const doc = readFileSync(join(ROOT, 'docs', 'admin-api.md'), 'utf8')
+  // the field list is the first bullet list under the route's own heading: "- `name` (type): ..."
   const documented = (heading: string): string[] => {
-    const part = new RegExp(`^${heading}[^\\n]*\\n\\n((?:- .*\\n(?:  .*\\n)*)+)`, 'm').exec(section)?.[1] ?? ''
+    const part = /^((?:- .*\n(?: {2}.*\n)*)+)/m.exec(section(doc, heading) ?? '')?.[1] ?? ''
     return [...part.matchAll(/^- `([a-z_]+)` \(([^)]+)\)/gm)].map((m) => m[1]!)
   }
   const { table } = health()
-  t.same(documented('Each row of `GET /upstreams`'), Object.keys(upstreamRow(table.snapshot()[0]!, COUNTERS)), 'GET /upstreams, in order')
-  t.same(documented('`GET /readyz` answers'), ['ready', 'reasons', 'degraded'], 'GET /readyz, in order')
+  t.same(documented('`GET /upstreams`'), Object.keys(upstreamRow(table.snapshot()[0]!, COUNTERS)), 'GET /upstreams, in order')
+  t.same(documented('`GET /readyz`'), ['ready', 'reasons', 'degraded'], 'GET /readyz, in order')
 })

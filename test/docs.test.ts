@@ -1,12 +1,25 @@
-// The README is part of the product: its key table and its error table must match the code.
+// The docs are part of the product: the reference tables in docs/ must match the code, every
+// link must lead somewhere, every config key path the docs name must exist, and every example
+// config must pass `tether check`. The rules are written down in docs/development.md
+// ("Documentation that stays true"); change both together.
 import t from 'tap'
 import { readFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { dirname, join, posix } from 'node:path'
+import { parseDocument } from 'yaml'
 import { ERRORS } from '../src/errors.js'
-import { loadConfigFile } from '../src/config/index.js'
+import { loadConfigFile, parseConfig } from '../src/config/index.js'
 import { ROOT } from './fixtures/cli.js'
+import { anchors, codeSpans, links, splitFences, trackedFiles, type Fence } from './fixtures/markdown.js'
 
-const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
+const read = (file: string): string => readFileSync(join(ROOT, file), 'utf8')
+const README = 'README.md'
+const KEY_TABLE = 'docs/configuration.md'
+const ERROR_TABLE = 'docs/errors.md'
+const METRIC_TABLE = 'docs/metrics.md'
+
+const tracked = trackedFiles(ROOT)
+const trackedSet = new Set(tracked)
+const markdown = tracked.filter((f) => f.endsWith('.md'))
 
 /** Key paths of a validated config, lists as `name[]`, e.g. `upstreams[].id`. */
 function keyPaths(value: unknown, prefix = ''): string[] {
@@ -20,31 +33,210 @@ function keyPaths(value: unknown, prefix = ''): string[] {
   return [prefix]
 }
 
-t.test('every config key is documented in the README table, and nothing else', async (t) => {
-  // full.yaml sets every key, so the loaded config has every key path
-  const config = loadConfigFile(join(ROOT, 'test', 'fixtures', 'config', 'full.yaml'), {})
-  // a status range {min, max} is one key; a map-or-null section is documented as itself too
-  const inCode = new Set([...keyPaths(config).map((p) => p.replace(/\.expected_status\.(min|max)$/, '.expected_status')), 'discovery.dns'])
-  const documented = new Set([...readme.matchAll(/^\| `([a-z0-9_.[\]]+)` \|/gm)].map((m) => m[1]!).filter((k) => !k.startsWith('TETHER_') && !k.startsWith('tether_')))
-  for (const k of inCode) t.ok(documented.has(k), `README documents ${k}`)
-  for (const k of documented) t.ok(inCode.has(k), `README's ${k} exists in the config`)
+// full.yaml sets every key, so the loaded config has every key path
+const FULL = loadConfigFile(join(ROOT, 'test', 'fixtures', 'config', 'full.yaml'), {})
+// a status range {min, max} is one key; a map-or-null section is documented as itself too
+const KEYS = new Set([...keyPaths(FULL).map((p) => p.replace(/\.expected_status\.(min|max)$/, '.expected_status')), 'discovery.dns'])
+/** Every key path and every section on the way to one (`affinity`, `affinity.cookie`, `upstreams[]`). */
+const PATHS = new Set([...KEYS].flatMap((k) => k.split('.').map((_, i, parts) => parts.slice(0, i + 1).join('.'))))
+/** Names of sections (keys holding a map or a list of maps), at any depth: `affinity`, `cookie`, `upstreams[]`. */
+const SECTIONS = new Set([...PATHS].filter((p) => [...PATHS].some((q) => q.startsWith(`${p}.`))).map((p) => p.split('.').pop()!))
+const TOP_SECTIONS = new Set(Object.keys(FULL))
+
+/** The rows `| \`key.path\` | ...` of a Markdown table. */
+function keyRows(text: string): string[] {
+  return [...text.matchAll(/^\| `([a-z0-9_.[\]]+)` \|/gm)].map((m) => m[1]!)
+}
+
+t.test('every config key is documented in the key table, and nothing else', async (t) => {
+  const documented = new Set(keyRows(read(KEY_TABLE)))
+  for (const k of KEYS) t.ok(documented.has(k), `${KEY_TABLE} documents ${k}`)
+  for (const k of documented) t.ok(KEYS.has(k), `${KEY_TABLE}'s ${k} exists in the config`)
 })
 
-t.test('every error code is documented in the README with its status', async (t) => {
-  for (const [code, { status }] of Object.entries(ERRORS)) {
-    t.match(readme, new RegExp(`\\| \`${code}\` \\| ${status} \\|`), `${code} ${status}`)
+t.test('there is one key table: no other Markdown file has rows of config keys', async (t) => {
+  for (const file of markdown.filter((f) => f !== KEY_TABLE)) {
+    const rows = keyRows(read(file)).filter((k) => KEYS.has(k))
+    t.same(rows, [], `${file} has no key table rows (they belong in ${KEY_TABLE})`)
   }
 })
 
-t.test("the README's two set-up commands are the package's scripts", async (t) => {
-  t.match(readme, /npm ci && npm start/)
-  t.match(readme, /npm test/)
-  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }
-  t.ok(pkg.scripts['start'], 'start script')
-  t.ok(pkg.scripts['test'], 'test script')
+t.test('every error code is documented with its status, and no other code', async (t) => {
+  const doc = read(ERROR_TABLE)
+  for (const [code, { status }] of Object.entries(ERRORS)) {
+    t.match(doc, new RegExp(`^\\| \`${code}\` \\| ${status} \\|`, 'm'), `${code} ${status}`)
+  }
+  const documented = [...doc.matchAll(/^\| `(TETHER_[A-Z_]+)` \|/gm)].map((m) => m[1]!)
+  for (const code of documented) t.ok(code in ERRORS, `${ERROR_TABLE}'s ${code} is in the catalogue`)
 })
 
-t.test('every metric is documented in the README with its type', async (t) => {
+t.test('every metric is documented row for row as METRIC_DOCS declares it, and no other', async (t) => {
   const { METRIC_DOCS } = await import('../src/observability/metrics.js')
-  for (const m of METRIC_DOCS) t.match(readme, new RegExp(`\\| \`${m.name}\` \\| ${m.type} \\|`), m.name)
+  const doc = read(METRIC_TABLE)
+  for (const m of METRIC_DOCS) {
+    const labels = m.labels.length > 0 ? m.labels.map((l) => `\`${l}\``).join(', ') : '–'
+    const row = `| \`${m.name}\` | ${m.type} | ${labels} | ${m.help} |`
+    t.ok(doc.split('\n').includes(row), `${m.name}: ${row}`)
+  }
+  const names = new Set<string>(METRIC_DOCS.map((m) => m.name))
+  for (const [, name] of doc.matchAll(/^\| `(tether_[a-z_]+)` \|/gm)) t.ok(names.has(name!), `${METRIC_TABLE}'s ${name} exists`)
+})
+
+t.test("the README's two set-up commands are the package's scripts", async (t) => {
+  const readme = read(README)
+  t.match(readme, /npm ci && npm start/)
+  t.match(readme, /npm test/)
+  const pkg = JSON.parse(read('package.json')) as { scripts: Record<string, string> }
+  t.ok(pkg.scripts['start'], 'start script')
+  t.ok(pkg.scripts['test'], 'test script')
+  t.ok(pkg.scripts['tour'], 'tour script (the Quick start names `npm run tour`)')
+})
+
+t.test('the README is a front door: the failover tour, docker run, limits, and a map of every docs page', async (t) => {
+  const readme = read(README)
+  t.match(readme, /^kill -9 \$\(curl -s -b \/tmp\/tether\.jar http:\/\/127\.0\.0\.1:8080\/pid\)$/m, 'the Quick start kills the user\'s replica')
+  t.match(readme, /`npm run tour`/, 'the Quick start names the tour')
+  t.match(readme, /^## Limits$/m, 'a Limits section')
+  t.match(readme, /^## Coming from /m, 'a Coming from section')
+  // docker run mounts the config where the image reads it and publishes the port it exposes
+  const dockerfile = read('Dockerfile')
+  const configPath = /^CMD \["--config", "([^"]+)"\]/m.exec(dockerfile)?.[1]
+  t.ok(configPath, 'the Dockerfile names its config file')
+  t.match(readme, new RegExp(`docker run [^\\n]*-v "[^"]+:${configPath}:ro"`), `docker run mounts ${configPath}`)
+  t.match(readme, /docker run [^\n]*-p 8080:8080/, 'docker run publishes the proxy port')
+  t.match(dockerfile, /^EXPOSE 8080\b/m)
+  const docsPages = tracked.filter((f) => /^docs\/[^/]+\.md$/.test(f))
+  const linked = new Set(links(splitFences(readme).prose).map((l) => l.target.split('#')[0]))
+  for (const page of docsPages) t.ok(linked.has(page), `the README links ${page}`)
+})
+
+t.test('every relative link in every tracked Markdown file resolves, anchors included', async (t) => {
+  const anchorsOf = new Map<string, Set<string>>()
+  const anchorsIn = (file: string): Set<string> => {
+    if (!anchorsOf.has(file)) anchorsOf.set(file, anchors(splitFences(read(file)).prose))
+    return anchorsOf.get(file)!
+  }
+  const dirs = new Set(tracked.flatMap((f) => f.split('/').slice(0, -1).map((_, i, parts) => parts.slice(0, i + 1).join('/'))))
+  let checked = 0
+  for (const file of markdown) {
+    for (const { target, line } of links(splitFences(read(file)).prose)) {
+      if (/^[a-z][a-z0-9+.-]*:/i.test(target) || target.startsWith('//')) continue // http:, mailto:, ...
+      checked++
+      const hash = target.indexOf('#')
+      const pathPart = decodeURIComponent(hash < 0 ? target : target.slice(0, hash))
+      const anchor = hash < 0 ? null : decodeURIComponent(target.slice(hash + 1))
+      const resolved = pathPart === '' ? file
+        : posix.normalize(pathPart.startsWith('/') ? pathPart.slice(1) : posix.join(dirname(file), pathPart)).replace(/\/$/, '')
+      const where = `${file}:${line}: ${target}`
+      if (!trackedSet.has(resolved) && !dirs.has(resolved)) {
+        t.fail(`${where}: no tracked file or directory ${resolved}`)
+        continue
+      }
+      if (anchor !== null && resolved.endsWith('.md')) {
+        t.ok(anchorsIn(resolved).has(anchor), `${where}: ${resolved} has a heading #${anchor}`)
+      }
+    }
+  }
+  t.ok(checked > 50, `links were found and checked (${checked})`)
+})
+
+/**
+ * The config key paths written in code spans (the rule is in docs/development.md): the whole
+ * span is dotted lower-case snake_case names (list items as `[]` or `[0]`) and the first name is
+ * a config section. From a top-level section the path must exist as written; from a lower one it
+ * must be the end of an existing path (`client_ip.trusted_proxies`).
+ */
+function isKeyPath(span: string): boolean {
+  return /^[a-z][a-z0-9_]*(\[\d*\])?(\.[a-z][a-z0-9_]*(\[\d*\])?)+$/.test(span) && SECTIONS.has(span.split('.')[0]!.replace(/\[\d+\]/, '[]'))
+}
+
+/** Why a code span that is a key path names no config key, or null (also for spans that are no key path). */
+function keyPathProblem(span: string): string | null {
+  if (!isKeyPath(span)) return null
+  const path = span.replace(/\[\d+\]/g, '[]')
+  if (TOP_SECTIONS.has(path.split(/[.[]/)[0]!)) return PATHS.has(path) ? null : 'no such key'
+  return [...PATHS].some((p) => p.endsWith(`.${path}`)) ? null : 'no key path ends like this'
+}
+
+t.test('the key-path rule reads config paths and leaves other dotted names alone', async (t) => {
+  const cases: [string, string | null][] = [
+    ['affinity.key', null],
+    ['state.redis.url', null],
+    ['upstreams[].id', null],
+    ['upstreams[1].url', null],
+    ['health.active.expected_status', null],
+    ['client_ip.trusted_proxies', null],
+    ['redis.key_prefix', null],
+    ['affinity.cookies.name', 'no such key'],
+    ['state.redis.uri', 'no such key'],
+    ['cookie.secrets', 'no key path ends like this'],
+    ['proxy.yaml', null],
+    ['connect.sid', null], // `connect` is a key but not a section
+    ['session.lifetime', null],
+    ['key: app_cookie', null],
+    ['affinity', null], // one name: not a path
+  ]
+  for (const [span, problem] of cases) t.equal(keyPathProblem(span), problem, span)
+})
+
+t.test('every config key path in a code span of a tracked Markdown file exists', async (t) => {
+  let checked = 0
+  for (const file of markdown) {
+    for (const { code, line } of codeSpans(splitFences(read(file)).prose)) {
+      if (!isKeyPath(code)) continue
+      checked++
+      const problem = keyPathProblem(code)
+      if (problem !== null) t.fail(`${file}:${line}: \`${code}\`: ${problem}`)
+    }
+  }
+  t.ok(checked > 100, `key paths were found and checked (${checked})`)
+})
+
+/** What `tether check` would print on stderr for a config ('' when it is valid). */
+function problems(load: () => unknown): string {
+  try {
+    load()
+    return ''
+  } catch (err) {
+    return (err as Error).message
+  }
+}
+
+/** An env giving every `${NAME}` without a default a placeholder (a valid cookie secret too). */
+function placeholders(text: string): Record<string, string> {
+  return Object.fromEntries([...text.matchAll(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g)].map((m) => [m[1]!, 'docs-test-placeholder-0123456789']))
+}
+
+t.test('every YAML config under config/ and examples/ passes tether check', async (t) => {
+  const configs = tracked.filter((f) => /^(config|examples)\/.*\.ya?ml$/.test(f))
+  t.ok(configs.length >= 5, `configs found: ${configs.join(', ')}`)
+  for (const file of configs) {
+    // `tether check` is loadConfigFile with the process's env, then a summary line
+    t.equal(problems(() => loadConfigFile(join(ROOT, file), placeholders(read(file)))), '', file)
+  }
+})
+
+/** A `yaml` fence whose top-level keys are all config sections: a Tether config (or part of one). */
+function isConfigFence(fence: Fence): boolean {
+  if (!/^ya?ml$/.test(fence.info)) return false
+  const doc = parseDocument(fence.body)
+  const top = doc.contents !== null && typeof doc.contents === 'object' && 'items' in doc.contents
+    ? (doc.toJS() as Record<string, unknown> | null) : null
+  return top !== null && !Array.isArray(top) && Object.keys(top).length > 0 && Object.keys(top).every((k) => TOP_SECTIONS.has(k))
+}
+
+t.test('every YAML config block in a tracked Markdown file passes tether check', async (t) => {
+  let checked = 0
+  for (const file of markdown) {
+    for (const fence of splitFences(read(file)).fences.filter(isConfigFence)) {
+      checked++
+      const top = Object.keys(parseDocument(fence.body).toJS() as object)
+      // a snippet shows a few sections; give it the one required thing it may leave out
+      const text = top.includes('upstreams') || top.includes('discovery')
+        ? fence.body
+        : `${fence.body}\nupstreams: [{ id: placeholder, url: "http://127.0.0.1:9" }]\n`
+      t.equal(problems(() => parseConfig(text, `${file}:${fence.line}`, placeholders(text))), '', `${file}:${fence.line}`)
+    }
+  }
+  t.ok(checked >= 3, `config blocks were found and checked (${checked})`)
 })
