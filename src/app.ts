@@ -90,7 +90,14 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   // upstreams and their health
   const h = config.health
   const health = new HealthTable({ active: h.active, passive: h.passive.enabled ? h.passive : null, slow_start: h.slow_start }, clock)
-  const checker = h.active.path === null ? null : new ActiveChecker({ ...h.active, path: h.active.path, jitter: 0.1 }, health, { clock, timers })
+  const inFlight = new InFlight()
+  // a probe timeout while requests are stuck waiting on that upstream, and another upstream
+  // answers its probes, is enough on its own
+  const probed = {
+    reportActive: (id: string, ok: boolean, timedOut = false) =>
+      health.reportActive(id, ok, !ok && timedOut && inFlight.longestWait(id) > h.active.timeout && health.anotherPassing(id)),
+  }
+  const checker = h.active.enabled ? new ActiveChecker({ ...h.active, jitter: 0.1 }, probed, { clock, timers }) : null
   const redis = redisOf(config)
   const peers = redis !== null && h.shared === 'redis' ? new SharedHealth(new RedisPeerChannel(redis), health, logger) : null
 
@@ -112,7 +119,6 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const http = new Forwarder([], { connect: t.connect, responseHeaders: t.response_headers, bodyIdle: t.body_idle, maxResponseHeaderBytes: 65_536 + 2 * config.state.max_bytes }, answer, () => draining)
   const upgrades = new Upgrades(logger, answer, { maxConnections: config.websocket.max_connections, idleTimeout: config.websocket.idle_timeout, connect: t.connect, responseHeaders: t.response_headers })
   const clientErrors = new ClientErrors(logger)
-  const inFlight = new InFlight()
   const pathFor = (cfg: Config): RequestPath => new RequestPath({
     config: cfg, clock, logger, keys, router, sessions, upstreams: () => membership.current(), headerPolicy: headerPolicy(cfg), http, upgrades,
     clientErrors, state, shared, observe: (id, signal) => health.reportPassive(id, signal), inFlight, events: metrics, draining: () => draining,

@@ -87,9 +87,11 @@ t.test('GET /upstreams lists state, weight, in-flight requests and sessions', as
   const { waitFor } = await import('./fixtures/upstream.js')
   await waitFor(() => release !== null)
   const rows = JSON.parse((await request(`${tether.adminUrl}/upstreams`)).body) as Record<string, unknown>[]
-  t.match(rows, [{ id: 'slow', state: 'healthy', weight: 3, in_flight: 1, sessions: 1, url: slow.url }])
+  // a new user is pinned once their upstream answered
+  t.match(rows, [{ id: 'slow', state: 'healthy', weight: 3, in_flight: 1, sessions: 0, url: slow.url }])
   release!()
   await pending
   const after = JSON.parse((await request(`${tether.adminUrl}/upstreams`)).body) as Record<string, unknown>[]
   t.equal(after[0]!['in_flight'], 0)
+  t.equal(after[0]!['sessions'], 1)
 })

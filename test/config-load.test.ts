@@ -50,7 +50,7 @@ t.test('a minimal config gets every default', async (t) => {
     forwarding: { preserve_host: true, x_forwarded: true, upstream_header: false, allow_underscores: false },
     log: { level: 'info', access: true },
     health: {
-      active: { path: null, interval: 5_000, timeout: 1_000, healthy_threshold: 2, unhealthy_threshold: 2, expected_status: { min: 200, max: 399 } },
+      active: { enabled: true, path: null, interval: 2_000, timeout: 500, healthy_threshold: 2, unhealthy_threshold: 2, expected_status: { min: 200, max: 399 } },
       passive: { enabled: true, consecutive_failures: 3, count_5xx: true, base_ejection: 10_000, max_ejection: 300_000, max_ejection_percent: 50 },
       slow_start: 0,
       shared: 'none',
@@ -99,7 +99,7 @@ t.test('a full config round-trips every key, durations in ms and URLs as origins
     forwarding: { preserve_host: false, x_forwarded: false, upstream_header: true, allow_underscores: true },
     log: { level: 'debug', access: false },
     health: {
-      active: { path: '/healthz', interval: 2_000, timeout: 500, healthy_threshold: 3, unhealthy_threshold: 1, expected_status: { min: 200, max: 204 } },
+      active: { enabled: false, path: '/healthz', interval: 3_000, timeout: 700, healthy_threshold: 3, unhealthy_threshold: 1, expected_status: { min: 200, max: 204 } },
       passive: { enabled: false, consecutive_failures: 5, count_5xx: false, base_ejection: 5_000, max_ejection: 60_000, max_ejection_percent: 30 },
       slow_start: 30_000,
       shared: 'redis',

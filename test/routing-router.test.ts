@@ -96,6 +96,11 @@ function routing(cfg: AffinityConfig, clock: FakeClock, opts: { random?: (n: num
     go: (headers, peer = '10.0.0.1') => {
       const d = router.decide(keys.read(headers, peer, clock.now()), undefined, clock.now())
       if (typeof d === 'string') throw new Error(`expected a decision, got ${d}`)
+      // the upstream answered: its binding is recorded, as the answer side does
+      if (d.bind !== null) {
+        if (d.bind.publish) sessions.pin(d.bind.key, d.bind.upstream, d.bind.epoch, clock.now())
+        else sessions.count(d.bind.key, d.bind.upstream, d.bind.epoch, clock.now())
+      }
       return d
     },
     answer: (d, setCookie) => learnAppCookie(sessions, cfg.app_cookie.name!, d, setCookie, clock.now()),
@@ -247,5 +252,5 @@ t.test('a decision is a frozen value', async (t) => {
   const { go } = routing(affinity({ key: 'header', header: { name: 'X-Tenant' } }), clock)
   const d = go({ 'x-tenant': 'acme' })
   t.ok(Object.isFrozen(d))
-  t.same(Object.keys(d).sort(), ['appKey', 'epoch', 'learn', 'moved', 'sessionKey', 'setCookie', 'source', 'upstream'])
+  t.same(Object.keys(d).sort(), ['appKey', 'bind', 'epoch', 'learn', 'moved', 'sessionKey', 'setCookie', 'source', 'upstream'])
 })

@@ -133,17 +133,27 @@ export interface ForwardingConfig {
 }
 
 export interface ActiveHealthConfig {
-  /** Path probed with GET on each upstream; null disables active checks. Default null. */
+  /** Probe every upstream in the background. Default true. */
+  readonly enabled: boolean
+  /**
+   * Path probed with `GET`, passing on `expected_status`; null (default): `OPTIONS *`, passing
+   * on any HTTP answer, which needs nothing from the app and catches a replica that accepts
+   * connections but does not answer (frozen, deadlocked): the kernel completes the TCP
+   * handshake for a stopped process, so a connect check alone would pass. Default null.
+   */
   readonly path: string | null
-  /** Time between probes of one upstream (each delayed by up to 10% jitter). Default 5s. */
+  /** Time between probes of one upstream (each delayed by up to 10% jitter); after a failed probe the next comes after a quarter of it. Default 2s. */
   readonly interval: Millis
-  /** A probe not answered within this counts as failed. Default 1s. */
+  /**
+   * A probe not answered within this counts as failed; a probe timeout while requests have been
+   * waiting on that upstream's answer for longer than this marks it unhealthy at once. Default 500ms.
+   */
   readonly timeout: Millis
   /** Consecutive passing probes that make an unhealthy upstream healthy. Default 2. */
   readonly healthy_threshold: number
   /** Consecutive failing probes that make a healthy upstream unhealthy. Default 2. */
   readonly unhealthy_threshold: number
-  /** Statuses that pass, inclusive. Default 200-399. */
+  /** Statuses that pass with a `path`, inclusive. Default 200-399. */
   readonly expected_status: { readonly min: number; readonly max: number }
 }
 
@@ -323,7 +333,7 @@ export const DEFAULTS = {
   log: { level: 'info', access: true },
   health: {
     active: {
-      path: null, interval: 5_000, timeout: 1_000, healthy_threshold: 2, unhealthy_threshold: 2,
+      enabled: true, path: null, interval: 2_000, timeout: 500, healthy_threshold: 2, unhealthy_threshold: 2,
       expected_status: { min: 200, max: 399 },
     },
     passive: {

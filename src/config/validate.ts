@@ -468,6 +468,7 @@ const health = struct<Config['health']>(
   {
     active: struct<Config['health']['active']>(
       {
+        enabled: boolean,
         path: nullable(string({ test: /^\/[\x21-\x7e]*$/, what: 'a path starting with "/"' })),
         interval: duration({ zero: false }),
         timeout: duration({ zero: false }),

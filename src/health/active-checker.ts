@@ -1,5 +1,5 @@
-// Active health checks: a background prober that sends `GET <path>` to every upstream on an
-// interval with jitter and reports ok / not ok to the health table. Layer 3 adapter: it owns
+// Active health checks: a background prober that sends `GET <path>` (or `OPTIONS *`) to every
+// upstream on an interval with jitter and reports ok / not ok to the health table. Layer 3 adapter: it owns
 // its timers and sockets, starts only on start() and leaves nothing behind after stop(). It
 // uses node:http (undici belongs to the forwarder) and never decides health itself.
 import http from 'node:http'
@@ -9,8 +9,12 @@ export { systemTimers, type Timers }
 
 /** Settings of the active checks (times in ms). */
 export interface ActiveCheckOptions {
-  /** Request path, e.g. '/healthz'; the upstream URL's own path is not prepended. */
-  readonly path: string
+  /**
+   * Request path, e.g. '/healthz' (GET, passing on `expected_status`); the upstream URL's own
+   * path is not prepended. null: `OPTIONS *`, passing on any HTTP answer (the server is alive
+   * and answering), which needs no endpoint in the app.
+   */
+  readonly path: string | null
   /** Time from the end of one probe to the start of the next (> 0). */
   readonly interval: number
   /** Deadline for one probe: connect, response head and body (> 0). */
@@ -44,7 +48,8 @@ export interface ProbeEvent {
 
 /** Where results go: the health table, or anything with the same method. */
 export interface ActiveResultSink {
-  reportActive(id: string, ok: boolean): void
+  /** `timedOut`: the probe got no answer within its timeout (not a refusal or a bad status). */
+  reportActive(id: string, ok: boolean, timedOut?: boolean): void
 }
 
 /** Injected time and randomness; the defaults are the real ones. */
@@ -57,6 +62,7 @@ export interface ActiveCheckerDeps {
 
 const USER_AGENT = 'tether-health'
 const DEFAULT_STATUS = Object.freeze({ min: 200, max: 399 })
+const ANY_STATUS = Object.freeze({ min: 100, max: 599 })
 
 interface Probe {
   cancel(): void
@@ -107,13 +113,14 @@ export class ActiveChecker {
   constructor(options: ActiveCheckOptions, sink: ActiveResultSink, deps: ActiveCheckerDeps = {}) {
     const { path, interval, timeout, jitter } = options
     const status = options.expected_status ?? DEFAULT_STATUS
-    if (!path.startsWith('/')) throw new RangeError(`ActiveChecker: path must start with "/", got ${JSON.stringify(path)}`)
+    if (path !== null && !path.startsWith('/')) throw new RangeError(`ActiveChecker: path must start with "/", got ${JSON.stringify(path)}`)
     if (!(interval > 0)) throw new RangeError(`ActiveChecker: interval must be > 0, got ${interval}`)
     if (!(timeout > 0)) throw new RangeError(`ActiveChecker: timeout must be > 0, got ${timeout}`)
     if (!(jitter >= 0 && jitter <= 1)) throw new RangeError(`ActiveChecker: jitter must be within 0..1, got ${jitter}`)
     if (!(status.min >= 100 && status.min <= status.max && status.max <= 599)) throw new RangeError(`ActiveChecker: expected_status must be a range within 100..599, got ${status.min}..${status.max}`)
     this.#options = options
-    this.#status = status
+    // OPTIONS * passes on any answer: the probe asks only "does the server answer at all?"
+    this.#status = path === null ? ANY_STATUS : status
     this.#sink = sink
     this.#timers = deps.timers ?? systemTimers
     this.#random = deps.random ?? Math.random
@@ -169,8 +176,8 @@ export class ActiveChecker {
     return {
       hostname: u.hostname.replace(/^\[(.*)\]$/, '$1'),
       port: u.port === '' ? 80 : Number(u.port),
-      path: this.#options.path,
-      method: 'GET',
+      path: this.#options.path ?? '*',
+      method: this.#options.path === null ? 'OPTIONS' : 'GET',
       agent: false,
       headers: { host: u.host, 'user-agent': USER_AGENT, accept: '*/*' },
     }
@@ -210,12 +217,16 @@ export class ActiveChecker {
       target.probe = null
       const { min, max } = this.#status
       const ok = code === null && status !== null && status >= min && status <= max
-      this.#sink.reportActive(target.id, ok)
+      this.#sink.reportActive(target.id, ok, code === 'ETIMEDOUT')
       const event: ProbeEvent = { id: target.id, ok, status, code, duration: this.#clock.now() - at, at }
       for (const listener of this.#listeners) listener(event)
-      if (this.#running) this.#schedule(target, this.#options.interval)
+      // a failure is checked again soon (as HAProxy's fastinter): one bad probe alone should
+      // neither linger nor decide
+      if (this.#running) this.#schedule(target, ok ? this.#options.interval : this.#options.interval / 4)
     }
-    const timer = this.#setTimer(() => finish(null, 'ETIMEDOUT'), this.#options.timeout)
+    // a late timer may mean this process stalled while the answer sat on its socket: the
+    // answer, processed before setImmediate callbacks, wins over the timeout then
+    const timer = this.#setTimer(() => setImmediate(() => finish(null, 'ETIMEDOUT')), this.#options.timeout)
     req.once('response', (res) => {
       res.once('end', () => finish(res.statusCode ?? null, null))
       res.on('error', (err: NodeJS.ErrnoException) => finish(res.statusCode ?? null, err.code ?? 'ECONNRESET'))

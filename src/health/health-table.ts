@@ -205,6 +205,16 @@ export class HealthTable {
     return e.state
   }
 
+  /**
+   * Does another upstream than `id` pass its active checks right now (its last probe passed
+   * and it is healthy)? Evidence that a probe timeout of `id` is about `id`, not about this
+   * process being too busy to read answers.
+   */
+  anotherPassing(id: string): boolean {
+    for (const e of this.#entries.values()) if (e.id !== id && e.activeSuccesses > 0 && e.state === 'healthy') return true
+    return false
+  }
+
   /** Notices expired ejections now (emitting their transitions). Call it periodically. */
   tick(): void {
     const now = this.#clock.now()
@@ -214,15 +224,19 @@ export class HealthTable {
   /**
    * Records one active check result. `unhealthy_threshold` failures in a row mark the upstream
    * unhealthy, `healthy_threshold` successes in a row mark it healthy again; a result of the
-   * other kind restarts the count, so alternating results never flip it.
+   * other kind restarts the count, so alternating results never flip it. A `severe` failure
+   * (a probe timeout while requests are stuck waiting on the upstream) marks it unhealthy at
+   * once.
    * Example: `checker = new ActiveChecker(options, health)` calls `health.reportActive('app-0', true)`.
    */
-  reportActive(id: string, ok: boolean): void {
+  reportActive(id: string, ok: boolean, severe = false): void {
     const e = this.#entries.get(id)
     if (!e) return
     const now = this.#clock.now()
     this.#expire(e, now)
     const { healthy_threshold, unhealthy_threshold } = this.#options.active
+    // a failure confirmed by other evidence (requests stuck waiting on it) needs no second one
+    if (!ok && severe && !e.activeFailed) e.activeFailures = Math.max(e.activeFailures, unhealthy_threshold - 1)
     if (ok) {
       e.activeSuccesses++
       e.activeFailures = 0

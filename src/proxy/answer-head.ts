@@ -40,6 +40,12 @@ export class AnswerHead implements AnswerHeadPolicy {
   inspect(ctx: RequestContext, headers: Head): Promise<'ok' | 'refuse'> | null {
     const d = ctx.decision!
     const o = this.#o
+    // the chosen upstream answered: a new or moved user is pinned there from now on
+    const b = d.bind
+    if (b !== null) {
+      if (b.publish) o.sessions.pin(b.key, b.upstream, b.epoch, o.clock.now())
+      else o.sessions.count(b.key, b.upstream, b.epoch, o.clock.now())
+    }
     let rekeyedFrom: string | null = null
     if (o.appCookie !== null && d.learn) {
       const learned = learnAppCookie(o.sessions, o.appCookie, d, headers['set-cookie'], o.clock.now())

@@ -9,12 +9,13 @@ import type { RequestContext } from './request-context.js'
  * ends; `inFlight.stopWaiting('app-0', 'TETHER_UPSTREAM_UNAVAILABLE')` when app-0 is marked down.
  */
 export class InFlight {
-  readonly #byUpstream = new Map<string, Set<RequestContext>>()
+  /** Attempts by upstream, with when each was sent (performance.now()). */
+  readonly #byUpstream = new Map<string, Map<RequestContext, number>>()
 
   add(ctx: RequestContext, upstream: string): void {
     let set = this.#byUpstream.get(upstream)
-    if (set === undefined) this.#byUpstream.set(upstream, (set = new Set()))
-    set.add(ctx)
+    if (set === undefined) this.#byUpstream.set(upstream, (set = new Map()))
+    set.set(ctx, performance.now())
   }
 
   remove(ctx: RequestContext, upstream: string): void {
@@ -29,12 +30,21 @@ export class InFlight {
     return this.#byUpstream.get(upstream)?.size ?? 0
   }
 
+  /** How long (ms) the oldest attempt still waiting for `upstream`'s answer head has waited; 0 when none. */
+  longestWait(upstream: string): number {
+    const set = this.#byUpstream.get(upstream)
+    if (set === undefined) return 0
+    let oldest = Infinity
+    for (const [ctx, at] of set) if (ctx.abort !== null && at < oldest) oldest = at
+    return oldest === Infinity ? 0 : performance.now() - oldest
+  }
+
   /** Stop every attempt on `upstream` still waiting for its answer's head; returns how many. */
   stopWaiting(upstream: string, code: ErrorCode): number {
     const set = this.#byUpstream.get(upstream)
     if (set === undefined) return 0
     let n = 0
-    for (const ctx of [...set]) {
+    for (const ctx of [...set.keys()]) {
       if (ctx.abort === null) continue
       ctx.abort(code)
       n++

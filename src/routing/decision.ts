@@ -19,9 +19,21 @@ export type MoveReason = 'dead' | 'drain' | 'rebalance'
 export type NoRoute = 'none' | 'strict'
 
 /**
+ * A binding the answer records when it arrives: a new or moved user is pinned only once the
+ * upstream chosen for them answered (a failed attempt, or a hedge that lost, changes nothing).
+ */
+export interface Binding {
+  readonly key: string
+  readonly upstream: string
+  readonly epoch: number
+  /** Pin for every Tether replica (table keys), or only count locally (cookie sessions, for bounded loads). */
+  readonly publish: boolean
+}
+
+/**
  * Where one request goes. Example: a returning user whose upstream died ->
  * `{ upstream: 'app-2', source: 'failover', epoch: 1, moved: { from: 'app-0', reason: 'dead' },
- *    setCookie: 'tether=AX3k...; Path=/; ...', learn: false, appKey: null, sessionKey: '9f86...' }`.
+ *    setCookie: 'tether=AX3k...; Path=/; ...', learn: false, appKey: null, sessionKey: '9f86...', bind: null }`.
  */
 export interface Decision {
   /** The upstream id. */
@@ -39,4 +51,6 @@ export interface Decision {
   readonly appKey: string | null
   /** The user's session key for checkpoints, or null (no per-user state: round robin, an IP fallback). */
   readonly sessionKey: string | null
+  /** What to record in the session table once this upstream answers, or null. */
+  readonly bind: Binding | null
 }

@@ -1,8 +1,8 @@
 // Routing: turns a request's key into a frozen Decision (which upstream, which epoch, whether
-// the user moves, which cookie the answer must carry). Layer 2: reads the session table and
-// health through injected parts, pins new and moved users in the session table, and owns the
-// current placement table (swapped whole when membership changes, never built per request).
-// It never touches sockets or answers: the response side reads the Decision.
+// the user moves, which cookie the answer must carry, which binding to record). Layer 2: reads
+// the session table and health through injected parts and owns the current placement table
+// (swapped whole when membership changes, never built per request). It writes nothing per
+// request and never touches sockets: the answer side records the decision's binding.
 import type { AffinityConfig } from '../config/schema.js'
 import type { DecodedCookie } from '../affinity/cookie-codec.js'
 import type { CookieIssuer } from '../affinity/cookie-issuer.js'
@@ -12,9 +12,9 @@ import { buildPlacement, type PlacementTable } from '../placement/rendezvous.js'
 import { pickBounded } from '../placement/bounded-load.js'
 import { hashKey, murmur3U32 } from '../placement/hash.js'
 import { RoundRobin } from '../placement/round-robin.js'
-import type { Decision, MoveReason, NoRoute, RouteSource } from './decision.js'
+import type { Binding, Decision, MoveReason, NoRoute, RouteSource } from './decision.js'
 
-export type { Decision, MoveReason, NoRoute, RouteSource } from './decision.js'
+export type { Binding, Decision, MoveReason, NoRoute, RouteSource } from './decision.js'
 
 /** What routing needs to know about upstream health (owned by the health table). */
 export interface Availability {
@@ -76,8 +76,9 @@ class Placing {
  *   by the key's hash and pinned (application cookies only by learning from an answer).
  * A pinned user whose upstream is unavailable (not ready, already tried by this request, or
  * draining for longer than `drain_timeout`) moves to the next upstream in the key's hash order
- * (the same on every Tether replica), with its epoch bumped, and stays there (cookie re-issued,
- * table updated); with `strict` the answer is 'strict' instead. With `on_scale_up: rebalance`
+ * (the same on every Tether replica), with its epoch bumped, and stays there once that upstream
+ * answered (cookie re-issued, or the decision's binding recorded); with `strict` the answer is
+ * 'strict' instead. With `on_scale_up: rebalance`
  * the hash decides even when a pin exists; with `persistent` pins hold until they expire.
  *
  * Example: `router.decide({ kind: 'table', value: '10.0.0.5', ... }, new Set(), now)`
@@ -207,11 +208,11 @@ export class Router {
     const id = this.placement.ids[r.index]!
     const cookies = this.#cookies!
     const epoch = r.reason === null ? s.epoch : s.epoch + 1
-    if (this.#cfg.balance_factor !== null) this.#sessions.count(s.sessionId, id, epoch, now)
+    const bind = this.#cfg.balance_factor !== null ? binding(s.sessionId, id, epoch, false) : null
     if (r.reason !== null) {
-      return decision(id, 'failover', epoch, { from: s.upstream, reason: r.reason }, cookies.rebind(s, id, epoch, now), false, null, s.sessionId)
+      return decision(id, 'failover', epoch, { from: s.upstream, reason: r.reason }, cookies.rebind(s, id, epoch, now), false, null, s.sessionId, bind)
     }
-    return decision(id, 'cookie', epoch, null, cookies.refresh(s, now), false, null, s.sessionId)
+    return decision(id, 'cookie', epoch, null, cookies.refresh(s, now), false, null, s.sessionId, bind)
   }
 
   #newSession(tried: ReadonlySet<string>, now: number): Decision | NoRoute {
@@ -220,8 +221,8 @@ export class Router {
     const index = this.#place(new Placing(this, tried, hashKey(sessionId), now))
     if (index < 0) return 'none'
     const id = this.placement.ids[index]!
-    if (this.#cfg.balance_factor !== null) this.#sessions.count(sessionId, id, 0, now)
-    return decision(id, 'new_session', 0, null, cookies.issue(sessionId, id, 0, now), false, null, sessionId)
+    const bind = this.#cfg.balance_factor !== null ? binding(sessionId, id, 0, false) : null
+    return decision(id, 'new_session', 0, null, cookies.issue(sessionId, id, 0, now), false, null, sessionId, bind)
   }
 
   /**
@@ -248,16 +249,14 @@ export class Router {
       const index = this.#place(p)
       if (index < 0) return 'none'
       const id = this.placement.ids[index]!
-      if (!learned) sessions.pin(value, id, 0, now)
-      return decision(id, key.checkpoints ? 'hash' : 'fallback', 0, null, null, learn, appKey, sessionKey)
+      return decision(id, key.checkpoints ? 'hash' : 'fallback', 0, null, null, learn, appKey, sessionKey, learned ? null : binding(value, id, 0, true))
     }
     const r = this.#resolve(entry.upstream, p, entry.createdAt, !learned)
     if (typeof r === 'string') return r
     const id = this.placement.ids[r.index]!
     if (r.reason === null) return decision(id, settled, entry.epoch, null, null, learn, appKey, sessionKey)
     const epoch = entry.epoch + 1
-    sessions.pin(value, id, epoch, now)
-    return decision(id, 'failover', epoch, { from: entry.upstream, reason: r.reason }, null, learn, appKey, sessionKey)
+    return decision(id, 'failover', epoch, { from: entry.upstream, reason: r.reason }, null, learn, appKey, sessionKey, binding(value, id, epoch, true))
   }
 
   /** Place a new key: bounded loads when configured, else the plain hash; only upstreams that accept new users. */
@@ -270,7 +269,11 @@ export class Router {
 
 function decision(
   upstream: string, source: RouteSource, epoch: number, moved: Decision['moved'], setCookie: string | null,
-  learn: boolean, appKey: string | null, sessionKey: string | null,
+  learn: boolean, appKey: string | null, sessionKey: string | null, bind: Binding | null = null,
 ): Decision {
-  return Object.freeze({ upstream, source, epoch, moved, setCookie, learn, appKey, sessionKey })
+  return Object.freeze({ upstream, source, epoch, moved, setCookie, learn, appKey, sessionKey, bind })
+}
+
+function binding(key: string, upstream: string, epoch: number, publish: boolean): Binding {
+  return Object.freeze({ key, upstream, epoch, publish })
 }
