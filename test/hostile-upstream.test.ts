@@ -5,57 +5,12 @@
 // upstreams received (a malformed answer is one attempt: never replayed on another upstream).
 // Cases marked todo are issue 10 defects (or findings beside it) Tether still has.
 import t from 'tap'
-import { ERRORS } from '../src/errors.js'
+import { UPSTREAM } from './fixtures/raw-cases.js'
 import { startHarness, todo } from './fixtures/raw-tether.js'
 import { exchange, rawConnect } from './fixtures/raw-client.js'
 import type { RawScript } from './fixtures/raw-upstream.js'
 
-/** How the client's exchange must end. */
-type Want =
-  | { readonly kind: 'error'; readonly status: 502 | 504; readonly body: string; readonly attempts: number }
-  | { readonly kind: 'answer'; readonly status: number; readonly body: string }
-  | { readonly kind: 'cut' } // the head went out, then the connection was closed mid-body
-
-interface UpstreamCase {
-  readonly name: string
-  readonly script: RawScript
-  readonly want: Want
-  readonly todo?: string
-}
-
-const PROTOCOL = `${ERRORS.TETHER_UPSTREAM_PROTOCOL.message}\n`
-const RESET = `${ERRORS.TETHER_UPSTREAM_RESET.message}\n`
-const TIMEOUT = `${ERRORS.TETHER_UPSTREAM_TIMEOUT.message}\n`
-const protocolError: Want = { kind: 'error', status: 502, body: PROTOCOL, attempts: 1 }
-const MALFORMED = 'issue 10 #9: a malformed answer is classified as a reset and replayed on the other upstreams'
-const raw = (bytes: string): RawScript => (_q, c) => c.write(bytes)
-const OK2 = 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'
-
-const CASES: readonly UpstreamCase[] = [
-  { name: 'an answer with Content-Length and Transfer-Encoding', script: raw('HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n'), want: protocolError },
-  { name: 'an answer with two different Content-Length headers', script: raw('HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!'), want: protocolError },
-  { name: 'an answer with a negative Content-Length', script: raw('HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\nabc'), want: protocolError, todo: MALFORMED },
-  { name: 'a status line with a non-numeric status', script: raw('HTTP/1.1 abc OK\r\nContent-Length: 0\r\n\r\n'), want: protocolError, todo: MALFORMED },
-  { name: 'a status line with a misspelt protocol (HTP/1.1)', script: raw('HTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n'), want: protocolError, todo: MALFORMED },
-  { name: 'an answer that is not HTTP at all', script: raw('hello world\r\n\r\n'), want: protocolError, todo: MALFORMED },
-  { name: 'a bare CR inside a header value', script: raw('HTTP/1.1 200 OK\r\nX-A: a\rb\r\nContent-Length: 2\r\n\r\nok'), want: protocolError, todo: MALFORMED },
-  { name: 'a NUL byte inside a header value', script: raw('HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 2\r\n\r\nok'), want: protocolError, todo: MALFORMED },
-  { name: 'a folded header line (obs-fold)', script: raw('HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\nContent-Length: 2\r\n\r\nok'), want: protocolError, todo: MALFORMED },
-  { name: 'a header name with a space', script: raw('HTTP/1.1 200 OK\r\nBad Header: x\r\nContent-Length: 2\r\n\r\nok'), want: protocolError, todo: MALFORMED },
-  { name: 'a head of 300 KiB', script: raw(`HTTP/1.1 200 OK\r\nX-Big: ${'x'.repeat(300_000)}\r\nContent-Length: 2\r\n\r\nok`), want: protocolError, todo: MALFORMED },
-  { name: 'a 101 Switching Protocols to a request that asked for no upgrade', script: raw('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nraw bytes'), want: protocolError, todo: MALFORMED },
-  { name: 'an unsolicited 100 Continue before the answer', script: raw(`HTTP/1.1 100 Continue\r\n\r\n${OK2}`), want: { kind: 'answer', status: 200, body: 'ok' }, todo: 'issue 10 #8: an unsolicited 100 Continue fails the exchange (502 after replays)' },
-  { name: '2000 102 Processing answers before the final one', script: raw(`${'HTTP/1.1 102 Processing\r\n\r\n'.repeat(2000)}${OK2}`), want: { kind: 'answer', status: 200, body: 'ok' } },
-  { name: '103 Early Hints before the final answer', script: raw(`HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n${OK2}`), want: { kind: 'answer', status: 200, body: 'ok' } },
-  { name: 'a status line without a reason phrase', script: raw(OK2.replace('200 OK', '200')), want: { kind: 'answer', status: 200, body: 'ok' } },
-  { name: 'an HTTP/1.0 answer delimited by the close', script: (_q, c) => c.end('HTTP/1.0 200 OK\r\n\r\nuntil the close'), want: { kind: 'answer', status: 200, body: 'until the close' } },
-  { name: 'a close in the middle of a Content-Length body', script: (_q, c) => c.end('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial'), want: { kind: 'cut' } },
-  { name: 'an invalid chunk size in the middle of a chunked body', script: raw('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\nzz\r\nhello\r\n0\r\n\r\n'), want: { kind: 'cut' } },
-  { name: 'a reset before any answer (an idempotent GET may go to the next upstream)', script: (_q, c) => c.destroy(), want: { kind: 'error', status: 502, body: RESET, attempts: 3 } },
-  { name: 'no answer at all', script: () => undefined, want: { kind: 'error', status: 504, body: TIMEOUT, attempts: 1 } },
-]
-
-for (const c of CASES) {
+for (const c of UPSTREAM) {
   const w = c.want
   const title =
     w.kind === 'error' ? `${c.name}: ${w.status} ${w.body.trim().replace(/:.*/, '')}, ${w.attempts === 1 ? 'one attempt, not retried' : `${w.attempts} attempts`}`
