@@ -13,9 +13,10 @@ import { parseResponses } from './fixtures/raw-http.js'
 import { exchange, rawConnect } from './fixtures/raw-client.js'
 import { startRawUpstream, type RawUpstream } from './fixtures/raw-upstream.js'
 import { startChildTether, todo, type ChildTether } from './fixtures/raw-tether.js'
+import { waitFor } from './fixtures/upstream.js'
 
 const SEED = Number(process.env['HOSTILE_FUZZ_SEED'] ?? 20261130)
-const INPUTS = Number(process.env['HOSTILE_FUZZ_INPUTS'] ?? 3000)
+const INPUTS = Number(process.env['HOSTILE_FUZZ_INPUTS'] ?? 4000)
 const SECONDS = Number(process.env['HOSTILE_FUZZ_SECONDS'] ?? 35)
 const WORKERS = 8
 const TOKEN = 'hostile-admin-token'
@@ -31,7 +32,7 @@ t.before(async () => {
     `upstreams: [ { id: app-0, url: "${up.url}" } ]`,
     'affinity: { key: cookie, cookie: { secret: [fuzz-secret-0123456789abcdef] } }',
     // short client timeouts: an input that stops half-way is cut by Tether, not by the deadline
-    'timeouts: { client_headers: 500ms, body_idle: 500ms, response_headers: 2s }',
+    'timeouts: { client_headers: 500ms, body_idle: 500ms, client_keep_alive: 300ms, response_headers: 2s }',
     // a client-caused failure must not eject the only upstream and turn the rest into 503s
     'health: { passive: { enabled: false } }',
     'log: { level: info, access: false }',
@@ -50,7 +51,9 @@ async function send(port: number, input: FuzzInput): Promise<Outcome> {
   try {
     await conn.writeSplit(input.pieces)
     if (input.halfClose) conn.socket.end()
-    await conn.until(() => conn.ended, 1500)
+    // half-closed: until Tether ends the connection; else until the first answer (keep-alive)
+    // or until Tether cuts an input that stops half-way (client_headers / body_idle)
+    await conn.until(() => conn.ended || (!input.halfClose && parseResponses(conn.bytes, false).responses.some((r) => r.status >= 200)), 1500)
     const parsed = parseResponses(conn.bytes, conn.ended)
     const finals = parsed.responses.filter((r) => r.status >= 200 || r.status === 101)
     const status = finals.length > 0 ? String(finals[0]!.status) : conn.bytes.length > 0 ? 'cut' : conn.ended ? 'closed' : 'open'
@@ -94,8 +97,11 @@ t.test(`fuzz: mutated requests never crash Tether, never log an unhandled error,
 
   // Tether still serves: a plain request gets its 200
   const after = exitedAfter === null ? await exchange(child.port, 'GET /after-fuzz HTTP/1.1\r\nHost: a\r\n\r\n', { responses: 1 }) : null
+  // a request Tether stopped forwarding half-way must be aborted (its upstream connection closed)
+  const halfway = (): number => up.connections.filter((c) => !c.closed && c.pending.length > 0).length
+  await waitFor(() => halfway() === 0, 3000, 'upstream requests left half-way to be aborted').catch(() => undefined)
   const aborted = up.connections.filter((c) => c.closed && c.pending.length > 0).length
-  const hanging = up.connections.filter((c) => !c.closed && c.pending.length > 0).length
+  const hanging = halfway()
   const byStatus = [...statuses].sort((a, b) => b[1] - a[1]).map(([s, n]) => `${s}: ${n}`).join(', ')
   t.comment(`${done} inputs in ${seconds.toFixed(1)} s (${Math.round(done / seconds)}/s); answers ${byStatus}`)
   t.comment(`upstream: ${up.requests.length} requests on ${up.connections.length} connections, ${aborted} aborted mid-request by Tether, ${hanging} left open mid-request`)
@@ -112,6 +118,7 @@ t.test(`fuzz: mutated requests never crash Tether, never log an unhandled error,
   t.same(notJson.slice(0, 3), [], 'every stdout line is a JSON log record')
   const errors = lines.flatMap((l) => { try { return [JSON.parse(l) as { level: number; msg: string }] } catch { return [] } }).filter((r) => r.level >= 50)
   t.same(errors.slice(0, 3), [], 'no error-level log record')
+  t.equal(hanging, 0, 'no upstream request was left half-way with its connection open')
   t.ok(done >= Math.min(INPUTS, 500), `a meaningful number of inputs ran (${done})`)
 })
 
