@@ -144,9 +144,11 @@ t.test('admin API: mutations need the bearer token, and hostile paths are refuse
   t.equal(await admin('POST', '/upstreams/app-0/drain', `Bearer ${TOKEN.slice(0, -1)}`), '401', 'token prefix')
   t.equal(await admin('GET', '/upstreams/app-0/drain', `Bearer ${TOKEN}`), '405', 'drain needs POST')
   t.equal(await admin('POST', '/upstreams/nope/drain', `Bearer ${TOKEN}`), '404', 'unknown upstream')
-  t.equal(await admin('POST', '/upstreams/%2e%2e/drain', `Bearer ${TOKEN}`), '404', 'an encoded .. is just an unknown id')
-  t.equal(await admin('POST', '/upstreams/app-0%2Fx/drain', `Bearer ${TOKEN}`), '404', 'an encoded / is just an unknown id')
-  t.equal(await admin('POST', '/upstreams/app-0/drain/extra', `Bearer ${TOKEN}`), '404')
+  const refused = ['400', '404']
+  for (const path of ['/upstreams/%2e%2e/drain', '/upstreams/app-0%2Fx/drain', '/upstreams/app-0/drain/extra', '/upstreams//drain']) {
+    const status = await admin('POST', path, `Bearer ${TOKEN}`)
+    t.ok(refused.includes(status), `${path} is refused, not acted on (${status})`)
+  }
   const long = await admin('GET', `/${'x'.repeat(20_000)}`)
   t.ok(['404', '414', '431'].includes(long), `a 20 KiB path is refused (${long})`)
   t.equal(await admin('POST', '/upstreams/app-0/drain', `Bearer ${TOKEN}`), '200', 'the right token drains')

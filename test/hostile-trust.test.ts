@@ -7,7 +7,7 @@
 import t, { type Test } from 'tap'
 import { CookieCodec } from '../src/affinity/cookie-codec.js'
 import { DEFAULTS } from '../src/config/schema.js'
-import { startHarness, todo } from './fixtures/raw-tether.js'
+import { affinityEntry, startHarness, todo } from './fixtures/raw-tether.js'
 import { exchange } from './fixtures/raw-client.js'
 import { ok } from './fixtures/raw-upstream.js'
 import { header, headerValues, type HeaderLine, type ParsedRequest } from './fixtures/raw-http.js'
@@ -236,9 +236,8 @@ t.test('X-Forwarded-For from an untrusted peer is appended to, never used as the
   await exchange(h.port, 'GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n', { responses: 1, localAddress: '127.0.0.2' })
   const q = only(t, h.received())
   t.same(headerValues(q, 'x-forwarded-for'), ['203.0.113.9, 127.0.0.2'], 'the peer is appended')
-  const table = h.tether.router.table
-  t.ok(table.get('127.0.0.2', Date.now()) !== null, 'the peer address is the affinity key')
-  t.equal(table.get('203.0.113.9', Date.now()), null, 'the spoofed address is not')
+  t.ok(affinityEntry(h.tether, '127.0.0.2') !== null, 'the peer address is the affinity key')
+  t.equal(affinityEntry(h.tether, '203.0.113.9'), null, 'the spoofed address is not')
 })
 
 t.test('X-Forwarded-For names the client only when the peer is a trusted proxy', async (t) => {
@@ -247,11 +246,9 @@ t.test('X-Forwarded-For names the client only when the peer is a trusted proxy',
   await exchange(h.port, 'GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n', { responses: 1, localAddress: '127.0.0.1' })
   await exchange(h.port, 'GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 198.51.100.7\r\n\r\n', { responses: 1, localAddress: '127.0.0.2' })
   await exchange(h.port, 'GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: unknown, , 999.1.1.1, ::ffff:zz\r\n\r\n', { responses: 1, localAddress: '127.0.0.1' })
-  const now = Date.now()
-  const table = h.tether.router.table
-  t.ok(table.get('203.0.113.9', now) !== null, "the trusted proxy's client is the key")
-  t.equal(table.get('198.51.100.7', now), null, "an untrusted peer's claim is not")
-  t.ok(table.get('127.0.0.2', now) !== null, 'the untrusted peer itself is')
+  t.ok(affinityEntry(h.tether, '203.0.113.9') !== null, "the trusted proxy's client is the key")
+  t.equal(affinityEntry(h.tether, '198.51.100.7'), null, "an untrusted peer's claim is not")
+  t.ok(affinityEntry(h.tether, '127.0.0.2') !== null, 'the untrusted peer itself is')
   t.equal(h.received().length, 3, 'every request was forwarded, garbage in X-Forwarded-For included')
   t.same(h.unhandled(), [])
 })
