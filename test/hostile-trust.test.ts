@@ -1,0 +1,287 @@
+// Hostile input at the trust boundary: every header name Tether reserves, in every spelling a
+// backend might fold together (case, `_` for `-`), in both directions, on plain requests and on
+// WebSocket handshakes; a custom state.header; forged, tampered, expired and other-secret
+// affinity cookies; spoofed X-Forwarded-For / -Proto / -Host / -Port and Forwarded with and
+// without trusted proxies. Each case checks what the client got AND what the upstream received.
+// Cases marked todo are issue 10 defects Tether still has.
+import t, { type Test } from 'tap'
+import { CookieCodec } from '../src/affinity/cookie-codec.js'
+import { DEFAULTS } from '../src/config/schema.js'
+import { affinityEntry, startHarness, todo } from './fixtures/raw-tether.js'
+import { exchange } from './fixtures/raw-client.js'
+import { ok } from './fixtures/raw-upstream.js'
+import { header, headerValues, type HeaderLine, type ParsedRequest } from './fixtures/raw-http.js'
+
+/** Header names Tether uses itself (any `X-Tether-*` name is reserved). */
+const RESERVED = [
+  'X-Tether-State', 'X-Tether-State-Version', 'X-Tether-Rehydrate', 'X-Tether-Previous-Upstream',
+  'X-Tether-Epoch', 'X-Tether-Moved', 'X-Tether-Upstream', 'X-Tether-Anything',
+]
+
+/** The same name in other letter cases. */
+function caseSpellings(name: string): string[] {
+  const alternating = [...name].map((ch, i) => (i % 2 === 0 ? ch.toUpperCase() : ch.toLowerCase())).join('')
+  return [name, name.toLowerCase(), name.toUpperCase(), alternating]
+}
+
+/** The same name with `_` for some or all of its `-` (X_Tether_State, X-Tether_State, ...). */
+function underscoreSpellings(name: string): string[] {
+  return [
+    name.replaceAll('-', '_'),
+    name.replace('-', '_'),
+    name.replace(/-([^-]*)$/, '_$1'),
+    name.toLowerCase().replaceAll('-', '_'),
+    name.toUpperCase().replaceAll('-', '_'),
+  ]
+}
+
+/** A header name as a backend that folds case and `_`/`-` reads it. */
+const folded = (name: string): string => name.toLowerCase().replaceAll('_', '-')
+
+/** Header lines `name: forged-<i>` for every name. */
+const forgedLines = (names: readonly string[]): string => names.map((n, i) => `${n}: forged-${i}\r\n`).join('')
+
+/** Names of the headers the upstream received that carry a client's forged value. */
+const forgedArrived = (q: ParsedRequest): string[] => q.headers.filter(([, v]) => v.startsWith('forged')).map(([k]) => k)
+
+/** Reserved headers an answer carries: names that fold to `x-tether-*` or one of `extra`. */
+function reservedIn(headers: readonly HeaderLine[], extra: readonly string[] = []): string[] {
+  return headers.map(([k]) => k).filter((k) => folded(k).startsWith('x-tether-') || extra.includes(folded(k)))
+}
+
+const WS = (extra = ''): string =>
+  'GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n' +
+  `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n${extra}\r\n`
+const SWITCH = (extra = ''): string =>
+  'HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
+  `Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n${extra}\r\n`
+
+/** The one request the upstream received (fails the test otherwise). */
+function only(t: Test, got: ParsedRequest[]): ParsedRequest {
+  t.equal(got.length, 1, 'the upstream received exactly one request')
+  return got[0] ?? { method: '', target: '', version: '', headers: [], body: Buffer.alloc(0), framing: 'none', raw: Buffer.alloc(0) }
+}
+
+// ---- reserved headers, client -> upstream
+
+t.test('a client X-Tether-* header in any letter case never reaches the upstream; only Tether\'s own epoch arrives', async (t) => {
+  const h = await startHarness()
+  t.teardown(() => h.close())
+  const names = RESERVED.flatMap(caseSpellings)
+  const r = await exchange(h.port, `GET / HTTP/1.1\r\nHost: a\r\n${forgedLines(names)}\r\n`, { responses: 1 })
+  t.equal(r.first, '200')
+  const q = only(t, h.received())
+  t.same(forgedArrived(q), [], `none of ${names.length} spellings arrived`)
+  t.same(reservedIn(q.headers), ['x-tether-epoch'], 'the only reserved header upstream is the one Tether set')
+  t.match(header(q, 'x-tether-epoch'), /^\d+$/)
+})
+
+t.test('a client X-Tether-* header spelled with _ for - never reaches the upstream (X_Tether_Rehydrate, X-Tether_State, ...)', todo('issue 10 #1: underscore spellings reach the upstream'), async (t) => {
+  const h = await startHarness()
+  t.teardown(() => h.close())
+  const names = RESERVED.flatMap(underscoreSpellings)
+  const r = await exchange(h.port, `GET / HTTP/1.1\r\nHost: a\r\n${forgedLines(names)}\r\n`, { responses: 1 })
+  t.equal(r.first, '200')
+  const q = only(t, h.received())
+  t.same(forgedArrived(q), [], `none of ${names.length} spellings arrived`)
+})
+
+t.test('header names containing _ are dropped by default (nginx\'s rule): X_Custom does not reach the upstream, X-Custom does', todo('issue 10 #1: forwarding.allow_underscores is not implemented; _ names pass'), async (t) => {
+  const h = await startHarness()
+  t.teardown(() => h.close())
+  await exchange(h.port, 'GET / HTTP/1.1\r\nHost: a\r\nX_Custom: forged-u\r\nX-Custom: kept\r\nX_Forwarded_Proto: forged-p\r\n\r\n', { responses: 1 })
+  const q = only(t, h.received())
+  t.same(forgedArrived(q), [])
+  t.same(headerValues(q, 'x-custom'), ['kept'])
+})
+
+t.test('with forwarding.allow_underscores: true, X_Custom passes but a reserved name in any _ spelling is still stripped', todo('issue 10 #1: forwarding.allow_underscores is not implemented'), async (t) => {
+  const h = await startHarness({ forwarding: { allow_underscores: true } as never })
+  t.teardown(() => h.close())
+  const names = RESERVED.flatMap(underscoreSpellings)
+  await exchange(h.port, `GET / HTTP/1.1\r\nHost: a\r\nX_Custom: kept\r\n${forgedLines(names)}\r\n`, { responses: 1 })
+  const q = only(t, h.received())
+  t.same(headerValues(q, 'X_Custom'), ['kept'], 'an ordinary _ name passes')
+  t.same(forgedArrived(q), [], 'no reserved spelling passes')
+})
+
+// ---- reserved headers on WebSocket handshakes
+
+t.test('a WebSocket handshake carries no client X-Tether-* header in any letter case, and the 101 carries none of the upstream\'s', async (t) => {
+  const h = await startHarness({}, (_q, c) => c.write(SWITCH(RESERVED.flatMap(caseSpellings).map((n) => `${n}: internal\r\n`).join(''))))
+  t.teardown(() => h.close())
+  const r = await exchange(h.port, WS(forgedLines(RESERVED.flatMap(caseSpellings))), { responses: 1 })
+  t.equal(r.first, '101')
+  t.same(reservedIn(r.finals[0]?.headers ?? []), [], 'the client sees no X-Tether-* header')
+  const q = only(t, h.received())
+  t.same(forgedArrived(q), [])
+  t.same(reservedIn(q.headers), ['x-tether-epoch'])
+})
+
+t.test('a WebSocket handshake carries no client X-Tether-* header spelled with _, and the 101 none of the upstream\'s', todo('issue 10 #1: underscore spellings pass on handshakes too'), async (t) => {
+  const h = await startHarness({}, (_q, c) => c.write(SWITCH(RESERVED.flatMap(underscoreSpellings).map((n) => `${n}: internal\r\n`).join(''))))
+  t.teardown(() => h.close())
+  const r = await exchange(h.port, WS(forgedLines(RESERVED.flatMap(underscoreSpellings))), { responses: 1 })
+  t.equal(r.first, '101')
+  t.same(forgedArrived(only(t, h.received())), [], 'none reached the upstream')
+  t.same(reservedIn(r.finals[0]?.headers ?? []), [], 'none reached the client')
+})
+
+// ---- reserved headers, upstream -> client
+
+t.test('an upstream\'s X-Tether-* headers in any letter case never reach the client; with upstream_header only Tether\'s true X-Tether-Upstream does', async (t) => {
+  const h = await startHarness({ forwarding: { upstream_header: true } },
+    (_q, c) => c.write(ok('ok', RESERVED.flatMap(caseSpellings).map((n) => `${n}: internal\r\n`).join(''))))
+  t.teardown(() => h.close())
+  const r = await exchange(h.port, 'GET / HTTP/1.1\r\nHost: a\r\n\r\n', { responses: 1 })
+  t.equal(r.first, '200')
+  const res = r.finals[0]!
+  t.same(reservedIn(res.headers), ['x-tether-upstream'])
+  t.same(headerValues(res, 'x-tether-upstream'), ['app-0'], "Tether's value, not the upstream's")
+})
+
+t.test('an upstream\'s X-Tether-* headers spelled with _ never reach the client', todo('issue 10 #1: one reserved-name table for both directions (ARCHITECTURE 14); _ spellings in answers pass'), async (t) => {
+  const h = await startHarness({}, (_q, c) => c.write(ok('ok', RESERVED.flatMap(underscoreSpellings).map((n) => `${n}: internal\r\n`).join(''))))
+  t.teardown(() => h.close())
+  const r = await exchange(h.port, 'GET / HTTP/1.1\r\nHost: a\r\n\r\n', { responses: 1 })
+  t.equal(r.first, '200')
+  t.same(reservedIn(r.finals[0]!.headers), [])
+})
+
+// ---- a custom state.header
+
+const APP_STATE = ['X-App-State', 'X-App-State-Version']
+const APP_STATE_FOLDED = APP_STATE.map(folded)
+
+t.test('with state.header: X-App-State, a client X-App-State or X-App-State-Version (any case) never reaches the upstream', todo('issue 10 #2: the configured state header is accepted from clients'), async (t) => {
+  const h = await startHarness({ state: { header: 'X-App-State' } })
+  t.teardown(() => h.close())
+  const names = APP_STATE.flatMap(caseSpellings)
+  await exchange(h.port, `GET / HTTP/1.1\r\nHost: a\r\n${forgedLines(names)}\r\n`, { responses: 1 })
+  const q = only(t, h.received())
+  t.same(forgedArrived(q), [])
+  t.same(reservedIn(q.headers, APP_STATE_FOLDED), ['x-tether-epoch'])
+})
+
+t.test('with state.header: X-App-State, its _ spellings never reach the upstream either', todo('issue 10 #1/#2: the configured state header in _ spellings reaches the upstream'), async (t) => {
+  const h = await startHarness({ state: { header: 'X-App-State' }, forwarding: { allow_underscores: true } as never })
+  t.teardown(() => h.close())
+  await exchange(h.port, `GET / HTTP/1.1\r\nHost: a\r\n${forgedLines(APP_STATE.flatMap(underscoreSpellings))}\r\n`, { responses: 1 })
+  t.same(forgedArrived(only(t, h.received())), [])
+})
+
+t.test('with state.header: X-App-State, an upstream\'s checkpoint is stored but never shown to the client', todo('issue 10 #2: the configured state header leaks checkpoints to clients'), async (t) => {
+  const h = await startHarness({ state: { header: 'X-App-State' } }, (_q, c) => c.write(ok('ok', 'X-App-State: secret-checkpoint\r\nX-App-State-Version: 3\r\n')))
+  t.teardown(() => h.close())
+  const r = await exchange(h.port, 'GET / HTTP/1.1\r\nHost: a\r\n\r\n', { responses: 1 })
+  t.equal(r.first, '200')
+  t.same(reservedIn(r.finals[0]!.headers, APP_STATE_FOLDED), [], 'no checkpoint header in the answer')
+  t.notMatch(r.bytes.toString('latin1'), /secret-checkpoint/)
+  t.match(await h.tether.metrics.render(), /tether_checkpoints_total\{result="stored"\} 1/, 'the checkpoint was stored')
+})
+
+t.test('with state.header: X-App-State, a 101 carries no checkpoint header to the client', todo('issue 10 #2: the configured state header leaks on upgrades'), async (t) => {
+  const h = await startHarness({ state: { header: 'X-App-State' } }, (_q, c) => c.write(SWITCH('X-App-State: secret-checkpoint\r\nx-app-state-version: 3\r\n')))
+  t.teardown(() => h.close())
+  const r = await exchange(h.port, WS(), { responses: 1 })
+  t.equal(r.first, '101')
+  t.same(reservedIn(r.finals[0]?.headers ?? [], APP_STATE_FOLDED), [])
+})
+
+// ---- affinity cookies
+
+const SECRET = 'hostile-suite-secret-0123456789'
+const OTHER_SECRET = 'another-secret-entirely-9876543210'
+const IDLE = 3 * 3_600_000
+
+t.test('forged, tampered, re-pointed, expired and other-secret cookies are never believed: each gets a new session; a valid one routes', async (t) => {
+  const h = await startHarness({ affinity: { key: 'cookie', cookie: { ...DEFAULTS.affinity.cookie, secret: [SECRET] } }, forwarding: { upstream_header: true } }, undefined, 2)
+  t.teardown(() => h.close())
+  const codec = new CookieCodec({ secrets: [SECRET], idleTimeout: IDLE })
+  const now = Date.now()
+  const valid = codec.issue('app-1', 0, now).value
+  const bytes = Buffer.from(valid, 'base64url')
+  const repointed = Buffer.from(bytes)
+  repointed.write('app-0', 30, 'utf8') // the upstream id field, MAC unchanged
+  const mid = Math.floor(valid.length / 2)
+  const cases: [string, string][] = [
+    ['forged (random bytes of a valid length)', Buffer.from(Array.from({ length: bytes.length }, (_, i) => (i * 37 + 11) & 0xff)).toString('base64url')],
+    ['tampered (one character changed)', valid.slice(0, mid) + (valid[mid] === 'A' ? 'B' : 'A') + valid.slice(mid + 1)],
+    ['re-pointed to app-0 with the MAC kept', repointed.toString('base64url')],
+    ['expired (last seen 4 h ago, idle timeout 3 h)', codec.issue('app-1', 0, now - 4 * 3_600_000).value],
+    ['signed with another secret', new CookieCodec({ secrets: [OTHER_SECRET], idleTimeout: IDLE }).issue('app-1', 0, now).value],
+    ['4 KiB of garbage', 'x'.repeat(4096)],
+    ['empty', ''],
+  ]
+  for (const [what, value] of cases) {
+    const before = h.received().length
+    const r = await exchange(h.port, `GET /c HTTP/1.1\r\nHost: a\r\nCookie: tether=${value}\r\n\r\n`, { responses: 1 })
+    t.equal(r.first, '200', `${what}: answered`)
+    t.ok(headerValues(r.finals[0]!, 'set-cookie').some((c) => c.startsWith('tether=') && !c.startsWith(`tether=${value};`)), `${what}: a new cookie is issued`)
+    t.equal(h.received().length - before, 1, `${what}: one request upstream`)
+    const access = h.logs.access().at(-1)
+    t.equal(access?.['route'], 'new_session', `${what}: placed as a new session`)
+  }
+  const r = await exchange(h.port, `GET /c HTTP/1.1\r\nHost: a\r\nCookie: tether=${valid}\r\n\r\n`, { responses: 1 })
+  t.same(headerValues(r.finals[0]!, 'x-tether-upstream'), ['app-1'], 'the valid cookie routes to the upstream it names')
+  t.equal(h.logs.access().at(-1)?.['route'], 'cookie')
+  t.same(h.unhandled(), [])
+})
+
+// ---- X-Forwarded-For and the client IP
+
+t.test('X-Forwarded-For from an untrusted peer is appended to, never used as the client IP', async (t) => {
+  const h = await startHarness({ affinity: { key: 'client_ip' } })
+  t.teardown(() => h.close())
+  await exchange(h.port, 'GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n', { responses: 1, localAddress: '127.0.0.2' })
+  const q = only(t, h.received())
+  t.same(headerValues(q, 'x-forwarded-for'), ['203.0.113.9, 127.0.0.2'], 'the peer is appended')
+  t.ok(affinityEntry(h.tether, '127.0.0.2') !== null, 'the peer address is the affinity key')
+  t.equal(affinityEntry(h.tether, '203.0.113.9'), null, 'the spoofed address is not')
+})
+
+t.test('X-Forwarded-For names the client only when the peer is a trusted proxy', async (t) => {
+  const h = await startHarness({ affinity: { key: 'client_ip', client_ip: { trusted_proxies: ['127.0.0.1/32'] } } })
+  t.teardown(() => h.close())
+  await exchange(h.port, 'GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n', { responses: 1, localAddress: '127.0.0.1' })
+  await exchange(h.port, 'GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 198.51.100.7\r\n\r\n', { responses: 1, localAddress: '127.0.0.2' })
+  await exchange(h.port, 'GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: unknown, , 999.1.1.1, ::ffff:zz\r\n\r\n', { responses: 1, localAddress: '127.0.0.1' })
+  t.ok(affinityEntry(h.tether, '203.0.113.9') !== null, "the trusted proxy's client is the key")
+  t.equal(affinityEntry(h.tether, '198.51.100.7'), null, "an untrusted peer's claim is not")
+  t.ok(affinityEntry(h.tether, '127.0.0.2') !== null, 'the untrusted peer itself is')
+  t.equal(h.received().length, 3, 'every request was forwarded, garbage in X-Forwarded-For included')
+  t.same(h.unhandled(), [])
+})
+
+// ---- X-Forwarded-Proto / -Host / -Port and Forwarded (RFC 7239)
+
+const SPOOF = 'X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.example\r\nX-Forwarded-Port: 1\r\nForwarded: for=192.0.2.1;proto=https;host=evil.example\r\n'
+
+t.test('from an untrusted peer, X-Forwarded-Proto and -Host are overwritten (http, the Host)', async (t) => {
+  const h = await startHarness()
+  t.teardown(() => h.close())
+  await exchange(h.port, `GET / HTTP/1.1\r\nHost: a\r\n${SPOOF}\r\n`, { responses: 1, localAddress: '127.0.0.2' })
+  const q = only(t, h.received())
+  t.same(headerValues(q, 'x-forwarded-proto'), ['http'])
+  t.same(headerValues(q, 'x-forwarded-host'), ['a'])
+})
+
+t.test('from an untrusted peer, X-Forwarded-Port and Forwarded are overwritten too', todo('issue 10 #13: X-Forwarded-Port and Forwarded pass from anyone'), async (t) => {
+  const h = await startHarness()
+  t.teardown(() => h.close())
+  await exchange(h.port, `GET / HTTP/1.1\r\nHost: a\r\n${SPOOF}\r\n`, { responses: 1, localAddress: '127.0.0.2' })
+  const q = only(t, h.received())
+  t.notOk(headerValues(q, 'x-forwarded-port').includes('1'), 'not the client\'s X-Forwarded-Port')
+  t.notMatch(headerValues(q, 'forwarded').join(','), /evil\.example|192\.0\.2\.1/, "not the client's Forwarded")
+})
+
+t.test('from a trusted proxy, its X-Forwarded-Proto, -Host, -Port and Forwarded are kept', todo('issue 10 #13: X-Forwarded-Proto is always http'), async (t) => {
+  const h = await startHarness({ affinity: { client_ip: { trusted_proxies: ['127.0.0.1/32'] } } })
+  t.teardown(() => h.close())
+  await exchange(h.port, `GET / HTTP/1.1\r\nHost: a\r\n${SPOOF}\r\n`, { responses: 1, localAddress: '127.0.0.1' })
+  const q = only(t, h.received())
+  t.same(headerValues(q, 'x-forwarded-proto'), ['https'])
+  t.same(headerValues(q, 'x-forwarded-host'), ['evil.example'])
+  t.same(headerValues(q, 'x-forwarded-port'), ['1'])
+  t.match(headerValues(q, 'forwarded').join(','), /for=192\.0\.2\.1;proto=https;host=evil\.example/)
+})
