@@ -14,6 +14,7 @@ export const ERRORS = {
   TETHER_BODY_TOO_LARGE: { status: 413, message: 'Content Too Large' },
   TETHER_BAD_REQUEST: { status: 400, message: 'Bad Request' },
   TETHER_NOT_IMPLEMENTED: { status: 501, message: 'Not Implemented: unsupported transfer coding' },
+  TETHER_METHOD_NOT_ALLOWED: { status: 405, message: 'Method Not Allowed' },
   TETHER_HEADERS_TOO_LARGE: { status: 431, message: 'Request Header Fields Too Large' },
   TETHER_CLIENT_TIMEOUT: { status: 408, message: 'Request Timeout' },
   TETHER_SHUTTING_DOWN: { status: 503, message: 'Service Unavailable: shutting down' },

@@ -1,7 +1,6 @@
 // Hostile input, framing and smuggling: exact client bytes (lengths, transfer codings, chunk
 // syntax, bare CR/LF, obs-fold, control bytes) against Tether in front of a raw upstream that
 // records every byte. Each case checks the client's answer AND what the upstream received.
-// Cases marked todo are defects of issue 10 (or found beside it) that Tether still has.
 import t from 'tap'
 import { FRAMING } from './fixtures/raw-cases.js'
 import { caseTest, startHarness, type Harness } from './fixtures/raw-tether.js'

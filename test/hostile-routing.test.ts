@@ -1,10 +1,10 @@
 // Hostile input, routing abuse: request-target forms (absolute, authority, asterisk), CONNECT,
 // HTTP/2 preface and h2c, WebSocket upgrades with a request smuggled behind them, pipelining
 // with upgrades, Host rules, HTTP/0.9 and 1.0. Each case checks the client's answer AND what
-// the raw upstream received. Cases marked todo are issue 10 defects Tether still has.
+// the raw upstream received.
 import t from 'tap'
 import { ROUTING } from './fixtures/raw-cases.js'
-import { caseTest, startHarness, todo, type Harness } from './fixtures/raw-tether.js'
+import { caseTest, startHarness, type Harness } from './fixtures/raw-tether.js'
 import { exchange, rawConnect } from './fixtures/raw-client.js'
 import { ok, type RawScript } from './fixtures/raw-upstream.js'
 import { header, headerValues } from './fixtures/raw-http.js'
@@ -53,10 +53,10 @@ t.test('a WebSocket upgrade the upstream refuses (200) does not open a tunnel: a
   t.same(h.violations(), [])
   const bytes = h.up.connections.map((c) => c.bytes.toString('latin1')).join('')
   t.notMatch(bytes, /smuggled/, 'not one byte of the smuggled request reached the upstream')
-  for (const s of h.openSockets()) s.destroy() // that Tether keeps this socket is the next test's (todo) subject
+  for (const s of h.openSockets()) s.destroy() // the next test checks that Tether closes such a socket itself
 })
 
-t.test('after a refused WebSocket upgrade with bytes behind it, Tether still closes the connection (and so can shut down)', todo('not in issue 10: the unread bytes keep the socket open forever; tether.close() never returns'), async (t) => {
+t.test('after a refused WebSocket upgrade with bytes behind it, Tether still closes the connection (and so can shut down)', async (t) => {
   const h = await startHarness({}, (_req, c) => c.write(ok('no upgrade here')))
   t.teardown(() => h.close())
   const conn = await rawConnect(h.port)
@@ -111,7 +111,7 @@ function slowFirst(until: (req: Parameters<RawScript>[0]) => boolean, answer: Ra
   }
 }
 
-t.test('a WebSocket upgrade pipelined after a slow request is answered after it: answers go out in request order', todo('issue 10 #10: the upgrade is answered first, the earlier answer is lost'), async (t) => {
+t.test('a WebSocket upgrade pipelined after a slow request is answered after it: answers go out in request order', async (t) => {
   const h = await startHarness({}, slowFirst((q) => header(q, 'upgrade') !== undefined, (_q, c) => c.write(SWITCH)))
   t.teardown(() => h.close())
   const conn = await rawConnect(h.port)
@@ -124,7 +124,7 @@ t.test('a WebSocket upgrade pipelined after a slow request is answered after it:
   t.same(h.received().map((q) => q.target), ['/slow', '/ws'], 'the upstream received both, /slow first')
 })
 
-t.test('an Upgrade: h2c request pipelined after a slow request is answered, after it', todo('issue 10 #10: the h2c request is never answered'), async (t) => {
+t.test('an Upgrade: h2c request pipelined after a slow request is answered, after it', async (t) => {
   const h = await startHarness({}, slowFirst((q) => q.target === '/h2c', (_q, c) => c.write(ok('h2c'))))
   t.teardown(() => h.close())
   const conn = await rawConnect(h.port)
@@ -135,7 +135,7 @@ t.test('an Upgrade: h2c request pipelined after a slow request is answered, afte
   t.same(h.received().map((q) => q.target), ['/slow', '/h2c'])
 })
 
-t.test('h2c requests on one keep-alive connection leak no listener (12 requests, no MaxListenersExceededWarning)', todo('issue 10 #10: each h2c request adds an error listener'), async (t) => {
+t.test('h2c requests on one keep-alive connection leak no listener (12 requests, no MaxListenersExceededWarning)', async (t) => {
   const h = await startHarness()
   t.teardown(() => h.close())
   const warnings: string[] = []
@@ -155,7 +155,7 @@ t.test('h2c requests on one keep-alive connection leak no listener (12 requests,
   t.same(warnings.filter((w) => w.startsWith('MaxListenersExceededWarning')), [])
 })
 
-t.test('an HTTP/0.9 request (GET / with no version) gets no HTTP/0.9 answer, reaches nothing, and is closed within client_headers', todo('issue 10 #4: client_headers is only enforced at the 30 s check'), async (t) => {
+t.test('an HTTP/0.9 request (GET / with no version) gets no HTTP/0.9 answer, reaches nothing, and is closed within client_headers', async (t) => {
   const h = await startHarness({ timeouts: { client_headers: 300 } })
   t.teardown(() => h.close())
   const conn = await rawConnect(h.port)
@@ -170,7 +170,7 @@ t.test('an HTTP/0.9 request (GET / with no version) gets no HTTP/0.9 answer, rea
   t.same(h.received(), [])
 })
 
-t.test('a malformed Host never counts against an upstream: four requests with Host [::1 eject nothing', todo('issue 10 #7: the Host reaches undici, whose failure is a 502 counted by passive health'), async (t) => {
+t.test('a malformed Host never counts against an upstream: four requests with Host [::1 eject nothing', async (t) => {
   const h = await startHarness({ retries: { attempts: 0 }, affinity: { key: 'none' } }, undefined, 2)
   t.teardown(() => h.close())
   const statuses: string[] = []

@@ -3,11 +3,11 @@
 // WebSocket handshakes; a custom state.header; forged, tampered, expired and other-secret
 // affinity cookies; spoofed X-Forwarded-For / -Proto / -Host / -Port and Forwarded with and
 // without trusted proxies. Each case checks what the client got AND what the upstream received.
-// Cases marked todo are issue 10 defects Tether still has.
+//
 import t, { type Test } from 'tap'
 import { CookieCodec } from '../src/affinity/cookie-codec.js'
 import { DEFAULTS } from '../src/config/schema.js'
-import { affinityEntry, startHarness, todo } from './fixtures/raw-tether.js'
+import { affinityEntry, startHarness } from './fixtures/raw-tether.js'
 import { exchange } from './fixtures/raw-client.js'
 import { ok } from './fixtures/raw-upstream.js'
 import { header, headerValues, type HeaderLine, type ParsedRequest } from './fixtures/raw-http.js'
@@ -76,7 +76,7 @@ t.test('a client X-Tether-* header in any letter case never reaches the upstream
   t.match(header(q, 'x-tether-epoch'), /^\d+$/)
 })
 
-t.test('a client X-Tether-* header spelled with _ for - never reaches the upstream (X_Tether_Rehydrate, X-Tether_State, ...)', todo('issue 10 #1: underscore spellings reach the upstream'), async (t) => {
+t.test('a client X-Tether-* header spelled with _ for - never reaches the upstream (X_Tether_Rehydrate, X-Tether_State, ...)', async (t) => {
   const h = await startHarness()
   t.teardown(() => h.close())
   const names = RESERVED.flatMap(underscoreSpellings)
@@ -86,7 +86,7 @@ t.test('a client X-Tether-* header spelled with _ for - never reaches the upstre
   t.same(forgedArrived(q), [], `none of ${names.length} spellings arrived`)
 })
 
-t.test('header names containing _ are dropped by default (nginx\'s rule): X_Custom does not reach the upstream, X-Custom does', todo('issue 10 #1: forwarding.allow_underscores is not implemented; _ names pass'), async (t) => {
+t.test('header names containing _ are dropped by default (nginx\'s rule): X_Custom does not reach the upstream, X-Custom does', async (t) => {
   const h = await startHarness()
   t.teardown(() => h.close())
   await exchange(h.port, 'GET / HTTP/1.1\r\nHost: a\r\nX_Custom: forged-u\r\nX-Custom: kept\r\nX_Forwarded_Proto: forged-p\r\n\r\n', { responses: 1 })
@@ -95,7 +95,7 @@ t.test('header names containing _ are dropped by default (nginx\'s rule): X_Cust
   t.same(headerValues(q, 'x-custom'), ['kept'])
 })
 
-t.test('with forwarding.allow_underscores: true, X_Custom passes but a reserved name in any _ spelling is still stripped', todo('issue 10 #1: forwarding.allow_underscores is not implemented'), async (t) => {
+t.test('with forwarding.allow_underscores: true, X_Custom passes but a reserved name in any _ spelling is still stripped', async (t) => {
   const h = await startHarness({ forwarding: { allow_underscores: true } as never })
   t.teardown(() => h.close())
   const names = RESERVED.flatMap(underscoreSpellings)
@@ -118,7 +118,7 @@ t.test('a WebSocket handshake carries no client X-Tether-* header in any letter 
   t.same(reservedIn(q.headers), ['x-tether-epoch'])
 })
 
-t.test('a WebSocket handshake carries no client X-Tether-* header spelled with _, and the 101 none of the upstream\'s', todo('issue 10 #1: underscore spellings pass on handshakes too'), async (t) => {
+t.test('a WebSocket handshake carries no client X-Tether-* header spelled with _, and the 101 none of the upstream\'s', async (t) => {
   const h = await startHarness({}, (_q, c) => c.write(SWITCH(RESERVED.flatMap(underscoreSpellings).map((n) => `${n}: internal\r\n`).join(''))))
   t.teardown(() => h.close())
   const r = await exchange(h.port, WS(forgedLines(RESERVED.flatMap(underscoreSpellings))), { responses: 1 })
@@ -140,7 +140,7 @@ t.test('an upstream\'s X-Tether-* headers in any letter case never reach the cli
   t.same(headerValues(res, 'x-tether-upstream'), ['app-0'], "Tether's value, not the upstream's")
 })
 
-t.test('an upstream\'s X-Tether-* headers spelled with _ never reach the client', todo('issue 10 #1: one reserved-name table for both directions (ARCHITECTURE 14); _ spellings in answers pass'), async (t) => {
+t.test('an upstream\'s X-Tether-* headers spelled with _ never reach the client', async (t) => {
   const h = await startHarness({}, (_q, c) => c.write(ok('ok', RESERVED.flatMap(underscoreSpellings).map((n) => `${n}: internal\r\n`).join(''))))
   t.teardown(() => h.close())
   const r = await exchange(h.port, 'GET / HTTP/1.1\r\nHost: a\r\n\r\n', { responses: 1 })
@@ -153,7 +153,7 @@ t.test('an upstream\'s X-Tether-* headers spelled with _ never reach the client'
 const APP_STATE = ['X-App-State', 'X-App-State-Version']
 const APP_STATE_FOLDED = APP_STATE.map(folded)
 
-t.test('with state.header: X-App-State, a client X-App-State or X-App-State-Version (any case) never reaches the upstream', todo('issue 10 #2: the configured state header is accepted from clients'), async (t) => {
+t.test('with state.header: X-App-State, a client X-App-State or X-App-State-Version (any case) never reaches the upstream', async (t) => {
   const h = await startHarness({ state: { header: 'X-App-State' } })
   t.teardown(() => h.close())
   const names = APP_STATE.flatMap(caseSpellings)
@@ -163,14 +163,14 @@ t.test('with state.header: X-App-State, a client X-App-State or X-App-State-Vers
   t.same(reservedIn(q.headers, APP_STATE_FOLDED), ['x-tether-epoch'])
 })
 
-t.test('with state.header: X-App-State, its _ spellings never reach the upstream either', todo('issue 10 #1/#2: the configured state header in _ spellings reaches the upstream'), async (t) => {
+t.test('with state.header: X-App-State, its _ spellings never reach the upstream either', async (t) => {
   const h = await startHarness({ state: { header: 'X-App-State' }, forwarding: { allow_underscores: true } as never })
   t.teardown(() => h.close())
   await exchange(h.port, `GET / HTTP/1.1\r\nHost: a\r\n${forgedLines(APP_STATE.flatMap(underscoreSpellings))}\r\n`, { responses: 1 })
   t.same(forgedArrived(only(t, h.received())), [])
 })
 
-t.test('with state.header: X-App-State, an upstream\'s checkpoint is stored but never shown to the client', todo('issue 10 #2: the configured state header leaks checkpoints to clients'), async (t) => {
+t.test('with state.header: X-App-State, an upstream\'s checkpoint is stored but never shown to the client', async (t) => {
   const h = await startHarness({ state: { header: 'X-App-State' } }, (_q, c) => c.write(ok('ok', 'X-App-State: secret-checkpoint\r\nX-App-State-Version: 3\r\n')))
   t.teardown(() => h.close())
   const r = await exchange(h.port, 'GET / HTTP/1.1\r\nHost: a\r\n\r\n', { responses: 1 })
@@ -180,7 +180,7 @@ t.test('with state.header: X-App-State, an upstream\'s checkpoint is stored but 
   t.match(await h.tether.metrics.render(), /tether_checkpoints_total\{result="stored"\} 1/, 'the checkpoint was stored')
 })
 
-t.test('with state.header: X-App-State, a 101 carries no checkpoint header to the client', todo('issue 10 #2: the configured state header leaks on upgrades'), async (t) => {
+t.test('with state.header: X-App-State, a 101 carries no checkpoint header to the client', async (t) => {
   const h = await startHarness({ state: { header: 'X-App-State' } }, (_q, c) => c.write(SWITCH('X-App-State: secret-checkpoint\r\nx-app-state-version: 3\r\n')))
   t.teardown(() => h.close())
   const r = await exchange(h.port, WS(), { responses: 1 })
@@ -266,7 +266,7 @@ t.test('from an untrusted peer, X-Forwarded-Proto and -Host are overwritten (htt
   t.same(headerValues(q, 'x-forwarded-host'), ['a'])
 })
 
-t.test('from an untrusted peer, X-Forwarded-Port and Forwarded are overwritten too', todo('issue 10 #13: X-Forwarded-Port and Forwarded pass from anyone'), async (t) => {
+t.test('from an untrusted peer, X-Forwarded-Port and Forwarded are overwritten too', async (t) => {
   const h = await startHarness()
   t.teardown(() => h.close())
   await exchange(h.port, `GET / HTTP/1.1\r\nHost: a\r\n${SPOOF}\r\n`, { responses: 1, localAddress: '127.0.0.2' })
@@ -275,7 +275,7 @@ t.test('from an untrusted peer, X-Forwarded-Port and Forwarded are overwritten t
   t.notMatch(headerValues(q, 'forwarded').join(','), /evil\.example|192\.0\.2\.1/, "not the client's Forwarded")
 })
 
-t.test('from a trusted proxy, its X-Forwarded-Proto, -Host, -Port and Forwarded are kept', todo('issue 10 #13: X-Forwarded-Proto is always http'), async (t) => {
+t.test('from a trusted proxy, its X-Forwarded-Proto, -Host, -Port and Forwarded are kept', async (t) => {
   const h = await startHarness({ affinity: { client_ip: { trusted_proxies: ['127.0.0.1/32'] } } })
   t.teardown(() => h.close())
   await exchange(h.port, `GET / HTTP/1.1\r\nHost: a\r\n${SPOOF}\r\n`, { responses: 1, localAddress: '127.0.0.1' })

@@ -3,7 +3,6 @@
 // Continue, a second answer, bytes past the length) or switching protocols unasked; and a
 // WebSocket server that speaks first. Each case checks what the client got AND what the
 // upstreams received (a malformed answer is one attempt: never replayed on another upstream).
-// Cases marked todo are issue 10 defects (or findings beside it) Tether still has.
 import t from 'tap'
 import { UPSTREAM } from './fixtures/raw-cases.js'
 import { startHarness, todo } from './fixtures/raw-tether.js'
@@ -46,7 +45,7 @@ for (const c of UPSTREAM) {
   })
 }
 
-t.test('an endless stream of 102 Processing still ends in 504 once timeouts.response_headers has passed', todo('not in issue 10: each 1xx restarts the wait; the client waits forever'), async (t) => {
+t.test('an endless stream of 102 Processing still ends in 504 once timeouts.response_headers has passed', async (t) => {
   const h = await startHarness({ retries: { attempts: 0 }, timeouts: { response_headers: 500 } }, (_q, c) => {
     const timer = setInterval(() => { if (c.socket.destroyed) clearInterval(timer); else c.write('HTTP/1.1 102 Processing\r\n\r\n') }, 50)
   })
@@ -86,7 +85,7 @@ for (const [name, script] of STALE) {
   })
 }
 
-t.test('a WebSocket server that speaks first: its first frame, sent with the 101, reaches the client on every one of 20 connections', todo('issue 10 #12: bytes that arrive with the 101 are lost'), async (t) => {
+t.test('a WebSocket server that speaks first: its first frame, sent with the 101, reaches the client on every one of 20 connections', async (t) => {
   const frame = Buffer.from([0x81, 0x05, ...Buffer.from('hello')])
   const h = await startHarness({}, (_q, c) => c.write(Buffer.concat([
     Buffer.from('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n'),

@@ -19,8 +19,8 @@ export function clientErrorCode(code: string | undefined): ErrorCode {
     case 'ERR_HTTP_REQUEST_TIMEOUT':
     case 'HPE_HEADERS_TIMEOUT':
       return 'TETHER_CLIENT_TIMEOUT'
-    case 'HPE_INVALID_TRANSFER_ENCODING':
-      return 'TETHER_NOT_IMPLEMENTED'
+    // llhttp's own Transfer-Encoding refusals (with Content-Length, chunked not last) are
+    // faulty framing: 400 (RFC 9112 section 6.3); unknown codings are answered 501 by the request path
     default:
       return 'TETHER_BAD_REQUEST'
   }

@@ -95,7 +95,7 @@ export class Forwarder {
       done({ status: 0, outcome: { kind: 'error', code: 'TETHER_UPSTREAM_CONNECT', connect: true }, error: new Error(`no pool for upstream ${upstream.id}`), responded: false })
       return
     }
-    const handler = new ExchangeHandler(ctx, res, this.#closeAfter, this.#answer, done)
+    const handler = new ExchangeHandler(ctx, res, this.#closeAfter, this.#answer, this.#timeouts.responseHeaders, done)
     pool.dispatch({ path: ctx.target.path, method: ctx.method, headers, body: ctx.body }, handler)
   }
 
@@ -148,12 +148,13 @@ function tolerateUnsolicitedContinue(socket: Socket): void {
 
 /**
  * Errors that mean the upstream's answer was not valid HTTP (a bad status line, a bare CR,
- * a body longer or shorter than announced): 502 TETHER_UPSTREAM_PROTOCOL, never retried,
+ * a body longer or shorter than announced, a head over the size limit): 502
+ * TETHER_UPSTREAM_PROTOCOL, never retried,
  * since the upstream received the request and may have acted on it. undici's parser errors
  * carry no code, so they are recognised here, in the one file that knows undici.
  */
 function upstreamError(err: Error): Error {
-  if (err instanceof errors.HTTPParserError || err instanceof errors.ResponseContentLengthMismatchError) {
+  if (err instanceof errors.HTTPParserError || err instanceof errors.ResponseContentLengthMismatchError || err instanceof errors.HeadersOverflowError) {
     return new TetherError('TETHER_UPSTREAM_PROTOCOL', err)
   }
   // 'bad response' / 'bad upgrade': the upstream sent an answer undici cannot take (a 100 it
@@ -214,9 +215,13 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
   #heldEnd = false
   /** Why the request path stopped this attempt (before undici started it, too). */
   #stopped: TetherError | null = null
+  /** When the request was sent, and how long its final head may take (1xx answers do not extend it). */
+  readonly #sent = performance.now()
+  readonly #headTimeout: number
 
-  constructor(ctx: RequestContext, res: ServerResponse, closeAfter: () => boolean, answer: AnswerHeadPolicy, done: (r: AttemptResult) => void) {
+  constructor(ctx: RequestContext, res: ServerResponse, closeAfter: () => boolean, answer: AnswerHeadPolicy, headTimeout: number, done: (r: AttemptResult) => void) {
     this.#ctx = ctx
+    this.#headTimeout = headTimeout
     this.#res = res
     this.#head = ctx.method === 'HEAD'
     this.#closeAfter = closeAfter
@@ -254,8 +259,14 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
     headers: Record<string, string | string[] | undefined>,
     statusMessage?: string,
   ): void {
-    // 1xx (102 Processing, 103 Early Hints) are informational: the final answer follows
-    if (this.#clientGone || statusCode < 200) return
+    // 1xx (102 Processing, 103 Early Hints) are informational: the final answer follows, but
+    // each one restarts undici's head timer: an endless stream of them must still time out
+    if (statusCode < 200) {
+      if (performance.now() - this.#sent > this.#headTimeout) controller.abort(new TetherError('TETHER_UPSTREAM_TIMEOUT'))
+      return
+    }
+    if (this.#clientGone) return
+    if (statusCode > 599) return controller.abort(new TetherError('TETHER_UPSTREAM_PROTOCOL')) // RFC 9110 section 15: 3 digits, 1xx-5xx
     this.#ctx.abort = null
     const hold = this.#answer.inspect(this.#ctx, headers)
     if (hold === null) return this.#start(controller, statusCode, headers, statusMessage)

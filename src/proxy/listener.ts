@@ -54,7 +54,14 @@ export class Listener {
       if (max === null || !(Number(req.headers['content-length']) > max)) res.writeContinue()
       handle(req, res)
     })
+    // every header line counts (Node drops lines past 2000 silently): the byte limit bounds them
+    this.server.maxHeadersCount = 0
     this.server.on('upgrade', this.#onUpgrade)
+    // a reverse proxy tunnels nothing: CONNECT gets 405 and the connection closes
+    this.server.on('connect', (_req: http.IncomingMessage, socket: Duplex) => {
+      socket.on('error', () => undefined)
+      writeRawError(socket, 'TETHER_METHOD_NOT_ALLOWED')
+    })
     // a client that stalls mid-request or stops reading an answer for body_idle is cut off
     if (t.body_idle > 0) this.server.setTimeout(t.body_idle)
     this.server.on('error', (err) => deps.logger.error({ err }, 'proxy listener error'))

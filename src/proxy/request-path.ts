@@ -61,6 +61,21 @@ export interface RequestPathDeps {
 const NO_ROUTE: Record<NoRoute, ErrorCode> = { none: 'TETHER_NO_UPSTREAM', strict: 'TETHER_AFFINITY_UNAVAILABLE' }
 
 /**
+ * The framing rules of RFC 9112 section 6 for a request with Transfer-Encoding: with
+ * Content-Length as well (smuggling), on HTTP/1.0 (6.1: "faulty framing"), or with `chunked`
+ * anywhere but last, or twice (6.3): 400; with a coding Tether does not know, chunked last or
+ * absent (`gzip, chunked`, `xchunked`): 501 (6.1). Null: plain `chunked`.
+ * Example: transferCodingProblem('chunked, gzip', false, '1.1') -> 'TETHER_BAD_REQUEST'.
+ */
+export function transferCodingProblem(te: string, withLength: boolean, httpVersion: string): ErrorCode | null {
+  if (withLength || httpVersion === '1.0') return 'TETHER_BAD_REQUEST'
+  const codings = te.split(',').map((c) => c.trim().toLowerCase()).filter((c) => c !== '')
+  const chunked = codings.filter((c) => c === 'chunked').length
+  if (chunked > 1 || (chunked === 1 && codings.at(-1) !== 'chunked')) return 'TETHER_BAD_REQUEST'
+  return codings.length === 1 && chunked === 1 ? null : 'TETHER_NOT_IMPLEMENTED'
+}
+
+/**
  * Example (composition root): `const path = new RequestPath(deps)`; the listener calls
  * `path.handleRequest(req, res)` for each request and `path.handleUpgrade(req, socket, head)`
  * for each WebSocket upgrade.
@@ -150,12 +165,16 @@ export class RequestPath {
    */
   #guard(ctx: RequestContext): ErrorCode | null {
     const req = ctx.req
+    // TRACE would echo the request (cookies included) back: refused, as nginx does
+    if (ctx.method === 'TRACE') return 'TETHER_METHOD_NOT_ALLOWED'
     const target = requestTarget(req.url)
     if (target === null || !hostIsValid(req.rawHeaders)) return 'TETHER_BAD_REQUEST'
     ctx.target = target
-    // RFC 9112 section 6.1: a transfer coding Tether does not know cannot be framed
     const te = req.headers['transfer-encoding']
-    if (te !== undefined && te.trim().toLowerCase() !== 'chunked') return 'TETHER_NOT_IMPLEMENTED'
+    if (te !== undefined) {
+      const refused = transferCodingProblem(te, req.headers['content-length'] !== undefined, req.httpVersion)
+      if (refused !== null) return refused
+    }
     const { max_body_bytes: maxBody } = this.config.limits
     if (maxBody !== null && Number(req.headers['content-length']) > maxBody) return 'TETHER_BODY_TOO_LARGE'
     if (ctx.protocol === 'http' && hasBody(req)) {

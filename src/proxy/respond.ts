@@ -10,6 +10,9 @@ const BODIES = new Map<ErrorCode, Buffer>(
   (Object.keys(ERRORS) as ErrorCode[]).map((c) => [c, Buffer.from(`${ERRORS[c].message}\n`)]),
 )
 
+/** The methods Tether forwards (CONNECT and TRACE are refused with 405). */
+const ALLOWED_METHODS = 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS'
+
 /** How a catalogue answer is sent. */
 export interface AnswerOptions {
   /** Close the connection after the answer (the request body was not read to its end). */
@@ -29,6 +32,7 @@ function headersOf(code: ErrorCode, opts: AnswerOptions): [string, string][] {
     ['cache-control', 'no-store'],
   ]
   if (opts.retryAfter ?? status === 503) out.push(['retry-after', '1'])
+  if (status === 405) out.push(['allow', ALLOWED_METHODS]) // RFC 9110 section 15.5.6
   if (opts.close) out.push(['connection', 'close'])
   return out
 }

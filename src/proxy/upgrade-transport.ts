@@ -50,6 +50,8 @@ export class Upgrades {
   readonly #byUpstreamSocket = new WeakMap<Socket, Tunnel>()
   /** Tunnels by upstream id: O(1) add and remove, and closeUpstream without a scan. */
   readonly #byUpstream = new Map<string, Set<Tunnel>>()
+  /** Every client connection handed over and not closed yet (also those no longer tunnelling). */
+  readonly #live = new Set<Tunnel>()
   #count = 0
 
   constructor(logger: Logger, answer: AnswerHeadPolicy, options: UpgradeOptions) {
@@ -94,6 +96,7 @@ export class Upgrades {
     }
     const t = new Tunnel(this, socket, head)
     this.#count++
+    this.#live.add(t)
     this.#bySocket.set(socket, t)
     socket.once('close', () => this.#release(t))
     return t
@@ -116,10 +119,14 @@ export class Upgrades {
     return n
   }
 
-  /** The same for every tunnel (1001, going away, at shutdown). */
+  /**
+   * The same for every tunnel (1001, going away, at shutdown); any other client connection
+   * still open (an answered refusal the client keeps open) is closed too, so the listener can stop.
+   */
   closeAll(code = CLOSE_GOING_AWAY): number {
     let n = 0
     for (const id of [...this.#byUpstream.keys()]) n += this.closeUpstream(id, code)
+    for (const t of [...this.#live]) if (t.state !== 'open') t.destroy()
     return n
   }
 
@@ -167,6 +174,7 @@ export class Upgrades {
   /** The client socket closed: free its slot; a tunnel still open ends its upstream side. */
   #release(t: Tunnel): void {
     this.#count--
+    this.#live.delete(t)
     t.release()
     this.untrack(t)
   }
@@ -264,6 +272,12 @@ class Tunnel implements Exchange {
     else if (this.state === 'connecting') this.#stop(new TetherError('TETHER_UPSTREAM_UNAVAILABLE'))
   }
 
+  /** Close the client connection now (shutdown). */
+  destroy(): void {
+    this.#proxyReq?.destroy()
+    this.#client.destroy()
+  }
+
   /** The client socket closed. */
   release(): void {
     this.#disarm()
@@ -349,6 +363,9 @@ class Tunnel implements Exchange {
     // may claim otherwise, and the connection closes after it
     this.#owner.answer.decorate(ctx, res.headers)
     res.headers.connection = 'close'
+    // http-proxy ends the client's side after the body; a client that keeps its side open (or
+    // sent more bytes behind its request) is cut off after the linger
+    res.once('end', () => endThenDestroy(this.#client, this.#owner.linger))
     this.#done({ status: res.statusCode ?? 0, outcome: null, error: null, responded: true })
   }
 
