@@ -120,7 +120,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const upgrades = new Upgrades(logger, answer, { maxConnections: config.websocket.max_connections, idleTimeout: config.websocket.idle_timeout, connect: t.connect, responseHeaders: t.response_headers })
   const clientErrors = new ClientErrors(logger)
   const pathFor = (cfg: Config): RequestPath => new RequestPath({
-    config: cfg, clock, logger, keys, router, sessions, upstreams: () => membership.current(), headerPolicy: headerPolicy(cfg), http, upgrades,
+    config: cfg, clock, timers, logger, keys, router, sessions, upstreams: () => membership.current(), headerPolicy: headerPolicy(cfg), http, upgrades,
     clientErrors, state, shared, observe: (id, signal) => health.reportPassive(id, signal), inFlight, events: metrics, draining: () => draining,
   })
   let path = pathFor(config)

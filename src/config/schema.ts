@@ -188,6 +188,12 @@ export interface RetriesConfig {
   readonly try_duration: Millis
   /** A request body up to this size is kept so it can be replayed on retry. Default 65536. */
   readonly replay_buffer_bytes: number
+  /**
+   * An idempotent request without a body that has no answer head after this long is also sent
+   * to the user's next upstream; the first head wins, and the user moves only if the hedge
+   * answered. null = off. Default null.
+   */
+  readonly hedge_after: Millis | null
 }
 
 export interface DnsDiscoveryConfig {
@@ -343,7 +349,7 @@ export const DEFAULTS = {
     slow_start: 0,
     shared: 'none',
   },
-  retries: { attempts: 2, try_duration: 10_000, replay_buffer_bytes: 65_536 },
+  retries: { attempts: 2, try_duration: 10_000, replay_buffer_bytes: 65_536, hedge_after: null },
   discovery: { dns: null },
   dnsDiscovery: { interval: 5_000, family: 'any', servers: [] },
   shutdown: { grace_period: 10_000 },

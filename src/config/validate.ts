@@ -496,7 +496,7 @@ const health = struct<Config['health']>(
 )
 
 const retries = struct<Config['retries']>(
-  { attempts: integer(0, 10), try_duration: duration({ zero: false }), replay_buffer_bytes: integer(0, 16 * 1024 * 1024) },
+  { attempts: integer(0, 10), try_duration: duration({ zero: false }), replay_buffer_bytes: integer(0, 16 * 1024 * 1024), hedge_after: nullable(duration({ zero: false })) },
   DEFAULTS.retries,
 )
 

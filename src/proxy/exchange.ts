@@ -2,8 +2,22 @@
 // and of answering the client, whatever the protocol (HTTP/1.1 through undici, WebSocket
 // upgrades through http-proxy, later HTTP/2 streams). Layer 0 vocabulary: interfaces only.
 import type { ErrorCode } from '../errors.js'
+import type { Decision } from '../routing/decision.js'
 import type { Upstream } from '../upstream/upstream-set.js'
 import type { AttemptResult, RequestContext } from './request-context.js'
+
+/** One attempt in progress on one upstream. */
+export interface Attempt {
+  /**
+   * Resolves once the answer is done (`responded: true`) or the attempt failed before any byte
+   * reached the client (`responded: false`: the request path may retry elsewhere).
+   */
+  readonly done: Promise<AttemptResult>
+  /** Whether the answer's head arrived (the attempt can no longer be stopped). */
+  readonly answered: boolean
+  /** Stop it while it waits for its answer's head, failing it with `code`; no effect after. */
+  stop(code: ErrorCode): void
+}
 
 /**
  * One request's transport. The request path calls `attempt` once per upstream it tries and
@@ -12,12 +26,12 @@ import type { AttemptResult, RequestContext } from './request-context.js'
  */
 export interface Exchange {
   /**
-   * Send the request to `upstream` with `headers` ([name, value, ...]) at `ctx.target.path`.
-   * Resolves once the answer is done (`responded: true`) or the attempt failed before any
-   * byte reached the client (`responded: false`: the request path may retry elsewhere). While
-   * waiting for the answer's head, `ctx.abort` stops the attempt with a catalogue code.
+   * Send the request, as `decision` routed it, to `upstream` with `headers` ([name, value,
+   * ...]) at `ctx.target.path`. Several attempts of one request may be in flight (a hedge):
+   * the first whose head arrives answers the client (it becomes `ctx.decision`), the others
+   * are stopped.
    */
-  attempt(ctx: RequestContext, upstream: Upstream, headers: string[]): Promise<AttemptResult>
+  attempt(ctx: RequestContext, decision: Decision, upstream: Upstream, headers: string[]): Attempt
   /** Answer with the catalogue error `code` (closing the connection when `close`); returns the status sent. */
   fail(ctx: RequestContext, code: ErrorCode, close: boolean): number
   /** The client is gone: nothing more can be sent. */

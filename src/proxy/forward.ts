@@ -10,7 +10,8 @@ import { TetherError, type ErrorCode } from '../errors.js'
 import type { Upstream } from '../upstream/upstream-set.js'
 import { classify } from './outcome.js'
 import { mayStartWithInterim, withoutUnsolicitedContinue } from './interim-response.js'
-import type { AnswerHeadPolicy, Exchange } from './exchange.js'
+import type { AnswerHeadPolicy, Attempt, Exchange } from './exchange.js'
+import type { Decision } from '../routing/decision.js'
 import type { AttemptResult, RequestContext } from './request-context.js'
 import { sendError } from './respond.js'
 
@@ -85,18 +86,19 @@ export class Forwarder {
   }
 
   /**
-   * Send `ctx`'s request to `upstream` with `headers` and stream the answer into `res`. A
-   * failure before any byte of the answer was written leaves `res` untouched (`responded:
-   * false`) so the caller may retry elsewhere. `done` is called exactly once.
+   * Send `ctx`'s request, routed by `decision`, to `upstream` with `headers` and stream the
+   * answer into `res`. A failure before any byte of the answer was written leaves `res`
+   * untouched (`responded: false`) so the caller may retry elsewhere.
    */
-  dispatch(ctx: RequestContext, res: ServerResponse, upstream: Upstream, headers: string[], done: (r: AttemptResult) => void): void {
+  dispatch(ctx: RequestContext, decision: Decision, res: ServerResponse, upstream: Upstream, headers: string[]): Attempt {
     const pool = this.#pools.get(upstream.id)
     if (pool === undefined) {
-      done({ status: 0, outcome: { kind: 'error', code: 'TETHER_UPSTREAM_CONNECT', connect: true }, error: new Error(`no pool for upstream ${upstream.id}`), responded: false })
-      return
+      const failed: AttemptResult = { status: 0, outcome: { kind: 'error', code: 'TETHER_UPSTREAM_CONNECT', connect: true }, error: new Error(`no pool for upstream ${upstream.id}`), responded: false }
+      return { done: Promise.resolve(failed), answered: false, stop: () => undefined }
     }
-    const handler = new ExchangeHandler(ctx, res, this.#closeAfter, this.#answer, this.#timeouts.responseHeaders, done)
+    const handler = new ExchangeHandler(ctx, decision, res, this.#closeAfter, this.#answer, this.#timeouts.responseHeaders)
     pool.dispatch({ path: ctx.target.path, method: ctx.method, headers, body: ctx.body }, handler)
+    return handler
   }
 
   /**
@@ -182,8 +184,8 @@ class HttpExchange implements Exchange {
     return this.#res.destroyed
   }
 
-  attempt(ctx: RequestContext, upstream: Upstream, headers: string[]): Promise<AttemptResult> {
-    return new Promise((resolve) => this.#forwarder.dispatch(ctx, this.#res, upstream, headers, resolve))
+  attempt(ctx: RequestContext, decision: Decision, upstream: Upstream, headers: string[]): Attempt {
+    return this.#forwarder.dispatch(ctx, decision, this.#res, upstream, headers)
   }
 
   fail(ctx: RequestContext, code: ErrorCode, close: boolean): number {
@@ -198,14 +200,21 @@ export function hasBody(req: IncomingMessage): boolean {
   return req.headers['transfer-encoding'] !== undefined
 }
 
-/** undici dispatch handler for one attempt: upstream response -> client response. */
-class ExchangeHandler implements Dispatcher.DispatchHandler {
+/**
+ * undici dispatch handler for one attempt: upstream response -> client response. It is also
+ * the attempt's handle: its result, whether its head arrived, and how to stop it.
+ */
+class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt {
   readonly #ctx: RequestContext
+  readonly #decision: Decision
   readonly #res: ServerResponse
   readonly #head: boolean
   readonly #closeAfter: () => boolean
   readonly #answer: AnswerHeadPolicy
-  readonly #done: (r: AttemptResult) => void
+  readonly done: Promise<AttemptResult>
+  #resolve!: (r: AttemptResult) => void
+  /** The answer's head arrived and this attempt answers the client. */
+  answered = false
   #controller: Dispatcher.DispatchController | null = null
   #clientGone = false
   #finished = false
@@ -219,25 +228,32 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
   readonly #sent = performance.now()
   readonly #headTimeout: number
 
-  constructor(ctx: RequestContext, res: ServerResponse, closeAfter: () => boolean, answer: AnswerHeadPolicy, headTimeout: number, done: (r: AttemptResult) => void) {
+  constructor(ctx: RequestContext, decision: Decision, res: ServerResponse, closeAfter: () => boolean, answer: AnswerHeadPolicy, headTimeout: number) {
     this.#ctx = ctx
+    this.#decision = decision
     this.#headTimeout = headTimeout
     this.#res = res
     this.#head = ctx.method === 'HEAD'
     this.#closeAfter = closeAfter
     this.#answer = answer
-    this.#done = done
+    this.done = new Promise((resolve) => { this.#resolve = resolve })
     this.#clientGone = res.destroyed
     res.once('close', this.#onClientClose)
-    // until the answer's head arrives, the request path may stop this attempt
-    ctx.abort = (code) => {
-      this.#stopped = new TetherError(code)
-      this.#controller?.abort(this.#stopped)
-    }
+  }
+
+  /** Until the answer's head arrives, the request path may stop this attempt. */
+  stop(code: ErrorCode): void {
+    if (this.answered || this.#finished) return
+    this.#stopped = new TetherError(code)
+    this.#controller?.abort(this.#stopped)
+  }
+
+  #done(r: AttemptResult): void {
+    this.#resolve(r)
   }
 
   #onClientClose = (): void => {
-    if (this.#finished) return
+    if (this.#finished || (this.#ctx.answering !== null && this.#ctx.answering !== this)) return
     this.#clientGone = true
     this.#controller?.abort(new TetherError('TETHER_BAD_REQUEST', new Error('client closed the connection')))
   }
@@ -267,8 +283,15 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
     }
     if (this.#clientGone) return
     if (statusCode > 599) return controller.abort(new TetherError('TETHER_UPSTREAM_PROTOCOL')) // RFC 9110 section 15: 3 digits, 1xx-5xx
-    this.#ctx.abort = null
-    const hold = this.#answer.inspect(this.#ctx, headers)
+    // the first attempt of this request whose head arrives answers the client; a rival that
+    // comes second (a hedge lost) is stopped, its result ignored
+    const ctx = this.#ctx
+    if (ctx.answering !== null && ctx.answering !== this) return controller.abort(new TetherError('TETHER_UPSTREAM_UNAVAILABLE'))
+    ctx.answering = this
+    ctx.decision = this.#decision
+    this.answered = true
+    ctx.onAnswering?.()
+    const hold = this.#answer.inspect(ctx, headers)
     if (hold === null) return this.#start(controller, statusCode, headers, statusMessage)
     // the head waits (bounded) for a checkpoint write; body chunks meanwhile are kept
     this.#held = []
@@ -335,7 +358,6 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
 
   #finish(): void {
     this.#finished = true
-    this.#ctx.abort = null
     const res = this.#res
     if (!this.#clientGone) res.end()
     this.#done({ status: res.statusCode, outcome: null, error: null, responded: true })
@@ -344,7 +366,6 @@ class ExchangeHandler implements Dispatcher.DispatchHandler {
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
     if (this.#finished) return
     this.#finished = true
-    this.#ctx.abort = null
     const res = this.#res
     const outcome = classify(upstreamError(err), this.#clientGone || res.destroyed)
     if (outcome.kind === 'client_abort') {

@@ -2,26 +2,27 @@
 // stoppable when health takes the upstream out while they wait for its answer's head (a
 // frozen replica must not hold its users for `response_headers`). Layer 2 state owner: no I/O.
 import type { ErrorCode } from '../errors.js'
-import type { RequestContext } from './request-context.js'
+import type { Attempt } from './exchange.js'
 
 /**
- * Example: `inFlight.add(ctx, 'app-0')` when an attempt starts, `remove(ctx, 'app-0')` when it
- * ends; `inFlight.stopWaiting('app-0', 'TETHER_UPSTREAM_UNAVAILABLE')` when app-0 is marked down.
+ * Example: `inFlight.add(attempt, 'app-0')` when an attempt starts, `remove(attempt, 'app-0')`
+ * when it ends; `inFlight.stopWaiting('app-0', 'TETHER_UPSTREAM_UNAVAILABLE')` when app-0 is
+ * marked down.
  */
 export class InFlight {
   /** Attempts by upstream, with when each was sent (performance.now()). */
-  readonly #byUpstream = new Map<string, Map<RequestContext, number>>()
+  readonly #byUpstream = new Map<string, Map<Attempt, number>>()
 
-  add(ctx: RequestContext, upstream: string): void {
+  add(attempt: Attempt, upstream: string): void {
     let set = this.#byUpstream.get(upstream)
     if (set === undefined) this.#byUpstream.set(upstream, (set = new Map()))
-    set.set(ctx, performance.now())
+    set.set(attempt, performance.now())
   }
 
-  remove(ctx: RequestContext, upstream: string): void {
+  remove(attempt: Attempt, upstream: string): void {
     const set = this.#byUpstream.get(upstream)
     if (set === undefined) return
-    set.delete(ctx)
+    set.delete(attempt)
     if (set.size === 0) this.#byUpstream.delete(upstream)
   }
 
@@ -35,7 +36,7 @@ export class InFlight {
     const set = this.#byUpstream.get(upstream)
     if (set === undefined) return 0
     let oldest = Infinity
-    for (const [ctx, at] of set) if (ctx.abort !== null && at < oldest) oldest = at
+    for (const [a, at] of set) if (!a.answered && at < oldest) oldest = at
     return oldest === Infinity ? 0 : performance.now() - oldest
   }
 
@@ -44,9 +45,9 @@ export class InFlight {
     const set = this.#byUpstream.get(upstream)
     if (set === undefined) return 0
     let n = 0
-    for (const ctx of [...set.keys()]) {
-      if (ctx.abort === null) continue
-      ctx.abort(code)
+    for (const a of [...set.keys()]) {
+      if (a.answered) continue
+      a.stop(code)
       n++
     }
     return n

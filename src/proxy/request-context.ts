@@ -66,8 +66,10 @@ export class RequestContext {
   rehydrate: RehydrateStatus | null = null
   /** The application cookie value the answer pinned (the session key from now on), or null. */
   learnedKey: string | null = null
-  /** Stop the attempt in progress (its upstream died while this waited for the answer head). */
-  abort: ((code: ErrorCode) => void) | null = null
+  /** The attempt whose answer head reached the client (the others of a hedge are stopped), or null. */
+  answering: object | null = null
+  /** Told when an attempt's head claimed the answer (a hedge stops its rival). */
+  onAnswering: (() => void) | null = null
   /** The final status sent (0: none). */
   status = 0
   /** How it ended: null for an upstream answer, else the failure. */

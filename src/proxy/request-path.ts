@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
-import type { Clock } from '../clock.js'
+import type { Clock, Timers } from '../clock.js'
 import type { Config } from '../config/schema.js'
 import { TetherError, type ErrorCode } from '../errors.js'
 import type { KeyReader } from '../affinity/key.js'
@@ -19,7 +19,7 @@ import { TETHER_HEADER } from '../reserved-headers.js'
 import type { StateProtocol } from '../state/protocol.js'
 import type { Upstream, UpstreamSet } from '../upstream/upstream-set.js'
 import type { ClientErrors } from './client-error.js'
-import type { Exchange } from './exchange.js'
+import type { Attempt, Exchange } from './exchange.js'
 import { hasBody, type Forwarder } from './forward.js'
 import { REQUEST_ID, hostIsValid, requestTarget, upstreamRequestHeaders, type HeaderPolicy } from './headers.js'
 import type { InFlight } from './in-flight.js'
@@ -27,13 +27,15 @@ import { healthSignal, type HealthSignal, type Outcome } from './outcome.js'
 import { RequestBody } from './request-body.js'
 import { RequestContext, type AttemptResult, type Protocol } from './request-context.js'
 import { writeRawError } from './respond.js'
-import { shouldRetry } from './retry.js'
+import { isIdempotent, shouldRetry } from './retry.js'
+import { withDeadline } from '../deadline.js'
 import type { Upgrades } from './upgrade-transport.js'
 
 export interface RequestPathDeps {
   /** The config this path serves (a reload builds a new path). */
   readonly config: Config
   readonly clock: Clock
+  readonly timers: Timers
   readonly logger: Logger
   readonly keys: KeyReader
   readonly router: Router
@@ -136,11 +138,12 @@ export class RequestPath {
           return this.#answer(ctx, x, ctx.lastFailure?.code ?? NO_ROUTE[d], ctx.body !== null && !ctx.req.complete)
         }
         ctx.decision = d
+        ctx.answering = null
         const upstream = this.#d.upstreams().get(d.upstream)
         if (upstream === undefined) return this.#answer(ctx, x, 'TETHER_NO_UPSTREAM', true)
         const headers = this.#headers(ctx, d, upstream)
         if (d.moved !== null) await this.#rehydrate(ctx, d, headers)
-        const r = await this.#send(ctx, x, upstream, headers)
+        const r = this.#hedgeable(ctx) ? await this.#hedged(ctx, x, d, upstream, headers) : await this.#start(ctx, x, d, upstream, headers).result
         if (r.responded || r.outcome === null) return this.#finish(ctx, r)
         if (!this.#mayRetry(ctx, r.outcome)) {
           const code = r.outcome.kind === 'error' ? r.outcome.code : 'TETHER_UPSTREAM_RESET'
@@ -245,20 +248,56 @@ export class RequestPath {
   }
 
   /** One attempt through the transport, counted in flight, its outcome told to health. */
-  async #send(ctx: RequestContext, x: Exchange, upstream: Upstream, headers: string[]): Promise<AttemptResult> {
+  #start(ctx: RequestContext, x: Exchange, d: Decision, upstream: Upstream, headers: string[]): { attempt: Attempt; result: Promise<AttemptResult> } {
     const { inFlight, events } = this.#d
-    inFlight.add(ctx, upstream.id)
+    const attempt = x.attempt(ctx, d, upstream, headers)
+    inFlight.add(attempt, upstream.id)
     events.requestStarted(upstream.id)
-    let r: AttemptResult
-    try {
-      r = await x.attempt(ctx, upstream, headers)
-    } finally {
-      inFlight.remove(ctx, upstream.id)
+    const result = attempt.done.then((r) => {
+      inFlight.remove(attempt, upstream.id)
       events.requestEnded(upstream.id)
-    }
-    const signal = healthSignal(r)
-    if (signal !== null) this.#d.observe(upstream.id, signal)
-    return r
+      const signal = healthSignal(r)
+      if (signal !== null) this.#d.observe(upstream.id, signal)
+      return r
+    })
+    return { attempt, result }
+  }
+
+  /** `retries.hedge_after` applies: a plain HTTP request with an idempotent method and no body. */
+  #hedgeable(ctx: RequestContext): boolean {
+    return this.config.retries.hedge_after !== null && ctx.protocol === 'http' && ctx.body === null && isIdempotent(ctx.method)
+  }
+
+  /**
+   * An attempt with no answer head after `retries.hedge_after` is also sent to the user's next
+   * upstream (with the usual move headers and rehydration); the first head wins and the other
+   * attempt is stopped. The user moves only if the hedge answered (its binding is recorded then).
+   */
+  async #hedged(ctx: RequestContext, x: Exchange, d: Decision, upstream: Upstream, headers: string[]): Promise<AttemptResult> {
+    const first = this.#start(ctx, x, d, upstream, headers)
+    const late = await withDeadline(first.result.then(() => false), this.config.retries.hedge_after!, true, this.#d.timers)
+    if (!late || first.attempt.answered) return first.result
+    const { router, clock, logger } = this.#d
+    const tried = new Set(ctx.tried ?? [])
+    tried.add(d.upstream)
+    const d2 = router.decide(ctx.key, tried, clock.now())
+    const up2 = typeof d2 === 'string' ? undefined : this.#d.upstreams().get(d2.upstream)
+    if (typeof d2 === 'string' || up2 === undefined) return first.result
+    const h2 = this.#headers(ctx, d2, up2)
+    if (d2.moved !== null) await this.#rehydrate(ctx, d2, h2)
+    if (first.attempt.answered) return first.result
+    logger.debug({ request_id: ctx.id, upstream: d.upstream, hedge: d2.upstream }, 'no answer head yet: hedging on the next upstream')
+    const second = this.#start(ctx, x, d2, up2, h2)
+    // whichever head comes first answers; the other attempt is stopped at once
+    ctx.onAnswering = () => (ctx.answering === first.attempt ? second : first).attempt.stop('TETHER_UPSTREAM_UNAVAILABLE')
+    const [ra, rb] = await Promise.all([first.result, second.result])
+    ctx.onAnswering = null
+    if (ctx.answering === second.attempt) return rb
+    if (ctx.answering === first.attempt) return ra
+    // neither answered: both count as tried, the first one's failure decides what follows
+    ;(ctx.tried ??= new Set()).add(d2.upstream)
+    ctx.decision = d
+    return ra.outcome?.kind === 'client_abort' ? ra : rb.outcome?.kind === 'client_abort' ? rb : ra
   }
 
   /** May a failed attempt be sent again to the key's next upstream? */

@@ -5,6 +5,11 @@ import type { Outcome } from './outcome.js'
 /** RFC 9110 section 9.2.2 idempotent methods that Tether retries after a dropped connection. */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
 
+/** Is `method` idempotent (RFC 9110 section 9.2.2)? Example: isIdempotent('PUT') -> true. */
+export function isIdempotent(method: string): boolean {
+  return IDEMPOTENT.has(method)
+}
+
 /**
  * A request that never reached the upstream (connect failure) is always retried; an
  * idempotent one whose connection dropped before the response head, or whose upstream was

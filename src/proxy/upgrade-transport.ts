@@ -11,7 +11,8 @@ import httpProxy from 'http-proxy'
 import { TetherError, type ErrorCode } from '../errors.js'
 import type { Logger } from '../observability/logger.js'
 import type { Upstream } from '../upstream/upstream-set.js'
-import type { AnswerHeadPolicy, Exchange } from './exchange.js'
+import type { AnswerHeadPolicy, Attempt, Exchange } from './exchange.js'
+import type { Decision } from '../routing/decision.js'
 import { classify } from './outcome.js'
 import type { AttemptResult, RequestContext } from './request-context.js'
 import { endThenDestroy, writeRawError } from './respond.js'
@@ -209,8 +210,9 @@ class Tunnel implements Exchange {
     return this.#client.destroyed
   }
 
-  attempt(ctx: RequestContext, upstream: Upstream, headers: string[]): Promise<AttemptResult> {
+  attempt(ctx: RequestContext, decision: Decision, upstream: Upstream, headers: string[]): Attempt {
     this.#ctx = ctx
+    ctx.decision = decision
     this.#owner.track(this, upstream.id)
     const req = ctx.req
     headers.push('connection', 'Upgrade', 'upgrade', String(req.headers.upgrade))
@@ -222,9 +224,8 @@ class Tunnel implements Exchange {
     }) as IncomingMessage
     const head = this.#head
     this.#head = EMPTY // http-proxy unshifts it into the client socket: a retry must not repeat it
-    return new Promise<AttemptResult>((resolve) => {
+    const done = new Promise<AttemptResult>((resolve) => {
       this.#settle = resolve
-      ctx.abort = (code) => this.#stop(new TetherError(code))
       try {
         this.#owner.proxy.ws(view, this.#client, head, { target: upstream.url }, (err: Error) => this.#onProxyError(err))
       } catch (err) {
@@ -235,6 +236,13 @@ class Tunnel implements Exchange {
         this.#done({ status: 0, outcome: { kind: 'error', code: 'TETHER_BAD_REQUEST', connect: false }, error: err, responded: false })
       }
     })
+    // one handshake at a time per tunnel: the handle reads the tunnel's state
+    const tunnel = this
+    return {
+      done,
+      get answered() { return tunnel.state !== 'connecting' },
+      stop: (code) => this.#stop(new TetherError(code)),
+    }
   }
 
   fail(_ctx: RequestContext, code: ErrorCode): number {
@@ -387,7 +395,6 @@ class Tunnel implements Exchange {
   #done(r: AttemptResult): void {
     const settle = this.#settle
     this.#settle = null
-    if (this.#ctx !== null) this.#ctx.abort = null
     settle?.(r)
   }
 

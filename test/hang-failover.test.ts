@@ -1,0 +1,122 @@
+// A replica that stops answering without closing anything (issue 11): requests already waiting
+// on it are moved (idempotent) or answered 503 (the others) as soon as health takes it out,
+// instead of waiting for timeouts.response_headers; with retries.hedge_after the user's next
+// upstream is asked after that long, and the user moves only if the hedge answered.
+import t from 'tap'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { request, startProxy, startUpstream, waitFor } from './fixtures/upstream.js'
+import { hashKey as hashOf } from '../src/placement/hash.js'
+import type { Tether } from '../src/app.js'
+
+/**
+ * An upstream that answers "a" until freeze(), then accepts connections and reads requests but
+ * never answers (a frozen process: the kernel still completes handshakes).
+ */
+async function freezable(): Promise<{ url: string; seen: string[]; freeze(): void; close(): Promise<void> }> {
+  const seen: string[] = []
+  let frozen = false
+  const server = http.createServer((req, res) => {
+    seen.push(`${req.method} ${req.url}`)
+    if (!frozen) res.end('a\n')
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    seen,
+    freeze: () => { frozen = true },
+    close: () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()) }),
+  }
+}
+
+/** Users the hash places on `id`, each served there once (pinned), by the header key. */
+async function usersOn(px: Tether, id: string, n: number, prefix: string): Promise<string[]> {
+  const users: string[] = []
+  for (let i = 0; users.length < n; i++) if (px.router.placement.ids[px.router.placement.pick(hashOf(`${prefix}${i}`))] === id) users.push(`${prefix}${i}`)
+  for (const u of users) await request(`${px.url}/`, { headers: { 'x-user': u } })
+  return users
+}
+
+const HEADER = { key: 'header' as const, header: { name: 'x-user' } }
+
+t.test('requests waiting on an upstream that health takes out are moved (GET) or answered 503 (POST) at once', async (t) => {
+  const a = await freezable()
+  const b = await startUpstream('b', (req, res) => {
+    res.setHeader('content-type', 'application/json')
+    res.end(JSON.stringify({ id: 'b', moved: req.headers['x-tether-moved'] ?? null, status: req.headers['x-tether-rehydrate-status'] ?? null }))
+  })
+  t.teardown(async () => { await a.close(); await b.close() })
+  const px = await startProxy([{ id: 'a', url: a.url }, { id: 'b', url: b.url }], {
+    affinity: HEADER,
+    // probes without traffic would find it first; here the test says when it is found out
+    health: { active: { enabled: false } },
+    timeouts: { response_headers: 30_000 },
+  })
+  t.teardown(() => px.close(0))
+  const users = await usersOn(px, 'a', 2, 'u')
+  a.freeze()
+  a.seen.length = 0
+  const started = Date.now()
+  const get = request(`${px.url}/page`, { headers: { 'x-user': users[0]! } })
+  const post = request(`${px.url}/form`, { method: 'POST', body: 'x=1', headers: { 'x-user': users[1]!, 'content-type': 'application/x-www-form-urlencoded' } })
+  await waitFor(() => a.seen.length === 2, 5000, 'both requests to reach the frozen upstream')
+  px.health.disable('a') // what an active check or an ejection does
+  const [g, p] = await Promise.all([get, post])
+  const waited = Date.now() - started
+  t.equal(g.status, 200, 'the GET was moved')
+  t.match(JSON.parse(g.body), { id: 'b', moved: 'from=a; reason=dead; epoch=1', status: 'none' })
+  t.equal(p.status, 503, 'the POST (it may have reached the app) is not replayed')
+  t.equal(p.headers['retry-after'], '1')
+  t.match(p.body, /stopped answering/)
+  t.ok(waited < 5000, `both answered without waiting for response_headers (${waited} ms)`)
+  // the moved user stays on b; the POST user was never moved
+  t.equal(JSON.parse((await request(`${px.url}/page`, { headers: { 'x-user': users[0]! } })).body).id, 'b')
+})
+
+t.test('with active checks on (defaults but a short interval), a frozen upstream is found and its waiting users moved', async (t) => {
+  const a = await freezable()
+  const b = await startUpstream('b')
+  t.teardown(async () => { await a.close(); await b.close() })
+  const px = await startProxy([{ id: 'a', url: a.url }, { id: 'b', url: b.url }], {
+    affinity: HEADER,
+    health: { active: { enabled: true, interval: 300, timeout: 200 } },
+  })
+  t.teardown(() => px.close(0))
+  const [user] = await usersOn(px, 'a', 1, 'v')
+  a.freeze()
+  const r = await request(`${px.url}/`, { headers: { 'x-user': user } })
+  t.equal(r.status, 200)
+  t.equal(r.body, 'b\n', 'answered by b once a was found unresponsive')
+  t.equal(px.health.state('a'), 'unhealthy')
+  t.ok(a.seen.some((s) => s === 'OPTIONS *'), 'probed with OPTIONS *')
+})
+
+t.test('hedging: no head from the user\'s upstream after hedge_after, the next one answers and the user moves', async (t) => {
+  const a = await freezable()
+  const b = await startUpstream('b', (req, res) => res.end(`b ${req.headers['x-tether-moved'] ?? ''}`))
+  t.teardown(async () => { await a.close(); await b.close() })
+  const px = await startProxy([{ id: 'a', url: a.url }, { id: 'b', url: b.url }], { affinity: HEADER, retries: { hedge_after: 100 } })
+  t.teardown(() => px.close(0))
+  const [user] = await usersOn(px, 'a', 1, 'w')
+  a.freeze()
+  const started = Date.now()
+  const r = await request(`${px.url}/`, { headers: { 'x-user': user! } })
+  t.equal(r.body, 'b from=a; reason=dead; epoch=1', 'the hedge answered, as a move')
+  t.ok(Date.now() - started < 2_000, `answered after about hedge_after (${Date.now() - started} ms)`)
+  t.equal(px.sessions.get(user!, Date.now())?.upstream, 'b', 'the user moved')
+})
+
+t.test('hedging: when the user\'s upstream answers before the hedge, the hedge is stopped and the user stays', async (t) => {
+  let bHits = 0
+  const a = await startUpstream('a', (_req, res) => setTimeout(() => res.end('a'), 250))
+  const b = await startUpstream('b', (_req, res) => { bHits++; setTimeout(() => res.end('b'), 2_000) })
+  t.teardown(async () => { await a.close(); await b.close() })
+  const px = await startProxy([{ id: 'a', url: a.url }, { id: 'b', url: b.url }], { affinity: HEADER, retries: { hedge_after: 100 } })
+  t.teardown(() => px.close(0))
+  const [user] = await usersOn(px, 'a', 1, 'x')
+  const r = await request(`${px.url}/`, { headers: { 'x-user': user! } })
+  t.equal(r.body, 'a', 'the user\'s own upstream answered first')
+  t.equal(bHits, 2, 'a hedge was sent for each of the two requests')
+  t.equal(px.sessions.get(user!, Date.now())?.upstream, 'a', 'the user did not move')
+})
+
