@@ -117,14 +117,14 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const t = config.timeouts
   // an oversize checkpoint must still arrive (to be refused), so room for twice the limit
   const http = new Forwarder([], { connect: t.connect, responseHeaders: t.response_headers, bodyIdle: t.body_idle, maxResponseHeaderBytes: 65_536 + 2 * config.state.max_bytes }, answer, () => draining)
-  const upgrades = new Upgrades(logger, answer, { maxConnections: config.websocket.max_connections, idleTimeout: config.websocket.idle_timeout, connect: t.connect, responseHeaders: t.response_headers })
+  const upgrades = new Upgrades(logger, answer, { maxConnections: config.websocket.max_connections, idleTimeout: config.websocket.idle_timeout, connect: t.connect, responseHeaders: t.response_headers, timers })
   const clientErrors = new ClientErrors(logger)
   const pathFor = (cfg: Config): RequestPath => new RequestPath({
     config: cfg, clock, timers, logger, keys, router, sessions, upstreams: () => membership.current(), headerPolicy: headerPolicy(cfg), http, upgrades,
     clientErrors, state, shared, observe: (id, signal) => health.reportPassive(id, signal), inFlight, events: metrics, draining: () => draining,
   })
   let path = pathFor(config)
-  const listener = new Listener(config, { current: () => path, clientErrors, logger })
+  const listener = new Listener(config, { current: () => path, clientErrors, logger, timers })
 
   health.onTransition((e) => {
     metrics.onHealthTransition(e)

@@ -5,6 +5,7 @@
 import http from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
+import { systemTimers, type Timers } from '../clock.js'
 import type { Config } from '../config/schema.js'
 import type { Logger } from '../observability/logger.js'
 import type { ClientErrors } from './client-error.js'
@@ -17,6 +18,8 @@ export interface ListenerDeps {
   readonly current: () => RequestPath
   readonly clientErrors: ClientErrors
   readonly logger: Logger
+  /** Timers for the shutdown deadline and sweep (default the global ones). */
+  readonly timers?: Timers
 }
 
 /**
@@ -98,16 +101,21 @@ export class Listener {
    */
   async close(graceMs: number, beforeForce: () => void): Promise<void> {
     const server = this.server
+    const timers = this.#deps.timers ?? systemTimers
     const closed = new Promise<void>((resolve) => server.close(() => resolve()))
     // connections that finish their request while draining become idle: close them too
-    const sweep = setInterval(() => server.closeIdleConnections(), 50)
-    server.closeIdleConnections()
-    let timer: NodeJS.Timeout | undefined
-    const deadline = new Promise<void>((resolve) => { timer = setTimeout(resolve, graceMs) })
+    let sweep: unknown = null
+    const sweepIdle = (): void => {
+      server.closeIdleConnections()
+      sweep = timers.setTimeout(sweepIdle, 50)
+    }
+    sweepIdle()
+    let timer: unknown = null
+    const deadline = new Promise<void>((resolve) => { timer = timers.setTimeout(resolve, graceMs) })
     await Promise.race([closed, deadline])
     beforeForce()
-    clearInterval(sweep)
-    clearTimeout(timer)
+    timers.clearTimeout(sweep)
+    timers.clearTimeout(timer)
     server.closeAllConnections()
     await closed
   }

@@ -4,6 +4,7 @@
 // catalogue answers: never a stack trace, never an internal header.
 import { STATUS_CODES, type ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
+import { systemTimers, type Timers } from '../clock.js'
 import { ERRORS, type ErrorCode } from '../errors.js'
 
 const BODIES = new Map<ErrorCode, Buffer>(
@@ -68,7 +69,7 @@ export function sendError(res: ServerResponse, code: ErrorCode, opts: AnswerOpti
  * within `linger` ms (the server allows half-open connections).
  * Example: writeRawError(socket, 'TETHER_TOO_MANY_CONNECTIONS') -> "HTTP/1.1 503 Service Unavailable...".
  */
-export function writeRawError(socket: Duplex, code: ErrorCode, opts: AnswerOptions = {}, linger = 2_000): void {
+export function writeRawError(socket: Duplex, code: ErrorCode, opts: AnswerOptions = {}, linger = 2_000, timers: Timers = systemTimers): void {
   if (!socket.writable) {
     socket.destroy()
     return
@@ -78,14 +79,13 @@ export function writeRawError(socket: Duplex, code: ErrorCode, opts: AnswerOptio
   for (const [k, v] of headersOf(code, { ...opts, close: true })) head += `${k}: ${v}\r\n`
   socket.write(`${head}\r\n`)
   if (!opts.head) socket.write(BODIES.get(code)!)
-  endThenDestroy(socket, linger)
+  endThenDestroy(socket, linger, timers)
 }
 
 /** End `socket` (flushing what is queued); destroy it if it is not closed after `ms`. */
-export function endThenDestroy(socket: Duplex, ms: number): void {
+export function endThenDestroy(socket: Duplex, ms: number, timers: Timers = systemTimers): void {
   if (socket.destroyed) return
   socket.end()
-  const timer = setTimeout(() => socket.destroy(), ms)
-  timer.unref()
-  socket.once('close', () => clearTimeout(timer))
+  const timer = timers.setTimeout(() => socket.destroy(), ms)
+  socket.once('close', () => timers.clearTimeout(timer))
 }

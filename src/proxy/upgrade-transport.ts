@@ -8,6 +8,7 @@ import type { ClientRequest, IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import httpProxy from 'http-proxy'
+import { systemTimers, type Timers } from '../clock.js'
 import { TetherError, type ErrorCode } from '../errors.js'
 import type { Logger } from '../observability/logger.js'
 import type { Upstream } from '../upstream/upstream-set.js'
@@ -29,6 +30,8 @@ export interface UpgradeOptions {
   readonly responseHeaders: number
   /** After Tether sent a close frame and ended a socket, it is destroyed after this, ms (default 2000). */
   readonly closeLinger?: number
+  /** Timers for handshake deadlines and lingers (default the global ones). */
+  readonly timers?: Timers
 }
 
 /** Lifecycle of one client connection that asked to upgrade. */
@@ -92,7 +95,7 @@ export class Upgrades {
    */
   exchange(socket: Socket, head: Buffer): Exchange | null {
     if (this.#count >= this.#options.maxConnections) {
-      writeRawError(socket, 'TETHER_TOO_MANY_CONNECTIONS', {}, this.#linger)
+      writeRawError(socket, 'TETHER_TOO_MANY_CONNECTIONS', {}, this.#linger, this.timers)
       return null
     }
     const t = new Tunnel(this, socket, head)
@@ -153,6 +156,10 @@ export class Upgrades {
     return this.#linger
   }
 
+  get timers(): Timers {
+    return this.#options.timers ?? systemTimers
+  }
+
   piping(up: Socket, t: Tunnel): void {
     this.#byUpstreamSocket.set(up, t)
   }
@@ -196,7 +203,7 @@ class Tunnel implements Exchange {
   #ctx: RequestContext | null = null
   #upstream: Socket | null = null
   #proxyReq: ClientRequest | null = null
-  #timer: NodeJS.Timeout | null = null
+  #timer: unknown = null
   /** Resolves the current attempt (once). */
   #settle: ((r: AttemptResult) => void) | null = null
 
@@ -248,7 +255,7 @@ class Tunnel implements Exchange {
   fail(_ctx: RequestContext, code: ErrorCode): number {
     this.state = 'closed'
     this.#owner.untrack(this)
-    writeRawError(this.#client, code, {}, this.#owner.linger)
+    writeRawError(this.#client, code, {}, this.#owner.linger, this.#owner.timers)
     return 0
   }
 
@@ -295,20 +302,20 @@ class Tunnel implements Exchange {
       this.#proxyReq?.destroy()
       this.#done({ status: 0, outcome: { kind: 'client_abort' }, error: null, responded: true })
     }
-    if (this.#upstream !== null && !this.#upstream.destroyed) endThenDestroy(this.#upstream, this.#owner.linger)
+    if (this.#upstream !== null && !this.#upstream.destroyed) endThenDestroy(this.#upstream, this.#owner.linger, this.#owner.timers)
   }
 
   #arm(ms: number, code: ErrorCode): void {
     this.#disarm()
     const req = this.#proxyReq
-    this.#timer = setTimeout(() => {
+    this.#timer = this.#owner.timers.setTimeout(() => {
       this.#timer = null
       req?.destroy(new TetherError(code))
     }, ms)
   }
 
   #disarm(): void {
-    if (this.#timer !== null) clearTimeout(this.#timer)
+    if (this.#timer !== null) this.#owner.timers.clearTimeout(this.#timer)
     this.#timer = null
   }
 
@@ -373,7 +380,7 @@ class Tunnel implements Exchange {
     res.headers.connection = 'close'
     // http-proxy ends the client's side after the body; a client that keeps its side open (or
     // sent more bytes behind its request) is cut off after the linger
-    res.once('end', () => endThenDestroy(this.#client, this.#owner.linger))
+    res.once('end', () => endThenDestroy(this.#client, this.#owner.linger, this.#owner.timers))
     this.#done({ status: res.statusCode ?? 0, outcome: null, error: null, responded: true })
   }
 
@@ -418,11 +425,11 @@ class Tunnel implements Exchange {
       this.frames.closeSeen = true
       client.write(closeFrame(code))
     }
-    const linger = this.#owner.linger
-    endThenDestroy(client, linger)
+    const { linger, timers } = this.#owner
+    endThenDestroy(client, linger, timers)
     if (this.#upstream !== null) {
       if (destroyUpstream) this.#upstream.destroy()
-      else endThenDestroy(this.#upstream, linger)
+      else endThenDestroy(this.#upstream, linger, timers)
     }
   }
 }
