@@ -91,11 +91,11 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const h = config.health
   const health = new HealthTable({ active: h.active, passive: h.passive.enabled ? h.passive : null, slow_start: h.slow_start }, clock)
   const inFlight = new InFlight()
-  // a probe timeout while requests are stuck waiting on that upstream, and another upstream
-  // answers its probes, is enough on its own
+  // a probe timeout is enough on its own when requests are stuck waiting on that upstream (or a
+  // client just gave up waiting on it) and another upstream answers its probes
   const probed = {
-    reportActive: (id: string, ok: boolean, timedOut = false) =>
-      health.reportActive(id, ok, !ok && timedOut && inFlight.longestWait(id) > h.active.timeout && health.anotherPassing(id)),
+    reportActive: (id: string, ok: boolean, timedOut = false, suspected = false) =>
+      health.reportActive(id, ok, !ok && timedOut && (suspected || inFlight.longestWait(id) > h.active.timeout) && health.anotherPassing(id)),
   }
   const checker = h.active.enabled ? new ActiveChecker({ ...h.active, jitter: 0.1 }, probed, { clock, timers }) : null
   const redis = redisOf(config)
@@ -121,7 +121,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const clientErrors = new ClientErrors(logger)
   const pathFor = (cfg: Config): RequestPath => new RequestPath({
     config: cfg, clock, timers, logger, keys, router, sessions, upstreams: () => membership.current(), headerPolicy: headerPolicy(cfg), http, upgrades,
-    clientErrors, state, shared, observe: (id, signal) => health.reportPassive(id, signal), inFlight, events: metrics, draining: () => draining,
+    clientErrors, state, shared, observe: (id, signal) => health.reportPassive(id, signal), suspect: (id) => checker?.probeSoon(id), inFlight, events: metrics, draining: () => draining,
   })
   let path = pathFor(config)
   const listener = new Listener(config, { current: () => path, clientErrors, logger, timers })

@@ -120,3 +120,27 @@ t.test('hedging: when the user\'s upstream answers before the hedge, the hedge i
   t.equal(px.sessions.get(user!, Date.now())?.upstream, 'a', 'the user did not move')
 })
 
+
+t.test('a client that gives up waiting is not sent back into the hole: its next request moves', async (t) => {
+  const a = await freezable()
+  const b = await startUpstream('b', (req, res) => res.end(`b ${req.headers['x-tether-moved'] ?? ''}`))
+  t.teardown(async () => { await a.close(); await b.close() })
+  // probes rarely (the regular schedule would not find the freeze in time), short timeout
+  const px = await startProxy([{ id: 'a', url: a.url }, { id: 'b', url: b.url }], {
+    affinity: HEADER, health: { active: { enabled: true, interval: 10_000, timeout: 200 } },
+  })
+  t.teardown(() => px.close(0))
+  await waitFor(() => px.health.snapshot().every((e) => e.activeSuccesses > 0), 5000, 'the first probes to pass')
+  const [user] = await usersOn(px, 'a', 1, 'y')
+  a.freeze()
+  // a browser that gives up after 400 ms
+  const gaveUp = await new Promise<boolean>((resolve) => {
+    const req = http.get(`${px.url}/`, { headers: { 'x-user': user! }, agent: false }, () => resolve(false))
+    req.setTimeout(400, () => { req.destroy(); resolve(true) })
+    req.on('error', () => undefined)
+  })
+  t.ok(gaveUp, 'the client gave up')
+  await waitFor(() => px.health.state('a') === 'unhealthy', 3000, 'the abandoned upstream to be probed and found unresponsive')
+  const next = await request(`${px.url}/`, { headers: { 'x-user': user! } })
+  t.equal(next.body, 'b from=a; reason=dead; epoch=1', 'the next request moved')
+})

@@ -54,6 +54,8 @@ export interface RequestPathDeps {
   readonly shared: SharedBindings | null
   /** Passive health: told how each attempt on an upstream went. */
   readonly observe: (id: string, signal: HealthSignal) => void
+  /** A client gave up waiting on this upstream's answer: probe it now (it may be frozen). */
+  readonly suspect?: (id: string) => void
   readonly inFlight: InFlight
   readonly events: ProxyEvents
   /** True once shutdown began: answers close their connection, new upgrades get 503. */
@@ -251,6 +253,7 @@ export class RequestPath {
   #start(ctx: RequestContext, x: Exchange, d: Decision, upstream: Upstream, headers: string[]): { attempt: Attempt; result: Promise<AttemptResult> } {
     const { inFlight, events } = this.#d
     const attempt = x.attempt(ctx, d, upstream, headers)
+    const sent = performance.now()
     inFlight.add(attempt, upstream.id)
     events.requestStarted(upstream.id)
     const result = attempt.done.then((r) => {
@@ -258,6 +261,13 @@ export class RequestPath {
       events.requestEnded(upstream.id)
       const signal = healthSignal(r)
       if (signal !== null) this.#d.observe(upstream.id, signal)
+      else if (r.outcome?.kind === 'client_abort' && !attempt.answered && performance.now() - sent >= this.config.health.active.timeout) {
+        // the client gave up waiting for a head: a hint that this upstream may not be answering
+        // (a frozen replica); a failure for passive health, and a probe now, so the user's
+        // next request is not sent back into the hole
+        this.#d.observe(upstream.id, 'connect_failure')
+        this.#d.suspect?.(upstream.id)
+      }
       return r
     })
     return { attempt, result }
