@@ -353,9 +353,9 @@ export class RedisConnection {
     this.#clientUp = true
     this.#lastError = ''
     if (client instanceof Cluster) {
-      this.#refreshTopology(client)
       // Reachable again; each master's calls in its window (which stay) still judge it.
       for (const node of this.#nodes.values()) node.reachable = true
+      this.#refreshTopology(client)
     } else {
       this.#single()?.connected()
     }

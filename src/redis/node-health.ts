@@ -42,11 +42,14 @@ export interface RedisNodeHealth {
   /** Calls to it, and how many of them failed (error or timeout), in the last 5 s. */
   readonly calls: number
   readonly failed: number
-  /** The most telling recent error: a connection error of the node when there was one in the window, else the last failed call's; null when none. */
+  /** The most telling recent error: a connection error of the node when there was one in the last second, else the last failed call's; null when none. */
   readonly lastError: string | null
   /** One line for people: what the node is and how it is doing (see the example). */
   readonly summary: string
 }
+
+/** A connection error of the node (refused, reset) is preferred over call errors while this fresh (ms): it names the cause. */
+const NODE_ERROR_FRESH_MS = 1_000
 
 const BUCKETS = 5
 const BUCKET_MS = NODE_WINDOW_MS / BUCKETS
@@ -182,7 +185,7 @@ export class NodeHealth {
   }
 
   lastError(now: number): string | null {
-    return now - this.#nodeErrorAt <= NODE_WINDOW_MS ? this.#nodeError : this.#callError ?? this.#nodeError
+    return now - this.#nodeErrorAt <= NODE_ERROR_FRESH_MS ? this.#nodeError : this.#callError ?? this.#nodeError
   }
 
   /** Whether a probe would tell something: reachable with a failure in the window. */

@@ -76,7 +76,7 @@ export function stateDegraded(store: CheckpointStore | null, redis: RedisConnect
   return () => {
     if (store === null || store.status === 'ready') return []
     const down = redis === null ? [] : redis.nodes().filter((n) => n.status === 'down')
-    if (down.length === 0) return [`state store (${redis === null ? "memory" : "redis"}) unreachable: checkpoints paused, routing unaffected`]
+    if (down.length === 0) return [`state store (${redis === null ? 'memory' : 'redis'}) unreachable: checkpoints paused, routing unaffected`]
     return down.map((n) => `${n.summary}; ${suffix}`)
   }
 }
