@@ -111,9 +111,10 @@ type Client = Redis | Cluster
  * Nodes: the standalone server, the Sentinel master (named by its master name), or each Cluster
  * master (from the slot map; the seed addresses until it is known). Every call counts for the
  * node that owns its key's slot (a keyless call, like PUBLISH on a Cluster, for none); a node is
- * down while the client cannot reach it or while its calls fail (see {@link NodeHealth}: at
- * least 5 and at least half of its calls in the last 5 s), so a dead Cluster master is seen
- * even though ioredis keeps the Cluster 'ready' and the other masters' calls succeed. A suspect
+ * down while the client cannot reach it or while its calls fail (see {@link NodeHealth}: 5 in
+ * a row over 250 ms, or at least 5 and at least half of its calls in the last 5 s), so a dead
+ * Cluster master is seen although ioredis keeps the Cluster 'ready' and the other masters'
+ * calls succeed (and no other node's success hides it). A suspect
  * node is probed (PING, or EXISTS on a key of its slots) every {@link PROBE_INTERVAL_MS} ms, so
  * it recovers without traffic.
  *
