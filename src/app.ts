@@ -23,7 +23,7 @@ import { startAdmin } from './admin/admin-server.js'
 import { sessionsCounted, upstreamRow } from './admin/upstream-row.js'
 import { RedisBindings } from './redis/binding-store.js'
 import { RedisPeerChannel } from './redis/peer-channel.js'
-import { createState, redisOf } from './state/create-state.js'
+import { createState, redisOf, stateDegraded } from './state/create-state.js'
 import { AnswerHead } from './proxy/answer-head.js'
 import { ClientErrors } from './proxy/client-error.js'
 import { Forwarder } from './proxy/forward.js'
@@ -174,7 +174,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       websockets: upgrades.countByUpstream(e.id),
       sessions: counted ? sessions.countByUpstream(e.id) : null,
     })),
-    degraded: () => (store !== null && store.status === 'degraded' ? [`state store (${config.state.store}) unreachable: checkpoints paused, routing unaffected`] : []),
+    degraded: stateDegraded(store, redis),
     metrics: () => metrics.render(),
     metricsContentType: metrics.contentType,
     drain: (id) => health.drain(id) && (peers?.tell('drain', id), true),

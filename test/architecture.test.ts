@@ -34,7 +34,7 @@ const LAYERS: [RegExp, number][] = [
   [/^health\/active-checker\.ts$/, 3],
   [/^redis\//, 3],
   [/^proxy\/(forward|upgrade-transport|respond|request-body|pipelining|client-error|request-context|exchange|in-flight)\.ts$/, 3],
-  [/^observability\/(metrics|logger)\.ts$/, 3],
+  [/^observability\/(metrics|logger|redis-health-log)\.ts$/, 3],
   [/^proxy\/(request-path|answer-head|listener)\.ts$/, 4],
   [/^health\/shared-health\.ts$/, 4],
   [/^admin\//, 4],

@@ -63,7 +63,9 @@ export const METRIC_DOCS = [
   { name: 'tether_affinity_expirations_total', type: 'counter', labels: [],
     help: 'Affinity entries removed after their idle or absolute timeout.' },
   { name: 'tether_redis_up', type: 'gauge', labels: [],
-    help: '1 while the Redis state store is connected, 0 otherwise (also 0 when no Redis is configured).' },
+    help: '1 while the Redis state store is connected and every Redis node (every Cluster shard) answers, 0 otherwise (also 0 when no Redis is configured).' },
+  { name: 'tether_redis_node_up', type: 'gauge', labels: ['node'],
+    help: 'Per Redis node (host:port of each Cluster master or of the standalone server, the master name with Sentinel): 1 while it answers, 0 while it is unreachable or failing (see docs/redis.md, Redis node health).' },
   { name: 'tether_redis_operation_duration_seconds', type: 'histogram', labels: ['op'],
     help: 'Duration of Redis state store operations, by operation (get, put).' },
   { name: 'tether_websocket_connections', type: 'gauge', labels: [],
@@ -121,6 +123,7 @@ export class Metrics {
   readonly #rehydrations: Counter<string>
   readonly #checkpoints: Counter<string>
   readonly #redisUp: Gauge<string>
+  readonly #redisNodeUp: Gauge<string>
   readonly #redisOps: Histogram<string>
   readonly #websockets: Gauge<string>
   readonly #reloads: Counter<string>
@@ -178,6 +181,7 @@ export class Metrics {
       collect() { this.inc(self.#affinityDelta('expirations')) },
     })
     this.#redisUp = new Gauge({ ...config('tether_redis_up'), registers })
+    this.#redisNodeUp = new Gauge({ ...config('tether_redis_node_up'), registers })
     this.#redisOps = new Histogram({ ...config('tether_redis_operation_duration_seconds'), registers, buckets: [...REDIS_BUCKETS] })
     this.#websockets = new Gauge({ ...config('tether_websocket_connections'), registers })
     this.#reloads = new Counter({ ...config('tether_config_reloads_total'), registers })
@@ -269,9 +273,23 @@ export class Metrics {
     this.#checkpoints.inc({ result })
   }
 
-  /** The Redis store connected (true) or lost its connection (false). */
+  /** The Redis store is connected with every node up (true), or not (false). */
   redisUp(up: boolean): void {
     this.#redisUp.set(up ? 1 : 0)
+  }
+
+  /**
+   * Redis node `node` answers (true) or is unreachable or failing (false). The label set is
+   * bounded by the nodes the connection reports; {@link redisNodeRemoved} drops a node's series.
+   * Example: `redis.onNode((e) => metrics.redisNodeUp(e.node.address, e.node.status === 'up'))`.
+   */
+  redisNodeUp(node: string, up: boolean): void {
+    this.#redisNodeUp.set({ node }, up ? 1 : 0)
+  }
+
+  /** Redis node `node` left the topology (a failover moved its slots away): its series goes. */
+  redisNodeRemoved(node: string): void {
+    this.#redisNodeUp.remove({ node })
   }
 
   /** One Redis operation took `seconds`. */
