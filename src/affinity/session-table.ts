@@ -59,6 +59,11 @@ export class SessionTable {
     return this.table.get(key, now)
   }
 
+  /** The live binding of `key` without counting it as a use, or null. */
+  peek(key: string, now: number): AffinityEntry | null {
+    return this.table.peek(key, now)
+  }
+
   /** Pin `key` to `upstream` at `epoch`, here and (written through) for the other replicas. */
   pin(key: string, upstream: string, epoch: number, now: number): void {
     this.table.set(key, upstream, epoch, now)
