@@ -12,6 +12,7 @@ import { ROOT } from './fixtures/cli.js'
  * pattern that matches a file decides. A new file must be placed here deliberately.
  */
 const LAYERS: [RegExp, number][] = [
+  [/^(routing|health|proxy|admin)\/create-[a-z]+\.ts$/, 5],
   [/^(errors|clock|reserved-headers|deadline)\.ts$/, 0],
   [/^config\/schema\.ts$/, 0],
   [/^routing\/decision\.ts$/, 0],
@@ -38,7 +39,7 @@ const LAYERS: [RegExp, number][] = [
   [/^proxy\/(request-path|answer-head|listener)\.ts$/, 4],
   [/^health\/shared-health\.ts$/, 4],
   [/^admin\//, 4],
-  [/^(app|cli)\.ts$/, 5],
+  [/^(app|cli|tether)\.ts$/, 5],
   [/^state\/create-state\.ts$/, 5],
 ]
 
