@@ -17,7 +17,7 @@ import { HealthTable } from './health/health-table.js'
 import { ActiveChecker } from './health/active-checker.js'
 import { SharedHealth } from './health/shared-health.js'
 import { Membership } from './upstream/membership.js'
-import { DnsDiscovery } from './upstream/dns-discovery.js'
+import { createDiscovery } from './upstream/discovery.js'
 import type { UpstreamSet } from './upstream/upstream-set.js'
 import { startAdmin } from './admin/admin-server.js'
 import { sessionsCounted, upstreamRow } from './admin/upstream-row.js'
@@ -140,11 +140,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   }
   const membership = new Membership(config.upstreams, a.drain_timeout, { onChange: apply, drain: (id) => health.drain(id), undrain: (id) => health.undrain(id) }, timers)
   apply(membership.current())
-  const dns = config.discovery.dns
-  const discovery = dns === null ? null : new DnsDiscovery(dns, {
-    onChange: (found) => membership.setDiscovered(found),
-    onError: (err, failures) => logger.warn({ err: err.message, code: err.code, failures }, 'DNS discovery failed; keeping the last known upstreams'),
-  }, timers)
+  const discovery = createDiscovery(config.discovery, { membership, logger, metrics, env, timers })
 
   const notReady = (): string[] => [
     ...(draining ? ['shutting down'] : []),
@@ -168,7 +164,10 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       websockets: upgrades.countByUpstream(e.id),
       sessions: counted ? sessions.countByUpstream(e.id) : null,
     })),
-    degraded: () => (store !== null && store.status === 'degraded' ? [`state store (${config.state.store}) unreachable: checkpoints paused, routing unaffected`] : []),
+    degraded: () => [
+      ...(store !== null && store.status === 'degraded' ? [`state store (${config.state.store}) unreachable: checkpoints paused, routing unaffected`] : []),
+      ...discovery.degraded(),
+    ],
     metrics: () => metrics.render(),
     metricsContentType: metrics.contentType,
     drain: (id) => health.drain(id) && (peers?.tell('drain', id), true),
@@ -179,7 +178,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     throw Object.assign(new Error(`cannot listen on ${config.admin.listen.host}:${config.admin.listen.port} (admin): ${err.code ?? err.message}`), { code: err.code })
   })
   checker?.start()
-  if (discovery !== null) await discovery.start()
+  await discovery.start()
   await redis?.start() // resolves even when Redis is down (degraded, reconnecting)
   await store?.start()
   peers?.start()
@@ -224,7 +223,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       timers.clearTimeout(upkeep)
       watcher?.stop()
       membership.stop()
-      await Promise.all([checker?.stop(), discovery?.stop()])
+      await Promise.all([checker?.stop(), discovery.stop()])
       await listener.close(graceMs, () => upgrades.closeAll(CLOSE_GOING_AWAY)) // WebSockets get the whole grace period, then 1001
       await Promise.all([http.destroy(), admin.close(), store?.stop(), redis?.stop()])
       logger.info('tether stopped')

@@ -56,7 +56,8 @@ function version(): string {
 
 /**
  * Where a valid config's upstreams come from, for `tether check`:
- * "2 static upstreams; DNS discovery of app-headless.default.svc.cluster.local port 8080 every 5s".
+ * "2 static upstreams; DNS discovery of app-headless.default.svc.cluster.local port 8080 every 5s";
+ * "Kubernetes discovery of Service web (the pod's namespace) port http (EndpointSlices)".
  */
 function upstreamSources(config: Config): string {
   const n = config.upstreams.length
@@ -65,7 +66,14 @@ function upstreamSources(config: Config): string {
   if (dns !== null) {
     const family = dns.family === 'any' ? '' : `, ${dns.family === 'ipv4' ? 'IPv4' : 'IPv6'} only`
     const servers = dns.servers.length > 0 ? `, asking ${dns.servers.join(', ')}` : ''
-    parts.push(`DNS discovery of ${dns.name} port ${dns.port} every ${formatDuration(dns.interval)}${family}${servers}`)
+    const port = dns.port === null ? 'ports from SRV records' : `port ${dns.port}`
+    parts.push(`DNS${dns.srv ? ' SRV' : ''} discovery of ${dns.name} ${port} every ${formatDuration(dns.interval)}${family}${servers}`)
+  }
+  const k8s = config.discovery.kubernetes
+  if (k8s !== null) {
+    const namespace = k8s.namespace ?? (k8s.kubeconfig === null ? "the pod's namespace" : "the kubeconfig context's namespace")
+    const via = k8s.kubeconfig === null ? '' : `, through kubeconfig ${k8s.kubeconfig}`
+    parts.push(`Kubernetes discovery of Service ${k8s.service} (${namespace}) port ${k8s.port} (EndpointSlices${via})`)
   }
   return parts.join('; ')
 }

@@ -24,7 +24,7 @@ t.test('every config key is documented in the README table, and nothing else', a
   // full.yaml sets every key, so the loaded config has every key path
   const config = loadConfigFile(join(ROOT, 'test', 'fixtures', 'config', 'full.yaml'), {})
   // a status range {min, max} is one key; a map-or-null section is documented as itself too
-  const inCode = new Set([...keyPaths(config).map((p) => p.replace(/\.expected_status\.(min|max)$/, '.expected_status')), 'discovery.dns'])
+  const inCode = new Set([...keyPaths(config).map((p) => p.replace(/\.expected_status\.(min|max)$/, '.expected_status')), 'discovery.dns', 'discovery.kubernetes'])
   const documented = new Set([...readme.matchAll(/^\| `([a-z0-9_.[\]]+)` \|/gm)].map((m) => m[1]!).filter((k) => !k.startsWith('TETHER_') && !k.startsWith('tether_')))
   for (const k of inCode) t.ok(documented.has(k), `README documents ${k}`)
   for (const k of documented) t.ok(inCode.has(k), `README's ${k} exists in the config`)
