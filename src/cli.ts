@@ -4,11 +4,18 @@
 import { readFileSync } from 'node:fs'
 import { ConfigError, loadConfigFile, type Config } from './config/index.js'
 import { formatDuration } from './config/duration.js'
+import { convertManifests, ImportError } from './import/convert.js'
 import { startTether, type Tether } from './app.js'
 
 const USAGE = `Usage:
   tether [--config <file>]   run the proxy (default file: $TETHER_CONFIG or config/proxy.yaml)
   tether check <file>        validate a config file; exit 0 when valid, 1 when not
+  tether import [--manifests] [--image <ref>] <file.yaml>...
+                             read Kubernetes manifests (ingress-nginx Ingress, Service with
+                             ClientIP affinity, Gateway API HTTPRoute) and print a proxy.yaml
+                             that reproduces their stickiness; --manifests prints the Tether
+                             Deployment, Service, RBAC and ConfigMap instead. What was not
+                             converted is listed in the output and on stderr.
   tether --help              show this help
   tether --version           print the version
 
@@ -20,6 +27,7 @@ Environment: LOG_LEVEL overrides log.level; \${VAR} in the config is read from t
 type Command =
   | { kind: 'run'; config: string }
   | { kind: 'check'; config: string }
+  | { kind: 'import'; files: string[]; manifests: boolean; image: string | undefined }
   | { kind: 'help' }
   | { kind: 'version' }
   | { kind: 'usage-error'; message: string }
@@ -28,6 +36,7 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
   const args = [...argv]
   if (args.includes('--help') || args.includes('-h')) return { kind: 'help' }
   if (args.includes('--version') || args.includes('-v')) return { kind: 'version' }
+  if (args[0] === 'import') return parseImport(args.slice(1))
   let kind: 'run' | 'check' = 'run'
   if (args[0] === 'check' || args[0] === 'run') kind = args.shift() as 'run' | 'check'
   let config: string | undefined
@@ -47,6 +56,24 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
   }
   if (kind === 'check' && config === undefined) return { kind: 'usage-error', message: 'check needs a config file' }
   return { kind, config: config ?? env['TETHER_CONFIG'] ?? 'config/proxy.yaml' }
+}
+
+function parseImport(args: string[]): Command {
+  const files: string[] = []
+  let manifests = false
+  let image: string | undefined
+  while (args.length > 0) {
+    const a = args.shift()!
+    if (a === '--manifests') manifests = true
+    else if (a === '--image') {
+      image = args.shift()
+      if (image === undefined || image === '') return { kind: 'usage-error', message: '--image needs an image reference' }
+    } else if (a.startsWith('--image=')) image = a.slice('--image='.length)
+    else if (a.startsWith('-') && a !== '-') return { kind: 'usage-error', message: `unknown argument "${a}"` }
+    else files.push(a)
+  }
+  if (files.length === 0) return { kind: 'usage-error', message: 'import needs at least one manifest file' }
+  return { kind: 'import', files, manifests, image }
 }
 
 function version(): string {
@@ -100,6 +127,33 @@ async function main(): Promise<number> {
     case 'usage-error':
       process.stderr.write(`tether: ${cmd.message}\n\n${USAGE}`)
       return 2
+    case 'import': {
+      const sources: { file: string; text: string }[] = []
+      for (const file of cmd.files) {
+        try {
+          sources.push({ file, text: readFileSync(file === '-' ? 0 : file, 'utf8') })
+        } catch (err) {
+          process.stderr.write(`tether import: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}\n`)
+          return 1
+        }
+      }
+      try {
+        const result = convertManifests(sources, { manifests: cmd.manifests, image: cmd.image ?? `ghcr.io/example/tether:${version()}` })
+        process.stdout.write(result.manifests ?? result.proxyYaml)
+        process.stderr.write(`tether import: converted ${result.converted}\n`)
+        if (result.findings.length > 0) {
+          process.stderr.write(`tether import: not converted (${result.findings.length}, also listed at the top of the output):\n`)
+          for (const f of result.findings) process.stderr.write(`  ${f.at} ${f.what}: ${f.why}\n`)
+        }
+        return 0
+      } catch (err) {
+        if (err instanceof ImportError || err instanceof ConfigError) {
+          process.stderr.write(`tether import: ${err.message}\n`)
+          return 1
+        }
+        throw err
+      }
+    }
     case 'check': {
       const config = load(cmd.config)
       if (config === null) return 1

@@ -5,16 +5,12 @@
 // (probe ports, grace periods, Services, Secret keys) and with the Dockerfile.
 import t, { type Test } from 'tap'
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
-import { createRequire } from 'node:module'
 import { spawnSync } from 'node:child_process'
 import { dirname, join, relative } from 'node:path'
 import { parseAllDocuments } from 'yaml'
-import { ConfigMap, Secret, Service } from 'kubernetes-models/v1'
-import { Deployment, StatefulSet } from 'kubernetes-models/apps/v1'
-import { PodDisruptionBudget } from 'kubernetes-models/policy/v1'
-import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1'
 import { parseConfig, type Config } from '../src/config/index.js'
 import { ROOT } from './fixtures/cli.js'
+import { validateObject } from './fixtures/kubernetes-schema.js'
 
 const DEPLOY = join(ROOT, 'deploy', 'kubernetes')
 /** The image's `--config` (Dockerfile CMD) and where the manifests mount the ConfigMap. */
@@ -55,118 +51,6 @@ function loadDocs(file: string): Doc[] {
 const manifests: Doc[] = yamlFiles.filter((f) => !isKustomization(f)).flatMap(loadDocs)
 const byKind = (kind: string): Doc[] => manifests.filter((d) => d.obj['kind'] === kind)
 const where = (d: Doc): string => `${d.file}#${d.index} ${d.obj['kind']}/${d.obj['metadata']?.name}`
-
-// ---- schema validation ---------------------------------------------------------------------
-
-interface ModelClass {
-  new (data: any): { validate(): void }
-}
-/** apiVersion/kind -> model. A kind missing here fails the test: add it, don't skip it. */
-const MODELS: Record<string, { model: ModelClass; dts: string }> = {
-  'v1/ConfigMap': { model: ConfigMap, dts: 'kubernetes-models/v1/ConfigMap.d.ts' },
-  'v1/Secret': { model: Secret, dts: 'kubernetes-models/v1/Secret.d.ts' },
-  'v1/Service': { model: Service, dts: 'kubernetes-models/v1/Service.d.ts' },
-  'apps/v1/Deployment': { model: Deployment, dts: 'kubernetes-models/apps/v1/Deployment.d.ts' },
-  'apps/v1/StatefulSet': { model: StatefulSet, dts: 'kubernetes-models/apps/v1/StatefulSet.d.ts' },
-  'policy/v1/PodDisruptionBudget': { model: PodDisruptionBudget, dts: 'kubernetes-models/policy/v1/PodDisruptionBudget.d.ts' },
-  'networking.k8s.io/v1/NetworkPolicy': { model: NetworkPolicy, dts: 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy.d.ts' },
-}
-
-/**
- * The bundled JSON-schema validators accept unknown fields, so a misspelt `readinesProbe`
- * would pass silently. This walks an object along the model's TypeScript declarations
- * (one `.d.ts` per type, properties quoted one per line) and reports every key the type
- * doesn't declare. Types without an interface (IntOrString, Quantity, RawExtension) are leaves.
- */
-interface Shape {
-  readonly props: Map<string, { readonly type: string; readonly container: 'one' | 'array' | 'map' }>
-  readonly imports: Map<string, string> // type name -> .d.ts file
-}
-const shapes = new Map<string, Shape | null>()
-
-/** `pkg/sub/path` (or `@scope/pkg/sub/path`) -> that package's `sub/path.d.ts`, as seen from `from`. */
-function declarationFile(from: string, spec: string): string {
-  const parts = spec.split('/')
-  const name = parts.slice(0, spec.startsWith('@') ? 2 : 1).join('/')
-  // the package's exports map hides its .d.ts files: find its directory from its entry point
-  let dir = dirname(createRequire(from).resolve(name))
-  while (!existsSync(join(dir, 'package.json')) || JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')).name !== name) {
-    if (dirname(dir) === dir) throw new Error(`cannot find package ${name}`)
-    dir = dirname(dir)
-  }
-  return join(dir, `${parts.slice(name.split('/').length).join('/')}.d.ts`)
-}
-
-function shapeOf(file: string): Shape | null {
-  if (shapes.has(file)) return shapes.get(file)!
-  const text = readFileSync(file, 'utf8')
-  const imports = new Map<string, string>()
-  for (const m of text.matchAll(/^import \{ (\w+) \} from "([^"]+)";$/gm)) {
-    const spec = m[2]!
-    imports.set(m[1]!, spec.startsWith('.') ? join(dirname(file), `${spec}.d.ts`) : declarationFile(file, spec))
-  }
-  const body = /^export interface \w+ (?:extends [\w, ]+ )?\{\n([\s\S]*?)^\}/m.exec(text)?.[1]
-  if (body === undefined) {
-    shapes.set(file, null)
-    return null
-  }
-  const props: Shape['props'] = new Map()
-  const lines = body.split('\n')
-  for (let i = 0; i < lines.length; i++) {
-    const m = /^ {4}"([^"]+)"\??: (.*)$/.exec(lines[i]!)
-    if (!m) continue
-    const [, key, rest] = m as unknown as [string, string, string]
-    if (rest === '{') {
-      const value = /^\s*\[key: string\]: (\w+);$/.exec(lines[i + 1] ?? '')?.[1] ?? 'unknown'
-      props.set(key, { type: value, container: 'map' })
-    } else {
-      const arr = /^Array<(\w+)>;$/.exec(rest)
-      props.set(key, arr ? { type: arr[1]!, container: 'array' } : { type: rest.replace(/;$/, ''), container: 'one' })
-    }
-  }
-  // TypeMeta (apiVersion, kind) comes from `extends TypeMeta`
-  if (/extends TypeMeta/.test(text)) {
-    props.set('apiVersion', { type: 'string', container: 'one' })
-    props.set('kind', { type: 'string', container: 'one' })
-  }
-  const shape = { props, imports }
-  shapes.set(file, shape)
-  return shape
-}
-
-function unknownKeys(value: unknown, file: string, path: string): string[] {
-  const shape = shapeOf(file)
-  if (shape === null || value === null || typeof value !== 'object' || Array.isArray(value)) return []
-  const out: string[] = []
-  for (const [key, v] of Object.entries(value)) {
-    const prop = shape.props.get(key)
-    if (prop === undefined) {
-      out.push(`${path}.${key}`)
-      continue
-    }
-    const sub = shape.imports.get(prop.type)
-    if (sub === undefined) continue // a primitive, a union of literals, or a map of strings
-    if (prop.container === 'array' && Array.isArray(v)) v.forEach((item, i) => out.push(...unknownKeys(item, sub, `${path}.${key}[${i}]`)))
-    else if (prop.container === 'map' && v !== null && typeof v === 'object') {
-      for (const [k, item] of Object.entries(v)) out.push(...unknownKeys(item, sub, `${path}.${key}.${k}`))
-    } else if (prop.container === 'one') out.push(...unknownKeys(v, sub, `${path}.${key}`))
-  }
-  return out
-}
-
-/** Schema errors and unknown fields of one object; [] when valid. Throws for an unsupported kind. */
-function validateObject(obj: Obj): string[] {
-  const entry = MODELS[`${obj['apiVersion']}/${obj['kind']}`]
-  if (entry === undefined) throw new Error(`no model for apiVersion ${obj['apiVersion']} kind ${obj['kind']}`)
-  const problems: string[] = []
-  try {
-    new entry.model(obj).validate()
-  } catch (err) {
-    problems.push((err as Error).message)
-  }
-  problems.push(...unknownKeys(obj, declarationFile(import.meta.filename, entry.dts.replace(/\.d\.ts$/, '')), '').map((k) => `unknown field ${k.slice(1)}`))
-  return problems
-}
 
 t.test('the deploy tree has manifests to check', async (t) => {
   t.ok(yamlFiles.length >= 10, `${yamlFiles.length} YAML files under deploy/kubernetes`)

@@ -1,11 +1,12 @@
-// Reading YAML: the only file that imports `yaml`. For proxy.yaml it touches the filesystem,
-// parses with node ranges, reports syntax errors as `file:line:col: YAML syntax error: ...` with
+// Reading (and writing) YAML: the only file that imports `yaml`. For proxy.yaml it touches the
+// filesystem, parses with node ranges, reports syntax errors as `file:line:col: YAML syntax error: ...` with
 // the source line, a caret and a hint, turns the YAML document into validate.ts's located
 // `SourceNode` tree and hands it over with the env. Other YAML Tether reads (Kubernetes
-// manifests for `tether import`, a kubeconfig) goes through `parseYamlDocuments` here too.
+// manifests for `tether import`, a kubeconfig) goes through `parseYamlDocuments` here too, and
+// what `tether import` writes through `toYaml`.
 
 import { readFileSync } from 'node:fs'
-import { isAlias, isMap, isScalar, isSeq, LineCounter, parseAllDocuments, parseDocument, type Document, type YAMLError } from 'yaml'
+import { isAlias, isMap, isScalar, isSeq, LineCounter, parseAllDocuments, parseDocument, stringify, type Document, type YAMLError } from 'yaml'
 import type { Config } from './schema.js'
 import type { Env } from './env.js'
 import { ConfigError, formatIssue, validateConfig, type Pos, type ScalarValue, type SourceNode } from './validate.js'
@@ -70,6 +71,16 @@ export function plainValue(node: SourceNode): unknown {
     case 'seq': return node.items.map(plainValue)
     case 'map': return Object.fromEntries(node.entries.map((e) => [e.key, plainValue(e.value)]))
   }
+}
+
+/**
+ * YAML text of a plain JSON value: block style, multi-line strings as `|` blocks, no line
+ * folding, and strings quoted wherever a YAML 1.1 reader (kubectl's) or a 1.2 one (Tether's)
+ * would read a plain scalar as something else (`"yes"`, `"on"`, `"1.0"`).
+ * Example: `toYaml({ a: [1, 'yes'], b: 'x\ny\n' })` -> `'a:\n  - 1\n  - "yes"\nb: |\n  x\n  y\n'`.
+ */
+export function toYaml(value: unknown): string {
+  return stringify(value, { version: '1.1', lineWidth: 0, blockQuote: 'literal', aliasDuplicateObjects: false })
 }
 
 /** The located tree of one parsed document (undefined when it is empty); aliases expanded within a budget. */
