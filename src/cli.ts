@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs'
 import { ConfigError, loadConfigFile, type Config } from './config/index.js'
 import { formatDuration } from './config/duration.js'
 import { convertManifests, ImportError } from './import/convert.js'
-import { startTether, type Tether } from './app.js'
+import type { Tether } from './app.js'
 
 const USAGE = `Usage:
   tether [--config <file>]   run the proxy (default file: $TETHER_CONFIG or config/proxy.yaml)
@@ -165,6 +165,8 @@ async function main(): Promise<number> {
       if (config === null) return 1
       let tether: Tether
       try {
+        // loaded here, so check and import start without the proxy's libraries
+        const { startTether } = await import('./app.js')
         tether = await startTether(config, { configPath: cmd.config })
       } catch (err) {
         process.stderr.write(`tether: ${(err as Error).message}\n`)
