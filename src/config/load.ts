@@ -1,9 +1,7 @@
-// Reading (and writing) YAML: the only file that imports `yaml`. For proxy.yaml it touches the
-// filesystem, parses with node ranges, reports syntax errors as `file:line:col: YAML syntax error: ...` with
-// the source line, a caret and a hint, turns the YAML document into validate.ts's located
-// `SourceNode` tree and hands it over with the env. Other YAML Tether reads (Kubernetes
-// manifests for `tether import`, a kubeconfig) goes through `parseYamlDocuments` here too, and
-// what `tether import` writes through `toYaml`.
+// Reading (and writing) YAML: the only file that imports `yaml`. proxy.yaml: read, parsed with
+// node ranges, syntax errors located and explained (`file:line:col`, the line, a caret, a hint),
+// turned into validate.ts's located `SourceNode` tree. Other YAML (manifests for `tether import`,
+// a kubeconfig) is read by `parseYamlDocuments`; `tether import` writes through `toYaml`.
 
 import { readFileSync } from 'node:fs'
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseAllDocuments, parseDocument, stringify, type Document, type YAMLError } from 'yaml'

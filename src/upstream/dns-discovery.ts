@@ -1,8 +1,7 @@
-// DNS discovery (layer 3 adapter): re-resolves one name (a Kubernetes headless Service) every
-// `interval` and reports the set of upstreams: one per address (A/AAAA), or one per SRV target
-// named after its host (a StatefulSet's pod names). The only file that talks DNS.
-// It owns the refresh loop and nothing else: it never checks health, places, or edits config,
-// never starts itself, and never empties the pool on a failed or empty answer.
+// DNS discovery (layer 3 adapter): re-resolves one name (a headless Service) every `interval`
+// and reports the upstreams: one per A/AAAA address, or per SRV target named after its host (a
+// StatefulSet's pod names). The only file that talks DNS. It owns the refresh loop only: never
+// checks health, places, edits config or starts itself, never empties the pool on a bad answer.
 import { Resolver } from 'node:dns/promises'
 import { isIPv6 } from 'node:net'
 import { systemTimers, type Timers } from '../clock.js'

@@ -1,8 +1,7 @@
-// A small client of the Kubernetes API for discovery: GET a JSON document, or open a watch and
-// hand over its events line by line. Layer 3 adapter on node:http/node:https (no client
-// library: see docs/kubernetes-discovery.md for why), the only file that talks to the API
-// server. It knows nothing of EndpointSlices, retries or timers: the list/watch loop
-// (list-watch.ts) decides what to ask, when, and how long to wait.
+// A small client of the Kubernetes API for discovery: GET a JSON document, or stream a watch's
+// events. Layer 3 adapter on node:http/node:https (no client library: docs/kubernetes-discovery.md
+// says why), the only file that talks to the API server. It knows nothing of EndpointSlices,
+// retries or timers: list-watch.ts decides what to ask, when, and how long to wait.
 import http from 'node:http'
 import https from 'node:https'
 

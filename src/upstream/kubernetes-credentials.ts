@@ -1,8 +1,7 @@
-// Where the Kubernetes API server is and how Tether authenticates to it: the pod's service
-// account (token, CA and namespace from the standard mount, host and port from the
-// environment), or a kubeconfig file to run outside the cluster. Layer 3: reads those files
-// (a kubeconfig's YAML through the config loader) once at start-up, and the token file again
-// for every request (projected tokens rotate). Makes no request itself.
+// Where the Kubernetes API server is and how to authenticate: the pod's service account (token,
+// CA and namespace from the standard mount, host and port from the environment) or a kubeconfig.
+// Layer 3: reads those files once at start-up (a kubeconfig through the config loader's YAML)
+// and the token file again for every request (projected tokens rotate). Makes no request.
 import { readFileSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { isIPv6 } from 'node:net'

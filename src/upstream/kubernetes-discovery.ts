@@ -1,8 +1,7 @@
-// Kubernetes discovery (layer 3 adapter): watches the EndpointSlices of one Service (and, for
-// weights, the Service's annotation) and reports the upstreams: one per serving pod, named
-// after the pod, terminating pods as draining. It owns its list/watch loops and nothing else:
-// it never checks health, places, or edits config, never starts itself, and never reports an
-// empty set (an empty or failed answer keeps the last known one and says so in status()).
+// Kubernetes discovery (layer 3 adapter): watches one Service's EndpointSlices (and, for weights,
+// its annotation) and reports one upstream per serving pod, named after the pod, terminating pods
+// as draining. Owns its list/watch loops only: never checks health or places, never starts
+// itself, never reports an empty set (it keeps the last one and says so in status()).
 import { systemTimers, type Timers } from '../clock.js'
 import type { KubernetesDiscoveryConfig } from '../config/schema.js'
 import { KubernetesApi, type KubernetesApiError } from './kubernetes-api.js'

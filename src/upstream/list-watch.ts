@@ -1,8 +1,7 @@
-// The list/watch loop of one Kubernetes collection (a Service's EndpointSlices, or the Service
-// itself): list, then watch from the list's resourceVersion, resume from the last version seen
-// (events and bookmarks), list again on 410 Gone, back off on errors and keep the last good
-// objects meanwhile. Layer 3: talks through KubernetesApi, time through injected timers; owned
-// and stoppable (start/stop), never starts itself, knows nothing of upstreams.
+// The list/watch loop of one Kubernetes collection: list, watch from the list's resourceVersion,
+// resume from the last version seen, list again on 410 Gone, back off on errors and keep the last
+// good objects meanwhile. Layer 3: talks through KubernetesApi, time through injected timers;
+// owned and stoppable (start/stop), never starts itself, knows nothing of upstreams.
 import { systemTimers, type Timers } from '../clock.js'
 import { KubernetesApiError, type KubernetesApi, type WatchEvent } from './kubernetes-api.js'
 

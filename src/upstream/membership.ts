@@ -1,9 +1,7 @@
-// Membership: the current set of upstreams, from the static list in proxy.yaml and from
-// discovery sources (DNS, Kubernetes). An upstream that disappears from discovery is not
-// dropped at once: it drains (no new users; its users stay until idle or `drain_timeout`),
-// then leaves; one a source reports as draining (a terminating pod) drains while listed.
-// Layer 2 state owner: it decides the set and publishes one frozen snapshot per change; it
-// does no proxying and no I/O. Its removal timers are injected and cancelled by stop().
+// Membership: the current upstreams, from the static list in proxy.yaml and from discovery
+// sources (DNS, Kubernetes). One gone from discovery drains (no new users), then leaves after
+// `drain_timeout`; one a source reports draining (a terminating pod) drains while listed. Layer 2
+// state owner: publishes one frozen snapshot per change, no proxying, no I/O; timers injected.
 import type { UpstreamConfig } from '../config/schema.js'
 import { systemTimers, type Timers } from '../clock.js'
 import { upstreamSet, type DiscoveredUpstream, type UpstreamSet } from './upstream-set.js'
