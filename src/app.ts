@@ -11,7 +11,7 @@ import { Metrics } from './observability/metrics.js'
 import { createRouting } from './routing/create-routing.js'
 import { createHealth } from './health/create-health.js'
 import { Membership } from './upstream/membership.js'
-import { DnsDiscovery } from './upstream/dns-discovery.js'
+import { createDiscovery } from './upstream/discovery.js'
 import { createAdmin } from './admin/create-admin.js'
 import { RedisBindings } from './redis/binding-store.js'
 import { RedisPeerChannel } from './redis/peer-channel.js'
@@ -70,24 +70,20 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     drain: (id) => health.table.drain(id),
     undrain: (id) => health.table.undrain(id),
   }, timers)
-  const dns = config.discovery.dns
-  const discovery = dns === null ? null : new DnsDiscovery(dns, {
-    onChange: (found) => membership.setDiscovered(found),
-    onError: (err, failures) => logger.warn({ err: err.message, code: err.code, failures }, 'DNS discovery failed; keeping the last known upstreams'),
-  }, timers)
+  const discovery = createDiscovery(config.discovery, { membership, logger, metrics, env, timers })
   membership.setStatic(config.upstreams)
 
   const admin = await listener.listen().then(() => createAdmin(config, {
     logger, health: health.table, peers: health.peers, metrics, upstreams: () => membership.current(), draining: () => draining,
     inFlight: (id) => inFlight.count(id), websockets: (id) => proxy.upgrades.countByUpstream(id), sessions: (id) => sessions.countByUpstream(id),
-    degraded: stateDegraded(store, redis),
+    degraded: () => [...stateDegraded(store, redis)(), ...discovery.degraded()],
   })).catch(async (err: unknown) => {
     await listener.close(0, () => undefined)
     await proxy.http.destroy()
     throw err
   })
   health.checker?.start()
-  await discovery?.start()
+  await discovery.start()
   await redis?.start() // resolves even when Redis is down (degraded, reconnecting)
   await store?.start()
   health.peers?.start()
@@ -132,7 +128,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       timers.clearTimeout(upkeep)
       watcher?.stop()
       membership.stop()
-      await Promise.all([health.checker?.stop(), discovery?.stop()])
+      await Promise.all([health.checker?.stop(), discovery.stop()])
       await listener.close(graceMs, () => proxy.upgrades.closeAll(CLOSE_GOING_AWAY)) // WebSockets get the whole grace period, then 1001
       await Promise.all([proxy.http.destroy(), admin.close(), store?.stop(), redis?.stop()])
       logger.info('tether stopped')

@@ -69,7 +69,7 @@ t.test('DNS discovery: discovered upstreams serve, additions get new users, remo
   const log = new LogCapture()
   const tether = await startTether(testConfig([], {
     affinity: { key: 'cookie', drain_timeout: DRAIN_TIMEOUT },
-    discovery: { dns: { name: NAME, port, interval: 100, family: 'ipv4', servers: [`127.0.0.1:${dnsPort}`] } },
+    discovery: { dns: { name: NAME, port, srv: false, interval: 100, family: 'ipv4', servers: [`127.0.0.1:${dnsPort}`] } },
     log: { level: 'info', access: false },
   }), { logger: createLogger('info', log) })
   t.teardown(() => tether.close(0))

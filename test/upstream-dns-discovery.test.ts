@@ -8,7 +8,9 @@ import {
   DnsDiscovery,
   DnsDiscoveryError,
   diffUpstreams,
+  srvTargetId,
   upstreamId,
+  upstreamsFromSrv,
   upstreamsFromAddresses,
   upstreamUrl,
   type DiscoveredUpstream,
@@ -162,11 +164,11 @@ t.test('pure helpers', async (t) => {
   t.test('diff lists the ids added and removed', async (t) => {
     const set = (...a: string[]) => upstreamsFromAddresses(a, 80)
     const cases: [string, readonly DiscoveredUpstream[], readonly DiscoveredUpstream[], UpstreamDiff][] = [
-      ['same set', set('10.0.0.1', '10.0.0.2'), set('10.0.0.2', '10.0.0.1'), { added: [], removed: [] }],
-      ['one added', set('10.0.0.1'), set('10.0.0.1', '10.0.0.2'), { added: ['10.0.0.2:80'], removed: [] }],
-      ['one removed', set('10.0.0.1', '10.0.0.2'), set('10.0.0.2'), { added: [], removed: ['10.0.0.1:80'] }],
-      ['replaced', set('10.0.0.1', '10.0.0.2'), set('10.0.0.2', '10.0.0.3'), { added: ['10.0.0.3:80'], removed: ['10.0.0.1:80'] }],
-      ['from empty', set(), set('fd00::1'), { added: ['[fd00::1]:80'], removed: [] }],
+      ['same set', set('10.0.0.1', '10.0.0.2'), set('10.0.0.2', '10.0.0.1'), { added: [], removed: [], changed: [] }],
+      ['one added', set('10.0.0.1'), set('10.0.0.1', '10.0.0.2'), { added: ['10.0.0.2:80'], removed: [], changed: [] }],
+      ['one removed', set('10.0.0.1', '10.0.0.2'), set('10.0.0.2'), { added: [], removed: ['10.0.0.1:80'], changed: [] }],
+      ['replaced', set('10.0.0.1', '10.0.0.2'), set('10.0.0.2', '10.0.0.3'), { added: ['10.0.0.3:80'], removed: ['10.0.0.1:80'], changed: [] }],
+      ['from empty', set(), set('fd00::1'), { added: ['[fd00::1]:80'], removed: [], changed: [] }],
     ]
     for (const [name, before, after, diff] of cases) t.same(diffUpstreams(before, after), diff, name)
   })
@@ -196,7 +198,7 @@ t.test('start() resolves with the initial set and reports it through onChange', 
   t.same(ids(initial), ['10.0.0.1:8080', '10.0.0.2:8080'])
   t.same(initial[0], { id: '10.0.0.1:8080', url: 'http://10.0.0.1:8080', weight: 1 })
   t.equal(discovery.current(), initial, 'current() is the same frozen array')
-  t.same(rec.changes, [{ ids: ['10.0.0.1:8080', '10.0.0.2:8080'], diff: { added: ['10.0.0.1:8080', '10.0.0.2:8080'], removed: [] } }])
+  t.same(rec.changes, [{ ids: ['10.0.0.1:8080', '10.0.0.2:8080'], diff: { added: ['10.0.0.1:8080', '10.0.0.2:8080'], removed: [], changed: [] } }])
   t.same(rec.errors, [])
   t.same(timers.withDelay(INTERVAL).length, 1, 'the next resolution is scheduled')
   t.ok(timers.withDelay(INTERVAL)[0]!.unrefed, 'and its timer is unref()ed')
@@ -216,12 +218,12 @@ t.test('membership follows the answers; unchanged answers call no hook', async (
   await timers.tick()
   t.same(rec.changes.at(-1), {
     ids: ['10.0.0.1:8080', '10.0.0.2:8080', '10.0.0.3:8080'],
-    diff: { added: ['10.0.0.3:8080'], removed: [] },
+    diff: { added: ['10.0.0.3:8080'], removed: [], changed: [] },
   }, 'an added address')
 
   dns.set(NAME, { a: ['10.0.0.3', '10.0.0.1'], aaaa: [] })
   await timers.tick()
-  t.same(rec.changes.at(-1), { ids: ['10.0.0.1:8080', '10.0.0.3:8080'], diff: { added: [], removed: ['10.0.0.2:8080'] } }, 'a removed address')
+  t.same(rec.changes.at(-1), { ids: ['10.0.0.1:8080', '10.0.0.3:8080'], diff: { added: [], removed: ['10.0.0.2:8080'], changed: [] } }, 'a removed address')
 
   dns.set(NAME, { a: ['10.0.0.1', '10.0.0.3', '10.0.0.1'], aaaa: [] })
   await timers.tick()
@@ -465,4 +467,97 @@ t.test('a hook may call stop(): the loop ends without scheduling another resolut
   t.same(ids(await discovery.start()), ['10.0.0.1:80'])
   await stopping
   t.equal(timers.pending.size, 0)
+})
+
+// ---- SRV (discovery.dns.srv) ----------------------------------------------------------------
+
+const SRV_NAME = '_http._tcp.web.default.svc.cluster.local'
+const pod = (n: number): string => `web-${n}.web.default.svc.cluster.local`
+const srvRecord = (n: number, port = 8080) => ({ priority: 0, weight: 100, port, target: pod(n) })
+
+/** A DNS server with SRV records for SRV_NAME and A records for their targets, and an SRV discovery (not started). */
+async function srvSetup(t: Test, pods: Record<number, string>, options: Partial<DnsDiscoveryOptions> = {}): Promise<Setup> {
+  const s = await setup(t, null, { name: SRV_NAME, srv: true, port: null, family: 'ipv4', ...options })
+  setPods(s.dns, pods)
+  return s
+}
+
+function setPods(dns: TestDnsServer, pods: Record<number, string>): void {
+  dns.set(SRV_NAME, { a: [], aaaa: [], srv: Object.keys(pods).map((n) => srvRecord(Number(n))) })
+  for (const [n, ip] of Object.entries(pods)) dns.set(pod(Number(n)), { a: [ip], aaaa: [] })
+}
+
+t.test('SRV helpers: the id is the target host name, the port the record port, one upstream per pod name', async (t) => {
+  t.equal(srvTargetId('web-0.web.default.svc.cluster.local'), 'web-0')
+  t.equal(srvTargetId('WEB-1.web.default.svc.cluster.local.'), 'web-1', 'case and the trailing dot do not matter')
+  const records = [
+    { name: pod(1), port: 8080, priority: 0, weight: 50 },
+    { name: pod(0), port: 9090, priority: 0, weight: 50 },
+    { name: pod(0), port: 8080, priority: 0, weight: 50 },
+    { name: pod(2), port: 8080, priority: 0, weight: 50 },
+  ]
+  const addresses = new Map([[pod(0), ['10.0.0.9', '10.0.0.5']], [pod(1), ['10.0.0.6']]])
+  t.same(upstreamsFromSrv(records, addresses, null), [
+    { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 },
+    { id: 'web-1', url: 'http://10.0.0.6:8080', weight: 1 },
+  ], 'a pod named twice (two ports) counts once, at its lowest port; its first address in text order; a target without an address is left out')
+  t.same(upstreamsFromSrv(records, addresses, 7000).map((u) => u.url), ['http://10.0.0.5:7000', 'http://10.0.0.6:7000'], 'a configured port wins over the records')
+  t.same(diffUpstreams(
+    upstreamsFromSrv(records, addresses, null),
+    upstreamsFromSrv(records, new Map([[pod(0), ['10.0.0.5']], [pod(1), ['10.0.0.7']]]), null),
+  ), { added: [], removed: [], changed: ['web-1'] }, 'a pod with a new address keeps its id and is reported changed')
+})
+
+t.test('SRV discovery: pods by name, a restarted pod keeps its id at its new address, a removed pod leaves', async (t) => {
+  const { dns, discovery, rec, timers } = await srvSetup(t, { 0: '10.0.0.5', 1: '10.0.0.6' })
+  const initial = await discovery.start()
+  t.same(initial, [
+    { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 },
+    { id: 'web-1', url: 'http://10.0.0.6:8080', weight: 1 },
+  ])
+  setPods(dns, { 0: '10.0.0.5', 1: '10.0.0.16' })
+  await timers.tick()
+  t.same(rec.changes.at(-1), { ids: ['web-0', 'web-1'], diff: { added: [], removed: [], changed: ['web-1'] } }, 'same id, new url')
+  t.equal(discovery.current()[1]!.url, 'http://10.0.0.16:8080')
+  setPods(dns, { 0: '10.0.0.5', 1: '10.0.0.16', 2: '10.0.0.7' })
+  await timers.tick()
+  t.same(rec.changes.at(-1)?.diff, { added: ['web-2'], removed: [], changed: [] }, 'scale up')
+  setPods(dns, { 0: '10.0.0.5' })
+  await timers.tick()
+  t.same(rec.changes.at(-1)?.diff, { added: [], removed: ['web-1', 'web-2'], changed: [] }, 'scale down')
+  await timers.tick()
+  t.equal(rec.changes.length, 4, 'an unchanged answer calls no hook')
+  t.same(rec.errors, [])
+})
+
+t.test('SRV discovery: no SRV records, or targets that do not resolve, keep the last set', async (t) => {
+  const { dns, discovery, rec, timers } = await srvSetup(t, { 0: '10.0.0.5' })
+  const initial = await discovery.start()
+  dns.set(SRV_NAME, { a: [], aaaa: [], srv: [] })
+  await timers.tick()
+  t.equal(rec.errors.at(-1)?.err.code, 'ENODATA')
+  t.match(rec.errors.at(-1)?.err.message, /\(SRV, targets A\) returned no SRV records \(no records\): ENODATA; keeping the last 1 upstream$/)
+  dns.set(SRV_NAME, { a: [], aaaa: [], srv: [srvRecord(7)] }) // web-7 has no A record
+  await timers.tick()
+  t.match(rec.errors.at(-1)?.err.message, /returned no target addresses \(no such name\): ENOTFOUND/)
+  dns.mode = 'servfail'
+  await timers.tick()
+  t.equal(rec.errors.at(-1)?.err.code, 'ESERVFAIL')
+  t.equal(discovery.current(), initial, 'the last known set stays through all of it')
+  t.same(rec.errors.map((e) => e.n), [1, 2, 3])
+})
+
+t.test('SRV discovery: a configured port overrides the records; without srv a port is required', async (t) => {
+  const { discovery } = await srvSetup(t, { 0: '10.0.0.5' }, { port: 9000 })
+  t.same((await discovery.start()).map((u) => u.url), ['http://10.0.0.5:9000'])
+  t.throws(() => new DnsDiscovery({ name: NAME, port: null, interval: 1000, family: 'any' }, { onChange: () => {} }), { message: /port must be an integer 1\.\.65535, got null/ })
+})
+
+t.test('an empty servers list means the system resolver (c-ares with no server at all fails every query)', async (t) => {
+  const rec = new Recorder()
+  const discovery = new DnsDiscovery({ name: 'tether-test.invalid', port: 80, interval: 60_000, family: 'ipv4', servers: [], timeout: 1000 }, rec.hooks)
+  t.teardown(() => discovery.stop())
+  await discovery.start()
+  const code = rec.errors[0]?.err.code
+  t.ok(code !== undefined && !/UNKNOWN/.test(code), `the system resolver was asked (${code}: no such name, or no answer where there is no network)`)
 })
