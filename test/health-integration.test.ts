@@ -1,10 +1,11 @@
 // Health end to end through Tether: passive outlier ejection on live traffic (and its limits),
 // active checks taking an upstream out and back, and slow start of a recovered upstream.
 // Ejection expiry and slow start run on a FakeClock (no sleeping); active checks run on the
-// real clock with a short interval and are polled with deadlines.
+// real clock with a short interval, and the test waits on health transitions (with deadlines).
 import t, { type Test } from 'tap'
 import type http from 'node:http'
-import { startUpstream, testConfig, waitFor, type Handler, type Upstream } from './fixtures/upstream.js'
+import { startUpstream, testConfig, type Handler, type Upstream } from './fixtures/upstream.js'
+import { healthState } from './fixtures/wait.js'
 import { CookieJar, get, runPool, tally, userAgent } from './fixtures/users.js'
 import { FakeClock } from './fixtures/clock.js'
 import { startTether, type Tether } from '../src/app.js'
@@ -74,8 +75,7 @@ t.test('passive: an upstream answering 500 is ejected after 3 failures, avoided,
   clock.advance(PASSIVE.base_ejection - 1)
   t.equal(tt.health.state('bad'), 'ejected', 'still ejected just before base_ejection')
   clock.advance(1)
-  await waitFor(() => tt.health.state('bad') === 'healthy', 2_000, 'bad to come back')
-  t.pass('back after base_ejection')
+  t.equal(tt.health.state('bad'), 'healthy', 'back at base_ejection')
   const again = tally(await newUsers(tt.url, a, 90))
   t.ok((again.get('bad') ?? 0) > 0, `new users land on it again (${JSON.stringify(Object.fromEntries(again))})`)
   t.equal(tt.health.state('bad'), 'ejected', 'and, still failing, it is ejected again')
@@ -125,7 +125,7 @@ t.test('active: /healthz 503 makes an upstream unhealthy with no traffic; 200 ag
   tt.health.onTransition((e) => { if (e.id === 'sick' && e.to !== null) states.push(e.to) })
   const jar = await userOn(tt.url, a, 'sick', 'sick')
   sick = true
-  await waitFor(() => tt.health.state('sick') === 'unhealthy', 3_000, 'sick to be unhealthy')
+  await healthState(tt.health, 'sick', 'unhealthy', 3_000)
   t.pass('unhealthy after failing probes')
   const before = ups[2]!.seen.filter((r) => r.url !== '/healthz').length
   const placed = tally(await newUsers(tt.url, a, 60))
@@ -135,7 +135,7 @@ t.test('active: /healthz 503 makes an upstream unhealthy with no traffic; 200 ag
   t.not(moved.body.trim(), 'sick', 'its pinned user is served elsewhere')
   t.equal(ups[2]!.seen.filter((r) => r.url !== '/healthz').length, before, 'it got no traffic')
   sick = false
-  await waitFor(() => tt.health.state('sick') === 'healthy', 3_000, 'sick to recover')
+  await healthState(tt.health, 'sick', 'healthy', 3_000)
   t.same(states, ['unhealthy', 'healthy'], 'one transition each way')
   const back = tally(await newUsers(tt.url, a, 60))
   t.ok((back.get('sick') ?? 0) > 0, `new users land on it again (${JSON.stringify(Object.fromEntries(back))})`)
