@@ -14,7 +14,7 @@ import { startRedis, redisCli, type RedisServer } from './fixtures/redis-server.
 import { testConfig } from './fixtures/upstream.js'
 import { healthState, waitFor, within } from './fixtures/wait.js'
 import { FakeClock } from './fixtures/clock.js'
-import { CookieJar, get, userAgent, tally } from './fixtures/users.js'
+import { CookieJar, agentFor, get, tally } from './fixtures/users.js'
 import { startCounter, type Counter, type CounterAnswer } from './fixtures/counter-upstream.js'
 
 const IDS = ['app-0', 'app-1', 'app-2'] as const
@@ -70,11 +70,6 @@ async function ask(url: string, agent: http.Agent, jar: CookieJar | null, header
   return JSON.parse(r.body) as CounterAnswer
 }
 
-function agentFor(t: Test, n = 20): http.Agent {
-  const a = userAgent(n)
-  t.teardown(() => a.destroy())
-  return a
-}
 
 t.test('app_cookie: a session learned by replica #1 is followed by #2 and #3', async (t) => {
   const USERS = 30
