@@ -9,7 +9,7 @@ import t from 'tap'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { request, testConfig } from './fixtures/upstream.js'
-import { CookieJar, get, tally, userAgent } from './fixtures/users.js'
+import { CookieJar, agentFor, get, tally } from './fixtures/users.js'
 import { TestDnsServer } from './fixtures/dns-server.js'
 import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
@@ -85,8 +85,7 @@ t.test('DNS discovery: discovered upstreams serve, additions get new users, remo
     timers.advance(INTERVAL)
     await timers.scheduled(INTERVAL)
   }
-  const agent = userAgent(20)
-  t.teardown(() => agent.destroy())
+  const agent = agentFor(t)
   t.same(tether.router.ids, [id('127.0.0.1'), id('127.0.0.2')], 'the first resolution is in place when startTether resolves')
   t.equal((await request(`${tether.adminUrl}/readyz`)).status, 200)
 

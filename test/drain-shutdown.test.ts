@@ -7,7 +7,7 @@ import net from 'node:net'
 import { startCli, tempFile, type Running } from './fixtures/cli.js'
 import { request, startUpstream, testConfig, type Handler, type Upstream } from './fixtures/upstream.js'
 import { onEvent, waitFor, when } from './fixtures/wait.js'
-import { CookieJar, get, tally, userAgent } from './fixtures/users.js'
+import { CookieJar, agentFor, get, tally } from './fixtures/users.js'
 import { FakeClock } from './fixtures/clock.js'
 import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
@@ -43,8 +43,7 @@ t.test('drain via the admin API: new users avoid it, its users stay until drain_
     affinity: { key: 'cookie', drain_timeout: DRAIN_TIMEOUT, balance_factor: 10 },
   }), { logger: createLogger('silent'), clock })
   t.teardown(() => tether.close(0))
-  const agent = userAgent(20)
-  t.teardown(() => agent.destroy())
+  const agent = agentFor(t)
 
   const ask = async (u: User): Promise<Echo> => {
     const r = await get(`${tether.url}/page`, agent, {}, u.jar)
