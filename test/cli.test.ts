@@ -3,7 +3,8 @@ import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import net from 'node:net'
-import { ROOT, freePort, runCli, startCli, tempFile } from './fixtures/cli.js'
+import { ROOT, runCli, startCli, tempFile } from './fixtures/cli.js'
+import { freePort } from './fixtures/ports.js'
 import { request, startUpstream } from './fixtures/upstream.js'
 
 const version = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version
