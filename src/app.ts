@@ -35,7 +35,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   let draining = false
   let current = config
 
-  const redis = redisOf(config)
+  const redis = redisOf(config, timers)
   const inFlight = new InFlight()
   const health = createHealth(config, clock, timers, logger, (id) => inFlight.longestWait(id), redis === null ? null : new RedisPeerChannel(redis))
   const shared = redis !== null && config.affinity.shared === 'redis' ? new RedisBindings(redis, config.affinity.idle_timeout) : null

@@ -7,6 +7,7 @@ import type { RedisCheckpointStoreOptions } from '../src/redis/checkpoint-store.
 import type { Checkpoint, CheckpointStoreStatus } from '../src/state/checkpoint-store.js'
 import { checkpointStoreConformance } from './fixtures/checkpoint-store-conformance.js'
 import { redisCli, startRedis, startRedisSentinel, waitFor } from './fixtures/redis-server.js'
+import { FakeTimers } from './fixtures/timers.js'
 import type { Test } from 'tap'
 
 const HOUR = 3_600_000
@@ -163,6 +164,22 @@ t.test('a stalled Redis costs a call no more than the timeout; the timed-out put
   // again once its failures leave the 5 s window.
   await waitFor('ready again after the stall', () => store.status === 'ready', 10_000)
   t.equal(await store.put('k', cp('v3', 3), HOUR), 'stored')
+})
+
+t.test('command deadlines run on the injected timers: a stalled call fails when its timer fires, not before', async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const timers = new FakeTimers()
+  const store = storeFor(t, { url: redis.url, timeout: 50, timers })
+  await store.start()
+  await redisCli(redis.port, 'CLIENT', 'PAUSE', '2000', 'WRITE')
+  let result: string | null = null
+  const put = store.put('k', cp('v', 1), HOUR).then((r) => (result = r))
+  await timers.scheduled(50)
+  t.equal(result, null, 'the call waits while its deadline timer has not fired')
+  timers.advance(50)
+  await put
+  t.equal(result, 'unavailable', 'the fake deadline ended it')
 })
 
 t.test('stop closes the connection, stops reconnecting and leaves no timers or sockets', async (t) => {

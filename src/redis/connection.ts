@@ -5,6 +5,7 @@
 // nothing is logged here. Connects only in start().
 import { Cluster, Redis } from 'ioredis'
 import type { ClusterOptions, RedisOptions } from 'ioredis'
+import { systemTimers, type Timers } from '../clock.js'
 import { CLUSTER_SLOTS, keySlot } from './key-slot.js'
 import { NodeHealth, slotRanges, type RedisNodeHealth, type RedisNodeRole } from './node-health.js'
 
@@ -57,6 +58,8 @@ export interface RedisConnectionOptions {
   readonly maxReconnectDelay?: number
   /** Monotonic time in ms for the node health windows (default `performance.now()`); tests pass their own. */
   readonly now?: () => number
+  /** Timers for command deadlines and node probes (default the system's, unref'd); tests pass fake ones. */
+  readonly timers?: Timers
 }
 
 /** Defaults of {@link RedisConnectionOptions}. */
@@ -140,6 +143,7 @@ export class RedisConnection {
   readonly #connectTimeout: number
   readonly #maxReconnectDelay: number
   readonly #now: () => number
+  readonly #timers: Timers
   readonly #listeners = new Set<(status: RedisStatus, detail: string) => void>()
   readonly #nodeListeners = new Set<(event: RedisNodeEvent) => void>()
   #client: Client | null = null
@@ -152,7 +156,7 @@ export class RedisConnection {
   readonly #nodes = new Map<string, NodeHealth>()
   /** Cluster: per master, a hash tag whose slot it serves (for probes). */
   readonly #probeTags = new Map<string, string>()
-  #probeTimer: NodeJS.Timeout | null = null
+  #probeTimer: unknown = null
   /** Lua scripts the roles use, defined on the client as commands (EVALSHA, EVAL on NOSCRIPT). */
   readonly #scripts = new Map<string, { lua: string; keys: number }>()
 
@@ -178,6 +182,7 @@ export class RedisConnection {
     this.#connectTimeout = positive('connectTimeout', options.connectTimeout ?? d.connectTimeout)
     this.#maxReconnectDelay = positive('maxReconnectDelay', options.maxReconnectDelay ?? d.maxReconnectDelay)
     this.#now = options.now ?? (() => performance.now())
+    this.#timers = options.timers ?? systemTimers
     this.#options = options
     if (url !== null) this.#addNode(hostPort(url.host, url.port), 'standalone')
     else if (options.sentinels !== undefined) this.#addNode(options.name as string, 'sentinel')
@@ -265,7 +270,7 @@ export class RedisConnection {
    * answer FAILED.
    */
   async stop(): Promise<void> {
-    if (this.#probeTimer !== null) clearTimeout(this.#probeTimer)
+    if (this.#probeTimer !== null) this.#timers.clearTimeout(this.#probeTimer)
     this.#probeTimer = null
     for (const sub of this.#subscribers) {
       sub.removeAllListeners()
@@ -414,7 +419,7 @@ export class RedisConnection {
   async #warm(client: Cluster): Promise<void> {
     await Promise.all(client.nodes('master').map(async (node) => {
       const address = hostPort(node.options.host ?? '', node.options.port ?? 0)
-      const error = await settle(node.ping(), this.#connectTimeout)
+      const error = await settle(node.ping(), this.#connectTimeout, this.#timers)
       if (this.#client !== client) return
       const health = this.#nodes.get(address)
       if (health === undefined) return
@@ -476,11 +481,10 @@ export class RedisConnection {
   /** Arms the probe timer (unless armed): every suspect node gets one probe call per round. */
   #probeSoon(): void {
     if (this.#probeTimer !== null || this.#client === null) return
-    this.#probeTimer = setTimeout(() => {
+    this.#probeTimer = this.#timers.setTimeout(() => {
       this.#probeTimer = null
       this.#probe()
     }, PROBE_INTERVAL_MS)
-    this.#probeTimer.unref()
   }
 
   #probe(): void {
@@ -549,13 +553,13 @@ export class RedisConnection {
       const finish = (value: T | Failed, error?: string): void => {
         if (done) return
         done = true
-        clearTimeout(timer)
+        this.#timers.clearTimeout(timer)
         this.#observe(client, key, value !== FAILED, error)
         resolve(value)
       }
       // a late timer after a stall of this process defers to pending I/O: a reply already on
       // the socket wins (setImmediate runs after the poll phase)
-      const timer = setTimeout(() => setImmediate(() => finish(FAILED, `no reply within ${this.#timeout} ms`)), this.#timeout)
+      const timer = this.#timers.setTimeout(() => setImmediate(() => finish(FAILED, `no reply within ${this.#timeout} ms`)), this.#timeout)
       try {
         work(client).then((value) => finish(value), (err: unknown) => finish(FAILED, describe(err)))
       } catch (err) {
@@ -621,12 +625,12 @@ function hostPort(host: string, port: number): string {
 }
 
 /** Null when `promise` fulfils within `ms`, else the error (or "no reply within ms"). */
-function settle(promise: Promise<unknown>, ms: number): Promise<string | null> {
+function settle(promise: Promise<unknown>, ms: number, timers: Timers): Promise<string | null> {
   return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(`no reply within ${ms} ms`), ms)
+    const timer = timers.setTimeout(() => resolve(`no reply within ${ms} ms`), ms)
     promise.then(
-      () => { clearTimeout(timer); resolve(null) },
-      (err: unknown) => { clearTimeout(timer); resolve(describe(err)) },
+      () => { timers.clearTimeout(timer); resolve(null) },
+      (err: unknown) => { timers.clearTimeout(timer); resolve(describe(err)) },
     )
   })
 }

@@ -1,7 +1,7 @@
 // Builds the checkpoint store and state protocol that `state:` describes, wired to metrics and
 // logs (the Redis nodes' health included), and the store's lines for /readyz's `degraded`.
 // Layer 5 wiring helper of the composition root: constructs, starts nothing.
-import type { Clock } from '../clock.js'
+import type { Clock, Timers } from '../clock.js'
 import type { Config } from '../config/schema.js'
 import type { Logger } from '../observability/logger.js'
 import type { Metrics } from '../observability/metrics.js'
@@ -13,7 +13,7 @@ import { MemoryCheckpointStore } from './memory-store.js'
 import { StateProtocol } from './protocol.js'
 
 /** The Redis connection `state.redis` describes (null unless `state.store: redis`). */
-export function redisOf(config: Config): RedisConnection | null {
+export function redisOf(config: Config, timers: Timers): RedisConnection | null {
   const st = config.state
   if (st.store !== 'redis') return null
   const address = (hp: string): { host: string; port: number } => {
@@ -28,6 +28,7 @@ export function redisOf(config: Config): RedisConnection | null {
     ...(r.nodes.length > 0 ? { nodes: r.nodes.map(address) } : {}),
     keyPrefix: r.key_prefix,
     timeout: st.timeout,
+    timers,
   })
 }
 
