@@ -58,7 +58,7 @@ export interface CookieAffinityConfig {
 export interface AppCookieAffinityConfig {
   /** The application's session cookie, e.g. `laravel_session`, `PHPSESSID`, `connect.sid`. Required with `key: app_cookie`. */
   readonly name: string | null
-  /** How requests without that cookie are placed: by client IP, or at random. Default client_ip. */
+  /** How requests without that cookie are placed: by client IP, or spread (`random`: weighted round robin, which spreads evenly without a random draw). Default client_ip. */
   readonly fallback: 'client_ip' | 'random'
 }
 
