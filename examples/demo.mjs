@@ -351,8 +351,8 @@ function replicaDied(child, how) {
   if (dead.length === shown.replicas.length) lines.push('  No replica is left: Tether answers 503 until one is back.')
   lines.push(
     `  Then type r and Enter to restart ${listNames(dead)}. (Users who made no request`,
-    '  meanwhile are still pinned to it and find their count gone: Tether brings',
-    '  state along only when it moves a user.)',
+    '  meanwhile stay pinned to it and get their count back there: Tether rehydrates',
+    '  the users of a replica it saw restart, X-Tether-Moved: reason=restart.)',
     '',
   )
   console.log(lines.join('\n'))

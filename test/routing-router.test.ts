@@ -230,6 +230,40 @@ t.test('with a balance factor, placements still in flight count as load: 300 use
   }
 })
 
+t.test('a user whose upstream was not ready at some point since their last request is rehydrated there (restart), once', async (t) => {
+  const clock = new FakeClock()
+  const readySince = new Map<string, number>()
+  const availability: Availability = {
+    ready: () => true, acceptsNew: () => true, drainingSince: () => null, slowStartWeight: () => 1,
+    readySince: (id) => readySince.get(id) ?? -Infinity,
+  }
+  // the signed cookie: its times are whole seconds, so a restart counts when it came more than 1 s after the last visit
+  const c = routing(affinity({ key: 'cookie', idle_timeout: 3_600_000 }), clock, { random: counterBytes(), availability })
+  const first = c.go({})
+  const issued = clock.now()
+  const cookie = `tether=${setCookieValue(first.setCookie!, 'tether')!}`
+  clock.advance(5_000)
+  t.same(c.go({ cookie }).moved, null, 'no restart: stays, no move')
+  readySince.set(first.upstream, issued + 500)
+  t.same(c.go({ cookie }).moved, null, 'ready again within the cookie\'s 1 s resolution of its last-seen time: not counted')
+  clock.advance(5_000)
+  readySince.set(first.upstream, clock.now())
+  const back = c.go({ cookie })
+  t.same([back.upstream, back.source, back.epoch, back.moved], [first.upstream, 'failover', 1, { from: first.upstream, reason: 'restart' }], 'restarted since the last visit: same upstream, epoch 1, moved for restart')
+  const again = c.go({ cookie: `tether=${setCookieValue(back.setCookie!, 'tether')!}` })
+  t.same([again.upstream, again.epoch, again.moved], [first.upstream, 1, null], 'with the cookie re-issued then, the next request is ordinary')
+
+  // a table key: its last visit is kept in ms
+  const h = routing(affinity({ key: 'header', header: { name: 'X-Tenant' } }), clock, { availability })
+  const u = h.go({ 'x-tenant': 'acme' })
+  clock.advance(10)
+  readySince.set(u.upstream, clock.now())
+  clock.advance(10)
+  const moved = h.go({ 'x-tenant': 'acme' })
+  t.same([moved.upstream, moved.epoch, moved.moved, moved.bind?.epoch], [u.upstream, 1, { from: u.upstream, reason: 'restart' }, 1], 'table key: rehydrated on the same upstream, pinned at epoch 1')
+  t.same([h.go({ 'x-tenant': 'acme' }).moved, h.go({ 'x-tenant': 'acme' }).epoch], [null, 1], 'then ordinary')
+})
+
 t.test('with on_scale_up rebalance, an app_cookie user still returns to the replica that created the session', async (t) => {
   const clock = new FakeClock()
   const { go, answer } = routing(affinity({ key: 'app_cookie', app_cookie: { name: 'sid', fallback: 'random' }, on_scale_up: 'rebalance' }), clock)
@@ -246,7 +280,7 @@ t.test('an app_cookie user without the cookie, placed by client IP, never gets a
   const clock = new FakeClock()
   const down = new Set<string>()
   const { go } = routing(affinity({ key: 'app_cookie', app_cookie: { name: 'sid', fallback: 'client_ip' } }), clock, {
-    availability: { ready: (id) => !down.has(id), acceptsNew: (id) => !down.has(id), drainingSince: () => null, slowStartWeight: () => 1 },
+    availability: { ready: (id) => !down.has(id), acceptsNew: (id) => !down.has(id), drainingSince: () => null, slowStartWeight: () => 1, readySince: () => -Infinity },
   })
   const first = go({}, '10.0.0.9')
   t.equal(first.sessionKey, null)

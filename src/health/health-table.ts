@@ -334,6 +334,18 @@ export class HealthTable {
     return Math.max(SLOW_START_MIN, elapsed / window)
   }
 
+  /**
+   * When `id` last became ready after not being ready (added after start-up, recovered from
+   * unhealthy, an ejection ended, re-enabled), in ms; -Infinity when it has been ready since
+   * start-up or is unknown. Users who have not been seen since are rehydrated on it.
+   */
+  readySince(id: string, now: number = this.#clock.now()): number {
+    const e = this.#entries.get(id)
+    if (!e) return -Infinity
+    this.#expire(e, now)
+    return e.readySince
+  }
+
   /** Plain JSON for the admin API, one row per upstream in the order added. */
   snapshot(): HealthSnapshotEntry[] {
     const now = this.#clock.now()

@@ -12,8 +12,13 @@ export type RouteSource =
   | 'fallback' // app_cookie absent: placed by the fallback key; or a new user's upgrade by client IP
   | 'failover' // the user's upstream was unavailable: moved to the next in hash order
 
-/** Why a user was moved to another upstream (sent upstream in X-Tether-Moved). */
-export type MoveReason = 'dead' | 'drain' | 'rebalance'
+/**
+ * Why a user was moved (sent upstream in X-Tether-Moved): to another upstream because theirs is
+ * dead, drained or rebalanced away; or `restart`: their upstream was not ready at some point
+ * since their last request (restarted in place, e.g. a StatefulSet pod, or ejected), so it may
+ * have lost their in-memory state and gets it back, as a move's new upstream does.
+ */
+export type MoveReason = 'dead' | 'drain' | 'rebalance' | 'restart'
 
 /** No route: no upstream can take the request, or `strict` forbids moving the user. */
 export type NoRoute = 'none' | 'strict'

@@ -26,6 +26,8 @@ export interface Availability {
   drainingSince(id: string): number | null
   /** Share of new users an upstream in slow start takes, (0, 1]; 1 when not ramping. */
   slowStartWeight(id: string): number
+  /** When it last became ready after not being ready (ms); -Infinity when ready since start-up. */
+  readySince(id: string): number
 }
 
 /** The upstreams placement is built from (a membership snapshot). */
@@ -33,7 +35,7 @@ export interface PlacementMembers {
   readonly list: readonly { readonly id: string; readonly weight: number }[]
 }
 
-const ALWAYS: Availability = { ready: () => true, acceptsNew: () => true, drainingSince: () => null, slowStartWeight: () => 1 }
+const ALWAYS: Availability = { ready: () => true, acceptsNew: () => true, drainingSince: () => null, slowStartWeight: () => 1, readySince: () => -Infinity }
 /** Seed of the per-key draw that lets a share of new keys onto a slow-starting upstream. */
 const SEED_SLOW_START = 0x534c4f57
 const NOTHING_TRIED: ReadonlySet<string> = new Set()
@@ -190,9 +192,11 @@ export class Router {
    * in hash order. With `rebalance`, a user pinned at `pinnedAt` also moves when its hash now
    * prefers an upstream that joined after that (scale-up), never otherwise (so placements made
    * by bounded loads, and learned bindings, which pass `rebalance: false`, stay put).
-   * Returns the index and why the user moves (null: stays).
+   * A user whose upstream was not ready at some point after `lastSeen` (+ `slack`, the
+   * precision of that time) stays but is rehydrated there (`restart`): it may have lost their
+   * in-memory state. Returns the index and why the user moves (null: stays).
    */
-  #resolve(pinned: string, p: Placing, pinnedAt: number, rebalance: boolean): { index: number; reason: MoveReason | null } | NoRoute {
+  #resolve(pinned: string, p: Placing, pinnedAt: number, rebalance: boolean, lastSeen: number, slack: number): { index: number; reason: MoveReason | null } | NoRoute {
     const table = this.placement
     const pinnedIndex = table.indexOf(pinned)
     const available = pinnedIndex >= 0 && this.#available(pinned, p)
@@ -200,7 +204,7 @@ export class Router {
       const index = table.pick(p.hash, p.acceptNew)
       if (index >= 0 && index !== pinnedIndex && this.#joinedAt.get(table.ids[index]!)! > pinnedAt) return { index, reason: 'rebalance' }
     }
-    if (available) return { index: pinnedIndex, reason: null }
+    if (available) return { index: pinnedIndex, reason: this.health.readySince(pinned) > lastSeen + slack ? 'restart' : null }
     if (this.#cfg.strict) return 'strict'
     const draining = pinnedIndex >= 0 ? this.health.ready(pinned) && !p.tried.has(pinned) : this.#leftDraining.has(pinned)
     let index = table.pick(p.hash, p.acceptNew)
@@ -216,7 +220,8 @@ export class Router {
   }
 
   #cookieUser(s: DecodedCookie, tried: ReadonlySet<string>, now: number): Decision | NoRoute {
-    const r = this.#resolve(s.upstream, new Placing(this, tried, hashKey(s.sessionId), now), s.issuedAt, true)
+    // the cookie stores its times in whole seconds
+    const r = this.#resolve(s.upstream, new Placing(this, tried, hashKey(s.sessionId), now), s.issuedAt, true, s.lastSeen, 1_000)
     if (typeof r === 'string') return r
     const id = this.placement.ids[r.index]!
     const cookies = this.#cookies!
@@ -246,6 +251,7 @@ export class Router {
   #pinned(key: Extract<RequestKey, { kind: 'table' }>, tried: ReadonlySet<string>, now: number): Decision | NoRoute {
     const { value, learned, learn } = key
     const sessions = this.#sessions
+    const lastSeen = sessions.peek(value, now)?.lastSeen ?? now
     const entry = sessions.get(value, now)
     const p = new Placing(this, tried, hashKey(value), now)
     const appKey = learned ? value : null
@@ -264,7 +270,7 @@ export class Router {
       const id = this.placement.ids[index]!
       return decision(id, key.checkpoints ? 'hash' : 'fallback', 0, null, null, learn, appKey, sessionKey, learned ? null : binding(value, id, 0, true))
     }
-    const r = this.#resolve(entry.upstream, p, entry.createdAt, !learned)
+    const r = this.#resolve(entry.upstream, p, entry.createdAt, !learned, lastSeen, 0)
     if (typeof r === 'string') return r
     const id = this.placement.ids[r.index]!
     if (r.reason === null) return decision(id, settled, entry.epoch, null, null, learn, appKey, sessionKey)
