@@ -135,6 +135,42 @@ function pinned(cmd, args) {
 let WORKERS = 1
 let TETHER_WORKERS = false
 
+/** Start one Tether build (`cmd`: { cli } or { custom }) with the bench config, as contestant `name`. */
+async function startTether(ctx, name, cmd) {
+  const port = await freePort()
+  const adminPort = await freePort()
+  const config = path.join(tmpDir, `${name}.yaml`)
+  writeFileSync(
+    config,
+    [
+      `listen: { host: 127.0.0.1, port: ${port} }`,
+      `admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }`,
+      'upstreams:',
+      ...ctx.upstreams.map((u) => `  - { id: ${u.id}, url: "${u.url}" }`),
+      `affinity: { key: cookie, cookie: { secret: "${BENCH_SECRET}", secure: false } }`,
+      'log: { level: warn, access: false }',
+      ...(TETHER_WORKERS ? [`workers: ${WORKERS}`] : []),
+      '',
+    ].join('\n'),
+  )
+  const env = {
+    LOG_LEVEL: 'warn',
+    BENCH_TETHER_CONFIG: config,
+    BENCH_TETHER_PORT: String(port),
+    BENCH_TETHER_ADMIN_PORT: String(adminPort),
+    BENCH_UPSTREAMS: ctx.upstreams.map((u) => u.url).join(','),
+    BENCH_WORKERS: String(WORKERS),
+  }
+  let rec
+  if (cmd.custom) {
+    const line = cmd.custom.replaceAll('{config}', config).replaceAll('{port}', String(port))
+    rec = startChild(name, ...pinned('sh', ['-c', line]), { env, cwd: repoRoot })
+  } else {
+    rec = startChild(name, ...pinned(process.execPath, [cmd.cli, '--config', config]), { env, cwd: repoRoot })
+  }
+  return { rec, port, info: { command: rec.cmdline, config: readFileSync(config, 'utf8'), adminPort } }
+}
+
 const CONTESTANTS = [
   {
     name: 'direct',
@@ -147,41 +183,21 @@ const CONTESTANTS = [
     name: 'tether',
     kind: 'proxy',
     check: () => (tetherCommand(), null),
-    start: async (ctx) => {
-      const port = await freePort()
-      const adminPort = await freePort()
-      const config = path.join(tmpDir, 'tether.yaml')
-      writeFileSync(
-        config,
-        [
-          `listen: { host: 127.0.0.1, port: ${port} }`,
-          `admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }`,
-          'upstreams:',
-          ...ctx.upstreams.map((u) => `  - { id: ${u.id}, url: "${u.url}" }`),
-          `affinity: { key: cookie, cookie: { secret: "${BENCH_SECRET}", secure: false } }`,
-          'log: { level: warn, access: false }',
-          ...(TETHER_WORKERS ? [`workers: ${WORKERS}`] : []),
-          '',
-        ].join('\n'),
-      )
-      const cmd = tetherCommand()
-      const env = {
-        LOG_LEVEL: 'warn',
-        BENCH_TETHER_CONFIG: config,
-        BENCH_TETHER_PORT: String(port),
-        BENCH_TETHER_ADMIN_PORT: String(adminPort),
-        BENCH_UPSTREAMS: ctx.upstreams.map((u) => u.url).join(','),
-        BENCH_WORKERS: String(WORKERS),
-      }
-      let rec
-      if (cmd.custom) {
-        const line = cmd.custom.replaceAll('{config}', config).replaceAll('{port}', String(port))
-        rec = startChild('tether', ...pinned('sh', ['-c', line]), { env, cwd: repoRoot })
-      } else {
-        rec = startChild('tether', ...pinned(process.execPath, [cmd.cli, '--config', config]), { env, cwd: repoRoot })
-      }
-      return { rec, port, info: { command: rec.cmdline, config: readFileSync(config, 'utf8'), adminPort } }
+    start: (ctx) => startTether(ctx, 'tether', tetherCommand()),
+  },
+  {
+    // Another Tether build in the same run (BENCH_TETHER_BASE=<its dist dir>), for before/after
+    // comparisons of a change under the same conditions; left out unless that is set.
+    name: 'tether-base',
+    kind: 'proxy',
+    optional: () => !process.env.BENCH_TETHER_BASE,
+    check: () => {
+      if (!process.env.BENCH_TETHER_BASE) return 'BENCH_TETHER_BASE is not set'
+      const cli = path.resolve(process.env.BENCH_TETHER_BASE, 'cli.js')
+      if (!existsSync(cli)) throw new Error(`BENCH_TETHER_BASE: ${cli} not found`)
+      return null
     },
+    start: (ctx) => startTether(ctx, 'tether-base', { cli: path.resolve(process.env.BENCH_TETHER_BASE, 'cli.js') }),
   },
   {
     name: 'http-proxy',
@@ -308,6 +324,9 @@ async function measure(c, ctx, cfg, rate = 0) {
     timeouts: r.timeouts,
     non2xx: r.non2xx,
     errorRate: total + r.errors > 0 ? bad / (total + r.errors) : 1,
+    // CPU time of the proxy per completed request: steadier than req/s on a shared machine
+    // (it does not move when a neighbour takes the proxy's core away, only when work changes)
+    proxyUsPerReq: c.rec && total > 0 ? round(((after.get(c.rec.pid) - before.get(c.rec.pid)) / CLK_TCK / total) * 1e6, 1) : null,
     cpu: {
       proxy: c.rec ? round(pct(c.rec.pid), 1) : null,
       upstreams: upstreamCpu,
@@ -380,7 +399,7 @@ async function main() {
   const skipped = []
   const selected = []
   for (const c of CONTESTANTS) {
-    if (wanted && !wanted.includes(c.name)) continue
+    if (wanted ? !wanted.includes(c.name) : c.optional?.()) continue
     const reason = c.check() // throws for a hard failure (e.g. dist/cli.js missing)
     if (reason) {
       skipped.push({ name: c.name, reason })
@@ -427,7 +446,7 @@ async function main() {
       c.rounds.push({ round: r, ...m })
       console.log(
         `round ${r}/${cfg.rounds} ${c.name.padEnd(10)} ${fmt(m.rps, 0).padStart(7)} req/s  ` +
-          `p50 ${fmt(m.p50, 2)}ms p99 ${fmt(m.p99, 2)}ms  cpu proxy ${fmt(m.cpu.proxy, 0, '%')} ` +
+          `p50 ${fmt(m.p50, 2)}ms p99 ${fmt(m.p99, 2)}ms  cpu proxy ${fmt(m.cpu.proxy, 0, '%')} (${fmt(m.proxyUsPerReq, 1)}us/req) ` +
           `upstreams ${fmt(m.cpu.upstreamsTotal, 0, '%')} loadgen ${fmt(m.cpu.loadgen, 0, '%')} ` +
           `host ${fmt(m.cpu.host, 0, '%')}/${os.cpus().length * 100}%` +
           (m.errors + m.timeouts + m.non2xx ? `  errors ${m.errors} timeouts ${m.timeouts} non2xx ${m.non2xx}` : ''),
@@ -443,6 +462,7 @@ async function main() {
       p50: col((x) => x.p50),
       p99: col((x) => x.p99),
       p999: col((x) => x.p999),
+      proxyUsPerReq: col((x) => x.proxyUsPerReq),
       cpu: {
         proxy: round(col((x) => x.cpu.proxy), 1),
         upstreamsTotal: round(col((x) => x.cpu.upstreamsTotal), 1),
@@ -461,7 +481,7 @@ async function main() {
   }
 
   const rows = [
-    ['contestant', 'req/s', 'rounds min..max', 'p50 ms', 'p99 ms', 'x nginx', 'x direct', 'x http-proxy', 'proxy cpu', 'upstr cpu', 'loadgen cpu', 'other cpu', 'err %'],
+    ['contestant', 'req/s', 'rounds min..max', 'p50 ms', 'p99 ms', 'x nginx', 'x direct', 'x http-proxy', 'proxy cpu', 'proxy us/req', 'upstr cpu', 'loadgen cpu', 'other cpu', 'err %'],
     ...running.map((c) => [
       c.name,
       fmt(c.median.rps),
@@ -472,6 +492,7 @@ async function main() {
       fmt(c.ratio.vsDirect, 2),
       fmt(c.ratio.vsHttpProxy, 2),
       fmt(c.median.cpu.proxy, 0, '%'),
+      fmt(c.median.proxyUsPerReq, 1),
       fmt(c.median.cpu.upstreamsTotal, 0, '%'),
       fmt(c.median.cpu.loadgen, 0, '%'),
       fmt(c.median.cpu.other, 0, '%'),
@@ -543,7 +564,7 @@ async function main() {
   const parts = []
   const focus = by.tether ? 'tether' : null
   if (focus) {
-    for (const other of ['direct', 'http-proxy', 'nginx', 'haproxy']) {
+    for (const other of ['tether-base', 'direct', 'http-proxy', 'nginx', 'haproxy']) {
       const x = ratio(focus, other)
       if (x != null) parts.push(`${focus}/${other}=${x.toFixed(2)}`)
     }
