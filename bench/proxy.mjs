@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Proxy throughput/latency benchmark: direct vs tether vs http-proxy [vs nginx, haproxy].
+// Proxy throughput/latency benchmark: direct vs tether vs http-proxy vs undici [vs nginx, haproxy].
 // Plain ESM, no build step. See bench/README.md for what is measured and how.
 //
 // Env knobs: BENCH_ROUNDS (3), BENCH_DURATION seconds (5), BENCH_WARMUP seconds (1),
@@ -207,6 +207,19 @@ const CONTESTANTS = [
       const port = await freePort()
       const script = path.join(benchDir, 'http-proxy-baseline.mjs')
       const rec = startChild('http-proxy', ...pinned(process.execPath, [script, String(port), ...ctx.upstreams.map((u) => u.url)]), {
+        cwd: repoRoot,
+      })
+      return { rec, port, info: { command: rec.cmdline } }
+    },
+  },
+  {
+    name: 'undici',
+    kind: 'proxy',
+    check: () => null,
+    start: async (ctx) => {
+      const port = await freePort()
+      const script = path.join(benchDir, 'undici-baseline.mjs')
+      const rec = startChild('undici', ...pinned(process.execPath, [script, String(port), ...ctx.upstreams.map((u) => u.url)]), {
         cwd: repoRoot,
       })
       return { rec, port, info: { command: rec.cmdline } }
@@ -564,7 +577,7 @@ async function main() {
   const parts = []
   const focus = by.tether ? 'tether' : null
   if (focus) {
-    for (const other of ['tether-base', 'direct', 'http-proxy', 'nginx', 'haproxy']) {
+    for (const other of ['tether-base', 'direct', 'http-proxy', 'undici', 'nginx', 'haproxy']) {
       const x = ratio(focus, other)
       if (x != null) parts.push(`${focus}/${other}=${x.toFixed(2)}`)
     }
