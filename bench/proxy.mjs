@@ -6,7 +6,8 @@
 // BENCH_CONNECTIONS (50), BENCH_CONTESTANTS (comma list, default all available),
 // BENCH_TETHER_CMD (shell command replacing `node dist/cli.js --config <file>`),
 // BENCH_LOADGEN (wrk when installed, else autocannon), BENCH_WRK_THREADS (1), BENCH_PIN (0),
-// BENCH_WORKERS (1), BENCH_USERS (1), BENCH_RATE (unset: no fixed-rate run; <req/s> or <N>%).
+// BENCH_WORKERS (1), BENCH_USERS (1), BENCH_RATE (unset: no fixed-rate run; <req/s> or <N>%),
+// BENCH_TETHER_BASE (a second build's dist dir), BENCH_NODE_ARGS (node flags for Node contestants).
 import { mkdirSync, mkdtempSync, writeFileSync, readFileSync, rmSync, existsSync, chmodSync } from 'node:fs'
 import { spawnSync } from 'node:child_process'
 import os from 'node:os'
@@ -133,6 +134,9 @@ function pinned(cmd, args) {
   return PIN ? ['taskset', ['-c', '0', cmd, ...args]] : [cmd, args]
 }
 let WORKERS = 1
+// BENCH_NODE_ARGS: extra node flags for the Node contestants (tether, tether-base, undici,
+// http-proxy), e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile them all in one run.
+const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean)
 let TETHER_WORKERS = false
 
 /** Start one Tether build (`cmd`: { cli } or { custom }) with the bench config, as contestant `name`. */
@@ -166,7 +170,7 @@ async function startTether(ctx, name, cmd) {
     const line = cmd.custom.replaceAll('{config}', config).replaceAll('{port}', String(port))
     rec = startChild(name, ...pinned('sh', ['-c', line]), { env, cwd: repoRoot })
   } else {
-    rec = startChild(name, ...pinned(process.execPath, [cmd.cli, '--config', config]), { env, cwd: repoRoot })
+    rec = startChild(name, ...pinned(process.execPath, [...NODE_ARGS, cmd.cli, '--config', config]), { env, cwd: repoRoot })
   }
   return { rec, port, info: { command: rec.cmdline, config: readFileSync(config, 'utf8'), adminPort } }
 }
@@ -206,7 +210,7 @@ const CONTESTANTS = [
     start: async (ctx) => {
       const port = await freePort()
       const script = path.join(benchDir, 'http-proxy-baseline.mjs')
-      const rec = startChild('http-proxy', ...pinned(process.execPath, [script, String(port), ...ctx.upstreams.map((u) => u.url)]), {
+      const rec = startChild('http-proxy', ...pinned(process.execPath, [...NODE_ARGS, script, String(port), ...ctx.upstreams.map((u) => u.url)]), {
         cwd: repoRoot,
       })
       return { rec, port, info: { command: rec.cmdline } }
@@ -219,7 +223,7 @@ const CONTESTANTS = [
     start: async (ctx) => {
       const port = await freePort()
       const script = path.join(benchDir, 'undici-baseline.mjs')
-      const rec = startChild('undici', ...pinned(process.execPath, [script, String(port), ...ctx.upstreams.map((u) => u.url)]), {
+      const rec = startChild('undici', ...pinned(process.execPath, [...NODE_ARGS, script, String(port), ...ctx.upstreams.map((u) => u.url)]), {
         cwd: repoRoot,
       })
       return { rec, port, info: { command: rec.cmdline } }
