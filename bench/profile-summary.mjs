@@ -3,7 +3,8 @@
 // share of each group (native/GC, undici, node's http server and streams, Tether's own code,
 // other packages). Plain ESM, no dependencies. See bench/README.md ("Profiling Tether").
 //
-// Usage: node bench/profile-summary.mjs <file.cpuprofile> [--top N] [--inclusive GROUP] [--json]
+// Usage: node bench/profile-summary.mjs <file.cpuprofile> [--top N] [--inclusive GROUP] [--skip S] [--json]
+//   --skip S: leave out the first S seconds of the profile (start-up and JIT warm-up).
 //   --inclusive tether: also list that group's functions by inclusive time (self + callees),
 //   each sample counted once per function on its stack.
 import { readFileSync } from 'node:fs'
@@ -15,9 +16,10 @@ const opt = (name) => {
 }
 const TOP = Number(opt('--top') ?? 15)
 const INCLUSIVE = opt('--inclusive')
-const file = args.find((a, i) => !a.startsWith('--') && !['--top', '--inclusive'].includes(args[i - 1]))
+const SKIP_US = Number(opt('--skip') ?? 0) * 1e6
+const file = args.find((a, i) => !a.startsWith('--') && !['--top', '--inclusive', '--skip'].includes(args[i - 1]))
 if (!file || !Number.isInteger(TOP) || TOP < 1) {
-  console.error('usage: node bench/profile-summary.mjs <file.cpuprofile> [--top N] [--inclusive GROUP] [--json]')
+  console.error('usage: node bench/profile-summary.mjs <file.cpuprofile> [--top N] [--inclusive GROUP] [--skip S] [--json]')
   process.exit(2)
 }
 const profile = JSON.parse(readFileSync(file, 'utf8'))
@@ -45,11 +47,16 @@ export function group({ url, functionName }) {
 const nodes = new Map(profile.nodes.map((n) => [n.id, n]))
 const selfUs = new Map()
 if (profile.samples && profile.timeDeltas) {
+  let at = 0
   for (let i = 0; i < profile.samples.length; i++) {
+    const d = Math.max(0, profile.timeDeltas[i] ?? 0)
+    at += d
+    if (at < SKIP_US) continue
     const id = profile.samples[i]
-    selfUs.set(id, (selfUs.get(id) ?? 0) + Math.max(0, profile.timeDeltas[i] ?? 0))
+    selfUs.set(id, (selfUs.get(id) ?? 0) + d)
   }
 } else {
+  if (SKIP_US > 0) throw new Error('--skip needs a profile with samples and timeDeltas')
   const per = (profile.endTime - profile.startTime) / profile.nodes.reduce((a, n) => a + (n.hitCount ?? 0), 0)
   for (const n of profile.nodes) selfUs.set(n.id, (n.hitCount ?? 0) * per)
 }
@@ -83,7 +90,7 @@ for (const [id, us] of selfUs) {
 const pct = (us) => (total ? (100 * us) / total : 0)
 const top = [...byFunction.values()].sort((a, b) => b.us - a.us).slice(0, TOP)
 const groups = [...byGroup.entries()].sort((a, b) => b[1] - a[1])
-const wallS = (profile.endTime - profile.startTime) / 1e6
+const wallS = (profile.endTime - profile.startTime - SKIP_US) / 1e6
 
 // Inclusive time of one group's functions: walk each sampled node's stack to the root.
 let inclusive = null

@@ -2,7 +2,7 @@
 // Proxy throughput/latency benchmark: direct vs tether vs http-proxy vs undici [vs nginx, haproxy].
 // Plain ESM, no build step. See bench/README.md for what is measured and how.
 //
-// Env knobs: BENCH_ROUNDS (3), BENCH_DURATION seconds (5), BENCH_WARMUP seconds (1),
+// Env knobs: BENCH_ROUNDS (3), BENCH_DURATION seconds (5), BENCH_WARMUP seconds (1), BENCH_PREWARM seconds (5),
 // BENCH_CONNECTIONS (50), BENCH_CONTESTANTS (comma list, default all available),
 // BENCH_TETHER_CMD (shell command replacing `node dist/cli.js --config <file>`),
 // BENCH_LOADGEN (wrk when installed, else autocannon), BENCH_WRK_THREADS (1), BENCH_PIN (0),
@@ -362,6 +362,7 @@ async function main() {
     rounds: envNum('BENCH_ROUNDS', 3, { min: 1, int: true }),
     duration: envNum('BENCH_DURATION', 5, { min: 1, int: true }),
     warmup: envNum('BENCH_WARMUP', 1, { min: 0, int: true }),
+    prewarm: envNum('BENCH_PREWARM', 5, { min: 0, int: true }),
     connections: envNum('BENCH_CONNECTIONS', 50, { min: 1, int: true }),
     users: USERS,
     workers: envNum('BENCH_WORKERS', 1, { min: 1, int: true }),
@@ -397,7 +398,7 @@ async function main() {
   TETHER_WORKERS = await tetherHasWorkers()
 
   console.log(
-    `tether proxy bench: ${cfg.rounds} rounds x ${cfg.duration}s (+${cfg.warmup}s warm-up), ` +
+    `tether proxy bench: ${cfg.rounds} rounds x ${cfg.duration}s (+${cfg.warmup}s warm-up; ${cfg.prewarm}s pre-warm once), ` +
       `${cfg.connections} connections, pipelining 1, ${describeUsers()}, ${describeLoadgen(cfg)}; ` +
       `${os.cpus().length} CPUs, node ${process.version}`,
   )
@@ -452,6 +453,14 @@ async function main() {
     if (rec) await waitHttpReady(rec, port, HEADERS)
     running.push({ name: c.name, kind: c.kind, rec, port, info, rounds: [] })
     console.log(`ready: ${c.name} on 127.0.0.1:${port}${rec ? ` (pid ${rec.pid})` : ''}`)
+  }
+
+  // Pre-warm, once: a Node proxy's first seconds under load cost several times its steady
+  // state per request (JIT compilation; Tether measured 850 us/req in its first 3 s, then
+  // 210, then ~130), which would skew round 1 far more than the per-window warm-up can fix.
+  if (cfg.prewarm > 0) {
+    console.log(`pre-warm: ${cfg.prewarm}s of load per contestant`)
+    for (const c of running) await loadRun(c.port, cfg, { duration: cfg.prewarm })
   }
 
   // Interleaved rounds: every contestant once per round, same order each round.
