@@ -1,16 +1,19 @@
 #!/usr/bin/env node
-// Proxy throughput/latency benchmark: direct vs tether vs http-proxy [vs nginx, haproxy].
+// Proxy throughput/latency benchmark: direct vs tether vs http-proxy vs undici [vs nginx, haproxy].
 // Plain ESM, no build step. See bench/README.md for what is measured and how.
 //
-// Env knobs: BENCH_ROUNDS (3), BENCH_DURATION seconds (5), BENCH_WARMUP seconds (1),
+// Env knobs: BENCH_ROUNDS (3), BENCH_DURATION seconds (5), BENCH_WARMUP seconds (1), BENCH_PREWARM seconds (5),
 // BENCH_CONNECTIONS (50), BENCH_CONTESTANTS (comma list, default all available),
-// BENCH_TETHER_CMD (shell command replacing `node dist/cli.js --config <file>`).
+// BENCH_TETHER_CMD (shell command replacing `node dist/cli.js --config <file>`),
+// BENCH_LOADGEN (wrk when installed, else autocannon), BENCH_WRK_THREADS (1), BENCH_PIN (0),
+// BENCH_WORKERS (1), BENCH_USERS (1), BENCH_RATE (unset: no fixed-rate run; <req/s> or <N>%),
+// BENCH_TETHER_BASE (a second build's dist dir), BENCH_NODE_ARGS (node flags for Node contestants).
 import { mkdirSync, mkdtempSync, writeFileSync, readFileSync, rmSync, existsSync, chmodSync } from 'node:fs'
 import { spawnSync } from 'node:child_process'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import autocannon from 'autocannon'
+import { wrkRun, autocannonRun, writeWrkScript } from './lib/loadgen.mjs'
 import {
   CLK_TCK,
   which,
@@ -40,20 +43,33 @@ function envNum(name, def, { min = 0, int = false } = {}) {
   return n
 }
 
-// Every request carries the same cookie: a valid Tether affinity cookie (a returning user,
-// Tether's common case: verify the HMAC, route to the pinned upstream) signed with the bench
-// config's secret. nginx and haproxy hash the same value. Without a built dist/, a dummy one.
+// Each simulated user (BENCH_USERS, default 1) has one cookie, sent on every one of its
+// requests: a valid Tether affinity cookie (a returning user, Tether's common case: verify the
+// HMAC, route to the pinned upstream) signed with the bench config's secret, users alternating
+// between the upstreams. nginx and haproxy hash the same values. Without a built dist/, dummies.
 const BENCH_SECRET = 'bench-secret-0123456789abcdef'
-const COOKIE = await benchCookie()
+const USERS = envNum('BENCH_USERS', 1, { min: 1, int: true })
+const COOKIES = await benchCookies(USERS)
+const COOKIE = COOKIES[0]
 const HEADERS = { cookie: COOKIE }
 
-async function benchCookie() {
+async function benchCookies(n) {
   try {
     const { CookieCodec } = await import('../dist/affinity/cookie-codec.js')
     const codec = new CookieCodec({ secrets: [BENCH_SECRET], idleTimeout: 3 * 3_600_000 })
-    return `tether=${codec.issue('up-0', 0, Date.now()).value}`
+    return Array.from({ length: n }, (_, i) => `tether=${codec.issue(`up-${i % 2}`, 0, Date.now()).value}`)
   } catch {
-    return 'tether=abc'
+    return Array.from({ length: n }, (_, i) => (n === 1 ? 'tether=abc' : `tether=user-${i}`))
+  }
+}
+
+// Whether this Tether build knows the `workers` key (issue 14); until then it runs 1 worker.
+async function tetherHasWorkers() {
+  try {
+    const { DEFAULTS } = await import('../dist/config/schema.js')
+    return DEFAULTS != null && 'workers' in DEFAULTS
+  } catch {
+    return false
   }
 }
 const UPSTREAM_COUNT = 2
@@ -111,6 +127,54 @@ function tetherCommand() {
   return { cli }
 }
 
+// BENCH_PIN=1: the proxy under test on CPU 0; the harness (and so its children: upstreams,
+// wrk) was moved to CPU 1 in main(). Unpinned: every process may run on every core.
+let PIN = false
+function pinned(cmd, args) {
+  return PIN ? ['taskset', ['-c', '0', cmd, ...args]] : [cmd, args]
+}
+let WORKERS = 1
+// BENCH_NODE_ARGS: extra node flags for the Node contestants (tether, tether-base, undici,
+// http-proxy), e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile them all in one run.
+const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean)
+let TETHER_WORKERS = false
+
+/** Start one Tether build (`cmd`: { cli } or { custom }) with the bench config, as contestant `name`. */
+async function startTether(ctx, name, cmd) {
+  const port = await freePort()
+  const adminPort = await freePort()
+  const config = path.join(tmpDir, `${name}.yaml`)
+  writeFileSync(
+    config,
+    [
+      `listen: { host: 127.0.0.1, port: ${port} }`,
+      `admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }`,
+      'upstreams:',
+      ...ctx.upstreams.map((u) => `  - { id: ${u.id}, url: "${u.url}" }`),
+      `affinity: { key: cookie, cookie: { secret: "${BENCH_SECRET}", secure: false } }`,
+      'log: { level: warn, access: false }',
+      ...(TETHER_WORKERS ? [`workers: ${WORKERS}`] : []),
+      '',
+    ].join('\n'),
+  )
+  const env = {
+    LOG_LEVEL: 'warn',
+    BENCH_TETHER_CONFIG: config,
+    BENCH_TETHER_PORT: String(port),
+    BENCH_TETHER_ADMIN_PORT: String(adminPort),
+    BENCH_UPSTREAMS: ctx.upstreams.map((u) => u.url).join(','),
+    BENCH_WORKERS: String(WORKERS),
+  }
+  let rec
+  if (cmd.custom) {
+    const line = cmd.custom.replaceAll('{config}', config).replaceAll('{port}', String(port))
+    rec = startChild(name, ...pinned('sh', ['-c', line]), { env, cwd: repoRoot })
+  } else {
+    rec = startChild(name, ...pinned(process.execPath, [...NODE_ARGS, cmd.cli, '--config', config]), { env, cwd: repoRoot })
+  }
+  return { rec, port, info: { command: rec.cmdline, config: readFileSync(config, 'utf8'), adminPort } }
+}
+
 const CONTESTANTS = [
   {
     name: 'direct',
@@ -123,39 +187,21 @@ const CONTESTANTS = [
     name: 'tether',
     kind: 'proxy',
     check: () => (tetherCommand(), null),
-    start: async (ctx) => {
-      const port = await freePort()
-      const adminPort = await freePort()
-      const config = path.join(tmpDir, 'tether.yaml')
-      writeFileSync(
-        config,
-        [
-          `listen: { host: 127.0.0.1, port: ${port} }`,
-          `admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }`,
-          'upstreams:',
-          ...ctx.upstreams.map((u) => `  - { id: ${u.id}, url: "${u.url}" }`),
-          `affinity: { key: cookie, cookie: { secret: "${BENCH_SECRET}", secure: false } }`,
-          'log: { level: warn, access: false }',
-          '',
-        ].join('\n'),
-      )
-      const cmd = tetherCommand()
-      const env = {
-        LOG_LEVEL: 'warn',
-        BENCH_TETHER_CONFIG: config,
-        BENCH_TETHER_PORT: String(port),
-        BENCH_TETHER_ADMIN_PORT: String(adminPort),
-        BENCH_UPSTREAMS: ctx.upstreams.map((u) => u.url).join(','),
-      }
-      let rec
-      if (cmd.custom) {
-        const line = cmd.custom.replaceAll('{config}', config).replaceAll('{port}', String(port))
-        rec = startChild('tether', line, [], { shell: true, env, cwd: repoRoot })
-      } else {
-        rec = startChild('tether', process.execPath, [cmd.cli, '--config', config], { env, cwd: repoRoot })
-      }
-      return { rec, port, info: { command: rec.cmdline, config: readFileSync(config, 'utf8'), adminPort } }
+    start: (ctx) => startTether(ctx, 'tether', tetherCommand()),
+  },
+  {
+    // Another Tether build in the same run (BENCH_TETHER_BASE=<its dist dir>), for before/after
+    // comparisons of a change under the same conditions; left out unless that is set.
+    name: 'tether-base',
+    kind: 'proxy',
+    optional: () => !process.env.BENCH_TETHER_BASE,
+    check: () => {
+      if (!process.env.BENCH_TETHER_BASE) return 'BENCH_TETHER_BASE is not set'
+      const cli = path.resolve(process.env.BENCH_TETHER_BASE, 'cli.js')
+      if (!existsSync(cli)) throw new Error(`BENCH_TETHER_BASE: ${cli} not found`)
+      return null
     },
+    start: (ctx) => startTether(ctx, 'tether-base', { cli: path.resolve(process.env.BENCH_TETHER_BASE, 'cli.js') }),
   },
   {
     name: 'http-proxy',
@@ -164,7 +210,20 @@ const CONTESTANTS = [
     start: async (ctx) => {
       const port = await freePort()
       const script = path.join(benchDir, 'http-proxy-baseline.mjs')
-      const rec = startChild('http-proxy', process.execPath, [script, String(port), ...ctx.upstreams.map((u) => u.url)], {
+      const rec = startChild('http-proxy', ...pinned(process.execPath, [...NODE_ARGS, script, String(port), ...ctx.upstreams.map((u) => u.url)]), {
+        cwd: repoRoot,
+      })
+      return { rec, port, info: { command: rec.cmdline } }
+    },
+  },
+  {
+    name: 'undici',
+    kind: 'proxy',
+    check: () => null,
+    start: async (ctx) => {
+      const port = await freePort()
+      const script = path.join(benchDir, 'undici-baseline.mjs')
+      const rec = startChild('undici', ...pinned(process.execPath, [...NODE_ARGS, script, String(port), ...ctx.upstreams.map((u) => u.url)]), {
         cwd: repoRoot,
       })
       return { rec, port, info: { command: rec.cmdline } }
@@ -180,7 +239,7 @@ const CONTESTANTS = [
       const prefix = path.join(tmpDir, 'nginx')
       mkdirSync(prefix, { recursive: true })
       const servers = ctx.upstreams.map((u) => `        server 127.0.0.1:${u.port};`).join('\n')
-      const conf = fill(readFileSync(path.join(benchDir, 'nginx.conf.tmpl'), 'utf8'), { PORT: port, PREFIX: prefix, SERVERS: servers })
+      const conf = fill(readFileSync(path.join(benchDir, 'nginx.conf.tmpl'), 'utf8'), { PORT: port, PREFIX: prefix, SERVERS: servers, WORKERS })
       const confPath = path.join(prefix, 'nginx.conf')
       writeFileSync(confPath, conf)
       const version = toolVersion(bin, ['-v'])
@@ -188,7 +247,7 @@ const CONTESTANTS = [
       const m = /nginx\/(\d+)\.(\d+)\.(\d+)/.exec(version ?? '')
       const hasE = !m || Number(m[1]) * 1e6 + Number(m[2]) * 1e3 + Number(m[3]) >= 1019005
       const args = ['-p', prefix + '/', '-c', confPath, ...(hasE ? ['-e', 'stderr'] : [])]
-      const rec = startChild('nginx', bin, args)
+      const rec = startChild('nginx', ...pinned(bin, args))
       return { rec, port, info: { command: rec.cmdline, version } }
     },
   },
@@ -202,14 +261,38 @@ const CONTESTANTS = [
       const prefix = path.join(tmpDir, 'haproxy')
       mkdirSync(prefix, { recursive: true })
       const servers = ctx.upstreams.map((u) => `    server ${u.id} 127.0.0.1:${u.port}`).join('\n')
-      const cfg = fill(readFileSync(path.join(benchDir, 'haproxy.cfg.tmpl'), 'utf8'), { PORT: port, PREFIX: prefix, SERVERS: servers })
+      const cfg = fill(readFileSync(path.join(benchDir, 'haproxy.cfg.tmpl'), 'utf8'), { PORT: port, PREFIX: prefix, SERVERS: servers, WORKERS })
       const cfgPath = path.join(prefix, 'haproxy.cfg')
       writeFileSync(cfgPath, cfg)
-      const rec = startChild('haproxy', bin, ['-db', '-f', cfgPath])
+      const rec = startChild('haproxy', ...pinned(bin, ['-db', '-f', cfgPath]))
       return { rec, port, info: { command: rec.cmdline, version: toolVersion(bin, ['-v']) } }
     },
   },
 ]
+
+function envFlag(name) {
+  const raw = process.env[name]
+  if (raw == null || raw === '' || raw === '0') return false
+  if (raw === '1') return true
+  throw new Error(`${name}=${raw}: expected 0 or 1`)
+}
+
+/** BENCH_RATE: unset -> no fixed-rate run; "<n>" -> n req/s; "<p>%" -> p% of nginx's median req/s. */
+function parseRate(raw) {
+  if (raw == null || raw === '') return null
+  const m = /^(\d+(?:\.\d+)?)(%?)$/.exec(raw.trim())
+  const n = m ? Number(m[1]) : NaN
+  if (!m || !(n > 0) || (m[2] && n > 1000)) throw new Error(`BENCH_RATE=${raw}: expected req/s (e.g. 20000) or a share of nginx (e.g. 50%)`)
+  return m[2] ? { percent: n } : { rps: Math.round(n) }
+}
+
+function describeUsers() {
+  return USERS === 1 ? `1 user (cookie "${COOKIE}")` : `${USERS} users (one tether cookie each, alternating upstreams)`
+}
+
+function describeLoadgen(cfg) {
+  return cfg.loadgen === 'wrk' ? `wrk (${cfg.wrkThreads} thread${cfg.wrkThreads > 1 ? 's' : ''})` : 'autocannon in-process'
+}
 
 function fill(tmpl, vars) {
   return tmpl.replace(/\{\{(\w+)\}\}/g, (all, k) => {
@@ -220,47 +303,47 @@ function fill(tmpl, vars) {
 
 // ---------------------------------------------------------------------------------------
 
-async function loadRun(port, duration, connections) {
-  return autocannon({
-    url: `http://127.0.0.1:${port}/`,
-    connections,
-    pipelining: 1,
-    duration,
-    headers: HEADERS,
-    timeout: 10,
-  })
+/** One window of load on `port` with the selected load generator (closed loop, or `rate` req/s). */
+async function loadRun(port, cfg, { duration = cfg.duration, rate = 0 } = {}) {
+  const common = { port, duration, connections: cfg.connections, rate }
+  if (rate ? cfg.rateGen === 'wrk2' : cfg.loadgen === 'wrk') {
+    return wrkRun(rate ? cfg.wrk2Bin : cfg.wrkBin, { ...common, threads: cfg.wrkThreads, script: cfg.wrkScript })
+  }
+  return autocannonRun({ ...common, cookies: COOKIES })
 }
 
-/** One measured window: CPU snapshots of every child tree around an autocannon run. */
-async function measure(c, ctx, cfg) {
+/** One measured window: CPU snapshots of every child tree around a load generator run. */
+async function measure(c, ctx, cfg, rate = 0) {
   const pids = [...(c.rec ? [c.rec.pid] : []), ...ctx.upstreams.map((u) => u.pid)]
   const before = cpuTicks(pids)
   const h0 = hostTicks()
-  const lg0 = process.cpuUsage()
   const w0 = process.hrtime.bigint()
-  const r = await loadRun(c.port, cfg.duration, cfg.connections)
+  const r = await loadRun(c.port, cfg, { rate })
   const wallS = Number(process.hrtime.bigint() - w0) / 1e9
-  const lg = process.cpuUsage(lg0)
   const after = cpuTicks(pids)
   const h1 = hostTicks()
   const pct = (pid) => ((after.get(pid) - before.get(pid)) / CLK_TCK / wallS) * 100
   const upstreamCpu = Object.fromEntries(ctx.upstreams.map((u) => [u.id, round(pct(u.pid), 1)]))
   const ours = (c.rec ? pct(c.rec.pid) : 0) + ctx.upstreams.reduce((a, u) => a + pct(u.pid), 0)
-  const loadgen = ((lg.user + lg.system) / 1e6 / wallS) * 100
+  const loadgen = ((r.loadgenCpuS ?? 0) / wallS) * 100
   const host = ((h1.busy - h0.busy) / CLK_TCK / wallS) * 100
-  const total = r.requests.total
+  const total = r.requests
   const bad = r.errors + r.timeouts + r.non2xx
   return {
-    rps: round(total / r.duration, 0),
-    p50: r.latency.p50,
-    p99: r.latency.p99,
-    avgLatency: r.latency.average,
+    rps: r.rps,
+    p50: r.p50,
+    p99: r.p99,
+    p999: r.p999,
+    avgLatency: r.avgLatency,
     requests: total,
-    durationS: r.duration,
+    durationS: r.durationS,
     errors: r.errors,
     timeouts: r.timeouts,
     non2xx: r.non2xx,
     errorRate: total + r.errors > 0 ? bad / (total + r.errors) : 1,
+    // CPU time of the proxy per completed request: steadier than req/s on a shared machine
+    // (it does not move when a neighbour takes the proxy's core away, only when work changes)
+    proxyUsPerReq: c.rec && total > 0 ? round(((after.get(c.rec.pid) - before.get(c.rec.pid)) / CLK_TCK / total) * 1e6, 1) : null,
     cpu: {
       proxy: c.rec ? round(pct(c.rec.pid), 1) : null,
       upstreams: upstreamCpu,
@@ -279,8 +362,21 @@ async function main() {
     rounds: envNum('BENCH_ROUNDS', 3, { min: 1, int: true }),
     duration: envNum('BENCH_DURATION', 5, { min: 1, int: true }),
     warmup: envNum('BENCH_WARMUP', 1, { min: 0, int: true }),
+    prewarm: envNum('BENCH_PREWARM', 5, { min: 0, int: true }),
     connections: envNum('BENCH_CONNECTIONS', 50, { min: 1, int: true }),
+    users: USERS,
+    workers: envNum('BENCH_WORKERS', 1, { min: 1, int: true }),
+    wrkThreads: envNum('BENCH_WRK_THREADS', 1, { min: 1, int: true }),
+    pin: envFlag('BENCH_PIN'),
+    wrkBin: which('wrk'),
+    wrk2Bin: which('wrk2'),
   }
+  const lg = process.env.BENCH_LOADGEN || (cfg.wrkBin ? 'wrk' : 'autocannon')
+  if (lg !== 'wrk' && lg !== 'autocannon') throw new Error(`BENCH_LOADGEN=${lg}: expected wrk or autocannon`)
+  if (lg === 'wrk' && !cfg.wrkBin) throw new Error('BENCH_LOADGEN=wrk but wrk is not on PATH (apt-get install wrk)')
+  cfg.loadgen = lg
+  cfg.rate = parseRate(process.env.BENCH_RATE)
+  cfg.rateGen = cfg.wrk2Bin ? 'wrk2' : 'autocannon'
   if (!procAvailable()) throw new Error('/proc is required for CPU accounting (Linux only)')
   const wanted = process.env.BENCH_CONTESTANTS
     ? process.env.BENCH_CONTESTANTS.split(',').map((s) => s.trim()).filter(Boolean)
@@ -289,17 +385,39 @@ async function main() {
     const unknown = wanted.filter((w) => !CONTESTANTS.some((c) => c.name === w))
     if (unknown.length) throw new Error(`BENCH_CONTESTANTS: unknown ${unknown.join(', ')} (known: ${CONTESTANTS.map((c) => c.name).join(', ')})`)
   }
+  if (cfg.pin) {
+    if (!which('taskset')) throw new Error('BENCH_PIN=1 needs taskset (util-linux)')
+    if (os.cpus().length < 2) throw new Error('BENCH_PIN=1 needs at least 2 CPUs')
+    // The harness and everything it starts from now on (upstreams, wrk) on CPU 1; each
+    // proxy under test is started on CPU 0 through `taskset -c 0`.
+    const r = spawnSync(which('taskset'), ['-a', '-p', '-c', '1', String(process.pid)], { encoding: 'utf8' })
+    if (r.status !== 0) throw new Error(`taskset failed: ${r.stderr}`)
+    PIN = true
+  }
+  WORKERS = cfg.workers
+  TETHER_WORKERS = await tetherHasWorkers()
 
   console.log(
-    `tether proxy bench: ${cfg.rounds} rounds x ${cfg.duration}s (+${cfg.warmup}s warm-up), ` +
-      `${cfg.connections} connections, pipelining 1, cookie "${COOKIE}", autocannon in-process; ` +
+    `tether proxy bench: ${cfg.rounds} rounds x ${cfg.duration}s (+${cfg.warmup}s warm-up; ${cfg.prewarm}s pre-warm once), ` +
+      `${cfg.connections} connections, pipelining 1, ${describeUsers()}, ${describeLoadgen(cfg)}; ` +
       `${os.cpus().length} CPUs, node ${process.version}`,
   )
+  console.log(
+    (cfg.pin ? 'pinned: proxy under test on CPU 0, load generator and upstreams on CPU 1' : 'unpinned: every process on every CPU') +
+      `; workers: nginx worker_processes ${cfg.workers}, haproxy nbthread ${cfg.workers}, ` +
+      (TETHER_WORKERS ? `tether workers ${cfg.workers}` : 'tether 1 (this build has no `workers` key yet)'),
+  )
+  if (cfg.rate) {
+    console.log(
+      `fixed-rate run after the rounds: ${cfg.rate.percent != null ? `${cfg.rate.percent}% of nginx's median req/s` : `${cfg.rate.rps} req/s`}` +
+        ` with ${cfg.rateGen === 'wrk2' ? 'wrk2 -R' : 'autocannon overallRate (in-process)'}`,
+    )
+  }
 
   const skipped = []
   const selected = []
   for (const c of CONTESTANTS) {
-    if (wanted && !wanted.includes(c.name)) continue
+    if (wanted ? !wanted.includes(c.name) : c.optional?.()) continue
     const reason = c.check() // throws for a hard failure (e.g. dist/cli.js missing)
     if (reason) {
       skipped.push({ name: c.name, reason })
@@ -307,8 +425,14 @@ async function main() {
     } else selected.push(c)
   }
 
+  if (cfg.rate?.percent != null && !selected.some((c) => c.name === 'nginx')) {
+    throw new Error(`BENCH_RATE=${cfg.rate.percent}% is relative to nginx, which is not in this run`)
+  }
+
   tmpDir = mkdtempSync(path.join(os.tmpdir(), 'tether-bench-'))
   chmodSync(tmpDir, 0o755) // nginx workers may run as an unprivileged user when we are root
+  cfg.wrkScript = path.join(tmpDir, 'cookies.lua')
+  writeWrkScript(cfg.wrkScript, COOKIES)
 
   // Upstreams: each its own process on an ephemeral port.
   const upstreams = []
@@ -331,16 +455,24 @@ async function main() {
     console.log(`ready: ${c.name} on 127.0.0.1:${port}${rec ? ` (pid ${rec.pid})` : ''}`)
   }
 
+  // Pre-warm, once: a Node proxy's first seconds under load cost several times its steady
+  // state per request (JIT compilation; Tether measured 850 us/req in its first 3 s, then
+  // 210, then ~130), which would skew round 1 far more than the per-window warm-up can fix.
+  if (cfg.prewarm > 0) {
+    console.log(`pre-warm: ${cfg.prewarm}s of load per contestant`)
+    for (const c of running) await loadRun(c.port, cfg, { duration: cfg.prewarm })
+  }
+
   // Interleaved rounds: every contestant once per round, same order each round.
   for (let r = 1; r <= cfg.rounds; r++) {
     for (const c of running) {
       if (c.rec?.exited) throw new Error(`${c.name} died during the run (${JSON.stringify(c.rec.exited)}):\n${c.rec.output}`)
-      if (cfg.warmup > 0) await loadRun(c.port, cfg.warmup, cfg.connections)
+      if (cfg.warmup > 0) await loadRun(c.port, cfg, { duration: cfg.warmup })
       const m = await measure(c, ctx, cfg)
       c.rounds.push({ round: r, ...m })
       console.log(
         `round ${r}/${cfg.rounds} ${c.name.padEnd(10)} ${fmt(m.rps, 0).padStart(7)} req/s  ` +
-          `p50 ${m.p50}ms p99 ${m.p99}ms  cpu proxy ${fmt(m.cpu.proxy, 0, '%')} ` +
+          `p50 ${fmt(m.p50, 2)}ms p99 ${fmt(m.p99, 2)}ms  cpu proxy ${fmt(m.cpu.proxy, 0, '%')} (${fmt(m.proxyUsPerReq, 1)}us/req) ` +
           `upstreams ${fmt(m.cpu.upstreamsTotal, 0, '%')} loadgen ${fmt(m.cpu.loadgen, 0, '%')} ` +
           `host ${fmt(m.cpu.host, 0, '%')}/${os.cpus().length * 100}%` +
           (m.errors + m.timeouts + m.non2xx ? `  errors ${m.errors} timeouts ${m.timeouts} non2xx ${m.non2xx}` : ''),
@@ -355,6 +487,8 @@ async function main() {
       rps: round(col((x) => x.rps), 0),
       p50: col((x) => x.p50),
       p99: col((x) => x.p99),
+      p999: col((x) => x.p999),
+      proxyUsPerReq: col((x) => x.proxyUsPerReq),
       cpu: {
         proxy: round(col((x) => x.cpu.proxy), 1),
         upstreamsTotal: round(col((x) => x.cpu.upstreamsTotal), 1),
@@ -368,19 +502,23 @@ async function main() {
   }
   const by = Object.fromEntries(running.map((c) => [c.name, c]))
   const ratio = (a, b) => (by[a] && by[b] && by[b].median.rps ? round(by[a].median.rps / by[b].median.rps, 2) : null)
-  for (const c of running) c.ratio = { vsDirect: ratio(c.name, 'direct'), vsHttpProxy: ratio(c.name, 'http-proxy') }
+  for (const c of running) {
+    c.ratio = { vsDirect: ratio(c.name, 'direct'), vsHttpProxy: ratio(c.name, 'http-proxy'), vsNginx: ratio(c.name, 'nginx') }
+  }
 
   const rows = [
-    ['contestant', 'req/s', 'rounds min..max', 'p50 ms', 'p99 ms', 'x direct', 'x http-proxy', 'proxy cpu', 'upstr cpu', 'loadgen cpu', 'other cpu', 'err %'],
+    ['contestant', 'req/s', 'rounds min..max', 'p50 ms', 'p99 ms', 'x nginx', 'x direct', 'x http-proxy', 'proxy cpu', 'proxy us/req', 'upstr cpu', 'loadgen cpu', 'other cpu', 'err %'],
     ...running.map((c) => [
       c.name,
       fmt(c.median.rps),
       `${fmt(c.rpsRange[0])}..${fmt(c.rpsRange[1])}`,
-      fmt(c.median.p50),
-      fmt(c.median.p99),
+      fmt(c.median.p50, 2),
+      fmt(c.median.p99, 2),
+      fmt(c.ratio.vsNginx, 2),
       fmt(c.ratio.vsDirect, 2),
       fmt(c.ratio.vsHttpProxy, 2),
       fmt(c.median.cpu.proxy, 0, '%'),
+      fmt(c.median.proxyUsPerReq, 1),
       fmt(c.median.cpu.upstreamsTotal, 0, '%'),
       fmt(c.median.cpu.loadgen, 0, '%'),
       fmt(c.median.cpu.other, 0, '%'),
@@ -394,23 +532,82 @@ async function main() {
   console.log(table(rows, (i) => i !== 0))
   for (const s of skipped) console.log(`(${s.name} skipped: ${s.reason})`)
 
+  // Fixed-rate latency run: every contestant at the same offered rate, interleaved rounds
+  // again (no extra warm-up: every contestant has just served the closed-loop rounds).
+  let rateRun = null
+  if (cfg.rate) {
+    const target = cfg.rate.rps ?? Math.max(1, Math.round((by.nginx.median.rps * cfg.rate.percent) / 100))
+    rateRun = { offered: target, generator: cfg.rateGen, ...(cfg.rate.percent != null ? { percentOfNginx: cfg.rate.percent } : {}) }
+    console.log(`\nfixed rate: ${fmt(target)} req/s offered to each contestant, ${cfg.rounds} rounds x ${cfg.duration}s`)
+    for (const c of running) c.rateRounds = []
+    for (let r = 1; r <= cfg.rounds; r++) {
+      for (const c of running) {
+        if (c.rec?.exited) throw new Error(`${c.name} died during the run (${JSON.stringify(c.rec.exited)}):\n${c.rec.output}`)
+        const m = await measure(c, ctx, cfg, target)
+        c.rateRounds.push({ round: r, ...m })
+        console.log(
+          `rate round ${r}/${cfg.rounds} ${c.name.padEnd(10)} ${fmt(m.rps, 0).padStart(7)} req/s  ` +
+            `p50 ${fmt(m.p50, 2)}ms p99 ${fmt(m.p99, 2)}ms p99.9 ${fmt(m.p999, 2)}ms  cpu proxy ${fmt(m.cpu.proxy, 0, '%')}` +
+            (m.errors + m.timeouts + m.non2xx ? `  errors ${m.errors} timeouts ${m.timeouts} non2xx ${m.non2xx}` : ''),
+        )
+      }
+    }
+    for (const c of running) {
+      const col = (f) => median(c.rateRounds.map(f))
+      c.rateMedian = { rps: round(col((x) => x.rps), 0), p50: col((x) => x.p50), p99: col((x) => x.p99), p999: col((x) => x.p999), proxyCpu: round(col((x) => x.cpu.proxy), 1), errorRate: col((x) => x.errorRate) }
+    }
+    const p99Ratio = (c) => (by.nginx?.rateMedian?.p99 ? round(c.rateMedian.p99 / by.nginx.rateMedian.p99, 2) : null)
+    for (const c of running) c.rateMedian.p99VsNginx = p99Ratio(c)
+    console.log(`\nfixed rate ${fmt(target)} req/s, median of ${cfg.rounds} rounds (latency in ms${cfg.rateGen === 'autocannon' ? ', corrected for coordinated omission' : ''})\n`)
+    console.log(
+      table(
+        [
+          ['contestant', 'req/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'p99 x nginx', 'proxy cpu', 'err %'],
+          ...running.map((c) => [
+            c.name,
+            fmt(c.rateMedian.rps),
+            fmt(c.rateMedian.p50, 2),
+            fmt(c.rateMedian.p99, 2),
+            fmt(c.rateMedian.p999, 2),
+            fmt(c.rateMedian.p99VsNginx, 2),
+            fmt(c.rateMedian.proxyCpu, 0, '%'),
+            fmt(c.rateMedian.errorRate * 100, 3),
+          ]),
+        ],
+        (i) => i !== 0,
+      ),
+    )
+    const short = running.filter((c) => c.rateMedian.rps < 0.95 * target)
+    if (short.length) {
+      console.log(
+        `(below the offered rate: ${short.map((c) => `${c.name} ${fmt(c.rateMedian.rps)}`).join(', ')}: that contestant ` +
+          `or the load generator could not keep up, so its latencies are not at the same rate)`,
+      )
+    }
+  }
+
   // Summary line.
   const parts = []
   const focus = by.tether ? 'tether' : null
   if (focus) {
-    for (const other of ['direct', 'http-proxy', 'nginx', 'haproxy']) {
+    for (const other of ['tether-base', 'direct', 'http-proxy', 'undici', 'nginx', 'haproxy']) {
       const x = ratio(focus, other)
       if (x != null) parts.push(`${focus}/${other}=${x.toFixed(2)}`)
     }
   } else if (by['http-proxy'] && by.direct) parts.push(`http-proxy/direct=${ratio('http-proxy', 'direct').toFixed(2)}`)
-  const p99s = running.filter((c) => c.kind === 'proxy').map((c) => `${c.name}=${c.median.p99}ms`)
+  const p99s = running.filter((c) => c.kind === 'proxy').map((c) => `${c.name}=${fmt(c.median.p99, 2)}ms`)
   if (p99s.length) parts.push(`p99 ${p99s.join(' ')}`)
+  if (rateRun) {
+    const rp = running.filter((c) => c.kind === 'proxy').map((c) => `${c.name}=${fmt(c.rateMedian.p99, 2)}ms`)
+    parts.push(`at ${rateRun.offered} req/s p99 ${rp.join(' ')}`)
+    if (focus && by.nginx) parts.push(`p99 ${focus}/nginx=${fmt(by[focus].rateMedian.p99VsNginx, 2)}`)
+  }
   const summary = parts.join(' ')
 
   // Failure conditions: any measured window above the error threshold, or no requests at all.
   const failures = []
   for (const c of running) {
-    for (const x of c.rounds) {
+    for (const x of [...c.rounds, ...(c.rateRounds ?? []).map((r) => ({ ...r, round: `${r.round} (fixed rate)` }))]) {
       if (x.requests === 0) failures.push(`${c.name} round ${x.round}: no successful requests`)
       else if (x.errorRate > ERROR_THRESHOLD) {
         failures.push(
@@ -427,7 +624,15 @@ async function main() {
     bench: 'proxy',
     startedAt,
     totalSeconds,
-    config: { ...cfg, pipelining: 1, cookie: COOKIE, errorThreshold: ERROR_THRESHOLD, loadgen: 'autocannon in-process' },
+    config: {
+      ...cfg,
+      pipelining: 1,
+      cookie: COOKIE,
+      errorThreshold: ERROR_THRESHOLD,
+      loadgen: describeLoadgen(cfg),
+      tetherWorkers: TETHER_WORKERS ? cfg.workers : 1,
+    },
+    rateRun,
     host: {
       node: process.version,
       platform: `${os.platform()} ${os.release()}`,
@@ -439,7 +644,15 @@ async function main() {
     contestants: Object.fromEntries(
       running.map((c) => [
         c.name,
-        { port: c.port, pid: c.rec?.pid ?? null, info: c.info, median: c.median, ratio: c.ratio, rounds: c.rounds },
+        {
+          port: c.port,
+          pid: c.rec?.pid ?? null,
+          info: c.info,
+          median: c.median,
+          ratio: c.ratio,
+          rounds: c.rounds,
+          ...(c.rateRounds ? { rateMedian: c.rateMedian, rateRounds: c.rateRounds } : {}),
+        },
       ]),
     ),
     skipped,
