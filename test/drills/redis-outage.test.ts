@@ -58,14 +58,15 @@ async function redisDrill(t: Test, name: string, fault: RedisFault): Promise<voi
 
   const f = measure(load.byUser, { at, end: ready, steadyFrom, detectedAt: degraded, upstream: null })
   const m = kill.moves
-  report(t, name, {
+  const figures = {
     ...f,
     extra: {
       timeout_ms: 1_000, strays, checkpoints_stored_before: storedBefore, checkpoints_unavailable: unstored,
       store_back_ms: Math.round(ready - at),
       replica_kill_moved: `${m.moved.length}/${m.victims.length}`, replica_kill_rehydrated: `${m.rehydrated.length}/${m.victims.length}`,
     },
-  }, at, { store_degraded: degraded, recovery_started: recoverAt, store_ready: ready, replica_killed: kill.at })
+  }
+  report(t, name, { figures, at, timeline: { store_degraded: degraded, recovery_started: recoverAt, store_ready: ready, replica_killed: kill.at }, samples: load.all(), logs: [dt] })
   const failures = load.all().filter((s) => !succeeded(s))
   t.equal(f.failed, 0, `no failed request (first: ${JSON.stringify(failures.slice(0, 3))})`)
   t.equal(f.lost, 0, `no lost acknowledged update (${f.lostWhy.slice(0, 3).join('; ')})`)

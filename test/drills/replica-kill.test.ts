@@ -42,10 +42,15 @@ async function killDrill(t: Test, name: string, store: 'memory' | 'redis', durab
   const unstored = await metric(dt.tether, 'tether_checkpoints_total{result="unavailable"}')
   const f = measure(load.byUser, { at, end: allMoved, steadyFrom, detectedAt: out.at, upstream: id })
   const m = f.moves!
-  report(t, name, {
+  const figures = {
     ...f,
-    extra: { store, durability, checkpoints_unavailable: unstored, detected_by: `${out.to}(${out.reason})`, rehydrated: `${m.rehydrated.length}/${m.victims.length}`, sent_back: m.sentBack.length, strays: m.strays.length },
-  }, at, { exited, taken_out: out.at, first_moved: Math.min(...m.movedAt.values()), last_moved: Math.max(...m.movedAt.values()) })
+    extra: {
+      store, durability, checkpoints_unavailable: unstored, detected_by: `${out.to}(${out.reason})`,
+      rehydrated: `${m.rehydrated.length}/${m.victims.length}`, sent_back: m.sentBack.length, strays: m.strays.length,
+    },
+  }
+  const timeline = { exited, taken_out: out.at, first_moved: Math.min(...m.movedAt.values()), last_moved: Math.max(...m.movedAt.values()) }
+  report(t, name, { figures, at, timeline, samples: load.all(), logs: [dt] })
   const failures = load.all().filter((s) => !succeeded(s))
   t.equal(f.failed, 0, `no failed request (first: ${JSON.stringify(failures.slice(0, 3))})`)
   t.equal(f.lost, 0, `no lost acknowledged update (${f.lostWhy.slice(0, 3).join('; ')})`)

@@ -49,14 +49,15 @@ async function sigstop(t: Test, name: string, hedgeAfter: number | null, hangTar
   const f = measure(load.byUser, { at, end: allMoved, steadyFrom, detectedAt: out.at, upstream: id }, {})
   const m = f.moves!
   const lastMove = Math.max(...m.movedAt.values())
-  report(t, name, {
+  const figures = {
     ...f,
     extra: {
       hedge_after_ms: hedgeAfter, frozen_ms: Math.round(thawAt - at), detected_by: `${out.to}(${out.reason})`,
       rehydrated: `${m.rehydrated.length}/${m.victims.length}`, sent_back: m.sentBack.length, strays: m.strays.length,
       healthy_after_sigcont_ms: Math.round(back.at - thawAt),
     },
-  }, at, { taken_out: out.at, first_moved: Math.min(...m.movedAt.values()), last_moved: lastMove, sigcont: thawAt, healthy: back.at })
+  }
+  report(t, name, { figures, at, timeline: { taken_out: out.at, first_moved: Math.min(...m.movedAt.values()), last_moved: lastMove, sigcont: thawAt, healthy: back.at }, samples: load.all(), logs: [dt] })
   const failures = load.all().filter((s) => !succeeded(s))
   t.equal(f.failed, 0, `no failed request for clients that wait 10 s (first: ${JSON.stringify(failures.slice(0, 3))})`)
   t.equal(f.lost, 0, `no lost acknowledged update (${f.lostWhy.slice(0, 3).join('; ')})`)

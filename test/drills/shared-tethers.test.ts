@@ -69,17 +69,19 @@ t.test('three Tethers sharing Redis: a replica killed, then a Tether killed; no 
   }
   const f2 = measure(load.byUser, { at: at2, end: everyoneServed, steadyFrom, steadyTo: at, detectedAt: front.removedAt.get(0) ?? null, upstream: null })
 
-  report(t, 'shared-tethers-replica-kill', {
+  const figures = {
     ...f1,
     extra: {
       tethers: 3, detected_by: `${out.to}(${out.reason})`, taken_out_on: `${outOn.filter(Boolean).length}/3`,
       rehydrated: `${m.rehydrated.length}/${m.victims.length}`, sent_back: m.sentBack.length, strays: m.strays.length,
     },
-  }, at, { taken_out: out.at, first_moved: Math.min(...m.movedAt.values()), last_moved: Math.max(...m.movedAt.values()) })
-  report(t, 'shared-tethers-tether-kill', {
+  }
+  report(t, 'shared-tethers-replica-kill', { figures, at, timeline: { taken_out: out.at, first_moved: Math.min(...m.movedAt.values()), last_moved: Math.max(...m.movedAt.values()) }, logs: [...tethers, fresh] })
+  const figures2 = {
     ...f2,
     extra: { detected_by: 'front(refused)', front_retries: retried, strays: strays2.length, agreement: `${USERS * all.length - disagree.length}/${USERS * all.length}` },
-  }, at2, { front_removed: front.removedAt.get(0) ?? null, everyone_served: everyoneServed })
+  }
+  report(t, 'shared-tethers-tether-kill', { figures: figures2, at: at2, timeline: { front_removed: front.removedAt.get(0) ?? null, everyone_served: everyoneServed }, samples: load.all() })
 
   const failures = load.all().filter((s) => !succeeded(s))
   t.equal(f2.failed, 0, `no failed request (first: ${JSON.stringify(failures.slice(0, 3))})`)

@@ -1,0 +1,68 @@
+// Drill: SIGTERM to one of two Tether processes (dist/cli.js, one cookie secret) while slow
+// uploads are in flight through it, under load (a quarter of the users upload a body that
+// trickles in over 1.5 s). As Kubernetes does, the Tether leaves the Service's endpoints (the
+// front stops sending it new requests) as it gets SIGTERM. Every request in flight on it
+// completes (200, Connection: close), it exits 0 within shutdown.grace_period (10 s), the
+// other Tether carries on with the same upstreams (the cookie pins them), no request fails and
+// no acknowledged update is lost.
+import t from 'tap'
+import { DEFAULTS } from '../../src/config/schema.js'
+import { changedAfter, measure, succeeded } from '../fixtures/drill-figures.js'
+import { Front } from '../fixtures/drill-load.js'
+import { drillYaml, report, scaled, startCliTether, startLoad, startReplicas, waitForValue } from '../fixtures/drill.js'
+import { request } from '../fixtures/upstream.js'
+
+const USERS = scaled(40)
+const THINK = 100
+const STEADY = scaled(4)
+const AFTER = scaled(3)
+const SLOW_MS = 1_500
+/** Slow uploads that must be in flight through the Tether when it gets SIGTERM. */
+const SLOW_IN_FLIGHT = 3
+
+t.test('SIGTERM with slow uploads in flight: they complete, the process exits 0 in the grace period, nothing fails or is lost', async (t) => {
+  const replicas = await startReplicas(t, ['app-0', 'app-1', 'app-2'])
+  const yaml = drillYaml(replicas.values(), ['affinity: { cookie: { secret: [drill-sigterm-secret-0123456789] } }'])
+  const [a, b] = await Promise.all([startCliTether(t, 'tether-a', yaml), startCliTether(t, 'tether-b', yaml)])
+  const front = new Front([a!.url, b!.url])
+  const load = startLoad(t, { users: USERS, front, key: 'cookie', thinkMs: THINK, slow: (u) => u % 4 === 0, slowMs: SLOW_MS })
+  await load.waitEach(2, 30_000)
+  const steadyFrom = performance.now()
+  await load.waitEach(STEADY, 60_000)
+  // slow uploads under way through Tether a, well into their body
+  await load.waitUntil(() => [...load.current.values()].filter((c) => c.via === 0 && c.slow && performance.now() - c.start > 300).length >= SLOW_IN_FLIGHT, 30_000, `${SLOW_IN_FLIGHT} slow uploads in flight through Tether a`)
+
+  const at = performance.now()
+  front.remove(0)
+  a!.signal('SIGTERM')
+  const notReady = await waitForValue(async () => ((await request(`${a!.adminUrl}/readyz`).catch(() => ({ status: 0 }))).status === 503 ? performance.now() : undefined), 5_000, 'Tether a\'s /readyz to turn 503')
+  const exit = await a!.exited
+  const exitedAt = performance.now()
+  await load.waitEach(AFTER, 60_000, load.mark())
+  const everyoneServed = performance.now()
+  await load.stop()
+
+  const inFlight = load.all().filter((s) => s.via === 0 && s.start < at && s.end >= at)
+  const slow = inFlight.filter((s) => s.slow)
+  const closed = inFlight.filter((s) => s.connection === 'close')
+  const strays = changedAfter(load.byUser, at)
+  const f = measure(load.byUser, { at, end: exitedAt, steadyFrom, detectedAt: notReady, upstream: null })
+  const figures = {
+    ...f,
+    extra: {
+      detected_by: 'readyz(503)', in_flight_at_sigterm: inFlight.length, slow_in_flight: slow.length,
+      completed: `${inFlight.filter(succeeded).length}/${inFlight.length}`, connection_close: `${closed.length}/${inFlight.length}`,
+      slow_longest_ms: Math.round(Math.max(...slow.map((s) => s.end - s.start))), exit_code: exit.code, exit_ms: Math.round(exitedAt - at), strays: strays.length,
+    },
+  }
+  report(t, 'sigterm-slow', { figures, at, timeline: { not_ready: notReady, exited: exitedAt, everyone_served: everyoneServed }, samples: load.all(), logs: [a!, b!] })
+  const failures = load.all().filter((s) => !succeeded(s))
+  t.equal(f.failed, 0, `no failed request (first: ${JSON.stringify(failures.slice(0, 3))})`)
+  t.equal(f.lost, 0, `no lost acknowledged update (${f.lostWhy.slice(0, 3).join('; ')})`)
+  t.ok(slow.length >= SLOW_IN_FLIGHT, `slow uploads were in flight at SIGTERM (${slow.length})`)
+  t.equal(inFlight.filter(succeeded).length, inFlight.length, 'every request in flight on the stopping Tether completed')
+  t.same(inFlight.filter((s) => s.end > notReady && s.connection !== 'close').map((s) => `user ${s.user} #${s.seq}`), [], 'those answered after SIGTERM carry Connection: close')
+  t.same(exit, { code: 0, signal: null }, 'the stopping Tether exits 0')
+  t.ok(exitedAt - at < DEFAULTS.shutdown.grace_period, `within the grace period (${Math.round(exitedAt - at)} ms)`)
+  t.same(strays, [], 'nobody moved')
+})
