@@ -120,3 +120,60 @@ t.test('hedging: when the user\'s upstream answers before the hedge, the hedge i
   t.equal(px.sessions.get(user!, Date.now())?.upstream, 'a', 'the user did not move')
 })
 
+
+t.test('a client that gives up waiting is not sent back into the hole: its next request moves', async (t) => {
+  const a = await freezable()
+  const b = await startUpstream('b', (req, res) => res.end(`b ${req.headers['x-tether-moved'] ?? ''}`))
+  t.teardown(async () => { await a.close(); await b.close() })
+  // probes rarely (the regular schedule would not find the freeze in time), short timeout
+  const px = await startProxy([{ id: 'a', url: a.url }, { id: 'b', url: b.url }], {
+    affinity: HEADER, health: { active: { enabled: true, interval: 10_000, timeout: 200 } },
+  })
+  t.teardown(() => px.close(0))
+  await waitFor(() => px.health.snapshot().every((e) => e.activeSuccesses > 0), 5000, 'the first probes to pass')
+  const [user] = await usersOn(px, 'a', 1, 'y')
+  a.freeze()
+  // a browser that gives up after 400 ms
+  const gaveUp = await new Promise<boolean>((resolve) => {
+    const req = http.get(`${px.url}/`, { headers: { 'x-user': user! }, agent: false }, () => resolve(false))
+    req.setTimeout(400, () => { req.destroy(); resolve(true) })
+    req.on('error', () => undefined)
+  })
+  t.ok(gaveUp, 'the client gave up')
+  await waitFor(() => px.health.state('a') === 'unhealthy', 3000, 'the abandoned upstream to be probed and found unresponsive')
+  const next = await request(`${px.url}/`, { headers: { 'x-user': user! } })
+  t.equal(next.body, 'b from=a; reason=dead; epoch=1', 'the next request moved')
+})
+
+t.test('an answer from an epoch the user has left does not overwrite their newer state', async (t) => {
+  // a: answers /slow late with a (versionless) checkpoint; b and c: write and echo state
+  const a = await startUpstream('a', (req, res) => {
+    if (req.url === '/slow') return setTimeout(() => { res.setHeader('x-tether-state', 'old'); res.end('a late') }, 600)
+    res.end('a')
+  })
+  const echo = (id: string) => (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    res.setHeader('x-tether-state', `new-${id}`)
+    res.end(`${id} ${req.headers['x-tether-rehydrate'] ?? ''}`)
+  }
+  const b = await startUpstream('b', echo('b'))
+  const c = await startUpstream('c', echo('c'))
+  t.teardown(async () => { await a.close(); await b.close(); await c.close() })
+  const px = await startProxy([{ id: 'a', url: a.url }, { id: 'b', url: b.url }, { id: 'c', url: c.url }], {
+    affinity: { ...HEADER, drain_timeout: 50 },
+  })
+  t.teardown(() => px.close(0))
+  const [user] = await usersOn(px, 'a', 1, 'z')
+  const late = request(`${px.url}/slow`, { headers: { 'x-user': user! } })
+  await waitFor(() => a.seen.some((r) => r.url === '/slow'), 5000, 'the slow request to reach a')
+  px.health.drain('a')
+  const since = Date.now()
+  await waitFor(() => Date.now() - since > 60, 5000, 'drain_timeout to pass')
+  const moved = await request(`${px.url}/`, { headers: { 'x-user': user! } })
+  const to = moved.body.split(' ')[0]!
+  t.not(to, 'a', 'the user moved off the drained upstream (drain_timeout passed)')
+  t.equal((await late).body, 'a late', 'the slow answer from the old epoch still reaches the client')
+  // move once more: the state delivered must be the newer one, not the late 'old'
+  px.health.disable(to)
+  const again = await request(`${px.url}/`, { headers: { 'x-user': user! } })
+  t.match(again.body, new RegExp(` new-${to}$`), 'rehydrated with the state of the epoch the user moved to')
+})

@@ -1,8 +1,10 @@
 // The Redis checkpoint store against a real 3-node Redis Cluster: the shared CheckpointStore
-// contract, hash-tag routing (one slot per session, sessions spread over every node) and the loss
-// of one node. Real time is only ever polled with a deadline; nothing sleeps for a fixed time.
+// contract, hash-tag routing (one slot per session, sessions spread over every node), the loss
+// of one master (seen per shard) and of every node. Real time is only ever polled with a
+// deadline; nothing sleeps for a fixed time.
 import t from 'tap'
-import { CLUSTER_FAILURE_STREAK, RedisCheckpointStore, checkpointKey } from '../src/redis/checkpoint-store.js'
+import { RedisCheckpointStore, checkpointKey } from '../src/redis/checkpoint-store.js'
+import { RedisConnection } from '../src/redis/connection.js'
 import type { Checkpoint, CheckpointStoreStatus } from '../src/state/checkpoint-store.js'
 import { checkpointStoreConformance } from './fixtures/checkpoint-store-conformance.js'
 import { redisCli, startRedisCluster, waitFor } from './fixtures/redis-server.js'
@@ -48,21 +50,30 @@ t.test('a session key decides the slot, and sessions spread over every node', as
   for (let i = 0; i < 30; i++) t.equal((await store.get(`user-${i}`)).status, 'found')
 })
 
-t.test('when one node dies, only its sessions are unavailable; when it returns, they work again', async (t) => {
-  const store = new RedisCheckpointStore({ nodes: cluster.addresses, keyPrefix: 'loss:', timeout: 300, maxReconnectDelay: 100 })
-  const changes: CheckpointStoreStatus[] = []
-  store.onStatus((s) => changes.push(s))
-  t.teardown(() => store.stop())
-  await store.start()
+t.test('when one master dies, only its sessions are unavailable and only its shard is reported down; when it returns, it is up again', async (t) => {
+  const redis = new RedisConnection({ nodes: cluster.addresses, keyPrefix: 'loss:', timeout: 300, maxReconnectDelay: 100 })
+  const store = new RedisCheckpointStore({ connection: redis })
+  const changes: { status: CheckpointStoreStatus; detail: string }[] = []
+  store.onStatus((status, detail) => changes.push({ status, detail }))
+  t.teardown(() => redis.stop())
+  await redis.start()
+  const victim = cluster.nodes[2]!
+  const address = `127.0.0.1:${victim.port}`
+  const shards = redis.nodes()
+  t.same(shards.map((n) => [n.role, n.status]), [['shard', 'up'], ['shard', 'up'], ['shard', 'up']], 'three shards, all up')
+  t.same(shards.map((n) => n.address).sort(), cluster.nodes.map((n) => `127.0.0.1:${n.port}`).sort(), 'named by host:port')
+  const slots = shards.find((n) => n.address === address)!.slots
+  t.match(slots, /^\d+-\d+$/, `the victim serves slots ${slots}`)
+
   const sessions = Array.from({ length: 30 }, (_, i) => `user-${i}`)
   for (const s of sessions) t.equal(await store.put(s, cp('v1', 1), HOUR), 'stored')
-  const victim = cluster.nodes[2]!
   const onVictim = new Set(
     (await redisCli(victim.port, 'KEYS', 'loss:*')).trim().split('\n').filter(Boolean).map((k) => k.slice('loss:cp:{'.length, -1)),
   )
   t.ok(onVictim.size > 0 && onVictim.size < sessions.length, `${onVictim.size} of ${sessions.length} sessions live on the victim`)
 
   await victim.kill()
+  const killedAt = performance.now()
   // Unlike a standalone Redis, a dead Cluster node does not fail calls at once: ioredis retries
   // them (slot refresh, failover queue) until the store's timeout answers 'unavailable'.
   const results = await Promise.all(sessions.map((s) => store.put(s, cp('v2', 2), HOUR)))
@@ -70,15 +81,25 @@ t.test('when one node dies, only its sessions are unavailable; when it returns, 
     const expected = onVictim.has(s) ? 'unavailable' : 'stored'
     t.equal(results[i], expected, `${s}: ${expected}`)
   }
-  t.same(changes, ['ready'], 'losing one node is not an outage of the store: status stays ready')
+  await waitFor('the victim shard to be reported down', () => redis.nodes().find((n) => n.address === address)?.status === 'down')
+  t.comment(`victim reported down ${Math.round(performance.now() - killedAt)} ms after the kill`)
+  const down = redis.nodes().filter((n) => n.status === 'down')
+  t.same(down.map((n) => n.address), [address], 'only the victim is down')
+  t.match(down[0]!.summary, new RegExp(`^redis shard ${address} \\(slots ${slots}\\) failing: \\d+ of \\d+ calls in the last 5 s failed`), down[0]!.summary)
+  t.equal(store.status, 'degraded', 'a shard down degrades the store')
+  t.match(changes.at(-1), { status: 'degraded', detail: new RegExp(`^redis shard ${address} `) }, 'the change names the shard')
+  const others = sessions.filter((s) => !onVictim.has(s))
+  t.same(await Promise.all(others.map((s) => store.put(s, cp('v3', 3), HOUR))), others.map(() => 'stored'), 'the other shards keep storing')
 
   // The node comes back with its nodes.conf, so it owns the same slots again (no data: no persistence).
   await victim.restart()
   await waitFor('every session writable again', async () => {
-    const results = await Promise.all(sessions.map((s) => store.put(s, cp('v3', null), HOUR)))
+    const results = await Promise.all(sessions.map((s) => store.put(s, cp('v4', null), HOUR)))
     return results.every((r) => r === 'stored')
   }, 10_000)
+  await waitFor('the victim shard up again', () => redis.nodes().every((n) => n.status === 'up'), 10_000)
   t.equal(store.status, 'ready')
+  t.same(changes.map((c) => c.status), ['ready', 'degraded', 'ready'], 'one degraded spell, no flapping')
 })
 
 t.test('when every node is down the store turns degraded, and ready again once calls succeed', async (t) => {
@@ -90,16 +111,18 @@ t.test('when every node is down the store turns degraded, and ready again once c
   t.equal(await store.put('k', cp('v'), HOUR), 'stored')
 
   for (const node of cluster.nodes) await node.kill()
-  // ioredis keeps a Cluster 'ready' with every node gone; the store notices from its calls.
-  const results = await Promise.all(Array.from({ length: CLUSTER_FAILURE_STREAK }, (_, i) => store.put(`k${i}`, cp('v'), HOUR)))
+  // ioredis keeps a Cluster 'ready' until it notices every node gone; the calls tell at once.
+  const results = await Promise.all(Array.from({ length: 20 }, (_, i) => store.put(`k${i}`, cp('v'), HOUR)))
   t.ok(results.every((r) => r === 'unavailable'), 'every call resolves unavailable')
-  t.equal(store.status, 'degraded')
+  await waitFor('the degraded status', () => store.status === 'degraded')
   t.equal(changes.at(-1)?.status, 'degraded')
   t.ok(changes.at(-1)?.detail, `with a detail: ${changes.at(-1)?.detail}`)
 
   for (const node of cluster.nodes) await node.restart()
   await waitFor('a stored put', async () => (await store.put('k', cp('v'), HOUR)) === 'stored', 10_000)
-  t.equal(store.status, 'ready')
+  // Every shard is judged by its own calls: the failures of the outage leave its window first
+  // (or are outweighed by successes), so there is one recovery, not a ready/degraded flip.
+  await waitFor('the ready status', () => store.status === 'ready', 10_000)
   t.same(changes.map((c) => c.status), ['ready', 'degraded', 'ready'])
 })
 

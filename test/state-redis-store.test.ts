@@ -159,7 +159,9 @@ t.test('a stalled Redis costs a call no more than the timeout; the timed-out put
     return r.status === 'found' && r.checkpoint.version === 2
   })
   t.pass("the put reported 'unavailable' was applied late: unavailable means unknown, not failed")
-  t.equal(store.status, 'ready', 'a slow reply is not an outage')
+  // The polls above timed out for the whole pause: the node may be reported failing, and is up
+  // again once its failures leave the 5 s window.
+  await waitFor('ready again after the stall', () => store.status === 'ready', 10_000)
   t.equal(await store.put('k', cp('v3', 3), HOUR), 'stored')
 })
 

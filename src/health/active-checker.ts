@@ -48,8 +48,11 @@ export interface ProbeEvent {
 
 /** Where results go: the health table, or anything with the same method. */
 export interface ActiveResultSink {
-  /** `timedOut`: the probe got no answer within its timeout (not a refusal or a bad status). */
-  reportActive(id: string, ok: boolean, timedOut?: boolean): void
+  /**
+   * `timedOut`: the probe got no answer within its timeout (not a refusal or a bad status);
+   * `suspected`: it was asked for by probeSoon (a client gave up waiting on this upstream).
+   */
+  reportActive(id: string, ok: boolean, timedOut?: boolean, suspected?: boolean): void
 }
 
 /** Injected time and randomness; the defaults are the real ones. */
@@ -74,6 +77,8 @@ interface Target {
   readonly request: http.RequestOptions
   timer: unknown
   probe: Probe | null
+  /** The next probe answers a suspicion (probeSoon). */
+  suspected: boolean
 }
 
 /**
@@ -141,7 +146,7 @@ export class ActiveChecker {
     }
     for (const { id, url } of next.values()) {
       if (this.#targets.has(id)) continue
-      const target: Target = { id, url, request: this.#requestOptions(url), timer: null, probe: null }
+      const target: Target = { id, url, request: this.#requestOptions(url), timer: null, probe: null, suspected: false }
       this.#targets.set(id, target)
       if (this.#running) this.#schedule(target, 0)
     }
@@ -162,6 +167,19 @@ export class ActiveChecker {
     this.#running = false
     for (const target of this.#targets.values()) this.#cancel(target)
     await Promise.all(this.#closing)
+  }
+
+  /**
+   * Probe `id` now instead of at its next turn (a client gave up waiting on it), unless a probe
+   * of it is in flight. Example: `checker.probeSoon('app-1')`.
+   */
+  probeSoon(id: string): void {
+    const target = this.#targets.get(id)
+    if (!this.#running || target === undefined || target.probe !== null) return
+    if (target.timer !== null) this.#timers.clearTimeout(target.timer)
+    target.timer = null
+    target.suspected = true
+    target.probe = this.#probe(target)
   }
 
   /** Subscribes to finished probes; returns the unsubscribe function. */
@@ -217,7 +235,9 @@ export class ActiveChecker {
       target.probe = null
       const { min, max } = this.#status
       const ok = code === null && status !== null && status >= min && status <= max
-      this.#sink.reportActive(target.id, ok, code === 'ETIMEDOUT')
+      const suspected = target.suspected
+      target.suspected = false
+      this.#sink.reportActive(target.id, ok, code === 'ETIMEDOUT', suspected)
       const event: ProbeEvent = { id: target.id, ok, status, code, duration: this.#clock.now() - at, at }
       for (const listener of this.#listeners) listener(event)
       // a failure is checked again soon (as HAProxy's fastinter): one bad probe alone should
@@ -228,6 +248,9 @@ export class ActiveChecker {
     // answer, processed before setImmediate callbacks, wins over the timeout then
     const timer = this.#setTimer(() => setImmediate(() => finish(null, 'ETIMEDOUT')), this.#options.timeout)
     req.once('response', (res) => {
+      // OPTIONS * asks only whether the server answers: the head is the answer (whatever body
+      // an app sends is not read); a path probe reads its body to the end
+      if (this.#options.path === null) return finish(res.statusCode ?? null, null)
       res.once('end', () => finish(res.statusCode ?? null, null))
       res.on('error', (err: NodeJS.ErrnoException) => finish(res.statusCode ?? null, err.code ?? 'ECONNRESET'))
       res.once('close', () => { if (!res.complete) finish(res.statusCode ?? null, 'ECONNRESET') })

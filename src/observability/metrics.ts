@@ -12,6 +12,12 @@ export type RehydrationResult = 'delivered' | 'no_state' | 'error'
 export type CheckpointResult = 'stored' | 'stale' | 'too_large' | 'unavailable'
 /** A timed Redis operation. */
 export type RedisOp = 'get' | 'put'
+/** A discovery source and whether its last answer was good, read at scrape time. */
+export interface DiscoveryStatus {
+  readonly source: string
+  readonly up: boolean
+}
+
 /** What the affinity table reports at scrape time; evictions and expirations are monotonic. */
 export interface AffinityStats {
   readonly size: number
@@ -63,13 +69,19 @@ export const METRIC_DOCS = [
   { name: 'tether_affinity_expirations_total', type: 'counter', labels: [],
     help: 'Affinity entries removed after their idle or absolute timeout.' },
   { name: 'tether_redis_up', type: 'gauge', labels: [],
-    help: '1 while the Redis state store is connected, 0 otherwise (also 0 when no Redis is configured).' },
+    help: '1 while the Redis state store is connected and every Redis node (every Cluster shard) answers, 0 otherwise (also 0 when no Redis is configured).' },
+  { name: 'tether_redis_node_up', type: 'gauge', labels: ['node'],
+    help: 'Per Redis node (host:port of each Cluster master or of the standalone server, the master name with Sentinel): 1 while it answers, 0 while it is unreachable or failing (see docs/redis.md, Redis node health).' },
   { name: 'tether_redis_operation_duration_seconds', type: 'histogram', labels: ['op'],
     help: 'Duration of Redis state store operations, by operation (get, put).' },
   { name: 'tether_websocket_connections', type: 'gauge', labels: [],
     help: 'Open proxied WebSocket connections.' },
   { name: 'tether_config_reloads_total', type: 'counter', labels: ['result'],
     help: 'Configuration reloads, by result (ok, failed).' },
+  { name: 'tether_discovery_up', type: 'gauge', labels: ['source'],
+    help: 'Per discovery source (dns, kubernetes): 1 while its last answer was good, 0 while it keeps the last known upstreams because its server is unreachable or failing or the answer was empty.' },
+  { name: 'tether_discovery_errors_total', type: 'counter', labels: ['source'],
+    help: 'Discovery failures (unreachable or failing server, empty answer), by source (dns, kubernetes).' },
 ] as const satisfies readonly MetricDoc[]
 
 /** The names of all `tether_*` metrics. */
@@ -121,9 +133,12 @@ export class Metrics {
   readonly #rehydrations: Counter<string>
   readonly #checkpoints: Counter<string>
   readonly #redisUp: Gauge<string>
+  readonly #redisNodeUp: Gauge<string>
   readonly #redisOps: Histogram<string>
   readonly #websockets: Gauge<string>
   readonly #reloads: Counter<string>
+  readonly #discoveryErrors: Counter<string>
+  #discoveryStatus: () => readonly DiscoveryStatus[] = () => []
 
   /** Request counts per upstream: METHODS.length x STATUS_CLASSES.length slots. */
   readonly #requestCounts = new Map<string, Float64Array>()
@@ -178,9 +193,18 @@ export class Metrics {
       collect() { this.inc(self.#affinityDelta('expirations')) },
     })
     this.#redisUp = new Gauge({ ...config('tether_redis_up'), registers })
+    this.#redisNodeUp = new Gauge({ ...config('tether_redis_node_up'), registers })
     this.#redisOps = new Histogram({ ...config('tether_redis_operation_duration_seconds'), registers, buckets: [...REDIS_BUCKETS] })
     this.#websockets = new Gauge({ ...config('tether_websocket_connections'), registers })
     this.#reloads = new Counter({ ...config('tether_config_reloads_total'), registers })
+    new Gauge({
+      ...config('tether_discovery_up'), registers,
+      collect() {
+        this.reset()
+        for (const { source, up } of self.#discoveryStatus()) this.set({ source }, up ? 1 : 0)
+      },
+    })
+    this.#discoveryErrors = new Counter({ ...config('tether_discovery_errors_total'), registers })
   }
 
   /** The Content-Type of {@link render}'s output (Prometheus text format 0.0.4). */
@@ -269,9 +293,23 @@ export class Metrics {
     this.#checkpoints.inc({ result })
   }
 
-  /** The Redis store connected (true) or lost its connection (false). */
+  /** The Redis store is connected with every node up (true), or not (false). */
   redisUp(up: boolean): void {
     this.#redisUp.set(up ? 1 : 0)
+  }
+
+  /**
+   * Redis node `node` answers (true) or is unreachable or failing (false). The label set is
+   * bounded by the nodes the connection reports; {@link redisNodeRemoved} drops a node's series.
+   * Example: `redis.onNode((e) => metrics.redisNodeUp(e.node.address, e.node.status === 'up'))`.
+   */
+  redisNodeUp(node: string, up: boolean): void {
+    this.#redisNodeUp.set({ node }, up ? 1 : 0)
+  }
+
+  /** Redis node `node` left the topology (a failover moved its slots away): its series goes. */
+  redisNodeRemoved(node: string): void {
+    this.#redisNodeUp.remove({ node })
   }
 
   /** One Redis operation took `seconds`. */
@@ -296,6 +334,16 @@ export class Metrics {
   /** A configuration reload was applied (true) or rejected (false). */
   configReload(ok: boolean): void {
     this.#reloads.inc({ result: ok ? 'ok' : 'failed' })
+  }
+
+  /** Where `tether_discovery_up` comes from, read at each scrape; e.g. `() => discovery.statuses()`. */
+  setDiscoveryStatus(fn: () => readonly DiscoveryStatus[]): void {
+    this.#discoveryStatus = fn
+  }
+
+  /** A discovery source failed (unreachable, failing, empty answer). */
+  discoveryError(source: string): void {
+    this.#discoveryErrors.inc({ source })
   }
 
   /**

@@ -45,6 +45,7 @@ export class AnswerHead implements AnswerHeadPolicy {
     if (b !== null) {
       if (b.publish) o.sessions.pin(b.key, b.upstream, b.epoch, o.clock.now())
       else o.sessions.count(b.key, b.upstream, b.epoch, o.clock.now())
+      o.sessions.settle(b)
     }
     let rekeyedFrom: string | null = null
     if (o.appCookie !== null && d.learn) {
@@ -58,6 +59,14 @@ export class AnswerHead implements AnswerHeadPolicy {
     const key = ctx.sessionKey
     if (state === null || key === null) return null
     const checkpoint = state.read(headers)
+    // an answer from an epoch the user has left (they moved while this request was in flight,
+    // e.g. a slow answer from a replica drained past its timeout) must not overwrite the state
+    // their new replica has been writing since
+    const current = checkpoint === null ? null : o.sessions.peek(key, o.clock.now())
+    if (checkpoint !== null && current !== null && current.epoch > d.epoch) {
+      state.discard(key, checkpoint, d.upstream, d.epoch)
+      return null
+    }
     // an application cookie rotated by this answer: the newest checkpoint follows the new
     // value, unless this answer brings its own (one the store took); nothing to follow before
     // any upstream has sent a checkpoint (an app using Tether for stickiness only pays nothing)

@@ -38,7 +38,8 @@ export class RedisBindings implements SharedBindings {
 
   /** The binding of `key`: null when none, 'unavailable' when Redis did not answer in time. */
   async lookup(key: string): Promise<{ upstream: string; epoch: number } | null | 'unavailable'> {
-    const reply = await this.#redis.run((c) => c.get(this.#key(key)))
+    const k = this.#key(key)
+    const reply = await this.#redis.run(k, (c) => c.get(k))
     if (reply === FAILED) return 'unavailable'
     if (typeof reply !== 'string') return null
     const space = reply.indexOf(' ')
@@ -56,7 +57,8 @@ export class RedisBindings implements SharedBindings {
   }
 
   async delete(key: string): Promise<void> {
-    await this.#redis.run((c) => c.del(this.#key(key)))
+    const k = this.#key(key)
+    await this.#redis.run(k, (c) => c.del(k))
   }
 
   /** The session table's write-through sink (fire and forget). */

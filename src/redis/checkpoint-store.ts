@@ -5,7 +5,6 @@
 import type { Checkpoint, CheckpointStore, CheckpointStoreStatus, GetResult, PutResult } from '../state/checkpoint-store.js'
 import { FAILED, RedisConnection, type RedisConnectionOptions } from './connection.js'
 
-export { CLUSTER_FAILURE_STREAK } from './connection.js'
 
 /**
  * The put, in one atomic step: compare versions, write every field, set the TTL.
@@ -127,13 +126,15 @@ export class RedisCheckpointStore implements CheckpointStore {
   }
 
   async get(sessionKey: string): Promise<GetResult> {
-    const reply = await this.#redis.run((c) => c.hgetall(checkpointKey(this.#redis.keyPrefix, sessionKey)))
+    const key = checkpointKey(this.#redis.keyPrefix, sessionKey)
+    const reply = await this.#redis.run(key, (c) => c.hgetall(key))
     if (reply === FAILED) return { status: 'unavailable' }
     const checkpoint = parseCheckpoint(reply)
     return checkpoint ? { status: 'found', checkpoint } : { status: 'missing' }
   }
 
   async delete(sessionKey: string): Promise<void> {
-    await this.#redis.run((c) => c.del(checkpointKey(this.#redis.keyPrefix, sessionKey)))
+    const key = checkpointKey(this.#redis.keyPrefix, sessionKey)
+    await this.#redis.run(key, (c) => c.del(key))
   }
 }

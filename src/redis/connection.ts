@@ -1,9 +1,14 @@
-// The connection to Redis (standalone, Sentinel or Cluster) that Tether's Redis roles share:
-// checkpoints, shared affinity bindings and peer events. Layer 3 adapter and the ONLY file that
-// imports ioredis. Every command is raced against `timeout` and never rejects (a failure is
-// FAILED); status changes go to listeners, nothing is logged here. Connects only in start().
+// The connection to Redis (standalone, Sentinel or Cluster) that Tether's Redis roles share
+// (checkpoints, shared affinity bindings, peer events), and the health of each node behind it.
+// Layer 3 adapter and the ONLY file that imports ioredis. Every command is raced against
+// `timeout` and never rejects (a failure is FAILED); status and node changes go to listeners,
+// nothing is logged here. Connects only in start().
 import { Cluster, Redis } from 'ioredis'
 import type { ClusterOptions, RedisOptions } from 'ioredis'
+import { CLUSTER_SLOTS, keySlot } from './key-slot.js'
+import { NodeHealth, slotRanges, type RedisNodeHealth, type RedisNodeRole } from './node-health.js'
+
+export type { RedisNodeHealth, RedisNodeRole, RedisNodeStatus } from './node-health.js'
 
 /** Whether Redis answers now. */
 export type RedisStatus = 'ready' | 'degraded'
@@ -50,6 +55,8 @@ export interface RedisConnectionOptions {
   readonly connectTimeout?: number
   /** Cap of the exponential reconnect back-off in ms (default 2000); reconnects never stop. */
   readonly maxReconnectDelay?: number
+  /** Monotonic time in ms for the node health windows (default `performance.now()`); tests pass their own. */
+  readonly now?: () => number
 }
 
 /** Defaults of {@link RedisConnectionOptions}. */
@@ -60,8 +67,10 @@ export const REDIS_DEFAULTS = Object.freeze({
   maxReconnectDelay: 2000,
 })
 
-/** Cluster only: this many failed calls in a row, with no success between, mean degraded. */
-export const CLUSTER_FAILURE_STREAK = 20
+/** While a node is suspect (reachable, with failures in its window), it is probed this often (ms). */
+export const PROBE_INTERVAL_MS = 500
+/** A node that keeps failing while down is reported again ('still_down') at most this often (ms). */
+export const STILL_DOWN_INTERVAL_MS = 1_000
 
 /** The marker of a failed or timed-out command. */
 export const FAILED: unique symbol = Symbol('failed')
@@ -71,31 +80,56 @@ export type Failed = typeof FAILED
 export interface RedisCommands {
   get(key: string): Promise<string | null>
   del(key: string): Promise<number>
+  exists(key: string): Promise<number>
   hgetall(key: string): Promise<Record<string, string>>
   eval(script: string, numKeys: number, ...args: string[]): Promise<unknown>
   publish(channel: string, message: string): Promise<number>
 }
 
+/**
+ * A change in one node's health. `up` / `down`: its status changed, or is known for the first
+ * time (a node that was never reachable is reported `down` once). `still_down`: a call or a
+ * connection attempt failed again while it is down (at most once per
+ * {@link STILL_DOWN_INTERVAL_MS} per node). `removed`: it no longer serves slots (a failover or
+ * resharding moved them), or a seed turned out not to be a master (maybe never reported before).
+ */
+export interface RedisNodeEvent {
+  readonly kind: 'up' | 'down' | 'still_down' | 'removed'
+  readonly node: RedisNodeHealth
+}
+
 type Client = Redis | Cluster
 
 /**
- * One client, its status and reconnects. Failure behaviour: commands are never queued while
- * disconnected (`enableOfflineQueue: false`), never retried nor resent after a reconnect
- * (`maxRetriesPerRequest: 0`, `autoResendUnfulfilledCommands: false`), and each call is raced
- * against `timeout`: a late reply is ignored (a stalled server may still apply it when it
- * resumes; a Cluster client re-sends after a MOVED on its own). The client speaks RESP2
- * (`protocol: 2`): ioredis 6 defaults to RESP3, which Redis < 6 and some proxies refuse.
+ * One client, its status, the health of each node and reconnects. Failure behaviour: commands
+ * are never queued while disconnected (`enableOfflineQueue: false`), never retried nor resent
+ * after a reconnect (`maxRetriesPerRequest: 0`, `autoResendUnfulfilledCommands: false`), and
+ * each call is raced against `timeout`: a late reply is ignored (a stalled server may still
+ * apply it when it resumes; a Cluster client re-sends after a MOVED on its own). The client
+ * speaks RESP2 (`protocol: 2`): ioredis 6 defaults to RESP3, which Redis < 6 and some proxies refuse.
  *
- * Status: standalone and Sentinel follow the client's 'ready' / 'close' / 'reconnecting' /
- * 'end' events. A Cluster client stays 'ready' while nodes die, so it also turns degraded
- * after {@link CLUSTER_FAILURE_STREAK} failed calls in a row.
+ * Nodes: the standalone server, the Sentinel master (named by its master name), or each Cluster
+ * master (from the slot map; the seed addresses until it is known). Every call counts for the
+ * node that owns its key's slot (a keyless call, like PUBLISH on a Cluster, for none); a node is
+ * down while the client cannot reach it or while its calls fail (see {@link NodeHealth}: 5 in
+ * a row over 250 ms, or at least 5 and at least half of its calls in the last 5 s), so a dead
+ * Cluster master is seen although ioredis keeps the Cluster 'ready' and the other masters'
+ * calls succeed (and no other node's success hides it). A suspect
+ * node is probed (PING, or EXISTS on a key of its slots) every {@link PROBE_INTERVAL_MS} ms, so
+ * it recovers without traffic.
+ *
+ * Status: 'ready' when every node is up, else 'degraded' (the detail names the first node
+ * down). start() connects to every Cluster master (a PING each) before it resolves, so the
+ * first calls do not pay for connection set-up within their `timeout`.
  *
  * Example:
  * ```ts
- * const redis = new RedisConnection({ url: 'redis://redis:6379', keyPrefix: 'tether:' })
+ * const redis = new RedisConnection({ nodes: [{ host: 'redis-0', port: 6379 }], keyPrefix: 'tether:' })
  * redis.onStatus((s, detail) => log.warn({ detail }, `redis ${s}`))
+ * redis.onNode((e) => metrics.redisNodeUp(e.node.address, e.node.status === 'up'))
  * await redis.start()   // resolves even while Redis is down
- * await redis.run((c) => c.get('tether:x'))  // the reply, or FAILED
+ * await redis.run('tether:x', (c) => c.get('tether:x'))  // the reply, or FAILED
+ * redis.nodes()   // [{ address: '10.0.0.5:6379', role: 'shard', slots: '0-5460', status: 'up', ... }, ...]
  * ```
  */
 export class RedisConnection {
@@ -105,13 +139,20 @@ export class RedisConnection {
   readonly #timeout: number
   readonly #connectTimeout: number
   readonly #maxReconnectDelay: number
+  readonly #now: () => number
   readonly #listeners = new Set<(status: RedisStatus, detail: string) => void>()
+  readonly #nodeListeners = new Set<(event: RedisNodeEvent) => void>()
   #client: Client | null = null
   readonly #subscribers = new Set<Client>()
   #status: RedisStatus = 'degraded'
   #lastError = ''
-  /** Cluster only: calls failed in a row since the last success. */
-  #failStreak = 0
+  /** Whether the client is connected ('ready' seen since the last close). */
+  #clientUp = false
+  /** The nodes by address: one for standalone and Sentinel; the masters (or seeds) of a Cluster. */
+  readonly #nodes = new Map<string, NodeHealth>()
+  /** Cluster: per master, a hash tag whose slot it serves (for probes). */
+  readonly #probeTags = new Map<string, string>()
+  #probeTimer: NodeJS.Timeout | null = null
   /** Lua scripts the roles use, defined on the client as commands (EVALSHA, EVAL on NOSCRIPT). */
   readonly #scripts = new Map<string, { lua: string; keys: number }>()
 
@@ -121,7 +162,7 @@ export class RedisConnection {
     if (targets.filter(Boolean).length !== 1) {
       throw new RangeError('RedisCheckpointStore: set exactly one of url, sentinels (with name) or nodes')
     }
-    if (options.url !== undefined) parseRedisUrl(options.url)
+    const url = options.url === undefined ? null : parseRedisUrl(options.url)
     if (options.sentinels !== undefined && (options.sentinels.length === 0 || !options.name)) {
       throw new RangeError('RedisCheckpointStore: sentinels needs at least one address and a master name')
     }
@@ -136,7 +177,11 @@ export class RedisConnection {
     this.#timeout = positive('timeout', options.timeout ?? d.timeout)
     this.#connectTimeout = positive('connectTimeout', options.connectTimeout ?? d.connectTimeout)
     this.#maxReconnectDelay = positive('maxReconnectDelay', options.maxReconnectDelay ?? d.maxReconnectDelay)
+    this.#now = options.now ?? (() => performance.now())
     this.#options = options
+    if (url !== null) this.#addNode(hostPort(url.host, url.port), 'standalone')
+    else if (options.sentinels !== undefined) this.#addNode(options.name as string, 'sentinel')
+    else for (const n of options.nodes ?? []) this.#addNode(hostPort(n.host, n.port), 'seed')
   }
 
   get status(): RedisStatus {
@@ -150,49 +195,78 @@ export class RedisConnection {
     }
   }
 
+  /** Be told of every node's health changes (see {@link RedisNodeEvent}); returns the unsubscribe function. */
+  onNode(fn: (event: RedisNodeEvent) => void): () => void {
+    this.#nodeListeners.add(fn)
+    return () => {
+      this.#nodeListeners.delete(fn)
+    }
+  }
+
   /**
-   * Creates the client and connects. Resolves once Redis is ready or the first attempt failed
-   * (at most about `connectTimeout`); after a failure the client keeps reconnecting in the
-   * background with back-off. Calling it again while started does nothing.
+   * The health of every node now, in address order. Example: after a Cluster master died,
+   * `redis.nodes().filter((n) => n.status === 'down').map((n) => n.summary)` ->
+   * `['redis shard 127.0.0.1:7001 (slots 0-5460) failing: 12 of 20 calls in the last 5 s failed (last error: ...)']`.
+   */
+  nodes(): RedisNodeHealth[] {
+    const now = this.#now()
+    return [...this.#nodes.values()].map((n) => n.snapshot(now)).sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0))
+  }
+
+  /**
+   * Creates the client and connects. Resolves once Redis is ready (for a Cluster: once every
+   * master answered a PING, or `connectTimeout` passed) or the first attempt failed (at most
+   * about `connectTimeout`); after a failure the client keeps reconnecting in the background
+   * with back-off. Calling it again while started does nothing.
    */
   async start(): Promise<void> {
     if (this.#client) return
     const client = this.#createClient()
     this.#client = client
     for (const [name, { lua, keys }] of this.#scripts) client.defineCommand(name, { numberOfKeys: keys, lua })
-    this.#failStreak = 0
+    const cluster = client instanceof Cluster
     client.on('ready', () => {
-      this.#lastError = ''
-      this.#setStatus('ready', 'connected')
+      if (this.#client === client) this.#clientReady(client)
     })
     client.on('error', (err: unknown) => {
       this.#lastError = describe(err)
+      if (!cluster && this.#client === client) this.#nodeError(this.#single(), this.#lastError)
     })
-    // A Cluster reports trouble with one node as 'node error'; the client stays usable for the
-    // other slots, so it only feeds the detail of the next status change.
-    client.on('node error', (err: unknown) => {
+    // A Cluster reports trouble with one node as 'node error' (with the node's address); the
+    // client stays usable for the other slots.
+    client.on('node error', (err: unknown, address: unknown) => {
       this.#lastError = describe(err)
+      if (this.#client === client && typeof address === 'string') this.#nodeError(this.#nodes.get(address), this.#lastError)
     })
+    if (client instanceof Cluster) {
+      client.on('refresh', () => {
+        if (this.#client === client) this.#refreshTopology(client)
+      })
+    }
     for (const event of ['close', 'reconnecting', 'end'] as const) {
       client.on(event, () => {
-        if (this.#client === client) this.#setStatus('degraded', this.#lastError || `connection ${event === 'end' ? 'ended' : 'closed'}`)
+        if (this.#client === client) this.#clientDown(event === 'end' ? 'connection ended' : 'connection closed')
       })
     }
     try {
       await client.connect()
-      // ioredis emits 'ready' on a later tick than connect() resolves: report it now.
-      if (this.#client === client && client.status === 'ready') this.#setStatus('ready', 'connected')
+      // ioredis emits 'ready' on a later tick than connect() resolves: take it now.
+      if (this.#client === client && client.status === 'ready') this.#clientReady(client)
+      if (client instanceof Cluster) await this.#warm(client)
     } catch (err) {
       this.#lastError ||= describe(err)
-      if (this.#client === client) this.#setStatus('degraded', this.#lastError)
+      if (this.#client === client) this.#clientDown(this.#lastError)
     }
   }
 
   /**
    * Closes the connections (QUIT when connected, waiting at most `timeout`), stops reconnecting
-   * and reports 'degraded' with detail "stopped". Later calls answer FAILED.
+   * and probing, and reports 'degraded' with detail "stopped" (no node events). Later calls
+   * answer FAILED.
    */
   async stop(): Promise<void> {
+    if (this.#probeTimer !== null) clearTimeout(this.#probeTimer)
+    this.#probeTimer = null
     for (const sub of this.#subscribers) {
       sub.removeAllListeners()
       sub.on('error', () => undefined)
@@ -203,7 +277,12 @@ export class RedisConnection {
     const client = this.#client
     if (!client) return
     this.#client = null
-    if (client.status === 'ready') await this.#race(client, (c) => c.quit())
+    this.#clientUp = false
+    for (const node of this.#nodes.values()) {
+      node.reachable = false
+      node.reported = 'down'
+    }
+    if (client.status === 'ready') await this.#race(client, null, (c) => c.quit())
     client.disconnect()
     client.removeAllListeners()
     // Swallow errors the closing sockets may still emit (an 'error' with no listener throws).
@@ -212,9 +291,13 @@ export class RedisConnection {
     this.#setStatus('degraded', 'stopped')
   }
 
-  /** Run one command, bounded by `timeout`: its reply, or FAILED. Never rejects. */
-  run<T>(work: (c: RedisCommands) => Promise<T>): Promise<T | Failed> {
-    return this.#race(this.#client, work as (c: Client) => Promise<T>)
+  /**
+   * Run one command, bounded by `timeout`: its reply, or FAILED. Never rejects. `key` is the
+   * key the command works on (it tells which Cluster node answers for it), or null for a
+   * keyless command such as PUBLISH.
+   */
+  run<T>(key: string | null, work: (c: RedisCommands) => Promise<T>): Promise<T | Failed> {
+    return this.#race(this.#client, key, work as (c: Client) => Promise<T>)
   }
 
   /**
@@ -225,9 +308,13 @@ export class RedisConnection {
     this.#scripts.set(name, { lua, keys })
   }
 
-  /** Run script `name` with its keys and arguments, bounded by `timeout`: its reply, or FAILED. */
+  /**
+   * Run script `name` with its keys and then its arguments, bounded by `timeout`: its reply,
+   * or FAILED. The first key tells which Cluster node answers for it.
+   */
   runScript(name: string, ...args: string[]): Promise<unknown> {
-    return this.#race(this.#client, (c) => {
+    const key = (this.#scripts.get(name)?.keys ?? 0) > 0 ? args[0] ?? null : null
+    return this.#race(this.#client, key, (c) => {
       const run = (c as unknown as Record<string, (...a: string[]) => Promise<unknown>>)[name]
       if (run === undefined) return Promise.reject(new Error(`script ${name} is not defined`))
       return run.apply(c, args)
@@ -251,18 +338,190 @@ export class RedisConnection {
     void sub.connect().catch(() => undefined)
   }
 
+  #addNode(address: string, role: RedisNodeRole): NodeHealth {
+    const node = new NodeHealth(address, role)
+    node.reachable = this.#clientUp
+    this.#nodes.set(address, node)
+    return node
+  }
+
+  /** The one node of a standalone or Sentinel connection. */
+  #single(): NodeHealth | undefined {
+    return this.#nodes.values().next().value
+  }
+
+  #clientReady(client: Client): void {
+    this.#clientUp = true
+    this.#lastError = ''
+    if (client instanceof Cluster) {
+      // Reachable again; each master's calls in its window (which stay) still judge it.
+      for (const node of this.#nodes.values()) node.reachable = true
+      this.#refreshTopology(client)
+    } else {
+      this.#single()?.connected()
+    }
+    this.#sync()
+  }
+
+  #clientDown(detail: string): void {
+    this.#clientUp = false
+    const now = this.#now()
+    for (const node of this.#nodes.values()) {
+      if (node.lastError(now) === null) node.noteError(detail, now)
+      const wasReachable = node.reachable
+      node.reachable = false
+      // Each failed reconnect attempt is news for a node that is already down.
+      if (!wasReachable) this.#report(node, now, true)
+    }
+    this.#sync()
+  }
+
+  /** A connection-level error of `node`: remembered for its summary, reported while it is down. */
+  #nodeError(node: NodeHealth | undefined, error: string): void {
+    if (node === undefined) return
+    const now = this.#now()
+    node.noteError(error, now)
+    this.#report(node, now, true)
+  }
+
+  /** Cluster: the masters and their slot ranges from the client's slot map (after each refresh). */
+  #refreshTopology(client: Cluster): void {
+    const owners = new Array<string | undefined>(CLUSTER_SLOTS)
+    for (let slot = 0; slot < CLUSTER_SLOTS; slot++) owners[slot] = client.slots[slot]?.[0]
+    const ranges = slotRanges(owners)
+    if (ranges.size === 0) return // no slot map yet
+    const now = this.#now()
+    for (const [address, slots] of ranges) {
+      const node = this.#nodes.get(address) ?? this.#addNode(address, 'shard')
+      node.role = 'shard'
+      node.slots = slots
+    }
+    for (const [address, node] of this.#nodes) {
+      if (ranges.has(address)) continue
+      this.#nodes.delete(address)
+      this.#probeTags.delete(address)
+      this.#emitNode({ kind: 'removed', node: node.snapshot(now) })
+    }
+    // Before 'ready' the new masters are not reachable yet: they are first reported then.
+    if (this.#clientUp) this.#sync()
+    else this.#recompute()
+  }
+
   /**
-   * Cluster only, since an ioredis Cluster stays 'ready' even when every node is down (it
-   * reports trouble per node): {@link CLUSTER_FAILURE_STREAK} failed calls in a row with no
-   * success in between mean degraded, and the next success means ready again.
+   * Cluster: connects to every master and PINGs it (all at once, at most `connectTimeout`), so
+   * that the first calls find open connections. An unanswered PING counts as a failed call.
    */
-  #observe(client: Client | null, ok: boolean): void {
-    if (!(client instanceof Cluster) || client !== this.#client) return
-    if (ok) {
-      this.#failStreak = 0
-      if (client.status === 'ready') this.#setStatus('ready', 'connected')
-    } else if (++this.#failStreak >= CLUSTER_FAILURE_STREAK) {
-      this.#setStatus('degraded', this.#lastError || `${this.#failStreak} calls in a row failed`)
+  async #warm(client: Cluster): Promise<void> {
+    await Promise.all(client.nodes('master').map(async (node) => {
+      const address = hostPort(node.options.host ?? '', node.options.port ?? 0)
+      const error = await settle(node.ping(), this.#connectTimeout)
+      if (this.#client !== client) return
+      const health = this.#nodes.get(address)
+      if (health === undefined) return
+      const now = this.#now()
+      health.record(error === null, now, error ?? undefined)
+      this.#report(health, now, error !== null)
+    }))
+  }
+
+  /** Counts the outcome of one call for the node that owns `key` (see the class comment). */
+  #observe(client: Client, key: string | null, ok: boolean, error: string | undefined): void {
+    if (client !== this.#client) return
+    let node: NodeHealth | undefined
+    if (client instanceof Cluster) {
+      if (key === null) return
+      const address = client.slots[keySlot(key)]?.[0]
+      if (address === undefined) return
+      // A master the slot map did not have yet (a MOVED after a failover) joins at once.
+      node = this.#nodes.get(address) ?? this.#addNode(address, 'shard')
+    } else {
+      node = this.#single()
+    }
+    if (node === undefined) return
+    const now = this.#now()
+    node.record(ok, now, error)
+    this.#report(node, now, !ok)
+    if (!ok) this.#probeSoon()
+  }
+
+  /** Emits the node's status when it changed, or 'still_down' for a failure while down (throttled). */
+  #report(node: NodeHealth, now: number, failed: boolean): void {
+    const status = node.status
+    if (status !== node.reported) {
+      node.reported = status
+      node.reportedAt = now
+      this.#emitNode({ kind: status, node: node.snapshot(now) })
+      this.#recompute()
+    } else if (failed && status === 'down' && now - node.reportedAt >= STILL_DOWN_INTERVAL_MS) {
+      node.reportedAt = now
+      this.#emitNode({ kind: 'still_down', node: node.snapshot(now) })
+    }
+  }
+
+  /** Reports every node whose status changed, then the overall status. */
+  #sync(): void {
+    const now = this.#now()
+    for (const node of this.#nodes.values()) this.#report(node, now, false)
+    this.#recompute()
+  }
+
+  /** The overall status: ready when connected and every node is up. */
+  #recompute(): void {
+    let down: NodeHealth | undefined
+    for (const node of this.#nodes.values()) if (node.status === 'down') { down = node; break }
+    if (this.#client !== null && this.#clientUp && this.#nodes.size > 0 && down === undefined) this.#setStatus('ready', 'connected')
+    else if (this.#client !== null) this.#setStatus('degraded', down?.snapshot(this.#now()).summary ?? (this.#lastError || 'not connected'))
+  }
+
+  /** Arms the probe timer (unless armed): every suspect node gets one probe call per round. */
+  #probeSoon(): void {
+    if (this.#probeTimer !== null || this.#client === null) return
+    this.#probeTimer = setTimeout(() => {
+      this.#probeTimer = null
+      this.#probe()
+    }, PROBE_INTERVAL_MS)
+    this.#probeTimer.unref()
+  }
+
+  #probe(): void {
+    const client = this.#client
+    if (client === null) return
+    const now = this.#now()
+    let suspects = 0
+    for (const node of this.#nodes.values()) {
+      if (!node.suspect(now)) continue
+      suspects++
+      if (client instanceof Cluster) {
+        const key = this.#probeKey(client, node.address)
+        if (key !== null) void this.#race(client, key, (c) => c.exists(key))
+      } else {
+        void this.#race(client, null, (c) => c.ping())
+      }
+    }
+    if (suspects > 0) this.#probeSoon()
+  }
+
+  /** Cluster: a key (never written) whose slot `address` serves now, or null if none was found. */
+  #probeKey(client: Cluster, address: string): string | null {
+    let tag = this.#probeTags.get(address)
+    if (tag === undefined || client.slots[keySlot(tag)]?.[0] !== address) {
+      tag = undefined
+      for (let i = 0; i < 100_000 && tag === undefined; i++) {
+        if (client.slots[keySlot(`probe-${i}`)]?.[0] === address) tag = `probe-${i}`
+      }
+      if (tag === undefined) return null
+      this.#probeTags.set(address, tag)
+    }
+    return `${this.keyPrefix}probe:{${tag}}`
+  }
+
+  #emitNode(event: RedisNodeEvent): void {
+    for (const fn of [...this.#nodeListeners]) {
+      try {
+        fn(event)
+      } catch {
+        // A failing listener must not break the connection nor the other listeners.
+      }
     }
   }
 
@@ -281,24 +540,26 @@ export class RedisConnection {
   /**
    * Runs `work` on `client`, resolving its reply, or FAILED when there is no client, it
    * throws, rejects or has not replied within `timeout` ms. Never rejects; a late outcome
-   * is dropped.
+   * is dropped. The outcome counts for the node of `key`.
    */
-  #race<T>(client: Client | null, work: (c: Client) => Promise<T>): Promise<T | Failed> {
+  #race<T>(client: Client | null, key: string | null, work: (c: Client) => Promise<T>): Promise<T | Failed> {
     if (!client) return Promise.resolve(FAILED)
     return new Promise((resolve) => {
       let done = false
-      const finish = (value: T | Failed): void => {
+      const finish = (value: T | Failed, error?: string): void => {
         if (done) return
         done = true
         clearTimeout(timer)
-        this.#observe(client, value !== FAILED)
+        this.#observe(client, key, value !== FAILED, error)
         resolve(value)
       }
-      const timer = setTimeout(() => finish(FAILED), this.#timeout)
+      // a late timer after a stall of this process defers to pending I/O: a reply already on
+      // the socket wins (setImmediate runs after the poll phase)
+      const timer = setTimeout(() => setImmediate(() => finish(FAILED, `no reply within ${this.#timeout} ms`)), this.#timeout)
       try {
-        work(client).then(finish, () => finish(FAILED))
-      } catch {
-        finish(FAILED)
+        work(client).then((value) => finish(value), (err: unknown) => finish(FAILED, describe(err)))
+      } catch (err) {
+        finish(FAILED, describe(err))
       }
     })
   }
@@ -351,6 +612,23 @@ export class RedisConnection {
       ...(target.tls ? { tls: {} } : {}),
     })
   }
+}
+
+
+/** `host:port`, with brackets around an IPv6 host: `hostPort('::1', 6380)` -> `"[::1]:6380"`. */
+function hostPort(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
+}
+
+/** Null when `promise` fulfils within `ms`, else the error (or "no reply within ms"). */
+function settle(promise: Promise<unknown>, ms: number): Promise<string | null> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(`no reply within ${ms} ms`), ms)
+    promise.then(
+      () => { clearTimeout(timer); resolve(null) },
+      (err: unknown) => { clearTimeout(timer); resolve(describe(err)) },
+    )
+  })
 }
 
 /** The parts of a `redis://` or `rediss://` URL. */

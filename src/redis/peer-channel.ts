@@ -14,7 +14,7 @@ export class RedisPeerChannel implements PeerChannel {
   }
 
   async publish(message: string): Promise<boolean> {
-    return (await this.#redis.run((c) => c.publish(this.#channel, message))) !== FAILED
+    return (await this.#redis.run(null, (c) => c.publish(this.#channel, message))) !== FAILED
   }
 
   subscribe(onMessage: (message: string) => void): void {

@@ -1,9 +1,11 @@
 // Builds the checkpoint store and state protocol that `state:` describes, wired to metrics and
-// logs. Layer 5 wiring helper of the composition root: constructs, starts nothing.
+// logs (the Redis nodes' health included), and the store's lines for /readyz's `degraded`.
+// Layer 5 wiring helper of the composition root: constructs, starts nothing.
 import type { Clock } from '../clock.js'
 import type { Config } from '../config/schema.js'
 import type { Logger } from '../observability/logger.js'
 import type { Metrics } from '../observability/metrics.js'
+import { RedisHealthLog } from '../observability/redis-health-log.js'
 import { RedisCheckpointStore } from '../redis/checkpoint-store.js'
 import { RedisConnection } from '../redis/connection.js'
 import type { CheckpointStore } from './checkpoint-store.js'
@@ -39,12 +41,18 @@ export function createState(
     ? new MemoryCheckpointStore({ maxEntries: config.affinity.max_entries, maxBytes: st.max_bytes, maxTotalBytes: st.memory.max_bytes, clock })
     : new RedisCheckpointStore({ connection: redis, maxBytes: st.max_bytes })
   metrics.redisUp(redis !== null && store.status === 'ready')
-  store.onStatus((status, detail) => {
-    if (redis !== null) metrics.redisUp(status === 'ready')
-    if (detail === 'stopped') return // our own shutdown
-    if (status === 'ready') logger.info({ store: st.store, detail }, 'state store ready')
-    else logger.warn({ store: st.store, detail }, 'state store degraded: checkpoints paused, routing unaffected')
-  })
+  if (redis !== null) {
+    // The overall status is the gauge; each node's changes are its own gauge and the log lines
+    // (a warn per node going down, rate-limited while it stays down, an info when it is back).
+    store.onStatus((status) => metrics.redisUp(status === 'ready'))
+    const log = new RedisHealthLog(logger, clock)
+    for (const n of redis.nodes()) metrics.redisNodeUp(n.address, n.status === 'up')
+    redis.onNode((e) => {
+      if (e.kind === 'removed') metrics.redisNodeRemoved(e.node.address)
+      else metrics.redisNodeUp(e.node.address, e.node.status === 'up')
+      log.observe(e)
+    })
+  }
   const state = new StateProtocol(store, { header: st.header, maxBytes: st.max_bytes, timeout: st.timeout, ttl: config.affinity.idle_timeout, durability: st.durability, confirmTimeout: st.confirm_timeout }, clock, {
     checkpoint: (result, _key, bytes) => {
       metrics.checkpoint(result)
@@ -54,4 +62,21 @@ export function createState(
     operation: (op, seconds) => { if (redis !== null) metrics.redisOp(op, seconds) },
   })
   return { store, state }
+}
+
+/**
+ * The `degraded` lines of /readyz for the state store: none while it is ready; with Redis, one
+ * per node that is down, naming it (address, Cluster slots) and why.
+ *
+ * Example: `["redis shard 127.0.0.1:7001 (slots 0-5460) failing: 12 of 20 calls in the last 5 s failed
+ * (last error: no reply within 50 ms); its checkpoints are paused, routing unaffected"]`.
+ */
+export function stateDegraded(store: CheckpointStore | null, redis: RedisConnection | null): () => string[] {
+  const suffix = 'its checkpoints are paused, routing unaffected'
+  return () => {
+    if (store === null || store.status === 'ready') return []
+    const down = redis === null ? [] : redis.nodes().filter((n) => n.status === 'down')
+    if (down.length === 0) return [`state store (${redis === null ? 'memory' : 'redis'}) unreachable: checkpoints paused, routing unaffected`]
+    return down.map((n) => `${n.summary}; ${suffix}`)
+  }
 }

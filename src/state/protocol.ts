@@ -118,6 +118,15 @@ export class StateProtocol {
   }
 
   /**
+   * A checkpoint that is not stored because the answer carrying it comes from an epoch the user
+   * has left (counted as 'stale', logged by the caller's events).
+   */
+  discard(sessionKey: string, cp: RawCheckpoint, _upstream: string, _epoch: number): void {
+    this.#seen = true
+    this.#events.checkpoint('stale', sessionKey, cp.value.length)
+  }
+
+  /**
    * The session key changed (an application cookie the upstream rotated, as Laravel does on
    * every answer): copy the newest checkpoint of `from` to `to`, unchanged and with a fresh
    * TTL, under the store's version rule, so a user moved later still finds it under the value

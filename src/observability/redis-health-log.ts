@@ -1,0 +1,99 @@
+// Log lines about the Redis nodes, for people: a warn when a node goes down (its address and
+// error), then at most one warn per node per interval while it stays down or flaps, and an info
+// line when it is up again. Layer 3 observability subscriber: fed the connection's node events,
+// it owns no timer and no connection, and takes time from the injected Clock.
+import type { Clock } from '../clock.js'
+import type { RedisNodeEvent } from '../redis/connection.js'
+import type { Logger } from './logger.js'
+
+/** Default least time between two warn lines about one node, ms. */
+export const REDIS_WARN_INTERVAL_MS = 30_000
+
+interface NodeLog {
+  /** When the last warn about this node was written (-Infinity: never). */
+  lastWarnAt: number
+  /** When the current down spell began (null: up). */
+  downSince: number | null
+  /** Whether the current down spell was announced by a warn (else its recovery is not told either). */
+  warned: boolean
+  /** Down spells not announced since the last warn (a flapping node). */
+  unannounced: number
+}
+
+/**
+ * Turns node events into log lines. Rules, per node: `down` -> warn "redis node down" unless a
+ * warn about it was written less than `intervalMs` ago (then it only counts as unannounced);
+ * `still_down` -> warn "redis node still down" once `intervalMs` passed since the last warn;
+ * `up` -> info "redis node up" the first time, "redis node up again" after an announced down
+ * spell; `removed` -> info "redis node left the slot map" for a node it logged before.
+ *
+ * Example:
+ * ```ts
+ * const log = new RedisHealthLog(logger, systemClock)
+ * redis.onNode((e) => log.observe(e))
+ * // {"level":40,"node":"127.0.0.1:7001","slots":"0-5460","error":"no reply within 50 ms","failed":12,"calls":20,
+ * //  "msg":"redis node down: calls for its keys fail (checkpoints, shared affinity), routing unaffected"}
+ * ```
+ */
+export class RedisHealthLog {
+  readonly #logger: Logger
+  readonly #clock: Clock
+  readonly #interval: number
+  readonly #nodes = new Map<string, NodeLog>()
+
+  constructor(logger: Logger, clock: Clock, intervalMs = REDIS_WARN_INTERVAL_MS) {
+    this.#logger = logger
+    this.#clock = clock
+    this.#interval = intervalMs
+  }
+
+  observe(event: RedisNodeEvent): void {
+    const now = this.#clock.now()
+    const n = event.node
+    let state = this.#nodes.get(n.address)
+    if (event.kind === 'removed') {
+      if (state === undefined) return
+      this.#nodes.delete(n.address)
+      this.#logger.info({ node: n.address, role: n.role }, 'redis node left the slot map (its slots moved to another node)')
+      return
+    }
+    const first = state === undefined
+    if (state === undefined) {
+      state = { lastWarnAt: -Infinity, downSince: null, warned: false, unannounced: 0 }
+      this.#nodes.set(n.address, state)
+    }
+    const fields = { node: n.address, role: n.role, slots: n.slots, error: n.lastError, failed: n.failed, calls: n.calls }
+    switch (event.kind) {
+      case 'up': {
+        const downFor = state.downSince === null ? null : Math.max(0, now - state.downSince)
+        const told = state.warned
+        state.downSince = null
+        state.warned = false
+        if (first) this.#logger.info({ node: n.address, role: n.role, slots: n.slots }, 'redis node up')
+        else if (told) this.#logger.info({ node: n.address, role: n.role, slots: n.slots, down_for_ms: downFor }, 'redis node up again')
+        return
+      }
+      case 'down':
+        state.downSince = now
+        state.warned = false
+        if (now - state.lastWarnAt < this.#interval) {
+          state.unannounced++
+          return
+        }
+        this.#warn(state, now, fields, 'redis node down: calls for its keys fail (checkpoints, shared affinity), routing unaffected')
+        return
+      case 'still_down':
+        if (state.downSince === null) state.downSince = now
+        if (now - state.lastWarnAt < this.#interval) return
+        this.#warn(state, now, { ...fields, down_for_ms: now - state.downSince }, 'redis node still down')
+        return
+    }
+  }
+
+  #warn(state: NodeLog, now: number, fields: Record<string, unknown>, msg: string): void {
+    this.#logger.warn(state.unannounced > 0 ? { ...fields, unannounced_down_spells: state.unannounced } : fields, msg)
+    state.lastWarnAt = now
+    state.warned = true
+    state.unannounced = 0
+  }
+}

@@ -1,0 +1,245 @@
+// The health of one Redis node as seen from its calls: a 5 s sliding window of outcomes and the
+// up/down verdict with hysteresis, plus whether the client reaches it at all. Pure: no I/O, no
+// timers, no clock of its own (time comes in as arguments); the connection owns one per node.
+
+/** The window over which a node's calls are judged, in ms. */
+export const NODE_WINDOW_MS = 5_000
+/** A node turns failing at this many failed calls: in a row (over NODE_STREAK_MS), or in the window (and at least half failed). */
+export const NODE_MIN_FAILURES = 5
+/**
+ * Failures in a row count only once they span this long (ms): a dead node fails every call for
+ * as long as it is dead, while an event-loop stall times out a burst of calls at one instant.
+ */
+export const NODE_STREAK_MS = 250
+/** A node turns failing when at least this share of its calls in the window failed. */
+export const NODE_FAIL_RATIO = 0.5
+/** A failing node recovers once fewer than this share (or fewer than NODE_MIN_FAILURES) failed. */
+export const NODE_RECOVER_RATIO = 0.25
+
+/** What a node is to the connection: a Cluster master (with slots), a seed before the slot map is known, a standalone server or a Sentinel-managed master. */
+export type RedisNodeRole = 'shard' | 'seed' | 'standalone' | 'sentinel'
+
+/** A node's verdict: 'up' while reachable and not failing. */
+export type RedisNodeStatus = 'up' | 'down'
+
+/**
+ * A frozen snapshot of one node's health.
+ *
+ * Example:
+ * ```ts
+ * { address: '127.0.0.1:7001', role: 'shard', slots: '0-5460', status: 'down', calls: 20, failed: 12,
+ *   lastError: 'no reply within 50 ms',
+ *   summary: 'redis shard 127.0.0.1:7001 (slots 0-5460) failing: 12 of 20 calls in the last 5 s failed (last error: no reply within 50 ms)' }
+ * ```
+ */
+export interface RedisNodeHealth {
+  /** `host:port`, or for Sentinel the master name. */
+  readonly address: string
+  readonly role: RedisNodeRole
+  /** The slot ranges a Cluster master serves, e.g. `"0-5460"` or `"0-100,5000-5460"`; null otherwise or before the slot map is known. */
+  readonly slots: string | null
+  readonly status: RedisNodeStatus
+  /** Calls to it, and how many of them failed (error or timeout), in the last 5 s. */
+  readonly calls: number
+  readonly failed: number
+  /** The most telling recent error: a connection error of the node when there was one in the last second, else the last failed call's; null when none. */
+  readonly lastError: string | null
+  /** One line for people: what the node is and how it is doing (see the example). */
+  readonly summary: string
+}
+
+/** A connection error of the node (refused, reset) is preferred over call errors while this fresh (ms): it names the cause. */
+const NODE_ERROR_FRESH_MS = 1_000
+
+const BUCKETS = 5
+const BUCKET_MS = NODE_WINDOW_MS / BUCKETS
+
+/**
+ * Call outcomes of the last {@link NODE_WINDOW_MS} ms in five 1 s buckets (O(1) per call, no
+ * allocation). Times are monotonic ms (e.g. `performance.now()`); a time that goes backwards
+ * counts into the current bucket.
+ *
+ * Example: `w.record(true, 0); w.record(false, 1200); w.calls(1500)` -> 2, `w.failed(6500)` -> 0.
+ */
+export class OutcomeWindow {
+  readonly #ok = new Uint32Array(BUCKETS)
+  readonly #bad = new Uint32Array(BUCKETS)
+  /** Index (time / BUCKET_MS) of the newest bucket. */
+  #head = -Infinity
+
+  record(ok: boolean, now: number): void {
+    this.#advance(now)
+    const i = this.#head % BUCKETS
+    if (ok) this.#ok[i]!++
+    else this.#bad[i]!++
+  }
+
+  calls(now: number): number {
+    this.#advance(now)
+    return sum(this.#ok) + sum(this.#bad)
+  }
+
+  failed(now: number): number {
+    this.#advance(now)
+    return sum(this.#bad)
+  }
+
+  clear(): void {
+    this.#ok.fill(0)
+    this.#bad.fill(0)
+  }
+
+  #advance(now: number): void {
+    const index = Math.floor(now / BUCKET_MS)
+    if (index <= this.#head) return
+    if (index - this.#head >= BUCKETS) this.clear()
+    else for (let b = this.#head + 1; b <= index; b++) {
+      this.#ok[b % BUCKETS] = 0
+      this.#bad[b % BUCKETS] = 0
+    }
+    this.#head = index
+  }
+}
+
+function sum(a: Uint32Array): number {
+  let s = 0
+  for (const n of a) s += n
+  return s
+}
+
+/**
+ * One node's health. `reachable` follows the client's connection events (false before the
+ * first connect and while disconnected); `failing` is the verdict of its calls, with
+ * hysteresis. It turns failing when {@link NODE_MIN_FAILURES} or more calls failed in a row
+ * over at least {@link NODE_STREAK_MS} (a dead node under load: seen within about 250 ms plus
+ * one timeout, however many successes the window still holds), or when at least
+ * NODE_MIN_FAILURES of its calls in the last 5 s failed and they are at least
+ * {@link NODE_FAIL_RATIO} of them (a node failing part of its calls). It recovers on a
+ * successful call once fewer than NODE_MIN_FAILURES of the window's calls failed or they are
+ * under {@link NODE_RECOVER_RATIO}. Up = reachable and not failing.
+ *
+ * Examples: 12 of 20 calls failed in 5 s -> down; then 40 successes (12 of 60) -> up again.
+ * 500 successes, then 6 failures in a row over 300 ms -> down; the next success -> up.
+ */
+export class NodeHealth {
+  readonly address: string
+  role: RedisNodeRole
+  slots: string | null = null
+  reachable = false
+  failing = false
+  /** The status last reported to listeners (null: never; the first verdict is always news), and when (ms). */
+  reported: RedisNodeStatus | null = null
+  reportedAt = -Infinity
+  readonly #window = new OutcomeWindow()
+  /** Failed calls in a row, and when the first of them failed. */
+  #streak = 0
+  #streakSince = 0
+  #callError: string | null = null
+  #nodeError: string | null = null
+  #nodeErrorAt = -Infinity
+
+  constructor(address: string, role: RedisNodeRole) {
+    this.address = address
+    this.role = role
+  }
+
+  get status(): RedisNodeStatus {
+    return this.reachable && !this.failing ? 'up' : 'down'
+  }
+
+  /** Counts one call's outcome (with its error when it failed) and re-judges `failing`. */
+  record(ok: boolean, now: number, error?: string): void {
+    this.#window.record(ok, now)
+    if (ok) this.#streak = 0
+    else {
+      if (this.#streak++ === 0) this.#streakSince = now
+      if (error !== undefined) this.#callError = error
+    }
+    const failed = this.#window.failed(now)
+    const calls = this.#window.calls(now)
+    if (!this.failing) {
+      this.failing = (this.#streak >= NODE_MIN_FAILURES && now - this.#streakSince >= NODE_STREAK_MS) ||
+        (failed >= NODE_MIN_FAILURES && failed >= NODE_FAIL_RATIO * calls)
+    } else if (ok && (failed < NODE_MIN_FAILURES || failed < NODE_RECOVER_RATIO * calls)) {
+      this.failing = false
+    }
+  }
+
+  /** Calls failed in a row since the last success. */
+  get streak(): number {
+    return this.#streak
+  }
+
+  /** A connection-level error of this node (refused, reset, auth): preferred over call errors while recent. */
+  noteError(error: string, now: number): void {
+    this.#nodeError = error
+    this.#nodeErrorAt = now
+  }
+
+  /** The client reached the node afresh: earlier outcomes (from before the reconnect) are forgotten. */
+  connected(): void {
+    this.reachable = true
+    this.failing = false
+    this.#streak = 0
+    this.#window.clear()
+  }
+
+  lastError(now: number): string | null {
+    return now - this.#nodeErrorAt <= NODE_ERROR_FRESH_MS ? this.#nodeError : this.#callError ?? this.#nodeError
+  }
+
+  /** Whether a probe would tell something: reachable with a failure in the window. */
+  suspect(now: number): boolean {
+    return this.reachable && (this.failing || this.#window.failed(now) > 0)
+  }
+
+  snapshot(now: number): RedisNodeHealth {
+    const calls = this.#window.calls(now)
+    const failed = this.#window.failed(now)
+    const lastError = this.lastError(now)
+    return Object.freeze({
+      address: this.address, role: this.role, slots: this.slots, status: this.status, calls, failed, lastError,
+      summary: `${title(this)} ${verdict(this, calls, failed, lastError)}`,
+    })
+  }
+}
+
+function title(n: NodeHealth): string {
+  switch (n.role) {
+    case 'shard': return `redis shard ${n.address}${n.slots === null ? '' : ` (slots ${n.slots})`}`
+    case 'seed': return `redis seed node ${n.address}`
+    case 'standalone': return `redis ${n.address}`
+    case 'sentinel': return `redis master ${n.address} (Sentinel)`
+  }
+}
+
+function verdict(n: NodeHealth, calls: number, failed: number, lastError: string | null): string {
+  if (!n.reachable) return `unreachable: ${lastError ?? 'not connected'}`
+  const tally = `${failed} of ${calls} calls in the last ${NODE_WINDOW_MS / 1000} s failed`
+  if (n.failing) {
+    const row = n.streak > 1 ? `, the last ${n.streak} in a row` : ''
+    return `failing: ${tally}${row}${lastError === null ? '' : ` (last error: ${lastError})`}`
+  }
+  return `up: ${tally}`
+}
+
+/**
+ * Slot ranges from a slot -> owner table, per owner: `"0-5460"`, or `"0-100,5000-5460"`.
+ *
+ * Example: `slotRanges(['a', 'a', 'b', undefined, 'a'])` -> `Map { 'a' => '0-1,4', 'b' => '2' }`.
+ */
+export function slotRanges(owners: ArrayLike<string | undefined>): Map<string, string> {
+  const ranges = new Map<string, string[]>()
+  let start = 0
+  for (let slot = 1; slot <= owners.length; slot++) {
+    const owner = owners[start]
+    if (slot < owners.length && owners[slot] === owner) continue
+    if (owner !== undefined) {
+      let list = ranges.get(owner)
+      if (list === undefined) ranges.set(owner, (list = []))
+      list.push(start === slot - 1 ? String(start) : `${start}-${slot - 1}`)
+    }
+    start = slot
+  }
+  return new Map([...ranges].map(([owner, list]) => [owner, list.join(',')]))
+}

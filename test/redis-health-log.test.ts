@@ -1,0 +1,105 @@
+// The log lines about Redis nodes: a warn with the address and the error when a node goes down,
+// at most one warn per node per interval while it stays down or flaps, an info line when it is
+// up again. Fed node events as the connection emits them; time from a fake clock.
+import t from 'tap'
+import { createLogger } from '../src/observability/logger.js'
+import { REDIS_WARN_INTERVAL_MS, RedisHealthLog } from '../src/observability/redis-health-log.js'
+import type { RedisNodeEvent } from '../src/redis/connection.js'
+import type { RedisNodeHealth } from '../src/redis/node-health.js'
+import { FakeClock } from './fixtures/clock.js'
+import { LogCapture } from './fixtures/log-capture.js'
+
+const shard = (address: string, status: 'up' | 'down', lastError: string | null = null): RedisNodeHealth => ({
+  address, role: 'shard', slots: '0-5460', status, calls: 20, failed: status === 'down' ? 12 : 0, lastError,
+  summary: `redis shard ${address} (slots 0-5460) ...`,
+})
+const ev = (kind: RedisNodeEvent['kind'], node: RedisNodeHealth): RedisNodeEvent => ({ kind, node })
+
+function setup(): { clock: FakeClock; capture: LogCapture; log: RedisHealthLog; lines: () => [string, unknown, string][] } {
+  const clock = new FakeClock()
+  const capture = new LogCapture()
+  const log = new RedisHealthLog(createLogger('info', capture), clock)
+  const lines = (): [string, unknown, string][] => capture.records.map((r) => [r['level'] === 40 ? 'warn' : r['level'] === 30 ? 'info' : String(r['level']), r['node'], String(r['msg'])])
+  return { clock, capture, log, lines }
+}
+
+/** pino writes asynchronously to a stream: wait for the lines to arrive. */
+const flush = (): Promise<void> => new Promise((r) => setImmediate(r))
+
+t.test('a node going down is one warn with its address, slots and error; its recovery one info', async (t) => {
+  const { log, capture, lines } = setup()
+  log.observe(ev('up', shard('127.0.0.1:7001', 'up')))
+  log.observe(ev('down', shard('127.0.0.1:7001', 'down', 'connect ECONNREFUSED 127.0.0.1:7001')))
+  log.observe(ev('up', shard('127.0.0.1:7001', 'up')))
+  await flush()
+  t.same(lines(), [
+    ['info', '127.0.0.1:7001', 'redis node up'],
+    ['warn', '127.0.0.1:7001', 'redis node down: calls for its keys fail (checkpoints, shared affinity), routing unaffected'],
+    ['info', '127.0.0.1:7001', 'redis node up again'],
+  ])
+  t.match(capture.records[1], { node: '127.0.0.1:7001', role: 'shard', slots: '0-5460', error: 'connect ECONNREFUSED 127.0.0.1:7001', failed: 12, calls: 20 })
+  t.match(capture.records[2], { down_for_ms: 0 })
+})
+
+t.test('while a node stays down, one warn per interval, whatever the number of failures', async (t) => {
+  const { log, clock, capture, lines } = setup()
+  t.equal(REDIS_WARN_INTERVAL_MS, 30_000)
+  log.observe(ev('down', shard('127.0.0.1:7001', 'down', 'no reply within 50 ms')))
+  for (let s = 1; s < 30; s++) {
+    clock.advance(1_000)
+    log.observe(ev('still_down', shard('127.0.0.1:7001', 'down', 'no reply within 50 ms')))
+  }
+  await flush()
+  t.equal(capture.records.length, 1, '29 s of failures: still the one warn')
+  clock.advance(1_000)
+  log.observe(ev('still_down', shard('127.0.0.1:7001', 'down', 'no reply within 50 ms')))
+  clock.advance(1_000)
+  log.observe(ev('still_down', shard('127.0.0.1:7001', 'down', 'no reply within 50 ms')))
+  await flush()
+  t.same(lines().map((l) => l[2]), ['redis node down: calls for its keys fail (checkpoints, shared affinity), routing unaffected', 'redis node still down'])
+  t.match(capture.records[1], { level: 40, node: '127.0.0.1:7001', error: 'no reply within 50 ms', down_for_ms: 30_000 })
+})
+
+t.test('each node has its own interval', async (t) => {
+  const { log, lines } = setup()
+  log.observe(ev('down', shard('127.0.0.1:7001', 'down', 'e1')))
+  log.observe(ev('down', shard('127.0.0.1:7002', 'down', 'e2')))
+  log.observe(ev('still_down', shard('127.0.0.1:7001', 'down', 'e1')))
+  await flush()
+  t.same(lines().map((l) => [l[0], l[1]]), [['warn', '127.0.0.1:7001'], ['warn', '127.0.0.1:7002']])
+})
+
+t.test('a flapping node is warned about once per interval; its unannounced down spells are counted in the next warn', async (t) => {
+  const { log, clock, capture, lines } = setup()
+  const a = '127.0.0.1:7001'
+  log.observe(ev('up', shard(a, 'up')))
+  for (let i = 0; i < 5; i++) {
+    log.observe(ev('down', shard(a, 'down', 'timeout')))
+    clock.advance(2_000)
+    log.observe(ev('up', shard(a, 'up')))
+    clock.advance(2_000)
+  }
+  await flush()
+  t.same(lines().map((l) => l[0] + ' ' + l[2]), [
+    'info redis node up',
+    'warn redis node down: calls for its keys fail (checkpoints, shared affinity), routing unaffected',
+    'info redis node up again',
+  ], 'the first spell is told; the next four (within 30 s) are not, nor their ends')
+  clock.set(clock.now() + 30_000)
+  log.observe(ev('down', shard(a, 'down', 'timeout')))
+  await flush()
+  t.match(capture.records.at(-1), { level: 40, node: a, unannounced_down_spells: 4 })
+})
+
+t.test('a node that left the slot map is told once, and only if it was logged before', async (t) => {
+  const { log, lines } = setup()
+  log.observe(ev('removed', shard('10.0.0.9:7000', 'down')))
+  log.observe(ev('down', shard('127.0.0.1:7001', 'down', 'gone')))
+  log.observe(ev('removed', shard('127.0.0.1:7001', 'down')))
+  log.observe(ev('removed', shard('127.0.0.1:7001', 'down')))
+  await flush()
+  t.same(lines().map((l) => [l[0], l[1], l[2]]), [
+    ['warn', '127.0.0.1:7001', 'redis node down: calls for its keys fail (checkpoints, shared affinity), routing unaffected'],
+    ['info', '127.0.0.1:7001', 'redis node left the slot map (its slots moved to another node)'],
+  ])
+})

@@ -1,0 +1,108 @@
+// The per-node health verdict of the Redis connection, table-driven on a given time line: the
+// 5 s outcome window, when a node turns failing (a timed streak, or half of its calls), when it
+// recovers, the summary people read, and slot ranges. Pure: no Redis, no timers.
+import t from 'tap'
+import { NODE_MIN_FAILURES, NODE_STREAK_MS, NodeHealth, OutcomeWindow, slotRanges } from '../src/redis/node-health.js'
+
+/** A reachable shard node fed `outcomes` ('+' ok, '-' failed) one every `stepMs` from `start`. */
+function fed(outcomes: string, stepMs: number, start = 0): { node: NodeHealth; now: number } {
+  const node = new NodeHealth('127.0.0.1:7001', 'shard')
+  node.slots = '0-5460'
+  node.connected()
+  let now = start
+  for (const c of outcomes) {
+    node.record(c === '+', now, c === '-' ? 'no reply within 50 ms' : undefined)
+    now += stepMs
+  }
+  return { node, now: now - stepMs }
+}
+
+t.test('the window counts the last 5 s in 1 s buckets and forgets older outcomes', async (t) => {
+  const w = new OutcomeWindow()
+  w.record(true, 0)
+  w.record(false, 1_200)
+  w.record(false, 4_900)
+  t.equal(w.calls(4_900), 3)
+  t.equal(w.failed(4_900), 2)
+  t.equal(w.calls(5_100), 2, 'the bucket of t=0 left the window')
+  t.equal(w.failed(6_100), 1, 'the failure at 1.2 s left with its bucket')
+  t.equal(w.calls(60_000), 0, 'a long silence empties it')
+  w.record(true, 59_000)
+  t.equal(w.calls(60_000), 1, 'a time that went backwards counts in the current bucket')
+})
+
+t.test('a node turns failing on a streak of failures that lasts, not on a burst at one instant', async (t) => {
+  const cases: [string, string, number, boolean][] = [
+    ['5 failures in a row over 400 ms after 200 successes', '+'.repeat(200) + '-----', 100, true],
+    ['5 failures at one instant (an event-loop stall) after 200 successes', '+'.repeat(200) + '-----', 0, false],
+    ['4 failures in a row over a second', '+'.repeat(200) + '----', 300, false],
+    ['failures broken by successes, under half', '+-+-++-++-++-++'.repeat(4), 10, false],
+  ]
+  for (const [name, outcomes, step, failing] of cases) {
+    const { node } = fed(outcomes, step)
+    t.equal(node.failing, failing, name)
+  }
+  t.equal(NODE_MIN_FAILURES, 5)
+  t.equal(NODE_STREAK_MS, 250)
+})
+
+t.test('a node turns failing when at least 5 and at least half of its calls in 5 s failed, even without a streak', async (t) => {
+  t.equal(fed('+-+-+-+-+-', 10).node.failing, true, '5 of 10, alternating')
+  t.equal(fed('+-+-+-+-', 10).node.failing, false, '4 of 8: too few')
+  t.equal(fed('++-++-++-++-++-', 10).node.failing, false, '5 of 15: under half')
+})
+
+t.test('a failing node recovers on a success once under a quarter of the window failed, or fewer than 5', async (t) => {
+  const { node, now } = fed('+-+-+-+-+-', 10) // 5 of 10 failed
+  t.equal(node.status, 'down')
+  let at = now
+  for (let i = 0; i < 10; i++) node.record(true, (at += 10))
+  t.equal(node.status, 'down', '5 of 20 failed: still a quarter')
+  node.record(true, (at += 10))
+  t.equal(node.status, 'up', '5 of 21 failed: under a quarter')
+
+  const dead = fed('-'.repeat(30), 100).node // 3 s of failures only
+  dead.record(true, 3_100)
+  t.equal(dead.status, 'down', 'one success after 30 failures is not enough')
+  dead.record(true, 9_000)
+  t.equal(dead.status, 'up', 'once the failures have left the window, a success brings it up')
+  t.equal(dead.streak, 0)
+})
+
+t.test('a node is down while unreachable whatever its calls say, and a reconnect forgets old outcomes', async (t) => {
+  const node = new NodeHealth('127.0.0.1:6379', 'standalone')
+  t.equal(node.status, 'down', 'not reachable before the first connect')
+  node.connected()
+  t.equal(node.status, 'up')
+  node.reachable = false
+  node.noteError('connect ECONNREFUSED 127.0.0.1:6379', 1_000)
+  t.equal(node.status, 'down')
+  t.equal(node.snapshot(1_000).summary, 'redis 127.0.0.1:6379 unreachable: connect ECONNREFUSED 127.0.0.1:6379')
+  for (let i = 0; i < 10; i++) node.record(false, 1_000 + i * 100, "Stream isn't writeable")
+  node.connected()
+  t.same([node.status, node.snapshot(2_100).calls], ['up', 0], 'outcomes from before the reconnect are gone')
+})
+
+t.test('the summary names the node, its slots and what its calls did', async (t) => {
+  const { node, now } = fed('+'.repeat(8) + '-'.repeat(12), 50)
+  t.same(node.snapshot(now), {
+    address: '127.0.0.1:7001', role: 'shard', slots: '0-5460', status: 'down', calls: 20, failed: 12,
+    lastError: 'no reply within 50 ms',
+    summary: 'redis shard 127.0.0.1:7001 (slots 0-5460) failing: 12 of 20 calls in the last 5 s failed, the last 12 in a row (last error: no reply within 50 ms)',
+  })
+  t.ok(Object.isFrozen(node.snapshot(now)))
+  node.noteError('connect ECONNREFUSED 127.0.0.1:7001', now)
+  t.equal(node.snapshot(now).lastError, 'connect ECONNREFUSED 127.0.0.1:7001', 'a recent connection error says more than a timeout')
+  t.equal(node.snapshot(now + 1_500).lastError, 'no reply within 50 ms', 'one over a second old gives way to the last failed call')
+  const up = fed('+++', 10)
+  t.equal(up.node.snapshot(up.now).summary, 'redis shard 127.0.0.1:7001 (slots 0-5460) up: 0 of 3 calls in the last 5 s failed')
+  t.equal(new NodeHealth('mymaster', 'sentinel').snapshot(0).summary, 'redis master mymaster (Sentinel) unreachable: not connected')
+  t.equal(new NodeHealth('10.0.0.1:7000', 'seed').snapshot(0).summary, 'redis seed node 10.0.0.1:7000 unreachable: not connected')
+})
+
+t.test('slot ranges list each owner\'s runs of slots', async (t) => {
+  t.same([...slotRanges(['a', 'a', 'b', undefined, 'a'])], [['a', '0-1,4'], ['b', '2']])
+  t.same([...slotRanges([])], [])
+  const owners = Array.from({ length: 16384 }, (_, i) => (i <= 5460 ? 'x:1' : i <= 10922 ? 'y:2' : 'z:3'))
+  t.same([...slotRanges(owners)], [['x:1', '0-5460'], ['y:2', '5461-10922'], ['z:3', '10923-16383']])
+})
