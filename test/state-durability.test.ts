@@ -4,7 +4,7 @@
 // default) the same outage lets the answer through.
 import t from 'tap'
 import { request, startProxy, startUpstream } from './fixtures/upstream.js'
-import { startRedis, waitFor } from './fixtures/redis-server.js'
+import { redisCli, startRedis, waitFor } from './fixtures/redis-server.js'
 
 const redis = await startRedis()
 let hits = 0
@@ -40,3 +40,18 @@ for (const durability of ['confirmed', 'best_effort'] as const) {
     await redis.restart()
   })
 }
+
+t.test('a confirmed write waits for a slow store up to confirm_timeout, not the per-call state.timeout', async (t) => {
+  const px = await startProxy([{ id: 'app-0', url: up.url }], {
+    affinity: { key: 'header', header: { name: 'x-user' } },
+    state: { store: 'redis', durability: 'confirmed', confirm_timeout: 2_000, timeout: 50, redis: { url: redis.url } },
+  })
+  t.teardown(() => px.close(0))
+  await waitFor('the store to be ready', async () => (await request(`${px.adminUrl}/readyz`)).body.includes('"degraded": []'))
+  // writes stall for 300 ms: longer than state.timeout, well within confirm_timeout
+  await redisCli(redis.port, 'CLIENT', 'PAUSE', '300', 'WRITE')
+  const slow = await request(`${px.url}/`, { headers: { 'x-user': 'bob' } })
+  t.equal(slow.status, 200, 'the answer waited for the write and went out')
+  const stored = await redisCli(redis.port, 'HGET', 'tether:cp:{bob}', 'value')
+  t.match(stored, /count=\d+/, 'and its checkpoint is stored')
+})

@@ -108,11 +108,10 @@ export class RedisCheckpointStore implements CheckpointStore {
     if (this.#owned) await this.#redis.stop()
   }
 
-  async put(sessionKey: string, cp: Checkpoint, ttlMs: number): Promise<PutResult> {
+  async put(sessionKey: string, cp: Checkpoint, ttlMs: number, timeoutMs?: number): Promise<PutResult> {
     if (cp.value.length > this.#maxBytes) return 'too_large'
     const ttl = String(Math.max(1, Math.ceil(ttlMs) || 1))
-    const reply = await this.#redis.runScript(
-      PUT_SCRIPT,
+    const args = [
       checkpointKey(this.#redis.keyPrefix, sessionKey),
       cp.value,
       cp.version === null ? '' : String(cp.version),
@@ -120,7 +119,8 @@ export class RedisCheckpointStore implements CheckpointStore {
       String(cp.epoch),
       String(cp.writtenAt),
       ttl,
-    )
+    ]
+    const reply = await (timeoutMs === undefined ? this.#redis.runScript(PUT_SCRIPT, ...args) : this.#redis.runScriptWithin(timeoutMs, PUT_SCRIPT, ...args))
     if (reply === FAILED) return 'unavailable'
     return Number(reply) === 1 ? 'stored' : 'stale'
   }

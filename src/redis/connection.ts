@@ -318,12 +318,17 @@ export class RedisConnection {
    * or FAILED. The first key tells which Cluster node answers for it.
    */
   runScript(name: string, ...args: string[]): Promise<unknown> {
+    return this.runScriptWithin(this.#timeout, name, ...args)
+  }
+
+  /** {@link runScript} bounded by `ms` instead of `timeout` (a write the caller waits longer for). */
+  runScriptWithin(ms: number, name: string, ...args: string[]): Promise<unknown> {
     const key = (this.#scripts.get(name)?.keys ?? 0) > 0 ? args[0] ?? null : null
     return this.#race(this.#client, key, (c) => {
       const run = (c as unknown as Record<string, (...a: string[]) => Promise<unknown>>)[name]
       if (run === undefined) return Promise.reject(new Error(`script ${name} is not defined`))
       return run.apply(c, args)
-    })
+    }, ms)
   }
 
   /**
@@ -546,7 +551,7 @@ export class RedisConnection {
    * throws, rejects or has not replied within `timeout` ms. Never rejects; a late outcome
    * is dropped. The outcome counts for the node of `key`.
    */
-  #race<T>(client: Client | null, key: string | null, work: (c: Client) => Promise<T>): Promise<T | Failed> {
+  #race<T>(client: Client | null, key: string | null, work: (c: Client) => Promise<T>, ms: number = this.#timeout): Promise<T | Failed> {
     if (!client) return Promise.resolve(FAILED)
     return new Promise((resolve) => {
       let done = false
@@ -559,7 +564,7 @@ export class RedisConnection {
       }
       // a late timer after a stall of this process defers to pending I/O: a reply already on
       // the socket wins (setImmediate runs after the poll phase)
-      const timer = this.#timers.setTimeout(() => setImmediate(() => finish(FAILED, `no reply within ${this.#timeout} ms`)), this.#timeout)
+      const timer = this.#timers.setTimeout(() => setImmediate(() => finish(FAILED, `no reply within ${ms} ms`)), ms)
       try {
         work(client).then((value) => finish(value), (err: unknown) => finish(FAILED, describe(err)))
       } catch (err) {

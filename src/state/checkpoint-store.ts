@@ -81,8 +81,10 @@ export interface CheckpointStore {
    * A versionless write over a versioned one is stored on purpose: an upstream that stops
    * sending versions (say an older build during a rollout) must still be able to checkpoint,
    * and holding its users to a checkpoint it no longer writes would rehydrate old state.
+   * `timeoutMs`: the longest wait for this write, when the caller waits longer than the store's
+   * own per-call timeout (`state.durability: confirmed`); absent: the store's timeout.
    */
-  put(sessionKey: string, cp: Checkpoint, ttlMs: number): Promise<PutResult>
+  put(sessionKey: string, cp: Checkpoint, ttlMs: number, timeoutMs?: number): Promise<PutResult>
   /** The live checkpoint of `sessionKey`. Reading does not extend its TTL. */
   get(sessionKey: string): Promise<GetResult>
   /** Removes the checkpoint of `sessionKey`, if any. Best effort: a down store ignores it. */

@@ -110,7 +110,9 @@ export class StateProtocol {
       const checkpoint: Checkpoint = { value: cp.value, version: cp.version, upstream, epoch, writtenAt: this.#clock.now() }
       const t0 = performance.now()
       const budget = this.#confirmed ? this.#opts.confirmTimeout ?? 1_000 : this.#opts.timeout
-      result = await withDeadline(this.#store.put(sessionKey, checkpoint, this.#opts.ttl), budget, 'unavailable', this.#timers)
+      // a confirmed write waits for the store's reply up to its own budget (not the per-call timeout)
+      const put = this.#confirmed ? this.#store.put(sessionKey, checkpoint, this.#opts.ttl, budget) : this.#store.put(sessionKey, checkpoint, this.#opts.ttl)
+      result = await withDeadline(put, budget, 'unavailable', this.#timers)
       this.#events.operation('put', (performance.now() - t0) / 1000)
     }
     this.#events.checkpoint(result, sessionKey, cp.value.length)
