@@ -86,7 +86,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   await discovery.start()
   await redis?.start() // resolves even when Redis is down (degraded, reconnecting)
   await store?.start()
-  health.peers?.start()
+  await health.peers?.start()
   // background upkeep: expired affinity entries (also dropped lazily on lookup) and ended ejections
   let upkeep = timers.setTimeout(function sweep() {
     sessions.sweep(clock.now(), 10_000)

@@ -5,7 +5,7 @@ import { startTether, type Tether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { startUpstream, testConfig, request, type Upstream } from './fixtures/upstream.js'
 import { healthState, waitFor } from './fixtures/wait.js'
-import { startRedis } from './fixtures/redis-server.js'
+import { redisCli, startRedis } from './fixtures/redis-server.js'
 
 t.test('a drain through one replica and an upstream found down by one replica reach the others', async (t) => {
   const redis = await startRedis()
@@ -42,4 +42,30 @@ t.test('a drain through one replica and an upstream found down by one replica re
   await healthState(two.health, 'c', 'ejected', 5_000)
   t.pass('#2 ejected c without sending it a request')
   t.equal(two.health.state('a'), 'healthy', 'nothing else changed on #2')
+})
+
+t.test('a replica that starts later applies the drains made through another replica before it started', async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const apps: Upstream[] = await Promise.all(['a', 'b'].map((id) => startUpstream(id)))
+  t.teardown(() => Promise.all(apps.map((a) => a.close())))
+  const replica = async (): Promise<Tether> => {
+    const tether = await startTether(testConfig(apps, {
+      health: { shared: 'redis' },
+      state: { store: 'redis', redis: { url: redis.url, key_prefix: 'late:' } },
+    }), { logger: createLogger('silent') })
+    t.teardown(() => tether.close(0))
+    return tether
+  }
+  const one = await replica()
+  t.equal((await request(`${one.adminUrl}/upstreams/b/drain`, { method: 'POST' })).status, 200)
+  await waitFor(async () => (await redisCli(redis.port, 'HEXISTS', 'late:peers:drains', 'b')).trim() === '1', 5_000, 'the drain to be recorded')
+  const late = await replica()
+  t.equal(late.health.state('b'), 'draining', 'a replica started after the drain has b draining from its start')
+  t.equal(late.health.state('a'), 'healthy', 'and nothing else')
+  await request(`${one.adminUrl}/upstreams/b/undrain`, { method: 'POST' })
+  await healthState(late.health, 'b', 'healthy', 5_000)
+  await waitFor(async () => (await redisCli(redis.port, 'HEXISTS', 'late:peers:drains', 'b')).trim() === '0', 5_000, 'the undrain to be recorded')
+  const later = await replica()
+  t.equal(later.health.state('b'), 'healthy', 'after the undrain, a new replica does not drain b')
 })

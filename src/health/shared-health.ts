@@ -7,6 +7,9 @@ import type { Logger } from '../observability/logger.js'
 import type { PeerChannel } from '../peers/peer-channel.js'
 import type { HealthTable } from './health-table.js'
 
+/** The named set of upstreams drained through an admin API, for replicas that start later. */
+const DRAINS = 'drains'
+
 /**
  * Example: `const shared = new SharedHealth(channel, health, logger); shared.start()`; the
  * admin API calls `shared.tell('drain', 'app-1')` after draining app-1 here.
@@ -27,14 +30,19 @@ export class SharedHealth {
     })
   }
 
-  /** Start receiving (after the channel's connection started). */
-  start(): void {
+  /**
+   * Start receiving (after the channel's connection started), and apply the drains other
+   * replicas made before this one started (bounded by the channel's timeout).
+   */
+  async start(): Promise<void> {
     this.#channel.subscribe((m) => this.#receive(m))
+    for (const id of await this.#channel.members(DRAINS)) this.#apply({ kind: 'drain', id })
   }
 
-  /** Tell the other replicas. */
+  /** Tell the other replicas (a drain is also recorded for replicas that start later). */
   tell(kind: 'down' | 'drain' | 'undrain', id: string): void {
     void this.#channel.publish(JSON.stringify({ from: this.#self, kind, id }))
+    if (kind !== 'down') void this.#channel.remember(DRAINS, id, kind === 'drain')
   }
 
   #receive(message: string): void {
@@ -45,10 +53,14 @@ export class SharedHealth {
       return
     }
     if (m.from === this.#self || typeof m.id !== 'string') return
+    this.#apply({ kind: m.kind, id: m.id })
+  }
+
+  #apply(m: { kind: unknown; id: string }): void {
     this.#applyingPeer = true
     try {
       if (m.kind === 'down') this.#health.reportPassive(m.id, 'connect_refused')
-      else if (m.kind === 'drain') this.#health.drain(m.id)
+      else if (m.kind === 'drain') { if (!this.#health.drain(m.id)) return }
       else if (m.kind === 'undrain') this.#health.undrain(m.id)
       else return
       this.#logger.info({ upstream: m.id, event: m.kind }, 'health event from another Tether replica')

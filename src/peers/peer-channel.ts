@@ -1,5 +1,5 @@
 // The port through which Tether replicas tell each other things (an upstream found down, an
-// admin drain): a broadcast channel. Layer 0 vocabulary: an interface only; the Redis pub/sub
+// admin drain): a broadcast channel, and small named sets a replica that starts later reads. Layer 0 vocabulary: an interface only; the Redis pub/sub
 // implementation is src/redis/peer-channel.ts.
 
 /** A broadcast channel between Tether replicas; every replica receives every message, its own included. */
@@ -8,4 +8,11 @@ export interface PeerChannel {
   publish(message: string): Promise<boolean>
   /** Receive every message (call once, after the channel's connection started). */
   subscribe(onMessage: (message: string) => void): void
+  /**
+   * Record (`on`) or clear an id in the named set that replicas starting later read with
+   * {@link members} (e.g. the upstreams drained through an admin API). Fire and forget.
+   */
+  remember(set: string, id: string, on: boolean): Promise<boolean>
+  /** The ids recorded in the named set; empty when none or when the channel is unreachable. */
+  members(set: string): Promise<string[]>
 }

@@ -87,6 +87,10 @@ export interface RedisCommands {
   hgetall(key: string): Promise<Record<string, string>>
   eval(script: string, numKeys: number, ...args: string[]): Promise<unknown>
   publish(channel: string, message: string): Promise<number>
+  hset(key: string, field: string, value: string): Promise<number>
+  hdel(key: string, field: string): Promise<number>
+  hkeys(key: string): Promise<string[]>
+  pexpire(key: string, ms: number): Promise<number>
 }
 
 /**

@@ -3,6 +3,9 @@
 import type { PeerChannel } from '../peers/peer-channel.js'
 import { FAILED, type RedisConnection } from './connection.js'
 
+/** How long a named set outlives its last write (a drain nobody ended is forgotten after that). */
+const SET_TTL_MS = 7 * 24 * 3_600_000
+
 /** Example: `new RedisPeerChannel(redis).publish('{"kind":"drain","id":"app-1"}')`. */
 export class RedisPeerChannel implements PeerChannel {
   readonly #redis: RedisConnection
@@ -19,5 +22,24 @@ export class RedisPeerChannel implements PeerChannel {
 
   subscribe(onMessage: (message: string) => void): void {
     this.#redis.subscribe(this.#channel, onMessage)
+  }
+
+  /** A hash `<prefix>peers:<set>` of id -> when recorded (ms); it expires a week after its last write. */
+  async remember(set: string, id: string, on: boolean): Promise<boolean> {
+    const key = this.#setKey(set)
+    const reply = await this.#redis.run(key, async (c) => on
+      ? (await c.hset(key, id, String(Date.now()))) + (await c.pexpire(key, SET_TTL_MS))
+      : c.hdel(key, id))
+    return reply !== FAILED
+  }
+
+  async members(set: string): Promise<string[]> {
+    const key = this.#setKey(set)
+    const reply = await this.#redis.run(key, (c) => c.hkeys(key))
+    return reply === FAILED ? [] : reply
+  }
+
+  #setKey(set: string): string {
+    return `${this.#redis.keyPrefix}peers:${set}`
   }
 }
