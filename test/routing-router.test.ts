@@ -246,7 +246,7 @@ t.test('an app_cookie user without the cookie, placed by client IP, never gets a
   const clock = new FakeClock()
   const down = new Set<string>()
   const { go } = routing(affinity({ key: 'app_cookie', app_cookie: { name: 'sid', fallback: 'client_ip' } }), clock, {
-    availability: { ready: (id) => !down.has(id), acceptsNew: (id) => !down.has(id), drainingSince: () => null, slowStartWeight: () => 1 },
+    availability: { ready: (id) => !down.has(id), acceptsNew: (id) => !down.has(id), drainingSince: () => null, drainMigrates: () => false, slowStartWeight: () => 1 },
   })
   const first = go({}, '10.0.0.9')
   t.equal(first.sessionKey, null)

@@ -72,6 +72,19 @@ export interface HeaderAffinityConfig {
   readonly name: string | null
 }
 
+/**
+ * Drains that migrate: each user of a draining upstream moves (with `X-Tether-Moved:
+ * reason=drain` and rehydration) at its first request after an idle gap of at least
+ * `min_idle`, so a burst of page assets is not split; users still active move at `drain_timeout`.
+ * Example: `drain: { migrate: true, min_idle: 2s }`.
+ */
+export interface DrainAffinityConfig {
+  /** Drains caused by discovery (a pod gone or terminating) migrate; an admin drain asks with `?migrate=true`. Default false. */
+  readonly migrate: boolean
+  /** The idle gap after which a user of a migrating drain moves at its next request. Default 2s. */
+  readonly min_idle: Millis
+}
+
 export interface AffinityConfig {
   /** How a user is identified: none (round robin), cookie, app_cookie, client_ip or header. Default cookie. */
   readonly key: AffinityKeyKind
@@ -93,6 +106,8 @@ export interface AffinityConfig {
   readonly strict: boolean
   /** Users of a draining upstream stay until idle or until this has passed, then move. Default 15m. */
   readonly drain_timeout: Millis
+  /** How users leave a draining upstream before `drain_timeout` (see {@link DrainAffinityConfig}). */
+  readonly drain: DrainAffinityConfig
   /** Share the affinity table between Tether replicas through the Redis state store. Default none. */
   readonly shared: 'none' | 'redis'
 }
@@ -313,6 +328,12 @@ export interface LogConfig {
   readonly level: LogLevel
   /** One JSON access-log line per request. Default true. */
   readonly access: boolean
+  /**
+   * Key of the HMAC that turns a table key (client IP, application cookie, header value) into
+   * the `session` field of the access log (`h:` + 32 hex digits); the same secret on every
+   * replica gives the same logged form. null: a random secret per process. Default null.
+   */
+  readonly session_secret: string | null
 }
 
 export interface Config {
@@ -353,6 +374,7 @@ export const DEFAULTS = {
     max_entries: 1_000_000,
     strict: false,
     drain_timeout: 15 * 60_000,
+    drain: { migrate: false, min_idle: 2_000 },
     shared: 'none',
   },
   timeouts: {
@@ -364,7 +386,7 @@ export const DEFAULTS = {
   },
   limits: { max_header_bytes: 16384, max_body_bytes: null },
   forwarding: { preserve_host: true, x_forwarded: true, upstream_header: false, allow_underscores: false },
-  log: { level: 'info', access: true },
+  log: { level: 'info', access: true, session_secret: null },
   health: {
     active: {
       enabled: true, path: null, interval: 2_000, timeout: 500, healthy_threshold: 2, unhealthy_threshold: 2,

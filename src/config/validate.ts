@@ -447,6 +447,7 @@ const affinity: Check<AffinityConfig> = refine(
       max_entries: integer(1, 100_000_000),
       strict: boolean,
       drain_timeout: duration({ zero: true }),
+      drain: struct<AffinityConfig['drain']>({ migrate: boolean, min_idle: duration({ zero: true }) }, DEFAULTS.affinity.drain),
       shared: oneOf(['none', 'redis'] as const),
     },
     DEFAULTS.affinity,
@@ -669,6 +670,7 @@ const config: Check<Config> = refine(
         {
           level: oneOf<LogLevel>(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
           access: boolean,
+          session_secret: nullable(secret),
         },
         DEFAULTS.log,
       ),

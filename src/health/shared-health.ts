@@ -32,13 +32,13 @@ export class SharedHealth {
     this.#channel.subscribe((m) => this.#receive(m))
   }
 
-  /** Tell the other replicas. */
-  tell(kind: 'down' | 'drain' | 'undrain', id: string): void {
-    void this.#channel.publish(JSON.stringify({ from: this.#self, kind, id }))
+  /** Tell the other replicas (`migrate`: a drain that migrates its users). */
+  tell(kind: 'down' | 'drain' | 'undrain', id: string, migrate = false): void {
+    void this.#channel.publish(JSON.stringify({ from: this.#self, kind, id, ...(migrate ? { migrate } : {}) }))
   }
 
   #receive(message: string): void {
-    let m: { from?: unknown; kind?: unknown; id?: unknown }
+    let m: { from?: unknown; kind?: unknown; id?: unknown; migrate?: unknown }
     try {
       m = JSON.parse(message) as typeof m
     } catch {
@@ -48,7 +48,7 @@ export class SharedHealth {
     this.#applyingPeer = true
     try {
       if (m.kind === 'down') this.#health.reportPassive(m.id, 'connect_refused')
-      else if (m.kind === 'drain') this.#health.drain(m.id)
+      else if (m.kind === 'drain') this.#health.drain(m.id, m.migrate === true)
       else if (m.kind === 'undrain') this.#health.undrain(m.id)
       else return
       this.#logger.info({ upstream: m.id, event: m.kind }, 'health event from another Tether replica')

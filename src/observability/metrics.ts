@@ -383,7 +383,7 @@ export class Metrics {
       this.#upstreamLabels.delete(id)
       this.#duration.remove({ upstream: id })
       this.#retries.remove({ upstream: id })
-      for (const reason of ['dead', 'drain', 'rebalance'] satisfies MoveReason[]) this.#failovers.remove({ from: id, reason })
+      for (const reason of ['dead', 'drain', 'rebalance', 'admin'] satisfies MoveReason[]) this.#failovers.remove({ from: id, reason })
     }
   }
 

@@ -13,7 +13,7 @@ export type RouteSource =
   | 'failover' // the user's upstream was unavailable: moved to the next in hash order
 
 /** Why a user was moved to another upstream (sent upstream in X-Tether-Moved). */
-export type MoveReason = 'dead' | 'drain' | 'rebalance'
+export type MoveReason = 'dead' | 'drain' | 'rebalance' | 'admin'
 
 /** No route: no upstream can take the request, or `strict` forbids moving the user. */
 export type NoRoute = 'none' | 'strict'

@@ -24,6 +24,8 @@ export interface Availability {
   acceptsNew(id: string): boolean
   /** When draining started (ms), or null when not draining. */
   drainingSince(id: string): number | null
+  /** Does the drain of `id` migrate (its users move after an idle gap, not only at drain_timeout)? */
+  drainMigrates(id: string): boolean
   /** Share of new users an upstream in slow start takes, (0, 1]; 1 when not ramping. */
   slowStartWeight(id: string): number
 }
@@ -33,7 +35,16 @@ export interface PlacementMembers {
   readonly list: readonly { readonly id: string; readonly weight: number }[]
 }
 
-const ALWAYS: Availability = { ready: () => true, acceptsNew: () => true, drainingSince: () => null, slowStartWeight: () => 1 }
+/** What routing reads about users beyond their pins (owned by the session records). */
+export interface SessionHistory {
+  /** When the user with this session key was last answered (ms), or null when not known here. */
+  lastSeen(key: string, now: number): number | null
+  /** A move an admin ordered for this key, not yet done: to an upstream, or null (wherever the hash places it). */
+  ordered(key: string): { readonly to: string | null } | undefined
+}
+
+const ALWAYS: Availability = { ready: () => true, acceptsNew: () => true, drainingSince: () => null, drainMigrates: () => false, slowStartWeight: () => 1 }
+const NO_HISTORY: SessionHistory = { lastSeen: () => null, ordered: () => undefined }
 /** Seed of the per-key draw that lets a share of new keys onto a slow-starting upstream. */
 const SEED_SLOW_START = 0x534c4f57
 const NOTHING_TRIED: ReadonlySet<string> = new Set()
@@ -44,11 +55,13 @@ export interface RouterOptions {
   readonly cookies: CookieIssuer | null
   /** Upstream health; default: every upstream available. */
   readonly availability?: Availability
+  /** Last answers and ordered moves; default: nothing known. */
+  readonly history?: SessionHistory
 }
 
 /** One decision's view of the world: the request's tried set and key hash (never stored on the router). */
 class Placing {
-  constructor(readonly router: Router, readonly tried: ReadonlySet<string>, readonly hash: number, readonly now: number) {}
+  constructor(readonly router: Router, readonly key: string, readonly tried: ReadonlySet<string>, readonly hash: number, readonly now: number) {}
   /**
    * May a new key go to upstream i? It must accept new users and not be tried yet; an
    * upstream in slow start takes a key only if the key's own draw (a second hash, the same on
@@ -88,6 +101,7 @@ export class Router {
   readonly #cfg: AffinityConfig
   readonly #sessions: SessionTable
   readonly #cookies: CookieIssuer | null
+  readonly #history: SessionHistory
   /** Upstream health, read by the accept predicates. */
   readonly health: Availability
   /** The current placement table (replaced whole by setUpstreams). */
@@ -106,6 +120,7 @@ export class Router {
     this.#sessions = options.sessions
     this.#cookies = options.cookies
     this.health = options.availability ?? ALWAYS
+    this.#history = options.history ?? NO_HISTORY
   }
 
   /** Replace the upstream set (reload, discovery) at time `now`: rebuilds placement; pins survive by id. */
@@ -168,7 +183,7 @@ export class Router {
    */
   decideUpgrade(key: RequestKey, clientIp: string, tried: ReadonlySet<string> = NOTHING_TRIED, now: number): Decision | NoRoute {
     if (key.kind !== 'cookie' || key.session !== null) return this.decide(key, tried, now)
-    const index = this.#place(new Placing(this, tried, hashKey(clientIp), now))
+    const index = this.#place(new Placing(this, clientIp, tried, hashKey(clientIp), now))
     if (index < 0) return 'none'
     const id = this.placement.ids[index]!
     const setCookie = this.#cookies === null ? null : this.#cookies.issue(this.#cookies.newSessionId(), id, 0, now)
@@ -196,6 +211,11 @@ export class Router {
     const table = this.placement
     const pinnedIndex = table.indexOf(pinned)
     const available = pinnedIndex >= 0 && this.#available(pinned, p)
+    const order = this.#history.ordered(p.key)
+    if (order !== undefined && available) {
+      const index = order.to === null ? this.#place(p) : table.indexOf(order.to)
+      if (index >= 0 && index !== pinnedIndex && (order.to === null || p.acceptReady(index))) return { index, reason: 'admin' }
+    }
     if (rebalance && this.#cfg.on_scale_up === 'rebalance' && available) {
       const index = table.pick(p.hash, p.acceptNew)
       if (index >= 0 && index !== pinnedIndex && this.#joinedAt.get(table.ids[index]!)! > pinnedAt) return { index, reason: 'rebalance' }
@@ -208,15 +228,23 @@ export class Router {
     return index < 0 ? 'none' : { index, reason: draining ? 'drain' : 'dead' }
   }
 
-  /** A pinned upstream keeps its users while ready, untried, and not drained past drain_timeout. */
+  /**
+   * A pinned upstream keeps its users while ready, untried, and not drained past drain_timeout;
+   * when its drain migrates, a user leaves it at their first request after an idle gap of
+   * `drain.min_idle` (a user not answered here lately counts as idle), so a burst is not split.
+   */
   #available(id: string, p: Placing): boolean {
     if (!this.health.ready(id) || p.tried.has(id)) return false
     const since = this.health.drainingSince(id)
-    return since === null || p.now - since < this.#cfg.drain_timeout
+    if (since === null) return true
+    if (p.now - since >= this.#cfg.drain_timeout) return false
+    if (!this.health.drainMigrates(id)) return true
+    const last = this.#history.lastSeen(p.key, p.now)
+    return last !== null && p.now - last < this.#cfg.drain.min_idle
   }
 
   #cookieUser(s: DecodedCookie, tried: ReadonlySet<string>, now: number): Decision | NoRoute {
-    const r = this.#resolve(s.upstream, new Placing(this, tried, hashKey(s.sessionId), now), s.issuedAt, true)
+    const r = this.#resolve(s.upstream, new Placing(this, s.sessionId, tried, hashKey(s.sessionId), now), s.issuedAt, true)
     if (typeof r === 'string') return r
     const id = this.placement.ids[r.index]!
     const cookies = this.#cookies!
@@ -231,7 +259,7 @@ export class Router {
   #newSession(tried: ReadonlySet<string>, now: number): Decision | NoRoute {
     const cookies = this.#cookies!
     const sessionId = cookies.newSessionId()
-    const index = this.#place(new Placing(this, tried, hashKey(sessionId), now))
+    const index = this.#place(new Placing(this, sessionId, tried, hashKey(sessionId), now))
     if (index < 0) return 'none'
     const id = this.placement.ids[index]!
     const bind = this.#cfg.balance_factor !== null ? binding(sessionId, id, 0, false) : null
@@ -247,7 +275,7 @@ export class Router {
     const { value, learned, learn } = key
     const sessions = this.#sessions
     const entry = sessions.get(value, now)
-    const p = new Placing(this, tried, hashKey(value), now)
+    const p = new Placing(this, value, tried, hashKey(value), now)
     const appKey = learned ? value : null
     const sessionKey = key.checkpoints ? value : null
     // the IP only places a user without their cookie: a move is logged as failover, else fallback

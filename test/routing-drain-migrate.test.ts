@@ -1,0 +1,137 @@
+// Drains that migrate, decided without any network: a Router on a real HealthTable and real
+// SessionRecords, on a FakeClock. A user of a migrating drain moves at their first request
+// after an idle gap of drain.min_idle (never inside a burst), with reason=drain and a new
+// epoch; a plain drain keeps them until drain_timeout; active users move at drain_timeout.
+import t from 'tap'
+import { Router, type Decision } from '../src/routing/router.js'
+import { DEFAULTS, type AffinityConfig, type UpstreamConfig } from '../src/config/schema.js'
+import { CookieIssuer } from '../src/affinity/cookie-issuer.js'
+import { KeyReader, keyOptions, type RequestKey } from '../src/affinity/key.js'
+import { parseTrustedProxies } from '../src/affinity/client-ip.js'
+import { SessionTable } from '../src/affinity/session-table.js'
+import { SessionRecords } from '../src/affinity/session-records.js'
+import { HealthTable } from '../src/health/health-table.js'
+import { upstreamSet } from '../src/upstream/upstream-set.js'
+import { FakeClock } from './fixtures/clock.js'
+import { setCookieValue } from './fixtures/users.js'
+
+const S = 1_000
+const UPS: UpstreamConfig[] = ['a', 'b', 'c'].map((id, i) => ({ id, url: `http://127.0.0.1:${i + 1}`, weight: 1 }))
+
+interface World {
+  readonly clock: FakeClock
+  readonly health: HealthTable
+  readonly records: SessionRecords
+  readonly sessions: SessionTable
+  /** Decide a request of `user` (a tenant header, or a cookie jar for key: cookie); not answered yet. */
+  decide(user: string): { key: RequestKey; d: Decision }
+  /** The upstream answered `d`: pinned, recorded (and the cookie kept), as the answer side does. */
+  answer(user: string, r: { key: RequestKey; d: Decision }): void
+  /** One request, answered at once. */
+  go(user: string): Decision
+}
+
+function world(kind: 'header' | 'cookie', over: Partial<AffinityConfig> = {}): World {
+  const cfg = {
+    ...DEFAULTS.affinity, key: kind, header: { name: 'X-Tenant' },
+    cookie: { ...DEFAULTS.affinity.cookie, secret: ['drain-migrate-test-secret-0123'] },
+    drain: { migrate: false, min_idle: 2 * S }, drain_timeout: 60 * S, ...over,
+  } as AffinityConfig
+  const clock = new FakeClock()
+  const health = new HealthTable({ active: { healthy_threshold: 1, unhealthy_threshold: 1 }, passive: null, slow_start: 0 }, clock)
+  health.setUpstreams(UPS.map((u) => u.id))
+  const sessions = new SessionTable({ maxEntries: 10_000, idleTimeout: cfg.idle_timeout, absoluteTimeout: null })
+  const records = new SessionRecords({ maxEntries: 10_000, idleTimeout: cfg.idle_timeout, secret: null })
+  const cookies = kind === 'cookie' ? new CookieIssuer(cfg) : null
+  const trusted = parseTrustedProxies([])
+  const keys = new KeyReader({
+    options: kind === 'cookie' ? keyOptions({ kind: 'cookie', cookieName: 'tether', codec: cookies!.codec }) : keyOptions({ kind: 'header', headerName: 'X-Tenant' }),
+    fallback: 'client_ip', trusted,
+  })
+  const router = new Router(cfg, { sessions, cookies, availability: health, history: records })
+  router.setUpstreams(upstreamSet(UPS), clock.now())
+  const jars = new Map<string, string>()
+  const decide = (user: string): { key: RequestKey; d: Decision } => {
+    const headers = kind === 'cookie' ? (jars.has(user) ? { cookie: `tether=${jars.get(user)}` } : {}) : { 'x-tenant': user }
+    const key = keys.read(headers, '10.0.0.1', clock.now())
+    const d = router.decide(key, undefined, clock.now())
+    if (typeof d === 'string') throw new Error(`no route: ${d}`)
+    return { key, d }
+  }
+  const answer = (user: string, { key, d }: { key: RequestKey; d: Decision }): void => {
+    if (d.bind !== null) d.bind.publish ? sessions.pin(d.bind.key, d.bind.upstream, d.bind.epoch, clock.now()) : sessions.count(d.bind.key, d.bind.upstream, d.bind.epoch, clock.now())
+    router.settle(d)
+    records.answered(key, d, clock.now())
+    const c = d.setCookie === null ? null : setCookieValue(d.setCookie, 'tether')
+    if (c !== null) jars.set(user, c)
+  }
+  return { clock, health, records, sessions, decide, answer, go: (user) => { const r = decide(user); answer(user, r); return r.d } }
+}
+
+for (const kind of ['header', 'cookie'] as const) {
+  t.test(`${kind}: a user of a migrating drain stays through a burst and moves at the first request after an idle gap`, async (t) => {
+    const w = world(kind)
+    const home = w.go('acme').upstream
+    w.health.drain(home, true)
+    w.clock.advance(500)
+    t.equal(w.go('acme').upstream, home, 'a request 0.5 s after the last one (a burst): stays')
+    w.clock.advance(1_999)
+    t.equal(w.go('acme').upstream, home, 'still under min_idle since the last answer: stays')
+    w.clock.advance(2 * S)
+    const moved = w.go('acme')
+    t.not(moved.upstream, home, 'after an idle gap of min_idle: moved')
+    t.same(moved.moved, { from: home, reason: 'drain' })
+    t.equal(moved.epoch, 1, 'with a new epoch')
+    w.clock.advance(100)
+    const after = w.go('acme')
+    t.same([after.upstream, after.moved], [moved.upstream, null], 'and stays on its new upstream')
+    t.match(w.records.lastMove(kind === 'header' ? 'acme' : moved.sessionKey!), { from: home, to: moved.upstream, reason: 'drain' })
+  })
+
+  t.test(`${kind}: the requests of a burst decided before any answer all move together, to one upstream`, async (t) => {
+    const w = world(kind)
+    const home = w.go('acme').upstream
+    w.health.drain(home, true)
+    w.clock.advance(5 * S)
+    const burst = [w.decide('acme'), w.decide('acme'), w.decide('acme')]
+    t.same(new Set(burst.map((r) => r.d.upstream)).size, 1, 'one upstream for the whole burst')
+    t.ok(burst.every((r) => r.d.moved?.reason === 'drain' && r.d.upstream !== home), 'every request of it moved')
+    for (const r of burst) w.answer('acme', r)
+  })
+}
+
+t.test('a plain drain keeps an idle user until drain_timeout; a migrating one moves a busy user at drain_timeout', async (t) => {
+  const plain = world('header')
+  const home = plain.go('acme').upstream
+  plain.health.drain(home)
+  plain.clock.advance(30 * S)
+  t.equal(plain.go('acme').upstream, home, 'plain drain: back after 30 s idle, still home')
+  plain.clock.advance(30 * S)
+  t.same(plain.go('acme').moved, { from: home, reason: 'drain' }, 'plain drain: moved at drain_timeout')
+
+  const busy = world('header')
+  const start = busy.go('acme').upstream
+  busy.health.drain(start, true)
+  let moved: Decision | null = null
+  for (let i = 0; i < 70 && moved === null; i++) {
+    busy.clock.advance(S) // never idle for min_idle
+    const d = busy.go('acme')
+    if (d.moved !== null) moved = d
+  }
+  t.ok(moved !== null, 'a user who never pauses still moves')
+  t.equal(busy.clock.now() - busy.health.drainingSince(start)!, 60 * S, 'exactly at drain_timeout')
+})
+
+t.test('a pinned user this process never answered counts as idle; an undrain ends the migration', async (t) => {
+  const w = world('header')
+  w.sessions.pin('acme', 'b', 0, w.clock.now()) // as another replica's shared binding: never answered here
+  w.health.drain('b', true)
+  t.same(w.go('acme').moved, { from: 'b', reason: 'drain' }, 'moved at its first request here')
+  const home = w.go('globex').upstream
+  w.health.drain(home, true)
+  t.equal(w.health.snapshot().find((e) => e.id === home)!.migrating, true, 'the snapshot shows a migrating drain')
+  w.health.undrain(home)
+  t.equal(w.health.drainMigrates(home), false, 'an undrain ends it')
+  w.clock.advance(5 * S)
+  t.equal(w.go('globex').upstream, home, 'undrained: the user stays')
+})
