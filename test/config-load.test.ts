@@ -418,6 +418,16 @@ const errorCases: { name: string; text: string; issues: string[] }[] = [
     issues: [`${FILE}:4:9 admin.listen: must not be the same address as listen (127.0.0.1:9901)`],
   },
   {
+    name: 'drains that migrate and the log session secret: booleans, durations and secrets are checked where they stand',
+    text: yaml(...UPSTREAM, 'affinity:', '  drain: { migrate: maybe, min_idle: -2s, idle: 1s }', 'log:', '  session_secret: short'),
+    issues: [
+      `${FILE}:5:21 affinity.drain.migrate: expected a boolean, got "maybe"`,
+      `${FILE}:5:38 affinity.drain.min_idle: expected a duration like "500ms", "5s", "3h" or a number of seconds, got "-2s"`,
+      `${FILE}:5:43 affinity.drain.idle: unknown key (expected one of: migrate, min_idle)`,
+      `${FILE}:7:19 log.session_secret: expected a secret of at least 16 bytes, got 5`,
+    ],
+  },
+  {
     name: 'many errors at once, in file order',
     text: yaml('listen:', '  port: -1', 'upstreams:', '  - id: a', '    url: https://a', 'log:', '  acces: true'),
     issues: [
