@@ -55,7 +55,7 @@ export const METRIC_DOCS = [
   { name: 'tether_upstream_in_flight', type: 'gauge', labels: ['upstream'],
     help: 'Requests currently being forwarded to each upstream.' },
   { name: 'tether_failovers_total', type: 'counter', labels: ['from', 'reason'],
-    help: 'Users moved away from their upstream, by the upstream they left and why (dead, drain, rebalance).' },
+    help: 'Users moved away from their upstream, by the upstream they left and why (dead, drain, rebalance, admin).' },
   { name: 'tether_retries_total', type: 'counter', labels: ['upstream'],
     help: 'Requests retried on another upstream, by the upstream whose attempt failed.' },
   { name: 'tether_rehydrations_total', type: 'counter', labels: ['result'],
