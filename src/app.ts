@@ -59,6 +59,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   })
   metrics.setWebSocketCount(() => proxy.upgrades.size)
   metrics.setAffinityStats(() => sessions.table)
+  if (config.affinity.on_scale_up === 'gradual') metrics.setRebalancePending(() => router.rebalancePending(records.users(clock.now())))
   const membership = new Membership(config.upstreams, config.affinity.drain_timeout, {
     onChange: (set) => {
       router.setUpstreams(set, clock.now()) // first: it notes which leaving upstreams were draining

@@ -4,9 +4,9 @@
 // at their first request after an idle gap; no request fails and no update is lost; the CLI
 // returns once no session remains. Tether runs on a FakeClock, so the idle gap is a clock step.
 import t from 'tap'
-import { startCounter, type Counter, type CounterAnswer } from './fixtures/counter-upstream.js'
+import { CounterUsers, startCounter, type Counter, type CounterAnswer } from './fixtures/counter-upstream.js'
 import { proxyFor } from './fixtures/upstream.js'
-import { CookieJar, agentFor, get, runPool } from './fixtures/users.js'
+import { agentFor, get, runPool } from './fixtures/users.js'
 import { runCli } from './fixtures/cli.js'
 import { FakeClock } from './fixtures/clock.js'
 import { healthState } from './fixtures/wait.js'
@@ -26,31 +26,16 @@ t.test(`${USERS} active users of a drained upstream all move with their state at
     state: { store: 'memory' },
   }, clock)
   const agent = agentFor(t, 50)
-  const jars = Array.from({ length: USERS }, (_, i) => {
-    const jar = new CookieJar()
-    jar.cookies.set('user', `u${i}`)
-    return jar
-  })
-  const expected = new Array<number>(USERS).fill(0)
-  let failed = 0
-  let lost = 0
+  const users = new CounterUsers(USERS)
   /** Each request's time in the last round, ms. */
   let times: number[] = []
+  const NONE: CounterAnswer = { id: '', user: '', n: 0, rehydrated: false, epoch: null, moved: null, sid: null }
   /** One request of every user (concurrently, 50 at a time); the counter must go on where it was. */
   const round = (): Promise<CounterAnswer[]> => (times = [], runPool(USERS, 50, async (i) => {
     const sent = performance.now()
-    const r = await get(tt.url, agent, {}, jars[i])
+    const a = await users.request(i, tt.url, agent)
     times.push(performance.now() - sent)
-    if (r.status !== 200) {
-      failed++
-      return { id: '', user: '', n: 0, rehydrated: false, epoch: null, moved: null, sid: null }
-    }
-    const a = JSON.parse(r.body) as CounterAnswer
-    if (a.n !== ++expected[i]!) {
-      lost++
-      expected[i] = a.n
-    }
-    return a
+    return a ?? NONE
   }))
 
   // every user starts on app-0 (the others take no new users for a moment)
@@ -98,10 +83,10 @@ t.test(`${USERS} active users of a drained upstream all move with their state at
   t.equal(done.code, 0, done.stderr)
   t.match(done.stdout, /app-0: draining, users migrate\n(?:app-0: \d+ sessions remain\n)*app-0: no session remains\n$/)
   t.match((await rows())['app-0'], { sessions_remaining: 0 })
-  t.equal(failed, 0, 'no request failed')
-  t.equal(lost, 0, 'no update was lost')
+  t.equal(users.failed, 0, 'no request failed')
+  t.equal(users.lost, 0, 'no update was lost')
   t.comment(`drain that migrates: ${USERS} users on app-0; moved ${moved.length} (rehydrated ${next.filter((a) => a.rehydrated).length}) ` +
     `at their next request (that request took p50 ${moveTimes[USERS >> 1]!.toFixed(1)} ms, max ${moveTimes.at(-1)!.toFixed(1)} ms, 50 users at a time); ` +
-    `moved mid-visit 0; failed requests ${failed}; lost updates ${lost}; spread after ${JSON.stringify(Object.fromEntries(spread))}; ` +
+    `moved mid-visit 0; failed requests ${users.failed}; lost updates ${users.lost}; spread after ${JSON.stringify(Object.fromEntries(spread))}; ` +
     `tether drain --wait returned after ${hookMs} ms`)
 })

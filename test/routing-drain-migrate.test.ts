@@ -3,70 +3,10 @@
 // after an idle gap of drain.min_idle (never inside a burst), with reason=drain and a new
 // epoch; a plain drain keeps them until drain_timeout; active users move at drain_timeout.
 import t from 'tap'
-import { Router, type Decision } from '../src/routing/router.js'
-import { DEFAULTS, type AffinityConfig, type UpstreamConfig } from '../src/config/schema.js'
-import { CookieIssuer } from '../src/affinity/cookie-issuer.js'
-import { KeyReader, keyOptions, type RequestKey } from '../src/affinity/key.js'
-import { parseTrustedProxies } from '../src/affinity/client-ip.js'
-import { SessionTable } from '../src/affinity/session-table.js'
-import { SessionRecords } from '../src/affinity/session-records.js'
-import { HealthTable } from '../src/health/health-table.js'
-import { upstreamSet } from '../src/upstream/upstream-set.js'
-import { FakeClock } from './fixtures/clock.js'
-import { setCookieValue } from './fixtures/users.js'
+import { world } from './fixtures/routing-world.js'
+import type { Decision } from '../src/routing/router.js'
 
 const S = 1_000
-const UPS: UpstreamConfig[] = ['a', 'b', 'c'].map((id, i) => ({ id, url: `http://127.0.0.1:${i + 1}`, weight: 1 }))
-
-interface World {
-  readonly clock: FakeClock
-  readonly health: HealthTable
-  readonly records: SessionRecords
-  readonly sessions: SessionTable
-  /** Decide a request of `user` (a tenant header, or a cookie jar for key: cookie); not answered yet. */
-  decide(user: string): { key: RequestKey; d: Decision }
-  /** The upstream answered `d`: pinned, recorded (and the cookie kept), as the answer side does. */
-  answer(user: string, r: { key: RequestKey; d: Decision }): void
-  /** One request, answered at once. */
-  go(user: string): Decision
-}
-
-function world(kind: 'header' | 'cookie', over: Partial<AffinityConfig> = {}): World {
-  const cfg = {
-    ...DEFAULTS.affinity, key: kind, header: { name: 'X-Tenant' },
-    cookie: { ...DEFAULTS.affinity.cookie, secret: ['drain-migrate-test-secret-0123'] },
-    drain: { migrate: false, min_idle: 2 * S }, drain_timeout: 60 * S, ...over,
-  } as AffinityConfig
-  const clock = new FakeClock()
-  const health = new HealthTable({ active: { healthy_threshold: 1, unhealthy_threshold: 1 }, passive: null, slow_start: 0 }, clock)
-  health.setUpstreams(UPS.map((u) => u.id))
-  const sessions = new SessionTable({ maxEntries: 10_000, idleTimeout: cfg.idle_timeout, absoluteTimeout: null })
-  const records = new SessionRecords({ maxEntries: 10_000, idleTimeout: cfg.idle_timeout, secret: null })
-  const cookies = kind === 'cookie' ? new CookieIssuer(cfg) : null
-  const trusted = parseTrustedProxies([])
-  const keys = new KeyReader({
-    options: kind === 'cookie' ? keyOptions({ kind: 'cookie', cookieName: 'tether', codec: cookies!.codec }) : keyOptions({ kind: 'header', headerName: 'X-Tenant' }),
-    fallback: 'client_ip', trusted,
-  })
-  const router = new Router(cfg, { sessions, cookies, availability: health, history: records })
-  router.setUpstreams(upstreamSet(UPS), clock.now())
-  const jars = new Map<string, string>()
-  const decide = (user: string): { key: RequestKey; d: Decision } => {
-    const headers = kind === 'cookie' ? (jars.has(user) ? { cookie: `tether=${jars.get(user)}` } : {}) : { 'x-tenant': user }
-    const key = keys.read(headers, '10.0.0.1', clock.now())
-    const d = router.decide(key, undefined, clock.now())
-    if (typeof d === 'string') throw new Error(`no route: ${d}`)
-    return { key, d }
-  }
-  const answer = (user: string, { key, d }: { key: RequestKey; d: Decision }): void => {
-    if (d.bind !== null) d.bind.publish ? sessions.pin(d.bind.key, d.bind.upstream, d.bind.epoch, clock.now()) : sessions.count(d.bind.key, d.bind.upstream, d.bind.epoch, clock.now())
-    router.settle(d)
-    records.answered(key, d, clock.now())
-    const c = d.setCookie === null ? null : setCookieValue(d.setCookie, 'tether')
-    if (c !== null) jars.set(user, c)
-  }
-  return { clock, health, records, sessions, decide, answer, go: (user) => { const r = decide(user); answer(user, r); return r.d } }
-}
 
 for (const kind of ['header', 'cookie'] as const) {
   t.test(`${kind}: a user of a migrating drain stays through a burst and moves at the first request after an idle gap`, async (t) => {

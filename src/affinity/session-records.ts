@@ -118,6 +118,11 @@ export class SessionRecords {
     return null
   }
 
+  /** Every user answered here within the idle timeout: key, upstream, first answer (O(users)). */
+  users(now: number): Iterable<{ readonly key: string; readonly upstream: string; readonly createdAt: number }> {
+    return this.#seen.entries(now)
+  }
+
   /** Users last answered by `upstream` within the idle timeout (bounded: exact up to maxEntries users). */
   countByUpstream(upstream: string): number {
     return this.#seen.countByUpstream(upstream)

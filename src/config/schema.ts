@@ -85,6 +85,19 @@ export interface DrainAffinityConfig {
   readonly min_idle: Millis
 }
 
+/**
+ * Gradual rebalance after scale-up: a user whose hash now prefers an upstream added after they
+ * were pinned moves (rehydrated, `X-Tether-Moved: reason=rebalance`) only when they come back
+ * after an idle gap of `min_idle` (a new visit), at most `max_moves_per_second` users a second
+ * per Tether process. Example: `rebalance: { min_idle: 5m, max_moves_per_second: 20 }`.
+ */
+export interface RebalanceAffinityConfig {
+  /** The idle gap that makes a request a new visit, when the user may move. Default 5m. */
+  readonly min_idle: Millis
+  /** Most users moved by the rebalance per second, per Tether process (a burst of one second's worth). Default 20. */
+  readonly max_moves_per_second: number
+}
+
 export interface AffinityConfig {
   /** How a user is identified: none (round robin), cookie, app_cookie, client_ip or header. Default cookie. */
   readonly key: AffinityKeyKind
@@ -96,8 +109,14 @@ export interface AffinityConfig {
   readonly idle_timeout: Millis
   /** Cap on an affinity's whole life; null = none. Default null. */
   readonly absolute_timeout: Millis | null
-  /** When an upstream is added: keep users where they are (persistent) or let the hash move them (rebalance). Default persistent. */
-  readonly on_scale_up: 'persistent' | 'rebalance'
+  /**
+   * When an upstream is added: keep users where they are (persistent), let the hash move them
+   * at once (rebalance), or move them at a new visit, at a bounded rate (gradual, see
+   * {@link RebalanceAffinityConfig}). Default persistent.
+   */
+  readonly on_scale_up: 'persistent' | 'rebalance' | 'gradual'
+  /** How `on_scale_up: gradual` moves users. */
+  readonly rebalance: RebalanceAffinityConfig
   /** Bounded loads: a new user never goes to an upstream above factor x average load; null = off. Default null. */
   readonly balance_factor: number | null
   /** Max entries in the affinity table (LRU beyond). Default 1000000. */
@@ -370,6 +389,7 @@ export const DEFAULTS = {
     idle_timeout: 3 * 3600_000,
     absolute_timeout: null,
     on_scale_up: 'persistent',
+    rebalance: { min_idle: 5 * 60_000, max_moves_per_second: 20 },
     balance_factor: null,
     max_entries: 1_000_000,
     strict: false,

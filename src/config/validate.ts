@@ -442,7 +442,11 @@ const affinity: Check<AffinityConfig> = refine(
       header: struct<AffinityConfig['header']>({ name: nullable(string(HEADER_NAME)) }, DEFAULTS.affinity.header),
       idle_timeout: duration({ zero: false, max: 24 * 3_600_000 }),
       absolute_timeout: nullable(duration({ zero: false })),
-      on_scale_up: oneOf(['persistent', 'rebalance'] as const),
+      on_scale_up: oneOf(['persistent', 'rebalance', 'gradual'] as const),
+      rebalance: struct<AffinityConfig['rebalance']>(
+        { min_idle: duration({ zero: true }), max_moves_per_second: integer(1, 1_000_000) },
+        DEFAULTS.affinity.rebalance,
+      ),
       balance_factor: nullable(decimal(1, 100)),
       max_entries: integer(1, 100_000_000),
       strict: boolean,

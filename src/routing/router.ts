@@ -2,7 +2,8 @@
 // the user moves, which cookie the answer must carry, which binding to record). Layer 2: reads
 // the session table and health through injected parts and owns the current placement table
 // (swapped whole when membership changes, never built per request). It writes nothing per
-// request and never touches sockets: the answer side records the decision's binding.
+// request (but for the move budget of a gradual rebalance) and never touches sockets: the
+// answer side records the decision's binding.
 import type { AffinityConfig } from '../config/schema.js'
 import type { DecodedCookie } from '../affinity/cookie-codec.js'
 import type { CookieIssuer } from '../affinity/cookie-issuer.js'
@@ -92,7 +93,8 @@ class Placing {
  * (the same on every Tether replica), with its epoch bumped, and stays there once that upstream
  * answered (cookie re-issued, or the decision's binding recorded); with `strict` the answer is
  * 'strict' instead. With `on_scale_up: rebalance`
- * the hash decides even when a pin exists; with `persistent` pins hold until they expire.
+ * the hash decides even when a pin exists; with `gradual` it does at a user's new visit, at a
+ * bounded rate; with `persistent` pins hold until they expire.
  *
  * Example: `router.decide({ kind: 'table', value: '10.0.0.5', ... }, new Set(), now)`
  * -> `{ upstream: 'app-1', source: 'hash', epoch: 0, moved: null, ... }`.
@@ -114,6 +116,8 @@ export class Router {
   /** Upstreams that left the set while draining (bounded): their users move with reason=drain. */
   readonly #leftDraining = new Set<string>()
   #load = (i: number): number => this.#sessions.loadOf(this.placement.ids[i]!)
+  /** `on_scale_up: gradual`: moves left in the token bucket (one second's worth at most), and when it was filled. */
+  #budget = { moves: 0, at: -Infinity }
 
   constructor(cfg: AffinityConfig, options: RouterOptions) {
     this.#cfg = cfg
@@ -216,9 +220,9 @@ export class Router {
       const index = order.to === null ? this.#place(p) : table.indexOf(order.to)
       if (index >= 0 && index !== pinnedIndex && (order.to === null || p.acceptReady(index))) return { index, reason: 'admin' }
     }
-    if (rebalance && this.#cfg.on_scale_up === 'rebalance' && available) {
-      const index = table.pick(p.hash, p.acceptNew)
-      if (index >= 0 && index !== pinnedIndex && this.#joinedAt.get(table.ids[index]!)! > pinnedAt) return { index, reason: 'rebalance' }
+    if (rebalance && this.#cfg.on_scale_up !== 'persistent' && available) {
+      const index = this.#rebalanced(p, pinnedIndex, pinnedAt)
+      if (index >= 0) return { index, reason: 'rebalance' }
     }
     if (available) return { index: pinnedIndex, reason: null }
     if (this.#cfg.strict) return 'strict'
@@ -226,6 +230,42 @@ export class Router {
     let index = table.pick(p.hash, p.acceptNew)
     if (index < 0) index = table.pick(p.hash, p.acceptReady) // every other one drains: better than nothing
     return index < 0 ? 'none' : { index, reason: draining ? 'drain' : 'dead' }
+  }
+
+  /**
+   * The upstream a user pinned at `pinnedAt` rebalances to, or -1: the one their hash now
+   * prefers, if it joined after the pin; with `gradual` only at a new visit (an idle gap of
+   * `rebalance.min_idle` since their last answer) and while the move budget lasts.
+   */
+  #rebalanced(p: Placing, pinnedIndex: number, pinnedAt: number): number {
+    const table = this.placement
+    const index = table.pick(p.hash, p.acceptNew)
+    if (index < 0 || index === pinnedIndex || !(this.#joinedAt.get(table.ids[index]!)! > pinnedAt)) return -1
+    if (this.#cfg.on_scale_up === 'rebalance') return index
+    const last = this.#history.lastSeen(p.key, p.now)
+    if (last !== null && p.now - last < this.#cfg.rebalance.min_idle) return -1
+    const rate = this.#cfg.rebalance.max_moves_per_second
+    const b = this.#budget
+    b.moves = Math.min(rate, b.moves + ((p.now - b.at) / 1000) * rate)
+    b.at = p.now
+    if (b.moves < 1) return -1
+    b.moves--
+    return index
+  }
+
+  /**
+   * How many of `users` (key, upstream, when pinned) their hash now sends to an upstream that
+   * joined after their pin: the users a rebalance would still move. Example: after 3 -> 4
+   * upstreams, about a quarter of the users pinned before, until they have moved.
+   */
+  rebalancePending(users: Iterable<{ readonly key: string; readonly upstream: string; readonly createdAt: number }>): number {
+    let pending = 0
+    const table = this.placement
+    for (const u of users) {
+      const index = table.pick(hashKey(u.key), (i) => this.health.acceptsNew(table.ids[i]!))
+      if (index >= 0 && table.ids[index] !== u.upstream && this.#joinedAt.get(table.ids[index]!)! > u.createdAt) pending++
+    }
+    return pending
   }
 
   /**
