@@ -96,6 +96,22 @@ t.test('a signed-cookie user (no table) is found by the session id inside the co
   t.equal((await lookup(tt, 'AAAAAAAAAAAAAAAAAAAAAA')).status, 404)
 })
 
+t.test('an application-cookie user is found by the cookie value and by its logged form; the log never carries the value', async (t) => {
+  const ups = await Promise.all(['a', 'b'].map((id) => startUpstream(id, (req, res) => {
+    res.writeHead(200, { 'set-cookie': 'sid=s3ss10n-v4lue-0123; Path=/', 'content-type': 'text/plain' })
+    res.end(`${id}\n`)
+  })))
+  t.teardown(() => Promise.all(ups.map((u) => u.close())))
+  const { tt, logs } = await tether(t, ups, { key: 'app_cookie', app_cookie: { name: 'sid', fallback: 'client_ip' } }, { state: { store: 'memory' } })
+  const home = (await request(tt.url)).body.trim()
+  t.equal((await request(tt.url, { headers: { cookie: 'sid=s3ss10n-v4lue-0123' } })).body.trim(), home, 'the learned cookie routes home')
+  const logged = logs.access().at(-1)!['session'] as string
+  t.match(logged, /^h:[0-9a-f]{32}$/)
+  t.notOk(JSON.stringify(logs.records).includes('s3ss10n-v4lue'), 'the cookie value is in no log line')
+  t.match((await lookup(tt, 's3ss10n-v4lue-0123')).body, { session: logged, key_kind: 'app_cookie', upstream: home, source: 'table' })
+  t.match((await lookup(tt, logged)).body, { key: logged, upstream: home })
+})
+
 t.test('a move ordered through the admin API happens at the next request, with reason=admin and the checkpoint', async (t) => {
   const ups = await apps(t, ['a', 'b', 'c'])
   const { tt } = await tether(t, ups, HEADER, { state: { store: 'memory' } })

@@ -5,10 +5,11 @@
 // returns once no session remains. Tether runs on a FakeClock, so the idle gap is a clock step.
 import t from 'tap'
 import { CounterUsers, startCounter, type Counter, type CounterAnswer } from './fixtures/counter-upstream.js'
-import { proxyFor } from './fixtures/upstream.js'
+import { proxyFor, request, startUpstream } from './fixtures/upstream.js'
 import { agentFor, get, runPool } from './fixtures/users.js'
 import { runCli } from './fixtures/cli.js'
 import { FakeClock } from './fixtures/clock.js'
+import { freePort } from './fixtures/ports.js'
 import { healthState } from './fixtures/wait.js'
 import { DEFAULTS } from '../src/config/schema.js'
 
@@ -89,4 +90,23 @@ t.test(`${USERS} active users of a drained upstream all move with their state at
     `at their next request (that request took p50 ${moveTimes[USERS >> 1]!.toFixed(1)} ms, max ${moveTimes.at(-1)!.toFixed(1)} ms, 50 users at a time); ` +
     `moved mid-visit 0; failed requests ${users.failed}; lost updates ${users.lost}; spread after ${JSON.stringify(Object.fromEntries(spread))}; ` +
     `tether drain --wait returned after ${hookMs} ms`)
+})
+
+t.test('tether drain --wait exits 0 at its deadline while users remain, and 1 when the drain itself fails', async (t) => {
+  const apps = await Promise.all(['a', 'b'].map((id) => startUpstream(id)))
+  t.teardown(() => Promise.all(apps.map((a) => a.close())))
+  const tt = await proxyFor(t, apps, { admin: { token: TOKEN }, affinity: { key: 'header', header: { name: 'X-Tenant' } } })
+  const home = (await request(tt.url, { headers: { 'x-tenant': 'acme' } })).body.trim()
+  const waited = await runCli(['drain', home, '--wait', '--timeout', '1500ms', '--admin', tt.adminUrl], { TETHER_ADMIN_TOKEN: TOKEN })
+  t.equal(waited.code, 0, 'a preStop hook never blocks past its deadline')
+  t.match(waited.stdout, new RegExp(`^${home}: draining\\n(?:${home}: 1 sessions remain\\n)*${home}: deadline passed, 1 sessions remain\\n$`))
+  t.equal(tt.health.drainMigrates(home), false, 'without --migrate the drain does not migrate')
+  const unknown = await runCli(['drain', 'nope', '--admin', tt.adminUrl, '--token', TOKEN])
+  t.equal(unknown.code, 1)
+  t.match(unknown.stderr, /^tether drain: 404 Not Found: unknown upstream "nope"\n$/)
+  const closed = await freePort()
+  const unreachable = await runCli(['drain', 'a', '--admin', `http://127.0.0.1:${closed}`])
+  t.equal(unreachable.code, 1)
+  t.match(unreachable.stderr, `cannot reach the admin API at http://127.0.0.1:${closed}: ECONNREFUSED`)
+  t.equal((await runCli(['drain', 'a', '--timeout', 'soon'])).code, 2, 'a bad --timeout is a usage error')
 })

@@ -97,7 +97,7 @@ async function call(admin: AdminTarget, method: string, path: string): Promise<u
     if (!res.ok) return `${res.status} ${body.trim()}`
     return JSON.parse(body) as unknown
   } catch (err) {
-    const e = err as Error & { cause?: { code?: string } }
-    return `cannot reach the admin API at ${admin.url}: ${e.cause?.code ?? e.message}`
+    const e = err as Error & { cause?: { code?: string; message?: string } }
+    return `cannot reach the admin API at ${admin.url}: ${e.cause?.code ?? e.cause?.message ?? e.message}`
   }
 }
