@@ -246,7 +246,7 @@ export class Router {
     if (last !== null && p.now - last < this.#cfg.rebalance.min_idle) return -1
     const rate = this.#cfg.rebalance.max_moves_per_second
     const b = this.#budget
-    b.moves = Math.min(rate, b.moves + ((p.now - b.at) / 1000) * rate)
+    b.moves = Math.min(rate, b.moves + (Math.max(0, p.now - b.at) / 1000) * rate) // a clock stepping back refills nothing
     b.at = p.now
     if (b.moves < 1) return -1
     b.moves--
