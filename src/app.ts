@@ -39,10 +39,10 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const inFlight = new InFlight()
   const health = createHealth(config, clock, timers, logger, (id) => inFlight.longestWait(id), redis === null ? null : new RedisPeerChannel(redis))
   const shared = redis !== null && config.affinity.shared === 'redis' ? new RedisBindings(redis, config.affinity.idle_timeout) : null
-  const { sessions, keys, router } = createRouting(config, health.table, shared?.sink() ?? null, (m) => logger.warn(m))
+  const { sessions, records, keys, router } = createRouting(config, health.table, shared?.sink() ?? null, (m) => logger.warn(m))
   const { store, state } = createState(config, redis, clock, metrics, logger)
   const proxy = createProxy(config, {
-    clock, timers, logger, keys, router, sessions, upstreams: () => membership.current(), state, shared, inFlight, events: metrics,
+    clock, timers, logger, keys, router, sessions, records, upstreams: () => membership.current(), state, shared, inFlight, events: metrics,
     observe: (id, signal) => health.table.reportPassive(id, signal), suspect: (id) => health.checker?.probeSoon(id), draining: () => draining,
   })
   let path = proxy.pathFor(config)
@@ -59,6 +59,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   })
   metrics.setWebSocketCount(() => proxy.upgrades.size)
   metrics.setAffinityStats(() => sessions.table)
+  if (config.affinity.on_scale_up === 'gradual') metrics.setRebalancePending(() => router.rebalancePending(records.users(clock.now())))
   const membership = new Membership(config.upstreams, config.affinity.drain_timeout, {
     onChange: (set) => {
       router.setUpstreams(set, clock.now()) // first: it notes which leaving upstreams were draining
@@ -67,7 +68,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       health.checker?.setUpstreams(set.list)
       logger.info({ upstreams: set.ids }, 'upstreams updated')
     },
-    drain: (id) => health.table.drain(id),
+    drain: (id) => health.table.drain(id, config.affinity.drain.migrate),
     undrain: (id) => health.table.undrain(id),
   }, timers)
   const discovery = createDiscovery(config.discovery, { membership, logger, metrics, env, timers })
@@ -75,7 +76,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
 
   const admin = await listener.listen().then(() => createAdmin(config, {
     logger, health: health.table, peers: health.peers, metrics, upstreams: () => membership.current(), draining: () => draining,
-    inFlight: (id) => inFlight.count(id), websockets: (id) => proxy.upgrades.countByUpstream(id), sessions: (id) => sessions.countByUpstream(id),
+    inFlight: (id) => inFlight.count(id), websockets: (id) => proxy.upgrades.countByUpstream(id), sessions, records, shared, store: state?.store ?? null, now: () => clock.now(),
     degraded: () => [...stateDegraded(store, redis)(), ...discovery.degraded()],
   })).catch(async (err: unknown) => {
     await listener.close(0, () => undefined)
@@ -90,6 +91,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   // background upkeep: expired affinity entries (also dropped lazily on lookup) and ended ejections
   let upkeep = timers.setTimeout(function sweep() {
     sessions.sweep(clock.now(), 10_000)
+    records.sweep(clock.now(), 10_000)
     health.table.tick()
     upkeep = timers.setTimeout(sweep, 1_000)
   }, 1_000)

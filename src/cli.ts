@@ -3,9 +3,10 @@
 // root, and turns SIGTERM/SIGINT into a graceful stop. No proxy logic here.
 import { readFileSync } from 'node:fs'
 import { ConfigError, loadConfigFile, type Config } from './config/index.js'
-import { formatDuration } from './config/duration.js'
+import { formatDuration, parseDuration } from './config/duration.js'
 import { convertManifests, ImportError } from './import/convert.js'
 import type { Tether } from './app.js'
+import { drainUpstream, showSession, type AdminTarget } from './admin/admin-client.js'
 
 const USAGE = `Usage:
   tether [--config <file>]   run the proxy (default file: $TETHER_CONFIG or config/proxy.yaml)
@@ -16,6 +17,15 @@ const USAGE = `Usage:
                              that reproduces their stickiness; --manifests prints the Tether
                              Deployment, Service, RBAC and ConfigMap instead. What was not
                              converted is listed in the output and on stderr.
+  tether session <key> [--json] [--admin URL] [--token T]
+                             where is this user: upstream, epoch, last move, checkpoint;
+                             <key> as the access log's session field shows it, or raw
+  tether drain <id> [--migrate] [--wait] [--timeout 5m] [--admin URL] [--token T]
+                             drain an upstream (--migrate: its users move at their next
+                             request after an idle gap); --wait returns once no session
+                             remains or the timeout passed (exit 0: a preStop hook)
+                             --admin defaults to $TETHER_ADMIN or http://127.0.0.1:9901,
+                             --token to $TETHER_ADMIN_TOKEN
   tether --help              show this help
   tether --version           print the version
 
@@ -28,6 +38,8 @@ type Command =
   | { kind: 'run'; config: string }
   | { kind: 'check'; config: string }
   | { kind: 'import'; files: string[]; manifests: boolean; image: string | undefined }
+  | { kind: 'session'; admin: AdminTarget; key: string; json: boolean }
+  | { kind: 'drain'; admin: AdminTarget; id: string; migrate: boolean; wait: boolean; timeout: number }
   | { kind: 'help' }
   | { kind: 'version' }
   | { kind: 'usage-error'; message: string }
@@ -37,6 +49,7 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
   if (args.includes('--help') || args.includes('-h')) return { kind: 'help' }
   if (args.includes('--version') || args.includes('-v')) return { kind: 'version' }
   if (args[0] === 'import') return parseImport(args.slice(1))
+  if (args[0] === 'session' || args[0] === 'drain') return parseAdminCommand(args[0], args.slice(1), env)
   let kind: 'run' | 'check' = 'run'
   if (args[0] === 'check' || args[0] === 'run') kind = args.shift() as 'run' | 'check'
   let config: string | undefined
@@ -74,6 +87,43 @@ function parseImport(args: string[]): Command {
   }
   if (files.length === 0) return { kind: 'usage-error', message: 'import needs at least one manifest file' }
   return { kind: 'import', files, manifests, image }
+}
+
+/** `tether session <key> ...` and `tether drain <id> ...`: the admin API's client commands. */
+function parseAdminCommand(kind: 'session' | 'drain', args: string[], env: Readonly<Record<string, string | undefined>>): Command {
+  let url = env['TETHER_ADMIN'] ?? 'http://127.0.0.1:9901'
+  let token = env['TETHER_ADMIN_TOKEN'] ?? null
+  let target: string | undefined
+  let json = false
+  let migrate = false
+  let wait = false
+  let timeout = 5 * 60_000
+  while (args.length > 0) {
+    const a = args.shift()!
+    const [name, inline] = a.startsWith('--') && a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined]
+    const value = (): string | null => inline ?? args.shift() ?? null
+    if (name === '--admin' || name === '--token' || name === '--timeout') {
+      const v = value()
+      if (v === null || v === '') return { kind: 'usage-error', message: `${name} needs a value` }
+      if (name === '--admin') url = v
+      else if (name === '--token') token = v
+      else {
+        try {
+          timeout = parseDuration(v)
+        } catch (err) {
+          return { kind: 'usage-error', message: `--timeout: ${(err as Error).message}` }
+        }
+      }
+    } else if (a === '--json' && kind === 'session') json = true
+    else if (a === '--migrate' && kind === 'drain') migrate = true
+    else if (a === '--wait' && kind === 'drain') wait = true
+    else if (a.startsWith('-') || target !== undefined) return { kind: 'usage-error', message: `unknown argument "${a}"` }
+    else target = a
+  }
+  if (target === undefined || target === '') return { kind: 'usage-error', message: `${kind} needs ${kind === 'session' ? 'a session key' : 'an upstream id'}` }
+  if (!/^https?:\/\/[^/]/.test(url)) return { kind: 'usage-error', message: `--admin: expected a URL like http://127.0.0.1:9901, got "${url}"` }
+  const admin = { url, token }
+  return kind === 'session' ? { kind, admin, key: target, json } : { kind, admin, id: target, migrate, wait, timeout }
 }
 
 function version(): string {
@@ -153,6 +203,15 @@ async function main(): Promise<number> {
         }
         throw err
       }
+    }
+    case 'session':
+    case 'drain': {
+      const r = cmd.kind === 'session'
+        ? await showSession(cmd.admin, cmd.key, cmd.json)
+        : await drainUpstream(cmd.admin, cmd.id, { migrate: cmd.migrate, wait: cmd.wait, timeout: cmd.timeout, poll: 1_000 })
+      process.stdout.write(r.out)
+      process.stderr.write(r.err)
+      return r.code
     }
     case 'check': {
       const config = load(cmd.config)

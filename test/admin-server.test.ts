@@ -30,6 +30,7 @@ async function harness(t: Test, over: Partial<AdminDeps> = {}, limits: AdminLimi
     drain: (id) => { calls.push(`drain ${id}`); return KNOWN.has(id) },
     undrain: (id) => { calls.push(`undrain ${id}`); return KNOWN.has(id) },
     token: TOKEN,
+    sessions: null,
     metrics: async () => 'tether_up 1\n',
     metricsContentType: 'text/plain; version=0.0.4; charset=utf-8',
     logger: createLogger('debug', logs),
@@ -276,4 +277,18 @@ t.test('a client that never finishes its request head or body is cut off with 40
   t.match(body, /^HTTP\/1\.1 408 /, 'a stalled body')
   t.same(h.calls, [], 'the stalled drain never ran')
   await stillServing(t, h.url)
+})
+
+t.test('?migrate=true asks for a drain that migrates; another value is a 400 that drains nothing', async (t) => {
+  const asked: string[] = []
+  const h = await harness(t, { drain: (id, migrate) => { asked.push(`${id} ${migrate}`); return KNOWN.has(id) } })
+  const migrating = await request(`${h.url}/upstreams/a/drain?migrate=true`, { method: 'POST', headers: AUTH })
+  t.same([migrating.status, JSON.parse(migrating.body)], [200, { id: 'a', draining: true, migrate: true }])
+  t.equal((await request(`${h.url}/upstreams/a/drain?migrate=false`, { method: 'POST', headers: AUTH })).status, 200)
+  const bad = await request(`${h.url}/upstreams/a/drain?migrate=maybe`, { method: 'POST', headers: AUTH })
+  t.equal(`${bad.status} ${bad.body}`, '400 Bad Request: migrate must be true or false\n')
+  t.same(asked, ['a true', 'a false'], 'the bad one reached no drain')
+  const sessions = await request(`${h.url}/sessions/x`, { method: 'PUT', headers: AUTH })
+  t.equal(sessions.status, 405)
+  t.equal(sessions.headers['allow'], 'GET, HEAD, DELETE', 'every method of the path is allowed, none else')
 })

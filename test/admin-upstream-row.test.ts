@@ -11,7 +11,7 @@ import { ROOT } from './fixtures/cli.js'
 import { section } from './fixtures/markdown.js'
 
 const S = 1_000
-const COUNTERS: UpstreamCounters = { url: 'http://10.0.0.1:8080', weight: 2, in_flight: 3, websockets: 1, sessions: 7 }
+const COUNTERS: UpstreamCounters = { url: 'http://10.0.0.1:8080', weight: 2, in_flight: 3, websockets: 1, sessions: 7, sessions_remaining: 4 }
 
 function health(): { clock: FakeClock; table: HealthTable } {
   const clock = new FakeClock()
@@ -34,7 +34,7 @@ t.test('a row joins health and counters in snake_case, with RFC 3339 times', asy
     id: 'app-0', url: 'http://10.0.0.1:8080', weight: 2, state: 'draining', ready: true, accepts_new: false,
     draining: true, draining_since: '2025-11-25T16:00:05.000Z', disabled: false, active_failed: false,
     active_successes: 0, active_failures: 0, passive_failures: 0, ejected_until: null, times_ejected: 0,
-    slow_start_weight: 1, in_flight: 3, websockets: 1, sessions: 7,
+    slow_start_weight: 1, in_flight: 3, websockets: 1, sessions: 7, migrating: false, sessions_remaining: 4,
   })
   t.match(ejected, { id: 'app-1', state: 'ejected', ready: false, accepts_new: false, ejected_until: '2025-11-25T16:00:30.000Z', times_ejected: 1, draining_since: null })
   t.match(healthy, { id: 'app-2', state: 'healthy', ready: true, accepts_new: true, ejected_until: null, draining_since: null })
@@ -43,7 +43,7 @@ t.test('a row joins health and counters in snake_case, with RFC 3339 times', asy
 
 t.test('what Tether does not know is null, never a made-up number', async (t) => {
   const { table } = health()
-  const row = upstreamRow(table.snapshot()[0]!, { url: null, weight: null, in_flight: 0, websockets: 0, sessions: null })
+  const row = upstreamRow(table.snapshot()[0]!, { url: null, weight: null, in_flight: 0, websockets: 0, sessions: null, sessions_remaining: null })
   t.match(row, { url: null, weight: null, sessions: null, in_flight: 0, websockets: 0 })
   t.equal(JSON.parse(JSON.stringify(row)).sessions, null, 'null survives JSON')
 })

@@ -205,6 +205,9 @@ function sleepSeconds(container: Obj): number {
   if (preStop?.sleep) return Number(preStop.sleep.seconds)
   const cmd: unknown = preStop?.exec?.command
   if (Array.isArray(cmd) && /(^|\/)sleep$/.test(String(cmd[0])) && cmd.length === 2) return Number(cmd[1])
+  // `tether drain <id> --migrate --wait --timeout <n>s` (through sh -c): it waits at most n seconds
+  const drain = Array.isArray(cmd) ? /\bdist\/cli\.js drain \S+ --migrate --wait --timeout (\d+)s$/.exec(String(cmd.at(-1))) : null
+  if (drain !== null) return Number(drain[1])
   return 0
 }
 

@@ -44,7 +44,7 @@ async function scrape(m: Metrics): Promise<Sample[]> {
 const light = () => new Metrics({ defaultMetrics: false })
 
 t.test('every metric name follows tether_<subsystem>_<name>_<unit> and is documented once', async (t) => {
-  const rule = /^tether_[a-z_]+_(total|seconds|bytes|entries|connections|up|state|in_flight)$/
+  const rule = /^tether_[a-z_]+_(total|seconds|bytes|entries|connections|users|up|state|in_flight)$/
   const names = METRIC_DOCS.map((d) => d.name)
   t.same(new Set(names).size, names.length, 'no name twice')
   for (const d of METRIC_DOCS) {

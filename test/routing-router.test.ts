@@ -234,7 +234,7 @@ t.test('a user whose upstream was not ready at some point since their last reque
   const clock = new FakeClock()
   const readySince = new Map<string, number>()
   const availability: Availability = {
-    ready: () => true, acceptsNew: () => true, drainingSince: () => null, slowStartWeight: () => 1,
+    ready: () => true, acceptsNew: () => true, drainingSince: () => null, drainMigrates: () => false, slowStartWeight: () => 1,
     readySince: (id) => readySince.get(id) ?? -Infinity,
   }
   // the signed cookie: its times are whole seconds, so a restart counts when it came more than 1 s after the last visit
@@ -280,7 +280,7 @@ t.test('an app_cookie user without the cookie, placed by client IP, never gets a
   const clock = new FakeClock()
   const down = new Set<string>()
   const { go } = routing(affinity({ key: 'app_cookie', app_cookie: { name: 'sid', fallback: 'client_ip' } }), clock, {
-    availability: { ready: (id) => !down.has(id), acceptsNew: (id) => !down.has(id), drainingSince: () => null, slowStartWeight: () => 1, readySince: () => -Infinity },
+    availability: { ready: (id) => !down.has(id), acceptsNew: (id) => !down.has(id), drainingSince: () => null, drainMigrates: () => false, slowStartWeight: () => 1, readySince: () => -Infinity },
   })
   const first = go({}, '10.0.0.9')
   t.equal(first.sessionKey, null)

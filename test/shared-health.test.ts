@@ -7,7 +7,7 @@ import { startUpstream, testConfig, request, type Upstream } from './fixtures/up
 import { healthState, waitFor } from './fixtures/wait.js'
 import { redisCli, startRedis } from './fixtures/redis-server.js'
 
-t.test('a drain through one replica and an upstream found down by one replica reach the others', async (t) => {
+t.test('a drain through one replica (migrating or not) and an upstream found down by one replica reach the others', async (t) => {
   const redis = await startRedis()
   t.teardown(() => redis.stop())
   const apps: Upstream[] = await Promise.all(['a', 'b', 'c'].map((id) => startUpstream(id)))
@@ -33,6 +33,12 @@ t.test('a drain through one replica and an upstream found down by one replica re
   await request(`${one.adminUrl}/upstreams/a/undrain`, { method: 'POST' })
   await healthState(two.health, 'a', 'healthy', 5_000)
   t.pass('and so does the undrain')
+  t.equal(two.health.drainMigrates('a'), false, 'a plain drain does not migrate on #2')
+  await request(`${one.adminUrl}/upstreams/b/drain?migrate=true`, { method: 'POST' })
+  await healthState(two.health, 'b', 'draining', 5_000)
+  t.equal(two.health.drainMigrates('b'), true, 'a drain that migrates migrates on #2 too')
+  await request(`${one.adminUrl}/upstreams/b/undrain`, { method: 'POST' })
+  await healthState(two.health, 'b', 'healthy', 5_000)
 
   // #1 finds c down (a refused connection); #2 never sends it a request
   const c = apps.find((u) => u.id === 'c')!

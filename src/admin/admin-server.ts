@@ -1,5 +1,5 @@
 // The admin listener (its own port, never the proxy's): liveness, readiness, metrics, the
-// upstream list, and drain/undrain. Layer 4 flow: reads state through the callbacks it is
+// upstream list, drain/undrain, and the session lookup. Layer 4 flow: reads state through the callbacks it is
 // given and changes it only through them. No request can end the process: bad input gets a
 // 4xx, a callback that throws gets 500 with its cause logged; bodies are read, bounded, ignored.
 import http from 'node:http'
@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net'
 import type { Logger } from '../observability/logger.js'
 import { parseAdminTarget } from './admin-target.js'
 import { BearerToken } from './bearer-token.js'
+import type { SessionLookup } from './session-lookup.js'
 import type { UpstreamRow } from './upstream-row.js'
 
 export interface AdminDeps {
@@ -16,14 +17,16 @@ export interface AdminDeps {
   readonly degraded: () => string[]
   /** One row per upstream (see `upstreamRow`). */
   readonly upstreams: () => readonly UpstreamRow[]
-  /** Drain / undrain an upstream; false when the id is unknown. */
-  readonly drain: (id: string) => boolean
+  /** Drain / undrain an upstream (`migrate`: its users move after an idle gap); false when the id is unknown. */
+  readonly drain: (id: string, migrate: boolean) => boolean
   readonly undrain: (id: string) => boolean
   /**
    * `Authorization: Bearer <token>` required by every route but /healthz, /readyz and
    * /metrics; null: no token, every route is open.
    */
   readonly token: string | null
+  /** The session lookup; null when the affinity key has no sessions (`key: none`). */
+  readonly sessions: SessionLookup | null
   /** Prometheus exposition text, and its content type. */
   readonly metrics: () => Promise<string>
   readonly metricsContentType: string
@@ -64,25 +67,27 @@ interface Answer {
   readonly headers?: Readonly<Record<string, string>>
 }
 
-/** One route: its path (null marks the upstream id segment), method and handler. */
+/** One route: its path (null marks the id segment: an upstream id or a session key), method and handler. */
 interface Route {
   readonly path: readonly (string | null)[]
   /** GET routes answer HEAD too. */
-  readonly method: 'GET' | 'POST'
+  readonly method: 'GET' | 'POST' | 'DELETE'
   /** Answered without the token (probes and metrics scrapers have none). */
   readonly open: boolean
-  readonly handle: (id: string) => Answer | Promise<Answer>
+  readonly handle: (id: string, query: URLSearchParams) => Answer | Promise<Answer>
 }
 
 const STATUS_TEXT: Readonly<Record<number, string>> = {
-  400: 'Bad Request', 401: 'Unauthorized', 404: 'Not Found', 405: 'Method Not Allowed',
+  400: 'Bad Request', 401: 'Unauthorized', 404: 'Not Found', 405: 'Method Not Allowed', 409: 'Conflict',
   413: 'Content Too Large', 414: 'URI Too Long', 500: 'Internal Server Error',
 }
 
 /**
  * Start the admin listener on host:port (0 picks a free port).
  * Routes: `GET /healthz`, `GET /readyz`, `GET /metrics` (always open), `GET /upstreams`,
- * `POST /upstreams/<id>/drain`, `POST /upstreams/<id>/undrain` (token required when set).
+ * `POST /upstreams/<id>/drain[?migrate=true]`, `POST /upstreams/<id>/undrain`,
+ * `GET /sessions/<key>`, `DELETE /sessions/<key>`, `POST /sessions/<key>/move?to=<id>`
+ * (token required when set).
  * A path matching no route gets 404, a known path with another method 405 and `Allow`.
  * Example: `const admin = await startAdmin('127.0.0.1', 0, deps); fetch(`${admin.url}/healthz`)`.
  */
@@ -100,18 +105,40 @@ export async function startAdmin(host: string, port: number, deps: AdminDeps, li
     },
     { path: ['metrics'], method: 'GET', open: true, handle: async () => ({ status: 200, body: await deps.metrics(), contentType: deps.metricsContentType }) },
     { path: ['upstreams'], method: 'GET', open: false, handle: () => ({ status: 200, body: deps.upstreams() }) },
-    { path: ['upstreams', null, 'drain'], method: 'POST', open: false, handle: (id) => drainAnswer(id, deps.drain(id), true) },
-    { path: ['upstreams', null, 'undrain'], method: 'POST', open: false, handle: (id) => drainAnswer(id, deps.undrain(id), false) },
+    {
+      path: ['upstreams', null, 'drain'], method: 'POST', open: false,
+      handle: (id, query) => {
+        const migrate = flag(query.get('migrate'))
+        return migrate === null ? text(400, 'Bad Request: migrate must be true or false') : drainAnswer(id, deps.drain(id, migrate), true, migrate)
+      },
+    },
+    { path: ['upstreams', null, 'undrain'], method: 'POST', open: false, handle: (id) => drainAnswer(id, deps.undrain(id), false, false) },
+    {
+      path: ['sessions', null], method: 'GET', open: false,
+      handle: async (key) => {
+        const view = await deps.sessions?.find(key) ?? null
+        return view === null ? unknownSession(key) : { status: 200, body: view }
+      },
+    },
+    { path: ['sessions', null], method: 'DELETE', open: false, handle: (key) => moveAnswer(key, null, deps.sessions) },
+    {
+      path: ['sessions', null, 'move'], method: 'POST', open: false,
+      handle: (key, query) => {
+        const to = query.get('to')
+        return to === null || to === '' ? text(400, 'Bad Request: move needs ?to=<upstream id>') : moveAnswer(key, to, deps.sessions)
+      },
+    },
   ]
 
   const respond = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
     const target = parseAdminTarget(req.url)
     if (!target.ok) return write(res, text(target.status, `${STATUS_TEXT[target.status]}: ${target.reason}`))
-    const route = routes.find((r) => r.path.length === target.segments.length && r.path.every((p, i) => p === null || p === target.segments[i]))
-    if (route === undefined) return write(res, text(404, 'Not Found'))
-    const method = req.method === 'HEAD' && route.method === 'GET' ? 'GET' : req.method
-    if (method !== route.method) {
-      return write(res, { ...text(405, 'Method Not Allowed'), headers: { allow: route.method === 'GET' ? 'GET, HEAD' : route.method } })
+    const onPath = routes.filter((r) => r.path.length === target.segments.length && r.path.every((p, i) => p === null || p === target.segments[i]))
+    if (onPath.length === 0) return write(res, text(404, 'Not Found'))
+    const method = req.method === 'HEAD' ? 'GET' : req.method
+    const route = onPath.find((r) => r.method === method)
+    if (route === undefined) {
+      return write(res, { ...text(405, 'Method Not Allowed'), headers: { allow: onPath.map((r) => (r.method === 'GET' ? 'GET, HEAD' : r.method)).join(', ') } })
     }
     if (!route.open && token !== null) {
       const verdict = token.check(req.rawHeaders)
@@ -122,7 +149,8 @@ export async function startAdmin(host: string, port: number, deps: AdminDeps, li
       }
     }
     const id = target.segments[route.path.indexOf(null)] ?? ''
-    write(res, await route.handle(id))
+    const q = req.url!.indexOf('?')
+    write(res, await route.handle(id, new URLSearchParams(q < 0 ? '' : req.url!.slice(q + 1))))
   }
 
   const fail = (req: http.IncomingMessage, res: http.ServerResponse, err: unknown): void => {
@@ -185,8 +213,26 @@ function readBody(req: http.IncomingMessage, res: http.ServerResponse, max: numb
   req.on('end', () => { if (!refused) next() })
 }
 
-function drainAnswer(id: string, known: boolean, draining: boolean): Answer {
-  return known ? { status: 200, body: { id, draining } } : text(404, `Not Found: unknown upstream ${JSON.stringify(id)}`)
+function drainAnswer(id: string, known: boolean, draining: boolean, migrate: boolean): Answer {
+  return known ? { status: 200, body: { id, draining, ...(migrate ? { migrate } : {}) } } : text(404, `Not Found: unknown upstream ${JSON.stringify(id)}`)
+}
+
+/** A query flag: absent or `false` -> false, `true` (or empty, `?migrate`) -> true, anything else -> null. */
+function flag(value: string | null): boolean | null {
+  if (value === null || value === 'false') return false
+  return value === 'true' || value === '' ? true : null
+}
+
+function unknownSession(key: string): Answer {
+  return text(404, `Not Found: no session ${JSON.stringify(key.length > 128 ? `${key.slice(0, 128)}...` : key)} known to this Tether`)
+}
+
+/** Order a move (`to` null: unpin); 202, since it is done at the user's next request. */
+async function moveAnswer(key: string, to: string | null, sessions: SessionLookup | null): Promise<Answer> {
+  const verdict = sessions === null ? 'unknown_session' : await sessions.move(key, to)
+  if (verdict === 'unknown_session') return unknownSession(key)
+  if (verdict === 'unknown_upstream') return text(409, `Conflict: upstream ${JSON.stringify(to)} is unknown or cannot take users now`)
+  return { status: 202, body: { key, to, applies: 'at the next request' } }
 }
 
 function text(status: number, body: string): Answer {

@@ -1,13 +1,17 @@
 // Starts the admin listener on the parts of a running Tether: readiness, the upstream table,
-// metrics, drains (told to the other replicas when health is shared). Layer 5 wiring helper of
-// the composition root.
+// metrics, drains (told to the other replicas when health is shared), the session lookup.
+// Layer 5 wiring helper of the composition root.
 import type { Config } from '../config/schema.js'
 import type { HealthTable } from '../health/health-table.js'
 import type { SharedHealth } from '../health/shared-health.js'
 import type { Logger } from '../observability/logger.js'
 import type { Metrics } from '../observability/metrics.js'
 import type { UpstreamSet } from '../upstream/upstream-set.js'
+import type { SessionRecords } from '../affinity/session-records.js'
+import type { SessionTable, SharedBindings } from '../affinity/session-table.js'
+import type { CheckpointStore } from '../state/checkpoint-store.js'
 import { startAdmin, type AdminServer } from './admin-server.js'
+import { SessionLookup } from './session-lookup.js'
 import { sessionsCounted, upstreamRow } from './upstream-row.js'
 
 export interface AdminParts {
@@ -18,7 +22,11 @@ export interface AdminParts {
   readonly upstreams: () => UpstreamSet
   readonly inFlight: (id: string) => number
   readonly websockets: (id: string) => number
-  readonly sessions: (id: string) => number
+  readonly sessions: SessionTable
+  readonly records: SessionRecords
+  readonly shared: SharedBindings | null
+  readonly store: CheckpointStore | null
+  readonly now: () => number
   readonly draining: () => boolean
   readonly degraded: () => string[]
 }
@@ -27,6 +35,14 @@ export interface AdminParts {
 export async function createAdmin(config: Config, p: AdminParts): Promise<AdminServer> {
   const counted = sessionsCounted(config.affinity)
   const { host, port } = config.admin.listen
+  const keyKind = config.affinity.key
+  const lookup = keyKind === 'none' ? null : new SessionLookup({
+    keyKind, sessions: p.sessions, records: p.records, shared: p.shared, store: p.store, health: p.health, now: p.now,
+    mayTake: (id) => p.upstreams().get(id) !== undefined && p.health.ready(id),
+  })
+  // a draining upstream's users not moved yet: its pins, or (cookie key, no table) the users it answered lately
+  const remaining = (id: string): number | null =>
+    keyKind === 'none' || p.health.drainingSince(id) === null ? null : counted ? p.sessions.countByUpstream(id) : p.records.countByUpstream(id)
   return startAdmin(host, port, {
     token: config.admin.token,
     logger: p.logger,
@@ -39,12 +55,14 @@ export async function createAdmin(config: Config, p: AdminParts): Promise<AdminS
       weight: p.upstreams().get(e.id)?.weight ?? null,
       in_flight: p.inFlight(e.id),
       websockets: p.websockets(e.id),
-      sessions: counted ? p.sessions(e.id) : null,
+      sessions: counted ? p.sessions.countByUpstream(e.id) : null,
+      sessions_remaining: remaining(e.id),
     })),
     degraded: p.degraded,
     metrics: () => p.metrics.render(),
     metricsContentType: p.metrics.contentType,
-    drain: (id) => p.health.drain(id) && (p.peers?.tell('drain', id), true),
+    sessions: lookup,
+    drain: (id, migrate) => p.health.drain(id, migrate) && (p.peers?.tell('drain', id, migrate), true),
     undrain: (id) => p.health.undrain(id) && (p.peers?.tell('undrain', id), true),
   }).catch((err: NodeJS.ErrnoException) => {
     throw Object.assign(new Error(`cannot listen on ${host}:${port} (admin): ${err.code ?? err.message}`), { code: err.code })

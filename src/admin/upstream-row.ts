@@ -33,6 +33,10 @@ export interface UpstreamRow {
   readonly websockets: number
   /** Affinity entries this process holds for it; null when the affinity key keeps no table. */
   readonly sessions: number | null
+  /** The drain migrates its users (false when not draining). */
+  readonly migrating: boolean
+  /** Draining: its users not moved yet (see {@link UpstreamCounters}); null when not draining. */
+  readonly sessions_remaining: number | null
 }
 
 /** The live counters of one upstream that the health table does not own. */
@@ -45,6 +49,11 @@ export interface UpstreamCounters {
   readonly websockets: number
   /** Affinity table entries pointing at it; null: unknown (see {@link sessionsCounted}). */
   readonly sessions: number | null
+  /**
+   * Draining: users still pinned there (table keys), or for the signed cookie the users it
+   * answered within `idle_timeout` that have not moved; null when not draining or `key: none`.
+   */
+  readonly sessions_remaining: number | null
 }
 
 /**
@@ -74,6 +83,8 @@ export function upstreamRow(health: HealthSnapshotEntry, counters: UpstreamCount
     in_flight: counters.in_flight,
     websockets: counters.websockets,
     sessions: counters.sessions,
+    migrating: health.migrating,
+    sessions_remaining: counters.sessions_remaining,
   }
 }
 

@@ -184,6 +184,11 @@ export class AffinityTable implements AffinityStore {
     return removed
   }
 
+  /** The live bindings with their keys, in no particular order (for a scrape; O(size)). */
+  *entries(now: number): IterableIterator<AffinityEntry & { readonly key: string }> {
+    for (const [key, slot] of this.#index) if (!this.#isExpired(slot, now)) yield { key, ...this.#entry(slot) }
+  }
+
   countByUpstream(upstream: string): number {
     const u = this.#idIndex.get(upstream)
     return u === undefined ? 0 : this.#counts[u]!

@@ -23,7 +23,8 @@ export function diffConfig(current: Config, next: Config): ReloadResult & { read
     if (key === 'upstreams' || key === 'retries') applied.push(key)
     else if (key === 'forwarding' && !differs(current.forwarding.upstream_header, next.forwarding.upstream_header)) applied.push(key)
     else if (key === 'limits' && !differs({ ...current.limits, max_body_bytes: 0 }, { ...next.limits, max_body_bytes: 0 })) applied.push(key)
-    else if (key === 'log' && current.log.level === next.log.level) applied.push(key)
+    // the log level is set when the logger is made, the session secret when the session records are
+    else if (key === 'log' && current.log.level === next.log.level && current.log.session_secret === next.log.session_secret) applied.push(key)
     else needsRestart.push(key)
   }
   const effective: Config = {

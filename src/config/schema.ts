@@ -72,6 +72,32 @@ export interface HeaderAffinityConfig {
   readonly name: string | null
 }
 
+/**
+ * Drains that migrate: each user of a draining upstream moves (with `X-Tether-Moved:
+ * reason=drain` and rehydration) at its first request after an idle gap of at least
+ * `min_idle`, so a burst of page assets is not split; users still active move at `drain_timeout`.
+ * Example: `drain: { migrate: true, min_idle: 2s }`.
+ */
+export interface DrainAffinityConfig {
+  /** Drains caused by discovery (a pod gone or terminating) migrate; an admin drain asks with `?migrate=true`. Default false. */
+  readonly migrate: boolean
+  /** The idle gap after which a user of a migrating drain moves at its next request. Default 2s. */
+  readonly min_idle: Millis
+}
+
+/**
+ * Gradual rebalance after scale-up: a user whose hash now prefers an upstream added after they
+ * were pinned moves (rehydrated, `X-Tether-Moved: reason=rebalance`) only when they come back
+ * after an idle gap of `min_idle` (a new visit), at most `max_moves_per_second` users a second
+ * per Tether process. Example: `rebalance: { min_idle: 5m, max_moves_per_second: 20 }`.
+ */
+export interface RebalanceAffinityConfig {
+  /** The idle gap that makes a request a new visit, when the user may move. Default 5m. */
+  readonly min_idle: Millis
+  /** Most users moved by the rebalance per second, per Tether process (a burst of one second's worth). Default 20. */
+  readonly max_moves_per_second: number
+}
+
 export interface AffinityConfig {
   /** How a user is identified: none (round robin), cookie, app_cookie, client_ip or header. Default cookie. */
   readonly key: AffinityKeyKind
@@ -83,8 +109,14 @@ export interface AffinityConfig {
   readonly idle_timeout: Millis
   /** Cap on an affinity's whole life; null = none. Default null. */
   readonly absolute_timeout: Millis | null
-  /** When an upstream is added: keep users where they are (persistent) or let the hash move them (rebalance). Default persistent. */
-  readonly on_scale_up: 'persistent' | 'rebalance'
+  /**
+   * When an upstream is added: keep users where they are (persistent), let the hash move them
+   * at once (rebalance), or move them at a new visit, at a bounded rate (gradual, see
+   * {@link RebalanceAffinityConfig}). Default persistent.
+   */
+  readonly on_scale_up: 'persistent' | 'rebalance' | 'gradual'
+  /** How `on_scale_up: gradual` moves users. */
+  readonly rebalance: RebalanceAffinityConfig
   /** Bounded loads: a new user never goes to an upstream above factor x average load; null = off. Default null. */
   readonly balance_factor: number | null
   /** Max entries in the affinity table (LRU beyond). Default 1000000. */
@@ -93,6 +125,8 @@ export interface AffinityConfig {
   readonly strict: boolean
   /** Users of a draining upstream stay until idle or until this has passed, then move. Default 15m. */
   readonly drain_timeout: Millis
+  /** How users leave a draining upstream before `drain_timeout` (see {@link DrainAffinityConfig}). */
+  readonly drain: DrainAffinityConfig
   /** Share the affinity table between Tether replicas through the Redis state store. Default none. */
   readonly shared: 'none' | 'redis'
 }
@@ -313,6 +347,12 @@ export interface LogConfig {
   readonly level: LogLevel
   /** One JSON access-log line per request. Default true. */
   readonly access: boolean
+  /**
+   * Key of the HMAC that turns a table key (client IP, application cookie, header value) into
+   * the `session` field of the access log (`h:` + 32 hex digits); the same secret on every
+   * replica gives the same logged form. null: a random secret per process. Default null.
+   */
+  readonly session_secret: string | null
 }
 
 export interface Config {
@@ -349,10 +389,12 @@ export const DEFAULTS = {
     idle_timeout: 3 * 3600_000,
     absolute_timeout: null,
     on_scale_up: 'persistent',
+    rebalance: { min_idle: 5 * 60_000, max_moves_per_second: 20 },
     balance_factor: null,
     max_entries: 1_000_000,
     strict: false,
     drain_timeout: 15 * 60_000,
+    drain: { migrate: false, min_idle: 2_000 },
     shared: 'none',
   },
   timeouts: {
@@ -364,7 +406,7 @@ export const DEFAULTS = {
   },
   limits: { max_header_bytes: 16384, max_body_bytes: null },
   forwarding: { preserve_host: true, x_forwarded: true, upstream_header: false, allow_underscores: false },
-  log: { level: 'info', access: true },
+  log: { level: 'info', access: true, session_secret: null },
   health: {
     active: {
       enabled: true, path: null, interval: 2_000, timeout: 500, healthy_threshold: 2, unhealthy_threshold: 2,

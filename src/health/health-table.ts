@@ -71,6 +71,8 @@ export interface HealthSnapshotEntry {
   timesEjected: number
   draining: boolean
   drainingSince: number | null
+  /** The drain migrates its users. */
+  migrating: boolean
   disabled: boolean
   slowStartWeight: number
 }
@@ -90,6 +92,8 @@ interface Entry {
   /** End of the last ejection, for the decay of timesEjected. */
   lastEjectionEnd: number
   drainingSince: number | null
+  /** The drain migrates its users (they move after an idle gap, not only at drain_timeout). */
+  migrate: boolean
   disabled: boolean
   /** When the upstream last became ready; slow start ramps from here. */
   readySince: number
@@ -164,7 +168,7 @@ export class HealthTable {
       const e: Entry = {
         id, activeFailed: false, activeSuccesses: 0, activeFailures: 0, passiveFailures: 0,
         ejectedUntil: null, timesEjected: 0, lastEjectionEnd: -Infinity, drainingSince: null,
-        disabled: false, readySince: this.#initialized ? now : -Infinity, state: 'healthy',
+        migrate: false, disabled: false, readySince: this.#initialized ? now : -Infinity, state: 'healthy',
       }
       this.#entries.set(id, e)
       this.#emit({ id, from: null, to: 'healthy', reason: 'added', detail: 'added to membership', at: now })
@@ -297,14 +301,31 @@ export class HealthTable {
     return this.#entries.get(id)?.drainingSince ?? null
   }
 
-  /** Stops new sessions to `id`; existing ones continue. Returns false for an unknown id. */
-  drain(id: string): boolean {
-    return this.#set(id, 'drain', 'draining', (e, now) => { e.drainingSince ??= now })
+  /**
+   * Stops new sessions to `id`; existing ones continue (until idle, or `drain_timeout`). With
+   * `migrate`, they also move at their first request after an idle gap (the router reads
+   * {@link drainMigrates}); a drain in progress can be made to migrate, never the reverse.
+   * Returns false for an unknown id. Example: `health.drain('app-1', true)`.
+   */
+  drain(id: string, migrate = false): boolean {
+    return this.#set(id, 'drain', migrate ? 'draining, users migrate' : 'draining', (e, now) => {
+      e.drainingSince ??= now
+      e.migrate ||= migrate
+    })
+  }
+
+  /** Does the drain of `id` migrate its users? False when not draining (or unknown). */
+  drainMigrates(id: string): boolean {
+    const e = this.#entries.get(id)
+    return e !== undefined && e.drainingSince !== null && e.migrate
   }
 
   /** Ends a drain. Returns false for an unknown id. */
   undrain(id: string): boolean {
-    return this.#set(id, 'undrain', 'drain ended', (e) => { e.drainingSince = null })
+    return this.#set(id, 'undrain', 'drain ended', (e) => {
+      e.drainingSince = null
+      e.migrate = false
+    })
   }
 
   /** Takes `id` out of all traffic (admin). Returns false for an unknown id. */
@@ -363,6 +384,7 @@ export class HealthTable {
       timesEjected: e.timesEjected,
       draining: e.drainingSince !== null,
       drainingSince: e.drainingSince,
+      migrating: e.drainingSince !== null && e.migrate,
       disabled: e.disabled,
       slowStartWeight: this.slowStartWeight(e.id, now),
     }))

@@ -36,31 +36,31 @@ export class SharedHealth {
    */
   async start(): Promise<void> {
     this.#channel.subscribe((m) => this.#receive(m))
-    for (const id of await this.#channel.members(DRAINS)) this.#apply({ kind: 'drain', id })
+    for (const [id, how] of await this.#channel.members(DRAINS)) this.#apply({ kind: 'drain', id, migrate: how === 'migrate' })
   }
 
-  /** Tell the other replicas (a drain is also recorded for replicas that start later). */
-  tell(kind: 'down' | 'drain' | 'undrain', id: string): void {
-    void this.#channel.publish(JSON.stringify({ from: this.#self, kind, id }))
-    if (kind !== 'down') void this.#channel.remember(DRAINS, id, kind === 'drain')
+  /** Tell the other replicas (`migrate`: a drain that migrates its users); a drain is also recorded for replicas that start later. */
+  tell(kind: 'down' | 'drain' | 'undrain', id: string, migrate = false): void {
+    void this.#channel.publish(JSON.stringify({ from: this.#self, kind, id, ...(migrate ? { migrate } : {}) }))
+    if (kind !== 'down') void this.#channel.remember(DRAINS, id, kind === 'drain' ? (migrate ? 'migrate' : 'stay') : null)
   }
 
   #receive(message: string): void {
-    let m: { from?: unknown; kind?: unknown; id?: unknown }
+    let m: { from?: unknown; kind?: unknown; id?: unknown; migrate?: unknown }
     try {
       m = JSON.parse(message) as typeof m
     } catch {
       return
     }
     if (m.from === this.#self || typeof m.id !== 'string') return
-    this.#apply({ kind: m.kind, id: m.id })
+    this.#apply({ kind: m.kind, id: m.id, migrate: m.migrate === true })
   }
 
-  #apply(m: { kind: unknown; id: string }): void {
+  #apply(m: { kind: unknown; id: string; migrate: boolean }): void {
     this.#applyingPeer = true
     try {
       if (m.kind === 'down') this.#health.reportPassive(m.id, 'connect_refused')
-      else if (m.kind === 'drain') { if (!this.#health.drain(m.id)) return }
+      else if (m.kind === 'drain') { if (!this.#health.drain(m.id, m.migrate)) return }
       else if (m.kind === 'undrain') this.#health.undrain(m.id)
       else return
       this.#logger.info({ upstream: m.id, event: m.kind }, 'health event from another Tether replica')

@@ -55,7 +55,7 @@ export const METRIC_DOCS = [
   { name: 'tether_upstream_in_flight', type: 'gauge', labels: ['upstream'],
     help: 'Requests currently being forwarded to each upstream.' },
   { name: 'tether_failovers_total', type: 'counter', labels: ['from', 'reason'],
-    help: 'Users moved away from their upstream, by the upstream they left and why (dead, drain, rebalance; restart: rehydrated on their own upstream after it restarted in place).' },
+    help: 'Users moved away from their upstream, by the upstream they left and why (dead, drain, rebalance, admin; restart: rehydrated on their own upstream after it restarted in place).' },
   { name: 'tether_retries_total', type: 'counter', labels: ['upstream'],
     help: 'Requests retried on another upstream, by the upstream whose attempt failed.' },
   { name: 'tether_rehydrations_total', type: 'counter', labels: ['result'],
@@ -76,6 +76,8 @@ export const METRIC_DOCS = [
     help: 'Duration of Redis state store operations, by operation (get, put).' },
   { name: 'tether_websocket_connections', type: 'gauge', labels: [],
     help: 'Open proxied WebSocket connections.' },
+  { name: 'tether_rebalance_pending_users', type: 'gauge', labels: [],
+    help: 'With on_scale_up: gradual, users answered by this process within the idle timeout whose hash now prefers an upstream added after they were pinned: the moves the rebalance still has to make (0 otherwise).' },
   { name: 'tether_config_reloads_total', type: 'counter', labels: ['result'],
     help: 'Configuration reloads, by result (ok, failed).' },
   { name: 'tether_discovery_up', type: 'gauge', labels: ['source'],
@@ -139,6 +141,7 @@ export class Metrics {
   readonly #reloads: Counter<string>
   readonly #discoveryErrors: Counter<string>
   #discoveryStatus: () => readonly DiscoveryStatus[] = () => []
+  #rebalancePending: () => number = () => 0
 
   /** Request counts per upstream: METHODS.length x STATUS_CLASSES.length slots. */
   readonly #requestCounts = new Map<string, Float64Array>()
@@ -197,6 +200,7 @@ export class Metrics {
     this.#redisOps = new Histogram({ ...config('tether_redis_operation_duration_seconds'), registers, buckets: [...REDIS_BUCKETS] })
     this.#websockets = new Gauge({ ...config('tether_websocket_connections'), registers })
     this.#reloads = new Counter({ ...config('tether_config_reloads_total'), registers })
+    new Gauge({ ...config('tether_rebalance_pending_users'), registers, collect() { this.set(self.#rebalancePending()) } })
     new Gauge({
       ...config('tether_discovery_up'), registers,
       collect() {
@@ -318,6 +322,11 @@ export class Metrics {
   }
 
   /** Read the open WebSocket count at scrape time (instead of wsOpened/wsClosed). */
+  /** Where `tether_rebalance_pending_users` is read at each scrape (a count over the recorded users). */
+  setRebalancePending(fn: () => number): void {
+    this.#rebalancePending = fn
+  }
+
   setWebSocketCount(fn: () => number): void {
     const gauge = this.#websockets as unknown as { collect?: () => void }
     gauge.collect = () => this.#websockets.set(fn())
@@ -383,7 +392,7 @@ export class Metrics {
       this.#upstreamLabels.delete(id)
       this.#duration.remove({ upstream: id })
       this.#retries.remove({ upstream: id })
-      for (const reason of ['dead', 'drain', 'rebalance', 'restart'] satisfies MoveReason[]) this.#failovers.remove({ from: id, reason })
+      for (const reason of ['dead', 'drain', 'rebalance', 'admin', 'restart'] satisfies MoveReason[]) this.#failovers.remove({ from: id, reason })
     }
   }
 

@@ -9,10 +9,10 @@ export interface PeerChannel {
   /** Receive every message (call once, after the channel's connection started). */
   subscribe(onMessage: (message: string) => void): void
   /**
-   * Record (`on`) or clear an id in the named set that replicas starting later read with
-   * {@link members} (e.g. the upstreams drained through an admin API). Fire and forget.
+   * Record `id` with a value (null: clear it) in the named set that replicas starting later
+   * read with {@link members} (e.g. the upstreams drained through an admin API). Fire and forget.
    */
-  remember(set: string, id: string, on: boolean): Promise<boolean>
-  /** The ids recorded in the named set; empty when none or when the channel is unreachable. */
-  members(set: string): Promise<string[]>
+  remember(set: string, id: string, value: string | null): Promise<boolean>
+  /** The ids recorded in the named set, with their values; empty when none or unreachable. */
+  members(set: string): Promise<Map<string, string>>
 }

@@ -5,6 +5,7 @@
 import type { Clock } from '../clock.js'
 import { learnAppCookie } from '../affinity/app-cookie.js'
 import type { SessionTable } from '../affinity/session-table.js'
+import type { SessionRecords } from '../affinity/session-records.js'
 import { TETHER_HEADER, type ReservedHeaders } from '../reserved-headers.js'
 import type { StateProtocol } from '../state/protocol.js'
 import type { AnswerHeadPolicy } from './exchange.js'
@@ -15,6 +16,8 @@ type Head = Record<string, string | string[] | undefined>
 
 export interface AnswerHeadOptions {
   readonly sessions: SessionTable
+  /** Where each answer is recorded (last seen, moves) for the lookup and drains that migrate. */
+  readonly records: SessionRecords
   /** The application cookie learned (`key: app_cookie`), or null. */
   readonly appCookie: string | null
   /** The state protocol, or null with `state.store: none`. */
@@ -47,6 +50,7 @@ export class AnswerHead implements AnswerHeadPolicy {
       else o.sessions.count(b.key, b.upstream, b.epoch, o.clock.now())
       o.sessions.settle(b)
     }
+    ctx.session = o.records.answered(ctx.key, d, o.clock.now())
     let rekeyedFrom: string | null = null
     if (o.appCookie !== null && d.learn) {
       const learned = learnAppCookie(o.sessions, o.appCookie, d, headers['set-cookie'], o.clock.now())

@@ -5,6 +5,7 @@
 import type { Clock, Timers } from '../clock.js'
 import type { Config } from '../config/schema.js'
 import type { SessionTable, SharedBindings } from '../affinity/session-table.js'
+import type { SessionRecords } from '../affinity/session-records.js'
 import type { KeyReader } from '../affinity/key.js'
 import type { Logger } from '../observability/logger.js'
 import type { ProxyEvents } from '../observability/events.js'
@@ -28,6 +29,7 @@ export interface ProxyParts {
   readonly keys: KeyReader
   readonly router: Router
   readonly sessions: SessionTable
+  readonly records: SessionRecords
   readonly upstreams: () => UpstreamSet
   readonly state: StateProtocol | null
   readonly shared: SharedBindings | null
@@ -50,7 +52,7 @@ export function createProxy(config: Config, p: ProxyParts): Proxy {
   const a = config.affinity
   const t = config.timeouts
   const answer = new AnswerHead({
-    sessions: p.sessions, appCookie: a.key === 'app_cookie' ? a.app_cookie.name : null, state: p.state,
+    sessions: p.sessions, records: p.records, appCookie: a.key === 'app_cookie' ? a.app_cookie.name : null, state: p.state,
     reserved: headerPolicy(config).reserved, upstreamHeader: config.forwarding.upstream_header, clock: p.clock,
   })
   // an oversize checkpoint must still arrive (to be refused), so room for twice the limit

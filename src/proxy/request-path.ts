@@ -12,6 +12,7 @@ import type { Config } from '../config/schema.js'
 import { TetherError, type ErrorCode } from '../errors.js'
 import type { KeyReader } from '../affinity/key.js'
 import type { SessionTable, SharedBindings } from '../affinity/session-table.js'
+import { SessionRecords } from '../affinity/session-records.js'
 import type { Logger } from '../observability/logger.js'
 import type { ProxyEvents } from '../observability/events.js'
 import type { Decision, NoRoute, Router } from '../routing/router.js'
@@ -40,6 +41,8 @@ export interface RequestPathDeps {
   readonly keys: KeyReader
   readonly router: Router
   readonly sessions: SessionTable
+  /** Names the session in the access log (the logged form the lookup accepts). */
+  readonly records: SessionRecords
   /** The current membership snapshot. */
   readonly upstreams: () => UpstreamSet
   readonly headerPolicy: HeaderPolicy
@@ -331,6 +334,12 @@ export class RequestPath {
       shouldRetry(outcome, ctx.method, ctx.body === null || ctx.body.replayable)
   }
 
+  /** The logged form of a request no upstream answered (null: no session). */
+  #session(ctx: RequestContext): string | null {
+    const k = SessionRecords.keyOf(ctx.key, ctx.decision)
+    return k === null ? null : this.#d.records.logged(ctx.key, k)
+  }
+
   /** Tether answers itself with a catalogue error. */
   #answer(ctx: RequestContext, x: Exchange, code: ErrorCode, close: boolean): void {
     const status = x.clientGone ? 0 : x.fail(ctx, code, close)
@@ -356,6 +365,7 @@ export class RequestPath {
       protocol: ctx.protocol,
       status: r.status,
       key: this.config.affinity.key,
+      session: ctx.session ?? this.#session(ctx),
       upstream,
       route: ctx.decision?.source ?? null,
       retries: ctx.retries,

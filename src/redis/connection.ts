@@ -89,7 +89,6 @@ export interface RedisCommands {
   publish(channel: string, message: string): Promise<number>
   hset(key: string, field: string, value: string): Promise<number>
   hdel(key: string, field: string): Promise<number>
-  hkeys(key: string): Promise<string[]>
   pexpire(key: string, ms: number): Promise<number>
 }
 

@@ -24,19 +24,19 @@ export class RedisPeerChannel implements PeerChannel {
     this.#redis.subscribe(this.#channel, onMessage)
   }
 
-  /** A hash `<prefix>peers:<set>` of id -> when recorded (ms); it expires a week after its last write. */
-  async remember(set: string, id: string, on: boolean): Promise<boolean> {
+  /** A hash `<prefix>peers:<set>` of id -> value; it expires a week after its last write. */
+  async remember(set: string, id: string, value: string | null): Promise<boolean> {
     const key = this.#setKey(set)
-    const reply = await this.#redis.run(key, async (c) => on
-      ? (await c.hset(key, id, String(Date.now()))) + (await c.pexpire(key, SET_TTL_MS))
+    const reply = await this.#redis.run(key, async (c) => value !== null
+      ? (await c.hset(key, id, value)) + (await c.pexpire(key, SET_TTL_MS))
       : c.hdel(key, id))
     return reply !== FAILED
   }
 
-  async members(set: string): Promise<string[]> {
+  async members(set: string): Promise<Map<string, string>> {
     const key = this.#setKey(set)
-    const reply = await this.#redis.run(key, (c) => c.hkeys(key))
-    return reply === FAILED ? [] : reply
+    const reply = await this.#redis.run(key, (c) => c.hgetall(key))
+    return new Map(reply === FAILED ? [] : Object.entries(reply))
   }
 
   #setKey(set: string): string {

@@ -6,10 +6,13 @@ import { parseTrustedProxies, type TrustedProxies } from '../affinity/client-ip.
 import { CookieIssuer } from '../affinity/cookie-issuer.js'
 import { KeyReader, keyOptions, type KeyOptions } from '../affinity/key.js'
 import { SessionTable, type BindingSink } from '../affinity/session-table.js'
+import { SessionRecords } from '../affinity/session-records.js'
 import { Router, type Availability } from './router.js'
 
 export interface Routing {
   readonly sessions: SessionTable
+  /** Last answers, moves and orders per user (the session lookup, drains that migrate). */
+  readonly records: SessionRecords
   readonly keys: KeyReader
   readonly router: Router
 }
@@ -18,10 +21,11 @@ export interface Routing {
 export function createRouting(config: Config, health: Availability, sink: BindingSink | null, warn: (message: string) => void): Routing {
   const a = config.affinity
   const sessions = new SessionTable({ maxEntries: a.max_entries, idleTimeout: a.idle_timeout, absoluteTimeout: a.absolute_timeout, sink })
+  const records = new SessionRecords({ maxEntries: a.max_entries, idleTimeout: a.idle_timeout, secret: config.log.session_secret })
   const cookies = a.key === 'cookie' ? new CookieIssuer(a, undefined, warn) : null
   const trusted = parseTrustedProxies(a.client_ip.trusted_proxies)
   const keys = new KeyReader({ options: keyOptionsOf(config, cookies, trusted), fallback: a.app_cookie.fallback, trusted })
-  return { sessions, keys, router: new Router(a, { sessions, cookies, availability: health }) }
+  return { sessions, records, keys, router: new Router(a, { sessions, cookies, availability: health, history: records }) }
 }
 
 /** How keys are read for `affinity.key` (null: round robin). */

@@ -2,7 +2,8 @@
 // the user moves, which cookie the answer must carry, which binding to record). Layer 2: reads
 // the session table and health through injected parts and owns the current placement table
 // (swapped whole when membership changes, never built per request). It writes nothing per
-// request and never touches sockets: the answer side records the decision's binding.
+// request (but for the move budget of a gradual rebalance) and never touches sockets: the
+// answer side records the decision's binding.
 import type { AffinityConfig } from '../config/schema.js'
 import type { DecodedCookie } from '../affinity/cookie-codec.js'
 import type { CookieIssuer } from '../affinity/cookie-issuer.js'
@@ -24,6 +25,8 @@ export interface Availability {
   acceptsNew(id: string): boolean
   /** When draining started (ms), or null when not draining. */
   drainingSince(id: string): number | null
+  /** Does the drain of `id` migrate (its users move after an idle gap, not only at drain_timeout)? */
+  drainMigrates(id: string): boolean
   /** Share of new users an upstream in slow start takes, (0, 1]; 1 when not ramping. */
   slowStartWeight(id: string): number
   /** When it last became ready after not being ready (ms); -Infinity when ready since start-up. */
@@ -35,7 +38,16 @@ export interface PlacementMembers {
   readonly list: readonly { readonly id: string; readonly weight: number }[]
 }
 
-const ALWAYS: Availability = { ready: () => true, acceptsNew: () => true, drainingSince: () => null, slowStartWeight: () => 1, readySince: () => -Infinity }
+/** What routing reads about users beyond their pins (owned by the session records). */
+export interface SessionHistory {
+  /** When the user with this session key was last answered (ms), or null when not known here. */
+  lastSeen(key: string, now: number): number | null
+  /** A move an admin ordered for this key, not yet done: to an upstream, or null (wherever the hash places it). */
+  ordered(key: string): { readonly to: string | null } | undefined
+}
+
+const ALWAYS: Availability = { ready: () => true, acceptsNew: () => true, drainingSince: () => null, drainMigrates: () => false, slowStartWeight: () => 1, readySince: () => -Infinity }
+const NO_HISTORY: SessionHistory = { lastSeen: () => null, ordered: () => undefined }
 /** Seed of the per-key draw that lets a share of new keys onto a slow-starting upstream. */
 const SEED_SLOW_START = 0x534c4f57
 const NOTHING_TRIED: ReadonlySet<string> = new Set()
@@ -46,11 +58,13 @@ export interface RouterOptions {
   readonly cookies: CookieIssuer | null
   /** Upstream health; default: every upstream available. */
   readonly availability?: Availability
+  /** Last answers and ordered moves; default: nothing known. */
+  readonly history?: SessionHistory
 }
 
 /** One decision's view of the world: the request's tried set and key hash (never stored on the router). */
 class Placing {
-  constructor(readonly router: Router, readonly tried: ReadonlySet<string>, readonly hash: number, readonly now: number) {}
+  constructor(readonly router: Router, readonly key: string, readonly tried: ReadonlySet<string>, readonly hash: number, readonly now: number) {}
   /**
    * May a new key go to upstream i? It must accept new users and not be tried yet; an
    * upstream in slow start takes a key only if the key's own draw (a second hash, the same on
@@ -81,7 +95,8 @@ class Placing {
  * (the same on every Tether replica), with its epoch bumped, and stays there once that upstream
  * answered (cookie re-issued, or the decision's binding recorded); with `strict` the answer is
  * 'strict' instead. With `on_scale_up: rebalance`
- * the hash decides even when a pin exists; with `persistent` pins hold until they expire.
+ * the hash decides even when a pin exists; with `gradual` it does at a user's new visit, at a
+ * bounded rate; with `persistent` pins hold until they expire.
  *
  * Example: `router.decide({ kind: 'table', value: '10.0.0.5', ... }, new Set(), now)`
  * -> `{ upstream: 'app-1', source: 'hash', epoch: 0, moved: null, ... }`.
@@ -90,6 +105,7 @@ export class Router {
   readonly #cfg: AffinityConfig
   readonly #sessions: SessionTable
   readonly #cookies: CookieIssuer | null
+  readonly #history: SessionHistory
   /** Upstream health, read by the accept predicates. */
   readonly health: Availability
   /** The current placement table (replaced whole by setUpstreams). */
@@ -102,12 +118,15 @@ export class Router {
   /** Upstreams that left the set while draining (bounded): their users move with reason=drain. */
   readonly #leftDraining = new Set<string>()
   #load = (i: number): number => this.#sessions.loadOf(this.placement.ids[i]!)
+  /** `on_scale_up: gradual`: moves left in the token bucket (one second's worth at most), and when it was filled. */
+  #budget = { moves: 0, at: -Infinity }
 
   constructor(cfg: AffinityConfig, options: RouterOptions) {
     this.#cfg = cfg
     this.#sessions = options.sessions
     this.#cookies = options.cookies
     this.health = options.availability ?? ALWAYS
+    this.#history = options.history ?? NO_HISTORY
   }
 
   /** Replace the upstream set (reload, discovery) at time `now`: rebuilds placement; pins survive by id. */
@@ -170,7 +189,7 @@ export class Router {
    */
   decideUpgrade(key: RequestKey, clientIp: string, tried: ReadonlySet<string> = NOTHING_TRIED, now: number): Decision | NoRoute {
     if (key.kind !== 'cookie' || key.session !== null) return this.decide(key, tried, now)
-    const index = this.#place(new Placing(this, tried, hashKey(clientIp), now))
+    const index = this.#place(new Placing(this, clientIp, tried, hashKey(clientIp), now))
     if (index < 0) return 'none'
     const id = this.placement.ids[index]!
     const setCookie = this.#cookies === null ? null : this.#cookies.issue(this.#cookies.newSessionId(), id, 0, now)
@@ -200,9 +219,14 @@ export class Router {
     const table = this.placement
     const pinnedIndex = table.indexOf(pinned)
     const available = pinnedIndex >= 0 && this.#available(pinned, p)
-    if (rebalance && this.#cfg.on_scale_up === 'rebalance' && available) {
-      const index = table.pick(p.hash, p.acceptNew)
-      if (index >= 0 && index !== pinnedIndex && this.#joinedAt.get(table.ids[index]!)! > pinnedAt) return { index, reason: 'rebalance' }
+    const order = this.#history.ordered(p.key)
+    if (order !== undefined && available) {
+      const index = order.to === null ? this.#place(p) : table.indexOf(order.to)
+      if (index >= 0 && index !== pinnedIndex && (order.to === null || p.acceptReady(index))) return { index, reason: 'admin' }
+    }
+    if (rebalance && this.#cfg.on_scale_up !== 'persistent' && available) {
+      const index = this.#rebalanced(p, pinnedIndex, pinnedAt)
+      if (index >= 0) return { index, reason: 'rebalance' }
     }
     if (available) return { index: pinnedIndex, reason: this.health.readySince(pinned) > lastSeen + slack ? 'restart' : null }
     if (this.#cfg.strict) return 'strict'
@@ -212,16 +236,60 @@ export class Router {
     return index < 0 ? 'none' : { index, reason: draining ? 'drain' : 'dead' }
   }
 
-  /** A pinned upstream keeps its users while ready, untried, and not drained past drain_timeout. */
+  /**
+   * The upstream a user pinned at `pinnedAt` rebalances to, or -1: the one their hash now
+   * prefers, if it joined after the pin; with `gradual` only at a new visit (an idle gap of
+   * `rebalance.min_idle` since their last answer) and while the move budget lasts.
+   */
+  #rebalanced(p: Placing, pinnedIndex: number, pinnedAt: number): number {
+    const table = this.placement
+    const index = table.pick(p.hash, p.acceptNew)
+    if (index < 0 || index === pinnedIndex || !(this.#joinedAt.get(table.ids[index]!)! > pinnedAt)) return -1
+    if (this.#cfg.on_scale_up === 'rebalance') return index
+    const last = this.#history.lastSeen(p.key, p.now)
+    if (last !== null && p.now - last < this.#cfg.rebalance.min_idle) return -1
+    const rate = this.#cfg.rebalance.max_moves_per_second
+    const b = this.#budget
+    b.moves = Math.min(rate, b.moves + (Math.max(0, p.now - b.at) / 1000) * rate) // a clock stepping back refills nothing
+    b.at = p.now
+    if (b.moves < 1) return -1
+    b.moves--
+    return index
+  }
+
+  /**
+   * How many of `users` (key, upstream, when pinned) their hash now sends to an upstream that
+   * joined after their pin: the users a rebalance would still move. Example: after 3 -> 4
+   * upstreams, about a quarter of the users pinned before, until they have moved.
+   */
+  rebalancePending(users: Iterable<{ readonly key: string; readonly upstream: string; readonly createdAt: number }>): number {
+    let pending = 0
+    const table = this.placement
+    for (const u of users) {
+      const index = table.pick(hashKey(u.key), (i) => this.health.acceptsNew(table.ids[i]!))
+      if (index >= 0 && table.ids[index] !== u.upstream && this.#joinedAt.get(table.ids[index]!)! > u.createdAt) pending++
+    }
+    return pending
+  }
+
+  /**
+   * A pinned upstream keeps its users while ready, untried, and not drained past drain_timeout;
+   * when its drain migrates, a user leaves it at their first request after an idle gap of
+   * `drain.min_idle` (a user not answered here lately counts as idle), so a burst is not split.
+   */
   #available(id: string, p: Placing): boolean {
     if (!this.health.ready(id) || p.tried.has(id)) return false
     const since = this.health.drainingSince(id)
-    return since === null || p.now - since < this.#cfg.drain_timeout
+    if (since === null) return true
+    if (p.now - since >= this.#cfg.drain_timeout) return false
+    if (!this.health.drainMigrates(id)) return true
+    const last = this.#history.lastSeen(p.key, p.now)
+    return last !== null && p.now - last < this.#cfg.drain.min_idle
   }
 
   #cookieUser(s: DecodedCookie, tried: ReadonlySet<string>, now: number): Decision | NoRoute {
     // the cookie stores its times in whole seconds
-    const r = this.#resolve(s.upstream, new Placing(this, tried, hashKey(s.sessionId), now), s.issuedAt, true, s.lastSeen, 1_000)
+    const r = this.#resolve(s.upstream, new Placing(this, s.sessionId, tried, hashKey(s.sessionId), now), s.issuedAt, true, s.lastSeen, 1_000)
     if (typeof r === 'string') return r
     const id = this.placement.ids[r.index]!
     const cookies = this.#cookies!
@@ -236,7 +304,7 @@ export class Router {
   #newSession(tried: ReadonlySet<string>, now: number): Decision | NoRoute {
     const cookies = this.#cookies!
     const sessionId = cookies.newSessionId()
-    const index = this.#place(new Placing(this, tried, hashKey(sessionId), now))
+    const index = this.#place(new Placing(this, sessionId, tried, hashKey(sessionId), now))
     if (index < 0) return 'none'
     const id = this.placement.ids[index]!
     const bind = this.#cfg.balance_factor !== null ? binding(sessionId, id, 0, false) : null
@@ -253,7 +321,7 @@ export class Router {
     const sessions = this.#sessions
     const lastSeen = sessions.peek(value, now)?.lastSeen ?? now
     const entry = sessions.get(value, now)
-    const p = new Placing(this, tried, hashKey(value), now)
+    const p = new Placing(this, value, tried, hashKey(value), now)
     const appKey = learned ? value : null
     const sessionKey = key.checkpoints ? value : null
     // the IP only places a user without their cookie: a move is logged as failover, else fallback

@@ -1,0 +1,103 @@
+// The CLI's side of the admin API: `tether session <key>` (one user, printed for a person) and
+// `tether drain <id> [--migrate] [--wait]` (a preStop hook that returns once the upstream's
+// users have moved). Layer 4 flow: HTTP calls to a running Tether's admin listener through
+// Node's fetch; it never touches a running proxy's state otherwise, and never throws.
+import type { SessionView } from './session-lookup.js'
+
+/** Where the admin listener is and how to authenticate. */
+export interface AdminTarget {
+  /** e.g. `http://127.0.0.1:9901` */
+  readonly url: string
+  readonly token: string | null
+}
+
+/** What a command prints and its exit code. */
+export interface ClientResult {
+  readonly code: number
+  readonly out: string
+  readonly err: string
+}
+
+/** How long one admin call may take, ms. */
+const CALL_TIMEOUT = 5_000
+
+/**
+ * `GET /sessions/<key>`, printed line by line (or as the JSON with `json`).
+ * Exit 0 when found, 1 when unknown or on an error.
+ * Example: `await showSession({ url: 'http://127.0.0.1:9901', token: null }, '10.0.0.5', false)`
+ * -> `{ code: 0, out: 'session    h:5c1f...\nupstream   app-1 (epoch 2, ...)\n...' }`.
+ */
+export async function showSession(admin: AdminTarget, key: string, json: boolean): Promise<ClientResult> {
+  const r = await call(admin, 'GET', `/sessions/${encodeURIComponent(key)}`)
+  if (typeof r === 'string') return { code: 1, out: '', err: `tether session: ${r}\n` }
+  if (json) return { code: 0, out: `${JSON.stringify(r, null, 2)}\n`, err: '' }
+  return { code: 0, out: formatSession(r as SessionView), err: '' }
+}
+
+/** One session for a person: a line per fact, `-` where Tether does not know. */
+export function formatSession(v: SessionView): string {
+  const source = { shared: 'the shared binding every replica reads', table: "this replica's pin", seen: "this replica's last answer" }[v.source]
+  const lines: [string, string][] = [
+    ['session', `${v.session} (key: ${v.key_kind})`],
+    ['upstream', `${v.upstream} (epoch ${v.epoch}, from ${source})`],
+    ['created', v.created ?? '-'],
+    ['last seen', v.last_seen ?? '-'],
+    ['last move', v.last_move === null ? '-' : `${v.last_move.from} -> ${v.last_move.to} (${v.last_move.reason}) at ${v.last_move.at ?? '-'}`],
+    ['pending', v.pending_move === null ? '-' : `move to ${v.pending_move.to ?? 'its hash placement'} at its next request (ordered ${v.pending_move.ordered_at ?? '-'})`],
+    ['checkpoint', v.checkpoint === null
+      ? v.checkpoint_status === 'none' ? '- (no state store)' : `- (${v.checkpoint_status})`
+      : `version ${v.checkpoint.version ?? '-'}, ${v.checkpoint.bytes} bytes, stored ${v.checkpoint.stored_at ?? '-'} by ${v.checkpoint.upstream} (epoch ${v.checkpoint.epoch})`],
+    ['drain', v.drain === null ? '-' : `${v.upstream} draining since ${v.drain.since ?? '-'}${v.drain.migrate ? ', users migrate' : ''}`],
+  ]
+  return lines.map(([k, s]) => `${k.padEnd(11)}${s}\n`).join('')
+}
+
+export interface DrainOptions {
+  readonly migrate: boolean
+  /** Wait until no session remains on the upstream, or `timeout` ms passed. */
+  readonly wait: boolean
+  readonly timeout: number
+  /** Between two looks at `GET /upstreams`, ms. */
+  readonly poll: number
+}
+
+/**
+ * `POST /upstreams/<id>/drain[?migrate=true]`; with `wait`, polls `GET /upstreams` until the
+ * row's `sessions_remaining` is 0 (or unknown) or the timeout passed. Exit 0 then (a preStop
+ * hook must not block a pod's shutdown for ever), 1 when the drain itself failed.
+ */
+export async function drainUpstream(admin: AdminTarget, id: string, o: DrainOptions): Promise<ClientResult> {
+  const started = Date.now()
+  const r = await call(admin, 'POST', `/upstreams/${encodeURIComponent(id)}/drain${o.migrate ? '?migrate=true' : ''}`)
+  if (typeof r === 'string') return { code: 1, out: '', err: `tether drain: ${r}\n` }
+  let out = `${id}: draining${o.migrate ? ', users migrate' : ''}\n`
+  if (!o.wait) return { code: 0, out, err: '' }
+  for (;;) {
+    const rows = await call(admin, 'GET', '/upstreams')
+    const row = Array.isArray(rows) ? (rows as { id: string; sessions_remaining: number | null }[]).find((u) => u.id === id) : undefined
+    const remaining = row?.sessions_remaining ?? null
+    if (typeof rows !== 'string' && (row === undefined || remaining === null || remaining === 0)) {
+      return { code: 0, out: `${out}${id}: ${row === undefined ? 'left the upstream set' : remaining === null ? 'sessions not counted (affinity.key: none)' : 'no session remains'}\n`, err: '' }
+    }
+    if (Date.now() - started >= o.timeout) {
+      const left = typeof rows === 'string' ? `admin API: ${rows}` : `${remaining} sessions remain`
+      return { code: 0, out: `${out}${id}: deadline passed, ${left}\n`, err: '' }
+    }
+    out += typeof rows === 'string' ? '' : `${id}: ${remaining} sessions remain\n`
+    await new Promise((resolve) => setTimeout(resolve, Math.min(o.poll, Math.max(1, o.timeout - (Date.now() - started)))))
+  }
+}
+
+/** One admin call: the parsed JSON, or a sentence saying why not. */
+async function call(admin: AdminTarget, method: string, path: string): Promise<unknown> {
+  const headers: Record<string, string> = admin.token === null ? {} : { authorization: `Bearer ${admin.token}` }
+  try {
+    const res = await fetch(`${admin.url.replace(/\/+$/, '')}${path}`, { method, headers, signal: AbortSignal.timeout(CALL_TIMEOUT) })
+    const body = await res.text()
+    if (!res.ok) return `${res.status} ${body.trim()}`
+    return JSON.parse(body) as unknown
+  } catch (err) {
+    const e = err as Error & { cause?: { code?: string; message?: string } }
+    return `cannot reach the admin API at ${admin.url}: ${e.cause?.code ?? e.cause?.message ?? e.message}`
+  }
+}

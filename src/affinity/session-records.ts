@@ -1,0 +1,142 @@
+// Session records: what this Tether process saw of each user beyond their pin, for operators
+// and for drains that migrate: when the user was last answered (and by which upstream, at which
+// epoch), their last move, a move an admin ordered, and the logged form of their key. Layer 2
+// state owner: bounded, no I/O, no clock (every call takes `now`); never decides routing.
+import type { RequestKey } from './key.js'
+import type { Decision, MoveReason } from '../routing/decision.js'
+import type { AffinityEntry } from './store.js'
+import { AffinityTable } from './table.js'
+import { HASHED_PREFIX, SessionIds } from './session-id.js'
+
+/** How many last moves, orders and logged forms are kept (oldest out). */
+export const RECORDS_SIDE_MAX = 100_000
+
+/** A user's last move, as the lookup shows it. */
+export interface MoveRecord {
+  readonly from: string
+  readonly to: string
+  readonly reason: MoveReason
+  readonly at: number
+}
+
+/** A move an admin ordered, done at the user's next request: to an upstream, or (null) wherever the hash now places them. */
+export interface MoveOrder {
+  readonly to: string | null
+  readonly at: number
+}
+
+export interface SessionRecordsOptions {
+  /** Most users recorded (least recently answered out): `affinity.max_entries`. */
+  readonly maxEntries: number
+  /** A user not answered for this long is forgotten: `affinity.idle_timeout`. */
+  readonly idleTimeout: number
+  /** `log.session_secret` (null: random per process). */
+  readonly secret: string | null
+}
+
+/**
+ * Example: after app-1 answered a user whose cookie holds session id 'Qk3x', `records.seen('Qk3x', now)`
+ * -> `{ upstream: 'app-1', epoch: 0, createdAt, lastSeen }`; an admin's `records.order('Qk3x', 'app-2', now)`
+ * makes `records.ordered('Qk3x')` -> `{ to: 'app-2', at }` until an answer from app-2 for that user.
+ */
+export class SessionRecords {
+  /** Names sessions for the access log and the lookup. */
+  readonly ids: SessionIds
+  /** Every user answered here lately: upstream, epoch, first and last answer (bounded, LRU). */
+  readonly #seen: AffinityTable
+  readonly #moves = new Map<string, MoveRecord>()
+  readonly #orders = new Map<string, MoveOrder>()
+  /** Raw table key -> its logged form (the lookup accepts either). */
+  readonly #logged = new Map<string, string>()
+
+  constructor(options: SessionRecordsOptions) {
+    this.ids = new SessionIds(options.secret)
+    this.#seen = new AffinityTable({ maxEntries: options.maxEntries, idleTimeout: options.idleTimeout })
+  }
+
+  /** The key records are held under: Tether's session id, or the table key's value; null: no session. */
+  static keyOf(key: RequestKey, d: Decision | null): string | null {
+    return key.kind === 'table' ? key.value : key.kind === 'cookie' ? d?.sessionKey ?? null : null
+  }
+
+  /**
+   * Upstream `d.upstream` answered a request of `key`: the user is recorded there, a move
+   * recorded, a fulfilled order dropped. Returns the key's logged form (null: no session).
+   */
+  answered(key: RequestKey, d: Decision, now: number): string | null {
+    const k = SessionRecords.keyOf(key, d)
+    if (k === null) return null
+    this.#seen.set(k, d.upstream, d.epoch, now)
+    if (d.moved !== null) bounded(this.#moves, k, { from: d.moved.from, to: d.upstream, reason: d.moved.reason, at: now })
+    const order = this.#orders.get(k)
+    if (order !== undefined && (order.to === null || order.to === d.upstream)) this.#orders.delete(k)
+    return this.logged(key, k)
+  }
+
+  /** The logged form of a session (remembered for table keys, so the lookup can resolve it). */
+  logged(key: RequestKey, k: string): string {
+    if (key.kind !== 'table') return k
+    let h = this.#logged.get(k)
+    if (h === undefined) {
+      h = this.ids.hash(k)
+      bounded(this.#logged, k, h)
+    }
+    return h
+  }
+
+  /** What was last answered for `key` (without counting it as a use), or null. */
+  seen(key: string, now: number): AffinityEntry | null {
+    return this.#seen.peek(key, now)
+  }
+
+  /** When `key` was last answered (ms), or null when not recorded here. */
+  lastSeen(key: string, now: number): number | null {
+    return this.#seen.peek(key, now)?.lastSeen ?? null
+  }
+
+  lastMove(key: string): MoveRecord | null {
+    return this.#moves.get(key) ?? null
+  }
+
+  /** Order a move of `key`, done at its next request (`to` null: wherever its hash now places it). */
+  order(key: string, to: string | null, now: number): void {
+    bounded(this.#orders, key, { to, at: now })
+  }
+
+  /** The move an admin ordered for `key` and not yet done, if any. */
+  ordered(key: string): MoveOrder | undefined {
+    return this.#orders.size === 0 ? undefined : this.#orders.get(key)
+  }
+
+  /**
+   * The raw key a lookup names: a logged form (`h:...`) is resolved among the table keys
+   * answered lately (null when none matches), anything else is taken as the raw key.
+   */
+  resolve(named: string): string | null {
+    if (!named.startsWith(HASHED_PREFIX)) return named
+    for (const [raw, h] of this.#logged) if (h === named) return raw
+    return null
+  }
+
+  /** Every user answered here within the idle timeout: key, upstream, first answer (O(users)). */
+  users(now: number): Iterable<{ readonly key: string; readonly upstream: string; readonly createdAt: number }> {
+    return this.#seen.entries(now)
+  }
+
+  /** Users last answered by `upstream` within the idle timeout (bounded: exact up to maxEntries users). */
+  countByUpstream(upstream: string): number {
+    return this.#seen.countByUpstream(upstream)
+  }
+
+  /** Remove up to `budget` expired records (the owned background sweep). */
+  sweep(now: number, budget: number): number {
+    return this.#seen.sweep(now, budget)
+  }
+}
+
+/** Set `k` (as the newest), dropping the oldest entry beyond {@link RECORDS_SIDE_MAX}. */
+function bounded<V>(map: Map<string, V>, k: string, v: V): void {
+  map.delete(k)
+  map.set(k, v)
+  if (map.size > RECORDS_SIDE_MAX) map.delete(map.keys().next().value!)
+}

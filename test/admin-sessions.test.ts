@@ -1,0 +1,207 @@
+// "Where is this user?" end to end: GET /sessions/<key> on a real Tether in front of real
+// upstreams, for every key kind, by the raw key and by the access log's form; moves and
+// unpins ordered through the admin API happen at the next request with reason=admin and
+// rehydration; mutations need the token; with affinity.shared: redis every replica answers
+// the same; `tether session` prints it for a person.
+import t, { type Test } from 'tap'
+import type http from 'node:http'
+import { startTether, type Tether } from '../src/app.js'
+import { DEFAULTS, type Config } from '../src/config/schema.js'
+import { createLogger } from '../src/observability/logger.js'
+import { SessionIds } from '../src/affinity/session-id.js'
+import { LogCapture } from './fixtures/log-capture.js'
+import { request, startUpstream, testConfig, type Upstream } from './fixtures/upstream.js'
+import { runCli } from './fixtures/cli.js'
+import { startRedis, type RedisServer } from './fixtures/redis-server.js'
+import { setCookieValue, decodeTetherCookie } from './fixtures/users.js'
+
+const TOKEN = 'admin-token-for-session-tests'
+const AUTH = { authorization: `Bearer ${TOKEN}` }
+
+/** An upstream that answers its id plus the move headers it got, and checkpoints `v<n>` (n counts the answers of all of `counter`'s apps). */
+async function app(id: string, counter: { n: number }): Promise<Upstream> {
+  return startUpstream(id, (req, res) => {
+    const n = ++counter.n
+    res.writeHead(200, { 'content-type': 'application/json', 'x-tether-state': `v${n}`, 'x-tether-state-version': String(n) })
+    res.end(JSON.stringify({ id, moved: req.headers['x-tether-moved'] ?? null, rehydrate: req.headers['x-tether-rehydrate'] ?? null }))
+  })
+}
+
+async function apps(t: Test, ids: string[]): Promise<Upstream[]> {
+  const counter = { n: 0 }
+  const ups = await Promise.all(ids.map((id) => app(id, counter)))
+  t.teardown(() => Promise.all(ups.map((u) => u.close())))
+  return ups
+}
+
+async function tether(t: Test, ups: Upstream[], affinity: Partial<Config['affinity']>, over: Parameters<typeof testConfig>[1] = {}): Promise<{ tt: Tether; logs: LogCapture }> {
+  const logs = new LogCapture()
+  const tt = await startTether(testConfig(ups, { admin: { token: TOKEN }, ...over, affinity }), { logger: createLogger('info', logs) })
+  t.teardown(() => tt.close(0))
+  return { tt, logs }
+}
+
+async function lookup(tt: Tether, key: string): Promise<{ status: number; body: Record<string, unknown> | string }> {
+  const r = await request(`${tt.adminUrl}/sessions/${encodeURIComponent(key)}`, { headers: AUTH })
+  return { status: r.status, body: r.status === 200 ? JSON.parse(r.body) as Record<string, unknown> : r.body }
+}
+
+async function admin(tt: Tether, method: string, path: string, headers: http.OutgoingHttpHeaders = AUTH): Promise<{ status: number; body: string }> {
+  const r = await request(`${tt.adminUrl}${path}`, { method, headers })
+  return { status: r.status, body: r.body }
+}
+
+const CLIENT_IP: Partial<Config['affinity']> = { key: 'client_ip', client_ip: { trusted_proxies: ['127.0.0.1/32'] } }
+const HEADER: Partial<Config['affinity']> = { key: 'header', header: { name: 'X-Tenant' } }
+
+t.test('a client_ip user is found by the raw IP and by the hash the access log shows; the log never carries the IP', async (t) => {
+  const ups = await apps(t, ['a', 'b'])
+  const { tt, logs } = await tether(t, ups, CLIENT_IP, { state: { store: 'memory' } })
+  const ip = '203.0.113.77'
+  const first = JSON.parse((await request(tt.url, { headers: { 'x-forwarded-for': ip } })).body) as { id: string }
+  const line = logs.access().at(-1)!
+  const logged = line['session'] as string
+  t.match(logged, /^h:[0-9a-f]{32}$/, 'the access log shows a keyed hash')
+  t.notOk(JSON.stringify(logs.records).includes(ip), 'the raw IP is in no log line')
+
+  const byIp = await lookup(tt, ip)
+  t.equal(byIp.status, 200)
+  t.match(byIp.body, {
+    key: ip, session: logged, key_kind: 'client_ip', upstream: first.id, epoch: 0, source: 'table',
+    last_move: null, pending_move: null, checkpoint: { version: 1, bytes: 2, upstream: first.id, epoch: 0 }, checkpoint_status: 'found', drain: null,
+  })
+  t.match((byIp.body as Record<string, unknown>)['created'], /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/, 'created is RFC 3339')
+  const byHash = await lookup(tt, logged)
+  t.equal(byHash.status, 200, 'the logged form finds the same session')
+  t.match(byHash.body, { key: logged, session: logged, upstream: first.id })
+  t.notOk(JSON.stringify(byHash.body).includes(ip), 'asked by its hash, the answer does not show the raw IP')
+
+  t.equal((await lookup(tt, '198.51.100.1')).status, 404, 'an IP never seen: 404')
+  t.equal((await lookup(tt, 'h:00000000000000000000000000000000')).status, 404, 'a hash that matches nothing: 404')
+  const draining = await admin(tt, 'POST', `/upstreams/${first.id}/drain`)
+  t.equal(draining.status, 200)
+  t.match((await lookup(tt, ip)).body, { drain: { migrate: false } }, 'the drain of its upstream shows')
+})
+
+t.test('a signed-cookie user (no table) is found by the session id inside the cookie, as logged', async (t) => {
+  const ups = await apps(t, ['a', 'b'])
+  const { tt, logs } = await tether(t, ups, { key: 'cookie', cookie: { ...DEFAULTS.affinity.cookie, secure: false } }, { state: { store: 'none' } })
+  const r = await request(tt.url)
+  const cookie = setCookieValue(r.headers['set-cookie'], 'tether')!
+  const sessionId = decodeTetherCookie(cookie).sessionId
+  t.equal(logs.access().at(-1)!['session'], sessionId, 'the access log carries the session id inside the cookie')
+  const found = await lookup(tt, sessionId)
+  t.equal(found.status, 200)
+  t.match(found.body, { key: sessionId, session: sessionId, key_kind: 'cookie', upstream: (JSON.parse(r.body) as { id: string }).id, epoch: 0, source: 'seen', checkpoint: null, checkpoint_status: 'none' })
+  t.equal((await lookup(tt, 'AAAAAAAAAAAAAAAAAAAAAA')).status, 404)
+})
+
+t.test('an application-cookie user is found by the cookie value and by its logged form; the log never carries the value', async (t) => {
+  const ups = await Promise.all(['a', 'b'].map((id) => startUpstream(id, (req, res) => {
+    res.writeHead(200, { 'set-cookie': 'sid=s3ss10n-v4lue-0123; Path=/', 'content-type': 'text/plain' })
+    res.end(`${id}\n`)
+  })))
+  t.teardown(() => Promise.all(ups.map((u) => u.close())))
+  const { tt, logs } = await tether(t, ups, { key: 'app_cookie', app_cookie: { name: 'sid', fallback: 'client_ip' } }, { state: { store: 'memory' } })
+  const home = (await request(tt.url)).body.trim()
+  t.equal((await request(tt.url, { headers: { cookie: 'sid=s3ss10n-v4lue-0123' } })).body.trim(), home, 'the learned cookie routes home')
+  const logged = logs.access().at(-1)!['session'] as string
+  t.match(logged, /^h:[0-9a-f]{32}$/)
+  t.notOk(JSON.stringify(logs.records).includes('s3ss10n-v4lue'), 'the cookie value is in no log line')
+  t.match((await lookup(tt, 's3ss10n-v4lue-0123')).body, { session: logged, key_kind: 'app_cookie', upstream: home, source: 'table' })
+  t.match((await lookup(tt, logged)).body, { key: logged, upstream: home })
+})
+
+t.test('a move ordered through the admin API happens at the next request, with reason=admin and the checkpoint', async (t) => {
+  const ups = await apps(t, ['a', 'b', 'c'])
+  const { tt } = await tether(t, ups, HEADER, { state: { store: 'memory' } })
+  const go = async (): Promise<{ id: string; moved: string | null; rehydrate: string | null }> =>
+    JSON.parse((await request(tt.url, { headers: { 'x-tenant': 'acme' } })).body) as { id: string; moved: string | null; rehydrate: string | null }
+  const home = (await go()).id
+  await go()
+  const to = ['a', 'b', 'c'].find((id) => id !== home)!
+
+  t.equal((await admin(tt, 'POST', `/sessions/acme/move?to=${to}`, {})).status, 401, 'a move needs the token')
+  t.equal((await admin(tt, 'DELETE', '/sessions/acme', {})).status, 401, 'an unpin needs the token')
+  t.equal((await admin(tt, 'GET', '/sessions/acme', {})).status, 401, 'so does the lookup')
+  t.equal((await admin(tt, 'POST', '/sessions/acme/move')).status, 400, 'a move without ?to=')
+  t.equal((await admin(tt, 'POST', '/sessions/acme/move?to=nope')).status, 409, 'a move to an unknown upstream')
+  t.equal((await admin(tt, 'POST', '/sessions/nobody/move?to=a')).status, 404, 'a move of an unknown session')
+  t.equal((await admin(tt, 'PUT', '/sessions/acme')).status, 405)
+
+  const ordered = await admin(tt, 'POST', `/sessions/acme/move?to=${to}`)
+  t.same([ordered.status, JSON.parse(ordered.body)], [202, { key: 'acme', to, applies: 'at the next request' }])
+  t.match((await lookup(tt, 'acme')).body, { upstream: home, pending_move: { to } }, 'pending until the next request')
+  const moved = await go()
+  t.equal(moved.id, to, 'the next request goes where the admin said')
+  t.match(moved.moved, new RegExp(`^from=${home}; reason=admin; epoch=1$`))
+  t.equal(moved.rehydrate, 'v2', 'with the newest checkpoint')
+  t.equal((await go()).id, to, 'and stays')
+  const after = (await lookup(tt, 'acme')).body
+  t.match(after, { upstream: to, epoch: 1, pending_move: null, last_move: { from: home, to, reason: 'admin' } })
+
+  // unpin: the hash decides again (back home, since home is where the hash put it first)
+  t.equal((await admin(tt, 'DELETE', '/sessions/acme')).status, 202)
+  const back = await go()
+  t.equal(back.id, home, 'unpinned: placed by the hash again')
+  t.match(back.moved, /reason=admin; epoch=2$/)
+  t.equal(back.rehydrate, 'v4', 'with the newest checkpoint (the one the moved-to upstream wrote)')
+})
+
+t.test('with key: none there are no sessions: the access log names none and the lookup answers 404', async (t) => {
+  const ups = await apps(t, ['a'])
+  const logs = new LogCapture()
+  const tt = await startTether(testConfig(ups, { affinity: { key: 'none' } }), { logger: createLogger('info', logs) })
+  t.teardown(() => tt.close(0))
+  await request(tt.url)
+  t.equal(logs.access().at(-1)!['session'], null, 'round robin: no session in the log')
+  t.equal((await request(`${tt.adminUrl}/sessions/x`)).status, 404)
+  t.equal((await request(`${tt.adminUrl}/sessions/x`, { method: 'DELETE' })).status, 404)
+})
+
+t.test('with affinity.shared: redis every replica answers the same for a user only one of them served', async (t) => {
+  const redis: RedisServer = await startRedis()
+  t.teardown(() => redis.stop())
+  const ups = await apps(t, ['a', 'b', 'c'])
+  const over = { state: { store: 'redis' as const, timeout: 200, redis: { ...DEFAULTS.state.redis, url: redis.url, key_prefix: 'sess:' } } }
+  const [one, two] = [await tether(t, ups, { ...HEADER, shared: 'redis' }, over), await tether(t, ups, { ...HEADER, shared: 'redis' }, over)]
+  const served = JSON.parse((await request(one.tt.url, { headers: { 'x-tenant': 'globex' } })).body) as { id: string }
+  const a = await lookup(one.tt, 'globex')
+  let b = await lookup(two.tt, 'globex')
+  // the binding is written through to Redis without waiting: poll the other replica with a deadline
+  for (const deadline = Date.now() + 2_000; b.status !== 200 && Date.now() < deadline;) b = await lookup(two.tt, 'globex')
+  t.equal(b.status, 200, 'the replica that never served the user knows it')
+  t.match(a.body, { upstream: served.id, epoch: 0, source: 'shared', checkpoint: { version: 1 } })
+  t.match(b.body, { upstream: served.id, epoch: 0, source: 'shared', checkpoint: { version: 1 } })
+})
+
+t.test('tether session prints the lookup for a person, and says clearly when it cannot', async (t) => {
+  const ups = await apps(t, ['a', 'b'])
+  const { tt } = await tether(t, ups, HEADER, { state: { store: 'memory' } })
+  const home = (JSON.parse((await request(tt.url, { headers: { 'x-tenant': 'initech' } })).body) as { id: string }).id
+  const hash = new SessionIds(null) // another process's secret: its form differs
+  const shown = await runCli(['session', 'initech', '--admin', tt.adminUrl, '--token', TOKEN])
+  t.equal(shown.code, 0, shown.stderr)
+  t.match(shown.stdout, new RegExp(`^session    h:[0-9a-f]{32} \\(key: header\\)\\nupstream   ${home} \\(epoch 0, from this replica's pin\\)\\n`))
+  t.match(shown.stdout, /\ncheckpoint version 1, 2 bytes, stored \S+ by /)
+  t.match(shown.stdout, /\nlast move  -\n/)
+  const json = await runCli(['session', 'initech', '--json', '--admin', tt.adminUrl], { TETHER_ADMIN_TOKEN: TOKEN })
+  t.match(JSON.parse(json.stdout), { key: 'initech', upstream: home })
+  const unknown = await runCli(['session', hash.hash('initech'), '--admin', tt.adminUrl, '--token', TOKEN])
+  t.equal(unknown.code, 1)
+  t.match(unknown.stderr, /^tether session: 404 Not Found: no session "h:[0-9a-f]+" known to this Tether\n$/)
+  const refused = await runCli(['session', 'initech', '--admin', tt.adminUrl])
+  t.equal(refused.code, 1)
+  t.match(refused.stderr, /401 Unauthorized/)
+  t.equal((await runCli(['session'])).code, 2, 'no key: a usage error')
+})
+
+t.test('the logged form is a keyed hash: the same under one secret, different under another', async (t) => {
+  const a = new SessionIds('0123456789abcdef-log')
+  const b = new SessionIds('0123456789abcdef-log')
+  const key = { kind: 'table', value: '10.0.0.5', learned: false, checkpoints: true, learn: false } as const
+  t.equal(a.logged(key), b.logged(key), 'one secret, one form (every replica)')
+  t.not(new SessionIds(null).logged(key), new SessionIds(null).logged(key), 'a random secret per process')
+  t.match(a.logged(key), /^h:[0-9a-f]{32}$/)
+  t.equal(a.logged({ kind: 'none', learn: false }), null)
+})

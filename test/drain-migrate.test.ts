@@ -1,0 +1,112 @@
+// A drain that migrates, measured end to end: 200 active users of one app replica (a real
+// child process speaking the state protocol) are drained with `tether drain --migrate --wait`
+// (the real CLI, as a preStop hook). Nobody moves mid-visit; each user moves, with their state,
+// at their first request after an idle gap; no request fails and no update is lost; the CLI
+// returns once no session remains. Tether runs on a FakeClock, so the idle gap is a clock step.
+import t from 'tap'
+import { CounterUsers, startCounter, type Counter, type CounterAnswer } from './fixtures/counter-upstream.js'
+import { proxyFor, request, startUpstream } from './fixtures/upstream.js'
+import { agentFor, get, runPool } from './fixtures/users.js'
+import { runCli } from './fixtures/cli.js'
+import { FakeClock } from './fixtures/clock.js'
+import { freePort } from './fixtures/ports.js'
+import { healthState } from './fixtures/wait.js'
+import { DEFAULTS } from '../src/config/schema.js'
+
+const USERS = 200
+const TOKEN = 'drain-migrate-admin-token'
+const MIN_IDLE = 2_000
+
+t.test(`${USERS} active users of a drained upstream all move with their state at their next request after an idle gap, 0 failed, 0 lost`, async (t) => {
+  const counters: Counter[] = await Promise.all(['app-0', 'app-1', 'app-2'].map((id) => startCounter(id)))
+  t.teardown(() => Promise.all(counters.map((c) => c.kill())))
+  const clock = new FakeClock()
+  const tt = await proxyFor(t, counters, {
+    admin: { token: TOKEN },
+    affinity: { key: 'cookie', cookie: { ...DEFAULTS.affinity.cookie, secure: false }, drain: { migrate: false, min_idle: MIN_IDLE } },
+    state: { store: 'memory' },
+  }, clock)
+  const agent = agentFor(t, 50)
+  const users = new CounterUsers(USERS)
+  /** Each request's time in the last round, ms. */
+  let times: number[] = []
+  const NONE: CounterAnswer = { id: '', user: '', n: 0, rehydrated: false, epoch: null, moved: null, sid: null }
+  /** One request of every user (concurrently, 50 at a time); the counter must go on where it was. */
+  const round = (): Promise<CounterAnswer[]> => (times = [], runPool(USERS, 50, async (i) => {
+    const sent = performance.now()
+    const a = await users.request(i, tt.url, agent)
+    times.push(performance.now() - sent)
+    return a ?? NONE
+  }))
+
+  // every user starts on app-0 (the others take no new users for a moment)
+  tt.health.drain('app-1')
+  tt.health.drain('app-2')
+  t.ok((await round()).every((a) => a.id === 'app-0'), `${USERS} users on app-0`)
+  tt.health.undrain('app-1')
+  tt.health.undrain('app-2')
+  clock.advance(100)
+  await round()
+
+  // the preStop hook: drain app-0 so that its users migrate, and wait for them to leave
+  const started = Date.now()
+  const hook = runCli(['drain', 'app-0', '--migrate', '--wait', '--timeout', '60s', '--admin', tt.adminUrl, '--token', TOKEN], {}, 70_000)
+  await healthState(tt.health, 'app-0', 'draining', 10_000)
+  t.equal(tt.health.drainMigrates('app-0'), true, 'the drain migrates')
+
+  // still mid-visit (requests 100 ms apart): nobody moves
+  for (let k = 0; k < 3; k++) {
+    clock.advance(100)
+    const answers = await round()
+    t.equal(answers.filter((a) => a.id !== 'app-0').length, 0, `burst ${k + 1}: every user stays on app-0`)
+  }
+  const rows = async (): Promise<Record<string, { sessions_remaining: number | null; migrating: boolean }>> => {
+    const r = await get(`${tt.adminUrl}/upstreams`, agent, { authorization: `Bearer ${TOKEN}` })
+    return Object.fromEntries((JSON.parse(r.body) as { id: string; sessions_remaining: number | null; migrating: boolean }[]).map((u) => [u.id, u]))
+  }
+  t.match((await rows())['app-0'], { sessions_remaining: USERS, migrating: true }, 'GET /upstreams: every user remains')
+
+  // a pause of min_idle (the user reads the page), then the next visit
+  clock.advance(MIN_IDLE)
+  const next = await round()
+  const moveTimes = [...times].sort((a, b) => a - b)
+  const moved = next.filter((a) => a.id !== 'app-0' && a.moved !== null && /reason=drain/.test(a.moved))
+  t.equal(moved.length, USERS, 'every user moved at their first request after the gap, with reason=drain')
+  t.equal(next.filter((a) => a.rehydrated).length, USERS, 'every one with their checkpoint')
+  clock.advance(100)
+  const after = await round()
+  t.ok(after.every((a, i) => a.id === next[i]!.id && a.moved === null), 'and stays on its new upstream')
+  const spread = new Map<string, number>()
+  for (const a of after) spread.set(a.id, (spread.get(a.id) ?? 0) + 1)
+
+  const done = await hook
+  const hookMs = Date.now() - started
+  t.equal(done.code, 0, done.stderr)
+  t.match(done.stdout, /app-0: draining, users migrate\n(?:app-0: \d+ sessions remain\n)*app-0: no session remains\n$/)
+  t.match((await rows())['app-0'], { sessions_remaining: 0 })
+  t.equal(users.failed, 0, 'no request failed')
+  t.equal(users.lost, 0, 'no update was lost')
+  t.comment(`drain that migrates: ${USERS} users on app-0; moved ${moved.length} (rehydrated ${next.filter((a) => a.rehydrated).length}) ` +
+    `at their next request (that request took p50 ${moveTimes[USERS >> 1]!.toFixed(1)} ms, max ${moveTimes.at(-1)!.toFixed(1)} ms, 50 users at a time); ` +
+    `moved mid-visit 0; failed requests ${users.failed}; lost updates ${users.lost}; spread after ${JSON.stringify(Object.fromEntries(spread))}; ` +
+    `tether drain --wait returned after ${hookMs} ms`)
+})
+
+t.test('tether drain --wait exits 0 at its deadline while users remain, and 1 when the drain itself fails', async (t) => {
+  const apps = await Promise.all(['a', 'b'].map((id) => startUpstream(id)))
+  t.teardown(() => Promise.all(apps.map((a) => a.close())))
+  const tt = await proxyFor(t, apps, { admin: { token: TOKEN }, affinity: { key: 'header', header: { name: 'X-Tenant' } } })
+  const home = (await request(tt.url, { headers: { 'x-tenant': 'acme' } })).body.trim()
+  const waited = await runCli(['drain', home, '--wait', '--timeout', '1500ms', '--admin', tt.adminUrl], { TETHER_ADMIN_TOKEN: TOKEN })
+  t.equal(waited.code, 0, 'a preStop hook never blocks past its deadline')
+  t.match(waited.stdout, new RegExp(`^${home}: draining\\n(?:${home}: 1 sessions remain\\n)*${home}: deadline passed, 1 sessions remain\\n$`))
+  t.equal(tt.health.drainMigrates(home), false, 'without --migrate the drain does not migrate')
+  const unknown = await runCli(['drain', 'nope', '--admin', tt.adminUrl, '--token', TOKEN])
+  t.equal(unknown.code, 1)
+  t.match(unknown.stderr, /^tether drain: 404 Not Found: unknown upstream "nope"\n$/)
+  const closed = await freePort()
+  const unreachable = await runCli(['drain', 'a', '--admin', `http://127.0.0.1:${closed}`])
+  t.equal(unreachable.code, 1)
+  t.match(unreachable.stderr, `cannot reach the admin API at http://127.0.0.1:${closed}: ECONNREFUSED`)
+  t.equal((await runCli(['drain', 'a', '--timeout', 'soon'])).code, 2, 'a bad --timeout is a usage error')
+})
