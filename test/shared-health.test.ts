@@ -1,26 +1,29 @@
 // health.shared: redis — Tether replicas tell each other, through Redis pub/sub, which
 // upstreams are down and which are drained, so they fail over and drain together.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { startTether, type Tether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { startUpstream, testConfig, request, type Upstream } from './fixtures/upstream.js'
 import { healthState, waitFor } from './fixtures/wait.js'
 import { redisCli, startRedis } from './fixtures/redis-server.js'
 
+/** A Tether replica with health shared through the Redis at `url`, keys under `prefix`. */
+async function sharing(t: Test, apps: readonly Upstream[], url: string, prefix: string): Promise<Tether> {
+  const tether = await startTether(testConfig(apps, {
+    affinity: { key: 'header', header: { name: 'X-Tenant' } },
+    health: { shared: 'redis' },
+    state: { store: 'redis', redis: { url, key_prefix: prefix } },
+  }), { logger: createLogger('silent') })
+  t.teardown(() => tether.close(0))
+  return tether
+}
+
 t.test('a drain through one replica (migrating or not) and an upstream found down by one replica reach the others', async (t) => {
   const redis = await startRedis()
   t.teardown(() => redis.stop())
   const apps: Upstream[] = await Promise.all(['a', 'b', 'c'].map((id) => startUpstream(id)))
   t.teardown(() => Promise.all(apps.map((a) => a.close())))
-  const replica = async (): Promise<Tether> => {
-    const tether = await startTether(testConfig(apps, {
-      affinity: { key: 'header', header: { name: 'X-Tenant' } },
-      health: { shared: 'redis' },
-      state: { store: 'redis', redis: { url: redis.url, key_prefix: 'sh:' } },
-    }), { logger: createLogger('silent') })
-    t.teardown(() => tether.close(0))
-    return tether
-  }
+  const replica = (): Promise<Tether> => sharing(t, apps, redis.url, 'sh:')
   const one = await replica()
   const two = await replica()
   // both subscribers are up once a published event reaches the other side: nothing announces a
@@ -55,14 +58,7 @@ t.test('a replica that starts later applies the drains made through another repl
   t.teardown(() => redis.stop())
   const apps: Upstream[] = await Promise.all(['a', 'b'].map((id) => startUpstream(id)))
   t.teardown(() => Promise.all(apps.map((a) => a.close())))
-  const replica = async (): Promise<Tether> => {
-    const tether = await startTether(testConfig(apps, {
-      health: { shared: 'redis' },
-      state: { store: 'redis', redis: { url: redis.url, key_prefix: 'late:' } },
-    }), { logger: createLogger('silent') })
-    t.teardown(() => tether.close(0))
-    return tether
-  }
+  const replica = (): Promise<Tether> => sharing(t, apps, redis.url, 'late:')
   const one = await replica()
   t.equal((await request(`${one.adminUrl}/upstreams/b/drain`, { method: 'POST' })).status, 200)
   await waitFor(async () => (await redisCli(redis.port, 'HEXISTS', 'late:peers:drains', 'b')).trim() === '1', 5_000, 'the drain to be recorded')
