@@ -33,6 +33,7 @@ const LAYERS: [RegExp, number][] = [
   [/^upstream\/.*discovery\.ts$/, 3],
   [/^health\/active-checker\.ts$/, 3],
   [/^redis\//, 3],
+  [/^tls\//, 3],
   [/^proxy\/(forward|upgrade-transport|respond|request-body|pipelining|client-error|request-context|exchange|in-flight)\.ts$/, 3],
   [/^observability\/(metrics|logger|redis-health-log)\.ts$/, 3],
   [/^proxy\/(request-path|answer-head|listener)\.ts$/, 4],

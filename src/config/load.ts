@@ -1,4 +1,5 @@
-// Reading proxy.yaml: the only file that touches the filesystem or imports `yaml` for config.
+// Reading proxy.yaml: the only file that touches the filesystem or imports `yaml` for config
+// (the PEM files it names are checked through tls/pem.ts).
 // Parses with node ranges, reports syntax errors as `file:line:col: YAML syntax error: ...` with
 // the source line, a caret and a hint, turns the YAML document into validate.ts's located
 // `SourceNode` tree and hands it over with the env.
@@ -7,14 +8,16 @@ import { readFileSync } from 'node:fs'
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type YAMLError } from 'yaml'
 import type { Config } from './schema.js'
 import type { Env } from './env.js'
-import { ConfigError, formatIssue, validateConfig, type Pos, type ScalarValue, type SourceNode } from './validate.js'
+import { pemFiles } from '../tls/pem.js'
+import { ConfigError, formatIssue, validateConfig, type ConfigFiles, type Pos, type ScalarValue, type SourceNode } from './validate.js'
 
 /** Alias expansions allowed in one file (guards against "billion laughs" documents). */
 const MAX_NODES = 100_000
 
 /**
  * Reads and validates a config file. `env` feeds `${VAR}` substitution; this is the one
- * place that defaults to `process.env`. Throws `ConfigError` (also when the file can't be read).
+ * place that defaults to `process.env`. The PEM files it names (TLS) are read and checked too,
+ * each problem located at its key. Throws `ConfigError` (also when the file can't be read).
  */
 export function loadConfigFile(path: string, env: NodeJS.ProcessEnv = process.env): Config {
   let text: string
@@ -23,14 +26,16 @@ export function loadConfigFile(path: string, env: NodeJS.ProcessEnv = process.en
   } catch (err) {
     throw new ConfigError([`${path}: cannot read config: ${(err as Error).message}`], { cause: err })
   }
-  return parseConfig(text, path, env)
+  return parseConfig(text, path, env, pemFiles)
 }
 
 /**
- * Parses and validates config text; `fileName` only prefixes the issues. `env` defaults to
- * an empty environment (pure), so every `${VAR}` without a default is then an error.
+ * Parses and validates config text; `fileName` prefixes the issues, and relative PEM paths are
+ * read from its directory. `env` defaults to an empty environment (pure), so every `${VAR}`
+ * without a default is then an error. `files` checks the PEM files named (default: none, only
+ * their paths' shape).
  */
-export function parseConfig(text: string, fileName: string, env: Env = {}): Config {
+export function parseConfig(text: string, fileName: string, env: Env = {}, files: ConfigFiles | null = null): Config {
   const lineCounter = new LineCounter()
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, version: '1.2', schema: 'core' })
   const at = (offset: number | undefined): Pos => lineCounter.linePos(offset ?? 0)
@@ -67,7 +72,7 @@ export function parseConfig(text: string, fileName: string, env: Env = {}): Conf
     if (isSeq(node)) return { kind: 'seq', pos, items: node.items.map(convert) }
     return { kind: 'scalar', pos, value: scalarValue(isScalar(node) ? node.value : null) }
   }
-  return validateConfig(doc.contents === null ? undefined : convert(doc.contents), fileName, env)
+  return validateConfig(doc.contents === null ? undefined : convert(doc.contents), fileName, env, files)
 }
 
 function rangeStart(node: unknown): number | undefined {
