@@ -1,81 +1,29 @@
-// Composition root: builds every part from a validated Config, wires them together and owns
-// their lifecycle (start, reload, graceful stop). Nothing else starts servers or timers, and
-// nothing here decides anything: each rule lives in the module named after it.
+// Composition root: builds every part from a validated Config (through the create-* helpers of
+// each folder), wires them together and owns their lifecycle: start, reload, graceful stop.
+// Nothing else starts servers or timers, and nothing here decides anything.
 import type { Config } from './config/schema.js'
 import { ConfigError, loadConfigFile } from './config/index.js'
 import { diffConfig, type ReloadResult } from './config/reload.js'
 import { ConfigWatcher } from './config/watch.js'
-import { systemClock, systemTimers, type Clock, type Timers } from './clock.js'
-import { createLogger, effectiveLevel, type Logger } from './observability/logger.js'
+import { systemClock, systemTimers } from './clock.js'
+import { createLogger, effectiveLevel } from './observability/logger.js'
 import { Metrics } from './observability/metrics.js'
-import { CookieIssuer } from './affinity/cookie-issuer.js'
-import { KeyReader, keyOptions } from './affinity/key.js'
-import { parseTrustedProxies } from './affinity/client-ip.js'
-import { SessionTable } from './affinity/session-table.js'
-import { Router } from './routing/router.js'
-import { HealthTable } from './health/health-table.js'
-import { ActiveChecker } from './health/active-checker.js'
-import { SharedHealth } from './health/shared-health.js'
+import { createRouting } from './routing/create-routing.js'
+import { createHealth } from './health/create-health.js'
 import { Membership } from './upstream/membership.js'
-import { DnsDiscovery } from './upstream/dns-discovery.js'
-import type { UpstreamSet } from './upstream/upstream-set.js'
-import { startAdmin } from './admin/admin-server.js'
-import { sessionsCounted, upstreamRow } from './admin/upstream-row.js'
+import { createDiscovery } from './upstream/discovery.js'
+import { createAdmin } from './admin/create-admin.js'
 import { RedisBindings } from './redis/binding-store.js'
 import { RedisPeerChannel } from './redis/peer-channel.js'
 import { createState, redisOf, stateDegraded } from './state/create-state.js'
-import { AnswerHead } from './proxy/answer-head.js'
-import { ClientErrors } from './proxy/client-error.js'
-import { Forwarder } from './proxy/forward.js'
-import { headerPolicy } from './proxy/headers.js'
+import { createProxy } from './proxy/create-proxy.js'
 import { InFlight } from './proxy/in-flight.js'
 import { Listener } from './proxy/listener.js'
-import { RequestPath } from './proxy/request-path.js'
-import { Upgrades } from './proxy/upgrade-transport.js'
+import type { Tether, TetherOptions } from './tether.js'
 import { CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART } from './proxy/websocket-frames.js'
 
 export type { ReloadResult } from './config/reload.js'
-
-export interface TetherOptions {
-  /** Logger to use; default: pino on stdout at config/LOG_LEVEL level. */
-  readonly logger?: Logger
-  /** Environment for LOG_LEVEL; default process.env. */
-  readonly env?: Readonly<Record<string, string | undefined>>
-  /** Time source for affinity expiry, health and retries; default the system clock (tests inject a fake one). */
-  readonly clock?: Clock
-  /** Timers for background work; default the global ones (unref'd). */
-  readonly timers?: Timers
-  /** The config file: watched for changes (hot reload) and re-read by `reloadFile()`. */
-  readonly configPath?: string
-}
-
-export interface Tether {
-  /** The running config (a reload replaces what it applied). */
-  readonly config: Config
-  /** http://host:port the proxy listens on (the real port when configured with 0). */
-  readonly url: string
-  readonly port: number
-  /** http://host:port of the admin listener. */
-  readonly adminUrl: string
-  readonly logger: Logger
-  /** Routing (placement table, decisions), for tests and the admin API. */
-  readonly router: Router
-  /** The session table (pins of table-keyed users). */
-  readonly sessions: SessionTable
-  /** Upstream health (active checks, ejection, draining). */
-  readonly health: HealthTable
-  readonly metrics: Metrics
-  /** The proxy's listener (its HTTP server is `listener.server`). */
-  readonly listener: Listener
-  /** Open WebSocket tunnels. */
-  readonly upgrades: Upgrades
-  /** Apply a new validated config (hot reload); says what was applied and what needs a restart. */
-  reload(next: Config): ReloadResult
-  /** Re-read `configPath` (SIGHUP, file change): a valid file is applied, an invalid one rejected with located errors. */
-  reloadFile(): ReloadResult | ConfigError
-  /** Graceful stop: readiness false, stop accepting, in-flight requests finish (Connection: close), the rest is cut after `graceMs`. */
-  close(graceMs?: number): Promise<void>
-}
+export type { Tether, TetherOptions } from './tether.js'
 
 /** Start the proxy described by `config`; resolves once it listens. */
 export async function startTether(config: Config, options: TetherOptions = {}): Promise<Tether> {
@@ -87,112 +35,62 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   let draining = false
   let current = config
 
-  // upstreams and their health
-  const h = config.health
-  const health = new HealthTable({ active: h.active, passive: h.passive.enabled ? h.passive : null, slow_start: h.slow_start }, clock)
-  const inFlight = new InFlight()
-  // a probe timeout is enough on its own when requests are stuck waiting on that upstream (or a
-  // client just gave up waiting on it) and another upstream answers its probes
-  const probed = {
-    reportActive: (id: string, ok: boolean, timedOut = false, suspected = false) =>
-      health.reportActive(id, ok, !ok && timedOut && (suspected || inFlight.longestWait(id) > h.active.timeout) && health.anotherPassing(id)),
-  }
-  const checker = h.active.enabled ? new ActiveChecker({ ...h.active, jitter: 0.1 }, probed, { clock, timers }) : null
   const redis = redisOf(config)
-  const peers = redis !== null && h.shared === 'redis' ? new SharedHealth(new RedisPeerChannel(redis), health, logger) : null
-
-  // sessions and routing
-  const a = config.affinity
-  const shared = redis !== null && a.shared === 'redis' ? new RedisBindings(redis, a.idle_timeout) : null
-  const sessions = new SessionTable({ maxEntries: a.max_entries, idleTimeout: a.idle_timeout, absoluteTimeout: a.absolute_timeout, sink: shared?.sink() ?? null })
-  const cookies = a.key === 'cookie' ? new CookieIssuer(a, undefined, (m) => logger.warn(m)) : null
-  const trusted = parseTrustedProxies(a.client_ip.trusted_proxies)
-  const keys = new KeyReader({ options: keyOptionsOf(config, cookies, trusted), fallback: a.app_cookie.fallback, trusted })
-  const router = new Router(a, { sessions, cookies, availability: health })
+  const inFlight = new InFlight()
+  const health = createHealth(config, clock, timers, logger, (id) => inFlight.longestWait(id), redis === null ? null : new RedisPeerChannel(redis))
+  const shared = redis !== null && config.affinity.shared === 'redis' ? new RedisBindings(redis, config.affinity.idle_timeout) : null
+  const { sessions, keys, router } = createRouting(config, health.table, shared?.sink() ?? null, (m) => logger.warn(m))
   const { store, state } = createState(config, redis, clock, metrics, logger)
-
-  // transports and the request path
-  const policy = headerPolicy(config)
-  const answer = new AnswerHead({ sessions, appCookie: a.key === 'app_cookie' ? a.app_cookie.name : null, state, reserved: policy.reserved, upstreamHeader: config.forwarding.upstream_header, clock })
-  const t = config.timeouts
-  // an oversize checkpoint must still arrive (to be refused), so room for twice the limit
-  const http = new Forwarder([], { connect: t.connect, responseHeaders: t.response_headers, bodyIdle: t.body_idle, maxResponseHeaderBytes: 65_536 + 2 * config.state.max_bytes }, answer, () => draining)
-  const upgrades = new Upgrades(logger, answer, { maxConnections: config.websocket.max_connections, idleTimeout: config.websocket.idle_timeout, connect: t.connect, responseHeaders: t.response_headers, timers })
-  const clientErrors = new ClientErrors(logger)
-  const pathFor = (cfg: Config): RequestPath => new RequestPath({
-    config: cfg, clock, timers, logger, keys, router, sessions, upstreams: () => membership.current(), headerPolicy: headerPolicy(cfg), http, upgrades,
-    clientErrors, state, shared, observe: (id, signal) => health.reportPassive(id, signal), suspect: (id) => checker?.probeSoon(id), inFlight, events: metrics, draining: () => draining,
+  const proxy = createProxy(config, {
+    clock, timers, logger, keys, router, sessions, upstreams: () => membership.current(), state, shared, inFlight, events: metrics,
+    observe: (id, signal) => health.table.reportPassive(id, signal), suspect: (id) => health.checker?.probeSoon(id), draining: () => draining,
   })
-  let path = pathFor(config)
-  const listener = new Listener(config, { current: () => path, clientErrors, logger, timers })
+  let path = proxy.pathFor(config)
+  const listener = new Listener(config, { current: () => path, clientErrors: proxy.clientErrors, logger, timers })
 
-  health.onTransition((e) => {
+  health.table.onTransition((e) => {
     metrics.onHealthTransition(e)
     logger.info({ upstream: e.id, from: e.from, to: e.to, reason: e.reason, detail: e.detail }, 'upstream health changed')
     if (e.to === 'unhealthy' || e.to === 'ejected' || e.to === 'disabled' || e.to === null) {
       // its WebSockets close (1012) so clients reconnect elsewhere; requests waiting on its answer move now
-      upgrades.closeUpstream(e.id, CLOSE_SERVICE_RESTART)
+      proxy.upgrades.closeUpstream(e.id, CLOSE_SERVICE_RESTART)
       inFlight.stopWaiting(e.id, 'TETHER_UPSTREAM_UNAVAILABLE')
     }
   })
-  metrics.setWebSocketCount(() => upgrades.size)
+  metrics.setWebSocketCount(() => proxy.upgrades.size)
   metrics.setAffinityStats(() => sessions.table)
-  const apply = (set: UpstreamSet): void => {
-    router.setUpstreams(set, clock.now()) // first: it notes which leaving upstreams were draining
-    health.setUpstreams(set.ids)
-    http.setUpstreams(set.list)
-    checker?.setUpstreams(set.list)
-    logger.info({ upstreams: set.ids }, 'upstreams updated')
-  }
-  const membership = new Membership(config.upstreams, a.drain_timeout, { onChange: apply, drain: (id) => health.drain(id), undrain: (id) => health.undrain(id) }, timers)
-  apply(membership.current())
-  const dns = config.discovery.dns
-  const discovery = dns === null ? null : new DnsDiscovery(dns, {
-    onChange: (found) => membership.setDiscovered(found),
-    onError: (err, failures) => logger.warn({ err: err.message, code: err.code, failures }, 'DNS discovery failed; keeping the last known upstreams'),
+  const membership = new Membership(config.upstreams, config.affinity.drain_timeout, {
+    onChange: (set) => {
+      router.setUpstreams(set, clock.now()) // first: it notes which leaving upstreams were draining
+      health.table.setUpstreams(set.ids)
+      proxy.http.setUpstreams(set.list)
+      health.checker?.setUpstreams(set.list)
+      logger.info({ upstreams: set.ids }, 'upstreams updated')
+    },
+    drain: (id) => health.table.drain(id),
+    undrain: (id) => health.table.undrain(id),
   }, timers)
+  const discovery = createDiscovery(config.discovery, { membership, logger, metrics, env, timers })
+  membership.setStatic(config.upstreams)
 
-  const notReady = (): string[] => [
-    ...(draining ? ['shutting down'] : []),
-    ...(membership.current().ids.some((id) => health.ready(id)) ? [] : ['no healthy upstream']),
-  ]
-  try {
-    await listener.listen()
-  } catch (err) {
-    await http.destroy()
-    throw err
-  }
-  const counted = sessionsCounted(a)
-  const admin = await startAdmin(config.admin.listen.host, config.admin.listen.port, {
-    token: config.admin.token,
-    logger,
-    notReady,
-    upstreams: () => health.snapshot().map((e) => upstreamRow(e, {
-      url: membership.current().get(e.id)?.url ?? null,
-      weight: membership.current().get(e.id)?.weight ?? null,
-      in_flight: inFlight.count(e.id),
-      websockets: upgrades.countByUpstream(e.id),
-      sessions: counted ? sessions.countByUpstream(e.id) : null,
-    })),
-    degraded: stateDegraded(store, redis),
-    metrics: () => metrics.render(),
-    metricsContentType: metrics.contentType,
-    drain: (id) => health.drain(id) && (peers?.tell('drain', id), true),
-    undrain: (id) => health.undrain(id) && (peers?.tell('undrain', id), true),
-  }).catch(async (err: NodeJS.ErrnoException) => {
+  const admin = await listener.listen().then(() => createAdmin(config, {
+    logger, health: health.table, peers: health.peers, metrics, upstreams: () => membership.current(), draining: () => draining,
+    inFlight: (id) => inFlight.count(id), websockets: (id) => proxy.upgrades.countByUpstream(id), sessions: (id) => sessions.countByUpstream(id),
+    degraded: () => [...stateDegraded(store, redis)(), ...discovery.degraded()],
+  })).catch(async (err: unknown) => {
     await listener.close(0, () => undefined)
-    await http.destroy()
-    throw Object.assign(new Error(`cannot listen on ${config.admin.listen.host}:${config.admin.listen.port} (admin): ${err.code ?? err.message}`), { code: err.code })
+    await proxy.http.destroy()
+    throw err
   })
-  checker?.start()
-  if (discovery !== null) await discovery.start()
+  health.checker?.start()
+  await discovery.start()
   await redis?.start() // resolves even when Redis is down (degraded, reconnecting)
   await store?.start()
-  peers?.start()
+  health.peers?.start()
   // background upkeep: expired affinity entries (also dropped lazily on lookup) and ended ejections
   let upkeep = timers.setTimeout(function sweep() {
     sessions.sweep(clock.now(), 10_000)
-    health.tick()
+    health.table.tick()
     upkeep = timers.setTimeout(sweep, 1_000)
   }, 1_000)
   logger.info({ url: listener.url, admin: admin.url, upstreams: membership.current().ids }, 'tether listening')
@@ -201,7 +99,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     const { applied, needsRestart, effective } = diffConfig(current, next)
     if (applied.includes('upstreams')) membership.setStatic(next.upstreams)
     current = effective
-    path = pathFor(effective)
+    path = proxy.pathFor(effective)
     metrics.configReload(true)
     logger.info({ applied }, 'config reloaded')
     if (needsRestart.length > 0) logger.warn({ sections: needsRestart }, 'config reloaded: these changes need a restart and were not applied')
@@ -230,26 +128,16 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       timers.clearTimeout(upkeep)
       watcher?.stop()
       membership.stop()
-      await Promise.all([checker?.stop(), discovery?.stop()])
-      await listener.close(graceMs, () => upgrades.closeAll(CLOSE_GOING_AWAY)) // WebSockets get the whole grace period, then 1001
-      await Promise.all([http.destroy(), admin.close(), store?.stop(), redis?.stop()])
+      await Promise.all([health.checker?.stop(), discovery.stop()])
+      await listener.close(graceMs, () => proxy.upgrades.closeAll(CLOSE_GOING_AWAY)) // WebSockets get the whole grace period, then 1001
+      await Promise.all([proxy.http.destroy(), admin.close(), store?.stop(), redis?.stop()])
       logger.info('tether stopped')
     })()
     return closing
   }
   return {
     get config() { return current },
-    url: listener.url, port: listener.port, adminUrl: admin.url, logger, router, sessions, health, metrics, listener, upgrades, reload, reloadFile, close }
-}
-
-/** How keys are read for `affinity.key` (null: round robin). */
-function keyOptionsOf(config: Config, cookies: CookieIssuer | null, trusted: ReturnType<typeof parseTrustedProxies>): ReturnType<typeof keyOptions> | null {
-  const a = config.affinity
-  switch (a.key) {
-    case 'none': return null
-    case 'cookie': return keyOptions({ kind: 'cookie', cookieName: a.cookie.name, codec: cookies!.codec })
-    case 'app_cookie': return keyOptions({ kind: 'app_cookie', cookieName: a.app_cookie.name! })
-    case 'client_ip': return keyOptions({ kind: 'client_ip', trusted })
-    case 'header': return keyOptions({ kind: 'header', headerName: a.header.name! })
+    url: listener.url, port: listener.port, adminUrl: admin.url, logger, router, sessions, health: health.table, metrics, listener, upgrades: proxy.upgrades,
+    reload, reloadFile, close,
   }
 }

@@ -4,11 +4,18 @@
 import { readFileSync } from 'node:fs'
 import { ConfigError, loadConfigFile, type Config } from './config/index.js'
 import { formatDuration } from './config/duration.js'
-import { startTether, type Tether } from './app.js'
+import { convertManifests, ImportError } from './import/convert.js'
+import type { Tether } from './app.js'
 
 const USAGE = `Usage:
   tether [--config <file>]   run the proxy (default file: $TETHER_CONFIG or config/proxy.yaml)
   tether check <file>        validate a config file; exit 0 when valid, 1 when not
+  tether import [--manifests] [--image <ref>] <file.yaml>...
+                             read Kubernetes manifests (ingress-nginx Ingress, Service with
+                             ClientIP affinity, Gateway API HTTPRoute) and print a proxy.yaml
+                             that reproduces their stickiness; --manifests prints the Tether
+                             Deployment, Service, RBAC and ConfigMap instead. What was not
+                             converted is listed in the output and on stderr.
   tether --help              show this help
   tether --version           print the version
 
@@ -20,6 +27,7 @@ Environment: LOG_LEVEL overrides log.level; \${VAR} in the config is read from t
 type Command =
   | { kind: 'run'; config: string }
   | { kind: 'check'; config: string }
+  | { kind: 'import'; files: string[]; manifests: boolean; image: string | undefined }
   | { kind: 'help' }
   | { kind: 'version' }
   | { kind: 'usage-error'; message: string }
@@ -28,6 +36,7 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
   const args = [...argv]
   if (args.includes('--help') || args.includes('-h')) return { kind: 'help' }
   if (args.includes('--version') || args.includes('-v')) return { kind: 'version' }
+  if (args[0] === 'import') return parseImport(args.slice(1))
   let kind: 'run' | 'check' = 'run'
   if (args[0] === 'check' || args[0] === 'run') kind = args.shift() as 'run' | 'check'
   let config: string | undefined
@@ -49,6 +58,24 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
   return { kind, config: config ?? env['TETHER_CONFIG'] ?? 'config/proxy.yaml' }
 }
 
+function parseImport(args: string[]): Command {
+  const files: string[] = []
+  let manifests = false
+  let image: string | undefined
+  while (args.length > 0) {
+    const a = args.shift()!
+    if (a === '--manifests') manifests = true
+    else if (a === '--image') {
+      image = args.shift()
+      if (image === undefined || image === '') return { kind: 'usage-error', message: '--image needs an image reference' }
+    } else if (a.startsWith('--image=')) image = a.slice('--image='.length)
+    else if (a.startsWith('-') && a !== '-') return { kind: 'usage-error', message: `unknown argument "${a}"` }
+    else files.push(a)
+  }
+  if (files.length === 0) return { kind: 'usage-error', message: 'import needs at least one manifest file' }
+  return { kind: 'import', files, manifests, image }
+}
+
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
   return pkg.version
@@ -56,7 +83,8 @@ function version(): string {
 
 /**
  * Where a valid config's upstreams come from, for `tether check`:
- * "2 static upstreams; DNS discovery of app-headless.default.svc.cluster.local port 8080 every 5s".
+ * "2 static upstreams; DNS discovery of app-headless.default.svc.cluster.local port 8080 every 5s";
+ * "Kubernetes discovery of Service web (the pod's namespace) port http (EndpointSlices)".
  */
 function upstreamSources(config: Config): string {
   const n = config.upstreams.length
@@ -65,7 +93,14 @@ function upstreamSources(config: Config): string {
   if (dns !== null) {
     const family = dns.family === 'any' ? '' : `, ${dns.family === 'ipv4' ? 'IPv4' : 'IPv6'} only`
     const servers = dns.servers.length > 0 ? `, asking ${dns.servers.join(', ')}` : ''
-    parts.push(`DNS discovery of ${dns.name} port ${dns.port} every ${formatDuration(dns.interval)}${family}${servers}`)
+    const port = dns.port === null ? 'ports from SRV records' : `port ${dns.port}`
+    parts.push(`DNS${dns.srv ? ' SRV' : ''} discovery of ${dns.name} ${port} every ${formatDuration(dns.interval)}${family}${servers}`)
+  }
+  const k8s = config.discovery.kubernetes
+  if (k8s !== null) {
+    const namespace = k8s.namespace ?? (k8s.kubeconfig === null ? "the pod's namespace" : "the kubeconfig context's namespace")
+    const via = k8s.kubeconfig === null ? '' : `, through kubeconfig ${k8s.kubeconfig}`
+    parts.push(`Kubernetes discovery of Service ${k8s.service} (${namespace}) port ${k8s.port} (EndpointSlices${via})`)
   }
   return parts.join('; ')
 }
@@ -92,6 +127,33 @@ async function main(): Promise<number> {
     case 'usage-error':
       process.stderr.write(`tether: ${cmd.message}\n\n${USAGE}`)
       return 2
+    case 'import': {
+      const sources: { file: string; text: string }[] = []
+      for (const file of cmd.files) {
+        try {
+          sources.push({ file, text: readFileSync(file === '-' ? 0 : file, 'utf8') })
+        } catch (err) {
+          process.stderr.write(`tether import: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}\n`)
+          return 1
+        }
+      }
+      try {
+        const result = convertManifests(sources, { manifests: cmd.manifests, image: cmd.image ?? `ghcr.io/example/tether:${version()}` })
+        process.stdout.write(result.manifests ?? result.proxyYaml)
+        process.stderr.write(`tether import: converted ${result.converted}\n`)
+        if (result.findings.length > 0) {
+          process.stderr.write(`tether import: not converted (${result.findings.length}, also listed at the top of the output):\n`)
+          for (const f of result.findings) process.stderr.write(`  ${f.at} ${f.what}: ${f.why}\n`)
+        }
+        return 0
+      } catch (err) {
+        if (err instanceof ImportError || err instanceof ConfigError) {
+          process.stderr.write(`tether import: ${err.message}\n`)
+          return 1
+        }
+        throw err
+      }
+    }
     case 'check': {
       const config = load(cmd.config)
       if (config === null) return 1
@@ -103,6 +165,8 @@ async function main(): Promise<number> {
       if (config === null) return 1
       let tether: Tether
       try {
+        // loaded here, so check and import start without the proxy's libraries
+        const { startTether } = await import('./app.js')
         tether = await startTether(config, { configPath: cmd.config })
       } catch (err) {
         process.stderr.write(`tether: ${(err as Error).message}\n`)

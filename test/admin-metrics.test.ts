@@ -5,6 +5,7 @@ import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { startUpstream, testConfig, request } from './fixtures/upstream.js'
 import { CookieJar } from './fixtures/users.js'
+import { onEvent, when } from './fixtures/wait.js'
 
 function get(url: string, jar: CookieJar): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
@@ -84,8 +85,7 @@ t.test('GET /upstreams lists state, weight, in-flight requests and sessions', as
   const tether = await startTether(testConfig([{ id: 'slow', url: slow.url, weight: 3 } as never], { affinity: { key: 'header', header: { name: 'X-Tenant' } } }), { logger: createLogger('silent') })
   t.teardown(async () => { await tether.close(0); await slow.close() })
   const pending = request(tether.url, { headers: { 'x-tenant': 't1' } })
-  const { waitFor } = await import('./fixtures/upstream.js')
-  await waitFor(() => release !== null)
+  await when(onEvent(slow.server, 'request'), () => release !== null, 5_000, 'the request to reach the upstream')
   const rows = JSON.parse((await request(`${tether.adminUrl}/upstreams`)).body) as Record<string, unknown>[]
   // a new user is pinned once their upstream answered
   t.match(rows, [{ id: 'slow', state: 'healthy', weight: 3, in_flight: 1, sessions: 0, url: slow.url }])

@@ -3,7 +3,8 @@
 // upstream rows keep their documented shape (snake_case, RFC 3339 times, null for unknown).
 import t from 'tap'
 import { startCli, tempFile } from './fixtures/cli.js'
-import { request, startProxy, startUpstream, waitFor } from './fixtures/upstream.js'
+import { request, startProxy, startUpstream } from './fixtures/upstream.js'
+import { healthState } from './fixtures/wait.js'
 
 const TOKEN = 'admin-token-for-tests'
 const AUTH = { authorization: `Bearer ${TOKEN}` }
@@ -84,7 +85,7 @@ t.test('GET /upstreams shows drains and ejections as RFC 3339 times and counts c
 
   await apps.find((a) => a.id === home)!.close()
   await request(tether.url) // a refused connection ejects it at once, and the user moves
-  await waitFor(async () => (await rows())[home]!['state'] === 'ejected', 5_000, `${home} to be ejected`)
+  await healthState(tether.health, home, 'ejected', 5_000)
   const ejected = (await rows())[home]!
   t.match(ejected, { ready: false, times_ejected: 1, ejected_until: /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/ })
   t.ok(Date.parse(ejected['ejected_until'] as string) > Date.now(), 'ejected_until is in the future')

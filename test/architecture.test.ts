@@ -12,6 +12,7 @@ import { ROOT } from './fixtures/cli.js'
  * pattern that matches a file decides. A new file must be placed here deliberately.
  */
 const LAYERS: [RegExp, number][] = [
+  [/^(routing|health|proxy|admin)\/create-[a-z]+\.ts$/, 5],
   [/^(errors|clock|reserved-headers|deadline)\.ts$/, 0],
   [/^config\/schema\.ts$/, 0],
   [/^routing\/decision\.ts$/, 0],
@@ -21,6 +22,7 @@ const LAYERS: [RegExp, number][] = [
   [/^observability\/events\.ts$/, 0],
   [/^upstream\/upstream-set\.ts$/, 0],
   [/^placement\//, 1],
+  [/^upstream\/(address|endpoint-slices)\.ts$/, 1],
   [/^affinity\/(key|client-ip|cookie-codec|cookie-issuer)\.ts$/, 1],
   [/^config\/(validate|duration|env|reload)\.ts$/, 1],
   [/^proxy\/(headers|retry|outcome|interim-response|websocket-frames)\.ts$/, 1],
@@ -32,6 +34,8 @@ const LAYERS: [RegExp, number][] = [
   [/^config\/(load|watch|index)\.ts$/, 3],
   [/^upstream\/.*discovery\.ts$/, 3],
   [/^health\/active-checker\.ts$/, 3],
+  [/^upstream\/(kubernetes-api|kubernetes-credentials|list-watch)\.ts$/, 3],
+  [/^import\//, 4],
   [/^redis\//, 3],
   [/^tls\//, 3],
   [/^proxy\/(forward|upgrade-transport|respond|request-body|pipelining|client-error|request-context|exchange|in-flight)\.ts$/, 3],
@@ -39,7 +43,7 @@ const LAYERS: [RegExp, number][] = [
   [/^proxy\/(request-path|answer-head|listener)\.ts$/, 4],
   [/^health\/shared-health\.ts$/, 4],
   [/^admin\//, 4],
-  [/^(app|cli)\.ts$/, 5],
+  [/^(app|cli|tether)\.ts$/, 5],
   [/^state\/create-state\.ts$/, 5],
 ]
 

@@ -3,7 +3,8 @@ import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import net from 'node:net'
-import { ROOT, freePort, runCli, startCli, tempFile } from './fixtures/cli.js'
+import { ROOT, runCli, startCli, tempFile } from './fixtures/cli.js'
+import { freePort } from './fixtures/ports.js'
 import { request, startUpstream } from './fixtures/upstream.js'
 
 const version = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version
@@ -151,4 +152,22 @@ t.test('run: the access log carries a request id (kept when well-formed, passed 
   t.same(lines.map((l) => l['request_id']), ids, 'the log line names the id the upstream saw')
   t.same(lines.map((l) => l['key']), ['cookie', 'cookie', 'cookie'], 'the key kind, never the cookie value')
   t.notOk(tether.stdout().includes('tether='), 'no cookie value in the logs')
+})
+
+t.test('check: Kubernetes and SRV discovery say what they will discover', async (t) => {
+  const k8s = tempFile('k8s.yaml', 'discovery:\n  kubernetes: { service: web, port: http }\n')
+  const r = await runCli(['check', k8s])
+  t.equal(r.code, 0, r.stderr)
+  t.equal(r.stdout, `${k8s}: ok (Kubernetes discovery of Service web (the pod's namespace) port http (EndpointSlices))\n`)
+  const both = tempFile('both.yaml', 'discovery:\n  kubernetes: { service: web, namespace: shop, port: 8080, kubeconfig: /home/me/.kube/config }\n  dns: { name: _http._tcp.web.shop.svc.cluster.local, srv: true }\n')
+  const r2 = await runCli(['check', both])
+  t.equal(r2.code, 0, r2.stderr)
+  t.equal(r2.stdout, `${both}: ok (DNS SRV discovery of _http._tcp.web.shop.svc.cluster.local ports from SRV records every 5s; Kubernetes discovery of Service web (shop) port 8080 (EndpointSlices, through kubeconfig /home/me/.kube/config))\n`)
+})
+
+t.test('run: Kubernetes discovery without credentials exits 1 with what to do, before listening', async (t) => {
+  const file = tempFile('k8s.yaml', `listen: { host: 127.0.0.1, port: 0 }\nadmin: { listen: { host: 127.0.0.1, port: 0 } }\ndiscovery:\n  kubernetes: { service: web, port: http }\n`)
+  const r = await runCli(['--config', file], { KUBERNETES_SERVICE_HOST: '' })
+  t.equal(r.code, 1)
+  t.equal(r.stderr, "tether: Kubernetes discovery: KUBERNETES_SERVICE_HOST is not set, so Tether is not running in a pod: set discovery.kubernetes.kubeconfig to run outside a cluster\n")
 })

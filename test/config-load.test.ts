@@ -60,7 +60,7 @@ t.test('a minimal config gets every default', async (t) => {
       shared: 'none',
     },
     retries: { attempts: 2, try_duration: 10_000, replay_buffer_bytes: 65_536, hedge_after: null },
-    discovery: { dns: null },
+    discovery: { dns: null, kubernetes: null },
     shutdown: { grace_period: 10_000 },
     websocket: { max_connections: 10_000, idle_timeout: 3_600_000 },
     state: {
@@ -123,7 +123,10 @@ t.test('a full config round-trips every key, durations in ms and URLs as origins
       shared: 'redis',
     },
     retries: { attempts: 1, try_duration: 3_000, replay_buffer_bytes: 1024, hedge_after: 250 },
-    discovery: { dns: { name: 'app-headless.default.svc.cluster.local', port: 8080, interval: 10_000, family: 'ipv4', servers: ['127.0.0.1:5353'] } },
+    discovery: {
+      dns: { name: 'app-headless.default.svc.cluster.local', port: 8080, srv: true, interval: 10_000, family: 'ipv4', servers: ['127.0.0.1:5353'] },
+      kubernetes: { service: 'web', namespace: 'shop', port: 'http', kubeconfig: '/etc/tether/kubeconfig', weight_annotation: 'tether.io/weights' },
+    },
     shutdown: { grace_period: 25_000 },
     websocket: { max_connections: 500, idle_timeout: 600_000 },
     state: {
@@ -133,6 +136,16 @@ t.test('a full config round-trips every key, durations in ms and URLs as origins
       redis: { url: null, password: 'pw', sentinels: ['10.0.0.1:26379', '10.0.0.2:26379'], name: 'mymaster', nodes: [], key_prefix: 'app:' },
     },
   })
+})
+
+t.test('Kubernetes discovery alone is a source of upstreams; its port is a name or a number', async (t) => {
+  const named = parseConfig(yaml('discovery:', '  kubernetes: { service: web, port: http }'), FILE)
+  t.strictSame(named.discovery.kubernetes, { service: 'web', namespace: null, port: 'http', kubeconfig: null, weight_annotation: null })
+  t.strictSame(named.upstreams, [])
+  const numbered = parseConfig(yaml('discovery:', '  kubernetes: { service: web, port: "${PORT}" }'), FILE, { PORT: '8080' })
+  t.equal(numbered.discovery.kubernetes?.port, 8080, 'a number from the environment is a number')
+  const srv = parseConfig(yaml('discovery:', '  dns: { name: _http._tcp.web.default.svc.cluster.local, srv: true }'), FILE)
+  t.strictSame(srv.discovery.dns, { name: '_http._tcp.web.default.svc.cluster.local', port: null, srv: true, interval: 5000, family: 'any', servers: [] })
 })
 
 t.test('a partly given section keeps the defaults of its other keys', async (t) => {
@@ -176,12 +189,36 @@ const errorCases: { name: string; text: string; issues: string[] }[] = [
   {
     name: 'missing upstreams (located at the parent map)',
     text: yaml('', 'listen:', '  port: 80'),
-    issues: [`${FILE}:2:1 upstreams: missing required key (or set discovery.dns)`],
+    issues: [`${FILE}:2:1 upstreams: missing required key (or set discovery.dns or discovery.kubernetes)`],
   },
   {
     name: 'an empty upstream list',
     text: yaml('upstreams: []'),
-    issues: [`${FILE}:1:12 upstreams: expected a non-empty list (or set discovery.dns)`],
+    issues: [`${FILE}:1:12 upstreams: expected a non-empty list (or set discovery.dns or discovery.kubernetes)`],
+  },
+  {
+    name: 'DNS discovery without a port and without srv',
+    text: yaml('discovery:', '  dns:', '    name: web.default.svc.cluster.local'),
+    issues: [`${FILE}:3:5 discovery.dns.port: required unless srv is true (SRV records carry the port)`],
+  },
+  {
+    name: 'Kubernetes discovery: a bad Service name, namespace, port and annotation key, each located',
+    text: yaml('discovery:', '  kubernetes:', '    service: Web_1', '    namespace: "-shop"', '    port: HTTP', '    weight_annotation: "a b"'),
+    issues: [
+      `${FILE}:3:14 discovery.kubernetes.service: expected a Service name (lower-case letters, digits and "-", starting with a letter), got "Web_1"`,
+      `${FILE}:4:16 discovery.kubernetes.namespace: expected a namespace name (lower-case letters, digits and "-"), got "-shop"`,
+      `${FILE}:5:11 discovery.kubernetes.port: expected a Service port name (up to 15 lower-case letters, digits and "-") or a port number, got "HTTP"`,
+      `${FILE}:6:24 discovery.kubernetes.weight_annotation: expected an annotation key like tether.io/weights, got "a b"`,
+    ],
+  },
+  {
+    name: 'Kubernetes discovery: the Service and the port are required; a port number must be a port',
+    text: yaml('discovery:', '  kubernetes:', '    namespace: shop', '  dns:', '    name: a.b', '    port: 0'),
+    issues: [
+      `${FILE}:3:5 discovery.kubernetes.service: missing required key`,
+      `${FILE}:3:5 discovery.kubernetes.port: missing required key`,
+      `${FILE}:6:11 discovery.dns.port: expected an integer between 1 and 65535, got 0`,
+    ],
   },
   {
     name: 'a section that is not a map',

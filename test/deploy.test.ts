@@ -4,17 +4,16 @@
 // ConfigMap must pass Tether's own config checker, and the pieces must agree with each other
 // (probe ports, grace periods, Services, Secret keys) and with the Dockerfile.
 import t, { type Test } from 'tap'
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
-import { createRequire } from 'node:module'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { spawnSync } from 'node:child_process'
+import { tmpdir } from 'node:os'
 import { dirname, join, relative } from 'node:path'
 import { parseAllDocuments } from 'yaml'
-import { ConfigMap, Secret, Service } from 'kubernetes-models/v1'
-import { Deployment, StatefulSet } from 'kubernetes-models/apps/v1'
-import { PodDisruptionBudget } from 'kubernetes-models/policy/v1'
-import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1'
 import { parseConfig, type Config } from '../src/config/index.js'
 import { ROOT } from './fixtures/cli.js'
+import { validateObject } from './fixtures/kubernetes-schema.js'
+import { redisCli, startRedis } from './fixtures/redis-server.js'
+import { tetherManifests } from '../src/import/tether-manifests.js'
 
 const DEPLOY = join(ROOT, 'deploy', 'kubernetes')
 /** The image's `--config` (Dockerfile CMD) and where the manifests mount the ConfigMap. */
@@ -55,118 +54,6 @@ function loadDocs(file: string): Doc[] {
 const manifests: Doc[] = yamlFiles.filter((f) => !isKustomization(f)).flatMap(loadDocs)
 const byKind = (kind: string): Doc[] => manifests.filter((d) => d.obj['kind'] === kind)
 const where = (d: Doc): string => `${d.file}#${d.index} ${d.obj['kind']}/${d.obj['metadata']?.name}`
-
-// ---- schema validation ---------------------------------------------------------------------
-
-interface ModelClass {
-  new (data: any): { validate(): void }
-}
-/** apiVersion/kind -> model. A kind missing here fails the test: add it, don't skip it. */
-const MODELS: Record<string, { model: ModelClass; dts: string }> = {
-  'v1/ConfigMap': { model: ConfigMap, dts: 'kubernetes-models/v1/ConfigMap.d.ts' },
-  'v1/Secret': { model: Secret, dts: 'kubernetes-models/v1/Secret.d.ts' },
-  'v1/Service': { model: Service, dts: 'kubernetes-models/v1/Service.d.ts' },
-  'apps/v1/Deployment': { model: Deployment, dts: 'kubernetes-models/apps/v1/Deployment.d.ts' },
-  'apps/v1/StatefulSet': { model: StatefulSet, dts: 'kubernetes-models/apps/v1/StatefulSet.d.ts' },
-  'policy/v1/PodDisruptionBudget': { model: PodDisruptionBudget, dts: 'kubernetes-models/policy/v1/PodDisruptionBudget.d.ts' },
-  'networking.k8s.io/v1/NetworkPolicy': { model: NetworkPolicy, dts: 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy.d.ts' },
-}
-
-/**
- * The bundled JSON-schema validators accept unknown fields, so a misspelt `readinesProbe`
- * would pass silently. This walks an object along the model's TypeScript declarations
- * (one `.d.ts` per type, properties quoted one per line) and reports every key the type
- * doesn't declare. Types without an interface (IntOrString, Quantity, RawExtension) are leaves.
- */
-interface Shape {
-  readonly props: Map<string, { readonly type: string; readonly container: 'one' | 'array' | 'map' }>
-  readonly imports: Map<string, string> // type name -> .d.ts file
-}
-const shapes = new Map<string, Shape | null>()
-
-/** `pkg/sub/path` (or `@scope/pkg/sub/path`) -> that package's `sub/path.d.ts`, as seen from `from`. */
-function declarationFile(from: string, spec: string): string {
-  const parts = spec.split('/')
-  const name = parts.slice(0, spec.startsWith('@') ? 2 : 1).join('/')
-  // the package's exports map hides its .d.ts files: find its directory from its entry point
-  let dir = dirname(createRequire(from).resolve(name))
-  while (!existsSync(join(dir, 'package.json')) || JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')).name !== name) {
-    if (dirname(dir) === dir) throw new Error(`cannot find package ${name}`)
-    dir = dirname(dir)
-  }
-  return join(dir, `${parts.slice(name.split('/').length).join('/')}.d.ts`)
-}
-
-function shapeOf(file: string): Shape | null {
-  if (shapes.has(file)) return shapes.get(file)!
-  const text = readFileSync(file, 'utf8')
-  const imports = new Map<string, string>()
-  for (const m of text.matchAll(/^import \{ (\w+) \} from "([^"]+)";$/gm)) {
-    const spec = m[2]!
-    imports.set(m[1]!, spec.startsWith('.') ? join(dirname(file), `${spec}.d.ts`) : declarationFile(file, spec))
-  }
-  const body = /^export interface \w+ (?:extends [\w, ]+ )?\{\n([\s\S]*?)^\}/m.exec(text)?.[1]
-  if (body === undefined) {
-    shapes.set(file, null)
-    return null
-  }
-  const props: Shape['props'] = new Map()
-  const lines = body.split('\n')
-  for (let i = 0; i < lines.length; i++) {
-    const m = /^ {4}"([^"]+)"\??: (.*)$/.exec(lines[i]!)
-    if (!m) continue
-    const [, key, rest] = m as unknown as [string, string, string]
-    if (rest === '{') {
-      const value = /^\s*\[key: string\]: (\w+);$/.exec(lines[i + 1] ?? '')?.[1] ?? 'unknown'
-      props.set(key, { type: value, container: 'map' })
-    } else {
-      const arr = /^Array<(\w+)>;$/.exec(rest)
-      props.set(key, arr ? { type: arr[1]!, container: 'array' } : { type: rest.replace(/;$/, ''), container: 'one' })
-    }
-  }
-  // TypeMeta (apiVersion, kind) comes from `extends TypeMeta`
-  if (/extends TypeMeta/.test(text)) {
-    props.set('apiVersion', { type: 'string', container: 'one' })
-    props.set('kind', { type: 'string', container: 'one' })
-  }
-  const shape = { props, imports }
-  shapes.set(file, shape)
-  return shape
-}
-
-function unknownKeys(value: unknown, file: string, path: string): string[] {
-  const shape = shapeOf(file)
-  if (shape === null || value === null || typeof value !== 'object' || Array.isArray(value)) return []
-  const out: string[] = []
-  for (const [key, v] of Object.entries(value)) {
-    const prop = shape.props.get(key)
-    if (prop === undefined) {
-      out.push(`${path}.${key}`)
-      continue
-    }
-    const sub = shape.imports.get(prop.type)
-    if (sub === undefined) continue // a primitive, a union of literals, or a map of strings
-    if (prop.container === 'array' && Array.isArray(v)) v.forEach((item, i) => out.push(...unknownKeys(item, sub, `${path}.${key}[${i}]`)))
-    else if (prop.container === 'map' && v !== null && typeof v === 'object') {
-      for (const [k, item] of Object.entries(v)) out.push(...unknownKeys(item, sub, `${path}.${key}.${k}`))
-    } else if (prop.container === 'one') out.push(...unknownKeys(v, sub, `${path}.${key}`))
-  }
-  return out
-}
-
-/** Schema errors and unknown fields of one object; [] when valid. Throws for an unsupported kind. */
-function validateObject(obj: Obj): string[] {
-  const entry = MODELS[`${obj['apiVersion']}/${obj['kind']}`]
-  if (entry === undefined) throw new Error(`no model for apiVersion ${obj['apiVersion']} kind ${obj['kind']}`)
-  const problems: string[] = []
-  try {
-    new entry.model(obj).validate()
-  } catch (err) {
-    problems.push((err as Error).message)
-  }
-  problems.push(...unknownKeys(obj, declarationFile(import.meta.filename, entry.dts.replace(/\.d\.ts$/, '')), '').map((k) => `unknown field ${k.slice(1)}`))
-  return problems
-}
 
 t.test('the deploy tree has manifests to check', async (t) => {
   t.ok(yamlFiles.length >= 10, `${yamlFiles.length} YAML files under deploy/kubernetes`)
@@ -240,14 +127,59 @@ t.test('every kustomization lists existing resources and every manifest beside i
   t.notOk(listed.has(SECRET_EXAMPLE), 'the example Secret (placeholders) is in no kustomization')
 })
 
-const hasKubectl = spawnSync('kubectl', ['version', '--client'], { encoding: 'utf8' }).status === 0
+// ---- overlays: rendered offline (resources + namespace, the only kustomize features used) ----
 
-t.test('kubectl kustomize renders every kustomization', { skip: hasKubectl ? false : 'kubectl is not installed' }, async (t) => {
-  for (const k of yamlFiles.filter(isKustomization)) {
-    const r = spawnSync('kubectl', ['kustomize', dirname(k)], { encoding: 'utf8' })
-    t.equal(r.status, 0, `kubectl kustomize ${relative(ROOT, dirname(k))} ${r.stderr.trim()}`)
+/**
+ * What `kubectl apply -k <dir>` applies, rendered here without kubectl: the resources of the
+ * kustomization (files, and directories rendered the same way), then its `namespace:` on every
+ * object and on RoleBinding subjects naming a ServiceAccount of the set (as kustomize does).
+ * The kubectl test below checks this equals `kubectl kustomize`.
+ */
+function render(dir: string): Doc[] {
+  const kz = loadDocs(join(dir, 'kustomization.yaml'))[0]!.obj
+  for (const key of Object.keys(kz)) {
+    if (!['apiVersion', 'kind', 'resources', 'namespace'].includes(key)) throw new Error(`${relative(ROOT, dir)}: kustomize feature ${key} is not rendered offline here: extend render()`)
+  }
+  const docs = (kz['resources'] as string[]).flatMap((r) => {
+    const p = join(dir, r)
+    return statSync(p).isDirectory() ? render(p) : loadDocs(p)
+  })
+  const ns: unknown = kz['namespace']
+  if (typeof ns !== 'string') return docs
+  const accounts = new Set(docs.filter((d) => d.obj['kind'] === 'ServiceAccount').map((d) => d.obj['metadata'].name))
+  return docs.map((d) => {
+    const obj = structuredClone(d.obj)
+    obj['metadata'].namespace = ns
+    for (const s of obj['subjects'] ?? []) if (s.kind === 'ServiceAccount' && accounts.has(s.name)) s.namespace = ns
+    return { ...d, obj }
+  })
+}
+
+/** Every setup a user applies: `kubectl apply -k` of each must give a working Tether. */
+const OVERLAYS = ['.', 'ingress', 'ingress/overlays/sentinel', 'ingress/overlays/no-redis', 'ingress/overlays/servicemonitor', 'sidecar']
+/** Parts of overlays, never applied alone. */
+const BASES = ['ingress/tether', 'ingress/redis', 'ingress/redis-sentinel', 'ingress/config']
+const rendered = new Map(OVERLAYS.map((o) => [o, render(join(DEPLOY, o))]))
+
+t.test('every kustomization is a setup to apply or a part of one', async (t) => {
+  const dirs = yamlFiles.filter(isKustomization).map((k) => relative(DEPLOY, dirname(k)) || '.').sort()
+  t.same(dirs, [...OVERLAYS, ...BASES].sort())
+})
+
+const hasKubectl = spawnSync('kubectl', ['version', '--client'], { encoding: 'utf8' }).status === 0
+if (!hasKubectl) console.log('# kubectl is not installed: the kubectl kustomize check of every overlay is skipped (the offline checks still run)')
+
+t.test('kubectl kustomize renders every kustomization, and each overlay exactly as checked here', { skip: hasKubectl ? false : 'kubectl is not installed' }, async (t) => {
+  for (const dir of [...OVERLAYS, ...BASES]) {
+    const r = spawnSync('kubectl', ['kustomize', join(DEPLOY, dir)], { encoding: 'utf8' })
+    t.equal(r.status, 0, `kubectl kustomize ${dir} ${r.stderr.trim()}`)
     const docs = parseAllDocuments(r.stdout)
-    t.ok(Array.isArray(docs) && docs.length >= 4, `${relative(ROOT, dirname(k))}: rendered ${Array.isArray(docs) ? docs.length : 0} objects`)
+    const objects = Array.isArray(docs) ? docs.map((d) => d.toJS() as Obj) : []
+    if (!OVERLAYS.includes(dir)) continue
+    const key = (o: Obj): string => `${o['kind']}/${o['metadata'].name}`
+    const mine = new Map(rendered.get(dir)!.map((d) => [key(d.obj), d.obj]))
+    t.same(objects.map(key).sort(), [...mine.keys()].sort(), `${dir}: the same objects`)
+    for (const o of objects) t.same(o, mine.get(key(o)), `${dir}: ${key(o)} as rendered offline`)
   }
 })
 
@@ -266,7 +198,7 @@ t.test('the example Secret holds placeholders only', async (t) => {
   t.same([...secretKeys].sort(), ['REDIS_PASSWORD', 'TETHER_ADMIN_TOKEN', 'TETHER_SECRET'])
 })
 
-// ---- cross-references: Deployments, their proxy.yaml, Services ------------------------------
+// ---- each overlay: Deployments, their proxy.yaml, Services, RBAC, Redis, policies ----------
 
 function sleepSeconds(container: Obj): number {
   const preStop = container['lifecycle']?.preStop
@@ -284,17 +216,27 @@ function portNumber(container: Obj, port: number | string): number | undefined {
 const selects = (selector: Record<string, string> | undefined, labels: Record<string, string>): boolean =>
   selector !== undefined && Object.keys(selector).length > 0 && Object.entries(selector).every(([k, v]) => labels[k] === v)
 
+/** The environment a container really gets: literal values, and a stand-in for each required Secret key. */
+function containerEnv(container: Obj): Record<string, string> {
+  const env: Record<string, string> = {}
+  for (const e of (container['env'] ?? []) as Obj[]) {
+    const ref = e['valueFrom']?.secretKeyRef
+    if (typeof e['value'] === 'string') env[e['name']] = e['value']
+    else if (ref && ref.optional !== true) env[e['name']] = `stand-in-for-${ref.key}-0123456789abcdef`
+  }
+  return env
+}
+
 interface TetherPod {
   readonly deployment: Doc
   readonly pod: Obj // spec.template
   readonly container: Obj // the tether container
-  readonly configText: string
   readonly config: Config
 }
 
-/** The Tether container of each Deployment, its mounted ConfigMap's proxy.yaml, validated. */
-function tetherPods(t: Test): TetherPod[] {
-  return byKind('Deployment').flatMap((deployment) => {
+/** The Tether container of each Deployment of `docs`, its mounted ConfigMap's proxy.yaml, validated. */
+function tetherPods(t: Test, docs: readonly Doc[]): TetherPod[] {
+  return docs.filter((d) => d.obj['kind'] === 'Deployment').flatMap((deployment) => {
     const pod = deployment.obj['spec'].template
     const container = (pod.spec.containers as Obj[]).find((c) => String(c['image']).includes('/tether:'))
     if (container === undefined) {
@@ -305,151 +247,230 @@ function tetherPods(t: Test): TetherPod[] {
     const mount = (container['volumeMounts'] as Obj[]).find((m) => m['mountPath'] === dirname(CONFIG_PATH))
     const volume = (pod.spec.volumes as Obj[]).find((v) => v['name'] === mount?.['name'])
     const cmName: string | undefined = volume?.['configMap']?.name
-    const cm = byKind('ConfigMap').find((d) => d.obj['metadata'].name === cmName)
+    const cm = docs.find((d) => d.obj['kind'] === 'ConfigMap' && d.obj['metadata'].name === cmName)
     const item = (volume?.['configMap']?.items as Obj[] | undefined)?.find((i) => i['path'] === 'proxy.yaml')
     const configText: unknown = cm?.obj['data']?.[item?.['key'] ?? 'proxy.yaml']
     if (typeof configText !== 'string') {
-      t.fail(`${where(deployment)}: ${CONFIG_PATH} does not come from a ConfigMap in deploy/kubernetes`)
+      t.fail(`${where(deployment)}: ${CONFIG_PATH} does not come from a ConfigMap of the same overlay`)
       return []
     }
-    // the environment the container really gets: literal values, and a stand-in for each
-    // required Secret key (optional ones may be missing, so they are left unset)
-    const env: Record<string, string> = {}
-    for (const e of container['env'] as Obj[]) {
-      const ref = e['valueFrom']?.secretKeyRef
-      if (typeof e['value'] === 'string') env[e['name']] = e['value']
-      else if (ref && ref.optional !== true) env[e['name']] = `stand-in-for-${ref.key}-0123456789abcdef`
-    }
-    let config: Config
     try {
-      config = parseConfig(configText, `${cm!.file}:${cmName}/proxy.yaml`, env)
+      return [{ deployment, pod, container, config: parseConfig(configText, `${cm!.file}:${cmName}/proxy.yaml`, containerEnv(container)) }]
     } catch (err) {
       t.fail(`${where(deployment)}: proxy.yaml is invalid with the container's env:\n${(err as Error).message}`)
       return []
     }
-    return [{ deployment, pod, container, configText, config }]
   })
 }
 
 t.test("every ConfigMap's proxy.yaml passes Tether's config checker", async (t) => {
-  const configMaps = byKind('ConfigMap')
-  t.ok(configMaps.length >= 2)
+  const configMaps = byKind('ConfigMap').filter((d) => typeof d.obj['data']?.['proxy.yaml'] === 'string')
+  t.ok(configMaps.length >= 4, `${configMaps.length} proxy.yaml files`)
   const env = { TETHER_SECRET: 'x'.repeat(32), TETHER_ADMIN_TOKEN: 'admin-token', LOG_LEVEL: 'info' }
   for (const cm of configMaps) {
-    const text: unknown = cm.obj['data']?.['proxy.yaml']
-    t.type(text, 'string', `${where(cm)} holds proxy.yaml`)
-    const config = parseConfig(String(text), `${cm.file}/proxy.yaml`, env)
+    const text = String(cm.obj['data']['proxy.yaml'])
+    const config = parseConfig(text, `${cm.file}/proxy.yaml`, env)
     t.equal(config.listen.port, 8080, `${where(cm)}: proxy port 8080`)
     t.equal(config.affinity.key, 'cookie', `${where(cm)}: signed cookie`)
     t.same(config.affinity.cookie.secret, [env.TETHER_SECRET], `${where(cm)}: one shared cookie secret`)
-    t.match(String(text), /secret: \$\{TETHER_SECRET\}/, `${where(cm)}: cookie secret from the environment`)
-    t.match(String(text), /token: \$\{TETHER_ADMIN_TOKEN\}/, `${where(cm)}: admin token from the environment`)
+    t.match(text, /secret: \$\{TETHER_SECRET\}/, `${where(cm)}: cookie secret from the environment`)
+    t.match(text, /token: \$\{TETHER_ADMIN_TOKEN\}/, `${where(cm)}: admin token from the environment`)
     t.equal(config.admin.token, 'admin-token')
     t.equal(config.affinity.cookie.secure, true, `${where(cm)}: Secure cookie`)
-    t.ok(config.discovery.dns, `${where(cm)}: DNS discovery`)
     t.equal(config.upstreams.length, 0, `${where(cm)}: upstreams from discovery only`)
-    t.match(config.discovery.dns?.name, /^[a-z0-9-]+\.[a-z0-9-]+\.svc\.cluster\.local$/, `${where(cm)}: a Service's cluster DNS name`)
     t.equal(config.shutdown.grace_period, 20_000, `${where(cm)}: 20s grace period`)
-    if ((cm as { metadata?: { name?: string } }).metadata?.name === 'tether-config') {
-      t.equal(config.state.store, 'redis', `${where(cm)}: ingress replicas share checkpoints through Redis`)
-      t.equal(config.state.redis.password, null, `${where(cm)}: REDIS_PASSWORD unset means no password`)
+    if (cm.file.includes('/ingress/')) {
+      t.same(config.discovery.kubernetes, { service: 'web', namespace: null, port: 'http', kubeconfig: null, weight_annotation: null }, `${where(cm)}: the pods of Service web by name, in Tether's namespace`)
+      t.equal(config.discovery.dns, null)
+    } else {
+      t.match(config.discovery.dns?.name, /^[a-z0-9-]+\.[a-z0-9-]+\.svc\.cluster\.local$/, `${where(cm)}: a Service's cluster DNS name`)
     }
-    // ${LOG_LEVEL:-info}: the default applies without the variable
+    if (config.state.store === 'redis') t.equal(config.state.redis.password, null, `${where(cm)}: REDIS_PASSWORD unset means no password`)
     const { LOG_LEVEL: _unused, ...withoutLogLevel } = env
-    t.equal(parseConfig(String(text), 'x', withoutLogLevel).log.level, 'info', `${where(cm)}: log level defaults to info`)
+    t.equal(parseConfig(text, 'x', withoutLogLevel).log.level, 'info', `${where(cm)}: log level defaults to info`)
   }
-  t.equal(
-    parseConfig(String(byKind('ConfigMap').find((d) => d.file.includes('ingress'))!.obj['data']['proxy.yaml']), 'x', env).discovery.dns?.name,
-    'web-headless.default.svc.cluster.local',
-    "the ingress mode discovers the app's headless Service",
-  )
 })
 
-t.test('Deployments agree with their proxy.yaml, Services and Secret', async (t) => {
-  const pods = tetherPods(t)
-  t.equal(pods.length, byKind('Deployment').length, 'every Deployment runs a Tether with a valid config')
-  for (const { deployment, pod, container, config } of pods) {
-    const name = where(deployment)
-    const labels: Record<string, string> = pod.metadata.labels
-    const adminPort = config.admin.listen.port
+for (const overlay of OVERLAYS) {
+  t.test(`overlay ${overlay}: a complete, self-consistent setup`, async (t) => {
+    const docs = rendered.get(overlay)!
+    const of = (kind: string): Doc[] => docs.filter((d) => d.obj['kind'] === kind)
+    const names = docs.map((d) => `${d.obj['kind']}/${d.obj['metadata'].name}`)
+    t.same(names.filter((n, i) => names.indexOf(n) !== i), [], 'no object twice')
+    for (const d of docs) t.same(validateObject(d.obj), [], `${where(d)} is valid`)
+    const pods = tetherPods(t, docs)
+    t.equal(pods.length, of('Deployment').length, 'every Deployment runs a Tether with a valid config from this overlay')
+    for (const { deployment, pod, container, config } of pods) {
+      const name = where(deployment)
+      const labels: Record<string, string> = pod.metadata.labels
+      const adminPort = config.admin.listen.port
 
-    // image and container
-    t.match(container['image'], /^ghcr\.io\/example\/tether:\d+\.\d+\.\d+$/, `${name}: pinned tether image`)
-    t.ok(selects(deployment.obj['spec'].selector.matchLabels, labels), `${name}: selector matches the pod labels`)
-    t.ok(deployment.obj['spec'].replicas >= 2, `${name}: at least 2 replicas`)
-    t.equal(portNumber(container, 'http'), config.listen.port, `${name}: container port http = listen.port`)
-    t.equal(portNumber(container, 'admin'), adminPort, `${name}: container port admin = admin.listen.port`)
+      // image and container
+      t.match(container['image'], /^ghcr\.io\/example\/tether:\d+\.\d+\.\d+$/, `${name}: pinned tether image`)
+      t.ok(selects(deployment.obj['spec'].selector.matchLabels, labels), `${name}: selector matches the pod labels`)
+      t.ok(deployment.obj['spec'].replicas >= 2, `${name}: at least 2 replicas`)
+      t.equal(portNumber(container, 'http'), config.listen.port, `${name}: container port http = listen.port`)
+      t.equal(portNumber(container, 'admin'), adminPort, `${name}: container port admin = admin.listen.port`)
 
-    // probes on the admin listener, reachable by the kubelet on the pod IP
-    t.not(config.admin.listen.host, '127.0.0.1', `${name}: admin listener on the pod IP, not loopback`)
-    for (const probe of ['readinessProbe', 'livenessProbe'] as const) {
-      const get = container[probe]?.httpGet
-      t.ok(get, `${name}: ${probe} is an HTTP GET`)
-      t.equal(portNumber(container, get?.port), adminPort, `${name}: ${probe} on the admin port ${adminPort}`)
-    }
-    t.equal(container['livenessProbe'].httpGet.path, '/healthz', `${name}: liveness is /healthz`)
-    // sidecar mode: the pod is itself an upstream found through a headless Service of ready
-    // pods only, so /readyz ("no healthy upstream") could never turn ready on a fresh deploy
-    const headless = byKind('Service').find(
-      (s) => s.obj['spec'].clusterIP === 'None' && `${s.obj['metadata'].name}` === config.discovery.dns?.name.split('.')[0],
-    )
-    const sidecar = headless !== undefined && selects(headless.obj['spec'].selector, labels)
-    t.equal(container['readinessProbe'].httpGet.path, sidecar ? '/healthz' : '/readyz', `${name}: readiness ${sidecar ? '/healthz (sidecar)' : '/readyz'}`)
-    if (headless !== undefined) {
-      t.equal(headless.obj['spec'].publishNotReadyAddresses ?? false, false, `${where(headless)}: ready pods only`)
-      const port = (headless.obj['spec'].ports as Obj[]).find((p) => p['port'] === config.discovery.dns?.port)
-      t.ok(port, `${where(headless)}: serves discovery.dns.port ${config.discovery.dns?.port}`)
-      const app = (pod.spec.containers as Obj[]).find((c) => c !== container)
-      if (sidecar) t.equal(portNumber(app ?? {}, port?.['targetPort']), config.discovery.dns?.port, `${name}: the app container listens on the discovered port`)
-    }
-
-    // graceful shutdown: the pod lives long enough for preStop + grace_period
-    const sleep = sleepSeconds(container)
-    t.ok(sleep >= 1, `${name}: preStop sleep (${sleep}s) lets endpoints update first`)
-    const tgps: number = pod.spec.terminationGracePeriodSeconds
-    t.ok(tgps > config.shutdown.grace_period / 1000 + sleep, `${name}: terminationGracePeriodSeconds ${tgps} > grace_period ${config.shutdown.grace_period / 1000}s + preStop ${sleep}s`)
-
-    // non-root, least privilege. The image's USER is a name (node), which the kubelet can't
-    // check against runAsNonRoot: a numeric non-zero runAsUser must be set.
-    const sc = { ...pod.spec.securityContext, ...container['securityContext'] }
-    t.equal(sc.runAsNonRoot, true, `${name}: runAsNonRoot`)
-    t.ok(Number.isInteger(sc.runAsUser) && sc.runAsUser > 0, `${name}: numeric non-root runAsUser (${sc.runAsUser})`)
-    t.equal(container['securityContext']?.readOnlyRootFilesystem, true, `${name}: read-only root filesystem`)
-    t.equal(container['securityContext']?.allowPrivilegeEscalation, false, `${name}: no privilege escalation`)
-    t.same(container['securityContext']?.capabilities?.drop, ['ALL'], `${name}: drops all capabilities`)
-    t.ok(container['resources']?.requests && container['resources']?.limits, `${name}: resource requests and limits`)
-
-    // environment from the Secret
-    const env = new Map((container['env'] as Obj[]).map((e) => [e['name'] as string, e]))
-    for (const key of ['TETHER_SECRET', 'TETHER_ADMIN_TOKEN', 'REDIS_PASSWORD']) {
-      const ref = env.get(key)?.['valueFrom']?.secretKeyRef
-      t.equal(ref?.name, 'tether-secrets', `${name}: ${key} from Secret tether-secrets`)
-      t.ok(secretKeys.has(ref?.key), `${name}: ${key} is a key of the example Secret`)
-      t.equal(ref?.optional === true, key === 'REDIS_PASSWORD', `${name}: ${key} ${key === 'REDIS_PASSWORD' ? 'optional' : 'required'}`)
-    }
-
-    // Services in front of these pods never expose the admin port
-    const services = byKind('Service').filter((s) => selects(s.obj['spec'].selector, labels))
-    t.ok(services.some((s) => s.obj['spec'].clusterIP !== 'None'), `${name}: a Service for clients`)
-    for (const s of services) {
-      for (const p of s.obj['spec'].ports as Obj[]) {
-        const target = portNumber(container, p['targetPort'] ?? p['port']) ?? portNumber((pod.spec.containers as Obj[]).find((c) => c !== container) ?? {}, p['targetPort'])
-        t.not(target, adminPort, `${where(s)}: port ${p['port']} is not the admin port`)
-        t.not(p['port'], adminPort, `${where(s)}: does not publish ${adminPort}`)
+      // probes on the admin listener, reachable by the kubelet on the pod IP
+      t.not(config.admin.listen.host, '127.0.0.1', `${name}: admin listener on the pod IP, not loopback`)
+      const sidecar = config.discovery.dns !== null && of('Service').some((s) => s.obj['spec'].clusterIP === 'None' && selects(s.obj['spec'].selector, labels))
+      const probes = sidecar ? ['readinessProbe', 'livenessProbe'] as const : ['startupProbe', 'readinessProbe', 'livenessProbe'] as const
+      for (const probe of probes) {
+        const get = container[probe]?.httpGet
+        t.ok(get, `${name}: ${probe} is an HTTP GET`)
+        t.equal(portNumber(container, get?.port), adminPort, `${name}: ${probe} on the admin port ${adminPort}`)
       }
-      if (s.obj['spec'].clusterIP !== 'None') {
-        const http = (s.obj['spec'].ports as Obj[])[0]!
-        t.equal(http['port'], 80, `${where(s)}: port 80`)
-        t.equal(portNumber(container, http['targetPort']), config.listen.port, `${where(s)}: -> Tether's listen.port`)
-        t.notOk(s.obj['spec'].sessionAffinity && s.obj['spec'].sessionAffinity !== 'None', `${where(s)}: no sessionAffinity (Tether does it)`)
+      t.equal(container['livenessProbe'].httpGet.path, '/healthz', `${name}: liveness is /healthz`)
+      // sidecar mode: the pod is itself an upstream found through a headless Service of ready
+      // pods only, so /readyz ("no healthy upstream") could never turn ready on a fresh deploy
+      t.equal(container['readinessProbe'].httpGet.path, sidecar ? '/healthz' : '/readyz', `${name}: readiness ${sidecar ? '/healthz (sidecar)' : '/readyz'}`)
+      if (!sidecar) t.equal(container['startupProbe'].httpGet.path, '/healthz', `${name}: startup is /healthz`)
+      if (config.discovery.dns !== null) {
+        const headless = of('Service').find((s) => s.obj['spec'].clusterIP === 'None' && `${s.obj['metadata'].name}` === config.discovery.dns?.name.split('.')[0])
+        t.ok(headless, `${name}: the discovered headless Service is in the overlay`)
+        t.equal(headless?.obj['spec'].publishNotReadyAddresses ?? false, false, 'ready pods only')
+        const port = (headless?.obj['spec'].ports as Obj[] | undefined)?.find((p) => p['port'] === config.discovery.dns?.port)
+        t.ok(port, `serves discovery.dns.port ${config.discovery.dns?.port}`)
+        const app = (pod.spec.containers as Obj[]).find((c) => c !== container)
+        if (sidecar) t.equal(portNumber(app ?? {}, port?.['targetPort']), config.discovery.dns?.port, `${name}: the app container listens on the discovered port`)
       }
-    }
 
-    // a PodDisruptionBudget keeps one pod through voluntary disruptions
-    const pdb = byKind('PodDisruptionBudget').find((p) => selects(p.obj['spec'].selector.matchLabels, labels))
-    t.equal(pdb?.obj['spec'].minAvailable, 1, `${name}: PodDisruptionBudget minAvailable 1`)
-    // the ConfigMap mount is read-only
-    t.ok((container['volumeMounts'] as Obj[]).every((m) => m['mountPath'] !== dirname(CONFIG_PATH) || m['readOnly'] === true), `${name}: config mounted read-only`)
+      // Kubernetes discovery: a ServiceAccount with its token, bound to a Role that reads EndpointSlices
+      if (config.discovery.kubernetes !== null) {
+        const sa = pod.spec.serviceAccountName
+        t.ok(of('ServiceAccount').some((d) => d.obj['metadata'].name === sa), `${name}: its ServiceAccount ${sa} is in the overlay`)
+        t.equal(pod.spec.automountServiceAccountToken, true, `${name}: the token is mounted`)
+        const bindings = of('RoleBinding').filter((b) => (b.obj['subjects'] as Obj[]).some((s) => s['kind'] === 'ServiceAccount' && s['name'] === sa && s['namespace'] === deployment.obj['metadata'].namespace))
+        const rules = bindings.flatMap((b) => of('Role').filter((r) => r.obj['metadata'].name === b.obj['roleRef'].name).flatMap((r) => r.obj['rules'] as Obj[]))
+        const may = (verb: string): boolean => rules.some((r) => r['apiGroups'].includes('discovery.k8s.io') && r['resources'].includes('endpointslices') && r['verbs'].includes(verb))
+        t.ok(bindings.length > 0, `${name}: a RoleBinding names its ServiceAccount in its namespace`)
+        t.ok(['get', 'list', 'watch'].every(may), `${name}: the Role allows get, list and watch on endpointslices`)
+        t.same(rules.flatMap((r) => r['verbs']).filter((v: string) => !['get', 'list', 'watch'].includes(v)), [], `${name}: and nothing that writes`)
+      } else {
+        t.not(pod.spec.automountServiceAccountToken, true, `${name}: no API token where none is needed`)
+      }
+
+      // Redis, when the config uses it, is part of the overlay and reachable as configured
+      const redis = config.state.store === 'redis' ? config.state.redis : null
+      if (redis !== null) {
+        const [host, port] = redis.url !== null ? [new URL(redis.url).hostname, Number(new URL(redis.url).port)] : redis.sentinels[0]!.split(':') as [string, string]
+        const service = of('Service').find((s) => s.obj['metadata'].name === host)
+        t.ok(service, `${name}: Redis ${host} is a Service of the overlay`)
+        t.ok((service?.obj['spec'].ports as Obj[] | undefined)?.some((p) => p['port'] === Number(port)), `${host} serves ${port}`)
+        const sts = of('StatefulSet').find((s) => selects(service?.obj['spec'].selector, s.obj['spec'].template.metadata.labels))
+        t.ok(sts, `${host} selects the pods of a StatefulSet`)
+        t.ok(sts?.obj['spec'].volumeClaimTemplates?.length > 0, `${where(sts!)}: data on a PersistentVolume`)
+        if (redis.sentinels.length > 0) {
+          t.ok((sts?.obj['spec'].template.spec.containers as Obj[]).some((c) => c['name'] === 'sentinel'), 'Sentinels run beside the Redis servers')
+          t.equal(redis.name, 'mymaster', 'the master name the Sentinels monitor')
+          t.ok(sts?.obj['spec'].replicas >= 3, 'at least 3 pods for a quorum of 2')
+        }
+        const policy = of('NetworkPolicy').find((p) => selects(p.obj['spec'].podSelector.matchLabels, sts?.obj['spec'].template.metadata.labels ?? {}))
+        const froms = (policy?.obj['spec'].ingress as Obj[] | undefined)?.flatMap((r) => r['from'] ?? [{}]) ?? []
+        t.ok(froms.some((f: Obj) => selects(f['podSelector']?.matchLabels, labels)), 'a NetworkPolicy lets Tether reach Redis')
+        t.ok(froms.every((f: Obj) => f['podSelector']?.matchLabels !== undefined && f['namespaceSelector'] === undefined), 'and only pods of this namespace it names')
+      } else {
+        t.notOk(of('StatefulSet').some((s) => /redis/.test(s.obj['metadata'].name)), 'no Redis where the config does not use one')
+      }
+
+      // graceful shutdown: the pod lives long enough for preStop + grace_period
+      const sleep = sleepSeconds(container)
+      t.ok(sleep >= 1, `${name}: preStop drains (${sleep}s) before SIGTERM`)
+      const tgps: number = pod.spec.terminationGracePeriodSeconds
+      t.ok(tgps > config.shutdown.grace_period / 1000 + sleep, `${name}: terminationGracePeriodSeconds ${tgps} > grace_period ${config.shutdown.grace_period / 1000}s + preStop ${sleep}s`)
+
+      // non-root, least privilege
+      const sc = { ...pod.spec.securityContext, ...container['securityContext'] }
+      t.equal(sc.runAsNonRoot, true, `${name}: runAsNonRoot`)
+      t.ok(Number.isInteger(sc.runAsUser) && sc.runAsUser > 0, `${name}: numeric non-root runAsUser (${sc.runAsUser})`)
+      t.equal(container['securityContext']?.readOnlyRootFilesystem, true, `${name}: read-only root filesystem`)
+      t.equal(container['securityContext']?.allowPrivilegeEscalation, false, `${name}: no privilege escalation`)
+      t.same(container['securityContext']?.capabilities?.drop, ['ALL'], `${name}: drops all capabilities`)
+      t.ok(container['resources']?.requests && container['resources']?.limits, `${name}: resource requests and limits`)
+
+      // environment from the Secret: the only object referenced and not in the overlay
+      const env = new Map((container['env'] as Obj[]).map((e) => [e['name'] as string, e]))
+      for (const key of ['TETHER_SECRET', 'TETHER_ADMIN_TOKEN', 'REDIS_PASSWORD']) {
+        const ref = env.get(key)?.['valueFrom']?.secretKeyRef
+        t.equal(ref?.name, 'tether-secrets', `${name}: ${key} from Secret tether-secrets`)
+        t.ok(secretKeys.has(ref?.key), `${name}: ${key} is a key of the example Secret`)
+        t.equal(ref?.optional === true, key === 'REDIS_PASSWORD', `${name}: ${key} ${key === 'REDIS_PASSWORD' ? 'optional' : 'required'}`)
+      }
+      for (const d of docs) {
+        const refs = JSON.stringify(d.obj).match(/"secretKeyRef":\{"name":"[^"]+"/g) ?? []
+        t.same(refs.filter((r) => !r.endsWith('"tether-secrets"')), [], `${where(d)}: Secrets referenced: tether-secrets only`)
+        for (const v of (d.obj['spec']?.template?.spec?.volumes ?? []) as Obj[]) {
+          if (v['configMap']) t.ok(of('ConfigMap').some((c) => c.obj['metadata'].name === v['configMap'].name), `${where(d)}: ConfigMap ${v['configMap'].name} is in the overlay`)
+        }
+      }
+
+      // Services: the public one never exposes the admin port; a headless admin Service only for Prometheus
+      const services = of('Service').filter((s) => selects(s.obj['spec'].selector, labels))
+      t.ok(services.some((s) => s.obj['spec'].clusterIP !== 'None'), `${name}: a Service for clients`)
+      for (const s of services) {
+        const exposesAdmin = (s.obj['spec'].ports as Obj[]).some((p) => p['port'] === adminPort || portNumber(container, p['targetPort'] ?? p['port']) === adminPort)
+        if (s.obj['spec'].clusterIP === 'None' && exposesAdmin) {
+          t.ok(of('ServiceMonitor').some((m) => selects(m.obj['spec'].selector.matchLabels, s.obj['metadata'].labels)), `${where(s)}: the admin port is published only for a ServiceMonitor`)
+        } else {
+          t.notOk(exposesAdmin, `${where(s)}: does not publish the admin port`)
+        }
+        if (s.obj['spec'].clusterIP !== 'None') {
+          const http = (s.obj['spec'].ports as Obj[])[0]!
+          t.equal(http['port'], 80, `${where(s)}: port 80`)
+          t.equal(portNumber(container, http['targetPort']), config.listen.port, `${where(s)}: -> Tether's listen.port`)
+          t.notOk(s.obj['spec'].sessionAffinity && s.obj['spec'].sessionAffinity !== 'None', `${where(s)}: no sessionAffinity (Tether does it)`)
+        }
+      }
+      for (const m of of('ServiceMonitor')) {
+        const target = of('Service').find((s) => selects(m.obj['spec'].selector.matchLabels, s.obj['metadata'].labels))
+        const endpoint = (m.obj['spec'].endpoints as Obj[])[0]!
+        const port = (target?.obj['spec'].ports as Obj[] | undefined)?.find((p) => p['name'] === endpoint['port'])
+        t.equal(portNumber(container, port?.['targetPort']), adminPort, `${where(m)}: scrapes the admin port`)
+        t.equal(endpoint['path'], '/metrics', `${where(m)}: /metrics`)
+      }
+
+      // NetworkPolicy: the proxy port open, the admin port from this namespace and `monitoring` only
+      if (!sidecar) {
+        const policy = of('NetworkPolicy').find((p) => selects(p.obj['spec'].podSelector.matchLabels, labels))
+        t.ok(policy, `${name}: a NetworkPolicy selects Tether's pods`)
+        const rules = (policy?.obj['spec'].ingress ?? []) as Obj[]
+        const rulesFor = (port: string): Obj[] => rules.filter((r) => (r['ports'] as Obj[]).some((p) => p['port'] === port || p['port'] === portNumber(container, port)))
+        t.ok(rulesFor('http').some((r) => r['from'] === undefined), 'the proxy port is open')
+        const admin = rulesFor('admin')
+        t.ok(admin.length > 0 && admin.every((r) => Array.isArray(r['from'])), 'the admin port is not open to all')
+        t.same(admin.flatMap((r) => r['from']), [{ podSelector: {} }, { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } }], 'the admin port: pods of this namespace and the monitoring namespace')
+      }
+
+      // a PodDisruptionBudget keeps one pod through voluntary disruptions
+      const pdb = of('PodDisruptionBudget').find((p) => selects(p.obj['spec'].selector.matchLabels, labels))
+      t.equal(pdb?.obj['spec'].minAvailable, 1, `${name}: PodDisruptionBudget minAvailable 1`)
+      t.ok((container['volumeMounts'] as Obj[]).every((m) => m['mountPath'] !== dirname(CONFIG_PATH) || m['readOnly'] === true), `${name}: config mounted read-only`)
+    }
+  })
+}
+
+t.test('tether import --manifests prints the objects of deploy/kubernetes/ingress/tether (no drift)', async (t) => {
+  const version = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version
+  const generated = tetherManifests({ namespace: 'default', proxyYaml: '', image: `ghcr.io/example/tether:${version}` }).filter((o) => o['kind'] !== 'ConfigMap')
+  const deployed = rendered.get('ingress/overlays/no-redis')!.filter((d) => d.file.includes('ingress/tether/')).map((d) => d.obj)
+  const key = (o: Obj): string => `${o['kind']}/${o['metadata'].name}`
+  t.same(generated.map(key).sort(), deployed.map(key).sort())
+  for (const o of generated) t.same(o, deployed.find((d) => key(d) === key(o)), `${key(o)} is the same object`)
+})
+
+t.test('every redis.conf is accepted by a real redis-server', async (t) => {
+  const confs = byKind('ConfigMap').filter((d) => typeof d.obj['data']?.['redis.conf'] === 'string')
+  t.equal(confs.length, 2, 'the single Redis and the Sentinel setup')
+  for (const cm of confs) {
+    const dir = mkdtempSync(join(tmpdir(), 'tether-redis-conf-'))
+    const file = join(dir, 'redis.conf')
+    // as written, but the data directory (redis-server enters it while reading the file)
+    writeFileSync(file, String(cm.obj['data']['redis.conf']).replace(/^dir \/data$/m, `dir ${dir}`))
+    const redis = await startRedis({ config: file })
+    t.teardown(() => redis.stop())
+    t.equal((await redisCli(redis.port, 'CONFIG', 'GET', 'maxmemory-policy')).trim().split('\n').at(-1), 'allkeys-lru', `${where(cm)}: loaded (its maxmemory-policy is in effect)`)
+    await redis.stop()
   }
 })
 
@@ -509,7 +530,7 @@ t.test('the Dockerfile: build as CI does, production deps, non-root, health chec
   t.equal(port, 9901, 'health check: GET http://127.0.0.1:9901/healthz')
   const baked = parseConfig(readFileSync(join(ROOT, 'config', 'proxy.yaml'), 'utf8'), 'config/proxy.yaml', {})
   t.equal(baked.admin.listen.port, port, "the image's default config has its admin listener on the health-check port")
-  for (const { config, deployment } of tetherPods(t)) {
+  for (const { config, deployment } of [...rendered.values()].flatMap((docs) => tetherPods(t, docs))) {
     t.equal(config.admin.listen.port, port, `${where(deployment)}: admin port matches the health check`)
   }
 

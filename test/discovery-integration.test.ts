@@ -1,21 +1,27 @@
-// DNS discovery end to end: Tether resolves a name on the test DNS server every 100 ms and
-// proxies to every address on one port. The upstreams listen on distinct loopback addresses
-// (127.0.0.1, .2, .3: Linux routes all of 127/8 to lo) with the same port. Added addresses
-// receive new users; a removed one drains (its users stay until drain_timeout), then leaves;
-// DNS failures keep the last known set.
+// DNS discovery end to end: Tether resolves a name on the test DNS server and proxies to every
+// address on one port. The upstreams listen on distinct loopback addresses (127.0.0.1, .2, .3:
+// Linux routes all of 127/8 to lo) with the same port. Added addresses receive new users; a
+// removed one drains (its users stay until drain_timeout), then leaves; DNS failures keep the
+// last known set. Tether's background timers (the refresh interval, the DNS deadline, the drain
+// timer) are FakeTimers: each refresh is one advance and a wait for the resolution to set the
+// next interval timer, so nothing here depends on how fast the machine is.
 import t from 'tap'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { request, testConfig, waitFor } from './fixtures/upstream.js'
-import { CookieJar, get, tally, userAgent } from './fixtures/users.js'
+import { request, testConfig } from './fixtures/upstream.js'
+import { CookieJar, agentFor, get, tally } from './fixtures/users.js'
 import { TestDnsServer } from './fixtures/dns-server.js'
 import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { LogCapture } from './fixtures/log-capture.js'
+import { FakeTimers } from './fixtures/timers.js'
+import { onEvent, when } from './fixtures/wait.js'
 
 const NAME = 'app.tether.test'
 const ADDRESSES = ['127.0.0.1', '127.0.0.2', '127.0.0.3']
 const DRAIN_TIMEOUT = 1_500
+const INTERVAL = 100
+const DNS_TIMEOUT = 2_000 // DnsDiscovery's default deadline (fake ms here)
 
 interface Echo { id: string; moved: string | null; epoch: string | null }
 
@@ -67,14 +73,19 @@ t.test('DNS discovery: discovered upstreams serve, additions get new users, remo
   const id = (address: string): string => `${address}:${port}`
 
   const log = new LogCapture()
+  const timers = new FakeTimers()
   const tether = await startTether(testConfig([], {
     affinity: { key: 'cookie', drain_timeout: DRAIN_TIMEOUT },
-    discovery: { dns: { name: NAME, port, interval: 100, family: 'ipv4', servers: [`127.0.0.1:${dnsPort}`] } },
+    discovery: { dns: { name: NAME, port, srv: false, interval: INTERVAL, family: 'ipv4', servers: [`127.0.0.1:${dnsPort}`] } },
     log: { level: 'info', access: false },
-  }), { logger: createLogger('info', log) })
+  }), { logger: createLogger('info', log), timers })
   t.teardown(() => tether.close(0))
-  const agent = userAgent(20)
-  t.teardown(() => agent.destroy())
+  /** One DNS refresh: the interval timer fires; the resolution ends by setting the next one. */
+  const refresh = async (): Promise<void> => {
+    timers.advance(INTERVAL)
+    await timers.scheduled(INTERVAL)
+  }
+  const agent = agentFor(t)
   t.same(tether.router.ids, [id('127.0.0.1'), id('127.0.0.2')], 'the first resolution is in place when startTether resolves')
   t.equal((await request(`${tether.adminUrl}/readyz`)).status, 200)
 
@@ -100,7 +111,8 @@ t.test('DNS discovery: discovered upstreams serve, additions get new users, remo
 
   // an address added to DNS starts receiving new users; existing users stay
   dns.set(NAME, { a: ['127.0.0.1', '127.0.0.2', '127.0.0.3'], aaaa: [] })
-  await waitFor(() => tether.router.ids.includes(id('127.0.0.3')), 3_000, '127.0.0.3 to be discovered')
+  await refresh()
+  t.same(tether.router.ids, ADDRESSES.map(id), 'the next refresh discovers 127.0.0.3')
   const second = await newUsers(60)
   const spread2 = tally(second.map(home))
   t.ok((spread2.get('127.0.0.3') ?? 0) > 0, `the added upstream receives new users (${JSON.stringify(Object.fromEntries(spread2))})`)
@@ -112,23 +124,22 @@ t.test('DNS discovery: discovered upstreams serve, additions get new users, remo
   const onTwo = users.filter((u) => home(u) === '127.0.0.2')
   t.ok(onTwo.length > 0, `127.0.0.2 has ${onTwo.length} users`)
   dns.set(NAME, { a: ['127.0.0.1', '127.0.0.3'], aaaa: [] })
-  const removedAt = Date.now()
+  await refresh()
   const row = async (): Promise<{ id: string; state: string; draining: boolean } | undefined> => {
     const rows = JSON.parse((await request(`${tether.adminUrl}/upstreams`)).body) as { id: string; state: string; draining: boolean }[]
     return rows.find((r) => r.id === id('127.0.0.2'))
   }
-  await waitFor(async () => (await row())?.state === 'draining', 3_000, '127.0.0.2 to drain')
-  t.match(await row(), { state: 'draining', draining: true }, 'GET /upstreams shows it draining')
+  t.match(await row(), { state: 'draining', draining: true }, 'the refresh that drops it starts its drain: GET /upstreams shows it draining')
   const stayed = await Promise.all(onTwo.map(async (u) => (await ask(u)).id))
-  const stillThere = Date.now() - removedAt < DRAIN_TIMEOUT
-  if (stillThere) t.ok(stayed.every((a) => a === '127.0.0.2'), 'its users still reach it while it drains')
-  else t.comment('too slow to check the users of the draining upstream before drain_timeout')
+  t.ok(stayed.every((a) => a === '127.0.0.2'), 'its users still reach it while it drains')
   const third = await newUsers(40)
   t.notOk(third.some((u) => home(u) === '127.0.0.2'), 'no new user lands on the draining upstream')
 
-  await waitFor(async () => (await row()) === undefined, DRAIN_TIMEOUT + 3_000, '127.0.0.2 to leave /upstreams')
-  t.pass(`it left /upstreams after ${Date.now() - removedAt} ms (drain_timeout ${DRAIN_TIMEOUT} ms)`)
-  t.ok(Date.now() - removedAt >= DRAIN_TIMEOUT - 50, 'not before drain_timeout')
+  timers.advance(DRAIN_TIMEOUT - 1) // refreshes fall due meanwhile: let the one under way end
+  await timers.scheduled(INTERVAL)
+  t.match(await row(), { state: 'draining' }, 'still there 1 ms before drain_timeout')
+  timers.advance(1)
+  t.equal(await row(), undefined, 'it leaves /upstreams at drain_timeout')
   for (const u of onTwo) { await ask(u); await ask(u) }
   const reasons = new Set<string>()
   let ok = true
@@ -147,13 +158,20 @@ t.test('DNS discovery: discovered upstreams serve, additions get new users, remo
   const kept = [id('127.0.0.1'), id('127.0.0.3')]
   t.same(tether.router.ids, kept)
   const warnings = (code: string): number => log.records.filter((r) => r['msg']?.toString().startsWith('DNS discovery failed') && r['code'] === code).length
+  const warned = (code: string, n: number): Promise<void> => when(onEvent(log, 'record'), () => warnings(code) >= n, 5_000, `${n} '${code}' warnings`)
   dns.mode = 'servfail'
-  await waitFor(() => warnings('ESERVFAIL') >= 3, 3_000, 'three SERVFAIL answers')
+  for (let i = 0; i < 3; i++) await refresh()
+  await warned('ESERVFAIL', 3)
+  t.equal(warnings('ESERVFAIL'), 3, 'each SERVFAIL answer is logged')
   t.same(tether.router.ids, kept, 'SERVFAIL: the set is kept')
   const servfail = await Promise.all(users.map((u) => get(`${tether.url}/`, agent, {}, u.jar)))
   t.ok(servfail.every((r) => r.status === 200), 'requests keep succeeding during SERVFAIL')
   dns.mode = 'drop'
-  await waitFor(() => warnings('ETIMEOUT') >= 1, 6_000, 'a DNS timeout')
+  timers.advance(INTERVAL) // a query is asked; the server drops it
+  timers.advance(DNS_TIMEOUT) // its deadline
+  await timers.scheduled(INTERVAL)
+  await warned('ETIMEOUT', 1)
+  t.equal(warnings('ETIMEOUT'), 1, 'the unanswered query is logged as a timeout')
   t.same(tether.router.ids, kept, 'no answer: the set is kept')
   const during = await Promise.all(users.map((u) => get(`${tether.url}/`, agent, {}, u.jar)))
   t.ok(during.every((r) => r.status === 200), 'requests keep succeeding while DNS does not answer')

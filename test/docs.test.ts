@@ -36,7 +36,7 @@ function keyPaths(value: unknown, prefix = ''): string[] {
 // full.yaml sets every key, so the loaded config has every key path
 const FULL = loadConfigFile(join(ROOT, 'test', 'fixtures', 'config', 'full.yaml'), {})
 // a status range {min, max} is one key; a map-or-null section is documented as itself too
-const MAP_OR_NULL = ['discovery.dns', 'listen.tls', 'listen.tls.hsts', 'listen.redirect', 'upstreams[].tls']
+const MAP_OR_NULL = ['discovery.dns', 'discovery.kubernetes', 'listen.tls', 'listen.tls.hsts', 'listen.redirect', 'upstreams[].tls']
 const KEYS = new Set([...keyPaths(FULL).map((p) => p.replace(/\.expected_status\.(min|max)$/, '.expected_status')), ...MAP_OR_NULL])
 /** Every key path and every section on the way to one (`affinity`, `affinity.cookie`, `upstreams[]`). */
 const PATHS = new Set([...KEYS].flatMap((k) => k.split('.').map((_, i, parts) => parts.slice(0, i + 1).join('.'))))
@@ -153,7 +153,7 @@ function isKeyPath(span: string): boolean {
 
 /** Why a code span that is a key path names no config key, or null (also for spans that are no key path). */
 function keyPathProblem(span: string): string | null {
-  if (!isKeyPath(span)) return null
+  if (!isKeyPath(span) || /\.(conf|ya?ml|json|md|ts|js|mjs|php)$/.test(span)) return null // a file name
   const path = span.replace(/\[\d+\]/g, '[]')
   if (TOP_SECTIONS.has(path.split(/[.[]/)[0]!)) return PATHS.has(path) ? null : 'no such key'
   return [...PATHS].some((p) => p.endsWith(`.${path}`)) ? null : 'no key path ends like this'
@@ -172,6 +172,7 @@ t.test('the key-path rule reads config paths and leaves other dotted names alone
     ['state.redis.uri', 'no such key'],
     ['cookie.secrets', 'no key path ends like this'],
     ['proxy.yaml', null],
+    ['redis.conf', null], // a file name, though `redis` is a section
     ['connect.sid', null], // `connect` is a key but not a section
     ['session.lifetime', null],
     ['key: app_cookie', null],

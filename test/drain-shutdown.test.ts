@@ -5,8 +5,9 @@ import t, { type Test } from 'tap'
 import http from 'node:http'
 import net from 'node:net'
 import { startCli, tempFile, type Running } from './fixtures/cli.js'
-import { request, startUpstream, testConfig, waitFor, type Handler, type Upstream } from './fixtures/upstream.js'
-import { CookieJar, get, tally, userAgent } from './fixtures/users.js'
+import { request, startUpstream, testConfig, type Handler, type Upstream } from './fixtures/upstream.js'
+import { onEvent, waitFor, when } from './fixtures/wait.js'
+import { CookieJar, agentFor, get, tally } from './fixtures/users.js'
 import { FakeClock } from './fixtures/clock.js'
 import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
@@ -42,8 +43,7 @@ t.test('drain via the admin API: new users avoid it, its users stay until drain_
     affinity: { key: 'cookie', drain_timeout: DRAIN_TIMEOUT, balance_factor: 10 },
   }), { logger: createLogger('silent'), clock })
   t.teardown(() => tether.close(0))
-  const agent = userAgent(20)
-  t.teardown(() => agent.destroy())
+  const agent = agentFor(t)
 
   const ask = async (u: User): Promise<Echo> => {
     const r = await get(`${tether.url}/page`, agent, {}, u.jar)
@@ -177,13 +177,16 @@ t.test('SIGTERM: not ready at once, no new connections, the in-flight request fi
   t.equal((await request(`${adminUrl}/readyz`)).status, 200, 'ready before the signal')
   let settled = false
   const inflight = pending(`${tether.url}/slow`).finally(() => { settled = true })
-  await waitFor(() => held.length === 1, 5_000, 'the slow request to reach the upstream')
+  await when(onEvent(up.server, 'request'), () => held.length === 1, 5_000, 'the slow request to reach the upstream')
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => tether.proc.once('exit', (code, signal) => resolve({ code, signal })))
   tether.proc.kill('SIGTERM')
-  await waitFor(async () => (await request(`${adminUrl}/readyz`)).status === 503, 5_000, '/readyz to turn 503')
+  // Tether logs "tether shutting down" once it has turned not ready
+  await when(onEvent(tether.proc.stdout!, 'data'), () => tether.stdout().includes('"tether shutting down"'), 5_000, 'the shutdown log line')
   const readyz = await request(`${adminUrl}/readyz`)
+  t.equal(readyz.status, 503, '/readyz turns 503 at once')
   t.match(JSON.parse(readyz.body), { ready: false, reasons: ['shutting down'] }, '/readyz says why')
   t.equal((await request(`${adminUrl}/healthz`)).status, 200, 'still live while draining')
+  // polled: nothing announces that the listener has closed
   await waitFor(() => refused(tether.url), 5_000, 'new proxy connections to be refused')
   t.pass('new connections to the proxy port are refused')
   t.notOk(settled, 'the in-flight request is still pending')
@@ -207,7 +210,7 @@ t.test('SIGTERM with a request that never finishes: exit 0 after the grace perio
   const { up, held } = await heldUpstream(t)
   const { tether } = await cli(t, up.url, '300ms')
   const inflight = pending(`${tether.url}/slow`)
-  await waitFor(() => held.length === 1, 5_000, 'the slow request to reach the upstream')
+  await when(onEvent(up.server, 'request'), () => held.length === 1, 5_000, 'the slow request to reach the upstream')
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => tether.proc.once('exit', (code, signal) => resolve({ code, signal })))
   const start = Date.now()
   tether.proc.kill('SIGTERM')

@@ -3,8 +3,11 @@
 // SIGKILLed mid-load. No user may see a failed request; the dead upstream's users move once
 // (X-Tether-Moved, epoch 1) and stay moved, also after a new pod comes back on the same port.
 import t from 'tap'
+import { EventEmitter } from 'node:events'
 import http from 'node:http'
-import { testConfig, waitFor } from './fixtures/upstream.js'
+import { testConfig } from './fixtures/upstream.js'
+import { healthState, onEvent, when } from './fixtures/wait.js'
+import { FakeTimers, type FakeTimer } from './fixtures/timers.js'
 import { CookieJar, get, tally } from './fixtures/users.js'
 import { startChildUpstream, type ChildAnswer, type ChildUpstream } from './fixtures/child-upstream.js'
 import { startTether } from '../src/app.js'
@@ -61,7 +64,8 @@ t.test('SIGKILL of the busiest pod under load: no failed request, users move onc
   let agent = new http.Agent({ keepAlive: true, maxSockets: USERS })
   t.teardown(() => agent.destroy())
 
-  /** Every user issues GETs in a loop until `until()` says stop. */
+  /** Every user issues GETs in a loop until `until()` says stop; `progress` emits 'seen' after each answer. */
+  const progress = new EventEmitter()
   const load = (list: User[], until: () => boolean): Promise<void[]> => Promise.all(list.map(async (u) => {
     while (!until()) {
       try {
@@ -70,28 +74,34 @@ t.test('SIGKILL of the busiest pod under load: no failed request, users move onc
       } catch (err) {
         u.seen.push({ at: Date.now(), status: 0, answer: null, error: (err as Error).message })
       }
+      progress.emit('seen')
     }
   }))
 
   // phase 1: load, then kill the busiest pod once every user has made BEFORE requests
   let stop = false
+  t.teardown(() => { stop = true }) // a failed assertion below must not leave the users looping
   const running = load(users, () => stop)
-  await waitFor(() => users.every((u) => u.seen.length >= BEFORE), 10_000, 'every user to make a few requests')
+  await when(onEvent(progress, 'seen'), () => users.every((u) => u.seen.length >= BEFORE), 10_000, 'every user to make a few requests')
   const owner = (u: User): string => u.seen.at(-1)?.answer?.id ?? '?'
   const byUpstream = tally(users.map(owner))
   const killed = [...byUpstream].sort((a, b) => b[1] - a[1])[0]![0]
-  const pod = pods.get(killed)!
+  const pod = pods.get(killed)
+  if (pod === undefined) {
+    t.fail(`every user's last answer before the kill came from a pod (${JSON.stringify(Object.fromEntries(byUpstream))}; a user's last: ${JSON.stringify(users[0]!.seen.at(-1))})`)
+    return
+  }
   const victims = new Set(users.filter((u) => owner(u) === killed))
   const atKill = new Map(users.map((u) => [u, u.seen.length]))
   const killAt = Date.now()
   pod.proc.kill('SIGKILL')
   await pod.exited
   const exitedAt = Date.now()
-  await waitFor(() => users.every((u) => u.seen.length >= atKill.get(u)! + AFTER), 20_000, `every user to make ${AFTER} more requests`)
+  await when(onEvent(progress, 'seen'), () => users.every((u) => u.seen.length >= atKill.get(u)! + AFTER), 20_000, `every user to make ${AFTER} more requests`)
   stop = true
   await running
   const loadEnd = Date.now()
-  await waitFor(() => !tether.health.ready(killed), 2_000, 'the killed upstream to be not ready')
+  await when((l) => tether.health.onTransition(l), () => !tether.health.ready(killed), 2_000, 'the killed upstream to be not ready')
 
   const all = users.flatMap((u) => u.seen)
   const failed = all.filter((s) => s.status !== 200)
@@ -151,7 +161,7 @@ t.test('SIGKILL of the busiest pod under load: no failed request, users move onc
   // phase 2: a new pod on the same port; once healthy, moved users stay, new users land on it
   const reborn = await startChildUpstream(killed, { port: pod.port })
   pods.set(killed, reborn)
-  await waitFor(() => tether.health.state(killed) === 'healthy', 10_000, `${killed} to be healthy again`)
+  await healthState(tether.health, killed, 'healthy', 10_000)
   t.comment(`restarted ${killed} healthy again after ${Date.now() - killAt} ms since the kill`)
   t.comment(`health transitions of ${killed}: ${transitions.filter((e) => e.id === killed).map((e) => `+${e.wall - killAt}ms ${e.from}->${e.to} (${e.reason})`).join(', ')}`)
   agent.destroy()
@@ -174,20 +184,31 @@ t.test('SIGKILL of the busiest pod under load: no failed request, users move onc
   t.ok((newOn.get(killed) ?? 0) > 0, `new users land on the restarted ${killed}`)
 })
 
-t.test('without traffic, active checks alone mark a killed pod not ready within unhealthy_threshold intervals', async (t) => {
+t.test('without traffic, active checks alone mark a killed pod not ready at the unhealthy_threshold-th probe after the kill', async (t) => {
   const pods = await Promise.all(['idle-0', 'idle-1'].map((id) => startChildUpstream(id)))
   t.teardown(async () => { await Promise.all(pods.map((p) => p.kill())) })
+  // Tether's timers are fake: a probe round is one advance to the last due probe timer, then a
+  // wait until no probe is in flight and every pod's next probe is set. Nothing depends on speed.
+  const timers = new FakeTimers()
+  const PROBE_TIMEOUT = 150 // unlike the probe timers (0..20 ms at start, then 200..220 ms)
+  const isProbe = (p: FakeTimer): boolean => p.delay <= INTERVAL * (1 + JITTER) && p.delay !== PROBE_TIMEOUT
   const tether = await startTether(testConfig(pods.map((p) => ({ id: p.id, url: p.url })), {
-    health: { active: { path: '/healthz', interval: INTERVAL, timeout: 200 } },
-  }), { logger: createLogger('silent') })
+    health: { active: { path: '/healthz', interval: INTERVAL, timeout: PROBE_TIMEOUT } },
+  }), { logger: createLogger('silent'), timers })
   t.teardown(() => tether.close(0))
-  const killAt = Date.now()
+  const round = async (): Promise<void> => {
+    timers.advance(Math.max(...timers.pending().filter(isProbe).map((p) => p.at)) - timers.clock.now())
+    await timers.settled((p) => p.filter(isProbe).length === pods.length && !p.some((x) => x.delay === PROBE_TIMEOUT), 5_000, 'a probe round to end')
+  }
+  await round()
+  t.ok(tether.health.ready('idle-0') && tether.health.ready('idle-1'), 'both ready while alive')
   await pods[0]!.kill()
-  await waitFor(() => !tether.health.ready('idle-0'), 3_000, 'idle-0 not ready')
-  const ms = Date.now() - killAt
   const threshold = DEFAULTS.health.active.unhealthy_threshold
-  t.comment(`no traffic: SIGKILL -> not ready by active checks alone in ${ms} ms (unhealthy_threshold ${threshold}, interval ${INTERVAL} ms)`)
-  t.equal(tether.health.state('idle-0'), 'unhealthy', 'marked unhealthy by the active checker')
-  t.ok(ms <= threshold * INTERVAL * (1 + JITTER) + MARGIN, `within ${threshold} intervals + margin`)
+  for (let n = 1; n < threshold; n++) {
+    await round()
+    t.ok(tether.health.ready('idle-0'), `still ready after ${n} failed probe${n === 1 ? '' : 's'}`)
+  }
+  await round()
+  t.equal(tether.health.state('idle-0'), 'unhealthy', `marked unhealthy by the active checker at failed probe ${threshold}`)
   t.ok(tether.health.ready('idle-1'), 'the other pod stays ready')
 })

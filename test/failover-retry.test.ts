@@ -5,7 +5,7 @@
 import t, { type Test } from 'tap'
 import { randomBytes } from 'node:crypto'
 import http from 'node:http'
-import { freePort } from './fixtures/cli.js'
+import { freePort } from './fixtures/ports.js'
 import { request, startUpstream, testConfig, type Handler, type Upstream } from './fixtures/upstream.js'
 import { setCookieValue } from './fixtures/users.js'
 import { startTether, type Tether } from '../src/app.js'

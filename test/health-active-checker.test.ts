@@ -1,44 +1,37 @@
 // The active checker against REAL upstream servers on 127.0.0.1 port 0: what counts as ok,
 // timeouts, refused connections, jitter, no overlap, and a clean stop(). Scheduling is driven
 // by FakeTimers where the exact delays matter, by short real intervals elsewhere; waits are
-// on probe events (bounded by tap's timeout), never fixed sleeps.
+// on probe events, requests reaching the upstream and sockets closing (under deadlines), never
+// fixed sleeps.
 import t, { type Test } from 'tap'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { ActiveChecker, type ActiveCheckOptions, type ProbeEvent } from '../src/health/active-checker.js'
 import { startUpstream, type Upstream } from './fixtures/upstream.js'
 import { FakeTimers } from './fixtures/timers.js'
+import { once, when, within } from './fixtures/wait.js'
 
 const FAST: ActiveCheckOptions = { path: '/healthz', interval: 20, timeout: 1_000, jitter: 0 }
 
-/** A checker whose reports and probe events are recorded; `next(pred)` awaits a matching event. */
+/**
+ * A checker whose reports and probe events are recorded; `next(pred)` awaits a matching event,
+ * `probed(check)` awaits the first probe event after which `check()` holds.
+ */
 function recorded(options: ActiveCheckOptions, deps: ConstructorParameters<typeof ActiveChecker>[2] = {}) {
   const reports: [string, boolean][] = []
   const events: ProbeEvent[] = []
   const checker = new ActiveChecker(options, { reportActive: (id, ok) => reports.push([id, ok]) }, deps)
-  let waiters: { pred: (e: ProbeEvent) => boolean; resolve: (e: ProbeEvent) => void }[] = []
-  checker.onProbe((e) => {
-    events.push(e)
-    const hit = waiters.filter((w) => w.pred(e))
-    waiters = waiters.filter((w) => !w.pred(e))
-    for (const w of hit) w.resolve(e)
-  })
-  // The deadline also keeps the event loop alive: the checker's own timers are unref'd.
-  const next = (pred: (e: ProbeEvent) => boolean = () => true, deadline = 5_000) =>
-    new Promise<ProbeEvent>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no matching probe within ${deadline} ms`)), deadline)
-      waiters.push({ pred, resolve: (e) => { clearTimeout(timer); resolve(e) } })
+  checker.onProbe((e) => events.push(e))
+  // The deadlines also keep the event loop alive: the checker's own timers are unref'd.
+  const next = (pred: (e: ProbeEvent) => boolean = () => true, deadline = 5_000): Promise<ProbeEvent> => {
+    let off = (): void => undefined
+    const hit = new Promise<ProbeEvent>((resolve) => {
+      off = checker.onProbe((e) => { if (pred(e)) resolve(e) })
     })
-  return { checker, reports, events, next }
-}
-
-/** Resolves once `fn` is true, checking on each turn of the event loop (no fixed sleep). */
-async function until(fn: () => boolean, deadline = 5_000): Promise<void> {
-  const end = Date.now() + deadline
-  while (!fn()) {
-    if (Date.now() > end) throw new Error(`condition not met within ${deadline} ms`)
-    await new Promise((r) => setImmediate(r))
+    return within(hit, deadline, 'a matching probe').finally(() => off())
   }
+  const probed = (check: () => boolean, what: string, deadline = 5_000): Promise<void> => when((l) => checker.onProbe(l), check, deadline, what)
+  return { checker, reports, events, next, probed }
 }
 
 async function hanging(t: Test): Promise<Upstream> {
@@ -93,10 +86,10 @@ t.test('the status decides: 200..399 by default, or the configured range', async
   const targets = ups.map((u) => ({ id: u.id, url: u.url }))
 
   const run = async (options: ActiveCheckOptions) => {
-    const { checker, events } = recorded(options)
+    const { checker, events, probed } = recorded(options)
     checker.setUpstreams(targets)
     checker.start()
-    await until(() => new Set(events.map((e) => e.id)).size === targets.length)
+    await probed(() => new Set(events.map((e) => e.id)).size === targets.length, 'every upstream probed')
     await checker.stop()
     return Object.fromEntries(statuses.map((s) => [s, events.find((e) => e.id === `s${s}`)!.ok]))
   }
@@ -176,18 +169,30 @@ t.test('jitter delays each probe by the injected random fraction of the interval
 t.test('probes of one upstream never overlap, even when answers are slower than the interval', async (t) => {
   let inFlight = 0
   let most = 0
-  const up = await startUpstream('slow', (_req, res) => {
-    most = Math.max(most, ++inFlight)
-    setTimeout(() => { inFlight--; res.end('ok') }, 30) // the upstream is slow; the test does not sleep
-  })
+  const held: http.ServerResponse[] = []
+  // the upstream holds each answer until the test releases it, many intervals later (fake time)
+  const up = await startUpstream('slow', (_req, res) => { most = Math.max(most, ++inFlight); held.push(res) })
   t.teardown(() => up.close())
-  const { checker, events } = recorded({ ...FAST, interval: 5 })
+  const timers = new FakeTimers()
+  const interval = 5
+  const { checker, next } = recorded({ ...FAST, interval }, { timers, random: () => 0, clock: timers.clock })
   checker.setUpstreams([{ id: 'slow', url: up.url }])
   checker.start()
-  await until(() => events.length >= 4)
+  for (let round = 1; round <= 4; round++) {
+    const arrived = once(up.server, 'request', 5_000, `probe ${round} to reach the upstream`)
+    timers.advance(interval)
+    await arrived
+    timers.advance(10 * interval)
+    t.same(timers.pending().map((p) => p.delay), [FAST.timeout], `probe ${round} held for 10 intervals: only its timeout is pending, no other probe`)
+    const done = next()
+    inFlight--
+    held.shift()!.end('ok')
+    t.ok((await done).ok, `probe ${round} ok`)
+    t.same(timers.pending().map((p) => p.delay), [interval], 'the next probe is set once the answer is in')
+  }
   await checker.stop()
-  t.equal(most, 1)
-  t.ok(events.every((e) => e.ok))
+  t.equal(most, 1, 'never two probes at the upstream at once')
+  t.equal(up.seen.length, 4, 'four probes, one after the other')
 })
 
 t.test('stop() cancels timers and in-flight probes, unreported, and closes their sockets', async (t) => {
@@ -196,13 +201,15 @@ t.test('stop() cancels timers and in-flight probes, unreported, and closes their
   const { checker, reports, events } = recorded({ ...FAST, timeout: 60_000 }, { timers, random: () => 0, clock: timers.clock })
   checker.setUpstreams([{ id: 'hang', url: up.url }])
   checker.start()
+  const arrived = once<[http.IncomingMessage]>(up.server, 'request', 5_000, 'the probe to reach the upstream')
   timers.advance(0)
-  await until(() => up.seen.length === 1)
+  const [req] = await arrived
+  const socketClosed = once(req.socket, 'close', 5_000, "the probe's connection to close at the upstream")
   await checker.stop()
   t.same(timers.pending(), [], 'no timer left')
-  const open = () => new Promise<number>((r) => up.server.getConnections((_err, n) => r(n)))
-  for (let n = await open(); n > 0; n = await open()) await new Promise((r) => setImmediate(r))
-  t.pass('the upstream saw its connection closed')
+  await socketClosed
+  const open = await new Promise<number>((r) => up.server.getConnections((_err, n) => r(n)))
+  t.equal(open, 0, 'the upstream saw its connection closed')
   t.same(reports, [], 'a cancelled probe is not a failure')
   t.same(events, [])
 

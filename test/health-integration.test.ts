@@ -1,17 +1,14 @@
 // Health end to end through Tether: passive outlier ejection on live traffic (and its limits),
 // active checks taking an upstream out and back, and slow start of a recovered upstream.
 // Ejection expiry and slow start run on a FakeClock (no sleeping); active checks run on the
-// real clock with a short interval and are polled with deadlines.
+// real clock with a short interval, and the test waits on health transitions (with deadlines).
 import t, { type Test } from 'tap'
 import type http from 'node:http'
-import { startUpstream, testConfig, waitFor, type Handler, type Upstream } from './fixtures/upstream.js'
-import { CookieJar, get, runPool, tally, userAgent } from './fixtures/users.js'
+import { proxyFor, startUpstream, type Handler, type Upstream } from './fixtures/upstream.js'
+import { healthState } from './fixtures/wait.js'
+import { CookieJar, agentFor, get, runPool, tally } from './fixtures/users.js'
 import { FakeClock } from './fixtures/clock.js'
-import { startTether, type Tether } from '../src/app.js'
-import { createLogger } from '../src/observability/logger.js'
 import type { HealthState } from '../src/health/health-table.js'
-
-type Over = Parameters<typeof testConfig>[1]
 
 const failing: Handler = (_req, res) => { res.statusCode = 500; res.end('broken\n') }
 
@@ -21,17 +18,7 @@ async function upstreams(t: Test, spec: Record<string, Handler | undefined>): Pr
   return ups
 }
 
-async function tether(t: Test, ups: readonly Upstream[], over: Over, clock?: FakeClock): Promise<Tether> {
-  const tt = await startTether(testConfig(ups, over), { logger: createLogger('silent'), ...(clock ? { clock } : {}) })
-  t.teardown(() => tt.close(0))
-  return tt
-}
 
-function agent(t: Test): http.Agent {
-  const a = userAgent(20)
-  t.teardown(() => a.destroy())
-  return a
-}
 
 /** `n` new users (no cookie) make one request each; returns the upstream that answered each. */
 async function newUsers(url: string, a: http.Agent, n: number): Promise<string[]> {
@@ -56,8 +43,8 @@ const PASSIVE = { consecutive_failures: 3, base_ejection: 300, max_ejection: 10_
 t.test('passive: an upstream answering 500 is ejected after 3 failures, avoided, and back after base_ejection', async (t) => {
   const ups = await upstreams(t, { a: undefined, b: undefined, bad: failing })
   const clock = new FakeClock()
-  const tt = await tether(t, ups, { health: { passive: PASSIVE } }, clock)
-  const a = agent(t)
+  const tt = await proxyFor(t, ups, { health: { passive: PASSIVE } }, clock)
+  const a = agentFor(t)
   const jar = await userOn(tt.url, a, 'bad', 'broken')
   const bad = ups[2]!
   t.equal(tt.health.state('bad'), 'healthy', 'one failure does not eject')
@@ -74,8 +61,7 @@ t.test('passive: an upstream answering 500 is ejected after 3 failures, avoided,
   clock.advance(PASSIVE.base_ejection - 1)
   t.equal(tt.health.state('bad'), 'ejected', 'still ejected just before base_ejection')
   clock.advance(1)
-  await waitFor(() => tt.health.state('bad') === 'healthy', 2_000, 'bad to come back')
-  t.pass('back after base_ejection')
+  t.equal(tt.health.state('bad'), 'healthy', 'back at base_ejection')
   const again = tally(await newUsers(tt.url, a, 90))
   t.ok((again.get('bad') ?? 0) > 0, `new users land on it again (${JSON.stringify(Object.fromEntries(again))})`)
   t.equal(tt.health.state('bad'), 'ejected', 'and, still failing, it is ejected again')
@@ -87,8 +73,8 @@ t.test('passive: an upstream answering 500 is ejected after 3 failures, avoided,
 
 t.test('passive: with count_5xx false a 500-answering upstream stays in', async (t) => {
   const ups = await upstreams(t, { a: undefined, b: undefined, bad: failing })
-  const tt = await tether(t, ups, { health: { passive: { ...PASSIVE, count_5xx: false } } }, new FakeClock())
-  const a = agent(t)
+  const tt = await proxyFor(t, ups, { health: { passive: { ...PASSIVE, count_5xx: false } } }, new FakeClock())
+  const a = agentFor(t)
   const jar = await userOn(tt.url, a, 'bad', 'broken')
   for (let i = 0; i < 10; i++) t.equal((await get(tt.url, a, {}, jar)).status, 500)
   t.equal(tt.health.state('bad'), 'healthy', 'not ejected after 11 answers of 500')
@@ -97,7 +83,7 @@ t.test('passive: with count_5xx false a 500-answering upstream stays in', async 
 
 t.test('passive: max_ejection_percent 50 with 2 upstreams both failing ejects at most one', async (t) => {
   const ups = await upstreams(t, { x: failing, y: failing })
-  const tt = await tether(t, ups, { health: { passive: { ...PASSIVE, max_ejection_percent: 50 } } }, new FakeClock())
+  const tt = await proxyFor(t, ups, { health: { passive: { ...PASSIVE, max_ejection_percent: 50 } } }, new FakeClock())
   const ejected = new Set<string>()
   let most = 0
   tt.health.onTransition((e) => {
@@ -105,7 +91,7 @@ t.test('passive: max_ejection_percent 50 with 2 upstreams both failing ejects at
     else ejected.delete(e.id)
     most = Math.max(most, ejected.size)
   })
-  const statuses = tally((await newUsers(tt.url, agent(t), 60)).map(String))
+  const statuses = tally((await newUsers(tt.url, agentFor(t), 60)).map(String))
   t.equal(statuses.get('bad'), 60, 'every answer is the upstreams\' own 500 (never a 503 for lack of upstreams)')
   t.equal(most, 1, 'exactly one was ejected at a time')
   const states = ['x', 'y'].map((id) => tt.health.state(id))
@@ -119,13 +105,13 @@ t.test('active: /healthz 503 makes an upstream unhealthy with no traffic; 200 ag
     res.end(`${id}\n`)
   }
   const ups = await upstreams(t, { a: probe('a'), b: probe('b'), sick: probe('sick') })
-  const tt = await tether(t, ups, { health: { active: { path: '/healthz', interval: 100, timeout: 200 } } })
-  const a = agent(t)
+  const tt = await proxyFor(t, ups, { health: { active: { path: '/healthz', interval: 100, timeout: 200 } } })
+  const a = agentFor(t)
   const states: HealthState[] = []
   tt.health.onTransition((e) => { if (e.id === 'sick' && e.to !== null) states.push(e.to) })
   const jar = await userOn(tt.url, a, 'sick', 'sick')
   sick = true
-  await waitFor(() => tt.health.state('sick') === 'unhealthy', 3_000, 'sick to be unhealthy')
+  await healthState(tt.health, 'sick', 'unhealthy', 3_000)
   t.pass('unhealthy after failing probes')
   const before = ups[2]!.seen.filter((r) => r.url !== '/healthz').length
   const placed = tally(await newUsers(tt.url, a, 60))
@@ -135,7 +121,7 @@ t.test('active: /healthz 503 makes an upstream unhealthy with no traffic; 200 ag
   t.not(moved.body.trim(), 'sick', 'its pinned user is served elsewhere')
   t.equal(ups[2]!.seen.filter((r) => r.url !== '/healthz').length, before, 'it got no traffic')
   sick = false
-  await waitFor(() => tt.health.state('sick') === 'healthy', 3_000, 'sick to recover')
+  await healthState(tt.health, 'sick', 'healthy', 3_000)
   t.same(states, ['unhealthy', 'healthy'], 'one transition each way')
   const back = tally(await newUsers(tt.url, a, 60))
   t.ok((back.get('sick') ?? 0) > 0, `new users land on it again (${JSON.stringify(Object.fromEntries(back))})`)
@@ -145,8 +131,8 @@ t.test('slow start: a recovered upstream gets a small share of new users at firs
   const ups = await upstreams(t, { a: undefined, b: undefined, c: undefined })
   const clock = new FakeClock()
   const WINDOW = 2_000
-  const tt = await tether(t, ups, { health: { slow_start: WINDOW } }, clock)
-  const a = agent(t)
+  const tt = await proxyFor(t, ups, { health: { slow_start: WINDOW } }, clock)
+  const a = agentFor(t)
   const N = 300
   const fair = N / 3
   const share = async (): Promise<number> => (tally(await newUsers(tt.url, a, N)).get('c') ?? 0)

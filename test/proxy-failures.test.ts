@@ -4,7 +4,8 @@ import t from 'tap'
 import http from 'node:http'
 import net from 'node:net'
 import type { AddressInfo } from 'node:net'
-import { startProxy, startUpstream, request, waitFor } from './fixtures/upstream.js'
+import { startProxy, startUpstream, request } from './fixtures/upstream.js'
+import { onEvent, when } from './fixtures/wait.js'
 
 /** A port with nothing listening (bound, read, closed). */
 async function deadPort(): Promise<number> {
@@ -92,7 +93,7 @@ t.test('a client abort cancels the upstream request', async (t) => {
     })
     req.on('error', () => undefined)
   })
-  await waitFor(() => upstreamClosed !== null)
+  await when(onEvent(up.server, 'request'), () => upstreamClosed !== null, 5000, 'the request to reach the upstream')
   await upstreamClosed
   t.pass('the upstream saw its request closed after the client left')
 })
@@ -109,7 +110,7 @@ t.test('a client abort during upload cancels the upstream request', async (t) =>
   const req = http.request(tether.url, { method: 'PUT', agent: false, headers: { 'content-length': '1000000' } })
   req.on('error', () => undefined)
   req.write('x'.repeat(1000))
-  await waitFor(() => upstreamClosed !== null, 5000, 'upload to start')
+  await when(onEvent(up.server, 'request'), () => upstreamClosed !== null, 5000, 'upload to start')
   req.destroy()
   await upstreamClosed
   t.pass('upstream request closed')
@@ -122,7 +123,7 @@ t.test('graceful close lets an in-flight request finish and refuses new connecti
   const tether = await startProxy([up])
   t.teardown(() => up.close())
   const inflight = request(tether.url)
-  await waitFor(() => finish !== null)
+  await when(onEvent(up.server, 'request'), () => finish !== null, 5000, 'the request to reach the upstream')
   const closed = tether.close(5000)
   finish!()
   const r = await inflight

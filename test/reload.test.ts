@@ -1,6 +1,7 @@
 // Hot reload: a changed config file (also a Kubernetes ConfigMap's symlink swap) is validated
 // and applied without touching the listener; an invalid one is rejected and the old config
-// keeps running; SIGHUP re-reads the file. No sleeps: polls with deadlines.
+// keeps running; SIGHUP re-reads the file. No sleeps: the tests wait for Tether's log lines
+// ('config reloaded', 'config reload rejected') under deadlines.
 import t from 'tap'
 import { mkdtempSync, renameSync, symlinkSync, writeFileSync, mkdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -8,12 +9,23 @@ import { join } from 'node:path'
 import { startTether } from '../src/app.js'
 import { loadConfigFile } from '../src/config/index.js'
 import { createLogger } from '../src/observability/logger.js'
-import { startUpstream, request, waitFor } from './fixtures/upstream.js'
+import { startUpstream, request } from './fixtures/upstream.js'
 import { startCli } from './fixtures/cli.js'
+import { LogCapture } from './fixtures/log-capture.js'
+import { onEvent, when } from './fixtures/wait.js'
 
 const yaml = (ups: { id: string; url: string }[], extra = ''): string =>
   `listen: { host: 127.0.0.1, port: 0 }\nadmin: { listen: { host: 127.0.0.1, port: 0 } }\n` +
   `affinity: { key: none }\nupstreams:\n${ups.map((u) => `  - { id: ${u.id}, url: "${u.url}" }`).join('\n')}\n${extra}`
+
+/** Tether on `file`, watching it, with its log captured; `logged(msg, n)` waits for the n-th `msg` line. */
+async function watched(file: string) {
+  const log = new LogCapture()
+  const tether = await startTether(loadConfigFile(file, {}), { logger: createLogger('info', log), configPath: file })
+  const logged = (msg: string, n = 1): Promise<void> =>
+    when(onEvent(log, 'record'), () => log.records.filter((r) => r['msg'] === msg).length >= n, 5000, `${n} '${msg}' log line(s)`)
+  return { tether, logged }
+}
 
 const reloads = async (metricsText: Promise<string>, result: 'ok' | 'failed'): Promise<number> => {
   const m = new RegExp(`tether_config_reloads_total\\{result="${result}"\\} (\\d+)`).exec(await metricsText)
@@ -26,13 +38,14 @@ t.test('a changed file adds an upstream live; an invalid one is rejected and the
   const dir = mkdtempSync(join(tmpdir(), 'tether-reload-'))
   const file = join(dir, 'proxy.yaml')
   writeFileSync(file, yaml([a]))
-  const tether = await startTether(loadConfigFile(file, {}), { logger: createLogger('silent'), configPath: file })
+  const { tether, logged } = await watched(file)
   t.teardown(async () => { await tether.close(0); await a.close(); await b.close() })
   const port = tether.port
   t.same(tether.router.ids, ['a'])
 
   writeFileSync(file, yaml([a, b]))
-  await waitFor(() => tether.router.ids.includes('b'), 5000, 'the new upstream')
+  await logged('config reloaded')
+  t.same(tether.router.ids, ['a', 'b'], 'the new upstream is in')
   t.equal(tether.port, port, 'the listener is untouched')
   const seen = new Set<string>()
   for (let i = 0; i < 4; i++) seen.add((await request(tether.url)).body.trim())
@@ -40,7 +53,8 @@ t.test('a changed file adds an upstream live; an invalid one is rejected and the
   t.equal(await reloads(tether.metrics.render(), 'ok'), 1)
 
   writeFileSync(file, yaml([a, { id: 'c', url: 'not a url' }]))
-  await waitFor(async () => (await reloads(tether.metrics.render(), 'failed')) === 1, 5000, 'the rejected reload')
+  await logged('config reload rejected; the running config stays')
+  t.equal(await reloads(tether.metrics.render(), 'failed'), 1, 'the rejected reload is counted')
   t.same(tether.router.ids, ['a', 'b'], 'the running config stays')
   t.equal((await request(tether.url)).status, 200, 'still serving')
   const rejected = tether.reloadFile()
@@ -57,14 +71,15 @@ t.test('a ConfigMap-style symlink swap is picked up', async (t) => {
   symlinkSync('..2026_11_25_01', join(dir, '..data'))
   symlinkSync(join('..data', 'proxy.yaml'), join(dir, 'proxy.yaml'))
   const file = join(dir, 'proxy.yaml')
-  const tether = await startTether(loadConfigFile(file, {}), { logger: createLogger('silent'), configPath: file })
+  const { tether, logged } = await watched(file)
   t.teardown(async () => { await tether.close(0); await a.close(); await b.close() })
 
   mkdirSync(join(dir, '..2026_11_25_02'))
   writeFileSync(join(dir, '..2026_11_25_02', 'proxy.yaml'), yaml([b]))
   symlinkSync('..2026_11_25_02', join(dir, '..data_tmp'))
   renameSync(join(dir, '..data_tmp'), join(dir, '..data')) // the atomic swap
-  await waitFor(() => tether.router.ids.includes('b') && !tether.router.ids.includes('a'), 5000, 'the swapped config')
+  await logged('config reloaded')
+  t.same(tether.router.ids, ['b'], 'the swapped config is in')
   t.equal((await request(tether.url)).body, 'b\n')
 })
 
@@ -91,10 +106,15 @@ t.test('SIGHUP re-reads the file and the process keeps serving', async (t) => {
   const tether = await startCli(file)
   t.teardown(() => tether.stop('SIGKILL'))
   t.equal((await request(tether.url)).body, 'a\n')
+  // each stdout chunk is an event; stdout() has it by then (the fixture's listener runs first)
+  const logged = (line: string, n = 1): Promise<void> =>
+    when(onEvent(tether.proc.stdout!, 'data'), () => tether.stdout().split(line).length > n, 5000, `${n} '${line}' log line(s)`)
   tether.proc.kill('SIGHUP')
-  await waitFor(() => tether.stdout().includes('SIGHUP: reloading the config'), 5000, 'the SIGHUP log line')
-  writeFileSync(file, yaml([b]))
+  await logged('"SIGHUP: reloading the config"')
+  await logged('"config reloaded"')
+  writeFileSync(file, yaml([b])) // the file watcher may reload it before the SIGHUP does: either reads b
   tether.proc.kill('SIGHUP')
-  await waitFor(async () => (await request(tether.url)).body === 'b\n', 5000, 'the new upstream to serve')
+  await logged('"config reloaded"', 2)
+  t.equal((await request(tether.url)).body, 'b\n', 'the new upstream serves')
   t.equal((await tether.stop('SIGTERM')).code, 0)
 })

@@ -11,6 +11,7 @@ import { parseTrustedProxies } from '../src/affinity/client-ip.js'
 import { SessionTable } from '../src/affinity/session-table.js'
 import { appCookieValue, learnAppCookie, type Learned } from '../src/affinity/app-cookie.js'
 import { upstreamSet } from '../src/upstream/upstream-set.js'
+import { hashKey } from '../src/placement/hash.js'
 import { FakeClock, FAKE_EPOCH } from './fixtures/clock.js'
 import { decodeTetherCookie, setCookieValue, tally } from './fixtures/users.js'
 
@@ -101,6 +102,7 @@ function routing(cfg: AffinityConfig, clock: FakeClock, opts: { random?: (n: num
         if (d.bind.publish) sessions.pin(d.bind.key, d.bind.upstream, d.bind.epoch, clock.now())
         else sessions.count(d.bind.key, d.bind.upstream, d.bind.epoch, clock.now())
       }
+      router.settle(d)
       return d
     },
     answer: (d, setCookie) => learnAppCookie(sessions, cfg.app_cookie.name!, d, setCookie, clock.now()),
@@ -199,6 +201,33 @@ t.test('with on_scale_up rebalance and a balance factor, users placed off their 
   const first = keys.map((k) => go({ 'x-tenant': k }, '10.0.0.1').upstream)
   const second = keys.map((k) => go({ 'x-tenant': k }, '10.0.0.1').upstream)
   t.equal(second.filter((id, i) => id !== first[i]).length, 0, 'no user moved although the upstream set did not change')
+})
+
+t.test('with a balance factor, placements still in flight count as load: 300 users decided before any upstream answers stay within the bound', async (t) => {
+  const clock = new FakeClock()
+  for (const key of ['header', 'cookie'] as const) {
+    const cfg = affinity(key === 'header' ? { key, header: { name: 'X-Tenant' }, balance_factor: 1.25 } : { key, balance_factor: 1.25 })
+    const { router, sessions } = routing(cfg, clock, { random: counterBytes() })
+    const keys = new KeyReader({ options: key === 'header' ? keyOptions({ kind: 'header', headerName: 'X-Tenant' }) : keyOptions({ kind: 'cookie', cookieName: cfg.cookie.name, codec: new CookieIssuer(cfg).codec }), fallback: 'random', trusted: parseTrustedProxies([]) })
+    // every key hashes to a first, as a crowd of new users would not, but an attacker could
+    const placement = router.placement
+    const skewed: string[] = []
+    for (let i = 0; skewed.length < 300; i++) if (placement.ids[placement.pick(hashKey(`s${i}`))] === 'a') skewed.push(`s${i}`)
+    const decisions = (key === 'header' ? skewed : skewed.map(() => '')).map((k) => {
+      const d = router.decide(keys.read(k === '' ? {} : { 'x-tenant': k }, '10.0.0.1', clock.now()), undefined, clock.now())
+      if (typeof d === 'string') throw new Error(d)
+      return d
+    })
+    const counts = new Map<string, number>()
+    for (const d of decisions) counts.set(d.upstream, (counts.get(d.upstream) ?? 0) + 1)
+    const limit = Math.ceil((1.25 * 300) / 3) + 1
+    t.ok(Math.max(...counts.values()) <= limit, `${key}: no upstream got more than ${limit} of 300 concurrent new users (${JSON.stringify([...counts])})`)
+    t.equal(sessions.loadOf('a') + sessions.loadOf('b') + sessions.loadOf('c'), 300, `${key}: all 300 count as load while in flight`)
+    for (const d of decisions) router.settle(d)
+    t.equal(sessions.load, 0, `${key}: abandoned placements (no upstream answered) leave no load behind`)
+    router.settle(decisions[0]!)
+    t.equal(sessions.load, 0, `${key}: settling twice changes nothing`)
+  }
 })
 
 t.test('with on_scale_up rebalance, an app_cookie user still returns to the replica that created the session', async (t) => {

@@ -3,13 +3,12 @@
 import t, { type Test } from 'tap'
 import { randomBytes } from 'node:crypto'
 import type http from 'node:http'
-import { startUpstream, testConfig, type Handler, type Upstream } from './fixtures/upstream.js'
+import { proxyFor, startUpstream, testConfig, type Handler, type Upstream } from './fixtures/upstream.js'
 import { FakeClock } from './fixtures/clock.js'
 import {
-  CookieJar, decodeTetherCookie, get, runPool, setCookieLine, setCookieValue, tally, userAgent,
+  CookieJar, agentFor, decodeTetherCookie, get, runPool, setCookieLine, setCookieValue, tally,
 } from './fixtures/users.js'
-import { startTether, type Tether } from '../src/app.js'
-import { createLogger } from '../src/observability/logger.js'
+import type { Tether } from '../src/app.js'
 import { DEFAULTS, type Config, type CookieAffinityConfig } from '../src/config/schema.js'
 import { CookieCodec } from '../src/affinity/cookie-codec.js'
 import { buildPlacement } from '../src/placement/rendezvous.js'
@@ -34,17 +33,7 @@ async function upstreams(t: Test, ids: readonly string[], handler?: (id: string)
   return ups
 }
 
-async function tether(t: Test, ups: readonly Upstream[], over: Over, clock?: FakeClock): Promise<Tether> {
-  const tt = await startTether(testConfig(ups, over), { logger: createLogger('silent'), ...(clock ? { clock } : {}) })
-  t.teardown(() => tt.close(0))
-  return tt
-}
 
-function agent(t: Test): http.Agent {
-  const a = userAgent(CONCURRENCY)
-  t.teardown(() => a.destroy())
-  return a
-}
 
 function asUpstreams(ups: readonly Upstream[]): Config['upstreams'] {
   return ups.map((u) => ({ id: u.id, url: u.url, weight: 1 }))
@@ -108,8 +97,8 @@ const idOf = (body: string): string => body.trim()
 
 t.test('with key cookie, each of 1,000 users making 20 requests always hits the same upstream, and users spread over all three', async (t) => {
   const ups = await upstreams(t, ['a', 'b', 'c'])
-  const tt = await tether(t, ups, { affinity: { key: 'cookie', cookie: cookieCfg() } })
-  const logs = await simulate(tt.url, agent(t), USERS, REQUESTS, { watch: 'tether' })
+  const tt = await proxyFor(t, ups, { affinity: { key: 'cookie', cookie: cookieCfg() } })
+  const logs = await simulate(tt.url, agentFor(t, CONCURRENCY), USERS, REQUESTS, { watch: 'tether' })
   assertStickyAndSpread(t, logs)
   t.equal(logs.filter((l) => l.set[0] === null).length, 0, 'every first answer issues a tether cookie')
   t.equal(logs.filter((l) => l.set.slice(1).some((v) => v !== null)).length, 0, 'a fresh valid cookie is not re-issued on later requests')
@@ -118,8 +107,8 @@ t.test('with key cookie, each of 1,000 users making 20 requests always hits the 
 
 t.test('with key app_cookie, each of 1,000 users returns to the replica that created their session, which learning (not the hash) decided', async (t) => {
   const ups = await upstreams(t, ['a', 'b', 'c'], laravel)
-  const tt = await tether(t, ups, { affinity: { key: 'app_cookie', app_cookie: { name: 'laravel_session', fallback: 'random' } } })
-  const logs = await simulate(tt.url, agent(t), USERS, REQUESTS, { watch: 'laravel_session' })
+  const tt = await proxyFor(t, ups, { affinity: { key: 'app_cookie', app_cookie: { name: 'laravel_session', fallback: 'random' } } })
+  const logs = await simulate(tt.url, agentFor(t, CONCURRENCY), USERS, REQUESTS, { watch: 'laravel_session' })
   assertStickyAndSpread(t, logs)
   t.equal(logs.filter((l) => l.set[0] === null).length, 0, 'the first answer of every user set laravel_session')
   t.equal(logs.filter((l) => l.set.slice(1).some((v) => v !== null)).length, 0, 'no later request lost its session (no second Set-Cookie)')
@@ -137,8 +126,8 @@ t.test('with key app_cookie, users stay put when the upstream sets a new value o
     res.setHeader('set-cookie', `laravel_session=${randomBytes(24).toString('base64url')}; path=/; httponly`)
     res.end(`${id}\n`)
   })
-  const tt = await tether(t, ups, { affinity: { key: 'app_cookie', app_cookie: { name: 'laravel_session', fallback: 'random' } } })
-  const logs = await simulate(tt.url, agent(t), 300, 10, { watch: 'laravel_session' })
+  const tt = await proxyFor(t, ups, { affinity: { key: 'app_cookie', app_cookie: { name: 'laravel_session', fallback: 'random' } } })
+  const logs = await simulate(tt.url, agentFor(t, CONCURRENCY), 300, 10, { watch: 'laravel_session' })
   assertStickyAndSpread(t, logs)
   t.equal(logs.filter((l) => l.set.some((v) => v === null)).length, 0, 'every answer carried a new value')
   t.comment(`affinity table after 3,000 requests: ${tt.sessions.table.size} entries (one per value ever issued)`)
@@ -146,9 +135,9 @@ t.test('with key app_cookie, users stay put when the upstream sets a new value o
 
 t.test('with key client_ip behind a trusted proxy, each of 1,000 users (own X-Forwarded-For) always hits the same upstream', async (t) => {
   const ups = await upstreams(t, ['a', 'b', 'c'])
-  const tt = await tether(t, ups, { affinity: { key: 'client_ip', client_ip: { trusted_proxies: ['127.0.0.1/32'] } } })
+  const tt = await proxyFor(t, ups, { affinity: { key: 'client_ip', client_ip: { trusted_proxies: ['127.0.0.1/32'] } } })
   const ip = (i: number): string => `198.18.${i >> 8}.${i & 255}`
-  const logs = await simulate(tt.url, agent(t), USERS, REQUESTS, { headers: (i) => ({ 'x-forwarded-for': ip(i) }) })
+  const logs = await simulate(tt.url, agentFor(t, CONCURRENCY), USERS, REQUESTS, { headers: (i) => ({ 'x-forwarded-for': ip(i) }) })
   assertStickyAndSpread(t, logs)
   t.equal(tt.sessions.table.size, USERS, 'one table entry per client address')
   const placement = buildPlacement(ups.map((u) => ({ id: u.id, weight: 1 })))
@@ -157,16 +146,16 @@ t.test('with key client_ip behind a trusted proxy, each of 1,000 users (own X-Fo
 
 t.test('with key header, each of 1,000 users (own X-Tenant) always hits the same upstream', async (t) => {
   const ups = await upstreams(t, ['a', 'b', 'c'])
-  const tt = await tether(t, ups, { affinity: { key: 'header', header: { name: 'X-Tenant' } } })
-  const logs = await simulate(tt.url, agent(t), USERS, REQUESTS, { headers: (i) => ({ 'x-tenant': `tenant-${i}` }) })
+  const tt = await proxyFor(t, ups, { affinity: { key: 'header', header: { name: 'X-Tenant' } } })
+  const logs = await simulate(tt.url, agentFor(t, CONCURRENCY), USERS, REQUESTS, { headers: (i) => ({ 'x-tenant': `tenant-${i}` }) })
   assertStickyAndSpread(t, logs)
   t.equal(tt.sessions.table.size, USERS, 'one table entry per tenant')
 })
 
 t.test('with key client_ip and no trusted proxies, a forged X-Forwarded-For cannot choose the upstream', async (t) => {
   const ups = await upstreams(t, ['a', 'b', 'c'])
-  const tt = await tether(t, ups, { affinity: { key: 'client_ip' } })
-  const a = agent(t)
+  const tt = await proxyFor(t, ups, { affinity: { key: 'client_ip' } })
+  const a = agentFor(t, CONCURRENCY)
   const ids = await runPool(300, CONCURRENCY, async (i) => {
     const xff = i % 3 === 0 ? `203.0.113.${i & 255}` : i % 3 === 1 ? `10.${i & 255}.0.1, 198.51.100.${i & 255}` : '127.0.0.1'
     return idOf((await get(tt.url, a, { 'x-forwarded-for': xff })).body)
@@ -183,8 +172,8 @@ t.test('with key client_ip and no trusted proxies, a forged X-Forwarded-For cann
 
 t.test('a forged, tampered, truncated or garbage tether cookie is treated as a new session', async (t) => {
   const ups = await upstreams(t, ['a', 'b', 'c'])
-  const tt = await tether(t, ups, { affinity: { key: 'cookie', cookie: cookieCfg() } })
-  const a = agent(t)
+  const tt = await proxyFor(t, ups, { affinity: { key: 'cookie', cookie: cookieCfg() } })
+  const a = agentFor(t, CONCURRENCY)
   const codec = new CookieCodec({ secrets: [SECRET_A], idleTimeout: DEFAULTS.affinity.idle_timeout })
   const first = await get(tt.url, a)
   const real = setCookieValue(first.headers['set-cookie'], 'tether')!
@@ -223,10 +212,10 @@ t.test('a forged, tampered, truncated or garbage tether cookie is treated as a n
 
 t.test('a cookie signed with a rotated-out secret is honoured by [B, A] and re-issued signed with B', async (t) => {
   const ups = await upstreams(t, ['a', 'b', 'c'])
-  const oldT = await tether(t, ups, { affinity: { key: 'cookie', cookie: cookieCfg({ secret: [SECRET_A] }) } })
-  const rotating = await tether(t, ups, { affinity: { key: 'cookie', cookie: cookieCfg({ secret: [SECRET_B, SECRET_A] }) } })
-  const newT = await tether(t, ups, { affinity: { key: 'cookie', cookie: cookieCfg({ secret: [SECRET_B] }) } })
-  const a = agent(t)
+  const oldT = await proxyFor(t, ups, { affinity: { key: 'cookie', cookie: cookieCfg({ secret: [SECRET_A] }) } })
+  const rotating = await proxyFor(t, ups, { affinity: { key: 'cookie', cookie: cookieCfg({ secret: [SECRET_B, SECRET_A] }) } })
+  const newT = await proxyFor(t, ups, { affinity: { key: 'cookie', cookie: cookieCfg({ secret: [SECRET_B] }) } })
+  const a = agentFor(t, CONCURRENCY)
   const codecA = new CookieCodec({ secrets: [SECRET_A], idleTimeout: DEFAULTS.affinity.idle_timeout })
   const codecB = new CookieCodec({ secrets: [SECRET_B], idleTimeout: DEFAULTS.affinity.idle_timeout })
 
@@ -256,9 +245,9 @@ t.test('a cookie signed with a rotated-out secret is honoured by [B, A] and re-i
 
 t.test('the Set-Cookie of the tether cookie carries Path=/, HttpOnly, SameSite=Lax, and Secure when configured', async (t) => {
   const ups = await upstreams(t, ['a', 'b', 'c'])
-  const secure = await tether(t, ups, { affinity: { key: 'cookie', cookie: cookieCfg() } })
-  const plain = await tether(t, ups, { affinity: { key: 'cookie', cookie: cookieCfg({ secure: false }) } })
-  const a = agent(t)
+  const secure = await proxyFor(t, ups, { affinity: { key: 'cookie', cookie: cookieCfg() } })
+  const plain = await proxyFor(t, ups, { affinity: { key: 'cookie', cookie: cookieCfg({ secure: false }) } })
+  const a = agentFor(t, CONCURRENCY)
   const attrs = async (url: string): Promise<string[]> => {
     const line = setCookieLine((await get(url, a)).headers['set-cookie'], 'tether')
     t.ok(line, 'a tether Set-Cookie line')
@@ -279,8 +268,8 @@ t.test('the Set-Cookie of the tether cookie carries Path=/, HttpOnly, SameSite=L
 t.test('a cookie user active every 50 s keeps their upstream for minutes (sliding), and after 61 s idle gets a new session', async (t) => {
   const ups = await upstreams(t, ['a', 'b', 'c'])
   const clock = new FakeClock()
-  const tt = await tether(t, ups, { affinity: { key: 'cookie', cookie: cookieCfg(), idle_timeout: 60_000 } }, clock)
-  const a = agent(t)
+  const tt = await proxyFor(t, ups, { affinity: { key: 'cookie', cookie: cookieCfg(), idle_timeout: 60_000 } }, clock)
+  const a = agentFor(t, CONCURRENCY)
   const jar = new CookieJar()
   const r0 = await get(tt.url, a, {}, jar)
   const home = idOf(r0.body)
@@ -311,8 +300,8 @@ t.test('a cookie user active every 50 s keeps their upstream for minutes (slidin
 t.test('a header key idle past the timeout is dropped and placed afresh (new createdAt); active ones slide', async (t) => {
   const ups = await upstreams(t, ['a', 'b', 'c'])
   const clock = new FakeClock()
-  const tt = await tether(t, ups, { affinity: { key: 'header', header: { name: 'X-Tenant' }, idle_timeout: 60_000 } }, clock)
-  const a = agent(t)
+  const tt = await proxyFor(t, ups, { affinity: { key: 'header', header: { name: 'X-Tenant' }, idle_timeout: 60_000 } }, clock)
+  const a = agentFor(t, CONCURRENCY)
   const h = { 'x-tenant': 'acme' }
   const home = idOf((await get(tt.url, a, h)).body)
   const created = clock.now()
@@ -337,9 +326,9 @@ t.test('with idle 60 s and absolute 120 s, a user active every 30 s gets a new s
   const clock = new FakeClock()
   const start = clock.now()
   const timeouts = { idle_timeout: 60_000, absolute_timeout: 120_000 }
-  const ct = await tether(t, ups, { affinity: { key: 'cookie', cookie: cookieCfg(), ...timeouts } }, clock)
-  const ht = await tether(t, ups, { affinity: { key: 'header', header: { name: 'X-Tenant' }, ...timeouts } }, clock)
-  const a = agent(t)
+  const ct = await proxyFor(t, ups, { affinity: { key: 'cookie', cookie: cookieCfg(), ...timeouts } }, clock)
+  const ht = await proxyFor(t, ups, { affinity: { key: 'header', header: { name: 'X-Tenant' }, ...timeouts } }, clock)
+  const a = agentFor(t, CONCURRENCY)
   const jar = new CookieJar()
   const h = { 'x-tenant': 'acme' }
   const sessions: string[] = []
@@ -388,8 +377,8 @@ t.test('on_scale_up', async (t) => {
   const abcd = ['a', 'b', 'c', 'd']
   const start = async (t: Test, over: Over): Promise<{ tt: Tether; a: http.Agent; grow: () => void }> => {
     const ups = await upstreams(t, abcd)
-    const tt = await tether(t, ups.slice(0, 3), over)
-    return { tt, a: agent(t), grow: () => reloadUpstreams(tt, asUpstreams(ups)) }
+    const tt = await proxyFor(t, ups.slice(0, 3), over)
+    return { tt, a: agentFor(t, CONCURRENCY), grow: () => reloadUpstreams(tt, asUpstreams(ups)) }
   }
 
   t.test('persistent keeps every pinned header user where they are; new users reach the new upstream', async (t) => {
@@ -456,8 +445,8 @@ t.test('on_scale_up', async (t) => {
 t.test("an upstream removed by setUpstreams has its users re-placed over the remaining ones; others don't move", async (t) => {
   t.test('header keys', async (t) => {
     const ups = await upstreams(t, ['a', 'b', 'c'])
-    const tt = await tether(t, ups, { affinity: { key: 'header', header: { name: 'X-Tenant' } } })
-    const a = agent(t)
+    const tt = await proxyFor(t, ups, { affinity: { key: 'header', header: { name: 'X-Tenant' } } })
+    const a = agentFor(t, CONCURRENCY)
     const before = await headerRound(tt.url, a, 'u')
     reloadUpstreams(tt, asUpstreams(ups.slice(0, 2)))
     const after = await headerRound(tt.url, a, 'u')
@@ -472,8 +461,8 @@ t.test("an upstream removed by setUpstreams has its users re-placed over the rem
 
   t.test('cookie keys', async (t) => {
     const ups = await upstreams(t, ['a', 'b', 'c'])
-    const tt = await tether(t, ups, { affinity: { key: 'cookie', cookie: cookieCfg() } })
-    const a = agent(t)
+    const tt = await proxyFor(t, ups, { affinity: { key: 'cookie', cookie: cookieCfg() } })
+    const a = agentFor(t, CONCURRENCY)
     const users = jars(300)
     const before = await cookieRound(tt.url, a, users)
     reloadUpstreams(tt, asUpstreams(ups.slice(0, 2)))
@@ -502,9 +491,9 @@ t.test("an upstream removed by setUpstreams has its users re-placed over the rem
 t.test('with balance_factor 1.25, no upstream holds more than ceil(1.25 x 300 / 3) + 1 of 300 new header users', async (t) => {
   const ups = await upstreams(t, ['a', 'b', 'c'])
   const affinity = { key: 'header', header: { name: 'X-Tenant' } } as const
-  const bounded = await tether(t, ups, { affinity: { ...affinity, balance_factor: 1.25 }, forwarding: { upstream_header: true } })
-  const plain = await tether(t, ups, { affinity, forwarding: { upstream_header: true } })
-  const a = agent(t)
+  const bounded = await proxyFor(t, ups, { affinity: { ...affinity, balance_factor: 1.25 }, forwarding: { upstream_header: true } })
+  const plain = await proxyFor(t, ups, { affinity, forwarding: { upstream_header: true } })
+  const a = agentFor(t, CONCURRENCY)
   const limit = Math.ceil((1.25 * 300) / 3) + 1
   const count = async (url: string, keys: readonly string[]): Promise<Map<string, number>> => {
     const ids = await runPool(keys.length, CONCURRENCY, async (i) => {
@@ -530,7 +519,7 @@ t.test('with balance_factor 1.25, no upstream holds more than ceil(1.25 x 300 / 
     if (want.get(id)! > 0) { want.set(id, want.get(id)! - 1); skewed.push(key) }
   }
   t.equal((await count(plain.url, skewed)).get('a'), 200, 'control: without a factor the hash puts 200 of the skewed users on a')
-  const bounded2 = await tether(t, ups, { affinity: { ...affinity, balance_factor: 1.25 }, forwarding: { upstream_header: true } })
+  const bounded2 = await proxyFor(t, ups, { affinity: { ...affinity, balance_factor: 1.25 }, forwarding: { upstream_header: true } })
   check(await count(bounded2.url, skewed), 'skewed keys')
 })
 
@@ -544,9 +533,9 @@ t.test('X-Tether-Upstream appears only with forwarding.upstream_header, and a cl
     res.setHeader('x-seen', JSON.stringify(req.headers))
     res.end(`${id}\n`)
   })
-  const on = await tether(t, ups, { affinity: { key: 'cookie', cookie: cookieCfg() }, forwarding: { upstream_header: true } })
-  const off = await tether(t, ups, { affinity: { key: 'cookie', cookie: cookieCfg() } })
-  const a = agent(t)
+  const on = await proxyFor(t, ups, { affinity: { key: 'cookie', cookie: cookieCfg() }, forwarding: { upstream_header: true } })
+  const off = await proxyFor(t, ups, { affinity: { key: 'cookie', cookie: cookieCfg() } })
+  const a = agentFor(t, CONCURRENCY)
   for (let i = 0; i < 6; i++) {
     const r = await get(on.url, a, { 'x-tether-upstream': 'c', 'X-Tether-Debug': '1' })
     t.equal(r.headers['x-tether-upstream'], idOf(r.body), 'on: the header names the upstream that answered (not the forged one)')

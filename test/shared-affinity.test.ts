@@ -11,9 +11,10 @@ import { DEFAULTS, type Config } from '../src/config/schema.js'
 import { buildPlacement } from '../src/placement/rendezvous.js'
 import { hashKey } from '../src/placement/hash.js'
 import { startRedis, redisCli, type RedisServer } from './fixtures/redis-server.js'
-import { testConfig, waitFor } from './fixtures/upstream.js'
+import { testConfig } from './fixtures/upstream.js'
+import { healthState, waitFor, within } from './fixtures/wait.js'
 import { FakeClock } from './fixtures/clock.js'
-import { CookieJar, get, userAgent, tally } from './fixtures/users.js'
+import { CookieJar, agentFor, get, tally } from './fixtures/users.js'
 import { startCounter, type Counter, type CounterAnswer } from './fixtures/counter-upstream.js'
 
 const IDS = ['app-0', 'app-1', 'app-2'] as const
@@ -69,11 +70,6 @@ async function ask(url: string, agent: http.Agent, jar: CookieJar | null, header
   return JSON.parse(r.body) as CounterAnswer
 }
 
-function agentFor(t: Test, n = 20): http.Agent {
-  const a = userAgent(n)
-  t.teardown(() => a.destroy())
-  return a
-}
 
 t.test('app_cookie: a session learned by replica #1 is followed by #2 and #3', async (t) => {
   const USERS = 30
@@ -161,7 +157,7 @@ t.test('header key: a failover made by #1 is followed by #2, also after the dead
   // the dead upstream returns on its port: both replicas keep the moved tenants where they are
   const back = await startCounter(victimId, { port: victim.port })
   t.teardown(() => back.kill())
-  await waitFor(() => t1!.health.state(victimId) === 'healthy', 5_000, '#1 to end the ejection')
+  await healthState(t1!.health, victimId, 'healthy', 5_000) // #1 ends the ejection
   const fresh = Array.from({ length: 200 }, (_, i) => `fresh-${i}`).find((x) => byHash(x) === victimId)!
   t.equal((await via(t1!, fresh)).id, victimId, 'the returned upstream takes new tenants again (via #1)')
   t.equal((await via(t2!, fresh)).id, victimId, '(and via #2)')
@@ -208,7 +204,7 @@ t.test('header key: a replica that already holds a tenant and a move made by ano
   // the upstream returns before #2 sees these tenants again (#2 never saw it die)
   const back = await startCounter(victimId, { port: victim.port })
   t.teardown(() => back.kill())
-  await waitFor(() => t1.health.state(victimId) === 'healthy', 5_000, '#1 to end the ejection')
+  await healthState(t1.health, victimId, 'healthy', 5_000) // #1 ends the ejection
   clock2.advance(5_001) // #2's next use of these keys falls in a new sync period
   const split: string[] = []
   for (const tenant of victims) {
@@ -223,6 +219,7 @@ t.test('header key: a replica that already holds a tenant and a move made by ano
   for (const tenant of victims) await via(t2, tenant)
   const clobbered: string[] = []
   for (const tenant of victims) {
+    // polled: Redis announces no written key
     await waitFor(async () => (await redisCli(redis.port, 'GET', `sa-b2:af:{${tenant}}`)).trim() !== '', 2_000, 'the binding')
     const stored = (await redisCli(redis.port, 'GET', `sa-b2:af:{${tenant}}`)).trim()
     if (stored !== `1 ${newHome.get(tenant)}`) clobbered.push(`${tenant}: Redis holds "${stored}", #1 moved it to "1 ${newHome.get(tenant)}"`)
@@ -321,10 +318,7 @@ t.test('Redis stalled or down: shared lookups give up, requests are placed by ha
       const tenant = `${label}-${i}`
       const t0 = performance.now()
       try {
-        const a = await Promise.race([
-          ask((i % 2 === 0 ? t1 : t2)!.url, agent, null, { 'x-tenant': tenant }),
-          new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no answer within 5 s')), 5_000).unref()),
-        ])
+        const a = await within(ask((i % 2 === 0 ? t1 : t2)!.url, agent, null, { 'x-tenant': tenant }), 5_000, 'an answer')
         if (a.id !== byHash(tenant)) offHash.push(`${tenant}: ${a.id}`)
       } catch (err) {
         failed.push(`${tenant}: ${(err as Error).message}`)
@@ -346,6 +340,7 @@ t.test('Redis stalled or down: shared lookups give up, requests are placed by ha
 
   // down: SIGKILL; calls fail at once
   await redis.kill()
+  // polled: the store's status change has no event outside Tether
   await waitFor(async () => (await get(`${t1!.adminUrl}/readyz`, agent)).body.includes('unreachable'), 5_000, '#1 to notice')
   const down = await burst('down', 40)
   t.same(down.failed, [], 'Redis down: every request succeeds')

@@ -3,7 +3,8 @@
 import t from 'tap'
 import { startTether, type Tether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
-import { startUpstream, testConfig, request, waitFor, type Upstream } from './fixtures/upstream.js'
+import { startUpstream, testConfig, request, type Upstream } from './fixtures/upstream.js'
+import { healthState, waitFor } from './fixtures/wait.js'
 import { startRedis } from './fixtures/redis-server.js'
 
 t.test('a drain through one replica and an upstream found down by one replica reach the others', async (t) => {
@@ -22,14 +23,15 @@ t.test('a drain through one replica and an upstream found down by one replica re
   }
   const one = await replica()
   const two = await replica()
-  // both subscribers are up once a published event reaches the other side: poll with drains
+  // both subscribers are up once a published event reaches the other side: nothing announces a
+  // subscription, so poll with drains
   await waitFor(async () => {
     await request(`${one.adminUrl}/upstreams/a/drain`, { method: 'POST' })
     return two.health.state('a') === 'draining'
   }, 10_000, 'the drain to reach the second replica')
   t.equal(two.health.state('a'), 'draining', 'a drain made through #1 applies on #2')
   await request(`${one.adminUrl}/upstreams/a/undrain`, { method: 'POST' })
-  await waitFor(() => two.health.state('a') === 'healthy', 5_000, 'the undrain')
+  await healthState(two.health, 'a', 'healthy', 5_000)
   t.pass('and so does the undrain')
 
   // #1 finds c down (a refused connection); #2 never sends it a request
@@ -37,7 +39,7 @@ t.test('a drain through one replica and an upstream found down by one replica re
   await c.close()
   for (let i = 0; i < 40 && one.health.ready('c'); i++) await request(one.url, { headers: { 'x-tenant': `t${i}` } })
   t.equal(one.health.state('c'), 'ejected', '#1 ejected c after a refused connection')
-  await waitFor(() => two.health.state('c') === 'ejected', 5_000, '#2 to eject c')
+  await healthState(two.health, 'c', 'ejected', 5_000)
   t.pass('#2 ejected c without sending it a request')
   t.equal(two.health.state('a'), 'healthy', 'nothing else changed on #2')
 })

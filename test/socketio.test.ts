@@ -4,7 +4,8 @@
 // (another would answer 400 "Session ID unknown", seen as connect_error or a disconnect).
 import t from 'tap'
 import { io, type ManagerOptions, type SocketOptions } from 'socket.io-client'
-import { SOCKETIO_SERVER, startPod, startWsTether, within, type Pod } from './fixtures/ws-harness.js'
+import { SOCKETIO_SERVER, startPod, startWsTether, type Pod } from './fixtures/ws-harness.js'
+import { within } from './fixtures/wait.js'
 
 const CLIENTS = 30
 const pods: Pod[] = await Promise.all(['io-0', 'io-1', 'io-2'].map((id) => startPod(id, SOCKETIO_SERVER, ['--id', id, '--port', '0'])))

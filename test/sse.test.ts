@@ -1,14 +1,14 @@
 // Server-Sent Events through Tether stream without buffering: the client receives event N
 // before the upstream sends N+1 (the upstream waits for the client's acknowledgement on a side
 // channel, so any buffering deadlocks and the deadline fails). response_headers bounds only the
-// wait for the head; body_idle bounds the silence between chunks.
+// wait for the head; body_idle bounds the silence between chunks. Silence is measured by
+// witnesses, not sleeps: requests whose head never comes, answered 504 by the same timer.
 import t from 'tap'
 import http from 'node:http'
-import { startUpstream, waitFor, type Upstream } from './fixtures/upstream.js'
+import { request, startUpstream, testConfig, type Upstream } from './fixtures/upstream.js'
 import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
-import { testConfig } from './fixtures/upstream.js'
-import { within } from './fixtures/ws-harness.js'
+import { once, within } from './fixtures/wait.js'
 
 /** A promise with its resolve function, for handshakes between the upstream and the client. */
 function signal(): { promise: Promise<void>; resolve: () => void } {
@@ -64,6 +64,7 @@ t.test('events arrive one by one as sent, and a stream longer than response_head
   const acks = Array.from({ length: 7 }, () => signal())
   const quietLonger = signal()
   const up: Upstream = await startUpstream('sse', (req, res) => {
+    if (req.url === '/late') return // a witness: its head never comes
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' })
     res.flushHeaders()
     void (async () => {
@@ -91,9 +92,13 @@ t.test('events arrive one by one as sent, and a stream longer than response_head
     t.equal(await within(s.next(), 2000, `event ${i} before event ${i + 1} is sent`), `event ${i}`)
     acks[i]!.resolve()
   }
+  // outlast response_headers on purpose, measured by a witness sent after the stream's last byte:
+  // its 504 comes from the same response_headers timer (which undici runs coarsely, about 1 s
+  // for 250 ms here), so a stream still subject to it would have been cut by then
   const started = performance.now()
-  await new Promise((r) => setTimeout(r, responseHeaders * 2)) // outlast response_headers on purpose
-  t.ok(performance.now() - started >= responseHeaders * 2 - 5)
+  const witness = await within(request(`${tether.url}/late`), 5000, 'the witness')
+  t.equal(witness.status, 504, 'a request without a head within response_headers gets 504')
+  t.ok(performance.now() - started >= responseHeaders, 'so the stream has been silent for longer than response_headers')
   quietLonger.resolve()
   t.equal(await within(s.next(), 2000, 'event 6'), 'event 6\ntwo lines')
   acks[6]!.resolve()
@@ -101,9 +106,10 @@ t.test('events arrive one by one as sent, and a stream longer than response_head
 })
 
 t.test('a stream silent for longer than body_idle is cut off', async (t) => {
-  let upstreamRes: http.ServerResponse | null = null
+  let served!: (res: http.ServerResponse) => void
+  const upstreamRes = new Promise<http.ServerResponse>((r) => { served = r })
   const up = await startUpstream('sse', (_req, res) => {
-    upstreamRes = res
+    served(res)
     res.writeHead(200, { 'content-type': 'text/event-stream' })
     res.write('data: only one\n\n') // then silence
   })
@@ -112,5 +118,7 @@ t.test('a stream silent for longer than body_idle is cut off', async (t) => {
   const s = await openStream(`${tether.url}/events`)
   t.equal(await within(s.next(), 2000, 'first event'), 'only one')
   t.equal(await within(s.ended, 5000, 'cut off'), 'cut', 'the client connection was cut (no clean end)')
-  await waitFor(() => upstreamRes !== null && (upstreamRes.destroyed || upstreamRes.writableEnded || upstreamRes.socket === null), 5000, 'upstream side released')
+  const res = await upstreamRes
+  if (!res.destroyed && !res.writableEnded && res.socket !== null) await once(res, 'close', 5000, 'the upstream side to be released')
+  t.pass('the upstream side was released')
 })

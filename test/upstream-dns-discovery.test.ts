@@ -1,14 +1,17 @@
 // DNS discovery against a real loopback DNS server (test/fixtures/dns-server.ts): the pure
-// helpers table-driven, the refresh loop driven by manual timers (a tick fires the interval
-// timer and waits for the next one), plus a few real-timer runs with short intervals and
-// deadlines. Nothing sleeps; nothing leaves 127.0.0.1; the addresses served are never dialed.
+// helpers table-driven, the refresh loop driven by FakeTimers (a tick fires the interval timer
+// and waits for the resolution to set the next one), plus a few real-timer runs with short
+// intervals, waiting on the DNS server's and the hooks' events under deadlines. Nothing sleeps;
+// nothing leaves 127.0.0.1; the addresses served are never dialed.
 import t, { type Test } from 'tap'
-import dgram from 'node:dgram'
+import { EventEmitter } from 'node:events'
 import {
   DnsDiscovery,
   DnsDiscoveryError,
   diffUpstreams,
+  srvTargetId,
   upstreamId,
+  upstreamsFromSrv,
   upstreamsFromAddresses,
   upstreamUrl,
   type DiscoveredUpstream,
@@ -17,82 +20,34 @@ import {
   type UpstreamDiff,
 } from '../src/upstream/dns-discovery.js'
 import { TestDnsServer } from './fixtures/dns-server.js'
+import { FakeTimers } from './fixtures/timers.js'
+import { onEvent, when, within } from './fixtures/wait.js'
 import type { Timers } from '../src/clock.js'
 
 const NAME = 'app-headless.default.svc.cluster.local'
-const INTERVAL = 1000 // virtual ms under ManualTimers
+const INTERVAL = 1000 // virtual ms under FakeTimers
 const TIMEOUT = 60_000 // the deadline timer (virtual); c-ares' real backstop never fires first
 
-/** Rejects after `ms` real ms, so a broken expectation fails fast instead of hanging. */
-function within<T>(promise: Promise<T>, what: string, ms = 5000): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const guard = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms)
-  })
-  return Promise.race([promise, guard]).finally(() => clearTimeout(timer))
+/** One refresh: the interval timer fires, and the resolution it starts ends by setting the next one. */
+async function tick(timers: FakeTimers): Promise<void> {
+  const due = timers.pending(INTERVAL).length
+  if (due !== 1) throw new Error(`expected one pending ${INTERVAL} ms timer, found ${due}`)
+  timers.advance(INTERVAL)
+  await timers.scheduled(INTERVAL)
 }
 
-/** Polls `predicate` on each macrotask until it holds, failing after a real-time deadline. */
-async function until(predicate: () => boolean, what: string, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setImmediate(r))
-  }
-}
-
-interface ManualTimer {
-  readonly callback: () => void
-  readonly ms: number
-  unrefed: boolean
-}
-
-/** Timers that fire only when the test says so; records unref() calls. */
-class ManualTimers implements Timers {
-  readonly pending = new Set<ManualTimer>()
-  #waiters: (() => void)[] = []
-  setTimeout(callback: () => void, ms: number): unknown {
-    const timer: ManualTimer = { callback, ms, unrefed: false }
-    const handle = { timer, unref: () => void (timer.unrefed = true) }
-    this.pending.add(timer)
-    for (const wake of this.#waiters.splice(0)) wake()
-    return handle
-  }
-  clearTimeout(handle: unknown): void {
-    this.pending.delete((handle as { timer: ManualTimer }).timer)
-  }
-  /** The pending timers of delay `ms`. */
-  withDelay(ms: number): ManualTimer[] {
-    return [...this.pending].filter((p) => p.ms === ms)
-  }
-  /** Fires the one pending timer of delay `ms`. */
-  fire(ms: number): void {
-    const [timer, ...more] = this.withDelay(ms)
-    if (!timer || more.length > 0) throw new Error(`expected one pending ${ms} ms timer, found ${more.length + (timer ? 1 : 0)}`)
-    this.pending.delete(timer)
-    timer.callback()
-  }
-  /** Resolves when a timer of delay `ms` is pending. */
-  async scheduled(ms: number): Promise<void> {
-    while (this.withDelay(ms).length === 0) await new Promise<void>((wake) => this.#waiters.push(wake))
-  }
-  /** One refresh: fire the interval timer, then wait until the resolution has ended (the next one is scheduled). */
-  async tick(): Promise<void> {
-    this.fire(INTERVAL)
-    await within(this.scheduled(INTERVAL), 'the next interval timer')
-  }
-}
-
-/** Records hook calls. */
-class Recorder {
+/** Records hook calls; each call also emits 'hook'. */
+class Recorder extends EventEmitter {
   readonly changes: { ids: string[]; diff: UpstreamDiff }[] = []
   readonly errors: { err: DnsDiscoveryError; n: number }[] = []
   readonly hooks = {
     onChange: (upstreams: readonly DiscoveredUpstream[], diff: UpstreamDiff) => {
       this.changes.push({ ids: upstreams.map((u) => u.id), diff })
+      this.emit('hook')
     },
     onError: (err: DnsDiscoveryError, n: number) => {
       this.errors.push({ err, n })
+      this.emit('hook')
     },
   }
 }
@@ -102,7 +57,7 @@ const ids = (upstreams: readonly DiscoveredUpstream[]): string[] => upstreams.ma
 interface Setup {
   dns: TestDnsServer
   discovery: DnsDiscovery
-  timers: ManualTimers
+  timers: FakeTimers
   rec: Recorder
   options: DnsDiscoveryOptions
 }
@@ -116,7 +71,7 @@ async function setup(
   const dns = new TestDnsServer()
   const { port } = await dns.start()
   if (records) dns.set(NAME, records)
-  const timers = new ManualTimers()
+  const timers = new FakeTimers()
   const rec = new Recorder()
   const full: DnsDiscoveryOptions = {
     name: NAME,
@@ -162,11 +117,11 @@ t.test('pure helpers', async (t) => {
   t.test('diff lists the ids added and removed', async (t) => {
     const set = (...a: string[]) => upstreamsFromAddresses(a, 80)
     const cases: [string, readonly DiscoveredUpstream[], readonly DiscoveredUpstream[], UpstreamDiff][] = [
-      ['same set', set('10.0.0.1', '10.0.0.2'), set('10.0.0.2', '10.0.0.1'), { added: [], removed: [] }],
-      ['one added', set('10.0.0.1'), set('10.0.0.1', '10.0.0.2'), { added: ['10.0.0.2:80'], removed: [] }],
-      ['one removed', set('10.0.0.1', '10.0.0.2'), set('10.0.0.2'), { added: [], removed: ['10.0.0.1:80'] }],
-      ['replaced', set('10.0.0.1', '10.0.0.2'), set('10.0.0.2', '10.0.0.3'), { added: ['10.0.0.3:80'], removed: ['10.0.0.1:80'] }],
-      ['from empty', set(), set('fd00::1'), { added: ['[fd00::1]:80'], removed: [] }],
+      ['same set', set('10.0.0.1', '10.0.0.2'), set('10.0.0.2', '10.0.0.1'), { added: [], removed: [], changed: [] }],
+      ['one added', set('10.0.0.1'), set('10.0.0.1', '10.0.0.2'), { added: ['10.0.0.2:80'], removed: [], changed: [] }],
+      ['one removed', set('10.0.0.1', '10.0.0.2'), set('10.0.0.2'), { added: [], removed: ['10.0.0.1:80'], changed: [] }],
+      ['replaced', set('10.0.0.1', '10.0.0.2'), set('10.0.0.2', '10.0.0.3'), { added: ['10.0.0.3:80'], removed: ['10.0.0.1:80'], changed: [] }],
+      ['from empty', set(), set('fd00::1'), { added: ['[fd00::1]:80'], removed: [], changed: [] }],
     ]
     for (const [name, before, after, diff] of cases) t.same(diffUpstreams(before, after), diff, name)
   })
@@ -196,11 +151,11 @@ t.test('start() resolves with the initial set and reports it through onChange', 
   t.same(ids(initial), ['10.0.0.1:8080', '10.0.0.2:8080'])
   t.same(initial[0], { id: '10.0.0.1:8080', url: 'http://10.0.0.1:8080', weight: 1 })
   t.equal(discovery.current(), initial, 'current() is the same frozen array')
-  t.same(rec.changes, [{ ids: ['10.0.0.1:8080', '10.0.0.2:8080'], diff: { added: ['10.0.0.1:8080', '10.0.0.2:8080'], removed: [] } }])
+  t.same(rec.changes, [{ ids: ['10.0.0.1:8080', '10.0.0.2:8080'], diff: { added: ['10.0.0.1:8080', '10.0.0.2:8080'], removed: [], changed: [] } }])
   t.same(rec.errors, [])
-  t.same(timers.withDelay(INTERVAL).length, 1, 'the next resolution is scheduled')
-  t.ok(timers.withDelay(INTERVAL)[0]!.unrefed, 'and its timer is unref()ed')
-  t.equal(timers.withDelay(TIMEOUT).length, 0, 'the deadline of the finished resolution is cleared')
+  t.same(timers.pending(INTERVAL).length, 1, 'the next resolution is scheduled')
+  t.ok(timers.pending(INTERVAL)[0]!.unrefed, 'and its timer is unref()ed')
+  t.equal(timers.pending(TIMEOUT).length, 0, 'the deadline of the finished resolution is cleared')
 })
 
 t.test('membership follows the answers; unchanged answers call no hook', async (t) => {
@@ -208,23 +163,23 @@ t.test('membership follows the answers; unchanged answers call no hook', async (
   await discovery.start()
   t.equal(rec.changes.length, 1)
 
-  await timers.tick()
-  await timers.tick()
+  await tick(timers)
+  await tick(timers)
   t.equal(rec.changes.length, 1, 'two unchanged answers: no onChange')
 
   dns.set(NAME, { a: ['10.0.0.1', '10.0.0.2', '10.0.0.3'], aaaa: [] })
-  await timers.tick()
+  await tick(timers)
   t.same(rec.changes.at(-1), {
     ids: ['10.0.0.1:8080', '10.0.0.2:8080', '10.0.0.3:8080'],
-    diff: { added: ['10.0.0.3:8080'], removed: [] },
+    diff: { added: ['10.0.0.3:8080'], removed: [], changed: [] },
   }, 'an added address')
 
   dns.set(NAME, { a: ['10.0.0.3', '10.0.0.1'], aaaa: [] })
-  await timers.tick()
-  t.same(rec.changes.at(-1), { ids: ['10.0.0.1:8080', '10.0.0.3:8080'], diff: { added: [], removed: ['10.0.0.2:8080'] } }, 'a removed address')
+  await tick(timers)
+  t.same(rec.changes.at(-1), { ids: ['10.0.0.1:8080', '10.0.0.3:8080'], diff: { added: [], removed: ['10.0.0.2:8080'], changed: [] } }, 'a removed address')
 
   dns.set(NAME, { a: ['10.0.0.1', '10.0.0.3', '10.0.0.1'], aaaa: [] })
-  await timers.tick()
+  await tick(timers)
   t.equal(rec.changes.length, 3, 'the same set in another order, with a duplicate: no onChange')
   t.same(ids(discovery.current()), ['10.0.0.1:8080', '10.0.0.3:8080'])
   t.same(rec.errors, [])
@@ -242,8 +197,8 @@ t.test('a failed or empty resolution keeps the last set and reports why', async 
       const { discovery, rec, timers, dns } = s
       const initial = await discovery.start()
       await breakIt(s)
-      await timers.tick()
-      await timers.tick()
+      await tick(timers)
+      await tick(timers)
       t.equal(discovery.current(), initial, 'the last known set is kept')
       t.equal(rec.changes.length, 1, 'no onChange')
       t.same(rec.errors.map((e) => e.n), [1, 2], 'consecutive failures are counted')
@@ -263,13 +218,13 @@ t.test('a dropped query times out at the deadline and keeps the last set', async
   const initial = await discovery.start()
   dns.mode = 'drop'
   const before = dns.queries
-  timers.fire(INTERVAL)
-  await within(until(() => dns.queries === before + 1, 'the dropped query'), 'the dropped query')
-  t.equal(timers.withDelay(TIMEOUT).length, 1, 'the deadline is pending')
-  t.ok(timers.withDelay(TIMEOUT)[0]!.unrefed, 'and unref()ed')
-  t.equal(timers.withDelay(INTERVAL).length, 0, 'nothing else is scheduled while a query is in flight')
-  timers.fire(TIMEOUT)
-  await within(timers.scheduled(INTERVAL), 'the next interval timer')
+  timers.advance(INTERVAL)
+  await when(onEvent(dns, 'query'), () => dns.queries === before + 1, 5000, 'the dropped query')
+  t.equal(timers.pending(TIMEOUT).length, 1, 'the deadline is pending')
+  t.ok(timers.pending(TIMEOUT)[0]!.unrefed, 'and unref()ed')
+  t.equal(timers.pending(INTERVAL).length, 0, 'nothing else is scheduled while a query is in flight')
+  timers.advance(TIMEOUT)
+  await timers.scheduled(INTERVAL)
   t.equal(discovery.current(), initial)
   t.same(rec.errors.map((e) => [e.err.code, e.n]), [['ETIMEOUT', 1]])
   t.match(rec.errors[0]!.err.message, `DNS discovery of ${NAME} (A) timed out after ${TIMEOUT} ms: ETIMEOUT; keeping the last 1 upstream`)
@@ -279,7 +234,7 @@ t.test('a network error (nothing listening) keeps the last set', async (t) => {
   const { dns, discovery, rec, timers } = await setup(t, { a: ['10.0.0.1'], aaaa: [] })
   const initial = await discovery.start()
   await dns.close() // the port now answers ICMP port unreachable
-  await timers.tick()
+  await tick(timers)
   t.equal(discovery.current(), initial)
   t.equal(rec.errors.length, 1)
   t.equal(rec.errors[0]!.err.code, 'ECONNREFUSED')
@@ -291,15 +246,15 @@ t.test('recovery: a success resets the failure count and applies the new answer'
   const { dns, discovery, rec, timers } = await setup(t, { a: ['10.0.0.1'], aaaa: [] })
   await discovery.start()
   dns.mode = 'servfail'
-  await timers.tick()
-  await timers.tick()
+  await tick(timers)
+  await tick(timers)
   dns.mode = 'answer'
   dns.set(NAME, { a: ['10.0.0.1', '10.0.0.9'], aaaa: [] })
-  await timers.tick()
+  await tick(timers)
   t.same(ids(discovery.current()), ['10.0.0.1:8080', '10.0.0.9:8080'], 'the new answer is applied')
   t.equal(rec.changes.length, 2)
   dns.mode = 'servfail'
-  await timers.tick()
+  await tick(timers)
   t.same(rec.errors.map((e) => e.n), [1, 2, 1], 'the count restarts at 1 after a success')
 })
 
@@ -311,7 +266,7 @@ t.test('the first resolution may fail: start() resolves with an empty set, a lat
   t.same(rec.errors.map((e) => [e.err.code, e.n]), [['ENOTFOUND', 1]])
   t.match(rec.errors[0]!.err.message, /keeping the last 0 upstreams$/)
   dns.set(NAME, { a: ['10.0.0.1'], aaaa: [] })
-  await timers.tick()
+  await tick(timers)
   t.same(rec.changes.map((c) => c.ids), [['10.0.0.1:8080']])
 })
 
@@ -365,7 +320,7 @@ t.test('no overlapping queries: one resolution in flight at a time, with real ti
     rec.hooks,
   )
   await discovery.start()
-  await until(() => rec.errors.length >= 4, 'four timeouts')
+  await when(onEvent(rec, 'hook'), () => rec.errors.length >= 4, 5000, 'four timeouts')
   await discovery.stop()
   const rounds = rec.errors.length
   t.same(rec.errors.map((e) => e.err.code), new Array(rounds).fill('ETIMEOUT'))
@@ -404,7 +359,7 @@ t.test('real timers: a 30 ms interval picks up changes, timers are unref()ed, st
   t.equal(live.size, 1, 'the next resolution is scheduled')
   t.notOk([...live][0]!.hasRef(), 'and does not keep the process alive')
   dns.set(NAME, { a: ['10.0.0.1', '10.0.0.2'], aaaa: ['fd00::1'] })
-  await until(() => rec.changes.length === 2, 'the added address')
+  await when(onEvent(rec, 'hook'), () => rec.changes.length === 2, 5000, 'the added address')
   t.same(rec.changes[1]!.ids, ['10.0.0.1:9000', '10.0.0.2:9000', '[fd00::1]:9000'])
   await discovery.stop()
   t.equal(live.size, 0, 'stop() leaves no timer behind')
@@ -417,10 +372,10 @@ t.test('stop() cancels an in-flight query at once and clears every timer', async
   await discovery.start()
   dns.mode = 'drop'
   const before = dns.queries
-  timers.fire(INTERVAL)
-  await within(until(() => dns.queries === before + 2, 'both queries'), 'both queries')
-  await within(discovery.stop(), 'stop() (the deadline is a minute away)', 2000)
-  t.equal(timers.pending.size, 0, 'no timer left')
+  timers.advance(INTERVAL)
+  await when(onEvent(dns, 'query'), () => dns.queries === before + 2, 5000, 'both queries')
+  await within(discovery.stop(), 2000, 'stop() (the deadline is a minute away)')
+  t.equal(timers.pending().length, 0, 'no timer left')
   t.same(rec.errors, [], 'a cancellation is not reported as an error')
   t.equal(discovery.current().length, 2, 'current() still answers')
   await discovery.stop()
@@ -431,12 +386,12 @@ t.test('stop() during start(): start() resolves with an empty set, no hook is ca
   const { dns, discovery, rec, timers } = await setup(t, { a: ['10.0.0.1'], aaaa: [] })
   dns.mode = 'drop'
   const starting = discovery.start()
-  await within(until(() => dns.queries === 2, 'the first queries'), 'the first queries')
+  await when(onEvent(dns, 'query'), () => dns.queries === 2, 5000, 'the first queries')
   await discovery.stop()
   t.same(await starting, [])
   t.same(rec.changes, [])
   t.same(rec.errors, [])
-  t.equal(timers.pending.size, 0)
+  t.equal(timers.pending().length, 0)
 })
 
 t.test('start() runs once: a second start() or a start() after stop() rejects', async (t) => {
@@ -455,7 +410,7 @@ t.test('a hook may call stop(): the loop ends without scheduling another resolut
   const { port } = await dns.start()
   t.teardown(() => dns.close())
   dns.set(NAME, { a: ['10.0.0.1'], aaaa: [] })
-  const timers = new ManualTimers()
+  const timers = new FakeTimers()
   let stopping: Promise<void> | undefined
   const discovery: DnsDiscovery = new DnsDiscovery(
     { name: NAME, port: 80, interval: INTERVAL, family: 'ipv4', servers: [`127.0.0.1:${port}`] },
@@ -464,5 +419,98 @@ t.test('a hook may call stop(): the loop ends without scheduling another resolut
   )
   t.same(ids(await discovery.start()), ['10.0.0.1:80'])
   await stopping
-  t.equal(timers.pending.size, 0)
+  t.equal(timers.pending().length, 0)
+})
+
+// ---- SRV (discovery.dns.srv) ----------------------------------------------------------------
+
+const SRV_NAME = '_http._tcp.web.default.svc.cluster.local'
+const pod = (n: number): string => `web-${n}.web.default.svc.cluster.local`
+const srvRecord = (n: number, port = 8080) => ({ priority: 0, weight: 100, port, target: pod(n) })
+
+/** A DNS server with SRV records for SRV_NAME and A records for their targets, and an SRV discovery (not started). */
+async function srvSetup(t: Test, pods: Record<number, string>, options: Partial<DnsDiscoveryOptions> = {}): Promise<Setup> {
+  const s = await setup(t, null, { name: SRV_NAME, srv: true, port: null, family: 'ipv4', ...options })
+  setPods(s.dns, pods)
+  return s
+}
+
+function setPods(dns: TestDnsServer, pods: Record<number, string>): void {
+  dns.set(SRV_NAME, { a: [], aaaa: [], srv: Object.keys(pods).map((n) => srvRecord(Number(n))) })
+  for (const [n, ip] of Object.entries(pods)) dns.set(pod(Number(n)), { a: [ip], aaaa: [] })
+}
+
+t.test('SRV helpers: the id is the target host name, the port the record port, one upstream per pod name', async (t) => {
+  t.equal(srvTargetId('web-0.web.default.svc.cluster.local'), 'web-0')
+  t.equal(srvTargetId('WEB-1.web.default.svc.cluster.local.'), 'web-1', 'case and the trailing dot do not matter')
+  const records = [
+    { name: pod(1), port: 8080, priority: 0, weight: 50 },
+    { name: pod(0), port: 9090, priority: 0, weight: 50 },
+    { name: pod(0), port: 8080, priority: 0, weight: 50 },
+    { name: pod(2), port: 8080, priority: 0, weight: 50 },
+  ]
+  const addresses = new Map([[pod(0), ['10.0.0.9', '10.0.0.5']], [pod(1), ['10.0.0.6']]])
+  t.same(upstreamsFromSrv(records, addresses, null), [
+    { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 },
+    { id: 'web-1', url: 'http://10.0.0.6:8080', weight: 1 },
+  ], 'a pod named twice (two ports) counts once, at its lowest port; its first address in text order; a target without an address is left out')
+  t.same(upstreamsFromSrv(records, addresses, 7000).map((u) => u.url), ['http://10.0.0.5:7000', 'http://10.0.0.6:7000'], 'a configured port wins over the records')
+  t.same(diffUpstreams(
+    upstreamsFromSrv(records, addresses, null),
+    upstreamsFromSrv(records, new Map([[pod(0), ['10.0.0.5']], [pod(1), ['10.0.0.7']]]), null),
+  ), { added: [], removed: [], changed: ['web-1'] }, 'a pod with a new address keeps its id and is reported changed')
+})
+
+t.test('SRV discovery: pods by name, a restarted pod keeps its id at its new address, a removed pod leaves', async (t) => {
+  const { dns, discovery, rec, timers } = await srvSetup(t, { 0: '10.0.0.5', 1: '10.0.0.6' })
+  const initial = await discovery.start()
+  t.same(initial, [
+    { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 },
+    { id: 'web-1', url: 'http://10.0.0.6:8080', weight: 1 },
+  ])
+  setPods(dns, { 0: '10.0.0.5', 1: '10.0.0.16' })
+  await tick(timers)
+  t.same(rec.changes.at(-1), { ids: ['web-0', 'web-1'], diff: { added: [], removed: [], changed: ['web-1'] } }, 'same id, new url')
+  t.equal(discovery.current()[1]!.url, 'http://10.0.0.16:8080')
+  setPods(dns, { 0: '10.0.0.5', 1: '10.0.0.16', 2: '10.0.0.7' })
+  await tick(timers)
+  t.same(rec.changes.at(-1)?.diff, { added: ['web-2'], removed: [], changed: [] }, 'scale up')
+  setPods(dns, { 0: '10.0.0.5' })
+  await tick(timers)
+  t.same(rec.changes.at(-1)?.diff, { added: [], removed: ['web-1', 'web-2'], changed: [] }, 'scale down')
+  await tick(timers)
+  t.equal(rec.changes.length, 4, 'an unchanged answer calls no hook')
+  t.same(rec.errors, [])
+})
+
+t.test('SRV discovery: no SRV records, or targets that do not resolve, keep the last set', async (t) => {
+  const { dns, discovery, rec, timers } = await srvSetup(t, { 0: '10.0.0.5' })
+  const initial = await discovery.start()
+  dns.set(SRV_NAME, { a: [], aaaa: [], srv: [] })
+  await tick(timers)
+  t.equal(rec.errors.at(-1)?.err.code, 'ENODATA')
+  t.match(rec.errors.at(-1)?.err.message, /\(SRV, targets A\) returned no SRV records \(no records\): ENODATA; keeping the last 1 upstream$/)
+  dns.set(SRV_NAME, { a: [], aaaa: [], srv: [srvRecord(7)] }) // web-7 has no A record
+  await tick(timers)
+  t.match(rec.errors.at(-1)?.err.message, /returned no target addresses \(no such name\): ENOTFOUND/)
+  dns.mode = 'servfail'
+  await tick(timers)
+  t.equal(rec.errors.at(-1)?.err.code, 'ESERVFAIL')
+  t.equal(discovery.current(), initial, 'the last known set stays through all of it')
+  t.same(rec.errors.map((e) => e.n), [1, 2, 3])
+})
+
+t.test('SRV discovery: a configured port overrides the records; without srv a port is required', async (t) => {
+  const { discovery } = await srvSetup(t, { 0: '10.0.0.5' }, { port: 9000 })
+  t.same((await discovery.start()).map((u) => u.url), ['http://10.0.0.5:9000'])
+  t.throws(() => new DnsDiscovery({ name: NAME, port: null, interval: 1000, family: 'any' }, { onChange: () => {} }), { message: /port must be an integer 1\.\.65535, got null/ })
+})
+
+t.test('an empty servers list means the system resolver (c-ares with no server at all fails every query)', async (t) => {
+  const rec = new Recorder()
+  const discovery = new DnsDiscovery({ name: 'tether-test.invalid', port: 80, interval: 60_000, family: 'ipv4', servers: [], timeout: 1000 }, rec.hooks)
+  t.teardown(() => discovery.stop())
+  await discovery.start()
+  const code = rec.errors[0]?.err.code
+  t.ok(code !== undefined && !/UNKNOWN/.test(code), `the system resolver was asked (${code}: no such name, or no answer where there is no network)`)
 })

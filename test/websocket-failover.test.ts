@@ -4,8 +4,8 @@
 import t, { type Test } from 'tap'
 import type { IncomingMessage } from 'node:http'
 import { WebSocket } from 'ws'
-import { waitFor } from './fixtures/upstream.js'
-import { closed, obtainCookie, openWs, roundTrip, startEchoPod, startWsTether, within, type Pod } from './fixtures/ws-harness.js'
+import { closed, obtainCookie, openWs, roundTrip, startEchoPod, startWsTether, type Pod } from './fixtures/ws-harness.js'
+import { waitFor, within } from './fixtures/wait.js'
 
 const N = 40
 
@@ -78,7 +78,7 @@ t.test('health taking an upstream out (disable) closes its sockets with 1012; th
   t.ok(codes.every((c) => c.code === 1012), 'all got 1012')
   const echoes = await Promise.all(onB.map((ws) => roundTrip(ws, 'still')))
   t.ok(echoes.every((e) => e.data.toString() === `${b.id}:still`), 'sockets on other upstreams are untouched')
-  await waitFor(() => px.upgrades.size === onB.length, 2000, 'closed tunnels released')
+  await waitFor(() => px.upgrades.size === onB.length, 2000, 'closed tunnels released') // polled: no release event
   t.equal(px.upgrades.countByUpstream(a.id), 0)
   for (const ws of onB) ws.close()
   await Promise.all(onB.map((ws) => closed(ws)))

@@ -2,8 +2,8 @@
 // way closes both sides), and the handshake's own timeout (an upstream that never answers).
 import t from 'tap'
 import net from 'node:net'
-import { closed, openWs, roundTrip, startEchoPod, startWsTether, within } from './fixtures/ws-harness.js'
-import { waitFor } from './fixtures/upstream.js'
+import { closed, openWs, roundTrip, startEchoPod, startWsTether } from './fixtures/ws-harness.js'
+import { waitFor, within } from './fixtures/wait.js'
 
 const pod = await startEchoPod('app-0')
 t.teardown(() => pod.kill())
@@ -20,7 +20,7 @@ t.test('beyond max_connections an upgrade is answered 503 on the raw socket; a f
   t.equal((await roundTrip(open[0]!, 'ok')).data.toString(), 'app-0:ok', 'open ones are unaffected')
   open[1]!.close()
   await closed(open[1]!)
-  await waitFor(() => px.upgrades.size === 2, 2000, 'slot released')
+  await waitFor(() => px.upgrades.size === 2, 2000, 'slot released') // polled: Upgrades announces no release
   const again = await openWs(px.wsUrl)
   t.equal((await roundTrip(again, 'again')).data.toString(), 'app-0:again', 'a freed slot takes a new connection')
   for (const ws of [open[0]!, open[2]!, again]) ws.close()
@@ -34,21 +34,23 @@ t.test('idle timeout: a socket with no bytes either way is closed (both sides); 
   const busy = await openWs(px.wsUrl)
   const quietClosed = closed(quiet)
   const start = performance.now()
-  // the busy one talks every idle/3 until the quiet one has been cut off
+  // the busy one talks, one round trip after the other (each waits on its echo), until the quiet
+  // one has been cut off; bounded by the deadline below and a count
   let done = false
+  let trips = 0
   const talk = (async () => {
-    while (!done) {
+    while (!done && trips < 100_000) {
       await roundTrip(busy, 'ping')
-      await new Promise((r) => setTimeout(r, idle / 3))
+      trips++
     }
   })()
   const c = await within(quietClosed, 5000, 'the idle socket is closed')
   done = true
   await talk
-  t.ok(performance.now() - start >= idle - 20, 'not before the idle timeout')
+  t.ok(performance.now() - start >= idle - 20, `not before the idle timeout (${trips} round trips on the busy one meanwhile)`)
   t.equal(c.code, 1006, 'cut off (no close frame: both sockets destroyed)')
   t.equal(busy.readyState, busy.OPEN, 'the busy socket is still open')
-  await waitFor(() => px.upgrades.size === 1, 2000, 'idle tunnel released')
+  await waitFor(() => px.upgrades.size === 1, 2000, 'idle tunnel released') // polled: no release event
   busy.close()
   await closed(busy)
 })
@@ -64,6 +66,6 @@ t.test('an upstream that accepts the connection but never answers the handshake:
   const err = await within(openWs(px.wsUrl).then(() => null, (e: { status?: number; body?: string }) => e), 5000, 'answer')
   t.equal(err?.status, 504)
   t.match(err?.body, /did not answer in time/)
-  await waitFor(() => px.upgrades.size === 0, 2000, 'slot released')
+  await waitFor(() => px.upgrades.size === 0, 2000, 'slot released') // polled: no release event
   t.equal(px.upgrades.size, 0)
 })

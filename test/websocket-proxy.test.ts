@@ -5,7 +5,8 @@ import t from 'tap'
 import net from 'node:net'
 import { WebSocket } from 'ws'
 import { randomBytes } from 'node:crypto'
-import { closed, obtainCookie, openWs, roundTrip, startEchoPod, startWsTether, within, type Pod, type WsTether } from './fixtures/ws-harness.js'
+import { closed, obtainCookie, openWs, roundTrip, startEchoPod, startWsTether, type Pod, type WsTether } from './fixtures/ws-harness.js'
+import { waitFor, within } from './fixtures/wait.js'
 import { request, startUpstream } from './fixtures/upstream.js'
 import { DEFAULTS } from '../src/config/schema.js'
 import { closeFrame, FrameTracker } from '../src/proxy/websocket-frames.js'
@@ -54,7 +55,7 @@ t.test('200 concurrent clients, each pinned by its cookie, are echoed by the ups
   t.equal(mismatches, 0, 'every text and binary frame came back byte-exact from the cookie\'s upstream')
   for (const p of pods) t.equal(px.upgrades.countByUpstream(p.id), clients.filter((c) => c.id === p.id).length, `tunnels tracked per upstream (${p.id})`)
   await Promise.all(clients.map(({ ws }) => { const c = closed(ws); ws.close(1000); return c }))
-  await within((async () => { while (px.upgrades.size > 0) await new Promise((r) => setTimeout(r, 5)) })(), 5000, 'tunnels released')
+  await waitFor(() => px.upgrades.size === 0, 5000, 'tunnels released') // polled: Upgrades announces no release
   t.equal(px.upgrades.size, 0, 'closed tunnels free their slots')
 })
 

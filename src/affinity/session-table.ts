@@ -3,6 +3,7 @@
 // with the bindings other Tether replicas made. Layer 2 state owner: no I/O of its own (shared
 // bindings are written through the injected sink), no clock (every call takes `now`).
 import type { AffinityEntry } from './store.js'
+import type { Binding } from '../routing/decision.js'
 import { AffinityTable } from './table.js'
 
 /** Where pins are written through for other Tether replicas (`affinity.shared`); absent: local only. */
@@ -47,6 +48,13 @@ export class SessionTable {
   readonly #syncPeriod: number
   /** Application cookie values replaced by a new one, still routed for ROTATION_GRACE (bounded, oldest first out). */
   readonly #rotated = new Map<string, Grace & { readonly until: number }>()
+  /**
+   * Placements decided but not answered yet (a pin is recorded only when the upstream answers):
+   * counted as load, so concurrent new users respect `balance_factor`. Bounded by the requests
+   * in flight: each is settled when its pin is recorded or its attempt ends.
+   */
+  readonly #reserved = new Set<Binding>()
+  readonly #reservedBy = new Map<string, number>()
 
   constructor(options: SessionTableOptions) {
     this.table = new AffinityTable({ maxEntries: options.maxEntries, idleTimeout: options.idleTimeout, absoluteTimeout: options.absoluteTimeout })
@@ -127,6 +135,31 @@ export class SessionTable {
   /** Bindings held for `upstream`. */
   countByUpstream(upstream: string): number {
     return this.table.countByUpstream(upstream)
+  }
+
+  /** Count `binding` as load on its upstream until {@link settle} (a placement in flight). */
+  reserve(binding: Binding): void {
+    if (this.#reserved.has(binding)) return
+    this.#reserved.add(binding)
+    this.#reservedBy.set(binding.upstream, (this.#reservedBy.get(binding.upstream) ?? 0) + 1)
+  }
+
+  /** The placement of `binding` was recorded or abandoned (idempotent). */
+  settle(binding: Binding): void {
+    if (!this.#reserved.delete(binding)) return
+    const n = this.#reservedBy.get(binding.upstream)! - 1
+    if (n === 0) this.#reservedBy.delete(binding.upstream)
+    else this.#reservedBy.set(binding.upstream, n)
+  }
+
+  /** The load bounded placement reads: bindings held for `upstream` plus placements in flight there. */
+  loadOf(upstream: string): number {
+    return this.table.countByUpstream(upstream) + (this.#reservedBy.get(upstream) ?? 0)
+  }
+
+  /** The total bounded placement reads: every binding plus every placement in flight. */
+  get load(): number {
+    return this.table.size + this.#reserved.size
   }
 
   get size(): number {

@@ -1,11 +1,11 @@
-// Reading proxy.yaml: the only file that touches the filesystem or imports `yaml` for config
-// (the PEM files it names are checked through tls/pem.ts).
-// Parses with node ranges, reports syntax errors as `file:line:col: YAML syntax error: ...` with
-// the source line, a caret and a hint, turns the YAML document into validate.ts's located
-// `SourceNode` tree and hands it over with the env.
+// Reading (and writing) YAML: the only file that imports `yaml`. proxy.yaml: read, parsed with
+// node ranges, syntax errors located and explained (`file:line:col`, the line, a caret, a hint),
+// turned into validate.ts's located `SourceNode` tree (the PEM files it names are checked through
+// tls/pem.ts). Other YAML (manifests for `tether import`, a kubeconfig) is read by
+// `parseYamlDocuments`; `tether import` writes through `toYaml`.
 
 import { readFileSync } from 'node:fs'
-import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type YAMLError } from 'yaml'
+import { isAlias, isMap, isScalar, isSeq, LineCounter, parseAllDocuments, parseDocument, stringify, type Document, type YAMLError } from 'yaml'
 import type { Config } from './schema.js'
 import type { Env } from './env.js'
 import { pemFiles } from '../tls/pem.js'
@@ -38,11 +38,57 @@ export function loadConfigFile(path: string, env: NodeJS.ProcessEnv = process.en
 export function parseConfig(text: string, fileName: string, env: Env = {}, files: ConfigFiles | null = null): Config {
   const lineCounter = new LineCounter()
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, version: '1.2', schema: 'core' })
-  const at = (offset: number | undefined): Pos => lineCounter.linePos(offset ?? 0)
   // Only the first syntax problem: the ones after it are mostly its echoes.
   const syntax = doc.errors[0] ?? doc.warnings[0]
   if (syntax) throw syntaxError(text, fileName, lineCounter, syntax)
+  return validateConfig(sourceTree(doc, lineCounter, fileName), fileName, env, files)
+}
 
+/**
+ * Parses a YAML stream of one or more documents (`---` between them; YAML 1.2 core schema)
+ * into located trees, one per document, skipping empty documents. Throws `ConfigError` with
+ * the same located, explained message as for proxy.yaml on a syntax error. Pure.
+ * Example: `parseYamlDocuments('kind: Service\n---\nkind: Ingress\n', 'app.yaml')` -> two map nodes.
+ */
+export function parseYamlDocuments(text: string, fileName: string): SourceNode[] {
+  const lineCounter = new LineCounter()
+  const docs = parseAllDocuments(text, { lineCounter, prettyErrors: false, version: '1.2', schema: 'core' })
+  if (!Array.isArray(docs)) return [] // an empty stream
+  const out: SourceNode[] = []
+  for (const doc of docs) {
+    const syntax = doc.errors[0] ?? doc.warnings[0]
+    if (syntax) throw syntaxError(text, fileName, lineCounter, syntax)
+    const tree = sourceTree(doc, lineCounter, fileName)
+    if (tree !== undefined && !(tree.kind === 'scalar' && tree.value === null)) out.push(tree)
+  }
+  return out
+}
+
+/**
+ * The plain value of a located tree (maps as objects, lists as arrays), e.g. to read a
+ * kubeconfig. Example: `plainValue(parseYamlDocuments('a: [1, x]', 'f')[0]!)` -> `{ a: [1, 'x'] }`.
+ */
+export function plainValue(node: SourceNode): unknown {
+  switch (node.kind) {
+    case 'scalar': return node.value
+    case 'seq': return node.items.map(plainValue)
+    case 'map': return Object.fromEntries(node.entries.map((e) => [e.key, plainValue(e.value)]))
+  }
+}
+
+/**
+ * YAML text of a plain JSON value: block style, multi-line strings as `|` blocks, no line
+ * folding, and strings quoted wherever a YAML 1.1 reader (kubectl's) or a 1.2 one (Tether's)
+ * would read a plain scalar as something else (`"yes"`, `"on"`, `"1.0"`).
+ * Example: `toYaml({ a: [1, 'yes'], b: 'x\ny\n' })` -> `'a:\n  - 1\n  - "yes"\nb: |\n  x\n  y\n'`.
+ */
+export function toYaml(value: unknown): string {
+  return stringify(value, { version: '1.1', lineWidth: 0, blockQuote: 'literal', aliasDuplicateObjects: false })
+}
+
+/** The located tree of one parsed document (undefined when it is empty); aliases expanded within a budget. */
+function sourceTree(doc: Document.Parsed, lineCounter: LineCounter, fileName: string): SourceNode | undefined {
+  const at = (offset: number | undefined): Pos => lineCounter.linePos(offset ?? 0)
   let budget = MAX_NODES
   const expanding = new Set<unknown>() // aliases being expanded: a repeat is a cycle
   const convert = (node: unknown): SourceNode => {
@@ -72,7 +118,7 @@ export function parseConfig(text: string, fileName: string, env: Env = {}, files
     if (isSeq(node)) return { kind: 'seq', pos, items: node.items.map(convert) }
     return { kind: 'scalar', pos, value: scalarValue(isScalar(node) ? node.value : null) }
   }
-  return validateConfig(doc.contents === null ? undefined : convert(doc.contents), fileName, env, files)
+  return doc.contents === null ? undefined : convert(doc.contents)
 }
 
 function rangeStart(node: unknown): number | undefined {

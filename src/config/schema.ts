@@ -284,8 +284,14 @@ export interface RetriesConfig {
 export interface DnsDiscoveryConfig {
   /** Name to resolve, e.g. a Kubernetes headless Service `app-headless.default.svc.cluster.local`. */
   readonly name: string
-  /** Port of every discovered upstream. */
-  readonly port: number
+  /** Port of every discovered upstream; required unless `srv` (then null takes each SRV record's port). */
+  readonly port: number | null
+  /**
+   * Ask for SRV records (e.g. `_http._tcp.web.default.svc.cluster.local`) and resolve their
+   * targets: upstream ids are the targets' host names (a StatefulSet's pod names), so they
+   * survive a pod's address change. Default false (A/AAAA, ids `address:port`).
+   */
+  readonly srv: boolean
   /** Re-resolution interval. Default 5s. */
   readonly interval: Millis
   /** Address families used. Default any. */
@@ -294,9 +300,31 @@ export interface DnsDiscoveryConfig {
   readonly servers: readonly string[]
 }
 
+export interface KubernetesDiscoveryConfig {
+  /** The Service whose `discovery.k8s.io/v1` EndpointSlices are listed and watched, e.g. `web`. */
+  readonly service: string
+  /** Its namespace; null: the pod's own (service account), or the kubeconfig context's. Default null. */
+  readonly namespace: string | null
+  /**
+   * The port: a Service port name (EndpointSlices carry the Service's port names, with the
+   * pods' port numbers), or the number the pods listen on (the Service's targetPort).
+   */
+  readonly port: string | number
+  /** A kubeconfig file, to run outside the cluster; null: the in-cluster service account. Default null. */
+  readonly kubeconfig: string | null
+  /**
+   * An annotation on the Service that sets weights: `"3"` (every pod) or `"web-0=3,web-1=2"`
+   * (by pod name, `*=n` for the others, default 1); null: every pod weight 1 (the Service is
+   * not read). Default null.
+   */
+  readonly weight_annotation: string | null
+}
+
 export interface DiscoveryConfig {
   /** Upstreams from DNS instead of (or in addition to) the static list; null = none. Default null. */
   readonly dns: DnsDiscoveryConfig | null
+  /** Upstreams from a Kubernetes Service's EndpointSlices (pods by name); null = none. Default null. */
+  readonly kubernetes: KubernetesDiscoveryConfig | null
 }
 
 export interface RedisConfig {
@@ -445,8 +473,9 @@ export const DEFAULTS = {
     shared: 'none',
   },
   retries: { attempts: 2, try_duration: 10_000, replay_buffer_bytes: 65_536, hedge_after: null },
-  discovery: { dns: null },
-  dnsDiscovery: { interval: 5_000, family: 'any', servers: [] },
+  discovery: { dns: null, kubernetes: null },
+  dnsDiscovery: { port: null, srv: false, interval: 5_000, family: 'any', servers: [] },
+  kubernetesDiscovery: { namespace: null, kubeconfig: null, weight_annotation: null },
   shutdown: { grace_period: 10_000 },
   websocket: { max_connections: 10_000, idle_timeout: 3_600_000 },
   state: {

@@ -3,7 +3,7 @@
 // below. Small combinators (leaf, struct, list, nullable) carry each section's rules.
 
 import { dirname, isAbsolute, join as joinPath } from 'node:path'
-import { DEFAULTS, type AffinityConfig, type AffinityKeyKind, type CertificateFiles, type Config, type HstsConfig, type LogLevel, type SameSite, type TlsVersion, type UpstreamConfig, type UpstreamTlsConfig } from './schema.js'
+import { DEFAULTS, type AffinityConfig, type AffinityKeyKind, type CertificateFiles, type Config, type DnsDiscoveryConfig, type HstsConfig, type KubernetesDiscoveryConfig, type LogLevel, type SameSite, type TlsVersion, type UpstreamConfig, type UpstreamTlsConfig } from './schema.js'
 import { parseTrustedProxies } from '../affinity/client-ip.js'
 import { MIN_SECRET_BYTES, setCookieSerializer } from '../affinity/cookie-codec.js'
 import { describeValue, formatDuration, parseDuration } from './duration.js'
@@ -622,15 +622,42 @@ const retries = struct<Config['retries']>(
   DEFAULTS.retries,
 )
 
-const dnsDiscovery = struct<Config['discovery']['dns'] & object>(
+/** A DNS lookup needs a port unless SRV records give it. */
+function dnsRules(d: DnsDiscoveryConfig, node: SourceNode, path: string, ctx: Ctx): boolean {
+  if (d.port !== null || d.srv) return true
+  ctx.report(nodeAt(node, ['port']).pos, `${path}.port`, 'required unless srv is true (SRV records carry the port)')
+  return false
+}
+
+const dnsDiscovery = refine(struct<DnsDiscoveryConfig>(
   {
     name: string({ test: /^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9_.])?$/, what: 'a DNS name' }),
-    port: integer(1, 65535),
+    port: nullable(integer(1, 65535)),
+    srv: boolean,
     interval: duration({ zero: false }),
     family: oneOf(['any', 'ipv4', 'ipv6'] as const),
     servers: list(string(), { nonEmpty: false }),
   },
   DEFAULTS.dnsDiscovery,
+), dnsRules)
+
+/** A Service port name (IANA_SVC_NAME: <= 15 lower-case letters, digits and "-", a letter among them) or a port number. */
+const servicePort: Check<string | number> = leaf('a port name or number', (value, fromEnv) => {
+  const n = fromEnv && typeof value === 'string' && INTEGER_TEXT.test(value) ? Number(value) : value
+  if (typeof n === 'number') return Number.isInteger(n) && n >= 1 && n <= 65535 ? n : expected('a port number between 1 and 65535', n)
+  if (typeof n === 'string' && /^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$/.test(n) && /[a-z]/.test(n) && !n.includes('--')) return n
+  return expected('a Service port name (up to 15 lower-case letters, digits and "-") or a port number', value)
+})
+
+const kubernetesDiscovery = struct<KubernetesDiscoveryConfig>(
+  {
+    service: string({ test: /^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/, what: 'a Service name (lower-case letters, digits and "-", starting with a letter)' }),
+    namespace: nullable(string({ test: /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/, what: 'a namespace name (lower-case letters, digits and "-")' })),
+    port: servicePort,
+    kubeconfig: nullable(string()),
+    weight_annotation: nullable(string({ test: /^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/, what: 'an annotation key like tether.io/weights' })),
+  },
+  DEFAULTS.kubernetesDiscovery,
 )
 
 const HOST_PORT = { test: /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, what: 'host:port' }
@@ -711,12 +738,12 @@ function sharedNeedsRedis(c: Config, node: SourceNode, ctx: Ctx): boolean {
   return ok
 }
 
-/** Upstreams come from the static list, DNS discovery, or both; at least one source. */
+/** Upstreams come from the static list, discovery (DNS, Kubernetes), or both; at least one source. */
 function someUpstreams(c: Config, node: SourceNode, _path: string, ctx: Ctx): boolean {
-  if (c.upstreams.length > 0 || c.discovery.dns !== null) return true
+  if (c.upstreams.length > 0 || c.discovery.dns !== null || c.discovery.kubernetes !== null) return true
   const at = nodeAt(node, ['upstreams'])
-  if (at === node) ctx.report(node.pos, 'upstreams', 'missing required key (or set discovery.dns)')
-  else ctx.report(at.pos, 'upstreams', 'expected a non-empty list (or set discovery.dns)')
+  if (at === node) ctx.report(node.pos, 'upstreams', 'missing required key (or set discovery.dns or discovery.kubernetes)')
+  else ctx.report(at.pos, 'upstreams', 'expected a non-empty list (or set discovery.dns or discovery.kubernetes)')
   return false
 }
 
@@ -806,7 +833,7 @@ const config: Check<Config> = refine(
       ),
       health,
       retries,
-      discovery: struct<Config['discovery']>({ dns: nullable(dnsDiscovery) }, DEFAULTS.discovery),
+      discovery: struct<Config['discovery']>({ dns: nullable(dnsDiscovery), kubernetes: nullable(kubernetesDiscovery) }, DEFAULTS.discovery),
       shutdown: struct<Config['shutdown']>({ grace_period: duration({ zero: true }) }, DEFAULTS.shutdown),
       state,
       websocket: struct<Config['websocket']>(

@@ -248,6 +248,9 @@ export class ActiveChecker {
     // answer, processed before setImmediate callbacks, wins over the timeout then
     const timer = this.#setTimer(() => setImmediate(() => finish(null, 'ETIMEDOUT')), this.#options.timeout)
     req.once('response', (res) => {
+      // OPTIONS * asks only whether the server answers: the head is the answer (whatever body
+      // an app sends is not read); a path probe reads its body to the end
+      if (this.#options.path === null) return finish(res.statusCode ?? null, null)
       res.once('end', () => finish(res.statusCode ?? null, null))
       res.on('error', (err: NodeJS.ErrnoException) => finish(res.statusCode ?? null, err.code ?? 'ECONNRESET'))
       res.once('close', () => { if (!res.complete) finish(res.statusCode ?? null, 'ECONNRESET') })

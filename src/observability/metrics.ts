@@ -12,6 +12,12 @@ export type RehydrationResult = 'delivered' | 'no_state' | 'error'
 export type CheckpointResult = 'stored' | 'stale' | 'too_large' | 'unavailable'
 /** A timed Redis operation. */
 export type RedisOp = 'get' | 'put'
+/** A discovery source and whether its last answer was good, read at scrape time. */
+export interface DiscoveryStatus {
+  readonly source: string
+  readonly up: boolean
+}
+
 /** What the affinity table reports at scrape time; evictions and expirations are monotonic. */
 export interface AffinityStats {
   readonly size: number
@@ -72,6 +78,10 @@ export const METRIC_DOCS = [
     help: 'Open proxied WebSocket connections.' },
   { name: 'tether_config_reloads_total', type: 'counter', labels: ['result'],
     help: 'Configuration reloads, by result (ok, failed).' },
+  { name: 'tether_discovery_up', type: 'gauge', labels: ['source'],
+    help: 'Per discovery source (dns, kubernetes): 1 while its last answer was good, 0 while it keeps the last known upstreams because its server is unreachable or failing or the answer was empty.' },
+  { name: 'tether_discovery_errors_total', type: 'counter', labels: ['source'],
+    help: 'Discovery failures (unreachable or failing server, empty answer), by source (dns, kubernetes).' },
 ] as const satisfies readonly MetricDoc[]
 
 /** The names of all `tether_*` metrics. */
@@ -127,6 +137,8 @@ export class Metrics {
   readonly #redisOps: Histogram<string>
   readonly #websockets: Gauge<string>
   readonly #reloads: Counter<string>
+  readonly #discoveryErrors: Counter<string>
+  #discoveryStatus: () => readonly DiscoveryStatus[] = () => []
 
   /** Request counts per upstream: METHODS.length x STATUS_CLASSES.length slots. */
   readonly #requestCounts = new Map<string, Float64Array>()
@@ -185,6 +197,14 @@ export class Metrics {
     this.#redisOps = new Histogram({ ...config('tether_redis_operation_duration_seconds'), registers, buckets: [...REDIS_BUCKETS] })
     this.#websockets = new Gauge({ ...config('tether_websocket_connections'), registers })
     this.#reloads = new Counter({ ...config('tether_config_reloads_total'), registers })
+    new Gauge({
+      ...config('tether_discovery_up'), registers,
+      collect() {
+        this.reset()
+        for (const { source, up } of self.#discoveryStatus()) this.set({ source }, up ? 1 : 0)
+      },
+    })
+    this.#discoveryErrors = new Counter({ ...config('tether_discovery_errors_total'), registers })
   }
 
   /** The Content-Type of {@link render}'s output (Prometheus text format 0.0.4). */
@@ -314,6 +334,16 @@ export class Metrics {
   /** A configuration reload was applied (true) or rejected (false). */
   configReload(ok: boolean): void {
     this.#reloads.inc({ result: ok ? 'ok' : 'failed' })
+  }
+
+  /** Where `tether_discovery_up` comes from, read at each scrape; e.g. `() => discovery.statuses()`. */
+  setDiscoveryStatus(fn: () => readonly DiscoveryStatus[]): void {
+    this.#discoveryStatus = fn
+  }
+
+  /** A discovery source failed (unreachable, failing, empty answer). */
+  discoveryError(source: string): void {
+    this.#discoveryErrors.inc({ source })
   }
 
   /**

@@ -45,6 +45,7 @@ export class AnswerHead implements AnswerHeadPolicy {
     if (b !== null) {
       if (b.publish) o.sessions.pin(b.key, b.upstream, b.epoch, o.clock.now())
       else o.sessions.count(b.key, b.upstream, b.epoch, o.clock.now())
+      o.sessions.settle(b)
     }
     let rekeyedFrom: string | null = null
     if (o.appCookie !== null && d.learn) {

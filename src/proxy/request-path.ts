@@ -142,7 +142,10 @@ export class RequestPath {
         ctx.decision = d
         ctx.answering = null
         const upstream = this.#d.upstreams().get(d.upstream)
-        if (upstream === undefined) return this.#answer(ctx, x, 'TETHER_NO_UPSTREAM', true)
+        if (upstream === undefined) {
+          this.#d.router.settle(d)
+          return this.#answer(ctx, x, 'TETHER_NO_UPSTREAM', true)
+        }
         const headers = this.#headers(ctx, d, upstream)
         if (d.moved !== null) await this.#rehydrate(ctx, d, headers)
         const r = this.#hedgeable(ctx) ? await this.#hedged(ctx, x, d, upstream, headers) : await this.#start(ctx, x, d, upstream, headers).result
@@ -158,6 +161,7 @@ export class RequestPath {
         this.#d.logger.debug({ request_id: ctx.id, upstream: d.upstream, code: ctx.lastFailure!.code, retry: ctx.retries }, 'retrying on the next upstream')
       }
     } catch (err) {
+      if (ctx.decision !== null) this.#d.router.settle(ctx.decision)
       this.#d.logger.error({ err, request_id: ctx.id }, 'request path failed')
       this.#answer(ctx, x, 'TETHER_INTERNAL', true)
     }
@@ -257,6 +261,7 @@ export class RequestPath {
     inFlight.add(attempt, upstream.id)
     events.requestStarted(upstream.id)
     const result = attempt.done.then((r) => {
+      this.#d.router.settle(d)
       inFlight.remove(attempt, upstream.id)
       events.requestEnded(upstream.id)
       const signal = healthSignal(r)
@@ -291,11 +296,18 @@ export class RequestPath {
     const tried = new Set(ctx.tried ?? [])
     tried.add(d.upstream)
     const d2 = router.decide(ctx.key, tried, clock.now())
-    const up2 = typeof d2 === 'string' ? undefined : this.#d.upstreams().get(d2.upstream)
-    if (typeof d2 === 'string' || up2 === undefined) return first.result
+    if (typeof d2 === 'string') return first.result
+    const up2 = this.#d.upstreams().get(d2.upstream)
+    if (up2 === undefined) {
+      router.settle(d2)
+      return first.result
+    }
     const h2 = this.#headers(ctx, d2, up2)
     if (d2.moved !== null) await this.#rehydrate(ctx, d2, h2)
-    if (first.attempt.answered) return first.result
+    if (first.attempt.answered) {
+      router.settle(d2)
+      return first.result
+    }
     logger.debug({ request_id: ctx.id, upstream: d.upstream, hedge: d2.upstream }, 'no answer head yet: hedging on the next upstream')
     const second = this.#start(ctx, x, d2, up2, h2)
     // whichever head comes first answers; the other attempt is stopped at once

@@ -99,7 +99,7 @@ export class Router {
   readonly #joinedAt = new Map<string, number>()
   /** Upstreams that left the set while draining (bounded): their users move with reason=drain. */
   readonly #leftDraining = new Set<string>()
-  #load = (i: number): number => this.#sessions.countByUpstream(this.placement.ids[i]!)
+  #load = (i: number): number => this.#sessions.loadOf(this.placement.ids[i]!)
 
   constructor(cfg: AffinityConfig, options: RouterOptions) {
     this.#cfg = cfg
@@ -138,6 +138,19 @@ export class Router {
    * already failed on (a retry routes around them).
    */
   decide(key: RequestKey, tried: ReadonlySet<string> = NOTHING_TRIED, now: number): Decision | NoRoute {
+    const d = this.#decide(key, tried, now)
+    // with bounded loads, a placement counts as load from now (its pin is recorded when the
+    // upstream answers); the request path settles it when the attempt ends
+    if (typeof d !== 'string' && d.bind !== null && this.#cfg.balance_factor !== null) this.#sessions.reserve(d.bind)
+    return d
+  }
+
+  /** The request path is done with `d` (its pin recorded or its attempt over). */
+  settle(d: Decision): void {
+    if (d.bind !== null) this.#sessions.settle(d.bind)
+  }
+
+  #decide(key: RequestKey, tried: ReadonlySet<string>, now: number): Decision | NoRoute {
     switch (key.kind) {
       case 'none':
         return this.#roundRobinRoute(key.learn, tried)
@@ -263,7 +276,7 @@ export class Router {
   #place(p: Placing): number {
     const factor = this.#cfg.balance_factor
     if (factor === null) return this.placement.pick(p.hash, p.acceptNew)
-    return pickBounded(this.placement, p.hash, p.acceptNew, this.#load, this.#sessions.size, factor)
+    return pickBounded(this.placement, p.hash, p.acceptNew, this.#load, this.#sessions.load, factor)
   }
 }
 

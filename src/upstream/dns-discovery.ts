@@ -1,32 +1,33 @@
-// DNS discovery (layer 3 adapter): re-resolves one name (a Kubernetes headless Service) every
-// `interval` and reports the set of upstreams, one per address. The only file that talks DNS.
-// It owns the refresh loop and nothing else: it never checks health, places, or edits config,
-// never starts itself, and never empties the pool on a failed or empty answer.
+// DNS discovery (layer 3 adapter): re-resolves one name (a headless Service) every `interval`
+// and reports the upstreams: one per A/AAAA address, or per SRV target named after its host (a
+// StatefulSet's pod names). The only file that talks DNS. It owns the refresh loop only: never
+// checks health, places, edits config or starts itself, never empties the pool on a bad answer.
 import { Resolver } from 'node:dns/promises'
-import { isIPv6 } from 'node:net'
 import { systemTimers, type Timers } from '../clock.js'
+import type { DiscoveredUpstream } from './upstream-set.js'
+import { upstreamId, upstreamUrl } from './address.js'
+
+export { upstreamId, upstreamUrl }
 
 /**
  * One discovered upstream; the same shape as a configured upstream (`UpstreamConfig`), so the
- * composition root can feed both through one membership path.
+ * composition root can feed both through one membership path. From A/AAAA records the id is
+ * `address:port` (`[address]:port` for IPv6), stable while the pod keeps its address; from SRV
+ * records it is the target's first label (a pod name), stable across address changes. The url
+ * is `http://address:port`; the weight is always 1 (SRV priority and weight are not used).
  * Example: `{ id: '10.0.0.1:8080', url: 'http://10.0.0.1:8080', weight: 1 }`.
  */
-export interface DiscoveredUpstream {
-  /** `address:port`, `[address]:port` for IPv6; stable while the pod keeps its address. */
-  readonly id: string
-  /** `http://address:port`, `http://[address]:port` for IPv6. */
-  readonly url: string
-  /** Always 1: DNS A/AAAA records carry no weight. */
-  readonly weight: number
-}
+export type { DiscoveredUpstream } from './upstream-set.js'
 
 /**
- * What changed between two sets, as ids in sorted order.
- * Example: `{ added: ['10.0.0.3:8080'], removed: ['10.0.0.1:8080'] }`.
+ * What changed between two sets, as ids in sorted order: `changed` are ids kept with another
+ * url or weight (an SRV target whose pod got a new address).
+ * Example: `{ added: ['10.0.0.3:8080'], removed: ['10.0.0.1:8080'], changed: [] }`.
  */
 export interface UpstreamDiff {
   readonly added: readonly string[]
   readonly removed: readonly string[]
+  readonly changed: readonly string[]
 }
 
 /** Which record types to ask for: A and AAAA ('any'), A only ('ipv4'), AAAA only ('ipv6'). */
@@ -35,12 +36,20 @@ export type DnsFamily = 'any' | 'ipv4' | 'ipv6'
 export interface DnsDiscoveryOptions {
   /** Name to resolve, e.g. `app-headless.default.svc.cluster.local`. Queried as is (no search list). */
   readonly name: string
-  /** Port of every upstream (headless Services publish addresses, not ports). 1..65535. */
-  readonly port: number
+  /**
+   * Port of every upstream (headless Services publish addresses, not ports). 1..65535; null
+   * (only with `srv`) takes each SRV record's port.
+   */
+  readonly port: number | null
+  /**
+   * Ask for SRV records (`_http._tcp.web.default.svc.cluster.local`) and resolve each target:
+   * ids are the targets' first labels (a StatefulSet's pod names). Default false.
+   */
+  readonly srv?: boolean | undefined
   /** Milliseconds between the end of one resolution and the start of the next. > 0. */
   readonly interval: number
   readonly family: DnsFamily
-  /** DNS servers as `ip`, `ip:port` or `[ipv6]:port`, e.g. `['127.0.0.1:5353']`. Default: the system resolver's. */
+  /** DNS servers as `ip`, `ip:port` or `[ipv6]:port`, e.g. `['127.0.0.1:5353']`. Default (also for []): the system resolver's. */
   readonly servers?: readonly string[] | undefined
   /** Deadline of one resolution (both families together), in ms. Default 2000. */
   readonly timeout?: number | undefined
@@ -79,22 +88,6 @@ export class DnsDiscoveryError extends Error {
 }
 
 /**
- * The upstream id of an address: `address:port`, IPv6 in brackets.
- * Example: `upstreamId('10.0.0.1', 8080)` -> `'10.0.0.1:8080'`; `upstreamId('fd00::1', 80)` -> `'[fd00::1]:80'`.
- */
-export function upstreamId(address: string, port: number): string {
-  return isIPv6(address) ? `[${address}]:${port}` : `${address}:${port}`
-}
-
-/**
- * The upstream URL of an address.
- * Example: `upstreamUrl('10.0.0.1', 8080)` -> `'http://10.0.0.1:8080'`; `upstreamUrl('fd00::1', 80)` -> `'http://[fd00::1]:80'`.
- */
-export function upstreamUrl(address: string, port: number): string {
-  return `http://${upstreamId(address, port)}`
-}
-
-/**
  * The upstream set of some addresses: deduplicated, sorted by id (UTF-16 code unit order, the
  * order placement sorts ids in), weight 1, deeply frozen. Addresses are compared as text, so
  * pass them as the resolver returns them (IPv6 in canonical form, e.g. `fd00::1`).
@@ -111,26 +104,72 @@ export function upstreamsFromAddresses(addresses: Iterable<string>, port: number
 }
 
 /**
- * Ids added and removed from `previous` to `next` (an id determines its url and weight, so ids
- * are all that can change). The set changed iff either list is non-empty.
- * Example: previous [a, b], next [b, c] -> `{ added: ['c'], removed: ['a'] }`.
+ * Ids added, removed and changed (same id, another url or weight) from `previous` to `next`.
+ * The set changed iff any list is non-empty.
+ * Example: previous [a, b], next [b, c] -> `{ added: ['c'], removed: ['a'], changed: [] }`.
  */
 export function diffUpstreams(
   previous: readonly DiscoveredUpstream[],
   next: readonly DiscoveredUpstream[],
 ): UpstreamDiff {
-  const before = new Set(previous.map((u) => u.id))
-  const after = new Set(next.map((u) => u.id))
-  return {
-    added: [...after].filter((id) => !before.has(id)).sort(),
-    removed: [...before].filter((id) => !after.has(id)).sort(),
+  const before = new Map(previous.map((u) => [u.id, u]))
+  const after = new Map(next.map((u) => [u.id, u]))
+  const changed = (id: string): boolean => {
+    const [a, b] = [before.get(id)!, after.get(id)!]
+    return a.url !== b.url || a.weight !== b.weight
   }
+  return {
+    added: [...after.keys()].filter((id) => !before.has(id)).sort(),
+    removed: [...before.keys()].filter((id) => !after.has(id)).sort(),
+    changed: [...after.keys()].filter((id) => before.has(id) && changed(id)).sort(),
+  }
+}
+
+/** One SRV record as node:dns gives it. */
+export interface SrvRecord {
+  readonly name: string
+  readonly port: number
+  readonly priority: number
+  readonly weight: number
+}
+
+/**
+ * The upstream id of an SRV target: its first label, lower-cased (DNS names compare without
+ * case). Example: `srvTargetId('web-0.web.default.svc.cluster.local')` -> `'web-0'`.
+ */
+export function srvTargetId(target: string): string {
+  return target.replace(/\.$/, '').split('.')[0]!.toLowerCase()
+}
+
+/**
+ * The upstream set of SRV records whose targets resolved to `addresses` (target -> addresses as
+ * the resolver returned them): one upstream per target first label, at the target's first
+ * address in text order, on `port` or else the record's port; records are taken by priority,
+ * then target, then port, and a later record with an id already taken is dropped (one pod
+ * named twice). Targets with no address are left out. Sorted by id, weight 1, deeply frozen.
+ * Example: `[{ name: 'web-1.web.ns.svc.cluster.local', port: 8080, ... }]` with
+ * `web-1... -> ['10.0.0.7']` -> `[{ id: 'web-1', url: 'http://10.0.0.7:8080', weight: 1 }]`.
+ */
+export function upstreamsFromSrv(
+  records: readonly SrvRecord[],
+  addresses: ReadonlyMap<string, readonly string[]>,
+  port: number | null,
+): readonly DiscoveredUpstream[] {
+  const ordered = [...records].sort((a, b) => a.priority - b.priority || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0) || a.port - b.port)
+  const byId = new Map<string, DiscoveredUpstream>()
+  for (const r of ordered) {
+    const id = srvTargetId(r.name)
+    const address = [...(addresses.get(r.name) ?? [])].sort()[0]
+    if (id === '' || address === undefined || byId.has(id)) continue
+    byId.set(id, Object.freeze({ id, url: upstreamUrl(address, port ?? r.port), weight: 1 }))
+  }
+  return Object.freeze([...byId.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)))
 }
 
 const EMPTY_CODES = new Set(['ENODATA', 'ENOTFOUND'])
 const FAMILIES = { any: [4, 6], ipv4: [4], ipv6: [6] } as const satisfies Record<DnsFamily, readonly (4 | 6)[]>
 
-type Resolution = { ok: true; addresses: string[] } | { ok: false; error: DnsDiscoveryError }
+type Resolution = { ok: true; upstreams: readonly DiscoveredUpstream[] } | { ok: false; error: DnsDiscoveryError }
 
 /**
  * Discovery of the upstreams behind one DNS name, re-resolved every `interval` ms.
@@ -154,7 +193,8 @@ type Resolution = { ok: true; addresses: string[] } | { ok: false; error: DnsDis
  */
 export class DnsDiscovery {
   readonly #name: string
-  readonly #port: number
+  readonly #port: number | null
+  readonly #srv: boolean
   readonly #interval: number
   readonly #timeout: number
   readonly #family: DnsFamily
@@ -170,12 +210,12 @@ export class DnsDiscovery {
 
   /** Validates the options (throws TypeError or RangeError); does no I/O. */
   constructor(options: DnsDiscoveryOptions, hooks: DnsDiscoveryHooks, timers: Timers = systemTimers) {
-    const { name, port, interval, family, servers, timeout = 2000 } = options
+    const { name, port, interval, family, servers, timeout = 2000, srv = false } = options
     if (typeof name !== 'string' || name.length === 0 || /\s/.test(name)) {
       throw new TypeError(`DnsDiscovery: name must be a non-empty DNS name, got ${JSON.stringify(name)}`)
     }
-    if (!Number.isInteger(port) || port < 1 || port > 65535) {
-      throw new RangeError(`DnsDiscovery: port must be an integer 1..65535, got ${port}`)
+    if (!(port === null && srv) && (!Number.isInteger(port) || port! < 1 || port! > 65535)) {
+      throw new RangeError(`DnsDiscovery: port must be an integer 1..65535${srv ? ' or null' : ''}, got ${port}`)
     }
     if (!(Number.isFinite(interval) && interval > 0)) {
       throw new RangeError(`DnsDiscovery: interval must be a positive number of ms, got ${interval}`)
@@ -188,6 +228,7 @@ export class DnsDiscovery {
     }
     this.#name = name
     this.#port = port
+    this.#srv = srv
     this.#interval = interval
     this.#timeout = timeout
     this.#family = family
@@ -195,7 +236,7 @@ export class DnsDiscovery {
     this.#timers = timers
     // c-ares' own timeout is a backstop (it rounds small values up); our deadline governs.
     this.#resolver = new Resolver({ timeout: Math.ceil(timeout), tries: 1 })
-    if (servers !== undefined) {
+    if (servers !== undefined && servers.length > 0) { // an empty list would leave c-ares with no server at all
       try {
         this.#resolver.setServers([...servers])
       } catch (err) {
@@ -226,6 +267,16 @@ export class DnsDiscovery {
     await this.#run
   }
 
+  /** The name resolved. */
+  get name(): string {
+    return this.#name
+  }
+
+  /** Consecutive failed or empty resolutions (0 after a success): > 0 means the set is stale. */
+  get failures(): number {
+    return this.#failures
+  }
+
   /** The last known set: sorted by id, deduplicated, frozen; empty until a resolution succeeds. */
   current(): readonly DiscoveredUpstream[] {
     return this.#current
@@ -237,9 +288,9 @@ export class DnsDiscovery {
     if (this.#state !== 'running') return
     if (result.ok) {
       this.#failures = 0
-      const next = upstreamsFromAddresses(result.addresses, this.#port)
+      const next = result.upstreams
       const diff = diffUpstreams(this.#current, next)
-      if (diff.added.length > 0 || diff.removed.length > 0) {
+      if (diff.added.length > 0 || diff.removed.length > 0 || diff.changed.length > 0) {
         this.#current = next
         callHook(() => this.#hooks.onChange(next, diff))
       }
@@ -256,7 +307,7 @@ export class DnsDiscovery {
     unref(this.#timer)
   }
 
-  /** Queries every family of the option at once, under one deadline; waits for all of them to settle. */
+  /** Queries every family of the option at once (SRV first, then its targets), under one deadline; waits for all of them to settle. */
   async #resolve(): Promise<Resolution> {
     let timedOut = false
     const deadline = this.#timers.setTimeout(() => {
@@ -264,37 +315,60 @@ export class DnsDiscovery {
       this.#resolver.cancel()
     }, this.#timeout)
     unref(deadline)
-    const families = FAMILIES[this.#family]
-    const results = await Promise.allSettled(
-      families.map((f) => (f === 4 ? this.#resolver.resolve4(this.#name) : this.#resolver.resolve6(this.#name))),
-    )
-    this.#timers.clearTimeout(deadline)
+    try {
+      return await this.#lookup(() => timedOut)
+    } finally {
+      this.#timers.clearTimeout(deadline)
+    }
+  }
 
+  async #lookup(timedOut: () => boolean): Promise<Resolution> {
+    const families = FAMILIES[this.#family]
     const types = families.map((f) => (f === 4 ? 'A' : 'AAAA')).join('+')
-    const what = `DNS discovery of ${this.#name} (${types})`
+    const what = `DNS discovery of ${this.#name} (${this.#srv ? `SRV, targets ${types}` : types})`
     const keeping = `keeping the last ${this.#current.length} upstream${this.#current.length === 1 ? '' : 's'}`
     const fail = (message: string, code: string, cause?: unknown): Resolution => ({
       ok: false,
       error: new DnsDiscoveryError(`${what} ${message}; ${keeping}`, code, this.#name, cause),
     })
-    if (timedOut) return fail(`timed out after ${this.#timeout} ms: ETIMEOUT`, 'ETIMEOUT')
+    const timeout = (): Resolution => fail(`timed out after ${this.#timeout} ms: ETIMEOUT`, 'ETIMEOUT')
+    const empty = (code: string, noun: string): Resolution =>
+      fail(`returned no ${noun} (${code === 'ENOTFOUND' ? 'no such name' : 'no records'}): ${code}`, code)
 
-    const addresses: string[] = []
+    let records: SrvRecord[] = []
+    const names = [this.#name]
+    if (this.#srv) {
+      try {
+        records = await this.#resolver.resolveSrv(this.#name)
+      } catch (err) {
+        if (timedOut()) return timeout()
+        const code = errorCode(err)
+        return EMPTY_CODES.has(code) ? empty(code, 'SRV records') : fail(`failed: ${code}`, code, err)
+      }
+      if (timedOut()) return timeout()
+      if (records.length === 0) return empty('ENODATA', 'SRV records')
+      names.splice(0, 1, ...new Set(records.map((r) => r.name)))
+    }
+    const addresses = new Map<string, string[]>()
+    const lookups = names.flatMap((name) => families.map(async (f) => {
+      const found = await (f === 4 ? this.#resolver.resolve4(name) : this.#resolver.resolve6(name))
+      addresses.set(name, [...(addresses.get(name) ?? []), ...found])
+    }))
+    const results = await Promise.allSettled(lookups)
+    if (timedOut()) return timeout()
+
     let emptyCode = 'ENODATA'
     for (const r of results) {
-      if (r.status === 'fulfilled') {
-        addresses.push(...r.value)
-        continue
-      }
+      if (r.status === 'fulfilled') continue
       const code = errorCode(r.reason)
       if (!EMPTY_CODES.has(code)) return fail(`failed: ${code}`, code, r.reason)
       if (code === 'ENOTFOUND') emptyCode = code
     }
-    if (addresses.length === 0) {
-      const meaning = emptyCode === 'ENOTFOUND' ? 'no such name' : 'no records'
-      return fail(`returned no addresses (${meaning}): ${emptyCode}`, emptyCode)
-    }
-    return { ok: true, addresses }
+    const upstreams = this.#srv
+      ? upstreamsFromSrv(records, addresses, this.#port)
+      : upstreamsFromAddresses(addresses.get(this.#name) ?? [], this.#port!)
+    if (upstreams.length === 0) return empty(emptyCode, this.#srv ? 'target addresses' : 'addresses')
+    return { ok: true, upstreams }
   }
 }
 

@@ -1,11 +1,10 @@
-// Membership: the current set of upstreams, from the static list in proxy.yaml and from
-// discovery. An upstream that disappears from discovery is not dropped at once: it drains
-// (no new users; its users stay until idle or `drain_timeout`), then leaves. Layer 2 state
-// owner: it decides the set and publishes one frozen snapshot per change; it does no
-// proxying and no I/O. Its removal timers are injected and cancelled by stop().
+// Membership: the current upstreams, from the static list in proxy.yaml and from discovery
+// sources (DNS, Kubernetes). One gone from discovery drains (no new users), then leaves after
+// `drain_timeout`; one a source reports draining (a terminating pod) drains while listed. Layer 2
+// state owner: publishes one frozen snapshot per change, no proxying, no I/O; timers injected.
 import type { UpstreamConfig } from '../config/schema.js'
 import { systemTimers, type Timers } from '../clock.js'
-import { upstreamSet, type UpstreamSet } from './upstream-set.js'
+import { upstreamSet, type DiscoveredUpstream, type UpstreamSet } from './upstream-set.js'
 
 export interface MembershipHooks {
   /** The effective set changed. */
@@ -18,14 +17,26 @@ export interface MembershipHooks {
 /**
  * Example: static [a]; discovery gives [b, c] -> set [a, b, c]; discovery then gives [c] ->
  * b drains, still in the set; `drainTimeout` later -> set [a, c]. If b comes back while
- * draining, it is undrained and stays. A reload replaces the static list (setStatic).
+ * draining, it is undrained and stays. Discovery giving [c, d (draining)] -> d is in the set
+ * and drains at once; d later listed without `draining` -> undrained. A reload replaces the
+ * static list (setStatic). Several sources (`source` names them) are merged: an id listed
+ * by two sources is draining only if every source that lists it says so; static wins on an
+ * id clash and is never drained by membership. Membership undrains only what it drained
+ * (an admin's drain stays).
  */
 export class Membership {
   #static: readonly UpstreamConfig[]
   readonly #drainTimeout: number
   readonly #hooks: MembershipHooks
   readonly #timers: Timers
+  /** The last report of each discovery source. */
+  readonly #sources = new Map<string, readonly DiscoveredUpstream[]>()
+  /** The merged discovered upstreams (all sources), by id. */
   #discovered = new Map<string, UpstreamConfig>()
+  /** Discovered ids reported draining (terminating) by every source that lists them. */
+  #terminating = new Set<string>()
+  /** Ids this membership told the health table to drain (so it undrains only those). */
+  readonly #drained = new Set<string>()
   /** Upstreams gone from discovery, still draining: id -> (config, removal timer). */
   readonly #leaving = new Map<string, { upstream: UpstreamConfig; timer: unknown }>()
   #current: UpstreamSet
@@ -43,12 +54,25 @@ export class Membership {
     return this.#current
   }
 
-  /** Apply a new discovery answer. */
-  setDiscovered(upstreams: readonly UpstreamConfig[]): void {
-    const next = new Map(upstreams.map((u) => [u.id, u]))
+  /**
+   * Apply a new answer of the discovery source `source` (its whole current list). Publishes
+   * the new set, then drains what newly drains (gone or terminating) and undrains what came back.
+   */
+  setDiscovered(upstreams: readonly DiscoveredUpstream[], source = 'discovery'): void {
+    this.#sources.set(source, upstreams)
+    const next = new Map<string, UpstreamConfig>()
+    const terminating = new Set<string>()
+    const serving = new Set<string>()
+    for (const list of this.#sources.values()) {
+      for (const u of list) {
+        if (!next.has(u.id)) next.set(u.id, { id: u.id, url: u.url, weight: u.weight })
+        if (u.draining === true) terminating.add(u.id)
+        else serving.add(u.id)
+      }
+    }
+    for (const id of serving) terminating.delete(id)
     for (const [id, u] of this.#discovered) {
-      if (next.has(id) || this.#isStatic(id)) continue
-      this.#hooks.drain(id)
+      if (next.has(id) || this.#isStatic(id) || this.#leaving.has(id)) continue
       const timer = this.#timers.setTimeout(() => this.#leave(id), this.#drainTimeout)
       this.#leaving.set(id, { upstream: u, timer })
     }
@@ -57,16 +81,18 @@ export class Membership {
       if (leaving === undefined) continue
       this.#timers.clearTimeout(leaving.timer)
       this.#leaving.delete(id)
-      this.#hooks.undrain(id)
     }
     this.#discovered = next
+    this.#terminating = terminating
     this.#publish()
+    this.#syncDrains()
   }
 
   /** Replace the static upstreams (config reload); discovered ones stay. */
   setStatic(upstreams: readonly UpstreamConfig[]): void {
     this.#static = upstreams
     this.#publish()
+    this.#syncDrains()
   }
 
   /** Cancel pending removals (on shutdown). */
@@ -76,7 +102,23 @@ export class Membership {
 
   #leave(id: string): void {
     if (!this.#leaving.delete(id)) return
+    this.#drained.delete(id)
     this.#publish()
+  }
+
+  /** Drain what is leaving or terminating (once), undrain what membership drained and no longer is. */
+  #syncDrains(): void {
+    const shouldDrain = (id: string): boolean => !this.#isStatic(id) && (this.#leaving.has(id) || this.#terminating.has(id))
+    for (const id of [...this.#leaving.keys(), ...this.#terminating]) {
+      if (this.#drained.has(id) || !shouldDrain(id)) continue
+      this.#drained.add(id)
+      this.#hooks.drain(id)
+    }
+    for (const id of this.#drained) {
+      if (shouldDrain(id)) continue
+      this.#drained.delete(id)
+      if (this.#current.get(id) !== undefined) this.#hooks.undrain(id)
+    }
   }
 
   #publish(): void {

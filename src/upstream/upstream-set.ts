@@ -10,6 +10,15 @@ export interface Upstream extends UpstreamConfig {
   readonly tls: UpstreamTlsConfig | null
 }
 
+/**
+ * An upstream as a discovery source reports it: the configured shape, plus `draining` for one
+ * that still serves its users but takes no new ones (a Kubernetes pod that is terminating).
+ * Example: `{ id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, draining: true }`.
+ */
+export interface DiscoveredUpstream extends UpstreamConfig {
+  readonly draining?: boolean
+}
+
 /** The current upstreams, sorted by id. Example: `set.get('app-0')?.url` -> 'http://10.0.0.5:8080'. */
 export interface UpstreamSet {
   readonly list: readonly Upstream[]

@@ -1,0 +1,143 @@
+// `tether import`: Kubernetes manifests in, a proxy.yaml (and, if asked, the Tether manifests)
+// out, reproducing the stickiness the user had (ingress-nginx annotations, a Service's ClientIP
+// affinity, a Gateway API HTTPRoute's sessionPersistence) with comments for what differs, and
+// a list of what was not converted. Pure: file texts in, texts out; cli.ts does the I/O.
+import { toYaml } from '../config/index.js'
+import { convertHttpRoute } from './gateway-api.js'
+import { convertIngress } from './ingress-nginx.js'
+import { readManifests, type Backend, type Finding, type Manifest, type Setting } from './manifests.js'
+import { renderProxyYaml } from './proxy-yaml.js'
+import { convertServiceAffinity } from './service-affinity.js'
+import { tetherManifests } from './tether-manifests.js'
+
+export type { Finding } from './manifests.js'
+
+export interface ImportOptions {
+  /** Also write the Tether manifests (ConfigMap with the proxy.yaml, Deployment, Service, RBAC, ...). */
+  readonly manifests: boolean
+  /** The image of the Tether Deployment. Default `ghcr.io/example/tether:latest`. */
+  readonly image?: string
+}
+
+export interface ImportResult {
+  /** The proxy.yaml text (comments included). */
+  readonly proxyYaml: string
+  /** With `manifests`: the Tether objects as one YAML stream (`---` between them); else null. */
+  readonly manifests: string | null
+  /** The object whose stickiness was converted, e.g. `Ingress shop/web (ingress.yaml:1)`. */
+  readonly converted: string
+  /** What was not converted (also listed at the top of proxy.yaml). */
+  readonly findings: readonly Finding[]
+}
+
+/**
+ * Nothing to convert, or input that is not usable; the message says which.
+ * Example: "nothing to import: no Ingress, no HTTPRoute with sessionPersistence and no Service with sessionAffinity: ClientIP in a.yaml".
+ */
+export class ImportError extends Error {
+  readonly code = 'TETHER_IMPORT'
+  constructor(message: string, cause?: unknown) {
+    super(message, cause === undefined ? undefined : { cause })
+    this.name = 'ImportError'
+  }
+}
+
+const DESCRIBE = (m: Manifest): string => `${m.kind} ${m.namespace === null ? '' : `${m.namespace}/`}${m.name} (${m.at})`
+
+/**
+ * Converts the manifests in `sources`. The stickiness comes from one object, in this order: an
+ * ingress-nginx Ingress with affinity or upstream-hash-by, an HTTPRoute with
+ * sessionPersistence, a Service with `sessionAffinity: ClientIP`, else the first Ingress (for
+ * its timeouts and limits). Its backend Service (the first one) becomes
+ * `discovery.kubernetes`. Everything else is reported in `findings`, never dropped silently.
+ * Throws ImportError when there is nothing to convert, ConfigError on a YAML syntax error.
+ * Example: `convertManifests([{ file: 'ingress.yaml', text }], { manifests: false }).proxyYaml`.
+ */
+export function convertManifests(sources: readonly { readonly file: string; readonly text: string }[], options: ImportOptions): ImportResult {
+  const all = readManifests(sources)
+  const findings: Finding[] = []
+  const ingresses = all.filter((m) => m.kind === 'Ingress' && /^(networking\.k8s\.io|extensions)\//.test(m.apiVersion))
+  const routes = all.filter((m) => m.kind === 'HTTPRoute' && m.apiVersion.startsWith('gateway.networking.k8s.io/'))
+  const services = all.filter((m) => m.kind === 'Service')
+
+  type Candidate = { manifest: Manifest; settings: Setting[]; findings: Finding[]; backends: Backend[]; sticky: boolean }
+  const candidates: Candidate[] = []
+  for (const m of ingresses) {
+    const c = convertIngress(m, all)
+    candidates.push({ manifest: m, settings: c.settings, findings: c.findings, backends: c.backends, sticky: c.sticky })
+  }
+  for (const m of routes) {
+    const c = convertHttpRoute(m, all)
+    if (c !== null) candidates.push({ manifest: m, settings: c.settings, findings: c.findings, backends: c.backends, sticky: true })
+  }
+  for (const m of services) {
+    const c = convertServiceAffinity(m, all)
+    if (c !== null) candidates.push({ manifest: m, settings: c.settings, findings: c.findings, backends: c.backend === null ? [] : [c.backend], sticky: true })
+  }
+  const chosen = candidates.find((c) => c.sticky && c.manifest.kind === 'Ingress')
+    ?? candidates.find((c) => c.manifest.kind === 'HTTPRoute')
+    ?? candidates.find((c) => c.manifest.kind === 'Service')
+    ?? candidates[0]
+  if (chosen === undefined) {
+    const files = sources.map((s) => s.file).join(', ')
+    throw new ImportError(`nothing to import: no Ingress, no HTTPRoute with sessionPersistence and no Service with sessionAffinity: ClientIP in ${files === '' ? 'the input' : files}`)
+  }
+  const backend = chosen.backends[0]
+  if (backend === undefined) throw new ImportError(`${DESCRIBE(chosen.manifest)} names no backend Service: nothing to discover`)
+  findings.push(...chosen.findings)
+  for (const other of chosen.backends.slice(1)) {
+    findings.push({ at: other.from, what: `backend Service ${other.service} port ${other.port}`, why: `Tether fronts one set of pods (Service ${backend.service}): keep routing to ${other.service} on the Ingress or Gateway, or run a second Tether for it` })
+  }
+  if (backend.portNote !== undefined) findings.push({ at: backend.from, what: `the port of Service ${backend.service}`, why: backend.portNote })
+  for (const c of candidates) {
+    if (c === chosen) continue
+    const affinity = c.manifest.kind === 'Service' && chosen.manifest.kind !== 'Service' && c.manifest.name === backend.service
+    findings.push({
+      at: c.manifest.at,
+      what: `${DESCRIBE(c.manifest)}`,
+      why: affinity
+        ? `its sessionAffinity: ClientIP was not converted: ${chosen.manifest.kind === 'Ingress' ? 'ingress-nginx sends to the pods directly, so it did not apply behind the Ingress' : 'the HTTPRoute\'s persistence is what clients saw'}; remove it once Tether is in front`
+        : `not converted: one Tether replaces one source of stickiness, and ${DESCRIBE(chosen.manifest)} was converted`,
+    })
+  }
+
+  const namespace = backend.namespace ?? chosen.manifest.namespace
+  const base: Setting[] = [
+    { path: 'listen.host', value: '0.0.0.0', note: 'Tether runs in its own pods; the Service tether sends port 80 here' },
+    { path: 'listen.port', value: 8080 },
+    { path: 'admin.listen.host', value: '0.0.0.0', note: 'the kubelet probes /healthz and /readyz on the pod IP; the NetworkPolicy fences this port' },
+    { path: 'admin.listen.port', value: 9901 },
+    { path: 'admin.token', value: '${TETHER_ADMIN_TOKEN}', raw: true, note: 'from the Secret tether-secrets (drain, undrain and the upstream table need it)' },
+    { path: 'upstreams', value: '[]', raw: true, note: 'none listed: every pod of the Service below is one, found through its EndpointSlices' },
+    { path: 'discovery.kubernetes.service', value: backend.service, from: `${backend.from}, the backend of ${DESCRIBE(chosen.manifest)}` },
+    namespace === null
+      ? { path: 'discovery.kubernetes.namespace', value: null, note: "no namespace in the input: Tether's own" }
+      : { path: 'discovery.kubernetes.namespace', value: namespace },
+    { path: 'discovery.kubernetes.port', value: backend.port, ...(backend.portNote === undefined ? {} : { differs: backend.portNote }) },
+  ]
+  const settings = [...base, ...chosen.settings]
+  const header = [
+    `proxy.yaml written by \`tether import\` from ${sources.map((s) => s.file).join(', ')}.`,
+    `Converted: ${DESCRIBE(chosen.manifest)}.`,
+    'Check it with `tether check proxy.yaml` (with TETHER_SECRET and TETHER_ADMIN_TOKEN set).',
+    'State rehydration uses the in-memory store here (state.store: memory); to share checkpoints between Tether replicas use Redis (deploy/kubernetes/ingress).',
+    '',
+    ...(findings.length === 0
+      ? ['Everything was converted.']
+      : ['Not converted (review each):', ...findings.map((f) => `- ${f.at} ${f.what}: ${f.why}`)]),
+  ]
+  const proxyYaml = renderProxyYaml(header, settings)
+  const manifests = options.manifests
+    ? [
+        `# Tether for ${DESCRIBE(chosen.manifest)}, written by \`tether import --manifests\`.`,
+        '# Create the Secret first (the cookie secret must be the same in every replica):',
+        `#   kubectl -n ${namespace ?? 'default'} create secret generic tether-secrets \\`,
+        '#     --from-literal=TETHER_SECRET="$(openssl rand -base64 32)" --from-literal=TETHER_ADMIN_TOKEN="$(openssl rand -hex 24)"',
+        '# then `kubectl apply -f` this file, and point your Ingress or Gateway at Service tether port 80',
+        '# (without the affinity settings it had). The image is a placeholder: build it from the Dockerfile.',
+        tetherManifests({ namespace: namespace ?? 'default', proxyYaml, image: options.image ?? 'ghcr.io/example/tether:latest' })
+          .map((o) => `---\n${toYaml(o)}`).join(''),
+      ].join('\n')
+    : null
+  return { proxyYaml, manifests, converted: DESCRIBE(chosen.manifest), findings }
+}

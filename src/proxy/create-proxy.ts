@@ -1,0 +1,64 @@
+// Builds the proxy's transports and the request path of each config: what every answer's head
+// gets, the HTTP transport (undici pools), the upgrade transport (WebSocket tunnels), the
+// parser-error handler and the in-flight registry. Layer 5 wiring helper of the composition
+// root: constructs, starts nothing.
+import type { Clock, Timers } from '../clock.js'
+import type { Config } from '../config/schema.js'
+import type { SessionTable, SharedBindings } from '../affinity/session-table.js'
+import type { KeyReader } from '../affinity/key.js'
+import type { Logger } from '../observability/logger.js'
+import type { ProxyEvents } from '../observability/events.js'
+import type { Router } from '../routing/router.js'
+import type { StateProtocol } from '../state/protocol.js'
+import type { UpstreamSet } from '../upstream/upstream-set.js'
+import { AnswerHead } from './answer-head.js'
+import { ClientErrors } from './client-error.js'
+import { Forwarder } from './forward.js'
+import { headerPolicy } from './headers.js'
+import type { InFlight } from './in-flight.js'
+import type { HealthSignal } from './outcome.js'
+import { RequestPath } from './request-path.js'
+import { Upgrades } from './upgrade-transport.js'
+
+/** What the proxy is built from. */
+export interface ProxyParts {
+  readonly clock: Clock
+  readonly timers: Timers
+  readonly logger: Logger
+  readonly keys: KeyReader
+  readonly router: Router
+  readonly sessions: SessionTable
+  readonly upstreams: () => UpstreamSet
+  readonly state: StateProtocol | null
+  readonly shared: SharedBindings | null
+  readonly inFlight: InFlight
+  readonly events: ProxyEvents
+  readonly observe: (id: string, signal: HealthSignal) => void
+  readonly suspect: (id: string) => void
+  readonly draining: () => boolean
+}
+
+export interface Proxy {
+  readonly http: Forwarder
+  readonly upgrades: Upgrades
+  readonly clientErrors: ClientErrors
+  /** The request path serving `config` (a reload builds a new one; the transports stay). */
+  pathFor(config: Config): RequestPath
+}
+
+export function createProxy(config: Config, p: ProxyParts): Proxy {
+  const a = config.affinity
+  const t = config.timeouts
+  const answer = new AnswerHead({
+    sessions: p.sessions, appCookie: a.key === 'app_cookie' ? a.app_cookie.name : null, state: p.state,
+    reserved: headerPolicy(config).reserved, upstreamHeader: config.forwarding.upstream_header, clock: p.clock,
+  })
+  // an oversize checkpoint must still arrive (to be refused), so room for twice the limit
+  const http = new Forwarder([], { connect: t.connect, responseHeaders: t.response_headers, bodyIdle: t.body_idle, maxResponseHeaderBytes: 65_536 + 2 * config.state.max_bytes }, answer, p.draining)
+  const upgrades = new Upgrades(p.logger, answer, {
+    maxConnections: config.websocket.max_connections, idleTimeout: config.websocket.idle_timeout, connect: t.connect, responseHeaders: t.response_headers, timers: p.timers,
+  })
+  const clientErrors = new ClientErrors(p.logger)
+  const pathFor = (cfg: Config): RequestPath => new RequestPath({ ...p, config: cfg, headerPolicy: headerPolicy(cfg), http, upgrades, clientErrors })
+  return { http, upgrades, clientErrors, pathFor }
+}

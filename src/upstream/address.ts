@@ -1,0 +1,18 @@
+// How a discovered address becomes an upstream id and URL (shared by DNS and Kubernetes discovery).
+import { isIPv6 } from 'node:net'
+
+/**
+ * The upstream id of an address: `address:port`, IPv6 in brackets.
+ * Example: `upstreamId('10.0.0.1', 8080)` -> `'10.0.0.1:8080'`; `upstreamId('fd00::1', 80)` -> `'[fd00::1]:80'`.
+ */
+export function upstreamId(address: string, port: number): string {
+  return isIPv6(address) ? `[${address}]:${port}` : `${address}:${port}`
+}
+
+/**
+ * The upstream URL of an address.
+ * Example: `upstreamUrl('10.0.0.1', 8080)` -> `'http://10.0.0.1:8080'`; `upstreamUrl('fd00::1', 80)` -> `'http://[fd00::1]:80'`.
+ */
+export function upstreamUrl(address: string, port: number): string {
+  return `http://${upstreamId(address, port)}`
+}

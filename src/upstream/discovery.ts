@@ -1,0 +1,86 @@
+// The discovery sources configured in proxy.yaml (DNS, Kubernetes), built and run as one for
+// the composition root: each feeds Membership as its own source, logs its problems, counts
+// them in metrics and says when it keeps a stale set (for /readyz `degraded`). Layer 3 glue:
+// it decides nothing about upstreams (membership does) and starts nothing by itself.
+import type { Timers } from '../clock.js'
+import type { DiscoveryConfig } from '../config/schema.js'
+import type { Logger } from '../observability/logger.js'
+import type { DiscoveryStatus, Metrics } from '../observability/metrics.js'
+import { DnsDiscovery } from './dns-discovery.js'
+import { KubernetesDiscovery } from './kubernetes-discovery.js'
+import type { Membership } from './membership.js'
+
+export interface DiscoveryDeps {
+  readonly membership: Pick<Membership, 'setDiscovered'>
+  readonly logger: Logger
+  readonly metrics: Pick<Metrics, 'discoveryError' | 'setDiscoveryStatus'>
+  /** For KUBERNETES_SERVICE_HOST/PORT. */
+  readonly env: Readonly<Record<string, string | undefined>>
+  readonly timers: Timers
+  /** The service account mount (tests); default the standard one. */
+  readonly serviceAccountDir?: string
+}
+
+/** The running discovery sources. */
+export interface Discovery {
+  /** Starts every source; resolves once each has made its first attempt (never rejects for network reasons). */
+  start(): Promise<void>
+  /** Stops every source; resolves when their loops ended. */
+  stop(): Promise<void>
+  /** What is degraded now, one sentence per problem; [] when every source's last answer was good. */
+  degraded(): string[]
+  /** Per source, whether its last answer was good (for `tether_discovery_up`). */
+  statuses(): DiscoveryStatus[]
+}
+
+/**
+ * Builds the sources of `config` (none, DNS, Kubernetes, or both). Throws
+ * KubernetesCredentialsError when Kubernetes discovery has no usable credentials, before
+ * anything starts. Registers `tether_discovery_up` with `metrics`.
+ * Example:
+ *   const discovery = createDiscovery(config.discovery, { membership, logger, metrics, env, timers })
+ *   await discovery.start(); ...; await discovery.stop()
+ */
+export function createDiscovery(config: DiscoveryConfig, deps: DiscoveryDeps): Discovery {
+  const { membership, logger, metrics, timers } = deps
+  const d = config.dns
+  const dns = d === null ? null : new DnsDiscovery({ ...d, servers: d.servers.length > 0 ? d.servers : undefined }, {
+    onChange: (found) => membership.setDiscovered(found, 'dns'),
+    onError: (err, failures) => {
+      metrics.discoveryError('dns')
+      logger.warn({ err: err.message, code: err.code, failures }, 'DNS discovery failed; keeping the last known upstreams')
+    },
+  }, timers)
+  const k = config.kubernetes
+  const kubernetes = k === null ? null : new KubernetesDiscovery(k, {
+    onChange: (found) => {
+      membership.setDiscovered(found, 'kubernetes')
+      logger.info({ upstreams: found.map((u) => (u.draining === true ? `${u.id} (draining)` : u.id)) }, 'Kubernetes discovery: endpoints changed')
+    },
+    onError: (err, failures) => {
+      metrics.discoveryError('kubernetes')
+      logger.warn({ err: err.message, code: err.code, status: err.status, failures }, 'Kubernetes discovery: keeping the last known upstreams')
+    },
+    onRecover: () => logger.info('Kubernetes discovery: the API server answers again'),
+  }, { env: deps.env, timers, ...(deps.serviceAccountDir === undefined ? {} : { serviceAccountDir: deps.serviceAccountDir }) })
+  const statuses = (): DiscoveryStatus[] => [
+    ...(dns === null ? [] : [{ source: 'dns', up: dns.failures === 0 }]),
+    ...(kubernetes === null ? [] : [{ source: 'kubernetes', up: kubernetes.status().length === 0 }]),
+  ]
+  metrics.setDiscoveryStatus(statuses)
+  return {
+    async start() {
+      if (kubernetes !== null) logger.info({ service: kubernetes.target, credentials: kubernetes.source }, 'Kubernetes discovery: watching EndpointSlices')
+      await Promise.all([dns?.start(), kubernetes?.start()])
+    },
+    async stop() {
+      await Promise.all([dns?.stop(), kubernetes?.stop()])
+    },
+    degraded() {
+      const out = kubernetes?.status() ?? []
+      if (dns !== null && dns.failures > 0) out.unshift(`DNS discovery of ${dns.name}: ${dns.failures} failed or empty resolution${dns.failures === 1 ? '' : 's'} in a row; keeping the last ${dns.current().length} upstreams`)
+      return out
+    },
+    statuses,
+  }
+}

@@ -1,0 +1,164 @@
+// From Kubernetes EndpointSlices to upstreams: which pods take new users, which drain, their
+// ids (pod names) and weights. Layer 1, pure: reads already-parsed JSON defensively (a field
+// of the wrong type is treated as absent), no I/O, no clock. The watch loop and the API client
+// live in kubernetes-discovery.ts and kubernetes-api.ts.
+import type { DiscoveredUpstream } from './upstream-set.js'
+import { upstreamId, upstreamUrl } from './address.js'
+
+/**
+ * The part of a `discovery.k8s.io/v1` EndpointSlice that discovery reads (the API's own field
+ * names). Example: `{ metadata: { name: 'web-x7k2p' }, addressType: 'IPv4', endpoints: [{
+ * addresses: ['10.0.0.5'], conditions: { ready: true }, targetRef: { kind: 'Pod', name: 'web-0' } }],
+ * ports: [{ name: 'http', port: 8080, protocol: 'TCP' }] }`.
+ */
+export interface EndpointSlice {
+  readonly metadata?: { readonly name?: string; readonly resourceVersion?: string }
+  readonly addressType?: string
+  readonly endpoints?: readonly Endpoint[] | null
+  readonly ports?: readonly EndpointPort[] | null
+}
+
+export interface Endpoint {
+  readonly addresses?: readonly string[]
+  readonly conditions?: { readonly ready?: boolean | null; readonly serving?: boolean | null; readonly terminating?: boolean | null }
+  readonly targetRef?: { readonly kind?: string; readonly name?: string } | null
+}
+
+export interface EndpointPort {
+  readonly name?: string | null
+  readonly port?: number | null
+  readonly protocol?: string | null
+}
+
+/** Weights from the Service annotation: one for every pod, and some by pod name. */
+export interface Weights {
+  readonly byPod: ReadonlyMap<string, number>
+  readonly others: number
+}
+
+/** Every pod weight 1 (no annotation). */
+export const EQUAL_WEIGHTS: Weights = Object.freeze({ byPod: new Map<string, number>(), others: 1 })
+
+/** How an endpoint counts, after the API's rules for conditions left unset. */
+export type EndpointRole = 'serving' | 'draining' | 'out'
+
+/**
+ * The role of one endpoint: `serving` (ready, not terminating: takes new users), `draining`
+ * (terminating but still serving: keeps its users, no new ones), `out` (neither). Unset
+ * conditions are read as the API documents them: `ready` unknown means ready, `serving`
+ * unknown means as `ready`, `terminating` unknown means false.
+ * Example: `{ ready: false, serving: true, terminating: true }` -> 'draining'.
+ */
+export function endpointRole(conditions: Endpoint['conditions']): EndpointRole {
+  const ready = bool(conditions?.ready) ?? true
+  const serving = bool(conditions?.serving) ?? ready
+  const terminating = bool(conditions?.terminating) ?? false
+  if (terminating) return serving ? 'draining' : 'out'
+  return ready ? 'serving' : 'out'
+}
+
+/**
+ * Parses the weight annotation: `"3"` (every pod), or comma-separated `pod=weight` pairs with
+ * `*=weight` for pods not named (default 1). Weights are integers 1..1000; spaces are ignored.
+ * Example: `parseWeights('web-0=3, *=2')` -> `{ ok: true, weights: { byPod: {web-0: 3}, others: 2 } }`;
+ * `parseWeights('web-0=x')` -> `{ ok: false, message: 'web-0=x: the weight must be an integer 1..1000' }`.
+ */
+export function parseWeights(text: string): { ok: true; weights: Weights } | { ok: false; message: string } {
+  const weight = (s: string): number | null => (/^\d{1,4}$/.test(s) && Number(s) >= 1 && Number(s) <= 1000 ? Number(s) : null)
+  const trimmed = text.trim()
+  if (/^\d+$/.test(trimmed)) {
+    const w = weight(trimmed)
+    return w === null ? { ok: false, message: `${trimmed}: the weight must be an integer 1..1000` } : { ok: true, weights: { byPod: new Map(), others: w } }
+  }
+  const byPod = new Map<string, number>()
+  let others = 1
+  for (const part of trimmed.split(',').map((p) => p.trim()).filter((p) => p !== '')) {
+    const m = /^([^=\s]+)\s*=\s*(\S+)$/.exec(part)
+    if (m === null) return { ok: false, message: `${part}: expected pod=weight (or *=weight, or a single weight)` }
+    const w = weight(m[2]!)
+    if (w === null) return { ok: false, message: `${part}: the weight must be an integer 1..1000` }
+    if (m[1] === '*') others = w
+    else byPod.set(m[1]!, w)
+  }
+  return { ok: true, weights: { byPod, others } }
+}
+
+/** What the slices gave, and why some endpoints were left out (for a log line). */
+export interface SliceUpstreams {
+  /** Sorted by id, deduplicated, deeply frozen; `draining: true` for terminating pods that still serve. */
+  readonly upstreams: readonly DiscoveredUpstream[]
+  /** Slices that lack the wanted port name (their endpoints are left out). */
+  readonly slicesWithoutPort: readonly string[]
+}
+
+const FAMILY_ORDER: Record<string, number> = { IPv4: 0, IPv6: 1, FQDN: 2 }
+
+/**
+ * The upstreams of a Service's EndpointSlices. Each endpoint that is serving or draining
+ * becomes one upstream: id = its pod name (`targetRef` of kind Pod), or `address:port` without
+ * one; url = `http://<first address>:<port>`. `port` is a Service port name (looked up in each
+ * slice's TCP ports) or the pods' port number. A pod listed twice (two slices during a
+ * rebalance, or IPv4 and IPv6 slices of a dual-stack Service) counts once: serving wins over
+ * draining, then IPv4 over IPv6 over FQDN, then the slice name order.
+ * Example: a slice with web-0 ready at 10.0.0.5 and web-1 terminating (serving) at 10.0.0.6,
+ * port 'http' = 8080 -> `[{ id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 },
+ * { id: 'web-1', url: 'http://10.0.0.6:8080', weight: 1, draining: true }]`.
+ */
+export function upstreamsFromSlices(slices: Iterable<EndpointSlice>, port: string | number, weights: Weights = EQUAL_WEIGHTS): SliceUpstreams {
+  const ordered = [...slices].sort((a, b) =>
+    (FAMILY_ORDER[a.addressType ?? ''] ?? 3) - (FAMILY_ORDER[b.addressType ?? ''] ?? 3) || compare(a.metadata?.name ?? '', b.metadata?.name ?? ''))
+  const byId = new Map<string, DiscoveredUpstream>()
+  const slicesWithoutPort: string[] = []
+  for (const slice of ordered) {
+    const number = typeof port === 'number' ? port : namedPort(slice, port)
+    if (number === null) {
+      if (list(slice.endpoints).length > 0) slicesWithoutPort.push(slice.metadata?.name ?? '?')
+      continue
+    }
+    for (const endpoint of list(slice.endpoints)) {
+      const role = endpointRole(endpoint.conditions)
+      const address = list(endpoint.addresses).find((a) => typeof a === 'string' && a !== '')
+      if (role === 'out' || address === undefined) continue
+      const pod = endpoint.targetRef?.kind === 'Pod' && typeof endpoint.targetRef.name === 'string' && endpoint.targetRef.name !== '' ? endpoint.targetRef.name : null
+      const id = pod ?? upstreamId(address, number)
+      const previous = byId.get(id)
+      if (previous !== undefined && !(previous.draining === true && role === 'serving')) continue
+      const weight = pod === null ? weights.others : (weights.byPod.get(pod) ?? weights.others)
+      const upstream: DiscoveredUpstream = role === 'draining'
+        ? { id, url: upstreamUrl(address, number), weight, draining: true }
+        : { id, url: upstreamUrl(address, number), weight }
+      byId.set(id, Object.freeze(upstream))
+    }
+  }
+  const upstreams = Object.freeze([...byId.values()].sort((a, b) => compare(a.id, b.id)))
+  return { upstreams, slicesWithoutPort: Object.freeze(slicesWithoutPort) }
+}
+
+/**
+ * True when two upstream lists are the same (same ids, urls, weights and draining flags, in
+ * order). Example: `sameUpstreams(a, a)` -> true.
+ */
+export function sameUpstreams(a: readonly DiscoveredUpstream[], b: readonly DiscoveredUpstream[]): boolean {
+  return a.length === b.length && a.every((u, i) => {
+    const v = b[i]!
+    return u.id === v.id && u.url === v.url && u.weight === v.weight && (u.draining === true) === (v.draining === true)
+  })
+}
+
+function namedPort(slice: EndpointSlice, name: string): number | null {
+  const p = list(slice.ports).find((p) => p.name === name && (p.protocol ?? 'TCP') === 'TCP')
+  const n = p?.port
+  return typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= 65535 ? n : null
+}
+
+function list<T>(value: readonly T[] | null | undefined): readonly T[] {
+  return Array.isArray(value) ? value : []
+}
+
+function bool(value: unknown): boolean | null {
+  return typeof value === 'boolean' ? value : null
+}
+
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0
+}

@@ -1,0 +1,211 @@
+// Kubernetes discovery (layer 3 adapter): watches one Service's EndpointSlices (and, for weights,
+// its annotation) and reports one upstream per serving pod, named after the pod, terminating pods
+// as draining. Owns its list/watch loops only: never checks health or places, never starts
+// itself, never reports an empty set (it keeps the last one and says so in status()).
+import { systemTimers, type Timers } from '../clock.js'
+import type { KubernetesDiscoveryConfig } from '../config/schema.js'
+import { KubernetesApi, type KubernetesApiError } from './kubernetes-api.js'
+import { inClusterAccess, kubeconfigAccess, SERVICE_ACCOUNT_DIR, type ClusterAccess } from './kubernetes-credentials.js'
+import { EQUAL_WEIGHTS, parseWeights, sameUpstreams, upstreamsFromSlices, type EndpointSlice, type Weights } from './endpoint-slices.js'
+import { ListWatch, type KubernetesObject, type ListWatchOptions } from './list-watch.js'
+import type { DiscoveredUpstream } from './upstream-set.js'
+
+/**
+ * A problem discovery reports while keeping the last known upstreams. `code`: the API's
+ * ('ECONNREFUSED', 'EHTTP' with `status`, 'ETIMEDOUT', ...: see KubernetesApiError), or
+ * 'EEMPTY' (the Service has no serving endpoint on the port), or 'EWEIGHTS' (the weight
+ * annotation cannot be read; weights stay 1). Example message: "Kubernetes discovery of
+ * Service shop/web: GET /apis/...: connect ECONNREFUSED 10.96.0.1:443; keeping the last 3 upstreams".
+ */
+export class KubernetesDiscoveryError extends Error {
+  readonly code: string
+  readonly status: number | null
+  constructor(message: string, code: string, status: number | null = null, cause?: unknown) {
+    super(message, cause === undefined ? undefined : { cause })
+    this.name = 'KubernetesDiscoveryError'
+    this.code = code
+    this.status = status
+  }
+}
+
+export interface KubernetesDiscoveryHooks {
+  /** The upstream set changed (ids, urls, weights or draining flags). Never empty. Must not throw. */
+  onChange(upstreams: readonly DiscoveredUpstream[]): void
+  /** A problem; the last known set stays. `failures` counts the API's consecutive failures (1 for the others). */
+  onError?(err: KubernetesDiscoveryError, failures: number): void
+  /** The API answers again after failures. */
+  onRecover?(): void
+}
+
+export interface KubernetesDiscoveryDeps {
+  /** For KUBERNETES_SERVICE_HOST/PORT (in-cluster). Default: an empty environment. */
+  readonly env?: Readonly<Record<string, string | undefined>>
+  readonly timers?: Timers
+  /** The service account mount. Default /var/run/secrets/kubernetes.io/serviceaccount. */
+  readonly serviceAccountDir?: string
+  /** Loop tuning (timeouts, back-off, page size, jitter), for tests. */
+  readonly tuning?: Omit<ListWatchOptions, 'path' | 'selector'>
+}
+
+interface Service extends KubernetesObject {
+  readonly metadata?: KubernetesObject['metadata'] & { readonly annotations?: Readonly<Record<string, string>> | null }
+}
+
+/**
+ * Discovery of a Service's pods through its `discovery.k8s.io/v1` EndpointSlices (label
+ * `kubernetes.io/service-name`), by list and watch.
+ *
+ * - The constructor reads the credentials (service account files or the kubeconfig) and throws
+ *   KubernetesCredentialsError when they cannot be used; it makes no request.
+ * - `start()` lists once and resolves with the initial set (empty when that list failed or found
+ *   no serving endpoint: reported through `onError`), then keeps watching; it rejects only
+ *   when called twice or after `stop()`.
+ * - A pod's upstream id is its name (StatefulSet pods keep theirs across restarts); `ready`
+ *   pods take new users, `serving` + `terminating` ones are reported `draining: true`, others
+ *   are left out (membership drains them, then removes them after drain_timeout).
+ * - With `weight_annotation`, the Service is watched too and its annotation sets weights.
+ * - `status()` lists what is degraded now (API unreachable or failing, no endpoints, a bad
+ *   annotation); [] when all is well.
+ *
+ * Example:
+ *   const discovery = new KubernetesDiscovery({ service: 'web', namespace: null, port: 'http',
+ *     kubeconfig: null, weight_annotation: null }, { onChange: (u) => membership.setDiscovered(u, 'kubernetes') },
+ *     { env: process.env })
+ *   await discovery.start() // [{ id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 }, ...]
+ *   await discovery.stop()
+ */
+export class KubernetesDiscovery {
+  readonly #config: KubernetesDiscoveryConfig
+  readonly #hooks: KubernetesDiscoveryHooks
+  readonly #access: ClusterAccess
+  readonly #namespace: string
+  readonly #slices: ListWatch<EndpointSlice>
+  readonly #service: ListWatch<Service> | null
+  #state: 'new' | 'running' | 'stopped' = 'new'
+  #current: readonly DiscoveredUpstream[] = Object.freeze([])
+  #weights: Weights = EQUAL_WEIGHTS
+  #weightsProblem: string | null = null
+  #emptyProblem: string | null = null
+  #apiProblem: string | null = null
+
+  constructor(config: KubernetesDiscoveryConfig, hooks: KubernetesDiscoveryHooks, deps: KubernetesDiscoveryDeps = {}) {
+    this.#config = config
+    this.#hooks = hooks
+    this.#access = config.kubeconfig !== null ? kubeconfigAccess(config.kubeconfig) : inClusterAccess(deps.env ?? {}, deps.serviceAccountDir ?? SERVICE_ACCOUNT_DIR)
+    this.#namespace = config.namespace ?? this.#access.namespace
+    const api = new KubernetesApi(this.#access.endpoint)
+    const timers = deps.timers ?? systemTimers
+    const ns = encodeURIComponent(this.#namespace)
+    this.#slices = new ListWatch<EndpointSlice>(api, {
+      ...deps.tuning,
+      path: `/apis/discovery.k8s.io/v1/namespaces/${ns}/endpointslices`,
+      selector: { labelSelector: `kubernetes.io/service-name=${config.service}` },
+    }, this.#loopHooks('EndpointSlices', () => this.#update()), timers)
+    this.#service = config.weight_annotation === null ? null : new ListWatch<Service>(api, {
+      ...deps.tuning,
+      path: `/api/v1/namespaces/${ns}/services`,
+      selector: { fieldSelector: `metadata.name=${config.service}` },
+    }, this.#loopHooks('Service', (objects) => this.#readWeights(objects)), timers)
+  }
+
+  /** `namespace/service`, for messages. */
+  get target(): string {
+    return `${this.#namespace}/${this.#config.service}`
+  }
+
+  /** Where the credentials came from, for the start-up log line. */
+  get source(): string {
+    return this.#access.source
+  }
+
+  /** Lists (the Service first, for its weights, then the slices) and keeps watching; resolves with the initial set. */
+  async start(): Promise<readonly DiscoveredUpstream[]> {
+    if (this.#state !== 'new') throw new Error(`KubernetesDiscovery: start() after ${this.#state === 'running' ? 'start()' : 'stop()'}`)
+    this.#state = 'running'
+    await this.#service?.start()
+    await this.#slices.start()
+    return this.#current
+  }
+
+  /** Stops both loops (aborting requests in flight); no hook is called after. Idempotent. */
+  async stop(): Promise<void> {
+    this.#state = 'stopped'
+    await Promise.all([this.#slices.stop(), this.#service?.stop()])
+  }
+
+  /** The last reported set (sorted by id, frozen); empty until a list found a serving endpoint. */
+  current(): readonly DiscoveredUpstream[] {
+    return this.#current
+  }
+
+  /** What is degraded now, one sentence each; [] when the API answers and the set is fine. */
+  status(): string[] {
+    return [this.#apiProblem, this.#emptyProblem, this.#weightsProblem].filter((p): p is string => p !== null)
+  }
+
+  #loopHooks<T>(what: string, onSync: (objects: ReadonlyMap<string, T>) => void) {
+    return {
+      onSync: (objects: ReadonlyMap<string, T>) => {
+        if (this.#state === 'running') onSync(objects)
+      },
+      onError: (err: KubernetesApiError, failures: number) => {
+        if (this.#state !== 'running') return
+        const error = this.#error(`${what}: ${err.message}${hint(err)}`, err.code, err.status, err)
+        this.#apiProblem = error.message
+        this.#hooks.onError?.(error, failures)
+      },
+      onRecover: () => {
+        if (this.#state !== 'running') return
+        if (this.#slices.healthy && (this.#service?.healthy ?? true)) this.#apiProblem = null
+        this.#hooks.onRecover?.()
+      },
+    }
+  }
+
+  #readWeights(objects: ReadonlyMap<string, Service>): void {
+    const annotation = this.#config.weight_annotation!
+    const text = objects.get(this.#config.service)?.metadata?.annotations?.[annotation]
+    let weights = EQUAL_WEIGHTS
+    this.#weightsProblem = null
+    if (typeof text === 'string') {
+      const parsed = parseWeights(text)
+      if (parsed.ok) weights = parsed.weights
+      else {
+        this.#weightsProblem = `annotation ${annotation} on Service ${this.target} is invalid (${parsed.message}); every pod has weight 1`
+        this.#hooks.onError?.(new KubernetesDiscoveryError(`Kubernetes discovery: ${this.#weightsProblem}`, 'EWEIGHTS'), 1)
+      }
+    }
+    this.#weights = weights
+    if (this.#slices.objects.size > 0) this.#update()
+  }
+
+  /** Recomputes the set from the slices; reports a change, or keeps the last set when empty. */
+  #update(): void {
+    const { upstreams, slicesWithoutPort } = upstreamsFromSlices(this.#slices.objects.values(), this.#config.port, this.#weights)
+    if (upstreams.length === 0) {
+      const why = slicesWithoutPort.length > 0
+        ? `its EndpointSlices have no TCP port named ${JSON.stringify(this.#config.port)}`
+        : this.#slices.objects.size === 0 ? 'it has no EndpointSlice (no Service of that name, or no pods selected)' : 'no endpoint is ready or serving'
+      const error = this.#error(`Service ${this.target}: ${why}`, 'EEMPTY')
+      this.#emptyProblem = error.message
+      this.#hooks.onError?.(error, 1)
+      return
+    }
+    this.#emptyProblem = null
+    if (sameUpstreams(upstreams, this.#current)) return
+    this.#current = upstreams
+    this.#hooks.onChange(upstreams)
+  }
+
+  #error(message: string, code: string, status: number | null = null, cause?: unknown): KubernetesDiscoveryError {
+    const n = this.#current.length
+    return new KubernetesDiscoveryError(`Kubernetes discovery of Service ${this.target}: ${message}; keeping the last ${n} upstream${n === 1 ? '' : 's'}`, code, status, cause)
+  }
+}
+
+/** What to do about an authorization failure. */
+function hint(err: KubernetesApiError): string {
+  if (err.status === 401) return ' (the token was refused)'
+  if (err.status === 403) return ' (the ServiceAccount needs get, list and watch on endpointslices, and on services with weight_annotation: see deploy/kubernetes/ingress/tether/rbac.yaml)'
+  return ''
+}

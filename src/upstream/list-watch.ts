@@ -1,0 +1,306 @@
+// The list/watch loop of one Kubernetes collection: list, watch from the list's resourceVersion,
+// resume from the last version seen, list again on 410 Gone, back off on errors and keep the last
+// good objects meanwhile. Layer 3: talks through KubernetesApi, time through injected timers;
+// owned and stoppable (start/stop), never starts itself, knows nothing of upstreams.
+import { systemTimers, type Timers } from '../clock.js'
+import { KubernetesApiError, type KubernetesApi, type WatchEvent } from './kubernetes-api.js'
+
+/** What the loop needs of an object: its name and version (any Kubernetes object has them). */
+export interface KubernetesObject {
+  readonly metadata?: { readonly name?: string; readonly namespace?: string; readonly resourceVersion?: string }
+}
+
+export interface ListWatchOptions {
+  /** The collection, e.g. `/apis/discovery.k8s.io/v1/namespaces/default/endpointslices`. */
+  readonly path: string
+  /** Selector query, e.g. `{ labelSelector: 'kubernetes.io/service-name=web' }`. */
+  readonly selector: Readonly<Record<string, string>>
+  /** Deadline of one list page, ms. Default 10 000. */
+  readonly requestTimeout?: number
+  /** Server-side length of one watch (`timeoutSeconds`). Default 300. */
+  readonly watchSeconds?: number
+  /** A watch that sends no byte for this long is dead (a half-open connection), ms. Default watchSeconds + 30 s. */
+  readonly idleTimeout?: number
+  /** Back-off after a failure: `base` x 2^(n-1), at most `max`, times a factor in [0.5, 1). Default 500 ms .. 30 s. */
+  readonly backoff?: { readonly base: number; readonly max: number }
+  /** Items per list page (`limit`). Default 500. */
+  readonly pageSize?: number
+  /** Random source for the back-off jitter, in [0, 1). Default Math.random. */
+  readonly random?: () => number
+}
+
+export interface ListWatchHooks<T> {
+  /** The objects (by name) after a list or a chunk of watch events that changed them. Must not throw. */
+  onSync(objects: ReadonlyMap<string, T>): void
+  /** A list or watch failed; the last objects stay. `failures` counts since the last success. Must not throw. */
+  onError(err: KubernetesApiError, failures: number): void
+  /** The first list or watch that worked after failures. */
+  onRecover?(): void
+}
+
+/**
+ * One list/watch loop, as client-go's reflector:
+ * - `start()` lists and resolves once that first list has succeeded or failed (then it keeps
+ *   trying in the background); it never rejects for API reasons.
+ * - The watch asks for bookmarks and resumes from the last resourceVersion seen; a watch the
+ *   server ends (its timeout) or that is cut once open is reopened at once, one that ended
+ *   without any event after a pause of `backoff.base` (no tight loop against a server that
+ *   closes at once). Neither is an error.
+ * - 410 Gone (as the status of a watch request, or an ERROR event) lists again at once (a second
+ *   410 in a row waits `backoff.base`), replacing every object; a failed list or watch keeps the
+ *   objects, calls `onError` and retries after the back-off (a watch resumes from its version).
+ * - `healthy` is false from a failure until a list succeeds or a watch opens.
+ * - `stop()` aborts the request in flight, clears every timer and resolves when the loop ended;
+ *   no hook is called after it.
+ *
+ * Example:
+ *   const slices = new ListWatch<EndpointSlice>(api, { path, selector: { labelSelector: 'kubernetes.io/service-name=web' } },
+ *     { onSync: (objects) => update([...objects.values()]), onError: (err, n) => log.warn({ err, n }) })
+ *   await slices.start(); ...; await slices.stop()
+ */
+export class ListWatch<T extends KubernetesObject> {
+  readonly #api: KubernetesApi
+  readonly #path: string
+  readonly #selector: Readonly<Record<string, string>>
+  readonly #hooks: ListWatchHooks<T>
+  readonly #timers: Timers
+  readonly #requestTimeout: number
+  readonly #watchSeconds: number
+  readonly #idleTimeout: number
+  readonly #backoff: { readonly base: number; readonly max: number }
+  readonly #pageSize: number
+  readonly #random: () => number
+  #state: 'new' | 'running' | 'stopped' = 'new'
+  #objects = new Map<string, T>()
+  #version: string | null = null
+  #failures = 0
+  #gone = 0
+  #healthy = true
+  #abort: AbortController | null = null
+  #wake: (() => void) | null = null
+  #sleepTimer: unknown = undefined
+  #loop: Promise<void> = Promise.resolve()
+  #firstList: (() => void) | null = null
+
+  constructor(api: KubernetesApi, options: ListWatchOptions, hooks: ListWatchHooks<T>, timers: Timers = systemTimers) {
+    this.#api = api
+    this.#path = options.path
+    this.#selector = options.selector
+    this.#hooks = hooks
+    this.#timers = timers
+    this.#requestTimeout = options.requestTimeout ?? 10_000
+    this.#watchSeconds = options.watchSeconds ?? 300
+    this.#idleTimeout = options.idleTimeout ?? this.#watchSeconds * 1000 + 30_000
+    this.#backoff = options.backoff ?? { base: 500, max: 30_000 }
+    this.#pageSize = options.pageSize ?? 500
+    this.#random = options.random ?? Math.random
+  }
+
+  /** False between a failure and the next list that succeeds or watch that opens. */
+  get healthy(): boolean {
+    return this.#healthy
+  }
+
+  /** Failures since the last success. */
+  get failures(): number {
+    return this.#failures
+  }
+
+  /** The last known objects by name (empty until a list succeeded). */
+  get objects(): ReadonlyMap<string, T> {
+    return this.#objects
+  }
+
+  /** Lists once, then keeps watching in the background; resolves after the first list attempt. */
+  async start(): Promise<void> {
+    if (this.#state !== 'new') throw new Error(`ListWatch: start() after ${this.#state === 'running' ? 'start()' : 'stop()'}`)
+    this.#state = 'running'
+    const firstList = new Promise<void>((resolve) => { this.#firstList = resolve })
+    this.#loop = this.#run()
+    await firstList
+  }
+
+  /** Ends the loop: aborts the request in flight, clears timers, waits for the loop. Idempotent. */
+  async stop(): Promise<void> {
+    if (this.#state !== 'stopped') {
+      this.#state = 'stopped'
+      this.#abort?.abort(new KubernetesApiError('stopped', 'ESTOPPED'))
+      this.#wakeUp()
+      this.#firstList?.()
+    }
+    await this.#loop
+  }
+
+  async #run(): Promise<void> {
+    while (this.#state === 'running') {
+      try {
+        if (this.#version === null) await this.#list()
+        const events = await this.#watch()
+        if (events === 0) await this.#sleep(this.#backoff.base)
+      } catch (err) {
+        if (this.#state !== 'running') break
+        const e = err instanceof KubernetesApiError ? err : new KubernetesApiError(`${this.#path}: ${(err as Error).message}`, 'EUNKNOWN', null, err)
+        if (e.code === 'EGONE') {
+          this.#version = null
+          if (++this.#gone > 1) await this.#sleep(this.#backoff.base)
+          continue
+        }
+        this.#failures++
+        this.#healthy = false
+        const failures = this.#failures
+        this.#hooks.onError(e, failures)
+        this.#firstList?.()
+        this.#firstList = null
+        await this.#sleep(this.#delay())
+      }
+    }
+    this.#firstList?.()
+  }
+
+  /** Every page of the collection; replaces the objects and the version. */
+  async #list(): Promise<void> {
+    const objects = new Map<string, T>()
+    let next = ''
+    let version = ''
+    do {
+      const query: Record<string, string> = { ...this.#selector, limit: String(this.#pageSize) }
+      if (next !== '') query['continue'] = next
+      const page = await this.#withDeadline((signal) => this.#api.get(this.#path, query, signal))
+      const meta = (page as { metadata?: { resourceVersion?: unknown; continue?: unknown } } | null)?.metadata
+      const items = (page as { items?: unknown } | null)?.items
+      if (typeof meta?.resourceVersion !== 'string' || !(Array.isArray(items) || items === null)) {
+        throw new KubernetesApiError(`GET ${this.#path}: not a list (no items or metadata.resourceVersion)`, 'EBADRESPONSE', 200)
+      }
+      for (const item of items ?? []) {
+        const name = nameOf(item)
+        if (name !== null) objects.set(name, item as T)
+      }
+      version = meta.resourceVersion
+      next = typeof meta.continue === 'string' ? meta.continue : ''
+    } while (next !== '' && this.#state === 'running')
+    if (this.#state !== 'running') return
+    this.#objects = objects
+    this.#version = version
+    this.#succeeded()
+    this.#hooks.onSync(this.#objects)
+    this.#firstList?.()
+    this.#firstList = null
+  }
+
+  /** One watch from the current version until the server ends it; returns how many events came. */
+  async #watch(): Promise<number> {
+    const controller = new AbortController()
+    this.#abort = controller
+    let events = 0
+    let idle: unknown
+    const arm = (): void => {
+      if (idle !== undefined) this.#timers.clearTimeout(idle)
+      idle = this.#timers.setTimeout(() => controller.abort(new KubernetesApiError(`watch ${this.#path}: no data for ${this.#idleTimeout} ms`, 'ETIMEDOUT')), this.#idleTimeout)
+      unref(idle)
+    }
+    arm()
+    let opened = false
+    const query = {
+      ...this.#selector, watch: '1', resourceVersion: this.#version!, allowWatchBookmarks: 'true', timeoutSeconds: String(this.#watchSeconds),
+    }
+    try {
+      await this.#api.watch(this.#path, query, controller.signal, {
+        onOpen: () => {
+          opened = true
+          this.#succeeded()
+        },
+        onData: arm,
+        onEvents: (batch) => {
+          events += batch.length
+          if (this.#apply(batch) && this.#state === 'running') this.#hooks.onSync(this.#objects)
+        },
+      })
+    } catch (err) {
+      // an open watch cut by the server or the network is routine (a restart, an idle cut):
+      // reopened like one the server ended; a server that is really gone refuses the next one
+      if (!(opened && err instanceof KubernetesApiError && err.code === 'ECONNRESET')) throw err
+    } finally {
+      this.#timers.clearTimeout(idle)
+      if (this.#abort === controller) this.#abort = null
+    }
+    return events
+  }
+
+  /** Applies a chunk of events; returns whether any object changed. Throws on an ERROR event. */
+  #apply(batch: readonly WatchEvent[]): boolean {
+    let changed = false
+    for (const { type, object } of batch) {
+      const version = (object as KubernetesObject | null)?.metadata?.resourceVersion
+      if (type === 'ERROR') {
+        const status = object as { code?: unknown; message?: unknown } | null
+        const code = typeof status?.code === 'number' ? status.code : 0
+        const message = `watch ${this.#path}: ${code} ${typeof status?.message === 'string' ? status.message : 'error event'}`
+        throw new KubernetesApiError(message, code === 410 ? 'EGONE' : 'EHTTP', code)
+      }
+      if (type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED') {
+        const name = nameOf(object)
+        if (name === null) continue
+        if (type === 'DELETED') this.#objects.delete(name)
+        else this.#objects.set(name, object as T)
+        changed = true
+      } else if (type !== 'BOOKMARK') {
+        continue // an event type this client does not know: skipped
+      }
+      if (typeof version === 'string' && version !== '') this.#version = version
+    }
+    if (batch.length > 0) this.#gone = 0
+    return changed
+  }
+
+  #succeeded(): void {
+    this.#failures = 0
+    if (this.#healthy) return
+    this.#healthy = true
+    this.#hooks.onRecover?.()
+  }
+
+  /** Runs one request under `requestTimeout`, aborted by stop(). */
+  async #withDeadline<R>(call: (signal: AbortSignal) => Promise<R>): Promise<R> {
+    const controller = new AbortController()
+    this.#abort = controller
+    const timer = this.#timers.setTimeout(() => controller.abort(new KubernetesApiError(`GET ${this.#path}: no answer within ${this.#requestTimeout} ms`, 'ETIMEDOUT')), this.#requestTimeout)
+    unref(timer)
+    try {
+      return await call(controller.signal)
+    } finally {
+      this.#timers.clearTimeout(timer)
+      if (this.#abort === controller) this.#abort = null
+    }
+  }
+
+  #delay(): number {
+    const exp = Math.min(this.#backoff.max, this.#backoff.base * 2 ** Math.min(30, this.#failures - 1))
+    return Math.round(exp * (0.5 + this.#random() / 2))
+  }
+
+  #sleep(ms: number): Promise<void> {
+    if (this.#state !== 'running') return Promise.resolve()
+    return new Promise((resolve) => {
+      this.#wake = resolve
+      this.#sleepTimer = this.#timers.setTimeout(() => this.#wakeUp(), ms)
+      unref(this.#sleepTimer)
+    })
+  }
+
+  #wakeUp(): void {
+    if (this.#sleepTimer !== undefined) this.#timers.clearTimeout(this.#sleepTimer)
+    this.#sleepTimer = undefined
+    const wake = this.#wake
+    this.#wake = null
+    wake?.()
+  }
+}
+
+function nameOf(object: unknown): string | null {
+  const name = (object as KubernetesObject | null)?.metadata?.name
+  return typeof name === 'string' && name !== '' ? name : null
+}
+
+function unref(handle: unknown): void {
+  if (typeof handle === 'object' && handle !== null && 'unref' in handle && typeof handle.unref === 'function') handle.unref()
+}

@@ -1,0 +1,142 @@
+// Kubernetes discovery end to end: Tether (in-process, real listeners) watches a fake API server
+// through a kubeconfig and proxies to real loopback "pods" named by their EndpointSlices. Users
+// stick to pods by name: a terminating pod drains (no new users, its users stay), a deleted one
+// leaves after drain_timeout, a pod restarted at a new address keeps its users, and an API
+// server outage keeps the set while /readyz and tether_discovery_up say it is degraded.
+import t from 'tap'
+import http from 'node:http'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { AddressInfo } from 'node:net'
+import { request, testConfig, waitFor } from './fixtures/upstream.js'
+import { CookieJar, get, tally, userAgent } from './fixtures/users.js'
+import { FakeKubeApi, endpointSlice, type PodEndpoint } from './fixtures/kube-api-server.js'
+import { startTether } from '../src/app.js'
+import { createLogger } from '../src/observability/logger.js'
+import { LogCapture } from './fixtures/log-capture.js'
+
+const DRAIN_TIMEOUT = 1_500
+
+interface Pod { readonly name: string; readonly server: http.Server; readonly port: number }
+
+/** A loopback "pod" answering with its name. */
+async function startPod(name: string): Promise<Pod> {
+  const server = http.createServer((_req, res) => {
+    res.setHeader('content-type', 'text/plain')
+    res.end(name)
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return { name, server, port: (server.address() as AddressInfo).port }
+}
+
+function stopPod(pod: Pod): Promise<void> {
+  return new Promise((resolve) => { pod.server.closeAllConnections(); pod.server.close(() => resolve()) })
+}
+
+/** One slice per pod (each pod has its own port here; the slice carries it under the name http). */
+function sliceOf(pod: Pod, conditions: Omit<PodEndpoint, 'pod' | 'ip'> = {}) {
+  return endpointSlice(`web-${pod.name}`, 'web', [{ pod: pod.name, ip: '127.0.0.1', ...conditions }], { ports: [{ name: 'http', port: pod.port }] })
+}
+
+t.test('Kubernetes discovery: pods by name, terminating pods drain, deleted pods leave, restarted pods keep their users, an API outage degrades', async (t) => {
+  const pods = new Map<string, Pod>()
+  for (const name of ['web-0', 'web-1', 'web-2']) pods.set(name, await startPod(name))
+  t.teardown(async () => { await Promise.all([...pods.values()].map(stopPod)) })
+  const api = new FakeKubeApi({ token: 'secret-token' })
+  const { url } = await api.start()
+  t.teardown(() => api.close())
+  api.put('endpointslices', sliceOf(pods.get('web-0')!))
+  api.put('endpointslices', sliceOf(pods.get('web-1')!))
+  const dir = mkdtempSync(join(tmpdir(), 'tether-k8s-e2e-'))
+  const kubeconfig = join(dir, 'kubeconfig')
+  writeFileSync(kubeconfig, `apiVersion: v1
+kind: Config
+current-context: test
+contexts: [{ name: test, context: { cluster: fake, user: tether, namespace: shop } }]
+clusters: [{ name: fake, cluster: { server: "${url}" } }]
+users: [{ name: tether, user: { token: secret-token } }]
+`)
+  // the slices live in namespace default: the config names it over the context's "shop"
+  const log = new LogCapture()
+  const tether = await startTether(testConfig([], {
+    affinity: { key: 'cookie', drain_timeout: DRAIN_TIMEOUT },
+    discovery: { kubernetes: { service: 'web', namespace: 'default', port: 'http', kubeconfig, weight_annotation: null } },
+    log: { level: 'info', access: false },
+  }), { logger: createLogger('info', log) })
+  t.teardown(() => tether.close(0))
+  const agent = userAgent(20)
+  t.teardown(() => agent.destroy())
+  t.same(tether.router.ids, ['web-0', 'web-1'], 'the first list is in place when startTether resolves: ids are pod names')
+  const rows = async (): Promise<{ id: string; url: string; state: string }[]> => JSON.parse((await request(`${tether.adminUrl}/upstreams`)).body)
+  t.same((await rows()).map((r) => [r.id, r.url]), [['web-0', `http://127.0.0.1:${pods.get('web-0')!.port}`], ['web-1', `http://127.0.0.1:${pods.get('web-1')!.port}`]])
+
+  interface User { jar: CookieJar; seen: string[] }
+  const ask = async (u: User): Promise<string> => {
+    const r = await get(`${tether.url}/`, agent, {}, u.jar)
+    if (r.status !== 200) throw new Error(`status ${r.status}: ${r.body}`)
+    u.seen.push(r.body)
+    return r.body
+  }
+  const newUsers = async (n: number): Promise<User[]> => {
+    const users = Array.from({ length: n }, () => ({ jar: new CookieJar(), seen: [] as string[] }))
+    await Promise.all(users.map((u) => ask(u)))
+    return users
+  }
+  const home = (u: User): string => u.seen.at(-1)!
+
+  const first = await newUsers(40)
+  const spread = tally(first.map(home))
+  t.ok((spread.get('web-0') ?? 0) > 0 && (spread.get('web-1') ?? 0) > 0, `both pods serve (${JSON.stringify(Object.fromEntries(spread))})`)
+
+  // scale up: a new pod gets new users, existing users stay
+  api.put('endpointslices', sliceOf(pods.get('web-2')!))
+  await waitFor(() => tether.router.ids.includes('web-2'), 5_000, 'web-2 to be discovered')
+  const second = await newUsers(60)
+  t.ok(second.some((u) => home(u) === 'web-2'), 'the new pod receives new users')
+  for (const u of first) await ask(u)
+  t.ok(first.every((u) => u.seen[1] === u.seen[0]), 'existing users stay where they were')
+
+  // web-1 terminating (still serving): draining, its users stay, no new user lands on it
+  const onOne = [...first, ...second].filter((u) => home(u) === 'web-1')
+  api.put('endpointslices', sliceOf(pods.get('web-1')!, { terminating: true, serving: true }))
+  await waitFor(async () => (await rows()).find((r) => r.id === 'web-1')?.state === 'draining', 5_000, 'web-1 to drain')
+  const stayed = await Promise.all(onOne.map(ask))
+  t.ok(stayed.every((p) => p === 'web-1'), `its ${onOne.length} users still reach it while it terminates`)
+  const third = await newUsers(40)
+  t.notOk(third.some((u) => home(u) === 'web-1'), 'no new user lands on the terminating pod')
+
+  // web-1 deleted: it leaves after drain_timeout, its users move once
+  api.delete('endpointslices', 'web-web-1')
+  await waitFor(async () => !(await rows()).some((r) => r.id === 'web-1'), DRAIN_TIMEOUT + 5_000, 'web-1 to leave')
+  const moved = await Promise.all(onOne.map(ask))
+  t.ok(moved.every((p) => p === 'web-0' || p === 'web-2'), 'its users moved to the other pods')
+
+  // web-0 restarted (a StatefulSet pod keeps its name, gets a new address): its users follow it
+  const onZero = [...first, ...second, ...third].filter((u) => home(u) === 'web-0')
+  const old = pods.get('web-0')!
+  const restarted = await startPod('web-0')
+  pods.set('web-0', restarted)
+  await stopPod(old)
+  api.put('endpointslices', sliceOf(restarted))
+  await waitFor(async () => (await rows()).find((r) => r.id === 'web-0')?.url === `http://127.0.0.1:${restarted.port}`, 5_000, 'the new address')
+  const after = await Promise.all(onZero.map(ask))
+  t.ok(onZero.length > 0 && after.every((p) => p === 'web-0'), `its ${onZero.length} users stay on web-0 at its new address`)
+
+  // the API server unreachable: the set stays, /readyz stays 200 and says degraded, the metric says 0
+  const ids = [...tether.router.ids]
+  await api.close()
+  await waitFor(async () => JSON.parse((await request(`${tether.adminUrl}/readyz`)).body).degraded.length > 0, 10_000, 'degraded')
+  const ready = await request(`${tether.adminUrl}/readyz`)
+  t.equal(ready.status, 200, 'still ready: the last known pods serve')
+  t.match(JSON.parse(ready.body).degraded, [/^Kubernetes discovery of Service default\/web: EndpointSlices: .*ECONNREFUSED.*; keeping the last 2 upstreams$/])
+  t.match((await request(`${tether.adminUrl}/metrics`)).body, /tether_discovery_up\{source="kubernetes"\} 0/)
+  t.match((await request(`${tether.adminUrl}/metrics`)).body, /tether_discovery_errors_total\{source="kubernetes"\} [1-9]/)
+  t.same(tether.router.ids, ids, 'the set is kept')
+  const during = await Promise.all(first.map(ask))
+  t.ok(during.length === 40, 'requests keep succeeding')
+  t.ok(log.records.some((r) => r['msg'] === 'Kubernetes discovery: keeping the last known upstreams' && r['code'] === 'ECONNREFUSED'), 'logged at warn with the code')
+  await api.start()
+  await waitFor(async () => JSON.parse((await request(`${tether.adminUrl}/readyz`)).body).degraded.length === 0, 15_000, 'recovery')
+  t.match((await request(`${tether.adminUrl}/metrics`)).body, /tether_discovery_up\{source="kubernetes"\} 1/)
+})

@@ -1,0 +1,109 @@
+// From EndpointSlices to upstreams (pure, table-driven), on slices shaped exactly as the API
+// server returns them (checked against the Kubernetes schema bundled in kubernetes-models).
+import t from 'tap'
+import { EndpointSlice as EndpointSliceModel } from 'kubernetes-models/discovery.k8s.io/v1'
+import { endpointRole, parseWeights, sameUpstreams, upstreamsFromSlices, type Endpoint } from '../src/upstream/endpoint-slices.js'
+import { endpointSlice } from './fixtures/kube-api-server.js'
+
+t.test('the fixture slices are valid discovery.k8s.io/v1 EndpointSlices', async (t) => {
+  const slice = endpointSlice('web-abcde', 'web', [
+    { pod: 'web-0', ip: '10.0.0.5' },
+    { pod: 'web-1', ip: '10.0.0.6', terminating: true, serving: true },
+    { pod: null, ip: '10.0.0.7' },
+  ])
+  t.doesNotThrow(() => new EndpointSliceModel({ apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', ...slice } as never).validate())
+})
+
+t.test('an endpoint serves, drains or is out, reading unset conditions as the API documents them', async (t) => {
+  const cases: [Endpoint['conditions'], string][] = [
+    [{ ready: true, serving: true, terminating: false }, 'serving'],
+    [{ ready: false, serving: true, terminating: true }, 'draining'],
+    [{ ready: false, serving: false, terminating: true }, 'out'],
+    [{ ready: false, serving: false, terminating: false }, 'out'],
+    [{ ready: false, serving: true, terminating: false }, 'out'], // not ready (failing its probe), not terminating
+    [{ ready: true, serving: true, terminating: true }, 'draining'], // publishNotReadyAddresses keeps ready true
+    [undefined, 'serving'], // no conditions: ready unknown = ready
+    [{ ready: null, serving: null, terminating: null }, 'serving'],
+    [{ terminating: true }, 'draining'], // serving unknown = as ready (unknown = true)
+    [{ ready: false, terminating: true }, 'out'], // serving unknown = as ready = false
+  ]
+  for (const [conditions, role] of cases) t.equal(endpointRole(conditions), role, JSON.stringify(conditions ?? null))
+})
+
+t.test('weights: one for every pod, or by pod name with a default, 1..1000', async (t) => {
+  const ok = (text: string) => {
+    const r = parseWeights(text)
+    return r.ok ? { byPod: Object.fromEntries(r.weights.byPod), others: r.weights.others } : r.message
+  }
+  t.same(ok('3'), { byPod: {}, others: 3 })
+  t.same(ok(' web-0=3, web-1 = 2 '), { byPod: { 'web-0': 3, 'web-1': 2 }, others: 1 })
+  t.same(ok('*=5,web-0=1'), { byPod: { 'web-0': 1 }, others: 5 })
+  t.same(ok(''), { byPod: {}, others: 1 })
+  t.equal(ok('0'), '0: the weight must be an integer 1..1000')
+  t.equal(ok('1001'), '1001: the weight must be an integer 1..1000')
+  t.equal(ok('web-0=x'), 'web-0=x: the weight must be an integer 1..1000')
+  t.equal(ok('web-0'), 'web-0: expected pod=weight (or *=weight, or a single weight)')
+})
+
+t.test('slices to upstreams: pod names as ids, terminating pods draining, port by name or number', async (t) => {
+  const slice = endpointSlice('web-abcde', 'web', [
+    { pod: 'web-1', ip: '10.0.0.6' },
+    { pod: 'web-0', ip: '10.0.0.5' },
+    { pod: 'web-2', ip: '10.0.0.7', terminating: true, serving: true },
+    { pod: 'web-3', ip: '10.0.0.8', terminating: true, serving: false },
+    { pod: 'web-4', ip: '10.0.0.9', ready: false, serving: false },
+    { pod: null, ip: '10.0.1.1' },
+  ], { ports: [{ name: 'metrics', port: 9090 }, { name: 'http', port: 8080 }] })
+  const { upstreams, slicesWithoutPort } = upstreamsFromSlices([slice], 'http')
+  t.same(upstreams, [
+    { id: '10.0.1.1:8080', url: 'http://10.0.1.1:8080', weight: 1 },
+    { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 },
+    { id: 'web-1', url: 'http://10.0.0.6:8080', weight: 1 },
+    { id: 'web-2', url: 'http://10.0.0.7:8080', weight: 1, draining: true },
+  ], 'sorted by id; without a targetRef the id is address:port; not serving pods are out')
+  t.same(slicesWithoutPort, [])
+  t.ok(Object.isFrozen(upstreams) && upstreams.every((u) => Object.isFrozen(u)), 'deeply frozen')
+  t.same(upstreamsFromSlices([slice], 'metrics').upstreams.map((u) => u.url)[1], 'http://10.0.0.5:9090', 'another named port')
+  t.same(upstreamsFromSlices([slice], 7000).upstreams.map((u) => u.url)[1], 'http://10.0.0.5:7000', 'a number is the pods\' port')
+  const none = upstreamsFromSlices([slice], 'grpc')
+  t.same(none, { upstreams: [], slicesWithoutPort: ['web-abcde'] }, 'a port name the slice lacks leaves it out, and says which')
+  const udp = endpointSlice('web-udp', 'web', [{ pod: 'web-0', ip: '10.0.0.5' }], { ports: [{ name: 'http', port: 8080, protocol: 'UDP' }] })
+  t.same(upstreamsFromSlices([udp], 'http').upstreams, [], 'only TCP ports')
+})
+
+t.test('a pod listed twice counts once: serving wins, then IPv4, then the slice name', async (t) => {
+  const v4 = endpointSlice('web-v4', 'web', [{ pod: 'web-0', ip: '10.0.0.5' }])
+  const v6 = endpointSlice('web-v6', 'web', [{ pod: 'web-0', ip: 'fd00::5' }], { addressType: 'IPv6' })
+  t.same(upstreamsFromSlices([v6, v4], 'http').upstreams, [{ id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 }], 'dual stack: IPv4')
+  t.same(upstreamsFromSlices([v6], 'http').upstreams, [{ id: 'web-0', url: 'http://[fd00::5]:8080', weight: 1 }], 'IPv6 only: bracketed')
+  const old = endpointSlice('web-a', 'web', [{ pod: 'web-0', ip: '10.0.0.5', terminating: true, serving: true }])
+  const moved = endpointSlice('web-b', 'web', [{ pod: 'web-0', ip: '10.0.0.5' }])
+  t.same(upstreamsFromSlices([old, moved], 'http').upstreams, [{ id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 }], 'serving wins over draining')
+})
+
+t.test('weights apply by pod name, the default to the others', async (t) => {
+  const slice = endpointSlice('web-x', 'web', [{ pod: 'web-0', ip: '10.0.0.5' }, { pod: 'web-1', ip: '10.0.0.6' }, { pod: null, ip: '10.0.0.7' }])
+  const r = parseWeights('web-1=4,*=2')
+  if (!r.ok) throw new Error(r.message)
+  t.same(upstreamsFromSlices([slice], 'http', r.weights).upstreams.map((u) => [u.id, u.weight]), [['10.0.0.7:8080', 2], ['web-0', 2], ['web-1', 4]])
+})
+
+t.test('malformed slices are read defensively: wrong types count as absent', async (t) => {
+  const junk = [
+    { metadata: { name: 'x' }, endpoints: 'nope', ports: [{ name: 'http', port: 8080 }] },
+    { metadata: { name: 'y' }, endpoints: [{ addresses: [], conditions: { ready: true } }, { conditions: { ready: true } }], ports: [{ name: 'http', port: 8080 }] },
+    { metadata: { name: 'z' }, endpoints: [{ addresses: ['10.0.0.1'], targetRef: { kind: 'Node', name: 'n1' } }], ports: [{ name: 'http', port: 70000 }] },
+    { metadata: { name: 'w' }, endpoints: [{ addresses: ['10.0.0.2'], targetRef: { kind: 'Node', name: 'n1' } }], ports: null },
+  ]
+  t.same(upstreamsFromSlices(junk as never, 'http').upstreams, [])
+  t.same(upstreamsFromSlices(junk as never, 8080).upstreams.map((u) => u.id), ['10.0.0.1:8080', '10.0.0.2:8080'], 'only a Pod targetRef names the upstream')
+})
+
+t.test('sameUpstreams compares ids, urls, weights and draining flags', async (t) => {
+  const a = [{ id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 }]
+  t.ok(sameUpstreams(a, [{ ...a[0]! }]))
+  t.notOk(sameUpstreams(a, [{ ...a[0]!, draining: true }]))
+  t.notOk(sameUpstreams(a, [{ ...a[0]!, url: 'http://10.0.0.6:8080' }]))
+  t.notOk(sameUpstreams(a, [{ ...a[0]!, weight: 2 }]))
+  t.notOk(sameUpstreams(a, []))
+})

@@ -1,0 +1,416 @@
+// Kubernetes discovery against a fake API server on 127.0.0.1 (test/fixtures/kube-api-server.ts)
+// serving real EndpointSlice JSON: list, watch with ADDED/MODIFIED/DELETED and BOOKMARK, 410
+// Gone, cut and ended watches, an unreachable server, an empty list during an outage, list
+// errors, pagination, the weight annotation, and the credentials (kubeconfig over http, the
+// in-cluster service account over https with a CA made at test time). The loop runs on real
+// timers with tiny back-offs (tests wait on hooks with a deadline; nothing sleeps), except the
+// back-off and idle-timeout tests, which drive fake timers.
+import t, { type Test } from 'tap'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { KubernetesDiscovery, KubernetesDiscoveryError, type KubernetesDiscoveryDeps } from '../src/upstream/kubernetes-discovery.js'
+import { KubernetesCredentialsError, inClusterAccess, kubeconfigAccess } from '../src/upstream/kubernetes-credentials.js'
+import { KubernetesApi } from '../src/upstream/kubernetes-api.js'
+import { ListWatch } from '../src/upstream/list-watch.js'
+import type { KubernetesDiscoveryConfig } from '../src/config/schema.js'
+import type { DiscoveredUpstream } from '../src/upstream/upstream-set.js'
+import { FakeKubeApi, endpointSlice, service, type PodEndpoint } from './fixtures/kube-api-server.js'
+import { FakeTimers } from './fixtures/timers.js'
+import { makeCertificates } from './fixtures/tls.js'
+import { waitFor } from './fixtures/upstream.js'
+
+const TOKEN = 'test-token-0123456789'
+const FAST = { backoff: { base: 5, max: 20 }, requestTimeout: 2_000, random: () => 1 }
+
+function tempDir(): string {
+  return mkdtempSync(join(tmpdir(), 'tether-k8s-'))
+}
+
+/** A kubeconfig file for `server`, with a bearer token. */
+function kubeconfig(server: string, user: string = `token: ${TOKEN}`, extra = ''): string {
+  const path = join(tempDir(), 'config')
+  writeFileSync(path, [
+    'apiVersion: v1', 'kind: Config', 'current-context: test',
+    'contexts:', '  - name: test', '    context: { cluster: fake, user: tester, namespace: default }',
+    'clusters:', '  - name: fake', '    cluster:', `      server: ${server}`, extra === '' ? '' : `      ${extra}`,
+    'users:', '  - name: tester', '    user:', `      ${user}`, '',
+  ].join('\n'))
+  return path
+}
+
+/** Records hook calls. */
+class Recorder {
+  readonly changes: (readonly DiscoveredUpstream[])[] = []
+  readonly errors: { err: KubernetesDiscoveryError; n: number }[] = []
+  recovered = 0
+  readonly hooks = {
+    onChange: (u: readonly DiscoveredUpstream[]) => void this.changes.push(u),
+    onError: (err: KubernetesDiscoveryError, n: number) => void this.errors.push({ err, n }),
+    onRecover: () => void this.recovered++,
+  }
+  /** The last set as `id@url` (+ `(draining)`). */
+  get last(): string[] {
+    return (this.changes.at(-1) ?? []).map((u) => `${u.id}@${u.url.replace('http://', '')}${u.draining === true ? ' (draining)' : ''}`)
+  }
+}
+
+const slice = (name: string, endpoints: PodEndpoint[]) => endpointSlice(name, 'web', endpoints)
+const CONFIG: KubernetesDiscoveryConfig = { service: 'web', namespace: null, port: 'http', kubeconfig: null, weight_annotation: null }
+
+interface Setup { api: FakeKubeApi; discovery: KubernetesDiscovery; rec: Recorder; url: string }
+
+/** A fake API with `slices`, and a discovery through a kubeconfig (not started). */
+async function setup(t: Test, slices: ReturnType<typeof slice>[], config: Partial<KubernetesDiscoveryConfig> = {}, deps: KubernetesDiscoveryDeps = {}): Promise<Setup> {
+  const api = new FakeKubeApi({ token: TOKEN })
+  const { url } = await api.start()
+  t.teardown(() => api.close())
+  for (const s of slices) api.put('endpointslices', s)
+  const rec = new Recorder()
+  const discovery = new KubernetesDiscovery({ ...CONFIG, kubeconfig: kubeconfig(url), ...config }, rec.hooks, { tuning: FAST, ...deps })
+  t.teardown(() => discovery.stop())
+  return { api, discovery, rec, url }
+}
+
+const until = (check: () => boolean, what: string): Promise<void> => waitFor(check, 5_000, what)
+
+t.test('start() lists the slices and resolves with the pods by name; a watch opens from the list version with bookmarks', async (t) => {
+  const { api, discovery, rec } = await setup(t, [
+    slice('web-a', [{ pod: 'web-0', ip: '10.0.0.5' }, { pod: 'web-1', ip: '10.0.0.6' }]),
+    endpointSlice('other-a', 'other', [{ pod: 'other-0', ip: '10.0.9.9' }]),
+  ])
+  const initial = await discovery.start()
+  t.same(initial.map((u) => u.id), ['web-0', 'web-1'], "only the Service's slices")
+  t.same(rec.last, ['web-0@10.0.0.5:8080', 'web-1@10.0.0.6:8080'])
+  t.same(discovery.status(), [])
+  await until(() => api.openWatches === 1, 'the watch')
+  const list = api.requests.find((r) => r.kind === 'endpointslices' && !r.watch)!
+  t.same(list.query, { labelSelector: 'kubernetes.io/service-name=web', limit: '500' })
+  t.equal(list.authorization, `Bearer ${TOKEN}`, "the kubeconfig user's token")
+  const watch = api.requests.find((r) => r.watch)!
+  t.match(watch.query, { labelSelector: 'kubernetes.io/service-name=web', watch: '1', allowWatchBookmarks: 'true', resourceVersion: String(api.resourceVersion), timeoutSeconds: '300' })
+  t.equal(discovery.target, 'default/web', "the kubeconfig context's namespace")
+  await t.rejects(discovery.start(), { message: 'KubernetesDiscovery: start() after start()' })
+})
+
+t.test('watch events: a pod added, a pod terminating drains, a pod deleted leaves, a restarted pod keeps its id at its new address', async (t) => {
+  const { api, discovery, rec } = await setup(t, [slice('web-a', [{ pod: 'web-0', ip: '10.0.0.5' }])])
+  await discovery.start()
+  await until(() => api.openWatches === 1, 'the watch')
+  api.put('endpointslices', slice('web-a', [{ pod: 'web-0', ip: '10.0.0.5' }, { pod: 'web-1', ip: '10.0.0.6' }]))
+  await until(() => rec.changes.length === 2, 'MODIFIED: scale up')
+  t.same(rec.last, ['web-0@10.0.0.5:8080', 'web-1@10.0.0.6:8080'])
+  api.put('endpointslices', slice('web-b', [{ pod: 'web-2', ip: '10.0.0.7' }]))
+  await until(() => rec.changes.length === 3, 'ADDED: a second slice')
+  api.put('endpointslices', slice('web-a', [{ pod: 'web-0', ip: '10.0.0.5' }, { pod: 'web-1', ip: '10.0.0.6', terminating: true, serving: true }]))
+  await until(() => rec.changes.length === 4, 'a pod terminating')
+  t.same(rec.last, ['web-0@10.0.0.5:8080', 'web-1@10.0.0.6:8080 (draining)', 'web-2@10.0.0.7:8080'], 'terminating but serving: draining')
+  api.delete('endpointslices', 'web-b')
+  await until(() => rec.changes.length === 5, 'DELETED')
+  t.same(rec.last, ['web-0@10.0.0.5:8080', 'web-1@10.0.0.6:8080 (draining)'])
+  api.put('endpointslices', slice('web-a', [{ pod: 'web-0', ip: '10.0.0.15' }]))
+  await until(() => rec.changes.length === 6, 'web-0 restarted')
+  t.same(rec.last, ['web-0@10.0.0.15:8080'], 'same id, new address; web-1 gone')
+  api.put('endpointslices', slice('web-a', [{ pod: 'web-0', ip: '10.0.0.15' }]))
+  api.bookmark()
+  await until(() => api.resourceVersion > 0 && api.openWatches === 1, 'quiet')
+  t.equal(rec.changes.length, 6, 'an event that changes nothing calls no hook')
+  t.same(rec.errors, [])
+})
+
+t.test('a cut watch resumes from the last version seen: events of the gap are replayed, none twice; a bookmark moves the version', async (t) => {
+  const { api, discovery, rec } = await setup(t, [slice('web-a', [{ pod: 'web-0', ip: '10.0.0.5' }])])
+  await discovery.start()
+  await until(() => api.openWatches === 1, 'the watch')
+  api.put('endpointslices', slice('web-a', [{ pod: 'web-0', ip: '10.0.0.5' }, { pod: 'web-1', ip: '10.0.0.6' }]))
+  await until(() => rec.changes.length === 2, 'an event')
+  const seen = api.resourceVersion
+  api.cutWatches()
+  api.put('endpointslices', slice('web-b', [{ pod: 'web-2', ip: '10.0.0.7' }])) // while no watch is open
+  await until(() => rec.changes.length === 3, 'the event of the gap')
+  t.same(rec.last.map((s) => s.split('@')[0]), ['web-0', 'web-1', 'web-2'])
+  t.equal(api.requests.filter((r) => r.watch)[1]?.query['resourceVersion'], String(seen), 'resumed from the last event')
+  t.equal(api.count('endpointslices', false), 1, 'no list again')
+
+  await until(() => api.openWatches === 1, 'the watch again')
+  api.put('services', service('unrelated')) // moves the version without touching the slices
+  api.bookmark()
+  const bookmarked = api.resourceVersion
+  await until(() => api.requests.length > 0 && api.openWatches === 1, 'the bookmark')
+  api.endWatches() // the server's timeoutSeconds
+  await until(() => api.count('endpointslices', true) === 3, 'the watch reopened')
+  await until(() => api.requests.filter((r) => r.watch)[2]?.query['resourceVersion'] === String(bookmarked), 'resume from the bookmark')
+  t.pass('a watch the server ended is reopened from the bookmark version')
+  t.same(rec.errors, [], 'a cut or ended watch is not an error')
+})
+
+t.test('410 Gone lists again and replaces the set, as an ERROR event or as the status of the watch', async (t) => {
+  for (const goneAs of ['event', 'status'] as const) {
+    t.test(goneAs, async (t) => {
+      const { api, discovery, rec } = await setup(t, [slice('web-a', [{ pod: 'web-0', ip: '10.0.0.5' }]), slice('web-b', [{ pod: 'web-1', ip: '10.0.0.6' }])])
+      api.goneAs = goneAs
+      await discovery.start()
+      await until(() => api.openWatches === 1, 'the watch')
+      api.cutWatches()
+      api.delete('endpointslices', 'web-b')
+      api.put('endpointslices', slice('web-c', [{ pod: 'web-2', ip: '10.0.0.7' }]))
+      api.compact() // the versions of the gap are gone: the resumed watch gets 410
+      await until(() => api.count('endpointslices', false) === 2, 'the second list')
+      await until(() => rec.changes.length === 2, 'the new set')
+      t.same(rec.last.map((s) => s.split('@')[0]), ['web-0', 'web-2'], 'the list replaced every slice (web-b deleted during the gap is gone)')
+      t.same(rec.errors, [], '410 is routine, not an error')
+    })
+  }
+  t.test('an expired watch (ERROR 410 on an open stream)', async (t) => {
+    const { api, discovery } = await setup(t, [slice('web-a', [{ pod: 'web-0', ip: '10.0.0.5' }])])
+    await discovery.start()
+    await until(() => api.openWatches === 1, 'the watch')
+    api.expireWatches()
+    await until(() => api.count('endpointslices', false) === 2 && api.openWatches === 1, 'list and watch again')
+    t.pass()
+  })
+})
+
+t.test('the API server unreachable: the last set stays, status() says so, and it recovers with what changed meanwhile', async (t) => {
+  const { api, discovery, rec } = await setup(t, [slice('web-a', [{ pod: 'web-0', ip: '10.0.0.5' }, { pod: 'web-1', ip: '10.0.0.6' }])])
+  await discovery.start()
+  await until(() => api.openWatches === 1, 'the watch')
+  await api.close()
+  await until(() => rec.errors.length >= 2, 'two failures')
+  t.equal(rec.errors[0]!.err.code, 'ECONNREFUSED')
+  t.same(rec.errors.slice(0, 2).map((e) => e.n), [1, 2], 'consecutive failures counted')
+  t.match(rec.errors[0]!.err.message, /^Kubernetes discovery of Service default\/web: EndpointSlices: watch \/apis\/discovery\.k8s\.io\/v1\/namespaces\/default\/endpointslices: .*ECONNREFUSED.*; keeping the last 2 upstreams$/)
+  t.same(discovery.current().map((u) => u.id), ['web-0', 'web-1'], 'the last known set is kept')
+  t.equal(rec.changes.length, 1, 'no change reported')
+  t.match(discovery.status(), [/ECONNREFUSED/], 'degraded')
+  api.put('endpointslices', slice('web-a', [{ pod: 'web-0', ip: '10.0.0.5' }])) // changed while unreachable
+  await api.start()
+  await until(() => discovery.status().length === 0, 'recovery')
+  await until(() => rec.changes.length === 2, 'the change made meanwhile')
+  t.same(rec.last, ['web-0@10.0.0.5:8080'])
+  t.ok(rec.recovered >= 1, 'onRecover')
+})
+
+t.test('an empty list during an outage never empties the set: the last set stays and status() says why', async (t) => {
+  const { api, discovery, rec } = await setup(t, [slice('web-a', [{ pod: 'web-0', ip: '10.0.0.5' }])])
+  await discovery.start()
+  await until(() => api.openWatches === 1, 'the watch')
+  api.listMode = 'empty'
+  api.compact()
+  api.expireWatches() // 410: list again, and the list comes back empty
+  await until(() => rec.errors.some((e) => e.err.code === 'EEMPTY'), 'the empty answer reported')
+  t.same(discovery.current().map((u) => u.id), ['web-0'])
+  t.equal(rec.changes.length, 1)
+  t.match(discovery.status(), [/Service default\/web: it has no EndpointSlice .*; keeping the last 1 upstream$/])
+  await until(() => api.openWatches === 1, 'the watch after the empty list')
+  api.listMode = 'ok'
+  api.compact()
+  api.expireWatches()
+  await until(() => discovery.status().length === 0, 'a good list')
+  t.same(discovery.current().map((u) => u.id), ['web-0'])
+
+  // all pods out (not ready, not serving): also kept
+  api.put('endpointslices', slice('web-a', [{ pod: 'web-0', ip: '10.0.0.5', ready: false, serving: false }]))
+  await until(() => discovery.status().some((s) => /no endpoint is ready or serving/.test(s)), 'all out')
+  t.same(discovery.current().map((u) => u.id), ['web-0'])
+})
+
+t.test('a first list that fails: start() resolves with an empty set, a later list fills it', async (t) => {
+  const api = new FakeKubeApi({ token: TOKEN })
+  const { url } = await api.start()
+  api.listMode = 503
+  const rec = new Recorder()
+  const discovery = new KubernetesDiscovery({ ...CONFIG, kubeconfig: kubeconfig(url) }, rec.hooks, { tuning: FAST })
+  t.teardown(async () => { await discovery.stop(); await api.close() })
+  t.same(await discovery.start(), [])
+  t.equal(rec.errors[0]?.err.code, 'EHTTP')
+  t.equal(rec.errors[0]?.err.status, 503)
+  t.match(rec.errors[0]?.err.message, /GET \/apis\/discovery\.k8s\.io\/v1\/namespaces\/default\/endpointslices: 503 Service Unavailable: list failed with 503/)
+  api.put('endpointslices', slice('web-a', [{ pod: 'web-0', ip: '10.0.0.5' }]))
+  api.listMode = 'ok'
+  await until(() => rec.changes.length === 1, 'the set')
+  t.same(rec.last, ['web-0@10.0.0.5:8080'])
+})
+
+t.test('403 and 401 say what to fix', async (t) => {
+  const { api, discovery, rec, url } = await setup(t, [])
+  api.listMode = 403
+  await discovery.start()
+  t.match(rec.errors[0]?.err.message, /403 Forbidden: list failed with 403 \(the ServiceAccount needs get, list and watch on endpointslices/)
+  const wrong = new Recorder()
+  const d2 = new KubernetesDiscovery({ ...CONFIG, kubeconfig: kubeconfig(url, 'token: wrong') }, wrong.hooks, { tuning: FAST })
+  t.teardown(() => d2.stop())
+  await d2.start()
+  t.match(wrong.errors[0]?.err.message, /401 Unauthorized: Unauthorized \(the token was refused\)/)
+})
+
+t.test('lists are paged (limit and continue)', async (t) => {
+  const slices = Array.from({ length: 5 }, (_, i) => slice(`web-${i}`, [{ pod: `web-${i}`, ip: `10.0.0.${i + 1}` }]))
+  const { api, discovery } = await setup(t, slices, {}, { tuning: { ...FAST, pageSize: 2 } })
+  t.same((await discovery.start()).map((u) => u.id), ['web-0', 'web-1', 'web-2', 'web-3', 'web-4'])
+  t.same(api.requests.filter((r) => !r.watch).map((r) => r.query['continue'] ?? ''), ['', '2', '4'])
+})
+
+t.test('events split across chunks are read whole', async (t) => {
+  const { api, discovery, rec } = await setup(t, [slice('web-a', [{ pod: 'web-0', ip: '10.0.0.5' }])])
+  api.splitLines = true
+  await discovery.start()
+  await until(() => api.openWatches === 1, 'the watch')
+  for (let i = 1; i <= 3; i++) api.put('endpointslices', slice('web-a', Array.from({ length: i + 1 }, (_, j) => ({ pod: `web-${j}`, ip: `10.0.0.${j + 5}` }))))
+  await until(() => rec.last.length === 4, 'three events')
+  t.same(rec.errors, [])
+})
+
+t.test('the weight annotation on the Service sets weights, live; an invalid one is reported and ignored', async (t) => {
+  const { api, discovery, rec } = await setup(t, [slice('web-a', [{ pod: 'web-0', ip: '10.0.0.5' }, { pod: 'web-1', ip: '10.0.0.6' }])], { weight_annotation: 'tether.io/weights' })
+  api.put('services', service('web', { 'tether.io/weights': 'web-1=3' }))
+  const initial = await discovery.start()
+  t.same(initial.map((u) => [u.id, u.weight]), [['web-0', 1], ['web-1', 3]])
+  t.ok(api.requests.some((r) => r.kind === 'services' && r.query['fieldSelector'] === 'metadata.name=web'), 'the Service is read by name')
+  await until(() => api.openWatches === 2, 'both watches')
+  api.put('services', service('web', { 'tether.io/weights': '2' }))
+  await until(() => rec.changes.at(-1)?.every((u) => u.weight === 2) === true, 'new weights')
+  api.put('services', service('web', { 'tether.io/weights': 'web-0=lots' }))
+  await until(() => rec.changes.at(-1)?.every((u) => u.weight === 1) === true, 'weights back to 1')
+  t.match(discovery.status(), [/annotation tether\.io\/weights on Service default\/web is invalid \(web-0=lots: the weight must be an integer 1\.\.1000\); every pod has weight 1/])
+  t.equal(rec.errors.at(-1)?.err.code, 'EWEIGHTS')
+  api.put('services', service('web', {}))
+  await until(() => discovery.status().length === 0, 'annotation removed')
+})
+
+t.test('stop() aborts the open watch, and no hook is called after it', async (t) => {
+  const { api, discovery, rec } = await setup(t, [slice('web-a', [{ pod: 'web-0', ip: '10.0.0.5' }])])
+  await discovery.start()
+  await until(() => api.openWatches === 1, 'the watch')
+  await discovery.stop()
+  await until(() => api.openWatches === 0, 'the watch closed')
+  api.put('endpointslices', slice('web-a', [{ pod: 'web-1', ip: '10.0.0.6' }]))
+  await api.close()
+  t.equal(rec.changes.length, 1)
+  t.same(rec.errors, [])
+  await t.rejects(discovery.start(), { message: 'KubernetesDiscovery: start() after stop()' })
+})
+
+t.test('back-off: failures wait base x 2^(n-1) up to max, and the next success resets it (fake timers)', async (t) => {
+  const api = new FakeKubeApi({ token: TOKEN })
+  const { url } = await api.start()
+  api.listMode = 500
+  t.teardown(() => api.close())
+  const timers = new FakeTimers()
+  const errors: number[] = []
+  const lw = new ListWatch(new KubernetesApi(kubeconfigAccess(kubeconfig(url)).endpoint),
+    { path: '/apis/discovery.k8s.io/v1/namespaces/default/endpointslices', selector: {}, backoff: { base: 100, max: 500 }, random: () => 1 },
+    { onSync: () => {}, onError: (_e, n) => void errors.push(n) }, timers)
+  t.teardown(() => lw.stop())
+  await lw.start()
+  const sleeps: number[] = []
+  for (let i = 0; i < 5; i++) {
+    await waitFor(() => timers.pending().some((p) => p.delay !== 10_000), 5_000, 'the back-off timer')
+    const sleep = timers.pending().find((p) => p.delay !== 10_000)!
+    sleeps.push(sleep.delay)
+    t.ok(sleep.unrefed, 'unref()ed')
+    timers.advance(sleep.delay)
+    await waitFor(() => errors.length === i + 2, 5_000, 'the next failure')
+  }
+  t.same(sleeps, [100, 200, 400, 500, 500])
+  t.equal(lw.healthy, false)
+  api.listMode = 'ok'
+  const sleep = timers.pending().find((p) => p.delay !== 10_000)!
+  timers.advance(sleep.delay)
+  await waitFor(() => lw.healthy, 5_000, 'recovery')
+  t.equal(lw.failures, 0)
+})
+
+t.test('a watch that sends nothing for idleTimeout is dropped and reopened (a half-open connection; fake timers)', async (t) => {
+  const api = new FakeKubeApi({ token: TOKEN })
+  const { url } = await api.start()
+  t.teardown(() => api.close())
+  const timers = new FakeTimers()
+  const errors: string[] = []
+  const lw = new ListWatch(new KubernetesApi(kubeconfigAccess(kubeconfig(url)).endpoint),
+    { path: '/apis/discovery.k8s.io/v1/namespaces/default/endpointslices', selector: {}, idleTimeout: 60_000, backoff: { base: 100, max: 100 }, random: () => 1 },
+    { onSync: () => {}, onError: (e) => void errors.push(e.code) }, timers)
+  t.teardown(() => lw.stop())
+  await lw.start()
+  await waitFor(() => api.openWatches === 1, 5_000, 'the watch')
+  const idle = timers.pending().find((p) => p.delay === 60_000)
+  t.ok(idle, 'an idle deadline is armed')
+  timers.advance(60_000)
+  await waitFor(() => errors.length === 1, 5_000, 'the idle timeout')
+  t.same(errors, ['ETIMEDOUT'])
+  timers.advance(100)
+  await waitFor(() => api.count('endpointslices', true) === 2, 5_000, 'a new watch')
+  t.equal(api.count('endpointslices', false), 1, 'resumed, not listed again')
+})
+
+// ---- credentials ------------------------------------------------------------------------------
+
+t.test('in cluster: https verified with the service account CA, the token re-read for every request, the pod namespace', async (t) => {
+  const certs = makeCertificates()
+  const api = new FakeKubeApi({ token: TOKEN, tls: certs })
+  const { port } = await api.start()
+  t.teardown(() => api.close())
+  api.put('endpointslices', endpointSlice('web-a', 'web', [{ pod: 'web-0', ip: '10.0.0.5' }], { namespace: 'shop' }))
+  const dir = tempDir()
+  writeFileSync(join(dir, 'token'), `${TOKEN}\n`)
+  writeFileSync(join(dir, 'ca.crt'), certs.ca)
+  writeFileSync(join(dir, 'namespace'), 'shop')
+  const env = { KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: String(port) }
+  const rec = new Recorder()
+  const discovery = new KubernetesDiscovery(CONFIG, rec.hooks, { env, serviceAccountDir: dir, tuning: FAST })
+  t.teardown(() => discovery.stop())
+  t.equal(discovery.source, 'the in-cluster service account')
+  t.same((await discovery.start()).map((u) => u.id), ['web-0'], 'listed over TLS in the pod namespace')
+  t.equal(discovery.target, 'shop/web')
+  await waitFor(() => api.openWatches === 1, 5_000, 'the watch')
+  writeFileSync(join(dir, 'token'), 'rotated-token') // the kubelet rotates projected tokens
+  api.cutWatches()
+  await waitFor(() => api.requests.at(-1)?.authorization === 'Bearer rotated-token', 5_000, 'the rotated token')
+  t.pass('a rotated token is used by the next request')
+
+  const stranger = makeCertificates().ca // a CA that did not sign the server
+  writeFileSync(join(dir, 'ca.crt'), stranger)
+  const other = new Recorder()
+  const unverified = new KubernetesDiscovery(CONFIG, other.hooks, { env, serviceAccountDir: dir, tuning: FAST })
+  t.teardown(() => unverified.stop())
+  await unverified.start()
+  t.match(other.errors[0]?.err.code, /CERT|SIGNATURE|VERIFY/, `a server the CA did not sign is refused (${other.errors[0]?.err.code})`)
+})
+
+t.test('in cluster: missing environment or service account files fail at construction with what to do', async (t) => {
+  t.throws(() => inClusterAccess({}), new KubernetesCredentialsError('KUBERNETES_SERVICE_HOST is not set, so Tether is not running in a pod: set discovery.kubernetes.kubeconfig to run outside a cluster'))
+  const dir = tempDir()
+  t.throws(() => inClusterAccess({ KUBERNETES_SERVICE_HOST: '10.96.0.1' }, dir), { message: /cannot read the service account's token .*\/token: ENOENT \(a pod gets them with a ServiceAccount and automountServiceAccountToken: true/ })
+  writeFileSync(join(dir, 'token'), 't')
+  writeFileSync(join(dir, 'ca.crt'), 'ca')
+  writeFileSync(join(dir, 'namespace'), 'ns\n')
+  const access = inClusterAccess({ KUBERNETES_SERVICE_HOST: 'fd00::1', KUBERNETES_SERVICE_PORT: '6443' }, dir)
+  t.equal(access.endpoint.server, 'https://[fd00::1]:6443', 'an IPv6 host is bracketed')
+  t.equal(access.namespace, 'ns')
+  t.throws(() => new KubernetesDiscovery(CONFIG, { onChange: () => {} }, { env: {} }), KubernetesCredentialsError, 'the discovery constructor throws too')
+})
+
+t.test('kubeconfig: token, tokenFile, CA data, insecure, namespace; unsupported auth and broken files say what to do', async (t) => {
+  const dir = tempDir()
+  writeFileSync(join(dir, 'tok'), 'from-file\n')
+  const ca = Buffer.from('-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n').toString('base64')
+  const a = kubeconfigAccess(kubeconfig('https://10.0.0.1:6443/', `tokenFile: ${join(dir, 'tok')}`, `certificate-authority-data: ${ca}`))
+  t.equal(a.endpoint.server, 'https://10.0.0.1:6443')
+  t.equal(a.endpoint.token(), 'from-file')
+  t.match(a.endpoint.ca, /BEGIN CERTIFICATE/)
+  t.equal(a.namespace, 'default')
+  t.match(a.source, /^kubeconfig .* \(context test\)$/)
+  const insecure = kubeconfigAccess(kubeconfig('https://10.0.0.1:6443', 'token: x', 'insecure-skip-tls-verify: true'))
+  t.equal(insecure.endpoint.insecure, true)
+  t.equal(insecure.endpoint.token(), 'x')
+  t.throws(() => kubeconfigAccess(kubeconfig('https://x', 'exec: { command: aws, apiVersion: client.authentication.k8s.io/v1 }')), { message: /authenticates with exec, which Tether does not support: run `kubectl proxy`/ })
+  t.throws(() => kubeconfigAccess(join(dir, 'missing')), { message: /cannot read the kubeconfig .*missing: ENOENT/ })
+  const bad = join(dir, 'bad')
+  writeFileSync(bad, 'apiVersion: v1\nkind: Config\n')
+  t.throws(() => kubeconfigAccess(bad), { message: /no current-context/ })
+  writeFileSync(bad, 'current-context: x\ncontexts: [{ name: y }]\n')
+  t.throws(() => kubeconfigAccess(bad), { message: /no context named "x" in contexts/ })
+  writeFileSync(bad, 'a: [1\n')
+  t.throws(() => kubeconfigAccess(bad), { message: /the kubeconfig is not valid YAML/ })
+  t.throws(() => kubeconfigAccess(kubeconfig('ftp://x', 'token: x')), { message: /must be https:\/\// })
+})

@@ -1,0 +1,94 @@
+// Membership (pure state owner): static and discovered upstreams merged by source, leaving ones
+// drained then removed after drain_timeout, terminating ones drained while listed, and only
+// membership's own drains undone. Fake timers; hooks recorded in call order.
+import t from 'tap'
+import { Membership } from '../src/upstream/membership.js'
+import type { DiscoveredUpstream } from '../src/upstream/upstream-set.js'
+import { FakeTimers } from './fixtures/timers.js'
+
+const DRAIN = 60_000
+const up = (id: string, extra: Partial<DiscoveredUpstream> = {}): DiscoveredUpstream => ({ id, url: `http://${id}.test:8080`, weight: 1, ...extra })
+
+function setup(statics: string[] = []) {
+  const timers = new FakeTimers()
+  const calls: string[] = []
+  const health = new Set<string>() // what the health table would know (onChange comes first)
+  const membership = new Membership(statics.map((id) => up(id)), DRAIN, {
+    onChange: (set) => {
+      calls.push(`set ${set.ids.join(',')}`)
+      health.clear()
+      for (const id of set.ids) health.add(id)
+    },
+    drain: (id) => void calls.push(`drain ${id}${health.has(id) ? '' : ' (unknown!)'}`),
+    undrain: (id) => void calls.push(`undrain ${id}${health.has(id) ? '' : ' (unknown!)'}`),
+  }, timers)
+  return { membership, timers, calls }
+}
+
+t.test('a gone upstream drains at once and leaves after drain_timeout; one that comes back is undrained', async (t) => {
+  const { membership, timers, calls } = setup(['s'])
+  membership.setDiscovered([up('a'), up('b')])
+  membership.setDiscovered([up('a')])
+  t.same(calls, ['set a,b,s', 'set a,b,s', 'drain b'], 'b stays in the set, draining')
+  timers.advance(DRAIN - 1)
+  t.same(membership.current().ids, ['a', 'b', 's'])
+  timers.advance(1)
+  t.same(membership.current().ids, ['a', 's'], 'removed after drain_timeout')
+  calls.length = 0
+  membership.setDiscovered([up('a'), up('c')])
+  membership.setDiscovered([up('a')])
+  membership.setDiscovered([up('a'), up('c')])
+  t.same(calls, ['set a,c,s', 'set a,c,s', 'drain c', 'set a,c,s', 'undrain c'])
+  timers.advance(DRAIN)
+  t.same(membership.current().ids, ['a', 'c', 's'], 'its removal was cancelled')
+})
+
+t.test('a terminating upstream is in the set and drains while listed; listed serving again it is undrained', async (t) => {
+  const { membership, timers, calls } = setup()
+  membership.setDiscovered([up('web-0'), up('web-1', { draining: true })], 'kubernetes')
+  t.same(calls, ['set web-0,web-1', 'drain web-1'], 'a new upstream first seen terminating drains after it joined the set (health knows it)')
+  membership.setDiscovered([up('web-0'), up('web-1', { draining: true })], 'kubernetes')
+  t.same(calls.slice(2), ['set web-0,web-1'], 'drained once')
+  membership.setDiscovered([up('web-0'), up('web-1')], 'kubernetes')
+  t.same(calls.slice(3), ['set web-0,web-1', 'undrain web-1'])
+  membership.setDiscovered([up('web-0'), up('web-1', { draining: true })], 'kubernetes')
+  membership.setDiscovered([up('web-0')], 'kubernetes')
+  t.same(calls.slice(5), ['set web-0,web-1', 'drain web-1', 'set web-0,web-1'], 'terminating then gone: one drain, then leaving')
+  timers.advance(DRAIN)
+  t.same(membership.current().ids, ['web-0'])
+  t.same(membership.current().get('web-0'), { id: 'web-0', url: 'http://web-0.test:8080', weight: 1, host: 'web-0.test:8080' }, 'the snapshot carries no draining flag')
+})
+
+t.test('a pod that changes address keeps its id; the snapshot has the new url', async (t) => {
+  const { membership, calls } = setup()
+  membership.setDiscovered([up('web-0', { url: 'http://10.0.0.5:8080' })], 'kubernetes')
+  membership.setDiscovered([up('web-0', { url: 'http://10.0.0.9:8080' })], 'kubernetes')
+  t.equal(membership.current().get('web-0')?.url, 'http://10.0.0.9:8080')
+  t.same(calls, ['set web-0', 'set web-0'], 'no drain: same id')
+})
+
+t.test('sources are merged: one source dropping an id another still lists does not drain it', async (t) => {
+  const { membership, calls } = setup()
+  membership.setDiscovered([up('a'), up('b')], 'dns')
+  membership.setDiscovered([up('b', { draining: true }), up('c')], 'kubernetes')
+  t.same(calls, ['set a,b', 'set a,b,c'], 'b is serving in dns, so not draining')
+  membership.setDiscovered([up('a')], 'dns')
+  t.same(calls.slice(2), ['set a,b,c', 'drain b'], 'now only kubernetes lists b, as terminating')
+})
+
+t.test('static wins: a discovered id that is also static is never drained by membership', async (t) => {
+  const { membership, calls } = setup(['a'])
+  membership.setDiscovered([up('a', { draining: true }), up('b')])
+  membership.setDiscovered([up('b')])
+  t.same(calls, ['set a,b', 'set a,b'])
+  membership.setStatic([])
+  t.same(calls.slice(2), ['set b'], 'removed from the static list, a goes (discovery no longer lists it)')
+})
+
+t.test('stop() cancels pending removals', async (t) => {
+  const { membership, timers } = setup()
+  membership.setDiscovered([up('a'), up('b')])
+  membership.setDiscovered([up('a')])
+  membership.stop()
+  t.same(timers.pending(), [])
+})
