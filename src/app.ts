@@ -19,6 +19,7 @@ import { createState, redisOf, stateDegraded } from './state/create-state.js'
 import { createProxy } from './proxy/create-proxy.js'
 import { InFlight } from './proxy/in-flight.js'
 import { Listener } from './proxy/listener.js'
+import { ServerCertificates } from './tls/server-certificates.js'
 import type { Tether, TetherOptions } from './tether.js'
 import { CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART } from './proxy/websocket-frames.js'
 
@@ -46,7 +47,11 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     observe: (id, signal) => health.table.reportPassive(id, signal), suspect: (id) => health.checker?.probeSoon(id), draining: () => draining,
   })
   let path = proxy.pathFor(config)
-  const listener = new Listener(config, { current: () => path, clientErrors: proxy.clientErrors, logger, timers })
+  // the listener's certificates: a renewed file is read again, new handshakes use it
+  const certificates = config.listen.tls === null ? undefined : new ServerCertificates(config.listen.tls, {
+    logger, timers, clock, onDefault: (o) => listener.setSecureContext(o),
+  })
+  const listener = new Listener(config, { current: () => path, clientErrors: proxy.clientErrors, logger, timers, certificates })
 
   health.table.onTransition((e) => {
     metrics.onHealthTransition(e)
@@ -83,6 +88,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     throw err
   })
   health.checker?.start()
+  certificates?.watch()
   await discovery.start()
   await redis?.start() // resolves even when Redis is down (degraded, reconnecting)
   await store?.start()
@@ -127,6 +133,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       logger.info({ grace_ms: graceMs }, 'tether shutting down')
       timers.clearTimeout(upkeep)
       watcher?.stop()
+      certificates?.stop()
       membership.stop()
       await Promise.all([health.checker?.stop(), discovery.stop()])
       await listener.close(graceMs, () => proxy.upgrades.closeAll(CLOSE_GOING_AWAY)) // WebSockets get the whole grace period, then 1001

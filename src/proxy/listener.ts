@@ -1,8 +1,12 @@
-// The proxy's HTTP/1.1 listener: Node's server with Tether's limits and timeouts, requests
-// forwarded one at a time per connection, upgrades handed to the request path in request
-// order, malformed requests answered, and the graceful stop. Layer 4: owns the server and its
-// connections, holds no routing or protocol logic (the current RequestPath does).
+// The proxy's listener: Node's server with Tether's limits and timeouts (plain HTTP/1.1, TLS
+// with HTTP/1.1, or TLS with HTTP/2 by ALPN and HTTP/1.1 on the same port), HTTP/1.1 requests
+// forwarded one at a time per connection, h2 streams side by side, upgrades handed to the
+// request path in request order, malformed requests answered, and the graceful stop. Layer 4:
+// owns the server and its connections, holds no routing or protocol logic (the current
+// RequestPath does) and no certificates (tls/server-certificates.ts does).
 import http from 'node:http'
+import http2 from 'node:http2'
+import https from 'node:https'
 import type { AddressInfo, Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { systemTimers, type Timers } from '../clock.js'
@@ -12,6 +16,8 @@ import type { ClientErrors } from './client-error.js'
 import { onePerConnection, whenIdle } from './pipelining.js'
 import type { RequestPath } from './request-path.js'
 import { writeRawError } from './respond.js'
+import { H2Request, H2Response } from './h2-messages.js'
+import type { ServerCertificates } from '../tls/server-certificates.js'
 
 /** What the listener serves: the request path of the current config (a reload swaps it). */
 export interface ListenerDeps {
@@ -20,6 +26,57 @@ export interface ListenerDeps {
   readonly logger: Logger
   /** Timers for the shutdown deadline and sweep (default the global ones). */
   readonly timers?: Timers
+  /** The certificates of `listen.tls` (required when it is set). */
+  readonly certificates?: ServerCertificates
+}
+
+/** Node's HTTP/1.1 server options Tether sets on every listener kind. */
+function http1Options(config: Config): http.ServerOptions {
+  const t = config.timeouts
+  return {
+    maxHeaderSize: config.limits.max_header_bytes,
+    headersTimeout: t.client_headers,
+    requestTimeout: 0, // long uploads and streams are bounded by idle timeouts instead
+    keepAliveTimeout: t.client_keep_alive,
+    // Node checks headersTimeout only this often (default 30 s): slow heads must get 408 on time
+    connectionsCheckingInterval: Math.max(50, Math.min(500, t.client_headers / 4)),
+    noDelay: true,
+  }
+}
+
+/**
+ * The server for `config.listen`: plain HTTP/1.1; with `tls`, HTTPS; with `tls` and
+ * `http2.enabled`, node:http2's secure server offering `h2` then `http/1.1` by ALPN (an
+ * HTTP/1.1 client gets Node's HTTP/1.1 server on the same port, upgrades included). Node 20's
+ * secure h2 server with `allowHTTP1` has the HTTP/1.1 server's connection tracking and
+ * timeouts, hence the one type.
+ */
+function createServer(config: Config, certificates: ServerCertificates | undefined, handle: http.RequestListener): http.Server {
+  const tls = config.listen.tls
+  if (tls === null) return http.createServer(http1Options(config), handle)
+  if (certificates === undefined) throw new Error('listen.tls is set but no certificates were loaded')
+  const { cert, key, minVersion, ticketKeys } = certificates.defaultOptions
+  const secure = { cert, key, minVersion, ticketKeys, SNICallback: certificates.sniCallback }
+  if (!config.listen.http2.enabled) return https.createServer({ ...http1Options(config), ...secure }, handle)
+  const h2 = http2.createSecureServer({
+    ...http1Options(config),
+    ...secure,
+    allowHTTP1: true,
+    Http2ServerRequest: H2Request,
+    Http2ServerResponse: H2Response,
+    maxSessionMemory: 10, // MB per connection, nghttp2's buffers included (Node's default)
+    settings: h2Settings(config),
+  }, handle as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void)
+  return h2 as unknown as http.Server
+}
+
+/** The SETTINGS Tether announces to an h2 client. */
+function h2Settings(config: Config): http2.Settings {
+  return {
+    maxConcurrentStreams: config.listen.http2.max_concurrent_streams,
+    maxHeaderListSize: config.limits.max_header_bytes,
+    enablePush: false,
+  }
 }
 
 /**
@@ -32,24 +89,30 @@ export class Listener {
   readonly #deps: ListenerDeps
   /** Client sockets that have Tether's error listener (a keep-alive connection may hand over many h2c requests). */
   readonly #guarded = new WeakSet<Duplex>()
+  /** Open HTTP/2 connections: a graceful stop sends each a GOAWAY, a forced one destroys it. */
+  readonly #sessions = new Set<http2.ServerHttp2Session>()
+  /** TLS connections (Node's h2 server cannot close its HTTP/1.1 ones all at once itself). */
+  readonly #tlsSockets = new Set<Socket>()
 
   constructor(config: Config, deps: ListenerDeps) {
     this.#config = config
     this.#deps = deps
     const t = config.timeouts
-    const handle = onePerConnection((req, res) => deps.current().handleRequest(req, res))
-    this.server = http.createServer(
-      {
-        maxHeaderSize: config.limits.max_header_bytes,
-        headersTimeout: t.client_headers,
-        requestTimeout: 0, // long uploads and streams are bounded by idle timeouts instead
-        keepAliveTimeout: t.client_keep_alive,
-        // Node checks headersTimeout only this often (default 30 s): slow heads must get 408 on time
-        connectionsCheckingInterval: Math.max(50, Math.min(500, t.client_headers / 4)),
-        noDelay: true,
-      },
-      handle,
-    )
+    const serial = onePerConnection((req, res) => deps.current().handleRequest(req, res))
+    // h2 streams of one connection are concurrent by design (bounded by max_concurrent_streams)
+    const handle: http.RequestListener = (req, res) => (req.httpVersionMajor === 2 ? deps.current().handleRequest(req, res) : serial(req, res))
+    this.server = createServer(config, deps.certificates, handle)
+    this.server.on('session', (session: http2.ServerHttp2Session) => {
+      this.#sessions.add(session)
+      session.once('close', () => this.#sessions.delete(session))
+      session.on('error', (err) => deps.logger.debug({ err }, 'HTTP/2 session error'))
+    })
+    this.server.on('secureConnection', (socket: Socket) => {
+      this.#tlsSockets.add(socket)
+      socket.once('close', () => this.#tlsSockets.delete(socket))
+    })
+    // a failed handshake (wrong version, no shared cipher, a scanner) is the client's problem
+    this.server.on('tlsClientError', (err: Error) => deps.logger.debug({ err }, 'TLS handshake failed'))
     this.server.on('clientError', deps.clientErrors.handle)
     // Expect: 100-continue: refuse a declared oversized body before the client sends it
     this.server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
@@ -88,10 +151,15 @@ export class Listener {
     return (this.server.address() as AddressInfo).port
   }
 
-  /** http://host:port (the real port when configured with 0). */
+  /** http://host:port, or https:// with TLS (the real port when configured with 0). */
   get url(): string {
     const host = this.#config.listen.host
-    return `http://${host.includes(':') ? `[${host}]` : host}:${this.port}`
+    return `${this.#config.listen.tls === null ? 'http' : 'https'}://${host.includes(':') ? `[${host}]` : host}:${this.port}`
+  }
+
+  /** New TLS handshakes use these certificate options (the certificates' reload calls it). */
+  setSecureContext(options: { cert: Buffer; key: Buffer; minVersion: string; ticketKeys: Buffer }): void {
+    ;(this.server as unknown as https.Server).setSecureContext(options as https.ServerOptions)
   }
 
   /**
@@ -105,6 +173,8 @@ export class Listener {
     const closed = new Promise<void>((resolve) => server.close(() => resolve()))
     // connections that finish their request while draining become idle: close them too
     let sweep: unknown = null
+    // h2 connections get a GOAWAY: their open streams finish, no new one starts
+    for (const session of this.#sessions) session.close()
     const sweepIdle = (): void => {
       server.closeIdleConnections()
       sweep = timers.setTimeout(sweepIdle, 50)
@@ -116,7 +186,9 @@ export class Listener {
     beforeForce()
     timers.clearTimeout(sweep)
     timers.clearTimeout(timer)
-    server.closeAllConnections()
+    if (typeof server.closeAllConnections === 'function') server.closeAllConnections()
+    for (const session of this.#sessions) session.destroy()
+    for (const socket of this.#tlsSockets) socket.destroy()
     await closed
   }
 

@@ -208,7 +208,7 @@ export class RequestPath {
     const dropped: string[] | undefined = this.#debug ? [] : undefined
     const headers = upstreamRequestHeaders(ctx.req.rawHeaders, this.#d.headerPolicy, {
       peer: ctx.peer,
-      proto: 'http',
+      proto: ctx.scheme,
       port: ctx.req.socket.localPort ?? 0,
       upstreamHost: upstream.host,
       authority: ctx.target.authority,
@@ -354,6 +354,7 @@ export class RequestPath {
       method: ctx.method,
       path: ctx.req.url,
       protocol: ctx.protocol,
+      http_version: ctx.req.httpVersion,
       status: r.status,
       key: this.config.affinity.key,
       upstream,

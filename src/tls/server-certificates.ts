@@ -111,9 +111,12 @@ export class ServerCertificates {
       this.#logger.error({ key: e.key, file: e.file, err: e.message }, 'TLS certificate reload rejected; the certificates in use keep serving')
       return e
     }
-    const changed = !next.main.options.cert.equals(this.#snapshot.main.options.cert) || !next.main.options.key.equals(this.#snapshot.main.options.key)
+    const prev = this.#snapshot
+    const same = (a: Loaded, b: Loaded | undefined): boolean => b !== undefined && a.options.cert.equals(b.options.cert) && a.options.key.equals(b.options.key)
+    // the cert and key watchers may both fire for one swap: the second read finds nothing new
+    if (same(next.main, prev.main) && next.sni.length === prev.sni.length && next.sni.every((l, i) => same(l, prev.sni[i]))) return null
     this.#snapshot = next
-    if (changed) this.#onDefault(next.main.options)
+    if (!same(next.main, prev.main)) this.#onDefault(next.main.options)
     this.#report('TLS certificates reloaded')
     return null
   }
