@@ -20,6 +20,7 @@ import { createProxy } from './proxy/create-proxy.js'
 import { InFlight } from './proxy/in-flight.js'
 import { Listener } from './proxy/listener.js'
 import { ServerCertificates } from './tls/server-certificates.js'
+import { unverifiedUpstreams } from './tls/upstream-tls.js'
 import type { Tether, TetherOptions } from './tether.js'
 import { CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART } from './proxy/websocket-frames.js'
 
@@ -47,6 +48,11 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     observe: (id, signal) => health.table.reportPassive(id, signal), suspect: (id) => health.checker?.probeSoon(id), draining: () => draining,
   })
   let path = proxy.pathFor(config)
+  const warnUnverified = (c: Config): void => {
+    const ids = unverifiedUpstreams(c.upstreams)
+    if (ids.length > 0) logger.warn({ upstreams: ids }, 'INSECURE: TLS certificates of these https:// upstreams are NOT verified (tls.verify: false); anyone on the network path can impersonate them')
+  }
+  warnUnverified(config)
   // the listener's certificates: a renewed file is read again, new handshakes use it
   const certificates = config.listen.tls === null ? undefined : new ServerCertificates(config.listen.tls, {
     logger, timers, clock, onDefault: (o) => listener.setSecureContext(o),
@@ -103,7 +109,10 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
 
   const reload = (next: Config): ReloadResult => {
     const { applied, needsRestart, effective } = diffConfig(current, next)
-    if (applied.includes('upstreams')) membership.setStatic(next.upstreams)
+    if (applied.includes('upstreams')) {
+      membership.setStatic(next.upstreams)
+      warnUnverified(next)
+    }
     current = effective
     path = proxy.pathFor(effective)
     metrics.configReload(true)
