@@ -19,6 +19,7 @@ import { createState, redisOf, stateDegraded } from './state/create-state.js'
 import { createProxy } from './proxy/create-proxy.js'
 import { InFlight } from './proxy/in-flight.js'
 import { Listener } from './proxy/listener.js'
+import { RedirectListener } from './proxy/redirect-listener.js'
 import { ServerCertificates } from './tls/server-certificates.js'
 import { unverifiedUpstreams } from './tls/upstream-tls.js'
 import type { Tether, TetherOptions } from './tether.js'
@@ -84,12 +85,14 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const discovery = createDiscovery(config.discovery, { membership, logger, metrics, env, timers })
   membership.setStatic(config.upstreams)
 
-  const admin = await listener.listen().then(() => createAdmin(config, {
+  const redirect = config.listen.redirect === null ? null : new RedirectListener(config, { current: () => path, clientErrors: proxy.clientErrors, logger }, () => listener.port)
+  const admin = await listener.listen().then(() => redirect?.listen()).then(() => createAdmin(config, {
     logger, health: health.table, peers: health.peers, metrics, upstreams: () => membership.current(), draining: () => draining,
     inFlight: (id) => inFlight.count(id), websockets: (id) => proxy.upgrades.countByUpstream(id), sessions: (id) => sessions.countByUpstream(id),
     degraded: () => [...stateDegraded(store, redis)(), ...discovery.degraded()],
   })).catch(async (err: unknown) => {
     await listener.close(0, () => undefined)
+    if (redirect?.server.listening) await redirect.close()
     await proxy.http.destroy()
     throw err
   })
@@ -145,7 +148,10 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       certificates?.stop()
       membership.stop()
       await Promise.all([health.checker?.stop(), discovery.stop()])
-      await listener.close(graceMs, () => proxy.upgrades.closeAll(CLOSE_GOING_AWAY)) // WebSockets get the whole grace period, then 1001
+      await Promise.all([
+        listener.close(graceMs, () => proxy.upgrades.closeAll(CLOSE_GOING_AWAY)), // WebSockets get the whole grace period, then 1001
+        redirect?.close(),
+      ])
       await Promise.all([proxy.http.destroy(), admin.close(), store?.stop(), redis?.stop()])
       logger.info('tether stopped')
     })()
@@ -153,7 +159,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   }
   return {
     get config() { return current },
-    url: listener.url, port: listener.port, adminUrl: admin.url, logger, router, sessions, health: health.table, metrics, listener, upgrades: proxy.upgrades,
+    url: listener.url, port: listener.port, redirectUrl: redirect === null ? null : `http://${config.listen.redirect!.host.includes(':') ? `[${config.listen.redirect!.host}]` : config.listen.redirect!.host}:${redirect.port}`, adminUrl: admin.url, logger, router, sessions, health: health.table, metrics, listener, upgrades: proxy.upgrades,
     reload, reloadFile, close,
   }
 }
