@@ -70,6 +70,39 @@ function createServer(config: Config, certificates: ServerCertificates | undefin
   return h2 as unknown as http.Server
 }
 
+/** Streams a connection may open before its share of streams it reset itself is judged. */
+const RESET_MIN_STREAMS = 100
+/** Above this share of streams reset by the client before their answer, the connection is closed. */
+const RESET_MAX_SHARE = 0.5
+
+/**
+ * Rapid reset (CVE-2023-44487): a client that opens streams and resets them at once makes the
+ * server start work (here: an upstream request) it never pays for, unbounded by the
+ * concurrent-stream limit. As Envoy does, a connection whose streams are mostly reset by the
+ * client before their answer (more than half, once it opened 100) gets GOAWAY
+ * ENHANCE_YOUR_CALM and is closed; a browser cancelling a few streams is far below that.
+ */
+function guardRapidReset(session: http2.ServerHttp2Session, logger: Logger): void {
+  let streams = 0
+  let resets = 0
+  session.on('stream', (stream: http2.ServerHttp2Stream) => {
+    streams++
+    // reset by the client: before its answer was complete ('aborted'), or cancelled right after
+    let counted = false
+    const reset = (): void => {
+      if (counted) return
+      counted = true
+      resets++
+      if (streams >= RESET_MIN_STREAMS && resets > streams * RESET_MAX_SHARE && !session.closed && !session.destroyed) {
+        logger.warn({ streams, resets, peer: session.socket?.remoteAddress }, 'HTTP/2 client resets most of its streams (rapid reset): connection closed')
+        session.destroy(new Error('rapid reset'), http2.constants.NGHTTP2_ENHANCE_YOUR_CALM) // its final GOAWAY carries the code
+      }
+    }
+    stream.once('aborted', reset)
+    stream.once('close', () => { if (stream.rstCode === http2.constants.NGHTTP2_CANCEL) reset() })
+  })
+}
+
 /** The SETTINGS Tether announces to an h2 client. */
 function h2Settings(config: Config): http2.Settings {
   return {
@@ -106,6 +139,7 @@ export class Listener {
       this.#sessions.add(session)
       session.once('close', () => this.#sessions.delete(session))
       session.on('error', (err) => deps.logger.debug({ err }, 'HTTP/2 session error'))
+      guardRapidReset(session, deps.logger)
     })
     this.server.on('secureConnection', (socket: Socket) => {
       this.#tlsSockets.add(socket)

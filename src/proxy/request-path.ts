@@ -90,6 +90,8 @@ export class RequestPath {
   readonly #access: boolean
   readonly #debug: boolean
   readonly #hook: string | null
+  /** Client connections that already gave up waiting on an upstream (see #firstGiveUp). */
+  readonly #gaveUp = new WeakSet<object>()
 
   constructor(deps: RequestPathDeps) {
     this.#d = deps
@@ -266,7 +268,7 @@ export class RequestPath {
       events.requestEnded(upstream.id)
       const signal = healthSignal(r)
       if (signal !== null) this.#d.observe(upstream.id, signal)
-      else if (r.outcome?.kind === 'client_abort' && !attempt.answered && performance.now() - sent >= this.config.health.active.timeout) {
+      else if (r.outcome?.kind === 'client_abort' && !attempt.answered && performance.now() - sent >= this.config.health.active.timeout && this.#firstGiveUp(ctx)) {
         // the client gave up waiting for a head: a hint that this upstream may not be answering
         // (a frozen replica); a failure for passive health, and a probe now, so the user's
         // next request is not sent back into the hole
@@ -276,6 +278,18 @@ export class RequestPath {
       return r
     })
     return { attempt, result }
+  }
+
+  /**
+   * One client connection is one witness: however many requests (h2 streams) it abandons at
+   * once, its giving up counts once. A client resetting a burst of streams (or a busy event
+   * loop delaying their aborts past the probe timeout) must not eject an upstream by itself.
+   */
+  #firstGiveUp(ctx: RequestContext): boolean {
+    const connection = ctx.connection
+    if (this.#gaveUp.has(connection)) return false
+    this.#gaveUp.add(connection)
+    return true
   }
 
   /** `retries.hedge_after` applies: a plain HTTP request with an idempotent method and no body. */
