@@ -7,8 +7,8 @@
 import http from 'node:http'
 import http2 from 'node:http2'
 import https from 'node:https'
-import type { AddressInfo, Socket } from 'node:net'
-import type { Duplex } from 'node:stream'
+import net, { type AddressInfo, type Socket } from 'node:net'
+import { Duplex as DuplexStream, type Duplex } from 'node:stream'
 import { systemTimers, type Timers } from '../clock.js'
 import type { Config } from '../config/schema.js'
 import type { Logger } from '../observability/logger.js'
@@ -70,6 +70,39 @@ function createServer(config: Config, certificates: ServerCertificates | undefin
   return h2 as unknown as http.Server
 }
 
+/**
+ * A Duplex relaying `socket` from its JavaScript side (so the bytes already read and put back
+ * come first), with the socket's addresses and timeouts, for node:http2, which reads a real
+ * socket's handle directly but takes any Duplex. Example: `h2c.emit('connection', new
+ * RelayedSocket(socket))`.
+ */
+class RelayedSocket extends DuplexStream {
+  readonly #socket: Socket
+  constructor(socket: Socket) {
+    super({ allowHalfOpen: false })
+    this.#socket = socket
+    socket.on('data', (chunk: Buffer) => { if (!this.push(chunk)) socket.pause() })
+    socket.once('end', () => this.push(null))
+    socket.once('close', () => this.destroy())
+    socket.on('error', (err) => this.destroy(err))
+  }
+  get remoteAddress(): string | undefined { return this.#socket.remoteAddress }
+  get remotePort(): number | undefined { return this.#socket.remotePort }
+  get remoteFamily(): string | undefined { return this.#socket.remoteFamily }
+  get localAddress(): string | undefined { return this.#socket.localAddress }
+  get localPort(): number | undefined { return this.#socket.localPort }
+  setTimeout(ms: number, cb?: () => void): this { this.#socket.setTimeout(ms, cb); return this }
+  setNoDelay(noDelay?: boolean): this { this.#socket.setNoDelay(noDelay); return this }
+  setKeepAlive(enable?: boolean, delay?: number): this { this.#socket.setKeepAlive(enable, delay); return this }
+  override _read(): void { this.#socket.resume() }
+  override _write(chunk: Buffer, encoding: BufferEncoding, cb: (err?: Error | null) => void): void { this.#socket.write(chunk, encoding, cb) }
+  override _final(cb: (err?: Error | null) => void): void { this.#socket.end(cb) }
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void { this.#socket.destroy(err ?? undefined); cb(err) }
+}
+
+/** The HTTP/2 client connection preface (RFC 9113 section 3.4). */
+const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1')
+
 /** Streams a connection may open before its share of streams it reset itself is judged. */
 const RESET_MIN_STREAMS = 100
 /** Above this share of streams reset by the client before their answer, the connection is closed. */
@@ -124,8 +157,10 @@ export class Listener {
   readonly #guarded = new WeakSet<Duplex>()
   /** Open HTTP/2 connections: a graceful stop sends each a GOAWAY, a forced one destroys it. */
   readonly #sessions = new Set<http2.ServerHttp2Session>()
-  /** TLS connections (Node's h2 server cannot close its HTTP/1.1 ones all at once itself). */
+  /** TLS connections (Node's h2 server cannot close its HTTP/1.1 ones all at once itself), and h2c ones. */
   readonly #tlsSockets = new Set<Socket>()
+  /** With `listen.http2.cleartext`: the socket server that listens and sorts h2c from HTTP/1.1. */
+  #front: net.Server | null = null
 
   constructor(config: Config, deps: ListenerDeps) {
     this.#config = config
@@ -135,12 +170,26 @@ export class Listener {
     // h2 streams of one connection are concurrent by design (bounded by max_concurrent_streams)
     const handle: http.RequestListener = (req, res) => (req.httpVersionMajor === 2 ? deps.current().handleRequest(req, res) : serial(req, res))
     this.server = createServer(config, deps.certificates, handle)
-    this.server.on('session', (session: http2.ServerHttp2Session) => {
+    const onSession = (session: http2.ServerHttp2Session): void => {
       this.#sessions.add(session)
       session.once('close', () => this.#sessions.delete(session))
       session.on('error', (err) => deps.logger.debug({ err }, 'HTTP/2 session error'))
       guardRapidReset(session, deps.logger)
-    })
+    }
+    this.server.on('session', onSession)
+    if (config.listen.tls === null && config.listen.http2.cleartext) {
+      // h2c with prior knowledge next to HTTP/1.1: a front socket server reads each
+      // connection's first bytes and hands it to the h2 server (the client preface) or to
+      // the HTTP/1.1 server (anything else)
+      const h2c = http2.createServer({
+        Http2ServerRequest: H2Request,
+        Http2ServerResponse: H2Response,
+        maxSessionMemory: 10,
+        settings: h2Settings(config),
+      }, handle as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void)
+      h2c.on('session', onSession)
+      this.#front = net.createServer({ noDelay: true }, (socket) => this.#sniff(socket, h2c))
+    }
     this.server.on('secureConnection', (socket: Socket) => {
       this.#tlsSockets.add(socket)
       socket.once('close', () => this.#tlsSockets.delete(socket))
@@ -170,10 +219,13 @@ export class Listener {
   /** Start listening; rejects with a message naming the address when the port is taken. */
   async listen(): Promise<void> {
     const { host, port } = this.#config.listen
+    const listening = this.#front ?? this.server
     await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject)
-      this.server.listen(port, host, () => {
-        this.server.off('error', reject)
+      listening.once('error', reject)
+      listening.listen(port, host, () => {
+        listening.off('error', reject)
+        // the HTTP/1.1 server behind a front starts its connection tracking (timeouts) as if it listened
+        if (listening !== this.server) this.server.emit('listening')
         resolve()
       })
     }).catch((err: NodeJS.ErrnoException) => {
@@ -182,7 +234,32 @@ export class Listener {
   }
 
   get port(): number {
-    return (this.server.address() as AddressInfo).port
+    return ((this.#front ?? this.server).address() as AddressInfo).port
+  }
+
+  /**
+   * A new cleartext connection: the HTTP/2 client preface ("PRI * HTTP/2.0...", RFC 9113
+   * section 3.4) goes to the h2 server, anything else to the HTTP/1.1 server; the bytes read
+   * are put back first. A connection that sends nothing is left to the HTTP/1.1 server's
+   * header timeout only once it sends: until then the front's own idle timeout applies.
+   */
+  #sniff(socket: Socket, h2c: http2.Http2Server): void {
+    socket.on('error', () => undefined)
+    socket.setTimeout(this.#config.timeouts.client_headers, () => socket.destroy())
+    socket.once('data', (chunk: Buffer) => {
+      socket.pause()
+      socket.setTimeout(0)
+      socket.unshift(chunk)
+      const n = Math.min(chunk.length, H2_PREFACE.length)
+      if (n >= 3 && chunk.subarray(0, n).equals(H2_PREFACE.subarray(0, n))) {
+        this.#tlsSockets.add(socket)
+        socket.once('close', () => this.#tlsSockets.delete(socket))
+        // nghttp2 reads the socket's handle directly, past bytes put back in JS: it gets a
+        // stream that replays them, then relays the socket
+        h2c.emit('connection', new RelayedSocket(socket))
+      } else this.server.emit('connection', socket)
+      socket.resume()
+    })
   }
 
   /** http://host:port, or https:// with TLS (the real port when configured with 0). */
@@ -204,7 +281,11 @@ export class Listener {
   async close(graceMs: number, beforeForce: () => void): Promise<void> {
     const server = this.server
     const timers = this.#deps.timers ?? systemTimers
-    const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+    const front = this.#front
+    const closed = Promise.all([
+      new Promise<void>((resolve) => server.close(() => resolve())),
+      front === null ? null : new Promise<void>((resolve) => front.close(() => resolve())),
+    ]).then(() => undefined)
     // connections that finish their request while draining become idle: close them too
     let sweep: unknown = null
     // h2 connections get a GOAWAY: their open streams finish, no new one starts
