@@ -157,7 +157,8 @@ export class ActiveChecker {
       let request: http.RequestOptions
       try {
         request = this.#requestOptions(url, tls ?? null)
-      } catch {
+      } catch (err) {
+        if (err instanceof RangeError) throw err
         continue // a TLS file gone since the config was checked: not probed (its requests fail alike)
       }
       const target: Target = { id, url, tlsKey: JSON.stringify(tls ?? null), request, timer: null, probe: null, suspected: false }

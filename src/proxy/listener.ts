@@ -1,5 +1,6 @@
-// The proxy's listener: Node's server with Tether's limits and timeouts (plain HTTP/1.1, TLS
-// with HTTP/1.1, or TLS with HTTP/2 by ALPN and HTTP/1.1 on the same port), HTTP/1.1 requests
+// The proxy's listener: Node's server with Tether's limits and timeouts (plain HTTP/1.1, with
+// h2c by prior knowledge beside it, TLS with HTTP/1.1, or TLS with HTTP/2 by ALPN and HTTP/1.1
+// on the same port), the rapid-reset guard of h2 connections, HTTP/1.1 requests
 // forwarded one at a time per connection, h2 streams side by side, upgrades handed to the
 // request path in request order, malformed requests answered, and the graceful stop. Layer 4:
 // owns the server and its connections, holds no routing or protocol logic (the current
