@@ -85,7 +85,11 @@ export class H2Response extends http2.Http2ServerResponse {
   constructor(stream: http2.ServerHttp2Stream) {
     super(stream)
     stream.once('finish', () => {
-      if (!stream.closed && !stream.destroyed && stream.readable && !this.req.complete) stream.close(NGHTTP2_NO_ERROR)
+      // `req.complete` is false for a request body nobody read (a GET's empty one too): the
+      // protocol state says whether the client is still sending; a reset while it is done
+      // would discard answer frames not yet on the wire
+      if (stream.closed || stream.destroyed || stream.endAfterHeaders || stream.state.remoteClose === 1) return
+      if (!this.req.complete) stream.close(NGHTTP2_NO_ERROR)
     })
   }
 

@@ -246,10 +246,12 @@ export class Listener {
    */
   #sniff(socket: Socket, h2c: http2.Http2Server): void {
     socket.on('error', () => undefined)
-    socket.setTimeout(this.#config.timeouts.client_headers, () => socket.destroy())
+    const timers = this.#deps.timers ?? systemTimers
+    const silent = timers.setTimeout(() => socket.destroy(), this.#config.timeouts.client_headers)
+    socket.once('close', () => timers.clearTimeout(silent))
     socket.once('data', (chunk: Buffer) => {
+      timers.clearTimeout(silent)
       socket.pause()
-      socket.setTimeout(0)
       socket.unshift(chunk)
       const n = Math.min(chunk.length, H2_PREFACE.length)
       if (n >= 3 && chunk.subarray(0, n).equals(H2_PREFACE.subarray(0, n))) {
