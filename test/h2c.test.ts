@@ -52,3 +52,15 @@ t.test('without cleartext the plain listener speaks HTTP/1.1 only', async (t) =>
   const h2 = await curl(['--http2-prior-knowledge', `${tether.url}/x`])
   t.not(h2.code, 0, 'an h2 preface is not HTTP/1.1')
 })
+
+t.test('every h2c answer arrives whole: the stream is not reset once the answer is written (40 curl runs)', async (t) => {
+  const tether = await h2cTether(t, true)
+  let whole = 0
+  const errors: string[] = []
+  for (let i = 0; i < 40; i++) {
+    const r = await curl(['--http2-prior-knowledge', `${tether.url}/${i}`])
+    if (r.code === 0 && /\r\n\r\n\{"version":"1.1"/.test(r.out)) whole++
+    else errors.push(`curl exit ${r.code}`)
+  }
+  t.equal(whole, 40, errors.slice(0, 3).join('; '))
+})
