@@ -105,6 +105,7 @@ t.test('an h2 stream is routed, pinned and answered like an HTTP/1.1 request; co
   t.equal(access.length, 6)
   t.same(access.map((a) => a['http_version']), Array(6).fill('2.0'), 'the access log says h2')
   t.equal(access[0]!['protocol'], 'http')
+  t.match(await tether.metrics.render(), /^tether_client_requests_total\{protocol="h2"\} 6$/m, 'the metric labels the protocol')
 })
 
 t.test('a request body streams upstream on an h2 stream, with or without content-length', async (t) => {

@@ -5,6 +5,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { HealthState, HealthTransition } from '../health/health-table.js'
 import type { MoveReason } from '../routing/router.js'
+import type { ClientProtocol } from './events.js'
 
 /** Result of a rehydration attempt (the new upstream asked for a moved user's state). */
 export type RehydrationResult = 'delivered' | 'no_state' | 'error'
@@ -78,6 +79,8 @@ export const METRIC_DOCS = [
     help: 'Open proxied WebSocket connections.' },
   { name: 'tether_config_reloads_total', type: 'counter', labels: ['result'],
     help: 'Configuration reloads, by result (ok, failed).' },
+  { name: 'tether_client_requests_total', type: 'counter', labels: ['protocol'],
+    help: 'Client requests finished, by the protocol the client spoke (http/1.0, http/1.1, h2, websocket), TLS or not.' },
   { name: 'tether_discovery_up', type: 'gauge', labels: ['source'],
     help: 'Per discovery source (dns, kubernetes): 1 while its last answer was good, 0 while it keeps the last known upstreams because its server is unreachable or failing or the answer was empty.' },
   { name: 'tether_discovery_errors_total', type: 'counter', labels: ['source'],
@@ -137,6 +140,7 @@ export class Metrics {
   readonly #redisOps: Histogram<string>
   readonly #websockets: Gauge<string>
   readonly #reloads: Counter<string>
+  readonly #byProtocol: Counter<string>
   readonly #discoveryErrors: Counter<string>
   #discoveryStatus: () => readonly DiscoveryStatus[] = () => []
 
@@ -197,6 +201,7 @@ export class Metrics {
     this.#redisOps = new Histogram({ ...config('tether_redis_operation_duration_seconds'), registers, buckets: [...REDIS_BUCKETS] })
     this.#websockets = new Gauge({ ...config('tether_websocket_connections'), registers })
     this.#reloads = new Counter({ ...config('tether_config_reloads_total'), registers })
+    this.#byProtocol = new Counter({ ...config('tether_client_requests_total'), registers })
     new Gauge({
       ...config('tether_discovery_up'), registers,
       collect() {
@@ -332,6 +337,11 @@ export class Metrics {
   }
 
   /** A configuration reload was applied (true) or rejected (false). */
+  /** One finished client request spoke `protocol` (http/1.1, h2, websocket). Example: `metrics.clientProtocol('h2')`. */
+  clientProtocol(protocol: ClientProtocol): void {
+    this.#byProtocol.inc({ protocol })
+  }
+
   configReload(ok: boolean): void {
     this.#reloads.inc({ result: ok ? 'ok' : 'failed' })
   }

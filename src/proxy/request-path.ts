@@ -362,6 +362,7 @@ export class RequestPath {
     }
     const ms = performance.now() - ctx.t0
     events.observeRequest(upstream, ctx.method, r.status, ms / 1000)
+    events.clientProtocol(ctx.protocol === 'websocket' ? 'websocket' : ctx.req.httpVersionMajor === 2 ? 'h2' : ctx.req.httpVersion === '1.0' ? 'http/1.0' : 'http/1.1')
     if (!this.#access) return
     logger.info({
       request_id: ctx.id,
