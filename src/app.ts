@@ -19,6 +19,9 @@ import { createState, redisOf, stateDegraded } from './state/create-state.js'
 import { createProxy } from './proxy/create-proxy.js'
 import { InFlight } from './proxy/in-flight.js'
 import { Listener } from './proxy/listener.js'
+import { RedirectListener } from './proxy/redirect-listener.js'
+import { ServerCertificates } from './tls/server-certificates.js'
+import { unverifiedUpstreams } from './tls/upstream-tls.js'
 import type { Tether, TetherOptions } from './tether.js'
 import { CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART } from './proxy/websocket-frames.js'
 
@@ -46,7 +49,16 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     observe: (id, signal) => health.table.reportPassive(id, signal), suspect: (id) => health.checker?.probeSoon(id), draining: () => draining,
   })
   let path = proxy.pathFor(config)
-  const listener = new Listener(config, { current: () => path, clientErrors: proxy.clientErrors, logger, timers })
+  const warnUnverified = (c: Config): void => {
+    const ids = unverifiedUpstreams(c.upstreams)
+    if (ids.length > 0) logger.warn({ upstreams: ids }, 'INSECURE: TLS certificates of these https:// upstreams are NOT verified (tls.verify: false); anyone on the network path can impersonate them')
+  }
+  warnUnverified(config)
+  // the listener's certificates: a renewed file is read again, new handshakes use it
+  const certificates = config.listen.tls === null ? undefined : new ServerCertificates(config.listen.tls, {
+    logger, timers, clock, onDefault: (o) => listener.setSecureContext(o),
+  })
+  const listener = new Listener(config, { current: () => path, clientErrors: proxy.clientErrors, logger, timers, certificates })
 
   health.table.onTransition((e) => {
     metrics.onHealthTransition(e)
@@ -74,16 +86,19 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const discovery = createDiscovery(config.discovery, { membership, logger, metrics, env, timers })
   membership.setStatic(config.upstreams)
 
-  const admin = await listener.listen().then(() => createAdmin(config, {
+  const redirect = config.listen.redirect === null ? null : new RedirectListener(config, { current: () => path, clientErrors: proxy.clientErrors, logger }, () => listener.port)
+  const admin = await listener.listen().then(() => redirect?.listen()).then(() => createAdmin(config, {
     logger, health: health.table, peers: health.peers, metrics, upstreams: () => membership.current(), draining: () => draining,
     inFlight: (id) => inFlight.count(id), websockets: (id) => proxy.upgrades.countByUpstream(id), sessions, records, shared, store: state?.store ?? null, now: () => clock.now(),
     degraded: () => [...stateDegraded(store, redis)(), ...discovery.degraded()],
   })).catch(async (err: unknown) => {
     await listener.close(0, () => undefined)
+    if (redirect?.server.listening) await redirect.close()
     await proxy.http.destroy()
     throw err
   })
   health.checker?.start()
+  certificates?.watch()
   await discovery.start()
   await redis?.start() // resolves even when Redis is down (degraded, reconnecting)
   await store?.start()
@@ -99,7 +114,10 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
 
   const reload = (next: Config): ReloadResult => {
     const { applied, needsRestart, effective } = diffConfig(current, next)
-    if (applied.includes('upstreams')) membership.setStatic(next.upstreams)
+    if (applied.includes('upstreams')) {
+      membership.setStatic(next.upstreams)
+      warnUnverified(next)
+    }
     current = effective
     path = proxy.pathFor(effective)
     metrics.configReload(true)
@@ -129,9 +147,13 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       logger.info({ grace_ms: graceMs }, 'tether shutting down')
       timers.clearTimeout(upkeep)
       watcher?.stop()
+      certificates?.stop()
       membership.stop()
       await Promise.all([health.checker?.stop(), discovery.stop()])
-      await listener.close(graceMs, () => proxy.upgrades.closeAll(CLOSE_GOING_AWAY)) // WebSockets get the whole grace period, then 1001
+      await Promise.all([
+        listener.close(graceMs, () => proxy.upgrades.closeAll(CLOSE_GOING_AWAY)), // WebSockets get the whole grace period, then 1001
+        redirect?.close(),
+      ])
       await Promise.all([proxy.http.destroy(), admin.close(), store?.stop(), redis?.stop()])
       logger.info('tether stopped')
     })()
@@ -139,7 +161,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   }
   return {
     get config() { return current },
-    url: listener.url, port: listener.port, adminUrl: admin.url, logger, router, sessions, health: health.table, metrics, listener, upgrades: proxy.upgrades,
+    url: listener.url, port: listener.port, redirectUrl: redirect === null ? null : `http://${config.listen.redirect!.host.includes(':') ? `[${config.listen.redirect!.host}]` : config.listen.redirect!.host}:${redirect.port}`, adminUrl: admin.url, logger, router, sessions, health: health.table, metrics, listener, upgrades: proxy.upgrades,
     reload, reloadFile, close,
   }
 }

@@ -31,6 +31,8 @@ export interface Tether {
   readonly config: Config
   readonly url: string
   readonly port: number
+  /** http://host:port of the `listen.redirect` listener, or null without one. */
+  readonly redirectUrl: string | null
   readonly adminUrl: string
   readonly logger: Logger
   readonly router: Router

@@ -2,6 +2,7 @@
 import t, { type Test } from 'tap'
 import { fileURLToPath } from 'node:url'
 import { ConfigError, DEFAULTS, loadConfigFile, parseConfig, type Config } from '../src/config/index.js'
+import { pemFiles } from '../src/tls/pem.js'
 
 const fixture = (name: string): string => fileURLToPath(new URL(`./fixtures/config/${name}`, import.meta.url))
 const FILE = 'config/proxy.yaml'
@@ -27,9 +28,9 @@ function issuesOf(t: Test, text: string, env: Record<string, string> = {}): read
 t.test('a minimal config gets every default', async (t) => {
   const config = loadConfigFile(fixture('minimal.yaml'))
   t.strictSame(config, {
-    listen: { host: '0.0.0.0', port: 8080 },
+    listen: { host: '0.0.0.0', port: 8080, tls: null, http2: { enabled: true, cleartext: false, max_concurrent_streams: 100 }, redirect: null },
     admin: { listen: { host: '127.0.0.1', port: 9901 }, token: null },
-    upstreams: [{ id: 'a', url: 'http://127.0.0.1:9001', weight: 1 }],
+    upstreams: [{ id: 'a', url: 'http://127.0.0.1:9001', weight: 1, tls: null }],
     affinity: {
       key: 'cookie',
       cookie: { name: 'tether', secret: null, path: '/', domain: null, max_age: null, secure: true, http_only: true, same_site: 'Lax' },
@@ -49,7 +50,10 @@ t.test('a minimal config gets every default', async (t) => {
     },
     timeouts: { connect: 2_000, response_headers: 30_000, body_idle: 60_000, client_keep_alive: 5_000, client_headers: 10_000 },
     limits: { max_header_bytes: 16384, max_body_bytes: null },
-    forwarding: { preserve_host: true, x_forwarded: true, upstream_header: false, allow_underscores: false },
+    forwarding: {
+      preserve_host: true, x_forwarded: true, upstream_header: false, allow_underscores: false,
+      tls: { ca: null, servername: null, cert: null, key: null, verify: true },
+    },
     log: { level: 'info', access: true, session_secret: null },
     health: {
       active: { enabled: true, path: null, interval: 2_000, timeout: 500, healthy_threshold: 2, unhealthy_threshold: 2, expected_status: { min: 200, max: 399 } },
@@ -71,12 +75,26 @@ t.test('a minimal config gets every default', async (t) => {
 })
 
 t.test('a full config round-trips every key, durations in ms and URLs as origins', async (t) => {
+  const tls = (name: string): string => fixture(`tls/${name}`)
+  const forwardingTls = { ca: tls('ca.crt'), servername: 'app.internal', cert: tls('client.crt'), key: tls('client.key'), verify: false }
   t.strictSame(loadConfigFile(fixture('full.yaml')), {
-    listen: { host: '127.0.0.1', port: 8000 },
+    listen: {
+      host: '127.0.0.1',
+      port: 8000,
+      tls: {
+        cert: tls('server.crt'), key: tls('server.key'),
+        certificates: [{ cert: tls('other.crt'), key: tls('other.key') }],
+        min_version: 'TLSv1.3',
+        hsts: { max_age: 31_536_000_000, include_subdomains: true, preload: true },
+      },
+      http2: { enabled: false, cleartext: false, max_concurrent_streams: 50 },
+      redirect: { host: '127.0.0.1', port: 8002, https_port: null },
+    },
     admin: { listen: { host: '127.0.0.1', port: 8001 }, token: 's3cret' },
     upstreams: [
-      { id: 'app-a', url: 'http://127.0.0.1:9001', weight: 3 },
-      { id: 'app_b.2', url: 'http://localhost:9002', weight: 1 },
+      // the keys an upstream sets override forwarding.tls, one by one
+      { id: 'app-a', url: 'https://127.0.0.1:9001', weight: 3, tls: { ...forwardingTls, servername: 'app-a.internal', verify: true } },
+      { id: 'app_b.2', url: 'http://localhost:9002', weight: 1, tls: null },
     ],
     affinity: {
       key: 'app_cookie',
@@ -100,7 +118,7 @@ t.test('a full config round-trips every key, durations in ms and URLs as origins
     },
     timeouts: { connect: 500, response_headers: 15_000, body_idle: 0, client_keep_alive: 2_500, client_headers: 60_000 },
     limits: { max_header_bytes: 32768, max_body_bytes: 1_048_576 },
-    forwarding: { preserve_host: false, x_forwarded: false, upstream_header: true, allow_underscores: true },
+    forwarding: { preserve_host: false, x_forwarded: false, upstream_header: true, allow_underscores: true, tls: forwardingTls },
     log: { level: 'debug', access: false, session_secret: '0123456789abcdef-log' },
     health: {
       active: { enabled: false, path: '/healthz', interval: 3_000, timeout: 700, healthy_threshold: 3, unhealthy_threshold: 1, expected_status: { min: 200, max: 204 } },
@@ -136,7 +154,7 @@ t.test('Kubernetes discovery alone is a source of upstreams; its port is a name 
 
 t.test('a partly given section keeps the defaults of its other keys', async (t) => {
   const config = parseConfig(yaml('listen:', '  port: 0', 'timeouts:', '  connect: 1s', ...UPSTREAM), FILE)
-  t.strictSame(config.listen, { host: '0.0.0.0', port: 0 })
+  t.strictSame(config.listen, { ...DEFAULTS.listen, port: 0 })
   t.strictSame(config.timeouts, { ...DEFAULTS.timeouts, connect: 1000 })
 })
 
@@ -406,7 +424,7 @@ const errorCases: { name: string; text: string; issues: string[] }[] = [
     issues: [
       `${FILE}:4:10 upstreams[2].id: duplicate id "a" (also used by upstreams[0])`,
       `${FILE}:5:10 upstreams[3].id: duplicate id "b" (also used by upstreams[1])`,
-      `${FILE}:5:18 upstreams[3].url: expected an http:// URL, got "nope"`,
+      `${FILE}:5:18 upstreams[3].url: expected an http:// or https:// URL, got "nope"`,
     ],
   },
   {
@@ -431,10 +449,10 @@ const errorCases: { name: string; text: string; issues: string[] }[] = [
   },
   {
     name: 'many errors at once, in file order',
-    text: yaml('listen:', '  port: -1', 'upstreams:', '  - id: a', '    url: https://a', 'log:', '  acces: true'),
+    text: yaml('listen:', '  port: -1', 'upstreams:', '  - id: a', '    url: ftp://a', 'log:', '  acces: true'),
     issues: [
       `${FILE}:2:9 listen.port: expected an integer between 0 and 65535, got -1`,
-      `${FILE}:5:10 upstreams[0].url: https upstreams are not supported yet`,
+      `${FILE}:5:10 upstreams[0].url: expected an http:// or https:// URL, got "ftp://a"`,
       `${FILE}:7:3 log.acces: unknown key, did you mean \`access\`?`,
     ],
   },
@@ -580,22 +598,23 @@ const urlCases: [url: string, result: string][] = [
   ['http://127.0.0.1:9001/', 'http://127.0.0.1:9001'],
   ['http://Example.COM:80/', 'http://example.com'],
   ['http://[::1]:9001', 'http://[::1]:9001'],
-  ['foo', 'expected an http:// URL, got "foo"'],
-  ['127.0.0.1:9001', 'expected an http:// URL, got "127.0.0.1:9001"'],
-  ['https://a:9001', 'https upstreams are not supported yet'],
-  ['ftp://a', 'expected an http:// URL, got "ftp://a"'],
-  ['http://a/app', 'expected an http:// URL without a path, got "http://a/app"'],
-  ['http://a/?x=1', 'expected an http:// URL without a query or fragment, got "http://a/?x=1"'],
-  ['http://a?', 'expected an http:// URL without a query or fragment, got "http://a?"'],
-  ['http://a#top', 'expected an http:// URL without a query or fragment, got "http://a#top"'],
-  ['http://user:pw@a', 'expected an http:// URL without credentials'],
-  ['http://a:99999', 'expected an http:// URL, got "http://a:99999"'],
+  ['foo', 'expected an http:// or https:// URL, got "foo"'],
+  ['127.0.0.1:9001', 'expected an http:// or https:// URL, got "127.0.0.1:9001"'],
+  ['https://a:9001', 'https://a:9001'],
+  ['HTTPS://A:443/', 'https://a'],
+  ['ftp://a', 'expected an http:// or https:// URL, got "ftp://a"'],
+  ['http://a/app', 'expected an http:// or https:// URL without a path, got "http://a/app"'],
+  ['http://a/?x=1', 'expected an http:// or https:// URL without a query or fragment, got "http://a/?x=1"'],
+  ['http://a?', 'expected an http:// or https:// URL without a query or fragment, got "http://a?"'],
+  ['http://a#top', 'expected an http:// or https:// URL without a query or fragment, got "http://a#top"'],
+  ['http://user:pw@a', 'expected an http:// or https:// URL without credentials'],
+  ['http://a:99999', 'expected an http:// or https:// URL, got "http://a:99999"'],
 ]
 
 t.test('upstream URLs are normalised to their origin or rejected', async (t) => {
   for (const [url, result] of urlCases) {
     const text = yaml('upstreams:', '  - id: a', `    url: ${JSON.stringify(url)}`)
-    if (result.startsWith('http://')) {
+    if (/^https?:\/\//.test(result)) {
       t.equal(parseConfig(text, FILE).upstreams[0]?.url, result, url)
     } else {
       t.strictSame(issuesOf(t, text), [`${FILE}:3:10 upstreams[0].url: ${result}`], url)
@@ -609,7 +628,7 @@ t.test('a file on disk: issues carry the path as given', async (t) => {
     name: 'ConfigError',
     issues: [
       `${path}:2:9 listen.port: expected an integer between 0 and 65535, got 70000`,
-      `${path}:5:10 upstreams[0].url: expected an http:// URL, got "foo"`,
+      `${path}:5:10 upstreams[0].url: expected an http:// or https:// URL, got "foo"`,
     ],
   })
 })
@@ -621,3 +640,83 @@ t.test('an unreadable file is a one-line ConfigError', async (t) => {
     message: `${path}: cannot read config: ENOENT: no such file or directory, open '${path}'`,
   })
 })
+
+/** The issues of a config text whose PEM files are checked, relative to test/fixtures/config/. */
+function fileIssuesOf(t: Test, text: string): readonly string[] {
+  try {
+    parseConfig(text, fixture('tls.yaml'), {}, pemFiles)
+  } catch (err) {
+    if (err instanceof ConfigError) return err.issues
+    throw err
+  }
+  t.fail('config was accepted')
+  return []
+}
+
+t.test('TLS files are checked where the config names them: readable, the right PEM, a matching pair', async (t) => {
+  const at = (line: number, col: number, rest: string): string => `${fixture('tls.yaml')}:${line}:${col} ${rest}`
+  const tlsAt = (name: string): string => fixture(`tls/${name}`)
+  t.strictSame(fileIssuesOf(t, yaml(...UPSTREAM, 'listen:', '  tls: { cert: tls/missing.crt, key: tls/server.key }')), [
+    at(5, 16, `listen.tls.cert: ${tlsAt('missing.crt')}: cannot read the certificate file (ENOENT)`),
+  ], 'a missing file')
+  t.strictSame(fileIssuesOf(t, yaml(...UPSTREAM, 'listen:', '  tls: { cert: tls/server.key, key: tls/server.crt }')), [
+    at(5, 16, `listen.tls.cert: ${tlsAt('server.key')}: no PEM certificate in it (expected -----BEGIN CERTIFICATE-----)`),
+    at(5, 37, `listen.tls.key: ${tlsAt('server.crt')}: no PEM private key in it (expected -----BEGIN PRIVATE KEY-----)`),
+  ], 'certificate and key swapped')
+  t.strictSame(fileIssuesOf(t, yaml(...UPSTREAM, 'listen:', '  tls: { cert: tls/server.crt, key: tls/other.key }')), [
+    at(5, 37, 'listen.tls.key: the private key does not belong to the certificate'),
+  ], 'a key of another certificate')
+  t.strictSame(fileIssuesOf(t, yaml(...UPSTREAM, 'listen:', '  tls:', '    cert: tls/server.crt', '    key: tls/server.key', '    certificates: [{ cert: tls/other.crt, key: tls/client.key }]')), [
+    at(8, 48, 'listen.tls.certificates[0].key: the private key does not belong to the certificate'),
+  ], 'an SNI pair that does not match')
+  t.strictSame(fileIssuesOf(t, yaml('upstreams:', '  - id: a', '    url: https://127.0.0.1:9001', '    tls: { ca: tls/ca.key }')), [
+    at(4, 16, `upstreams[0].tls.ca: ${tlsAt('ca.key')}: cannot read the CA bundle file (ENOENT)`),
+  ], 'a CA that is not there')
+  t.strictSame(fileIssuesOf(t, yaml('upstreams:', '  - id: a', '    url: https://127.0.0.1:9001', '    tls: { cert: tls/client.crt }')), [
+    at(4, 10, 'upstreams[0].tls.key: required with cert'),
+  ], 'a client certificate without its key')
+  const ok = parseConfig(yaml('upstreams:', '  - id: a', '    url: https://127.0.0.1:9001', 'forwarding:', '  tls: { ca: tls/ca.crt, cert: tls/client.crt, key: tls/client.key }'), fixture('tls.yaml'), {}, pemFiles)
+  t.strictSame(ok.upstreams[0]?.tls, { ca: tlsAt('ca.crt'), servername: null, cert: tlsAt('client.crt'), key: tlsAt('client.key'), verify: true }, 'relative paths resolve from the config file\'s directory')
+})
+
+const tlsRuleCases: { name: string; text: string; issues: string[] }[] = [
+  {
+    name: 'tls on an http:// upstream',
+    text: yaml('upstreams:', '  - id: a', '    url: http://127.0.0.1:9001', '    tls: { verify: false }'),
+    issues: [`${FILE}:4:10 upstreams[0].tls: is for https:// upstreams only`],
+  },
+  {
+    name: 'a redirect listener without tls',
+    text: yaml(...UPSTREAM, 'listen:', '  redirect: { port: 8081 }'),
+    issues: [`${FILE}:5:13 listen.redirect: redirects to https://, so it needs listen.tls`],
+  },
+  {
+    name: 'cleartext h2 on a TLS listener',
+    text: yaml(...UPSTREAM, 'listen:', '  tls: { cert: /c.pem, key: /k.pem }', '  http2: { cleartext: true }'),
+    issues: [`${FILE}:6:23 listen.http2.cleartext: is for a listener without tls (h2 over TLS is negotiated by ALPN)`],
+  },
+  {
+    name: 'a redirect listener on the TLS listener\'s port',
+    text: yaml(...UPSTREAM, 'listen:', '  port: 8443', '  tls: { cert: /c.pem, key: /k.pem }', '  redirect: { port: 8443 }'),
+    issues: [`${FILE}:7:13 listen.redirect: must not be the same address as listen (0.0.0.0:8443)`],
+  },
+  {
+    name: 'HSTS preload without includeSubDomains and a year',
+    text: yaml(...UPSTREAM, 'listen:', '  tls: { cert: /c.pem, key: /k.pem, hsts: { max_age: 1h, preload: true } }'),
+    issues: [`${FILE}:5:67 listen.tls.hsts.preload: needs include_subdomains: true and a max_age of at least 365 days (hstspreload.org)`],
+  },
+  {
+    name: 'an unknown TLS version and a servername that is not a DNS name',
+    text: yaml(...UPSTREAM, 'listen:', '  tls: { cert: /c.pem, key: /k.pem, min_version: TLSv1.1 }', 'forwarding:', '  tls: { servername: "a b" }'),
+    issues: [
+      `${FILE}:5:50 listen.tls.min_version: expected one of: "TLSv1.2", "TLSv1.3", got "TLSv1.1"; did you mean "TLSv1.2"?`,
+      `${FILE}:7:22 forwarding.tls.servername: expected a DNS name, got "a b"`,
+    ],
+  },
+]
+
+for (const c of tlsRuleCases) {
+  t.test(`rejects ${c.name}`, async (t) => {
+    t.strictSame(issuesOf(t, c.text), c.issues)
+  })
+}

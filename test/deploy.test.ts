@@ -156,7 +156,7 @@ function render(dir: string): Doc[] {
 }
 
 /** Every setup a user applies: `kubectl apply -k` of each must give a working Tether. */
-const OVERLAYS = ['.', 'ingress', 'ingress/overlays/sentinel', 'ingress/overlays/no-redis', 'ingress/overlays/servicemonitor', 'sidecar']
+const OVERLAYS = ['.', 'ingress', 'ingress/overlays/sentinel', 'ingress/overlays/no-redis', 'ingress/overlays/servicemonitor', 'ingress/overlays/tls', 'sidecar']
 /** Parts of overlays, never applied alone. */
 const BASES = ['ingress/tether', 'ingress/redis', 'ingress/redis-sentinel', 'ingress/config']
 const rendered = new Map(OVERLAYS.map((o) => [o, render(join(DEPLOY, o))]))
@@ -273,7 +273,13 @@ t.test("every ConfigMap's proxy.yaml passes Tether's config checker", async (t) 
   for (const cm of configMaps) {
     const text = String(cm.obj['data']['proxy.yaml'])
     const config = parseConfig(text, `${cm.file}/proxy.yaml`, env)
-    t.equal(config.listen.port, 8080, `${where(cm)}: proxy port 8080`)
+    if (config.listen.tls === null) t.equal(config.listen.port, 8080, `${where(cm)}: proxy port 8080`)
+    else {
+      // the TLS edge: TLS on 8443, the redirect listener on 8080, the certificate from the Secret's mount
+      t.equal(config.listen.port, 8443, `${where(cm)}: TLS proxy port 8443`)
+      t.equal(config.listen.redirect?.port, 8080, `${where(cm)}: redirect listener on 8080`)
+      t.same([config.listen.tls.cert, config.listen.tls.key], ['/etc/tether-tls/tls.crt', '/etc/tether-tls/tls.key'], `${where(cm)}: certificate from the tether-tls Secret's files`)
+    }
     t.equal(config.affinity.key, 'cookie', `${where(cm)}: signed cookie`)
     t.same(config.affinity.cookie.secret, [env.TETHER_SECRET], `${where(cm)}: one shared cookie secret`)
     t.match(text, /secret: \$\{TETHER_SECRET\}/, `${where(cm)}: cookie secret from the environment`)
@@ -312,7 +318,17 @@ for (const overlay of OVERLAYS) {
       t.match(container['image'], /^ghcr\.io\/example\/tether:\d+\.\d+\.\d+$/, `${name}: pinned tether image`)
       t.ok(selects(deployment.obj['spec'].selector.matchLabels, labels), `${name}: selector matches the pod labels`)
       t.ok(deployment.obj['spec'].replicas >= 2, `${name}: at least 2 replicas`)
-      t.equal(portNumber(container, 'http'), config.listen.port, `${name}: container port http = listen.port`)
+      if (config.listen.tls === null) t.equal(portNumber(container, 'http'), config.listen.port, `${name}: container port http = listen.port`)
+      else {
+        t.equal(portNumber(container, 'https'), config.listen.port, `${name}: container port https = listen.port (TLS)`)
+        t.equal(portNumber(container, 'http'), config.listen.redirect?.port, `${name}: container port http = listen.redirect.port`)
+        const mount = (container['volumeMounts'] as Obj[]).find((m) => m['mountPath'] === dirname(config.listen.tls!.cert))
+        const volume = (pod.spec.volumes as Obj[]).find((v) => v['name'] === mount?.['name'])
+        t.equal(volume?.['secret']?.secretName, 'tether-tls', `${name}: the certificate directory is the Secret tether-tls`)
+        t.notOk(mount?.['subPath'], `${name}: mounted as a directory (a subPath mount never sees a renewal)`)
+        const service = of('Service').find((d) => d.obj['metadata'].name === 'tether')
+        t.ok((service?.obj['spec'].ports as Obj[] | undefined)?.some((p) => p['port'] === 443 && p['targetPort'] === 'https'), `${name}: the Service serves 443 -> https`)
+      }
       t.equal(portNumber(container, 'admin'), adminPort, `${name}: container port admin = admin.listen.port`)
 
       // probes on the admin listener, reachable by the kubelet on the pod IP
@@ -421,7 +437,8 @@ for (const overlay of OVERLAYS) {
         if (s.obj['spec'].clusterIP !== 'None') {
           const http = (s.obj['spec'].ports as Obj[])[0]!
           t.equal(http['port'], 80, `${where(s)}: port 80`)
-          t.equal(portNumber(container, http['targetPort']), config.listen.port, `${where(s)}: -> Tether's listen.port`)
+          // port 80 is the proxy listener, or with TLS the redirect listener
+          t.equal(portNumber(container, http['targetPort']), config.listen.redirect?.port ?? config.listen.port, `${where(s)}: -> Tether's listen.port (listen.redirect.port with TLS)`)
           t.notOk(s.obj['spec'].sessionAffinity && s.obj['spec'].sessionAffinity !== 'None', `${where(s)}: no sessionAffinity (Tether does it)`)
         }
       }

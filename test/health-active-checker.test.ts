@@ -59,7 +59,7 @@ t.test('invalid options are rejected with a precise message', async (t) => {
   ]
   for (const [name, over, message] of cases) t.throws(() => new ActiveChecker({ ...FAST, ...over }, sink), { message }, name)
   const checker = new ActiveChecker(FAST, sink)
-  t.throws(() => checker.setUpstreams([{ id: 'a', url: 'https://127.0.0.1:1' }]), { message: /expected an http:\/\/ URL/ })
+  t.throws(() => checker.setUpstreams([{ id: 'a', url: 'ftp://127.0.0.1:1' }]), { message: /expected an http:\/\/ or https:\/\/ URL/ })
 })
 
 t.test('a healthy upstream is probed with GET <path>, its Host and the tether-health agent', async (t) => {

@@ -1,20 +1,23 @@
 // Reading (and writing) YAML: the only file that imports `yaml`. proxy.yaml: read, parsed with
 // node ranges, syntax errors located and explained (`file:line:col`, the line, a caret, a hint),
-// turned into validate.ts's located `SourceNode` tree. Other YAML (manifests for `tether import`,
-// a kubeconfig) is read by `parseYamlDocuments`; `tether import` writes through `toYaml`.
+// turned into validate.ts's located `SourceNode` tree (the PEM files it names are checked through
+// tls/pem.ts). Other YAML (manifests for `tether import`, a kubeconfig) is read by
+// `parseYamlDocuments`; `tether import` writes through `toYaml`.
 
 import { readFileSync } from 'node:fs'
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseAllDocuments, parseDocument, stringify, type Document, type YAMLError } from 'yaml'
 import type { Config } from './schema.js'
 import type { Env } from './env.js'
-import { ConfigError, formatIssue, validateConfig, type Pos, type ScalarValue, type SourceNode } from './validate.js'
+import { pemFiles } from '../tls/pem.js'
+import { ConfigError, formatIssue, validateConfig, type ConfigFiles, type Pos, type ScalarValue, type SourceNode } from './validate.js'
 
 /** Alias expansions allowed in one file (guards against "billion laughs" documents). */
 const MAX_NODES = 100_000
 
 /**
  * Reads and validates a config file. `env` feeds `${VAR}` substitution; this is the one
- * place that defaults to `process.env`. Throws `ConfigError` (also when the file can't be read).
+ * place that defaults to `process.env`. The PEM files it names (TLS) are read and checked too,
+ * each problem located at its key. Throws `ConfigError` (also when the file can't be read).
  */
 export function loadConfigFile(path: string, env: NodeJS.ProcessEnv = process.env): Config {
   let text: string
@@ -23,20 +26,22 @@ export function loadConfigFile(path: string, env: NodeJS.ProcessEnv = process.en
   } catch (err) {
     throw new ConfigError([`${path}: cannot read config: ${(err as Error).message}`], { cause: err })
   }
-  return parseConfig(text, path, env)
+  return parseConfig(text, path, env, pemFiles)
 }
 
 /**
- * Parses and validates config text; `fileName` only prefixes the issues. `env` defaults to
- * an empty environment (pure), so every `${VAR}` without a default is then an error.
+ * Parses and validates config text; `fileName` prefixes the issues, and relative PEM paths are
+ * read from its directory. `env` defaults to an empty environment (pure), so every `${VAR}`
+ * without a default is then an error. `files` checks the PEM files named (default: none, only
+ * their paths' shape).
  */
-export function parseConfig(text: string, fileName: string, env: Env = {}): Config {
+export function parseConfig(text: string, fileName: string, env: Env = {}, files: ConfigFiles | null = null): Config {
   const lineCounter = new LineCounter()
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, version: '1.2', schema: 'core' })
   // Only the first syntax problem: the ones after it are mostly its echoes.
   const syntax = doc.errors[0] ?? doc.warnings[0]
   if (syntax) throw syntaxError(text, fileName, lineCounter, syntax)
-  return validateConfig(sourceTree(doc, lineCounter, fileName), fileName, env)
+  return validateConfig(sourceTree(doc, lineCounter, fileName), fileName, env, files)
 }
 
 /**

@@ -12,6 +12,84 @@ export interface ListenConfig {
   readonly port: number
 }
 
+/** A certificate and its private key, PEM files (a `kubernetes.io/tls` Secret mounts them as `tls.crt` and `tls.key`). */
+export interface CertificateFiles {
+  /** PEM certificate chain: the certificate first, then its intermediates. */
+  readonly cert: string
+  /** PEM private key of that certificate (unencrypted). */
+  readonly key: string
+}
+
+/** Lowest TLS version a client may negotiate. */
+export type TlsVersion = 'TLSv1.2' | 'TLSv1.3'
+
+export interface HstsConfig {
+  /** `max-age` of `Strict-Transport-Security`. */
+  readonly max_age: Millis
+  /** Add `includeSubDomains`. Default false. */
+  readonly include_subdomains: boolean
+  /** Add `preload` (needs include_subdomains and a max_age of at least 1 year). Default false. */
+  readonly preload: boolean
+}
+
+export interface ListenTlsConfig extends CertificateFiles {
+  /**
+   * More certificates, chosen by the name the client asks for (SNI): each serves the DNS names
+   * of its subjectAltName (wildcards included); `cert`/`key` serve every other name. Default [].
+   */
+  readonly certificates: readonly CertificateFiles[]
+  /** Lowest TLS version accepted. Default TLSv1.2. */
+  readonly min_version: TlsVersion
+  /** Send `Strict-Transport-Security` on every answer over TLS; null: none. Default null. */
+  readonly hsts: HstsConfig | null
+}
+
+export interface Http2Config {
+  /** Offer HTTP/2 by ALPN (`h2`, then `http/1.1`) on the TLS listener. Default true. */
+  readonly enabled: boolean
+  /**
+   * Also take cleartext HTTP/2 with prior knowledge (h2c) on a listener without TLS, next to
+   * HTTP/1.1 (for a TLS-terminating load balancer that speaks h2c). Default false.
+   */
+  readonly cleartext: boolean
+  /** Most streams a client may have open at once on one connection. Default 100. */
+  readonly max_concurrent_streams: number
+}
+
+export interface RedirectConfig {
+  /** Interface of the plain-HTTP listener that redirects to https://. Default `0.0.0.0`. */
+  readonly host: string
+  /** Its TCP port. Default 8080. */
+  readonly port: number
+  /** Port written in the https:// Location (443 is left out); null: the TLS listener's own port. Default 443. */
+  readonly https_port: number | null
+}
+
+export interface ProxyListenConfig extends ListenConfig {
+  /** Terminate TLS on this listener; null: plain HTTP. Default null. */
+  readonly tls: ListenTlsConfig | null
+  readonly http2: Http2Config
+  /**
+   * A second, plain-HTTP listener answering 308 to the same URL on https:// (except
+   * `/.well-known/acme-challenge/`, which is proxied); null: none. Needs `tls`. Default null.
+   */
+  readonly redirect: RedirectConfig | null
+}
+
+/** How Tether talks TLS to an https:// upstream. */
+export interface UpstreamTlsConfig {
+  /** PEM file of the CAs trusted for the upstream's certificate; null: Node's built-in roots. Default null. */
+  readonly ca: string | null
+  /** Name sent by SNI and checked against the certificate; null: the URL's host (no SNI for an address). Default null. */
+  readonly servername: string | null
+  /** PEM client certificate for mTLS (with `key`); null: none. Default null. */
+  readonly cert: string | null
+  /** PEM private key of `cert`. Default null. */
+  readonly key: string | null
+  /** Check the upstream's certificate and name. false is insecure and logged as such. Default true. */
+  readonly verify: boolean
+}
+
 export interface AdminConfig {
   /** Admin listener (health, metrics, upstream API; filled in by a later issue). */
   readonly listen: ListenConfig
@@ -22,10 +100,15 @@ export interface AdminConfig {
 export interface UpstreamConfig {
   /** Stable identity of the upstream (cookies, tables and logs refer to it). Unique. */
   readonly id: string
-  /** `http://host:port` origin of the upstream (no path, query or credentials). */
+  /** `http://host:port` or `https://host:port` origin of the upstream (no path, query or credentials). */
   readonly url: string
   /** Relative share of new users, integer 1..1000. Default 1. */
   readonly weight: number
+  /**
+   * TLS to an https:// upstream: the keys it sets over `forwarding.tls`; null (or absent) for
+   * http:// (upstreams found by discovery are http://).
+   */
+  readonly tls?: UpstreamTlsConfig | null
 }
 
 /** How a user is identified for routing (see README "Sticky routing"). */
@@ -164,6 +247,8 @@ export interface ForwardingConfig {
    * dropped (logged at debug). Default false.
    */
   readonly allow_underscores: boolean
+  /** TLS settings of every https:// upstream (an upstream's own `tls` keys override them). */
+  readonly tls: UpstreamTlsConfig
 }
 
 export interface ActiveHealthConfig {
@@ -356,7 +441,7 @@ export interface LogConfig {
 }
 
 export interface Config {
-  readonly listen: ListenConfig
+  readonly listen: ProxyListenConfig
   readonly admin: AdminConfig
   readonly upstreams: readonly UpstreamConfig[]
   readonly affinity: AffinityConfig
@@ -374,9 +459,16 @@ export interface Config {
 
 /** Every default in one table (README documents the same values). */
 export const DEFAULTS = {
-  listen: { host: '0.0.0.0', port: 8080 },
+  listen: {
+    host: '0.0.0.0', port: 8080, tls: null, redirect: null,
+    http2: { enabled: true, cleartext: false, max_concurrent_streams: 100 },
+  },
+  listenTls: { certificates: [], min_version: 'TLSv1.2', hsts: null },
+  hsts: { include_subdomains: false, preload: false },
+  redirect: { host: '0.0.0.0', port: 8080, https_port: 443 },
   admin: { listen: { host: '127.0.0.1', port: 9901 }, token: null },
-  upstream: { weight: 1 },
+  upstream: { weight: 1, tls: null },
+  upstreamTls: { ca: null, servername: null, cert: null, key: null, verify: true },
   affinity: {
     key: 'cookie',
     cookie: {
@@ -405,7 +497,10 @@ export const DEFAULTS = {
     client_headers: 10_000,
   },
   limits: { max_header_bytes: 16384, max_body_bytes: null },
-  forwarding: { preserve_host: true, x_forwarded: true, upstream_header: false, allow_underscores: false },
+  forwarding: {
+    preserve_host: true, x_forwarded: true, upstream_header: false, allow_underscores: false,
+    tls: { ca: null, servername: null, cert: null, key: null, verify: true },
+  },
   log: { level: 'info', access: true, session_secret: null },
   health: {
     active: {

@@ -2,7 +2,8 @@
 // Pure: no I/O and no YAML library; load.ts turns the YAML document into the `SourceNode` tree
 // below. Small combinators (leaf, struct, list, nullable) carry each section's rules.
 
-import { DEFAULTS, type AffinityConfig, type AffinityKeyKind, type Config, type DnsDiscoveryConfig, type KubernetesDiscoveryConfig, type LogLevel, type SameSite, type UpstreamConfig } from './schema.js'
+import { dirname, isAbsolute, join as joinPath } from 'node:path'
+import { DEFAULTS, type AffinityConfig, type AffinityKeyKind, type CertificateFiles, type Config, type DnsDiscoveryConfig, type HstsConfig, type KubernetesDiscoveryConfig, type LogLevel, type SameSite, type TlsVersion, type UpstreamConfig, type UpstreamTlsConfig } from './schema.js'
 import { parseTrustedProxies } from '../affinity/client-ip.js'
 import { MIN_SECRET_BYTES, setCookieSerializer } from '../affinity/cookie-codec.js'
 import { describeValue, formatDuration, parseDuration } from './duration.js'
@@ -52,6 +53,21 @@ export class ConfigError extends Error {
   }
 }
 
+/** What a PEM file named in the config must hold. */
+export type PemKind = 'certificate' | 'private key' | 'CA bundle'
+
+/**
+ * What validation may ask of the filesystem about the PEM files the config names (TLS
+ * certificates, keys, CA bundles). config/load.ts passes the real one; without it (parseConfig
+ * of a text, as the docs and deploy tests do) only the shape of the paths is checked.
+ */
+export interface ConfigFiles {
+  /** Why the file at `path` cannot serve as `kind` (unreadable, no such PEM block, unparsable), or null. */
+  pem(path: string, kind: PemKind): string | null
+  /** Why the readable `cert` and `key` files do not make a pair, or null. */
+  pair(cert: string, key: string): string | null
+}
+
 /** Formats one issue line: `file:line:col path: message` (no path: `file:line:col: message`). */
 export function formatIssue(file: string, pos: Pos, path: string, message: string): string {
   return `${file}:${pos.line}:${pos.col}${path ? ` ${path}` : ''}: ${message}`
@@ -69,6 +85,7 @@ class Ctx {
   constructor(
     readonly file: string,
     readonly env: Env,
+    readonly files: ConfigFiles | null = null,
   ) {}
 
   report(pos: Pos, path: string, message: string): Invalid {
@@ -330,32 +347,137 @@ const UPSTREAM_ID = {
   what: 'an id of up to 63 letters, digits, ".", "_" or "-", starting with a letter or digit',
 }
 
-/** `http://host[:port]` with no path, query, fragment or credentials; normalised to its origin. */
-const upstreamUrl: Check<string> = leaf('an http:// URL', (value) => {
-  if (typeof value !== 'string') return expected('an http:// URL', value)
+const URL_KIND = 'an http:// or https:// URL'
+
+/** `http(s)://host[:port]` with no path, query, fragment or credentials; normalised to its origin. */
+const upstreamUrl: Check<string> = leaf(URL_KIND, (value) => {
+  if (typeof value !== 'string') return expected(URL_KIND, value)
   let url: URL
   try {
     url = new URL(value)
   } catch {
-    return expected('an http:// URL', value)
+    return expected(URL_KIND, value)
   }
-  if (url.protocol === 'https:') return new Fail('https upstreams are not supported yet')
-  if (url.protocol !== 'http:') return expected('an http:// URL', value)
-  if (url.username || url.password) return new Fail('expected an http:// URL without credentials')
-  if (url.pathname !== '/') return expected('an http:// URL without a path', value)
-  if (url.search || url.hash || /[?#]/.test(value)) return expected('an http:// URL without a query or fragment', value)
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return expected(URL_KIND, value)
+  if (url.username || url.password) return new Fail(`expected ${URL_KIND} without credentials`)
+  if (url.pathname !== '/') return expected(`${URL_KIND} without a path`, value)
+  if (url.search || url.hash || /[?#]/.test(value)) return expected(`${URL_KIND} without a query or fragment`, value)
   return url.origin
 })
+
+/**
+ * A PEM file: a path (relative ones are relative to the config file's directory), stored
+ * resolved; with the filesystem at hand (loadConfigFile), the file must hold a `kind`.
+ */
+function pemFile(kind: PemKind): Check<string> {
+  const text = string()
+  return (node, path, ctx) => {
+    const value = text(node, path, ctx)
+    if (value === INVALID) return INVALID
+    const resolved = isAbsolute(value) ? value : joinPath(dirname(ctx.file), value)
+    const problem = ctx.files?.pem(resolved, kind) ?? null
+    return problem === null ? resolved : ctx.report(node.pos, path, `${resolved}: ${problem}`)
+  }
+}
+
+/** A certificate and key that belong together (checked when the filesystem is at hand). */
+function pairRule(v: { readonly cert: string | null; readonly key: string | null }, node: SourceNode, path: string, ctx: Ctx): boolean {
+  if ((v.cert === null) !== (v.key === null)) {
+    const missing = v.cert === null ? 'cert' : 'key'
+    ctx.report(node.pos, join(path, missing), `required with ${missing === 'cert' ? 'key' : 'cert'}`)
+    return false
+  }
+  const problem = v.cert === null || v.key === null ? null : ctx.files?.pair(v.cert, v.key) ?? null
+  if (problem === null) return true
+  ctx.report(nodeAt(node, ['key']).pos, join(path, 'key'), problem)
+  return false
+}
+
+const certificateFiles = refine(
+  struct<CertificateFiles>({ cert: pemFile('certificate'), key: pemFile('private key') }, {}),
+  pairRule,
+)
+
+const YEAR_MS = 365 * 24 * 3_600_000
+
+const hsts = refine(
+  struct<HstsConfig>(
+    { max_age: duration({ zero: true, max: 2 * YEAR_MS }), include_subdomains: boolean, preload: boolean },
+    DEFAULTS.hsts,
+  ),
+  (v, node, path, ctx) => {
+    if (!v.preload || (v.include_subdomains && v.max_age >= YEAR_MS)) return true
+    ctx.report(nodeAt(node, ['preload']).pos, `${path}.preload`, 'needs include_subdomains: true and a max_age of at least 365 days (hstspreload.org)')
+    return false
+  },
+)
+
+const listenTls = refine(
+  struct<NonNullable<Config['listen']['tls']>>(
+    {
+      cert: pemFile('certificate'),
+      key: pemFile('private key'),
+      certificates: list(certificateFiles, { nonEmpty: false }),
+      min_version: oneOf<TlsVersion>(['TLSv1.2', 'TLSv1.3']),
+      hsts: nullable(hsts),
+    },
+    DEFAULTS.listenTls,
+  ),
+  pairRule,
+)
+
+/** The TLS keys of an upstream (its own, merged over forwarding.tls, which also has the pair rule). */
+const upstreamTlsKeys = struct<UpstreamTlsConfig>(
+    {
+      ca: nullable(pemFile('CA bundle')),
+      servername: nullable(string({ test: /^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9_.])?$/, what: 'a DNS name' })),
+      cert: nullable(pemFile('certificate')),
+      key: nullable(pemFile('private key')),
+      verify: boolean,
+    },
+    DEFAULTS.upstreamTls,
+)
+const upstreamTls = refine(upstreamTlsKeys, pairRule)
 
 /** A host to bind: a name or an address; IPv6 without brackets (`::1`, not `[::1]`). */
 const bindHost = andThen(string(), (v) =>
   v.startsWith('[') ? new Fail(`write IPv6 addresses without brackets (${v.replace(/^\[|\]$/g, '')})`) : null)
 
-const listen = (defaults: Config['listen']) =>
-  struct<Config['listen']>({ host: bindHost, port: integer(0, 65535) }, defaults)
+const listen = (defaults: Config['admin']['listen']) =>
+  struct<Config['admin']['listen']>({ host: bindHost, port: integer(0, 65535) }, defaults)
+
+const proxyListen = refine(
+  struct<Config['listen']>(
+    {
+      host: bindHost,
+      port: integer(0, 65535),
+      tls: nullable(listenTls),
+      http2: struct<Config['listen']['http2']>(
+        { enabled: boolean, cleartext: boolean, max_concurrent_streams: integer(1, 10_000) },
+        DEFAULTS.listen.http2,
+      ),
+      redirect: nullable(struct<NonNullable<Config['listen']['redirect']>>(
+        { host: bindHost, port: integer(0, 65535), https_port: nullable(integer(1, 65535)) },
+        DEFAULTS.redirect,
+      )),
+    },
+    DEFAULTS.listen,
+  ),
+  (l, node, path, ctx) => {
+    if (l.redirect !== null && l.tls === null) {
+      ctx.report(nodeAt(node, ['redirect']).pos, `${path}.redirect`, 'redirects to https://, so it needs listen.tls')
+      return false
+    }
+    if (l.http2.cleartext && l.tls !== null) {
+      ctx.report(nodeAt(node, ['http2', 'cleartext']).pos, `${path}.http2.cleartext`, 'is for a listener without tls (h2 over TLS is negotiated by ALPN)')
+      return false
+    }
+    return true
+  },
+)
 
 const upstream = struct<UpstreamConfig>(
-  { id: string(UPSTREAM_ID), url: upstreamUrl, weight: integer(1, 1000) },
+  { id: string(UPSTREAM_ID), url: upstreamUrl, weight: integer(1, 1000), tls: nullable(upstreamTlsKeys) },
   DEFAULTS.upstream,
 )
 
@@ -634,18 +756,55 @@ const WILDCARD_HOSTS = new Set(['0.0.0.0', '::'])
 
 /** The admin listener must not bind the proxy's own address (port 0 picks a free port). */
 function distinctListeners(config: Config, node: SourceNode, _path: string, ctx: Ctx): boolean {
-  const [a, b] = [config.listen, config.admin.listen]
-  const overlap = a.host === b.host || WILDCARD_HOSTS.has(a.host) || WILDCARD_HOSTS.has(b.host)
-  if (a.port === 0 || a.port !== b.port || !overlap) return true
-  const at = nodeAt(node, ['admin', 'listen'])
-  ctx.report(at === node ? nodeAt(node, ['listen']).pos : at.pos, 'admin.listen', `must not be the same address as listen (${b.host}:${b.port})`)
-  return false
+  const clash = (a: { host: string; port: number }, b: { host: string; port: number }): boolean =>
+    a.port !== 0 && a.port === b.port && (a.host === b.host || WILDCARD_HOSTS.has(a.host) || WILDCARD_HOSTS.has(b.host))
+  const { listen, admin } = config
+  let ok = true
+  if (clash(listen, admin.listen)) {
+    const at = nodeAt(node, ['admin', 'listen'])
+    ctx.report(at === node ? nodeAt(node, ['listen']).pos : at.pos, 'admin.listen', `must not be the same address as listen (${admin.listen.host}:${admin.listen.port})`)
+    ok = false
+  }
+  const r = listen.redirect
+  for (const [other, name] of [[listen, 'listen'], [admin.listen, 'admin.listen']] as const) {
+    if (r === null || !clash(r, other)) continue
+    ctx.report(nodeAt(node, ['listen', 'redirect']).pos, 'listen.redirect', `must not be the same address as ${name} (${r.host}:${r.port})`)
+    ok = false
+  }
+  return ok
+}
+
+/**
+ * Each https:// upstream's TLS settings: `forwarding.tls` with the keys its own `tls` sets
+ * over them; an http:// upstream has none (a `tls` there is an error).
+ */
+function upstreamTlsOf(c: Config, node: SourceNode, ctx: Ctx): Config | Invalid {
+  const items = nodeAt(node, ['upstreams'])
+  let ok = true
+  const upstreams = c.upstreams.map((u, i) => {
+    const item = items.kind === 'seq' ? items.items[i] : undefined
+    const own = item === undefined ? undefined : nodeAt(item, ['tls'])
+    const given = own !== undefined && own !== item && own.kind === 'map' ? own.entries.map((e) => e.key) : []
+    if (!u.url.startsWith('https:')) {
+      if (u.tls !== null) {
+        ctx.report(own!.pos, `upstreams[${i}].tls`, 'is for https:// upstreams only')
+        ok = false
+      }
+      return u
+    }
+    const tls: Record<string, unknown> = { ...c.forwarding.tls }
+    for (const key of given) tls[key] = (u.tls as unknown as Record<string, unknown>)[key]
+    // a certificate or key of its own must make a pair with what it inherits
+    if ((given.includes('cert') || given.includes('key')) && !pairRule(tls as unknown as UpstreamTlsConfig, own!, `upstreams[${i}].tls`, ctx)) ok = false
+    return { ...u, tls: tls as unknown as UpstreamTlsConfig }
+  })
+  return ok ? { ...c, upstreams } : INVALID
 }
 
 const config: Check<Config> = refine(
   struct<Config>(
     {
-      listen: listen(DEFAULTS.listen),
+      listen: proxyListen,
       admin: struct<Config['admin']>(
         { listen: listen(DEFAULTS.admin.listen), token: nullable(string()) },
         DEFAULTS.admin,
@@ -667,7 +826,7 @@ const config: Check<Config> = refine(
         DEFAULTS.limits,
       ),
       forwarding: struct<Config['forwarding']>(
-        { preserve_host: boolean, x_forwarded: boolean, upstream_header: boolean, allow_underscores: boolean },
+        { preserve_host: boolean, x_forwarded: boolean, upstream_header: boolean, allow_underscores: boolean, tls: upstreamTls },
         DEFAULTS.forwarding,
       ),
       log: struct<Config['log']>(
@@ -693,18 +852,25 @@ const config: Check<Config> = refine(
   (c, node, path, ctx) => someUpstreams(c, node, path, ctx) && distinctListeners(c, node, path, ctx) && sharedNeedsRedis(c, node, ctx),
 )
 
+/** The config with every https:// upstream's TLS settings resolved. */
+const resolved: Check<Config> = (node, path, ctx) => {
+  const c = config(node, path, ctx)
+  return c === INVALID ? INVALID : upstreamTlsOf(c, node, ctx)
+}
+
 /**
  * Validates a located config tree (`undefined` = empty file) into a deeply frozen `Config`
  * with defaults filled in, or throws one `ConfigError` listing every issue in file order.
- * `${ENV}` references in string values are substituted from `env` first.
+ * `${ENV}` references in string values are substituted from `env` first. With `files`, every
+ * PEM file the config names is checked (readable, the right kind, certificate and key a pair).
  */
-export function validateConfig(root: SourceNode | undefined, file: string, env: Env): Config {
-  const ctx = new Ctx(file, env)
+export function validateConfig(root: SourceNode | undefined, file: string, env: Env, files: ConfigFiles | null = null): Config {
+  const ctx = new Ctx(file, env, files)
   const start = { line: 1, col: 1 }
   if (root === undefined) ctx.report(start, '', 'config is empty; expected a map with at least `upstreams`')
   else if (root.kind !== 'map') ctx.report(root.pos, '', `expected a map at the top level, got ${describeNode(root)}`)
   else {
-    const value = config(root, '', ctx)
+    const value = resolved(root, '', ctx)
     if (value !== INVALID) return deepFreeze(value)
   }
   throw new ConfigError(ctx.issues())

@@ -3,7 +3,10 @@
 // its timers and sockets, starts only on start() and leaves nothing behind after stop(). It
 // uses node:http (undici belongs to the forwarder) and never decides health itself.
 import http from 'node:http'
+import https from 'node:https'
 import { systemClock, systemTimers, type Timers } from '../clock.js'
+import type { UpstreamTlsConfig } from '../config/schema.js'
+import { upstreamTlsOptions } from '../tls/upstream-tls.js'
 
 export { systemTimers, type Timers }
 
@@ -28,8 +31,10 @@ export interface ActiveCheckOptions {
 /** One upstream to probe. */
 export interface ProbeTarget {
   readonly id: string
-  /** http:// URL; its host (and port) is probed and sent as the Host header. */
+  /** http:// or https:// URL; its host (and port) is probed and sent as the Host header. */
   readonly url: string
+  /** TLS settings of an https:// upstream (the same as its requests use). */
+  readonly tls?: UpstreamTlsConfig | null
 }
 
 /** One finished probe, for logs and metrics. */
@@ -74,6 +79,8 @@ interface Probe {
 interface Target {
   readonly id: string
   readonly url: string
+  /** Its TLS settings as JSON (a change makes a new target). */
+  readonly tlsKey: string
   readonly request: http.RequestOptions
   timer: unknown
   probe: Probe | null
@@ -140,13 +147,21 @@ export class ActiveChecker {
   setUpstreams(targets: readonly ProbeTarget[]): void {
     const next = new Map(targets.map((t) => [t.id, t]))
     for (const [id, target] of this.#targets) {
-      if (next.get(id)?.url === target.url) continue
+      const n = next.get(id)
+      if (n?.url === target.url && JSON.stringify(n.tls ?? null) === target.tlsKey) continue
       this.#cancel(target)
       this.#targets.delete(id)
     }
-    for (const { id, url } of next.values()) {
+    for (const { id, url, tls } of next.values()) {
       if (this.#targets.has(id)) continue
-      const target: Target = { id, url, request: this.#requestOptions(url), timer: null, probe: null, suspected: false }
+      let request: http.RequestOptions
+      try {
+        request = this.#requestOptions(url, tls ?? null)
+      } catch (err) {
+        if (err instanceof RangeError) throw err
+        continue // a TLS file gone since the config was checked: not probed (its requests fail alike)
+      }
+      const target: Target = { id, url, tlsKey: JSON.stringify(tls ?? null), request, timer: null, probe: null, suspected: false }
       this.#targets.set(id, target)
       if (this.#running) this.#schedule(target, 0)
     }
@@ -188,12 +203,13 @@ export class ActiveChecker {
     return () => { this.#listeners.delete(listener) }
   }
 
-  #requestOptions(url: string): http.RequestOptions {
+  #requestOptions(url: string, tls: UpstreamTlsConfig | null): http.RequestOptions {
     const u = new URL(url)
-    if (u.protocol !== 'http:') throw new RangeError(`ActiveChecker: expected an http:// URL, got ${JSON.stringify(url)}`)
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new RangeError(`ActiveChecker: expected an http:// or https:// URL, got ${JSON.stringify(url)}`)
     return {
+      ...upstreamTlsOptions(url, tls),
       hostname: u.hostname.replace(/^\[(.*)\]$/, '$1'),
-      port: u.port === '' ? 80 : Number(u.port),
+      port: u.port === '' ? (u.protocol === 'https:' ? 443 : 80) : Number(u.port),
       path: this.#options.path ?? '*',
       method: this.#options.path === null ? 'OPTIONS' : 'GET',
       agent: false,
@@ -218,7 +234,7 @@ export class ActiveChecker {
 
   #probe(target: Target): Probe {
     const at = this.#clock.now()
-    const req = http.request(target.request)
+    const req = (target.url.startsWith('https:') ? https : http).request(target.request)
     const closed = new Promise<void>((resolve) => req.once('close', resolve))
     this.#closing.add(closed)
     void closed.then(() => this.#closing.delete(closed))

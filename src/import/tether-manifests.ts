@@ -37,7 +37,7 @@ export function tetherManifests(options: TetherManifestOptions): Obj[] {
     { apiVersion: 'apps/v1', kind: 'Deployment', metadata: meta('tether'), spec: deploymentSpec(options.image) },
     {
       apiVersion: 'v1', kind: 'Service', metadata: meta('tether'),
-      spec: { type: 'ClusterIP', selector: { ...TETHER_LABELS }, ports: [{ name: 'http', port: 80, targetPort: 'http', protocol: 'TCP' }] },
+      spec: { type: 'ClusterIP', selector: { ...TETHER_LABELS }, ports: [{ name: 'http', port: 80, targetPort: 'http', protocol: 'TCP' }, { name: 'https', port: 443, targetPort: 'https', protocol: 'TCP' }] },
     },
     { apiVersion: 'policy/v1', kind: 'PodDisruptionBudget', metadata: meta('tether'), spec: { minAvailable: 1, selector: { matchLabels: { ...TETHER_LABELS } } } },
     { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: meta('tether'), spec: networkPolicySpec() },
@@ -72,7 +72,7 @@ function deploymentSpec(image: string): Obj {
           image,
           imagePullPolicy: 'IfNotPresent',
           args: ['--config', '/etc/tether/proxy.yaml'],
-          ports: [{ name: 'http', containerPort: 8080, protocol: 'TCP' }, { name: 'admin', containerPort: 9901, protocol: 'TCP' }],
+          ports: [{ name: 'http', containerPort: 8080, protocol: 'TCP' }, { name: 'https', containerPort: 8443, protocol: 'TCP' }, { name: 'admin', containerPort: 9901, protocol: 'TCP' }],
           env: [secret('TETHER_SECRET'), secret('TETHER_ADMIN_TOKEN'), secret('REDIS_PASSWORD', true), { name: 'LOG_LEVEL', value: 'info' }],
           startupProbe: { httpGet: { path: '/healthz', port: 'admin' }, periodSeconds: 1, timeoutSeconds: 2, failureThreshold: 30 },
           readinessProbe: { httpGet: { path: '/readyz', port: 'admin' }, periodSeconds: 5, timeoutSeconds: 2, failureThreshold: 2 },
@@ -80,11 +80,13 @@ function deploymentSpec(image: string): Obj {
           lifecycle: { preStop: { exec: { command: ['sleep', '5'] } } },
           resources: { requests: { cpu: '150m', memory: '192Mi' }, limits: { cpu: '1', memory: '384Mi' } },
           securityContext: { runAsNonRoot: true, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } },
-          volumeMounts: [{ name: 'config', mountPath: '/etc/tether', readOnly: true }, { name: 'tmp', mountPath: '/tmp' }],
+          volumeMounts: [{ name: 'config', mountPath: '/etc/tether', readOnly: true }, { name: 'tmp', mountPath: '/tmp' }, { name: 'tls', mountPath: '/etc/tether-tls', readOnly: true }],
         }],
         volumes: [
           { name: 'config', configMap: { name: 'tether-config', items: [{ key: 'proxy.yaml', path: 'proxy.yaml' }] } },
           { name: 'tmp', emptyDir: { sizeLimit: '16Mi' } },
+          // the kubernetes.io/tls Secret for listen.tls (docs/tls.md); optional: plain HTTP starts without it
+          { name: 'tls', secret: { secretName: 'tether-tls', optional: true } },
         ],
       },
     },
@@ -96,7 +98,7 @@ function networkPolicySpec(): Obj {
     podSelector: { matchLabels: { ...TETHER_LABELS } },
     policyTypes: ['Ingress'],
     ingress: [
-      { ports: [{ port: 'http', protocol: 'TCP' }] },
+      { ports: [{ port: 'http', protocol: 'TCP' }, { port: 'https', protocol: 'TCP' }] },
       {
         from: [{ podSelector: {} }, { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } }],
         ports: [{ port: 'admin', protocol: 'TCP' }],

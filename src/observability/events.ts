@@ -14,7 +14,12 @@ export interface ProxyEvents {
   failover(from: string, reason: MoveReason): void
   /** One client request finished: final upstream (null: none), method, status sent (0: none), total seconds. */
   observeRequest(upstream: string | null, method: string | undefined, status: number | null, seconds: number): void
+  /** The protocol the finished request's client spoke. */
+  clientProtocol(protocol: ClientProtocol): void
 }
+
+/** How a client spoke to Tether: the HTTP version, or a WebSocket upgrade. */
+export type ClientProtocol = 'http/1.0' | 'http/1.1' | 'h2' | 'websocket'
 
 /** Events that go nowhere (tests, tools). */
 export const NO_EVENTS: ProxyEvents = Object.freeze({
@@ -23,4 +28,5 @@ export const NO_EVENTS: ProxyEvents = Object.freeze({
   retry: () => undefined,
   failover: () => undefined,
   observeRequest: () => undefined,
+  clientProtocol: () => undefined,
 })

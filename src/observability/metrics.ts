@@ -5,6 +5,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { HealthState, HealthTransition } from '../health/health-table.js'
 import type { MoveReason } from '../routing/router.js'
+import type { ClientProtocol } from './events.js'
 
 /** Result of a rehydration attempt (the new upstream asked for a moved user's state). */
 export type RehydrationResult = 'delivered' | 'no_state' | 'error'
@@ -80,6 +81,8 @@ export const METRIC_DOCS = [
     help: 'With on_scale_up: gradual, users answered by this process within the idle timeout whose hash now prefers an upstream added after they were pinned: the moves the rebalance still has to make (0 otherwise).' },
   { name: 'tether_config_reloads_total', type: 'counter', labels: ['result'],
     help: 'Configuration reloads, by result (ok, failed).' },
+  { name: 'tether_client_requests_total', type: 'counter', labels: ['protocol'],
+    help: 'Client requests finished, by the protocol the client spoke (http/1.0, http/1.1, h2, websocket), TLS or not.' },
   { name: 'tether_discovery_up', type: 'gauge', labels: ['source'],
     help: 'Per discovery source (dns, kubernetes): 1 while its last answer was good, 0 while it keeps the last known upstreams because its server is unreachable or failing or the answer was empty.' },
   { name: 'tether_discovery_errors_total', type: 'counter', labels: ['source'],
@@ -139,6 +142,7 @@ export class Metrics {
   readonly #redisOps: Histogram<string>
   readonly #websockets: Gauge<string>
   readonly #reloads: Counter<string>
+  readonly #byProtocol: Counter<string>
   readonly #discoveryErrors: Counter<string>
   #discoveryStatus: () => readonly DiscoveryStatus[] = () => []
   #rebalancePending: () => number = () => 0
@@ -201,6 +205,7 @@ export class Metrics {
     this.#websockets = new Gauge({ ...config('tether_websocket_connections'), registers })
     this.#reloads = new Counter({ ...config('tether_config_reloads_total'), registers })
     new Gauge({ ...config('tether_rebalance_pending_users'), registers, collect() { this.set(self.#rebalancePending()) } })
+    this.#byProtocol = new Counter({ ...config('tether_client_requests_total'), registers })
     new Gauge({
       ...config('tether_discovery_up'), registers,
       collect() {
@@ -341,6 +346,11 @@ export class Metrics {
   }
 
   /** A configuration reload was applied (true) or rejected (false). */
+  /** One finished client request spoke `protocol` (http/1.1, h2, websocket). Example: `metrics.clientProtocol('h2')`. */
+  clientProtocol(protocol: ClientProtocol): void {
+    this.#byProtocol.inc({ protocol })
+  }
+
   configReload(ok: boolean): void {
     this.#reloads.inc({ result: ok ? 'ok' : 'failed' })
   }

@@ -26,6 +26,8 @@ export interface AnswerHeadOptions {
   /** Add X-Tether-Upstream (forwarding.upstream_header). */
   readonly upstreamHeader: boolean
   readonly clock: Clock
+  /** The Strict-Transport-Security value added to answers over TLS (`listen.tls.hsts`), or null. */
+  readonly hsts?: string | null
 }
 
 /**
@@ -91,6 +93,10 @@ export class AnswerHead implements AnswerHeadPolicy {
       else headers['set-cookie'] = [existing, d.setCookie]
     }
     if (this.#o.upstreamHeader) headers[TETHER_HEADER.upstream] = d.upstream
+    // HSTS only over TLS (RFC 6797 section 7.2: a browser ignores it on plain HTTP); an
+    // application's own policy is kept
+    const hsts = this.#o.hsts
+    if (hsts != null && ctx.scheme === 'https' && headers['strict-transport-security'] === undefined) headers['strict-transport-security'] = hsts
   }
 }
 

@@ -3,7 +3,7 @@
 // parser-error handler and the in-flight registry. Layer 5 wiring helper of the composition
 // root: constructs, starts nothing.
 import type { Clock, Timers } from '../clock.js'
-import type { Config } from '../config/schema.js'
+import type { Config, HstsConfig } from '../config/schema.js'
 import type { SessionTable, SharedBindings } from '../affinity/session-table.js'
 import type { SessionRecords } from '../affinity/session-records.js'
 import type { KeyReader } from '../affinity/key.js'
@@ -48,12 +48,22 @@ export interface Proxy {
   pathFor(config: Config): RequestPath
 }
 
+/**
+ * The Strict-Transport-Security value of `listen.tls.hsts`, or null.
+ * Example: { max_age: 31536000000, include_subdomains: true, preload: false } -> 'max-age=31536000; includeSubDomains'.
+ */
+export function hstsValue(hsts: HstsConfig | null): string | null {
+  if (hsts === null) return null
+  return `max-age=${Math.floor(hsts.max_age / 1000)}${hsts.include_subdomains ? '; includeSubDomains' : ''}${hsts.preload ? '; preload' : ''}`
+}
+
 export function createProxy(config: Config, p: ProxyParts): Proxy {
   const a = config.affinity
   const t = config.timeouts
   const answer = new AnswerHead({
     sessions: p.sessions, records: p.records, appCookie: a.key === 'app_cookie' ? a.app_cookie.name : null, state: p.state,
     reserved: headerPolicy(config).reserved, upstreamHeader: config.forwarding.upstream_header, clock: p.clock,
+    hsts: hstsValue(config.listen.tls?.hsts ?? null),
   })
   // an oversize checkpoint must still arrive (to be refused), so room for twice the limit
   const http = new Forwarder([], { connect: t.connect, responseHeaders: t.response_headers, bodyIdle: t.body_idle, maxResponseHeaderBytes: 65_536 + 2 * config.state.max_bytes }, answer, p.draining)

@@ -8,12 +8,21 @@ import type { Socket } from 'node:net'
 import { Pool, buildConnector, errors, type Dispatcher } from 'undici'
 import { TetherError, type ErrorCode } from '../errors.js'
 import type { Upstream } from '../upstream/upstream-set.js'
+import type { UpstreamTlsConfig } from '../config/schema.js'
+import { upstreamTlsOptions } from '../tls/upstream-tls.js'
 import { classify } from './outcome.js'
 import { mayStartWithInterim, withoutUnsolicitedContinue } from './interim-response.js'
 import type { AnswerHeadPolicy, Attempt, Exchange } from './exchange.js'
 import type { Decision } from '../routing/decision.js'
 import type { AttemptResult, RequestContext } from './request-context.js'
 import { sendError } from './respond.js'
+
+/** What a pool is made for: an upstream's origin and, for https://, its TLS settings. */
+export interface PoolTarget {
+  readonly id: string
+  readonly url: string
+  readonly tls?: UpstreamTlsConfig | null
+}
 
 export interface PoolTimeouts {
   /** TCP connect timeout, ms. */
@@ -38,7 +47,7 @@ export class Forwarder {
    * `answer`: what every answer's head gets (learning, checkpoints, filtering, cookies);
    * `closeAfter`: true while Tether drains, so answers carry `Connection: close`.
    */
-  constructor(upstreams: readonly { id: string; url: string }[], timeouts: PoolTimeouts, answer: AnswerHeadPolicy, closeAfter: () => boolean = () => false) {
+  constructor(upstreams: readonly PoolTarget[], timeouts: PoolTimeouts, answer: AnswerHeadPolicy, closeAfter: () => boolean = () => false) {
     this.#timeouts = timeouts
     this.#answer = answer
     this.#closeAfter = closeAfter
@@ -46,26 +55,36 @@ export class Forwarder {
   }
 
   /**
-   * Make the pools match `upstreams`: new ids (or a changed url) get a pool, removed ones are
-   * closed gracefully (their in-flight requests finish). Pools of unchanged upstreams stay.
+   * Make the pools match `upstreams`: new ids (or a changed url or TLS setting) get a pool,
+   * removed ones are closed gracefully (their in-flight requests finish). Pools of unchanged
+   * upstreams stay.
    */
-  setUpstreams(upstreams: readonly { id: string; url: string }[]): void {
-    const wanted = new Map(upstreams.map((u) => [u.id, u.url]))
+  setUpstreams(upstreams: readonly PoolTarget[]): void {
+    const wanted = new Map(upstreams.map((u) => [u.id, u]))
+    const identity = (u: PoolTarget | undefined): string | undefined => u === undefined ? undefined : `${u.url} ${JSON.stringify(u.tls ?? null)}`
     for (const [id, pool] of this.#pools) {
-      if (this.#urls.get(id) === wanted.get(id)) continue
+      if (this.#urls.get(id) === identity(wanted.get(id))) continue
       this.#pools.delete(id)
       this.#urls.delete(id)
       pool.close().catch(() => undefined)
     }
-    for (const [id, url] of wanted) {
+    for (const [id, u] of wanted) {
       if (this.#pools.has(id)) continue
-      this.#pools.set(id, this.#newPool(url))
-      this.#urls.set(id, url)
+      try {
+        this.#pools.set(id, this.#newPool(u))
+        this.#urls.set(id, identity(u)!)
+      } catch {
+        // a TLS file gone since the config was checked: no pool, its requests fail to connect
+        // (and are retried elsewhere); health probes report the same file
+      }
     }
   }
 
-  #newPool(origin: string): Pool {
-    const connect = buildConnector({ timeout: this.#timeouts.connect, noDelay: true })
+  #newPool(target: PoolTarget): Pool {
+    const origin = target.url
+    // https://: the upstream's CA, client pair (mTLS), name and verification, for every connection
+    const tls = upstreamTlsOptions(origin, target.tls ?? null)
+    const connect = buildConnector({ timeout: this.#timeouts.connect, noDelay: true, ...tls } as buildConnector.BuildOptions)
     return new Pool(origin, {
       connect: (opts, callback) => connect(opts, (...args) => {
         if (args[0] === null) tolerateUnsolicitedContinue(args[1] as Socket)

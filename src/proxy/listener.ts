@@ -1,10 +1,15 @@
-// The proxy's HTTP/1.1 listener: Node's server with Tether's limits and timeouts, requests
-// forwarded one at a time per connection, upgrades handed to the request path in request
-// order, malformed requests answered, and the graceful stop. Layer 4: owns the server and its
-// connections, holds no routing or protocol logic (the current RequestPath does).
+// The proxy's listener: Node's server with Tether's limits and timeouts (plain HTTP/1.1, with
+// h2c by prior knowledge beside it, TLS with HTTP/1.1, or TLS with HTTP/2 by ALPN and HTTP/1.1
+// on the same port), the rapid-reset guard of h2 connections, HTTP/1.1 requests
+// forwarded one at a time per connection, h2 streams side by side, upgrades handed to the
+// request path in request order, malformed requests answered, and the graceful stop. Layer 4:
+// owns the server and its connections, holds no routing or protocol logic (the current
+// RequestPath does) and no certificates (tls/server-certificates.ts does).
 import http from 'node:http'
-import type { AddressInfo, Socket } from 'node:net'
-import type { Duplex } from 'node:stream'
+import http2 from 'node:http2'
+import https from 'node:https'
+import net, { type AddressInfo, type Socket } from 'node:net'
+import { Duplex as DuplexStream, type Duplex } from 'node:stream'
 import { systemTimers, type Timers } from '../clock.js'
 import type { Config } from '../config/schema.js'
 import type { Logger } from '../observability/logger.js'
@@ -12,6 +17,8 @@ import type { ClientErrors } from './client-error.js'
 import { onePerConnection, whenIdle } from './pipelining.js'
 import type { RequestPath } from './request-path.js'
 import { writeRawError } from './respond.js'
+import { H2Request, H2Response } from './h2-messages.js'
+import type { ServerCertificates } from '../tls/server-certificates.js'
 
 /** What the listener serves: the request path of the current config (a reload swaps it). */
 export interface ListenerDeps {
@@ -20,6 +27,123 @@ export interface ListenerDeps {
   readonly logger: Logger
   /** Timers for the shutdown deadline and sweep (default the global ones). */
   readonly timers?: Timers
+  /** The certificates of `listen.tls` (required when it is set). */
+  readonly certificates?: ServerCertificates
+}
+
+/** Node's HTTP/1.1 server options Tether sets on every listener kind. */
+function http1Options(config: Config): http.ServerOptions {
+  const t = config.timeouts
+  return {
+    maxHeaderSize: config.limits.max_header_bytes,
+    headersTimeout: t.client_headers,
+    requestTimeout: 0, // long uploads and streams are bounded by idle timeouts instead
+    keepAliveTimeout: t.client_keep_alive,
+    // Node checks headersTimeout only this often (default 30 s): slow heads must get 408 on time
+    connectionsCheckingInterval: Math.max(50, Math.min(500, t.client_headers / 4)),
+    noDelay: true,
+  }
+}
+
+/**
+ * The server for `config.listen`: plain HTTP/1.1; with `tls`, HTTPS; with `tls` and
+ * `http2.enabled`, node:http2's secure server offering `h2` then `http/1.1` by ALPN (an
+ * HTTP/1.1 client gets Node's HTTP/1.1 server on the same port, upgrades included). Node 20's
+ * secure h2 server with `allowHTTP1` has the HTTP/1.1 server's connection tracking and
+ * timeouts, hence the one type.
+ */
+function createServer(config: Config, certificates: ServerCertificates | undefined, handle: http.RequestListener): http.Server {
+  const tls = config.listen.tls
+  if (tls === null) return http.createServer(http1Options(config), handle)
+  if (certificates === undefined) throw new Error('listen.tls is set but no certificates were loaded')
+  const { cert, key, minVersion, ticketKeys } = certificates.defaultOptions
+  const secure = { cert, key, minVersion, ticketKeys, SNICallback: certificates.sniCallback }
+  if (!config.listen.http2.enabled) return https.createServer({ ...http1Options(config), ...secure }, handle)
+  const h2 = http2.createSecureServer({
+    ...http1Options(config),
+    ...secure,
+    allowHTTP1: true,
+    Http2ServerRequest: H2Request,
+    Http2ServerResponse: H2Response,
+    maxSessionMemory: 10, // MB per connection, nghttp2's buffers included (Node's default)
+    settings: h2Settings(config),
+  }, handle as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void)
+  return h2 as unknown as http.Server
+}
+
+/**
+ * A Duplex relaying `socket` from its JavaScript side (so the bytes already read and put back
+ * come first), with the socket's addresses and timeouts, for node:http2, which reads a real
+ * socket's handle directly but takes any Duplex. Example: `h2c.emit('connection', new
+ * RelayedSocket(socket))`.
+ */
+class RelayedSocket extends DuplexStream {
+  readonly #socket: Socket
+  constructor(socket: Socket) {
+    super({ allowHalfOpen: false })
+    this.#socket = socket
+    socket.on('data', (chunk: Buffer) => { if (!this.push(chunk)) socket.pause() })
+    socket.once('end', () => this.push(null))
+    socket.once('close', () => this.destroy())
+    socket.on('error', (err) => this.destroy(err))
+  }
+  get remoteAddress(): string | undefined { return this.#socket.remoteAddress }
+  get remotePort(): number | undefined { return this.#socket.remotePort }
+  get remoteFamily(): string | undefined { return this.#socket.remoteFamily }
+  get localAddress(): string | undefined { return this.#socket.localAddress }
+  get localPort(): number | undefined { return this.#socket.localPort }
+  setTimeout(ms: number, cb?: () => void): this { this.#socket.setTimeout(ms, cb); return this }
+  setNoDelay(noDelay?: boolean): this { this.#socket.setNoDelay(noDelay); return this }
+  setKeepAlive(enable?: boolean, delay?: number): this { this.#socket.setKeepAlive(enable, delay); return this }
+  override _read(): void { this.#socket.resume() }
+  override _write(chunk: Buffer, encoding: BufferEncoding, cb: (err?: Error | null) => void): void { this.#socket.write(chunk, encoding, cb) }
+  override _final(cb: (err?: Error | null) => void): void { this.#socket.end(cb) }
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void { this.#socket.destroy(err ?? undefined); cb(err) }
+}
+
+/** The HTTP/2 client connection preface (RFC 9113 section 3.4). */
+const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1')
+
+/** Streams a connection may open before its share of streams it reset itself is judged. */
+const RESET_MIN_STREAMS = 100
+/** Above this share of streams reset by the client before their answer, the connection is closed. */
+const RESET_MAX_SHARE = 0.5
+
+/**
+ * Rapid reset (CVE-2023-44487): a client that opens streams and resets them at once makes the
+ * server start work (here: an upstream request) it never pays for, unbounded by the
+ * concurrent-stream limit. As Envoy does, a connection whose streams are mostly reset by the
+ * client before their answer (more than half, once it opened 100) gets GOAWAY
+ * ENHANCE_YOUR_CALM and is closed; a browser cancelling a few streams is far below that.
+ */
+function guardRapidReset(session: http2.ServerHttp2Session, logger: Logger): void {
+  let streams = 0
+  let resets = 0
+  session.on('stream', (stream: http2.ServerHttp2Stream) => {
+    streams++
+    // reset by the client: before its answer was complete ('aborted'), or cancelled right after
+    let counted = false
+    const reset = (): void => {
+      if (counted) return
+      counted = true
+      resets++
+      if (streams >= RESET_MIN_STREAMS && resets > streams * RESET_MAX_SHARE && !session.closed && !session.destroyed) {
+        logger.warn({ streams, resets, peer: session.socket?.remoteAddress }, 'HTTP/2 client resets most of its streams (rapid reset): connection closed')
+        session.destroy(new Error('rapid reset'), http2.constants.NGHTTP2_ENHANCE_YOUR_CALM) // its final GOAWAY carries the code
+      }
+    }
+    stream.once('aborted', reset)
+    stream.once('close', () => { if (stream.rstCode === http2.constants.NGHTTP2_CANCEL) reset() })
+  })
+}
+
+/** The SETTINGS Tether announces to an h2 client. */
+function h2Settings(config: Config): http2.Settings {
+  return {
+    maxConcurrentStreams: config.listen.http2.max_concurrent_streams,
+    maxHeaderListSize: config.limits.max_header_bytes,
+    enablePush: false,
+  }
 }
 
 /**
@@ -32,24 +156,47 @@ export class Listener {
   readonly #deps: ListenerDeps
   /** Client sockets that have Tether's error listener (a keep-alive connection may hand over many h2c requests). */
   readonly #guarded = new WeakSet<Duplex>()
+  /** Open HTTP/2 connections: a graceful stop sends each a GOAWAY, a forced one destroys it. */
+  readonly #sessions = new Set<http2.ServerHttp2Session>()
+  /** TLS connections (Node's h2 server cannot close its HTTP/1.1 ones all at once itself), and h2c ones. */
+  readonly #tlsSockets = new Set<Socket>()
+  /** With `listen.http2.cleartext`: the socket server that listens and sorts h2c from HTTP/1.1. */
+  #front: net.Server | null = null
 
   constructor(config: Config, deps: ListenerDeps) {
     this.#config = config
     this.#deps = deps
     const t = config.timeouts
-    const handle = onePerConnection((req, res) => deps.current().handleRequest(req, res))
-    this.server = http.createServer(
-      {
-        maxHeaderSize: config.limits.max_header_bytes,
-        headersTimeout: t.client_headers,
-        requestTimeout: 0, // long uploads and streams are bounded by idle timeouts instead
-        keepAliveTimeout: t.client_keep_alive,
-        // Node checks headersTimeout only this often (default 30 s): slow heads must get 408 on time
-        connectionsCheckingInterval: Math.max(50, Math.min(500, t.client_headers / 4)),
-        noDelay: true,
-      },
-      handle,
-    )
+    const serial = onePerConnection((req, res) => deps.current().handleRequest(req, res))
+    // h2 streams of one connection are concurrent by design (bounded by max_concurrent_streams)
+    const handle: http.RequestListener = (req, res) => (req.httpVersionMajor === 2 ? deps.current().handleRequest(req, res) : serial(req, res))
+    this.server = createServer(config, deps.certificates, handle)
+    const onSession = (session: http2.ServerHttp2Session): void => {
+      this.#sessions.add(session)
+      session.once('close', () => this.#sessions.delete(session))
+      session.on('error', (err) => deps.logger.debug({ err }, 'HTTP/2 session error'))
+      guardRapidReset(session, deps.logger)
+    }
+    this.server.on('session', onSession)
+    if (config.listen.tls === null && config.listen.http2.cleartext) {
+      // h2c with prior knowledge next to HTTP/1.1: a front socket server reads each
+      // connection's first bytes and hands it to the h2 server (the client preface) or to
+      // the HTTP/1.1 server (anything else)
+      const h2c = http2.createServer({
+        Http2ServerRequest: H2Request,
+        Http2ServerResponse: H2Response,
+        maxSessionMemory: 10,
+        settings: h2Settings(config),
+      }, handle as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void)
+      h2c.on('session', onSession)
+      this.#front = net.createServer({ noDelay: true }, (socket) => this.#sniff(socket, h2c))
+    }
+    this.server.on('secureConnection', (socket: Socket) => {
+      this.#tlsSockets.add(socket)
+      socket.once('close', () => this.#tlsSockets.delete(socket))
+    })
+    // a failed handshake (wrong version, no shared cipher, a scanner) is the client's problem
+    this.server.on('tlsClientError', (err: Error) => deps.logger.debug({ err }, 'TLS handshake failed'))
     this.server.on('clientError', deps.clientErrors.handle)
     // Expect: 100-continue: refuse a declared oversized body before the client sends it
     this.server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
@@ -73,10 +220,13 @@ export class Listener {
   /** Start listening; rejects with a message naming the address when the port is taken. */
   async listen(): Promise<void> {
     const { host, port } = this.#config.listen
+    const listening = this.#front ?? this.server
     await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject)
-      this.server.listen(port, host, () => {
-        this.server.off('error', reject)
+      listening.once('error', reject)
+      listening.listen(port, host, () => {
+        listening.off('error', reject)
+        // the HTTP/1.1 server behind a front starts its connection tracking (timeouts) as if it listened
+        if (listening !== this.server) this.server.emit('listening')
         resolve()
       })
     }).catch((err: NodeJS.ErrnoException) => {
@@ -85,13 +235,45 @@ export class Listener {
   }
 
   get port(): number {
-    return (this.server.address() as AddressInfo).port
+    return ((this.#front ?? this.server).address() as AddressInfo).port
   }
 
-  /** http://host:port (the real port when configured with 0). */
+  /**
+   * A new cleartext connection: the HTTP/2 client preface ("PRI * HTTP/2.0...", RFC 9113
+   * section 3.4) goes to the h2 server, anything else to the HTTP/1.1 server; the bytes read
+   * are put back first. A connection that sends nothing is left to the HTTP/1.1 server's
+   * header timeout only once it sends: until then the front's own idle timeout applies.
+   */
+  #sniff(socket: Socket, h2c: http2.Http2Server): void {
+    socket.on('error', () => undefined)
+    const timers = this.#deps.timers ?? systemTimers
+    const silent = timers.setTimeout(() => socket.destroy(), this.#config.timeouts.client_headers)
+    socket.once('close', () => timers.clearTimeout(silent))
+    socket.once('data', (chunk: Buffer) => {
+      timers.clearTimeout(silent)
+      socket.pause()
+      socket.unshift(chunk)
+      const n = Math.min(chunk.length, H2_PREFACE.length)
+      if (n >= 3 && chunk.subarray(0, n).equals(H2_PREFACE.subarray(0, n))) {
+        this.#tlsSockets.add(socket)
+        socket.once('close', () => this.#tlsSockets.delete(socket))
+        // nghttp2 reads the socket's handle directly, past bytes put back in JS: it gets a
+        // stream that replays them, then relays the socket
+        h2c.emit('connection', new RelayedSocket(socket))
+      } else this.server.emit('connection', socket)
+      socket.resume()
+    })
+  }
+
+  /** http://host:port, or https:// with TLS (the real port when configured with 0). */
   get url(): string {
     const host = this.#config.listen.host
-    return `http://${host.includes(':') ? `[${host}]` : host}:${this.port}`
+    return `${this.#config.listen.tls === null ? 'http' : 'https'}://${host.includes(':') ? `[${host}]` : host}:${this.port}`
+  }
+
+  /** New TLS handshakes use these certificate options (the certificates' reload calls it). */
+  setSecureContext(options: { cert: Buffer; key: Buffer; minVersion: string; ticketKeys: Buffer }): void {
+    ;(this.server as unknown as https.Server).setSecureContext(options as https.ServerOptions)
   }
 
   /**
@@ -102,9 +284,15 @@ export class Listener {
   async close(graceMs: number, beforeForce: () => void): Promise<void> {
     const server = this.server
     const timers = this.#deps.timers ?? systemTimers
-    const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+    const front = this.#front
+    const closed = Promise.all([
+      new Promise<void>((resolve) => server.close(() => resolve())),
+      front === null ? null : new Promise<void>((resolve) => front.close(() => resolve())),
+    ]).then(() => undefined)
     // connections that finish their request while draining become idle: close them too
     let sweep: unknown = null
+    // h2 connections get a GOAWAY: their open streams finish, no new one starts
+    for (const session of this.#sessions) session.close()
     const sweepIdle = (): void => {
       server.closeIdleConnections()
       sweep = timers.setTimeout(sweepIdle, 50)
@@ -116,7 +304,9 @@ export class Listener {
     beforeForce()
     timers.clearTimeout(sweep)
     timers.clearTimeout(timer)
-    server.closeAllConnections()
+    if (typeof server.closeAllConnections === 'function') server.closeAllConnections()
+    for (const session of this.#sessions) session.destroy()
+    for (const socket of this.#tlsSockets) socket.destroy()
     await closed
   }
 

@@ -47,6 +47,10 @@ export class RequestContext {
   readonly t0: number
   readonly peer: string
   readonly method: string
+  /** The client connection (an h2 request's is its session: its socket is a proxy made per stream). */
+  readonly connection: object
+  /** How the client reached Tether: `https` when Tether terminated TLS (X-Forwarded-Proto). */
+  readonly scheme: 'http' | 'https'
   /** Path (as written) and absolute-form authority. */
   target: RequestTarget = { path: '/', authority: null }
   /** The key, read once. */
@@ -84,6 +88,9 @@ export class RequestContext {
     this.arrived = arrived
     this.t0 = performance.now()
     this.peer = req.socket.remoteAddress ?? ''
+    this.connection = (req as { stream?: { session?: object } }).stream?.session ?? req.socket
+    // an h2 request's socket is Node's proxy of the session's TLS socket: `encrypted` reads through
+    this.scheme = (req.socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http'
     this.method = req.method ?? 'GET'
   }
 

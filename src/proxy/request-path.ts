@@ -93,6 +93,8 @@ export class RequestPath {
   readonly #access: boolean
   readonly #debug: boolean
   readonly #hook: string | null
+  /** Client connections that already gave up waiting on an upstream (see #firstGiveUp). */
+  readonly #gaveUp = new WeakSet<object>()
 
   constructor(deps: RequestPathDeps) {
     this.#d = deps
@@ -211,7 +213,7 @@ export class RequestPath {
     const dropped: string[] | undefined = this.#debug ? [] : undefined
     const headers = upstreamRequestHeaders(ctx.req.rawHeaders, this.#d.headerPolicy, {
       peer: ctx.peer,
-      proto: 'http',
+      proto: ctx.scheme,
       port: ctx.req.socket.localPort ?? 0,
       upstreamHost: upstream.host,
       authority: ctx.target.authority,
@@ -269,7 +271,7 @@ export class RequestPath {
       events.requestEnded(upstream.id)
       const signal = healthSignal(r)
       if (signal !== null) this.#d.observe(upstream.id, signal)
-      else if (r.outcome?.kind === 'client_abort' && !attempt.answered && performance.now() - sent >= this.config.health.active.timeout) {
+      else if (r.outcome?.kind === 'client_abort' && !attempt.answered && performance.now() - sent >= this.config.health.active.timeout && this.#firstGiveUp(ctx)) {
         // the client gave up waiting for a head: a hint that this upstream may not be answering
         // (a frozen replica); a failure for passive health, and a probe now, so the user's
         // next request is not sent back into the hole
@@ -279,6 +281,18 @@ export class RequestPath {
       return r
     })
     return { attempt, result }
+  }
+
+  /**
+   * One client connection is one witness: however many requests (h2 streams) it abandons at
+   * once, its giving up counts once. A client resetting a burst of streams (or a busy event
+   * loop delaying their aborts past the probe timeout) must not eject an upstream by itself.
+   */
+  #firstGiveUp(ctx: RequestContext): boolean {
+    const connection = ctx.connection
+    if (this.#gaveUp.has(connection)) return false
+    this.#gaveUp.add(connection)
+    return true
   }
 
   /** `retries.hedge_after` applies: a plain HTTP request with an idempotent method and no body. */
@@ -357,12 +371,14 @@ export class RequestPath {
     }
     const ms = performance.now() - ctx.t0
     events.observeRequest(upstream, ctx.method, r.status, ms / 1000)
+    events.clientProtocol(ctx.protocol === 'websocket' ? 'websocket' : ctx.req.httpVersionMajor === 2 ? 'h2' : ctx.req.httpVersion === '1.0' ? 'http/1.0' : 'http/1.1')
     if (!this.#access) return
     logger.info({
       request_id: ctx.id,
       method: ctx.method,
       path: ctx.req.url,
       protocol: ctx.protocol,
+      http_version: ctx.req.httpVersion,
       status: r.status,
       key: this.config.affinity.key,
       session: ctx.session ?? this.#session(ctx),

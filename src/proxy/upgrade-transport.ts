@@ -5,9 +5,11 @@
 // pass untouched). Owns the open tunnels: the connection limit, the idle timeout, and closing
 // them (1012 when their upstream dies, 1001 at shutdown). Never decides where a request goes.
 import type { ClientRequest, IncomingMessage } from 'node:http'
+import { Agent as HttpsAgent } from 'node:https'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import httpProxy from 'http-proxy'
+import { upstreamTlsOptions } from '../tls/upstream-tls.js'
 import { systemTimers, type Timers } from '../clock.js'
 import { TetherError, type ErrorCode } from '../errors.js'
 import type { Logger } from '../observability/logger.js'
@@ -56,6 +58,8 @@ export class Upgrades {
   readonly #byUpstream = new Map<string, Set<Tunnel>>()
   /** Every client connection handed over and not closed yet (also those no longer tunnelling). */
   readonly #live = new Set<Tunnel>()
+  /** https:// upstreams: one agent each with its TLS settings (keyed by URL and settings). */
+  readonly #agents = new Map<string, HttpsAgent>()
   #count = 0
 
   constructor(logger: Logger, answer: AnswerHeadPolicy, options: UpgradeOptions) {
@@ -135,6 +139,22 @@ export class Upgrades {
   }
 
   // --- for Tunnel ---
+
+  /**
+   * http-proxy's options for a handshake to `upstream`: its URL, and for https:// an agent with
+   * its CA, client pair, name (never the client's Host) and verification.
+   */
+  targetOf(upstream: Upstream): httpProxy.ServerOptions {
+    if (!upstream.url.startsWith('https:')) return { target: upstream.url }
+    const key = `${upstream.url} ${JSON.stringify(upstream.tls)}`
+    let agent = this.#agents.get(key)
+    if (agent === undefined) {
+      const tls = upstreamTlsOptions(upstream.url, upstream.tls)!
+      agent = new HttpsAgent({ ...tls, servername: tls.servername ?? '', keepAlive: false })
+      this.#agents.set(key, agent)
+    }
+    return { target: upstream.url, agent, secure: agent.options.rejectUnauthorized !== false }
+  }
 
   get proxy(): httpProxy {
     return this.#proxy
@@ -234,7 +254,7 @@ class Tunnel implements Exchange {
     const done = new Promise<AttemptResult>((resolve) => {
       this.#settle = resolve
       try {
-        this.#owner.proxy.ws(view, this.#client, head, { target: upstream.url }, (err: Error) => this.#onProxyError(err))
+        this.#owner.proxy.ws(view, this.#client, head, this.#owner.targetOf(upstream), (err: Error) => this.#onProxyError(err))
       } catch (err) {
         // http.request() refused the handshake (e.g. a header value it will not send)
         this.#owner.logger.warn({ err, upstream: upstream.id }, 'websocket handshake could not be sent')

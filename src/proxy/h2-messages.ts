@@ -1,0 +1,122 @@
+// An HTTP/2 stream as the request path reads a request: Node's compatibility request and
+// response, given the HTTP/1.1 shape of the message (RFC 9113 section 8.3.1: an intermediary
+// that forwards an h2 request as HTTP/1.1 makes Host from :authority and joins the cookie
+// crumbs) and a response that drops what h2 cannot carry (a reason phrase, connection-specific
+// headers). Layer 3 adapter of node:http2, used as the server's request and response classes
+// (the documented extension point); it holds no routing or header policy.
+import http2 from 'node:http2'
+
+const { NGHTTP2_NO_ERROR } = http2.constants
+
+type Headers = http2.IncomingHttpHeaders
+
+/**
+ * The HTTP/1.1 view of an h2 request head: pseudo-headers removed, `host` from `:authority`
+ * (both kept when they differ, so the Host rule refuses the request), the cookie crumbs joined
+ * with "; " into one field, and `transfer-encoding: chunked` when a body follows without a
+ * declared length (the framing an HTTP/1.1 upstream gets for it).
+ * Example: [':method','GET',':authority','a.example',':path','/','cookie','a=1','cookie','b=2']
+ * -> ['host','a.example','cookie','a=1; b=2'].
+ */
+export function http1Head(raw: readonly string[], bodyFollows: boolean): { raw: string[]; headers: Headers } {
+  const out: string[] = []
+  const headers: Headers = Object.create(null) as Headers
+  let authority: string | undefined
+  let host: string | undefined
+  let cookieAt = -1
+  let length = false
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!
+    const value = raw[i + 1]!
+    if (name.charCodeAt(0) === 0x3a /* : */) {
+      if (name === ':authority') authority = value
+      continue
+    }
+    if (name === 'cookie') {
+      if (cookieAt === -1) {
+        cookieAt = out.length + 1
+        out.push(name, value)
+      } else out[cookieAt] = `${out[cookieAt]}; ${value}`
+      continue
+    }
+    if (name === 'host') host ??= value
+    else if (name === 'content-length') length = true
+    out.push(name, value)
+  }
+  if (authority !== undefined && (host === undefined || host.toLowerCase() !== authority.toLowerCase())) out.unshift('host', authority)
+  if (bodyFollows && !length) out.push('transfer-encoding', 'chunked')
+  for (let i = 0; i < out.length; i += 2) {
+    const name = out[i]!
+    const prev = headers[name]
+    if (prev === undefined) headers[name] = name === 'set-cookie' ? [out[i + 1]!] : out[i + 1]!
+    else if (Array.isArray(prev)) prev.push(out[i + 1]!)
+    else headers[name] = `${prev}, ${out[i + 1]!}`
+  }
+  return { raw: out, headers }
+}
+
+/**
+ * The request of an h2 stream, with `headers` and `rawHeaders` in their HTTP/1.1 shape
+ * ({@link http1Head}); `method`, `url` (:path), `authority` and the body are Node's.
+ */
+export class H2Request extends http2.Http2ServerRequest {
+  constructor(stream: http2.ServerHttp2Stream, headers: Headers, options: object, rawHeaders: readonly string[]) {
+    super(stream, headers, options, rawHeaders)
+    const head = http1Head(rawHeaders, !stream.endAfterHeaders)
+    Object.defineProperties(this, {
+      headers: { value: head.headers, enumerable: true },
+      rawHeaders: { value: head.raw, enumerable: true },
+    })
+  }
+}
+
+/** Headers no h2 answer may carry (RFC 9113 section 8.2.2); `te` only as "trailers". */
+const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'http2-settings'])
+
+/**
+ * The response of an h2 stream as the HTTP transport writes it: `writeHead(status, reason,
+ * headers)` drops the reason (h2 has none) and connection-specific headers (an HTTP/1.1
+ * `Connection: close` means nothing on a stream); `destroyed` says whether the stream is gone;
+ * `statusMessage` and `shouldKeepAlive` are accepted and ignored. When the answer is complete
+ * while the client is still sending its body, the stream is reset with NO_ERROR (RFC 9113
+ * section 8.1: the client stops sending, the stream's slot is freed).
+ */
+export class H2Response extends http2.Http2ServerResponse {
+  constructor(stream: http2.ServerHttp2Stream) {
+    super(stream)
+    stream.once('finish', () => {
+      // `req.complete` is false for a request body nobody read (a GET's empty one too): the
+      // protocol state says whether the client is still sending; a reset while it is done
+      // would discard answer frames not yet on the wire
+      if (stream.closed || stream.destroyed || stream.endAfterHeaders || stream.state.remoteClose === 1) return
+      if (!this.req.complete) stream.close(NGHTTP2_NO_ERROR)
+    })
+  }
+
+  override writeHead(statusCode: number, headers?: http2.OutgoingHttpHeaders): this
+  override writeHead(statusCode: number, statusMessage: string, headers?: http2.OutgoingHttpHeaders): this
+  override writeHead(statusCode: number, reasonOrHeaders?: string | http2.OutgoingHttpHeaders, maybeHeaders?: http2.OutgoingHttpHeaders): this {
+    const headers = typeof reasonOrHeaders === 'object' ? reasonOrHeaders : maybeHeaders
+    if (headers === undefined) return super.writeHead(statusCode)
+    const sendable: http2.OutgoingHttpHeaders = {}
+    for (const name in headers) {
+      const lower = name.toLowerCase()
+      if (CONNECTION_SPECIFIC.has(lower) || (lower === 'te' && headers[name] !== 'trailers')) continue
+      sendable[name] = headers[name]
+    }
+    return super.writeHead(statusCode, sendable)
+  }
+}
+
+// Defined here because the base class declares these as plain properties, which a subclass
+// cannot override with accessors. `destroyed` (which Node's class lacks): the stream is closed
+// or reset, nothing more can be written. h2 has no reason phrase and no connection to keep
+// alive: writes of those are ignored (Node's own accessors would warn).
+Object.defineProperties(H2Response.prototype, {
+  destroyed: {
+    get(this: H2Response) { return this.stream.destroyed || this.stream.closed },
+    configurable: true,
+  },
+  statusMessage: { get: () => '', set: () => undefined, configurable: true },
+  shouldKeepAlive: { get: () => true, set: () => undefined, configurable: true },
+})

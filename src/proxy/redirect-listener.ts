@@ -1,0 +1,83 @@
+// The plain-HTTP listener next to a TLS one (`listen.redirect`): every request gets a 308 to the
+// same URL on https://, except ACME HTTP-01 challenges (`/.well-known/acme-challenge/...`),
+// which go through the request path like any request (cert-manager's solver answers them).
+// Layer 4: owns this second server; holds no routing logic (the current RequestPath does).
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import type { Config } from '../config/schema.js'
+import type { Logger } from '../observability/logger.js'
+import type { ClientErrors } from './client-error.js'
+import { onePerConnection } from './pipelining.js'
+import type { RequestPath } from './request-path.js'
+import { sendError } from './respond.js'
+
+const ACME = '/.well-known/acme-challenge/'
+/** A Host that is only a name or an IP literal and a port (RFC 9110 section 7.2). */
+const HOST = /^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/
+
+/**
+ * The https:// URL a plain request is sent to, or null when its Host cannot make one (the
+ * client gets 400). The Host's port is replaced by `httpsPort` (443: none written).
+ * Example: httpsLocation('shop.example:8080', '/cart?x=1', 443) -> 'https://shop.example/cart?x=1'.
+ */
+export function httpsLocation(host: string | undefined, target: string, httpsPort: number): string | null {
+  if (host === undefined || !HOST.test(host) || !target.startsWith('/')) return null
+  const hostname = host.replace(/:\d+$/, '').toLowerCase()
+  return `https://${hostname}${httpsPort === 443 ? '' : `:${httpsPort}`}${target}`
+}
+
+/**
+ * Example: `const r = new RedirectListener(config, deps, () => tls.port); await r.listen()`;
+ * `GET http://shop.example/cart` -> 308 `Location: https://shop.example/cart`.
+ */
+export class RedirectListener {
+  readonly server: http.Server
+  readonly #config: Config
+
+  constructor(config: Config, deps: { readonly current: () => RequestPath; readonly clientErrors: ClientErrors; readonly logger: Logger }, tlsPort: () => number) {
+    this.#config = config
+    const redirect = config.listen.redirect!
+    const proxied = onePerConnection((req, res) => deps.current().handleRequest(req, res))
+    this.server = http.createServer({
+      maxHeaderSize: config.limits.max_header_bytes,
+      headersTimeout: config.timeouts.client_headers,
+      keepAliveTimeout: config.timeouts.client_keep_alive,
+      noDelay: true,
+    }, (req, res) => {
+      const url = req.url ?? '/'
+      if (url.startsWith(ACME)) return proxied(req, res)
+      const location = httpsLocation(req.headers.host, url, redirect.https_port ?? tlsPort())
+      if (location === null) return void sendError(res, 'TETHER_BAD_REQUEST', { close: true })
+      req.resume() // a body is not wanted: drain it, the answer does not wait for it
+      res.writeHead(308, { location, 'content-length': '0' })
+      res.end()
+    })
+    this.server.on('clientError', deps.clientErrors.handle)
+    this.server.on('error', (err) => deps.logger.error({ err }, 'redirect listener error'))
+  }
+
+  async listen(): Promise<void> {
+    const { host, port } = this.#config.listen.redirect!
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject)
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject)
+        resolve()
+      })
+    }).catch((err: NodeJS.ErrnoException) => {
+      throw Object.assign(new Error(`cannot listen on ${host}:${port} (listen.redirect): ${err.code ?? err.message}`), { code: err.code })
+    })
+  }
+
+  get port(): number {
+    return (this.server.address() as AddressInfo).port
+  }
+
+  /** Stop accepting; close every connection (a redirect is short, a challenge is tiny). */
+  async close(): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
+    this.server.closeIdleConnections()
+    this.server.closeAllConnections()
+    await closed
+  }
+}

@@ -1,0 +1,128 @@
+// Hostile HTTP/2 clients against Tether run as its CLI (a child process, so its CPU time and
+// memory can be read from /proc): rapid reset (CVE-2023-44487: streams opened and reset at
+// once) and CONTINUATION floods (2024: a header block that never ends). The attacker's
+// connection is cut, CPU and memory stay bounded, and another client is served meanwhile.
+import t, { type Test } from 'tap'
+import http2 from 'node:http2'
+import type tls from 'node:tls'
+import { startCli, tempFile, type Running } from './fixtures/cli.js'
+import { FLAG, FRAME, connectH2, frame, getBlock, junkHeaders, processUsage, readFrames } from './fixtures/h2-frames.js'
+import { makeCertificateSet } from './fixtures/tls.js'
+import { startUpstream } from './fixtures/upstream.js'
+import { within } from './fixtures/wait.js'
+
+const certs = makeCertificateSet()
+t.teardown(() => certs.remove())
+
+async function start(t: Test): Promise<{ tether: Running; port: number; upstreamRequests: () => number }> {
+  const up = await startUpstream('app-0')
+  t.teardown(() => up.close())
+  const file = tempFile('h2-flood.yaml', [
+    'listen:',
+    '  host: 127.0.0.1',
+    '  port: 0',
+    `  tls: { cert: "${certs.server.certFile}", key: "${certs.server.keyFile}" }`,
+    'admin: { listen: { host: 127.0.0.1, port: 0 } }',
+    'log: { access: false }',
+    'upstreams:',
+    `  - { id: app-0, url: "${up.url}" }`,
+    '',
+  ].join('\n'))
+  const tether = await startCli(file)
+  t.teardown(async () => { if (tether.proc.exitCode === null && tether.proc.signalCode === null) await tether.stop('SIGKILL') })
+  return { tether, port: Number(new URL(tether.url).port), upstreamRequests: () => up.seen.length }
+}
+
+/** A well-behaved h2 client's GET, resolving with the status (the service check during a flood). */
+function probe(port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = http2.connect(`https://127.0.0.1:${port}`, { ca: certs.ca, servername: 'localhost' })
+    s.on('error', reject)
+    const req = s.request({ ':path': '/probe' })
+    req.on('response', (h) => {
+      let body = ''
+      req.on('data', (c: Buffer) => (body += c))
+      req.on('end', () => { s.close(); if (process.env['H2_FLOOD_DEBUG']) console.error('probe', h[':status'], body); resolve(Number(h[':status'])) })
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+/** Resolves when the server closes `socket` (or sends GOAWAY): the GOAWAY error code, if any. */
+function cutOff(socket: tls.TLSSocket): Promise<{ goaway: number | null }> {
+  return new Promise((resolve) => {
+    let goaway: number | null = null
+    readFrames(socket, (type, _flags, _stream, payload) => { if (type === FRAME.GOAWAY) goaway ??= payload.readUInt32BE(4) })
+    socket.once('close', () => resolve({ goaway }))
+    socket.on('error', () => undefined)
+    socket.setMaxListeners(0) // the flood loops wait on 'drain' or 'close' many times
+  })
+}
+
+t.test('rapid reset: a client opening and resetting streams as fast as it can is cut off; CPU and memory stay bounded', async (t) => {
+  const { tether, port, upstreamRequests } = await start(t)
+  const pid = tether.proc.pid!
+  t.equal(await probe(port), 200, 'served before the flood')
+  const before = await processUsage(pid)
+  const socket = await connectH2(port, certs.ca)
+  const closed = cutOff(socket)
+  let sent = 0
+  let open = true
+  void closed.then(() => { open = false })
+  const block = getBlock(`127.0.0.1:${port}`)
+  // bounded: at most 100 000 streams, in batches of 500 (HEADERS + RST_STREAM CANCEL each)
+  const deadline = Date.now() + 10_000
+  while (open && sent < 100_000 && Date.now() < deadline) {
+    const batch: Buffer[] = []
+    for (let i = 0; i < 500; i++) {
+      const id = 2 * (sent + i) + 1
+      batch.push(frame(FRAME.HEADERS, FLAG.END_STREAM | FLAG.END_HEADERS, id, block), frame(FRAME.RST_STREAM, 0, id, Buffer.from([0, 0, 0, 8])))
+    }
+    sent += 500
+    if (!socket.write(Buffer.concat(batch))) await new Promise<void>((r) => { socket.once('drain', r); socket.once('close', r) })
+    await new Promise((r) => setImmediate(r)) // let a close be noticed
+  }
+  const during = probe(port)
+  const { goaway } = await within(closed, 15_000, 'the flooding connection to be closed')
+  t.equal(await within(during, 10_000, 'a normal client during the flood'), 200, 'another client is served during the flood')
+  const after = await processUsage(pid)
+  t.ok(!open, 'the flooding connection was closed by Tether')
+  t.equal(goaway, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, 'with GOAWAY ENHANCE_YOUR_CALM')
+  const line = tether.stdout().split('\n').find((l) => l.includes('rapid reset'))
+  t.ok(line, 'Tether logged why it closed the connection')
+  const judged = line === undefined ? Infinity : (JSON.parse(line) as { streams: number }).streams
+  t.ok(judged <= 200, `Tether took ${judged} streams before closing the connection`)
+  t.ok(upstreamRequests() <= 200, `${upstreamRequests()} requests reached the upstream`)
+  t.ok(after.rssKb - before.rssKb < 100_000, `memory grew by ${after.rssKb - before.rssKb} kB (< 100 MB)`)
+  t.comment(`rapid reset: Tether closed the connection after ${judged} streams (the client had written ${sent} when it noticed) (GOAWAY code ${goaway ?? 'none'}), Tether CPU ${after.cpuMs - before.cpuMs} ms, RSS ${before.rssKb} -> ${after.rssKb} kB, upstream requests ${upstreamRequests()}`)
+  t.equal(await probe(port), 200, 'served after the flood')
+  if (process.env['H2_FLOOD_DEBUG']) console.error(tether.stdout().split('\n').filter((l) => !l.includes('"access"')).slice(-10).join('\n'))
+})
+
+t.test('CONTINUATION flood: a header block that never ends is cut off early; CPU and memory stay bounded', async (t) => {
+  const { tether, port } = await start(t)
+  const pid = tether.proc.pid!
+  const before = await processUsage(pid)
+  const socket = await connectH2(port, certs.ca)
+  const closed = cutOff(socket)
+  let open = true
+  void closed.then(() => { open = false })
+  // HEADERS without END_HEADERS, then CONTINUATION frames of ~16 kB each, never ending (at most 64 MB)
+  socket.write(frame(FRAME.HEADERS, 0, 1, getBlock(`127.0.0.1:${port}`)))
+  let bytes = 0
+  const deadline = Date.now() + 10_000
+  for (let i = 0; open && bytes < 64 * 1024 * 1024 && Date.now() < deadline; i++) {
+    const payload = junkHeaders(140, i)
+    bytes += payload.length
+    if (!socket.write(frame(FRAME.CONTINUATION, 0, 1, payload))) await new Promise<void>((r) => { socket.once('drain', r); socket.once('close', r) })
+    await new Promise((r) => setImmediate(r)) // let a close be noticed
+  }
+  const during = probe(port)
+  const { goaway } = await within(closed, 15_000, 'the flooding connection to be closed')
+  t.equal(await within(during, 10_000, 'a normal client during the flood'), 200, 'another client is served')
+  const after = await processUsage(pid)
+  t.ok(bytes < 64 * 1024 * 1024, `cut off after ${bytes} bytes of CONTINUATION, before 64 MB`)
+  t.ok(after.rssKb - before.rssKb < 100_000, `memory grew by ${after.rssKb - before.rssKb} kB (< 100 MB)`)
+  t.comment(`CONTINUATION flood: ${bytes} bytes sent before the cut (GOAWAY code ${goaway ?? 'none'}), Tether CPU ${after.cpuMs - before.cpuMs} ms, RSS ${before.rssKb} -> ${after.rssKb} kB`)
+})

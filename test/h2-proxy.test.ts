@@ -1,0 +1,202 @@
+// HTTP/2 to clients over TLS (ALPN h2, HTTP/1.1 on the same port): each h2 stream goes through
+// the same request path as an HTTP/1.1 request. Real clients (curl --http2, Node's http2
+// client) against real upstreams: sticky routing, several Set-Cookie kept apart, checkpoints
+// and rehydration, retries, epochs, the error catalogue, the access log, concurrent streams.
+import t, { type Test } from 'tap'
+import { execFile } from 'node:child_process'
+import http from 'node:http'
+import http2 from 'node:http2'
+import { startTether, type Tether } from '../src/app.js'
+import type { Config } from '../src/config/schema.js'
+import { createLogger } from '../src/observability/logger.js'
+import { LogCapture } from './fixtures/log-capture.js'
+import { makeCertificateSet } from './fixtures/tls.js'
+import { startUpstream, testConfig, type DeepPartial, type Handler, type Upstream } from './fixtures/upstream.js'
+import { waitFor } from './fixtures/wait.js'
+
+const certs = makeCertificateSet()
+t.teardown(() => certs.remove())
+
+const TLS = { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [], min_version: 'TLSv1.2', hsts: null } as const
+
+async function h2Tether(t: Test, ups: readonly Upstream[], over: DeepPartial<Config> = {}, logs?: LogCapture): Promise<Tether> {
+  const config = testConfig(ups, { ...over, listen: { tls: TLS, ...over.listen } })
+  const tether = await startTether(config, { logger: logs === undefined ? createLogger('silent') : createLogger('info', logs) })
+  t.teardown(() => tether.close(0))
+  return tether
+}
+
+async function upstreams(t: Test, ids: string[], handler?: (id: string) => Handler): Promise<Upstream[]> {
+  const ups = await Promise.all(ids.map((id) => startUpstream(id, handler?.(id))))
+  t.teardown(() => Promise.all(ups.map((u) => u.close())))
+  return ups
+}
+
+/** An upstream answering JSON with what it received (method, HTTP version, headers, body). */
+const echo = (id: string): Handler => (req, res) => {
+  let body = ''
+  req.on('data', (c) => (body += c))
+  req.on('end', () => {
+    res.setHeader('content-type', 'application/json')
+    res.setHeader('set-cookie', ['app_a=1; Path=/', 'app_b=2; Path=/; HttpOnly'])
+    res.end(JSON.stringify({ id, method: req.method, version: req.httpVersion, headers: req.headers, body }))
+  })
+}
+
+function session(t: Test, tether: Tether): http2.ClientHttp2Session {
+  const s = http2.connect(tether.url, { ca: certs.ca })
+  s.on('error', () => undefined)
+  t.teardown(() => s.destroy())
+  return s
+}
+
+interface H2Reply { status: number; headers: http2.IncomingHttpHeaders & http2.IncomingHttpStatusHeader; body: string }
+
+function h2request(s: http2.ClientHttp2Session, headers: http2.OutgoingHttpHeaders, body?: string): Promise<H2Reply> {
+  return new Promise((resolve, reject) => {
+    const req = s.request(headers, { endStream: body === undefined })
+    let head: H2Reply['headers'] = {}
+    let data = ''
+    req.on('response', (h) => { head = h })
+    req.setEncoding('utf8')
+    req.on('data', (c: string) => (data += c))
+    req.on('end', () => resolve({ status: Number(head[':status']), headers: head, body: data }))
+    req.on('error', reject)
+    if (body !== undefined) req.end(body)
+  })
+}
+
+const cookieOf = (r: H2Reply): string => (r.headers['set-cookie'] as string[]).find((c) => c.startsWith('tether='))!.split(';')[0]!
+
+t.test('curl --http2 negotiates h2 by ALPN; curl --http1.1 on the same port keeps HTTP/1.1', async (t) => {
+  const ups = await upstreams(t, ['app-0'], echo)
+  const tether = await h2Tether(t, ups)
+  const run = (args: string[]): Promise<string> => new Promise((resolve, reject) => {
+    execFile('curl', ['-sS', '--max-time', '10', '--cacert', certs.caFile, '-D', '-', ...args, `${tether.url}/h2?x=1`], (err, out, stderr) => (err ? reject(new Error(stderr)) : resolve(out)))
+  })
+  const h2 = await run(['--http2'])
+  t.match(h2, /^HTTP\/2 200/, 'h2 to the client')
+  const body = JSON.parse(h2.slice(h2.indexOf('\r\n\r\n') + 4)) as { version: string; headers: Record<string, string> }
+  t.equal(body.version, '1.1', 'HTTP/1.1 to the upstream')
+  t.equal(body.headers['host'], `127.0.0.1:${tether.port}`, 'Host made from :authority')
+  t.equal(body.headers['x-forwarded-proto'], 'https')
+  t.equal((h2.match(/^set-cookie:/gim) ?? []).length, 3, 'two application cookies and Tether\'s, each its own field')
+  const h1 = await run(['--http1.1'])
+  t.match(h1, /^HTTP\/1\.1 200/)
+})
+
+t.test('an h2 stream is routed, pinned and answered like an HTTP/1.1 request; cookie crumbs are joined', async (t) => {
+  const ups = await upstreams(t, ['app-0', 'app-1', 'app-2'], echo)
+  const logs = new LogCapture()
+  const tether = await h2Tether(t, ups, {}, logs)
+  const s = session(t, tether)
+  const first = await h2request(s, { ':path': '/cart' })
+  t.equal(first.status, 200)
+  t.same((first.headers['set-cookie'] as string[]).map((c) => c.split('=')[0]), ['app_a', 'app_b', 'tether'], 'several Set-Cookie stay separate')
+  const id = (JSON.parse(first.body) as { id: string }).id
+  for (let i = 0; i < 5; i++) {
+    // h2 clients may split Cookie into crumbs (RFC 9113 section 8.2.3): they reach the app as one header
+    const r = await h2request(s, { ':path': `/cart/${i}`, cookie: [cookieOf(first), 'other=x'] })
+    const seen = JSON.parse(r.body) as { id: string; headers: Record<string, string> }
+    t.equal(seen.id, id, `request ${i} sticks to ${id}`)
+    t.equal(seen.headers['cookie'], `${cookieOf(first)}; other=x`)
+  }
+  const access = logs.access()
+  t.equal(access.length, 6)
+  t.same(access.map((a) => a['http_version']), Array(6).fill('2.0'), 'the access log says h2')
+  t.equal(access[0]!['protocol'], 'http')
+  t.match(await tether.metrics.render(), /^tether_client_requests_total\{protocol="h2"\} 6$/m, 'the metric labels the protocol')
+})
+
+t.test('a request body streams upstream on an h2 stream, with or without content-length', async (t) => {
+  const ups = await upstreams(t, ['app-0'], echo)
+  const tether = await h2Tether(t, ups)
+  const s = session(t, tether)
+  const r = await h2request(s, { ':method': 'POST', ':path': '/upload', 'content-type': 'text/plain' }, 'hello h2 body')
+  const seen = JSON.parse(r.body) as { method: string; body: string; headers: Record<string, string> }
+  t.equal(seen.method, 'POST')
+  t.equal(seen.body, 'hello h2 body')
+  t.ok(seen.headers['transfer-encoding'] === 'chunked' || seen.headers['content-length'] === '13', 'framed for HTTP/1.1')
+  const sized = await h2request(s, { ':method': 'PUT', ':path': '/u', 'content-length': '4' }, 'four')
+  t.equal((JSON.parse(sized.body) as { body: string }).body, 'four')
+})
+
+t.test('streams of one connection are forwarded side by side, not one at a time', async (t) => {
+  const held: http.ServerResponse[] = []
+  const ups = await upstreams(t, ['app-0'], () => (_req, res) => { held.push(res) })
+  const tether = await h2Tether(t, ups)
+  const s = session(t, tether)
+  const replies = Array.from({ length: 10 }, (_, i) => h2request(s, { ':path': `/slow/${i}` }))
+  await waitFor(() => held.length === 10, 5_000, 'ten streams to reach the upstream at once')
+  for (const res of held) res.end('done')
+  t.same((await Promise.all(replies)).map((r) => r.body), Array(10).fill('done'))
+})
+
+t.test('a failed upstream is retried on the next one for an h2 stream; with none left the catalogue answers', async (t) => {
+  const ups = await upstreams(t, ['app-0', 'app-1'], echo)
+  const tether = await h2Tether(t, ups)
+  const s = session(t, tether)
+  const first = await h2request(s, { ':path': '/' })
+  const id = (JSON.parse(first.body) as { id: string }).id
+  await ups.find((u) => u.id === id)!.close()
+  const moved = await h2request(s, { ':path': '/', cookie: cookieOf(first) })
+  t.equal(moved.status, 200)
+  const seen = JSON.parse(moved.body) as { id: string; headers: Record<string, string> }
+  t.not(seen.id, id, 'retried on the other upstream')
+  t.match(seen.headers['x-tether-moved'], new RegExp(`^from=${id}; reason=`), 'with the move headers and epoch')
+  t.equal(seen.headers['x-tether-epoch'], '1')
+  await ups.find((u) => u.id !== id)!.close()
+  const none = await h2request(s, { ':path': '/', cookie: cookieOf(first) })
+  t.equal(none.status, 502)
+  t.match(none.body, /Bad Gateway/)
+  t.equal(none.headers['content-type'], 'text/plain; charset=utf-8')
+  t.equal(none.headers['connection'], undefined, 'no connection-specific header in an h2 answer')
+})
+
+t.test('checkpoints are stored from an h2 answer and a moved user is rehydrated on an h2 stream', async (t) => {
+  const counts = new Map<string, number>()
+  const state = (id: string): Handler => (req, res) => {
+    const restored = req.headers['x-tether-rehydrate']
+    const n = (typeof restored === 'string' ? Number(restored) : (counts.get(id) ?? 0)) + 1
+    counts.set(id, n)
+    res.writeHead(200, { 'content-type': 'application/json', 'x-tether-state': String(n) })
+    res.end(JSON.stringify({ id, n, restored: restored ?? null }))
+  }
+  const ups = await upstreams(t, ['a', 'b'], state)
+  const tether = await h2Tether(t, ups)
+  const s = session(t, tether)
+  let r = await h2request(s, { ':path': '/' })
+  const cookie = cookieOf(r)
+  for (let i = 0; i < 3; i++) r = await h2request(s, { ':path': '/', cookie })
+  const before = JSON.parse(r.body) as { id: string; n: number }
+  t.equal(before.n, 4)
+  t.equal(r.headers['x-tether-state'], undefined, 'the checkpoint header is stripped')
+  await ups.find((u) => u.id === before.id)!.close()
+  const after = JSON.parse((await h2request(s, { ':path': '/', cookie })).body) as { id: string; n: number; restored: string }
+  t.not(after.id, before.id)
+  t.equal(after.restored, '4', 'the newest checkpoint was delivered to the new upstream')
+  t.equal(after.n, 5)
+})
+
+t.test('the announced limits: max concurrent streams and header list size; a header list over the limit is refused', async (t) => {
+  const ups = await upstreams(t, ['app-0'], echo)
+  const tether = await h2Tether(t, ups, { listen: { http2: { max_concurrent_streams: 7 } }, limits: { max_header_bytes: 8192 } })
+  const s = session(t, tether)
+  await new Promise<void>((r) => s.once('remoteSettings', () => r()))
+  t.equal(s.remoteSettings.maxConcurrentStreams, 7)
+  t.equal(s.remoteSettings.maxHeaderListSize, 8192)
+  t.equal(s.remoteSettings.enablePush, false)
+  const big = h2request(s, { ':path': '/', 'x-big': 'x'.repeat(20_000) })
+  await t.rejects(big, 'a 20 kB header list is refused (the stream is reset)')
+  const ok = await h2request(session(t, tether), { ':path': '/' })
+  t.equal(ok.status, 200, 'Tether keeps serving')
+})
+
+t.test('listen.http2.enabled: false offers only http/1.1 by ALPN', async (t) => {
+  const ups = await upstreams(t, ['app-0'], echo)
+  const tether = await h2Tether(t, ups, { listen: { http2: { enabled: false } } })
+  const s = http2.connect(tether.url, { ca: certs.ca })
+  const err = await new Promise<Error>((resolve) => s.once('error', resolve))
+  t.match(err.message, /ALPN|protocol/i, 'an h2-only client cannot negotiate h2')
+  s.destroy()
+})

@@ -1,0 +1,66 @@
+// Cleartext HTTP/2 with prior knowledge (listen.http2.cleartext) next to HTTP/1.1 on one port,
+// for a TLS-terminating load balancer that speaks h2c: curl --http2-prior-knowledge, Node's
+// http2 client, and HTTP/1.1 clients on the same port.
+import t, { type Test } from 'tap'
+import { execFile } from 'node:child_process'
+import http2 from 'node:http2'
+import { startTether, type Tether } from '../src/app.js'
+import { createLogger } from '../src/observability/logger.js'
+import { request, startUpstream, testConfig } from './fixtures/upstream.js'
+
+async function h2cTether(t: Test, cleartext: boolean): Promise<Tether> {
+  const up = await startUpstream('app-0', (req, res) => {
+    res.setHeader('set-cookie', ['a=1', 'b=2'])
+    res.end(JSON.stringify({ version: req.httpVersion, proto: req.headers['x-forwarded-proto'], host: req.headers.host }))
+  })
+  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext } } }), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  return tether
+}
+
+function curl(args: string[]): Promise<{ code: number; out: string }> {
+  return new Promise((resolve) => execFile('curl', ['-sS', '--max-time', '10', '-D', '-', ...args], (err, out) => resolve({ code: err === null ? 0 : Number((err as { code?: number }).code ?? 1), out })))
+}
+
+t.test('curl --http2-prior-knowledge gets h2 on the plain listener; HTTP/1.1 clients on the same port keep working', async (t) => {
+  const tether = await h2cTether(t, true)
+  const h2 = await curl(['--http2-prior-knowledge', `${tether.url}/x`])
+  t.equal(h2.code, 0)
+  t.match(h2.out, /^HTTP\/2 200/)
+  t.match(h2.out, /"version":"1.1","proto":"http"/, 'HTTP/1.1 upstream, X-Forwarded-Proto: http (no TLS)')
+  t.equal((h2.out.match(/^set-cookie:/gim) ?? []).length, 3)
+  const h1 = await request(`${tether.url}/y`)
+  t.equal(h1.status, 200)
+  const curl11 = await curl(['--http1.1', `${tether.url}/z`])
+  t.match(curl11.out, /^HTTP\/1\.1 200/)
+})
+
+t.test('Node\'s http2 client on h2c: concurrent streams on one connection', async (t) => {
+  const tether = await h2cTether(t, true)
+  const s = http2.connect(tether.url)
+  t.teardown(() => s.destroy())
+  const one = (): Promise<number> => new Promise((resolve, reject) => {
+    const req = s.request({ ':path': '/' })
+    req.on('response', (h) => { req.resume(); req.on('end', () => resolve(Number(h[':status']))) })
+    req.on('error', reject)
+  })
+  t.same(await Promise.all(Array.from({ length: 20 }, one)), Array(20).fill(200))
+})
+
+t.test('without cleartext the plain listener speaks HTTP/1.1 only', async (t) => {
+  const tether = await h2cTether(t, false)
+  const h2 = await curl(['--http2-prior-knowledge', `${tether.url}/x`])
+  t.not(h2.code, 0, 'an h2 preface is not HTTP/1.1')
+})
+
+t.test('every h2c answer arrives whole: the stream is not reset once the answer is written (40 curl runs)', async (t) => {
+  const tether = await h2cTether(t, true)
+  let whole = 0
+  const errors: string[] = []
+  for (let i = 0; i < 40; i++) {
+    const r = await curl(['--http2-prior-knowledge', `${tether.url}/${i}`])
+    if (r.code === 0 && /\r\n\r\n\{"version":"1.1"/.test(r.out)) whole++
+    else errors.push(`curl exit ${r.code}`)
+  }
+  t.equal(whole, 40, errors.slice(0, 3).join('; '))
+})

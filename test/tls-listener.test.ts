@@ -1,0 +1,246 @@
+// The TLS listener (listen.tls): real clients (curl --http1.1, node:tls, node:https, ws) against
+// certificates made at test time; SNI, min_version, session resumption, X-Forwarded-Proto,
+// WebSockets over TLS, and certificate rotation (new handshakes get the new certificate, open
+// connections stay, a broken file is refused and the old certificate keeps serving).
+import t, { type Test } from 'tap'
+import { execFile } from 'node:child_process'
+import { X509Certificate } from 'node:crypto'
+import { renameSync, symlinkSync, writeFileSync, mkdirSync, rmSync } from 'node:fs'
+import https from 'node:https'
+import { join } from 'node:path'
+import tls from 'node:tls'
+import { startTether, type Tether } from '../src/app.js'
+import { createLogger } from '../src/observability/logger.js'
+import { LogCapture } from './fixtures/log-capture.js'
+import { makeCertificateSet, type CertificateSet, type PemPair } from './fixtures/tls.js'
+import { startUpstream, testConfig, type DeepPartial } from './fixtures/upstream.js'
+import type { Config } from '../src/config/schema.js'
+import { startEchoPod, openWs, roundTrip } from './fixtures/ws-harness.js'
+import { once, waitFor } from './fixtures/wait.js'
+
+const certs: CertificateSet = makeCertificateSet()
+t.teardown(() => certs.remove())
+
+/** Tether with TLS from `pair`'s files (HTTP/2 off unless asked: these are HTTP/1.1 tests). */
+async function tlsTether(t: Test, over: DeepPartial<Config> = {}, logs?: LogCapture): Promise<{ tether: Tether; up: Awaited<ReturnType<typeof startUpstream>> }> {
+  const up = await startUpstream('app-0', (req, res) => {
+    res.setHeader('content-type', 'application/json')
+    res.end(JSON.stringify({ proto: req.headers['x-forwarded-proto'], host: req.headers.host }))
+  })
+  const config = testConfig([up], {
+    ...over,
+    listen: { tls: { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [], min_version: 'TLSv1.2', hsts: null }, http2: { enabled: false }, ...over.listen },
+  })
+  const tether = await startTether(config, { logger: logs === undefined ? createLogger('silent') : createLogger('debug', logs) })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  return { tether, up }
+}
+
+function curl(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile('curl', ['-sS', '--max-time', '10', ...args], (err, stdout, stderr) => {
+      resolve({ code: err === null ? 0 : (err as { code?: number }).code ?? 1, stdout, stderr })
+    })
+  })
+}
+
+/** One TLS handshake; the certificate presented, the version, and whether the session was resumed. */
+function handshake(port: number, opts: tls.ConnectionOptions = {}): Promise<{ cert: tls.PeerCertificate; version: string | null; reused: boolean; session: Buffer | undefined; socket: tls.TLSSocket }> {
+  return new Promise((resolve, reject) => {
+    let session: Buffer | undefined
+    const socket = tls.connect({ host: '127.0.0.1', port, ca: certs.ca, servername: 'localhost', ...opts }, () => {
+      // TLS 1.3 tickets arrive after the handshake: wait for one (or a short read) before handing the session on
+      const done = (): void => resolve({ cert: socket.getPeerCertificate(), version: socket.getProtocol(), reused: socket.isSessionReused(), session: session ?? socket.getSession(), socket })
+      socket.resume() // the ticket is read like data
+      if (socket.getProtocol() === 'TLSv1.3' && session === undefined && opts.session === undefined) socket.once('session', (s: Buffer) => { session = s; done() })
+      else done()
+    })
+    socket.on('session', (s: Buffer) => { session = s })
+    socket.once('error', reject)
+  })
+}
+
+const serialOf = (pem: string): string => new X509Certificate(pem).serialNumber
+
+t.test('curl --http1.1 gets the answer over TLS, and the upstream sees X-Forwarded-Proto: https', async (t) => {
+  const { tether } = await tlsTether(t)
+  t.match(tether.url, /^https:\/\/127\.0\.0\.1:\d+$/)
+  const r = await curl(['--http1.1', '--cacert', certs.caFile, '-D', '-', `${tether.url}/x`])
+  t.equal(r.code, 0, r.stderr)
+  t.match(r.stdout, /^HTTP\/1\.1 200/)
+  t.match(r.stdout, /"proto":"https"/)
+  t.match(r.stdout, /set-cookie: tether=/i, 'the sticky cookie is issued over TLS too')
+})
+
+t.test('a client that does not trust the CA, or asks for another name, refuses the certificate', async (t) => {
+  const { tether } = await tlsTether(t)
+  const untrusted = await curl(['--http1.1', `${tether.url}/`])
+  t.equal(untrusted.code, 60, 'curl: peer certificate cannot be authenticated')
+  const wrongName = await curl(['--http1.1', '--cacert', certs.caFile, '--resolve', `wrong.example:${tether.port}:127.0.0.1`, `https://wrong.example:${tether.port}/`])
+  t.equal(wrongName.code, 60, 'the default certificate does not name wrong.example')
+})
+
+t.test('SNI picks the certificate naming the host the client asks for; anything else gets the default one', async (t) => {
+  const { tether } = await tlsTether(t, { listen: { tls: { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [{ cert: certs.api.certFile, key: certs.api.keyFile }], min_version: 'TLSv1.2', hsts: null } } })
+  const api = await handshake(tether.port, { servername: 'api.example' })
+  t.equal(api.cert.serialNumber, serialOf(certs.api.cert), 'api.example gets its own certificate')
+  api.socket.destroy()
+  const other = await handshake(tether.port, { servername: 'localhost' })
+  t.equal(other.cert.serialNumber, serialOf(certs.server.cert))
+  other.socket.destroy()
+  const r = await curl(['--http1.1', '--cacert', certs.caFile, '--resolve', `api.example:${tether.port}:127.0.0.1`, `https://api.example:${tether.port}/`])
+  t.equal(r.code, 0, r.stderr)
+  t.match(r.stdout, /"host":"api.example:\d+"/)
+})
+
+t.test('min_version refuses older clients; the default takes TLS 1.2', async (t) => {
+  const { tether } = await tlsTether(t)
+  const v12 = await handshake(tether.port, { maxVersion: 'TLSv1.2' })
+  t.equal(v12.version, 'TLSv1.2', 'TLS 1.2 is accepted by default')
+  v12.socket.destroy()
+  const { tether: strict } = await tlsTether(t, { listen: { tls: { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [], min_version: 'TLSv1.3', hsts: null } } })
+  await t.rejects(handshake(strict.port, { maxVersion: 'TLSv1.2' }), /protocol|version/i, 'a TLS 1.2 client is refused with min_version TLSv1.3')
+  const v13 = await handshake(strict.port)
+  t.equal(v13.version, 'TLSv1.3')
+  v13.socket.destroy()
+})
+
+t.test('a second connection resumes the first one\'s TLS session (TLS 1.2 and 1.3)', async (t) => {
+  const { tether } = await tlsTether(t)
+  for (const maxVersion of ['TLSv1.2', 'TLSv1.3'] as const) {
+    const first = await handshake(tether.port, { maxVersion })
+    first.socket.destroy()
+    t.ok(first.session, `${maxVersion}: a session ticket arrived`)
+    const second = await handshake(tether.port, { maxVersion, session: first.session })
+    t.ok(second.reused, `${maxVersion}: the session was resumed`)
+    second.socket.destroy()
+  }
+})
+
+t.test('WebSockets work over the TLS listener (an HTTP/1.1 upgrade on the port that also offers h2)', async (t) => {
+  const pod = await startEchoPod('ws-0')
+  t.teardown(() => pod.kill())
+  const config = testConfig([pod], { listen: { tls: { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [], min_version: 'TLSv1.2', hsts: null } } })
+  const tether = await startTether(config, { logger: createLogger('silent') })
+  t.teardown(() => tether.close(0))
+  t.equal(config.listen.http2.enabled, true, 'with HTTP/2 offered by ALPN too')
+  const ws = await openWs(`${tether.url.replace('https://', 'wss://')}/chat`, [], { ca: certs.ca })
+  const echo = await roundTrip(ws, 'hello over tls')
+  t.equal(echo.data.toString(), 'ws-0:hello over tls')
+  ws.close()
+})
+
+/** A directory laid out as Kubernetes mounts a Secret: tls.crt -> ..data/tls.crt, ..data -> ..<version>. */
+function secretDir(root: string, pair: PemPair, version: number): void {
+  const dir = join(root, `..v${version}`)
+  mkdirSync(dir, { recursive: true })
+  writeFileSync(join(dir, 'tls.crt'), pair.cert)
+  writeFileSync(join(dir, 'tls.key'), pair.key)
+  // the atomic swap the kubelet does: a new ..data symlink renamed over the old one
+  symlinkSync(`..v${version}`, join(root, '..data_tmp'))
+  renameSync(join(root, '..data_tmp'), join(root, '..data'))
+}
+
+/** Tether serving the certificate mounted at `root` as a Secret. */
+async function secretTether(t: Test, root: string, logs: LogCapture): Promise<Tether> {
+  secretDir(root, certs.server, 1)
+  symlinkSync('..data/tls.crt', join(root, 'tls.crt'))
+  symlinkSync('..data/tls.key', join(root, 'tls.key'))
+  const { tether } = await tlsTether(t, { listen: { tls: { cert: join(root, 'tls.crt'), key: join(root, 'tls.key'), certificates: [], min_version: 'TLSv1.2', hsts: null } } }, logs)
+  return tether
+}
+
+t.test('a renewed certificate (the Secret\'s symlink swapped) serves new handshakes; an open connection keeps working', async (t) => {
+  const root = join(certs.dir, 'secret-renew')
+  const logs = new LogCapture()
+  const tether = await secretTether(t, root, logs)
+  const agent = new https.Agent({ keepAlive: true, maxSockets: 1, ca: certs.ca })
+  t.teardown(() => agent.destroy())
+  const get = (): Promise<{ status: number; serial: string }> => new Promise((resolve, reject) => {
+    https.get(`${tether.url}/`, { agent }, (res) => {
+      const serial = (res.socket as tls.TLSSocket).getPeerCertificate().serialNumber
+      res.resume().on('end', () => resolve({ status: res.statusCode ?? 0, serial }))
+    }).on('error', reject)
+  })
+  const before = await get()
+  t.equal(before.serial, serialOf(certs.server.cert))
+
+  const renewed = certs.issue('renewed')
+  secretDir(root, renewed, 2)
+  await waitForMessage(logs, 'TLS certificates reloaded')
+  const fresh = await handshake(tether.port)
+  t.equal(fresh.cert.serialNumber, serialOf(renewed.cert), 'a new handshake gets the renewed certificate')
+  fresh.socket.destroy()
+  const kept = await get()
+  t.equal(kept.status, 200, 'the keep-alive connection opened before the renewal still answers')
+  t.equal(kept.serial, serialOf(certs.server.cert), 'on its original handshake')
+})
+
+t.test('a broken new certificate is refused with the key and file named; the old certificate keeps serving', async (t) => {
+  const root = join(certs.dir, 'secret-broken')
+  const logs = new LogCapture()
+  const tether = await secretTether(t, root, logs)
+  // a certificate that is not the key's, then a file that is not PEM at all
+  secretDir(root, { ...certs.server, cert: certs.api.cert }, 2)
+  const mismatch = await waitForMessage(logs, 'TLS certificate reload rejected; the certificates in use keep serving')
+  t.equal(mismatch['key'], 'listen.tls.key')
+  t.match(mismatch['err'], /does not belong to the certificate/)
+  t.match(mismatch['file'], /tls\.key$/)
+  secretDir(root, { ...certs.server, cert: 'not a certificate\n' }, 3)
+  const garbage = await waitForMessage(logs, 'TLS certificate reload rejected; the certificates in use keep serving', 2)
+  t.equal(garbage['key'], 'listen.tls.cert')
+  t.match(garbage['err'], /no PEM certificate/)
+  const still = await handshake(tether.port)
+  t.equal(still.cert.serialNumber, serialOf(certs.server.cert), 'the old certificate serves')
+  still.socket.destroy()
+  rmSync(root, { recursive: true, force: true })
+})
+
+t.test('certificate rotation under load: no request fails while the certificate is renewed five times', async (t) => {
+  const root = join(certs.dir, 'secret-load')
+  const logs = new LogCapture()
+  const tether = await secretTether(t, root, logs)
+  const pairs = [1, 2, 3, 4, 5].map((i) => certs.issue(`load-${i}`))
+  let ok = 0
+  let failed = 0
+  const errors: string[] = []
+  let stop = false
+  const client = async (): Promise<void> => {
+    // new connections each time (agent: false): every request is a fresh handshake during the swaps
+    while (!stop && ok + failed < 5_000) {
+      await new Promise<void>((resolve) => {
+        https.get(`${tether.url}/`, { agent: false, ca: certs.ca }, (res) => {
+          res.resume().on('end', () => { if (res.statusCode === 200) ok++; else { failed++; errors.push(`status ${res.statusCode}`) } resolve() })
+        }).on('error', (err) => { failed++; errors.push(err.message); resolve() })
+      })
+    }
+  }
+  const clients = [client(), client(), client(), client()]
+  for (const [i, pair] of pairs.entries()) {
+    // some requests between renewals, so handshakes overlap each swap
+    const from = ok + failed
+    await waitFor(() => ok + failed >= from + 40, 20_000, 'requests between renewals')
+    secretDir(root, pair, i + 2)
+    await waitForMessage(logs, 'TLS certificates reloaded', i + 1)
+  }
+  t.equal(logs.records.filter((r) => r['msg'] === 'TLS certificates reloaded').length, 5, 'one reload per renewal')
+  stop = true
+  await Promise.all(clients)
+  t.equal(failed, 0, `no failed request (${ok} ok): ${errors.slice(0, 3).join('; ')}`)
+  t.ok(ok > 0)
+  const last = await handshake(tether.port)
+  t.equal(last.cert.serialNumber, serialOf(pairs[4]!.cert))
+  last.socket.destroy()
+  t.comment(`rotation under load: ${ok} requests over fresh TLS connections, ${failed} failed, 5 renewals`)
+})
+
+/** The `n`th log record with message `msg` (waits for it). */
+async function waitForMessage(logs: LogCapture, msg: string, n = 1): Promise<Record<string, unknown>> {
+  const found = (): Record<string, unknown> | undefined => logs.records.filter((r) => r['msg'] === msg)[n - 1]
+  const deadline = Date.now() + 5_000
+  while (found() === undefined) {
+    if (Date.now() > deadline) throw new Error(`no log line "${msg}" #${n}`)
+    await once(logs, 'record', Math.max(1, deadline - Date.now()), `log line "${msg}"`).catch(() => undefined)
+  }
+  return found()!
+}

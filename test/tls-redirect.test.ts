@@ -1,0 +1,102 @@
+// The plain-HTTP redirect listener (listen.redirect) and Strict-Transport-Security
+// (listen.tls.hsts): 308 to https:// for everything but ACME challenges, which are proxied;
+// HSTS on answers over TLS only.
+import t, { type Test } from 'tap'
+import https from 'node:https'
+import { startTether, type Tether } from '../src/app.js'
+import { createLogger } from '../src/observability/logger.js'
+import { hstsValue } from '../src/proxy/create-proxy.js'
+import { httpsLocation } from '../src/proxy/redirect-listener.js'
+import { makeCertificateSet } from './fixtures/tls.js'
+import { request, startUpstream, testConfig, type DeepPartial, type Upstream } from './fixtures/upstream.js'
+import type { Config } from '../src/config/schema.js'
+
+const certs = makeCertificateSet()
+t.teardown(() => certs.remove())
+
+const YEAR = 365 * 86_400_000
+
+async function start(t: Test, over: DeepPartial<Config['listen']> = {}): Promise<{ tether: Tether; up: Upstream }> {
+  const up = await startUpstream('app-0', (req, res) => {
+    res.setHeader('x-proto', String(req.headers['x-forwarded-proto']))
+    res.end(req.url === '/.well-known/acme-challenge/token-1' ? 'token-1.thumbprint' : 'app')
+  })
+  const config = testConfig([up], {
+    listen: {
+      tls: { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [], min_version: 'TLSv1.2', hsts: { max_age: YEAR, include_subdomains: true, preload: false } },
+      redirect: { host: '127.0.0.1', port: 0, https_port: null },
+      ...over,
+    },
+  })
+  const tether = await startTether(config, { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  return { tether, up }
+}
+
+function getTls(url: string): Promise<{ status: number; headers: Record<string, string | string[] | undefined> }> {
+  return new Promise((resolve, reject) => {
+    https.get(url, { ca: certs.ca, agent: false }, (res) => {
+      res.resume().on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers }))
+    }).on('error', reject)
+  })
+}
+
+t.test('the Location of a redirect: the Host\'s name, the https port (443 left out), the same target', async (t) => {
+  t.equal(httpsLocation('shop.example:8080', '/cart?x=1', 443), 'https://shop.example/cart?x=1')
+  t.equal(httpsLocation('Shop.Example', '/', 8443), 'https://shop.example:8443/')
+  t.equal(httpsLocation('[::1]:80', '/a', 443), 'https://[::1]/a')
+  for (const bad of [undefined, '', 'evil.example/path', 'user@evil.example', 'a b', 'evil.example\r\nx: y']) {
+    t.equal(httpsLocation(bad, '/', 443), null, `Host ${JSON.stringify(bad)} makes no Location`)
+  }
+  t.equal(httpsLocation('a.example', '*', 443), null, 'only an origin-form target is redirected')
+})
+
+t.test('the HSTS value from its keys', async (t) => {
+  t.equal(hstsValue(null), null)
+  t.equal(hstsValue({ max_age: YEAR, include_subdomains: false, preload: false }), 'max-age=31536000')
+  t.equal(hstsValue({ max_age: 2 * YEAR, include_subdomains: true, preload: true }), 'max-age=63072000; includeSubDomains; preload')
+})
+
+t.test('a plain-HTTP request gets 308 to the same URL on the TLS listener; the body is not forwarded', async (t) => {
+  const { tether, up } = await start(t)
+  t.ok(tether.redirectUrl)
+  const r = await request(`${tether.redirectUrl!}/cart?item=7`, { headers: { host: 'localhost:8080' } })
+  t.equal(r.status, 308)
+  t.equal(r.headers.location, `https://localhost:${tether.port}/cart?item=7`)
+  const post = await request(`${tether.redirectUrl!}/checkout`, { method: 'POST', headers: { host: 'localhost' }, body: 'card=4111' })
+  t.equal(post.status, 308, '308 keeps the method: the client re-sends the POST over TLS')
+  t.equal(up.seen.length, 0, 'nothing reached the upstream in plain HTTP')
+  const bad = await request(`${tether.redirectUrl!}/`, { headers: { host: 'evil.example/x' } })
+  t.equal(bad.status, 400, 'a Host that is not an authority gets 400, not a Location built from it')
+})
+
+t.test('https_port sets the port written in Location (443 is left out)', async (t) => {
+  const { tether } = await start(t, { redirect: { host: '127.0.0.1', port: 0, https_port: 443 } })
+  const r = await request(`${tether.redirectUrl!}/x`, { headers: { host: 'shop.example' } })
+  t.equal(r.headers.location, 'https://shop.example/x')
+})
+
+t.test('an ACME HTTP-01 challenge is proxied to the upstreams in plain HTTP, without HSTS', async (t) => {
+  const { tether, up } = await start(t)
+  const r = await request(`${tether.redirectUrl!}/.well-known/acme-challenge/token-1`)
+  t.equal(r.status, 200)
+  t.equal(r.body, 'token-1.thumbprint')
+  t.equal(r.headers['x-proto'], 'http')
+  t.equal(r.headers['strict-transport-security'], undefined, 'HSTS is never sent over plain HTTP')
+  t.equal(up.seen.length, 1)
+})
+
+t.test('answers over TLS carry Strict-Transport-Security; an application\'s own value is kept', async (t) => {
+  const { tether } = await start(t)
+  const r = await getTls(`${tether.url}/`)
+  t.equal(r.status, 200)
+  t.equal(r.headers['strict-transport-security'], 'max-age=31536000; includeSubDomains')
+  t.equal(r.headers['x-proto'], 'https')
+
+  const own = await startUpstream('app-own', (_req, res) => { res.setHeader('strict-transport-security', 'max-age=60'); res.end('own') })
+  t.teardown(() => own.close())
+  const config = testConfig([own], { listen: { tls: { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [], min_version: 'TLSv1.2', hsts: { max_age: YEAR, include_subdomains: false, preload: false } } } })
+  const second = await startTether(config, { logger: createLogger('silent') })
+  t.teardown(() => second.close(0))
+  t.equal((await getTls(`${second.url}/`)).headers['strict-transport-security'], 'max-age=60')
+})

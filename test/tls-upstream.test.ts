@@ -1,0 +1,114 @@
+// https:// upstreams: a real node:https upstream requiring a client certificate (mTLS), with
+// certificates made at test time. Requests, health probes and WebSocket handshakes use the
+// upstream's tls settings (ca, servername, cert/key, verify); a failed handshake is a 502.
+import t, { type Test } from 'tap'
+import https from 'node:https'
+import type { AddressInfo } from 'node:net'
+import type { TLSSocket } from 'node:tls'
+import { WebSocketServer } from 'ws'
+import { startTether, type Tether } from '../src/app.js'
+import type { UpstreamTlsConfig } from '../src/config/schema.js'
+import { createLogger } from '../src/observability/logger.js'
+import { LogCapture } from './fixtures/log-capture.js'
+import { makeCertificateSet, type PemPair } from './fixtures/tls.js'
+import { request, testConfig, type DeepPartial } from './fixtures/upstream.js'
+import type { Config } from '../src/config/schema.js'
+import { openWs, roundTrip } from './fixtures/ws-harness.js'
+import { waitFor } from './fixtures/wait.js'
+
+const certs = makeCertificateSet()
+t.teardown(() => certs.remove())
+
+interface HttpsUpstream {
+  readonly url: string
+  readonly seen: { path: string; clientCert: string | null; authorized: boolean }[]
+}
+
+/** An https upstream serving `pair`, requiring a client certificate signed by the test CA when `mtls`. */
+async function httpsUpstream(t: Test, pair: PemPair, mtls: boolean): Promise<HttpsUpstream> {
+  const seen: HttpsUpstream['seen'] = []
+  const server = https.createServer({ cert: pair.cert, key: pair.key, ca: certs.ca, requestCert: mtls, rejectUnauthorized: mtls }, (req, res) => {
+    const socket = req.socket as TLSSocket
+    const peer = socket.getPeerCertificate()
+    seen.push({ path: req.url ?? '', clientCert: (peer.subject?.CN as string | undefined) ?? null, authorized: socket.authorized })
+    res.setHeader('content-type', 'application/json')
+    res.end(JSON.stringify({ id: 'secure-0', proto: req.headers['x-forwarded-proto'] }))
+  })
+  const wss = new WebSocketServer({ server })
+  wss.on('connection', (ws) => ws.on('message', (d: Buffer) => ws.send(`tls:${d.toString()}`)))
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  t.teardown(() => new Promise<void>((r) => { wss.close(); server.closeAllConnections(); server.close(() => r()) }))
+  return { url: `https://127.0.0.1:${(server.address() as AddressInfo).port}`, seen }
+}
+
+const CLIENT: Partial<UpstreamTlsConfig> = { ca: certs.caFile, cert: certs.client.certFile, key: certs.client.keyFile }
+
+async function tetherFor(t: Test, url: string, tls: Partial<UpstreamTlsConfig>, over: DeepPartial<Config> = {}, logs?: LogCapture): Promise<Tether> {
+  const full: UpstreamTlsConfig = { ca: null, servername: null, cert: null, key: null, verify: true, ...tls }
+  const tether = await startTether(testConfig([{ id: 'secure-0', url, weight: 1, tls: full }], { retries: { attempts: 0 }, ...over }), {
+    logger: logs === undefined ? createLogger('silent') : createLogger('info', logs),
+  })
+  t.teardown(() => tether.close(0))
+  return tether
+}
+
+t.test('a request reaches an https:// upstream that requires a client certificate, sent by Tether (mTLS)', async (t) => {
+  const up = await httpsUpstream(t, certs.server, true)
+  const tether = await tetherFor(t, up.url, CLIENT)
+  const r = await request(`${tether.url}/account`)
+  t.equal(r.status, 200, r.body)
+  t.same(JSON.parse(r.body), { id: 'secure-0', proto: 'http' })
+  t.match(r.headers['set-cookie'], [/^tether=/], 'sticky routing works as for http:// upstreams')
+  t.same(up.seen, [{ path: '/account', clientCert: 'client', authorized: true }])
+})
+
+t.test('without the client certificate the upstream refuses the handshake: 502, not a hang', async (t) => {
+  const up = await httpsUpstream(t, certs.server, true)
+  const tether = await tetherFor(t, up.url, { ca: certs.caFile })
+  const r = await request(`${tether.url}/`)
+  t.equal(r.status, 502)
+  t.same(up.seen, [])
+})
+
+t.test('an upstream certificate from an unknown CA, for another name, or expired is refused; servername names the right one', async (t) => {
+  const up = await httpsUpstream(t, certs.server, false)
+  const noCa = await tetherFor(t, up.url, {})
+  t.equal((await request(`${noCa.url}/`)).status, 502, 'the test CA is not among Node\'s roots')
+
+  const wrong = await httpsUpstream(t, certs.wrongHost, false)
+  const byIp = await tetherFor(t, wrong.url, { ca: certs.caFile })
+  t.equal((await request(`${byIp.url}/`)).status, 502, 'a certificate for wrong.example does not serve 127.0.0.1')
+  const named = await tetherFor(t, wrong.url, { ca: certs.caFile, servername: 'wrong.example' })
+  t.equal((await request(`${named.url}/`)).status, 200, 'servername: wrong.example checks the name the certificate has')
+
+  const expired = await httpsUpstream(t, certs.expired, false)
+  const strict = await tetherFor(t, expired.url, { ca: certs.caFile })
+  t.equal((await request(`${strict.url}/`)).status, 502, 'an expired certificate is refused')
+})
+
+t.test('verify: false takes any certificate, and says so loudly at start-up', async (t) => {
+  const up = await httpsUpstream(t, certs.expired, false)
+  const logs = new LogCapture()
+  const tether = await tetherFor(t, up.url, { verify: false }, {}, logs)
+  t.equal((await request(`${tether.url}/`)).status, 200)
+  const warning = logs.records.find((r) => String(r['msg']).startsWith('INSECURE'))
+  t.ok(warning, 'a warning names the unverified upstreams')
+  t.same(warning?.['upstreams'], ['secure-0'])
+  t.equal(warning?.['level'], 40)
+})
+
+t.test('health probes of an https:// upstream use its TLS settings (the client certificate too)', async (t) => {
+  const up = await httpsUpstream(t, certs.server, true)
+  const tether = await tetherFor(t, up.url, CLIENT, { health: { active: { path: '/healthz', interval: 200, timeout: 1_000 } } })
+  await waitFor(() => up.seen.some((s) => s.path === '/healthz'), 5_000, 'a probe to reach the upstream')
+  t.same(up.seen.find((s) => s.path === '/healthz'), { path: '/healthz', clientCert: 'client', authorized: true })
+  t.equal(tether.health.state('secure-0'), 'healthy')
+})
+
+t.test('a WebSocket reaches an https:// upstream with its TLS settings (wss to the upstream, mTLS)', async (t) => {
+  const up = await httpsUpstream(t, certs.server, true)
+  const tether = await tetherFor(t, up.url, CLIENT)
+  const ws = await openWs(`${tether.url.replace('http://', 'ws://')}/socket`)
+  t.equal((await roundTrip(ws, 'ping')).data.toString(), 'tls:ping')
+  ws.close()
+})
