@@ -205,7 +205,7 @@ t.test('demo app rejects a bad port', async (t) => {
 
 t.test('config/proxy.yaml loads: the demo topology, every other key at its default', async (t) => {
   const config = await loadConfigFile(join(ROOT, 'config', 'proxy.yaml'), {})
-  t.same(config.listen, { host: '127.0.0.1', port: 8080 }, 'demo stays on loopback')
+  t.same(config.listen, { ...DEFAULTS.listen, host: '127.0.0.1', port: 8080 }, 'demo stays on loopback')
   t.same(config.admin, DEFAULTS.admin)
   t.same(
     config.upstreams.map((u) => ({ id: u.id, origin: new URL(u.url).origin, weight: u.weight })),
@@ -225,7 +225,7 @@ t.test('config/proxy.yaml loads: the demo topology, every other key at its defau
 
   // The container image sets TETHER_HOST=0.0.0.0 and ships this file as its default.
   const inContainer = await loadConfigFile(join(ROOT, 'config', 'proxy.yaml'), { TETHER_HOST: '0.0.0.0' })
-  t.same(inContainer.listen, { host: '0.0.0.0', port: 8080 })
+  t.same(inContainer.listen, { ...DEFAULTS.listen, host: '0.0.0.0', port: 8080 })
 })
 
 t.test('config/examples/kubernetes.yaml loads', async (t) => {
@@ -233,13 +233,13 @@ t.test('config/examples/kubernetes.yaml loads', async (t) => {
   const env: NodeJS.ProcessEnv = { ...process.env, TETHER_ADMIN_TOKEN: 'x', TETHER_SECRET: 'a-secret-of-32-characters-or-so!' }
   delete env.LOG_LEVEL
   const config = await loadConfigFile(file, env)
-  t.same(config.listen, { host: '0.0.0.0', port: 8080 })
+  t.same(config.listen, { ...DEFAULTS.listen, host: '0.0.0.0', port: 8080 })
   t.same(config.admin, { listen: { host: '0.0.0.0', port: 9901 }, token: 'x' })
   t.same(
     config.upstreams.map((u) => [u.id, new URL(u.url).origin]),
     [0, 1, 2].map((i) => [`web-${i}`, `http://web-${i}.web.default.svc.cluster.local:8080`]),
   )
-  t.same(config.forwarding, { preserve_host: true, x_forwarded: true, upstream_header: false, allow_underscores: false })
+  t.same(config.forwarding, DEFAULTS.forwarding)
   t.equal(config.affinity.key, 'cookie')
   t.same(config.affinity.cookie.secret, ['a-secret-of-32-characters-or-so!'])
   t.equal(config.log.level, 'info', 'LOG_LEVEL unset -> info')
