@@ -392,7 +392,8 @@ async function main() {
     duration: envNum('BENCH_DURATION', 5, { min: 1, int: true }),
     warmup: envNum('BENCH_WARMUP', 1, { min: 0, int: true }),
     prewarm: envNum('BENCH_PREWARM', 5, { min: 0, int: true }),
-    connections: envNum('BENCH_CONNECTIONS', 50, { min: 1, int: true }),
+    // h2: 10 connections x BENCH_H2_STREAMS (10) = 100 requests in flight, twice plain mode's 50
+    connections: envNum('BENCH_CONNECTIONS', envFlag('BENCH_H2') ? 10 : 50, { min: 1, int: true }),
     users: USERS,
     workers: envNum('BENCH_WORKERS', 1, { min: 1, int: true }),
     wrkThreads: envNum('BENCH_WRK_THREADS', 1, { min: 1, int: true }),
