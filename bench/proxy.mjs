@@ -7,13 +7,16 @@
 // BENCH_TETHER_CMD (shell command replacing `node dist/cli.js --config <file>`),
 // BENCH_LOADGEN (wrk when installed, else autocannon), BENCH_WRK_THREADS (1), BENCH_PIN (0),
 // BENCH_WORKERS (1), BENCH_USERS (1), BENCH_RATE (unset: no fixed-rate run; <req/s> or <N>%),
-// BENCH_TETHER_BASE (a second build's dist dir), BENCH_NODE_ARGS (node flags for Node contestants).
+// BENCH_TETHER_BASE (a second build's dist dir), BENCH_NODE_ARGS (node flags for Node contestants),
+// BENCH_TLS (0; 1: HTTPS/1.1 to every contestant that can terminate TLS), BENCH_H2 (0; 1: HTTP/2 over
+// TLS with h2load), BENCH_H2_STREAMS (10: h2load -m, concurrent streams per connection).
 import { mkdirSync, mkdtempSync, writeFileSync, readFileSync, rmSync, existsSync, chmodSync } from 'node:fs'
 import { spawnSync } from 'node:child_process'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { wrkRun, autocannonRun, writeWrkScript } from './lib/loadgen.mjs'
+import { wrkRun, autocannonRun, h2loadRun, writeWrkScript } from './lib/loadgen.mjs'
+import { makeBenchCertificate } from './lib/certs.mjs'
 import {
   CLK_TCK,
   which,
@@ -73,6 +76,16 @@ async function tetherHasWorkers() {
   }
 }
 const UPSTREAM_COUNT = 2
+
+// Protocol between the load generator and the contestants: 'http' (plain HTTP/1.1, the
+// default), 'tls' (BENCH_TLS=1: HTTPS/1.1 with wrk or autocannon) or 'h2' (BENCH_H2=1: HTTP/2
+// over TLS by ALPN, with h2load). The upstreams always speak plain HTTP/1.1. CERT: the one
+// self-signed certificate every TLS contestant serves (bench/lib/certs.mjs), made in main().
+let MODE = 'http'
+let CERT = null
+const overTls = () => MODE !== 'http'
+// Why a contestant is left out of the TLS modes.
+const PLAIN_ONLY = 'its baseline script listens on plain HTTP only (BENCH_TLS/BENCH_H2 measure TLS-terminating proxies)'
 const ERROR_THRESHOLD = 0.001 // 0.1 % of requests
 
 let tmpDir = null
@@ -139,6 +152,12 @@ let WORKERS = 1
 const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean)
 let TETHER_WORKERS = false
 
+/** The TLS part of Tether's `listen` in the TLS modes: the bench certificate, h2 offered by ALPN in h2 mode only. */
+function tetherTlsListen() {
+  if (!overTls()) return ''
+  return `, tls: { cert: "${CERT.certFile}", key: "${CERT.keyFile}" }, http2: { enabled: ${MODE === 'h2'} }`
+}
+
 /** Start one Tether build (`cmd`: { cli } or { custom }) with the bench config, as contestant `name`. */
 async function startTether(ctx, name, cmd) {
   const port = await freePort()
@@ -147,7 +166,7 @@ async function startTether(ctx, name, cmd) {
   writeFileSync(
     config,
     [
-      `listen: { host: 127.0.0.1, port: ${port} }`,
+      `listen: { host: 127.0.0.1, port: ${port}${tetherTlsListen()} }`,
       `admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }`,
       'upstreams:',
       ...ctx.upstreams.map((u) => `  - { id: ${u.id}, url: "${u.url}" }`),
@@ -179,7 +198,7 @@ const CONTESTANTS = [
   {
     name: 'direct',
     kind: 'direct',
-    check: () => null,
+    check: () => (overTls() ? 'the upstreams speak plain HTTP only, so there is no direct TLS baseline' : null),
     // No process of its own: load goes straight to upstream 0.
     start: async (ctx) => ({ rec: null, port: ctx.upstreams[0].port, info: { target: ctx.upstreams[0].url } }),
   },
@@ -206,7 +225,7 @@ const CONTESTANTS = [
   {
     name: 'http-proxy',
     kind: 'proxy',
-    check: () => null,
+    check: () => (overTls() ? PLAIN_ONLY : null),
     start: async (ctx) => {
       const port = await freePort()
       const script = path.join(benchDir, 'http-proxy-baseline.mjs')
@@ -219,7 +238,7 @@ const CONTESTANTS = [
   {
     name: 'undici',
     kind: 'proxy',
-    check: () => null,
+    check: () => (overTls() ? PLAIN_ONLY : null),
     start: async (ctx) => {
       const port = await freePort()
       const script = path.join(benchDir, 'undici-baseline.mjs')
@@ -239,7 +258,10 @@ const CONTESTANTS = [
       const prefix = path.join(tmpDir, 'nginx')
       mkdirSync(prefix, { recursive: true })
       const servers = ctx.upstreams.map((u) => `        server 127.0.0.1:${u.port};`).join('\n')
-      const conf = fill(readFileSync(path.join(benchDir, 'nginx.conf.tmpl'), 'utf8'), { PORT: port, PREFIX: prefix, SERVERS: servers, WORKERS })
+      const tls = overTls()
+        ? { LISTEN_OPTS: MODE === 'h2' ? ' ssl http2' : ' ssl', TLS: `        ssl_certificate ${CERT.certFile};\n        ssl_certificate_key ${CERT.keyFile};` }
+        : { LISTEN_OPTS: '', TLS: '' }
+      const conf = fill(readFileSync(path.join(benchDir, 'nginx.conf.tmpl'), 'utf8'), { PORT: port, PREFIX: prefix, SERVERS: servers, WORKERS, ...tls })
       const confPath = path.join(prefix, 'nginx.conf')
       writeFileSync(confPath, conf)
       const version = toolVersion(bin, ['-v'])
@@ -261,7 +283,8 @@ const CONTESTANTS = [
       const prefix = path.join(tmpDir, 'haproxy')
       mkdirSync(prefix, { recursive: true })
       const servers = ctx.upstreams.map((u) => `    server ${u.id} 127.0.0.1:${u.port}`).join('\n')
-      const cfg = fill(readFileSync(path.join(benchDir, 'haproxy.cfg.tmpl'), 'utf8'), { PORT: port, PREFIX: prefix, SERVERS: servers, WORKERS })
+      const BIND_OPTS = !overTls() ? '' : ` ssl crt ${CERT.pemFile}${MODE === 'h2' ? ' alpn h2,http/1.1' : ''}`
+      const cfg = fill(readFileSync(path.join(benchDir, 'haproxy.cfg.tmpl'), 'utf8'), { PORT: port, PREFIX: prefix, SERVERS: servers, WORKERS, BIND_OPTS })
       const cfgPath = path.join(prefix, 'haproxy.cfg')
       writeFileSync(cfgPath, cfg)
       const rec = startChild('haproxy', ...pinned(bin, ['-db', '-f', cfgPath]))
@@ -291,6 +314,7 @@ function describeUsers() {
 }
 
 function describeLoadgen(cfg) {
+  if (MODE === 'h2') return `h2load (${cfg.wrkThreads} thread${cfg.wrkThreads > 1 ? 's' : ''}, ${cfg.h2Streams} streams per connection)`
   return cfg.loadgen === 'wrk' ? `wrk (${cfg.wrkThreads} thread${cfg.wrkThreads > 1 ? 's' : ''})` : 'autocannon in-process'
 }
 
@@ -305,7 +329,11 @@ function fill(tmpl, vars) {
 
 /** One window of load on `port` with the selected load generator (closed loop, or `rate` req/s). */
 async function loadRun(port, cfg, { duration = cfg.duration, rate = 0 } = {}) {
-  const common = { port, duration, connections: cfg.connections, rate }
+  if (MODE === 'h2') {
+    const logFile = path.join(tmpDir, 'h2load.log')
+    return h2loadRun(cfg.h2loadBin, { port, duration, clients: cfg.connections, streams: cfg.h2Streams, threads: cfg.wrkThreads, cookie: COOKIE, logFile })
+  }
+  const common = { port, duration, connections: cfg.connections, rate, tls: MODE === 'tls' }
   if (rate ? cfg.rateGen === 'wrk2' : cfg.loadgen === 'wrk') {
     return wrkRun(rate ? cfg.wrk2Bin : cfg.wrkBin, { ...common, threads: cfg.wrkThreads, script: cfg.wrkScript })
   }
@@ -335,6 +363,7 @@ async function measure(c, ctx, cfg, rate = 0) {
     p99: r.p99,
     p999: r.p999,
     avgLatency: r.avgLatency,
+    ...(r.h2load ? { h2load: r.h2load } : {}),
     requests: total,
     durationS: r.durationS,
     errors: r.errors,
@@ -363,13 +392,27 @@ async function main() {
     duration: envNum('BENCH_DURATION', 5, { min: 1, int: true }),
     warmup: envNum('BENCH_WARMUP', 1, { min: 0, int: true }),
     prewarm: envNum('BENCH_PREWARM', 5, { min: 0, int: true }),
-    connections: envNum('BENCH_CONNECTIONS', 50, { min: 1, int: true }),
+    // h2: 10 connections x BENCH_H2_STREAMS (10) = 100 requests in flight, twice plain mode's 50
+    connections: envNum('BENCH_CONNECTIONS', envFlag('BENCH_H2') ? 10 : 50, { min: 1, int: true }),
     users: USERS,
     workers: envNum('BENCH_WORKERS', 1, { min: 1, int: true }),
     wrkThreads: envNum('BENCH_WRK_THREADS', 1, { min: 1, int: true }),
     pin: envFlag('BENCH_PIN'),
     wrkBin: which('wrk'),
     wrk2Bin: which('wrk2'),
+    tls: envFlag('BENCH_TLS'),
+    h2: envFlag('BENCH_H2'),
+    h2Streams: envNum('BENCH_H2_STREAMS', 10, { min: 1, int: true }),
+    h2loadBin: which('h2load'),
+  }
+  // BENCH_H2 is HTTP/2 over TLS, so BENCH_TLS=1 with it changes nothing.
+  MODE = cfg.h2 ? 'h2' : cfg.tls ? 'tls' : 'http'
+  cfg.mode = MODE
+  if (overTls() && !which('openssl')) throw new Error(`BENCH_${MODE === 'h2' ? 'H2' : 'TLS'}=1 needs openssl on PATH to make the certificate`)
+  if (MODE === 'h2') {
+    if (!cfg.h2loadBin) throw new Error('BENCH_H2=1 needs h2load on PATH (apt-get install nghttp2-client)')
+    if (process.env.BENCH_RATE) throw new Error('BENCH_RATE is not supported with BENCH_H2=1 (the fixed-rate run uses wrk2 or autocannon, which speak HTTP/1.1)')
+    if (process.env.BENCH_LOADGEN) throw new Error('BENCH_LOADGEN does not apply with BENCH_H2=1 (the load generator is h2load)')
   }
   const lg = process.env.BENCH_LOADGEN || (cfg.wrkBin ? 'wrk' : 'autocannon')
   if (lg !== 'wrk' && lg !== 'autocannon') throw new Error(`BENCH_LOADGEN=${lg}: expected wrk or autocannon`)
@@ -398,8 +441,8 @@ async function main() {
   TETHER_WORKERS = await tetherHasWorkers()
 
   console.log(
-    `tether proxy bench: ${cfg.rounds} rounds x ${cfg.duration}s (+${cfg.warmup}s warm-up; ${cfg.prewarm}s pre-warm once), ` +
-      `${cfg.connections} connections, pipelining 1, ${describeUsers()}, ${describeLoadgen(cfg)}; ` +
+    `tether proxy bench${MODE === 'http' ? '' : MODE === 'tls' ? ' over TLS (HTTPS/1.1)' : ' over HTTP/2 + TLS'}: ${cfg.rounds} rounds x ${cfg.duration}s (+${cfg.warmup}s warm-up; ${cfg.prewarm}s pre-warm once), ` +
+      `${cfg.connections} connections, ${MODE === 'h2' ? `${cfg.h2Streams} streams each` : 'pipelining 1'}, ${describeUsers()}, ${describeLoadgen(cfg)}; ` +
       `${os.cpus().length} CPUs, node ${process.version}`,
   )
   console.log(
@@ -412,6 +455,10 @@ async function main() {
       `fixed-rate run after the rounds: ${cfg.rate.percent != null ? `${cfg.rate.percent}% of nginx's median req/s` : `${cfg.rate.rps} req/s`}` +
         ` with ${cfg.rateGen === 'wrk2' ? 'wrk2 -R' : 'autocannon overallRate (in-process)'}`,
     )
+  }
+
+  if (MODE === 'h2' && USERS > 1) {
+    console.log(`note: h2load sends the same headers on every request, so every request carries user 0's cookie (BENCH_USERS=${USERS} is not simulated)`)
   }
 
   const skipped = []
@@ -433,6 +480,10 @@ async function main() {
   chmodSync(tmpDir, 0o755) // nginx workers may run as an unprivileged user when we are root
   cfg.wrkScript = path.join(tmpDir, 'cookies.lua')
   writeWrkScript(cfg.wrkScript, COOKIES)
+  if (overTls()) {
+    CERT = makeBenchCertificate(tmpDir)
+    console.log(`certificate: self-signed EC P-256 for 127.0.0.1 (${CERT.certFile}), served by every contestant`)
+  }
 
   // Upstreams: each its own process on an ephemeral port.
   const upstreams = []
@@ -450,7 +501,7 @@ async function main() {
   const running = []
   for (const c of selected) {
     const { rec, port, info } = await c.start(ctx)
-    if (rec) await waitHttpReady(rec, port, HEADERS)
+    if (rec) await waitHttpReady(rec, port, HEADERS, 10_000, { tls: overTls() })
     running.push({ name: c.name, kind: c.kind, rec, port, info, rounds: [] })
     console.log(`ready: ${c.name} on 127.0.0.1:${port}${rec ? ` (pid ${rec.pid})` : ''}`)
   }
@@ -472,7 +523,9 @@ async function main() {
       c.rounds.push({ round: r, ...m })
       console.log(
         `round ${r}/${cfg.rounds} ${c.name.padEnd(10)} ${fmt(m.rps, 0).padStart(7)} req/s  ` +
-          `p50 ${fmt(m.p50, 2)}ms p99 ${fmt(m.p99, 2)}ms  cpu proxy ${fmt(m.cpu.proxy, 0, '%')} (${fmt(m.proxyUsPerReq, 1)}us/req) ` +
+          `p50 ${fmt(m.p50, 2)}ms p99 ${fmt(m.p99, 2)}ms` +
+          (m.h2load ? ` (h2load: mean ${fmt(m.h2load.mean, 2)}ms sd ${fmt(m.h2load.sd, 2)}ms max ${fmt(m.h2load.max, 2)}ms)` : '') +
+          `  cpu proxy ${fmt(m.cpu.proxy, 0, '%')} (${fmt(m.proxyUsPerReq, 1)}us/req) ` +
           `upstreams ${fmt(m.cpu.upstreamsTotal, 0, '%')} loadgen ${fmt(m.cpu.loadgen, 0, '%')} ` +
           `host ${fmt(m.cpu.host, 0, '%')}/${os.cpus().length * 100}%` +
           (m.errors + m.timeouts + m.non2xx ? `  errors ${m.errors} timeouts ${m.timeouts} non2xx ${m.non2xx}` : ''),
@@ -489,6 +542,9 @@ async function main() {
       p99: col((x) => x.p99),
       p999: col((x) => x.p999),
       proxyUsPerReq: col((x) => x.proxyUsPerReq),
+      ...(MODE === 'h2'
+        ? { h2load: { mean: col((x) => x.h2load?.mean), sd: col((x) => x.h2load?.sd), max: col((x) => x.h2load?.max) } }
+        : {}),
       cpu: {
         proxy: round(col((x) => x.cpu.proxy), 1),
         upstreamsTotal: round(col((x) => x.cpu.upstreamsTotal), 1),
@@ -502,19 +558,27 @@ async function main() {
   }
   const by = Object.fromEntries(running.map((c) => [c.name, c]))
   const ratio = (a, b) => (by[a] && by[b] && by[b].median.rps ? round(by[a].median.rps / by[b].median.rps, 2) : null)
+  // closed-loop p99 over nginx's: at each contestant's own maximum rate, so read it with the req/s ratio
+  const p99Ratio = (a) => (by[a]?.median.p99 != null && by.nginx?.median.p99 ? round(by[a].median.p99 / by.nginx.median.p99, 2) : null)
   for (const c of running) {
-    c.ratio = { vsDirect: ratio(c.name, 'direct'), vsHttpProxy: ratio(c.name, 'http-proxy'), vsNginx: ratio(c.name, 'nginx') }
+    c.ratio = { vsDirect: ratio(c.name, 'direct'), vsHttpProxy: ratio(c.name, 'http-proxy'), vsNginx: ratio(c.name, 'nginx'), p99VsNginx: p99Ratio(c.name) }
   }
 
   const rows = [
-    ['contestant', 'req/s', 'rounds min..max', 'p50 ms', 'p99 ms', 'x nginx', 'x direct', 'x http-proxy', 'proxy cpu', 'proxy us/req', 'upstr cpu', 'loadgen cpu', 'other cpu', 'err %'],
+    [
+      'contestant', 'req/s', 'rounds min..max', 'p50 ms', 'p99 ms',
+      ...(MODE === 'h2' ? ['mean ms', 'sd ms', 'max ms'] : []),
+      'x nginx', 'p99 x nginx', 'x direct', 'x http-proxy', 'proxy cpu', 'proxy us/req', 'upstr cpu', 'loadgen cpu', 'other cpu', 'err %',
+    ],
     ...running.map((c) => [
       c.name,
       fmt(c.median.rps),
       `${fmt(c.rpsRange[0])}..${fmt(c.rpsRange[1])}`,
       fmt(c.median.p50, 2),
       fmt(c.median.p99, 2),
+      ...(MODE === 'h2' ? [fmt(c.median.h2load.mean, 2), fmt(c.median.h2load.sd, 2), fmt(c.median.h2load.max, 2)] : []),
       fmt(c.ratio.vsNginx, 2),
+      fmt(c.ratio.p99VsNginx, 2),
       fmt(c.ratio.vsDirect, 2),
       fmt(c.ratio.vsHttpProxy, 2),
       fmt(c.median.cpu.proxy, 0, '%'),
@@ -527,7 +591,10 @@ async function main() {
   ]
   console.log(
     `\nmedian of ${cfg.rounds} rounds (cpu = % of one core over the measured window; upstr = both upstreams summed;\n` +
-      `other = host-wide busy CPU not charged to these processes: other tenants or kernel work; high = noisy run)\n`,
+      `other = host-wide busy CPU not charged to these processes: other tenants or kernel work; high = noisy run)\n` +
+      (MODE === 'h2'
+        ? `(h2: p50/p99 from h2load's per-request log; mean/sd/max are h2load's own "time for request" figures, medians over rounds)\n`
+        : ''),
   )
   console.log(table(rows, (i) => i !== 0))
   for (const s of skipped) console.log(`(${s.name} skipped: ${s.reason})`)
@@ -602,6 +669,8 @@ async function main() {
     parts.push(`at ${rateRun.offered} req/s p99 ${rp.join(' ')}`)
     if (focus && by.nginx) parts.push(`p99 ${focus}/nginx=${fmt(by[focus].rateMedian.p99VsNginx, 2)}`)
   }
+  if (focus && by.nginx && by[focus].ratio.p99VsNginx != null) parts.push(`closed-loop p99 ${focus}/nginx=${fmt(by[focus].ratio.p99VsNginx, 2)}`)
+  if (MODE !== 'http') parts.unshift(MODE === 'h2' ? '[h2 over TLS]' : '[HTTPS/1.1]')
   const summary = parts.join(' ')
 
   // Failure conditions: any measured window above the error threshold, or no requests at all.

@@ -1,8 +1,10 @@
 // Load generators for the proxy benchmark: wrk (a child process, C, multi-threaded) and
 // autocannon (in-process, single-threaded JS), for closed-loop throughput windows, plus a
-// fixed-rate latency window (wrk2 -R when installed, otherwise autocannon overallRate).
-// Every runner resolves to the same normalized shape (see `normalized` below).
-import { writeFileSync } from 'node:fs'
+// fixed-rate latency window (wrk2 -R when installed, otherwise autocannon overallRate), and
+// h2load (nghttp2-client) for HTTP/2 over TLS. Every runner resolves to the same normalized
+// shape (see `normalized` below). `tls` runs over https:// and accepts the self-signed
+// bench certificate (wrk and h2load do not verify certificates).
+import { writeFileSync, readFileSync, rmSync } from 'node:fs'
 import autocannon from 'autocannon'
 import { startChild } from './procs.mjs'
 
@@ -60,7 +62,7 @@ function parseTimes(output) {
  * One wrk (or wrk2 with `rate`) window. Runs `sh -c 'wrk ...; times'` so the shell reports
  * wrk's CPU time after it exits. Latency figures are converted to milliseconds.
  */
-export async function wrkRun(bin, { port, duration, connections, threads, script, rate = 0 }) {
+export async function wrkRun(bin, { port, duration, connections, threads, script, rate = 0, tls = false }) {
   const args = [
     '-c', String(connections),
     '-t', String(Math.min(threads, connections)),
@@ -68,7 +70,7 @@ export async function wrkRun(bin, { port, duration, connections, threads, script
     '--timeout', '10s',
     '-s', script,
     ...(rate ? ['-R', String(rate)] : []),
-    `http://127.0.0.1:${port}/`,
+    `${tls ? 'https' : 'http'}://127.0.0.1:${port}/`,
   ]
   const rec = startChild('wrk', 'sh', ['-c', '"$@"; times', 'sh', bin, ...args])
   const exited = await rec.exitPromise
@@ -116,12 +118,13 @@ function autocannonRequest(cookies) {
  * omission the way HdrHistogram does it (a response slower than the expected interval between
  * two requests on its connection also stands for the requests that could not be sent).
  */
-export async function autocannonRun({ port, duration, connections, cookies, rate = 0 }) {
+export async function autocannonRun({ port, duration, connections, cookies, rate = 0, tls = false }) {
   const cpu0 = process.cpuUsage()
   const conns = rate ? Math.min(connections, rate) : connections
   const samples = rate ? [] : null
   const instance = autocannon({
-    url: `http://127.0.0.1:${port}/`,
+    url: `${tls ? 'https' : 'http'}://127.0.0.1:${port}/`,
+    ...(tls ? { tlsOptions: { rejectUnauthorized: false } } : {}),
     connections: conns,
     pipelining: 1,
     duration,
@@ -152,6 +155,74 @@ export async function autocannonRun({ port, duration, connections, cookies, rate
     non2xx: r.non2xx,
     loadgenCpuS: (cpu.user + cpu.system) / 1e6,
   })
+}
+
+/** A duration as h2load prints it (`812us`, `12.34ms`, `1.02s`) in milliseconds. */
+function h2loadMs(text) {
+  const m = /^([\d.]+)(us|ms|s)$/.exec(text)
+  if (!m) return null
+  return Number(m[1]) * { us: 1e-3, ms: 1, s: 1e3 }[m[2]]
+}
+
+/**
+ * One h2load window: `clients` TLS connections negotiating h2 by ALPN, `streams` concurrent
+ * requests on each, every request with the header `cookie` (h2load sends the same headers on
+ * every request). h2load itself prints only min/max/mean/sd of the request time; the
+ * percentiles here come from its per-request `--log-file` (microseconds until the end of each
+ * response), read after it exits. Runs as `sh -c 'h2load ...; times'` for its CPU time.
+ */
+export async function h2loadRun(bin, { port, duration, clients, streams, threads, cookie, logFile }) {
+  const args = [
+    '-c', String(clients),
+    '-m', String(streams),
+    '-t', String(Math.min(threads, clients)),
+    '-D', String(duration),
+    '-H', `cookie: ${cookie}`,
+    `--log-file=${logFile}`,
+    `https://127.0.0.1:${port}/`,
+  ]
+  const rec = startChild('h2load', 'sh', ['-c', '"$@"; times', 'sh', bin, ...args])
+  const exited = await rec.exitPromise
+  const out = rec.output
+  const fin = /finished in ([\d.]+)s, ([\d.]+) req\/s/.exec(out)
+  const reqs = /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(out)
+  const codes = /status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/.exec(out)
+  const time = /time for request:\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)/.exec(out)
+  if (exited.code !== 0 || !fin || !reqs || !codes) {
+    rmSync(logFile, { force: true })
+    throw new Error(`${bin} failed (${JSON.stringify(exited)}): ${bin} ${args.join(' ')}\n${out.trim()}`)
+  }
+  if (/No protocol negotiated|h2 is not negotiated/i.test(out) || Number(reqs[3]) === 0) {
+    rmSync(logFile, { force: true })
+    throw new Error(`${bin}: no request completed (is h2 offered by ALPN on port ${port}?)\n${out.trim()}`)
+  }
+  const durations = []
+  try {
+    for (const line of readFileSync(logFile, 'utf8').split('\n')) {
+      const tab = line.lastIndexOf('\t')
+      if (tab > 0) durations.push(Number(line.slice(tab + 1)) / 1000)
+    }
+  } finally {
+    rmSync(logFile, { force: true })
+  }
+  const pct = percentiles(durations)
+  const requests = Number(reqs[3])
+  return {
+    ...normalized({
+      requests,
+      durationS: Number(fin[1]),
+      p50: pct.p50,
+      p99: pct.p99,
+      p999: pct.p999,
+      mean: time ? h2loadMs(time[3]) : null,
+      errors: Number(reqs[6]),
+      timeouts: Number(reqs[7]),
+      non2xx: Number(codes[3]) + Number(codes[4]),
+      loadgenCpuS: parseTimes(out),
+    }),
+    // h2load's own figures for the request time (min, max, mean, standard deviation), in ms
+    h2load: time ? { min: h2loadMs(time[1]), max: h2loadMs(time[2]), mean: h2loadMs(time[3]), sd: h2loadMs(time[4]) } : null,
+  }
 }
 
 function percentiles(xs) {

@@ -4,6 +4,7 @@ import { spawn, execFileSync } from 'node:child_process'
 import { readFileSync, readdirSync, existsSync, accessSync, constants } from 'node:fs'
 import net from 'node:net'
 import http from 'node:http'
+import https from 'node:https'
 import path from 'node:path'
 
 const children = new Set()
@@ -111,9 +112,11 @@ export function waitForJsonLine(rec, timeoutMs = 10_000) {
   })
 }
 
-function httpGetStatus(port, headers) {
+function httpGetStatus(port, headers, tls) {
   return new Promise((resolve) => {
-    const req = http.get({ host: '127.0.0.1', port, path: '/', headers, agent: false, timeout: 1000 }, (res) => {
+    const opts = { host: '127.0.0.1', port, path: '/', headers, agent: false, timeout: 1000 }
+    // tls: HTTPS/1.1 (no ALPN offered, so an h2-capable listener answers in HTTP/1.1), any certificate
+    const req = (tls ? https : http).get(tls ? { ...opts, rejectUnauthorized: false } : opts, (res) => {
       res.resume()
       res.on('end', () => resolve(res.statusCode))
       res.on('error', () => resolve(null))
@@ -125,19 +128,19 @@ function httpGetStatus(port, headers) {
 
 /**
  * Poll until an HTTP GET through `port` answers 200 (this proves the listener is up AND it
- * can reach the upstreams). Fails fast if the child exits; deadline `timeoutMs`.
+ * can reach the upstreams); over HTTPS with `tls`. Fails fast if the child exits; deadline `timeoutMs`.
  */
-export async function waitHttpReady(rec, port, headers = {}, timeoutMs = 10_000) {
+export async function waitHttpReady(rec, port, headers = {}, timeoutMs = 10_000, { tls = false } = {}) {
   const deadline = Date.now() + timeoutMs
   let last = null
   while (Date.now() < deadline) {
     if (rec.exited) throw new Error(describeExit(rec))
-    last = await httpGetStatus(port, headers)
+    last = await httpGetStatus(port, headers, tls)
     if (last === 200) return
     await new Promise((r) => setTimeout(r, 50))
   }
   throw new Error(
-    `${rec.name} not ready on 127.0.0.1:${port} within ${timeoutMs} ms (last status: ${last ?? 'no connection'}); ` +
+    `${rec.name} not ready on ${tls ? 'https' : 'http'}://127.0.0.1:${port} within ${timeoutMs} ms (last status: ${last ?? 'no connection'}); ` +
       `command: ${rec.cmdline}\n--- last output ---\n${rec.output.trim() || '(none)'}`,
   )
 }
