@@ -254,7 +254,12 @@ function write(res: http.ServerResponse, answer: Answer): void {
 }
 
 /** The request target for a log line, cut short. */
+/**
+ * The request target as logged: a session key replaced (it may be a client IP or an
+ * application's cookie value), at most 256 characters.
+ * Example: `shortPath('/sessions/10.0.0.7/move?to=app-1')` -> `'/sessions/<key>/move?to=app-1'`.
+ */
 function shortPath(url: string | undefined): string {
-  const u = url ?? ''
+  const u = (url ?? '').replace(/^\/sessions\/[^/?#]+/, '/sessions/<key>')
   return u.length > 256 ? `${u.slice(0, 256)}...` : u
 }
