@@ -35,7 +35,8 @@ export class SharedHealth {
    * replicas made before this one started (bounded by the channel's timeout).
    */
   async start(): Promise<void> {
-    this.#channel.subscribe((m) => this.#receive(m))
+    // subscribed first: a change made after the read below is then received, not missed
+    await this.#channel.subscribe((m) => this.#receive(m))
     for (const [id, how] of await this.#channel.members(DRAINS)) this.#apply({ kind: 'drain', id, migrate: how === 'migrate' })
   }
 

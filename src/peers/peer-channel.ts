@@ -6,8 +6,11 @@
 export interface PeerChannel {
   /** Send `message` to every replica (fire and forget; false when it could not be sent). */
   publish(message: string): Promise<boolean>
-  /** Receive every message (call once, after the channel's connection started). */
-  subscribe(onMessage: (message: string) => void): void
+  /**
+   * Receive every message (call once, after the channel's connection started); resolves once
+   * receiving, or after the channel's connect timeout when it cannot subscribe yet.
+   */
+  subscribe(onMessage: (message: string) => void): Promise<void>
   /**
    * Record `id` with a value (null: clear it) in the named set that replicas starting later
    * read with {@link members} (e.g. the upstreams drained through an admin API). Fire and forget.

@@ -6,6 +6,7 @@
 import { Cluster, Redis } from 'ioredis'
 import type { ClusterOptions, RedisOptions } from 'ioredis'
 import { systemTimers, type Timers } from '../clock.js'
+import { withDeadline } from '../deadline.js'
 import { CLUSTER_SLOTS, keySlot } from './key-slot.js'
 import { NodeHealth, slotRanges, type RedisNodeHealth, type RedisNodeRole } from './node-health.js'
 
@@ -338,8 +339,8 @@ export class RedisConnection {
    * Receive every message published on `channel`, on a dedicated connection that re-subscribes
    * after each reconnect. Call after start(); stop() ends it.
    */
-  subscribe(channel: string, onMessage: (message: string) => void): void {
-    if (this.#client === null) return
+  subscribe(channel: string, onMessage: (message: string) => void): Promise<void> {
+    if (this.#client === null) return Promise.resolve()
     const sub = (this.#client as unknown as { duplicate(): Client }).duplicate()
     this.#subscribers.add(sub)
     sub.on('error', () => undefined) // status is reported by the main connection
@@ -347,8 +348,13 @@ export class RedisConnection {
     sub.on('message', (ch: string, message: string) => {
       if (ch === channel) onMessage(message)
     })
-    sub.on('ready', () => void sub.subscribe(channel).catch(() => undefined))
+    // resolves once the first SUBSCRIBE is in place, or after the connect timeout (Redis down:
+    // the subscription comes when it is back)
+    let subscribed: () => void = () => undefined
+    const first = new Promise<void>((resolve) => { subscribed = resolve })
+    sub.on('ready', () => void sub.subscribe(channel).then(() => subscribed(), () => undefined))
     void sub.connect().catch(() => undefined)
+    return withDeadline(first, this.#connectTimeout, undefined, this.#timers)
   }
 
   #addNode(address: string, role: RedisNodeRole): NodeHealth {
