@@ -2,42 +2,19 @@
 // gets, the HTTP transport (undici pools), the upgrade transport (WebSocket tunnels), the
 // parser-error handler and the in-flight registry. Layer 5 wiring helper of the composition
 // root: constructs, starts nothing.
-import type { Clock, Timers } from '../clock.js'
 import type { Config, HstsConfig } from '../config/schema.js'
-import type { SessionTable, SharedBindings } from '../affinity/session-table.js'
-import type { SessionRecords } from '../affinity/session-records.js'
-import type { KeyReader } from '../affinity/key.js'
-import type { Logger } from '../observability/logger.js'
-import type { ProxyEvents } from '../observability/events.js'
-import type { Router } from '../routing/router.js'
-import type { StateProtocol } from '../state/protocol.js'
-import type { UpstreamSet } from '../upstream/upstream-set.js'
 import { AnswerHead } from './answer-head.js'
 import { ClientErrors } from './client-error.js'
 import { Forwarder } from './forward.js'
 import { headerPolicy } from './headers.js'
-import type { InFlight } from './in-flight.js'
-import type { HealthSignal } from './outcome.js'
-import { RequestPath } from './request-path.js'
+import { RequestPath, type RequestPathDeps } from './request-path.js'
 import { Upgrades } from './upgrade-transport.js'
 
-/** What the proxy is built from. */
-export interface ProxyParts {
-  readonly clock: Clock
-  readonly timers: Timers
-  readonly logger: Logger
-  readonly keys: KeyReader
-  readonly router: Router
-  readonly sessions: SessionTable
-  readonly records: SessionRecords
-  readonly upstreams: () => UpstreamSet
-  readonly state: StateProtocol | null
-  readonly shared: SharedBindings | null
-  readonly inFlight: InFlight
-  readonly events: ProxyEvents
-  readonly observe: (id: string, signal: HealthSignal) => void
+/** What the proxy is built from: the request path's parts that outlive a reload (the rest it builds). */
+export type ProxyParts = Pick<RequestPathDeps,
+  'clock' | 'timers' | 'logger' | 'keys' | 'router' | 'sessions' | 'records' | 'upstreams' | 'state' |
+  'shared' | 'inFlight' | 'events' | 'observe' | 'draining'> & {
   readonly suspect: (id: string) => void
-  readonly draining: () => boolean
 }
 
 export interface Proxy {
