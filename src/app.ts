@@ -40,10 +40,13 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
 
   const redis = redisOf(config, timers)
   const inFlight = new InFlight()
-  const health = createHealth(config, clock, timers, logger, (id) => inFlight.longestWait(id), redis === null ? null : new RedisPeerChannel(redis))
-  const shared = redis !== null && config.affinity.shared === 'redis' ? new RedisBindings(redis, config.affinity.idle_timeout) : null
+  // workers share through Redis when it is configured (as replicas do), else through their primary
+  const link = options.worker ?? null
+  const channel = redis !== null && config.health.shared === 'redis' ? new RedisPeerChannel(redis) : link?.channel ?? null
+  const health = createHealth(config, clock, timers, logger, (id) => inFlight.longestWait(id), channel, link === null ? null : (...r) => link.probed(...r))
+  const shared = redis !== null && config.affinity.shared === 'redis' ? new RedisBindings(redis, config.affinity.idle_timeout) : link?.bindings ?? null
   const { sessions, records, keys, router } = createRouting(config, health.table, shared?.sink() ?? null, (m) => logger.warn(m))
-  const { store, state } = createState(config, redis, clock, metrics, logger)
+  const { store, state } = createState(config, redis, clock, metrics, logger, link?.store ?? null)
   const proxy = createProxy(config, {
     clock, timers, logger, keys, router, sessions, records, upstreams: () => membership.current(), state, shared, inFlight, events: metrics,
     observe: (id, signal) => health.table.reportPassive(id, signal), suspect: (id) => health.checker?.probeSoon(id), draining: () => draining,
@@ -87,17 +90,19 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   membership.setStatic(config.upstreams)
 
   const redirect = config.listen.redirect === null ? null : new RedirectListener(config, { current: () => path, clientErrors: proxy.clientErrors, logger }, () => listener.port)
+  // a worker takes its siblings' bindings before it takes connections; the checks run where the primary says
+  await link?.attach({ sessions, reportActive: health.reportActive, startChecks: () => health.checker?.start(), now: () => clock.now(), metrics: () => metrics.snapshot() })
   const admin = await listener.listen().then(() => redirect?.listen()).then(() => createAdmin(config, {
     logger, health: health.table, peers: health.peers, metrics, upstreams: () => membership.current(), draining: () => draining,
     inFlight: (id) => inFlight.count(id), websockets: (id) => proxy.upgrades.countByUpstream(id), sessions, records, shared, store: state?.store ?? null, now: () => clock.now(),
     degraded: () => [...stateDegraded(store, redis)(), ...discovery.degraded()],
-  })).catch(async (err: unknown) => {
+  }, link === null ? null : { host: '127.0.0.1', port: 0 })).catch(async (err: unknown) => {
     await listener.close(0, () => undefined)
     if (redirect?.server.listening) await redirect.close()
     await proxy.http.destroy()
     throw err
   })
-  health.checker?.start()
+  if (link === null) health.checker?.start()
   certificates?.watch()
   await discovery.start()
   await redis?.start() // resolves even when Redis is down (degraded, reconnecting)
@@ -129,7 +134,8 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     const file = options.configPath
     if (file === undefined) return new ConfigError(['no config file to reload'])
     try {
-      return reload(loadConfigFile(file, env))
+      const read = loadConfigFile(file, env)
+      return reload(options.worker?.adjust(read) ?? read)
     } catch (err) {
       const e = err instanceof ConfigError ? err : new ConfigError([`${file}: ${(err as Error).message}`])
       metrics.configReload(false)

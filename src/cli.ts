@@ -7,6 +7,7 @@ import { formatDuration, parseDuration } from './config/duration.js'
 import { convertManifests, ImportError } from './import/convert.js'
 import type { Tether } from './app.js'
 import { drainUpstream, showSession, type AdminTarget } from './admin/admin-client.js'
+import { workerCount } from './workers/worker-count.js'
 
 const USAGE = `Usage:
   tether [--config <file>]   run the proxy (default file: $TETHER_CONFIG or config/proxy.yaml)
@@ -222,6 +223,20 @@ async function main(): Promise<number> {
     case 'run': {
       const config = load(cmd.config)
       if (config === null) return 1
+      // workers > 1: this process supervises (primary) or is one of the workers
+      const worker = await import('./workers/worker-main.js').then((m) => ({ env: m.workerEnv(process.env), run: m.runWorker }))
+      if (worker.env !== null || workerCount(config.workers) > 1) {
+        const { createLogger, effectiveLevel } = await import('./observability/logger.js')
+        const base = createLogger(effectiveLevel(config.log.level, process.env['LOG_LEVEL']))
+        if (worker.env !== null) return worker.run(config, cmd.config, worker.env, base.child({ worker: worker.env.index }))
+        const { runPrimary } = await import('./workers/primary.js')
+        try {
+          return await runPrimary(config, cmd.config, base.child({ worker: 'primary' }))
+        } catch (err) {
+          process.stderr.write(`tether: ${(err as Error).message}\n`)
+          return 1
+        }
+      }
       let tether: Tether
       try {
         // loaded here, so check and import start without the proxy's libraries

@@ -11,6 +11,7 @@ import type { SessionTable } from './affinity/session-table.js'
 import type { HealthTable } from './health/health-table.js'
 import type { Listener } from './proxy/listener.js'
 import type { Upgrades } from './proxy/upgrade-transport.js'
+import type { WorkerLink } from './workers/worker-link.js'
 
 export interface TetherOptions {
   /** Logger to use; default: pino on stdout at config/LOG_LEVEL level. */
@@ -23,6 +24,13 @@ export interface TetherOptions {
   readonly timers?: Timers
   /** The config file: watched for changes (hot reload) and re-read by `reloadFile()`. */
   readonly configPath?: string
+  /**
+   * This process is one of several workers (`workers` > 1): bindings, shared health and the
+   * memory checkpoint store go through `link` to the primary, the active checks run only while
+   * the link says so, and the admin listener listens privately on loopback (the primary owns
+   * `admin.listen`).
+   */
+  readonly worker?: WorkerLink
 }
 
 /** A running Tether: its addresses, its parts (for tests and tools), reload and stop. */

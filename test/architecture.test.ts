@@ -45,6 +45,11 @@ const LAYERS: [RegExp, number][] = [
   [/^admin\//, 4],
   [/^(app|cli|tether)\.ts$/, 5],
   [/^state\/create-state\.ts$/, 5],
+  [/^workers\/messages\.ts$/, 0],
+  [/^workers\/hub\.ts$/, 2],
+  [/^workers\/(worker-count|worker-link)\.ts$/, 3],
+  [/^workers\/admin-front\.ts$/, 4],
+  [/^workers\/(primary|worker-main)\.ts$/, 5],
 ]
 
 /** Each outside library and the one file allowed to import it. */

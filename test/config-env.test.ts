@@ -98,7 +98,7 @@ t.test('comments and keys are not substituted', async (t) => {
   const text = yaml('# ${NOT_SET} here', ...withId('a').split('\n'))
   t.equal(parseConfig(text, FILE, {}).upstreams[0]?.id, 'a')
   t.strictSame(issuesOf(yaml('${KEY}: 1', ...withId('a').split('\n')), { KEY: 'log' }), [
-    `${FILE}:1:1 \${KEY}: unknown key (expected one of: listen, admin, upstreams, affinity, timeouts, limits, forwarding, log, health, retries, discovery, shutdown, state, websocket)`,
+    `${FILE}:1:1 \${KEY}: unknown key (expected one of: listen, admin, upstreams, affinity, timeouts, limits, forwarding, log, health, retries, discovery, shutdown, state, websocket, workers)`,
   ])
 })
 

@@ -65,6 +65,7 @@ t.test('a minimal config gets every default', async (t) => {
     discovery: { dns: null, kubernetes: null },
     shutdown: { grace_period: 10_000 },
     websocket: { max_connections: 10_000, idle_timeout: 3_600_000 },
+    workers: 1,
     state: {
       store: 'memory', header: 'X-Tether-State', max_bytes: 65_536, rehydrate: 'header',
       hook_path: '/.well-known/tether/rehydrate', timeout: 50, durability: 'best_effort', confirm_timeout: 1_000,
@@ -133,6 +134,7 @@ t.test('a full config round-trips every key, durations in ms and URLs as origins
     },
     shutdown: { grace_period: 25_000 },
     websocket: { max_connections: 500, idle_timeout: 600_000 },
+    workers: 'auto',
     state: {
       store: 'redis', header: 'X-App-State', max_bytes: 4096, rehydrate: 'hook',
       hook_path: '/_tether/rehydrate', timeout: 80, durability: 'confirmed', confirm_timeout: 2_000,
@@ -384,7 +386,7 @@ const errorCases: { name: string; text: string; issues: string[] }[] = [
     issues: [
       `${FILE}:4:1 tiemouts: unknown key, did you mean \`timeouts\`?`,
       `${FILE}:6:3 listen.prot: unknown key, did you mean \`port\`?`,
-      `${FILE}:7:1 colour: unknown key (expected one of: listen, admin, upstreams, affinity, timeouts, limits, forwarding, log, health, retries, discovery, shutdown, state, websocket)`,
+      `${FILE}:7:1 colour: unknown key (expected one of: listen, admin, upstreams, affinity, timeouts, limits, forwarding, log, health, retries, discovery, shutdown, state, websocket, workers)`,
     ],
   },
   {

@@ -44,6 +44,8 @@ export interface AdminLimits {
   readonly keepAliveTimeout: number
   /** Largest request body read (and ignored), bytes; a larger one gets 413 and a close. */
   readonly maxBodyBytes: number
+  /** Listen on a port of its own, not one shared by cluster workers (a worker's private admin listener). */
+  readonly exclusive?: boolean
 }
 
 /** The limits of the admin listener in production. */
@@ -173,7 +175,7 @@ export async function startAdmin(host: string, port: number, deps: AdminDeps, li
   server.on('error', (err) => logger.error({ err }, 'admin listener error'))
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
-    server.listen(port, host, () => {
+    server.listen({ port, host, exclusive: limits.exclusive ?? false }, () => {
       server.off('error', reject)
       resolve()
     })

@@ -10,7 +10,7 @@ import type { UpstreamSet } from '../upstream/upstream-set.js'
 import type { SessionRecords } from '../affinity/session-records.js'
 import type { SessionTable, SharedBindings } from '../affinity/session-table.js'
 import type { CheckpointStore } from '../state/checkpoint-store.js'
-import { startAdmin, type AdminServer } from './admin-server.js'
+import { ADMIN_LIMITS, startAdmin, type AdminServer } from './admin-server.js'
 import { SessionLookup } from './session-lookup.js'
 import { sessionsCounted, upstreamRow } from './upstream-row.js'
 
@@ -31,10 +31,16 @@ export interface AdminParts {
   readonly degraded: () => string[]
 }
 
-/** Start the admin listener; rejects with a message naming the address when the port is taken. */
-export async function createAdmin(config: Config, p: AdminParts): Promise<AdminServer> {
+/** Where a worker's private admin listener listens (its primary owns `admin.listen`): loopback, port 0, not shared. */
+export interface AdminAddress {
+  readonly host: string
+  readonly port: number
+}
+
+/** Start the admin listener (on `at` instead of `admin.listen` when given); rejects with a message naming the address when the port is taken. */
+export async function createAdmin(config: Config, p: AdminParts, at: AdminAddress | null = null): Promise<AdminServer> {
   const counted = sessionsCounted(config.affinity)
-  const { host, port } = config.admin.listen
+  const { host, port } = at ?? config.admin.listen
   const keyKind = config.affinity.key
   const lookup = keyKind === 'none' ? null : new SessionLookup({
     keyKind, sessions: p.sessions, records: p.records, shared: p.shared, store: p.store, health: p.health, now: p.now,
@@ -64,7 +70,7 @@ export async function createAdmin(config: Config, p: AdminParts): Promise<AdminS
     sessions: lookup,
     drain: (id, migrate) => p.health.drain(id, migrate) && (p.peers?.tell('drain', id, migrate), true),
     undrain: (id) => p.health.undrain(id) && (p.peers?.tell('undrain', id), true),
-  }).catch((err: NodeJS.ErrnoException) => {
+  }, at === null ? undefined : { ...ADMIN_LIMITS, exclusive: true }).catch((err: NodeJS.ErrnoException) => {
     throw Object.assign(new Error(`cannot listen on ${host}:${port} (admin): ${err.code ?? err.message}`), { code: err.code })
   })
 }

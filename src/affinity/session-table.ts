@@ -10,6 +10,10 @@ import { AffinityTable } from './table.js'
 export interface BindingSink {
   bound(key: string, upstream: string, epoch: number): void
   unbound(key: string): void
+  /** An application cookie value replaced (`grace`: where it still routes) or deleted (null); absent: told as unbound. */
+  retired?(key: string, grace: Grace | null): void
+  /** Resolves once every write sent so far was taken (the answer's head waits for it); null: nothing pending. */
+  flushed?(): Promise<void> | null
 }
 
 /** Bindings other Tether replicas made (`affinity.shared`), looked up before routing (bounded). */
@@ -101,10 +105,32 @@ export class SessionTable {
    * the same upstream for {@link ROTATION_GRACE} ms, since requests already in flight carry it.
    */
   retire(from: string, grace: Grace | null, now: number): void {
-    this.unpin(from)
+    if (this.#sink?.retired === undefined) this.unpin(from)
+    else this.#sink.retired(from, grace)
+    this.applyRetired(from, grace, now)
+  }
+
+  /** A retirement another worker made (see {@link retire}): applied here only. */
+  applyRetired(from: string, grace: Grace | null, now: number): void {
+    this.table.delete(from)
     if (grace === null) return
     this.#rotated.set(from, { upstream: grace.upstream, epoch: grace.epoch, until: now + ROTATION_GRACE })
     if (this.#rotated.size > ROTATED_MAX) this.#rotated.delete(this.#rotated.keys().next().value!)
+  }
+
+  /**
+   * A pin another worker made, applied here only: a higher epoch wins; at the same epoch the
+   * smaller upstream id, so two workers that placed a user at once agree on one. Example:
+   * local app-2 at epoch 1, `applyRemote('k', 'app-1', 1, now)` -> app-1; `applyRemote('k', 'app-3', 0, now)` -> unchanged.
+   */
+  applyRemote(key: string, upstream: string, epoch: number, now: number): void {
+    const local = this.table.peek(key, now)
+    if (local === null || epoch > local.epoch || (epoch === local.epoch && upstream <= local.upstream)) this.table.set(key, upstream, epoch, now)
+  }
+
+  /** Resolves once the pins written through so far were taken (null: none pending, or no such sink). */
+  flushed(): Promise<void> | null {
+    return this.#sink?.flushed?.() ?? null
   }
 
   /**

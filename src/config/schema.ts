@@ -455,6 +455,12 @@ export interface Config {
   readonly shutdown: ShutdownConfig
   readonly state: StateConfig
   readonly websocket: WebSocketConfig
+  /**
+   * Worker processes serving the proxy listener: 1 (one process, no primary), a count, or
+   * `auto` (the CPUs this container may use: cgroup `cpu.max`, else the machine's cores).
+   * With more than one, a primary supervises them and keeps one routing truth. Default 1.
+   */
+  readonly workers: number | 'auto'
 }
 
 /** Every default in one table (README documents the same values). */
@@ -519,6 +525,7 @@ export const DEFAULTS = {
   dnsDiscovery: { port: null, srv: false, interval: 5_000, family: 'any', servers: [] },
   kubernetesDiscovery: { namespace: null, kubeconfig: null, weight_annotation: null },
   shutdown: { grace_period: 10_000 },
+  workers: 1,
   websocket: { max_connections: 10_000, idle_timeout: 3_600_000 },
   state: {
     store: 'memory', header: 'X-Tether-State', max_bytes: 65_536, rehydrate: 'header',

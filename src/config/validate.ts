@@ -171,6 +171,14 @@ function oneOf<const T extends string>(values: readonly T[]): Check<T> {
   })
 }
 
+/** `workers`: a count of processes, or "auto". */
+const workers: Check<number | 'auto'> = leaf('an integer or "auto"', (value, fromEnv) => {
+  if (value === 'auto') return value
+  const n = fromEnv && typeof value === 'string' && INTEGER_TEXT.test(value) ? Number(value) : value
+  if (typeof n !== 'number' || !Number.isInteger(n)) return expected('an integer between 1 and 256 or "auto"', value)
+  return n < 1 || n > 256 ? expected('an integer between 1 and 256 or "auto"', n) : n
+})
+
 /** A number (integer or fraction) in [min, max]. */
 function decimal(min: number, max: number): Check<number> {
   const range = `a number between ${min} and ${max}`
@@ -846,6 +854,7 @@ const config: Check<Config> = refine(
         { max_connections: integer(1, 1_000_000), idle_timeout: duration({ zero: false }) },
         DEFAULTS.websocket,
       ),
+      workers,
     },
     { ...DEFAULTS, upstreams: [] },
   ),

@@ -2,7 +2,7 @@
 // that imports prom-client. Each Metrics instance owns its own Registry (never the global one),
 // so several Tether instances in one process do not clash. Layer 3 adapter: the request path
 // and the composition root call its small typed methods (O(1), no I/O); scrapes call render().
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { HealthState, HealthTransition } from '../health/health-table.js'
 import type { MoveReason } from '../routing/router.js'
 import type { ClientProtocol } from './events.js'
@@ -232,6 +232,17 @@ export class Metrics {
     }
   }
 
+  /** The metrics as data, for the primary to combine with the other workers' ({@link aggregateMetrics}). */
+  async snapshot(): Promise<unknown> {
+    this.#affinityNow = this.#affinityStats?.() ?? null
+    this.#purgeRemoved()
+    try {
+      return await this.#registry.getMetricsAsJSON()
+    } finally {
+      this.#affinityNow = null
+    }
+  }
+
   /** A request was sent to `upstream` (each attempt; pair with {@link requestEnded}). O(1). */
   requestStarted(upstream: string): void {
     this.#inFlight.set(upstream, (this.#inFlight.get(upstream) ?? 0) + 1)
@@ -430,9 +441,35 @@ export class Metrics {
   }
 }
 
-function config(name: MetricName): { name: string; help: string; labelNames: string[] } {
+/**
+ * How a metric is combined over workers (`workers` > 1): summed, but for the views every worker
+ * holds whole (the upstream state, the affinity table each worker keeps complete, health of
+ * Redis and discovery), which are taken from one worker or as the worst.
+ */
+const AGGREGATORS: Partial<Record<MetricName, 'first' | 'max' | 'min'>> = {
+  tether_upstream_state: 'first',
+  tether_affinity_entries: 'max',
+  tether_affinity_evictions_total: 'max',
+  tether_affinity_expirations_total: 'max',
+  tether_rebalance_pending_users: 'max',
+  tether_redis_up: 'min',
+  tether_redis_node_up: 'min',
+  tether_discovery_up: 'min',
+}
+
+function config(name: MetricName): { name: string; help: string; labelNames: string[]; aggregator?: 'first' | 'max' | 'min' } {
   const doc: MetricDoc = METRIC_DOCS.find((d) => d.name === name)!
-  return { name: doc.name, help: doc.help, labelNames: [...doc.labels] }
+  const aggregator = AGGREGATORS[name]
+  return { name: doc.name, help: doc.help, labelNames: [...doc.labels], ...(aggregator === undefined ? {} : { aggregator }) }
+}
+
+/**
+ * One exposition of the metrics of several workers, each given as its {@link Metrics.snapshot}:
+ * counters and histograms summed, whole views per {@link AGGREGATORS}.
+ */
+export async function aggregateMetrics(snapshots: readonly unknown[]): Promise<{ readonly contentType: string; readonly text: string }> {
+  const registry = AggregatorRegistry.aggregate(snapshots as Parameters<typeof AggregatorRegistry.aggregate>[0])
+  return { contentType: registry.contentType, text: await registry.metrics() }
 }
 
 function methodIndex(method: string | undefined): number {

@@ -43,6 +43,15 @@ export class AnswerHead implements AnswerHeadPolicy {
   }
 
   inspect(ctx: RequestContext, headers: Head): Promise<'ok' | 'refuse'> | null {
+    const checked = this.#inspect(ctx, headers)
+    // with workers, the pins just written through reach every other worker before the client
+    // sees this answer (its next request may arrive at another worker on a new connection)
+    const flushed = this.#o.sessions.flushed()
+    if (flushed === null) return checked
+    return checked === null ? flushed.then(() => 'ok') : Promise.all([checked, flushed]).then(([v]) => v)
+  }
+
+  #inspect(ctx: RequestContext, headers: Head): Promise<'ok' | 'refuse'> | null {
     const d = ctx.decision!
     const o = this.#o
     // the chosen upstream answered: a new or moved user is pinned there from now on

@@ -32,14 +32,15 @@ export function redisOf(config: Config, timers: Timers): RedisConnection | null 
   })
 }
 
-/** The checkpoint store and state protocol of `state.store` (none: both null). */
+/** The checkpoint store and state protocol of `state.store` (none: both null); `shared` replaces the in-process memory store. */
 export function createState(
-  config: Config, redis: RedisConnection | null, clock: Clock, metrics: Metrics, logger: Logger,
+  config: Config, redis: RedisConnection | null, clock: Clock, metrics: Metrics, logger: Logger, shared: CheckpointStore | null = null,
 ): { store: CheckpointStore | null; state: StateProtocol | null } {
   const st = config.state
   if (st.store === 'none') return { store: null, state: null }
+  // `shared`: the memory store the primary holds for all workers (`workers` > 1)
   const store: CheckpointStore = redis === null
-    ? new MemoryCheckpointStore({ maxEntries: config.affinity.max_entries, maxBytes: st.max_bytes, maxTotalBytes: st.memory.max_bytes, clock })
+    ? shared ?? new MemoryCheckpointStore({ maxEntries: config.affinity.max_entries, maxBytes: st.max_bytes, maxTotalBytes: st.memory.max_bytes, clock })
     : new RedisCheckpointStore({ connection: redis, maxBytes: st.max_bytes })
   metrics.redisUp(redis !== null && store.status === 'ready')
   if (redis !== null) {

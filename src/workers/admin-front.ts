@@ -1,0 +1,150 @@
+// The primary's admin listener (`workers` > 1): one address for the whole process group.
+// /metrics combines every worker's metrics; /upstreams is the leading worker's table with the
+// in-flight requests and WebSockets of all workers added up; every other request (health,
+// drains, the session lookup) is passed to the leading worker's private admin listener, whose
+// effects reach the others through the primary (shared health, bindings). Layer 4 flow.
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { aggregateMetrics } from '../observability/metrics.js'
+import type { Logger } from '../observability/logger.js'
+
+/** What the front needs of the supervisor. */
+export interface FrontWorkers {
+  /** Private admin URLs of the started workers, the leading one first. */
+  admins(): readonly string[]
+  /** Every started worker's metrics as data. */
+  metrics(): Promise<unknown[]>
+}
+
+const MAX_BODY = 16_384
+const TIMEOUT = 10_000
+/** The per-worker counts of an /upstreams row that add up over workers. */
+const SUMMED = ['in_flight', 'websockets'] as const
+
+interface Answer {
+  readonly status: number
+  readonly headers: http.IncomingHttpHeaders
+  readonly body: Buffer
+}
+
+/** Example: `const front = await startAdminFront('127.0.0.1', 9901, workers, logger)`; `front.close()`. */
+export async function startAdminFront(host: string, port: number, workers: FrontWorkers, logger: Logger): Promise<{ readonly url: string; close(): Promise<void> }> {
+  const server = http.createServer({ headersTimeout: TIMEOUT, requestTimeout: TIMEOUT * 3 }, (req, res) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    req.on('data', (c: Buffer) => {
+      size += c.length
+      if (size <= MAX_BODY) chunks.push(c)
+    })
+    req.on('end', () => {
+      if (size > MAX_BODY) return reply(res, { status: 413, headers: { 'content-type': 'text/plain' }, body: Buffer.from('Content Too Large\n') })
+      serve(req, res, Buffer.concat(chunks), workers).then((a) => a !== null && reply(res, a), (err: unknown) => {
+        logger.error({ err }, 'admin request failed in the primary')
+        reply(res, { status: 502, headers: { 'content-type': 'text/plain' }, body: Buffer.from('Bad Gateway: no worker answered\n') })
+      })
+    })
+  })
+  server.on('error', (err) => logger.error({ err }, 'admin listener error'))
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, host, () => {
+      server.off('error', reject)
+      resolve()
+    })
+  }).catch((err: NodeJS.ErrnoException) => {
+    throw new Error(`cannot listen on ${host}:${port} (admin): ${err.code ?? err.message}`)
+  })
+  const a = server.address() as AddressInfo
+  return {
+    url: `http://${host.includes(':') ? `[${host}]` : host}:${a.port}`,
+    close: () => new Promise<void>((resolve) => {
+      server.closeAllConnections()
+      server.close(() => resolve())
+    }),
+  }
+}
+
+/** The answer, or null when it was streamed from the leading worker (an event stream stays open). */
+async function serve(req: http.IncomingMessage, res: http.ServerResponse, body: Buffer, workers: FrontWorkers): Promise<Answer | null> {
+  const admins = workers.admins()
+  const path = req.url ?? '/'
+  if (req.method === 'GET' && path.split('?')[0] === '/metrics') {
+    const m = await aggregateMetrics(await workers.metrics())
+    return { status: 200, headers: { 'content-type': m.contentType }, body: Buffer.from(m.text) }
+  }
+  if (admins.length === 0) return { status: 503, headers: { 'content-type': 'text/plain' }, body: Buffer.from('Service Unavailable: no worker started yet\n') }
+  if (req.method === 'GET' && path.split('?')[0] === '/upstreams') {
+    const answers = await Promise.all(admins.map((url) => pass(url, req, body).catch(() => null)))
+    return summed(answers)
+  }
+  return stream(admins[0]!, req, body, res)
+}
+
+/** Passes the request to a worker and its answer back as it comes (null once the head is out). */
+function stream(base: string, req: http.IncomingMessage, body: Buffer, res: http.ServerResponse): Promise<null> {
+  return new Promise((resolve, reject) => {
+    const out = http.request(new URL(req.url ?? '/', base), { method: req.method, headers: forwardable(req, body), agent: false }, (answer) => {
+      out.setTimeout(0) // an event stream may stay open
+      res.writeHead(answer.statusCode ?? 502, answerHeaders(answer.headers, true))
+      answer.pipe(res)
+      res.on('close', () => answer.destroy())
+      resolve(null)
+    })
+    out.setTimeout(TIMEOUT, () => out.destroy(new Error('worker admin timed out')))
+    out.on('error', reject)
+    out.end(body)
+  })
+}
+
+function forwardable(req: http.IncomingMessage, body: Buffer): http.OutgoingHttpHeaders {
+  const headers: http.OutgoingHttpHeaders = { ...req.headers, 'content-length': String(body.length) }
+  delete headers['transfer-encoding']
+  delete headers.connection
+  return headers
+}
+
+/** An answer's headers without the hop-by-hop ones (and the length, unless streamed as is). */
+function answerHeaders(from: http.IncomingHttpHeaders, keepLength: boolean): http.OutgoingHttpHeaders {
+  const headers: http.OutgoingHttpHeaders = {}
+  for (const [k, v] of Object.entries(from)) {
+    if (v !== undefined && k !== 'connection' && k !== 'keep-alive' && k !== 'transfer-encoding' && k !== 'date' && (keepLength || k !== 'content-length')) headers[k] = v
+  }
+  return headers
+}
+
+/** The leading worker's /upstreams with the counts of every worker added up. */
+function summed(answers: readonly (Answer | null)[]): Answer {
+  const lead = answers[0]
+  if (lead === null || lead === undefined) throw new Error('the leading worker did not answer')
+  if (lead.status !== 200) return lead
+  const rows = JSON.parse(lead.body.toString()) as Record<string, unknown>[]
+  for (const other of answers.slice(1)) {
+    if (other === null || other.status !== 200) continue
+    const theirs = new Map((JSON.parse(other.body.toString()) as Record<string, unknown>[]).map((r) => [r['id'], r]))
+    for (const row of rows) {
+      const t = theirs.get(row['id'])
+      for (const k of SUMMED) if (typeof row[k] === 'number' && typeof t?.[k] === 'number') row[k] = (row[k] as number) + (t[k] as number)
+    }
+  }
+  return { status: 200, headers: { 'content-type': 'application/json' }, body: Buffer.from(JSON.stringify(rows)) }
+}
+
+/** The request as the client sent it, to a worker's private admin listener. */
+function pass(base: string, req: http.IncomingMessage, body: Buffer): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const out = http.request(new URL(req.url ?? '/', base), { method: req.method, headers: forwardable(req, body), timeout: TIMEOUT, agent: false }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c))
+      res.on('end', () => resolve({ status: res.statusCode ?? 502, headers: res.headers, body: Buffer.concat(chunks) }))
+      res.on('error', reject)
+    })
+    out.on('timeout', () => out.destroy(new Error('worker admin timed out')))
+    out.on('error', reject)
+    out.end(body)
+  })
+}
+
+function reply(res: http.ServerResponse, a: Answer): void {
+  res.writeHead(a.status, answerHeaders(a.headers, false))
+  res.end(a.body)
+}

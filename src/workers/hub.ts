@@ -1,0 +1,101 @@
+// The primary's switchboard between workers (`workers` > 1): a pin, unpin or probe result from
+// one worker goes to every other one before the sender's write is acknowledged; peer-channel
+// messages go to all; the small named sets and the memory checkpoint store live here; a
+// starting worker's snapshot is streamed from a sibling. Layer 2 state owner: no I/O of its
+// own (messages go out through the injected `send`), no routing decisions.
+import type { CheckpointStore } from '../state/checkpoint-store.js'
+import type { ToPrimary, ToWorker } from './messages.js'
+
+/** How the hub reaches the workers. */
+export interface HubWorkers {
+  /** The workers connected now (ids), in start order. */
+  ids(): readonly number[]
+  /** The id of a started worker other than `except` to copy bindings from, or null. */
+  donor(except: number): number | null
+  send(id: number, message: ToWorker): void
+}
+
+/**
+ * Example: worker 1 sends `{ tether: 'bind', seq: 7, binding: ['k', 'app-1', 0] }` ->
+ * `hub.receive(1, m)` sends `{ tether: 'bound', ... }` to every other worker, then
+ * `{ tether: 'ack', seq: 7 }` to worker 1 (so its answer's head goes out after the others know).
+ */
+export class Hub {
+  readonly #workers: HubWorkers
+  readonly #store: CheckpointStore | null
+  readonly #sets = new Map<string, Map<string, string>>()
+  /** Snapshots in progress: dump id -> the worker that asked, and its call. */
+  readonly #dumps = new Map<number, { readonly to: number; readonly call: number; readonly from: number }>()
+  #dump = 0
+
+  /** `store`: the checkpoint store of `state.store: memory`, held here for all workers (else null). */
+  constructor(workers: HubWorkers, store: CheckpointStore | null) {
+    this.#workers = workers
+    this.#store = store
+  }
+
+  receive(from: number, m: ToPrimary): void {
+    switch (m.tether) {
+      case 'bind': this.#others(from, { tether: 'bound', binding: m.binding }); return this.#workers.send(from, { tether: 'ack', seq: m.seq })
+      case 'unbind': this.#others(from, { tether: 'unbound', key: m.key }); return this.#workers.send(from, { tether: 'ack', seq: m.seq })
+      case 'retire': this.#others(from, { tether: 'retired', key: m.key, grace: m.grace }); return this.#workers.send(from, { tether: 'ack', seq: m.seq })
+      case 'probe': return this.#others(from, { tether: 'probe', id: m.id, ok: m.ok, timedOut: m.timedOut, suspected: m.suspected })
+      case 'publish': for (const id of this.#workers.ids()) this.#workers.send(id, { tether: 'message', message: m.message }); return
+      case 'call': return void this.#call(from, m.call, m.op, m.args).then((value) => value !== undefined && this.#workers.send(from, { tether: 'reply', call: m.call, value }))
+      case 'dump-chunk': {
+        const d = this.#dumps.get(m.dump)
+        if (d === undefined) return
+        this.#workers.send(d.to, { tether: 'snapshot-chunk', call: d.call, entries: m.entries })
+        if (m.done) this.#finishDump(m.dump)
+        return
+      }
+      default: // 'ready' and 'answer' are the supervisor's
+    }
+  }
+
+  /** A worker is gone: snapshots it was sending end (the asker goes on with what it got). */
+  gone(id: number): void {
+    for (const [dump, d] of this.#dumps) if (d.from === id || d.to === id) this.#finishDump(dump)
+  }
+
+  #finishDump(dump: number): void {
+    const d = this.#dumps.get(dump)!
+    this.#dumps.delete(dump)
+    this.#workers.send(d.to, { tether: 'reply', call: d.call, value: null })
+  }
+
+  #others(from: number, message: ToWorker): void {
+    for (const id of this.#workers.ids()) if (id !== from) this.#workers.send(id, message)
+  }
+
+  /** Answers a worker's call (undefined: answered later, by a snapshot's last chunk). */
+  async #call(from: number, call: number, op: string, args: readonly unknown[]): Promise<unknown> {
+    const store = this.#store
+    switch (op) {
+      case 'remember': {
+        const [set, id, value] = args as [string, string, string | null]
+        const members = this.#sets.get(set) ?? new Map<string, string>()
+        if (value === null) members.delete(id)
+        else members.set(id, value)
+        this.#sets.set(set, members)
+        return true
+      }
+      case 'members': return Object.fromEntries(this.#sets.get(args[0] as string) ?? [])
+      case 'cp.get': return store === null ? { status: 'unavailable' } : store.get(args[0] as string)
+      case 'cp.put': {
+        const [key, cp, ttl, timeout] = args as Parameters<CheckpointStore['put']>
+        return store === null ? 'unavailable' : store.put(key, cp, ttl, timeout ?? undefined)
+      }
+      case 'cp.delete': return store === null ? null : store.delete(args[0] as string).then(() => null)
+      case 'snapshot': {
+        const donor = this.#workers.donor(from)
+        if (donor === null) return null
+        const dump = ++this.#dump
+        this.#dumps.set(dump, { to: from, call, from: donor })
+        this.#workers.send(donor, { tether: 'dump', dump })
+        return undefined
+      }
+      default: return null
+    }
+  }
+}

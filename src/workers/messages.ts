@@ -1,0 +1,67 @@
+// The messages between the primary and its workers over Node's IPC channel (`workers` > 1).
+// Layer 0 vocabulary: types only. Every message carries `tether` (its kind), so messages of
+// other libraries on the same channel (prom-client's metric requests) are told apart.
+
+/** The environment variable that carries a worker's index and the secrets all workers share. */
+export const WORKER_ENV = 'TETHER_WORKER'
+
+/** What a worker learns from its primary at fork. */
+export interface WorkerEnv {
+  readonly index: number
+  /** Signs Tether's affinity cookie when `affinity.cookie.secret` is not set (one for all workers). */
+  readonly cookieSecret: string
+  /** Keys the access log's session field when `log.session_secret` is not set. */
+  readonly sessionSecret: string
+}
+
+/** A binding as it travels: key, upstream id, epoch. */
+export type WireBinding = readonly [key: string, upstream: string, epoch: number]
+
+/** Operations a worker asks the primary for, answered with a `reply` of the same `call`. */
+export type CallOp = 'remember' | 'members' | 'cp.get' | 'cp.put' | 'cp.delete' | 'snapshot'
+
+/** From a worker to the primary. */
+export type ToPrimary =
+  /** A pin made here (write-through: acknowledged by `ack` once every other worker was sent it). */
+  | { readonly tether: 'bind'; readonly seq: number; readonly binding: WireBinding }
+  | { readonly tether: 'unbind'; readonly seq: number; readonly key: string }
+  /** An application cookie value replaced (grace: where it still routes) or deleted (null). */
+  | { readonly tether: 'retire'; readonly seq: number; readonly key: string; readonly grace: readonly [string, number] | null }
+  /** A peer-channel broadcast (health shared between workers). */
+  | { readonly tether: 'publish'; readonly message: string }
+  /** An active probe's result, from the worker running the checks. */
+  | { readonly tether: 'probe'; readonly id: string; readonly ok: boolean; readonly timedOut: boolean; readonly suspected: boolean }
+  | { readonly tether: 'call'; readonly call: number; readonly op: CallOp; readonly args: readonly unknown[] }
+  /** Part of this worker's bindings, for a worker that starts (answering `dump`). */
+  | { readonly tether: 'dump-chunk'; readonly dump: number; readonly entries: readonly WireBinding[]; readonly done: boolean }
+  /** The answer to an `ask` of the primary. */
+  | { readonly tether: 'answer'; readonly call: number; readonly value: unknown }
+  /** Started and listening; its own admin listener's URL (loopback, private). */
+  | { readonly tether: 'ready'; readonly admin: string }
+
+/** From the primary to a worker. */
+export type ToWorker =
+  | { readonly tether: 'ack'; readonly seq: number }
+  | { readonly tether: 'bound'; readonly binding: WireBinding }
+  | { readonly tether: 'unbound'; readonly key: string }
+  | { readonly tether: 'retired'; readonly key: string; readonly grace: readonly [string, number] | null }
+  | { readonly tether: 'message'; readonly message: string }
+  | { readonly tether: 'probe'; readonly id: string; readonly ok: boolean; readonly timedOut: boolean; readonly suspected: boolean }
+  | { readonly tether: 'reply'; readonly call: number; readonly value: unknown }
+  /** Part of a snapshot this worker asked for with call `call`. */
+  | { readonly tether: 'snapshot-chunk'; readonly call: number; readonly entries: readonly WireBinding[] }
+  /** Send your bindings as `dump-chunk`s tagged `dump`. */
+  | { readonly tether: 'dump'; readonly dump: number }
+  /** What the primary asks a worker: its metrics as data (answered with `answer`). */
+  | { readonly tether: 'ask'; readonly call: number; readonly op: 'metrics' }
+  /** Run the active health checks from now on (one worker does, for all). */
+  | { readonly tether: 'lead' }
+  /** Re-read the config file (SIGHUP on the primary). */
+  | { readonly tether: 'reload' }
+  /** Stop gracefully (shutdown, or replaced by a new worker), then exit. */
+  | { readonly tether: 'stop' }
+
+/** Is `m` one of ours? */
+export function isTetherMessage(m: unknown): m is { readonly tether: string } {
+  return typeof m === 'object' && m !== null && typeof (m as { tether?: unknown }).tether === 'string'
+}

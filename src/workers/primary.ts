@@ -1,0 +1,219 @@
+// The primary process of `workers` > 1: forks the workers (node:cluster shares the proxy
+// listener between them), restarts a crashed one with back-off, names the one that runs the
+// active health checks, relays what keeps one routing truth between them (the hub), owns the
+// admin listener, forwards SIGHUP and turns SIGTERM into a graceful stop of all, and on a
+// config change that needs a restart replaces the workers one at a time. Layer 5 wiring.
+import cluster, { type Worker } from 'node:cluster'
+import { randomBytes } from 'node:crypto'
+import type { Config } from '../config/schema.js'
+import { ConfigError, loadConfigFile } from '../config/index.js'
+import { diffConfig } from '../config/reload.js'
+import { ConfigWatcher } from '../config/watch.js'
+import { systemClock } from '../clock.js'
+import type { Logger } from '../observability/logger.js'
+import { MemoryCheckpointStore } from '../state/memory-store.js'
+import { startAdminFront } from './admin-front.js'
+import { Hub } from './hub.js'
+import { isTetherMessage, WORKER_ENV, type ToPrimary, type ToWorker, type WorkerEnv } from './messages.js'
+import { workerCount } from './worker-count.js'
+
+
+/** Back-off of a worker that keeps crashing: 100 ms doubling to 30 s; a minute up resets it. */
+const BACKOFF_MIN = 100
+const BACKOFF_MAX = 30_000
+const STABLE_AFTER = 60_000
+
+interface Slot {
+  worker: Worker | null
+  crashes: number
+  startedAt: number
+}
+
+interface Running {
+  readonly worker: Worker
+  readonly index: number
+  admin: string | null
+  stopping: boolean
+}
+
+/**
+ * Run the primary until SIGTERM/SIGINT (resolves with the exit code). Example: `tether` with
+ * `workers: 2` -> this process forks two workers running the same command line.
+ */
+export async function runPrimary(first: Config, configPath: string, logger: Logger): Promise<number> {
+  let config = first
+  const secrets = { cookieSecret: randomBytes(32).toString('base64url'), sessionSecret: randomBytes(32).toString('base64url') }
+  const running = new Map<number, Running>() // by cluster worker id
+  const slots: Slot[] = []
+  let lead: number | null = null
+  let stopping = false
+  let rolling: Promise<void> | null = null
+  const asks = new Map<number, (value: unknown) => void>()
+  let ask = 0
+  const readyWaits = new Map<number, { resolve: () => void; reject: (e: Error) => void }>()
+
+  const store = config.state.store === 'memory'
+    ? new MemoryCheckpointStore({ maxEntries: config.affinity.max_entries, maxBytes: config.state.max_bytes, maxTotalBytes: config.state.memory.max_bytes, clock: systemClock })
+    : null
+  const started = (): Running[] => [...running.values()].filter((r) => r.admin !== null && !r.stopping)
+  const hub = new Hub({
+    ids: () => [...running.keys()],
+    donor: (except) => {
+      const d = started().find((r) => r.worker.id !== except)
+      return d === undefined ? null : d.worker.id
+    },
+    send: (id, m) => send(running.get(id)?.worker, m),
+  }, store)
+
+  const chooseLead = (): void => {
+    if (lead !== null && running.get(lead)?.stopping === false) return
+    const next = started()[0]
+    lead = next?.worker.id ?? null
+    if (next !== undefined) {
+      send(next.worker, { tether: 'lead' })
+      logger.info({ worker: next.index }, 'worker runs the active health checks')
+    }
+  }
+
+  const fork = (index: number): Promise<Running> => {
+    const env: WorkerEnv = { index, ...secrets }
+    const worker = cluster.fork({ [WORKER_ENV]: JSON.stringify(env) })
+    const r: Running = { worker, index, admin: null, stopping: false }
+    running.set(worker.id, r)
+    slots[index] ??= { worker: null, crashes: 0, startedAt: 0 }
+    const ready = new Promise<Running>((resolve, reject) => readyWaits.set(worker.id, { resolve: () => resolve(r), reject }))
+    worker.on('message', (m: unknown) => {
+      if (!isTetherMessage(m)) return
+      const msg = m as ToPrimary
+      if (msg.tether === 'ready') {
+        r.admin = msg.admin
+        slots[index] = { ...slots[index]!, worker, startedAt: Date.now() }
+        readyWaits.get(worker.id)?.resolve()
+        readyWaits.delete(worker.id)
+        chooseLead()
+      } else if (msg.tether === 'answer') {
+        asks.get(msg.call)?.(msg.value)
+        asks.delete(msg.call)
+      } else hub.receive(worker.id, msg)
+    })
+    worker.on('exit', (code, signal) => {
+      running.delete(worker.id)
+      hub.gone(worker.id)
+      readyWaits.get(worker.id)?.reject(new Error(`worker ${index} exited before it was ready (${signal ?? `code ${code}`})`))
+      readyWaits.delete(worker.id)
+      if (lead === worker.id) {
+        lead = null
+        chooseLead()
+      }
+      if (r.stopping || stopping) return
+      const slot = slots[index]!
+      if (slot.worker !== worker) return // replaced already
+      logger.error({ worker: index, pid: worker.process.pid, code, signal }, 'worker died; restarting it')
+      slot.crashes = Date.now() - slot.startedAt > STABLE_AFTER ? 1 : slot.crashes + 1
+      const delay = Math.min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (slot.crashes - 1))
+      setTimeout(() => {
+        if (stopping || slots[index]?.worker !== worker) return
+        fork(index).catch((err: unknown) => logger.error({ err, worker: index }, 'worker restart failed'))
+      }, delay).unref()
+    })
+    return ready
+  }
+
+  /** Stop `r` gracefully (its requests and WebSockets finish as at shutdown), killed after the grace period. */
+  const retire = (r: Running): Promise<void> => new Promise((resolve) => {
+    r.stopping = true
+    if (lead === r.worker.id) {
+      lead = null
+      chooseLead()
+    }
+    if (r.worker.isDead()) return resolve()
+    r.worker.once('exit', () => resolve())
+    send(r.worker, { tether: 'stop' })
+    setTimeout(() => r.worker.process.kill('SIGKILL'), config.shutdown.grace_period + 5_000).unref()
+  })
+
+  /** Replace every worker, one at a time: the new one is started and ready before the old one stops. */
+  const roll = async (count: number): Promise<void> => {
+    const old = [...running.values()].filter((r) => !r.stopping).sort((a, b) => a.index - b.index)
+    for (let index = 0; index < Math.max(count, old.length); index++) {
+      const previous = old.find((r) => r.index === index)
+      if (index < count) {
+        const next = await fork(index)
+        slots[index]!.worker = next.worker
+      }
+      if (previous !== undefined) await retire(previous)
+    }
+    slots.length = count
+    chooseLead()
+  }
+
+  const count = workerCount(config.workers)
+  const admin = await startAdminFront(config.admin.listen.host, config.admin.listen.port, {
+    admins: () => {
+      const list = started()
+      const leading = list.find((r) => r.worker.id === lead)
+      return (leading === undefined ? list : [leading, ...list.filter((r) => r !== leading)]).map((r) => r.admin!)
+    },
+    metrics: () => Promise.all(started().map((r) => new Promise<unknown>((resolve) => {
+      const call = ++ask
+      const timer = setTimeout(() => { asks.delete(call); resolve([]) }, 5_000)
+      asks.set(call, (v) => { clearTimeout(timer); resolve(v) })
+      send(r.worker, { tether: 'ask', call, op: 'metrics' })
+    }))),
+  }, logger)
+  try {
+    await Promise.all(Array.from({ length: count }, (_, i) => fork(i)))
+  } catch (err) {
+    logger.error({ err }, 'a worker failed to start')
+    stopping = true
+    for (const r of running.values()) r.worker.process.kill('SIGKILL')
+    await admin.close()
+    return 1
+  }
+  logger.info({ workers: count, admin: admin.url }, 'tether primary: workers started')
+
+  const reload = (): void => {
+    let next: Config
+    try {
+      next = loadConfigFile(configPath, process.env)
+    } catch (err) {
+      logger.error({ issues: err instanceof ConfigError ? err.issues : [(err as Error).message] }, 'config reload rejected; the running config stays')
+      return
+    }
+    const { needsRestart } = diffConfig(config, next)
+    const restart = needsRestart.filter((s) => s !== 'admin' && s !== 'workers')
+    const nextCount = workerCount(next.workers)
+    if (needsRestart.includes('admin')) logger.warn('admin: a change of the admin listener needs a restart of the primary')
+    config = next
+    if (restart.length === 0 && nextCount === started().length) return
+    logger.info({ sections: restart, workers: nextCount }, 'config change needs new workers: replacing them one at a time')
+    rolling = (rolling ?? Promise.resolve()).then(() => roll(nextCount)).catch((err: unknown) => logger.error({ err }, 'replacing the workers failed; the remaining ones keep running'))
+  }
+  const watcher = new ConfigWatcher(configPath, reload)
+  watcher.start()
+
+  return new Promise<number>((resolve) => {
+    const stop = (signal: string): void => {
+      if (stopping) {
+        logger.warn({ signal }, 'second signal: exiting now')
+        for (const r of running.values()) r.worker.process.kill('SIGKILL')
+        return resolve(1)
+      }
+      stopping = true
+      logger.info({ signal }, 'signal received: stopping the workers')
+      watcher.stop()
+      void Promise.all([...running.values()].map(retire)).then(() => admin.close()).then(() => resolve(0))
+    }
+    process.on('SIGTERM', () => stop('SIGTERM'))
+    process.on('SIGINT', () => stop('SIGINT'))
+    process.on('SIGHUP', () => {
+      logger.info('SIGHUP: reloading the config in every worker')
+      for (const r of running.values()) send(r.worker, { tether: 'reload' })
+      reload()
+    })
+  })
+}
+
+function send(worker: Worker | undefined, m: ToWorker): void {
+  if (worker !== undefined && worker.isConnected()) worker.send(m)
+}

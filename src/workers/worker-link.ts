@@ -1,0 +1,219 @@
+// A worker's side of the channel to the primary (`workers` > 1): the implementations of the
+// ports through which the workers keep one routing truth without Redis: bindings written
+// through to every other worker before the answer's head, the peer channel of shared health,
+// the checkpoint store the primary holds (`state.store: memory`), active probe results from
+// the one worker running the checks, and the snapshot a starting worker takes from a sibling.
+// Layer 3 adapter over process IPC; it decides nothing about routing or health.
+import type { BindingSink, Grace, SessionTable, SharedBindings } from '../affinity/session-table.js'
+import type { Config } from '../config/schema.js'
+import type { PeerChannel } from '../peers/peer-channel.js'
+import type { Checkpoint, CheckpointStore, CheckpointStoreStatus, GetResult, PutResult } from '../state/checkpoint-store.js'
+import type { CallOp, ToPrimary, ToWorker, WireBinding } from './messages.js'
+import { isTetherMessage } from './messages.js'
+
+/** How long a worker waits on the primary before it goes on without an answer (ms). */
+const PRIMARY_TIMEOUT = 2_000
+/** Bindings per snapshot message. */
+const CHUNK = 5_000
+
+/** The process's IPC channel (process.send and its messages); injectable for tests. */
+export interface IpcChannel {
+  send(message: ToPrimary): void
+  onMessage(fn: (message: unknown) => void): void
+}
+
+/** The real channel of a cluster worker. */
+export const processChannel: IpcChannel = {
+  send: (m) => void process.send?.(m),
+  onMessage: (fn) => void process.on('message', fn),
+}
+
+/** What a worker's parts give the link once built (before it listens). */
+export interface WorkerParts {
+  readonly sessions: SessionTable
+  /** Apply an active probe's result as this worker's checker would. */
+  readonly reportActive: (id: string, ok: boolean, timedOut: boolean, suspected: boolean) => void
+  /** Start running the active checks (this worker became the one that does). */
+  readonly startChecks: () => void
+  readonly now: () => number
+  /** This worker's metrics as data, for the primary's one /metrics. */
+  readonly metrics: () => Promise<unknown>
+}
+
+/**
+ * Example (in a worker): `const link = new WorkerLink(processChannel)`; start Tether with
+ * `shared: link.bindings`, `channel: link.channel`, `store: link.store`; before listening,
+ * `await link.attach(parts)` takes the snapshot of the bindings from a sibling.
+ */
+export class WorkerLink {
+  readonly #ipc: IpcChannel
+  #seq = 0
+  #acked = 0
+  readonly #waiting: { seq: number; resolve: () => void }[] = []
+  #call = 0
+  readonly #calls = new Map<number, { resolve: (v: unknown) => void; chunk?: (e: readonly WireBinding[]) => void }>()
+  readonly #listeners: ((message: string) => void)[] = []
+  #parts: WorkerParts | null = null
+  #lead = false
+
+  /** What this worker changes in every config it reads (the secrets all workers share). */
+  readonly adjust: (config: Config) => Config
+
+  constructor(ipc: IpcChannel, adjust: (config: Config) => Config = (c) => c) {
+    this.#ipc = ipc
+    this.adjust = adjust
+    ipc.onMessage((m) => {
+      if (isTetherMessage(m)) this.#receive(m as ToWorker)
+    })
+  }
+
+  /** Bindings shared with the other workers: every pin is sent to them; lookups are local (every worker holds them all). */
+  readonly bindings: SharedBindings & { sink(): BindingSink } = {
+    // every worker holds every binding: nothing to look up; the request path then renews this
+    // worker's binding with the others once per sync period (their idle expiry slides too)
+    lookup: () => Promise.resolve(null),
+    sink: () => ({
+      bound: (key, upstream, epoch) => this.#write({ tether: 'bind', seq: ++this.#seq, binding: [key, upstream, epoch] }),
+      unbound: (key) => this.#write({ tether: 'unbind', seq: ++this.#seq, key }),
+      retired: (key: string, grace: Grace | null) => this.#write({ tether: 'retire', seq: ++this.#seq, key, grace: grace === null ? null : [grace.upstream, grace.epoch] }),
+      flushed: () => this.#flushed(),
+    }),
+  }
+
+  /** The peer channel between workers (shared health): the primary sends every message to every worker. */
+  readonly channel: PeerChannel = {
+    publish: (message) => {
+      this.#ipc.send({ tether: 'publish', message })
+      return Promise.resolve(true)
+    },
+    subscribe: (fn) => {
+      this.#listeners.push(fn)
+      return Promise.resolve()
+    },
+    remember: async (set, id, value) => (await this.#ask('remember', [set, id, value], false)) === true,
+    members: async (set, ) => new Map(Object.entries((await this.#ask('members', [set], {})) as Record<string, string>)),
+  }
+
+  /** The checkpoint store the primary holds (`state.store: memory` with workers). */
+  readonly store: CheckpointStore = {
+    put: async (key: string, cp: Checkpoint, ttlMs: number, timeoutMs?: number) => (await this.#ask('cp.put', [key, cp, ttlMs, timeoutMs ?? null], 'unavailable')) as PutResult,
+    get: async (key: string) => (await this.#ask('cp.get', [key], { status: 'unavailable' })) as GetResult,
+    delete: async (key: string) => void (await this.#ask('cp.delete', [key], null)),
+    status: 'ready' as CheckpointStoreStatus,
+    onStatus: () => () => undefined,
+    start: () => Promise.resolve(),
+    stop: () => Promise.resolve(),
+  }
+
+  /** Tell the others an active probe's result (this worker runs the checks). */
+  probed(id: string, ok: boolean, timedOut: boolean, suspected: boolean): void {
+    this.#ipc.send({ tether: 'probe', id, ok, timedOut, suspected })
+  }
+
+  /** Does this worker run the active checks? */
+  get lead(): boolean {
+    return this.#lead
+  }
+
+  /**
+   * Connect the built parts: remote pins are applied to `parts.sessions` from now on, and the
+   * bindings a sibling holds are copied in (resolves when done, or when no sibling answered).
+   */
+  async attach(parts: WorkerParts): Promise<void> {
+    this.#parts = parts
+    if (this.#lead) parts.startChecks()
+    await new Promise<void>((resolve) => {
+      const call = ++this.#call
+      const timer = setTimeout(() => this.#settle(call, null), 30_000)
+      this.#calls.set(call, {
+        resolve: () => { clearTimeout(timer); resolve() },
+        chunk: (entries) => {
+          const now = parts.now()
+          for (const [key, upstream, epoch] of entries) parts.sessions.applyRemote(key, upstream, epoch, now)
+        },
+      })
+      this.#ipc.send({ tether: 'call', call, op: 'snapshot', args: [] })
+    })
+  }
+
+  /** Started: the primary may send it connections' admin requests at `admin`. */
+  ready(admin: string): void {
+    this.#ipc.send({ tether: 'ready', admin })
+  }
+
+  #receive(m: ToWorker): void {
+    const p = this.#parts
+    switch (m.tether) {
+      case 'ack': return this.#ack(m.seq)
+      case 'bound': return void p?.sessions.applyRemote(m.binding[0], m.binding[1], m.binding[2], p.now())
+      case 'unbound': return void p?.sessions.table.delete(m.key)
+      case 'retired': return void p?.sessions.applyRetired(m.key, m.grace === null ? null : { upstream: m.grace[0], epoch: m.grace[1] }, p.now())
+      case 'message': for (const fn of this.#listeners) fn(m.message); return
+      case 'probe': return void p?.reportActive(m.id, m.ok, m.timedOut, m.suspected)
+      case 'reply': return this.#settle(m.call, m.value)
+      case 'snapshot-chunk': return void this.#calls.get(m.call)?.chunk?.(m.entries)
+      case 'dump': return this.#dump(m.dump)
+      case 'ask':
+        if (p === null) return this.#ipc.send({ tether: 'answer', call: m.call, value: [] })
+        return void p.metrics().then((value) => this.#ipc.send({ tether: 'answer', call: m.call, value }), () => this.#ipc.send({ tether: 'answer', call: m.call, value: [] }))
+      case 'lead':
+        if (!this.#lead) {
+          this.#lead = true
+          p?.startChecks()
+        }
+        return
+      default: // 'reload' and 'stop' are the process entry's
+    }
+  }
+
+  #write(m: ToPrimary & { seq: number }): void {
+    this.#ipc.send(m)
+  }
+
+  #flushed(): Promise<void> | null {
+    if (this.#acked >= this.#seq) return null
+    const seq = this.#seq
+    return new Promise<void>((resolve) => {
+      // a primary that does not answer must not hold answers back for long
+      const timer = setTimeout(resolve, PRIMARY_TIMEOUT)
+      this.#waiting.push({ seq, resolve: () => { clearTimeout(timer); resolve() } })
+    })
+  }
+
+  #ack(seq: number): void {
+    this.#acked = Math.max(this.#acked, seq)
+    while (this.#waiting.length > 0 && this.#waiting[0]!.seq <= this.#acked) this.#waiting.shift()!.resolve()
+  }
+
+  #ask(op: CallOp, args: readonly unknown[], fallback: unknown): Promise<unknown> {
+    const call = ++this.#call
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => this.#settle(call, fallback), PRIMARY_TIMEOUT)
+      this.#calls.set(call, { resolve: (v) => { clearTimeout(timer); resolve(v) } })
+      this.#ipc.send({ tether: 'call', call, op, args })
+    })
+  }
+
+  #settle(call: number, value: unknown): void {
+    const c = this.#calls.get(call)
+    if (c === undefined) return
+    this.#calls.delete(call)
+    c.resolve(value)
+  }
+
+  /** Send every binding held here, in chunks (a starting sibling asked). */
+  #dump(dump: number): void {
+    const p = this.#parts
+    let entries: WireBinding[] = []
+    if (p !== null) {
+      for (const e of p.sessions.table.entries(p.now())) {
+        entries.push([e.key, e.upstream, e.epoch])
+        if (entries.length === CHUNK) {
+          this.#ipc.send({ tether: 'dump-chunk', dump, entries, done: false })
+          entries = []
+        }
+      }
+    }
+    this.#ipc.send({ tether: 'dump-chunk', dump, entries, done: true })
+  }
+}

@@ -1,0 +1,105 @@
+// The parts of `workers` that need no processes: what `auto` means under a container's CPU
+// limit, the primary's hub (relay before acknowledgement, snapshots, named sets, the shared
+// checkpoint store) and the session table's rules for pins made by another worker.
+import t from 'tap'
+import { availableCpus, cpusOfQuota, workerCount } from '../src/workers/worker-count.js'
+import { Hub } from '../src/workers/hub.js'
+import type { ToWorker } from '../src/workers/messages.js'
+import { SessionTable } from '../src/affinity/session-table.js'
+import { MemoryCheckpointStore } from '../src/state/memory-store.js'
+import { FakeClock } from './fixtures/clock.js'
+
+t.test('workers: auto is the CPUs the cgroup quota allows, rounded up, never more than the cores', async (t) => {
+  t.equal(cpusOfQuota('max 100000'), null, 'no limit')
+  t.equal(cpusOfQuota('200000 100000'), 2)
+  t.equal(cpusOfQuota('150000 100000'), 2, 'a fraction rounds up')
+  t.equal(cpusOfQuota('50000 100000'), 1, 'at least one')
+  t.equal(cpusOfQuota('garbage'), null)
+  const files = (m: Record<string, string>) => (p: string): string | null => m[p] ?? null
+  t.equal(availableCpus(files({ '/sys/fs/cgroup/cpu.max': '200000 100000\n' }), 16), 2, 'cgroup v2 limit')
+  t.equal(availableCpus(files({ '/sys/fs/cgroup/cpu.max': 'max 100000\n' }), 16), 16, 'v2 without a limit')
+  t.equal(availableCpus(files({ '/sys/fs/cgroup/cpu/cpu.cfs_quota_us': '300000', '/sys/fs/cgroup/cpu/cpu.cfs_period_us': '100000' }), 16), 3, 'cgroup v1 limit')
+  t.equal(availableCpus(files({ '/sys/fs/cgroup/cpu/cpu.cfs_quota_us': '-1' }), 4), 4, 'v1 unlimited')
+  t.equal(availableCpus(files({ '/sys/fs/cgroup/cpu.max': '800000 100000' }), 2), 2, 'a quota above the cores gives the cores')
+  t.equal(workerCount('auto', () => 3), 3)
+  t.equal(workerCount(5, () => 3), 5)
+})
+
+function hubWith(ids: number[], store: MemoryCheckpointStore | null = null) {
+  const sent: [number, ToWorker][] = []
+  const hub = new Hub({ ids: () => ids, donor: (except) => ids.find((i) => i !== except) ?? null, send: (id, m) => void sent.push([id, m]) }, store)
+  return { hub, sent }
+}
+
+t.test('a pin is sent to every other worker before the sender is acknowledged', async (t) => {
+  const { hub, sent } = hubWith([1, 2, 3])
+  hub.receive(1, { tether: 'bind', seq: 7, binding: ['k', 'app-1', 2] })
+  t.same(sent, [
+    [2, { tether: 'bound', binding: ['k', 'app-1', 2] }],
+    [3, { tether: 'bound', binding: ['k', 'app-1', 2] }],
+    [1, { tether: 'ack', seq: 7 }],
+  ])
+  sent.length = 0
+  hub.receive(2, { tether: 'retire', seq: 1, key: 'old', grace: ['app-0', 0] })
+  t.same(sent.map(([id, m]) => [id, m.tether]), [[1, 'retired'], [3, 'retired'], [2, 'ack']], 'a rotation too')
+  sent.length = 0
+  hub.receive(3, { tether: 'publish', message: 'x' })
+  t.same(sent.map(([id]) => id), [1, 2, 3], 'a peer message reaches every worker, the sender too')
+})
+
+t.test('a starting worker gets its sibling bindings in chunks, then the reply', async (t) => {
+  const { hub, sent } = hubWith([1, 2])
+  hub.receive(2, { tether: 'call', call: 5, op: 'snapshot', args: [] })
+  const dump = sent.find(([id, m]) => id === 1 && m.tether === 'dump')
+  t.ok(dump, 'the sibling is asked for a dump')
+  const n = (dump![1] as { dump: number }).dump
+  sent.length = 0
+  hub.receive(1, { tether: 'dump-chunk', dump: n, entries: [['a', 'app-0', 0]], done: false })
+  hub.receive(1, { tether: 'dump-chunk', dump: n, entries: [['b', 'app-1', 1]], done: true })
+  t.same(sent, [
+    [2, { tether: 'snapshot-chunk', call: 5, entries: [['a', 'app-0', 0]] }],
+    [2, { tether: 'snapshot-chunk', call: 5, entries: [['b', 'app-1', 1]] }],
+    [2, { tether: 'reply', call: 5, value: null }],
+  ])
+  sent.length = 0
+  hub.receive(2, { tether: 'call', call: 6, op: 'snapshot', args: [] })
+  hub.gone(1)
+  t.same(sent.at(-1), [2, { tether: 'reply', call: 6, value: null }], 'a donor that dies ends the snapshot')
+  const alone = hubWith([1])
+  alone.hub.receive(1, { tether: 'call', call: 1, op: 'snapshot', args: [] })
+  await new Promise((r) => setImmediate(r))
+  t.same(alone.sent, [[1, { tether: 'reply', call: 1, value: null }]], 'the first worker has nobody to ask')
+})
+
+t.test('named sets and the checkpoint store are held by the primary for all workers', async (t) => {
+  const clock = new FakeClock(1_000)
+  const { hub, sent } = hubWith([1, 2], new MemoryCheckpointStore({ maxEntries: 10, clock }))
+  const settle = () => new Promise((r) => setImmediate(r))
+  hub.receive(1, { tether: 'call', call: 1, op: 'remember', args: ['drains', 'app-1', 'migrate'] })
+  hub.receive(2, { tether: 'call', call: 2, op: 'members', args: ['drains'] })
+  hub.receive(1, { tether: 'call', call: 3, op: 'cp.put', args: ['u', { value: 'v', version: 1, upstream: 'app-0', epoch: 0, writtenAt: 1 }, 60_000, null] })
+  await settle()
+  hub.receive(2, { tether: 'call', call: 4, op: 'cp.get', args: ['u'] })
+  await settle()
+  const replies = new Map(sent.filter(([, m]) => m.tether === 'reply').map(([, m]) => [(m as { call: number }).call, (m as { value: unknown }).value]))
+  t.same(replies.get(2), { 'app-1': 'migrate' })
+  t.equal(replies.get(3), 'stored')
+  t.match(replies.get(4), { status: 'found', checkpoint: { value: 'v' } }, 'a checkpoint written through one worker is read through another')
+})
+
+t.test('a pin from another worker: the higher epoch wins, then the smaller upstream id; a rotation keeps its grace', async (t) => {
+  const s = new SessionTable({ maxEntries: 10, idleTimeout: 60_000, absoluteTimeout: null })
+  s.applyRemote('k', 'app-2', 1, 0)
+  t.equal(s.peek('k', 0)?.upstream, 'app-2')
+  s.applyRemote('k', 'app-3', 0, 1)
+  t.equal(s.peek('k', 1)?.upstream, 'app-2', 'a lower epoch is ignored')
+  s.applyRemote('k', 'app-1', 1, 2)
+  t.equal(s.peek('k', 2)?.upstream, 'app-1', 'same epoch: the smaller id, on every worker alike')
+  s.applyRemote('k', 'app-2', 1, 3)
+  t.equal(s.peek('k', 3)?.upstream, 'app-1')
+  s.applyRemote('k', 'app-0', 2, 4)
+  t.same([s.peek('k', 4)?.upstream, s.peek('k', 4)?.epoch], ['app-0', 2], 'a move wins')
+  s.applyRetired('k', { upstream: 'app-0', epoch: 2 }, 5)
+  t.equal(s.peek('k', 5), null, 'a retired value is unpinned')
+  t.match(s.rotated('k', 6), { upstream: 'app-0', epoch: 2 }, 'and still routes for the grace period')
+})
