@@ -5,7 +5,7 @@
 // and a worker SIGKILLed (restarted by the primary, which takes the bindings from its sibling).
 // An answer from another upstream than the user's last is consistent only when Tether says it
 // moved the user from that last upstream (X-Tether-Moved: from=...).
-import t from 'tap'
+import t, { type Test } from 'tap'
 import http from 'node:http'
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
@@ -14,11 +14,28 @@ import { CLI, ROOT, tempFile } from './fixtures/cli.js'
 import { freePort } from './fixtures/ports.js'
 import { startChildUpstream, type ChildUpstream } from './fixtures/child-upstream.js'
 import { waitFor } from './fixtures/wait.js'
+import { CounterUsers, startCounter } from './fixtures/counter-upstream.js'
 
 const SCRIPT = fileURLToPath(new URL('./fixtures/session-upstream-server.mjs', import.meta.url))
 const USERS = 40
 
 interface Answer { id: string; sid: string; moved: string | null }
+
+/** Start the CLI on `file`; resolves once the primary says its workers started. */
+async function startPrimary(t: Test, file: string): Promise<{ proc: ChildProcess; out: () => string }> {
+  const proc: ChildProcess = spawn(process.execPath, [CLI, '--config', file], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  proc.stdout!.on('data', (c) => (out += c))
+  proc.stderr!.on('data', (c) => (out += c))
+  t.teardown(() => { if (proc.exitCode === null) proc.kill('SIGKILL') })
+  await waitFor(() => out.includes('"tether primary: workers started"') || proc.exitCode !== null, 20_000, 'the workers to start')
+  t.equal(proc.exitCode, null, 'the primary runs')
+  return { proc, out: () => out }
+}
+
+function workerPids(proc: ChildProcess): number[] {
+  return execFileSync('ps', ['-o', 'pid=', '--ppid', String(proc.pid)]).toString().trim().split(/\s+/).map(Number).sort()
+}
 
 /** One request on a new connection (so the cluster may give it to either worker). */
 function request(url: string, cookie: string | null, init: { method?: string; headers?: Record<string, string> } = {}): Promise<{ status: number; body: string; setCookie: string[] }> {
@@ -56,13 +73,7 @@ t.test('with two workers, every user reaches the same upstream on every new conn
   const port = await freePort()
   const adminPort = await freePort()
   const file = tempFile('workers.yaml', yaml(port, adminPort, apps))
-  const proc: ChildProcess = spawn(process.execPath, [CLI, '--config', file], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
-  let out = ''
-  proc.stdout!.on('data', (c) => (out += c))
-  proc.stderr!.on('data', (c) => (out += c))
-  t.teardown(() => { if (proc.exitCode === null) proc.kill('SIGKILL') })
-  await waitFor(() => out.includes('"tether primary: workers started"') || proc.exitCode !== null, 20_000, 'the workers to start')
-  t.equal(proc.exitCode, null, 'the primary runs')
+  const { proc, out: output } = await startPrimary(t, file)
   const url = `http://127.0.0.1:${port}/`
   const admin = `http://127.0.0.1:${adminPort}`
 
@@ -128,16 +139,16 @@ t.test('with two workers, every user reaches the same upstream on every new conn
   for (let i = 0; i < 3; i++) await round('scale-up')
 
   // a worker crashes: the primary restarts it; the new worker takes its sibling's bindings
-  const pids = execFileSync('ps', ['-o', 'pid=', '--ppid', String(proc.pid)]).toString().trim().split(/\s+/).map(Number)
+  const pids = workerPids(proc)
   t.equal(pids.length, 2, 'two worker processes')
-  const before = (out.match(/"tether listening"/g) ?? []).length
+  const before = (output().match(/"tether listening"/g) ?? []).length
   process.kill(pids[0]!, 'SIGKILL')
-  await waitFor(() => (out.match(/"tether listening"/g) ?? []).length > before, 15_000, 'the crashed worker to be replaced')
+  await waitFor(() => (output().match(/"tether listening"/g) ?? []).length > before, 15_000, 'the crashed worker to be replaced')
   for (let i = 0; i < 4; i++) await round('worker crash')
 
   // both workers served: the spread is real
   const served = new Map<number, number>()
-  for (const line of out.split('\n')) {
+  for (const line of output().split('\n')) {
     const m = /^\{.*"worker":(\d+),.*"status":\d{3}/.exec(line)
     if (m !== null) served.set(Number(m[1]), (served.get(Number(m[1])) ?? 0) + 1)
   }
@@ -150,4 +161,72 @@ t.test('with two workers, every user reaches the same upstream on every new conn
   proc.kill('SIGTERM')
   await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
   t.equal(proc.exitCode, 0, 'SIGTERM stops the primary and its workers gracefully')
+})
+
+t.test('with two workers, state written through one worker rehydrates a user on another; a change that needs a restart replaces the workers one at a time under load with no failed request; /metrics adds up every worker', async (t) => {
+  const apps = [await startCounter('app-0'), await startCounter('app-1'), await startCounter('app-2')]
+  t.teardown(() => Promise.all(apps.map((a) => a.kill())).then(() => undefined))
+  const port = await freePort()
+  const adminPort = await freePort()
+  const config = (connect: string): string => [
+    `listen: { host: 127.0.0.1, port: ${port} }`,
+    `admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }`,
+    'workers: 2',
+    'log: { level: info }',
+    `timeouts: { connect: ${connect} }`,
+    'state: { store: memory }',
+    'health: { active: { enabled: true, path: /healthz, interval: 100ms, timeout: 1s, unhealthy_threshold: 1, healthy_threshold: 1 } }',
+    'upstreams:',
+    ...apps.map((a) => `  - { id: ${a.id}, url: "${a.url}" }`),
+    '',
+  ].join('\n')
+  const file = tempFile('workers-roll.yaml', config('1s'))
+  const { proc, out } = await startPrimary(t, file)
+  const url = `http://127.0.0.1:${port}/`
+  const users = new CounterUsers(30)
+  const agent = new http.Agent({ keepAlive: false }) // a new connection per request: both workers serve every user
+  t.teardown(() => agent.destroy())
+  let answered = 0
+  const round = async (): Promise<Map<number, string>> => {
+    const at = new Map<number, string>()
+    for (let i = 0; i < users.jars.length; i++) {
+      const a = await users.request(i, url, agent)
+      if (a !== null) {
+        answered++
+        at.set(i, a.id)
+      }
+    }
+    return at
+  }
+  for (let i = 0; i < 3; i++) await round()
+  const home = await round()
+
+  // a replica dies: its users are rehydrated from the checkpoints the primary holds, whichever worker wrote them
+  await apps[1]!.kill()
+  const moved = [...home].filter(([, id]) => id === 'app-1').length
+  for (let i = 0; i < 2; i++) await round()
+  t.ok(moved > 0, `${moved} users were on the killed replica`)
+
+  // a change that needs a restart (timeouts): new workers, one at a time, while users keep coming
+  const before = workerPids(proc)
+  writeFileSync(file, config('2s'))
+  const replaced = (): boolean => (out().match(/"tether listening"/g) ?? []).length >= 4
+  let rounds = 0
+  while (!replaced() && rounds < 200) {
+    await round()
+    rounds++
+  }
+  t.ok(replaced(), `both workers were replaced (${rounds} rounds of requests meanwhile)`)
+  await waitFor(() => { const now = workerPids(proc); return now.length === 2 && now.every((p) => !before.includes(p)) }, 15_000, 'the old workers to exit')
+  await round()
+
+  const metrics = (await request(`http://127.0.0.1:${adminPort}/metrics`, null)).body
+  const counted = [...metrics.matchAll(/^tether_http_requests_total\{[^}]*status_class="2xx"[^}]*\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0)
+  process.stderr.write(`# workers roll: ${answered} requests, ${users.failed} failed, ${users.lost} lost updates, ${moved} users rehydrated on another replica, workers replaced during ${rounds} rounds; /metrics counts ${counted} answered since the new workers started\n`)
+  t.equal(users.failed, 0, '0 failed requests, during the replacement too')
+  t.equal(users.lost, 0, '0 lost updates: every moved user was rehydrated through the shared store')
+  t.ok(counted > 0 && counted <= answered, 'the primary\'s /metrics adds up the workers\' counts')
+  proc.kill('SIGTERM')
+  await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
+  t.equal(proc.exitCode, 0, 'stopped gracefully')
 })

@@ -71,7 +71,7 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
     lead = next?.worker.id ?? null
     if (next !== undefined) {
       send(next.worker, { tether: 'lead' })
-      logger.info({ worker: next.index }, 'worker runs the active health checks')
+      logger.info({ child: next.index }, 'worker runs the active health checks')
     }
   }
 
@@ -80,14 +80,16 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
     const worker = cluster.fork({ [WORKER_ENV]: JSON.stringify(env) })
     const r: Running = { worker, index, admin: null, stopping: false }
     running.set(worker.id, r)
-    slots[index] ??= { worker: null, crashes: 0, startedAt: 0 }
+    // the slot's worker from now on (a crash before it is ready is a crash too: restarted, backing off)
+    const slot = slots[index] ??= { worker: null, crashes: 0, startedAt: 0 }
+    slot.worker = worker
+    slot.startedAt = Date.now()
     const ready = new Promise<Running>((resolve, reject) => readyWaits.set(worker.id, { resolve: () => resolve(r), reject }))
     worker.on('message', (m: unknown) => {
       if (!isTetherMessage(m)) return
       const msg = m as ToPrimary
       if (msg.tether === 'ready') {
         r.admin = msg.admin
-        slots[index] = { ...slots[index]!, worker, startedAt: Date.now() }
         readyWaits.get(worker.id)?.resolve()
         readyWaits.delete(worker.id)
         chooseLead()
@@ -106,14 +108,13 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
         chooseLead()
       }
       if (r.stopping || stopping) return
-      const slot = slots[index]!
       if (slot.worker !== worker) return // replaced already
-      logger.error({ worker: index, pid: worker.process.pid, code, signal }, 'worker died; restarting it')
       slot.crashes = Date.now() - slot.startedAt > STABLE_AFTER ? 1 : slot.crashes + 1
       const delay = Math.min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (slot.crashes - 1))
+      logger.error({ child: index, pid: worker.process.pid, code, signal, restart_in_ms: delay }, 'worker died; restarting it')
       setTimeout(() => {
         if (stopping || slots[index]?.worker !== worker) return
-        fork(index).catch((err: unknown) => logger.error({ err, worker: index }, 'worker restart failed'))
+        fork(index).catch((err: unknown) => logger.error({ err, child: index }, 'worker restart failed'))
       }, delay).unref()
     })
     return ready
@@ -137,10 +138,7 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
     const old = [...running.values()].filter((r) => !r.stopping).sort((a, b) => a.index - b.index)
     for (let index = 0; index < Math.max(count, old.length); index++) {
       const previous = old.find((r) => r.index === index)
-      if (index < count) {
-        const next = await fork(index)
-        slots[index]!.worker = next.worker
-      }
+      if (index < count) await fork(index)
       if (previous !== undefined) await retire(previous)
     }
     slots.length = count
