@@ -24,8 +24,8 @@ export interface AdminDeps {
   readonly drain: (id: string, migrate: boolean) => boolean
   readonly undrain: (id: string) => boolean
   /**
-   * `Authorization: Bearer <token>` required by every route but /healthz, /readyz and
-   * /metrics; null: no token, every route is open.
+   * `Authorization: Bearer <token>` required by every route but /healthz, /readyz, /metrics
+   * and / (the status page, which holds no data); null: no token, every route is open.
    */
   readonly token: string | null
   /** The session lookup; null when the affinity key has no sessions (`key: none`). */

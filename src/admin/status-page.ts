@@ -31,16 +31,18 @@ input { padding: 0.3rem; border: 1px solid var(--muted); border-radius: 4px; min
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: 0.35rem 0.5rem; border-bottom: 1px solid var(--line); vertical-align: top; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
-.actions { display: flex; flex-wrap: wrap; gap: 0.3rem; }
+.action-buttons { display: flex; flex-wrap: wrap; gap: 0.3rem; }
 progress { width: 6rem; }
 form { display: flex; flex-wrap: wrap; align-items: center; gap: 0.4rem; margin: 0.5rem 0; }
 #token-form { padding: 0.6rem; border: 2px solid var(--warn); border-radius: 4px; }
+figure { margin: 0.5rem 0; }
 #spark { width: 100%; max-width: 40rem; height: 3.5rem; display: block; }
 #spark-line { fill: none; stroke: #1f6feb; stroke-width: 1.5; vector-effect: non-scaling-stroke; }
 dl { display: grid; grid-template-columns: max-content 1fr; gap: 0.1rem 1rem; margin: 0.3rem 0; }
 dt { color: var(--muted); }
 dd { margin: 0; overflow-wrap: anywhere; }
-#moves { grid-template-columns: repeat(auto-fill, minmax(7rem, max-content) minmax(2rem, max-content)); }
+#moves { display: flex; flex-wrap: wrap; gap: 0.2rem 1.5rem; }
+#moves div { display: flex; gap: 0.4rem; }
 [hidden] { display: none !important; }
 @media (max-width: 48rem) {
   table, thead, tbody, tr, th, td { display: block; }
@@ -54,6 +56,8 @@ dd { margin: 0; overflow-wrap: anywhere; }
 }
 `
 
+// requests use relative URLs (`status`, not `/status`), so the page also works behind a
+// path prefix (kubectl proxy, an ingress sub-path)
 const SCRIPT = `
 'use strict'
 const POLL_MS = ${STATUS_POLL_MS}
@@ -119,7 +123,7 @@ async function poll() {
   polling = true
   let again = true
   try {
-    const r = await call('GET', '/status', poll)
+    const r = await call('GET', 'status', poll)
     if (!r.ok) throw new Error('GET /status answered ' + r.status)
     render(await r.json())
     $('conn').textContent = ''
@@ -165,7 +169,7 @@ function rowFor(id) {
     cells[c] = td
   }
   cells.id.textContent = id
-  const actions = el('div', { className: 'actions' })
+  const actions = el('div', { className: 'action-buttons' })
   const button = (text, label, path) => {
     const b = el('button', { type: 'button', textContent: text })
     b.setAttribute('aria-label', label + ' ' + id)
@@ -212,9 +216,13 @@ function progress(u) {
   if (left !== null) {
     const first = Math.max(drainStart.get(key) || 0, left)
     drainStart.set(key, first)
-    const bar = el('progress', { max: first || 1, value: first - left })
-    bar.setAttribute('aria-label', 'Drain of ' + u.id + ': ' + left + ' of ' + first + ' users left')
-    parts.push(el('br'), bar, ' ' + left + ' users left')
+    parts.push(el('br'))
+    if (first > 0) {
+      const bar = el('progress', { max: first, value: first - left })
+      bar.setAttribute('aria-label', 'Drain of ' + u.id + ': ' + left + ' of ' + first + ' users left')
+      parts.push(bar, ' ')
+    }
+    parts.push(left === 0 ? 'no users left' : left + (left === 1 ? ' user left' : ' users left'))
   }
   return parts
 }
@@ -229,14 +237,14 @@ function renderSpark(values) {
 
 function renderMoves(moves) {
   const items = []
-  for (const [reason, n] of Object.entries(moves)) items.push(el('dt', { textContent: reason }), el('dd', { textContent: String(n) }))
+  for (const [reason, n] of Object.entries(moves)) items.push(el('div', {}, el('dt', { textContent: reason }), el('dd', { textContent: String(n) })))
   $('moves').replaceChildren(...items)
 }
 
 async function act(id, path, label) {
   const run = () => act(id, path, label)
   try {
-    const r = await call('POST', '/upstreams/' + encodeURIComponent(id) + '/' + path, run)
+    const r = await call('POST', 'upstreams/' + encodeURIComponent(id) + '/' + path, run)
     notice(r.ok ? label + ' ' + id + ': done' : label + ' ' + id + ' failed: ' + (await r.text()).trim())
   } catch (err) {
     if (!(err instanceof NeedToken)) notice(label + ' ' + id + ' failed: ' + err.message)
@@ -256,7 +264,7 @@ async function lookup(key) {
   const out = $('lookup-result')
   if (!key) return
   try {
-    const r = await call('GET', '/sessions/' + encodeURIComponent(key), () => lookup(key))
+    const r = await call('GET', 'sessions/' + encodeURIComponent(key), () => lookup(key))
     if (r.status === 404) { out.replaceChildren(el('p', { textContent: 'No session ' + JSON.stringify(key) + ' is known to this Tether.' })); return }
     if (!r.ok) { out.replaceChildren(el('p', { textContent: 'Lookup failed: ' + (await r.text()).trim() })); return }
     const v = await r.json()
