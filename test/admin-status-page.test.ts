@@ -108,6 +108,18 @@ t.test('the status page shows live upstreams, drains, looks up a user, fits 360 
   })
 
   t.same(errors, [], 'no console errors and no page errors')
+
+  await t.test('a refused token is asked for again, and the page carries on with the right one', async (t) => {
+    await page.evaluate(() => sessionStorage.setItem('tether-admin-token', 'wrong'))
+    await page.reload()
+    await page.locator('#token-form').waitFor({ state: 'visible', timeout: 5_000 })
+    t.match(await page.locator('#token-why').innerText(), /refused/)
+    await page.getByLabel('Admin token').fill(TOKEN)
+    await page.getByRole('button', { name: 'Use token' }).click()
+    await page.locator('tr[data-upstream]').nth(2).waitFor({ timeout: 5_000 })
+    // Chromium logs the refused request itself ("the server responded with a status of 401")
+    t.same(errors.filter((e) => !/status of 401/.test(e)), [], 'nothing else went wrong')
+  })
 })
 
 t.test('the page is open and locked down by its CSP; its JSON needs the token', async (t) => {
