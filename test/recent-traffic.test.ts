@@ -3,7 +3,7 @@
 // removed upstreams fall out. Also the /status view built from it.
 import t from 'tap'
 import { HISTORY_SECONDS, RecentTraffic, WINDOW_SECONDS, bucketOf } from '../src/observability/recent-traffic.js'
-import { statusView } from '../src/admin/status-view.js'
+import { combineStatus, statusView } from '../src/admin/status-view.js'
 import type { UpstreamRow } from '../src/admin/upstream-row.js'
 
 const T0 = Date.parse('2025-11-25T16:00:00.000Z')
@@ -112,4 +112,25 @@ t.test('the /status view joins rows and traffic and turns times into countdowns'
   t.equal(view.ready, true)
   t.same(view.upstreams.map((u) => [u.id, u.ejection_remaining_ms, u.draining_for_ms, u.requests_per_second]), [['a', 10_000, null, 0], ['b', null, 80_000, 0.1]])
   t.equal(view.window_seconds, WINDOW_SECONDS)
+})
+
+t.test('views of several workers combine: traffic adds up, error rates weigh by requests, p99 is the largest', async (t) => {
+  const at = (n: number): RecentTraffic => {
+    const r = new RecentTraffic(() => T0 + 20_000)
+    for (let i = 0; i < n; i++) r.observeRequest('a', 'GET', i < n / 5 && n === 100 ? 500 : 200, n === 100 ? 0.1 : 0.002)
+    r.failover('a', 'dead')
+    return r
+  }
+  const row = { id: 'a', ejected_until: null, draining_since: null, in_flight: 2, websockets: 1, sessions: 7 } as unknown as UpstreamRow
+  const view = (r: RecentTraffic) => statusView({ now: T0 + 20_000, notReady: [], degraded: [], rows: [row], traffic: r.snapshot(['a']), sessionLookup: true })
+  const [lead, other] = [view(at(100)), view(at(300))]
+  const both = combineStatus([lead, other])
+  const a = both.upstreams[0]!
+  t.equal(a.requests_per_second, lead.upstreams[0]!.requests_per_second + other.upstreams[0]!.requests_per_second)
+  t.equal(a.error_rate, 0.05, '20 errors in 400 requests')
+  t.equal(a.p99_ms, lead.upstreams[0]!.p99_ms, 'the slower worker decides')
+  t.same([a.in_flight, a.websockets, a.sessions], [4, 2, 7], 'sessions are the shared table, not summed')
+  t.equal(both.moves_per_minute.dead, 2)
+  t.equal(both.requests_per_second.length, 60)
+  t.same(combineStatus([lead]), lead, 'one view is itself')
 })

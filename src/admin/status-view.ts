@@ -1,6 +1,7 @@
 // The JSON answer of `GET /status`, what the status page polls: readiness, every upstream's row
 // of `GET /upstreams` with its recent traffic and countdowns, moves per minute, the request
-// rate history. Pure: no I/O, no clock (the time comes in), computed from what it is given.
+// rate history; and the sum of several processes' views (workers). Pure: no I/O, no clock (the
+// time comes in), computed from what it is given.
 import type { MoveReason } from '../routing/decision.js'
 import type { TrafficSnapshot, UpstreamTraffic } from '../observability/recent-traffic.js'
 import { rfc3339, type UpstreamRow } from './upstream-row.js'
@@ -72,4 +73,37 @@ export function statusView(p: StatusParts): StatusView {
 function since(time: string | null, now: number, sign: 1 | -1): number | null {
   if (time === null) return null
   return Math.max(0, sign * (now - Date.parse(time)))
+}
+
+/**
+ * One view from the views of several processes serving the same upstreams (workers of one
+ * Tether): the first (leading) view's health, readiness and sessions (they hold the same
+ * table), with the traffic added up: `in_flight`, `websockets`, `requests_per_second`, moves and
+ * the history summed, `error_rate` weighted by each one's requests, and `p99_ms` the largest
+ * (an upper bound: the 99th percentile of the union is never above every part's).
+ * Example: `combineStatus([lead, other])` where each has `app-0` at 10 req/s, error rates 0 and
+ * 0.2 -> `app-0` at 20 req/s, error rate 0.1.
+ */
+export function combineStatus(views: readonly StatusView[]): StatusView {
+  const [lead, ...others] = views
+  if (lead === undefined) throw new Error('combineStatus needs at least one view')
+  const upstreams = lead.upstreams.map((u) => {
+    const parts = [u, ...others.map((v) => v.upstreams.find((o) => o.id === u.id)).filter((o) => o !== undefined)]
+    const rps = parts.reduce((n, p) => n + p.requests_per_second, 0)
+    const counted = parts.filter((p) => p.error_rate !== null && p.requests_per_second > 0)
+    const weight = counted.reduce((n, p) => n + p.requests_per_second, 0)
+    const p99s = parts.flatMap((p) => (p.p99_ms === null ? [] : [p.p99_ms]))
+    return {
+      ...u,
+      in_flight: parts.reduce((n, p) => n + p.in_flight, 0),
+      websockets: parts.reduce((n, p) => n + p.websockets, 0),
+      requests_per_second: Math.round(rps * 100) / 100,
+      error_rate: weight === 0 ? u.error_rate : Math.round(counted.reduce((n, p) => n + p.error_rate! * p.requests_per_second, 0) / weight * 10_000) / 10_000,
+      p99_ms: p99s.length === 0 ? null : Math.max(...p99s),
+    }
+  })
+  const moves = { ...lead.moves_per_minute }
+  for (const v of others) for (const k of Object.keys(moves) as MoveReason[]) moves[k] += v.moves_per_minute[k] ?? 0
+  const history = lead.requests_per_second.map((n, i) => others.reduce((sum, v) => sum + (v.requests_per_second[i] ?? 0), n))
+  return { ...lead, upstreams, moves_per_minute: moves, requests_per_second: history }
 }
