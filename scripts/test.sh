@@ -44,6 +44,8 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 # the Laravel example runs on Debian's Laravel 8 (its autoloader; no Composer, no network)
 [ -f /usr/share/php/Illuminate/autoload.php ] || need+=(php-laravel-framework)
+# the admin status page is tested in headless Chromium (playwright-core drives Debian's build)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "tether tests: installing ${need[*]} (apt-get)" >&2

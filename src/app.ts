@@ -8,6 +8,8 @@ import { ConfigWatcher } from './config/watch.js'
 import { systemClock, systemTimers } from './clock.js'
 import { createLogger, effectiveLevel } from './observability/logger.js'
 import { Metrics } from './observability/metrics.js'
+import { teeEvents } from './observability/events.js'
+import { RecentTraffic } from './observability/recent-traffic.js'
 import { createRouting } from './routing/create-routing.js'
 import { createHealth } from './health/create-health.js'
 import { Membership } from './upstream/membership.js'
@@ -35,6 +37,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const clock = options.clock ?? systemClock
   const timers = options.timers ?? systemTimers
   const metrics = new Metrics()
+  const traffic = new RecentTraffic(() => clock.now())
   let draining = false
   let current = config
 
@@ -48,7 +51,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const { sessions, records, keys, router } = createRouting(config, health.table, shared?.sink() ?? null, (m) => logger.warn(m))
   const { store, state } = createState(config, redis, clock, metrics, logger, link?.store ?? null)
   const proxy = createProxy(config, {
-    clock, timers, logger, keys, router, sessions, records, upstreams: () => membership.current(), state, shared, inFlight, events: metrics,
+    clock, timers, logger, keys, router, sessions, records, upstreams: () => membership.current(), state, shared, inFlight, events: teeEvents(metrics, traffic),
     observe: (id, signal) => health.table.reportPassive(id, signal), suspect: (id) => health.checker?.probeSoon(id), draining: () => draining,
   })
   let path = proxy.pathFor(config)
@@ -93,7 +96,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   // a worker takes its siblings' bindings before it takes connections; the checks run where the primary says
   await link?.attach({ sessions, reportActive: health.reportActive, startChecks: () => health.checker?.start(), now: () => clock.now(), metrics: () => metrics.snapshot() })
   const admin = await listener.listen().then(() => redirect?.listen()).then(() => createAdmin(config, {
-    logger, health: health.table, peers: health.peers, metrics, upstreams: () => membership.current(), draining: () => draining,
+    logger, health: health.table, peers: health.peers, metrics, traffic, upstreams: () => membership.current(), draining: () => draining,
     inFlight: (id) => inFlight.count(id), websockets: (id) => proxy.upgrades.countByUpstream(id), sessions, records, shared, store: state?.store ?? null, now: () => clock.now(),
     degraded: () => [...stateDegraded(store, redis)(), ...discovery.degraded()],
   }, link === null ? null : { host: '127.0.0.1', port: 0 })).catch(async (err: unknown) => {

@@ -34,6 +34,8 @@ async function harness(t: Test, over: Partial<AdminDeps> = {}, limits: AdminLimi
     metrics: async () => 'tether_up 1\n',
     metricsContentType: 'text/plain; version=0.0.4; charset=utf-8',
     logger: createLogger('debug', logs),
+    traffic: () => ({ window_seconds: 10, upstreams: {}, moves_per_minute: { dead: 0, drain: 0, rebalance: 0, admin: 0, restart: 0 }, requests_per_second: [] }),
+    now: () => Date.parse('2025-11-25T16:00:00.000Z'),
     ...over,
   }
   const admin = await startAdmin('127.0.0.1', 0, deps, limits)
@@ -117,7 +119,7 @@ t.test('dot segments, non-path targets and overlong paths are refused, and nothi
 
 t.test('a path that is no route gets 404: matching is exact', async (t) => {
   const h = await harness(t)
-  for (const target of ['/', '/nope', '/healthz/', '//healthz', '/HEALTHZ', '/upstreams/', '/upstreams/a', '/upstreams/a/drain/x', '/upstreams/a/b/drain', '/upstreams//drain/x', '/admin/upstreams']) {
+  for (const target of ['/nope', '/healthz/', '//healthz', '/HEALTHZ', '/upstreams/', '/upstreams/a', '/upstreams/a/drain/x', '/upstreams/a/b/drain', '/upstreams//drain/x', '/admin/upstreams']) {
     const r = await request(`${h.url}${target}`, { headers: AUTH })
     t.equal(`${r.status} ${r.body}`, '404 Not Found\n', target)
   }

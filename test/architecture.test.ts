@@ -28,6 +28,7 @@ const LAYERS: [RegExp, number][] = [
   [/^proxy\/(headers|retry|outcome|interim-response|websocket-frames)\.ts$/, 1],
   [/^affinity\/(table|session-table|session-records|app-cookie)\.ts$/, 2],
   [/^routing\/router\.ts$/, 2],
+  [/^observability\/recent-traffic\.ts$/, 2],
   [/^health\/health-table\.ts$/, 2],
   [/^upstream\/membership\.ts$/, 2],
   [/^state\/(protocol|memory-store)\.ts$/, 2],

@@ -1,5 +1,5 @@
 // The admin listener (its own port, never the proxy's): liveness, readiness, metrics, the
-// upstream list, drain/undrain, and the session lookup. Layer 4 flow: reads state through the callbacks it is
+// upstream list, drain/undrain, the session lookup, and the status page with its JSON. Layer 4 flow: reads state through the callbacks it is
 // given and changes it only through them. No request can end the process: bad input gets a
 // 4xx, a callback that throws gets 500 with its cause logged; bodies are read, bounded, ignored.
 import http from 'node:http'
@@ -7,7 +7,10 @@ import type { AddressInfo } from 'node:net'
 import type { Logger } from '../observability/logger.js'
 import { parseAdminTarget } from './admin-target.js'
 import { BearerToken } from './bearer-token.js'
+import type { TrafficSnapshot } from '../observability/recent-traffic.js'
 import type { SessionLookup } from './session-lookup.js'
+import { STATUS_PAGE_CSP, statusPage } from './status-page.js'
+import { statusView } from './status-view.js'
 import type { UpstreamRow } from './upstream-row.js'
 
 export interface AdminDeps {
@@ -21,8 +24,8 @@ export interface AdminDeps {
   readonly drain: (id: string, migrate: boolean) => boolean
   readonly undrain: (id: string) => boolean
   /**
-   * `Authorization: Bearer <token>` required by every route but /healthz, /readyz and
-   * /metrics; null: no token, every route is open.
+   * `Authorization: Bearer <token>` required by every route but /healthz, /readyz, /metrics
+   * and / (the status page, which holds no data); null: no token, every route is open.
    */
   readonly token: string | null
   /** The session lookup; null when the affinity key has no sessions (`key: none`). */
@@ -32,6 +35,10 @@ export interface AdminDeps {
   readonly metricsContentType: string
   /** Where refused credentials (warn) and failed requests (error, with the cause) are logged. */
   readonly logger: Logger
+  /** Recent traffic of these upstreams (for `GET /status`). */
+  readonly traffic: (ids: readonly string[]) => TrafficSnapshot
+  /** Now, epoch ms (for `GET /status`: its time and countdowns). */
+  readonly now: () => number
 }
 
 /** Bounds on what one admin client may hold or send. */
@@ -84,9 +91,17 @@ const STATUS_TEXT: Readonly<Record<number, string>> = {
   413: 'Content Too Large', 414: 'URI Too Long', 500: 'Internal Server Error',
 }
 
+/** Headers of the status page: its CSP, and no framing, sniffing or referrer. */
+const PAGE_HEADERS: Readonly<Record<string, string>> = Object.freeze({
+  'content-security-policy': STATUS_PAGE_CSP,
+  'x-frame-options': 'DENY',
+  'referrer-policy': 'no-referrer',
+})
+
 /**
  * Start the admin listener on host:port (0 picks a free port).
- * Routes: `GET /healthz`, `GET /readyz`, `GET /metrics` (always open), `GET /upstreams`,
+ * Routes: `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /` (the status page; these four
+ * always open), `GET /status` (the page's JSON), `GET /upstreams`,
  * `POST /upstreams/<id>/drain[?migrate=true]`, `POST /upstreams/<id>/undrain`,
  * `GET /sessions/<key>`, `DELETE /sessions/<key>`, `POST /sessions/<key>/move?to=<id>`
  * (token required when set).
@@ -107,6 +122,21 @@ export async function startAdmin(host: string, port: number, deps: AdminDeps, li
     },
     { path: ['metrics'], method: 'GET', open: true, handle: async () => ({ status: 200, body: await deps.metrics(), contentType: deps.metricsContentType }) },
     { path: ['upstreams'], method: 'GET', open: false, handle: () => ({ status: 200, body: deps.upstreams() }) },
+    // the page holds no data (it asks /status with the token), so it is open like /healthz
+    { path: [''], method: 'GET', open: true, handle: () => ({ status: 200, body: statusPage(token !== null), contentType: 'text/html; charset=utf-8', headers: PAGE_HEADERS }) },
+    {
+      path: ['status'], method: 'GET', open: false,
+      handle: () => {
+        const rows = deps.upstreams()
+        return {
+          status: 200,
+          body: statusView({
+            now: deps.now(), notReady: deps.notReady(), degraded: deps.degraded(), rows,
+            traffic: deps.traffic(rows.map((r) => r.id)), sessionLookup: deps.sessions !== null,
+          }),
+        }
+      },
+    },
     {
       path: ['upstreams', null, 'drain'], method: 'POST', open: false,
       handle: (id, query) => {

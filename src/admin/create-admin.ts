@@ -6,6 +6,7 @@ import type { HealthTable } from '../health/health-table.js'
 import type { SharedHealth } from '../health/shared-health.js'
 import type { Logger } from '../observability/logger.js'
 import type { Metrics } from '../observability/metrics.js'
+import type { RecentTraffic } from '../observability/recent-traffic.js'
 import type { UpstreamSet } from '../upstream/upstream-set.js'
 import type { SessionRecords } from '../affinity/session-records.js'
 import type { SessionTable, SharedBindings } from '../affinity/session-table.js'
@@ -19,6 +20,8 @@ export interface AdminParts {
   readonly health: HealthTable
   readonly peers: SharedHealth | null
   readonly metrics: Metrics
+  /** Recent traffic for the status page. */
+  readonly traffic: RecentTraffic
   readonly upstreams: () => UpstreamSet
   readonly inFlight: (id: string) => number
   readonly websockets: (id: string) => number
@@ -67,6 +70,8 @@ export async function createAdmin(config: Config, p: AdminParts, at: AdminAddres
     degraded: p.degraded,
     metrics: () => p.metrics.render(),
     metricsContentType: p.metrics.contentType,
+    traffic: (ids) => p.traffic.snapshot(ids),
+    now: p.now,
     sessions: lookup,
     drain: (id, migrate) => p.health.drain(id, migrate) && (p.peers?.tell('drain', id, migrate), true),
     undrain: (id) => p.health.undrain(id) && (p.peers?.tell('undrain', id), true),

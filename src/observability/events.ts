@@ -1,5 +1,6 @@
 // What the request path reports as it works, for metrics (and anything else that subscribes).
-// Layer 0 vocabulary: an interface only; Metrics implements it, tests may record it.
+// Layer 0 vocabulary: the interface (Metrics implements it, tests may record it) and a tee that
+// sends it to two sinks; nothing here keeps state.
 import type { MoveReason } from '../routing/decision.js'
 
 /** Events of the request path; each call is O(1) and must not throw. */
@@ -30,3 +31,24 @@ export const NO_EVENTS: ProxyEvents = Object.freeze({
   observeRequest: () => undefined,
   clientProtocol: () => undefined,
 })
+
+/**
+ * Events that go to `all` and, for the two a recent-traffic view needs, to `also` after it.
+ * Example: `createProxy(config, { events: teeEvents(metrics, traffic), ... })`.
+ */
+export function teeEvents(all: ProxyEvents, also: Pick<ProxyEvents, 'observeRequest' | 'failover'>): ProxyEvents {
+  return {
+    requestStarted: (upstream) => all.requestStarted(upstream),
+    requestEnded: (upstream) => all.requestEnded(upstream),
+    retry: (upstream) => all.retry(upstream),
+    failover: (from, reason) => {
+      all.failover(from, reason)
+      also.failover(from, reason)
+    },
+    observeRequest: (upstream, method, status, seconds) => {
+      all.observeRequest(upstream, method, status, seconds)
+      also.observeRequest(upstream, method, status, seconds)
+    },
+    clientProtocol: (protocol) => all.clientProtocol(protocol),
+  }
+}
