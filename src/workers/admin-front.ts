@@ -1,12 +1,14 @@
 // The primary's admin listener (`workers` > 1): one address for the whole process group.
 // /metrics combines every worker's metrics; /upstreams is the leading worker's table with the
-// in-flight requests and WebSockets of all workers added up; every other request (health,
+// in-flight requests and WebSockets of all workers added up, /status (the status page's data)
+// every worker's traffic combined; every other request (health,
 // drains, the session lookup) is passed to the leading worker's private admin listener, whose
 // effects reach the others through the primary (shared health, bindings). Layer 4 flow.
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { aggregateMetrics } from '../observability/metrics.js'
 import type { Logger } from '../observability/logger.js'
+import { combineStatus, type StatusView } from '../admin/status-view.js'
 
 /** What the front needs of the supervisor. */
 export interface FrontWorkers {
@@ -76,6 +78,14 @@ async function serve(req: http.IncomingMessage, res: http.ServerResponse, body: 
   if (req.method === 'GET' && path.split('?')[0] === '/upstreams') {
     const answers = await Promise.all(admins.map((url) => pass(url, req, body).catch(() => null)))
     return summed(answers)
+  }
+  if (req.method === 'GET' && path.split('?')[0] === '/status') {
+    const answers = await Promise.all(admins.map((url) => pass(url, req, body).catch(() => null)))
+    const lead = answers[0]
+    if (lead === null || lead === undefined) throw new Error('the leading worker did not answer')
+    if (lead.status !== 200) return lead
+    const views = answers.filter((a): a is Answer => a !== null && a.status === 200).map((a) => JSON.parse(a.body.toString()) as StatusView)
+    return { status: 200, headers: lead.headers, body: Buffer.from(JSON.stringify(combineStatus(views))) }
   }
   return stream(admins[0]!, req, body, res)
 }
