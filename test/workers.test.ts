@@ -226,6 +226,11 @@ t.test('with two workers, state written through one worker rehydrates a user on 
   t.equal(users.failed, 0, '0 failed requests, during the replacement too')
   t.equal(users.lost, 0, '0 lost updates: every moved user was rehydrated through the shared store')
   t.ok(counted > 0 && counted <= answered, 'the primary\'s /metrics adds up the workers\' counts')
+  const status = await request(`http://127.0.0.1:${adminPort}/status`, null)
+  const view = JSON.parse(status.body) as { upstreams: { id: string; requests_per_second: number }[] }
+  t.equal(status.status, 200, 'the status page data is served by the primary')
+  t.same(view.upstreams.map((u) => u.id).sort(), ['app-0', 'app-1', 'app-2'], 'with every upstream')
+  t.equal((await request(`http://127.0.0.1:${adminPort}/`, null)).status, 200, 'the status page itself too')
   proc.kill('SIGTERM')
   await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
   t.equal(proc.exitCode, 0, 'stopped gracefully')

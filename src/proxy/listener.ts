@@ -21,6 +21,9 @@ import { H2Request, H2Response } from './h2-messages.js'
 import type { ServerCertificates } from '../tls/server-certificates.js'
 
 /** What the listener serves: the request path of the current config (a reload swaps it). */
+/** How long after a close starts idle connections are first closed (ms): time for a just-accepted connection's request to arrive. */
+const FIRST_IDLE_SWEEP_MS = 250
+
 export interface ListenerDeps {
   readonly current: () => RequestPath
   readonly clientErrors: ClientErrors
@@ -297,7 +300,10 @@ export class Listener {
       server.closeIdleConnections()
       sweep = timers.setTimeout(sweepIdle, 50)
     }
-    sweepIdle()
+    // the first sweep waits a moment: a connection accepted just before the close (with
+    // workers, handed over by the primary an instant earlier) has not sent its request yet and
+    // counts as idle; cutting it would reset a client that did nothing wrong
+    sweep = timers.setTimeout(sweepIdle, FIRST_IDLE_SWEEP_MS)
     let timer: unknown = null
     const deadline = new Promise<void>((resolve) => { timer = timers.setTimeout(resolve, graceMs) })
     await Promise.race([closed, deadline])
