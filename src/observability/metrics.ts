@@ -222,22 +222,21 @@ export class Metrics {
   }
 
   /** The exposition text for GET /metrics: reads the affinity stats once, drops removed upstreams. */
-  async render(): Promise<string> {
-    this.#affinityNow = this.#affinityStats?.() ?? null
-    this.#purgeRemoved()
-    try {
-      return await this.#registry.metrics()
-    } finally {
-      this.#affinityNow = null
-    }
+  render(): Promise<string> {
+    return this.#scrape(() => this.#registry.metrics())
   }
 
   /** The metrics as data, for the primary to combine with the other workers' ({@link aggregateMetrics}). */
-  async snapshot(): Promise<unknown> {
+  snapshot(): Promise<unknown> {
+    return this.#scrape(() => this.#registry.getMetricsAsJSON())
+  }
+
+  /** One scrape: the affinity stats read once for all its metrics, removed upstreams dropped first. */
+  async #scrape<T>(read: () => Promise<T>): Promise<T> {
     this.#affinityNow = this.#affinityStats?.() ?? null
     this.#purgeRemoved()
     try {
-      return await this.#registry.getMetricsAsJSON()
+      return await read()
     } finally {
       this.#affinityNow = null
     }
