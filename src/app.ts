@@ -146,7 +146,8 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       return e
     }
   }
-  const watcher = options.configPath === undefined ? null : new ConfigWatcher(options.configPath, () => void reloadFile(), timers)
+  // a worker reloads when its primary says (all workers at once), not on its own watch
+  const watcher = options.configPath === undefined || link !== null ? null : new ConfigWatcher(options.configPath, () => void reloadFile(), timers)
   watcher?.start()
 
   let closing: Promise<void> | null = null

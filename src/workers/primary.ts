@@ -187,7 +187,12 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
     logger.info({ sections: restart, workers: nextCount }, 'config change needs new workers: replacing them one at a time')
     rolling = (rolling ?? Promise.resolve()).then(() => roll(nextCount)).catch((err: unknown) => logger.error({ err }, 'replacing the workers failed; the remaining ones keep running'))
   }
-  const watcher = new ConfigWatcher(configPath, reload)
+  /** Every worker re-reads the file at once (their live changes), then the primary sees what needs new workers. */
+  const reloadAll = (): void => {
+    for (const r of running.values()) send(r.worker, { tether: 'reload' })
+    reload()
+  }
+  const watcher = new ConfigWatcher(configPath, reloadAll)
   watcher.start()
 
   return new Promise<number>((resolve) => {
@@ -206,8 +211,7 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
     process.on('SIGINT', () => stop('SIGINT'))
     process.on('SIGHUP', () => {
       logger.info('SIGHUP: reloading the config in every worker')
-      for (const r of running.values()) send(r.worker, { tether: 'reload' })
-      reload()
+      reloadAll()
     })
   })
 }
