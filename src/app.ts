@@ -42,7 +42,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const inFlight = new InFlight()
   const health = createHealth(config, clock, timers, logger, (id) => inFlight.longestWait(id), redis === null ? null : new RedisPeerChannel(redis))
   const shared = redis !== null && config.affinity.shared === 'redis' ? new RedisBindings(redis, config.affinity.idle_timeout) : null
-  const { sessions, records, keys, router } = createRouting(config, health.table, shared?.sink() ?? null, (m) => logger.warn(m))
+  const { sessions, records, keys, router } = createRouting(config, health.table, shared?.sink() ?? null, inFlight, (m) => logger.warn(m))
   const { store, state } = createState(config, redis, clock, metrics, logger)
   const proxy = createProxy(config, {
     clock, timers, logger, keys, router, sessions, records, upstreams: () => membership.current(), state, shared, inFlight, events: metrics,

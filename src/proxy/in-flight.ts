@@ -12,18 +12,25 @@ import type { Attempt } from './exchange.js'
 export class InFlight {
   /** Attempts by upstream, with when each was sent (performance.now()). */
   readonly #byUpstream = new Map<string, Map<Attempt, number>>()
+  #total = 0
 
   add(attempt: Attempt, upstream: string): void {
     let set = this.#byUpstream.get(upstream)
     if (set === undefined) this.#byUpstream.set(upstream, (set = new Map()))
+    if (!set.has(attempt)) this.#total++
     set.set(attempt, performance.now())
   }
 
   remove(attempt: Attempt, upstream: string): void {
     const set = this.#byUpstream.get(upstream)
     if (set === undefined) return
-    set.delete(attempt)
+    if (set.delete(attempt)) this.#total--
     if (set.size === 0) this.#byUpstream.delete(upstream)
+  }
+
+  /** Attempts in progress on all upstreams (O(1): what `affinity.spill` compares each upstream's count with). */
+  get total(): number {
+    return this.#total
   }
 
   /** Attempts in progress on `upstream`. */
