@@ -107,6 +107,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   let upkeep = timers.setTimeout(function sweep() {
     sessions.sweep(clock.now(), 10_000)
     records.sweep(clock.now(), 10_000)
+    inFlight.sweep()
     health.table.tick()
     upkeep = timers.setTimeout(sweep, 1_000)
   }, 1_000)
@@ -161,7 +162,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   }
   return {
     get config() { return current },
-    url: listener.url, port: listener.port, redirectUrl: redirect === null ? null : `http://${config.listen.redirect!.host.includes(':') ? `[${config.listen.redirect!.host}]` : config.listen.redirect!.host}:${redirect.port}`, adminUrl: admin.url, logger, router, sessions, health: health.table, metrics, listener, upgrades: proxy.upgrades,
+    url: listener.url, port: listener.port, redirectUrl: redirect === null ? null : `http://${config.listen.redirect!.host.includes(':') ? `[${config.listen.redirect!.host}]` : config.listen.redirect!.host}:${redirect.port}`, adminUrl: admin.url, logger, router, sessions, health: health.table, metrics, listener, upgrades: proxy.upgrades, inFlight,
     reload, reloadFile, close,
   }
 }

@@ -44,7 +44,7 @@ for (const kind of KINDS) {
     const home = populate(w, kind, 60)
     const onA = [...home].filter(([, id]) => id === 'a').map(([u]) => u)
     t.ok(onA.length >= 5, `${onA.length} users pinned to a`)
-    // a holds 10 of 12 in flight: its bound is ceil(1.5 x 13 / 3) = 7; b and c (1 each) are under it
+    // a holds 10 of 12 in flight: the bound is 1.5 x 12 / 3 = 6; b and c (1 each) are under it
     load.set({ a: 10, b: 1, c: 1 })
     w.clock.advance(MIN_IDLE)
     for (const user of onA) {
@@ -85,12 +85,12 @@ t.test('not over factor x the mean: nobody moves, however idle', async (t) => {
   const load = new Loads()
   const w = world('header', spill(), undefined, load)
   const home = populate(w, 'header', 60)
-  // a: 6 of 12, bound ceil(1.5 x 13 / 3) = 7: busy but within the factor
+  // a: 6 of 12, bound 1.5 x 12 / 3 = 6: busy but within the factor
   load.set({ a: 6, b: 3, c: 3 })
   w.clock.advance(10 * MIN_IDLE)
   for (const [user, id] of home) t.equal(w.go(user).upstream, id)
-  // a nearly idle proxy does not spill on noise: 2 in flight, all on a (bound ceil(1.5 x 3 / 3) = 2)
-  load.set({ a: 2 })
+  // a nearly idle proxy does not spill: one request in flight, on a (over its bound of 0.5, but not over 1)
+  load.set({ a: 1 })
   w.clock.advance(10 * MIN_IDLE)
   for (const [user, id] of home) t.equal(w.go(user).upstream, id)
 })
@@ -130,9 +130,9 @@ t.test('the move budget is honoured: at most max_moves_per_second users spill a 
   t.ok(moved <= 3 + Math.ceil(seconds * 3), `${moved} moves over ${seconds.toFixed(1)} s: within the burst plus 3 a second`)
 })
 
-t.test('the user goes to the first upstream in their hash order that is under the bound, skipping one that is over it or drains', async (t) => {
+t.test('the user goes to the first upstream in their hash order that is under the bound, skipping one that is over it; a draining upstream is neither a target nor in the mean', async (t) => {
   const load = new Loads()
-  // factor 1: a and b hold 6 each of 12, the bound is ceil(13 / 3) = 5, so both are over it
+  // factor 1: a and b hold 6 each of 12, the bound is 12 / 3 = 4, so both are over it
   const w = world('header', spill({ factor: 1 }), undefined, load)
   const home = populate(w, 'header', 90)
   const onA = [...home].filter(([, id]) => id === 'a').map(([u]) => u)
@@ -142,9 +142,13 @@ t.test('the user goes to the first upstream in their hash order that is under th
     const d = w.go(user)
     t.same([d.upstream, d.moved?.reason], ['c', 'spill'], `${user}: to c, the only one under the bound`)
   }
-  // c drains: it takes no new users, so the users of b (over the bound) have nowhere to go
+  // c drains: it takes no new users, and the mean is over a and b (12 / 2 = 6): b is not over it
   const onB = [...home].filter(([, id]) => id === 'b').map(([u]) => u)
   w.health.drain('c', false)
   w.clock.advance(MIN_IDLE)
-  for (const user of onB) t.equal(w.go(user).upstream, 'b', `${user} stays: no upstream under the bound takes new users`)
+  for (const user of onB) t.equal(w.go(user).upstream, 'b', `${user} stays: b is within factor x the mean of the upstreams taking new users`)
+  // with c's own load in the total, b is over the bound (1 x 18 / 2 = 9) but a is the only target
+  load.set({ a: 6, b: 10, c: 2 })
+  w.clock.advance(MIN_IDLE)
+  for (const user of onB) t.same([w.go(user).upstream], ['a'], `${user}: to a, never to the draining c`)
 })

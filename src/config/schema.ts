@@ -183,8 +183,8 @@ export interface RebalanceAffinityConfig {
 
 /**
  * Spill under overload: bounded loads place only new users; spill also moves pinned ones. When
- * an upstream's in-flight requests (in this Tether process) exceed `factor` x its weighted share
- * of all in-flight requests, a user of it who comes back after an idle gap of `min_idle` (a new
+ * an upstream's in-flight requests (in this Tether process, averaged over about a second) exceed
+ * `factor` x its weighted share of all in-flight requests (and 1), a user of it who comes back after an idle gap of `min_idle` (a new
  * visit, never mid-visit) moves, rehydrated (`X-Tether-Moved: reason=spill`), to the next
  * upstream in their hash order that is under that bound, at most `max_moves_per_second` users a
  * second per Tether process. Example: `spill: { factor: 1.5, min_idle: 30s, max_moves_per_second: 10 }`.

@@ -22,24 +22,10 @@ function loadOf(load: LoadSource, index: number): number {
 
 function underCapacity(index: number): boolean {
   if (!curAccept(index)) return false
-  return loadOf(curLoad, index) + 1 <= capacityOf(curScaled, curTable!.weightOf(index), curAcceptedWeight)
-}
-
-// capacity = ceil(factor * (m + 1) / n), n = acceptedWeight / weight (the paper's bin count,
-// weighted as HAProxy does; with equal weights n is exactly the number of accepted upstreams).
-function capacityOf(scaled: number, weight: number, acceptedWeight: number): number {
-  return Math.ceil(scaled / (acceptedWeight / weight))
-}
-
-/**
- * The capacity {@link pickBounded} gives an upstream of `weight` among accepted upstreams of
- * total weight `acceptedWeight` when `totalLoad` is placed: `ceil(factor * (totalLoad + 1) /
- * (acceptedWeight / weight))`. An upstream is within its bound while `load + 1 <= capacity`.
- * Example: `boundedCapacity(1.5, 7, 1, 3)` -> ceil(1.5 * 8 / 3) = 4: an upstream with 5 of the
- * 7 in-flight requests is over it, one with 1 is under it.
- */
-export function boundedCapacity(factor: number, totalLoad: number, weight: number, acceptedWeight: number): number {
-  return capacityOf(factor * (Math.max(0, totalLoad) + 1), weight, acceptedWeight)
+  // capacity = ceil(factor * (m + 1) / n), n = acceptedWeight / weight (the paper's bin count,
+  // weighted as HAProxy does; with equal weights n is exactly the number of accepted upstreams).
+  const bins = curAcceptedWeight / curTable!.weightOf(index)
+  return loadOf(curLoad, index) + 1 <= Math.ceil(curScaled / bins)
 }
 
 /**

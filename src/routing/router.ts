@@ -10,7 +10,7 @@ import type { CookieIssuer } from '../affinity/cookie-issuer.js'
 import type { RequestKey } from '../affinity/key.js'
 import type { SessionTable } from '../affinity/session-table.js'
 import { buildPlacement, type PlacementTable } from '../placement/rendezvous.js'
-import { boundedCapacity, pickBounded } from '../placement/bounded-load.js'
+import { pickBounded } from '../placement/bounded-load.js'
 import { hashKey, murmur3U32 } from '../placement/hash.js'
 import { RoundRobin } from '../placement/round-robin.js'
 import type { Binding, Decision, MoveReason, NoRoute, RouteSource } from './decision.js'
@@ -46,12 +46,12 @@ export interface SessionHistory {
   ordered(key: string): { readonly to: string | null } | undefined
 }
 
-/** Requests in progress per upstream (owned by the request path's in-flight counts), read by spill. */
+/** Requests in progress per upstream, averaged over about a second (owned by the request path's in-flight counts), read by spill. */
 export interface UpstreamLoad {
   /** Requests in progress on `id` (O(1)). */
-  count(id: string): number
+  loadOf(id: string): number
   /** Requests in progress on all upstreams (O(1)). */
-  readonly total: number
+  readonly totalLoad: number
 }
 
 const ALWAYS: Availability = { ready: () => true, acceptsNew: () => true, drainingSince: () => null, drainMigrates: () => false, slowStartWeight: () => 1, readySince: () => -Infinity }
@@ -275,35 +275,33 @@ export class Router {
   }
 
   /**
-   * Spill: the upstream a user of the overloaded upstream `pinnedIndex` moves to, or -1. The
-   * pinned upstream is overloaded when its in-flight requests exceed the capacity bounded
-   * loads would give it ({@link boundedCapacity} with `spill.factor`, over all in-flight
-   * requests plus this one and its weighted share of the upstreams that take new users; with
-   * equal weights about factor x the mean; not counting this request keeps a nearly idle
-   * proxy from spilling on noise). The
-   * user moves only at a new visit (no answer for `spill.min_idle`, by the latest of this
-   * process's record and `lastSeen`), to the first upstream in their hash order that takes new
-   * users and is under the same bound, while the move budget lasts. Cost when not over: two
-   * counter reads; the walk over the upstreams is made only for a returning user of an
-   * overloaded upstream.
+   * Spill: the upstream a user of the overloaded upstream `pinnedIndex` moves to, or -1. An
+   * upstream's bound is `spill.factor` x its weighted share of all in-flight requests among the
+   * upstreams that take new users (with equal weights: factor x the mean); the pinned one is
+   * overloaded when its (time-averaged) in-flight requests exceed its bound and 1 (an upstream
+   * averaging one request or less is never overloaded). The user moves only at a new visit (no
+   * answer for `spill.min_idle`, by the latest of this process's record and `lastSeen`), to the
+   * first upstream in their hash order that takes new users and is under its bound, while the
+   * move budget lasts. Cost when not overloaded: two O(1) reads; the walk over the upstreams
+   * is made only for a returning user of an overloaded upstream.
    */
   #spilled(p: Placing, pinnedIndex: number, lastSeen: number): number {
     const spill = this.#cfg.spill!
     const load = this.#inFlight!
     const table = this.placement
-    const total = load.total
-    const count = load.count(table.ids[pinnedIndex]!)
+    const count = load.loadOf(table.ids[pinnedIndex]!)
+    if (count <= 1) return -1
+    const perWeight = spill.factor * load.totalLoad
     const weight = table.weightOf(pinnedIndex)
-    // against the share among all upstreams first (never above the share among those accepted)
-    if (count <= boundedCapacity(spill.factor, total, weight, this.#totalWeight)) return -1
+    // against the share among all upstreams first (never above the share among those taking new users)
+    if (count <= (perWeight * weight) / this.#totalWeight) return -1
     const last = Math.max(this.#history.lastSeen(p.key, p.now) ?? -Infinity, lastSeen)
     if (p.now - last < spill.min_idle) return -1
     const n = table.ids.length
     let accepted = weight
     for (let i = 0; i < n; i++) if (i !== pinnedIndex && p.acceptNew(i)) accepted += table.weightOf(i)
-    if (count <= boundedCapacity(spill.factor, total, weight, accepted)) return -1
-    const index = table.pick(p.hash, (i) => i !== pinnedIndex && p.acceptNew(i) &&
-      load.count(table.ids[i]!) + 1 <= boundedCapacity(spill.factor, total, table.weightOf(i), accepted))
+    if (count <= (perWeight * weight) / accepted) return -1
+    const index = table.pick(p.hash, (i) => i !== pinnedIndex && p.acceptNew(i) && load.loadOf(table.ids[i]!) < (perWeight * table.weightOf(i)) / accepted)
     return index >= 0 && takeMove(this.#spillBudget, spill.max_moves_per_second, p.now) ? index : -1
   }
 
