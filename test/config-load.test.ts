@@ -160,6 +160,13 @@ t.test('a partly given section keeps the defaults of its other keys', async (t) 
   t.strictSame(config.timeouts, { ...DEFAULTS.timeouts, connect: 1000 })
 })
 
+t.test('affinity.spill is off by default; {} turns it on with its defaults, a partial map keeps the others', async (t) => {
+  t.equal(parseConfig(yaml(...UPSTREAM), FILE).affinity.spill, null)
+  t.strictSame(parseConfig(yaml(...UPSTREAM, 'affinity:', '  spill: {}'), FILE).affinity.spill, { factor: 1.5, min_idle: 30_000, max_moves_per_second: 10 })
+  t.strictSame(parseConfig(yaml(...UPSTREAM, 'affinity:', '  spill: { factor: 2 }'), FILE).affinity.spill, { ...DEFAULTS.spill, factor: 2 })
+  t.equal(parseConfig(yaml(...UPSTREAM, 'affinity:', '  spill: null'), FILE).affinity.spill, null)
+})
+
 t.test('the result is deeply frozen and shares nothing with DEFAULTS', async (t) => {
   const config = parseConfig(yaml(...UPSTREAM), FILE)
   const objects = [config, config.listen, config.admin, config.admin.listen, config.upstreams, config.upstreams[0],
