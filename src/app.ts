@@ -48,7 +48,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const channel = redis !== null && config.health.shared === 'redis' ? new RedisPeerChannel(redis) : link?.channel ?? null
   const health = createHealth(config, clock, timers, logger, (id) => inFlight.longestWait(id), channel, link === null ? null : (...r) => link.probed(...r))
   const shared = redis !== null && config.affinity.shared === 'redis' ? new RedisBindings(redis, config.affinity.idle_timeout) : link?.bindings ?? null
-  const { sessions, records, keys, router } = createRouting(config, health.table, shared?.sink() ?? null, (m) => logger.warn(m))
+  const { sessions, records, keys, router } = createRouting(config, health.table, shared?.sink() ?? null, inFlight, (m) => logger.warn(m))
   const { store, state } = createState(config, redis, clock, metrics, logger, link?.store ?? null)
   const proxy = createProxy(config, {
     clock, timers, logger, keys, router, sessions, records, upstreams: () => membership.current(), state, shared, inFlight, events: teeEvents(metrics, traffic),
@@ -115,6 +115,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   let upkeep = timers.setTimeout(function sweep() {
     sessions.sweep(clock.now(), 10_000)
     records.sweep(clock.now(), 10_000)
+    inFlight.sweep()
     health.table.tick()
     upkeep = timers.setTimeout(sweep, 1_000)
   }, 1_000)
@@ -171,7 +172,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   }
   return {
     get config() { return current },
-    url: listener.url, port: listener.port, redirectUrl: redirect === null ? null : `http://${config.listen.redirect!.host.includes(':') ? `[${config.listen.redirect!.host}]` : config.listen.redirect!.host}:${redirect.port}`, adminUrl: admin.url, logger, router, sessions, health: health.table, metrics, listener, upgrades: proxy.upgrades,
+    url: listener.url, port: listener.port, redirectUrl: redirect === null ? null : `http://${config.listen.redirect!.host.includes(':') ? `[${config.listen.redirect!.host}]` : config.listen.redirect!.host}:${redirect.port}`, adminUrl: admin.url, logger, router, sessions, health: health.table, metrics, listener, upgrades: proxy.upgrades, inFlight,
     reload, reloadFile, close,
   }
 }

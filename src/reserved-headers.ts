@@ -7,7 +7,7 @@
 export const TETHER_HEADER = {
   /** The user's session epoch, on every request sent upstream. */
   epoch: 'x-tether-epoch',
-  /** `from=<id>; reason=<dead|drain|rebalance>; epoch=<n>` on the first request after a move. */
+  /** `from=<id>; reason=<dead|drain|rebalance|spill|admin|restart>; epoch=<n>` on the first request after a move. */
   moved: 'x-tether-moved',
   /** The moved user's newest checkpoint (`state.rehydrate: header`). */
   rehydrate: 'x-tether-rehydrate',

@@ -12,6 +12,7 @@ import type { HealthTable } from './health/health-table.js'
 import type { Listener } from './proxy/listener.js'
 import type { Upgrades } from './proxy/upgrade-transport.js'
 import type { WorkerLink } from './workers/worker-link.js'
+import type { InFlight } from './proxy/in-flight.js'
 
 export interface TetherOptions {
   /** Logger to use; default: pino on stdout at config/LOG_LEVEL level. */
@@ -49,6 +50,8 @@ export interface Tether {
   readonly metrics: Metrics
   readonly listener: Listener
   readonly upgrades: Upgrades
+  /** Requests in progress per upstream (what `affinity.spill` reads). */
+  readonly inFlight: InFlight
   /** Apply a new validated config (hot reload); says what was applied and what needs a restart. */
   reload(next: Config): ReloadResult
   /** Re-read `configPath` (SIGHUP, file change): a valid file is applied, an invalid one rejected with located errors. */

@@ -34,7 +34,7 @@ async function harness(t: Test, over: Partial<AdminDeps> = {}, limits: AdminLimi
     metrics: async () => 'tether_up 1\n',
     metricsContentType: 'text/plain; version=0.0.4; charset=utf-8',
     logger: createLogger('debug', logs),
-    traffic: () => ({ window_seconds: 10, upstreams: {}, moves_per_minute: { dead: 0, drain: 0, rebalance: 0, admin: 0, restart: 0 }, requests_per_second: [] }),
+    traffic: () => ({ window_seconds: 10, upstreams: {}, moves_per_minute: { dead: 0, drain: 0, rebalance: 0, spill: 0, admin: 0, restart: 0 }, requests_per_second: [] }),
     now: () => Date.parse('2025-11-25T16:00:00.000Z'),
     ...over,
   }

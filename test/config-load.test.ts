@@ -42,6 +42,7 @@ t.test('a minimal config gets every default', async (t) => {
       on_scale_up: 'persistent',
       rebalance: { min_idle: 300_000, max_moves_per_second: 20 },
       balance_factor: null,
+      spill: null,
       max_entries: 1_000_000,
       strict: false,
       drain_timeout: 900_000,
@@ -111,6 +112,7 @@ t.test('a full config round-trips every key, durations in ms and URLs as origins
       on_scale_up: 'gradual',
       rebalance: { min_idle: 600_000, max_moves_per_second: 50 },
       balance_factor: 1.25,
+      spill: { factor: 1.5, min_idle: 45_000, max_moves_per_second: 15 },
       max_entries: 5000,
       strict: true,
       drain_timeout: 120_000,
@@ -158,6 +160,13 @@ t.test('a partly given section keeps the defaults of its other keys', async (t) 
   const config = parseConfig(yaml('listen:', '  port: 0', 'timeouts:', '  connect: 1s', ...UPSTREAM), FILE)
   t.strictSame(config.listen, { ...DEFAULTS.listen, port: 0 })
   t.strictSame(config.timeouts, { ...DEFAULTS.timeouts, connect: 1000 })
+})
+
+t.test('affinity.spill is off by default; {} turns it on with its defaults, a partial map keeps the others', async (t) => {
+  t.equal(parseConfig(yaml(...UPSTREAM), FILE).affinity.spill, null)
+  t.strictSame(parseConfig(yaml(...UPSTREAM, 'affinity:', '  spill: {}'), FILE).affinity.spill, { factor: 1.5, min_idle: 30_000, max_moves_per_second: 10 })
+  t.strictSame(parseConfig(yaml(...UPSTREAM, 'affinity:', '  spill: { factor: 2 }'), FILE).affinity.spill, { ...DEFAULTS.spill, factor: 2 })
+  t.equal(parseConfig(yaml(...UPSTREAM, 'affinity:', '  spill: null'), FILE).affinity.spill, null)
 })
 
 t.test('the result is deeply frozen and shares nothing with DEFAULTS', async (t) => {
@@ -317,6 +326,25 @@ const errorCases: { name: string; text: string; issues: string[] }[] = [
       `${FILE}:6:11 affinity.cookie: cookie same_site None requires secure: true`,
       `${FILE}:8:21 affinity.absolute_timeout: must be at least idle_timeout (2h)`,
     ],
+  },
+  {
+    name: 'affinity.spill: its factor, idle gap and budget are checked, and it needs a key',
+    text: yaml(
+      ...UPSTREAM,
+      'affinity:',
+      '  key: none',
+      '  spill: { factor: 0.9, min_idle: soon, max_moves_per_second: 0 }',
+    ),
+    issues: [
+      `${FILE}:6:20 affinity.spill.factor: expected a number between 1 and 100, got 0.9`,
+      `${FILE}:6:35 affinity.spill.min_idle: expected a duration like "500ms", "5s", "3h" or a number of seconds, got "soon"`,
+      `${FILE}:6:63 affinity.spill.max_moves_per_second: expected an integer between 1 and 1000000, got 0`,
+    ],
+  },
+  {
+    name: 'affinity.spill moves pinned users, so key none (round robin) is refused',
+    text: yaml(...UPSTREAM, 'affinity:', '  key: none', '  spill: {}'),
+    issues: [`${FILE}:6:10 affinity.spill: moves pinned users, so it needs a key (affinity.key is none: round robin pins nobody)`],
   },
   {
     name: 'a self-referencing alias (no stack overflow)',

@@ -36,7 +36,7 @@ function keyPaths(value: unknown, prefix = ''): string[] {
 // full.yaml sets every key, so the loaded config has every key path
 const FULL = loadConfigFile(join(ROOT, 'test', 'fixtures', 'config', 'full.yaml'), {})
 // a status range {min, max} is one key; a map-or-null section is documented as itself too
-const MAP_OR_NULL = ['discovery.dns', 'discovery.kubernetes', 'listen.tls', 'listen.tls.hsts', 'listen.redirect', 'upstreams[].tls']
+const MAP_OR_NULL = ['discovery.dns', 'discovery.kubernetes', 'listen.tls', 'listen.tls.hsts', 'listen.redirect', 'upstreams[].tls', 'affinity.spill']
 const KEYS = new Set([...keyPaths(FULL).map((p) => p.replace(/\.expected_status\.(min|max)$/, '.expected_status')), ...MAP_OR_NULL])
 /** Every key path and every section on the way to one (`affinity`, `affinity.cookie`, `upstreams[]`). */
 const PATHS = new Set([...KEYS].flatMap((k) => k.split('.').map((_, i, parts) => parts.slice(0, i + 1).join('.'))))

@@ -69,9 +69,9 @@ t.test('moves per minute count the last 60 s by reason', async (t) => {
   recent.failover('a', 'dead')
   at(130_000)
   recent.failover('b', 'drain')
-  t.same(recent.snapshot([]).moves_per_minute, { dead: 2, drain: 1, rebalance: 0, admin: 0, restart: 0 })
+  t.same(recent.snapshot([]).moves_per_minute, { dead: 2, drain: 1, rebalance: 0, spill: 0, admin: 0, restart: 0 })
   at(160_500)
-  t.same(recent.snapshot([]).moves_per_minute, { dead: 0, drain: 1, rebalance: 0, admin: 0, restart: 0 }, 'the dead moves are more than 60 s old')
+  t.same(recent.snapshot([]).moves_per_minute, { dead: 0, drain: 1, rebalance: 0, spill: 0, admin: 0, restart: 0 }, 'the dead moves are more than 60 s old')
 })
 
 t.test('the history holds the last 60 complete seconds, oldest first, requests without an upstream included', async (t) => {

@@ -181,6 +181,23 @@ export interface RebalanceAffinityConfig {
   readonly max_moves_per_second: number
 }
 
+/**
+ * Spill under overload: bounded loads place only new users; spill also moves pinned ones. When
+ * an upstream's in-flight requests (in this Tether process, averaged over about a second) exceed
+ * `factor` x its weighted share of all in-flight requests (and 1), a user of it who comes back after an idle gap of `min_idle` (a new
+ * visit, never mid-visit) moves, rehydrated (`X-Tether-Moved: reason=spill`), to the next
+ * upstream in their hash order that is under that bound, at most `max_moves_per_second` users a
+ * second per Tether process. Example: `spill: { factor: 1.5, min_idle: 30s, max_moves_per_second: 10 }`.
+ */
+export interface SpillAffinityConfig {
+  /** How far above its weighted share of in-flight requests an upstream may go before its returning users spill. Default 1.5. */
+  readonly factor: number
+  /** The idle gap after which a user of an overloaded upstream may move at its next request. Default 30s. */
+  readonly min_idle: Millis
+  /** Most users spilled per second, per Tether process (a burst of one second's worth). Default 10. */
+  readonly max_moves_per_second: number
+}
+
 export interface AffinityConfig {
   /** How a user is identified: none (round robin), cookie, app_cookie, client_ip or header. Default cookie. */
   readonly key: AffinityKeyKind
@@ -202,6 +219,8 @@ export interface AffinityConfig {
   readonly rebalance: RebalanceAffinityConfig
   /** Bounded loads: a new user never goes to an upstream above factor x average load; null = off. Default null. */
   readonly balance_factor: number | null
+  /** Spill of pinned users away from an overloaded upstream (see {@link SpillAffinityConfig}); null = off. Default null. */
+  readonly spill: SpillAffinityConfig | null
   /** Max entries in the affinity table (LRU beyond). Default 1000000. */
   readonly max_entries: number
   /** Answer 503 instead of moving a user whose upstream is unavailable. Default false. */
@@ -469,6 +488,7 @@ export const DEFAULTS = {
     host: '0.0.0.0', port: 8080, tls: null, redirect: null,
     http2: { enabled: true, cleartext: false, max_concurrent_streams: 100 },
   },
+  spill: { factor: 1.5, min_idle: 30_000, max_moves_per_second: 10 },
   listenTls: { certificates: [], min_version: 'TLSv1.2', hsts: null },
   hsts: { include_subdomains: false, preload: false },
   redirect: { host: '0.0.0.0', port: 8080, https_port: 443 },
@@ -489,6 +509,7 @@ export const DEFAULTS = {
     on_scale_up: 'persistent',
     rebalance: { min_idle: 5 * 60_000, max_moves_per_second: 20 },
     balance_factor: null,
+    spill: null,
     max_entries: 1_000_000,
     strict: false,
     drain_timeout: 15 * 60_000,

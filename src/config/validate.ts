@@ -537,6 +537,10 @@ function affinityRules(a: AffinityConfig, node: SourceNode, path: string, ctx: C
     ctx.report(at(['absolute_timeout']), `${path}.absolute_timeout`, `must be at least idle_timeout (${formatDuration(a.idle_timeout)})`)
     ok = false
   }
+  if (a.spill !== null && a.key === 'none') {
+    ctx.report(at(['spill']), `${path}.spill`, 'moves pinned users, so it needs a key (affinity.key is none: round robin pins nobody)')
+    ok = false
+  }
   const c = a.cookie
   try {
     setCookieSerializer(c.name, { path: c.path, domain: c.domain, maxAge: c.max_age, secure: c.secure, httpOnly: c.http_only, sameSite: c.same_site })
@@ -578,6 +582,10 @@ const affinity: Check<AffinityConfig> = refine(
         DEFAULTS.affinity.rebalance,
       ),
       balance_factor: nullable(decimal(1, 100)),
+      spill: nullable(struct<NonNullable<AffinityConfig['spill']>>(
+        { factor: decimal(1, 100), min_idle: duration({ zero: true }), max_moves_per_second: integer(1, 1_000_000) },
+        DEFAULTS.spill,
+      )),
       max_entries: integer(1, 100_000_000),
       strict: boolean,
       drain_timeout: duration({ zero: true }),

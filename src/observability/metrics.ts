@@ -56,7 +56,7 @@ export const METRIC_DOCS = [
   { name: 'tether_upstream_in_flight', type: 'gauge', labels: ['upstream'],
     help: 'Requests currently being forwarded to each upstream.' },
   { name: 'tether_failovers_total', type: 'counter', labels: ['from', 'reason'],
-    help: 'Users moved away from their upstream, by the upstream they left and why (dead, drain, rebalance, admin; restart: rehydrated on their own upstream after it restarted in place).' },
+    help: 'Users moved away from their upstream, by the upstream they left and why (dead, drain, rebalance, spill, admin; restart: rehydrated on their own upstream after it restarted in place).' },
   { name: 'tether_retries_total', type: 'counter', labels: ['upstream'],
     help: 'Requests retried on another upstream, by the upstream whose attempt failed.' },
   { name: 'tether_rehydrations_total', type: 'counter', labels: ['result'],
@@ -412,7 +412,7 @@ export class Metrics {
       this.#upstreamLabels.delete(id)
       this.#duration.remove({ upstream: id })
       this.#retries.remove({ upstream: id })
-      for (const reason of ['dead', 'drain', 'rebalance', 'admin', 'restart'] satisfies MoveReason[]) this.#failovers.remove({ from: id, reason })
+      for (const reason of ['dead', 'drain', 'rebalance', 'spill', 'admin', 'restart'] satisfies MoveReason[]) this.#failovers.remove({ from: id, reason })
     }
   }
 

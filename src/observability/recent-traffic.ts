@@ -10,7 +10,7 @@ export const WINDOW_SECONDS = 10
 /** The length of the request-rate history and of the moves window, seconds. */
 export const HISTORY_SECONDS = 60
 /** Every move reason, in the order the status page shows them. */
-export const MOVE_REASONS: readonly MoveReason[] = ['dead', 'drain', 'rebalance', 'admin', 'restart']
+export const MOVE_REASONS: readonly MoveReason[] = ['dead', 'drain', 'rebalance', 'spill', 'admin', 'restart']
 
 /**
  * Latency buckets: bucket 0 holds durations up to 0.25 ms, bucket i up to 0.25 * 1.25^i ms

@@ -1,29 +1,92 @@
-// The requests waiting on each upstream, by upstream id: counted for the admin API, and
-// stoppable when health takes the upstream out while they wait for its answer's head (a
-// frozen replica must not hold its users for `response_headers`). Layer 2 state owner: no I/O.
+// The requests waiting on each upstream, by upstream id: counted for the admin API, averaged
+// over time for spill under overload, and stoppable when health takes the upstream out while
+// they wait for its answer's head (a frozen replica must not hold its users for
+// `response_headers`). Layer 2 state owner: no I/O.
 import type { ErrorCode } from '../errors.js'
 import type { Attempt } from './exchange.js'
+
+/** Time constant (ms) of the averaged in-flight counts: a burst shorter than this barely shows. */
+export const IN_FLIGHT_AVERAGE_MS = 1_000
+
+/**
+ * A count's exponentially weighted time average (time constant {@link IN_FLIGHT_AVERAGE_MS}):
+ * the count is constant between changes, so at time t the average is
+ * `count + (avg - count) * exp(-(t - at) / tau)`. O(1), one Math.exp per change or read.
+ */
+class TimeAverage {
+  count = 0
+  #avg = 0
+  #at = 0
+  /** The average at `now` (without changing anything). */
+  at(now: number): number {
+    return this.count + (this.#avg - this.count) * Math.exp(-Math.max(0, now - this.#at) / IN_FLIGHT_AVERAGE_MS)
+  }
+  /** The count changes by `delta` at `now`. */
+  change(delta: number, now: number): void {
+    this.#avg = this.at(now)
+    this.#at = now
+    this.count += delta
+  }
+}
 
 /**
  * Example: `inFlight.add(attempt, 'app-0')` when an attempt starts, `remove(attempt, 'app-0')`
  * when it ends; `inFlight.stopWaiting('app-0', 'TETHER_UPSTREAM_UNAVAILABLE')` when app-0 is
- * marked down.
+ * marked down; `inFlight.loadOf('app-0')` -> 7.3: about 7 requests in flight over the last second.
  */
 export class InFlight {
   /** Attempts by upstream, with when each was sent (performance.now()). */
   readonly #byUpstream = new Map<string, Map<Attempt, number>>()
+  /** Time averages by upstream (kept after the last attempt ends, until {@link sweep}) and of all. */
+  readonly #averages = new Map<string, TimeAverage>()
+  readonly #all = new TimeAverage()
+  readonly #now: () => number
+
+  /** `now`: a monotonic clock in ms (default performance.now). */
+  constructor(now: () => number = () => performance.now()) {
+    this.#now = now
+  }
 
   add(attempt: Attempt, upstream: string): void {
     let set = this.#byUpstream.get(upstream)
     if (set === undefined) this.#byUpstream.set(upstream, (set = new Map()))
-    set.set(attempt, performance.now())
+    const now = this.#now()
+    if (!set.has(attempt)) this.#change(upstream, 1, now)
+    set.set(attempt, now)
   }
 
   remove(attempt: Attempt, upstream: string): void {
     const set = this.#byUpstream.get(upstream)
     if (set === undefined) return
-    set.delete(attempt)
+    if (set.delete(attempt)) this.#change(upstream, -1, this.#now())
     if (set.size === 0) this.#byUpstream.delete(upstream)
+  }
+
+  #change(upstream: string, delta: number, now: number): void {
+    let avg = this.#averages.get(upstream)
+    if (avg === undefined) this.#averages.set(upstream, (avg = new TimeAverage()))
+    avg.change(delta, now)
+    this.#all.change(delta, now)
+  }
+
+  /**
+   * Attempts in progress on `upstream`, averaged over time (about the last second): what
+   * `affinity.spill` compares. O(1). Example: 10 requests in flight for a second, then 0 ->
+   * about 3.7 a second later.
+   */
+  loadOf(upstream: string): number {
+    return this.#averages.get(upstream)?.at(this.#now()) ?? 0
+  }
+
+  /** {@link loadOf} over all upstreams (O(1)). */
+  get totalLoad(): number {
+    return this.#all.at(this.#now())
+  }
+
+  /** Forget the averages of upstreams with nothing in flight and an average under 0.01 (the owned background sweep). */
+  sweep(): void {
+    const now = this.#now()
+    for (const [id, avg] of this.#averages) if (avg.count === 0 && avg.at(now) < 0.01) this.#averages.delete(id)
   }
 
   /** Attempts in progress on `upstream`. */

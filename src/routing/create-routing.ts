@@ -7,7 +7,7 @@ import { CookieIssuer } from '../affinity/cookie-issuer.js'
 import { KeyReader, keyOptions, type KeyOptions } from '../affinity/key.js'
 import { SessionTable, type BindingSink } from '../affinity/session-table.js'
 import { SessionRecords } from '../affinity/session-records.js'
-import { Router, type Availability } from './router.js'
+import { Router, type Availability, type UpstreamLoad } from './router.js'
 
 export interface Routing {
   readonly sessions: SessionTable
@@ -17,15 +17,18 @@ export interface Routing {
   readonly router: Router
 }
 
-/** `sink`: where pins are written through (shared affinity), or null; `warn`: told when no cookie secret is set. */
-export function createRouting(config: Config, health: Availability, sink: BindingSink | null, warn: (message: string) => void): Routing {
+/**
+ * `sink`: where pins are written through (shared affinity), or null; `load`: the in-flight
+ * requests per upstream (`affinity.spill` reads them); `warn`: told when no cookie secret is set.
+ */
+export function createRouting(config: Config, health: Availability, sink: BindingSink | null, load: UpstreamLoad, warn: (message: string) => void): Routing {
   const a = config.affinity
   const sessions = new SessionTable({ maxEntries: a.max_entries, idleTimeout: a.idle_timeout, absoluteTimeout: a.absolute_timeout, sink })
   const records = new SessionRecords({ maxEntries: a.max_entries, idleTimeout: a.idle_timeout, secret: config.log.session_secret })
   const cookies = a.key === 'cookie' ? new CookieIssuer(a, undefined, warn) : null
   const trusted = parseTrustedProxies(a.client_ip.trusted_proxies)
   const keys = new KeyReader({ options: keyOptionsOf(config, cookies, trusted), fallback: a.app_cookie.fallback, trusted })
-  return { sessions, records, keys, router: new Router(a, { sessions, cookies, availability: health, history: records }) }
+  return { sessions, records, keys, router: new Router(a, { sessions, cookies, availability: health, history: records, load }) }
 }
 
 /** How keys are read for `affinity.key` (null: round robin). */

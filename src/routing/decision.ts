@@ -14,11 +14,12 @@ export type RouteSource =
 
 /**
  * Why a user was moved (sent upstream in X-Tether-Moved): to another upstream because theirs is
- * dead, drained or rebalanced away, or an operator ordered it (`admin`); or `restart`: their upstream was not ready at some point
+ * dead, drained or rebalanced away, overloaded (`spill`: its in-flight load above
+ * `affinity.spill.factor` x its share), or an operator ordered it (`admin`); or `restart`: their upstream was not ready at some point
  * since their last request (restarted in place, e.g. a StatefulSet pod, or ejected), so it may
  * have lost their in-memory state and gets it back, as a move's new upstream does.
  */
-export type MoveReason = 'dead' | 'drain' | 'rebalance' | 'admin' | 'restart'
+export type MoveReason = 'dead' | 'drain' | 'rebalance' | 'spill' | 'admin' | 'restart'
 
 /** No route: no upstream can take the request, or `strict` forbids moving the user. */
 export type NoRoute = 'none' | 'strict'

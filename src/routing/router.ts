@@ -2,8 +2,8 @@
 // the user moves, which cookie the answer must carry, which binding to record). Layer 2: reads
 // the session table and health through injected parts and owns the current placement table
 // (swapped whole when membership changes, never built per request). It writes nothing per
-// request (but for the move budget of a gradual rebalance) and never touches sockets: the
-// answer side records the decision's binding.
+// request (but for the move budgets of a gradual rebalance and of spill) and never touches
+// sockets: the answer side records the decision's binding.
 import type { AffinityConfig } from '../config/schema.js'
 import type { DecodedCookie } from '../affinity/cookie-codec.js'
 import type { CookieIssuer } from '../affinity/cookie-issuer.js'
@@ -46,6 +46,14 @@ export interface SessionHistory {
   ordered(key: string): { readonly to: string | null } | undefined
 }
 
+/** Requests in progress per upstream, averaged over about a second (owned by the request path's in-flight counts), read by spill. */
+export interface UpstreamLoad {
+  /** Requests in progress on `id` (O(1)). */
+  loadOf(id: string): number
+  /** Requests in progress on all upstreams (O(1)). */
+  readonly totalLoad: number
+}
+
 const ALWAYS: Availability = { ready: () => true, acceptsNew: () => true, drainingSince: () => null, drainMigrates: () => false, slowStartWeight: () => 1, readySince: () => -Infinity }
 const NO_HISTORY: SessionHistory = { lastSeen: () => null, ordered: () => undefined }
 /** Seed of the per-key draw that lets a share of new keys onto a slow-starting upstream. */
@@ -60,6 +68,8 @@ export interface RouterOptions {
   readonly availability?: Availability
   /** Last answers and ordered moves; default: nothing known. */
   readonly history?: SessionHistory
+  /** In-flight requests per upstream, for `affinity.spill`; default: none (spill never moves anyone). */
+  readonly load?: UpstreamLoad
 }
 
 /** One decision's view of the world: the request's tried set and key hash (never stored on the router). */
@@ -96,7 +106,9 @@ class Placing {
  * answered (cookie re-issued, or the decision's binding recorded); with `strict` the answer is
  * 'strict' instead. With `on_scale_up: rebalance`
  * the hash decides even when a pin exists; with `gradual` it does at a user's new visit, at a
- * bounded rate; with `persistent` pins hold until they expire.
+ * bounded rate; with `persistent` pins hold until they expire. With `spill`, a user of an
+ * upstream whose in-flight requests are over `spill.factor` x its share moves at a new visit
+ * to the next upstream in their hash order under that bound, at a bounded rate.
  *
  * Example: `router.decide({ kind: 'table', value: '10.0.0.5', ... }, new Set(), now)`
  * -> `{ upstream: 'app-1', source: 'hash', epoch: 0, moved: null, ... }`.
@@ -106,6 +118,7 @@ export class Router {
   readonly #sessions: SessionTable
   readonly #cookies: CookieIssuer | null
   readonly #history: SessionHistory
+  readonly #inFlight: UpstreamLoad | null
   /** Upstream health, read by the accept predicates. */
   readonly health: Availability
   /** The current placement table (replaced whole by setUpstreams). */
@@ -119,7 +132,11 @@ export class Router {
   readonly #leftDraining = new Set<string>()
   #load = (i: number): number => this.#sessions.loadOf(this.placement.ids[i]!)
   /** `on_scale_up: gradual`: moves left in the token bucket (one second's worth at most), and when it was filled. */
-  #budget = { moves: 0, at: -Infinity }
+  #budget: MoveBudget = { moves: 0, at: -Infinity }
+  /** `spill`: its own move budget. */
+  #spillBudget: MoveBudget = { moves: 0, at: -Infinity }
+  /** Sum of the placement table's weights (the cheap first test of spill). */
+  #totalWeight = 0
 
   constructor(cfg: AffinityConfig, options: RouterOptions) {
     this.#cfg = cfg
@@ -127,6 +144,7 @@ export class Router {
     this.#cookies = options.cookies
     this.health = options.availability ?? ALWAYS
     this.#history = options.history ?? NO_HISTORY
+    this.#inFlight = options.load ?? null
   }
 
   /** Replace the upstream set (reload, discovery) at time `now`: rebuilds placement; pins survive by id. */
@@ -147,6 +165,7 @@ export class Router {
     this.placement = buildPlacement(upstreams)
     this.#roundRobin = new RoundRobin(upstreams)
     this.#rrIds = upstreams.map((u) => u.id)
+    this.#totalWeight = upstreams.reduce((sum, u) => sum + u.weight, 0)
   }
 
   /** Upstream ids of the current placement table (sorted). */
@@ -228,6 +247,10 @@ export class Router {
       const index = this.#rebalanced(p, pinnedIndex, pinnedAt)
       if (index >= 0) return { index, reason: 'rebalance' }
     }
+    if (available && this.#cfg.spill !== null && this.#inFlight !== null) {
+      const index = this.#spilled(p, pinnedIndex, lastSeen)
+      if (index >= 0) return { index, reason: 'spill' }
+    }
     if (available) return { index: pinnedIndex, reason: this.health.readySince(pinned) > lastSeen + slack ? 'restart' : null }
     if (this.#cfg.strict) return 'strict'
     const draining = pinnedIndex >= 0 ? this.health.ready(pinned) && !p.tried.has(pinned) : this.#leftDraining.has(pinned)
@@ -248,13 +271,38 @@ export class Router {
     if (this.#cfg.on_scale_up === 'rebalance') return index
     const last = this.#history.lastSeen(p.key, p.now)
     if (last !== null && p.now - last < this.#cfg.rebalance.min_idle) return -1
-    const rate = this.#cfg.rebalance.max_moves_per_second
-    const b = this.#budget
-    b.moves = Math.min(rate, b.moves + (Math.max(0, p.now - b.at) / 1000) * rate) // a clock stepping back refills nothing
-    b.at = p.now
-    if (b.moves < 1) return -1
-    b.moves--
-    return index
+    return takeMove(this.#budget, this.#cfg.rebalance.max_moves_per_second, p.now) ? index : -1
+  }
+
+  /**
+   * Spill: the upstream a user of the overloaded upstream `pinnedIndex` moves to, or -1. An
+   * upstream's bound is `spill.factor` x its weighted share of all in-flight requests among the
+   * upstreams that take new users (with equal weights: factor x the mean); the pinned one is
+   * overloaded when its (time-averaged) in-flight requests exceed its bound and 1 (an upstream
+   * averaging one request or less is never overloaded). The user moves only at a new visit (no
+   * answer for `spill.min_idle`, by the latest of this process's record and `lastSeen`), to the
+   * first upstream in their hash order that takes new users and is under its bound, while the
+   * move budget lasts. Cost when not overloaded: two O(1) reads; the walk over the upstreams
+   * is made only for a returning user of an overloaded upstream.
+   */
+  #spilled(p: Placing, pinnedIndex: number, lastSeen: number): number {
+    const spill = this.#cfg.spill!
+    const load = this.#inFlight!
+    const table = this.placement
+    const count = load.loadOf(table.ids[pinnedIndex]!)
+    if (count <= 1) return -1
+    const perWeight = spill.factor * load.totalLoad
+    const weight = table.weightOf(pinnedIndex)
+    // against the share among all upstreams first (never above the share among those taking new users)
+    if (count <= (perWeight * weight) / this.#totalWeight) return -1
+    const last = Math.max(this.#history.lastSeen(p.key, p.now) ?? -Infinity, lastSeen)
+    if (p.now - last < spill.min_idle) return -1
+    const n = table.ids.length
+    let accepted = weight
+    for (let i = 0; i < n; i++) if (i !== pinnedIndex && p.acceptNew(i)) accepted += table.weightOf(i)
+    if (count <= (perWeight * weight) / accepted) return -1
+    const index = table.pick(p.hash, (i) => i !== pinnedIndex && p.acceptNew(i) && load.loadOf(table.ids[i]!) < (perWeight * table.weightOf(i)) / accepted)
+    return index >= 0 && takeMove(this.#spillBudget, spill.max_moves_per_second, p.now) ? index : -1
   }
 
   /**
@@ -352,6 +400,21 @@ export class Router {
     if (factor === null) return this.placement.pick(p.hash, p.acceptNew)
     return pickBounded(this.placement, p.hash, p.acceptNew, this.#load, this.#sessions.load, factor)
   }
+}
+
+/** A token bucket of moves: `moves` left (one second's worth at most), refilled at `at`. */
+interface MoveBudget {
+  moves: number
+  at: number
+}
+
+/** Take one move from `b` at `rate` a second, at `now`; false when none is left. */
+function takeMove(b: MoveBudget, rate: number, now: number): boolean {
+  b.moves = Math.min(rate, b.moves + (Math.max(0, now - b.at) / 1000) * rate) // a clock stepping back refills nothing
+  b.at = now
+  if (b.moves < 1) return false
+  b.moves--
+  return true
 }
 
 function decision(
