@@ -95,6 +95,7 @@ export class Hub {
         this.#workers.send(donor, { tether: 'dump', dump })
         return undefined
       }
+      case 'ping': return true
       default: return null
     }
   }

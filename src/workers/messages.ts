@@ -18,7 +18,7 @@ export interface WorkerEnv {
 export type WireBinding = readonly [key: string, upstream: string, epoch: number]
 
 /** Operations a worker asks the primary for, answered with a `reply` of the same `call`. */
-export type CallOp = 'remember' | 'members' | 'cp.get' | 'cp.put' | 'cp.delete' | 'snapshot'
+export type CallOp = 'remember' | 'members' | 'cp.get' | 'cp.put' | 'cp.delete' | 'snapshot' | 'ping'
 
 /** From a worker to the primary. */
 export type ToPrimary =

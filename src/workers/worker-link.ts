@@ -136,6 +136,15 @@ export class WorkerLink {
     })
   }
 
+  /**
+   * Resolves once the primary answered: every message it sent before is handled here (the
+   * channel is ordered). After the proxy listener closed, a connection the primary handed over
+   * meanwhile has then been given back to it (node:cluster gives a refused one to another worker).
+   */
+  async settled(): Promise<void> {
+    await this.#ask('ping', [], false)
+  }
+
   /** Started: the primary may send it connections' admin requests at `admin`. */
   ready(admin: string): void {
     this.#ipc.send({ tether: 'ready', admin })

@@ -41,7 +41,8 @@ export async function runWorker(config: Config, configPath: string, w: WorkerEnv
   return new Promise<number>((resolve) => {
     const stop = (why: string): void => {
       tether.logger.info({ why }, 'worker stopping')
-      tether.close().then(() => resolve(0), () => resolve(1))
+      // exit only once connections handed over during the close went back to the primary
+      tether.close().then(() => link.settled()).then(() => resolve(0), () => resolve(1))
     }
     process.on('message', (m: unknown) => {
       if (!isTetherMessage(m)) return
