@@ -5,6 +5,7 @@
 import type { AffinityEntry } from './store.js'
 import type { Binding } from '../routing/decision.js'
 import { AffinityTable } from './table.js'
+import { BoundedMap } from './bounded-map.js'
 
 /** Where pins are written through for other Tether replicas (`affinity.shared`); absent: local only. */
 export interface BindingSink {
@@ -47,7 +48,7 @@ export class SessionTable {
   readonly #sink: BindingSink | null
   readonly #syncPeriod: number
   /** Application cookie values replaced by a new one, still routed for ROTATION_GRACE (bounded, oldest first out). */
-  readonly #rotated = new Map<string, Grace & { readonly until: number }>()
+  readonly #rotated = new BoundedMap<string, Grace & { readonly until: number }>(ROTATED_MAX)
   /**
    * Placements decided but not answered yet (a pin is recorded only when the upstream answers):
    * counted as load, so concurrent new users respect `balance_factor`. Bounded by the requests
@@ -104,7 +105,6 @@ export class SessionTable {
     this.unpin(from)
     if (grace === null) return
     this.#rotated.set(from, { upstream: grace.upstream, epoch: grace.epoch, until: now + ROTATION_GRACE })
-    if (this.#rotated.size > ROTATED_MAX) this.#rotated.delete(this.#rotated.keys().next().value!)
   }
 
   /**

@@ -1,0 +1,107 @@
+// Memory per user for 1M users, as one worker process holds them: the affinity table alone,
+// and the session table plus the session records as the request path fills them (pin, then
+// records.answered), for 32-hex-character session ids and IPv4 client addresses. Each case runs
+// in a fresh `node --expose-gc` child; figures are deltas after gc (RSS, and heapUsed +
+// arrayBuffers). Bench only: reads the built code from dist/, writes nothing.
+// Run: npx tsc -p tsconfig.json && node bench/session-memory.mjs [users]   (about 30 s)
+import { spawnSync } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+
+const USERS = Number(process.env.BENCH_USERS ?? (process.argv[2] === '--child' ? undefined : process.argv[2]) ?? 1_000_000)
+const UPSTREAMS = 20
+const HOUR = 3_600_000
+const START = 1_764_086_400_000
+const CASES = [
+  ['table', 'hex', 'AffinityTable alone'],
+  ['table', 'ip', 'AffinityTable alone'],
+  ['path', 'hex', 'SessionTable + SessionRecords (table key)'],
+  ['path', 'ip', 'SessionTable + SessionRecords (table key)'],
+  ['cookie', 'hex', 'SessionRecords only (Tether cookie key)'],
+]
+
+/** mulberry32, so every run uses the same keys. */
+function prng(seed) {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let x = Math.imul(a ^ (a >>> 15), 1 | a)
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
+    return (x ^ (x >>> 14)) >>> 0
+  }
+}
+
+/** Flat (sequential) key strings, as a parsed header or socket address gives them. */
+function keyMaker(shape) {
+  if (shape === 'hex') {
+    const next = prng(1)
+    const buf = Buffer.alloc(16)
+    return () => {
+      for (let i = 0; i < 16; i += 4) buf.writeUInt32LE(next(), i)
+      return buf.toString('hex')
+    }
+  }
+  let i = 0
+  return () => {
+    const n = i++
+    return Buffer.from(`10.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`, 'latin1').toString('latin1')
+  }
+}
+
+function measure() {
+  globalThis.gc()
+  globalThis.gc()
+  const m = process.memoryUsage()
+  return { rss: m.rss, heap: m.heapUsed + m.arrayBuffers }
+}
+
+async function child(what, shape) {
+  const { AffinityTable } = await import('../dist/affinity/table.js')
+  const { SessionTable } = await import('../dist/affinity/session-table.js')
+  const { SessionRecords } = await import('../dist/affinity/session-records.js')
+  const ids = Array.from({ length: UPSTREAMS }, (_, i) => `app-${i}`)
+  const key = keyMaker(shape)
+  const options = { maxEntries: USERS, idleTimeout: 3 * HOUR, absoluteTimeout: null }
+  const before = measure()
+  let held
+  if (what === 'table') {
+    const table = new AffinityTable(options)
+    for (let i = 0; i < USERS; i++) table.set(key(), ids[i % UPSTREAMS], 0, START + i)
+    held = [table]
+  } else {
+    const sessions = new SessionTable(options)
+    const records = new SessionRecords({ maxEntries: USERS, idleTimeout: 3 * HOUR, secret: 'bench-secret-0123456789' })
+    for (let i = 0; i < USERS; i++) {
+      const k = key()
+      const upstream = ids[i % UPSTREAMS]
+      const now = START + i
+      // what answer-head.ts does once the upstream answered a new user
+      const d = { upstream, source: 'hash', epoch: 0, moved: null, setCookie: null, learn: false, appKey: null, sessionKey: k, bind: null }
+      if (what === 'path') {
+        sessions.pin(k, upstream, 0, now)
+        records.answered({ kind: 'table', value: k, learned: false, checkpoints: true, learn: false }, d, now)
+      } else {
+        records.answered({ kind: 'cookie', session: null }, d, now)
+      }
+    }
+    held = [sessions, records]
+  }
+  const after = measure()
+  if (held.length === 0) throw new Error('unreachable')
+  process.stdout.write(JSON.stringify({ rss: after.rss - before.rss, heap: after.heap - before.heap, total: after.rss }))
+}
+
+if (process.argv[2] === '--child') {
+  await child(process.argv[3], process.argv[4])
+} else {
+  const self = fileURLToPath(import.meta.url)
+  const mb = (b) => (b / 1024 / 1024).toFixed(1).padStart(6)
+  const per = (b) => (b / USERS).toFixed(0).padStart(4)
+  console.log(`memory per user, ${USERS.toLocaleString('en')} users, ${UPSTREAMS} upstreams (node ${process.version}); deltas after gc in a fresh process`)
+  console.log('  case                                              keys   RSS MB  B/user   heap MB  B/user   process RSS MB')
+  for (const [what, shape, label] of CASES) {
+    const r = spawnSync(process.execPath, ['--expose-gc', self, '--child', what, shape], { encoding: 'utf8', env: { ...process.env, BENCH_USERS: String(USERS) } })
+    if (r.status !== 0) throw new Error(`${what} ${shape} failed: ${r.stderr}`)
+    const m = JSON.parse(r.stdout)
+    console.log(`  ${label.padEnd(48)}  ${shape.padEnd(4)} ${mb(m.rss)}  ${per(m.rss)}    ${mb(m.heap)}  ${per(m.heap)}   ${mb(m.total)}`)
+  }
+}
