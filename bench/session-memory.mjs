@@ -58,6 +58,8 @@ async function child(what, shape) {
   const { AffinityTable } = await import('../dist/affinity/table.js')
   const { SessionTable } = await import('../dist/affinity/session-table.js')
   const { SessionRecords } = await import('../dist/affinity/session-records.js')
+  // shared as createRouting shares it (absent in builds before it existed, for a before/after run)
+  const { KeySlots } = await import('../dist/affinity/key-slots.js').catch(() => ({ KeySlots: null }))
   const ids = Array.from({ length: UPSTREAMS }, (_, i) => `app-${i}`)
   const key = keyMaker(shape)
   const options = { maxEntries: USERS, idleTimeout: 3 * HOUR, absoluteTimeout: null }
@@ -68,8 +70,9 @@ async function child(what, shape) {
     for (let i = 0; i < USERS; i++) table.set(key(), ids[i % UPSTREAMS], 0, START + i)
     held = [table]
   } else {
-    const sessions = new SessionTable(options)
-    const records = new SessionRecords({ maxEntries: USERS, idleTimeout: 3 * HOUR, secret: 'bench-secret-0123456789' })
+    const slots = KeySlots === null ? undefined : new KeySlots()
+    const sessions = new SessionTable({ ...options, slots })
+    const records = new SessionRecords({ maxEntries: USERS, idleTimeout: 3 * HOUR, secret: 'bench-secret-0123456789', slots })
     for (let i = 0; i < USERS; i++) {
       const k = key()
       const upstream = ids[i % UPSTREAMS]

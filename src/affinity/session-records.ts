@@ -6,6 +6,7 @@ import type { RequestKey } from './key.js'
 import type { Decision, MoveReason } from '../routing/decision.js'
 import type { AffinityEntry } from './store.js'
 import { AffinityTable } from './table.js'
+import type { KeySlots } from './key-slots.js'
 import { HASHED_PREFIX, SessionIds } from './session-id.js'
 import { BoundedMap } from './bounded-map.js'
 
@@ -33,6 +34,8 @@ export interface SessionRecordsOptions {
   readonly idleTimeout: number
   /** `log.session_secret` (null: random per process). */
   readonly secret: string | null
+  /** The key index shared with the session table (each user's key held once); default: a private one. */
+  readonly slots?: KeySlots
 }
 
 /**
@@ -52,7 +55,8 @@ export class SessionRecords {
 
   constructor(options: SessionRecordsOptions) {
     this.ids = new SessionIds(options.secret)
-    this.#seen = new AffinityTable({ maxEntries: options.maxEntries, idleTimeout: options.idleTimeout })
+    const { maxEntries, idleTimeout, slots } = options
+    this.#seen = new AffinityTable({ maxEntries, idleTimeout, slots })
   }
 
   /** The key records are held under: Tether's session id, or the table key's value; null: no session. */

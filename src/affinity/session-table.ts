@@ -5,6 +5,7 @@
 import type { AffinityEntry } from './store.js'
 import type { Binding } from '../routing/decision.js'
 import { AffinityTable } from './table.js'
+import type { KeySlots } from './key-slots.js'
 import { BoundedMap } from './bounded-map.js'
 
 /** Where pins are written through for other Tether replicas (`affinity.shared`); absent: local only. */
@@ -24,6 +25,8 @@ export interface SessionTableOptions {
   readonly idleTimeout: number
   readonly absoluteTimeout: number | null
   readonly sink?: BindingSink | null
+  /** The key index shared with the session records (each user's key held once); default: a private one. */
+  readonly slots?: KeySlots
 }
 
 /** How long an application cookie value replaced by a new one still routes (ms), and how many are kept. */
@@ -58,7 +61,8 @@ export class SessionTable {
   readonly #reservedBy = new Map<string, number>()
 
   constructor(options: SessionTableOptions) {
-    this.table = new AffinityTable({ maxEntries: options.maxEntries, idleTimeout: options.idleTimeout, absoluteTimeout: options.absoluteTimeout })
+    const { maxEntries, idleTimeout, absoluteTimeout, slots } = options
+    this.table = new AffinityTable({ maxEntries, idleTimeout, absoluteTimeout, slots })
     this.#sink = options.sink ?? null
     this.#syncPeriod = Math.min(options.idleTimeout / 10, 5_000)
   }
