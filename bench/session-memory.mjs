@@ -3,9 +3,13 @@
 // records.answered), for 32-hex-character session ids and IPv4 client addresses. Each case runs
 // in a fresh `node --expose-gc` child; figures are deltas after gc (RSS, and heapUsed +
 // arrayBuffers). Bench only: reads the built code from dist/, writes nothing.
-// Run: npx tsc -p tsconfig.json && node bench/session-memory.mjs [users]   (about 30 s)
-import { spawnSync } from 'node:child_process'
+// Run: npx tsc -p tsconfig.json && node bench/session-memory.mjs [users]   (about 30 s on an idle
+// 2-core machine). BENCH_NODE_FLAGS adds node flags to the measured processes, e.g.
+// BENCH_NODE_FLAGS=--max-semi-space-size=2 (a smaller young generation: ~25 MB less RSS).
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
 import { fileURLToPath } from 'node:url'
+import v8 from 'node:v8'
 
 const USERS = Number(process.env.BENCH_USERS ?? (process.argv[2] === '--child' ? undefined : process.argv[2]) ?? 1_000_000)
 const UPSTREAMS = 20
@@ -51,7 +55,16 @@ function measure() {
   globalThis.gc()
   globalThis.gc()
   const m = process.memoryUsage()
-  return { rss: m.rss, heap: m.heapUsed + m.arrayBuffers }
+  const young = v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').physical_space_size
+  return { rss: m.rss, heap: m.heapUsed + m.arrayBuffers, young }
+}
+
+/** A worker's RSS before any user: node with the libraries Tether loads, after gc. */
+async function baseline() {
+  for (const lib of ['undici', 'pino', 'prom-client', 'ioredis', 'yaml']) await import(lib)
+  await import('../dist/app.js')
+  const m = measure()
+  process.stdout.write(JSON.stringify({ rss: m.rss }))
 }
 
 async function child(what, shape) {
@@ -90,21 +103,33 @@ async function child(what, shape) {
   }
   const after = measure()
   if (held.length === 0) throw new Error('unreachable')
-  process.stdout.write(JSON.stringify({ rss: after.rss - before.rss, heap: after.heap - before.heap, total: after.rss }))
+  process.stdout.write(JSON.stringify({ rss: after.rss - before.rss, heap: after.heap - before.heap, young: after.young - before.young, total: after.rss }))
 }
 
 if (process.argv[2] === '--child') {
-  await child(process.argv[3], process.argv[4])
+  await (process.argv[3] === 'baseline' ? baseline() : child(process.argv[3], process.argv[4]))
 } else {
   const self = fileURLToPath(import.meta.url)
   const mb = (b) => (b / 1024 / 1024).toFixed(1).padStart(6)
   const per = (b) => (b / USERS).toFixed(0).padStart(4)
   console.log(`memory per user, ${USERS.toLocaleString('en')} users, ${UPSTREAMS} upstreams (node ${process.version}); deltas after gc in a fresh process`)
-  console.log('  case                                              keys   RSS MB  B/user   heap MB  B/user   process RSS MB')
-  for (const [what, shape, label] of CASES) {
-    const r = spawnSync(process.execPath, ['--expose-gc', self, '--child', what, shape], { encoding: 'utf8', env: { ...process.env, BENCH_USERS: String(USERS) } })
-    if (r.status !== 0) throw new Error(`${what} ${shape} failed: ${r.stderr}`)
-    const m = JSON.parse(r.stdout)
-    console.log(`  ${label.padEnd(48)}  ${shape.padEnd(4)} ${mb(m.rss)}  ${per(m.rss)}    ${mb(m.heap)}  ${per(m.heap)}   ${mb(m.total)}`)
+  // BENCH_NODE_FLAGS: extra node flags for the measured processes, e.g. '--max-semi-space-size=1'
+  const flags = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter((f) => f !== '')
+  const run = async (...args) => {
+    const env = { ...process.env, BENCH_USERS: String(USERS) }
+    const r = await promisify(execFile)(process.execPath, ['--expose-gc', ...flags, self, '--child', ...args], { encoding: 'utf8', env })
+    return JSON.parse(r.stdout)
   }
+  // two at a time (the machine has 2 cores); memory figures do not depend on it
+  const results = []
+  const queue = [['baseline'], ...CASES.map(([what, shape]) => [what, shape])].map((args, i) => async () => { results[i] = await run(...args) })
+  await Promise.all([0, 1].map(async () => { while (queue.length > 0) await queue.shift()() }))
+  console.log(`  a worker before any user (node + undici, pino, prom-client, ioredis, yaml, dist/app.js): ${mb(results[0].rss).trim()} MB RSS${flags.length > 0 ? `; node flags: ${flags.join(' ')}` : ''}`)
+  console.log('  case                                              keys   RSS MB  B/user   heap MB  B/user   young MB   process RSS MB')
+  for (const [i, [, shape, label]] of CASES.entries()) {
+    const m = results[i + 1]
+    console.log(`  ${label.padEnd(48)}  ${shape.padEnd(4)} ${mb(m.rss)}  ${per(m.rss)}    ${mb(m.heap)}  ${per(m.heap)}    ${mb(m.young)}    ${mb(m.total)}`)
+  }
+  console.log('  RSS: resident set delta (includes "young": the new space V8 grew to while filling, a busy worker has it anyway);')
+  console.log('  heap: heapUsed + arrayBuffers delta (typed-array columns count in full; untouched pages are not resident)')
 }

@@ -26,11 +26,15 @@ export interface AffinityTableOptions extends AffinityStoreOptions {
 /**
  * The default {@link AffinityStore}: all bindings in memory, in columns.
  *
- * Layout: a `Map<string, number>` from key to slot; per slot, typed-array columns for the
- * upstream (a Uint16 index into an intern table of upstream ids), epoch (Uint32), createdAt and
- * lastSeen (Float64, ms) and a doubly linked LRU list (Int32 prev/next); freed slots are chained
- * through `next` for reuse. Columns grow by doubling up to maxEntries. About 120 MB for 1M
- * entries with 32-character keys (see bench/affinity-memory.mjs).
+ * Layout: a {@link KeySlots} index from key to slot (private, or shared with another table
+ * holding the same users: the session records share the session table's); per slot,
+ * typed-array columns for the upstream (a Uint16 index into an intern table of upstream ids),
+ * epoch (Uint32), createdAt and lastSeen (Float64, ms) and a doubly linked LRU list (Int32
+ * prev/next), 30 bytes a slot, allocated up front for min(maxEntries, 4M) slots. Measured at 1M
+ * entries (bench/session-memory.mjs, Node 20): 119 heap bytes an entry with 32-character keys
+ * (key string 48, Map entry ~30, slot->key 8, columns 30), 103 with IPv4 keys; the process
+ * grows by ~165 and ~150 bytes an entry of RSS (including the young generation V8 grows to,
+ * ~25 MB). A second table on the same KeySlots adds only its columns (30 bytes a user).
  *
  * Upstream ids are interned by name, so bindings survive config reloads and discovery changes
  * as long as the id is the same; an id whose last binding goes away is forgotten (pod names
