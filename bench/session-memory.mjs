@@ -21,6 +21,9 @@ const CASES = [
   ['path', 'hex', 'SessionTable + SessionRecords (table key)'],
   ['path', 'ip', 'SessionTable + SessionRecords (table key)'],
   ['cookie', 'hex', 'SessionRecords only (Tether cookie key)'],
+  // 1/10 of the users: each key is a 340-character application cookie value cut out of a
+  // 700-byte Cookie header, as key.ts reads it (a V8 slice of the header unless copied)
+  ['path', 'app', 'SessionTable + SessionRecords (app cookie, 1/10 users)'],
 ]
 
 /** mulberry32, so every run uses the same keys. */
@@ -42,6 +45,16 @@ function keyMaker(shape) {
     return () => {
       for (let i = 0; i < 16; i += 4) buf.writeUInt32LE(next(), i)
       return buf.toString('hex')
+    }
+  }
+  if (shape === 'app') {
+    const next = prng(3)
+    const b64 = (n) => Buffer.from(Array.from({ length: n }, next)).toString('base64url').slice(0, n)
+    return () => {
+      const value = `eyJpdiI6${b64(332)}`
+      const header = Buffer.from(`XSRF-TOKEN=eyJpdiI6${b64(332)}; laravel_session=${value}`, 'latin1').toString('latin1')
+      const start = header.indexOf('laravel_session=') + 16
+      return header.slice(start)
     }
   }
   let i = 0
@@ -67,7 +80,7 @@ async function baseline() {
   process.stdout.write(JSON.stringify({ rss: m.rss }))
 }
 
-async function child(what, shape) {
+async function child(what, shape, USERS_ALL = USERS) {
   const { AffinityTable } = await import('../dist/affinity/table.js')
   const { SessionTable } = await import('../dist/affinity/session-table.js')
   const { SessionRecords } = await import('../dist/affinity/session-records.js')
@@ -75,6 +88,7 @@ async function child(what, shape) {
   const { KeySlots } = await import('../dist/affinity/key-slots.js').catch(() => ({ KeySlots: null }))
   const ids = Array.from({ length: UPSTREAMS }, (_, i) => `app-${i}`)
   const key = keyMaker(shape)
+  const USERS = shape === 'app' ? Math.ceil(USERS_ALL / 10) : USERS_ALL
   const options = { maxEntries: USERS, idleTimeout: 3 * HOUR, absoluteTimeout: null }
   const before = measure()
   let held
@@ -103,7 +117,7 @@ async function child(what, shape) {
   }
   const after = measure()
   if (held.length === 0) throw new Error('unreachable')
-  process.stdout.write(JSON.stringify({ rss: after.rss - before.rss, heap: after.heap - before.heap, young: after.young - before.young, total: after.rss }))
+  process.stdout.write(JSON.stringify({ rss: after.rss - before.rss, heap: after.heap - before.heap, young: after.young - before.young, total: after.rss, users: USERS }))
 }
 
 if (process.argv[2] === '--child') {
@@ -111,7 +125,7 @@ if (process.argv[2] === '--child') {
 } else {
   const self = fileURLToPath(import.meta.url)
   const mb = (b) => (b / 1024 / 1024).toFixed(1).padStart(6)
-  const per = (b) => (b / USERS).toFixed(0).padStart(4)
+  const per = (b, users) => (b / users).toFixed(0).padStart(4)
   console.log(`memory per user, ${USERS.toLocaleString('en')} users, ${UPSTREAMS} upstreams (node ${process.version}); deltas after gc in a fresh process`)
   // BENCH_NODE_FLAGS: extra node flags for the measured processes, e.g. '--max-semi-space-size=1'
   const flags = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter((f) => f !== '')
@@ -125,10 +139,10 @@ if (process.argv[2] === '--child') {
   const queue = [['baseline'], ...CASES.map(([what, shape]) => [what, shape])].map((args, i) => async () => { results[i] = await run(...args) })
   await Promise.all([0, 1].map(async () => { while (queue.length > 0) await queue.shift()() }))
   console.log(`  a worker before any user (node + undici, pino, prom-client, ioredis, yaml, dist/app.js): ${mb(results[0].rss).trim()} MB RSS${flags.length > 0 ? `; node flags: ${flags.join(' ')}` : ''}`)
-  console.log('  case                                              keys   RSS MB  B/user   heap MB  B/user   young MB   process RSS MB')
+  console.log('  case                                                    keys   RSS MB  B/user   heap MB  B/user   young MB   process RSS MB')
   for (const [i, [, shape, label]] of CASES.entries()) {
     const m = results[i + 1]
-    console.log(`  ${label.padEnd(48)}  ${shape.padEnd(4)} ${mb(m.rss)}  ${per(m.rss)}    ${mb(m.heap)}  ${per(m.heap)}    ${mb(m.young)}    ${mb(m.total)}`)
+    console.log(`  ${label.padEnd(54)}  ${shape.padEnd(4)} ${mb(m.rss)}  ${per(m.rss, m.users)}    ${mb(m.heap)}  ${per(m.heap, m.users)}    ${mb(m.young)}    ${mb(m.total)}`)
   }
   console.log('  RSS: resident set delta (includes "young": the new space V8 grew to while filling, a busy worker has it anyway);')
   console.log('  heap: heapUsed + arrayBuffers delta (typed-array columns count in full; untouched pages are not resident)')

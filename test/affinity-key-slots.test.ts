@@ -3,7 +3,7 @@
 // (LRU, expiry, size, counts), checked against two independent private tables over a random
 // run. Time comes from a FakeClock; nothing sleeps.
 import t from 'tap'
-import { KeySlots, growCapacity } from '../src/affinity/key-slots.js'
+import { KeySlots, growCapacity, ownCopy } from '../src/affinity/key-slots.js'
 import { AffinityTable } from '../src/affinity/table.js'
 import { FakeClock } from './fixtures/clock.js'
 import { mulberry32 as prng } from './fixtures/random.js'
@@ -38,6 +38,19 @@ t.test('an index grows past its first thousand slots and keeps every key', async
   t.equal(slots.slotOf('k2999'), 2999)
   t.equal(slots.holds(2999, a), true)
   t.equal([...slots.held(a)].length, 3000)
+})
+
+t.test('side maps get the index’s own copy of a held key, and an equal flat copy of any other', async (t) => {
+  const slots = new KeySlots()
+  const a = slots.owner()
+  const header = 'XSRF-TOKEN=abc; laravel_session=eyJpdiI6IjEyMzQ1Njc4OTAifQ; theme=dark'
+  const value = header.slice(32, 58)
+  const s = slots.claim(value, a)
+  t.equal(slots.keyAt(s), value)
+  t.equal(slots.stored(value), slots.keyAt(s))
+  t.equal(slots.stored('not-held-0123456789'), 'not-held-0123456789')
+  t.equal(ownCopy('\ud800 lone surrogate and "quotes" \\ kept'), '\ud800 lone surrogate and "quotes" \\ kept')
+  t.equal(ownCopy('10.0.0.5'), '10.0.0.5')
 })
 
 t.test('an index takes at most 8 owners', async (t) => {

@@ -6,7 +6,7 @@ import type { RequestKey } from './key.js'
 import type { Decision, MoveReason } from '../routing/decision.js'
 import type { AffinityEntry } from './store.js'
 import { AffinityTable } from './table.js'
-import type { KeySlots } from './key-slots.js'
+import { KeySlots } from './key-slots.js'
 import { HASHED_PREFIX, SessionIds } from './session-id.js'
 import { BoundedMap } from './bounded-map.js'
 
@@ -48,6 +48,8 @@ export class SessionRecords {
   readonly ids: SessionIds
   /** Every user answered here lately: upstream, epoch, first and last answer (bounded, LRU). */
   readonly #seen: AffinityTable
+  /** The key index of #seen: side maps hold its copies of keys, never a request's own strings. */
+  readonly #slots: KeySlots
   readonly #moves = new BoundedMap<string, MoveRecord>(RECORDS_SIDE_MAX)
   readonly #orders = new BoundedMap<string, MoveOrder>(RECORDS_SIDE_MAX)
   /** Raw table key -> its logged form (the lookup accepts either). */
@@ -55,8 +57,9 @@ export class SessionRecords {
 
   constructor(options: SessionRecordsOptions) {
     this.ids = new SessionIds(options.secret)
-    const { maxEntries, idleTimeout, slots } = options
-    this.#seen = new AffinityTable({ maxEntries, idleTimeout, slots })
+    const { maxEntries, idleTimeout } = options
+    this.#slots = options.slots ?? new KeySlots()
+    this.#seen = new AffinityTable({ maxEntries, idleTimeout, slots: this.#slots })
   }
 
   /** The key records are held under: Tether's session id, or the table key's value; null: no session. */
@@ -72,7 +75,7 @@ export class SessionRecords {
     const k = SessionRecords.keyOf(key, d)
     if (k === null) return null
     this.#seen.set(k, d.upstream, d.epoch, now)
-    if (d.moved !== null) this.#moves.set(k, { from: d.moved.from, to: d.upstream, reason: d.moved.reason, at: now })
+    if (d.moved !== null) this.#moves.set(this.#slots.stored(k), { from: d.moved.from, to: d.upstream, reason: d.moved.reason, at: now })
     const order = this.#orders.get(k)
     if (order !== undefined && (order.to === null || order.to === d.upstream)) this.#orders.delete(k)
     return this.logged(key, k)
@@ -84,7 +87,7 @@ export class SessionRecords {
     let h = this.#logged.get(k)
     if (h === undefined) {
       h = this.ids.hash(k)
-      this.#logged.set(k, h)
+      this.#logged.set(this.#slots.stored(k), h)
     }
     return h
   }

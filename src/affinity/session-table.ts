@@ -5,7 +5,7 @@
 import type { AffinityEntry } from './store.js'
 import type { Binding } from '../routing/decision.js'
 import { AffinityTable } from './table.js'
-import type { KeySlots } from './key-slots.js'
+import { ownCopy, type KeySlots } from './key-slots.js'
 import { BoundedMap } from './bounded-map.js'
 
 /** Where pins are written through for other Tether replicas (`affinity.shared`); absent: local only. */
@@ -108,7 +108,7 @@ export class SessionTable {
   retire(from: string, grace: Grace | null, now: number): void {
     this.unpin(from)
     if (grace === null) return
-    this.#rotated.set(from, { upstream: grace.upstream, epoch: grace.epoch, until: now + ROTATION_GRACE })
+    this.#rotated.set(ownCopy(from), { upstream: grace.upstream, epoch: grace.epoch, until: now + ROTATION_GRACE })
   }
 
   /**
