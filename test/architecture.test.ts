@@ -26,7 +26,7 @@ const LAYERS: [RegExp, number][] = [
   [/^affinity\/(key|client-ip|cookie-codec|cookie-issuer|session-id)\.ts$/, 1],
   [/^config\/(validate|duration|env|reload)\.ts$/, 1],
   [/^proxy\/(headers|retry|outcome|interim-response|websocket-frames)\.ts$/, 1],
-  [/^affinity\/(table|session-table|session-records|app-cookie)\.ts$/, 2],
+  [/^affinity\/(table|session-table|session-records|app-cookie|bounded-map|key-slots)\.ts$/, 2],
   [/^routing\/router\.ts$/, 2],
   [/^observability\/recent-traffic\.ts$/, 2],
   [/^health\/health-table\.ts$/, 2],

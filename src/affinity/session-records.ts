@@ -6,7 +6,9 @@ import type { RequestKey } from './key.js'
 import type { Decision, MoveReason } from '../routing/decision.js'
 import type { AffinityEntry } from './store.js'
 import { AffinityTable } from './table.js'
+import { KeySlots } from './key-slots.js'
 import { HASHED_PREFIX, SessionIds } from './session-id.js'
+import { BoundedMap } from './bounded-map.js'
 
 /** How many last moves, orders and logged forms are kept (oldest out). */
 export const RECORDS_SIDE_MAX = 100_000
@@ -32,6 +34,8 @@ export interface SessionRecordsOptions {
   readonly idleTimeout: number
   /** `log.session_secret` (null: random per process). */
   readonly secret: string | null
+  /** The key index shared with the session table (each user's key held once); default: a private one. */
+  readonly slots?: KeySlots
 }
 
 /**
@@ -44,14 +48,18 @@ export class SessionRecords {
   readonly ids: SessionIds
   /** Every user answered here lately: upstream, epoch, first and last answer (bounded, LRU). */
   readonly #seen: AffinityTable
-  readonly #moves = new Map<string, MoveRecord>()
-  readonly #orders = new Map<string, MoveOrder>()
+  /** The key index of #seen: side maps hold its copies of keys, never a request's own strings. */
+  readonly #slots: KeySlots
+  readonly #moves = new BoundedMap<string, MoveRecord>(RECORDS_SIDE_MAX)
+  readonly #orders = new BoundedMap<string, MoveOrder>(RECORDS_SIDE_MAX)
   /** Raw table key -> its logged form (the lookup accepts either). */
-  readonly #logged = new Map<string, string>()
+  readonly #logged = new BoundedMap<string, string>(RECORDS_SIDE_MAX)
 
   constructor(options: SessionRecordsOptions) {
     this.ids = new SessionIds(options.secret)
-    this.#seen = new AffinityTable({ maxEntries: options.maxEntries, idleTimeout: options.idleTimeout })
+    const { maxEntries, idleTimeout } = options
+    this.#slots = options.slots ?? new KeySlots()
+    this.#seen = new AffinityTable({ maxEntries, idleTimeout, slots: this.#slots })
   }
 
   /** The key records are held under: Tether's session id, or the table key's value; null: no session. */
@@ -67,7 +75,7 @@ export class SessionRecords {
     const k = SessionRecords.keyOf(key, d)
     if (k === null) return null
     this.#seen.set(k, d.upstream, d.epoch, now)
-    if (d.moved !== null) bounded(this.#moves, k, { from: d.moved.from, to: d.upstream, reason: d.moved.reason, at: now })
+    if (d.moved !== null) this.#moves.set(this.#slots.stored(k), { from: d.moved.from, to: d.upstream, reason: d.moved.reason, at: now })
     const order = this.#orders.get(k)
     if (order !== undefined && (order.to === null || order.to === d.upstream)) this.#orders.delete(k)
     return this.logged(key, k)
@@ -79,7 +87,7 @@ export class SessionRecords {
     let h = this.#logged.get(k)
     if (h === undefined) {
       h = this.ids.hash(k)
-      bounded(this.#logged, k, h)
+      this.#logged.set(this.#slots.stored(k), h)
     }
     return h
   }
@@ -100,7 +108,7 @@ export class SessionRecords {
 
   /** Order a move of `key`, done at its next request (`to` null: wherever its hash now places it). */
   order(key: string, to: string | null, now: number): void {
-    bounded(this.#orders, key, { to, at: now })
+    this.#orders.set(key, { to, at: now })
   }
 
   /** The move an admin ordered for `key` and not yet done, if any. */
@@ -132,11 +140,4 @@ export class SessionRecords {
   sweep(now: number, budget: number): number {
     return this.#seen.sweep(now, budget)
   }
-}
-
-/** Set `k` (as the newest), dropping the oldest entry beyond {@link RECORDS_SIDE_MAX}. */
-function bounded<V>(map: Map<string, V>, k: string, v: V): void {
-  map.delete(k)
-  map.set(k, v)
-  if (map.size > RECORDS_SIDE_MAX) map.delete(map.keys().next().value!)
 }

@@ -5,6 +5,8 @@
 import type { AffinityEntry } from './store.js'
 import type { Binding } from '../routing/decision.js'
 import { AffinityTable } from './table.js'
+import { ownCopy, type KeySlots } from './key-slots.js'
+import { BoundedMap } from './bounded-map.js'
 
 /** Where pins are written through for other Tether replicas (`affinity.shared`); absent: local only. */
 export interface BindingSink {
@@ -27,6 +29,8 @@ export interface SessionTableOptions {
   readonly idleTimeout: number
   readonly absoluteTimeout: number | null
   readonly sink?: BindingSink | null
+  /** The key index shared with the session records (each user's key held once); default: a private one. */
+  readonly slots?: KeySlots
 }
 
 /** How long an application cookie value replaced by a new one still routes (ms), and how many are kept. */
@@ -51,7 +55,7 @@ export class SessionTable {
   readonly #sink: BindingSink | null
   readonly #syncPeriod: number
   /** Application cookie values replaced by a new one, still routed for ROTATION_GRACE (bounded, oldest first out). */
-  readonly #rotated = new Map<string, Grace & { readonly until: number }>()
+  readonly #rotated = new BoundedMap<string, Grace & { readonly until: number }>(ROTATED_MAX)
   /**
    * Placements decided but not answered yet (a pin is recorded only when the upstream answers):
    * counted as load, so concurrent new users respect `balance_factor`. Bounded by the requests
@@ -61,7 +65,8 @@ export class SessionTable {
   readonly #reservedBy = new Map<string, number>()
 
   constructor(options: SessionTableOptions) {
-    this.table = new AffinityTable({ maxEntries: options.maxEntries, idleTimeout: options.idleTimeout, absoluteTimeout: options.absoluteTimeout })
+    const { maxEntries, idleTimeout, absoluteTimeout, slots } = options
+    this.table = new AffinityTable({ maxEntries, idleTimeout, absoluteTimeout, slots })
     this.#sink = options.sink ?? null
     this.#syncPeriod = Math.min(options.idleTimeout / 10, 5_000)
   }
@@ -114,8 +119,7 @@ export class SessionTable {
   applyRetired(from: string, grace: Grace | null, now: number): void {
     this.table.delete(from)
     if (grace === null) return
-    this.#rotated.set(from, { upstream: grace.upstream, epoch: grace.epoch, until: now + ROTATION_GRACE })
-    if (this.#rotated.size > ROTATED_MAX) this.#rotated.delete(this.#rotated.keys().next().value!)
+    this.#rotated.set(ownCopy(from), { upstream: grace.upstream, epoch: grace.epoch, until: now + ROTATION_GRACE })
   }
 
   /**

@@ -3,20 +3,39 @@
 // state owner: no I/O, no timers and no Date.now (every call takes `now`); background sweeping
 // is someone else's owned, stoppable loop calling sweep(). Data-oriented for 1M+ entries.
 import type { AffinityEntry, AffinityStore, AffinityStoreOptions } from './store.js'
+import { KeySlots, growCapacity, type SlotOwner } from './key-slots.js'
 
 const NONE = -1
-const INITIAL_CAPACITY = 1024
+/**
+ * Column slots allocated up front (at most maxEntries). Typed arrays are zero-filled by calloc,
+ * so pages no slot has touched cost address space, not RSS; growing by copying leaves the
+ * freed smaller columns in malloc's heap (measured: ~16 MB more RSS at 1M entries when the
+ * columns grew by quarters from 256k slots; about even with plain doubling).
+ */
+const PREALLOCATED = 1 << 22
 /** Upstream ids are interned into a Uint16Array column. */
 const MAX_UPSTREAMS = 0x1_0000
+
+export interface AffinityTableOptions extends AffinityStoreOptions {
+  /**
+   * The key index to share with other tables holding the same users (each key string and index
+   * entry then exists once); default: a private one.
+   */
+  readonly slots?: KeySlots
+}
 
 /**
  * The default {@link AffinityStore}: all bindings in memory, in columns.
  *
- * Layout: a `Map<string, number>` from key to slot; per slot, typed-array columns for the
- * upstream (a Uint16 index into an intern table of upstream ids), epoch (Uint32), createdAt and
- * lastSeen (Float64, ms) and a doubly linked LRU list (Int32 prev/next); freed slots are chained
- * through `next` for reuse. Columns grow by doubling up to maxEntries. About 120 MB for 1M
- * entries with 32-character keys (see bench/affinity-memory.mjs).
+ * Layout: a {@link KeySlots} index from key to slot (private, or shared with another table
+ * holding the same users: the session records share the session table's); per slot,
+ * typed-array columns for the upstream (a Uint16 index into an intern table of upstream ids),
+ * epoch (Uint32), createdAt and lastSeen (Float64, ms) and a doubly linked LRU list (Int32
+ * prev/next), 30 bytes a slot, allocated up front for min(maxEntries, 4M) slots. Measured at 1M
+ * entries (bench/session-memory.mjs, Node 20): 119 heap bytes an entry with 32-character keys
+ * (key string 48, Map entry ~30, slot->key 8, columns 30), 103 with IPv4 keys; the process
+ * grows by ~165 and ~150 bytes an entry of RSS (including the young generation V8 grows to,
+ * ~25 MB). A second table on the same KeySlots adds only its columns (30 bytes a user).
  *
  * Upstream ids are interned by name, so bindings survive config reloads and discovery changes
  * as long as the id is the same; an id whose last binding goes away is forgotten (pod names
@@ -38,8 +57,9 @@ export class AffinityTable implements AffinityStore {
   readonly #maxEntries: number
   readonly #idleTimeout: number
   readonly #absoluteTimeout: number
-  readonly #index = new Map<string, number>()
-  readonly #keys: (string | undefined)[] = []
+  readonly #slots: KeySlots
+  readonly #owner: SlotOwner
+  #size = 0
   #capacity: number
   #upstream: Uint16Array
   #epoch: Uint32Array
@@ -49,8 +69,6 @@ export class AffinityTable implements AffinityStore {
   #next: Int32Array
   #head = NONE // most recently used
   #tail = NONE // least recently used
-  #free = NONE // chain of freed slots, linked through #next
-  #used = 0 // slots ever handed out (high-water mark)
   readonly #ids: (string | undefined)[] = []
   readonly #idIndex = new Map<string, number>()
   readonly #counts: number[] = []
@@ -59,7 +77,7 @@ export class AffinityTable implements AffinityStore {
   #expirations = 0
 
   /** Throws a `RangeError` when maxEntries is not an integer in 1..2^31-1 or a timeout is not > 0. */
-  constructor(options: AffinityStoreOptions) {
+  constructor(options: AffinityTableOptions) {
     const { maxEntries, idleTimeout } = options
     const absolute = options.absoluteTimeout ?? null
     if (!Number.isInteger(maxEntries) || maxEntries < 1 || maxEntries > 0x7fff_ffff) {
@@ -72,7 +90,9 @@ export class AffinityTable implements AffinityStore {
     this.#maxEntries = maxEntries
     this.#idleTimeout = idleTimeout
     this.#absoluteTimeout = absolute ?? Infinity
-    this.#capacity = Math.min(maxEntries, INITIAL_CAPACITY)
+    this.#slots = options.slots ?? new KeySlots()
+    this.#owner = this.#slots.owner()
+    this.#capacity = Math.min(maxEntries, PREALLOCATED)
     this.#upstream = new Uint16Array(this.#capacity)
     this.#epoch = new Uint32Array(this.#capacity)
     this.#createdAt = new Float64Array(this.#capacity)
@@ -83,12 +103,12 @@ export class AffinityTable implements AffinityStore {
 
   /** Bindings held, including expired ones not yet removed. */
   get size(): number {
-    return this.#index.size
+    return this.#size
   }
 
-  /** Slots ever allocated (high-water mark); freed slots are reused before this grows. */
+  /** Slots ever allocated in the key index (high-water mark); freed slots are reused before this grows. */
   get slots(): number {
-    return this.#used
+    return this.#slots.used
   }
 
   /** Live bindings dropped to make room for new ones (LRU), since construction. */
@@ -102,7 +122,7 @@ export class AffinityTable implements AffinityStore {
   }
 
   get(key: string, now: number): AffinityEntry | null {
-    const slot = this.#index.get(key)
+    const slot = this.#slotOf(key)
     if (slot === undefined) return null
     if (this.#isExpired(slot, now)) {
       this.#remove(slot)
@@ -115,7 +135,7 @@ export class AffinityTable implements AffinityStore {
   }
 
   peek(key: string, now: number): AffinityEntry | null {
-    const slot = this.#index.get(key)
+    const slot = this.#slotOf(key)
     if (slot === undefined || this.#isExpired(slot, now)) return null
     return this.#entry(slot)
   }
@@ -127,7 +147,7 @@ export class AffinityTable implements AffinityStore {
     }
     const u = this.#intern(upstream)
     this.#counts[u]!++ // acquire first, so an eviction below cannot forget this id
-    let slot = this.#index.get(key)
+    let slot = this.#slotOf(key)
     if (slot !== undefined) {
       if (this.#isExpired(slot, now)) {
         this.#expirations++
@@ -140,15 +160,15 @@ export class AffinityTable implements AffinityStore {
       this.#toHead(slot)
       return
     }
-    if (this.#index.size >= this.#maxEntries) {
+    if (this.#size >= this.#maxEntries) {
       const victim = this.#tail
       if (this.#isExpired(victim, now)) this.#expirations++
       else this.#evictions++
       this.#remove(victim)
     }
-    slot = this.#allocate()
-    this.#index.set(key, slot)
-    this.#keys[slot] = key
+    slot = this.#slots.claim(key, this.#owner)
+    if (slot >= this.#capacity) this.#grow(slot)
+    this.#size++
     this.#upstream[slot] = u
     this.#epoch[slot] = epoch
     this.#createdAt[slot] = now
@@ -161,7 +181,7 @@ export class AffinityTable implements AffinityStore {
   }
 
   delete(key: string): boolean {
-    const slot = this.#index.get(key)
+    const slot = this.#slotOf(key)
     if (slot === undefined) return false
     this.#remove(slot)
     return true
@@ -186,12 +206,18 @@ export class AffinityTable implements AffinityStore {
 
   /** The live bindings with their keys, in no particular order (for a scrape; O(size)). */
   *entries(now: number): IterableIterator<AffinityEntry & { readonly key: string }> {
-    for (const [key, slot] of this.#index) if (!this.#isExpired(slot, now)) yield { key, ...this.#entry(slot) }
+    for (const [key, slot] of this.#slots.held(this.#owner)) if (!this.#isExpired(slot, now)) yield { key, ...this.#entry(slot) }
   }
 
   countByUpstream(upstream: string): number {
     const u = this.#idIndex.get(upstream)
     return u === undefined ? 0 : this.#counts[u]!
+  }
+
+  /** The slot of `key` when this table holds it. */
+  #slotOf(key: string): number | undefined {
+    const slot = this.#slots.slotOf(key)
+    return slot !== undefined && this.#slots.holds(slot, this.#owner) ? slot : undefined
   }
 
   #isExpired(slot: number, now: number): boolean {
@@ -222,10 +248,10 @@ export class AffinityTable implements AffinityStore {
     this.#head = slot
   }
 
-  /** Unlinks a slot, drops its key and upstream reference, and puts it on the free chain. */
+  /** Unlinks a slot, drops its upstream reference and lets go of it in the key index. */
   #remove(slot: number): void {
-    this.#index.delete(this.#keys[slot]!)
-    this.#keys[slot] = undefined
+    this.#slots.release(slot, this.#owner)
+    this.#size--
     const prev = this.#prev[slot]!
     const next = this.#next[slot]!
     if (prev !== NONE) this.#next[prev] = next
@@ -233,22 +259,11 @@ export class AffinityTable implements AffinityStore {
     if (next !== NONE) this.#prev[next] = prev
     else this.#tail = prev
     this.#release(this.#upstream[slot]!)
-    this.#next[slot] = this.#free
-    this.#free = slot
   }
 
-  #allocate(): number {
-    if (this.#free !== NONE) {
-      const slot = this.#free
-      this.#free = this.#next[slot]!
-      return slot
-    }
-    if (this.#used === this.#capacity) this.#grow()
-    return this.#used++
-  }
-
-  #grow(): void {
-    const capacity = Math.min(this.#maxEntries, this.#capacity * 2)
+  /** Grows the columns to cover `slot` (a shared key index can hand out slots past maxEntries). */
+  #grow(slot: number): void {
+    const capacity = growCapacity(this.#capacity, slot, this.#maxEntries)
     const grow = <T extends Uint16Array | Uint32Array | Int32Array | Float64Array>(a: T, make: (n: number) => T): T => {
       const b = make(capacity)
       b.set(a)

@@ -7,6 +7,7 @@ import { CookieIssuer } from '../affinity/cookie-issuer.js'
 import { KeyReader, keyOptions, type KeyOptions } from '../affinity/key.js'
 import { SessionTable, type BindingSink } from '../affinity/session-table.js'
 import { SessionRecords } from '../affinity/session-records.js'
+import { KeySlots } from '../affinity/key-slots.js'
 import { Router, type Availability, type UpstreamLoad } from './router.js'
 
 export interface Routing {
@@ -23,8 +24,10 @@ export interface Routing {
  */
 export function createRouting(config: Config, health: Availability, sink: BindingSink | null, load: UpstreamLoad, warn: (message: string) => void): Routing {
   const a = config.affinity
-  const sessions = new SessionTable({ maxEntries: a.max_entries, idleTimeout: a.idle_timeout, absoluteTimeout: a.absolute_timeout, sink })
-  const records = new SessionRecords({ maxEntries: a.max_entries, idleTimeout: a.idle_timeout, secret: config.log.session_secret })
+  // one key index for both: a table-keyed user's key string and index entry are held once
+  const slots = new KeySlots()
+  const sessions = new SessionTable({ maxEntries: a.max_entries, idleTimeout: a.idle_timeout, absoluteTimeout: a.absolute_timeout, sink, slots })
+  const records = new SessionRecords({ maxEntries: a.max_entries, idleTimeout: a.idle_timeout, secret: config.log.session_secret, slots })
   const cookies = a.key === 'cookie' ? new CookieIssuer(a, undefined, warn) : null
   const trusted = parseTrustedProxies(a.client_ip.trusted_proxies)
   const keys = new KeyReader({ options: keyOptionsOf(config, cookies, trusted), fallback: a.app_cookie.fallback, trusted })
