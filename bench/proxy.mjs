@@ -67,9 +67,9 @@ async function benchCookies(n) {
 }
 
 // Whether this Tether build knows the `workers` key (issue 14); until then it runs 1 worker.
-async function tetherHasWorkers() {
+async function tetherHasWorkers(dist = '../dist') {
   try {
-    const { DEFAULTS } = await import('../dist/config/schema.js')
+    const { DEFAULTS } = await import(`${dist}/config/schema.js`)
     return DEFAULTS != null && 'workers' in DEFAULTS
   } catch {
     return false
@@ -151,6 +151,8 @@ let WORKERS = 1
 // http-proxy), e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile them all in one run.
 const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean)
 let TETHER_WORKERS = false
+/** Whether the BENCH_TETHER_BASE build knows `workers` (an older one is given none). */
+let BASE_WORKERS = false
 
 /** The TLS part of Tether's `listen` in the TLS modes: the bench certificate, h2 offered by ALPN in h2 mode only. */
 function tetherTlsListen() {
@@ -172,7 +174,7 @@ async function startTether(ctx, name, cmd) {
       ...ctx.upstreams.map((u) => `  - { id: ${u.id}, url: "${u.url}" }`),
       `affinity: { key: cookie, cookie: { secret: "${BENCH_SECRET}", secure: false } }`,
       'log: { level: warn, access: false }',
-      ...(TETHER_WORKERS ? [`workers: ${WORKERS}`] : []),
+      ...((name === 'tether-base' ? BASE_WORKERS : TETHER_WORKERS) ? [`workers: ${WORKERS}`] : []),
       '',
     ].join('\n'),
   )
@@ -439,6 +441,7 @@ async function main() {
   }
   WORKERS = cfg.workers
   TETHER_WORKERS = await tetherHasWorkers()
+  BASE_WORKERS = process.env.BENCH_TETHER_BASE ? await tetherHasWorkers(path.resolve(process.env.BENCH_TETHER_BASE)) : false
 
   console.log(
     `tether proxy bench${MODE === 'http' ? '' : MODE === 'tls' ? ' over TLS (HTTPS/1.1)' : ' over HTTP/2 + TLS'}: ${cfg.rounds} rounds x ${cfg.duration}s (+${cfg.warmup}s warm-up; ${cfg.prewarm}s pre-warm once), ` +

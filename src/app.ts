@@ -42,7 +42,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   let current = config
 
   const redis = redisOf(config, timers)
-  const inFlight = new InFlight()
+  const inFlight = new InFlight(undefined, config.affinity.spill !== null) // the averages feed spill only
   // workers share through Redis when it is configured (as replicas do), else through their primary
   const link = options.worker ?? null
   const channel = redis !== null && config.health.shared === 'redis' ? new RedisPeerChannel(redis) : link?.channel ?? null

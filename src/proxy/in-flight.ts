@@ -41,10 +41,15 @@ export class InFlight {
   readonly #averages = new Map<string, TimeAverage>()
   readonly #all = new TimeAverage()
   readonly #now: () => number
+  readonly #averaged: boolean
 
-  /** `now`: a monotonic clock in ms (default performance.now). */
-  constructor(now: () => number = () => performance.now()) {
+  /**
+   * `now`: a monotonic clock in ms (default performance.now). `averaged`: keep the time
+   * averages (only `affinity.spill` reads them; without it, {@link loadOf} is the count now).
+   */
+  constructor(now: () => number = () => performance.now(), averaged = true) {
     this.#now = now
+    this.#averaged = averaged
   }
 
   add(attempt: Attempt, upstream: string): void {
@@ -63,6 +68,7 @@ export class InFlight {
   }
 
   #change(upstream: string, delta: number, now: number): void {
+    if (!this.#averaged) return
     let avg = this.#averages.get(upstream)
     if (avg === undefined) this.#averages.set(upstream, (avg = new TimeAverage()))
     avg.change(delta, now)
@@ -75,11 +81,13 @@ export class InFlight {
    * about 3.7 a second later.
    */
   loadOf(upstream: string): number {
+    if (!this.#averaged) return this.#byUpstream.get(upstream)?.size ?? 0
     return this.#averages.get(upstream)?.at(this.#now()) ?? 0
   }
 
-  /** {@link loadOf} over all upstreams (O(1)). */
+  /** {@link loadOf} over all upstreams (O(1) when averaged). */
   get totalLoad(): number {
+    if (!this.#averaged) return [...this.#byUpstream.values()].reduce((n, s) => n + s.size, 0)
     return this.#all.at(this.#now())
   }
 
