@@ -2,6 +2,7 @@
 // with realistic keys (32-hex-character session ids). Bench only: reads the built table from
 // dist/ and writes nothing. Run: npx tsc -p tsconfig.json && node --expose-gc bench/affinity-memory.mjs [entries]
 import { AffinityTable } from '../dist/affinity/table.js'
+import { prng } from './lib/prng.mjs'
 
 const ENTRIES = Number(process.argv[2] ?? 1_000_000)
 const UPSTREAMS = 20
@@ -11,17 +12,6 @@ const HOUR = 3_600_000
 if (typeof globalThis.gc !== 'function') {
   console.error('run with: node --expose-gc bench/affinity-memory.mjs')
   process.exit(2)
-}
-
-/** mulberry32, so every run uses the same keys. */
-function prng(seed) {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = Math.imul(a ^ (a >>> 15), 1 | a)
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
-    return (x ^ (x >>> 14)) >>> 0
-  }
 }
 
 /** A generator of flat 32-character hex session ids, like the ones Tether's cookie carries. */

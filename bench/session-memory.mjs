@@ -10,6 +10,7 @@ import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { fileURLToPath } from 'node:url'
 import v8 from 'node:v8'
+import { prng } from './lib/prng.mjs'
 
 const USERS = Number(process.env.BENCH_USERS ?? (process.argv[2] === '--child' ? undefined : process.argv[2]) ?? 1_000_000)
 const UPSTREAMS = 20
@@ -25,17 +26,6 @@ const CASES = [
   // 700-byte Cookie header, as key.ts reads it (a V8 slice of the header unless copied)
   ['path', 'app', 'SessionTable + SessionRecords (app cookie, 1/10 users)'],
 ]
-
-/** mulberry32, so every run uses the same keys. */
-function prng(seed) {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = Math.imul(a ^ (a >>> 15), 1 | a)
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
-    return (x ^ (x >>> 14)) >>> 0
-  }
-}
 
 /** Flat (sequential) key strings, as a parsed header or socket address gives them. */
 function keyMaker(shape) {
