@@ -28,13 +28,20 @@ async function startPrimary(t: Test, file: string): Promise<{ proc: ChildProcess
   proc.stdout!.on('data', (c) => (out += c))
   proc.stderr!.on('data', (c) => (out += c))
   t.teardown(() => { if (proc.exitCode === null) proc.kill('SIGKILL') })
+  // a primary that dies before the test stops it says why
+  proc.once('exit', (code, signal) => { if (code !== 0) process.stderr.write(`# primary exited (${code ?? signal}); its last output:\n${out.split('\n').slice(-30).join('\n')}\n`) })
   await waitFor(() => out.includes('"tether primary: workers started"') || proc.exitCode !== null, 20_000, 'the workers to start')
   t.equal(proc.exitCode, null, 'the primary runs')
   return { proc, out: () => out }
 }
 
+/** The primary's child processes (none: ps exits 1). */
 function workerPids(proc: ChildProcess): number[] {
-  return execFileSync('ps', ['-o', 'pid=', '--ppid', String(proc.pid)]).toString().trim().split(/\s+/).map(Number).sort()
+  try {
+    return execFileSync('ps', ['-o', 'pid=', '--ppid', String(proc.pid)]).toString().trim().split(/\s+/).map(Number).sort()
+  } catch {
+    return []
+  }
 }
 
 /** One request on a new connection (so the cluster may give it to either worker). */
@@ -217,7 +224,7 @@ t.test('with two workers, state written through one worker rehydrates a user on 
     rounds++
   }
   t.ok(replaced(), `both workers were replaced (${rounds} rounds of requests meanwhile)`)
-  await waitFor(() => { const now = workerPids(proc); return now.length === 2 && now.every((p) => !before.includes(p)) }, 15_000, 'the old workers to exit')
+  await waitFor(() => { const now = workerPids(proc); return now.length === 2 && now.every((p) => !before.includes(p)) }, 15_000, 'the old workers to exit', 50)
   await round()
 
   const metrics = (await request(`http://127.0.0.1:${adminPort}/metrics`, null)).body

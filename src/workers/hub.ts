@@ -41,7 +41,11 @@ export class Hub {
       case 'retire': this.#others(from, { tether: 'retired', key: m.key, grace: m.grace }); return this.#workers.send(from, { tether: 'ack', seq: m.seq })
       case 'probe': return this.#others(from, { tether: 'probe', id: m.id, ok: m.ok, timedOut: m.timedOut, suspected: m.suspected })
       case 'publish': for (const id of this.#workers.ids()) this.#workers.send(id, { tether: 'message', message: m.message }); return
-      case 'call': return void this.#call(from, m.call, m.op, m.args).then((value) => value !== undefined && this.#workers.send(from, { tether: 'reply', call: m.call, value }))
+      case 'call': return void this.#call(from, m.call, m.op, m.args).then(
+        (value) => value !== undefined && this.#workers.send(from, { tether: 'reply', call: m.call, value }),
+        // a store that failed: the worker goes on without (as with a store that does not answer)
+        () => this.#workers.send(from, { tether: 'reply', call: m.call, value: null }),
+      )
       case 'dump-chunk': {
         const d = this.#dumps.get(m.dump)
         if (d === undefined) return

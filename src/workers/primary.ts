@@ -85,6 +85,8 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
     slot.worker = worker
     slot.startedAt = Date.now()
     const ready = new Promise<Running>((resolve, reject) => readyWaits.set(worker.id, { resolve: () => resolve(r), reject }))
+    // a send to a worker that is exiting fails: that worker's exit is handled below
+    worker.on('error', (err) => logger.warn({ err, child: index }, 'message to a worker failed'))
     worker.on('message', (m: unknown) => {
       if (!isTetherMessage(m)) return
       const msg = m as ToPrimary
