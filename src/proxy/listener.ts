@@ -8,7 +8,6 @@
 import http from 'node:http'
 import http2 from 'node:http2'
 import https from 'node:https'
-import type { TLSSocket } from 'node:tls'
 import net, { type AddressInfo, type Socket } from 'node:net'
 import { Duplex as DuplexStream, type Duplex } from 'node:stream'
 import { systemTimers, type Timers } from '../clock.js'
@@ -22,9 +21,6 @@ import { H2Request, H2Response } from './h2-messages.js'
 import type { ServerCertificates } from '../tls/server-certificates.js'
 
 /** What the listener serves: the request path of the current config (a reload swaps it). */
-/** How long a graceful close waits for the first request of connections accepted but silent (ms). */
-const FRESH_GRACE_MS = 1_000
-
 export interface ListenerDeps {
   readonly current: () => RequestPath
   readonly clientErrors: ClientErrors
@@ -166,13 +162,6 @@ export class Listener {
   readonly #tlsSockets = new Set<Socket>()
   /** With `listen.http2.cleartext`: the socket server that listens and sorts h2c from HTTP/1.1. */
   #front: net.Server | null = null
-  /**
-   * HTTP/1.1 connections accepted that have not started a request yet. Node counts them idle,
-   * but their request may already be in the socket's buffer, unread: a graceful close waits
-   * for them a moment (closing a socket with unread bytes resets it, and the client sees an
-   * error for a request it sent in time).
-   */
-  readonly #fresh = new Set<Socket>()
 
   constructor(config: Config, deps: ListenerDeps) {
     this.#config = config
@@ -180,11 +169,7 @@ export class Listener {
     const t = config.timeouts
     const serial = onePerConnection((req, res) => deps.current().handleRequest(req, res))
     // h2 streams of one connection are concurrent by design (bounded by max_concurrent_streams)
-    const handle: http.RequestListener = (req, res) => {
-      if (req.httpVersionMajor === 2) return deps.current().handleRequest(req, res)
-      this.#fresh.delete(req.socket)
-      serial(req, res)
-    }
+    const handle: http.RequestListener = (req, res) => (req.httpVersionMajor === 2 ? deps.current().handleRequest(req, res) : serial(req, res))
     this.server = createServer(config, deps.certificates, handle)
     const onSession = (session: http2.ServerHttp2Session): void => {
       this.#sessions.add(session)
@@ -209,9 +194,7 @@ export class Listener {
     this.server.on('secureConnection', (socket: Socket) => {
       this.#tlsSockets.add(socket)
       socket.once('close', () => this.#tlsSockets.delete(socket))
-      if ((socket as TLSSocket).alpnProtocol !== 'h2') this.#welcome(socket)
     })
-    if (config.listen.tls === null) this.server.on('connection', (socket: Socket) => this.#welcome(socket))
     // a failed handshake (wrong version, no shared cipher, a scanner) is the client's problem
     this.server.on('tlsClientError', (err: Error) => deps.logger.debug({ err }, 'TLS handshake failed'))
     this.server.on('clientError', deps.clientErrors.handle)
@@ -261,14 +244,6 @@ export class Listener {
    * are put back first. A connection that sends nothing is left to the HTTP/1.1 server's
    * header timeout only once it sends: until then the front's own idle timeout applies.
    */
-  /** A new HTTP/1.1 connection: fresh until its first request (or upgrade) starts. */
-  #welcome(socket: Socket): void {
-    // a connection handed to the server again (an h2c upgrade served as HTTP/1.1) is not new
-    if (this.#guarded.has(socket) || this.#fresh.has(socket)) return
-    this.#fresh.add(socket)
-    socket.once('close', () => this.#fresh.delete(socket))
-  }
-
   #sniff(socket: Socket, h2c: http2.Http2Server): void {
     socket.on('error', () => undefined)
     const timers = this.#deps.timers ?? systemTimers
@@ -318,12 +293,8 @@ export class Listener {
     let sweep: unknown = null
     // h2 connections get a GOAWAY: their open streams finish, no new one starts
     for (const session of this.#sessions) session.close()
-    // connections accepted just before the close (with workers, handed over by the primary an
-    // instant earlier) get a moment for their first request before idle ones are closed
-    let waitFresh = this.#fresh.size > 0
-    const fresh = timers.setTimeout(() => { waitFresh = false }, FRESH_GRACE_MS)
     const sweepIdle = (): void => {
-      if (!waitFresh || this.#fresh.size === 0) server.closeIdleConnections()
+      server.closeIdleConnections()
       sweep = timers.setTimeout(sweepIdle, 50)
     }
     sweepIdle()
@@ -332,7 +303,6 @@ export class Listener {
     await Promise.race([closed, deadline])
     beforeForce()
     timers.clearTimeout(sweep)
-    timers.clearTimeout(fresh)
     timers.clearTimeout(timer)
     if (typeof server.closeAllConnections === 'function') server.closeAllConnections()
     for (const session of this.#sessions) session.destroy()
@@ -342,7 +312,6 @@ export class Listener {
 
   /** Node hands every request with an Upgrade header here, with the raw socket. */
   readonly #onUpgrade = (req: http.IncomingMessage, duplex: Duplex, head: Buffer): void => {
-    this.#fresh.delete(req.socket)
     const socket = duplex as Socket
     if (socket.destroyed) return
     // Node removed its own error listener when it handed the socket over: errors are ours now

@@ -91,7 +91,7 @@ export class WorkerLink {
       return Promise.resolve()
     },
     remember: async (set, id, value) => (await this.#ask('remember', [set, id, value], false)) === true,
-    members: async (set, ) => new Map(Object.entries((await this.#ask('members', [set], {})) as Record<string, string>)),
+    members: async (set) => new Map(Object.entries((await this.#ask('members', [set], {})) as Record<string, string>)),
   }
 
   /** The checkpoint store the primary holds (`state.store: memory` with workers). */
