@@ -8,6 +8,7 @@ import type { ToWorker } from '../src/workers/messages.js'
 import { SessionTable } from '../src/affinity/session-table.js'
 import { MemoryCheckpointStore } from '../src/state/memory-store.js'
 import { FakeClock } from './fixtures/clock.js'
+import { WorkerLink } from '../src/workers/worker-link.js'
 
 t.test('workers: auto is the CPUs the cgroup quota allows, rounded up, never more than the cores', async (t) => {
   t.equal(cpusOfQuota('max 100000'), null, 'no limit')
@@ -102,4 +103,35 @@ t.test('a pin from another worker: the higher epoch wins, then the smaller upstr
   s.applyRetired('k', { upstream: 'app-0', epoch: 2 }, 5)
   t.equal(s.peek('k', 5), null, 'a retired value is unpinned')
   t.match(s.rotated('k', 6), { upstream: 'app-0', epoch: 2 }, 'and still routes for the grace period')
+})
+
+t.test("a worker's answer waits until the primary acknowledged its pins; pins from others are applied, a rotation keeps its grace", async (t) => {
+  const sent: unknown[] = []
+  let deliver: (m: unknown) => void = () => undefined
+  const link = new WorkerLink({ send: (m) => void sent.push(m), onMessage: (fn) => { deliver = fn } })
+  const sessions = new SessionTable({ maxEntries: 10, idleTimeout: 60_000, absoluteTimeout: null, sink: link.bindings.sink() })
+  const attached = link.attach({ sessions, reportActive: () => undefined, startChecks: () => undefined, now: () => 0, metrics: () => Promise.resolve([]) })
+  const snapshot = sent.find((m) => (m as { op?: string }).op === 'snapshot') as { call: number }
+  deliver({ tether: 'snapshot-chunk', call: snapshot.call, entries: [['old-user', 'app-2', 3]] })
+  deliver({ tether: 'reply', call: snapshot.call, value: null })
+  await attached
+  t.equal(sessions.peek('old-user', 0)?.upstream, 'app-2', "a sibling's bindings are copied before the worker listens")
+  t.equal(sessions.flushed(), null, 'nothing pending: the answer does not wait')
+  sessions.pin('u1', 'app-1', 0, 0)
+  const bind = sent.at(-1) as { tether: string; seq: number }
+  t.equal(bind.tether, 'bind')
+  const flushed = sessions.flushed()
+  t.ok(flushed !== null, 'a pin is pending until acknowledged')
+  let done = false
+  void flushed!.then(() => { done = true })
+  await new Promise((r) => setImmediate(r))
+  t.equal(done, false, 'the answer still waits')
+  deliver({ tether: 'ack', seq: bind.seq })
+  await flushed
+  t.equal(sessions.flushed(), null, 'acknowledged')
+  deliver({ tether: 'bound', binding: ['u2', 'app-0', 1] })
+  t.equal(sessions.peek('u2', 0)?.upstream, 'app-0', "another worker's pin is applied")
+  deliver({ tether: 'retired', key: 'u2', grace: ['app-0', 1] })
+  t.equal(sessions.peek('u2', 0), null)
+  t.match(sessions.rotated('u2', 1), { upstream: 'app-0', epoch: 1 }, 'its rotation grace too')
 })
