@@ -13,6 +13,7 @@ import { RecentTraffic } from './observability/recent-traffic.js'
 import { createRouting } from './routing/create-routing.js'
 import { createHealth } from './health/create-health.js'
 import { Membership } from './upstream/membership.js'
+import type { DiscoveredUpstream } from './upstream/upstream-set.js'
 import { createDiscovery } from './upstream/discovery.js'
 import { createAdmin } from './admin/create-admin.js'
 import { RedisBindings } from './redis/binding-store.js'
@@ -39,6 +40,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const metrics = new Metrics()
   const traffic = new RecentTraffic(() => clock.now())
   let draining = false
+  let closing: Promise<void> | null = null
   let current = config
 
   const redis = redisOf(config, timers)
@@ -89,12 +91,27 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     drain: (id) => health.table.drain(id, config.affinity.drain.migrate),
     undrain: (id) => health.table.undrain(id),
   }, timers)
-  const discovery = createDiscovery(config.discovery, { membership, logger, metrics, env, timers })
+  // with workers, one (the lead) runs discovery and tells the others every list it applies
+  const discovered = link === null ? membership : {
+    setDiscovered: (found: readonly DiscoveredUpstream[], source: string) => {
+      membership.setDiscovered(found, source)
+      link.discovered(source, found)
+    },
+  }
+  const discovery = createDiscovery(config.discovery, { membership: discovered, logger, metrics, env, timers })
   membership.setStatic(config.upstreams)
 
   const redirect = config.listen.redirect === null ? null : new RedirectListener(config, { current: () => path, clientErrors: proxy.clientErrors, logger }, () => listener.port)
   // a worker takes its siblings' bindings before it takes connections; the checks run where the primary says
-  await link?.attach({ sessions, reportActive: health.reportActive, startChecks: () => health.checker?.start(), now: () => clock.now(), metrics: () => metrics.snapshot() })
+  await link?.attach({
+    sessions, reportActive: health.reportActive, now: () => clock.now(), metrics: () => metrics.snapshot(),
+    becomeLead: () => {
+      if (closing !== null) return
+      health.checker?.start()
+      discovery.start().catch((err: unknown) => logger.error({ err: (err as Error).message }, 'discovery did not start'))
+    },
+    discovered: (source, found) => membership.setDiscovered(found, source),
+  })
   const admin = await listener.listen().then(() => redirect?.listen()).then(() => createAdmin(config, {
     logger, health: health.table, peers: health.peers, metrics, traffic, upstreams: () => membership.current(), draining: () => draining,
     inFlight: (id) => inFlight.count(id), websockets: (id) => proxy.upgrades.countByUpstream(id), sessions, records, shared, store: state?.store ?? null, now: () => clock.now(),
@@ -107,7 +124,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   })
   if (link === null) health.checker?.start()
   certificates?.watch()
-  await discovery.start()
+  if (link === null) await discovery.start()
   await redis?.start() // resolves even when Redis is down (degraded, reconnecting)
   await store?.start()
   await health.peers?.start()
@@ -151,7 +168,6 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const watcher = options.configPath === undefined || link !== null ? null : new ConfigWatcher(options.configPath, () => void reloadFile(), timers)
   watcher?.start()
 
-  let closing: Promise<void> | null = null
   const close = (graceMs = config.shutdown.grace_period): Promise<void> => {
     closing ??= (async () => {
       draining = true

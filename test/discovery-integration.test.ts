@@ -6,11 +6,10 @@
 // timer) are FakeTimers: each refresh is one advance and a wait for the resolution to set the
 // next interval timer, so nothing here depends on how fast the machine is.
 import t from 'tap'
-import http from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { request, testConfig } from './fixtures/upstream.js'
 import { CookieJar, agentFor, get, tally } from './fixtures/users.js'
 import { TestDnsServer } from './fixtures/dns-server.js'
+import { LOOPBACK_ADDRESSES as ADDRESSES, closeServer as close, sameportUpstreams, type Echo } from './fixtures/sameport-upstreams.js'
 import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { LogCapture } from './fixtures/log-capture.js'
@@ -18,50 +17,9 @@ import { FakeTimers } from './fixtures/timers.js'
 import { onEvent, when } from './fixtures/wait.js'
 
 const NAME = 'app.tether.test'
-const ADDRESSES = ['127.0.0.1', '127.0.0.2', '127.0.0.3']
 const DRAIN_TIMEOUT = 1_500
 const INTERVAL = 100
 const DNS_TIMEOUT = 2_000 // DnsDiscovery's default deadline (fake ms here)
-
-interface Echo { id: string; moved: string | null; epoch: string | null }
-
-function listen(server: http.Server, port: number, host: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(port, host, () => { server.off('error', reject); resolve() })
-  })
-}
-
-function close(server: http.Server): Promise<void> {
-  return new Promise((resolve) => { server.closeAllConnections(); server.close(() => resolve()) })
-}
-
-/** One echo server per address, all on the same port (found by trying a few). */
-async function sameportUpstreams(): Promise<{ port: number; servers: http.Server[]; hits: Map<string, number> }> {
-  const hits = new Map<string, number>()
-  const make = (address: string): http.Server => http.createServer((req, res) => {
-    hits.set(address, (hits.get(address) ?? 0) + 1)
-    res.setHeader('content-type', 'application/json')
-    res.end(JSON.stringify({ id: address, moved: req.headers['x-tether-moved'] ?? null, epoch: req.headers['x-tether-epoch'] ?? null }))
-  })
-  for (let attempt = 0; attempt < 20; attempt++) {
-    const first = make(ADDRESSES[0]!)
-    await listen(first, 0, ADDRESSES[0]!)
-    const port = (first.address() as AddressInfo).port
-    const servers = [first]
-    try {
-      for (const address of ADDRESSES.slice(1)) {
-        const s = make(address)
-        await listen(s, port, address)
-        servers.push(s)
-      }
-      return { port, servers, hits }
-    } catch {
-      await Promise.all(servers.map(close))
-    }
-  }
-  throw new Error('no port free on every loopback address')
-}
 
 t.test('DNS discovery: discovered upstreams serve, additions get new users, removals drain then leave, failures keep the set', async (t) => {
   const { port, servers, hits } = await sameportUpstreams()

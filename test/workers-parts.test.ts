@@ -72,6 +72,41 @@ t.test('a starting worker gets its sibling bindings in chunks, then the reply', 
   t.same(alone.sent, [[1, { tether: 'reply', call: 1, value: null }]], 'the first worker has nobody to ask')
 })
 
+t.test("the lead's discovery lists reach the other workers, and a starting worker gets the last of each source before any binding", async (t) => {
+  const { hub, sent } = hubWith([1, 2])
+  const old = [{ id: '10.0.0.1:80', url: 'http://10.0.0.1:80', weight: 1 }]
+  const now = [...old, { id: '10.0.0.2:80', url: 'http://10.0.0.2:80', weight: 1, draining: true }]
+  hub.receive(1, { tether: 'discovered', source: 'dns', upstreams: old })
+  hub.receive(1, { tether: 'discovered', source: 'dns', upstreams: now })
+  hub.receive(1, { tether: 'discovered', source: 'kubernetes', upstreams: [] })
+  t.same(sent.map(([id, m]) => [id, m.tether]), [[2, 'discovered'], [2, 'discovered'], [2, 'discovered']], 'relayed to the others only')
+  sent.length = 0
+  hub.receive(2, { tether: 'call', call: 3, op: 'snapshot', args: [] })
+  t.same(sent.slice(0, 2), [
+    [2, { tether: 'discovered', source: 'dns', upstreams: now }],
+    [2, { tether: 'discovered', source: 'kubernetes', upstreams: [] }],
+  ], 'the last list of each source, first')
+  t.same(sent[2]?.[1].tether, 'dump', 'then the bindings')
+
+  const delivered: unknown[] = []
+  let deliver: (m: unknown) => void = () => undefined
+  const out: unknown[] = []
+  const link = new WorkerLink({ send: (m) => void out.push(m), onMessage: (fn) => { deliver = fn } })
+  let lead = 0
+  const sessions = new SessionTable({ maxEntries: 10, idleTimeout: 60_000, absoluteTimeout: null })
+  const attached = link.attach({ sessions, reportActive: () => undefined, becomeLead: () => void lead++, discovered: (source, list) => void delivered.push([source, list]), now: () => 0, metrics: () => Promise.resolve([]) })
+  const snapshot = out.find((m) => (m as { op?: string }).op === 'snapshot') as { call: number }
+  deliver({ tether: 'discovered', source: 'dns', upstreams: now })
+  deliver({ tether: 'reply', call: snapshot.call, value: null })
+  await attached
+  t.same(delivered, [['dns', now]], 'a relayed list is applied')
+  deliver({ tether: 'lead' })
+  deliver({ tether: 'lead' })
+  t.equal(lead, 1, 'told to lead: starts checks and discovery once')
+  link.discovered('dns', [{ id: 'a:1', url: 'http://a:1', weight: 2, extra: 'x' } as never])
+  t.same(out.at(-1), { tether: 'discovered', source: 'dns', upstreams: [{ id: 'a:1', url: 'http://a:1', weight: 2 }] }, 'sent as plain data')
+})
+
 t.test('named sets and the checkpoint store are held by the primary for all workers', async (t) => {
   const clock = new FakeClock(1_000)
   const { hub, sent } = hubWith([1, 2], new MemoryCheckpointStore({ maxEntries: 10, clock }))
@@ -110,7 +145,7 @@ t.test("a worker's answer waits until the primary acknowledged its pins; pins fr
   let deliver: (m: unknown) => void = () => undefined
   const link = new WorkerLink({ send: (m) => void sent.push(m), onMessage: (fn) => { deliver = fn } })
   const sessions = new SessionTable({ maxEntries: 10, idleTimeout: 60_000, absoluteTimeout: null, sink: link.bindings.sink() })
-  const attached = link.attach({ sessions, reportActive: () => undefined, startChecks: () => undefined, now: () => 0, metrics: () => Promise.resolve([]) })
+  const attached = link.attach({ sessions, reportActive: () => undefined, becomeLead: () => undefined, discovered: () => undefined, now: () => 0, metrics: () => Promise.resolve([]) })
   const snapshot = sent.find((m) => (m as { op?: string }).op === 'snapshot') as { call: number }
   deliver({ tether: 'snapshot-chunk', call: snapshot.call, entries: [['old-user', 'app-2', 3]] })
   deliver({ tether: 'reply', call: snapshot.call, value: null })

@@ -5,12 +5,12 @@
 // and a worker SIGKILLed (restarted by the primary, which takes the bindings from its sibling).
 // An answer from another upstream than the user's last is consistent only when Tether says it
 // moved the user from that last upstream (X-Tether-Moved: from=...).
-import t, { type Test } from 'tap'
+import t from 'tap'
 import http from 'node:http'
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
-import { CLI, ROOT, tempFile } from './fixtures/cli.js'
+import { tempFile } from './fixtures/cli.js'
+import { request, startPrimary, workerPids } from './fixtures/primary-process.js'
 import { freePort } from './fixtures/ports.js'
 import { startChildUpstream, type ChildUpstream } from './fixtures/child-upstream.js'
 import { waitFor } from './fixtures/wait.js'
@@ -20,44 +20,6 @@ const SCRIPT = fileURLToPath(new URL('./fixtures/session-upstream-server.mjs', i
 const USERS = 40
 
 interface Answer { id: string; sid: string; moved: string | null }
-
-/** Start the CLI on `file`; resolves once the primary says its workers started. */
-async function startPrimary(t: Test, file: string): Promise<{ proc: ChildProcess; out: () => string }> {
-  const proc: ChildProcess = spawn(process.execPath, [CLI, '--config', file], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
-  let out = ''
-  proc.stdout!.on('data', (c) => (out += c))
-  proc.stderr!.on('data', (c) => (out += c))
-  t.teardown(() => { if (proc.exitCode === null) proc.kill('SIGKILL') })
-  // a primary that dies before the test stops it says why
-  proc.once('exit', (code, signal) => { if (code !== 0) process.stderr.write(`# primary exited (${code ?? signal}); its last output:\n${out.split('\n').slice(-30).join('\n')}\n`) })
-  await waitFor(() => out.includes('"tether primary: workers started"') || proc.exitCode !== null, 20_000, 'the workers to start')
-  t.equal(proc.exitCode, null, 'the primary runs')
-  return { proc, out: () => out }
-}
-
-/** The primary's child processes (none: ps exits 1). */
-function workerPids(proc: ChildProcess): number[] {
-  try {
-    return execFileSync('ps', ['-o', 'pid=', '--ppid', String(proc.pid)]).toString().trim().split(/\s+/).map(Number).sort()
-  } catch {
-    return []
-  }
-}
-
-/** One request on a new connection (so the cluster may give it to either worker). */
-function request(url: string, cookie: string | null, init: { method?: string; headers?: Record<string, string> } = {}): Promise<{ status: number; body: string; setCookie: string[] }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(url, { method: init.method ?? 'GET', agent: false, headers: { connection: 'close', ...(cookie === null ? {} : { cookie }), ...init.headers } }, (res) => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (c) => (body += c))
-      res.on('end', () => resolve({ status: res.statusCode!, body, setCookie: res.headers['set-cookie'] ?? [] }))
-    })
-    req.setTimeout(10_000, () => req.destroy(new Error('no answer in 10 s')))
-    req.on('error', reject)
-    req.end()
-  })
-}
 
 function yaml(port: number, admin: number, apps: readonly ChildUpstream[]): string {
   return [

@@ -1,10 +1,11 @@
 // The primary's switchboard between workers (`workers` > 1): a pin, unpin or probe result from
 // one worker goes to every other one before the sender's write is acknowledged; peer-channel
-// messages go to all; the small named sets and the memory checkpoint store live here; a
+// messages go to all; discovery lists from the lead go to the others and the last of each
+// source is kept for a worker that starts; the small named sets and the memory checkpoint store live here; a
 // starting worker's snapshot is streamed from a sibling. Layer 2 state owner: no I/O of its
 // own (messages go out through the injected `send`), no routing decisions.
 import type { CheckpointStore } from '../state/checkpoint-store.js'
-import type { ToPrimary, ToWorker } from './messages.js'
+import type { ToPrimary, ToWorker, WireDiscovered } from './messages.js'
 
 /** How the hub reaches the workers. */
 export interface HubWorkers {
@@ -24,6 +25,8 @@ export class Hub {
   readonly #workers: HubWorkers
   readonly #store: CheckpointStore | null
   readonly #sets = new Map<string, Map<string, string>>()
+  /** The last list of each discovery source (a starting worker gets them before its snapshot). */
+  readonly #discovered = new Map<string, readonly WireDiscovered[]>()
   /** Snapshots in progress: dump id -> the worker that asked, and its call. */
   readonly #dumps = new Map<number, { readonly to: number; readonly call: number; readonly from: number }>()
   #dump = 0
@@ -40,6 +43,9 @@ export class Hub {
       case 'unbind': this.#others(from, { tether: 'unbound', key: m.key }); return this.#workers.send(from, { tether: 'ack', seq: m.seq })
       case 'retire': this.#others(from, { tether: 'retired', key: m.key, grace: m.grace }); return this.#workers.send(from, { tether: 'ack', seq: m.seq })
       case 'probe': return this.#others(from, { tether: 'probe', id: m.id, ok: m.ok, timedOut: m.timedOut, suspected: m.suspected })
+      case 'discovered':
+        this.#discovered.set(m.source, m.upstreams)
+        return this.#others(from, { tether: 'discovered', source: m.source, upstreams: m.upstreams })
       case 'publish': for (const id of this.#workers.ids()) this.#workers.send(id, { tether: 'message', message: m.message }); return
       case 'call': return void this.#call(from, m.call, m.op, m.args).then(
         (value) => value !== undefined && this.#workers.send(from, { tether: 'reply', call: m.call, value }),
@@ -92,6 +98,8 @@ export class Hub {
       }
       case 'cp.delete': return store === null ? null : store.delete(args[0] as string).then(() => null)
       case 'snapshot': {
+        // the upstreams first: the bindings that follow may name discovered ones
+        for (const [source, upstreams] of this.#discovered) this.#workers.send(from, { tether: 'discovered', source, upstreams })
         const donor = this.#workers.donor(from)
         if (donor === null) return null
         const dump = ++this.#dump

@@ -14,6 +14,14 @@ export interface WorkerEnv {
   readonly sessionSecret: string
 }
 
+/** An upstream a discovery source reports, as it travels (see DiscoveredUpstream). */
+export interface WireDiscovered {
+  readonly id: string
+  readonly url: string
+  readonly weight: number
+  readonly draining?: boolean
+}
+
 /** A binding as it travels: key, upstream id, epoch. */
 export type WireBinding = readonly [key: string, upstream: string, epoch: number]
 
@@ -29,6 +37,8 @@ export type ToPrimary =
   | { readonly tether: 'retire'; readonly seq: number; readonly key: string; readonly grace: readonly [string, number] | null }
   /** A peer-channel broadcast (health shared between workers). */
   | { readonly tether: 'publish'; readonly message: string }
+  /** A discovery source's whole current list, from the worker running discovery (the lead). */
+  | { readonly tether: 'discovered'; readonly source: string; readonly upstreams: readonly WireDiscovered[] }
   /** An active probe's result, from the worker running the checks. */
   | { readonly tether: 'probe'; readonly id: string; readonly ok: boolean; readonly timedOut: boolean; readonly suspected: boolean }
   | { readonly tether: 'call'; readonly call: number; readonly op: CallOp; readonly args: readonly unknown[] }
@@ -46,6 +56,8 @@ export type ToWorker =
   | { readonly tether: 'unbound'; readonly key: string }
   | { readonly tether: 'retired'; readonly key: string; readonly grace: readonly [string, number] | null }
   | { readonly tether: 'message'; readonly message: string }
+  /** A discovery source's list (relayed from the lead; the last one of each source again to a starting worker). */
+  | { readonly tether: 'discovered'; readonly source: string; readonly upstreams: readonly WireDiscovered[] }
   | { readonly tether: 'probe'; readonly id: string; readonly ok: boolean; readonly timedOut: boolean; readonly suspected: boolean }
   | { readonly tether: 'reply'; readonly call: number; readonly value: unknown }
   /** Part of a snapshot this worker asked for with call `call`. */
@@ -54,7 +66,7 @@ export type ToWorker =
   | { readonly tether: 'dump'; readonly dump: number }
   /** What the primary asks a worker: its metrics as data (answered with `answer`). */
   | { readonly tether: 'ask'; readonly call: number; readonly op: 'metrics' }
-  /** Run the active health checks from now on (one worker does, for all). */
+  /** Run the active health checks and discovery from now on (one worker does, for all). */
   | { readonly tether: 'lead' }
   /** Re-read the config file (SIGHUP on the primary). */
   | { readonly tether: 'reload' }

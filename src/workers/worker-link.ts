@@ -1,14 +1,14 @@
 // A worker's side of the channel to the primary (`workers` > 1): the implementations of the
 // ports through which the workers keep one routing truth without Redis: bindings written
 // through to every other worker before the answer's head, the peer channel of shared health,
-// the checkpoint store the primary holds (`state.store: memory`), active probe results from
-// the one worker running the checks, and the snapshot a starting worker takes from a sibling.
+// the checkpoint store the primary holds (`state.store: memory`), active probe results and
+// discovery lists from the one worker running checks and discovery, and the snapshot a starting worker takes from a sibling.
 // Layer 3 adapter over process IPC; it decides nothing about routing or health.
 import type { BindingSink, Grace, SessionTable, SharedBindings } from '../affinity/session-table.js'
 import type { Config } from '../config/schema.js'
 import type { PeerChannel } from '../peers/peer-channel.js'
 import type { Checkpoint, CheckpointStore, CheckpointStoreStatus, GetResult, PutResult } from '../state/checkpoint-store.js'
-import type { CallOp, ToPrimary, ToWorker, WireBinding } from './messages.js'
+import type { CallOp, ToPrimary, ToWorker, WireBinding, WireDiscovered } from './messages.js'
 import { isTetherMessage } from './messages.js'
 
 /** How long a worker waits on the primary before it goes on without an answer (ms). */
@@ -33,8 +33,10 @@ export interface WorkerParts {
   readonly sessions: SessionTable
   /** Apply an active probe's result as this worker's checker would. */
   readonly reportActive: (id: string, ok: boolean, timedOut: boolean, suspected: boolean) => void
-  /** Start running the active checks (this worker became the one that does). */
-  readonly startChecks: () => void
+  /** Start running the active checks and discovery (this worker became the one that does). */
+  readonly becomeLead: () => void
+  /** Apply a discovery source's whole list, as the lead's discovery found it. */
+  readonly discovered: (source: string, upstreams: readonly WireDiscovered[]) => void
   readonly now: () => number
   /** This worker's metrics as data, for the primary's one /metrics. */
   readonly metrics: () => Promise<unknown>
@@ -110,7 +112,13 @@ export class WorkerLink {
     this.#ipc.send({ tether: 'probe', id, ok, timedOut, suspected })
   }
 
-  /** Does this worker run the active checks? */
+  /** Tell the others a discovery source's whole current list (this worker runs discovery). */
+  discovered(source: string, upstreams: readonly WireDiscovered[]): void {
+    const plain = upstreams.map(({ id, url, weight, draining }) => (draining === true ? { id, url, weight, draining } : { id, url, weight }))
+    this.#ipc.send({ tether: 'discovered', source, upstreams: plain })
+  }
+
+  /** Does this worker run the active checks and discovery? */
   get lead(): boolean {
     return this.#lead
   }
@@ -121,7 +129,7 @@ export class WorkerLink {
    */
   async attach(parts: WorkerParts): Promise<void> {
     this.#parts = parts
-    if (this.#lead) parts.startChecks()
+    if (this.#lead) parts.becomeLead()
     await new Promise<void>((resolve) => {
       const call = ++this.#call
       const timer = setTimeout(() => this.#settle(call, null), 30_000)
@@ -159,6 +167,7 @@ export class WorkerLink {
       case 'retired': return void p?.sessions.applyRetired(m.key, m.grace === null ? null : { upstream: m.grace[0], epoch: m.grace[1] }, p.now())
       case 'message': for (const fn of this.#listeners) fn(m.message); return
       case 'probe': return void p?.reportActive(m.id, m.ok, m.timedOut, m.suspected)
+      case 'discovered': return void p?.discovered(m.source, m.upstreams)
       case 'reply': return this.#settle(m.call, m.value)
       case 'snapshot-chunk': return void this.#calls.get(m.call)?.chunk?.(m.entries)
       case 'dump': return this.#dump(m.dump)
@@ -168,7 +177,7 @@ export class WorkerLink {
       case 'lead':
         if (!this.#lead) {
           this.#lead = true
-          p?.startChecks()
+          p?.becomeLead()
         }
         return
       default: // 'reload' and 'stop' are the process entry's

@@ -1,0 +1,117 @@
+// Discovery with worker processes (`workers: 2`): one worker (the lead, which also runs the
+// active checks) resolves the DNS name and tells the others every list it applies, through the
+// primary; a worker that starts gets the last lists before its siblings' bindings. So the test
+// DNS server sees one resolver, not one per worker (also after the lead is SIGKILLed and
+// another takes over), and every user's requests, each on a new connection (either worker),
+// reach one upstream through an addition, two worker crashes and a removal: an answer from
+// another upstream than the user's last is consistent only when Tether says it moved the user
+// from that last upstream (X-Tether-Moved: from=...).
+import t from 'tap'
+import { tempFile } from './fixtures/cli.js'
+import { freePort } from './fixtures/ports.js'
+import { TestDnsServer } from './fixtures/dns-server.js'
+import { closeServer, sameportUpstreams, type Echo } from './fixtures/sameport-upstreams.js'
+import { request, startPrimary, workerPids } from './fixtures/primary-process.js'
+import { waitFor } from './fixtures/wait.js'
+
+const NAME = 'app.tether.test'
+const INTERVAL = 100
+const USERS = 30
+
+t.test('with two workers, one worker runs DNS discovery for all: one resolver, lists relayed in order, taken over when the lead dies, 0 users routed inconsistently', async (t) => {
+  const { port: appPort, servers } = await sameportUpstreams()
+  t.teardown(async () => { await Promise.all(servers.map(closeServer)) })
+  const dns = new TestDnsServer()
+  const { port: dnsPort } = await dns.start()
+  t.teardown(() => dns.close())
+  dns.set(NAME, { a: ['127.0.0.1', '127.0.0.2'], aaaa: [] })
+  const id = (address: string): string => `${address}:${appPort}`
+
+  const port = await freePort()
+  const adminPort = await freePort()
+  const file = tempFile('workers-discovery.yaml', [
+    `listen: { host: 127.0.0.1, port: ${port} }`,
+    `admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }`,
+    'workers: 2',
+    'log: { level: info, access: false }',
+    'affinity: { key: header, header: { name: X-User }, drain_timeout: 1s }',
+    `discovery: { dns: { name: ${NAME}, port: ${appPort}, srv: false, interval: ${INTERVAL}ms, family: ipv4, servers: ["127.0.0.1:${dnsPort}"] } }`,
+    'upstreams: []',
+    '',
+  ].join('\n'))
+  const { proc, out: output } = await startPrimary(t, file)
+  const url = `http://127.0.0.1:${port}/`
+  const listed = async (): Promise<string[]> =>
+    (JSON.parse((await request(`http://127.0.0.1:${adminPort}/upstreams`, null)).body) as { id: string }[]).map((u) => u.id).sort()
+  await waitFor(async () => (await listed()).length === 2, 10_000, 'the first resolution')
+
+  /** Queries the DNS server gets in `n` refresh intervals at least (timers only fire late): one resolver asks once an interval. */
+  const resolvers = async (what: string): Promise<void> => {
+    const n = 20
+    const from = dns.queries
+    const started = Date.now()
+    await waitFor(() => dns.queries >= from + n, 20_000, `${n} DNS queries`)
+    const elapsed = Date.now() - started
+    t.ok(elapsed >= 0.75 * n * INTERVAL, `${what}: ${n} queries took ${elapsed} ms (one resolver: >= ${0.75 * n * INTERVAL} ms; one per worker would take half)`)
+  }
+
+  const last = new Map<number, string>()
+  let requests = 0
+  let failed = 0
+  const inconsistent: string[] = []
+  const moves: string[] = []
+  const round = async (phase: string, users = USERS): Promise<void> => {
+    for (let u = 0; u < users; u++) {
+      const r = await request(url, null, { headers: { 'x-user': `user-${u}` } })
+      requests++
+      if (r.status !== 200) {
+        failed++
+        continue
+      }
+      const a = JSON.parse(r.body) as Echo
+      const prev = last.get(u)
+      if (prev !== undefined && a.id !== prev) {
+        const from = /from=([^;]+)/.exec(a.moved ?? '')?.[1]
+        if (from !== id(prev)) inconsistent.push(`${phase}: user ${u} went ${prev} -> ${a.id} (moved: ${a.moved})`)
+        else moves.push(`${phase}: ${prev} -> ${a.id}`)
+      }
+      last.set(u, a.id)
+    }
+  }
+  const countOf = (address: string): number => [...last.values()].filter((v) => v === address).length
+
+  for (let i = 0; i < 3; i++) await round('first resolution')
+  await resolvers('two workers')
+
+  // an address added: new users reach it; existing users stay
+  dns.set(NAME, { a: ['127.0.0.1', '127.0.0.2', '127.0.0.3'], aaaa: [] })
+  await waitFor(async () => (await listed()).length === 3, 10_000, 'the added address to be listed')
+  for (let i = 0; i < 3; i++) await round('addition', 2 * USERS)
+  t.ok(countOf('127.0.0.3') > 0, `new users reach the added upstream (${countOf('127.0.0.3')} of ${2 * USERS})`)
+
+  // both workers crash in turn (so the lead does): each is replaced and takes the last lists
+  for (const pid of workerPids(proc)) {
+    const before = (output().match(/"tether listening"/g) ?? []).length
+    process.kill(pid, 'SIGKILL')
+    await waitFor(() => (output().match(/"tether listening"/g) ?? []).length > before, 15_000, 'the crashed worker to be replaced')
+    for (let i = 0; i < 2; i++) await round('worker crash', 2 * USERS)
+  }
+  t.equal(workerPids(proc).length, 2, 'two workers again')
+  await resolvers('after the lead was replaced')
+
+  // an address removed: it drains, leaves after drain_timeout, its users move (announced)
+  const onTwo = countOf('127.0.0.2')
+  dns.set(NAME, { a: ['127.0.0.1', '127.0.0.3'], aaaa: [] })
+  await waitFor(async () => !(await listed()).includes(id('127.0.0.2')), 10_000, 'the removed address to leave')
+  for (let i = 0; i < 3; i++) await round('removal', 2 * USERS)
+  t.equal(countOf('127.0.0.2'), 0, `the ${onTwo} users of the removed upstream moved`)
+
+  process.stderr.write(`# workers discovery: ${requests} requests, ${moves.length} announced moves, ${inconsistent.length} inconsistent, ${failed} failed, ${dns.queries} DNS queries\n`)
+  t.same(inconsistent, [], '0 users routed inconsistently')
+  t.equal(failed, 0, '0 failed requests')
+  t.ok(onTwo > 0 && moves.some((m) => m.startsWith('removal')), 'the removal moved users, announced')
+
+  proc.kill('SIGTERM')
+  await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
+  t.equal(proc.exitCode, 0, 'SIGTERM stops the primary and its workers gracefully')
+})
