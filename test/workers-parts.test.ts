@@ -32,17 +32,15 @@ function hubWith(ids: number[], store: MemoryCheckpointStore | null = null) {
   return { hub, sent }
 }
 
-t.test('a pin is sent to every other worker before the sender is acknowledged', async (t) => {
+t.test('pins, unpins and rotations are sent to every other worker before the sender is acknowledged', async (t) => {
   const { hub, sent } = hubWith([1, 2, 3])
-  hub.receive(1, { tether: 'bind', seq: 7, binding: ['k', 'app-1', 2] })
+  const writes = [['b', 'k', 'app-1', 2], ['r', 'old', ['app-0', 0]], ['u', 'gone']] as const
+  hub.receive(1, { tether: 'writes', seq: 7, writes })
   t.same(sent, [
-    [2, { tether: 'bound', binding: ['k', 'app-1', 2] }],
-    [3, { tether: 'bound', binding: ['k', 'app-1', 2] }],
+    [2, { tether: 'written', writes }],
+    [3, { tether: 'written', writes }],
     [1, { tether: 'ack', seq: 7 }],
   ])
-  sent.length = 0
-  hub.receive(2, { tether: 'retire', seq: 1, key: 'old', grace: ['app-0', 0] })
-  t.same(sent.map(([id, m]) => [id, m.tether]), [[1, 'retired'], [3, 'retired'], [2, 'ack']], 'a rotation too')
   sent.length = 0
   hub.receive(3, { tether: 'publish', message: 'x' })
   t.same(sent.map(([id]) => id), [1, 2, 3], 'a peer message reaches every worker, the sender too')
@@ -153,9 +151,12 @@ t.test("a worker's answer waits until the primary acknowledged its pins; pins fr
   t.equal(sessions.peek('old-user', 0)?.upstream, 'app-2', "a sibling's bindings are copied before the worker listens")
   t.equal(sessions.flushed(), null, 'nothing pending: the answer does not wait')
   sessions.pin('u1', 'app-1', 0, 0)
-  const bind = sent.at(-1) as { tether: string; seq: number }
-  t.equal(bind.tether, 'bind')
+  sessions.pin('u3', 'app-2', 0, 0)
   const flushed = sessions.flushed()
+  t.notOk(sent.some((m) => (m as { tether: string }).tether === 'writes'), 'the pins of one event-loop turn wait for its end')
+  await new Promise((r) => setImmediate(r))
+  const bind = sent.at(-1) as { tether: string; seq: number; writes: unknown[] }
+  t.same([bind.tether, bind.writes], ['writes', [['b', 'u1', 'app-1', 0], ['b', 'u3', 'app-2', 0]]], 'then go as one message')
   t.ok(flushed !== null, 'a pin is pending until acknowledged')
   let done = false
   void flushed!.then(() => { done = true })
@@ -164,9 +165,12 @@ t.test("a worker's answer waits until the primary acknowledged its pins; pins fr
   deliver({ tether: 'ack', seq: bind.seq })
   await flushed
   t.equal(sessions.flushed(), null, 'acknowledged')
-  deliver({ tether: 'bound', binding: ['u2', 'app-0', 1] })
+  sessions.unpin('u3')
+  link.probed('app-2', false, false, false)
+  t.same(sent.slice(-2).map((m) => (m as { tether: string }).tether), ['writes', 'probe'], 'a write is sent before any later message (one order)')
+  deliver({ tether: 'written', writes: [['b', 'u2', 'app-0', 1]] })
   t.equal(sessions.peek('u2', 0)?.upstream, 'app-0', "another worker's pin is applied")
-  deliver({ tether: 'retired', key: 'u2', grace: ['app-0', 1] })
+  deliver({ tether: 'written', writes: [['r', 'u2', ['app-0', 1]]] })
   t.equal(sessions.peek('u2', 0), null)
   t.match(sessions.rotated('u2', 1), { upstream: 'app-0', epoch: 1 }, 'its rotation grace too')
 })

@@ -17,8 +17,8 @@ export interface HubWorkers {
 }
 
 /**
- * Example: worker 1 sends `{ tether: 'bind', seq: 7, binding: ['k', 'app-1', 0] }` ->
- * `hub.receive(1, m)` sends `{ tether: 'bound', ... }` to every other worker, then
+ * Example: worker 1 sends `{ tether: 'writes', seq: 7, writes: [['b', 'k', 'app-1', 0]] }` ->
+ * `hub.receive(1, m)` sends `{ tether: 'written', writes: [...] }` to every other worker, then
  * `{ tether: 'ack', seq: 7 }` to worker 1 (so its answer's head goes out after the others know).
  */
 export class Hub {
@@ -39,9 +39,7 @@ export class Hub {
 
   receive(from: number, m: ToPrimary): void {
     switch (m.tether) {
-      case 'bind': this.#others(from, { tether: 'bound', binding: m.binding }); return this.#workers.send(from, { tether: 'ack', seq: m.seq })
-      case 'unbind': this.#others(from, { tether: 'unbound', key: m.key }); return this.#workers.send(from, { tether: 'ack', seq: m.seq })
-      case 'retire': this.#others(from, { tether: 'retired', key: m.key, grace: m.grace }); return this.#workers.send(from, { tether: 'ack', seq: m.seq })
+      case 'writes': this.#others(from, { tether: 'written', writes: m.writes }); return this.#workers.send(from, { tether: 'ack', seq: m.seq })
       case 'probe': return this.#others(from, { tether: 'probe', id: m.id, ok: m.ok, timedOut: m.timedOut, suspected: m.suspected })
       case 'discovered':
         this.#discovered.set(m.source, m.upstreams)

@@ -25,16 +25,26 @@ export interface WireDiscovered {
 /** A binding as it travels: key, upstream id, epoch. */
 export type WireBinding = readonly [key: string, upstream: string, epoch: number]
 
+/**
+ * A change to the bindings as it travels: a pin (`b`), an unpin (`u`), an application cookie
+ * value replaced (`r` with its grace: where it still routes) or deleted (`r`, null).
+ */
+export type BindingWrite =
+  | readonly ['b', key: string, upstream: string, epoch: number]
+  | readonly ['u', key: string]
+  | readonly ['r', key: string, grace: readonly [string, number] | null]
+
 /** Operations a worker asks the primary for, answered with a `reply` of the same `call`. */
 export type CallOp = 'remember' | 'members' | 'cp.get' | 'cp.put' | 'cp.delete' | 'snapshot' | 'ping'
 
 /** From a worker to the primary. */
 export type ToPrimary =
-  /** A pin made here (write-through: acknowledged by `ack` once every other worker was sent it). */
-  | { readonly tether: 'bind'; readonly seq: number; readonly binding: WireBinding }
-  | { readonly tether: 'unbind'; readonly seq: number; readonly key: string }
-  /** An application cookie value replaced (grace: where it still routes) or deleted (null). */
-  | { readonly tether: 'retire'; readonly seq: number; readonly key: string; readonly grace: readonly [string, number] | null }
+  /**
+   * The pins, unpins and retirements made here since the last such message, in order
+   * (write-through: acknowledged by `ack` of `seq`, the last one's number, once every other
+   * worker was sent them).
+   */
+  | { readonly tether: 'writes'; readonly seq: number; readonly writes: readonly BindingWrite[] }
   /** A peer-channel broadcast (health shared between workers). */
   | { readonly tether: 'publish'; readonly message: string }
   /** A discovery source's whole current list, from the worker running discovery (the lead). */
@@ -52,9 +62,8 @@ export type ToPrimary =
 /** From the primary to a worker. */
 export type ToWorker =
   | { readonly tether: 'ack'; readonly seq: number }
-  | { readonly tether: 'bound'; readonly binding: WireBinding }
-  | { readonly tether: 'unbound'; readonly key: string }
-  | { readonly tether: 'retired'; readonly key: string; readonly grace: readonly [string, number] | null }
+  /** Another worker's binding writes, in its order. */
+  | { readonly tether: 'written'; readonly writes: readonly BindingWrite[] }
   | { readonly tether: 'message'; readonly message: string }
   /** A discovery source's list (relayed from the lead; the last one of each source again to a starting worker). */
   | { readonly tether: 'discovered'; readonly source: string; readonly upstreams: readonly WireDiscovered[] }

@@ -8,7 +8,7 @@ import type { BindingSink, Grace, SessionTable, SharedBindings } from '../affini
 import type { Config } from '../config/schema.js'
 import type { PeerChannel } from '../peers/peer-channel.js'
 import type { Checkpoint, CheckpointStore, CheckpointStoreStatus, GetResult, PutResult } from '../state/checkpoint-store.js'
-import type { CallOp, ToPrimary, ToWorker, WireBinding, WireDiscovered } from './messages.js'
+import type { BindingWrite, CallOp, ToPrimary, ToWorker, WireBinding, WireDiscovered } from './messages.js'
 import { isTetherMessage } from './messages.js'
 
 /** How long a worker waits on the primary before it goes on without an answer (ms). */
@@ -52,6 +52,8 @@ export class WorkerLink {
   #seq = 0
   #acked = 0
   readonly #waiting: { seq: number; resolve: () => void }[] = []
+  /** Binding writes not sent yet: sent as one message per event-loop turn, or before any other message. */
+  #writes: BindingWrite[] = []
   #call = 0
   readonly #calls = new Map<number, { resolve: (v: unknown) => void; chunk?: (e: readonly WireBinding[]) => void }>()
   readonly #listeners: ((message: string) => void)[] = []
@@ -75,9 +77,9 @@ export class WorkerLink {
     // worker's binding with the others once per sync period (their idle expiry slides too)
     lookup: () => Promise.resolve(null),
     sink: () => ({
-      bound: (key, upstream, epoch) => this.#write({ tether: 'bind', seq: ++this.#seq, binding: [key, upstream, epoch] }),
-      unbound: (key) => this.#write({ tether: 'unbind', seq: ++this.#seq, key }),
-      retired: (key: string, grace: Grace | null) => this.#write({ tether: 'retire', seq: ++this.#seq, key, grace: grace === null ? null : [grace.upstream, grace.epoch] }),
+      bound: (key, upstream, epoch) => this.#write(['b', key, upstream, epoch]),
+      unbound: (key) => this.#write(['u', key]),
+      retired: (key: string, grace: Grace | null) => this.#write(['r', key, grace === null ? null : [grace.upstream, grace.epoch]]),
       flushed: () => this.#flushed(),
     }),
   }
@@ -85,7 +87,7 @@ export class WorkerLink {
   /** The peer channel between workers (shared health): the primary sends every message to every worker. */
   readonly channel: PeerChannel = {
     publish: (message) => {
-      this.#ipc.send({ tether: 'publish', message })
+      this.#send({ tether: 'publish', message })
       return Promise.resolve(true)
     },
     subscribe: (fn) => {
@@ -109,13 +111,13 @@ export class WorkerLink {
 
   /** Tell the others an active probe's result (this worker runs the checks). */
   probed(id: string, ok: boolean, timedOut: boolean, suspected: boolean): void {
-    this.#ipc.send({ tether: 'probe', id, ok, timedOut, suspected })
+    this.#send({ tether: 'probe', id, ok, timedOut, suspected })
   }
 
   /** Tell the others a discovery source's whole current list (this worker runs discovery). */
   discovered(source: string, upstreams: readonly WireDiscovered[]): void {
     const plain = upstreams.map(({ id, url, weight, draining }) => (draining === true ? { id, url, weight, draining } : { id, url, weight }))
-    this.#ipc.send({ tether: 'discovered', source, upstreams: plain })
+    this.#send({ tether: 'discovered', source, upstreams: plain })
   }
 
   /** Does this worker run the active checks and discovery? */
@@ -140,7 +142,7 @@ export class WorkerLink {
           for (const [key, upstream, epoch] of entries) parts.sessions.applyRemote(key, upstream, epoch, now)
         },
       })
-      this.#ipc.send({ tether: 'call', call, op: 'snapshot', args: [] })
+      this.#send({ tether: 'call', call, op: 'snapshot', args: [] })
     })
   }
 
@@ -155,16 +157,14 @@ export class WorkerLink {
 
   /** Started: the primary may send it connections' admin requests at `admin`. */
   ready(admin: string): void {
-    this.#ipc.send({ tether: 'ready', admin })
+    this.#send({ tether: 'ready', admin })
   }
 
   #receive(m: ToWorker): void {
     const p = this.#parts
     switch (m.tether) {
       case 'ack': return this.#ack(m.seq)
-      case 'bound': return void p?.sessions.applyRemote(m.binding[0], m.binding[1], m.binding[2], p.now())
-      case 'unbound': return void p?.sessions.table.delete(m.key)
-      case 'retired': return void p?.sessions.applyRetired(m.key, m.grace === null ? null : { upstream: m.grace[0], epoch: m.grace[1] }, p.now())
+      case 'written': return void (p !== null && applyWrites(p, m.writes))
       case 'message': for (const fn of this.#listeners) fn(m.message); return
       case 'probe': return void p?.reportActive(m.id, m.ok, m.timedOut, m.suspected)
       case 'discovered': return void p?.discovered(m.source, m.upstreams)
@@ -172,8 +172,8 @@ export class WorkerLink {
       case 'snapshot-chunk': return void this.#calls.get(m.call)?.chunk?.(m.entries)
       case 'dump': return this.#dump(m.dump)
       case 'ask':
-        if (p === null) return this.#ipc.send({ tether: 'answer', call: m.call, value: [] })
-        return void p.metrics().then((value) => this.#ipc.send({ tether: 'answer', call: m.call, value }), () => this.#ipc.send({ tether: 'answer', call: m.call, value: [] }))
+        if (p === null) return this.#send({ tether: 'answer', call: m.call, value: [] })
+        return void p.metrics().then((value) => this.#send({ tether: 'answer', call: m.call, value }), () => this.#send({ tether: 'answer', call: m.call, value: [] }))
       case 'lead':
         if (!this.#lead) {
           this.#lead = true
@@ -184,7 +184,22 @@ export class WorkerLink {
     }
   }
 
-  #write(m: ToPrimary & { seq: number }): void {
+  #write(w: BindingWrite): void {
+    ++this.#seq
+    // one message for every write of this event-loop turn: under load, many answers' pins
+    if (this.#writes.push(w) === 1) setImmediate(() => this.#sendWrites())
+  }
+
+  #sendWrites(): void {
+    if (this.#writes.length === 0) return
+    const writes = this.#writes
+    this.#writes = []
+    this.#ipc.send({ tether: 'writes', seq: this.#seq, writes })
+  }
+
+  /** Every other message: after the writes made before it (the primary sees one order). */
+  #send(m: ToPrimary): void {
+    this.#sendWrites()
     this.#ipc.send(m)
   }
 
@@ -208,7 +223,7 @@ export class WorkerLink {
     return new Promise((resolve) => {
       const timer = setTimeout(() => this.#settle(call, fallback), PRIMARY_TIMEOUT)
       this.#calls.set(call, { resolve: (v) => { clearTimeout(timer); resolve(v) } })
-      this.#ipc.send({ tether: 'call', call, op, args })
+      this.#send({ tether: 'call', call, op, args })
     })
   }
 
@@ -227,11 +242,21 @@ export class WorkerLink {
       for (const e of p.sessions.table.entries(p.now())) {
         entries.push([e.key, e.upstream, e.epoch])
         if (entries.length === CHUNK) {
-          this.#ipc.send({ tether: 'dump-chunk', dump, entries, done: false })
+          this.#send({ tether: 'dump-chunk', dump, entries, done: false })
           entries = []
         }
       }
     }
-    this.#ipc.send({ tether: 'dump-chunk', dump, entries, done: true })
+    this.#send({ tether: 'dump-chunk', dump, entries, done: true })
+  }
+}
+
+/** Apply another worker's binding writes, in order. */
+function applyWrites(p: WorkerParts, writes: readonly BindingWrite[]): void {
+  const now = p.now()
+  for (const w of writes) {
+    if (w[0] === 'b') p.sessions.applyRemote(w[1], w[2], w[3], now)
+    else if (w[0] === 'u') p.sessions.table.delete(w[1])
+    else p.sessions.applyRetired(w[1], w[2] === null ? null : { upstream: w[2][0], epoch: w[2][1] }, now)
   }
 }
