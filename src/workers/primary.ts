@@ -34,6 +34,8 @@ interface Running {
   readonly index: number
   admin: string | null
   stopping: boolean
+  /** Started by a rolling replacement: failing before it is ready ends the roll (no restart). */
+  readonly rolled: boolean
 }
 
 /**
@@ -75,13 +77,15 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
     }
   }
 
-  const fork = (index: number): Promise<Running> => {
+  const fork = (index: number, rolled = false): Promise<Running> => {
     const env: WorkerEnv = { index, ...secrets }
     const worker = cluster.fork({ [WORKER_ENV]: JSON.stringify(env) })
-    const r: Running = { worker, index, admin: null, stopping: false }
+    const r: Running = { worker, index, admin: null, stopping: false, rolled }
     running.set(worker.id, r)
-    // the slot's worker from now on (a crash before it is ready is a crash too: restarted, backing off)
+    // the slot's worker from now on (a crash before it is ready is a crash too: restarted,
+    // backing off), except in a rolling replacement, where the worker it replaces keeps the slot
     const slot = slots[index] ??= { worker: null, crashes: 0, startedAt: 0 }
+    const before = slot.worker
     slot.worker = worker
     slot.startedAt = Date.now()
     const ready = new Promise<Running>((resolve, reject) => readyWaits.set(worker.id, { resolve: () => resolve(r), reject }))
@@ -111,6 +115,10 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
       }
       if (r.stopping || stopping) return
       if (slot.worker !== worker) return // replaced already
+      if (r.rolled && r.admin === null) {
+        slot.worker = before // the roll stops here (its caller says so); the old worker serves on
+        return
+      }
       slot.crashes = Date.now() - slot.startedAt > STABLE_AFTER ? 1 : slot.crashes + 1
       const delay = Math.min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (slot.crashes - 1))
       logger.error({ child: index, pid: worker.process.pid, code, signal, restart_in_ms: delay }, 'worker died; restarting it')
@@ -140,7 +148,7 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
     const old = [...running.values()].filter((r) => !r.stopping).sort((a, b) => a.index - b.index)
     for (let index = 0; index < Math.max(count, old.length); index++) {
       const previous = old.find((r) => r.index === index)
-      if (index < count) await fork(index)
+      if (index < count) await fork(index, true)
       if (previous !== undefined) await retire(previous)
     }
     slots.length = count
@@ -187,7 +195,10 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
     config = next
     if (restart.length === 0 && nextCount === started().length) return
     logger.info({ sections: restart, workers: nextCount }, 'config change needs new workers: replacing them one at a time')
-    rolling = (rolling ?? Promise.resolve()).then(() => roll(nextCount)).catch((err: unknown) => logger.error({ err }, 'replacing the workers failed; the remaining ones keep running'))
+    rolling = (rolling ?? Promise.resolve()).then(() => roll(nextCount)).catch((err: unknown) => logger.error(
+      { err: (err as Error).message, sections: restart },
+      'replacing the workers failed: a new worker did not start (its error is logged above); the workers not yet replaced keep running with these sections as before; fix the config and reload',
+    ))
   }
   /** Every worker re-reads the file at once (their live changes), then the primary sees what needs new workers. */
   const reloadAll = (): void => {

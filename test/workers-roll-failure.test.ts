@@ -1,0 +1,69 @@
+// A rolling replacement whose new worker cannot start (`workers: 2`): a reload moves the
+// proxy listener to a port another process holds, so the new worker fails to listen. The roll
+// stops there: the old workers keep serving on the old port (no request fails), the failed
+// worker is not restarted in a loop, and one error line says what happened. A later reload
+// back to a free port replaces the workers as usual.
+import t from 'tap'
+import net from 'node:net'
+import { writeFileSync } from 'node:fs'
+import { tempFile } from './fixtures/cli.js'
+import { freePort } from './fixtures/ports.js'
+import { request, startPrimary, workerPids } from './fixtures/primary-process.js'
+import { startChildUpstream } from './fixtures/child-upstream.js'
+import { waitFor } from './fixtures/wait.js'
+
+t.test('with two workers, a replacement worker that cannot start ends the roll: the old workers serve on, nothing restarts in a loop, the error is logged', async (t) => {
+  const app = await startChildUpstream('app-0')
+  t.teardown(() => app.kill())
+  const taken = net.createServer().listen(0, '127.0.0.1')
+  await new Promise((r) => taken.once('listening', r))
+  t.teardown(() => new Promise((r) => taken.close(r)))
+  const takenPort = (taken.address() as net.AddressInfo).port
+  const port = await freePort()
+  const adminPort = await freePort()
+  const yaml = (listen: number): string => [
+    `listen: { host: 127.0.0.1, port: ${listen} }`,
+    `admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }`,
+    'workers: 2',
+    'log: { level: info, access: false }',
+    'upstreams:',
+    `  - { id: app-0, url: "${app.url}" }`,
+    '',
+  ].join('\n')
+  const file = tempFile('workers-roll-failure.yaml', yaml(port))
+  const { proc, out } = await startPrimary(t, file)
+  const pids = workerPids(proc)
+  t.equal(pids.length, 2, 'two workers')
+
+  writeFileSync(file, yaml(takenPort))
+  await waitFor(() => out().includes('replacing the workers failed'), 20_000, 'the roll to fail')
+  const failed = out().split('\n').find((l) => l.includes('replacing the workers failed'))!
+  t.match(failed, /"level":50/, 'logged as an error')
+  t.match(failed, /"sections":\["listen"\]/, 'naming the sections that were not applied')
+  t.match(out(), /EADDRINUSE/, "the new worker's own error is logged too")
+
+  // the old workers serve on: every request on a new connection succeeds
+  let ok = 0
+  for (let i = 0; i < 40; i++) if ((await request(`http://127.0.0.1:${port}/`, null)).status === 200) ok++
+  t.equal(ok, 40, 'the old workers answer every request on the old port')
+  t.same(workerPids(proc), pids, 'the same two worker processes, none added')
+  const deaths = (out().match(/"worker died; restarting it"/g) ?? []).length
+  t.equal(deaths, 0, 'the failed replacement is not restarted (no crash loop)')
+
+  // back to a free port: the workers are replaced as usual
+  const next = await freePort()
+  writeFileSync(file, yaml(next))
+  await waitFor(async () => {
+    try {
+      return (await request(`http://127.0.0.1:${next}/`, null)).status === 200
+    } catch {
+      return false
+    }
+  }, 20_000, 'the workers on the new port')
+  await waitFor(() => workerPids(proc).every((p) => !pids.includes(p)) && workerPids(proc).length === 2, 20_000, 'both old workers replaced')
+  t.pass('a later reload replaces both workers')
+
+  proc.kill('SIGTERM')
+  await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
+  t.equal(proc.exitCode, 0, 'SIGTERM stops the primary and its workers gracefully')
+})
