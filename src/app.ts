@@ -54,7 +54,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const { store, state } = createState(config, redis, clock, metrics, logger, link?.store ?? null)
   const proxy = createProxy(config, {
     clock, timers, logger, keys, router, sessions, records, upstreams: () => membership.current(), state, shared, inFlight, events: teeEvents(metrics, traffic),
-    observe: (id, signal) => health.table.reportPassive(id, signal), suspect: (id) => health.checker?.probeSoon(id), draining: () => draining,
+    observe: (id, signal) => health.table.reportPassive(id, signal), suspect: (id) => (link === null || link.lead ? health.checker?.probeSoon(id) : link.suspect(id)), draining: () => draining,
   })
   let path = proxy.pathFor(config)
   const warnUnverified = (c: Config): void => {
@@ -105,6 +105,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   // a worker takes its siblings' bindings before it takes connections; the checks run where the primary says
   await link?.attach({
     sessions, reportActive: health.reportActive, now: () => clock.now(), metrics: () => metrics.snapshot(),
+    probeSoon: (id) => health.checker?.probeSoon(id),
     becomeLead: () => {
       if (closing !== null) return
       health.checker?.start()

@@ -28,7 +28,7 @@ t.test('workers: auto is the CPUs the cgroup quota allows, rounded up, never mor
 
 function hubWith(ids: number[], store: MemoryCheckpointStore | null = null) {
   const sent: [number, ToWorker][] = []
-  const hub = new Hub({ ids: () => ids, donor: (except) => ids.find((i) => i !== except) ?? null, send: (id, m) => void sent.push([id, m]) }, store)
+  const hub = new Hub({ ids: () => ids, donor: (except) => ids.find((i) => i !== except) ?? null, send: (id, m) => void sent.push([id, m]), lead: () => ids[0] ?? null }, store)
   return { hub, sent }
 }
 
@@ -41,6 +41,9 @@ t.test('pins, unpins and rotations are sent to every other worker before the sen
     [3, { tether: 'written', writes }],
     [1, { tether: 'ack', seq: 7 }],
   ])
+  sent.length = 0
+  hub.receive(3, { tether: 'suspect', id: 'app-1' })
+  t.same(sent, [[1, { tether: 'suspect', id: 'app-1' }]], 'a suspicion goes to the worker running the checks only')
   sent.length = 0
   hub.receive(3, { tether: 'publish', message: 'x' })
   t.same(sent.map(([id]) => id), [1, 2, 3], 'a peer message reaches every worker, the sender too')
@@ -92,7 +95,7 @@ t.test("the lead's discovery lists reach the other workers, and a starting worke
   const link = new WorkerLink({ send: (m) => void out.push(m), onMessage: (fn) => { deliver = fn } })
   let lead = 0
   const sessions = new SessionTable({ maxEntries: 10, idleTimeout: 60_000, absoluteTimeout: null })
-  const attached = link.attach({ sessions, reportActive: () => undefined, becomeLead: () => void lead++, discovered: (source, list) => void delivered.push([source, list]), now: () => 0, metrics: () => Promise.resolve([]) })
+  const attached = link.attach({ sessions, reportActive: () => undefined, becomeLead: () => void lead++, discovered: (source, list) => void delivered.push([source, list]), probeSoon: (id) => void delivered.push(['probe', id]), now: () => 0, metrics: () => Promise.resolve([]) })
   const snapshot = out.find((m) => (m as { op?: string }).op === 'snapshot') as { call: number }
   deliver({ tether: 'discovered', source: 'dns', upstreams: now })
   deliver({ tether: 'reply', call: snapshot.call, value: null })
@@ -101,6 +104,10 @@ t.test("the lead's discovery lists reach the other workers, and a starting worke
   deliver({ tether: 'lead' })
   deliver({ tether: 'lead' })
   t.equal(lead, 1, 'told to lead: starts checks and discovery once')
+  deliver({ tether: 'suspect', id: 'app-1' })
+  t.same(delivered.at(-1), ['probe', 'app-1'], "a suspicion from another worker's client: probed here, the lead")
+  link.suspect('app-2')
+  t.same(out.at(-1), { tether: 'suspect', id: 'app-2' }, "this worker's client gave up: the suspicion goes to the primary")
   link.discovered('dns', [{ id: 'a:1', url: 'http://a:1', weight: 2, extra: 'x' } as never])
   t.same(out.at(-1), { tether: 'discovered', source: 'dns', upstreams: [{ id: 'a:1', url: 'http://a:1', weight: 2 }] }, 'sent as plain data')
 })
@@ -143,7 +150,7 @@ t.test("a worker's answer waits until the primary acknowledged its pins; pins fr
   let deliver: (m: unknown) => void = () => undefined
   const link = new WorkerLink({ send: (m) => void sent.push(m), onMessage: (fn) => { deliver = fn } })
   const sessions = new SessionTable({ maxEntries: 10, idleTimeout: 60_000, absoluteTimeout: null, sink: link.bindings.sink() })
-  const attached = link.attach({ sessions, reportActive: () => undefined, becomeLead: () => undefined, discovered: () => undefined, now: () => 0, metrics: () => Promise.resolve([]) })
+  const attached = link.attach({ sessions, reportActive: () => undefined, becomeLead: () => undefined, discovered: () => undefined, probeSoon: () => undefined, now: () => 0, metrics: () => Promise.resolve([]) })
   const snapshot = sent.find((m) => (m as { op?: string }).op === 'snapshot') as { call: number }
   deliver({ tether: 'snapshot-chunk', call: snapshot.call, entries: [['old-user', 'app-2', 3]] })
   deliver({ tether: 'reply', call: snapshot.call, value: null })

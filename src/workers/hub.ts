@@ -14,6 +14,8 @@ export interface HubWorkers {
   /** The id of a started worker other than `except` to copy bindings from, or null. */
   donor(except: number): number | null
   send(id: number, message: ToWorker): void
+  /** The worker running the active checks and discovery, or null while there is none. */
+  lead(): number | null
 }
 
 /**
@@ -40,6 +42,10 @@ export class Hub {
   receive(from: number, m: ToPrimary): void {
     switch (m.tether) {
       case 'writes': this.#others(from, { tether: 'written', writes: m.writes }); return this.#workers.send(from, { tether: 'ack', seq: m.seq })
+      case 'suspect': {
+        const lead = this.#workers.lead()
+        return void (lead !== null && this.#workers.send(lead, { tether: 'suspect', id: m.id }))
+      }
       case 'probe': return this.#others(from, { tether: 'probe', id: m.id, ok: m.ok, timedOut: m.timedOut, suspected: m.suspected })
       case 'discovered':
         this.#discovered.set(m.source, m.upstreams)

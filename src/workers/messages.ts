@@ -49,6 +49,8 @@ export type ToPrimary =
   | { readonly tether: 'publish'; readonly message: string }
   /** A discovery source's whole current list, from the worker running discovery (the lead). */
   | { readonly tether: 'discovered'; readonly source: string; readonly upstreams: readonly WireDiscovered[] }
+  /** A client gave up waiting on upstream `id` here: the worker running the checks should probe it now. */
+  | { readonly tether: 'suspect'; readonly id: string }
   /** An active probe's result, from the worker running the checks. */
   | { readonly tether: 'probe'; readonly id: string; readonly ok: boolean; readonly timedOut: boolean; readonly suspected: boolean }
   | { readonly tether: 'call'; readonly call: number; readonly op: CallOp; readonly args: readonly unknown[] }
@@ -65,6 +67,8 @@ export type ToWorker =
   /** Another worker's binding writes, in its order. */
   | { readonly tether: 'written'; readonly writes: readonly BindingWrite[] }
   | { readonly tether: 'message'; readonly message: string }
+  /** Probe upstream `id` now: a client of another worker gave up waiting on it (to the lead only). */
+  | { readonly tether: 'suspect'; readonly id: string }
   /** A discovery source's list (relayed from the lead; the last one of each source again to a starting worker). */
   | { readonly tether: 'discovered'; readonly source: string; readonly upstreams: readonly WireDiscovered[] }
   | { readonly tether: 'probe'; readonly id: string; readonly ok: boolean; readonly timedOut: boolean; readonly suspected: boolean }

@@ -65,6 +65,7 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
       return d === undefined ? null : d.worker.id
     },
     send: (id, m) => send(running.get(id)?.worker, m),
+    lead: () => lead,
   }, store)
 
   const chooseLead = (): void => {

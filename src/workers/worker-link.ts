@@ -33,6 +33,8 @@ export interface WorkerParts {
   readonly sessions: SessionTable
   /** Apply an active probe's result as this worker's checker would. */
   readonly reportActive: (id: string, ok: boolean, timedOut: boolean, suspected: boolean) => void
+  /** Probe upstream `id` now (this worker runs the checks; a client of another gave up waiting on it). */
+  readonly probeSoon: (id: string) => void
   /** Start running the active checks and discovery (this worker became the one that does). */
   readonly becomeLead: () => void
   /** Apply a discovery source's whole list, as the lead's discovery found it. */
@@ -114,6 +116,14 @@ export class WorkerLink {
     this.#send({ tether: 'probe', id, ok, timedOut, suspected })
   }
 
+  /**
+   * A client gave up waiting on upstream `id` here: ask the worker running the checks to probe
+   * it now (its result, marked as an answer to a suspicion, reaches every worker).
+   */
+  suspect(id: string): void {
+    this.#send({ tether: 'suspect', id })
+  }
+
   /** Tell the others a discovery source's whole current list (this worker runs discovery). */
   discovered(source: string, upstreams: readonly WireDiscovered[]): void {
     const plain = upstreams.map(({ id, url, weight, draining }) => (draining === true ? { id, url, weight, draining } : { id, url, weight }))
@@ -168,6 +178,7 @@ export class WorkerLink {
       case 'message': for (const fn of this.#listeners) fn(m.message); return
       case 'probe': return void p?.reportActive(m.id, m.ok, m.timedOut, m.suspected)
       case 'discovered': return void p?.discovered(m.source, m.upstreams)
+      case 'suspect': return void p?.probeSoon(m.id)
       case 'reply': return this.#settle(m.call, m.value)
       case 'snapshot-chunk': return void this.#calls.get(m.call)?.chunk?.(m.entries)
       case 'dump': return this.#dump(m.dump)
