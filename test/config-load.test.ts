@@ -259,8 +259,8 @@ const errorCases: { name: string; text: string; issues: string[] }[] = [
     name: 'an admin.allowed_hosts entry with a port or a scheme',
     text: yaml(...UPSTREAM, 'admin: {allowed_hosts: [ok.internal, "tether:9901", "http://x"]}'),
     issues: [
-      `${FILE}:4:37 admin.allowed_hosts[1]: expected a host name without port or scheme (e.g. tether-admin.internal), got "tether:9901"`,
-      `${FILE}:4:52 admin.allowed_hosts[2]: expected a host name without port or scheme (e.g. tether-admin.internal), got "http://x"`,
+      `${FILE}:4:38 admin.allowed_hosts[1]: expected a host name without port or scheme (e.g. tether-admin.internal), got "tether:9901"`,
+      `${FILE}:4:53 admin.allowed_hosts[2]: expected a host name without port or scheme (e.g. tether-admin.internal), got "http://x"`,
     ],
   },
   {
