@@ -30,6 +30,7 @@ async function harness(t: Test, over: Partial<AdminDeps> = {}, limits: AdminLimi
     drain: (id) => { calls.push(`drain ${id}`); return KNOWN.has(id) },
     undrain: (id) => { calls.push(`undrain ${id}`); return KNOWN.has(id) },
     token: TOKEN,
+    allowedHosts: [],
     sessions: null,
     metrics: async () => 'tether_up 1\n',
     metricsContentType: 'text/plain; version=0.0.4; charset=utf-8',

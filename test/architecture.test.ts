@@ -43,6 +43,7 @@ const LAYERS: [RegExp, number][] = [
   [/^observability\/(metrics|logger|redis-health-log)\.ts$/, 3],
   [/^proxy\/(request-path|answer-head|listener|redirect-listener)\.ts$/, 4],
   [/^health\/shared-health\.ts$/, 4],
+  [/^admin\/browser-guard\.ts$/, 1],
   [/^admin\//, 4],
   [/^(app|cli|tether)\.ts$/, 5],
   [/^state\/create-state\.ts$/, 5],

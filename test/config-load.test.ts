@@ -29,7 +29,7 @@ t.test('a minimal config gets every default', async (t) => {
   const config = loadConfigFile(fixture('minimal.yaml'))
   t.strictSame(config, {
     listen: { host: '0.0.0.0', port: 8080, tls: null, http2: { enabled: true, cleartext: false, max_concurrent_streams: 100 }, redirect: null },
-    admin: { listen: { host: '127.0.0.1', port: 9901 }, token: null },
+    admin: { listen: { host: '127.0.0.1', port: 9901 }, token: null, allowed_hosts: [] },
     upstreams: [{ id: 'a', url: 'http://127.0.0.1:9001', weight: 1, tls: null }],
     affinity: {
       key: 'cookie',
@@ -92,7 +92,7 @@ t.test('a full config round-trips every key, durations in ms and URLs as origins
       http2: { enabled: false, cleartext: false, max_concurrent_streams: 50 },
       redirect: { host: '127.0.0.1', port: 8002, https_port: null },
     },
-    admin: { listen: { host: '127.0.0.1', port: 8001 }, token: 's3cret' },
+    admin: { listen: { host: '127.0.0.1', port: 8001 }, token: 's3cret', allowed_hosts: ['tether-admin.internal', 'Tether-0.tether.default.svc.cluster.local'] },
     upstreams: [
       // the keys an upstream sets override forwarding.tls, one by one
       { id: 'app-a', url: 'https://127.0.0.1:9001', weight: 3, tls: { ...forwardingTls, servername: 'app-a.internal', verify: true } },
@@ -253,6 +253,14 @@ const errorCases: { name: string; text: string; issues: string[] }[] = [
       `${FILE}:4:28 listen.port: expected an integer, got "abc"`,
       `${FILE}:5:27 forwarding.x_forwarded: expected a boolean, got "yes"`,
       `${FILE}:6:16 admin.token: expected a string, got a list`,
+    ],
+  },
+  {
+    name: 'an admin.allowed_hosts entry with a port or a scheme',
+    text: yaml(...UPSTREAM, 'admin: {allowed_hosts: [ok.internal, "tether:9901", "http://x"]}'),
+    issues: [
+      `${FILE}:4:38 admin.allowed_hosts[1]: expected a host name without port or scheme (e.g. tether-admin.internal), got "tether:9901"`,
+      `${FILE}:4:53 admin.allowed_hosts[2]: expected a host name without port or scheme (e.g. tether-admin.internal), got "http://x"`,
     ],
   },
   {

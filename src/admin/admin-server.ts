@@ -5,8 +5,9 @@
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Logger } from '../observability/logger.js'
-import { parseAdminTarget } from './admin-target.js'
+import { loggedTarget, parseAdminTarget } from './admin-target.js'
 import { BearerToken } from './bearer-token.js'
+import { BROWSER_REFUSAL_LOG, browserVerdict } from './browser-guard.js'
 import type { TrafficSnapshot } from '../observability/recent-traffic.js'
 import type { SessionLookup } from './session-lookup.js'
 import { STATUS_PAGE_CSP, statusPage } from './status-page.js'
@@ -28,12 +29,14 @@ export interface AdminDeps {
    * and / (the status page, which holds no data); null: no token, every route is open.
    */
   readonly token: string | null
+  /** `admin.allowed_hosts`: names besides IP addresses and `localhost` a browser may reach the listener by (see `browserVerdict`). */
+  readonly allowedHosts: readonly string[]
   /** The session lookup; null when the affinity key has no sessions (`key: none`). */
   readonly sessions: SessionLookup | null
   /** Prometheus exposition text, and its content type. */
   readonly metrics: () => Promise<string>
   readonly metricsContentType: string
-  /** Where refused credentials (warn) and failed requests (error, with the cause) are logged. */
+  /** Where refused credentials and browser requests (warn) and failed requests (error, with the cause) are logged. */
   readonly logger: Logger
   /** Recent traffic of these upstreams (for `GET /status`). */
   readonly traffic: (ids: readonly string[]) => TrafficSnapshot
@@ -87,7 +90,7 @@ interface Route {
 }
 
 const STATUS_TEXT: Readonly<Record<number, string>> = {
-  400: 'Bad Request', 401: 'Unauthorized', 404: 'Not Found', 405: 'Method Not Allowed', 409: 'Conflict',
+  400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed', 409: 'Conflict',
   413: 'Content Too Large', 414: 'URI Too Long', 500: 'Internal Server Error',
 }
 
@@ -105,6 +108,7 @@ const PAGE_HEADERS: Readonly<Record<string, string>> = Object.freeze({
  * `POST /upstreams/<id>/drain[?migrate=true]`, `POST /upstreams/<id>/undrain`,
  * `GET /sessions/<key>`, `DELETE /sessions/<key>`, `POST /sessions/<key>/move?to=<id>`
  * (token required when set).
+ * A browser's cross-site change or request to a rebindable Host gets 403 first (`browserVerdict`).
  * A path matching no route gets 404, a known path with another method 405 and `Allow`.
  * Example: `const admin = await startAdmin('127.0.0.1', 0, deps); fetch(`${admin.url}/healthz`)`.
  */
@@ -166,9 +170,15 @@ export async function startAdmin(host: string, port: number, deps: AdminDeps, li
     const target = parseAdminTarget(req.url)
     if (!target.ok) return write(res, text(target.status, `${STATUS_TEXT[target.status]}: ${target.reason}`))
     const onPath = routes.filter((r) => r.path.length === target.segments.length && r.path.every((p, i) => p === null || p === target.segments[i]))
-    if (onPath.length === 0) return write(res, text(404, 'Not Found'))
     const method = req.method === 'HEAD' ? 'GET' : req.method
     const route = onPath.find((r) => r.method === method)
+    // before anything else answers: a tokenless route with data needs a known Host even without browser headers
+    const verdict = browserVerdict({ method: req.method ?? '', rawHeaders: req.rawHeaders, hostMustBeKnown: route !== undefined && !route.open && token === null }, deps.allowedHosts)
+    if (!verdict.ok) {
+      logger.warn({ method: req.method, path: loggedTarget(req.url), reason: verdict.reason, ...verdict.seen, remote: req.socket.remoteAddress }, BROWSER_REFUSAL_LOG)
+      return write(res, text(403, verdict.message))
+    }
+    if (onPath.length === 0) return write(res, text(404, 'Not Found'))
     if (route === undefined) {
       return write(res, { ...text(405, 'Method Not Allowed'), headers: { allow: onPath.map((r) => (r.method === 'GET' ? 'GET, HEAD' : r.method)).join(', ') } })
     }
@@ -176,7 +186,7 @@ export async function startAdmin(host: string, port: number, deps: AdminDeps, li
       const verdict = token.check(req.rawHeaders)
       if (verdict === 'ambiguous') return write(res, text(400, 'Bad Request: more than one Authorization header'))
       if (verdict !== 'ok') {
-        logger.warn({ method: req.method, path: shortPath(req.url), verdict, remote: req.socket.remoteAddress }, 'admin request refused: missing or wrong token')
+        logger.warn({ method: req.method, path: loggedTarget(req.url), verdict, remote: req.socket.remoteAddress }, 'admin request refused: missing or wrong token')
         return write(res, { ...text(401, 'Unauthorized: admin.token required'), headers: { 'www-authenticate': 'Bearer realm="tether-admin"' } })
       }
     }
@@ -186,7 +196,7 @@ export async function startAdmin(host: string, port: number, deps: AdminDeps, li
   }
 
   const fail = (req: http.IncomingMessage, res: http.ServerResponse, err: unknown): void => {
-    logger.error({ err, method: req.method, path: shortPath(req.url) }, 'admin request failed')
+    logger.error({ err, method: req.method, path: loggedTarget(req.url) }, 'admin request failed')
     if (res.headersSent) res.destroy()
     else write(res, text(500, 'Internal Server Error'))
   }
@@ -283,15 +293,4 @@ function write(res: http.ServerResponse, answer: Answer): void {
     ...answer.headers,
   })
   res.end(body)
-}
-
-/** The request target for a log line, cut short. */
-/**
- * The request target as logged: a session key replaced (it may be a client IP or an
- * application's cookie value), at most 256 characters.
- * Example: `shortPath('/sessions/10.0.0.7/move?to=app-1')` -> `'/sessions/<key>/move?to=app-1'`.
- */
-function shortPath(url: string | undefined): string {
-  const u = (url ?? '').replace(/^\/sessions\/[^/?#]+/, '/sessions/<key>')
-  return u.length > 256 ? `${u.slice(0, 256)}...` : u
 }

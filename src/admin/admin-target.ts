@@ -1,6 +1,7 @@
 // Parses an admin request target (`/upstreams/app%2D0/drain?x`) into decoded path segments.
 // Pure and total: any input gives segments or a 400/414 verdict, it never throws (a malformed
 // percent-escape once ended the process). Knows no routes; the admin server matches them.
+// Also how a target is written in a log line (session keys hidden).
 
 /** Longest request target the admin listener reads, in characters. */
 export const MAX_TARGET_LENGTH = 2048
@@ -47,4 +48,14 @@ function decodeSegment(raw: string): string | null {
 
 function refuse(status: 400 | 414, reason: string): AdminTarget {
   return { ok: false, status, reason }
+}
+
+/**
+ * The request target as logged: a session key replaced (it may be a client IP or an
+ * application's cookie value), at most 256 characters.
+ * Example: `loggedTarget('/sessions/10.0.0.7/move?to=app-1')` -> `'/sessions/<key>/move?to=app-1'`.
+ */
+export function loggedTarget(url: string | undefined): string {
+  const u = (url ?? '').replace(/^\/sessions\/[^/?#]+/, '/sessions/<key>')
+  return u.length > 256 ? `${u.slice(0, 256)}...` : u
 }

@@ -54,6 +54,7 @@ export async function createAdmin(config: Config, p: AdminParts, at: AdminAddres
     keyKind === 'none' || p.health.drainingSince(id) === null ? null : counted ? p.sessions.countByUpstream(id) : p.records.countByUpstream(id)
   return startAdmin(host, port, {
     token: config.admin.token,
+    allowedHosts: config.admin.allowed_hosts,
     logger: p.logger,
     notReady: () => [
       ...(p.draining() ? ['shutting down'] : []),

@@ -95,6 +95,12 @@ export interface AdminConfig {
   readonly listen: ListenConfig
   /** Bearer token required by every admin route except /healthz, /readyz and /metrics; null = none (all open). */
   readonly token: string | null
+  /**
+   * Host names (any case, no port) a browser may use to reach the admin listener besides IP
+   * addresses and `localhost`; a browser's request to any other name is refused as DNS
+   * rebinding (as is any tokenless request for data to it). Default [].
+   */
+  readonly allowed_hosts: readonly string[]
 }
 
 export interface UpstreamConfig {
@@ -492,7 +498,7 @@ export const DEFAULTS = {
   listenTls: { certificates: [], min_version: 'TLSv1.2', hsts: null },
   hsts: { include_subdomains: false, preload: false },
   redirect: { host: '0.0.0.0', port: 8080, https_port: 443 },
-  admin: { listen: { host: '127.0.0.1', port: 9901 }, token: null },
+  admin: { listen: { host: '127.0.0.1', port: 9901 }, token: null, allowed_hosts: [] },
   upstream: { weight: 1, tls: null },
   upstreamTls: { ca: null, servername: null, cert: null, key: null, verify: true },
   affinity: {

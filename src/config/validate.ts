@@ -681,6 +681,8 @@ const kubernetesDiscovery = struct<KubernetesDiscoveryConfig>(
   DEFAULTS.kubernetesDiscovery,
 )
 
+/** A DNS name as a Host header carries it (labels of letters, digits, `-` and `_`; no port, no scheme). */
+const DNS_NAME = { test: /^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/, what: 'a host name without port or scheme (e.g. tether-admin.internal)' }
 const HOST_PORT = { test: /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, what: 'host:port' }
 
 const redisUrl: Check<string> = leaf('a redis:// or rediss:// URL', (value) => {
@@ -822,7 +824,7 @@ const config: Check<Config> = refine(
     {
       listen: proxyListen,
       admin: struct<Config['admin']>(
-        { listen: listen(DEFAULTS.admin.listen), token: nullable(string()) },
+        { listen: listen(DEFAULTS.admin.listen), token: nullable(string()), allowed_hosts: list(string(DNS_NAME), { nonEmpty: false }) },
         DEFAULTS.admin,
       ),
       upstreams: alsoCheck(list(upstream, { nonEmpty: false }), uniqueIds),

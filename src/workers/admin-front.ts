@@ -3,12 +3,16 @@
 // in-flight requests and WebSockets of all workers added up, /status (the status page's data)
 // every worker's traffic combined; every other request (health,
 // drains, the session lookup) is passed to the leading worker's private admin listener, whose
-// effects reach the others through the primary (shared health, bindings). Layer 4 flow.
+// effects reach the others through the primary (shared health, bindings). Browser requests are
+// judged first by the admin API's own guard (a passed request is judged again by the worker,
+// which knows the routes and the token). Layer 4 flow.
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { aggregateMetrics } from '../observability/metrics.js'
 import type { Logger } from '../observability/logger.js'
 import { combineStatus, type StatusView } from '../admin/status-view.js'
+import { BROWSER_REFUSAL_LOG, browserVerdict } from '../admin/browser-guard.js'
+import { loggedTarget } from '../admin/admin-target.js'
 
 /** What the front needs of the supervisor. */
 export interface FrontWorkers {
@@ -29,8 +33,11 @@ interface Answer {
   readonly body: Buffer
 }
 
-/** Example: `const front = await startAdminFront('127.0.0.1', 9901, workers, logger)`; `front.close()`. */
-export async function startAdminFront(host: string, port: number, workers: FrontWorkers, logger: Logger): Promise<{ readonly url: string; close(): Promise<void> }> {
+/**
+ * `allowedHosts` is `admin.allowed_hosts`.
+ * Example: `const front = await startAdminFront('127.0.0.1', 9901, workers, logger, [])`; `front.close()`.
+ */
+export async function startAdminFront(host: string, port: number, workers: FrontWorkers, logger: Logger, allowedHosts: readonly string[]): Promise<{ readonly url: string; close(): Promise<void> }> {
   const server = http.createServer({ headersTimeout: TIMEOUT, requestTimeout: TIMEOUT * 3 }, (req, res) => {
     const chunks: Buffer[] = []
     let size = 0
@@ -40,6 +47,12 @@ export async function startAdminFront(host: string, port: number, workers: Front
     })
     req.on('end', () => {
       if (size > MAX_BODY) return reply(res, { status: 413, headers: { 'content-type': 'text/plain' }, body: Buffer.from('Content Too Large\n') })
+      // the routes are the worker's: only what needs no route knowledge is judged here (the worker judges the rest)
+      const verdict = browserVerdict({ method: req.method ?? '', rawHeaders: req.rawHeaders, hostMustBeKnown: false }, allowedHosts)
+      if (!verdict.ok) {
+        logger.warn({ method: req.method, path: loggedTarget(req.url), reason: verdict.reason, ...verdict.seen, remote: req.socket.remoteAddress }, BROWSER_REFUSAL_LOG)
+        return reply(res, { status: 403, headers: { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' }, body: Buffer.from(`${verdict.message}\n`) })
+      }
       serve(req, res, Buffer.concat(chunks), workers).then((a) => a !== null && reply(res, a), (err: unknown) => {
         logger.error({ err }, 'admin request failed in the primary')
         reply(res, { status: 502, headers: { 'content-type': 'text/plain' }, body: Buffer.from('Bad Gateway: no worker answered\n') })

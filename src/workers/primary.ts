@@ -169,7 +169,7 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
       asks.set(call, (v) => { clearTimeout(timer); resolve(v) })
       send(r.worker, { tether: 'ask', call, op: 'metrics' })
     }))),
-  }, logger)
+  }, logger, config.admin.allowed_hosts)
   try {
     await Promise.all(Array.from({ length: count }, (_, i) => fork(i)))
   } catch (err) {
