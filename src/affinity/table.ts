@@ -140,8 +140,12 @@ export class AffinityTable implements AffinityStore {
     return this.#entry(slot)
   }
 
-  /** Throws a `RangeError` when 65,536 distinct upstream ids are already bound, or the epoch is not a uint32. */
-  set(key: string, upstream: string, epoch: number, now: number): void {
+  /**
+   * Returns true when the key took a slot here (it was not held: new, evicted or deleted before),
+   * false when its binding was updated in place. Throws a `RangeError` when 65,536 distinct
+   * upstream ids are already bound, or the epoch is not a uint32.
+   */
+  set(key: string, upstream: string, epoch: number, now: number): boolean {
     if (!Number.isInteger(epoch) || epoch < 0 || epoch > 0xffff_ffff) {
       throw new RangeError(`affinity table: epoch must be a uint32, got ${epoch}`)
     }
@@ -158,7 +162,7 @@ export class AffinityTable implements AffinityStore {
       this.#epoch[slot] = epoch
       this.#lastSeen[slot] = now
       this.#toHead(slot)
-      return
+      return false
     }
     if (this.#size >= this.#maxEntries) {
       const victim = this.#tail
@@ -178,6 +182,7 @@ export class AffinityTable implements AffinityStore {
     if (this.#head !== NONE) this.#prev[this.#head] = slot
     this.#head = slot
     if (this.#tail === NONE) this.#tail = slot
+    return true
   }
 
   delete(key: string): boolean {
@@ -212,6 +217,19 @@ export class AffinityTable implements AffinityStore {
   countByUpstream(upstream: string): number {
     const u = this.#idIndex.get(upstream)
     return u === undefined ? 0 : this.#counts[u]!
+  }
+
+  /**
+   * The slot of `key` in the key index when this table holds it (expired or not), for a table
+   * sharing the index that keeps more columns by slot. Example: `table.slotOf('10.0.0.5')` -> 0.
+   */
+  slotOf(key: string): number | undefined {
+    return this.#slotOf(key)
+  }
+
+  /** Does this table hold `slot` (a slot number of its key index)? */
+  holds(slot: number): boolean {
+    return this.#slots.holds(slot, this.#owner)
   }
 
   /** The slot of `key` when this table holds it. */
