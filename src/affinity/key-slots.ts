@@ -11,6 +11,12 @@ export type SlotOwner = number
 
 const MAX_OWNERS = 8
 const INITIAL_CAPACITY = 1024
+/**
+ * Most slots allocated up front for an expected number of keys. Typed arrays are zero-filled by
+ * calloc, so pages no slot has touched cost address space, not RSS; growing by copying would
+ * leave the freed smaller columns in malloc's heap (as the tables' columns, see table.ts).
+ */
+const PREALLOCATED = 1 << 22
 /** Buckets of a new index (a power of two). */
 const INITIAL_BUCKETS = 2048
 /** The index doubles before more than this share of its buckets is taken (linear probing stays short). */
@@ -21,6 +27,8 @@ const SLICE_MIN = 13
 export interface KeySlotsOptions {
   /** The hash key (two uint32s); default: random per index. Tests pin it to be repeatable. */
   readonly seed?: readonly [number, number]
+  /** Keys expected at most (`affinity.max_entries`): slot columns for up to 4M of them are allocated up front. */
+  readonly capacity?: number
 }
 
 /**
@@ -65,12 +73,12 @@ export class KeySlots {
   #buckets = new Int32Array(INITIAL_BUCKETS)
   #mask = INITIAL_BUCKETS - 1
   #maxSize = Math.floor(INITIAL_BUCKETS * MAX_LOAD)
-  #capacity = INITIAL_CAPACITY
-  #hash = new Int32Array(INITIAL_CAPACITY)
-  #shape = new Uint32Array(INITIAL_CAPACITY)
+  #capacity: number
+  #hash: Int32Array
+  #shape: Uint32Array
   /** A held slot's arena location; a free slot's next free slot + 1 (0: none). */
-  #loc = new Uint32Array(INITIAL_CAPACITY)
-  #owners = new Uint8Array(INITIAL_CAPACITY)
+  #loc: Uint32Array
+  #owners: Uint8Array
   /** The last freed slot + 1 (0: none); freed slots are reused last in, first out. */
   #freeSlot = 0
   #size = 0
@@ -81,6 +89,12 @@ export class KeySlots {
     const seed = options.seed ?? randomFillSync(new Uint32Array(2))
     this.#k0 = seed[0]! | 0
     this.#k1 = seed[1]! | 0
+    const capacity = Math.max(INITIAL_CAPACITY, Math.min(options.capacity ?? 0, PREALLOCATED))
+    this.#capacity = capacity
+    this.#hash = new Int32Array(capacity)
+    this.#shape = new Uint32Array(capacity)
+    this.#loc = new Uint32Array(capacity)
+    this.#owners = new Uint8Array(capacity)
   }
 
   /** A new owner's bit. Throws a `RangeError` past 8 owners. */

@@ -70,7 +70,7 @@ export class SessionRecords {
     this.ids = new SessionIds(options.secret)
     const { maxEntries, idleTimeout } = options
     this.#maxEntries = maxEntries
-    this.#slots = options.slots ?? new KeySlots()
+    this.#slots = options.slots ?? new KeySlots({ capacity: maxEntries })
     this.#seen = new AffinityTable({ maxEntries, idleTimeout, slots: this.#slots })
   }
 

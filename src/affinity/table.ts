@@ -15,6 +15,10 @@ const NONE = -1
 const PREALLOCATED = 1 << 22
 /** Upstream ids are interned into a Uint16Array column. */
 const MAX_UPSTREAMS = 0x1_0000
+/** Times are whole ms after the table's base, in Uint32 columns: a window of 2^32 ms (49.7 days). */
+const TIME_MAX = 0xffff_ffff
+/** A new base lies this far before the time that moved it (24.8 days), leaving as much after it. */
+const TIME_SLACK = 2 ** 31
 
 export interface AffinityTableOptions extends AffinityStoreOptions {
   /**
@@ -63,8 +67,11 @@ export class AffinityTable implements AffinityStore {
   #capacity: number
   #upstream: Uint16Array
   #epoch: Uint32Array
-  #createdAt: Float64Array
-  #lastSeen: Float64Array
+  /** ms after #base (Uint32: see {@link #time}). */
+  #createdAt: Uint32Array
+  #lastSeen: Uint32Array
+  /** The time (ms) the time columns count from; NaN until the first write. */
+  #base = NaN
   #prev: Int32Array
   #next: Int32Array
   #head = NONE // most recently used
@@ -90,13 +97,13 @@ export class AffinityTable implements AffinityStore {
     this.#maxEntries = maxEntries
     this.#idleTimeout = idleTimeout
     this.#absoluteTimeout = absolute ?? Infinity
-    this.#slots = options.slots ?? new KeySlots()
+    this.#slots = options.slots ?? new KeySlots({ capacity: maxEntries })
     this.#owner = this.#slots.owner()
     this.#capacity = Math.min(maxEntries, PREALLOCATED)
     this.#upstream = new Uint16Array(this.#capacity)
     this.#epoch = new Uint32Array(this.#capacity)
-    this.#createdAt = new Float64Array(this.#capacity)
-    this.#lastSeen = new Float64Array(this.#capacity)
+    this.#createdAt = new Uint32Array(this.#capacity)
+    this.#lastSeen = new Uint32Array(this.#capacity)
     this.#prev = new Int32Array(this.#capacity)
     this.#next = new Int32Array(this.#capacity)
   }
@@ -129,7 +136,7 @@ export class AffinityTable implements AffinityStore {
       this.#expirations++
       return null
     }
-    this.#lastSeen[slot] = now
+    this.#lastSeen[slot] = this.#time(now)
     this.#toHead(slot)
     return this.#entry(slot)
   }
@@ -151,16 +158,17 @@ export class AffinityTable implements AffinityStore {
     }
     const u = this.#intern(upstream)
     this.#counts[u]!++ // acquire first, so an eviction below cannot forget this id
+    const t = this.#time(now)
     let slot = this.#slotOf(key)
     if (slot !== undefined) {
       if (this.#isExpired(slot, now)) {
         this.#expirations++
-        this.#createdAt[slot] = now
+        this.#createdAt[slot] = t
       }
       this.#release(this.#upstream[slot]!)
       this.#upstream[slot] = u
       this.#epoch[slot] = epoch
-      this.#lastSeen[slot] = now
+      this.#lastSeen[slot] = t
       this.#toHead(slot)
       return false
     }
@@ -175,8 +183,8 @@ export class AffinityTable implements AffinityStore {
     this.#size++
     this.#upstream[slot] = u
     this.#epoch[slot] = epoch
-    this.#createdAt[slot] = now
-    this.#lastSeen[slot] = now
+    this.#createdAt[slot] = t
+    this.#lastSeen[slot] = t
     this.#prev[slot] = NONE
     this.#next[slot] = this.#head
     if (this.#head !== NONE) this.#prev[this.#head] = slot
@@ -239,15 +247,42 @@ export class AffinityTable implements AffinityStore {
   }
 
   #isExpired(slot: number, now: number): boolean {
-    return now - this.#lastSeen[slot]! > this.#idleTimeout || now - this.#createdAt[slot]! > this.#absoluteTimeout
+    const t = now - this.#base // exact: integers far below 2^53
+    return t - this.#lastSeen[slot]! > this.#idleTimeout || t - this.#createdAt[slot]! > this.#absoluteTimeout
+  }
+
+  /**
+   * `now` as a time column value (whole ms after #base). A `now` outside the window moves the
+   * base to 24.8 days before it and shifts every held time by as much; a time that would fall
+   * before the new base (a binding created or last used over 24.8 days before `now`) is kept as
+   * the base itself. That changes no expiry (idle_timeout is at most 24 hours; an absolute
+   * timeout up to 24.8 days still sees it expired): only the createdAt a listing shows of a
+   * user bound for longer, and an absolute timeout over 24.8 days, which then counts from then.
+   */
+  #time(now: number): number {
+    const t = Math.floor(now) - this.#base
+    if (t >= 0 && t <= TIME_MAX) return t
+    const base = Math.floor(now) - TIME_SLACK
+    if (this.#base === this.#base) {
+      const shift = base - this.#base
+      const move = (a: Uint32Array, slot: number): void => {
+        a[slot] = Math.min(TIME_MAX, Math.max(0, a[slot]! - shift))
+      }
+      for (let slot = this.#head; slot !== NONE; slot = this.#next[slot]!) {
+        move(this.#createdAt, slot)
+        move(this.#lastSeen, slot)
+      }
+    }
+    this.#base = base
+    return TIME_SLACK
   }
 
   #entry(slot: number): AffinityEntry {
     return {
       upstream: this.#ids[this.#upstream[slot]!]!,
       epoch: this.#epoch[slot]!,
-      createdAt: this.#createdAt[slot]!,
-      lastSeen: this.#lastSeen[slot]!,
+      createdAt: this.#base + this.#createdAt[slot]!,
+      lastSeen: this.#base + this.#lastSeen[slot]!,
     }
   }
 
@@ -282,15 +317,15 @@ export class AffinityTable implements AffinityStore {
   /** Grows the columns to cover `slot` (a shared key index can hand out slots past maxEntries). */
   #grow(slot: number): void {
     const capacity = growCapacity(this.#capacity, slot, this.#maxEntries)
-    const grow = <T extends Uint16Array | Uint32Array | Int32Array | Float64Array>(a: T, make: (n: number) => T): T => {
+    const grow = <T extends Uint16Array | Uint32Array | Int32Array>(a: T, make: (n: number) => T): T => {
       const b = make(capacity)
       b.set(a)
       return b
     }
     this.#upstream = grow(this.#upstream, (n) => new Uint16Array(n))
     this.#epoch = grow(this.#epoch, (n) => new Uint32Array(n))
-    this.#createdAt = grow(this.#createdAt, (n) => new Float64Array(n))
-    this.#lastSeen = grow(this.#lastSeen, (n) => new Float64Array(n))
+    this.#createdAt = grow(this.#createdAt, (n) => new Uint32Array(n))
+    this.#lastSeen = grow(this.#lastSeen, (n) => new Uint32Array(n))
     this.#prev = grow(this.#prev, (n) => new Int32Array(n))
     this.#next = grow(this.#next, (n) => new Int32Array(n))
     this.#capacity = capacity
