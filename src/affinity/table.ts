@@ -34,12 +34,13 @@ export interface AffinityTableOptions extends AffinityStoreOptions {
  * Layout: a {@link KeySlots} index from key to slot (private, or shared with another table
  * holding the same users: the session records share the session table's); per slot,
  * typed-array columns for the upstream (a Uint16 index into an intern table of upstream ids),
- * epoch (Uint32), createdAt and lastSeen (Float64, ms) and a doubly linked LRU list (Int32
- * prev/next), 30 bytes a slot, allocated up front for min(maxEntries, 4M) slots. Measured at 1M
- * entries (bench/session-memory.mjs, Node 20): 119 heap bytes an entry with 32-character keys
- * (key string 48, Map entry ~30, slot->key 8, columns 30), 103 with IPv4 keys; the process
- * grows by ~165 and ~150 bytes an entry of RSS (including the young generation V8 grows to,
- * ~25 MB). A second table on the same KeySlots adds only its columns (30 bytes a user).
+ * epoch (Uint32), createdAt and lastSeen (Uint32 ms after a base, see #time) and a doubly linked
+ * LRU list (Int32 prev/next), 22 bytes a slot, allocated up front for min(maxEntries, 4M) slots.
+ * Measured at 1M entries (bench/session-memory.mjs, Node 20): 76 heap bytes an entry with
+ * 32-character keys (KeySlots ~54: key bytes 32, slot columns 13, index 8; columns 22), 60 with
+ * IPv4 keys; the process grows by ~84 and ~67 bytes an entry of RSS. Nothing per entry is on
+ * the V8 heap (before: a key string and a Map entry, 119 heap and ~165 RSS bytes an entry).
+ * A second table on the same KeySlots adds only its columns (22 bytes a slot).
  *
  * Upstream ids are interned by name, so bindings survive config reloads and discovery changes
  * as long as the id is the same; an id whose last binding goes away is forgotten (pod names
