@@ -126,6 +126,35 @@ t.test('an id keeps its bindings when the last other holder of the id is evicted
   t.equal(table.countByUpstream('app-0'), 1)
 })
 
+t.test('times stay exact to the ms over weeks: the time base moves and only bindings older than 24.8 days show a later createdAt', async (t) => {
+  const DAY = 24 * HOUR
+  const clock = new FakeClock()
+  const table = new AffinityTable({ maxEntries: 100, idleTimeout: 60 * DAY })
+  const short = new AffinityTable({ maxEntries: 100, idleTimeout: HOUR, absoluteTimeout: 2 * HOUR })
+  const t0 = clock.now()
+  table.set('old', 'app-0', 0, t0)
+  short.set('idle', 'app-0', 0, t0)
+  short.set('aging', 'app-0', 0, t0)
+  clock.advance(20 * DAY + 7)
+  table.set('new', 'app-1', 2, clock.now())
+  const created = clock.now()
+  for (let i = 0; i < 20; i++) {
+    clock.advance(DAY)
+    t.equal(table.get('new', clock.now())!.lastSeen, clock.now())
+    short.get('aging', clock.now()) // renewed too late: expired by its idle timeout
+  }
+  t.same(table.peek('new', clock.now()), { upstream: 'app-1', epoch: 2, createdAt: created, lastSeen: clock.now() }, 'exact after the base moved')
+  // the window is 2^32 ms from t0 - 2^31: the first write past it (at t0 + 25 days + 7 ms) moved the base
+  t.equal(table.peek('old', clock.now())!.createdAt, t0 + 25 * DAY + 7 - 2 ** 31, 'clamped to the new base, 2^31 ms before the write that moved it')
+  t.equal(short.get('idle', clock.now()), null, 'an idle binding is still expired after the base moved')
+  t.equal(short.size, 0)
+  short.set('idle', 'app-2', 0, clock.now())
+  t.same(short.get('idle', clock.now() + 1), { upstream: 'app-2', epoch: 0, createdAt: clock.now(), lastSeen: clock.now() + 1 })
+  t.not(short.get('idle', clock.now() + HOUR), null)
+  t.not(short.get('idle', clock.now() + 2 * HOUR), null)
+  t.equal(short.get('idle', clock.now() + 2 * HOUR + 1), null, 'the absolute timeout counts from the new createdAt, to the ms')
+})
+
 t.test('100k random operations agree with a plain-Map reference model', async (t) => {
   const IDLE = 10 * MIN
   const ABSOLUTE = 30 * MIN

@@ -6,12 +6,16 @@ import type { RequestKey } from './key.js'
 import type { Decision, MoveReason } from '../routing/decision.js'
 import type { AffinityEntry } from './store.js'
 import { AffinityTable } from './table.js'
-import { KeySlots } from './key-slots.js'
+import { KeySlots, growCapacity } from './key-slots.js'
 import { HASHED_PREFIX, SessionIds } from './session-id.js'
 import { BoundedMap } from './bounded-map.js'
 
-/** How many last moves, orders and logged forms are kept (oldest out). */
+/** How many last moves and orders are kept (oldest out). */
 export const RECORDS_SIDE_MAX = 100_000
+/** Bytes of a logged form's digest: the 32 hex digits after `h:`. */
+const DIGEST_BYTES = 16
+/** Digest slots allocated at first use, at most (as the table's columns: untouched pages cost no RSS). */
+const PREALLOCATED = 1 << 22
 
 /** A user's last move, as the lookup shows it. */
 export interface MoveRecord {
@@ -52,13 +56,21 @@ export class SessionRecords {
   readonly #slots: KeySlots
   readonly #moves = new BoundedMap<string, MoveRecord>(RECORDS_SIDE_MAX)
   readonly #orders = new BoundedMap<string, MoveOrder>(RECORDS_SIDE_MAX)
-  /** Raw table key -> its logged form (the lookup accepts either). */
-  readonly #logged = new BoundedMap<string, string>(RECORDS_SIDE_MAX)
+  /**
+   * By slot of #seen: the logged form's 16 bytes of a table key (computed at its first logging,
+   * so the HMAC runs once per user; the lookup scans them to resolve a logged form), and whether
+   * they are computed for the key #seen holds there (cleared when #seen takes the slot anew).
+   * Columns instead of a map of strings: no object per user on the V8 heap.
+   */
+  #digests: Buffer = Buffer.alloc(0)
+  #digested = new Uint8Array(0)
+  readonly #maxEntries: number
 
   constructor(options: SessionRecordsOptions) {
     this.ids = new SessionIds(options.secret)
     const { maxEntries, idleTimeout } = options
-    this.#slots = options.slots ?? new KeySlots()
+    this.#maxEntries = maxEntries
+    this.#slots = options.slots ?? new KeySlots({ capacity: maxEntries })
     this.#seen = new AffinityTable({ maxEntries, idleTimeout, slots: this.#slots })
   }
 
@@ -74,22 +86,28 @@ export class SessionRecords {
   answered(key: RequestKey, d: Decision, now: number): string | null {
     const k = SessionRecords.keyOf(key, d)
     if (k === null) return null
-    this.#seen.set(k, d.upstream, d.epoch, now)
+    if (this.#seen.set(k, d.upstream, d.epoch, now)) {
+      const slot = this.#seen.slotOf(k)!
+      if (slot < this.#digested.length) this.#digested[slot] = 0
+    }
     if (d.moved !== null) this.#moves.set(this.#slots.stored(k), { from: d.moved.from, to: d.upstream, reason: d.moved.reason, at: now })
     const order = this.#orders.get(k)
     if (order !== undefined && (order.to === null || order.to === d.upstream)) this.#orders.delete(k)
     return this.logged(key, k)
   }
 
-  /** The logged form of a session (remembered for table keys, so the lookup can resolve it). */
+  /** The logged form of a session (remembered for recorded table keys, so the lookup can resolve it). */
   logged(key: RequestKey, k: string): string {
     if (key.kind !== 'table') return k
-    let h = this.#logged.get(k)
-    if (h === undefined) {
-      h = this.ids.hash(k)
-      this.#logged.set(this.#slots.stored(k), h)
+    const slot = this.#seen.slotOf(k)
+    if (slot === undefined) return this.ids.hash(k)
+    const at = slot * DIGEST_BYTES
+    if (slot >= this.#digested.length) this.#grow(slot)
+    if (this.#digested[slot] === 0) {
+      this.#digests.write(this.ids.hash(k).substring(HASHED_PREFIX.length), at, DIGEST_BYTES, 'hex')
+      this.#digested[slot] = 1
     }
-    return h
+    return HASHED_PREFIX + this.#digests.toString('hex', at, at + DIGEST_BYTES)
   }
 
   /** What was last answered for `key` (without counting it as a use), or null. */
@@ -117,12 +135,19 @@ export class SessionRecords {
   }
 
   /**
-   * The raw key a lookup names: a logged form (`h:...`) is resolved among the table keys
-   * answered lately (null when none matches), anything else is taken as the raw key.
+   * The raw key a lookup names: a logged form (`h:...`) is resolved among the recorded table
+   * keys that were logged (null when none matches; O(users), no HMAC), anything else is taken as
+   * the raw key.
    */
   resolve(named: string): string | null {
     if (!named.startsWith(HASHED_PREFIX)) return named
-    for (const [raw, h] of this.#logged) if (h === named) return raw
+    if (!/^h:[0-9a-f]{32}$/.test(named)) return null
+    const want = Buffer.from(named.substring(HASHED_PREFIX.length), 'hex')
+    const digests = this.#digests
+    for (let slot = 0; slot < this.#digested.length; slot++) {
+      if (this.#digested[slot] === 0 || !this.#seen.holds(slot)) continue
+      if (digests.compare(want, 0, DIGEST_BYTES, slot * DIGEST_BYTES, (slot + 1) * DIGEST_BYTES) === 0) return this.#slots.keyAt(slot)
+    }
     return null
   }
 
@@ -139,5 +164,17 @@ export class SessionRecords {
   /** Remove up to `budget` expired records (the owned background sweep). */
   sweep(now: number, budget: number): number {
     return this.#seen.sweep(now, budget)
+  }
+
+  /** Grows the digest columns to cover `slot` (allocated at first use). */
+  #grow(slot: number): void {
+    const n = this.#digested.length
+    const capacity = n === 0 ? Math.max(slot + 1, Math.min(this.#maxEntries, PREALLOCATED)) : growCapacity(n, slot, this.#maxEntries)
+    const digests = Buffer.alloc(capacity * DIGEST_BYTES)
+    this.#digests.copy(digests)
+    const digested = new Uint8Array(capacity)
+    digested.set(this.#digested)
+    this.#digests = digests
+    this.#digested = digested
   }
 }

@@ -15,6 +15,10 @@ const NONE = -1
 const PREALLOCATED = 1 << 22
 /** Upstream ids are interned into a Uint16Array column. */
 const MAX_UPSTREAMS = 0x1_0000
+/** Times are whole ms after the table's base, in Uint32 columns: a window of 2^32 ms (49.7 days). */
+const TIME_MAX = 0xffff_ffff
+/** A new base lies this far before the time that moved it (24.8 days), leaving as much after it. */
+const TIME_SLACK = 2 ** 31
 
 export interface AffinityTableOptions extends AffinityStoreOptions {
   /**
@@ -30,12 +34,13 @@ export interface AffinityTableOptions extends AffinityStoreOptions {
  * Layout: a {@link KeySlots} index from key to slot (private, or shared with another table
  * holding the same users: the session records share the session table's); per slot,
  * typed-array columns for the upstream (a Uint16 index into an intern table of upstream ids),
- * epoch (Uint32), createdAt and lastSeen (Float64, ms) and a doubly linked LRU list (Int32
- * prev/next), 30 bytes a slot, allocated up front for min(maxEntries, 4M) slots. Measured at 1M
- * entries (bench/session-memory.mjs, Node 20): 119 heap bytes an entry with 32-character keys
- * (key string 48, Map entry ~30, slot->key 8, columns 30), 103 with IPv4 keys; the process
- * grows by ~165 and ~150 bytes an entry of RSS (including the young generation V8 grows to,
- * ~25 MB). A second table on the same KeySlots adds only its columns (30 bytes a user).
+ * epoch (Uint32), createdAt and lastSeen (Uint32 ms after a base, see #time) and a doubly linked
+ * LRU list (Int32 prev/next), 22 bytes a slot, allocated up front for min(maxEntries, 4M) slots.
+ * Measured at 1M entries (bench/session-memory.mjs, Node 20): 76 heap bytes an entry with
+ * 32-character keys (KeySlots ~54: key bytes 32, slot columns 13, index 8; columns 22), 60 with
+ * IPv4 keys; the process grows by ~84 and ~67 bytes an entry of RSS. Nothing per entry is on
+ * the V8 heap (before: a key string and a Map entry, 119 heap and ~165 RSS bytes an entry).
+ * A second table on the same KeySlots adds only its columns (22 bytes a slot).
  *
  * Upstream ids are interned by name, so bindings survive config reloads and discovery changes
  * as long as the id is the same; an id whose last binding goes away is forgotten (pod names
@@ -63,8 +68,11 @@ export class AffinityTable implements AffinityStore {
   #capacity: number
   #upstream: Uint16Array
   #epoch: Uint32Array
-  #createdAt: Float64Array
-  #lastSeen: Float64Array
+  /** ms after #base (Uint32: see {@link #time}). */
+  #createdAt: Uint32Array
+  #lastSeen: Uint32Array
+  /** The time (ms) the time columns count from; NaN until the first write. */
+  #base = NaN
   #prev: Int32Array
   #next: Int32Array
   #head = NONE // most recently used
@@ -90,13 +98,13 @@ export class AffinityTable implements AffinityStore {
     this.#maxEntries = maxEntries
     this.#idleTimeout = idleTimeout
     this.#absoluteTimeout = absolute ?? Infinity
-    this.#slots = options.slots ?? new KeySlots()
+    this.#slots = options.slots ?? new KeySlots({ capacity: maxEntries })
     this.#owner = this.#slots.owner()
     this.#capacity = Math.min(maxEntries, PREALLOCATED)
     this.#upstream = new Uint16Array(this.#capacity)
     this.#epoch = new Uint32Array(this.#capacity)
-    this.#createdAt = new Float64Array(this.#capacity)
-    this.#lastSeen = new Float64Array(this.#capacity)
+    this.#createdAt = new Uint32Array(this.#capacity)
+    this.#lastSeen = new Uint32Array(this.#capacity)
     this.#prev = new Int32Array(this.#capacity)
     this.#next = new Int32Array(this.#capacity)
   }
@@ -129,7 +137,7 @@ export class AffinityTable implements AffinityStore {
       this.#expirations++
       return null
     }
-    this.#lastSeen[slot] = now
+    this.#lastSeen[slot] = this.#time(now)
     this.#toHead(slot)
     return this.#entry(slot)
   }
@@ -140,25 +148,30 @@ export class AffinityTable implements AffinityStore {
     return this.#entry(slot)
   }
 
-  /** Throws a `RangeError` when 65,536 distinct upstream ids are already bound, or the epoch is not a uint32. */
-  set(key: string, upstream: string, epoch: number, now: number): void {
+  /**
+   * Returns true when the key took a slot here (it was not held: new, evicted or deleted before),
+   * false when its binding was updated in place. Throws a `RangeError` when 65,536 distinct
+   * upstream ids are already bound, or the epoch is not a uint32.
+   */
+  set(key: string, upstream: string, epoch: number, now: number): boolean {
     if (!Number.isInteger(epoch) || epoch < 0 || epoch > 0xffff_ffff) {
       throw new RangeError(`affinity table: epoch must be a uint32, got ${epoch}`)
     }
     const u = this.#intern(upstream)
     this.#counts[u]!++ // acquire first, so an eviction below cannot forget this id
+    const t = this.#time(now)
     let slot = this.#slotOf(key)
     if (slot !== undefined) {
       if (this.#isExpired(slot, now)) {
         this.#expirations++
-        this.#createdAt[slot] = now
+        this.#createdAt[slot] = t
       }
       this.#release(this.#upstream[slot]!)
       this.#upstream[slot] = u
       this.#epoch[slot] = epoch
-      this.#lastSeen[slot] = now
+      this.#lastSeen[slot] = t
       this.#toHead(slot)
-      return
+      return false
     }
     if (this.#size >= this.#maxEntries) {
       const victim = this.#tail
@@ -171,13 +184,14 @@ export class AffinityTable implements AffinityStore {
     this.#size++
     this.#upstream[slot] = u
     this.#epoch[slot] = epoch
-    this.#createdAt[slot] = now
-    this.#lastSeen[slot] = now
+    this.#createdAt[slot] = t
+    this.#lastSeen[slot] = t
     this.#prev[slot] = NONE
     this.#next[slot] = this.#head
     if (this.#head !== NONE) this.#prev[this.#head] = slot
     this.#head = slot
     if (this.#tail === NONE) this.#tail = slot
+    return true
   }
 
   delete(key: string): boolean {
@@ -214,6 +228,19 @@ export class AffinityTable implements AffinityStore {
     return u === undefined ? 0 : this.#counts[u]!
   }
 
+  /**
+   * The slot of `key` in the key index when this table holds it (expired or not), for a table
+   * sharing the index that keeps more columns by slot. Example: `table.slotOf('10.0.0.5')` -> 0.
+   */
+  slotOf(key: string): number | undefined {
+    return this.#slotOf(key)
+  }
+
+  /** Does this table hold `slot` (a slot number of its key index)? */
+  holds(slot: number): boolean {
+    return this.#slots.holds(slot, this.#owner)
+  }
+
   /** The slot of `key` when this table holds it. */
   #slotOf(key: string): number | undefined {
     const slot = this.#slots.slotOf(key)
@@ -221,15 +248,42 @@ export class AffinityTable implements AffinityStore {
   }
 
   #isExpired(slot: number, now: number): boolean {
-    return now - this.#lastSeen[slot]! > this.#idleTimeout || now - this.#createdAt[slot]! > this.#absoluteTimeout
+    const t = now - this.#base // exact: integers far below 2^53
+    return t - this.#lastSeen[slot]! > this.#idleTimeout || t - this.#createdAt[slot]! > this.#absoluteTimeout
+  }
+
+  /**
+   * `now` as a time column value (whole ms after #base). A `now` outside the window moves the
+   * base to 24.8 days before it and shifts every held time by as much; a time that would fall
+   * before the new base (a binding created or last used over 24.8 days before `now`) is kept as
+   * the base itself. That changes no expiry (idle_timeout is at most 24 hours; an absolute
+   * timeout up to 24.8 days still sees it expired): only the createdAt a listing shows of a
+   * user bound for longer, and an absolute timeout over 24.8 days, which then counts from then.
+   */
+  #time(now: number): number {
+    const t = Math.floor(now) - this.#base
+    if (t >= 0 && t <= TIME_MAX) return t
+    const base = Math.floor(now) - TIME_SLACK
+    if (this.#base === this.#base) {
+      const shift = base - this.#base
+      const move = (a: Uint32Array, slot: number): void => {
+        a[slot] = Math.min(TIME_MAX, Math.max(0, a[slot]! - shift))
+      }
+      for (let slot = this.#head; slot !== NONE; slot = this.#next[slot]!) {
+        move(this.#createdAt, slot)
+        move(this.#lastSeen, slot)
+      }
+    }
+    this.#base = base
+    return TIME_SLACK
   }
 
   #entry(slot: number): AffinityEntry {
     return {
       upstream: this.#ids[this.#upstream[slot]!]!,
       epoch: this.#epoch[slot]!,
-      createdAt: this.#createdAt[slot]!,
-      lastSeen: this.#lastSeen[slot]!,
+      createdAt: this.#base + this.#createdAt[slot]!,
+      lastSeen: this.#base + this.#lastSeen[slot]!,
     }
   }
 
@@ -264,15 +318,15 @@ export class AffinityTable implements AffinityStore {
   /** Grows the columns to cover `slot` (a shared key index can hand out slots past maxEntries). */
   #grow(slot: number): void {
     const capacity = growCapacity(this.#capacity, slot, this.#maxEntries)
-    const grow = <T extends Uint16Array | Uint32Array | Int32Array | Float64Array>(a: T, make: (n: number) => T): T => {
+    const grow = <T extends Uint16Array | Uint32Array | Int32Array>(a: T, make: (n: number) => T): T => {
       const b = make(capacity)
       b.set(a)
       return b
     }
     this.#upstream = grow(this.#upstream, (n) => new Uint16Array(n))
     this.#epoch = grow(this.#epoch, (n) => new Uint32Array(n))
-    this.#createdAt = grow(this.#createdAt, (n) => new Float64Array(n))
-    this.#lastSeen = grow(this.#lastSeen, (n) => new Float64Array(n))
+    this.#createdAt = grow(this.#createdAt, (n) => new Uint32Array(n))
+    this.#lastSeen = grow(this.#lastSeen, (n) => new Uint32Array(n))
     this.#prev = grow(this.#prev, (n) => new Int32Array(n))
     this.#next = grow(this.#next, (n) => new Int32Array(n))
     this.#capacity = capacity
