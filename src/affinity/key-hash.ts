@@ -23,67 +23,37 @@
  */
 export function halfSipHash(s: string, k0: number, k1: number, c = 1, d = 3): number {
   const n = s.length
-  let wide = 0
-  for (let i = 0; i < n; i++) wide |= s.charCodeAt(i)
-  if (wide > 0xff) return wideHash(s, ~k0, k1, c, d)
-  let v0 = k0 | 0
+  let units = 0
+  for (let i = 0; i < n; i++) units |= s.charCodeAt(i)
+  const wide = units > 0xff // UTF-16LE bytes, two code units a word; else Latin-1, four a word
+  const key0 = wide ? ~k0 : k0
+  let v0 = key0 | 0
   let v1 = k1 | 0
-  let v2 = 0x6c796765 ^ k0
+  let v2 = 0x6c796765 ^ key0
   let v3 = 0x74656462 ^ k1
-  const end = n & ~3
+  const end = wide ? n & ~1 : n & ~3
   let i = 0
   for (;;) {
     let m: number
     if (i < end) {
-      m = s.charCodeAt(i) | (s.charCodeAt(i + 1) << 8) | (s.charCodeAt(i + 2) << 16) | (s.charCodeAt(i + 3) << 24)
-      i += 4
+      if (wide) {
+        m = s.charCodeAt(i) | (s.charCodeAt(i + 1) << 16)
+        i += 2
+      } else {
+        m = s.charCodeAt(i) | (s.charCodeAt(i + 1) << 8) | (s.charCodeAt(i + 2) << 16) | (s.charCodeAt(i + 3) << 24)
+        i += 4
+      }
     } else {
-      // the last word: the remaining 0-3 bytes and the length's low byte on top
-      m = (n & 0xff) << 24
+      // the last word: the remaining bytes (wide: 0 or 2; narrow: 0-3) and the byte length's low byte on top
+      m = ((wide ? 2 * n : n) & 0xff) << 24
       const left = n - end
-      if (left >= 3) m |= s.charCodeAt(end + 2) << 16
-      if (left >= 2) m |= s.charCodeAt(end + 1) << 8
-      if (left >= 1) m |= s.charCodeAt(end)
-      i = -1
-    }
-    v3 ^= m
-    for (let r = 0; r < c; r++) {
-      v0 = (v0 + v1) | 0; v1 = (v1 << 5) | (v1 >>> 27); v1 ^= v0; v0 = (v0 << 16) | (v0 >>> 16)
-      v2 = (v2 + v3) | 0; v3 = (v3 << 8) | (v3 >>> 24); v3 ^= v2
-      v0 = (v0 + v3) | 0; v3 = (v3 << 7) | (v3 >>> 25); v3 ^= v0
-      v2 = (v2 + v1) | 0; v1 = (v1 << 13) | (v1 >>> 19); v1 ^= v2; v2 = (v2 << 16) | (v2 >>> 16)
-    }
-    v0 ^= m
-    if (i < 0) break
-  }
-  v2 ^= 0xff
-  for (let r = 0; r < d; r++) {
-    v0 = (v0 + v1) | 0; v1 = (v1 << 5) | (v1 >>> 27); v1 ^= v0; v0 = (v0 << 16) | (v0 >>> 16)
-    v2 = (v2 + v3) | 0; v3 = (v3 << 8) | (v3 >>> 24); v3 ^= v2
-    v0 = (v0 + v3) | 0; v3 = (v3 << 7) | (v3 >>> 25); v3 ^= v0
-    v2 = (v2 + v1) | 0; v1 = (v1 << 13) | (v1 >>> 19); v1 ^= v2; v2 = (v2 << 16) | (v2 >>> 16)
-  }
-  return v1 ^ v3
-}
-
-/** HalfSipHash of a string's UTF-16LE bytes (two code units a word); see {@link halfSipHash}. */
-function wideHash(s: string, k0: number, k1: number, c: number, d: number): number {
-  const n = s.length
-  let v0 = k0 | 0
-  let v1 = k1 | 0
-  let v2 = 0x6c796765 ^ k0
-  let v3 = 0x74656462 ^ k1
-  const end = n & ~1
-  let i = 0
-  for (;;) {
-    let m: number
-    if (i < end) {
-      m = s.charCodeAt(i) | (s.charCodeAt(i + 1) << 16)
-      i += 2
-    } else {
-      // bytes 2n mod 4 is 0 or 2: the odd last unit, then the byte length's low byte on top
-      m = ((2 * n) & 0xff) << 24
-      if (n > end) m |= s.charCodeAt(end)
+      if (wide) {
+        if (left >= 1) m |= s.charCodeAt(end)
+      } else {
+        if (left >= 3) m |= s.charCodeAt(end + 2) << 16
+        if (left >= 2) m |= s.charCodeAt(end + 1) << 8
+        if (left >= 1) m |= s.charCodeAt(end)
+      }
       i = -1
     }
     v3 ^= m
