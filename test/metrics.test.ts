@@ -2,7 +2,7 @@
 // bounded labels, health state series, lazily collected affinity numbers, per-instance
 // registries and the naming rule. Parses render() output; nothing listens, nothing sleeps.
 import t from 'tap'
-import { METHODS, METRIC_DOCS, Metrics, STATUS_CLASSES, type AffinityStats } from '../src/observability/metrics.js'
+import { METHODS, METRIC_DOCS, Metrics, STATUS_CLASSES, aggregateMetrics, type AffinityStats } from '../src/observability/metrics.js'
 
 interface Sample { name: string; labels: Record<string, string>; value: number }
 
@@ -240,4 +240,35 @@ t.test('two instances are independent', async (t) => {
   t.same(find(sa, 'tether_config_reloads_total'), [])
   t.equal(value(sb, 'tether_config_reloads_total', { result: 'failed' }), 1)
   t.ok(find(sb, 'process_cpu_seconds_total').length === 1, 'each has its own default metrics')
+})
+
+t.test('durations on a bucket bound, past the last bound or not finite; client protocols; both summed over workers', async (t) => {
+  const a = light()
+  const b = light()
+  a.observeRequest('app-0', 'GET', 200, 0.005) // exactly on a bound: counted in it (le = less or equal)
+  a.observeRequest('app-0', 'GET', 200, 31) // past 30 s: only +Inf
+  a.observeRequest('app-0', 'GET', 200, Number.NaN) // not a duration: counted as a request only
+  b.observeRequest('app-0', 'GET', 200, 0.004)
+  a.clientProtocol('http/1.1')
+  a.clientProtocol('h2')
+  b.clientProtocol('http/1.1')
+  b.clientProtocol('websocket')
+  const h = 'tether_http_request_duration_seconds'
+  const sa = await scrape(a)
+  t.equal(value(sa, `${h}_bucket`, { upstream: 'app-0', le: '0.0025' }), 0)
+  t.equal(value(sa, `${h}_bucket`, { upstream: 'app-0', le: '0.005' }), 1)
+  t.equal(value(sa, `${h}_bucket`, { upstream: 'app-0', le: '30' }), 1)
+  t.equal(value(sa, `${h}_bucket`, { upstream: 'app-0', le: '+Inf' }), 2)
+  t.equal(value(sa, `${h}_count`, { upstream: 'app-0' }), 2)
+  t.equal(value(sa, `${h}_sum`, { upstream: 'app-0' }), 31.005)
+  t.equal(value(sa, 'tether_http_requests_total', { upstream: 'app-0', method: 'GET', status_class: '2xx' }), 3)
+  t.equal(value(sa, 'tether_client_requests_total', { protocol: 'h2' }), 1)
+  t.same(find(sa, 'tether_client_requests_total', { protocol: 'http/1.0' }), [], 'only protocols seen')
+  t.match(await a.render(), /^tether_http_request_duration_seconds_bucket\{le="0.005",upstream="app-0"\} 1$/m, 'the exposition line as prom-client writes it')
+
+  const all = parse((await aggregateMetrics([await a.snapshot(), await b.snapshot()])).text)
+  t.equal(value(all, `${h}_bucket`, { upstream: 'app-0', le: '0.005' }), 2)
+  t.equal(value(all, `${h}_count`, { upstream: 'app-0' }), 3)
+  t.equal(value(all, 'tether_client_requests_total', { protocol: 'http/1.1' }), 2)
+  t.equal(value(all, 'tether_client_requests_total', { protocol: 'websocket' }), 1)
 })

@@ -2,7 +2,7 @@
 // that imports prom-client. Each Metrics instance owns its own Registry (never the global one),
 // so several Tether instances in one process do not clash. Layer 3 adapter: the request path
 // and the composition root call its small typed methods (O(1), no I/O); scrapes call render().
-import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from 'prom-client'
 import type { HealthState, HealthTransition } from '../health/health-table.js'
 import type { MoveReason } from '../routing/router.js'
 import type { ClientProtocol } from './events.js'
@@ -99,6 +99,12 @@ export const REDIS_BUCKETS: readonly number[] = [0.0001, 0.00025, 0.0005, 0.001,
 
 const NONE = 'none'
 const STATUS_SLOTS = STATUS_CLASSES.length
+/** Slots of an upstream's column: request counts, then duration buckets, sum and count. */
+const COUNT_SLOTS = METHODS.length * STATUS_SLOTS
+const SUM_SLOT = COUNT_SLOTS + REQUEST_BUCKETS.length
+const COLUMN_SLOTS = SUM_SLOT + 2
+/** The `protocol` label's values of tether_client_requests_total. */
+const CLIENT_PROTOCOLS: readonly ClientProtocol[] = ['http/1.0', 'http/1.1', 'h2', 'websocket']
 
 /** Options of {@link Metrics}. */
 export interface MetricsOptions {
@@ -109,11 +115,13 @@ export interface MetricsOptions {
 /**
  * The metrics of one Tether instance.
  *
- * Hot-path calls are O(1): `requestStarted`, `requestEnded` and the request count of
- * `observeRequest` touch plain counters kept here (a Map lookup and an array increment, no
- * allocation), copied into prom-client when scraped; the duration goes to prom-client's
- * histogram with a cached label object (its only allocation is prom-client's label hash). Rare events go to prom-client directly. Affinity numbers are read at scrape
- * time from the callback given to `setAffinityStats` (no polling).
+ * Hot-path calls are O(1) and allocate nothing: `requestStarted`, `requestEnded`,
+ * `clientProtocol` and `observeRequest` (its count and its duration's bucket, sum and count,
+ * in one column per upstream: a Map lookup and array increments) touch plain counters kept
+ * here, copied into prom-client when scraped (the duration histogram through a
+ * {@link ColumnHistogram} in prom-client's histogram shape). Rare events go to prom-client
+ * directly. Affinity numbers are read at scrape time from the callback given to
+ * `setAffinityStats` (no polling).
  *
  * When an upstream is removed (health transition to null) its state series go at once; its
  * traffic series (requests, duration, in-flight, retries, failovers from it) are dropped at the
@@ -131,7 +139,6 @@ export interface MetricsOptions {
  */
 export class Metrics {
   readonly #registry = new Registry()
-  readonly #duration: Histogram<string>
   readonly #state: Gauge<string>
   readonly #failovers: Counter<string>
   readonly #retries: Counter<string>
@@ -142,13 +149,17 @@ export class Metrics {
   readonly #redisOps: Histogram<string>
   readonly #websockets: Gauge<string>
   readonly #reloads: Counter<string>
-  readonly #byProtocol: Counter<string>
   readonly #discoveryErrors: Counter<string>
   #discoveryStatus: () => readonly DiscoveryStatus[] = () => []
   #rebalancePending: () => number = () => 0
 
-  /** Request counts per upstream: METHODS.length x STATUS_CLASSES.length slots. */
+  /**
+   * Per upstream, one column: request counts (METHODS.length x STATUS_CLASSES.length slots),
+   * then the duration histogram's buckets (REQUEST_BUCKETS.length), its sum and its count.
+   */
   readonly #requestCounts = new Map<string, Float64Array>()
+  /** Requests counted per client protocol (CLIENT_PROTOCOLS order), published at scrape time. */
+  readonly #protocolCounts = new Float64Array(CLIENT_PROTOCOLS.length)
   readonly #inFlight = new Map<string, number>()
   /** Label objects per upstream for the duration histogram (prom-client keeps a reference). */
   readonly #upstreamLabels = new Map<string, { upstream: string }>()
@@ -171,7 +182,7 @@ export class Metrics {
       ...config('tether_http_requests_total'), registers,
       collect() { self.#publishRequests(this) },
     })
-    this.#duration = new Histogram({ ...config('tether_http_request_duration_seconds'), registers, buckets: [...REQUEST_BUCKETS] })
+    this.#registry.registerMetric(new ColumnHistogram(config('tether_http_request_duration_seconds'), () => this.#requestCounts) as unknown as Metric<string>)
     this.#state = new Gauge({ ...config('tether_upstream_state'), registers })
     new Gauge({
       ...config('tether_upstream_in_flight'), registers,
@@ -205,7 +216,13 @@ export class Metrics {
     this.#websockets = new Gauge({ ...config('tether_websocket_connections'), registers })
     this.#reloads = new Counter({ ...config('tether_config_reloads_total'), registers })
     new Gauge({ ...config('tether_rebalance_pending_users'), registers, collect() { this.set(self.#rebalancePending()) } })
-    this.#byProtocol = new Counter({ ...config('tether_client_requests_total'), registers })
+    new Counter({
+      ...config('tether_client_requests_total'), registers,
+      collect() {
+        this.reset()
+        CLIENT_PROTOCOLS.forEach((protocol, i) => { if (self.#protocolCounts[i]! > 0) this.inc({ protocol }, self.#protocolCounts[i]!) })
+      },
+    })
     new Gauge({
       ...config('tether_discovery_up'), registers,
       collect() {
@@ -264,11 +281,17 @@ export class Metrics {
     const id = upstream ?? NONE
     let counts = this.#requestCounts.get(id)
     if (counts === undefined) {
-      counts = new Float64Array(METHODS.length * STATUS_SLOTS)
+      counts = new Float64Array(COLUMN_SLOTS)
       this.#requestCounts.set(id, counts)
     }
     counts[methodIndex(method) * STATUS_SLOTS + statusIndex(status)]!++
-    if (seconds >= 0) this.#duration.observe(this.#labelsOf(id), seconds)
+    if (seconds >= 0 && Number.isFinite(seconds)) {
+      let b = 0
+      while (b < REQUEST_BUCKETS.length && seconds > REQUEST_BUCKETS[b]!) b++
+      if (b < REQUEST_BUCKETS.length) counts[COUNT_SLOTS + b]!++
+      counts[SUM_SLOT]! += seconds
+      counts[SUM_SLOT + 1]!++
+    }
   }
 
   /**
@@ -355,12 +378,12 @@ export class Metrics {
     this.#websockets.dec()
   }
 
-  /** A configuration reload was applied (true) or rejected (false). */
-  /** One finished client request spoke `protocol` (http/1.1, h2, websocket). Example: `metrics.clientProtocol('h2')`. */
+  /** One finished client request spoke `protocol` (http/1.1, h2, websocket). O(1). Example: `metrics.clientProtocol('h2')`. */
   clientProtocol(protocol: ClientProtocol): void {
-    this.#byProtocol.inc({ protocol })
+    this.#protocolCounts[CLIENT_PROTOCOLS.indexOf(protocol)]!++
   }
 
+  /** A configuration reload was applied (true) or rejected (false). */
   configReload(ok: boolean): void {
     this.#reloads.inc({ result: ok ? 'ok' : 'failed' })
   }
@@ -395,7 +418,7 @@ export class Metrics {
   #publishRequests(counter: Counter<string>): void {
     counter.reset()
     for (const [upstream, counts] of this.#requestCounts) {
-      for (let i = 0; i < counts.length; i++) {
+      for (let i = 0; i < COUNT_SLOTS; i++) {
         const n = counts[i]!
         if (n === 0) continue
         counter.inc({ upstream, method: METHODS[Math.floor(i / STATUS_SLOTS)]!, status_class: STATUS_CLASSES[i % STATUS_SLOTS]! }, n)
@@ -410,7 +433,6 @@ export class Metrics {
       this.#inFlight.delete(id)
       this.#requestCounts.delete(id)
       this.#upstreamLabels.delete(id)
-      this.#duration.remove({ upstream: id })
       this.#retries.remove({ upstream: id })
       for (const reason of ['dead', 'drain', 'rebalance', 'spill', 'admin', 'restart'] satisfies MoveReason[]) this.#failovers.remove({ from: id, reason })
     }
@@ -487,4 +509,46 @@ function methodIndex(method: string | undefined): number {
 function statusIndex(status: number | null): number {
   if (status === null || !(status >= 100 && status < 600)) return 5
   return Math.floor(status / 100) - 1
+}
+
+/**
+ * The request duration histogram, kept in the upstreams' count columns (no label hashing or
+ * allocation per request, unlike prom-client's Histogram.observe) and exposed in the exact
+ * shape a prom-client Histogram gives its registry (cumulative `_bucket` series with `le`, then
+ * `+Inf`, `_sum` and `_count` per upstream), so rendering and the workers' aggregation (summed)
+ * treat it as one. Example: `registry.registerMetric(new ColumnHistogram(config(name), () => columns))`.
+ */
+class ColumnHistogram {
+  readonly name: string
+  readonly help: string
+  readonly type = 'histogram'
+  readonly aggregator = 'sum'
+  readonly #columns: () => ReadonlyMap<string, Float64Array>
+
+  constructor(c: { name: string; help: string }, columns: () => ReadonlyMap<string, Float64Array>) {
+    this.name = c.name
+    this.help = c.help
+    this.#columns = columns
+  }
+
+  async get(): Promise<{ name: string; help: string; type: string; aggregator: string; values: { labels: Record<string, string | number>; value: number; metricName: string }[] }> {
+    const values: { labels: Record<string, string | number>; value: number; metricName: string }[] = []
+    const bucket = `${this.name}_bucket`
+    for (const [upstream, column] of this.#columns()) {
+      const count = column[SUM_SLOT + 1]!
+      if (count === 0) continue
+      let cumulative = 0
+      for (let b = 0; b < REQUEST_BUCKETS.length; b++) {
+        cumulative += column[COUNT_SLOTS + b]!
+        values.push({ labels: { le: REQUEST_BUCKETS[b]!, upstream }, value: cumulative, metricName: bucket })
+      }
+      values.push({ labels: { le: '+Inf', upstream }, value: count, metricName: bucket })
+      values.push({ labels: { upstream }, value: column[SUM_SLOT]!, metricName: `${this.name}_sum` })
+      values.push({ labels: { upstream }, value: count, metricName: `${this.name}_count` })
+    }
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values }
+  }
+
+  /** Nothing to reset: the columns belong to Metrics (prom-client's Registry.resetMetrics calls this). */
+  reset(): void {}
 }
