@@ -3,11 +3,16 @@
 // share of each group (native/GC, undici, node's http server and streams, Tether's own code,
 // other packages). Plain ESM, no dependencies. See bench/README.md ("Profiling Tether").
 //
-// Usage: node bench/profile-summary.mjs <file.cpuprofile> [--top N] [--inclusive GROUP] [--skip S] [--json]
+// Usage: node bench/profile-summary.mjs <file.cpuprofile> [--top N] [--inclusive GROUP] [--skip S]
+//          [--tree PCT] [--folded FILE] [--json]
 //   --skip S: leave out the first S seconds of the profile (start-up and JIT warm-up).
 //   --inclusive tether: also list that group's functions by inclusive time (self + callees),
 //   each sample counted once per function on its stack.
-import { readFileSync } from 'node:fs'
+//   --tree PCT: a text flame graph: the call tree top-down (same-function paths merged), every
+//   frame with at least PCT % of busy time inclusive, with its inclusive and self shares.
+//   --folded FILE: write folded stacks (`a;b;c <microseconds>` per line) for flamegraph.pl,
+//   inferno or speedscope, to draw the flame graph.
+import { readFileSync, writeFileSync } from 'node:fs'
 
 const args = process.argv.slice(2)
 const opt = (name) => {
@@ -15,11 +20,13 @@ const opt = (name) => {
   return i >= 0 ? args[i + 1] : undefined
 }
 const TOP = Number(opt('--top') ?? 15)
+const TREE = opt('--tree') === undefined ? null : Number(opt('--tree'))
+const FOLDED = opt('--folded')
 const INCLUSIVE = opt('--inclusive')
 const SKIP_US = Number(opt('--skip') ?? 0) * 1e6
-const file = args.find((a, i) => !a.startsWith('--') && !['--top', '--inclusive', '--skip'].includes(args[i - 1]))
-if (!file || !Number.isInteger(TOP) || TOP < 1) {
-  console.error('usage: node bench/profile-summary.mjs <file.cpuprofile> [--top N] [--inclusive GROUP] [--skip S] [--json]')
+const file = args.find((a, i) => !a.startsWith('--') && !['--top', '--inclusive', '--skip', '--tree', '--folded'].includes(args[i - 1]))
+if (!file || !Number.isInteger(TOP) || TOP < 1 || (TREE !== null && !(TREE > 0))) {
+  console.error('usage: node bench/profile-summary.mjs <file.cpuprofile> [--top N] [--inclusive GROUP] [--skip S] [--tree PCT] [--folded FILE] [--json]')
   process.exit(2)
 }
 const profile = JSON.parse(readFileSync(file, 'utf8'))
@@ -113,6 +120,51 @@ if (INCLUSIVE) {
     }
   }
   inclusive = [...incl.values()].sort((a, b) => b.us - a.us).slice(0, TOP)
+}
+
+// The stacks of the busy samples, root first ("(root)" left out), merged by function.
+if (TREE !== null || FOLDED) {
+  const parent = new Map()
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id)
+  const label = (cf) => `${cf.functionName || '(anonymous)'}${whereOf(cf) ? ` ${whereOf(cf)}` : ''}`
+  const root = { children: new Map(), us: 0, self: 0 }
+  const folded = new Map()
+  for (const [id, us] of selfUs) {
+    if (group(nodes.get(id).callFrame) === 'idle') continue
+    const stack = []
+    for (let at = id; at !== undefined; at = parent.get(at)) {
+      const cf = nodes.get(at).callFrame
+      if (cf.functionName !== '(root)') stack.push(label(cf))
+    }
+    stack.reverse()
+    let node = root
+    root.us += us
+    for (const frame of stack) {
+      let child = node.children.get(frame)
+      if (child === undefined) node.children.set(frame, (child = { children: new Map(), us: 0, self: 0 }))
+      child.us += us
+      node = child
+    }
+    node.self += us
+    const line = stack.map((f) => f.replaceAll(';', ',')).join(';')
+    folded.set(line, (folded.get(line) ?? 0) + us)
+  }
+  if (FOLDED) {
+    writeFileSync(FOLDED, [...folded].map(([line, us]) => `${line} ${Math.round(us)}`).join('\n') + '\n')
+    console.error(`folded stacks: ${FOLDED} (${folded.size} stacks)`)
+  }
+  if (TREE !== null) {
+    console.log(`call tree, frames with >= ${TREE} % of busy time (incl % / self %):`)
+    const walk = (node, depth) => {
+      for (const [frame, child] of [...node.children].sort((a, b) => b[1].us - a[1].us)) {
+        if (pct(child.us) < TREE) continue
+        console.log(`${pct(child.us).toFixed(1).padStart(5)} ${pct(child.self).toFixed(1).padStart(5)}  ${'  '.repeat(depth)}${frame}`)
+        walk(child, depth + 1)
+      }
+    }
+    walk(root, 0)
+    console.log()
+  }
 }
 
 if (args.includes('--json')) {
