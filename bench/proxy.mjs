@@ -7,6 +7,7 @@
 // BENCH_TETHER_CMD (shell command replacing `node dist/cli.js --config <file>`),
 // BENCH_LOADGEN (wrk when installed, else autocannon), BENCH_WRK_THREADS (1), BENCH_PIN (0),
 // BENCH_WORKERS (1), BENCH_USERS (1), BENCH_RATE (unset: no fixed-rate run; <req/s> or <N>%),
+// BENCH_RATE_GEN (wrk2 when installed, else paced: bench/lib/paced-load.mjs; or autocannon),
 // BENCH_TETHER_BASE (a second build's dist dir), BENCH_NODE_ARGS (node flags for Node contestants),
 // BENCH_TLS (0; 1: HTTPS/1.1 to every contestant that can terminate TLS), BENCH_H2 (0; 1: HTTP/2 over
 // TLS with h2load), BENCH_H2_STREAMS (10: h2load -m, concurrent streams per connection).
@@ -15,7 +16,7 @@ import { spawnSync } from 'node:child_process'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { wrkRun, autocannonRun, h2loadRun, writeWrkScript } from './lib/loadgen.mjs'
+import { wrkRun, autocannonRun, h2loadRun, pacedRun, writeWrkScript } from './lib/loadgen.mjs'
 import { makeBenchCertificate } from './lib/certs.mjs'
 import {
   CLK_TCK,
@@ -339,6 +340,7 @@ async function loadRun(port, cfg, { duration = cfg.duration, rate = 0 } = {}) {
   if (rate ? cfg.rateGen === 'wrk2' : cfg.loadgen === 'wrk') {
     return wrkRun(rate ? cfg.wrk2Bin : cfg.wrkBin, { ...common, threads: cfg.wrkThreads, script: cfg.wrkScript })
   }
+  if (rate && cfg.rateGen === 'paced') return pacedRun({ ...common, cookies: COOKIES, cookiesFile: path.join(tmpDir, 'paced-cookies.json') })
   return autocannonRun({ ...common, cookies: COOKIES })
 }
 
@@ -421,7 +423,12 @@ async function main() {
   if (lg === 'wrk' && !cfg.wrkBin) throw new Error('BENCH_LOADGEN=wrk but wrk is not on PATH (apt-get install wrk)')
   cfg.loadgen = lg
   cfg.rate = parseRate(process.env.BENCH_RATE)
-  cfg.rateGen = cfg.wrk2Bin ? 'wrk2' : 'autocannon'
+  // the paced generator speaks plain HTTP/1.1: over TLS the default is autocannon
+  const rg = process.env.BENCH_RATE_GEN || (cfg.wrk2Bin ? 'wrk2' : MODE === 'tls' ? 'autocannon' : 'paced')
+  if (!['wrk2', 'paced', 'autocannon'].includes(rg)) throw new Error(`BENCH_RATE_GEN=${rg}: expected wrk2, paced or autocannon`)
+  if (rg === 'wrk2' && !cfg.wrk2Bin) throw new Error('BENCH_RATE_GEN=wrk2 but wrk2 is not on PATH')
+  if (rg === 'paced' && MODE === 'tls' && process.env.BENCH_RATE) throw new Error('BENCH_RATE with BENCH_TLS=1 needs BENCH_RATE_GEN=autocannon (or wrk2): the paced generator speaks plain HTTP/1.1')
+  cfg.rateGen = rg
   if (!procAvailable()) throw new Error('/proc is required for CPU accounting (Linux only)')
   const wanted = process.env.BENCH_CONTESTANTS
     ? process.env.BENCH_CONTESTANTS.split(',').map((s) => s.trim()).filter(Boolean)
@@ -456,7 +463,7 @@ async function main() {
   if (cfg.rate) {
     console.log(
       `fixed-rate run after the rounds: ${cfg.rate.percent != null ? `${cfg.rate.percent}% of nginx's median req/s` : `${cfg.rate.rps} req/s`}` +
-        ` with ${cfg.rateGen === 'wrk2' ? 'wrk2 -R' : 'autocannon overallRate (in-process)'}`,
+        ` with ${cfg.rateGen === 'wrk2' ? 'wrk2 -R' : cfg.rateGen === 'paced' ? 'bench/lib/paced-load.mjs (evenly paced connections, a child process)' : 'autocannon overallRate (in-process)'}`,
     )
   }
 
@@ -628,7 +635,7 @@ async function main() {
     }
     const p99Ratio = (c) => (by.nginx?.rateMedian?.p99 ? round(c.rateMedian.p99 / by.nginx.rateMedian.p99, 2) : null)
     for (const c of running) c.rateMedian.p99VsNginx = p99Ratio(c)
-    console.log(`\nfixed rate ${fmt(target)} req/s, median of ${cfg.rounds} rounds (latency in ms${cfg.rateGen === 'autocannon' ? ', corrected for coordinated omission' : ''})\n`)
+    console.log(`\nfixed rate ${fmt(target)} req/s, median of ${cfg.rounds} rounds (latency in ms${cfg.rateGen !== 'wrk2' ? ', corrected for coordinated omission' : ''})\n`)
     console.log(
       table(
         [

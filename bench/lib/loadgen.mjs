@@ -1,6 +1,7 @@
 // Load generators for the proxy benchmark: wrk (a child process, C, multi-threaded) and
 // autocannon (in-process, single-threaded JS), for closed-loop throughput windows, plus a
-// fixed-rate latency window (wrk2 -R when installed, otherwise autocannon overallRate), and
+// fixed-rate latency window (wrk2 -R when installed, otherwise bench/lib/paced-load.mjs, a
+// paced child process; autocannon overallRate on request), and
 // h2load (nghttp2-client) for HTTP/2 over TLS. Every runner resolves to the same normalized
 // shape (see `normalized` below). `tls` runs over https:// and accepts the self-signed
 // bench certificate (wrk and h2load do not verify certificates).
@@ -92,6 +93,34 @@ export async function wrkRun(bin, { port, duration, connections, threads, script
     timeouts: j.timeout,
     non2xx: j.status,
     loadgenCpuS: cpuS,
+  })
+}
+
+/**
+ * One fixed-rate window of bench/lib/paced-load.mjs (a child process: evenly paced requests on
+ * every connection, latency corrected for coordinated omission). Runs as `sh -c '...; times'`
+ * for its CPU time, like wrk.
+ */
+export async function pacedRun({ port, duration, connections, cookies, rate, cookiesFile }) {
+  writeFileSync(cookiesFile, JSON.stringify(cookies))
+  const script = new URL('./paced-load.mjs', import.meta.url).pathname
+  const args = [script, String(port), String(rate), String(Math.min(connections, rate)), String(duration), cookiesFile]
+  const rec = startChild('paced-load', 'sh', ['-c', '"$@"; times', 'sh', process.execPath, ...args])
+  const exited = await rec.exitPromise
+  const line = rec.output.split('\n').find((l) => l.startsWith('BENCH_JSON '))
+  if (exited.code !== 0 || !line) throw new Error(`paced-load failed (${JSON.stringify(exited)}): ${args.join(' ')}\n${rec.output.trim()}`)
+  const j = JSON.parse(line.slice('BENCH_JSON '.length))
+  return normalized({
+    requests: j.requests,
+    durationS: j.duration_us / 1e6,
+    p50: j.p50 / 1000,
+    p99: j.p99 / 1000,
+    p999: j.p999 / 1000,
+    mean: j.mean / 1000,
+    errors: j.errors,
+    timeouts: 0,
+    non2xx: j.non2xx,
+    loadgenCpuS: parseTimes(rec.output),
   })
 }
 
