@@ -3,8 +3,8 @@
 // is accounted apart and the harness's event loop adds nothing to the figures). Each of the
 // `connections` keep-alive connections sends one request every `connections / rate` seconds,
 // the connections evenly staggered, so the offered load is smooth (autocannon's overallRate
-// sends in bursts, which measures how a proxy absorbs a burst of 50 requests, not its latency
-// at a rate). One request per connection at a time (no pipelining). Latency runs from when a
+// lets each connection send its per-second budget back to back at the start of each second:
+// closed-loop bursts, not a rate). One request per connection at a time (no pipelining). Latency runs from when a
 // request was sent to the last byte of its answer; when a connection is still waiting for an
 // answer at its next request's time, the next request is measured from that intended time
 // (coordinated omission corrected, as wrk2 does), so a stalled proxy cannot hide its stalls.
