@@ -48,13 +48,16 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   // workers share through Redis when it is configured (as replicas do), else through their primary
   const link = options.worker ?? null
   const channel = redis !== null && config.health.shared === 'redis' ? new RedisPeerChannel(redis) : link?.channel ?? null
-  const health = createHealth(config, clock, timers, logger, (id) => inFlight.longestWait(id), channel, link === null ? null : (...r) => link.probed(...r))
+  // a request waiting too long (or a client giving up) gets its upstream probed now, by the
+  // worker running the checks
+  const suspect = (id: string): void => (link === null || link.lead ? health.checker?.probeSoon(id) : link.suspect(id))
+  const health = createHealth(config, clock, timers, logger, (id) => inFlight.longestWait(id), channel, suspect, link === null ? null : (...r) => link.probed(...r))
   const shared = redis !== null && config.affinity.shared === 'redis' ? new RedisBindings(redis, config.affinity.idle_timeout) : link?.bindings ?? null
   const { sessions, records, keys, router } = createRouting(config, health.table, shared?.sink() ?? null, inFlight, (m) => logger.warn(m))
   const { store, state } = createState(config, redis, clock, metrics, logger, link?.store ?? null)
   const proxy = createProxy(config, {
     clock, timers, logger, keys, router, sessions, records, upstreams: () => membership.current(), state, shared, inFlight, events: teeEvents(metrics, traffic),
-    observe: (id, signal) => health.table.reportPassive(id, signal), suspect: (id) => (link === null || link.lead ? health.checker?.probeSoon(id) : link.suspect(id)), draining: () => draining,
+    observe: (id, signal) => health.table.reportPassive(id, signal), suspect, draining: () => draining,
   })
   let path = proxy.pathFor(config)
   const warnUnverified = (c: Config): void => {
@@ -104,7 +107,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const redirect = config.listen.redirect === null ? null : new RedirectListener(config, { current: () => path, clientErrors: proxy.clientErrors, logger }, () => listener.port)
   // a worker takes its siblings' bindings before it takes connections; the checks run where the primary says
   await link?.attach({
-    sessions, reportActive: health.reportActive, now: () => clock.now(), metrics: () => metrics.snapshot(),
+    sessions, applyProbe: health.applyProbe, now: () => clock.now(), metrics: () => metrics.snapshot(),
     probeSoon: (id) => health.checker?.probeSoon(id),
     becomeLead: () => {
       if (closing !== null) return
@@ -124,6 +127,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     throw err
   })
   if (link === null) health.checker?.start()
+  health.watch?.start() // every worker watches its own requests
   certificates?.watch()
   if (link === null) await discovery.start()
   await redis?.start() // resolves even when Redis is down (degraded, reconnecting)
@@ -174,6 +178,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       draining = true
       logger.info({ grace_ms: graceMs }, 'tether shutting down')
       timers.clearTimeout(upkeep)
+      health.watch?.stop()
       watcher?.stop()
       certificates?.stop()
       membership.stop()

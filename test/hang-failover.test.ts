@@ -2,7 +2,7 @@
 // on it are moved (idempotent) or answered 503 (the others) as soon as health takes it out,
 // instead of waiting for timeouts.response_headers; with retries.hedge_after the user's next
 // upstream is asked after that long, and the user moves only if the hedge answered.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { request, startProxy, startUpstream, waitFor } from './fixtures/upstream.js'
@@ -143,6 +143,56 @@ t.test('a client that gives up waiting is not sent back into the hole: its next 
   await waitFor(() => px.health.state('a') === 'unhealthy', 3000, 'the abandoned upstream to be probed and found unresponsive')
   const next = await request(`${px.url}/`, { headers: { 'x-user': user! } })
   t.equal(next.body, 'b from=a; reason=dead; epoch=1', 'the next request moved')
+})
+
+/**
+ * A healthy but slow upstream: /slow answers after 2 x the probe timeout, everything else (its
+ * probes included) at once; `giveUps` clients each give up on /slow after 1.5 x the probe
+ * timeout (each on its own connection), one after the other; with active checks, each give-up
+ * is followed by a probe of `a`. Returns the proxy and `a`'s users.
+ */
+async function slowGiveUps(t: Test, active: boolean, giveUps: number): Promise<{ px: Tether; users: string[] }> {
+  const TIMEOUT = 200
+  let probes = 0
+  const a = await startUpstream('a', (req, res) => {
+    if (req.method === 'OPTIONS') probes++
+    if (req.url === '/slow') return void setTimeout(() => res.end('a slow\n'), 2 * TIMEOUT)
+    res.end('a\n')
+  })
+  const b = await startUpstream('b', (req, res) => res.end(`b ${req.headers['x-tether-moved'] ?? ''}`))
+  t.teardown(async () => { await a.close(); await b.close() })
+  const px = await startProxy([{ id: 'a', url: a.url }, { id: 'b', url: b.url }], {
+    affinity: HEADER, health: { active: { enabled: active, interval: 10_000, timeout: TIMEOUT } },
+  })
+  t.teardown(() => px.close(0))
+  if (active) await waitFor(() => px.health.snapshot().every((e) => e.activeSuccesses > 0), 5000, 'the first probes to pass')
+  const users = await usersOn(px, 'a', 3, active ? 'on' : 'off')
+  for (let i = 0; i < giveUps; i++) {
+    const before = probes
+    const gaveUp = await new Promise<boolean>((resolve) => {
+      const req = http.get(`${px.url}/slow`, { headers: { 'x-user': users[i % users.length]! }, agent: false }, () => resolve(false))
+      req.setTimeout(1.5 * TIMEOUT, () => { req.destroy(); resolve(true) })
+      req.on('error', () => undefined)
+    })
+    t.ok(gaveUp, `client ${i} gave up waiting`)
+    await waitFor(() => px.inFlight.count('a') === 0, 5000, `Tether to stop the abandoned request ${i}`)
+    if (active) await waitFor(() => probes > before, 3000, `a probe of a after give-up ${i}`)
+  }
+  return { px, users }
+}
+
+t.test('with active checks on, clients giving up on a slow but healthy upstream get it probed, not ejected: nobody moves', async (t) => {
+  const GIVE_UPS = 5 // more than health.passive.consecutive_failures (3)
+  const { px, users } = await slowGiveUps(t, true, GIVE_UPS)
+  t.equal(px.health.state('a'), 'healthy', 'a is still healthy: its probes answered at once')
+  t.match(px.health.snapshot().find((e) => e.id === 'a'), { passiveFailures: 0, timesEjected: 0 }, 'no give-up counted as a passive failure')
+  for (const u of users) t.equal((await request(`${px.url}/`, { headers: { 'x-user': u } })).body, 'a\n', `user ${u} stays on a`)
+})
+
+t.test('with active checks off, clients giving up after the probe timeout count as failures: consecutive_failures of them eject the upstream', async (t) => {
+  const { px, users } = await slowGiveUps(t, false, 3)
+  t.equal(px.health.state('a'), 'ejected', 'three give-ups in a row (health.passive.consecutive_failures) ejected a')
+  t.equal((await request(`${px.url}/`, { headers: { 'x-user': users[0]! } })).body, 'b from=a; reason=dead; epoch=1', 'its user moves')
 })
 
 t.test('an answer from an epoch the user has left does not overwrite their newer state', async (t) => {

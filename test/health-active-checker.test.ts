@@ -257,3 +257,36 @@ t.test('a changed URL for the same id is probed at the new address', async (t) =
   t.equal(oldUp.seen.length, 1)
   t.equal(newUp.seen.length, 1)
 })
+
+t.test('probeSoon during a probe in flight sends no second probe: that probe answers the suspicion', async (t) => {
+  const held: http.ServerResponse[] = []
+  const up = await startUpstream('slow', (_req, res) => void held.push(res))
+  t.teardown(() => up.close())
+  const timers = new FakeTimers()
+  const reports: unknown[][] = []
+  const checker = new ActiveChecker({ ...FAST, interval: 5 }, { reportActive: (...r) => void reports.push(r) }, { timers, random: () => 0, clock: timers.clock })
+  const reported = (n: number, what: string): Promise<void> => when((l) => checker.onProbe(l), () => reports.length >= n, 5_000, what)
+  checker.setUpstreams([{ id: 'slow', url: up.url }])
+  checker.start()
+  let arrived = once(up.server, 'request', 5_000, 'the scheduled probe')
+  timers.advance(0)
+  await arrived
+  checker.probeSoon('slow')
+  held.shift()!.end('ok')
+  await reported(1, 'the scheduled probe to finish')
+  t.equal(up.seen.length, 1, 'no second probe while one was in flight')
+  t.same(reports[0], ['slow', true, false, true], 'the probe in flight answered the suspicion')
+  arrived = once(up.server, 'request', 5_000, 'the probe asked for')
+  checker.probeSoon('slow')
+  await arrived
+  held.shift()!.end('ok')
+  await reported(2, 'the probe asked for to finish')
+  t.same(reports[1], ['slow', true, false, true], 'with none in flight, a suspicion is probed at once')
+  arrived = once(up.server, 'request', 5_000, 'the next scheduled probe')
+  timers.advance(5)
+  await arrived
+  held.shift()!.end('ok')
+  await reported(3, 'the next scheduled probe to finish')
+  t.same(reports[2], ['slow', true, false, false], 'the next scheduled probe answers no suspicion')
+  await checker.stop()
+})

@@ -95,7 +95,7 @@ t.test("the lead's discovery lists reach the other workers, and a starting worke
   const link = new WorkerLink({ send: (m) => void out.push(m), onMessage: (fn) => { deliver = fn } })
   let lead = 0
   const sessions = new SessionTable({ maxEntries: 10, idleTimeout: 60_000, absoluteTimeout: null })
-  const attached = link.attach({ sessions, reportActive: () => undefined, becomeLead: () => void lead++, discovered: (source, list) => void delivered.push([source, list]), probeSoon: (id) => void delivered.push(['probe', id]), now: () => 0, metrics: () => Promise.resolve([]) })
+  const attached = link.attach({ sessions, applyProbe: (id, ok, severe) => void delivered.push(['applied', id, ok, severe]), becomeLead: () => void lead++, discovered: (source, list) => void delivered.push([source, list]), probeSoon: (id) => void delivered.push(['probe', id]), now: () => 0, metrics: () => Promise.resolve([]) })
   const snapshot = out.find((m) => (m as { op?: string }).op === 'snapshot') as { call: number }
   deliver({ tether: 'discovered', source: 'dns', upstreams: now })
   deliver({ tether: 'reply', call: snapshot.call, value: null })
@@ -107,7 +107,9 @@ t.test("the lead's discovery lists reach the other workers, and a starting worke
   deliver({ tether: 'suspect', id: 'app-1' })
   t.same(delivered.at(-1), ['probe', 'app-1'], "a suspicion from another worker's client: probed here, the lead")
   link.suspect('app-2')
-  t.same(out.at(-1), { tether: 'suspect', id: 'app-2' }, "this worker's client gave up: the suspicion goes to the primary")
+  t.same(out.at(-1), { tether: 'suspect', id: 'app-2' }, "a request of this worker waits too long: the suspicion goes to the primary")
+  deliver({ tether: 'probe', id: 'app-2', ok: false, severe: true })
+  t.same(delivered.at(-1), ['applied', 'app-2', false, true], "the lead's verdict on a probe is applied as it is (not judged again here)")
   link.discovered('dns', [{ id: 'a:1', url: 'http://a:1', weight: 2, extra: 'x' } as never])
   t.same(out.at(-1), { tether: 'discovered', source: 'dns', upstreams: [{ id: 'a:1', url: 'http://a:1', weight: 2 }] }, 'sent as plain data')
 })
@@ -150,7 +152,7 @@ t.test("a worker's answer waits until the primary acknowledged its pins; pins fr
   let deliver: (m: unknown) => void = () => undefined
   const link = new WorkerLink({ send: (m) => void sent.push(m), onMessage: (fn) => { deliver = fn } })
   const sessions = new SessionTable({ maxEntries: 10, idleTimeout: 60_000, absoluteTimeout: null, sink: link.bindings.sink() })
-  const attached = link.attach({ sessions, reportActive: () => undefined, becomeLead: () => undefined, discovered: () => undefined, probeSoon: () => undefined, now: () => 0, metrics: () => Promise.resolve([]) })
+  const attached = link.attach({ sessions, applyProbe: () => undefined, becomeLead: () => undefined, discovered: () => undefined, probeSoon: () => undefined, now: () => 0, metrics: () => Promise.resolve([]) })
   const snapshot = sent.find((m) => (m as { op?: string }).op === 'snapshot') as { call: number }
   deliver({ tether: 'snapshot-chunk', call: snapshot.call, entries: [['old-user', 'app-2', 3]] })
   deliver({ tether: 'reply', call: snapshot.call, value: null })
@@ -173,7 +175,7 @@ t.test("a worker's answer waits until the primary acknowledged its pins; pins fr
   await flushed
   t.equal(sessions.flushed(), null, 'acknowledged')
   sessions.unpin('u3')
-  link.probed('app-2', false, false, false)
+  link.probed('app-2', false, false)
   t.same(sent.slice(-2).map((m) => (m as { tether: string }).tether), ['writes', 'probe'], 'a write is sent before any later message (one order)')
   deliver({ tether: 'written', writes: [['b', 'u2', 'app-0', 1]] })
   t.equal(sessions.peek('u2', 0)?.upstream, 'app-0', "another worker's pin is applied")

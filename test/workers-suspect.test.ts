@@ -2,7 +2,9 @@
 // frozen-replica defence, docs/health.md). With `workers: 2` only one worker (the lead) runs
 // the probes: a client giving up on the other worker must reach it too, through the primary.
 // The upstream here never answers /slow but answers its probes, and probes are 10 s apart, so
-// a probe arriving within a second or two of a give-up is the answer to that suspicion.
+// a probe arriving within a second or two of a give-up is the answer to that suspicion. (The
+// long wait itself already got one probe, by the waiting worker's watch, before the client
+// gave up: probes are counted from the give-up on.)
 import t from 'tap'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -44,12 +46,12 @@ t.test('with two workers, a client giving up on either worker gets the upstream 
 
   const served = new Set<number>()
   for (let i = 0; i < 6 && served.size < 2; i++) {
-    const before = probes
+    let before = probes
     const seen = out().length
     // a browser that gives up after 500 ms (more than the probe timeout), on a new connection
     await new Promise<void>((resolve) => {
       const req = http.get(`http://127.0.0.1:${port}/slow?try=${i}`, { agent: false }, () => resolve())
-      req.setTimeout(500, () => { req.destroy(); resolve() })
+      req.setTimeout(500, () => { before = probes; req.destroy(); resolve() })
       req.on('error', () => undefined)
     })
     await waitFor(() => new RegExp(`"worker":(\\d+)[^\\n]*/slow\\?try=${i}`).test(out().slice(seen)), 5_000, 'the access log line of the abandoned request')

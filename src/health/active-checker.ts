@@ -55,7 +55,7 @@ export interface ProbeEvent {
 export interface ActiveResultSink {
   /**
    * `timedOut`: the probe got no answer within its timeout (not a refusal or a bad status);
-   * `suspected`: it was asked for by probeSoon (a client gave up waiting on this upstream).
+   * `suspected`: it was asked for by probeSoon (a request waited on this upstream too long).
    */
   reportActive(id: string, ok: boolean, timedOut?: boolean, suspected?: boolean): void
 }
@@ -185,15 +185,17 @@ export class ActiveChecker {
   }
 
   /**
-   * Probe `id` now instead of at its next turn (a client gave up waiting on it), unless a probe
-   * of it is in flight. Example: `checker.probeSoon('app-1')`.
+   * Probe `id` now instead of at its next turn (a request waited on it too long, or a client gave
+   * up waiting on it); its result is reported as `suspected`. A probe of it already in flight is
+   * not doubled: that one answers the suspicion. Example: `checker.probeSoon('app-1')`.
    */
   probeSoon(id: string): void {
     const target = this.#targets.get(id)
-    if (!this.#running || target === undefined || target.probe !== null) return
+    if (!this.#running || target === undefined) return
+    target.suspected = true
+    if (target.probe !== null) return
     if (target.timer !== null) this.#timers.clearTimeout(target.timer)
     target.timer = null
-    target.suspected = true
     target.probe = this.#probe(target)
   }
 

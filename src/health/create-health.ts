@@ -1,44 +1,57 @@
 // Builds upstream health as `health:` describes it: the health table, the active checker (whose
-// probe timeouts count double when live traffic agrees) and health shared with other Tether
-// replicas. Layer 5 wiring helper of the composition root: constructs, starts nothing.
+// probe timeouts count double when live traffic agrees), the watch that has an upstream probed
+// at once when a request waits on it too long, and health shared with other Tether replicas.
+// Layer 5 wiring helper of the composition root: constructs, starts nothing.
 import type { Clock, Timers } from '../clock.js'
 import type { Config } from '../config/schema.js'
 import type { Logger } from '../observability/logger.js'
 import type { PeerChannel } from '../peers/peer-channel.js'
 import { ActiveChecker } from './active-checker.js'
 import { HealthTable } from './health-table.js'
+import { LongWaitWatch } from './long-wait-watch.js'
 import { SharedHealth } from './shared-health.js'
 
 export interface Health {
   readonly table: HealthTable
   readonly checker: ActiveChecker | null
+  /** Suspects an upstream on which a request of this process waits too long (null: active checks off). */
+  readonly watch: LongWaitWatch | null
   readonly peers: SharedHealth | null
-  /** Apply an active probe's result (from this process's checker, or another worker's). */
-  readonly reportActive: (id: string, ok: boolean, timedOut: boolean, suspected: boolean) => void
+  /**
+   * Apply another worker's probe result as that worker decided it (`severe`: a timeout that
+   * marks the upstream unhealthy at once), so every worker's table takes the same step.
+   */
+  readonly applyProbe: (id: string, ok: boolean, severe: boolean) => void
 }
 
 /**
  * `longestWait(id)`: how long the oldest request still waiting on upstream `id`'s answer head
  * has waited (ms). `channel`: where peers talk (`health.shared: redis`, or the other workers),
- * or null. `probed`: told each result of this process's checker (for the other workers).
+ * or null. `suspect(id)`: probe `id` now (this process's checker, or the worker running the
+ * checks). `probed`: told each result of this process's checker as applied here (for the other
+ * workers).
+ * Example: `createHealth(config, clock, timers, logger, (id) => inFlight.longestWait(id), null, (id) => checker.probeSoon(id))`.
  */
 export function createHealth(
   config: Config, clock: Clock, timers: Timers, logger: Logger, longestWait: (id: string) => number, channel: PeerChannel | null,
-  probed: ((id: string, ok: boolean, timedOut: boolean, suspected: boolean) => void) | null = null,
+  suspect: (id: string) => void,
+  probed: ((id: string, ok: boolean, severe: boolean) => void) | null = null,
 ): Health {
   const h = config.health
   const table = new HealthTable({ active: h.active, passive: h.passive.enabled ? h.passive : null, slow_start: h.slow_start }, clock)
-  // a probe timeout is enough on its own when requests are stuck waiting on that upstream (or a
-  // client just gave up waiting on it) and another upstream answers its probes
-  const reportActive = (id: string, ok: boolean, timedOut = false, suspected = false): void =>
-    table.reportActive(id, ok, !ok && timedOut && (suspected || longestWait(id) > h.active.timeout) && table.anotherPassing(id))
+  // a probe timeout is enough on its own when requests are stuck waiting on that upstream (here,
+  // or on another worker, whose watch asked for this probe: `suspected`; or a client just gave
+  // up waiting on it) and another upstream answers its probes. Decided once, here, where the
+  // checks run: the other workers apply the verdict as it is, so no worker's view lags.
   const sink = {
     reportActive: (id: string, ok: boolean, timedOut = false, suspected = false) => {
-      reportActive(id, ok, timedOut, suspected)
-      probed?.(id, ok, timedOut, suspected)
+      const severe = !ok && timedOut && (suspected || longestWait(id) > h.active.timeout) && table.anotherPassing(id)
+      table.reportActive(id, ok, severe)
+      probed?.(id, ok, severe)
     },
   }
   const checker = h.active.enabled ? new ActiveChecker({ ...h.active, jitter: 0.1 }, sink, { clock, timers }) : null
+  const watch = h.active.enabled ? new LongWaitWatch(h.active, { ids: () => table.ids(), longestWait, suspect, timers, now: () => clock.now() }) : null
   const peers = channel !== null ? new SharedHealth(channel, table, logger) : null
-  return { table, checker, peers, reportActive }
+  return { table, checker, watch, peers, applyProbe: (id, ok, severe) => table.reportActive(id, ok, severe) }
 }

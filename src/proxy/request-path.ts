@@ -273,9 +273,10 @@ export class RequestPath {
       if (signal !== null) this.#d.observe(upstream.id, signal)
       else if (r.outcome?.kind === 'client_abort' && !attempt.answered && performance.now() - sent >= this.config.health.active.timeout && this.#firstGiveUp(ctx)) {
         // the client gave up waiting for a head: a hint that this upstream may not be answering
-        // (a frozen replica); a failure for passive health, and a probe now, so the user's
-        // next request is not sent back into the hole
-        this.#d.observe(upstream.id, 'connect_failure')
+        // (a frozen replica). A probe now decides, so the user's next request is not sent back
+        // into the hole; only without active checks is the hint a failure for passive health
+        // (else a few clients giving up on a slow but healthy upstream could eject it)
+        if (!this.config.health.active.enabled) this.#d.observe(upstream.id, 'connect_failure')
         this.#d.suspect?.(upstream.id)
       }
       return r

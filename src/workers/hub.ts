@@ -46,7 +46,7 @@ export class Hub {
         const lead = this.#workers.lead()
         return void (lead !== null && this.#workers.send(lead, { tether: 'suspect', id: m.id }))
       }
-      case 'probe': return this.#others(from, { tether: 'probe', id: m.id, ok: m.ok, timedOut: m.timedOut, suspected: m.suspected })
+      case 'probe': return this.#others(from, { tether: 'probe', id: m.id, ok: m.ok, severe: m.severe })
       case 'discovered':
         this.#discovered.set(m.source, m.upstreams)
         return this.#others(from, { tether: 'discovered', source: m.source, upstreams: m.upstreams })

@@ -49,10 +49,16 @@ export type ToPrimary =
   | { readonly tether: 'publish'; readonly message: string }
   /** A discovery source's whole current list, from the worker running discovery (the lead). */
   | { readonly tether: 'discovered'; readonly source: string; readonly upstreams: readonly WireDiscovered[] }
-  /** A client gave up waiting on upstream `id` here: the worker running the checks should probe it now. */
+  /**
+   * A request here waited on upstream `id` longer than the probe timeout, or its client gave up
+   * waiting: the worker running the checks should probe it now.
+   */
   | { readonly tether: 'suspect'; readonly id: string }
-  /** An active probe's result, from the worker running the checks. */
-  | { readonly tether: 'probe'; readonly id: string; readonly ok: boolean; readonly timedOut: boolean; readonly suspected: boolean }
+  /**
+   * An active probe's result as the worker running the checks applied it (`severe`: a timeout
+   * that marked the upstream unhealthy at once), for the others to apply the same.
+   */
+  | { readonly tether: 'probe'; readonly id: string; readonly ok: boolean; readonly severe: boolean }
   | { readonly tether: 'call'; readonly call: number; readonly op: CallOp; readonly args: readonly unknown[] }
   /** Part of this worker's bindings, for a worker that starts (answering `dump`). */
   | { readonly tether: 'dump-chunk'; readonly dump: number; readonly entries: readonly WireBinding[]; readonly done: boolean }
@@ -67,11 +73,11 @@ export type ToWorker =
   /** Another worker's binding writes, in its order. */
   | { readonly tether: 'written'; readonly writes: readonly BindingWrite[] }
   | { readonly tether: 'message'; readonly message: string }
-  /** Probe upstream `id` now: a client of another worker gave up waiting on it (to the lead only). */
+  /** Probe upstream `id` now: a request of another worker waits on it too long (to the lead only). */
   | { readonly tether: 'suspect'; readonly id: string }
   /** A discovery source's list (relayed from the lead; the last one of each source again to a starting worker). */
   | { readonly tether: 'discovered'; readonly source: string; readonly upstreams: readonly WireDiscovered[] }
-  | { readonly tether: 'probe'; readonly id: string; readonly ok: boolean; readonly timedOut: boolean; readonly suspected: boolean }
+  | { readonly tether: 'probe'; readonly id: string; readonly ok: boolean; readonly severe: boolean }
   | { readonly tether: 'reply'; readonly call: number; readonly value: unknown }
   /** Part of a snapshot this worker asked for with call `call`. */
   | { readonly tether: 'snapshot-chunk'; readonly call: number; readonly entries: readonly WireBinding[] }

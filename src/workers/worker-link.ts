@@ -31,9 +31,9 @@ export const processChannel: IpcChannel = {
 /** What a worker's parts give the link once built (before it listens). */
 export interface WorkerParts {
   readonly sessions: SessionTable
-  /** Apply an active probe's result as this worker's checker would. */
-  readonly reportActive: (id: string, ok: boolean, timedOut: boolean, suspected: boolean) => void
-  /** Probe upstream `id` now (this worker runs the checks; a client of another gave up waiting on it). */
+  /** Apply an active probe's result as the worker running the checks applied it (`severe`: unhealthy at once). */
+  readonly applyProbe: (id: string, ok: boolean, severe: boolean) => void
+  /** Probe upstream `id` now (this worker runs the checks; a request of another waits on it too long). */
   readonly probeSoon: (id: string) => void
   /** Start running the active checks and discovery (this worker became the one that does). */
   readonly becomeLead: () => void
@@ -111,14 +111,15 @@ export class WorkerLink {
     stop: () => Promise.resolve(),
   }
 
-  /** Tell the others an active probe's result (this worker runs the checks). */
-  probed(id: string, ok: boolean, timedOut: boolean, suspected: boolean): void {
-    this.#send({ tether: 'probe', id, ok, timedOut, suspected })
+  /** Tell the others an active probe's result as applied here (this worker runs the checks). */
+  probed(id: string, ok: boolean, severe: boolean): void {
+    this.#send({ tether: 'probe', id, ok, severe })
   }
 
   /**
-   * A client gave up waiting on upstream `id` here: ask the worker running the checks to probe
-   * it now (its result, marked as an answer to a suspicion, reaches every worker).
+   * A request here waited on upstream `id` longer than the probe timeout (or its client gave up
+   * waiting): ask the worker running the checks to probe it now; a timeout of that probe marks
+   * it unhealthy at once, and the verdict reaches every worker.
    */
   suspect(id: string): void {
     this.#send({ tether: 'suspect', id })
@@ -176,7 +177,7 @@ export class WorkerLink {
       case 'ack': return this.#ack(m.seq)
       case 'written': return void (p !== null && applyWrites(p, m.writes))
       case 'message': for (const fn of this.#listeners) fn(m.message); return
-      case 'probe': return void p?.reportActive(m.id, m.ok, m.timedOut, m.suspected)
+      case 'probe': return void p?.applyProbe(m.id, m.ok, m.severe)
       case 'discovered': return void p?.discovered(m.source, m.upstreams)
       case 'suspect': return void p?.probeSoon(m.id)
       case 'reply': return this.#settle(m.call, m.value)
