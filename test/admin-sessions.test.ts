@@ -112,6 +112,20 @@ t.test('an application-cookie user is found by the cookie value and by its logge
   t.match((await lookup(tt, logged)).body, { key: logged, upstream: home })
 })
 
+t.test('with the access log off, a header user is still found by the logged form another replica with the same secret would log', async (t) => {
+  const ups = await apps(t, ['a', 'b'])
+  const secret = 'shared-log-secret-0123456789'
+  const { tt, logs } = await tether(t, ups, HEADER, { log: { access: false, session_secret: secret } })
+  const homes = new Map<string, string>()
+  for (let i = 0; i < 50; i++) homes.set(`tenant-${i}`, (JSON.parse((await request(tt.url, { headers: { 'x-tenant': `tenant-${i}` } })).body) as { id: string }).id)
+  t.equal(logs.access().length, 0, 'no access log')
+  const form = new SessionIds(secret).hash('tenant-37')
+  const found = await lookup(tt, form)
+  t.equal(found.status, 200, 'the logged form finds the session')
+  t.match(found.body, { key: form, session: form, key_kind: 'header', upstream: homes.get('tenant-37'), source: 'table' })
+  t.equal((await lookup(tt, new SessionIds(secret).hash('tenant-never-seen'))).status, 404, 'the form of a key never seen: 404')
+})
+
 t.test('a move ordered through the admin API happens at the next request, with reason=admin and the checkpoint', async (t) => {
   const ups = await apps(t, ['a', 'b', 'c'])
   const { tt } = await tether(t, ups, HEADER, { state: { store: 'memory' } })

@@ -65,7 +65,7 @@ export class SessionLookup {
   /** The session named `named` (raw or logged form), or null when this replica knows none. */
   async find(named: string): Promise<SessionView | null> {
     const p = this.#p
-    const key = p.records.resolve(named)
+    const key = await p.records.resolve(named, () => new Promise((resolve) => setImmediate(resolve)))
     if (key === null || p.keyKind === 'none') return null
     const now = p.now()
     const local = p.sessions.peek(key, now)
