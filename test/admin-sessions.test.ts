@@ -94,6 +94,7 @@ t.test('a signed-cookie user (no table) is found by the session id inside the co
   t.equal(found.status, 200)
   t.match(found.body, { key: sessionId, session: sessionId, key_kind: 'cookie', upstream: (JSON.parse(r.body) as { id: string }).id, epoch: 0, source: 'seen', checkpoint: null, checkpoint_status: 'none' })
   t.equal((await lookup(tt, 'AAAAAAAAAAAAAAAAAAAAAA')).status, 404)
+  t.equal((await lookup(tt, new SessionIds(null).hash(sessionId))).status, 404, 'an h: form names no cookie session (they are logged as they are)')
 })
 
 t.test('an application-cookie user is found by the cookie value and by its logged form; the log never carries the value', async (t) => {
