@@ -5,9 +5,9 @@
 
 /**
  * V8 flags added for workers. `--max-semi-space-size` (MB) caps V8's young generation, which
- * grows to 16 MB a semi-space (x3 reserved) in a busy worker: the request path's short-lived
- * garbage then costs ~30-50 MB of RSS per worker at no measurable CPU gain (see
- * docs/workers.md, Memory).
+ * grows to 16 MB a semi-space (two of them) in a busy worker: at 1M users over two workers the
+ * new space went 64 -> 16 MB (422 instead of 462 MB in all) for about 2% more CPU per request,
+ * within the noise; 2 MB cost ~8% for 5 MB less (docs/workers.md, Memory).
  */
 export const WORKER_V8_FLAGS: readonly string[] = ['--max-semi-space-size=4']
 
