@@ -64,7 +64,8 @@ function measure() {
 
 /** A worker's RSS before any user: node with the libraries Tether loads, after gc. */
 async function baseline() {
-  for (const lib of ['undici', 'pino', 'prom-client', 'ioredis', 'yaml']) await import(lib)
+  // ioredis is loaded only when the config uses Redis (app.ts)
+  for (const lib of ['undici', 'pino', 'prom-client', 'yaml']) await import(lib)
   await import('../dist/app.js')
   const m = measure()
   process.stdout.write(JSON.stringify({ rss: m.rss }))
@@ -128,7 +129,7 @@ if (process.argv[2] === '--child') {
   const results = []
   const queue = [['baseline'], ...CASES.map(([what, shape]) => [what, shape])].map((args, i) => async () => { results[i] = await run(...args) })
   await Promise.all([0, 1].map(async () => { while (queue.length > 0) await queue.shift()() }))
-  console.log(`  a worker before any user (node + undici, pino, prom-client, ioredis, yaml, dist/app.js): ${mb(results[0].rss).trim()} MB RSS${flags.length > 0 ? `; node flags: ${flags.join(' ')}` : ''}`)
+  console.log(`  a worker before any user (node + undici, pino, prom-client, yaml, dist/app.js; no ioredis): ${mb(results[0].rss).trim()} MB RSS${flags.length > 0 ? `; node flags: ${flags.join(' ')}` : ''}`)
   console.log('  case                                                    keys   RSS MB  B/user   heap MB  B/user   young MB   process RSS MB')
   for (const [i, [, shape, label]] of CASES.entries()) {
     const m = results[i + 1]

@@ -16,8 +16,6 @@ import { Membership } from './upstream/membership.js'
 import type { DiscoveredUpstream } from './upstream/upstream-set.js'
 import { createDiscovery } from './upstream/discovery.js'
 import { createAdmin } from './admin/create-admin.js'
-import { RedisBindings } from './redis/binding-store.js'
-import { RedisPeerChannel } from './redis/peer-channel.js'
 import { createState, redisOf, stateDegraded } from './state/create-state.js'
 import { createProxy } from './proxy/create-proxy.js'
 import { InFlight } from './proxy/in-flight.js'
@@ -43,18 +41,19 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   let closing: Promise<void> | null = null
   let current = config
 
-  const redis = redisOf(config, timers)
+  // the Redis modules (ioredis) are loaded only when the config uses Redis: ~11 MB of RSS less a process
+  const redis = await redisOf(config, timers)
   const inFlight = new InFlight(undefined, config.affinity.spill !== null) // the averages feed spill only
   // workers share through Redis when it is configured (as replicas do), else through their primary
   const link = options.worker ?? null
-  const channel = redis !== null && config.health.shared === 'redis' ? new RedisPeerChannel(redis) : link?.channel ?? null
+  const channel = redis !== null && config.health.shared === 'redis' ? new (await import('./redis/peer-channel.js')).RedisPeerChannel(redis) : link?.channel ?? null
   // a request waiting too long (or a client giving up) gets its upstream probed now, by the
   // worker running the checks
   const suspect = (id: string): void => (link === null || link.lead ? health.checker?.probeSoon(id) : link.suspect(id))
   const health = createHealth(config, clock, timers, logger, (id) => inFlight.longestWait(id), channel, suspect, link === null ? null : (...r) => link.probed(...r))
-  const shared = redis !== null && config.affinity.shared === 'redis' ? new RedisBindings(redis, config.affinity.idle_timeout) : link?.bindings ?? null
+  const shared = redis !== null && config.affinity.shared === 'redis' ? new (await import('./redis/binding-store.js')).RedisBindings(redis, config.affinity.idle_timeout) : link?.bindings ?? null
   const { sessions, records, keys, router } = createRouting(config, health.table, shared?.sink() ?? null, inFlight, (m) => logger.warn(m))
-  const { store, state } = createState(config, redis, clock, metrics, logger, link?.store ?? null)
+  const { store, state } = await createState(config, redis, clock, metrics, logger, link?.store ?? null)
   const proxy = createProxy(config, {
     clock, timers, logger, keys, router, sessions, records, upstreams: () => membership.current(), state, shared, inFlight, events: teeEvents(metrics, traffic),
     observe: (id, signal) => health.table.reportPassive(id, signal), suspect, draining: () => draining,

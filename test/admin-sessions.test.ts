@@ -94,6 +94,7 @@ t.test('a signed-cookie user (no table) is found by the session id inside the co
   t.equal(found.status, 200)
   t.match(found.body, { key: sessionId, session: sessionId, key_kind: 'cookie', upstream: (JSON.parse(r.body) as { id: string }).id, epoch: 0, source: 'seen', checkpoint: null, checkpoint_status: 'none' })
   t.equal((await lookup(tt, 'AAAAAAAAAAAAAAAAAAAAAA')).status, 404)
+  t.equal((await lookup(tt, new SessionIds(null).hash(sessionId))).status, 404, 'an h: form names no cookie session (they are logged as they are)')
 })
 
 t.test('an application-cookie user is found by the cookie value and by its logged form; the log never carries the value', async (t) => {
@@ -110,6 +111,20 @@ t.test('an application-cookie user is found by the cookie value and by its logge
   t.notOk(JSON.stringify(logs.records).includes('s3ss10n-v4lue'), 'the cookie value is in no log line')
   t.match((await lookup(tt, 's3ss10n-v4lue-0123')).body, { session: logged, key_kind: 'app_cookie', upstream: home, source: 'table' })
   t.match((await lookup(tt, logged)).body, { key: logged, upstream: home })
+})
+
+t.test('with the access log off, a header user is still found by the logged form another replica with the same secret would log', async (t) => {
+  const ups = await apps(t, ['a', 'b'])
+  const secret = 'shared-log-secret-0123456789'
+  const { tt, logs } = await tether(t, ups, HEADER, { log: { access: false, session_secret: secret } })
+  const homes = new Map<string, string>()
+  for (let i = 0; i < 50; i++) homes.set(`tenant-${i}`, (JSON.parse((await request(tt.url, { headers: { 'x-tenant': `tenant-${i}` } })).body) as { id: string }).id)
+  t.equal(logs.access().length, 0, 'no access log')
+  const form = new SessionIds(secret).hash('tenant-37')
+  const found = await lookup(tt, form)
+  t.equal(found.status, 200, 'the logged form finds the session')
+  t.match(found.body, { key: form, session: form, key_kind: 'header', upstream: homes.get('tenant-37'), source: 'table' })
+  t.equal((await lookup(tt, new SessionIds(secret).hash('tenant-never-seen'))).status, 404, 'the form of a key never seen: 404')
 })
 
 t.test('a move ordered through the admin API happens at the next request, with reason=admin and the checkpoint', async (t) => {

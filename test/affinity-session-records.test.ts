@@ -1,46 +1,92 @@
-// Session records' logged forms, kept as 16-byte digests by slot of the shared key index: the
-// form of a table key is its keyed hash, the lookup resolves it among all recorded users, and a
-// slot taken anew (another user, or the same string under another key kind) never shows the
-// previous digest. Pure: times are plain numbers.
+// Session records' logged forms: the form of a table key is its keyed hash, computed only when
+// something logs it (kept then as a 16-byte digest by slot of the shared key index, so the
+// access log hashes each user once); the lookup resolves a logged form among every key the
+// process holds, hashing those never logged, in slices; and a slot taken anew (another user,
+// or the same string under another key kind) never shows the previous digest. Pure: times are
+// plain numbers, the lookup's pauses are counted.
 import t from 'tap'
 import { SessionRecords } from '../src/affinity/session-records.js'
 import { KeySlots } from '../src/affinity/key-slots.js'
+import { AffinityTable } from '../src/affinity/table.js'
 import type { RequestKey } from '../src/affinity/key.js'
 import type { Decision } from '../src/routing/decision.js'
 
 const table = (value: string): RequestKey => ({ kind: 'table', value, learned: false, checkpoints: true, learn: false })
 const decision = (upstream: string, sessionKey: string): Decision =>
   ({ upstream, source: 'hash', epoch: 0, moved: null, setCookie: null, learn: false, appKey: null, sessionKey, bind: null }) as unknown as Decision
+const secret = 'test-secret-0123456789'
+/** A pause that only counts how often the lookup let other work run. */
+const counted = (): { pause: () => Promise<void>; readonly n: number } => {
+  let n = 0
+  return { pause: async () => { n++ }, get n() { return n } }
+}
+const ip = (i: number): string => `10.0.${i >> 8}.${i & 255}`
 
-t.test('a table key is logged as its keyed hash and the lookup resolves that form among every recorded user', async (t) => {
-  const records = new SessionRecords({ maxEntries: 5000, idleTimeout: 60_000, secret: 'test-secret-0123456789' })
+t.test('with nothing logging (the access log off), answers compute no logged form and the lookup hashes every held key to resolve one', async (t) => {
+  const records = new SessionRecords({ maxEntries: 5000, idleTimeout: 60_000, secret })
+  for (let i = 0; i < 3000; i++) t.equal(records.answered(table(ip(i)), decision('app-1', ''), 1000), undefined)
+  const p = counted()
+  t.equal(await records.resolve(records.ids.hash(ip(0)), p.pause, 256), ip(0), 'the first user is found')
+  t.equal(p.n, 0, 'found in the first slice: no pause')
+  t.equal(await records.resolve(records.ids.hash(ip(2999)), p.pause, 256), ip(2999), 'the last user is found')
+  t.equal(p.n, Math.floor(2999 / 256), 'a pause after every 256 keys hashed')
+  t.equal(await records.resolve('h:00000000000000000000000000000000', p.pause), null, 'a form that matches nobody: null')
+  t.equal(await records.resolve('h:not-hex', p.pause), null, 'a malformed form: null')
+  t.equal(await records.resolve('10.9.9.9', p.pause), '10.9.9.9', 'a raw key is taken as it is')
+  t.equal(await records.resolve(records.ids.hash('10.9.9.9'), p.pause), null, 'a key nobody holds is not found by its form')
+})
+
+t.test('a logged table key keeps its digest: the same form every time, compared without hashing by the lookup', async (t) => {
+  const records = new SessionRecords({ maxEntries: 5000, idleTimeout: 60_000, secret })
   const forms: string[] = []
-  for (let i = 0; i < 3000; i++) forms.push(records.answered(table(`10.0.${i >> 8}.${i & 255}`), decision('app-1', ''), 1000)!)
-  t.equal(forms[7], records.ids.hash('10.0.0.7'))
+  for (let i = 0; i < 3000; i++) {
+    records.answered(table(ip(i)), decision('app-1', ''), 1000)
+    forms.push(records.logged(table(ip(i)), ip(i)))
+  }
+  t.equal(forms[7], records.ids.hash(ip(7)))
   t.match(forms[7], /^h:[0-9a-f]{32}$/)
-  t.equal(records.answered(table('10.0.0.7'), decision('app-1', ''), 2000), forms[7], 'the same form on the next answer')
-  t.equal(records.resolve(forms[0]!), '10.0.0.0', 'the first user is still found')
-  t.equal(records.resolve(forms[2999]!), '10.0.11.183')
-  t.equal(records.resolve('h:00000000000000000000000000000000'), null)
-  t.equal(records.resolve('h:not-hex'), null)
-  t.equal(records.resolve('10.9.9.9'), '10.9.9.9', 'a raw key is taken as it is')
+  records.answered(table(ip(7)), decision('app-2', ''), 2000)
+  t.equal(records.logged(table(ip(7)), ip(7)), forms[7], 'the same form on the next answer')
+  const p = counted()
+  t.equal(await records.resolve(forms[2999]!, p.pause, 1), ip(2999), 'the last user is found')
+  t.equal(p.n, 0, 'every held key had its digest: nothing hashed, no pause')
   t.equal(records.logged(table('10.9.9.9'), '10.9.9.9'), records.ids.hash('10.9.9.9'), 'an unrecorded key is hashed, not remembered')
-  t.equal(records.resolve(records.ids.hash('10.9.9.9')), null)
+  t.equal(await records.resolve(records.ids.hash('10.9.9.9'), p.pause), null)
+  t.equal(records.logged({ kind: 'cookie', session: null }, 'Qk3x'), 'Qk3x', "Tether's session id is logged as it is")
+})
+
+t.test('the lookup resolves a key the session table sharing the index holds and these records do not (a user another worker answered)', async (t) => {
+  const slots = new KeySlots({ seed: [1, 2] })
+  const sessions = new AffinityTable({ maxEntries: 10, idleTimeout: 60_000, slots })
+  const records = new SessionRecords({ maxEntries: 10, idleTimeout: 60_000, secret, slots })
+  records.answered(table('user-here'), decision('app-1', ''), 1000)
+  records.logged(table('user-here'), 'user-here')
+  sessions.set('user-elsewhere', 'app-2', 0, 1000)
+  const p = counted()
+  t.equal(await records.resolve(records.ids.hash('user-elsewhere'), p.pause), 'user-elsewhere')
+  t.equal(await records.resolve(records.ids.hash('user-here'), p.pause), 'user-here')
+  t.equal(records.seen('user-elsewhere', 1000), null, 'not recorded here')
 })
 
 t.test('a slot taken anew by another user, or by the same string as a cookie session, never shows the previous digest', async (t) => {
   const slots = new KeySlots({ seed: [3, 4] })
-  const records = new SessionRecords({ maxEntries: 2, idleTimeout: 60_000, secret: 'test-secret-0123456789', slots })
-  const a = records.answered(table('user-a'), decision('app-1', ''), 1000)!
-  records.answered(table('user-b'), decision('app-1', ''), 1001)
-  const c = records.answered(table('user-c'), decision('app-2', ''), 1002)! // evicts user-a, whose slot is reused
+  const records = new SessionRecords({ maxEntries: 2, idleTimeout: 60_000, secret, slots })
+  const answer = (value: string, at: number): string => {
+    records.answered(table(value), decision('app-1', ''), at)
+    return records.logged(table(value), value)
+  }
+  const a = answer('user-a', 1000)
+  answer('user-b', 1001)
+  const c = answer('user-c', 1002) // evicts user-a, whose slot is reused
   t.equal(slots.slotOf('user-a'), undefined)
   t.equal(c, records.ids.hash('user-c'))
-  t.equal(records.resolve(a), null, 'the evicted user is not found by their old form')
-  t.equal(records.resolve(c), 'user-c')
+  const p = counted()
+  t.equal(await records.resolve(a, p.pause), null, 'the evicted user is not found by their old form')
+  t.equal(await records.resolve(c, p.pause), 'user-c')
   // a cookie session whose id is the same string as a later table key
   const cookie: RequestKey = { kind: 'cookie', session: null }
   records.answered(cookie, decision('app-1', 'same-string'), 1003)
-  t.equal(records.answered(table('same-string'), decision('app-1', ''), 1004), records.ids.hash('same-string'))
-  t.equal(records.resolve(records.ids.hash('same-string')), 'same-string')
+  t.equal(records.logged(cookie, 'same-string'), 'same-string')
+  t.equal(answer('same-string', 1004), records.ids.hash('same-string'))
+  t.equal(await records.resolve(records.ids.hash('same-string'), p.pause), 'same-string')
 })

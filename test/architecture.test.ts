@@ -48,6 +48,7 @@ const LAYERS: [RegExp, number][] = [
   [/^(app|cli|tether)\.ts$/, 5],
   [/^state\/create-state\.ts$/, 5],
   [/^workers\/messages\.ts$/, 0],
+  [/^workers\/worker-flags\.ts$/, 1],
   [/^workers\/hub\.ts$/, 2],
   [/^workers\/(worker-count|worker-link)\.ts$/, 3],
   [/^workers\/admin-front\.ts$/, 4],

@@ -4,6 +4,7 @@
 // checkpoint store and health; changes nothing but through SessionRecords.order.
 import type { AffinityKeyKind } from '../config/schema.js'
 import type { SessionRecords } from '../affinity/session-records.js'
+import { HASHED_PREFIX } from '../affinity/session-id.js'
 import type { SessionTable, SharedBindings } from '../affinity/session-table.js'
 import type { CheckpointStore } from '../state/checkpoint-store.js'
 import type { Availability } from '../routing/router.js'
@@ -65,8 +66,10 @@ export class SessionLookup {
   /** The session named `named` (raw or logged form), or null when this replica knows none. */
   async find(named: string): Promise<SessionView | null> {
     const p = this.#p
-    const key = p.records.resolve(named)
-    if (key === null || p.keyKind === 'none') return null
+    // Tether's cookie sessions are logged as they are: an `h:` form names none of them (no scan)
+    if (p.keyKind === 'none' || (p.keyKind === 'cookie' && named.startsWith(HASHED_PREFIX))) return null
+    const key = await p.records.resolve(named, () => new Promise((resolve) => setImmediate(resolve)))
+    if (key === null) return null
     const now = p.now()
     const local = p.sessions.peek(key, now)
     const seen = p.records.seen(key, now)

@@ -126,6 +126,11 @@ export class KeySlots {
     return (this.#owners[slot]! & owner) !== 0
   }
 
+  /** Does any owner hold `slot`? (Slots from 0 to {@link used} are held or free.) */
+  taken(slot: number): boolean {
+    return this.#owners[slot] !== 0
+  }
+
   /** The key of a held slot, as a new flat string (decoded from the index's bytes: not for the request path). */
   keyAt(slot: number): string {
     return this.#arena.read(this.#loc[slot]!, this.#shape[slot]!)

@@ -38,6 +38,11 @@ export class SessionIds {
   /** The logged form of a table key's value. */
   hash(value: string): string {
     // hex of the first 16 bytes, not a slice of the full hex (a slice keeps its 64-character parent alive)
-    return HASHED_PREFIX + createHmac('sha256', this.#secret).update(value, 'utf8').digest().toString('hex', 0, 16)
+    return HASHED_PREFIX + this.digest(value).toString('hex', 0, 16)
+  }
+
+  /** The whole keyed hash of a table key's value (32 bytes); its first 16 are the logged form's. */
+  digest(value: string): Buffer {
+    return createHmac('sha256', this.#secret).update(value, 'utf8').digest()
   }
 }

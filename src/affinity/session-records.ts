@@ -1,7 +1,8 @@
 // Session records: what this Tether process saw of each user beyond their pin, for operators
 // and for drains that migrate: when the user was last answered (and by which upstream, at which
-// epoch), their last move, a move an admin ordered, and the logged form of their key. Layer 2
-// state owner: bounded, no I/O, no clock (every call takes `now`); never decides routing.
+// epoch), their last move, a move an admin ordered, and the logged forms of their keys once
+// something logged them. Layer 2 state owner: bounded, no I/O, no clock (every call takes `now`;
+// the lookup's pauses are the caller's); never decides routing.
 import type { RequestKey } from './key.js'
 import type { Decision, MoveReason } from '../routing/decision.js'
 import type { AffinityEntry } from './store.js'
@@ -16,6 +17,8 @@ export const RECORDS_SIDE_MAX = 100_000
 const DIGEST_BYTES = 16
 /** Digest slots allocated at first use, at most (as the table's columns: untouched pages cost no RSS). */
 const PREALLOCATED = 1 << 22
+/** Keys a lookup by logged form hashes between pauses (~10 ms of HMACs). */
+const RESOLVE_SLICE = 2048
 
 /** A user's last move, as the lookup shows it. */
 export interface MoveRecord {
@@ -58,9 +61,10 @@ export class SessionRecords {
   readonly #orders = new BoundedMap<string, MoveOrder>(RECORDS_SIDE_MAX)
   /**
    * By slot of #seen: the logged form's 16 bytes of a table key (computed at its first logging,
-   * so the HMAC runs once per user; the lookup scans them to resolve a logged form), and whether
-   * they are computed for the key #seen holds there (cleared when #seen takes the slot anew).
-   * Columns instead of a map of strings: no object per user on the V8 heap.
+   * so the access log runs the HMAC once per user; the lookup compares them before hashing), and
+   * whether they are computed for the key #seen holds there (cleared when #seen takes the slot
+   * anew). Allocated at the first logging only: with the access log off, nothing is computed or
+   * kept per user. Columns instead of a map of strings: no object per user on the V8 heap.
    */
   #digests: Buffer = Buffer.alloc(0)
   #digested = new Uint8Array(0)
@@ -81,22 +85,24 @@ export class SessionRecords {
 
   /**
    * Upstream `d.upstream` answered a request of `key`: the user is recorded there, a move
-   * recorded, a fulfilled order dropped. Returns the key's logged form (null: no session).
+   * recorded, a fulfilled order dropped. Computes no logged form (see {@link logged}).
    */
-  answered(key: RequestKey, d: Decision, now: number): string | null {
+  answered(key: RequestKey, d: Decision, now: number): void {
     const k = SessionRecords.keyOf(key, d)
-    if (k === null) return null
-    if (this.#seen.set(k, d.upstream, d.epoch, now)) {
+    if (k === null) return
+    if (this.#seen.set(k, d.upstream, d.epoch, now) && this.#digested.length !== 0) {
       const slot = this.#seen.slotOf(k)!
       if (slot < this.#digested.length) this.#digested[slot] = 0
     }
     if (d.moved !== null) this.#moves.set(this.#slots.stored(k), { from: d.moved.from, to: d.upstream, reason: d.moved.reason, at: now })
     const order = this.#orders.get(k)
     if (order !== undefined && (order.to === null || order.to === d.upstream)) this.#orders.delete(k)
-    return this.logged(key, k)
   }
 
-  /** The logged form of a session (remembered for recorded table keys, so the lookup can resolve it). */
+  /**
+   * The logged form of session `k` (`key` tells its kind), for a log line: a recorded table key's
+   * digest is kept from its first logging on, so the access log hashes each user once.
+   */
   logged(key: RequestKey, k: string): string {
     if (key.kind !== 'table') return k
     const slot = this.#seen.slotOf(k)
@@ -104,7 +110,7 @@ export class SessionRecords {
     const at = slot * DIGEST_BYTES
     if (slot >= this.#digested.length) this.#grow(slot)
     if (this.#digested[slot] === 0) {
-      this.#digests.write(this.ids.hash(k).substring(HASHED_PREFIX.length), at, DIGEST_BYTES, 'hex')
+      this.ids.digest(k).copy(this.#digests, at, 0, DIGEST_BYTES)
       this.#digested[slot] = 1
     }
     return HASHED_PREFIX + this.#digests.toString('hex', at, at + DIGEST_BYTES)
@@ -135,18 +141,28 @@ export class SessionRecords {
   }
 
   /**
-   * The raw key a lookup names: a logged form (`h:...`) is resolved among the recorded table
-   * keys that were logged (null when none matches; O(users), no HMAC), anything else is taken as
-   * the raw key.
+   * The raw key a lookup names: anything but a logged form (`h:...`) is taken as the raw key; a
+   * logged form is resolved among every key this process holds (recorded here or pinned in the
+   * session table sharing the key index), null when none matches. A key whose digest was kept
+   * for the access log is compared as it is; every other key is hashed now (an HMAC, ~3-5 us:
+   * seconds at a million users with the access log off), `slice` keys at a time with
+   * `await pause()` between slices, so the caller can let other work run.
+   * Example: `await records.resolve('h:5c1f...', () => new Promise(setImmediate))` -> '10.0.0.5'.
    */
-  resolve(named: string): string | null {
+  async resolve(named: string, pause: () => Promise<void>, slice = RESOLVE_SLICE): Promise<string | null> {
     if (!named.startsWith(HASHED_PREFIX)) return named
     if (!/^h:[0-9a-f]{32}$/.test(named)) return null
     const want = Buffer.from(named.substring(HASHED_PREFIX.length), 'hex')
-    const digests = this.#digests
-    for (let slot = 0; slot < this.#digested.length; slot++) {
-      if (this.#digested[slot] === 0 || !this.#seen.holds(slot)) continue
-      if (digests.compare(want, 0, DIGEST_BYTES, slot * DIGEST_BYTES, (slot + 1) * DIGEST_BYTES) === 0) return this.#slots.keyAt(slot)
+    const slots = this.#slots
+    for (let slot = 0, hashed = 0; slot < slots.used; slot++) {
+      if (!slots.taken(slot)) continue
+      if (slot < this.#digested.length && this.#digested[slot] === 1 && this.#seen.holds(slot)) {
+        if (this.#digests.compare(want, 0, DIGEST_BYTES, slot * DIGEST_BYTES, (slot + 1) * DIGEST_BYTES) === 0) return slots.keyAt(slot)
+        continue
+      }
+      const key = slots.keyAt(slot)
+      if (this.ids.digest(key).compare(want, 0, DIGEST_BYTES, 0, DIGEST_BYTES) === 0) return key
+      if (++hashed % slice === 0) await pause()
     }
     return null
   }

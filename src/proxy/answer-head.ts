@@ -61,7 +61,7 @@ export class AnswerHead implements AnswerHeadPolicy {
       else o.sessions.count(b.key, b.upstream, b.epoch, o.clock.now())
       o.sessions.settle(b)
     }
-    ctx.session = o.records.answered(ctx.key, d, o.clock.now())
+    o.records.answered(ctx.key, d, o.clock.now())
     let rekeyedFrom: string | null = null
     if (o.appCookie !== null && d.learn) {
       const learned = learnAppCookie(o.sessions, o.appCookie, d, headers['set-cookie'], o.clock.now())

@@ -16,6 +16,7 @@ import { startAdminFront } from './admin-front.js'
 import { Hub } from './hub.js'
 import { isTetherMessage, WORKER_ENV, type ToPrimary, type ToWorker, type WorkerEnv } from './messages.js'
 import { workerCount } from './worker-count.js'
+import { workerExecArgv } from './worker-flags.js'
 
 
 /** Back-off of a worker that keeps crashing: 100 ms doubling to 30 s; a minute up resets it. */
@@ -157,6 +158,8 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
   }
 
   const count = workerCount(config.workers)
+  // node options of every worker: this process's own plus the V8 flags the operator did not set
+  cluster.setupPrimary({ execArgv: workerExecArgv(process.execArgv, process.env['NODE_OPTIONS']) })
   const admin = await startAdminFront(config.admin.listen.host, config.admin.listen.port, {
     admins: () => {
       const list = started()

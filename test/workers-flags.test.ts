@@ -1,0 +1,55 @@
+// The node options of worker processes: the primary's own plus V8 flags that keep a worker
+// small (a capped young generation), each only when the operator did not set that flag on
+// node's command line or in NODE_OPTIONS; checked on the real CLI's workers (/proc/<pid>).
+import t from 'tap'
+import { readFileSync } from 'node:fs'
+import { tempFile } from './fixtures/cli.js'
+import { startPrimary, workerPids } from './fixtures/primary-process.js'
+import { freePort } from './fixtures/ports.js'
+import { waitFor } from './fixtures/wait.js'
+import { WORKER_V8_FLAGS, workerExecArgv } from '../src/workers/worker-flags.js'
+
+t.test("a worker gets the primary's node options plus each V8 flag the operator did not set", async (t) => {
+  const flags = ['--max-semi-space-size=4']
+  const cases: [string, readonly string[], string | undefined, readonly string[]][] = [
+    ['nothing set: the flag is added', [], undefined, flags],
+    ["the primary's options come first, kept as they are", ['--enable-source-maps', '--import=x'], '', ['--enable-source-maps', '--import=x', ...flags]],
+    ['set on the command line: not added', ['--max-semi-space-size=16'], undefined, ['--max-semi-space-size=16']],
+    ['set in NODE_OPTIONS: not added (the worker inherits it)', [], '--trace-warnings  --max-semi-space-size=8', []],
+    ['spelt with underscores: the same flag', [], '--max_semi_space_size=8', []],
+    ['double-quoted in NODE_OPTIONS (as node reads it): the same flag', [], '"--max-semi-space-size=8" "--import=file:///a b.mjs"', []],
+    ['another flag with a similar name: still added', [], '--max-old-space-size=512 --semi-space-growth-factor=2', flags],
+  ]
+  for (const [name, execArgv, nodeOptions, want] of cases) t.same(workerExecArgv(execArgv, nodeOptions, flags), want, name)
+  t.same(workerExecArgv([], undefined), [...WORKER_V8_FLAGS], 'the defaults')
+})
+
+/** A worker's command line, as the kernel shows it. */
+const cmdline = (pid: number): string[] => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter((a) => a !== '')
+const environ = (pid: number): string[] => readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0')
+
+for (const [name, env, expect] of [
+  ['the workers run with the V8 flags', {}, 'ours'],
+  ["an operator's NODE_OPTIONS flag reaches the workers and is not overridden", { NODE_OPTIONS: '--max-semi-space-size=8' }, 'theirs'],
+] as const) {
+  t.test(name, async (t) => {
+    const [port, admin] = [await freePort(), await freePort()]
+    const file = tempFile('proxy.yaml', [
+      `listen: { host: 127.0.0.1, port: ${port} }`, `admin: { listen: { host: 127.0.0.1, port: ${admin} } }`,
+      'workers: 2', 'log: { level: info, access: false }', 'upstreams: [{ id: a, url: "http://127.0.0.1:9" }]', '',
+    ].join('\n'))
+    const { proc } = await startPrimary(t, file, env)
+    await waitFor(() => workerPids(proc).length === 2, 10_000, 'two workers')
+    for (const pid of workerPids(proc)) {
+      const args = cmdline(pid)
+      if (expect === 'ours') t.ok(WORKER_V8_FLAGS.every((f) => args.includes(f)), `worker ${pid} runs with ${WORKER_V8_FLAGS.join(' ')}`)
+      else {
+        t.notOk(args.some((a) => a.startsWith('--max-semi-space-size')), `worker ${pid}: no flag of ours on its command line`)
+        // (a test runner may add its own options to NODE_OPTIONS, quoting each)
+        t.match(environ(pid).find((e) => e.startsWith('NODE_OPTIONS=')), /--max-semi-space-size=8/, `worker ${pid} inherits NODE_OPTIONS`)
+      }
+    }
+    proc.kill('SIGTERM')
+    await new Promise((resolve) => proc.once('exit', resolve))
+  })
+}
