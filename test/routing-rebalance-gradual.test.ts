@@ -13,7 +13,7 @@ const MIN_IDLE = 5 * 60_000
 const FOUR: UpstreamConfig[] = [...UPS, { id: 'd', url: 'http://127.0.0.1:4', weight: 1 }]
 
 for (const kind of ['header', 'cookie'] as const) {
-  t.test(`${kind}: 3 -> 4 upstreams with ${USERS} users: the new one's share converges to 25% +- 3 points, at new visits only, within the rate`, async (t) => {
+  t.test(`${kind}: 3 -> 4 upstreams with ${USERS} users: the new one's share converges to 25% +- 4.5 points, at new visits only, within the rate`, async (t) => {
     const w = world(kind, { on_scale_up: 'gradual', rebalance: { min_idle: MIN_IDLE, max_moves_per_second: RATE } })
     const users = Array.from({ length: USERS }, (_, i) => `user-${i}`)
     for (const u of users) w.go(u)
@@ -49,7 +49,9 @@ for (const kind of ['header', 'cookie'] as const) {
     const moved = [...movesBySecond.values()].reduce((a, b) => a + b, 0)
     const busiest = Math.max(...movesBySecond.values())
     t.equal(midVisit, 0, 'no user moved in the middle of a visit')
-    t.ok(Math.abs(share - 0.25) <= 0.03, `d's share ${(share * 100).toFixed(1)}% is 25% +- 3 points`)
+    // cookie users get random session ids: the share is a sample (binomial sd 1.4 points at 1,000
+    // users, plus the ring's own spread); 4.5 points is beyond 3 sd (28.4% was seen once in CI)
+    t.ok(Math.abs(share - 0.25) <= 0.045, `d's share ${(share * 100).toFixed(1)}% is 25% +- 4.5 points`)
     t.equal(moved, pendingAtStart, 'exactly the users the hash sends to d moved, once each')
     t.ok(busiest <= 2 * RATE, `at most ${2 * RATE} moves in any second (one second's burst plus the rate): ${busiest}`)
     t.equal(w.router.rebalancePending(w.records.users(w.clock.now())), 0, 'nothing pending at the end')
