@@ -68,8 +68,6 @@ export class RequestContext {
   bodyError: ErrorCode | null = null
   /** A moved user's state: what the fetch found (null: the user did not move). */
   rehydrate: RehydrateStatus | null = null
-  /** The session's logged form, set when an upstream answered (see affinity/session-id.ts), or null. */
-  session: string | null = null
   /** The application cookie value the answer pinned (the session key from now on), or null. */
   learnedKey: string | null = null
   /** The attempt whose answer head reached the client (the others of a hedge are stopped), or null. */

@@ -349,7 +349,7 @@ export class RequestPath {
       shouldRetry(outcome, ctx.method, ctx.body === null || ctx.body.replayable)
   }
 
-  /** The logged form of a request no upstream answered (null: no session). */
+  /** The logged form of the request's session for the access log (null: no session). */
   #session(ctx: RequestContext): string | null {
     const k = SessionRecords.keyOf(ctx.key, ctx.decision)
     return k === null ? null : this.#d.records.logged(ctx.key, k)
@@ -382,7 +382,7 @@ export class RequestPath {
       http_version: ctx.req.httpVersion,
       status: r.status,
       key: this.config.affinity.key,
-      session: ctx.session ?? this.#session(ctx),
+      session: this.#session(ctx),
       upstream,
       route: ctx.decision?.source ?? null,
       retries: ctx.retries,
