@@ -90,7 +90,8 @@ async function child(what, shape, USERS_ALL = USERS) {
   } else {
     const slots = KeySlots === null ? undefined : new KeySlots()
     const sessions = new SessionTable({ ...options, slots })
-    const records = new SessionRecords({ maxEntries: USERS, idleTimeout: 3 * HOUR, secret: 'bench-secret-0123456789', slots })
+    // as createRouting wires them: the records read table keys' pins from the session table
+    const records = new SessionRecords({ maxEntries: USERS, idleTimeout: 3 * HOUR, secret: 'bench-secret-0123456789', slots, pins: sessions.table })
     for (let i = 0; i < USERS; i++) {
       const k = key()
       const upstream = ids[i % UPSTREAMS]

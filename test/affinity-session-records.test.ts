@@ -90,3 +90,54 @@ t.test('a slot taken anew by another user, or by the same string as a cookie ses
   t.equal(answer('same-string', 1004), records.ids.hash('same-string'))
   t.equal(await records.resolve(records.ids.hash('same-string'), p.pause), 'same-string')
 })
+
+t.test("with the session table's bindings given (pins), a pinned table key is recorded as an answer time by slot, read with its pin", async (t) => {
+  const slots = new KeySlots({ seed: [5, 6] })
+  const pins = new AffinityTable({ maxEntries: 3, idleTimeout: 60_000, slots })
+  const records = new SessionRecords({ maxEntries: 3, idleTimeout: 60_000, secret, slots, pins })
+  pins.set('user-a', 'app-1', 2, 1000)
+  records.answered(table('user-a'), { ...decision('app-1', ''), epoch: 2 }, 1500)
+  t.same(records.seen('user-a', 1600), { upstream: 'app-1', epoch: 2, createdAt: 1000, lastSeen: 1500 }, 'upstream, epoch and first pin from the pin; last answer from the column')
+  t.equal(records.countByUpstream('app-1'), 0, 'no entry of its own (the session table counts its pins)')
+  pins.get('user-a', 1700) // a routing use slides the pin, not the last answer
+  t.equal(records.lastSeen('user-a', 1800), 1500, 'the last answer, not the last routing use')
+  t.same([...records.users(1800)].map((u) => u.key), ['user-a'])
+
+  pins.set('user-b', 'app-2', 0, 1900) // pinned by another worker: never answered here
+  t.equal(records.seen('user-b', 2000), null, 'a pin never answered here is not recorded')
+  t.same([...records.users(2000)].map((u) => u.key), ['user-a'], 'users() lists only those answered here')
+
+  records.answered(table('user-b'), decision('app-3', ''), 2100) // the pin moved while this request was in flight
+  t.match(records.seen('user-b', 2200), { upstream: 'app-3', lastSeen: 2100 }, 'answered elsewhere than pinned: recorded as an entry, with the answering upstream')
+  pins.set('user-b', 'app-3', 0, 2300)
+  records.answered(table('user-b'), decision('app-3', ''), 2400)
+  t.same(records.seen('user-b', 2500), { upstream: 'app-3', epoch: 0, createdAt: 1900, lastSeen: 2400 }, 'back on its pin: read with it again')
+  t.equal(records.countByUpstream('app-3'), 0, 'and its own entry dropped')
+
+  const slotA = slots.slotOf('user-a')
+  pins.delete('user-a') // the slot is freed: its answer time must not reach the next key there
+  t.equal(records.seen('user-a', 2600), null, 'forgotten with its pin')
+  pins.set('user-c', 'app-1', 0, 2700)
+  t.equal(slots.slotOf('user-c'), slotA, 'user-c took the freed slot')
+  t.equal(records.lastSeen('user-c', 2800), null, "the slot's previous answer time is not user-c's")
+  t.equal(records.lastSeen('user-a', 2800), null)
+})
+
+t.test('answer times after the column window moves (24.8 days on): the base follows, answers inside the new window stay exact', async (t) => {
+  const slots = new KeySlots({ seed: [7, 8] })
+  const long = 2 ** 40 // pins that outlive the window, to read the column alone
+  const pins = new AffinityTable({ maxEntries: 10, idleTimeout: long, slots })
+  const records = new SessionRecords({ maxEntries: 10, idleTimeout: long, secret, slots, pins })
+  const answer = (key: string, at: number): void => {
+    pins.set(key, 'app-1', 0, at)
+    records.answered(table(key), decision('app-1', ''), at)
+  }
+  const t0 = 1000
+  answer('user-old', t0)
+  answer('user-mid', t0 + 2 ** 30)
+  const t1 = t0 + 2 ** 31 + 10 // past the first window: the base moves
+  answer('user-new', t1)
+  t.equal(records.lastSeen('user-new', t1), t1, 'an answer past the first window is exact')
+  t.equal(records.lastSeen('user-mid', t1), t0 + 2 ** 30, 'an answer inside the new window is kept exact')
+  t.equal(records.lastSeen('user-old', t1), null, 'an answer before the new window (over 24.8 days old) is forgotten')
+})

@@ -86,6 +86,8 @@ export class KeySlots {
   #size = 0
   #used = 0
   #registered = 0
+  /** Told each slot the last owner let go of, before it can be taken anew (see {@link onFree}). */
+  readonly #freed: ((slot: number) => void)[] = []
 
   constructor(options: KeySlotsOptions = {}) {
     const seed = options.seed ?? randomFillSync(new Uint32Array(2))
@@ -103,6 +105,15 @@ export class KeySlots {
   owner(): SlotOwner {
     if (this.#registered >= MAX_OWNERS) throw new RangeError(`key slots: at most ${MAX_OWNERS} owners`)
     return 1 << this.#registered++
+  }
+
+  /**
+   * Call `listener` with each slot the last owner lets go of (before another key can take it):
+   * for columns kept by slot outside the owners, which must not show a freed key's data to the
+   * next key. Example: `slots.onFree((slot) => { answeredAt[slot] = 0 })`.
+   */
+  onFree(listener: (slot: number) => void): void {
+    this.#freed.push(listener)
   }
 
   /** Keys held by any owner. */
@@ -184,6 +195,7 @@ export class KeySlots {
     this.#loc[slot] = this.#freeSlot
     this.#freeSlot = slot + 1
     this.#size--
+    for (const listener of this.#freed) listener(slot)
   }
 
   /** Every slot `owner` holds, with its key, in slot order (O(slots used)). */

@@ -19,6 +19,10 @@ const DIGEST_BYTES = 16
 const PREALLOCATED = 1 << 22
 /** Keys a lookup by logged form hashes between pauses (~10 ms of HMACs). */
 const RESOLVE_SLICE = 2048
+/** Answer times are whole ms after a base, plus one (0: not answered here), in a Uint32 column. */
+const TIME_MAX = 0xffff_ffff
+/** A new base lies this far before the time that moved it (24.8 days: beyond any idle_timeout). */
+const TIME_SLACK = 2 ** 31
 
 /** A user's last move, as the lookup shows it. */
 export interface MoveRecord {
@@ -43,6 +47,13 @@ export interface SessionRecordsOptions {
   readonly secret: string | null
   /** The key index shared with the session table (each user's key held once); default: a private one. */
   readonly slots?: KeySlots
+  /**
+   * The session table's bindings, on `slots`: a table key it holds is recorded as an answer time
+   * by slot (4 bytes) and read with the binding (upstream, epoch, first pin) instead of as an
+   * entry of its own (22 bytes a slot: at a million users and two workers, 36 MB). Absent: every
+   * user is recorded as an entry of its own.
+   */
+  readonly pins?: AffinityTable
 }
 
 /**
@@ -53,8 +64,21 @@ export interface SessionRecordsOptions {
 export class SessionRecords {
   /** Names sessions for the access log and the lookup. */
   readonly ids: SessionIds
-  /** Every user answered here lately: upstream, epoch, first and last answer (bounded, LRU). */
+  /**
+   * Users answered here lately that {@link #pins} does not hold (Tether's cookie sessions, or
+   * every user without `pins`): upstream, epoch, first and last answer (bounded, LRU).
+   */
   readonly #seen: AffinityTable
+  /** The session table's bindings (null: none given). */
+  readonly #pins: AffinityTable | null
+  /**
+   * By slot of the key index: when a key #pins holds was last answered here (ms after
+   * #answerBase, plus one; 0: not since the slot was taken). Allocated at the first such answer;
+   * cleared when the slot is freed, so a slot taken anew never shows the previous key's time.
+   */
+  #answered = new Uint32Array(0)
+  /** The time #answered counts from; NaN until the first write. */
+  #answerBase = NaN
   /** The key index of #seen: side maps hold its copies of keys, never a request's own strings. */
   readonly #slots: KeySlots
   readonly #moves = new BoundedMap<string, MoveRecord>(RECORDS_SIDE_MAX)
@@ -76,6 +100,11 @@ export class SessionRecords {
     this.#maxEntries = maxEntries
     this.#slots = options.slots ?? new KeySlots({ capacity: maxEntries })
     this.#seen = new AffinityTable({ maxEntries, idleTimeout, slots: this.#slots })
+    this.#pins = options.pins ?? null
+    this.#slots.onFree((slot) => {
+      if (slot < this.#digested.length) this.#digested[slot] = 0
+      if (slot < this.#answered.length) this.#answered[slot] = 0
+    })
   }
 
   /** The key records are held under: Tether's session id, or the table key's value; null: no session. */
@@ -90,9 +119,16 @@ export class SessionRecords {
   answered(key: RequestKey, d: Decision, now: number): void {
     const k = SessionRecords.keyOf(key, d)
     if (k === null) return
-    if (this.#seen.set(k, d.upstream, d.epoch, now) && this.#digested.length !== 0) {
-      const slot = this.#seen.slotOf(k)!
-      if (slot < this.#digested.length) this.#digested[slot] = 0
+    // a table key pinned where it was answered: its answer time by slot, the rest is the pin's
+    const slot = key.kind === 'table' ? this.#pins?.slotOf(k) : undefined
+    const pin = slot === undefined ? null : this.#pins!.peek(k, now)
+    if (pin !== null && pin.upstream === d.upstream && pin.epoch === d.epoch) {
+      this.#answer(slot!, now)
+      if (this.#seen.size !== 0) this.#seen.delete(k)
+    } else {
+      // answered elsewhere than pinned (the pin moved while this request was in flight): an entry
+      if (slot !== undefined && slot < this.#answered.length) this.#answered[slot] = 0
+      this.#seen.set(k, d.upstream, d.epoch, now)
     }
     if (d.moved !== null) this.#moves.set(this.#slots.stored(k), { from: d.moved.from, to: d.upstream, reason: d.moved.reason, at: now })
     const order = this.#orders.get(k)
@@ -105,7 +141,7 @@ export class SessionRecords {
    */
   logged(key: RequestKey, k: string): string {
     if (key.kind !== 'table') return k
-    const slot = this.#seen.slotOf(k)
+    const slot = this.#slots.slotOf(k)
     if (slot === undefined) return this.ids.hash(k)
     const at = slot * DIGEST_BYTES
     if (slot >= this.#digested.length) this.#grow(slot)
@@ -118,12 +154,17 @@ export class SessionRecords {
 
   /** What was last answered for `key` (without counting it as a use), or null. */
   seen(key: string, now: number): AffinityEntry | null {
-    return this.#seen.peek(key, now)
+    const at = this.#answeredAt(key)
+    if (at === null) return this.#seen.peek(key, now)
+    const pin = this.#pins!.peek(key, now)
+    return pin === null ? null : { upstream: pin.upstream, epoch: pin.epoch, createdAt: pin.createdAt, lastSeen: at }
   }
 
   /** When `key` was last answered (ms), or null when not recorded here. */
   lastSeen(key: string, now: number): number | null {
-    return this.#seen.peek(key, now)?.lastSeen ?? null
+    const at = this.#answeredAt(key)
+    if (at === null) return this.#seen.peek(key, now)?.lastSeen ?? null
+    return this.#pins!.peek(key, now) === null ? null : at
   }
 
   lastMove(key: string): MoveRecord | null {
@@ -156,7 +197,7 @@ export class SessionRecords {
     const slots = this.#slots
     for (let slot = 0, hashed = 0; slot < slots.used; slot++) {
       if (!slots.taken(slot)) continue
-      if (slot < this.#digested.length && this.#digested[slot] === 1 && this.#seen.holds(slot)) {
+      if (slot < this.#digested.length && this.#digested[slot] === 1) {
         if (this.#digests.compare(want, 0, DIGEST_BYTES, slot * DIGEST_BYTES, (slot + 1) * DIGEST_BYTES) === 0) return slots.keyAt(slot)
         continue
       }
@@ -168,11 +209,18 @@ export class SessionRecords {
   }
 
   /** Every user answered here within the idle timeout: key, upstream, first answer (O(users)). */
-  users(now: number): Iterable<{ readonly key: string; readonly upstream: string; readonly createdAt: number }> {
-    return this.#seen.entries(now)
+  *users(now: number): Iterable<{ readonly key: string; readonly upstream: string; readonly createdAt: number }> {
+    yield* this.#seen.entries(now)
+    if (this.#pins === null) return
+    const answered = this.#answered
+    for (const e of this.#pins.entries(now)) if (e.slot < answered.length && answered[e.slot] !== 0) yield e
   }
 
-  /** Users last answered by `upstream` within the idle timeout (bounded: exact up to maxEntries users). */
+  /**
+   * Users last answered by `upstream` within the idle timeout, among those recorded as entries of
+   * their own: every user without `pins`, Tether's cookie sessions with it (the session table
+   * counts the users it pins). Bounded: exact up to maxEntries users.
+   */
   countByUpstream(upstream: string): number {
     return this.#seen.countByUpstream(upstream)
   }
@@ -180,6 +228,41 @@ export class SessionRecords {
   /** Remove up to `budget` expired records (the owned background sweep). */
   sweep(now: number, budget: number): number {
     return this.#seen.sweep(now, budget)
+  }
+
+  /** When `key`, held by #pins, was last answered here (ms); null: not recorded by slot. */
+  #answeredAt(key: string): number | null {
+    if (this.#pins === null || this.#answered.length === 0) return null
+    const slot = this.#pins.slotOf(key)
+    if (slot === undefined || slot >= this.#answered.length || this.#answered[slot] === 0) return null
+    return this.#answerBase + this.#answered[slot]! - 1
+  }
+
+  /**
+   * Records an answer at `now` for the key #pins holds at `slot`. A `now` outside the column's
+   * window moves the base to 24.8 days before it; an answer older than that is forgotten (no
+   * binding lives that long idle: idle_timeout is at most 24 hours).
+   */
+  #answer(slot: number, now: number): void {
+    if (slot >= this.#answered.length) {
+      const n = this.#answered.length
+      const capacity = n === 0 ? Math.max(slot + 1, Math.min(this.#maxEntries, PREALLOCATED)) : growCapacity(n, slot, this.#maxEntries)
+      const answered = new Uint32Array(capacity)
+      answered.set(this.#answered)
+      this.#answered = answered
+    }
+    let t = Math.floor(now) - this.#answerBase + 1
+    if (!(t >= 1 && t <= TIME_MAX)) {
+      const base = Math.floor(now) - TIME_SLACK
+      if (this.#answerBase === this.#answerBase) {
+        const shift = base - this.#answerBase
+        const a = this.#answered
+        for (let i = 0; i < a.length; i++) if (a[i] !== 0) a[i] = a[i]! > shift ? Math.min(TIME_MAX, a[i]! - shift) : 0
+      }
+      this.#answerBase = base
+      t = TIME_SLACK + 1
+    }
+    this.#answered[slot] = t
   }
 
   /** Grows the digest columns to cover `slot` (allocated at first use). */

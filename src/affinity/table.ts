@@ -218,9 +218,9 @@ export class AffinityTable implements AffinityStore {
     return removed
   }
 
-  /** The live bindings with their keys, in no particular order (for a scrape; O(size)). */
-  *entries(now: number): IterableIterator<AffinityEntry & { readonly key: string }> {
-    for (const [key, slot] of this.#slots.held(this.#owner)) if (!this.#isExpired(slot, now)) yield { key, ...this.#entry(slot) }
+  /** The live bindings with their keys and slots in the key index, in no particular order (for a scrape; O(size)). */
+  *entries(now: number): IterableIterator<AffinityEntry & { readonly key: string; readonly slot: number }> {
+    for (const [key, slot] of this.#slots.held(this.#owner)) if (!this.#isExpired(slot, now)) yield { key, slot, ...this.#entry(slot) }
   }
 
   countByUpstream(upstream: string): number {

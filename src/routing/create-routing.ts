@@ -27,7 +27,7 @@ export function createRouting(config: Config, health: Availability, sink: Bindin
   // one key index for both: a table-keyed user's key string and index entry are held once
   const slots = new KeySlots()
   const sessions = new SessionTable({ maxEntries: a.max_entries, idleTimeout: a.idle_timeout, absoluteTimeout: a.absolute_timeout, sink, slots })
-  const records = new SessionRecords({ maxEntries: a.max_entries, idleTimeout: a.idle_timeout, secret: config.log.session_secret, slots })
+  const records = new SessionRecords({ maxEntries: a.max_entries, idleTimeout: a.idle_timeout, secret: config.log.session_secret, slots, pins: sessions.table })
   const cookies = a.key === 'cookie' ? new CookieIssuer(a, undefined, warn) : null
   const trusted = parseTrustedProxies(a.client_ip.trusted_proxies)
   const keys = new KeyReader({ options: keyOptionsOf(config, cookies, trusted), fallback: a.app_cookie.fallback, trusted })
