@@ -88,6 +88,8 @@ const overTls = () => MODE !== 'http'
 // Why a contestant is left out of the TLS modes.
 const PLAIN_ONLY = 'its baseline script listens on plain HTTP only (BENCH_TLS/BENCH_H2 measure TLS-terminating proxies)'
 const ERROR_THRESHOLD = 0.001 // 0.1 % of requests
+/** A pinned nginx below this % of its core was not the bottleneck of its rounds (see the warning). */
+const NGINX_CPU_BOUND = 85
 
 let tmpDir = null
 let exiting = false
@@ -570,15 +572,24 @@ async function main() {
   const ratio = (a, b) => (by[a] && by[b] && by[b].median.rps ? round(by[a].median.rps / by[b].median.rps, 2) : null)
   // closed-loop p99 over nginx's: at each contestant's own maximum rate, so read it with the req/s ratio
   const p99Ratio = (a) => (by[a]?.median.p99 != null && by.nginx?.median.p99 ? round(by[a].median.p99 / by.nginx.median.p99, 2) : null)
+  // nginx's CPU per request over the contestant's: the req/s ratio both would have if each
+  // were limited by its own core (the fair reading when nginx is not: see the warning below)
+  const cpuRatio = (a) => (by[a]?.median.proxyUsPerReq && by.nginx?.median.proxyUsPerReq ? round(by.nginx.median.proxyUsPerReq / by[a].median.proxyUsPerReq, 2) : null)
   for (const c of running) {
-    c.ratio = { vsDirect: ratio(c.name, 'direct'), vsHttpProxy: ratio(c.name, 'http-proxy'), vsNginx: ratio(c.name, 'nginx'), p99VsNginx: p99Ratio(c.name) }
+    c.ratio = { vsDirect: ratio(c.name, 'direct'), vsHttpProxy: ratio(c.name, 'http-proxy'), vsNginx: ratio(c.name, 'nginx'), p99VsNginx: p99Ratio(c.name), cpuVsNginx: cpuRatio(c.name) }
   }
+  // a pinned nginx well below its core was held back by the other core (load generator and
+  // upstreams): its req/s is then the harness's ceiling, and req/s ratios to it flatter the others
+  const nginxBound = by.nginx && cfg.pin && by.nginx.median.cpu.proxy < NGINX_CPU_BOUND
+    ? `nginx used ${fmt(by.nginx.median.cpu.proxy, 0, '%')} of its core (< ${NGINX_CPU_BOUND}%): its req/s was limited by the other core (load generator, upstreams), ` +
+      `so "x nginx" overstates the others; "cpu x nginx" (nginx's CPU per request over theirs) is the fair ratio for this run`
+    : null
 
   const rows = [
     [
       'contestant', 'req/s', 'rounds min..max', 'p50 ms', 'p99 ms',
       ...(MODE === 'h2' ? ['mean ms', 'sd ms', 'max ms'] : []),
-      'x nginx', 'p99 x nginx', 'x direct', 'x http-proxy', 'proxy cpu', 'proxy us/req', 'upstr cpu', 'loadgen cpu', 'other cpu', 'err %',
+      'x nginx', 'cpu x nginx', 'p99 x nginx', 'x direct', 'x http-proxy', 'proxy cpu', 'proxy us/req', 'upstr cpu', 'loadgen cpu', 'other cpu', 'err %',
     ],
     ...running.map((c) => [
       c.name,
@@ -588,6 +599,7 @@ async function main() {
       fmt(c.median.p99, 2),
       ...(MODE === 'h2' ? [fmt(c.median.h2load.mean, 2), fmt(c.median.h2load.sd, 2), fmt(c.median.h2load.max, 2)] : []),
       fmt(c.ratio.vsNginx, 2),
+      fmt(c.ratio.cpuVsNginx, 2),
       fmt(c.ratio.p99VsNginx, 2),
       fmt(c.ratio.vsDirect, 2),
       fmt(c.ratio.vsHttpProxy, 2),
@@ -608,6 +620,7 @@ async function main() {
   )
   console.log(table(rows, (i) => i !== 0))
   for (const s of skipped) console.log(`(${s.name} skipped: ${s.reason})`)
+  if (nginxBound) console.log(`warning: ${nginxBound}`)
 
   // Fixed-rate latency run: every contestant at the same offered rate, interleaved rounds
   // again (no extra warm-up: every contestant has just served the closed-loop rounds).
@@ -672,6 +685,7 @@ async function main() {
       if (x != null) parts.push(`${focus}/${other}=${x.toFixed(2)}`)
     }
   } else if (by['http-proxy'] && by.direct) parts.push(`http-proxy/direct=${ratio('http-proxy', 'direct').toFixed(2)}`)
+  if (focus && by[focus].ratio.cpuVsNginx != null) parts.push(`cpu ${focus}/nginx=${by[focus].ratio.cpuVsNginx.toFixed(2)}${nginxBound ? ' (nginx not CPU-bound)' : ''}`)
   const p99s = running.filter((c) => c.kind === 'proxy').map((c) => `${c.name}=${fmt(c.median.p99, 2)}ms`)
   if (p99s.length) parts.push(`p99 ${p99s.join(' ')}`)
   if (rateRun) {
