@@ -222,3 +222,15 @@ t.test('100k random operations agree with a plain-Map reference model', async (t
   t.ok(table.evictions > 1000, `the run exercised eviction (${table.evictions})`)
   t.ok(table.expirations > 1000, `the run exercised expiry (${table.expirations})`)
 })
+
+t.test('slotBoundTo: the slot only for a live binding to that upstream at that epoch', async (t) => {
+  const table = new AffinityTable({ maxEntries: 10, idleTimeout: 1000 })
+  table.set('k', 'app-1', 2, 0)
+  const slot = table.slotOf('k')
+  t.type(slot, 'number')
+  t.equal(table.slotBoundTo('k', 'app-1', 2, 500), slot, 'bound there: its slot')
+  t.equal(table.slotBoundTo('k', 'app-2', 2, 500), undefined, 'another upstream')
+  t.equal(table.slotBoundTo('k', 'app-1', 3, 500), undefined, 'another epoch')
+  t.equal(table.slotBoundTo('other', 'app-1', 2, 500), undefined, 'a key not held')
+  t.equal(table.slotBoundTo('k', 'app-1', 2, 1500), undefined, 'expired (idle past the timeout)')
+})

@@ -6,7 +6,7 @@
 import type { RequestKey } from './key.js'
 import type { Decision, MoveReason } from '../routing/decision.js'
 import type { AffinityEntry } from './store.js'
-import { AffinityTable } from './table.js'
+import { AffinityTable, TIME_MAX, TIME_SLACK } from './table.js'
 import { KeySlots, growCapacity } from './key-slots.js'
 import { HASHED_PREFIX, SessionIds } from './session-id.js'
 import { BoundedMap } from './bounded-map.js'
@@ -19,10 +19,6 @@ const DIGEST_BYTES = 16
 const PREALLOCATED = 1 << 22
 /** Keys a lookup by logged form hashes between pauses (~10 ms of HMACs). */
 const RESOLVE_SLICE = 2048
-/** Answer times are whole ms after a base, plus one (0: not answered here), in a Uint32 column. */
-const TIME_MAX = 0xffff_ffff
-/** A new base lies this far before the time that moved it (24.8 days: beyond any idle_timeout). */
-const TIME_SLACK = 2 ** 31
 
 /** A user's last move, as the lookup shows it. */
 export interface MoveRecord {
@@ -120,14 +116,16 @@ export class SessionRecords {
     const k = SessionRecords.keyOf(key, d)
     if (k === null) return
     // a table key pinned where it was answered: its answer time by slot, the rest is the pin's
-    const slot = key.kind === 'table' ? this.#pins?.slotOf(k) : undefined
-    const pin = slot === undefined ? null : this.#pins!.peek(k, now)
-    if (pin !== null && pin.upstream === d.upstream && pin.epoch === d.epoch) {
-      this.#answer(slot!, now)
+    const table = key.kind === 'table' && this.#pins !== null
+    const slot = table ? this.#pins!.slotBoundTo(k, d.upstream, d.epoch, now) : undefined
+    if (slot !== undefined) {
+      this.#answer(slot, now)
       if (this.#seen.size !== 0) this.#seen.delete(k)
     } else {
-      // answered elsewhere than pinned (the pin moved while this request was in flight): an entry
-      if (slot !== undefined && slot < this.#answered.length) this.#answered[slot] = 0
+      // answered elsewhere than pinned (the pin moved while this request was in flight), or a
+      // cookie session: an entry of its own (and no answer time by slot that would hide it)
+      const held = table ? this.#slots.slotOf(k) : undefined
+      if (held !== undefined && held < this.#answered.length) this.#answered[held] = 0
       this.#seen.set(k, d.upstream, d.epoch, now)
     }
     if (d.moved !== null) this.#moves.set(this.#slots.stored(k), { from: d.moved.from, to: d.upstream, reason: d.moved.reason, at: now })
@@ -239,9 +237,10 @@ export class SessionRecords {
   }
 
   /**
-   * Records an answer at `now` for the key #pins holds at `slot`. A `now` outside the column's
-   * window moves the base to 24.8 days before it; an answer older than that is forgotten (no
-   * binding lives that long idle: idle_timeout is at most 24 hours).
+   * Records an answer at `now` for the key #pins holds at `slot`. Times are whole ms after
+   * #answerBase, plus one (0: none), in the table's Uint32 window: a `now` outside it moves the
+   * base to TIME_SLACK (24.8 days) before it; an answer older than that is forgotten (no binding
+   * lives that long idle: idle_timeout is at most 24 hours).
    */
   #answer(slot: number, now: number): void {
     if (slot >= this.#answered.length) {

@@ -16,9 +16,9 @@ const PREALLOCATED = 1 << 22
 /** Upstream ids are interned into a Uint16Array column. */
 const MAX_UPSTREAMS = 0x1_0000
 /** Times are whole ms after the table's base, in Uint32 columns: a window of 2^32 ms (49.7 days). */
-const TIME_MAX = 0xffff_ffff
+export const TIME_MAX = 0xffff_ffff
 /** A new base lies this far before the time that moved it (24.8 days), leaving as much after it. */
-const TIME_SLACK = 2 ** 31
+export const TIME_SLACK = 2 ** 31
 
 export interface AffinityTableOptions extends AffinityStoreOptions {
   /**
@@ -234,6 +234,17 @@ export class AffinityTable implements AffinityStore {
    */
   slotOf(key: string): number | undefined {
     return this.#slotOf(key)
+  }
+
+  /**
+   * The slot of `key` when this table holds a live binding of it to `upstream` at `epoch`, else
+   * undefined: one index lookup and no allocation, for the request path. Example: after
+   * `table.set('10.0.0.5', 'app-1', 0, now)`, `table.slotBoundTo('10.0.0.5', 'app-1', 0, now)` -> its slot.
+   */
+  slotBoundTo(key: string, upstream: string, epoch: number, now: number): number | undefined {
+    const slot = this.#slotOf(key)
+    if (slot === undefined || this.#epoch[slot] !== epoch || this.#ids[this.#upstream[slot]!] !== upstream || this.#isExpired(slot, now)) return undefined
+    return slot
   }
 
   /** Does this table hold `slot` (a slot number of its key index)? */
