@@ -104,9 +104,15 @@ t.test('no reserved header of any spelling, and no configured state header, reac
     'x-tether-state': 'x', 'x_tether_state': 'x', 'x-app-state': 'secret', 'x-app-state-version': '3', 'x_app_state': 's',
     'set-cookie': ['a=1', 'b=2'], 'content-type': 'text/plain', connection: 'keep-alive', 'keep-alive': 'timeout=5',
   }
-  clientResponseHeaders(headers, new ReservedHeaders('X-App-State'))
-  t.same(Object.keys(headers).sort(), ['content-type', 'set-cookie'])
-  t.same(headers['set-cookie'], ['a=1', 'b=2'])
+  const out = clientResponseHeaders(headers, new ReservedHeaders('X-App-State'))
+  t.same(Object.keys(out).sort(), ['content-type', 'set-cookie'])
+  t.same(out['set-cookie'], ['a=1', 'b=2'])
+  t.equal(Object.keys(headers).length, 9, "undici's object is left as it was (the answer gets a copy)")
+})
+
+t.test('an upstream answer loses the headers its Connection header names, in any case', async (t) => {
+  const headers = { connection: 'close, X-Internal', 'x-internal': 'secret', 'x-public': 'ok' }
+  t.same(clientResponseHeaders(headers, new ReservedHeaders('X-App-State')), { 'x-public': 'ok' })
 })
 
 t.test('Host must be one valid authority (RFC 9112 section 3.2)', async (t) => {

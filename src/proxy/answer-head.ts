@@ -92,8 +92,8 @@ export class AnswerHead implements AnswerHeadPolicy {
     return done.then((r) => verdict(state.confirmed, r))
   }
 
-  decorate(ctx: RequestContext, headers: Head): void {
-    clientResponseHeaders(headers, this.#o.reserved)
+  decorate(ctx: RequestContext, upstreamHeaders: Head): Head {
+    const headers = clientResponseHeaders(upstreamHeaders, this.#o.reserved)
     const d = ctx.decision!
     if (d.setCookie !== null) {
       const existing = headers['set-cookie']
@@ -106,6 +106,7 @@ export class AnswerHead implements AnswerHeadPolicy {
     // application's own policy is kept
     const hsts = this.#o.hsts
     if (hsts != null && ctx.scheme === 'https' && headers['strict-transport-security'] === undefined) headers['strict-transport-security'] = hsts
+    return headers
   }
 }
 

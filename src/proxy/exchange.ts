@@ -50,6 +50,9 @@ export interface AnswerHeadPolicy {
    * confirmed` and the checkpoint was not stored).
    */
   inspect(ctx: RequestContext, headers: Record<string, string | string[] | undefined>): Promise<'ok' | 'refuse'> | null
-  /** Filter the head the client gets and add the decision's cookie and debug header. */
-  decorate(ctx: RequestContext, headers: Record<string, string | string[] | undefined>): void
+  /**
+   * The head the client gets: `headers` filtered (a new object; `headers` is left as it was),
+   * with the decision's cookie and the debug header added.
+   */
+  decorate(ctx: RequestContext, headers: Record<string, string | string[] | undefined>): Record<string, string | string[] | undefined>
 }

@@ -257,7 +257,8 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt {
     this.#answer = answer
     this.done = new Promise((resolve) => { this.#resolve = resolve })
     this.#clientGone = res.destroyed
-    res.once('close', this.#onClientClose)
+    // `on`, not `once`: a response closes once, and a plain listener costs no wrapper and no removal
+    res.on('close', this.#onClientClose)
   }
 
   /** Until the answer's head arrives, the request path may stop this attempt. */
@@ -332,13 +333,14 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt {
   #start(
     controller: Dispatcher.DispatchController,
     statusCode: number,
-    headers: Record<string, string | string[] | undefined>,
+    upstreamHeaders: Record<string, string | string[] | undefined>,
     statusMessage: string | undefined,
   ): void {
     const res = this.#res
     if (this.#closeAfter()) res.shouldKeepAlive = false
+    let headers: Record<string, string | string[] | undefined>
     try {
-      this.#answer.decorate(this.#ctx, headers)
+      headers = this.#answer.decorate(this.#ctx, upstreamHeaders)
       const reason = statusMessage && REASON_PHRASE.test(statusMessage) ? statusMessage : undefined
       res.writeHead(statusCode, reason, headers)
     } catch (err) {

@@ -151,22 +151,26 @@ export function upstreamRequestHeaders(raw: readonly string[], policy: HeaderPol
 }
 
 /**
- * Remove hop-by-hop headers, those named by Connection, and every reserved name (any
- * spelling) from an upstream response's parsed headers (lower-cased names; repeated headers
- * such as Set-Cookie are arrays and stay separate). Mutates and returns `headers`, which the
- * caller owns.
+ * The upstream response's parsed headers (lower-cased names; repeated headers such as
+ * Set-Cookie are arrays and stay separate) without hop-by-hop headers, those named by
+ * Connection, and every reserved name (any spelling): a new object, `headers` is not changed.
+ * Copying the kept names into a fresh object, rather than deleting from undici's, keeps it a
+ * fast-properties object for Node's header writer (a deleted property turns a V8 object into a
+ * slow dictionary). Example: {'content-type': 't', connection: 'close, x-a', 'x-a': '1'} ->
+ * {'content-type': 't'}.
  */
 export function clientResponseHeaders(
-  headers: Record<string, string | string[] | undefined>,
+  headers: Readonly<Record<string, string | string[] | undefined>>,
   reserved: ReservedHeaders,
 ): Record<string, string | string[] | undefined> {
   const connection = headers['connection']
   // "keep-alive" and "close" name no other header: skip parsing in the common case
-  const listed = connection === 'keep-alive' || connection === 'close' ? null : connectionTokens(connection)
+  const listed = connection === undefined || connection === 'keep-alive' || connection === 'close' ? null : connectionTokens(connection)
+  const out: Record<string, string | string[] | undefined> = {}
   for (const name in headers) {
-    if (HOP_BY_HOP.has(name) || (listed !== null && listed.has(name)) || reserved.has(name)) delete headers[name]
+    if (!HOP_BY_HOP.has(name) && (listed === null || !listed.has(name)) && !reserved.has(name)) out[name] = headers[name]
   }
-  return headers
+  return out
 }
 
 /** RFC 3986 section 3.2.2-3 authority without userinfo: reg-name, IPv4 or [IPv6], optional port. */

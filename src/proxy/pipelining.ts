@@ -42,13 +42,13 @@ export function onePerConnection(handler: Handler): Handler {
     }
     if (state.busy) {
       ;(state.waiting ??= []).push(() => {
-        res.once('close', state!.done)
+        res.on('close', state!.done)
         handler(req, res)
       })
       return
     }
     state.busy = true
-    res.once('close', state.done)
+    res.on('close', state.done) // a response closes once: no once-wrapper needed
     handler(req, res)
   }
 }

@@ -4,7 +4,6 @@
 //   answered? log : retry on the key's next upstream, or answer the error.
 // Each step is a call into its own module; the transport (HTTP through undici, a WebSocket
 // upgrade through http-proxy) is an Exchange. This file holds no protocol detail.
-import { randomUUID } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Clock, Timers } from '../clock.js'
@@ -27,6 +26,7 @@ import type { InFlight } from './in-flight.js'
 import { healthSignal, type HealthSignal, type Outcome } from './outcome.js'
 import { RequestBody } from './request-body.js'
 import { RequestContext, type AttemptResult, type Protocol } from './request-context.js'
+import { RequestIds } from './request-id.js'
 import { writeRawError } from './respond.js'
 import { isIdempotent, shouldRetry } from './retry.js'
 import { withDeadline } from '../deadline.js'
@@ -95,6 +95,8 @@ export class RequestPath {
   readonly #hook: string | null
   /** Client connections that already gave up waiting on an upstream (see #firstGiveUp). */
   readonly #gaveUp = new WeakSet<object>()
+  /** New X-Request-Id values (a client's well-formed one is kept). */
+  readonly #ids = new RequestIds()
 
   constructor(deps: RequestPathDeps) {
     this.#d = deps
@@ -120,7 +122,7 @@ export class RequestPath {
 
   #context(req: IncomingMessage, protocol: Protocol): RequestContext {
     const clientId = req.headers['x-request-id']
-    const id = typeof clientId === 'string' && REQUEST_ID.test(clientId) ? clientId : randomUUID()
+    const id = typeof clientId === 'string' && REQUEST_ID.test(clientId) ? clientId : this.#ids.next()
     return new RequestContext(req, protocol, id, this.#d.clock.now())
   }
 

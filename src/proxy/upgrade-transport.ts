@@ -363,9 +363,9 @@ class Tunnel implements Exchange {
     // headers removed except the two the upgrade itself needs, the decision's cookie added
     const upgrade = res.headers.upgrade
     void this.#owner.answer.inspect(ctx, res.headers)
-    this.#owner.answer.decorate(ctx, res.headers)
-    res.headers.connection = 'Upgrade'
-    if (upgrade !== undefined) res.headers.upgrade = upgrade
+    const headers = (res.headers = this.#owner.answer.decorate(ctx, res.headers))
+    headers.connection = 'Upgrade'
+    if (upgrade !== undefined) headers.upgrade = upgrade
     this.#owner.piping(up, this)
     // before the pipe's own 'end' listener: a close without a close frame (the process died,
     // the kernel sent FIN) is told to the client as 1012, not a bare 1006
@@ -396,7 +396,7 @@ class Tunnel implements Exchange {
     void this.#owner.answer.inspect(ctx, res.headers)
     // http-proxy writes these headers and pipes the decoded body, then ends: no framing headers
     // may claim otherwise, and the connection closes after it
-    this.#owner.answer.decorate(ctx, res.headers)
+    res.headers = this.#owner.answer.decorate(ctx, res.headers)
     res.headers.connection = 'close'
     // http-proxy ends the client's side after the body; a client that keeps its side open (or
     // sent more bytes behind its request) is cut off after the linger
