@@ -22,8 +22,6 @@ const BEFORE = 3
 const AFTER = 10
 const INTERVAL = 200
 const JITTER = 0.1
-/** Scheduling slack on a busy CI machine on top of one active-check interval. */
-const MARGIN = 150
 const IDS = ['app-0', 'app-1', 'app-2']
 
 interface Seen {
@@ -149,8 +147,10 @@ t.test('SIGKILL of the busiest pod under load: no failed request, users move onc
   t.comment(`SIGKILL -> health.ready(${killed}) === false: ${notReadyMs} ms (transition ${down!.from} -> ${down!.to}, reason ${down!.reason}: ${down!.detail})`)
   t.comment(`requests after the kill: ${afterKill}; requests that needed a retry: ${retried.length}; failed attempts on the dead upstream: ${attemptsOnDead}; failed requests: ${failed.length}; upstream-exchange-failed warnings: ${failedExchanges}`)
   t.comment(`moved users went to: ${JSON.stringify(Object.fromEntries(tally(movedTo.values())))}`)
-  // out at the first failed connection (passive) or within one active-check interval
-  t.ok(notReadyMs <= INTERVAL * (1 + JITTER) + MARGIN, `marked not ready in ${notReadyMs} ms (<= ${INTERVAL * (1 + JITTER) + MARGIN} ms)`)
+  // under load, out at the first failed connections (passive ejection), without waiting for
+  // the active checker's threshold of probes (at least two 200 ms intervals): asserted by what
+  // took it out, not by a time bound a busy CI machine could stretch (the time is commented above)
+  t.equal(down!.to, 'ejected', `passive health took ${killed} out at its first failed connections (${down!.detail})`)
   // a request that started after the transition never tried the dead address
   const startedAfterDown = access.filter((l) => l.at - (l.rec['duration_ms'] as number) > down!.wall + 1)
   const retriedAfterDown = startedAfterDown.filter((l) => (l.rec['retries'] as number) > 0).length
