@@ -4,7 +4,11 @@
 // rehydration; mutations need the token; with affinity.shared: redis every replica answers
 // the same; `tether session` prints it for a person.
 import t, { type Test } from 'tap'
-import type http from 'node:http'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { showSession } from '../src/admin/admin-client.js'
+import { SCAN_TIMEOUT } from '../src/admin/session-lookup.js'
+import { headTimeout } from '../src/workers/admin-front.js'
 import { startTether, type Tether } from '../src/app.js'
 import { DEFAULTS, type Config } from '../src/config/schema.js'
 import { createLogger } from '../src/observability/logger.js'
@@ -209,6 +213,25 @@ t.test('tether session prints the lookup for a person, and says clearly when it 
   t.equal(refused.code, 1)
   t.match(refused.stderr, /401 Unauthorized/)
   t.equal((await runCli(['session'])).code, 2, 'no key: a usage error')
+})
+
+t.test('a lookup by logged form (a scan of every key) gets a longer wait than a raw key, and a silent admin API is named', async (t) => {
+  // an admin API that never answers: each lookup ends at its own timeout, with a sentence saying so
+  const server = http.createServer(() => undefined)
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => {
+    server.closeAllConnections()
+    server.close()
+  })
+  const admin = { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, token: null }
+  const timeouts = { call: 100, scan: 400 }
+  const raw = await showSession(admin, 'initech', false, timeouts)
+  t.same([raw.code, raw.err], [1, `tether session: the admin API at ${admin.url} did not answer within 0.1 s\n`])
+  const scan = await showSession(admin, `h:${'0'.repeat(32)}`, false, timeouts)
+  t.same([scan.code, scan.err], [1, `tether session: the admin API at ${admin.url} did not answer within 0.4 s\n`])
+  // with workers, the primary's admin front waits as long for the leading worker's scan
+  for (const path of [`/sessions/h:${'0'.repeat(32)}`, `/sessions/h%3A${'0'.repeat(32)}`, '/sessions/h%3aab']) t.equal(headTimeout(path), SCAN_TIMEOUT, path)
+  for (const path of ['/sessions/initech', '/sessions/hx', '/upstreams', '/']) t.equal(headTimeout(path), 10_000, path)
 })
 
 t.test('the logged form is a keyed hash: the same under one secret, different under another', async (t) => {

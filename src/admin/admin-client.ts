@@ -2,7 +2,7 @@
 // `tether drain <id> [--migrate] [--wait]` (a preStop hook that returns once the upstream's
 // users have moved). Layer 4 flow: HTTP calls to a running Tether's admin listener through
 // Node's fetch; it never touches a running proxy's state otherwise, and never throws.
-import type { SessionView } from './session-lookup.js'
+import { SCAN_TIMEOUT, isScan, type SessionView } from './session-lookup.js'
 
 /** Where the admin listener is and how to authenticate. */
 export interface AdminTarget {
@@ -21,14 +21,22 @@ export interface ClientResult {
 /** How long one admin call may take, ms. */
 const CALL_TIMEOUT = 5_000
 
+/** How long `showSession` waits (ms): for a raw key, and for a logged form (`h:...`, a scan of every key). */
+export interface LookupTimeouts {
+  readonly call: number
+  readonly scan: number
+}
+const LOOKUP_TIMEOUTS: LookupTimeouts = { call: CALL_TIMEOUT, scan: SCAN_TIMEOUT }
+
 /**
  * `GET /sessions/<key>`, printed line by line (or as the JSON with `json`).
  * Exit 0 when found, 1 when unknown or on an error.
  * Example: `await showSession({ url: 'http://127.0.0.1:9901', token: null }, '10.0.0.5', false)`
  * -> `{ code: 0, out: 'session    h:5c1f...\nupstream   app-1 (epoch 2, ...)\n...' }`.
  */
-export async function showSession(admin: AdminTarget, key: string, json: boolean): Promise<ClientResult> {
-  const r = await call(admin, 'GET', `/sessions/${encodeURIComponent(key)}`)
+export async function showSession(admin: AdminTarget, key: string, json: boolean, timeouts: LookupTimeouts = LOOKUP_TIMEOUTS): Promise<ClientResult> {
+  // a logged form is resolved by hashing every key the replica holds: seconds at a million users
+  const r = await call(admin, 'GET', `/sessions/${encodeURIComponent(key)}`, isScan(key) ? timeouts.scan : timeouts.call)
   if (typeof r === 'string') return { code: 1, out: '', err: `tether session: ${r}\n` }
   if (json) return { code: 0, out: `${JSON.stringify(r, null, 2)}\n`, err: '' }
   return { code: 0, out: formatSession(r as SessionView), err: '' }
@@ -89,15 +97,16 @@ export async function drainUpstream(admin: AdminTarget, id: string, o: DrainOpti
 }
 
 /** One admin call: the parsed JSON, or a sentence saying why not. */
-async function call(admin: AdminTarget, method: string, path: string): Promise<unknown> {
+async function call(admin: AdminTarget, method: string, path: string, timeout = CALL_TIMEOUT): Promise<unknown> {
   const headers: Record<string, string> = admin.token === null ? {} : { authorization: `Bearer ${admin.token}` }
   try {
-    const res = await fetch(`${admin.url.replace(/\/+$/, '')}${path}`, { method, headers, signal: AbortSignal.timeout(CALL_TIMEOUT) })
+    const res = await fetch(`${admin.url.replace(/\/+$/, '')}${path}`, { method, headers, signal: AbortSignal.timeout(timeout) })
     const body = await res.text()
     if (!res.ok) return `${res.status} ${body.trim()}`
     return JSON.parse(body) as unknown
   } catch (err) {
     const e = err as Error & { cause?: { code?: string; message?: string } }
+    if (e.name === 'TimeoutError') return `the admin API at ${admin.url} did not answer within ${timeout / 1000} s`
     return `cannot reach the admin API at ${admin.url}: ${e.cause?.code ?? e.cause?.message ?? e.message}`
   }
 }

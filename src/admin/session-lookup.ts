@@ -48,6 +48,19 @@ export interface SessionLookupParts {
   readonly now: () => number
 }
 
+/**
+ * How long a lookup by logged form (`h:...`) may take, ms: it hashes every key this process
+ * holds whose logged form was not kept (an HMAC each, ~4 us: about 4 s a million users with the
+ * access log off), so the `tether session` command and the workers' admin front wait this long
+ * for it, where any other admin call gets 5-10 s. Example: `isScan('h:5c1f...')` -> true.
+ */
+export const SCAN_TIMEOUT = 60_000
+
+/** Whether a lookup of `named` (raw or URL-decoded) is a scan by logged form. */
+export function isScan(named: string): boolean {
+  return named.startsWith(HASHED_PREFIX)
+}
+
 /** What a move order came to. */
 export type MoveVerdict = 'ordered' | 'unknown_session' | 'unknown_upstream'
 

@@ -13,6 +13,7 @@ import type { Logger } from '../observability/logger.js'
 import { combineStatus, type StatusView } from '../admin/status-view.js'
 import { BROWSER_REFUSAL_LOG, browserVerdict } from '../admin/browser-guard.js'
 import { loggedTarget } from '../admin/admin-target.js'
+import { SCAN_TIMEOUT } from '../admin/session-lookup.js'
 
 /** What the front needs of the supervisor. */
 export interface FrontWorkers {
@@ -113,10 +114,19 @@ function stream(base: string, req: http.IncomingMessage, body: Buffer, res: http
       res.on('close', () => answer.destroy())
       resolve(null)
     })
-    out.setTimeout(TIMEOUT, () => out.destroy(new Error('worker admin timed out')))
+    out.setTimeout(headTimeout(req.url), () => out.destroy(new Error('worker admin timed out')))
     out.on('error', reject)
     out.end(body)
   })
+}
+
+/**
+ * How long (ms) a worker may take to start its answer: 10 s, or {@link SCAN_TIMEOUT} for a
+ * session lookup by logged form (`h:`, in any URL spelling), which hashes every key.
+ * Example: headTimeout('/sessions/h%3A5c1f...') -> 60000; headTimeout('/upstreams') -> 10000.
+ */
+export function headTimeout(url: string | undefined): number {
+  return /^\/sessions\/h(?::|%3a)/i.test(url ?? '') ? SCAN_TIMEOUT : TIMEOUT
 }
 
 function forwardable(req: http.IncomingMessage, body: Buffer): http.OutgoingHttpHeaders {
