@@ -342,7 +342,7 @@ async function loadRun(port, cfg, { duration = cfg.duration, rate = 0 } = {}) {
   if (rate ? cfg.rateGen === 'wrk2' : cfg.loadgen === 'wrk') {
     return wrkRun(rate ? cfg.wrk2Bin : cfg.wrkBin, { ...common, threads: cfg.wrkThreads, script: cfg.wrkScript })
   }
-  if (rate && cfg.rateGen === 'paced') return pacedRun({ ...common, cookies: COOKIES, cookiesFile: path.join(tmpDir, 'paced-cookies.json') })
+  if (rate && cfg.rateGen === 'paced') return pacedRun({ ...common, cookies: COOKIES, cookiesFile: path.join(tmpDir, 'paced-cookies.json'), warmup: cfg.warmup })
   return autocannonRun({ ...common, cookies: COOKIES })
 }
 
@@ -623,12 +623,14 @@ async function main() {
   if (nginxBound) console.log(`warning: ${nginxBound}`)
 
   // Fixed-rate latency run: every contestant at the same offered rate, interleaved rounds
-  // again (no extra warm-up: every contestant has just served the closed-loop rounds).
+  // again. Each waits idle while the others run; the paced generator gives it BENCH_WARMUP s of
+  // the same rate first, unmeasured (wrk2 and autocannon windows start cold).
   let rateRun = null
   if (cfg.rate) {
     const target = cfg.rate.rps ?? Math.max(1, Math.round((by.nginx.median.rps * cfg.rate.percent) / 100))
-    rateRun = { offered: target, generator: cfg.rateGen, ...(cfg.rate.percent != null ? { percentOfNginx: cfg.rate.percent } : {}) }
-    console.log(`\nfixed rate: ${fmt(target)} req/s offered to each contestant, ${cfg.rounds} rounds x ${cfg.duration}s`)
+    rateRun = { offered: target, generator: cfg.rateGen, warmupS: cfg.rateGen === 'paced' ? cfg.warmup : 0, ...(cfg.rate.percent != null ? { percentOfNginx: cfg.rate.percent } : {}) }
+    const rateWarmup = cfg.rateGen === 'paced' && cfg.warmup > 0 ? ` (+${cfg.warmup}s at the rate, unmeasured)` : ''
+    console.log(`\nfixed rate: ${fmt(target)} req/s offered to each contestant, ${cfg.rounds} rounds x ${cfg.duration}s${rateWarmup}`)
     for (const c of running) c.rateRounds = []
     for (let r = 1; r <= cfg.rounds; r++) {
       for (const c of running) {

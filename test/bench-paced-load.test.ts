@@ -14,11 +14,11 @@ const script = path.resolve(import.meta.dirname, '../bench/lib/paced-load.mjs')
 const cookies = path.join(mkdtempSync(path.join(tmpdir(), 'tether-paced-')), 'cookies.json')
 writeFileSync(cookies, JSON.stringify(['u=1', 'u=2']))
 
-interface Figures { requests: number; errors: number; non2xx: number; p50: number; p99: number; max: number }
+interface Figures { requests: number; duration_us: number; errors: number; non2xx: number; p50: number; p99: number; max: number }
 
-function run(port: number, rate: number, connections: number, seconds: number): Promise<Figures> {
+function run(port: number, rate: number, connections: number, seconds: number, warmup = 0): Promise<Figures> {
   return new Promise((resolve, reject) => {
-    execFile(process.execPath, [script, String(port), String(rate), String(connections), String(seconds), cookies], { timeout: 30_000 }, (err, stdout) => {
+    execFile(process.execPath, [script, String(port), String(rate), String(connections), String(seconds), cookies, String(warmup)], { timeout: 30_000 }, (err, stdout) => {
       if (err) return reject(err)
       const line = stdout.split('\n').find((l) => l.startsWith('BENCH_JSON '))
       if (line === undefined) return reject(new Error(`no BENCH_JSON line in: ${stdout}`))
@@ -65,4 +65,23 @@ t.test('a stalled answer is not one slow request: the requests due meanwhile are
   t.ok(r.requests >= 150, `${r.requests} answers`)
   t.ok(r.p99 >= 300_000, `p99 ${Math.round(r.p99 / 1000)} ms: the stall counts for every request it delayed`)
   t.ok(r.p50 < r.p99, 'most requests were not delayed')
+})
+
+t.test('a warm-up runs the same load first, unmeasured: a stall in it is not in the figures', async (t) => {
+  let n = 0
+  let heldAt = 0
+  const port = await upstream(t, (_req, res) => {
+    n++
+    const answer = () => res.writeHead(200, { 'content-length': '2' }).end('ok')
+    if (n === 5) {
+      heldAt = n
+      setTimeout(answer, 600) // early in the warm-up: the proxy's cold start, say
+    } else answer()
+  })
+  const r = await run(port, 100, 1, 1, 1.5)
+  t.equal(heldAt, 5, 'the warm-up sent requests (the fifth was held)')
+  t.ok(n >= 200, `${n} requests in all: warm-up and window at the same rate`)
+  t.equal(r.duration_us, 1_000_000, 'the window is the measured second only')
+  t.ok(r.requests >= 80 && r.requests <= 100, `${r.requests} answers measured, those due in the window`)
+  t.ok(r.max < 300_000, `the held answer and the requests it delayed are not measured (max ${Math.round(r.max / 1000)} ms)`)
 })

@@ -98,13 +98,14 @@ export async function wrkRun(bin, { port, duration, connections, threads, script
 
 /**
  * One fixed-rate window of bench/lib/paced-load.mjs (a child process: evenly paced requests on
- * every connection, latency corrected for coordinated omission). Runs as `sh -c '...; times'`
- * for its CPU time, like wrk.
+ * every connection, latency corrected for coordinated omission), after `warmup` seconds of the
+ * same load unmeasured. Runs as `sh -c '...; times'` for its CPU time, like wrk (the warm-up's
+ * CPU included).
  */
-export async function pacedRun({ port, duration, connections, cookies, rate, cookiesFile }) {
+export async function pacedRun({ port, duration, connections, cookies, rate, cookiesFile, warmup = 0 }) {
   writeFileSync(cookiesFile, JSON.stringify(cookies))
   const script = new URL('./paced-load.mjs', import.meta.url).pathname
-  const args = [script, String(port), String(rate), String(Math.min(connections, rate)), String(duration), cookiesFile]
+  const args = [script, String(port), String(rate), String(Math.min(connections, rate)), String(duration), cookiesFile, String(warmup)]
   const rec = startChild('paced-load', 'sh', ['-c', '"$@"; times', 'sh', process.execPath, ...args])
   const exited = await rec.exitPromise
   const line = rec.output.split('\n').find((l) => l.startsWith('BENCH_JSON '))

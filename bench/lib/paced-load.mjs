@@ -9,8 +9,12 @@
 // answer at its next request's time, the next request is measured from that intended time
 // (coordinated omission corrected, as wrk2 does), so a stalled proxy cannot hide its stalls.
 //
-// Usage: node bench/lib/paced-load.mjs <port> <rate> <connections> <seconds> <cookiesFile>
-// (cookiesFile: a JSON array of Cookie header values, one per simulated user). Prints one line
+// Usage: node bench/lib/paced-load.mjs <port> <rate> <connections> <seconds> <cookiesFile> [warmupSeconds]
+// (cookiesFile: a JSON array of Cookie header values, one per simulated user). With a warm-up,
+// the same paced load runs that long first, unmeasured, on the same connections: the window
+// then sees the proxy in its steady state at that rate, not its first moments after being idle
+// (a Node process idle for 15 s answered its first ~0.5 s at the rate up to ~100 ms late on this
+// machine, nginx did not; see bench/README.md). Prints one line
 // `BENCH_JSON {"requests","duration_us","errors","non2xx","p50","p99","p999","mean","max"}`
 // (latencies in microseconds). Answers must carry Content-Length (the bench upstreams' do).
 import net from 'node:net'
@@ -18,15 +22,18 @@ import { readFileSync } from 'node:fs'
 
 const [port, rate, connections, seconds] = process.argv.slice(2, 6).map(Number)
 const cookies = JSON.parse(readFileSync(process.argv[6], 'utf8'))
-if (!(port > 0 && rate > 0 && connections > 0 && seconds > 0) || !Array.isArray(cookies) || cookies.length === 0) {
-  console.error('usage: paced-load.mjs <port> <rate> <connections> <seconds> <cookiesFile>')
+const warmup = Number(process.argv[7] ?? 0)
+if (!(port > 0 && rate > 0 && connections > 0 && seconds > 0 && warmup >= 0) || !Array.isArray(cookies) || cookies.length === 0) {
+  console.error('usage: paced-load.mjs <port> <rate> <connections> <seconds> <cookiesFile> [warmupSeconds]')
   process.exit(2)
 }
 const requests = cookies.map((c) => Buffer.from(`GET / HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nCookie: ${c}\r\n\r\n`, 'latin1'))
 const intervalNs = BigInt(Math.round((1e9 * connections) / rate))
 const now = () => process.hrtime.bigint()
 const t0 = now() + 50_000_000n // 50 ms to connect
-const end = t0 + BigInt(Math.round(seconds * 1e9))
+/** Requests due from here on are measured (before it: the warm-up). */
+const measured = t0 + BigInt(Math.round(warmup * 1e9))
+const end = measured + BigInt(Math.round(seconds * 1e9))
 const latenciesUs = []
 let errors = 0
 let non2xx = 0
@@ -71,7 +78,7 @@ function onData(c, d) {
   const at = now()
   if (c.busy) {
     c.busy = false
-    if (at <= end) {
+    if (at <= end && c.started >= measured) {
       if (status < 200 || status > 299) non2xx++
       latenciesUs.push(Number(at - c.started) / 1000)
     }
@@ -116,7 +123,7 @@ function finish() {
   const mean = latenciesUs.reduce((a, b) => a + b, 0) / Math.max(1, latenciesUs.length)
   const out = {
     requests: latenciesUs.length,
-    duration_us: Math.round(Number(end - t0) / 1000),
+    duration_us: Math.round(Number(end - measured) / 1000),
     errors,
     non2xx,
     p50: pct(50),
