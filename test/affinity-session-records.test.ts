@@ -36,6 +36,23 @@ t.test('with nothing logging (the access log off), answers compute no logged for
   t.equal(await records.resolve(records.ids.hash('10.9.9.9'), p.pause), null, 'a key nobody holds is not found by its form')
 })
 
+t.test('lookups of the same logged form at once share one scan; another form scans on its own', async (t) => {
+  const records = new SessionRecords({ maxEntries: 5000, idleTimeout: 60_000, secret })
+  for (let i = 0; i < 3000; i++) records.answered(table(ip(i)), decision('app-1', ''), 1000)
+  const first = counted()
+  const second = counted()
+  const form = records.ids.hash(ip(2999))
+  const [a, b] = await Promise.all([records.resolve(form, first.pause, 256), records.resolve(form, second.pause, 256)])
+  t.same([a, b], [ip(2999), ip(2999)], 'both find the user')
+  t.equal(first.n, Math.floor(2999 / 256), 'the first lookup scanned')
+  t.equal(second.n, 0, 'the second joined its scan instead of hashing every key again')
+  const other = counted()
+  const [c, d] = await Promise.all([records.resolve(form, first.pause, 256), records.resolve(records.ids.hash(ip(2998)), other.pause, 256)])
+  t.same([c, d], [ip(2999), ip(2998)])
+  t.equal(other.n, Math.floor(2998 / 256), 'a different form is a scan of its own')
+  t.equal(first.n, 2 * Math.floor(2999 / 256), 'a lookup after the scan ended scans again (nothing is cached)')
+})
+
 t.test('a logged table key keeps its digest: the same form every time, compared without hashing by the lookup', async (t) => {
   const records = new SessionRecords({ maxEntries: 5000, idleTimeout: 60_000, secret })
   const forms: string[] = []

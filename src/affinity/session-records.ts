@@ -89,6 +89,8 @@ export class SessionRecords {
   #digests: Buffer = Buffer.alloc(0)
   #digested = new Uint8Array(0)
   readonly #maxEntries: number
+  /** Scans by logged form in progress, by form: a second lookup of the same form joins the first. */
+  readonly #scans = new Map<string, Promise<string | null>>()
 
   constructor(options: SessionRecordsOptions) {
     this.ids = new SessionIds(options.secret)
@@ -185,12 +187,22 @@ export class SessionRecords {
    * session table sharing the key index), null when none matches. A key whose digest was kept
    * for the access log is compared as it is; every other key is hashed now (an HMAC, ~3-5 us:
    * seconds at a million users with the access log off), `slice` keys at a time with
-   * `await pause()` between slices, so the caller can let other work run.
+   * `await pause()` between slices, so the caller can let other work run. Lookups of the same
+   * form while one scans share its scan (and its pauses): an operator's retries or several
+   * dashboards asking at once cost one scan, not one each.
    * Example: `await records.resolve('h:5c1f...', () => new Promise(setImmediate))` -> '10.0.0.5'.
    */
-  async resolve(named: string, pause: () => Promise<void>, slice = RESOLVE_SLICE): Promise<string | null> {
-    if (!named.startsWith(HASHED_PREFIX)) return named
-    if (!/^h:[0-9a-f]{32}$/.test(named)) return null
+  resolve(named: string, pause: () => Promise<void>, slice = RESOLVE_SLICE): Promise<string | null> {
+    if (!named.startsWith(HASHED_PREFIX)) return Promise.resolve(named)
+    if (!/^h:[0-9a-f]{32}$/.test(named)) return Promise.resolve(null)
+    const running = this.#scans.get(named)
+    if (running !== undefined) return running
+    const scan = this.#scan(named, pause, slice).finally(() => this.#scans.delete(named))
+    this.#scans.set(named, scan)
+    return scan
+  }
+
+  async #scan(named: string, pause: () => Promise<void>, slice: number): Promise<string | null> {
     const want = Buffer.from(named.substring(HASHED_PREFIX.length), 'hex')
     const slots = this.#slots
     for (let slot = 0, hashed = 0; slot < slots.used; slot++) {
