@@ -80,7 +80,7 @@ export class SessionLookup {
   async find(named: string): Promise<SessionView | null> {
     const p = this.#p
     // Tether's cookie sessions are logged as they are: an `h:` form names none of them (no scan)
-    if (p.keyKind === 'none' || (p.keyKind === 'cookie' && named.startsWith(HASHED_PREFIX))) return null
+    if (p.keyKind === 'none' || (p.keyKind === 'cookie' && isScan(named))) return null
     const key = await p.records.resolve(named, () => new Promise((resolve) => setImmediate(resolve)))
     if (key === null) return null
     const now = p.now()

@@ -12,8 +12,8 @@ import { aggregateMetrics } from '../observability/metrics.js'
 import type { Logger } from '../observability/logger.js'
 import { combineStatus, type StatusView } from '../admin/status-view.js'
 import { BROWSER_REFUSAL_LOG, browserVerdict } from '../admin/browser-guard.js'
-import { loggedTarget } from '../admin/admin-target.js'
-import { SCAN_TIMEOUT } from '../admin/session-lookup.js'
+import { loggedTarget, parseAdminTarget } from '../admin/admin-target.js'
+import { SCAN_TIMEOUT, isScan } from '../admin/session-lookup.js'
 
 /** What the front needs of the supervisor. */
 export interface FrontWorkers {
@@ -122,11 +122,14 @@ function stream(base: string, req: http.IncomingMessage, body: Buffer, res: http
 
 /**
  * How long (ms) a worker may take to start its answer: 10 s, or {@link SCAN_TIMEOUT} for a
- * session lookup by logged form (`h:`, in any URL spelling), which hashes every key.
+ * session lookup or move by logged form (`h:`, its key segment decoded as the worker decodes
+ * it), which hashes every key.
  * Example: headTimeout('/sessions/h%3A5c1f...') -> 60000; headTimeout('/upstreams') -> 10000.
  */
 export function headTimeout(url: string | undefined): number {
-  return /^\/sessions\/h(?::|%3a)/i.test(url ?? '') ? SCAN_TIMEOUT : TIMEOUT
+  const target = parseAdminTarget(url)
+  const key = target.ok && target.segments[0] === 'sessions' ? target.segments[1] : undefined
+  return key !== undefined && isScan(key) ? SCAN_TIMEOUT : TIMEOUT
 }
 
 function forwardable(req: http.IncomingMessage, body: Buffer): http.OutgoingHttpHeaders {
