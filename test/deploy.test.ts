@@ -14,6 +14,7 @@ import { ROOT } from './fixtures/cli.js'
 import { validateObject } from './fixtures/kubernetes-schema.js'
 import { redisCli, startRedis } from './fixtures/redis-server.js'
 import { tetherManifests } from '../src/import/tether-manifests.js'
+import { SERVING_V8_FLAGS } from '../src/workers/worker-flags.js'
 
 const DEPLOY = join(ROOT, 'deploy', 'kubernetes')
 /** The image's `--config` (Dockerfile CMD) and where the manifests mount the ConfigMap. */
@@ -540,7 +541,7 @@ t.test('the Dockerfile: build as CI does, production deps, non-root, health chec
   t.equal(users.at(-1)?.args, 'node', 'runs as the non-root node user')
   const expose = runtime.find((i) => i.op === 'EXPOSE')?.args.split(/\s+/) ?? []
   t.same(expose.sort(), ['8080', '9901'], 'exposes 8080 and 9901')
-  t.equal(runtime.find((i) => i.op === 'ENTRYPOINT')?.args, '["node", "dist/cli.js"]', 'entrypoint')
+  t.equal(runtime.find((i) => i.op === 'ENTRYPOINT')?.args, JSON.stringify(['node', ...SERVING_V8_FLAGS, 'dist/cli.js']).replaceAll(',', ', '), 'entrypoint: node with the serving V8 flags')
   t.equal(runtime.find((i) => i.op === 'CMD')?.args, `["--config", "${CONFIG_PATH}"]`, 'default config path')
 
   // HEALTHCHECK hits GET /healthz on the admin port the configs use

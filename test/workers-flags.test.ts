@@ -1,13 +1,15 @@
-// The node options of worker processes: the primary's own plus V8 flags that keep a worker
-// small (a capped young generation), each only when the operator did not set that flag on
-// node's command line or in NODE_OPTIONS; checked on the real CLI's workers (/proc/<pid>).
+// The node options of serving processes. Workers: the primary's own plus V8 flags that keep a
+// worker small (a capped young generation that keeps its size when idle), each only when the
+// operator did not set that flag on node's command line or in NODE_OPTIONS; checked on the
+// real CLI's workers (/proc/<pid>). And that this node's V8 does what the flags say.
 import t from 'tap'
 import { readFileSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
 import { tempFile } from './fixtures/cli.js'
 import { startPrimary, workerPids } from './fixtures/primary-process.js'
 import { freePort } from './fixtures/ports.js'
 import { waitFor } from './fixtures/wait.js'
-import { WORKER_V8_FLAGS, workerExecArgv } from '../src/workers/worker-flags.js'
+import { SERVING_V8_FLAGS, WORKER_V8_FLAGS, workerExecArgv } from '../src/workers/worker-flags.js'
 
 t.test("a worker gets the primary's node options plus each V8 flag the operator did not set", async (t) => {
   const flags = ['--max-semi-space-size=4']
@@ -22,6 +24,23 @@ t.test("a worker gets the primary's node options plus each V8 flag the operator 
   ]
   for (const [name, execArgv, nodeOptions, want] of cases) t.same(workerExecArgv(execArgv, nodeOptions, flags), want, name)
   t.same(workerExecArgv([], undefined), [...WORKER_V8_FLAGS], 'the defaults')
+  t.same(workerExecArgv([...SERVING_V8_FLAGS], undefined), [...SERVING_V8_FLAGS, '--max-semi-space-size=4'],
+    "a primary started as the image starts it: its minimum stands, ours is not added twice")
+})
+
+/** The size of V8's new space (MB) in a fresh node started with `flags`. */
+function newSpaceMb(flags: readonly string[]): number {
+  const script = "process.stdout.write(String(require('v8').getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_size / 1048576))"
+  const r = spawnSync(process.execPath, [...flags, '-e', script], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } })
+  return Number(r.stdout)
+}
+
+t.test('this node honours the flags: the young generation starts (and stays) at the minimum they set', async (t) => {
+  const bare = newSpaceMb([])
+  t.ok(bare < 16, `without flags V8 starts small and shrinks back there when idle (${bare} MB)`)
+  t.equal(newSpaceMb(SERVING_V8_FLAGS), 16, `a single process: ${SERVING_V8_FLAGS.join(' ')}`)
+  t.equal(newSpaceMb(WORKER_V8_FLAGS), 4, `a worker: ${WORKER_V8_FLAGS.join(' ')}`)
+  t.equal(newSpaceMb(workerExecArgv([...SERVING_V8_FLAGS], undefined)), 4, "a worker of a primary started with the image's flags: V8 lowers the minimum to the cap")
 })
 
 /** A worker's command line, as the kernel shows it. */

@@ -1,23 +1,38 @@
-// The node options Tether's worker processes start with: the primary's own, plus V8 flags
-// that keep a worker's memory small (a smaller young generation), each unless the operator set
-// that flag already (node's command line or NODE_OPTIONS, which a worker inherits: an explicit
-// flag is never overridden). Layer 1, pure: reads nothing, the caller passes argv and the env.
+// The node options Tether's serving processes start with. A single process (`workers: 1`) gets
+// SERVING_V8_FLAGS from whoever starts node (the Docker image's ENTRYPOINT, the demo, the
+// bench: V8 reads them only at start-up). Worker processes get the primary's own options plus
+// WORKER_V8_FLAGS, each unless the operator set that flag already (node's command line or
+// NODE_OPTIONS, which a worker inherits: an explicit flag is never overridden). Layer 1, pure:
+// reads nothing, the caller passes argv and the env.
+
+/**
+ * V8 flags for a process that serves traffic. `--min-semi-space-size` (MB) keeps V8's young
+ * generation from shrinking when the process is idle: after 40 s without traffic it was down
+ * to 1 MB a semi-space, and the first seconds of load then scavenged every 10-15 ms, promoted
+ * short-lived request objects to the old generation and paid for it with two full GCs of
+ * 10-25 ms each (a 6,650 req/s paced run, pinned: p99 20.8 ms against 2.9 ms for the bare
+ * undici pipe; with the flag, 2.7 ms; docs/performance.md). 16 is V8's default maximum, so
+ * the young generation simply keeps its working size; it costs up to 32 MB of RSS while idle.
+ */
+export const SERVING_V8_FLAGS: readonly string[] = ['--min-semi-space-size=16']
 
 /**
  * V8 flags added for workers. `--max-semi-space-size` (MB) caps V8's young generation, which
  * grows to 16 MB a semi-space (two of them) in a busy worker: at 1M users over two workers the
  * new space went 64 -> 16 MB (422 instead of 462 MB in all) for about 2% more CPU per request,
- * within the noise; 2 MB cost ~8% for 5 MB less (docs/workers.md, Memory).
+ * within the noise; 2 MB cost ~8% for 5 MB less (docs/workers.md, Memory). The same minimum
+ * keeps it at that size when idle (see SERVING_V8_FLAGS; V8 lowers a minimum above the
+ * maximum to the maximum, so a primary started with the image's 16 gives its workers 4).
  */
-export const WORKER_V8_FLAGS: readonly string[] = ['--max-semi-space-size=4']
+export const WORKER_V8_FLAGS: readonly string[] = ['--max-semi-space-size=4', '--min-semi-space-size=4']
 
 /**
  * The `execArgv` a worker is forked with: `execArgv` (the primary's node options, e.g. a
  * loader) then each flag of `flags` whose name neither `execArgv` nor `nodeOptions` (the
  * NODE_OPTIONS environment variable) names. V8 treats `-` and `_` in a flag's name alike.
  * Example: `workerExecArgv(['--enable-source-maps'], '--max-semi-space-size=8')`
- * -> `['--enable-source-maps']` (the operator's 8 MB stands); with `undefined` ->
- * `['--enable-source-maps', '--max-semi-space-size=4']`.
+ * -> `['--enable-source-maps', '--min-semi-space-size=4']` (the operator's 8 MB stands); with
+ * `undefined` -> `['--enable-source-maps', '--max-semi-space-size=4', '--min-semi-space-size=4']`.
  */
 export function workerExecArgv(execArgv: readonly string[], nodeOptions: string | undefined, flags: readonly string[] = WORKER_V8_FLAGS): string[] {
   const given = new Set([...execArgv, ...nodeOptionArgs(nodeOptions ?? '')].map(flagName).filter((n) => n !== ''))
