@@ -9,13 +9,14 @@
 // BENCH_WORKERS (1), BENCH_USERS (1), BENCH_RATE (unset: no fixed-rate run; <req/s> or <N>%),
 // BENCH_RATE_GEN (wrk2 when installed, else paced: bench/lib/paced-load.mjs; or autocannon),
 // BENCH_TETHER_BASE (a second build's dist dir), BENCH_NODE_ARGS (node flags for Node contestants),
+// BENCH_ISOLATE (1: the contestants not under load are frozen with SIGSTOP meanwhile; 0: left running),
 // BENCH_TLS (0; 1: HTTPS/1.1 to every contestant that can terminate TLS), BENCH_H2 (0; 1: HTTP/2 over
 // TLS with h2load), BENCH_H2_STREAMS (10: h2load -m, concurrent streams per connection).
 import { mkdirSync, mkdtempSync, writeFileSync, readFileSync, rmSync, existsSync, chmodSync } from 'node:fs'
 import { spawnSync } from 'node:child_process'
 import os from 'node:os'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { wrkRun, autocannonRun, h2loadRun, pacedRun, writeWrkScript } from './lib/loadgen.mjs'
 import { makeBenchCertificate } from './lib/certs.mjs'
 import {
@@ -30,6 +31,7 @@ import {
   procAvailable,
   stopAll,
   killAllSync,
+  freeze,
 } from './lib/procs.mjs'
 import { median, round, fmt, table } from './lib/stats.mjs'
 
@@ -64,6 +66,16 @@ async function benchCookies(n) {
     return Array.from({ length: n }, (_, i) => `tether=${codec.issue(`up-${i % 2}`, 0, Date.now()).value}`)
   } catch {
     return Array.from({ length: n }, (_, i) => (n === 1 ? 'tether=abc' : `tether=user-${i}`))
+  }
+}
+
+// The V8 flags a Tether build's serving process is started with (none before they existed).
+async function servingFlags(dist) {
+  try {
+    const { SERVING_V8_FLAGS } = await import(pathToFileURL(path.join(dist, 'workers', 'worker-flags.js')).href)
+    return SERVING_V8_FLAGS ?? []
+  } catch {
+    return []
   }
 }
 
@@ -194,7 +206,9 @@ async function startTether(ctx, name, cmd) {
     const line = cmd.custom.replaceAll('{config}', config).replaceAll('{port}', String(port))
     rec = startChild(name, ...pinned('sh', ['-c', line]), { env, cwd: repoRoot })
   } else {
-    rec = startChild(name, ...pinned(process.execPath, [...NODE_ARGS, cmd.cli, '--config', config]), { env, cwd: repoRoot })
+    // node flags as the Docker image starts Tether (that build's SERVING_V8_FLAGS), then BENCH_NODE_ARGS
+    const flags = await servingFlags(path.dirname(cmd.cli))
+    rec = startChild(name, ...pinned(process.execPath, [...flags, ...NODE_ARGS, cmd.cli, '--config', config]), { env, cwd: repoRoot })
   }
   return { rec, port, info: { command: rec.cmdline, config: readFileSync(config, 'utf8'), adminPort } }
 }
@@ -253,6 +267,22 @@ const CONTESTANTS = [
       return { rec, port, info: { command: rec.cmdline } }
     },
   },
+  // Ceiling contestants (bench/raw-baseline.mjs): raw `net` sockets on one or both sides, the
+  // least HTTP/1 work a keep-alive GET needs. Run only when named in BENCH_CONTESTANTS.
+  ...['raw', 'raw-server', 'raw-upstream'].map((name) => ({
+    name,
+    kind: 'proxy',
+    optional: () => true,
+    check: () => (overTls() ? PLAIN_ONLY : null),
+    start: async (ctx) => {
+      const port = await freePort()
+      const script = path.join(benchDir, 'raw-baseline.mjs')
+      const rec = startChild(name, ...pinned(process.execPath, [...NODE_ARGS, script, String(port), name, ...ctx.upstreams.map((u) => u.url)]), {
+        cwd: repoRoot,
+      })
+      return { rec, port, info: { command: rec.cmdline } }
+    },
+  })),
   {
     name: 'nginx',
     kind: 'proxy',
@@ -404,6 +434,9 @@ async function main() {
     workers: envNum('BENCH_WORKERS', 1, { min: 1, int: true }),
     wrkThreads: envNum('BENCH_WRK_THREADS', 1, { min: 1, int: true }),
     pin: envFlag('BENCH_PIN'),
+    // 1 (default): the contestants not under load are frozen (SIGSTOP) while one is warmed up
+    // and measured, so their idle work (timers, V8's idle GCs) does not land in its window
+    isolate: process.env.BENCH_ISOLATE === undefined ? true : envFlag('BENCH_ISOLATE'),
     wrkBin: which('wrk'),
     wrk2Bin: which('wrk2'),
     tls: envFlag('BENCH_TLS'),
@@ -460,7 +493,8 @@ async function main() {
   console.log(
     (cfg.pin ? 'pinned: proxy under test on CPU 0, load generator and upstreams on CPU 1' : 'unpinned: every process on every CPU') +
       `; workers: nginx worker_processes ${cfg.workers}, haproxy nbthread ${cfg.workers}, ` +
-      (TETHER_WORKERS ? `tether workers ${cfg.workers}` : 'tether 1 (this build has no `workers` key yet)'),
+      (TETHER_WORKERS ? `tether workers ${cfg.workers}` : 'tether 1 (this build has no `workers` key yet)') +
+      (cfg.isolate ? '; idle contestants frozen while one is measured' : '; idle contestants left running (BENCH_ISOLATE=0)'),
   )
   if (cfg.rate) {
     console.log(
@@ -521,17 +555,28 @@ async function main() {
   // Pre-warm, once: a Node proxy's first seconds under load cost several times its steady
   // state per request (JIT compilation; Tether measured 850 us/req in its first 3 s, then
   // 210, then ~130), which would skew round 1 far more than the per-window warm-up can fix.
+  // One contestant under load at a time; with BENCH_ISOLATE the others are frozen meanwhile.
+  const alone = async (c, work) => {
+    const thaw = cfg.isolate ? freeze(running.filter((o) => o !== c).map((o) => o.rec)) : () => {}
+    try {
+      return await work()
+    } finally {
+      thaw()
+    }
+  }
   if (cfg.prewarm > 0) {
     console.log(`pre-warm: ${cfg.prewarm}s of load per contestant`)
-    for (const c of running) await loadRun(c.port, cfg, { duration: cfg.prewarm })
+    for (const c of running) await alone(c, () => loadRun(c.port, cfg, { duration: cfg.prewarm }))
   }
 
   // Interleaved rounds: every contestant once per round, same order each round.
   for (let r = 1; r <= cfg.rounds; r++) {
     for (const c of running) {
       if (c.rec?.exited) throw new Error(`${c.name} died during the run (${JSON.stringify(c.rec.exited)}):\n${c.rec.output}`)
-      if (cfg.warmup > 0) await loadRun(c.port, cfg, { duration: cfg.warmup })
-      const m = await measure(c, ctx, cfg)
+      const m = await alone(c, async () => {
+        if (cfg.warmup > 0) await loadRun(c.port, cfg, { duration: cfg.warmup })
+        return measure(c, ctx, cfg)
+      })
       c.rounds.push({ round: r, ...m })
       console.log(
         `round ${r}/${cfg.rounds} ${c.name.padEnd(10)} ${fmt(m.rps, 0).padStart(7)} req/s  ` +
@@ -641,7 +686,7 @@ async function main() {
     for (let r = 1; r <= cfg.rounds; r++) {
       for (const c of running) {
         if (c.rec?.exited) throw new Error(`${c.name} died during the run (${JSON.stringify(c.rec.exited)}):\n${c.rec.output}`)
-        const m = await measure(c, ctx, cfg, target)
+        const m = await alone(c, () => measure(c, ctx, cfg, target))
         c.rateRounds.push({ round: r, ...m })
         console.log(
           `rate round ${r}/${cfg.rounds} ${c.name.padEnd(10)} ${fmt(m.rps, 0).padStart(7)} req/s  ` +

@@ -202,10 +202,27 @@ function killGroup(rec, sig) {
   }
 }
 
+/**
+ * Freeze every child in `recs` (SIGSTOP to its process group) and return a function that
+ * continues them (SIGCONT). The harness freezes the idle contestants while one is measured: an
+ * idle Node process still wakes on its own (timers, health checks, and V8's memory reducer,
+ * which runs a full GC several seconds after the load stops) on the core the measured proxy
+ * is pinned to, and its GC pauses showed as the measured proxy's tail.
+ */
+export function freeze(recs) {
+  const frozen = recs.filter((rec) => rec && !rec.exited)
+  for (const rec of frozen) killGroup(rec, 'SIGSTOP')
+  return () => {
+    for (const rec of frozen) killGroup(rec, 'SIGCONT')
+  }
+}
+
 /** Graceful: SIGTERM every child group, wait up to `graceMs`, then SIGKILL the rest. */
 export async function stopAll(graceMs = 2000) {
   const recs = [...children]
   for (const rec of recs) killGroup(rec, 'SIGTERM')
+  // a frozen child (see freeze) acts on SIGTERM only once continued
+  for (const rec of recs) killGroup(rec, 'SIGCONT')
   await Promise.race([Promise.all(recs.map((r) => r.exitPromise)), new Promise((r) => setTimeout(r, graceMs).unref())])
   for (const rec of [...children]) killGroup(rec, 'SIGKILL')
 }
