@@ -8,8 +8,9 @@
 // processes but counted in each one's RSS), the sum of PSS (shared pages counted once), the
 // workers' V8 heap by space and their external memory (summed over workers by /metrics), and
 // the table size; then the same again after BENCH_SETTLE seconds (10) without traffic, when V8
-// has shrunk what the load left (its memory reducer). NODE_OPTIONS in the environment reaches
-// every Tether process.
+// has shrunk what the load left (its memory reducer). The primary gets the image's node flags
+// (SERVING_V8_FLAGS), its workers their own; NODE_OPTIONS in the environment reaches every
+// Tether process.
 // Usage: npm run build && node bench/workers-memory.mjs [N=1000000]   (WORKERS=n: other count)
 import http from 'node:http'
 import { spawn, execFileSync } from 'node:child_process'
@@ -32,7 +33,9 @@ writeFileSync(file, [
   `affinity: { key: header, header: { name: X-User }, max_entries: ${N + 1000}, idle_timeout: 3h }`,
   `upstreams: [{ id: app-0, url: "http://127.0.0.1:${up.address().port}" }, { id: app-1, url: "http://127.0.0.1:${up.address().port}" }]`, '',
 ].join('\n'))
-const proc = spawn(process.execPath, [path.join(root, 'dist/cli.js'), '--config', file], { stdio: ['ignore', 'pipe', 'inherit'] })
+// the primary starts as the Docker image starts it (node with SERVING_V8_FLAGS)
+const { SERVING_V8_FLAGS } = await import(path.join(root, 'dist/workers/worker-flags.js'))
+const proc = spawn(process.execPath, [...SERVING_V8_FLAGS, path.join(root, 'dist/cli.js'), '--config', file], { stdio: ['ignore', 'pipe', 'inherit'] })
 const deadline = Date.now() + 30_000
 for (;;) {
   try { if ((await fetch(`http://127.0.0.1:${adminPort}/readyz`)).ok) break } catch {}
