@@ -7,22 +7,24 @@
 
 /**
  * V8 flags for a process that serves traffic. `--min-semi-space-size` (MB) keeps V8's young
- * generation from shrinking when the process is idle: after 40 s without traffic it was down
- * to 1 MB a semi-space, and the first seconds of load then scavenged every 10-15 ms, promoted
- * short-lived request objects to the old generation and paid for it with two full GCs of
- * 10-25 ms each (a 6,650 req/s paced run, pinned: p99 20.8 ms against 2.9 ms for the bare
- * undici pipe; with the flag, 2.7 ms; docs/performance.md). 16 is V8's default maximum, so
- * the young generation simply keeps its working size; it costs up to 32 MB of RSS while idle.
+ * generation from shrinking below 4 MB a semi-space when the process is idle. Without it, after
+ * 40 s without traffic it was down to 1 MB, and the first seconds of load then scavenged every
+ * 10-15 ms, promoted short-lived request objects to the old generation and paid for that with
+ * two full GCs of 10-25 ms each (a 6,650 req/s paced run, pinned: p99 18.5-34 ms, two full
+ * GCs in the window; with 4 MB, 3.6-8.9 ms and none; with 16 MB, 2.7-3.9 ms on a quieter
+ * host; the bare undici pipe 2.9 ms; docs/configuration.md, Node flags). 4 rather than 16: the
+ * same value started a workers' primary (which serves nothing) stays at 65 MB RSS at 1M users
+ * instead of 87 (396 instead of 417 MB in all), and a single process costs ~6 MB more idle.
  */
-export const SERVING_V8_FLAGS: readonly string[] = ['--min-semi-space-size=16']
+export const SERVING_V8_FLAGS: readonly string[] = ['--min-semi-space-size=4']
 
 /**
  * V8 flags added for workers. `--max-semi-space-size` (MB) caps V8's young generation, which
  * grows to 16 MB a semi-space (two of them) in a busy worker: at 1M users over two workers the
  * new space went 64 -> 16 MB (422 instead of 462 MB in all) for about 2% more CPU per request,
- * within the noise; 2 MB cost ~8% for 5 MB less (docs/workers.md, Memory). The same minimum
- * keeps it at that size when idle (see SERVING_V8_FLAGS; V8 lowers a minimum above the
- * maximum to the maximum, so a primary started with the image's 16 gives its workers 4).
+ * within the noise; 2 MB cost ~8% for 5 MB less (docs/workers.md, Memory). The minimum keeps
+ * it at that size when idle (see SERVING_V8_FLAGS), also for a primary started without the
+ * image's flags; V8 lowers a minimum above the cap to the cap.
  */
 export const WORKER_V8_FLAGS: readonly string[] = ['--max-semi-space-size=4', '--min-semi-space-size=4']
 
