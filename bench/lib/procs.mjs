@@ -207,7 +207,7 @@ function killGroup(rec, sig) {
  * continues them (SIGCONT). The harness freezes the idle contestants while one is measured: an
  * idle Node process still wakes on its own (timers, health checks, and V8's memory reducer,
  * which runs a full GC several seconds after the load stops) on the core the measured proxy
- * is pinned to, and its GC pauses showed as the measured proxy's tail.
+ * is pinned to, where that work would land in the measured window.
  */
 export function freeze(recs) {
   const frozen = recs.filter((rec) => rec && !rec.exited)

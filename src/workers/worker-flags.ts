@@ -1,6 +1,6 @@
 // The node options Tether's serving processes start with. A single process (`workers: 1`) gets
-// SERVING_V8_FLAGS from whoever starts node (the Docker image's ENTRYPOINT, the demo, the
-// bench: V8 reads them only at start-up). Worker processes get the primary's own options plus
+// SERVING_V8_FLAGS from whoever starts node (the Docker image's ENTRYPOINT, the benchmark
+// scripts; V8 reads them only at start-up; the `npm start` demo does not bother). Worker processes get the primary's own options plus
 // WORKER_V8_FLAGS, each unless the operator set that flag already (node's command line or
 // NODE_OPTIONS, which a worker inherits: an explicit flag is never overridden). Layer 1, pure:
 // reads nothing, the caller passes argv and the env.
@@ -13,8 +13,9 @@
  * two full GCs of 10-25 ms each (a 6,650 req/s paced run, pinned: p99 18.5-34 ms, two full
  * GCs in the window; with 4 MB, 3.6-8.9 ms and none; with 16 MB, 2.7-3.9 ms on a quieter
  * host; the bare undici pipe 2.9 ms; docs/configuration.md, Node flags). 4 rather than 16: the
- * same value started a workers' primary (which serves nothing) stays at 65 MB RSS at 1M users
- * instead of 87 (396 instead of 417 MB in all), and a single process costs ~6 MB more idle.
+ * image also starts a workers' primary (which serves nothing) with it, and at 16 that primary
+ * held 87 MB RSS at 1M users instead of 65 (417 instead of 396 MB in all); a single process
+ * keeps ~6 MB more while idle.
  */
 export const SERVING_V8_FLAGS: readonly string[] = ['--min-semi-space-size=4']
 
