@@ -52,6 +52,11 @@ export function group({ url, functionName }) {
 
 // Self time per node: the samples that landed on it, weighted by their time deltas.
 const nodes = new Map(profile.nodes.map((n) => [n.id, n]))
+// A gap far above the sampling interval (1 ms by default) is time the process did not run:
+// the bench's isolation freezes idle contestants with SIGSTOP, and V8 charges the whole frozen
+// stretch to the next sample's frame. It is counted apart ("stopped"), not as busy time.
+const STOPPED_GAP_US = 100_000
+let stopped = 0
 const selfUs = new Map()
 if (profile.samples && profile.timeDeltas) {
   let at = 0
@@ -59,6 +64,10 @@ if (profile.samples && profile.timeDeltas) {
     const d = Math.max(0, profile.timeDeltas[i] ?? 0)
     at += d
     if (at < SKIP_US) continue
+    if (d > STOPPED_GAP_US) {
+      stopped += d
+      continue
+    }
     const id = profile.samples[i]
     selfUs.set(id, (selfUs.get(id) ?? 0) + d)
   }
@@ -175,6 +184,7 @@ if (args.includes('--json')) {
         wallSeconds: wallS,
         busySeconds: total / 1e6,
         idleSeconds: idle / 1e6,
+        stoppedSeconds: stopped / 1e6,
         groups: Object.fromEntries(groups.map(([g, us]) => [g, Math.round(pct(us) * 10) / 10])),
         top: top.map((f) => ({ ...f, selfPercent: Math.round(pct(f.us) * 10) / 10 })),
         ...(inclusive ? { inclusive: inclusive.map((f) => ({ ...f, inclusivePercent: Math.round(pct(f.us) * 10) / 10 })) } : {}),
@@ -184,7 +194,7 @@ if (args.includes('--json')) {
     ),
   )
 } else {
-  console.log(`${file}: ${wallS.toFixed(1)} s profiled, ${(total / 1e6).toFixed(1)} s busy, ${(idle / 1e6).toFixed(1)} s idle; shares are of busy time\n`)
+  console.log(`${file}: ${wallS.toFixed(1)} s profiled, ${(total / 1e6).toFixed(1)} s busy, ${(idle / 1e6).toFixed(1)} s idle${stopped > 0 ? `, ${(stopped / 1e6).toFixed(1)} s stopped (frozen by BENCH_ISOLATE)` : ''}; shares are of busy time\n`)
   console.log('self %  group')
   for (const [g, us] of groups) console.log(`${pct(us).toFixed(1).padStart(6)}  ${g}`)
   console.log(`\ntop ${TOP} functions by self time`)

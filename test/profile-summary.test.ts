@@ -53,3 +53,17 @@ t.test('the call tree and the folded stacks account for every busy sample', asyn
 t.test('a bad --tree value is refused with the usage line', async (t) => {
   t.throws(() => execFileSync(process.execPath, [script, 'x.cpuprofile', '--tree', 'zero'], { stdio: ['ignore', 'pipe', 'pipe'] }), /usage: node bench\/profile-summary.mjs/)
 })
+
+t.test('a gap far above the sampling interval is time the process did not run (frozen by the bench), not busy time', async (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'tether-prof-'))
+  const file = path.join(dir, 'p.cpuprofile')
+  // the same samples, with the process stopped for 5 s before the third writev sample
+  const frozen = { ...profile, endTime: 15_000, timeDeltas: profile.timeDeltas.map((d, i) => (i === 2 ? d + 5_000_000 : d)) }
+  writeFileSync(file, JSON.stringify(frozen))
+  const out = JSON.parse(execFileSync(process.execPath, [script, file, '--json'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })) as { busySeconds: number; stoppedSeconds: number; top: { name: string; us: number }[] }
+  t.equal(out.stoppedSeconds, 5.001, 'the stretch is counted as stopped')
+  t.equal(out.busySeconds, 0.008, 'busy time has the other samples only')
+  t.equal(out.top.find((f) => f.name === 'writev')?.us, 5000, 'and the frame the stretch ended on is not charged with it')
+  const text = execFileSync(process.execPath, [script, file], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
+  t.match(text, /5\.0 s stopped \(frozen by BENCH_ISOLATE\)/, 'the summary says so')
+})
