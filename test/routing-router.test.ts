@@ -9,6 +9,7 @@ import { CookieIssuer } from '../src/affinity/cookie-issuer.js'
 import { KeyReader, keyOptions } from '../src/affinity/key.js'
 import { parseTrustedProxies } from '../src/affinity/client-ip.js'
 import { SessionTable } from '../src/affinity/session-table.js'
+import { SessionRecords } from '../src/affinity/session-records.js'
 import { appCookieValue, learnAppCookie, type Learned } from '../src/affinity/app-cookie.js'
 import { upstreamSet } from '../src/upstream/upstream-set.js'
 import { hashKey } from '../src/placement/hash.js'
@@ -262,6 +263,61 @@ t.test('a user whose upstream was not ready at some point since their last reque
   const moved = h.go({ 'x-tenant': 'acme' })
   t.same([moved.upstream, moved.epoch, moved.moved, moved.bind?.epoch], [u.upstream, 1, { from: u.upstream, reason: 'restart' }, 1], 'table key: rehydrated on the same upstream, pinned at epoch 1')
   t.same([h.go({ 'x-tenant': 'acme' }).moved, h.go({ 'x-tenant': 'acme' }).epoch], [null, 1], 'then ordinary')
+})
+
+t.test('an out-of-date cookie (the client ignores re-issued ones): a move is made once, and a return to where the user is not is rehydrated', async (t) => {
+  const clock = new FakeClock()
+  const ready = new Map<string, boolean>()
+  const readySince = new Map<string, number>()
+  const availability: Availability = {
+    ready: (id) => ready.get(id) ?? true, acceptsNew: (id) => ready.get(id) ?? true, drainingSince: () => null, drainMigrates: () => false,
+    slowStartWeight: () => 1, readySince: (id) => readySince.get(id) ?? -Infinity,
+  }
+  const cfg = affinity({ key: 'cookie', idle_timeout: 3_600_000 })
+  const records = new SessionRecords({ maxEntries: 1_000, idleTimeout: cfg.idle_timeout, secret: 'test-secret' })
+  const cookies = new CookieIssuer(cfg, counterBytes())
+  const keys = new KeyReader({ options: keyOptions({ kind: 'cookie', cookieName: cfg.cookie.name, codec: cookies.codec }), fallback: cfg.app_cookie.fallback, trusted: parseTrustedProxies([]) })
+  const router = new Router(cfg, { sessions: new SessionTable({ maxEntries: 1_000, idleTimeout: cfg.idle_timeout, absoluteTimeout: null }), cookies, availability, history: records })
+  router.setUpstreams(upstreamSet(UPS), clock.now())
+  // each request is answered by its upstream, as the answer side records it
+  const go = (cookie?: string): Decision => {
+    const key = keys.read(cookie === undefined ? {} : { cookie }, '10.0.0.1', clock.now())
+    const d = router.decide(key, undefined, clock.now())
+    if (typeof d === 'string') throw new Error(`expected a decision, got ${d}`)
+    records.answered(key, d, clock.now())
+    clock.advance(10)
+    return d
+  }
+  const row = (d: Decision): unknown[] => [d.upstream, d.epoch, d.moved]
+  const first = go()
+  const old = `tether=${setCookieValue(first.setCookie!, 'tether')!}`
+  const home = first.upstream
+  clock.advance(5_000)
+  t.same(row(go(old)), [home, 0, null], 'the first cookie again: ordinary')
+
+  ready.set(home, false)
+  const moved = go(old)
+  const other = moved.upstream
+  t.same(row(moved), [other, 1, { from: home, reason: 'dead' }], 'its upstream is down: moved at epoch 1')
+  for (let i = 0; i < 3; i++) {
+    const d = go(old)
+    t.same([...row(d), d.source], [other, 1, null, 'failover'], 'the old cookie again: served where it moved, not moved again')
+    t.equal(decodeTetherCookie(setCookieValue(d.setCookie!, 'tether')!).upstream, other, 'and offered the cookie of where it is')
+  }
+
+  // the other upstream restarted since it last answered the user: their state there is gone
+  readySince.set(other, clock.now())
+  clock.advance(10)
+  t.same(row(go(old)), [other, 2, { from: other, reason: 'restart' }], 'rehydrated in place once its new upstream restarted, at epoch 2')
+  t.same(row(go(old)), [other, 2, null], 'then ordinary')
+
+  // home is ready again, within the cookie's 1 s precision of its last-seen time (no restart
+  // seen by the cookie's rule): the user's state is on the other upstream, so the return is a move
+  ready.set(home, true)
+  const back = go(old)
+  t.same(row(back), [home, 3, { from: other, reason: 'restart' }], 'back to the cookie\'s upstream: a move from where the user was answered, at epoch 3')
+  t.same(row(go(old)), [home, 3, null], 'then ordinary')
+  t.same(row(go(`tether=${setCookieValue(back.setCookie!, 'tether')!}`)), [home, 3, null], 'and with the cookie it was offered, the same')
 })
 
 t.test('with on_scale_up rebalance, an app_cookie user still returns to the replica that created the session', async (t) => {

@@ -167,6 +167,15 @@ export class SessionRecords {
     return this.#pins!.peek(key, now) === null ? null : at
   }
 
+  /**
+   * What was last answered for `key` if this process moved that user lately (an answer at a
+   * later epoch than an out-of-date cookie says), else null. Before any move: no lookup at all.
+   */
+  moved(key: string, now: number): AffinityEntry | null {
+    if (this.#moves.size === 0 || this.#moves.get(key) === undefined) return null
+    return this.seen(key, now)
+  }
+
   lastMove(key: string): MoveRecord | null {
     return this.#moves.get(key) ?? null
   }

@@ -17,7 +17,8 @@ export type RouteSource =
  * dead, drained or rebalanced away, overloaded (`spill`: its in-flight load above
  * `affinity.spill.factor` x its share), or an operator ordered it (`admin`); or `restart`: their upstream was not ready at some point
  * since their last request (restarted in place, e.g. a StatefulSet pod, or ejected), so it may
- * have lost their in-memory state and gets it back, as a move's new upstream does.
+ * have lost their in-memory state and gets it back, as a move's new upstream does; also a
+ * return there on an out-of-date cookie, from the upstream that answered the user since.
  */
 export type MoveReason = 'dead' | 'drain' | 'rebalance' | 'spill' | 'admin' | 'restart'
 

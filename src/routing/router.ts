@@ -42,6 +42,11 @@ export interface PlacementMembers {
 export interface SessionHistory {
   /** When the user with this session key was last answered (ms), or null when not known here. */
   lastSeen(key: string, now: number): number | null
+  /**
+   * For a user this process moved lately: where, at which epoch and when (ms) it last answered
+   * them; null for anyone else (O(1), and nothing to look up before any move).
+   */
+  moved(key: string, now: number): { readonly upstream: string; readonly epoch: number; readonly lastSeen: number } | null
   /** A move an admin ordered for this key, not yet done: to an upstream, or null (wherever the hash places it). */
   ordered(key: string): { readonly to: string | null } | undefined
 }
@@ -55,7 +60,7 @@ export interface UpstreamLoad {
 }
 
 const ALWAYS: Availability = { ready: () => true, acceptsNew: () => true, drainingSince: () => null, drainMigrates: () => false, slowStartWeight: () => 1, readySince: () => -Infinity }
-const NO_HISTORY: SessionHistory = { lastSeen: () => null, ordered: () => undefined }
+const NO_HISTORY: SessionHistory = { lastSeen: () => null, moved: () => null, ordered: () => undefined }
 /** Seed of the per-key draw that lets a share of new keys onto a slow-starting upstream. */
 const SEED_SLOW_START = 0x534c4f57
 const NOTHING_TRIED: ReadonlySet<string> = new Set()
@@ -341,12 +346,24 @@ export class Router {
     if (typeof r === 'string') return r
     const id = this.placement.ids[r.index]!
     const cookies = this.#cookies!
-    const epoch = r.reason === null ? s.epoch : s.epoch + 1
+    // A cookie older than this process's last answer to its user (a later epoch): a client that
+    // ignores the re-issued cookie, or a burst sent before it arrived. The user's state is where
+    // that answer came from. If that is this upstream and it has been ready since, the move the
+    // old cookie asks for is done: an ordinary request (no second rehydration over what the user
+    // built since); else a move from there, rehydrated, at the next epoch. The upstream is the
+    // cookie's either way, so workers and replicas without such a record route the user the same.
+    const seen = this.#history.moved(s.sessionId, now)
+    const later = seen !== null && seen.epoch > s.epoch ? seen : null
+    const settled = later === null ? r.reason === null : later.upstream === id && this.health.readySince(id) <= later.lastSeen
+    const epoch = settled ? (later?.epoch ?? s.epoch) : (later?.epoch ?? s.epoch) + 1
     const bind = this.#cfg.balance_factor !== null ? binding(s.sessionId, id, epoch, false) : null
-    if (r.reason !== null) {
-      return decision(id, 'failover', epoch, { from: s.upstream, reason: r.reason }, cookies.rebind(s, id, epoch, now), false, null, s.sessionId, bind)
+    if (settled) {
+      const source = id === s.upstream ? 'cookie' : 'failover'
+      return decision(id, source, epoch, null, later === null ? cookies.refresh(s, now) : cookies.rebind(s, id, epoch, now), false, null, s.sessionId, bind)
     }
-    return decision(id, 'cookie', epoch, null, cookies.refresh(s, now), false, null, s.sessionId, bind)
+    // from where the user was last answered: restarted in place since, or their state is there
+    const moved = later === null ? { from: s.upstream, reason: r.reason! } : { from: later.upstream, reason: later.upstream === id ? 'restart' as const : r.reason ?? 'restart' }
+    return decision(id, 'failover', epoch, moved, cookies.rebind(s, id, epoch, now), false, null, s.sessionId, bind)
   }
 
   #newSession(tried: ReadonlySet<string>, now: number): Decision | NoRoute {
