@@ -34,6 +34,7 @@ import {
   freeze,
 } from './lib/procs.mjs'
 import { median, round, fmt, table } from './lib/stats.mjs'
+import { tetherMoves } from './lib/tether-moves.mjs'
 
 const benchDir = path.dirname(fileURLToPath(import.meta.url))
 const repoRoot = path.resolve(benchDir, '..')
@@ -729,6 +730,17 @@ async function main() {
     }
   }
 
+  // A Tether that moved users or retried requests during the run (an upstream marked down or
+  // ejected, under load or by the freezing) measured that work too: say so.
+  for (const c of running) {
+    if (c.info?.adminPort == null) continue
+    c.moves = await tetherMoves(c.info.adminPort)
+    if (c.moves !== null && (c.moves.moved > 0 || c.moves.retries > 0)) {
+      const by = Object.entries(c.moves.moves).map(([k, n]) => `${k} ${n}`).join(', ')
+      console.log(`warning: ${c.name} moved ${c.moves.moved} users (${by || 'none'}) and retried ${c.moves.retries} requests during the run: an upstream was marked down or ejected, so its figures include failover work`)
+    }
+  }
+
   // Summary line.
   const parts = []
   const focus = by.tether ? 'tether' : null
@@ -800,6 +812,7 @@ async function main() {
           ratio: c.ratio,
           rounds: c.rounds,
           ...(c.rateRounds ? { rateMedian: c.rateMedian, rateRounds: c.rateRounds } : {}),
+          ...(c.moves !== undefined ? { moves: c.moves } : {}),
         },
       ]),
     ),
