@@ -49,7 +49,7 @@ t.test('a minimal config gets every default', async (t) => {
       drain: { migrate: false, min_idle: 2_000 },
       shared: 'none',
     },
-    timeouts: { connect: 2_000, response_headers: 30_000, body_idle: 60_000, client_keep_alive: 5_000, client_headers: 10_000 },
+    timeouts: { connect: 2_000, response_headers: 60_000, body_idle: 60_000, client_keep_alive: 5_000, client_headers: 10_000 },
     limits: { max_header_bytes: 16384, max_body_bytes: null },
     forwarding: {
       preserve_host: true, x_forwarded: true, upstream_header: false, allow_underscores: false,

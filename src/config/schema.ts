@@ -242,7 +242,11 @@ export interface AffinityConfig {
 export interface TimeoutsConfig {
   /** TCP connect to an upstream. Default 2s. */
   readonly connect: Millis
-  /** From request sent to upstream response headers received. Default 30s. */
+  /**
+   * From request sent to upstream response headers received. Default 60s, as body_idle (and
+   * nginx's one proxy_read_timeout): undici makes a new timer whenever the delay changes
+   * between the two waits, and those outlive the young generation (full GCs, 20-30 ms stalls).
+   */
   readonly response_headers: Millis
   /** Max silence between two upstream body chunks (0 = none). Default 60s. */
   readonly body_idle: Millis
@@ -524,7 +528,7 @@ export const DEFAULTS = {
   },
   timeouts: {
     connect: 2_000,
-    response_headers: 30_000,
+    response_headers: 60_000,
     body_idle: 60_000,
     client_keep_alive: 5_000,
     client_headers: 10_000,
