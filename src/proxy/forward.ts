@@ -16,6 +16,7 @@ import type { AnswerHeadPolicy, Attempt, Exchange } from './exchange.js'
 import type { Decision } from '../routing/decision.js'
 import type { AttemptResult, RequestContext } from './request-context.js'
 import { sendError } from './respond.js'
+import { Deadlines, sweepInterval, type Expiring } from './deadlines.js'
 
 /** What a pool is made for: an upstream's origin and, for https://, its TLS settings. */
 export interface PoolTarget {
@@ -42,6 +43,8 @@ export class Forwarder {
   readonly #timeouts: PoolTimeouts
   readonly #closeAfter: () => boolean
   readonly #answer: AnswerHeadPolicy
+  /** The head and body-idle waits of every live exchange (undici's own timers are off). */
+  readonly #deadlines: Deadlines
 
   /**
    * `answer`: what every answer's head gets (learning, checkpoints, filtering, cookies);
@@ -51,6 +54,7 @@ export class Forwarder {
     this.#timeouts = timeouts
     this.#answer = answer
     this.#closeAfter = closeAfter
+    this.#deadlines = new Deadlines(sweepInterval(timeouts.bodyIdle > 0 ? Math.min(timeouts.responseHeaders, timeouts.bodyIdle) : timeouts.responseHeaders))
     this.setUpstreams(upstreams)
   }
 
@@ -90,8 +94,9 @@ export class Forwarder {
         if (args[0] === null) tolerateUnsolicitedContinue(args[1] as Socket)
         callback(...args)
       }),
-      headersTimeout: this.#timeouts.responseHeaders,
-      bodyTimeout: this.#timeouts.bodyIdle,
+      // off: the exchanges time their own waits (see deadlines.ts for why)
+      headersTimeout: 0,
+      bodyTimeout: 0,
       keepAliveTimeout: 4_000,
       keepAliveMaxTimeout: 60_000,
       pipelining: 1,
@@ -115,7 +120,8 @@ export class Forwarder {
       const failed: AttemptResult = { status: 0, outcome: { kind: 'error', code: 'TETHER_UPSTREAM_CONNECT', connect: true }, error: new Error(`no pool for upstream ${upstream.id}`), responded: false }
       return { done: Promise.resolve(failed), answered: false, stop: () => undefined }
     }
-    const handler = new ExchangeHandler(ctx, decision, res, this.#closeAfter, this.#answer, this.#timeouts.responseHeaders)
+    const handler = new ExchangeHandler(ctx, decision, res, this.#closeAfter, this.#answer, this.#timeouts, this.#deadlines)
+    this.#deadlines.link(handler)
     pool.dispatch({ path: ctx.target.path, method: ctx.method, headers, body: ctx.body }, handler)
     return handler
   }
@@ -223,7 +229,7 @@ export function hasBody(req: IncomingMessage): boolean {
  * undici dispatch handler for one attempt: upstream response -> client response. It is also
  * the attempt's handle: its result, whether its head arrived, and how to stop it.
  */
-class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt {
+class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   readonly #ctx: RequestContext
   readonly #decision: Decision
   readonly #res: ServerResponse
@@ -243,14 +249,21 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt {
   #heldEnd = false
   /** Why the request path stopped this attempt (before undici started it, too). */
   #stopped: TetherError | null = null
-  /** When the request was sent, and how long its final head may take (1xx answers do not extend it). */
-  readonly #sent = performance.now()
-  readonly #headTimeout: number
+  readonly #timeouts: PoolTimeouts
+  readonly #deadlines: Deadlines
+  prevLive: Expiring | null = null
+  nextLive: Expiring | null = null
+  /** Since when the answer's head is awaited (1xx answers do not restart it). */
+  #since = 0
+  /** A body chunk arrived (or the client was slow) since the last sweep; else the body is quiet since #quietSince. */
+  #active = false
+  #quietSince = 0
 
-  constructor(ctx: RequestContext, decision: Decision, res: ServerResponse, closeAfter: () => boolean, answer: AnswerHeadPolicy, headTimeout: number) {
+  constructor(ctx: RequestContext, decision: Decision, res: ServerResponse, closeAfter: () => boolean, answer: AnswerHeadPolicy, timeouts: PoolTimeouts, deadlines: Deadlines) {
     this.#ctx = ctx
     this.#decision = decision
-    this.#headTimeout = headTimeout
+    this.#timeouts = timeouts
+    this.#deadlines = deadlines
     this.#res = res
     this.#head = ctx.method === 'HEAD'
     this.#closeAfter = closeAfter
@@ -269,7 +282,31 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt {
   }
 
   #done(r: AttemptResult): void {
+    this.#deadlines.unlink(this)
     this.#resolve(r)
+  }
+
+  /**
+   * The sweep's check (see deadlines.ts): the head may take `responseHeaders` from the request
+   * sent, not counting time its body still arrives from the client (undici's rule); the body
+   * may be silent `bodyIdle` between chunks, not counting time the client is slow to read or
+   * the head waits on a checkpoint write (undici pauses its timer then too). Both measure from
+   * times a sweep saw, so neither fires early.
+   */
+  expire(now: number): void {
+    const controller = this.#controller
+    if (this.#finished || controller === null) return
+    if (!this.answered) {
+      if (this.#ctx.body !== null && !this.#ctx.req.complete) this.#since = now
+      else if (now - this.#since >= this.#timeouts.responseHeaders) controller.abort(new TetherError('TETHER_UPSTREAM_TIMEOUT'))
+      return
+    }
+    const idle = this.#timeouts.bodyIdle
+    if (idle === 0) return
+    if (this.#active || this.#waitingDrain || this.#held !== null) {
+      this.#active = false
+      this.#quietSince = now
+    } else if (now - this.#quietSince >= idle) controller.abort(new TetherError('TETHER_UPSTREAM_TIMEOUT'))
   }
 
   #onClientClose = (): void => {
@@ -280,11 +317,13 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt {
 
   #onDrain = (): void => {
     this.#waitingDrain = false
+    this.#active = true
     this.#controller?.resume()
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.#controller = controller
+    this.#since = performance.now()
     if (this.#clientGone) controller.abort(new TetherError('TETHER_BAD_REQUEST', new Error('client closed the connection')))
     else if (this.#stopped !== null) controller.abort(this.#stopped)
   }
@@ -295,12 +334,9 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt {
     headers: Record<string, string | string[] | undefined>,
     statusMessage?: string,
   ): void {
-    // 1xx (102 Processing, 103 Early Hints) are informational: the final answer follows, but
-    // each one restarts undici's head timer: an endless stream of them must still time out
-    if (statusCode < 200) {
-      if (performance.now() - this.#sent > this.#headTimeout) controller.abort(new TetherError('TETHER_UPSTREAM_TIMEOUT'))
-      return
-    }
+    // 1xx (102 Processing, 103 Early Hints) are informational: the final answer follows, and
+    // the head wait goes on (an endless stream of them still times out)
+    if (statusCode < 200) return
     if (this.#clientGone) return
     if (statusCode > 599) return controller.abort(new TetherError('TETHER_UPSTREAM_PROTOCOL')) // RFC 9110 section 15: 3 digits, 1xx-5xx
     // the first attempt of this request whose head arrives answers the client; a rival that
@@ -310,6 +346,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt {
     ctx.answering = this
     ctx.decision = this.#decision
     this.answered = true
+    this.#active = true
     ctx.onAnswering?.()
     const hold = this.#answer.inspect(ctx, headers)
     if (hold === null) return this.#start(controller, statusCode, headers, statusMessage)
@@ -319,6 +356,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt {
     const go = (verdict: 'ok' | 'refuse'): void => {
       const held = this.#held!
       this.#held = null
+      this.#active = true
       if (this.#finished || this.#clientGone) return
       // confirmed durability: an update whose state was not stored is not acknowledged
       if (verdict === 'refuse') return controller.abort(new TetherError('TETHER_STATE_UNAVAILABLE'))
@@ -361,6 +399,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt {
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     if (this.#clientGone || this.#finished) return
+    this.#active = true
     if (this.#held !== null) {
       this.#held.push(chunk)
       return

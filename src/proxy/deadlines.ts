@@ -1,0 +1,87 @@
+// The upstream waits of the live HTTP exchanges (the answer's head, the silences between body
+// chunks), checked by one coarse sweep instead of a timer each. undici's own timers cost a
+// request two timer objects: it makes a new parser timer whenever a pooled connection switches
+// between its keep-alive wait (a native timer) and the head wait (undici's "fast" timer, which
+// stays in undici's list up to half a second after it is cleared). Each such object outlives
+// V8's young generation, so the old generation grew ~1.5 MB/s at 11,000 req/s and a full GC
+// stalled the proxy ~25 ms every 10-20 s (bench/README.md, the fixed-rate tail). Here a request
+// costs a few pointer writes to link and unlink, and a flag per body chunk. Layer 3: it owns an
+// unref'd interval, and no other I/O.
+
+/** What the sweep visits: an exchange that checks its own deadlines. */
+export interface Expiring {
+  /** Called each sweep with a fresh monotonic time (ms); fails the exchange if a wait ran out. */
+  expire(now: number): void
+  /** The list links, owned by {@link Deadlines}. */
+  prevLive: Expiring | null
+  nextLive: Expiring | null
+}
+
+/** How often the sweep runs for the shortest wait `shortest` (ms): an eighth of it, 10-250 ms. */
+export function sweepInterval(shortest: number): number {
+  return Math.min(250, Math.max(10, Math.floor(shortest / 8)))
+}
+
+/**
+ * A doubly-linked list of live exchanges and the interval that sweeps it, running only while
+ * the list is not empty. A wait fires late by at most about two intervals, never early (each
+ * exchange measures from times the sweep itself saw). Example: `deadlines.link(handler)` when
+ * the exchange starts, `deadlines.unlink(handler)` when it ends.
+ */
+export class Deadlines {
+  /** Sweep period, ms. */
+  readonly interval: number
+  #first: Expiring | null = null
+  #timer: ReturnType<typeof setInterval> | null = null
+  readonly #now: () => number
+
+  constructor(interval: number, now: () => number = () => performance.now()) {
+    this.interval = interval
+    this.#now = now
+  }
+
+  link(x: Expiring): void {
+    x.prevLive = null
+    x.nextLive = this.#first
+    if (this.#first !== null) this.#first.prevLive = x
+    this.#first = x
+    if (this.#timer === null) {
+      this.#timer = setInterval(this.#tick, this.interval)
+      this.#timer.unref()
+    }
+  }
+
+  unlink(x: Expiring): void {
+    const { prevLive: prev, nextLive: next } = x
+    if (prev !== null) prev.nextLive = next
+    else if (this.#first === x) this.#first = next
+    else return // not linked
+    if (next !== null) next.prevLive = prev
+    x.prevLive = x.nextLive = null
+  }
+
+  /** Exchanges linked now (for tests). */
+  get size(): number {
+    let n = 0
+    for (let x = this.#first; x !== null; x = x.nextLive) n++
+    return n
+  }
+
+  /** Visit every linked exchange with `now` (an exchange may unlink itself meanwhile); stop the interval once none is left. */
+  sweep(now: number): void {
+    for (let x = this.#first; x !== null;) {
+      const next = x.nextLive
+      x.expire(now)
+      x = next
+    }
+    if (this.#first === null) this.stop()
+  }
+
+  /** Stop the interval (it starts again with the next link). */
+  stop(): void {
+    if (this.#timer !== null) clearInterval(this.#timer)
+    this.#timer = null
+  }
+
+  #tick = (): void => this.sweep(this.#now())
+}
