@@ -10,6 +10,7 @@
 // BENCH_RATE_GEN (wrk2 when installed, else paced: bench/lib/paced-load.mjs; or autocannon),
 // BENCH_TETHER_BASE (a second build's dist dir), BENCH_NODE_ARGS (node flags for Node contestants),
 // BENCH_ISOLATE (1: the contestants not under load are frozen with SIGSTOP meanwhile; 0: left running),
+// BENCH_SAME_HEADERS (1: nginx and haproxy add X-Forwarded-* and X-Request-ID as Tether does; 0: bare),
 // BENCH_TLS (0; 1: HTTPS/1.1 to every contestant that can terminate TLS), BENCH_H2 (0; 1: HTTP/2 over
 // TLS with h2load), BENCH_H2_STREAMS (10: h2load -m, concurrent streams per connection).
 import { mkdirSync, mkdtempSync, writeFileSync, readFileSync, rmSync, existsSync, chmodSync } from 'node:fs'
@@ -163,6 +164,10 @@ function pinned(cmd, args) {
   return PIN ? ['taskset', ['-c', '0', cmd, ...args]] : [cmd, args]
 }
 let WORKERS = 1
+// BENCH_SAME_HEADERS (1): nginx and HAProxy add the request headers Tether adds by default
+// (X-Forwarded-For/-Proto/-Host/-Port, and X-Request-Id when the client sent none), as
+// ingress-nginx does, so every proxy does the same work; 0: their bare configs
+let SAME_HEADERS = true
 // BENCH_NODE_ARGS: extra node flags for the Node contestants (tether, tether-base, undici,
 // http-proxy), e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile them all in one run.
 const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean)
@@ -297,7 +302,14 @@ const CONTESTANTS = [
       const tls = overTls()
         ? { LISTEN_OPTS: MODE === 'h2' ? ' ssl http2' : ' ssl', TLS: `        ssl_certificate ${CERT.certFile};\n        ssl_certificate_key ${CERT.keyFile};` }
         : { LISTEN_OPTS: '', TLS: '' }
-      const conf = fill(readFileSync(path.join(benchDir, 'nginx.conf.tmpl'), 'utf8'), { PORT: port, PREFIX: prefix, SERVERS: servers, WORKERS, ...tls })
+      const HEADERS = !SAME_HEADERS ? '' : [
+        'proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;',
+        'proxy_set_header X-Forwarded-Proto $scheme;',
+        'proxy_set_header X-Forwarded-Host $http_host;',
+        'proxy_set_header X-Forwarded-Port $server_port;',
+        'proxy_set_header X-Request-ID $request_id_kept;',
+      ].map((l) => `            ${l}`).join('\n')
+      const conf = fill(readFileSync(path.join(benchDir, 'nginx.conf.tmpl'), 'utf8'), { PORT: port, PREFIX: prefix, SERVERS: servers, WORKERS, HEADERS, ...tls })
       const confPath = path.join(prefix, 'nginx.conf')
       writeFileSync(confPath, conf)
       const version = toolVersion(bin, ['-v'])
@@ -320,7 +332,16 @@ const CONTESTANTS = [
       mkdirSync(prefix, { recursive: true })
       const servers = ctx.upstreams.map((u) => `    server ${u.id} 127.0.0.1:${u.port}`).join('\n')
       const BIND_OPTS = !overTls() ? '' : ` ssl crt ${CERT.pemFile}${MODE === 'h2' ? ' alpn h2,http/1.1' : ''}`
-      const cfg = fill(readFileSync(path.join(benchDir, 'haproxy.cfg.tmpl'), 'utf8'), { PORT: port, PREFIX: prefix, SERVERS: servers, WORKERS, BIND_OPTS })
+      const HEADERS = !SAME_HEADERS ? '' : [
+        'option forwardfor',
+        'http-request set-header X-Forwarded-Proto https if { ssl_fc }',
+        'http-request set-header X-Forwarded-Proto http unless { ssl_fc }',
+        'http-request set-header X-Forwarded-Host %[req.hdr(host)]',
+        'http-request set-header X-Forwarded-Port %[dst_port]',
+        'unique-id-format %[uuid()]',
+        'http-request set-header X-Request-ID %[unique-id] unless { req.hdr(x-request-id) -m found }',
+      ].map((l) => `    ${l}`).join('\n')
+      const cfg = fill(readFileSync(path.join(benchDir, 'haproxy.cfg.tmpl'), 'utf8'), { PORT: port, PREFIX: prefix, SERVERS: servers, WORKERS, BIND_OPTS, HEADERS })
       const cfgPath = path.join(prefix, 'haproxy.cfg')
       writeFileSync(cfgPath, cfg)
       const rec = startChild('haproxy', ...pinned(bin, ['-db', '-f', cfgPath]))
@@ -438,6 +459,7 @@ async function main() {
     // 1 (default): the contestants not under load are frozen (SIGSTOP) while one is warmed up
     // and measured, so their idle work (timers, V8's idle GCs) does not land in its window
     isolate: process.env.BENCH_ISOLATE === undefined ? true : envFlag('BENCH_ISOLATE'),
+    sameHeaders: process.env.BENCH_SAME_HEADERS === undefined ? true : envFlag('BENCH_SAME_HEADERS'),
     wrkBin: which('wrk'),
     wrk2Bin: which('wrk2'),
     tls: envFlag('BENCH_TLS'),
@@ -483,6 +505,7 @@ async function main() {
     PIN = true
   }
   WORKERS = cfg.workers
+  SAME_HEADERS = cfg.sameHeaders
   TETHER_WORKERS = await tetherHasWorkers()
   BASE_WORKERS = process.env.BENCH_TETHER_BASE ? await tetherHasWorkers(path.resolve(process.env.BENCH_TETHER_BASE)) : false
 
@@ -495,7 +518,8 @@ async function main() {
     (cfg.pin ? 'pinned: proxy under test on CPU 0, load generator and upstreams on CPU 1' : 'unpinned: every process on every CPU') +
       `; workers: nginx worker_processes ${cfg.workers}, haproxy nbthread ${cfg.workers}, ` +
       (TETHER_WORKERS ? `tether workers ${cfg.workers}` : 'tether 1 (this build has no `workers` key yet)') +
-      (cfg.isolate ? '; idle contestants frozen while one is measured' : '; idle contestants left running (BENCH_ISOLATE=0)'),
+      (cfg.isolate ? '; idle contestants frozen while one is measured' : '; idle contestants left running (BENCH_ISOLATE=0)') +
+      (cfg.sameHeaders ? '; nginx and haproxy add X-Forwarded-* and X-Request-Id as Tether does' : '; nginx and haproxy bare (BENCH_SAME_HEADERS=0): no X-Forwarded-* or X-Request-Id, which Tether adds'),
   )
   if (cfg.rate) {
     console.log(
