@@ -3,6 +3,7 @@
 // an acknowledgement, and the request is not replayed elsewhere. With `best_effort` (the
 // default) the same outage lets the answer through.
 import t from 'tap'
+import http from 'node:http'
 import { request, startProxy, startUpstream } from './fixtures/upstream.js'
 import { redisCli, startRedis, waitFor } from './fixtures/redis-server.js'
 
@@ -54,4 +55,27 @@ t.test('a confirmed write waits for a slow store up to confirm_timeout, not the 
   t.equal(slow.status, 200, 'the answer waited for the write and went out')
   const stored = await redisCli(redis.port, 'HGET', 'tether:cp:{bob}', 'value')
   t.match(stored, /count=\d+/, 'and its checkpoint is stored')
+})
+
+t.test('a client that leaves while its answer waits on a confirmed write: the attempt still ends (nothing stays in flight)', async (t) => {
+  const px = await startProxy([{ id: 'app-0', url: up.url }], {
+    affinity: { key: 'header', header: { name: 'x-user' } },
+    state: { store: 'redis', durability: 'confirmed', confirm_timeout: 1_000, timeout: 50, redis: { url: redis.url } },
+  })
+  t.teardown(() => px.close(0))
+  await waitFor('the store to be ready', async () => (await request(`${px.adminUrl}/readyz`)).body.includes('"degraded": []'))
+  await redisCli(redis.port, 'CLIENT', 'PAUSE', '600', 'WRITE')
+  const req = http.request(`${px.url}/`, { agent: false, headers: { 'x-user': 'cy' } })
+  const outcome = new Promise<string>((resolve) => {
+    req.on('response', (res) => resolve(`answered ${res.statusCode}`))
+    req.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message))
+  })
+  req.end()
+  // the upstream answered in full and Tether's checkpoint write waits in Redis (a paused client)
+  await waitFor('the checkpoint write to wait in Redis', async () => /flags=b\b/.test(await redisCli(redis.port, 'CLIENT', 'LIST')))
+  t.equal(px.inFlight.count('app-0'), 1, 'the request is in flight')
+  req.destroy()
+  t.not(await outcome, 'answered 200', 'the client left before any answer')
+  await waitFor('the attempt to end', () => px.inFlight.count('app-0') === 0, 5_000)
+  t.pass('nothing stays in flight once the write is settled')
 })
