@@ -255,6 +255,8 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   nextLive: Expiring | null = null
   /** Since when the answer's head is awaited (1xx answers do not restart it). */
   #since = 0
+  /** The request body was still arriving from the client at the last look. */
+  #uploading = false
   /** A body chunk arrived (or the client was slow) since the last sweep; else the body is quiet since #quietSince. */
   #active = false
   #quietSince = 0
@@ -297,8 +299,11 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     const controller = this.#controller
     if (this.#finished || controller === null) return
     if (!this.answered) {
-      if (this.#ctx.body !== null && !this.#ctx.req.complete) this.#since = now
-      else if (now - this.#since >= this.#timeouts.responseHeaders) controller.abort(new TetherError('TETHER_UPSTREAM_TIMEOUT'))
+      if (this.#uploading) {
+        // the wait starts at the first sweep that finds the whole body in (never before it was)
+        this.#uploading = !this.#ctx.req.complete
+        this.#since = now
+      } else if (now - this.#since >= this.#timeouts.responseHeaders) controller.abort(new TetherError('TETHER_UPSTREAM_TIMEOUT'))
       return
     }
     const idle = this.#timeouts.bodyIdle
@@ -324,6 +329,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.#controller = controller
     this.#since = performance.now()
+    this.#uploading = this.#ctx.body !== null && !this.#ctx.req.complete
     if (this.#clientGone) controller.abort(new TetherError('TETHER_BAD_REQUEST', new Error('client closed the connection')))
     else if (this.#stopped !== null) controller.abort(this.#stopped)
   }
