@@ -243,9 +243,9 @@ export interface TimeoutsConfig {
   /** TCP connect to an upstream. Default 2s. */
   readonly connect: Millis
   /**
-   * From request sent to upstream response headers received. Default 60s, as body_idle (and
-   * nginx's one proxy_read_timeout): undici makes a new timer whenever the delay changes
-   * between the two waits, and those outlive the young generation (full GCs, 20-30 ms stalls).
+   * From request sent to upstream response headers received (time a request body still
+   * arrives from the client does not count). Default 60s, as body_idle and nginx's
+   * proxy_read_timeout. Timed by Tether's own sweep (proxy/deadlines.ts), not by undici.
    */
   readonly response_headers: Millis
   /** Max silence between two upstream body chunks (0 = none). Default 60s. */
