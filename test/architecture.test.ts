@@ -54,6 +54,7 @@ const LAYERS: [RegExp, number][] = [
   [/^workers\/(worker-count|worker-link)\.ts$/, 3],
   [/^workers\/admin-front\.ts$/, 4],
   [/^workers\/(primary|worker-main)\.ts$/, 5],
+  [/^workers\/worker-preload\.cts$/, 5],
 ]
 
 /** Each outside library and the one file allowed to import it. */
@@ -71,7 +72,7 @@ const SRC = join(ROOT, 'src')
 function files(dir: string): string[] {
   return readdirSync(dir).flatMap((name) => {
     const p = join(dir, name)
-    return statSync(p).isDirectory() ? files(p) : p.endsWith('.ts') ? [p] : []
+    return statSync(p).isDirectory() ? files(p) : /\.c?ts$/.test(p) ? [p] : []
   })
 }
 

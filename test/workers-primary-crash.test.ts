@@ -1,11 +1,14 @@
 // The primary itself dies (`workers: 2`, SIGKILL, as an OOM kill of the container's first
 // process would): its workers must not live on as orphans holding the proxy port (a restarted
 // container, or a new Tether on the same host, could not listen). Each worker exits as soon as
-// its channel to the primary closes, and the port is free again for a new primary.
+// its channel to the primary closes, and the port is free again for a new primary. A primary
+// that dies while its workers are still starting must not make them crash with node's stack.
 import t from 'tap'
 import net from 'node:net'
 import { readFileSync } from 'node:fs'
-import { tempFile } from './fixtures/cli.js'
+import { join } from 'node:path'
+import { spawn } from 'node:child_process'
+import { CLI, ROOT, tempFile } from './fixtures/cli.js'
 import { freePort } from './fixtures/ports.js'
 import { request, startPrimary, workerPids } from './fixtures/primary-process.js'
 import { startChildUpstream } from './fixtures/child-upstream.js'
@@ -64,4 +67,29 @@ t.test('a SIGKILLed primary takes its workers with it: no orphan keeps the port,
   t.equal((await request(`http://127.0.0.1:${port}/`, null)).status, 200, 'and serves')
   second.proc.kill('SIGTERM')
   await new Promise((r) => second.proc.once('exit', r))
+})
+
+t.test('a primary killed while its worker starts: the worker exits quietly (no EPIPE crash, no stack trace)', async (t) => {
+  const file = tempFile('workers-early-crash.yaml', [
+    'listen: { host: 127.0.0.1, port: 0 }',
+    'admin: { listen: { host: 127.0.0.1, port: 0 } }',
+    'workers: 2',
+    'log: { level: info, access: false }',
+    'upstreams:',
+    '  - { id: app-0, url: "http://127.0.0.1:9" }',
+    '',
+  ].join('\n'))
+  // the worker inherits the dying primary's stdout and stderr: both close once it exits too
+  const proc = spawn(process.execPath, [join(ROOT, 'test', 'fixtures', 'dying-primary.mjs'), join(ROOT, 'dist', 'workers', 'primary.js'), CLI, file], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  proc.stdout.on('data', (c) => (out += c))
+  proc.stderr.on('data', (c) => (out += c))
+  let closed = false
+  proc.once('close', () => (closed = true))
+  await waitFor(() => /^worker \d+$/m.test(out), 10_000, 'the worker to be forked')
+  const pid = Number(/^worker (\d+)$/m.exec(out)![1])
+  t.teardown(() => { if (alive(pid)) process.kill(pid, 'SIGKILL') })
+  await waitFor(() => closed && !alive(pid), 10_000, 'the orphaned worker to exit')
+  t.pass('the worker exited')
+  t.notMatch(out, /EPIPE|Unhandled 'error'|^\s+at /m, `no crash and no stack trace in its output:\n${out}`)
 })

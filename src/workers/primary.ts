@@ -5,6 +5,7 @@
 // config change that needs a restart replaces the workers one at a time. Layer 5 wiring.
 import cluster, { type Worker } from 'node:cluster'
 import { randomBytes } from 'node:crypto'
+import { fileURLToPath } from 'node:url'
 import type { Config } from '../config/schema.js'
 import { ConfigError, loadConfigFile } from '../config/index.js'
 import { diffConfig } from '../config/reload.js'
@@ -17,6 +18,18 @@ import { Hub } from './hub.js'
 import { isTetherMessage, WORKER_ENV, type ToPrimary, type ToWorker, type WorkerEnv } from './messages.js'
 import { workerCount } from './worker-count.js'
 import { workerExecArgv } from './worker-flags.js'
+
+/** worker-preload.cts, built next to this module. */
+const WORKER_PRELOAD = fileURLToPath(new URL('./worker-preload.cjs', import.meta.url))
+
+/**
+ * node:cluster's settings for Tether's workers: the node options of every worker (this
+ * process's own, the V8 flags the operator did not set) and the preload that keeps a primary
+ * dying during a worker's start-up from crashing that worker with a stack trace.
+ */
+export function clusterSettings(execArgv: readonly string[] = process.execArgv, nodeOptions = process.env['NODE_OPTIONS']): { execArgv: string[] } {
+  return { execArgv: ['--require', WORKER_PRELOAD, ...workerExecArgv(execArgv, nodeOptions)] }
+}
 
 
 /** Back-off of a worker that keeps crashing: 100 ms doubling to 30 s; a minute up resets it. */
@@ -158,8 +171,7 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
   }
 
   const count = workerCount(config.workers)
-  // node options of every worker: this process's own plus the V8 flags the operator did not set
-  cluster.setupPrimary({ execArgv: workerExecArgv(process.execArgv, process.env['NODE_OPTIONS']) })
+  cluster.setupPrimary(clusterSettings())
   const admin = await startAdminFront(config.admin.listen.host, config.admin.listen.port, {
     admins: () => {
       const list = started()
