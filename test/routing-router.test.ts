@@ -320,6 +320,61 @@ t.test('an out-of-date cookie (the client ignores re-issued ones): a move is mad
   t.same(row(go(`tether=${setCookieValue(back.setCookie!, 'tether')!}`)), [home, 3, null], 'and with the cookie it was offered, the same')
 })
 
+t.test('gradual rebalance and spill, with an out-of-date cookie: the user stays where it moved and takes no second move from the budget', async (t) => {
+  for (const mode of ['gradual', 'spill'] as const) {
+    const clock = new FakeClock()
+    const MIN_IDLE = 1_000
+    const cfg = affinity(mode === 'gradual'
+      ? { key: 'cookie', idle_timeout: 3_600_000, on_scale_up: 'gradual', rebalance: { min_idle: MIN_IDLE, max_moves_per_second: 1 } }
+      : { key: 'cookie', idle_timeout: 3_600_000, spill: { factor: 1.25, min_idle: MIN_IDLE, max_moves_per_second: 1 } })
+    const records = new SessionRecords({ maxEntries: 1_000, idleTimeout: cfg.idle_timeout, secret: 'test-secret' })
+    const cookies = new CookieIssuer(cfg, counterBytes())
+    const keys = new KeyReader({ options: keyOptions({ kind: 'cookie', cookieName: cfg.cookie.name, codec: cookies.codec }), fallback: cfg.app_cookie.fallback, trusted: parseTrustedProxies([]) })
+    // spill: upstream 'a' has most of the requests in flight, so its users spill at a new visit
+    const load = { loadOf: (id: string) => (id === 'a' ? 10 : 1), totalLoad: 12 }
+    const router = new Router(cfg, { sessions: new SessionTable({ maxEntries: 1_000, idleTimeout: cfg.idle_timeout, absoluteTimeout: null }), cookies, history: records, ...(mode === 'spill' ? { load } : {}) })
+    router.setUpstreams(upstreamSet(UPS), clock.now())
+    const go = (cookie: string | undefined): Decision => {
+      const key = keys.read(cookie === undefined ? {} : { cookie }, '10.0.0.1', clock.now())
+      const d = router.decide(key, undefined, clock.now())
+      if (typeof d === 'string') throw new Error(`expected a decision, got ${d}`)
+      records.answered(key, d, clock.now())
+      router.settle(d)
+      clock.advance(10)
+      return d
+    }
+    const users = Array.from({ length: 40 }, () => `tether=${setCookieValue(go(undefined).setCookie!, 'tether')!}`)
+    if (mode === 'gradual') router.setUpstreams(upstreamSet([...UPS, { id: 'd', url: 'http://127.0.0.1:4', weight: 1 }]), clock.now())
+    // the first half come back one a second (the budget refilled): those that move keep their old cookie
+    const movedTo = new Map<string, string>()
+    for (const u of users.slice(0, 20)) {
+      clock.advance(MIN_IDLE + 1_000)
+      const d = go(u)
+      if (d.moved !== null) movedTo.set(u, d.upstream)
+    }
+    const [m1, m2] = [...movedTo.keys()]
+    t.ok(m1 !== undefined && m2 !== undefined, `${mode}: users moved (${movedTo.size} of 20)`)
+    const pending = users.slice(20)
+    /** The first of the pending users that moves now, if any. */
+    const nextMove = (): string | undefined => pending.find((u) => go(u).moved !== null)
+
+    clock.advance(MIN_IDLE + 1_000)
+    const back = go(m1)
+    t.same([back.upstream, back.moved], [movedTo.get(m1), null], `${mode}: the old cookie after an idle gap: where the user moved, not moved again`)
+    const burst = go(m1)
+    t.same([burst.upstream, burst.moved], [movedTo.get(m1), null], `${mode}: the old cookie again at once (a burst): the same upstream, no move back`)
+    const mover = nextMove()
+    t.ok(mover !== undefined, `${mode}: the second's one move is still there for a user who has to move`)
+    pending.splice(pending.indexOf(mover!), 1)
+
+    // the budget spent by another user in the same second: the old cookie still goes where its user is
+    clock.advance(MIN_IDLE + 1_000)
+    t.ok(nextMove() !== undefined, `${mode}: another user takes the second's move`)
+    const spent = go(m2)
+    t.same([spent.upstream, spent.moved], [movedTo.get(m2), null], `${mode}: the old cookie with the budget spent: where the user moved, no move back`)
+  }
+})
+
 t.test('with on_scale_up rebalance, an app_cookie user still returns to the replica that created the session', async (t) => {
   const clock = new FakeClock()
   const { go, answer } = routing(affinity({ key: 'app_cookie', app_cookie: { name: 'sid', fallback: 'random' }, on_scale_up: 'rebalance' }), clock)

@@ -79,7 +79,11 @@ export interface RouterOptions {
 
 /** One decision's view of the world: the request's tried set and key hash (never stored on the router). */
 class Placing {
-  constructor(readonly router: Router, readonly key: string, readonly tried: ReadonlySet<string>, readonly hash: number, readonly now: number) {}
+  /**
+   * `done`: for a cookie user whose cookie is out of date, the upstream this process moved them
+   * to (and answered them from) since; a rebalance or spill to it is done already (null: none).
+   */
+  constructor(readonly router: Router, readonly key: string, readonly tried: ReadonlySet<string>, readonly hash: number, readonly now: number, readonly done: string | null = null) {}
   /**
    * May a new key go to upstream i? It must accept new users and not be tried yet; an
    * upstream in slow start takes a key only if the key's own draw (a second hash, the same on
@@ -267,13 +271,14 @@ export class Router {
   /**
    * The upstream a user pinned at `pinnedAt` rebalances to, or -1: the one their hash now
    * prefers, if it joined after the pin; with `gradual` only at a new visit (an idle gap of
-   * `rebalance.min_idle` since their last answer) and while the move budget lasts.
+   * `rebalance.min_idle` since their last answer) and while the move budget lasts; a move this
+   * process made already (`p.done`, an out-of-date cookie) needs neither.
    */
   #rebalanced(p: Placing, pinnedIndex: number, pinnedAt: number): number {
     const table = this.placement
     const index = table.pick(p.hash, p.acceptNew)
     if (index < 0 || index === pinnedIndex || !(this.#joinedAt.get(table.ids[index]!)! > pinnedAt)) return -1
-    if (this.#cfg.on_scale_up === 'rebalance') return index
+    if (this.#cfg.on_scale_up === 'rebalance' || table.ids[index] === p.done) return index
     const last = this.#history.lastSeen(p.key, p.now)
     if (last !== null && p.now - last < this.#cfg.rebalance.min_idle) return -1
     return takeMove(this.#budget, this.#cfg.rebalance.max_moves_per_second, p.now) ? index : -1
@@ -287,7 +292,8 @@ export class Router {
    * averaging one request or less is never overloaded). The user moves only at a new visit (no
    * answer for `spill.min_idle`, by the latest of this process's record and `lastSeen`), to the
    * first upstream in their hash order that takes new users and is under its bound, while the
-   * move budget lasts. Cost when not overloaded: two O(1) reads; the walk over the upstreams
+   * move budget lasts (a spill this process made already, `p.done`, needs neither while the
+   * pinned upstream is still overloaded). Cost when not overloaded: two O(1) reads; the walk over the upstreams
    * is made only for a returning user of an overloaded upstream.
    */
   #spilled(p: Placing, pinnedIndex: number, lastSeen: number): number {
@@ -300,12 +306,17 @@ export class Router {
     const weight = table.weightOf(pinnedIndex)
     // against the share among all upstreams first (never above the share among those taking new users)
     if (count <= (perWeight * weight) / this.#totalWeight) return -1
+    // an out-of-date cookie of a user who spilled already: where they went (while it takes new
+    // users), without a new visit or the budget
+    const done = p.done === null ? -1 : table.indexOf(p.done)
+    const spilled = done >= 0 && done !== pinnedIndex && p.acceptNew(done)
     const last = Math.max(this.#history.lastSeen(p.key, p.now) ?? -Infinity, lastSeen)
-    if (p.now - last < spill.min_idle) return -1
+    if (!spilled && p.now - last < spill.min_idle) return -1
     const n = table.ids.length
     let accepted = weight
     for (let i = 0; i < n; i++) if (i !== pinnedIndex && p.acceptNew(i)) accepted += table.weightOf(i)
     if (count <= (perWeight * weight) / accepted) return -1
+    if (spilled) return done
     const index = table.pick(p.hash, (i) => i !== pinnedIndex && p.acceptNew(i) && load.loadOf(table.ids[i]!) < (perWeight * table.weightOf(i)) / accepted)
     return index >= 0 && takeMove(this.#spillBudget, spill.max_moves_per_second, p.now) ? index : -1
   }
@@ -341,19 +352,21 @@ export class Router {
   }
 
   #cookieUser(s: DecodedCookie, tried: ReadonlySet<string>, now: number): Decision | NoRoute {
-    // the cookie stores its times in whole seconds
-    const r = this.#resolve(s.upstream, new Placing(this, s.sessionId, tried, hashKey(s.sessionId), now), s.issuedAt, true, s.lastSeen, 1_000)
-    if (typeof r === 'string') return r
-    const id = this.placement.ids[r.index]!
-    const cookies = this.#cookies!
     // A cookie older than this process's last answer to its user (a later epoch): a client that
     // ignores the re-issued cookie, or a burst sent before it arrived. The user's state is where
     // that answer came from. If that is this upstream and it has been ready since, the move the
     // old cookie asks for is done: an ordinary request (no second rehydration over what the user
     // built since); else a move from there, rehydrated, at the next epoch. The upstream is the
-    // cookie's either way, so workers and replicas without such a record route the user the same.
+    // cookie's either way, so workers and replicas without such a record route the user the same
+    // (but for a rebalance or spill this process made: that move stands, as `done`, without a
+    // new visit or the move budget, which are this process's own anyway).
     const seen = this.#history.moved(s.sessionId, now)
     const later = seen !== null && seen.epoch > s.epoch ? seen : null
+    // the cookie stores its times in whole seconds
+    const r = this.#resolve(s.upstream, new Placing(this, s.sessionId, tried, hashKey(s.sessionId), now, later?.upstream ?? null), s.issuedAt, true, s.lastSeen, 1_000)
+    if (typeof r === 'string') return r
+    const id = this.placement.ids[r.index]!
+    const cookies = this.#cookies!
     const settled = later === null ? r.reason === null : later.upstream === id && this.health.readySince(id) <= later.lastSeen
     const epoch = settled ? (later?.epoch ?? s.epoch) : (later?.epoch ?? s.epoch) + 1
     const bind = this.#cfg.balance_factor !== null ? binding(s.sessionId, id, epoch, false) : null
