@@ -375,6 +375,53 @@ t.test('gradual rebalance and spill, with an out-of-date cookie: the user stays 
   }
 })
 
+t.test('gradual rebalance over several replicas (or workers): one that has not seen a user lately does not move them in the middle of a visit', async (t) => {
+  const clock = new FakeClock()
+  const MIN_IDLE = 60_000
+  const cfg = affinity({ key: 'cookie', idle_timeout: 3_600_000, on_scale_up: 'gradual', rebalance: { min_idle: MIN_IDLE, max_moves_per_second: 1_000 } })
+  /** A Tether replica: its own records, cookie issuer (the same secret) and router. */
+  const replica = () => {
+    const records = new SessionRecords({ maxEntries: 1_000, idleTimeout: cfg.idle_timeout, secret: 'test-secret' })
+    const cookies = new CookieIssuer(cfg, counterBytes())
+    const keys = new KeyReader({ options: keyOptions({ kind: 'cookie', cookieName: cfg.cookie.name, codec: cookies.codec }), fallback: cfg.app_cookie.fallback, trusted: parseTrustedProxies([]) })
+    const router = new Router(cfg, { sessions: new SessionTable({ maxEntries: 1_000, idleTimeout: cfg.idle_timeout, absoluteTimeout: null }), cookies, history: records })
+    router.setUpstreams(upstreamSet(UPS), clock.now())
+    return { records, keys, router }
+  }
+  const [a, b] = [replica(), replica()]
+  /** Each user's browser keeps the newest cookie it was given. */
+  const jar: string[] = []
+  const go = (r: ReturnType<typeof replica>, user: number): Decision => {
+    const key = r.keys.read(jar[user] === undefined ? {} : { cookie: jar[user] }, '10.0.0.1', clock.now())
+    const d = r.router.decide(key, undefined, clock.now())
+    if (typeof d === 'string') throw new Error(`expected a decision, got ${d}`)
+    r.records.answered(key, d, clock.now())
+    if (d.setCookie !== null) jar[user] = `tether=${setCookieValue(d.setCookie, 'tether')!}`
+    return d
+  }
+  const USERS = 40
+  for (let u = 0; u < USERS; u++) go(a, u)
+  clock.advance(2_000) // the new upstream joins after the pins (the cookie keeps whole seconds)
+  for (const r of [a, b]) r.router.setUpstreams(upstreamSet([...UPS, { id: 'd', url: 'http://127.0.0.1:4', weight: 1 }]), clock.now())
+  // a visit of three minutes on replica a (a request every 10 s), then one request on b
+  let movedOnA = 0
+  for (let step = 0; step < 18; step++) {
+    clock.advance(10_000)
+    for (let u = 0; u < USERS; u++) if (go(a, u).moved !== null) movedOnA++
+  }
+  t.equal(movedOnA, 0, 'replica a, which answered every request, moves nobody in the middle of the visit')
+  const fresh = jar.map((c) => clock.now() - decodeTetherCookie(c.slice('tether='.length)).lastSeen)
+  t.ok(Math.max(...fresh) <= MIN_IDLE / 2 + 10_000, `the cookie's last-seen time is kept within half of min_idle (oldest ${Math.max(...fresh)} ms)`)
+  clock.advance(5_000)
+  const onB = Array.from({ length: USERS }, (_, u) => go(b, u))
+  t.equal(onB.filter((d) => d.moved !== null).length, 0, 'replica b, which never saw these users, does not move them either: the cookie says they are active')
+  // a new visit after an idle gap: now b moves the users the hash sends to the new upstream
+  clock.advance(MIN_IDLE + 1_000)
+  const later = Array.from({ length: USERS }, (_, u) => go(b, u))
+  const moved = later.filter((d) => d.moved !== null)
+  t.ok(moved.length > 0 && moved.every((d) => d.upstream === 'd' && d.moved!.reason === 'rebalance'), `after an idle gap, a new visit: moved to the new upstream (${moved.length} of ${USERS})`)
+})
+
 t.test('with on_scale_up rebalance, an app_cookie user still returns to the replica that created the session', async (t) => {
   const clock = new FakeClock()
   const { go, answer } = routing(affinity({ key: 'app_cookie', app_cookie: { name: 'sid', fallback: 'random' }, on_scale_up: 'rebalance' }), clock)

@@ -13,7 +13,11 @@ export class CookieIssuer {
   readonly codec: CookieCodec
   readonly #serialize: (value: string) => string
   readonly #random: (size: number) => Uint8Array
-  /** A cookie is re-issued when its last-seen time is older than a tenth of this (sliding expiry). */
+  /**
+   * A cookie is re-issued when its last-seen time is older than a tenth of this: the sliding
+   * expiry, and with `on_scale_up: gradual` or `spill` at half their `min_idle`, so that every
+   * Tether worker and replica can tell a new visit from the cookie alone.
+   */
   readonly #window: number
 
   /** `warn` is told once when no secret is configured (a random per-process one is used). */
@@ -27,8 +31,12 @@ export class CookieIssuer {
     this.codec = new CookieCodec({ secrets, idleTimeout: cfg.idle_timeout, absoluteTimeout: cfg.absolute_timeout, randomBytes: random })
     const c = cfg.cookie
     this.#serialize = setCookieSerializer(c.name, { path: c.path, domain: c.domain, maxAge: c.max_age, secure: c.secure, httpOnly: c.http_only, sameSite: c.same_site })
-    // a cookie Max-Age shorter than the idle timeout must be renewed sooner
-    this.#window = Math.min(cfg.idle_timeout, c.max_age ?? Infinity)
+    // a cookie Max-Age shorter than the idle timeout must be renewed sooner; a new visit (an
+    // idle gap of min_idle) is told by the cookie's last-seen time, kept in whole seconds, so
+    // fresh to half of min_idle (from 2 s: less could not be told at that precision anyway)
+    const visits = [cfg.on_scale_up === 'gradual' ? cfg.rebalance.min_idle : null, cfg.spill?.min_idle ?? null]
+      .filter((v): v is number => v !== null && v >= 2_000)
+    this.#window = Math.min(cfg.idle_timeout, c.max_age ?? Infinity, ...visits.map((v) => v * 5))
   }
 
   /** A new random session id (32 hex digits): its hash places the new user. */

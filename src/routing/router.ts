@@ -253,7 +253,7 @@ export class Router {
       if (index >= 0 && index !== pinnedIndex && (order.to === null || p.acceptReady(index))) return { index, reason: 'admin' }
     }
     if (rebalance && this.#cfg.on_scale_up !== 'persistent' && available) {
-      const index = this.#rebalanced(p, pinnedIndex, pinnedAt)
+      const index = this.#rebalanced(p, pinnedIndex, pinnedAt, lastSeen)
       if (index >= 0) return { index, reason: 'rebalance' }
     }
     if (available && this.#cfg.spill !== null && this.#inFlight !== null) {
@@ -271,16 +271,18 @@ export class Router {
   /**
    * The upstream a user pinned at `pinnedAt` rebalances to, or -1: the one their hash now
    * prefers, if it joined after the pin; with `gradual` only at a new visit (an idle gap of
-   * `rebalance.min_idle` since their last answer) and while the move budget lasts; a move this
-   * process made already (`p.done`, an out-of-date cookie) needs neither.
+   * `rebalance.min_idle` since their last answer, by the latest of this process's record and
+   * `lastSeen`, the pin's own last use, which other workers and replicas also update) and while
+   * the move budget lasts; a move this process made already (`p.done`, an out-of-date cookie)
+   * needs neither.
    */
-  #rebalanced(p: Placing, pinnedIndex: number, pinnedAt: number): number {
+  #rebalanced(p: Placing, pinnedIndex: number, pinnedAt: number, lastSeen: number): number {
     const table = this.placement
     const index = table.pick(p.hash, p.acceptNew)
     if (index < 0 || index === pinnedIndex || !(this.#joinedAt.get(table.ids[index]!)! > pinnedAt)) return -1
     if (this.#cfg.on_scale_up === 'rebalance' || table.ids[index] === p.done) return index
-    const last = this.#history.lastSeen(p.key, p.now)
-    if (last !== null && p.now - last < this.#cfg.rebalance.min_idle) return -1
+    const last = Math.max(this.#history.lastSeen(p.key, p.now) ?? -Infinity, lastSeen)
+    if (p.now - last < this.#cfg.rebalance.min_idle) return -1
     return takeMove(this.#budget, this.#cfg.rebalance.max_moves_per_second, p.now) ? index : -1
   }
 
