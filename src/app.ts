@@ -72,7 +72,9 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
 
   health.table.onTransition((e) => {
     metrics.onHealthTransition(e)
-    logger.info({ upstream: e.id, from: e.from, to: e.to, reason: e.reason, detail: e.detail }, 'upstream health changed')
+    // an upstream lost to failures is a warning (as HAProxy's "Server ... is DOWN"); the rest is news
+    const level = e.to === 'unhealthy' || e.to === 'ejected' ? 'warn' : 'info'
+    logger[level]({ upstream: e.id, from: e.from, to: e.to, reason: e.reason, detail: e.detail }, 'upstream health changed')
     if (e.to === 'unhealthy' || e.to === 'ejected' || e.to === 'disabled' || e.to === null) {
       // its WebSockets close (1012) so clients reconnect elsewhere; requests waiting on its answer move now
       proxy.upgrades.closeUpstream(e.id, CLOSE_SERVICE_RESTART)

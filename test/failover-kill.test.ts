@@ -191,10 +191,11 @@ t.test('without traffic, active checks alone mark a killed pod not ready at the 
   // wait until no probe is in flight and every pod's next probe is set. Nothing depends on speed.
   const timers = new FakeTimers()
   const PROBE_TIMEOUT = 150 // unlike the probe timers (0..20 ms at start, then 200..220 ms)
+  const log = new LogCapture()
   const isProbe = (p: FakeTimer): boolean => p.delay <= INTERVAL * (1 + JITTER) && p.delay !== PROBE_TIMEOUT
   const tether = await startTether(testConfig(pods.map((p) => ({ id: p.id, url: p.url })), {
     health: { active: { path: '/healthz', interval: INTERVAL, timeout: PROBE_TIMEOUT } },
-  }), { logger: createLogger('silent'), timers })
+  }), { logger: createLogger('info', log), timers })
   t.teardown(() => tether.close(0))
   const round = async (): Promise<void> => {
     timers.advance(Math.max(...timers.pending().filter(isProbe).map((p) => p.at)) - timers.clock.now())
@@ -211,4 +212,7 @@ t.test('without traffic, active checks alone mark a killed pod not ready at the 
   await round()
   t.equal(tether.health.state('idle-0'), 'unhealthy', `marked unhealthy by the active checker at failed probe ${threshold}`)
   t.ok(tether.health.ready('idle-1'), 'the other pod stays ready')
+  // pino levels: 30 info, 40 warn
+  const changes = log.records.filter((r) => r['msg'] === 'upstream health changed' && r['upstream'] === 'idle-0')
+  t.same(changes.map((r) => [r['to'], r['level']]), [['healthy', 30], ['unhealthy', 40]], 'logged: added at info, lost at warn (an operator running at warn sees it)')
 })
