@@ -320,13 +320,14 @@ t.test('an out-of-date cookie (the client ignores re-issued ones): a move is mad
   t.same(row(go(`tether=${setCookieValue(back.setCookie!, 'tether')!}`)), [home, 3, null], 'and with the cookie it was offered, the same')
 })
 
-t.test('gradual rebalance and spill, with an out-of-date cookie: the user stays where it moved and takes no second move from the budget', async (t) => {
+t.test('gradual rebalance and spill: requests sent with the cookie from before a move follow it, without a second move or the budget; a client that keeps that cookie is routed by it', async (t) => {
   for (const mode of ['gradual', 'spill'] as const) {
     const clock = new FakeClock()
-    const MIN_IDLE = 1_000
+    const MIN_IDLE = 20_000 // longer than the burst after a move that follows it (5 s)
+    const RATE = 2
     const cfg = affinity(mode === 'gradual'
-      ? { key: 'cookie', idle_timeout: 3_600_000, on_scale_up: 'gradual', rebalance: { min_idle: MIN_IDLE, max_moves_per_second: 1 } }
-      : { key: 'cookie', idle_timeout: 3_600_000, spill: { factor: 1.25, min_idle: MIN_IDLE, max_moves_per_second: 1 } })
+      ? { key: 'cookie', idle_timeout: 3_600_000, on_scale_up: 'gradual', rebalance: { min_idle: MIN_IDLE, max_moves_per_second: RATE } }
+      : { key: 'cookie', idle_timeout: 3_600_000, spill: { factor: 1.25, min_idle: MIN_IDLE, max_moves_per_second: RATE } })
     const records = new SessionRecords({ maxEntries: 1_000, idleTimeout: cfg.idle_timeout, secret: 'test-secret' })
     const cookies = new CookieIssuer(cfg, counterBytes())
     const keys = new KeyReader({ options: keyOptions({ kind: 'cookie', cookieName: cfg.cookie.name, codec: cookies.codec }), fallback: cfg.app_cookie.fallback, trusted: parseTrustedProxies([]) })
@@ -343,36 +344,101 @@ t.test('gradual rebalance and spill, with an out-of-date cookie: the user stays 
       clock.advance(10)
       return d
     }
+    const row = (d: Decision): unknown[] => [d.upstream, d.moved]
     const users = Array.from({ length: 40 }, () => `tether=${setCookieValue(go(undefined).setCookie!, 'tether')!}`)
     if (mode === 'gradual') router.setUpstreams(upstreamSet([...UPS, { id: 'd', url: 'http://127.0.0.1:4', weight: 1 }]), clock.now())
-    // the first half come back one a second (the budget refilled): those that move keep their old cookie
-    const movedTo = new Map<string, string>()
-    for (const u of users.slice(0, 20)) {
-      clock.advance(MIN_IDLE + 1_000)
-      const d = go(u)
-      if (d.moved !== null) movedTo.set(u, d.upstream)
+    clock.advance(MIN_IDLE + 1_000)
+    /** The first of `list` that moves now (a new visit), with where it went; its cookie stays the old one. */
+    const nextMove = (list: string[]): { user: string; to: string } | undefined => {
+      for (const user of list) {
+        const d = go(user)
+        if (d.moved !== null) {
+          list.splice(list.indexOf(user), 1)
+          return { user, to: d.upstream }
+        }
+      }
+      return undefined
     }
-    const [m1, m2] = [...movedTo.keys()]
-    t.ok(m1 !== undefined && m2 !== undefined, `${mode}: users moved (${movedTo.size} of 20)`)
-    const pending = users.slice(20)
-    /** The first of the pending users that moves now, if any. */
-    const nextMove = (): string | undefined => pending.find((u) => go(u).moved !== null)
+    const pending = [...users]
+    const first = nextMove(pending)!
+    t.ok(first !== undefined, `${mode}: a user moved at a new visit`)
+    const home = decodeTetherCookie(first.user.slice('tether='.length)).upstream
+    // the burst: more requests with the cookie from before the move
+    t.same(row(go(first.user)), [first.to, null], `${mode}: the old cookie at once: where the user moved, no move back`)
+    t.same(row(go(first.user)), [first.to, null], `${mode}: and again`)
+    t.ok(nextMove(pending) !== undefined, `${mode}: the second move of this second is still in the budget (${RATE} a second) for a user who has to move`)
+    t.equal(nextMove(pending), undefined, `${mode}: and the budget is spent now: nobody else moves`)
+    t.same(row(go(first.user)), [first.to, null], `${mode}: the old cookie with the budget spent: still where the user moved`)
 
-    clock.advance(MIN_IDLE + 1_000)
-    const back = go(m1)
-    t.same([back.upstream, back.moved], [movedTo.get(m1), null], `${mode}: the old cookie after an idle gap: where the user moved, not moved again`)
-    const burst = go(m1)
-    t.same([burst.upstream, burst.moved], [movedTo.get(m1), null], `${mode}: the old cookie again at once (a burst): the same upstream, no move back`)
-    const mover = nextMove()
-    t.ok(mover !== undefined, `${mode}: the second's one move is still there for a user who has to move`)
-    pending.splice(pending.indexOf(mover!), 1)
-
-    // the budget spent by another user in the same second: the old cookie still goes where its user is
-    clock.advance(MIN_IDLE + 1_000)
-    t.ok(nextMove() !== undefined, `${mode}: another user takes the second's move`)
-    const spent = go(m2)
-    t.same([spent.upstream, spent.moved], [movedTo.get(m2), null], `${mode}: the old cookie with the budget spent: where the user moved, no move back`)
+    // a client that keeps sending that cookie after the burst ignores the new one: routed by the
+    // cookie (as workers and replicas without this process's record route it), rehydrated, once
+    clock.advance(6_000)
+    t.same(row(go(first.user)), [home, { from: first.to, reason: 'restart' }], `${mode}: after the burst, the old cookie leads back to its upstream, a move from where the user is`)
+    t.same(row(go(first.user)), [home, null], `${mode}: then ordinary there`)
   }
+})
+
+t.test('a client that ignores cookies, spread over two workers after one of them moved it: both route it by its cookie once the burst after the move is over', async (t) => {
+  const clock = new FakeClock()
+  const MIN_IDLE = 20_000
+  const cfg = affinity({ key: 'cookie', idle_timeout: 3_600_000, on_scale_up: 'gradual', rebalance: { min_idle: MIN_IDLE, max_moves_per_second: 100 } })
+  const worker = () => {
+    const records = new SessionRecords({ maxEntries: 1_000, idleTimeout: cfg.idle_timeout, secret: 'test-secret' })
+    const cookies = new CookieIssuer(cfg, counterBytes())
+    const keys = new KeyReader({ options: keyOptions({ kind: 'cookie', cookieName: cfg.cookie.name, codec: cookies.codec }), fallback: cfg.app_cookie.fallback, trusted: parseTrustedProxies([]) })
+    const router = new Router(cfg, { sessions: new SessionTable({ maxEntries: 1_000, idleTimeout: cfg.idle_timeout, absoluteTimeout: null }), cookies, history: records })
+    router.setUpstreams(upstreamSet(UPS), clock.now())
+    const go = (cookie: string | undefined): Decision => {
+      const key = keys.read(cookie === undefined ? {} : { cookie }, '10.0.0.1', clock.now())
+      const d = router.decide(key, undefined, clock.now())
+      if (typeof d === 'string') throw new Error(`expected a decision, got ${d}`)
+      records.answered(key, d, clock.now())
+      clock.advance(10)
+      return d
+    }
+    return { router, go }
+  }
+  const [w1, w2] = [worker(), worker()]
+  const cookies = Array.from({ length: 40 }, () => `tether=${setCookieValue(w1.go(undefined).setCookie!, 'tether')!}`)
+  // worker 2 serves them lately, worker 1 not for longer than min_idle; then an upstream is added
+  clock.advance(MIN_IDLE + 5_000)
+  for (const c of cookies) w2.go(c)
+  for (const w of [w1, w2]) w.router.setUpstreams(upstreamSet([...UPS, { id: 'd', url: 'http://127.0.0.1:4', weight: 1 }]), clock.now())
+  clock.advance(1_000)
+  // to worker 1 the next request is a new visit: it moves the users the hash sends to the new upstream
+  const moved = cookies.filter((c) => w1.go(c).moved !== null)
+  t.ok(moved.length > 0, `worker 1 moved ${moved.length} users`)
+  const c = moved[0]!
+  const home = decodeTetherCookie(c.slice('tether='.length)).upstream
+  t.same([w2.go(c).upstream, w2.go(c).moved], [home, null], 'worker 2, which served the user lately, keeps the old cookie on its upstream')
+  clock.advance(6_000)
+  const trace = [w1, w2, w1, w2, w1, w2].map((w) => w.go(c))
+  t.same(trace.map((d) => d.upstream), Array(6).fill(home), 'after the burst, both workers send the old cookie to its upstream: no lasting split')
+  t.same(trace.map((d) => d.moved?.reason ?? null), ['restart', null, null, null, null, null], 'with one move back: worker 1 rehydrates the user where the cookie leads, once')
+})
+
+t.test('CookieIssuer: re-issued at a tenth of the idle timeout, and with gradual or spill at half of their min_idle (from 2 s)', async (t) => {
+  const clock = new FakeClock()
+  const HOUR = 3_600_000
+  /** How old (s) a cookie may get before it is re-issued, under `over`. */
+  const refreshAfter = (over: Partial<AffinityConfig>): number => {
+    const issuer = new CookieIssuer(affinity({ key: 'cookie', idle_timeout: HOUR, ...over }), counterBytes())
+    const line = issuer.issue(issuer.newSessionId(), 'a', 0, clock.now())
+    const cookie = issuer.codec.decode(setCookieValue(line, 'tether')!, clock.now())!.cookie
+    for (let s = 1; s <= 400; s++) if (issuer.refresh(cookie, clock.now() + s * 1_000) !== null) return s
+    return Infinity
+  }
+  const spill = (minIdle: number) => ({ spill: { factor: 1.5, min_idle: minIdle, max_moves_per_second: 10 } })
+  const rebalance = (mode: 'gradual' | 'rebalance', minIdle: number) => ({ on_scale_up: mode, rebalance: { min_idle: minIdle, max_moves_per_second: 10 } })
+  t.equal(refreshAfter({}), 361, 'by default: older than a tenth of idle_timeout (6 min)')
+  t.equal(refreshAfter(spill(30_000)), 16, 'spill, min_idle 30s: older than 15 s')
+  t.equal(refreshAfter(rebalance('gradual', 60_000)), 31, 'gradual, min_idle 60s: older than 30 s')
+  t.equal(refreshAfter({ ...rebalance('gradual', 60_000), ...spill(30_000) }), 16, 'both: the shorter')
+  t.equal(refreshAfter(rebalance('rebalance', 60_000)), 361, 'on_scale_up: rebalance does not need it (no new-visit check)')
+  t.equal(refreshAfter(spill(2_000)), 2, 'spill, min_idle 2s: older than 1 s (the cookie keeps whole seconds)')
+  t.equal(refreshAfter(spill(1_500)), 361, 'under 2 s: not told apart at a whole second anyway, left to this process\'s record')
+  t.equal(refreshAfter(spill(0)), 361, 'min_idle 0: every request is a new visit, nothing to refresh for')
+  t.equal(refreshAfter({ ...spill(30_000), cookie: { ...DEFAULTS.affinity.cookie, secret: [SECRET], max_age: 100_000 } }), 11, 'a shorter cookie max_age still wins')
 })
 
 t.test('gradual rebalance over several replicas (or workers): one that has not seen a user lately does not move them in the middle of a visit', async (t) => {

@@ -171,9 +171,12 @@ export class SessionRecords {
    * What was last answered for `key` if this process moved that user lately (an answer at a
    * later epoch than an out-of-date cookie says), else null. Before any move: no lookup at all.
    */
-  moved(key: string, now: number): AffinityEntry | null {
-    if (this.#moves.size === 0 || this.#moves.get(key) === undefined) return null
-    return this.seen(key, now)
+  moved(key: string, now: number): (AffinityEntry & { readonly movedAt: number }) | null {
+    if (this.#moves.size === 0) return null
+    const move = this.#moves.get(key)
+    if (move === undefined) return null
+    const e = this.seen(key, now)
+    return e === null ? null : { upstream: e.upstream, epoch: e.epoch, createdAt: e.createdAt, lastSeen: e.lastSeen, movedAt: move.at }
   }
 
   lastMove(key: string): MoveRecord | null {

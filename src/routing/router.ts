@@ -44,9 +44,10 @@ export interface SessionHistory {
   lastSeen(key: string, now: number): number | null
   /**
    * For a user this process moved lately: where, at which epoch and when (ms) it last answered
-   * them; null for anyone else (O(1), and nothing to look up before any move).
+   * them, and when it made the last move; null for anyone else (O(1), and nothing to look up
+   * before any move).
    */
-  moved(key: string, now: number): { readonly upstream: string; readonly epoch: number; readonly lastSeen: number } | null
+  moved(key: string, now: number): { readonly upstream: string; readonly epoch: number; readonly lastSeen: number; readonly movedAt: number } | null
   /** A move an admin ordered for this key, not yet done: to an upstream, or null (wherever the hash places it). */
   ordered(key: string): { readonly to: string | null } | undefined
 }
@@ -64,6 +65,13 @@ const NO_HISTORY: SessionHistory = { lastSeen: () => null, moved: () => null, or
 /** Seed of the per-key draw that lets a share of new keys onto a slow-starting upstream. */
 const SEED_SLOW_START = 0x534c4f57
 const NOTHING_TRIED: ReadonlySet<string> = new Set()
+/**
+ * How long after a rebalance or spill this process made, a request with the cookie from before
+ * it still follows it (`Placing.done`): requests a client sent before the new cookie arrived.
+ * Later, such a cookie is one a client keeps ignoring: it is routed by the cookie, as every
+ * other worker and replica (which have no record of the move) routes it, so all converge.
+ */
+const MOVE_BURST = 5_000
 
 export interface RouterOptions {
   readonly sessions: SessionTable
@@ -81,7 +89,8 @@ export interface RouterOptions {
 class Placing {
   /**
    * `done`: for a cookie user whose cookie is out of date, the upstream this process moved them
-   * to (and answered them from) since; a rebalance or spill to it is done already (null: none).
+   * to (and answered them from) less than MOVE_BURST ago; a rebalance or spill to it is done
+   * already (null: none).
    */
   constructor(readonly router: Router, readonly key: string, readonly tried: ReadonlySet<string>, readonly hash: number, readonly now: number, readonly done: string | null = null) {}
   /**
@@ -273,8 +282,8 @@ export class Router {
    * prefers, if it joined after the pin; with `gradual` only at a new visit (an idle gap of
    * `rebalance.min_idle` since their last answer, by the latest of this process's record and
    * `lastSeen`, the pin's own last use, which other workers and replicas also update) and while
-   * the move budget lasts; a move this process made already (`p.done`, an out-of-date cookie)
-   * needs neither.
+   * the move budget lasts; a move this process made moments ago (`p.done`, a request sent with
+   * the cookie from before it) needs neither.
    */
   #rebalanced(p: Placing, pinnedIndex: number, pinnedAt: number, lastSeen: number): number {
     const table = this.placement
@@ -294,31 +303,30 @@ export class Router {
    * averaging one request or less is never overloaded). The user moves only at a new visit (no
    * answer for `spill.min_idle`, by the latest of this process's record and `lastSeen`), to the
    * first upstream in their hash order that takes new users and is under its bound, while the
-   * move budget lasts (a spill this process made already, `p.done`, needs neither while the
-   * pinned upstream is still overloaded). Cost when not overloaded: two O(1) reads; the walk over the upstreams
+   * move budget lasts (a spill this process made moments ago, `p.done`, needs none of this).
+   * Cost when not overloaded: two O(1) reads; the walk over the upstreams
    * is made only for a returning user of an overloaded upstream.
    */
   #spilled(p: Placing, pinnedIndex: number, lastSeen: number): number {
     const spill = this.#cfg.spill!
     const load = this.#inFlight!
     const table = this.placement
+    // a request sent with the old cookie right after this user spilled: where they went (while
+    // it takes new users), without a new visit or the budget
+    const done = p.done === null ? -1 : table.indexOf(p.done)
+    if (done >= 0 && done !== pinnedIndex && p.acceptNew(done)) return done
     const count = load.loadOf(table.ids[pinnedIndex]!)
     if (count <= 1) return -1
     const perWeight = spill.factor * load.totalLoad
     const weight = table.weightOf(pinnedIndex)
     // against the share among all upstreams first (never above the share among those taking new users)
     if (count <= (perWeight * weight) / this.#totalWeight) return -1
-    // an out-of-date cookie of a user who spilled already: where they went (while it takes new
-    // users), without a new visit or the budget
-    const done = p.done === null ? -1 : table.indexOf(p.done)
-    const spilled = done >= 0 && done !== pinnedIndex && p.acceptNew(done)
     const last = Math.max(this.#history.lastSeen(p.key, p.now) ?? -Infinity, lastSeen)
-    if (!spilled && p.now - last < spill.min_idle) return -1
+    if (p.now - last < spill.min_idle) return -1
     const n = table.ids.length
     let accepted = weight
     for (let i = 0; i < n; i++) if (i !== pinnedIndex && p.acceptNew(i)) accepted += table.weightOf(i)
     if (count <= (perWeight * weight) / accepted) return -1
-    if (spilled) return done
     const index = table.pick(p.hash, (i) => i !== pinnedIndex && p.acceptNew(i) && load.loadOf(table.ids[i]!) < (perWeight * table.weightOf(i)) / accepted)
     return index >= 0 && takeMove(this.#spillBudget, spill.max_moves_per_second, p.now) ? index : -1
   }
@@ -360,12 +368,13 @@ export class Router {
     // old cookie asks for is done: an ordinary request (no second rehydration over what the user
     // built since); else a move from there, rehydrated, at the next epoch. The upstream is the
     // cookie's either way, so workers and replicas without such a record route the user the same
-    // (but for a rebalance or spill this process made: that move stands, as `done`, without a
-    // new visit or the move budget, which are this process's own anyway).
+    // (but for the burst right after a rebalance or spill this process made, MOVE_BURST: that
+    // move stands, as `done`, without a new visit or the move budget).
     const seen = this.#history.moved(s.sessionId, now)
     const later = seen !== null && seen.epoch > s.epoch ? seen : null
+    const done = later !== null && now - later.movedAt < MOVE_BURST ? later.upstream : null
     // the cookie stores its times in whole seconds
-    const r = this.#resolve(s.upstream, new Placing(this, s.sessionId, tried, hashKey(s.sessionId), now, later?.upstream ?? null), s.issuedAt, true, s.lastSeen, 1_000)
+    const r = this.#resolve(s.upstream, new Placing(this, s.sessionId, tried, hashKey(s.sessionId), now, done), s.issuedAt, true, s.lastSeen, 1_000)
     if (typeof r === 'string') return r
     const id = this.placement.ids[r.index]!
     const cookies = this.#cookies!

@@ -5,6 +5,7 @@
 // config change that needs a restart replaces the workers one at a time. Layer 5 wiring.
 import cluster, { type Worker } from 'node:cluster'
 import { randomBytes } from 'node:crypto'
+import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import type { Config } from '../config/schema.js'
 import { ConfigError, loadConfigFile } from '../config/index.js'
@@ -19,8 +20,9 @@ import { isTetherMessage, WORKER_ENV, type ToPrimary, type ToWorker, type Worker
 import { workerCount } from './worker-count.js'
 import { workerExecArgv } from './worker-flags.js'
 
-/** worker-preload.cts, built next to this module. */
+/** worker-preload.cts, built next to this module (absent when src/ runs through a TypeScript loader). */
 const WORKER_PRELOAD = fileURLToPath(new URL('./worker-preload.cjs', import.meta.url))
+const PRELOAD_ARGS = existsSync(WORKER_PRELOAD) ? ['--require', WORKER_PRELOAD] : []
 
 /**
  * node:cluster's settings for Tether's workers: the node options of every worker (this
@@ -28,7 +30,7 @@ const WORKER_PRELOAD = fileURLToPath(new URL('./worker-preload.cjs', import.meta
  * dying during a worker's start-up from crashing that worker with a stack trace.
  */
 export function clusterSettings(execArgv: readonly string[] = process.execArgv, nodeOptions = process.env['NODE_OPTIONS']): { execArgv: string[] } {
-  return { execArgv: ['--require', WORKER_PRELOAD, ...workerExecArgv(execArgv, nodeOptions)] }
+  return { execArgv: [...PRELOAD_ARGS, ...workerExecArgv(execArgv, nodeOptions)] }
 }
 
 
