@@ -762,6 +762,9 @@ async function main() {
     if (c.moves !== null && (c.moves.moved > 0 || c.moves.retries > 0)) {
       const by = Object.entries(c.moves.moves).map(([k, n]) => `${k} ${n}`).join(', ')
       console.log(`warning: ${c.name} moved ${c.moves.moved} users (${by || 'none'}) and retried ${c.moves.retries} requests during the run: an upstream was marked down or ejected, so its figures include failover work`)
+      // why: Tether logs an upstream lost to failures at warn (the bench's log level), with its reason
+      const lost = (c.rec?.output ?? '').split('\n').filter((l) => l.includes('"upstream health changed"'))
+      for (const line of lost.slice(-6)) console.log(`  ${c.name}: ${line}`)
     }
   }
 
