@@ -320,7 +320,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     this.#controller?.abort(new TetherError('TETHER_BAD_REQUEST', new Error('client closed the connection')))
   }
 
-  #onDrain = (): void => {
+  #onDrain(): void {
     this.#waitingDrain = false
     this.#active = true
     this.#controller?.resume()
@@ -413,7 +413,8 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     if (!this.#res.write(chunk) && !this.#waitingDrain) {
       this.#waitingDrain = true
       controller.pause()
-      this.#res.once('drain', this.#onDrain)
+      // a closure only under backpressure, not for every exchange
+      this.#res.once('drain', () => this.#onDrain())
     }
   }
 

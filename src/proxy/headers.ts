@@ -178,9 +178,14 @@ const AUTHORITY = /^(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-
 
 /** Is `value` a valid Host / authority (RFC 9110 section 7.2, RFC 3986 section 3.2)? Port <= 65535. */
 export function validAuthority(value: string): boolean {
+  // a connection sends the same Host again and again: the last valid one needs no regex
+  if (value === lastValidAuthority) return true
   const m = AUTHORITY.exec(value)
-  return m !== null && (m[1] === undefined || m[1] === '' || Number(m[1]) <= 65535)
+  const valid = m !== null && (m[1] === undefined || m[1] === '' || Number(m[1]) <= 65535)
+  if (valid) lastValidAuthority = value
+  return valid
 }
+let lastValidAuthority: string | null = null
 
 /**
  * The Host rule of RFC 9112 section 3.2: a request with more than one Host, or a Host that is
@@ -192,7 +197,7 @@ export function hostIsValid(raw: readonly string[]): boolean {
   let seen = false
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!
-    if (name.length !== 4 || name.toLowerCase() !== 'host') continue
+    if (name.length !== 4 || (name !== 'Host' && name !== 'host' && name.toLowerCase() !== 'host')) continue
     if (seen || !validAuthority(raw[i + 1]!)) return false
     seen = true
   }

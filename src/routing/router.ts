@@ -93,21 +93,28 @@ class Placing {
    * already (null: none).
    */
   constructor(readonly router: Router, readonly key: string, readonly tried: ReadonlySet<string>, readonly hash: number, readonly now: number, readonly done: string | null = null) {}
+  #acceptNew: ((i: number) => boolean) | null = null
+  #acceptReady: ((i: number) => boolean) | null = null
   /**
    * May a new key go to upstream i? It must accept new users and not be tried yet; an
    * upstream in slow start takes a key only if the key's own draw (a second hash, the same on
    * every replica) falls under its current weight, so it receives a growing share of new keys.
+   * (Made at first use: a pinned user who stays, most requests, needs neither predicate.)
    */
-  readonly acceptNew = (i: number): boolean => {
-    const id = this.router.placement.ids[i]!
-    const health = this.router.health
-    if (!health.acceptsNew(id) || this.tried.has(id)) return false
-    const w = health.slowStartWeight(id)
-    return w >= 1 || murmur3U32(this.hash, SEED_SLOW_START) / 4294967296 < w
+  get acceptNew(): (i: number) => boolean {
+    return this.#acceptNew ??= (i) => {
+      const id = this.router.placement.ids[i]!
+      const health = this.router.health
+      if (!health.acceptsNew(id) || this.tried.has(id)) return false
+      const w = health.slowStartWeight(id)
+      return w >= 1 || murmur3U32(this.hash, SEED_SLOW_START) / 4294967296 < w
+    }
   }
-  readonly acceptReady = (i: number): boolean => {
-    const id = this.router.placement.ids[i]!
-    return this.router.health.ready(id) && !this.tried.has(id)
+  get acceptReady(): (i: number) => boolean {
+    return this.#acceptReady ??= (i) => {
+      const id = this.router.placement.ids[i]!
+      return this.router.health.ready(id) && !this.tried.has(id)
+    }
   }
 }
 
