@@ -2,7 +2,7 @@
 // and Router.decide() on keys read from plain header objects, with a FakeClock.
 import t from 'tap'
 import type { IncomingHttpHeaders } from 'node:http'
-import { Router, type Availability, type Decision } from '../src/routing/router.js'
+import { Router, type Availability, type Decision, type UpstreamLoad } from '../src/routing/router.js'
 import { DEFAULTS, type AffinityConfig, type UpstreamConfig } from '../src/config/schema.js'
 import { CookieCodec } from '../src/affinity/cookie-codec.js'
 import { CookieIssuer } from '../src/affinity/cookie-issuer.js'
@@ -118,6 +118,30 @@ function counterBytes(): (n: number) => Uint8Array {
     b.writeUInt32BE(++i, n - 4)
     return b
   }
+}
+
+/**
+ * One Tether process with key cookie, as the answer side records it: `go(cookie)` reads the
+ * key, decides, records the answer, settles, then advances the clock by `step` ms. Several of
+ * them with the same config share the cookie secret: workers or replicas.
+ */
+function cookieProcess(cfg: AffinityConfig, clock: FakeClock, opts: { availability?: Availability; load?: UpstreamLoad; step?: number } = {}) {
+  const records = new SessionRecords({ maxEntries: 1_000, idleTimeout: cfg.idle_timeout, secret: 'test-secret' })
+  const cookies = new CookieIssuer(cfg, counterBytes())
+  const keys = new KeyReader({ options: keyOptions({ kind: 'cookie', cookieName: cfg.cookie.name, codec: cookies.codec }), fallback: cfg.app_cookie.fallback, trusted: parseTrustedProxies([]) })
+  const sessions = new SessionTable({ maxEntries: 1_000, idleTimeout: cfg.idle_timeout, absoluteTimeout: null })
+  const router = new Router(cfg, { sessions, cookies, history: records, ...(opts.availability ? { availability: opts.availability } : {}), ...(opts.load ? { load: opts.load } : {}) })
+  router.setUpstreams(upstreamSet(UPS), clock.now())
+  const go = (cookie?: string): Decision => {
+    const key = keys.read(cookie === undefined ? {} : { cookie }, '10.0.0.1', clock.now())
+    const d = router.decide(key, undefined, clock.now())
+    if (typeof d === 'string') throw new Error(`expected a decision, got ${d}`)
+    records.answered(key, d, clock.now())
+    router.settle(d)
+    clock.advance(opts.step ?? 10)
+    return d
+  }
+  return { router, records, go }
 }
 
 t.test('Router with key cookie', async (t) => {
@@ -274,20 +298,8 @@ t.test('an out-of-date cookie (the client ignores re-issued ones): a move is mad
     slowStartWeight: () => 1, readySince: (id) => readySince.get(id) ?? -Infinity,
   }
   const cfg = affinity({ key: 'cookie', idle_timeout: 3_600_000 })
-  const records = new SessionRecords({ maxEntries: 1_000, idleTimeout: cfg.idle_timeout, secret: 'test-secret' })
-  const cookies = new CookieIssuer(cfg, counterBytes())
-  const keys = new KeyReader({ options: keyOptions({ kind: 'cookie', cookieName: cfg.cookie.name, codec: cookies.codec }), fallback: cfg.app_cookie.fallback, trusted: parseTrustedProxies([]) })
-  const router = new Router(cfg, { sessions: new SessionTable({ maxEntries: 1_000, idleTimeout: cfg.idle_timeout, absoluteTimeout: null }), cookies, availability, history: records })
-  router.setUpstreams(upstreamSet(UPS), clock.now())
   // each request is answered by its upstream, as the answer side records it
-  const go = (cookie?: string): Decision => {
-    const key = keys.read(cookie === undefined ? {} : { cookie }, '10.0.0.1', clock.now())
-    const d = router.decide(key, undefined, clock.now())
-    if (typeof d === 'string') throw new Error(`expected a decision, got ${d}`)
-    records.answered(key, d, clock.now())
-    clock.advance(10)
-    return d
-  }
+  const { go } = cookieProcess(cfg, clock, { availability })
   const row = (d: Decision): unknown[] => [d.upstream, d.epoch, d.moved]
   const first = go()
   const old = `tether=${setCookieValue(first.setCookie!, 'tether')!}`
@@ -328,22 +340,9 @@ t.test('gradual rebalance and spill: requests sent with the cookie from before a
     const cfg = affinity(mode === 'gradual'
       ? { key: 'cookie', idle_timeout: 3_600_000, on_scale_up: 'gradual', rebalance: { min_idle: MIN_IDLE, max_moves_per_second: RATE } }
       : { key: 'cookie', idle_timeout: 3_600_000, spill: { factor: 1.25, min_idle: MIN_IDLE, max_moves_per_second: RATE } })
-    const records = new SessionRecords({ maxEntries: 1_000, idleTimeout: cfg.idle_timeout, secret: 'test-secret' })
-    const cookies = new CookieIssuer(cfg, counterBytes())
-    const keys = new KeyReader({ options: keyOptions({ kind: 'cookie', cookieName: cfg.cookie.name, codec: cookies.codec }), fallback: cfg.app_cookie.fallback, trusted: parseTrustedProxies([]) })
     // spill: upstream 'a' has most of the requests in flight, so its users spill at a new visit
     const load = { loadOf: (id: string) => (id === 'a' ? 10 : 1), totalLoad: 12 }
-    const router = new Router(cfg, { sessions: new SessionTable({ maxEntries: 1_000, idleTimeout: cfg.idle_timeout, absoluteTimeout: null }), cookies, history: records, ...(mode === 'spill' ? { load } : {}) })
-    router.setUpstreams(upstreamSet(UPS), clock.now())
-    const go = (cookie: string | undefined): Decision => {
-      const key = keys.read(cookie === undefined ? {} : { cookie }, '10.0.0.1', clock.now())
-      const d = router.decide(key, undefined, clock.now())
-      if (typeof d === 'string') throw new Error(`expected a decision, got ${d}`)
-      records.answered(key, d, clock.now())
-      router.settle(d)
-      clock.advance(10)
-      return d
-    }
+    const { router, go } = cookieProcess(cfg, clock, mode === 'spill' ? { load } : {})
     const row = (d: Decision): unknown[] => [d.upstream, d.moved]
     const users = Array.from({ length: 40 }, () => `tether=${setCookieValue(go(undefined).setCookie!, 'tether')!}`)
     if (mode === 'gradual') router.setUpstreams(upstreamSet([...UPS, { id: 'd', url: 'http://127.0.0.1:4', weight: 1 }]), clock.now())
@@ -382,22 +381,7 @@ t.test('a client that ignores cookies, spread over two workers after one of them
   const clock = new FakeClock()
   const MIN_IDLE = 20_000
   const cfg = affinity({ key: 'cookie', idle_timeout: 3_600_000, on_scale_up: 'gradual', rebalance: { min_idle: MIN_IDLE, max_moves_per_second: 100 } })
-  const worker = () => {
-    const records = new SessionRecords({ maxEntries: 1_000, idleTimeout: cfg.idle_timeout, secret: 'test-secret' })
-    const cookies = new CookieIssuer(cfg, counterBytes())
-    const keys = new KeyReader({ options: keyOptions({ kind: 'cookie', cookieName: cfg.cookie.name, codec: cookies.codec }), fallback: cfg.app_cookie.fallback, trusted: parseTrustedProxies([]) })
-    const router = new Router(cfg, { sessions: new SessionTable({ maxEntries: 1_000, idleTimeout: cfg.idle_timeout, absoluteTimeout: null }), cookies, history: records })
-    router.setUpstreams(upstreamSet(UPS), clock.now())
-    const go = (cookie: string | undefined): Decision => {
-      const key = keys.read(cookie === undefined ? {} : { cookie }, '10.0.0.1', clock.now())
-      const d = router.decide(key, undefined, clock.now())
-      if (typeof d === 'string') throw new Error(`expected a decision, got ${d}`)
-      records.answered(key, d, clock.now())
-      clock.advance(10)
-      return d
-    }
-    return { router, go }
-  }
+  const worker = () => cookieProcess(cfg, clock)
   const [w1, w2] = [worker(), worker()]
   const cookies = Array.from({ length: 40 }, () => `tether=${setCookieValue(w1.go(undefined).setCookie!, 'tether')!}`)
   // worker 2 serves them lately, worker 1 not for longer than min_idle; then an upstream is added
@@ -445,23 +429,12 @@ t.test('gradual rebalance over several replicas (or workers): one that has not s
   const clock = new FakeClock()
   const MIN_IDLE = 60_000
   const cfg = affinity({ key: 'cookie', idle_timeout: 3_600_000, on_scale_up: 'gradual', rebalance: { min_idle: MIN_IDLE, max_moves_per_second: 1_000 } })
-  /** A Tether replica: its own records, cookie issuer (the same secret) and router. */
-  const replica = () => {
-    const records = new SessionRecords({ maxEntries: 1_000, idleTimeout: cfg.idle_timeout, secret: 'test-secret' })
-    const cookies = new CookieIssuer(cfg, counterBytes())
-    const keys = new KeyReader({ options: keyOptions({ kind: 'cookie', cookieName: cfg.cookie.name, codec: cookies.codec }), fallback: cfg.app_cookie.fallback, trusted: parseTrustedProxies([]) })
-    const router = new Router(cfg, { sessions: new SessionTable({ maxEntries: 1_000, idleTimeout: cfg.idle_timeout, absoluteTimeout: null }), cookies, history: records })
-    router.setUpstreams(upstreamSet(UPS), clock.now())
-    return { records, keys, router }
-  }
-  const [a, b] = [replica(), replica()]
+  /** Tether replicas: their own records, cookie issuer (the same secret) and router. */
+  const [a, b] = [cookieProcess(cfg, clock, { step: 0 }), cookieProcess(cfg, clock, { step: 0 })]
   /** Each user's browser keeps the newest cookie it was given. */
   const jar: string[] = []
-  const go = (r: ReturnType<typeof replica>, user: number): Decision => {
-    const key = r.keys.read(jar[user] === undefined ? {} : { cookie: jar[user] }, '10.0.0.1', clock.now())
-    const d = r.router.decide(key, undefined, clock.now())
-    if (typeof d === 'string') throw new Error(`expected a decision, got ${d}`)
-    r.records.answered(key, d, clock.now())
+  const go = (r: typeof a, user: number): Decision => {
+    const d = r.go(jar[user])
     if (d.setCookie !== null) jar[user] = `tether=${setCookieValue(d.setCookie, 'tether')!}`
     return d
   }
