@@ -377,6 +377,28 @@ t.test('gradual rebalance and spill: requests sent with the cookie from before a
   }
 })
 
+t.test('spill, then the old upstream goes down during the burst: a request with the old cookie stays where the user spilled to', async (t) => {
+  const clock = new FakeClock()
+  const down = new Set<string>()
+  const availability: Availability = {
+    ready: (id) => !down.has(id), acceptsNew: (id) => !down.has(id), drainingSince: () => null, drainMigrates: () => false,
+    slowStartWeight: () => 1, readySince: () => -Infinity,
+  }
+  // 'a' and 'b' are over their bound (1.25 x 19 / 3 = 7.9), so a's users spill past 'b' to 'c'
+  const load = { loadOf: (id: string) => (id === 'a' ? 10 : id === 'b' ? 8 : 1), totalLoad: 19 }
+  const cfg = affinity({ key: 'cookie', idle_timeout: 3_600_000, spill: { factor: 1.25, min_idle: 20_000, max_moves_per_second: 1_000 } })
+  const w = cookieProcess(cfg, clock, { availability, load })
+  const users = Array.from({ length: 60 }, () => `tether=${setCookieValue(w.go().setCookie!, 'tether')!}`)
+  clock.advance(21_000)
+  const spilled = users.filter((u) => w.go(u).moved !== null)
+  // where a process without the record sends each of them once 'a' is down: the hash's next upstream
+  down.add('a')
+  const fresh = cookieProcess(cfg, clock, { availability, load })
+  const skipped = spilled.filter((u) => fresh.go(u).upstream === 'b')
+  t.ok(skipped.length > 0, `${skipped.length} of ${spilled.length} spilled users have 'b' next in their hash order (the spill skipped it)`)
+  for (const u of skipped) t.same([w.go(u).upstream, w.go(u).moved], ['c', null], 'the old cookie, its upstream down: still on c, no second move')
+})
+
 t.test('a client that ignores cookies, spread over two workers after one of them moved it: both route it by its cookie once the burst after the move is over', async (t) => {
   const clock = new FakeClock()
   const MIN_IDLE = 20_000

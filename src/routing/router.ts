@@ -279,6 +279,10 @@ export class Router {
     if (available) return { index: pinnedIndex, reason: this.health.readySince(pinned) > lastSeen + slack ? 'restart' : null }
     if (this.#cfg.strict) return 'strict'
     const draining = pinnedIndex >= 0 ? this.health.ready(pinned) && !p.tried.has(pinned) : this.#leftDraining.has(pinned)
+    // a request sent with the old cookie right after this process moved the user: where they are
+    // (a spill may have skipped the first upstream in hash order, which the next line would take)
+    const done = p.done === null ? -1 : table.indexOf(p.done)
+    if (done >= 0 && p.acceptNew(done)) return { index: done, reason: draining ? 'drain' : 'dead' }
     let index = table.pick(p.hash, p.acceptNew)
     if (index < 0) index = table.pick(p.hash, p.acceptReady) // every other one drains: better than nothing
     return index < 0 ? 'none' : { index, reason: draining ? 'drain' : 'dead' }
