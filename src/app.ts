@@ -57,6 +57,11 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const proxy = createProxy(config, {
     clock, timers, logger, keys, router, sessions, records, upstreams: () => membership.current(), state, shared, inFlight, events: teeEvents(metrics, traffic),
     observe: (id, signal) => health.table.reportPassive(id, signal), suspect, draining: () => draining,
+    // with workers, a drain's min_idle counts a user's answers from every worker
+    shareAnswers: link === null ? null : {
+      migrating: (id) => health.table.drainingSince(id) !== null && health.table.drainMigrates(id),
+      send: (k, table, d) => link.answered(k, table, d),
+    },
   })
   let path = proxy.pathFor(config)
   const warnUnverified = (c: Config): void => {
@@ -108,7 +113,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const redirect = config.listen.redirect === null ? null : new RedirectListener(config, { current: () => path, clientErrors: proxy.clientErrors, logger }, () => listener.port)
   // a worker takes its siblings' bindings before it takes connections; the checks run where the primary says
   await link?.attach({
-    sessions, applyProbe: health.applyProbe, now: () => clock.now(), metrics: () => metrics.snapshot(),
+    sessions, records, applyProbe: health.applyProbe, now: () => clock.now(), metrics: () => metrics.snapshot(),
     probeSoon: (id) => health.checker?.probeSoon(id),
     becomeLead: () => {
       if (closing !== null) return

@@ -536,3 +536,67 @@ t.test('a decision is a frozen value', async (t) => {
   t.ok(Object.isFrozen(d))
   t.same(Object.keys(d).sort(), ['appKey', 'bind', 'epoch', 'learn', 'moved', 'sessionKey', 'setCookie', 'source', 'upstream'])
 })
+
+t.test('a drain that migrates: an active user stays, an idle one moves once, and requests with the cookie from before the move follow it; with workers, each records the answers of the others', async (t) => {
+  const clock = new FakeClock()
+  const draining = new Map<string, number>()
+  const availability: Availability = {
+    ready: () => true, acceptsNew: (id) => !draining.has(id), drainingSince: (id) => draining.get(id) ?? null, drainMigrates: () => true,
+    slowStartWeight: () => 1, readySince: () => -Infinity,
+  }
+  const MIN_IDLE = 2_000
+  const cfg = affinity({ key: 'cookie', idle_timeout: 3_600_000, drain: { migrate: true, min_idle: MIN_IDLE } })
+  const row = (d: Decision): unknown[] => [d.upstream, d.epoch, d.moved?.reason ?? null]
+  const migrating = (id: string): boolean => draining.has(id)
+
+  // one process
+  const { go } = cookieProcess(cfg, clock, { availability })
+  const first = go()
+  const home = first.upstream
+  const old = `tether=${setCookieValue(first.setCookie!, 'tether')!}`
+  draining.set(home, clock.now())
+  for (let i = 0; i < 5; i++) {
+    clock.advance(MIN_IDLE / 2)
+    t.same(row(go(old)), [home, 0, null], `active (a request every ${MIN_IDLE / 2} ms): stays on the draining upstream (${i})`)
+  }
+  clock.advance(MIN_IDLE)
+  const moved = go(old)
+  const next = moved.upstream
+  t.not(next, home)
+  t.same(row(moved), [next, 1, 'drain'], 'after an idle gap of min_idle: moved, with its state')
+  for (let i = 0; i < 3; i++) t.same(row(go(old)), [next, 1, null], `a request sent with the cookie from before the move follows it, not moved back (${i})`)
+  clock.advance(6_000)
+  t.same(row(go(old)), [next, 1, null], 'also later (a client that ignores the new cookie)')
+  draining.clear()
+
+  // two workers (fresh ones for each run); the answers of a migrating drain are shared, or not
+  for (const share of [false, true]) {
+    const workers = [0, 1].map(() => cookieProcess(cfg, clock, { availability }))
+    const via = (w: number, cookie?: string): Decision => {
+      const d = workers[w]!.go(cookie)
+      if (share && SessionRecords.shared(d, migrating)) workers[1 - w]!.records.record(d.sessionKey!, false, d.upstream, d.epoch, d.moved, clock.now())
+      return d
+    }
+    const start = via(0)
+    const cookie = `tether=${setCookieValue(start.setCookie!, 'tether')!}`
+    // a request every 0.4 x min_idle, two of every three on worker 0 (a keep-alive connection),
+    // the third on worker 1 (a new one); the drain starts in the middle of the visit
+    const routes: unknown[][] = []
+    for (let i = 0; i < 9; i++) {
+      if (i === 1) draining.set(start.upstream, clock.now())
+      clock.advance(MIN_IDLE * 0.4)
+      routes.push(row(via(i % 3 === 2 ? 1 : 0, cookie)))
+    }
+    const stayed = routes.every((r) => r[0] === start.upstream && r[2] === null)
+    if (share) t.ok(stayed, `shared answers: the active user stays on the draining upstream on both workers (${JSON.stringify(routes)})`)
+    else t.notOk(stayed, 'without sharing (the check of this test): worker 1 moves a user worker 0 serves')
+    if (share) {
+      // idle: worker 0 moves the user; worker 1 gets a request sent with the same (old) cookie
+      clock.advance(MIN_IDLE)
+      const left = via(0, cookie)
+      t.same(row(left), [left.upstream, 1, 'drain'], 'after an idle gap: moved by one worker')
+      t.same(row(via(1, cookie)), [left.upstream, 1, null], 'the other follows that move (no second move, no second rehydration)')
+    }
+    draining.clear()
+  }
+})

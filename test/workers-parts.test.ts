@@ -6,6 +6,7 @@ import { availableCpus, cpusOfQuota, workerCount } from '../src/workers/worker-c
 import { Hub } from '../src/workers/hub.js'
 import type { ToWorker } from '../src/workers/messages.js'
 import { SessionTable } from '../src/affinity/session-table.js'
+import { SessionRecords } from '../src/affinity/session-records.js'
 import { MemoryCheckpointStore } from '../src/state/memory-store.js'
 import { FakeClock } from './fixtures/clock.js'
 import { WorkerLink } from '../src/workers/worker-link.js'
@@ -95,7 +96,8 @@ t.test("the lead's discovery lists reach the other workers, and a starting worke
   const link = new WorkerLink({ send: (m) => void out.push(m), onMessage: (fn) => { deliver = fn } })
   let lead = 0
   const sessions = new SessionTable({ maxEntries: 10, idleTimeout: 60_000, absoluteTimeout: null })
-  const attached = link.attach({ sessions, applyProbe: (id, ok, severe) => void delivered.push(['applied', id, ok, severe]), becomeLead: () => void lead++, discovered: (source, list) => void delivered.push([source, list]), probeSoon: (id) => void delivered.push(['probe', id]), now: () => 0, metrics: () => Promise.resolve([]) })
+  const records = new SessionRecords({ maxEntries: 10, idleTimeout: 60_000, secret: null })
+  const attached = link.attach({ sessions, records, applyProbe: (id, ok, severe) => void delivered.push(['applied', id, ok, severe]), becomeLead: () => void lead++, discovered: (source, list) => void delivered.push([source, list]), probeSoon: (id) => void delivered.push(['probe', id]), now: () => 0, metrics: () => Promise.resolve([]) })
   const snapshot = out.find((m) => (m as { op?: string }).op === 'snapshot') as { call: number }
   deliver({ tether: 'discovered', source: 'dns', upstreams: now })
   deliver({ tether: 'reply', call: snapshot.call, value: null })
@@ -152,7 +154,8 @@ t.test("a worker's answer waits until the primary acknowledged its pins; pins fr
   let deliver: (m: unknown) => void = () => undefined
   const link = new WorkerLink({ send: (m) => void sent.push(m), onMessage: (fn) => { deliver = fn } })
   const sessions = new SessionTable({ maxEntries: 10, idleTimeout: 60_000, absoluteTimeout: null, sink: link.bindings.sink() })
-  const attached = link.attach({ sessions, applyProbe: () => undefined, becomeLead: () => undefined, discovered: () => undefined, probeSoon: () => undefined, now: () => 0, metrics: () => Promise.resolve([]) })
+  const records = new SessionRecords({ maxEntries: 10, idleTimeout: 60_000, secret: null, pins: sessions.table })
+  const attached = link.attach({ sessions, records, applyProbe: () => undefined, becomeLead: () => undefined, discovered: () => undefined, probeSoon: () => undefined, now: () => 0, metrics: () => Promise.resolve([]) })
   const snapshot = sent.find((m) => (m as { op?: string }).op === 'snapshot') as { call: number }
   deliver({ tether: 'snapshot-chunk', call: snapshot.call, entries: [['old-user', 'app-2', 3]] })
   deliver({ tether: 'reply', call: snapshot.call, value: null })
@@ -182,4 +185,21 @@ t.test("a worker's answer waits until the primary acknowledged its pins; pins fr
   deliver({ tether: 'written', writes: [['r', 'u2', ['app-0', 1]]] })
   t.equal(sessions.peek('u2', 0), null)
   t.match(sessions.rotated('u2', 1), { upstream: 'app-0', epoch: 1 }, 'its rotation grace too')
+
+  // answers every worker records (a migrating drain): written through as pins are
+  const moved = { upstream: 'app-1', source: 'failover', epoch: 2, moved: { from: 'app-0', reason: 'drain' }, setCookie: null, learn: false, appKey: null, sessionKey: 's1', bind: null } as const
+  link.answered('s1', false, moved)
+  const answered = sessions.flushed()
+  t.ok(answered !== null, 'a shared answer holds the head until acknowledged')
+  await new Promise((r) => setImmediate(r))
+  const a = sent.at(-1) as { tether: string; seq: number; writes: unknown[] }
+  t.same(a.writes, [['a', 's1', false, 'app-1', 2, 'app-0', 'drain']], 'sent with its move')
+  deliver({ tether: 'ack', seq: a.seq })
+  await answered
+  deliver({ tether: 'written', writes: [['a', 's2', false, 'app-1', 2, 'app-0', 'drain'], ['b', 'ip', 'app-2', 0], ['a', 'ip', true, 'app-2', 0, null, null]] })
+  t.match(records.moved('s2', 0), { upstream: 'app-1', epoch: 2 }, "another worker's move is recorded here")
+  t.match(records.lastMove('s2'), { from: 'app-0', to: 'app-1', reason: 'drain' })
+  t.equal(records.lastSeenOn('ip', 'app-2', 0), 0, "another worker's answer to a table key is recorded with its pin")
+  deliver({ tether: 'written', writes: [['a', 's2', false, 'app-0', 1, null, null]] })
+  t.equal(records.lastSeenOn('s2', 'app-0', 0), null, 'a slow answer from before the move changes nothing')
 })

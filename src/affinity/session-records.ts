@@ -116,23 +116,44 @@ export class SessionRecords {
    */
   answered(key: RequestKey, d: Decision, now: number): void {
     const k = SessionRecords.keyOf(key, d)
-    if (k === null) return
+    if (k !== null) this.record(k, key.kind === 'table', d.upstream, d.epoch, d.moved, now)
+  }
+
+  /**
+   * `upstream` answered session `k` (`table`: a table key) at `epoch`, having moved the user
+   * (`moved`) or not: what {@link answered} records, and what another worker tells of its
+   * answers (see {@link shared}). An answer at an epoch older than the one recorded (a slow
+   * answer from where the user was before a move) changes nothing.
+   */
+  record(k: string, table: boolean, upstream: string, epoch: number, moved: Decision['moved'], now: number): void {
+    const pins = table ? this.#pins : null
     // a table key pinned where it was answered: its answer time by slot, the rest is the pin's
-    const table = key.kind === 'table' && this.#pins !== null
-    const slot = table ? this.#pins!.slotBoundTo(k, d.upstream, d.epoch, now) : undefined
+    const slot = pins === null ? undefined : pins.slotBoundTo(k, upstream, epoch, now)
     if (slot !== undefined) {
       this.#answer(slot, now)
       if (this.#seen.size !== 0) this.#seen.delete(k)
     } else {
       // answered elsewhere than pinned (the pin moved while this request was in flight), or a
       // cookie session: an entry of its own (and no answer time by slot that would hide it)
-      const held = table ? this.#slots.slotOf(k) : undefined
+      if (pins !== null && (pins.peek(k, now)?.epoch ?? -1) > epoch) return
+      if (!this.#seen.setUnlessNewer(k, upstream, epoch, now)) return
+      const held = pins === null ? undefined : this.#slots.slotOf(k)
       if (held !== undefined && held < this.#answered.length) this.#answered[held] = 0
-      this.#seen.set(k, d.upstream, d.epoch, now)
     }
-    if (d.moved !== null) this.#moves.set(this.#slots.stored(k), { from: d.moved.from, to: d.upstream, reason: d.moved.reason, at: now })
+    if (moved !== null) this.#moves.set(this.#slots.stored(k), { from: moved.from, to: upstream, reason: moved.reason, at: now })
+    if (this.#orders.size === 0) return
     const order = this.#orders.get(k)
-    if (order !== undefined && (order.to === null || order.to === d.upstream)) this.#orders.delete(k)
+    if (order !== undefined && (order.to === null || order.to === upstream)) this.#orders.delete(k)
+  }
+
+  /**
+   * Is the answer of `d` one every worker records (`workers` > 1)? When its upstream drains and
+   * migrates (`migrating`), a drain's `min_idle` counts the user's answers from any worker; when
+   * it moved the user off a draining upstream, requests with the cookie from before the move
+   * follow it on every worker. Other answers stay with the worker that gave them.
+   */
+  static shared(d: Decision, migrating: (id: string) => boolean): boolean {
+    return migrating(d.upstream) || d.moved?.reason === 'drain'
   }
 
   /**
@@ -165,6 +186,12 @@ export class SessionRecords {
     const at = this.#answeredAt(key)
     if (at === null) return this.#seen.peek(key, now)?.lastSeen ?? null
     return this.#pins!.peek(key, now) === null ? null : at
+  }
+
+  /** When `upstream` last answered `key`, if it gave the last answer recorded here (ms); else null. */
+  lastSeenOn(key: string, upstream: string, now: number): number | null {
+    const e = this.seen(key, now)
+    return e !== null && e.upstream === upstream ? e.lastSeen : null
   }
 
   /**

@@ -194,6 +194,17 @@ export class AffinityTable implements AffinityStore {
     return true
   }
 
+  /**
+   * As {@link set}, unless the key holds a live binding at a later epoch: that one is kept (an
+   * answer from an epoch the user has left) and false returned; true when set.
+   */
+  setUnlessNewer(key: string, upstream: string, epoch: number, now: number): boolean {
+    const slot = this.#slotOf(key)
+    if (slot !== undefined && this.#epoch[slot]! > epoch && !this.#isExpired(slot, now)) return false
+    this.set(key, upstream, epoch, now)
+    return true
+  }
+
   delete(key: string): boolean {
     const slot = this.#slotOf(key)
     if (slot === undefined) return false

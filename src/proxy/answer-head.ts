@@ -5,7 +5,8 @@
 import type { Clock } from '../clock.js'
 import { learnAppCookie } from '../affinity/app-cookie.js'
 import type { SessionTable } from '../affinity/session-table.js'
-import type { SessionRecords } from '../affinity/session-records.js'
+import { SessionRecords } from '../affinity/session-records.js'
+import type { Decision } from '../routing/decision.js'
 import { TETHER_HEADER, type ReservedHeaders } from '../reserved-headers.js'
 import type { StateProtocol } from '../state/protocol.js'
 import type { AnswerHeadPolicy } from './exchange.js'
@@ -28,6 +29,14 @@ export interface AnswerHeadOptions {
   readonly clock: Clock
   /** The Strict-Transport-Security value added to answers over TLS (`listen.tls.hsts`), or null. */
   readonly hsts?: string | null
+  /** With workers: which upstreams drain and migrate, and where the answers every worker records go (SessionRecords.shared); else null. */
+  readonly shareAnswers?: AnswerSharing | null
+}
+
+export interface AnswerSharing {
+  readonly migrating: (id: string) => boolean
+  /** Tell the other workers this answer (written through: `sessions.flushed()` waits for it too). */
+  readonly send: (k: string, table: boolean, d: Decision) => void
 }
 
 /**
@@ -62,6 +71,11 @@ export class AnswerHead implements AnswerHeadPolicy {
       o.sessions.settle(b)
     }
     o.records.answered(ctx.key, d, o.clock.now())
+    const share = o.shareAnswers
+    if (share != null && SessionRecords.shared(d, share.migrating)) {
+      const k = SessionRecords.keyOf(ctx.key, d)
+      if (k !== null) share.send(k, ctx.key.kind === 'table', d)
+    }
     let rekeyedFrom: string | null = null
     if (o.appCookie !== null && d.learn) {
       const learned = learnAppCookie(o.sessions, o.appCookie, d, headers['set-cookie'], o.clock.now())

@@ -42,6 +42,8 @@ export interface PlacementMembers {
 export interface SessionHistory {
   /** When the user with this session key was last answered (ms), or null when not known here. */
   lastSeen(key: string, now: number): number | null
+  /** When `upstream` last answered the user, if it gave their last answer known here (ms); else null. */
+  lastSeenOn(key: string, upstream: string, now: number): number | null
   /**
    * For a user this process moved lately: where, at which epoch and when (ms) it last answered
    * them, and when it made the last move; null for anyone else (O(1), and nothing to look up
@@ -61,7 +63,7 @@ export interface UpstreamLoad {
 }
 
 const ALWAYS: Availability = { ready: () => true, acceptsNew: () => true, drainingSince: () => null, drainMigrates: () => false, slowStartWeight: () => 1, readySince: () => -Infinity }
-const NO_HISTORY: SessionHistory = { lastSeen: () => null, moved: () => null, ordered: () => undefined }
+const NO_HISTORY: SessionHistory = { lastSeen: () => null, lastSeenOn: () => null, moved: () => null, ordered: () => undefined }
 /** Seed of the per-key draw that lets a share of new keys onto a slow-starting upstream. */
 const SEED_SLOW_START = 0x534c4f57
 const NOTHING_TRIED: ReadonlySet<string> = new Set()
@@ -360,7 +362,11 @@ export class Router {
   /**
    * A pinned upstream keeps its users while ready, untried, and not drained past drain_timeout;
    * when its drain migrates, a user leaves it at their first request after an idle gap of
-   * `drain.min_idle` (a user not answered here lately counts as idle), so a burst is not split.
+   * `drain.min_idle` since that upstream last answered them (a user not answered by it lately
+   * counts as idle: also one whose last answer came from where they moved, so requests sent with
+   * the cookie from before the move follow it instead of going back), so a burst is not split.
+   * With workers, the answers for users of a draining upstream reach every worker (see
+   * SessionRecords.shared).
    */
   #available(id: string, p: Placing): boolean {
     if (!this.health.ready(id) || p.tried.has(id)) return false
@@ -368,7 +374,7 @@ export class Router {
     if (since === null) return true
     if (p.now - since >= this.#cfg.drain_timeout) return false
     if (!this.health.drainMigrates(id)) return true
-    const last = this.#history.lastSeen(p.key, p.now)
+    const last = this.#history.lastSeenOn(p.key, id, p.now)
     return last !== null && p.now - last < this.#cfg.drain.min_idle
   }
 

@@ -1,6 +1,7 @@
 // The messages between the primary and its workers over Node's IPC channel (`workers` > 1).
 // Layer 0 vocabulary: types only. Every message carries `tether` (its kind), so messages of
 // other libraries on the same channel (prom-client's metric requests) are told apart.
+import type { MoveReason } from '../routing/decision.js'
 
 /** The environment variable that carries a worker's index and the secrets all workers share. */
 export const WORKER_ENV = 'TETHER_WORKER'
@@ -27,12 +28,15 @@ export type WireBinding = readonly [key: string, upstream: string, epoch: number
 
 /**
  * A change to the bindings as it travels: a pin (`b`), an unpin (`u`), an application cookie
- * value replaced (`r` with its grace: where it still routes) or deleted (`r`, null).
+ * value replaced (`r` with its grace: where it still routes) or deleted (`r`, null); or an
+ * answer every worker records (`a`: session key, whether it is a table key, the upstream, the
+ * epoch, and the move it made: from where and why, or nulls), see SessionRecords.shared.
  */
 export type BindingWrite =
   | readonly ['b', key: string, upstream: string, epoch: number]
   | readonly ['u', key: string]
   | readonly ['r', key: string, grace: readonly [string, number] | null]
+  | readonly ['a', key: string, table: boolean, upstream: string, epoch: number, from: string | null, reason: MoveReason | null]
 
 /** Operations a worker asks the primary for, answered with a `reply` of the same `call`. */
 export type CallOp = 'remember' | 'members' | 'cp.get' | 'cp.put' | 'cp.delete' | 'snapshot' | 'ping'

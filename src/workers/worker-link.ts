@@ -5,7 +5,9 @@
 // discovery lists from the one worker running checks and discovery, and the snapshot a starting worker takes from a sibling.
 // Layer 3 adapter over process IPC; it decides nothing about routing or health.
 import type { BindingSink, Grace, SessionTable, SharedBindings } from '../affinity/session-table.js'
+import type { SessionRecords } from '../affinity/session-records.js'
 import type { Config } from '../config/schema.js'
+import type { Decision } from '../routing/decision.js'
 import type { PeerChannel } from '../peers/peer-channel.js'
 import type { Checkpoint, CheckpointStore, CheckpointStoreStatus, GetResult, PutResult } from '../state/checkpoint-store.js'
 import type { BindingWrite, CallOp, ToPrimary, ToWorker, WireBinding, WireDiscovered } from './messages.js'
@@ -31,6 +33,8 @@ export const processChannel: IpcChannel = {
 /** What a worker's parts give the link once built (before it listens). */
 export interface WorkerParts {
   readonly sessions: SessionTable
+  /** Where the answers other workers share are recorded. */
+  readonly records: SessionRecords
   /** Apply an active probe's result as the worker running the checks applied it (`severe`: unhealthy at once). */
   readonly applyProbe: (id: string, ok: boolean, severe: boolean) => void
   /** Probe upstream `id` now (this worker runs the checks; a request of another waits on it too long). */
@@ -109,6 +113,14 @@ export class WorkerLink {
     onStatus: () => () => undefined,
     start: () => Promise.resolve(),
     stop: () => Promise.resolve(),
+  }
+
+  /**
+   * Tell the others this worker's answer of `d` to session `k` (`table`: a table key), written
+   * through as pins are: the answer's head waits until every other worker has it.
+   */
+  answered(k: string, table: boolean, d: Decision): void {
+    this.#write(['a', k, table, d.upstream, d.epoch, d.moved?.from ?? null, d.moved?.reason ?? null])
   }
 
   /** Tell the others an active probe's result as applied here (this worker runs the checks). */
@@ -263,12 +275,13 @@ export class WorkerLink {
   }
 }
 
-/** Apply another worker's binding writes, in order. */
+/** Apply another worker's binding writes (and shared answers), in order. */
 function applyWrites(p: WorkerParts, writes: readonly BindingWrite[]): void {
   const now = p.now()
   for (const w of writes) {
     if (w[0] === 'b') p.sessions.applyRemote(w[1], w[2], w[3], now)
     else if (w[0] === 'u') p.sessions.table.delete(w[1])
-    else p.sessions.applyRetired(w[1], w[2] === null ? null : { upstream: w[2][0], epoch: w[2][1] }, now)
+    else if (w[0] === 'r') p.sessions.applyRetired(w[1], w[2] === null ? null : { upstream: w[2][0], epoch: w[2][1] }, now)
+    else p.records.record(w[1], w[2], w[3], w[4], w[5] === null ? null : { from: w[5], reason: w[6]! }, now)
   }
 }
