@@ -158,3 +158,27 @@ t.test('answer times after the column window moves (24.8 days on): the base foll
   t.equal(records.lastSeen('user-mid', t1), t0 + 2 ** 30, 'an answer inside the new window is kept exact')
   t.equal(records.lastSeen('user-old', t1), null, 'an answer before the new window (over 24.8 days old) is forgotten')
 })
+
+t.test('an answer from an epoch the user has left changes nothing; what another worker tells is recorded but leaves an order here', async (t) => {
+  const slots = new KeySlots({ seed: [7, 8] })
+  const pins = new AffinityTable({ maxEntries: 10, idleTimeout: 60_000, slots })
+  const records = new SessionRecords({ maxEntries: 10, idleTimeout: 60_000, secret, slots, pins })
+  // a cookie session moved to app-2 at epoch 1; a slow answer from app-1 at epoch 0 arrives after
+  records.record('s', false, 'app-2', 1, { from: 'app-1', reason: 'drain' }, 1000)
+  records.record('s', false, 'app-1', 0, null, 1100)
+  t.match(records.seen('s', 1200), { upstream: 'app-2', epoch: 1, lastSeen: 1000 }, 'a cookie session: the move stands')
+  t.equal(records.lastSeenOn('s', 'app-1', 1200), null, 'not answered by app-1 since')
+  t.equal(records.lastSeenOn('s', 'app-2', 1200), 1000)
+  // a table key pinned at epoch 1; a slow answer at epoch 0 from where it was
+  pins.set('ip', 'app-2', 1, 1000)
+  records.record('ip', true, 'app-2', 1, null, 1000)
+  records.record('ip', true, 'app-1', 0, null, 1100)
+  t.match(records.seen('ip', 1200), { upstream: 'app-2', epoch: 1, lastSeen: 1000 }, 'a table key: its answer time by slot stays')
+  // an admin's order here, and an answer another worker tells
+  records.order('s', null, 1300)
+  records.record('s', false, 'app-3', 2, { from: 'app-2', reason: 'admin' }, 1400, true)
+  t.match(records.ordered('s'), { to: null }, "another worker's answer leaves the order, to be done here")
+  t.match(records.moved('s', 1500), { upstream: 'app-3', epoch: 2, movedAt: 1400 }, 'its move is recorded')
+  records.record('s', false, 'app-3', 2, null, 1600)
+  t.equal(records.ordered('s'), undefined, 'an answer here fulfils it')
+})

@@ -234,3 +234,14 @@ t.test('slotBoundTo: the slot only for a live binding to that upstream at that e
   t.equal(table.slotBoundTo('other', 'app-1', 2, 500), undefined, 'a key not held')
   t.equal(table.slotBoundTo('k', 'app-1', 2, 1500), undefined, 'expired (idle past the timeout)')
 })
+
+t.test('setUnlessNewer: keeps a live binding at a later epoch, else sets', async (t) => {
+  const table = new AffinityTable({ maxEntries: 10, idleTimeout: 1000 })
+  t.equal(table.setUnlessNewer('k', 'app-1', 2, 0), true, 'a new key: set')
+  t.equal(table.setUnlessNewer('k', 'app-0', 1, 100), false, 'an older epoch: refused')
+  t.match(table.peek('k', 100), { upstream: 'app-1', epoch: 2, lastSeen: 0 }, 'and nothing changed')
+  t.equal(table.setUnlessNewer('k', 'app-2', 2, 200), true, 'the same epoch: set')
+  t.equal(table.peek('k', 200)?.upstream, 'app-2')
+  t.equal(table.setUnlessNewer('k', 'app-0', 1, 1500), true, 'an older epoch over an expired binding: set')
+  t.match(table.peek('k', 1500), { upstream: 'app-0', epoch: 1 })
+})

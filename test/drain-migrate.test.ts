@@ -110,3 +110,31 @@ t.test('tether drain --wait exits 0 at its deadline while users remain, and 1 wh
   t.match(unreachable.stderr, `cannot reach the admin API at http://127.0.0.1:${closed}: ECONNREFUSED`)
   t.equal((await runCli(['drain', 'a', '--timeout', 'soon'])).code, 2, 'a bad --timeout is a usage error')
 })
+
+t.test('an application that gives its session cookie a new value on every answer: its active users stay through a migrating drain, and move after an idle gap', async (t) => {
+  let n = 0
+  const apps = await Promise.all(['a', 'b', 'c'].map((id) => startUpstream(id, (req, res) => {
+    res.setHeader('set-cookie', `sid=${id}-${++n}; Path=/`)
+    res.end(`${id}|${req.headers['x-tether-moved'] ?? '-'}\n`)
+  })))
+  t.teardown(() => Promise.all(apps.map((a) => a.close())))
+  const clock = new FakeClock()
+  const tt = await proxyFor(t, apps, { affinity: { key: 'app_cookie', app_cookie: { name: 'sid', fallback: 'random' }, drain: { migrate: false, min_idle: MIN_IDLE } } }, clock)
+  let cookie = ''
+  const go = async (): Promise<string[]> => {
+    const r = await request(tt.url, { headers: cookie === '' ? {} : { cookie } })
+    cookie = /^(sid=[^;]+)/.exec(String(r.headers['set-cookie']))![1]!
+    return r.body.trim().split('|')
+  }
+  const [home] = await go()
+  await go() // the value the first answer set, learned: pinned to home
+  tt.health.drain(home!, true)
+  for (let i = 0; i < 6; i++) {
+    clock.advance(MIN_IDLE / 2)
+    t.same(await go(), [home, '-'], `a request every ${MIN_IDLE / 2} ms, each with the value the last answer set: stays (${i})`)
+  }
+  clock.advance(MIN_IDLE)
+  const [to, moved] = await go()
+  t.not(to, home, 'after an idle gap: moved')
+  t.match(moved, `from=${home}; reason=drain`)
+})

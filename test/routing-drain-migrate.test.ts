@@ -62,11 +62,15 @@ t.test('a plain drain keeps an idle user until drain_timeout; a migrating one mo
   t.equal(busy.clock.now() - busy.health.drainingSince(start)!, 60 * S, 'exactly at drain_timeout')
 })
 
-t.test('a pinned user this process never answered counts as idle; an undrain ends the migration', async (t) => {
+t.test('a pinned user this process never answered counts as idle once the drain is min_idle old; an undrain ends the migration', async (t) => {
   const w = world('header')
   w.sessions.pin('acme', 'b', 0, w.clock.now()) // as another replica's shared binding: never answered here
+  w.sessions.pin('initech', 'b', 0, w.clock.now())
   w.health.drain('b', true)
-  t.same(w.go('acme').moved, { from: 'b', reason: 'drain' }, 'moved at its first request here')
+  w.clock.advance(1_999)
+  t.same([w.go('initech').upstream, w.go('initech').moved], ['b', null], "in the drain's first min_idle nobody moves (every worker learns of the drain meanwhile)")
+  w.clock.advance(1)
+  t.same(w.go('acme').moved, { from: 'b', reason: 'drain' }, 'then moved at its first request here')
   const home = w.go('globex').upstream
   w.health.drain(home, true)
   t.equal(w.health.snapshot().find((e) => e.id === home)!.migrating, true, 'the snapshot shows a migrating drain')

@@ -569,6 +569,18 @@ t.test('a drain that migrates: an active user stays, an idle one moves once, and
   t.same(row(go(old)), [next, 1, null], 'also later (a client that ignores the new cookie)')
   draining.clear()
 
+  // moved off an upstream for another reason (an admin's order), which then drains: in the
+  // drain's first min_idle, a request with the cookie from before the move still follows it
+  const { go: go2, records } = cookieProcess(cfg, clock, { availability })
+  const user = go2()
+  const userCookie = `tether=${setCookieValue(user.setCookie!, 'tether')!}`
+  const target = ['a', 'b', 'c'].find((id) => id !== user.upstream)!
+  records.order(user.sessionKey!, target, clock.now())
+  t.same(row(go2(userCookie)), [target, 1, 'admin'], 'the ordered move')
+  draining.set(user.upstream, clock.now())
+  t.same(row(go2(userCookie)), [target, 1, null], 'the old cookie, its upstream just began a migrating drain: follows the move (not back to it)')
+  draining.clear()
+
   // two workers (fresh ones for each run); the answers of a migrating drain are shared, or not
   for (const share of [false, true]) {
     const workers = [0, 1].map(() => cookieProcess(cfg, clock, { availability }))
@@ -579,13 +591,13 @@ t.test('a drain that migrates: an active user stays, an idle one moves once, and
     }
     const start = via(0)
     const cookie = `tether=${setCookieValue(start.setCookie!, 'tether')!}`
-    // a request every 0.4 x min_idle, two of every three on worker 0 (a keep-alive connection),
-    // the third on worker 1 (a new one); the drain starts in the middle of the visit
+    // the drain starts right after worker 0's answer; then a request every 0.4 x min_idle, one
+    // of every three on worker 1 (a new connection), starting there (it never served the user)
+    draining.set(start.upstream, clock.now())
     const routes: unknown[][] = []
     for (let i = 0; i < 9; i++) {
-      if (i === 1) draining.set(start.upstream, clock.now())
       clock.advance(MIN_IDLE * 0.4)
-      routes.push(row(via(i % 3 === 2 ? 1 : 0, cookie)))
+      routes.push(row(via(i % 3 === 0 ? 1 : 0, cookie)))
     }
     const stayed = routes.every((r) => r[0] === start.upstream && r[2] === null)
     if (share) t.ok(stayed, `shared answers: the active user stays on the draining upstream on both workers (${JSON.stringify(routes)})`)
@@ -599,4 +611,13 @@ t.test('a drain that migrates: an active user stays, an idle one moves once, and
     }
     draining.clear()
   }
+  // which answers are shared: those from a migrating upstream, and every move off one
+  const d = (upstream: string, moved: Decision['moved']): Decision => ({ upstream, source: 'failover', epoch: 1, moved, setCookie: null, learn: false, appKey: null, sessionKey: 's', bind: null })
+  draining.set('b', clock.now())
+  const cases: [Decision, boolean][] = [
+    [d('b', null), true], [d('a', null), false], [d('a', { from: 'b', reason: 'admin' }), true], [d('a', { from: 'b', reason: 'dead' }), true],
+    [d('a', { from: 'c', reason: 'drain' }), true], [d('a', { from: 'c', reason: 'rebalance' }), false],
+  ]
+  for (const [decision, shared] of cases) t.equal(SessionRecords.shared(decision, migrating), shared, `shared: ${decision.upstream} ${JSON.stringify(decision.moved)}`)
+  draining.clear()
 })

@@ -121,11 +121,12 @@ export class SessionRecords {
 
   /**
    * `upstream` answered session `k` (`table`: a table key) at `epoch`, having moved the user
-   * (`moved`) or not: what {@link answered} records, and what another worker tells of its
-   * answers (see {@link shared}). An answer at an epoch older than the one recorded (a slow
-   * answer from where the user was before a move) changes nothing.
+   * (`moved`) or not: what {@link answered} records, and (`remote`) what another worker tells of
+   * its answers (see {@link shared}; an admin's order here stays, to be done here). An answer at
+   * an epoch older than the one recorded (a slow answer from where the user was before a move)
+   * changes nothing.
    */
-  record(k: string, table: boolean, upstream: string, epoch: number, moved: Decision['moved'], now: number): void {
+  record(k: string, table: boolean, upstream: string, epoch: number, moved: Decision['moved'], now: number, remote = false): void {
     const pins = table ? this.#pins : null
     // a table key pinned where it was answered: its answer time by slot, the rest is the pin's
     const slot = pins === null ? undefined : pins.slotBoundTo(k, upstream, epoch, now)
@@ -141,7 +142,7 @@ export class SessionRecords {
       if (held !== undefined && held < this.#answered.length) this.#answered[held] = 0
     }
     if (moved !== null) this.#moves.set(this.#slots.stored(k), { from: moved.from, to: upstream, reason: moved.reason, at: now })
-    if (this.#orders.size === 0) return
+    if (remote || this.#orders.size === 0) return
     const order = this.#orders.get(k)
     if (order !== undefined && (order.to === null || order.to === upstream)) this.#orders.delete(k)
   }
@@ -149,11 +150,12 @@ export class SessionRecords {
   /**
    * Is the answer of `d` one every worker records (`workers` > 1)? When its upstream drains and
    * migrates (`migrating`), a drain's `min_idle` counts the user's answers from any worker; when
-   * it moved the user off a draining upstream, requests with the cookie from before the move
-   * follow it on every worker. Other answers stay with the worker that gave them.
+   * it moved the user off a draining upstream (for whatever reason: the drain, an admin's order,
+   * a retry elsewhere), requests with the cookie from before the move follow it on every worker.
+   * Other answers stay with the worker that gave them.
    */
   static shared(d: Decision, migrating: (id: string) => boolean): boolean {
-    return migrating(d.upstream) || d.moved?.reason === 'drain'
+    return migrating(d.upstream) || (d.moved !== null && (d.moved.reason === 'drain' || migrating(d.moved.from)))
   }
 
   /**

@@ -35,8 +35,10 @@ export interface AnswerHeadOptions {
 
 export interface AnswerSharing {
   readonly migrating: (id: string) => boolean
-  /** Tell the other workers this answer (written through: `sessions.flushed()` waits for it too). */
+  /** Tell the other workers this answer. */
   readonly send: (k: string, table: boolean, d: Decision) => void
+  /** Resolves once the answers told so far reached every other worker (null: none pending). */
+  readonly flushed: () => Promise<void> | null
 }
 
 /**
@@ -55,7 +57,7 @@ export class AnswerHead implements AnswerHeadPolicy {
     const checked = this.#inspect(ctx, headers)
     // with workers, the pins just written through reach every other worker before the client
     // sees this answer (its next request may arrive at another worker on a new connection)
-    const flushed = this.#o.sessions.flushed()
+    const flushed = allOf(this.#o.sessions.flushed(), this.#o.shareAnswers?.flushed() ?? null)
     if (flushed === null) return checked
     return checked === null ? flushed.then(() => 'ok') : Promise.all([checked, flushed]).then(([v]) => v)
   }
@@ -72,7 +74,8 @@ export class AnswerHead implements AnswerHeadPolicy {
     }
     o.records.answered(ctx.key, d, o.clock.now())
     const share = o.shareAnswers
-    if (share != null && SessionRecords.shared(d, share.migrating)) {
+    const shared = share != null && SessionRecords.shared(d, share.migrating)
+    if (shared) {
       const k = SessionRecords.keyOf(ctx.key, d)
       if (k !== null) share.send(k, ctx.key.kind === 'table', d)
     }
@@ -82,6 +85,12 @@ export class AnswerHead implements AnswerHeadPolicy {
       if (learned !== null) {
         ctx.learnedKey = learned.key
         rekeyedFrom = learned.rekeyedFrom
+        // a new value of the user's cookie: their answer is recorded under it too (else a drain
+        // that migrates would see a user whose application rotates the value as idle)
+        if (rekeyedFrom !== null) {
+          o.records.record(learned.key, true, d.upstream, d.epoch, null, o.clock.now())
+          if (shared) share.send(learned.key, true, { ...d, moved: null })
+        }
       }
     }
     const state = o.state
@@ -127,4 +136,9 @@ export class AnswerHead implements AnswerHeadPolicy {
 /** May the answer go out? With confirmed durability only when its checkpoint is stored (or a newer one is). */
 function verdict(confirmed: boolean, r: string): 'ok' | 'refuse' {
   return !confirmed || r === 'stored' || r === 'stale' || r === 'copied' || r === 'missing' ? 'ok' : 'refuse'
+}
+
+/** One promise for both (null: neither pending). */
+function allOf(a: Promise<void> | null, b: Promise<void> | null): Promise<void> | null {
+  return a === null ? b : b === null ? a : Promise.all([a, b]).then(() => undefined)
 }

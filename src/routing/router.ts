@@ -94,7 +94,12 @@ class Placing {
    * to (and answered them from) less than MOVE_BURST ago; a rebalance or spill to it is done
    * already (null: none).
    */
-  constructor(readonly router: Router, readonly key: string, readonly tried: ReadonlySet<string>, readonly hash: number, readonly now: number, readonly done: string | null = null) {}
+  constructor(
+    readonly router: Router, readonly key: string, readonly tried: ReadonlySet<string>, readonly hash: number, readonly now: number,
+    readonly done: string | null = null,
+    /** For a cookie user whose cookie is out of date, where this process last answered them (at a later epoch); else null. */
+    readonly answeredOn: string | null = null,
+  ) {}
   #acceptNew: ((i: number) => boolean) | null = null
   #acceptReady: ((i: number) => boolean) | null = null
   /**
@@ -362,11 +367,11 @@ export class Router {
   /**
    * A pinned upstream keeps its users while ready, untried, and not drained past drain_timeout;
    * when its drain migrates, a user leaves it at their first request after an idle gap of
-   * `drain.min_idle` since that upstream last answered them (a user not answered by it lately
-   * counts as idle: also one whose last answer came from where they moved, so requests sent with
-   * the cookie from before the move follow it instead of going back), so a burst is not split.
-   * With workers, the answers for users of a draining upstream reach every worker (see
-   * SessionRecords.shared).
+   * `drain.min_idle` since that upstream last answered them, or since the drain began if that is
+   * later (so a burst is not split). In the drain's first `min_idle` nobody leaves: every worker
+   * learns of the drain meanwhile, and shares the answers to its users from then on (see
+   * SessionRecords.shared). A user this process answered elsewhere since their cookie was
+   * issued has left already: requests sent with the cookie from before follow the move.
    */
   #available(id: string, p: Placing): boolean {
     if (!this.health.ready(id) || p.tried.has(id)) return false
@@ -374,8 +379,9 @@ export class Router {
     if (since === null) return true
     if (p.now - since >= this.#cfg.drain_timeout) return false
     if (!this.health.drainMigrates(id)) return true
-    const last = this.#history.lastSeenOn(p.key, id, p.now)
-    return last !== null && p.now - last < this.#cfg.drain.min_idle
+    if (p.answeredOn !== null && p.answeredOn !== id) return false
+    const last = Math.max(this.#history.lastSeenOn(p.key, id, p.now) ?? since, since)
+    return p.now - last < this.#cfg.drain.min_idle
   }
 
   #cookieUser(s: DecodedCookie, tried: ReadonlySet<string>, now: number): Decision | NoRoute {
@@ -391,7 +397,7 @@ export class Router {
     const later = seen !== null && seen.epoch > s.epoch ? seen : null
     const done = later !== null && now - later.movedAt < MOVE_BURST ? later.upstream : null
     // the cookie stores its times in whole seconds
-    const r = this.#resolve(s.upstream, new Placing(this, s.sessionId, tried, hashKey(s.sessionId), now, done), s.issuedAt, true, s.lastSeen, 1_000)
+    const r = this.#resolve(s.upstream, new Placing(this, s.sessionId, tried, hashKey(s.sessionId), now, done, later?.upstream ?? null), s.issuedAt, true, s.lastSeen, 1_000)
     if (typeof r === 'string') return r
     const id = this.placement.ids[r.index]!
     const cookies = this.#cookies!
