@@ -6,6 +6,10 @@ import type { AffinityEntry, AffinityStore, AffinityStoreOptions } from './store
 import { KeySlots, growCapacity, type SlotOwner } from './key-slots.js'
 
 const NONE = -1
+/** What #set did: took a slot for a new key, updated a held one, or refused (a later epoch held). */
+const TOOK_SLOT = 1
+const UPDATED = 0
+const REFUSED = -1
 /**
  * Column slots allocated up front (at most maxEntries). Typed arrays are zero-filled by calloc,
  * so pages no slot has touched cost address space, not RSS; growing by copying leaves the
@@ -154,13 +158,26 @@ export class AffinityTable implements AffinityStore {
    * upstream ids are already bound, or the epoch is not a uint32.
    */
   set(key: string, upstream: string, epoch: number, now: number): boolean {
+    return this.#set(key, upstream, epoch, now, false) === TOOK_SLOT
+  }
+
+  /**
+   * As {@link set}, unless the key holds a live binding at a later epoch: that one is kept (an
+   * answer from an epoch the user has left) and false returned; true when set.
+   */
+  setUnlessNewer(key: string, upstream: string, epoch: number, now: number): boolean {
+    return this.#set(key, upstream, epoch, now, true) !== REFUSED
+  }
+
+  #set(key: string, upstream: string, epoch: number, now: number, unlessNewer: boolean): typeof TOOK_SLOT | typeof UPDATED | typeof REFUSED {
     if (!Number.isInteger(epoch) || epoch < 0 || epoch > 0xffff_ffff) {
       throw new RangeError(`affinity table: epoch must be a uint32, got ${epoch}`)
     }
+    let slot = this.#slotOf(key)
+    if (unlessNewer && slot !== undefined && this.#epoch[slot]! > epoch && !this.#isExpired(slot, now)) return REFUSED
     const u = this.#intern(upstream)
     this.#counts[u]!++ // acquire first, so an eviction below cannot forget this id
     const t = this.#time(now)
-    let slot = this.#slotOf(key)
     if (slot !== undefined) {
       if (this.#isExpired(slot, now)) {
         this.#expirations++
@@ -171,7 +188,7 @@ export class AffinityTable implements AffinityStore {
       this.#epoch[slot] = epoch
       this.#lastSeen[slot] = t
       this.#toHead(slot)
-      return false
+      return UPDATED
     }
     if (this.#size >= this.#maxEntries) {
       const victim = this.#tail
@@ -191,18 +208,7 @@ export class AffinityTable implements AffinityStore {
     if (this.#head !== NONE) this.#prev[this.#head] = slot
     this.#head = slot
     if (this.#tail === NONE) this.#tail = slot
-    return true
-  }
-
-  /**
-   * As {@link set}, unless the key holds a live binding at a later epoch: that one is kept (an
-   * answer from an epoch the user has left) and false returned; true when set.
-   */
-  setUnlessNewer(key: string, upstream: string, epoch: number, now: number): boolean {
-    const slot = this.#slotOf(key)
-    if (slot !== undefined && this.#epoch[slot]! > epoch && !this.#isExpired(slot, now)) return false
-    this.set(key, upstream, epoch, now)
-    return true
+    return TOOK_SLOT
   }
 
   delete(key: string): boolean {
