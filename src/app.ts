@@ -125,7 +125,8 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   })
   const admin = await listener.listen().then(() => redirect?.listen()).then(() => createAdmin(config, {
     logger, health: health.table, peers: health.peers, metrics, traffic, upstreams: () => membership.current(), draining: () => draining,
-    inFlight: (id) => inFlight.count(id), websockets: (id) => proxy.upgrades.countByUpstream(id), sessions, records, shared, store: state?.store ?? null, now: () => clock.now(),
+    inFlight: (id) => inFlight.count(id), websockets: (id) => proxy.upgrades.countByUpstream(id), sessions, records, shared,
+    ...(link === null ? {} : { ordered: (key: string, to: string | null) => (link.ordered(key, to), link.flushed()) }), store: state?.store ?? null, now: () => clock.now(),
     degraded: () => [...stateDegraded(store, redis)(), ...discovery.degraded()],
   }, link === null ? null : { host: '127.0.0.1', port: 0 })).catch(async (err: unknown) => {
     await listener.close(0, () => undefined)

@@ -611,13 +611,41 @@ t.test('a drain that migrates: an active user stays, an idle one moves once, and
     }
     draining.clear()
   }
-  // which answers are shared: those from a migrating upstream, and every move off one
+  // which answers are shared: those from a migrating upstream, and every move
   const d = (upstream: string, moved: Decision['moved']): Decision => ({ upstream, source: 'failover', epoch: 1, moved, setCookie: null, learn: false, appKey: null, sessionKey: 's', bind: null })
   draining.set('b', clock.now())
   const cases: [Decision, boolean][] = [
     [d('b', null), true], [d('a', null), false], [d('a', { from: 'b', reason: 'admin' }), true], [d('a', { from: 'b', reason: 'dead' }), true],
-    [d('a', { from: 'c', reason: 'drain' }), true], [d('a', { from: 'c', reason: 'rebalance' }), false],
+    [d('a', { from: 'c', reason: 'drain' }), true], [d('a', { from: 'c', reason: 'rebalance' }), true], [d('c', null), false],
   ]
   for (const [decision, shared] of cases) t.equal(SessionRecords.shared(decision, migrating), shared, `shared: ${decision.upstream} ${JSON.stringify(decision.moved)}`)
   draining.clear()
+})
+
+t.test('an admin\'s move: requests sent with the cookie from before it follow it (the user was sent back, rehydrated, undoing the move); after a failover, the cookie\'s upstream ready again is theirs', async (t) => {
+  const clock = new FakeClock()
+  const down = new Set<string>()
+  const availability: Availability = {
+    ready: (id) => !down.has(id), acceptsNew: (id) => !down.has(id), drainingSince: () => null, drainMigrates: () => false, slowStartWeight: () => 1, readySince: () => -Infinity,
+  }
+  const cfg = affinity({ key: 'cookie', idle_timeout: 3_600_000 })
+  const { go, records } = cookieProcess(cfg, clock, { availability })
+  const row = (d: Decision): unknown[] => [d.upstream, d.epoch, d.moved?.reason ?? null]
+  const user = go()
+  const old = `tether=${setCookieValue(user.setCookie!, 'tether')!}`
+  const target = ['a', 'b', 'c'].find((id) => id !== user.upstream)!
+  records.order(user.sessionKey!, target, clock.now())
+  t.same(row(go(old)), [target, 1, 'admin'], 'the ordered move')
+  for (let i = 0; i < 3; i++) t.same(row(go(old)), [target, 1, null], `the old cookie follows it, no second move (${i})`)
+
+  // a failover, then the old upstream is back at once: the cookie leads there (a move back, as
+  // every worker and replica routes that cookie)
+  const other = go()
+  const cookie = `tether=${setCookieValue(other.setCookie!, 'tether')!}`
+  down.add(other.upstream)
+  const failover = go(cookie)
+  t.equal(failover.moved?.reason, 'dead')
+  t.same(row(go(cookie)), [failover.upstream, 1, null], 'while its upstream is down, the old cookie follows the failover')
+  down.delete(other.upstream)
+  t.same(row(go(cookie)), [other.upstream, 2, 'restart'], 'back up: the old cookie leads back to it, rehydrated')
 })

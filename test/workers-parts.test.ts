@@ -202,4 +202,11 @@ t.test("a worker's answer waits until the primary acknowledged its pins; pins fr
   t.equal(records.lastSeenOn('ip', 'app-2', 0), 0, "another worker's answer to a table key is recorded with its pin")
   deliver({ tether: 'written', writes: [['a', 's2', false, 'app-0', 1, null, null]] })
   t.equal(records.lastSeenOn('s2', 'app-0', 0), null, 'a slow answer from before the move changes nothing')
+
+  // a move an admin ordered: sent to the others, and applied from them
+  link.ordered('s1', 'app-2')
+  await new Promise((r) => setImmediate(r))
+  t.same((sent.at(-1) as { writes: unknown[] }).writes, [['o', 's1', 'app-2']], 'an order goes to the other workers')
+  deliver({ tether: 'written', writes: [['o', 's3', null]] })
+  t.match(records.ordered('s3'), { to: null }, "another worker's order is held here, to be done at the user's next request here")
 })

@@ -27,6 +27,8 @@ export interface AdminParts {
   readonly websockets: (id: string) => number
   readonly sessions: SessionTable
   readonly records: SessionRecords
+  /** With workers: tell the others a move an admin ordered here (see SessionLookupParts.ordered). */
+  readonly ordered?: (key: string, to: string | null) => Promise<void> | null
   readonly shared: SharedBindings | null
   readonly store: CheckpointStore | null
   readonly now: () => number
@@ -46,7 +48,7 @@ export async function createAdmin(config: Config, p: AdminParts, at: AdminAddres
   const { host, port } = at ?? config.admin.listen
   const keyKind = config.affinity.key
   const lookup = keyKind === 'none' ? null : new SessionLookup({
-    keyKind, sessions: p.sessions, records: p.records, shared: p.shared, store: p.store, health: p.health, now: p.now,
+    keyKind, sessions: p.sessions, records: p.records, shared: p.shared, store: p.store, health: p.health, now: p.now, ordered: p.ordered,
     mayTake: (id) => p.upstreams().get(id) !== undefined && p.health.ready(id),
   })
   // a draining upstream's users not moved yet: its pins, or (cookie key, no table) the users it answered lately

@@ -46,6 +46,11 @@ export interface SessionLookupParts {
   /** May `id` take a user an admin moves there (in membership and ready)? */
   readonly mayTake: (id: string) => boolean
   readonly now: () => number
+  /**
+   * With workers: tell the other workers a move ordered here, so it is done at the user's next
+   * request on any of them; resolves once they have it (null: nothing to wait for).
+   */
+  readonly ordered?: ((key: string, to: string | null) => Promise<void> | null) | undefined
 }
 
 /**
@@ -124,6 +129,8 @@ export class SessionLookup {
     const view = await this.find(named)
     if (view === null) return 'unknown_session'
     p.records.order(view.key, to, p.now())
+    // the order reaches every worker before the admin hears it was taken
+    await p.ordered?.(view.key, to)
     return 'ordered'
   }
 

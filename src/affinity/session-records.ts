@@ -122,7 +122,7 @@ export class SessionRecords {
   /**
    * `upstream` answered session `k` (`table`: a table key) at `epoch`, having moved the user
    * (`moved`) or not: what {@link answered} records, and (`remote`) what another worker tells of
-   * its answers (see {@link shared}; an admin's order here stays, to be done here). An answer at
+   * its answers (see {@link shared}; it fulfils an admin's order only by doing it). An answer at
    * an epoch older than the one recorded (a slow answer from where the user was before a move)
    * changes nothing.
    */
@@ -142,20 +142,21 @@ export class SessionRecords {
       if (held !== undefined && held < this.#answered.length) this.#answered[held] = 0
     }
     if (moved !== null) this.#moves.set(this.#slots.stored(k), { from: moved.from, to: upstream, reason: moved.reason, at: now })
-    if (remote || this.#orders.size === 0) return
+    if (this.#orders.size === 0) return
     const order = this.#orders.get(k)
-    if (order !== undefined && (order.to === null || order.to === upstream)) this.#orders.delete(k)
+    // another worker's answer fulfils an order only by doing it (every worker holds the order)
+    if (order !== undefined && (order.to === null || order.to === upstream) && (!remote || moved?.reason === 'admin')) this.#orders.delete(k)
   }
 
   /**
-   * Is the answer of `d` one every worker records (`workers` > 1)? When its upstream drains and
-   * migrates (`migrating`), a drain's `min_idle` counts the user's answers from any worker; when
-   * it moved the user off a draining upstream (for whatever reason: the drain, an admin's order,
-   * a retry elsewhere), requests with the cookie from before the move follow it on every worker.
-   * Other answers stay with the worker that gave them.
+   * Is the answer of `d` one every worker records (`workers` > 1)? When it moved the user
+   * (whatever the reason), requests sent with the cookie from before the move follow it on every
+   * worker, as on the one that made it; when its upstream drains and migrates (`migrating`), a
+   * drain's `min_idle` counts the user's answers from any worker. Other answers stay with the
+   * worker that gave them.
    */
   static shared(d: Decision, migrating: (id: string) => boolean): boolean {
-    return migrating(d.upstream) || (d.moved !== null && (d.moved.reason === 'drain' || migrating(d.moved.from)))
+    return d.moved !== null || migrating(d.upstream)
   }
 
   /**
@@ -200,12 +201,12 @@ export class SessionRecords {
    * What was last answered for `key` if this process moved that user lately (an answer at a
    * later epoch than an out-of-date cookie says), else null. Before any move: no lookup at all.
    */
-  moved(key: string, now: number): (AffinityEntry & { readonly movedAt: number }) | null {
+  moved(key: string, now: number): (AffinityEntry & { readonly movedAt: number; readonly reason: MoveReason }) | null {
     if (this.#moves.size === 0) return null
     const move = this.#moves.get(key)
     if (move === undefined) return null
     const e = this.seen(key, now)
-    return e === null ? null : { upstream: e.upstream, epoch: e.epoch, createdAt: e.createdAt, lastSeen: e.lastSeen, movedAt: move.at }
+    return e === null ? null : { upstream: e.upstream, epoch: e.epoch, createdAt: e.createdAt, lastSeen: e.lastSeen, movedAt: move.at, reason: move.reason }
   }
 
   lastMove(key: string): MoveRecord | null {

@@ -49,7 +49,7 @@ export interface SessionHistory {
    * them, and when it made the last move; null for anyone else (O(1), and nothing to look up
    * before any move).
    */
-  moved(key: string, now: number): { readonly upstream: string; readonly epoch: number; readonly lastSeen: number; readonly movedAt: number } | null
+  moved(key: string, now: number): { readonly upstream: string; readonly epoch: number; readonly lastSeen: number; readonly movedAt: number; readonly reason: MoveReason } | null
   /** A move an admin ordered for this key, not yet done: to an upstream, or null (wherever the hash places it). */
   ordered(key: string): { readonly to: string | null } | undefined
 }
@@ -68,10 +68,10 @@ const NO_HISTORY: SessionHistory = { lastSeen: () => null, lastSeenOn: () => nul
 const SEED_SLOW_START = 0x534c4f57
 const NOTHING_TRIED: ReadonlySet<string> = new Set()
 /**
- * How long after a rebalance or spill this process made, a request with the cookie from before
- * it still follows it (`Placing.done`): requests a client sent before the new cookie arrived.
- * Later, such a cookie is one a client keeps ignoring: it is routed by the cookie, as every
- * other worker and replica (which have no record of the move) routes it, so all converge.
+ * How long after a move this process made (or, with workers, another worker made), a request
+ * with the cookie from before it still follows it (`Placing.done`): requests a client sent
+ * before the new cookie arrived. Later, such a cookie is one a client keeps ignoring: it is
+ * routed by the cookie, as every replica without a record of the move routes it, so all converge.
  */
 const MOVE_BURST = 5_000
 
@@ -91,12 +91,14 @@ export interface RouterOptions {
 class Placing {
   /**
    * `done`: for a cookie user whose cookie is out of date, the upstream this process moved them
-   * to (and answered them from) less than MOVE_BURST ago; a rebalance or spill to it is done
-   * already (null: none).
+   * to (and answered them from) less than MOVE_BURST ago (null: none); `deliberate`: that move
+   * was not forced (an admin's order, a rebalance, spill, a drain: it stands while the cookie's
+   * upstream is available; a failover's, or a rehydration in place, only while it is not).
    */
   constructor(
     readonly router: Router, readonly key: string, readonly tried: ReadonlySet<string>, readonly hash: number, readonly now: number,
     readonly done: string | null = null,
+    readonly deliberate = false,
     /** For a cookie user whose cookie is out of date, where this process last answered them (at a later epoch); else null. */
     readonly answeredOn: string | null = null,
   ) {}
@@ -275,6 +277,12 @@ export class Router {
       const index = order.to === null ? this.#place(p) : table.indexOf(order.to)
       if (index >= 0 && index !== pinnedIndex && (order.to === null || p.acceptReady(index))) return { index, reason: 'admin' }
     }
+    // a request sent with the cookie from before a deliberate move made moments ago: where the
+    // user is now, with no new-visit gate or move budget (#cookieUser sees the move done: no
+    // second one); after a failover, the cookie's upstream ready again is theirs (as on a replica
+    // without the record of the move)
+    const done = p.done === null ? -1 : table.indexOf(p.done)
+    if (done >= 0 && done !== pinnedIndex && p.acceptReady(done) && (p.deliberate || !available)) return { index: done, reason: 'restart' }
     if (rebalance && this.#cfg.on_scale_up !== 'persistent' && available) {
       const index = this.#rebalanced(p, pinnedIndex, pinnedAt, lastSeen)
       if (index >= 0) return { index, reason: 'rebalance' }
@@ -286,10 +294,6 @@ export class Router {
     if (available) return { index: pinnedIndex, reason: this.health.readySince(pinned) > lastSeen + slack ? 'restart' : null }
     if (this.#cfg.strict) return 'strict'
     const draining = pinnedIndex >= 0 ? this.health.ready(pinned) && !p.tried.has(pinned) : this.#leftDraining.has(pinned)
-    // a request sent with the old cookie right after this process moved the user: where they are
-    // (a spill may have skipped the first upstream in hash order, which the next line would take)
-    const done = p.done === null ? -1 : table.indexOf(p.done)
-    if (done >= 0 && p.acceptNew(done)) return { index: done, reason: draining ? 'drain' : 'dead' }
     let index = table.pick(p.hash, p.acceptNew)
     if (index < 0) index = table.pick(p.hash, p.acceptReady) // every other one drains: better than nothing
     return index < 0 ? 'none' : { index, reason: draining ? 'drain' : 'dead' }
@@ -300,14 +304,14 @@ export class Router {
    * prefers, if it joined after the pin; with `gradual` only at a new visit (an idle gap of
    * `rebalance.min_idle` since their last answer, by the latest of this process's record and
    * `lastSeen`, the pin's own last use, which other workers and replicas also update) and while
-   * the move budget lasts; a move this process made moments ago (`p.done`, a request sent with
-   * the cookie from before it) needs neither.
+   * the move budget lasts (a request sent with the cookie from before a move made moments ago
+   * follows it before this is asked: #resolve).
    */
   #rebalanced(p: Placing, pinnedIndex: number, pinnedAt: number, lastSeen: number): number {
     const table = this.placement
     const index = table.pick(p.hash, p.acceptNew)
     if (index < 0 || index === pinnedIndex || !(this.#joinedAt.get(table.ids[index]!)! > pinnedAt)) return -1
-    if (this.#cfg.on_scale_up === 'rebalance' || table.ids[index] === p.done) return index
+    if (this.#cfg.on_scale_up === 'rebalance') return index
     const last = Math.max(this.#history.lastSeen(p.key, p.now) ?? -Infinity, lastSeen)
     if (p.now - last < this.#cfg.rebalance.min_idle) return -1
     return takeMove(this.#budget, this.#cfg.rebalance.max_moves_per_second, p.now) ? index : -1
@@ -321,7 +325,8 @@ export class Router {
    * averaging one request or less is never overloaded). The user moves only at a new visit (no
    * answer for `spill.min_idle`, by the latest of this process's record and `lastSeen`), to the
    * first upstream in their hash order that takes new users and is under its bound, while the
-   * move budget lasts (a spill this process made moments ago, `p.done`, needs none of this).
+   * move budget lasts (a request sent with the cookie from before a spill made moments ago
+   * follows it before this is asked: #resolve).
    * Cost when not overloaded: two O(1) reads; the walk over the upstreams
    * is made only for a returning user of an overloaded upstream.
    */
@@ -329,10 +334,6 @@ export class Router {
     const spill = this.#cfg.spill!
     const load = this.#inFlight!
     const table = this.placement
-    // a request sent with the old cookie right after this user spilled: where they went (while
-    // it takes new users), without a new visit or the budget
-    const done = p.done === null ? -1 : table.indexOf(p.done)
-    if (done >= 0 && done !== pinnedIndex && p.acceptNew(done)) return done
     const count = load.loadOf(table.ids[pinnedIndex]!)
     if (count <= 1) return -1
     const perWeight = spill.factor * load.totalLoad
@@ -390,14 +391,15 @@ export class Router {
     // that answer came from. If that is this upstream and it has been ready since, the move the
     // old cookie asks for is done: an ordinary request (no second rehydration over what the user
     // built since); else a move from there, rehydrated, at the next epoch. The upstream is the
-    // cookie's either way, so workers and replicas without such a record route the user the same
-    // (but for the burst right after a rebalance or spill this process made, MOVE_BURST: that
-    // move stands, as `done`, without a new visit or the move budget).
+    // cookie's either way, so replicas without such a record route the user the same (but for
+    // the burst right after a move, MOVE_BURST: that move stands, as `done`, without a new visit
+    // or the move budget; workers share their moves, so every worker of this process does so).
     const seen = this.#history.moved(s.sessionId, now)
     const later = seen !== null && seen.epoch > s.epoch ? seen : null
-    const done = later !== null && now - later.movedAt < MOVE_BURST ? later.upstream : null
+    const burst = later !== null && now - later.movedAt < MOVE_BURST
+    const p = new Placing(this, s.sessionId, tried, hashKey(s.sessionId), now, burst ? later.upstream : null, burst && later.reason !== 'dead' && later.reason !== 'restart', later?.upstream ?? null)
     // the cookie stores its times in whole seconds
-    const r = this.#resolve(s.upstream, new Placing(this, s.sessionId, tried, hashKey(s.sessionId), now, done, later?.upstream ?? null), s.issuedAt, true, s.lastSeen, 1_000)
+    const r = this.#resolve(s.upstream, p, s.issuedAt, true, s.lastSeen, 1_000)
     if (typeof r === 'string') return r
     const id = this.placement.ids[r.index]!
     const cookies = this.#cookies!

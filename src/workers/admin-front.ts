@@ -1,9 +1,10 @@
 // The primary's admin listener (`workers` > 1): one address for the whole process group.
 // /metrics combines every worker's metrics; /upstreams is the leading worker's table with the
 // in-flight requests and WebSockets of all workers added up, /status (the status page's data)
-// every worker's traffic combined; every other request (health,
-// drains, the session lookup) is passed to the leading worker's private admin listener, whose
-// effects reach the others through the primary (shared health, bindings). Browser requests are
+// every worker's traffic combined; a session request goes to the leading worker, then to the
+// others in turn while none knows the session; every other request (health, drains) is passed
+// to the leading worker's private admin listener, whose effects reach the others through the
+// primary (shared health, bindings, ordered moves). Browser requests are
 // judged first by the admin API's own guard (a passed request is judged again by the worker,
 // which knows the routes and the token). Layer 4 flow.
 import http from 'node:http'
@@ -101,7 +102,24 @@ async function serve(req: http.IncomingMessage, res: http.ServerResponse, body: 
     const views = answers.filter((a): a is Answer => a !== null && a.status === 200).map((a) => JSON.parse(a.body.toString()) as StatusView)
     return { status: 200, headers: lead.headers, body: Buffer.from(JSON.stringify(combineStatus(views))) }
   }
+  // a session: the leading worker first; one it does not know (with Tether's cookie, each worker
+  // records the users it answered) is asked of the others in turn, and the first that knows it
+  // answers (a move ordered there reaches every worker through the primary)
+  if (isSessionTarget(path)) {
+    let answer: Answer | null = null
+    for (const url of admins) {
+      answer = await pass(url, req, body, headTimeout(path))
+      if (answer.status !== 404) break
+    }
+    return answer
+  }
   return stream(admins[0]!, req, body, res)
+}
+
+/** `/sessions/<key>` and what is below it. */
+function isSessionTarget(url: string): boolean {
+  const target = parseAdminTarget(url)
+  return target.ok && target.segments[0] === 'sessions' && target.segments.length >= 2
 }
 
 /** Passes the request to a worker and its answer back as it comes (null once the head is out). */
@@ -166,9 +184,9 @@ function summed(answers: readonly (Answer | null)[]): Answer {
 }
 
 /** The request as the client sent it, to a worker's private admin listener. */
-function pass(base: string, req: http.IncomingMessage, body: Buffer): Promise<Answer> {
+function pass(base: string, req: http.IncomingMessage, body: Buffer, timeout = TIMEOUT): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const out = http.request(new URL(req.url ?? '/', base), { method: req.method, headers: forwardable(req, body), timeout: TIMEOUT, agent: false }, (res) => {
+    const out = http.request(new URL(req.url ?? '/', base), { method: req.method, headers: forwardable(req, body), timeout, agent: false }, (res) => {
       const chunks: Buffer[] = []
       res.on('data', (c: Buffer) => chunks.push(c))
       res.on('end', () => resolve({ status: res.statusCode ?? 502, headers: res.headers, body: Buffer.concat(chunks) }))

@@ -123,6 +123,11 @@ export class WorkerLink {
     this.#write(['a', k, table, d.upstream, d.epoch, d.moved?.from ?? null, d.moved?.reason ?? null])
   }
 
+  /** Tell the others a move an admin ordered here: each does it at the user's next request there. */
+  ordered(k: string, to: string | null): void {
+    this.#write(['o', k, to])
+  }
+
   /** Resolves once every write sent so far (pins, shared answers) was acknowledged; null: none pending. */
   flushed(): Promise<void> | null {
     return this.#flushed()
@@ -287,6 +292,7 @@ function applyWrites(p: WorkerParts, writes: readonly BindingWrite[]): void {
     if (w[0] === 'b') p.sessions.applyRemote(w[1], w[2], w[3], now)
     else if (w[0] === 'u') p.sessions.table.delete(w[1])
     else if (w[0] === 'r') p.sessions.applyRetired(w[1], w[2] === null ? null : { upstream: w[2][0], epoch: w[2][1] }, now)
+    else if (w[0] === 'o') p.records.order(w[1], w[2], now)
     else p.records.record(w[1], w[2], w[3], w[4], w[5] === null ? null : { from: w[5], reason: w[6]! }, now, true)
   }
 }

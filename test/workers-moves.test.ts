@@ -1,10 +1,13 @@
-// A drain that migrates, with two workers (the real CLI: a primary and two worker processes).
-// Each user keeps a keep-alive connection (served by one worker) and now and then opens a new
-// one (which node:cluster may give to the other). A drain's `min_idle` must count the user's
-// answers from either worker: nobody active moves, whichever worker gets their request. After
-// an idle gap the user moves once; requests they sent with the cookie from before the move
-// (after its answer, on new connections: either worker) follow it, with no second move.
-import t from 'tap'
+// Moves with two workers (the real CLI: a primary and two worker processes), with Tether's
+// cookie, which each worker reads on its own. A drain that migrates: each user keeps a
+// keep-alive connection (served by one worker) and now and then opens a new one (which
+// node:cluster may give to the other); a drain's `min_idle` must count the user's answers from
+// either worker: nobody active moves, whichever worker gets their request. After an idle gap the
+// user moves once; requests they sent with the cookie from before the move (after its answer,
+// on new connections: either worker) follow it, with no second move. Moves an admin orders
+// through the primary: every session is found, whichever worker served it; each move is done at
+// the user's next request, whichever worker gets it; the old cookie follows it on both.
+import t, { type Test } from 'tap'
 import http from 'node:http'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { tempFile } from './fixtures/cli.js'
@@ -13,6 +16,7 @@ import { freePort } from './fixtures/ports.js'
 import { startChildUpstream, type ChildUpstream } from './fixtures/child-upstream.js'
 import { waitFor } from './fixtures/wait.js'
 import { fileURLToPath } from 'node:url'
+import { decodeTetherCookie } from './fixtures/users.js'
 
 const SCRIPT = fileURLToPath(new URL('./fixtures/session-upstream-server.mjs', import.meta.url))
 const USERS = 12
@@ -40,25 +44,41 @@ function get(url: string, agent: http.Agent | null, cookie: string): Promise<Ans
   })
 }
 
-t.test('with two workers, a migrating drain moves nobody active, whichever worker serves them; an idle user moves once, and requests with the old cookie follow on both workers', async (t) => {
-  const apps: ChildUpstream[] = []
-  for (const id of ['app-0', 'app-1', 'app-2']) apps.push(await startChildUpstream(id, { script: SCRIPT }))
-  t.teardown(() => Promise.all(apps.map((a) => a.kill())).then(() => undefined))
+/** The CLI with two workers and Tether's cookie over `apps`; its proxy and admin URLs. */
+async function twoWorkers(t: Test, apps: readonly ChildUpstream[], affinity: string): Promise<{ url: string; admin: string; stop: () => Promise<void> }> {
   const port = await freePort()
   const adminPort = await freePort()
-  const file = tempFile('workers-drain.yaml', [
+  const file = tempFile('workers-moves.yaml', [
     `listen: { host: 127.0.0.1, port: ${port} }`,
     `admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }`,
     'workers: 2',
     'log: { level: info, access: false }',
-    `affinity: { key: cookie, cookie: { secure: false }, drain: { migrate: false, min_idle: ${MIN_IDLE}ms } }`,
+    `affinity: { key: cookie, cookie: { secure: false }${affinity} }`,
     'upstreams:',
     ...apps.map((a) => `  - { id: ${a.id}, url: "${a.url}" }`),
     '',
   ].join('\n'))
   const { proc } = await startPrimary(t, file)
-  const url = `http://127.0.0.1:${port}/`
-  const admin = `http://127.0.0.1:${adminPort}`
+  return {
+    url: `http://127.0.0.1:${port}/`,
+    admin: `http://127.0.0.1:${adminPort}`,
+    stop: async () => {
+      proc.kill('SIGTERM')
+      await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
+    },
+  }
+}
+
+async function childApps(t: Test): Promise<ChildUpstream[]> {
+  const apps: ChildUpstream[] = []
+  for (const id of ['app-0', 'app-1', 'app-2']) apps.push(await startChildUpstream(id, { script: SCRIPT }))
+  t.teardown(() => Promise.all(apps.map((a) => a.kill())).then(() => undefined))
+  return apps
+}
+
+t.test('with two workers, a migrating drain moves nobody active, whichever worker serves them; an idle user moves once, and requests with the old cookie follow on both workers', async (t) => {
+  const apps = await childApps(t)
+  const { url, admin, stop } = await twoWorkers(t, apps, `, drain: { migrate: false, min_idle: ${MIN_IDLE}ms }`)
 
   // every user starts on app-0: a cookie naming it is what a user placed there holds
   const agents = Array.from({ length: USERS }, () => new http.Agent({ keepAlive: true, maxSockets: 1 }))
@@ -106,6 +126,38 @@ t.test('with two workers, a migrating drain moves nobody active, whichever worke
   t.same(followed, [], 'requests with the cookie from before the move (either worker) went where the user moved, with no second move')
   process.stderr.write(`# workers drain: ${USERS} users, ${requests} requests while active (moved: ${active.length}), ${USERS} moved after the idle gap, ${USERS * 4} requests with the old cookie (not following: ${followed.length})\n`)
 
-  proc.kill('SIGTERM')
-  await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
+  await stop()
+})
+
+t.test('with two workers, an admin finds every session through the primary, whichever worker served it, and a move it orders is done at the next request on either worker; the old cookie follows it', async (t) => {
+  const apps = await childApps(t)
+  const { url, admin, stop } = await twoWorkers(t, apps, '')
+  const agents = Array.from({ length: USERS }, () => new http.Agent({ keepAlive: true, maxSockets: 1 }))
+  t.teardown(() => agents.forEach((a) => a.destroy()))
+  // each user's first request on a new connection: about half are served by each worker
+  const users: { cookie: string; sid: string; home: string }[] = []
+  for (let u = 0; u < USERS; u++) {
+    const a = await get(url, null, '')
+    users.push({ cookie: a.tether!, sid: decodeTetherCookie(a.tether!.slice('tether='.length)).sessionId, home: a.id })
+  }
+  const found = await Promise.all(users.map((u) => request(`${admin}/sessions/${u.sid}`, null)))
+  t.same(found.map((r) => r.status), users.map(() => 200), `all ${USERS} sessions found through the primary`)
+  t.same(found.map((r) => (r.status === 200 ? (JSON.parse(r.body) as { upstream: string }).upstream : r.status)), users.map((u) => u.home), 'each where it is')
+
+  const problems: string[] = []
+  for (const [i, u] of users.entries()) {
+    const to = apps.map((a) => a.id).find((id) => id !== u.home)!
+    const ordered = await request(`${admin}/sessions/${u.sid}/move?to=${to}`, null, { method: 'POST' })
+    if (ordered.status !== 202) problems.push(`user ${i}: the order got ${ordered.status} ${ordered.body}`)
+    // the next request, on the user's keep-alive connection (either worker): moved there
+    const next = await get(url, agents[i]!, u.cookie)
+    if (next.id !== to || !new RegExp(`from=${u.home}; reason=admin`).test(next.moved ?? '')) problems.push(`user ${i}: next request on ${next.id} (moved: ${next.moved}), ordered to ${to}`)
+    // requests sent with the old cookie after that answer, on new connections (both workers)
+    const burst = await Promise.all([0, 1, 2, 3].map(() => get(url, null, u.cookie)))
+    for (const b of burst) if (b.id !== to || b.moved !== null) problems.push(`user ${i}: old cookie on ${b.id} (moved: ${b.moved}), moved to ${to}`)
+    const later = await get(url, agents[i]!, next.tether ?? u.cookie)
+    if (later.id !== to || later.moved !== null) problems.push(`user ${i}: with the new cookie on ${later.id} (moved: ${later.moved})`)
+  }
+  t.same(problems, [], `${USERS} moves ordered through the primary: each done once at the next request, and followed by ${USERS * 4} requests with the old cookie`)
+  await stop()
 })
