@@ -53,6 +53,8 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const health = createHealth(config, clock, timers, logger, (id) => inFlight.longestWait(id), channel, suspect, link === null ? null : (...r) => link.probed(...r))
   const shared = redis !== null && config.affinity.shared === 'redis' ? new (await import('./redis/binding-store.js')).RedisBindings(redis, config.affinity.idle_timeout) : link?.bindings ?? null
   const { sessions, records, keys, router } = createRouting(config, health.table, shared?.sink() ?? null, inFlight, (m) => logger.warn(m))
+  // with workers, an admin's order is held by every worker: one that does it tells the others
+  if (link !== null) records.onOrderDone((key) => link.orderDone(key))
   const { store, state } = await createState(config, redis, clock, metrics, logger, link?.store ?? null)
   const proxy = createProxy(config, {
     clock, timers, logger, keys, router, sessions, records, upstreams: () => membership.current(), state, shared, inFlight, events: teeEvents(metrics, traffic),

@@ -8,7 +8,7 @@ import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { showSession } from '../src/admin/admin-client.js'
 import { SCAN_TIMEOUT } from '../src/admin/session-lookup.js'
-import { headTimeout } from '../src/workers/admin-front.js'
+import { headTimeout, startAdminFront } from '../src/workers/admin-front.js'
 import { startTether, type Tether } from '../src/app.js'
 import { DEFAULTS, type Config } from '../src/config/schema.js'
 import { createLogger } from '../src/observability/logger.js'
@@ -242,4 +242,42 @@ t.test('the logged form is a keyed hash: the same under one secret, different un
   t.not(new SessionIds(null).logged(key), new SessionIds(null).logged(key), 'a random secret per process')
   t.match(a.logged(key), /^h:[0-9a-f]{32}$/)
   t.equal(a.logged({ kind: 'none', learn: false }), null)
+})
+
+t.test("workers' admin front: a session by raw key is asked of each worker in turn until one knows it; one that does not answer is passed over; a logged form is the leading worker's", async (t) => {
+  const asked: string[] = []
+  /** A worker's private admin listener that answers `status` to /sessions/... (null: closed port). */
+  const fakeWorker = async (name: string, status: number | null): Promise<string> => {
+    const server = http.createServer((req, res) => {
+      asked.push(`${name} ${req.method} ${req.url}`)
+      res.writeHead(status!, { 'content-type': 'text/plain' })
+      res.end(`${name}\n`)
+    })
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+    if (status === null) await new Promise<void>((r) => server.close(() => r()))
+    else t.teardown(() => new Promise<void>((r) => server.close(() => r())))
+    return url
+  }
+  const front = async (admins: string[]) => {
+    const f = await startAdminFront('127.0.0.1', 0, { admins: () => admins, metrics: () => Promise.resolve([]) }, createLogger('silent'), [])
+    t.teardown(() => f.close())
+    return f.url
+  }
+  const ask = async (url: string, path: string, method = 'GET'): Promise<string> => {
+    const r = await request(`${url}${path}`, { method })
+    return `${r.status} ${r.body.trim()}`
+  }
+  const [lead, gone, knows, alsoKnows] = [await fakeWorker('lead', 404), await fakeWorker('gone', null), await fakeWorker('knows', 200), await fakeWorker('also', 200)]
+  const url = await front([lead, gone, knows, alsoKnows])
+  t.equal(await ask(url, '/sessions/abc'), '200 knows', 'the first worker that knows the session answers (one not answering passed over)')
+  t.same(asked, ['lead GET /sessions/abc', 'knows GET /sessions/abc'], 'asked in turn, no further')
+  asked.length = 0
+  t.equal(await ask(url, '/sessions/abc/move?to=a', 'POST'), '200 knows', 'a move too: ordered once, where the session is known')
+  t.same(asked, ['lead POST /sessions/abc/move?to=a', 'knows POST /sessions/abc/move?to=a'])
+  asked.length = 0
+  t.equal(await ask(url, `/sessions/h:${'0'.repeat(32)}`), '404 lead', 'a logged form (table keys: every worker holds the pins) is the leading worker\'s alone')
+  t.same(asked, [`lead GET /sessions/h:${'0'.repeat(32)}`])
+  t.equal(await ask(await front([lead, gone]), '/sessions/abc'), '404 lead', 'known nowhere: 404')
+  t.match(await ask(await front([gone, gone]), '/sessions/abc'), /^502 /, 'no worker answered: 502')
 })

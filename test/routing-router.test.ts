@@ -638,6 +638,43 @@ t.test('an admin\'s move: requests sent with the cookie from before it follow it
   t.same(row(go(old)), [target, 1, 'admin'], 'the ordered move')
   for (let i = 0; i < 3; i++) t.same(row(go(old)), [target, 1, null], `the old cookie follows it, no second move (${i})`)
 
+  // the upstream the admin moved the user to restarts during the burst: rehydrated there once,
+  // and the move stands
+  const restarting = new Map<string, number>()
+  const { go: go3, records: records3 } = cookieProcess(cfg, clock, { availability: { ...availability, readySince: (id) => restarting.get(id) ?? -Infinity } })
+  const third = go3()
+  const thirdCookie = `tether=${setCookieValue(third.setCookie!, 'tether')!}`
+  const to3 = ['a', 'b', 'c'].find((id) => id !== third.upstream)!
+  records3.order(third.sessionKey!, to3, clock.now())
+  t.same(row(go3(thirdCookie)), [to3, 1, 'admin'])
+  restarting.set(to3, clock.now())
+  clock.advance(10)
+  t.same(row(go3(thirdCookie)), [to3, 2, 'restart'], 'its new upstream restarted: rehydrated there')
+  t.same(row(go3(thirdCookie)), [to3, 2, null], 'and the admin\'s move still stands for the old cookie')
+  t.match(records3.lastMove(third.sessionKey!), { reason: 'admin', to: to3 }, 'the record of the move is kept (a rehydration in place is no move between upstreams)')
+
+  // moved by an admin off an upstream that later drains and migrates (after the 5 s): the old
+  // cookie goes where the user is, not to their first upstream in hash order
+  const draining = new Map<string, number>()
+  const avail4: Availability = { ...availability, acceptsNew: (id) => !down.has(id) && !draining.has(id), drainingSince: (id) => draining.get(id) ?? null, drainMigrates: () => true }
+  const { go: go4, records: records4 } = cookieProcess(cfg, clock, { availability: avail4 })
+  for (let i = 0; i < 20; i++) {
+    const u = go4()
+    const uc = `tether=${setCookieValue(u.setCookie!, 'tether')!}`
+    // the upstream after the user's own in hash order: their second choice is where the drain would send them
+    const order = ['a', 'b', 'c'].filter((id) => id !== u.upstream)
+    const to = order[1]!
+    records4.order(u.sessionKey!, to, clock.now())
+    t.same(row(go4(uc)), [to, 1, 'admin'])
+    clock.advance(6_000)
+    draining.set(u.upstream, clock.now())
+    clock.advance(500)
+    t.same(row(go4(uc)), [to, 1, null], `user ${i}: the old cookie in the drain's first min_idle: where the admin moved them, not back`)
+    clock.advance(2_500)
+    t.same(row(go4(uc)), [to, 1, null], `user ${i}: the old cookie, its upstream draining, after the burst: where the admin moved them, no second move`)
+    draining.clear()
+  }
+
   // a failover, then the old upstream is back at once: the cookie leads there (a move back, as
   // every worker and replica routes that cookie)
   const other = go()

@@ -79,6 +79,7 @@ export class SessionRecords {
   readonly #slots: KeySlots
   readonly #moves = new BoundedMap<string, MoveRecord>(RECORDS_SIDE_MAX)
   readonly #orders = new BoundedMap<string, MoveOrder>(RECORDS_SIDE_MAX)
+  #orderDone: ((key: string) => void) | null = null
   /**
    * By slot of #seen: the logged form's 16 bytes of a table key (computed at its first logging,
    * so the access log runs the HMAC once per user; the lookup compares them before hashing), and
@@ -122,7 +123,7 @@ export class SessionRecords {
   /**
    * `upstream` answered session `k` (`table`: a table key) at `epoch`, having moved the user
    * (`moved`) or not: what {@link answered} records, and (`remote`) what another worker tells of
-   * its answers (see {@link shared}; it fulfils an admin's order only by doing it). An answer at
+   * its answers (see {@link shared}; an order it fulfils is dropped by {@link dropOrder}). An answer at
    * an epoch older than the one recorded (a slow answer from where the user was before a move)
    * changes nothing.
    */
@@ -141,11 +142,17 @@ export class SessionRecords {
       const held = pins === null ? undefined : this.#slots.slotOf(k)
       if (held !== undefined && held < this.#answered.length) this.#answered[held] = 0
     }
-    if (moved !== null) this.#moves.set(this.#slots.stored(k), { from: moved.from, to: upstream, reason: moved.reason, at: now })
-    if (this.#orders.size === 0) return
+    // a rehydration in place (its upstream restarted) after a move there is no move between
+    // upstreams: the record of that move stays (its reason and time decide what old cookies do)
+    if (moved !== null && (moved.from !== upstream || this.#moves.get(k)?.to !== upstream)) {
+      this.#moves.set(this.#slots.stored(k), { from: moved.from, to: upstream, reason: moved.reason, at: now })
+    }
+    if (remote || this.#orders.size === 0) return
     const order = this.#orders.get(k)
-    // another worker's answer fulfils an order only by doing it (every worker holds the order)
-    if (order !== undefined && (order.to === null || order.to === upstream) && (!remote || moved?.reason === 'admin')) this.#orders.delete(k)
+    if (order === undefined || (order.to !== null && order.to !== upstream)) return
+    this.#orders.delete(k)
+    // with workers, every worker holds the order: the others drop it too (see onOrderDone)
+    this.#orderDone?.(k)
   }
 
   /**
@@ -216,6 +223,16 @@ export class SessionRecords {
   /** Order a move of `key`, done at its next request (`to` null: wherever its hash now places it). */
   order(key: string, to: string | null, now: number): void {
     this.#orders.set(key, { to, at: now })
+  }
+
+  /** Tell `fn` each order an answer here fulfilled (with workers: so the others drop their copy). */
+  onOrderDone(fn: (key: string) => void): void {
+    this.#orderDone = fn
+  }
+
+  /** Drop the order for `key` (another worker fulfilled it). */
+  dropOrder(key: string): void {
+    this.#orders.delete(key)
   }
 
   /** The move an admin ordered for `key` and not yet done, if any. */

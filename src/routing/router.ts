@@ -91,14 +91,13 @@ export interface RouterOptions {
 class Placing {
   /**
    * `done`: for a cookie user whose cookie is out of date, the upstream this process moved them
-   * to (and answered them from) less than MOVE_BURST ago (null: none); `deliberate`: that move
-   * was not forced (an admin's order, a rebalance, spill, a drain: it stands while the cookie's
-   * upstream is available; a failover's, or a rehydration in place, only while it is not).
+   * to (and answered them from) less than MOVE_BURST ago by a deliberate move (an admin's order,
+   * a rebalance, spill, a drain; not a failover or a rehydration in place), which stands while
+   * the cookie's upstream is available (null: none).
    */
   constructor(
     readonly router: Router, readonly key: string, readonly tried: ReadonlySet<string>, readonly hash: number, readonly now: number,
     readonly done: string | null = null,
-    readonly deliberate = false,
     /** For a cookie user whose cookie is out of date, where this process last answered them (at a later epoch); else null. */
     readonly answeredOn: string | null = null,
   ) {}
@@ -278,11 +277,13 @@ export class Router {
       if (index >= 0 && index !== pinnedIndex && (order.to === null || p.acceptReady(index))) return { index, reason: 'admin' }
     }
     // a request sent with the cookie from before a deliberate move made moments ago: where the
-    // user is now, with no new-visit gate or move budget (#cookieUser sees the move done: no
-    // second one); after a failover, the cookie's upstream ready again is theirs (as on a replica
-    // without the record of the move)
-    const done = p.done === null ? -1 : table.indexOf(p.done)
-    if (done >= 0 && done !== pinnedIndex && p.acceptReady(done) && (p.deliberate || !available)) return { index: done, reason: 'restart' }
+    // user is now (while it may keep them), with no new-visit gate or move budget (#cookieUser
+    // sees the move done: no second one); after a failover, the cookie's upstream ready again is
+    // theirs (as on a replica without the record of the move)
+    if (available && p.done !== null) {
+      const done = table.indexOf(p.done)
+      if (done >= 0 && done !== pinnedIndex && this.#available(p.done, p)) return { index: done, reason: 'restart' }
+    }
     if (rebalance && this.#cfg.on_scale_up !== 'persistent' && available) {
       const index = this.#rebalanced(p, pinnedIndex, pinnedAt, lastSeen)
       if (index >= 0) return { index, reason: 'rebalance' }
@@ -294,6 +295,10 @@ export class Router {
     if (available) return { index: pinnedIndex, reason: this.health.readySince(pinned) > lastSeen + slack ? 'restart' : null }
     if (this.#cfg.strict) return 'strict'
     const draining = pinnedIndex >= 0 ? this.health.ready(pinned) && !p.tried.has(pinned) : this.#leftDraining.has(pinned)
+    // where this process last answered the user, at a later epoch than their cookie's: their
+    // state is there (a spill or an admin's order may have put them off their hash order)
+    const at = p.answeredOn === null ? -1 : table.indexOf(p.answeredOn)
+    if (at >= 0 && at !== pinnedIndex && this.#available(p.answeredOn!, p)) return { index: at, reason: draining ? 'drain' : 'dead' }
     let index = table.pick(p.hash, p.acceptNew)
     if (index < 0) index = table.pick(p.hash, p.acceptReady) // every other one drains: better than nothing
     return index < 0 ? 'none' : { index, reason: draining ? 'drain' : 'dead' }
@@ -396,8 +401,9 @@ export class Router {
     // or the move budget; workers share their moves, so every worker of this process does so).
     const seen = this.#history.moved(s.sessionId, now)
     const later = seen !== null && seen.epoch > s.epoch ? seen : null
-    const burst = later !== null && now - later.movedAt < MOVE_BURST
-    const p = new Placing(this, s.sessionId, tried, hashKey(s.sessionId), now, burst ? later.upstream : null, burst && later.reason !== 'dead' && later.reason !== 'restart', later?.upstream ?? null)
+    // a deliberate move made moments ago stands (see #resolve)
+    const done = later !== null && now - later.movedAt < MOVE_BURST && later.reason !== 'dead' && later.reason !== 'restart' ? later.upstream : null
+    const p = new Placing(this, s.sessionId, tried, hashKey(s.sessionId), now, done, later?.upstream ?? null)
     // the cookie stores its times in whole seconds
     const r = this.#resolve(s.upstream, p, s.issuedAt, true, s.lastSeen, 1_000)
     if (typeof r === 'string') return r

@@ -1,8 +1,9 @@
 // The primary's admin listener (`workers` > 1): one address for the whole process group.
 // /metrics combines every worker's metrics; /upstreams is the leading worker's table with the
 // in-flight requests and WebSockets of all workers added up, /status (the status page's data)
-// every worker's traffic combined; a session request goes to the leading worker, then to the
-// others in turn while none knows the session; every other request (health, drains) is passed
+// every worker's traffic combined; a session request (by raw key) goes to the leading worker,
+// then to the others in turn while none knows the session; every other request (health, drains,
+// lookups by logged form) is passed
 // to the leading worker's private admin listener, whose effects reach the others through the
 // primary (shared health, bindings, ordered moves). Browser requests are
 // judged first by the admin API's own guard (a passed request is judged again by the worker,
@@ -102,24 +103,36 @@ async function serve(req: http.IncomingMessage, res: http.ServerResponse, body: 
     const views = answers.filter((a): a is Answer => a !== null && a.status === 200).map((a) => JSON.parse(a.body.toString()) as StatusView)
     return { status: 200, headers: lead.headers, body: Buffer.from(JSON.stringify(combineStatus(views))) }
   }
-  // a session: the leading worker first; one it does not know (with Tether's cookie, each worker
-  // records the users it answered) is asked of the others in turn, and the first that knows it
-  // answers (a move ordered there reaches every worker through the primary)
-  if (isSessionTarget(path)) {
-    let answer: Answer | null = null
-    for (const url of admins) {
-      answer = await pass(url, req, body, headTimeout(path))
-      if (answer.status !== 404) break
-    }
-    return answer
-  }
+  // a session by its raw key: the leading worker first; one it does not know (with Tether's
+  // cookie, each worker records the users it answered) is asked of the others in turn, and the
+  // first that knows it answers (a move ordered there reaches every worker through the primary).
+  // A logged form (`h:`, table keys, whose pins every worker holds) is the leading worker's.
+  const key = sessionKey(path)
+  if (key !== null && !isScan(key)) return firstKnowing(admins, req, body)
   return stream(admins[0]!, req, body, res)
 }
 
-/** `/sessions/<key>` and what is below it. */
-function isSessionTarget(url: string): boolean {
+/** The answer of the first worker that knows the session (not 404), else a 404; throws when none answered. */
+async function firstKnowing(admins: readonly string[], req: http.IncomingMessage, body: Buffer): Promise<Answer> {
+  let notFound: Answer | null = null
+  let failure: unknown = null
+  for (const url of admins) {
+    try {
+      const answer = await pass(url, req, body)
+      if (answer.status !== 404) return answer
+      notFound = answer
+    } catch (err) {
+      failure = err // a worker that does not answer (stopping, stuck): the others may know the session
+    }
+  }
+  if (notFound !== null) return notFound
+  throw failure
+}
+
+/** The key of `/sessions/<key>[/...]` (decoded as the worker decodes it), else null. */
+function sessionKey(url: string): string | null {
   const target = parseAdminTarget(url)
-  return target.ok && target.segments[0] === 'sessions' && target.segments.length >= 2
+  return target.ok && target.segments[0] === 'sessions' && target.segments.length >= 2 ? target.segments[1]! : null
 }
 
 /** Passes the request to a worker and its answer back as it comes (null once the head is out). */
@@ -184,9 +197,9 @@ function summed(answers: readonly (Answer | null)[]): Answer {
 }
 
 /** The request as the client sent it, to a worker's private admin listener. */
-function pass(base: string, req: http.IncomingMessage, body: Buffer, timeout = TIMEOUT): Promise<Answer> {
+function pass(base: string, req: http.IncomingMessage, body: Buffer): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const out = http.request(new URL(req.url ?? '/', base), { method: req.method, headers: forwardable(req, body), timeout, agent: false }, (res) => {
+    const out = http.request(new URL(req.url ?? '/', base), { method: req.method, headers: forwardable(req, body), timeout: TIMEOUT, agent: false }, (res) => {
       const chunks: Buffer[] = []
       res.on('data', (c: Buffer) => chunks.push(c))
       res.on('end', () => resolve({ status: res.statusCode ?? 502, headers: res.headers, body: Buffer.concat(chunks) }))

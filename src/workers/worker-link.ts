@@ -128,6 +128,11 @@ export class WorkerLink {
     this.#write(['o', k, to])
   }
 
+  /** Tell the others an answer here did the move an admin ordered for `k`: they drop it. */
+  orderDone(k: string): void {
+    this.#write(['x', k])
+  }
+
   /** Resolves once every write sent so far (pins, shared answers) was acknowledged; null: none pending. */
   flushed(): Promise<void> | null {
     return this.#flushed()
@@ -293,6 +298,7 @@ function applyWrites(p: WorkerParts, writes: readonly BindingWrite[]): void {
     else if (w[0] === 'u') p.sessions.table.delete(w[1])
     else if (w[0] === 'r') p.sessions.applyRetired(w[1], w[2] === null ? null : { upstream: w[2][0], epoch: w[2][1] }, now)
     else if (w[0] === 'o') p.records.order(w[1], w[2], now)
+    else if (w[0] === 'x') p.records.dropOrder(w[1])
     else p.records.record(w[1], w[2], w[3], w[4], w[5] === null ? null : { from: w[5], reason: w[6]! }, now, true)
   }
 }
