@@ -54,7 +54,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const shared = redis !== null && config.affinity.shared === 'redis' ? new (await import('./redis/binding-store.js')).RedisBindings(redis, config.affinity.idle_timeout) : link?.bindings ?? null
   const { sessions, records, keys, router } = createRouting(config, health.table, shared?.sink() ?? null, inFlight, (m) => logger.warn(m))
   // with workers, an admin's order is held by every worker: one that does it tells the others
-  if (link !== null) records.onOrderDone((key) => link.orderDone(key))
+  if (link !== null) records.onOrderDone((key, at) => link.orderDone(key, at))
   const { store, state } = await createState(config, redis, clock, metrics, logger, link?.store ?? null)
   const proxy = createProxy(config, {
     clock, timers, logger, keys, router, sessions, records, upstreams: () => membership.current(), state, shared, inFlight, events: teeEvents(metrics, traffic),
@@ -128,7 +128,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const admin = await listener.listen().then(() => redirect?.listen()).then(() => createAdmin(config, {
     logger, health: health.table, peers: health.peers, metrics, traffic, upstreams: () => membership.current(), draining: () => draining,
     inFlight: (id) => inFlight.count(id), websockets: (id) => proxy.upgrades.countByUpstream(id), sessions, records, shared,
-    ...(link === null ? {} : { ordered: (key: string, to: string | null) => (link.ordered(key, to), link.flushed()) }), store: state?.store ?? null, now: () => clock.now(),
+    ...(link === null ? {} : { ordered: (key: string, to: string | null, at: number) => (link.ordered(key, to, at), link.flushed()) }), store: state?.store ?? null, now: () => clock.now(),
     degraded: () => [...stateDegraded(store, redis)(), ...discovery.degraded()],
   }, link === null ? null : { host: '127.0.0.1', port: 0 })).catch(async (err: unknown) => {
     await listener.close(0, () => undefined)

@@ -278,6 +278,7 @@ t.test("workers' admin front: a session by raw key is asked of each worker in tu
   asked.length = 0
   t.equal(await ask(url, `/sessions/h:${'0'.repeat(32)}`), '404 lead', 'a logged form (table keys: every worker holds the pins) is the leading worker\'s alone')
   t.same(asked, [`lead GET /sessions/h:${'0'.repeat(32)}`])
-  t.equal(await ask(await front([lead, gone]), '/sessions/abc'), '404 lead', 'known nowhere: 404')
+  t.equal(await ask(await front([lead, lead]), '/sessions/abc'), '404 lead', 'known nowhere: 404')
+  t.match(await ask(await front([lead, gone]), '/sessions/abc'), /^502 /, 'not known by those that answered, but one did not: 502, not 404')
   t.match(await ask(await front([gone, gone]), '/sessions/abc'), /^502 /, 'no worker answered: 502')
 })

@@ -675,6 +675,20 @@ t.test('an admin\'s move: requests sent with the cookie from before it follow it
     draining.clear()
   }
 
+  // strict: an old cookie whose upstream went down after an admin moved the user goes where
+  // the user is (no move), not to a 503
+  const { go: go5, records: records5 } = cookieProcess(affinity({ key: 'cookie', idle_timeout: 3_600_000, strict: true }), clock, { availability })
+  const fifth = go5()
+  const fifthCookie = `tether=${setCookieValue(fifth.setCookie!, 'tether')!}`
+  const to5 = ['a', 'b', 'c'].find((id) => id !== fifth.upstream)!
+  records5.order(fifth.sessionKey!, to5, clock.now())
+  t.same(row(go5(fifthCookie)), [to5, 1, 'admin'], 'strict: the ordered move')
+  down.add(fifth.upstream)
+  t.same(row(go5(fifthCookie)), [to5, 1, null], 'strict: the old cookie, its upstream down: where the user is, no 503')
+  clock.advance(6_000)
+  t.same(row(go5(fifthCookie)), [to5, 1, null], 'also after the burst')
+  down.clear()
+
   // a failover, then the old upstream is back at once: the cookie leads there (a move back, as
   // every worker and replica routes that cookie)
   const other = go()

@@ -28,7 +28,7 @@ export interface AdminParts {
   readonly sessions: SessionTable
   readonly records: SessionRecords
   /** With workers: tell the others a move an admin ordered here (see SessionLookupParts.ordered). */
-  readonly ordered?: (key: string, to: string | null) => Promise<void> | null
+  readonly ordered?: (key: string, to: string | null, at: number) => Promise<void> | null
   readonly shared: SharedBindings | null
   readonly store: CheckpointStore | null
   readonly now: () => number

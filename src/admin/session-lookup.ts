@@ -50,7 +50,7 @@ export interface SessionLookupParts {
    * With workers: tell the other workers a move ordered here, so it is done at the user's next
    * request on any of them; resolves once they have it (null: nothing to wait for).
    */
-  readonly ordered?: ((key: string, to: string | null) => Promise<void> | null) | undefined
+  readonly ordered?: ((key: string, to: string | null, at: number) => Promise<void> | null) | undefined
 }
 
 /**
@@ -128,9 +128,10 @@ export class SessionLookup {
     if (to !== null && !p.mayTake(to)) return 'unknown_upstream'
     const view = await this.find(named)
     if (view === null) return 'unknown_session'
-    p.records.order(view.key, to, p.now())
+    const at = p.now()
+    p.records.order(view.key, to, at)
     // the order reaches every worker before the admin hears it was taken
-    await p.ordered?.(view.key, to)
+    await p.ordered?.(view.key, to, at)
     return 'ordered'
   }
 

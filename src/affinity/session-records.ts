@@ -79,7 +79,7 @@ export class SessionRecords {
   readonly #slots: KeySlots
   readonly #moves = new BoundedMap<string, MoveRecord>(RECORDS_SIDE_MAX)
   readonly #orders = new BoundedMap<string, MoveOrder>(RECORDS_SIDE_MAX)
-  #orderDone: ((key: string) => void) | null = null
+  #orderDone: ((key: string, at: number) => void) | null = null
   /**
    * By slot of #seen: the logged form's 16 bytes of a table key (computed at its first logging,
    * so the access log runs the HMAC once per user; the lookup compares them before hashing), and
@@ -152,7 +152,7 @@ export class SessionRecords {
     if (order === undefined || (order.to !== null && order.to !== upstream)) return
     this.#orders.delete(k)
     // with workers, every worker holds the order: the others drop it too (see onOrderDone)
-    this.#orderDone?.(k)
+    this.#orderDone?.(k, order.at)
   }
 
   /**
@@ -225,14 +225,14 @@ export class SessionRecords {
     this.#orders.set(key, { to, at: now })
   }
 
-  /** Tell `fn` each order an answer here fulfilled (with workers: so the others drop their copy). */
-  onOrderDone(fn: (key: string) => void): void {
+  /** Tell `fn` each order (key, when ordered) an answer here fulfilled (with workers: so the others drop their copy). */
+  onOrderDone(fn: (key: string, at: number) => void): void {
     this.#orderDone = fn
   }
 
-  /** Drop the order for `key` (another worker fulfilled it). */
-  dropOrder(key: string): void {
-    this.#orders.delete(key)
+  /** Drop the order for `key` made at `at` (another worker fulfilled it); a newer one stays. */
+  dropOrder(key: string, at: number): void {
+    if (this.#orders.get(key)?.at === at) this.#orders.delete(key)
   }
 
   /** The move an admin ordered for `key` and not yet done, if any. */

@@ -293,12 +293,13 @@ export class Router {
       if (index >= 0) return { index, reason: 'spill' }
     }
     if (available) return { index: pinnedIndex, reason: this.health.readySince(pinned) > lastSeen + slack ? 'restart' : null }
-    if (this.#cfg.strict) return 'strict'
     const draining = pinnedIndex >= 0 ? this.health.ready(pinned) && !p.tried.has(pinned) : this.#leftDraining.has(pinned)
     // where this process last answered the user, at a later epoch than their cookie's: their
-    // state is there (a spill or an admin's order may have put them off their hash order)
+    // state is there (a spill or an admin's order may have put them off their hash order); no
+    // move, so also with `strict`
     const at = p.answeredOn === null ? -1 : table.indexOf(p.answeredOn)
     if (at >= 0 && at !== pinnedIndex && this.#available(p.answeredOn!, p)) return { index: at, reason: draining ? 'drain' : 'dead' }
+    if (this.#cfg.strict) return 'strict'
     let index = table.pick(p.hash, p.acceptNew)
     if (index < 0) index = table.pick(p.hash, p.acceptReady) // every other one drains: better than nothing
     return index < 0 ? 'none' : { index, reason: draining ? 'drain' : 'dead' }

@@ -125,7 +125,8 @@ async function firstKnowing(admins: readonly string[], req: http.IncomingMessage
       failure = err // a worker that does not answer (stopping, stuck): the others may know the session
     }
   }
-  if (notFound !== null) return notFound
+  // a worker that did not answer may know the session: not a 404 then
+  if (failure === null && notFound !== null) return notFound
   throw failure
 }
 

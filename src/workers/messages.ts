@@ -32,15 +32,15 @@ export type WireBinding = readonly [key: string, upstream: string, epoch: number
  * answer every worker records (`a`: session key, whether it is a table key, the upstream, the
  * epoch, and the move it made: from where and why, or nulls), see SessionRecords.shared; or a
  * move an admin ordered (`o`: session key, to which upstream or null: wherever the hash places
- * it), or done (`x`: its session key).
+ * it, and when it was ordered, which names it), or done (`x`: its session key and that time).
  */
 export type BindingWrite =
   | readonly ['b', key: string, upstream: string, epoch: number]
   | readonly ['u', key: string]
   | readonly ['r', key: string, grace: readonly [string, number] | null]
   | readonly ['a', key: string, table: boolean, upstream: string, epoch: number, from: string | null, reason: MoveReason | null]
-  | readonly ['o', key: string, to: string | null]
-  | readonly ['x', key: string]
+  | readonly ['o', key: string, to: string | null, at: number]
+  | readonly ['x', key: string, at: number]
 
 /** Operations a worker asks the primary for, answered with a `reply` of the same `call`. */
 export type CallOp = 'remember' | 'members' | 'cp.get' | 'cp.put' | 'cp.delete' | 'snapshot' | 'ping'

@@ -124,13 +124,13 @@ export class WorkerLink {
   }
 
   /** Tell the others a move an admin ordered here: each does it at the user's next request there. */
-  ordered(k: string, to: string | null): void {
-    this.#write(['o', k, to])
+  ordered(k: string, to: string | null, at: number): void {
+    this.#write(['o', k, to, at])
   }
 
   /** Tell the others an answer here did the move an admin ordered for `k`: they drop it. */
-  orderDone(k: string): void {
-    this.#write(['x', k])
+  orderDone(k: string, at: number): void {
+    this.#write(['x', k, at])
   }
 
   /** Resolves once every write sent so far (pins, shared answers) was acknowledged; null: none pending. */
@@ -297,8 +297,8 @@ function applyWrites(p: WorkerParts, writes: readonly BindingWrite[]): void {
     if (w[0] === 'b') p.sessions.applyRemote(w[1], w[2], w[3], now)
     else if (w[0] === 'u') p.sessions.table.delete(w[1])
     else if (w[0] === 'r') p.sessions.applyRetired(w[1], w[2] === null ? null : { upstream: w[2][0], epoch: w[2][1] }, now)
-    else if (w[0] === 'o') p.records.order(w[1], w[2], now)
-    else if (w[0] === 'x') p.records.dropOrder(w[1])
+    else if (w[0] === 'o') p.records.order(w[1], w[2], w[3])
+    else if (w[0] === 'x') p.records.dropOrder(w[1], w[2])
     else p.records.record(w[1], w[2], w[3], w[4], w[5] === null ? null : { from: w[5], reason: w[6]! }, now, true)
   }
 }
