@@ -7,7 +7,9 @@ import t, { type Test } from 'tap'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { showSession } from '../src/admin/admin-client.js'
-import { SCAN_TIMEOUT } from '../src/admin/session-lookup.js'
+import { SCAN_TIMEOUT, SessionLookup } from '../src/admin/session-lookup.js'
+import { SessionTable } from '../src/affinity/session-table.js'
+import { SessionRecords } from '../src/affinity/session-records.js'
 import { headTimeout, startAdminFront } from '../src/workers/admin-front.js'
 import { startTether, type Tether } from '../src/app.js'
 import { DEFAULTS, type Config } from '../src/config/schema.js'
@@ -281,4 +283,29 @@ t.test("workers' admin front: a session by raw key is asked of each worker in tu
   t.equal(await ask(await front([lead, lead]), '/sessions/abc'), '404 lead', 'known nowhere: 404')
   t.match(await ask(await front([lead, gone]), '/sessions/abc'), /^502 /, 'not known by those that answered, but one did not: 502, not 404')
   t.match(await ask(await front([gone, gone]), '/sessions/abc'), /^502 /, 'no worker answered: 502')
+})
+
+t.test('with workers, an ordered move is taken (202) only once the other workers have it', async (t) => {
+  const sessions = new SessionTable({ maxEntries: 10, idleTimeout: 60_000, absoluteTimeout: null })
+  const records = new SessionRecords({ maxEntries: 10, idleTimeout: 60_000, secret: null, pins: sessions.table })
+  sessions.pin('acme', 'a', 0, 1_000)
+  let reached: () => void = () => undefined
+  const told: unknown[] = []
+  const lookup = new SessionLookup({
+    keyKind: 'header', sessions, records, shared: null, store: null, now: () => 2_000,
+    health: { drainingSince: () => null, drainMigrates: () => false }, mayTake: () => true,
+    ordered: (key, to, at) => {
+      told.push([key, to, at])
+      return new Promise<void>((r) => { reached = r })
+    },
+  })
+  let verdict: string | null = null
+  const moving = lookup.move('acme', 'b').then((v) => { verdict = v })
+  await new Promise((r) => setImmediate(r))
+  t.same(told, [['acme', 'b', 2_000]], 'the order goes to the other workers, named by when it was made')
+  t.match(records.ordered('acme'), { to: 'b', at: 2_000 }, 'and is held here')
+  t.equal(verdict, null, 'not answered while the others do not have it')
+  reached()
+  await moving
+  t.equal(verdict, 'ordered', 'answered once they have it')
 })
