@@ -63,8 +63,8 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     shareAnswers: link === null ? null : {
       migrating: (id) => health.table.drainingSince(id) !== null && health.table.drainMigrates(id),
       send: (k, table, d) => link.answered(k, table, d),
-      flushed: () => link.flushed(),
     },
+    writes: link,
   })
   let path = proxy.pathFor(config)
   const warnUnverified = (c: Config): void => {

@@ -14,8 +14,6 @@ export interface BindingSink {
   unbound(key: string): void
   /** An application cookie value replaced (`grace`: where it still routes) or deleted (null); absent: told as unbound. */
   retired?(key: string, grace: Grace | null): void
-  /** Resolves once every write sent so far was taken (the answer's head waits for it); null: nothing pending. */
-  flushed?(): Promise<void> | null
 }
 
 /** Bindings other Tether replicas made (`affinity.shared`), looked up before routing (bounded). */
@@ -130,11 +128,6 @@ export class SessionTable {
   applyRemote(key: string, upstream: string, epoch: number, now: number): void {
     const local = this.table.peek(key, now)
     if (local === null || epoch > local.epoch || (epoch === local.epoch && upstream <= local.upstream)) this.table.set(key, upstream, epoch, now)
-  }
-
-  /** Resolves once the pins written through so far were taken (null: none pending, or no such sink). */
-  flushed(): Promise<void> | null {
-    return this.#sink?.flushed?.() ?? null
   }
 
   /**

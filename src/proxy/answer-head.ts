@@ -31,14 +31,22 @@ export interface AnswerHeadOptions {
   readonly hsts?: string | null
   /** With workers: which upstreams drain and migrate, and where the answers every worker records go (SessionRecords.shared); else null. */
   readonly shareAnswers?: AnswerSharing | null
+  /** With workers: the writes (pins, shared answers, orders) not yet at every other worker; else null. */
+  readonly writes?: PendingWrites | null
 }
 
 export interface AnswerSharing {
   readonly migrating: (id: string) => boolean
   /** Tell the other workers this answer. */
   readonly send: (k: string, table: boolean, d: Decision) => void
-  /** Resolves once the answers told so far reached every other worker (null: none pending). */
-  readonly flushed: () => Promise<void> | null
+}
+
+/** Writes made here and written through to the other workers (WorkerLink). */
+export interface PendingWrites {
+  /** No write waits for its acknowledgement. */
+  idle(): boolean
+  /** Resolves once every write about any of `keys` made so far reached every other worker; null: none pending. */
+  flushedFor(keys: readonly (string | null | undefined)[]): Promise<void> | null
 }
 
 /**
@@ -55,9 +63,14 @@ export class AnswerHead implements AnswerHeadPolicy {
 
   inspect(ctx: RequestContext, headers: Head): Promise<'ok' | 'refuse'> | null {
     const checked = this.#inspect(ctx, headers)
-    // with workers, the pins just written through reach every other worker before the client
-    // sees this answer (its next request may arrive at another worker on a new connection)
-    const flushed = allOf(this.#o.sessions.flushed(), this.#o.shareAnswers?.flushed() ?? null)
+    // with workers, what was just written through about this user (a pin, a move, a rotated
+    // cookie; also by a parallel request of theirs) reaches every other worker before the client
+    // sees this answer: their next request may arrive at another worker on a new connection.
+    // Other users' writes are not waited for.
+    const writes = this.#o.writes
+    if (writes == null || writes.idle()) return checked
+    const d = ctx.decision!
+    const flushed = writes.flushedFor([SessionRecords.keyOf(ctx.key, d), d.bind?.key, d.appKey, ctx.learnedKey])
     if (flushed === null) return checked
     return checked === null ? flushed.then(() => 'ok') : Promise.all([checked, flushed]).then(([v]) => v)
   }
@@ -136,9 +149,4 @@ export class AnswerHead implements AnswerHeadPolicy {
 /** May the answer go out? With confirmed durability only when its checkpoint is stored (or a newer one is). */
 function verdict(confirmed: boolean, r: string): 'ok' | 'refuse' {
   return !confirmed || r === 'stored' || r === 'stale' || r === 'copied' || r === 'missing' ? 'ok' : 'refuse'
-}
-
-/** One promise for both (null: neither pending). */
-function allOf(a: Promise<void> | null, b: Promise<void> | null): Promise<void> | null {
-  return a === null ? b : b === null ? a : Promise.all([a, b]).then(() => undefined)
 }

@@ -3,7 +3,7 @@
 // parser-error handler and the in-flight registry. Layer 5 wiring helper of the composition
 // root: constructs, starts nothing.
 import type { Config, HstsConfig } from '../config/schema.js'
-import { AnswerHead, type AnswerSharing } from './answer-head.js'
+import { AnswerHead, type AnswerSharing, type PendingWrites } from './answer-head.js'
 import { ClientErrors } from './client-error.js'
 import { Forwarder } from './forward.js'
 import { headerPolicy } from './headers.js'
@@ -17,6 +17,8 @@ export type ProxyParts = Pick<RequestPathDeps,
   readonly suspect: (id: string) => void
   /** With workers: the answers every worker records (see AnswerHeadOptions.shareAnswers). */
   readonly shareAnswers?: AnswerSharing | null
+  /** With workers: the writes not yet at every other worker (see AnswerHeadOptions.writes). */
+  readonly writes?: PendingWrites | null
 }
 
 export interface Proxy {
@@ -42,7 +44,7 @@ export function createProxy(config: Config, p: ProxyParts): Proxy {
   const answer = new AnswerHead({
     sessions: p.sessions, records: p.records, appCookie: a.key === 'app_cookie' ? a.app_cookie.name : null, state: p.state,
     reserved: headerPolicy(config).reserved, upstreamHeader: config.forwarding.upstream_header, clock: p.clock,
-    hsts: hstsValue(config.listen.tls?.hsts ?? null), shareAnswers: p.shareAnswers ?? null,
+    hsts: hstsValue(config.listen.tls?.hsts ?? null), shareAnswers: p.shareAnswers ?? null, writes: p.writes ?? null,
   })
   // an oversize checkpoint must still arrive (to be refused), so room for twice the limit
   const http = new Forwarder([], { connect: t.connect, responseHeaders: t.response_headers, bodyIdle: t.body_idle, maxResponseHeaderBytes: 65_536 + 2 * config.state.max_bytes }, answer, p.draining)

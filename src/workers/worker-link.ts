@@ -58,6 +58,8 @@ export class WorkerLink {
   #seq = 0
   #acked = 0
   readonly #waiting: { seq: number; resolve: () => void }[] = []
+  /** Each session key with a write not acknowledged yet, and the seq of its last one (oldest first). */
+  readonly #pending = new Map<string, number>()
   /** Binding writes not sent yet: sent as one message per event-loop turn, or before any other message. */
   #writes: BindingWrite[] = []
   #call = 0
@@ -86,7 +88,6 @@ export class WorkerLink {
       bound: (key, upstream, epoch) => this.#write(['b', key, upstream, epoch]),
       unbound: (key) => this.#write(['u', key]),
       retired: (key: string, grace: Grace | null) => this.#write(['r', key, grace === null ? null : [grace.upstream, grace.epoch]]),
-      flushed: () => this.#flushed(),
     }),
   }
 
@@ -133,9 +134,27 @@ export class WorkerLink {
     this.#write(['x', k, at])
   }
 
-  /** Resolves once every write sent so far (pins, shared answers) was acknowledged; null: none pending. */
+  /** Resolves once every write sent so far (pins, shared answers, orders) was acknowledged; null: none pending. */
   flushed(): Promise<void> | null {
-    return this.#flushed()
+    return this.#until(this.#seq)
+  }
+
+  /** Whether no write is waiting for the primary's acknowledgement. */
+  idle(): boolean {
+    return this.#acked >= this.#seq
+  }
+
+  /**
+   * Resolves once every write sent so far about any of `keys` (a user's session keys) was
+   * acknowledged; null: none pending. An answer waits for its own user's writes only: those of
+   * this answer and of the same user's parallel requests, not other users'.
+   * Example: pins of 'u1' and 'u2' pending -> `flushedFor(['u2'])` waits for the write of 'u2';
+   * `flushedFor(['u3', null])` -> null.
+   */
+  flushedFor(keys: readonly (string | null | undefined)[]): Promise<void> | null {
+    let seq = 0
+    for (const k of keys) if (k != null) seq = Math.max(seq, this.#pending.get(k) ?? 0)
+    return this.#until(seq)
   }
 
   /** Tell the others an active probe's result as applied here (this worker runs the checks). */
@@ -225,6 +244,9 @@ export class WorkerLink {
 
   #write(w: BindingWrite): void {
     ++this.#seq
+    // re-inserted, so the map stays in seq order and #ack drops from its front
+    this.#pending.delete(w[1])
+    this.#pending.set(w[1], this.#seq)
     // one message for every write of this event-loop turn: under load, many answers' pins
     if (this.#writes.push(w) === 1) setImmediate(() => this.#sendWrites())
   }
@@ -242,9 +264,8 @@ export class WorkerLink {
     this.#ipc.send(m)
   }
 
-  #flushed(): Promise<void> | null {
-    if (this.#acked >= this.#seq) return null
-    const seq = this.#seq
+  #until(seq: number): Promise<void> | null {
+    if (this.#acked >= seq) return null
     return new Promise<void>((resolve) => {
       // a primary that does not answer must not hold answers back for long
       const timer = setTimeout(resolve, PRIMARY_TIMEOUT)
@@ -253,8 +274,18 @@ export class WorkerLink {
   }
 
   #ack(seq: number): void {
-    this.#acked = Math.max(this.#acked, seq)
-    while (this.#waiting.length > 0 && this.#waiting[0]!.seq <= this.#acked) this.#waiting.shift()!.resolve()
+    const acked = (this.#acked = Math.max(this.#acked, seq))
+    for (const [k, s] of this.#pending) {
+      if (s > acked) break
+      this.#pending.delete(k)
+    }
+    // waits are for different seqs (a user's own writes), not in order: resolve every one covered
+    if (this.#waiting.length === 0) return
+    const still = this.#waiting.filter((w) => w.seq > acked)
+    const done = this.#waiting.filter((w) => w.seq <= acked)
+    this.#waiting.length = 0
+    this.#waiting.push(...still)
+    for (const w of done) w.resolve()
   }
 
   #ask(op: CallOp, args: readonly unknown[], fallback: unknown): Promise<unknown> {

@@ -1,0 +1,95 @@
+// With workers, an answer's head waits until what was written through about its user reached
+// every other worker (WorkerLink acknowledgements), and only that: other users' pending writes
+// do not hold it. Unit test of AnswerHead over a real WorkerLink with a scripted IPC channel.
+import t from 'tap'
+import { AnswerHead } from '../src/proxy/answer-head.js'
+import type { RequestContext } from '../src/proxy/request-context.js'
+import type { ReservedHeaders } from '../src/reserved-headers.js'
+import type { Decision } from '../src/routing/decision.js'
+import { SessionRecords } from '../src/affinity/session-records.js'
+import { SessionTable } from '../src/affinity/session-table.js'
+import { WorkerLink } from '../src/workers/worker-link.js'
+import { FakeClock } from './fixtures/clock.js'
+
+const turn = (): Promise<void> => new Promise((r) => setImmediate(r))
+
+function setup() {
+  const sent: { tether: string; seq?: number; writes?: unknown[] }[] = []
+  let deliver: (m: unknown) => void = () => undefined
+  const link = new WorkerLink({ send: (m) => void sent.push(m as never), onMessage: (fn) => { deliver = fn } })
+  const sessions = new SessionTable({ maxEntries: 100, idleTimeout: 60_000, absoluteTimeout: null, sink: link.bindings.sink() })
+  const records = new SessionRecords({ maxEntries: 100, idleTimeout: 60_000, secret: null, pins: sessions.table })
+  const head = new AnswerHead({
+    sessions, records, appCookie: 'PHPSESSID', state: null, reserved: {} as ReservedHeaders, upstreamHeader: false, clock: new FakeClock(1_000),
+    shareAnswers: { migrating: () => false, send: (k, table, d) => link.answered(k, table, d) },
+    writes: link,
+  })
+  const lastWrites = () => sent.filter((m) => m.tether === 'writes').at(-1)!
+  return { link, sessions, head, sent, lastWrites, ack: (seq: number) => deliver({ tether: 'ack', seq }) }
+}
+
+/** The least of a request's context an answer reads: its key and decision. */
+function context(key: RequestContext['key'], d: Decision): RequestContext {
+  const ctx = { key, decision: d, learnedKey: null as string | null }
+  Object.defineProperty(ctx, 'sessionKey', { get: () => ctx.learnedKey ?? d.sessionKey })
+  return ctx as unknown as RequestContext
+}
+
+const decision = (over: Partial<Decision>): Decision =>
+  ({ upstream: 'app-1', source: 'table', epoch: 0, moved: null, setCookie: null, learn: false, appKey: null, sessionKey: null, bind: null, ...over }) as Decision
+
+/** Whether `p` settled within one event-loop turn. */
+async function settled(p: Promise<unknown>): Promise<boolean> {
+  let done = false
+  void p.then(() => { done = true })
+  await turn()
+  return done
+}
+
+t.test("an answer that wrote nothing does not wait for other users' pins", async (t) => {
+  const { sessions, head, link } = setup()
+  sessions.pin('someone-else', 'app-2', 0, 1_000)
+  t.notOk(link.idle(), "another user's pin is pending")
+  const d = decision({ source: 'hash', sessionKey: 's-1' })
+  t.equal(head.inspect(context({ kind: 'cookie', session: null }, d), {}), null, 'the answer goes out at once')
+})
+
+t.test('an answer that rotates an application cookie waits until the new value is at every other worker', async (t) => {
+  const { head, lastWrites, ack } = setup()
+  const d = decision({ learn: true, appKey: 'old', sessionKey: 'old' })
+  const held = head.inspect(context({ kind: 'table', value: 'old', learned: true, checkpoints: false, learn: true }, d), { 'set-cookie': 'PHPSESSID=new; Path=/' })
+  t.ok(held !== null, 'the head waits')
+  await turn()
+  const w = lastWrites()
+  t.same(w.writes!.map((x) => (x as unknown[]).slice(0, 2)), [['r', 'old'], ['b', 'new']], 'the old value retired, the new one pinned, in one message')
+  ack(w.seq! - 1)
+  t.notOk(await settled(held!), 'the retirement alone acknowledged: the new value is not at the others yet, the head still waits')
+  ack(w.seq!)
+  t.equal(await held, 'ok', 'then it goes out')
+})
+
+t.test('a parallel request of a user whose pin is pending waits for it, though it wrote nothing itself', async (t) => {
+  const { head, lastWrites, ack } = setup()
+  const first = decision({ source: 'hash', learn: true, sessionKey: '10.0.0.7', bind: { key: '10.0.0.7', upstream: 'app-1', epoch: 0, publish: true } as never })
+  const held1 = head.inspect(context({ kind: 'table', value: '10.0.0.7', learned: false, checkpoints: false, learn: false }, first), {})
+  const second = decision({ sessionKey: '10.0.0.7' })
+  const held2 = head.inspect(context({ kind: 'table', value: '10.0.0.7', learned: false, checkpoints: false, learn: false }, second), {})
+  t.ok(held1 !== null && held2 !== null, 'both heads wait')
+  await turn()
+  t.notOk(await settled(held2!))
+  ack(lastWrites().seq!)
+  t.same(await Promise.all([held1, held2]), ['ok', 'ok'])
+})
+
+t.test('a move is told to the other workers before its answer goes out', async (t) => {
+  const { head, lastWrites, ack } = setup()
+  const d = decision({ source: 'failover', epoch: 2, moved: { from: 'app-0', reason: 'dead' }, sessionKey: 's-9' } as never)
+  const held = head.inspect(context({ kind: 'cookie', session: null }, d), {})
+  t.ok(held !== null)
+  await turn()
+  const w = lastWrites()
+  t.same((w.writes![0] as unknown[]).slice(0, 2), ['a', 's-9'])
+  t.notOk(await settled(held!))
+  ack(w.seq!)
+  t.equal(await held, 'ok')
+})
