@@ -93,3 +93,16 @@ t.test('a move is told to the other workers before its answer goes out', async (
   ack(w.seq!)
   t.equal(await held, 'ok')
 })
+
+t.test('a renewal (a binding published again once per sync period) holds back no answer', async (t) => {
+  const { sessions, head, link, lastWrites, ack } = setup()
+  sessions.pin('10.0.0.8', 'app-2', 0, 1_000)
+  await turn()
+  ack(lastWrites().seq!)
+  sessions.sync('10.0.0.8', null, 60_000)
+  t.notOk(link.idle(), 'sent to the others')
+  const d = decision({ upstream: 'app-2', sessionKey: '10.0.0.8' })
+  t.equal(head.inspect(context({ kind: 'table', value: '10.0.0.8', learned: false, checkpoints: false, learn: false }, d), {}), null, "the user's answer goes out at once")
+  await turn()
+  t.same(lastWrites().writes, [['b', '10.0.0.8', 'app-2', 0]])
+})

@@ -10,7 +10,8 @@ import { BoundedMap } from './bounded-map.js'
 
 /** Where pins are written through for other Tether replicas (`affinity.shared`); absent: local only. */
 export interface BindingSink {
-  bound(key: string, upstream: string, epoch: number): void
+  /** `renewal`: a binding published again to renew it (see {@link SessionTable.sync}), no news for the others. */
+  bound(key: string, upstream: string, epoch: number, renewal?: boolean): void
   unbound(key: string): void
   /** An application cookie value replaced (`grace`: where it still routes) or deleted (null); absent: told as unbound. */
   retired?(key: string, grace: Grace | null): void
@@ -151,7 +152,7 @@ export class SessionTable {
     if (shared !== null && (local === null || shared.epoch > local.epoch)) {
       this.table.set(key, shared.upstream, shared.epoch, now)
     } else if (local !== null) {
-      this.#sink?.bound(key, local.upstream, local.epoch)
+      this.#sink?.bound(key, local.upstream, local.epoch, true)
     }
   }
 

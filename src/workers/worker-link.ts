@@ -85,7 +85,8 @@ export class WorkerLink {
     // worker's binding with the others once per sync period (their idle expiry slides too)
     lookup: () => Promise.resolve(null),
     sink: () => ({
-      bound: (key, upstream, epoch) => this.#write(['b', key, upstream, epoch]),
+      // a renewal (once per sync period of use) changes no routing: no answer waits for it
+      bound: (key, upstream, epoch, renewal) => this.#write(['b', key, upstream, epoch], renewal !== true),
       unbound: (key) => this.#write(['u', key]),
       retired: (key: string, grace: Grace | null) => this.#write(['r', key, grace === null ? null : [grace.upstream, grace.epoch]]),
     }),
@@ -242,11 +243,14 @@ export class WorkerLink {
     }
   }
 
-  #write(w: BindingWrite): void {
+  /** Send `w` with this turn's writes; `awaited`: the answers of its user wait for it (see flushedFor). */
+  #write(w: BindingWrite, awaited = true): void {
     ++this.#seq
-    // re-inserted, so the map stays in seq order and #ack drops from its front
-    this.#pending.delete(w[1])
-    this.#pending.set(w[1], this.#seq)
+    if (awaited) {
+      // re-inserted, so the map stays in seq order and #ack drops from its front
+      this.#pending.delete(w[1])
+      this.#pending.set(w[1], this.#seq)
+    }
     // one message for every write of this event-loop turn: under load, many answers' pins
     if (this.#writes.push(w) === 1) setImmediate(() => this.#sendWrites())
   }
