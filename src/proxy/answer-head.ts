@@ -61,8 +61,9 @@ export class AnswerHead implements AnswerHeadPolicy {
     this.#o = options
   }
 
-  inspect(ctx: RequestContext, headers: Head): Promise<'ok' | 'refuse'> | null {
-    const checked = this.#inspect(ctx, headers)
+  inspect(ctx: RequestContext, headers: Head, hold: 'all' | 'writes' = 'all'): Promise<'ok' | 'refuse'> | null {
+    const inspected = this.#inspect(ctx, headers)
+    const checked = hold === 'all' ? inspected : null
     // with workers, what was just written through about this user (a pin, a move, a rotated
     // cookie; also by a parallel request of theirs) reaches every other worker before the client
     // sees this answer: their next request may arrive at another worker on a new connection.

@@ -47,9 +47,10 @@ export interface AnswerHeadPolicy {
    * Read the upstream's head before it is filtered (learn an application cookie, take its
    * checkpoint). Returns work the head must wait for (a bounded checkpoint write), or null;
    * the work resolves 'refuse' when the answer must not go out (`state.durability:
-   * confirmed` and the checkpoint was not stored).
+   * confirmed` and the checkpoint was not stored). `hold: 'writes'`: only what was written
+   * through to the other workers about this user (an upgrade's answer, which no checkpoint holds).
    */
-  inspect(ctx: RequestContext, headers: Record<string, string | string[] | undefined>): Promise<'ok' | 'refuse'> | null
+  inspect(ctx: RequestContext, headers: Record<string, string | string[] | undefined>, hold?: 'all' | 'writes'): Promise<'ok' | 'refuse'> | null
   /**
    * The head the client gets: `headers` filtered (a new object; `headers` is left as it was),
    * with the decision's cookie and the debug header added.

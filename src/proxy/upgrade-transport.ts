@@ -362,7 +362,7 @@ class Tunnel implements Exchange {
     // (a checkpoint write cannot hold a 101: it goes out at once), reserved and hop-by-hop
     // headers removed except the two the upgrade itself needs, the decision's cookie added
     const upgrade = res.headers.upgrade
-    void this.#owner.answer.inspect(ctx, res.headers)
+    this.#holdAnswer(ctx, res.headers)
     const headers = (res.headers = this.#owner.answer.decorate(ctx, res.headers))
     headers.connection = 'Upgrade'
     if (upgrade !== undefined) headers.upgrade = upgrade
@@ -386,6 +386,22 @@ class Tunnel implements Exchange {
     this.#done({ status: 101, outcome: null, error: null, responded: true })
   }
 
+  /**
+   * Learning as for any answer (a checkpoint write cannot hold it: it goes out at once). With
+   * workers, what this answer wrote through about its user (a new user's pin, a move) reaches
+   * the other workers first, as for a plain answer: http-proxy writes the head synchronously
+   * after this, so the client socket is corked until then (at most the link's 2 s). A refused
+   * handshake's answer is held only until http-proxy ends it (`end()` uncorks): a small gap
+   * left, for an answer that sets up no tunnel.
+   */
+  #holdAnswer(ctx: RequestContext, headers: IncomingMessage['headers']): void {
+    const held = this.#owner.answer.inspect(ctx, headers, 'writes')
+    if (held === null) return
+    const client = this.#client
+    client.cork()
+    void held.then(() => { if (!client.destroyed) client.uncork() })
+  }
+
   /** The upstream answered the handshake without switching (403, 404, 5xx): passed on as is. */
   #onRefused(res: IncomingMessage): void {
     this.#disarm()
@@ -393,7 +409,7 @@ class Tunnel implements Exchange {
     if (this.state === 'connecting') this.state = 'closed'
     this.#owner.untrack(this) // before health hears of it: an ejection it causes must not close this answer
     const ctx = this.#ctx!
-    void this.#owner.answer.inspect(ctx, res.headers)
+    this.#holdAnswer(ctx, res.headers)
     // http-proxy writes these headers and pipes the decoded body, then ends: no framing headers
     // may claim otherwise, and the connection closes after it
     res.headers = this.#owner.answer.decorate(ctx, res.headers)
