@@ -94,15 +94,57 @@ t.test('a move is told to the other workers before its answer goes out', async (
   t.equal(await held, 'ok')
 })
 
-t.test('a renewal (a binding published again once per sync period) holds back no answer', async (t) => {
+t.test('a renewal (a binding published again once per sync period) holds back no answer, unless the others may have let it expire', async (t) => {
   const { sessions, head, link, lastWrites, ack } = setup()
   sessions.pin('10.0.0.8', 'app-2', 0, 1_000)
   await turn()
   ack(lastWrites().seq!)
-  sessions.sync('10.0.0.8', null, 60_000)
+  // idle_timeout 60 s, sync period 5 s: 9 s after the last use the others' copy is alive
+  sessions.sync('10.0.0.8', null, 10_000)
   t.notOk(link.idle(), 'sent to the others')
   const d = decision({ upstream: 'app-2', sessionKey: '10.0.0.8' })
-  t.equal(head.inspect(context({ kind: 'table', value: '10.0.0.8', learned: false, checkpoints: false, learn: false }, d), {}), null, "the user's answer goes out at once")
+  const ctx = () => context({ kind: 'table', value: '10.0.0.8', learned: false, checkpoints: false, learn: false }, d)
+  t.equal(head.inspect(ctx(), {}), null, "the user's answer goes out at once")
   await turn()
   t.same(lastWrites().writes, [['b', '10.0.0.8', 'app-2', 0]])
+  ack(lastWrites().seq!)
+  // 55 s after the last use here: the others' copy, renewed up to a sync period earlier, may
+  // have expired, and this brings it back: the answer waits for it
+  sessions.sync('10.0.0.8', null, 56_000)
+  const held = head.inspect(ctx(), {})
+  t.ok(held !== null, 'near the idle limit the republished binding is news: the answer waits')
+  await turn()
+  ack(lastWrites().seq!)
+  t.equal(await held, 'ok')
+})
+
+t.test("every write an answer makes is waited for, whatever its key (several Set-Cookie lines)", async (t) => {
+  const { head, lastWrites, ack } = setup()
+  const d = decision({ learn: true, appKey: 'old', sessionKey: 'old' })
+  const held = head.inspect(context({ kind: 'table', value: 'old', learned: true, checkpoints: false, learn: true }, d), {
+    'set-cookie': ['PHPSESSID=x; Path=/a', 'PHPSESSID=y; Path=/b', 'PHPSESSID=z; Path=/c; Max-Age=0'],
+  })
+  await turn()
+  const w = lastWrites()
+  t.same((w.writes!.at(-1) as unknown[]).slice(0, 2), ['u', 'z'], 'its last write forgets z (a key none of the user\'s)')
+  ack(w.seq! - 1)
+  t.notOk(await settled(held!), 'the last write (z forgotten) not acknowledged: the head waits')
+  ack(w.seq!)
+  t.equal(await held, 'ok')
+})
+
+t.test('many answers waiting at once (a primary that stalled under load) are all released by its acknowledgement', async (t) => {
+  const { sessions, link, lastWrites, ack } = setup()
+  sessions.pin('busy', 'app-1', 0, 1_000)
+  // the same user's parallel requests, and one a key each: 200,000 waits in all
+  const waits = Array.from({ length: 150_000 }, () => link.flushedFor(['busy'], link.mark())!)
+  for (let i = 0; i < 50_000; i++) {
+    sessions.pin(`u${i}`, 'app-1', 0, 1_000)
+    waits.push(link.flushedFor([`u${i}`], link.mark())!)
+  }
+  t.ok(waits.every((w) => w !== null))
+  await turn()
+  ack(lastWrites().seq!)
+  await Promise.all(waits)
+  t.ok(link.idle(), 'released, none left waiting')
 })

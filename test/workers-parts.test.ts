@@ -161,13 +161,13 @@ t.test("a worker's answer waits until the primary acknowledged its pins; pins fr
   deliver({ tether: 'reply', call: snapshot.call, value: null })
   await attached
   t.equal(sessions.peek('old-user', 0)?.upstream, 'app-2', "a sibling's bindings are copied before the worker listens")
-  t.equal(link.flushedFor(['old-user']), null, 'nothing pending: the answer does not wait')
+  t.equal(link.flushedFor(['old-user'], link.mark()), null, 'nothing pending: the answer does not wait')
   t.ok(link.idle())
   sessions.pin('u1', 'app-1', 0, 0)
   sessions.pin('u3', 'app-2', 0, 0)
-  const flushed = link.flushedFor(['u1', null])
+  const flushed = link.flushedFor(['u1', null], link.mark())
   t.notOk(link.idle())
-  t.equal(link.flushedFor(['u2', 'old-user', undefined]), null, "another user's answer does not wait for these pins")
+  t.equal(link.flushedFor(['u2', 'old-user', undefined], link.mark()), null, "another user's answer does not wait for these pins")
   t.notOk(sent.some((m) => (m as { tether: string }).tether === 'writes'), 'the pins of one event-loop turn wait for its end')
   await new Promise((r) => setImmediate(r))
   const bind = sent.at(-1) as { tether: string; seq: number; writes: unknown[] }
@@ -175,7 +175,7 @@ t.test("a worker's answer waits until the primary acknowledged its pins; pins fr
   t.ok(flushed !== null, 'a pin is pending until acknowledged')
   // a later write of the same user (a parallel request of theirs): an answer waits for it too
   sessions.pin('u3', 'app-1', 1, 0)
-  const later = link.flushedFor(['u3'])
+  const later = link.flushedFor(['u3'], link.mark())
   const all = link.flushed()
   let done = false
   let laterDone = false
@@ -187,13 +187,13 @@ t.test("a worker's answer waits until the primary acknowledged its pins; pins fr
   t.same(again.writes, [['b', 'u3', 'app-1', 1]])
   deliver({ tether: 'ack', seq: bind.seq })
   await flushed
-  t.equal(link.flushedFor(['u1']), null, 'acknowledged')
+  t.equal(link.flushedFor(['u1'], link.mark()), null, 'acknowledged')
   await new Promise((r) => setImmediate(r))
   t.equal(laterDone, false, "the user's later write is not acknowledged yet: their answer still waits")
-  t.ok(link.flushedFor(['u3']) !== null)
+  t.ok(link.flushedFor(['u3'], link.mark()) !== null)
   deliver({ tether: 'ack', seq: again.seq })
   await Promise.all([later, all])
-  t.equal(link.flushedFor(['u1', 'u3']), null)
+  t.equal(link.flushedFor(['u1', 'u3'], link.mark()), null)
   t.ok(link.idle())
   sessions.unpin('u3')
   link.probed('app-2', false, false)
@@ -207,7 +207,7 @@ t.test("a worker's answer waits until the primary acknowledged its pins; pins fr
   // answers every worker records (a migrating drain): written through as pins are
   const moved = { upstream: 'app-1', source: 'failover', epoch: 2, moved: { from: 'app-0', reason: 'drain' }, setCookie: null, learn: false, appKey: null, sessionKey: 's1', bind: null } as const
   link.answered('s1', false, moved)
-  const answered = link.flushedFor(['s1'])
+  const answered = link.flushedFor(['s1'], link.mark())
   t.ok(answered !== null, 'a shared answer holds the head until acknowledged')
   await new Promise((r) => setImmediate(r))
   const a = sent.at(-1) as { tether: string; seq: number; writes: unknown[] }

@@ -10,7 +10,11 @@ import { BoundedMap } from './bounded-map.js'
 
 /** Where pins are written through for other Tether replicas (`affinity.shared`); absent: local only. */
 export interface BindingSink {
-  /** `renewal`: a binding published again to renew it (see {@link SessionTable.sync}), no news for the others. */
+  /**
+   * `renewal`: a binding published again to renew it (see {@link SessionTable.sync}) while the
+   * others still hold it, so no answer need wait for it (unless another table evicted it for
+   * room, which this one cannot know).
+   */
   bound(key: string, upstream: string, epoch: number, renewal?: boolean): void
   unbound(key: string): void
   /** An application cookie value replaced (`grace`: where it still routes) or deleted (null); absent: told as unbound. */
@@ -53,6 +57,7 @@ export class SessionTable {
   readonly table: AffinityTable
   readonly #sink: BindingSink | null
   readonly #syncPeriod: number
+  readonly #idleTimeout: number
   /** Application cookie values replaced by a new one, still routed for ROTATION_GRACE (bounded, oldest first out). */
   readonly #rotated = new BoundedMap<string, Grace & { readonly until: number }>(ROTATED_MAX)
   /**
@@ -68,6 +73,7 @@ export class SessionTable {
     this.table = new AffinityTable({ maxEntries, idleTimeout, absoluteTimeout, slots })
     this.#sink = options.sink ?? null
     this.#syncPeriod = Math.min(options.idleTimeout / 10, 5_000)
+    this.#idleTimeout = idleTimeout
   }
 
   /** The live binding of `key` (a use: slides its idle expiry), or null. */
@@ -152,7 +158,11 @@ export class SessionTable {
     if (shared !== null && (local === null || shared.epoch > local.epoch)) {
       this.table.set(key, shared.upstream, shared.epoch, now)
     } else if (local !== null) {
-      this.#sink?.bound(key, local.upstream, local.epoch, true)
+      // a renewal, unless the others' copy may be close to expiring: it was renewed at the first
+      // use of a sync period, up to one period before this table's last use, so up to one
+      // period older; then it brings the binding back there (news, see BindingSink.bound)
+      const renewal = now - local.lastSeen < this.#idleTimeout - 2 * this.#syncPeriod
+      this.#sink?.bound(key, local.upstream, local.epoch, renewal)
     }
   }
 

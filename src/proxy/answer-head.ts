@@ -45,8 +45,10 @@ export interface AnswerSharing {
 export interface PendingWrites {
   /** No write waits for its acknowledgement. */
   idle(): boolean
-  /** Resolves once every write about any of `keys` made so far reached every other worker; null: none pending. */
-  flushedFor(keys: readonly (string | null | undefined)[]): Promise<void> | null
+  /** Where the writes stand now (`since` of {@link flushedFor}). */
+  mark(): number
+  /** Resolves once every write about any of `keys`, and every write after `since`, reached every other worker; null: none pending. */
+  flushedFor(keys: readonly (string | null | undefined)[], since: number): Promise<void> | null
 }
 
 /**
@@ -62,16 +64,17 @@ export class AnswerHead implements AnswerHeadPolicy {
   }
 
   inspect(ctx: RequestContext, headers: Head, hold: 'all' | 'writes' = 'all'): Promise<'ok' | 'refuse'> | null {
+    const writes = this.#o.writes
+    const mark = writes == null ? 0 : writes.mark()
     const inspected = this.#inspect(ctx, headers)
     const checked = hold === 'all' ? inspected : null
-    // with workers, what was just written through about this user (a pin, a move, a rotated
-    // cookie; also by a parallel request of theirs) reaches every other worker before the client
-    // sees this answer: their next request may arrive at another worker on a new connection.
+    // with workers, what this answer wrote through (pins, a move, a rotated cookie) and what a
+    // parallel request of the same user did reach every other worker before the client sees
+    // this answer: their next request may arrive at another worker on a new connection.
     // Other users' writes are not waited for.
-    const writes = this.#o.writes
     if (writes == null || writes.idle()) return checked
     const d = ctx.decision!
-    const flushed = writes.flushedFor([SessionRecords.keyOf(ctx.key, d), d.bind?.key, d.appKey, ctx.learnedKey])
+    const flushed = writes.flushedFor([SessionRecords.keyOf(ctx.key, d), d.appKey, ctx.learnedKey], mark)
     if (flushed === null) return checked
     return checked === null ? flushed.then(() => 'ok') : Promise.all([checked, flushed]).then(([v]) => v)
   }

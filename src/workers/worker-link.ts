@@ -57,7 +57,8 @@ export class WorkerLink {
   readonly #ipc: IpcChannel
   #seq = 0
   #acked = 0
-  readonly #waiting: { seq: number; resolve: () => void }[] = []
+  /** Answers waiting for an acknowledgement, by the seq each waits for. */
+  readonly #waiting = new Map<number, (() => void)[]>()
   /** Each session key with a write not acknowledged yet, and the seq of its last one (oldest first). */
   readonly #pending = new Map<string, number>()
   /** Binding writes not sent yet: sent as one message per event-loop turn, or before any other message. */
@@ -145,15 +146,21 @@ export class WorkerLink {
     return this.#acked >= this.#seq
   }
 
+  /** The seq of the last write made (for {@link flushedFor}'s `since`). */
+  mark(): number {
+    return this.#seq
+  }
+
   /**
-   * Resolves once every write sent so far about any of `keys` (a user's session keys) was
-   * acknowledged; null: none pending. An answer waits for its own user's writes only: those of
-   * this answer and of the same user's parallel requests, not other users'.
-   * Example: pins of 'u1' and 'u2' pending -> `flushedFor(['u2'])` waits for the write of 'u2';
-   * `flushedFor(['u3', null])` -> null.
+   * Resolves once every write about any of `keys` (a user's session keys) made so far, and
+   * every write made after `since` (a {@link mark} taken before the answer's own writes), was
+   * acknowledged; null: none pending. An answer waits for its own writes and its user's (a
+   * parallel request of theirs), not other users'.
+   * Example: pins of 'u1' and 'u2' pending -> `flushedFor(['u2'], mark)` waits for the write of
+   * 'u2'; `flushedFor(['u3', null], mark)` with nothing written since `mark` -> null.
    */
-  flushedFor(keys: readonly (string | null | undefined)[]): Promise<void> | null {
-    let seq = 0
+  flushedFor(keys: readonly (string | null | undefined)[], since: number): Promise<void> | null {
+    let seq = this.#seq > since ? this.#seq : 0
     for (const k of keys) if (k != null) seq = Math.max(seq, this.#pending.get(k) ?? 0)
     return this.#until(seq)
   }
@@ -271,25 +278,45 @@ export class WorkerLink {
   #until(seq: number): Promise<void> | null {
     if (this.#acked >= seq) return null
     return new Promise<void>((resolve) => {
+      let list = this.#waiting.get(seq)
+      if (list === undefined) this.#waiting.set(seq, (list = []))
+      const done = (): void => {
+        clearTimeout(timer)
+        resolve()
+      }
       // a primary that does not answer must not hold answers back for long
-      const timer = setTimeout(resolve, PRIMARY_TIMEOUT)
-      this.#waiting.push({ seq, resolve: () => { clearTimeout(timer); resolve() } })
+      const timer = setTimeout(() => {
+        const l = this.#waiting.get(seq)
+        const at = l?.indexOf(done) ?? -1
+        if (at >= 0) l!.splice(at, 1)
+        if (l?.length === 0) this.#waiting.delete(seq)
+        resolve()
+      }, PRIMARY_TIMEOUT)
+      list.push(done)
     })
   }
 
   #ack(seq: number): void {
-    const acked = (this.#acked = Math.max(this.#acked, seq))
+    const from = this.#acked
+    if (seq <= from) return
+    this.#acked = seq
     for (const [k, s] of this.#pending) {
-      if (s > acked) break
+      if (s > seq) break
       this.#pending.delete(k)
     }
-    // waits are for different seqs (a user's own writes), not in order: resolve every one covered
-    if (this.#waiting.length === 0) return
-    const still = this.#waiting.filter((w) => w.seq > acked)
-    const done = this.#waiting.filter((w) => w.seq <= acked)
-    this.#waiting.length = 0
-    this.#waiting.push(...still)
-    for (const w of done) w.resolve()
+    // each seq acknowledged is looked at once: by the waits held, or by the seqs, whichever are fewer
+    if (this.#waiting.size === 0) return
+    const due: number[] = []
+    if (this.#waiting.size < seq - from) {
+      for (const s of this.#waiting.keys()) if (s <= seq) due.push(s)
+    } else {
+      for (let s = from + 1; s <= seq; s++) if (this.#waiting.has(s)) due.push(s)
+    }
+    for (const s of due) {
+      const waits = this.#waiting.get(s)!
+      this.#waiting.delete(s)
+      for (const done of waits) done()
+    }
   }
 
   #ask(op: CallOp, args: readonly unknown[], fallback: unknown): Promise<unknown> {
