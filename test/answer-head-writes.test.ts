@@ -13,11 +13,12 @@ import { FakeClock } from './fixtures/clock.js'
 
 const turn = (): Promise<void> => new Promise((r) => setImmediate(r))
 
-function setup() {
+function setup(absoluteTimeout: number | null = null) {
   const sent: { tether: string; seq?: number; writes?: unknown[] }[] = []
   let deliver: (m: unknown) => void = () => undefined
-  const link = new WorkerLink({ send: (m) => void sent.push(m as never), onMessage: (fn) => { deliver = fn } })
-  const sessions = new SessionTable({ maxEntries: 100, idleTimeout: 60_000, absoluteTimeout: null, sink: link.bindings.sink() })
+  // no wait ends by its timeout here (a slow machine): only acknowledgements release them
+  const link = new WorkerLink({ send: (m) => void sent.push(m as never), onMessage: (fn) => { deliver = fn } }, undefined, 600_000)
+  const sessions = new SessionTable({ maxEntries: 300_000, idleTimeout: 60_000, absoluteTimeout, sink: link.bindings.sink() })
   const records = new SessionRecords({ maxEntries: 100, idleTimeout: 60_000, secret: null, pins: sessions.table })
   const head = new AnswerHead({
     sessions, records, appCookie: 'PHPSESSID', state: null, reserved: {} as ReservedHeaders, upstreamHeader: false, clock: new FakeClock(1_000),
@@ -147,4 +148,33 @@ t.test('many answers waiting at once (a primary that stalled under load) are all
   ack(lastWrites().seq!)
   await Promise.all(waits)
   t.ok(link.idle(), 'released, none left waiting')
+})
+
+t.test("a binding copied from a sibling (its age there unknown) is news until it is used here; so is one near its absolute timeout", async (t) => {
+  const { sessions, head, lastWrites, ack } = setup()
+  const d = decision({ upstream: 'app-2', sessionKey: '10.0.0.9' })
+  const ctx = () => context({ kind: 'table', value: '10.0.0.9', learned: false, checkpoints: false, learn: false }, d)
+  sessions.applyRemote('10.0.0.9', 'app-2', 0, 1_000) // as a starting worker's snapshot
+  sessions.copied(1_000)
+  sessions.sync('10.0.0.9', null, 10_000)
+  const held = head.inspect(ctx(), {})
+  t.ok(held !== null, 'republished before any use here: the answer waits')
+  await turn()
+  ack(lastWrites().seq!)
+  await held
+  sessions.get('10.0.0.9', 10_000) // a use here
+  sessions.sync('10.0.0.9', null, 16_000)
+  t.equal(head.inspect(ctx(), {}), null, 'after a use here, a renewal again')
+
+  const a = setup(60_000)
+  a.sessions.pin('10.0.0.9', 'app-2', 0, 1_000)
+  await turn()
+  a.ack(a.lastWrites().seq!)
+  a.sessions.get('10.0.0.9', 52_000)
+  a.sessions.sync('10.0.0.9', null, 53_000)
+  const old = a.head.inspect(ctx(), {})
+  t.ok(old !== null, 'used a second ago, but 52 s old with an absolute timeout of 60 s: news')
+  await turn()
+  a.ack(a.lastWrites().seq!)
+  await old
 })

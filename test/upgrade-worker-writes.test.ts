@@ -25,7 +25,7 @@ t.test("a new user's 101 goes out once the primary acknowledged their pin", asyn
       if (m.tether === 'call') setImmediate(() => deliver({ tether: 'reply', call: m.call, value: replies[m.op] ?? null }))
     },
     onMessage: (fn) => { deliver = fn },
-  })
+  }, undefined, 600_000) // no wait ends by its timeout here (a slow machine): only the acknowledgement below
   const config = testConfig([{ id: pod.id, url: pod.url }], { affinity: { key: 'header', header: { name: 'X-User' } } })
   const tether = await startTether(config, { logger: createLogger('silent'), worker: link })
   t.teardown(() => tether.close(0))

@@ -234,4 +234,9 @@ t.test("a worker's answer waits until the primary acknowledged its pins; pins fr
   link.orderDone('s1', 5)
   await new Promise((r) => setImmediate(r))
   t.same((sent.at(-1) as { writes: unknown[] }).writes, [['x', 's1', 5]], 'an order done here: the others are told')
+
+  // a binding from the snapshot, not used here since: its age elsewhere is unknown, so
+  // republishing it is news the user's answer waits for (the others may have let it expire)
+  sessions.sync('old-user', null, 0)
+  t.ok(link.flushedFor(['old-user'], link.mark()) !== null, 'a copied binding republished is waited for')
 })

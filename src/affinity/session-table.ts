@@ -58,6 +58,9 @@ export class SessionTable {
   readonly #sink: BindingSink | null
   readonly #syncPeriod: number
   readonly #idleTimeout: number
+  readonly #absoluteTimeout: number
+  /** Until when the bindings held were copied from a sibling (see {@link copied}). */
+  #copiedAt = -Infinity
   /** Application cookie values replaced by a new one, still routed for ROTATION_GRACE (bounded, oldest first out). */
   readonly #rotated = new BoundedMap<string, Grace & { readonly until: number }>(ROTATED_MAX)
   /**
@@ -74,6 +77,16 @@ export class SessionTable {
     this.#sink = options.sink ?? null
     this.#syncPeriod = Math.min(options.idleTimeout / 10, 5_000)
     this.#idleTimeout = idleTimeout
+    this.#absoluteTimeout = absoluteTimeout ?? Infinity
+  }
+
+  /**
+   * The bindings held now were copied from another worker (a starting worker's snapshot): their
+   * age there is not known here, so republishing one not used here since is news for the others
+   * (see {@link sync}).
+   */
+  copied(now: number): void {
+    this.#copiedAt = now
   }
 
   /** The live binding of `key` (a use: slides its idle expiry), or null. */
@@ -160,8 +173,10 @@ export class SessionTable {
     } else if (local !== null) {
       // a renewal, unless the others' copy may be close to expiring: it was renewed at the first
       // use of a sync period, up to one period before this table's last use, so up to one
-      // period older; then it brings the binding back there (news, see BindingSink.bound)
-      const renewal = now - local.lastSeen < this.#idleTimeout - 2 * this.#syncPeriod
+      // period older; then it brings the binding back there (news, see BindingSink.bound). A
+      // binding copied from a sibling and not used here since has an age not known here.
+      const margin = 2 * this.#syncPeriod
+      const renewal = local.lastSeen > this.#copiedAt && now - local.lastSeen < this.#idleTimeout - margin && now - local.createdAt < this.#absoluteTimeout - margin
       this.#sink?.bound(key, local.upstream, local.epoch, renewal)
     }
   }

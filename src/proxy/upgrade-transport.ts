@@ -390,9 +390,10 @@ class Tunnel implements Exchange {
    * Learning as for any answer (a checkpoint write cannot hold it: it goes out at once). With
    * workers, what this answer wrote through about its user (a new user's pin, a move) reaches
    * the other workers first, as for a plain answer: http-proxy writes the head synchronously
-   * after this, so the client socket is corked until then (at most the link's 2 s). A refused
-   * handshake's answer is held only until http-proxy ends it (`end()` uncorks): a small gap
-   * left, for an answer that sets up no tunnel.
+   * after this, so the client socket is corked until then (at most the link's 2 s). Anything
+   * that ends the client socket meanwhile flushes it at once (`end()` uncorks): a refused
+   * handshake's answer when http-proxy ends it, a tunnel whose upstream closes right after its
+   * 101, a shutdown's 1001. Those set up no tunnel to stay on, so that gap is left.
    */
   #holdAnswer(ctx: RequestContext, headers: IncomingMessage['headers']): void {
     const held = this.#owner.answer.inspect(ctx, headers, 'writes')

@@ -72,9 +72,13 @@ export class WorkerLink {
   /** What this worker changes in every config it reads (the secrets all workers share). */
   readonly adjust: (config: Config) => Config
 
-  constructor(ipc: IpcChannel, adjust: (config: Config) => Config = (c) => c) {
+  /** How long an answer waits on the primary at most (ms). */
+  readonly #timeout: number
+
+  constructor(ipc: IpcChannel, adjust: (config: Config) => Config = (c) => c, primaryTimeout = PRIMARY_TIMEOUT) {
     this.#ipc = ipc
     this.adjust = adjust
+    this.#timeout = primaryTimeout
     ipc.onMessage((m) => {
       if (isTetherMessage(m)) this.#receive(m as ToWorker)
     })
@@ -209,6 +213,7 @@ export class WorkerLink {
       })
       this.#send({ tether: 'call', call, op: 'snapshot', args: [] })
     })
+    parts.sessions.copied(parts.now())
   }
 
   /**
@@ -291,7 +296,7 @@ export class WorkerLink {
         if (at >= 0) l!.splice(at, 1)
         if (l?.length === 0) this.#waiting.delete(seq)
         resolve()
-      }, PRIMARY_TIMEOUT)
+      }, this.#timeout)
       list.push(done)
     })
   }
