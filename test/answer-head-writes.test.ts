@@ -156,6 +156,7 @@ t.test("a binding copied from a sibling (its age there unknown) is news until it
   const ctx = () => context({ kind: 'table', value: '10.0.0.9', learned: false, checkpoints: false, learn: false }, d)
   sessions.applyRemote('10.0.0.9', 'app-2', 0, 1_000) // as a starting worker's snapshot
   sessions.copied(1_000)
+  t.ok(sessions.needsSync('10.0.0.9', 2_000), 'its first use here republishes it, even within the sync period of the copy')
   sessions.sync('10.0.0.9', null, 10_000)
   const held = head.inspect(ctx(), {})
   t.ok(held !== null, 'republished before any use here: the answer waits')
@@ -177,4 +178,18 @@ t.test("a binding copied from a sibling (its age there unknown) is news until it
   await turn()
   a.ack(a.lastWrites().seq!)
   await old
+
+  // with an absolute timeout, a copy's creation time is when it was copied: the others' copies
+  // may be older, so republishing it is news for as long as it lives here
+  const b = setup(600_000)
+  b.sessions.applyRemote('10.0.0.9', 'app-2', 0, 1_000)
+  b.sessions.copied(1_000)
+  b.sessions.get('10.0.0.9', 2_000)
+  t.notOk(b.sessions.needsSync('10.0.0.9', 2_000), 'used here since the copy: the sync period rule again')
+  b.sessions.sync('10.0.0.9', null, 10_000)
+  const copied = b.head.inspect(ctx(), {})
+  t.ok(copied !== null, 'a copy used here, with an absolute timeout: still news')
+  await turn()
+  b.ack(b.lastWrites().seq!)
+  await copied
 })

@@ -158,7 +158,8 @@ export class SessionTable {
    */
   needsSync(key: string, now: number): boolean {
     const entry = this.table.peek(key, now)
-    return entry === null || Math.floor(entry.lastSeen / this.#syncPeriod) < Math.floor(now / this.#syncPeriod)
+    // a binding copied from a sibling (its age unknown) is checked at its first use here too
+    return entry === null || entry.lastSeen <= this.#copiedAt || Math.floor(entry.lastSeen / this.#syncPeriod) < Math.floor(now / this.#syncPeriod)
   }
 
   /**
@@ -174,9 +175,11 @@ export class SessionTable {
       // a renewal, unless the others' copy may be close to expiring: it was renewed at the first
       // use of a sync period, up to one period before this table's last use, so up to one
       // period older; then it brings the binding back there (news, see BindingSink.bound). A
-      // binding copied from a sibling and not used here since has an age not known here.
+      // binding copied from a sibling and not used here since has an age not known here; with
+      // an absolute timeout, a copy's creation time is when it was copied, not the others' one.
       const margin = 2 * this.#syncPeriod
-      const renewal = local.lastSeen > this.#copiedAt && now - local.lastSeen < this.#idleTimeout - margin && now - local.createdAt < this.#absoluteTimeout - margin
+      const renewal = local.lastSeen > this.#copiedAt && now - local.lastSeen < this.#idleTimeout - margin &&
+        (this.#absoluteTimeout === Infinity || (local.createdAt > this.#copiedAt && now - local.createdAt < this.#absoluteTimeout - margin))
       this.#sink?.bound(key, local.upstream, local.epoch, renewal)
     }
   }
