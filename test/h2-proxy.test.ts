@@ -200,3 +200,23 @@ t.test('listen.http2.enabled: false offers only http/1.1 by ALPN', async (t) => 
   t.match(err.message, /ALPN|protocol/i, 'an h2-only client cannot negotiate h2')
   s.destroy()
 })
+
+t.test("an upstream's trailer fields reach an h2 client as a trailing HEADERS frame, filtered", async (t) => {
+  const ups = await upstreams(t, ['app-0'], () => (_req, res) => {
+    res.setHeader('trailer', 'X-Checksum, X-Tether-State')
+    res.write('hel')
+    res.addTrailers({ 'X-Checksum': 'sha256=abc', 'X-Tether-State': 'e30', 'Set-Cookie': 'sid=evil' })
+    res.end('lo')
+  })
+  const tether = await h2Tether(t, ups)
+  const s = session(t, tether)
+  const trailers = await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
+    const req = s.request({ ':path': '/', ':method': 'GET' })
+    req.on('trailers', resolve)
+    req.on('error', reject)
+    req.resume()
+  })
+  t.equal(trailers['x-checksum'], 'sha256=abc')
+  t.notOk('x-tether-state' in trailers, 'a reserved name does not pass')
+  t.notOk('set-cookie' in trailers, 'a cookie does not pass in trailers')
+})

@@ -10,7 +10,7 @@ import type { Decision } from '../routing/decision.js'
 import { TETHER_HEADER, type ReservedHeaders } from '../reserved-headers.js'
 import type { StateProtocol } from '../state/protocol.js'
 import type { AnswerHeadPolicy } from './exchange.js'
-import { clientResponseHeaders } from './headers.js'
+import { announcedTrailers, clientResponseHeaders, clientTrailers } from './headers.js'
 import type { RequestContext } from './request-context.js'
 
 type Head = Record<string, string | string[] | undefined>
@@ -132,8 +132,18 @@ export class AnswerHead implements AnswerHeadPolicy {
     return done.then((r) => verdict(state.confirmed, r))
   }
 
+  trailers(trailers: Readonly<Head>): Record<string, string | string[]> | null {
+    return clientTrailers(trailers, this.#o.reserved)
+  }
+
   decorate(ctx: RequestContext, upstreamHeaders: Head): Head {
     const headers = clientResponseHeaders(upstreamHeaders, this.#o.reserved)
+    // the names of the trailer fields that follow a body of unknown length, as passed on
+    const trailer = upstreamHeaders.trailer
+    if (trailer !== undefined && upstreamHeaders['content-length'] === undefined) {
+      const names = announcedTrailers(trailer, this.#o.reserved)
+      if (names !== undefined) headers.trailer = names
+    }
     const d = ctx.decision!
     if (d.setCookie !== null) {
       const existing = headers['set-cookie']

@@ -56,4 +56,6 @@ export interface AnswerHeadPolicy {
    * with the decision's cookie and the debug header added.
    */
   decorate(ctx: RequestContext, headers: Record<string, string | string[] | undefined>): Record<string, string | string[] | undefined>
+  /** The trailer fields the client gets of those the upstream sent after the body; null: none. */
+  trailers(trailers: Readonly<Record<string, string | string[] | undefined>>): Record<string, string | string[]> | null
 }

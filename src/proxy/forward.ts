@@ -3,7 +3,7 @@
 // buffered whole. A client abort cancels the upstream request; an upstream abort after the
 // response started ends the client connection. The HTTP transport of the request path: it
 // does not decide where a request goes, nor whether to retry.
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import { validateHeaderName, validateHeaderValue, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import { Pool, buildConnector, errors, type Dispatcher } from 'undici'
 import { TetherError, type ErrorCode } from '../errors.js'
@@ -260,6 +260,8 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   /** A body chunk arrived (or the client was slow) since the last sweep; else the body is quiet since #quietSince. */
   #active = false
   #quietSince = 0
+  /** Trailer fields the upstream sent after the body, or null. */
+  #trailers: Record<string, string | string[] | undefined> | null = null
 
   constructor(ctx: RequestContext, decision: Decision, res: ServerResponse, closeAfter: () => boolean, answer: AnswerHeadPolicy, timeouts: PoolTimeouts, deadlines: Deadlines) {
     this.#ctx = ctx
@@ -418,7 +420,12 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     }
   }
 
-  onResponseEnd(): void {
+  onResponseEnd(_controller: Dispatcher.DispatchController, trailers: Record<string, string | string[] | undefined>): void {
+    // trailer fields after a chunked body (undici gives `{}` when there are none)
+    for (const _ in trailers) {
+      this.#trailers = trailers
+      break
+    }
     if (this.#held !== null) this.#heldEnd = true
     else if (!this.#finished) this.#finish()
   }
@@ -426,8 +433,33 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   #finish(): void {
     this.#finished = true
     const res = this.#res
+    if (this.#trailers !== null && !this.#clientGone) this.#addTrailers(res, this.#trailers)
     if (!this.#clientGone) res.end()
     this.#done({ status: res.statusCode, outcome: null, error: null, responded: true })
+  }
+
+  /**
+   * Pass the upstream's trailer fields on (a chunked HTTP/1.1 answer, or HTTP/2); Node drops
+   * them for an answer of known length or to an HTTP/1.0 client. A field Node would refuse (an
+   * invalid name or value) is dropped alone: the body is complete, so the answer stands.
+   */
+  #addTrailers(res: ServerResponse, trailers: Record<string, string | string[] | undefined>): void {
+    const passed = this.#answer.trailers(trailers)
+    if (passed === null) return
+    const valid: Record<string, string> = {}
+    for (const name in passed) {
+      const v = passed[name]!
+      // a repeated field as one list (RFC 9110 section 5.3; no Set-Cookie passes)
+      const value = typeof v === 'string' ? v : v.join(', ')
+      try {
+        validateHeaderName(name)
+        validateHeaderValue(name, value)
+        valid[name] = value
+      } catch {
+        // left out
+      }
+    }
+    res.addTrailers(valid)
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {

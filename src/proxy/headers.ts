@@ -173,6 +173,54 @@ export function clientResponseHeaders(
   return out
 }
 
+/**
+ * Fields an answer's trailer section may not carry, or that Tether does not pass there (RFC 9110
+ * section 6.5.1: framing, routing, request modifiers, authentication, response control data,
+ * how to process the content), nor cookies: a recipient that merges trailers into the head
+ * must not get them from there. Hop-by-hop names are dropped too.
+ */
+const NOT_IN_TRAILERS = new Set([
+  ...HOP_BY_HOP, 'content-length', 'content-type', 'content-encoding', 'content-range', 'content-location', 'host',
+  'cache-control', 'expect', 'max-forwards', 'pragma', 'range', 'if-match', 'if-none-match', 'if-modified-since',
+  'if-unmodified-since', 'if-range', 'age', 'expires', 'date', 'location', 'retry-after', 'vary', 'warning',
+  'authorization', 'www-authenticate', 'authentication-info', 'proxy-authentication-info', 'set-cookie', 'cookie',
+  'strict-transport-security',
+])
+
+/**
+ * The trailer fields of an upstream's answer that its client gets: none of {@link NOT_IN_TRAILERS},
+ * none of Tether's reserved names (in any spelling); null when none is left.
+ * Example: `{ 'x-checksum': 'abc', 'x-tether-state': 'e30', 'content-length': '5' }` -> `{ 'x-checksum': 'abc' }`.
+ */
+export function clientTrailers(
+  trailers: Readonly<Record<string, string | string[] | undefined>>,
+  reserved: ReservedHeaders,
+): Record<string, string | string[]> | null {
+  let out: Record<string, string | string[]> | null = null
+  for (const name in trailers) {
+    const v = trailers[name]
+    if (v === undefined || NOT_IN_TRAILERS.has(name) || reserved.has(name)) continue
+    ;(out ??= {})[name] = v
+  }
+  return out
+}
+
+/**
+ * An upstream's `Trailer` header (the names its trailer section will hold) as its client gets
+ * it: the names {@link clientTrailers} passes; undefined when none. Example: `'X-Checksum, Content-Length'` -> `'X-Checksum'`.
+ */
+export function announcedTrailers(value: string | string[], reserved: ReservedHeaders): string | undefined {
+  const names: string[] = []
+  for (const v of Array.isArray(value) ? value : [value]) {
+    for (const token of v.split(',')) {
+      const name = token.trim()
+      const lower = name.toLowerCase()
+      if (name !== '' && !NOT_IN_TRAILERS.has(lower) && !reserved.has(lower)) names.push(name)
+    }
+  }
+  return names.length === 0 ? undefined : names.join(', ')
+}
+
 /** RFC 3986 section 3.2.2-3 authority without userinfo: reg-name, IPv4 or [IPv6], optional port. */
 const AUTHORITY = /^(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::(\d{0,5}))?$/
 

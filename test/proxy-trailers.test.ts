@@ -1,0 +1,57 @@
+// Trailer fields an upstream sends after a chunked body reach the client (RFC 9110 section 6.5),
+// announced in `Trailer`, except those no trailer may carry or that Tether keeps to itself:
+// framing, routing, authentication, cookies, content processing (section 6.5.1), hop-by-hop and
+// Tether's reserved names (a checkpoint must never leak from there either). (A Content-Length
+// among the trailers is undici's protocol error: the client's connection is cut, as for any
+// upstream failure after the head.)
+import t from 'tap'
+import http from 'node:http'
+import { startTether } from '../src/app.js'
+import { createLogger } from '../src/observability/logger.js'
+import { startRawUpstream } from './fixtures/raw-upstream.js'
+import { testConfig } from './fixtures/upstream.js'
+
+const CHUNKED_WITH_TRAILERS = [
+  'HTTP/1.1 200 OK', 'Content-Type: text/plain', 'Transfer-Encoding: chunked',
+  'Trailer: X-Checksum, Content-Length, X-Tether-State, Server-Timing', '', '5', 'hello', '0',
+  'X-Checksum: sha256=abc', 'X-Tether-State: e30', 'X-TETHER_Upstream: app-9', 'Set-Cookie: sid=evil', 'Content-Type: text/html',
+  'Server-Timing: db;dur=53', 'Transfer-Encoding: gzip', '', '',
+].join('\r\n')
+
+function get(url: string): Promise<{ status: number; body: string; headers: http.IncomingHttpHeaders; trailers: NodeJS.Dict<string> }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { agent: false }, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (c) => (body += c))
+      res.on('end', () => resolve({ status: res.statusCode!, body, headers: res.headers, trailers: res.trailers }))
+      res.on('error', reject)
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+t.test("an upstream's trailer fields reach the client, filtered", async (t) => {
+  const up = await startRawUpstream('app-0', (_req, conn) => conn.write(CHUNKED_WITH_TRAILERS))
+  t.teardown(() => up.close())
+  const tether = await startTether(testConfig([{ id: up.id, url: up.url }]), { logger: createLogger('silent') })
+  t.teardown(() => tether.close(0))
+  const r = await get(tether.url + '/')
+  t.equal(r.status, 200)
+  t.equal(r.body, 'hello')
+  t.same(r.trailers, { 'x-checksum': 'sha256=abc', 'server-timing': 'db;dur=53' }, 'the application fields pass; framing, cookies and reserved names do not')
+  t.equal(r.headers.trailer, 'X-Checksum, Server-Timing', 'announced in Trailer, the same way filtered')
+  t.equal(r.headers['transfer-encoding'], 'chunked')
+})
+
+t.test('no trailers: no Trailer header, and an answer of known length carries none', async (t) => {
+  const up = await startRawUpstream('app-0', (_req, conn) => conn.write('HTTP/1.1 200 OK\r\nTrailer: X-Checksum\r\nContent-Length: 2\r\n\r\nok'))
+  t.teardown(() => up.close())
+  const tether = await startTether(testConfig([{ id: up.id, url: up.url }]), { logger: createLogger('silent') })
+  t.teardown(() => tether.close(0))
+  const r = await get(tether.url + '/')
+  t.equal(r.body, 'ok')
+  t.equal(r.headers.trailer, undefined, 'a body of known length has no trailer section to announce')
+  t.same(r.trailers, {})
+})
