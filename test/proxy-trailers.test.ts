@@ -6,6 +6,7 @@
 // upstream failure after the head.)
 import t from 'tap'
 import http from 'node:http'
+import net from 'node:net'
 import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { startRawUpstream } from './fixtures/raw-upstream.js'
@@ -54,4 +55,36 @@ t.test('no trailers: no Trailer header, and an answer of known length carries no
   t.equal(r.body, 'ok')
   t.equal(r.headers.trailer, undefined, 'a body of known length has no trailer section to announce')
   t.same(r.trailers, {})
+})
+
+/** One raw HTTP/1.x exchange on a new connection: the whole answer as text (the server closes). */
+function raw(port: number, request: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1', () => s.write(request))
+    let out = ''
+    s.on('data', (c: Buffer) => (out += c.toString('latin1')))
+    s.on('end', () => resolve(out))
+    s.on('error', reject)
+  })
+}
+
+t.test('an answer that cannot carry trailers (HTTP/1.0, HEAD, 304) is not refused for its announcement', async (t) => {
+  const up = await startRawUpstream('app-0', (req, conn) => {
+    if (req.method === 'HEAD') return conn.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n')
+    if (req.target === '/304') return conn.write('HTTP/1.1 304 Not Modified\r\nTrailer: X-Checksum\r\nETag: "a"\r\n\r\n')
+    conn.write(CHUNKED_WITH_TRAILERS)
+  })
+  t.teardown(() => up.close())
+  const tether = await startTether(testConfig([{ id: up.id, url: up.url }]), { logger: createLogger('silent') })
+  t.teardown(() => tether.close(0))
+  const port = Number(new URL(tether.url).port)
+  const head = await raw(port, `HEAD / HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: close\r\n\r\n`)
+  t.match(head, /^HTTP\/1\.1 200 /, 'HEAD: 200')
+  t.notMatch(head, /\r\ntrailer:/i)
+  const notModified = await raw(port, `GET /304 HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: close\r\n\r\n`)
+  t.match(notModified, /^HTTP\/1\.1 304 /, '304 stays 304')
+  const old = await raw(port, `GET / HTTP/1.0\r\nHost: 127.0.0.1:${port}\r\n\r\n`)
+  t.match(old, /^HTTP\/1\.1 200 /, 'HTTP/1.0 client: 200')
+  t.notMatch(old, /\r\ntrailer:/i, 'no Trailer announced: the answer is not chunked')
+  t.match(old, /\r\n\r\nhello$/, 'the body, without trailer fields')
 })

@@ -136,14 +136,12 @@ export class AnswerHead implements AnswerHeadPolicy {
     return clientTrailers(trailers, this.#o.reserved)
   }
 
+  trailerNames(value: string | string[]): string | undefined {
+    return announcedTrailers(value, this.#o.reserved)
+  }
+
   decorate(ctx: RequestContext, upstreamHeaders: Head): Head {
     const headers = clientResponseHeaders(upstreamHeaders, this.#o.reserved)
-    // the names of the trailer fields that follow a body of unknown length, as passed on
-    const trailer = upstreamHeaders.trailer
-    if (trailer !== undefined && upstreamHeaders['content-length'] === undefined) {
-      const names = announcedTrailers(trailer, this.#o.reserved)
-      if (names !== undefined) headers.trailer = names
-    }
     const d = ctx.decision!
     if (d.setCookie !== null) {
       const existing = headers['set-cookie']

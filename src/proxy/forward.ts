@@ -387,6 +387,15 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     let headers: Record<string, string | string[] | undefined>
     try {
       headers = this.#answer.decorate(this.#ctx, upstreamHeaders)
+      // the trailer fields that will follow, named again, when the client's answer can carry
+      // them: a body of unknown length, chunked (not to an HTTP/1.0 client; Node refuses a
+      // Trailer header on an answer it does not chunk) or over h2
+      const trailer = upstreamHeaders.trailer
+      if (trailer !== undefined && upstreamHeaders['content-length'] === undefined && !this.#head && statusCode !== 204 && statusCode !== 304 &&
+        (res as { useChunkedEncodingByDefault?: boolean }).useChunkedEncodingByDefault !== false) {
+        const names = this.#answer.trailerNames(trailer)
+        if (names !== undefined) headers.trailer = names
+      }
       const reason = statusMessage && REASON_PHRASE.test(statusMessage) ? statusMessage : undefined
       res.writeHead(statusCode, reason, headers)
     } catch (err) {
@@ -459,7 +468,11 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
         // left out
       }
     }
-    res.addTrailers(valid)
+    try {
+      res.addTrailers(valid)
+    } catch {
+      // a field the transport refuses after all: the body is complete, the answer stands
+    }
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {

@@ -106,6 +106,20 @@ export class H2Response extends http2.Http2ServerResponse {
     }
     return super.writeHead(statusCode, sendable)
   }
+
+  /**
+   * Trailers without connection-specific fields either: Node would throw on one while sending
+   * them, inside an event nothing can catch (the process would die).
+   */
+  override addTrailers(trailers: http2.OutgoingHttpHeaders): void {
+    const sendable: http2.OutgoingHttpHeaders = {}
+    for (const name in trailers) {
+      const lower = name.toLowerCase()
+      if (CONNECTION_SPECIFIC.has(lower) || lower === 'te' || lower.startsWith(':')) continue
+      sendable[name] = trailers[name]
+    }
+    super.addTrailers(sendable)
+  }
 }
 
 // Defined here because the base class declares these as plain properties, which a subclass

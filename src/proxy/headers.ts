@@ -180,7 +180,7 @@ export function clientResponseHeaders(
  * must not get them from there. Hop-by-hop names are dropped too.
  */
 const NOT_IN_TRAILERS = new Set([
-  ...HOP_BY_HOP, 'content-length', 'content-type', 'content-encoding', 'content-range', 'content-location', 'host',
+  ...HOP_BY_HOP, 'http2-settings', 'content-length', 'content-type', 'content-encoding', 'content-range', 'content-location', 'host',
   'cache-control', 'expect', 'max-forwards', 'pragma', 'range', 'if-match', 'if-none-match', 'if-modified-since',
   'if-unmodified-since', 'if-range', 'age', 'expires', 'date', 'location', 'retry-after', 'vary', 'warning',
   'authorization', 'www-authenticate', 'authentication-info', 'proxy-authentication-info', 'set-cookie', 'cookie',
