@@ -88,3 +88,16 @@ t.test('an answer that cannot carry trailers (HTTP/1.0, HEAD, 304) is not refuse
   t.notMatch(old, /\r\ntrailer:/i, 'no Trailer announced: the answer is not chunked')
   t.match(old, /\r\n\r\nhello$/, 'the body, without trailer fields')
 })
+
+t.test("a field the answer's Connection header names is hop-by-hop in its trailers too (RFC 9110 section 7.6.1)", async (t) => {
+  const up = await startRawUpstream('app-0', (_req, conn) => conn.write([
+    'HTTP/1.1 200 OK', 'Connection: X-Hop', 'Transfer-Encoding: chunked', 'Trailer: X-Hop, X-Checksum', '', '2', 'ok', '0',
+    'X-Hop: one-connection', 'X-Checksum: abc', '', '',
+  ].join('\r\n')))
+  t.teardown(() => up.close())
+  const tether = await startTether(testConfig([{ id: up.id, url: up.url }]), { logger: createLogger('silent') })
+  t.teardown(() => tether.close(0))
+  const r = await get(tether.url + '/')
+  t.same(r.trailers, { 'x-checksum': 'abc' })
+  t.equal(r.headers.trailer, 'X-Checksum')
+})

@@ -132,12 +132,12 @@ export class AnswerHead implements AnswerHeadPolicy {
     return done.then((r) => verdict(state.confirmed, r))
   }
 
-  trailers(trailers: Readonly<Head>): Record<string, string | string[]> | null {
-    return clientTrailers(trailers, this.#o.reserved)
+  trailers(trailers: Readonly<Head>, connection?: string | string[]): Record<string, string | string[]> | null {
+    return clientTrailers(trailers, this.#o.reserved, connection)
   }
 
-  trailerNames(value: string | string[]): string | undefined {
-    return announcedTrailers(value, this.#o.reserved)
+  trailerNames(value: string | string[], connection?: string | string[]): string | undefined {
+    return announcedTrailers(value, this.#o.reserved, connection)
   }
 
   decorate(ctx: RequestContext, upstreamHeaders: Head): Head {

@@ -57,7 +57,7 @@ export interface AnswerHeadPolicy {
    */
   decorate(ctx: RequestContext, headers: Record<string, string | string[] | undefined>): Record<string, string | string[] | undefined>
   /** The trailer fields the client gets of those the upstream sent after the body; null: none. */
-  trailers(trailers: Readonly<Record<string, string | string[] | undefined>>): Record<string, string | string[]> | null
-  /** An upstream's `Trailer` header as the client gets it (the names {@link trailers} passes); undefined: none. */
-  trailerNames(value: string | string[]): string | undefined
+  trailers(trailers: Readonly<Record<string, string | string[] | undefined>>, connection?: string | string[]): Record<string, string | string[]> | null
+  /** An upstream's `Trailer` header as the client gets it (the names {@link trailers} passes); undefined: none. `connection`: the answer's `Connection` header. */
+  trailerNames(value: string | string[], connection?: string | string[]): string | undefined
 }

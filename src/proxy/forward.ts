@@ -262,6 +262,8 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   #quietSince = 0
   /** Trailer fields the upstream sent after the body, or null. */
   #trailers: Record<string, string | string[] | undefined> | null = null
+  /** The answer's Connection header (the fields it names are hop-by-hop in its trailers too). */
+  #connection: string | string[] | undefined = undefined
 
   constructor(ctx: RequestContext, decision: Decision, res: ServerResponse, closeAfter: () => boolean, answer: AnswerHeadPolicy, timeouts: PoolTimeouts, deadlines: Deadlines) {
     this.#ctx = ctx
@@ -391,9 +393,10 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
       // them: a body of unknown length, chunked (not to an HTTP/1.0 client; Node refuses a
       // Trailer header on an answer it does not chunk) or over h2
       const trailer = upstreamHeaders.trailer
+      this.#connection = upstreamHeaders.connection
       if (trailer !== undefined && upstreamHeaders['content-length'] === undefined && !this.#head && statusCode !== 204 && statusCode !== 304 &&
         (res as { useChunkedEncodingByDefault?: boolean }).useChunkedEncodingByDefault !== false) {
-        const names = this.#answer.trailerNames(trailer)
+        const names = this.#answer.trailerNames(trailer, upstreamHeaders.connection)
         if (names !== undefined) headers.trailer = names
       }
       const reason = statusMessage && REASON_PHRASE.test(statusMessage) ? statusMessage : undefined
@@ -442,7 +445,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   #finish(): void {
     this.#finished = true
     const res = this.#res
-    if (this.#trailers !== null && !this.#clientGone) this.#addTrailers(res, this.#trailers)
+    if (this.#trailers !== null && !this.#clientGone) this.#addTrailers(res, this.#trailers, this.#connection)
     if (!this.#clientGone) res.end()
     this.#done({ status: res.statusCode, outcome: null, error: null, responded: true })
   }
@@ -452,8 +455,8 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
    * them for an answer of known length or to an HTTP/1.0 client. A field Node would refuse (an
    * invalid name or value) is dropped alone: the body is complete, so the answer stands.
    */
-  #addTrailers(res: ServerResponse, trailers: Record<string, string | string[] | undefined>): void {
-    const passed = this.#answer.trailers(trailers)
+  #addTrailers(res: ServerResponse, trailers: Record<string, string | string[] | undefined>, connection: string | string[] | undefined): void {
+    const passed = this.#answer.trailers(trailers, connection)
     if (passed === null) return
     const valid: Record<string, string> = {}
     for (const name in passed) {

@@ -163,9 +163,8 @@ export function clientResponseHeaders(
   headers: Readonly<Record<string, string | string[] | undefined>>,
   reserved: ReservedHeaders,
 ): Record<string, string | string[] | undefined> {
-  const connection = headers['connection']
-  // "keep-alive" and "close" name no other header: skip parsing in the common case
-  const listed = connection === undefined || connection === 'keep-alive' || connection === 'close' ? null : connectionTokens(connection)
+  // "keep-alive" and "close" name no other header: no parsing in the common case
+  const listed = connectionListed(headers['connection'])
   const out: Record<string, string | string[] | undefined> = {}
   for (const name in headers) {
     if (!HOP_BY_HOP.has(name) && (listed === null || !listed.has(name)) && !reserved.has(name)) out[name] = headers[name]
@@ -195,11 +194,13 @@ const NOT_IN_TRAILERS = new Set([
 export function clientTrailers(
   trailers: Readonly<Record<string, string | string[] | undefined>>,
   reserved: ReservedHeaders,
+  connection?: string | string[],
 ): Record<string, string | string[]> | null {
+  const listed = connectionListed(connection)
   let out: Record<string, string | string[]> | null = null
   for (const name in trailers) {
     const v = trailers[name]
-    if (v === undefined || NOT_IN_TRAILERS.has(name) || reserved.has(name)) continue
+    if (v === undefined || NOT_IN_TRAILERS.has(name) || reserved.has(name) || listed?.has(name) === true) continue
     ;(out ??= {})[name] = v
   }
   return out
@@ -209,16 +210,22 @@ export function clientTrailers(
  * An upstream's `Trailer` header (the names its trailer section will hold) as its client gets
  * it: the names {@link clientTrailers} passes; undefined when none. Example: `'X-Checksum, Content-Length'` -> `'X-Checksum'`.
  */
-export function announcedTrailers(value: string | string[], reserved: ReservedHeaders): string | undefined {
+export function announcedTrailers(value: string | string[], reserved: ReservedHeaders, connection?: string | string[]): string | undefined {
+  const listed = connectionListed(connection)
   const names: string[] = []
   for (const v of Array.isArray(value) ? value : [value]) {
     for (const token of v.split(',')) {
       const name = token.trim()
       const lower = name.toLowerCase()
-      if (name !== '' && !NOT_IN_TRAILERS.has(lower) && !reserved.has(lower)) names.push(name)
+      if (name !== '' && !NOT_IN_TRAILERS.has(lower) && !reserved.has(lower) && listed?.has(lower) !== true) names.push(name)
     }
   }
   return names.length === 0 ? undefined : names.join(', ')
+}
+
+/** The names an answer's `Connection` header makes hop-by-hop (none for the usual "keep-alive" or "close"). */
+function connectionListed(connection: string | string[] | undefined): Set<string> | null {
+  return connection === undefined || connection === 'keep-alive' || connection === 'close' ? null : connectionTokens(connection)
 }
 
 /** RFC 3986 section 3.2.2-3 authority without userinfo: reg-name, IPv4 or [IPv6], optional port. */
