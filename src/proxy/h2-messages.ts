@@ -98,13 +98,7 @@ export class H2Response extends http2.Http2ServerResponse {
   override writeHead(statusCode: number, reasonOrHeaders?: string | http2.OutgoingHttpHeaders, maybeHeaders?: http2.OutgoingHttpHeaders): this {
     const headers = typeof reasonOrHeaders === 'object' ? reasonOrHeaders : maybeHeaders
     if (headers === undefined) return super.writeHead(statusCode)
-    const sendable: http2.OutgoingHttpHeaders = {}
-    for (const name in headers) {
-      const lower = name.toLowerCase()
-      if (CONNECTION_SPECIFIC.has(lower) || (lower === 'te' && headers[name] !== 'trailers')) continue
-      sendable[name] = headers[name]
-    }
-    return super.writeHead(statusCode, sendable)
+    return super.writeHead(statusCode, sendable(headers, false))
   }
 
   /**
@@ -112,14 +106,21 @@ export class H2Response extends http2.Http2ServerResponse {
    * them, inside an event nothing can catch (the process would die).
    */
   override addTrailers(trailers: http2.OutgoingHttpHeaders): void {
-    const sendable: http2.OutgoingHttpHeaders = {}
-    for (const name in trailers) {
-      const lower = name.toLowerCase()
-      if (CONNECTION_SPECIFIC.has(lower) || lower === 'te' || lower.startsWith(':')) continue
-      sendable[name] = trailers[name]
-    }
-    super.addTrailers(sendable)
+    super.addTrailers(sendable(trailers, true))
   }
+}
+
+/** `headers` without what no h2 field section may carry: connection-specific fields, and in trailers `te` and pseudo-fields too. */
+function sendable(headers: http2.OutgoingHttpHeaders, trailers: boolean): http2.OutgoingHttpHeaders {
+  const out: http2.OutgoingHttpHeaders = {}
+  for (const name in headers) {
+    const lower = name.toLowerCase()
+    if (CONNECTION_SPECIFIC.has(lower)) continue
+    if (lower === 'te' && (trailers || headers[name] !== 'trailers')) continue
+    if (trailers && lower.startsWith(':')) continue
+    out[name] = headers[name]
+  }
+  return out
 }
 
 // Defined here because the base class declares these as plain properties, which a subclass
