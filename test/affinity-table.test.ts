@@ -245,3 +245,23 @@ t.test('setUnlessNewer: keeps a live binding at a later epoch, else sets', async
   t.equal(table.setUnlessNewer('k', 'app-0', 1, 1500), true, 'an older epoch over an expired binding: set')
   t.match(table.peek('k', 1500), { upstream: 'app-0', epoch: 1 })
 })
+
+t.test('append adds a copied binding with its times as the least recently used; byRecency lists most recent first', async (t) => {
+  const table = new AffinityTable({ maxEntries: 3, idleTimeout: MIN, absoluteTimeout: 10 * MIN })
+  const now = 2 * HOUR
+  table.set('here', 'app-0', 0, now)
+  t.ok(table.append('a', 'app-1', 1, now - 5 * MIN, now - 10_000, now), 'added')
+  t.match(table.peek('a', now), { upstream: 'app-1', epoch: 1, createdAt: now - 5 * MIN, lastSeen: now - 10_000 })
+  t.notOk(table.append('here', 'app-2', 0, now, now, now), 'a key held is left alone')
+  t.notOk(table.append('idle', 'app-1', 0, now - 2 * MIN, now - MIN - 1, now), 'idle past its timeout: not added')
+  t.notOk(table.append('old', 'app-1', 0, now - 10 * MIN - 1, now, now), 'past its absolute timeout: not added')
+  t.ok(table.append('b', 'app-1', 0, now - MIN, now - 5_000, now), 'out of order (more recent than the last added)')
+  t.equal(table.peek('b', now)?.lastSeen, now - 10_000, 'its lastSeen is taken as the one before it, so the LRU list stays in order')
+  t.notOk(table.append('c', 'app-1', 0, now, now - 20_000, now), 'full: it would be the first evicted')
+  t.same([...table.byRecency(now)].map((e) => e.key), ['here', 'a', 'b'])
+  t.equal(table.sweep(now - 10_000 + MIN + 1, 10), 2, "the copies expire first, at their times, from the list's end")
+  t.same([...table.byRecency(now + MIN)].map((e) => e.key), ['here'])
+  t.equal(table.countByUpstream('app-1'), 0, 'upstream counts follow')
+  table.setCreated('here', 'app-0', 0, now + MIN, now - 3 * MIN)
+  t.equal(table.peek('here', now + MIN)?.createdAt, now - 3 * MIN, 'setCreated: the creation time of a write from elsewhere')
+})

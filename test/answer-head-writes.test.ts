@@ -107,7 +107,7 @@ t.test('a renewal (a binding published again once per sync period) holds back no
   const ctx = () => context({ kind: 'table', value: '10.0.0.8', learned: false, checkpoints: false, learn: false }, d)
   t.equal(head.inspect(ctx(), {}), null, "the user's answer goes out at once")
   await turn()
-  t.same(lastWrites().writes, [['b', '10.0.0.8', 'app-2', 0]])
+  t.same(lastWrites().writes, [['b', '10.0.0.8', 'app-2', 0, 1_000]])
   ack(lastWrites().seq!)
   // 55 s after the last use here: the others' copy, renewed up to a sync period earlier, may
   // have expired, and this brings it back: the answer waits for it
@@ -150,21 +150,21 @@ t.test('many answers waiting at once (a primary that stalled under load) are all
   t.ok(link.idle(), 'released, none left waiting')
 })
 
-t.test("a binding copied from a sibling (its age there unknown) is news until it is used here; so is one near its absolute timeout", async (t) => {
+t.test("a republished binding is news near its idle or absolute timeout (the others' copy may have expired), a renewal otherwise", async (t) => {
   const { sessions, head, lastWrites, ack } = setup()
   const d = decision({ upstream: 'app-2', sessionKey: '10.0.0.9' })
   const ctx = () => context({ kind: 'table', value: '10.0.0.9', learned: false, checkpoints: false, learn: false }, d)
-  sessions.applyRemote('10.0.0.9', 'app-2', 0, 1_000) // as a starting worker's snapshot
-  sessions.copied(1_000)
-  t.ok(sessions.needsSync('10.0.0.9', 2_000), 'its first use here republishes it, even within the sync period of the copy')
-  sessions.sync('10.0.0.9', null, 10_000)
+  // as a starting worker's snapshot: used 45 s ago on the sibling (idle timeout 60 s, sync period 5 s)
+  sessions.applyCopy('10.0.0.9', 'app-2', 0, 1_000, 1_000, 46_000)
+  t.ok(sessions.needsSync('10.0.0.9', 46_000), 'last used in an earlier sync period there: checked at its first use here')
+  sessions.sync('10.0.0.9', null, 51_000)
   const held = head.inspect(ctx(), {})
-  t.ok(held !== null, 'republished before any use here: the answer waits')
+  t.ok(held !== null, 'republished 50 s after its last use there: the answer waits')
   await turn()
   ack(lastWrites().seq!)
   await held
-  sessions.get('10.0.0.9', 10_000) // a use here
-  sessions.sync('10.0.0.9', null, 16_000)
+  sessions.get('10.0.0.9', 51_000) // a use here
+  sessions.sync('10.0.0.9', null, 56_000)
   t.equal(head.inspect(ctx(), {}), null, 'after a use here, a renewal again')
 
   const a = setup(60_000)
@@ -179,16 +179,13 @@ t.test("a binding copied from a sibling (its age there unknown) is news until it
   a.ack(a.lastWrites().seq!)
   await old
 
-  // with an absolute timeout, a copy's creation time is when it was copied: the others' copies
-  // may be older, so republishing it is news for as long as it lives here
-  const b = setup(600_000)
-  b.sessions.applyRemote('10.0.0.9', 'app-2', 0, 1_000)
-  b.sessions.copied(1_000)
-  b.sessions.get('10.0.0.9', 2_000)
-  t.notOk(b.sessions.needsSync('10.0.0.9', 2_000), 'used here since the copy: the sync period rule again')
-  b.sessions.sync('10.0.0.9', null, 10_000)
+  // with an absolute timeout, a copy keeps its creation time on the sibling
+  const b = setup(60_000)
+  b.sessions.applyCopy('10.0.0.9', 'app-2', 0, 1_000, 50_000, 50_000)
+  b.sessions.get('10.0.0.9', 51_000)
+  b.sessions.sync('10.0.0.9', null, 53_000)
   const copied = b.head.inspect(ctx(), {})
-  t.ok(copied !== null, 'a copy used here, with an absolute timeout: still news')
+  t.ok(copied !== null, 'a copy used here a moment ago, created 52 s ago on the sibling: news')
   await turn()
   b.ack(b.lastWrites().seq!)
   await copied

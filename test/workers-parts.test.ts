@@ -35,7 +35,7 @@ function hubWith(ids: number[], store: MemoryCheckpointStore | null = null) {
 
 t.test('pins, unpins and rotations are sent to every other worker before the sender is acknowledged', async (t) => {
   const { hub, sent } = hubWith([1, 2, 3])
-  const writes = [['b', 'k', 'app-1', 2], ['r', 'old', ['app-0', 0]], ['u', 'gone']] as const
+  const writes = [['b', 'k', 'app-1', 2, 1_000], ['r', 'old', ['app-0', 0]], ['u', 'gone']] as const
   hub.receive(1, { tether: 'writes', seq: 7, writes })
   t.same(sent, [
     [2, { tether: 'written', writes }],
@@ -57,11 +57,11 @@ t.test('a starting worker gets its sibling bindings in chunks, then the reply', 
   t.ok(dump, 'the sibling is asked for a dump')
   const n = (dump![1] as { dump: number }).dump
   sent.length = 0
-  hub.receive(1, { tether: 'dump-chunk', dump: n, entries: [['a', 'app-0', 0]], done: false })
-  hub.receive(1, { tether: 'dump-chunk', dump: n, entries: [['b', 'app-1', 1]], done: true })
+  hub.receive(1, { tether: 'dump-chunk', dump: n, entries: [['a', 'app-0', 0, 1, 2]], done: false })
+  hub.receive(1, { tether: 'dump-chunk', dump: n, entries: [['b', 'app-1', 1, 3, 4]], done: true })
   t.same(sent, [
-    [2, { tether: 'snapshot-chunk', call: 5, entries: [['a', 'app-0', 0]] }],
-    [2, { tether: 'snapshot-chunk', call: 5, entries: [['b', 'app-1', 1]] }],
+    [2, { tether: 'snapshot-chunk', call: 5, entries: [['a', 'app-0', 0, 1, 2]] }],
+    [2, { tether: 'snapshot-chunk', call: 5, entries: [['b', 'app-1', 1, 3, 4]] }],
     [2, { tether: 'reply', call: 5, value: null }],
   ])
   sent.length = 0
@@ -134,15 +134,15 @@ t.test('named sets and the checkpoint store are held by the primary for all work
 
 t.test('a pin from another worker: the higher epoch wins, then the smaller upstream id; a rotation keeps its grace', async (t) => {
   const s = new SessionTable({ maxEntries: 10, idleTimeout: 60_000, absoluteTimeout: null })
-  s.applyRemote('k', 'app-2', 1, 0)
+  s.applyRemote('k', 'app-2', 1, 0, 0)
   t.equal(s.peek('k', 0)?.upstream, 'app-2')
-  s.applyRemote('k', 'app-3', 0, 1)
+  s.applyRemote('k', 'app-3', 0, 1, 0)
   t.equal(s.peek('k', 1)?.upstream, 'app-2', 'a lower epoch is ignored')
-  s.applyRemote('k', 'app-1', 1, 2)
+  s.applyRemote('k', 'app-1', 1, 2, 0)
   t.equal(s.peek('k', 2)?.upstream, 'app-1', 'same epoch: the smaller id, on every worker alike')
-  s.applyRemote('k', 'app-2', 1, 3)
+  s.applyRemote('k', 'app-2', 1, 3, 0)
   t.equal(s.peek('k', 3)?.upstream, 'app-1')
-  s.applyRemote('k', 'app-0', 2, 4)
+  s.applyRemote('k', 'app-0', 2, 4, 0)
   t.same([s.peek('k', 4)?.upstream, s.peek('k', 4)?.epoch], ['app-0', 2], 'a move wins')
   s.applyRetired('k', { upstream: 'app-0', epoch: 2 }, 5)
   t.equal(s.peek('k', 5), null, 'a retired value is unpinned')
@@ -157,7 +157,7 @@ t.test("a worker's answer waits until the primary acknowledged its pins; pins fr
   const records = new SessionRecords({ maxEntries: 10, idleTimeout: 60_000, secret: null, pins: sessions.table })
   const attached = link.attach({ sessions, records, applyProbe: () => undefined, becomeLead: () => undefined, discovered: () => undefined, probeSoon: () => undefined, now: () => 0, metrics: () => Promise.resolve([]) })
   const snapshot = sent.find((m) => (m as { op?: string }).op === 'snapshot') as { call: number }
-  deliver({ tether: 'snapshot-chunk', call: snapshot.call, entries: [['old-user', 'app-2', 3]] })
+  deliver({ tether: 'snapshot-chunk', call: snapshot.call, entries: [['old-user', 'app-2', 3, 0, 0]] })
   deliver({ tether: 'reply', call: snapshot.call, value: null })
   await attached
   t.equal(sessions.peek('old-user', 0)?.upstream, 'app-2', "a sibling's bindings are copied before the worker listens")
@@ -171,7 +171,7 @@ t.test("a worker's answer waits until the primary acknowledged its pins; pins fr
   t.notOk(sent.some((m) => (m as { tether: string }).tether === 'writes'), 'the pins of one event-loop turn wait for its end')
   await new Promise((r) => setImmediate(r))
   const bind = sent.at(-1) as { tether: string; seq: number; writes: unknown[] }
-  t.same([bind.tether, bind.writes], ['writes', [['b', 'u1', 'app-1', 0], ['b', 'u3', 'app-2', 0]]], 'then go as one message')
+  t.same([bind.tether, bind.writes], ['writes', [['b', 'u1', 'app-1', 0, 0], ['b', 'u3', 'app-2', 0, 0]]], 'then go as one message')
   t.ok(flushed !== null, 'a pin is pending until acknowledged')
   // a later write of the same user (a parallel request of theirs): an answer waits for it too
   sessions.pin('u3', 'app-1', 1, 0)
@@ -184,7 +184,7 @@ t.test("a worker's answer waits until the primary acknowledged its pins; pins fr
   await new Promise((r) => setImmediate(r))
   t.equal(done, false, 'the answer still waits')
   const again = sent.at(-1) as { tether: string; seq: number; writes: unknown[] }
-  t.same(again.writes, [['b', 'u3', 'app-1', 1]])
+  t.same(again.writes, [['b', 'u3', 'app-1', 1, 0]])
   deliver({ tether: 'ack', seq: bind.seq })
   await flushed
   t.equal(link.flushedFor(['u1'], link.mark()), null, 'acknowledged')
@@ -234,9 +234,88 @@ t.test("a worker's answer waits until the primary acknowledged its pins; pins fr
   link.orderDone('s1', 5)
   await new Promise((r) => setImmediate(r))
   t.same((sent.at(-1) as { writes: unknown[] }).writes, [['x', 's1', 5]], 'an order done here: the others are told')
+})
 
-  // a binding from the snapshot, not used here since: its age elsewhere is unknown, so
-  // republishing it is news the user's answer waits for (the others may have let it expire)
-  sessions.sync('old-user', null, 0)
-  t.ok(link.flushedFor(['old-user'], link.mark()) !== null, 'a copied binding republished is waited for')
+t.test("a starting worker copies its sibling's bindings with their times there, in recency order; a pin carries its creation time", async (t) => {
+  const idle = 60_000
+  const absolute = 300_000
+  /** A worker's link and session table over a scripted channel, attached (its snapshot answered by `entries`). */
+  async function worker(now: () => number, entries: unknown[] = []) {
+    const sent: { tether: string; call?: number; op?: string; entries?: unknown[]; writes?: unknown[] }[] = []
+    let deliver: (m: unknown) => void = () => undefined
+    const link = new WorkerLink({ send: (m) => void sent.push(m as never), onMessage: (fn) => { deliver = fn } }, undefined, 600_000)
+    const sessions = new SessionTable({ maxEntries: 10, idleTimeout: idle, absoluteTimeout: absolute, sink: link.bindings.sink() })
+    const records = new SessionRecords({ maxEntries: 10, idleTimeout: idle, secret: null, pins: sessions.table })
+    const attached = link.attach({ sessions, records, applyProbe: () => undefined, becomeLead: () => undefined, discovered: () => undefined, probeSoon: () => undefined, now, metrics: () => Promise.resolve([]) })
+    const call = sent.find((m) => m.op === 'snapshot')!.call
+    if (entries.length > 0) deliver({ tether: 'snapshot-chunk', call, entries })
+    deliver({ tether: 'reply', call, value: null })
+    await attached
+    return { link, sessions, sent, deliver }
+  }
+  let aNow = 0
+  const a = await worker(() => aNow)
+  a.sessions.pin('gone', 'app-0', 0, 0)
+  a.sessions.pin('old', 'app-0', 0, 10_000)
+  a.sessions.pin('mid', 'app-1', 2, 30_000)
+  a.sessions.get('gone', 20_000)
+  a.sessions.get('old', 50_000)
+  a.sessions.get('mid', 80_000)
+  a.sessions.pin('new', 'app-2', 0, 95_000)
+  await new Promise((r) => setImmediate(r))
+  t.same(a.sent.filter((m) => m.tether === 'writes').flatMap((m) => m.writes), [
+    ['b', 'gone', 'app-0', 0, 0], ['b', 'old', 'app-0', 0, 10_000], ['b', 'mid', 'app-1', 2, 30_000], ['b', 'new', 'app-2', 0, 95_000],
+  ], 'each pin carries its creation time')
+
+  aNow = 100_000
+  a.deliver({ tether: 'dump', dump: 1 })
+  const dumped = a.sent.filter((m) => m.tether === 'dump-chunk').flatMap((m) => m.entries!)
+  t.same(dumped, [
+    ['new', 'app-2', 0, 95_000, 95_000], ['mid', 'app-1', 2, 30_000, 80_000], ['old', 'app-0', 0, 10_000, 50_000],
+  ], 'the live bindings, most recently used first, with when each was created and last used')
+
+  const b = await worker(() => 100_000, dumped)
+  for (const [key, , , createdAt, lastSeen] of dumped as [string, string, number, number, number][]) {
+    t.match(b.sessions.peek(key, 100_000), { createdAt, lastSeen }, `${key}: the times it had on the sibling`)
+  }
+  t.equal(b.sessions.peek('gone', 100_000), null, 'an expired binding is not copied')
+  // each expires here when it does on the sibling: the least recently used first (the LRU list is in order)
+  t.equal(b.sessions.sweep(109_999, 10), 0)
+  t.equal(b.sessions.sweep(110_001, 10), 1, "'old' goes 60 s after its last use there")
+  t.equal(b.sessions.peek('old', 110_001), null)
+  t.equal(b.sessions.sweep(140_001, 10), 1, "then 'mid'")
+  t.ok(b.sessions.peek('new', 140_001))
+
+  // republished here: news when the others' copy may have expired, a renewal otherwise
+  let cNow = 100_000
+  const c = await worker(() => cNow, dumped)
+  c.sessions.sync('old', null, 100_000)
+  const news = c.link.flushedFor(['old'], c.link.mark())
+  t.ok(news !== null, 'a copy 50 s idle there: its republishing is news, waited for')
+  c.sessions.sync('new', null, 100_000)
+  t.equal(c.link.flushedFor(['new'], c.link.mark()), null, 'a copy used 5 s ago there: a renewal, not waited for')
+  await new Promise((r) => setImmediate(r))
+  t.same(c.sent.filter((m) => m.tether === 'writes').flatMap((m) => m.writes), [['b', 'old', 'app-0', 0, 10_000], ['b', 'new', 'app-2', 0, 95_000]],
+    'with the creation time it had on the sibling')
+  c.deliver({ tether: 'ack', seq: c.link.mark() })
+  await news
+
+  // a pin from another worker brings its creation time: a binding that expired here (by the
+  // absolute timeout, made again by that write) ends when it does there
+  c.deliver({ tether: 'written', writes: [['b', 'mid', 'app-1', 2, 20_000]] })
+  t.equal(c.sessions.peek('mid', 100_000)?.createdAt, 20_000, "a held binding takes the writer's creation time")
+  c.deliver({ tether: 'written', writes: [['b', 'late', 'app-0', 1, 90_000]] })
+  c.sessions.get('late', 100_000)
+  c.sessions.get('late', 150_000)
+  c.sessions.get('late', 200_000)
+  c.sessions.get('late', 250_000)
+  c.sessions.get('late', 300_000)
+  c.sessions.get('late', 350_000)
+  t.ok(c.sessions.peek('late', 389_999), 'used every 50 s: alive until 300 s after its creation there')
+  t.equal(c.sessions.peek('late', 390_001), null, 'and gone then')
+  cNow = 390_001
+  c.deliver({ tether: 'written', writes: [['b', 'late', 'app-0', 1, 380_000]] })
+  t.equal(c.sessions.peek('late', 390_001)?.createdAt, 380_000, 'made again there: made again here with the same creation time')
+  c.deliver({ tether: 'written', writes: [['b', 'future', 'app-0', 0, 10 ** 13]] })
+  t.equal(c.sessions.peek('future', cNow)?.createdAt, cNow, 'a creation time in the future is taken as now')
 })

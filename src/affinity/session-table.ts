@@ -13,9 +13,10 @@ export interface BindingSink {
   /**
    * `renewal`: a binding published again to renew it (see {@link SessionTable.sync}) while the
    * others still hold it, so no answer need wait for it (unless another table evicted it for
-   * room, which this one cannot know).
+   * room, which this one cannot know). `createdAt`: the binding's creation time here (ms), so
+   * an absolute timeout ends it at the same time everywhere.
    */
-  bound(key: string, upstream: string, epoch: number, renewal?: boolean): void
+  bound(key: string, upstream: string, epoch: number, renewal: boolean, createdAt: number): void
   unbound(key: string): void
   /** An application cookie value replaced (`grace`: where it still routes) or deleted (null); absent: told as unbound. */
   retired?(key: string, grace: Grace | null): void
@@ -59,8 +60,6 @@ export class SessionTable {
   readonly #syncPeriod: number
   readonly #idleTimeout: number
   readonly #absoluteTimeout: number
-  /** Until when the bindings held were copied from a sibling (see {@link copied}). */
-  #copiedAt = -Infinity
   /** Application cookie values replaced by a new one, still routed for ROTATION_GRACE (bounded, oldest first out). */
   readonly #rotated = new BoundedMap<string, Grace & { readonly until: number }>(ROTATED_MAX)
   /**
@@ -80,15 +79,6 @@ export class SessionTable {
     this.#absoluteTimeout = absoluteTimeout ?? Infinity
   }
 
-  /**
-   * The bindings held now were copied from another worker (a starting worker's snapshot): their
-   * age there is not known here, so republishing one not used here since is news for the others
-   * (see {@link sync}).
-   */
-  copied(now: number): void {
-    this.#copiedAt = now
-  }
-
   /** The live binding of `key` (a use: slides its idle expiry), or null. */
   get(key: string, now: number): AffinityEntry | null {
     return this.table.get(key, now)
@@ -102,7 +92,7 @@ export class SessionTable {
   /** Pin `key` to `upstream` at `epoch`, here and (written through) for the other replicas. */
   pin(key: string, upstream: string, epoch: number, now: number): void {
     this.table.set(key, upstream, epoch, now)
-    this.#sink?.bound(key, upstream, epoch)
+    if (this.#sink !== null) this.#sink.bound(key, upstream, epoch, false, this.table.peek(key, now)!.createdAt)
   }
 
   /** Record `key` on `upstream` locally only (a cookie session counted for bounded loads). */
@@ -142,12 +132,29 @@ export class SessionTable {
 
   /**
    * A pin another worker made, applied here only: a higher epoch wins; at the same epoch the
-   * smaller upstream id, so two workers that placed a user at once agree on one. Example:
-   * local app-2 at epoch 1, `applyRemote('k', 'app-1', 1, now)` -> app-1; `applyRemote('k', 'app-3', 0, now)` -> unchanged.
+   * smaller upstream id, so two workers that placed a user at once agree on one. The binding
+   * takes the writer's creation time `createdAt`. Example: local app-2 at epoch 1,
+   * `applyRemote('k', 'app-1', 1, now, created)` -> app-1; `applyRemote('k', 'app-3', 0, now, created)` -> unchanged.
    */
-  applyRemote(key: string, upstream: string, epoch: number, now: number): void {
+  applyRemote(key: string, upstream: string, epoch: number, now: number, createdAt: number): void {
+    if (this.#wins(key, upstream, epoch, now)) this.table.setCreated(key, upstream, epoch, now, createdAt)
+  }
+
+  /**
+   * A binding from a sibling's snapshot (a starting worker), with its times there; the snapshot
+   * lists the most recently used first, and each is added behind those held (see
+   * AffinityTable.append). One held already (a pin written meanwhile) is judged as {@link applyRemote}.
+   */
+  applyCopy(key: string, upstream: string, epoch: number, createdAt: number, lastSeen: number, now: number): void {
+    if (!this.table.append(key, upstream, epoch, createdAt, lastSeen, now) && this.table.slotOf(key) !== undefined) {
+      this.applyRemote(key, upstream, epoch, now, createdAt)
+    }
+  }
+
+  /** Does a binding of `key` to `upstream` at `epoch` replace the one held (see {@link applyRemote})? */
+  #wins(key: string, upstream: string, epoch: number, now: number): boolean {
     const local = this.table.peek(key, now)
-    if (local === null || epoch > local.epoch || (epoch === local.epoch && upstream <= local.upstream)) this.table.set(key, upstream, epoch, now)
+    return local === null || epoch > local.epoch || (epoch === local.epoch && upstream <= local.upstream)
   }
 
   /**
@@ -158,8 +165,7 @@ export class SessionTable {
    */
   needsSync(key: string, now: number): boolean {
     const entry = this.table.peek(key, now)
-    // a binding copied from a sibling (its age unknown) is checked at its first use here too
-    return entry === null || entry.lastSeen <= this.#copiedAt || Math.floor(entry.lastSeen / this.#syncPeriod) < Math.floor(now / this.#syncPeriod)
+    return entry === null || Math.floor(entry.lastSeen / this.#syncPeriod) < Math.floor(now / this.#syncPeriod)
   }
 
   /**
@@ -175,12 +181,10 @@ export class SessionTable {
       // a renewal, unless the others' copy may be close to expiring: it was renewed at the first
       // use of a sync period, up to one period before this table's last use, so up to one
       // period older; then it brings the binding back there (news, see BindingSink.bound). A
-      // binding copied from a sibling and not used here since has an age not known here; with
-      // an absolute timeout, a copy's creation time is when it was copied, not the others' one.
+      // binding copied from a sibling at start has the times it had there (applyCopy).
       const margin = 2 * this.#syncPeriod
-      const renewal = local.lastSeen > this.#copiedAt && now - local.lastSeen < this.#idleTimeout - margin &&
-        (this.#absoluteTimeout === Infinity || (local.createdAt > this.#copiedAt && now - local.createdAt < this.#absoluteTimeout - margin))
-      this.#sink?.bound(key, local.upstream, local.epoch, renewal)
+      const renewal = now - local.lastSeen < this.#idleTimeout - margin && now - local.createdAt < this.#absoluteTimeout - margin
+      this.#sink?.bound(key, local.upstream, local.epoch, renewal, local.createdAt)
     }
   }
 

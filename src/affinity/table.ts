@@ -158,7 +158,16 @@ export class AffinityTable implements AffinityStore {
    * upstream ids are already bound, or the epoch is not a uint32.
    */
   set(key: string, upstream: string, epoch: number, now: number): boolean {
-    return this.#set(key, upstream, epoch, now, false) === TOOK_SLOT
+    return this.#set(key, upstream, epoch, now, false, NaN) === TOOK_SLOT
+  }
+
+  /**
+   * As {@link set}, for a binding written elsewhere (another worker's pin): its creation time
+   * there, `createdAt`, becomes this one's (at most `now`), so an absolute timeout ends it at the
+   * same time everywhere, even where it expired and is made again by this write.
+   */
+  setCreated(key: string, upstream: string, epoch: number, now: number, createdAt: number): void {
+    this.#set(key, upstream, epoch, now, false, Math.min(createdAt, now))
   }
 
   /**
@@ -166,10 +175,40 @@ export class AffinityTable implements AffinityStore {
    * answer from an epoch the user has left) and false returned; true when set.
    */
   setUnlessNewer(key: string, upstream: string, epoch: number, now: number): boolean {
-    return this.#set(key, upstream, epoch, now, true) !== REFUSED
+    return this.#set(key, upstream, epoch, now, true, NaN) !== REFUSED
   }
 
-  #set(key: string, upstream: string, epoch: number, now: number, unlessNewer: boolean): typeof TOOK_SLOT | typeof UPDATED | typeof REFUSED {
+  /**
+   * A binding copied with its times from another table listing them most recently used first
+   * ({@link byRecency}: a starting worker's snapshot): added as the least recently used one,
+   * its lastSeen at most the one before it (so the LRU list stays in order; sweep and eviction
+   * rely on it). Skipped, returning false, when this table holds the key already (a newer write
+   * came first), when it has expired, or when the table is full (it would be the first evicted).
+   */
+  append(key: string, upstream: string, epoch: number, createdAt: number, lastSeen: number, now: number): boolean {
+    if (this.#slotOf(key) !== undefined || this.#size >= this.#maxEntries) return false
+    const t = this.#time(now)
+    const seen = this.#past(Math.min(lastSeen, now), this.#tail === NONE ? t : this.#lastSeen[this.#tail]!)
+    const created = this.#past(Math.min(createdAt, lastSeen, now), seen)
+    if (t - seen > this.#idleTimeout || t - created > this.#absoluteTimeout) return false
+    const u = this.#intern(upstream)
+    this.#counts[u]!++
+    const slot = this.#slots.claim(key, this.#owner)
+    if (slot >= this.#capacity) this.#grow(slot)
+    this.#size++
+    this.#upstream[slot] = u
+    this.#epoch[slot] = epoch
+    this.#createdAt[slot] = created
+    this.#lastSeen[slot] = seen
+    this.#next[slot] = NONE
+    this.#prev[slot] = this.#tail
+    if (this.#tail !== NONE) this.#next[this.#tail] = slot
+    this.#tail = slot
+    if (this.#head === NONE) this.#head = slot
+    return true
+  }
+
+  #set(key: string, upstream: string, epoch: number, now: number, unlessNewer: boolean, createdAt: number): typeof TOOK_SLOT | typeof UPDATED | typeof REFUSED {
     if (!Number.isInteger(epoch) || epoch < 0 || epoch > 0xffff_ffff) {
       throw new RangeError(`affinity table: epoch must be a uint32, got ${epoch}`)
     }
@@ -178,11 +217,13 @@ export class AffinityTable implements AffinityStore {
     const u = this.#intern(upstream)
     this.#counts[u]!++ // acquire first, so an eviction below cannot forget this id
     const t = this.#time(now)
+    // the creation time of a write from elsewhere (NaN: none), in the window #time(now) set
+    const created = createdAt === createdAt ? this.#past(createdAt, t) : t
     if (slot !== undefined) {
       if (this.#isExpired(slot, now)) {
         this.#expirations++
-        this.#createdAt[slot] = t
-      }
+        this.#createdAt[slot] = created
+      } else if (createdAt === createdAt) this.#createdAt[slot] = created
       this.#release(this.#upstream[slot]!)
       this.#upstream[slot] = u
       this.#epoch[slot] = epoch
@@ -201,7 +242,7 @@ export class AffinityTable implements AffinityStore {
     this.#size++
     this.#upstream[slot] = u
     this.#epoch[slot] = epoch
-    this.#createdAt[slot] = t
+    this.#createdAt[slot] = created
     this.#lastSeen[slot] = t
     this.#prev[slot] = NONE
     this.#next[slot] = this.#head
@@ -238,6 +279,17 @@ export class AffinityTable implements AffinityStore {
   /** The live bindings with their keys and slots in the key index, in no particular order (for a scrape; O(size)). */
   *entries(now: number): IterableIterator<AffinityEntry & { readonly key: string; readonly slot: number }> {
     for (const [key, slot] of this.#slots.held(this.#owner)) if (!this.#isExpired(slot, now)) yield { key, slot, ...this.#entry(slot) }
+  }
+
+  /**
+   * The live bindings from the most recently used to the least, with their keys (a starting
+   * worker's snapshot: {@link append} them in this order). O(size); nothing may change the
+   * table while it is iterated.
+   */
+  *byRecency(now: number): IterableIterator<AffinityEntry & { readonly key: string }> {
+    for (let slot = this.#head; slot !== NONE; slot = this.#next[slot]!) {
+      if (!this.#isExpired(slot, now)) yield { key: this.#slots.keyAt(slot), ...this.#entry(slot) }
+    }
   }
 
   countByUpstream(upstream: string): number {
@@ -304,6 +356,14 @@ export class AffinityTable implements AffinityStore {
     }
     this.#base = base
     return TIME_SLACK
+  }
+
+  /**
+   * A past time `at` (ms) as a time column value, at most `max` (one, such as #time(now)'s, in
+   * the current window): one before the base is the base itself (see {@link #time}).
+   */
+  #past(at: number, max: number): number {
+    return Math.max(0, Math.min(max, Math.floor(at) - this.#base))
   }
 
   #entry(slot: number): AffinityEntry {

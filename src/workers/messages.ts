@@ -23,11 +23,15 @@ export interface WireDiscovered {
   readonly draining?: boolean
 }
 
-/** A binding as it travels: key, upstream id, epoch. */
-export type WireBinding = readonly [key: string, upstream: string, epoch: number]
+/**
+ * A binding as it travels in a snapshot: key, upstream id, epoch, and when it was created and
+ * last used where it comes from (ms since the epoch: the workers share one machine's clock).
+ */
+export type WireBinding = readonly [key: string, upstream: string, epoch: number, createdAt: number, lastSeen: number]
 
 /**
- * A change to the bindings as it travels: a pin (`b`), an unpin (`u`), an application cookie
+ * A change to the bindings as it travels: a pin (`b`, with its creation time where it was
+ * written, ms since the epoch), an unpin (`u`), an application cookie
  * value replaced (`r` with its grace: where it still routes) or deleted (`r`, null); or an
  * answer every worker records (`a`: session key, whether it is a table key, the upstream, the
  * epoch, and the move it made: from where and why, or nulls), see SessionRecords.shared; or a
@@ -35,7 +39,7 @@ export type WireBinding = readonly [key: string, upstream: string, epoch: number
  * it, and when it was ordered, which names it), or done (`x`: its session key and that time).
  */
 export type BindingWrite =
-  | readonly ['b', key: string, upstream: string, epoch: number]
+  | readonly ['b', key: string, upstream: string, epoch: number, createdAt: number]
   | readonly ['u', key: string]
   | readonly ['r', key: string, grace: readonly [string, number] | null]
   | readonly ['a', key: string, table: boolean, upstream: string, epoch: number, from: string | null, reason: MoveReason | null]

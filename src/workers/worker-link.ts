@@ -91,7 +91,7 @@ export class WorkerLink {
     lookup: () => Promise.resolve(null),
     sink: () => ({
       // a renewal (once per sync period of use) changes no routing: no answer waits for it
-      bound: (key, upstream, epoch, renewal) => this.#write(['b', key, upstream, epoch], renewal !== true),
+      bound: (key, upstream, epoch, renewal, createdAt) => this.#write(['b', key, upstream, epoch, createdAt], !renewal),
       unbound: (key) => this.#write(['u', key]),
       retired: (key: string, grace: Grace | null) => this.#write(['r', key, grace === null ? null : [grace.upstream, grace.epoch]]),
     }),
@@ -208,12 +208,11 @@ export class WorkerLink {
         resolve: () => { clearTimeout(timer); resolve() },
         chunk: (entries) => {
           const now = parts.now()
-          for (const [key, upstream, epoch] of entries) parts.sessions.applyRemote(key, upstream, epoch, now)
+          for (const [key, upstream, epoch, createdAt, lastSeen] of entries) parts.sessions.applyCopy(key, upstream, epoch, createdAt, lastSeen, now)
         },
       })
       this.#send({ tether: 'call', call, op: 'snapshot', args: [] })
     })
-    parts.sessions.copied(parts.now())
   }
 
   /**
@@ -340,13 +339,13 @@ export class WorkerLink {
     c.resolve(value)
   }
 
-  /** Send every binding held here, in chunks (a starting sibling asked). */
+  /** Send every binding held here with its times, most recently used first, in chunks (a starting sibling asked). */
   #dump(dump: number): void {
     const p = this.#parts
     let entries: WireBinding[] = []
     if (p !== null) {
-      for (const e of p.sessions.table.entries(p.now())) {
-        entries.push([e.key, e.upstream, e.epoch])
+      for (const e of p.sessions.table.byRecency(p.now())) {
+        entries.push([e.key, e.upstream, e.epoch, e.createdAt, e.lastSeen])
         if (entries.length === CHUNK) {
           this.#send({ tether: 'dump-chunk', dump, entries, done: false })
           entries = []
@@ -361,7 +360,7 @@ export class WorkerLink {
 function applyWrites(p: WorkerParts, writes: readonly BindingWrite[]): void {
   const now = p.now()
   for (const w of writes) {
-    if (w[0] === 'b') p.sessions.applyRemote(w[1], w[2], w[3], now)
+    if (w[0] === 'b') p.sessions.applyRemote(w[1], w[2], w[3], now, w[4])
     else if (w[0] === 'u') p.sessions.table.delete(w[1])
     else if (w[0] === 'r') p.sessions.applyRetired(w[1], w[2] === null ? null : { upstream: w[2][0], epoch: w[2][1] }, now)
     else if (w[0] === 'o') p.records.order(w[1], w[2], w[3])
