@@ -1,0 +1,64 @@
+// node:cluster's round-robin primary accepts each connection, hands it to a worker and keeps its
+// own copy of the socket open until that worker acknowledges it. A worker that dies (SIGKILL,
+// out of memory) between the hand-off and its acknowledgement leaves that copy open for good:
+// the client is never answered and never closed, and waits until its own timeout (measured: a
+// request on a new connection right after a worker's SIGKILL, unanswered after 10 s). The
+// acknowledgement is node:cluster's internal `NODE_CLUSTER` message; node:cluster itself hands a
+// connection a worker refuses (`accepted: false`, a worker closing its server) to another one.
+// This guard keeps the connections handed to a worker and not acknowledged; once that worker's
+// channel is closed (every acknowledgement it sent has been read by then), each goes to another
+// worker by that same refusal, or is closed when no worker is left to take it. Only messages of
+// that form are touched: with another form, it keeps nothing and changes nothing. Layer 5 wiring.
+import type { Worker } from 'node:cluster'
+import type { ChildProcess } from 'node:child_process'
+
+interface Closable {
+  close(): void
+}
+
+/** A connection node:cluster hands to a worker: `{ cmd: 'NODE_CLUSTER', act: 'newconn', key, seq }` with its handle. */
+function handoffSeq(message: unknown): number | null {
+  const m = message as { cmd?: unknown; act?: unknown; seq?: unknown } | null
+  return typeof m === 'object' && m !== null && m.cmd === 'NODE_CLUSTER' && m.act === 'newconn' && typeof m.seq === 'number' ? m.seq : null
+}
+
+/** A worker's acknowledgement of hand-off `seq`: `{ cmd: 'NODE_CLUSTER', ack: seq, accepted }`. */
+function ackSeq(message: unknown): number | null {
+  const m = message as { cmd?: unknown; ack?: unknown } | null
+  return typeof m === 'object' && m !== null && m.cmd === 'NODE_CLUSTER' && typeof m.ack === 'number' ? m.ack : null
+}
+
+/**
+ * Guard `worker`'s hand-offs (call right after cluster.fork). `othersTakeConnections()`: is a
+ * worker other than this one still taking connections? Example:
+ * `guardHandoffs(cluster.fork(env), () => ready.some((w) => w !== worker))`.
+ */
+export function guardHandoffs(worker: Worker, othersTakeConnections: () => boolean): void {
+  const proc = worker.process as ChildProcess & { send: (...args: unknown[]) => boolean }
+  const pending = new Map<number, Closable>()
+  const send = proc.send
+  proc.send = function (this: ChildProcess, ...args: unknown[]): boolean {
+    const seq = handoffSeq(args[0])
+    const handle = args[1] as Closable | undefined
+    if (seq !== null && typeof handle?.close === 'function') pending.set(seq, handle)
+    return send.apply(this, args)
+  }
+  proc.on('internalMessage', (m: unknown) => {
+    const seq = ackSeq(m)
+    if (seq !== null) pending.delete(seq)
+  })
+  // node:cluster takes the worker off its listeners once its channel is closed, before it emits
+  // 'exit' or 'disconnect', whichever comes then (a channel broken by a send to the dead
+  // process emits no 'disconnect')
+  const release = (): void => {
+    if (worker.isConnected() || pending.size === 0) return
+    const lost = [...pending]
+    pending.clear()
+    for (const [seq, handle] of lost) {
+      if (othersTakeConnections()) proc.emit('internalMessage', { cmd: 'NODE_CLUSTER', ack: seq, accepted: false })
+      else handle.close()
+    }
+  }
+  worker.on('exit', release)
+  worker.on('disconnect', release)
+}
