@@ -265,3 +265,19 @@ t.test('append adds a copied binding with its times as the least recently used; 
   table.setCreated('here', 'app-0', 0, now + MIN, now - 3 * MIN)
   t.equal(table.peek('here', now + MIN)?.createdAt, now - 3 * MIN, 'setCreated: the creation time of a write from elsewhere')
 })
+
+t.test("append: a copy's creation time is at most its last use; setCreated: a write created longer ago than the absolute timeout changes nothing", async (t) => {
+  const table = new AffinityTable({ maxEntries: 10, idleTimeout: MIN, absoluteTimeout: 10 * MIN })
+  const now = 2 * HOUR
+  t.ok(table.append('a', 'app-1', 0, now, now - 10_000, now))
+  t.equal(table.peek('a', now)?.createdAt, now - 10_000)
+  table.setCreated('late', 'app-1', 0, now, now - 10 * MIN - 1)
+  t.equal(table.peek('late', now), null, 'not added')
+  t.equal(table.size, 1, 'no dead entry is held either')
+  t.equal(table.countByUpstream('app-1'), 1)
+  table.set('held', 'app-2', 0, now - MIN)
+  table.setCreated('held', 'app-2', 1, now, now - 11 * MIN)
+  t.match(table.peek('held', now), { epoch: 0, createdAt: now - MIN }, 'a live binding held is left as it is')
+  table.setCreated('nan', 'app-2', 0, now, NaN)
+  t.equal(table.peek('nan', now)?.createdAt, now, 'no creation time: now, as set')
+})

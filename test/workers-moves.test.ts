@@ -11,7 +11,8 @@ import t, { type Test } from 'tap'
 import http from 'node:http'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { tempFile } from './fixtures/cli.js'
-import { request, startPrimary } from './fixtures/primary-process.js'
+import { request, startPrimary, workerPids } from './fixtures/primary-process.js'
+import type { ChildProcess } from 'node:child_process'
 import { freePort } from './fixtures/ports.js'
 import { startChildUpstream, type ChildUpstream } from './fixtures/child-upstream.js'
 import { waitFor } from './fixtures/wait.js'
@@ -45,7 +46,7 @@ function get(url: string, agent: http.Agent | null, cookie: string): Promise<Ans
 }
 
 /** The CLI with two workers and Tether's cookie over `apps`; its proxy and admin URLs. */
-async function twoWorkers(t: Test, apps: readonly ChildUpstream[], affinity: string): Promise<{ url: string; admin: string; stop: () => Promise<void> }> {
+async function twoWorkers(t: Test, apps: readonly ChildUpstream[], affinity: string): Promise<{ url: string; admin: string; stop: () => Promise<void>; proc: ChildProcess; out: () => string }> {
   const port = await freePort()
   const adminPort = await freePort()
   const file = tempFile('workers-moves.yaml', [
@@ -58,8 +59,10 @@ async function twoWorkers(t: Test, apps: readonly ChildUpstream[], affinity: str
     ...apps.map((a) => `  - { id: ${a.id}, url: "${a.url}" }`),
     '',
   ].join('\n'))
-  const { proc } = await startPrimary(t, file)
+  const { proc, out } = await startPrimary(t, file)
   return {
+    proc,
+    out,
     url: `http://127.0.0.1:${port}/`,
     admin: `http://127.0.0.1:${adminPort}`,
     stop: async () => {
@@ -126,6 +129,40 @@ t.test('with two workers, a migrating drain moves nobody active, whichever worke
   t.same(followed, [], 'requests with the cookie from before the move (either worker) went where the user moved, with no second move')
   process.stderr.write(`# workers drain: ${USERS} users, ${requests} requests while active (moved: ${active.length}), ${USERS} moved after the idle gap, ${USERS * 4} requests with the old cookie (not following: ${followed.length})\n`)
 
+  await stop()
+})
+
+t.test("with two workers, a worker that replaces a crashed one knows its sibling's moves: requests with the cookie from before a move follow it there too", async (t) => {
+  const apps = await childApps(t)
+  const { url, admin, stop, proc, out } = await twoWorkers(t, apps, `, drain: { migrate: false, min_idle: ${MIN_IDLE}ms }`)
+  const cookies: string[] = []
+  for (let u = 0; u < USERS; u++) {
+    let a: Answer
+    do a = await get(url, null, '')
+    while (a.id !== 'app-0')
+    cookies.push(a.tether!)
+  }
+  t.equal((await request(`${admin}/upstreams/app-0/drain?migrate=true`, null, { method: 'POST' })).status, 200)
+  await waitFor(async () => (JSON.parse((await request(`${admin}/upstreams`, null)).body) as { id: string; draining: boolean }[]).find((u) => u.id === 'app-0')?.draining === true, 5_000, 'the drain to show')
+  await sleep(MIN_IDLE * 1.5) // the drain's first min_idle, in which nobody moves
+  const movedTo: string[] = []
+  for (let u = 0; u < USERS; u++) {
+    const a = await get(url, null, cookies[u]!)
+    t.match(a.moved, /reason=drain/, `user ${u} moves off the draining upstream`)
+    movedTo.push(a.id)
+  }
+
+  // a worker crashes; its replacement copies the sibling's bindings and records (it learns of the
+  // drain anew, and in its first min_idle would send an old cookie back to app-0 without them)
+  const before = (out().match(/"tether listening"/g) ?? []).length
+  process.kill(workerPids(proc)[0]!, 'SIGKILL')
+  await waitFor(() => (out().match(/"tether listening"/g) ?? []).length > before, 15_000, 'the crashed worker to be replaced')
+  const strayed: string[] = []
+  for (let u = 0; u < USERS; u++) {
+    const burst = await Promise.all([0, 1, 2, 3].map(() => get(url, null, cookies[u]!)))
+    for (const b of burst) if (b.id !== movedTo[u] || b.moved !== null) strayed.push(`user ${u}: moved to ${movedTo[u]}, then ${b.id} (moved: ${b.moved})`)
+  }
+  t.same(strayed, [], `${USERS * 4} requests with the cookie from before the move, on new connections, after a worker was replaced: all followed it, with no second move`)
   await stop()
 })
 

@@ -58,10 +58,10 @@ t.test('a starting worker gets its sibling bindings in chunks, then the reply', 
   const n = (dump![1] as { dump: number }).dump
   sent.length = 0
   hub.receive(1, { tether: 'dump-chunk', dump: n, entries: [['a', 'app-0', 0, 1, 2]], done: false })
-  hub.receive(1, { tether: 'dump-chunk', dump: n, entries: [['b', 'app-1', 1, 3, 4]], done: true })
+  hub.receive(1, { tether: 'dump-chunk', dump: n, entries: [['b', 'app-1', 1, 3, 4]], records: [['o', 'b', null, 5]], done: true })
   t.same(sent, [
     [2, { tether: 'snapshot-chunk', call: 5, entries: [['a', 'app-0', 0, 1, 2]] }],
-    [2, { tether: 'snapshot-chunk', call: 5, entries: [['b', 'app-1', 1, 3, 4]] }],
+    [2, { tether: 'snapshot-chunk', call: 5, entries: [['b', 'app-1', 1, 3, 4]], records: [['o', 'b', null, 5]] }],
     [2, { tether: 'reply', call: 5, value: null }],
   ])
   sent.length = 0
@@ -240,7 +240,7 @@ t.test("a starting worker copies its sibling's bindings with their times there, 
   const idle = 60_000
   const absolute = 300_000
   /** A worker's link and session table over a scripted channel, attached (its snapshot answered by `entries`). */
-  async function worker(now: () => number, entries: unknown[] = []) {
+  async function worker(now: () => number, entries: unknown[] = [], copies: unknown[] = []) {
     const sent: { tether: string; call?: number; op?: string; entries?: unknown[]; writes?: unknown[] }[] = []
     let deliver: (m: unknown) => void = () => undefined
     const link = new WorkerLink({ send: (m) => void sent.push(m as never), onMessage: (fn) => { deliver = fn } }, undefined, 600_000)
@@ -248,10 +248,10 @@ t.test("a starting worker copies its sibling's bindings with their times there, 
     const records = new SessionRecords({ maxEntries: 10, idleTimeout: idle, secret: null, pins: sessions.table })
     const attached = link.attach({ sessions, records, applyProbe: () => undefined, becomeLead: () => undefined, discovered: () => undefined, probeSoon: () => undefined, now, metrics: () => Promise.resolve([]) })
     const call = sent.find((m) => m.op === 'snapshot')!.call
-    if (entries.length > 0) deliver({ tether: 'snapshot-chunk', call, entries })
+    if (entries.length > 0) deliver({ tether: 'snapshot-chunk', call, entries, records: copies })
     deliver({ tether: 'reply', call, value: null })
     await attached
-    return { link, sessions, sent, deliver }
+    return { link, sessions, records, sent, deliver }
   }
   let aNow = 0
   const a = await worker(() => aNow)
@@ -267,18 +267,34 @@ t.test("a starting worker copies its sibling's bindings with their times there, 
     ['b', 'gone', 'app-0', 0, 0], ['b', 'old', 'app-0', 0, 10_000], ['b', 'mid', 'app-1', 2, 30_000], ['b', 'new', 'app-2', 0, 95_000],
   ], 'each pin carries its creation time')
 
+  // what a router reads of the records: answers (to a pinned key, and a cookie session's after
+  // a failover, with its move), an admin's order not done yet
+  a.records.record('mid', true, 'app-1', 2, null, 90_000)
+  a.records.record('s-1', false, 'app-0', 0, null, 60_000)
+  a.records.record('s-1', false, 'app-2', 1, { from: 'app-0', reason: 'dead' }, 85_000)
+  a.records.record('s-2', false, 'app-1', 0, null, 99_000)
+  a.records.order('old', 'app-2', 97_000)
   aNow = 100_000
   a.deliver({ tether: 'dump', dump: 1 })
   const dumped = a.sent.filter((m) => m.tether === 'dump-chunk').flatMap((m) => m.entries!)
+  const records = a.sent.filter((m) => m.tether === 'dump-chunk').flatMap((m) => (m as unknown as { records: unknown[] }).records)
+  t.same(records, [
+    ['s', 's-2', 'app-1', 0, 99_000, 99_000], ['s', 's-1', 'app-2', 1, 60_000, 85_000], ['t', 'mid', 90_000],
+    ['m', 's-1', 'app-0', 'app-2', 'dead', 85_000], ['o', 'old', 'app-2', 97_000],
+  ], 'then the records, after every binding')
   t.same(dumped, [
     ['new', 'app-2', 0, 95_000, 95_000], ['mid', 'app-1', 2, 30_000, 80_000], ['old', 'app-0', 0, 10_000, 50_000],
   ], 'the live bindings, most recently used first, with when each was created and last used')
 
-  const b = await worker(() => 100_000, dumped)
+  const b = await worker(() => 100_000, dumped, records)
   for (const [key, , , createdAt, lastSeen] of dumped as [string, string, number, number, number][]) {
     t.match(b.sessions.peek(key, 100_000), { createdAt, lastSeen }, `${key}: the times it had on the sibling`)
   }
   t.equal(b.sessions.peek('gone', 100_000), null, 'an expired binding is not copied')
+  t.equal(b.records.lastSeenOn('mid', 'app-1', 100_000), 90_000, "a pinned key's last answer there")
+  t.match(b.records.moved('s-1', 100_000), { upstream: 'app-2', epoch: 1, lastSeen: 85_000, movedAt: 85_000, reason: 'dead' }, 'a move, with the answer after it')
+  t.equal(b.records.lastSeen('s-2', 100_000), 99_000)
+  t.match(b.records.ordered('old'), { to: 'app-2', at: 97_000 }, 'an order not done yet')
   // each expires here when it does on the sibling: the least recently used first (the LRU list is in order)
   t.equal(b.sessions.sweep(109_999, 10), 0)
   t.equal(b.sessions.sweep(110_001, 10), 1, "'old' goes 60 s after its last use there")
@@ -318,4 +334,30 @@ t.test("a starting worker copies its sibling's bindings with their times there, 
   t.equal(c.sessions.peek('late', 390_001)?.createdAt, 380_000, 'made again there: made again here with the same creation time')
   c.deliver({ tether: 'written', writes: [['b', 'future', 'app-0', 0, 10 ** 13]] })
   t.equal(c.sessions.peek('future', cNow)?.createdAt, cNow, 'a creation time in the future is taken as now')
+})
+
+t.test("other workers' writes that reach a starting worker before its snapshot are applied after it, in order; times from an older build count as now", async (t) => {
+  const sent: { tether: string; call?: number; op?: string }[] = []
+  let deliver: (m: unknown) => void = () => undefined
+  const link = new WorkerLink({ send: (m) => void sent.push(m as never), onMessage: (fn) => { deliver = fn } }, undefined, 600_000)
+  const sessions = new SessionTable({ maxEntries: 10, idleTimeout: 60_000, absoluteTimeout: null, sink: link.bindings.sink() })
+  const records = new SessionRecords({ maxEntries: 10, idleTimeout: 60_000, secret: null, pins: sessions.table })
+  const attached = link.attach({ sessions, records, applyProbe: () => undefined, becomeLead: () => undefined, discovered: () => undefined, probeSoon: () => undefined, now: () => 50_000, metrics: () => Promise.resolve([]) })
+  const call = sent.find((m) => m.op === 'snapshot')!.call
+  // the sibling dumped before it applied these; they reach this worker first
+  deliver({ tether: 'written', writes: [['u', 'gone'], ['b', 'moved', 'app-2', 3, 40_000], ['r', 'rotated', ['app-1', 0]], ['x', 'done', 30_000]] })
+  t.equal(sessions.peek('moved', 50_000), null, 'held until the snapshot is in')
+  deliver({ tether: 'snapshot-chunk', call, entries: [
+    ['gone', 'app-0', 0, 10_000, 45_000], ['moved', 'app-1', 2, 20_000, 44_000], ['rotated', 'app-1', 0, 30_000, 43_000], ['old-build', 'app-0', 0],
+  ], records: [['o', 'done', 'app-2', 30_000]] })
+  deliver({ tether: 'reply', call, value: null })
+  await attached
+  t.equal(sessions.peek('gone', 50_000), null, 'an unpin made meanwhile is not undone by the copy')
+  t.match(sessions.peek('moved', 50_000), { upstream: 'app-2', epoch: 3, createdAt: 40_000 }, 'a move made meanwhile stands')
+  t.equal(sessions.peek('rotated', 50_000), null, 'a cookie value rotated meanwhile is gone')
+  t.match(sessions.rotated('rotated', 50_000), { upstream: 'app-1' }, 'and still routes for its grace')
+  t.equal(records.ordered('done'), undefined, 'an order done meanwhile is not ordered again')
+  t.match(sessions.peek('old-build', 50_000), { upstream: 'app-0', createdAt: 43_000, lastSeen: 43_000 }, 'an entry without times: copied as used now, no later than the copy listed before it')
+  deliver({ tether: 'written', writes: [['b', 'later', 'app-0', 0, 50_000]] })
+  t.ok(sessions.peek('later', 50_000), 'after the snapshot, writes apply at once')
 })

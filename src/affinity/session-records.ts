@@ -34,6 +34,18 @@ export interface MoveOrder {
   readonly at: number
 }
 
+/**
+ * What a starting worker copies of a sibling's records (see {@link SessionRecords.copies}): an
+ * answer recorded as an entry of its own (`s`: upstream, epoch, when first and last answered),
+ * the last answer time of a pinned key (`t`), a last move (`m`: from, to, why, when) and an
+ * admin's order not done yet (`o`: to where, or null, and when it was made). Times are ms.
+ */
+export type RecordCopy =
+  | readonly ['s', key: string, upstream: string, epoch: number, createdAt: number, lastSeen: number]
+  | readonly ['t', key: string, at: number]
+  | readonly ['m', key: string, from: string, to: string, reason: MoveReason, at: number]
+  | readonly ['o', key: string, to: string | null, at: number]
+
 export interface SessionRecordsOptions {
   /** Most users recorded (least recently answered out): `affinity.max_entries`. */
   readonly maxEntries: number
@@ -233,6 +245,48 @@ export class SessionRecords {
   /** Drop the order for `key` made at `at` (another worker fulfilled it); a newer one stays. */
   dropOrder(key: string, at: number): void {
     if (this.#orders.get(key)?.at === at) this.#orders.delete(key)
+  }
+
+  /**
+   * What a router reads of these records, for a starting worker to copy ({@link copy}): the
+   * answers with their times (entries of their own, the most recently answered first; then the
+   * answer times of pinned keys), the last moves and the orders not done, oldest first. Nothing
+   * may change the records while this is iterated.
+   */
+  *copies(now: number): IterableIterator<RecordCopy> {
+    for (const e of this.#seen.byRecency(now)) yield ['s', e.key, e.upstream, e.epoch, e.createdAt, e.lastSeen]
+    if (this.#pins !== null && this.#answered.length !== 0) {
+      for (const e of this.#pins.entries(now)) {
+        const t = e.slot < this.#answered.length ? this.#answered[e.slot]! : 0
+        if (t !== 0) yield ['t', e.key, this.#answerBase + t - 1]
+      }
+    }
+    for (const [k, m] of this.#moves) yield ['m', k, m.from, m.to, m.reason, m.at]
+    for (const [k, o] of this.#orders) yield ['o', k, o.to, o.at]
+  }
+
+  /**
+   * Take in what a sibling's {@link copies} listed (in its order, after the session table took
+   * the sibling's bindings): what is recorded here already (written since by another worker) is
+   * newer and stays.
+   */
+  copy(r: RecordCopy, now: number): void {
+    switch (r[0]) {
+      case 's':
+        if (this.#answeredAt(r[1]) === null) this.#seen.append(r[1], r[2], r[3], r[4], r[5], now)
+        return
+      case 't': {
+        const slot = this.#pins?.slotOf(r[1])
+        // an answer time older than the Uint32 window is no use: no binding stays idle that long
+        if (slot === undefined || this.#answeredAt(r[1]) !== null || this.#seen.slotOf(r[1]) !== undefined || now - r[2] >= TIME_SLACK) return
+        return this.#answer(slot, Math.min(r[2], now))
+      }
+      case 'm':
+        if (this.#moves.get(r[1]) === undefined) this.#moves.set(this.#slots.stored(r[1]), { from: r[2], to: r[3], reason: r[4], at: r[5] })
+        return
+      case 'o':
+        if (this.#orders.get(r[1]) === undefined) this.#orders.set(this.#slots.stored(r[1]), { to: r[2], at: r[3] })
+    }
   }
 
   /** The move an admin ordered for `key` and not yet done, if any. */

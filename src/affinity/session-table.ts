@@ -141,14 +141,15 @@ export class SessionTable {
   }
 
   /**
-   * A binding from a sibling's snapshot (a starting worker), with its times there; the snapshot
-   * lists the most recently used first, and each is added behind those held (see
-   * AffinityTable.append). One held already (a pin written meanwhile) is judged as {@link applyRemote}.
+   * A binding from a sibling's snapshot (a starting worker), with its times there (a time that
+   * is not a number, from a worker of an older build, counts as now); the snapshot lists the
+   * most recently used first, and each is added behind those held (see AffinityTable.append).
+   * Other workers' writes are applied after the snapshot (WorkerLink.attach), so nothing held
+   * here is older than the copy: a key held is left as it is.
    */
   applyCopy(key: string, upstream: string, epoch: number, createdAt: number, lastSeen: number, now: number): void {
-    if (!this.table.append(key, upstream, epoch, createdAt, lastSeen, now) && this.table.slotOf(key) !== undefined) {
-      this.applyRemote(key, upstream, epoch, now, createdAt)
-    }
+    const seen = Number.isFinite(lastSeen) ? lastSeen : now
+    this.table.append(key, upstream, epoch, Number.isFinite(createdAt) ? createdAt : seen, seen, now)
   }
 
   /** Does a binding of `key` to `upstream` at `epoch` replace the one held (see {@link applyRemote})? */

@@ -164,9 +164,12 @@ export class AffinityTable implements AffinityStore {
   /**
    * As {@link set}, for a binding written elsewhere (another worker's pin): its creation time
    * there, `createdAt`, becomes this one's (at most `now`), so an absolute timeout ends it at the
-   * same time everywhere, even where it expired and is made again by this write.
+   * same time everywhere, even where it expired and is made again by this write. One created
+   * longer than the absolute timeout ago changes nothing (it has expired there too, or does in
+   * a moment); a `createdAt` that is not a number counts as none (as {@link set}).
    */
   setCreated(key: string, upstream: string, epoch: number, now: number, createdAt: number): void {
+    if (now - createdAt > this.#absoluteTimeout) return
     this.#set(key, upstream, epoch, now, false, Math.min(createdAt, now))
   }
 

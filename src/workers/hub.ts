@@ -59,7 +59,7 @@ export class Hub {
       case 'dump-chunk': {
         const d = this.#dumps.get(m.dump)
         if (d === undefined) return
-        this.#workers.send(d.to, { tether: 'snapshot-chunk', call: d.call, entries: m.entries })
+        this.#workers.send(d.to, { tether: 'snapshot-chunk', call: d.call, entries: m.entries, ...(m.records === undefined ? {} : { records: m.records }) })
         if (m.done) this.#finishDump(m.dump)
         return
       }

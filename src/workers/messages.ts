@@ -2,6 +2,7 @@
 // Layer 0 vocabulary: types only. Every message carries `tether` (its kind), so messages of
 // other libraries on the same channel (prom-client's metric requests) are told apart.
 import type { MoveReason } from '../routing/decision.js'
+import type { RecordCopy } from '../affinity/session-records.js'
 
 /** The environment variable that carries a worker's index and the secrets all workers share. */
 export const WORKER_ENV = 'TETHER_WORKER'
@@ -28,6 +29,9 @@ export interface WireDiscovered {
  * last used where it comes from (ms since the epoch: the workers share one machine's clock).
  */
 export type WireBinding = readonly [key: string, upstream: string, epoch: number, createdAt: number, lastSeen: number]
+
+/** A session record as it travels in a snapshot (see SessionRecords.copies). */
+export type WireRecord = RecordCopy
 
 /**
  * A change to the bindings as it travels: a pin (`b`, with its creation time where it was
@@ -72,8 +76,8 @@ export type ToPrimary =
    */
   | { readonly tether: 'probe'; readonly id: string; readonly ok: boolean; readonly severe: boolean }
   | { readonly tether: 'call'; readonly call: number; readonly op: CallOp; readonly args: readonly unknown[] }
-  /** Part of this worker's bindings, for a worker that starts (answering `dump`). */
-  | { readonly tether: 'dump-chunk'; readonly dump: number; readonly entries: readonly WireBinding[]; readonly done: boolean }
+  /** Part of this worker's bindings and then its records, for a worker that starts (answering `dump`). */
+  | { readonly tether: 'dump-chunk'; readonly dump: number; readonly entries: readonly WireBinding[]; readonly records?: readonly WireRecord[]; readonly done: boolean }
   /** The answer to an `ask` of the primary. */
   | { readonly tether: 'answer'; readonly call: number; readonly value: unknown }
   /** Started and listening; its own admin listener's URL (loopback, private). */
@@ -91,8 +95,8 @@ export type ToWorker =
   | { readonly tether: 'discovered'; readonly source: string; readonly upstreams: readonly WireDiscovered[] }
   | { readonly tether: 'probe'; readonly id: string; readonly ok: boolean; readonly severe: boolean }
   | { readonly tether: 'reply'; readonly call: number; readonly value: unknown }
-  /** Part of a snapshot this worker asked for with call `call`. */
-  | { readonly tether: 'snapshot-chunk'; readonly call: number; readonly entries: readonly WireBinding[] }
+  /** Part of a snapshot this worker asked for with call `call` (every binding comes before any record). */
+  | { readonly tether: 'snapshot-chunk'; readonly call: number; readonly entries: readonly WireBinding[]; readonly records?: readonly WireRecord[] }
   /** Send your bindings as `dump-chunk`s tagged `dump`. */
   | { readonly tether: 'dump'; readonly dump: number }
   /** What the primary asks a worker: its metrics as data (answered with `answer`). */

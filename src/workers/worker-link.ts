@@ -10,7 +10,7 @@ import type { Config } from '../config/schema.js'
 import type { Decision } from '../routing/decision.js'
 import type { PeerChannel } from '../peers/peer-channel.js'
 import type { Checkpoint, CheckpointStore, CheckpointStoreStatus, GetResult, PutResult } from '../state/checkpoint-store.js'
-import type { BindingWrite, CallOp, ToPrimary, ToWorker, WireBinding, WireDiscovered } from './messages.js'
+import type { BindingWrite, CallOp, ToPrimary, ToWorker, WireBinding, WireDiscovered, WireRecord } from './messages.js'
 import { isTetherMessage } from './messages.js'
 
 /** How long a worker waits on the primary before it goes on without an answer (ms). */
@@ -64,9 +64,11 @@ export class WorkerLink {
   /** Binding writes not sent yet: sent as one message per event-loop turn, or before any other message. */
   #writes: BindingWrite[] = []
   #call = 0
-  readonly #calls = new Map<number, { resolve: (v: unknown) => void; chunk?: (e: readonly WireBinding[]) => void }>()
+  readonly #calls = new Map<number, { resolve: (v: unknown) => void; chunk?: (e: readonly WireBinding[], r: readonly WireRecord[] | undefined) => void }>()
   readonly #listeners: ((message: string) => void)[] = []
   #parts: WorkerParts | null = null
+  /** Other workers' writes received while the snapshot comes in (see attach); null: applied at once. */
+  #held: (readonly BindingWrite[])[] | null = null
   #lead = false
 
   /** What this worker changes in every config it reads (the secrets all workers share). */
@@ -201,14 +203,25 @@ export class WorkerLink {
   async attach(parts: WorkerParts): Promise<void> {
     this.#parts = parts
     if (this.#lead) parts.becomeLead()
+    // the sibling takes its snapshot before it applies the writes sent from then on, which may
+    // reach this worker first: they are held until the snapshot is in, then applied in order
+    // (else an unpin, a rotation or a done order from meanwhile would be undone by the copy)
+    const held: (readonly BindingWrite[])[] = []
+    this.#held = held
     await new Promise<void>((resolve) => {
       const call = ++this.#call
       const timer = setTimeout(() => this.#settle(call, null), 30_000)
       this.#calls.set(call, {
-        resolve: () => { clearTimeout(timer); resolve() },
-        chunk: (entries) => {
+        resolve: () => {
+          clearTimeout(timer)
+          this.#held = null
+          for (const writes of held) applyWrites(parts, writes)
+          resolve()
+        },
+        chunk: (entries, records) => {
           const now = parts.now()
           for (const [key, upstream, epoch, createdAt, lastSeen] of entries) parts.sessions.applyCopy(key, upstream, epoch, createdAt, lastSeen, now)
+          for (const r of records ?? []) parts.records.copy(r, now)
         },
       })
       this.#send({ tether: 'call', call, op: 'snapshot', args: [] })
@@ -233,13 +246,15 @@ export class WorkerLink {
     const p = this.#parts
     switch (m.tether) {
       case 'ack': return this.#ack(m.seq)
-      case 'written': return void (p !== null && applyWrites(p, m.writes))
+      case 'written':
+        if (this.#held !== null) return void this.#held.push(m.writes)
+        return void (p !== null && applyWrites(p, m.writes))
       case 'message': for (const fn of this.#listeners) fn(m.message); return
       case 'probe': return void p?.applyProbe(m.id, m.ok, m.severe)
       case 'discovered': return void p?.discovered(m.source, m.upstreams)
       case 'suspect': return void p?.probeSoon(m.id)
       case 'reply': return this.#settle(m.call, m.value)
-      case 'snapshot-chunk': return void this.#calls.get(m.call)?.chunk?.(m.entries)
+      case 'snapshot-chunk': return void this.#calls.get(m.call)?.chunk?.(m.entries, m.records)
       case 'dump': return this.#dump(m.dump)
       case 'ask':
         if (p === null) return this.#send({ tether: 'answer', call: m.call, value: [] })
@@ -339,20 +354,32 @@ export class WorkerLink {
     c.resolve(value)
   }
 
-  /** Send every binding held here with its times, most recently used first, in chunks (a starting sibling asked). */
+  /**
+   * Send every binding held here with its times, most recently used first, then the session
+   * records a router reads (see SessionRecords.copies), in chunks (a starting sibling asked).
+   */
   #dump(dump: number): void {
     const p = this.#parts
     let entries: WireBinding[] = []
+    let records: WireRecord[] = []
+    const full = (): void => {
+      if (entries.length + records.length < CHUNK) return
+      this.#send({ tether: 'dump-chunk', dump, entries, records, done: false })
+      entries = []
+      records = []
+    }
     if (p !== null) {
-      for (const e of p.sessions.table.byRecency(p.now())) {
+      const now = p.now()
+      for (const e of p.sessions.table.byRecency(now)) {
         entries.push([e.key, e.upstream, e.epoch, e.createdAt, e.lastSeen])
-        if (entries.length === CHUNK) {
-          this.#send({ tether: 'dump-chunk', dump, entries, done: false })
-          entries = []
-        }
+        full()
+      }
+      for (const r of p.records.copies(now)) {
+        records.push(r)
+        full()
       }
     }
-    this.#send({ tether: 'dump-chunk', dump, entries, done: true })
+    this.#send({ tether: 'dump-chunk', dump, entries, records, done: true })
   }
 }
 
