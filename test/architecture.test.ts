@@ -51,7 +51,7 @@ const LAYERS: [RegExp, number][] = [
   [/^workers\/messages\.ts$/, 0],
   [/^workers\/worker-flags\.ts$/, 1],
   [/^workers\/hub\.ts$/, 2],
-  [/^workers\/(worker-count|worker-link)\.ts$/, 3],
+  [/^workers\/(worker-count|worker-link|handoff-guard)\.ts$/, 3],
   [/^workers\/admin-front\.ts$/, 4],
   [/^workers\/(primary|worker-main)\.ts$/, 5],
   [/^workers\/worker-preload\.cts$/, 5],

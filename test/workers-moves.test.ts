@@ -72,6 +72,24 @@ async function twoWorkers(t: Test, apps: readonly ChildUpstream[], affinity: str
   }
 }
 
+/** The cookies of USERS new users placed on app-0 (a cookie naming it is what a user placed there holds). */
+async function usersOnApp0(url: string): Promise<string[]> {
+  const cookies: string[] = []
+  for (let u = 0; u < USERS; u++) {
+    let a: Answer
+    do a = await get(url, null, '')
+    while (a.id !== 'app-0')
+    cookies.push(a.tether!)
+  }
+  return cookies
+}
+
+/** Drain app-0, its users migrating, and wait until the admin API shows it. */
+async function drainApp0(t: Test, admin: string): Promise<void> {
+  t.equal((await request(`${admin}/upstreams/app-0/drain?migrate=true`, null, { method: 'POST' })).status, 200, 'app-0 drains, its users migrate')
+  await waitFor(async () => (JSON.parse((await request(`${admin}/upstreams`, null)).body) as { id: string; draining: boolean }[]).find((u) => u.id === 'app-0')?.draining === true, 5_000, 'the drain to show')
+}
+
 async function childApps(t: Test): Promise<ChildUpstream[]> {
   const apps: ChildUpstream[] = []
   for (const id of ['app-0', 'app-1', 'app-2']) apps.push(await startChildUpstream(id, { script: SCRIPT }))
@@ -83,20 +101,11 @@ t.test('with two workers, a migrating drain moves nobody active, whichever worke
   const apps = await childApps(t)
   const { url, admin, stop } = await twoWorkers(t, apps, `, drain: { migrate: false, min_idle: ${MIN_IDLE}ms }`)
 
-  // every user starts on app-0: a cookie naming it is what a user placed there holds
   const agents = Array.from({ length: USERS }, () => new http.Agent({ keepAlive: true, maxSockets: 1 }))
   t.teardown(() => agents.forEach((a) => a.destroy()))
-  const cookies: string[] = []
-  for (let u = 0; u < USERS; u++) {
-    let a: Answer
-    do a = await get(url, null, '')
-    while (a.id !== 'app-0')
-    cookies.push(a.tether!)
-  }
+  const cookies = await usersOnApp0(url)
   for (let u = 0; u < USERS; u++) await get(url, agents[u]!, cookies[u]!) // each user's keep-alive connection
-  const drained = await request(`${admin}/upstreams/app-0/drain?migrate=true`, null, { method: 'POST' })
-  t.equal(drained.status, 200, 'app-0 drains, its users migrate')
-  await waitFor(async () => (JSON.parse((await request(`${admin}/upstreams`, null)).body) as { id: string; draining: boolean }[]).find((u) => u.id === 'app-0')?.draining === true, 5_000, 'the drain to show')
+  await drainApp0(t, admin)
 
   // active: a request every 0.3 x min_idle on the keep-alive connection, every third on a new one
   // (the gap between two of those is longer than min_idle: the worker that gets it may not have
@@ -135,15 +144,8 @@ t.test('with two workers, a migrating drain moves nobody active, whichever worke
 t.test("with two workers, a worker that replaces a crashed one knows its sibling's moves: requests with the cookie from before a move follow it there too", async (t) => {
   const apps = await childApps(t)
   const { url, admin, stop, proc, out } = await twoWorkers(t, apps, `, drain: { migrate: false, min_idle: ${MIN_IDLE}ms }`)
-  const cookies: string[] = []
-  for (let u = 0; u < USERS; u++) {
-    let a: Answer
-    do a = await get(url, null, '')
-    while (a.id !== 'app-0')
-    cookies.push(a.tether!)
-  }
-  t.equal((await request(`${admin}/upstreams/app-0/drain?migrate=true`, null, { method: 'POST' })).status, 200)
-  await waitFor(async () => (JSON.parse((await request(`${admin}/upstreams`, null)).body) as { id: string; draining: boolean }[]).find((u) => u.id === 'app-0')?.draining === true, 5_000, 'the drain to show')
+  const cookies = await usersOnApp0(url)
+  await drainApp0(t, admin)
   await sleep(MIN_IDLE * 1.5) // the drain's first min_idle, in which nobody moves
   const movedTo: string[] = []
   for (let u = 0; u < USERS; u++) {

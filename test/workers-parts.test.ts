@@ -55,6 +55,7 @@ t.test('a starting worker gets its sibling bindings in chunks, then the reply', 
   hub.receive(2, { tether: 'call', call: 5, op: 'snapshot', args: [] })
   const dump = sent.find(([id, m]) => id === 1 && m.tether === 'dump')
   t.ok(dump, 'the sibling is asked for a dump')
+  t.same(sent.at(-1), [2, { tether: 'dumping', call: 5 }], 'and the asker told at once, after every write sent to both before')
   const n = (dump![1] as { dump: number }).dump
   sent.length = 0
   hub.receive(1, { tether: 'dump-chunk', dump: n, entries: [['a', 'app-0', 0, 1, 2]], done: false })
@@ -274,14 +275,15 @@ t.test("a starting worker copies its sibling's bindings with their times there, 
   a.records.record('s-1', false, 'app-2', 1, { from: 'app-0', reason: 'dead' }, 85_000)
   a.records.record('s-2', false, 'app-1', 0, null, 99_000)
   a.records.order('old', 'app-2', 97_000)
+  a.sessions.retire('rot', { upstream: 'app-1', epoch: 0 }, 99_000) // an application cookie value replaced
   aNow = 100_000
   a.deliver({ tether: 'dump', dump: 1 })
   const dumped = a.sent.filter((m) => m.tether === 'dump-chunk').flatMap((m) => m.entries!)
   const records = a.sent.filter((m) => m.tether === 'dump-chunk').flatMap((m) => (m as unknown as { records: unknown[] }).records)
   t.same(records, [
     ['s', 's-2', 'app-1', 0, 99_000, 99_000], ['s', 's-1', 'app-2', 1, 60_000, 85_000], ['t', 'mid', 90_000],
-    ['m', 's-1', 'app-0', 'app-2', 'dead', 85_000], ['o', 'old', 'app-2', 97_000],
-  ], 'then the records, after every binding')
+    ['m', 's-1', 'app-0', 'app-2', 'dead', 85_000], ['o', 'old', 'app-2', 97_000], ['g', 'rot', 'app-1', 0, 159_000],
+  ], 'then the records, after every binding, and the rotation graces')
   t.same(dumped, [
     ['new', 'app-2', 0, 95_000, 95_000], ['mid', 'app-1', 2, 30_000, 80_000], ['old', 'app-0', 0, 10_000, 50_000],
   ], 'the live bindings, most recently used first, with when each was created and last used')
@@ -344,12 +346,17 @@ t.test("other workers' writes that reach a starting worker before its snapshot a
   const records = new SessionRecords({ maxEntries: 10, idleTimeout: 60_000, secret: null, pins: sessions.table })
   const attached = link.attach({ sessions, records, applyProbe: () => undefined, becomeLead: () => undefined, discovered: () => undefined, probeSoon: () => undefined, now: () => 50_000, metrics: () => Promise.resolve([]) })
   const call = sent.find((m) => m.op === 'snapshot')!.call
+  // sent before the snapshot was taken: in it already (replayed, they would make its users look
+  // used just now), dropped
+  deliver({ tether: 'written', writes: [['b', 'kept', 'app-0', 0, 5_000]] })
+  deliver({ tether: 'dumping', call })
   // the sibling dumped before it applied these; they reach this worker first
-  deliver({ tether: 'written', writes: [['u', 'gone'], ['b', 'moved', 'app-2', 3, 40_000], ['r', 'rotated', ['app-1', 0]], ['x', 'done', 30_000]] })
+  deliver({ tether: 'written', writes: [['u', 'gone'], ['b', 'moved', 'app-2', 3, 40_000]] })
+  deliver({ tether: 'written', writes: [['r', 'rotated', ['app-1', 0]], ['x', 'done', 30_000]] })
   t.equal(sessions.peek('moved', 50_000), null, 'held until the snapshot is in')
   deliver({ tether: 'snapshot-chunk', call, entries: [
-    ['gone', 'app-0', 0, 10_000, 45_000], ['moved', 'app-1', 2, 20_000, 44_000], ['rotated', 'app-1', 0, 30_000, 43_000], ['old-build', 'app-0', 0],
-  ], records: [['o', 'done', 'app-2', 30_000]] })
+    ['kept', 'app-0', 0, 5_000, 46_000], ['gone', 'app-0', 0, 10_000, 45_000], ['moved', 'app-1', 2, 20_000, 44_000], ['rotated', 'app-1', 0, 30_000, 43_000], ['old-build', 'app-0', 0],
+  ], records: [['o', 'done', 'app-2', 30_000], ['g', 'was', 'app-2', 1, 90_000], ['g', 'over', 'app-2', 1, 49_000]] })
   deliver({ tether: 'reply', call, value: null })
   await attached
   t.equal(sessions.peek('gone', 50_000), null, 'an unpin made meanwhile is not undone by the copy')
@@ -357,6 +364,9 @@ t.test("other workers' writes that reach a starting worker before its snapshot a
   t.equal(sessions.peek('rotated', 50_000), null, 'a cookie value rotated meanwhile is gone')
   t.match(sessions.rotated('rotated', 50_000), { upstream: 'app-1' }, 'and still routes for its grace')
   t.equal(records.ordered('done'), undefined, 'an order done meanwhile is not ordered again')
+  t.equal(sessions.peek('kept', 50_000)?.lastSeen, 46_000, 'a write from before the snapshot is not replayed over it')
+  t.match(sessions.rotated('was', 50_000), { upstream: 'app-2', epoch: 1 }, "a rotation grace still running on the sibling routes here too")
+  t.equal(sessions.rotated('over', 50_000), null, 'one that ended is not copied')
   t.match(sessions.peek('old-build', 50_000), { upstream: 'app-0', createdAt: 43_000, lastSeen: 43_000 }, 'an entry without times: copied as used now, no later than the copy listed before it')
   deliver({ tether: 'written', writes: [['b', 'later', 'app-0', 0, 50_000]] })
   t.ok(sessions.peek('later', 50_000), 'after the snapshot, writes apply at once')

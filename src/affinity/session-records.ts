@@ -10,6 +10,7 @@ import { AffinityTable, TIME_MAX, TIME_SLACK } from './table.js'
 import { KeySlots, growCapacity } from './key-slots.js'
 import { HASHED_PREFIX, SessionIds } from './session-id.js'
 import { BoundedMap } from './bounded-map.js'
+import type { WireRecord as RecordCopy } from '../workers/messages.js'
 
 /** How many last moves and orders are kept (oldest out). */
 export const RECORDS_SIDE_MAX = 100_000
@@ -33,18 +34,6 @@ export interface MoveOrder {
   readonly to: string | null
   readonly at: number
 }
-
-/**
- * What a starting worker copies of a sibling's records (see {@link SessionRecords.copies}): an
- * answer recorded as an entry of its own (`s`: upstream, epoch, when first and last answered),
- * the last answer time of a pinned key (`t`), a last move (`m`: from, to, why, when) and an
- * admin's order not done yet (`o`: to where, or null, and when it was made). Times are ms.
- */
-export type RecordCopy =
-  | readonly ['s', key: string, upstream: string, epoch: number, createdAt: number, lastSeen: number]
-  | readonly ['t', key: string, at: number]
-  | readonly ['m', key: string, from: string, to: string, reason: MoveReason, at: number]
-  | readonly ['o', key: string, to: string | null, at: number]
 
 export interface SessionRecordsOptions {
   /** Most users recorded (least recently answered out): `affinity.max_entries`. */

@@ -123,6 +123,16 @@ export class SessionTable {
     this.applyRetired(from, grace, now)
   }
 
+  /** The rotation graces still running (key, where it routes, until when), oldest first: a starting worker's copy. */
+  *rotations(now: number): IterableIterator<readonly [key: string, upstream: string, epoch: number, until: number]> {
+    for (const [key, g] of this.#rotated) if (g.until > now) yield [key, g.upstream, g.epoch, g.until]
+  }
+
+  /** A rotation grace copied from a sibling (see {@link rotations}); one held here already is newer and stays. */
+  copyRotation(key: string, upstream: string, epoch: number, until: number, now: number): void {
+    if (until > now && this.#rotated.get(key) === undefined) this.#rotated.set(ownCopy(key), { upstream, epoch, until })
+  }
+
   /** A retirement another worker made (see {@link retire}): applied here only. */
   applyRetired(from: string, grace: Grace | null, now: number): void {
     this.table.delete(from)

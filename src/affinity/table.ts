@@ -196,13 +196,7 @@ export class AffinityTable implements AffinityStore {
     if (t - seen > this.#idleTimeout || t - created > this.#absoluteTimeout) return false
     const u = this.#intern(upstream)
     this.#counts[u]!++
-    const slot = this.#slots.claim(key, this.#owner)
-    if (slot >= this.#capacity) this.#grow(slot)
-    this.#size++
-    this.#upstream[slot] = u
-    this.#epoch[slot] = epoch
-    this.#createdAt[slot] = created
-    this.#lastSeen[slot] = seen
+    const slot = this.#take(key, u, epoch, created, seen)
     this.#next[slot] = NONE
     this.#prev[slot] = this.#tail
     if (this.#tail !== NONE) this.#next[this.#tail] = slot
@@ -240,19 +234,25 @@ export class AffinityTable implements AffinityStore {
       else this.#evictions++
       this.#remove(victim)
     }
-    slot = this.#slots.claim(key, this.#owner)
-    if (slot >= this.#capacity) this.#grow(slot)
-    this.#size++
-    this.#upstream[slot] = u
-    this.#epoch[slot] = epoch
-    this.#createdAt[slot] = created
-    this.#lastSeen[slot] = t
+    slot = this.#take(key, u, epoch, created, t)
     this.#prev[slot] = NONE
     this.#next[slot] = this.#head
     if (this.#head !== NONE) this.#prev[this.#head] = slot
     this.#head = slot
     if (this.#tail === NONE) this.#tail = slot
     return TOOK_SLOT
+  }
+
+  /** Claims a slot for `key` and fills its columns (`u`: an interned upstream, counted already); the caller links it. */
+  #take(key: string, u: number, epoch: number, created: number, seen: number): number {
+    const slot = this.#slots.claim(key, this.#owner)
+    if (slot >= this.#capacity) this.#grow(slot)
+    this.#size++
+    this.#upstream[slot] = u
+    this.#epoch[slot] = epoch
+    this.#createdAt[slot] = created
+    this.#lastSeen[slot] = seen
+    return slot
   }
 
   delete(key: string): boolean {

@@ -7,8 +7,11 @@
 // connection a worker refuses (`accepted: false`, a worker closing its server) to another one.
 // This guard keeps the connections handed to a worker and not acknowledged; once that worker's
 // channel is closed (every acknowledgement it sent has been read by then), each goes to another
-// worker by that same refusal, or is closed when no worker is left to take it. Only messages of
-// that form are touched: with another form, it keeps nothing and changes nothing. Layer 5 wiring.
+// worker by that same refusal when another worker listens there (one node:cluster handed a
+// connection of that listener before, and is still taking them), else closed: a listener whose
+// last worker went is gone in node:cluster, and a refusal would queue it there forever. Only messages of
+// that form are touched: with another form, it keeps nothing and changes nothing. Layer 3 adapter
+// (of node:cluster).
 import type { Worker } from 'node:cluster'
 import type { ChildProcess } from 'node:child_process'
 
@@ -17,9 +20,19 @@ interface Closable {
 }
 
 /** A connection node:cluster hands to a worker: `{ cmd: 'NODE_CLUSTER', act: 'newconn', key, seq }` with its handle. */
-function handoffSeq(message: unknown): number | null {
-  const m = message as { cmd?: unknown; act?: unknown; seq?: unknown } | null
-  return typeof m === 'object' && m !== null && m.cmd === 'NODE_CLUSTER' && m.act === 'newconn' && typeof m.seq === 'number' ? m.seq : null
+function handoff(message: unknown): { readonly seq: number; readonly key: string } | null {
+  const m = message as { cmd?: unknown; act?: unknown; seq?: unknown; key?: unknown } | null
+  return typeof m === 'object' && m !== null && m.cmd === 'NODE_CLUSTER' && m.act === 'newconn' && typeof m.seq === 'number' && typeof m.key === 'string'
+    ? { seq: m.seq, key: m.key }
+    : null
+}
+
+/** The listeners (node:cluster's keys) each guarded worker was handed a connection of. */
+const listening = new WeakMap<Worker, Set<string>>()
+
+/** Was `worker` handed a connection of node:cluster's listener `key` (so it listens there)? */
+export function handedOn(worker: Worker, key: string): boolean {
+  return listening.get(worker)?.has(key) === true
 }
 
 /** A worker's acknowledgement of hand-off `seq`: `{ cmd: 'NODE_CLUSTER', ack: seq, accepted }`. */
@@ -29,18 +42,23 @@ function ackSeq(message: unknown): number | null {
 }
 
 /**
- * Guard `worker`'s hand-offs (call right after cluster.fork). `othersTakeConnections()`: is a
- * worker other than this one still taking connections? Example:
- * `guardHandoffs(cluster.fork(env), () => ready.some((w) => w !== worker))`.
+ * Guard `worker`'s hand-offs (call right after cluster.fork). `othersTake(key)`: does a worker
+ * other than this one still take connections of listener `key` (see {@link handedOn})? Example:
+ * `guardHandoffs(worker, (key) => ready.some((w) => w !== worker && handedOn(w, key)))`.
  */
-export function guardHandoffs(worker: Worker, othersTakeConnections: () => boolean): void {
+export function guardHandoffs(worker: Worker, othersTake: (key: string) => boolean): void {
   const proc = worker.process as ChildProcess & { send: (...args: unknown[]) => boolean }
-  const pending = new Map<number, Closable>()
+  const pending = new Map<number, { readonly handle: Closable; readonly key: string }>()
+  const keys = new Set<string>()
+  listening.set(worker, keys)
   const send = proc.send
   proc.send = function (this: ChildProcess, ...args: unknown[]): boolean {
-    const seq = handoffSeq(args[0])
+    const h = handoff(args[0])
     const handle = args[1] as Closable | undefined
-    if (seq !== null && typeof handle?.close === 'function') pending.set(seq, handle)
+    if (h !== null && typeof handle?.close === 'function') {
+      pending.set(h.seq, { handle, key: h.key })
+      keys.add(h.key)
+    }
     return send.apply(this, args)
   }
   proc.on('internalMessage', (m: unknown) => {
@@ -54,8 +72,8 @@ export function guardHandoffs(worker: Worker, othersTakeConnections: () => boole
     if (worker.isConnected() || pending.size === 0) return
     const lost = [...pending]
     pending.clear()
-    for (const [seq, handle] of lost) {
-      if (othersTakeConnections()) proc.emit('internalMessage', { cmd: 'NODE_CLUSTER', ack: seq, accepted: false })
+    for (const [seq, { handle, key }] of lost) {
+      if (othersTake(key)) proc.emit('internalMessage', { cmd: 'NODE_CLUSTER', ack: seq, accepted: false })
       else handle.close()
     }
   }

@@ -109,6 +109,7 @@ export class Hub {
         const dump = ++this.#dump
         this.#dumps.set(dump, { to: from, call, from: donor })
         this.#workers.send(donor, { tether: 'dump', dump })
+        this.#workers.send(from, { tether: 'dumping', call })
         return undefined
       }
       case 'ping': return true

@@ -2,7 +2,6 @@
 // Layer 0 vocabulary: types only. Every message carries `tether` (its kind), so messages of
 // other libraries on the same channel (prom-client's metric requests) are told apart.
 import type { MoveReason } from '../routing/decision.js'
-import type { RecordCopy } from '../affinity/session-records.js'
 
 /** The environment variable that carries a worker's index and the secrets all workers share. */
 export const WORKER_ENV = 'TETHER_WORKER'
@@ -30,8 +29,20 @@ export interface WireDiscovered {
  */
 export type WireBinding = readonly [key: string, upstream: string, epoch: number, createdAt: number, lastSeen: number]
 
-/** A session record as it travels in a snapshot (see SessionRecords.copies). */
-export type WireRecord = RecordCopy
+/**
+ * What a starting worker copies of a sibling's session records (see SessionRecords.copies): an
+ * answer recorded as an entry of its own (`s`: upstream, epoch, when first and last answered),
+ * the last answer time of a pinned key (`t`), a last move (`m`: from, to, why, when) and an
+ * admin's order not done yet (`o`: to where, or null, and when it was made); and of its session
+ * table, an application cookie value's rotation grace (`g`). Times are ms.
+ */
+export type WireRecord =
+  | readonly ['s', key: string, upstream: string, epoch: number, createdAt: number, lastSeen: number]
+  | readonly ['t', key: string, at: number]
+  | readonly ['m', key: string, from: string, to: string, reason: MoveReason, at: number]
+  | readonly ['o', key: string, to: string | null, at: number]
+  /** An application cookie value replaced lately, still routed until `until` (SessionTable.rotated). */
+  | readonly ['g', key: string, upstream: string, epoch: number, until: number]
 
 /**
  * A change to the bindings as it travels: a pin (`b`, with its creation time where it was
@@ -97,6 +108,11 @@ export type ToWorker =
   | { readonly tether: 'reply'; readonly call: number; readonly value: unknown }
   /** Part of a snapshot this worker asked for with call `call` (every binding comes before any record). */
   | { readonly tether: 'snapshot-chunk'; readonly call: number; readonly entries: readonly WireBinding[]; readonly records?: readonly WireRecord[] }
+  /**
+   * The snapshot asked for with call `call` is being taken now: the sibling copies its state
+   * before it applies any write sent from here on, and has applied every one sent before.
+   */
+  | { readonly tether: 'dumping'; readonly call: number }
   /** Send your bindings as `dump-chunk`s tagged `dump`. */
   | { readonly tether: 'dump'; readonly dump: number }
   /** What the primary asks a worker: its metrics as data (answered with `answer`). */

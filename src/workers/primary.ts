@@ -16,7 +16,7 @@ import type { Logger } from '../observability/logger.js'
 import { MemoryCheckpointStore } from '../state/memory-store.js'
 import { startAdminFront } from './admin-front.js'
 import { Hub } from './hub.js'
-import { guardHandoffs } from './handoff-guard.js'
+import { guardHandoffs, handedOn } from './handoff-guard.js'
 import { isTetherMessage, WORKER_ENV, type ToPrimary, type ToWorker, type WorkerEnv } from './messages.js'
 import { workerCount } from './worker-count.js'
 import { workerExecArgv } from './worker-flags.js'
@@ -101,7 +101,7 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
     const r: Running = { worker, index, admin: null, stopping: false, rolled }
     running.set(worker.id, r)
     // a connection handed to this worker as it dies goes to another one, not left unanswered
-    guardHandoffs(worker, () => [...running.values()].some((o) => o !== r && o.admin !== null && !o.stopping && o.worker.isConnected()))
+    guardHandoffs(worker, (key) => [...running.values()].some((o) => o !== r && o.admin !== null && !o.stopping && o.worker.isConnected() && handedOn(o.worker, key)))
     // the slot's worker from now on (a crash before it is ready is a crash too: restarted,
     // backing off), except in a rolling replacement, where the worker it replaces keeps the slot
     const slot = slots[index] ??= { worker: null, crashes: 0, startedAt: 0 }

@@ -69,6 +69,8 @@ export class WorkerLink {
   #parts: WorkerParts | null = null
   /** Other workers' writes received while the snapshot comes in (see attach); null: applied at once. */
   #held: (readonly BindingWrite[])[] | null = null
+  /** The snapshot being taken (see attach): drops the writes held so far. */
+  #dumping: ((call: number) => void) | null = null
   #lead = false
 
   /** What this worker changes in every config it reads (the secrets all workers share). */
@@ -205,23 +207,33 @@ export class WorkerLink {
     if (this.#lead) parts.becomeLead()
     // the sibling takes its snapshot before it applies the writes sent from then on, which may
     // reach this worker first: they are held until the snapshot is in, then applied in order
-    // (else an unpin, a rotation or a done order from meanwhile would be undone by the copy)
+    // (else an unpin, a rotation or a done order from meanwhile would be undone by the copy);
+    // those sent before it ('dumping' marks the moment) are in the copy, and dropped
     const held: (readonly BindingWrite[])[] = []
+    let snapshot = -1
     this.#held = held
+    this.#dumping = (call) => {
+      if (call === snapshot) held.length = 0
+    }
     await new Promise<void>((resolve) => {
       const call = ++this.#call
+      snapshot = call
       const timer = setTimeout(() => this.#settle(call, null), 30_000)
       this.#calls.set(call, {
         resolve: () => {
           clearTimeout(timer)
           this.#held = null
+          this.#dumping = null
           for (const writes of held) applyWrites(parts, writes)
           resolve()
         },
         chunk: (entries, records) => {
           const now = parts.now()
           for (const [key, upstream, epoch, createdAt, lastSeen] of entries) parts.sessions.applyCopy(key, upstream, epoch, createdAt, lastSeen, now)
-          for (const r of records ?? []) parts.records.copy(r, now)
+          for (const r of records ?? []) {
+            if (r[0] === 'g') parts.sessions.copyRotation(r[1], r[2], r[3], r[4], now)
+            else parts.records.copy(r, now)
+          }
         },
       })
       this.#send({ tether: 'call', call, op: 'snapshot', args: [] })
@@ -255,6 +267,7 @@ export class WorkerLink {
       case 'suspect': return void p?.probeSoon(m.id)
       case 'reply': return this.#settle(m.call, m.value)
       case 'snapshot-chunk': return void this.#calls.get(m.call)?.chunk?.(m.entries, m.records)
+      case 'dumping': return this.#dumping?.(m.call)
       case 'dump': return this.#dump(m.dump)
       case 'ask':
         if (p === null) return this.#send({ tether: 'answer', call: m.call, value: [] })
@@ -376,6 +389,10 @@ export class WorkerLink {
       }
       for (const r of p.records.copies(now)) {
         records.push(r)
+        full()
+      }
+      for (const [key, upstream, epoch, until] of p.sessions.rotations(now)) {
+        records.push(['g', key, upstream, epoch, until])
         full()
       }
     }
