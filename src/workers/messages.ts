@@ -115,8 +115,8 @@ export type ToWorker =
   | { readonly tether: 'dumping'; readonly call: number }
   /** Send your bindings as `dump-chunk`s tagged `dump`. */
   | { readonly tether: 'dump'; readonly dump: number }
-  /** What the primary asks a worker: its metrics as data (answered with `answer`). */
-  | { readonly tether: 'ask'; readonly call: number; readonly op: 'metrics' }
+  /** What the primary asks a worker: its metrics as data, or a sign of life (answered with `answer`). */
+  | { readonly tether: 'ask'; readonly call: number; readonly op: 'metrics' | 'alive' }
   /** Run the active health checks and discovery from now on (one worker does, for all). */
   | { readonly tether: 'lead' }
   /** Re-read the config file (SIGHUP on the primary). */

@@ -1,8 +1,9 @@
 // The primary process of `workers` > 1: forks the workers (node:cluster shares the proxy
 // listener between them), restarts a crashed one with back-off, names the one that runs the
 // active health checks, relays what keeps one routing truth between them (the hub), owns the
-// admin listener, forwards SIGHUP and turns SIGTERM into a graceful stop of all, and on a
-// config change that needs a restart replaces the workers one at a time. Layer 5 wiring.
+// admin listener, forwards SIGHUP and turns SIGTERM into a graceful stop of all, on a
+// config change that needs a restart replaces the workers one at a time, and replaces a worker
+// that stopped answering (see SilenceWatch). Layer 5 wiring.
 import cluster, { type Worker } from 'node:cluster'
 import { randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
@@ -16,6 +17,7 @@ import type { Logger } from '../observability/logger.js'
 import { MemoryCheckpointStore } from '../state/memory-store.js'
 import { startAdminFront } from './admin-front.js'
 import { Hub } from './hub.js'
+import { SilenceWatch, WATCHDOG_INTERVAL, WATCHDOG_TIMEOUT } from './silence-watch.js'
 import { guardHandoffs, handedOn } from './handoff-guard.js'
 import { isTetherMessage, WORKER_ENV, type ToPrimary, type ToWorker, type WorkerEnv } from './messages.js'
 import { workerCount } from './worker-count.js'
@@ -70,6 +72,7 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
   const asks = new Map<number, (value: unknown) => void>()
   let ask = 0
   const readyWaits = new Map<number, { resolve: () => void; reject: (e: Error) => void }>()
+  const watch = new SilenceWatch()
 
   const store = config.state.store === 'memory'
     ? new MemoryCheckpointStore({ maxEntries: config.affinity.max_entries, maxBytes: config.state.max_bytes, maxTotalBytes: config.state.memory.max_bytes, clock: systemClock })
@@ -112,6 +115,7 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
     // a send to a worker that is exiting fails: that worker's exit is handled below
     worker.on('error', (err) => logger.warn({ err, child: index }, 'message to a worker failed'))
     worker.on('message', (m: unknown) => {
+      watch.heard(worker.id, Date.now())
       if (!isTetherMessage(m)) return
       const msg = m as ToPrimary
       if (msg.tether === 'ready') {
@@ -126,6 +130,7 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
     })
     worker.on('exit', (code, signal) => {
       running.delete(worker.id)
+      watch.forget(worker.id)
       hub.gone(worker.id)
       readyWaits.get(worker.id)?.reject(new Error(`worker ${index} exited before it was ready (${signal ?? `code ${code}`})`))
       readyWaits.delete(worker.id)
@@ -228,6 +233,18 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
   }
   const watcher = new ConfigWatcher(configPath, reloadAll)
   watcher.start()
+  // a worker that stopped answering (stuck, frozen) is killed; its exit restarts it as a crash
+  const watchdog = setInterval(() => {
+    const ready = started()
+    for (const id of watch.tick(Date.now(), ready.map((r) => r.worker.id))) {
+      const r = running.get(id)!
+      logger.error({ child: r.index, pid: r.worker.process.pid, silent_ms: WATCHDOG_TIMEOUT }, 'worker stopped answering; killing it')
+      watch.heard(id, Date.now()) // once: its exit follows
+      r.worker.process.kill('SIGKILL')
+    }
+    for (const r of ready) send(r.worker, { tether: 'ask', call: ++ask, op: 'alive' })
+  }, WATCHDOG_INTERVAL)
+  watchdog.unref()
 
   return new Promise<number>((resolve) => {
     const stop = (signal: string): void => {
@@ -239,6 +256,7 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
       stopping = true
       logger.info({ signal }, 'signal received: stopping the workers')
       watcher.stop()
+      clearInterval(watchdog)
       void Promise.all([...running.values()].map(retire)).then(() => admin.close()).then(() => resolve(0))
     }
     process.on('SIGTERM', () => stop('SIGTERM'))

@@ -270,6 +270,7 @@ export class WorkerLink {
       case 'dumping': return this.#dumping?.(m.call)
       case 'dump': return this.#dump(m.dump)
       case 'ask':
+        if (m.op === 'alive') return this.#send({ tether: 'answer', call: m.call, value: true })
         if (p === null) return this.#send({ tether: 'answer', call: m.call, value: [] })
         return void p.metrics().then((value) => this.#send({ tether: 'answer', call: m.call, value }), () => this.#send({ tether: 'answer', call: m.call, value: [] }))
       case 'lead':

@@ -1,0 +1,84 @@
+// A worker that stops answering (frozen with SIGSTOP here: a loop that never yields or a stalled
+// host look the same to the primary) never exits, so no crash restart would come: its
+// keep-alive clients, and the connection node:cluster last handed it, would wait for good. The
+// primary kills a worker silent for WATCHDOG_TIMEOUT and restarts it; the connection it was
+// handed goes to the other worker (src/workers/handoff-guard.ts). The real CLI, two workers.
+import t from 'tap'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { tempFile } from './fixtures/cli.js'
+import { freePort } from './fixtures/ports.js'
+import { startPrimary, workerPids } from './fixtures/primary-process.js'
+import { waitFor } from './fixtures/wait.js'
+import { SilenceWatch, WATCHDOG_INTERVAL, WATCHDOG_TIMEOUT } from '../src/workers/silence-watch.js'
+
+t.test('the silence watch: a worker silent past the timeout is named at each tick; a late tick (the primary stalled) starts every count again', async (t) => {
+  const w = new SilenceWatch(10_000, 1_000)
+  /** Ticks every second from `from` to `to`; the ids named at each. */
+  const ticks = (from: number, to: number, ids: number[]): number[][] => {
+    const named: number[][] = []
+    for (let now = from; now <= to; now += 1_000) named.push(w.tick(now, ids))
+    return named
+  }
+  t.same(w.tick(0, [1, 2]), [], 'not heard of yet: the count starts')
+  w.heard(1, 5_000)
+  t.same(ticks(1_000, 10_000, [1, 2]).flat(), [], 'silent for 10 s at most')
+  t.same(w.tick(10_500, [1, 2]), [2], 'worker 2: silent since 0')
+  t.same(w.tick(11_000, [1]), [], 'only the ids asked about')
+  t.same(w.tick(15_001, [1, 2]), [], 'this tick is over 3 intervals late: the primary itself stalled; everyone starts again')
+  t.same(ticks(16_001, 25_001, [1, 2]).flat(), [])
+  t.same(w.tick(25_002, [1, 2]), [1, 2])
+  w.forget(2)
+  t.same(w.tick(25_500, [2]), [], 'a forgotten worker starts a new count')
+})
+
+t.test('with two workers, a frozen worker is killed after the watchdog timeout and replaced; every request is answered', async (t) => {
+  const app = http.createServer((req, res) => res.end('ok'))
+  await new Promise<void>((r) => app.listen(0, '127.0.0.1', r))
+  t.teardown(() => { app.closeAllConnections(); app.close() })
+  const port = await freePort()
+  const file = tempFile('workers-watchdog.yaml', [
+    `listen: { host: 127.0.0.1, port: ${port} }`,
+    `admin: { listen: { host: 127.0.0.1, port: ${await freePort()} } }`,
+    'workers: 2',
+    'log: { level: info, access: false }',
+    'upstreams:',
+    `  - { id: app-0, url: "http://127.0.0.1:${(app.address() as AddressInfo).port}" }`,
+    '',
+  ].join('\n'))
+  const { proc, out } = await startPrimary(t, file)
+  const frozen = workerPids(proc)[1]!
+  t.teardown(() => { try { process.kill(frozen, 'SIGKILL') } catch { /* gone */ } })
+  const get = (): Promise<{ status: number; ms: number }> => new Promise((resolve) => {
+    const t0 = Date.now()
+    const req = http.get({ host: '127.0.0.1', port, agent: false }, (res) => {
+      res.resume()
+      res.on('end', () => resolve({ status: res.statusCode!, ms: Date.now() - t0 }))
+    })
+    req.setTimeout(WATCHDOG_TIMEOUT + 10_000, () => req.destroy(new Error('no answer')))
+    req.on('error', () => resolve({ status: 0, ms: Date.now() - t0 }))
+  })
+  const listening = (out().match(/"tether listening"/g) ?? []).length
+  process.kill(frozen, 'SIGSTOP')
+  const stoppedAt = Date.now()
+  // a request on a new connection every 100 ms while the worker is frozen (bounded: 40)
+  const answers: Promise<{ status: number; ms: number }>[] = []
+  for (let i = 0; i < 40; i++) {
+    answers.push(get())
+    await new Promise((r) => setTimeout(r, 100)) // the clients' pace, not a wait for the proxy
+  }
+  await waitFor(() => out().includes('"worker stopped answering; killing it"'), WATCHDOG_TIMEOUT + 10_000, 'the frozen worker to be killed')
+  const killedAfter = Date.now() - stoppedAt
+  await waitFor(() => (out().match(/"tether listening"/g) ?? []).length > listening, 15_000, 'the frozen worker to be replaced')
+  const done = await Promise.all(answers)
+  const failed = done.filter((a) => a.status !== 200)
+  const slowest = Math.max(...done.map((a) => a.ms))
+  process.stderr.write(`# workers watchdog: frozen worker killed after ${killedAfter} ms; ${done.length - failed.length} of ${done.length} requests answered, the slowest in ${slowest} ms\n`)
+  // counted from its last answer, up to one interval before it was stopped
+  t.ok(killedAfter >= WATCHDOG_TIMEOUT - WATCHDOG_INTERVAL && killedAfter < WATCHDOG_TIMEOUT + 5_000, `killed after the timeout (${killedAfter} ms)`)
+  t.same(failed, [], 'every request made while it was frozen is answered')
+  t.notOk(workerPids(proc).includes(frozen), 'the frozen process is gone')
+  t.equal(workerPids(proc).length, 2, 'two workers again')
+  proc.kill('SIGTERM')
+  await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
+})
