@@ -54,3 +54,13 @@ t.test('a hand-off the dead worker never acknowledged is refused back to node:cl
   t.equal(h4.closed, 1, 'no other worker listens there: closed, not left open')
   t.equal(c.internal.length, 0)
 })
+
+t.test("a worker listens where it asked node:cluster to (keyed as node:cluster keys it) until it closes that listener", async (t) => {
+  const w = fakeWorker()
+  guardHandoffs(w.asWorker, () => true)
+  const key = '127.0.0.1:8080:4:undefined:0' // node 20's key: address, port, address type, fd, index
+  w.proc.emit('internalMessage', { cmd: 'NODE_CLUSTER', act: 'queryServer', address: '127.0.0.1', port: 8080, addressType: 4, index: 0, seq: 0 })
+  t.ok(handedOn(w.asWorker, key), 'listening from its request on, before any connection')
+  w.proc.emit('internalMessage', { cmd: 'NODE_CLUSTER', act: 'close', key, seq: 1 })
+  t.notOk(handedOn(w.asWorker, key), 'not after it closed the listener (a worker stopping)')
+})

@@ -5,7 +5,7 @@
 // back to a free port replaces the workers as usual.
 import t from 'tap'
 import net from 'node:net'
-import { writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { tempFile } from './fixtures/cli.js'
 import { freePort } from './fixtures/ports.js'
 import { request, startPrimary, workerPids } from './fixtures/primary-process.js'
@@ -66,4 +66,34 @@ t.test('with two workers, a replacement worker that cannot start ends the roll: 
   proc.kill('SIGTERM')
   await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
   t.equal(proc.exitCode, 0, 'SIGTERM stops the primary and its workers gracefully')
+})
+
+t.test('with two workers, a worker that crashes as a roll begins is replaced once: the roll retires the one restarted meanwhile, leaving two workers', async (t) => {
+  const app = await startChildUpstream('app-0')
+  t.teardown(() => app.kill())
+  const adminPort = await freePort()
+  const yaml = (listen: number): string => [
+    `listen: { host: 127.0.0.1, port: ${listen} }`,
+    `admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }`,
+    'workers: 2',
+    'log: { level: info, access: false }',
+    'upstreams:',
+    `  - { id: app-0, url: "${app.url}" }`,
+    '',
+  ].join('\n')
+  const file = tempFile('workers-roll-crash.yaml', yaml(await freePort()))
+  const { proc, out } = await startPrimary(t, file)
+  const second = workerPids(proc).find((pid) => /"index":1/.test(readFileSync(`/proc/${pid}/environ`, 'latin1')))
+  t.ok(second !== undefined, 'the worker of slot 1')
+  // it crashes; the primary restarts it 100 ms later, while the roll (a new listen port) replaces slot 0
+  process.kill(second!, 'SIGKILL')
+  const next = await freePort()
+  writeFileSync(file, yaml(next))
+  proc.kill('SIGHUP') // the file watcher sees the change too: a second reload, with nothing new, is no second roll
+  await waitFor(() => out().includes('"workers replaced"'), 30_000, 'the roll to end')
+  t.equal((out().match(/"config change needs new workers/g) ?? []).length, 1, 'one roll')
+  t.equal((await request(`http://127.0.0.1:${next}/`, null)).status, 200, 'served on the new port')
+  t.equal(workerPids(proc).length, 2, 'two worker processes: none left over from the crash restart')
+  proc.kill('SIGTERM')
+  await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
 })

@@ -29,7 +29,16 @@ t.test('the silence watch: a worker silent past the timeout is named at each tic
   t.same(ticks(16_001, 25_001, [1, 2]).flat(), [])
   t.same(w.tick(25_002, [1, 2]), [1, 2])
   w.forget(2)
+  t.notOk(w.known(2))
   t.same(w.tick(25_500, [2]), [], 'a forgotten worker starts a new count')
+  t.ok(w.known(2))
+
+  // the primary stalled before its first check: its workers were heard long ago, their answers unread
+  const first = new SilenceWatch(10_000, 1_000)
+  first.heard(1, 0)
+  first.heard(2, 0)
+  t.same(first.tick(15_000, [1, 2]), [], 'the first tick starts every count')
+  t.same(first.tick(25_001, [1, 2]), [], 'ticks that stop coming start them again')
 })
 
 t.test('with two workers, a frozen worker is killed after the watchdog timeout and replaced; every request is answered', async (t) => {

@@ -7,8 +7,8 @@
 // connection a worker refuses (`accepted: false`, a worker closing its server) to another one.
 // This guard keeps the connections handed to a worker and not acknowledged; once that worker's
 // channel is closed (every acknowledgement it sent has been read by then), each goes to another
-// worker by that same refusal when another worker listens there (one node:cluster handed a
-// connection of that listener before, and is still taking them), else closed: a listener whose
+// worker by that same refusal when another worker listens there (it asked node:cluster for that
+// listener, or was handed a connection of it, and has not closed it), else closed: a listener whose
 // last worker went is gone in node:cluster, and a refusal would queue it there forever. Only messages of
 // that form are touched: with another form, it keeps nothing and changes nothing. Layer 3 adapter
 // (of node:cluster).
@@ -27,18 +27,28 @@ function handoff(message: unknown): { readonly seq: number; readonly key: string
     : null
 }
 
-/** The listeners (node:cluster's keys) each guarded worker was handed a connection of. */
+/**
+ * The listeners (node:cluster's keys) each guarded worker listens on: asked for (`queryServer`,
+ * keyed as node:cluster keys it), or handed a connection of, and not closed since.
+ */
 const listening = new WeakMap<Worker, Set<string>>()
 
-/** Was `worker` handed a connection of node:cluster's listener `key` (so it listens there)? */
+/** Does `worker` listen on node:cluster's listener `key` (see {@link listening})? */
 export function handedOn(worker: Worker, key: string): boolean {
   return listening.get(worker)?.has(key) === true
 }
 
-/** A worker's acknowledgement of hand-off `seq`: `{ cmd: 'NODE_CLUSTER', ack: seq, accepted }`. */
-function ackSeq(message: unknown): number | null {
-  const m = message as { cmd?: unknown; ack?: unknown } | null
-  return typeof m === 'object' && m !== null && m.cmd === 'NODE_CLUSTER' && typeof m.ack === 'number' ? m.ack : null
+/** node:cluster's internal messages from a worker: an acknowledgement, a listener opened or closed. */
+interface FromWorker {
+  readonly cmd?: unknown
+  readonly ack?: unknown
+  readonly act?: unknown
+  readonly key?: unknown
+  readonly address?: unknown
+  readonly port?: unknown
+  readonly addressType?: unknown
+  readonly fd?: unknown
+  readonly index?: unknown
 }
 
 /**
@@ -61,9 +71,12 @@ export function guardHandoffs(worker: Worker, othersTake: (key: string) => boole
     }
     return send.apply(this, args)
   }
-  proc.on('internalMessage', (m: unknown) => {
-    const seq = ackSeq(m)
-    if (seq !== null) pending.delete(seq)
+  proc.on('internalMessage', (message: unknown) => {
+    const m = message as FromWorker | null
+    if (typeof m !== 'object' || m === null || m.cmd !== 'NODE_CLUSTER') return
+    if (typeof m.ack === 'number') pending.delete(m.ack)
+    if (m.act === 'queryServer') keys.add(`${String(m.address)}:${String(m.port)}:${String(m.addressType)}:${String(m.fd)}:${String(m.index)}`)
+    else if (m.act === 'close' && typeof m.key === 'string') keys.delete(m.key)
   })
   // node:cluster takes the worker off its listeners once its channel is closed, before it emits
   // 'exit' or 'disconnect', whichever comes then (a channel broken by a send to the dead

@@ -115,7 +115,7 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
     // a send to a worker that is exiting fails: that worker's exit is handled below
     worker.on('error', (err) => logger.warn({ err, child: index }, 'message to a worker failed'))
     worker.on('message', (m: unknown) => {
-      watch.heard(worker.id, Date.now())
+      watch.heard(worker.id, performance.now())
       if (!isTetherMessage(m)) return
       const msg = m as ToPrimary
       if (msg.tether === 'ready') {
@@ -170,14 +170,16 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
 
   /** Replace every worker, one at a time: the new one is started and ready before the old one stops. */
   const roll = async (count: number): Promise<void> => {
-    const old = [...running.values()].filter((r) => !r.stopping).sort((a, b) => a.index - b.index)
-    for (let index = 0; index < Math.max(count, old.length); index++) {
-      const previous = old.find((r) => r.index === index)
+    const slotsBefore = [...running.values()].filter((r) => !r.stopping).reduce((n, r) => Math.max(n, r.index + 1), 0)
+    for (let index = 0; index < Math.max(count, slotsBefore); index++) {
+      // the workers of this slot now (one restarted after a crash during the roll included)
+      const previous = [...running.values()].filter((r) => r.index === index && !r.stopping)
       if (index < count) await fork(index, true)
-      if (previous !== undefined) await retire(previous)
+      for (const r of previous) await retire(r)
     }
     slots.length = count
     chooseLead()
+    logger.info({ workers: count }, 'workers replaced')
   }
 
   const count = workerCount(config.workers)
@@ -219,7 +221,8 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
     const nextCount = workerCount(next.workers)
     if (needsRestart.includes('admin')) logger.warn('admin: a change of the admin listener needs a restart of the primary')
     config = next
-    if (restart.length === 0 && nextCount === started().length) return
+    // the slots, not the workers up now: a worker restarting after a crash is no reason for a roll
+    if (restart.length === 0 && nextCount === slots.length) return
     logger.info({ sections: restart, workers: nextCount }, 'config change needs new workers: replacing them one at a time')
     rolling = (rolling ?? Promise.resolve()).then(() => roll(nextCount)).catch((err: unknown) => logger.error(
       { err: (err as Error).message, sections: restart },
@@ -234,15 +237,18 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
   const watcher = new ConfigWatcher(configPath, reloadAll)
   watcher.start()
   // a worker that stopped answering (stuck, frozen) is killed; its exit restarts it as a crash
+  // (or fails the start it was in). A starting worker is watched once it has been heard from (a
+  // slow start is not a silence); a stopping one has its own deadline (retire).
   const watchdog = setInterval(() => {
-    const ready = started()
-    for (const id of watch.tick(Date.now(), ready.map((r) => r.worker.id))) {
+    const now = performance.now()
+    const watched = [...running.values()].filter((r) => !r.stopping && (r.admin !== null || watch.known(r.worker.id)))
+    for (const id of watch.tick(now, watched.map((r) => r.worker.id))) {
       const r = running.get(id)!
       logger.error({ child: r.index, pid: r.worker.process.pid, silent_ms: WATCHDOG_TIMEOUT }, 'worker stopped answering; killing it')
-      watch.heard(id, Date.now()) // once: its exit follows
+      watch.heard(id, now) // once: its exit follows
       r.worker.process.kill('SIGKILL')
     }
-    for (const r of ready) send(r.worker, { tether: 'ask', call: ++ask, op: 'alive' })
+    for (const r of running.values()) if (!r.stopping) send(r.worker, { tether: 'ask', call: ++ask, op: 'alive' })
   }, WATCHDOG_INTERVAL)
   watchdog.unref()
 

@@ -30,6 +30,11 @@ export class SilenceWatch {
     this.#heard.set(id, now)
   }
 
+  /** Has worker `id` been heard from (since it was last forgotten)? */
+  known(id: number): boolean {
+    return this.#heard.has(id)
+  }
+
   /** Worker `id` is gone (exited, or retired). */
   forget(id: number): void {
     this.#heard.delete(id)
@@ -37,11 +42,12 @@ export class SilenceWatch {
 
   /**
    * The workers of `ids` silent for longer than the timeout at `now`. A worker not heard of yet
-   * starts its count now; so does every worker when this tick comes over three intervals late
-   * (this process itself stalled: the workers' answers may be unread yet).
+   * starts its count now; so does every worker at the first tick and when a tick comes over
+   * three intervals late (this process itself stalled: the workers' answers may be unread yet).
+   * Times are monotonic ms (performance.now()): a wall clock stepped back would hide a silence.
    */
   tick(now: number, ids: Iterable<number>): number[] {
-    const stalled = now - this.#lastTick > 3 * this.#interval
+    const stalled = !(now - this.#lastTick <= 3 * this.#interval)
     this.#lastTick = now
     const silent: number[] = []
     for (const id of ids) {
