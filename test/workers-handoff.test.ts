@@ -6,29 +6,20 @@
 // A request the dying worker had accepted may fail (it was in flight there); none may hang.
 import t from 'tap'
 import http from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { tempFile } from './fixtures/cli.js'
 import { freePort } from './fixtures/ports.js'
-import { startPrimary, workerPids } from './fixtures/primary-process.js'
+import { startPrimary, twoWorkersYaml, workerPids } from './fixtures/primary-process.js'
+import { startUpstream } from './fixtures/upstream.js'
 import { waitFor } from './fixtures/wait.js'
 
 /** How long a request may take before it counts as hanging (a proxied answer here takes ms). */
 const HANG = 3_000
 
 t.test('with two workers, no connection that arrives as a worker is SIGKILLed is left unanswered', async (t) => {
-  const app = http.createServer((req, res) => res.end('ok'))
-  await new Promise<void>((r) => app.listen(0, '127.0.0.1', r))
-  t.teardown(() => { app.closeAllConnections(); app.close() })
+  const app = await startUpstream('app-0')
+  t.teardown(() => app.close())
   const port = await freePort()
-  const file = tempFile('workers-handoff.yaml', [
-    `listen: { host: 127.0.0.1, port: ${port} }`,
-    `admin: { listen: { host: 127.0.0.1, port: ${await freePort()} } }`,
-    'workers: 2',
-    'log: { level: info, access: false }',
-    'upstreams:',
-    `  - { id: app-0, url: "http://127.0.0.1:${(app.address() as AddressInfo).port}" }`,
-    '',
-  ].join('\n'))
+  const file = tempFile('workers-handoff.yaml', twoWorkersYaml(port, await freePort(), app.url))
   const { proc, out } = await startPrimary(t, file)
 
   /** One GET on a new connection: 'ok', 'failed' (an error or a status other than 200) or 'hung'. */

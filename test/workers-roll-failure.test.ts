@@ -8,7 +8,7 @@ import net from 'node:net'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { tempFile } from './fixtures/cli.js'
 import { freePort } from './fixtures/ports.js'
-import { request, startPrimary, workerPids } from './fixtures/primary-process.js'
+import { request, startPrimary, twoWorkersYaml, workerPids } from './fixtures/primary-process.js'
 import { startChildUpstream } from './fixtures/child-upstream.js'
 import { waitFor } from './fixtures/wait.js'
 
@@ -21,15 +21,7 @@ t.test('with two workers, a replacement worker that cannot start ends the roll: 
   const takenPort = (taken.address() as net.AddressInfo).port
   const port = await freePort()
   const adminPort = await freePort()
-  const yaml = (listen: number): string => [
-    `listen: { host: 127.0.0.1, port: ${listen} }`,
-    `admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }`,
-    'workers: 2',
-    'log: { level: info, access: false }',
-    'upstreams:',
-    `  - { id: app-0, url: "${app.url}" }`,
-    '',
-  ].join('\n')
+  const yaml = (listen: number): string => twoWorkersYaml(listen, adminPort, app.url)
   const file = tempFile('workers-roll-failure.yaml', yaml(port))
   const { proc, out } = await startPrimary(t, file)
   const pids = workerPids(proc)
@@ -72,15 +64,7 @@ t.test('with two workers, a worker that crashes as a roll begins is replaced onc
   const app = await startChildUpstream('app-0')
   t.teardown(() => app.kill())
   const adminPort = await freePort()
-  const yaml = (listen: number): string => [
-    `listen: { host: 127.0.0.1, port: ${listen} }`,
-    `admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }`,
-    'workers: 2',
-    'log: { level: info, access: false }',
-    'upstreams:',
-    `  - { id: app-0, url: "${app.url}" }`,
-    '',
-  ].join('\n')
+  const yaml = (listen: number): string => twoWorkersYaml(listen, adminPort, app.url)
   const file = tempFile('workers-roll-crash.yaml', yaml(await freePort()))
   const { proc, out } = await startPrimary(t, file)
   const second = workerPids(proc).find((pid) => /"index":1/.test(readFileSync(`/proc/${pid}/environ`, 'latin1')))

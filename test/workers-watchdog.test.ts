@@ -5,10 +5,10 @@
 // handed goes to the other worker (src/workers/handoff-guard.ts). The real CLI, two workers.
 import t from 'tap'
 import http from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { tempFile } from './fixtures/cli.js'
 import { freePort } from './fixtures/ports.js'
-import { startPrimary, workerPids } from './fixtures/primary-process.js'
+import { startPrimary, twoWorkersYaml, workerPids } from './fixtures/primary-process.js'
+import { startUpstream } from './fixtures/upstream.js'
 import { waitFor } from './fixtures/wait.js'
 import { SilenceWatch, WATCHDOG_INTERVAL, WATCHDOG_TIMEOUT } from '../src/workers/silence-watch.js'
 
@@ -42,19 +42,10 @@ t.test('the silence watch: a worker silent past the timeout is named at each tic
 })
 
 t.test('with two workers, a frozen worker is killed after the watchdog timeout and replaced; every request is answered', async (t) => {
-  const app = http.createServer((req, res) => res.end('ok'))
-  await new Promise<void>((r) => app.listen(0, '127.0.0.1', r))
-  t.teardown(() => { app.closeAllConnections(); app.close() })
+  const app = await startUpstream('app-0')
+  t.teardown(() => app.close())
   const port = await freePort()
-  const file = tempFile('workers-watchdog.yaml', [
-    `listen: { host: 127.0.0.1, port: ${port} }`,
-    `admin: { listen: { host: 127.0.0.1, port: ${await freePort()} } }`,
-    'workers: 2',
-    'log: { level: info, access: false }',
-    'upstreams:',
-    `  - { id: app-0, url: "http://127.0.0.1:${(app.address() as AddressInfo).port}" }`,
-    '',
-  ].join('\n'))
+  const file = tempFile('workers-watchdog.yaml', twoWorkersYaml(port, await freePort(), app.url))
   const { proc, out } = await startPrimary(t, file)
   const frozen = workerPids(proc)[1]!
   t.teardown(() => { try { process.kill(frozen, 'SIGKILL') } catch { /* gone */ } })
