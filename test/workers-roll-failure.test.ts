@@ -81,3 +81,59 @@ t.test('with two workers, a worker that crashes as a roll begins is replaced onc
   proc.kill('SIGTERM')
   await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
 })
+
+/** The slot (index) of worker process `pid`, from the environment its primary gave it; null when it is gone. */
+function slotOf(pid: number): number | null {
+  try {
+    return Number(/"index":(\d+)/.exec(readFileSync(`/proc/${pid}/environ`, 'latin1'))?.[1] ?? NaN)
+  } catch {
+    return null
+  }
+}
+
+t.test('with two workers, a scale-up whose new worker dies while it starts is completed by the next reload', async (t) => {
+  const app = await startChildUpstream('app-0')
+  t.teardown(() => app.kill())
+  const port = await freePort()
+  const adminPort = await freePort()
+  const file = tempFile('workers-scale-up.yaml', twoWorkersYaml(port, adminPort, app.url))
+  const { proc, out } = await startPrimary(t, file)
+  writeFileSync(file, twoWorkersYaml(port, adminPort, app.url).replace('workers: 2', 'workers: 3'))
+  let third: number | undefined
+  await waitFor(() => (third = workerPids(proc).find((pid) => slotOf(pid) === 2)) !== undefined, 20_000, 'the third worker to be forked', 1)
+  process.kill(third!, 'SIGKILL') // killed while it starts (out of memory, the watchdog)
+  await waitFor(() => out().includes('replacing the workers failed'), 20_000, 'the roll to fail')
+  t.equal(workerPids(proc).length, 2)
+  proc.kill('SIGHUP') // the config still says 3
+  await waitFor(() => out().includes('"workers replaced"'), 30_000, 'a second roll to fill the empty slot')
+  t.equal(workerPids(proc).length, 3, 'three workers')
+  proc.kill('SIGTERM')
+  await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
+})
+
+t.test('with two workers, a roll that retires a worker still starting (restarted after a crash) stops it gracefully once it has started', async (t) => {
+  const app = await startChildUpstream('app-0')
+  t.teardown(() => app.kill())
+  const adminPort = await freePort()
+  const file = tempFile('workers-roll-starting.yaml', twoWorkersYaml(await freePort(), adminPort, app.url))
+  const { proc, out } = await startPrimary(t, file)
+  const before = workerPids(proc)
+  process.kill(before.find((pid) => slotOf(pid) === 1)!, 'SIGKILL')
+  let restarted: number | undefined
+  await waitFor(() => (restarted = workerPids(proc).find((pid) => !before.includes(pid))) !== undefined, 10_000, 'the crashed worker to be restarted', 1)
+  process.kill(restarted!, 'SIGSTOP') // held while it starts
+  t.teardown(() => { try { process.kill(restarted!, 'SIGKILL') } catch { /* gone */ } })
+  const stopping = (): number => (out().match(/"stopping a worker"/g) ?? []).length
+  writeFileSync(file, twoWorkersYaml(await freePort(), adminPort, app.url))
+  proc.kill('SIGHUP')
+  // slot 0 replaced, then slot 1's new worker started and the restarted one asked to stop
+  await waitFor(() => out().includes(`"stopping a worker"`) && out().split('\n').some((l) => l.includes('"stopping a worker"') && l.includes(`"pid":${restarted}`)), 30_000, 'the roll to retire the restarted worker')
+  t.ok(stopping() >= 2)
+  process.kill(restarted!, 'SIGCONT')
+  await waitFor(() => out().includes('"workers replaced"'), 30_000, 'the roll to end')
+  const own = out().split('\n').filter((l) => l.includes('"worker":1') && l.includes('"worker stopping"') && l.includes('asked by the primary'))
+  t.ok(own.length >= 1, 'the restarted worker stopped gracefully (its stop, sent while it started, was not lost)')
+  t.equal(workerPids(proc).length, 2)
+  proc.kill('SIGTERM')
+  await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
+})

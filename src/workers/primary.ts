@@ -43,9 +43,12 @@ const BACKOFF_MAX = 30_000
 const STABLE_AFTER = 60_000
 
 interface Slot {
+  /** The slot's worker (null: none, after a roll's new worker failed where no old one was left). */
   worker: Worker | null
   crashes: number
   startedAt: number
+  /** Its worker crashed and is restarted after the back-off. */
+  restarting: boolean
 }
 
 interface Running {
@@ -107,7 +110,7 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
     guardHandoffs(worker, (key) => [...running.values()].some((o) => o !== r && o.admin !== null && !o.stopping && o.worker.isConnected() && handedOn(o.worker, key)))
     // the slot's worker from now on (a crash before it is ready is a crash too: restarted,
     // backing off), except in a rolling replacement, where the worker it replaces keeps the slot
-    const slot = slots[index] ??= { worker: null, crashes: 0, startedAt: 0 }
+    const slot = slots[index] ??= { worker: null, crashes: 0, startedAt: 0, restarting: false }
     const before = slot.worker
     slot.worker = worker
     slot.startedAt = Date.now()
@@ -122,6 +125,9 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
         r.admin = msg.admin
         readyWaits.get(worker.id)?.resolve()
         readyWaits.delete(worker.id)
+        // asked to stop while it started (a roll retiring a restarted worker): a starting worker
+        // may not have read that yet, or handles no stop before it is ready
+        if (r.stopping) return send(worker, { tether: 'stop' })
         chooseLead()
       } else if (msg.tether === 'answer') {
         asks.get(msg.call)?.(msg.value)
@@ -132,7 +138,8 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
       running.delete(worker.id)
       watch.forget(worker.id)
       hub.gone(worker.id)
-      readyWaits.get(worker.id)?.reject(new Error(`worker ${index} exited before it was ready (${signal ?? `code ${code}`})`))
+      // one stopped while it started (a roll retiring a restarted worker) did not fail
+      if (!r.stopping) readyWaits.get(worker.id)?.reject(new Error(`worker ${index} exited before it was ready (${signal ?? `code ${code}`})`))
       readyWaits.delete(worker.id)
       if (lead === worker.id) {
         lead = null
@@ -141,13 +148,17 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
       if (r.stopping || stopping) return
       if (slot.worker !== worker) return // replaced already
       if (r.rolled && r.admin === null) {
-        slot.worker = before // the roll stops here (its caller says so); the old worker serves on
+        // the roll stops here (its caller says so); the old worker serves on, if there is one
+        // (else the slot is empty, and the next reload fills it)
+        slot.worker = before !== null && !before.isDead() ? before : null
         return
       }
       slot.crashes = Date.now() - slot.startedAt > STABLE_AFTER ? 1 : slot.crashes + 1
       const delay = Math.min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (slot.crashes - 1))
       logger.error({ child: index, pid: worker.process.pid, code, signal, restart_in_ms: delay }, 'worker died; restarting it')
+      slot.restarting = true
       setTimeout(() => {
+        slot.restarting = false
         if (stopping || slots[index]?.worker !== worker) return
         fork(index).catch((err: unknown) => logger.error({ err, child: index }, 'worker restart failed'))
       }, delay).unref()
@@ -164,17 +175,20 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
     }
     if (r.worker.isDead()) return resolve()
     r.worker.once('exit', () => resolve())
+    logger.info({ child: r.index, pid: r.worker.process.pid }, 'stopping a worker')
     send(r.worker, { tether: 'stop' })
     setTimeout(() => r.worker.process.kill('SIGKILL'), config.shutdown.grace_period + 5_000).unref()
   })
 
   /** Replace every worker, one at a time: the new one is started and ready before the old one stops. */
   const roll = async (count: number): Promise<void> => {
-    const slotsBefore = [...running.values()].filter((r) => !r.stopping).reduce((n, r) => Math.max(n, r.index + 1), 0)
+    // every slot, one whose worker is waiting to restart after a crash included
+    const slotsBefore = [...running.values()].filter((r) => !r.stopping).reduce((n, r) => Math.max(n, r.index + 1), slots.length)
     for (let index = 0; index < Math.max(count, slotsBefore); index++) {
       // the workers of this slot now (one restarted after a crash during the roll included)
       const previous = [...running.values()].filter((r) => r.index === index && !r.stopping)
       if (index < count) await fork(index, true)
+      else if (slots[index] !== undefined) slots[index]!.worker = null // a slot going away: no restart
       for (const r of previous) await retire(r)
     }
     slots.length = count
@@ -221,8 +235,10 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
     const nextCount = workerCount(next.workers)
     if (needsRestart.includes('admin')) logger.warn('admin: a change of the admin listener needs a restart of the primary')
     config = next
-    // the slots, not the workers up now: a worker restarting after a crash is no reason for a roll
-    if (restart.length === 0 && nextCount === slots.length) return
+    // the slots, not the workers up now: a worker restarting after a crash is no reason for a
+    // roll; an empty slot (a roll's new worker failed there) is
+    const filled = (i: number): boolean => { const w = slots[i]?.worker ?? null; return w !== null && (!w.isDead() || slots[i]!.restarting) }
+    if (restart.length === 0 && nextCount === slots.length && Array.from({ length: nextCount }, (_, i) => i).every(filled)) return
     logger.info({ sections: restart, workers: nextCount }, 'config change needs new workers: replacing them one at a time')
     rolling = (rolling ?? Promise.resolve()).then(() => roll(nextCount)).catch((err: unknown) => logger.error(
       { err: (err as Error).message, sections: restart },
