@@ -99,10 +99,12 @@ t.test('with two workers, a scale-up whose new worker dies while it starts is co
   const file = tempFile('workers-scale-up.yaml', twoWorkersYaml(port, adminPort, app.url))
   const { proc, out } = await startPrimary(t, file)
   writeFileSync(file, twoWorkersYaml(port, adminPort, app.url).replace('workers: 2', 'workers: 3'))
+  proc.kill('SIGHUP') // with the file watcher: two reloads of one change
   let third: number | undefined
   await waitFor(() => (third = workerPids(proc).find((pid) => slotOf(pid) === 2)) !== undefined, 20_000, 'the third worker to be forked', 1)
   process.kill(third!, 'SIGKILL') // killed while it starts (out of memory, the watchdog)
   await waitFor(() => out().includes('replacing the workers failed'), 20_000, 'the roll to fail')
+  t.equal((out().match(/"config change needs new workers/g) ?? []).length, 1, 'one roll for the two reloads of one change')
   t.equal(workerPids(proc).length, 2)
   proc.kill('SIGHUP') // the config still says 3
   await waitFor(() => out().includes('"workers replaced"'), 30_000, 'a second roll to fill the empty slot')

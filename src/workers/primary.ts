@@ -72,6 +72,8 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
   let lead: number | null = null
   let stopping = false
   let rolling: Promise<void> | null = null
+  /** The worker count the queued rolls lead to (null: no roll queued or running). */
+  let rollingTo: number | null = null
   const asks = new Map<number, (value: unknown) => void>()
   let ask = 0
   const readyWaits = new Map<number, { resolve: () => void; reject: (e: Error) => void }>()
@@ -158,7 +160,7 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
       logger.error({ child: index, pid: worker.process.pid, code, signal, restart_in_ms: delay }, 'worker died; restarting it')
       slot.restarting = true
       setTimeout(() => {
-        slot.restarting = false
+        if (slots[index]?.worker === worker) slot.restarting = false // (a later worker's restart may be pending)
         if (stopping || slots[index]?.worker !== worker) return
         fork(index).catch((err: unknown) => logger.error({ err, child: index }, 'worker restart failed'))
       }, delay).unref()
@@ -185,10 +187,12 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
     // every slot, one whose worker is waiting to restart after a crash included
     const slotsBefore = [...running.values()].filter((r) => !r.stopping).reduce((n, r) => Math.max(n, r.index + 1), slots.length)
     for (let index = 0; index < Math.max(count, slotsBefore); index++) {
+      if (stopping) return // shutting down: no new worker
       // the workers of this slot now (one restarted after a crash during the roll included)
       const previous = [...running.values()].filter((r) => r.index === index && !r.stopping)
       if (index < count) await fork(index, true)
       else if (slots[index] !== undefined) slots[index]!.worker = null // a slot going away: no restart
+      if (stopping) return
       for (const r of previous) await retire(r)
     }
     slots.length = count
@@ -237,13 +241,19 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
     config = next
     // the slots, not the workers up now: a worker restarting after a crash is no reason for a
     // roll; an empty slot (a roll's new worker failed there) is
+    // roll; an empty slot (a roll's new worker failed there) is. While a roll runs, the count it
+    // leads to (a second reload of the same change, the file watcher's and SIGHUP's, is no second roll)
     const filled = (i: number): boolean => { const w = slots[i]?.worker ?? null; return w !== null && (!w.isDead() || slots[i]!.restarting) }
-    if (restart.length === 0 && nextCount === slots.length && Array.from({ length: nextCount }, (_, i) => i).every(filled)) return
+    if (restart.length === 0 && (rollingTo !== null ? nextCount === rollingTo : nextCount === slots.length && Array.from({ length: nextCount }, (_, i) => i).every(filled))) return
     logger.info({ sections: restart, workers: nextCount }, 'config change needs new workers: replacing them one at a time')
-    rolling = (rolling ?? Promise.resolve()).then(() => roll(nextCount)).catch((err: unknown) => logger.error(
+    rollingTo = nextCount
+    const queued = (rolling ?? Promise.resolve()).then(() => roll(nextCount)).catch((err: unknown) => logger.error(
       { err: (err as Error).message, sections: restart },
       'replacing the workers failed: a new worker did not start (its error is logged above); the workers not yet replaced keep running with these sections as before; fix the config and reload',
-    ))
+    )).finally(() => {
+      if (rolling === queued) rollingTo = null // the last roll queued has ended
+    })
+    rolling = queued
   }
   /** Every worker re-reads the file at once (their live changes), then the primary sees what needs new workers. */
   const reloadAll = (): void => {
