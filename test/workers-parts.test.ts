@@ -29,8 +29,9 @@ t.test('workers: auto is the CPUs the cgroup quota allows, rounded up, never mor
 
 function hubWith(ids: number[], store: MemoryCheckpointStore | null = null) {
   const sent: [number, ToWorker][] = []
-  const hub = new Hub({ ids: () => ids, donor: (except) => ids.find((i) => i !== except) ?? null, send: (id, m) => void sent.push([id, m]), lead: () => ids[0] ?? null }, store)
-  return { hub, sent }
+  const w = { hub: null as unknown as Hub, sent, ids }
+  w.hub = new Hub({ ids: () => w.ids, donor: (except) => w.ids.find((i) => i !== except) ?? null, send: (id, m) => void sent.push([id, m]), lead: () => w.ids[0] ?? null }, store)
+  return w
 }
 
 t.test('pins, unpins and rotations are sent to every other worker before the sender is acknowledged', async (t) => {
@@ -51,7 +52,8 @@ t.test('pins, unpins and rotations are sent to every other worker before the sen
 })
 
 t.test('a starting worker gets its sibling bindings in chunks, then the reply', async (t) => {
-  const { hub, sent } = hubWith([1, 2])
+  const two = hubWith([1, 2])
+  const { hub, sent } = two
   hub.receive(2, { tether: 'call', call: 5, op: 'snapshot', args: [] })
   const dump = sent.find(([id, m]) => id === 1 && m.tether === 'dump')
   t.ok(dump, 'the sibling is asked for a dump')
@@ -67,8 +69,34 @@ t.test('a starting worker gets its sibling bindings in chunks, then the reply', 
   ])
   sent.length = 0
   hub.receive(2, { tether: 'call', call: 6, op: 'snapshot', args: [] })
+  two.ids = [2]
   hub.gone(1)
-  t.same(sent.at(-1), [2, { tether: 'reply', call: 6, value: null }], 'a donor that dies ends the snapshot')
+  t.same(sent.at(-1), [2, { tether: 'reply', call: 6, value: null }], 'a donor that dies with no other sibling ends the snapshot')
+
+  // three workers: the donor dies mid-dump, another sibling sends it all again
+  const three = hubWith([1, 2, 3])
+  three.hub.receive(3, { tether: 'call', call: 9, op: 'snapshot', args: [] })
+  const first = (three.sent.find(([id, m]) => id === 1 && m.tether === 'dump')![1] as { dump: number }).dump
+  three.hub.receive(1, { tether: 'dump-chunk', dump: first, entries: [['a', 'app-0', 0, 1, 2]], done: false })
+  three.sent.length = 0
+  three.ids = [2, 3]
+  three.hub.gone(1)
+  t.same(three.sent.map(([id, m]) => [id, m.tether]), [[2, 'dump'], [3, 'dumping']], 'a donor that dies mid-dump: the next sibling is asked, the asker told when')
+  t.same(three.sent[1], [3, { tether: 'dumping', call: 9 }], 'for the same call')
+  const second = (three.sent[0]![1] as { dump: number }).dump
+  three.sent.length = 0
+  three.hub.receive(1, { tether: 'dump-chunk', dump: first, entries: [['late', 'app-0', 0, 1, 2]], done: true })
+  t.same(three.sent, [], "the dead donor's last chunks are dropped")
+  three.hub.receive(2, { tether: 'dump-chunk', dump: second, entries: [['a', 'app-0', 0, 1, 2], ['b', 'app-1', 0, 1, 2]], done: true })
+  t.same(three.sent, [
+    [3, { tether: 'snapshot-chunk', call: 9, entries: [['a', 'app-0', 0, 1, 2], ['b', 'app-1', 0, 1, 2]] }],
+    [3, { tether: 'reply', call: 9, value: null }],
+  ], 'the second sibling answers the call')
+  three.sent.length = 0
+  three.hub.receive(2, { tether: 'call', call: 10, op: 'snapshot', args: [] })
+  three.sent.length = 0
+  three.hub.gone(2)
+  t.same(three.sent, [], 'a worker that dies while it asks: nothing more is sent for it')
   const alone = hubWith([1])
   alone.hub.receive(1, { tether: 'call', call: 1, op: 'snapshot', args: [] })
   await new Promise((r) => setImmediate(r))
@@ -370,4 +398,27 @@ t.test("other workers' writes that reach a starting worker before its snapshot a
   t.match(sessions.peek('old-build', 50_000), { upstream: 'app-0', createdAt: 43_000, lastSeen: 43_000 }, 'an entry without times: copied as used now, no later than the copy listed before it')
   deliver({ tether: 'written', writes: [['b', 'later', 'app-0', 0, 50_000]] })
   t.ok(sessions.peek('later', 50_000), 'after the snapshot, writes apply at once')
+})
+
+t.test('a sibling that dies while it sends the snapshot: writes held since are applied when the next one takes it, and its copy fills in the rest', async (t) => {
+  const sent: { tether: string; call?: number; op?: string }[] = []
+  let deliver: (m: unknown) => void = () => undefined
+  const link = new WorkerLink({ send: (m) => void sent.push(m as never), onMessage: (fn) => { deliver = fn } }, undefined, 600_000)
+  const sessions = new SessionTable({ maxEntries: 10, idleTimeout: 60_000, absoluteTimeout: null, sink: link.bindings.sink() })
+  const records = new SessionRecords({ maxEntries: 10, idleTimeout: 60_000, secret: null, pins: sessions.table })
+  const attached = link.attach({ sessions, records, applyProbe: () => undefined, becomeLead: () => undefined, discovered: () => undefined, probeSoon: () => undefined, now: () => 50_000, metrics: () => Promise.resolve([]) })
+  const call = sent.find((m) => m.op === 'snapshot')!.call
+  deliver({ tether: 'dumping', call })
+  // the first sibling sends a part, then dies; this write was made after its copy
+  deliver({ tether: 'snapshot-chunk', call, entries: [['moved', 'app-0', 0, 10_000, 45_000]] })
+  deliver({ tether: 'written', writes: [['b', 'moved', 'app-2', 3, 40_000]] })
+  // the second sibling applied that write before its copy: it has moved at app-2 too
+  deliver({ tether: 'dumping', call })
+  deliver({ tether: 'written', writes: [['u', 'other']] })
+  deliver({ tether: 'snapshot-chunk', call, entries: [['moved', 'app-2', 3, 40_000, 46_000], ['other', 'app-1', 0, 20_000, 44_000], ['rest', 'app-1', 0, 20_000, 43_000]] })
+  deliver({ tether: 'reply', call, value: null })
+  await attached
+  t.match(sessions.peek('moved', 50_000), { upstream: 'app-2', epoch: 3 }, 'the move made between the two copies stands (the first copy had the key before it)')
+  t.equal(sessions.peek('other', 50_000), null, 'an unpin made after the second copy is not undone by it')
+  t.match(sessions.peek('rest', 50_000), { upstream: 'app-1' }, 'what the first sibling had not sent comes from the second')
 })

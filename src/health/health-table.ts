@@ -305,11 +305,13 @@ export class HealthTable {
    * Stops new sessions to `id`; existing ones continue (until idle, or `drain_timeout`). With
    * `migrate`, they also move at their first request after an idle gap (the router reads
    * {@link drainMigrates}); a drain in progress can be made to migrate, never the reverse.
+   * `since`: when the drain began, if before now (a drain another replica or worker made; its
+   * `drain_timeout` and `min_idle` then count from the same moment there as here).
    * Returns false for an unknown id. Example: `health.drain('app-1', true)`.
    */
-  drain(id: string, migrate = false): boolean {
+  drain(id: string, migrate = false, since?: number): boolean {
     return this.#set(id, 'drain', migrate ? 'draining, users migrate' : 'draining', (e, now) => {
-      e.drainingSince ??= now
+      e.drainingSince ??= since !== undefined && Number.isFinite(since) ? Math.min(since, now) : now
       e.migrate ||= migrate
     })
   }

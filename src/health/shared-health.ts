@@ -37,31 +37,42 @@ export class SharedHealth {
   async start(): Promise<void> {
     // subscribed first: a change made after the read below is then received, not missed
     await this.#channel.subscribe((m) => this.#receive(m))
-    for (const [id, how] of await this.#channel.members(DRAINS)) this.#apply({ kind: 'drain', id, migrate: how === 'migrate' })
+    for (const [id, how] of await this.#channel.members(DRAINS)) {
+      // `migrate@1764086400000` (how, @ when it began); a bare `migrate` or `stay` (an older
+      // Tether's) began now
+      const at = how.indexOf('@')
+      this.#apply({ kind: 'drain', id, migrate: (at < 0 ? how : how.slice(0, at)) === 'migrate', since: at < 0 ? undefined : Number(how.slice(at + 1)) })
+    }
   }
 
-  /** Tell the other replicas (`migrate`: a drain that migrates its users); a drain is also recorded for replicas that start later. */
+  /**
+   * Tell the other replicas (`migrate`: a drain that migrates its users); a drain is also
+   * recorded for replicas that start later. Both carry when the drain began here, so its
+   * `drain_timeout` and `min_idle` count from then everywhere.
+   */
   tell(kind: 'down' | 'drain' | 'undrain', id: string, migrate = false): void {
-    void this.#channel.publish(JSON.stringify({ from: this.#self, kind, id, ...(migrate ? { migrate } : {}) }))
-    if (kind !== 'down') void this.#channel.remember(DRAINS, id, kind === 'drain' ? (migrate ? 'migrate' : 'stay') : null)
+    const since = kind === 'drain' ? this.#health.drainingSince(id) ?? undefined : undefined
+    void this.#channel.publish(JSON.stringify({ from: this.#self, kind, id, ...(migrate ? { migrate } : {}), ...(since !== undefined ? { since } : {}) }))
+    if (kind === 'drain') void this.#channel.remember(DRAINS, id, `${migrate ? 'migrate' : 'stay'}${since !== undefined ? `@${since}` : ''}`)
+    else if (kind === 'undrain') void this.#channel.remember(DRAINS, id, null)
   }
 
   #receive(message: string): void {
-    let m: { from?: unknown; kind?: unknown; id?: unknown; migrate?: unknown }
+    let m: { from?: unknown; kind?: unknown; id?: unknown; migrate?: unknown; since?: unknown }
     try {
       m = JSON.parse(message) as typeof m
     } catch {
       return
     }
     if (m.from === this.#self || typeof m.id !== 'string') return
-    this.#apply({ kind: m.kind, id: m.id, migrate: m.migrate === true })
+    this.#apply({ kind: m.kind, id: m.id, migrate: m.migrate === true, since: typeof m.since === 'number' ? m.since : undefined })
   }
 
-  #apply(m: { kind: unknown; id: string; migrate: boolean }): void {
+  #apply(m: { kind: unknown; id: string; migrate: boolean; since?: number | undefined }): void {
     this.#applyingPeer = true
     try {
       if (m.kind === 'down') this.#health.reportPassive(m.id, 'connect_refused')
-      else if (m.kind === 'drain') { if (!this.#health.drain(m.id, m.migrate)) return }
+      else if (m.kind === 'drain') { if (!this.#health.drain(m.id, m.migrate, m.since)) return }
       else if (m.kind === 'undrain') this.#health.undrain(m.id)
       else return
       this.#logger.info({ upstream: m.id, event: m.kind }, 'health event from another Tether replica')

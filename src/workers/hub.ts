@@ -67,9 +67,32 @@ export class Hub {
     }
   }
 
-  /** A worker is gone: snapshots it was sending end (the asker goes on with what it got). */
+  /**
+   * A worker is gone: snapshots it asked for end; one it was sending is asked of another sibling
+   * (the asker keeps what it got: the copy only adds what it lacks), or ends when there is none.
+   */
   gone(id: number): void {
-    for (const [dump, d] of this.#dumps) if (d.from === id || d.to === id) this.#finishDump(dump)
+    for (const [dump, d] of [...this.#dumps]) {
+      if (d.to === id) this.#dumps.delete(dump)
+      else if (d.from === id) {
+        this.#dumps.delete(dump)
+        this.#startDump(d.to, d.call)
+      }
+    }
+  }
+
+  /** Asks a sibling of `to` for a snapshot answering its call `call`; false when there is none. */
+  #startDump(to: number, call: number): boolean {
+    const donor = this.#workers.donor(to)
+    if (donor === null) {
+      this.#workers.send(to, { tether: 'reply', call, value: null })
+      return false
+    }
+    const dump = ++this.#dump
+    this.#dumps.set(dump, { to, call, from: donor })
+    this.#workers.send(donor, { tether: 'dump', dump })
+    this.#workers.send(to, { tether: 'dumping', call })
+    return true
   }
 
   #finishDump(dump: number): void {
@@ -104,12 +127,7 @@ export class Hub {
       case 'snapshot': {
         // the upstreams first: the bindings that follow may name discovered ones
         for (const [source, upstreams] of this.#discovered) this.#workers.send(from, { tether: 'discovered', source, upstreams })
-        const donor = this.#workers.donor(from)
-        if (donor === null) return null
-        const dump = ++this.#dump
-        this.#dumps.set(dump, { to: from, call, from: donor })
-        this.#workers.send(donor, { tether: 'dump', dump })
-        this.#workers.send(from, { tether: 'dumping', call })
+        this.#startDump(from, call)
         return undefined
       }
       case 'ping': return true

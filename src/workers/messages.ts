@@ -110,7 +110,8 @@ export type ToWorker =
   | { readonly tether: 'snapshot-chunk'; readonly call: number; readonly entries: readonly WireBinding[]; readonly records?: readonly WireRecord[] }
   /**
    * The snapshot asked for with call `call` is being taken now: the sibling copies its state
-   * before it applies any write sent from here on, and has applied every one sent before.
+   * before it applies any write sent from here on, and has applied every one sent before. Sent
+   * again when that sibling died while it sent: another one then takes it.
    */
   | { readonly tether: 'dumping'; readonly call: number }
   /** Send your bindings as `dump-chunk`s tagged `dump`. */

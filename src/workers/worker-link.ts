@@ -208,12 +208,18 @@ export class WorkerLink {
     // the sibling takes its snapshot before it applies the writes sent from then on, which may
     // reach this worker first: they are held until the snapshot is in, then applied in order
     // (else an unpin, a rotation or a done order from meanwhile would be undone by the copy);
-    // those sent before it ('dumping' marks the moment) are in the copy, and dropped
+    // those sent before it ('dumping' marks the moment) are in the copy, and dropped. A
+    // sibling that dies while it sends is replaced by another one, with a 'dumping' again:
+    // the writes held since the first are then applied, as the copy only adds keys missing
+    // here (the first sibling's part of the copy does not have them)
     const held: (readonly BindingWrite[])[] = []
     let snapshot = -1
+    let dumps = 0
     this.#held = held
     this.#dumping = (call) => {
-      if (call === snapshot) held.length = 0
+      if (call !== snapshot) return
+      if (dumps++ > 0) for (const writes of held) applyWrites(parts, writes)
+      held.length = 0
     }
     await new Promise<void>((resolve) => {
       const call = ++this.#call
