@@ -149,10 +149,11 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
       }
       if (r.stopping || stopping) return
       if (slot.worker !== worker) return // replaced already
-      if (r.rolled && r.admin === null) {
-        // the roll stops here (its caller says so); the old worker serves on, if there is one
-        // (else the slot is empty, and the next reload fills it)
-        slot.worker = before !== null && !before.isDead() ? before : null
+      // a roll's new worker that failed to start: the roll stops here (its caller says so) and
+      // the old worker serves on; with none left (it died meanwhile, or a scale-up's new slot),
+      // the slot is restarted as after a crash, backing off, rather than left empty
+      if (r.rolled && r.admin === null && before !== null && !before.isDead()) {
+        slot.worker = before
         return
       }
       slot.crashes = Date.now() - slot.startedAt > STABLE_AFTER ? 1 : slot.crashes + 1
@@ -240,9 +241,8 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
     if (needsRestart.includes('admin')) logger.warn('admin: a change of the admin listener needs a restart of the primary')
     config = next
     // the slots, not the workers up now: a worker restarting after a crash is no reason for a
-    // roll; an empty slot (a roll's new worker failed there) is
-    // roll; an empty slot (a roll's new worker failed there) is. While a roll runs, the count it
-    // leads to (a second reload of the same change, the file watcher's and SIGHUP's, is no second roll)
+    // roll; a slot without a worker is. While a roll runs, the count it leads to (a second
+    // reload of the same change, the file watcher's and SIGHUP's, is no second roll)
     const filled = (i: number): boolean => { const w = slots[i]?.worker ?? null; return w !== null && (!w.isDead() || slots[i]!.restarting) }
     if (restart.length === 0 && (rollingTo !== null ? nextCount === rollingTo : nextCount === slots.length && Array.from({ length: nextCount }, (_, i) => i).every(filled))) return
     logger.info({ sections: restart, workers: nextCount }, 'config change needs new workers: replacing them one at a time')
