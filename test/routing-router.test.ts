@@ -622,6 +622,42 @@ t.test('a drain that migrates: an active user stays, an idle one moves once, and
   draining.clear()
 })
 
+t.test('a drain learned after it began (a worker or replica started during it): min_idle counts from the start for a user this process answered, from when it learned for one it never did', async (t) => {
+  const clock = new FakeClock()
+  const draining = new Map<string, { since: number; known: number }>()
+  const availability: Availability = {
+    ready: () => true, acceptsNew: (id) => !draining.has(id), drainingSince: (id) => draining.get(id)?.since ?? null,
+    drainKnownSince: (id) => draining.get(id)?.known ?? null, drainMigrates: () => true, slowStartWeight: () => 1, readySince: () => -Infinity,
+  }
+  const MIN_IDLE = 2_000
+  const cfg = affinity({ key: 'cookie', idle_timeout: 3_600_000, drain: { migrate: true, min_idle: MIN_IDLE } })
+  const row = (d: Decision): unknown[] => [d.upstream, d.epoch, d.moved?.reason ?? null]
+  const a = cookieProcess(cfg, clock, { availability })
+  const b = cookieProcess(cfg, clock, { availability })
+  const known = a.go()
+  const knownCookie = `tether=${setCookieValue(known.setCookie!, 'tether')!}`
+  t.same(row(b.go(knownCookie)), [known.upstream, 0, null], 'b answers the user before the drain')
+  // the upstream begins draining 1 s later on another process; b learns of it 4 s after that
+  clock.advance(1_000)
+  draining.set(known.upstream, { since: clock.now(), known: clock.now() + 4_000 })
+  clock.advance(4_000)
+  const left = b.go(knownCookie)
+  t.same(row(left), [left.upstream, 1, 'drain'], 'a user b last answered 5 s ago, 4 s after the drain began: moved (idle for min_idle since the start)')
+  t.not(left.upstream, known.upstream)
+  draining.clear()
+
+  const stranger = a.go()
+  const strangerCookie = `tether=${setCookieValue(stranger.setCookie!, 'tether')!}`
+  clock.advance(1_000)
+  draining.set(stranger.upstream, { since: clock.now(), known: clock.now() + 4_000 })
+  clock.advance(4_000)
+  t.same(row(b.go(strangerCookie)), [stranger.upstream, 0, null], 'a user b never answered: stays (maybe a burst in progress elsewhere), min_idle counts from when b learned of the drain')
+  clock.advance(MIN_IDLE / 2)
+  t.same(row(b.go(strangerCookie)), [stranger.upstream, 0, null], 'active: stays')
+  clock.advance(MIN_IDLE)
+  t.same(row(b.go(strangerCookie)).slice(1), [1, 'drain'], 'after an idle gap: moved')
+})
+
 t.test('an admin\'s move: requests sent with the cookie from before it follow it (the user was sent back, rehydrated, undoing the move); after a failover, the cookie\'s upstream ready again is theirs', async (t) => {
   const clock = new FakeClock()
   const down = new Set<string>()

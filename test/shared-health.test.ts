@@ -66,6 +66,7 @@ t.test('a replica that starts later applies the drains made through another repl
   const late = await replica()
   t.equal(late.health.state('b'), 'draining', 'a replica started after the drain has b draining')
   t.equal(late.health.drainingSince('b'), one.health.drainingSince('b'), 'since the drain began on #1 (drain_timeout and min_idle count from then)')
+  t.ok(late.health.drainKnownSince('b')! > one.health.drainingSince('b')!, 'learned of at its start')
   t.equal(late.health.state('a'), 'healthy', 'and nothing else')
   await request(`${one.adminUrl}/upstreams/b/undrain`, { method: 'POST' })
   await healthState(late.health, 'b', 'healthy', 5_000)
@@ -73,11 +74,21 @@ t.test('a replica that starts later applies the drains made through another repl
   const later = await replica()
   t.equal(later.health.state('b'), 'healthy', 'after the undrain, a new replica does not drain b')
 
-  // a drain recorded by an older Tether (no start time) still applies, from the replica's start
-  await redisCli(redis.port, 'HSET', 'late:peers:drains', 'a', 'migrate')
-  const before = Date.now()
-  const latest = await replica()
-  t.equal(latest.health.state('a'), 'draining', 'a drain recorded without its start applies')
-  t.equal(latest.health.drainMigrates('a'), true, 'migrating')
-  t.ok(latest.health.drainingSince('a')! >= before, 'since the replica started')
+  t.equal((await redisCli(redis.port, 'HEXISTS', 'late:peers:drain-starts', 'b')).trim(), '0', 'its start is cleared with it')
+
+  // the values an older Tether reads are as they were: `migrate` or `stay`; the start apart
+  t.equal((await request(`${one.adminUrl}/upstreams/a/drain?migrate=true`, { method: 'POST' })).status, 200)
+  await waitFor(async () => (await redisCli(redis.port, 'HGET', 'late:peers:drain-starts', 'a')).trim() !== '', 5_000, 'the start to be recorded')
+  t.equal((await redisCli(redis.port, 'HGET', 'late:peers:drains', 'a')).trim(), 'migrate', 'recorded as an older Tether reads it')
+  t.equal(Number((await redisCli(redis.port, 'HGET', 'late:peers:drain-starts', 'a')).trim()), one.health.drainingSince('a'), 'with its start apart')
+  // a drain recorded by an older Tether (no start), or with a start that is no time: from the replica's start
+  for (const start of [null, '0', '-5', '', '12abc']) {
+    if (start === null) await redisCli(redis.port, 'HDEL', 'late:peers:drain-starts', 'a')
+    else await redisCli(redis.port, 'HSET', 'late:peers:drain-starts', 'a', start)
+    const before = Date.now()
+    const latest = await replica()
+    t.equal(latest.health.state('a'), 'draining', `a drain recorded with start ${JSON.stringify(start)} applies`)
+    t.equal(latest.health.drainMigrates('a'), true, 'migrating')
+    t.ok(latest.health.drainingSince('a')! >= before, 'since the replica started')
+  }
 })

@@ -92,6 +92,8 @@ interface Entry {
   /** End of the last ejection, for the decay of timesEjected. */
   lastEjectionEnd: number
   drainingSince: number | null
+  /** When this table learned of the drain (drainingSince may be earlier: another replica's). */
+  drainKnownSince: number | null
   /** The drain migrates its users (they move after an idle gap, not only at drain_timeout). */
   migrate: boolean
   disabled: boolean
@@ -167,7 +169,7 @@ export class HealthTable {
       if (this.#entries.has(id)) continue
       const e: Entry = {
         id, activeFailed: false, activeSuccesses: 0, activeFailures: 0, passiveFailures: 0,
-        ejectedUntil: null, timesEjected: 0, lastEjectionEnd: -Infinity, drainingSince: null,
+        ejectedUntil: null, timesEjected: 0, lastEjectionEnd: -Infinity, drainingSince: null, drainKnownSince: null,
         migrate: false, disabled: false, readySince: this.#initialized ? now : -Infinity, state: 'healthy',
       }
       this.#entries.set(id, e)
@@ -301,6 +303,11 @@ export class HealthTable {
     return this.#entries.get(id)?.drainingSince ?? null
   }
 
+  /** When this table learned of the drain of `id` (see {@link drain}'s `since`), or null. */
+  drainKnownSince(id: string): number | null {
+    return this.#entries.get(id)?.drainKnownSince ?? null
+  }
+
   /**
    * Stops new sessions to `id`; existing ones continue (until idle, or `drain_timeout`). With
    * `migrate`, they also move at their first request after an idle gap (the router reads
@@ -311,7 +318,10 @@ export class HealthTable {
    */
   drain(id: string, migrate = false, since?: number): boolean {
     return this.#set(id, 'drain', migrate ? 'draining, users migrate' : 'draining', (e, now) => {
-      e.drainingSince ??= since !== undefined && Number.isFinite(since) ? Math.min(since, now) : now
+      if (e.drainingSince === null) {
+        e.drainingSince = since !== undefined && Number.isFinite(since) ? Math.min(since, now) : now
+        e.drainKnownSince = now
+      }
       e.migrate ||= migrate
     })
   }
@@ -326,6 +336,7 @@ export class HealthTable {
   undrain(id: string): boolean {
     return this.#set(id, 'undrain', 'drain ended', (e) => {
       e.drainingSince = null
+      e.drainKnownSince = null
       e.migrate = false
     })
   }

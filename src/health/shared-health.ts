@@ -7,8 +7,10 @@ import type { Logger } from '../observability/logger.js'
 import type { PeerChannel } from '../peers/peer-channel.js'
 import type { HealthTable } from './health-table.js'
 
-/** The named set of upstreams drained through an admin API, for replicas that start later. */
+/** The named set of upstreams drained through an admin API, for replicas that start later: `migrate` or `stay`. */
 const DRAINS = 'drains'
+/** When each of those drains began (ms since the epoch); a set apart, so an older Tether reads the DRAINS values it knows. */
+const DRAIN_STARTS = 'drain-starts'
 
 /**
  * Example: `const shared = new SharedHealth(channel, health, logger); shared.start()`; the
@@ -37,12 +39,9 @@ export class SharedHealth {
   async start(): Promise<void> {
     // subscribed first: a change made after the read below is then received, not missed
     await this.#channel.subscribe((m) => this.#receive(m))
-    for (const [id, how] of await this.#channel.members(DRAINS)) {
-      // `migrate@1764086400000` (how, @ when it began); a bare `migrate` or `stay` (an older
-      // Tether's) began now
-      const at = how.indexOf('@')
-      this.#apply({ kind: 'drain', id, migrate: (at < 0 ? how : how.slice(0, at)) === 'migrate', since: at < 0 ? undefined : Number(how.slice(at + 1)) })
-    }
+    const [drains, starts] = await Promise.all([this.#channel.members(DRAINS), this.#channel.members(DRAIN_STARTS)])
+    // a drain without a start (recorded by an older Tether, or not a whole number) began now
+    for (const [id, how] of drains) this.#apply({ kind: 'drain', id, migrate: how === 'migrate', since: startTime(starts.get(id)) })
   }
 
   /**
@@ -53,8 +52,13 @@ export class SharedHealth {
   tell(kind: 'down' | 'drain' | 'undrain', id: string, migrate = false): void {
     const since = kind === 'drain' ? this.#health.drainingSince(id) ?? undefined : undefined
     void this.#channel.publish(JSON.stringify({ from: this.#self, kind, id, ...(migrate ? { migrate } : {}), ...(since !== undefined ? { since } : {}) }))
-    if (kind === 'drain') void this.#channel.remember(DRAINS, id, `${migrate ? 'migrate' : 'stay'}${since !== undefined ? `@${since}` : ''}`)
-    else if (kind === 'undrain') void this.#channel.remember(DRAINS, id, null)
+    if (kind === 'drain') {
+      void this.#channel.remember(DRAINS, id, migrate ? 'migrate' : 'stay')
+      if (since !== undefined) void this.#channel.remember(DRAIN_STARTS, id, String(since))
+    } else if (kind === 'undrain') {
+      void this.#channel.remember(DRAINS, id, null)
+      void this.#channel.remember(DRAIN_STARTS, id, null)
+    }
   }
 
   #receive(message: string): void {
@@ -65,7 +69,7 @@ export class SharedHealth {
       return
     }
     if (m.from === this.#self || typeof m.id !== 'string') return
-    this.#apply({ kind: m.kind, id: m.id, migrate: m.migrate === true, since: typeof m.since === 'number' ? m.since : undefined })
+    this.#apply({ kind: m.kind, id: m.id, migrate: m.migrate === true, since: typeof m.since === 'number' ? startTime(String(m.since)) : undefined })
   }
 
   #apply(m: { kind: unknown; id: string; migrate: boolean; since?: number | undefined }): void {
@@ -80,4 +84,9 @@ export class SharedHealth {
       this.#applyingPeer = false
     }
   }
+}
+
+/** A drain's recorded start: a positive whole number of ms, else undefined (it began now). */
+function startTime(value: string | undefined): number | undefined {
+  return value !== undefined && /^[1-9]\d{0,15}$/.test(value) ? Number(value) : undefined
 }

@@ -25,6 +25,11 @@ export interface Availability {
   acceptsNew(id: string): boolean
   /** When draining started (ms), or null when not draining. */
   drainingSince(id: string): number | null
+  /**
+   * When this process learned of the drain (ms; later than drainingSince for a drain another
+   * replica or worker began before this one started); null when not draining. Absent: drainingSince.
+   */
+  drainKnownSince?(id: string): number | null
   /** Does the drain of `id` migrate (its users move after an idle gap, not only at drain_timeout)? */
   drainMigrates(id: string): boolean
   /** Share of new users an upstream in slow start takes, (0, 1]; 1 when not ramping. */
@@ -377,8 +382,10 @@ export class Router {
    * `drain.min_idle` since that upstream last answered them, or since the drain began if that is
    * later (so a burst is not split). In the drain's first `min_idle` nobody leaves: every worker
    * learns of the drain meanwhile, and shares the answers to its users from then on (see
-   * SessionRecords.shared). A user this process answered elsewhere since their cookie was
-   * issued has left already: requests sent with the cookie from before follow the move.
+   * SessionRecords.shared). A user this process has no answer of counts from when it learned
+   * of the drain (a replica that started during the drain cannot tell a burst in progress).
+   * A user this process answered elsewhere since their cookie was issued has left already:
+   * requests sent with the cookie from before follow the move.
    */
   #available(id: string, p: Placing): boolean {
     if (!this.health.ready(id) || p.tried.has(id)) return false
@@ -387,7 +394,7 @@ export class Router {
     if (p.now - since >= this.#cfg.drain_timeout) return false
     if (!this.health.drainMigrates(id)) return true
     if (p.answeredOn !== null && p.answeredOn !== id) return false
-    const last = Math.max(this.#history.lastSeenOn(p.key, id, p.now) ?? since, since)
+    const last = Math.max(this.#history.lastSeenOn(p.key, id, p.now) ?? this.health.drainKnownSince?.(id) ?? since, since)
     return p.now - last < this.#cfg.drain.min_idle
   }
 

@@ -15,6 +15,8 @@ import { isTetherMessage } from './messages.js'
 
 /** How long a worker waits on the primary before it goes on without an answer (ms). */
 const PRIMARY_TIMEOUT = 2_000
+/** How long a starting worker waits for a sibling's copy (from the start of each sibling's try) before it goes on without the rest. */
+const SNAPSHOT_TIMEOUT = 30_000
 /** Bindings per snapshot message. */
 const CHUNK = 5_000
 
@@ -215,16 +217,20 @@ export class WorkerLink {
     const held: (readonly BindingWrite[])[] = []
     let snapshot = -1
     let dumps = 0
+    let timer: NodeJS.Timeout | undefined
     this.#held = held
     this.#dumping = (call) => {
       if (call !== snapshot) return
-      if (dumps++ > 0) for (const writes of held) applyWrites(parts, writes)
+      if (dumps++ > 0) {
+        for (const writes of held) applyWrites(parts, writes)
+        timer?.refresh() // the next sibling has the whole time to send it all
+      }
       held.length = 0
     }
     await new Promise<void>((resolve) => {
       const call = ++this.#call
       snapshot = call
-      const timer = setTimeout(() => this.#settle(call, null), 30_000)
+      timer = setTimeout(() => this.#settle(call, null), SNAPSHOT_TIMEOUT)
       this.#calls.set(call, {
         resolve: () => {
           clearTimeout(timer)
