@@ -6,6 +6,10 @@ import { createLogger } from '../src/observability/logger.js'
 import { startUpstream, testConfig, request, type Upstream } from './fixtures/upstream.js'
 import { healthState, waitFor } from './fixtures/wait.js'
 import { redisCli, startRedis } from './fixtures/redis-server.js'
+import { SharedHealth } from '../src/health/shared-health.js'
+import { HealthTable } from '../src/health/health-table.js'
+import type { PeerChannel } from '../src/peers/peer-channel.js'
+import { FakeClock } from './fixtures/clock.js'
 
 /** A Tether replica with health shared through the Redis at `url`, keys under `prefix`. */
 async function sharing(t: Test, apps: readonly Upstream[], url: string, prefix: string): Promise<Tether> {
@@ -76,6 +80,14 @@ t.test('a replica that starts later applies the drains made through another repl
 
   t.equal((await redisCli(redis.port, 'HEXISTS', 'late:peers:drain-starts', 'b')).trim(), '0', 'its start is cleared with it')
 
+  // an older Tether's undrain (it clears the drain only): the start is cleared by those who hear it
+  t.equal((await request(`${one.adminUrl}/upstreams/b/drain`, { method: 'POST' })).status, 200)
+  await waitFor(async () => (await redisCli(redis.port, 'HEXISTS', 'late:peers:drain-starts', 'b')).trim() === '1', 5_000, 'the start to be recorded')
+  await redisCli(redis.port, 'HDEL', 'late:peers:drains', 'b')
+  await redisCli(redis.port, 'PUBLISH', 'late:events', JSON.stringify({ from: 'older', kind: 'undrain', id: 'b' }))
+  await waitFor(async () => (await redisCli(redis.port, 'HEXISTS', 'late:peers:drain-starts', 'b')).trim() === '0', 5_000, 'the start to be cleared by the replicas that heard the undrain')
+  t.equal(one.health.state('b'), 'healthy', 'undrained')
+
   // the values an older Tether reads are as they were: `migrate` or `stay`; the start apart
   t.equal((await request(`${one.adminUrl}/upstreams/a/drain?migrate=true`, { method: 'POST' })).status, 200)
   await waitFor(async () => (await redisCli(redis.port, 'HGET', 'late:peers:drain-starts', 'a')).trim() !== '', 5_000, 'the start to be recorded')
@@ -91,4 +103,35 @@ t.test('a replica that starts later applies the drains made through another repl
     t.equal(latest.health.drainMigrates('a'), true, 'migrating')
     t.ok(latest.health.drainingSince('a')! >= before, 'since the replica started')
   }
+})
+
+t.test('a drain or undrain heard while a starting replica reads the recorded drains wins over the read (it may be newer)', async (t) => {
+  const clock = new FakeClock()
+  const health = new HealthTable({ active: { healthy_threshold: 2, unhealthy_threshold: 2 }, passive: { consecutive_failures: 3, count_5xx: true, base_ejection: 30_000, max_ejection: 100_000, max_ejection_percent: 50 }, slow_start: 0 }, clock)
+  health.setUpstreams(['a', 'b', 'c'])
+  let hear: (m: string) => void = () => undefined
+  let answer: (sets: Map<string, Map<string, string>>) => void = () => undefined
+  const read = new Promise<Map<string, Map<string, string>>>((r) => { answer = r })
+  const remembered: [string, string, string | null][] = []
+  const channel: PeerChannel = {
+    publish: () => Promise.resolve(true),
+    subscribe: (fn) => { hear = fn; return Promise.resolve() },
+    remember: (set, id, value) => { remembered.push([set, id, value]); return Promise.resolve(true) },
+    members: async (set) => (await read).get(set) ?? new Map(),
+  }
+  const shared = new SharedHealth(channel, health, createLogger('silent'))
+  const started = shared.start()
+  await new Promise((r) => setImmediate(r))
+  // read before these were made (the sender records after it publishes)
+  hear(JSON.stringify({ from: 'other', kind: 'undrain', id: 'a' }))
+  hear(JSON.stringify({ from: 'other', kind: 'drain', id: 'b', since: clock.now() - 5_000 }))
+  answer(new Map([['drains', new Map([['a', 'migrate'], ['b', 'migrate'], ['c', 'stay']])], ['drain-starts', new Map([['a', '1000'], ['b', '1000']])]]))
+  await started
+  t.equal(health.state('a'), 'healthy', 'an undrain heard during the read: not drained by the stale record')
+  t.equal(health.drainingSince('b'), clock.now() - 5_000, 'a drain heard during the read: its own start, not the stale one')
+  t.equal(health.drainMigrates('b'), false, 'and its own kind')
+  t.equal(health.state('c'), 'draining', 'the others recorded apply')
+  t.same(remembered, [['drain-starts', 'a', null]], 'the undrain heard clears the start recorded for it')
+  hear(JSON.stringify({ from: 'older', kind: 'drain', id: 'a' }))
+  t.same(remembered.at(-1), ['drain-starts', 'a', null], 'so does a drain without a start (an older Tether records none)')
 })

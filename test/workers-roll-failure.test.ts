@@ -91,23 +91,24 @@ function slotOf(pid: number): number | null {
   }
 }
 
-t.test('with two workers, a scale-up whose new worker dies while it starts ends the roll, and the new slot is restarted as after a crash', async (t) => {
+t.test('with two workers, a scale-up to four whose first new worker dies while it starts: that slot is restarted as after a crash, and the roll goes on to the last', async (t) => {
   const app = await startChildUpstream('app-0')
   t.teardown(() => app.kill())
   const port = await freePort()
   const adminPort = await freePort()
   const file = tempFile('workers-scale-up.yaml', twoWorkersYaml(port, adminPort, app.url))
   const { proc, out } = await startPrimary(t, file)
-  writeFileSync(file, twoWorkersYaml(port, adminPort, app.url).replace('workers: 2', 'workers: 3'))
+  writeFileSync(file, twoWorkersYaml(port, adminPort, app.url).replace('workers: 2', 'workers: 4'))
   proc.kill('SIGHUP') // with the file watcher: two reloads of one change
   let third: number | undefined
   await waitFor(() => (third = workerPids(proc).find((pid) => slotOf(pid) === 2)) !== undefined, 20_000, 'the third worker to be forked', 1)
   process.kill(third!, 'SIGKILL') // killed while it starts (out of memory, the watchdog)
-  await waitFor(() => out().includes('replacing the workers failed'), 20_000, 'the roll to fail')
+  await waitFor(() => out().includes('"workers replaced"'), 30_000, 'the roll to end')
+  t.match(out(), /"worker died; restarting it"/, 'the slot is restarted, as after a crash')
+  t.notOk(out().includes('replacing the workers failed'), 'the roll did not stop there')
   t.equal((out().match(/"config change needs new workers/g) ?? []).length, 1, 'one roll for the two reloads of one change')
-  await waitFor(() => out().includes('"worker died; restarting it"'), 20_000, 'the slot to be restarted')
-  await waitFor(() => workerPids(proc).length === 3 && workerPids(proc).some((pid) => pid !== third && slotOf(pid) === 2), 20_000, 'a third worker again, without a reload')
-  t.pass('three workers')
+  await waitFor(() => workerPids(proc).map(slotOf).sort().join() === '0,1,2,3', 20_000, 'a worker in every slot, without a reload')
+  t.ok(!workerPids(proc).includes(third!), 'the killed one replaced')
   t.equal((await request(`http://127.0.0.1:${port}/`, null)).status, 200, 'serving')
   proc.kill('SIGTERM')
   await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
@@ -138,4 +139,24 @@ t.test('with two workers, a roll that retires a worker still starting (restarted
   t.equal(workerPids(proc).length, 2)
   proc.kill('SIGTERM')
   await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
+})
+
+t.test('with two workers, SIGTERM while a roll starts its first new worker ends the roll there: no other worker is started, all stop, the primary exits 0', async (t) => {
+  const app = await startChildUpstream('app-0')
+  t.teardown(() => app.kill())
+  const adminPort = await freePort()
+  const yaml = (listen: number): string => twoWorkersYaml(listen, adminPort, app.url)
+  const file = tempFile('workers-roll-sigterm.yaml', yaml(await freePort()))
+  const { proc, out } = await startPrimary(t, file)
+  const started = (slot: number): number => out().split('\n').filter((l) => l.includes(`"child":${slot},`) && l.includes('"starting a worker"')).length
+  t.same([started(0), started(1)], [1, 1], 'one worker a slot')
+  writeFileSync(file, yaml(await freePort()))
+  proc.kill('SIGHUP')
+  await waitFor(() => out().includes('"config change needs new workers'), 20_000, 'the roll to begin', 1)
+  proc.kill('SIGTERM') // its first new worker is starting
+  await waitFor(() => proc.exitCode !== null, 30_000, 'the primary to stop')
+  t.equal(proc.exitCode, 0, 'exits 0')
+  t.ok(started(0) <= 2, 'slot 0: at most the new worker the roll was starting')
+  t.equal(started(1), 1, 'slot 1: no new worker after the signal')
+  t.notOk(out().includes('"workers replaced"'), 'the roll did not go on')
 })

@@ -22,6 +22,8 @@ export class SharedHealth {
   readonly #health: HealthTable
   readonly #logger: Logger
   #applyingPeer = false
+  /** While start() reads the recorded drains: the ids of drains and undrains received meanwhile (newer than the read). */
+  #heard: Set<string> | null = null
 
   constructor(channel: PeerChannel, health: HealthTable, logger: Logger) {
     this.#channel = channel
@@ -39,9 +41,12 @@ export class SharedHealth {
   async start(): Promise<void> {
     // subscribed first: a change made after the read below is then received, not missed
     await this.#channel.subscribe((m) => this.#receive(m))
+    const heard = this.#heard = new Set<string>()
     const [drains, starts] = await Promise.all([this.#channel.members(DRAINS), this.#channel.members(DRAIN_STARTS)])
-    // a drain without a start (recorded by an older Tether, or not a whole number) began now
-    for (const [id, how] of drains) this.#apply({ kind: 'drain', id, migrate: how === 'migrate', since: startTime(starts.get(id)) })
+    this.#heard = null
+    // a drain without a start (recorded by an older Tether, or not a whole number) began now;
+    // one drained or undrained since the read began is as that message said (it may be newer)
+    for (const [id, how] of drains) if (!heard.has(id)) this.#apply({ kind: 'drain', id, migrate: how === 'migrate', since: startTime(starts.get(id)) })
   }
 
   /**
@@ -69,7 +74,14 @@ export class SharedHealth {
       return
     }
     if (m.from === this.#self || typeof m.id !== 'string') return
-    this.#apply({ kind: m.kind, id: m.id, migrate: m.migrate === true, since: typeof m.since === 'number' ? startTime(String(m.since)) : undefined })
+    const since = typeof m.since === 'number' ? startTime(String(m.since)) : undefined
+    if (m.kind === 'drain' || m.kind === 'undrain') {
+      this.#heard?.add(m.id)
+      // an undrain, or a drain without a start (an older Tether's, which records none): a start
+      // recorded before is not this drain's, whoever failed to clear it
+      if (m.kind === 'undrain' || since === undefined) void this.#channel.remember(DRAIN_STARTS, m.id, null)
+    }
+    this.#apply({ kind: m.kind, id: m.id, migrate: m.migrate === true, since })
   }
 
   #apply(m: { kind: unknown; id: string; migrate: boolean; since?: number | undefined }): void {

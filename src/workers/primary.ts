@@ -108,6 +108,7 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
     const worker = cluster.fork({ [WORKER_ENV]: JSON.stringify(env) })
     const r: Running = { worker, index, admin: null, stopping: false, rolled }
     running.set(worker.id, r)
+    logger.info({ child: index, pid: worker.process.pid }, 'starting a worker')
     // a connection handed to this worker as it dies goes to another one, not left unanswered
     guardHandoffs(worker, (key) => [...running.values()].some((o) => o !== r && o.admin !== null && !o.stopping && o.worker.isConnected() && handedOn(o.worker, key)))
     // the slot's worker from now on (a crash before it is ready is a crash too: restarted,
@@ -150,8 +151,8 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
       if (r.stopping || stopping) return
       if (slot.worker !== worker) return // replaced already
       // a roll's new worker that failed to start: the roll stops here (its caller says so) and
-      // the old worker serves on; with none left (it died meanwhile, or a scale-up's new slot),
-      // the slot is restarted as after a crash, backing off, rather than left empty
+      // the old worker serves on; with none left (it died meanwhile), the slot is restarted as
+      // after a crash, backing off, rather than left empty
       if (r.rolled && r.admin === null && before !== null && !before.isDead()) {
         slot.worker = before
         return
@@ -191,7 +192,10 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
       if (stopping) return // shutting down: no new worker
       // the workers of this slot now (one restarted after a crash during the roll included)
       const previous = [...running.values()].filter((r) => r.index === index && !r.stopping)
-      if (index < count) await fork(index, true)
+      if (index < count && previous.length > 0) await fork(index, true)
+      // no worker here to serve on (a scale-up's new slot, one whose worker died): one that
+      // fails to start is restarted as after a crash (logged), and the roll goes on
+      else if (index < count) await fork(index).catch(() => undefined)
       else if (slots[index] !== undefined) slots[index]!.worker = null // a slot going away: no restart
       if (stopping) return
       for (const r of previous) await retire(r)
