@@ -123,7 +123,7 @@ t.test('a drain or undrain heard while a starting replica reads the recorded dra
   const started = shared.start()
   await new Promise((r) => setImmediate(r))
   // read before these were made (the sender records after it publishes)
-  hear(JSON.stringify({ from: 'other', kind: 'undrain', id: 'a' }))
+  hear(JSON.stringify({ from: 'other', kind: 'undrain', id: 'a' })) // an older Tether's
   hear(JSON.stringify({ from: 'other', kind: 'drain', id: 'b', since: clock.now() - 5_000 }))
   answer(new Map([['drains', new Map([['a', 'migrate'], ['b', 'migrate'], ['c', 'stay']])], ['drain-starts', new Map([['a', '1000'], ['b', '1000']])]]))
   await started
@@ -131,7 +131,11 @@ t.test('a drain or undrain heard while a starting replica reads the recorded dra
   t.equal(health.drainingSince('b'), clock.now() - 5_000, 'a drain heard during the read: its own start, not the stale one')
   t.equal(health.drainMigrates('b'), false, 'and its own kind')
   t.equal(health.state('c'), 'draining', 'the others recorded apply')
-  t.same(remembered, [['drain-starts', 'a', null]], 'the undrain heard clears the start recorded for it')
+  t.same(remembered, [['drain-starts', 'a', null]], "an older Tether's undrain heard clears the start recorded for it")
   hear(JSON.stringify({ from: 'older', kind: 'drain', id: 'a' }))
   t.same(remembered.at(-1), ['drain-starts', 'a', null], 'so does a drain without a start (an older Tether records none)')
+  remembered.length = 0
+  hear(JSON.stringify({ from: 'newer', kind: 'undrain', id: 'a', recorded: true }))
+  hear(JSON.stringify({ from: 'newer', kind: 'drain', id: 'a', since: clock.now() }))
+  t.same(remembered, [], 'a newer Tether clears its own: the receivers leave the record alone (their clear could wipe the start of its next drain)')
 })

@@ -56,7 +56,8 @@ export class SharedHealth {
    */
   tell(kind: 'down' | 'drain' | 'undrain', id: string, migrate = false): void {
     const since = kind === 'drain' ? this.#health.drainingSince(id) ?? undefined : undefined
-    void this.#channel.publish(JSON.stringify({ from: this.#self, kind, id, ...(migrate ? { migrate } : {}), ...(since !== undefined ? { since } : {}) }))
+    // `recorded`: the sender keeps the drain starts itself (a Tether since they exist)
+    void this.#channel.publish(JSON.stringify({ from: this.#self, kind, id, ...(migrate ? { migrate } : {}), ...(since !== undefined ? { since } : {}), ...(kind === 'undrain' ? { recorded: true } : {}) }))
     if (kind === 'drain') {
       void this.#channel.remember(DRAINS, id, migrate ? 'migrate' : 'stay')
       if (since !== undefined) void this.#channel.remember(DRAIN_STARTS, id, String(since))
@@ -67,7 +68,7 @@ export class SharedHealth {
   }
 
   #receive(message: string): void {
-    let m: { from?: unknown; kind?: unknown; id?: unknown; migrate?: unknown; since?: unknown }
+    let m: { from?: unknown; kind?: unknown; id?: unknown; migrate?: unknown; since?: unknown; recorded?: unknown }
     try {
       m = JSON.parse(message) as typeof m
     } catch {
@@ -77,9 +78,10 @@ export class SharedHealth {
     const since = typeof m.since === 'number' ? startTime(String(m.since)) : undefined
     if (m.kind === 'drain' || m.kind === 'undrain') {
       this.#heard?.add(m.id)
-      // an undrain, or a drain without a start (an older Tether's, which records none): a start
-      // recorded before is not this drain's, whoever failed to clear it
-      if (m.kind === 'undrain' || since === undefined) void this.#channel.remember(DRAIN_STARTS, m.id, null)
+      // an older Tether's undrain or drain (it records no start): a start recorded before is not
+      // this drain's. A newer sender clears it itself (a clear from here could come after the
+      // start of its next drain, and wipe that)
+      if (m.kind === 'undrain' ? m.recorded !== true : since === undefined) void this.#channel.remember(DRAIN_STARTS, m.id, null)
     }
     this.#apply({ kind: m.kind, id: m.id, migrate: m.migrate === true, since })
   }

@@ -116,6 +116,7 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
     const slot = slots[index] ??= { worker: null, crashes: 0, startedAt: 0, restarting: false }
     const before = slot.worker
     slot.worker = worker
+    slot.restarting = false // a restart pending for the one before stands down (its timer checks the slot's worker)
     slot.startedAt = Date.now()
     const ready = new Promise<Running>((resolve, reject) => readyWaits.set(worker.id, { resolve: () => resolve(r), reject }))
     // a send to a worker that is exiting fails: that worker's exit is handled below
@@ -162,7 +163,6 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
       logger.error({ child: index, pid: worker.process.pid, code, signal, restart_in_ms: delay }, 'worker died; restarting it')
       slot.restarting = true
       setTimeout(() => {
-        if (slots[index]?.worker === worker) slot.restarting = false // (a later worker's restart may be pending)
         if (stopping || slots[index]?.worker !== worker) return
         fork(index).catch((err: unknown) => logger.error({ err, child: index }, 'worker restart failed'))
       }, delay).unref()
