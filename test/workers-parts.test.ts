@@ -366,14 +366,20 @@ t.test("a starting worker copies its sibling's bindings with their times there, 
   t.equal(c.sessions.peek('future', cNow)?.createdAt, cNow, 'a creation time in the future is taken as now')
 })
 
-t.test("other workers' writes that reach a starting worker before its snapshot are applied after it, in order; times from an older build count as now", async (t) => {
+/** A worker (its link, tables and records, at time 50,000) that has asked for its snapshot: `call`; `attached` resolves once it is in. */
+function attaching() {
   const sent: { tether: string; call?: number; op?: string }[] = []
   let deliver: (m: unknown) => void = () => undefined
   const link = new WorkerLink({ send: (m) => void sent.push(m as never), onMessage: (fn) => { deliver = fn } }, undefined, 600_000)
   const sessions = new SessionTable({ maxEntries: 10, idleTimeout: 60_000, absoluteTimeout: null, sink: link.bindings.sink() })
   const records = new SessionRecords({ maxEntries: 10, idleTimeout: 60_000, secret: null, pins: sessions.table })
   const attached = link.attach({ sessions, records, applyProbe: () => undefined, becomeLead: () => undefined, discovered: () => undefined, probeSoon: () => undefined, now: () => 50_000, metrics: () => Promise.resolve([]) })
-  const call = sent.find((m) => m.op === 'snapshot')!.call
+  const call = sent.find((m) => m.op === 'snapshot')!.call!
+  return { deliver: (m: unknown) => deliver(m), sessions, records, attached, call }
+}
+
+t.test("other workers' writes that reach a starting worker before its snapshot are applied after it, in order; times from an older build count as now", async (t) => {
+  const { deliver, sessions, records, attached, call } = attaching()
   // sent before the snapshot was taken: in it already (replayed, they would make its users look
   // used just now), dropped
   deliver({ tether: 'written', writes: [['b', 'kept', 'app-0', 0, 5_000]] })
@@ -401,13 +407,7 @@ t.test("other workers' writes that reach a starting worker before its snapshot a
 })
 
 t.test('a sibling that dies while it sends the snapshot: writes held since are applied when the next one takes it, and its copy fills in the rest', async (t) => {
-  const sent: { tether: string; call?: number; op?: string }[] = []
-  let deliver: (m: unknown) => void = () => undefined
-  const link = new WorkerLink({ send: (m) => void sent.push(m as never), onMessage: (fn) => { deliver = fn } }, undefined, 600_000)
-  const sessions = new SessionTable({ maxEntries: 10, idleTimeout: 60_000, absoluteTimeout: null, sink: link.bindings.sink() })
-  const records = new SessionRecords({ maxEntries: 10, idleTimeout: 60_000, secret: null, pins: sessions.table })
-  const attached = link.attach({ sessions, records, applyProbe: () => undefined, becomeLead: () => undefined, discovered: () => undefined, probeSoon: () => undefined, now: () => 50_000, metrics: () => Promise.resolve([]) })
-  const call = sent.find((m) => m.op === 'snapshot')!.call
+  const { deliver, sessions, records, attached, call } = attaching()
   deliver({ tether: 'dumping', call })
   // the first sibling sends a part, then dies; this write was made after its copy
   deliver({ tether: 'snapshot-chunk', call, entries: [['moved', 'app-0', 0, 10_000, 45_000]] })
