@@ -5,10 +5,10 @@
 // back to a free port replaces the workers as usual.
 import t from 'tap'
 import net from 'node:net'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { writeFileSync } from 'node:fs'
 import { tempFile } from './fixtures/cli.js'
 import { freePort } from './fixtures/ports.js'
-import { request, startPrimary, twoWorkersYaml, workerPids } from './fixtures/primary-process.js'
+import { request, slotOf, startPrimary, twoWorkersYaml, workerPids } from './fixtures/primary-process.js'
 import { startChildUpstream } from './fixtures/child-upstream.js'
 import { waitFor } from './fixtures/wait.js'
 
@@ -67,7 +67,7 @@ t.test('with two workers, a worker that crashes as a roll begins is replaced onc
   const yaml = (listen: number): string => twoWorkersYaml(listen, adminPort, app.url)
   const file = tempFile('workers-roll-crash.yaml', yaml(await freePort()))
   const { proc, out } = await startPrimary(t, file)
-  const second = workerPids(proc).find((pid) => /"index":1/.test(readFileSync(`/proc/${pid}/environ`, 'latin1')))
+  const second = workerPids(proc).find((pid) => slotOf(pid) === 1)
   t.ok(second !== undefined, 'the worker of slot 1')
   // it crashes; the primary restarts it 100 ms later, while the roll (a new listen port) replaces slot 0
   process.kill(second!, 'SIGKILL')
@@ -81,15 +81,6 @@ t.test('with two workers, a worker that crashes as a roll begins is replaced onc
   proc.kill('SIGTERM')
   await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
 })
-
-/** The slot (index) of worker process `pid`, from the environment its primary gave it; null when it is gone. */
-function slotOf(pid: number): number | null {
-  try {
-    return Number(/"index":(\d+)/.exec(readFileSync(`/proc/${pid}/environ`, 'latin1'))?.[1] ?? NaN)
-  } catch {
-    return null
-  }
-}
 
 t.test('with two workers, a scale-up to four whose first new worker dies while it starts: that slot is restarted as after a crash, and the roll goes on to the last', async (t) => {
   const app = await startChildUpstream('app-0')
