@@ -43,7 +43,7 @@ const BACKOFF_MAX = 30_000
 const STABLE_AFTER = 60_000
 
 interface Slot {
-  /** The slot's worker (null: none, after a roll's new worker failed where no old one was left). */
+  /** The slot's worker (null: none, a slot a scale-down takes away). */
   worker: Worker | null
   crashes: number
   startedAt: number
@@ -56,7 +56,10 @@ interface Running {
   readonly index: number
   admin: string | null
   stopping: boolean
-  /** Started by a rolling replacement: failing before it is ready ends the roll (no restart). */
+  /**
+   * Started by a rolling replacement next to a live old worker: failing before it is ready ends
+   * the roll and the old worker serves on (no restart; restarted as a crash if that one died).
+   */
   readonly rolled: boolean
 }
 
