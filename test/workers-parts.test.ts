@@ -375,7 +375,7 @@ function attaching() {
   const records = new SessionRecords({ maxEntries: 10, idleTimeout: 60_000, secret: null, pins: sessions.table })
   const attached = link.attach({ sessions, records, applyProbe: () => undefined, becomeLead: () => undefined, discovered: () => undefined, probeSoon: () => undefined, now: () => 50_000, metrics: () => Promise.resolve([]) })
   const call = sent.find((m) => m.op === 'snapshot')!.call!
-  return { deliver: (m: unknown) => deliver(m), sessions, records, attached, call }
+  return { deliver: (m: unknown) => deliver(m), sessions, records, attached, call, sent: sent as { tether: string; writes?: unknown[] }[] }
 }
 
 t.test("other workers' writes that reach a starting worker before its snapshot are applied after it, in order; times from an older build count as now", async (t) => {
@@ -421,4 +421,25 @@ t.test('a sibling that dies while it sends the snapshot: writes held since are a
   t.match(sessions.peek('moved', 50_000), { upstream: 'app-2', epoch: 3 }, 'the move made between the two copies stands (the first copy had the key before it)')
   t.equal(sessions.peek('other', 50_000), null, 'an unpin made after the second copy is not undone by it')
   t.match(sessions.peek('rest', 50_000), { upstream: 'app-1' }, 'what the first sibling had not sent comes from the second')
+})
+
+t.test('a pin from a worker that did not know a later move of the user (evicted, expired a little earlier there) is refused and the later binding told again; ties and later pins are not', async (t) => {
+  const { deliver, sessions, attached, call, sent } = attaching()
+  deliver({ tether: 'reply', call, value: null })
+  await attached
+  deliver({ tether: 'written', writes: [['b', 'moved', 'app-1', 2, 40_000], ['b', 'tie', 'app-1', 0, 40_000]] })
+  await new Promise((r) => setImmediate(r))
+  const told = (): unknown[] => sent.filter((m) => m.tether === 'writes').flatMap((m) => m.writes ?? [])
+  t.same(told(), [], 'writes applied from others are not told again')
+  // another worker lost `moved` and placed it afresh (epoch 0): refused here, the move told again
+  deliver({ tether: 'written', writes: [['b', 'moved', 'app-0', 0, 49_000]] })
+  await new Promise((r) => setImmediate(r))
+  t.match(sessions.peek('moved', 50_000), { upstream: 'app-1', epoch: 2 }, 'the later move stands')
+  t.same(told(), [['b', 'moved', 'app-1', 2, 40_000]], 'and is told to the others again, with its creation time')
+  // two workers that placed a user at once (the same epoch): both sides apply the same rule, nothing told
+  deliver({ tether: 'written', writes: [['b', 'tie', 'app-2', 0, 49_000], ['b', 'moved', 'app-3', 3, 49_500]] })
+  await new Promise((r) => setImmediate(r))
+  t.match(sessions.peek('tie', 50_000), { upstream: 'app-1', epoch: 0 }, 'a tie: the smaller upstream id stays')
+  t.match(sessions.peek('moved', 50_000), { upstream: 'app-3', epoch: 3 }, 'a later move replaces the binding')
+  t.equal(told().length, 1, 'neither is told again')
 })

@@ -145,9 +145,18 @@ export class SessionTable {
    * smaller upstream id, so two workers that placed a user at once agree on one. The binding
    * takes the writer's creation time `createdAt`. Example: local app-2 at epoch 1,
    * `applyRemote('k', 'app-1', 1, now, created)` -> app-1; `applyRemote('k', 'app-3', 0, now, created)` -> unchanged.
+   * A pin at a lower epoch than the one held comes from a worker that did not know this user's
+   * later move (it had evicted the binding for room, or it expired there a little earlier, or
+   * its copy at start ended short): the binding held here is told to the others again, so that
+   * worker routes the user as this one does from then on (no answer waits for it).
    */
   applyRemote(key: string, upstream: string, epoch: number, now: number, createdAt: number): void {
-    if (this.#wins(key, upstream, epoch, now)) this.table.setCreated(key, upstream, epoch, now, createdAt)
+    const local = this.table.peek(key, now)
+    if (local === null || epoch > local.epoch || (epoch === local.epoch && upstream <= local.upstream)) {
+      this.table.setCreated(key, upstream, epoch, now, createdAt)
+    } else if (local.epoch > epoch) {
+      this.#sink?.bound(key, local.upstream, local.epoch, true, local.createdAt)
+    }
   }
 
   /**
@@ -160,12 +169,6 @@ export class SessionTable {
   applyCopy(key: string, upstream: string, epoch: number, createdAt: number, lastSeen: number, now: number): void {
     const seen = Number.isFinite(lastSeen) ? lastSeen : now
     this.table.append(key, upstream, epoch, Number.isFinite(createdAt) ? createdAt : seen, seen, now)
-  }
-
-  /** Does a binding of `key` to `upstream` at `epoch` replace the one held (see {@link applyRemote})? */
-  #wins(key: string, upstream: string, epoch: number, now: number): boolean {
-    const local = this.table.peek(key, now)
-    return local === null || epoch > local.epoch || (epoch === local.epoch && upstream <= local.upstream)
   }
 
   /**
