@@ -427,19 +427,26 @@ t.test('a pin from a worker that did not know a later move of the user (evicted,
   const { deliver, sessions, attached, call, sent } = attaching()
   deliver({ tether: 'reply', call, value: null })
   await attached
+  // the re-send is decided after the writes that came with the refused one, then sent
+  const turns = async (): Promise<void> => { for (let i = 0; i < 2; i++) await new Promise((r) => setImmediate(r)) }
   deliver({ tether: 'written', writes: [['b', 'moved', 'app-1', 2, 40_000], ['b', 'tie', 'app-1', 0, 40_000]] })
-  await new Promise((r) => setImmediate(r))
+  await turns()
   const told = (): unknown[] => sent.filter((m) => m.tether === 'writes').flatMap((m) => m.writes ?? [])
   t.same(told(), [], 'writes applied from others are not told again')
   // another worker lost `moved` and placed it afresh (epoch 0): refused here, the move told again
   deliver({ tether: 'written', writes: [['b', 'moved', 'app-0', 0, 49_000]] })
-  await new Promise((r) => setImmediate(r))
+  await turns()
   t.match(sessions.peek('moved', 50_000), { upstream: 'app-1', epoch: 2 }, 'the later move stands')
   t.same(told(), [['b', 'moved', 'app-1', 2, 40_000]], 'and is told to the others again, with its creation time')
   // two workers that placed a user at once (the same epoch): both sides apply the same rule, nothing told
   deliver({ tether: 'written', writes: [['b', 'tie', 'app-2', 0, 49_000], ['b', 'moved', 'app-3', 3, 49_500]] })
-  await new Promise((r) => setImmediate(r))
+  await turns()
   t.match(sessions.peek('tie', 50_000), { upstream: 'app-1', epoch: 0 }, 'a tie: the smaller upstream id stays')
   t.match(sessions.peek('moved', 50_000), { upstream: 'app-3', epoch: 3 }, 'a later move replaces the binding')
   t.equal(told().length, 1, 'neither is told again')
+  // a stale pin and an unpin of the same user in one message: the unpin stands, nothing told
+  deliver({ tether: 'written', writes: [['b', 'moved', 'app-0', 0, 49_900], ['u', 'moved']] })
+  await turns()
+  t.equal(sessions.peek('moved', 50_000), null, 'unpinned')
+  t.equal(told().length, 1, 'the binding unpinned meanwhile is not told again')
 })

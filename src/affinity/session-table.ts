@@ -154,8 +154,13 @@ export class SessionTable {
     const local = this.table.peek(key, now)
     if (local === null || epoch > local.epoch || (epoch === local.epoch && upstream <= local.upstream)) {
       this.table.setCreated(key, upstream, epoch, now, createdAt)
-    } else if (local.epoch > epoch) {
-      this.#sink?.bound(key, local.upstream, local.epoch, true, local.createdAt)
+    } else if (local.epoch > epoch && this.#sink) {
+      // after the writes that came with this one (an unpin of the user among them: no re-send)
+      const sink = this.#sink
+      queueMicrotask(() => {
+        const held = this.table.peek(key, now)
+        if (held !== null && held.epoch > epoch) sink.bound(key, held.upstream, held.epoch, true, held.createdAt)
+      })
     }
   }
 
