@@ -2,6 +2,7 @@
 // limit, the primary's hub (relay before acknowledgement, snapshots, named sets, the shared
 // checkpoint store) and the session table's rules for pins made by another worker.
 import t from 'tap'
+import { FakeTimers } from './fixtures/timers.js'
 import { availableCpus, cpusOfQuota, workerCount } from '../src/workers/worker-count.js'
 import { Hub } from '../src/workers/hub.js'
 import type { ToWorker } from '../src/workers/messages.js'
@@ -367,10 +368,10 @@ t.test("a starting worker copies its sibling's bindings with their times there, 
 })
 
 /** A worker (its link, tables and records, at time 50,000) that has asked for its snapshot: `call`; `attached` resolves once it is in. */
-function attaching() {
+function attaching(timers?: FakeTimers) {
   const sent: { tether: string; call?: number; op?: string }[] = []
   let deliver: (m: unknown) => void = () => undefined
-  const link = new WorkerLink({ send: (m) => void sent.push(m as never), onMessage: (fn) => { deliver = fn } }, undefined, 600_000)
+  const link = new WorkerLink({ send: (m) => void sent.push(m as never), onMessage: (fn) => { deliver = fn } }, undefined, 600_000, timers)
   const sessions = new SessionTable({ maxEntries: 10, idleTimeout: 60_000, absoluteTimeout: null, sink: link.bindings.sink() })
   const records = new SessionRecords({ maxEntries: 10, idleTimeout: 60_000, secret: null, pins: sessions.table })
   const attached = link.attach({ sessions, records, applyProbe: () => undefined, becomeLead: () => undefined, discovered: () => undefined, probeSoon: () => undefined, now: () => 50_000, metrics: () => Promise.resolve([]) })
@@ -449,4 +450,23 @@ t.test('a pin from a worker that did not know a later move of the user (evicted,
   await turns()
   t.equal(sessions.peek('moved', 50_000), null, 'unpinned')
   t.equal(told().length, 1, 'the binding unpinned meanwhile is not told again')
+})
+
+t.test("a sibling's copy has 30 s to come in, counted again when another sibling takes it over", async (t) => {
+  const timers = new FakeTimers()
+  const { deliver, sessions, attached, call } = attaching(timers)
+  let done = false
+  void attached.then(() => { done = true })
+  deliver({ tether: 'dumping', call })
+  timers.advance(20_000)
+  deliver({ tether: 'dumping', call }) // the first sibling died; another one sends it all
+  timers.advance(20_000) // 40 s from the start, 20 s into the second try
+  await new Promise((r) => setImmediate(r))
+  t.notOk(done, 'still waiting for the second sibling')
+  deliver({ tether: 'snapshot-chunk', call, entries: [['k', 'app-1', 0, 40_000, 45_000]] })
+  timers.advance(10_000) // 30 s into the second try: gives up
+  await attached
+  t.match(sessions.peek('k', 50_000), { upstream: 'app-1' }, 'what came in is kept')
+  deliver({ tether: 'snapshot-chunk', call, entries: [['late', 'app-1', 0, 40_000, 45_000]] })
+  t.equal(sessions.peek('late', 50_000), null, 'what comes after it gave up is not applied')
 })

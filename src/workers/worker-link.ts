@@ -12,6 +12,7 @@ import type { PeerChannel } from '../peers/peer-channel.js'
 import type { Checkpoint, CheckpointStore, CheckpointStoreStatus, GetResult, PutResult } from '../state/checkpoint-store.js'
 import type { BindingWrite, CallOp, ToPrimary, ToWorker, WireBinding, WireDiscovered, WireRecord } from './messages.js'
 import { isTetherMessage } from './messages.js'
+import { systemTimers, type Timers } from '../clock.js'
 
 /** How long a worker waits on the primary before it goes on without an answer (ms). */
 const PRIMARY_TIMEOUT = 2_000
@@ -80,11 +81,14 @@ export class WorkerLink {
 
   /** How long an answer waits on the primary at most (ms). */
   readonly #timeout: number
+  /** The snapshot timer's (see attach); systemTimers unless a test drives them. */
+  readonly #timers: Timers
 
-  constructor(ipc: IpcChannel, adjust: (config: Config) => Config = (c) => c, primaryTimeout = PRIMARY_TIMEOUT) {
+  constructor(ipc: IpcChannel, adjust: (config: Config) => Config = (c) => c, primaryTimeout = PRIMARY_TIMEOUT, timers: Timers = systemTimers) {
     this.#ipc = ipc
     this.adjust = adjust
     this.#timeout = primaryTimeout
+    this.#timers = timers
     ipc.onMessage((m) => {
       if (isTetherMessage(m)) this.#receive(m as ToWorker)
     })
@@ -215,25 +219,27 @@ export class WorkerLink {
     // the writes held since the first are then applied, as the copy only adds keys missing
     // here (the first sibling's part of the copy does not have them)
     const held: (readonly BindingWrite[])[] = []
-    let snapshot = -1
     let dumps = 0
-    let timer: NodeJS.Timeout | undefined
+    const timers = this.#timers
+    let timer: unknown
+    let call = -1
     this.#held = held
-    this.#dumping = (call) => {
-      if (call !== snapshot) return
+    this.#dumping = (asked) => {
+      if (asked !== call) return
       if (dumps++ > 0) {
         for (const writes of held) applyWrites(parts, writes)
-        timer?.refresh() // the next sibling has the whole time to send it all
+        // the next sibling has the whole time to send it all
+        timers.clearTimeout(timer)
+        timer = timers.setTimeout(() => this.#settle(call, null), SNAPSHOT_TIMEOUT)
       }
       held.length = 0
     }
     await new Promise<void>((resolve) => {
-      const call = ++this.#call
-      snapshot = call
-      timer = setTimeout(() => this.#settle(call, null), SNAPSHOT_TIMEOUT)
+      call = ++this.#call
+      timer = timers.setTimeout(() => this.#settle(call, null), SNAPSHOT_TIMEOUT)
       this.#calls.set(call, {
         resolve: () => {
-          clearTimeout(timer)
+          timers.clearTimeout(timer)
           this.#held = null
           this.#dumping = null
           for (const writes of held) applyWrites(parts, writes)
