@@ -450,6 +450,12 @@ t.test('a pin from a worker that did not know a later move of the user (evicted,
   await turns()
   t.equal(sessions.peek('moved', 50_000), null, 'unpinned')
   t.equal(told().length, 1, 'the binding unpinned meanwhile is not told again')
+  // a stale pin and a later move of the same user in one message: the move's maker told it
+  deliver({ tether: 'written', writes: [['b', 'x', 'app-1', 2, 49_800]] })
+  deliver({ tether: 'written', writes: [['b', 'x', 'app-0', 0, 49_900], ['b', 'x', 'app-3', 3, 49_950]] })
+  await turns()
+  t.match(sessions.peek('x', 50_000), { upstream: 'app-3', epoch: 3 }, 'the later move stands')
+  t.equal(told().length, 1, 'and is not told again by this worker')
 })
 
 t.test("a sibling's copy has 30 s to come in, counted again when another sibling takes it over", async (t) => {
@@ -465,6 +471,9 @@ t.test("a sibling's copy has 30 s to come in, counted again when another sibling
   t.notOk(done, 'still waiting for the second sibling')
   deliver({ tether: 'snapshot-chunk', call, entries: [['k', 'app-1', 0, 40_000, 45_000]] })
   timers.advance(10_000) // 30 s into the second try: gives up
+  await new Promise((r) => setImmediate(r))
+  t.ok(done, 'gave up 30 s into the second try')
+  if (!done) deliver({ tether: 'reply', call, value: null })
   await attached
   t.match(sessions.peek('k', 50_000), { upstream: 'app-1' }, 'what came in is kept')
   deliver({ tether: 'snapshot-chunk', call, entries: [['late', 'app-1', 0, 40_000, 45_000]] })

@@ -155,11 +155,13 @@ export class SessionTable {
     if (local === null || epoch > local.epoch || (epoch === local.epoch && upstream <= local.upstream)) {
       this.table.setCreated(key, upstream, epoch, now, createdAt)
     } else if (local.epoch > epoch && this.#sink) {
-      // after the writes that came with this one (an unpin of the user among them: no re-send)
+      // after the writes that came with this one (an unpin of the user, or a later move sent
+      // by its own maker, among them: no re-send)
       const sink = this.#sink
+      const refusing = local
       queueMicrotask(() => {
         const held = this.table.peek(key, now)
-        if (held !== null && held.epoch > epoch) sink.bound(key, held.upstream, held.epoch, true, held.createdAt)
+        if (held !== null && held.upstream === refusing.upstream && held.epoch === refusing.epoch) sink.bound(key, held.upstream, held.epoch, true, held.createdAt)
       })
     }
   }
