@@ -4,7 +4,7 @@
 import t from 'tap'
 import { tempFile } from './fixtures/cli.js'
 import { freePort } from './fixtures/ports.js'
-import { request, slotOf, startPrimary, workerPids } from './fixtures/primary-process.js'
+import { request, slotOf, startPrimary, workerPids, workersYaml } from './fixtures/primary-process.js'
 import { startChildUpstream } from './fixtures/child-upstream.js'
 import { waitFor } from './fixtures/wait.js'
 
@@ -14,15 +14,7 @@ t.test('with two workers, a worker restarted after a drain has it draining, migr
   const apps = await Promise.all(['app-0', 'app-1'].map((id) => startChildUpstream(id)))
   t.teardown(() => Promise.all(apps.map((a) => a.kill())))
   const [port, adminPort] = [await freePort(), await freePort()]
-  const file = tempFile('workers-drain-start.yaml', [
-    `listen: { host: 127.0.0.1, port: ${port} }`,
-    `admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }`,
-    'workers: 2',
-    'log: { level: info, access: false }',
-    'upstreams:',
-    ...apps.map((a) => `  - { id: ${a.id}, url: "${a.url}" }`),
-    '',
-  ].join('\n'))
+  const file = tempFile('workers-drain-start.yaml', workersYaml({ listen: port, adminPort, workers: 2, upstreams: apps }))
   const { proc, out } = await startPrimary(t, file)
   // each worker's private admin listener, from its start line (the last one of each slot)
   const admins = (): Map<number, string> => new Map(out().split('\n').filter((l) => l.includes('"tether listening"'))

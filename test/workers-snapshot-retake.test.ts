@@ -7,23 +7,14 @@ import t from 'tap'
 import { writeFileSync } from 'node:fs'
 import { tempFile } from './fixtures/cli.js'
 import { freePort } from './fixtures/ports.js'
-import { request, slotOf, startPrimary, workerPids } from './fixtures/primary-process.js'
+import { request, slotOf, startPrimary, workerPids, workersYaml } from './fixtures/primary-process.js'
 import { startChildUpstream, type ChildUpstream } from './fixtures/child-upstream.js'
 import { waitFor } from './fixtures/wait.js'
 
 const USERS = 24
 
 function yaml(port: number, adminPort: number, apps: readonly ChildUpstream[]): string {
-  return [
-    `listen: { host: 127.0.0.1, port: ${port} }`,
-    `admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }`,
-    'workers: 3',
-    'log: { level: info, access: false }',
-    "affinity: { key: header, header: { name: X-Tenant } }",
-    'upstreams:',
-    ...apps.map((a) => `  - { id: ${a.id}, url: "${a.url}" }`),
-    '',
-  ].join('\n')
+  return workersYaml({ listen: port, adminPort, workers: 3, upstreams: apps, extra: ['affinity: { key: header, header: { name: X-Tenant } }'] })
 }
 
 t.test('with three workers, a restarted worker whose sibling freezes while it sends the copy gets it from another sibling: every user routed as before', async (t) => {
