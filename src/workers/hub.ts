@@ -81,18 +81,14 @@ export class Hub {
     }
   }
 
-  /** Asks a sibling of `to` for a snapshot answering its call `call`; false when there is none. */
-  #startDump(to: number, call: number): boolean {
+  /** Asks a sibling of `to` for a snapshot answering its call `call`; with none, the call ends (null). */
+  #startDump(to: number, call: number): void {
     const donor = this.#workers.donor(to)
-    if (donor === null) {
-      this.#workers.send(to, { tether: 'reply', call, value: null })
-      return false
-    }
+    if (donor === null) return this.#workers.send(to, { tether: 'reply', call, value: null })
     const dump = ++this.#dump
     this.#dumps.set(dump, { to, call, from: donor })
     this.#workers.send(donor, { tether: 'dump', dump })
     this.#workers.send(to, { tether: 'dumping', call })
-    return true
   }
 
   #finishDump(dump: number): void {
