@@ -147,14 +147,16 @@ export class SessionTable {
    * `applyRemote('k', 'app-1', 1, now, created)` -> app-1; `applyRemote('k', 'app-3', 0, now, created)` -> unchanged.
    * A pin at a lower epoch than the one held comes from a worker that did not know this user's
    * later move (it had evicted the binding for room, or it expired there a little earlier, or
-   * its copy at start ended short): the binding held here is told to the others again, so that
-   * worker routes the user as this one does from then on (no answer waits for it).
+   * its copy at start ended short) or, at the same epoch, one placed afresh there elsewhere (an
+   * upstream added since): the binding held here is told to the others again, so that worker
+   * routes the user as this one does from then on (no answer waits for it); `resend` false: a
+   * pin of this worker's own, applied again (WorkerLink), tells nothing.
    */
-  applyRemote(key: string, upstream: string, epoch: number, now: number, createdAt: number): void {
+  applyRemote(key: string, upstream: string, epoch: number, now: number, createdAt: number, resend = true): void {
     const local = this.table.peek(key, now)
     if (local === null || epoch > local.epoch || (epoch === local.epoch && upstream <= local.upstream)) {
       this.table.setCreated(key, upstream, epoch, now, createdAt)
-    } else if (local.epoch > epoch && this.#sink) {
+    } else if (resend && this.#sink) {
       // after the writes that came with this one (an unpin of the user, or a later move sent
       // by its own maker, among them: no re-send)
       const sink = this.#sink

@@ -21,7 +21,8 @@ export interface HubWorkers {
 /**
  * Example: worker 1 sends `{ tether: 'writes', seq: 7, writes: [['b', 'k', 'app-1', 0]] }` ->
  * `hub.receive(1, m)` sends `{ tether: 'written', writes: [...] }` to every other worker, then
- * `{ tether: 'ack', seq: 7 }` to worker 1 (so its answer's head goes out after the others know).
+ * `{ tether: 'ack', seq: 7 }` to worker 1 (so its answer's head goes out after the others know;
+ * and where worker 1 applies those writes again, so every worker applies all in this order).
  */
 export class Hub {
   readonly #workers: HubWorkers

@@ -96,6 +96,10 @@ export type ToPrimary =
 
 /** From the primary to a worker. */
 export type ToWorker =
+  /**
+   * The worker's writes up to `seq` reached every other worker; sent at their place among the
+   * others' `written` (the worker applies its own pins, unpins and rotations again there).
+   */
   | { readonly tether: 'ack'; readonly seq: number }
   /** Another worker's binding writes, in its order. */
   | { readonly tether: 'written'; readonly writes: readonly BindingWrite[] }

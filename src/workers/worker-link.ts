@@ -14,6 +14,12 @@ import type { BindingWrite, CallOp, ToPrimary, ToWorker, WireBinding, WireDiscov
 import { isTetherMessage } from './messages.js'
 import { systemTimers, type Timers } from '../clock.js'
 
+/** Writes held while a starting worker's snapshot comes in; `own`: this worker's, acknowledged then. */
+interface Held {
+  readonly writes: readonly BindingWrite[]
+  readonly own: boolean
+}
+
 /** How long a worker waits on the primary before it goes on without an answer (ms). */
 const PRIMARY_TIMEOUT = 2_000
 /** How long a starting worker waits for a sibling's copy (from the start of each sibling's try) before it goes on without the rest. */
@@ -66,12 +72,17 @@ export class WorkerLink {
   readonly #pending = new Map<string, number>()
   /** Binding writes not sent yet: sent as one message per event-loop turn, or before any other message. */
   #writes: BindingWrite[] = []
+  /** Batches of writes sent and not acknowledged yet, in order: applied here again at their ack (see #ack). */
+  #unacked: { readonly seq: number; readonly writes: readonly BindingWrite[] }[] = []
   #call = 0
   readonly #calls = new Map<number, { resolve: (v: unknown) => void; chunk?: (e: readonly WireBinding[], r: readonly WireRecord[] | undefined) => void }>()
   readonly #listeners: ((message: string) => void)[] = []
   #parts: WorkerParts | null = null
-  /** Other workers' writes received while the snapshot comes in (see attach); null: applied at once. */
-  #held: (readonly BindingWrite[])[] | null = null
+  /**
+   * Other workers' writes received while the snapshot comes in (see attach), and this worker's
+   * own acknowledged meanwhile (`own`, see #ack), in order; null: applied at once.
+   */
+  #held: Held[] | null = null
   /** The snapshot being taken (see attach): drops the writes held so far. */
   #dumping: ((call: number) => void) | null = null
   #lead = false
@@ -218,7 +229,7 @@ export class WorkerLink {
     // sibling that dies while it sends is replaced by another one, with a 'dumping' again:
     // the writes held since the first are then applied, as the copy only adds keys missing
     // here (the first sibling's part of the copy does not have them)
-    const held: (readonly BindingWrite[])[] = []
+    const held: Held[] = []
     let dumps = 0
     const timers = this.#timers
     let timer: unknown
@@ -227,7 +238,7 @@ export class WorkerLink {
     this.#dumping = (asked) => {
       if (asked !== call) return
       if (dumps++ > 0) {
-        for (const writes of held) applyWrites(parts, writes)
+        for (const h of held) applyWrites(parts, h.writes, h.own)
         // the next sibling has the whole time to send it all
         timers.clearTimeout(timer)
         timer = timers.setTimeout(() => this.#settle(call, null), SNAPSHOT_TIMEOUT)
@@ -242,7 +253,7 @@ export class WorkerLink {
           timers.clearTimeout(timer)
           this.#held = null
           this.#dumping = null
-          for (const writes of held) applyWrites(parts, writes)
+          for (const h of held) applyWrites(parts, h.writes, h.own)
           resolve()
         },
         chunk: (entries, records) => {
@@ -277,7 +288,7 @@ export class WorkerLink {
     switch (m.tether) {
       case 'ack': return this.#ack(m.seq)
       case 'written':
-        if (this.#held !== null) return void this.#held.push(m.writes)
+        if (this.#held !== null) return void this.#held.push({ writes: m.writes, own: false })
         return void (p !== null && applyWrites(p, m.writes))
       case 'message': for (const fn of this.#listeners) fn(m.message); return
       case 'probe': return void p?.applyProbe(m.id, m.ok, m.severe)
@@ -317,6 +328,7 @@ export class WorkerLink {
     if (this.#writes.length === 0) return
     const writes = this.#writes
     this.#writes = []
+    this.#unacked.push({ seq: this.#seq, writes })
     this.#ipc.send({ tether: 'writes', seq: this.#seq, writes })
   }
 
@@ -351,6 +363,16 @@ export class WorkerLink {
     const from = this.#acked
     if (seq <= from) return
     this.#acked = seq
+    // the ack comes where the primary put these writes among the others' (the channel keeps its
+    // order): applied here again at that place, every worker has applied every write in one
+    // order, so a pin or unpin crossing another worker's write in the primary ends the same on all
+    let own = 0
+    while (own < this.#unacked.length && this.#unacked[own]!.seq <= seq) own++
+    const p = this.#parts
+    for (const { writes } of this.#unacked.splice(0, own)) {
+      if (this.#held !== null) this.#held.push({ writes, own: true })
+      else if (p !== null) applyWrites(p, writes, true)
+    }
     for (const [k, s] of this.#pending) {
       if (s > seq) break
       this.#pending.delete(k)
@@ -419,11 +441,16 @@ export class WorkerLink {
   }
 }
 
-/** Apply another worker's binding writes (and shared answers), in order. */
-function applyWrites(p: WorkerParts, writes: readonly BindingWrite[]): void {
+/**
+ * Apply another worker's binding writes (and shared answers), in order; `own`: this worker's own
+ * pins, unpins and rotations again, at their place in the primary's order (see #ack): the rest
+ * of its own writes (answers, orders) stand as made.
+ */
+function applyWrites(p: WorkerParts, writes: readonly BindingWrite[], own = false): void {
   const now = p.now()
   for (const w of writes) {
-    if (w[0] === 'b') p.sessions.applyRemote(w[1], w[2], w[3], now, w[4])
+    if (own && w[0] !== 'b' && w[0] !== 'u' && w[0] !== 'r') continue
+    if (w[0] === 'b') p.sessions.applyRemote(w[1], w[2], w[3], now, w[4], !own)
     else if (w[0] === 'u') p.sessions.table.delete(w[1])
     else if (w[0] === 'r') p.sessions.applyRetired(w[1], w[2] === null ? null : { upstream: w[2][0], epoch: w[2][1] }, now)
     else if (w[0] === 'o') p.records.order(w[1], w[2], w[3])

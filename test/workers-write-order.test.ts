@@ -1,0 +1,186 @@
+// Workers' bindings converge whatever order their writes cross in: three real WorkerLinks and
+// their session tables joined through a real Hub over in-memory FIFO channels whose deliveries
+// this test interleaves (each channel stays in order, as Node's IPC channel does). A worker's
+// pin, unpin, rotation and renewal, a binding lost for room and placed afresh, cross each other
+// in the primary; once every message is delivered, every worker must hold the same binding and
+// rotation grace for every user. A seeded fuzz prints its figures; the named cases are the
+// races the closing notes of earlier stops listed.
+import t from 'tap'
+import { Hub } from '../src/workers/hub.js'
+import type { ToPrimary, ToWorker } from '../src/workers/messages.js'
+import { SessionTable } from '../src/affinity/session-table.js'
+import { SessionRecords } from '../src/affinity/session-records.js'
+import { WorkerLink } from '../src/workers/worker-link.js'
+
+const NOW = 50_000
+
+interface Node {
+  readonly id: number
+  readonly link: WorkerLink
+  readonly sessions: SessionTable
+  /** Messages this worker sent, not yet received by the hub. */
+  readonly up: ToPrimary[]
+  /** Messages the hub sent it, not yet delivered. */
+  readonly down: ToWorker[]
+  deliver(m: ToWorker): void
+}
+
+/** Three attached workers and their hub; nothing is delivered until the test says so. */
+async function mesh(n = 3) {
+  const nodes: Node[] = []
+  const hub = new Hub({
+    ids: () => nodes.map((w) => w.id),
+    donor: () => null,
+    send: (id, m) => void nodes.find((w) => w.id === id)!.down.push(m),
+    lead: () => 1,
+  }, null)
+  for (let id = 1; id <= n; id++) {
+    const up: ToPrimary[] = []
+    let receive: (m: unknown) => void = () => undefined
+    const link = new WorkerLink({ send: (m) => void up.push(m), onMessage: (fn) => { receive = fn } })
+    const sessions = new SessionTable({ maxEntries: 100, idleTimeout: 600_000, absoluteTimeout: null, sink: link.bindings.sink() })
+    const records = new SessionRecords({ maxEntries: 100, idleTimeout: 600_000, secret: null, pins: sessions.table })
+    const attached = link.attach({ sessions, records, applyProbe: () => undefined, becomeLead: () => undefined, discovered: () => undefined, probeSoon: () => undefined, now: () => NOW, metrics: () => Promise.resolve([]) })
+    const call = (up.find((m) => m.tether === 'call') as { call: number }).call
+    up.length = 0
+    receive({ tether: 'reply', call, value: null })
+    await attached
+    nodes.push({ id, link, sessions, up, down: [], deliver: (m) => receive(m) })
+  }
+  /** Let the links send what they batched this turn (writes go out on setImmediate, re-sends after a microtask). */
+  const turn = (): Promise<void> => new Promise((r) => setImmediate(r))
+  /** The hub receives the next message of `w`. */
+  const toHub = (w: Node): boolean => {
+    const m = w.up.shift()
+    if (m === undefined) return false
+    hub.receive(w.id, m)
+    return true
+  }
+  /** `w` receives the next message the hub sent it. */
+  const toWorker = (w: Node): boolean => {
+    const m = w.down.shift()
+    if (m === undefined) return false
+    w.deliver(m)
+    return true
+  }
+  /** Deliver everything, re-sends included, until nothing moves. */
+  const settle = async (): Promise<void> => {
+    for (let rounds = 0; rounds < 1_000; rounds++) {
+      await turn()
+      let moved = false
+      for (const w of nodes) while (toHub(w)) moved = true
+      for (const w of nodes) while (toWorker(w)) moved = true
+      await turn()
+      if (!moved && nodes.every((w) => w.up.length === 0 && w.down.length === 0)) return
+    }
+    throw new Error('messages still moving after 1,000 rounds')
+  }
+  /** Users whose binding or rotation grace differs between workers. */
+  const disagreements = (keys: readonly string[]): string[] => keys.filter((k) => {
+    const seen = new Set(nodes.map((w) => {
+      const b = w.sessions.peek(k, NOW)
+      const g = w.sessions.rotated(k, NOW)
+      return JSON.stringify([b === null ? null : [b.upstream, b.epoch], g === null ? null : [g.upstream, g.epoch]])
+    }))
+    return seen.size > 1
+  })
+  return { nodes, turn, toHub, toWorker, settle, disagreements }
+}
+
+t.test("an unpin crossing another worker's renewal in the primary: every worker ends the same, in either order", async (t) => {
+  for (const unpinFirst of [true, false]) {
+    const m = await mesh()
+    const [a, b] = m.nodes as [Node, Node, Node]
+    a.sessions.pin('k', 'app-1', 0, NOW)
+    await m.settle()
+    // a renews its binding (a sync period's first use) while b unpins the user (its cookie was deleted)
+    a.sessions.sync('k', null, NOW)
+    b.sessions.unpin('k')
+    await m.turn()
+    if (unpinFirst) { m.toHub(b); m.toHub(a) } else { m.toHub(a); m.toHub(b) }
+    await m.settle()
+    t.same(m.disagreements(['k']), [], `${unpinFirst ? 'unpin' : 'renewal'} ordered first: one binding on every worker`)
+    t.equal(m.nodes[2]!.sessions.peek('k', NOW) === null, !unpinFirst, unpinFirst ? 'the renewal, ordered last, stands' : 'the unpin, ordered last, stands')
+  }
+})
+
+t.test("a binding told again (a worker placed the user afresh) crossing another worker's unpin: every worker ends the same", async (t) => {
+  const m = await mesh()
+  const [a, b, c] = m.nodes as [Node, Node, Node]
+  a.sessions.pin('k', 'app-1', 0, NOW)
+  await m.settle()
+  a.sessions.pin('k', 'app-2', 1, NOW) // a move
+  await m.settle()
+  // c lost the binding (evicted for room) and places the user afresh at epoch 0
+  c.sessions.table.delete('k')
+  c.sessions.pin('k', 'app-0', 0, NOW)
+  await m.turn()
+  m.toHub(c)
+  m.toWorker(a) // a refuses the stale pin and tells app-2 again...
+  await m.turn()
+  await m.turn()
+  b.sessions.unpin('k') // ...while b unpins the user, before a's binding reaches it
+  await m.turn()
+  m.toHub(b)
+  await m.settle()
+  t.same(m.disagreements(['k']), [], 'one binding (or none) on every worker')
+})
+
+t.test('fuzz: pins, moves, unpins, rotations, renewals and lost bindings crossing in the primary converge on every worker', async (t) => {
+  const seeds = Number(process.env.WRITE_ORDER_SEEDS ?? 200)
+  const keys = ['k0', 'k1', 'k2', 'k3']
+  const ups = ['app-0', 'app-1', 'app-2']
+  let bad = 0
+  let steps = 0
+  for (let seed = 1; seed <= seeds; seed++) {
+    let s = seed * 2_654_435_761 >>> 0
+    const rand = (n: number): number => {
+      s = (s * 1_103_515_245 + 12_345) >>> 0
+      return (s >>> 8) % n
+    }
+    const m = await mesh()
+    for (let i = 0; i < 60; i++) {
+      const w = m.nodes[rand(3)]!
+      const k = keys[rand(keys.length)]!
+      switch (rand(8)) {
+        case 0: { // a placement, or a move of a user held here (the router's epochs)
+          const held = w.sessions.peek(k, NOW)
+          w.sessions.pin(k, ups[rand(3)]!, held === null ? 0 : held.epoch + 1, NOW)
+          break
+        }
+        case 1: w.sessions.unpin(k); break
+        case 2: w.sessions.retire(k, rand(2) === 0 ? null : { upstream: ups[rand(3)]!, epoch: rand(3) }, NOW); break
+        case 3: w.sessions.sync(k, null, NOW); break // a renewal, when held here
+        case 4: // lost for room, told nobody, and placed afresh at the user's next request here
+          w.sessions.table.delete(k)
+          w.sessions.pin(k, ups[rand(3)]!, 0, NOW)
+          break
+        case 5: await m.turn(); break
+        case 6: m.toHub(w); break
+        default: m.toWorker(w)
+      }
+      steps++
+    }
+    await m.settle()
+    const off = m.disagreements(keys)
+    if (off.length > 0) {
+      bad++
+      if (bad <= 3) t.comment(`seed ${seed}: ${off.join(', ')} differ`)
+    }
+  }
+  t.comment(`write order fuzz: ${seeds} runs, ${steps} steps, ${bad} runs with workers that disagree`)
+  t.equal(bad, 0, 'every run converges')
+})
+
+t.test('a worker that lost a binding and placed the user afresh elsewhere at the same epoch (an upstream added since) takes the binding the others hold', async (t) => {
+  const m = await mesh()
+  const [a, b] = m.nodes as [Node, Node, Node]
+  a.sessions.pin('k', 'app-0', 0, NOW)
+  await m.settle()
+  // app-1 was added; b lost the binding for room and the hash now places the user on app-1
+  b.sessions.table.delete('k')
+  b.sessions.pin('k', 'app-1', 0, NOW)
+  await m.settle()
+  t.same(m.disagreements(['k']), [], 'one binding on every worker')
+  t.match(b.sessions.peek('k', NOW), { upstream: 'app-0', epoch: 0 }, 'the one the others hold')
+})
