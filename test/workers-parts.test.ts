@@ -427,7 +427,9 @@ t.test('a sibling that dies while it sends the snapshot: writes held since are a
 t.test("a starting worker's own write acknowledged while its snapshot comes in is applied again at its place, after the others' writes held before it", async (t) => {
   const { deliver, sessions, attached, call, sent } = attaching()
   deliver({ tether: 'dumping', call })
-  sessions.pin('k', 'app-1', 0, 50_000) // made here (a binding told again, say)
+  // made here: a starting worker serves nothing, so its one write is a binding told again (a
+  // sibling's held write it refused, applied when another sibling took the copy over)
+  sessions.pin('k', 'app-1', 0, 50_000)
   await new Promise((r) => setImmediate(r))
   const mine = sent.find((m) => m.tether === 'writes') as { seq: number } | undefined
   t.ok(mine, 'sent')

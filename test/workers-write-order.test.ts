@@ -1,11 +1,12 @@
-// Workers' bindings converge whatever order their writes cross in: three real WorkerLinks and
-// their session tables joined through a real Hub over in-memory FIFO channels whose deliveries
-// this test interleaves (each channel stays in order, as Node's IPC channel does). A worker's
-// pin, unpin, rotation and renewal, a binding lost for room and placed afresh, cross each other
-// in the primary; once every message is delivered, every worker must hold the same binding and
-// rotation grace for every user. A seeded fuzz prints its figures; the named cases are the
-// races the closing notes of earlier stops listed.
-import t from 'tap'
+// Workers' bindings converge whatever order their writes cross in: real WorkerLinks and their
+// session tables joined through a real Hub over in-memory FIFO channels whose deliveries this
+// test interleaves (each channel stays in order, as Node's IPC channel does). A worker's pin,
+// unpin, rotation and renewal, a binding lost for room and placed afresh, an answer decided
+// before a move it did not see, a worker that starts and copies a sibling meanwhile: once every
+// message is delivered, every worker must hold the same binding and rotation grace for every
+// user. A seeded fuzz prints its figures; the named cases are the races the closing notes of
+// earlier stops listed.
+import t, { type Test } from 'tap'
 import { Hub } from '../src/workers/hub.js'
 import type { ToPrimary, ToWorker } from '../src/workers/messages.js'
 import { SessionTable } from '../src/affinity/session-table.js'
@@ -16,6 +17,8 @@ const NOW = 50_000
 
 interface Node {
   readonly id: number
+  /** Its snapshot is in (it serves requests). */
+  attached: boolean
   readonly link: WorkerLink
   readonly sessions: SessionTable
   /** Messages this worker sent, not yet received by the hub. */
@@ -25,27 +28,27 @@ interface Node {
   deliver(m: ToWorker): void
 }
 
-/** Three attached workers and their hub; nothing is delivered until the test says so. */
+/** `n` attached workers and their hub; nothing is delivered until the test says so. */
 async function mesh(n = 3) {
   const nodes: Node[] = []
   const hub = new Hub({
     ids: () => nodes.map((w) => w.id),
-    donor: () => null,
+    donor: (except) => nodes.find((w) => w.id !== except && w.attached)?.id ?? null,
     send: (id, m) => void nodes.find((w) => w.id === id)!.down.push(m),
     lead: () => 1,
   }, null)
-  for (let id = 1; id <= n; id++) {
+  /** A worker that starts: it asks the hub for a sibling's copy (delivered as the rest is). */
+  const start = (id: number): { node: Node; attached: Promise<void> } => {
     const up: ToPrimary[] = []
     let receive: (m: unknown) => void = () => undefined
     const link = new WorkerLink({ send: (m) => void up.push(m), onMessage: (fn) => { receive = fn } })
     const sessions = new SessionTable({ maxEntries: 100, idleTimeout: 600_000, absoluteTimeout: null, sink: link.bindings.sink() })
     const records = new SessionRecords({ maxEntries: 100, idleTimeout: 600_000, secret: null, pins: sessions.table })
+    const node: Node = { id, attached: false, link, sessions, up, down: [], deliver: (m) => receive(m) }
+    nodes.push(node)
     const attached = link.attach({ sessions, records, applyProbe: () => undefined, becomeLead: () => undefined, discovered: () => undefined, probeSoon: () => undefined, now: () => NOW, metrics: () => Promise.resolve([]) })
-    const call = (up.find((m) => m.tether === 'call') as { call: number }).call
-    up.length = 0
-    receive({ tether: 'reply', call, value: null })
-    await attached
-    nodes.push({ id, link, sessions, up, down: [], deliver: (m) => receive(m) })
+      .then(() => { node.attached = true })
+    return { node, attached }
   }
   /** Let the links send what they batched this turn (writes go out on setImmediate, re-sends after a microtask). */
   const turn = (): Promise<void> => new Promise((r) => setImmediate(r))
@@ -75,6 +78,11 @@ async function mesh(n = 3) {
     }
     throw new Error('messages still moving after 1,000 rounds')
   }
+  for (let id = 1; id <= n; id++) {
+    const { attached } = start(id)
+    await settle()
+    await attached
+  }
   /** Users whose binding or rotation grace differs between workers. */
   const disagreements = (keys: readonly string[]): string[] => keys.filter((k) => {
     const seen = new Set(nodes.map((w) => {
@@ -84,7 +92,7 @@ async function mesh(n = 3) {
     }))
     return seen.size > 1
   })
-  return { nodes, turn, toHub, toWorker, settle, disagreements }
+  return { nodes, start, turn, toHub, toWorker, settle, disagreements }
 }
 
 t.test("an unpin crossing another worker's renewal in the primary: every worker ends the same, in either order", async (t) => {
@@ -126,23 +134,33 @@ t.test("a binding told again (a worker placed the user afresh) crossing another 
   t.same(m.disagreements(['k']), [], 'one binding (or none) on every worker')
 })
 
-t.test('fuzz: pins, moves, unpins, rotations, renewals and lost bindings crossing in the primary converge on every worker', async (t) => {
-  const seeds = Number(process.env.WRITE_ORDER_SEEDS ?? 200)
+/**
+ * `runs` seeded runs of `steps` random steps over `workers` workers (and, with `starting`, one
+ * more that starts at a random step and copies a sibling meanwhile); the runs whose workers
+ * disagree once every message is delivered.
+ */
+async function fuzz(t: Test, label: string, o: { workers: number; runs: number; steps: number; starting: boolean }): Promise<void> {
   const keys = ['k0', 'k1', 'k2', 'k3']
   const ups = ['app-0', 'app-1', 'app-2']
   let bad = 0
   let steps = 0
-  for (let seed = 1; seed <= seeds; seed++) {
-    let s = seed * 2_654_435_761 >>> 0
+  for (let seed = 1; seed <= o.runs; seed++) {
+    let s = (seed * 2_654_435_761 + o.workers) >>> 0
     const rand = (n: number): number => {
       s = (s * 1_103_515_245 + 12_345) >>> 0
       return (s >>> 8) % n
     }
-    const m = await mesh()
-    for (let i = 0; i < 60; i++) {
-      const w = m.nodes[rand(3)]!
+    const m = await mesh(o.workers)
+    const startAt = o.starting ? rand(o.steps) : -1
+    let started: Promise<void> | null = null
+    for (let i = 0; i < o.steps; i++) {
+      if (i === startAt) started = m.start(100).attached
+      const w = m.nodes[rand(m.nodes.length)]!
       const k = keys[rand(keys.length)]!
-      switch (rand(8)) {
+      const op = rand(10)
+      if (!w.attached && op < 6) continue // a starting worker serves no request yet
+      steps++
+      switch (op) {
         case 0: { // a placement, or a move of a user held here (the router's epochs)
           const held = w.sessions.peek(k, NOW)
           w.sessions.pin(k, ups[rand(3)]!, held === null ? 0 : held.epoch + 1, NOW)
@@ -155,21 +173,59 @@ t.test('fuzz: pins, moves, unpins, rotations, renewals and lost bindings crossin
           w.sessions.table.delete(k)
           w.sessions.pin(k, ups[rand(3)]!, 0, NOW)
           break
-        case 5: await m.turn(); break
-        case 6: m.toHub(w); break
+        case 5: { // an answer decided before a move it did not see: pinned at an epoch up to the one held
+          const held = w.sessions.peek(k, NOW)
+          w.sessions.pin(k, ups[rand(3)]!, held === null ? 0 : rand(held.epoch + 1), NOW)
+          break
+        }
+        case 6: await m.turn(); break
+        case 7: m.toHub(w); break
         default: m.toWorker(w)
       }
-      steps++
     }
     await m.settle()
+    await started
     const off = m.disagreements(keys)
     if (off.length > 0) {
       bad++
-      if (bad <= 3) t.comment(`seed ${seed}: ${off.join(', ')} differ`)
+      if (bad <= 3) t.comment(`${label}, seed ${seed}: ${off.join(', ')} differ`)
     }
   }
-  t.comment(`write order fuzz: ${seeds} runs, ${steps} steps, ${bad} runs with workers that disagree`)
-  t.equal(bad, 0, 'every run converges')
+  t.comment(`write order fuzz, ${label}: ${o.runs} runs, ${steps} steps, ${bad} runs with workers that disagree`)
+  t.equal(bad, 0, `${label}: every run converges`)
+}
+
+const RUNS = Number(process.env.WRITE_ORDER_RUNS ?? 200)
+t.test('fuzz: pins, moves, unpins, rotations, renewals, lost bindings and stale answers crossing in the primary converge on every worker', async (t) => {
+  await fuzz(t, '3 workers', { workers: 3, runs: RUNS, steps: 60, starting: false })
+  await fuzz(t, '5 workers', { workers: 5, runs: RUNS / 2, steps: 100, starting: false })
+  await fuzz(t, '3 workers and one that starts meanwhile', { workers: 3, runs: RUNS, steps: 100, starting: true })
+})
+
+t.test("a worker's own later decision about a user stands on it while the primary acknowledges an earlier one", async (t) => {
+  const m = await mesh()
+  const [a] = m.nodes as [Node, Node, Node]
+  a.sessions.pin('k', 'app-1', 0, NOW)
+  await m.turn()
+  a.sessions.unpin('k') // the next turn: a second message
+  await m.turn()
+  m.toHub(a)
+  m.toWorker(a) // the pin's ack
+  t.equal(a.sessions.peek('k', NOW), null, 'unpinned here still (the unpin is not acknowledged yet)')
+  await m.settle()
+  t.same(m.disagreements(['k']), [], 'and unpinned on every worker in the end')
+  t.equal(m.nodes[1]!.sessions.peek('k', NOW), null)
+  a.sessions.pin('k3', 'app-2', 0, NOW)
+  await m.settle()
+  a.sessions.unpin('k3')
+  await m.turn()
+  a.sessions.pin('k3', 'app-1', 0, NOW)
+  await m.turn()
+  m.toHub(a)
+  m.toWorker(a) // the unpin's ack
+  t.match(a.sessions.peek('k3', NOW), { upstream: 'app-1' }, 'a pin made after an unpin stands here at the unpin\'s ack')
+  await m.settle()
+  t.same(m.disagreements(['k3']), [], 'the same on every worker in the end')
 })
 
 t.test('a worker that lost a binding and placed the user afresh elsewhere at the same epoch (an upstream added since) takes the binding the others hold', async (t) => {

@@ -14,10 +14,20 @@ import type { BindingWrite, CallOp, ToPrimary, ToWorker, WireBinding, WireDiscov
 import { isTetherMessage } from './messages.js'
 import { systemTimers, type Timers } from '../clock.js'
 
-/** Writes held while a starting worker's snapshot comes in; `own`: this worker's, acknowledged then. */
+/** A write that changes routing: a pin, an unpin, a cookie value retired. */
+type RoutingWrite = Extract<BindingWrite, readonly ['b' | 'u' | 'r', ...unknown[]]>
+
+/**
+ * How writes are applied: another worker's (`remote`); this worker's own again at its ack, in
+ * the primary's order (`own`, see WorkerLink.#ack); this worker's own later decision made again
+ * over that (`local`: as when it was made).
+ */
+type ApplyAs = 'remote' | 'own' | 'local'
+
+/** Writes held while a starting worker's snapshot comes in, and how to apply them. */
 interface Held {
   readonly writes: readonly BindingWrite[]
-  readonly own: boolean
+  readonly as: ApplyAs
 }
 
 /** How long a worker waits on the primary before it goes on without an answer (ms). */
@@ -72,15 +82,22 @@ export class WorkerLink {
   readonly #pending = new Map<string, number>()
   /** Binding writes not sent yet: sent as one message per event-loop turn, or before any other message. */
   #writes: BindingWrite[] = []
-  /** Batches of writes sent and not acknowledged yet, in order: applied here again at their ack (see #ack). */
-  #unacked: { readonly seq: number; readonly writes: readonly BindingWrite[] }[] = []
+  /**
+   * This worker's pins, unpins and rotations not acknowledged yet, in order from `#ownHead`:
+   * applied here again at their ack (see #ack).
+   */
+  #own: { readonly seq: number; readonly w: RoutingWrite }[] = []
+  #ownHead = 0
+  /** The last of those for each key (oldest first): what this worker last decided for it. */
+  readonly #latest = new Map<string, { readonly seq: number; readonly w: RoutingWrite }>()
   #call = 0
   readonly #calls = new Map<number, { resolve: (v: unknown) => void; chunk?: (e: readonly WireBinding[], r: readonly WireRecord[] | undefined) => void }>()
   readonly #listeners: ((message: string) => void)[] = []
   #parts: WorkerParts | null = null
   /**
    * Other workers' writes received while the snapshot comes in (see attach), and this worker's
-   * own acknowledged meanwhile (`own`, see #ack), in order; null: applied at once.
+   * own acknowledged meanwhile (see #ack), in order; null: applied at once. A starting worker
+   * writes nothing before the first `dumping` (it serves no request), which drops those held.
    */
   #held: Held[] | null = null
   /** The snapshot being taken (see attach): drops the writes held so far. */
@@ -238,7 +255,7 @@ export class WorkerLink {
     this.#dumping = (asked) => {
       if (asked !== call) return
       if (dumps++ > 0) {
-        for (const h of held) applyWrites(parts, h.writes, h.own)
+        for (const h of held) applyWrites(parts, h.writes, h.as)
         // the next sibling has the whole time to send it all
         timers.clearTimeout(timer)
         timer = timers.setTimeout(() => this.#settle(call, null), SNAPSHOT_TIMEOUT)
@@ -253,7 +270,7 @@ export class WorkerLink {
           timers.clearTimeout(timer)
           this.#held = null
           this.#dumping = null
-          for (const h of held) applyWrites(parts, h.writes, h.own)
+          for (const h of held) applyWrites(parts, h.writes, h.as)
           resolve()
         },
         chunk: (entries, records) => {
@@ -288,7 +305,7 @@ export class WorkerLink {
     switch (m.tether) {
       case 'ack': return this.#ack(m.seq)
       case 'written':
-        if (this.#held !== null) return void this.#held.push({ writes: m.writes, own: false })
+        if (this.#held !== null) return void this.#held.push({ writes: m.writes, as: 'remote' })
         return void (p !== null && applyWrites(p, m.writes))
       case 'message': for (const fn of this.#listeners) fn(m.message); return
       case 'probe': return void p?.applyProbe(m.id, m.ok, m.severe)
@@ -320,6 +337,12 @@ export class WorkerLink {
       this.#pending.delete(w[1])
       this.#pending.set(w[1], this.#seq)
     }
+    if (w[0] === 'b' || w[0] === 'u' || w[0] === 'r') {
+      const own = { seq: this.#seq, w }
+      this.#own.push(own)
+      this.#latest.delete(w[1])
+      this.#latest.set(w[1], own)
+    }
     // one message for every write of this event-loop turn: under load, many answers' pins
     if (this.#writes.push(w) === 1) setImmediate(() => this.#sendWrites())
   }
@@ -328,7 +351,6 @@ export class WorkerLink {
     if (this.#writes.length === 0) return
     const writes = this.#writes
     this.#writes = []
-    this.#unacked.push({ seq: this.#seq, writes })
     this.#ipc.send({ tether: 'writes', seq: this.#seq, writes })
   }
 
@@ -363,16 +385,7 @@ export class WorkerLink {
     const from = this.#acked
     if (seq <= from) return
     this.#acked = seq
-    // the ack comes where the primary put these writes among the others' (the channel keeps its
-    // order): applied here again at that place, every worker has applied every write in one
-    // order, so a pin or unpin crossing another worker's write in the primary ends the same on all
-    let own = 0
-    while (own < this.#unacked.length && this.#unacked[own]!.seq <= seq) own++
-    const p = this.#parts
-    for (const { writes } of this.#unacked.splice(0, own)) {
-      if (this.#held !== null) this.#held.push({ writes, own: true })
-      else if (p !== null) applyWrites(p, writes, true)
-    }
+    this.#reapply(seq)
     for (const [k, s] of this.#pending) {
       if (s > seq) break
       this.#pending.delete(k)
@@ -389,6 +402,44 @@ export class WorkerLink {
       const waits = this.#waiting.get(s)!
       this.#waiting.delete(s)
       for (const done of waits) done()
+    }
+  }
+
+  /**
+   * The ack of `seq` comes where the primary put this worker's writes up to it among the
+   * others' (the channel keeps its order): its pins, unpins and rotations are applied again at
+   * that place, so every worker has applied every one in the same order, and a pin or unpin
+   * crossing another worker's write in the primary ends the same on all. A later decision of
+   * this worker about the same key, not acknowledged yet, is then made again over it (the
+   * requests here route by what this worker decided last; it gets its own place at its ack).
+   */
+  #reapply(seq: number): void {
+    const own = this.#own
+    const from = this.#ownHead
+    let to = from
+    while (to < own.length && own[to]!.seq <= seq) to++
+    if (to === from) return
+    this.#ownHead = to
+    for (const [k, l] of this.#latest) {
+      if (l.seq > seq) break
+      this.#latest.delete(k)
+    }
+    const acked = own.slice(from, to).map((o) => o.w)
+    const later = acked.map((w) => this.#latest.get(w[1])?.w).filter((w) => w !== undefined)
+    if (to === own.length) {
+      own.length = 0
+      this.#ownHead = 0
+    } else if (to > 1_024 && to * 2 > own.length) {
+      this.#own = own.slice(to)
+      this.#ownHead = 0
+    }
+    const p = this.#parts
+    if (this.#held !== null) {
+      this.#held.push({ writes: acked, as: 'own' })
+      if (later.length > 0) this.#held.push({ writes: later, as: 'local' })
+    } else if (p !== null) {
+      applyWrites(p, acked, 'own')
+      applyWrites(p, later, 'local')
     }
   }
 
@@ -441,16 +492,12 @@ export class WorkerLink {
   }
 }
 
-/**
- * Apply another worker's binding writes (and shared answers), in order; `own`: this worker's own
- * pins, unpins and rotations again, at their place in the primary's order (see #ack): the rest
- * of its own writes (answers, orders) stand as made.
- */
-function applyWrites(p: WorkerParts, writes: readonly BindingWrite[], own = false): void {
+/** Apply binding writes (and, another worker's, shared answers and orders), in order (see ApplyAs). */
+function applyWrites(p: WorkerParts, writes: readonly BindingWrite[], as: ApplyAs = 'remote'): void {
   const now = p.now()
   for (const w of writes) {
-    if (own && w[0] !== 'b' && w[0] !== 'u' && w[0] !== 'r') continue
-    if (w[0] === 'b') p.sessions.applyRemote(w[1], w[2], w[3], now, w[4], !own)
+    if (w[0] === 'b' && as === 'local') p.sessions.table.setCreated(w[1], w[2], w[3], now, w[4])
+    else if (w[0] === 'b') p.sessions.applyRemote(w[1], w[2], w[3], now, w[4], as === 'remote')
     else if (w[0] === 'u') p.sessions.table.delete(w[1])
     else if (w[0] === 'r') p.sessions.applyRetired(w[1], w[2] === null ? null : { upstream: w[2][0], epoch: w[2][1] }, now)
     else if (w[0] === 'o') p.records.order(w[1], w[2], w[3])
