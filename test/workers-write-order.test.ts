@@ -145,10 +145,13 @@ async function fuzz(t: Test, label: string, o: { workers: number; runs: number; 
   let bad = 0
   let steps = 0
   for (let seed = 1; seed <= o.runs; seed++) {
+    // mulberry32: small, and no correlation between successive draws (an LCG's low bits have some)
     let s = (seed * 2_654_435_761 + o.workers) >>> 0
     const rand = (n: number): number => {
-      s = (s * 1_103_515_245 + 12_345) >>> 0
-      return (s >>> 8) % n
+      s = (s + 0x6d2b79f5) >>> 0
+      let z = Math.imul(s ^ (s >>> 15), s | 1)
+      z ^= z + Math.imul(z ^ (z >>> 7), z | 61)
+      return ((z ^ (z >>> 14)) >>> 0) % n
     }
     const m = await mesh(o.workers)
     const startAt = o.starting ? rand(o.steps) : -1
@@ -226,6 +229,34 @@ t.test("a worker's own later decision about a user stands on it while the primar
   t.match(a.sessions.peek('k3', NOW), { upstream: 'app-1' }, 'a pin made after an unpin stands here at the unpin\'s ack')
   await m.settle()
   t.same(m.disagreements(['k3']), [], 'the same on every worker in the end')
+})
+
+t.test("another worker's move that reaches a worker between its own writes about that user stands there through their acks", async (t) => {
+  const m = await mesh()
+  const [a, b] = m.nodes as [Node, Node, Node]
+  a.sessions.pin('k', 'app-1', 0, NOW)
+  await m.settle()
+  // b moves the user (a drain's migration, say), and the primary takes that first
+  b.sessions.pin('k', 'app-2', 1, NOW)
+  await m.turn()
+  m.toHub(b)
+  // a, before the move reaches it, writes about the user in two turns: an answer decided
+  // before the move, then a renewal
+  a.sessions.pin('k', 'app-1', 0, NOW)
+  await m.turn()
+  a.sessions.sync('k', null, NOW)
+  await m.turn()
+  m.toHub(a)
+  m.toHub(a)
+  t.same(a.down.map((x) => x.tether), ['written', 'ack', 'ack'], 'the move, then its two acks')
+  m.toWorker(a)
+  t.match(a.sessions.peek('k', NOW), { upstream: 'app-2', epoch: 1 }, 'the move is applied')
+  m.toWorker(a)
+  t.match(a.sessions.peek('k', NOW), { upstream: 'app-2', epoch: 1 }, 'and stands at the first ack')
+  m.toWorker(a)
+  t.match(a.sessions.peek('k', NOW), { upstream: 'app-2', epoch: 1 }, 'and at the last')
+  await m.settle()
+  t.same(m.disagreements(['k']), [], 'the same on every worker in the end')
 })
 
 t.test('a worker that lost a binding and placed the user afresh elsewhere at the same epoch (an upstream added since) takes the binding the others hold', async (t) => {

@@ -17,18 +17,18 @@ import { systemTimers, type Timers } from '../clock.js'
 /** A write that changes routing: a pin, an unpin, a cookie value retired. */
 type RoutingWrite = Extract<BindingWrite, readonly ['b' | 'u' | 'r', ...unknown[]]>
 
-/**
- * How writes are applied: another worker's (`remote`); this worker's own again at its ack, in
- * the primary's order (`own`, see WorkerLink.#ack); this worker's own later decision made again
- * over that (`local`: as when it was made).
- */
-type ApplyAs = 'remote' | 'own' | 'local'
-
-/** Writes held while a starting worker's snapshot comes in, and how to apply them. */
-interface Held {
-  readonly writes: readonly BindingWrite[]
-  readonly as: ApplyAs
+/** A write this worker made; `awaited`: answers wait for it (see WorkerLink.flushedFor). */
+interface OwnWrite {
+  readonly seq: number
+  readonly w: BindingWrite
+  readonly awaited: boolean
 }
+
+/**
+ * Writes held while a starting worker's snapshot comes in: another worker's, or this worker's
+ * own pins, unpins and rotations to apply again (`own`, see WorkerLink.#reapply).
+ */
+type Held = { readonly own: false; readonly writes: readonly BindingWrite[] } | { readonly own: true; readonly writes: readonly RoutingWrite[] }
 
 /** How long a worker waits on the primary before it goes on without an answer (ms). */
 const PRIMARY_TIMEOUT = 2_000
@@ -78,18 +78,19 @@ export class WorkerLink {
   #acked = 0
   /** Answers waiting for an acknowledgement, by the seq each waits for. */
   readonly #waiting = new Map<number, (() => void)[]>()
-  /** Each session key with a write not acknowledged yet, and the seq of its last one (oldest first). */
+  /** Each session key with an awaited write not acknowledged yet, and the seq of its last one. */
   readonly #pending = new Map<string, number>()
   /** Binding writes not sent yet: sent as one message per event-loop turn, or before any other message. */
   #writes: BindingWrite[] = []
   /**
-   * This worker's pins, unpins and rotations not acknowledged yet, in order from `#ownHead`:
-   * applied here again at their ack (see #ack).
+   * This worker's writes not acknowledged yet, in order from `#ownHead`: at their ack, its pins,
+   * unpins and rotations are applied here again, and the keys they were the last write of
+   * leave `#pending` and `#latest` (see #reapply).
    */
-  #own: { readonly seq: number; readonly w: RoutingWrite }[] = []
+  #own: OwnWrite[] = []
   #ownHead = 0
-  /** The last of those for each key (oldest first): what this worker last decided for it. */
-  readonly #latest = new Map<string, { readonly seq: number; readonly w: RoutingWrite }>()
+  /** The last pin, unpin or rotation of this worker not acknowledged yet, for each key. */
+  readonly #latest = new Map<string, OwnWrite>()
   #call = 0
   readonly #calls = new Map<number, { resolve: (v: unknown) => void; chunk?: (e: readonly WireBinding[], r: readonly WireRecord[] | undefined) => void }>()
   readonly #listeners: ((message: string) => void)[] = []
@@ -255,7 +256,7 @@ export class WorkerLink {
     this.#dumping = (asked) => {
       if (asked !== call) return
       if (dumps++ > 0) {
-        for (const h of held) applyWrites(parts, h.writes, h.as)
+        for (const h of held) applyHeld(parts, h)
         // the next sibling has the whole time to send it all
         timers.clearTimeout(timer)
         timer = timers.setTimeout(() => this.#settle(call, null), SNAPSHOT_TIMEOUT)
@@ -270,7 +271,7 @@ export class WorkerLink {
           timers.clearTimeout(timer)
           this.#held = null
           this.#dumping = null
-          for (const h of held) applyWrites(parts, h.writes, h.as)
+          for (const h of held) applyHeld(parts, h)
           resolve()
         },
         chunk: (entries, records) => {
@@ -305,7 +306,7 @@ export class WorkerLink {
     switch (m.tether) {
       case 'ack': return this.#ack(m.seq)
       case 'written':
-        if (this.#held !== null) return void this.#held.push({ writes: m.writes, as: 'remote' })
+        if (this.#held !== null) return void this.#held.push({ own: false, writes: m.writes })
         return void (p !== null && applyWrites(p, m.writes))
       case 'message': for (const fn of this.#listeners) fn(m.message); return
       case 'probe': return void p?.applyProbe(m.id, m.ok, m.severe)
@@ -332,17 +333,10 @@ export class WorkerLink {
   /** Send `w` with this turn's writes; `awaited`: the answers of its user wait for it (see flushedFor). */
   #write(w: BindingWrite, awaited = true): void {
     ++this.#seq
-    if (awaited) {
-      // re-inserted, so the map stays in seq order and #ack drops from its front
-      this.#pending.delete(w[1])
-      this.#pending.set(w[1], this.#seq)
-    }
-    if (w[0] === 'b' || w[0] === 'u' || w[0] === 'r') {
-      const own = { seq: this.#seq, w }
-      this.#own.push(own)
-      this.#latest.delete(w[1])
-      this.#latest.set(w[1], own)
-    }
+    const own: OwnWrite = { seq: this.#seq, w, awaited }
+    this.#own.push(own)
+    if (awaited) this.#pending.set(w[1], this.#seq)
+    if (w[0] === 'b' || w[0] === 'u' || w[0] === 'r') this.#latest.set(w[1], own)
     // one message for every write of this event-loop turn: under load, many answers' pins
     if (this.#writes.push(w) === 1) setImmediate(() => this.#sendWrites())
   }
@@ -386,10 +380,6 @@ export class WorkerLink {
     if (seq <= from) return
     this.#acked = seq
     this.#reapply(seq)
-    for (const [k, s] of this.#pending) {
-      if (s > seq) break
-      this.#pending.delete(k)
-    }
     // each seq acknowledged is looked at once: by the waits held, or by the seqs, whichever are fewer
     if (this.#waiting.size === 0) return
     const due: number[] = []
@@ -410,8 +400,9 @@ export class WorkerLink {
    * others' (the channel keeps its order): its pins, unpins and rotations are applied again at
    * that place, so every worker has applied every one in the same order, and a pin or unpin
    * crossing another worker's write in the primary ends the same on all. A later decision of
-   * this worker about the same key, not acknowledged yet, is then made again over it (the
-   * requests here route by what this worker decided last; it gets its own place at its ack).
+   * this worker about the same key, not acknowledged yet, is then applied again over it, as
+   * another worker's would be (an unpin acknowledged does not hide a pin made after it here;
+   * a move another worker made meanwhile stands); it gets its own place at its ack.
    */
   #reapply(seq: number): void {
     const own = this.#own
@@ -420,12 +411,20 @@ export class WorkerLink {
     while (to < own.length && own[to]!.seq <= seq) to++
     if (to === from) return
     this.#ownHead = to
-    for (const [k, l] of this.#latest) {
-      if (l.seq > seq) break
-      this.#latest.delete(k)
+    const acked: RoutingWrite[] = []
+    for (let i = from; i < to; i++) {
+      const o = own[i]!
+      const key = o.w[1]
+      if (o.awaited && this.#pending.get(key) === o.seq) this.#pending.delete(key)
+      if (o.w[0] !== 'b' && o.w[0] !== 'u' && o.w[0] !== 'r') continue
+      acked.push(o.w as RoutingWrite)
+      if (this.#latest.get(key) === o) this.#latest.delete(key)
     }
-    const acked = own.slice(from, to).map((o) => o.w)
-    const later = acked.map((w) => this.#latest.get(w[1])?.w).filter((w) => w !== undefined)
+    const later: RoutingWrite[] = []
+    for (const w of acked) {
+      const l = this.#latest.get(w[1])
+      if (l !== undefined && later.at(-1) !== l.w) later.push(l.w as RoutingWrite)
+    }
     if (to === own.length) {
       own.length = 0
       this.#ownHead = 0
@@ -434,13 +433,9 @@ export class WorkerLink {
       this.#ownHead = 0
     }
     const p = this.#parts
-    if (this.#held !== null) {
-      this.#held.push({ writes: acked, as: 'own' })
-      if (later.length > 0) this.#held.push({ writes: later, as: 'local' })
-    } else if (p !== null) {
-      applyWrites(p, acked, 'own')
-      applyWrites(p, later, 'local')
-    }
+    const writes = later.length === 0 ? acked : acked.concat(later)
+    if (this.#held !== null) this.#held.push({ own: true, writes })
+    else if (p !== null) applyOwn(p, writes)
   }
 
   #ask(op: CallOp, args: readonly unknown[], fallback: unknown): Promise<unknown> {
@@ -492,14 +487,29 @@ export class WorkerLink {
   }
 }
 
-/** Apply binding writes (and, another worker's, shared answers and orders), in order (see ApplyAs). */
-function applyWrites(p: WorkerParts, writes: readonly BindingWrite[], as: ApplyAs = 'remote'): void {
+function applyHeld(p: WorkerParts, h: Held): void {
+  if (h.own) applyOwn(p, h.writes)
+  else applyWrites(p, h.writes)
+}
+
+/** Apply this worker's own pins, unpins and rotations again (see WorkerLink.#reapply): as another worker's, telling nothing. */
+function applyOwn(p: WorkerParts, writes: readonly RoutingWrite[]): void {
+  const now = p.now()
+  for (const w of writes) applyRouting(p, w, now, false)
+}
+
+/** Apply a pin (`resend`: one refused here tells the binding held again), an unpin or a rotation. */
+function applyRouting(p: WorkerParts, w: RoutingWrite, now: number, resend: boolean): void {
+  if (w[0] === 'b') p.sessions.applyRemote(w[1], w[2], w[3], now, w[4], resend)
+  else if (w[0] === 'u') p.sessions.table.delete(w[1])
+  else p.sessions.applyRetired(w[1], w[2] === null ? null : { upstream: w[2][0], epoch: w[2][1] }, now)
+}
+
+/** Apply another worker's binding writes, shared answers and orders, in order. */
+function applyWrites(p: WorkerParts, writes: readonly BindingWrite[]): void {
   const now = p.now()
   for (const w of writes) {
-    if (w[0] === 'b' && as === 'local') p.sessions.table.setCreated(w[1], w[2], w[3], now, w[4])
-    else if (w[0] === 'b') p.sessions.applyRemote(w[1], w[2], w[3], now, w[4], as === 'remote')
-    else if (w[0] === 'u') p.sessions.table.delete(w[1])
-    else if (w[0] === 'r') p.sessions.applyRetired(w[1], w[2] === null ? null : { upstream: w[2][0], epoch: w[2][1] }, now)
+    if (w[0] === 'b' || w[0] === 'u' || w[0] === 'r') applyRouting(p, w, now, true)
     else if (w[0] === 'o') p.records.order(w[1], w[2], w[3])
     else if (w[0] === 'x') p.records.dropOrder(w[1], w[2])
     else p.records.record(w[1], w[2], w[3], w[4], w[5] === null ? null : { from: w[5], reason: w[6]! }, now, true)
