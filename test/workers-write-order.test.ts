@@ -229,6 +229,19 @@ t.test("a worker's own later decision about a user stands on it while the primar
   t.match(a.sessions.peek('k3', NOW), { upstream: 'app-1' }, 'a pin made after an unpin stands here at the unpin\'s ack')
   await m.settle()
   t.same(m.disagreements(['k3']), [], 'the same on every worker in the end')
+  // a move, then an unpin and a placement afresh (a lower epoch) in the next turn: at the
+  // move's ack the placement stands, not the move
+  a.sessions.pin('k4', 'app-2', 1, NOW)
+  await m.turn()
+  a.sessions.unpin('k4')
+  a.sessions.pin('k4', 'app-1', 0, NOW)
+  await m.turn()
+  m.toHub(a)
+  m.toWorker(a) // the move's ack
+  t.match(a.sessions.peek('k4', NOW), { upstream: 'app-1', epoch: 0 }, 'the placement made after the unpin stands here at the move\'s ack')
+  await m.settle()
+  t.same(m.disagreements(['k4']), [], 'the same on every worker in the end')
+  t.match(m.nodes[2]!.sessions.peek('k4', NOW), { upstream: 'app-1', epoch: 0 })
 })
 
 t.test("another worker's move that reaches a worker between its own writes about that user stands there through their acks", async (t) => {

@@ -17,11 +17,16 @@ import { systemTimers, type Timers } from '../clock.js'
 /** A write that changes routing: a pin, an unpin, a cookie value retired. */
 type RoutingWrite = Extract<BindingWrite, readonly ['b' | 'u' | 'r', ...unknown[]]>
 
-/** A write this worker made; `awaited`: answers wait for it (see WorkerLink.flushedFor). */
+/**
+ * A write this worker made; `awaited`: answers wait for it (see WorkerLink.flushedFor);
+ * `after`: a pin's, the seq of the unpin or rotation of its key it was made after, not
+ * acknowledged then (or 0).
+ */
 interface OwnWrite {
   readonly seq: number
   readonly w: BindingWrite
   readonly awaited: boolean
+  readonly after: number
 }
 
 /**
@@ -333,7 +338,9 @@ export class WorkerLink {
   /** Send `w` with this turn's writes; `awaited`: the answers of its user wait for it (see flushedFor). */
   #write(w: BindingWrite, awaited = true): void {
     ++this.#seq
-    const own: OwnWrite = { seq: this.#seq, w, awaited }
+    const last = w[0] === 'b' ? this.#latest.get(w[1]) : undefined
+    const after = last === undefined ? 0 : last.w[0] === 'b' ? last.after : last.seq
+    const own: OwnWrite = { seq: this.#seq, w, awaited, after }
     this.#own.push(own)
     if (awaited) this.#pending.set(w[1], this.#seq)
     if (w[0] === 'b' || w[0] === 'u' || w[0] === 'r') this.#latest.set(w[1], own)
@@ -401,8 +408,9 @@ export class WorkerLink {
    * that place, so every worker has applied every one in the same order, and a pin or unpin
    * crossing another worker's write in the primary ends the same on all. A later decision of
    * this worker about the same key, not acknowledged yet, is then applied again over it, as
-   * another worker's would be (an unpin acknowledged does not hide a pin made after it here;
-   * a move another worker made meanwhile stands); it gets its own place at its ack.
+   * another worker's would be (a pin acknowledged does not hide an unpin, nor the pin made
+   * after that unpin, here; a move another worker made meanwhile stands); it gets its own
+   * place at its ack.
    */
   #reapply(seq: number): void {
     const own = this.#own
@@ -423,7 +431,10 @@ export class WorkerLink {
     const later: RoutingWrite[] = []
     for (const w of acked) {
       const l = this.#latest.get(w[1])
-      if (l !== undefined && later.at(-1) !== l.w) later.push(l.w as RoutingWrite)
+      if (l === undefined || later.at(-1) === l.w) continue
+      // a pin made after an unpin not acknowledged yet: made over nothing, as it was
+      if (l.after > seq) later.push(['u', w[1]])
+      later.push(l.w as RoutingWrite)
     }
     if (to === own.length) {
       own.length = 0
