@@ -31,10 +31,15 @@ interface Node {
 /** `n` attached workers and their hub; nothing is delivered until the test says so. */
 async function mesh(n = 3) {
   const nodes: Node[] = []
+  /** How many times a starting worker was told a sibling copies for it (twice: taken over). */
+  const stats = { dumping: 0 }
   const hub = new Hub({
     ids: () => nodes.map((w) => w.id),
     donor: (except) => nodes.find((w) => w.id !== except && w.attached)?.id ?? null,
-    send: (id, m) => void nodes.find((w) => w.id === id)!.down.push(m),
+    send: (id, m) => {
+      if (m.tether === 'dumping') stats.dumping++
+      nodes.find((w) => w.id === id)?.down.push(m)
+    },
     lead: () => 1,
   }, null)
   /** A worker that starts: it asks the hub for a sibling's copy (delivered as the rest is). */
@@ -92,7 +97,18 @@ async function mesh(n = 3) {
     }))
     return seen.size > 1
   })
-  return { nodes, start, turn, toHub, toWorker, settle, disagreements }
+  /**
+   * Worker `id` dies (SIGKILL): the primary reads the first `read` of the messages it had sent,
+   * then its exit (a copy it was sending is asked of another sibling).
+   */
+  const kill = (id: number, read: number): void => {
+    const at = nodes.findIndex((w) => w.id === id)
+    const w = nodes[at]!
+    for (let i = 0; i < read && toHub(w); i++);
+    nodes.splice(at, 1)
+    hub.gone(id)
+  }
+  return { nodes, stats, start, kill, turn, toHub, toWorker, settle, disagreements }
 }
 
 t.test("an unpin crossing another worker's renewal in the primary: every worker ends the same, in either order", async (t) => {
@@ -136,14 +152,16 @@ t.test("a binding told again (a worker placed the user afresh) crossing another 
 
 /**
  * `runs` seeded runs of `steps` random steps over `workers` workers (and, with `starting`, one
- * more that starts at a random step and copies a sibling meanwhile); the runs whose workers
- * disagree once every message is delivered.
+ * more that starts at a random step and copies a sibling meanwhile; with `dying`, the sibling
+ * it copies dies at a later random step); the runs whose workers disagree once every message
+ * is delivered.
  */
-async function fuzz(t: Test, label: string, o: { workers: number; runs: number; steps: number; starting: boolean }): Promise<void> {
+async function fuzz(t: Test, label: string, o: { workers: number; runs: number; steps: number; starting: boolean; dying?: boolean }): Promise<void> {
   const keys = ['k0', 'k1', 'k2', 'k3']
   const ups = ['app-0', 'app-1', 'app-2']
   let bad = 0
   let steps = 0
+  let takenOver = 0
   for (let seed = 1; seed <= o.runs; seed++) {
     // mulberry32: small, and no correlation between successive draws (an LCG's low bits have some)
     let s = (seed * 2_654_435_761 + o.workers) >>> 0
@@ -154,10 +172,12 @@ async function fuzz(t: Test, label: string, o: { workers: number; runs: number; 
       return ((z ^ (z >>> 14)) >>> 0) % n
     }
     const m = await mesh(o.workers)
-    const startAt = o.starting ? rand(o.steps) : -1
+    const startAt = o.starting ? rand(o.steps / 2) : -1
+    const dieAt = o.dying === true ? startAt + 1 + rand(o.steps / 2) : -1
     let started: Promise<void> | null = null
     for (let i = 0; i < o.steps; i++) {
       if (i === startAt) started = m.start(100).attached
+      if (i === dieAt) m.kill(1, rand(3)) // the first sibling: the one asked for the copy
       const w = m.nodes[rand(m.nodes.length)]!
       const k = keys[rand(keys.length)]!
       const op = rand(10)
@@ -188,13 +208,15 @@ async function fuzz(t: Test, label: string, o: { workers: number; runs: number; 
     }
     await m.settle()
     await started
+    if (m.stats.dumping > o.workers - 1 + 1) takenOver++
     const off = m.disagreements(keys)
     if (off.length > 0) {
       bad++
       if (bad <= 3) t.comment(`${label}, seed ${seed}: ${off.join(', ')} differ`)
     }
   }
-  t.comment(`write order fuzz, ${label}: ${o.runs} runs, ${steps} steps, ${bad} runs with workers that disagree`)
+  const over = o.dying === true ? ` (in ${takenOver} a copy cut short and taken over)` : ''
+  t.comment(`write order fuzz, ${label}: ${o.runs} runs${over}, ${steps} steps, ${bad} runs with workers that disagree`)
   t.equal(bad, 0, `${label}: every run converges`)
 }
 
@@ -203,6 +225,7 @@ t.test('fuzz: pins, moves, unpins, rotations, renewals, lost bindings and stale 
   await fuzz(t, '3 workers', { workers: 3, runs: RUNS, steps: 60, starting: false })
   await fuzz(t, '5 workers', { workers: 5, runs: RUNS / 2, steps: 100, starting: false })
   await fuzz(t, '3 workers and one that starts meanwhile', { workers: 3, runs: RUNS, steps: 100, starting: true })
+  await fuzz(t, '3 workers, one that starts, and the sibling it copies dies', { workers: 3, runs: RUNS, steps: 100, starting: true, dying: true })
 })
 
 t.test("a worker's own later decision about a user stands on it while the primary acknowledges an earlier one", async (t) => {
