@@ -276,11 +276,11 @@ t.test("another worker's move that reaches a worker between its own writes about
   b.sessions.pin('k', 'app-2', 1, NOW)
   await m.turn()
   m.toHub(b)
-  // a, before the move reaches it, writes about the user in two turns: an answer decided
-  // before the move, then a renewal
+  // a, before the move reaches it, writes about the user in two turns: two answers decided
+  // before the move
   a.sessions.pin('k', 'app-1', 0, NOW)
   await m.turn()
-  a.sessions.sync('k', null, NOW)
+  a.sessions.pin('k', 'app-0', 0, NOW)
   await m.turn()
   m.toHub(a)
   m.toHub(a)
@@ -306,4 +306,22 @@ t.test('a worker that lost a binding and placed the user afresh elsewhere at the
   await m.settle()
   t.same(m.disagreements(['k']), [], 'one binding on every worker')
   t.match(b.sessions.peek('k', NOW), { upstream: 'app-0', epoch: 0 }, 'the one the others hold')
+})
+
+t.test('two workers that place a new user at once on different upstreams agree, and the one whose pin wins tells it once', async (t) => {
+  const m = await mesh()
+  const [a, b] = m.nodes as [Node, Node, Node]
+  const writes = (w: Node): number => w.up.filter((x) => x.tether === 'writes').length
+  a.sessions.pin('k', 'app-1', 0, NOW)
+  b.sessions.pin('k', 'app-2', 0, NOW)
+  await m.turn()
+  m.toHub(b) // the primary takes b's first: a refuses it (the smaller id stays) before its own ack
+  m.toHub(a)
+  m.toWorker(a)
+  await m.turn()
+  await m.turn()
+  t.equal(writes(a), 0, 'a tells nothing again: its own pin, relayed after, tells it')
+  await m.settle()
+  t.same(m.disagreements(['k']), [], 'one binding on every worker')
+  t.match(b.sessions.peek('k', NOW), { upstream: 'app-1', epoch: 0 })
 })

@@ -134,8 +134,15 @@ export class WorkerLink {
     // worker's binding with the others once per sync period (their idle expiry slides too)
     lookup: () => Promise.resolve(null),
     sink: () => ({
-      // a renewal (once per sync period of use) changes no routing: no answer waits for it
-      bound: (key, upstream, epoch, renewal, createdAt) => this.#write(['b', key, upstream, epoch, createdAt], !renewal),
+      // a renewal (once per sync period of use) changes no routing: no answer waits for it;
+      // nor is it sent while this worker's own pin of the same binding is on its way (a
+      // binding told again on refusing another worker's pin: the primary relays that pin after
+      // the other, which has not been acknowledged here yet, so it reaches the writer after)
+      bound: (key, upstream, epoch, renewal, createdAt) => {
+        const last = renewal ? this.#latest.get(key)?.w : undefined
+        if (last?.[0] === 'b' && last[2] === upstream && last[3] === epoch) return
+        this.#write(['b', key, upstream, epoch, createdAt], !renewal)
+      },
       unbound: (key) => this.#write(['u', key]),
       retired: (key: string, grace: Grace | null) => this.#write(['r', key, grace === null ? null : [grace.upstream, grace.epoch]]),
     }),
