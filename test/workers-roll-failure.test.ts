@@ -8,7 +8,7 @@ import net from 'node:net'
 import { writeFileSync } from 'node:fs'
 import { tempFile } from './fixtures/cli.js'
 import { freePort } from './fixtures/ports.js'
-import { request, slotOf, startPrimary, twoWorkersYaml, workerPids } from './fixtures/primary-process.js'
+import { request, slotOf, startPrimary, twoWorkersYaml, workerPids, workersYaml } from './fixtures/primary-process.js'
 import { startChildUpstream } from './fixtures/child-upstream.js'
 import { waitFor } from './fixtures/wait.js'
 
@@ -103,6 +103,30 @@ t.test('with two workers, a scale-up to four whose first new worker dies while i
   t.equal((await request(`http://127.0.0.1:${port}/`, null)).status, 200, 'serving')
   proc.kill('SIGTERM')
   await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
+})
+
+t.test('with three workers, a scale-down to two just as the third crashes: its restart, due during the roll, is retired with it; two workers stay', async (t) => {
+  const app = await startChildUpstream('app-0')
+  t.teardown(() => app.kill())
+  const port = await freePort()
+  const adminPort = await freePort()
+  const yaml = (workers: number): string => workersYaml({ listen: port, adminPort, workers, upstreams: [{ id: 'app-0', url: app.url }] })
+  const file = tempFile('workers-scale-down.yaml', yaml(3))
+  const { proc, out } = await startPrimary(t, file)
+  const third = workerPids(proc).find((pid) => slotOf(pid) === 2)
+  t.ok(third !== undefined, 'the worker of slot 2')
+  // it crashes (restart due in 100 ms) as the operator scales down: the roll replaces slots 0
+  // and 1 first, so the restart comes while slot 2 is still in the roll's range
+  process.kill(third!, 'SIGKILL')
+  writeFileSync(file, yaml(2))
+  proc.kill('SIGHUP')
+  await waitFor(() => out().includes('"workers replaced"'), 40_000, 'the roll to end')
+  t.match(out(), /"child":2[^\n]*"worker died; restarting it"/, 'the crash restarted slot 2')
+  await waitFor(() => workerPids(proc).map(slotOf).sort().join() === '0,1', 20_000, 'slots 0 and 1 only')
+  t.equal((await request(`http://127.0.0.1:${port}/`, null)).status, 200, 'serving')
+  proc.kill('SIGTERM')
+  await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
+  t.equal(proc.exitCode, 0)
 })
 
 t.test('with two workers, a roll that retires a worker still starting (restarted after a crash) stops it gracefully once it has started', async (t) => {
