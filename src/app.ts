@@ -163,7 +163,9 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     path = proxy.pathFor(effective)
     metrics.configReload(true)
     logger.info({ applied }, 'config reloaded')
-    if (needsRestart.length > 0) logger.warn({ sections: needsRestart }, 'config reloaded: these changes need a restart and were not applied')
+    // a worker's: the primary replaces the workers for them (its own log says so)
+    if (needsRestart.length > 0 && link !== null) logger.info({ sections: needsRestart }, 'config reloaded: these changes need new workers; the primary replaces them one at a time')
+    else if (needsRestart.length > 0) logger.warn({ sections: needsRestart }, 'config reloaded: these changes need a restart and were not applied')
     return { applied, needsRestart }
   }
   const reloadFile = (): ReloadResult | ConfigError => {

@@ -1,6 +1,7 @@
 // The primary's admin listener (`workers` > 1): one address for the whole process group.
 // /metrics combines every worker's metrics; /upstreams is the leading worker's table with the
-// in-flight requests and WebSockets of all workers added up, /status (the status page's data)
+// in-flight requests and WebSockets of all workers added up and the most sessions any worker
+// still counts on a draining upstream, /status (the status page's data)
 // every worker's traffic combined; a session request (by raw key) goes to the leading worker,
 // then to the others in turn while none knows the session; every other request (health, drains,
 // lookups by logged form) is passed
@@ -29,6 +30,16 @@ const MAX_BODY = 16_384
 const TIMEOUT = 10_000
 /** The per-worker counts of an /upstreams row that add up over workers. */
 const SUMMED = ['in_flight', 'websockets'] as const
+/**
+ * The per-worker counts of an /upstreams row of which the highest is told: a draining
+ * upstream's users not moved yet. With table keys every worker holds every pin (the counts are
+ * equal); with Tether's cookie each counts the users it answered, some also answered by
+ * another, so the sum would count them twice; the highest is 0 only when no worker counts any
+ * (what `tether drain --wait` waits for).
+ */
+const HIGHEST = ['sessions_remaining'] as const
+/** What the admin API sends with every answer (see admin-server.ts). */
+const ANSWER_HEADERS = { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' } as const
 
 interface Answer {
   readonly status: number
@@ -49,16 +60,16 @@ export async function startAdminFront(host: string, port: number, workers: Front
       if (size <= MAX_BODY) chunks.push(c)
     })
     req.on('end', () => {
-      if (size > MAX_BODY) return reply(res, { status: 413, headers: { 'content-type': 'text/plain' }, body: Buffer.from('Content Too Large\n') })
+      if (size > MAX_BODY) return reply(res, { status: 413, headers: { 'content-type': 'text/plain; charset=utf-8' }, body: Buffer.from('Content Too Large\n') })
       // the routes are the worker's: only what needs no route knowledge is judged here (the worker judges the rest)
       const verdict = browserVerdict({ method: req.method ?? '', rawHeaders: req.rawHeaders, hostMustBeKnown: false }, allowedHosts)
       if (!verdict.ok) {
         logger.warn({ method: req.method, path: loggedTarget(req.url), reason: verdict.reason, ...verdict.seen, remote: req.socket.remoteAddress }, BROWSER_REFUSAL_LOG)
-        return reply(res, { status: 403, headers: { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' }, body: Buffer.from(`${verdict.message}\n`) })
+        return reply(res, { status: 403, headers: { 'content-type': 'text/plain; charset=utf-8' }, body: Buffer.from(`${verdict.message}\n`) })
       }
       serve(req, res, Buffer.concat(chunks), workers).then((a) => a !== null && reply(res, a), (err: unknown) => {
         logger.error({ err }, 'admin request failed in the primary')
-        reply(res, { status: 502, headers: { 'content-type': 'text/plain' }, body: Buffer.from('Bad Gateway: no worker answered\n') })
+        reply(res, { status: 502, headers: { 'content-type': 'text/plain; charset=utf-8' }, body: Buffer.from('Bad Gateway: no worker answered\n') })
       })
     })
   })
@@ -90,7 +101,7 @@ async function serve(req: http.IncomingMessage, res: http.ServerResponse, body: 
     const m = await aggregateMetrics(await workers.metrics())
     return { status: 200, headers: { 'content-type': m.contentType }, body: Buffer.from(m.text) }
   }
-  if (admins.length === 0) return { status: 503, headers: { 'content-type': 'text/plain' }, body: Buffer.from('Service Unavailable: no worker started yet\n') }
+  if (admins.length === 0) return { status: 503, headers: { 'content-type': 'text/plain; charset=utf-8' }, body: Buffer.from('Service Unavailable: no worker started yet\n') }
   if (req.method === 'GET' && path.split('?')[0] === '/upstreams') {
     const answers = await Promise.all(admins.map((url) => pass(url, req, body).catch(() => null)))
     return summed(answers)
@@ -101,7 +112,7 @@ async function serve(req: http.IncomingMessage, res: http.ServerResponse, body: 
     if (lead === null || lead === undefined) throw new Error('the leading worker did not answer')
     if (lead.status !== 200) return lead
     const views = answers.filter((a): a is Answer => a !== null && a.status === 200).map((a) => JSON.parse(a.body.toString()) as StatusView)
-    return { status: 200, headers: lead.headers, body: Buffer.from(JSON.stringify(combineStatus(views))) }
+    return { status: 200, headers: lead.headers, body: json(combineStatus(views)) }
   }
   // a session by its raw key: the leading worker first; one it does not know (with Tether's
   // cookie, each worker records the users it answered) is asked of the others in turn, and the
@@ -192,9 +203,15 @@ function summed(answers: readonly (Answer | null)[]): Answer {
     for (const row of rows) {
       const t = theirs.get(row['id'])
       for (const k of SUMMED) if (typeof row[k] === 'number' && typeof t?.[k] === 'number') row[k] = (row[k] as number) + (t[k] as number)
+      for (const k of HIGHEST) if (typeof row[k] === 'number' && typeof t?.[k] === 'number') row[k] = Math.max(row[k] as number, t[k] as number)
     }
   }
-  return { status: 200, headers: { 'content-type': 'application/json' }, body: Buffer.from(JSON.stringify(rows)) }
+  return { status: 200, headers: lead.headers, body: json(rows) }
+}
+
+/** JSON as the admin API writes it (admin-server.ts): indented, with a final newline. */
+function json(value: unknown): Buffer {
+  return Buffer.from(`${JSON.stringify(value, null, 2)}\n`)
 }
 
 /** The request as the client sent it, to a worker's private admin listener. */
@@ -213,6 +230,6 @@ function pass(base: string, req: http.IncomingMessage, body: Buffer): Promise<An
 }
 
 function reply(res: http.ServerResponse, a: Answer): void {
-  res.writeHead(a.status, answerHeaders(a.headers, false))
+  res.writeHead(a.status, { ...ANSWER_HEADERS, ...answerHeaders(a.headers, false), 'content-length': a.body.length })
   res.end(a.body)
 }

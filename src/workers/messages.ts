@@ -1,6 +1,7 @@
 // The messages between the primary and its workers over Node's IPC channel (`workers` > 1).
 // Layer 0 vocabulary: types only. Every message carries `tether` (its kind), so messages of
 // other libraries on the same channel (prom-client's metric requests) are told apart.
+import type { AdminConfig } from '../config/schema.js'
 import type { MoveReason } from '../routing/decision.js'
 
 /** The environment variable that carries a worker's index and the secrets all workers share. */
@@ -13,6 +14,12 @@ export interface WorkerEnv {
   readonly cookieSecret: string
   /** Keys the access log's session field when `log.session_secret` is not set. */
   readonly sessionSecret: string
+  /**
+   * The `admin` section the primary started with, which every worker runs (its token and
+   * allowed hosts): a change needs a restart of the primary, whose listener keeps it, so a
+   * worker started later by a roll must not take the file's. Absent from an older primary.
+   */
+  readonly admin?: AdminConfig
 }
 
 /** An upstream a discovery source reports, as it travels (see DiscoveredUpstream). */

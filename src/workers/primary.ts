@@ -18,6 +18,7 @@ import { MemoryCheckpointStore } from '../state/memory-store.js'
 import { startAdminFront } from './admin-front.js'
 import { Hub } from './hub.js'
 import { SilenceWatch, WATCHDOG_INTERVAL, WATCHDOG_TIMEOUT } from './silence-watch.js'
+import { MetricsLedger } from './metrics-ledger.js'
 import { guardHandoffs, handedOn } from './handoff-guard.js'
 import { isTetherMessage, WORKER_ENV, type ToPrimary, type ToWorker, type WorkerEnv } from './messages.js'
 import { workerCount } from './worker-count.js'
@@ -81,11 +82,22 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
   let ask = 0
   const readyWaits = new Map<number, { resolve: () => void; reject: (e: Error) => void }>()
   const watch = new SilenceWatch()
+  const ledger = new MetricsLedger()
+  // the workers share the secret the primary makes: a worker cannot tell it was never set
+  if (first.affinity.key === 'cookie' && first.affinity.cookie.secret === null) {
+    logger.warn('affinity.cookie.secret is not set: the workers sign cookies with a random secret made at this primary\'s start, so other Tether replicas (and these workers once the primary restarts) will not recognise them; set it for production')
+  }
 
   const store = config.state.store === 'memory'
     ? new MemoryCheckpointStore({ maxEntries: config.affinity.max_entries, maxBytes: config.state.max_bytes, maxTotalBytes: config.state.memory.max_bytes, clock: systemClock })
     : null
   const started = (): Running[] => [...running.values()].filter((r) => r.admin !== null && !r.stopping)
+  /**
+   * The workers the admin listener asks: the started ones; while the primary shuts down, the
+   * stopping ones until they exit (their admin API answers as a single process's does then:
+   * /healthz ok, /readyz "shutting down", /metrics while requests drain).
+   */
+  const answering = (): Running[] => stopping ? [...running.values()].filter((r) => r.admin !== null && r.worker.isConnected()) : started()
   const hub = new Hub({
     ids: () => [...running.keys()],
     donor: (except) => {
@@ -107,7 +119,7 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
   }
 
   const fork = (index: number, rolled = false): Promise<Running> => {
-    const env: WorkerEnv = { index, ...secrets }
+    const env: WorkerEnv = { index, ...secrets, admin: first.admin }
     const worker = cluster.fork({ [WORKER_ENV]: JSON.stringify(env) })
     const r: Running = { worker, index, admin: null, stopping: false, rolled }
     running.set(worker.id, r)
@@ -145,6 +157,7 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
       running.delete(worker.id)
       watch.forget(worker.id)
       hub.gone(worker.id)
+      ledger.gone(worker.id)
       // one stopped while it started (a roll retiring a restarted worker) did not fail
       if (!r.stopping) readyWaits.get(worker.id)?.reject(new Error(`worker ${index} exited before it was ready (${signal ?? `code ${code}`})`))
       readyWaits.delete(worker.id)
@@ -212,16 +225,21 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
   cluster.setupPrimary(clusterSettings())
   const admin = await startAdminFront(config.admin.listen.host, config.admin.listen.port, {
     admins: () => {
-      const list = started()
+      const list = answering()
       const leading = list.find((r) => r.worker.id === lead)
       return (leading === undefined ? list : [leading, ...list.filter((r) => r !== leading)]).map((r) => r.admin!)
     },
-    metrics: () => Promise.all(started().map((r) => new Promise<unknown>((resolve) => {
+    // every live process counted once: the stopping ones of a roll too, until they exit
+    metrics: async () => ledger.snapshots(await Promise.all([...running.values()].filter((r) => r.admin !== null && r.worker.isConnected()).map((r) => new Promise<unknown>((resolve) => {
       const call = ++ask
       const timer = setTimeout(() => { asks.delete(call); resolve([]) }, 5_000)
-      asks.set(call, (v) => { clearTimeout(timer); resolve(v) })
+      asks.set(call, (v) => {
+        clearTimeout(timer)
+        ledger.seen(r.worker.id, v)
+        resolve(v)
+      })
       send(r.worker, { tether: 'ask', call, op: 'metrics' })
-    }))),
+    })))),
   }, logger, config.admin.allowed_hosts)
   try {
     await Promise.all(Array.from({ length: count }, (_, i) => fork(i)))
@@ -240,8 +258,10 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
       next = loadConfigFile(configPath, process.env)
     } catch (err) {
       logger.error({ issues: err instanceof ConfigError ? err.issues : [(err as Error).message] }, 'config reload rejected; the running config stays')
+      ledger.reloaded(false)
       return
     }
+    ledger.reloaded(true)
     const { needsRestart } = diffConfig(config, next)
     const restart = needsRestart.filter((s) => s !== 'admin' && s !== 'workers')
     const nextCount = workerCount(next.workers)

@@ -16,11 +16,13 @@ export function workerEnv(env: Readonly<Record<string, string | undefined>>): Wo
 
 /**
  * The config every worker runs: a secret left unset is the one the primary made for all of
- * them (a cookie signed by one worker is read by the others; the logged session form is the same).
+ * them (a cookie signed by one worker is read by the others; the logged session form is the
+ * same), and the `admin` section is the primary's (see WorkerEnv.admin).
  */
 export function withSharedSecrets(config: Config, w: WorkerEnv): Config {
   return {
     ...config,
+    admin: w.admin ?? config.admin,
     affinity: config.affinity.cookie.secret === null ? { ...config.affinity, cookie: { ...config.affinity.cookie, secret: [w.cookieSecret] } } : config.affinity,
     log: config.log.session_secret === null ? { ...config.log, session_secret: w.sessionSecret } : config.log,
   }

@@ -1,0 +1,95 @@
+// What the primary's one /metrics adds up (`workers` > 1): every live worker's metrics, plus
+// the counts of the workers gone since the primary started (crashed, replaced in a roll,
+// scaled down), so a counter summed over workers never falls when one is replaced (Prometheus
+// would read the fall as a reset: a false spike in rate()); and the config reloads, counted
+// once by the primary rather than once per worker. Layer 2 state owner: no I/O, no clock.
+
+/** One metric as prom-client's getMetricsAsJSON() gives it (the wire format of a worker's snapshot). */
+interface MetricData {
+  readonly name: string
+  readonly help: string
+  readonly type: string
+  readonly aggregator?: string
+  readonly values: readonly MetricValue[]
+}
+
+interface MetricValue {
+  readonly value: number
+  readonly labels: Readonly<Record<string, string | number>>
+  readonly metricName?: string
+}
+
+/** Counted by the primary (one reload of the file is one, whatever the worker count). */
+const RELOADS = 'tether_config_reloads_total'
+
+/**
+ * Example: at each scrape `ledger.seen(id, snapshot)` for every worker that answered, then
+ * `aggregateMetrics(ledger.snapshots(live))`; `ledger.gone(id)` when a worker exits: its last
+ * counts are kept (counts after its last scrape were never shown, so nothing shown falls).
+ */
+export class MetricsLedger {
+  /** Each live worker's last snapshot. */
+  readonly #last = new Map<number, readonly MetricData[]>()
+  /** The summed counters and histograms of the workers gone: metric name -> (series key -> value). */
+  readonly #departed = new Map<string, { readonly meta: Omit<MetricData, 'values'>; readonly series: Map<string, MetricValue> }>()
+  readonly #reloads = { ok: 0, failed: 0 }
+  /** The reload counter's help and type, as the workers declare it. */
+  #reloadMeta: Omit<MetricData, 'values'> | null = null
+
+  /** Worker `id` answered a scrape with `snapshot`. */
+  seen(id: number, snapshot: unknown): void {
+    if (!Array.isArray(snapshot)) return
+    this.#last.set(id, snapshot as MetricData[])
+  }
+
+  /** Worker `id` exited: its last counts stay in the sums. */
+  gone(id: number): void {
+    const last = this.#last.get(id)
+    this.#last.delete(id)
+    if (last === undefined) return
+    for (const m of last) {
+      if (m.name === RELOADS || (m.type !== 'counter' && m.type !== 'histogram') || (m.aggregator ?? 'sum') !== 'sum') continue
+      let d = this.#departed.get(m.name)
+      if (d === undefined) this.#departed.set(m.name, (d = { meta: { name: m.name, help: m.help, type: m.type, aggregator: 'sum' }, series: new Map() }))
+      for (const v of m.values) {
+        const key = seriesKey(v)
+        const had = d.series.get(key)
+        d.series.set(key, had === undefined ? v : { ...v, value: had.value + v.value })
+      }
+    }
+  }
+
+  /** The primary reloaded the config file: applied (true) or rejected (false). */
+  reloaded(ok: boolean): void {
+    if (ok) this.#reloads.ok++
+    else this.#reloads.failed++
+  }
+
+  /**
+   * The snapshots to aggregate: the live workers' (`live`, this scrape's answers) without their
+   * reload counts, the gone workers' counts, and the primary's reload counts.
+   */
+  snapshots(live: readonly unknown[]): unknown[] {
+    const out: unknown[] = []
+    for (const s of live) {
+      if (!Array.isArray(s)) continue
+      const metrics = s as MetricData[]
+      this.#reloadMeta ??= metrics.find((m) => m.name === RELOADS) ?? null
+      out.push(metrics.filter((m) => m.name !== RELOADS))
+    }
+    const extra: MetricData[] = [...this.#departed.values()].map((d) => ({ ...d.meta, values: [...d.series.values()] }))
+    if (this.#reloadMeta !== null) {
+      const { name, help, type, aggregator } = this.#reloadMeta
+      const values = (['ok', 'failed'] as const).filter((r) => this.#reloads[r] > 0).map((r) => ({ value: this.#reloads[r], labels: { result: r } }))
+      extra.push({ name, help, type, ...(aggregator === undefined ? {} : { aggregator }), values })
+    }
+    if (extra.length > 0) out.push(extra)
+    return out
+  }
+}
+
+/** A series' identity within its metric: its name (a histogram's `_bucket`, `_sum`, `_count`) and labels. */
+function seriesKey(v: MetricValue): string {
+  const labels = Object.keys(v.labels).sort().map((k) => `${k}=${String(v.labels[k])}`)
+  return `${v.metricName ?? ''}{${labels.join(',')}}`
+}

@@ -1,0 +1,146 @@
+// The primary's admin listener and metrics as an operator meets them (`workers: 2`), each the
+// same as with one process: the admin token the primary started with stays in force after a
+// roll (a token change needs a restart, as the log says); the metrics summed over workers never
+// fall when a worker is replaced, and a reload counts once; the unset cookie secret is warned
+// of; and during SIGTERM's grace period /healthz, /readyz and /metrics answer as a single
+// process's do while requests drain.
+import t from 'tap'
+import http from 'node:http'
+import { writeFileSync } from 'node:fs'
+import { tempFile } from './fixtures/cli.js'
+import { freePort } from './fixtures/ports.js'
+import { request, slotOf, startPrimary, workerPids, workersYaml } from './fixtures/primary-process.js'
+import { startUpstream } from './fixtures/upstream.js'
+import { waitFor } from './fixtures/wait.js'
+
+/** The sum of a metric's series in a Prometheus text exposition (0 when absent). */
+function total(text: string, name: string, labels = ''): number {
+  const series = labels === '' ? '(?:\\{[^}]*\\})?' : `\\{[^}]*${labels}[^}]*\\}`
+  return [...text.matchAll(new RegExp(`^${name}${series} (\\d+(?:\\.\\d+)?)$`, 'gm'))].reduce((n, m) => n + Number(m[1]), 0)
+}
+
+t.test('with two workers, the admin listener and /metrics answer as with one process: token, counters over a crash, reloads, shutdown', async (t) => {
+  let release: (() => void) | null = null
+  const app = await startUpstream('app-0', (req, res) => {
+    if (req.url === '/slow') {
+      release = () => res.end('slow\n')
+      return
+    }
+    res.end('app-0\n')
+  })
+  t.teardown(() => app.close())
+  const port = await freePort()
+  const adminPort = await freePort()
+  const admin = `http://127.0.0.1:${adminPort}`
+  const yaml = (token: string, idle: string): string => workersYaml({
+    listen: port, adminPort, workers: 2, upstreams: [{ id: 'app-0', url: app.url }],
+    extra: [`admin: { listen: { host: 127.0.0.1, port: ${adminPort} }, token: ${token} }`, `affinity: { idle_timeout: ${idle} }`, 'shutdown: { grace_period: 10s }'],
+  }).replace(`admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }\n`, '')
+  const file = tempFile('workers-admin-edges.yaml', yaml('old-token-123', '1h'))
+  const { proc, out } = await startPrimary(t, file)
+  const auth = (token: string) => ({ headers: { authorization: `Bearer ${token}` } })
+
+  t.match(out(), /affinity\.cookie\.secret is not set/, 'the unset cookie secret is warned of, as with one process')
+
+  // counters summed over workers never fall when one is replaced
+  for (let i = 0; i < 20; i++) t.equal((await request(`http://127.0.0.1:${port}/`, null)).status, 200)
+  const before = total((await request(`${admin}/metrics`, null)).body, 'tether_client_requests_total')
+  t.ok(before >= 20, `counted ${before} requests over both workers`)
+  const victim = workerPids(proc).find((pid) => slotOf(pid) === 1)!
+  process.kill(victim, 'SIGKILL')
+  await waitFor(() => workerPids(proc).length === 2 && !workerPids(proc).includes(victim) && out().split('"tether listening"').length - 1 >= 3, 20_000, 'the crashed worker to be replaced')
+  const after = total((await request(`${admin}/metrics`, null)).body, 'tether_client_requests_total')
+  t.ok(after >= before, `not fewer after a worker was replaced (${before} -> ${after})`)
+
+  // a reload counts once, whatever the worker count
+  const reloads = (): Promise<number> => request(`${admin}/metrics`, null).then((r) => total(r.body, 'tether_config_reloads_total', 'result="ok"'))
+  t.equal(await reloads(), 0)
+  proc.kill('SIGHUP')
+  await waitFor(async () => (await reloads()) >= 1, 10_000, 'the reload to be counted')
+  t.equal(await reloads(), 1, 'one reload counted once')
+
+  // a token change needs a restart of the primary: a roll (for affinity) does not apply it
+  t.equal((await request(`${admin}/upstreams`, null, auth('old-token-123'))).status, 200)
+  writeFileSync(file, yaml('new-token-456', '2h'))
+  await waitFor(() => out().includes('"workers replaced"'), 40_000, 'the roll to end')
+  t.match(out(), /admin: a change of the admin listener needs a restart of the primary/)
+  t.equal((await request(`${admin}/upstreams`, null, auth('old-token-123'))).status, 200, 'the token the primary started with still opens the admin API')
+  t.equal((await request(`${admin}/upstreams`, null, auth('new-token-456'))).status, 401, 'the new one does not, until a restart')
+  t.notOk(/"sections":\[[^\]]*"admin"[^\]]*\][^\n]*need new workers/.test(out()), 'no worker takes the admin section from the file')
+
+  // SIGTERM with a request in flight: the admin listener answers as one process's does meanwhile
+  const slow = new Promise<number>((resolve, reject) => {
+    http.get(`http://127.0.0.1:${port}/slow`, { agent: false }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode!)) }).on('error', reject)
+  })
+  await waitFor(() => release !== null, 10_000, 'the slow request to reach the upstream')
+  proc.kill('SIGTERM')
+  await waitFor(() => out().includes('"signal received: stopping the workers"'), 10_000, 'the primary to start stopping')
+  const healthz = await request(`${admin}/healthz`, null)
+  t.equal(healthz.status, 200, '/healthz: the process is alive while requests drain')
+  const readyz = await request(`${admin}/readyz`, null)
+  t.equal(readyz.status, 503, '/readyz: not ready')
+  t.match(JSON.parse(readyz.body), { ready: false, reasons: ['shutting down'] }, 'in the documented shape')
+  t.ok(total((await request(`${admin}/metrics`, null)).body, 'tether_client_requests_total') >= after, '/metrics still counts while requests drain')
+  release!()
+  t.equal(await slow, 200, 'the request in flight finishes')
+  await waitFor(() => proc.exitCode !== null, 20_000, 'the primary to stop')
+  t.equal(proc.exitCode, 0)
+})
+
+t.test("the primary's /upstreams: in-flight counts added up, a draining upstream's remaining sessions the most any worker counts, in the admin API's own form", async (t) => {
+  const { startAdminFront } = await import('../src/workers/admin-front.js')
+  const { createLogger } = await import('../src/observability/logger.js')
+  const row = (inFlight: number, remaining: number | null) => ({ id: 'b', draining: true, in_flight: inFlight, websockets: 1, sessions_remaining: remaining })
+  const worker = async (rows: unknown[]): Promise<string> => {
+    const s = http.createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' })
+      res.end(`${JSON.stringify(rows, null, 2)}\n`)
+    })
+    await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
+    t.teardown(() => new Promise((r) => s.close(r)))
+    return `http://127.0.0.1:${(s.address() as { port: number }).port}`
+  }
+  // the lead's users all moved; the other worker still counts two users it answered
+  const admins = [await worker([row(1, 0)]), await worker([row(2, 2)])]
+  const front = await startAdminFront('127.0.0.1', 0, { admins: () => admins, metrics: () => Promise.resolve([]) }, createLogger('silent'), [])
+  t.teardown(() => front.close())
+  const r = await new Promise<{ headers: http.IncomingHttpHeaders; body: string }>((resolve, reject) => {
+    http.get(`${front.url}/upstreams`, { agent: false }, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (c) => (body += c))
+      res.on('end', () => resolve({ headers: res.headers, body }))
+    }).on('error', reject)
+  })
+  t.same(JSON.parse(r.body), [{ id: 'b', draining: true, in_flight: 3, websockets: 2, sessions_remaining: 2 }], 'in flight and WebSockets added up; sessions remaining: the most any worker counts (0 only when none does)')
+  t.equal(r.body, `${JSON.stringify(JSON.parse(r.body), null, 2)}\n`, 'indented JSON with a final newline, as one process writes it')
+  t.equal(r.headers['content-length'], String(Buffer.byteLength(r.body)), 'with its length, not chunked')
+  t.equal(r.headers['cache-control'], 'no-store')
+  t.equal(r.headers['x-content-type-options'], 'nosniff')
+})
+
+t.test('the metrics of a worker that exits stay in the sums (counters and histograms, not gauges); reloads are the primary\'s count', async (t) => {
+  const { MetricsLedger } = await import('../src/workers/metrics-ledger.js')
+  const { aggregateMetrics } = await import('../src/observability/metrics.js')
+  const snap = (requests: number, open: number, reloads: number) => [
+    { name: 'tether_http_requests_total', help: 'h', type: 'counter', aggregator: 'sum', values: [{ value: requests, labels: { upstream: 'a' } }] },
+    { name: 'tether_websocket_connections', help: 'w', type: 'gauge', aggregator: 'sum', values: [{ value: open, labels: {} }] },
+    { name: 'tether_upstream_duration_seconds', help: 'd', type: 'histogram', aggregator: 'sum', values: [
+      { value: requests, labels: { le: 0.1, upstream: 'a' }, metricName: 'tether_upstream_duration_seconds_bucket' },
+      { value: requests, labels: { upstream: 'a' }, metricName: 'tether_upstream_duration_seconds_count' },
+    ] },
+    { name: 'tether_config_reloads_total', help: 'r', type: 'counter', aggregator: 'sum', values: reloads === 0 ? [] : [{ value: reloads, labels: { result: 'ok' } }] },
+  ]
+  const ledger = new MetricsLedger()
+  ledger.seen(1, snap(10, 3, 1))
+  ledger.seen(2, snap(5, 1, 1))
+  ledger.reloaded(true)
+  ledger.gone(2) // exits; its replacement starts from 0
+  const text = (await aggregateMetrics(ledger.snapshots([snap(12, 4, 1), snap(1, 0, 0)]))).text
+  t.equal(total(text, 'tether_http_requests_total'), 18, 'a counter: the live workers plus the last count of the one gone (12 + 1 + 5)')
+  t.equal(total(text, 'tether_upstream_duration_seconds_count'), 18, 'a histogram the same')
+  t.equal(total(text, 'tether_websocket_connections'), 4, 'a gauge: the live workers only')
+  t.equal(total(text, 'tether_config_reloads_total', 'result="ok"'), 1, 'one reload of the primary, not one per worker')
+  ledger.gone(3) // never scraped: nothing to keep
+  t.equal(total((await aggregateMetrics(ledger.snapshots([snap(12, 4, 1)]))).text, 'tether_http_requests_total'), 17)
+})
