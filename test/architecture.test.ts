@@ -50,7 +50,7 @@ const LAYERS: [RegExp, number][] = [
   [/^state\/create-state\.ts$/, 5],
   [/^workers\/messages\.ts$/, 0],
   [/^workers\/worker-flags\.ts$/, 1],
-  [/^workers\/(hub|silence-watch)\.ts$/, 2],
+  [/^workers\/(hub|silence-watch|metrics-ledger)\.ts$/, 2],
   [/^workers\/(worker-count|worker-link|handoff-guard)\.ts$/, 3],
   [/^workers\/admin-front\.ts$/, 4],
   [/^workers\/(primary|worker-main)\.ts$/, 5],
