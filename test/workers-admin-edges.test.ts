@@ -91,10 +91,13 @@ t.test("the primary's /upstreams: in-flight counts added up, a draining upstream
   const { startAdminFront } = await import('../src/workers/admin-front.js')
   const { createLogger } = await import('../src/observability/logger.js')
   const row = (inFlight: number, remaining: number | null) => ({ id: 'b', draining: true, in_flight: inFlight, websockets: 1, sessions_remaining: remaining })
-  const worker = async (rows: unknown[]): Promise<string> => {
+  const asked: number[] = []
+  const worker = async (rows: unknown[], status = 200): Promise<string> => {
     const s = http.createServer((req, res) => {
-      res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' })
-      res.end(`${JSON.stringify(rows, null, 2)}\n`)
+      asked.push(status)
+      const body = `${JSON.stringify(rows, null, 2)}\n`
+      res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' })
+      res.end(body)
     })
     await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
     t.teardown(() => new Promise((r) => s.close(r)))
@@ -117,6 +120,16 @@ t.test("the primary's /upstreams: in-flight counts added up, a draining upstream
   t.equal(r.headers['content-length'], String(Buffer.byteLength(r.body)), 'with its length, not chunked')
   t.equal(r.headers['cache-control'], 'no-store')
   t.equal(r.headers['x-content-type-options'], 'nosniff')
+  const head = (method: string) => new Promise<string | undefined>((resolve, reject) => http.request(`${front.url}/sessions/abc`, { method, agent: false }, (res) => { res.resume(); resolve(res.headers['content-length']) }).on('error', reject).end())
+  t.equal(await head('HEAD'), await head('GET'), "a HEAD's length is the GET's")
+  // a request the lead refuses (a wrong token) is not passed to the others: refused and logged once
+  const refusing = [await worker([], 401), await worker([row(0, 0)])]
+  const guarded = await startAdminFront('127.0.0.1', 0, { admins: () => refusing, metrics: () => Promise.resolve([]) }, createLogger('silent'), [])
+  t.teardown(() => guarded.close())
+  asked.length = 0
+  const refused = await new Promise<number>((resolve, reject) => http.get(`${guarded.url}/upstreams`, { agent: false }, (res) => { res.resume(); resolve(res.statusCode!) }).on('error', reject))
+  t.equal(refused, 401, "the lead's refusal")
+  t.same(asked, [401], 'the other worker was not asked')
 })
 
 t.test('the metrics of a worker that exits stay in the sums (counters and histograms, not gauges); reloads are the primary\'s count', async (t) => {
@@ -136,11 +149,35 @@ t.test('the metrics of a worker that exits stay in the sums (counters and histog
   ledger.seen(2, snap(5, 1, 1))
   ledger.reloaded(true)
   ledger.gone(2) // exits; its replacement starts from 0
-  const text = (await aggregateMetrics(ledger.snapshots([snap(12, 4, 1), snap(1, 0, 0)]))).text
+  ledger.seen(3, snap(1, 0, 0))
+  const text = (await aggregateMetrics(ledger.snapshots([[1, snap(12, 4, 1)], [3, snap(1, 0, 0)]]))).text
   t.equal(total(text, 'tether_http_requests_total'), 18, 'a counter: the live workers plus the last count of the one gone (12 + 1 + 5)')
   t.equal(total(text, 'tether_upstream_duration_seconds_count'), 18, 'a histogram the same')
   t.equal(total(text, 'tether_websocket_connections'), 4, 'a gauge: the live workers only')
   t.equal(total(text, 'tether_config_reloads_total', 'result="ok"'), 1, 'one reload of the primary, not one per worker')
-  ledger.gone(3) // never scraped: nothing to keep
-  t.equal(total((await aggregateMetrics(ledger.snapshots([snap(12, 4, 1)]))).text, 'tether_http_requests_total'), 17)
+  ledger.seen(1, snap(12, 4, 1))
+  t.equal(total((await aggregateMetrics(ledger.snapshots([[1, null], [3, snap(1, 0, 0)]]))).text, 'tether_http_requests_total'), 18, 'a worker that did not answer in time counts with its last answer')
+  // a worker that answers this scrape, then exits before the others have answered
+  ledger.seen(5, snap(7, 0, 0))
+  ledger.gone(5)
+  t.equal(total((await aggregateMetrics(ledger.snapshots([[1, snap(12, 4, 1)], [3, snap(1, 0, 0)], [5, snap(7, 0, 0)]]))).text, 'tether_http_requests_total'), 25, 'one that exits during a scrape is counted once (12 + 1 + 5 + 7)')
+  ledger.seen(5, snap(9, 0, 0))
+  t.equal(total((await aggregateMetrics(ledger.snapshots([[1, snap(12, 4, 1)], [3, snap(1, 0, 0)]]))).text, 'tether_http_requests_total'), 25, 'and a late answer of one gone is not kept')
+  ledger.gone(4) // never scraped: nothing to keep
+  t.equal(total((await aggregateMetrics(ledger.snapshots([[1, snap(12, 4, 1)], [3, snap(1, 0, 0)]]))).text, 'tether_http_requests_total'), 25)
+})
+
+t.test('with two workers, a proxy port already taken: the primary exits 1 with the workers\' error, and restarts nothing', async (t) => {
+  const { runCli } = await import('./fixtures/cli.js')
+  const net = await import('node:net')
+  const taken = net.createServer().listen(0, '127.0.0.1')
+  await new Promise((r) => taken.once('listening', r))
+  t.teardown(() => new Promise((r) => taken.close(r)))
+  const file = tempFile('workers-port-taken.yaml', workersYaml({ listen: (taken.address() as { port: number }).port, adminPort: await freePort(), workers: 2, upstreams: [{ id: 'app-0', url: 'http://127.0.0.1:9' }] }))
+  const exit = await runCli(['--config', file], {}, 30_000)
+  const out = exit.stdout + exit.stderr
+  t.equal(exit.code, 1, 'exit 1')
+  t.match(out, /EADDRINUSE/, "the worker's own error")
+  t.match(out, /"a worker failed to start"/)
+  t.notOk(out.includes('"worker died; restarting it"'), 'no restart announced for a start that ends the primary')
 })

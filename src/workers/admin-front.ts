@@ -103,11 +103,11 @@ async function serve(req: http.IncomingMessage, res: http.ServerResponse, body: 
   }
   if (admins.length === 0) return { status: 503, headers: { 'content-type': 'text/plain; charset=utf-8' }, body: Buffer.from('Service Unavailable: no worker started yet\n') }
   if (req.method === 'GET' && path.split('?')[0] === '/upstreams') {
-    const answers = await Promise.all(admins.map((url) => pass(url, req, body).catch(() => null)))
+    const answers = await leadThenOthers(admins, req, body)
     return summed(answers)
   }
   if (req.method === 'GET' && path.split('?')[0] === '/status') {
-    const answers = await Promise.all(admins.map((url) => pass(url, req, body).catch(() => null)))
+    const answers = await leadThenOthers(admins, req, body)
     const lead = answers[0]
     if (lead === null || lead === undefined) throw new Error('the leading worker did not answer')
     if (lead.status !== 200) return lead
@@ -121,6 +121,16 @@ async function serve(req: http.IncomingMessage, res: http.ServerResponse, body: 
   const key = sessionKey(path)
   if (key !== null && !isScan(key)) return firstKnowing(admins, req, body)
   return stream(admins[0]!, req, body, res)
+}
+
+/**
+ * The leading worker's answer, then, when it is a 200, the others' (null: did not answer): a
+ * request the lead refuses (no token, a browser's) is refused and logged once, not by each.
+ */
+async function leadThenOthers(admins: readonly string[], req: http.IncomingMessage, body: Buffer): Promise<(Answer | null)[]> {
+  const lead = await pass(admins[0]!, req, body).catch(() => null)
+  if (lead === null || lead.status !== 200) return [lead]
+  return [lead, ...await Promise.all(admins.slice(1).map((url) => pass(url, req, body).catch(() => null)))]
 }
 
 /** The answer of the first worker that knows the session (not 404), else a 404; throws when none answered. */
@@ -230,6 +240,8 @@ function pass(base: string, req: http.IncomingMessage, body: Buffer): Promise<An
 }
 
 function reply(res: http.ServerResponse, a: Answer): void {
-  res.writeHead(a.status, { ...ANSWER_HEADERS, ...answerHeaders(a.headers, false), 'content-length': a.body.length })
+  // a HEAD's answer has no body: the length is the worker's, of the body a GET would get
+  const length = res.req.method === 'HEAD' ? a.headers['content-length'] : a.body.length
+  res.writeHead(a.status, { ...ANSWER_HEADERS, ...answerHeaders(a.headers, false), ...(length === undefined ? {} : { 'content-length': length }) })
   res.end(a.body)
 }

@@ -32,18 +32,21 @@ export class MetricsLedger {
   readonly #last = new Map<number, readonly MetricData[]>()
   /** The summed counters and histograms of the workers gone: metric name -> (series key -> value). */
   readonly #departed = new Map<string, { readonly meta: Omit<MetricData, 'values'>; readonly series: Map<string, MetricValue> }>()
+  /** The ids of the workers gone (an answer of one that exited during the scrape is not counted again). */
+  readonly #gone = new Set<number>()
   readonly #reloads = { ok: 0, failed: 0 }
   /** The reload counter's help and type, as the workers declare it. */
   #reloadMeta: Omit<MetricData, 'values'> | null = null
 
   /** Worker `id` answered a scrape with `snapshot`. */
   seen(id: number, snapshot: unknown): void {
-    if (!Array.isArray(snapshot)) return
+    if (!Array.isArray(snapshot) || this.#gone.has(id)) return
     this.#last.set(id, snapshot as MetricData[])
   }
 
   /** Worker `id` exited: its last counts stay in the sums. */
   gone(id: number): void {
+    this.#gone.add(id)
     const last = this.#last.get(id)
     this.#last.delete(id)
     if (last === undefined) return
@@ -66,12 +69,15 @@ export class MetricsLedger {
   }
 
   /**
-   * The snapshots to aggregate: the live workers' (`live`, this scrape's answers) without their
-   * reload counts, the gone workers' counts, and the primary's reload counts.
+   * The snapshots to aggregate: the live workers' (this scrape's answers by worker id; null:
+   * not answered in time, its last answer then) without their reload counts, the gone workers'
+   * counts, and the primary's reload counts.
    */
-  snapshots(live: readonly unknown[]): unknown[] {
+  snapshots(live: readonly (readonly [id: number, snapshot: unknown])[]): unknown[] {
     const out: unknown[] = []
-    for (const s of live) {
+    for (const [id, answer] of live) {
+      if (this.#gone.has(id)) continue // its counts are in the sums already
+      const s = answer ?? this.#last.get(id)
       if (!Array.isArray(s)) continue
       const metrics = s as MetricData[]
       this.#reloadMeta ??= metrics.find((m) => m.name === RELOADS) ?? null

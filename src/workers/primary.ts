@@ -75,6 +75,8 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
   const slots: Slot[] = []
   let lead: number | null = null
   let stopping = false
+  /** Every worker of the first start is ready (a crash from then on is restarted). */
+  let up = false
   let rolling: Promise<void> | null = null
   /** The worker count the queued rolls lead to (null: no roll queued or running). */
   let rollingTo: number | null = null
@@ -166,6 +168,7 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
         chooseLead()
       }
       if (r.stopping || stopping) return
+      if (!up && r.admin === null) return // one that fails the first start ends the primary (logged there)
       if (slot.worker !== worker) return // replaced already
       // a roll's new worker that failed to start: the roll stops here (its caller says so) and
       // the old worker serves on; with none left (it died meanwhile), the slot is restarted as
@@ -229,17 +232,23 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
       const leading = list.find((r) => r.worker.id === lead)
       return (leading === undefined ? list : [leading, ...list.filter((r) => r !== leading)]).map((r) => r.admin!)
     },
-    // every live process counted once: the stopping ones of a roll too, until they exit
-    metrics: async () => ledger.snapshots(await Promise.all([...running.values()].filter((r) => r.admin !== null && r.worker.isConnected()).map((r) => new Promise<unknown>((resolve) => {
-      const call = ++ask
-      const timer = setTimeout(() => { asks.delete(call); resolve([]) }, 5_000)
-      asks.set(call, (v) => {
-        clearTimeout(timer)
-        ledger.seen(r.worker.id, v)
-        resolve(v)
-      })
-      send(r.worker, { tether: 'ask', call, op: 'metrics' })
-    })))),
+    // every live process counted once: the stopping ones of a roll too, until they exit; one
+    // that exits while the others answer counts as gone (its counts are in the ledger), one
+    // slower than 5 s with its last answer
+    metrics: async () => {
+      const answers = await Promise.all([...running.values()].filter((r) => r.admin !== null && r.worker.isConnected()).map((r) => new Promise<readonly [number, unknown]>((resolve) => {
+        const id = r.worker.id
+        const call = ++ask
+        const timer = setTimeout(() => { asks.delete(call); resolve([id, null]) }, 5_000)
+        asks.set(call, (v) => {
+          clearTimeout(timer)
+          ledger.seen(id, v)
+          resolve([id, v])
+        })
+        send(r.worker, { tether: 'ask', call, op: 'metrics' })
+      })))
+      return ledger.snapshots(answers)
+    },
   }, logger, config.admin.allowed_hosts)
   try {
     await Promise.all(Array.from({ length: count }, (_, i) => fork(i)))
@@ -250,6 +259,7 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
     await admin.close()
     return 1
   }
+  up = true
   logger.info({ workers: count, admin: admin.url }, 'tether primary: workers started')
 
   const reload = (): void => {
