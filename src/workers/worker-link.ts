@@ -505,6 +505,7 @@ export class WorkerLink {
   }
 }
 
+/** Apply writes held while the snapshot came in (see WorkerLink.attach). */
 function applyHeld(p: WorkerParts, h: Held): void {
   if (h.own) applyOwn(p, h.writes)
   else applyWrites(p, h.writes)
