@@ -157,6 +157,8 @@ t.test('the metrics of a worker that exits stay in the sums (counters and histog
   t.equal(total(text, 'tether_config_reloads_total', 'result="ok"'), 1, 'one reload of the primary, not one per worker')
   ledger.seen(1, snap(12, 4, 1))
   t.equal(total((await aggregateMetrics(ledger.snapshots([[1, null], [3, snap(1, 0, 0)]]))).text, 'tether_http_requests_total'), 18, 'a worker that did not answer in time counts with its last answer')
+  ledger.seen(1, [])
+  t.equal(total((await aggregateMetrics(ledger.snapshots([[1, []], [3, snap(1, 0, 0)]]))).text, 'tether_http_requests_total'), 18, 'so does one whose metrics failed (an empty answer)')
   // a worker that answers this scrape, then exits before the others have answered
   ledger.seen(5, snap(7, 0, 0))
   ledger.gone(5)

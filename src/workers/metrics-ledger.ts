@@ -38,9 +38,9 @@ export class MetricsLedger {
   /** The reload counter's help and type, as the workers declare it. */
   #reloadMeta: Omit<MetricData, 'values'> | null = null
 
-  /** Worker `id` answered a scrape with `snapshot`. */
+  /** Worker `id` answered a scrape with `snapshot` (an empty one: its metrics failed, no answer). */
   seen(id: number, snapshot: unknown): void {
-    if (!Array.isArray(snapshot) || this.#gone.has(id)) return
+    if (!Array.isArray(snapshot) || snapshot.length === 0 || this.#gone.has(id)) return
     this.#last.set(id, snapshot as MetricData[])
   }
 
@@ -69,15 +69,15 @@ export class MetricsLedger {
   }
 
   /**
-   * The snapshots to aggregate: the live workers' (this scrape's answers by worker id; null:
-   * not answered in time, its last answer then) without their reload counts, the gone workers'
-   * counts, and the primary's reload counts.
+   * The snapshots to aggregate: the live workers' (this scrape's answers by worker id; null or
+   * empty: not answered in time, or its metrics failed, its last answer then) without their
+   * reload counts, the gone workers' counts, and the primary's reload counts.
    */
   snapshots(live: readonly (readonly [id: number, snapshot: unknown])[]): unknown[] {
     const out: unknown[] = []
     for (const [id, answer] of live) {
       if (this.#gone.has(id)) continue // its counts are in the sums already
-      const s = answer ?? this.#last.get(id)
+      const s = Array.isArray(answer) && answer.length > 0 ? answer : this.#last.get(id)
       if (!Array.isArray(s)) continue
       const metrics = s as MetricData[]
       this.#reloadMeta ??= metrics.find((m) => m.name === RELOADS) ?? null
