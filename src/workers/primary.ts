@@ -85,10 +85,11 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
   const readyWaits = new Map<number, { resolve: () => void; reject: (e: Error) => void }>()
   const watch = new SilenceWatch()
   const ledger = new MetricsLedger()
-  // the workers share the secret the primary makes: a worker cannot tell it was never set
-  if (first.affinity.key === 'cookie' && first.affinity.cookie.secret === null) {
-    logger.warn('affinity.cookie.secret is not set: the workers sign cookies with a random secret made at this primary\'s start, so other Tether replicas (and these workers once the primary restarts) will not recognise them; set it for production')
-  }
+  // the workers share the secret the primary makes: a worker cannot tell it was never set (at
+  // the start, and at a reload that leaves it unset where it was set)
+  const unsigned = (c: Config): boolean => c.affinity.key === 'cookie' && c.affinity.cookie.secret === null
+  const warnUnsigned = (): void => logger.warn('affinity.cookie.secret is not set: the workers sign cookies with a random secret made at this primary\'s start, so other Tether replicas (and these workers once the primary restarts) will not recognise them; set it for production')
+  if (unsigned(first)) warnUnsigned()
 
   const store = config.state.store === 'memory'
     ? new MemoryCheckpointStore({ maxEntries: config.affinity.max_entries, maxBytes: config.state.max_bytes, maxTotalBytes: config.state.memory.max_bytes, clock: systemClock })
@@ -272,6 +273,7 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
       return
     }
     ledger.reloaded(true)
+    if (unsigned(next) && !unsigned(config)) warnUnsigned()
     const { needsRestart } = diffConfig(config, next)
     const restart = needsRestart.filter((s) => s !== 'admin' && s !== 'workers')
     const nextCount = workerCount(next.workers)
