@@ -130,6 +130,13 @@ t.test("the primary's /upstreams: in-flight counts added up, a draining upstream
   const refused = await new Promise<number>((resolve, reject) => http.get(`${guarded.url}/upstreams`, { agent: false }, (res) => { res.resume(); resolve(res.statusCode!) }).on('error', reject))
   t.equal(refused, 401, "the lead's refusal")
   t.same(asked, [401], 'the other worker was not asked')
+  // a worker whose admin listener has closed (it is exiting) refuses the connection: the next answers
+  const closed = await freePort()
+  const exiting = await startAdminFront('127.0.0.1', 0, { admins: () => [`http://127.0.0.1:${closed}`, admins[1]!], metrics: () => Promise.resolve([]) }, createLogger('silent'), [])
+  t.teardown(() => exiting.close())
+  const get = (path: string) => new Promise<number>((resolve, reject) => http.get(`${exiting.url}${path}`, { agent: false }, (res) => { res.resume(); resolve(res.statusCode!) }).on('error', reject))
+  t.equal(await get('/upstreams'), 200, '/upstreams from the next worker')
+  t.equal(await get('/healthz'), 200, 'a passed route too')
 })
 
 t.test('the metrics of a worker that exits stay in the sums (counters and histograms, not gauges); reloads are the primary\'s count', async (t) => {

@@ -120,7 +120,22 @@ async function serve(req: http.IncomingMessage, res: http.ServerResponse, body: 
   // A logged form (`h:`, table keys, whose pins every worker holds) is the leading worker's.
   const key = sessionKey(path)
   if (key !== null && !isScan(key)) return firstKnowing(admins, req, body)
-  return stream(admins[0]!, req, body, res)
+  return streamFirst(admins, req, body, res)
+}
+
+/**
+ * Streams the answer of the first worker whose admin listener takes the connection: one that
+ * refuses it (a worker exiting, its listener closed) never got the request, so the next is
+ * asked (a drain is made once).
+ */
+async function streamFirst(admins: readonly string[], req: http.IncomingMessage, body: Buffer, res: http.ServerResponse): Promise<null> {
+  for (let i = 0; ; i++) {
+    try {
+      return await stream(admins[i]!, req, body, res)
+    } catch (err) {
+      if (i === admins.length - 1 || (err as NodeJS.ErrnoException).code !== 'ECONNREFUSED') throw err
+    }
+  }
 }
 
 /**
@@ -128,9 +143,19 @@ async function serve(req: http.IncomingMessage, res: http.ServerResponse, body: 
  * request the lead refuses (no token, a browser's) is refused and logged once, not by each.
  */
 async function leadThenOthers(admins: readonly string[], req: http.IncomingMessage, body: Buffer): Promise<(Answer | null)[]> {
-  const lead = await pass(admins[0]!, req, body).catch(() => null)
+  // a lead whose listener refuses the connection (exiting): the next worker answers for it
+  let first = 0
+  let lead: Answer | null = null
+  for (; first < admins.length; first++) {
+    try {
+      lead = await pass(admins[first]!, req, body)
+      break
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ECONNREFUSED') break
+    }
+  }
   if (lead === null || lead.status !== 200) return [lead]
-  return [lead, ...await Promise.all(admins.slice(1).map((url) => pass(url, req, body).catch(() => null)))]
+  return [lead, ...await Promise.all(admins.slice(first + 1).map((url) => pass(url, req, body).catch(() => null)))]
 }
 
 /** The answer of the first worker that knows the session (not 404), else a 404; throws when none answered. */
