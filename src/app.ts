@@ -163,9 +163,11 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     path = proxy.pathFor(effective)
     metrics.configReload(true)
     logger.info({ applied }, 'config reloaded')
-    // a worker's: the primary replaces the workers for them (its own log says so)
-    if (needsRestart.length > 0 && link !== null) logger.info({ sections: needsRestart }, 'config reloaded: these changes need new workers; the primary replaces them one at a time')
-    else if (needsRestart.length > 0) logger.warn({ sections: needsRestart }, 'config reloaded: these changes need a restart and were not applied')
+    // a worker's: the primary replaces the workers for them (its own log says so); `workers`
+    // itself is the primary's to judge (`auto` may give the same count: nothing to replace)
+    const forNewWorkers = link === null ? [] : needsRestart.filter((s) => s !== 'workers')
+    if (forNewWorkers.length > 0) logger.info({ sections: forNewWorkers }, 'config reloaded: these changes need new workers; the primary replaces them one at a time')
+    else if (needsRestart.length > 0 && link === null) logger.warn({ sections: needsRestart }, 'config reloaded: these changes need a restart and were not applied')
     return { applied, needsRestart }
   }
   const reloadFile = (): ReloadResult | ConfigError => {

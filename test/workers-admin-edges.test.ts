@@ -137,6 +137,11 @@ t.test("the primary's /upstreams: in-flight counts added up, a draining upstream
   const get = (path: string) => new Promise<number>((resolve, reject) => http.get(`${exiting.url}${path}`, { agent: false }, (res) => { res.resume(); resolve(res.statusCode!) }).on('error', reject))
   t.equal(await get('/upstreams'), 200, '/upstreams from the next worker')
   t.equal(await get('/healthz'), 200, 'a passed route too')
+  const unknown = await worker([], 404)
+  const gone = await startAdminFront('127.0.0.1', 0, { admins: () => [`http://127.0.0.1:${closed}`, unknown], metrics: () => Promise.resolve([]) }, createLogger('silent'), [])
+  t.teardown(() => gone.close())
+  const session = await new Promise<number>((resolve, reject) => http.get(`${gone.url}/sessions/abc`, { agent: false }, (res) => { res.resume(); resolve(res.statusCode!) }).on('error', reject))
+  t.equal(session, 404, 'a session known to no worker that answers: 404, not 502')
 })
 
 t.test('the metrics of a worker that exits stay in the sums (counters and histograms, not gauges); reloads are the primary\'s count', async (t) => {
@@ -200,10 +205,15 @@ t.test('with two workers, a reload that leaves affinity.cookie.secret unset wher
   const file = tempFile('workers-secret.yaml', yaml('["a-secret-of-at-least-32-characters-long"]'))
   const { proc, out } = await startPrimary(t, file)
   t.notOk(out().includes('affinity.cookie.secret is not set'), 'set: no warning')
+  // `workers` alone is the primary's to judge: no worker announces new workers for it
+  writeFileSync(file, yaml('["a-secret-of-at-least-32-characters-long"]').replace('workers: 2', 'workers: 3'))
+  proc.kill('SIGHUP')
+  await waitFor(() => out().includes('"workers replaced"'), 40_000, 'the scale-up to end')
+  t.notOk(out().includes('need new workers; the primary replaces them'), 'the workers leave a change of `workers` to the primary')
   writeFileSync(file, yaml('null'))
   proc.kill('SIGHUP')
   await waitFor(() => out().includes('affinity.cookie.secret is not set'), 20_000, 'the warning')
-  await waitFor(() => out().includes('"workers replaced"'), 40_000, 'the roll to end')
+  await waitFor(() => (out().match(/"workers replaced"/g) ?? []).length >= 2, 40_000, 'the roll to end')
   proc.kill('SIGTERM')
   await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
 })
