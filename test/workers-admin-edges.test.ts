@@ -137,11 +137,6 @@ t.test("the primary's /upstreams: in-flight counts added up, a draining upstream
   const get = (path: string) => new Promise<number>((resolve, reject) => http.get(`${exiting.url}${path}`, { agent: false }, (res) => { res.resume(); resolve(res.statusCode!) }).on('error', reject))
   t.equal(await get('/upstreams'), 200, '/upstreams from the next worker')
   t.equal(await get('/healthz'), 200, 'a passed route too')
-  const unknown = await worker([], 404)
-  const gone = await startAdminFront('127.0.0.1', 0, { admins: () => [`http://127.0.0.1:${closed}`, unknown], metrics: () => Promise.resolve([]) }, createLogger('silent'), [])
-  t.teardown(() => gone.close())
-  const session = await new Promise<number>((resolve, reject) => http.get(`${gone.url}/sessions/abc`, { agent: false }, (res) => { res.resume(); resolve(res.statusCode!) }).on('error', reject))
-  t.equal(session, 404, 'a session known to no worker that answers: 404, not 502')
 })
 
 t.test('the metrics of a worker that exits stay in the sums (counters and histograms, not gauges); reloads are the primary\'s count', async (t) => {

@@ -168,9 +168,7 @@ async function firstKnowing(admins: readonly string[], req: http.IncomingMessage
       if (answer.status !== 404) return answer
       notFound = answer
     } catch (err) {
-      // a worker that does not answer (stopping, stuck): the others may know the session; one
-      // whose listener refuses the connection is exiting, and what it knew goes with it
-      if ((err as NodeJS.ErrnoException).code !== 'ECONNREFUSED') failure = err
+      failure = err // a worker that does not answer (stopping, stuck): the others may know the session
     }
   }
   // a worker that did not answer may know the session: not a 404 then
