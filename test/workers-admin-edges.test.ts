@@ -176,6 +176,28 @@ t.test('the metrics of a worker that exits stay in the sums (counters and histog
   t.equal(total((await aggregateMetrics(ledger.snapshots([[1, snap(12, 4, 1)], [3, snap(1, 0, 0)]]))).text, 'tether_http_requests_total'), 25)
 })
 
+t.test("a counter every worker counts alike (read with max) never falls, even when every worker is replaced", async (t) => {
+  const { MetricsLedger } = await import('../src/workers/metrics-ledger.js')
+  const { aggregateMetrics } = await import('../src/observability/metrics.js')
+  const snap = (evictions: number, entries: number) => [
+    { name: 'tether_affinity_evictions_total', help: 'e', type: 'counter', aggregator: 'max', values: evictions < 0 ? [] : [{ value: evictions, labels: {} }] },
+    { name: 'tether_affinity_entries', help: 'n', type: 'gauge', aggregator: 'max', values: [{ value: entries, labels: {} }] },
+  ]
+  const ledger = new MetricsLedger()
+  const scrape = async (live: [number, unknown][]): Promise<[number, number]> => {
+    for (const [id, s] of live) ledger.seen(id, s)
+    const text = (await aggregateMetrics(ledger.snapshots(live))).text
+    return [total(text, 'tether_affinity_evictions_total'), total(text, 'tether_affinity_entries')]
+  }
+  t.same(await scrape([[1, snap(100, 50)], [2, snap(98, 50)]]), [100, 50], 'the highest count of the live workers')
+  ledger.gone(1) // a roll replaces worker 1: its replacement counts from 0
+  t.same(await scrape([[2, snap(104, 50)], [3, snap(3, 50)]]), [104, 50], 'worker 2 still counts the most')
+  ledger.gone(2) // then worker 2: no live worker counted the first 104
+  t.same(await scrape([[3, snap(6, 48)], [4, snap(0, 49)]]), [104, 49], 'the counter stays where it was, not 6 (a fall reads as a reset); a gauge is the live value')
+  t.same(await scrape([[3, snap(10, 50)], [4, snap(8, 50)]]), [108, 50], 'and goes on by what the workers count since')
+  t.same(await scrape([[3, snap(-1, 50)], [4, snap(-1, 50)]]), [108, 50], 'a series no live worker has yet keeps its value')
+})
+
 t.test('with two workers, a proxy port already taken: the primary exits 1 with the workers\' error, and restarts nothing', async (t) => {
   const { runCli } = await import('./fixtures/cli.js')
   const net = await import('node:net')

@@ -1,8 +1,10 @@
 // What the primary's one /metrics adds up (`workers` > 1): every live worker's metrics, plus
 // the counts of the workers gone since the primary started (crashed, replaced in a roll,
 // scaled down), so a counter summed over workers never falls when one is replaced (Prometheus
-// would read the fall as a reset: a false spike in rate()); and the config reloads, counted
-// once by the primary rather than once per worker. Layer 2 state owner: no I/O, no clock.
+// would read the fall as a reset: a false spike in rate()); the counters every worker counts
+// alike (read with `max`), kept from falling when the workers that counted longest are all
+// replaced; and the config reloads, counted once by the primary rather than once per worker.
+// Layer 2 state owner: no I/O, no clock.
 
 /** One metric as prom-client's getMetricsAsJSON() gives it (the wire format of a worker's snapshot). */
 interface MetricData {
@@ -32,6 +34,13 @@ export class MetricsLedger {
   readonly #last = new Map<number, readonly MetricData[]>()
   /** The summed counters and histograms of the workers gone: metric name -> (series key -> value). */
   readonly #departed = new Map<string, { readonly meta: Omit<MetricData, 'values'>; readonly series: Map<string, MetricValue> }>()
+  /**
+   * The counters aggregated with `max` (each worker counts the same events of its copy of the
+   * affinity table): per series, the value last shown and what is added to the live workers'
+   * highest count. A worker that starts counts from 0, so after a roll the live highest falls;
+   * the offset then grows by the fall, and the counter goes on from where it was.
+   */
+  readonly #maxed = new Map<string, { readonly meta: Omit<MetricData, 'values'>; readonly series: Map<string, { labels: MetricValue['labels']; shown: number; offset: number }> }>()
   /** The ids of the workers gone (an answer of one that exited during the scrape is not counted again). */
   readonly #gone = new Set<number>()
   readonly #reloads = { ok: 0, failed: 0 }
@@ -75,15 +84,31 @@ export class MetricsLedger {
    */
   snapshots(live: readonly (readonly [id: number, snapshot: unknown])[]): unknown[] {
     const out: unknown[] = []
+    /** The `max` counters' live highest value: metric name -> (series key -> value). */
+    const highest = new Map<string, Map<string, number>>()
     for (const [id, answer] of live) {
       if (this.#gone.has(id)) continue // its counts are in the sums already
       const s = Array.isArray(answer) && answer.length > 0 ? answer : this.#last.get(id)
       if (!Array.isArray(s)) continue
       const metrics = s as MetricData[]
       this.#reloadMeta ??= metrics.find((m) => m.name === RELOADS) ?? null
-      out.push(metrics.filter((m) => m.name !== RELOADS))
+      out.push(metrics.filter((m) => m.name !== RELOADS && !this.#maxCounter(m, highest)))
     }
     const extra: MetricData[] = [...this.#departed.values()].map((d) => ({ ...d.meta, values: [...d.series.values()] }))
+    for (const [name, m] of this.#maxed) {
+      const live = highest.get(name)
+      const values: MetricValue[] = []
+      for (const [key, s] of m.series) {
+        let value = (live?.get(key) ?? 0) + s.offset
+        if (value < s.shown) {
+          s.offset += s.shown - value
+          value = s.shown
+        }
+        s.shown = value
+        values.push({ value, labels: s.labels })
+      }
+      extra.push({ ...m.meta, values })
+    }
     if (this.#reloadMeta !== null) {
       const { name, help, type, aggregator } = this.#reloadMeta
       const values = (['ok', 'failed'] as const).filter((r) => this.#reloads[r] > 0).map((r) => ({ value: this.#reloads[r], labels: { result: r } }))
@@ -91,6 +116,24 @@ export class MetricsLedger {
     }
     if (extra.length > 0) out.push(extra)
     return out
+  }
+
+  /**
+   * Is `m` a counter read with `max`? If so, its values go into `highest` (and the series into
+   * #maxed), and the ledger shows it itself.
+   */
+  #maxCounter(m: MetricData, highest: Map<string, Map<string, number>>): boolean {
+    if (m.type !== 'counter' || m.aggregator !== 'max') return false
+    let tracked = this.#maxed.get(m.name)
+    if (tracked === undefined) this.#maxed.set(m.name, (tracked = { meta: { name: m.name, help: m.help, type: m.type, aggregator: 'max' }, series: new Map() }))
+    let top = highest.get(m.name)
+    if (top === undefined) highest.set(m.name, (top = new Map()))
+    for (const v of m.values) {
+      const key = seriesKey(v)
+      if (!tracked.series.has(key)) tracked.series.set(key, { labels: v.labels, shown: 0, offset: 0 })
+      top.set(key, Math.max(top.get(key) ?? 0, v.value))
+    }
+    return true
   }
 }
 
