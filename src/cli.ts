@@ -2,10 +2,11 @@
 // Process entry: argv, exit codes and signals. Loads the config, starts the composition
 // root, and turns SIGTERM/SIGINT into a graceful stop. No proxy logic here.
 import { readFileSync } from 'node:fs'
-import { ConfigError, loadConfigFile, type Config } from './config/index.js'
+import { ConfigError, readConfigFile, type Config } from './config/index.js'
 import { formatDuration, parseDuration } from './config/duration.js'
 import { convertManifests, ImportError } from './import/convert.js'
 import type { Tether } from './app.js'
+import type { Logger } from './observability/logger.js'
 import { drainUpstream, showSession, type AdminTarget } from './admin/admin-client.js'
 import { workerCount } from './workers/worker-count.js'
 
@@ -156,9 +157,14 @@ function upstreamSources(config: Config): string {
   return parts.join('; ')
 }
 
-function load(file: string): ReturnType<typeof loadConfigFile> | null {
+function load(file: string): Config | null {
+  return read(file)?.config ?? null
+}
+
+/** The config file's text and config, or null after writing why it is not valid to stderr. */
+function read(file: string): ReturnType<typeof readConfigFile> | null {
   try {
-    return loadConfigFile(file, process.env)
+    return readConfigFile(file, process.env)
   } catch (err) {
     if (err instanceof ConfigError) process.stderr.write(`${err.message}\n`)
     else process.stderr.write(`${file}: ${(err as Error).message}\n`)
@@ -221,17 +227,20 @@ async function main(): Promise<number> {
       return 0
     }
     case 'run': {
-      const config = load(cmd.config)
-      if (config === null) return 1
-      // workers > 1: this process supervises (primary) or is one of the workers
-      const worker = await import('./workers/worker-main.js').then((m) => ({ env: m.workerEnv(process.env), run: m.runWorker }))
-      if (worker.env !== null || workerCount(config.workers) > 1) {
-        const { createLogger, effectiveLevel } = await import('./observability/logger.js')
-        const base = createLogger(effectiveLevel(config.log.level, process.env['LOG_LEVEL']))
-        if (worker.env !== null) return worker.run(config, cmd.config, worker.env, base.child({ worker: worker.env.index }))
+      // workers > 1: this process is one of the workers (it runs what its primary gives it,
+      // not the file as it is now), or it supervises them (the primary)
+      const worker = await import('./workers/worker-main.js')
+      const index = worker.workerIndex(process.env)
+      const { createLogger, effectiveLevel } = await import('./observability/logger.js')
+      const makeLogger = (c: Config): Logger => createLogger(effectiveLevel(c.log.level, process.env['LOG_LEVEL']))
+      if (index !== null) return worker.runWorkerProcess(cmd.config, index, makeLogger)
+      const file = read(cmd.config)
+      if (file === null) return 1
+      const config = file.config
+      if (workerCount(config.workers) > 1) {
         const { runPrimary } = await import('./workers/primary.js')
         try {
-          return await runPrimary(config, cmd.config, base.child({ worker: 'primary' }))
+          return await runPrimary(file, cmd.config, makeLogger(config).child({ worker: 'primary' }))
         } catch (err) {
           process.stderr.write(`tether: ${(err as Error).message}\n`)
           return 1

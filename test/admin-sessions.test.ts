@@ -262,7 +262,7 @@ t.test("workers' admin front: a session by raw key is asked of each worker in tu
     return url
   }
   const front = async (admins: string[]) => {
-    const f = await startAdminFront('127.0.0.1', 0, { admins: () => admins, metrics: () => Promise.resolve([]) }, createLogger('silent'), [])
+    const f = await startAdminFront('127.0.0.1', 0, { admins: () => admins, metrics: () => Promise.resolve([]), stopping: () => false }, createLogger('silent'), [])
     t.teardown(() => f.close())
     return f.url
   }

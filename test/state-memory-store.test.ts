@@ -67,6 +67,24 @@ t.test('a full store evicts the least recently used session seen only once', asy
   t.equal(store.size, 3)
 })
 
+t.test('resize: the checkpoints held are kept down to the new bounds, least recently used of probation first; new bounds apply to puts', async (t) => {
+  const clock = new FakeClock()
+  const store = new MemoryCheckpointStore({ maxEntries: 10, clock })
+  for (const k of ['a', 'b', 'c', 'd', 'e']) await store.put(k, cp(k), 60_000)
+  await store.get('a') // protected
+  store.resize({ maxEntries: 3 })
+  t.equal(store.size, 3)
+  for (const k of ['b', 'c']) t.equal((await store.get(k)).status, 'missing', `${k} (probation, least recently used) evicted`)
+  t.equal((await store.get('a')).status, 'found', 'the returning session kept')
+  store.resize({ maxEntries: 3, maxBytes: 1 })
+  t.equal(await store.put('f', cp('too long'), 60_000), 'too_large', 'the new maxBytes applies')
+  store.resize({ maxEntries: 100 })
+  for (const k of ['g', 'h', 'i', 'j']) await store.put(k, cp(k), 60_000)
+  t.equal(store.size, 7, 'room for more')
+  t.throws(() => store.resize({ maxEntries: 0 }), RangeError, 'bounds checked as at construction')
+  t.equal(store.size, 7, 'a refused resize changes nothing')
+})
+
 t.test('refused puts neither store nor evict', async (t) => {
   const clock = new FakeClock()
   const store = new MemoryCheckpointStore({ maxEntries: 2, maxBytes: 4, clock })

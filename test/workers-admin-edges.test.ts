@@ -105,7 +105,7 @@ t.test("the primary's /upstreams: in-flight counts added up, a draining upstream
   }
   // the lead's users all moved; the other worker still counts two users it answered
   const admins = [await worker([row(1, 0)]), await worker([row(2, 2)])]
-  const front = await startAdminFront('127.0.0.1', 0, { admins: () => admins, metrics: () => Promise.resolve([]) }, createLogger('silent'), [])
+  const front = await startAdminFront('127.0.0.1', 0, { admins: () => admins, metrics: () => Promise.resolve([]), stopping: () => false }, createLogger('silent'), [])
   t.teardown(() => front.close())
   const r = await new Promise<{ headers: http.IncomingHttpHeaders; body: string }>((resolve, reject) => {
     http.get(`${front.url}/upstreams`, { agent: false }, (res) => {
@@ -124,7 +124,7 @@ t.test("the primary's /upstreams: in-flight counts added up, a draining upstream
   t.equal(await head('HEAD'), await head('GET'), "a HEAD's length is the GET's")
   // a request the lead refuses (a wrong token) is not passed to the others: refused and logged once
   const refusing = [await worker([], 401), await worker([row(0, 0)])]
-  const guarded = await startAdminFront('127.0.0.1', 0, { admins: () => refusing, metrics: () => Promise.resolve([]) }, createLogger('silent'), [])
+  const guarded = await startAdminFront('127.0.0.1', 0, { admins: () => refusing, metrics: () => Promise.resolve([]), stopping: () => false }, createLogger('silent'), [])
   t.teardown(() => guarded.close())
   asked.length = 0
   const refused = await new Promise<number>((resolve, reject) => http.get(`${guarded.url}/upstreams`, { agent: false }, (res) => { res.resume(); resolve(res.statusCode!) }).on('error', reject))
@@ -132,11 +132,27 @@ t.test("the primary's /upstreams: in-flight counts added up, a draining upstream
   t.same(asked, [401], 'the other worker was not asked')
   // a worker whose admin listener has closed (it is exiting) refuses the connection: the next answers
   const closed = await freePort()
-  const exiting = await startAdminFront('127.0.0.1', 0, { admins: () => [`http://127.0.0.1:${closed}`, admins[1]!], metrics: () => Promise.resolve([]) }, createLogger('silent'), [])
+  const exiting = await startAdminFront('127.0.0.1', 0, { admins: () => [`http://127.0.0.1:${closed}`, admins[1]!], metrics: () => Promise.resolve([]), stopping: () => false }, createLogger('silent'), [])
   t.teardown(() => exiting.close())
   const get = (path: string) => new Promise<number>((resolve, reject) => http.get(`${exiting.url}${path}`, { agent: false }, (res) => { res.resume(); resolve(res.statusCode!) }).on('error', reject))
   t.equal(await get('/upstreams'), 200, '/upstreams from the next worker')
   t.equal(await get('/healthz'), 200, 'a passed route too')
+  // the end of a shutdown: every worker's admin listener has closed, the primary's not yet
+  let stopping = false
+  const ending = await startAdminFront('127.0.0.1', 0, { admins: () => [`http://127.0.0.1:${closed}`], metrics: () => Promise.resolve([]), stopping: () => stopping }, createLogger('silent'), [])
+  t.teardown(() => ending.close())
+  const probe = (path: string) => new Promise<{ status: number; body: string }>((resolve, reject) => http.get(`${ending.url}${path}`, { agent: false }, (res) => {
+    let body = ''
+    res.on('data', (c) => (body += c))
+    res.on('end', () => resolve({ status: res.statusCode!, body }))
+  }).on('error', reject))
+  t.equal((await probe('/healthz')).status, 502, 'not stopping: a worker that refuses is a failure')
+  stopping = true
+  t.same(await probe('/healthz'), { status: 200, body: 'ok\n' }, 'stopping: /healthz as one process answers while it stops')
+  const ready = await probe('/readyz')
+  t.equal(ready.status, 503)
+  t.same(JSON.parse(ready.body), { ready: false, reasons: ['shutting down'], degraded: [] }, "/readyz: one process's answer while it stops")
+  t.equal((await probe('/upstreams')).status, 502, 'any other route still fails')
 })
 
 t.test('the metrics of a worker that exits stay in the sums (counters and histograms, not gauges); reloads are the primary\'s count', async (t) => {

@@ -20,12 +20,25 @@ const MAX_NODES = 100_000
  * each problem located at its key. Throws `ConfigError` (also when the file can't be read).
  */
 export function loadConfigFile(path: string, env: NodeJS.ProcessEnv = process.env): Config {
+  return readConfigFile(path, env).config
+}
+
+/**
+ * As {@link loadConfigFile}, with the text read: what a primary of workers hands each worker,
+ * so they run the file as it was accepted, not as it is on disk when they start.
+ */
+export function readConfigFile(path: string, env: NodeJS.ProcessEnv = process.env): { readonly text: string; readonly config: Config } {
   let text: string
   try {
     text = readFileSync(path, 'utf8')
   } catch (err) {
     throw new ConfigError([`${path}: cannot read config: ${(err as Error).message}`], { cause: err })
   }
+  return { text, config: parseConfigFile(text, path, env) }
+}
+
+/** Validates `text` as the config file at `path` would be (its PEM files read and checked). */
+export function parseConfigFile(text: string, path: string, env: NodeJS.ProcessEnv = process.env): Config {
   return parseConfig(text, path, env, pemFiles)
 }
 

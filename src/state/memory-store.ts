@@ -120,11 +120,11 @@ class Segment {
 export class MemoryCheckpointStore implements CheckpointStore {
   readonly #probation = new Segment()
   readonly #protected = new Segment()
-  readonly #maxEntries: number
-  readonly #maxBytes: number
-  readonly #maxTotalBytes: number
-  readonly #protectedEntries: number
-  readonly #protectedBytes: number
+  #maxEntries: number
+  #maxBytes: number
+  #maxTotalBytes: number
+  #protectedEntries: number
+  #protectedBytes: number
   readonly #clock: Clock
 
   constructor(options: MemoryCheckpointStoreOptions) {
@@ -144,6 +144,30 @@ export class MemoryCheckpointStore implements CheckpointStore {
     this.#protectedEntries = Math.floor(maxEntries * PROTECTED_SHARE)
     this.#protectedBytes = Math.floor(maxTotalBytes * PROTECTED_SHARE)
     this.#clock = clock
+  }
+
+  /**
+   * New bounds (a config reload), checked as the constructor's: the checkpoints held are kept,
+   * down to the new bounds (the least recently used of probation go first, then protected's);
+   * a checkpoint over the new `maxBytes` stays until it is replaced or expires.
+   */
+  resize(bounds: Omit<MemoryCheckpointStoreOptions, 'clock'>): void {
+    const fresh = new MemoryCheckpointStore({ ...bounds, clock: this.#clock }) // checks them
+    this.#maxEntries = fresh.#maxEntries
+    this.#maxBytes = fresh.#maxBytes
+    this.#maxTotalBytes = fresh.#maxTotalBytes
+    this.#protectedEntries = fresh.#protectedEntries
+    this.#protectedBytes = fresh.#protectedBytes
+    while (this.size > this.#maxEntries || this.bytes > this.#maxTotalBytes) {
+      const [key, victim] = (this.#probation.oldest() ?? this.#protected.oldest())!
+      victim.segment.remove(key, victim)
+    }
+    const p = this.#protected
+    while (p.entries.size > this.#protectedEntries || p.bytes > this.#protectedBytes) {
+      const [oldKey, old] = p.oldest()!
+      p.remove(oldKey, old)
+      this.#probation.add(oldKey, old)
+    }
   }
 
   /** Always `'ready'`: nothing here can be unreachable. */

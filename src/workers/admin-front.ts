@@ -24,6 +24,8 @@ export interface FrontWorkers {
   admins(): readonly string[]
   /** Every started worker's metrics as data. */
   metrics(): Promise<unknown[]>
+  /** The primary is shutting down (its workers stop, then it exits). */
+  stopping(): boolean
 }
 
 const MAX_BODY = 16_384
@@ -101,7 +103,7 @@ async function serve(req: http.IncomingMessage, res: http.ServerResponse, body: 
     const m = await aggregateMetrics(await workers.metrics())
     return { status: 200, headers: { 'content-type': m.contentType }, body: Buffer.from(m.text) }
   }
-  if (admins.length === 0) return { status: 503, headers: { 'content-type': 'text/plain; charset=utf-8' }, body: Buffer.from('Service Unavailable: no worker started yet\n') }
+  if (admins.length === 0) return shuttingDown(req, workers) ?? { status: 503, headers: { 'content-type': 'text/plain; charset=utf-8' }, body: Buffer.from('Service Unavailable: no worker started yet\n') }
   if (req.method === 'GET' && path.split('?')[0] === '/upstreams') {
     const answers = await leadThenOthers(admins, req, body)
     return summed(answers)
@@ -120,7 +122,24 @@ async function serve(req: http.IncomingMessage, res: http.ServerResponse, body: 
   // A logged form (`h:`, table keys, whose pins every worker holds) is the leading worker's.
   const key = sessionKey(path)
   if (key !== null && !isScan(key)) return firstKnowing(admins, req, body)
-  return streamFirst(admins, req, body, res)
+  return streamFirst(admins, req, body, res).catch((err: unknown) => {
+    const answer = shuttingDown(req, workers)
+    if (answer === null) throw err
+    return answer
+  })
+}
+
+/**
+ * The probes at the end of a shutdown, once every worker's admin listener has closed and the
+ * primary's has not yet: answered here as one process answers them while it stops (`/healthz`
+ * ok, `/readyz` 503 "shutting down"), not 502. Null for any other request, or when not stopping.
+ */
+function shuttingDown(req: http.IncomingMessage, workers: FrontWorkers): Answer | null {
+  if (!workers.stopping() || (req.method !== 'GET' && req.method !== 'HEAD')) return null
+  const path = (req.url ?? '/').split('?')[0]
+  if (path === '/healthz') return { status: 200, headers: { 'content-type': 'text/plain; charset=utf-8' }, body: Buffer.from('ok\n') }
+  if (path === '/readyz') return { status: 503, headers: { 'content-type': 'application/json' }, body: json({ ready: false, reasons: ['shutting down'], degraded: [] }) }
+  return null
 }
 
 /**

@@ -26,7 +26,7 @@ export interface HubWorkers {
  */
 export class Hub {
   readonly #workers: HubWorkers
-  readonly #store: CheckpointStore | null
+  #store: CheckpointStore | null
   readonly #sets = new Map<string, Map<string, string>>()
   /** The last list of each discovery source (a starting worker gets them before its snapshot). */
   readonly #discovered = new Map<string, readonly WireDiscovered[]>()
@@ -39,6 +39,11 @@ export class Hub {
     this.#workers = workers
     this.#store = store
   }
+  /** The checkpoint store from now on (a reload brought `state.store: memory`). */
+  setStore(store: CheckpointStore): void {
+    this.#store = store
+  }
+
 
   receive(from: number, m: ToPrimary): void {
     switch (m.tether) {

@@ -4,11 +4,14 @@
 import type { AdminConfig } from '../config/schema.js'
 import type { MoveReason } from '../routing/decision.js'
 
-/** The environment variable that carries a worker's index and the secrets all workers share. */
+/** The environment variable that tells a worker process its slot (index) among the workers. */
 export const WORKER_ENV = 'TETHER_WORKER'
 
-/** What a worker learns from its primary at fork. */
-export interface WorkerEnv {
+/**
+ * What a starting worker gets from its primary (asked with `hello`, over the IPC channel, so no
+ * secret sits in its environment).
+ */
+export interface WorkerSetup {
   readonly index: number
   /** Signs Tether's affinity cookie when `affinity.cookie.secret` is not set (one for all workers). */
   readonly cookieSecret: string
@@ -17,9 +20,17 @@ export interface WorkerEnv {
   /**
    * The `admin` section the primary started with, which every worker runs (its token and
    * allowed hosts): a change needs a restart of the primary, whose listener keeps it, so a
-   * worker started later by a roll must not take the file's. Absent from an older primary.
+   * worker started later by a roll must not take the file's.
    */
-  readonly admin?: AdminConfig
+  readonly admin: AdminConfig
+  /**
+   * The config file's text its slot runs: the one the primary accepted when it started the
+   * slot's worker (a crash restart keeps it; a roll replaces it). The sections that need new
+   * workers are this one's.
+   */
+  readonly start: string
+  /** The text the primary accepted last, when it is not `start`: its live sections apply on top. */
+  readonly live: string | null
 }
 
 /** An upstream a discovery source reports, as it travels (see DiscoveredUpstream). */
@@ -100,6 +111,8 @@ export type ToPrimary =
   | { readonly tether: 'answer'; readonly call: number; readonly value: unknown }
   /** Started and listening; its own admin listener's URL (loopback, private). */
   | { readonly tether: 'ready'; readonly admin: string }
+  /** A worker starting: what do I run? (answered with `setup`) */
+  | { readonly tether: 'hello' }
 
 /** From the primary to a worker. */
 export type ToWorker =
@@ -131,8 +144,10 @@ export type ToWorker =
   | { readonly tether: 'ask'; readonly call: number; readonly op: 'metrics' | 'alive' }
   /** Run the active health checks and discovery from now on (one worker does, for all). */
   | { readonly tether: 'lead' }
-  /** Re-read the config file (SIGHUP on the primary). */
-  | { readonly tether: 'reload' }
+  /** Apply this config file's text as a reload (the primary read and accepted it: SIGHUP, a file change). */
+  | { readonly tether: 'reload'; readonly text: string }
+  /** The answer to `hello`. */
+  | { readonly tether: 'setup'; readonly setup: WorkerSetup }
   /** Stop gracefully (shutdown, or replaced by a new worker), then exit. */
   | { readonly tether: 'stop' }
 

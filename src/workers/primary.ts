@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import type { Config } from '../config/schema.js'
-import { ConfigError, loadConfigFile } from '../config/index.js'
+import { ConfigError, readConfigFile } from '../config/index.js'
 import { diffConfig } from '../config/reload.js'
 import { ConfigWatcher } from '../config/watch.js'
 import { systemClock } from '../clock.js'
@@ -20,7 +20,7 @@ import { Hub } from './hub.js'
 import { SilenceWatch, WATCHDOG_INTERVAL, WATCHDOG_TIMEOUT } from './silence-watch.js'
 import { MetricsLedger } from './metrics-ledger.js'
 import { guardHandoffs, handedOn } from './handoff-guard.js'
-import { isTetherMessage, WORKER_ENV, type ToPrimary, type ToWorker, type WorkerEnv } from './messages.js'
+import { isTetherMessage, WORKER_ENV, type ToPrimary, type ToWorker } from './messages.js'
 import { workerCount } from './worker-count.js'
 import { workerExecArgv } from './worker-flags.js'
 
@@ -43,9 +43,22 @@ const BACKOFF_MIN = 100
 const BACKOFF_MAX = 30_000
 const STABLE_AFTER = 60_000
 
+/** A config file's text as the primary accepted it, and the config it validated to. */
+export interface Accepted {
+  readonly text: string
+  readonly config: Config
+}
+
 interface Slot {
   /** The slot's worker (null: none, a slot a scale-down takes away). */
   worker: Worker | null
+  /**
+   * The config its worker was started with: a crash restart starts from it again (with the
+   * live sections of the file accepted last), so a slot a failed roll did not reach keeps its
+   * listeners, affinity and state settings as they were, and a later reload sees it still needs
+   * the change.
+   */
+  start: Accepted
   crashes: number
   startedAt: number
   /** Its worker crashed and is restarted after the back-off. */
@@ -55,6 +68,8 @@ interface Slot {
 interface Running {
   readonly worker: Worker
   readonly index: number
+  /** The config it was started with (its grace period at a stop is this one's). */
+  readonly start: Accepted
   admin: string | null
   stopping: boolean
   /**
@@ -68,8 +83,10 @@ interface Running {
  * Run the primary until SIGTERM/SIGINT (resolves with the exit code). Example: `tether` with
  * `workers: 2` -> this process forks two workers running the same command line.
  */
-export async function runPrimary(first: Config, configPath: string, logger: Logger): Promise<number> {
-  let config = first
+export async function runPrimary(file: Accepted, configPath: string, logger: Logger): Promise<number> {
+  const first = file.config
+  /** The file as accepted last (at the start or by a reload); the live sections every worker runs. */
+  let accepted = file
   const secrets = { cookieSecret: randomBytes(32).toString('base64url'), sessionSecret: randomBytes(32).toString('base64url') }
   const running = new Map<number, Running>() // by cluster worker id
   const slots: Slot[] = []
@@ -80,6 +97,8 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
   let rolling: Promise<void> | null = null
   /** The worker count the queued rolls lead to (null: no roll queued or running). */
   let rollingTo: number | null = null
+  /** The file the last roll queued leads to (null: no roll queued or running). */
+  let rollTarget: Accepted | null = null
   const asks = new Map<number, (value: unknown) => void>()
   let ask = 0
   const readyWaits = new Map<number, { resolve: () => void; reject: (e: Error) => void }>()
@@ -91,9 +110,19 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
   const warnUnsigned = (): void => logger.warn('affinity.cookie.secret is not set: the workers sign cookies with a random secret made at this primary\'s start, so other Tether replicas (and these workers once the primary restarts) will not recognise them; set it for production')
   if (unsigned(first)) warnUnsigned()
 
-  const store = config.state.store === 'memory'
-    ? new MemoryCheckpointStore({ maxEntries: config.affinity.max_entries, maxBytes: config.state.max_bytes, maxTotalBytes: config.state.memory.max_bytes, clock: systemClock })
-    : null
+  /**
+   * The checkpoint store of `state.store: memory`, held here for every worker: made when a
+   * config first asks for it (at the start, or by a reload whose roll brings it), its bounds
+   * following the config accepted last; kept when a reload leaves it (workers not replaced yet
+   * may still use it).
+   */
+  let store: MemoryCheckpointStore | null = null
+  const provideStore = (c: Config): void => {
+    if (c.state.store !== 'memory') return
+    const bounds = { maxEntries: c.affinity.max_entries, maxBytes: c.state.max_bytes, maxTotalBytes: c.state.memory.max_bytes }
+    if (store === null) hub.setStore(store = new MemoryCheckpointStore({ ...bounds, clock: systemClock }))
+    else store.resize(bounds)
+  }
   const started = (): Running[] => [...running.values()].filter((r) => r.admin !== null && !r.stopping)
   /**
    * The workers the admin listener asks: the started ones; while the primary shuts down, the
@@ -109,7 +138,8 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
     },
     send: (id, m) => send(running.get(id)?.worker, m),
     lead: () => lead,
-  }, store)
+  }, null)
+  provideStore(first)
 
   const chooseLead = (): void => {
     if (lead !== null && running.get(lead)?.stopping === false) return
@@ -121,28 +151,38 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
     }
   }
 
-  const fork = (index: number, rolled = false): Promise<Running> => {
-    const env: WorkerEnv = { index, ...secrets, admin: first.admin }
-    const worker = cluster.fork({ [WORKER_ENV]: JSON.stringify(env) })
-    const r: Running = { worker, index, admin: null, stopping: false, rolled }
+  /**
+   * Start a worker in slot `index` with the config `start` (for the sections that need new
+   * workers; the live ones are the file's as accepted last). It asks for them with `hello`.
+   */
+  const fork = (index: number, start: Accepted, rolled = false): Promise<Running> => {
+    const worker = cluster.fork({ [WORKER_ENV]: String(index) })
+    const r: Running = { worker, index, start, admin: null, stopping: false, rolled }
     running.set(worker.id, r)
     logger.info({ child: index, pid: worker.process.pid }, 'starting a worker')
     // a connection handed to this worker as it dies goes to another one, not left unanswered
     guardHandoffs(worker, (key) => [...running.values()].some((o) => o !== r && o.admin !== null && !o.stopping && o.worker.isConnected() && handedOn(o.worker, key)))
     // the slot's worker from now on (a crash before it is ready is a crash too: restarted,
     // backing off), except in a rolling replacement, where the worker it replaces keeps the slot
-    const slot = slots[index] ??= { worker: null, crashes: 0, startedAt: 0, restarting: false }
+    const slot = slots[index] ??= { worker: null, start, crashes: 0, startedAt: 0, restarting: false }
     const before = slot.worker
+    const beforeStart = slot.start
     slot.worker = worker
+    slot.start = start
     slot.restarting = false // a restart pending for the one before stands down (its timer checks the slot's worker)
     slot.startedAt = Date.now()
     const ready = new Promise<Running>((resolve, reject) => readyWaits.set(worker.id, { resolve: () => resolve(r), reject }))
     // a send to a worker that is exiting fails: that worker's exit is handled below
     worker.on('error', (err) => logger.warn({ err, child: index }, 'message to a worker failed'))
     worker.on('message', (m: unknown) => {
-      watch.heard(worker.id, performance.now())
-      if (!isTetherMessage(m)) return
+      if (!isTetherMessage(m)) return watch.heard(worker.id, performance.now())
       const msg = m as ToPrimary
+      // a worker is watched from its first message after this one (a slow start is not a silence)
+      if (msg.tether === 'hello') {
+        const live = accepted.text === start.text ? null : accepted.text
+        return send(worker, { tether: 'setup', setup: { index, ...secrets, admin: first.admin, start: start.text, live } })
+      }
+      watch.heard(worker.id, performance.now())
       if (msg.tether === 'ready') {
         r.admin = msg.admin
         readyWaits.get(worker.id)?.resolve()
@@ -176,6 +216,7 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
       // after a crash, backing off, rather than left empty
       if (r.rolled && r.admin === null && before !== null && !before.isDead()) {
         slot.worker = before
+        slot.start = beforeStart
         return
       }
       slot.crashes = Date.now() - slot.startedAt > STABLE_AFTER ? 1 : slot.crashes + 1
@@ -184,7 +225,7 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
       slot.restarting = true
       setTimeout(() => {
         if (stopping || slots[index]?.worker !== worker) return
-        fork(index).catch((err: unknown) => logger.error({ err, child: index }, 'worker restart failed'))
+        fork(index, slot.start).catch((err: unknown) => logger.error({ err, child: index }, 'worker restart failed'))
       }, delay).unref()
     })
     return ready
@@ -201,7 +242,8 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
     r.worker.once('exit', () => resolve())
     logger.info({ child: r.index, pid: r.worker.process.pid }, 'stopping a worker')
     send(r.worker, { tether: 'stop' })
-    setTimeout(() => r.worker.process.kill('SIGKILL'), config.shutdown.grace_period + 5_000).unref()
+    // its own grace period: one lowered by a reload applies to the workers started since
+    setTimeout(() => r.worker.process.kill('SIGKILL'), r.start.config.shutdown.grace_period + 5_000).unref()
   })
 
   /** Replace every worker, one at a time: the new one is started and ready before the old one stops. */
@@ -212,10 +254,10 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
       if (stopping) return // shutting down: no new worker
       // the workers of this slot now (one restarted after a crash during the roll included)
       const previous = [...running.values()].filter((r) => r.index === index && !r.stopping)
-      if (index < count && previous.length > 0) await fork(index, true)
+      if (index < count && previous.length > 0) await fork(index, accepted, true)
       // no worker here to serve on (a scale-up's new slot, one whose worker died): one that
       // fails to start is restarted as after a crash (logged), and the roll goes on
-      else if (index < count) await fork(index).catch(() => undefined)
+      else if (index < count) await fork(index, accepted).catch(() => undefined)
       else if (slots[index] !== undefined) slots[index]!.worker = null // a slot going away: no restart
       if (stopping) return
       for (const r of previous) await retire(r)
@@ -225,9 +267,10 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
     logger.info({ workers: count }, 'workers replaced')
   }
 
-  const count = workerCount(config.workers)
+  const count = workerCount(first.workers)
   cluster.setupPrimary(clusterSettings())
-  const admin = await startAdminFront(config.admin.listen.host, config.admin.listen.port, {
+  const admin = await startAdminFront(first.admin.listen.host, first.admin.listen.port, {
+    stopping: () => stopping,
     admins: () => {
       const list = answering()
       const leading = list.find((r) => r.worker.id === lead)
@@ -250,9 +293,9 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
       })))
       return ledger.snapshots(answers)
     },
-  }, logger, config.admin.allowed_hosts)
+  }, logger, first.admin.allowed_hosts)
   try {
-    await Promise.all(Array.from({ length: count }, (_, i) => fork(i)))
+    await Promise.all(Array.from({ length: count }, (_, i) => fork(i, file)))
   } catch (err) {
     logger.error({ err }, 'a worker failed to start')
     stopping = true
@@ -263,43 +306,53 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
   up = true
   logger.info({ workers: count, admin: admin.url }, 'tether primary: workers started')
 
+  /**
+   * The file is read once, here: every worker applies the text accepted (its live sections, as
+   * one process does), and the slots whose worker was started with other values of the
+   * sections that need new workers (or a new worker count) are replaced one at a time.
+   */
   const reload = (): void => {
-    let next: Config
+    let next: Accepted
     try {
-      next = loadConfigFile(configPath, process.env)
+      next = readConfigFile(configPath, process.env)
     } catch (err) {
       logger.error({ issues: err instanceof ConfigError ? err.issues : [(err as Error).message] }, 'config reload rejected; the running config stays')
       ledger.reloaded(false)
       return
     }
     ledger.reloaded(true)
-    if (unsigned(next) && !unsigned(config)) warnUnsigned()
-    const { needsRestart } = diffConfig(config, next)
-    const restart = needsRestart.filter((s) => s !== 'admin' && s !== 'workers')
-    const nextCount = workerCount(next.workers)
-    if (needsRestart.includes('admin')) logger.warn('admin: a change of the admin listener needs a restart of the primary')
-    config = next
+    const before = accepted
+    accepted = next
+    for (const r of running.values()) send(r.worker, { tether: 'reload', text: next.text })
+    if (unsigned(next.config) && !unsigned(before.config)) warnUnsigned()
+    if (diffConfig(before.config, next.config).needsRestart.includes('admin')) logger.warn('admin: a change of the admin listener needs a restart of the primary')
+    provideStore(next.config)
+    const restartFrom = (c: Config): string[] => diffConfig(c, next.config).needsRestart.filter((s) => s !== 'admin' && s !== 'workers')
+    // what the slots' workers were started with (a slot a failed roll did not reach still
+    // needs the change: the same reload again retries it), or, while a roll runs, what it leads
+    // to (a second reload of the same change, the file watcher's and SIGHUP's, is no second roll)
+    const restart = rollTarget !== null ? restartFrom(rollTarget.config) : [...new Set(slots.filter((sl) => sl.worker !== null).flatMap((sl) => restartFrom(sl.start.config)))]
+    const nextCount = workerCount(next.config.workers)
     // the slots, not the workers up now: a worker restarting after a crash is no reason for a
-    // roll; a slot without a worker is. While a roll runs, the count it leads to (a second
-    // reload of the same change, the file watcher's and SIGHUP's, is no second roll)
+    // roll; a slot without a worker is
     const filled = (i: number): boolean => { const w = slots[i]?.worker ?? null; return w !== null && (!w.isDead() || slots[i]!.restarting) }
     if (restart.length === 0 && (rollingTo !== null ? nextCount === rollingTo : nextCount === slots.length && Array.from({ length: nextCount }, (_, i) => i).every(filled))) return
     logger.info({ sections: restart, workers: nextCount }, 'config change needs new workers: replacing them one at a time')
     rollingTo = nextCount
+    rollTarget = next
     const queued = (rolling ?? Promise.resolve()).then(() => roll(nextCount)).catch((err: unknown) => logger.error(
       { err: (err as Error).message, sections: restart },
-      'replacing the workers failed: a new worker did not start (its error is logged above); the workers not yet replaced keep running with these sections as before; fix the config and reload',
+      'replacing the workers failed: a new worker did not start (its error is logged above); the workers not yet replaced keep running with these sections as before; fix the config (or what it names) and reload',
     )).finally(() => {
-      if (rolling === queued) rollingTo = null // the last roll queued has ended
+      if (rolling === queued) {
+        // the last roll queued has ended
+        rollingTo = null
+        rollTarget = null
+      }
     })
     rolling = queued
   }
-  /** Every worker re-reads the file at once (their live changes), then the primary sees what needs new workers. */
-  const reloadAll = (): void => {
-    for (const r of running.values()) send(r.worker, { tether: 'reload' })
-    reload()
-  }
-  const watcher = new ConfigWatcher(configPath, reloadAll)
+  const watcher = new ConfigWatcher(configPath, reload)
   watcher.start()
   // a worker that stopped answering (stuck, frozen) is killed; its exit restarts it as a crash
   // (or fails the start it was in). A starting worker is watched once it has been heard from (a
@@ -328,13 +381,15 @@ export async function runPrimary(first: Config, configPath: string, logger: Logg
       logger.info({ signal }, 'signal received: stopping the workers')
       watcher.stop()
       clearInterval(watchdog)
+      // all stopping first: the lead's checks are not handed to a worker about to stop
+      for (const r of running.values()) r.stopping = true
       void Promise.all([...running.values()].map(retire)).then(() => admin.close()).then(() => resolve(0))
     }
     process.on('SIGTERM', () => stop('SIGTERM'))
     process.on('SIGINT', () => stop('SIGINT'))
     process.on('SIGHUP', () => {
       logger.info('SIGHUP: reloading the config in every worker')
-      reloadAll()
+      reload()
     })
   })
 }

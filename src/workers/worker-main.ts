@@ -1,61 +1,138 @@
-// A worker process of `workers` > 1: the whole proxy (the composition root) with its sharing
-// ports connected to the primary, its log lines tagged with its index, and the primary's
-// orders (reload, stop) and disappearance handled. Layer 5 wiring.
+// A worker process of `workers` > 1: asks its primary what to run (the config text the primary
+// accepted, the shared secrets), then runs the whole proxy (the composition root) with its
+// sharing ports connected to the primary, its log lines tagged with its index, and the
+// primary's orders (reload, stop) and disappearance handled. Layer 5 wiring.
 import type { Config } from '../config/schema.js'
+import { ConfigError, parseConfigFile } from '../config/index.js'
+import { diffConfig } from '../config/reload.js'
 import type { Logger } from '../observability/logger.js'
 import type { Tether } from '../tether.js'
-import { isTetherMessage, WORKER_ENV, type WorkerEnv } from './messages.js'
+import { isTetherMessage, WORKER_ENV, type ToWorker, type WorkerSetup } from './messages.js'
 import { processChannel, WorkerLink } from './worker-link.js'
 
-/** This process's worker identity, or null when it is not a Tether worker. */
-export function workerEnv(env: Readonly<Record<string, string | undefined>>): WorkerEnv | null {
+/** This process's slot among the workers (TETHER_WORKER), or null when it is not a Tether worker. */
+export function workerIndex(env: Readonly<Record<string, string | undefined>>): number | null {
   const raw = env[WORKER_ENV]
   if (raw === undefined) return null
-  return JSON.parse(raw) as WorkerEnv
+  // set by a primary only (a value left over in a shell would make this process wait for one)
+  if (!/^\d{1,4}$/.test(raw)) throw new Error(`${WORKER_ENV} is set by Tether's primary for its workers (a worker index), got ${JSON.stringify(raw.slice(0, 40))}: unset it`)
+  return Number(raw)
 }
 
 /**
  * The config every worker runs: a secret left unset is the one the primary made for all of
  * them (a cookie signed by one worker is read by the others; the logged session form is the
- * same), and the `admin` section is the primary's (see WorkerEnv.admin).
+ * same), and the `admin` section is the primary's (see WorkerSetup.admin).
  */
-export function withSharedSecrets(config: Config, w: WorkerEnv): Config {
+export function withSharedSecrets(config: Config, w: WorkerSetup): Config {
   return {
     ...config,
-    admin: w.admin ?? config.admin,
+    admin: w.admin,
     affinity: config.affinity.cookie.secret === null ? { ...config.affinity, cookie: { ...config.affinity.cookie, secret: [w.cookieSecret] } } : config.affinity,
     log: config.log.session_secret === null ? { ...config.log, session_secret: w.sessionSecret } : config.log,
   }
 }
 
+/**
+ * The config a worker starts with: its slot's text, with the live sections of the text the
+ * primary accepted last (as its predecessor had them after reloading). Throws ConfigError.
+ */
+export function setupConfig(setup: WorkerSetup, configPath: string, env: NodeJS.ProcessEnv): Config {
+  const start = parseConfigFile(setup.start, configPath, env)
+  return setup.live === null ? start : diffConfig(start, parseConfigFile(setup.live, configPath, env)).effective
+}
+
+/** Ask the primary what to run; null when it went away first. */
+function askSetup(): Promise<WorkerSetup | null> {
+  return new Promise((resolve) => {
+    const onMessage = (m: unknown): void => {
+      if (!isTetherMessage(m) || (m as ToWorker).tether !== 'setup') return
+      done((m as Extract<ToWorker, { tether: 'setup' }>).setup)
+    }
+    const done = (setup: WorkerSetup | null): void => {
+      process.off('message', onMessage)
+      process.off('disconnect', gone)
+      resolve(setup)
+    }
+    const gone = (): void => done(null)
+    process.on('message', onMessage)
+    process.once('disconnect', gone)
+    if (!process.connected) return done(null)
+    process.send!({ tether: 'hello' })
+  })
+}
+
+/**
+ * The process entry of a worker: its setup from the primary, its config from the setup (an
+ * error in it is written to stderr, exit 1), its logger, then {@link runWorker}. A primary
+ * gone before it answered ends the worker quietly (0).
+ */
+export async function runWorkerProcess(configPath: string, index: number, makeLogger: (config: Config) => Logger): Promise<number> {
+  if (process.send === undefined) {
+    process.stderr.write(`tether: ${WORKER_ENV} is set, but this process was not started by a Tether primary: unset it\n`)
+    return 1
+  }
+  const setup = await askSetup()
+  if (setup === null) return 0
+  let config: Config
+  try {
+    config = setupConfig(setup, configPath, process.env)
+  } catch (err) {
+    process.stderr.write(`${err instanceof ConfigError ? err.message : `${configPath}: ${(err as Error).message}`}\n`)
+    return 1
+  }
+  return runWorker(config, configPath, setup, makeLogger(config).child({ worker: index }))
+}
+
 /** Run this worker until the primary stops it or goes away; resolves with the exit code. */
-export async function runWorker(config: Config, configPath: string, w: WorkerEnv, logger: Logger): Promise<number> {
+export async function runWorker(config: Config, configPath: string, w: WorkerSetup, logger: Logger): Promise<number> {
   const link = new WorkerLink(processChannel, (c) => withSharedSecrets(c, w))
+  // the primary's orders are taken from now on: a reload sent while this worker starts is
+  // applied once it has started (the last one: each carries the whole file)
+  let tether: Tether | null = null
+  let reloadDue: string | null = null
+  let stop: ((why: string) => void) | null = null
+  const reload = (t: Tether, text: string): void => {
+    let next: Config
+    try {
+      next = parseConfigFile(text, configPath, process.env)
+    } catch (err) {
+      // the primary accepted this text: only a file it names (a PEM) changed since can fail here
+      t.logger.error({ issues: err instanceof ConfigError ? err.issues : [(err as Error).message] }, 'config reload rejected; the running config stays')
+      return
+    }
+    t.reload(link.adjust(next))
+  }
+  process.on('message', (m: unknown) => {
+    if (!isTetherMessage(m)) return
+    const msg = m as ToWorker
+    if (msg.tether === 'stop') stop?.('asked by the primary')
+    else if (msg.tether === 'reload') {
+      if (tether === null) reloadDue = msg.text
+      else reload(tether, msg.text)
+    }
+  })
   const { startTether } = await import('../app.js')
-  let tether: Tether
   try {
     tether = await startTether(link.adjust(config), { configPath, logger, worker: link })
   } catch (err) {
     logger.error({ err }, 'worker failed to start')
     return 1
   }
-  link.ready(tether.adminUrl)
+  const started = tether
+  if (reloadDue !== null) reload(started, reloadDue)
+  link.ready(started.adminUrl)
   return new Promise<number>((resolve) => {
-    const stop = (why: string): void => {
-      tether.logger.info({ why }, 'worker stopping')
+    stop = (why: string): void => {
+      started.logger.info({ why }, 'worker stopping')
       // exit only once connections handed over during the close went back to the primary
-      tether.close().then(() => link.settled()).then(() => resolve(0), () => resolve(1))
+      started.close().then(() => link.settled()).then(() => resolve(0), () => resolve(1))
     }
-    process.on('message', (m: unknown) => {
-      if (!isTetherMessage(m)) return
-      if (m.tether === 'stop') stop('asked by the primary')
-      else if (m.tether === 'reload') tether.reloadFile()
-    })
     // the primary is gone (killed): nobody supervises this worker any more
-    process.on('disconnect', () => stop('the primary went away'))
+    process.on('disconnect', () => stop!('the primary went away'))
     // a terminal's ^C reaches the whole process group: the primary stops the workers
     process.on('SIGINT', () => undefined)
-    process.on('SIGTERM', () => stop('SIGTERM'))
+    process.on('SIGTERM', () => stop!('SIGTERM'))
     process.on('SIGHUP', () => undefined)
   })
 }
