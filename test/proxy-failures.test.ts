@@ -6,6 +6,7 @@ import net from 'node:net'
 import type { AddressInfo } from 'node:net'
 import { startProxy, startUpstream, request } from './fixtures/upstream.js'
 import { onEvent, when } from './fixtures/wait.js'
+import { DISCARD_MAX } from '../src/proxy/request-path.js'
 
 /** A port with nothing listening (bound, read, closed). */
 async function deadPort(): Promise<number> {
@@ -161,4 +162,40 @@ t.test('pipelined requests on one connection are forwarded one at a time, answer
   const bodies = [...answers.matchAll(/\r\n\r\n(\/r\d+)\n/g)].map((m) => m[1])
   t.same(bodies, Array.from({ length: N }, (_, i) => `/r${i}`), 'all answered, in order')
   t.equal(most, 1, 'never more than one upstream request for the connection')
+})
+
+t.test('an upstream that answers before it took the whole upload: the rest is read and dropped, and the next request on the connection is answered', async (t) => {
+  // a Node app answering 401 at the head, without reading the body (it drains it itself)
+  const up = await startUpstream('early', (req, res) => {
+    if (req.method === 'POST') res.writeHead(401).end('auth')
+    else res.end('next')
+  })
+  const tether = await startProxy([up], { affinity: { key: 'none' } })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  for (const size of [300_000, 4_000_000, DISCARD_MAX + 4_000_000]) {
+    const s = net.connect(tether.port, '127.0.0.1')
+    t.teardown(() => s.destroy())
+    let got = ''
+    let closed = false
+    s.on('data', (c: Buffer) => (got += c.toString('latin1')))
+    s.on('error', () => undefined)
+    s.on('close', () => (closed = true))
+    await new Promise((r) => s.once('connect', r))
+    s.write(`POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: ${size}\r\n\r\n`)
+    const sent = new Promise((r) => s.write(Buffer.alloc(size, 120), r)) // the whole body, as a client does
+    const data = onEvent(s, 'data')
+    await when(data, () => got.includes('auth'), 5_000, 'the early answer')
+    t.match(got, /^HTTP\/1\.1 401 /, `${size} B upload: the answer relayed`)
+    await sent
+    if (size > DISCARD_MAX) {
+      await when(onEvent(s, 'close'), () => closed, 5_000, 'the connection to close')
+      t.pass(`${size} B upload: past DISCARD_MAX the connection is closed`)
+      continue
+    }
+    s.write('GET /next HTTP/1.1\r\nHost: a\r\n\r\n')
+    const change = (fn: () => void): (() => void) => { const a = data(fn); const b = onEvent(s, 'close')(fn); return () => { a(); b() } }
+    await when(change, () => got.includes('next') || closed, 5_000, 'the next answer')
+    t.match(got, /HTTP\/1\.1 200 [^]*next$/, `${size} B upload: the next request on the connection answered`)
+    s.destroy()
+  }
 })

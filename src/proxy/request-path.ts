@@ -67,6 +67,28 @@ export interface RequestPathDeps {
 
 const NO_ROUTE: Record<NoRoute, ErrorCode> = { none: 'TETHER_NO_UPSTREAM', strict: 'TETHER_AFFINITY_UNAVAILABLE' }
 
+/** Bytes of a request body left unsent upstream that are read and dropped before the connection is closed instead. */
+export const DISCARD_MAX = 16 * 1024 * 1024
+
+/**
+ * The upstream answered before it took the whole request body (a 401 or 413 to an upload):
+ * on HTTP/1.1 the rest of the body is read and dropped, as HAProxy and nginx do, so the
+ * client's next request on the connection is read (Node drains no body that was piped), and
+ * a client still sending is not reset before it reads the answer (RFC 9112 section 9.6). Past
+ * DISCARD_MAX bytes the connection is closed. An h2 stream's body needs nothing: the stream
+ * ends.
+ */
+function discardRest(req: IncomingMessage, body: RequestBody): void {
+  if (req.complete || req.httpVersionMajor !== 1 || req.destroyed) return
+  req.unpipe(body)
+  let left = DISCARD_MAX
+  req.on('data', (chunk: Buffer) => {
+    left -= chunk.length
+    if (left < 0) req.socket.destroy()
+  })
+  req.resume()
+}
+
 /**
  * The framing rules of RFC 9112 section 6 for a request with Transfer-Encoding: with
  * Content-Length as well (smuggling), on HTTP/1.0 (6.1: "faulty framing"), or with `chunked`
@@ -156,7 +178,10 @@ export class RequestPath {
         const headers = this.#headers(ctx, d, upstream)
         if (d.moved !== null) await this.#rehydrate(ctx, d, headers)
         const r = this.#hedgeable(ctx) ? await this.#hedged(ctx, x, d, upstream, headers) : await this.#start(ctx, x, d, upstream, headers).result
-        if (r.responded || r.outcome === null) return this.#finish(ctx, r)
+        if (r.responded || r.outcome === null) {
+          if (ctx.body !== null) discardRest(ctx.req, ctx.body)
+          return this.#finish(ctx, r)
+        }
         if (!this.#mayRetry(ctx, r.outcome)) {
           const code = r.outcome.kind === 'error' ? r.outcome.code : 'TETHER_UPSTREAM_RESET'
           ctx.lastFailure = { code, error: r.error }
