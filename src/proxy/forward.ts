@@ -192,6 +192,9 @@ function upstreamError(err: Error): Error {
   return err
 }
 
+/** A Transfer-Encoding of `chunked` alone (any case, optional whitespace). */
+const CHUNKED = /^[\t ]*chunked[\t ]*$/i
+
 /** A reason phrase Node will write (RFC 9112: HTAB, SP, VCHAR, obs-text). */
 const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]*$/
 
@@ -349,6 +352,11 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     if (statusCode < 200) return
     if (this.#clientGone) return
     if (statusCode > 599) return controller.abort(new TetherError('TETHER_UPSTREAM_PROTOCOL')) // RFC 9110 section 15: 3 digits, 1xx-5xx
+    // a transfer coding other than chunked (`gzip, chunked`, or alone, close-delimited): the
+    // body is still coded once the framing is undone, and Tether can neither decode it nor
+    // pass the coding on (hop-by-hop): 502, as HAProxy answers (RFC 9112 section 6.1)
+    const te = headers['transfer-encoding']
+    if (te !== undefined && !(typeof te === 'string' && CHUNKED.test(te))) return controller.abort(new TetherError('TETHER_UPSTREAM_PROTOCOL'))
     // the first attempt of this request whose head arrives answers the client; a rival that
     // comes second (a hedge lost) is stopped, its result ignored
     const ctx = this.#ctx

@@ -36,7 +36,9 @@ export function classify(err: unknown, clientGone: boolean): Outcome {
       case 'UND_ERR_ABORTED':
         return { kind: 'error', code: 'TETHER_BAD_REQUEST', connect: false }
     }
-    if (code.startsWith('HPE_') || code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' || code === 'UND_ERR_INFO') {
+    // ERR_ASSERTION: undici's own check of an answer failed (a status below 100): the upstream
+    // answered, with something no HTTP client can take, so no retry
+    if (code.startsWith('HPE_') || code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' || code === 'UND_ERR_INFO' || code === 'ERR_ASSERTION') {
       return { kind: 'error', code: 'TETHER_UPSTREAM_PROTOCOL', connect: false }
     }
   }
