@@ -275,6 +275,20 @@ t.test('from an untrusted peer, X-Forwarded-Port and Forwarded are overwritten t
   t.notMatch(headerValues(q, 'forwarded').join(','), /evil\.example|192\.0\.2\.1/, "not the client's Forwarded")
 })
 
+/** The other headers a framework reads the scheme from (Rack: X-Forwarded-Ssl first), in mixed spellings. */
+const SCHEME_SPOOF = 'X-Forwarded-Ssl: on\r\nx-forwarded-scheme: https\r\nX-Forwarded-Protocol: https\r\nFront-End-Https: On\r\nX-URL-SCHEME: https\r\n'
+const SCHEME_NAMES = ['x-forwarded-ssl', 'x-forwarded-scheme', 'x-forwarded-protocol', 'front-end-https', 'x-url-scheme']
+
+t.test('from an untrusted peer, the other scheme claims (X-Forwarded-Ssl, -Scheme, Front-End-Https, ...) are dropped, in any spelling', async (t) => {
+  const h = await startHarness({ forwarding: { allow_underscores: true } })
+  t.teardown(() => h.close())
+  await exchange(h.port, `GET / HTTP/1.1\r\nHost: a\r\n${SCHEME_SPOOF}X_Forwarded_Ssl: on\r\n\r\n`, { responses: 1, localAddress: '127.0.0.2' })
+  const q = only(t, h.received())
+  for (const name of SCHEME_NAMES) t.same(headerValues(q, name), [], `${name} dropped`)
+  t.notOk(q.raw.toString('latin1').toLowerCase().includes('x_forwarded_ssl'), 'the underscore spelling too (allow_underscores)')
+  t.same(headerValues(q, 'x-forwarded-proto'), ['http'])
+})
+
 t.test('from a trusted proxy, its X-Forwarded-Proto, -Host, -Port and Forwarded are kept', async (t) => {
   const h = await startHarness({ affinity: { client_ip: { trusted_proxies: ['127.0.0.1/32'] } } })
   t.teardown(() => h.close())
@@ -284,4 +298,7 @@ t.test('from a trusted proxy, its X-Forwarded-Proto, -Host, -Port and Forwarded 
   t.same(headerValues(q, 'x-forwarded-host'), ['evil.example'])
   t.same(headerValues(q, 'x-forwarded-port'), ['1'])
   t.match(headerValues(q, 'forwarded').join(','), /for=192\.0\.2\.1;proto=https;host=evil\.example/)
+  await exchange(h.port, `GET / HTTP/1.1\r\nHost: a\r\n${SCHEME_SPOOF}\r\n`, { responses: 1, localAddress: '127.0.0.1' })
+  const q2 = h.received().at(-1)!
+  for (const name of SCHEME_NAMES) t.equal(headerValues(q2, name).length, 1, `its ${name} kept`)
 })
