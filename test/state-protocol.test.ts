@@ -77,6 +77,30 @@ t.test('a user whose upstream dies continues on the next one with their newest c
   t.notOk(target.heads.at(-1)!['x-tether-rehydrate'], 'rehydration only on the move')
 })
 
+t.test('an upstream that refuses the state in a header (431: over its header limit) gets the request again without it; the user moves on', async (t) => {
+  const apps = await Promise.all(['a', 'b', 'c'].map((id) => counterApp(id, { stateBytes: 12_000 })))
+  for (const a of apps) (a.server as http.Server & { maxHeaderSize?: number }).maxHeaderSize = 8192 // a 12 KB header is over it: Node answers 431 before the app runs
+  const tether = await startTether(testConfig(apps), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await Promise.all(apps.map((a) => a.close())) })
+  const jar = new CookieJar()
+  jar.cookies.set('user', 'u1')
+  const before = await get(tether.url, jar)
+  const first = apps.find((a) => a.id === before.body.id)!
+  await first.close()
+  const moved = await get(tether.url, jar)
+  t.equal(moved.status, 200, 'the user gets an answer, not the 431')
+  t.not(moved.body.id, first.id, 'moved to another upstream')
+  const target = apps.find((a) => a.id === moved.body.id)!
+  t.equal(target.heads.length, 1, 'its application ran once (the refused head never reached it)')
+  const h = target.heads[0]!
+  t.equal(h['x-tether-rehydrate-status'], 'too_large', 'told the state was there but too large for a header')
+  t.notOk(h['x-tether-rehydrate'], 'without the state')
+  t.notOk(h['x-tether-previous-upstream'])
+  t.match(h['x-tether-moved'], new RegExp(`^from=${first.id}; reason=dead; epoch=1$`), 'still told of the move')
+  const after = await get(tether.url, jar)
+  t.equal(after.body.id, moved.body.id, 'stays on the new upstream')
+})
+
 t.test('clients cannot inject state or routing headers', async (t) => {
   const app = await counterApp('a')
   const tether = await startTether(testConfig([app]), { logger: createLogger('silent') })

@@ -361,6 +361,9 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     // comes second (a hedge lost) is stopped, its result ignored
     const ctx = this.#ctx
     if (ctx.answering !== null && ctx.answering !== this) return controller.abort(new TetherError('TETHER_UPSTREAM_UNAVAILABLE'))
+    // the upstream refused the head with the user's state in it (over its header limit), before
+    // its application ran (RFC 6585 section 5): the request path sends it again without
+    if (statusCode === 431 && ctx.rehydrateBytes > 0 && (ctx.body === null || ctx.body.replayable)) return controller.abort(new TetherError('TETHER_HEADERS_TOO_LARGE'))
     ctx.answering = this
     ctx.decision = this.#decision
     this.answered = true

@@ -65,7 +65,8 @@ export function healthSignal(r: { status: number; outcome: Outcome | null; error
     case 'TETHER_UPSTREAM_UNAVAILABLE':
       return null // stopped because health already took the upstream out: no new evidence
     case 'TETHER_STATE_UNAVAILABLE':
-      return 'success' // the upstream answered; the state store did not
+    case 'TETHER_HEADERS_TOO_LARGE':
+      return 'success' // the upstream answered (the state store did not; a head too large for it)
     case 'TETHER_UPSTREAM_PROTOCOL':
       return 'server_error'
     default:

@@ -10,8 +10,12 @@ import type { RequestTarget } from './headers.js'
 import type { RequestBody } from './request-body.js'
 import type { Outcome } from './outcome.js'
 
-/** What the request's checkpoint fetch found for a moved user (sent upstream in X-Tether-Rehydrate-Status). */
-export type RehydrateStatus = 'delivered' | 'none' | 'unavailable'
+/**
+ * What the request's checkpoint fetch found for a moved user (sent upstream in
+ * X-Tether-Rehydrate-Status): `too_large` when the upstream refused the request with the
+ * state in a header (431) and it was sent again without.
+ */
+export type RehydrateStatus = 'delivered' | 'none' | 'unavailable' | 'too_large'
 
 /** How one attempt on an upstream ended. */
 export interface AttemptResult {
@@ -68,6 +72,8 @@ export class RequestContext {
   bodyError: ErrorCode | null = null
   /** A moved user's state: what the fetch found (null: the user did not move). */
   rehydrate: RehydrateStatus | null = null
+  /** Bytes of the checkpoint sent in X-Tether-Rehydrate with this attempt (0: none in a header). */
+  rehydrateBytes = 0
   /** The application cookie value the answer pinned (the session key from now on), or null. */
   learnedKey: string | null = null
   /** The attempt whose answer head reached the client (the others of a hedge are stopped), or null. */

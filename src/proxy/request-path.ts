@@ -177,7 +177,10 @@ export class RequestPath {
         }
         const headers = this.#headers(ctx, d, upstream)
         if (d.moved !== null) await this.#rehydrate(ctx, d, headers)
-        const r = this.#hedgeable(ctx) ? await this.#hedged(ctx, x, d, upstream, headers) : await this.#start(ctx, x, d, upstream, headers).result
+        let r = this.#hedgeable(ctx) ? await this.#hedged(ctx, x, d, upstream, headers) : await this.#start(ctx, x, d, upstream, headers).result
+        if (!r.responded && r.outcome?.kind === 'error' && r.outcome.code === 'TETHER_HEADERS_TOO_LARGE' && ctx.rehydrateBytes > 0) {
+          r = await this.#start(ctx, x, d, upstream, this.#withoutState(ctx, d, headers)).result
+        }
         if (r.responded || r.outcome === null) {
           if (ctx.body !== null) discardRest(ctx.req, ctx.body)
           return this.#finish(ctx, r)
@@ -270,10 +273,32 @@ export class RequestPath {
     const r = await state.fetch(key)
     if (r.status === 'found') {
       ctx.rehydrate = 'delivered'
-      if (this.#hook === null) headers.push(TETHER_HEADER.rehydrate, r.checkpoint.value, TETHER_HEADER.previousUpstream, d.moved.from)
-      else await this.#postHook(ctx, d, r.checkpoint.value)
+      if (this.#hook === null) {
+        headers.push(TETHER_HEADER.rehydrate, r.checkpoint.value, TETHER_HEADER.previousUpstream, d.moved.from)
+        ctx.rehydrateBytes = Buffer.byteLength(r.checkpoint.value)
+      } else await this.#postHook(ctx, d, r.checkpoint.value)
     } else ctx.rehydrate = r.status === 'missing' ? 'none' : 'unavailable'
     headers.push(TETHER_HEADER.rehydrateStatus, ctx.rehydrate)
+  }
+
+  /**
+   * The upstream refused the request with the state in X-Tether-Rehydrate (431: over its header
+   * limit) before its application ran: the same request again, the state left out and
+   * `X-Tether-Rehydrate-Status: too_large` (the user moves on without it, rather than getting
+   * the 431), logged with the remedy.
+   */
+  #withoutState(ctx: RequestContext, d: Decision, headers: string[]): string[] {
+    this.#d.logger.warn({ request_id: ctx.id, upstream: d.upstream, bytes: ctx.rehydrateBytes }, "the upstream refused the user's state in X-Tether-Rehydrate (431: over its header size limit); sent again without it: raise the upstream's header limit, lower state.max_bytes, or use state.rehydrate: hook")
+    ctx.rehydrate = 'too_large'
+    ctx.rehydrateBytes = 0
+    const out: string[] = []
+    for (let i = 0; i < headers.length; i += 2) {
+      const name = headers[i]!
+      if (name === TETHER_HEADER.rehydrate || name === TETHER_HEADER.previousUpstream) continue
+      out.push(name, name === TETHER_HEADER.rehydrateStatus ? 'too_large' : headers[i + 1]!)
+    }
+    if (ctx.body !== null) ctx.body = ctx.body.replay()
+    return out
   }
 
   /** POST the state to the new upstream's hook before the request (errors are logged, not fatal). */
