@@ -56,6 +56,23 @@ t.test('a WebSocket upgrade the upstream refuses (200) does not open a tunnel: a
   for (const s of h.openSockets()) s.destroy() // the next test checks that Tether closes such a socket itself
 })
 
+t.test('a WebSocket refusal with a status outside 100-599 is a 502 of Tether\'s; one with control bytes in its reason phrase reaches the client without them', async (t) => {
+  for (const status of ['099', '600', '999']) {
+    const bad = await startHarness({ retries: { attempts: 0 } }, (_req, c) => c.end(`HTTP/1.1 ${status} Weird\r\nContent-Length: 2\r\n\r\nno`))
+    t.teardown(() => bad.close())
+    const r = await exchange(bad.port, wsHandshake('/ws'), { ms: 3000 })
+    const text = r.bytes.toString('latin1')
+    t.equal(r.first, '502', `${status}: not the upstream's status, no tunnel (${JSON.stringify(text.slice(0, 40))})`)
+    t.match(text, /\r\n\r\nBad Gateway: invalid response from upstream\n$/, `${status}: Tether's 502 alone`)
+    t.ok(r.ended, `${status}: the connection closed`)
+  }
+  const odd = await startHarness({}, (_req, c) => c.end('HTTP/1.1 403 No\x01pe\r\nContent-Length: 2\r\n\r\nno'))
+  t.teardown(() => odd.close())
+  const r2 = await exchange(odd.port, wsHandshake('/ws'), { ms: 3000 })
+  t.equal(r2.first, '403', "the upstream's refusal")
+  t.notMatch(r2.bytes.toString('latin1'), /\x01/, 'without the control byte')
+})
+
 t.test('after a refused WebSocket upgrade with bytes behind it, Tether still closes the connection (and so can shut down)', async (t) => {
   const h = await startHarness({}, (_req, c) => c.write(ok('no upgrade here')))
   t.teardown(() => h.close())

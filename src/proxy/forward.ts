@@ -17,6 +17,7 @@ import type { Decision } from '../routing/decision.js'
 import type { AttemptResult, RequestContext } from './request-context.js'
 import { sendError } from './respond.js'
 import { Deadlines, sweepInterval, type Expiring } from './deadlines.js'
+import { REASON_PHRASE } from './headers.js'
 
 /** What a pool is made for: an upstream's origin and, for https://, its TLS settings. */
 export interface PoolTarget {
@@ -195,8 +196,6 @@ function upstreamError(err: Error): Error {
 /** A Transfer-Encoding of `chunked` alone (any case, optional whitespace). */
 const CHUNKED = /^[\t ]*chunked[\t ]*$/i
 
-/** A reason phrase Node will write (RFC 9112: HTAB, SP, VCHAR, obs-text). */
-const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]*$/
 
 /** The HTTP transport of one request (see {@link Exchange}). */
 class HttpExchange implements Exchange {

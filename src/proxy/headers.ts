@@ -53,6 +53,9 @@ export function headerPolicy(config: Pick<Config, 'forwarding' | 'state' | 'affi
   })
 }
 
+/** A reason phrase Node will write and a client can read (RFC 9112: HTAB, SP, VCHAR, obs-text). */
+export const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]*$/
+
 /**
  * The other headers that claim the client's scheme, read by frameworks before or instead of
  * X-Forwarded-Proto (Rack checks `X-Forwarded-Ssl: on` and `X-Forwarded-Scheme` first; IIS and

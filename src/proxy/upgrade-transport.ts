@@ -20,6 +20,7 @@ import { classify } from './outcome.js'
 import type { AttemptResult, RequestContext } from './request-context.js'
 import { endThenDestroy, writeRawError } from './respond.js'
 import { CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART, FrameTracker, closeFrame } from './websocket-frames.js'
+import { REASON_PHRASE } from './headers.js'
 
 export interface UpgradeOptions {
   /** Most WebSockets open (and handshaking) at once; beyond, 503 on the raw socket. */
@@ -403,8 +404,30 @@ class Tunnel implements Exchange {
     void held.then(() => { if (!client.destroyed) client.uncork() })
   }
 
+  /**
+   * The upstream's answer to the handshake is not HTTP a client may get: its side is destroyed
+   * and the client gets Tether's 502 now. http-proxy writes its own head right after this
+   * (synchronously, in the same event), to a client socket that is ended by then: that write
+   * fails, harmlessly (the socket has an error listener).
+   */
+  #invalidAnswer(upstream: { destroy(): void }): void {
+    this.#disarm()
+    this.#proxyReq = null
+    upstream.destroy()
+    this.state = 'closed'
+    this.#owner.untrack(this)
+    writeRawError(this.#client, 'TETHER_UPSTREAM_PROTOCOL', {}, this.#owner.linger, this.#owner.timers)
+    const error = new TetherError('TETHER_UPSTREAM_PROTOCOL')
+    this.#done({ status: 502, outcome: { kind: 'error', code: 'TETHER_UPSTREAM_PROTOCOL', connect: false }, error, responded: true })
+  }
+
   /** The upstream answered the handshake without switching (403, 404, 5xx): passed on as is. */
   #onRefused(res: IncomingMessage): void {
+    const status = res.statusCode ?? 0
+    // not an HTTP status (RFC 9110 section 15): a 502 of Tether's, as on the plain path
+    if (status < 100 || status > 599) return this.#invalidAnswer(res)
+    // a reason phrase a client must be able to read (no control bytes): else none
+    if (!REASON_PHRASE.test(res.statusMessage ?? '')) res.statusMessage = ''
     this.#disarm()
     this.#proxyReq = null
     if (this.state === 'connecting') this.state = 'closed'
