@@ -41,6 +41,18 @@ t.test('an h2c upgrade is served as HTTP/1.1: the upstream gets neither Upgrade 
   t.notMatch(headerValues(q, 'connection').join(','), /upgrade/i, 'Connection names no upgrade')
 })
 
+t.test('an HTTP/1.0 request with Upgrade: websocket is served as a plain request: HTTP/1.0 has no upgrades (RFC 9110 section 7.8)', async (t) => {
+  const h = await startHarness()
+  t.teardown(() => h.close())
+  const r = await exchange(h.port, 'GET /ws HTTP/1.0\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n', { ms: 3000 })
+  t.equal(r.first, '200', 'a plain answer, no 101')
+  await h.barrier()
+  t.equal(h.received().length, 1)
+  const q = h.received()[0]!
+  t.same(headerValues(q, 'upgrade'), [], 'no Upgrade upstream')
+  t.same(h.violations(), [])
+})
+
 t.test('a WebSocket upgrade the upstream refuses (200) does not open a tunnel: a request smuggled behind it never reaches the upstream', async (t) => {
   const h = await startHarness({}, (_req, c) => c.write(ok('no upgrade here')))
   t.teardown(() => h.close())

@@ -410,6 +410,8 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
         if (names !== undefined) headers.trailer = names
       }
       const reason = statusMessage && REASON_PHRASE.test(statusMessage) ? statusMessage : undefined
+      // a 204 has no content and no Content-Length (RFC 9110 section 8.6), whatever it said
+      if (statusCode === 204) delete headers['content-length']
       res.writeHead(statusCode, reason, headers)
     } catch (err) {
       // e.g. an invalid header value from the upstream: answer 502 instead

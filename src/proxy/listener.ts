@@ -322,7 +322,8 @@ export class Listener {
     // an upgrade pipelined behind a request still being answered waits for that answer
     whenIdle(socket, () => {
       if (socket.destroyed) return
-      if (isWebSocket(req.headers)) this.#deps.current().handleUpgrade(req, socket, head)
+      // HTTP/1.0 has no Upgrade: a server must ignore it there (RFC 9110 section 7.8)
+      if (isWebSocket(req.headers) && req.httpVersion !== '1.0') this.#deps.current().handleUpgrade(req, socket, head)
       else this.#asPlainRequest(req, socket, head)
     })
   }
