@@ -2,32 +2,25 @@
 // once, but answers them in order. Forwarding them all at once would let one connection open
 // any number of upstream requests; like nginx, Tether forwards one request per client
 // connection at a time. Node stops reading a connection only when its answers pile up unsent,
-// so a client pipelining requests behind one the upstream is slow to answer would make it
-// parse and hold them without end (memory grows with what the client sends): past
-// MAX_WAITING requests waiting, the connection is not read any more until they are down to
-// RESUME_AT, as nginx and HAProxy leave unread requests in the socket. Owns no I/O of its own:
-// it orders calls to the handler and pauses and resumes reading.
+// so a client pipelining requests behind one the upstream is slow to answer would have Tether
+// parse and hold all it sends: past MAX_WAITING requests waiting, the connection is closed
+// (a client must be ready to send pipelined requests again after a close, RFC 9112 section
+// 9.3.2; no real client pipelines that deep). Owns no I/O of its own: it orders calls to the
+// handler, and closes a connection past the bound.
 import type { IncomingMessage, ServerResponse } from 'node:http'
 
 import type { Duplex } from 'node:stream'
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void
 
-/** Requests parsed and waiting on one connection at which Tether stops reading it. */
-export const MAX_WAITING = 16
-/** ... and reads it again once they are down to this many. */
-const RESUME_AT = 4
-
-/** Node's own flag and parser of a connection it reads HTTP/1 from (what it pauses itself with). */
-type Reading = Duplex & { _paused?: boolean; parser?: { pause(): void; resume(): void } | null }
+/** Requests parsed and waiting on one connection past which it is closed. */
+export const MAX_WAITING = 256
 
 const STATE: unique symbol = Symbol('tether.pipeline')
 /** Per connection: idle, busy, or busy with requests waiting; and its "answer done" callback. */
 interface ConnectionState {
   busy: boolean
   waiting: (() => void)[] | null
-  /** Reading stopped here for the requests waiting (not by Node for its answers). */
-  paused: boolean
   readonly done: () => void
 }
 type Tracked = { [STATE]?: ConnectionState }
@@ -47,10 +40,8 @@ export function onePerConnection(handler: Handler): Handler {
       const s: ConnectionState = {
         busy: false,
         waiting: null,
-        paused: false,
         done: () => {
           const next = s.waiting?.shift()
-          if (s.paused && s.waiting!.length <= RESUME_AT) resume(socket, s)
           if (next !== undefined) next()
           else s.busy = false
         },
@@ -89,26 +80,14 @@ export function whenIdle(socket: Duplex, fn: () => void): void {
   })
 }
 
-/** Queue `next` behind the connection's current request; stop reading it past MAX_WAITING. */
+/** Queue `next` behind the connection's current request; past MAX_WAITING, close the connection. */
 function wait(socket: Duplex, state: ConnectionState, next: () => void): void {
+  if (socket.destroyed) return // closed for this: the rest of what was read is dropped
   const waiting = (state.waiting ??= [])
-  waiting.push(next)
-  if (waiting.length < MAX_WAITING) return
-  state.paused = true
-  // as Node pauses for answers not read: the flag makes it pause its parser once the bytes
-  // read so far are parsed, and the socket is not read further (again, if Node resumed it
-  // when its answers drained)
-  const s = socket as Reading
-  if (s._paused === true) return
-  s._paused = true
-  s.pause()
-}
-
-function resume(socket: Duplex, state: ConnectionState): void {
-  state.paused = false
-  const s = socket as Reading
-  if (s.destroyed) return
-  s._paused = false
-  s.parser?.resume()
-  s.resume()
+  if (waiting.length < MAX_WAITING) {
+    waiting.push(next)
+    return
+  }
+  state.waiting = []
+  socket.destroy()
 }

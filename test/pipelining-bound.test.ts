@@ -1,0 +1,71 @@
+// A client pipelining requests behind one the upstream is slow to answer: Node parses what it
+// reads at once and would hold every request parsed (memory growing with what the client
+// sends). Up to MAX_WAITING requests wait and are answered in order; past that the connection
+// is closed (RFC 9112 section 9.3.2: a client resends pipelined requests after a close).
+import t, { type Test } from 'tap'
+import http from 'node:http'
+import net from 'node:net'
+import { MAX_WAITING, onePerConnection } from '../src/proxy/pipelining.js'
+import { waitFor } from './fixtures/wait.js'
+
+async function serverHolding(t: Test): Promise<{ port: number; parsed: () => number; held: http.ServerResponse[]; release: () => void }> {
+  let parsed = 0
+  const held: http.ServerResponse[] = []
+  let holding = true
+  const server = http.createServer(onePerConnection((req, res) => {
+    if (holding) held.push(res)
+    else res.end(req.url)
+  }))
+  server.on('request', () => parsed++)
+  server.listen(0, '127.0.0.1')
+  await new Promise((r) => server.once('listening', r))
+  t.teardown(() => { server.closeAllConnections(); return new Promise((r) => server.close(r)) })
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    parsed: () => parsed,
+    held,
+    release: () => {
+      holding = false
+      for (const res of held) if (!res.destroyed) res.end(res.req.url)
+    },
+  }
+}
+
+async function client(t: Test, port: number): Promise<{ socket: net.Socket; got: () => string; closed: () => boolean }> {
+  const socket = net.connect(port, '127.0.0.1')
+  socket.on('error', () => undefined)
+  t.teardown(() => socket.destroy())
+  let got = ''
+  let closed = false
+  socket.on('data', (c: Buffer) => (got += c.toString('latin1')))
+  socket.on('close', () => (closed = true))
+  await new Promise((r) => socket.once('connect', r))
+  return { socket, got: () => got, closed: () => closed }
+}
+
+const batch = (from: number, n: number): string => Array.from({ length: n }, (_, i) => `GET /${from + i} HTTP/1.1\r\nHost: a\r\n\r\n`).join('')
+
+t.test('MAX_WAITING requests waiting behind a slow one are all answered, in order', async (t) => {
+  const s = await serverHolding(t)
+  const c = await client(t, s.port)
+  c.socket.write(batch(0, MAX_WAITING + 1)) // the one handled, and MAX_WAITING behind it
+  await waitFor(() => s.parsed() === MAX_WAITING + 1, 5_000, 'every request to be parsed')
+  t.equal(s.held.length, 1, 'one request handled at a time')
+  s.release()
+  await waitFor(() => (c.got().match(/HTTP\/1\.1 200/g) ?? []).length === MAX_WAITING + 1, 5_000, 'every request to be answered')
+  const bodies = [...c.got().matchAll(/\r\n\r\n(\/\d+)/g)].map((m) => m[1])
+  t.same(bodies, Array.from({ length: MAX_WAITING + 1 }, (_, i) => `/${i}`), 'answered in request order')
+  t.notOk(c.closed(), 'the connection stays open')
+})
+
+t.test('one more waiting than MAX_WAITING closes the connection: what a client pipelines is not held without bound', async (t) => {
+  const s = await serverHolding(t)
+  const c = await client(t, s.port)
+  c.socket.write(batch(0, MAX_WAITING + 2))
+  await waitFor(() => c.closed(), 5_000, 'the connection to be closed')
+  t.equal(s.held.length, 1, 'the waiting requests were never handled')
+  // the server goes on with other connections
+  s.release()
+  const other = await new Promise<number>((resolve, reject) => http.get({ port: s.port, host: '127.0.0.1', path: '/other', agent: false }, (res) => { res.resume(); resolve(res.statusCode!) }).on('error', reject))
+  t.equal(other, 200, 'another connection is served')
+})
