@@ -199,3 +199,22 @@ t.test('an upstream that answers before it took the whole upload: the rest is re
     s.destroy()
   }
 })
+
+t.test('a body being dropped after an early answer that turns out malformed closes the connection, without a second answer', async (t) => {
+  const up = await startUpstream('early', (_req, res) => res.writeHead(401).end('auth'))
+  const tether = await startProxy([up], { affinity: { key: 'none' } })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const s = net.connect(tether.port, '127.0.0.1')
+  t.teardown(() => s.destroy())
+  let got = ''
+  let closed = false
+  s.on('data', (c: Buffer) => (got += c.toString('latin1')))
+  s.on('error', () => undefined)
+  s.on('close', () => (closed = true))
+  await new Promise((r) => s.once('connect', r))
+  s.write(`POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4000\r\n${'x'.repeat(0x4000)}\r\n`)
+  await when(onEvent(s, 'data'), () => got.includes('auth'), 5_000, 'the early answer')
+  s.write('zz-not-a-chunk-size\r\n')
+  await when(onEvent(s, 'close'), () => closed, 5_000, 'the connection to close')
+  t.same([...got.matchAll(/HTTP\/1\.1 \d{3}/g)].map((m) => m[0]), ['HTTP/1.1 401'], 'the early answer only: no 400 answering nothing')
+})

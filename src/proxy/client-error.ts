@@ -34,6 +34,8 @@ type ServerSocket = Socket & { _httpMessage?: ServerResponse | null; parser?: { 
  */
 export class ClientErrors {
   readonly #aborts = new WeakMap<IncomingMessage, AbortRequest>()
+  /** Requests answered whose body's rest is read and dropped: an error in it closes the connection. */
+  readonly #dropping = new WeakSet<IncomingMessage>()
   readonly #logger: Logger
 
   constructor(logger: Logger) {
@@ -45,11 +47,24 @@ export class ClientErrors {
     this.#aborts.set(req, abort)
   }
 
+  /**
+   * `req` was answered before its body was all read, and the rest is being dropped: a parser
+   * error in it closes the connection without an answer (the one sent answered it).
+   */
+  dropping(req: IncomingMessage): void {
+    this.#dropping.add(req)
+  }
+
   /** The server's 'clientError' listener. */
   readonly handle = (err: NodeJS.ErrnoException, duplex: Socket): void => {
     const socket = duplex as ServerSocket
     const code = clientErrorCode(err.code)
     if (err.code === 'ECONNRESET' || socket.destroyed) {
+      socket.destroy()
+      return
+    }
+    const incoming = socket.parser?.incoming
+    if (incoming != null && this.#dropping.has(incoming)) {
       socket.destroy()
       return
     }

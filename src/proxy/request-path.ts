@@ -78,8 +78,9 @@ export const DISCARD_MAX = 16 * 1024 * 1024
  * DISCARD_MAX bytes the connection is closed. An h2 stream's body needs nothing: the stream
  * ends.
  */
-function discardRest(req: IncomingMessage, body: RequestBody): void {
+function discardRest(req: IncomingMessage, body: RequestBody, clientErrors: ClientErrors): void {
   if (req.complete || req.httpVersionMajor !== 1 || req.destroyed) return
+  clientErrors.dropping(req) // a malformed rest closes the connection, without a second answer
   req.unpipe(body)
   let left = DISCARD_MAX
   req.on('data', (chunk: Buffer) => {
@@ -182,7 +183,7 @@ export class RequestPath {
           r = await this.#start(ctx, x, d, upstream, this.#withoutState(ctx, d, headers)).result
         }
         if (r.responded || r.outcome === null) {
-          if (ctx.body !== null) discardRest(ctx.req, ctx.body)
+          if (ctx.body !== null) discardRest(ctx.req, ctx.body, this.#d.clientErrors)
           return this.#finish(ctx, r)
         }
         if (!this.#mayRetry(ctx, r.outcome)) {
