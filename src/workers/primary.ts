@@ -219,6 +219,9 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
         slot.start = beforeStart
         return
       }
+      // one that never started, on a config its slot did not run before (a roll's new worker
+      // where the old one had died): the slot restarts as it was, not in a loop on what failed
+      if (r.admin === null) slot.start = beforeStart
       slot.crashes = Date.now() - slot.startedAt > STABLE_AFTER ? 1 : slot.crashes + 1
       const delay = Math.min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (slot.crashes - 1))
       logger.error({ child: index, pid: worker.process.pid, code, signal, restart_in_ms: delay }, 'worker died; restarting it')

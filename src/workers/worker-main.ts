@@ -42,24 +42,43 @@ export function setupConfig(setup: WorkerSetup, configPath: string, env: NodeJS.
   return setup.live === null ? start : diffConfig(start, parseConfigFile(setup.live, configPath, env)).effective
 }
 
-/** Ask the primary what to run; null when it went away first. */
-function askSetup(): Promise<WorkerSetup | null> {
-  return new Promise((resolve) => {
-    const onMessage = (m: unknown): void => {
-      if (!isTetherMessage(m) || (m as ToWorker).tether !== 'setup') return
-      done((m as Extract<ToWorker, { tether: 'setup' }>).setup)
-    }
-    const done = (setup: WorkerSetup | null): void => {
-      process.off('message', onMessage)
-      process.off('disconnect', gone)
-      resolve(setup)
-    }
-    const gone = (): void => done(null)
-    process.on('message', onMessage)
-    process.once('disconnect', gone)
-    if (!process.connected) return done(null)
-    process.send!({ tether: 'hello' })
-  })
+/**
+ * The primary's orders to this worker, from its first message on: one listener, registered
+ * before the worker asks for its setup, so an order that comes in the same read as the setup
+ * (a reload accepted meanwhile) is not lost. Until the proxy has started, the last reload is
+ * kept for it; a stop is sent again by the primary once the worker is ready.
+ */
+class Orders {
+  readonly setup: Promise<WorkerSetup | null>
+  #reloadDue: string | null = null
+  #handle: ((m: ToWorker) => void) | null = null
+
+  constructor() {
+    let settle: (s: WorkerSetup | null) => void = () => undefined
+    this.setup = new Promise((resolve) => { settle = resolve })
+    process.on('message', (m: unknown) => {
+      if (!isTetherMessage(m)) return
+      const msg = m as ToWorker
+      // a reload sent before the setup is in the setup already (its `live`)
+      if (msg.tether === 'setup') {
+        this.#reloadDue = null
+        settle(msg.setup)
+      }
+      else if (this.#handle !== null) this.#handle(msg)
+      else if (msg.tether === 'reload') this.#reloadDue = msg.text
+    })
+    process.once('disconnect', () => settle(null))
+    if (process.connected) process.send!({ tether: 'hello' })
+    else settle(null)
+  }
+
+  /** From now on `handle` takes the orders; the reload that came before it, if any, is returned. */
+  take(handle: (m: ToWorker) => void): string | null {
+    this.#handle = handle
+    const due = this.#reloadDue
+    this.#reloadDue = null
+    return due
+  }
 }
 
 /**
@@ -72,7 +91,8 @@ export async function runWorkerProcess(configPath: string, index: number, makeLo
     process.stderr.write(`tether: ${WORKER_ENV} is set, but this process was not started by a Tether primary: unset it\n`)
     return 1
   }
-  const setup = await askSetup()
+  const orders = new Orders()
+  const setup = await orders.setup
   if (setup === null) return 0
   let config: Config
   try {
@@ -81,14 +101,14 @@ export async function runWorkerProcess(configPath: string, index: number, makeLo
     process.stderr.write(`${err instanceof ConfigError ? err.message : `${configPath}: ${(err as Error).message}`}\n`)
     return 1
   }
-  return runWorker(config, configPath, setup, makeLogger(config).child({ worker: index }))
+  return runWorker(config, configPath, setup, makeLogger(config).child({ worker: index }), orders)
 }
 
 /** Run this worker until the primary stops it or goes away; resolves with the exit code. */
-export async function runWorker(config: Config, configPath: string, w: WorkerSetup, logger: Logger): Promise<number> {
+export async function runWorker(config: Config, configPath: string, w: WorkerSetup, logger: Logger, orders: Orders): Promise<number> {
   const link = new WorkerLink(processChannel, (c) => withSharedSecrets(c, w))
-  // the primary's orders are taken from now on: a reload sent while this worker starts is
-  // applied once it has started (the last one: each carries the whole file)
+  // the primary's orders: a reload sent while this worker starts is applied once it has
+  // started (the last one: each carries the whole file)
   let tether: Tether | null = null
   let reloadDue: string | null = null
   let stop: ((why: string) => void) | null = null
@@ -103,9 +123,7 @@ export async function runWorker(config: Config, configPath: string, w: WorkerSet
     }
     t.reload(link.adjust(next))
   }
-  process.on('message', (m: unknown) => {
-    if (!isTetherMessage(m)) return
-    const msg = m as ToWorker
+  reloadDue = orders.take((msg) => {
     if (msg.tether === 'stop') stop?.('asked by the primary')
     else if (msg.tether === 'reload') {
       if (tether === null) reloadDue = msg.text
