@@ -1,6 +1,6 @@
 // How Tether behaves when upstreams or clients misbehave: clear 502/504 answers, cut
 // streams, cancelled upstream work, and never a crash.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import http from 'node:http'
 import net from 'node:net'
 import type { AddressInfo } from 'node:net'
@@ -173,38 +173,27 @@ t.test('an upstream that answers before it took the whole upload: the rest is re
   const tether = await startProxy([up], { affinity: { key: 'none' } })
   t.teardown(async () => { await tether.close(0); await up.close() })
   for (const size of [300_000, 4_000_000, DISCARD_MAX + 4_000_000]) {
-    const s = net.connect(tether.port, '127.0.0.1')
-    t.teardown(() => s.destroy())
-    let got = ''
-    let closed = false
-    s.on('data', (c: Buffer) => (got += c.toString('latin1')))
-    s.on('error', () => undefined)
-    s.on('close', () => (closed = true))
-    await new Promise((r) => s.once('connect', r))
-    s.write(`POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: ${size}\r\n\r\n`)
-    const sent = new Promise((r) => s.write(Buffer.alloc(size, 120), r)) // the whole body, as a client does
-    const data = onEvent(s, 'data')
-    await when(data, () => got.includes('auth'), 5_000, 'the early answer')
-    t.match(got, /^HTTP\/1\.1 401 /, `${size} B upload: the answer relayed`)
+    const c = await rawClient(t, tether.port)
+    c.s.write(`POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: ${size}\r\n\r\n`)
+    const sent = new Promise((r) => c.s.write(Buffer.alloc(size, 120), r)) // the whole body, as a client does
+    await when(onEvent(c.s, 'data'), () => c.got().includes('auth'), 5_000, 'the early answer')
+    t.match(c.got(), /^HTTP\/1\.1 401 /, `${size} B upload: the answer relayed`)
     await sent
     if (size > DISCARD_MAX) {
-      await when(onEvent(s, 'close'), () => closed, 5_000, 'the connection to close')
+      await when(onEvent(c.s, 'close'), c.closed, 5_000, 'the connection to close')
       t.pass(`${size} B upload: past DISCARD_MAX the connection is closed`)
       continue
     }
-    s.write('GET /next HTTP/1.1\r\nHost: a\r\n\r\n')
-    const change = (fn: () => void): (() => void) => { const a = data(fn); const b = onEvent(s, 'close')(fn); return () => { a(); b() } }
-    await when(change, () => got.includes('next') || closed, 5_000, 'the next answer')
-    t.match(got, /HTTP\/1\.1 200 [^]*next$/, `${size} B upload: the next request on the connection answered`)
-    s.destroy()
+    c.s.write('GET /next HTTP/1.1\r\nHost: a\r\n\r\n')
+    await when(c.change, () => c.got().includes('next') || c.closed(), 5_000, 'the next answer')
+    t.match(c.got(), /HTTP\/1\.1 200 [^]*next$/, `${size} B upload: the next request on the connection answered`)
+    c.s.destroy()
   }
 })
 
-t.test('a body being dropped after an early answer that turns out malformed closes the connection, without a second answer', async (t) => {
-  const up = await startUpstream('early', (_req, res) => res.writeHead(401).end('auth'))
-  const tether = await startProxy([up], { affinity: { key: 'none' } })
-  t.teardown(async () => { await tether.close(0); await up.close() })
-  const s = net.connect(tether.port, '127.0.0.1')
+/** A raw client connection: what it got so far, whether it closed, and a subscription to either changing. */
+async function rawClient(t: Test, port: number): Promise<{ s: net.Socket; got: () => string; closed: () => boolean; change: (fn: () => void) => () => void }> {
+  const s = net.connect(port, '127.0.0.1')
   t.teardown(() => s.destroy())
   let got = ''
   let closed = false
@@ -212,9 +201,18 @@ t.test('a body being dropped after an early answer that turns out malformed clos
   s.on('error', () => undefined)
   s.on('close', () => (closed = true))
   await new Promise((r) => s.once('connect', r))
-  s.write(`POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4000\r\n${'x'.repeat(0x4000)}\r\n`)
-  await when(onEvent(s, 'data'), () => got.includes('auth'), 5_000, 'the early answer')
-  s.write('zz-not-a-chunk-size\r\n')
-  await when(onEvent(s, 'close'), () => closed, 5_000, 'the connection to close')
-  t.same([...got.matchAll(/HTTP\/1\.1 \d{3}/g)].map((m) => m[0]), ['HTTP/1.1 401'], 'the early answer only: no 400 answering nothing')
+  const change = (fn: () => void): (() => void) => { const a = onEvent(s, 'data')(fn); const b = onEvent(s, 'close')(fn); return () => { a(); b() } }
+  return { s, got: () => got, closed: () => closed, change }
+}
+
+t.test('a body being dropped after an early answer that turns out malformed closes the connection, without a second answer', async (t) => {
+  const up = await startUpstream('early', (_req, res) => res.writeHead(401).end('auth'))
+  const tether = await startProxy([up], { affinity: { key: 'none' } })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const c = await rawClient(t, tether.port)
+  c.s.write(`POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4000\r\n${'x'.repeat(0x4000)}\r\n`)
+  await when(onEvent(c.s, 'data'), () => c.got().includes('auth'), 5_000, 'the early answer')
+  c.s.write('zz-not-a-chunk-size\r\n')
+  await when(onEvent(c.s, 'close'), c.closed, 5_000, 'the connection to close')
+  t.same([...c.got().matchAll(/HTTP\/1\.1 \d{3}/g)].map((m) => m[0]), ['HTTP/1.1 401'], 'the early answer only: no 400 answering nothing')
 })

@@ -5,7 +5,7 @@
 // not reach restarts as it was, and the same reload retries the roll; a reload that brings
 // `state.store: memory` brings the primary's store with it; a roll retires each old worker
 // with the grace period it was started with.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import http from 'node:http'
 import net from 'node:net'
 import { writeFileSync } from 'node:fs'
@@ -24,6 +24,27 @@ async function statusOf(url: string): Promise<number | null> {
   } catch {
     return null
   }
+}
+
+/**
+ * An app server in this process answering with `handle`, and a primary of two workers over it
+ * whose proxy.yaml has the line `extra`; `reloadWith(line)` rewrites that line and sends SIGHUP.
+ */
+async function appAndPrimary(t: Test, name: string, handle: http.RequestListener, extra: string) {
+  const app = http.createServer(handle).listen(0, '127.0.0.1')
+  await new Promise((r) => app.once('listening', r))
+  t.teardown(() => { app.closeAllConnections(); return new Promise((r) => app.close(r)) })
+  const url = `http://127.0.0.1:${(app.address() as net.AddressInfo).port}`
+  const port = await freePort()
+  const adminPort = await freePort()
+  const yaml = (line: string): string => workersYaml({ listen: port, adminPort, workers: 2, upstreams: [{ id: 'app-0', url }], extra: [line] })
+  const file = tempFile(`workers-config-flow-${name}.yaml`, yaml(extra))
+  const { proc, out } = await startPrimary(t, file)
+  const reloadWith = (line: string): void => {
+    writeFileSync(file, yaml(line))
+    proc.kill('SIGHUP')
+  }
+  return { port, adminPort, proc, out, reloadWith }
 }
 
 t.test('a worker restarted after a crash runs what the primary accepted (its live changes too), not a bad file left on disk', async (t) => {
@@ -99,20 +120,11 @@ t.test('a slot a failed roll did not reach restarts as it was after a crash; the
 })
 
 t.test('a reload that brings state.store: memory brings the store the workers share: checkpoints are stored after the roll', async (t) => {
-  const app = http.createServer((req, res) => {
+  const { port, adminPort, proc, out, reloadWith } = await appAndPrimary(t, 'store', (req, res) => {
     res.writeHead(200, req.url === '/cp' ? { 'x-tether-state': 'cart=1' } : {})
     res.end('ok\n')
-  }).listen(0, '127.0.0.1')
-  await new Promise((r) => app.once('listening', r))
-  t.teardown(() => new Promise((r) => app.close(r)))
-  const url = `http://127.0.0.1:${(app.address() as net.AddressInfo).port}`
-  const port = await freePort()
-  const adminPort = await freePort()
-  const yaml = (store: string): string => workersYaml({ listen: port, adminPort, workers: 2, upstreams: [{ id: 'app-0', url }], extra: [`state: { store: ${store} }`] })
-  const file = tempFile('workers-config-flow-store.yaml', yaml('none'))
-  const { proc, out } = await startPrimary(t, file)
-  writeFileSync(file, yaml('memory'))
-  proc.kill('SIGHUP')
+  }, 'state: { store: none }')
+  reloadWith('state: { store: memory }')
   await waitFor(() => out().includes('"workers replaced"'), 20_000, 'the roll to end')
   for (let i = 0; i < 10; i++) t.equal((await request(`http://127.0.0.1:${port}/cp`, null)).status, 200)
   const metrics = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text()
@@ -126,24 +138,15 @@ t.test('a roll that lowers shutdown.grace_period retires the old workers with th
   // answers /slow after 6.5 s: past the new grace (0 s) + the primary's 5 s margin
   let arrived: () => void = () => undefined
   const slowArrived = new Promise<void>((resolve) => { arrived = resolve })
-  const app = http.createServer((req, res) => {
+  const { port, proc, out, reloadWith } = await appAndPrimary(t, 'grace', (req, res) => {
     if (req.url === '/slow') {
       arrived()
       setTimeout(() => res.end('slow\n'), 6_500)
     } else res.end('ok\n')
-  }).listen(0, '127.0.0.1')
-  await new Promise((r) => app.once('listening', r))
-  t.teardown(() => { app.closeAllConnections(); return new Promise((r) => app.close(r)) })
-  const url = `http://127.0.0.1:${(app.address() as net.AddressInfo).port}`
-  const port = await freePort()
-  const adminPort = await freePort()
-  const yaml = (grace: string): string => workersYaml({ listen: port, adminPort, workers: 2, upstreams: [{ id: 'app-0', url }], extra: [`shutdown: { grace_period: ${grace} }`] })
-  const file = tempFile('workers-config-flow-grace.yaml', yaml('30s'))
-  const { proc, out } = await startPrimary(t, file)
+  }, 'shutdown: { grace_period: 30s }')
   const slow = request(`http://127.0.0.1:${port}/slow`, null).then((r) => r.status, (err: Error) => err.message)
   await slowArrived // in flight on an old worker when the roll starts
-  writeFileSync(file, yaml('0s'))
-  proc.kill('SIGHUP')
+  reloadWith('shutdown: { grace_period: 0s }')
   t.equal(await slow, 200, 'the request on the old worker finishes (30 s grace), not cut at 0 s + 5 s')
   await waitFor(() => out().includes('"workers replaced"'), 30_000, 'the roll to end')
   proc.kill('SIGTERM')
