@@ -224,3 +224,21 @@ t.test("an upstream's trailer fields reach an h2 client as a trailing HEADERS fr
   t.notOk('http2-settings' in trailers, 'nor a connection-specific field')
   t.equal((await h2request(s, { ':path': '/again' })).status, 200, 'Tether still serves')
 })
+
+t.test('an upstream answering an h2 upload early: the client gets the answer and the stream is closed with NO_ERROR (Node does it; Tether must not undo it)', async (t) => {
+  const ups = await upstreams(t, ['a'], () => (_req, res) => { res.writeHead(401).end('auth') })
+  const tether = await h2Tether(t, ups, { affinity: { key: 'none' } })
+  const s = session(t, tether)
+  const req = s.request({ ':method': 'POST', ':path': '/upload', 'content-length': String(4_000_000) })
+  let status = 0
+  let body = ''
+  req.on('response', (h) => { status = Number(h[':status']) })
+  req.on('data', (c: Buffer) => (body += c))
+  req.on('error', () => undefined)
+  req.write(Buffer.alloc(4_000_000, 120)) // more than the flow-control windows take
+  // closed by the server's RST_STREAM (the 'close' event waits for the client's unsent body)
+  await waitFor(() => req.closed, 10_000, 'the stream to be closed')
+  t.equal(status, 401, 'the early answer')
+  t.equal(body, 'auth')
+  t.equal(req.rstCode, http2.constants.NGHTTP2_NO_ERROR, 'closed with NO_ERROR (RFC 9113 section 8.1)')
+})

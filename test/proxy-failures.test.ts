@@ -216,3 +216,26 @@ t.test('a body being dropped after an early answer that turns out malformed clos
   await when(onEvent(c.s, 'close'), c.closed, 5_000, 'the connection to close')
   t.same([...c.got().matchAll(/HTTP\/1\.1 \d{3}/g)].map((m) => m[0]), ['HTTP/1.1 401'], 'the early answer only: no 400 answering nothing')
 })
+
+t.test("a malformed next head in the same read as the end of a body is the next request's: answered 400 (or 431), after the first answer", async (t) => {
+  const up = await startUpstream('early', (req, res) => {
+    if (req.url === '/early') return void res.writeHead(401).end('auth')
+    req.resume()
+    req.on('end', () => res.end('read'))
+  })
+  const tether = await startProxy([up], { affinity: { key: 'none' } })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const big = `GET /x HTTP/1.1\r\nHost: a\r\nX-Big: ${'b'.repeat(40_000)}\r\n\r\n`
+  for (const [path, next, want] of [['/read', 'GARBAGE\r\n\r\n', ['200', '400']], ['/read', big, ['200', '431']], ['/early', 'GARBAGE\r\n\r\n', ['401', '400']], ['/early', big, ['401', '431']]] as const) {
+    const c = await rawClient(t, tether.port)
+    const n = 300_000
+    c.s.write(`POST ${path} HTTP/1.1\r\nHost: a\r\nContent-Length: ${n}\r\n\r\n`)
+    if (path === '/early') {
+      c.s.write(Buffer.alloc(1_000, 97))
+      await when(onEvent(c.s, 'data'), () => c.got().includes('auth'), 5_000, 'the early answer')
+      c.s.write(Buffer.concat([Buffer.alloc(n - 1_000, 97), Buffer.from(next)])) // the body's end and the next head in one write
+    } else c.s.write(Buffer.concat([Buffer.alloc(n, 97), Buffer.from(next)]))
+    await when(c.change, () => c.closed(), 5_000, 'the connection to close')
+    t.same([...c.got().matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1]), [...want], `${path}, next ${next.length} B: ${want.join(' then ')}`)
+  }
+})

@@ -101,6 +101,28 @@ t.test('an upstream that refuses the state in a header (431: over its header lim
   t.equal(after.body.id, moved.body.id, 'stays on the new upstream')
 })
 
+t.test("with hedging, an upstream's own 431 (no state in that attempt) reaches the client and is not sent again", async (t) => {
+  let phase = 1
+  let home = ''
+  const seen: Record<string, number> = { a: 0, b: 0 }
+  const app = (id: string) => startUpstream(id, (_req, res) => {
+    if (phase === 1) return void res.writeHead(200, { 'x-tether-state': 'S'.repeat(200) }).end(JSON.stringify({ id, n: 1 }))
+    seen[id]!++
+    // the home answers its own 431 late; the hedge (which carries the user's state) fails
+    if (id === home) setTimeout(() => res.writeHead(431).end('{}'), 300)
+    else setTimeout(() => res.socket?.destroy(), 1_000)
+  })
+  const ups = [await app('a'), await app('b')]
+  const tether = await startTether(testConfig(ups, { retries: { hedge_after: 100, attempts: 0 } }), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await Promise.all(ups.map((u) => u.close())) })
+  const jar = new CookieJar()
+  home = (await get(tether.url, jar)).body.id
+  phase = 2
+  const r = await get(tether.url, jar)
+  t.equal(r.status, 431, "the home's 431")
+  t.equal(seen[home], 1, 'the home ran the request once')
+})
+
 t.test('clients cannot inject state or routing headers', async (t) => {
   const app = await counterApp('a')
   const tether = await startTether(testConfig([app]), { logger: createLogger('silent') })

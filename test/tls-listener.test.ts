@@ -9,6 +9,7 @@ import { renameSync, symlinkSync, writeFileSync, mkdirSync, rmSync } from 'node:
 import https from 'node:https'
 import { join } from 'node:path'
 import tls from 'node:tls'
+import net from 'node:net'
 import { startTether, type Tether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { LogCapture } from './fixtures/log-capture.js'
@@ -244,3 +245,41 @@ async function waitForMessage(logs: LogCapture, msg: string, n = 1): Promise<Rec
   }
   return found()!
 }
+
+/** Raw bytes over a TLS connection to `port`; what came back once the server closed (or after 3 s). */
+function tlsExchange(port: number, text: string, alpn = ['http/1.1']): Promise<string> {
+  return new Promise((resolve) => {
+    const s = tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false, ALPNProtocols: alpn }, () => s.write(text))
+    let got = ''
+    s.on('data', (c: Buffer) => (got += c.toString('latin1')))
+    s.on('error', () => undefined)
+    const timer = setTimeout(() => s.destroy(), 3_000)
+    s.on('close', () => { clearTimeout(timer); resolve(got) })
+  })
+}
+
+t.test('over TLS, an upgrade Tether does not perform (HTTP/1.0 + websocket, h2c) is answered 400, not closed silently', async (t) => {
+  for (const h2 of [false, true]) {
+    const { tether, up } = await tlsTether(t, { listen: { http2: { enabled: h2 } } })
+    const port = Number(new URL(tether.url).port)
+    const ws10 = await tlsExchange(port, 'GET / HTTP/1.0\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n')
+    t.match(ws10, /^HTTP\/1\.1 400 /, `http2 ${h2}: HTTP/1.0 with Upgrade: websocket`)
+    const h2c = await tlsExchange(port, 'GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, close\r\nUpgrade: h2c\r\n\r\n')
+    t.match(h2c, /^HTTP\/1\.1 400 /, `http2 ${h2}: Upgrade: h2c`)
+    t.equal(up.seen.length, 0, 'nothing reached the upstream')
+  }
+})
+
+t.test('over TLS, a WebSocket handshake answered with a status outside 100-599 gets the whole 502 (head and body)', async (t) => {
+  const bad = net.createServer((s) => s.once('data', () => s.end('HTTP/1.1 099 Nope\r\nContent-Length: 0\r\n\r\n')))
+  await new Promise<void>((r) => bad.listen(0, '127.0.0.1', r))
+  t.teardown(() => new Promise((r) => bad.close(r)))
+  const config = testConfig([{ id: 'bad', url: `http://127.0.0.1:${(bad.address() as net.AddressInfo).port}` }], {
+    retries: { attempts: 0 },
+    listen: { tls: { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [], min_version: 'TLSv1.2', hsts: null }, http2: { enabled: false } },
+  })
+  const tether = await startTether(config, { logger: createLogger('silent') })
+  t.teardown(() => tether.close(0))
+  const got = await tlsExchange(Number(new URL(tether.url).port), 'GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n')
+  t.match(got, /^HTTP\/1\.1 502 [^]*\r\n\r\nBad Gateway: invalid response from upstream\n$/, 'the 502 with its body, nothing after it')
+})

@@ -36,6 +36,8 @@ export class ClientErrors {
   readonly #aborts = new WeakMap<IncomingMessage, AbortRequest>()
   /** Requests answered whose body's rest is read and dropped: an error in it closes the connection. */
   readonly #dropping = new WeakSet<IncomingMessage>()
+  /** Connections whose malformed next request is answered once the answer going out is done. */
+  readonly #answering = new WeakSet<Socket>()
   readonly #logger: Logger
 
   constructor(logger: Logger) {
@@ -55,6 +57,20 @@ export class ClientErrors {
     this.#dropping.add(req)
   }
 
+  /**
+   * A request after the one being answered is malformed (the parser read it in the same bytes):
+   * its answer follows the earlier one (a 400 now would be read as that one's), then the
+   * connection closes; an earlier answer cut short closes it at once. Scheduled once per connection.
+   */
+  #afterAnswer(socket: Socket, pending: ServerResponse, code: ErrorCode): void {
+    if (this.#answering.has(socket)) return
+    this.#answering.add(socket)
+    pending.once('close', () => {
+      if (pending.writableFinished && !socket.destroyed) writeRawError(socket, code, { close: true })
+      else socket.destroy()
+    })
+  }
+
   /** The server's 'clientError' listener. */
   readonly handle = (err: NodeJS.ErrnoException, duplex: Socket): void => {
     const socket = duplex as ServerSocket
@@ -64,23 +80,22 @@ export class ClientErrors {
       return
     }
     const incoming = socket.parser?.incoming
-    if (incoming != null && this.#dropping.has(incoming)) {
+    // the error is in the dropped body only while that body is still being read (the next
+    // request's head, in the same read, is the next request's: answered as such)
+    if (incoming != null && !incoming.complete && this.#dropping.has(incoming)) {
       socket.destroy()
       return
     }
     const pending = socket._httpMessage ?? null
     if (pending !== null) {
       // the request being answered is the one whose body is malformed: its path answers
-      const abort = !pending.headersSent && socket.parser?.incoming === pending.req ? this.#aborts.get(pending.req) : undefined
+      // its body: only while it is still being read (a complete one's error is the next request's)
+      const abort = !pending.headersSent && !pending.req.complete && socket.parser?.incoming === pending.req ? this.#aborts.get(pending.req) : undefined
       if (abort !== undefined) {
         this.#logger.debug({ code: err.code }, 'rejected malformed request body')
         this.#aborts.delete(pending.req)
         abort(code)
-      } else if (pending.writableEnded) {
-        socket.end() // its answer is written: let it flush, then close (nothing more is read)
-      } else {
-        socket.destroy() // an earlier answer is still going out: a 400 now would be read as it
-      }
+      } else this.#afterAnswer(socket, pending, code)
       return
     }
     // a connection that never sent a byte (a preconnect, a port scan) is closed without an answer

@@ -354,8 +354,9 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     // a transfer coding other than chunked (`gzip, chunked`, or alone, close-delimited): the
     // body is still coded once the framing is undone, and Tether can neither decode it nor
     // pass the coding on (hop-by-hop): 502, as HAProxy answers (RFC 9112 section 6.1)
+    // (an answer without a body, to HEAD or a 304, may describe the GET's: nothing to decode)
     const te = headers['transfer-encoding']
-    if (te !== undefined && !(typeof te === 'string' && CHUNKED.test(te))) return controller.abort(new TetherError('TETHER_UPSTREAM_PROTOCOL'))
+    if (te !== undefined && !(typeof te === 'string' && CHUNKED.test(te)) && !this.#head && statusCode !== 304 && statusCode !== 204) return controller.abort(new TetherError('TETHER_UPSTREAM_PROTOCOL'))
     // the first attempt of this request whose head arrives answers the client; a rival that
     // comes second (a hedge lost) is stopped, its result ignored
     const ctx = this.#ctx

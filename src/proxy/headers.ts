@@ -57,12 +57,17 @@ export function headerPolicy(config: Pick<Config, 'forwarding' | 'state' | 'affi
 export const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]*$/
 
 /**
- * The other headers that claim the client's scheme, read by frameworks before or instead of
- * X-Forwarded-Proto (Rack checks `X-Forwarded-Ssl: on` and `X-Forwarded-Scheme` first; IIS and
- * OWA read `Front-End-Https` and `X-Url-Scheme`): kept from a trusted proxy only, like
- * X-Forwarded-Proto, else dropped, so a client cannot claim `https` through them either.
+ * The other headers that claim the client's scheme or address, read by frameworks before or
+ * instead of X-Forwarded-Proto and -For (Rack checks `X-Forwarded-Ssl: on` and
+ * `X-Forwarded-Scheme` first, Tornado `X-Scheme` and `X-Real-Ip`; IIS and OWA read
+ * `Front-End-Https` and `X-Url-Scheme`; CDNs name the client in `True-Client-IP` and the
+ * like): kept from a trusted proxy only, like X-Forwarded-Proto, else dropped, so a client
+ * cannot claim `https` or another address through them either.
  */
-const SCHEME_CLAIMS: ReadonlySet<string> = new Set(['x-forwarded-ssl', 'x-forwarded-scheme', 'x-forwarded-protocol', 'front-end-https', 'x-url-scheme'])
+const CLIENT_CLAIMS: ReadonlySet<string> = new Set([
+  'x-forwarded-ssl', 'x-forwarded-scheme', 'x-forwarded-protocol', 'x-scheme', 'front-end-https', 'x-url-scheme',
+  'x-real-ip', 'true-client-ip', 'x-client-ip', 'x-cluster-client-ip', 'cf-connecting-ip', 'fastly-client-ip',
+])
 
 export interface RequestHeaderContext {
   /** Client's peer address (socket.remoteAddress). */
@@ -88,8 +93,8 @@ export interface RequestHeaderContext {
  * `x-tether-state` to PHP), and, unless `allowUnderscores`, every name containing `_`. Sets
  * X-Request-Id to `ctx.requestId`. With `xForwarded`: appends the peer to X-Forwarded-For;
  * X-Forwarded-Proto/-Host/-Port and Forwarded from a trusted peer are kept (set when absent),
- * from anyone else replaced by Tether's own (Forwarded removed), and the other scheme claims
- * (SCHEME_CLAIMS) from anyone else dropped.
+ * from anyone else replaced by Tether's own (Forwarded removed), and the other scheme and
+ * address claims (CLIENT_CLAIMS) from anyone else dropped.
  * Example: ["Host","a","Connection","close, X-A","X-A","1","X-Forwarded-For","1.1.1.1"]
  * from untrusted 10.0.0.1 on port 8080 -> ["host","a","x-request-id",id,"x-forwarded-for",
  * "1.1.1.1, 10.0.0.1","x-forwarded-proto","http","x-forwarded-host","a","x-forwarded-port","8080"].
@@ -140,7 +145,7 @@ export function upstreamRequestHeaders(raw: readonly string[], policy: HeaderPol
         xff = xff === undefined ? value : `${xff}, ${value}`
         continue
       }
-      if (SCHEME_CLAIMS.has(lower) && !trusted) continue
+      if (CLIENT_CLAIMS.has(lower) && !trusted) continue
       if (lower === 'x-forwarded-proto' || lower === 'x-forwarded-host' || lower === 'x-forwarded-port' || lower === 'forwarded') {
         if (!trusted) continue
         if (lower === 'x-forwarded-proto') keptProto = true

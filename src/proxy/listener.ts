@@ -335,7 +335,9 @@ export class Listener {
    * Node hands every Upgrade request to the upgrade listener, hence this detour.
    */
   #asPlainRequest(req: http.IncomingMessage, socket: Socket, head: Buffer): void {
-    if (!socket.writable) return writeRawError(socket, 'TETHER_BAD_REQUEST')
+    // a TLS connection cannot be handed back: the server would start TLS on it again (HAProxy
+    // refuses these too)
+    if (!socket.writable || (socket as Socket & { encrypted?: boolean }).encrypted === true) return writeRawError(socket, 'TETHER_BAD_REQUEST')
     let text = `${req.method} ${req.url} HTTP/${req.httpVersion}\r\n`
     const raw = req.rawHeaders
     for (let i = 0; i < raw.length; i += 2) {

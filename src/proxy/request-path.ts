@@ -75,8 +75,9 @@ export const DISCARD_MAX = 16 * 1024 * 1024
  * on HTTP/1.1 the rest of the body is read and dropped, as HAProxy and nginx do, so the
  * client's next request on the connection is read (Node drains no body that was piped), and
  * a client still sending is not reset before it reads the answer (RFC 9112 section 9.6). Past
- * DISCARD_MAX bytes the connection is closed. An h2 stream's body needs nothing: the stream
- * ends.
+ * DISCARD_MAX bytes the connection is closed. An h2 stream needs nothing: Node closes it with
+ * NO_ERROR once its answer is sent, which asks the client to stop sending (RFC 9113 section
+ * 8.1; test/h2-proxy.test.ts).
  */
 function discardRest(req: IncomingMessage, body: RequestBody, clientErrors: ClientErrors): void {
   if (req.complete || req.httpVersionMajor !== 1 || req.destroyed) return
@@ -162,6 +163,7 @@ export class RequestPath {
         if (b !== 'unavailable') sessions.sync(ctx.key.value, b, clock.now())
       }
       for (;;) {
+        ctx.rehydrateBytes = 0 // this pass's attempt carries state only if its own fetch finds some
         if (ctx.bodyError !== null) return this.#answer(ctx, x, ctx.bodyError, true)
         if (ctx.protocol === 'websocket' && this.#d.draining()) return this.#answer(ctx, x, 'TETHER_SHUTTING_DOWN', true)
         const d = this.#decide(ctx)
@@ -360,6 +362,9 @@ export class RequestPath {
    * attempt is stopped. The user moves only if the hedge answered (its binding is recorded then).
    */
   async #hedged(ctx: RequestContext, x: Exchange, d: Decision, upstream: Upstream, headers: string[]): Promise<AttemptResult> {
+    // two attempts on one context: neither is sent again without state on a 431 (which one
+    // carried it is not the context's to tell), the 431 reaches the client
+    ctx.rehydrateBytes = 0
     const first = this.#start(ctx, x, d, upstream, headers)
     const late = await withDeadline(first.result.then(() => false), this.config.retries.hedge_after!, true, this.#d.timers)
     if (!late || first.attempt.answered) return first.result
@@ -375,6 +380,7 @@ export class RequestPath {
     }
     const h2 = this.#headers(ctx, d2, up2)
     if (d2.moved !== null) await this.#rehydrate(ctx, d2, h2)
+    ctx.rehydrateBytes = 0
     if (first.attempt.answered) {
       router.settle(d2)
       return first.result

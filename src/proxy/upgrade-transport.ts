@@ -407,8 +407,8 @@ class Tunnel implements Exchange {
   /**
    * The upstream's answer to the handshake is not HTTP a client may get: its side is destroyed
    * and the client gets Tether's 502 now. http-proxy writes its own head right after this
-   * (synchronously, in the same event), to a client socket that is ended by then: that write
-   * fails, harmlessly (the socket has an error listener).
+   * (synchronously, in the same event): that write is skipped (a write after the end would
+   * destroy the socket before the 502 is out, over TLS its body lost).
    */
   #invalidAnswer(upstream: { destroy(): void }): void {
     this.#disarm()
@@ -417,6 +417,7 @@ class Tunnel implements Exchange {
     this.state = 'closed'
     this.#owner.untrack(this)
     writeRawError(this.#client, 'TETHER_UPSTREAM_PROTOCOL', {}, this.#owner.linger, this.#owner.timers)
+    skipNextWrite(this.#client)
     const error = new TetherError('TETHER_UPSTREAM_PROTOCOL')
     this.#done({ status: 502, outcome: { kind: 'error', code: 'TETHER_UPSTREAM_PROTOCOL', connect: false }, error, responded: true })
   }
@@ -507,6 +508,15 @@ function headerObject(raw: readonly string[]): Record<string, string | string[]>
 }
 
 /** http-proxy calls `socket.end()` after its error callback; skip that one call. */
+/** The next write() on `socket` does nothing (http-proxy's head after Tether answered itself). */
+function skipNextWrite(socket: Socket): void {
+  const own = socket as Socket & { write: Socket['write'] }
+  own.write = function skippedWrite() {
+    delete (own as Partial<Socket>).write // the prototype's write() again
+    return true
+  } as Socket['write']
+}
+
 function skipNextEnd(socket: Socket): void {
   const own = socket as Socket & { end: Socket['end'] }
   own.end = function skippedEnd(this: Socket) {
