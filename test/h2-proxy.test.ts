@@ -242,3 +242,29 @@ t.test('an upstream answering an h2 upload early: the client gets the answer and
   t.equal(body, 'auth')
   t.equal(req.rstCode, http2.constants.NGHTTP2_NO_ERROR, 'closed with NO_ERROR (RFC 9113 section 8.1)')
 })
+
+t.test('an h2 CONNECT gets 405 on its stream (not a 2xx that tells the client its tunnel is open)', async (t) => {
+  const ups = await upstreams(t, ['a'], echo)
+  const tether = await h2Tether(t, ups)
+  const s = session(t, tether)
+  const req = s.request({ ':method': 'CONNECT', ':authority': 'example.com:443' })
+  let status = 0
+  let body = ''
+  req.on('response', (h) => { status = Number(h[':status']) })
+  req.on('data', (c: Buffer) => (body += c))
+  req.on('error', () => undefined)
+  await waitFor(() => req.closed, 5_000, 'the stream to end')
+  t.equal(status, 405)
+  t.equal(body, 'Method Not Allowed\n')
+  t.equal(ups[0]!.seen.length, 0)
+})
+
+t.test('an h2 request with 300 header fields (each cookie its own, RFC 9113 section 8.2.3) under max_header_bytes is served, as over HTTP/1.1', async (t) => {
+  const ups = await upstreams(t, ['a'], echo)
+  const tether = await h2Tether(t, ups)
+  const headers: http2.OutgoingHttpHeaders = { ':path': '/' }
+  for (let i = 0; i < 300; i++) headers[`x-f${i}`] = 'v'
+  const r = await h2request(session(t, tether), headers)
+  t.equal(r.status, 200)
+  t.equal(JSON.parse(r.body).headers['x-f299'], 'v')
+})

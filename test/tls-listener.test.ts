@@ -283,3 +283,33 @@ t.test('over TLS, a WebSocket handshake answered with a status outside 100-599 g
   const got = await tlsExchange(Number(new URL(tether.url).port), 'GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n')
   t.match(got, /^HTTP\/1\.1 502 [^]*\r\n\r\nBad Gateway: invalid response from upstream\n$/, 'the 502 with its body, nothing after it')
 })
+
+t.test("with HTTP/2 on (the default with TLS), HTTP/1.1 clients get Tether's limits and timeouts, as without", async (t) => {
+  for (const h2 of [false, true]) {
+    const { tether } = await tlsTether(t, {
+      listen: { http2: { enabled: h2 } },
+      limits: { max_header_bytes: 4_096 },
+      timeouts: { client_headers: 600, client_keep_alive: 300 },
+    })
+    const port = Number(new URL(tether.url).port)
+    t.match(await tlsExchange(port, 'GET / HTTP/1.1\r\nConnection: close\r\n\r\n'), /^HTTP\/1\.1 400 /, `http2 ${h2}: no Host: 400 (RFC 9112 section 3.2)`)
+    t.match(await tlsExchange(port, `GET / HTTP/1.1\r\nHost: a\r\nX-Big: ${'b'.repeat(6_000)}\r\nConnection: close\r\n\r\n`), /^HTTP\/1\.1 431 [^]*\r\n\r\nRequest Header Fields Too Large\n$/, `http2 ${h2}: a 6 KB head over max_header_bytes (4 KB, under Node's 16 KB) gets Tether's 431`)
+    // a head not complete within client_headers gets 408; an idle keep-alive connection is closed
+    const t0 = Date.now()
+    t.match(await tlsExchange(port, 'GET / HTTP/1.1\r\nHost: a\r\n'), /^HTTP\/1\.1 408 /, `http2 ${h2}: a slow head gets 408`)
+    t.ok(Date.now() - t0 < 2_900, `http2 ${h2}: before the exchange's own 3 s deadline (${Date.now() - t0} ms)`)
+    const t1 = Date.now()
+    const kept = await tlsExchange(port, 'GET / HTTP/1.1\r\nHost: a\r\n\r\n')
+    t.match(kept, /^HTTP\/1\.1 200 /, `http2 ${h2}: keep-alive answer`)
+    t.ok(Date.now() - t1 < 2_900, `http2 ${h2}: the idle connection closed by the server after client_keep_alive (${Date.now() - t1} ms)`)
+  }
+})
+
+t.test('a TCP connection that never starts its TLS handshake is closed after timeouts.client_headers', async (t) => {
+  const { tether } = await tlsTether(t, { timeouts: { client_headers: 500 } })
+  const sock = net.connect(Number(new URL(tether.url).port), '127.0.0.1')
+  sock.on('error', () => undefined)
+  t.teardown(() => sock.destroy())
+  await once(sock, 'close', 3_000, 'Tether to close the silent connection')
+  t.pass('closed')
+})

@@ -2,6 +2,7 @@
 // (listen.tls.hsts): 308 to https:// for everything but ACME challenges, which are proxied;
 // HSTS on answers over TLS only.
 import t, { type Test } from 'tap'
+import net from 'node:net'
 import https from 'node:https'
 import { startTether, type Tether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
@@ -86,6 +87,15 @@ t.test('an ACME HTTP-01 challenge is proxied to the upstreams in plain HTTP, wit
   t.equal(up.seen.length, 1)
 })
 
+t.test('only a challenge path with one token is proxied: dot segments, encoded slashes and queries are redirected', async (t) => {
+  const { tether, up } = await start(t)
+  for (const path of ['/.well-known/acme-challenge/../../admin', '/.well-known/acme-challenge/%2e%2e/%2e%2e/admin', '/.well-known/acme-challenge/a%2F..%2Fadmin', '/.well-known/acme-challenge/./token-1', '/.well-known/acme-challenge/token-1?x=../admin', '/.well-known/acme-challenge/']) {
+    const r = await rawGet(tether.redirectUrl!, path)
+    t.match(r, /^HTTP\/1\.1 308 /, `${path}: redirected`)
+  }
+  t.equal(up.seen.length, 0, 'nothing reached the upstream in clear text')
+})
+
 t.test('answers over TLS carry Strict-Transport-Security; an application\'s own value is kept', async (t) => {
   const { tether } = await start(t)
   const r = await getTls(`${tether.url}/`)
@@ -100,3 +110,15 @@ t.test('answers over TLS carry Strict-Transport-Security; an application\'s own 
   t.teardown(() => second.close(0))
   t.equal((await getTls(`${second.url}/`)).headers['strict-transport-security'], 'max-age=60')
 })
+
+/** A GET with the target exactly as written (no client normalisation), its raw answer. */
+function rawGet(base: string, target: string): Promise<string> {
+  const { port } = new URL(base)
+  return new Promise((resolve) => {
+    const sock = net.connect(Number(port), '127.0.0.1', () => sock.write(`GET ${target} HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n`))
+    let got = ''
+    sock.on('data', (c: Buffer) => (got += c.toString('latin1')))
+    sock.on('error', () => undefined)
+    sock.on('close', () => resolve(got))
+  })
+}

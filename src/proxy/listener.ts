@@ -16,7 +16,7 @@ import type { Logger } from '../observability/logger.js'
 import type { ClientErrors } from './client-error.js'
 import { onePerConnection, whenIdle } from './pipelining.js'
 import type { RequestPath } from './request-path.js'
-import { writeRawError } from './respond.js'
+import { sendError, writeRawError } from './respond.js'
 import { H2Request, H2Response } from './h2-messages.js'
 import type { ServerCertificates } from '../tls/server-certificates.js'
 
@@ -32,7 +32,7 @@ export interface ListenerDeps {
 }
 
 /** Node's HTTP/1.1 server options Tether sets on every listener kind. */
-function http1Options(config: Config): http.ServerOptions {
+export function http1Options(config: Config): http.ServerOptions {
   const t = config.timeouts
   return {
     maxHeaderSize: config.limits.max_header_bytes,
@@ -50,14 +50,17 @@ function http1Options(config: Config): http.ServerOptions {
  * `http2.enabled`, node:http2's secure server offering `h2` then `http/1.1` by ALPN (an
  * HTTP/1.1 client gets Node's HTTP/1.1 server on the same port, upgrades included). Node 20's
  * secure h2 server with `allowHTTP1` has the HTTP/1.1 server's connection tracking and
- * timeouts, hence the one type.
+ * timeouts, hence the one type; but it takes none of the HTTP/1.1 options (it sets its own 60 s
+ * head and 5 min request timeouts, a 16 KB head, no keep-alive bound, no Host required), so they
+ * are set on it as properties, which its HTTP/1.1 connections read (before it listens: the
+ * checking interval is read then). A TLS handshake is bounded by `timeouts.client_headers`.
  */
 function createServer(config: Config, certificates: ServerCertificates | undefined, handle: http.RequestListener): http.Server {
   const tls = config.listen.tls
   if (tls === null) return http.createServer(http1Options(config), handle)
   if (certificates === undefined) throw new Error('listen.tls is set but no certificates were loaded')
   const { cert, key, minVersion, ticketKeys } = certificates.defaultOptions
-  const secure = { cert, key, minVersion, ticketKeys, SNICallback: certificates.sniCallback }
+  const secure = { cert, key, minVersion, ticketKeys, SNICallback: certificates.sniCallback, handshakeTimeout: config.timeouts.client_headers }
   if (!config.listen.http2.enabled) return https.createServer({ ...http1Options(config), ...secure }, handle)
   const h2 = http2.createSecureServer({
     ...http1Options(config),
@@ -66,8 +69,18 @@ function createServer(config: Config, certificates: ServerCertificates | undefin
     Http2ServerRequest: H2Request,
     Http2ServerResponse: H2Response,
     maxSessionMemory: 10, // MB per connection, nghttp2's buffers included (Node's default)
+    maxHeaderListPairs: h2HeaderPairs(config),
     settings: h2Settings(config),
   }, handle as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void)
+  const h1 = http1Options(config)
+  Object.assign(h2, {
+    headersTimeout: h1.headersTimeout,
+    requestTimeout: h1.requestTimeout,
+    keepAliveTimeout: h1.keepAliveTimeout,
+    connectionsCheckingInterval: h1.connectionsCheckingInterval,
+    maxHeaderSize: h1.maxHeaderSize,
+    requireHostHeader: true,
+  })
   return h2 as unknown as http.Server
 }
 
@@ -137,6 +150,15 @@ function guardRapidReset(session: http2.ServerHttp2Session, logger: Logger): voi
   })
 }
 
+/**
+ * Header fields an h2 request may have: as many as `limits.max_header_bytes` can hold (each
+ * counts at least 32 bytes, RFC 7541 section 4.1), so the byte limit governs, as on HTTP/1.1,
+ * rather than Node's 128 (a browser sends each cookie as its own field, RFC 9113 section 8.2.3).
+ */
+function h2HeaderPairs(config: Config): number {
+  return Math.max(128, Math.ceil(config.limits.max_header_bytes / 32) + 8)
+}
+
 /** The SETTINGS Tether announces to an h2 client. */
 function h2Settings(config: Config): http2.Settings {
   return {
@@ -186,6 +208,7 @@ export class Listener {
         Http2ServerRequest: H2Request,
         Http2ServerResponse: H2Response,
         maxSessionMemory: 10,
+        maxHeaderListPairs: h2HeaderPairs(config),
         settings: h2Settings(config),
       }, handle as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void)
       h2c.on('session', onSession)
@@ -207,8 +230,11 @@ export class Listener {
     // every header line counts (Node drops lines past 2000 silently): the byte limit bounds them
     this.server.maxHeadersCount = 0
     this.server.on('upgrade', this.#onUpgrade)
-    // a reverse proxy tunnels nothing: CONNECT gets 405 and the connection closes
-    this.server.on('connect', (_req: http.IncomingMessage, socket: Duplex) => {
+    // a reverse proxy tunnels nothing: CONNECT gets 405 and the connection closes; over h2
+    // (RFC 9113 section 8.5) the compatibility layer hands a request and a response: the 405
+    // is that stream's answer (a 2xx would tell the client its tunnel is open)
+    this.server.on('connect', (req: http.IncomingMessage, socket: Duplex) => {
+      if (req.httpVersionMajor === 2) return void sendError(socket as unknown as http.ServerResponse, 'TETHER_METHOD_NOT_ALLOWED', {})
       socket.on('error', () => undefined)
       writeRawError(socket, 'TETHER_METHOD_NOT_ALLOWED')
     })

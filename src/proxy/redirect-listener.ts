@@ -7,11 +7,17 @@ import type { AddressInfo } from 'node:net'
 import type { Config } from '../config/schema.js'
 import type { Logger } from '../observability/logger.js'
 import type { ClientErrors } from './client-error.js'
+import { http1Options } from './listener.js'
 import { onePerConnection } from './pipelining.js'
 import type { RequestPath } from './request-path.js'
 import { sendError } from './respond.js'
 
-const ACME = '/.well-known/acme-challenge/'
+/**
+ * An ACME HTTP-01 challenge: the path and one token (base64url, RFC 8555 section 8.3), nothing
+ * else. Anything more (`../`, `%2e%2e`, `%2F`, a query) is redirected like any request: an
+ * upstream that normalises paths would otherwise serve any path in clear text through it.
+ */
+const ACME_TOKEN = /^\/\.well-known\/acme-challenge\/[A-Za-z0-9_-]+$/
 /** A Host that is only a name or an IP literal and a port (RFC 9110 section 7.2). */
 const HOST = /^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/
 
@@ -38,14 +44,9 @@ export class RedirectListener {
     this.#config = config
     const redirect = config.listen.redirect!
     const proxied = onePerConnection((req, res) => deps.current().handleRequest(req, res))
-    this.server = http.createServer({
-      maxHeaderSize: config.limits.max_header_bytes,
-      headersTimeout: config.timeouts.client_headers,
-      keepAliveTimeout: config.timeouts.client_keep_alive,
-      noDelay: true,
-    }, (req, res) => {
+    this.server = http.createServer(http1Options(config), (req, res) => {
       const url = req.url ?? '/'
-      if (url.startsWith(ACME)) return proxied(req, res)
+      if (ACME_TOKEN.test(url)) return proxied(req, res)
       const location = httpsLocation(req.headers.host, url, redirect.https_port ?? tlsPort())
       if (location === null) return void sendError(res, 'TETHER_BAD_REQUEST', { close: true })
       req.resume() // a body is not wanted: drain it, the answer does not wait for it
