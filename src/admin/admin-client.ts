@@ -38,8 +38,22 @@ export async function showSession(admin: AdminTarget, key: string, json: boolean
   // a logged form is resolved by hashing every key the replica holds: seconds at a million users
   const r = await call(admin, 'GET', `/sessions/${encodeURIComponent(key)}`, isScan(key) ? timeouts.scan : timeouts.call)
   if (typeof r === 'string') return { code: 1, out: '', err: `tether session: ${r}\n` }
+  if (!isSessionView(r)) return { code: 1, out: '', err: `tether session: ${notAdmin(admin)}\n` }
   if (json) return { code: 0, out: `${JSON.stringify(r, null, 2)}\n`, err: '' }
-  return { code: 0, out: formatSession(r as SessionView), err: '' }
+  return { code: 0, out: formatSession(r), err: '' }
+}
+
+/** The shape `formatSession` reads (an answer of another server is not one). */
+function isSessionView(v: unknown): v is SessionView {
+  const s = v as Partial<SessionView> | null
+  return typeof s === 'object' && s !== null && typeof s.session === 'string' && typeof s.upstream === 'string' && typeof s.epoch === 'number' &&
+    (s.source === 'shared' || s.source === 'table' || s.source === 'seen') && (s.last_move === null || typeof s.last_move === 'object') &&
+    (s.pending_move === null || typeof s.pending_move === 'object') && (s.checkpoint === null || typeof s.checkpoint === 'object') && (s.drain === null || typeof s.drain === 'object')
+}
+
+/** Said of a 2xx answer that is not the admin API's (`--admin` names another server: the proxy port, an app). */
+function notAdmin(admin: AdminTarget): string {
+  return `the answer from ${admin.url} is not the Tether admin API's (is --admin the admin listener's address?)`
 }
 
 /** One session for a person: a line per fact, `-` where Tether does not know. */
@@ -78,10 +92,14 @@ export async function drainUpstream(admin: AdminTarget, id: string, o: DrainOpti
   const started = Date.now()
   const r = await call(admin, 'POST', `/upstreams/${encodeURIComponent(id)}/drain${o.migrate ? '?migrate=true' : ''}`)
   if (typeof r === 'string') return { code: 1, out: '', err: `tether drain: ${r}\n` }
+  const answer = r as { id?: unknown; draining?: unknown } | null
+  if (typeof answer !== 'object' || answer === null || answer.id !== id || answer.draining !== true) return { code: 1, out: '', err: `tether drain: ${notAdmin(admin)}\n` }
   let out = `${id}: draining${o.migrate ? ', users migrate' : ''}\n`
   if (!o.wait) return { code: 0, out, err: '' }
   for (;;) {
-    const rows = await call(admin, 'GET', '/upstreams')
+    const got = await call(admin, 'GET', '/upstreams')
+    // not the admin API's list (it answered the drain, so this is rare): counts as not answering
+    const rows = typeof got === 'string' || Array.isArray(got) ? got : notAdmin(admin)
     const row = Array.isArray(rows) ? (rows as { id: string; sessions_remaining: number | null }[]).find((u) => u.id === id) : undefined
     const remaining = row?.sessions_remaining ?? null
     if (typeof rows !== 'string' && (row === undefined || remaining === null || remaining === 0)) {
@@ -98,12 +116,18 @@ export async function drainUpstream(admin: AdminTarget, id: string, o: DrainOpti
 
 /** One admin call: the parsed JSON, or a sentence saying why not. */
 async function call(admin: AdminTarget, method: string, path: string, timeout = CALL_TIMEOUT): Promise<unknown> {
-  const headers: Record<string, string> = admin.token === null ? {} : { authorization: `Bearer ${admin.token}` }
+  // a header value is bytes: the token's UTF-8 bytes, as the admin API compares them (fetch
+  // takes a string of characters up to U+00FF as one byte each, and throws on any other)
+  const headers: Record<string, string> = admin.token === null ? {} : { authorization: `Bearer ${Buffer.from(admin.token, 'utf8').toString('latin1')}` }
   try {
     const res = await fetch(`${admin.url.replace(/\/+$/, '')}${path}`, { method, headers, signal: AbortSignal.timeout(timeout) })
     const body = await res.text()
     if (!res.ok) return `${res.status} ${body.trim()}`
-    return JSON.parse(body) as unknown
+    try {
+      return JSON.parse(body) as unknown
+    } catch {
+      return notAdmin(admin)
+    }
   } catch (err) {
     const e = err as Error & { cause?: { code?: string; message?: string } }
     if (e.name === 'TimeoutError') return `the admin API at ${admin.url} did not answer within ${timeout / 1000} s`
