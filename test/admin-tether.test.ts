@@ -90,3 +90,16 @@ t.test('GET /upstreams shows drains and ejections as RFC 3339 times and counts c
   t.match(ejected, { ready: false, times_ejected: 1, ejected_until: /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/ })
   t.ok(Date.parse(ejected['ejected_until'] as string) > Date.now(), 'ejected_until is in the future')
 })
+
+t.test('a plain drain of an upstream whose drain migrates answers migrate: true (the migration goes on until an undrain)', async (t) => {
+  const apps = await Promise.all(['a', 'b'].map((id) => startUpstream(id)))
+  const tether = await startProxy(apps)
+  t.teardown(async () => { await tether.close(0); await Promise.all(apps.map((a) => a.close())) })
+  const drain = async (q: string): Promise<unknown> => JSON.parse((await request(`${tether.adminUrl}/upstreams/a/drain${q}`, { method: 'POST' })).body)
+  t.same(await drain(''), { id: 'a', draining: true }, 'a plain drain')
+  t.same(await drain('?migrate=true'), { id: 'a', draining: true, migrate: true }, 'made to migrate')
+  t.same(await drain('?migrate=false'), { id: 'a', draining: true, migrate: true }, 'asked again without: it still migrates, and says so')
+  t.equal(tether.health.drainMigrates('a'), true)
+  await request(`${tether.adminUrl}/upstreams/a/undrain`, { method: 'POST' })
+  t.same(await drain(''), { id: 'a', draining: true }, 'after an undrain, a plain drain again')
+})

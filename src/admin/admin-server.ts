@@ -24,6 +24,8 @@ export interface AdminDeps {
   /** Drain / undrain an upstream (`migrate`: its users move after an idle gap); false when the id is unknown. */
   readonly drain: (id: string, migrate: boolean) => boolean
   readonly undrain: (id: string) => boolean
+  /** Does the drain of `id` migrate its users (a drain that migrates stays so)? Absent: as asked. */
+  readonly drainMigrates?: (id: string) => boolean
   /**
    * `Authorization: Bearer <token>` required by every route but /healthz, /readyz, /metrics
    * and / (the status page, which holds no data); null: no token, every route is open.
@@ -145,7 +147,10 @@ export async function startAdmin(host: string, port: number, deps: AdminDeps, li
       path: ['upstreams', null, 'drain'], method: 'POST', open: false,
       handle: (id, query) => {
         const migrate = flag(query.get('migrate'))
-        return migrate === null ? text(400, 'Bad Request: migrate must be true or false') : drainAnswer(id, deps.drain(id, migrate), true, migrate)
+        if (migrate === null) return text(400, 'Bad Request: migrate must be true or false')
+        // the drain as it is now: asking again without migrate does not stop a migration
+        const known = deps.drain(id, migrate)
+        return drainAnswer(id, known, true, known && (deps.drainMigrates?.(id) ?? migrate))
       },
     },
     { path: ['upstreams', null, 'undrain'], method: 'POST', open: false, handle: (id) => drainAnswer(id, deps.undrain(id), false, false) },

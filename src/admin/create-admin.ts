@@ -78,6 +78,7 @@ export async function createAdmin(config: Config, p: AdminParts, at: AdminAddres
     sessions: lookup,
     drain: (id, migrate) => p.health.drain(id, migrate) && (p.peers?.tell('drain', id, migrate), true),
     undrain: (id) => p.health.undrain(id) && (p.peers?.tell('undrain', id), true),
+    drainMigrates: (id) => p.health.drainMigrates(id),
   }, at === null ? undefined : { ...ADMIN_LIMITS, exclusive: true }).catch((err: NodeJS.ErrnoException) => {
     throw Object.assign(new Error(`cannot listen on ${host}:${port} (admin): ${err.code ?? err.message}`), { code: err.code })
   })
