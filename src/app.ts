@@ -100,8 +100,8 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       health.checker?.setUpstreams(set.list)
       logger.info({ upstreams: set.ids }, 'upstreams updated')
     },
-    drain: (id) => health.table.drain(id, config.affinity.drain.migrate),
-    undrain: (id) => health.table.undrain(id),
+    drain: (id) => health.table.drain(id, config.affinity.drain.migrate, undefined, 'discovery'),
+    undrain: (id) => health.table.undrain(id, 'discovery'),
   }, timers)
   // with workers, one (the lead) runs discovery and tells the others every list it applies
   const discovered = link === null ? membership : {

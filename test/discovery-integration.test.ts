@@ -136,3 +136,32 @@ t.test('DNS discovery: discovered upstreams serve, additions get new users, remo
   dns.mode = 'answer'
   t.ok((hits.get('127.0.0.2') ?? 0) > 0, 'the removed upstream did serve before')
 })
+
+t.test("an address that leaves DNS and comes back does not end an admin's drain of it (only discovery's own)", async (t) => {
+  const { port, servers } = await sameportUpstreams()
+  t.teardown(async () => { await Promise.all(servers.map(close)) })
+  const dns = new TestDnsServer()
+  const { port: dnsPort } = await dns.start()
+  t.teardown(() => dns.close())
+  dns.set(NAME, { a: ['127.0.0.1', '127.0.0.2'], aaaa: [] })
+  const id = (address: string): string => `${address}:${port}`
+  const timers = new FakeTimers()
+  const tether = await startTether(testConfig([], {
+    affinity: { key: 'cookie', drain_timeout: 60_000 },
+    discovery: { dns: { name: NAME, port, srv: false, interval: INTERVAL, family: 'ipv4', servers: [`127.0.0.1:${dnsPort}`] } },
+  }), { logger: createLogger('silent'), timers })
+  t.teardown(() => tether.close(0))
+  const refresh = async (): Promise<void> => {
+    timers.advance(INTERVAL)
+    await timers.scheduled(INTERVAL)
+  }
+  t.equal((await request(`${tether.adminUrl}/upstreams/${id('127.0.0.2')}/drain`, { method: 'POST' })).status, 200, 'an operator drains 127.0.0.2')
+  dns.set(NAME, { a: ['127.0.0.1'], aaaa: [] }) // a readiness flap: it leaves DNS
+  await refresh()
+  dns.set(NAME, { a: ['127.0.0.1', '127.0.0.2'], aaaa: [] }) // and comes back
+  await refresh()
+  t.same(tether.router.ids, [id('127.0.0.1'), id('127.0.0.2')], 'back in the set')
+  t.equal(tether.health.state(id('127.0.0.2')), 'draining', "the operator's drain goes on")
+  t.equal((await request(`${tether.adminUrl}/upstreams/${id('127.0.0.2')}/undrain`, { method: 'POST' })).status, 200)
+  t.equal(tether.health.state(id('127.0.0.2')), 'healthy', 'until the operator ends it')
+})

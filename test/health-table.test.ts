@@ -349,3 +349,23 @@ t.test('the snapshot is plain JSON with every flag', async (t) => {
   t.match(snap[1], { id: 'app-1', state: 'ejected', ready: false, ejectedUntil: clock.now() + 30 * S, timesEjected: 1, passiveFailures: 0 })
   t.match(snap[2], { id: 'app-2', state: 'healthy', ready: true, acceptsNew: true, activeFailed: false, disabled: false })
 })
+
+t.test("discovery ends only its own drain: an address that comes back does not undo an admin's", async (t) => {
+  const { health } = table()
+  health.drain('app-0', false) // an operator
+  health.drain('app-0', true, undefined, 'discovery') // then the address leaves DNS (a drain that migrates)
+  t.equal(health.drainMigrates('app-0'), true, 'both: migrating')
+  health.undrain('app-0', 'discovery') // the address is back
+  t.equal(health.state('app-0'), 'draining', "the admin's drain goes on")
+  t.equal(health.drainMigrates('app-0'), false, 'as the admin asked it (not migrating)')
+  t.same(health.adminDrain('app-0'), { migrate: false })
+  health.undrain('app-0') // the operator's undrain ends it
+  t.equal(health.state('app-0'), 'healthy')
+  t.equal(health.adminDrain('app-0'), null)
+  health.drain('app-1', false, undefined, 'discovery')
+  health.undrain('app-1', 'discovery')
+  t.equal(health.state('app-1'), 'healthy', "discovery's own drain, ended by discovery")
+  health.drain('app-2', false, undefined, 'discovery')
+  health.undrain('app-2')
+  t.equal(health.state('app-2'), 'healthy', "an admin's undrain ends discovery's drain too, as before")
+})

@@ -105,6 +105,23 @@ t.test('a replica that starts later applies the drains made through another repl
   }
 })
 
+t.test('a replica that starts while Redis is down applies the recorded drains once it is back (and after any reconnect)', async (t) => {
+  // persisted, so the record survives the restart as a production Redis's does
+  const redis = await startRedis({ args: ['--appendonly', 'yes', '--appendfsync', 'always'] })
+  t.teardown(() => redis.stop())
+  const apps: Upstream[] = await Promise.all(['a', 'b'].map((id) => startUpstream(id)))
+  t.teardown(() => Promise.all(apps.map((a) => a.close())))
+  const one = await sharing(t, apps, redis.url, 'down:')
+  t.equal((await request(`${one.adminUrl}/upstreams/b/drain`, { method: 'POST' })).status, 200)
+  await waitFor(async () => (await redisCli(redis.port, 'HEXISTS', 'down:peers:drains', 'b')).trim() === '1', 5_000, 'the drain to be recorded')
+  await redis.kill()
+  const late = await sharing(t, apps, redis.url, 'down:')
+  t.equal(late.health.state('b'), 'healthy', 'Redis down at its start: it could not read the drain')
+  await redis.restart()
+  await healthState(late.health, 'b', 'draining', 10_000)
+  t.pass('read once its subscription is in place')
+})
+
 t.test('a drain or undrain heard while a starting replica reads the recorded drains wins over the read (it may be newer)', async (t) => {
   const clock = new FakeClock()
   const health = new HealthTable({ active: { healthy_threshold: 2, unhealthy_threshold: 2 }, passive: { consecutive_failures: 3, count_5xx: true, base_ejection: 30_000, max_ejection: 100_000, max_ejection_percent: 50 }, slow_start: 0 }, clock)

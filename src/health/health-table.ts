@@ -96,6 +96,15 @@ interface Entry {
   drainKnownSince: number | null
   /** The drain migrates its users (they move after an idle gap, not only at drain_timeout). */
   migrate: boolean
+  /**
+   * Who holds the drain: an admin (here, another replica's or worker's, a recorded one) and/or
+   * discovery (a terminating pod, an address gone from DNS). Discovery ends only its own: an
+   * address that comes back does not undo an operator's drain. `adminMigrate`: the admin's
+   * drain migrates (what is left when discovery's ends).
+   */
+  adminDrain: boolean
+  adminMigrate: boolean
+  discoveryDrain: boolean
   disabled: boolean
   /** When the upstream last became ready; slow start ramps from here. */
   readySince: number
@@ -170,7 +179,7 @@ export class HealthTable {
       const e: Entry = {
         id, activeFailed: false, activeSuccesses: 0, activeFailures: 0, passiveFailures: 0,
         ejectedUntil: null, timesEjected: 0, lastEjectionEnd: -Infinity, drainingSince: null, drainKnownSince: null,
-        migrate: false, disabled: false, readySince: this.#initialized ? now : -Infinity, state: 'healthy',
+        migrate: false, adminDrain: false, adminMigrate: false, discoveryDrain: false, disabled: false, readySince: this.#initialized ? now : -Infinity, state: 'healthy',
       }
       this.#entries.set(id, e)
       this.#emit({ id, from: null, to: 'healthy', reason: 'added', detail: 'added to membership', at: now })
@@ -314,16 +323,28 @@ export class HealthTable {
    * {@link drainMigrates}); a drain in progress can be made to migrate, never the reverse.
    * `since`: when the drain began, if before now (a drain another replica or worker made; its
    * `drain_timeout` and `min_idle` then count from the same moment there as here).
+   * `by`: an admin's drain (the default: here, or told by another replica or worker) or
+   * discovery's (see {@link undrain}).
    * Returns false for an unknown id. Example: `health.drain('app-1', true)`.
    */
-  drain(id: string, migrate = false, since?: number): boolean {
+  drain(id: string, migrate = false, since?: number, by: 'admin' | 'discovery' = 'admin'): boolean {
     return this.#set(id, 'drain', migrate ? 'draining, users migrate' : 'draining', (e, now) => {
       if (e.drainingSince === null) {
         e.drainingSince = since !== undefined && Number.isFinite(since) ? Math.min(since, now) : now
         e.drainKnownSince = now
       }
       e.migrate ||= migrate
+      if (by === 'admin') {
+        e.adminDrain = true
+        e.adminMigrate ||= migrate
+      } else e.discoveryDrain = true
     })
+  }
+
+  /** Is `id` drained by an admin (here or elsewhere), migrating as the admin asked? Null: not by an admin. */
+  adminDrain(id: string): { readonly migrate: boolean } | null {
+    const e = this.#entries.get(id)
+    return e !== undefined && e.drainingSince !== null && e.adminDrain ? { migrate: e.adminMigrate } : null
   }
 
   /** Does the drain of `id` migrate its users? False when not draining (or unknown). */
@@ -332,12 +353,25 @@ export class HealthTable {
     return e !== undefined && e.drainingSince !== null && e.migrate
   }
 
-  /** Ends a drain. Returns false for an unknown id. */
-  undrain(id: string): boolean {
+  /**
+   * Ends a drain: an admin's undrain ends it whoever drained; discovery's (the address is back,
+   * the pod no longer terminating) ends only its own, so an admin's drain goes on (migrating as
+   * the admin asked). Returns false for an unknown id.
+   */
+  undrain(id: string, by: 'admin' | 'discovery' = 'admin'): boolean {
+    const e = this.#entries.get(id)
+    if (by === 'discovery' && e !== undefined && e.adminDrain) {
+      e.discoveryDrain = false
+      e.migrate = e.adminMigrate
+      return true
+    }
     return this.#set(id, 'undrain', 'drain ended', (e) => {
       e.drainingSince = null
       e.drainKnownSince = null
       e.migrate = false
+      e.adminDrain = false
+      e.adminMigrate = false
+      e.discoveryDrain = false
     })
   }
 

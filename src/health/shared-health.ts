@@ -22,8 +22,8 @@ export class SharedHealth {
   readonly #health: HealthTable
   readonly #logger: Logger
   #applyingPeer = false
-  /** While start() reads the recorded drains: the ids of drains and undrains received meanwhile (newer than the read). */
-  #heard: Set<string> | null = null
+  /** While the recorded drains are read: the ids of drains and undrains received meanwhile (newer than the read). */
+  readonly #hearing = new Set<Set<string>>()
 
   constructor(channel: PeerChannel, health: HealthTable, logger: Logger) {
     this.#channel = channel
@@ -36,17 +36,31 @@ export class SharedHealth {
 
   /**
    * Start receiving (after the channel's connection started), and apply the drains other
-   * replicas made before this one started (bounded by the channel's timeout).
+   * replicas made before this one started (bounded by the channel's timeout); again each time
+   * the subscription is back after a lost connection (or comes late: the channel was down at
+   * the start), since drains made meanwhile were not heard.
    */
   async start(): Promise<void> {
     // subscribed first: a change made after the read below is then received, not missed
-    await this.#channel.subscribe((m) => this.#receive(m))
-    const heard = this.#heard = new Set<string>()
+    await this.#channel.subscribe((m) => this.#receive(m), () => void this.#readRecorded())
+    await this.#readRecorded()
+  }
+
+  /** Apply the recorded drains this replica does not have yet (a read that fails finds none). */
+  async #readRecorded(): Promise<void> {
+    const heard = new Set<string>()
+    this.#hearing.add(heard)
     const [drains, starts] = await Promise.all([this.#channel.members(DRAINS), this.#channel.members(DRAIN_STARTS)])
-    this.#heard = null
+    this.#hearing.delete(heard)
     // a drain without a start (recorded by an older Tether, or not a whole number) began now;
-    // one drained or undrained since the read began is as that message said (it may be newer)
-    for (const [id, how] of drains) if (!heard.has(id)) this.#apply({ kind: 'drain', id, migrate: how === 'migrate', since: startTime(starts.get(id)) })
+    // one drained or undrained since the read began is as that message said (it may be newer);
+    // an admin's drain in place already, as migrating as recorded, is left alone
+    for (const [id, how] of drains) {
+      const migrate = how === 'migrate'
+      const held = this.#health.adminDrain(id)
+      if (heard.has(id) || (held !== null && (held.migrate || !migrate))) continue
+      this.#apply({ kind: 'drain', id, migrate, since: startTime(starts.get(id)) })
+    }
   }
 
   /**
@@ -77,7 +91,7 @@ export class SharedHealth {
     if (m.from === this.#self || typeof m.id !== 'string') return
     const since = typeof m.since === 'number' ? startTime(String(m.since)) : undefined
     if (m.kind === 'drain' || m.kind === 'undrain') {
-      this.#heard?.add(m.id)
+      for (const heard of this.#hearing) heard.add(m.id)
       // an older Tether's undrain or drain (it records no start): a start recorded before is not
       // this drain's. A newer sender clears it itself (a clear from here could come after the
       // start of its next drain, and wipe that)

@@ -9,8 +9,10 @@ export interface PeerChannel {
   /**
    * Receive every message (call once, after the channel's connection started); resolves once
    * receiving, or after the channel's connect timeout when it cannot subscribe yet.
+   * `onSubscribed` is called each time the subscription is (again) in place: messages sent
+   * while it was not were missed, and the named sets may say what they were.
    */
-  subscribe(onMessage: (message: string) => void): Promise<void>
+  subscribe(onMessage: (message: string) => void, onSubscribed?: () => void): Promise<void>
   /**
    * Record `id` with a value (null: clear it) in the named set that replicas starting later
    * read with {@link members} (e.g. the upstreams drained through an admin API). Fire and forget.

@@ -337,9 +337,10 @@ export class RedisConnection {
 
   /**
    * Receive every message published on `channel`, on a dedicated connection that re-subscribes
-   * after each reconnect. Call after start(); stop() ends it.
+   * after each reconnect (`onSubscribed` then, and at the first subscription). Call after
+   * start(); stop() ends it.
    */
-  subscribe(channel: string, onMessage: (message: string) => void): Promise<void> {
+  subscribe(channel: string, onMessage: (message: string) => void, onSubscribed?: () => void): Promise<void> {
     if (this.#client === null) return Promise.resolve()
     const sub = (this.#client as unknown as { duplicate(): Client }).duplicate()
     this.#subscribers.add(sub)
@@ -352,7 +353,10 @@ export class RedisConnection {
     // the subscription comes when it is back)
     let subscribed: () => void = () => undefined
     const first = new Promise<void>((resolve) => { subscribed = resolve })
-    sub.on('ready', () => void sub.subscribe(channel).then(() => subscribed(), () => undefined))
+    sub.on('ready', () => void sub.subscribe(channel).then(() => {
+      subscribed()
+      onSubscribed?.()
+    }, () => undefined))
     void sub.connect().catch(() => undefined)
     return withDeadline(first, this.#connectTimeout, undefined, this.#timers)
   }

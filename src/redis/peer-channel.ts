@@ -20,8 +20,8 @@ export class RedisPeerChannel implements PeerChannel {
     return (await this.#redis.run(null, (c) => c.publish(this.#channel, message))) !== FAILED
   }
 
-  subscribe(onMessage: (message: string) => void): Promise<void> {
-    return this.#redis.subscribe(this.#channel, onMessage)
+  subscribe(onMessage: (message: string) => void, onSubscribed?: () => void): Promise<void> {
+    return this.#redis.subscribe(this.#channel, onMessage, onSubscribed)
   }
 
   /** A hash `<prefix>peers:<set>` of id -> value; it expires a week after its last write. */
