@@ -5,7 +5,7 @@
 // last known set. Tether's background timers (the refresh interval, the DNS deadline, the drain
 // timer) are FakeTimers: each refresh is one advance and a wait for the resolution to set the
 // next interval timer, so nothing here depends on how fast the machine is.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { request, testConfig } from './fixtures/upstream.js'
 import { CookieJar, agentFor, get, tally } from './fixtures/users.js'
 import { TestDnsServer } from './fixtures/dns-server.js'
@@ -21,14 +21,19 @@ const DRAIN_TIMEOUT = 1_500
 const INTERVAL = 100
 const DNS_TIMEOUT = 2_000 // DnsDiscovery's default deadline (fake ms here)
 
-t.test('DNS discovery: discovered upstreams serve, additions get new users, removals drain then leave, failures keep the set', async (t) => {
+/** The same-port upstreams and a DNS server answering NAME with 127.0.0.1 and 127.0.0.2 for them. */
+async function upstreamsAndDns(t: Test): Promise<{ port: number; hits: Map<string, number>; dns: TestDnsServer; dnsPort: number; id: (address: string) => string }> {
   const { port, servers, hits } = await sameportUpstreams()
   t.teardown(async () => { await Promise.all(servers.map(close)) })
   const dns = new TestDnsServer()
   const { port: dnsPort } = await dns.start()
   t.teardown(() => dns.close())
   dns.set(NAME, { a: ['127.0.0.1', '127.0.0.2'], aaaa: [] })
-  const id = (address: string): string => `${address}:${port}`
+  return { port, hits, dns, dnsPort, id: (address) => `${address}:${port}` }
+}
+
+t.test('DNS discovery: discovered upstreams serve, additions get new users, removals drain then leave, failures keep the set', async (t) => {
+  const { port, hits, dns, dnsPort, id } = await upstreamsAndDns(t)
 
   const log = new LogCapture()
   const timers = new FakeTimers()
@@ -138,13 +143,7 @@ t.test('DNS discovery: discovered upstreams serve, additions get new users, remo
 })
 
 t.test("an address that leaves DNS and comes back does not end an admin's drain of it (only discovery's own)", async (t) => {
-  const { port, servers } = await sameportUpstreams()
-  t.teardown(async () => { await Promise.all(servers.map(close)) })
-  const dns = new TestDnsServer()
-  const { port: dnsPort } = await dns.start()
-  t.teardown(() => dns.close())
-  dns.set(NAME, { a: ['127.0.0.1', '127.0.0.2'], aaaa: [] })
-  const id = (address: string): string => `${address}:${port}`
+  const { port, dns, dnsPort, id } = await upstreamsAndDns(t)
   const timers = new FakeTimers()
   const tether = await startTether(testConfig([], {
     affinity: { key: 'cookie', drain_timeout: 60_000 },
