@@ -196,7 +196,6 @@ function upstreamError(err: Error): Error {
 /** A Transfer-Encoding of `chunked` alone (any case, optional whitespace). */
 const CHUNKED = /^[\t ]*chunked[\t ]*$/i
 
-
 /** The HTTP transport of one request (see {@link Exchange}). */
 class HttpExchange implements Exchange {
   readonly #forwarder: Forwarder
