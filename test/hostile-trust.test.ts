@@ -276,9 +276,9 @@ t.test('from an untrusted peer, X-Forwarded-Port and Forwarded are overwritten t
 })
 
 /** The other headers a framework reads the scheme from (Rack: X-Forwarded-Ssl first), in mixed spellings. */
-const SCHEME_SPOOF = 'X-Forwarded-Ssl: on\r\nx-forwarded-scheme: https\r\nX-Forwarded-Protocol: https\r\nX-Scheme: https\r\nFront-End-Https: On\r\nX-URL-SCHEME: https\r\n' +
+const SCHEME_SPOOF = 'X-Forwarded-Ssl: on\r\nx-forwarded-scheme: https\r\nX-Forwarded-Protocol: https\r\nX-Scheme: https\r\nFront-End-Https: On\r\nX-URL-SCHEME: https\r\nX-ARR-SSL: 2048|256\r\nX-Forwarded-Prefix: /evil\r\n' +
   'X-Real-IP: 192.0.2.9\r\nTrue-Client-IP: 192.0.2.9\r\nX-Client-IP: 192.0.2.9\r\nX-Cluster-Client-IP: 192.0.2.9\r\nCF-Connecting-IP: 192.0.2.9\r\nFastly-Client-IP: 192.0.2.9\r\n'
-const SCHEME_NAMES = ['x-forwarded-ssl', 'x-forwarded-scheme', 'x-forwarded-protocol', 'x-scheme', 'front-end-https', 'x-url-scheme', 'x-real-ip', 'true-client-ip', 'x-client-ip', 'x-cluster-client-ip', 'cf-connecting-ip', 'fastly-client-ip']
+const SCHEME_NAMES = ['x-forwarded-ssl', 'x-forwarded-scheme', 'x-forwarded-protocol', 'x-scheme', 'front-end-https', 'x-url-scheme', 'x-arr-ssl', 'x-forwarded-prefix', 'x-real-ip', 'true-client-ip', 'x-client-ip', 'x-cluster-client-ip', 'cf-connecting-ip', 'fastly-client-ip']
 
 t.test('from an untrusted peer, the other scheme and address claims (X-Forwarded-Ssl, X-Scheme, X-Real-IP, True-Client-IP, ...) are dropped, in any spelling', async (t) => {
   const h = await startHarness({ forwarding: { allow_underscores: true } })

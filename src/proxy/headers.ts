@@ -57,15 +57,16 @@ export function headerPolicy(config: Pick<Config, 'forwarding' | 'state' | 'affi
 export const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]*$/
 
 /**
- * The other headers that claim the client's scheme or address, read by frameworks before or
- * instead of X-Forwarded-Proto and -For (Rack checks `X-Forwarded-Ssl: on` and
- * `X-Forwarded-Scheme` first, Tornado `X-Scheme` and `X-Real-Ip`; IIS and OWA read
- * `Front-End-Https` and `X-Url-Scheme`; CDNs name the client in `True-Client-IP` and the
- * like): kept from a trusted proxy only, like X-Forwarded-Proto, else dropped, so a client
- * cannot claim `https` or another address through them either.
+ * The other headers that claim the client's scheme, address or path prefix, read by
+ * frameworks before or instead of X-Forwarded-Proto and -For (Rack checks `X-Forwarded-Ssl: on`
+ * and `X-Forwarded-Scheme` first, Tornado `X-Scheme` and `X-Real-Ip`; IIS and OWA read
+ * `Front-End-Https`, `X-Url-Scheme` and `X-Arr-Ssl`; CDNs name the client in `True-Client-IP`
+ * and the like; Spring and ASP.NET build links from `X-Forwarded-Prefix`): kept from a trusted
+ * proxy only, like X-Forwarded-Proto, else dropped, so a client cannot claim `https`, another
+ * address or another prefix through them either.
  */
 const CLIENT_CLAIMS: ReadonlySet<string> = new Set([
-  'x-forwarded-ssl', 'x-forwarded-scheme', 'x-forwarded-protocol', 'x-scheme', 'front-end-https', 'x-url-scheme',
+  'x-forwarded-ssl', 'x-forwarded-scheme', 'x-forwarded-protocol', 'x-scheme', 'front-end-https', 'x-url-scheme', 'x-arr-ssl', 'x-forwarded-prefix',
   'x-real-ip', 'true-client-ip', 'x-client-ip', 'x-cluster-client-ip', 'cf-connecting-ip', 'fastly-client-ip',
 ])
 
