@@ -6,7 +6,6 @@ import net from 'node:net'
 import type { AddressInfo } from 'node:net'
 import { startProxy, startUpstream, request } from './fixtures/upstream.js'
 import { onEvent, when } from './fixtures/wait.js'
-import { DISCARD_MAX } from '../src/proxy/request-path.js'
 
 /** A port with nothing listening (bound, read, closed). */
 async function deadPort(): Promise<number> {
@@ -172,18 +171,15 @@ t.test('an upstream that answers before it took the whole upload: the rest is re
   })
   const tether = await startProxy([up], { affinity: { key: 'none' } })
   t.teardown(async () => { await tether.close(0); await up.close() })
-  for (const size of [300_000, 4_000_000, DISCARD_MAX + 4_000_000]) {
+  // (DISCARD_MAX, the bound past which the connection is closed instead, is not reached here
+  // in a way a test can order: a draining upstream may take the whole body first)
+  for (const size of [300_000, 4_000_000]) {
     const c = await rawClient(t, tether.port)
     c.s.write(`POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: ${size}\r\n\r\n`)
     const sent = new Promise((r) => c.s.write(Buffer.alloc(size, 120), r)) // the whole body, as a client does
     await when(onEvent(c.s, 'data'), () => c.got().includes('auth'), 5_000, 'the early answer')
     t.match(c.got(), /^HTTP\/1\.1 401 /, `${size} B upload: the answer relayed`)
     await sent
-    if (size > DISCARD_MAX) {
-      await when(onEvent(c.s, 'close'), c.closed, 5_000, 'the connection to close')
-      t.pass(`${size} B upload: past DISCARD_MAX the connection is closed`)
-      continue
-    }
     c.s.write('GET /next HTTP/1.1\r\nHost: a\r\n\r\n')
     await when(c.change, () => c.got().includes('next') || c.closed(), 5_000, 'the next answer')
     t.match(c.got(), /HTTP\/1\.1 200 [^]*next$/, `${size} B upload: the next request on the connection answered`)
