@@ -152,6 +152,8 @@ export class RedisConnection {
   readonly #nodeListeners = new Set<(event: RedisNodeEvent) => void>()
   #client: Client | null = null
   readonly #subscribers = new Set<Client>()
+  /** Told when the main connection is ready again (a subscription's onSubscribed waits for it: its reads go there). */
+  readonly #onClientReady = new Set<() => void>()
   #status: RedisStatus = 'degraded'
   #lastError = ''
   /** Whether the client is connected ('ready' seen since the last close). */
@@ -283,6 +285,7 @@ export class RedisConnection {
       sub.disconnect()
     }
     this.#subscribers.clear()
+    this.#onClientReady.clear()
     const client = this.#client
     if (!client) return
     this.#client = null
@@ -337,8 +340,9 @@ export class RedisConnection {
 
   /**
    * Receive every message published on `channel`, on a dedicated connection that re-subscribes
-   * after each reconnect (`onSubscribed` then, and at the first subscription). Call after
-   * start(); stop() ends it.
+   * after each reconnect. `onSubscribed` is called once the subscription is (again) in place
+   * and the main connection (where reads go) is ready too: whichever of the two comes back
+   * last calls it. Call after start(); stop() ends it.
    */
   subscribe(channel: string, onMessage: (message: string) => void, onSubscribed?: () => void): Promise<void> {
     if (this.#client === null) return Promise.resolve()
@@ -353,10 +357,15 @@ export class RedisConnection {
     // the subscription comes when it is back)
     let subscribed: () => void = () => undefined
     const first = new Promise<void>((resolve) => { subscribed = resolve })
+    let listening = false
+    const both = (): void => { if (listening && this.#clientUp) onSubscribed?.() }
+    sub.on('close', () => { listening = false })
     sub.on('ready', () => void sub.subscribe(channel).then(() => {
+      listening = true
       subscribed()
-      onSubscribed?.()
+      both()
     }, () => undefined))
+    if (onSubscribed !== undefined) this.#onClientReady.add(both)
     void sub.connect().catch(() => undefined)
     return withDeadline(first, this.#connectTimeout, undefined, this.#timers)
   }
@@ -376,6 +385,7 @@ export class RedisConnection {
   #clientReady(client: Client): void {
     this.#clientUp = true
     this.#lastError = ''
+    for (const fn of this.#onClientReady) fn()
     if (client instanceof Cluster) {
       // Reachable again; each master's calls in its window (which stay) still judge it.
       for (const node of this.#nodes.values()) node.reachable = true
