@@ -57,13 +57,14 @@ export function http1Options(config: Config): http.ServerOptions {
  */
 function createServer(config: Config, certificates: ServerCertificates | undefined, handle: http.RequestListener): http.Server {
   const tls = config.listen.tls
-  if (tls === null) return http.createServer(http1Options(config), handle)
+  const h1 = http1Options(config)
+  if (tls === null) return http.createServer(h1, handle)
   if (certificates === undefined) throw new Error('listen.tls is set but no certificates were loaded')
   const { cert, key, minVersion, ticketKeys } = certificates.defaultOptions
   const secure = { cert, key, minVersion, ticketKeys, SNICallback: certificates.sniCallback, handshakeTimeout: config.timeouts.client_headers }
-  if (!config.listen.http2.enabled) return https.createServer({ ...http1Options(config), ...secure }, handle)
+  if (!config.listen.http2.enabled) return https.createServer({ ...h1, ...secure }, handle)
   const h2 = http2.createSecureServer({
-    ...http1Options(config),
+    ...h1,
     ...secure,
     allowHTTP1: true,
     Http2ServerRequest: H2Request,
@@ -72,7 +73,6 @@ function createServer(config: Config, certificates: ServerCertificates | undefin
     maxHeaderListPairs: h2HeaderPairs(config),
     settings: h2Settings(config),
   }, handle as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void)
-  const h1 = http1Options(config)
   Object.assign(h2, {
     headersTimeout: h1.headersTimeout,
     requestTimeout: h1.requestTimeout,
