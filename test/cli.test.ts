@@ -171,3 +171,12 @@ t.test('run: Kubernetes discovery without credentials exits 1 with what to do, b
   t.equal(r.code, 1)
   t.equal(r.stderr, "tether: Kubernetes discovery: KUBERNETES_SERVICE_HOST is not set, so Tether is not running in a pod: set discovery.kubernetes.kubeconfig to run outside a cluster\n")
 })
+
+t.test('TETHER_WORKER set outside a primary (a value left in a shell): a one-line error and exit 1, never a wait for a primary', async (t) => {
+  const bad = await runCli(['--config', 'config/proxy.yaml'], { TETHER_WORKER: '{"index":0}' })
+  t.equal(bad.code, 1)
+  t.match(bad.stderr, /TETHER_WORKER is set by Tether's primary for its workers .*: unset it/)
+  const orphan = await runCli(['--config', 'config/proxy.yaml'], { TETHER_WORKER: '0' })
+  t.equal(orphan.code, 1)
+  t.match(orphan.stderr, /TETHER_WORKER is set, but this process was not started by a Tether primary: unset it/)
+})

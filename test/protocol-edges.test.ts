@@ -96,6 +96,20 @@ t.test('a malformed upstream answer is 502 TETHER_UPSTREAM_PROTOCOL, counted for
   }
 })
 
+t.test('an answer without a body (HEAD, 304) that names a transfer coding is passed: it describes the GET\'s, nothing to decode', async (t) => {
+  for (const [method, answer, want] of [
+    ['HEAD', 'HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n', 200],
+    ['GET', 'HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: gzip, chunked\r\n\r\n', 304],
+  ] as const) {
+    const up = await rawUpstream(answer)
+    const px = await startProxy([{ id: 'a', url: up.url }], { affinity: { key: 'none' } })
+    const r = await raw(px.port, `${method} / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`)
+    t.equal(status(r.text), want, `${method}: ${want}`)
+    await px.close(0)
+    await up.close()
+  }
+})
+
 t.test('malformed request bodies are answered 400 (an unknown transfer coding 501) and the connection closed', async (t) => {
   const up = await rawUpstream('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok')
   const px = await startProxy([{ id: 'a', url: up.url }], { affinity: { key: 'none' } })

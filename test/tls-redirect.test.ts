@@ -17,12 +17,13 @@ t.teardown(() => certs.remove())
 
 const YEAR = 365 * 86_400_000
 
-async function start(t: Test, over: DeepPartial<Config['listen']> = {}): Promise<{ tether: Tether; up: Upstream }> {
+async function start(t: Test, over: DeepPartial<Config['listen']> = {}, rest: DeepPartial<Config> = {}): Promise<{ tether: Tether; up: Upstream }> {
   const up = await startUpstream('app-0', (req, res) => {
     res.setHeader('x-proto', String(req.headers['x-forwarded-proto']))
     res.end(req.url === '/.well-known/acme-challenge/token-1' ? 'token-1.thumbprint' : 'app')
   })
   const config = testConfig([up], {
+    ...rest,
     listen: {
       tls: { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [], min_version: 'TLSv1.2', hsts: { max_age: YEAR, include_subdomains: true, preload: false } },
       redirect: { host: '127.0.0.1', port: 0, https_port: null },
@@ -122,3 +123,19 @@ function rawGet(base: string, target: string): Promise<string> {
     sock.on('close', () => resolve(got))
   })
 }
+
+t.test('the redirect listener has the proxy listener\'s timeouts: a head not complete within client_headers gets 408 on time', async (t) => {
+  const { tether } = await start(t, {}, { timeouts: { client_headers: 500 } })
+  const { port } = new URL(tether.redirectUrl!)
+  const t0 = Date.now()
+  const got = await new Promise<string>((resolve) => {
+    const sock = net.connect(Number(port), '127.0.0.1', () => sock.write('GET /x HTTP/1.1\r\nHost: shop.example\r\n'))
+    let text = ''
+    sock.on('data', (c: Buffer) => (text += c.toString('latin1')))
+    sock.on('error', () => undefined)
+    const timer = setTimeout(() => sock.destroy(), 5_000)
+    sock.on('close', () => { clearTimeout(timer); resolve(text) })
+  })
+  t.match(got, /^HTTP\/1\.1 408 /)
+  t.ok(Date.now() - t0 < 4_000, `within client_headers and one check (${Date.now() - t0} ms), not Node's 30 s check interval`)
+})
