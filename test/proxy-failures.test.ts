@@ -6,6 +6,7 @@ import net from 'node:net'
 import type { AddressInfo } from 'node:net'
 import { startProxy, startUpstream, request } from './fixtures/upstream.js'
 import { onEvent, when } from './fixtures/wait.js'
+import { DISCARD_MAX } from '../src/proxy/request-path.js'
 
 /** A port with nothing listening (bound, read, closed). */
 async function deadPort(): Promise<number> {
@@ -185,6 +186,43 @@ t.test('an upstream that answers before it took the whole upload: the rest is re
     t.match(c.got(), /HTTP\/1\.1 200 [^]*next$/, `${size} B upload: the next request on the connection answered`)
     c.s.destroy()
   }
+})
+
+t.test('an early answer to an upload past DISCARD_MAX: the answer is relayed, then the connection is closed instead of reading the rest', async (t) => {
+  // a raw upstream that answers at the head and then reads nothing more: it takes at most what
+  // the kernel buffers, so most of the body is left to Tether to drop
+  const sockets = new Set<net.Socket>()
+  const up = net.createServer((s) => {
+    sockets.add(s)
+    s.on('error', () => undefined)
+    s.once('data', () => {
+      s.write('HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\n\r\nauth')
+      s.pause()
+    })
+  })
+  await new Promise<void>((r) => up.listen(0, '127.0.0.1', r))
+  const tether = await startProxy([{ id: 'early', url: `http://127.0.0.1:${(up.address() as AddressInfo).port}` }], { affinity: { key: 'none' } })
+  t.teardown(async () => {
+    await tether.close(0)
+    for (const s of sockets) s.destroy()
+    await new Promise((r) => up.close(r))
+  })
+  const size = DISCARD_MAX + 24 * 1024 * 1024 // more than the upstream's buffers can hide
+  const c = await rawClient(t, tether.port)
+  c.s.write(`POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: ${size}\r\n\r\n`)
+  const chunk = Buffer.alloc(1024 * 1024, 120)
+  let written = 0
+  const pump = (): void => {
+    while (written < size && !c.closed()) {
+      written += chunk.length
+      if (!c.s.write(chunk)) return void c.s.once('drain', pump)
+    }
+  }
+  pump()
+  await when(c.change, () => c.got().includes('auth') || c.closed(), 10_000, 'the early answer')
+  t.match(c.got(), /^HTTP\/1\.1 401 [^]*auth$/, 'the early answer relayed')
+  await when(onEvent(c.s, 'close'), c.closed, 10_000, 'the connection to close')
+  t.ok(written < size, `closed before the whole body was sent (${written} of ${size} bytes written)`)
 })
 
 /** A raw client connection: what it got so far, whether it closed, and a subscription to either changing. */
