@@ -133,6 +133,19 @@ t.test('with the access log off, a header user is still found by the logged form
   t.equal((await lookup(tt, new SessionIds(secret).hash('tenant-never-seen'))).status, 404, 'the form of a key never seen: 404')
 })
 
+t.test('a header value in UTF-8 is found by its text (Node holds its bytes as latin1 characters)', async (t) => {
+  const ups = await apps(t, ['a', 'b'])
+  const { tt } = await tether(t, ups, HEADER)
+  const text = 'société-7'
+  const bytes = Buffer.from(text, 'utf8').toString('latin1') // what the client sends, byte for byte
+  const home = (JSON.parse((await request(tt.url, { headers: { 'x-tenant': bytes } })).body) as { id: string }).id
+  const found = await lookup(tt, text)
+  t.equal(found.status, 200, 'asked by the UTF-8 text')
+  t.match(found.body, { key: text, upstream: home, source: 'table' })
+  t.equal((await lookup(tt, bytes)).status, 200, 'and by the latin1 spelling of its bytes')
+  t.equal((await lookup(tt, 'soci\u00e9t\u00e9-8')).status, 404, 'another text: 404')
+})
+
 t.test('a move ordered through the admin API happens at the next request, with reason=admin and the checkpoint', async (t) => {
   const ups = await apps(t, ['a', 'b', 'c'])
   const { tt } = await tether(t, ups, HEADER, { state: { store: 'memory' } })
@@ -148,6 +161,7 @@ t.test('a move ordered through the admin API happens at the next request, with r
   t.equal((await admin(tt, 'POST', '/sessions/acme/move')).status, 400, 'a move without ?to=')
   t.equal((await admin(tt, 'POST', '/sessions/acme/move?to=nope')).status, 409, 'a move to an unknown upstream')
   t.equal((await admin(tt, 'POST', '/sessions/nobody/move?to=a')).status, 404, 'a move of an unknown session')
+  t.equal((await admin(tt, 'POST', '/sessions/nobody/move?to=nope')).status, 404, 'an unknown session, to an unknown upstream: the session is what is missing')
   t.equal((await admin(tt, 'PUT', '/sessions/acme')).status, 405)
 
   const ordered = await admin(tt, 'POST', `/sessions/acme/move?to=${to}`)
@@ -167,6 +181,14 @@ t.test('a move ordered through the admin API happens at the next request, with r
   t.equal(back.id, home, 'unpinned: placed by the hash again')
   t.match(back.moved, /reason=admin; epoch=2$/)
   t.equal(back.rehydrate, 'v4', 'with the newest checkpoint (the one the moved-to upstream wrote)')
+
+  // by the logged form (h:...): the order is kept under the raw key, which the router reads
+  const logged = ((await lookup(tt, 'acme')).body as { session: string }).session
+  t.equal((await admin(tt, 'POST', `/sessions/${logged}/move?to=${to}`)).status, 202)
+  t.match((await lookup(tt, logged)).body, { pending_move: { to } }, 'the order shows, by either form')
+  t.equal((await go()).id, to, 'a move ordered by the logged form is done at the next request')
+  t.equal((await admin(tt, 'DELETE', `/sessions/${logged}`)).status, 202)
+  t.equal((await go()).id, home, 'and so is an unpin')
 })
 
 t.test('with key: none there are no sessions: the access log names none and the lookup answers 404', async (t) => {

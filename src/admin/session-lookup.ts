@@ -83,11 +83,27 @@ export class SessionLookup {
 
   /** The session named `named` (raw or logged form), or null when this replica knows none. */
   async find(named: string): Promise<SessionView | null> {
+    return (await this.#locate(named))?.view ?? null
+  }
+
+  /** The raw key of the session named `named`, and its view; null when this replica knows none. */
+  async #locate(named: string): Promise<{ key: string; view: SessionView } | null> {
     const p = this.#p
     // Tether's cookie sessions are logged as they are: an `h:` form names none of them (no scan)
     if (p.keyKind === 'none' || (p.keyKind === 'cookie' && isScan(named))) return null
     const key = await p.records.resolve(named, () => new Promise((resolve) => setImmediate(resolve)))
     if (key === null) return null
+    const view = await this.#view(key, named)
+    if (view !== null || isScan(named)) return view === null ? null : { key, view }
+    // Node reads header bytes as latin1, so a UTF-8 value is held as those bytes' latin1
+    // characters, where the admin path decodes to the UTF-8 text: asked for that too
+    const asHeld = Buffer.from(named, 'utf8').toString('latin1')
+    const held = asHeld === named ? null : await this.#view(asHeld, named)
+    return held === null ? null : { key: asHeld, view: held }
+  }
+
+  async #view(key: string, named: string): Promise<SessionView | null> {
+    const p = this.#p
     const now = p.now()
     const local = p.sessions.peek(key, now)
     const seen = p.records.seen(key, now)
@@ -121,17 +137,18 @@ export class SessionLookup {
   /**
    * Order a move of the session named `named` to upstream `to` (null: unpin, so the hash
    * places it afresh), done at its next request with `X-Tether-Moved: reason=admin` and
-   * rehydration. Only sessions this replica knows, to upstreams that may take them.
+   * rehydration. Only sessions this replica knows, to upstreams that may take them. The order
+   * is kept under the raw key, whichever form named it (the router looks it up by that).
    */
   async move(named: string, to: string | null): Promise<MoveVerdict> {
     const p = this.#p
+    const found = await this.#locate(named)
+    if (found === null) return 'unknown_session'
     if (to !== null && !p.mayTake(to)) return 'unknown_upstream'
-    const view = await this.find(named)
-    if (view === null) return 'unknown_session'
     const at = p.now()
-    p.records.order(view.key, to, at)
+    p.records.order(found.key, to, at)
     // the order reaches every worker before the admin hears it was taken
-    await p.ordered?.(view.key, to, at)
+    await p.ordered?.(found.key, to, at)
     return 'ordered'
   }
 
