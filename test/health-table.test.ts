@@ -368,4 +368,11 @@ t.test("discovery ends only its own drain: an address that comes back does not u
   health.drain('app-2', false, undefined, 'discovery')
   health.undrain('app-2')
   t.equal(health.state('app-2'), 'healthy', "an admin's undrain ends discovery's drain too, as before")
+  // the other order: an admin's plain drain of an upstream discovery drains migrating (the
+  // admin is answered migrate: true) goes on migrating once the address is back
+  health.drain('app-1', true, undefined, 'discovery')
+  health.drain('app-1', false)
+  t.same(health.adminDrain('app-1'), { migrate: true }, "the admin's drain joins the migration")
+  health.undrain('app-1', 'discovery')
+  t.equal(health.drainMigrates('app-1'), true, 'and keeps it when discovery\'s drain ends')
 })

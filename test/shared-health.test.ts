@@ -93,6 +93,15 @@ t.test('a replica that starts later applies the drains made through another repl
   await waitFor(async () => (await redisCli(redis.port, 'HGET', 'late:peers:drain-starts', 'a')).trim() !== '', 5_000, 'the start to be recorded')
   t.equal((await redisCli(redis.port, 'HGET', 'late:peers:drains', 'a')).trim(), 'migrate', 'recorded as an older Tether reads it')
   t.equal(Number((await redisCli(redis.port, 'HGET', 'late:peers:drain-starts', 'a')).trim()), one.health.drainingSince('a'), 'with its start apart')
+  // a plain drain asked of the migrating one: answered and recorded as it is (migrating), so
+  // replicas that start later migrate too (b's drain, written after, tells a's write is done)
+  const again = await request(`${one.adminUrl}/upstreams/a/drain`, { method: 'POST' })
+  t.match(JSON.parse(again.body), { draining: true, migrate: true }, 'answered as it is')
+  t.equal((await request(`${one.adminUrl}/upstreams/b/drain`, { method: 'POST' })).status, 200)
+  await waitFor(async () => (await redisCli(redis.port, 'HEXISTS', 'late:peers:drains', 'b')).trim() === '1', 5_000, "b's drain to be recorded")
+  t.equal((await redisCli(redis.port, 'HGET', 'late:peers:drains', 'a')).trim(), 'migrate', 'still recorded as migrating')
+  t.equal((await request(`${one.adminUrl}/upstreams/b/undrain`, { method: 'POST' })).status, 200)
+  await waitFor(async () => (await redisCli(redis.port, 'HEXISTS', 'late:peers:drains', 'b')).trim() === '0', 5_000, "b's undrain to be recorded")
   // a drain recorded by an older Tether (no start), or with a start that is no time: from the replica's start
   for (const start of [null, '0', '-5', '', '12abc']) {
     if (start === null) await redisCli(redis.port, 'HDEL', 'late:peers:drain-starts', 'a')

@@ -76,7 +76,9 @@ export async function createAdmin(config: Config, p: AdminParts, at: AdminAddres
     traffic: (ids) => p.traffic.snapshot(ids),
     now: p.now,
     sessions: lookup,
-    drain: (id, migrate) => p.health.drain(id, migrate) && (p.peers?.tell('drain', id, migrate), true),
+    // the drain as it is now goes to the other replicas and the record (a plain drain of a
+    // migrating upstream still migrates)
+    drain: (id, migrate) => p.health.drain(id, migrate) && (p.peers?.tell('drain', id, p.health.adminDrain(id)?.migrate ?? migrate), true),
     undrain: (id) => p.health.undrain(id) && (p.peers?.tell('undrain', id), true),
     drainMigrates: (id) => p.health.drainMigrates(id),
   }, at === null ? undefined : { ...ADMIN_LIMITS, exclusive: true }).catch((err: NodeJS.ErrnoException) => {

@@ -333,11 +333,13 @@ export class HealthTable {
         e.drainingSince = since !== undefined && Number.isFinite(since) ? Math.min(since, now) : now
         e.drainKnownSince = now
       }
-      e.migrate ||= migrate
+      // an admin's drain joining a migrating one migrates too: its answer said so, and the
+      // migration must not stop when discovery's drain ends
       if (by === 'admin') {
         e.adminDrain = true
-        e.adminMigrate ||= migrate
+        e.adminMigrate ||= migrate || e.migrate
       } else e.discoveryDrain = true
+      e.migrate ||= migrate
     })
   }
 
