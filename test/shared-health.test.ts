@@ -131,6 +131,62 @@ t.test('a replica that starts while Redis is down applies the recorded drains on
   t.pass('read once its subscription is in place')
 })
 
+t.test('a drain or undrain made while Redis is down is sent when it is back: an older record never undoes it', async (t) => {
+  const redis = await startRedis({ args: ['--appendonly', 'yes', '--appendfsync', 'always'] })
+  t.teardown(() => redis.stop())
+  const apps: Upstream[] = await Promise.all(['a', 'b'].map((id) => startUpstream(id)))
+  t.teardown(() => Promise.all(apps.map((a) => a.close())))
+  const one = await sharing(t, apps, redis.url, 'gone:')
+  t.equal((await request(`${one.adminUrl}/upstreams/b/drain`, { method: 'POST' })).status, 200)
+  await waitFor(async () => (await redisCli(redis.port, 'HEXISTS', 'gone:peers:drains', 'b')).trim() === '1', 5_000, 'the drain to be recorded')
+  await redis.kill()
+  t.equal((await request(`${one.adminUrl}/upstreams/b/undrain`, { method: 'POST' })).status, 200, 'undrained while Redis is down')
+  t.equal((await request(`${one.adminUrl}/upstreams/a/drain?migrate=true`, { method: 'POST' })).status, 200, 'a drained while Redis is down')
+  await redis.restart()
+  // the record is read before what was not sent is sent again: once b's record is gone, the read is past
+  await waitFor(async () => (await redisCli(redis.port, 'HEXISTS', 'gone:peers:drains', 'b')).trim() === '0', 10_000, 'the undrain to reach Redis')
+  t.equal(one.health.state('b'), 'healthy', "the operator's undrain stays: the older record did not drain b again")
+  await waitFor(async () => (await redisCli(redis.port, 'HGET', 'gone:peers:drains', 'a')).trim() === 'migrate', 10_000, 'the drain to reach Redis')
+  const late = await sharing(t, apps, redis.url, 'gone:')
+  t.equal(late.health.state('b'), 'healthy', 'a replica started since: b not drained')
+  t.equal(late.health.state('a'), 'draining', 'a drained')
+  t.equal(late.health.drainMigrates('a'), true, 'migrating')
+})
+
+t.test('an undrain that could not be sent yields to a drain recorded since by another replica', async (t) => {
+  const clock = new FakeClock()
+  const health = new HealthTable({ active: { healthy_threshold: 2, unhealthy_threshold: 2 }, passive: { consecutive_failures: 3, count_5xx: true, base_ejection: 30_000, max_ejection: 100_000, max_ejection_percent: 50 }, slow_start: 0 }, clock)
+  health.setUpstreams(['a', 'b'])
+  let up = false
+  let resubscribed: () => void = () => undefined
+  const record = new Map([['drains', new Map<string, string>()], ['drain-starts', new Map<string, string>()]])
+  const channel: PeerChannel = {
+    publish: () => Promise.resolve(up),
+    subscribe: (_fn, onSubscribed) => { resubscribed = onSubscribed ?? resubscribed; return Promise.resolve() },
+    remember: (set, id, value) => {
+      if (up) { if (value === null) record.get(set)!.delete(id); else record.get(set)!.set(id, value) }
+      return Promise.resolve(up)
+    },
+    members: (set) => Promise.resolve(new Map(up ? record.get(set) : [])),
+  }
+  const shared = new SharedHealth(channel, health, createLogger('silent'))
+  await shared.start()
+  for (const id of ['a', 'b']) health.drain(id)
+  record.get('drains')!.set('a', 'stay').set('b', 'stay')
+  record.get('drain-starts')!.set('a', String(Date.now() - 60_000)).set('b', String(Date.now() - 60_000))
+  for (const id of ['a', 'b']) { health.undrain(id); shared.tell('undrain', id) } // Redis down
+  await new Promise((r) => setImmediate(r))
+  record.get('drains')!.set('b', 'migrate') // another replica drained b again since
+  record.get('drain-starts')!.set('b', String(Date.now() + 1_000))
+  up = true
+  resubscribed()
+  await waitFor(() => !record.get('drains')!.has('a'), 5_000, "a's undrain to be sent again")
+  t.equal(health.state('a'), 'healthy', 'an undrain newer than the record is sent, not undone')
+  t.equal(health.state('b'), 'draining', 'a drain recorded after the undrain applies')
+  t.equal(health.drainMigrates('b'), true)
+  t.equal(record.get('drains')!.get('b'), 'migrate', 'and stays recorded')
+})
+
 t.test('a drain or undrain heard while a starting replica reads the recorded drains wins over the read (it may be newer)', async (t) => {
   const clock = new FakeClock()
   const health = new HealthTable({ active: { healthy_threshold: 2, unhealthy_threshold: 2 }, passive: { consecutive_failures: 3, count_5xx: true, base_ejection: 30_000, max_ejection: 100_000, max_ejection_percent: 50 }, slow_start: 0 }, clock)

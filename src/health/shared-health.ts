@@ -22,8 +22,17 @@ export class SharedHealth {
   readonly #health: HealthTable
   readonly #logger: Logger
   #applyingPeer = false
-  /** While the recorded drains are read: the ids of drains and undrains received meanwhile (newer than the read). */
+  /** While the recorded drains are read: the ids of drains and undrains received or made meanwhile (newer than the read). */
   readonly #hearing = new Set<Set<string>>()
+  /**
+   * Drains and undrains made here that did not reach Redis (it was down): sent again when the
+   * subscription is back, before the record is applied, so an older record never undoes them.
+   * `at`: when (ms since the epoch), against a drain recorded since by another replica.
+   */
+  readonly #unsent = new Map<string, { readonly kind: 'drain' | 'undrain'; readonly at: number }>()
+  /** The newest drain or undrain sent from here, by upstream id (an older send's failure is moot). */
+  readonly #sending = new Map<string, number>()
+  #sends = 0
 
   constructor(channel: PeerChannel, health: HealthTable, logger: Logger) {
     this.#channel = channel
@@ -46,12 +55,28 @@ export class SharedHealth {
     await this.#readRecorded()
   }
 
-  /** Apply the recorded drains this replica does not have yet (a read that fails finds none). */
+  /**
+   * Apply the recorded drains this replica does not have yet (a read that fails finds none),
+   * after sending again what this replica could not send: its undrain wins over a drain
+   * recorded before it, a drain recorded since (another replica's, newer) wins over it.
+   */
   async #readRecorded(): Promise<void> {
     const heard = new Set<string>()
     this.#hearing.add(heard)
     const [drains, starts] = await Promise.all([this.#channel.members(DRAINS), this.#channel.members(DRAIN_STARTS)])
     this.#hearing.delete(heard)
+    for (const [id, unsent] of this.#unsent) {
+      const newer = heard.has(id) || (unsent.kind === 'undrain' && drains.has(id) && (startTime(starts.get(id)) ?? 0) > unsent.at)
+      if (newer) {
+        this.#unsent.delete(id)
+        continue
+      }
+      drains.delete(id)
+      const held = this.#health.adminDrain(id)
+      if (unsent.kind === 'undrain' && held === null) this.tell('undrain', id)
+      else if (unsent.kind === 'drain' && held !== null) this.tell('drain', id, held.migrate)
+      else this.#unsent.delete(id)
+    }
     // a drain without a start (recorded by an older Tether, or not a whole number) began now;
     // one drained or undrained since the read began is as that message said (it may be newer);
     // an admin's drain in place already, as migrating as recorded, is left alone
@@ -71,14 +96,24 @@ export class SharedHealth {
   tell(kind: 'down' | 'drain' | 'undrain', id: string, migrate = false): void {
     const since = kind === 'drain' ? this.#health.drainingSince(id) ?? undefined : undefined
     // `recorded`: the sender keeps the drain starts itself (a Tether since they exist)
-    void this.#channel.publish(JSON.stringify({ from: this.#self, kind, id, ...(migrate ? { migrate } : {}), ...(since !== undefined ? { since } : {}), ...(kind === 'undrain' ? { recorded: true } : {}) }))
+    const sent = [this.#channel.publish(JSON.stringify({ from: this.#self, kind, id, ...(migrate ? { migrate } : {}), ...(since !== undefined ? { since } : {}), ...(kind === 'undrain' ? { recorded: true } : {}) }))]
+    if (kind === 'down') return
+    for (const heard of this.#hearing) heard.add(id)
     if (kind === 'drain') {
-      void this.#channel.remember(DRAINS, id, migrate ? 'migrate' : 'stay')
-      if (since !== undefined) void this.#channel.remember(DRAIN_STARTS, id, String(since))
-    } else if (kind === 'undrain') {
-      void this.#channel.remember(DRAINS, id, null)
-      void this.#channel.remember(DRAIN_STARTS, id, null)
+      sent.push(this.#channel.remember(DRAINS, id, migrate ? 'migrate' : 'stay'))
+      if (since !== undefined) sent.push(this.#channel.remember(DRAIN_STARTS, id, String(since)))
+    } else {
+      sent.push(this.#channel.remember(DRAINS, id, null), this.#channel.remember(DRAIN_STARTS, id, null))
     }
+    const n = ++this.#sends
+    this.#sending.set(id, n)
+    const at = Date.now()
+    void Promise.all(sent).then((oks) => {
+      if (this.#sending.get(id) !== n) return
+      this.#sending.delete(id)
+      if (oks.every(Boolean)) this.#unsent.delete(id)
+      else this.#unsent.set(id, { kind, at })
+    })
   }
 
   #receive(message: string): void {
