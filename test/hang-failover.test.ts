@@ -195,35 +195,45 @@ t.test('with active checks off, clients giving up after the probe timeout count 
   t.equal((await request(`${px.url}/`, { headers: { 'x-user': users[0]! } })).body, 'b from=a; reason=dead; epoch=1', 'its user moves')
 })
 
-t.test('an answer from an epoch the user has left does not overwrite their newer state', async (t) => {
-  // a: answers /slow late with a (versionless) checkpoint; b and c: write and echo state
-  const a = await startUpstream('a', (req, res) => {
-    if (req.url === '/slow') return setTimeout(() => { res.setHeader('x-tether-state', 'old'); res.end('a late') }, 600)
-    res.end('a')
+for (const kind of ['header', 'cookie'] as const) {
+  t.test(`an answer from an epoch the user has left does not overwrite their newer state (key: ${kind})`, async (t) => {
+    // a: answers /slow late with a (versionless) checkpoint; b and c: write and echo state
+    const a = await startUpstream('a', (req, res) => {
+      if (req.url === '/slow') return setTimeout(() => { res.setHeader('x-tether-state', 'old'); res.end('a late') }, 600)
+      res.end('a')
+    })
+    const echo = (id: string) => (req: http.IncomingMessage, res: http.ServerResponse): void => {
+      res.setHeader('x-tether-state', `new-${id}`)
+      res.end(`${id} ${req.headers['x-tether-rehydrate'] ?? ''}`)
+    }
+    const b = await startUpstream('b', echo('b'))
+    const c = await startUpstream('c', echo('c'))
+    t.teardown(async () => { await a.close(); await b.close(); await c.close() })
+    const px = await startProxy([{ id: 'a', url: a.url }, { id: 'b', url: b.url }, { id: 'c', url: c.url }], {
+      affinity: kind === 'header' ? { ...HEADER, drain_timeout: 50 } : { key: 'cookie', drain_timeout: 50 },
+    })
+    t.teardown(() => px.close(0))
+    // the user's credentials: a header, or Tether's cookie (a session placed on a; a cookie jar of one)
+    let headers: http.OutgoingHttpHeaders
+    if (kind === 'header') headers = { 'x-user': (await usersOn(px, 'a', 1, 'z'))[0]! }
+    else {
+      let first = await request(`${px.url}/`)
+      while (first.body !== 'a') first = await request(`${px.url}/`)
+      headers = { cookie: String(first.headers['set-cookie']).split(';')[0]! }
+    }
+    const late = request(`${px.url}/slow`, { headers })
+    await waitFor(() => a.seen.some((r) => r.url === '/slow'), 5000, 'the slow request to reach a')
+    px.health.drain('a')
+    const since = Date.now()
+    await waitFor(() => Date.now() - since > 60, 5000, 'drain_timeout to pass')
+    const moved = await request(`${px.url}/`, { headers })
+    const to = moved.body.split(' ')[0]!
+    t.not(to, 'a', 'the user moved off the drained upstream (drain_timeout passed)')
+    if (moved.headers['set-cookie'] !== undefined) headers = { cookie: String(moved.headers['set-cookie']).split(';')[0]! }
+    t.equal((await late).body, 'a late', 'the slow answer from the old epoch still reaches the client')
+    // move once more: the state delivered must be the newer one, not the late 'old'
+    px.health.disable(to)
+    const again = await request(`${px.url}/`, { headers })
+    t.match(again.body, new RegExp(` new-${to}$`), 'rehydrated with the state of the epoch the user moved to')
   })
-  const echo = (id: string) => (req: http.IncomingMessage, res: http.ServerResponse): void => {
-    res.setHeader('x-tether-state', `new-${id}`)
-    res.end(`${id} ${req.headers['x-tether-rehydrate'] ?? ''}`)
-  }
-  const b = await startUpstream('b', echo('b'))
-  const c = await startUpstream('c', echo('c'))
-  t.teardown(async () => { await a.close(); await b.close(); await c.close() })
-  const px = await startProxy([{ id: 'a', url: a.url }, { id: 'b', url: b.url }, { id: 'c', url: c.url }], {
-    affinity: { ...HEADER, drain_timeout: 50 },
-  })
-  t.teardown(() => px.close(0))
-  const [user] = await usersOn(px, 'a', 1, 'z')
-  const late = request(`${px.url}/slow`, { headers: { 'x-user': user! } })
-  await waitFor(() => a.seen.some((r) => r.url === '/slow'), 5000, 'the slow request to reach a')
-  px.health.drain('a')
-  const since = Date.now()
-  await waitFor(() => Date.now() - since > 60, 5000, 'drain_timeout to pass')
-  const moved = await request(`${px.url}/`, { headers: { 'x-user': user! } })
-  const to = moved.body.split(' ')[0]!
-  t.not(to, 'a', 'the user moved off the drained upstream (drain_timeout passed)')
-  t.equal((await late).body, 'a late', 'the slow answer from the old epoch still reaches the client')
-  // move once more: the state delivered must be the newer one, not the late 'old'
-  px.health.disable(to)
-  const again = await request(`${px.url}/`, { headers: { 'x-user': user! } })
-  t.match(again.body, new RegExp(` new-${to}$`), 'rehydrated with the state of the epoch the user moved to')
-})
+}

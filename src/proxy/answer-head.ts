@@ -116,9 +116,9 @@ export class AnswerHead implements AnswerHeadPolicy {
     const checkpoint = state.read(headers)
     // an answer from an epoch the user has left (they moved while this request was in flight,
     // e.g. a slow answer from a replica drained past its timeout) must not overwrite the state
-    // their new replica has been writing since
-    const current = checkpoint === null ? null : o.sessions.peek(key, o.clock.now())
-    if (checkpoint !== null && current !== null && current.epoch > d.epoch) {
+    // their new replica has been writing since: a later epoch pinned, or answered here (a
+    // cookie user has no pin; this answer was recorded above, a newer one is kept)
+    if (checkpoint !== null && newerEpoch(o, key, d.epoch)) {
       state.discard(key, checkpoint, d.upstream, d.epoch)
       return null
     }
@@ -156,6 +156,12 @@ export class AnswerHead implements AnswerHeadPolicy {
     if (hsts != null && ctx.scheme === 'https' && headers['strict-transport-security'] === undefined) headers['strict-transport-security'] = hsts
     return headers
   }
+}
+
+/** Has `key` been pinned or answered here at a later epoch than `epoch`? */
+function newerEpoch(o: AnswerHeadOptions, key: string, epoch: number): boolean {
+  const now = o.clock.now()
+  return (o.sessions.peek(key, now)?.epoch ?? -1) > epoch || (o.records.seen(key, now)?.epoch ?? -1) > epoch
 }
 
 /** May the answer go out? With confirmed durability only when its checkpoint is stored (or a newer one is). */

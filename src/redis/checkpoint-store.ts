@@ -9,15 +9,17 @@ import { FAILED, RedisConnection, type RedisConnectionOptions } from './connecti
 /**
  * The put, in one atomic step: compare versions, write every field, set the TTL.
  * KEYS[1] = the checkpoint hash; ARGV = value, version ('' = none), upstream, epoch, writtenAt,
- * ttlMs. Returns 1 when stored, 0 when stale. The version rule is CheckpointStore.put's:
- * refuse only when both versions exist and incoming <= stored. Versions are compared as Lua
- * numbers (doubles): exact for safe integers.
+ * ttlMs. Returns 1 when stored, 0 when stale. The version rule is CheckpointStore.put's
+ * (`isStale` in src/state/checkpoint-store.ts): refuse only when both versions exist, incoming <= stored, and incoming is
+ * not from a later epoch. Versions and epochs are compared as Lua numbers (doubles): exact for
+ * safe integers.
  */
 export const PUT_CHECKPOINT_LUA = `
 local incoming = ARGV[2]
 if incoming ~= '' then
-  local stored = redis.call('HGET', KEYS[1], 'version')
-  if stored and stored ~= '' and tonumber(incoming) <= tonumber(stored) then
+  local stored = redis.call('HMGET', KEYS[1], 'version', 'epoch')
+  if stored[1] and stored[1] ~= '' and tonumber(incoming) <= tonumber(stored[1])
+    and not (stored[2] and tonumber(ARGV[4]) > tonumber(stored[2])) then
     return 0
   end
 end

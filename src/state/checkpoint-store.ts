@@ -34,12 +34,22 @@ export interface Checkpoint {
 /**
  * The outcome of a put. Only `'stored'` means the checkpoint is kept (for Redis: Redis replied
  * OK to the write, so no acknowledged checkpoint is lost by Tether).
- * - `'stale'`: a checkpoint with a newer or equal version is stored; nothing changed.
+ * - `'stale'`: a checkpoint with a newer or equal version, from the same or a later epoch, is
+ *   stored; nothing changed.
  * - `'too_large'`: `value.length > maxBytes`; refused before any I/O, nothing changed.
  * - `'unavailable'`: the store is down or did not answer within its timeout; the write may or
  *   may not have happened.
  */
 export type PutResult = 'stored' | 'stale' | 'too_large' | 'unavailable'
+
+/**
+ * The version rule of {@link CheckpointStore.put}: is `incoming` refused over `stored`? Only
+ * when both are versioned, incoming's version is not above stored's, and incoming is not from
+ * a later epoch. Example: `isStale({ version: 1, epoch: 2, ... }, { version: 5, epoch: 1, ... })` -> false.
+ */
+export function isStale(incoming: Pick<Checkpoint, 'version' | 'epoch'>, stored: Pick<Checkpoint, 'version' | 'epoch'>): boolean {
+  return incoming.version !== null && stored.version !== null && incoming.version <= stored.version && incoming.epoch <= stored.epoch
+}
 
 /** The outcome of a get: the newest live checkpoint, none, or the store could not answer. */
 export type GetResult =
@@ -69,14 +79,16 @@ export interface CheckpointStore {
   /**
    * Stores `cp` under `sessionKey` for `ttlMs` (> 0; each stored write restarts the TTL) when
    * the size limit and the version rule allow it. Atomic: concurrent versioned puts of one key
-   * leave the one with the highest version.
+   * leave the one with the highest version of the latest epoch.
    *
    * Size rule: `cp.value.length > maxBytes` is `'too_large'`, checked before any I/O.
    *
    * Version rule (an expired checkpoint counts as none):
    * - incoming version null: always stored (the upstream opted out of ordering: last writer wins);
    * - nothing stored, or the stored version is null: stored (ordering starts from this write);
-   * - both versioned: stored only when incoming > stored; an equal or older one is `'stale'`.
+ * - both versioned: stored only when incoming > stored, or when incoming comes from a later
+   *   epoch than stored (the user moved since: the new replica's versions may start again, as
+   *   when it got no state); an equal or older one from the same or an earlier epoch is `'stale'`.
    *
    * A versionless write over a versioned one is stored on purpose: an upstream that stops
    * sending versions (say an older build during a rollout) must still be able to checkpoint,

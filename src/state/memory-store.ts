@@ -10,6 +10,7 @@ import type {
   GetResult,
   PutResult,
 } from './checkpoint-store.js'
+import { isStale } from './checkpoint-store.js'
 
 /** Limits of a {@link MemoryCheckpointStore}. */
 export interface MemoryCheckpointStoreOptions {
@@ -196,7 +197,7 @@ export class MemoryCheckpointStore implements CheckpointStore {
     if (cost > this.#maxTotalBytes) return Promise.resolve('too_large')
     const now = this.#clock.now()
     const current = this.#live(sessionKey, now)
-    if (current && cp.version !== null && current.checkpoint.version !== null && cp.version <= current.checkpoint.version) {
+    if (current && isStale(cp, current.checkpoint)) {
       return Promise.resolve('stale')
     }
     if (current) current.segment.remove(sessionKey, current)
