@@ -73,6 +73,53 @@ t.test('requests waiting on an upstream that health takes out are moved (GET) or
   t.equal(JSON.parse((await request(`${px.url}/page`, { headers: { 'x-user': users[0]! } })).body).id, 'b')
 })
 
+for (const hole of ['frozen', 'closed'] as const) {
+  t.test(`with rehydrate: hook, a user moved onto a ${hole} upstream is sent on to the next one, the state with it (the hook waits like a request)`, async (t) => {
+    const hookPath = '/_tether/rehydrate'
+    const hooked: string[] = []
+    const app = (id: string) => (req: http.IncomingMessage, res: http.ServerResponse): void => {
+      let body = ''
+      req.on('data', (c: Buffer) => (body += c))
+      req.on('end', () => {
+        if (req.url === hookPath) { hooked.push(`${id} ${body}`); return void res.writeHead(204).end() }
+        res.setHeader('x-tether-state', `state-of-${id}`)
+        res.end(`${id} ${req.headers['x-tether-moved'] ?? ''}`)
+      })
+    }
+    const a = await freezable()
+    const b = await startUpstream('b', app('b'))
+    const c = await startUpstream('c', app('c'))
+    t.teardown(async () => { await a.close(); await b.close(); await c.close() })
+    const px = await startProxy([{ id: 'a', url: a.url }, { id: 'b', url: b.url }, { id: 'c', url: c.url }], {
+      affinity: HEADER,
+      state: { store: 'memory', rehydrate: 'hook', hook_path: hookPath },
+      health: { active: { enabled: false } }, // the test says when a is found out
+      timeouts: { response_headers: 30_000 },
+    })
+    t.teardown(() => px.close(0))
+    // a user placed on c, then a, then b
+    const ids = px.router.placement.ids
+    const order = (u: string): string[] => { const out: number[] = []; px.router.placement.order(hashOf(u), out); return out.map((i) => ids[i]!) }
+    let user = ''
+    for (let i = 0; user === ''; i++) if (order(`h${i}`).join() === 'c,a,b') user = `h${i}`
+    t.equal((await request(`${px.url}/`, { headers: { 'x-user': user } })).body, 'c ', 'the user starts on c (and checkpoints there)')
+    await c.close() // c refuses connections: the user moves, to a first
+    if (hole === 'frozen') a.freeze()
+    else await a.close()
+    const started = Date.now()
+    const moved = request(`${px.url}/`, { headers: { 'x-user': user } })
+    if (hole === 'frozen') {
+      await waitFor(() => a.seen.includes(`POST ${hookPath}`), 5000, 'the hook to reach the frozen upstream')
+      px.health.disable('a') // what an active check or an ejection does
+    }
+    const r = await moved
+    t.equal(r.status, 200)
+    t.match(r.body, /^b from=c; reason=dead; epoch=\d+$/, 'answered by b, as a move')
+    t.same(hooked, ['b state-of-c'], 'with the state, through the hook')
+    t.ok(Date.now() - started < 5000, `without waiting for response_headers (${Date.now() - started} ms)`)
+  })
+}
+
 t.test('with active checks on (defaults but a short interval), a frozen upstream is found and its waiting users moved', async (t) => {
   const a = await freezable()
   const b = await startUpstream('b')

@@ -128,18 +128,19 @@ export class Forwarder {
   }
 
   /**
-   * A small request of Tether's own (the rehydration hook): the answer's status, or 0 when
-   * the upstream could not be reached or did not answer within `timeout` ms. Body discarded.
+   * A small request of Tether's own (the rehydration hook): the answer's status, or 0 with the
+   * error when the upstream could not be reached, did not answer within `timeout` ms, or
+   * `signal` aborted it. Body discarded.
    */
-  async call(id: string, method: string, path: string, headers: string[], body: string, timeout: number): Promise<number> {
+  async call(id: string, method: string, path: string, headers: string[], body: string, timeout: number, signal?: AbortSignal): Promise<{ status: number; error: unknown }> {
     const pool = this.#pools.get(id)
-    if (pool === undefined) return 0
+    if (pool === undefined) return { status: 0, error: null }
     try {
-      const r = await pool.request({ method, path, headers, body, headersTimeout: timeout, bodyTimeout: timeout })
+      const r = await pool.request({ method, path, headers, body, headersTimeout: timeout, bodyTimeout: timeout, signal })
       await r.body.dump()
-      return r.statusCode
-    } catch {
-      return 0
+      return { status: r.statusCode, error: null }
+    } catch (err) {
+      return { status: 0, error: err }
     }
   }
 

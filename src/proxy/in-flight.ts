@@ -5,6 +5,9 @@
 import type { ErrorCode } from '../errors.js'
 import type { Attempt } from './exchange.js'
 
+/** What the set holds: an attempt, or another request of Tether's own to the upstream (the rehydration hook). */
+export type Waiting = Pick<Attempt, 'answered' | 'stop'>
+
 /** Time constant (ms) of the averaged in-flight counts: a burst shorter than this barely shows. */
 export const IN_FLIGHT_AVERAGE_MS = 1_000
 
@@ -36,7 +39,7 @@ class TimeAverage {
  */
 export class InFlight {
   /** Attempts by upstream, with when each was sent (performance.now()). */
-  readonly #byUpstream = new Map<string, Map<Attempt, number>>()
+  readonly #byUpstream = new Map<string, Map<Waiting, number>>()
   /** Time averages by upstream (kept after the last attempt ends, until {@link sweep}) and of all. */
   readonly #averages = new Map<string, TimeAverage>()
   readonly #all = new TimeAverage()
@@ -52,7 +55,7 @@ export class InFlight {
     this.#averaged = averaged
   }
 
-  add(attempt: Attempt, upstream: string): void {
+  add(attempt: Waiting, upstream: string): void {
     let set = this.#byUpstream.get(upstream)
     if (set === undefined) this.#byUpstream.set(upstream, (set = new Map()))
     const now = this.#now()
@@ -60,7 +63,7 @@ export class InFlight {
     set.set(attempt, now)
   }
 
-  remove(attempt: Attempt, upstream: string): void {
+  remove(attempt: Waiting, upstream: string): void {
     const set = this.#byUpstream.get(upstream)
     if (set === undefined) return
     if (set.delete(attempt)) this.#change(upstream, -1, this.#now())

@@ -23,7 +23,7 @@ import type { Attempt, Exchange } from './exchange.js'
 import { hasBody, type Forwarder } from './forward.js'
 import { REQUEST_ID, hostIsValid, requestTarget, upstreamRequestHeaders, type HeaderPolicy } from './headers.js'
 import type { InFlight } from './in-flight.js'
-import { healthSignal, type HealthSignal, type Outcome } from './outcome.js'
+import { classify, healthSignal, type HealthSignal, type Outcome } from './outcome.js'
 import { RequestBody } from './request-body.js'
 import { RequestContext, type AttemptResult, type Protocol } from './request-context.js'
 import { RequestIds } from './request-id.js'
@@ -179,7 +179,19 @@ export class RequestPath {
           return this.#answer(ctx, x, 'TETHER_NO_UPSTREAM', true)
         }
         const headers = this.#headers(ctx, d, upstream)
-        if (d.moved !== null) await this.#rehydrate(ctx, d, headers)
+        const hookFailed = d.moved === null ? null : await this.#rehydrate(ctx, d, headers)
+        if (hookFailed !== null) {
+          // the state could not reach the new upstream (its hook refused the connection, or
+          // health took it out meanwhile): nothing of the request was sent, the next one is tried
+          this.#d.router.settle(d)
+          if (!this.#mayRetry(ctx, hookFailed)) {
+            ctx.lastFailure = { code: hookFailed.code, error: null }
+            return this.#answer(ctx, x, hookFailed.code, ctx.body !== null && !ctx.req.complete)
+          }
+          this.#d.events.retry(d.upstream)
+          ctx.retryAfter(hookFailed.code, null)
+          continue
+        }
         let r = this.#hedgeable(ctx) ? await this.#hedged(ctx, x, d, upstream, headers) : await this.#start(ctx, x, d, upstream, headers).result
         if (!r.responded && r.outcome?.kind === 'error' && r.outcome.code === 'TETHER_HEADERS_TOO_LARGE' && ctx.rehydrateBytes > 0) {
           r = await this.#start(ctx, x, d, upstream, this.#withoutState(ctx, d, headers)).result
@@ -269,19 +281,24 @@ export class RequestPath {
    * the hook first. `X-Tether-Rehydrate-Status` says what was found, so the upstream can tell
    * "no state stored" (`none`) from "state not fetched" (`unavailable`).
    */
-  async #rehydrate(ctx: RequestContext, d: Decision, headers: string[]): Promise<void> {
+  /** Fetch the moved user's state and add it to `headers` (or POST it to the hook); a hook that could not reach the upstream: its failure. */
+  async #rehydrate(ctx: RequestContext, d: Decision, headers: string[]): Promise<Extract<Outcome, { kind: 'error' }> | null> {
     const state = this.#d.state
     const key = d.sessionKey
-    if (state === null || key === null || d.moved === null) return
+    if (state === null || key === null || d.moved === null) return null
     const r = await state.fetch(key)
     if (r.status === 'found') {
       ctx.rehydrate = 'delivered'
       if (this.#hook === null) {
         headers.push(TETHER_HEADER.rehydrate, r.checkpoint.value, TETHER_HEADER.previousUpstream, d.moved.from)
         ctx.rehydrateBytes = Buffer.byteLength(r.checkpoint.value)
-      } else await this.#postHook(ctx, d, r.checkpoint.value)
+      } else {
+        const failed = await this.#postHook(ctx, d, r.checkpoint.value)
+        if (failed !== null) return failed
+      }
     } else ctx.rehydrate = r.status === 'missing' ? 'none' : 'unavailable'
     headers.push(TETHER_HEADER.rehydrateStatus, ctx.rehydrate)
+    return null
   }
 
   /**
@@ -304,13 +321,33 @@ export class RequestPath {
     return out
   }
 
-  /** POST the state to the new upstream's hook before the request (errors are logged, not fatal). */
-  async #postHook(ctx: RequestContext, d: Decision, value: string): Promise<void> {
+  /**
+   * POST the state to the new upstream's hook before the request. It waits like a request on
+   * that upstream: counted in flight, so health taking the upstream out (a frozen replica)
+   * stops it. Stopped, or the connection failed: that failure (the request is sent elsewhere);
+   * any other outcome is logged and the request goes on.
+   */
+  async #postHook(ctx: RequestContext, d: Decision, value: string): Promise<Extract<Outcome, { kind: 'error' }> | null> {
     const headers = ['content-type', 'application/octet-stream', TETHER_HEADER.epoch, String(d.epoch), TETHER_HEADER.previousUpstream, d.moved!.from]
     const cookie = ctx.req.headers.cookie
     if (cookie !== undefined) headers.push('cookie', cookie)
-    const status = await this.#d.http.call(d.upstream, 'POST', this.#hook!, headers, value, this.config.timeouts.response_headers)
-    if (status < 200 || status >= 300) this.#d.logger.warn({ upstream: d.upstream, status }, 'rehydration hook did not accept the state')
+    const abort = new AbortController()
+    let stopped: ErrorCode | null = null
+    const waiting = { answered: false, stop: (code: ErrorCode): void => { stopped ??= code; abort.abort() } }
+    this.#d.inFlight.add(waiting, d.upstream)
+    const r = await this.#d.http.call(d.upstream, 'POST', this.#hook!, headers, value, this.config.timeouts.response_headers, abort.signal)
+    this.#d.inFlight.remove(waiting, d.upstream)
+    if (stopped !== null) return { kind: 'error', code: stopped, connect: true }
+    if (r.status === 0 && r.error !== null) {
+      const outcome = classify(r.error, false)
+      if (outcome.kind === 'error' && outcome.connect) {
+        const signal = healthSignal({ status: 0, outcome, error: r.error, responded: false })
+        if (signal !== null) this.#d.observe(d.upstream, signal)
+        return outcome
+      }
+    }
+    if (r.status < 200 || r.status >= 300) this.#d.logger.warn({ upstream: d.upstream, status: r.status }, 'rehydration hook did not accept the state')
+    return null
   }
 
   /** One attempt through the transport, counted in flight, its outcome told to health. */
