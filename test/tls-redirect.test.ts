@@ -7,9 +7,9 @@ import https from 'node:https'
 import { startTether, type Tether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { hstsValue } from '../src/proxy/create-proxy.js'
-import { httpsLocation } from '../src/proxy/redirect-listener.js'
+import { REDIRECT_DRAIN_MAX, httpsLocation } from '../src/proxy/redirect-listener.js'
 import { makeCertificateSet } from './fixtures/tls.js'
-import { request, startUpstream, testConfig, type DeepPartial, type Upstream } from './fixtures/upstream.js'
+import { request, startUpstream, testConfig, waitFor, type DeepPartial, type Upstream } from './fixtures/upstream.js'
 import type { Config } from '../src/config/schema.js'
 
 const certs = makeCertificateSet()
@@ -138,4 +138,38 @@ t.test('the redirect listener has the proxy listener\'s timeouts: a head not com
   })
   t.match(got, /^HTTP\/1\.1 408 /)
   t.ok(Date.now() - t0 < 4_000, `within client_headers and one check (${Date.now() - t0} ms), not Node's 30 s check interval`)
+})
+
+t.test('an unwanted body after a redirect is dropped for at most client_headers and REDIRECT_DRAIN_MAX bytes, then the connection is closed; a short one leaves it open', async (t) => {
+  const { tether } = await start(t, {}, { timeouts: { client_headers: 500 } })
+  const { port } = new URL(tether.redirectUrl!)
+  const connect = (): Promise<{ sock: net.Socket; text: () => string; closed: Promise<void> }> => new Promise((resolve) => {
+    const sock = net.connect(Number(port), '127.0.0.1', () => resolve({ sock, text: () => text, closed }))
+    let text = ''
+    sock.on('data', (c: Buffer) => (text += c.toString('latin1')))
+    sock.on('error', () => undefined)
+    const closed = new Promise<void>((r) => sock.on('close', () => r()))
+    t.teardown(() => sock.destroy())
+  })
+  // a trickled body: the 308 at once, the connection closed after client_headers
+  const slow = await connect()
+  const t0 = Date.now()
+  slow.sock.write('POST /x HTTP/1.1\r\nHost: shop.example\r\nContent-Length: 1000000\r\n\r\nab')
+  const trickle = setInterval(() => { if (!slow.sock.destroyed) slow.sock.write('c') }, 50)
+  t.teardown(() => clearInterval(trickle))
+  await slow.closed
+  clearInterval(trickle)
+  t.match(slow.text(), /^HTTP\/1\.1 308 /, 'answered at once')
+  t.ok(Date.now() - t0 < 4_000, `closed after about client_headers (${Date.now() - t0} ms), not held while the body trickles`)
+  // more than REDIRECT_DRAIN_MAX at full speed: closed without waiting
+  const big = await connect()
+  big.sock.write(`POST /x HTTP/1.1\r\nHost: shop.example\r\nContent-Length: ${10 * REDIRECT_DRAIN_MAX}\r\n\r\n`)
+  big.sock.write(Buffer.alloc(4 * REDIRECT_DRAIN_MAX, 120))
+  await big.closed
+  t.match(big.text(), /^HTTP\/1\.1 308 /)
+  // a short body: read, and the connection serves the next request
+  const short = await connect()
+  short.sock.write('POST /x HTTP/1.1\r\nHost: shop.example\r\nContent-Length: 3\r\n\r\nabcGET /y HTTP/1.1\r\nHost: shop.example\r\n\r\n')
+  await waitFor(() => (short.text().match(/HTTP\/1\.1 308 /g) ?? []).length === 2, 5_000, 'both answers')
+  t.match(short.text(), /Location: https:\/\/shop\.example:\d+\/y/i, 'the next request answered on the same connection')
 })

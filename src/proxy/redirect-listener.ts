@@ -32,6 +32,29 @@ export function httpsLocation(host: string | undefined, target: string, httpsPor
   return `https://${hostname}${httpsPort === 443 ? '' : `:${httpsPort}`}${target}`
 }
 
+/** Bytes of an unwanted request body read and dropped after a redirect before the connection is closed instead. */
+export const REDIRECT_DRAIN_MAX = 64 * 1024
+
+/**
+ * A body is not wanted: the answer does not wait for it, and it is read and dropped so the
+ * connection can serve the next request, for at most `withinMs` and {@link REDIRECT_DRAIN_MAX}
+ * bytes (nginx's lingering close is bounded the same way); past either, the connection is
+ * closed. (The listener has no request timeout: a body trickled forever held it open.)
+ */
+function dropBody(req: http.IncomingMessage, withinMs: number): void {
+  if (req.complete) return void req.resume()
+  let left = REDIRECT_DRAIN_MAX
+  const timer = setTimeout(() => req.socket.destroy(), withinMs)
+  const done = (): void => clearTimeout(timer)
+  req.once('end', done)
+  req.once('close', done)
+  req.on('data', (chunk: Buffer) => {
+    left -= chunk.length
+    if (left < 0) req.socket.destroy()
+  })
+  req.resume()
+}
+
 /**
  * Example: `const r = new RedirectListener(config, deps, () => tls.port); await r.listen()`;
  * `GET http://shop.example/cart` -> 308 `Location: https://shop.example/cart`.
@@ -49,10 +72,12 @@ export class RedirectListener {
       if (ACME_TOKEN.test(url)) return proxied(req, res)
       const location = httpsLocation(req.headers.host, url, redirect.https_port ?? tlsPort())
       if (location === null) return void sendError(res, 'TETHER_BAD_REQUEST', { close: true })
-      req.resume() // a body is not wanted: drain it, the answer does not wait for it
+      dropBody(req, config.timeouts.client_headers)
       res.writeHead(308, { location, 'content-length': '0' })
       res.end()
     })
+    // a client that stalls mid-request (the proxied challenges) is cut off, as on the main listener
+    if (config.timeouts.body_idle > 0) this.server.setTimeout(config.timeouts.body_idle)
     this.server.on('clientError', deps.clientErrors.handle)
     this.server.on('error', (err) => deps.logger.error({ err }, 'redirect listener error'))
   }
