@@ -142,8 +142,10 @@ t.test('of two Tether cookies, a later one that verifies wins over a stale first
   const good = codec.issue('app-2', 0, now).value
   const stale = codec.issue('app-1', 0, now - 120_000).value // idle-expired
   const opts = keyOptions({ kind: 'cookie', cookieName: 'tether', codec })
-  for (const first of [stale, 'garbage']) {
+  // an empty first one too: browsers list a sub-path's cookie first (RFC 6265 section 5.4)
+  for (const first of [stale, 'garbage', '', '""']) {
     const key = extractAffinityKey({ cookie: `tether=${first}; a=1; tether=${good}` }, '10.0.0.1', opts, now)
-    t.match(key, { kind: 'cookie', status: 'ok', session: { upstream: 'app-2' } })
+    t.match(key, { kind: 'cookie', status: 'ok', session: { upstream: 'app-2' } }, `first: ${JSON.stringify(first)}`)
   }
+  t.match(extractAffinityKey({ cookie: 'tether=; tether=garbage' }, '10.0.0.1', opts, now), { status: 'absent' }, 'an empty first one and none that verifies: absent, as an empty one alone')
 })

@@ -6,7 +6,7 @@ import { Router, type Availability, type Decision, type UpstreamLoad } from '../
 import { DEFAULTS, type AffinityConfig, type UpstreamConfig } from '../src/config/schema.js'
 import { CookieCodec } from '../src/affinity/cookie-codec.js'
 import { CookieIssuer } from '../src/affinity/cookie-issuer.js'
-import { KeyReader, keyOptions } from '../src/affinity/key.js'
+import { DEFAULT_MAX_KEY_LENGTH, KeyReader, keyOptions } from '../src/affinity/key.js'
 import { parseTrustedProxies } from '../src/affinity/client-ip.js'
 import { SessionTable } from '../src/affinity/session-table.js'
 import { SessionRecords } from '../src/affinity/session-records.js'
@@ -23,32 +23,35 @@ const FUTURE = new Date(NOW + 86_400_000).toUTCString()
 
 t.test('appCookieValue reads the value a Set-Cookie line gives the cookie, and whether it deletes it', async (t) => {
   const N = 'laravel_session'
-  const cases: [string, string, { value: string; deleted: boolean } | null][] = [
-    ['plain', 'laravel_session=abc', { value: 'abc', deleted: false }],
-    ['quoted', 'laravel_session="abc"', { value: 'abc', deleted: false }],
-    ['with attributes', 'laravel_session=abc; Path=/; HttpOnly; SameSite=Lax', { value: 'abc', deleted: false }],
-    ['with a positive Max-Age', 'laravel_session=abc; Max-Age=7200; path=/', { value: 'abc', deleted: false }],
-    ['leading spaces', '   laravel_session=abc; path=/', { value: 'abc', deleted: false }],
-    ['spaces around the value', 'laravel_session= abc ; path=/', { value: 'abc', deleted: false }],
-    ['value containing "="', 'laravel_session=eyJpdiI6==; path=/', { value: 'eyJpdiI6==', deleted: false }],
+  const cases: [string, string, { value: string; deleted: boolean; path: string | null } | null][] = [
+    ['plain', 'laravel_session=abc', { value: 'abc', deleted: false, path: null }],
+    ['quoted', 'laravel_session="abc"', { value: 'abc', deleted: false, path: null }],
+    ['with attributes', 'laravel_session=abc; Path=/; HttpOnly; SameSite=Lax', { value: 'abc', deleted: false, path: '/' }],
+    ['with a positive Max-Age', 'laravel_session=abc; Max-Age=7200; path=/', { value: 'abc', deleted: false, path: '/' }],
+    ['leading spaces', '   laravel_session=abc; path=/', { value: 'abc', deleted: false, path: '/' }],
+    ['spaces around the value', 'laravel_session= abc ; path=/', { value: 'abc', deleted: false, path: '/' }],
+    ['value containing "="', 'laravel_session=eyJpdiI6==; path=/', { value: 'eyJpdiI6==', deleted: false, path: '/' }],
     ['another cookie with the same prefix', 'laravel_session_x=abc; path=/', null],
     ['another cookie', 'XSRF-TOKEN=abc; path=/', null],
     ['the name only as a suffix', 'my_laravel_session=abc', null],
     ['the name in an attribute', 'other=1; laravel_session=abc', null],
     ['another case (names are case-sensitive)', 'LARAVEL_SESSION=abc', null],
     ['no "="', 'laravel_session', null],
-    ['Max-Age=0', 'laravel_session=abc; Max-Age=0; path=/', { value: 'abc', deleted: true }],
-    ['lower-case max-age=0', 'laravel_session=abc; path=/; max-age=0', { value: 'abc', deleted: true }],
-    ['negative Max-Age', 'laravel_session=abc; Max-Age=-1', { value: 'abc', deleted: true }],
-    ['Expires in the past', `laravel_session=abc; expires=${PAST}; path=/`, { value: 'abc', deleted: true }],
-    ['Expires in the future', `laravel_session=abc; expires=${FUTURE}; path=/`, { value: 'abc', deleted: false }],
-    ["PHP's deletion line", 'laravel_session=deleted; expires=Thu, 01-Jan-1970 00:00:01 GMT; Max-Age=0; path=/', { value: 'deleted', deleted: true }],
-    ['Max-Age wins over a past Expires (RFC 6265 5.3)', `laravel_session=abc; Expires=${PAST}; Max-Age=60`, { value: 'abc', deleted: false }],
-    ['Max-Age=0 wins over a future Expires', `laravel_session=abc; Expires=${FUTURE}; Max-Age=0`, { value: 'abc', deleted: true }],
-    ['an unparsable Expires is ignored', 'laravel_session=abc; Expires=soon', { value: 'abc', deleted: false }],
-    ['empty value', 'laravel_session=; path=/', { value: '', deleted: true }],
-    ['empty value, nothing else', 'laravel_session=', { value: '', deleted: true }],
-    ['empty quoted value', 'laravel_session=""; path=/', { value: '', deleted: true }],
+    ['Max-Age=0', 'laravel_session=abc; Max-Age=0; path=/', { value: 'abc', deleted: true, path: '/' }],
+    ['lower-case max-age=0', 'laravel_session=abc; path=/; max-age=0', { value: 'abc', deleted: true, path: '/' }],
+    ['negative Max-Age', 'laravel_session=abc; Max-Age=-1', { value: 'abc', deleted: true, path: null }],
+    ['Expires in the past', `laravel_session=abc; expires=${PAST}; path=/`, { value: 'abc', deleted: true, path: '/' }],
+    ['Expires in the future', `laravel_session=abc; expires=${FUTURE}; path=/`, { value: 'abc', deleted: false, path: '/' }],
+    ["PHP's deletion line", 'laravel_session=deleted; expires=Thu, 01-Jan-1970 00:00:01 GMT; Max-Age=0; path=/', { value: 'deleted', deleted: true, path: '/' }],
+    ['Max-Age wins over a past Expires (RFC 6265 5.3)', `laravel_session=abc; Expires=${PAST}; Max-Age=60`, { value: 'abc', deleted: false, path: null }],
+    ['Max-Age=0 wins over a future Expires', `laravel_session=abc; Expires=${FUTURE}; Max-Age=0`, { value: 'abc', deleted: true, path: null }],
+    ['an unparsable Expires is ignored', 'laravel_session=abc; Expires=soon', { value: 'abc', deleted: false, path: null }],
+    ['empty value', 'laravel_session=; path=/', { value: '', deleted: true, path: '/' }],
+    ['empty value, nothing else', 'laravel_session=', { value: '', deleted: true, path: null }],
+    ['empty quoted value', 'laravel_session=""; path=/', { value: '', deleted: true, path: '/' }],
+    ['a Path (its case kept)', 'laravel_session=abc; Path=/Legacy/', { value: 'abc', deleted: false, path: '/Legacy/' }],
+    ['the last Path counts', 'laravel_session=abc; Path=/a; path=/b', { value: 'abc', deleted: false, path: '/b' }],
+    ['a Path not starting with "/" is none', 'laravel_session=abc; Path=legacy', { value: 'abc', deleted: false, path: null }],
   ]
   for (const [what, line, want] of cases) t.same(appCookieValue(line, N, NOW), want, `${what}: ${line}`)
   // "in the past" is relative to the `now` given, not the system clock
@@ -78,7 +81,7 @@ interface Routing {
   /** Read the key of these headers and decide; must yield a decision (not "no route"). */
   go(headers: IncomingHttpHeaders, peer?: string): Decision
   /** The answer to decision `d` set these Set-Cookie lines (learning, as the answer side does). */
-  answer(d: Decision, setCookie: string | string[]): Learned | null
+  answer(d: Decision, setCookie: string | string[], requestPath?: string): Learned | null
 }
 
 function routing(cfg: AffinityConfig, clock: FakeClock, opts: { random?: (n: number) => Uint8Array; availability?: Availability; ups?: UpstreamConfig[] } = {}): Routing {
@@ -106,7 +109,7 @@ function routing(cfg: AffinityConfig, clock: FakeClock, opts: { random?: (n: num
       router.settle(d)
       return d
     },
-    answer: (d, setCookie) => learnAppCookie(sessions, cfg.app_cookie.name!, d, setCookie, clock.now()),
+    answer: (d, setCookie, requestPath) => learnAppCookie(sessions, cfg.app_cookie.name!, d, setCookie, clock.now(), requestPath),
   }
 }
 
@@ -527,6 +530,38 @@ t.test('app_cookie: a value the upstream replaced still routes to it for a grace
   t.equal(sessions.table.peek('v1', clock.now()), null, 'and after the grace it is not re-learned by accident')
   t.equal(answer(go({ cookie: 'sid=v2' }, '10.0.0.1'), 'sid=v2')?.rekeyedFrom, null, 'the same value again is no rotation')
   t.equal(answer(go({ cookie: 'sid=v2' }, '10.0.0.1'), 'sid=; Max-Age=0'), null, 'a deleted cookie carries nothing over')
+})
+
+t.test("app_cookie: a Set-Cookie of that name for a path the request is not under is another cookie: the user's session is left as it is", async (t) => {
+  const clock = new FakeClock()
+  const { go, answer, sessions } = routing(affinity({ key: 'app_cookie', app_cookie: { name: 'sid', fallback: 'random' } }), clock)
+  const first = go({}, '10.0.0.1')
+  answer(first, 'sid=k1; Path=/')
+  const carrying = (): Decision => go({ cookie: 'sid=k1' }, '10.0.0.1')
+  // a legacy page deleting its own cookie of that name, and an admin area setting its own
+  t.equal(answer(carrying(), `sid=deleted; Path=/legacy; Expires=${PAST}`, '/old'), null)
+  t.equal(answer(carrying(), 'sid=adm4; Path=/admin', '/account?x=1'), null, 'not the user\'s cookie: no key learned for this answer')
+  clock.advance(61_000) // past any rotation grace
+  t.equal(sessions.table.peek('k1', clock.now())?.upstream, first.upstream, "the user's value is still pinned")
+  t.equal(sessions.table.peek('adm4', clock.now())?.upstream, first.upstream, 'the other cookie is pinned where it was set')
+  // a Path the request path is under: the user's cookie, rotated
+  t.same(answer(carrying(), 'sid=k2; Path=/shop', '/shop/cart'), { key: 'k2', rekeyedFrom: 'k1' })
+  t.same(answer(go({ cookie: 'sid=k2' }, '10.0.0.1'), 'sid=k3; Path=/shop/', '/shop/'), { key: 'k3', rekeyedFrom: 'k2' })
+  t.equal(answer(go({ cookie: 'sid=k3' }, '10.0.0.1'), 'sid=k4; Path=/shop', '/shopping'), null, '/shopping is not under /shop')
+})
+
+t.test('app_cookie: a value longer than a request may carry is not learned (it could never route, and would only fill memory)', async (t) => {
+  const clock = new FakeClock()
+  const { go, answer, sessions } = routing(affinity({ key: 'app_cookie', app_cookie: { name: 'sid', fallback: 'random' } }), clock)
+  const first = go({}, '10.0.0.1')
+  answer(first, 'sid=k1; Path=/')
+  const long = 'x'.repeat(DEFAULT_MAX_KEY_LENGTH + 1)
+  t.equal(answer(go({ cookie: 'sid=k1' }, '10.0.0.1'), `sid=${long}; Path=/`), null)
+  t.equal(sessions.table.peek(long, clock.now()), null, 'not pinned')
+  t.equal(sessions.table.peek('k1', clock.now())?.upstream, first.upstream, 'the value it would have replaced stays')
+  const longest = 'y'.repeat(DEFAULT_MAX_KEY_LENGTH)
+  t.same(answer(go({ cookie: 'sid=k1' }, '10.0.0.1'), `sid=${longest}; Path=/`), { key: longest, rekeyedFrom: 'k1' }, 'the longest a request may carry is learned')
+  t.equal(go({ cookie: `sid=${longest}` }, '10.0.0.9').upstream, first.upstream, 'and routes')
 })
 
 t.test('a decision is a frozen value', async (t) => {

@@ -1,6 +1,7 @@
 // Learning an application's session cookie from an answer (`key: app_cookie`): the value an
 // upstream sets is pinned to that upstream, a rotated value re-pinned, a deleted one forgotten.
 // Layer 2 (writes the session table it is given); reads only the answer's Set-Cookie lines.
+import { DEFAULT_MAX_KEY_LENGTH } from './key.js'
 import type { SessionTable } from './session-table.js'
 
 /** The part of a routing decision learning needs. */
@@ -23,36 +24,54 @@ export interface Learned {
  * Pin the application cookie `name` set by `setCookie` (an answer's Set-Cookie lines) to the
  * decision's upstream with the user's epoch. The value the request carried, if replaced or
  * deleted, is forgotten (apps that rotate the cookie on every answer, as Laravel does, leave
- * one entry per user), but a replaced one still routes for a grace period. Returns what was
- * learned, or null when the answer set no value.
+ * one entry per user), but a replaced one still routes for a grace period. A line whose `Path`
+ * does not cover the request's path (`requestPath`, RFC 6265 section 5.1.4) sets another
+ * cookie of that name than the one the request carried (a browser keeps both): its value is
+ * pinned, and the user's session is left as it is. A value longer than the longest key a
+ * request may carry is not learned (it could never route). Returns what was learned, or null
+ * when the answer set no value of the user's cookie.
  * Example: answer `Set-Cookie: PHPSESSID=abc; path=/` from app-1 to a request that carried
  * PHPSESSID=old -> 'abc' pinned to app-1, `{ key: 'abc', rekeyedFrom: 'old' }`.
  */
 export function learnAppCookie(
-  sessions: SessionTable, name: string, d: LearningDecision, setCookie: string | string[] | undefined, now: number,
+  sessions: SessionTable, name: string, d: LearningDecision, setCookie: string | string[] | undefined, now: number, requestPath = '/',
 ): Learned | null {
   if (setCookie === undefined) return null
   let learned: Learned | null = null
   for (const line of typeof setCookie === 'string' ? [setCookie] : setCookie) {
     const v = appCookieValue(line, name, now)
-    if (v === null) continue
-    const rotated = d.appKey !== null && d.appKey !== v.value
+    if (v === null || (!v.deleted && v.value.length > DEFAULT_MAX_KEY_LENGTH)) continue
+    const theUsers = v.path === null || pathMatches(requestPath, v.path)
+    const rotated = theUsers && d.appKey !== null && d.appKey !== v.value
     if (rotated) sessions.retire(d.appKey!, v.deleted ? null : d, now)
     if (v.deleted) sessions.unpin(v.value)
     else {
       sessions.pin(v.value, d.upstream, d.epoch, now)
-      learned = { key: v.value, rekeyedFrom: rotated ? d.appKey : null }
+      if (theUsers) learned = { key: v.value, rekeyedFrom: rotated ? d.appKey : null }
     }
   }
   return learned
 }
 
 /**
- * The value a Set-Cookie line gives to cookie `name`, and whether the line deletes it
- * (empty value, Max-Age <= 0, or an Expires in the past). Null if the line is for another cookie.
- * Example: appCookieValue('PHPSESSID=abc; path=/', 'PHPSESSID', now) -> { value: 'abc', deleted: false }.
+ * Does `requestPath` (a request target; its query is ignored) path-match `cookiePath` (RFC
+ * 6265 section 5.1.4)? Example: pathMatches('/shop/cart?x', '/shop') -> true; ('/shopping', '/shop') -> false.
  */
-export function appCookieValue(line: string, name: string, now: number): { value: string; deleted: boolean } | null {
+export function pathMatches(requestPath: string, cookiePath: string): boolean {
+  const q = requestPath.indexOf('?')
+  const path = q < 0 ? requestPath : requestPath.slice(0, q)
+  if (!path.startsWith(cookiePath)) return false
+  return path.length === cookiePath.length || cookiePath.endsWith('/') || path.charCodeAt(cookiePath.length) === 0x2f /* / */
+}
+
+/**
+ * The value a Set-Cookie line gives to cookie `name`, whether the line deletes it (empty
+ * value, Max-Age <= 0, or an Expires in the past), and its `Path` (null: none, or one not
+ * starting with `/`, which the browser replaces by the request's own directory, RFC 6265
+ * section 5.2.4). Null if the line is for another cookie.
+ * Example: appCookieValue('PHPSESSID=abc; path=/', 'PHPSESSID', now) -> { value: 'abc', deleted: false, path: '/' }.
+ */
+export function appCookieValue(line: string, name: string, now: number): { value: string; deleted: boolean; path: string | null } | null {
   let i = 0
   while (i < line.length && line.charCodeAt(i) === 0x20) i++
   if (!line.startsWith(name, i) || line.charCodeAt(i + name.length) !== 0x3d /* = */) return null
@@ -66,5 +85,8 @@ export function appCookieValue(line: string, name: string, now: number): { value
   const expires = /;\s*expires\s*=\s*([^;]+)/.exec(attrs)
   const deleted = value === '' || (maxAge !== null && Number(maxAge[1]) <= 0) ||
     (maxAge === null && expires !== null && Date.parse(expires[1]!) < now)
-  return { value, deleted }
+  // the last Path attribute counts (RFC 6265 section 5.3 step 7); its value keeps its case
+  let path: string | null = null
+  for (const m of line.slice(end).matchAll(/;\s*path\s*=\s*([^;]*)/gi)) path = m[1]!.trim()
+  return { value, deleted, path: path !== null && path.startsWith('/') ? path : null }
 }

@@ -60,11 +60,13 @@ export function keyOptions(config: KeyConfig): KeyOptions {
  * Extracts the affinity key of a request.
  *
  * - `cookie`: finds the Tether cookie and decodes it with `now` (status `absent` when there is
- *   no such cookie or it is empty, `invalid` when it fails verification, else the codec's verdict).
+ *   no such cookie or it is empty, `invalid` when it fails verification, else the codec's
+ *   verdict); when the first one of that name does not verify (or is empty), a later one that
+ *   does is taken.
  * - `app_cookie`: the application's cookie value, or null when absent, empty or too long.
  * - `client_ip`: see {@link clientIp} (X-Forwarded-For is used only from trusted peers).
- * - `header`: the header value, trimmed; the first one when repeated; null when absent, empty
- *   or too long.
+ * - `header`: the header value, trimmed (Node joins repeated lines with ", " into one value,
+ *   as nginx 1.23+ does for `$http_<name>`); null when absent, empty or too long.
  *
  * Example: `extractAffinityKey({ cookie: 'a=1; tether=AX3k...' }, '10.0.0.5', opts, now)`
  * -> `{ kind: 'cookie', status: 'ok', session: { upstream: 'app-0', ... } }`.
@@ -78,11 +80,11 @@ export function extractAffinityKey(
   switch (options.kind) {
     case 'cookie': {
       const raw = findCookie(headers.cookie, options.cookieName)
-      if (raw === null || raw === '') return { kind: 'cookie', session: null, status: 'absent' }
-      let decoded = options.codec.decode(raw, now)
+      if (raw === null) return { kind: 'cookie', session: null, status: 'absent' }
+      let decoded = raw === '' ? null : options.codec.decode(raw, now)
       if (decoded === null || decoded.status !== 'ok') {
         // a browser may hold two cookies of that name (after a Path or Domain change): any
-        // later one that verifies wins over a stale first one (slow path, rare)
+        // later one that verifies wins over a stale or empty first one (slow path, rare)
         for (const other of allCookies(headers.cookie, options.cookieName).slice(1)) {
           const d = options.codec.decode(other, now)
           if (d !== null && d.status === 'ok') {
@@ -91,7 +93,7 @@ export function extractAffinityKey(
           }
         }
       }
-      if (decoded === null) return { kind: 'cookie', session: null, status: 'invalid' }
+      if (decoded === null) return { kind: 'cookie', session: null, status: raw === '' ? 'absent' : 'invalid' }
       return { kind: 'cookie', session: decoded.cookie, status: decoded.status }
     }
     case 'app_cookie': {

@@ -98,7 +98,7 @@ export class AnswerHead implements AnswerHeadPolicy {
     }
     let rekeyedFrom: string | null = null
     if (o.appCookie !== null && d.learn) {
-      const learned = learnAppCookie(o.sessions, o.appCookie, d, headers['set-cookie'], o.clock.now())
+      const learned = learnAppCookie(o.sessions, o.appCookie, d, headers['set-cookie'], o.clock.now(), ctx.target.path)
       if (learned !== null) {
         ctx.learnedKey = learned.key
         rekeyedFrom = learned.rekeyedFrom
