@@ -11,6 +11,7 @@ import { affinityEntry, startHarness } from './fixtures/raw-tether.js'
 import { exchange } from './fixtures/raw-client.js'
 import { ok } from './fixtures/raw-upstream.js'
 import { header, headerValues, type HeaderLine, type ParsedRequest } from './fixtures/raw-http.js'
+import { request, startProxy, startUpstream } from './fixtures/upstream.js'
 
 /** Header names Tether uses itself (any `X-Tether-*` name is reserved). */
 const RESERVED = [
@@ -226,6 +227,23 @@ t.test('forged, tampered, re-pointed, expired and other-secret cookies are never
   t.same(headerValues(r.finals[0]!, 'x-tether-upstream'), ['app-1'], 'the valid cookie routes to the upstream it names')
   t.equal(h.logs.access().at(-1)?.['route'], 'cookie')
   t.same(h.unhandled(), [])
+})
+
+t.test("an upstream's Set-Cookie of Tether's cookie name is dropped (it would replace the user's affinity cookie); its other cookies pass", async (t) => {
+  const up = await startUpstream('app-0', (_req, res) => {
+    res.setHeader('set-cookie', ['tether=appval; Path=/', 'app=1; Path=/', ' tether=again'])
+    res.end('ok')
+  })
+  const px = await startProxy([up], { affinity: { key: 'cookie', cookie: { ...DEFAULTS.affinity.cookie, secret: [SECRET] } } })
+  t.teardown(async () => { await px.close(0); await up.close() })
+  const first = await request(`${px.url}/`)
+  const lines = [first.headers['set-cookie'] ?? []].flat()
+  t.same(lines.filter((l) => !l.startsWith('tether=')), ['app=1; Path=/'], "the application's other cookie passes")
+  const ours = lines.filter((l) => l.startsWith('tether='))
+  t.equal(ours.length, 1, "one cookie of Tether's name: Tether's own")
+  t.notMatch(ours[0]!, /appval|again/)
+  const again = await request(`${px.url}/`, { headers: { cookie: ours[0]!.split(';')[0]! } })
+  t.same([again.headers['set-cookie'] ?? []].flat(), ['app=1; Path=/'], 'with a valid cookie (no refresh due): none of that name at all')
 })
 
 // ---- X-Forwarded-For and the client IP

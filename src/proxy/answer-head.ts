@@ -3,7 +3,7 @@
 // and hop-by-hop headers removed, the decision's cookie and the debug header added. Layer 4
 // helper of the request path: reads the context, writes through the session table and state.
 import type { Clock } from '../clock.js'
-import { learnAppCookie } from '../affinity/app-cookie.js'
+import { appCookieValue, learnAppCookie } from '../affinity/app-cookie.js'
 import type { SessionTable } from '../affinity/session-table.js'
 import { SessionRecords } from '../affinity/session-records.js'
 import type { Decision } from '../routing/decision.js'
@@ -21,6 +21,8 @@ export interface AnswerHeadOptions {
   readonly records: SessionRecords
   /** The application cookie learned (`key: app_cookie`), or null. */
   readonly appCookie: string | null
+  /** Tether's own cookie (`key: cookie`): an upstream's Set-Cookie of that name is dropped (as HAProxy's `cookie ... insert`), or null. */
+  readonly ownCookie?: string | null
   /** The state protocol, or null with `state.store: none`. */
   readonly state: StateProtocol | null
   readonly reserved: ReservedHeaders
@@ -143,6 +145,13 @@ export class AnswerHead implements AnswerHeadPolicy {
   decorate(ctx: RequestContext, upstreamHeaders: Head): Head {
     const headers = clientResponseHeaders(upstreamHeaders, this.#o.reserved)
     const d = ctx.decision!
+    const own = this.#o.ownCookie
+    if (own != null && headers['set-cookie'] !== undefined) {
+      // the upstream's cookie of Tether's name would replace the user's affinity cookie
+      const kept = [headers['set-cookie']].flat().filter((line) => appCookieValue(line, own, 0) === null)
+      if (kept.length === 0) delete headers['set-cookie']
+      else headers['set-cookie'] = kept
+    }
     if (d.setCookie !== null) {
       const existing = headers['set-cookie']
       if (existing === undefined) headers['set-cookie'] = d.setCookie

@@ -42,7 +42,7 @@ export function createProxy(config: Config, p: ProxyParts): Proxy {
   const a = config.affinity
   const t = config.timeouts
   const answer = new AnswerHead({
-    sessions: p.sessions, records: p.records, appCookie: a.key === 'app_cookie' ? a.app_cookie.name : null, state: p.state,
+    sessions: p.sessions, records: p.records, appCookie: a.key === 'app_cookie' ? a.app_cookie.name : null, ownCookie: a.key === 'cookie' ? a.cookie.name : null, state: p.state,
     reserved: headerPolicy(config).reserved, upstreamHeader: config.forwarding.upstream_header, clock: p.clock,
     hsts: hstsValue(config.listen.tls?.hsts ?? null), shareAnswers: p.shareAnswers ?? null, writes: p.writes ?? null,
   })
