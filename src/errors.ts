@@ -10,7 +10,9 @@ export const ERRORS = {
   TETHER_UPSTREAM_TIMEOUT: { status: 504, message: 'Gateway Timeout: upstream did not answer in time' },
   TETHER_UPSTREAM_RESET: { status: 502, message: 'Bad Gateway: upstream closed the connection' },
   TETHER_UPSTREAM_PROTOCOL: { status: 502, message: 'Bad Gateway: invalid response from upstream' },
-  TETHER_UPSTREAM_UNAVAILABLE: { status: 503, message: 'Service Unavailable: the upstream stopped answering' },
+  // 504, not 503 with Retry-After: the request may have reached the application (a POST is
+  // not replayed), and a client must not be invited to send it again
+  TETHER_UPSTREAM_UNAVAILABLE: { status: 504, message: 'Gateway Timeout: the upstream stopped answering' },
   TETHER_BODY_TOO_LARGE: { status: 413, message: 'Content Too Large' },
   TETHER_BAD_REQUEST: { status: 400, message: 'Bad Request' },
   TETHER_NOT_IMPLEMENTED: { status: 501, message: 'Not Implemented: unsupported transfer coding' },
