@@ -149,9 +149,27 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     records.sweep(clock.now(), 10_000)
     inFlight.sweep()
     health.table.tick()
+    closeDrainedTunnels()
     upkeep = timers.setTimeout(sweep, 1_000)
   }, 1_000)
   logger.info({ url: listener.url, admin: admin.url, upstreams: membership.current().ids }, 'tether listening')
+
+  /**
+   * Past `drain_timeout` a draining upstream's users move at their next request; its
+   * WebSockets, which make none, are closed then (1012, within the upkeep's second), so their
+   * clients reconnect elsewhere too instead of staying for as long as the tunnel lasts.
+   */
+  function closeDrainedTunnels(): void {
+    if (proxy.upgrades.size === 0) return
+    const now = clock.now()
+    for (const id of membership.current().ids) {
+      const since = health.table.drainingSince(id)
+      if (since !== null && now - since >= current.affinity.drain_timeout && proxy.upgrades.countByUpstream(id) > 0) {
+        logger.info({ upstream: id, websockets: proxy.upgrades.countByUpstream(id) }, 'drain_timeout passed: closing the WebSockets of the draining upstream')
+        proxy.upgrades.closeUpstream(id, CLOSE_SERVICE_RESTART)
+      }
+    }
+  }
 
   const reload = (next: Config): ReloadResult => {
     const { applied, needsRestart, effective } = diffConfig(current, next)

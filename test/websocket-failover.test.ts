@@ -84,6 +84,29 @@ t.test('health taking an upstream out (disable) closes its sockets with 1012; th
   await Promise.all(onB.map((ws) => closed(ws)))
 })
 
+t.test('a drained upstream keeps its WebSockets until drain_timeout, then closes them with 1012 (its users move then, as its HTTP users do)', async (t) => {
+  const pods = await Promise.all(['app-0', 'app-1', 'app-2'].map((id) => startEchoPod(id)))
+  const px = await startWsTether(pods.map((p) => ({ id: p.id, url: p.url })), { affinity: { drain_timeout: 1_500 } })
+  t.teardown(async () => {
+    await px.close()
+    await Promise.all(pods.map((p) => p.kill()))
+  })
+  const [a, b] = [pods[0]!, pods[2]!]
+  const onA = await Promise.all((await cookiesOn(px.tether.url, a.id, 3)).map((cookie) => openWs(px.wsUrl, [], { headers: { cookie } })))
+  const onB = await Promise.all((await cookiesOn(px.tether.url, b.id, 2)).map((cookie) => openWs(px.wsUrl, [], { headers: { cookie } })))
+  const closes = onA.map((ws) => closed(ws))
+  const drained = Date.now()
+  px.tether.health.drain(a.id)
+  const echoes = await Promise.all(onA.map((ws) => roundTrip(ws, 'during')))
+  t.ok(echoes.every((e) => e.data.toString() === `${a.id}:during`), 'during the drain they stay open and served')
+  const codes = await within(Promise.all(closes), 5_000, 'the drained upstream\'s sockets closed after drain_timeout')
+  t.ok(Date.now() - drained >= 1_500, `not before drain_timeout (${Date.now() - drained} ms)`)
+  t.ok(codes.every((c) => c.code === 1012), 'all got 1012')
+  t.ok((await Promise.all(onB.map((ws) => roundTrip(ws, 'still')))).every((e) => e.data.toString() === `${b.id}:still`), 'sockets on other upstreams are untouched')
+  for (const ws of onB) ws.close()
+  await Promise.all(onB.map((ws) => closed(ws)))
+})
+
 t.test('shutdown: open sockets keep working through the grace period, then every one gets 1001 (going away)', async (t) => {
   const { pods, px } = await setup(t)
   const sockets = await Promise.all(Array.from({ length: 12 }, () => openWs(px.wsUrl)))
