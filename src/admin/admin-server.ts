@@ -192,7 +192,7 @@ export async function startAdmin(host: string, port: number, deps: AdminDeps, li
       if (verdict === 'ambiguous') return write(res, text(400, 'Bad Request: more than one Authorization header'))
       if (verdict !== 'ok') {
         logger.warn({ method: req.method, path: loggedTarget(req.url), verdict, remote: req.socket.remoteAddress }, 'admin request refused: missing or wrong token')
-        return write(res, { ...text(401, 'Unauthorized: admin.token required'), headers: { 'www-authenticate': 'Bearer realm="tether-admin"' } })
+        return write(res, { ...text(401, verdict === 'wrong' ? 'Unauthorized: wrong admin token' : 'Unauthorized: admin.token required (Authorization: Bearer <token>)'), headers: { 'www-authenticate': 'Bearer realm="tether-admin"' } })
       }
     }
     const id = target.segments[route.path.indexOf(null)] ?? ''
