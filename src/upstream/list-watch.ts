@@ -49,6 +49,7 @@ export interface ListWatchHooks<T> {
  * - 410 Gone (as the status of a watch request, or an ERROR event) lists again at once (a second
  *   410 in a row waits `backoff.base`), replacing every object; a failed list or watch keeps the
  *   objects, calls `onError` and retries after the back-off (a watch resumes from its version).
+ *   An ERROR event ends its watch; the events before it in the same chunk are synced first.
  * - `healthy` is false from a failure until a list succeeds or a watch opens.
  * - `stop()` aborts the request in flight, clears every timer and resolves when the loop ended;
  *   no hook is called after it.
@@ -212,7 +213,11 @@ export class ListWatch<T extends KubernetesObject> {
         onData: arm,
         onEvents: (batch) => {
           events += batch.length
-          if (this.#apply(batch) && this.#state === 'running') this.#hooks.onSync(this.#objects)
+          const { changed, error } = this.#apply(batch)
+          // events before an ERROR in the same chunk are synced first: the version has moved
+          // past them, so the reopened watch will not send them again
+          if (changed && this.#state === 'running') this.#hooks.onSync(this.#objects)
+          if (error !== null) throw error
         },
       })
     } catch (err) {
@@ -226,8 +231,11 @@ export class ListWatch<T extends KubernetesObject> {
     return events
   }
 
-  /** Applies a chunk of events; returns whether any object changed. Throws on an ERROR event. */
-  #apply(batch: readonly WatchEvent[]): boolean {
+  /**
+   * Applies a chunk of events up to the first ERROR event; returns whether any object changed,
+   * and the ERROR as an error (null without one). Events after an ERROR are not applied.
+   */
+  #apply(batch: readonly WatchEvent[]): { changed: boolean; error: KubernetesApiError | null } {
     let changed = false
     for (const { type, object } of batch) {
       const version = (object as KubernetesObject | null)?.metadata?.resourceVersion
@@ -235,7 +243,7 @@ export class ListWatch<T extends KubernetesObject> {
         const status = object as { code?: unknown; message?: unknown } | null
         const code = typeof status?.code === 'number' ? status.code : 0
         const message = `watch ${this.#path}: ${code} ${typeof status?.message === 'string' ? status.message : 'error event'}`
-        throw new KubernetesApiError(message, code === 410 ? 'EGONE' : 'EHTTP', code)
+        return { changed, error: new KubernetesApiError(message, code === 410 ? 'EGONE' : 'EHTTP', code) }
       }
       if (type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED') {
         const name = nameOf(object)
@@ -249,7 +257,7 @@ export class ListWatch<T extends KubernetesObject> {
       if (typeof version === 'string' && version !== '') this.#version = version
     }
     if (batch.length > 0) this.#gone = 0
-    return changed
+    return { changed, error: null }
   }
 
   #succeeded(): void {

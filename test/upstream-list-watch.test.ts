@@ -1,0 +1,98 @@
+// The list/watch loop (src/upstream/list-watch.ts) against API servers on 127.0.0.1 that
+// misbehave in ways the discovery tests do not reach: an ERROR event in the same chunk as the
+// events before it. A scripted server answers each request as the test says; the loop runs on
+// real timers with tiny back-offs (tests wait on hooks with a deadline; nothing sleeps).
+import t, { type Test } from 'tap'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { KubernetesApi, type KubernetesApiError } from '../src/upstream/kubernetes-api.js'
+import { ListWatch, type ListWatchOptions } from '../src/upstream/list-watch.js'
+import type { EndpointSlice } from '../src/upstream/endpoint-slices.js'
+import { endpointSlice } from './fixtures/kube-api-server.js'
+import { waitFor } from './fixtures/wait.js'
+
+const PATH = '/apis/discovery.k8s.io/v1/namespaces/default/endpointslices'
+const FAST = { backoff: { base: 5, max: 20 }, requestTimeout: 2_000, random: () => 1 }
+
+/** One request the scripted server saw: a list or the n-th watch (from 1), with its query. */
+interface Seen { readonly watch: number; readonly query: Readonly<Record<string, string>> }
+
+/**
+ * An API server on 127.0.0.1 that answers lists with `items` at version `version` and hands
+ * each watch to `watch(res, n)` (n counts watches from 1). Closed at teardown.
+ * Example: `await scripted(t, [slice], '100', (res) => holdOpen(res))`.
+ */
+async function scripted(t: Test, items: object[], version: string, watch: (res: http.ServerResponse, n: number) => void): Promise<{ api: KubernetesApi; seen: Seen[] }> {
+  const seen: Seen[] = []
+  let watches = 0
+  const server = http.createServer((req, res) => {
+    const query = Object.fromEntries(new URL(req.url ?? '/', 'http://x').searchParams)
+    if (query['watch'] !== '1') {
+      seen.push({ watch: 0, query })
+      res.writeHead(200, { 'content-type': 'application/json' })
+      return void res.end(JSON.stringify({ kind: 'EndpointSliceList', apiVersion: 'discovery.k8s.io/v1', metadata: { resourceVersion: version }, items }))
+    }
+    seen.push({ watch: ++watches, query })
+    watch(res, watches)
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => {
+    server.closeAllConnections()
+    server.close(() => resolve())
+  }))
+  const { port } = server.address() as AddressInfo
+  return { api: new KubernetesApi({ server: `http://127.0.0.1:${port}`, ca: null, cert: null, key: null, insecure: false, token: () => null }), seen }
+}
+
+/** Starts a watch answer and keeps it open without a byte more (a quiet Service). */
+function holdOpen(res: http.ServerResponse): void {
+  res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' })
+  res.flushHeaders()
+}
+
+/** Watch lines as the API writes them, all in one write (so the client reads them as one chunk). */
+function lines(...events: object[]): string {
+  return events.map((e) => `${JSON.stringify(e)}\n`).join('')
+}
+
+/** A slice as a watch event carries it, at `version`. */
+function sliceAt(name: string, version: string, pod: string, ip: string): object {
+  const s = endpointSlice(name, 'web', [{ pod, ip }]) as { metadata: Record<string, unknown> }
+  return { kind: 'EndpointSlice', apiVersion: 'discovery.k8s.io/v1', ...s, metadata: { ...s.metadata, resourceVersion: version } }
+}
+
+/** Records the loop's hooks: the object names at each sync, the errors, the recoveries. */
+class Hooks {
+  readonly syncs: string[][] = []
+  readonly errors: { code: string; message: string; n: number }[] = []
+  recovered = 0
+  readonly hooks = {
+    onSync: (objects: ReadonlyMap<string, EndpointSlice>) => void this.syncs.push([...objects.keys()].sort()),
+    onError: (e: KubernetesApiError, n: number) => void this.errors.push({ code: e.code, message: e.message, n }),
+    onRecover: () => void this.recovered++,
+  }
+}
+
+function loop(t: Test, api: KubernetesApi, hooks: Hooks, options: Partial<ListWatchOptions> = {}): ListWatch<EndpointSlice> {
+  const lw = new ListWatch<EndpointSlice>(api, { path: PATH, selector: {}, ...FAST, ...options }, hooks.hooks)
+  t.teardown(() => lw.stop())
+  return lw
+}
+
+t.test('events before an ERROR event in the same chunk are synced, and the watch resumes after them', async (t) => {
+  const { api, seen } = await scripted(t, [sliceAt('web-a', '100', 'web-0', '10.0.0.5')], '100', (res, n) => {
+    holdOpen(res)
+    if (n > 1) return
+    res.end(lines(
+      { type: 'ADDED', object: sliceAt('web-b', '101', 'web-1', '10.0.0.6') },
+      { type: 'ERROR', object: { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: 'internal error', reason: 'InternalError', code: 500 } },
+    ))
+  })
+  const hooks = new Hooks()
+  await loop(t, api, hooks).start()
+  await waitFor(() => hooks.errors.length === 1, 5_000, 'the ERROR event')
+  t.match(hooks.errors[0], { code: 'EHTTP', message: /500 internal error/ })
+  t.same(hooks.syncs, [['web-a'], ['web-a', 'web-b']], 'web-b, added before the ERROR, reached onSync')
+  await waitFor(() => seen.some((s) => s.watch === 2), 5_000, 'the watch reopened')
+  t.equal(seen.find((s) => s.watch === 2)?.query['resourceVersion'], '101', 'resumed after the synced event: nothing is missed or replayed')
+})
