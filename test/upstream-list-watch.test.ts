@@ -1,6 +1,6 @@
 // The list/watch loop (src/upstream/list-watch.ts) against API servers on 127.0.0.1 that
 // misbehave in ways the discovery tests do not reach: an ERROR event in the same chunk as the
-// events before it. A scripted server answers each request as the test says; the loop runs on
+// events before it, watches that open (200) and then fail. A scripted server answers each request as the test says; the loop runs on
 // real timers with tiny back-offs (tests wait on hooks with a deadline; nothing sleeps).
 import t, { type Test } from 'tap'
 import http from 'node:http'
@@ -95,4 +95,40 @@ t.test('events before an ERROR event in the same chunk are synced, and the watch
   t.same(hooks.syncs, [['web-a'], ['web-a', 'web-b']], 'web-b, added before the ERROR, reached onSync')
   await waitFor(() => seen.some((s) => s.watch === 2), 5_000, 'the watch reopened')
   t.equal(seen.find((s) => s.watch === 2)?.query['resourceVersion'], '101', 'resumed after the synced event: nothing is missed or replayed')
+})
+
+t.test('a watch that opens and then fails is a failure: the count (so the back-off) keeps growing, nothing recovers until a watch works', async (t) => {
+  const error500 = { type: 'ERROR', object: { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: 'etcd is slow', reason: 'InternalError', code: 500 } }
+  const { api } = await scripted(t, [sliceAt('web-a', '100', 'web-0', '10.0.0.5')], '100', (res, n) => {
+    holdOpen(res)
+    if (n === 1 || n === 3) res.end('this is not JSON\n')
+    else if (n === 2) res.end(lines(error500))
+    else res.write(lines({ type: 'BOOKMARK', object: { kind: 'EndpointSlice', apiVersion: 'discovery.k8s.io/v1', metadata: { resourceVersion: '105' } } }))
+  })
+  const hooks = new Hooks()
+  const lw = loop(t, api, hooks)
+  await lw.start()
+  await waitFor(() => hooks.errors.length === 3, 5_000, 'three failed watches')
+  t.same(hooks.errors.map((e) => [e.code, e.n]), [['EBADRESPONSE', 1], ['EHTTP', 2], ['EBADRESPONSE', 3]], 'counted as consecutive failures (the 200 of each did not reset the count)')
+  t.equal(hooks.recovered, 0, 'no recovery between them')
+  t.equal(lw.healthy, false)
+  await waitFor(() => hooks.recovered === 1, 5_000, 'the watch that works')
+  t.equal(hooks.recovered, 1, 'one recovery, on the bookmark: none for the watches that opened and failed')
+  t.equal(lw.failures, 0)
+  t.equal(lw.healthy, true)
+})
+
+t.test('after failures, a watch that opens and stays quiet counts as working after requestTimeout', async (t) => {
+  const { api } = await scripted(t, [sliceAt('web-a', '100', 'web-0', '10.0.0.5')], '100', (res, n) => {
+    holdOpen(res)
+    if (n === 1) res.end(lines({ type: 'ERROR', object: { kind: 'Status', code: 500, message: 'etcd is slow' } }))
+  })
+  const hooks = new Hooks()
+  const lw = loop(t, api, hooks, { requestTimeout: 200 })
+  await lw.start()
+  await waitFor(() => hooks.errors.length === 1, 5_000, 'the failed watch')
+  t.equal(lw.healthy, false)
+  await waitFor(() => hooks.recovered === 1, 5_000, 'recovery on the quiet watch')
+  t.equal(lw.failures, 0)
+  t.equal(hooks.errors.length, 1, 'the quiet watch is not an error')
 })

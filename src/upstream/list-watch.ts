@@ -15,7 +15,7 @@ export interface ListWatchOptions {
   readonly path: string
   /** Selector query, e.g. `{ labelSelector: 'kubernetes.io/service-name=web' }`. */
   readonly selector: Readonly<Record<string, string>>
-  /** Deadline of one list page, ms. Default 10 000. */
+  /** Deadline of one list page, ms; also how long a quiet watch must stay open to count as working. Default 10 000. */
   readonly requestTimeout?: number
   /** Server-side length of one watch (`timeoutSeconds`). Default 300. */
   readonly watchSeconds?: number
@@ -34,7 +34,7 @@ export interface ListWatchHooks<T> {
   onSync(objects: ReadonlyMap<string, T>): void
   /** A list or watch failed; the last objects stay. `failures` counts since the last success. Must not throw. */
   onError(err: KubernetesApiError, failures: number): void
-  /** The first list or watch that worked after failures. */
+  /** The first list or watch that worked after failures (a watch: events, a clean end, or open for requestTimeout). */
   onRecover?(): void
 }
 
@@ -50,7 +50,9 @@ export interface ListWatchHooks<T> {
  *   410 in a row waits `backoff.base`), replacing every object; a failed list or watch keeps the
  *   objects, calls `onError` and retries after the back-off (a watch resumes from its version).
  *   An ERROR event ends its watch; the events before it in the same chunk are synced first.
- * - `healthy` is false from a failure until a list succeeds or a watch opens.
+ * - `healthy` is false from a failure until a list succeeds or a watch works: it delivered
+ *   events (without an ERROR), ended cleanly, or stayed open for `requestTimeout`. A watch that
+ *   opens and then fails is a failure like any other (the back-off keeps growing).
  * - `stop()` aborts the request in flight, clears every timer and resolves when the loop ended;
  *   no hook is called after it.
  *
@@ -97,7 +99,7 @@ export class ListWatch<T extends KubernetesObject> {
     this.#random = options.random ?? Math.random
   }
 
-  /** False between a failure and the next list that succeeds or watch that opens. */
+  /** False between a failure and the next list that succeeds or watch that works (see the class). */
   get healthy(): boolean {
     return this.#healthy
   }
@@ -201,6 +203,17 @@ export class ListWatch<T extends KubernetesObject> {
     }
     arm()
     let opened = false
+    // The 200 alone is not a success: a watch that opens and then fails (a line that is not
+    // JSON, an ERROR event) would reset the back-off each time and loop at full speed. It works
+    // once a chunk of events came without an ERROR, it ended cleanly, or it stayed open for
+    // requestTimeout (a quiet Service: no bookmark may come for a minute). client-go likewise
+    // counts a watch that closes at once with no event as an error.
+    let settle: unknown
+    const works = (): void => {
+      if (settle !== undefined) this.#timers.clearTimeout(settle)
+      settle = undefined
+      if (this.#state === 'running') this.#succeeded()
+    }
     const query = {
       ...this.#selector, watch: '1', resourceVersion: this.#version!, allowWatchBookmarks: 'true', timeoutSeconds: String(this.#watchSeconds),
     }
@@ -208,7 +221,8 @@ export class ListWatch<T extends KubernetesObject> {
       await this.#api.watch(this.#path, query, controller.signal, {
         onOpen: () => {
           opened = true
-          this.#succeeded()
+          settle = this.#timers.setTimeout(works, this.#requestTimeout)
+          unref(settle)
         },
         onData: arm,
         onEvents: (batch) => {
@@ -218,14 +232,17 @@ export class ListWatch<T extends KubernetesObject> {
           // past them, so the reopened watch will not send them again
           if (changed && this.#state === 'running') this.#hooks.onSync(this.#objects)
           if (error !== null) throw error
+          works()
         },
       })
+      works()
     } catch (err) {
       // an open watch cut by the server or the network is routine (a restart, an idle cut):
       // reopened like one the server ended; a server that is really gone refuses the next one
       if (!(opened && err instanceof KubernetesApiError && err.code === 'ECONNRESET')) throw err
     } finally {
       this.#timers.clearTimeout(idle)
+      if (settle !== undefined) this.#timers.clearTimeout(settle)
       if (this.#abort === controller) this.#abort = null
     }
     return events
