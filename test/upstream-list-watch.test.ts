@@ -1,7 +1,8 @@
 // The list/watch loop (src/upstream/list-watch.ts) against API servers on 127.0.0.1 that
 // misbehave in ways the discovery tests do not reach: an ERROR event in the same chunk as the
-// events before it, watches that open (200) and then fail. A scripted server answers each request as the test says; the loop runs on
-// real timers with tiny back-offs (tests wait on hooks with a deadline; nothing sleeps).
+// events before it, watches that open (200) and then fail, a watch that is never answered.
+// A scripted server answers each request as the test says; the loop runs on real timers with
+// tiny back-offs (tests wait on hooks with a deadline; nothing sleeps).
 import t, { type Test } from 'tap'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -131,4 +132,18 @@ t.test('after failures, a watch that opens and stays quiet counts as working aft
   await waitFor(() => hooks.recovered === 1, 5_000, 'recovery on the quiet watch')
   t.equal(lw.failures, 0)
   t.equal(hooks.errors.length, 1, 'the quiet watch is not an error')
+})
+
+t.test('a watch request that gets no answer (no status line) within requestTimeout is an error, and the watch is asked again', async (t) => {
+  const { api, seen } = await scripted(t, [sliceAt('web-a', '100', 'web-0', '10.0.0.5')], '100', (res, n) => {
+    if (n > 1) holdOpen(res) // the first is never answered: a stuck API server or proxy
+  })
+  const hooks = new Hooks()
+  const lw = loop(t, api, hooks, { requestTimeout: 200 })
+  await lw.start()
+  await waitFor(() => hooks.errors.length === 1, 5_000, 'the deadline of the unanswered watch (the idle timeout is 330 s)')
+  t.match(hooks.errors[0], { code: 'ETIMEDOUT', message: `watch ${PATH}: no answer within 200 ms` })
+  await waitFor(() => hooks.recovered === 1, 5_000, 'the next watch, answered')
+  t.same(seen.map((s) => s.watch), [0, 1, 2], 'asked again from the same version, not listed again')
+  t.equal(seen[2]?.query['resourceVersion'], '100')
 })

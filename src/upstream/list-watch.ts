@@ -15,7 +15,10 @@ export interface ListWatchOptions {
   readonly path: string
   /** Selector query, e.g. `{ labelSelector: 'kubernetes.io/service-name=web' }`. */
   readonly selector: Readonly<Record<string, string>>
-  /** Deadline of one list page, ms; also how long a quiet watch must stay open to count as working. Default 10 000. */
+  /**
+   * Deadline of one list page, and of a watch's answer (its status line), ms; also how long a
+   * quiet watch must stay open to count as working. Default 10 000.
+   */
   readonly requestTimeout?: number
   /** Server-side length of one watch (`timeoutSeconds`). Default 300. */
   readonly watchSeconds?: number
@@ -202,6 +205,10 @@ export class ListWatch<T extends KubernetesObject> {
       unref(idle)
     }
     arm()
+    // until the answer's status line, the deadline of any request: a server that accepts the
+    // connection and never answers is an error now, not after the idle timeout (330 s)
+    let answer: unknown = this.#timers.setTimeout(() => controller.abort(new KubernetesApiError(`watch ${this.#path}: no answer within ${this.#requestTimeout} ms`, 'ETIMEDOUT')), this.#requestTimeout)
+    unref(answer)
     let opened = false
     // The 200 alone is not a success: a watch that opens and then fails (a line that is not
     // JSON, an ERROR event) would reset the back-off each time and loop at full speed. It works
@@ -221,6 +228,8 @@ export class ListWatch<T extends KubernetesObject> {
       await this.#api.watch(this.#path, query, controller.signal, {
         onOpen: () => {
           opened = true
+          this.#timers.clearTimeout(answer)
+          answer = undefined
           settle = this.#timers.setTimeout(works, this.#requestTimeout)
           unref(settle)
         },
@@ -242,6 +251,7 @@ export class ListWatch<T extends KubernetesObject> {
       if (!(opened && err instanceof KubernetesApiError && err.code === 'ECONNRESET')) throw err
     } finally {
       this.#timers.clearTimeout(idle)
+      if (answer !== undefined) this.#timers.clearTimeout(answer)
       if (settle !== undefined) this.#timers.clearTimeout(settle)
       if (this.#abort === controller) this.#abort = null
     }
