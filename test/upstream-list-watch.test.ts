@@ -1,15 +1,17 @@
 // The list/watch loop (src/upstream/list-watch.ts) against API servers on 127.0.0.1 that
 // misbehave in ways the discovery tests do not reach: an ERROR event in the same chunk as the
-// events before it, watches that open (200) and then fail, a watch that is never answered.
-// A scripted server answers each request as the test says; the loop runs on real timers with
-// tiny back-offs (tests wait on hooks with a deadline; nothing sleeps).
+// events before it, watches that open (200) and then fail, a watch that is never answered, a
+// server that answers every watch 410 Gone. A scripted server answers each request as the test
+// says; the loop runs on real timers with tiny back-offs (tests wait on hooks with a deadline;
+// nothing sleeps), except the 410 test, which reads the back-off from fake timers.
 import t, { type Test } from 'tap'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { KubernetesApi, type KubernetesApiError } from '../src/upstream/kubernetes-api.js'
 import { ListWatch, type ListWatchOptions } from '../src/upstream/list-watch.js'
 import type { EndpointSlice } from '../src/upstream/endpoint-slices.js'
-import { endpointSlice } from './fixtures/kube-api-server.js'
+import { FakeKubeApi, endpointSlice } from './fixtures/kube-api-server.js'
+import { FakeTimers } from './fixtures/timers.js'
 import { waitFor } from './fixtures/wait.js'
 
 const PATH = '/apis/discovery.k8s.io/v1/namespaces/default/endpointslices'
@@ -146,4 +148,39 @@ t.test('a watch request that gets no answer (no status line) within requestTimeo
   await waitFor(() => hooks.recovered === 1, 5_000, 'the next watch, answered')
   t.same(seen.map((s) => s.watch), [0, 1, 2], 'asked again from the same version, not listed again')
   t.equal(seen[2]?.query['resourceVersion'], '100')
+})
+
+t.test('410 Gone on every watch, even right after a list: the first three are routine, then each is reported and backed off until a watch works (fake timers)', async (t) => {
+  const api = new FakeKubeApi()
+  const { url } = await api.start()
+  t.teardown(() => api.close())
+  api.put('endpointslices', endpointSlice('web-a', 'web', [{ pod: 'web-0', ip: '10.0.0.5' }]))
+  api.watchStatus = 410 // an API server whose watch cache refuses the versions it lists
+  const timers = new FakeTimers()
+  const hooks = new Hooks()
+  const lw = new ListWatch<EndpointSlice>(new KubernetesApi({ server: url, ca: null, cert: null, key: null, insecure: false, token: () => null }),
+    { path: PATH, selector: {}, requestTimeout: 10_000, idleTimeout: 60_000, backoff: { base: 100, max: 1_000 }, random: () => 1 }, hooks.hooks, timers)
+  t.teardown(() => lw.stop())
+  await lw.start()
+  const sleeps: number[] = []
+  for (let i = 0; i < 7; i++) {
+    await timers.settled((p) => p.some((x) => x.delay < 10_000), 5_000, `pause ${i + 1}`)
+    const sleep = timers.pending().find((x) => x.delay < 10_000)!
+    sleeps.push(sleep.delay)
+    if (i < 6) timers.advance(sleep.delay) // the last pause (after the 8th 410) is left pending
+  }
+  t.same(sleeps, [100, 100, 100, 200, 400, 800, 1_000], 'the 2nd and 3rd 410 wait backoff.base; from the 4th the back-off doubles up to max')
+  t.same(hooks.errors.map((e) => [e.code, e.n]), [['EGONE', 1], ['EGONE', 2], ['EGONE', 3], ['EGONE', 4], ['EGONE', 5]], 'the 4th..8th reported, counted although a list succeeded before each')
+  t.match(hooks.errors[0]!.message, `watch ${PATH}: 410 Gone: watch failed with 410 (410 Gone 4 times in a row, even right after a list)`)
+  t.equal(lw.healthy, false, 'unhealthy while it lasts (discovery_up 0)')
+  t.equal(hooks.recovered, 0)
+  t.equal(api.count('endpointslices', false), 8, 'a list before each watch')
+
+  api.watchStatus = null
+  timers.advance(timers.pending().find((x) => x.delay < 10_000)!.delay)
+  await waitFor(() => api.openWatches === 1, 5_000, 'a watch that opens')
+  api.put('endpointslices', endpointSlice('web-b', 'web', [{ pod: 'web-1', ip: '10.0.0.6' }]))
+  await waitFor(() => hooks.recovered === 1, 5_000, 'recovery on its first event')
+  t.equal(lw.failures, 0)
+  t.same(hooks.syncs.at(-1), ['web-a', 'web-b'])
 })

@@ -5,6 +5,12 @@
 import { systemTimers, type Timers } from '../clock.js'
 import { KubernetesApiError, type KubernetesApi, type WatchEvent } from './kubernetes-api.js'
 
+/**
+ * 410 Gone answers in a row taken as routine (a watch cache that dropped the version: list
+ * again); from the next one on, each is reported through onError and backed off.
+ */
+const QUIET_GONE = 3
+
 /** What the loop needs of an object: its name and version (any Kubernetes object has them). */
 export interface KubernetesObject {
   readonly metadata?: { readonly name?: string; readonly namespace?: string; readonly resourceVersion?: string }
@@ -50,8 +56,9 @@ export interface ListWatchHooks<T> {
  *   without any event after a pause of `backoff.base` (no tight loop against a server that
  *   closes at once). Neither is an error.
  * - 410 Gone (as the status of a watch request, or an ERROR event) lists again at once (a second
- *   410 in a row waits `backoff.base`), replacing every object; a failed list or watch keeps the
- *   objects, calls `onError` and retries after the back-off (a watch resumes from its version).
+ *   and third 410 in a row wait `backoff.base`), replacing every object; from the fourth in a
+ *   row (even fresh lists' versions are refused) each is a failure. A failed list or watch keeps
+ *   the objects, calls `onError` and retries after the back-off (a watch resumes from its version).
  *   An ERROR event ends its watch; the events before it in the same chunk are synced first.
  * - `healthy` is false from a failure until a list succeeds or a watch works: it delivered
  *   events (without an ERROR), ended cleanly, or stayed open for `requestTimeout`. A watch that
@@ -145,11 +152,18 @@ export class ListWatch<T extends KubernetesObject> {
         if (events === 0) await this.#sleep(this.#backoff.base)
       } catch (err) {
         if (this.#state !== 'running') break
-        const e = err instanceof KubernetesApiError ? err : new KubernetesApiError(`${this.#path}: ${(err as Error).message}`, 'EUNKNOWN', null, err)
+        let e = err instanceof KubernetesApiError ? err : new KubernetesApiError(`${this.#path}: ${(err as Error).message}`, 'EUNKNOWN', null, err)
         if (e.code === 'EGONE') {
           this.#version = null
-          if (++this.#gone > 1) await this.#sleep(this.#backoff.base)
-          continue
+          const gone = ++this.#gone
+          if (gone <= QUIET_GONE) {
+            if (gone > 1) await this.#sleep(this.#backoff.base)
+            continue
+          }
+          // more in a row: even a fresh list's version is refused (an API server whose watch
+          // cache lags behind what it lists): reported and backed off as any failure, until a
+          // watch works again (a list in between does not count as a success)
+          e = new KubernetesApiError(`${e.message} (410 Gone ${gone} times in a row, even right after a list)`, 'EGONE', 410, e)
         }
         this.#failures++
         this.#healthy = false
@@ -187,7 +201,7 @@ export class ListWatch<T extends KubernetesObject> {
     if (this.#state !== 'running') return
     this.#objects = objects
     this.#version = version
-    this.#succeeded()
+    if (this.#gone <= QUIET_GONE) this.#succeeded()
     this.#hooks.onSync(this.#objects)
     this.#firstList?.()
     this.#firstList = null
@@ -219,6 +233,7 @@ export class ListWatch<T extends KubernetesObject> {
     const works = (): void => {
       if (settle !== undefined) this.#timers.clearTimeout(settle)
       settle = undefined
+      this.#gone = 0 // the version was accepted
       if (this.#state === 'running') this.#succeeded()
     }
     const query = {
@@ -283,7 +298,6 @@ export class ListWatch<T extends KubernetesObject> {
       }
       if (typeof version === 'string' && version !== '') this.#version = version
     }
-    if (batch.length > 0) this.#gone = 0
     return { changed, error: null }
   }
 
