@@ -2,7 +2,8 @@
 // through a kubeconfig and proxies to real loopback "pods" named by their EndpointSlices. Users
 // stick to pods by name: a terminating pod drains (no new users, its users stay), a deleted one
 // leaves after drain_timeout, a pod restarted at a new address keeps its users, and an API
-// server outage keeps the set while /readyz and tether_discovery_up say it is degraded.
+// server outage keeps the set while /readyz and tether_discovery_up say it is degraded. When
+// every pod is terminating, those still serving take new users (no 503) until a pod is ready.
 import t from 'tap'
 import http from 'node:http'
 import { mkdtempSync, writeFileSync } from 'node:fs'
@@ -139,4 +140,52 @@ users: [{ name: tether, user: { token: secret-token } }]
   await api.start()
   await waitFor(async () => JSON.parse((await request(`${tether.adminUrl}/readyz`)).body).degraded.length === 0, 15_000, 'recovery')
   t.match((await request(`${tether.adminUrl}/metrics`)).body, /tether_discovery_up\{source="kubernetes"\} 1/)
+})
+
+t.test('every pod terminating but still serving: new users land on them (no 503) until a pod is ready, then they drain', async (t) => {
+  const pods = new Map<string, Pod>()
+  for (const name of ['web-0', 'web-1', 'web-2']) pods.set(name, await startPod(name))
+  t.teardown(async () => { await Promise.all([...pods.values()].map(stopPod)) })
+  const api = new FakeKubeApi()
+  const { url } = await api.start()
+  t.teardown(() => api.close())
+  api.put('endpointslices', sliceOf(pods.get('web-0')!))
+  api.put('endpointslices', sliceOf(pods.get('web-1')!, { terminating: true, serving: true }))
+  const kubeconfig = join(mkdtempSync(join(tmpdir(), 'tether-k8s-e2e-')), 'kubeconfig')
+  writeFileSync(kubeconfig, `apiVersion: v1
+kind: Config
+current-context: test
+contexts: [{ name: test, context: { cluster: fake, user: tether, namespace: default } }]
+clusters: [{ name: fake, cluster: { server: "${url}" } }]
+users: [{ name: tether, user: {} }]
+`)
+  const tether = await startTether(testConfig([], {
+    affinity: { key: 'cookie', drain_timeout: DRAIN_TIMEOUT },
+    discovery: { kubernetes: { service: 'web', namespace: null, port: 'http', kubeconfig, weight_annotation: null } },
+    log: { level: 'warn', access: false },
+  }), { logger: createLogger('warn', new LogCapture()) })
+  t.teardown(() => tether.close(0))
+  const agent = userAgent(20)
+  t.teardown(() => agent.destroy())
+  const state = async (id: string): Promise<string | undefined> =>
+    (JSON.parse((await request(`${tether.adminUrl}/upstreams`)).body) as { id: string; state: string }[]).find((r) => r.id === id)?.state
+  const newUsers = async (n: number): Promise<string[]> => Promise.all(Array.from({ length: n }, async () => {
+    const r = await get(`${tether.url}/`, agent, {}, new CookieJar())
+    return r.status === 200 ? r.body : `${r.status}`
+  }))
+  await waitFor(async () => (await state('web-1')) === 'draining', 5_000, 'web-1 draining while web-0 is ready')
+
+  // the last ready pod terminates too (a rollout that replaces every pod at once)
+  api.put('endpointslices', sliceOf(pods.get('web-0')!, { terminating: true, serving: true }))
+  await waitFor(async () => (await state('web-1')) === 'healthy', 5_000, 'no pod ready: web-1 takes new users again')
+  t.equal(await state('web-0'), 'healthy', 'web-0 too')
+  const homes = tally(await newUsers(40))
+  t.same([...homes.keys()].sort(), ['web-0', 'web-1'], `new users land on the terminating pods, none gets a 503 (${JSON.stringify(Object.fromEntries(homes))})`)
+  const ready = await request(`${tether.adminUrl}/readyz`)
+  t.equal(ready.status, 200)
+
+  // a new pod is ready: the terminating ones drain again
+  api.put('endpointslices', sliceOf(pods.get('web-2')!))
+  await waitFor(async () => (await state('web-0')) === 'draining' && (await state('web-1')) === 'draining', 5_000, 'both drain once web-2 is ready')
+  t.same([...tally(await newUsers(20)).keys()], ['web-2'], 'new users go to the ready pod only')
 })

@@ -81,6 +81,24 @@ t.test('a pod listed twice counts once: serving wins, then IPv4, then the slice 
   t.same(upstreamsFromSlices([old, moved], 'http').upstreams, [{ id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 }], 'serving wins over draining')
 })
 
+t.test('no endpoint ready: terminating endpoints that still serve take new users (kube-proxy falls back to them)', async (t) => {
+  const all = endpointSlice('web-a', 'web', [
+    { pod: 'web-0', ip: '10.0.0.5', terminating: true, serving: true },
+    { pod: 'web-1', ip: '10.0.0.6', terminating: true, serving: true },
+    { pod: 'web-2', ip: '10.0.0.7', terminating: true, serving: false },
+    { pod: 'web-3', ip: '10.0.0.8', ready: false, serving: false },
+  ])
+  const { upstreams } = upstreamsFromSlices([all], 'http')
+  t.same(upstreams, [
+    { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 },
+    { id: 'web-1', url: 'http://10.0.0.6:8080', weight: 1 },
+  ], 'not draining: otherwise every new user would get 503 while the pods still answer; those not serving stay out')
+  t.ok(upstreams.every((u) => Object.isFrozen(u)), 'still deeply frozen')
+  const fresh = endpointSlice('web-b', 'web', [{ pod: 'web-4', ip: '10.0.0.9' }])
+  t.same(upstreamsFromSlices([all, fresh], 'http').upstreams.map((u) => [u.id, u.draining === true]), [['web-0', true], ['web-1', true], ['web-4', false]],
+    'one ready pod: the terminating ones drain again')
+})
+
 t.test('weights apply by pod name, the default to the others', async (t) => {
   const slice = endpointSlice('web-x', 'web', [{ pod: 'web-0', ip: '10.0.0.5' }, { pod: 'web-1', ip: '10.0.0.6' }, { pod: null, ip: '10.0.0.7' }])
   const r = parseWeights('web-1=4,*=2')

@@ -85,7 +85,7 @@ export function parseWeights(text: string): { ok: true; weights: Weights } | { o
 
 /** What the slices gave, and why some endpoints were left out (for a log line). */
 export interface SliceUpstreams {
-  /** Sorted by id, deduplicated, deeply frozen; `draining: true` for terminating pods that still serve. */
+  /** Sorted by id, deduplicated, deeply frozen; `draining: true` for terminating pods that still serve (unless none is ready). */
   readonly upstreams: readonly DiscoveredUpstream[]
   /** Slices that lack the wanted port name (their endpoints are left out). */
   readonly slicesWithoutPort: readonly string[]
@@ -99,10 +99,13 @@ const FAMILY_ORDER: Record<string, number> = { IPv4: 0, IPv6: 1, FQDN: 2 }
  * one; url = `http://<first address>:<port>`. `port` is a Service port name (looked up in each
  * slice's TCP ports) or the pods' port number. A pod listed twice (two slices during a
  * rebalance, or IPv4 and IPv6 slices of a dual-stack Service) counts once: serving wins over
- * draining, then IPv4 over IPv6 over FQDN, then the slice name order.
+ * draining, then IPv4 over IPv6 over FQDN, then the slice name order. When no endpoint is
+ * serving, the draining ones are not draining: they take new users (kube-proxy's fallback to
+ * serving-terminating endpoints), so the pool never answers 503 while pods still serve.
  * Example: a slice with web-0 ready at 10.0.0.5 and web-1 terminating (serving) at 10.0.0.6,
  * port 'http' = 8080 -> `[{ id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 },
- * { id: 'web-1', url: 'http://10.0.0.6:8080', weight: 1, draining: true }]`.
+ * { id: 'web-1', url: 'http://10.0.0.6:8080', weight: 1, draining: true }]`; with web-1 alone
+ * -> `[{ id: 'web-1', url: 'http://10.0.0.6:8080', weight: 1 }]`.
  */
 export function upstreamsFromSlices(slices: Iterable<EndpointSlice>, port: string | number, weights: Weights = EQUAL_WEIGHTS): SliceUpstreams {
   const ordered = [...slices].sort((a, b) =>
@@ -130,7 +133,13 @@ export function upstreamsFromSlices(slices: Iterable<EndpointSlice>, port: strin
       byId.set(id, Object.freeze(upstream))
     }
   }
-  const upstreams = Object.freeze([...byId.values()].sort((a, b) => compare(a.id, b.id)))
+  let found = [...byId.values()]
+  // No endpoint ready but some terminating ones still serving (every pod of a Deployment
+  // replaced at once, a one-replica rollout with maxSurge 0): they take new users, as kube-proxy
+  // falls back to serving-terminating endpoints. Draining them all would answer every new user
+  // 503 while the pods still answer; the first ready pod makes them draining again.
+  if (found.every((u) => u.draining === true)) found = found.map((u) => Object.freeze({ id: u.id, url: u.url, weight: u.weight }))
+  const upstreams = Object.freeze(found.sort((a, b) => compare(a.id, b.id)))
   return { upstreams, slicesWithoutPort: Object.freeze(slicesWithoutPort) }
 }
 

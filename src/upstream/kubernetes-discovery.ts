@@ -61,8 +61,9 @@ interface Service extends KubernetesObject {
  *   no serving endpoint: reported through `onError`), then keeps watching; it rejects only
  *   when called twice or after `stop()`.
  * - A pod's upstream id is its name (StatefulSet pods keep theirs across restarts); `ready`
- *   pods take new users, `serving` + `terminating` ones are reported `draining: true`, others
- *   are left out (membership drains them, then removes them after drain_timeout).
+ *   pods take new users, `serving` + `terminating` ones are reported `draining: true` (but
+ *   take new users too while no pod is ready, as kube-proxy falls back to them), others are
+ *   left out (membership drains them, then removes them after drain_timeout).
  * - With `weight_annotation`, the Service is watched too and its annotation sets weights.
  * - `status()` lists what is degraded now (API unreachable or failing, no endpoints, a bad
  *   annotation); [] when all is well.
