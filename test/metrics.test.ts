@@ -146,6 +146,39 @@ t.test('a health transition sets exactly one state to 1; removal deletes the ser
   t.same(states(s, 'app-1'), { healthy: 1, unhealthy: 0, ejected: 0, draining: 0, disabled: 0 })
 })
 
+t.test('a failover or retry from an upstream already removed and purged is dropped at the next scrape, not kept forever', async (t) => {
+  const m = light()
+  m.onHealthTransition({ id: 'web-3', from: null, to: 'healthy' })
+  m.onHealthTransition({ id: 'web-4', from: null, to: 'healthy' })
+  m.failover('web-3', 'drain')
+  m.retry('web-3')
+  m.onHealthTransition({ id: 'web-3', from: 'healthy', to: null }) // its slice deleted, drain_timeout passed
+  let s = await scrape(m)
+  t.same(find(s, 'tether_failovers_total', { from: 'web-3' }), [], 'purged with the upstream')
+
+  // later: a user whose cookie still names web-3 is moved, a retry names it
+  m.failover('web-3', 'dead')
+  m.retry('web-3')
+  m.failover('web-4', 'spill')
+  s = await scrape(m)
+  t.same(find(s, 'tether_failovers_total', { from: 'web-3' }), [], 'the late failover does not bring web-3 back')
+  t.same(find(s, 'tether_retries_total', { upstream: 'web-3' }), [], 'nor the late retry')
+  t.equal(value(s, 'tether_failovers_total', { from: 'web-4', reason: 'spill' }), 1, 'a current upstream keeps its series')
+
+  m.requestStarted('web-3')
+  m.retry('web-3')
+  s = await scrape(m)
+  t.equal(value(s, 'tether_retries_total', { upstream: 'web-3' }), 1, 'kept while a request to it is in flight')
+  m.requestEnded('web-3')
+  t.same(find(await scrape(m), 'tether_retries_total', { upstream: 'web-3' }), [], 'then dropped')
+
+  m.onHealthTransition({ id: 'web-3', from: null, to: 'healthy' }) // a StatefulSet pod back under its name
+  m.failover('web-3', 'rebalance')
+  s = await scrape(m)
+  t.equal(value(s, 'tether_failovers_total', { from: 'web-3', reason: 'rebalance' }), 1, 'back in health: kept again')
+  t.equal(value(await scrape(m), 'tether_failovers_total', { from: 'web-3', reason: 'rebalance' }), 1)
+})
+
 t.test('syncHealth seeds states from a snapshot and removes the missing', async (t) => {
   const m = light()
   m.onHealthTransition({ id: 'old', from: null, to: 'healthy' })
@@ -171,6 +204,7 @@ t.test('in-flight requests go up and down per upstream', async (t) => {
 
 t.test('event counters, Redis, WebSocket and reload metrics', async (t) => {
   const m = light()
+  for (const id of ['app-0', 'app-1', 'app-2']) m.onHealthTransition({ id, from: null, to: 'healthy' })
   m.failover('app-0', 'dead'); m.failover('app-0', 'dead'); m.failover('app-1', 'rebalance')
   m.retry('app-2')
   m.rehydration('delivered'); m.rehydration('no_state'); m.rehydration('delivered')

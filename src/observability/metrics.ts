@@ -125,8 +125,10 @@ export interface MetricsOptions {
  *
  * When an upstream is removed (health transition to null) its state series go at once; its
  * traffic series (requests, duration, in-flight, retries, failovers from it) are dropped at the
- * first scrape after its in-flight count reaches 0. A request recorded for it after that
- * re-creates its series (bounded by the ids that ever existed).
+ * first scrape after its in-flight count reaches 0. A retry or failover recorded later for an
+ * upstream health does not list is dropped the same way (so an upstream never known to health,
+ * as in a Metrics not subscribed to it, shows none). A request recorded for a removed upstream
+ * after that re-creates its request series (bounded by the ids that ever existed).
  *
  * Example:
  * ```ts
@@ -317,14 +319,19 @@ export class Metrics {
     for (const id of this.#upstreams) if (!seen.has(id)) this.#removeUpstream(id)
   }
 
-  /** A user was moved away from upstream `from` (Route.moved). */
+  /**
+   * A user was moved away from upstream `from` (Route.moved). `from` may be gone already (a
+   * user whose cookie names a pod deleted in a rollout): its series then goes at the next scrape.
+   */
   failover(from: string, reason: MoveReason): void {
     this.#failovers.inc({ from, reason })
+    this.#dropUnlessCurrent(from)
   }
 
-  /** The attempt to `upstream` failed and the request is retried on another one. */
+  /** The attempt to `upstream` failed and the request is retried on another one (dropped as for failover). */
   retry(upstream: string): void {
     this.#retries.inc(this.#labelsOf(upstream))
+    this.#dropUnlessCurrent(upstream)
   }
 
   rehydration(result: RehydrationResult): void {
@@ -436,6 +443,15 @@ export class Metrics {
       this.#retries.remove({ upstream: id })
       for (const reason of ['dead', 'drain', 'rebalance', 'spill', 'admin', 'restart'] satisfies MoveReason[]) this.#failovers.remove({ from: id, reason })
     }
+  }
+
+  /**
+   * A series was just made for `id`: when health does not list it (removed, its series perhaps
+   * purged already), it is dropped at the next scrape as a removed upstream's. Otherwise a late
+   * failover or retry re-created it for good: one series per deleted pod, every rollout.
+   */
+  #dropUnlessCurrent(id: string): void {
+    if (!this.#upstreams.has(id)) this.#removed.add(id)
   }
 
   #labelsOf(upstream: string): { upstream: string } {
