@@ -376,3 +376,14 @@ t.test("discovery ends only its own drain: an address that comes back does not u
   health.undrain('app-1', 'discovery')
   t.equal(health.drainMigrates('app-1'), true, 'and keeps it when discovery\'s drain ends')
 })
+
+t.test('anotherPassing: another upstream whose last probe passed counts while healthy or draining (it still answers), not while out', async (t) => {
+  const { health } = table({}, ['app-0', 'app-1'])
+  t.equal(health.anotherPassing('app-0'), false, 'no probe has passed yet')
+  health.reportActive('app-1', true)
+  t.equal(health.anotherPassing('app-0'), true)
+  health.drain('app-1')
+  t.equal(health.anotherPassing('app-0'), true, 'a draining upstream that answers its probes is evidence too')
+  health.disable('app-1')
+  t.equal(health.anotherPassing('app-0'), false, 'a disabled one is not')
+})

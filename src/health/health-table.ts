@@ -222,11 +222,11 @@ export class HealthTable {
 
   /**
    * Does another upstream than `id` pass its active checks right now (its last probe passed
-   * and it is healthy)? Evidence that a probe timeout of `id` is about `id`, not about this
-   * process being too busy to read answers.
+   * and it is healthy, or draining: it still answers)? Evidence that a probe timeout of `id`
+   * is about `id`, not about this process being too busy to read answers.
    */
   anotherPassing(id: string): boolean {
-    for (const e of this.#entries.values()) if (e.id !== id && e.activeSuccesses > 0 && e.state === 'healthy') return true
+    for (const e of this.#entries.values()) if (e.id !== id && e.activeSuccesses > 0 && (e.state === 'healthy' || e.state === 'draining')) return true
     return false
   }
 
