@@ -15,6 +15,7 @@ export const ERRORS = {
   TETHER_UPSTREAM_UNAVAILABLE: { status: 504, message: 'Gateway Timeout: the upstream stopped answering' },
   TETHER_BODY_TOO_LARGE: { status: 413, message: 'Content Too Large' },
   TETHER_BAD_REQUEST: { status: 400, message: 'Bad Request' },
+  TETHER_PLAIN_HTTP_TO_TLS: { status: 400, message: 'Bad Request: a plain HTTP request was sent to the HTTPS port' },
   TETHER_NOT_IMPLEMENTED: { status: 501, message: 'Not Implemented: unsupported transfer coding' },
   TETHER_METHOD_NOT_ALLOWED: { status: 405, message: 'Method Not Allowed' },
   TETHER_HEADERS_TOO_LARGE: { status: 431, message: 'Request Header Fields Too Large' },

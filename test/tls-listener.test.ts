@@ -313,3 +313,17 @@ t.test('a TCP connection that never starts its TLS handshake is closed after tim
   await once(sock, 'close', 3_000, 'Tether to close the silent connection')
   t.pass('closed')
 })
+
+t.test('plain HTTP sent to the TLS port gets a 400 that says so, in plain HTTP (as nginx answers), with HTTP/2 on or off', async (t) => {
+  for (const enabled of [false, true]) {
+    const { tether, up } = await tlsTether(t, { listen: { http2: { enabled } } })
+    const sock = net.connect(Number(new URL(tether.url).port), '127.0.0.1', () => sock.write('GET / HTTP/1.1\r\nHost: a\r\n\r\n'))
+    sock.on('error', () => undefined)
+    t.teardown(() => sock.destroy())
+    let got = ''
+    sock.on('data', (c: Buffer) => (got += c.toString('latin1')))
+    await once(sock, 'close', 5_000, 'the answer and the close')
+    t.match(got, /^HTTP\/1\.1 400 Bad Request\r\n[^]*\r\n\r\nBad Request: a plain HTTP request was sent to the HTTPS port\n$/, `http2.enabled: ${enabled}`)
+    t.equal(up.seen.length, 0, 'nothing reached the upstream')
+  }
+})

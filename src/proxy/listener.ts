@@ -218,8 +218,12 @@ export class Listener {
       this.#tlsSockets.add(socket)
       socket.once('close', () => this.#tlsSockets.delete(socket))
     })
-    // a failed handshake (wrong version, no shared cipher, a scanner) is the client's problem
-    this.server.on('tlsClientError', (err: Error) => deps.logger.debug({ err }, 'TLS handshake failed'))
+    // a failed handshake (wrong version, no shared cipher, a scanner) is the client's problem;
+    // plain HTTP sent to the TLS port gets a 400 that says so, in plain HTTP, as nginx answers
+    this.server.on('tlsClientError', (err: Error & { code?: string }, tlsSocket: Socket) => {
+      deps.logger.debug({ err }, 'TLS handshake failed')
+      if (err.code === 'ERR_SSL_HTTP_REQUEST') answerPlain(tlsSocket)
+    })
     this.server.on('clientError', deps.clientErrors.handle)
     // Expect: 100-continue: refuse a declared oversized body before the client sends it
     this.server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
@@ -374,6 +378,18 @@ export class Listener {
     socket.unshift(head.length > 0 ? Buffer.concat([bytes, head]) : bytes)
     this.server.emit('connection', socket)
   }
+}
+
+/**
+ * The 400 for plain HTTP on the TLS port (OpenSSL recognised an HTTP request line instead of a
+ * ClientHello), written to the TCP socket under the TLS one: Node keeps it as `_parent`, which
+ * is not public API, so without it (another Node) the connection is only closed, as before.
+ */
+function answerPlain(tlsSocket: Socket): void {
+  const raw = (tlsSocket as Socket & { _parent?: unknown })._parent
+  if (!(raw instanceof net.Socket) || !raw.writable) return
+  raw.on('error', () => undefined)
+  writeRawError(raw, 'TETHER_PLAIN_HTTP_TO_TLS')
 }
 
 /** Is this an upgrade to WebSocket (Upgrade: websocket, case-insensitive, possibly in a list)? */
