@@ -241,6 +241,42 @@ function nullable<T>(check: Check<T>): Check<T | null> {
   }
 }
 
+/** A whole value that is one reference with an empty default, `${NAME:-}`: the file says the key may be left unset. */
+const EMPTY_DEFAULT = /^\$\{[A-Za-z_][A-Za-z0-9_]*:-\}$/
+
+/**
+ * Why a secret's value is empty (blank after `${ENV}` substitution), or null when it is not. A
+ * secret left empty by mistake (a Kubernetes Secret without the key's value) must not turn into
+ * "no secret": `unset` says how to mean that. Example: `is empty (from ${TETHER_ADMIN_TOKEN}):
+ * set it, or remove the key for no token`.
+ */
+function emptySecret(node: SourceNode, ctx: Ctx, unset: string): string | null {
+  if (node.kind !== 'scalar' || typeof node.value !== 'string') return null
+  const sub = substituteEnv(node.value, ctx.env)
+  if (sub.errors.length > 0 || sub.value.trim() !== '') return null
+  return `is empty${sub.substituted ? ` (from ${node.value})` : ''}: set it, or ${unset}`
+}
+
+/**
+ * A secret key (admin.token, affinity.cookie.secret, log.session_secret): null when absent or
+ * an explicit null (written, `${VAR:-null}`, or a whole `${VAR:-}` whose default is empty);
+ * an empty value, written or from the environment, is an error, never "no secret".
+ */
+function secretOrNull<T>(check: Check<T>, unset: string): Check<T | null> {
+  return (node, path, ctx) => {
+    if (node.kind === 'scalar') {
+      if (node.value === null) return null
+      if (typeof node.value === 'string') {
+        const sub = substituteEnv(node.value, ctx.env)
+        if (sub.substituted && sub.errors.length === 0 && (sub.value === 'null' || (sub.value === '' && EMPTY_DEFAULT.test(node.value)))) return null
+        const empty = emptySecret(node, ctx, unset)
+        if (empty !== null) return ctx.report(node.pos, path, empty)
+      }
+    }
+    return check(node, path, ctx)
+  }
+}
+
 function list<T>(item: Check<T>, opts: { nonEmpty: boolean }): Check<T[]> {
   return (node, path, ctx) => {
     if (node.kind !== 'seq') return ctx.report(node.pos, path, `expected a list, got ${describeNode(node)}`)
@@ -509,6 +545,12 @@ function uniqueIds(node: SourceNode, path: string, ctx: Ctx): boolean {
 const secret: Check<string> = andThen(string(), (v) =>
   Buffer.byteLength(v) < MIN_SECRET_BYTES ? new Fail(`expected a secret of at least ${MIN_SECRET_BYTES} bytes, got ${Buffer.byteLength(v)}`) : null)
 
+/** One of several cookie secrets (rotation): an empty one is an error, as for a single secret. */
+const listedSecret: Check<string> = (node, path, ctx) => {
+  const empty = emptySecret(node, ctx, 'remove it from the list')
+  return empty === null ? secret(node, path, ctx) : ctx.report(node.pos, path, empty)
+}
+
 const cidr: Check<string> = andThen(string(), (v) => {
   try {
     parseTrustedProxies([v])
@@ -558,7 +600,7 @@ const affinity: Check<AffinityConfig> = refine(
       cookie: struct<AffinityConfig['cookie']>(
         {
           name: string(COOKIE_NAME),
-          secret: nullable(oneOrMany(secret)),
+          secret: secretOrNull(oneOrMany(listedSecret), 'remove the key for a random per-process secret'),
           path: string({ test: /^\/[\x20-\x3A\x3C-\x7E]*$/, what: 'a path starting with "/"' }),
           domain: nullable(string()),
           max_age: nullable(duration({ zero: false })),
@@ -824,7 +866,7 @@ const config: Check<Config> = refine(
     {
       listen: proxyListen,
       admin: struct<Config['admin']>(
-        { listen: listen(DEFAULTS.admin.listen), token: nullable(string()), allowed_hosts: list(string(DNS_NAME), { nonEmpty: false }) },
+        { listen: listen(DEFAULTS.admin.listen), token: secretOrNull(string(), 'remove the key for no token'), allowed_hosts: list(string(DNS_NAME), { nonEmpty: false }) },
         DEFAULTS.admin,
       ),
       upstreams: alsoCheck(list(upstream, { nonEmpty: false }), uniqueIds),
@@ -851,7 +893,7 @@ const config: Check<Config> = refine(
         {
           level: oneOf<LogLevel>(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
           access: boolean,
-          session_secret: nullable(secret),
+          session_secret: secretOrNull(secret, 'remove the key for a random secret per process'),
         },
         DEFAULTS.log,
       ),

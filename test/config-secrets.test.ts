@@ -1,0 +1,84 @@
+// The secret keys (admin.token, affinity.cookie.secret, log.session_secret): an empty value,
+// written or from an empty environment variable, is a config error naming the key and line,
+// never "no secret"; only absence or an explicit null leaves one unset.
+import t from 'tap'
+import { ConfigError, parseConfig } from '../src/config/index.js'
+
+const FILE = 'proxy.yaml'
+const yaml = (...lines: string[]): string => lines.join('\n') + '\n'
+const UPSTREAMS = ['upstreams:', '  - { id: a, url: "http://127.0.0.1:9001" }']
+const SECRET = 'a-secret-of-at-least-16-bytes'
+
+function issuesOf(text: string, env: Record<string, string>): readonly string[] {
+  try {
+    parseConfig(text, FILE, env)
+    return []
+  } catch (err) {
+    if (err instanceof ConfigError) return err.issues
+    throw err
+  }
+}
+
+t.test('an admin.token from an empty variable is an error naming the key, its line and the variable', async (t) => {
+  const text = yaml('admin:', '  listen: { host: 0.0.0.0 }', '  token: "${TETHER_ADMIN_TOKEN}"', ...UPSTREAMS)
+  t.strictSame(issuesOf(text, { TETHER_ADMIN_TOKEN: '' }), [
+    `${FILE}:3:10 admin.token: is empty (from \${TETHER_ADMIN_TOKEN}): set it, or remove the key for no token`,
+  ])
+  t.strictSame(issuesOf(text, { TETHER_ADMIN_TOKEN: ' \n' }), [
+    `${FILE}:3:10 admin.token: is empty (from \${TETHER_ADMIN_TOKEN}): set it, or remove the key for no token`,
+  ], 'blank is empty too')
+  t.equal(parseConfig(text, FILE, { TETHER_ADMIN_TOKEN: 't0k' }).admin.token, 't0k')
+})
+
+t.test('an affinity.cookie.secret from an empty variable is an error, alone or in a rotation list', async (t) => {
+  const one = yaml(...UPSTREAMS, 'affinity:', '  cookie:', '    secret: ${TETHER_SECRET}')
+  t.strictSame(issuesOf(one, { TETHER_SECRET: '' }), [
+    `${FILE}:5:13 affinity.cookie.secret: is empty (from \${TETHER_SECRET}): set it, or remove the key for a random per-process secret`,
+  ])
+  const two = yaml(...UPSTREAMS, 'affinity:', '  cookie:', '    secret: ["${NEW}", "${OLD}"]')
+  t.strictSame(issuesOf(two, { NEW: SECRET, OLD: '' }), [
+    `${FILE}:5:24 affinity.cookie.secret[1]: is empty (from \${OLD}): set it, or remove it from the list`,
+  ])
+  t.strictSame(parseConfig(two, FILE, { NEW: SECRET, OLD: `${SECRET}-old` }).affinity.cookie.secret, [SECRET, `${SECRET}-old`])
+})
+
+t.test('a log.session_secret from an empty variable is an error', async (t) => {
+  const text = yaml(...UPSTREAMS, 'log:', '  session_secret: ${LOG_SECRET}')
+  t.strictSame(issuesOf(text, { LOG_SECRET: '' }), [
+    `${FILE}:4:19 log.session_secret: is empty (from \${LOG_SECRET}): set it, or remove the key for a random secret per process`,
+  ])
+})
+
+t.test('a secret written empty is an error too', async (t) => {
+  t.strictSame(issuesOf(yaml('admin:', '  token: ""', ...UPSTREAMS), {}), [
+    `${FILE}:2:10 admin.token: is empty: set it, or remove the key for no token`,
+  ])
+  t.strictSame(issuesOf(yaml(...UPSTREAMS, 'affinity: { cookie: { secret: " " } }'), {}), [
+    `${FILE}:3:31 affinity.cookie.secret: is empty: set it, or remove the key for a random per-process secret`,
+  ])
+})
+
+t.test('absence or an explicit null leaves a secret unset', async (t) => {
+  const cases: [string, Record<string, string>][] = [
+    ['null', {}],
+    ['', {}], // `token:` with nothing: YAML null
+    ['~', {}],
+    ['${TOKEN:-null}', {}],
+    ['${TOKEN:-null}', { TOKEN: '' }],
+    ['${TOKEN}', { TOKEN: 'null' }],
+    ['${TOKEN:-}', {}], // an empty default written in the file: the key may be left unset
+  ]
+  for (const [value, env] of cases) {
+    const c = parseConfig(yaml('admin:', `  token: ${value}`, 'affinity:', '  cookie:', `    secret: ${value}`, 'log:', `  session_secret: ${value}`, ...UPSTREAMS), FILE, env)
+    t.equal(c.admin.token, null, `admin.token ${value} ${JSON.stringify(env)}`)
+    t.equal(c.affinity.cookie.secret, null, `affinity.cookie.secret ${value}`)
+    t.equal(c.log.session_secret, null, `log.session_secret ${value}`)
+  }
+  t.equal(parseConfig(yaml(...UPSTREAMS), FILE, {}).admin.token, null, 'absent')
+})
+
+t.test('other nullable keys keep reading an empty variable as null', async (t) => {
+  const c = parseConfig(yaml(...UPSTREAMS, 'limits:', '  max_body_bytes: ${MAX_BODY}', 'affinity:', '  cookie:', '    domain: ${DOMAIN}'), FILE, { MAX_BODY: '', DOMAIN: '' })
+  t.equal(c.limits.max_body_bytes, null)
+  t.equal(c.affinity.cookie.domain, null)
+})
