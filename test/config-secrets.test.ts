@@ -1,8 +1,13 @@
 // The secret keys (admin.token, affinity.cookie.secret, log.session_secret): an empty value,
 // written or from an empty environment variable, is a config error naming the key and line,
-// never "no secret"; only absence or an explicit null leaves one unset.
+// never "no secret"; only absence or an explicit null leaves one unset. And the start-up
+// warning for a tokenless admin listener that is not on loopback.
 import t from 'tap'
 import { ConfigError, parseConfig } from '../src/config/index.js'
+import { startTether } from '../src/app.js'
+import { createLogger } from '../src/observability/logger.js'
+import { LogCapture } from './fixtures/log-capture.js'
+import { testConfig } from './fixtures/upstream.js'
 
 const FILE = 'proxy.yaml'
 const yaml = (...lines: string[]): string => lines.join('\n') + '\n'
@@ -81,4 +86,21 @@ t.test('other nullable keys keep reading an empty variable as null', async (t) =
   const c = parseConfig(yaml(...UPSTREAMS, 'limits:', '  max_body_bytes: ${MAX_BODY}', 'affinity:', '  cookie:', '    domain: ${DOMAIN}'), FILE, { MAX_BODY: '', DOMAIN: '' })
   t.equal(c.limits.max_body_bytes, null)
   t.equal(c.affinity.cookie.domain, null)
+})
+
+t.test('a tokenless admin listener off loopback is warned about once at start, naming the keys', async (t) => {
+  const warnings = async (admin: { host: string; token: string | null }): Promise<Record<string, unknown>[]> => {
+    const logs = new LogCapture()
+    const tether = await startTether(testConfig([{ id: 'a', url: 'http://127.0.0.1:9' }], {
+      admin: { listen: { host: admin.host, port: 0 }, token: admin.token },
+    }), { logger: createLogger('warn', logs) })
+    await tether.close(0)
+    return logs.records.filter((r) => String(r['msg']).startsWith('admin.token is not set'))
+  }
+  const open = await warnings({ host: '0.0.0.0', token: null })
+  t.equal(open.length, 1)
+  t.equal(open[0]?.['level'], 40)
+  t.equal(open[0]?.['msg'], 'admin.token is not set and admin.listen.host (0.0.0.0) is not loopback: every admin route (drain, sessions, upstreams) is open to anyone who reaches that address; set admin.token')
+  t.same(await warnings({ host: '0.0.0.0', token: 't0k' }), [], 'a token: no warning')
+  t.same(await warnings({ host: '127.0.0.1', token: null }), [], 'loopback: no warning')
 })
