@@ -209,8 +209,12 @@ function andThen<T>(check: Check<T>, rule: (value: T) => Fail | null): Check<T> 
   }
 }
 
-/** 596h (~24.8 days): just under the Node.js timer limit of 2^31-1 ms, above which timers fire at once. */
-const MAX_DURATION_MS = 596 * 3_600_000
+/**
+ * 596h (~24.8 days): just under the Node.js timer limit of 2^31-1 ms, above which timers fire at
+ * once. affinity.absolute_timeout has no timer but is held to it too: the affinity table counts
+ * an entry's age exactly only within 2^31 ms (affinity/table.ts). cookie.max_age is not timed.
+ */
+export const MAX_DURATION_MS = 596 * 3_600_000
 
 function duration(opts: { zero: boolean; max?: number }): Check<number> {
   const max = opts.max ?? MAX_DURATION_MS
@@ -560,6 +564,12 @@ const cidr: Check<string> = andThen(string(), (v) => {
   }
 })
 
+/**
+ * 400 days: the longest cookie lifetime browsers keep (RFC 6265bis caps Max-Age there). A
+ * Max-Age is sent, never timed, so it is not held to MAX_DURATION_MS (the timer limit).
+ */
+export const MAX_COOKIE_AGE_MS = 400 * 24 * 3_600_000
+
 const COOKIE_NAME = { test: /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, what: 'a cookie name (letters, digits and !#$%&\'*+-.^_`|~)' }
 const HEADER_NAME = { test: /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, what: 'a header name' }
 
@@ -603,7 +613,7 @@ const affinity: Check<AffinityConfig> = refine(
           secret: secretOrNull(oneOrMany(listedSecret), 'remove the key for a random per-process secret'),
           path: string({ test: /^\/[\x20-\x3A\x3C-\x7E]*$/, what: 'a path starting with "/"' }),
           domain: nullable(string()),
-          max_age: nullable(duration({ zero: false })),
+          max_age: nullable(duration({ zero: false, max: MAX_COOKIE_AGE_MS })),
           secure: boolean,
           http_only: boolean,
           same_site: oneOf<SameSite>(['Strict', 'Lax', 'None']),

@@ -2,6 +2,7 @@
 // Header persistence, its name, idle and absolute timeouts, the cookie lifetime type, and the
 // backend Service of the rule. Pure.
 import { formatDuration } from '../config/duration.js'
+import { MAX_COOKIE_AGE_MS, MAX_DURATION_MS } from '../config/validate.js'
 import { backendPort, lineOf, type Backend, type Conversion, type Finding, type Manifest, type Setting } from './manifests.js'
 
 const COOKIE_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
@@ -66,15 +67,21 @@ export function convertHttpRoute(route: Manifest, manifests: readonly Manifest[]
   }
   if (absolute !== undefined) {
     const effectiveIdle = Math.min(idle ?? absolute, DAY_MS)
+    const differs = absolute < effectiveIdle ? 'raised to idle_timeout: Tether requires absolute_timeout >= idle_timeout'
+      : absolute > MAX_DURATION_MS ? `lowered to ${formatDuration(MAX_DURATION_MS)} (24.8 days), the longest Tether allows: a user busy for longer is placed again once (their state follows with checkpoints)`
+        : undefined
     settings.push({
-      path: 'affinity.absolute_timeout', value: formatDuration(Math.max(absolute, effectiveIdle)), from: field('absoluteTimeout', sp.absoluteTimeout),
-      ...(absolute < effectiveIdle ? { differs: 'raised to idle_timeout: Tether requires absolute_timeout >= idle_timeout' } : {}),
+      path: 'affinity.absolute_timeout', value: formatDuration(Math.min(Math.max(absolute, effectiveIdle), MAX_DURATION_MS)), from: field('absoluteTimeout', sp.absoluteTimeout),
+      ...(differs === undefined ? {} : { differs }),
     })
   }
   if (type === 'Cookie') {
     const lifetime = sp.cookieConfig?.lifetimeType
     if (lifetime === 'Permanent' && absolute !== undefined) {
-      settings.push({ path: 'affinity.cookie.max_age', value: formatDuration(absolute), from: `${at('cookieConfig', 'lifetimeType')} cookieConfig.lifetimeType: Permanent`, differs: 'Max-Age is the absoluteTimeout' })
+      settings.push({
+        path: 'affinity.cookie.max_age', value: formatDuration(Math.min(absolute, MAX_COOKIE_AGE_MS)), from: `${at('cookieConfig', 'lifetimeType')} cookieConfig.lifetimeType: Permanent`,
+        differs: absolute > MAX_COOKIE_AGE_MS ? `Max-Age is the absoluteTimeout, lowered to ${formatDuration(MAX_COOKIE_AGE_MS)} (400 days), the longest browsers keep` : 'Max-Age is the absoluteTimeout',
+      })
     } else if (lifetime === 'Permanent') {
       findings.push({ at: at('cookieConfig', 'lifetimeType'), what: 'cookieConfig.lifetimeType: Permanent', why: 'without absoluteTimeout there is no lifetime to give the cookie: it stays a browser-session cookie' })
     } else if (lifetime !== undefined && lifetime !== 'Session') {

@@ -3,6 +3,7 @@
 // backend Service. Pure: a table of annotation rules; every annotation is either converted,
 // converted with a note of how Tether differs, or reported as not converted (never dropped).
 import { formatDuration } from '../config/duration.js'
+import { MAX_COOKIE_AGE_MS, MAX_DURATION_MS } from '../config/validate.js'
 import { backendPort, lineOf, type Backend, type Conversion, type Finding, type Manifest, type Setting } from './manifests.js'
 
 const PREFIX = 'nginx.ingress.kubernetes.io/'
@@ -189,13 +190,21 @@ function cookieSettings(use: Use, set: Set, skip: Skip): void {
     const n = Number(lifetime)
     if (!/^\d+$/.test(lifetime) || n === 0) skip(lifetimeName, 'expected a whole number of seconds > 0')
     else {
-      const life = formatDuration(n * 1000)
+      const ms = n * 1000
       const idle = Math.min(n, 86_400)
-      set('affinity.cookie.max_age', life, lifetimeName, lifetimeName === 'session-cookie-expires' ? 'sent as Max-Age (the same lifetime; Expires is the legacy form)' : undefined)
+      const maxAge = Math.min(ms, MAX_COOKIE_AGE_MS)
+      const absolute = Math.min(ms, MAX_DURATION_MS)
+      const differs = [
+        lifetimeName === 'session-cookie-expires' ? 'sent as Max-Age (the same lifetime; Expires is the legacy form)' : null,
+        ms > MAX_COOKIE_AGE_MS ? `lowered to ${formatDuration(MAX_COOKIE_AGE_MS)} (400 days), the longest Max-Age browsers keep` : null,
+      ].filter((d) => d !== null).join('; ')
+      set('affinity.cookie.max_age', formatDuration(maxAge), lifetimeName, differs === '' ? undefined : differs)
       set('affinity.idle_timeout', formatDuration(idle * 1000), lifetimeName, n > 86_400
         ? "ingress-nginx's cookie has no idle expiry; Tether's idle_timeout is at most 24h: a user idle longer is placed again (their state follows with checkpoints)"
         : "ingress-nginx's cookie has no idle expiry: with idle_timeout equal to the lifetime, only the lifetime ends a session")
-      set('affinity.absolute_timeout', life, lifetimeName, 'the session ends after this lifetime however busy the user is, like the cookie expiring in the browser')
+      set('affinity.absolute_timeout', formatDuration(absolute), lifetimeName, ms > MAX_DURATION_MS
+        ? `Tether's absolute_timeout is at most ${formatDuration(MAX_DURATION_MS)} (24.8 days): a user busy for longer than that is placed again once (their state follows with checkpoints), before the cookie's ${formatDuration(maxAge)} are over`
+        : 'the session ends after this lifetime however busy the user is, like the cookie expiring in the browser')
     }
   } else {
     set('affinity.idle_timeout', '24h', 'affinity', "ingress-nginx's cookie lives for the browser session with no idle expiry; Tether's idle_timeout is at most 24h (its longest): a user idle longer is placed again")
