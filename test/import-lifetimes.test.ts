@@ -1,9 +1,10 @@
 // Cookie lifetimes over 596h (ingress-nginx's common 30 days): cookie.max_age is a Max-Age sent
 // to the browser, not a timer, so it goes up to the 400 days browsers keep; absolute_timeout
-// stays within 596h and `tether import` lowers it with a note.
+// stays within 596h and `tether import` lowers it with a note. And `tether import` checks the
+// proxy.yaml it writes with the real config parser, so it never prints one `tether check` rejects.
 import t from 'tap'
 import { ConfigError, parseConfig, type Config } from '../src/config/index.js'
-import { convertManifests, type ImportResult } from '../src/import/convert.js'
+import { convertManifests, ImportError, type ImportResult } from '../src/import/convert.js'
 
 const ENV = { TETHER_SECRET: 'x'.repeat(32), TETHER_ADMIN_TOKEN: 'admin' }
 const configOf = (r: ImportResult): Config => parseConfig(r.proxyYaml, 'imported proxy.yaml', ENV)
@@ -75,4 +76,13 @@ t.test('Gateway API absoluteTimeout of 30 days with a Permanent cookie: max_age 
   t.match(flat(r), 'differs: lowered to 596h (24.8 days), the longest Tether allows')
   const long = configOf(convert('route.yaml', route('{ type: Cookie, absoluteTimeout: 10000h, cookieConfig: { lifetimeType: Permanent } }')))
   t.equal(long.affinity.cookie.max_age, 9600 * H)
+})
+
+t.test('tether import refuses to print a proxy.yaml that tether check rejects', async (t) => {
+  // a __Host- cookie cannot have a Domain: converted key by key, the pair is not valid
+  const text = ingress({ affinity: 'cookie', 'session-cookie-name': '__Host-route', 'session-cookie-domain': 'shop.example.com' })
+  t.throws(() => convert('ingress.yaml', text), ImportError)
+  t.throws(() => convert('ingress.yaml', text), {
+    message: /^the proxy\.yaml converted from the input does not pass tether check, so it is not printed \(please report this with the input\): proxy\.yaml:\d+:\d+ affinity\.cookie: .*__Host-/,
+  })
 })

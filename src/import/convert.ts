@@ -2,7 +2,7 @@
 // out, reproducing the stickiness the user had (ingress-nginx annotations, a Service's ClientIP
 // affinity, a Gateway API HTTPRoute's sessionPersistence) with comments for what differs, and
 // a list of what was not converted. Pure: file texts in, texts out; cli.ts does the I/O.
-import { toYaml } from '../config/index.js'
+import { ConfigError, parseConfig, toYaml } from '../config/index.js'
 import { convertHttpRoute } from './gateway-api.js'
 import { convertIngress } from './ingress-nginx.js'
 import { readManifests, type Backend, type Finding, type Manifest, type Setting } from './manifests.js'
@@ -39,6 +39,20 @@ export class ImportError extends Error {
   constructor(message: string, cause?: unknown) {
     super(message, cause === undefined ? undefined : { cause })
     this.name = 'ImportError'
+  }
+}
+
+/**
+ * Throws ImportError when `proxyYaml` does not pass the config checker (every `${NAME}` given a
+ * placeholder value), so `tether import` never prints a file that `tether check` rejects.
+ */
+function checkOwnOutput(proxyYaml: string): void {
+  const env = Object.fromEntries([...proxyYaml.matchAll(/\$\{([A-Za-z_][A-Za-z0-9_]*)/g)].map((m) => [m[1]!, 'tether-import-placeholder-0123456789']))
+  try {
+    parseConfig(proxyYaml, 'proxy.yaml', env)
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err
+    throw new ImportError(`the proxy.yaml converted from the input does not pass tether check, so it is not printed (please report this with the input): ${err.issues.join('; ')}`, err)
   }
 }
 
@@ -127,6 +141,7 @@ export function convertManifests(sources: readonly { readonly file: string; read
       : ['Not converted (review each):', ...findings.map((f) => `- ${f.at} ${f.what}: ${f.why}`)]),
   ]
   const proxyYaml = renderProxyYaml(header, settings)
+  checkOwnOutput(proxyYaml)
   const manifests = options.manifests
     ? [
         `# Tether for ${DESCRIBE(chosen.manifest)}, written by \`tether import --manifests\`.`,
