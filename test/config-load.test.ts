@@ -646,7 +646,7 @@ const urlCases: [url: string, result: string][] = [
   ['http://a?', 'expected an http:// or https:// URL without a query or fragment, got "http://a?"'],
   ['http://a#top', 'expected an http:// or https:// URL without a query or fragment, got "http://a#top"'],
   ['http://user:pw@a', 'expected an http:// or https:// URL without credentials'],
-  ['http://a:99999', 'expected an http:// or https:// URL, got "http://a:99999"'],
+  ['http://a:99999', 'expected a port between 1 and 65535, got 99999 (in "http://a:99999")'],
 ]
 
 t.test('upstream URLs are normalised to their origin or rejected', async (t) => {

@@ -2,6 +2,7 @@
 // Pure: no I/O and no YAML library; load.ts turns the YAML document into the `SourceNode` tree
 // below. Small combinators (leaf, struct, list, nullable) carry each section's rules.
 
+import { isIP, isIPv4 } from 'node:net'
 import { dirname, isAbsolute, join as joinPath } from 'node:path'
 import { DEFAULTS, type AffinityConfig, type AffinityKeyKind, type CertificateFiles, type Config, type DnsDiscoveryConfig, type HstsConfig, type KubernetesDiscoveryConfig, type LogLevel, type SameSite, type TlsVersion, type UpstreamConfig, type UpstreamTlsConfig } from './schema.js'
 import { parseTrustedProxies } from '../affinity/client-ip.js'
@@ -398,8 +399,20 @@ const UPSTREAM_ID = {
 const URL_KIND = 'an http:// or https:// URL'
 
 /** `http(s)://host[:port]` with no path, query, fragment or credentials; normalised to its origin. */
+/** The port written in a URL's authority (`http://host:70000/` -> "70000"), or null for none. */
+const URL_PORT = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/(?:[^@/?#]*@)?(?:\[[^\]]*\]|[^:/?#]*):(\d+)(?:[/?#]|$)/
+
+/** "expected a port between 1 and 65535, got 0", or null for a port in that range. */
+function portProblem(port: string): Fail | null {
+  const n = Number(port)
+  return n >= 1 && n <= 65535 ? null : new Fail(`expected a port between 1 and 65535, got ${port}`)
+}
+
 const upstreamUrl: Check<string> = leaf(URL_KIND, (value) => {
   if (typeof value !== 'string') return expected(URL_KIND, value)
+  const port = URL_PORT.exec(value)?.[1]
+  const badPort = port === undefined ? null : portProblem(port)
+  if (badPort !== null) return new Fail(`${badPort.message} (in ${describeValue(value)})`)
   let url: URL
   try {
     url = new URL(value)
@@ -695,6 +708,17 @@ const retries = struct<Config['retries']>(
   DEFAULTS.retries,
 )
 
+const DNS_SERVER = 'an IP address, ip:port or [ipv6]:port (a DNS server is an address, not a name)'
+
+/** A DNS server as the resolver takes it: `ip`, `ip:port`, `ipv6`, `[ipv6]` or `[ipv6]:port`; port 1..65535. */
+const dnsServer: Check<string> = andThen(string(), (v) => {
+  if (isIP(v) !== 0) return null
+  const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(v) ?? /^([^:[\]]+):(\d+)$/.exec(v)
+  const host = m?.[1]
+  if (host === undefined || (v.startsWith('[') ? isIP(host) === 0 : !isIPv4(host))) return expected(DNS_SERVER, v)
+  return m?.[2] === undefined ? null : portProblem(m[2])
+})
+
 /** A DNS lookup needs a port unless SRV records give it. */
 function dnsRules(d: DnsDiscoveryConfig, node: SourceNode, path: string, ctx: Ctx): boolean {
   if (d.port !== null || d.srv) return true
@@ -709,7 +733,7 @@ const dnsDiscovery = refine(struct<DnsDiscoveryConfig>(
     srv: boolean,
     interval: duration({ zero: false }),
     family: oneOf(['any', 'ipv4', 'ipv6'] as const),
-    servers: list(string(), { nonEmpty: false }),
+    servers: list(dnsServer, { nonEmpty: false }),
   },
   DEFAULTS.dnsDiscovery,
 ), dnsRules)
@@ -735,7 +759,11 @@ const kubernetesDiscovery = struct<KubernetesDiscoveryConfig>(
 
 /** A DNS name as a Host header carries it (labels of letters, digits, `-` and `_`; no port, no scheme). */
 const DNS_NAME = { test: /^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/, what: 'a host name without port or scheme (e.g. tether-admin.internal)' }
-const HOST_PORT = { test: /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, what: 'host:port' }
+/** `host:port` (a name, an IPv4 address or a bracketed IPv6 one), port 1..65535. */
+const hostPort: Check<string> = andThen(string(), (v) => {
+  const port = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d+)$/.exec(v)?.[1]
+  return port === undefined ? expected('host:port', v) : portProblem(port)
+})
 
 const redisUrl: Check<string> = leaf('a redis:// or rediss:// URL', (value) => {
   if (typeof value !== 'string') return expected('a redis:// or rediss:// URL', value)
@@ -786,9 +814,9 @@ const state = refine(refine(
         {
           url: nullable(redisUrl),
           password: nullable(string()),
-          sentinels: list(string(HOST_PORT), { nonEmpty: false }),
+          sentinels: list(hostPort, { nonEmpty: false }),
           name: nullable(string()),
-          nodes: list(string(HOST_PORT), { nonEmpty: false }),
+          nodes: list(hostPort, { nonEmpty: false }),
           key_prefix: leaf('a string', (v) => (typeof v === 'string' ? v : expected('a string', v))),
         },
         DEFAULTS.state.redis,
