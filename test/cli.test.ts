@@ -159,10 +159,12 @@ t.test('check: Kubernetes and SRV discovery say what they will discover', async 
   const r = await runCli(['check', k8s])
   t.equal(r.code, 0, r.stderr)
   t.equal(r.stdout, `${k8s}: ok (Kubernetes discovery of Service web (the pod's namespace) port http (EndpointSlices))\n`)
-  const both = tempFile('both.yaml', 'discovery:\n  kubernetes: { service: web, namespace: shop, port: 8080, kubeconfig: /home/me/.kube/config }\n  dns: { name: _http._tcp.web.shop.svc.cluster.local, srv: true }\n')
+  // check reads the kubeconfig as discovery will, so it must be there
+  const kubeconfig = tempFile('config', 'apiVersion: v1\nkind: Config\ncurrent-context: dev\ncontexts: [{ name: dev, context: { cluster: dev } }]\nclusters: [{ name: dev, cluster: { server: "http://127.0.0.1:8001" } }]\n')
+  const both = tempFile('both.yaml', `discovery:\n  kubernetes: { service: web, namespace: shop, port: 8080, kubeconfig: ${kubeconfig} }\n  dns: { name: _http._tcp.web.shop.svc.cluster.local, srv: true }\n`)
   const r2 = await runCli(['check', both])
   t.equal(r2.code, 0, r2.stderr)
-  t.equal(r2.stdout, `${both}: ok (DNS SRV discovery of _http._tcp.web.shop.svc.cluster.local ports from SRV records every 5s; Kubernetes discovery of Service web (shop) port 8080 (EndpointSlices, through kubeconfig /home/me/.kube/config))\n`)
+  t.equal(r2.stdout, `${both}: ok (DNS SRV discovery of _http._tcp.web.shop.svc.cluster.local ports from SRV records every 5s; Kubernetes discovery of Service web (shop) port 8080 (EndpointSlices, through kubeconfig ${kubeconfig}))\n`)
 })
 
 t.test('run: Kubernetes discovery without credentials exits 1 with what to do, before listening', async (t) => {

@@ -1,9 +1,10 @@
 // Addresses that passed `tether check` and then failed at start (or misbehaved): DNS servers
 // that are names or have a port out of range (port 0 aborts Node's resolver), Redis host:port
-// with port 0 or above 65535, an upstream URL with port 0 or 70000. Each is one line naming the
-// key and its line.
+// with port 0 or above 65535, an upstream URL with port 0 or 70000, and a kubeconfig that cannot
+// be read. Each is one line naming the key and its line.
 import t from 'tap'
 import { ConfigError, parseConfig } from '../src/config/index.js'
+import { runCli, tempFile } from './fixtures/cli.js'
 
 const FILE = 'proxy.yaml'
 const yaml = (...lines: string[]): string => lines.join('\n') + '\n'
@@ -50,4 +51,25 @@ t.test('upstreams[].url: a port 0 or above 65535 is named as the problem', async
   t.strictSame(issuesOf(up('https://[::1]:0/')), [`${FILE}:3:10 upstreams[0].url: expected a port between 1 and 65535, got 0 (in "https://[::1]:0/")`])
   t.equal(parseConfig(up('http://127.0.0.1:65535'), FILE).upstreams[0]?.url, 'http://127.0.0.1:65535')
   t.equal(parseConfig(up('http://app:80'), FILE).upstreams[0]?.url, 'http://app')
+})
+
+t.test('tether check reads the kubeconfig as discovery will: a missing or unusable one is one located line', async (t) => {
+  const config = (kubeconfig: string): string =>
+    tempFile('proxy.yaml', yaml('discovery:', '  kubernetes:', '    service: web', '    port: http', `    kubeconfig: ${kubeconfig}`))
+  const good = tempFile('kubeconfig', yaml(
+    'apiVersion: v1',
+    'kind: Config',
+    'current-context: dev',
+    'contexts: [{ name: dev, context: { cluster: local } }]',
+    'clusters: [{ name: local, cluster: { server: "http://127.0.0.1:8001" } }]',
+  ))
+  const noContext = tempFile('kubeconfig', yaml('apiVersion: v1', 'kind: Config'))
+  const files = [config('/nonexistent/kubeconfig'), config(noContext), config(good)]
+  const [missing, unusable, ok] = await Promise.all(files.map((f) => runCli(['check', f])))
+  t.equal(missing?.code, 1)
+  t.equal(missing?.stderr, `${files[0]}:5:17 discovery.kubernetes.kubeconfig: cannot read the kubeconfig /nonexistent/kubeconfig: ENOENT\n`)
+  t.equal(unusable?.code, 1)
+  t.equal(unusable?.stderr, `${files[1]}:5:17 discovery.kubernetes.kubeconfig: kubeconfig ${noContext}: no current-context\n`)
+  t.equal(ok?.code, 0, ok?.stderr)
+  t.match(ok?.stdout, `through kubeconfig ${good}`)
 })

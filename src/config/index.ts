@@ -3,7 +3,7 @@
 
 export { loadConfigFile, parseConfig, parseConfigFile, parseYamlDocuments, plainValue, readConfigFile, toYaml } from './load.js'
 export { ConfigError } from './validate.js'
-export type { Pos, ScalarValue, SourceEntry, SourceNode } from './validate.js'
+export type { ConfigFiles, Pos, ScalarValue, SourceEntry, SourceNode } from './validate.js'
 export { parseDuration } from './duration.js'
 export { DEFAULTS } from './schema.js'
 export type * from './schema.js'

@@ -25,16 +25,17 @@ export function loadConfigFile(path: string, env: NodeJS.ProcessEnv = process.en
 
 /**
  * As {@link loadConfigFile}, with the text read: what a primary of workers hands each worker,
- * so they run the file as it was accepted, not as it is on disk when they start.
+ * so they run the file as it was accepted, not as it is on disk when they start. `files` checks
+ * the files the config names (default: its PEM files; cli.ts adds the kubeconfig).
  */
-export function readConfigFile(path: string, env: NodeJS.ProcessEnv = process.env): { readonly text: string; readonly config: Config } {
+export function readConfigFile(path: string, env: NodeJS.ProcessEnv = process.env, files: ConfigFiles = pemFiles): { readonly text: string; readonly config: Config } {
   let text: string
   try {
     text = readFileSync(path, 'utf8')
   } catch (err) {
     throw new ConfigError([`${path}: cannot read config: ${(err as Error).message}`], { cause: err })
   }
-  return { text, config: parseConfigFile(text, path, env) }
+  return { text, config: parseConfig(text, path, env, files) }
 }
 
 /** Validates `text` as the config file at `path` would be (its PEM files read and checked). */

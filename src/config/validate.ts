@@ -67,6 +67,8 @@ export interface ConfigFiles {
   pem(path: string, kind: PemKind): string | null
   /** Why the readable `cert` and `key` files do not make a pair, or null. */
   pair(cert: string, key: string): string | null
+  /** Why the kubeconfig at `path` cannot give Kubernetes discovery its access, or null (unchecked without it). */
+  kubeconfig?(path: string): string | null
 }
 
 /** Formats one issue line: `file:line:col path: message` (no path: `file:line:col: message`). */
@@ -746,12 +748,20 @@ const servicePort: Check<string | number> = leaf('a port name or number', (value
   return expected('a Service port name (up to 15 lower-case letters, digits and "-") or a port number', value)
 })
 
+/** A kubeconfig path; with the filesystem at hand (`tether check`, start-up), it must give discovery its access. */
+const kubeconfigFile: Check<string> = (node, path, ctx) => {
+  const value = string()(node, path, ctx)
+  if (value === INVALID) return INVALID
+  const problem = ctx.files?.kubeconfig?.(value) ?? null
+  return problem === null ? value : ctx.report(node.pos, path, problem)
+}
+
 const kubernetesDiscovery = struct<KubernetesDiscoveryConfig>(
   {
     service: string({ test: /^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/, what: 'a Service name (lower-case letters, digits and "-", starting with a letter)' }),
     namespace: nullable(string({ test: /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/, what: 'a namespace name (lower-case letters, digits and "-")' })),
     port: servicePort,
-    kubeconfig: nullable(string()),
+    kubeconfig: nullable(kubeconfigFile),
     weight_annotation: nullable(string({ test: /^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/, what: 'an annotation key like tether.io/weights' })),
   },
   DEFAULTS.kubernetesDiscovery,
