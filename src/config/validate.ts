@@ -303,11 +303,13 @@ type Shape<T> = { readonly [K in keyof T]-?: Check<T[K]> }
 function struct<T extends object>(shape: Shape<T>, defaults: { readonly [K in keyof T]?: T[K] }): Check<T> {
   const keys = Object.keys(shape) as (keyof T & string)[]
   return (node, path, ctx) => {
+    // a section left empty (`health:` with every key under it commented out) is YAML null: its defaults
+    if (node.kind === 'scalar' && node.value === null) node = { kind: 'map', pos: node.pos, entries: [] }
     if (node.kind !== 'map') return ctx.report(node.pos, path, `expected a map, got ${describeNode(node)}${missingSpace(node)}`)
     let ok = true
     for (const entry of node.entries) {
       if (Object.hasOwn(shape, entry.key)) continue
-      ctx.report(entry.keyPos, join(path, entry.key), unknownKey(entry.key, keys))
+      ctx.report(entry.keyPos, join(path, entry.key), entry.key === '<<' ? MERGE_KEY : unknownKey(entry.key, keys))
       ok = false
     }
     const out: Partial<Record<keyof T, unknown>> = {}
@@ -343,6 +345,9 @@ function alsoCheck<T>(check: Check<T>, rule: (node: SourceNode, path: string, ct
     return rule(node, path, ctx) ? value : INVALID
   }
 }
+
+/** `<<: *defaults`: a YAML 1.1 merge key, which YAML 1.2 (this file's) reads as a plain key named "<<". */
+const MERGE_KEY = 'merge keys (<<: *anchor) are not supported (YAML 1.2): write the keys out, or use an anchor for a whole value'
 
 /** For `port:8080` (read by YAML as the string "port:8080"): say the space after ":" is missing. */
 function missingSpace(node: SourceNode): string {
