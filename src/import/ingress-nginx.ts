@@ -126,7 +126,7 @@ export function convertIngress(ingress: Manifest, manifests: readonly Manifest[]
   // the Ingress itself: TLS and hosts stay in front; the backends are where the pods are
   const spec = ingress.obj['spec'] ?? {}
   if (Array.isArray(spec['tls']) && spec['tls'].length > 0) {
-    findings.push({ at: lineOf(ingress, ['spec', 'tls']), what: 'spec.tls', why: 'Tether speaks plain HTTP: keep TLS on this Ingress (or the load balancer) and point it at the Tether Service' })
+    findings.push({ at: lineOf(ingress, ['spec', 'tls']), what: 'spec.tls', why: 'not converted: keep TLS on this Ingress (or the load balancer) in front of Tether and point it at the Tether Service, or terminate TLS in Tether with listen.tls from the same certificate Secret (docs/tls.md)' })
   }
   const hosts = Array.isArray(spec['rules']) ? spec['rules'].map((r: any) => r?.host).filter((h: unknown) => typeof h === 'string') : []
   if (hosts.length > 0) {
@@ -162,9 +162,11 @@ type Skip = (name: string, why: string) => void
 /** The session-cookie-* annotations of `affinity: cookie`. */
 function cookieSettings(use: Use, set: Set, skip: Skip): void {
   const mode = use('affinity-mode')
-  if (mode === 'balanced') set('affinity.on_scale_up', 'rebalance', 'affinity-mode', 'when pods are added, the users whose hash moves to a new pod move there once (with X-Tether-Moved; their state follows through the checkpoint protocol), the others stay')
+  const rebalance = 'when pods are added, the users whose hash moves to a new pod move there once (with X-Tether-Moved; their state follows through the checkpoint protocol), the others stay'
+  if (mode === 'balanced') set('affinity.on_scale_up', 'rebalance', 'affinity-mode', rebalance)
   else if (mode === 'persistent') set('affinity.on_scale_up', 'persistent', 'affinity-mode')
   else if (mode !== undefined) skip('affinity-mode', 'expected balanced or persistent')
+  else set('affinity.on_scale_up', 'rebalance', 'affinity', `no affinity-mode: ingress-nginx's default is balanced; ${rebalance}`)
 
   const name = use('session-cookie-name')
   if (name !== undefined) {

@@ -1,0 +1,43 @@
+// ingress-nginx defaults `tether import` must carry over as the migration docs' table says: no
+// affinity-mode annotation is ingress-nginx's balanced (Tether's on_scale_up: rebalance, not its
+// own default persistent); and spec.tls is listed with where TLS can go now that Tether has
+// listen.tls, not as "Tether speaks plain HTTP".
+import t from 'tap'
+import { parseConfig } from '../src/config/index.js'
+import { convertManifests } from '../src/import/convert.js'
+
+const ENV = { TETHER_SECRET: 'x'.repeat(32), TETHER_ADMIN_TOKEN: 'admin' }
+
+function ingress(annotations: Record<string, string>, tls: boolean): string {
+  return [
+    'apiVersion: networking.k8s.io/v1',
+    'kind: Ingress',
+    'metadata:',
+    '  name: shop',
+    '  namespace: shop',
+    '  annotations:',
+    ...Object.entries(annotations).map(([k, v]) => `    nginx.ingress.kubernetes.io/${k}: ${JSON.stringify(v)}`),
+    'spec:',
+    ...(tls ? ['  tls: [{ hosts: [shop.example.com], secretName: shop-tls }]'] : []),
+    '  defaultBackend:',
+    '    service: { name: shop, port: { name: web } }',
+    '',
+  ].join('\n')
+}
+
+const convert = (annotations: Record<string, string>, tls = false) =>
+  convertManifests([{ file: 'ingress.yaml', text: ingress(annotations, tls) }], { manifests: false })
+
+t.test("cookie affinity without affinity-mode is ingress-nginx's balanced: on_scale_up rebalance, saying why", async (t) => {
+  const r = convert({ affinity: 'cookie' })
+  t.equal(parseConfig(r.proxyYaml, 'proxy.yaml', ENV).affinity.on_scale_up, 'rebalance')
+  t.match(r.proxyYaml.replace(/\n\s*# {3}/g, ' '), "# differs: no affinity-mode: ingress-nginx's default is balanced;")
+  t.equal(parseConfig(convert({ affinity: 'cookie', 'affinity-mode': 'persistent' }).proxyYaml, 'proxy.yaml', ENV).affinity.on_scale_up, 'persistent')
+  t.equal(parseConfig(convert({ affinity: 'cookie', 'affinity-mode': 'balanced' }).proxyYaml, 'proxy.yaml', ENV).affinity.on_scale_up, 'rebalance')
+})
+
+t.test('spec.tls is listed with both places TLS can be: in front, or listen.tls in Tether', async (t) => {
+  const finding = convert({ affinity: 'cookie' }, true).findings.find((f) => f.what === 'spec.tls')
+  t.equal(finding?.why, 'not converted: keep TLS on this Ingress (or the load balancer) in front of Tether and point it at the Tether Service, or terminate TLS in Tether with listen.tls from the same certificate Secret (docs/tls.md)')
+  t.notMatch(finding?.why, /plain HTTP/)
+})
