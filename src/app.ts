@@ -16,6 +16,7 @@ import { Membership } from './upstream/membership.js'
 import type { DiscoveredUpstream } from './upstream/upstream-set.js'
 import { createDiscovery } from './upstream/discovery.js'
 import { createAdmin } from './admin/create-admin.js'
+import { warnOpenAdmin } from './admin/bearer-token.js'
 import { createState, redisOf, stateDegraded } from './state/create-state.js'
 import { createProxy } from './proxy/create-proxy.js'
 import { InFlight } from './proxy/in-flight.js'
@@ -72,10 +73,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     if (ids.length > 0) logger.warn({ upstreams: ids }, 'INSECURE: TLS certificates of these https:// upstreams are NOT verified (tls.verify: false); anyone on the network path can impersonate them')
   }
   warnUnverified(config)
-  // a tokenless admin listener is for loopback; elsewhere anyone who reaches it can drain and move users
-  if (link === null && config.admin.token === null && !/^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|::1|localhost)$/i.test(config.admin.listen.host)) {
-    logger.warn({ host: config.admin.listen.host }, `admin.token is not set and admin.listen.host (${config.admin.listen.host}) is not loopback: every admin route (drain, sessions, upstreams) is open to anyone who reaches that address; set admin.token`)
-  }
+  if (link === null) warnOpenAdmin(config, logger)
   // the listener's certificates: a renewed file is read again, new handshakes use it
   const certificates = config.listen.tls === null ? undefined : new ServerCertificates(config.listen.tls, {
     logger, timers, clock, onDefault: (o) => listener.setSecureContext(o),

@@ -104,3 +104,13 @@ t.test('a tokenless admin listener off loopback is warned about once at start, n
   t.same(await warnings({ host: '0.0.0.0', token: 't0k' }), [], 'a token: no warning')
   t.same(await warnings({ host: '127.0.0.1', token: null }), [], 'loopback: no warning')
 })
+
+t.test('warnOpenAdmin: the warning a primary gives too (with workers it owns the admin listener)', async (t) => {
+  const { warnOpenAdmin } = await import('../src/admin/bearer-token.js')
+  const said: unknown[][] = []
+  const logger = { warn: (...a: unknown[]) => void said.push(a) }
+  for (const host of ['127.0.0.1', '127.8.9.10', '::1', 'localhost', 'LOCALHOST']) warnOpenAdmin({ admin: { listen: { host, port: 0 }, token: null, allowed_hosts: [] } }, logger)
+  t.same(said, [], 'loopback: none')
+  warnOpenAdmin({ admin: { listen: { host: '::', port: 0 }, token: null, allowed_hosts: [] } }, logger)
+  t.equal(said.length, 1, 'any address: one')
+})

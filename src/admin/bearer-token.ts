@@ -2,6 +2,8 @@
 // Compares SHA-256 digests in constant time, so neither the token nor its length leaks
 // through timing. Never throws, never logs the presented credentials.
 import { createHash, timingSafeEqual } from 'node:crypto'
+import type { Config } from '../config/schema.js'
+import type { Logger } from '../observability/logger.js'
 
 /**
  * The verdict on a request's credentials: `ok`; `missing` (no Authorization header);
@@ -49,4 +51,15 @@ export class BearerToken {
 
 function digest(bytes: Buffer): Buffer {
   return createHash('sha256').update(bytes).digest()
+}
+
+/**
+ * A tokenless admin listener is for loopback; elsewhere anyone who reaches it can drain
+ * upstreams and move users: one warning at start (the process that owns the admin listener:
+ * the primary with workers). Example: `warnOpenAdmin(config, logger)`.
+ */
+export function warnOpenAdmin(config: Pick<Config, 'admin'>, logger: Pick<Logger, 'warn'>): void {
+  const host = config.admin.listen.host
+  if (config.admin.token !== null || /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|::1|localhost)$/i.test(host)) return
+  logger.warn({ host }, `admin.token is not set and admin.listen.host (${host}) is not loopback: every admin route (drain, sessions, upstreams) is open to anyone who reaches that address; set admin.token`)
 }

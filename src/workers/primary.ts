@@ -16,6 +16,7 @@ import { systemClock } from '../clock.js'
 import type { Logger } from '../observability/logger.js'
 import { MemoryCheckpointStore } from '../state/memory-store.js'
 import { startAdminFront } from './admin-front.js'
+import { warnOpenAdmin } from '../admin/bearer-token.js'
 import { Hub } from './hub.js'
 import { SilenceWatch, WATCHDOG_INTERVAL, WATCHDOG_TIMEOUT } from './silence-watch.js'
 import { MetricsLedger } from './metrics-ledger.js'
@@ -272,6 +273,7 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
 
   const count = workerCount(first.workers)
   cluster.setupPrimary(clusterSettings())
+  warnOpenAdmin(first, logger)
   const admin = await startAdminFront(first.admin.listen.host, first.admin.listen.port, {
     stopping: () => stopping,
     admins: () => {
