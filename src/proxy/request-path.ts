@@ -279,9 +279,10 @@ export class RequestPath {
   /**
    * A user who moved gets their newest checkpoint with this request: in a header, or POSTed to
    * the hook first. `X-Tether-Rehydrate-Status` says what was found, so the upstream can tell
-   * "no state stored" (`none`) from "state not fetched" (`unavailable`).
+   * "no state stored" (`none`) from "state not fetched" (`unavailable`). A hook that could
+   * not reach the upstream (see {@link #postHook}): its failure, for the request to go on to
+   * the next upstream.
    */
-  /** Fetch the moved user's state and add it to `headers` (or POST it to the hook); a hook that could not reach the upstream: its failure. */
   async #rehydrate(ctx: RequestContext, d: Decision, headers: string[]): Promise<Extract<Outcome, { kind: 'error' }> | null> {
     const state = this.#d.state
     const key = d.sessionKey
