@@ -31,7 +31,7 @@ function setup(absoluteTimeout: number | null = null) {
 
 /** The least of a request's context an answer reads: its key and decision. */
 function context(key: RequestContext['key'], d: Decision): RequestContext {
-  const ctx = { key, decision: d, learnedKey: null as string | null }
+  const ctx = { key, decision: d, learnedKey: null as string | null, target: { path: '/', authority: null } }
   Object.defineProperty(ctx, 'sessionKey', { get: () => ctx.learnedKey ?? d.sessionKey })
   return ctx as unknown as RequestContext
 }
