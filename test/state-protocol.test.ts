@@ -101,6 +101,25 @@ t.test('an upstream that refuses the state in a header (431: over its header lim
   t.equal(after.body.id, moved.body.id, 'stays on the new upstream')
 })
 
+t.test("a user moved without their state (431) starts it again there: its first checkpoint replaces the old one whatever the versions, and the next ones follow it", async (t) => {
+  const apps = await Promise.all(['a', 'b', 'c'].map((id) => counterApp(id, { stateBytes: 12_000, version: true })))
+  for (const a of apps) (a.server as http.Server & { maxHeaderSize?: number }).maxHeaderSize = 8192
+  const tether = await startTether(testConfig(apps), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await Promise.all(apps.map((a) => a.close())) })
+  const jar = new CookieJar()
+  jar.cookies.set('user', 'u1')
+  let r = await get(tether.url, jar)
+  for (let i = 0; i < 4; i++) r = await get(tether.url, jar)
+  t.equal(r.body.n, 5, 'version 5 stored from the first upstream')
+  await apps.find((a) => a.id === r.body.id)!.close()
+  const counts = [] as number[]
+  for (let i = 0; i < 3; i++) counts.push((await get(tether.url, jar)).body.n)
+  t.same(counts, [1, 2, 3], 'the new upstream got no state: its versions start again')
+  const metrics = await tether.metrics.render()
+  t.match(metrics, /tether_checkpoints_total\{result="stored"\} 8/, 'all eight stored: the first of the new state replaced version 5')
+  t.notMatch(metrics, /tether_checkpoints_total\{result="stale"\} [1-9]/, 'none refused as stale')
+})
+
 t.test("with hedging, an upstream's own 431 (no state in that attempt) reaches the client and is not sent again", async (t) => {
   let phase = 1
   let home = ''

@@ -298,6 +298,8 @@ export class RequestPath {
         if (failed !== null) return failed
       }
     } else ctx.rehydrate = r.status === 'missing' ? 'none' : 'unavailable'
+    // the new upstream starts without the user's state: its first checkpoint replaces the old one
+    if (ctx.rehydrate === 'unavailable') state.restarted(key, d.epoch)
     headers.push(TETHER_HEADER.rehydrateStatus, ctx.rehydrate)
     return null
   }
@@ -312,6 +314,7 @@ export class RequestPath {
     this.#d.logger.warn({ request_id: ctx.id, upstream: d.upstream, bytes: ctx.rehydrateBytes }, "the upstream refused the user's state in X-Tether-Rehydrate (431: over its header size limit); sent again without it: raise the upstream's header limit, lower state.max_bytes, or use state.rehydrate: hook")
     ctx.rehydrate = 'too_large'
     ctx.rehydrateBytes = 0
+    if (d.sessionKey !== null) this.#d.state?.restarted(d.sessionKey, d.epoch)
     const out: string[] = []
     for (let i = 0; i < headers.length; i += 2) {
       const name = headers[i]!
@@ -347,7 +350,10 @@ export class RequestPath {
         return outcome
       }
     }
-    if (r.status < 200 || r.status >= 300) this.#d.logger.warn({ upstream: d.upstream, status: r.status }, 'rehydration hook did not accept the state')
+    if (r.status < 200 || r.status >= 300) {
+      this.#d.logger.warn({ upstream: d.upstream, status: r.status }, 'rehydration hook did not accept the state')
+      if (d.sessionKey !== null) this.#d.state?.restarted(d.sessionKey, d.epoch)
+    }
     return null
   }
 

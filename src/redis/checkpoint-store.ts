@@ -9,17 +9,16 @@ import { FAILED, RedisConnection, type RedisConnectionOptions } from './connecti
 /**
  * The put, in one atomic step: compare versions, write every field, set the TTL.
  * KEYS[1] = the checkpoint hash; ARGV = value, version ('' = none), upstream, epoch, writtenAt,
- * ttlMs. Returns 1 when stored, 0 when stale. The version rule is CheckpointStore.put's
- * (`isStale` in src/state/checkpoint-store.ts): refuse only when both versions exist, incoming <= stored, and incoming is
- * not from a later epoch. Versions and epochs are compared as Lua numbers (doubles): exact for
- * safe integers.
+ * ttlMs, replace ('1': no comparison). Returns 1 when stored, 0 when stale. The version rule is
+ * CheckpointStore.put's (`isStale` in src/state/checkpoint-store.ts): refuse only when both
+ * versions exist and incoming <= stored. Versions are compared as Lua numbers (doubles):
+ * exact for safe integers.
  */
 export const PUT_CHECKPOINT_LUA = `
 local incoming = ARGV[2]
-if incoming ~= '' then
-  local stored = redis.call('HMGET', KEYS[1], 'version', 'epoch')
-  if stored[1] and stored[1] ~= '' and tonumber(incoming) <= tonumber(stored[1])
-    and not (stored[2] and tonumber(ARGV[4]) > tonumber(stored[2])) then
+if incoming ~= '' and ARGV[7] ~= '1' then
+  local stored = redis.call('HGET', KEYS[1], 'version')
+  if stored and stored ~= '' and tonumber(incoming) <= tonumber(stored) then
     return 0
   end
 end
@@ -110,7 +109,7 @@ export class RedisCheckpointStore implements CheckpointStore {
     if (this.#owned) await this.#redis.stop()
   }
 
-  async put(sessionKey: string, cp: Checkpoint, ttlMs: number, timeoutMs?: number): Promise<PutResult> {
+  async put(sessionKey: string, cp: Checkpoint, ttlMs: number, timeoutMs?: number, replace = false): Promise<PutResult> {
     if (cp.value.length > this.#maxBytes) return 'too_large'
     const ttl = String(Math.max(1, Math.ceil(ttlMs) || 1))
     const args = [
@@ -121,6 +120,7 @@ export class RedisCheckpointStore implements CheckpointStore {
       String(cp.epoch),
       String(cp.writtenAt),
       ttl,
+      replace ? '1' : '',
     ]
     const reply = await (timeoutMs === undefined ? this.#redis.runScript(PUT_SCRIPT, ...args) : this.#redis.runScriptWithin(timeoutMs, PUT_SCRIPT, ...args))
     if (reply === FAILED) return 'unavailable'

@@ -34,8 +34,7 @@ export interface Checkpoint {
 /**
  * The outcome of a put. Only `'stored'` means the checkpoint is kept (for Redis: Redis replied
  * OK to the write, so no acknowledged checkpoint is lost by Tether).
- * - `'stale'`: a checkpoint with a newer or equal version, from the same or a later epoch, is
- *   stored; nothing changed.
+ * - `'stale'`: a checkpoint with a newer or equal version is stored; nothing changed.
  * - `'too_large'`: `value.length > maxBytes`; refused before any I/O, nothing changed.
  * - `'unavailable'`: the store is down or did not answer within its timeout; the write may or
  *   may not have happened.
@@ -44,11 +43,12 @@ export type PutResult = 'stored' | 'stale' | 'too_large' | 'unavailable'
 
 /**
  * The version rule of {@link CheckpointStore.put}: is `incoming` refused over `stored`? Only
- * when both are versioned, incoming's version is not above stored's, and incoming is not from
- * a later epoch. Example: `isStale({ version: 1, epoch: 2, ... }, { version: 5, epoch: 1, ... })` -> false.
+ * when both are versioned and incoming's version is not above stored's (epochs do not order
+ * checkpoints: a table key placed again after its pin expired or was evicted starts again at
+ * epoch 0). Example: `isStale({ version: 1, epoch: 2, ... }, { version: 5, epoch: 1, ... })` -> true.
  */
-export function isStale(incoming: Pick<Checkpoint, 'version' | 'epoch'>, stored: Pick<Checkpoint, 'version' | 'epoch'>): boolean {
-  return incoming.version !== null && stored.version !== null && incoming.version <= stored.version && incoming.epoch <= stored.epoch
+export function isStale(incoming: Pick<Checkpoint, 'version'>, stored: Pick<Checkpoint, 'version'>): boolean {
+  return incoming.version !== null && stored.version !== null && incoming.version <= stored.version
 }
 
 /** The outcome of a get: the newest live checkpoint, none, or the store could not answer. */
@@ -79,16 +79,16 @@ export interface CheckpointStore {
   /**
    * Stores `cp` under `sessionKey` for `ttlMs` (> 0; each stored write restarts the TTL) when
    * the size limit and the version rule allow it. Atomic: concurrent versioned puts of one key
-   * leave the one with the highest version of the latest epoch.
+   * leave the one with the highest version.
    *
    * Size rule: `cp.value.length > maxBytes` is `'too_large'`, checked before any I/O.
    *
    * Version rule (an expired checkpoint counts as none):
    * - incoming version null: always stored (the upstream opted out of ordering: last writer wins);
    * - nothing stored, or the stored version is null: stored (ordering starts from this write);
- * - both versioned: stored only when incoming > stored, or when incoming comes from a later
-   *   epoch than stored (the user moved since: the new replica's versions may start again, as
-   *   when it got no state); an equal or older one from the same or an earlier epoch is `'stale'`.
+ * - both versioned: stored only when incoming > stored; an equal or older one is `'stale'`;
+   * - `replace`: stored whatever the versions (the user's state started again: they moved and
+   *   the new upstream got none, so its versions start again too).
    *
    * A versionless write over a versioned one is stored on purpose: an upstream that stops
    * sending versions (say an older build during a rollout) must still be able to checkpoint,
@@ -96,7 +96,7 @@ export interface CheckpointStore {
    * `timeoutMs`: the longest wait for this write, when the caller waits longer than the store's
    * own per-call timeout (`state.durability: confirmed`); absent: the store's timeout.
    */
-  put(sessionKey: string, cp: Checkpoint, ttlMs: number, timeoutMs?: number): Promise<PutResult>
+  put(sessionKey: string, cp: Checkpoint, ttlMs: number, timeoutMs?: number, replace?: boolean): Promise<PutResult>
   /** The live checkpoint of `sessionKey`. Reading does not extend its TTL. */
   get(sessionKey: string): Promise<GetResult>
   /** Removes the checkpoint of `sessionKey`, if any. Best effort: a down store ignores it. */

@@ -191,13 +191,13 @@ export class MemoryCheckpointStore implements CheckpointStore {
    * the checkpoint alone would cost more than `maxTotalBytes`. A stored put over a live
    * checkpoint promotes the session to protected; a put of a new one enters probation.
    */
-  put(sessionKey: string, cp: Checkpoint, ttlMs: number): Promise<PutResult> {
+  put(sessionKey: string, cp: Checkpoint, ttlMs: number, _timeoutMs?: number, replace = false): Promise<PutResult> {
     if (cp.value.length > this.#maxBytes) return Promise.resolve('too_large')
     const cost = checkpointCost(sessionKey, cp.value)
     if (cost > this.#maxTotalBytes) return Promise.resolve('too_large')
     const now = this.#clock.now()
     const current = this.#live(sessionKey, now)
-    if (current && isStale(cp, current.checkpoint)) {
+    if (current && !replace && isStale(cp, current.checkpoint)) {
       return Promise.resolve('stale')
     }
     if (current) current.segment.remove(sessionKey, current)

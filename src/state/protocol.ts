@@ -43,6 +43,9 @@ export interface RawCheckpoint {
 
 const INTEGER = /^\d{1,15}$/
 
+/** Sessions whose state started again kept at most (the oldest are forgotten first). */
+export const RESTARTED_MAX = 10_000
+
 /**
  * Example: an answer from app-1 with `X-Tether-State: eyJjIjozfQ` and
  * `X-Tether-State-Version: 7` -> `write('9f86…', { value: 'eyJjIjozfQ', version: 7 }, 'app-1', 2)`;
@@ -58,6 +61,8 @@ export class StateProtocol {
   readonly #timers: Timers
   readonly #confirmed: boolean
   #seen = false
+  /** Session key -> the epoch at which the user's state started again (see {@link restarted}). */
+  readonly #restarted = new Map<string, number>()
 
   constructor(store: CheckpointStore, opts: StateOptions, clock: Clock, events: StateEvents, timers: Timers = systemTimers) {
     this.#store = store
@@ -99,6 +104,20 @@ export class StateProtocol {
   }
 
   /**
+   * The user of `sessionKey` moved at `epoch` and their new upstream got no state (the store
+   * did not answer, the state was over its header limit, its hook did not take it): the state
+   * there starts again, and so may its versions. Its first checkpoint at that epoch replaces
+   * the stored one whatever the versions: else every checkpoint of the new state would be
+   * refused as `stale` until its version passed the old one's, and a later move would bring the
+   * old state back. Kept by this process (at most {@link RESTARTED_MAX} sessions).
+   */
+  restarted(sessionKey: string, epoch: number): void {
+    this.#restarted.delete(sessionKey)
+    this.#restarted.set(sessionKey, epoch)
+    if (this.#restarted.size > RESTARTED_MAX) this.#restarted.delete(this.#restarted.keys().next().value!)
+  }
+
+  /**
    * Store a checkpoint written by `upstream` at `epoch`; resolves when stored or given up
    * (after `timeout`, or `confirmTimeout` with confirmed durability), with the outcome.
    */
@@ -108,12 +127,14 @@ export class StateProtocol {
     if (Buffer.byteLength(cp.value, 'latin1') > this.#opts.maxBytes) result = 'too_large'
     else {
       const checkpoint: Checkpoint = { value: cp.value, version: cp.version, upstream, epoch, writtenAt: this.#clock.now() }
+      const replace = this.#restarted.size !== 0 && this.#restarted.get(sessionKey) === epoch
       const t0 = performance.now()
       const budget = this.#confirmed ? this.#opts.confirmTimeout ?? 1_000 : this.#opts.timeout
       // a confirmed write waits for the store's reply up to its own budget (not the per-call timeout)
-      const put = this.#confirmed ? this.#store.put(sessionKey, checkpoint, this.#opts.ttl, budget) : this.#store.put(sessionKey, checkpoint, this.#opts.ttl)
+      const put = this.#store.put(sessionKey, checkpoint, this.#opts.ttl, this.#confirmed ? budget : undefined, replace)
       result = await withDeadline(put, budget, 'unavailable', this.#timers)
       this.#events.operation('put', (performance.now() - t0) / 1000)
+      if (replace && result === 'stored' && this.#restarted.get(sessionKey) === epoch) this.#restarted.delete(sessionKey)
     }
     this.#events.checkpoint(result, sessionKey, cp.value.length)
     return result

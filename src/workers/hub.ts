@@ -122,8 +122,8 @@ export class Hub {
       case 'members': return Object.fromEntries(this.#sets.get(args[0] as string) ?? [])
       case 'cp.get': return store === null ? { status: 'unavailable' } : store.get(args[0] as string)
       case 'cp.put': {
-        const [key, cp, ttl, timeout] = args as Parameters<CheckpointStore['put']>
-        return store === null ? 'unavailable' : store.put(key, cp, ttl, timeout ?? undefined)
+        const [key, cp, ttl, timeout, replace] = args as Parameters<CheckpointStore['put']>
+        return store === null ? 'unavailable' : store.put(key, cp, ttl, timeout ?? undefined, replace === true)
       }
       case 'cp.delete': return store === null ? null : store.delete(args[0] as string).then(() => null)
       case 'snapshot': {

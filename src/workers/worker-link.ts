@@ -164,7 +164,7 @@ export class WorkerLink {
 
   /** The checkpoint store the primary holds (`state.store: memory` with workers). */
   readonly store: CheckpointStore = {
-    put: async (key: string, cp: Checkpoint, ttlMs: number, timeoutMs?: number) => (await this.#ask('cp.put', [key, cp, ttlMs, timeoutMs ?? null], 'unavailable')) as PutResult,
+    put: async (key: string, cp: Checkpoint, ttlMs: number, timeoutMs?: number, replace?: boolean) => (await this.#ask('cp.put', [key, cp, ttlMs, timeoutMs ?? null, replace === true], 'unavailable')) as PutResult,
     get: async (key: string) => (await this.#ask('cp.get', [key], { status: 'unavailable' })) as GetResult,
     delete: async (key: string) => void (await this.#ask('cp.delete', [key], null)),
     status: 'ready' as CheckpointStoreStatus,
