@@ -164,9 +164,13 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   function closeDrainedTunnels(): void {
     if (proxy.upgrades.size === 0) return
     const now = clock.now()
-    for (const id of membership.current().ids) {
+    const ids = membership.current().ids
+    for (const id of ids) {
       const since = health.table.drainingSince(id)
-      if (since !== null && now - since >= current.affinity.drain_timeout && proxy.upgrades.countByUpstream(id) > 0) {
+      // only when its users have somewhere to go: with every upstream draining, the router
+      // keeps placing users on them, and a closed WebSocket would come straight back
+      if (since !== null && now - since >= current.affinity.drain_timeout && proxy.upgrades.countByUpstream(id) > 0 &&
+        ids.some((other) => other !== id && health.table.acceptsNew(other))) {
         logger.info({ upstream: id, websockets: proxy.upgrades.countByUpstream(id) }, 'drain_timeout passed: closing the WebSockets of the draining upstream')
         proxy.upgrades.closeUpstream(id, CLOSE_SERVICE_RESTART)
       }

@@ -107,6 +107,26 @@ t.test('a drained upstream keeps its WebSockets until drain_timeout, then closes
   await Promise.all(onB.map((ws) => closed(ws)))
 })
 
+t.test('with every upstream draining, drain_timeout closes no WebSocket (nobody has anywhere to move; a closed one would come straight back)', async (t) => {
+  const pod = await startEchoPod('app-0')
+  const px = await startWsTether([{ id: pod.id, url: pod.url }], { affinity: { drain_timeout: 300 } })
+  t.teardown(async () => {
+    await px.close()
+    await pod.kill()
+  })
+  const ws = await openWs(px.wsUrl)
+  let closedEarly = false
+  void closed(ws).then(() => { closedEarly = true })
+  const drained = Date.now()
+  px.tether.health.drain(pod.id)
+  // the upkeep runs every second: past drain_timeout and two of its rounds, still open and served
+  await waitFor(() => Date.now() - drained > 2_500, 5_000, 'two upkeep rounds past drain_timeout')
+  t.notOk(closedEarly, 'still open')
+  t.equal((await roundTrip(ws, 'on')).data.toString(), `${pod.id}:on`)
+  ws.close()
+  await closed(ws)
+})
+
 t.test('shutdown: open sockets keep working through the grace period, then every one gets 1001 (going away)', async (t) => {
   const { pods, px } = await setup(t)
   const sockets = await Promise.all(Array.from({ length: 12 }, () => openWs(px.wsUrl)))
