@@ -72,10 +72,15 @@ export function pathMatches(requestPath: string, cookiePath: string): boolean {
  * Example: appCookieValue('PHPSESSID=abc; path=/', 'PHPSESSID', now) -> { value: 'abc', deleted: false, path: '/' }.
  */
 export function appCookieValue(line: string, name: string, now: number): { value: string; deleted: boolean; path: string | null } | null {
-  let i = 0
-  while (i < line.length && line.charCodeAt(i) === 0x20) i++
-  if (!line.startsWith(name, i) || line.charCodeAt(i + name.length) !== 0x3d /* = */) return null
-  const start = i + name.length + 1
+  // the name is what comes before the first "=", without the blanks around it (RFC 6265
+  // section 5.2: `tether =x` and `\ttether=x` set the cookie `tether` in a browser)
+  let eq = name.length
+  if (!line.startsWith(name) || line.charCodeAt(eq) !== 0x3d /* = */) {
+    eq = line.indexOf('=')
+    const semi = line.indexOf(';')
+    if (eq < 0 || (semi >= 0 && semi < eq) || line.slice(0, eq).replace(/^[ \t]+|[ \t]+$/g, '') !== name) return null
+  }
+  const start = eq + 1
   let end = line.indexOf(';', start)
   if (end === -1) end = line.length
   let value = line.slice(start, end).trim()
