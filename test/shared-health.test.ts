@@ -153,13 +153,13 @@ t.test('a drain or undrain made while Redis is down is sent when it is back: an 
   t.equal(late.health.drainMigrates('a'), true, 'migrating')
 })
 
-t.test('an undrain that could not be sent yields to a drain recorded since by another replica', async (t) => {
+t.test('an undrain that could not be sent yields to a drain recorded since by another replica, a drain to a later undrain', async (t) => {
   const clock = new FakeClock()
   const health = new HealthTable({ active: { healthy_threshold: 2, unhealthy_threshold: 2 }, passive: { consecutive_failures: 3, count_5xx: true, base_ejection: 30_000, max_ejection: 100_000, max_ejection_percent: 50 }, slow_start: 0 }, clock)
-  health.setUpstreams(['a', 'b'])
+  health.setUpstreams(['a', 'b', 'c'])
   let up = false
   let resubscribed: () => void = () => undefined
-  const record = new Map([['drains', new Map<string, string>()], ['drain-starts', new Map<string, string>()]])
+  const record = new Map([['drains', new Map<string, string>()], ['drain-starts', new Map<string, string>()], ['drain-changes', new Map<string, string>()]])
   const channel: PeerChannel = {
     publish: () => Promise.resolve(up),
     subscribe: (_fn, onSubscribed) => { resubscribed = onSubscribed ?? resubscribed; return Promise.resolve() },
@@ -175,9 +175,14 @@ t.test('an undrain that could not be sent yields to a drain recorded since by an
   record.get('drains')!.set('a', 'stay').set('b', 'stay')
   record.get('drain-starts')!.set('a', String(Date.now() - 60_000)).set('b', String(Date.now() - 60_000))
   for (const id of ['a', 'b']) { health.undrain(id); shared.tell('undrain', id) } // Redis down
+  health.drain('c')
+  shared.tell('drain', 'c')
   await new Promise((r) => setImmediate(r))
-  record.get('drains')!.set('b', 'migrate') // another replica drained b again since
-  record.get('drain-starts')!.set('b', String(Date.now() + 1_000))
+  record.get('drain-changes')!.set('c', String(Date.now() + 1_000)) // another replica undrained c since
+  // another replica drained b again since, making it migrate: the start recorded is the first
+  // drain's (older than the undrain); the change time says it is newer
+  record.get('drains')!.set('b', 'migrate')
+  record.get('drain-changes')!.set('b', String(Date.now() + 1_000))
   up = true
   resubscribed()
   await waitFor(() => !record.get('drains')!.has('a'), 5_000, "a's undrain to be sent again")
@@ -185,6 +190,8 @@ t.test('an undrain that could not be sent yields to a drain recorded since by an
   t.equal(health.state('b'), 'draining', 'a drain recorded after the undrain applies')
   t.equal(health.drainMigrates('b'), true)
   t.equal(record.get('drains')!.get('b'), 'migrate', 'and stays recorded')
+  t.equal(health.state('c'), 'healthy', 'a drain that could not be sent yields to an undrain made since')
+  t.notOk(record.get('drains')!.has('c'), 'and is not recorded')
 })
 
 t.test('a drain or undrain heard while a starting replica reads the recorded drains wins over the read (it may be newer)', async (t) => {

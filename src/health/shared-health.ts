@@ -11,6 +11,8 @@ import type { HealthTable } from './health-table.js'
 const DRAINS = 'drains'
 /** When each of those drains began (ms since the epoch); a set apart, so an older Tether reads the DRAINS values it knows. */
 const DRAIN_STARTS = 'drain-starts'
+/** When each upstream was last drained or undrained through an admin API (ms since the epoch): which of two replicas' changes is newer. */
+const DRAIN_CHANGES = 'drain-changes'
 
 /**
  * Example: `const shared = new SharedHealth(channel, health, logger); shared.start()`; the
@@ -63,12 +65,16 @@ export class SharedHealth {
   async #readRecorded(): Promise<void> {
     const heard = new Set<string>()
     this.#hearing.add(heard)
-    const [drains, starts] = await Promise.all([this.#channel.members(DRAINS), this.#channel.members(DRAIN_STARTS)])
+    const [drains, starts, changes] = await Promise.all([DRAINS, DRAIN_STARTS, DRAIN_CHANGES].map((set) => this.#channel.members(set)))
     this.#hearing.delete(heard)
     for (const [id, unsent] of this.#unsent) {
-      const newer = heard.has(id) || (unsent.kind === 'undrain' && drains.has(id) && (startTime(starts.get(id)) ?? 0) > unsent.at)
-      if (newer) {
+      // another replica's drain or undrain made since this one (an older Tether records no
+      // change time: its drain's start tells)
+      const changed = startTime(changes.get(id)) ?? (drains.has(id) ? startTime(starts.get(id)) : undefined) ?? 0
+      if (heard.has(id) || changed > unsent.at) {
         this.#unsent.delete(id)
+        // a drain made here, undrained since elsewhere: the record (no drain) applies
+        if (!heard.has(id) && unsent.kind === 'drain' && !drains.has(id) && this.#health.adminDrain(id) !== null) this.#apply({ kind: 'undrain', id, migrate: false })
         continue
       }
       drains.delete(id)
@@ -99,15 +105,16 @@ export class SharedHealth {
     const sent = [this.#channel.publish(JSON.stringify({ from: this.#self, kind, id, ...(migrate ? { migrate } : {}), ...(since !== undefined ? { since } : {}), ...(kind === 'undrain' ? { recorded: true } : {}) }))]
     if (kind === 'down') return
     for (const heard of this.#hearing) heard.add(id)
+    const at = Date.now()
     if (kind === 'drain') {
       sent.push(this.#channel.remember(DRAINS, id, migrate ? 'migrate' : 'stay'))
       if (since !== undefined) sent.push(this.#channel.remember(DRAIN_STARTS, id, String(since)))
     } else {
       sent.push(this.#channel.remember(DRAINS, id, null), this.#channel.remember(DRAIN_STARTS, id, null))
     }
+    sent.push(this.#channel.remember(DRAIN_CHANGES, id, String(at)))
     const n = ++this.#sends
     this.#sending.set(id, n)
-    const at = Date.now()
     void Promise.all(sent).then((oks) => {
       if (this.#sending.get(id) !== n) return
       this.#sending.delete(id)
