@@ -37,9 +37,10 @@ export const REDIRECT_DRAIN_MAX = 64 * 1024
 
 /**
  * A body is not wanted: the answer does not wait for it, and it is read and dropped so the
- * connection can serve the next request, for at most `withinMs` and {@link REDIRECT_DRAIN_MAX}
- * bytes (nginx's lingering close is bounded the same way); past either, the connection is
- * closed. (The listener has no request timeout: a body trickled forever held it open.)
+ * connection can serve the next request. Past {@link REDIRECT_DRAIN_MAX} bytes the connection
+ * is half-closed (after the answer) and what still comes is dropped, so a client still sending
+ * reads the answer rather than a reset; after `withinMs` it is closed (a lingering close,
+ * bounded as nginx's). (The listener has no request timeout: a body trickled forever held it open.)
  */
 function dropBody(req: http.IncomingMessage, withinMs: number): void {
   if (req.complete) return void req.resume()
@@ -50,7 +51,7 @@ function dropBody(req: http.IncomingMessage, withinMs: number): void {
   req.once('close', done)
   req.on('data', (chunk: Buffer) => {
     left -= chunk.length
-    if (left < 0) req.socket.destroy()
+    if (left < 0 && left + chunk.length >= 0) req.socket.end()
   })
   req.resume()
 }
