@@ -185,8 +185,10 @@ export class RequestPath {
           // health took it out meanwhile): nothing of the request was sent, the next one is tried
           this.#d.router.settle(d)
           if (!this.#mayRetry(ctx, hookFailed)) {
-            ctx.lastFailure = { code: hookFailed.code, error: null }
-            return this.#answer(ctx, x, hookFailed.code, ctx.body !== null && !ctx.req.complete)
+            // no retry left: nothing reached an application, so the client may send it again
+            const code = hookFailed.code === 'TETHER_UPSTREAM_UNAVAILABLE' ? 'TETHER_NO_UPSTREAM' : hookFailed.code
+            ctx.lastFailure = { code, error: null }
+            return this.#answer(ctx, x, code, ctx.body !== null && !ctx.req.complete)
           }
           this.#d.events.retry(d.upstream)
           ctx.retryAfter(hookFailed.code, null)
