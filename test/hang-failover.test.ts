@@ -73,8 +73,11 @@ t.test('requests waiting on an upstream that health takes out are moved (GET) or
   t.equal(JSON.parse((await request(`${px.url}/page`, { headers: { 'x-user': users[0]! } })).body).id, 'b')
 })
 
-for (const hole of ['frozen', 'closed'] as const) {
-  t.test(`with rehydrate: hook, a user moved onto a ${hole} upstream is sent on to the next one, the state with it (the hook waits like a request)`, async (t) => {
+for (const [hole, attempts] of [['frozen', 2], ['closed', 2], ['frozen', 1]] as const) {
+  const title = attempts === 1
+    ? 'with rehydrate: hook and no retry left, a user moved onto a frozen upstream gets 503 with Retry-After (nothing reached an application)'
+    : `with rehydrate: hook, a user moved onto a ${hole} upstream is sent on to the next one, the state with it (the hook waits like a request)`
+  t.test(title, async (t) => {
     const hookPath = '/_tether/rehydrate'
     const hooked: string[] = []
     const app = (id: string) => (req: http.IncomingMessage, res: http.ServerResponse): void => {
@@ -95,6 +98,7 @@ for (const hole of ['frozen', 'closed'] as const) {
       state: { store: 'memory', rehydrate: 'hook', hook_path: hookPath },
       health: { active: { enabled: false } }, // the test says when a is found out
       timeouts: { response_headers: 30_000 },
+      retries: { attempts },
     })
     t.teardown(() => px.close(0))
     // a user placed on c, then a, then b
@@ -113,6 +117,10 @@ for (const hole of ['frozen', 'closed'] as const) {
       px.health.disable('a') // what an active check or an ejection does
     }
     const r = await moved
+    if (attempts === 1) {
+      t.same([r.status, r.headers['retry-after'], hooked], [503, '1', []], 'the retry went to c (refused); a stopped hook leaves none')
+      return
+    }
     t.equal(r.status, 200)
     t.match(r.body, /^b from=c; reason=dead; epoch=\d+$/, 'answered by b, as a move')
     t.same(hooked, ['b state-of-c'], 'with the state, through the hook')
