@@ -3,21 +3,11 @@
 // with port 0 or above 65535, an upstream URL with port 0 or 70000, and a kubeconfig that cannot
 // be read. Each is one line naming the key and its line.
 import t from 'tap'
-import { ConfigError, parseConfig } from '../src/config/index.js'
+import { FILE, issuesOf, yaml } from './fixtures/config-issues.js'
+import { parseConfig } from '../src/config/index.js'
 import { runCli, tempFile } from './fixtures/cli.js'
 
-const FILE = 'proxy.yaml'
-const yaml = (...lines: string[]): string => lines.join('\n') + '\n'
 
-function issuesOf(text: string): readonly string[] {
-  try {
-    parseConfig(text, FILE)
-    return []
-  } catch (err) {
-    if (err instanceof ConfigError) return err.issues
-    throw err
-  }
-}
 
 const dns = (server: string): string => yaml('discovery:', '  dns:', '    name: app.local', '    port: 8080', `    servers: [${JSON.stringify(server)}]`)
 

@@ -1,25 +1,15 @@
 // Specification of ${ENV} substitution in config values and of the duration syntax.
 import t from 'tap'
+import { FILE, issuesOf, yaml } from './fixtures/config-issues.js'
 import { fileURLToPath } from 'node:url'
-import { ConfigError, loadConfigFile, parseConfig, parseDuration } from '../src/config/index.js'
+import { loadConfigFile, parseConfig, parseDuration } from '../src/config/index.js'
 
-const FILE = 'proxy.yaml'
-const yaml = (...lines: string[]): string => lines.join('\n') + '\n'
 
 /** A config whose single upstream has `id: <idValue>` at line 2, column 9. */
 const withId = (idValue: string): string => yaml('upstreams:', `  - id: ${idValue}`, '    url: http://127.0.0.1:9001')
 /** A valid config with `admin.token: <tokenValue>` at line 2. */
 const withToken = (tokenValue: string): string => yaml('admin:', `  token: ${tokenValue}`, ...withId('a').split('\n'))
 
-function issuesOf(text: string, env: Record<string, string | undefined>): readonly string[] {
-  try {
-    parseConfig(text, FILE, env)
-    return []
-  } catch (err) {
-    if (err instanceof ConfigError) return err.issues
-    throw err
-  }
-}
 
 const substitutions: { name: string; value: string; env: Record<string, string>; token: string }[] = [
   { name: 'a whole value', value: '${ID}', env: { ID: 'app-1' }, token: 'app-1' },

@@ -3,26 +3,16 @@
 // never "no secret"; only absence or an explicit null leaves one unset. And the start-up
 // warning for a tokenless admin listener that is not on loopback.
 import t from 'tap'
-import { ConfigError, parseConfig } from '../src/config/index.js'
+import { FILE, issuesOf, yaml } from './fixtures/config-issues.js'
+import { parseConfig } from '../src/config/index.js'
 import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { testConfig } from './fixtures/upstream.js'
 
-const FILE = 'proxy.yaml'
-const yaml = (...lines: string[]): string => lines.join('\n') + '\n'
 const UPSTREAMS = ['upstreams:', '  - { id: a, url: "http://127.0.0.1:9001" }']
 const SECRET = 'a-secret-of-at-least-16-bytes'
 
-function issuesOf(text: string, env: Record<string, string>): readonly string[] {
-  try {
-    parseConfig(text, FILE, env)
-    return []
-  } catch (err) {
-    if (err instanceof ConfigError) return err.issues
-    throw err
-  }
-}
 
 t.test('an admin.token from an empty variable is an error naming the key, its line and the variable', async (t) => {
   const text = yaml('admin:', '  listen: { host: 0.0.0.0 }', '  token: "${TETHER_ADMIN_TOKEN}"', ...UPSTREAMS)

@@ -2,24 +2,14 @@
 // all commented out (YAML null) takes its defaults, a merge key `<<:` is said to be unsupported
 // (not an unknown key), and the example errors in docs/configuration.md are the real ones.
 import t from 'tap'
+import { FILE, issuesOf, yaml } from './fixtures/config-issues.js'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { ConfigError, DEFAULTS, parseConfig } from '../src/config/index.js'
+import { DEFAULTS, parseConfig } from '../src/config/index.js'
 import { ROOT } from './fixtures/cli.js'
 
-const FILE = 'proxy.yaml'
-const yaml = (...lines: string[]): string => lines.join('\n') + '\n'
 const UPSTREAMS = ['upstreams:', '  - { id: a, url: "http://127.0.0.1:9001" }']
 
-function issuesOf(text: string): readonly string[] {
-  try {
-    parseConfig(text, FILE)
-    return []
-  } catch (err) {
-    if (err instanceof ConfigError) return err.issues
-    throw err
-  }
-}
 
 t.test('a section with every key commented out takes its defaults', async (t) => {
   const c = parseConfig(yaml(

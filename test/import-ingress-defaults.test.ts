@@ -3,30 +3,14 @@
 // own default persistent); and spec.tls is listed with where TLS can go now that Tether has
 // listen.tls, not as "Tether speaks plain HTTP".
 import t from 'tap'
+import { ingressYaml } from './fixtures/ingress.js'
 import { parseConfig } from '../src/config/index.js'
 import { convertManifests } from '../src/import/convert.js'
 
 const ENV = { TETHER_SECRET: 'x'.repeat(32), TETHER_ADMIN_TOKEN: 'admin' }
 
-function ingress(annotations: Record<string, string>, tls: boolean): string {
-  return [
-    'apiVersion: networking.k8s.io/v1',
-    'kind: Ingress',
-    'metadata:',
-    '  name: shop',
-    '  namespace: shop',
-    '  annotations:',
-    ...Object.entries(annotations).map(([k, v]) => `    nginx.ingress.kubernetes.io/${k}: ${JSON.stringify(v)}`),
-    'spec:',
-    ...(tls ? ['  tls: [{ hosts: [shop.example.com], secretName: shop-tls }]'] : []),
-    '  defaultBackend:',
-    '    service: { name: shop, port: { name: web } }',
-    '',
-  ].join('\n')
-}
-
 const convert = (annotations: Record<string, string>, tls = false) =>
-  convertManifests([{ file: 'ingress.yaml', text: ingress(annotations, tls) }], { manifests: false })
+  convertManifests([{ file: 'ingress.yaml', text: ingressYaml(annotations, tls) }], { manifests: false })
 
 t.test("cookie affinity without affinity-mode is ingress-nginx's balanced: on_scale_up rebalance, saying why", async (t) => {
   const r = convert({ affinity: 'cookie' })

@@ -3,6 +3,7 @@
 // stays within 596h and `tether import` lowers it with a note. And `tether import` checks the
 // proxy.yaml it writes with the real config parser, so it never prints one `tether check` rejects.
 import t from 'tap'
+import { ingressYaml } from './fixtures/ingress.js'
 import { ConfigError, parseConfig, type Config } from '../src/config/index.js'
 import { convertManifests, ImportError, type ImportResult } from '../src/import/convert.js'
 
@@ -10,22 +11,6 @@ const ENV = { TETHER_SECRET: 'x'.repeat(32), TETHER_ADMIN_TOKEN: 'admin' }
 const configOf = (r: ImportResult): Config => parseConfig(r.proxyYaml, 'imported proxy.yaml', ENV)
 const flat = (r: ImportResult): string => r.proxyYaml.replace(/\n\s*# {3}/g, ' ')
 const H = 3_600_000
-
-function ingress(annotations: Record<string, string>): string {
-  return [
-    'apiVersion: networking.k8s.io/v1',
-    'kind: Ingress',
-    'metadata:',
-    '  name: shop',
-    '  namespace: shop',
-    '  annotations:',
-    ...Object.entries(annotations).map(([k, v]) => `    nginx.ingress.kubernetes.io/${k}: ${JSON.stringify(v)}`),
-    'spec:',
-    '  defaultBackend:',
-    '    service: { name: shop, port: { name: web } }',
-    '',
-  ].join('\n')
-}
 
 function route(sessionPersistence: string): string {
   return [
@@ -51,7 +36,7 @@ t.test('cookie.max_age goes up to 400 days (a Max-Age, not a timer); absolute_ti
 })
 
 t.test('ingress-nginx session-cookie-max-age of 30 days: max_age 720h, absolute_timeout lowered to 596h with a note', async (t) => {
-  const r = convert('ingress.yaml', ingress({ affinity: 'cookie', 'session-cookie-max-age': '2592000' }))
+  const r = convert('ingress.yaml', ingressYaml({ affinity: 'cookie', 'session-cookie-max-age': '2592000' }))
   const c = configOf(r)
   t.equal(c.affinity.cookie.max_age, 720 * H)
   t.equal(c.affinity.absolute_timeout, 596 * H)
@@ -60,7 +45,7 @@ t.test('ingress-nginx session-cookie-max-age of 30 days: max_age 720h, absolute_
 })
 
 t.test('ingress-nginx session-cookie-expires of 500 days: max_age lowered to 400 days with a note', async (t) => {
-  const r = convert('ingress.yaml', ingress({ affinity: 'cookie', 'session-cookie-expires': String(500 * 86_400) }))
+  const r = convert('ingress.yaml', ingressYaml({ affinity: 'cookie', 'session-cookie-expires': String(500 * 86_400) }))
   const c = configOf(r)
   t.equal(c.affinity.cookie.max_age, 9600 * H)
   t.equal(c.affinity.absolute_timeout, 596 * H)
@@ -80,7 +65,7 @@ t.test('Gateway API absoluteTimeout of 30 days with a Permanent cookie: max_age 
 
 t.test('tether import refuses to print a proxy.yaml that tether check rejects', async (t) => {
   // a __Host- cookie cannot have a Domain: converted key by key, the pair is not valid
-  const text = ingress({ affinity: 'cookie', 'session-cookie-name': '__Host-route', 'session-cookie-domain': 'shop.example.com' })
+  const text = ingressYaml({ affinity: 'cookie', 'session-cookie-name': '__Host-route', 'session-cookie-domain': 'shop.example.com' })
   t.throws(() => convert('ingress.yaml', text), ImportError)
   t.throws(() => convert('ingress.yaml', text), {
     message: /^the proxy\.yaml converted from the input does not pass tether check, so it is not printed \(please report this with the input\): proxy\.yaml:\d+:\d+ affinity\.cookie: .*__Host-/,
