@@ -151,6 +151,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     records.sweep(clock.now(), 10_000)
     inFlight.sweep()
     health.table.tick()
+    traffic.sweep(membership.current().ids)
     closeDrainedTunnels()
     upkeep = timers.setTimeout(sweep, 1_000)
   }, 1_000)

@@ -101,6 +101,18 @@ t.test('an upstream not asked for is forgotten once its requests left the window
   t.same(recent.snapshot(['gone']).upstreams['gone'], { requests_per_second: 0, error_rate: null, p99_ms: null })
 })
 
+t.test('sweep: removed upstreams are forgotten once their requests left the window, without anyone asking for a snapshot', async (t) => {
+  const { recent, at } = traffic()
+  at(50_000)
+  for (let i = 0; i < 50; i++) recent.observeRequest(`pod-${i}`, 'GET', 200, 0.01) // a rollout's pods, each once
+  recent.observeRequest('app-0', 'GET', 200, 0.01)
+  recent.sweep(['app-0'])
+  t.equal(recent.held, 51, 'within the window: all kept')
+  at(50_000 + (WINDOW_SECONDS + 1) * 1000)
+  recent.sweep(['app-0'])
+  t.equal(recent.held, 1, 'past it: only the current upstream is held')
+})
+
 t.test('the /status view joins rows and traffic and turns times into countdowns', async (t) => {
   const row = { id: 'a', ejected_until: '2025-11-25T16:00:30.000Z', draining_since: null } as unknown as UpstreamRow
   const drained = { id: 'b', ejected_until: null, draining_since: '2025-11-25T15:59:00.000Z' } as unknown as UpstreamRow

@@ -148,8 +148,7 @@ export class RecentTraffic implements Pick<ProxyEvents, 'observeRequest' | 'fail
     const span = Math.max(1, Math.min(WINDOW_SECONDS + (now % 1000) / 1000, (now - this.#started) / 1000))
     const upstreams: Record<string, UpstreamTraffic> = {}
     for (const id of ids) upstreams[id] = this.#upstream(id, sec, span)
-    const keep = new Set(ids)
-    for (const [id, slots] of this.#upstreams) if (!keep.has(id) && slots.newest() < sec - WINDOW_SECONDS) this.#upstreams.delete(id)
+    this.#forget(ids, sec)
     const moves = {} as Record<MoveReason, number>
     MOVE_REASONS.forEach((reason, i) => {
       let n = 0
@@ -165,6 +164,29 @@ export class RecentTraffic implements Pick<ProxyEvents, 'observeRequest' | 'fail
       rate.push(at < 0 ? 0 : this.#total.data[at]!)
     }
     return { window_seconds: WINDOW_SECONDS, upstreams, moves_per_minute: moves, requests_per_second: rate }
+  }
+
+  /** How many upstreams' seconds are held (for tests). */
+  get held(): number {
+    return this.#upstreams.size
+  }
+
+  /**
+   * Forget the upstreams not in `ids` (the current ones) that had no request within the
+   * window: the owner's upkeep calls it, so removed upstreams (pods of past rollouts) are not
+   * kept for as long as nobody opens the status page. O(upstreams held).
+   */
+  sweep(ids: readonly string[]): void {
+    if (this.#upstreams.size !== 0) this.#forget(ids, Math.floor(this.#now() / 1000))
+  }
+
+  #forget(ids: readonly string[], sec: number): void {
+    let keep: Set<string> | null = null
+    for (const [id, slots] of this.#upstreams) {
+      if (slots.newest() >= sec - WINDOW_SECONDS) continue
+      keep ??= new Set(ids)
+      if (!keep.has(id)) this.#upstreams.delete(id)
+    }
   }
 
   #upstream(id: string, sec: number, span: number): UpstreamTraffic {
