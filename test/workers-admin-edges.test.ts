@@ -192,6 +192,25 @@ t.test('the metrics of a worker that exits stay in the sums (counters and histog
   t.equal(total((await aggregateMetrics(ledger.snapshots([[1, snap(12, 4, 1)], [3, snap(1, 0, 0)]]))).text, 'tether_http_requests_total'), 25)
 })
 
+t.test("a gone worker's series of an upstream no live worker has any more are dropped, as one process drops a removed upstream's", async (t) => {
+  const { MetricsLedger } = await import('../src/workers/metrics-ledger.js')
+  const { aggregateMetrics } = await import('../src/observability/metrics.js')
+  const snap = (ups: readonly string[], requests: number) => [
+    { name: 'tether_upstream_state', help: 's', type: 'gauge', aggregator: 'first', values: ups.map((u) => ({ value: 1, labels: { upstream: u, state: 'healthy' } })) },
+    { name: 'tether_http_requests_total', help: 'h', type: 'counter', aggregator: 'sum', values: ups.map((u) => ({ value: requests, labels: { upstream: u, method: 'GET', status_class: '2xx' } })) },
+    { name: 'tether_failovers_total', help: 'f', type: 'counter', aggregator: 'sum', values: ups.map((u) => ({ value: 1, labels: { from: u, reason: 'dead' } })) },
+  ]
+  const ledger = new MetricsLedger()
+  ledger.seen(1, snap(['a', 'pod-1'], 5))
+  ledger.gone(1) // crashed while pod-1 was there
+  let text = (await aggregateMetrics(ledger.snapshots([[2, snap(['a', 'pod-1'], 2)]]))).text
+  t.equal(total(text, 'tether_http_requests_total', 'upstream="pod-1"'), 7, 'while pod-1 is current, its gone count stays in the sum')
+  text = (await aggregateMetrics(ledger.snapshots([[2, snap(['a'], 2)]]))).text
+  t.notMatch(text, /pod-1/, 'once no live worker has pod-1: none of its series')
+  t.equal(total(text, 'tether_http_requests_total', 'upstream="a"'), 7, "the current upstream's sum is kept")
+  t.equal(total(text, 'tether_failovers_total', 'from="a"'), 2)
+})
+
 t.test("a counter every worker counts alike (read with max) never falls, even when every worker is replaced", async (t) => {
   const { MetricsLedger } = await import('../src/workers/metrics-ledger.js')
   const { aggregateMetrics } = await import('../src/observability/metrics.js')

@@ -23,6 +23,10 @@ interface MetricValue {
 
 /** Counted by the primary (one reload of the file is one, whatever the worker count). */
 const RELOADS = 'tether_config_reloads_total'
+/** A series for every current upstream in every worker: which upstreams are current. */
+const UPSTREAM_STATE = 'tether_upstream_state'
+/** The labels that name an upstream in traffic series. */
+const UPSTREAM_LABELS = ['upstream', 'from'] as const
 
 /**
  * Example: at each scrape `ledger.seen(id, snapshot)` for every worker that answered, then
@@ -86,14 +90,18 @@ export class MetricsLedger {
     const out: unknown[] = []
     /** The `max` counters' live highest value: metric name -> (series key -> value). */
     const highest = new Map<string, Map<string, number>>()
+    /** The upstreams the live workers have now (null: none told). */
+    let current: Set<string> | null = null
     for (const [id, answer] of live) {
       if (this.#gone.has(id)) continue // its counts are in the sums already
       const s = Array.isArray(answer) && answer.length > 0 ? answer : this.#last.get(id)
       if (!Array.isArray(s)) continue
       const metrics = s as MetricData[]
       this.#reloadMeta ??= metrics.find((m) => m.name === RELOADS) ?? null
+      for (const v of metrics.find((m) => m.name === UPSTREAM_STATE)?.values ?? []) (current ??= new Set()).add(String(v.labels['upstream']))
       out.push(metrics.filter((m) => m.name !== RELOADS && !this.#maxCounter(m, highest)))
     }
+    if (current !== null) this.#forgetRemoved(current)
     const extra: MetricData[] = [...this.#departed.values()].map((d) => ({ ...d.meta, values: [...d.series.values()] }))
     for (const [name, m] of this.#maxed) {
       const live = highest.get(name)
@@ -116,6 +124,19 @@ export class MetricsLedger {
     }
     if (extra.length > 0) out.push(extra)
     return out
+  }
+
+  /**
+   * Drop the gone workers' series of upstreams no live worker has any more (removed by a
+   * reload or by discovery), as one process drops a removed upstream's series: else every pod
+   * of every rollout that a replaced worker had counted stayed in /metrics for good.
+   */
+  #forgetRemoved(current: ReadonlySet<string>): void {
+    for (const d of this.#departed.values()) {
+      for (const [key, v] of d.series) {
+        if (UPSTREAM_LABELS.some((l) => v.labels[l] !== undefined && !current.has(String(v.labels[l])))) d.series.delete(key)
+      }
+    }
   }
 
   /**
