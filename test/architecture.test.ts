@@ -14,6 +14,7 @@ import { ROOT } from './fixtures/cli.js'
 const LAYERS: [RegExp, number][] = [
   [/^(routing|health|proxy|admin)\/create-[a-z]+\.ts$/, 5],
   [/^(errors|clock|reserved-headers|deadline)\.ts$/, 0],
+  [/^listen\.ts$/, 3],
   [/^config\/schema\.ts$/, 0],
   [/^routing\/decision\.ts$/, 0],
   [/^state\/checkpoint-store\.ts$/, 0],

@@ -130,6 +130,7 @@ t.test('run: a port already in use exits 1 with a one-line reason', async (t) =>
   const r = await runCli(['--config', file])
   t.equal(r.code, 1)
   t.match(r.stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: EADDRINUSE`))
+  t.notMatch(r.stdout, /stack|listener error/, 'and no log line with a stack trace besides')
 })
 
 t.test('run: the access log carries a request id (kept when well-formed, passed upstream) and the key kind', async (t) => {

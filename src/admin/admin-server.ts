@@ -13,6 +13,7 @@ import type { SessionLookup } from './session-lookup.js'
 import { STATUS_PAGE_CSP, statusPage } from './status-page.js'
 import { statusView } from './status-view.js'
 import type { UpstreamRow } from './upstream-row.js'
+import { listen } from '../listen.js'
 
 export interface AdminDeps {
   /** Why Tether is not ready (empty: ready). */
@@ -217,14 +218,7 @@ export async function startAdmin(host: string, port: number, deps: AdminDeps, li
       respond(req, res).catch((err: unknown) => fail(req, res, err))
     })
   })
-  server.on('error', (err) => logger.error({ err }, 'admin listener error'))
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen({ port, host, exclusive: limits.exclusive ?? false }, () => {
-      server.off('error', reject)
-      resolve()
-    })
-  })
+  await listen(server, { port, host, exclusive: limits.exclusive ?? false }, (err) => logger.error({ err }, 'admin listener error'))
   const a = server.address() as AddressInfo
   const shown = host.includes(':') ? `[${host}]` : host
   return {

@@ -11,6 +11,7 @@ import https from 'node:https'
 import net, { type AddressInfo, type Socket } from 'node:net'
 import { Duplex as DuplexStream, type Duplex } from 'node:stream'
 import { systemTimers, type Timers } from '../clock.js'
+import { listen } from '../listen.js'
 import type { Config } from '../config/schema.js'
 import type { Logger } from '../observability/logger.js'
 import type { ClientErrors } from './client-error.js'
@@ -244,24 +245,21 @@ export class Listener {
     })
     // a client that stalls mid-request or stops reading an answer for body_idle is cut off
     if (t.body_idle > 0) this.server.setTimeout(t.body_idle)
-    this.server.on('error', (err) => deps.logger.error({ err }, 'proxy listener error'))
   }
 
   /** Start listening; rejects with a message naming the address when the port is taken. */
   async listen(): Promise<void> {
     const { host, port } = this.#config.listen
     const listening = this.#front ?? this.server
-    await new Promise<void>((resolve, reject) => {
-      listening.once('error', reject)
-      listening.listen(port, host, () => {
-        listening.off('error', reject)
-        // the HTTP/1.1 server behind a front starts its connection tracking (timeouts) as if it listened
-        if (listening !== this.server) this.server.emit('listening')
-        resolve()
-      })
-    }).catch((err: NodeJS.ErrnoException) => {
+    const logged = (err: Error): void => this.#deps.logger.error({ err }, 'proxy listener error')
+    await listen(listening, { port, host }, logged).catch((err: NodeJS.ErrnoException) => {
       throw Object.assign(new Error(`cannot listen on ${host}:${port}: ${err.code ?? err.message}`), { code: err.code })
     })
+    // the HTTP/1.1 server behind a front starts its connection tracking (timeouts) as if it listened
+    if (listening !== this.server) {
+      this.server.on('error', logged)
+      this.server.emit('listening')
+    }
   }
 
   get port(): number {

@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net'
 import type { Config } from '../config/schema.js'
 import type { Logger } from '../observability/logger.js'
 import type { ClientErrors } from './client-error.js'
+import { listen } from '../listen.js'
 import { http1Options } from './listener.js'
 import { onePerConnection } from './pipelining.js'
 import type { RequestPath } from './request-path.js'
@@ -63,6 +64,7 @@ function dropBody(req: http.IncomingMessage, withinMs: number): void {
 export class RedirectListener {
   readonly server: http.Server
   readonly #config: Config
+  readonly #logger: Logger
 
   constructor(config: Config, deps: { readonly current: () => RequestPath; readonly clientErrors: ClientErrors; readonly logger: Logger }, tlsPort: () => number) {
     this.#config = config
@@ -80,18 +82,12 @@ export class RedirectListener {
     // a client that stalls mid-request (the proxied challenges) is cut off, as on the main listener
     if (config.timeouts.body_idle > 0) this.server.setTimeout(config.timeouts.body_idle)
     this.server.on('clientError', deps.clientErrors.handle)
-    this.server.on('error', (err) => deps.logger.error({ err }, 'redirect listener error'))
+    this.#logger = deps.logger
   }
 
   async listen(): Promise<void> {
     const { host, port } = this.#config.listen.redirect!
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject)
-      this.server.listen(port, host, () => {
-        this.server.off('error', reject)
-        resolve()
-      })
-    }).catch((err: NodeJS.ErrnoException) => {
+    await listen(this.server, { port, host }, (err) => this.#logger.error({ err }, 'redirect listener error')).catch((err: NodeJS.ErrnoException) => {
       throw Object.assign(new Error(`cannot listen on ${host}:${port} (listen.redirect): ${err.code ?? err.message}`), { code: err.code })
     })
   }

@@ -17,6 +17,7 @@ import { combineStatus, type StatusView } from '../admin/status-view.js'
 import { BROWSER_REFUSAL_LOG, browserVerdict } from '../admin/browser-guard.js'
 import { loggedTarget, parseAdminTarget } from '../admin/admin-target.js'
 import { SCAN_TIMEOUT, isScan } from '../admin/session-lookup.js'
+import { listen } from '../listen.js'
 
 /** What the front needs of the supervisor. */
 export interface FrontWorkers {
@@ -75,14 +76,7 @@ export async function startAdminFront(host: string, port: number, workers: Front
       })
     })
   })
-  server.on('error', (err) => logger.error({ err }, 'admin listener error'))
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(port, host, () => {
-      server.off('error', reject)
-      resolve()
-    })
-  }).catch((err: NodeJS.ErrnoException) => {
+  await listen(server, { port, host }, (err) => logger.error({ err }, 'admin listener error')).catch((err: NodeJS.ErrnoException) => {
     throw new Error(`cannot listen on ${host}:${port} (admin): ${err.code ?? err.message}`)
   })
   const a = server.address() as AddressInfo
