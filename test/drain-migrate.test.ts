@@ -11,6 +11,7 @@ import { runCli } from './fixtures/cli.js'
 import { FakeClock } from './fixtures/clock.js'
 import { freePort } from './fixtures/ports.js'
 import { healthState } from './fixtures/wait.js'
+import { redisCli, startRedis } from './fixtures/redis-server.js'
 import { DEFAULTS } from '../src/config/schema.js'
 
 const USERS = 200
@@ -137,4 +138,37 @@ t.test('an application that gives its session cookie a new value on every answer
   const [to, moved] = await go()
   t.not(to, home, 'after an idle gap: moved')
   t.match(moved, `from=${home}; reason=drain`)
+})
+
+t.test("a move by choice whose state the store cannot give (Redis paused) is held: the user stays where their state is, and moves with it once the store answers", async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const counts = new Map<string, number>()
+  const apps = await Promise.all(['a', 'b', 'c'].map((id) => startUpstream(id, (req, res) => {
+    const n = (counts.get(id) ?? 0) + 1
+    counts.set(id, n)
+    res.setHeader('x-tether-state', `${id}-${n}`)
+    res.end(`${id}|${req.headers['x-tether-moved'] ?? '-'}|${req.headers['x-tether-rehydrate-status'] ?? '-'}|${req.headers['x-tether-rehydrate'] ?? '-'}\n`)
+  })))
+  t.teardown(() => Promise.all(apps.map((a) => a.close())))
+  const clock = new FakeClock()
+  const tt = await proxyFor(t, apps, {
+    affinity: { key: 'header', header: { name: 'x-user' }, drain: { migrate: true, min_idle: MIN_IDLE } },
+    state: { store: 'redis', redis: { url: redis.url, key_prefix: 'hold:' }, timeout: 150 },
+  }, clock)
+  const go = async (): Promise<string[]> => (await request(tt.url, { headers: { 'x-user': 'u1' } })).body.trim().split('|')
+  const [home] = await go()
+  await go()
+  tt.health.drain(home!, true)
+  clock.advance(MIN_IDLE + 1)
+  await redisCli(redis.port, 'CLIENT', 'PAUSE', '1000', 'ALL')
+  const held = await go()
+  t.same(held.slice(0, 2), [home, '-'], 'the store did not answer: the user stays on the draining upstream (no move)')
+  t.notMatch(await tt.metrics.render(), /tether_failovers_total\{[^}]*reason="drain"[^}]*\} [1-9]/, 'and no failover is counted')
+  await redisCli(redis.port, 'PING') // answered once the pause is over
+  clock.advance(MIN_IDLE + 1)
+  const [to, moved, status, state] = await go()
+  t.not(to, home, 'once the store answers: moved')
+  t.match(moved, `from=${home}; reason=drain`)
+  t.same([status, state], ['delivered', `${home}-3`], "with the newest state, the held request's included")
 })

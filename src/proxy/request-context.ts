@@ -63,6 +63,8 @@ export class RequestContext {
   decision: Decision | null = null
   /** Upstreams this request failed on: a retry routes around them. */
   tried: Set<string> | null = null
+  /** Make no move by choice (Router.decide's `hold`): a chosen move's state could not be fetched. */
+  holdMoves = false
   retries = 0
   /** The last failed attempt: after it, its error is the honest answer (as nginx's 502 after the last upstream). */
   lastFailure: { readonly code: ErrorCode; readonly error: unknown } | null = null

@@ -14,7 +14,7 @@ import type { SessionTable, SharedBindings } from '../affinity/session-table.js'
 import { SessionRecords } from '../affinity/session-records.js'
 import type { Logger } from '../observability/logger.js'
 import type { ProxyEvents } from '../observability/events.js'
-import type { Decision, NoRoute, Router } from '../routing/router.js'
+import type { Decision, MoveReason, NoRoute, Router } from '../routing/router.js'
 import { TETHER_HEADER } from '../reserved-headers.js'
 import type { StateProtocol } from '../state/protocol.js'
 import type { Upstream, UpstreamSet } from '../upstream/upstream-set.js'
@@ -66,6 +66,9 @@ export interface RequestPathDeps {
 }
 
 const NO_ROUTE: Record<NoRoute, ErrorCode> = { none: 'TETHER_NO_UPSTREAM', strict: 'TETHER_AFFINITY_UNAVAILABLE' }
+
+/** Moves Tether makes by choice, not forced by the user's upstream: held when the user's state cannot be fetched. */
+const CHOSEN_MOVES: ReadonlySet<MoveReason> = new Set<MoveReason>(['admin', 'rebalance', 'spill', 'drain'])
 
 /** Bytes of a request body left unsent upstream that are read and dropped before the connection is closed instead. */
 export const DISCARD_MAX = 16 * 1024 * 1024
@@ -194,6 +197,16 @@ export class RequestPath {
           ctx.retryAfter(hookFailed.code, null)
           continue
         }
+        if (d.moved !== null && ctx.rehydrate === 'unavailable' && !ctx.holdMoves && CHOSEN_MOVES.has(d.moved.reason)) {
+          // a move by choice whose state could not be fetched (the store is down): the user
+          // would lose their state for nothing while their upstream still serves them; they
+          // stay this time, and move at a later request (at drain_timeout at the latest)
+          this.#d.router.settle(d)
+          ctx.holdMoves = true
+          ctx.rehydrate = null
+          continue
+        }
+        if (d.moved !== null) this.#d.events.failover(d.moved.from, d.moved.reason)
         let r = this.#hedgeable(ctx) ? await this.#hedged(ctx, x, d, upstream, headers) : await this.#start(ctx, x, d, upstream, headers).result
         if (!r.responded && r.outcome?.kind === 'error' && r.outcome.code === 'TETHER_HEADERS_TOO_LARGE' && ctx.rehydrateBytes > 0) {
           r = await this.#start(ctx, x, d, upstream, this.#withoutState(ctx, d, headers)).result
@@ -252,7 +265,7 @@ export class RequestPath {
     const { router, keys, clock } = this.#d
     const tried = ctx.tried ?? undefined
     if (ctx.protocol === 'websocket') return router.decideUpgrade(ctx.key, keys.clientIp(ctx.req.headers, ctx.peer), tried, clock.now())
-    return router.decide(ctx.key, tried, clock.now())
+    return router.decide(ctx.key, tried, clock.now(), ctx.holdMoves)
   }
 
   /** The headers sent upstream: the client's by the header rules, plus the epoch and a move. */
@@ -271,10 +284,7 @@ export class RequestPath {
       this.#d.logger.debug({ request_id: ctx.id, headers: dropped }, 'dropped request headers with "_" in the name (forwarding.allow_underscores: false)')
     }
     headers.push(TETHER_HEADER.epoch, String(d.epoch))
-    if (d.moved !== null) {
-      headers.push(TETHER_HEADER.moved, `from=${d.moved.from}; reason=${d.moved.reason}; epoch=${d.epoch}`)
-      this.#d.events.failover(d.moved.from, d.moved.reason)
-    }
+    if (d.moved !== null) headers.push(TETHER_HEADER.moved, `from=${d.moved.from}; reason=${d.moved.reason}; epoch=${d.epoch}`)
     return headers
   }
 
@@ -289,7 +299,8 @@ export class RequestPath {
     const state = this.#d.state
     const key = d.sessionKey
     if (state === null || key === null || d.moved === null) return null
-    const r = await state.fetch(key)
+    // a held move that is forced after all: the fetch that just failed is not waited for again
+    const r = ctx.holdMoves ? { status: 'unavailable' as const } : await state.fetch(key)
     if (r.status === 'found') {
       ctx.rehydrate = 'delivered'
       if (this.#hook === null) {

@@ -105,6 +105,8 @@ class Placing {
     readonly done: string | null = null,
     /** For a cookie user whose cookie is out of date, where this process last answered them (at a later epoch); else null. */
     readonly answeredOn: string | null = null,
+    /** No move by choice (an admin's order, rebalance, spill, a migrating drain before its timeout): see Router.decide's `hold`. */
+    readonly hold = false,
   ) {}
   #acceptNew: ((i: number) => boolean) | null = null
   #acceptReady: ((i: number) => boolean) | null = null
@@ -213,10 +215,13 @@ export class Router {
 
   /**
    * Decide where a request with this key goes. `tried` holds the upstreams this request
-   * already failed on (a retry routes around them).
+   * already failed on (a retry routes around them). `hold`: make no move by choice (an admin's
+   * order, rebalance, spill, a drain that migrates, before its `drain_timeout`), only those the
+   * user's upstream forces (down, drained past its timeout): the request path asks again so
+   * when a chosen move's state could not be fetched (the user would lose it for nothing).
    */
-  decide(key: RequestKey, tried: ReadonlySet<string> = NOTHING_TRIED, now: number): Decision | NoRoute {
-    const d = this.#decide(key, tried, now)
+  decide(key: RequestKey, tried: ReadonlySet<string> = NOTHING_TRIED, now: number, hold = false): Decision | NoRoute {
+    const d = this.#decide(key, tried, now, hold)
     // with bounded loads, a placement counts as load from now (its pin is recorded when the
     // upstream answers); the request path settles it when the attempt ends
     if (typeof d !== 'string' && d.bind !== null && this.#cfg.balance_factor !== null) this.#sessions.reserve(d.bind)
@@ -228,14 +233,14 @@ export class Router {
     if (d.bind !== null) this.#sessions.settle(d.bind)
   }
 
-  #decide(key: RequestKey, tried: ReadonlySet<string>, now: number): Decision | NoRoute {
+  #decide(key: RequestKey, tried: ReadonlySet<string>, now: number, hold: boolean): Decision | NoRoute {
     switch (key.kind) {
       case 'none':
         return this.#roundRobinRoute(key.learn, tried)
       case 'cookie':
-        return key.session !== null ? this.#cookieUser(key.session, tried, now) : this.#newSession(tried, now)
+        return key.session !== null ? this.#cookieUser(key.session, tried, now, hold) : this.#newSession(tried, now)
       case 'table':
-        return this.#pinned(key, tried, now)
+        return this.#pinned(key, tried, now, hold)
     }
   }
 
@@ -276,7 +281,7 @@ export class Router {
     const table = this.placement
     const pinnedIndex = table.indexOf(pinned)
     const available = pinnedIndex >= 0 && this.#available(pinned, p)
-    const order = this.#history.ordered(p.key)
+    const order = p.hold ? undefined : this.#history.ordered(p.key)
     if (order !== undefined && available) {
       const index = order.to === null ? this.#place(p) : table.indexOf(order.to)
       if (index >= 0 && index !== pinnedIndex && (order.to === null || p.acceptReady(index))) return { index, reason: 'admin' }
@@ -289,11 +294,11 @@ export class Router {
       const done = table.indexOf(p.done)
       if (done >= 0 && done !== pinnedIndex && this.#available(p.done, p)) return { index: done, reason: 'restart' }
     }
-    if (rebalance && this.#cfg.on_scale_up !== 'persistent' && available) {
+    if (rebalance && this.#cfg.on_scale_up !== 'persistent' && available && !p.hold) {
       const index = this.#rebalanced(p, pinnedIndex, pinnedAt, lastSeen)
       if (index >= 0) return { index, reason: 'rebalance' }
     }
-    if (available && this.#cfg.spill !== null && this.#inFlight !== null) {
+    if (available && this.#cfg.spill !== null && this.#inFlight !== null && !p.hold) {
       const index = this.#spilled(p, pinnedIndex, lastSeen)
       if (index >= 0) return { index, reason: 'spill' }
     }
@@ -394,11 +399,12 @@ export class Router {
     if (p.now - since >= this.#cfg.drain_timeout) return false
     if (!this.health.drainMigrates(id)) return true
     if (p.answeredOn !== null && p.answeredOn !== id) return false
+    if (p.hold) return true
     const last = Math.max(this.#history.lastSeenOn(p.key, id, p.now) ?? this.health.drainKnownSince?.(id) ?? since, since)
     return p.now - last < this.#cfg.drain.min_idle
   }
 
-  #cookieUser(s: DecodedCookie, tried: ReadonlySet<string>, now: number): Decision | NoRoute {
+  #cookieUser(s: DecodedCookie, tried: ReadonlySet<string>, now: number, hold: boolean): Decision | NoRoute {
     // A cookie older than this process's last answer to its user (a later epoch): a client that
     // ignores the re-issued cookie, or a burst sent before it arrived. The user's state is where
     // that answer came from. If that is this upstream and it has been ready since, the move the
@@ -411,7 +417,7 @@ export class Router {
     const later = seen !== null && seen.epoch > s.epoch ? seen : null
     // a deliberate move made moments ago stands (see #resolve)
     const done = later !== null && now - later.movedAt < MOVE_BURST && later.reason !== 'dead' && later.reason !== 'restart' ? later.upstream : null
-    const p = new Placing(this, s.sessionId, tried, hashKey(s.sessionId), now, done, later?.upstream ?? null)
+    const p = new Placing(this, s.sessionId, tried, hashKey(s.sessionId), now, done, later?.upstream ?? null, hold)
     // the cookie stores its times in whole seconds
     const r = this.#resolve(s.upstream, p, s.issuedAt, true, s.lastSeen, 1_000)
     if (typeof r === 'string') return r
@@ -444,12 +450,12 @@ export class Router {
    * (application cookies) are pinned only by what an upstream set, never by their hash, so a
    * client inventing values cannot fill the table; they are never rebalanced either.
    */
-  #pinned(key: Extract<RequestKey, { kind: 'table' }>, tried: ReadonlySet<string>, now: number): Decision | NoRoute {
+  #pinned(key: Extract<RequestKey, { kind: 'table' }>, tried: ReadonlySet<string>, now: number, hold: boolean): Decision | NoRoute {
     const { value, learned, learn } = key
     const sessions = this.#sessions
     const lastSeen = sessions.peek(value, now)?.lastSeen ?? now
     const entry = sessions.get(value, now)
-    const p = new Placing(this, value, tried, hashKey(value), now)
+    const p = new Placing(this, value, tried, hashKey(value), now, null, null, hold)
     const appKey = learned ? value : null
     const sessionKey = key.checkpoints ? value : null
     // the IP only places a user without their cookie: a move is logged as failover, else fallback
