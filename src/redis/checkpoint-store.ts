@@ -9,16 +9,18 @@ import { FAILED, RedisConnection, type RedisConnectionOptions } from './connecti
 /**
  * The put, in one atomic step: compare versions, write every field, set the TTL.
  * KEYS[1] = the checkpoint hash; ARGV = value, version ('' = none), upstream, epoch, writtenAt,
- * ttlMs, replace ('1': no comparison). Returns 1 when stored, 0 when stale. The version rule is
+ * ttlMs, replace ('1': no comparison with a checkpoint of another epoch). Returns 1 when
+ * stored, 0 when stale. The version rule is
  * CheckpointStore.put's (`isStale` in src/state/checkpoint-store.ts): refuse only when both
  * versions exist and incoming <= stored. Versions are compared as Lua numbers (doubles):
  * exact for safe integers.
  */
 export const PUT_CHECKPOINT_LUA = `
 local incoming = ARGV[2]
-if incoming ~= '' and ARGV[7] ~= '1' then
-  local stored = redis.call('HGET', KEYS[1], 'version')
-  if stored and stored ~= '' and tonumber(incoming) <= tonumber(stored) then
+if incoming ~= '' then
+  local stored = redis.call('HMGET', KEYS[1], 'version', 'epoch')
+  local replacing = ARGV[7] == '1' and stored[2] and stored[2] ~= ARGV[4]
+  if not replacing and stored[1] and stored[1] ~= '' and tonumber(incoming) <= tonumber(stored[1]) then
     return 0
   end
 end

@@ -87,8 +87,9 @@ export interface CheckpointStore {
    * - incoming version null: always stored (the upstream opted out of ordering: last writer wins);
    * - nothing stored, or the stored version is null: stored (ordering starts from this write);
  * - both versioned: stored only when incoming > stored; an equal or older one is `'stale'`;
-   * - `replace`: stored whatever the versions (the user's state started again: they moved and
-   *   the new upstream got none, so its versions start again too).
+   * - `replace`: stored whatever the versions over a checkpoint of another epoch (the user's
+   *   state started again at this epoch: they moved and the new upstream got none, so its
+   *   versions start again too); over one of the same epoch, the version rule as above.
    *
    * A versionless write over a versioned one is stored on purpose: an upstream that stops
    * sending versions (say an older build during a rollout) must still be able to checkpoint,

@@ -197,7 +197,7 @@ export class MemoryCheckpointStore implements CheckpointStore {
     if (cost > this.#maxTotalBytes) return Promise.resolve('too_large')
     const now = this.#clock.now()
     const current = this.#live(sessionKey, now)
-    if (current && !replace && isStale(cp, current.checkpoint)) {
+    if (current && (!replace || current.checkpoint.epoch === cp.epoch) && isStale(cp, current.checkpoint)) {
       return Promise.resolve('stale')
     }
     if (current) current.segment.remove(sessionKey, current)

@@ -127,14 +127,18 @@ export class StateProtocol {
     if (Buffer.byteLength(cp.value, 'latin1') > this.#opts.maxBytes) result = 'too_large'
     else {
       const checkpoint: Checkpoint = { value: cp.value, version: cp.version, upstream, epoch, writtenAt: this.#clock.now() }
+      // the mark is taken by this write (a parallel answer of the same move is ordered by
+      // version after it: the store replaces only a checkpoint of another epoch)
       const replace = this.#restarted.size !== 0 && this.#restarted.get(sessionKey) === epoch
+      if (replace) this.#restarted.delete(sessionKey)
       const t0 = performance.now()
       const budget = this.#confirmed ? this.#opts.confirmTimeout ?? 1_000 : this.#opts.timeout
       // a confirmed write waits for the store's reply up to its own budget (not the per-call timeout)
       const put = this.#store.put(sessionKey, checkpoint, this.#opts.ttl, this.#confirmed ? budget : undefined, replace)
       result = await withDeadline(put, budget, 'unavailable', this.#timers)
       this.#events.operation('put', (performance.now() - t0) / 1000)
-      if (replace && result === 'stored' && this.#restarted.get(sessionKey) === epoch) this.#restarted.delete(sessionKey)
+      // not stored (the store is down): the next checkpoint of that epoch replaces instead
+      if (replace && result === 'unavailable' && !this.#restarted.has(sessionKey)) this.restarted(sessionKey, epoch)
     }
     this.#events.checkpoint(result, sessionKey, cp.value.length)
     return result
