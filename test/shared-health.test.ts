@@ -194,6 +194,46 @@ t.test('an undrain that could not be sent yields to a drain recorded since by an
   t.notOk(record.get('drains')!.has('c'), 'and is not recorded')
 })
 
+t.test("two replicas cut off from Redis: the operator's last change wins whichever replica comes back first (a change sent again carries the time it was made)", async (t) => {
+  const record = new Map([['drains', new Map<string, string>()], ['drain-starts', new Map<string, string>()], ['drain-changes', new Map<string, string>()]])
+  let up = true
+  const subs: { self: number; fn: (m: string) => void; again: () => void }[] = []
+  const connected = new Set([1, 2])
+  const replica = (self: number): { health: HealthTable; shared: SharedHealth } => {
+    const health = new HealthTable({ active: { healthy_threshold: 2, unhealthy_threshold: 2 }, passive: { consecutive_failures: 3, count_5xx: true, base_ejection: 30_000, max_ejection: 100_000, max_ejection_percent: 50 }, slow_start: 0 }, new FakeClock())
+    health.setUpstreams(['a', 'b'])
+    const channel: PeerChannel = {
+      publish: (m) => { if (up) for (const s of subs) if (s.self !== self && connected.has(s.self)) s.fn(m); return Promise.resolve(up) },
+      subscribe: (fn, again) => { subs.push({ self, fn, again: again ?? (() => undefined) }); return Promise.resolve() },
+      remember: (set, id, value) => {
+        if (up) { if (value === null) record.get(set)!.delete(id); else record.get(set)!.set(id, value) }
+        return Promise.resolve(up)
+      },
+      members: (set) => Promise.resolve(new Map(up ? record.get(set) : [])),
+    }
+    return { health, shared: new SharedHealth(channel, health, createLogger('silent')) }
+  }
+  const [r1, r2] = [replica(1), replica(2)]
+  await r1.shared.start()
+  await r2.shared.start()
+  up = false // Redis down for both
+  r1.health.drain('a'); r1.shared.tell('drain', 'a', false, 1_000) // the operator drains a through #1
+  r2.health.drain('a'); r2.shared.tell('drain', 'a', false, 2_000) // then through #2
+  r2.health.undrain('a'); r2.shared.tell('undrain', 'a', false, 3_000) // and last undrains it through #2
+  await new Promise((r) => setImmediate(r))
+  up = true
+  connected.clear()
+  connected.add(1)
+  subs.find((s) => s.self === 1)!.again() // #1's subscription is back first: its drain is sent again
+  await waitFor(() => record.get('drains')!.has('a'), 5_000, "#1's drain sent again")
+  t.equal(record.get('drain-changes')!.get('a'), '1000', 'recorded with the time it was made, not the time it was sent again')
+  connected.add(2)
+  subs.find((s) => s.self === 2)!.again() // then #2's: its undrain is newer
+  await waitFor(() => !record.get('drains')!.has('a'), 5_000, "#2's undrain sent again")
+  await waitFor(() => r1.health.state('a') === 'healthy', 5_000, '#1 to hear it')
+  t.equal(r2.health.state('a'), 'healthy', "the operator's last change (the undrain) stands on #2")
+})
+
 t.test('a drain or undrain heard while a starting replica reads the recorded drains wins over the read (it may be newer)', async (t) => {
   const clock = new FakeClock()
   const health = new HealthTable({ active: { healthy_threshold: 2, unhealthy_threshold: 2 }, passive: { consecutive_failures: 3, count_5xx: true, base_ejection: 30_000, max_ejection: 100_000, max_ejection_percent: 50 }, slow_start: 0 }, clock)

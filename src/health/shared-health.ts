@@ -79,8 +79,9 @@ export class SharedHealth {
       }
       drains.delete(id)
       const held = this.#health.adminDrain(id)
-      if (unsent.kind === 'undrain' && held === null) this.tell('undrain', id)
-      else if (unsent.kind === 'drain' && held !== null) this.tell('drain', id, held.migrate)
+      // sent with the time the operator made it, against changes other replicas made since
+      if (unsent.kind === 'undrain' && held === null) this.tell('undrain', id, false, unsent.at)
+      else if (unsent.kind === 'drain' && held !== null) this.tell('drain', id, held.migrate, unsent.at)
       else this.#unsent.delete(id)
     }
     // a drain without a start (recorded by an older Tether, or not a whole number) began now;
@@ -97,15 +98,15 @@ export class SharedHealth {
   /**
    * Tell the other replicas (`migrate`: a drain that migrates its users); a drain is also
    * recorded for replicas that start later. Both carry when the drain began here, so its
-   * `drain_timeout` and `min_idle` count from then everywhere.
+   * `drain_timeout` and `min_idle` count from then everywhere. `at`: when the change was made
+   * (ms since the epoch; earlier than now for one sent again after Redis was down).
    */
-  tell(kind: 'down' | 'drain' | 'undrain', id: string, migrate = false): void {
+  tell(kind: 'down' | 'drain' | 'undrain', id: string, migrate = false, at = Date.now()): void {
     const since = kind === 'drain' ? this.#health.drainingSince(id) ?? undefined : undefined
     // `recorded`: the sender keeps the drain starts itself (a Tether since they exist)
     const sent = [this.#channel.publish(JSON.stringify({ from: this.#self, kind, id, ...(migrate ? { migrate } : {}), ...(since !== undefined ? { since } : {}), ...(kind === 'undrain' ? { recorded: true } : {}) }))]
     if (kind === 'down') return
     for (const heard of this.#hearing) heard.add(id)
-    const at = Date.now()
     if (kind === 'drain') {
       sent.push(this.#channel.remember(DRAINS, id, migrate ? 'migrate' : 'stay'))
       if (since !== undefined) sent.push(this.#channel.remember(DRAIN_STARTS, id, String(since)))
