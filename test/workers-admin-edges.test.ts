@@ -197,7 +197,7 @@ t.test("a gone worker's series of an upstream no live worker has any more are dr
   const { aggregateMetrics } = await import('../src/observability/metrics.js')
   const snap = (ups: readonly string[], requests: number) => [
     { name: 'tether_upstream_state', help: 's', type: 'gauge', aggregator: 'first', values: ups.map((u) => ({ value: 1, labels: { upstream: u, state: 'healthy' } })) },
-    { name: 'tether_http_requests_total', help: 'h', type: 'counter', aggregator: 'sum', values: ups.map((u) => ({ value: requests, labels: { upstream: u, method: 'GET', status_class: '2xx' } })) },
+    { name: 'tether_http_requests_total', help: 'h', type: 'counter', aggregator: 'sum', values: [...ups, 'none'].map((u) => ({ value: requests, labels: { upstream: u, method: 'GET', status_class: '2xx' } })) },
     { name: 'tether_failovers_total', help: 'f', type: 'counter', aggregator: 'sum', values: ups.map((u) => ({ value: 1, labels: { from: u, reason: 'dead' } })) },
   ]
   const ledger = new MetricsLedger()
@@ -209,6 +209,7 @@ t.test("a gone worker's series of an upstream no live worker has any more are dr
   t.notMatch(text, /pod-1/, 'once no live worker has pod-1: none of its series')
   t.equal(total(text, 'tether_http_requests_total', 'upstream="a"'), 7, "the current upstream's sum is kept")
   t.equal(total(text, 'tether_failovers_total', 'from="a"'), 2)
+  t.equal(total(text, 'tether_http_requests_total', 'upstream="none"'), 7, 'requests no upstream answered are always kept')
 })
 
 t.test("a counter every worker counts alike (read with max) never falls, even when every worker is replaced", async (t) => {

@@ -27,6 +27,8 @@ const RELOADS = 'tether_config_reloads_total'
 const UPSTREAM_STATE = 'tether_upstream_state'
 /** The labels that name an upstream in traffic series. */
 const UPSTREAM_LABELS = ['upstream', 'from'] as const
+/** The `upstream` of requests no upstream answered (Metrics' NONE): always current. */
+const NO_UPSTREAM = 'none'
 
 /**
  * Example: at each scrape `ledger.seen(id, snapshot)` for every worker that answered, then
@@ -101,7 +103,7 @@ export class MetricsLedger {
       for (const v of metrics.find((m) => m.name === UPSTREAM_STATE)?.values ?? []) (current ??= new Set()).add(String(v.labels['upstream']))
       out.push(metrics.filter((m) => m.name !== RELOADS && !this.#maxCounter(m, highest)))
     }
-    if (current !== null) this.#forgetRemoved(current)
+    if (current !== null) this.#forgetRemoved(current.add(NO_UPSTREAM))
     const extra: MetricData[] = [...this.#departed.values()].map((d) => ({ ...d.meta, values: [...d.series.values()] }))
     for (const [name, m] of this.#maxed) {
       const live = highest.get(name)
