@@ -73,10 +73,12 @@ t.test('requests waiting on an upstream that health takes out are moved (GET) or
   t.equal(JSON.parse((await request(`${px.url}/page`, { headers: { 'x-user': users[0]! } })).body).id, 'b')
 })
 
-for (const [hole, attempts] of [['frozen', 2], ['closed', 2], ['frozen', 1]] as const) {
+for (const [hole, attempts, bOut] of [['frozen', 2, false], ['closed', 2, false], ['frozen', 1, false], ['frozen', 3, true]] as const) {
   const title = attempts === 1
     ? 'with rehydrate: hook and no retry left, a user moved onto a frozen upstream gets 503 with Retry-After (nothing reached an application)'
-    : `with rehydrate: hook, a user moved onto a ${hole} upstream is sent on to the next one, the state with it (the hook waits like a request)`
+    : bOut
+      ? 'with rehydrate: hook and no upstream left to retry on, a user moved onto a frozen upstream gets 503 with Retry-After too'
+      : `with rehydrate: hook, a user moved onto a ${hole} upstream is sent on to the next one, the state with it (the hook waits like a request)`
   t.test(title, async (t) => {
     const hookPath = '/_tether/rehydrate'
     const hooked: string[] = []
@@ -107,6 +109,7 @@ for (const [hole, attempts] of [['frozen', 2], ['closed', 2], ['frozen', 1]] as 
     let user = ''
     for (let i = 0; user === ''; i++) if (order(`h${i}`).join() === 'c,a,b') user = `h${i}`
     t.equal((await request(`${px.url}/`, { headers: { 'x-user': user } })).body, 'c ', 'the user starts on c (and checkpoints there)')
+    if (bOut) px.health.disable('b')
     await c.close() // c refuses connections: the user moves, to a first
     if (hole === 'frozen') a.freeze()
     else await a.close()
@@ -117,7 +120,7 @@ for (const [hole, attempts] of [['frozen', 2], ['closed', 2], ['frozen', 1]] as 
       px.health.disable('a') // what an active check or an ejection does
     }
     const r = await moved
-    if (attempts === 1) {
+    if (attempts === 1 || bOut) {
       t.same([r.status, r.headers['retry-after'], hooked], [503, '1', []], 'the retry went to c (refused); a stopped hook leaves none')
       return
     }

@@ -187,14 +187,14 @@ export class RequestPath {
           // the state could not reach the new upstream (its hook refused the connection, or
           // health took it out meanwhile): nothing of the request was sent, the next one is tried
           this.#d.router.settle(d)
+          // nothing reached an application: if it comes to an answer, the client may send it again
+          const code = hookFailed.code === 'TETHER_UPSTREAM_UNAVAILABLE' ? 'TETHER_NO_UPSTREAM' : hookFailed.code
           if (!this.#mayRetry(ctx, hookFailed)) {
-            // no retry left: nothing reached an application, so the client may send it again
-            const code = hookFailed.code === 'TETHER_UPSTREAM_UNAVAILABLE' ? 'TETHER_NO_UPSTREAM' : hookFailed.code
             ctx.lastFailure = { code, error: null }
             return this.#answer(ctx, x, code, ctx.body !== null && !ctx.req.complete)
           }
           this.#d.events.retry(d.upstream)
-          ctx.retryAfter(hookFailed.code, null)
+          ctx.retryAfter(code, null)
           continue
         }
         if (d.moved !== null && ctx.rehydrate === 'unavailable' && !ctx.holdMoves && CHOSEN_MOVES.has(d.moved.reason)) {
