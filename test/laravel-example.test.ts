@@ -233,8 +233,8 @@ if (problem === null) {
     t.teardown(async () => { agent.destroy(); await replica.close() })
     const jar = new CookieJar()
     /** GET / straight to the replica (as a misconfigured proxy, or anyone who reaches the pod, could). */
-    const visit = async (rehydrate?: string): Promise<{ page: Page; state: string }> => {
-      const r = await get(`${replica.url}/`, agent, { accept: 'application/json', ...(rehydrate === undefined ? {} : { 'x-tether-rehydrate': rehydrate }) }, jar)
+    const visit = async (rehydrate?: string, epoch?: number): Promise<{ page: Page; state: string }> => {
+      const r = await get(`${replica.url}/`, agent, { accept: 'application/json', ...(rehydrate === undefined ? {} : { 'x-tether-rehydrate': rehydrate }), ...(epoch === undefined ? {} : { 'x-tether-epoch': String(epoch) }) }, jar)
       t.equal(r.status, 200)
       return { page: JSON.parse(r.body) as Page, state: String(r.headers['x-tether-state']) }
     }
@@ -268,6 +268,17 @@ if (problem === null) {
     }
     const restored = await visit(signCheckpoint(newer, APP_KEY))
     t.match(restored.page, { rehydrate: 'restored', count: 41 }, 'the same checkpoint signed with this APP_KEY, of this session and newer, is restored (so the refusals above are the checks at work)')
-    t.match((await visit(signCheckpoint(newer, APP_KEY))).page, { rehydrate: 'ignored: not newer', count: 42 }, 'and replaying it changes nothing')
+    const replayed = await visit(signCheckpoint(newer, APP_KEY))
+    t.match(replayed.page, { rehydrate: 'ignored: not newer', count: 42 }, 'and replaying it changes nothing')
+
+    // behind Tether every request carries X-Tether-Epoch: a later epoch is newer whatever the
+    // version (the replica the user moved to may have started its versions again); an earlier one is not
+    const atEpoch3 = await visit(undefined, 3)
+    t.match(readCheckpoint(atEpoch3.state).s, { __tether_epoch: 3, __tether_version: 53 }, 'the epoch is kept in the session')
+    const base = readCheckpoint(atEpoch3.state)
+    const later = signCheckpoint({ ...base, at: now, s: { ...base.s, count: 7, __tether_version: 5, __tether_epoch: 4 } }, APP_KEY)
+    t.match((await visit(later, 5)).page, { rehydrate: 'restored', count: 8 }, 'a later epoch with a lower version: restored')
+    const earlier = signCheckpoint({ ...base, at: now, s: { ...base.s, count: 900, __tether_version: 500, __tether_epoch: 2 } }, APP_KEY)
+    t.match((await visit(earlier, 6)).page, { rehydrate: 'ignored: not newer', count: 9 }, 'an earlier epoch with a higher version: not newer')
   })
 }

@@ -234,6 +234,16 @@ if (problem === null) {
     const replayed = await direct({ 'x-tether-rehydrate': signCheckpoint(newer, SECRET) })
     t.same(replayed.page, { replica: 'php-solo', count: 42, rehydrate: 'ignored: not newer' }, 'and replaying it changes nothing')
     t.same(readCheckpoint(replayed.state).s, { __tether_version: 52, count: 42 })
+
+    // behind Tether every request carries X-Tether-Epoch: a checkpoint from a later epoch is
+    // newer whatever its version (the user moved since this copy was written, and the replica
+    // they moved to may have started its versions again); one from an earlier epoch is not
+    const atEpoch3 = await direct({ 'x-tether-epoch': '3' })
+    t.same(readCheckpoint(atEpoch3.state).s, { __tether_version: 53, __tether_epoch: 3, count: 43 }, 'the epoch is kept in the session')
+    const later = signCheckpoint({ ...env, at: now(), s: { __tether_version: 5, __tether_epoch: 4, count: 7 } }, SECRET)
+    t.same((await direct({ 'x-tether-rehydrate': later, 'x-tether-epoch': '5' })).page, { replica: 'php-solo', count: 8, rehydrate: 'restored' }, 'a later epoch with a lower version: restored')
+    const earlier = signCheckpoint({ ...env, at: now(), s: { __tether_version: 500, __tether_epoch: 2, count: 900 } }, SECRET)
+    t.same((await direct({ 'x-tether-rehydrate': earlier, 'x-tether-epoch': '6' })).page, { replica: 'php-solo', count: 9, rehydrate: 'ignored: not newer' }, 'an earlier epoch with a higher version: not newer')
   })
 
   t.test('while rotating secrets, a checkpoint signed with TETHER_STATE_SECRET_PREVIOUS is restored and new ones are signed with the new secret', async (t) => {

@@ -23,8 +23,10 @@ use Symfony\Component\HttpFoundation\Response;
  * - its MAC verifies (constant-time) under APP_KEY or one of `app.previous_keys`;
  * - it belongs to this request's session id (no other user's state, whatever the proxy does);
  * - it is at most `session.lifetime` old (and not from the future);
- * - its version (`__tether_version`, bumped once per request) is higher than the local one,
- *   so an older copy never replaces a newer local session.
+ * - it is newer than the local session: from a later Tether epoch (`__tether_epoch`, the
+ *   X-Tether-Epoch of the request that wrote it: the user moved since the local copy was
+ *   written, so the local copy is the one left behind), or from the same epoch with a higher
+ *   version (`__tether_version`, bumped once per request: a burst moved together restores once).
  * What happened is in the request attribute `tether.rehydrate`: `none`, `restored`, or
  * `ignored: <reason>`.
  */
@@ -32,6 +34,8 @@ class TetherSessionState
 {
     /** Session key of the checkpoint version. */
     public const VERSION = '__tether_version';
+    /** Session key of the Tether epoch of the request that last wrote the session. */
+    public const EPOCH = '__tether_epoch';
     /** Request attribute: what became of an X-Tether-Rehydrate header. */
     public const OUTCOME = 'tether.rehydrate';
     /** Tether's `state.header` (its default). */
@@ -49,6 +53,10 @@ class TetherSessionState
         $outcome = $incoming === '' ? 'none' : $this->restore($session, $incoming);
         $request->attributes->set(self::OUTCOME, $outcome);
         $session->put(self::VERSION, $this->version($session->get(self::VERSION)) + 1); // once per request
+        $epoch = (string) $request->headers->get('X-Tether-Epoch', '');
+        if (preg_match('/^\d{1,15}$/', $epoch) === 1) {
+            $session->put(self::EPOCH, (int) $epoch);
+        }
 
         $response = $next($request);
 
@@ -74,7 +82,9 @@ class TetherSessionState
         if ($age > 60 * (int) config('session.lifetime', 120) || $age < -self::CLOCK_SKEW) {
             return 'ignored: expired';
         }
-        if ($envelope['s'][self::VERSION] <= $this->version($session->get(self::VERSION))) {
+        $epoch = $this->version($envelope['s'][self::EPOCH] ?? 0);
+        $localEpoch = $this->version($session->get(self::EPOCH));
+        if ($epoch < $localEpoch || ($epoch === $localEpoch && $envelope['s'][self::VERSION] <= $this->version($session->get(self::VERSION)))) {
             return 'ignored: not newer';
         }
         $session->flush(); // the checkpoint replaces the new (or older) local session, _token included

@@ -20,12 +20,16 @@
 // - its sid is the session id this request presented (the session cookie), so no other user's
 //   state is restored, whatever the proxy or the client sends;
 // - it is at most session.gc_maxlifetime old (and at most 60 s in the future);
-// - its __tether_version (bumped once per request) is higher than the local session's, so an
-//   older copy never replaces a newer local session.
+// - it is newer than the local session: from a later Tether epoch (__tether_epoch, the
+//   X-Tether-Epoch of the request that wrote it: the user moved since the local copy was
+//   written, so the local copy is the one left behind), or from the same epoch with a higher
+//   __tether_version (bumped once per request: a burst of requests moved together restores once).
 declare(strict_types=1);
 
 /** Session key of the checkpoint version. */
 const TETHER_VERSION_KEY = '__tether_version';
+/** Session key of the Tether epoch of the request that last wrote the session. */
+const TETHER_EPOCH_KEY = '__tether_epoch';
 const TETHER_FORMAT = 'v1';
 const TETHER_KEY_CONTEXT = 'tether-session-state-v1';
 /** Shortest secret accepted, in bytes (32 random bytes, as for Laravel's APP_KEY). */
@@ -103,14 +107,16 @@ function tether_decode_state(string $value, array $keys)
  * @param list<string> $keys
  * @return array|string
  */
-function tether_verify_state(string $value, array $keys, string $presentedId, int $localVersion)
+function tether_verify_state(string $value, array $keys, string $presentedId, int $localVersion, int $localEpoch = 0)
 {
     $envelope = tether_decode_state($value, $keys);
     if (is_string($envelope)) return $envelope;
     if ($presentedId === '' || !hash_equals($presentedId, $envelope['sid'])) return 'another session';
     $age = time() - $envelope['at'];
     if ($age > (int) ini_get('session.gc_maxlifetime') || $age < -TETHER_CLOCK_SKEW) return 'expired';
-    if ($envelope['s'][TETHER_VERSION_KEY] <= $localVersion) return 'not newer';
+    $epoch = $envelope['s'][TETHER_EPOCH_KEY] ?? 0;
+    $epoch = is_int($epoch) ? $epoch : 0;
+    if ($epoch < $localEpoch || ($epoch === $localEpoch && $envelope['s'][TETHER_VERSION_KEY] <= $localVersion)) return 'not newer';
     return $envelope['s'];
 }
 
@@ -131,6 +137,8 @@ function tether_session_start(array $options = []): string
     $presentedId = is_string($cookie) ? $cookie : session_id();
     $local = $_SESSION[TETHER_VERSION_KEY] ?? 0;
     $local = is_int($local) ? $local : 0;
+    $localEpoch = $_SESSION[TETHER_EPOCH_KEY] ?? 0;
+    $localEpoch = is_int($localEpoch) ? $localEpoch : 0;
 
     $keys = tether_keys();
     $incoming = $_SERVER['HTTP_X_TETHER_REHYDRATE'] ?? ''; // any spelling: X-Tether-Rehydrate, X_Tether_Rehydrate, ...
@@ -141,7 +149,7 @@ function tether_session_start(array $options = []): string
     } elseif (!is_string($incoming) || $incoming === '') {
         $outcome = 'none';
     } else {
-        $state = tether_verify_state($incoming, $keys, $presentedId, $local);
+        $state = tether_verify_state($incoming, $keys, $presentedId, $local, $localEpoch);
         if (is_array($state)) {
             $_SESSION = $state; // replaces the (new or older) local copy
             $outcome = 'restored';
@@ -151,6 +159,8 @@ function tether_session_start(array $options = []): string
         }
     }
     $_SESSION[TETHER_VERSION_KEY] = (int) ($_SESSION[TETHER_VERSION_KEY] ?? 0) + 1; // once per request, under the session lock
+    $epoch = $_SERVER['HTTP_X_TETHER_EPOCH'] ?? '';
+    if (is_string($epoch) && preg_match('/^\d{1,15}$/', $epoch) === 1) $_SESSION[TETHER_EPOCH_KEY] = (int) $epoch;
     if (!is_string($keys)) {
         ob_start();
         register_shutdown_function('tether_session_checkpoint');
