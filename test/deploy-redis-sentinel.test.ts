@@ -12,7 +12,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseYamlDocuments, plainValue } from '../src/config/index.js'
 import { ROOT } from './fixtures/cli.js'
-import { freePort, spawnRedisServer, waitFor, type RedisProcessHandle } from './fixtures/redis-server.js'
+import { spawnRedisServer, waitFor, type RedisProcessHandle } from './fixtures/redis-server.js'
+import { freePorts } from './fixtures/ports.js'
 
 const CONFIGMAP = join(ROOT, 'deploy', 'kubernetes', 'ingress', 'redis-sentinel', 'configmap.yaml')
 const PODS = ['127.0.0.1', '127.0.0.2', '127.0.0.3']
@@ -31,8 +32,7 @@ t.test('the Sentinel setup: the first pod is primary, a killed primary is replac
   mkdirSync(configDir)
   // as written, but the data directory: each pod's process runs in its own (`dir .`)
   for (const [name, text] of Object.entries(cm.data)) writeFileSync(join(configDir, name), text.replace(/^dir \/data$/m, 'dir .'))
-  const redisPort = await freePort()
-  const sentinelPort = await freePort()
+  const [redisPort, sentinelPort] = await freePorts(2)
   const running = new Map<string, RedisProcessHandle[]>()
   t.teardown(async () => { await Promise.all([...running.values()].flat().map((p) => p.stop('SIGKILL'))) })
 

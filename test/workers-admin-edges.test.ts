@@ -8,7 +8,7 @@ import t from 'tap'
 import http from 'node:http'
 import { writeFileSync } from 'node:fs'
 import { tempFile } from './fixtures/cli.js'
-import { freePort } from './fixtures/ports.js'
+import { freePort, freePorts } from './fixtures/ports.js'
 import { request, slotOf, startPrimary, workerPids, workersYaml } from './fixtures/primary-process.js'
 import { startUpstream } from './fixtures/upstream.js'
 import { waitFor } from './fixtures/wait.js'
@@ -29,8 +29,7 @@ t.test('with two workers, the admin listener and /metrics answer as with one pro
     res.end('app-0\n')
   })
   t.teardown(() => app.close())
-  const port = await freePort()
-  const adminPort = await freePort()
+  const [port, adminPort] = await freePorts(2)
   const admin = `http://127.0.0.1:${adminPort}`
   const yaml = (token: string, idle: string): string => workersYaml({
     listen: port, adminPort, workers: 2, upstreams: [{ id: 'app-0', url: app.url }],
@@ -252,8 +251,7 @@ t.test('with two workers, a proxy port already taken: the primary exits 1 with t
 t.test('with two workers, a reload that leaves affinity.cookie.secret unset where it was set is warned of, as at a start', async (t) => {
   const app = await startUpstream('app-0')
   t.teardown(() => app.close())
-  const port = await freePort()
-  const adminPort = await freePort()
+  const [port, adminPort] = await freePorts(2)
   const yaml = (secret: string): string => workersYaml({ listen: port, adminPort, workers: 2, upstreams: [{ id: 'app-0', url: app.url }], extra: [`affinity: { cookie: { secret: ${secret} } }`] })
   const file = tempFile('workers-secret.yaml', yaml('["a-secret-of-at-least-32-characters-long"]'))
   const { proc, out } = await startPrimary(t, file)

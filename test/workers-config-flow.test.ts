@@ -10,7 +10,7 @@ import http from 'node:http'
 import net from 'node:net'
 import { writeFileSync } from 'node:fs'
 import { tempFile } from './fixtures/cli.js'
-import { freePort } from './fixtures/ports.js'
+import { freePorts } from './fixtures/ports.js'
 import { request, startPrimary, workerPids, workersYaml } from './fixtures/primary-process.js'
 import { startChildUpstream } from './fixtures/child-upstream.js'
 import { waitFor } from './fixtures/wait.js'
@@ -35,8 +35,7 @@ async function appAndPrimary(t: Test, name: string, handle: http.RequestListener
   await new Promise((r) => app.once('listening', r))
   t.teardown(() => { app.closeAllConnections(); return new Promise((r) => app.close(r)) })
   const url = `http://127.0.0.1:${(app.address() as net.AddressInfo).port}`
-  const port = await freePort()
-  const adminPort = await freePort()
+  const [port, adminPort] = await freePorts(2)
   const yaml = (line: string): string => workersYaml({ listen: port, adminPort, workers: 2, upstreams: [{ id: 'app-0', url }], extra: [line] })
   const file = tempFile(`workers-config-flow-${name}.yaml`, yaml(extra))
   const { proc, out } = await startPrimary(t, file)
@@ -50,8 +49,7 @@ async function appAndPrimary(t: Test, name: string, handle: http.RequestListener
 t.test('a worker restarted after a crash runs what the primary accepted (its live changes too), not a bad file left on disk', async (t) => {
   const [a, b] = await Promise.all([startChildUpstream('app-0'), startChildUpstream('app-1')])
   t.teardown(() => Promise.all([a.kill(), b.kill()]))
-  const port = await freePort()
-  const adminPort = await freePort()
+  const [port, adminPort] = await freePorts(2)
   const yaml = (ups: { id: string; url: string }[]): string => workersYaml({ listen: port, adminPort, workers: 2, upstreams: ups })
   const file = tempFile('workers-config-flow-crash.yaml', yaml([{ id: 'app-0', url: a.url }]))
   const { proc, out } = await startPrimary(t, file)
@@ -92,8 +90,7 @@ t.test('a slot a failed roll did not reach restarts as it was after a crash; the
   const taken = net.createServer().listen(0, '127.0.0.1')
   await new Promise((r) => taken.once('listening', r))
   const takenPort = (taken.address() as net.AddressInfo).port
-  const port = await freePort()
-  const adminPort = await freePort()
+  const [port, adminPort] = await freePorts(2)
   const yaml = (listen: number): string => workersYaml({ listen, adminPort, workers: 2, upstreams: [{ id: 'app-0', url: app.url }] })
   const file = tempFile('workers-config-flow-roll.yaml', yaml(port))
   const { proc, out } = await startPrimary(t, file)

@@ -8,7 +8,7 @@
 // from that last upstream (X-Tether-Moved: from=...).
 import t from 'tap'
 import { tempFile } from './fixtures/cli.js'
-import { freePort } from './fixtures/ports.js'
+import { freePorts } from './fixtures/ports.js'
 import { TestDnsServer } from './fixtures/dns-server.js'
 import { closeServer, sameportUpstreams, type Echo } from './fixtures/sameport-upstreams.js'
 import { request, startPrimary, workerPids } from './fixtures/primary-process.js'
@@ -27,8 +27,7 @@ t.test('with two workers, one worker runs DNS discovery for all: one resolver, l
   dns.set(NAME, { a: ['127.0.0.1', '127.0.0.2'], aaaa: [] })
   const id = (address: string): string => `${address}:${appPort}`
 
-  const port = await freePort()
-  const adminPort = await freePort()
+  const [port, adminPort] = await freePorts(2)
   const file = tempFile('workers-discovery.yaml', [
     `listen: { host: 127.0.0.1, port: ${port} }`,
     `admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }`,

@@ -8,7 +8,7 @@ import t from 'tap'
 import http from 'node:http'
 import { startChildUpstream } from './fixtures/child-upstream.js'
 import { tempFile } from './fixtures/cli.js'
-import { freePort } from './fixtures/ports.js'
+import { freePorts } from './fixtures/ports.js'
 import { request, startPrimary } from './fixtures/primary-process.js'
 import { waitFor } from './fixtures/wait.js'
 
@@ -44,8 +44,7 @@ t.test('with two workers, requests stuck on a frozen replica only on the worker 
     app0.proc.kill('SIGCONT')
     await Promise.all([app0.kill(), app1.kill()])
   })
-  const port = await freePort()
-  const adminPort = await freePort()
+  const [port, adminPort] = await freePorts(2)
   const file = tempFile('workers-frozen-replica.yaml', [
     `listen: { host: 127.0.0.1, port: ${port} }`,
     `admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }`,

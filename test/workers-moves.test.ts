@@ -13,7 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { tempFile } from './fixtures/cli.js'
 import { request, startPrimary, workerPids } from './fixtures/primary-process.js'
 import type { ChildProcess } from 'node:child_process'
-import { freePort } from './fixtures/ports.js'
+import { freePorts } from './fixtures/ports.js'
 import { startChildUpstream, type ChildUpstream } from './fixtures/child-upstream.js'
 import { waitFor } from './fixtures/wait.js'
 import { fileURLToPath } from 'node:url'
@@ -47,8 +47,7 @@ function get(url: string, agent: http.Agent | null, cookie: string): Promise<Ans
 
 /** The CLI with two workers and Tether's cookie over `apps`; its proxy and admin URLs. */
 async function twoWorkers(t: Test, apps: readonly ChildUpstream[], affinity: string): Promise<{ url: string; admin: string; stop: () => Promise<void>; proc: ChildProcess; out: () => string }> {
-  const port = await freePort()
-  const adminPort = await freePort()
+  const [port, adminPort] = await freePorts(2)
   const file = tempFile('workers-moves.yaml', [
     `listen: { host: 127.0.0.1, port: ${port} }`,
     `admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }`,

@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { spawn } from 'node:child_process'
 import { CLI, ROOT, tempFile } from './fixtures/cli.js'
-import { freePort } from './fixtures/ports.js'
+import { freePorts } from './fixtures/ports.js'
 import { request, startPrimary, workerPids } from './fixtures/primary-process.js'
 import { startChildUpstream } from './fixtures/child-upstream.js'
 import { waitFor } from './fixtures/wait.js'
@@ -40,8 +40,7 @@ function listening(port: number): Promise<boolean> {
 t.test('a SIGKILLed primary takes its workers with it: no orphan keeps the port, a new primary starts on it', async (t) => {
   const app = await startChildUpstream('app-0')
   t.teardown(() => app.kill())
-  const port = await freePort()
-  const adminPort = await freePort()
+  const [port, adminPort] = await freePorts(2)
   const file = tempFile('workers-primary-crash.yaml', [
     `listen: { host: 127.0.0.1, port: ${port} }`,
     `admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }`,

@@ -7,7 +7,7 @@ import t, { type Test } from 'tap'
 import net from 'node:net'
 import { writeFileSync } from 'node:fs'
 import { tempFile } from './fixtures/cli.js'
-import { freePort } from './fixtures/ports.js'
+import { freePort, freePorts } from './fixtures/ports.js'
 import { request, slotOf, startPrimary, workerPids, workersYaml } from './fixtures/primary-process.js'
 import { startChildUpstream } from './fixtures/child-upstream.js'
 import { waitFor } from './fixtures/wait.js'
@@ -20,8 +20,7 @@ import { waitFor } from './fixtures/wait.js'
 async function primaryOf(t: Test, name: string, workers = 2) {
   const app = await startChildUpstream('app-0')
   t.teardown(() => app.kill())
-  const port = await freePort()
-  const adminPort = await freePort()
+  const [port, adminPort] = await freePorts(2)
   const yaml = (o: { workers?: number; listen?: number } = {}): string => workersYaml({ listen: o.listen ?? port, adminPort, workers: o.workers ?? workers, upstreams: [{ id: 'app-0', url: app.url }] })
   const file = tempFile(name, yaml())
   const { proc, out } = await startPrimary(t, file)

@@ -9,7 +9,7 @@ import t from 'tap'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tempFile } from './fixtures/cli.js'
-import { freePort } from './fixtures/ports.js'
+import { freePorts } from './fixtures/ports.js'
 import { startPrimary } from './fixtures/primary-process.js'
 import { waitFor } from './fixtures/wait.js'
 
@@ -27,8 +27,7 @@ t.test('with two workers, a client giving up on either worker gets the upstream 
   await new Promise<void>((r) => app.listen(0, '127.0.0.1', r))
   t.teardown(() => { app.closeAllConnections(); app.close() })
   const url = `http://127.0.0.1:${(app.address() as AddressInfo).port}`
-  const port = await freePort()
-  const adminPort = await freePort()
+  const [port, adminPort] = await freePorts(2)
   const file = tempFile('workers-suspect.yaml', [
     `listen: { host: 127.0.0.1, port: ${port} }`,
     `admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }`,

@@ -11,7 +11,7 @@ import { writeFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { tempFile } from './fixtures/cli.js'
 import { request, startPrimary, workerPids } from './fixtures/primary-process.js'
-import { freePort } from './fixtures/ports.js'
+import { freePorts } from './fixtures/ports.js'
 import { startChildUpstream, type ChildUpstream } from './fixtures/child-upstream.js'
 import { waitFor } from './fixtures/wait.js'
 import { CounterUsers, startCounter } from './fixtures/counter-upstream.js'
@@ -39,8 +39,7 @@ t.test('with two workers, every user reaches the same upstream on every new conn
   const apps: ChildUpstream[] = []
   for (const id of ['app-0', 'app-1', 'app-2']) apps.push(await startChildUpstream(id, { script: SCRIPT }))
   t.teardown(() => Promise.all(apps.map((a) => a.kill())).then(() => undefined))
-  const port = await freePort()
-  const adminPort = await freePort()
+  const [port, adminPort] = await freePorts(2)
   const file = tempFile('workers.yaml', yaml(port, adminPort, apps))
   const { proc, out: output } = await startPrimary(t, file)
   const url = `http://127.0.0.1:${port}/`
@@ -135,8 +134,7 @@ t.test('with two workers, every user reaches the same upstream on every new conn
 t.test('with two workers, state written through one worker rehydrates a user on another; a change that needs a restart replaces the workers one at a time under load with no failed request; /metrics adds up every worker', async (t) => {
   const apps = [await startCounter('app-0'), await startCounter('app-1'), await startCounter('app-2')]
   t.teardown(() => Promise.all(apps.map((a) => a.kill())).then(() => undefined))
-  const port = await freePort()
-  const adminPort = await freePort()
+  const [port, adminPort] = await freePorts(2)
   const config = (connect: string): string => [
     `listen: { host: 127.0.0.1, port: ${port} }`,
     `admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }`,
