@@ -4,6 +4,7 @@
 // at their first request after an idle gap; no request fails and no update is lost; the CLI
 // returns once no session remains. Tether runs on a FakeClock, so the idle gap is a clock step.
 import t from 'tap'
+import http from 'node:http'
 import { CounterUsers, startCounter, type Counter, type CounterAnswer } from './fixtures/counter-upstream.js'
 import { proxyFor, request, startUpstream } from './fixtures/upstream.js'
 import { agentFor, get, runPool } from './fixtures/users.js'
@@ -171,4 +172,58 @@ t.test("a move by choice whose state the store cannot give (Redis paused) is hel
   t.not(to, home, 'once the store answers: moved')
   t.match(moved, `from=${home}; reason=drain`)
   t.same([status, state], ['delivered', `${home}-3`], "with the newest state, the held request's included")
+})
+
+/** A WebSocket handshake as user `user`: what the upstream that took it said (its id, the move, the rehydrate status). */
+function upgrade(url: string, user: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { agent: false, headers: { 'x-user': user, connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'sec-websocket-version': '13' } })
+    req.on('upgrade', (res, sock) => { resolve(`${res.headers['x-up']}|${res.headers['x-moved']}|${res.headers['x-status']}`); sock.destroy() })
+    req.on('response', (res) => resolve(`status ${res.statusCode}`))
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+t.test('held moves: a WebSocket handshake is held too, and an unpin ordered through the admin API waits for the store', async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const apps = await Promise.all(['a', 'b', 'c'].map(async (id) => {
+    const up = await startUpstream(id, (req, res) => { res.setHeader('x-tether-state', `${id}-s`); res.end(`${id}|${req.headers['x-tether-moved'] ?? '-'}\n`) })
+    up.server.on('upgrade', (req: http.IncomingMessage, sock: import('node:net').Socket) => {
+      sock.end(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nx-up: ${id}\r\nx-moved: ${req.headers['x-tether-moved'] ?? '-'}\r\nx-status: ${req.headers['x-tether-rehydrate-status'] ?? '-'}\r\n\r\n`)
+    })
+    return up
+  }))
+  t.teardown(() => Promise.all(apps.map((a) => a.close())))
+  const clock = new FakeClock()
+  const tt = await proxyFor(t, apps, {
+    affinity: { key: 'header', header: { name: 'x-user' }, drain: { migrate: true, min_idle: MIN_IDLE } },
+    state: { store: 'redis', redis: { url: redis.url, key_prefix: 'held:' }, timeout: 150 },
+  }, clock)
+  const go = async (user: string): Promise<string[]> => (await request(tt.url, { headers: { 'x-user': user } })).body.trim().split('|')
+  const paused = async (): Promise<void> => { await redisCli(redis.port, 'CLIENT', 'PAUSE', '700', 'ALL') }
+  const resumed = async (): Promise<void> => { await redisCli(redis.port, 'PING') }
+
+  // a WebSocket handshake of a user whose upstream drains (migrating), with the store paused: held
+  const [home] = await go('ws')
+  await go('ws')
+  tt.health.drain(home!, true)
+  clock.advance(MIN_IDLE + 1)
+  await paused()
+  t.equal(await upgrade(tt.url, 'ws'), `${home}|-|-`, 'the handshake stays on the draining upstream (no move without the state)')
+  await resumed()
+  tt.health.undrain(home!)
+
+  // an unpin (DELETE /sessions/<key>) of a user moved off their hash place, with the store paused
+  const [place] = await go('u2')
+  const other = ['a', 'b', 'c'].find((id) => id !== place)!
+  t.equal((await request(`${tt.adminUrl}/sessions/u2/move?to=${other}`, { method: 'POST' })).status, 202)
+  t.same(await go('u2'), [other, `from=${place}; reason=admin; epoch=1`], 'moved by the order')
+  t.equal((await request(`${tt.adminUrl}/sessions/u2`, { method: 'DELETE' })).status, 202)
+  await paused()
+  t.same(await go('u2'), [other, '-'], 'held: no move without the state')
+  t.match(JSON.parse((await request(`${tt.adminUrl}/sessions/u2`)).body), { pending_move: { to: null } }, 'the unpin is still pending')
+  await resumed()
+  t.same(await go('u2'), [place, `from=${other}; reason=admin; epoch=2`], 'done once the store answers')
 })

@@ -116,9 +116,9 @@ export class SessionRecords {
    * Upstream `d.upstream` answered a request of `key`: the user is recorded there, a move
    * recorded, a fulfilled order dropped. Computes no logged form (see {@link logged}).
    */
-  answered(key: RequestKey, d: Decision, now: number): void {
+  answered(key: RequestKey, d: Decision, now: number, held = false): void {
     const k = SessionRecords.keyOf(key, d)
-    if (k !== null) this.record(k, key.kind === 'table', d.upstream, d.epoch, d.moved, now)
+    if (k !== null) this.record(k, key.kind === 'table', d.upstream, d.epoch, d.moved, now, false, held)
   }
 
   /**
@@ -126,9 +126,10 @@ export class SessionRecords {
    * (`moved`) or not: what {@link answered} records, and (`remote`) what another worker tells of
    * its answers (see {@link shared}; an order it fulfils is dropped by {@link dropOrder}). An answer at
    * an epoch older than the one recorded (a slow answer from where the user was before a move)
-   * changes nothing.
+   * changes nothing. `held`: the answer of a request whose moves were held (Router.decide's
+   * `hold`): it fulfils no order.
    */
-  record(k: string, table: boolean, upstream: string, epoch: number, moved: Decision['moved'], now: number, remote = false): void {
+  record(k: string, table: boolean, upstream: string, epoch: number, moved: Decision['moved'], now: number, remote = false, held = false): void {
     const pins = table ? this.#pins : null
     // a table key pinned where it was answered: its answer time by slot, the rest is the pin's
     const slot = pins === null ? undefined : pins.slotBoundTo(k, upstream, epoch, now)
@@ -148,7 +149,7 @@ export class SessionRecords {
     if (moved !== null && (moved.from !== upstream || this.#moves.get(k)?.to !== upstream)) {
       this.#moves.set(this.#slots.stored(k), { from: moved.from, to: upstream, reason: moved.reason, at: now })
     }
-    if (remote || this.#orders.size === 0) return
+    if (remote || held || this.#orders.size === 0) return
     const order = this.#orders.get(k)
     if (order === undefined || (order.to !== null && order.to !== upstream)) return
     this.#orders.delete(k)

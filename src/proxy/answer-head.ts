@@ -91,7 +91,7 @@ export class AnswerHead implements AnswerHeadPolicy {
       else o.sessions.count(b.key, b.upstream, b.epoch, o.clock.now())
       o.sessions.settle(b)
     }
-    o.records.answered(ctx.key, d, o.clock.now())
+    o.records.answered(ctx.key, d, o.clock.now(), ctx.holdMoves)
     const share = o.shareAnswers
     const shared = share != null && SessionRecords.shared(d, share.migrating)
     if (shared) {

@@ -206,7 +206,11 @@ export class RequestPath {
           ctx.rehydrate = null
           continue
         }
-        if (d.moved !== null) this.#d.events.failover(d.moved.from, d.moved.reason)
+        if (d.moved !== null) {
+          this.#d.events.failover(d.moved.from, d.moved.reason)
+          // the new upstream starts without the user's state: its first checkpoint replaces the old one
+          if (ctx.rehydrate === 'unavailable' && d.sessionKey !== null) this.#d.state?.restarted(d.sessionKey, d.epoch)
+        }
         let r = this.#hedgeable(ctx) ? await this.#hedged(ctx, x, d, upstream, headers) : await this.#start(ctx, x, d, upstream, headers).result
         if (!r.responded && r.outcome?.kind === 'error' && r.outcome.code === 'TETHER_HEADERS_TOO_LARGE' && ctx.rehydrateBytes > 0) {
           r = await this.#start(ctx, x, d, upstream, this.#withoutState(ctx, d, headers)).result
@@ -264,7 +268,7 @@ export class RequestPath {
   #decide(ctx: RequestContext): Decision | NoRoute {
     const { router, keys, clock } = this.#d
     const tried = ctx.tried ?? undefined
-    if (ctx.protocol === 'websocket') return router.decideUpgrade(ctx.key, keys.clientIp(ctx.req.headers, ctx.peer), tried, clock.now())
+    if (ctx.protocol === 'websocket') return router.decideUpgrade(ctx.key, keys.clientIp(ctx.req.headers, ctx.peer), tried, clock.now(), ctx.holdMoves)
     return router.decide(ctx.key, tried, clock.now(), ctx.holdMoves)
   }
 
@@ -311,8 +315,6 @@ export class RequestPath {
         if (failed !== null) return failed
       }
     } else ctx.rehydrate = r.status === 'missing' ? 'none' : 'unavailable'
-    // the new upstream starts without the user's state: its first checkpoint replaces the old one
-    if (ctx.rehydrate === 'unavailable') state.restarted(key, d.epoch)
     headers.push(TETHER_HEADER.rehydrateStatus, ctx.rehydrate)
     return null
   }

@@ -249,8 +249,8 @@ export class Router {
    * the client IP places it, with the rules of a new session and no table write; with
    * `key: cookie` the decision carries a new cookie. Anyone else is decided as a request.
    */
-  decideUpgrade(key: RequestKey, clientIp: string, tried: ReadonlySet<string> = NOTHING_TRIED, now: number): Decision | NoRoute {
-    if (key.kind !== 'cookie' || key.session !== null) return this.decide(key, tried, now)
+  decideUpgrade(key: RequestKey, clientIp: string, tried: ReadonlySet<string> = NOTHING_TRIED, now: number, hold = false): Decision | NoRoute {
+    if (key.kind !== 'cookie' || key.session !== null) return this.decide(key, tried, now, hold)
     const index = this.#place(new Placing(this, clientIp, tried, hashKey(clientIp), now))
     if (index < 0) return 'none'
     const id = this.placement.ids[index]!
