@@ -272,13 +272,16 @@ if (problem === null) {
     t.match(replayed.page, { rehydrate: 'ignored: not newer', count: 42 }, 'and replaying it changes nothing')
 
     // behind Tether every request carries X-Tether-Epoch: a later epoch is newer whatever the
-    // version (the replica the user moved to may have started its versions again); an earlier one is not
+    // version (the replica the user moved to may have started its versions again), a higher
+    // version whatever the epoch (a key placed again starts again at 0); older by both is not
     const atEpoch3 = await visit(undefined, 3)
     t.match(readCheckpoint(atEpoch3.state).s, { __tether_epoch: 3, __tether_version: 53 }, 'the epoch is kept in the session')
     const base = readCheckpoint(atEpoch3.state)
     const later = signCheckpoint({ ...base, at: now, s: { ...base.s, count: 7, __tether_version: 5, __tether_epoch: 4 } }, APP_KEY)
     t.match((await visit(later, 5)).page, { rehydrate: 'restored', count: 8 }, 'a later epoch with a lower version: restored')
-    const earlier = signCheckpoint({ ...base, at: now, s: { ...base.s, count: 900, __tether_version: 500, __tether_epoch: 2 } }, APP_KEY)
-    t.match((await visit(earlier, 6)).page, { rehydrate: 'ignored: not newer', count: 9 }, 'an earlier epoch with a higher version: not newer')
+    const older = signCheckpoint({ ...base, at: now, s: { ...base.s, count: 900, __tether_version: 3, __tether_epoch: 2 } }, APP_KEY)
+    t.match((await visit(older, 6)).page, { rehydrate: 'ignored: not newer', count: 9 }, 'an earlier epoch and a lower version: not newer')
+    const higher = signCheckpoint({ ...base, at: now, s: { ...base.s, count: 50, __tether_version: 500, __tether_epoch: 2 } }, APP_KEY)
+    t.match((await visit(higher, 1)).page, { rehydrate: 'restored', count: 51 }, 'an earlier epoch with a higher version: restored')
   })
 }

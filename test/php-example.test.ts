@@ -237,13 +237,18 @@ if (problem === null) {
 
     // behind Tether every request carries X-Tether-Epoch: a checkpoint from a later epoch is
     // newer whatever its version (the user moved since this copy was written, and the replica
-    // they moved to may have started its versions again); one from an earlier epoch is not
+    // they moved to may have started its versions again), as one with a higher version is
+    // whatever its epoch (a key placed again starts again at epoch 0); one older by both is not
     const atEpoch3 = await direct({ 'x-tether-epoch': '3' })
     t.same(readCheckpoint(atEpoch3.state).s, { __tether_version: 53, __tether_epoch: 3, count: 43 }, 'the epoch is kept in the session')
     const later = signCheckpoint({ ...env, at: now(), s: { __tether_version: 5, __tether_epoch: 4, count: 7 } }, SECRET)
     t.same((await direct({ 'x-tether-rehydrate': later, 'x-tether-epoch': '5' })).page, { replica: 'php-solo', count: 8, rehydrate: 'restored' }, 'a later epoch with a lower version: restored')
-    const earlier = signCheckpoint({ ...env, at: now(), s: { __tether_version: 500, __tether_epoch: 2, count: 900 } }, SECRET)
-    t.same((await direct({ 'x-tether-rehydrate': earlier, 'x-tether-epoch': '6' })).page, { replica: 'php-solo', count: 9, rehydrate: 'ignored: not newer' }, 'an earlier epoch with a higher version: not newer')
+    const older = signCheckpoint({ ...env, at: now(), s: { __tether_version: 3, __tether_epoch: 2, count: 900 } }, SECRET)
+    t.same((await direct({ 'x-tether-rehydrate': older, 'x-tether-epoch': '6' })).page, { replica: 'php-solo', count: 9, rehydrate: 'ignored: not newer' }, 'an earlier epoch and a lower version: not newer')
+    const higher = signCheckpoint({ ...env, at: now(), s: { __tether_version: 500, __tether_epoch: 2, count: 50 } }, SECRET)
+    t.same((await direct({ 'x-tether-rehydrate': higher, 'x-tether-epoch': '1' })).page, { replica: 'php-solo', count: 51, rehydrate: 'restored' }, 'an earlier epoch with a higher version: restored')
+    const restarted = await direct({ 'x-tether-epoch': '0' })
+    t.equal(readCheckpoint(restarted.state).s['__tether_epoch'], 2, "the epoch kept is the highest seen (2, the restored copy's: a key placed again starts again at 0)")
   })
 
   t.test('while rotating secrets, a checkpoint signed with TETHER_STATE_SECRET_PREVIOUS is restored and new ones are signed with the new secret', async (t) => {

@@ -23,10 +23,10 @@ use Symfony\Component\HttpFoundation\Response;
  * - its MAC verifies (constant-time) under APP_KEY or one of `app.previous_keys`;
  * - it belongs to this request's session id (no other user's state, whatever the proxy does);
  * - it is at most `session.lifetime` old (and not from the future);
- * - it is newer than the local session: from a later Tether epoch (`__tether_epoch`, the
- *   X-Tether-Epoch of the request that wrote it: the user moved since the local copy was
- *   written, so the local copy is the one left behind), or from the same epoch with a higher
- *   version (`__tether_version`, bumped once per request: a burst moved together restores once).
+ * - it is newer than the local session by its Tether epoch (`__tether_epoch`, the highest
+ *   X-Tether-Epoch of the requests that wrote it: the user moved since the local copy was
+ *   written, whatever its version) or by its version (`__tether_version`, bumped once per
+ *   request); a copy older by both (a burst moved together, a replayed checkpoint) is not.
  * What happened is in the request attribute `tether.rehydrate`: `none`, `restored`, or
  * `ignored: <reason>`.
  */
@@ -55,7 +55,8 @@ class TetherSessionState
         $session->put(self::VERSION, $this->version($session->get(self::VERSION)) + 1); // once per request
         $epoch = (string) $request->headers->get('X-Tether-Epoch', '');
         if (preg_match('/^\d{1,15}$/', $epoch) === 1) {
-            $session->put(self::EPOCH, (int) $epoch);
+            // the highest epoch seen: a key Tether places again after its pin expired starts again at 0
+            $session->put(self::EPOCH, max((int) $epoch, $this->version($session->get(self::EPOCH))));
         }
 
         $response = $next($request);
@@ -84,7 +85,7 @@ class TetherSessionState
         }
         $epoch = $this->version($envelope['s'][self::EPOCH] ?? 0);
         $localEpoch = $this->version($session->get(self::EPOCH));
-        if ($epoch < $localEpoch || ($epoch === $localEpoch && $envelope['s'][self::VERSION] <= $this->version($session->get(self::VERSION)))) {
+        if ($epoch <= $localEpoch && $envelope['s'][self::VERSION] <= $this->version($session->get(self::VERSION))) {
             return 'ignored: not newer';
         }
         $session->flush(); // the checkpoint replaces the new (or older) local session, _token included

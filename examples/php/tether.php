@@ -20,10 +20,11 @@
 // - its sid is the session id this request presented (the session cookie), so no other user's
 //   state is restored, whatever the proxy or the client sends;
 // - it is at most session.gc_maxlifetime old (and at most 60 s in the future);
-// - it is newer than the local session: from a later Tether epoch (__tether_epoch, the
-//   X-Tether-Epoch of the request that wrote it: the user moved since the local copy was
-//   written, so the local copy is the one left behind), or from the same epoch with a higher
-//   __tether_version (bumped once per request: a burst of requests moved together restores once).
+// - it is newer than the local session by its Tether epoch (__tether_epoch, the highest
+//   X-Tether-Epoch of the requests that wrote it: the user moved since the local copy was
+//   written, so the local copy is the one left behind, whatever its version) or by its
+//   __tether_version (bumped once per request); a copy older by both (a burst of requests moved
+//   together, a replayed checkpoint) is not restored.
 declare(strict_types=1);
 
 /** Session key of the checkpoint version. */
@@ -116,7 +117,7 @@ function tether_verify_state(string $value, array $keys, string $presentedId, in
     if ($age > (int) ini_get('session.gc_maxlifetime') || $age < -TETHER_CLOCK_SKEW) return 'expired';
     $epoch = $envelope['s'][TETHER_EPOCH_KEY] ?? 0;
     $epoch = is_int($epoch) ? $epoch : 0;
-    if ($epoch < $localEpoch || ($epoch === $localEpoch && $envelope['s'][TETHER_VERSION_KEY] <= $localVersion)) return 'not newer';
+    if ($epoch <= $localEpoch && $envelope['s'][TETHER_VERSION_KEY] <= $localVersion) return 'not newer';
     return $envelope['s'];
 }
 
@@ -160,7 +161,8 @@ function tether_session_start(array $options = []): string
     }
     $_SESSION[TETHER_VERSION_KEY] = (int) ($_SESSION[TETHER_VERSION_KEY] ?? 0) + 1; // once per request, under the session lock
     $epoch = $_SERVER['HTTP_X_TETHER_EPOCH'] ?? '';
-    if (is_string($epoch) && preg_match('/^\d{1,15}$/', $epoch) === 1) $_SESSION[TETHER_EPOCH_KEY] = (int) $epoch;
+    // the highest epoch seen: a key Tether places again after its pin expired starts again at 0
+    if (is_string($epoch) && preg_match('/^\d{1,15}$/', $epoch) === 1) $_SESSION[TETHER_EPOCH_KEY] = max((int) $epoch, (int) ($_SESSION[TETHER_EPOCH_KEY] ?? 0));
     if (!is_string($keys)) {
         ob_start();
         register_shutdown_function('tether_session_checkpoint');
