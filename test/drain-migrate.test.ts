@@ -141,6 +141,14 @@ t.test('an application that gives its session cookie a new value on every answer
   t.match(moved, `from=${home}; reason=drain`)
 })
 
+/** Tether keyed by x-user, draining with migrate, its state in the Redis at `url` (150 ms timeout: a paused Redis is soon `unavailable`). */
+function heldProxy(t: Parameters<typeof proxyFor>[0], apps: Parameters<typeof proxyFor>[1], url: string, prefix: string, clock: FakeClock): ReturnType<typeof proxyFor> {
+  return proxyFor(t, apps, {
+    affinity: { key: 'header', header: { name: 'x-user' }, drain: { migrate: true, min_idle: MIN_IDLE } },
+    state: { store: 'redis', redis: { url, key_prefix: prefix }, timeout: 150 },
+  }, clock)
+}
+
 t.test("a move by choice whose state the store cannot give (Redis paused) is held: the user stays where their state is, and moves with it once the store answers", async (t) => {
   const redis = await startRedis()
   t.teardown(() => redis.stop())
@@ -153,10 +161,7 @@ t.test("a move by choice whose state the store cannot give (Redis paused) is hel
   })))
   t.teardown(() => Promise.all(apps.map((a) => a.close())))
   const clock = new FakeClock()
-  const tt = await proxyFor(t, apps, {
-    affinity: { key: 'header', header: { name: 'x-user' }, drain: { migrate: true, min_idle: MIN_IDLE } },
-    state: { store: 'redis', redis: { url: redis.url, key_prefix: 'hold:' }, timeout: 150 },
-  }, clock)
+  const tt = await heldProxy(t, apps, redis.url, 'hold:', clock)
   const go = async (): Promise<string[]> => (await request(tt.url, { headers: { 'x-user': 'u1' } })).body.trim().split('|')
   const [home] = await go()
   await go()
@@ -197,10 +202,7 @@ t.test('held moves: a WebSocket handshake is held too, and an unpin ordered thro
   }))
   t.teardown(() => Promise.all(apps.map((a) => a.close())))
   const clock = new FakeClock()
-  const tt = await proxyFor(t, apps, {
-    affinity: { key: 'header', header: { name: 'x-user' }, drain: { migrate: true, min_idle: MIN_IDLE } },
-    state: { store: 'redis', redis: { url: redis.url, key_prefix: 'held:' }, timeout: 150 },
-  }, clock)
+  const tt = await heldProxy(t, apps, redis.url, 'held:', clock)
   const go = async (user: string): Promise<string[]> => (await request(tt.url, { headers: { 'x-user': user } })).body.trim().split('|')
   const paused = async (): Promise<void> => { await redisCli(redis.port, 'CLIENT', 'PAUSE', '700', 'ALL') }
   const resumed = async (): Promise<void> => { await redisCli(redis.port, 'PING') }

@@ -114,16 +114,25 @@ t.test('a replica that starts later applies the drains made through another repl
   }
 })
 
-t.test('a replica that starts while Redis is down applies the recorded drains once it is back (and after any reconnect)', async (t) => {
-  // persisted, so the record survives the restart as a production Redis's does
+/**
+ * A persisted Redis (AOF: the record survives a restart, as a production Redis's does), two
+ * apps and a replica sharing health under `prefix`; b drained through it and recorded; then
+ * Redis SIGKILLed.
+ */
+async function drainedThenRedisKilled(t: Test, prefix: string): Promise<{ redis: Awaited<ReturnType<typeof startRedis>>; apps: Upstream[]; one: Tether }> {
   const redis = await startRedis({ args: ['--appendonly', 'yes', '--appendfsync', 'always'] })
   t.teardown(() => redis.stop())
   const apps: Upstream[] = await Promise.all(['a', 'b'].map((id) => startUpstream(id)))
   t.teardown(() => Promise.all(apps.map((a) => a.close())))
-  const one = await sharing(t, apps, redis.url, 'down:')
+  const one = await sharing(t, apps, redis.url, prefix)
   t.equal((await request(`${one.adminUrl}/upstreams/b/drain`, { method: 'POST' })).status, 200)
-  await waitFor(async () => (await redisCli(redis.port, 'HEXISTS', 'down:peers:drains', 'b')).trim() === '1', 5_000, 'the drain to be recorded')
+  await waitFor(async () => (await redisCli(redis.port, 'HEXISTS', `${prefix}peers:drains`, 'b')).trim() === '1', 5_000, 'the drain to be recorded')
   await redis.kill()
+  return { redis, apps, one }
+}
+
+t.test('a replica that starts while Redis is down applies the recorded drains once it is back (and after any reconnect)', async (t) => {
+  const { redis, apps } = await drainedThenRedisKilled(t, 'down:')
   const late = await sharing(t, apps, redis.url, 'down:')
   t.equal(late.health.state('b'), 'healthy', 'Redis down at its start: it could not read the drain')
   await redis.restart()
@@ -132,14 +141,7 @@ t.test('a replica that starts while Redis is down applies the recorded drains on
 })
 
 t.test('a drain or undrain made while Redis is down is sent when it is back: an older record never undoes it', async (t) => {
-  const redis = await startRedis({ args: ['--appendonly', 'yes', '--appendfsync', 'always'] })
-  t.teardown(() => redis.stop())
-  const apps: Upstream[] = await Promise.all(['a', 'b'].map((id) => startUpstream(id)))
-  t.teardown(() => Promise.all(apps.map((a) => a.close())))
-  const one = await sharing(t, apps, redis.url, 'gone:')
-  t.equal((await request(`${one.adminUrl}/upstreams/b/drain`, { method: 'POST' })).status, 200)
-  await waitFor(async () => (await redisCli(redis.port, 'HEXISTS', 'gone:peers:drains', 'b')).trim() === '1', 5_000, 'the drain to be recorded')
-  await redis.kill()
+  const { redis, apps, one } = await drainedThenRedisKilled(t, 'gone:')
   t.equal((await request(`${one.adminUrl}/upstreams/b/undrain`, { method: 'POST' })).status, 200, 'undrained while Redis is down')
   t.equal((await request(`${one.adminUrl}/upstreams/a/drain?migrate=true`, { method: 'POST' })).status, 200, 'a drained while Redis is down')
   await redis.restart()

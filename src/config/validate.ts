@@ -405,7 +405,6 @@ const UPSTREAM_ID = {
 
 const URL_KIND = 'an http:// or https:// URL'
 
-/** `http(s)://host[:port]` with no path, query, fragment or credentials; normalised to its origin. */
 /** The port written in a URL's authority (`http://host:70000/` -> "70000"), or null for none. */
 const URL_PORT = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/(?:[^@/?#]*@)?(?:\[[^\]]*\]|[^:/?#]*):(\d+)(?:[/?#]|$)/
 
@@ -415,6 +414,7 @@ function portProblem(port: string): Fail | null {
   return n >= 1 && n <= 65535 ? null : new Fail(`expected a port between 1 and 65535, got ${port}`)
 }
 
+/** `http(s)://host[:port]` with no path, query, fragment or credentials; normalised to its origin. */
 const upstreamUrl: Check<string> = leaf(URL_KIND, (value) => {
   if (typeof value !== 'string') return expected(URL_KIND, value)
   const port = URL_PORT.exec(value)?.[1]

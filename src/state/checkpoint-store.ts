@@ -86,7 +86,7 @@ export interface CheckpointStore {
    * Version rule (an expired checkpoint counts as none):
    * - incoming version null: always stored (the upstream opted out of ordering: last writer wins);
    * - nothing stored, or the stored version is null: stored (ordering starts from this write);
- * - both versioned: stored only when incoming > stored; an equal or older one is `'stale'`;
+   * - both versioned: stored only when incoming > stored; an equal or older one is `'stale'`;
    * - `replace`: stored whatever the versions over a checkpoint of another epoch (the user's
    *   state started again at this epoch: they moved and the new upstream got none, so its
    *   versions start again too); over one of the same epoch, the version rule as above.
