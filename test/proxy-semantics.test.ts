@@ -2,7 +2,10 @@
 import t from 'tap'
 import http from 'node:http'
 import net from 'node:net'
-import { startProxy, startUpstream, request } from './fixtures/upstream.js'
+import { startProxy, startUpstream, request, testConfig } from './fixtures/upstream.js'
+import { LogCapture } from './fixtures/log-capture.js'
+import { startTether } from '../src/app.js'
+import { createLogger } from '../src/observability/logger.js'
 
 t.test('hop-by-hop headers are removed in both directions, end-to-end headers kept', async (t) => {
   const up = await startUpstream('a', (req, res) => {
@@ -217,7 +220,8 @@ t.test('weights share requests without a key in smooth round-robin', async (t) =
 
 t.test('malformed requests get 400 and oversized heads 431; the proxy keeps serving', async (t) => {
   const up = await startUpstream('a')
-  const tether = await startProxy([up], { limits: { max_header_bytes: 2048 } })
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig([up], { limits: { max_header_bytes: 2048 } }), { logger: createLogger('info', logs) })
   t.teardown(async () => { await tether.close(0); await up.close() })
   const raw = (text: string) => new Promise<string>((resolve, reject) => {
     const s = net.connect(tether.port, '127.0.0.1', () => s.end(text))
@@ -234,6 +238,12 @@ t.test('malformed requests get 400 and oversized heads 431; the proxy keeps serv
   const big = await raw(`GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(4096)}\r\n\r\n`)
   t.match(big, /^HTTP\/1\.1 431 /)
   t.equal((await request(tether.url)).body, 'a\n', 'still serving')
+  // each refused request is counted and logged, as nginx logs its 400s: no upstream, no method or path
+  const refused = logs.records.filter((r) => r.msg === 'access' && r.upstream === null)
+  t.same(refused.map((r) => [r.status, r.outcome]), [[400, 'TETHER_BAD_REQUEST'], [400, 'TETHER_BAD_REQUEST'], [431, 'TETHER_HEADERS_TOO_LARGE']])
+  t.ok(refused.every((r) => r.method === null && r.path === null), 'what the parser refused is not guessed')
+  const metrics = await tether.metrics.render()
+  t.match(metrics, /tether_http_requests_total\{upstream="none",method="OTHER",status_class="4xx"\} 3/, 'counted with no upstream')
 })
 
 t.test('max_body_bytes answers 413 for declared and for chunked bodies', async (t) => {

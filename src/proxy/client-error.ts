@@ -1,10 +1,12 @@
 // Requests Node's HTTP parser refused (the server's 'clientError'): a malformed head gets its
 // catalogue answer on the raw socket; a malformed body of a request already being forwarded
 // is handed back to that request's path, which answers 400 (or 501) and closes. A connection
-// that never sent a byte is closed silently. Owns no timers; never lets an error end the process.
+// that never sent a byte is closed silently. A request refused here is counted (no upstream) and
+// gets an access line, as nginx logs its 400s. Owns no timers; never lets an error end the process.
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
-import type { ErrorCode } from '../errors.js'
+import { ERRORS, type ErrorCode } from '../errors.js'
+import type { ProxyEvents } from '../observability/events.js'
 import type { Logger } from '../observability/logger.js'
 import { writeRawError } from './respond.js'
 
@@ -39,9 +41,28 @@ export class ClientErrors {
   /** Connections whose malformed next request is answered once the answer going out is done. */
   readonly #answering = new WeakSet<Socket>()
   readonly #logger: Logger
+  readonly #events: Pick<ProxyEvents, 'observeRequest'>
+  readonly #access: () => boolean
 
-  constructor(logger: Logger) {
+  /** `access`: whether access lines are written now (`log.access`, which a reload may change). */
+  constructor(logger: Logger, events: Pick<ProxyEvents, 'observeRequest'>, access: () => boolean) {
     this.#logger = logger
+    this.#events = events
+    this.#access = access
+  }
+
+  /**
+   * Answer `code` on the raw socket and close it, and count and log the refused request: it
+   * reached no upstream; its method and path are unknown (the parser refused the head) or are
+   * not told (the unread rest of a pipeline).
+   */
+  #refuse(socket: Socket, code: ErrorCode): void {
+    const { status } = ERRORS[code]
+    writeRawError(socket, code, { close: true })
+    this.#events.observeRequest(null, undefined, status, -1) // no duration: the head never arrived whole
+    if (this.#access() && this.#logger.isLevelEnabled('info')) {
+      this.#logger.info({ request_id: null, method: null, path: null, protocol: 'http', status, upstream: null, outcome: code }, 'access')
+    }
   }
 
   /** Register how to stop `req` if the parser later refuses its body. */
@@ -66,7 +87,7 @@ export class ClientErrors {
     if (this.#answering.has(socket)) return
     this.#answering.add(socket)
     pending.once('close', () => {
-      if (pending.writableFinished && !socket.destroyed) writeRawError(socket, code, { close: true })
+      if (pending.writableFinished && !socket.destroyed) this.#refuse(socket, code)
       else socket.destroy()
     })
   }
@@ -104,6 +125,6 @@ export class ClientErrors {
       return
     }
     this.#logger.debug({ code: err.code }, 'rejected malformed request')
-    writeRawError(socket, code, { close: true })
+    this.#refuse(socket, code)
   }
 }

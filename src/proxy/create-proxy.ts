@@ -51,7 +51,11 @@ export function createProxy(config: Config, p: ProxyParts): Proxy {
   const upgrades = new Upgrades(p.logger, answer, {
     maxConnections: config.websocket.max_connections, idleTimeout: config.websocket.idle_timeout, connect: t.connect, responseHeaders: t.response_headers, timers: p.timers,
   })
-  const clientErrors = new ClientErrors(p.logger)
-  const pathFor = (cfg: Config): RequestPath => new RequestPath({ ...p, config: cfg, headerPolicy: headerPolicy(cfg), http, upgrades, clientErrors })
+  let access = config.log.access // the serving config's (pathFor is called with each reloaded one)
+  const clientErrors = new ClientErrors(p.logger, p.events, () => access)
+  const pathFor = (cfg: Config): RequestPath => {
+    access = cfg.log.access
+    return new RequestPath({ ...p, config: cfg, headerPolicy: headerPolicy(cfg), http, upgrades, clientErrors })
+  }
   return { http, upgrades, clientErrors, pathFor }
 }
