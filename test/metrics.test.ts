@@ -164,6 +164,8 @@ t.test('a failover or retry from an upstream already removed and purged is dropp
   t.same(find(s, 'tether_failovers_total', { from: 'web-3' }), [], 'the late failover does not bring web-3 back')
   t.same(find(s, 'tether_retries_total', { upstream: 'web-3' }), [], 'nor the late retry')
   t.equal(value(s, 'tether_failovers_total', { from: 'web-4', reason: 'spill' }), 1, 'a current upstream keeps its series')
+  m.observeRequest('web-3', 'GET', 502, 0.01) // a late answer naming the purged upstream
+  t.same(find(await scrape(m), 'tether_http_requests_total', { upstream: 'web-3' }), [], 'nor a late request')
 
   m.requestStarted('web-3')
   m.retry('web-3')

@@ -127,8 +127,9 @@ export interface MetricsOptions {
  * traffic series (requests, duration, in-flight, retries, failovers from it) are dropped at the
  * first scrape after its in-flight count reaches 0. A retry or failover recorded later for an
  * upstream health does not list is dropped the same way (so an upstream never known to health,
- * as in a Metrics not subscribed to it, shows none). A request recorded for a removed upstream
- * after that re-creates its request series (bounded by the ids that ever existed).
+ * as in a Metrics not subscribed to it, shows none), and so is a request recorded for a removed
+ * upstream after its series were purged (a late answer of a deleted pod; the last 4,096 purged
+ * ids are remembered).
  *
  * Example:
  * ```ts
@@ -167,6 +168,8 @@ export class Metrics {
   readonly #upstreamLabels = new Map<string, { upstream: string }>()
   /** Upstreams with state series (known to health). */
   readonly #upstreams = new Set<string>()
+  /** Upstreams whose series were purged, newest last (at most PURGED_REMEMBERED). */
+  readonly #purged = new Set<string>()
   /** Removed upstreams whose traffic series wait to be dropped. */
   readonly #removed = new Set<string>()
   readonly #redisOpLabels = { get: { op: 'get' }, put: { op: 'put' } } as const
@@ -285,6 +288,8 @@ export class Metrics {
     if (counts === undefined) {
       counts = new Float64Array(COLUMN_SLOTS)
       this.#requestCounts.set(id, counts)
+      // a late answer of an upstream whose series were purged (a deleted pod): dropped again
+      if (upstream !== null && this.#purged.has(upstream)) this.#removed.add(upstream)
     }
     counts[methodIndex(method) * STATUS_SLOTS + statusIndex(status)]!++
     if (seconds >= 0 && Number.isFinite(seconds)) {
@@ -437,6 +442,9 @@ export class Metrics {
     for (const id of this.#removed) {
       if ((this.#inFlight.get(id) ?? 0) > 0) continue
       this.#removed.delete(id)
+      this.#purged.delete(id)
+      this.#purged.add(id)
+      if (this.#purged.size > PURGED_REMEMBERED) this.#purged.delete(this.#purged.values().next().value!)
       this.#inFlight.delete(id)
       this.#requestCounts.delete(id)
       this.#upstreamLabels.delete(id)
@@ -465,6 +473,7 @@ export class Metrics {
 
   #setState(id: string, to: HealthState): void {
     this.#removed.delete(id)
+    this.#purged.delete(id)
     this.#upstreams.add(id)
     // all five each time (O(1)): right even if the subscription missed earlier transitions
     for (const state of HEALTH_STATES) this.#state.set({ upstream: id, state }, state === to ? 1 : 0)
@@ -508,6 +517,9 @@ export async function aggregateMetrics(snapshots: readonly unknown[]): Promise<{
   const registry = AggregatorRegistry.aggregate(snapshots as Parameters<typeof AggregatorRegistry.aggregate>[0])
   return { contentType: registry.contentType, text: await registry.metrics() }
 }
+
+/** How many purged upstream ids a Metrics remembers to drop a late request's series again. */
+const PURGED_REMEMBERED = 4096
 
 function methodIndex(method: string | undefined): number {
   switch (method) {
