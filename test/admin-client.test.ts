@@ -40,3 +40,20 @@ t.test('an admin token that is not ASCII authenticates from the CLI as from curl
   }
   await up.close()
 })
+
+t.test('drain --wait keeps to --timeout when the admin API stops answering its looks', async (t) => {
+  const held: http.ServerResponse[] = []
+  const server = http.createServer((req, res) => {
+    if (req.method === 'POST') res.writeHead(200, { 'content-type': 'application/json' }).end('{"id":"app-0","draining":true}')
+    else held.push(res) // GET /upstreams: never answered (a frozen admin listener)
+  }).listen(0, '127.0.0.1')
+  await new Promise((r) => server.once('listening', r))
+  t.teardown(() => { for (const res of held) res.destroy(); server.closeAllConnections(); server.close() })
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  const started = Date.now()
+  const drain = await drainUpstream({ url, token: null }, 'app-0', { ...DRAIN, timeout: 300 })
+  t.equal(drain.code, 0, 'a preStop hook never fails the shutdown')
+  t.match(drain.out, /app-0: deadline passed, admin API: the admin API at .* did not answer within 0\.\d+ s/)
+  // bounded by the 300 ms budget, not by the 5 s a single admin call may take
+  t.ok(Date.now() - started < 4_000, `returned after ${Date.now() - started} ms`)
+})

@@ -97,7 +97,8 @@ export async function drainUpstream(admin: AdminTarget, id: string, o: DrainOpti
   let out = `${id}: draining${o.migrate ? ', users migrate' : ''}\n`
   if (!o.wait) return { code: 0, out, err: '' }
   for (;;) {
-    const got = await call(admin, 'GET', '/upstreams')
+    // a look that does not answer waits no longer than the time left (a preStop hook's budget)
+    const got = await call(admin, 'GET', '/upstreams', Math.min(CALL_TIMEOUT, Math.max(1, o.timeout - (Date.now() - started))))
     // not the admin API's list (it answered the drain, so this is rare): counts as not answering
     const rows = typeof got === 'string' || Array.isArray(got) ? got : notAdmin(admin)
     const row = Array.isArray(rows) ? (rows as { id: string; sessions_remaining: number | null }[]).find((u) => u.id === id) : undefined
