@@ -3,12 +3,14 @@
 import t, { type Test } from 'tap'
 import { randomBytes } from 'node:crypto'
 import type http from 'node:http'
-import { proxyFor, startUpstream, testConfig, type Handler, type Upstream } from './fixtures/upstream.js'
+import { proxyFor, request, startUpstream, testConfig, type Handler, type Upstream } from './fixtures/upstream.js'
+import { LogCapture } from './fixtures/log-capture.js'
+import { createLogger } from '../src/observability/logger.js'
 import { FakeClock } from './fixtures/clock.js'
 import {
   CookieJar, agentFor, decodeTetherCookie, get, runPool, setCookieLine, setCookieValue, tally,
 } from './fixtures/users.js'
-import type { Tether } from '../src/app.js'
+import { startTether, type Tether } from '../src/app.js'
 import { DEFAULTS, type Config, type CookieAffinityConfig } from '../src/config/schema.js'
 import { CookieCodec } from '../src/affinity/cookie-codec.js'
 import { buildPlacement } from '../src/placement/rendezvous.js'
@@ -259,6 +261,22 @@ t.test('the Set-Cookie of the tether cookie carries Path=/, HttpOnly, SameSite=L
   const p = await attrs(plain.url)
   for (const want of ['Path=/', 'HttpOnly', 'SameSite=Lax']) t.ok(p.includes(want), `secure: false: ${want}`)
   t.notOk(p.includes('Secure'), 'secure: false: no Secure')
+})
+
+t.test('a Secure cookie issued on a plain-HTTP page off localhost is warned about once (a browser would drop it)', async (t) => {
+  const ups = await upstreams(t, ['a'])
+  const logs = new LogCapture()
+  const tt = await startTether(testConfig(ups, { affinity: { key: 'cookie', cookie: cookieCfg() } }), { logger: createLogger('warn', logs) })
+  t.teardown(() => tt.close(0))
+  const warnings = (): number => logs.records.filter((r) => /affinity\.cookie\.secure is true/.test(String(r.msg))).length
+  // not warned: a page on localhost (browsers keep its Secure cookies), TLS ended in front
+  for (const headers of [{ host: 'localhost:8080' }, { host: '127.0.0.1' }, { host: '[::1]:80' }, { host: 'shop.example', 'x-forwarded-proto': 'https' }, { host: 'shop.example', forwarded: 'for=1.2.3.4;proto=https' }]) {
+    const r = await request(tt.url, { headers })
+    t.ok(setCookieLine(r.headers['set-cookie'], 'tether')?.includes('Secure'), `${JSON.stringify(headers)}: a Secure cookie`)
+  }
+  t.equal(warnings(), 0, 'no warning while every page could keep it')
+  for (let i = 0; i < 3; i++) await request(tt.url, { headers: { host: 'shop.example' } })
+  t.equal(warnings(), 1, 'plain http://shop.example: one warning, not one per new session')
 })
 
 // ---------------------------------------------------------------------------------------------

@@ -124,6 +124,8 @@ export class RequestPath {
   readonly #gaveUp = new WeakSet<object>()
   /** New X-Request-Id values (a client's well-formed one is kept). */
   readonly #ids = new RequestIds()
+  /** Watch for a Secure affinity cookie issued on a plain-HTTP page (warned once; see #secureOverHttp). */
+  #watchSecureCookie: boolean
 
   constructor(deps: RequestPathDeps) {
     this.#d = deps
@@ -131,6 +133,22 @@ export class RequestPath {
     this.#access = deps.config.log.access && deps.logger.isLevelEnabled('info')
     this.#debug = deps.logger.isLevelEnabled('debug')
     this.#hook = deps.config.state.rehydrate === 'hook' ? deps.config.state.hook_path : null
+    this.#watchSecureCookie = deps.config.affinity.key === 'cookie' && deps.config.affinity.cookie.secure
+  }
+
+  /**
+   * A Secure affinity cookie was just issued on a request that came over plain HTTP for a page
+   * not on localhost, with no sign of TLS in front (`X-Forwarded-Proto: https` or `Forwarded:
+   * proto=https`, trusted or not): a browser on such an http:// page drops a Secure cookie
+   * (RFC 6265bis section 5.6), so each of its requests is a new session. Warned once.
+   */
+  #secureOverHttp(ctx: RequestContext): void {
+    const h = ctx.req.headers
+    if (ctx.scheme !== 'http' || isLocalhostPage(h.host)) return
+    const proto = `${h['x-forwarded-proto'] ?? ''} ${h.forwarded ?? ''}`.toLowerCase()
+    if (proto.includes('https')) return
+    this.#watchSecureCookie = false
+    this.#d.logger.warn({ peer: ctx.peer }, 'affinity.cookie.secure is true but a new session\'s cookie went out on a plain-HTTP request: a browser on an http:// page drops a Secure cookie, so each of its requests starts a new session. Serve HTTPS (listen.tls, or TLS ended in front with X-Forwarded-Proto: https), or set affinity.cookie.secure: false')
   }
 
   /** A plain HTTP request. */
@@ -491,6 +509,7 @@ export class RequestPath {
     const ms = performance.now() - ctx.t0
     events.observeRequest(upstream, ctx.method, r.status, ms / 1000)
     events.clientProtocol(ctx.protocol === 'websocket' ? 'websocket' : ctx.req.httpVersionMajor === 2 ? 'h2' : ctx.req.httpVersion === '1.0' ? 'http/1.0' : 'http/1.1')
+    if (this.#watchSecureCookie && ctx.decision?.setCookie != null) this.#secureOverHttp(ctx)
     if (!this.#access) return
     logger.info({
       request_id: ctx.id,
@@ -510,4 +529,12 @@ export class RequestPath {
       duration_ms: Math.round(ms * 1000) / 1000,
     }, 'access')
   }
+}
+
+/**
+ * Does a browser treat a page on `host` (a Host header) as secure over plain HTTP, keeping its
+ * Secure cookies (localhost, *.localhost, 127.0.0.0/8, [::1])? Example: 'localhost:8080' -> true.
+ */
+function isLocalhostPage(host: string | undefined): boolean {
+  return host !== undefined && /^(localhost|[^:]*\.localhost|127\.[\d.]+|\[::1\])(:\d*)?$/i.test(host)
 }
