@@ -11,7 +11,7 @@ import { agentFor, get, runPool } from './fixtures/users.js'
 import { runCli } from './fixtures/cli.js'
 import { FakeClock } from './fixtures/clock.js'
 import { freePort } from './fixtures/ports.js'
-import { healthState } from './fixtures/wait.js'
+import { healthState, waitFor } from './fixtures/wait.js'
 import { redisCli, startRedis } from './fixtures/redis-server.js'
 import { DEFAULTS } from '../src/config/schema.js'
 
@@ -177,6 +177,40 @@ t.test("a move by choice whose state the store cannot give (Redis paused) is hel
   t.not(to, home, 'once the store answers: moved')
   t.match(moved, `from=${home}; reason=drain`)
   t.same([status, state], ['delivered', `${home}-3`], "with the newest state, the held request's included")
+})
+
+t.test("a held user whose checkpoint the store lost (Redis down, not paused) stays held after the store is back, until a checkpoint of theirs is stored", async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const counts = new Map<string, number>()
+  const apps = await Promise.all(['a', 'b', 'c'].map((id) => startUpstream(id, (req, res) => {
+    const n = (counts.get(id) ?? 0) + 1
+    counts.set(id, n)
+    res.setHeader('x-tether-state', `${id}-${n}`)
+    res.end(`${id}|${req.headers['x-tether-moved'] ?? '-'}|${req.headers['x-tether-rehydrate-status'] ?? '-'}|${req.headers['x-tether-rehydrate'] ?? '-'}\n`)
+  })))
+  t.teardown(() => Promise.all(apps.map((a) => a.close())))
+  const clock = new FakeClock()
+  const tt = await heldProxy(t, apps, redis.url, 'lost:', clock)
+  const go = async (): Promise<string[]> => (await request(tt.url, { headers: { 'x-user': 'u1' } })).body.trim().split('|')
+  const [home] = await go()
+  await go() // home-2 stored
+  await redisCli(redis.port, 'SAVE') // Redis keeps its data across the outage, as after a failover or a network cut
+  tt.health.drain(home!, true)
+  clock.advance(MIN_IDLE + 1)
+  await redis.kill()
+  t.same((await go()).slice(0, 2), [home, '-'], 'Redis down: held on home, whose answer (home-3) the store cannot take')
+  const redisUp = async (): Promise<boolean> => /^tether_redis_up 1$/m.test(await tt.metrics.render())
+  await waitFor(async () => !(await redisUp()), 10_000, 'Tether to see Redis down')
+  await redis.restart()
+  await waitFor(redisUp, 10_000, 'Tether back on Redis')
+  clock.advance(MIN_IDLE + 1)
+  t.same((await go()).slice(0, 2), [home, '-'], 'the store answers, but holds home-2, older than home\'s state: still held (this answer, home-4, is stored)')
+  clock.advance(MIN_IDLE + 1)
+  const [to, moved, status, state] = await go()
+  t.not(to, home, 'moved once a checkpoint of theirs is stored')
+  t.match(moved, `from=${home}; reason=drain`)
+  t.same([status, state], ['delivered', `${home}-4`], 'with home\'s newest state: the update of the request held while Redis was down is not lost')
 })
 
 /** A WebSocket handshake as user `user`: what the upstream that took it said (its id, the move, the rehydrate status). */

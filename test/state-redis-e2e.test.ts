@@ -303,3 +303,46 @@ t.test('an oversize checkpoint is refused by the Redis store path; the request s
   t.equal(keys.length, 1)
   t.equal((await redisCli(redis.port, 'HGET', keys[0]!, 'value')).trim(), 'small')
 })
+
+t.test("a user moved while Redis is down starts their state again: once Redis is back, the new replica's first checkpoint replaces the old one whatever the versions", async (t) => {
+  const own = await startRedis()
+  t.teardown(() => own.stop())
+  // each replica keeps a versioned per-user counter, restored from a delivered checkpoint
+  const apps = await Promise.all(['a', 'b', 'c'].map((id) => {
+    const n = new Map<string, number>()
+    return startUpstream(id, (req, res) => {
+      const user = String(req.headers['x-user'])
+      const restored = req.headers['x-tether-rehydrate']
+      const next = (restored !== undefined ? Number(restored) : n.get(user) ?? 0) + 1
+      n.set(user, next)
+      res.writeHead(200, { 'x-tether-state': String(next), 'x-tether-state-version': String(next) }).end(`${id} ${next}`)
+    })
+  }))
+  t.teardown(() => Promise.all(apps.map((a) => a.close())))
+  const tt = await startTether(testConfig(apps, {
+    affinity: { key: 'header', header: { name: 'x-user' } },
+    state: { store: 'redis', timeout: 150, redis: { url: own.url, key_prefix: 'again:' } },
+  }), { logger: createLogger('silent') })
+  t.teardown(() => tt.close(0))
+  const go = async (): Promise<string[]> => (await get(tt.url, new http.Agent(), { 'x-user': 'u1' })).body.split(' ')
+  let r = await go()
+  for (let i = 0; i < 4; i++) r = await go()
+  const first = r[0]!
+  t.equal(r[1], '5', 'version 5 stored from the first replica')
+  await redisCli(own.port, 'SAVE') // kept across the outage
+  await own.kill()
+  await waitFor(async () => (await metric(tt, 'tether_redis_up')) === 0, 10_000, 'Tether to see Redis down')
+  await apps.find((a) => a.id === first)!.close() // its replica dies too
+  r = await go()
+  const second = r[0]!
+  t.not(second, first, 'moved to another replica')
+  t.equal(r[1], '1', 'without state (Redis down): its versions start again, and version 1 is lost with Redis')
+  await own.restart()
+  await waitFor(async () => (await metric(tt, 'tether_redis_up')) === 1, 10_000, 'Tether back on Redis')
+  t.same(await go(), [second, '2'])
+  t.same(await go(), [second, '3'])
+  t.equal(await metric(tt, 'tether_checkpoints_total{result="stale"}'), 0, 'versions 2 and 3 stored, not refused as older than 5')
+  await apps.find((a) => a.id === second)!.close()
+  r = await go()
+  t.same(r.slice(1), ['4'], "the next move delivers the second replica's state (3), not the first's (5)")
+})

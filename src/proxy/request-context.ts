@@ -6,6 +6,7 @@ import type { IncomingMessage } from 'node:http'
 import type { RequestKey } from '../affinity/key.js'
 import type { ErrorCode } from '../errors.js'
 import type { Decision } from '../routing/decision.js'
+import type { GetResult } from '../state/checkpoint-store.js'
 import type { RequestTarget } from './headers.js'
 import type { RequestBody } from './request-body.js'
 import type { Outcome } from './outcome.js'
@@ -65,6 +66,8 @@ export class RequestContext {
   tried: Set<string> | null = null
   /** Make no move by choice (Router.decide's `hold`): a chosen move's state could not be fetched. */
   holdMoves = false
+  /** What the held move's fetch found (older than the user's upstream has), for a forced move after it; null: nothing. */
+  heldState: GetResult | null = null
   retries = 0
   /** The last failed attempt: after it, its error is the honest answer (as nginx's 502 after the last upstream). */
   lastFailure: { readonly code: ErrorCode; readonly error: unknown } | null = null

@@ -226,6 +226,7 @@ export class RequestPath {
         }
         if (d.moved !== null) {
           this.#d.events.failover(d.moved.from, d.moved.reason)
+          if (d.sessionKey !== null) this.#d.state?.moved(d.sessionKey)
           // the new upstream starts without the user's state: its first checkpoint replaces the old one
           if (ctx.rehydrate === 'unavailable' && d.sessionKey !== null) this.#d.state?.restarted(d.sessionKey, d.epoch)
         }
@@ -321,8 +322,16 @@ export class RequestPath {
     const state = this.#d.state
     const key = d.sessionKey
     if (state === null || key === null || d.moved === null) return null
-    // a held move that is forced after all: the fetch that just failed is not waited for again
-    const r = ctx.holdMoves ? { status: 'unavailable' as const } : await state.fetch(key)
+    // a held move that is forced after all: the fetch just made is not waited for again
+    const r = ctx.holdMoves ? ctx.heldState ?? { status: 'unavailable' as const } : await state.fetch(key)
+    if (!ctx.holdMoves && CHOSEN_MOVES.has(d.moved.reason) && state.behind(key, r)) {
+      // older than the user's upstream has (a checkpoint of theirs was lost while the store
+      // was down): as unavailable, so the move by choice is held (see #serve); a forced move
+      // after it takes this, the best there is
+      ctx.rehydrate = 'unavailable'
+      ctx.heldState = r
+      return null
+    }
     if (r.status === 'found') {
       ctx.rehydrate = 'delivered'
       if (this.#hook === null) {

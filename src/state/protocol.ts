@@ -63,6 +63,8 @@ export class StateProtocol {
   #seen = false
   /** Session key -> the epoch at which the user's state started again (see {@link restarted}). */
   readonly #restarted = new Map<string, number>()
+  /** Session key -> when its last checkpoint the store did not take was written (see {@link behind}), oldest first. */
+  readonly #unsaved = new Map<string, number>()
 
   constructor(store: CheckpointStore, opts: StateOptions, clock: Clock, events: StateEvents, timers: Timers = systemTimers) {
     this.#store = store
@@ -118,6 +120,29 @@ export class StateProtocol {
   }
 
   /**
+   * Whether `fetched` (what {@link fetch} found for `sessionKey`) is older than the user's state:
+   * a checkpoint their upstream handed in was lost (the store did not answer in time), and the
+   * store holds neither it (a write that landed late) nor a newer one. A move by choice must then
+   * wait (a forced one goes on with what there is). Lost checkpoints are kept by this process
+   * (at most {@link RESTARTED_MAX} sessions), until one of the session is stored or found.
+   */
+  behind(sessionKey: string, fetched: GetResult): boolean {
+    if (this.#unsaved.size === 0) return false
+    const lostAt = this.#unsaved.get(sessionKey)
+    if (lostAt === undefined) return false
+    if (fetched.status === 'found' && fetched.checkpoint.writtenAt >= lostAt) {
+      this.#unsaved.delete(sessionKey)
+      return false
+    }
+    return true
+  }
+
+  /** The user of `sessionKey` moved: a checkpoint lost on their old upstream no longer holds them. */
+  moved(sessionKey: string): void {
+    if (this.#unsaved.size !== 0) this.#unsaved.delete(sessionKey)
+  }
+
+  /**
    * Store a checkpoint written by `upstream` at `epoch`; resolves when stored or given up
    * (after `timeout`, or `confirmTimeout` with confirmed durability), with the outcome.
    */
@@ -137,6 +162,12 @@ export class StateProtocol {
       const put = this.#store.put(sessionKey, checkpoint, this.#opts.ttl, this.#confirmed ? budget : undefined, replace)
       result = await withDeadline(put, budget, 'unavailable', this.#timers)
       this.#events.operation('put', (performance.now() - t0) / 1000)
+      if (result === 'unavailable') {
+        // lost, or landing late (a paused store): a move by choice waits until the store has it or newer
+        this.#unsaved.delete(sessionKey)
+        this.#unsaved.set(sessionKey, checkpoint.writtenAt)
+        if (this.#unsaved.size > RESTARTED_MAX) this.#unsaved.delete(this.#unsaved.keys().next().value!)
+      } else if (this.#unsaved.size !== 0 && (result === 'stored' || result === 'stale')) this.#unsaved.delete(sessionKey) // 'stale': the store holds newer
       // not stored (the store is down): the next checkpoint of that epoch replaces instead
       if (replace && result === 'unavailable' && !this.#restarted.has(sessionKey)) this.restarted(sessionKey, epoch)
     }
