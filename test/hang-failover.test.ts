@@ -295,3 +295,53 @@ for (const kind of ['header', 'cookie'] as const) {
     t.match(again.body, new RegExp(` new-${to}$`), 'rehydrated with the state of the epoch the user moved to')
   })
 }
+
+for (const rotates of [true, false]) {
+  t.test(`a late answer from an epoch the user has left teaches nothing (key: app_cookie, ${rotates ? 'a new value on every answer, as Laravel' : 'one value, as PHPSESSID'})`, async (t) => {
+    let n = 0
+    const sid = (id: string): string => (rotates ? `${id}${++n}` : 'u1')
+    const a = await startUpstream('a', (req, res) => {
+      res.setHeader('set-cookie', `sid=${sid('a')}; Path=/`)
+      if (req.url === '/slow') return setTimeout(() => { res.setHeader('x-tether-state', 'old'); res.end('a late') }, 600)
+      res.setHeader('x-tether-state', 'a-state')
+      res.end('a')
+    })
+    const echo = (id: string) => (req: http.IncomingMessage, res: http.ServerResponse): void => {
+      res.setHeader('set-cookie', `sid=${sid(id)}; Path=/`)
+      res.setHeader('x-tether-state', `new-${id}`)
+      res.end(`${id} ${req.headers['x-tether-rehydrate'] ?? ''}`)
+    }
+    const b = await startUpstream('b', echo('b'))
+    const c = await startUpstream('c', echo('c'))
+    t.teardown(async () => { await a.close(); await b.close(); await c.close() })
+    const px = await startProxy([{ id: 'a', url: a.url }, { id: 'b', url: b.url }, { id: 'c', url: c.url }], {
+      affinity: { key: 'app_cookie', app_cookie: { name: 'sid' }, drain_timeout: 50 },
+    })
+    t.teardown(() => px.close(0))
+    let cookie = ''
+    const jar = (r: { headers: http.IncomingHttpHeaders }): void => { const s = r.headers['set-cookie']; if (s !== undefined) cookie = String(s).split(';')[0]! }
+    let first = await request(`${px.url}/`)
+    while (first.body !== 'a') first = await request(`${px.url}/`)
+    jar(first)
+    const late = request(`${px.url}/slow`, { headers: { cookie } })
+    await waitFor(() => a.seen.some((r) => r.url === '/slow'), 5000, 'the slow request to reach a')
+    px.health.drain('a')
+    const since = Date.now()
+    await waitFor(() => Date.now() - since > 60, 5000, 'drain_timeout to pass')
+    const moved = await request(`${px.url}/`, { headers: { cookie } })
+    const to = moved.body.split(' ')[0]!
+    t.not(to, 'a', 'moved off the drained upstream')
+    jar(moved)
+    const lateAnswer = await late
+    t.equal(lateAnswer.body, 'a late', 'the late answer still reaches the client')
+    if (rotates) t.equal(lateAnswer.headers['set-cookie'], undefined, "without its new value of the cookie: the browser keeps the one of the replica the user is on")
+    jar(lateAnswer)
+    const next = await request(`${px.url}/`, { headers: { cookie } })
+    t.equal(next.body.split(' ')[0], to, 'the late answer did not pin the user back to a')
+    t.match(await px.metrics.render(), /tether_failovers_total\{from="a",reason="drain"\} 1\n/, 'one move: the user was not moved off a again')
+    jar(next)
+    px.health.disable(to)
+    const again = await request(`${px.url}/`, { headers: { cookie } })
+    t.match(again.body, new RegExp(` new-${to}$`), 'rehydrated with the state of the epoch the user moved to, not the late "old"')
+  })
+}

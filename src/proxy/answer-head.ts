@@ -99,7 +99,12 @@ export class AnswerHead implements AnswerHeadPolicy {
       if (k !== null) share.send(k, ctx.key.kind === 'table', d)
     }
     let rekeyedFrom: string | null = null
-    if (o.appCookie !== null && d.learn) {
+    // a late answer from an epoch the user has left (they moved while it was on its way: a
+    // slow request on a replica drained past its timeout): it teaches nothing (else it would
+    // pin the user's cookie back to the replica they left), and a new value of the cookie is
+    // not passed on (decorate): the browser keeps the one of the replica the user is on now
+    if (o.appCookie !== null && d.learn && d.appKey !== null && movedOn(o, d.appKey, d.epoch)) ctx.leftEpoch = true
+    else if (o.appCookie !== null && d.learn) {
       const learned = learnAppCookie(o.sessions, o.appCookie, d, headers['set-cookie'], o.clock.now(), ctx.target.path)
       if (learned !== null) {
         ctx.learnedKey = learned.key
@@ -120,7 +125,7 @@ export class AnswerHead implements AnswerHeadPolicy {
     // e.g. a slow answer from a replica drained past its timeout) must not overwrite the state
     // their new replica has been writing since: a later epoch pinned, or answered here (a
     // cookie user has no pin; this answer was recorded above, a newer one is kept)
-    if (checkpoint !== null && newerEpoch(o, key, d.epoch)) {
+    if (checkpoint !== null && (ctx.leftEpoch || newerEpoch(o, key, d.epoch))) {
       state.discard(key, checkpoint, d.upstream, d.epoch)
       return null
     }
@@ -152,6 +157,16 @@ export class AnswerHead implements AnswerHeadPolicy {
       if (kept.length === 0) delete headers['set-cookie']
       else headers['set-cookie'] = kept
     }
+    const app = this.#o.appCookie
+    if (ctx.leftEpoch && app != null && headers['set-cookie'] !== undefined) {
+      const now = this.#o.clock.now()
+      const kept = [headers['set-cookie']].flat().filter((line) => {
+        const v = appCookieValue(line, app, now)
+        return v === null || v.deleted || v.value === d.appKey // a deletion (a logout) still goes
+      })
+      if (kept.length === 0) delete headers['set-cookie']
+      else headers['set-cookie'] = kept
+    }
     if (d.setCookie !== null) {
       const existing = headers['set-cookie']
       if (existing === undefined) headers['set-cookie'] = d.setCookie
@@ -165,6 +180,12 @@ export class AnswerHead implements AnswerHeadPolicy {
     if (hsts != null && ctx.scheme === 'https' && headers['strict-transport-security'] === undefined) headers['strict-transport-security'] = hsts
     return headers
   }
+}
+
+/** Is the application cookie value `key` placed at a later epoch than `epoch` (pinned, or retired by a rotation since)? */
+function movedOn(o: AnswerHeadOptions, key: string, epoch: number): boolean {
+  const now = o.clock.now()
+  return (o.sessions.peek(key, now)?.epoch ?? o.sessions.rotated(key, now)?.epoch ?? -1) > epoch
 }
 
 /** Has `key` been pinned or answered here at a later epoch than `epoch`? */

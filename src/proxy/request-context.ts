@@ -66,6 +66,8 @@ export class RequestContext {
   tried: Set<string> | null = null
   /** Make no move by choice (Router.decide's `hold`): a chosen move's state could not be fetched. */
   holdMoves = false
+  /** The answer comes from an epoch the user's application cookie has left (see AnswerHead): it teaches nothing. */
+  leftEpoch = false
   /** What the held move's fetch found (older than the user's upstream has), for a forced move after it; null: nothing. */
   heldState: GetResult | null = null
   retries = 0
