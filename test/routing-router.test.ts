@@ -536,6 +536,20 @@ t.test('app_cookie: a value the upstream replaced still routes to it for a grace
   t.equal(answer(go({ cookie: 'sid=v2' }, '10.0.0.1'), 'sid=; Max-Age=0'), null, 'a deleted cookie carries nothing over')
 })
 
+t.test('app_cookie: a flood of garbage values an application replaces does not push out the graces of pinned users', async (t) => {
+  const clock = new FakeClock()
+  const { go, answer, sessions } = routing(affinity({ key: 'app_cookie', app_cookie: { name: 'sid', fallback: 'random' } }), clock)
+  const first = go({}, '10.0.0.1')
+  answer(first, 'sid=v1')
+  answer(go({ cookie: 'sid=v1' }, '10.0.0.1'), 'sid=v2') // rotated: v1 routes to first.upstream for its grace
+  // an attacker: 20,000 requests with made-up values, each replaced by the application (a new session)
+  for (let i = 0; i < 20_000; i++) answer(go({ cookie: `sid=junk${i}` }, '10.0.0.66'), `sid=fresh${i}`)
+  let same = 0
+  for (let i = 0; i < 20; i++) if (go({ cookie: 'sid=v1' }, '10.0.0.1').upstream === first.upstream) same++
+  t.equal(same, 20, "the user's old value still reaches their upstream during its grace")
+  t.match(sessions.rotated('v1', clock.now()), { upstream: first.upstream }, 'its grace is kept')
+})
+
 t.test("app_cookie: a Set-Cookie of that name for a path the request is not under is another cookie: the user's session is left as it is", async (t) => {
   const clock = new FakeClock()
   const { go, answer, sessions } = routing(affinity({ key: 'app_cookie', app_cookie: { name: 'sid', fallback: 'random' } }), clock)

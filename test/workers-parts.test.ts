@@ -311,7 +311,7 @@ t.test("a starting worker copies its sibling's bindings with their times there, 
   const records = a.sent.filter((m) => m.tether === 'dump-chunk').flatMap((m) => (m as unknown as { records: unknown[] }).records)
   t.same(records, [
     ['s', 's-2', 'app-1', 0, 99_000, 99_000], ['s', 's-1', 'app-2', 1, 60_000, 85_000], ['t', 'mid', 90_000],
-    ['m', 's-1', 'app-0', 'app-2', 'dead', 85_000], ['o', 'old', 'app-2', 97_000], ['g', 'rot', 'app-1', 0, 159_000],
+    ['m', 's-1', 'app-0', 'app-2', 'dead', 85_000], ['o', 'old', 'app-2', 97_000], ['g', 'rot', 'app-1', 0, 159_000, false],
   ], 'then the records, after every binding, and the rotation graces')
   t.same(dumped, [
     ['new', 'app-2', 0, 95_000, 95_000], ['mid', 'app-1', 2, 30_000, 80_000], ['old', 'app-0', 0, 10_000, 50_000],

@@ -63,6 +63,12 @@ export class SessionTable {
   /** Application cookie values replaced by a new one, still routed for ROTATION_GRACE (bounded, oldest first out). */
   readonly #rotated = new BoundedMap<string, Grace & { readonly until: number }>(ROTATED_MAX)
   /**
+   * The same for values that were not pinned here (routed by their hash: a value Tether never
+   * learned, such as garbage cookies an application replaces): kept apart, so a flood of them
+   * cannot push the graces of pinned users out of {@link #rotated}.
+   */
+  readonly #rotatedUnpinned = new BoundedMap<string, Grace & { readonly until: number }>(ROTATED_MAX)
+  /**
    * Placements decided but not answered yet (a pin is recorded only when the upstream answers):
    * counted as load, so concurrent new users respect `balance_factor`. Bounded by the requests
    * in flight: each is settled when its pin is recorded or its attempt ends.
@@ -109,7 +115,9 @@ export class SessionTable {
   /** Where a recently rotated application cookie value still routes, or null. */
   rotated(key: string, now: number): Grace | null {
     const g = this.#rotated.get(key)
-    return g !== undefined && g.until > now ? g : null
+    if (g !== undefined && g.until > now) return g
+    const u = this.#rotatedUnpinned.size === 0 ? undefined : this.#rotatedUnpinned.get(key)
+    return u !== undefined && u.until > now ? u : null
   }
 
   /**
@@ -118,26 +126,39 @@ export class SessionTable {
    * the same upstream for {@link ROTATION_GRACE} ms, since requests already in flight carry it.
    */
   retire(from: string, grace: Grace | null, now: number): void {
+    const pinned = this.table.peek(from, now) !== null
     if (this.#sink?.retired === undefined) this.unpin(from)
     else this.#sink.retired(from, grace)
-    this.applyRetired(from, grace, now)
+    this.#retired(from, grace, now, pinned)
   }
 
-  /** The rotation graces still running (key, where it routes, until when), oldest first: a starting worker's copy. */
-  *rotations(now: number): IterableIterator<readonly [key: string, upstream: string, epoch: number, until: number]> {
-    for (const [key, g] of this.#rotated) if (g.until > now) yield [key, g.upstream, g.epoch, g.until]
+  /** The rotation graces still running (key, where it routes, until when, whether it was pinned), oldest first in each kind: a starting worker's copy. */
+  *rotations(now: number): IterableIterator<readonly [key: string, upstream: string, epoch: number, until: number, pinned: boolean]> {
+    for (const [key, g] of this.#rotatedUnpinned) if (g.until > now) yield [key, g.upstream, g.epoch, g.until, false]
+    for (const [key, g] of this.#rotated) if (g.until > now) yield [key, g.upstream, g.epoch, g.until, true]
   }
 
   /** A rotation grace copied from a sibling (see {@link rotations}); one held here already is newer and stays. */
-  copyRotation(key: string, upstream: string, epoch: number, until: number, now: number): void {
-    if (until > now && this.#rotated.get(key) === undefined) this.#rotated.set(ownCopy(key), { upstream, epoch, until })
+  copyRotation(key: string, upstream: string, epoch: number, until: number, now: number, pinned = true): void {
+    if (until <= now || this.rotated(key, now) !== null) return
+    ;(pinned ? this.#rotatedUnpinned : this.#rotated).delete(key)
+    ;(pinned ? this.#rotated : this.#rotatedUnpinned).set(ownCopy(key), { upstream, epoch, until })
   }
 
   /** A retirement another worker made (see {@link retire}): applied here only. */
   applyRetired(from: string, grace: Grace | null, now: number): void {
+    this.#retired(from, grace, now, this.table.peek(from, now) !== null)
+  }
+
+  #retired(from: string, grace: Grace | null, now: number, pinned: boolean): void {
     this.table.delete(from)
     if (grace === null) return
-    this.#rotated.set(ownCopy(from), { upstream: grace.upstream, epoch: grace.epoch, until: now + ROTATION_GRACE })
+    // a pinned value's grace (or one it has already: a parallel answer retiring it again) is
+    // kept apart from the others' (see #rotatedUnpinned)
+    const kept = pinned || this.#rotated.get(from) !== undefined
+    const into = kept ? this.#rotated : this.#rotatedUnpinned
+    if (kept && this.#rotatedUnpinned.size !== 0) this.#rotatedUnpinned.delete(from)
+    into.set(ownCopy(from), { upstream: grace.upstream, epoch: grace.epoch, until: now + ROTATION_GRACE })
   }
 
   /**

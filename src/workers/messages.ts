@@ -59,8 +59,8 @@ export type WireRecord =
   | readonly ['t', key: string, at: number]
   | readonly ['m', key: string, from: string, to: string, reason: MoveReason, at: number]
   | readonly ['o', key: string, to: string | null, at: number]
-  /** An application cookie value replaced lately, still routed until `until` (SessionTable.rotated). */
-  | readonly ['g', key: string, upstream: string, epoch: number, until: number]
+  /** An application cookie value replaced lately, still routed until `until` (SessionTable.rotated); `pinned`: it was pinned when replaced. */
+  | readonly ['g', key: string, upstream: string, epoch: number, until: number, pinned: boolean]
 
 /**
  * A change to the bindings as it travels: a pin (`b`, with its creation time where it was

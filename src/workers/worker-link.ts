@@ -290,7 +290,7 @@ export class WorkerLink {
           const now = parts.now()
           for (const [key, upstream, epoch, createdAt, lastSeen] of entries) parts.sessions.applyCopy(key, upstream, epoch, createdAt, lastSeen, now)
           for (const r of records ?? []) {
-            if (r[0] === 'g') parts.sessions.copyRotation(r[1], r[2], r[3], r[4], now)
+            if (r[0] === 'g') parts.sessions.copyRotation(r[1], r[2], r[3], r[4], now, r[5])
             else parts.records.copy(r, now)
           }
         },
@@ -496,8 +496,8 @@ export class WorkerLink {
         records.push(r)
         full()
       }
-      for (const [key, upstream, epoch, until] of p.sessions.rotations(now)) {
-        records.push(['g', key, upstream, epoch, until])
+      for (const [key, upstream, epoch, until, pinned] of p.sessions.rotations(now)) {
+        records.push(['g', key, upstream, epoch, until, pinned])
         full()
       }
     }
