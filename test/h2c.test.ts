@@ -64,3 +64,42 @@ t.test('every h2c answer arrives whole: the stream is not reset once the answer 
   }
   t.equal(whole, 40, errors.slice(0, 3).join('; '))
 })
+
+t.test("an h2c request carries its client's address: X-Forwarded-For, X-Forwarded-Port, trusted proxies and the client_ip key", async (t) => {
+  const up = await startUpstream('app-0', (req, res) => res.end(JSON.stringify(req.headers)))
+  const tether = await startTether(testConfig([up], {
+    listen: { http2: { cleartext: true } },
+    affinity: { key: 'client_ip', client_ip: { trusted_proxies: ['127.0.0.1/32'] } },
+  }), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const s = http2.connect(tether.url)
+  t.teardown(() => s.destroy())
+  const ask = (headers: Record<string, string>): Promise<Record<string, string>> => new Promise((resolve, reject) => {
+    const req = s.request({ ':path': '/', ...headers })
+    let body = ''
+    req.on('data', (c: Buffer) => (body += c))
+    req.on('end', () => resolve(JSON.parse(body)))
+    req.on('error', reject)
+  })
+  let seen = await ask({})
+  t.equal(seen['x-forwarded-for'], '127.0.0.1', 'the peer, not an empty entry')
+  t.equal(seen['x-forwarded-port'], String(tether.port))
+  // the load balancer in front is trusted: its X-Forwarded-* are kept, the client it names is the key
+  seen = await ask({ 'x-forwarded-for': '203.0.113.7', 'x-forwarded-proto': 'https' })
+  t.equal(seen['x-forwarded-for'], '203.0.113.7, 127.0.0.1')
+  t.equal(seen['x-forwarded-proto'], 'https', "a trusted proxy's X-Forwarded-Proto is kept")
+  const b = tether.sessions.peek('203.0.113.7', Date.now())
+  t.ok(b !== null, 'the client_ip key is the client the trusted proxy names')
+})
+
+t.test('an idle h2c connection is closed after timeouts.body_idle, as a TLS one', async (t) => {
+  const up = await startUpstream('app-0')
+  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } }, timeouts: { body_idle: 300 } }), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const s = http2.connect(tether.url)
+  t.teardown(() => s.destroy())
+  s.on('error', () => undefined)
+  await new Promise<void>((resolve) => { const r = s.request({ ':path': '/' }); r.resume(); r.on('end', resolve) })
+  await new Promise<void>((resolve) => s.once('close', resolve)) // the test times out if it never closes
+  t.pass('closed by Tether')
+})

@@ -213,6 +213,8 @@ export class Listener {
         settings: h2Settings(config),
       }, handle as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void)
       h2c.on('session', onSession)
+      // an idle h2c connection is closed as a TLS one is (the HTTP/1.1 server's timeout is not its own)
+      if (t.body_idle > 0) h2c.setTimeout(t.body_idle)
       this.#front = net.createServer({ noDelay: true }, (socket) => this.#sniff(socket, h2c))
     }
     this.server.on('secureConnection', (socket: Socket) => {

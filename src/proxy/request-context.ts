@@ -51,6 +51,8 @@ export class RequestContext {
   /** performance.now() at arrival, for the duration in logs and metrics. */
   readonly t0: number
   readonly peer: string
+  /** The port of this host the client connected to. */
+  readonly localPort: number
   readonly method: string
   /** The client connection (an h2 request's is its session: its socket is a proxy made per stream). */
   readonly connection: object
@@ -98,7 +100,9 @@ export class RequestContext {
     this.id = id
     this.arrived = arrived
     this.t0 = performance.now()
-    this.peer = req.socket.remoteAddress ?? ''
+    const socket = clientSocket(req)
+    this.peer = socket.remoteAddress ?? ''
+    this.localPort = socket.localPort ?? 0
     this.connection = (req as { stream?: { session?: object } }).stream?.session ?? req.socket
     // an h2 request's socket is Node's proxy of the session's TLS socket: `encrypted` reads through
     this.scheme = (req.socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http'
@@ -117,4 +121,15 @@ export class RequestContext {
   get sessionKey(): string | null {
     return this.learnedKey ?? this.decision?.sessionKey ?? null
   }
+}
+
+/**
+ * The client's connection as a socket with addresses. An h2c connection (listen.http2.cleartext)
+ * reaches the h2 server through a stream (see Listener), which Node wraps in a socket that has
+ * no addresses: the wrapped stream has them.
+ */
+function clientSocket(req: IncomingMessage): { readonly remoteAddress?: string | undefined; readonly localPort?: number | undefined } {
+  const socket = req.socket
+  if (socket.remoteAddress !== undefined) return socket
+  return (socket as { stream?: { remoteAddress?: string; localPort?: number } }).stream ?? socket
 }

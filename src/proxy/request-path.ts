@@ -297,7 +297,7 @@ export class RequestPath {
     const headers = upstreamRequestHeaders(ctx.req.rawHeaders, this.#d.headerPolicy, {
       peer: ctx.peer,
       proto: ctx.scheme,
-      port: ctx.req.socket.localPort ?? 0,
+      port: ctx.localPort,
       upstreamHost: upstream.host,
       authority: ctx.target.authority,
       requestId: ctx.id,
