@@ -18,6 +18,7 @@ export const ERRORS = {
   TETHER_PLAIN_HTTP_TO_TLS: { status: 400, message: 'Bad Request: a plain HTTP request was sent to the HTTPS port' },
   TETHER_NOT_IMPLEMENTED: { status: 501, message: 'Not Implemented: unsupported transfer coding' },
   TETHER_METHOD_NOT_ALLOWED: { status: 405, message: 'Method Not Allowed' },
+  TETHER_HTTP_VERSION: { status: 505, message: 'HTTP Version Not Supported' },
   TETHER_HEADERS_TOO_LARGE: { status: 431, message: 'Request Header Fields Too Large' },
   TETHER_CLIENT_TIMEOUT: { status: 408, message: 'Request Timeout' },
   TETHER_SHUTTING_DOWN: { status: 503, message: 'Service Unavailable: shutting down' },

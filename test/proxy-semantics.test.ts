@@ -246,6 +246,27 @@ t.test('malformed requests get 400 and oversized heads 431; the proxy keeps serv
   t.match(metrics, /tether_http_requests_total\{upstream="none",method="OTHER",status_class="4xx"\} 3/, 'counted with no upstream')
 })
 
+t.test('"HTTP/2.0" in an HTTP/1 request line gets 505 and the connection closes (it is not HTTP/2, and must not pass its pipelining rule)', async (t) => {
+  let reached = 0
+  const up = await startUpstream('a', (_req, res) => { reached++; res.end('a') })
+  const tether = await startProxy([up])
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const raw = (text: string) => new Promise<string>((resolve, reject) => {
+    const s = net.connect(tether.port, '127.0.0.1', () => s.write(text))
+    let out = ''
+    s.on('data', (c) => (out += c))
+    s.on('close', () => resolve(out))
+    s.on('error', reject)
+  })
+  const pipelined = await raw('GET /1 HTTP/2.0\r\nHost: x\r\n\r\nGET /2 HTTP/2.0\r\nHost: x\r\n\r\nGET /3 HTTP/2.0\r\nHost: x\r\n\r\n')
+  t.match(pipelined, /^HTTP\/1\.1 505 HTTP Version Not Supported\r\n/)
+  t.equal(pipelined.match(/HTTP\/1\.1 /g)?.length, 1, 'one answer, then the connection closes')
+  t.match(await raw('CONNECT x:443 HTTP/2.0\r\nHost: x:443\r\n\r\n'), /^HTTP\/1\.1 505 /)
+  t.match(await raw('GET /ws HTTP/2.0\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n'), /^HTTP\/1\.1 505 /)
+  t.equal(reached, 0, 'nothing reached the upstream')
+  t.match(await tether.metrics.render(), /tether_http_requests_total\{upstream="none",method="GET",status_class="5xx"\} 2/, 'counted')
+})
+
 t.test('max_body_bytes answers 413 for declared and for chunked bodies', async (t) => {
   const up = await startUpstream('a', (req, res) => { req.resume(); req.on('end', () => res.end('accepted')) })
   const tether = await startProxy([up], { limits: { max_body_bytes: 1000 } })

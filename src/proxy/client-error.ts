@@ -57,11 +57,19 @@ export class ClientErrors {
    * not told (the unread rest of a pipeline).
    */
   #refuse(socket: Socket, code: ErrorCode): void {
-    const { status } = ERRORS[code]
     writeRawError(socket, code, { close: true })
-    this.#events.observeRequest(null, undefined, status, -1) // no duration: the head never arrived whole
+    this.refused(code)
+  }
+
+  /**
+   * Count and log a request refused before any request path saw it, answered `code` (see
+   * #refuse; also the listener's own refusals). `req`: its head, when it was read whole.
+   */
+  refused(code: ErrorCode, req?: IncomingMessage): void {
+    const { status } = ERRORS[code]
+    this.#events.observeRequest(null, req?.method, status, -1) // no duration: the head may not have arrived whole
     if (this.#access() && this.#logger.isLevelEnabled('info')) {
-      this.#logger.info({ request_id: null, method: null, path: null, protocol: 'http', status, upstream: null, outcome: code }, 'access')
+      this.#logger.info({ request_id: null, method: req?.method ?? null, path: req?.url ?? null, protocol: 'http', status, upstream: null, outcome: code }, 'access')
     }
   }
 

@@ -115,6 +115,11 @@ class RelayedSocket extends DuplexStream {
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void { this.#socket.destroy(err ?? undefined); cb(err) }
 }
 
+/** Is `req` a stream of an HTTP/2 connection (not an HTTP/1 request line saying HTTP/2.0)? */
+function isH2Stream(req: http.IncomingMessage): boolean {
+  return req.httpVersionMajor === 2 && (req as { stream?: unknown }).stream !== undefined
+}
+
 /** The HTTP/2 client connection preface (RFC 9113 section 3.4). */
 const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1')
 
@@ -191,8 +196,17 @@ export class Listener {
     this.#deps = deps
     const t = config.timeouts
     const serial = onePerConnection((req, res) => deps.current().handleRequest(req, res))
-    // h2 streams of one connection are concurrent by design (bounded by max_concurrent_streams)
-    const handle: http.RequestListener = (req, res) => (req.httpVersionMajor === 2 ? deps.current().handleRequest(req, res) : serial(req, res))
+    // h2 streams of one connection are concurrent by design (bounded by max_concurrent_streams);
+    // "HTTP/2.0" in an HTTP/1 request line is not HTTP/2 (which starts with its preface): 505,
+    // as nginx answers (else it would pass for h2 and skip the one-at-a-time pipelining rule)
+    const handle: http.RequestListener = (req, res) => {
+      if (req.httpVersionMajor !== 2) serial(req, res)
+      else if (isH2Stream(req)) deps.current().handleRequest(req, res)
+      else {
+        sendError(res, 'TETHER_HTTP_VERSION', { close: true })
+        deps.clientErrors.refused('TETHER_HTTP_VERSION', req)
+      }
+    }
     this.server = createServer(config, deps.certificates, handle)
     const onSession = (session: http2.ServerHttp2Session): void => {
       this.#sessions.add(session)
@@ -241,9 +255,11 @@ export class Listener {
     // (RFC 9113 section 8.5) the compatibility layer hands a request and a response: the 405
     // is that stream's answer (a 2xx would tell the client its tunnel is open)
     this.server.on('connect', (req: http.IncomingMessage, socket: Duplex) => {
-      if (req.httpVersionMajor === 2) return void sendError(socket as unknown as http.ServerResponse, 'TETHER_METHOD_NOT_ALLOWED', {})
+      if (isH2Stream(req)) return void sendError(socket as unknown as http.ServerResponse, 'TETHER_METHOD_NOT_ALLOWED', {})
       socket.on('error', () => undefined)
-      writeRawError(socket, 'TETHER_METHOD_NOT_ALLOWED')
+      const code = req.httpVersionMajor === 2 ? 'TETHER_HTTP_VERSION' : 'TETHER_METHOD_NOT_ALLOWED'
+      writeRawError(socket, code)
+      deps.clientErrors.refused(code, req)
     })
     // a client that stalls mid-request or stops reading an answer for body_idle is cut off
     if (t.body_idle > 0) this.server.setTimeout(t.body_idle)
@@ -352,8 +368,11 @@ export class Listener {
     // an upgrade pipelined behind a request still being answered waits for that answer
     whenIdle(socket, () => {
       if (socket.destroyed) return
+      if (req.httpVersionMajor === 2) { // "HTTP/2.0" in an HTTP/1 request line (see handle)
+        writeRawError(socket, 'TETHER_HTTP_VERSION')
+        this.#deps.clientErrors.refused('TETHER_HTTP_VERSION', req)
       // HTTP/1.0 has no Upgrade: a server must ignore it there (RFC 9110 section 7.8)
-      if (isWebSocket(req.headers) && req.httpVersion !== '1.0') this.#deps.current().handleUpgrade(req, socket, head)
+      } else if (isWebSocket(req.headers) && req.httpVersion !== '1.0') this.#deps.current().handleUpgrade(req, socket, head)
       else this.#asPlainRequest(req, socket, head)
     })
   }
