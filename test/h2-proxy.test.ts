@@ -259,6 +259,24 @@ t.test('an h2 CONNECT gets 405 on its stream (not a 2xx that tells the client it
   t.equal(ups[0]!.seen.length, 0)
 })
 
+t.test('an h2 method in lower case ("trace", "get") gets 400 and never reaches the upstream, as nginx answers', async (t) => {
+  const ups = await upstreams(t, ['a'], echo)
+  const tether = await h2Tether(t, ups)
+  const s = session(t, tether)
+  for (const method of ['trace', 'Trace', 'get']) {
+    const req = s.request({ ':method': method, ':path': '/', ':authority': 'a.example', cookie: 'sid=secret' })
+    let status = 0
+    req.on('response', (h) => { status = Number(h[':status']) })
+    let body = ''
+    req.on('data', (c: Buffer) => (body += c))
+    req.on('error', () => undefined)
+    req.end()
+    await waitFor(() => req.closed, 5_000, 'the stream to end')
+    t.same([status, body], [400, 'Bad Request\n'], `${method}: Tether's own 400 (an HTTP/1 upstream's parser would refuse it too, with an empty body)`)
+  }
+  t.equal(ups[0]!.seen.length, 0)
+})
+
 t.test('an h2 request with 300 header fields (each cookie its own, RFC 9113 section 8.2.3) under max_header_bytes is served, as over HTTP/1.1', async (t) => {
   const ups = await upstreams(t, ['a'], echo)
   const tether = await h2Tether(t, ups)

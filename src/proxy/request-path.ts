@@ -68,6 +68,7 @@ export interface RequestPathDeps {
 const NO_ROUTE: Record<NoRoute, ErrorCode> = { none: 'TETHER_NO_UPSTREAM', strict: 'TETHER_AFFINITY_UNAVAILABLE' }
 
 /** Moves Tether makes by choice, not forced by the user's upstream: held when the user's state cannot be fetched. */
+const LOWER_CASE = /[a-z]/
 const CHOSEN_MOVES: ReadonlySet<MoveReason> = new Set<MoveReason>(['admin', 'rebalance', 'spill', 'drain'])
 
 /** Bytes of a request body left unsent upstream that are read and dropped before the connection is closed instead. */
@@ -264,6 +265,9 @@ export class RequestPath {
     const req = ctx.req
     // TRACE would echo the request (cookies included) back: refused, as nginx does
     if (ctx.method === 'TRACE') return 'TETHER_METHOD_NOT_ALLOWED'
+    // over h2 a method in lower case ("trace", "get") passes Node: not a method an HTTP/1
+    // client could send (llhttp refuses it), and a way round the TRACE check; nginx answers 400
+    if (req.httpVersionMajor === 2 && LOWER_CASE.test(ctx.method)) return 'TETHER_BAD_REQUEST'
     const target = requestTarget(req.url)
     if (target === null || !hostIsValid(req.rawHeaders)) return 'TETHER_BAD_REQUEST'
     ctx.target = target
