@@ -6,6 +6,7 @@
 // process's do while requests drain.
 import t from 'tap'
 import http from 'node:http'
+import net from 'node:net'
 import { writeFileSync } from 'node:fs'
 import { tempFile } from './fixtures/cli.js'
 import { freePort, freePorts } from './fixtures/ports.js'
@@ -57,6 +58,24 @@ t.test('with two workers, the admin listener and /metrics answer as with one pro
   proc.kill('SIGHUP')
   await waitFor(async () => (await reloads()) >= 1, 10_000, 'the reload to be counted')
   t.equal(await reloads(), 1, 'one reload counted once')
+
+  // a target naming another host (protocol-relative, absolute-form) stays at the workers'
+  // admin listener: the primary never sends it elsewhere (it forwarded it, Authorization included)
+  const elsewhere: string[] = []
+  const other = await startUpstream('other', (req, res) => { elsewhere.push(`${req.method} ${req.url}`); res.end('other\n') })
+  t.teardown(() => other.close())
+  const otherHost = new URL(other.url).host
+  for (const [method, target] of [['GET', `//${otherHost}/x`], ['POST', `//${otherHost}/upstreams/app-0/drain`], ['GET', `http://${otherHost}/abs`]] as const) {
+    const answer = await new Promise<string>((resolve, reject) => {
+      const s = net.connect(adminPort!, '127.0.0.1', () => s.write(`${method} ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer old-token-123\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`))
+      let out = ''
+      s.on('data', (c) => (out += c))
+      s.on('close', () => resolve(out))
+      s.on('error', reject)
+    })
+    t.match(answer, /^HTTP\/1\.1 4\d\d /, `${method} ${target}: refused by the admin API (404, 400)`)
+  }
+  t.same(elsewhere, [], 'nothing reached the other host')
 
   // a token change needs a restart of the primary: a roll (for affinity) does not apply it
   t.equal((await request(`${admin}/upstreams`, null, auth('old-token-123'))).status, 200)

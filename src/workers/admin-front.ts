@@ -195,10 +195,21 @@ function sessionKey(url: string): string | null {
   return target.ok && target.segments[0] === 'sessions' && target.segments.length >= 2 ? target.segments[1]! : null
 }
 
+/**
+ * Where a request goes at the worker's admin listener (`base`: its http://host:port): the
+ * request target exactly as the client sent it. Never resolved against `base`: a target such as
+ * `//other:80/x` or `http://other/x` would name another host (the worker answers it 404, as
+ * the admin listener does without workers).
+ */
+function toWorker(base: string, target: string | undefined): { hostname: string; port: string; path: string } {
+  const { hostname, port } = new URL(base)
+  return { hostname, port, path: target ?? '/' }
+}
+
 /** Passes the request to a worker and its answer back as it comes (null once the head is out). */
 function stream(base: string, req: http.IncomingMessage, body: Buffer, res: http.ServerResponse): Promise<null> {
   return new Promise((resolve, reject) => {
-    const out = http.request(new URL(req.url ?? '/', base), { method: req.method, headers: forwardable(req, body), agent: false }, (answer) => {
+    const out = http.request({ ...toWorker(base, req.url), method: req.method, headers: forwardable(req, body), agent: false }, (answer) => {
       out.setTimeout(0) // an event stream may stay open
       res.writeHead(answer.statusCode ?? 502, answerHeaders(answer.headers, true))
       answer.pipe(res)
@@ -265,7 +276,7 @@ function json(value: unknown): Buffer {
 /** The request as the client sent it, to a worker's private admin listener. */
 function pass(base: string, req: http.IncomingMessage, body: Buffer): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const out = http.request(new URL(req.url ?? '/', base), { method: req.method, headers: forwardable(req, body), timeout: TIMEOUT, agent: false }, (res) => {
+    const out = http.request({ ...toWorker(base, req.url), method: req.method, headers: forwardable(req, body), timeout: TIMEOUT, agent: false }, (res) => {
       const chunks: Buffer[] = []
       res.on('data', (c: Buffer) => chunks.push(c))
       res.on('end', () => resolve({ status: res.statusCode ?? 502, headers: res.headers, body: Buffer.concat(chunks) }))
