@@ -21,12 +21,16 @@ t.teardown(() => certs.remove())
 
 interface HttpsUpstream {
   readonly url: string
+  readonly port: number
   readonly seen: { path: string; clientCert: string | null; authorized: boolean }[]
+  /** The SNI of each TLS connection made to it, in order (false: none sent). */
+  readonly sni: (string | false)[]
 }
 
 /** An https upstream serving `pair`, requiring a client certificate signed by the test CA when `mtls`. */
 async function httpsUpstream(t: Test, pair: PemPair, mtls: boolean): Promise<HttpsUpstream> {
   const seen: HttpsUpstream['seen'] = []
+  const sni: HttpsUpstream['sni'] = []
   const server = https.createServer({ cert: pair.cert, key: pair.key, ca: certs.ca, requestCert: mtls, rejectUnauthorized: mtls }, (req, res) => {
     const socket = req.socket as TLSSocket
     const peer = socket.getPeerCertificate()
@@ -34,11 +38,13 @@ async function httpsUpstream(t: Test, pair: PemPair, mtls: boolean): Promise<Htt
     res.setHeader('content-type', 'application/json')
     res.end(JSON.stringify({ id: 'secure-0', proto: req.headers['x-forwarded-proto'] }))
   })
+  server.on('secureConnection', (socket: TLSSocket) => sni.push((socket as TLSSocket & { servername?: string | false }).servername || false))
   const wss = new WebSocketServer({ server })
   wss.on('connection', (ws) => ws.on('message', (d: Buffer) => ws.send(`tls:${d.toString()}`)))
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
   t.teardown(() => new Promise<void>((r) => { wss.close(); server.closeAllConnections(); server.close(() => r()) }))
-  return { url: `https://127.0.0.1:${(server.address() as AddressInfo).port}`, seen }
+  const port = (server.address() as AddressInfo).port
+  return { url: `https://127.0.0.1:${port}`, port, seen, sni }
 }
 
 const CLIENT: Partial<UpstreamTlsConfig> = { ca: certs.caFile, cert: certs.client.certFile, key: certs.client.keyFile }
@@ -111,4 +117,42 @@ t.test('a WebSocket reaches an https:// upstream with its TLS settings (wss to t
   const ws = await openWs(`${tether.url.replace('http://', 'ws://')}/socket`)
   t.equal((await roundTrip(ws, 'ping')).data.toString(), 'tls:ping')
   ws.close()
+})
+
+// The SNI and the name the upstream's certificate is checked against are the upstream's (its
+// configured servername, else its URL's host name), never the Host the client sent: undici
+// takes them from the request's Host header unless told otherwise.
+t.test('the TLS name of an https:// upstream is its URL\'s host name, whatever Host the client sends', async (t) => {
+  const up = await httpsUpstream(t, certs.server, false) // a certificate for localhost and 127.0.0.1
+  const tether = await tetherFor(t, `https://localhost:${up.port}`, { ca: certs.caFile })
+  const shop = await request(`${tether.url}/cart`, { headers: { host: 'shop.example' } })
+  t.equal(shop.status, 200, 'a Host the certificate does not name is no 502')
+  t.same(up.sni, ['localhost'], 'SNI is the URL\'s host name, not shop.example')
+  const other = await request(`${tether.url}/cart`, { headers: { host: 'other.example' } })
+  t.equal(other.status, 200)
+  t.same(up.sni, ['localhost'], 'another Host reuses the kept-alive connection (no reconnect per Host)')
+})
+
+t.test('a configured servername is the TLS name whatever Host the client sends', async (t) => {
+  const up = await httpsUpstream(t, certs.wrongHost, false) // a certificate for wrong.example only
+  const tether = await tetherFor(t, up.url, { ca: certs.caFile, servername: 'wrong.example' })
+  for (const host of ['shop.example', 'localhost', '127.0.0.1', `127.0.0.1:${up.port}`, 'wrong.example']) {
+    const r = await request(`${tether.url}/`, { headers: { host } })
+    t.equal(r.status, 200, `Host: ${host}`)
+  }
+  t.same(up.sni, ['wrong.example'], 'one connection, named wrong.example')
+
+  const unverified = await httpsUpstream(t, certs.server, false)
+  const insecure = await tetherFor(t, unverified.url, { verify: false, servername: 'internal.example' })
+  t.equal((await request(`${insecure.url}/`, { headers: { host: 'attacker.example' } })).status, 200)
+  t.same(unverified.sni, ['internal.example'], 'verify: false still sends the configured name')
+})
+
+t.test('an https:// upstream at an IP address without servername sends no SNI, whatever Host the client sends', async (t) => {
+  const up = await httpsUpstream(t, certs.server, false) // names IP:127.0.0.1
+  const tether = await tetherFor(t, up.url, { ca: certs.caFile })
+  const r = await request(`${tether.url}/`, { headers: { host: 'shop.example' } })
+  t.equal(r.status, 200, 'checked against the address, not shop.example')
+  t.equal((await request(`${tether.url}/`, { headers: { host: 'localhost' } })).status, 200)
+  t.same(up.sni, [false], 'no SNI (RFC 6066 section 3: names only), one connection')
 })

@@ -37,10 +37,25 @@ export interface PoolTimeouts {
   readonly maxResponseHeaderBytes: number
 }
 
+/**
+ * One upstream's pool. `servername` goes with every request to it: undici takes a request's
+ * TLS name from its Host header otherwise (the client's, with `preserve_host`), and a Client
+ * whose requests change name closes its connection to reconnect under the new one.
+ */
+interface UpstreamPool {
+  readonly pool: Pool
+  /** What the pool was made for (url and TLS settings): a change makes a new pool. */
+  readonly identity: string
+  /** https://: the name undici files the pool's requests under (see {@link tlsName}); http://: undefined. */
+  readonly servername: string | undefined
+}
+
+/** undici honours `servername` in a request's options (lib/core/request.js), not in its types. */
+type WithServername<T> = T & { servername?: string }
+
 /** Owns the undici pools, keyed by upstream id. */
 export class Forwarder {
-  readonly #pools = new Map<string, Pool>()
-  readonly #urls = new Map<string, string>()
+  readonly #pools = new Map<string, UpstreamPool>()
   readonly #timeouts: PoolTimeouts
   readonly #closeAfter: () => boolean
   readonly #answer: AnswerHeadPolicy
@@ -67,17 +82,15 @@ export class Forwarder {
   setUpstreams(upstreams: readonly PoolTarget[]): void {
     const wanted = new Map(upstreams.map((u) => [u.id, u]))
     const identity = (u: PoolTarget | undefined): string | undefined => u === undefined ? undefined : `${u.url} ${JSON.stringify(u.tls ?? null)}`
-    for (const [id, pool] of this.#pools) {
-      if (this.#urls.get(id) === identity(wanted.get(id))) continue
+    for (const [id, entry] of this.#pools) {
+      if (entry.identity === identity(wanted.get(id))) continue
       this.#pools.delete(id)
-      this.#urls.delete(id)
-      pool.close().catch(() => undefined)
+      entry.pool.close().catch(() => undefined)
     }
     for (const [id, u] of wanted) {
       if (this.#pools.has(id)) continue
       try {
-        this.#pools.set(id, this.#newPool(u))
-        this.#urls.set(id, identity(u)!)
+        this.#pools.set(id, this.#newPool(u, identity(u)!))
       } catch {
         // a TLS file gone since the config was checked: no pool, its requests fail to connect
         // (and are retried elsewhere); health probes report the same file
@@ -85,13 +98,16 @@ export class Forwarder {
     }
   }
 
-  #newPool(target: PoolTarget): Pool {
+  #newPool(target: PoolTarget, identity: string): UpstreamPool {
     const origin = target.url
     // https://: the upstream's CA, client pair (mTLS), name and verification, for every connection
     const tls = upstreamTlsOptions(origin, target.tls ?? null)
     const connect = buildConnector({ timeout: this.#timeouts.connect, noDelay: true, ...tls } as buildConnector.BuildOptions)
-    return new Pool(origin, {
-      connect: (opts, callback) => connect(opts, (...args) => {
+    // the TLS name (SNI and the name the certificate is checked against) is the upstream's own,
+    // set here, never the one undici asks for (the request's Host, the client's); none for an IP
+    const sni = tls?.servername
+    const pool = new Pool(origin, {
+      connect: (opts, callback) => connect(tls === null ? opts : { ...opts, servername: sni }, (...args) => {
         if (args[0] === null) tolerateUnsolicitedContinue(args[1] as Socket)
         callback(...args)
       }),
@@ -103,6 +119,7 @@ export class Forwarder {
       pipelining: 1,
       maxHeaderSize: this.#timeouts.maxResponseHeaderBytes,
     })
+    return { pool, identity, servername: tls === null ? undefined : tlsName(origin, sni) }
   }
 
   /** The HTTP transport of one request: its answer goes into `res`. */
@@ -116,14 +133,15 @@ export class Forwarder {
    * untouched (`responded: false`) so the caller may retry elsewhere.
    */
   dispatch(ctx: RequestContext, decision: Decision, res: ServerResponse, upstream: Upstream, headers: string[]): Attempt {
-    const pool = this.#pools.get(upstream.id)
-    if (pool === undefined) {
+    const entry = this.#pools.get(upstream.id)
+    if (entry === undefined) {
       const failed: AttemptResult = { status: 0, outcome: { kind: 'error', code: 'TETHER_UPSTREAM_CONNECT', connect: true }, error: new Error(`no pool for upstream ${upstream.id}`), responded: false }
       return { done: Promise.resolve(failed), answered: false, stop: () => undefined }
     }
     const handler = new ExchangeHandler(ctx, decision, res, this.#closeAfter, this.#answer, this.#timeouts, this.#deadlines)
     this.#deadlines.link(handler)
-    pool.dispatch({ path: ctx.target.path, method: ctx.method, headers, body: ctx.body }, handler)
+    const options: WithServername<Dispatcher.DispatchOptions> = { path: ctx.target.path, method: ctx.method, headers, body: ctx.body, servername: entry.servername }
+    entry.pool.dispatch(options, handler)
     return handler
   }
 
@@ -133,10 +151,11 @@ export class Forwarder {
    * `signal` aborted it. Body discarded.
    */
   async call(id: string, method: string, path: string, headers: string[], body: string, timeout: number, signal?: AbortSignal): Promise<{ status: number; error: unknown }> {
-    const pool = this.#pools.get(id)
-    if (pool === undefined) return { status: 0, error: null }
+    const entry = this.#pools.get(id)
+    if (entry === undefined) return { status: 0, error: null }
     try {
-      const r = await pool.request({ method, path, headers, body, headersTimeout: timeout, bodyTimeout: timeout, signal })
+      const options: WithServername<Dispatcher.RequestOptions> = { method, path, headers, body, headersTimeout: timeout, bodyTimeout: timeout, signal, servername: entry.servername }
+      const r = await entry.pool.request(options)
       await r.body.dump()
       return { status: r.statusCode, error: null }
     } catch (err) {
@@ -146,13 +165,23 @@ export class Forwarder {
 
   /** Stop accepting work; in-flight exchanges finish. */
   async close(): Promise<void> {
-    await Promise.all([...this.#pools.values()].map((p) => p.close().catch(() => undefined)))
+    await Promise.all([...this.#pools.values()].map((p) => p.pool.close().catch(() => undefined)))
   }
 
   /** Abort everything still open. */
   async destroy(): Promise<void> {
-    await Promise.all([...this.#pools.values()].map((p) => p.destroy().catch(() => undefined)))
+    await Promise.all([...this.#pools.values()].map((p) => p.pool.destroy().catch(() => undefined)))
   }
+}
+
+/**
+ * The name undici files an https:// upstream's requests under: the same for all of them, so a
+ * kept-alive connection serves every Host. It is the TLS name when there is one; for an IP
+ * address without `servername` (no SNI), the address, which the pool's connect then drops.
+ * Example: tlsName('https://10.0.0.9:8443', undefined) -> '10.0.0.9'.
+ */
+function tlsName(origin: string, sni: string | undefined): string {
+  return sni ?? new URL(origin).hostname
 }
 
 /**
