@@ -87,6 +87,32 @@ t.test('X-Forwarded-Proto/-Host/-Port and Forwarded from a trusted peer are kept
   t.same(bare.get('x-forwarded-port'), ['8080'])
 })
 
+t.test("a client listing Host, X-Forwarded-* or Forwarded in Connection does not remove them (a trusted balancer's values stay)", async (t) => {
+  const raw = ['Host', 'shop.example', 'Connection', 'X-Forwarded-For, x-forwarded-proto', 'Connection', 'Host, Forwarded, X-Real-IP, X-Hop',
+    'X-Forwarded-For', '198.51.100.1', 'X-Forwarded-Proto', 'https', 'Forwarded', 'for=198.51.100.1;proto=https', 'X-Real-IP', '198.51.100.1', 'X-Hop', '1']
+  const out = names(upstreamRequestHeaders(raw, policy({ trusted: ['10.0.0.0/8'] }), { ...ctx, peer: '10.1.2.3' }))
+  t.same(out.get('x-forwarded-for'), ['198.51.100.1, 10.1.2.3'], "the balancer's client stays first")
+  t.same(out.get('x-forwarded-proto'), ['https'])
+  t.same(out.get('forwarded'), ['for=198.51.100.1;proto=https'])
+  t.same(out.get('x-real-ip'), ['198.51.100.1'])
+  t.same(out.get('host'), ['shop.example'], "the client's Host, not the upstream's address")
+  t.notOk(out.has('x-hop'), 'any other header listed is removed')
+  // from an untrusted client, listing changes nothing either: its claims are replaced as always
+  const direct = names(upstreamRequestHeaders(raw, policy(), ctx))
+  t.same(direct.get('x-forwarded-for'), ['198.51.100.1, 203.0.113.7'])
+  t.same(direct.get('x-forwarded-proto'), ['http'])
+  t.notOk(direct.has('x-real-ip') || direct.has('forwarded'))
+})
+
+t.test('the older and rarer client-address and path claims are dropped from an untrusted client, kept from a trusted one', async (t) => {
+  const raw = ['Host', 'a', 'Client-IP', '6.6.6.6', 'X-Forwarded', 'for=6.6.6.6', 'Forwarded-For', '6.6.6.6', 'X-Original-URL', '/admin', 'X-Rewrite-URL', '/admin']
+  const claims = ['client-ip', 'x-forwarded', 'forwarded-for', 'x-original-url', 'x-rewrite-url']
+  const direct = names(upstreamRequestHeaders(raw, policy(), ctx))
+  for (const h of claims) t.notOk(direct.has(h), `${h} dropped`)
+  const behind = names(upstreamRequestHeaders(raw, policy({ trusted: ['10.0.0.0/8'] }), { ...ctx, peer: '10.1.2.3' }))
+  for (const h of claims) t.ok(behind.has(h), `${h} kept from a trusted peer`)
+})
+
 t.test('with x_forwarded off, the client headers pass untouched and nothing is added', async (t) => {
   const out = names(upstreamRequestHeaders(['Host', 'a', 'X-Forwarded-Proto', 'https'], policy({ x_forwarded: false }), ctx))
   t.same(out.get('x-forwarded-proto'), ['https'])

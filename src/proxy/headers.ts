@@ -68,7 +68,19 @@ export const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]*$/
 const CLIENT_CLAIMS: ReadonlySet<string> = new Set([
   'x-forwarded-ssl', 'x-forwarded-scheme', 'x-forwarded-protocol', 'x-scheme', 'front-end-https', 'x-url-scheme', 'x-arr-ssl', 'x-forwarded-prefix',
   'x-real-ip', 'true-client-ip', 'x-client-ip', 'x-cluster-client-ip', 'cf-connecting-ip', 'fastly-client-ip',
+  // PHP's HTTP_CLIENT_IP (read first by many "real IP" snippets), the older X-Forwarded and
+  // Forwarded-For; and the path overrides Symfony and IIS read (X-Original-URL, X-Rewrite-URL)
+  'client-ip', 'x-forwarded', 'forwarded-for', 'x-original-url', 'x-rewrite-url',
 ])
+
+/**
+ * Headers whose value Tether decides (Host, the X-Forwarded family and Forwarded): a client
+ * listing them in `Connection` does not remove them. Else a client behind a trusted load
+ * balancer that passes its Connection on (HAProxy does) would erase the balancer's
+ * X-Forwarded-For or -Proto (as Traefik's CVE-2024-45410), and `Connection: Host` would send
+ * the upstream's own address as Host. nginx and HAProxy remove no header a client lists.
+ */
+const NOT_LISTABLE: ReadonlySet<string> = new Set(['host', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'forwarded', ...CLIENT_CLAIMS])
 
 export interface RequestHeaderContext {
   /** Client's peer address (socket.remoteAddress). */
@@ -134,7 +146,7 @@ export function upstreamRequestHeaders(raw: readonly string[], policy: HeaderPol
       if (listed !== null && listed.has(lower)) continue
       lower = foldHeaderName(lower) // the rules below see what a CGI-style app would see
     }
-    if (HOP_BY_HOP.has(lower) || (listed !== null && listed.has(lower))) continue
+    if (HOP_BY_HOP.has(lower) || (listed !== null && listed.has(lower) && !NOT_LISTABLE.has(lower))) continue
     if (lower === 'host') {
       if (host === undefined) host = value
       continue
