@@ -117,6 +117,30 @@ t.test('a WebSocket upgrade the upstream accepts carries later bytes as WebSocke
   t.same(h.received().map((q) => q.target), ['/ws'], 'they were relayed raw (the upstream parser saw no second request)')
 })
 
+t.test('a WebSocket handshake reaches the upstream with its path exactly as written, as a plain request does (no "\\" -> "/", no "//" collapsed: RFC 9110 section 7.7)', async (t) => {
+  const h = await startHarness({}, (req, c) => c.write(headerValues(req, 'upgrade').length > 0 ? SWITCH : ok()))
+  t.teardown(() => h.close())
+  // [request-target as the client wrote it, the path the upstream must get]
+  const cases: [string, string][] = [
+    ['//ws//a///b', '//ws//a///b'],
+    ['/ws\\..\\admin', '/ws\\..\\admin'],
+    ['/ws/./x/%2e%2e/y/..//z?q=//a\\b&r=..%2f', '/ws/./x/%2e%2e/y/..//z?q=//a\\b&r=..%2f'],
+    ["/ws/a'b\"c{d}|^`<>~!$&()*+,;=:@", "/ws/a'b\"c{d}|^`<>~!$&()*+,;=:@"],
+    ['http://h.example//ws//x\\y?a=b', '//ws//x\\y?a=b'],
+  ]
+  for (const [target, path] of cases) {
+    const plain = await exchange(h.port, `GET ${target} HTTP/1.1\r\nHost: h.example\r\n\r\n`, { responses: 1 })
+    t.equal(plain.first, '200', `${target}: plain request answered`)
+    const ws = await exchange(h.port, wsHandshake(target).replace('Host: a', 'Host: h.example'), { responses: 1 })
+    t.equal(ws.first, '101', `${target}: handshake switched`)
+    const [q, u] = h.received().slice(-2)
+    t.equal(q?.target, path, `${target}: the plain request's path`)
+    t.equal(u?.target, path, `${target}: the handshake's path, the same`)
+    t.same(u === undefined ? [] : headerValues(u, 'upgrade'), ['websocket'], `${target}: and it was the handshake`)
+  }
+  t.same(h.violations(), [])
+})
+
 /**
  * An upstream that answers GET /slow late: when the request `until` names arrives, or after
  * 300 ms. Forwarded in order, the later request comes only after /slow's answer, so the

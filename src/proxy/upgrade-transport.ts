@@ -287,6 +287,13 @@ class Tunnel implements Exchange {
       return
     }
     this.#proxyReq = proxyReq
+    // the request-target's path exactly as the client wrote it (as validated by the request
+    // path), as plain requests send it: http-proxy built its own from url.parse() and urlJoin(),
+    // which turn "\" into "/" and collapse runs of "/" ("/ws\..\admin" became "/ws/../admin",
+    // a path a filter in front never saw; RFC 9110 section 7.7). Node writes the request line
+    // from `path` when the head goes out, at http-proxy's end() right after this hook (no Expect
+    // header is ever sent upstream, which would have written it already)
+    proxyReq.path = this.#ctx!.target.path
     const { connect, responseHeaders } = this.#owner.options
     this.#arm(connect, 'TETHER_UPSTREAM_CONNECT_TIMEOUT')
     proxyReq.once('socket', (s: Socket) => {
