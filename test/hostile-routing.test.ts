@@ -141,6 +141,39 @@ t.test('a WebSocket handshake reaches the upstream with its path exactly as writ
   t.same(h.violations(), [])
 })
 
+t.test('every Upgrade value gets an answer: a list naming websocket (any letter case, two Upgrade lines) switches, with Upgrade: websocket upstream; any other is a plain request', async (t) => {
+  const h = await startHarness({}, (req, c) => c.write(headerValues(req, 'upgrade').length > 0 ? SWITCH : ok()))
+  t.teardown(() => h.close())
+  // [the client's Upgrade lines, a WebSocket upgrade (101) or a plain request (200)]
+  const cases: [string[], boolean][] = [
+    [['foo, websocket'], true],
+    [['websocket, h2c'], true],
+    [[', websocket ,'], true],
+    [['WebSocket'], true],
+    [['WEBSOCKET'], true],
+    [['h2c', 'websocket'], true],
+    [['websocket', 'foo/2'], true],
+    [['h2c'], false],
+    [['h2c, foo'], false],
+    [['websocket/13'], false],
+    [['foo'], false],
+    [[''], false],
+  ]
+  for (const [lines, ws] of cases) {
+    const label = JSON.stringify(lines)
+    const upgrade = lines.map((l) => `Upgrade: ${l}\r\n`).join('')
+    const r = await exchange(h.port, wsHandshake('/u').replace('Upgrade: websocket\r\n', upgrade), { responses: 1, ms: 3000 })
+    t.equal(r.first, ws ? '101' : '200', `${label}: answered ${ws ? '101' : '200'} (got ${r.first}${r.ended ? ', connection closed' : ''})`)
+    const q = h.received().at(-1)
+    t.same(q === undefined ? null : headerValues(q, 'upgrade'), ws ? ['websocket'] : [], `${label}: the upstream got ${ws ? 'Upgrade: websocket alone' : 'no Upgrade'}`)
+  }
+  const websockets = cases.filter(([, ws]) => ws).length
+  const access = (): Record<string, unknown>[] => h.logs.access().filter((r) => r['protocol'] === 'websocket')
+  await waitFor(() => access().length >= websockets, 3000, 'access records of the upgrades').catch((err: Error) => t.fail(err.message))
+  t.same(access().map((r) => [r['status'], r['outcome']]), Array.from({ length: websockets }, () => [101, 'ok']), 'each logged as a switch, none as client_abort')
+  t.same(h.violations(), [])
+})
+
 /**
  * An upstream that answers GET /slow late: when the request `until` names arrives, or after
  * 300 ms. Forwarded in order, the later request comes only after /slow's answer, so the

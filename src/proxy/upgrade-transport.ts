@@ -243,7 +243,12 @@ class Tunnel implements Exchange {
     ctx.decision = decision
     this.#owner.track(this, upstream.id)
     const req = ctx.req
-    headers.push('connection', 'Upgrade', 'upgrade', String(req.headers.upgrade))
+    // the one protocol Tether tunnels, as RFC 6455 spells it. The client's Upgrade may list
+    // others, or come on two lines, or in another letter case (RFC 9110 section 7.8: the
+    // listener took it for WebSocket because the list names websocket); http-proxy destroys the
+    // client socket without a word unless the value is exactly that one, and an upstream offered
+    // another protocol could switch to it, which this tunnel would carry as WebSocket frames
+    headers.push('connection', 'Upgrade', 'upgrade', 'websocket')
     // http-proxy copies req.headers and req.url into the handshake: give it a view with ours
     // instead of rewriting the inbound request
     const view = Object.create(req, {
