@@ -6,6 +6,9 @@
 import t, { type Test } from 'tap'
 import http from 'node:http'
 import { startTether, type Tether } from '../src/app.js'
+import { SessionTable } from '../src/affinity/session-table.js'
+import { RedisBindings } from '../src/redis/binding-store.js'
+import { RedisConnection } from '../src/redis/connection.js'
 import { createLogger } from '../src/observability/logger.js'
 import { DEFAULTS, type Config } from '../src/config/schema.js'
 import { buildPlacement } from '../src/placement/rendezvous.js'
@@ -233,6 +236,30 @@ t.test('header key: a replica that already holds a tenant and a move made by ano
   }
   t.same(misled, [], 'a replica started later follows the move')
   t.comment(`after #2's renewal: ${clobbered.length}/${victims.length} shared bindings reverted, a new replica follows #1 for ${victims.length - misled.length}/${victims.length}`)
+})
+
+t.test('two replicas that moved a user at once, each at the same epoch, agree on the smaller upstream id: in Redis and in each table', async (t) => {
+  const conn = new RedisConnection({ url: redis.url, keyPrefix: 'sa-tie:', timeout: 1_000 })
+  const bindings = new RedisBindings(conn, 60_000) // its script is defined before the connection starts
+  await conn.start()
+  t.teardown(() => conn.stop())
+  t.ok(await bindings.set('u', 'app-2', 1), "#2's move (to app-2, epoch 1)")
+  t.ok(await bindings.set('u', 'app-1', 1), "#1's move at the same epoch to a smaller id replaces it")
+  t.notOk(await bindings.set('u', 'app-2', 1), "#2 publishing its own again is refused (it split the user for good)")
+  t.ok(await bindings.set('u', 'app-1', 1), 'the kept one renews')
+  t.same(await bindings.lookup('u'), { upstream: 'app-1', epoch: 1 })
+  t.ok(await bindings.set('u', 'app-2', 2), 'a later epoch wins whatever the id')
+  t.ok(await bindings.set('w', 'app-10', 0))
+  t.notOk(await bindings.set('w', 'app-9', 0), 'ids compare by their bytes, as JavaScript compares them ("app-10" < "app-9")')
+  // each replica's table follows the same rule when it syncs
+  const now = Date.now()
+  const sessions = new SessionTable({ maxEntries: 10, idleTimeout: 60_000, absoluteTimeout: null })
+  sessions.pin('a', 'app-2', 1, now)
+  sessions.sync('a', { upstream: 'app-1', epoch: 1 }, now)
+  t.equal(sessions.peek('a', now)?.upstream, 'app-1', 'the larger id yields to the shared smaller one')
+  sessions.pin('b', 'app-1', 1, now)
+  sessions.sync('b', { upstream: 'app-2', epoch: 1 }, now)
+  t.equal(sessions.peek('b', now)?.upstream, 'app-1', 'the smaller one stays')
 })
 
 t.test('restart: a fresh replica on the same Redis keeps learned sessions where they are', async (t) => {

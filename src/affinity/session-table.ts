@@ -214,12 +214,13 @@ export class SessionTable {
 
   /**
    * Reconcile `key` with what the shared store holds (null: nothing): a binding with a higher
-   * epoch (another replica moved the user) replaces the local one; a local one that is newer,
-   * or missing from the store, is published again (renewing its TTL).
+   * epoch (another replica moved the user), or the same epoch on a smaller upstream id (two
+   * replicas moved the user at once: the store's script keeps that one too), replaces the local
+   * one; a local one that is newer, or missing from the store, is published again (renewing its TTL).
    */
   sync(key: string, shared: { upstream: string; epoch: number } | null, now: number): void {
     const local = this.table.peek(key, now)
-    if (shared !== null && (local === null || shared.epoch > local.epoch)) {
+    if (shared !== null && (local === null || shared.epoch > local.epoch || (shared.epoch === local.epoch && shared.upstream < local.upstream))) {
       this.table.set(key, shared.upstream, shared.epoch, now)
     } else if (local !== null) {
       // a renewal, unless the others' copy may be close to expiring: it was renewed at the first

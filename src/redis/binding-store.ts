@@ -7,13 +7,25 @@ import { FAILED, type RedisConnection } from './connection.js'
 
 /**
  * A binding write that never lowers the epoch: KEYS[1] = the binding, ARGV = epoch, upstream,
- * ttlMs. Returns 1 when written (TTL renewed), 0 when a higher epoch is stored.
+ * ttlMs. Returns 1 when written (TTL renewed), 0 when a higher epoch is stored, or the same
+ * epoch on a smaller upstream id: two replicas that moved a user at once (each its own move
+ * at the same epoch) agree on one, as workers do (SessionTable.applyRemote).
  */
 const SET_BINDING_LUA = `
+-- byte order, as JavaScript orders these ids (Lua's < follows the server's locale)
+local function less(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
 local cur = redis.call('GET', KEYS[1])
 if cur then
-  local e = tonumber(string.match(cur, '^(%d+) '))
-  if e and e > tonumber(ARGV[1]) then return 0 end
+  local e, up = string.match(cur, '^(%d+) (.*)$')
+  e = tonumber(e)
+  local want = tonumber(ARGV[1])
+  if e and (e > want or (e == want and less(up, ARGV[2]))) then return 0 end
 end
 redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'PX', ARGV[3])
 return 1
