@@ -11,6 +11,7 @@ import type { Tether } from './app.js'
 import type { Logger } from './observability/logger.js'
 import { drainUpstream, showSession, type AdminTarget } from './admin/admin-client.js'
 import { workerCount } from './workers/worker-count.js'
+import { EarlySignals } from './early-signals.js'
 
 const USAGE = `Usage:
   tether [--config <file>]   run the proxy (default file: $TETHER_CONFIG or config/proxy.yaml)
@@ -256,13 +257,15 @@ async function main(): Promise<number> {
       const { createLogger, effectiveLevel } = await import('./observability/logger.js')
       const makeLogger = (c: Config): Logger => createLogger(effectiveLevel(c.log.level, process.env['LOG_LEVEL']))
       if (index !== null) return worker.runWorkerProcess(cmd.config, index, makeLogger)
+      // a SIGHUP or SIGTERM during the start is applied once started (Node's default ends the process)
+      const early = new EarlySignals()
       const file = read(cmd.config)
       if (file === null) return 1
       const config = file.config
       if (workerCount(config.workers) > 1) {
         const { runPrimary } = await import('./workers/primary.js')
         try {
-          return await runPrimary(file, cmd.config, makeLogger(config).child({ worker: 'primary' }))
+          return await runPrimary(file, cmd.config, makeLogger(config).child({ worker: 'primary' }), early)
         } catch (err) {
           process.stderr.write(`tether: ${(err as Error).message}\n`)
           return 1
@@ -289,11 +292,13 @@ async function main(): Promise<number> {
           tether.logger.info({ signal }, 'signal received')
           tether.close().then(() => resolve(0), () => resolve(1))
         }
-        process.on('SIGTERM', () => stop('SIGTERM'))
-        process.on('SIGINT', () => stop('SIGINT'))
-        process.on('SIGHUP', () => {
-          tether.logger.info('SIGHUP: reloading the config')
-          tether.reloadFile()
+        early.release({
+          SIGTERM: stop,
+          SIGINT: stop,
+          SIGHUP: () => {
+            tether.logger.info('SIGHUP: reloading the config')
+            tether.reloadFile()
+          },
         })
       })
     }

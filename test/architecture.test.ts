@@ -15,6 +15,7 @@ const LAYERS: [RegExp, number][] = [
   [/^(routing|health|proxy|admin)\/create-[a-z]+\.ts$/, 5],
   [/^(errors|clock|reserved-headers|deadline)\.ts$/, 0],
   [/^listen\.ts$/, 3],
+  [/^early-signals\.ts$/, 3],
   [/^config\/schema\.ts$/, 0],
   [/^routing\/decision\.ts$/, 0],
   [/^state\/checkpoint-store\.ts$/, 0],

@@ -287,3 +287,30 @@ t.test('with two workers, a reload that leaves affinity.cookie.secret unset wher
   proc.kill('SIGTERM')
   await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
 })
+
+t.test('a SIGHUP or SIGTERM while the workers start is applied once they have started, not the end of the primary', async (t) => {
+  const { spawn } = await import('node:child_process')
+  const { CLI } = await import('./fixtures/cli.js')
+  const app = await startUpstream('app-0')
+  t.teardown(() => app.close())
+  for (const signal of ['SIGHUP', 'SIGTERM'] as const) {
+    const [port, adminPort] = await freePorts(2)
+    const file = tempFile(`workers-early-${signal}.yaml`, workersYaml({ listen: port, adminPort, workers: 2, upstreams: [{ id: 'app-0', url: app.url }] }))
+    const proc = spawn(process.execPath, [CLI, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] })
+    t.teardown(() => { if (proc.exitCode === null) proc.kill('SIGKILL') })
+    let out = ''
+    proc.stdout.on('data', (c) => (out += c))
+    proc.stderr.on('data', (c) => (out += c))
+    const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)))
+    await waitFor(() => out.includes('"starting a worker"') || proc.exitCode !== null, 20_000, 'the primary to start its workers')
+    proc.kill(signal)
+    if (signal === 'SIGHUP') {
+      await waitFor(() => out.includes('SIGHUP: reloading the config in every worker') || proc.exitCode !== null, 20_000, 'the reload once started')
+      t.equal(proc.exitCode, null, 'SIGHUP during the start: the primary runs on')
+      t.ok(out.indexOf('"tether primary: workers started"') < out.indexOf('SIGHUP: reloading'), 'and reloads once its workers have started')
+      t.equal((await request(`http://127.0.0.1:${port}/`, null)).status, 200, 'serving')
+      proc.kill('SIGTERM')
+    }
+    t.equal(await exited, 0, `${signal}: a graceful stop in the end (exit 0, not the signal's default)`)
+  }
+})

@@ -13,6 +13,7 @@ import { ConfigError, readConfigFile } from '../config/index.js'
 import { diffConfig } from '../config/reload.js'
 import { ConfigWatcher } from '../config/watch.js'
 import { systemClock } from '../clock.js'
+import { EarlySignals } from '../early-signals.js'
 import type { Logger } from '../observability/logger.js'
 import { MemoryCheckpointStore } from '../state/memory-store.js'
 import { startAdminFront } from './admin-front.js'
@@ -84,7 +85,7 @@ interface Running {
  * Run the primary until SIGTERM/SIGINT (resolves with the exit code). Example: `tether` with
  * `workers: 2` -> this process forks two workers running the same command line.
  */
-export async function runPrimary(file: Accepted, configPath: string, logger: Logger): Promise<number> {
+export async function runPrimary(file: Accepted, configPath: string, logger: Logger, early: EarlySignals = new EarlySignals()): Promise<number> {
   const first = file.config
   /** The file as accepted last (at the start or by a reload); the live sections every worker runs. */
   let accepted = file
@@ -390,11 +391,14 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
       for (const r of running.values()) r.stopping = true
       void Promise.all([...running.values()].map(retire)).then(() => admin.close()).then(() => resolve(0))
     }
-    process.on('SIGTERM', () => stop('SIGTERM'))
-    process.on('SIGINT', () => stop('SIGINT'))
-    process.on('SIGHUP', () => {
-      logger.info('SIGHUP: reloading the config in every worker')
-      reload()
+    // the signals that came while the workers started are applied now (see EarlySignals)
+    early.release({
+      SIGTERM: stop,
+      SIGINT: stop,
+      SIGHUP: () => {
+        logger.info('SIGHUP: reloading the config in every worker')
+        reload()
+      },
     })
   })
 }

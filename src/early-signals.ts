@@ -1,0 +1,37 @@
+// Signals that arrive while Tether starts (before its handlers are in place): Node's default
+// for SIGHUP and SIGTERM is to end the process at once, so a config reloader's SIGHUP or a
+// pod's SIGTERM during a start killed it. They are held and applied once it has started.
+// Layer 3: process signal listeners only.
+
+export type SignalName = 'SIGTERM' | 'SIGINT' | 'SIGHUP'
+const NAMES: readonly SignalName[] = ['SIGTERM', 'SIGINT', 'SIGHUP']
+
+/**
+ * Example: `const early = new EarlySignals()` first thing; once started,
+ * `early.release({ SIGTERM: stop, SIGINT: stop, SIGHUP: reload })` installs the handlers and
+ * applies what arrived meanwhile: a stop (the first SIGTERM or SIGINT) if any, else one reload.
+ */
+export class EarlySignals {
+  readonly #seen: SignalName[] = []
+  readonly #hold = new Map<SignalName, () => void>()
+
+  constructor() {
+    for (const name of NAMES) {
+      const hold = (): void => { this.#seen.push(name) }
+      this.#hold.set(name, hold)
+      process.on(name, hold)
+    }
+  }
+
+  /** Put the real handlers in place of the holding ones, then apply the signals held. */
+  release(handlers: Readonly<Record<SignalName, (signal: SignalName) => void>>): void {
+    for (const name of NAMES) {
+      process.removeListener(name, this.#hold.get(name)!)
+      process.on(name, () => handlers[name](name))
+    }
+    const stop = this.#seen.find((s) => s !== 'SIGHUP')
+    if (stop !== undefined) handlers[stop](stop)
+    else if (this.#seen.length > 0) handlers.SIGHUP('SIGHUP')
+    this.#seen.length = 0
+  }
+}
