@@ -145,4 +145,8 @@ t.test('views of several workers combine: traffic adds up, error rates weigh by 
   t.equal(both.moves_per_minute.dead, 2)
   t.equal(both.requests_per_second.length, 60)
   t.same(combineStatus([lead]), lead, 'one view is itself')
+  // a drain's remaining users: the most any worker counts (the lead may have served none of them)
+  const draining = (n: number | null) => ({ ...lead, upstreams: lead.upstreams.map((u) => ({ ...u, sessions_remaining: n })) })
+  t.equal(combineStatus([draining(1), draining(13)]).upstreams[0]!.sessions_remaining, 13)
+  t.equal(combineStatus([draining(null), draining(null)]).upstreams[0]!.sessions_remaining, null)
 })

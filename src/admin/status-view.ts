@@ -78,7 +78,7 @@ function since(time: string | null, now: number, sign: 1 | -1): number | null {
 /**
  * One view from the views of several processes serving the same upstreams (workers of one
  * Tether): the first (leading) view's health, readiness and sessions (they hold the same
- * table), with the traffic added up: `in_flight`, `websockets`, `requests_per_second`, moves and
+ * table), a draining upstream's `sessions_remaining` the most any view counts, with the traffic added up: `in_flight`, `websockets`, `requests_per_second`, moves and
  * the history summed, `error_rate` weighted by each one's requests, and `p99_ms` the largest
  * (an upper bound: the 99th percentile of the union is never above every part's).
  * Example: `combineStatus([lead, other])` where each has `app-0` at 10 req/s, error rates 0 and
@@ -93,8 +93,12 @@ export function combineStatus(views: readonly StatusView[]): StatusView {
     const counted = parts.filter((p) => p.error_rate !== null && p.requests_per_second > 0)
     const weight = counted.reduce((n, p) => n + p.requests_per_second, 0)
     const p99s = parts.flatMap((p) => (p.p99_ms === null ? [] : [p.p99_ms]))
+    // a drain's users left: the most any worker counts (cookie users are counted by the worker
+    // that served them), as the primary's GET /upstreams gives it
+    const remaining = parts.flatMap((p) => (typeof p.sessions_remaining === 'number' ? [p.sessions_remaining] : []))
     return {
       ...u,
+      sessions_remaining: remaining.length === 0 ? u.sessions_remaining : Math.max(...remaining),
       in_flight: parts.reduce((n, p) => n + p.in_flight, 0),
       websockets: parts.reduce((n, p) => n + p.websockets, 0),
       requests_per_second: Math.round(rps * 100) / 100,
