@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto'
 import type http from 'node:http'
 import { proxyFor, request, startUpstream, testConfig, type Handler, type Upstream } from './fixtures/upstream.js'
 import { LogCapture } from './fixtures/log-capture.js'
+import { privateCacheControl } from '../src/proxy/answer-head.js'
 import { createLogger } from '../src/observability/logger.js'
 import { FakeClock } from './fixtures/clock.js'
 import {
@@ -261,6 +262,22 @@ t.test('the Set-Cookie of the tether cookie carries Path=/, HttpOnly, SameSite=L
   const p = await attrs(plain.url)
   for (const want of ['Path=/', 'HttpOnly', 'SameSite=Lax']) t.ok(p.includes(want), `secure: false: ${want}`)
   t.notOk(p.includes('Secure'), 'secure: false: no Secure')
+})
+
+t.test('the answer that gives a user their cookie is never left to shared caches (private), as HAProxy\'s insert nocache; later answers keep the application\'s Cache-Control', async (t) => {
+  const up = await startUpstream('a', (req, res) => { res.setHeader('cache-control', req.url === '/none' ? [] : 'public, max-age=3600, s-maxage=600'); res.end('a') })
+  t.teardown(() => up.close())
+  const tt = await proxyFor(t, [up], { affinity: { key: 'cookie', cookie: cookieCfg() } })
+  const first = await request(`${tt.url}/`)
+  t.ok(setCookieLine(first.headers['set-cookie'], 'tether'), 'a new session: the cookie')
+  t.equal(first.headers['cache-control'], 'max-age=3600, private')
+  const cookie = String(setCookieLine(first.headers['set-cookie'], 'tether')).split(';')[0]!
+  const later = await request(`${tt.url}/`, { headers: { cookie } })
+  t.equal(later.headers['set-cookie'], undefined)
+  t.equal(later.headers['cache-control'], 'public, max-age=3600, s-maxage=600', "no cookie set: the application's own")
+  t.equal((await request(`${tt.url}/none`)).headers['cache-control'], 'private', 'none given: private')
+  t.equal(privateCacheControl('no-store'), 'no-store')
+  t.equal(privateCacheControl(['Private', 'max-age=5']), 'Private, max-age=5')
 })
 
 t.test('a Secure cookie issued on a plain-HTTP page off localhost is warned about once (a browser would drop it)', async (t) => {

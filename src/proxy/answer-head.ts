@@ -172,6 +172,10 @@ export class AnswerHead implements AnswerHeadPolicy {
       if (existing === undefined) headers['set-cookie'] = d.setCookie
       else if (Array.isArray(existing)) existing.push(d.setCookie)
       else headers['set-cookie'] = [existing, d.setCookie]
+      // a shared cache must not store the answer that gives a user their session (every later
+      // user would get the same cookie: one upstream, one checkpoint key), as HAProxy's
+      // `cookie ... insert nocache` marks it: private, unless already private or not stored
+      headers['cache-control'] = privateCacheControl(headers['cache-control'])
     }
     if (this.#o.upstreamHeader) headers[TETHER_HEADER.upstream] = d.upstream
     // HSTS only over TLS (RFC 6797 section 7.2: a browser ignores it on plain HTTP); an
@@ -180,6 +184,17 @@ export class AnswerHead implements AnswerHeadPolicy {
     if (hsts != null && ctx.scheme === 'https' && headers['strict-transport-security'] === undefined) headers['strict-transport-security'] = hsts
     return headers
   }
+}
+
+/**
+ * `Cache-Control` for an answer that sets a user's session cookie: `private` added (and
+ * `public`, `s-maxage` dropped) unless it is already `private` or `no-store`.
+ * Example: 'public, max-age=3600' -> 'max-age=3600, private'; undefined -> 'private'.
+ */
+export function privateCacheControl(value: string | string[] | undefined): string {
+  const directives = (value === undefined ? [] : [value].flat()).join(',').split(',').map((d) => d.trim()).filter((d) => d !== '')
+  if (directives.some((d) => /^(private|no-store)\b/i.test(d))) return directives.join(', ')
+  return [...directives.filter((d) => !/^(public|s-maxage)\b/i.test(d)), 'private'].join(', ')
 }
 
 /** Is the application cookie value `key` placed at a later epoch than `epoch` (pinned, or retired by a rotation since)? */
