@@ -149,7 +149,12 @@ function heldProxy(t: Parameters<typeof proxyFor>[0], apps: Parameters<typeof pr
   }, clock)
 }
 
-t.test("a move by choice whose state the store cannot give (Redis paused) is held: the user stays where their state is, and moves with it once the store answers", async (t) => {
+/**
+ * Redis, upstreams a, b, c (each answers `id|moved|rehydrate status|rehydrated state` and checkpoints
+ * `<id>-<its count of requests>`), and a held-moves Tether under `prefix` on a FakeClock; `go()`
+ * is one request of user u1, split at "|".
+ */
+async function heldSetup(t: Parameters<typeof proxyFor>[0], prefix: string): Promise<{ redis: Awaited<ReturnType<typeof startRedis>>; tt: Awaited<ReturnType<typeof proxyFor>>; clock: FakeClock; go: () => Promise<string[]> }> {
   const redis = await startRedis()
   t.teardown(() => redis.stop())
   const counts = new Map<string, number>()
@@ -161,8 +166,13 @@ t.test("a move by choice whose state the store cannot give (Redis paused) is hel
   })))
   t.teardown(() => Promise.all(apps.map((a) => a.close())))
   const clock = new FakeClock()
-  const tt = await heldProxy(t, apps, redis.url, 'hold:', clock)
+  const tt = await heldProxy(t, apps, redis.url, prefix, clock)
   const go = async (): Promise<string[]> => (await request(tt.url, { headers: { 'x-user': 'u1' } })).body.trim().split('|')
+  return { redis, tt, clock, go }
+}
+
+t.test("a move by choice whose state the store cannot give (Redis paused) is held: the user stays where their state is, and moves with it once the store answers", async (t) => {
+  const { redis, tt, clock, go } = await heldSetup(t, 'hold:')
   const [home] = await go()
   await go()
   tt.health.drain(home!, true)
@@ -180,19 +190,7 @@ t.test("a move by choice whose state the store cannot give (Redis paused) is hel
 })
 
 t.test("a held user whose checkpoint the store lost (Redis down, not paused) stays held after the store is back, until a checkpoint of theirs is stored", async (t) => {
-  const redis = await startRedis()
-  t.teardown(() => redis.stop())
-  const counts = new Map<string, number>()
-  const apps = await Promise.all(['a', 'b', 'c'].map((id) => startUpstream(id, (req, res) => {
-    const n = (counts.get(id) ?? 0) + 1
-    counts.set(id, n)
-    res.setHeader('x-tether-state', `${id}-${n}`)
-    res.end(`${id}|${req.headers['x-tether-moved'] ?? '-'}|${req.headers['x-tether-rehydrate-status'] ?? '-'}|${req.headers['x-tether-rehydrate'] ?? '-'}\n`)
-  })))
-  t.teardown(() => Promise.all(apps.map((a) => a.close())))
-  const clock = new FakeClock()
-  const tt = await heldProxy(t, apps, redis.url, 'lost:', clock)
-  const go = async (): Promise<string[]> => (await request(tt.url, { headers: { 'x-user': 'u1' } })).body.trim().split('|')
+  const { redis, tt, clock, go } = await heldSetup(t, 'lost:')
   const [home] = await go()
   await go() // home-2 stored
   await redisCli(redis.port, 'SAVE') // Redis keeps its data across the outage, as after a failover or a network cut

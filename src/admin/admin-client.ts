@@ -97,8 +97,9 @@ export async function drainUpstream(admin: AdminTarget, id: string, o: DrainOpti
   let out = `${id}: draining${o.migrate ? ', users migrate' : ''}\n`
   if (!o.wait) return { code: 0, out, err: '' }
   for (;;) {
-    // a look that does not answer waits no longer than the time left (a preStop hook's budget)
-    const got = await call(admin, 'GET', '/upstreams', Math.min(CALL_TIMEOUT, Math.max(1, o.timeout - (Date.now() - started))))
+    // a look that does not answer waits no longer than the time left (a preStop hook's budget),
+    // or 1 s for the last look, at the deadline
+    const got = await call(admin, 'GET', '/upstreams', Math.min(CALL_TIMEOUT, Math.max(LAST_LOOK, o.timeout - (Date.now() - started))))
     // not the admin API's list (it answered the drain, so this is rare): counts as not answering
     const rows = typeof got === 'string' || Array.isArray(got) ? got : notAdmin(admin)
     const row = Array.isArray(rows) ? (rows as { id: string; sessions_remaining: number | null }[]).find((u) => u.id === id) : undefined
@@ -114,6 +115,9 @@ export async function drainUpstream(admin: AdminTarget, id: string, o: DrainOpti
     await new Promise((resolve) => setTimeout(resolve, Math.min(o.poll, Math.max(1, o.timeout - (Date.now() - started)))))
   }
 }
+
+/** The longest `drain --wait` waits for its look at the deadline (ms). */
+const LAST_LOOK = 1_000
 
 /** One admin call: the parsed JSON, or a sentence saying why not. */
 async function call(admin: AdminTarget, method: string, path: string, timeout = CALL_TIMEOUT): Promise<unknown> {
