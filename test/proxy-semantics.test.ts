@@ -246,6 +246,24 @@ t.test('malformed requests get 400 and oversized heads 431; the proxy keeps serv
   t.match(metrics, /tether_http_requests_total\{upstream="none",method="OTHER",status_class="4xx"\} 3/, 'counted with no upstream')
 })
 
+t.test('a malformed request pipelined behind valid ones is answered 400 after all of them, in order, then the connection closes (RFC 9112 section 9.3.2)', async (t) => {
+  const ran: string[] = []
+  const up = await startUpstream('a', (req, res) => { req.resume(); req.on('end', () => { ran.push(req.url!); setTimeout(() => res.end(`ran ${req.url}`), 20) }) })
+  const tether = await startProxy([up])
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const reqs = Array.from({ length: 10 }, (_, i) => i + 1).map((i) => (i === 5 ? 'GET /5 HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n' : `POST /${i} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi`)).join('')
+  const out = await new Promise<string>((resolve, reject) => {
+    const s = net.connect(tether.port, '127.0.0.1', () => s.write(reqs))
+    let got = ''
+    s.on('data', (c) => (got += c))
+    s.on('close', () => resolve(got))
+    s.on('error', reject)
+  })
+  const answers = [...out.matchAll(/HTTP\/1\.1 (\d+)[^]*?\r\n\r\n(ran \/\d|Bad Request\n)/g)].map((m) => `${m[1]} ${m[2]!.trim()}`)
+  t.same(answers, ['200 ran /1', '200 ran /2', '200 ran /3', '200 ran /4', '400 Bad Request'], 'every request before the bad one answered, in order, then the 400')
+  t.same(ran, ['/1', '/2', '/3', '/4'], 'what the application ran is what the client was answered')
+})
+
 t.test('"HTTP/2.0" in an HTTP/1 request line gets 505 and the connection closes (it is not HTTP/2, and must not pass its pipelining rule)', async (t) => {
   let reached = 0
   const up = await startUpstream('a', (_req, res) => { reached++; res.end('a') })

@@ -8,6 +8,7 @@ import type { Socket } from 'node:net'
 import { ERRORS, type ErrorCode } from '../errors.js'
 import type { ProxyEvents } from '../observability/events.js'
 import type { Logger } from '../observability/logger.js'
+import { whenIdle } from './pipelining.js'
 import { writeRawError } from './respond.js'
 
 /** How a request path stops a request whose body the parser refused (it answers `code` and closes). */
@@ -87,15 +88,18 @@ export class ClientErrors {
   }
 
   /**
-   * A request after the one being answered is malformed (the parser read it in the same bytes):
-   * its answer follows the earlier one (a 400 now would be read as that one's), then the
-   * connection closes; an earlier answer cut short closes it at once. Scheduled once per connection.
+   * A request after the ones being answered is malformed (the parser read it in the same
+   * bytes): its answer follows every earlier one, those pipelined and still waiting included (a
+   * 400 before them would be read as the answer to one of them, RFC 9112 section 9.3.2), then
+   * the connection closes; an earlier answer cut short closes it at once. Scheduled once per connection.
    */
   #afterAnswer(socket: Socket, pending: ServerResponse, code: ErrorCode): void {
     if (this.#answering.has(socket)) return
     this.#answering.add(socket)
-    pending.once('close', () => {
-      if (pending.writableFinished && !socket.destroyed) this.#refuse(socket, code)
+    let cut = false
+    pending.once('close', () => { cut = !pending.writableFinished })
+    whenIdle(socket, () => {
+      if (!cut && !socket.destroyed) this.#refuse(socket, code)
       else socket.destroy()
     })
   }

@@ -199,13 +199,17 @@ export class Listener {
     // h2 streams of one connection are concurrent by design (bounded by max_concurrent_streams);
     // "HTTP/2.0" in an HTTP/1 request line is not HTTP/2 (which starts with its preface): 505,
     // as nginx answers (else it would pass for h2 and skip the one-at-a-time pipelining rule)
+    // (in its turn among the connection's requests: answered after the earlier ones, and
+    // the connection then closes without answering those pipelined behind it)
+    const refuseVersion = onePerConnection((req, res) => {
+      if (res.destroyed || req.socket.destroyed) return void res.destroy()
+      sendError(res, 'TETHER_HTTP_VERSION', { close: true })
+      deps.clientErrors.refused('TETHER_HTTP_VERSION', req)
+    })
     const handle: http.RequestListener = (req, res) => {
       if (req.httpVersionMajor !== 2) serial(req, res)
       else if (isH2Stream(req)) deps.current().handleRequest(req, res)
-      else {
-        sendError(res, 'TETHER_HTTP_VERSION', { close: true })
-        deps.clientErrors.refused('TETHER_HTTP_VERSION', req)
-      }
+      else refuseVersion(req, res)
     }
     this.server = createServer(config, deps.certificates, handle)
     const onSession = (session: http2.ServerHttp2Session): void => {
