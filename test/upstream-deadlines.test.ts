@@ -3,6 +3,7 @@
 // chunks, the head wait does not count a request body still arriving from the client.
 import t from 'tap'
 import http from 'node:http'
+import net from 'node:net'
 import { Deadlines, sweepInterval, type Expiring } from '../src/proxy/deadlines.js'
 import { startProxy, startUpstream } from './fixtures/upstream.js'
 import { within } from './fixtures/wait.js'
@@ -156,4 +157,42 @@ t.test('once the request body is in, the head wait runs: a silent upstream gives
   const r = await trickle(tether.url, 4, 100)
   t.equal(r.status, 504)
   t.ok(r.ms >= 300 + 300, `the wait counted from the end of the body (${Math.round(r.ms)} ms)`)
+})
+
+t.test('a client waiting on a slow head or a silent upstream is not cut by its own idle bound first: the answer comes, or the 504 and a health signal', async (t) => {
+  // response_headers longer than body_idle: an answer after 1 s arrives (the client connection
+  // was cut at body_idle before); an upstream that never answers gets 504, counted by passive health
+  const up = await startUpstream('slow', (req, res) => { if (req.url === '/slow') setTimeout(() => res.end('late\n'), 1_000) })
+  const tether = await startProxy([up], { timeouts: { response_headers: 1_500, body_idle: 400 }, health: { passive: { consecutive_failures: 100 } } })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const get = (path: string): Promise<{ status: number | string; body: string }> => new Promise((resolve) => {
+    http.get(`${tether.url}${path}`, { agent: false }, (res) => {
+      let body = ''
+      res.on('data', (c: Buffer) => (body += c))
+      res.on('end', () => resolve({ status: res.statusCode!, body }))
+    }).on('error', (err: NodeJS.ErrnoException) => resolve({ status: err.code ?? 'error', body: '' }))
+  })
+  t.same(await get('/slow'), { status: 200, body: 'late\n' }, 'a head within response_headers arrives')
+  t.same((await get('/never')).status, 504, 'a head that never comes: 504, not an empty reply')
+  t.equal(tether.health.snapshot().find((e) => e.id === 'slow')?.passiveFailures, 1, 'and passive health heard of it')
+})
+
+t.test('an upstream that stops taking a request body (frozen) gets the client a 504 after body_idle, not a wait for ever', async (t) => {
+  const up = await startUpstream('frozen', (req) => { req.pause(); req.socket.pause() }) // reads the head, never the body
+  const tether = await startProxy([up], { timeouts: { body_idle: 400, response_headers: 60_000 } })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const answer = await new Promise<string>((resolve) => {
+    const s = net.connect(tether.port, '127.0.0.1', () => {
+      s.write(`POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: ${64 * 1024 * 1024}\r\n\r\n`)
+      const chunk = Buffer.alloc(64 * 1024, 120)
+      const pump = (): void => { while (s.writable && s.write(chunk)); }
+      s.on('drain', pump)
+      pump()
+    })
+    let got = ''
+    s.on('data', (c) => (got += c))
+    s.on('close', () => resolve(got))
+    s.on('error', () => undefined)
+  })
+  t.match(answer, /^HTTP\/1\.1 504 /, "504: the upstream's silence, as nginx's proxy_send_timeout")
 })

@@ -288,6 +288,9 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   #since = 0
   /** The request body was still arriving from the client at the last look. */
   #uploading = false
+  /** While uploading: the body's bytes taken from the client at the last look, and since when they are (see expire). */
+  #uploadBytes = -1
+  #uploadQuietSince = 0
   /** A body chunk arrived (or the client was slow) since the last sweep; else the body is quiet since #quietSince. */
   #active = false
   #quietSince = 0
@@ -338,6 +341,17 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
         // the wait starts at the first sweep that finds the whole body in (never before it was)
         this.#uploading = !this.#ctx.req.complete
         this.#since = now
+        // no byte of the body taken from the client for body_idle: an upstream that stopped
+        // taking it (frozen) leaves bytes not handed on: 504, as an answer body it stopped
+        // sending (nginx's proxy_send_timeout); else the client stopped sending: 408 (nginx's
+        // client_body_timeout). Not a wait for the client connection's own idle cut
+        const body = this.#ctx.body
+        const idle = this.#timeouts.bodyIdle
+        if (body === null || idle === 0) return
+        if (body.bytes !== this.#uploadBytes) {
+          this.#uploadBytes = body.bytes
+          this.#uploadQuietSince = now
+        } else if (now - this.#uploadQuietSince >= idle) controller.abort(new TetherError(body.readableLength === 0 ? 'TETHER_CLIENT_TIMEOUT' : 'TETHER_UPSTREAM_TIMEOUT'))
       } else if (now - this.#since >= this.#timeouts.responseHeaders) controller.abort(new TetherError('TETHER_UPSTREAM_TIMEOUT'))
       return
     }

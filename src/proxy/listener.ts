@@ -115,6 +115,15 @@ class RelayedSocket extends DuplexStream {
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void { this.#socket.destroy(err ?? undefined); cb(err) }
 }
 
+/**
+ * How long a client connection may be silent (neither sending nor reading) before it is cut:
+ * the longer of `body_idle` and `response_headers`, plus a second (the upstream deadlines fire
+ * up to two sweeps late, each at most 250 ms). Example: 60 s and 60 s -> 61 s.
+ */
+export function clientIdleTimeout(t: Pick<Config['timeouts'], 'body_idle' | 'response_headers'>): number {
+  return Math.max(t.body_idle, t.response_headers) + 1_000
+}
+
 /** Is `req` a stream of an HTTP/2 connection (not an HTTP/1 request line saying HTTP/2.0)? */
 function isH2Stream(req: http.IncomingMessage): boolean {
   return req.httpVersionMajor === 2 && (req as { stream?: unknown }).stream !== undefined
@@ -232,7 +241,7 @@ export class Listener {
       }, handle as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void)
       h2c.on('session', onSession)
       // an idle h2c connection is closed as a TLS one is (the HTTP/1.1 server's timeout is not its own)
-      if (t.body_idle > 0) h2c.setTimeout(t.body_idle)
+      if (t.body_idle > 0) h2c.setTimeout(clientIdleTimeout(t))
       this.#front = net.createServer({ noDelay: true }, (socket) => this.#sniff(socket, h2c))
     }
     this.server.on('secureConnection', (socket: Socket) => {
@@ -265,8 +274,10 @@ export class Listener {
       writeRawError(socket, code)
       deps.clientErrors.refused(code, req)
     })
-    // a client that stalls mid-request or stops reading an answer for body_idle is cut off
-    if (t.body_idle > 0) this.server.setTimeout(t.body_idle)
+    // a client that stalls mid-request or stops reading an answer is cut off; the bound is past
+    // Tether's own waits on the upstream (its head, its silent body: a sweep late at most), so a
+    // silent upstream gets its 504 and its health signal first, not a client cut short
+    if (t.body_idle > 0) this.server.setTimeout(clientIdleTimeout(t))
   }
 
   /** Start listening; rejects with a message naming the address when the port is taken. */

@@ -61,6 +61,7 @@ export function healthSignal(r: { status: number; outcome: Outcome | null; error
     case 'TETHER_BODY_TOO_LARGE':
     case 'TETHER_BAD_REQUEST':
     case 'TETHER_NOT_IMPLEMENTED':
+    case 'TETHER_CLIENT_TIMEOUT':
       return null // the client's fault, not the upstream's
     case 'TETHER_UPSTREAM_UNAVAILABLE':
       return null // stopped because health already took the upstream out: no new evidence

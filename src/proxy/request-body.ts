@@ -38,6 +38,11 @@ export class RequestBody extends Transform {
     return body
   }
 
+  /** Bytes taken from the client so far. */
+  get bytes(): number {
+    return this.#bytes
+  }
+
   /** Whether a retry can send this body again. */
   get replayable(): boolean {
     return this.#replayable
