@@ -69,3 +69,25 @@ t.test('an upstream that accepts the connection but never answers the handshake:
   await waitFor(() => px.upgrades.size === 0, 2000, 'slot released') // polled: no release event
   t.equal(px.upgrades.size, 0)
 })
+
+t.test('an upstream that refuses a handshake and stalls in its refusal body is cut after body_idle with the client: no connection or slot held for ever', async (t) => {
+  const sockets = new Set<net.Socket>()
+  const stuck = net.createServer((s) => {
+    sockets.add(s)
+    s.on('error', () => undefined)
+    s.once('data', () => s.write('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789')) // then nothing
+  })
+  await new Promise<void>((r) => stuck.listen(0, '127.0.0.1', r))
+  const port = (stuck.address() as net.AddressInfo).port
+  t.teardown(() => { for (const s of sockets) s.destroy(); stuck.close() })
+  const px = await startWsTether([{ id: 'stuck', url: `http://127.0.0.1:${port}` }], { timeouts: { body_idle: 300 } })
+  t.teardown(() => px.close())
+  const client = net.connect(px.tether.port, '127.0.0.1')
+  client.on('error', () => undefined)
+  client.write('GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n')
+  let got = ''
+  client.on('data', (c) => (got += c))
+  await within(new Promise((r) => client.once('close', r)), 5000, 'the client connection to be cut')
+  t.match(got, /^HTTP\/1\.1 200 OK\r\n[^]*0123456789$/, 'the refusal as far as it came')
+  await waitFor(() => px.upgrades.size === 0, 2000, 'slot released')
+})

@@ -49,7 +49,7 @@ export function createProxy(config: Config, p: ProxyParts): Proxy {
   // an oversize checkpoint must still arrive (to be refused), so room for twice the limit
   const http = new Forwarder([], { connect: t.connect, responseHeaders: t.response_headers, bodyIdle: t.body_idle, maxResponseHeaderBytes: 65_536 + 2 * config.state.max_bytes }, answer, p.draining)
   const upgrades = new Upgrades(p.logger, answer, {
-    maxConnections: config.websocket.max_connections, idleTimeout: config.websocket.idle_timeout, connect: t.connect, responseHeaders: t.response_headers, timers: p.timers,
+    maxConnections: config.websocket.max_connections, idleTimeout: config.websocket.idle_timeout, connect: t.connect, responseHeaders: t.response_headers, bodyIdle: t.body_idle, timers: p.timers,
   })
   let access = config.log.access // the serving config's (pathFor is called with each reloaded one)
   const clientErrors = new ClientErrors(p.logger, p.events, () => access)

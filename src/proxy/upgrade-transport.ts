@@ -31,6 +31,8 @@ export interface UpgradeOptions {
   readonly connect: number
   /** Handshake sent -> upstream's answer head, ms (timeouts.response_headers). */
   readonly responseHeaders: number
+  /** Longest silence in the body of an upstream's refusal (an answer other than 101), ms (timeouts.body_idle); 0 = none. */
+  readonly bodyIdle?: number
   /** After Tether sent a close frame and ended a socket, it is destroyed after this, ms (default 2000). */
   readonly closeLinger?: number
   /** Timers for handshake deadlines and lingers (default the global ones). */
@@ -454,7 +456,29 @@ class Tunnel implements Exchange {
     // http-proxy ends the client's side after the body; a client that keeps its side open (or
     // sent more bytes behind its request) is cut off after the linger
     res.once('end', () => endThenDestroy(this.#client, this.#owner.linger, this.#owner.timers))
+    this.#boundRefusal(res)
     this.#done({ status: res.statusCode ?? 0, outcome: null, error: null, responded: true })
+  }
+
+  /**
+   * The refusal's body may be silent `bodyIdle` between chunks, as any answer's: an upstream
+   * that stalls in it (a stuck app) is cut with the client, which would else keep its
+   * connection and a `max_connections` place for ever.
+   */
+  #boundRefusal(res: IncomingMessage): void {
+    const idle = this.#owner.options.bodyIdle ?? 0
+    if (idle === 0) return
+    const timers = this.#owner.timers
+    const cut = (): void => {
+      res.destroy()
+      this.#client.destroy()
+    }
+    let timer = timers.setTimeout(cut, idle)
+    res.on('data', () => {
+      timers.clearTimeout(timer)
+      timer = timers.setTimeout(cut, idle)
+    })
+    res.once('close', () => timers.clearTimeout(timer))
   }
 
   /** http-proxy's error callback: handshake failures, and upstream socket errors once open. */
