@@ -4,6 +4,7 @@ import http from 'node:http'
 import net from 'node:net'
 import { startProxy, startUpstream, request, testConfig } from './fixtures/upstream.js'
 import { LogCapture } from './fixtures/log-capture.js'
+import { waitFor } from './fixtures/wait.js'
 import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 
@@ -283,6 +284,21 @@ t.test('"HTTP/2.0" in an HTTP/1 request line gets 505 and the connection closes 
   t.match(await raw('GET /ws HTTP/2.0\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n'), /^HTTP\/1\.1 505 /)
   t.equal(reached, 0, 'nothing reached the upstream')
   t.match(await tether.metrics.render(), /tether_http_requests_total\{upstream="none",method="GET",status_class="5xx"\} 2/, 'counted')
+})
+
+t.test('a client that leaves after the head of its answer is logged and counted with the status it was sent (as nginx), the outcome client_abort', async (t) => {
+  const up = await startUpstream('a', (_req, res) => { res.writeHead(200, { 'content-type': 'text/plain' }); res.write('first\n') }) // never ends
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig([up]), { logger: createLogger('info', logs) })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  await new Promise<void>((resolve, reject) => {
+    const req = http.get(`${tether.url}/stream`, { agent: false }, (res) => res.once('data', () => { req.destroy(); resolve() }))
+    req.on('error', () => undefined)
+    setTimeout(() => reject(new Error('no head')), 5_000).unref()
+  })
+  await waitFor(() => logs.records.some((r) => r.msg === 'access'), 5_000, 'the access line')
+  t.match(logs.records.find((r) => r.msg === 'access'), { status: 200, outcome: 'client_abort' })
+  t.match(await tether.metrics.render(), /tether_http_requests_total\{upstream="a",method="GET",status_class="2xx"\} 1/)
 })
 
 t.test('max_body_bytes answers 413 for declared and for chunked bodies', async (t) => {

@@ -68,6 +68,7 @@ t.test('an upstream that accepts the connection but never answers the handshake:
   t.match(err?.body, /did not answer in time/)
   await waitFor(() => px.upgrades.size === 0, 2000, 'slot released') // polled: no release event
   t.equal(px.upgrades.size, 0)
+  t.match(await px.tether.metrics.render(), /tether_http_requests_total\{upstream="mute",method="GET",status_class="5xx"\} 1/, 'counted with the status it was answered (not "none")')
 })
 
 t.test('an upstream that refuses a handshake and stalls in its refusal body is cut after body_idle with the client: no connection or slot held for ever', async (t) => {

@@ -540,7 +540,8 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     const res = this.#res
     const outcome = classify(upstreamError(err), this.#clientGone || res.destroyed)
     if (outcome.kind === 'client_abort') {
-      this.#done({ status: 0, outcome, error: null, responded: true })
+      // the status the client was sent before it left (as nginx logs it), else none
+      this.#done({ status: res.headersSent ? res.statusCode : 0, outcome, error: null, responded: true })
       return
     }
     if (res.headersSent) {

@@ -11,7 +11,7 @@ import type { Duplex } from 'node:stream'
 import httpProxy from 'http-proxy'
 import { upstreamTlsOptions } from '../tls/upstream-tls.js'
 import { systemTimers, type Timers } from '../clock.js'
-import { TetherError, type ErrorCode } from '../errors.js'
+import { ERRORS, TetherError, type ErrorCode } from '../errors.js'
 import type { Logger } from '../observability/logger.js'
 import type { Upstream } from '../upstream/upstream-set.js'
 import type { AnswerHeadPolicy, Attempt, Exchange } from './exchange.js'
@@ -283,8 +283,9 @@ class Tunnel implements Exchange {
   fail(_ctx: RequestContext, code: ErrorCode): number {
     this.state = 'closed'
     this.#owner.untrack(this)
+    const sent = this.#client.writable
     writeRawError(this.#client, code, {}, this.#owner.linger, this.#owner.timers)
-    return 0
+    return sent ? ERRORS[code].status : 0 // the status written, for the access log and metrics
   }
 
   /** http-proxy created the upstream request (before its own listeners): timers and hooks. */
