@@ -5,7 +5,7 @@
 import t, { type Test } from 'tap'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { request, startProxy, startUpstream, waitFor } from './fixtures/upstream.js'
+import { request, startProxy, startUpstream, waitFor, type Upstream } from './fixtures/upstream.js'
 import { hashKey as hashOf } from '../src/placement/hash.js'
 import type { Tether } from '../src/app.js'
 
@@ -253,24 +253,35 @@ t.test('with active checks off, clients giving up after the probe timeout count 
   t.equal((await request(`${px.url}/`, { headers: { 'x-user': users[0]! } })).body, 'b from=a; reason=dead; epoch=1', 'its user moves')
 })
 
+/**
+ * Upstreams a, b, c behind Tether with `affinity`: a answers /slow 600 ms late with checkpoint
+ * 'old' (else 'a-state'); b and c checkpoint `new-<id>` and echo `<id> <state delivered>`;
+ * with `sid`, each answer sets the application cookie `sid` to `sid(<id>)`.
+ */
+async function lateAnswers(t: Test, sid: ((id: string) => string) | null, affinity: NonNullable<Parameters<typeof startProxy>[1]>['affinity']): Promise<{ px: Tether; a: Upstream }> {
+  const cookie = (res: http.ServerResponse, id: string): void => { if (sid !== null) res.setHeader('set-cookie', `sid=${sid(id)}; Path=/`) }
+  const a = await startUpstream('a', (req, res) => {
+    cookie(res, 'a')
+    if (req.url === '/slow') return setTimeout(() => { res.setHeader('x-tether-state', 'old'); res.end('a late') }, 600)
+    res.setHeader('x-tether-state', 'a-state')
+    res.end('a')
+  })
+  const echo = (id: string) => (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    cookie(res, id)
+    res.setHeader('x-tether-state', `new-${id}`)
+    res.end(`${id} ${req.headers['x-tether-rehydrate'] ?? ''}`)
+  }
+  const b = await startUpstream('b', echo('b'))
+  const c = await startUpstream('c', echo('c'))
+  t.teardown(async () => { await a.close(); await b.close(); await c.close() })
+  const px = await startProxy([{ id: 'a', url: a.url }, { id: 'b', url: b.url }, { id: 'c', url: c.url }], { affinity })
+  t.teardown(() => px.close(0))
+  return { px, a }
+}
+
 for (const kind of ['header', 'cookie'] as const) {
   t.test(`an answer from an epoch the user has left does not overwrite their newer state (key: ${kind})`, async (t) => {
-    // a: answers /slow late with a (versionless) checkpoint; b and c: write and echo state
-    const a = await startUpstream('a', (req, res) => {
-      if (req.url === '/slow') return setTimeout(() => { res.setHeader('x-tether-state', 'old'); res.end('a late') }, 600)
-      res.end('a')
-    })
-    const echo = (id: string) => (req: http.IncomingMessage, res: http.ServerResponse): void => {
-      res.setHeader('x-tether-state', `new-${id}`)
-      res.end(`${id} ${req.headers['x-tether-rehydrate'] ?? ''}`)
-    }
-    const b = await startUpstream('b', echo('b'))
-    const c = await startUpstream('c', echo('c'))
-    t.teardown(async () => { await a.close(); await b.close(); await c.close() })
-    const px = await startProxy([{ id: 'a', url: a.url }, { id: 'b', url: b.url }, { id: 'c', url: c.url }], {
-      affinity: kind === 'header' ? { ...HEADER, drain_timeout: 50 } : { key: 'cookie', drain_timeout: 50 },
-    })
-    t.teardown(() => px.close(0))
+    const { px, a } = await lateAnswers(t, null, kind === 'header' ? { ...HEADER, drain_timeout: 50 } : { key: 'cookie', drain_timeout: 50 })
     // the user's credentials: a header, or Tether's cookie (a session placed on a; a cookie jar of one)
     let headers: http.OutgoingHttpHeaders
     if (kind === 'header') headers = { 'x-user': (await usersOn(px, 'a', 1, 'z'))[0]! }
@@ -300,24 +311,7 @@ for (const rotates of [true, false]) {
   t.test(`a late answer from an epoch the user has left teaches nothing (key: app_cookie, ${rotates ? 'a new value on every answer, as Laravel' : 'one value, as PHPSESSID'})`, async (t) => {
     let n = 0
     const sid = (id: string): string => (rotates ? `${id}${++n}` : 'u1')
-    const a = await startUpstream('a', (req, res) => {
-      res.setHeader('set-cookie', `sid=${sid('a')}; Path=/`)
-      if (req.url === '/slow') return setTimeout(() => { res.setHeader('x-tether-state', 'old'); res.end('a late') }, 600)
-      res.setHeader('x-tether-state', 'a-state')
-      res.end('a')
-    })
-    const echo = (id: string) => (req: http.IncomingMessage, res: http.ServerResponse): void => {
-      res.setHeader('set-cookie', `sid=${sid(id)}; Path=/`)
-      res.setHeader('x-tether-state', `new-${id}`)
-      res.end(`${id} ${req.headers['x-tether-rehydrate'] ?? ''}`)
-    }
-    const b = await startUpstream('b', echo('b'))
-    const c = await startUpstream('c', echo('c'))
-    t.teardown(async () => { await a.close(); await b.close(); await c.close() })
-    const px = await startProxy([{ id: 'a', url: a.url }, { id: 'b', url: b.url }, { id: 'c', url: c.url }], {
-      affinity: { key: 'app_cookie', app_cookie: { name: 'sid' }, drain_timeout: 50 },
-    })
-    t.teardown(() => px.close(0))
+    const { px, a } = await lateAnswers(t, sid, { key: 'app_cookie', app_cookie: { name: 'sid' }, drain_timeout: 50 })
     let cookie = ''
     const jar = (r: { headers: http.IncomingHttpHeaders }): void => { const s = r.headers['set-cookie']; if (s !== undefined) cookie = String(s).split(';')[0]! }
     let first = await request(`${px.url}/`)
