@@ -116,9 +116,10 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   membership.setStatic(config.upstreams)
 
   const redirect = config.listen.redirect === null ? null : new RedirectListener(config, { current: () => path, clientErrors: proxy.clientErrors, logger }, () => listener.port)
-  // a worker takes its siblings' bindings before it takes connections; the checks run where the primary says
+  // a worker takes its siblings' bindings and health before it takes connections; the checks run where the primary says
   await link?.attach({
     sessions, records, applyProbe: health.applyProbe, now: () => clock.now(), metrics: () => metrics.snapshot(),
+    health: { copies: health.copies, copy: health.copy },
     probeSoon: (id) => health.checker?.probeSoon(id),
     becomeLead: () => {
       if (closing !== null) return

@@ -7,7 +7,7 @@ import type { Config } from '../config/schema.js'
 import type { Logger } from '../observability/logger.js'
 import type { PeerChannel } from '../peers/peer-channel.js'
 import { ActiveChecker } from './active-checker.js'
-import { HealthTable } from './health-table.js'
+import { HealthTable, type HealthCopy } from './health-table.js'
 import { LongWaitWatch } from './long-wait-watch.js'
 import { SharedHealth } from './shared-health.js'
 
@@ -22,6 +22,13 @@ export interface Health {
    * marks the upstream unhealthy at once), so every worker's table takes the same step.
    */
   readonly applyProbe: (id: string, ok: boolean, severe: boolean) => void
+  /** This process's view of each upstream, for a worker that starts (see HealthTable.copies). */
+  readonly copies: () => HealthCopy[]
+  /**
+   * Take a sibling worker's view (this worker starts, see HealthTable.copy): the upstreams it
+   * shows down are not told to the others (they know).
+   */
+  readonly copy: (rows: readonly HealthCopy[]) => void
 }
 
 /**
@@ -53,5 +60,9 @@ export function createHealth(
   const checker = h.active.enabled ? new ActiveChecker({ ...h.active, jitter: 0.1 }, sink, { clock, timers }) : null
   const watch = h.active.enabled ? new LongWaitWatch(h.active, { ids: () => table.ids(), longestWait, suspect, timers, now: () => clock.now() }) : null
   const peers = channel !== null ? new SharedHealth(channel, table, logger) : null
-  return { table, checker, watch, peers, applyProbe: (id, ok, severe) => table.reportActive(id, ok, severe) }
+  return {
+    table, checker, watch, peers, applyProbe: (id, ok, severe) => table.reportActive(id, ok, severe),
+    copies: () => table.copies(),
+    copy: (rows) => (peers === null ? table.copy(rows) : peers.quietly(() => table.copy(rows))),
+  }
 }

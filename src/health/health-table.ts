@@ -77,6 +77,24 @@ export interface HealthSnapshotEntry {
   slowStartWeight: number
 }
 
+/**
+ * One upstream's health as a starting worker copies it from a sibling ({@link HealthTable.copies},
+ * {@link HealthTable.copy}): its active check state, its ejection and when it last became
+ * ready. Times are ms since the epoch (the workers share one machine's clock); null: never
+ * (-Infinity: ready since start-up, never ejected). Plain JSON.
+ */
+export interface HealthCopy {
+  readonly id: string
+  readonly activeFailed: boolean
+  readonly activeSuccesses: number
+  readonly activeFailures: number
+  /** The end of the ejection in force, or null. */
+  readonly ejectedUntil: number | null
+  readonly timesEjected: number
+  readonly lastEjectionEnd: number | null
+  readonly readySince: number | null
+}
+
 /** Minimum slow start factor, as Envoy's default `min_weight_percent` of 10%. */
 const SLOW_START_MIN = 0.1
 
@@ -416,6 +434,58 @@ export class HealthTable {
     return e.readySince
   }
 
+  /**
+   * This table's view of each upstream for a worker that starts (see {@link copy}): expired
+   * ejections are noticed first. Example: `[{ id: 'app-1', ejectedUntil: 1_700_000_060_000, readySince: null, ... }]`.
+   */
+  copies(): HealthCopy[] {
+    this.tick()
+    return [...this.#entries.values()].map((e) => ({
+      id: e.id,
+      activeFailed: e.activeFailed,
+      activeSuccesses: e.activeSuccesses,
+      activeFailures: e.activeFailures,
+      ejectedUntil: e.ejectedUntil,
+      timesEjected: e.timesEjected,
+      lastEjectionEnd: finiteOrNull(e.lastEjectionEnd),
+      readySince: finiteOrNull(e.readySince),
+    }))
+  }
+
+  /**
+   * Take a sibling's view (its {@link copies}) of the upstreams known here, before this table
+   * decides anything (a worker that starts): the active check state and counts as they are
+   * there (the probe results that follow are the same there and here), an ejection in force
+   * until the same moment (an ejection here that ends later stays) and the same ejection count,
+   * and when each last became ready, so a replica restarted in place before this worker
+   * started is a restart here too and slow start ramps alike. Transitions are emitted as for
+   * any change; times later than now count as now. Unknown ids and rows that are not plain
+   * data are ignored. Drains are not copied: they are recorded (see SharedHealth).
+   */
+  copy(rows: readonly HealthCopy[]): void {
+    const now = this.#clock.now()
+    for (const row of rows) {
+      const e = typeof row?.id === 'string' ? this.#entries.get(row.id) : undefined
+      if (e === undefined) continue
+      this.#expire(e, now)
+      const failedBefore = e.activeFailed
+      if (typeof row.activeFailed === 'boolean') e.activeFailed = row.activeFailed
+      e.activeSuccesses = count(row.activeSuccesses, e.activeSuccesses)
+      e.activeFailures = count(row.activeFailures, e.activeFailures)
+      e.timesEjected = count(row.timesEjected, e.timesEjected)
+      e.lastEjectionEnd = Math.max(e.lastEjectionEnd, time(row.lastEjectionEnd, now))
+      // an ejection in force there ends at the same moment here (not capped: it is in the future)
+      if (typeof row.ejectedUntil === 'number' && Number.isFinite(row.ejectedUntil) && row.ejectedUntil > now && (e.ejectedUntil === null || row.ejectedUntil > e.ejectedUntil)) {
+        e.ejectedUntil = row.ejectedUntil
+        e.lastEjectionEnd = Math.max(e.lastEjectionEnd, row.ejectedUntil)
+      }
+      const reason: TransitionReason = e.activeFailed !== failedBefore ? (e.activeFailed ? 'active_failed' : 'active_recovered') : 'ejected'
+      const detail = e.ejectedUntil === null ? 'as on a sibling worker' : `ejected until ${new Date(e.ejectedUntil).toISOString()}, as on a sibling worker`
+      this.#update(e, reason, detail, now)
+      e.readySince = time(row.readySince, now)
+    }
+  }
+
   /** Plain JSON for the admin API, one row per upstream in the order added. */
   snapshot(): HealthSnapshotEntry[] {
     const now = this.#clock.now()
@@ -496,6 +566,21 @@ export class HealthTable {
   #emit(t: HealthTransition): void {
     for (const listener of this.#listeners) listener(t)
   }
+}
+
+/** -Infinity (never) as null, for JSON. */
+function finiteOrNull(t: number): number | null {
+  return Number.isFinite(t) ? t : null
+}
+
+/** A copied time: a number no later than `now`, or -Infinity (null: never; anything else too). */
+function time(t: unknown, now: number): number {
+  return typeof t === 'number' && Number.isFinite(t) ? Math.min(t, now) : -Infinity
+}
+
+/** A copied count: a whole number >= 0, else `fallback`. */
+function count(n: unknown, fallback: number): number {
+  return Number.isInteger(n) && (n as number) >= 0 ? (n as number) : fallback
 }
 
 function positiveInt(name: string, value: number): void {

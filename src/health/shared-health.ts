@@ -124,6 +124,20 @@ export class SharedHealth {
     })
   }
 
+  /**
+   * Run `change`, a change that is news to nobody (a sibling worker's view, copied by a worker
+   * that starts): the upstreams it takes down are not told to the others.
+   */
+  quietly(change: () => void): void {
+    const was = this.#applyingPeer
+    this.#applyingPeer = true
+    try {
+      change()
+    } finally {
+      this.#applyingPeer = was
+    }
+  }
+
   #receive(message: string): void {
     let m: { from?: unknown; kind?: unknown; id?: unknown; migrate?: unknown; since?: unknown; recorded?: unknown }
     try {

@@ -30,8 +30,11 @@ export class Hub {
   readonly #sets = new Map<string, Map<string, string>>()
   /** The last list of each discovery source (a starting worker gets them before its snapshot). */
   readonly #discovered = new Map<string, readonly WireDiscovered[]>()
-  /** Snapshots in progress: dump id -> the worker that asked, and its call. */
-  readonly #dumps = new Map<number, { readonly to: number; readonly call: number; readonly from: number }>()
+  /**
+   * Snapshots in progress: dump id -> the worker that asked, and its call; the sibling asked
+   * (`from`) and whether its first chunk came (`begun`).
+   */
+  readonly #dumps = new Map<number, { readonly to: number; readonly call: number; readonly from: number; begun: boolean }>()
   #dump = 0
 
   /** `store`: the checkpoint store of `state.store: memory`, held here for all workers (else null). */
@@ -52,7 +55,13 @@ export class Hub {
         const lead = this.#workers.lead()
         return void (lead !== null && this.#workers.send(lead, { tether: 'suspect', id: m.id }))
       }
-      case 'probe': return this.#others(from, { tether: 'probe', id: m.id, ok: m.ok, severe: m.severe })
+      case 'probe': {
+        // a probe result of the sibling sending a copy, sent before its copy (which has the
+        // health it made): not for the worker taking that copy (it would count it twice)
+        const message: ToWorker = { tether: 'probe', id: m.id, ok: m.ok, severe: m.severe }
+        for (const id of this.#workers.ids()) if (id !== from && !this.#copying(from, id)) this.#workers.send(id, message)
+        return
+      }
       case 'discovered':
         this.#discovered.set(m.source, m.upstreams)
         return this.#others(from, { tether: 'discovered', source: m.source, upstreams: m.upstreams })
@@ -65,7 +74,11 @@ export class Hub {
       case 'dump-chunk': {
         const d = this.#dumps.get(m.dump)
         if (d === undefined) return
-        this.#workers.send(d.to, { tether: 'snapshot-chunk', call: d.call, entries: m.entries, ...(m.records === undefined ? {} : { records: m.records }) })
+        d.begun = true
+        this.#workers.send(d.to, {
+          tether: 'snapshot-chunk', call: d.call, entries: m.entries,
+          ...(m.records === undefined ? {} : { records: m.records }), ...(m.health === undefined ? {} : { health: m.health }),
+        })
         if (m.done) this.#finishDump(m.dump)
         return
       }
@@ -92,9 +105,15 @@ export class Hub {
     const donor = this.#workers.donor(to)
     if (donor === null) return this.#workers.send(to, { tether: 'reply', call, value: null })
     const dump = ++this.#dump
-    this.#dumps.set(dump, { to, call, from: donor })
+    this.#dumps.set(dump, { to, call, from: donor, begun: false })
     this.#workers.send(donor, { tether: 'dump', dump })
     this.#workers.send(to, { tether: 'dumping', call })
+  }
+
+  /** Is `from` taking a copy for `to` whose first chunk has not come (what `from` sends meanwhile is in it)? */
+  #copying(from: number, to: number): boolean {
+    for (const d of this.#dumps.values()) if (d.from === from && d.to === to && !d.begun) return true
+    return false
   }
 
   #finishDump(dump: number): void {

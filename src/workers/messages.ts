@@ -3,6 +3,7 @@
 // other libraries on the same channel (prom-client's metric requests) are told apart.
 import type { AdminConfig } from '../config/schema.js'
 import type { MoveReason } from '../routing/decision.js'
+import type { HealthCopy } from '../health/health-table.js'
 
 /** The environment variable that tells a worker process its slot (index) among the workers. */
 export const WORKER_ENV = 'TETHER_WORKER'
@@ -105,8 +106,12 @@ export type ToPrimary =
    */
   | { readonly tether: 'probe'; readonly id: string; readonly ok: boolean; readonly severe: boolean }
   | { readonly tether: 'call'; readonly call: number; readonly op: CallOp; readonly args: readonly unknown[] }
-  /** Part of this worker's bindings and then its records, for a worker that starts (answering `dump`). */
-  | { readonly tether: 'dump-chunk'; readonly dump: number; readonly entries: readonly WireBinding[]; readonly records?: readonly WireRecord[]; readonly done: boolean }
+  /**
+   * Part of this worker's bindings and then its records, for a worker that starts (answering
+   * `dump`); the first one has its view of each upstream's health (`health`; absent from an
+   * older build's).
+   */
+  | { readonly tether: 'dump-chunk'; readonly dump: number; readonly entries: readonly WireBinding[]; readonly records?: readonly WireRecord[]; readonly health?: readonly HealthCopy[]; readonly done: boolean }
   /** The answer to an `ask` of the primary. */
   | { readonly tether: 'answer'; readonly call: number; readonly value: unknown }
   /** Started and listening; its own admin listener's URL (loopback, private). */
@@ -130,8 +135,11 @@ export type ToWorker =
   | { readonly tether: 'discovered'; readonly source: string; readonly upstreams: readonly WireDiscovered[] }
   | { readonly tether: 'probe'; readonly id: string; readonly ok: boolean; readonly severe: boolean }
   | { readonly tether: 'reply'; readonly call: number; readonly value: unknown }
-  /** Part of a snapshot this worker asked for with call `call` (every binding comes before any record). */
-  | { readonly tether: 'snapshot-chunk'; readonly call: number; readonly entries: readonly WireBinding[]; readonly records?: readonly WireRecord[] }
+  /**
+   * Part of a snapshot this worker asked for with call `call` (every binding comes before any
+   * record; the sibling's view of upstream health, `health`, with the first part).
+   */
+  | { readonly tether: 'snapshot-chunk'; readonly call: number; readonly entries: readonly WireBinding[]; readonly records?: readonly WireRecord[]; readonly health?: readonly HealthCopy[] }
   /**
    * The snapshot asked for with call `call` is being taken now: the sibling copies its state
    * before it applies any write sent from here on, and has applied every one sent before. Sent

@@ -9,6 +9,7 @@ import type { SessionRecords } from '../affinity/session-records.js'
 import type { Config } from '../config/schema.js'
 import type { Decision } from '../routing/decision.js'
 import type { PeerChannel } from '../peers/peer-channel.js'
+import type { HealthCopy } from '../health/health-table.js'
 import type { Checkpoint, CheckpointStore, CheckpointStoreStatus, GetResult, PutResult } from '../state/checkpoint-store.js'
 import type { BindingWrite, CallOp, ToPrimary, ToWorker, WireBinding, WireDiscovered, WireRecord } from './messages.js'
 import { isTetherMessage } from './messages.js'
@@ -33,7 +34,11 @@ interface OwnWrite {
  * Writes held while a starting worker's snapshot comes in: another worker's, or this worker's
  * own pins, unpins and rotations to apply again (`own`, see WorkerLink.#reapply).
  */
-type Held = { readonly own: false; readonly writes: readonly BindingWrite[] } | { readonly own: true; readonly writes: readonly RoutingWrite[] }
+type Held =
+  | { readonly own: false; readonly writes: readonly BindingWrite[] }
+  | { readonly own: true; readonly writes: readonly RoutingWrite[] }
+  /** A probe result of the lead (after the sibling took its copy: the copy has its health as it was then). */
+  | { readonly probe: readonly [id: string, ok: boolean, severe: boolean] }
 
 /** How long a worker waits on the primary before it goes on without an answer (ms). */
 const PRIMARY_TIMEOUT = 2_000
@@ -68,6 +73,11 @@ export interface WorkerParts {
   /** Apply a discovery source's whole list, as the lead's discovery found it. */
   readonly discovered: (source: string, upstreams: readonly WireDiscovered[]) => void
   readonly now: () => number
+  /**
+   * Upstream health: this worker's view of each upstream, for a sibling that starts; and the
+   * sibling's view, taken in before this worker takes connections (absent: no health to copy).
+   */
+  readonly health?: { readonly copies: () => readonly HealthCopy[]; readonly copy: (rows: readonly HealthCopy[]) => void }
   /** This worker's metrics as data, for the primary's one /metrics. */
   readonly metrics: () => Promise<unknown>
 }
@@ -97,7 +107,7 @@ export class WorkerLink {
   /** The last pin, unpin or rotation of this worker not acknowledged yet, for each key. */
   readonly #latest = new Map<string, OwnWrite>()
   #call = 0
-  readonly #calls = new Map<number, { resolve: (v: unknown) => void; chunk?: (e: readonly WireBinding[], r: readonly WireRecord[] | undefined) => void }>()
+  readonly #calls = new Map<number, { resolve: (v: unknown) => void; chunk?: (e: readonly WireBinding[], r: readonly WireRecord[] | undefined, h: readonly HealthCopy[] | undefined) => void }>()
   readonly #listeners: ((message: string) => void)[] = []
   #parts: WorkerParts | null = null
   /**
@@ -108,6 +118,11 @@ export class WorkerLink {
   #held: Held[] | null = null
   /** The snapshot being taken (see attach): drops the writes held so far. */
   #dumping: ((call: number) => void) | null = null
+  /**
+   * Set once the first `dumping` came: the lead's probe results are held (in #held) from then
+   * until the snapshot is in, and applied after the sibling's health (see attach).
+   */
+  #holdProbes = false
   #lead = false
 
   /** What this worker changes in every config it reads (the secrets all workers share). */
@@ -267,6 +282,9 @@ export class WorkerLink {
     this.#held = held
     this.#dumping = (asked) => {
       if (asked !== call) return
+      // the lead's probe results from now on are not in the sibling's copy of health: held
+      // until it is in (it sets the counts they step from); those before are in it
+      this.#holdProbes = true
       if (dumps++ > 0) {
         for (const h of held) applyHeld(parts, h)
         // the next sibling has the whole time to send it all
@@ -283,10 +301,14 @@ export class WorkerLink {
           timers.clearTimeout(timer)
           this.#held = null
           this.#dumping = null
+          this.#holdProbes = false
           for (const h of held) applyHeld(parts, h)
           resolve()
         },
-        chunk: (entries, records) => {
+        chunk: (entries, records, health) => {
+          // the sibling's view of each upstream (its first chunk): an ejection in force there,
+          // and a replica restarted in place before this worker started, hold here too
+          if (health !== undefined) parts.health?.copy(health)
           const now = parts.now()
           for (const [key, upstream, epoch, createdAt, lastSeen] of entries) parts.sessions.applyCopy(key, upstream, epoch, createdAt, lastSeen, now)
           for (const r of records ?? []) {
@@ -321,11 +343,13 @@ export class WorkerLink {
         if (this.#held !== null) return void this.#held.push({ own: false, writes: m.writes })
         return void (p !== null && applyWrites(p, m.writes))
       case 'message': for (const fn of this.#listeners) fn(m.message); return
-      case 'probe': return void p?.applyProbe(m.id, m.ok, m.severe)
+      case 'probe':
+        if (this.#holdProbes && this.#held !== null) return void this.#held.push({ probe: [m.id, m.ok, m.severe] })
+        return void p?.applyProbe(m.id, m.ok, m.severe)
       case 'discovered': return void p?.discovered(m.source, m.upstreams)
       case 'suspect': return void p?.probeSoon(m.id)
       case 'reply': return this.#settle(m.call, m.value)
-      case 'snapshot-chunk': return void this.#calls.get(m.call)?.chunk?.(m.entries, m.records)
+      case 'snapshot-chunk': return void this.#calls.get(m.call)?.chunk?.(m.entries, m.records, m.health)
       case 'dumping': return this.#dumping?.(m.call)
       case 'dump': return this.#dump(m.dump)
       case 'ask':
@@ -480,9 +504,15 @@ export class WorkerLink {
     const p = this.#parts
     let entries: WireBinding[] = []
     let records: WireRecord[] = []
+    // the health of each upstream as it is here, with the first chunk
+    let health = p?.health?.copies()
+    const chunk = (done: boolean): void => {
+      this.#send({ tether: 'dump-chunk', dump, entries, records, ...(health === undefined ? {} : { health }), done })
+      health = undefined
+    }
     const full = (): void => {
       if (entries.length + records.length < CHUNK) return
-      this.#send({ tether: 'dump-chunk', dump, entries, records, done: false })
+      chunk(false)
       entries = []
       records = []
     }
@@ -501,13 +531,14 @@ export class WorkerLink {
         full()
       }
     }
-    this.#send({ tether: 'dump-chunk', dump, entries, records, done: true })
+    chunk(true)
   }
 }
 
 /** Apply writes held while the snapshot came in (see WorkerLink.attach). */
 function applyHeld(p: WorkerParts, h: Held): void {
-  if (h.own) applyOwn(p, h.writes)
+  if ('probe' in h) p.applyProbe(...h.probe)
+  else if (h.own) applyOwn(p, h.writes)
   else applyWrites(p, h.writes)
 }
 
