@@ -387,3 +387,52 @@ t.test('anotherPassing: another upstream whose last probe passed counts while he
   health.disable('app-1')
   t.equal(health.anotherPassing('app-0'), false, 'a disabled one is not')
 })
+
+t.test("copy: a starting worker takes a sibling's view: active state and counts, an ejection in force until the same moment, when each became ready", async (t) => {
+  const sibling = table({ slow_start: 60 * S })
+  sibling.health.reportPassive('app-0', 'connect_refused') // ejected for 30 s
+  const until = sibling.clock.now() + 30 * S
+  sibling.health.reportActive('app-1', false)
+  sibling.health.reportActive('app-1', false) // unhealthy
+  sibling.health.reportActive('app-1', true) // one success of the two it needs
+  sibling.health.reportActive('app-2', false)
+  sibling.health.reportActive('app-2', false)
+  sibling.clock.advance(10 * S)
+  sibling.health.reportActive('app-2', true)
+  sibling.health.reportActive('app-2', true) // ready again 10 s ago (a replica restarted in place)
+  const back = sibling.clock.now()
+  sibling.clock.advance(10 * S)
+  const rows = sibling.health.copies()
+  t.same(rows.map((r) => [r.id, r.ejectedUntil, r.readySince]), [['app-0', until, null], ['app-1', null, null], ['app-2', null, back]], 'plain JSON: never is null')
+  t.same(JSON.parse(JSON.stringify(rows)), rows)
+
+  const fresh = table({ slow_start: 60 * S })
+  fresh.clock.set(sibling.clock.now())
+  fresh.health.copy([...rows, { ...rows[0]!, id: 'unknown' }, null as never, { id: 'app-0', readySince: 'x' } as never])
+  t.same(fresh.events.map((e) => [e.id, e.to, e.reason]), [['app-0', 'ejected', 'ejected'], ['app-1', 'unhealthy', 'active_failed']], 'transitions as for any change; unknown ids and rows that are not plain data are ignored')
+  t.match(fresh.events[0]!.detail, /as on a sibling worker/)
+  t.equal(fresh.health.readySince('app-2'), back, 'ready again since the same moment: a restart for users last seen before it')
+  t.equal(fresh.health.slowStartWeight('app-2'), sibling.health.slowStartWeight('app-2'), 'slow start ramps alike')
+  t.equal(fresh.health.readySince('app-1'), -Infinity)
+  fresh.health.reportActive('app-1', true)
+  t.equal(fresh.health.state('app-1'), 'healthy', "the lead's next success brings it back here as there (the count came with it)")
+  fresh.clock.set(until - 1)
+  t.equal(fresh.health.state('app-0'), 'ejected')
+  fresh.clock.set(until)
+  t.equal(fresh.health.state('app-0'), 'healthy', 'the ejection ends when it does on the sibling')
+  t.equal(fresh.events.at(-1)!.at, until)
+  fresh.health.reportPassive('app-0', 'connect_refused')
+  t.equal(fresh.health.snapshot()[0]!.ejectedUntil, until + 60 * S, 'the ejection count came too: the next ejection lasts as long as there')
+
+  // an ejection here that ends later stays; one that ended there is not copied
+  const later = table()
+  later.clock.set(sibling.clock.now())
+  later.health.reportPassive('app-0', 'connect_refused')
+  const own = later.clock.now() + 30 * S
+  later.health.copy(rows)
+  t.equal(later.health.snapshot()[0]!.ejectedUntil, own, 'an ejection of its own that ends later stays')
+  const over = table()
+  over.clock.set(until)
+  over.health.copy(rows)
+  t.equal(over.health.state('app-0'), 'healthy', 'an ejection over by now is not copied')
+})

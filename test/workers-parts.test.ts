@@ -498,3 +498,55 @@ t.test("a sibling's copy has 30 s to come in, counted again when another sibling
   deliver({ tether: 'snapshot-chunk', call, entries: [['late', 'app-1', 0, 40_000, 45_000]] })
   t.equal(sessions.peek('late', 50_000), null, 'what comes after it gave up is not applied')
 })
+
+t.test("a starting worker's copy brings its sibling's health with the first chunk; the lead's probe results are applied after it, none counted twice", async (t) => {
+  const rows = [{ id: 'app-1', activeFailed: false, activeSuccesses: 3, activeFailures: 0, ejectedUntil: 90_000, timesEjected: 1, lastEjectionEnd: 90_000, readySince: 20_000 }]
+  // the hub: the donor is the lead; what it sends between the dump and its first chunk is in its copy
+  const sent: [number, ToWorker][] = []
+  let lead = 1
+  const hub = new Hub({ ids: () => [1, 2, 3], donor: () => 1, send: (id, m) => void sent.push([id, m]), lead: () => lead }, null)
+  hub.receive(3, { tether: 'call', call: 4, op: 'snapshot', args: [] })
+  const dump = (sent.find(([id, m]) => id === 1 && m.tether === 'dump')![1] as { dump: number }).dump
+  sent.length = 0
+  hub.receive(1, { tether: 'probe', id: 'app-1', ok: false, severe: false })
+  t.same(sent.map(([id]) => id), [2], "the donor's probe result sent before its copy: not for the worker taking it (in the copy)")
+  sent.length = 0
+  hub.receive(1, { tether: 'dump-chunk', dump, entries: [], records: [], health: rows, done: false })
+  t.same(sent, [[3, { tether: 'snapshot-chunk', call: 4, entries: [], records: [], health: rows }]], 'the health is passed on')
+  sent.length = 0
+  hub.receive(1, { tether: 'probe', id: 'app-1', ok: true, severe: false })
+  t.same(sent.map(([id]) => id), [2, 3], 'after its first chunk: to every other worker')
+  sent.length = 0
+  // another worker is the lead: its results reach the donor after the dump too (not in the copy)
+  lead = 2
+  hub.receive(2, { tether: 'call', call: 5, op: 'snapshot', args: [] })
+  sent.length = 0
+  hub.receive(2, { tether: 'probe', id: 'app-1', ok: true, severe: false })
+  t.same(sent.map(([id]) => id), [1, 3], "another worker's probe result reaches all")
+
+  // the starting worker: results before the copy is taken are in it; those after, applied after it
+  const applied: unknown[] = []
+  let deliver: (m: unknown) => void = () => undefined
+  const out: { tether: string; call?: number; op?: string }[] = []
+  const link = new WorkerLink({ send: (m) => void out.push(m as never), onMessage: (fn) => { deliver = fn } })
+  const sessions = new SessionTable({ maxEntries: 10, idleTimeout: 60_000, absoluteTimeout: null })
+  const records = new SessionRecords({ maxEntries: 10, idleTimeout: 60_000, secret: null })
+  const health = { copies: () => rows, copy: (r: readonly unknown[]) => void applied.push(['copy', r]) }
+  const attached = link.attach({ sessions, records, health, applyProbe: (id, ok) => void applied.push([id, ok]), becomeLead: () => undefined, discovered: () => undefined, probeSoon: () => undefined, now: () => 50_000, metrics: () => Promise.resolve([]) })
+  const call = out.find((m) => m.op === 'snapshot')!.call
+  deliver({ tether: 'probe', id: 'before', ok: false, severe: false })
+  deliver({ tether: 'dumping', call })
+  deliver({ tether: 'probe', id: 'after', ok: true, severe: false })
+  t.same(applied, [['before', false]], 'a result that came after the copy was taken waits for it')
+  deliver({ tether: 'snapshot-chunk', call, entries: [], health: rows })
+  deliver({ tether: 'reply', call, value: null })
+  await attached
+  t.same(applied, [['before', false], ['copy', rows], ['after', true]], 'then it is applied, over the copy')
+  deliver({ tether: 'probe', id: 'later', ok: true, severe: false })
+  t.same(applied.at(-1), ['later', true], 'once attached, at once')
+
+  // as a donor: its health goes with the first chunk only
+  deliver({ tether: 'dump', dump: 7 })
+  const chunks = out.filter((m) => m.tether === 'dump-chunk') as unknown as { health?: unknown }[]
+  t.same(chunks.map((c) => c.health), [rows], 'the first chunk has the health')
+})
