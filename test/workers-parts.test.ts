@@ -376,7 +376,7 @@ function attaching(timers?: FakeTimers) {
   const records = new SessionRecords({ maxEntries: 10, idleTimeout: 60_000, secret: null, pins: sessions.table })
   const attached = link.attach({ sessions, records, applyProbe: () => undefined, becomeLead: () => undefined, discovered: () => undefined, probeSoon: () => undefined, now: () => 50_000, metrics: () => Promise.resolve([]) })
   const call = sent.find((m) => m.op === 'snapshot')!.call!
-  return { deliver: (m: unknown) => deliver(m), sessions, records, attached, call, sent: sent as { tether: string; writes?: unknown[] }[] }
+  return { deliver: (m: unknown) => deliver(m), link, sessions, records, attached, call, sent: sent as { tether: string; writes?: unknown[] }[] }
 }
 
 t.test("other workers' writes that reach a starting worker before its snapshot are applied after it, in order; times from an older build count as now", async (t) => {
@@ -550,3 +550,18 @@ t.test("a starting worker's copy brings its sibling's health with the first chun
   const chunks = out.filter((m) => m.tether === 'dump-chunk') as unknown as { health?: unknown }[]
   t.same(chunks.map((c) => c.health), [rows], 'the first chunk has the health')
 })
+
+t.test("peer messages (an upstream found down) that reach a starting worker after its copy was taken, before it subscribes, are handed to its subscriber; those before are in the copy", async (t) => {
+  const { deliver, link, attached, call } = attaching()
+  deliver({ tether: 'message', message: 'before' })
+  deliver({ tether: 'dumping', call })
+  deliver({ tether: 'message', message: 'after' })
+  deliver({ tether: 'reply', call, value: null })
+  await attached
+  const heard: string[] = []
+  await link.channel.subscribe((m) => void heard.push(m))
+  t.same(heard, ['after'], 'handed over when it subscribes')
+  deliver({ tether: 'message', message: 'later' })
+  t.same(heard, ['after', 'later'], 'then as they come')
+})
+

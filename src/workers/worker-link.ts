@@ -44,6 +44,8 @@ type Held =
 const PRIMARY_TIMEOUT = 2_000
 /** How long a starting worker waits for a sibling's copy (from the start of each sibling's try) before it goes on without the rest. */
 const SNAPSHOT_TIMEOUT = 30_000
+/** Peer messages kept for the first subscriber at most (see WorkerLink.#early). */
+const EARLY_MAX = 10_000
 /** Bindings per snapshot message. */
 const CHUNK = 5_000
 
@@ -109,6 +111,12 @@ export class WorkerLink {
   #call = 0
   readonly #calls = new Map<number, { resolve: (v: unknown) => void; chunk?: (e: readonly WireBinding[], r: readonly WireRecord[] | undefined, h: readonly HealthCopy[] | undefined) => void }>()
   readonly #listeners: ((message: string) => void)[] = []
+  /**
+   * Peer messages (shared health: an upstream found down, a drain) that came before anything
+   * subscribed (a starting worker's SharedHealth subscribes once it listens): handed to the
+   * first subscriber, but for those that came before its snapshot was taken (in the copy).
+   */
+  #early: string[] = []
   #parts: WorkerParts | null = null
   /**
    * Other workers' writes received while the snapshot comes in (see attach), and this worker's
@@ -171,6 +179,9 @@ export class WorkerLink {
     },
     subscribe: (fn) => {
       this.#listeners.push(fn)
+      const early = this.#early
+      this.#early = []
+      for (const m of early) fn(m)
       return Promise.resolve()
     },
     remember: async (set, id, value) => (await this.#ask('remember', [set, id, value], false)) === true,
@@ -283,8 +294,10 @@ export class WorkerLink {
     this.#dumping = (asked) => {
       if (asked !== call) return
       // the lead's probe results from now on are not in the sibling's copy of health: held
-      // until it is in (it sets the counts they step from); those before are in it
+      // until it is in (it sets the counts they step from); those before are in it, as are
+      // the peer messages before (an upstream found down: its ejection comes with the copy)
       this.#holdProbes = true
+      this.#early.length = 0
       if (dumps++ > 0) {
         for (const h of held) applyHeld(parts, h)
         // the next sibling has the whole time to send it all
@@ -342,7 +355,10 @@ export class WorkerLink {
       case 'written':
         if (this.#held !== null) return void this.#held.push({ own: false, writes: m.writes })
         return void (p !== null && applyWrites(p, m.writes))
-      case 'message': for (const fn of this.#listeners) fn(m.message); return
+      case 'message':
+        if (this.#listeners.length === 0) return void (this.#early.length < EARLY_MAX && this.#early.push(m.message))
+        for (const fn of this.#listeners) fn(m.message)
+        return
       case 'probe':
         if (this.#holdProbes && this.#held !== null) return void this.#held.push({ probe: [m.id, m.ok, m.severe] })
         return void p?.applyProbe(m.id, m.ok, m.severe)
