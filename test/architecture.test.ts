@@ -21,6 +21,7 @@ const LAYERS: [RegExp, number][] = [
   [/^state\/checkpoint-store\.ts$/, 0],
   [/^affinity\/store\.ts$/, 0],
   [/^peers\/peer-channel\.ts$/, 0],
+  [/^health\/health-copy\.ts$/, 0],
   [/^observability\/events\.ts$/, 0],
   [/^upstream\/upstream-set\.ts$/, 0],
   [/^placement\//, 1],

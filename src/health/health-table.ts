@@ -3,6 +3,8 @@
 // transitions. Layer 2 state owner: no I/O, no timers, no Date.now; time comes from the
 // injected clock and ejection expiry is noticed lazily. Checkers report; placement reads ready().
 
+import type { HealthCopy } from './health-copy.js'
+
 /** What metrics, logs and the admin API show for an upstream, most severe flag first. */
 export type HealthState = 'healthy' | 'unhealthy' | 'ejected' | 'draining' | 'disabled'
 
@@ -75,24 +77,6 @@ export interface HealthSnapshotEntry {
   migrating: boolean
   disabled: boolean
   slowStartWeight: number
-}
-
-/**
- * One upstream's health as a starting worker copies it from a sibling ({@link HealthTable.copies},
- * {@link HealthTable.copy}): its active check state, its ejection and when it last became
- * ready. Times are ms since the epoch (the workers share one machine's clock); null: never
- * (-Infinity: ready since start-up, never ejected). Plain JSON.
- */
-export interface HealthCopy {
-  readonly id: string
-  readonly activeFailed: boolean
-  readonly activeSuccesses: number
-  readonly activeFailures: number
-  /** The end of the ejection in force, or null. */
-  readonly ejectedUntil: number | null
-  readonly timesEjected: number
-  readonly lastEjectionEnd: number | null
-  readonly readySince: number | null
 }
 
 /** Minimum slow start factor, as Envoy's default `min_weight_percent` of 10%. */

@@ -3,7 +3,7 @@
 // other libraries on the same channel (prom-client's metric requests) are told apart.
 import type { AdminConfig } from '../config/schema.js'
 import type { MoveReason } from '../routing/decision.js'
-import type { HealthCopy } from '../health/health-table.js'
+import type { HealthCopy } from '../health/health-copy.js'
 
 /** The environment variable that tells a worker process its slot (index) among the workers. */
 export const WORKER_ENV = 'TETHER_WORKER'

@@ -1,0 +1,20 @@
+// What a starting worker copies of a sibling's health (HealthTable.copies, HealthTable.copy), as
+// it travels between workers. Layer 0 vocabulary: a type only.
+
+/**
+ * One upstream's health as a starting worker copies it from a sibling (HealthTable.copies,
+ * HealthTable.copy): its active check state, its ejection and when it last became
+ * ready. Times are ms since the epoch (the workers share one machine's clock); null: never
+ * (-Infinity: ready since start-up, never ejected). Plain JSON.
+ */
+export interface HealthCopy {
+  readonly id: string
+  readonly activeFailed: boolean
+  readonly activeSuccesses: number
+  readonly activeFailures: number
+  /** The end of the ejection in force, or null. */
+  readonly ejectedUntil: number | null
+  readonly timesEjected: number
+  readonly lastEjectionEnd: number | null
+  readonly readySince: number | null
+}
