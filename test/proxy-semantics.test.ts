@@ -265,6 +265,38 @@ t.test('a malformed request pipelined behind valid ones is answered 400 after al
   t.same(ran, ['/1', '/2', '/3', '/4'], 'what the application ran is what the client was answered')
 })
 
+t.test('a malformed body of a request pipelined behind one being answered gets its 400 in turn at once, even with body_idle 0; nothing of it is forwarded', async (t) => {
+  const seen: string[] = []
+  const up = await startUpstream('a', (req, res) => { seen.push(req.url!); req.resume(); req.on('end', () => setTimeout(() => res.end(`ran ${req.url}`), 100)) })
+  const tether = await startProxy([up], { timeouts: { body_idle: 0 } })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const out = await new Promise<string>((resolve, reject) => {
+    const s = net.connect(tether.port, '127.0.0.1', () => s.write('GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n'))
+    let got = ''
+    s.on('data', (c) => (got += c))
+    s.on('close', () => resolve(got)) // the test times out if the connection hangs
+    s.on('error', reject)
+  })
+  t.same([...out.matchAll(/HTTP\/1\.1 (\d+)/g)].map((m) => m[1]), ['200', '400'], '/a answered, then the 400 of /b')
+  t.match(out, /ran \/a/)
+  t.same(seen, ['/a'], '/b never reached the upstream')
+})
+
+t.test('a malformed request behind an answer that closes the connection is neither answered nor counted', async (t) => {
+  const up = await startUpstream('a', (_req, res) => { res.setHeader('connection', 'close'); res.end('a') })
+  const tether = await startProxy([up])
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const out = await new Promise<string>((resolve, reject) => {
+    const s = net.connect(tether.port, '127.0.0.1', () => s.write('GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n'))
+    let got = ''
+    s.on('data', (c) => (got += c))
+    s.on('close', () => resolve(got))
+    s.on('error', reject)
+  })
+  t.same([...out.matchAll(/HTTP\/1\.1 (\d+)/g)].map((m) => m[1]), ['200'])
+  t.notMatch(await tether.metrics.render(), /tether_http_requests_total\{upstream="none"[^}]*status_class="4xx"\}/, 'no 400 counted: none was sent')
+})
+
 t.test('"HTTP/2.0" in an HTTP/1 request line gets 505 and the connection closes (it is not HTTP/2, and must not pass its pipelining rule)', async (t) => {
   let reached = 0
   const up = await startUpstream('a', (_req, res) => { reached++; res.end('a') })

@@ -41,6 +41,11 @@ export class ClientErrors {
   readonly #dropping = new WeakSet<IncomingMessage>()
   /** Connections whose malformed next request is answered once the answer going out is done. */
   readonly #answering = new WeakSet<Socket>()
+  /**
+   * Requests queued behind the one being answered (pipelined) whose body the parser refused
+   * before their path began: the path stops them at once when it registers (see track).
+   */
+  readonly #failed = new WeakMap<IncomingMessage, ErrorCode>()
   readonly #logger: Logger
   readonly #events: Pick<ProxyEvents, 'observeRequest'>
   readonly #access: () => boolean
@@ -58,8 +63,9 @@ export class ClientErrors {
    * not told (the unread rest of a pipeline).
    */
   #refuse(socket: Socket, code: ErrorCode): void {
+    const sent = socket.writable // else writeRawError only closes it: no answer to count
     writeRawError(socket, code, { close: true })
-    this.refused(code)
+    if (sent) this.refused(code)
   }
 
   /**
@@ -74,9 +80,19 @@ export class ClientErrors {
     }
   }
 
-  /** Register how to stop `req` if the parser later refuses its body. */
-  track(req: IncomingMessage, abort: AbortRequest): void {
+  /**
+   * Register how to stop `req` if the parser later refuses its body. Returns the code to answer
+   * at once, not registering, when it refused it already (a request pipelined behind another);
+   * else null.
+   */
+  track(req: IncomingMessage, abort: AbortRequest): ErrorCode | null {
+    const failed = this.#failed.get(req)
+    if (failed !== undefined) {
+      this.#failed.delete(req)
+      return failed
+    }
     this.#aborts.set(req, abort)
+    return null
   }
 
   /**
@@ -128,6 +144,16 @@ export class ClientErrors {
         this.#logger.debug({ code: err.code }, 'rejected malformed request body')
         this.#aborts.delete(pending.req)
         abort(code)
+      } else if (incoming != null && !incoming.complete && incoming !== pending.req) {
+        // the body of a request pipelined behind the one being answered: its path, in its
+        // turn, answers it (as above) and closes; nothing of it is forwarded
+        this.#logger.debug({ code: err.code }, 'rejected malformed request body')
+        const stop = this.#aborts.get(incoming)
+        if (stop === undefined) this.#failed.set(incoming, code)
+        else {
+          this.#aborts.delete(incoming)
+          stop(code)
+        }
       } else this.#afterAnswer(socket, pending, code)
       return
     }

@@ -279,11 +279,13 @@ export class RequestPath {
     const { max_body_bytes: maxBody } = this.config.limits
     if (maxBody !== null && Number(req.headers['content-length']) > maxBody) return 'TETHER_BODY_TOO_LARGE'
     if (ctx.protocol === 'http' && hasBody(req)) {
-      ctx.body = RequestBody.of(req, maxBody, this.config.retries.replay_buffer_bytes)
-      this.#d.clientErrors.track(req, (code) => {
+      // a body the parser refused already (pipelined behind an answer): answered now, unread
+      const refused = this.#d.clientErrors.track(req, (code) => {
         ctx.bodyError = code
         ctx.body?.destroy(new TetherError(code))
       })
+      if (refused !== null) return refused
+      ctx.body = RequestBody.of(req, maxBody, this.config.retries.replay_buffer_bytes)
     }
     return null
   }
