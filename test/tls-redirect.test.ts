@@ -173,3 +173,32 @@ t.test('an unwanted body after a redirect is dropped for at most client_headers 
   await waitFor(() => (short.text().match(/HTTP\/1\.1 308 /g) ?? []).length === 2, 5_000, 'both answers')
   t.match(short.text(), /Location: https:\/\/shop\.example:\d+\/y/i, 'the next request answered on the same connection')
 })
+
+/** Everything a raw connection to `port` gets for `text`, until it closes. */
+function rawAll(port: number, text: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1', () => s.write(text))
+    let got = ''
+    s.on('data', (c) => (got += c))
+    s.on('close', () => resolve(got))
+    s.on('error', reject)
+  })
+}
+
+t.test('the redirect listener answers pipelined requests in order: a malformed one after two redirects gets its 400 after both', async (t) => {
+  const { tether } = await start(t)
+  const out = await rawAll(Number(new URL(tether.redirectUrl!).port), 'GET /a HTTP/1.1\r\nHost: shop.example\r\n\r\nGET /b HTTP/1.1\r\nHost: shop.example\r\n\r\nGET /c HTTP/1.1\r\nHost: shop.example\r\nBad Header: y\r\n\r\n')
+  t.same([...out.matchAll(/HTTP\/1\.1 (\d+)/g)].map((m) => m[1]), ['308', '308', '400'])
+  t.match(out, /location: https:\/\/shop\.example(:\d+)?\/a[^]*location: https:\/\/shop\.example(:\d+)?\/b/i, 'the 308s of /a and /b, in order')
+})
+
+t.test('an ACME challenge proxied to a silent upstream gets 504, not a client connection cut at body_idle', async (t) => {
+  const up = await startUpstream('app-0', () => undefined) // never answers
+  const tether = await startTether(testConfig([up], {
+    timeouts: { body_idle: 500, response_headers: 500 },
+    listen: { tls: { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [], min_version: 'TLSv1.2', hsts: null }, redirect: { host: '127.0.0.1', port: 0, https_port: null } },
+  }), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const out = await rawAll(Number(new URL(tether.redirectUrl!).port), 'GET /.well-known/acme-challenge/t HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n')
+  t.match(out, /^HTTP\/1\.1 504 /)
+})

@@ -8,7 +8,7 @@ import type { Config } from '../config/schema.js'
 import type { Logger } from '../observability/logger.js'
 import type { ClientErrors } from './client-error.js'
 import { listen } from '../listen.js'
-import { http1Options } from './listener.js'
+import { clientIdleTimeout, http1Options } from './listener.js'
 import { onePerConnection } from './pipelining.js'
 import type { RequestPath } from './request-path.js'
 import { sendError } from './respond.js'
@@ -69,18 +69,20 @@ export class RedirectListener {
   constructor(config: Config, deps: { readonly current: () => RequestPath; readonly clientErrors: ClientErrors; readonly logger: Logger }, tlsPort: () => number) {
     this.#config = config
     const redirect = config.listen.redirect!
-    const proxied = onePerConnection((req, res) => deps.current().handleRequest(req, res))
-    this.server = http.createServer(http1Options(config), (req, res) => {
+    // one request at a time per connection, redirects included: a malformed request pipelined
+    // behind them is answered after every one (see ClientErrors), as on the main listener
+    this.server = http.createServer(http1Options(config), onePerConnection((req, res) => {
       const url = req.url ?? '/'
-      if (ACME_TOKEN.test(url)) return proxied(req, res)
+      if (ACME_TOKEN.test(url)) return deps.current().handleRequest(req, res)
       const location = httpsLocation(req.headers.host, url, redirect.https_port ?? tlsPort())
       if (location === null) return void sendError(res, 'TETHER_BAD_REQUEST', { close: true })
       dropBody(req, config.timeouts.client_headers)
       res.writeHead(308, { location, 'content-length': '0' })
       res.end()
-    })
-    // a client that stalls mid-request (the proxied challenges) is cut off, as on the main listener
-    if (config.timeouts.body_idle > 0) this.server.setTimeout(config.timeouts.body_idle)
+    }))
+    // a client that stalls mid-request (the proxied challenges) is cut off, as on the main
+    // listener: after Tether's own waits on the upstream
+    if (config.timeouts.body_idle > 0) this.server.setTimeout(clientIdleTimeout(config.timeouts))
     this.server.on('clientError', deps.clientErrors.handle)
     this.#logger = deps.logger
   }
