@@ -278,6 +278,7 @@ t.test('the answer that gives a user their cookie is never left to shared caches
   t.equal((await request(`${tt.url}/none`)).headers['cache-control'], 'private', 'none given: private')
   t.equal(privateCacheControl('no-store'), 'no-store')
   t.equal(privateCacheControl(['Private', 'max-age=5']), 'Private, max-age=5')
+  t.equal(privateCacheControl('private="x-foo", max-age=600, public'), 'max-age=600, private', 'a field-qualified private lets shared caches store the rest')
 })
 
 t.test('a Secure cookie issued on a plain-HTTP page off localhost is warned about once (a browser would drop it)', async (t) => {

@@ -188,13 +188,15 @@ export class AnswerHead implements AnswerHeadPolicy {
 
 /**
  * `Cache-Control` for an answer that sets a user's session cookie: `private` added (and
- * `public`, `s-maxage` dropped) unless it is already `private` or `no-store`.
+ * `public`, `s-maxage` and a field-qualified `private="..."` dropped) unless it is already
+ * `private` or `no-store`.
  * Example: 'public, max-age=3600' -> 'max-age=3600, private'; undefined -> 'private'.
  */
 export function privateCacheControl(value: string | string[] | undefined): string {
   const directives = (value === undefined ? [] : [value].flat()).join(',').split(',').map((d) => d.trim()).filter((d) => d !== '')
-  if (directives.some((d) => /^(private|no-store)\b/i.test(d))) return directives.join(', ')
-  return [...directives.filter((d) => !/^(public|s-maxage)\b/i.test(d)), 'private'].join(', ')
+  // a bare private or no-store only: private="x" lets a shared cache store the rest (RFC 9111 section 5.2.2.7)
+  if (directives.some((d) => /^(private|no-store)$/i.test(d))) return directives.join(', ')
+  return [...directives.filter((d) => !/^(public|s-maxage|private)\b/i.test(d)), 'private'].join(', ')
 }
 
 /** Is the application cookie value `key` placed at a later epoch than `epoch` (pinned, or retired by a rotation since)? */
