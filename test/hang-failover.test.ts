@@ -339,3 +339,21 @@ for (const rotates of [true, false]) {
     t.match(again.body, new RegExp(` new-${to}$`), 'rehydrated with the state of the epoch the user moved to, not the late "old"')
   })
 }
+
+t.test('a late answer from an upstream that still serves (the user was moved off it by an admin meanwhile) is a new session there, as any: its cookie passes and routes back to it', async (t) => {
+  let n = 0
+  const { px, a } = await lateAnswers(t, (id) => `${id}${++n}`, { key: 'app_cookie', app_cookie: { name: 'sid' } })
+  let first = await request(`${px.url}/`)
+  while (first.body !== 'a') first = await request(`${px.url}/`)
+  const cookie = String(first.headers['set-cookie']).split(';')[0]!
+  const late = request(`${px.url}/slow`, { headers: { cookie } })
+  await waitFor(() => a.seen.some((r) => r.url === '/slow'), 5000, 'the slow request to reach a')
+  t.equal((await request(`${px.adminUrl}/sessions/${encodeURIComponent(cookie.slice(4))}/move?to=b`, { method: 'POST' })).status, 202)
+  const moved = await request(`${px.url}/`, { headers: { cookie } })
+  t.equal(moved.body.split(' ')[0], 'b', 'moved to b by the order')
+  const lateAnswer = await late
+  t.equal(lateAnswer.body, 'a late')
+  const fresh = String(lateAnswer.headers['set-cookie'] ?? '').split(';')[0]!
+  t.match(fresh, /^sid=a\d+$/, "a's new session cookie passes (a still serves: the session it made lives there)")
+  t.equal((await request(`${px.url}/`, { headers: { cookie: fresh } })).body, 'a', 'and leads back to a')
+})

@@ -35,6 +35,11 @@ export interface AnswerHeadOptions {
   readonly shareAnswers?: AnswerSharing | null
   /** With workers: the writes (pins, shared answers, orders) not yet at every other worker; else null. */
   readonly writes?: PendingWrites | null
+  /**
+   * Does upstream `id` still take its users (ready, not draining)? A late answer from one that
+   * does teaches as any (see #inspect); absent: none does.
+   */
+  readonly serving?: (id: string) => boolean
 }
 
 export interface AnswerSharing {
@@ -99,11 +104,13 @@ export class AnswerHead implements AnswerHeadPolicy {
       if (k !== null) share.send(k, ctx.key.kind === 'table', d)
     }
     let rekeyedFrom: string | null = null
-    // a late answer from an epoch the user has left (they moved while it was on its way: a
-    // slow request on a replica drained past its timeout): it teaches nothing (else it would
-    // pin the user's cookie back to the replica they left), and a new value of the cookie is
-    // not passed on (decorate): the browser keeps the one of the replica the user is on now
-    if (o.appCookie !== null && d.learn && d.appKey !== null && movedOn(o, d.appKey, d.epoch)) ctx.leftEpoch = true
+    // a late answer from an epoch the user has left, from an upstream that no longer takes its
+    // users (they moved while it was on its way: a slow request on a replica drained past its
+    // timeout, or down): it teaches nothing (else it would pin the user's cookie back there),
+    // and a new value of the cookie is not passed on (decorate): the browser keeps the one of
+    // the replica the user is on now. From one still serving (a rebalance, spill or an admin's
+    // move took the user elsewhere meanwhile) a new value is a new session there, as any
+    if (o.appCookie !== null && d.learn && d.appKey !== null && movedOn(o, d.appKey, d.epoch) && o.serving?.(d.upstream) !== true) ctx.leftEpoch = true
     else if (o.appCookie !== null && d.learn) {
       const learned = learnAppCookie(o.sessions, o.appCookie, d, headers['set-cookie'], o.clock.now(), ctx.target.path)
       if (learned !== null) {

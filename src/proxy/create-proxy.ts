@@ -45,6 +45,7 @@ export function createProxy(config: Config, p: ProxyParts): Proxy {
     sessions: p.sessions, records: p.records, appCookie: a.key === 'app_cookie' ? a.app_cookie.name : null, ownCookie: a.key === 'cookie' ? a.cookie.name : null, state: p.state,
     reserved: headerPolicy(config).reserved, upstreamHeader: config.forwarding.upstream_header, clock: p.clock,
     hsts: hstsValue(config.listen.tls?.hsts ?? null), shareAnswers: p.shareAnswers ?? null, writes: p.writes ?? null,
+    serving: (id) => p.router.health.ready(id) && p.router.health.drainingSince(id) === null,
   })
   // an oversize checkpoint must still arrive (to be refused), so room for twice the limit
   const http = new Forwarder([], { connect: t.connect, responseHeaders: t.response_headers, bodyIdle: t.body_idle, maxResponseHeaderBytes: 65_536 + 2 * config.state.max_bytes }, answer, p.draining)
