@@ -10,14 +10,21 @@ const NAMES: readonly SignalName[] = ['SIGTERM', 'SIGINT', 'SIGHUP']
  * Example: `const early = new EarlySignals()` first thing; once started,
  * `early.release({ SIGTERM: stop, SIGINT: stop, SIGHUP: reload })` installs the handlers and
  * applies what arrived meanwhile: a stop (the first SIGTERM or SIGINT) if any, else one reload.
+ * A second SIGTERM or SIGINT before then ends the process at once (exit 1).
  */
 export class EarlySignals {
   readonly #seen: SignalName[] = []
   readonly #hold = new Map<SignalName, () => void>()
 
-  constructor() {
+  /** `exit`: how the process ends at a second stop signal (tests give their own). */
+  constructor(exit: (code: number) => void = (code) => process.exit(code)) {
     for (const name of NAMES) {
-      const hold = (): void => { this.#seen.push(name) }
+      const hold = (): void => {
+        // a second stop while the start has not ended (a start that hangs): exit now, as a
+        // second signal does once started
+        if (name !== 'SIGHUP' && this.#seen.some((s) => s !== 'SIGHUP')) return exit(1)
+        this.#seen.push(name)
+      }
       this.#hold.set(name, hold)
       process.on(name, hold)
     }
