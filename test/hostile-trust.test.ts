@@ -231,14 +231,15 @@ t.test('forged, tampered, re-pointed, expired and other-secret cookies are never
 
 t.test("an upstream's Set-Cookie of Tether's cookie name is dropped (it would replace the user's affinity cookie); its other cookies pass", async (t) => {
   const up = await startUpstream('app-0', (_req, res) => {
-    res.setHeader('set-cookie', ['tether=appval; Path=/', 'app=1; Path=/', ' tether=again', 'tether =spaced', '\ttether\t=tabbed'])
+    res.setHeader('set-cookie', ['tether=appval; Path=/', 'app=1; Path=/', ' tether=again', 'tether =spaced', '\ttether\t=tabbed', '=tether=nameless', ' = tether=nameless2'])
     res.end('ok')
   })
   const px = await startProxy([up], { affinity: { key: 'cookie', cookie: { ...DEFAULTS.affinity.cookie, secret: [SECRET] } } })
   t.teardown(async () => { await px.close(0); await up.close() })
   const first = await request(`${px.url}/`)
   const lines = [first.headers['set-cookie'] ?? []].flat()
-  t.same(lines.filter((l) => !/^[ \t]*tether[ \t]*=/.test(l)), ['app=1; Path=/'], "the application's other cookie passes")
+  t.same(lines.filter((l) => !/^[ \t]*(=[ \t]*)?tether[ \t]*=/.test(l)), ['app=1; Path=/'], "the application's other cookie passes")
+  t.notOk(lines.some((l) => /nameless/.test(l)), 'a nameless cookie "=tether=x" (a browser sends it back as tether=x) is dropped too')
   const ours = lines.filter((l) => /^[ \t]*tether[ \t]*=/.test(l))
   t.equal(ours.length, 1, "one cookie of Tether's name, in any spelling a browser reads: Tether's own")
   t.notMatch(ours[0]!, /appval|again|spaced|tabbed/)

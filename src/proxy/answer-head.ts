@@ -160,7 +160,8 @@ export class AnswerHead implements AnswerHeadPolicy {
     const own = this.#o.ownCookie
     if (own != null && headers['set-cookie'] !== undefined) {
       // the upstream's cookie of Tether's name would replace the user's affinity cookie
-      const kept = [headers['set-cookie']].flat().filter((line) => appCookieValue(line, own, 0) === null)
+      // also a nameless cookie "=tether=x": browsers (RFC 6265bis section 5.6) send it back as "tether=x"
+      const kept = [headers['set-cookie']].flat().filter((line) => appCookieValue(line, own, 0) === null && appCookieValue(line.replace(/^[ \t]*=/, ''), own, 0) === null)
       if (kept.length === 0) delete headers['set-cookie']
       else headers['set-cookie'] = kept
     }
