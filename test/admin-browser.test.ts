@@ -93,6 +93,12 @@ t.test('with admin.token, a browser from elsewhere is refused before the token i
   const viaName = await request(`${admin}/upstreams/a/drain`, { method: 'POST', headers: { ...auth, ...allowed } })
   t.equal(viaName.status, 200, 'an allowed name drains from its own page')
   t.equal((await request(`${admin}/status`, { headers: { ...auth, ...allowed, host: `other.internal:${port}`, origin: `http://other.internal:${port}` } })).status, 403, 'another name is refused')
+
+  // the status page under a rebound name (a top-level load sends no Origin or Sec-Fetch-* to a
+  // plain-http name): refused, token or not, or it would keep the operator's token in that origin
+  t.equal((await request(`${admin}/`, { headers: { host: `rebind.evil.example:${port}` } })).status, 403, 'the page under an unknown name')
+  t.equal((await request(`${admin}/`, { headers: { host: `tether-admin.internal:${port}` } })).status, 200, 'under an allowed name')
+  t.equal((await request(`${admin}/`, { headers: { host: `127.0.0.1:${port}` } })).status, 200, 'by address')
 })
 
 t.test('through the primary front of workers: 2, a cross-site drain is refused and a same-origin one passes', async (t) => {

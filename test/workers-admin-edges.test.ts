@@ -76,6 +76,15 @@ t.test('with two workers, the admin listener and /metrics answer as with one pro
     t.match(answer, /^HTTP\/1\.1 4\d\d /, `${method} ${target}: refused by the admin API (404, 400)`)
   }
   t.same(elsewhere, [], 'nothing reached the other host')
+  // the client's header lines reach the worker as sent: two Authorization headers are refused, as by one process
+  const twice = await new Promise<string>((resolve, reject) => {
+    const s = net.connect(adminPort!, '127.0.0.1', () => s.write('GET /upstreams HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer old-token-123\r\nAuthorization: Bearer wrong\r\nConnection: close\r\n\r\n'))
+    let out = ''
+    s.on('data', (c) => (out += c))
+    s.on('close', () => resolve(out))
+    s.on('error', reject)
+  })
+  t.match(twice, /^HTTP\/1\.1 400 [^]*more than one Authorization header/, 'two Authorization headers: 400')
 
   // a token change needs a restart of the primary: a roll (for affinity) does not apply it
   t.equal((await request(`${admin}/upstreams`, null, auth('old-token-123'))).status, 200)

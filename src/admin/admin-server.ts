@@ -178,8 +178,11 @@ export async function startAdmin(host: string, port: number, deps: AdminDeps, li
     const onPath = routes.filter((r) => r.path.length === target.segments.length && r.path.every((p, i) => p === null || p === target.segments[i]))
     const method = req.method === 'HEAD' ? 'GET' : req.method
     const route = onPath.find((r) => r.method === method)
-    // before anything else answers: a tokenless route with data needs a known Host even without browser headers
-    const verdict = browserVerdict({ method: req.method ?? '', rawHeaders: req.rawHeaders, hostMustBeKnown: route !== undefined && !route.open && token === null }, deps.allowedHosts)
+    // before anything else answers: a tokenless route with data needs a known Host even without
+    // browser headers; so does the status page always: opened under a rebound name it would
+    // take the operator's token into that origin (whose opener reads it)
+    const page = route !== undefined && route.path.length === 1 && route.path[0] === ''
+    const verdict = browserVerdict({ method: req.method ?? '', rawHeaders: req.rawHeaders, hostMustBeKnown: route !== undefined && ((!route.open && token === null) || page) }, deps.allowedHosts)
     if (!verdict.ok) {
       logger.warn({ method: req.method, path: loggedTarget(req.url), reason: verdict.reason, ...verdict.seen, remote: req.socket.remoteAddress }, BROWSER_REFUSAL_LOG)
       return write(res, text(403, verdict.message))

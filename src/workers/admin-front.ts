@@ -209,7 +209,7 @@ function toWorker(base: string, target: string | undefined): { hostname: string;
 /** Passes the request to a worker and its answer back as it comes (null once the head is out). */
 function stream(base: string, req: http.IncomingMessage, body: Buffer, res: http.ServerResponse): Promise<null> {
   return new Promise((resolve, reject) => {
-    const out = http.request({ ...toWorker(base, req.url), method: req.method, headers: forwardable(req, body), agent: false }, (answer) => {
+    const out = http.request({ ...toWorker(base, req.url), method: req.method, headers: forwardable(req, body), setHost: false, agent: false }, (answer) => {
       out.setTimeout(0) // an event stream may stay open
       res.writeHead(answer.statusCode ?? 502, answerHeaders(answer.headers, true))
       answer.pipe(res)
@@ -234,10 +234,16 @@ export function headTimeout(url: string | undefined): number {
   return key !== undefined && isScan(key) ? SCAN_TIMEOUT : TIMEOUT
 }
 
-function forwardable(req: http.IncomingMessage, body: Buffer): http.OutgoingHttpHeaders {
-  const headers: http.OutgoingHttpHeaders = { ...req.headers, 'content-length': String(body.length) }
-  delete headers['transfer-encoding']
-  delete headers.connection
+function forwardable(req: http.IncomingMessage, body: Buffer): string[] {
+  // the client's header lines as sent (with setHost: false): a second Authorization or Host, or
+  // none, reaches the worker, which refuses them as one process does (Node's parsed headers keep
+  // the first, and a missing Host would be filled in with the worker's own address)
+  const headers: string[] = []
+  for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
+    const name = req.rawHeaders[i]!.toLowerCase()
+    if (name !== 'transfer-encoding' && name !== 'connection' && name !== 'keep-alive' && name !== 'content-length') headers.push(req.rawHeaders[i]!, req.rawHeaders[i + 1]!)
+  }
+  headers.push('content-length', String(body.length))
   return headers
 }
 
@@ -276,7 +282,7 @@ function json(value: unknown): Buffer {
 /** The request as the client sent it, to a worker's private admin listener. */
 function pass(base: string, req: http.IncomingMessage, body: Buffer): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const out = http.request({ ...toWorker(base, req.url), method: req.method, headers: forwardable(req, body), timeout: TIMEOUT, agent: false }, (res) => {
+    const out = http.request({ ...toWorker(base, req.url), method: req.method, headers: forwardable(req, body), setHost: false, timeout: TIMEOUT, agent: false }, (res) => {
       const chunks: Buffer[] = []
       res.on('data', (c: Buffer) => chunks.push(c))
       res.on('end', () => resolve({ status: res.statusCode ?? 502, headers: res.headers, body: Buffer.concat(chunks) }))
