@@ -86,9 +86,11 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     const level = e.to === 'unhealthy' || e.to === 'ejected' ? 'warn' : 'info'
     logger[level]({ upstream: e.id, from: e.from, to: e.to, reason: e.reason, detail: e.detail }, 'upstream health changed')
     if (e.to === 'unhealthy' || e.to === 'ejected' || e.to === 'disabled' || e.to === null) {
-      // its WebSockets close (1012) so clients reconnect elsewhere; requests waiting on its answer move now
+      // its WebSockets close (1012) so clients reconnect elsewhere; requests waiting on its
+      // answer move now, unless it only left the upstream set (a reload, a discovery list after
+      // its drain): those finish there, as a reload promises (its pool closes once they have)
       proxy.upgrades.closeUpstream(e.id, CLOSE_SERVICE_RESTART)
-      inFlight.stopWaiting(e.id, 'TETHER_UPSTREAM_UNAVAILABLE')
+      if (e.to !== null) inFlight.stopWaiting(e.id, 'TETHER_UPSTREAM_UNAVAILABLE')
     }
   })
   metrics.setWebSocketCount(() => proxy.upgrades.size)

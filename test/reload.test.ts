@@ -96,6 +96,47 @@ t.test('changes that need a restart are reported and not applied', async (t) => 
   t.same(result, { applied: ['retries'], needsRestart: ['timeouts'] })
 })
 
+t.test('the static upstreams wait for a restart with the discovery or forwarding.tls change they come with: a switch to discovery keeps serving', async (t) => {
+  const a = await startUpstream('a')
+  const dir = mkdtempSync(join(tmpdir(), 'tether-switch-'))
+  const file = join(dir, 'proxy.yaml')
+  writeFileSync(file, yaml([a]))
+  const tether = await startTether(loadConfigFile(file, {}), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await a.close() })
+  // one edit: no static upstream, DNS discovery instead (which needs a restart)
+  writeFileSync(file, 'listen: { host: 127.0.0.1, port: 0 }\nadmin: { listen: { host: 127.0.0.1, port: 0 } }\naffinity: { key: none }\nupstreams: []\ndiscovery: { dns: { name: app.invalid, port: 8080 } }\n')
+  const result = tether.reload(loadConfigFile(file, {}))
+  t.same(result, { applied: [], needsRestart: ['upstreams', 'discovery'] }, 'neither applied')
+  t.equal((await request(tether.url)).status, 200, 'still served by the upstream it had, not 503')
+  // forwarding.tls (merged into each https upstream's TLS) changed with a change that needs a
+  // restart: the upstreams keep their TLS settings too, not half of the section
+  const secure = { id: 'b', url: 'https://127.0.0.1:9' }
+  writeFileSync(file, yaml([a, secure]))
+  const fresh = await startTether(loadConfigFile(file, {}), { logger: createLogger('silent') })
+  t.teardown(() => fresh.close(0))
+  writeFileSync(file, yaml([a, secure], 'forwarding: { upstream_header: true, tls: { verify: false } }\n'))
+  t.same(fresh.reload(loadConfigFile(file, {})), { applied: [], needsRestart: ['upstreams', 'forwarding'] })
+})
+
+t.test('a reload that removes an upstream lets its requests in flight finish there (not 504, not sent again elsewhere)', async (t) => {
+  let release: (() => void) | null = null
+  const a = await startUpstream('a', (req, res) => { req.resume(); release = () => res.end('a done') })
+  const b = await startUpstream('b')
+  const dir = mkdtempSync(join(tmpdir(), 'tether-remove-'))
+  const file = join(dir, 'proxy.yaml')
+  writeFileSync(file, yaml([a]))
+  const tether = await startTether(loadConfigFile(file, {}), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await a.close(); await b.close() })
+  const slow = request(`${tether.url}/slow`, { method: 'POST', body: 'x' })
+  await when(onEvent(a.server, 'request'), () => release !== null, 5000, 'the POST to reach a')
+  writeFileSync(file, yaml([b]))
+  t.same(tether.reload(loadConfigFile(file, {})), { applied: ['upstreams'], needsRestart: [] })
+  release!()
+  const r = await slow
+  t.same([r.status, r.body], [200, 'a done'], 'answered by a, where it was sent')
+  t.equal(b.seen.length, 0, 'never sent again to b')
+})
+
 t.test('SIGHUP re-reads the file and the process keeps serving', async (t) => {
   const a = await startUpstream('a')
   const b = await startUpstream('b')
