@@ -2,7 +2,8 @@
 // each folder), wires them together and owns their lifecycle: start, reload, graceful stop.
 // Nothing else starts servers or timers, and nothing here decides anything.
 import type { Config } from './config/schema.js'
-import { ConfigError, loadConfigFile } from './config/index.js'
+import { ConfigError, readConfigFile } from './config/index.js'
+import { configFiles } from './config/config-files.js'
 import { diffConfig, type ReloadResult } from './config/reload.js'
 import { ConfigWatcher } from './config/watch.js'
 import { systemClock, systemTimers } from './clock.js'
@@ -202,7 +203,9 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     const file = options.configPath
     if (file === undefined) return new ConfigError(['no config file to reload'])
     try {
-      const read = loadConfigFile(file, env)
+      // the files it names read as by `tether check` and start-up (a kubeconfig that the
+      // restart a reload asks for would fail on is refused now)
+      const read = readConfigFile(file, env, configFiles).config
       return reload(options.worker?.adjust(read) ?? read)
     } catch (err) {
       const e = err instanceof ConfigError ? err : new ConfigError([`${file}: ${(err as Error).message}`])

@@ -2,9 +2,8 @@
 // Process entry: argv, exit codes and signals. Loads the config, starts the composition
 // root, and turns SIGTERM/SIGINT into a graceful stop. No proxy logic here.
 import { readFileSync } from 'node:fs'
-import { ConfigError, readConfigFile, type Config, type ConfigFiles } from './config/index.js'
-import { pemFiles } from './tls/pem.js'
-import { kubeconfigAccess } from './upstream/kubernetes-credentials.js'
+import { ConfigError, readConfigFile, type Config } from './config/index.js'
+import { configFiles } from './config/config-files.js'
 import { formatDuration, parseDuration } from './config/duration.js'
 import { convertManifests, ImportError } from './import/convert.js'
 import type { Tether } from './app.js'
@@ -162,26 +161,6 @@ function upstreamSources(config: Config): string {
 
 function load(file: string): Config | null {
   return read(file)?.config ?? null
-}
-
-/**
- * What `tether check` and start-up read of the files the config names: its PEM files, and the
- * kubeconfig of Kubernetes discovery as discovery will read it (so a missing or unusable one is
- * a located config error, not a failure after start-up).
- */
-const configFiles: ConfigFiles = {
-  pem: (path, kind) => pemFiles.pem(path, kind),
-  pair: (cert, key) => pemFiles.pair(cert, key),
-  kubeconfig(path) {
-    try {
-      kubeconfigAccess(path)
-      return null
-    } catch (err) {
-      // one line: a YAML error's excerpt and hint lines are left out
-      const [first = '', second] = (err as Error).message.replace(/^Kubernetes discovery: /, '').split('\n')
-      return first.endsWith(':') && second !== undefined ? `${first} ${second}` : first
-    }
-  },
 }
 
 /** The config file's text and config, or null after writing why it is not valid to stderr. */

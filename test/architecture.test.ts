@@ -35,7 +35,7 @@ const LAYERS: [RegExp, number][] = [
   [/^health\/(health-table|long-wait-watch)\.ts$/, 2],
   [/^upstream\/membership\.ts$/, 2],
   [/^state\/(protocol|memory-store)\.ts$/, 2],
-  [/^config\/(load|watch|index)\.ts$/, 3],
+  [/^config\/(load|watch|index|config-files)\.ts$/, 3],
   [/^upstream\/.*discovery\.ts$/, 3],
   [/^health\/active-checker\.ts$/, 3],
   [/^upstream\/(kubernetes-api|kubernetes-credentials|list-watch)\.ts$/, 3],

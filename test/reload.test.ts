@@ -137,6 +137,18 @@ t.test('a reload that removes an upstream lets its requests in flight finish the
   t.equal(b.seen.length, 0, 'never sent again to b')
 })
 
+t.test('a reload reads the files the config names as tether check does: a kubeconfig the restart would fail on is refused now', async (t) => {
+  const a = await startUpstream('a')
+  const dir = mkdtempSync(join(tmpdir(), 'tether-kube-'))
+  const file = join(dir, 'proxy.yaml')
+  writeFileSync(file, yaml([a]))
+  const { tether } = await watched(file)
+  t.teardown(async () => { await tether.close(0); await a.close() })
+  writeFileSync(file, yaml([a], 'discovery:\n  kubernetes: { service: web, port: http, kubeconfig: /nonexistent/kubeconfig }\n'))
+  const result = tether.reloadFile()
+  t.match(result, { issues: [/discovery\.kubernetes\.kubeconfig: cannot read the kubeconfig \/nonexistent\/kubeconfig: ENOENT/] }, 'rejected, with the key and line')
+})
+
 t.test('SIGHUP re-reads the file and the process keeps serving', async (t) => {
   const a = await startUpstream('a')
   const b = await startUpstream('b')

@@ -10,6 +10,7 @@ import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import type { Config } from '../config/schema.js'
 import { ConfigError, readConfigFile } from '../config/index.js'
+import { configFiles } from '../config/config-files.js'
 import { diffConfig } from '../config/reload.js'
 import { ConfigWatcher } from '../config/watch.js'
 import { systemClock } from '../clock.js'
@@ -320,7 +321,7 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
   const reload = (): void => {
     let next: Accepted
     try {
-      next = readConfigFile(configPath, process.env)
+      next = readConfigFile(configPath, process.env, configFiles)
     } catch (err) {
       logger.error({ issues: err instanceof ConfigError ? err.issues : [(err as Error).message] }, 'config reload rejected; the running config stays')
       ledger.reloaded(false)

@@ -1,0 +1,22 @@
+// What `tether check`, start-up and every reload read of the files a config names: its PEM
+// files, and the kubeconfig of Kubernetes discovery as discovery will read it (so a missing or
+// unusable one is a located config error, not a failure after start-up or at the next restart).
+import type { ConfigFiles } from './index.js'
+import { pemFiles } from '../tls/pem.js'
+import { kubeconfigAccess } from '../upstream/kubernetes-credentials.js'
+
+/** Example: `readConfigFile(path, process.env, configFiles)`. */
+export const configFiles: ConfigFiles = {
+  pem: (path, kind) => pemFiles.pem(path, kind),
+  pair: (cert, key) => pemFiles.pair(cert, key),
+  kubeconfig(path) {
+    try {
+      kubeconfigAccess(path)
+      return null
+    } catch (err) {
+      // one line: a YAML error's excerpt and hint lines are left out
+      const [first = '', second] = (err as Error).message.replace(/^Kubernetes discovery: /, '').split('\n')
+      return first.endsWith(':') && second !== undefined ? `${first} ${second}` : first
+    }
+  },
+}
