@@ -90,6 +90,11 @@ t.test('an upstream certificate from an unknown CA, for another name, or expired
   const expired = await httpsUpstream(t, certs.expired, false)
   const strict = await tetherFor(t, expired.url, { ca: certs.caFile })
   t.equal((await request(`${strict.url}/`)).status, 502, 'an expired certificate is refused')
+  // each said as what it is: a connection that failed before any byte of the request was sent
+  // (retried elsewhere even for a POST), not "the upstream closed the connection"
+  for (const [name, tt] of [['unknown CA', noCa], ['another name', byIp], ['expired', strict]] as const) {
+    t.match((await request(`${tt.url}/`, { method: 'POST', body: 'x' })).body, /^Bad Gateway: upstream connection failed/, name)
+  }
 })
 
 t.test('verify: false takes any certificate, and says so loudly at start-up', async (t) => {
