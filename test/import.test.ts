@@ -81,6 +81,13 @@ t.test('ingress-nginx upstream-hash-by $cookie_x: the app cookie; unlimited body
   t.match(r.findings[0]!.why, /HTTP\/1\.1 to the pods/)
 })
 
+t.test('ingress-nginx upstream-hash-by of two variables ($cookie_a$cookie_b) is not converted, and said so', async (t) => {
+  const text = readFileSync(join(DIR, 'ingress-nginx-hash-cookie.yaml'), 'utf8').replace('"$cookie_PHPSESSID"', '"$cookie_a$cookie_b"')
+  const r = convertManifests([{ file: 'combined.yaml', text }], { manifests: false })
+  t.not(configOf(r).affinity.key, 'app_cookie', 'no cookie named "a$cookie_b"')
+  t.ok(whats(r).includes('nginx.ingress.kubernetes.io/upstream-hash-by'), 'listed as not converted')
+})
+
 t.test('ingress-nginx upstream-hash-by $remote_addr from a kubectl List: client IP; a port number without its Service is flagged', async (t) => {
   const r = convert('ingress-nginx-remote-addr.yaml')
   const c = configOf(r)

@@ -249,7 +249,8 @@ function hashKey(value: string, set: Set, skip: Skip): boolean {
     set('affinity.key', 'client_ip', 'upstream-hash-by', 'the client IP as Tether sees it: behind a load balancer, list its address range in affinity.client_ip.trusted_proxies so X-Forwarded-For is used')
     return true
   }
-  const cookie = /^\$cookie_([!#$%&'*+\-.^_`|~0-9A-Za-z]+)$/.exec(v)
+  // nginx variable names are letters, digits and "_" ($cookie_a$cookie_b is two variables)
+  const cookie = /^\$cookie_([0-9A-Za-z_]+)$/.exec(v)
   if (cookie !== null) {
     set('affinity.key', 'app_cookie', 'upstream-hash-by', 'routes by the application cookie; a user without it yet is placed by client IP (app_cookie.fallback), and Tether learns which pod issued a new cookie, so the first requests stay together')
     set('affinity.app_cookie.name', cookie[1]!, 'upstream-hash-by')
