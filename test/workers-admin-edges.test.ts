@@ -85,6 +85,17 @@ t.test('with two workers, the admin listener and /metrics answer as with one pro
     s.on('error', reject)
   })
   t.match(twice, /^HTTP\/1\.1 400 [^]*more than one Authorization header/, 'two Authorization headers: 400')
+  // an HTTP/1.0 health check without Host (HAProxy's option httpchk) is answered, as by one process
+  for (const path of ['/healthz', '/readyz']) {
+    const old = await new Promise<string>((resolve, reject) => {
+      const s = net.connect(adminPort!, '127.0.0.1', () => s.write(`GET ${path} HTTP/1.0\r\n\r\n`))
+      let out = ''
+      s.on('data', (c) => (out += c))
+      s.on('close', () => resolve(out))
+      s.on('error', reject)
+    })
+    t.match(old, /^HTTP\/1\.1 200 /, `HTTP/1.0 ${path} without Host: 200`)
+  }
 
   // a token change needs a restart of the primary: a roll (for affinity) does not apply it
   t.equal((await request(`${admin}/upstreams`, null, auth('old-token-123'))).status, 200)

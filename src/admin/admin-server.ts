@@ -216,6 +216,10 @@ export async function startAdmin(host: string, port: number, deps: AdminDeps, li
     keepAliveTimeout: limits.keepAliveTimeout,
     // Node checks the two timeouts above only this often (default 30 s)
     connectionsCheckingInterval: Math.min(1_000, limits.headersTimeout),
+    // a worker's private listener gets the client's lines as sent, over HTTP/1.1: an HTTP/1.0
+    // client's request without Host (a load balancer's health check) is not refused for it
+    // (the primary's own parser refused an HTTP/1.1 one); the Host rules judge the rest
+    requireHostHeader: limits.exclusive !== true,
   }, (req, res) => {
     readBody(req, res, limits.maxBodyBytes, () => {
       respond(req, res).catch((err: unknown) => fail(req, res, err))
