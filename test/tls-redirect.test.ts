@@ -190,6 +190,10 @@ t.test('the redirect listener answers pipelined requests in order: a malformed o
   const out = await rawAll(Number(new URL(tether.redirectUrl!).port), 'GET /a HTTP/1.1\r\nHost: shop.example\r\n\r\nGET /b HTTP/1.1\r\nHost: shop.example\r\n\r\nGET /c HTTP/1.1\r\nHost: shop.example\r\nBad Header: y\r\n\r\n')
   t.same([...out.matchAll(/HTTP\/1\.1 (\d+)/g)].map((m) => m[1]), ['308', '308', '400'])
   t.match(out, /location: https:\/\/shop\.example(:\d+)?\/a[^]*location: https:\/\/shop\.example(:\d+)?\/b/i, 'the 308s of /a and /b, in order')
+  // a malformed body of a request pipelined behind a redirect: a 400 (after B's own 308 when B
+  // was answered before its body was read), then the close; never a connection left open
+  const body = await rawAll(Number(new URL(tether.redirectUrl!).port), 'GET /a HTTP/1.1\r\nHost: shop.example\r\n\r\nPOST /b HTTP/1.1\r\nHost: shop.example\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n')
+  t.match([...body.matchAll(/HTTP\/1\.1 (\d+)/g)].map((m) => m[1]).join(','), /^308,(308,)?400$/)
 })
 
 t.test('an ACME challenge proxied to a silent upstream gets 504, not a client connection cut at body_idle', async (t) => {

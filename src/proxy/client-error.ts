@@ -86,13 +86,21 @@ export class ClientErrors {
    * else null.
    */
   track(req: IncomingMessage, abort: AbortRequest): ErrorCode | null {
+    const failed = this.failed(req)
+    if (failed === null) this.#aborts.set(req, abort)
+    return failed
+  }
+
+  /**
+   * The code to answer `req` with at once, when the parser refused its body already (a request
+   * pipelined behind another), else null. For a handler that does not read bodies (the redirect
+   * listener's); see {@link track}.
+   */
+  failed(req: IncomingMessage): ErrorCode | null {
     const failed = this.#failed.get(req)
-    if (failed !== undefined) {
-      this.#failed.delete(req)
-      return failed
-    }
-    this.#aborts.set(req, abort)
-    return null
+    if (failed === undefined) return null
+    this.#failed.delete(req)
+    return failed
   }
 
   /**

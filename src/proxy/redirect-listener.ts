@@ -74,6 +74,9 @@ export class RedirectListener {
     this.server = http.createServer(http1Options(config), onePerConnection((req, res) => {
       const url = req.url ?? '/'
       if (ACME_TOKEN.test(url)) return deps.current().handleRequest(req, res)
+      // a body the parser refused already (pipelined behind another request): its 400, and close
+      const failed = deps.clientErrors.failed(req)
+      if (failed !== null) return void sendError(res, failed, { close: true })
       const location = httpsLocation(req.headers.host, url, redirect.https_port ?? tlsPort())
       if (location === null) return void sendError(res, 'TETHER_BAD_REQUEST', { close: true })
       dropBody(req, config.timeouts.client_headers)
