@@ -196,6 +196,16 @@ t.test('the redirect listener answers pipelined requests in order: a malformed o
   t.match([...body.matchAll(/HTTP\/1\.1 (\d+)/g)].map((m) => m[1]).join(','), /^308,(308,)?400$/)
 })
 
+t.test('behind a slow ACME challenge, a pipelined request whose body is malformed gets its 400 in turn and the connection closes (no 308, no hang)', async (t) => {
+  const up = await startUpstream('app-0', (_req, res) => { setTimeout(() => res.end('token'), 200) })
+  const tether = await startTether(testConfig([up], {
+    listen: { tls: { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [], min_version: 'TLSv1.2', hsts: null }, redirect: { host: '127.0.0.1', port: 0, https_port: null } },
+  }), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const out = await rawAll(Number(new URL(tether.redirectUrl!).port), 'GET /.well-known/acme-challenge/t HTTP/1.1\r\nHost: shop.example\r\n\r\nPOST /b HTTP/1.1\r\nHost: shop.example\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n')
+  t.same([...out.matchAll(/HTTP\/1\.1 (\d+)/g)].map((m) => m[1]), ['200', '400'])
+})
+
 t.test('an ACME challenge proxied to a silent upstream gets 504, not a client connection cut at body_idle', async (t) => {
   const up = await startUpstream('app-0', () => undefined) // never answers
   const tether = await startTether(testConfig([up], {
