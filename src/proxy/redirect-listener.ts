@@ -79,6 +79,8 @@ export class RedirectListener {
       if (failed !== null) return void sendError(res, failed, { close: true })
       const location = httpsLocation(req.headers.host, url, redirect.https_port ?? tlsPort())
       if (location === null) return void sendError(res, 'TETHER_BAD_REQUEST', { close: true })
+      // a malformed rest of the dropped body closes the connection, without a second answer
+      deps.clientErrors.dropping(req)
       dropBody(req, config.timeouts.client_headers)
       res.writeHead(308, { location, 'content-length': '0' })
       res.end()
