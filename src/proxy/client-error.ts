@@ -5,6 +5,7 @@
 // gets an access line, as nginx logs its 400s. Owns no timers; never lets an error end the process.
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
 import { ERRORS, type ErrorCode } from '../errors.js'
 import type { ProxyEvents } from '../observability/events.js'
 import type { Logger } from '../observability/logger.js'
@@ -59,18 +60,19 @@ export class ClientErrors {
 
   /**
    * Answer `code` on the raw socket and close it, and count and log the refused request: it
-   * reached no upstream; its method and path are unknown (the parser refused the head) or are
-   * not told (the unread rest of a pipeline).
+   * reached no upstream; its method and path are `req`'s when given, else unknown (the parser
+   * refused the head) or not told (the unread rest of a pipeline). Not counted when the socket
+   * could take no answer.
    */
-  #refuse(socket: Socket, code: ErrorCode): void {
+  refuse(socket: Duplex, code: ErrorCode, req?: IncomingMessage): void {
     const sent = socket.writable // else writeRawError only closes it: no answer to count
     writeRawError(socket, code, { close: true })
-    if (sent) this.refused(code)
+    if (sent) this.refused(code, req)
   }
 
   /**
    * Count and log a request refused before any request path saw it, answered `code` (see
-   * #refuse; also the listener's own refusals). `req`: its head, when it was read whole.
+   * refuse; also the listener's own refusals). `req`: its head, when it was read whole.
    */
   refused(code: ErrorCode, req?: IncomingMessage): void {
     const { status } = ERRORS[code]
@@ -123,7 +125,7 @@ export class ClientErrors {
     let cut = false
     pending.once('close', () => { cut = !pending.writableFinished })
     whenIdle(socket, () => {
-      if (!cut && !socket.destroyed) this.#refuse(socket, code)
+      if (!cut && !socket.destroyed) this.refuse(socket, code)
       else socket.destroy()
     })
   }
@@ -171,6 +173,6 @@ export class ClientErrors {
       return
     }
     this.#logger.debug({ code: err.code }, 'rejected malformed request')
-    this.#refuse(socket, code)
+    this.refuse(socket, code)
   }
 }

@@ -270,9 +270,7 @@ export class Listener {
     this.server.on('connect', (req: http.IncomingMessage, socket: Duplex) => {
       if (isH2Stream(req)) return void sendError(socket as unknown as http.ServerResponse, 'TETHER_METHOD_NOT_ALLOWED', {})
       socket.on('error', () => undefined)
-      const code = req.httpVersionMajor === 2 ? 'TETHER_HTTP_VERSION' : 'TETHER_METHOD_NOT_ALLOWED'
-      writeRawError(socket, code)
-      deps.clientErrors.refused(code, req)
+      deps.clientErrors.refuse(socket, req.httpVersionMajor === 2 ? 'TETHER_HTTP_VERSION' : 'TETHER_METHOD_NOT_ALLOWED', req)
     })
     // a client that stalls mid-request or stops reading an answer is cut off; the bound is past
     // Tether's own waits on the upstream (its head, its silent body: a sweep late at most), so a
@@ -384,8 +382,7 @@ export class Listener {
     whenIdle(socket, () => {
       if (socket.destroyed) return
       if (req.httpVersionMajor === 2) { // "HTTP/2.0" in an HTTP/1 request line (see handle)
-        writeRawError(socket, 'TETHER_HTTP_VERSION')
-        this.#deps.clientErrors.refused('TETHER_HTTP_VERSION', req)
+        this.#deps.clientErrors.refuse(socket, 'TETHER_HTTP_VERSION', req)
       // HTTP/1.0 has no Upgrade: a server must ignore it there (RFC 9110 section 7.8)
       } else if (isWebSocket(req.headers) && req.httpVersion !== '1.0') this.#deps.current().handleUpgrade(req, socket, head)
       else this.#asPlainRequest(req, socket, head)

@@ -68,8 +68,10 @@ export interface RequestPathDeps {
 const NO_ROUTE: Record<NoRoute, ErrorCode> = { none: 'TETHER_NO_UPSTREAM', strict: 'TETHER_AFFINITY_UNAVAILABLE' }
 
 /** Moves Tether makes by choice, not forced by the user's upstream: held when the user's state cannot be fetched. */
-const LOWER_CASE = /[a-z]/
 const CHOSEN_MOVES: ReadonlySet<MoveReason> = new Set<MoveReason>(['admin', 'rebalance', 'spill', 'drain'])
+
+/** A method with a lower-case letter (h2 lets it through; see #guard). */
+const LOWER_CASE = /[a-z]/
 
 /** Bytes of a request body left unsent upstream that are read and dropped before the connection is closed instead. */
 export const DISCARD_MAX = 16 * 1024 * 1024
