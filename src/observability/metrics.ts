@@ -5,6 +5,7 @@
 import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from 'prom-client'
 import type { HealthState, HealthTransition } from '../health/health-table.js'
 import type { MoveReason } from '../routing/router.js'
+import { BoundedMap } from '../affinity/bounded-map.js'
 import type { ClientProtocol } from './events.js'
 
 /** Result of a rehydration attempt (the new upstream asked for a moved user's state). */
@@ -169,7 +170,7 @@ export class Metrics {
   /** Upstreams with state series (known to health). */
   readonly #upstreams = new Set<string>()
   /** Upstreams whose series were purged, newest last (at most PURGED_REMEMBERED). */
-  readonly #purged = new Set<string>()
+  readonly #purged = new BoundedMap<string, true>(PURGED_REMEMBERED)
   /** Removed upstreams whose traffic series wait to be dropped. */
   readonly #removed = new Set<string>()
   readonly #redisOpLabels = { get: { op: 'get' }, put: { op: 'put' } } as const
@@ -289,7 +290,7 @@ export class Metrics {
       counts = new Float64Array(COLUMN_SLOTS)
       this.#requestCounts.set(id, counts)
       // a late answer of an upstream whose series were purged (a deleted pod): dropped again
-      if (upstream !== null && this.#purged.has(upstream)) this.#removed.add(upstream)
+      if (upstream !== null && this.#purged.get(upstream) !== undefined) this.#removed.add(upstream)
     }
     counts[methodIndex(method) * STATUS_SLOTS + statusIndex(status)]!++
     if (seconds >= 0 && Number.isFinite(seconds)) {
@@ -442,9 +443,7 @@ export class Metrics {
     for (const id of this.#removed) {
       if ((this.#inFlight.get(id) ?? 0) > 0) continue
       this.#removed.delete(id)
-      this.#purged.delete(id)
-      this.#purged.add(id)
-      if (this.#purged.size > PURGED_REMEMBERED) this.#purged.delete(this.#purged.values().next().value!)
+      this.#purged.set(id, true)
       this.#inFlight.delete(id)
       this.#requestCounts.delete(id)
       this.#upstreamLabels.delete(id)

@@ -5,6 +5,7 @@
 // durability it never fails a request.
 import { systemTimers, type Clock, type Timers } from '../clock.js'
 import { withDeadline } from '../deadline.js'
+import { BoundedMap } from '../affinity/bounded-map.js'
 import type { Checkpoint, CheckpointStore, GetResult, PutResult } from './checkpoint-store.js'
 
 const UNAVAILABLE: GetResult = Object.freeze({ status: 'unavailable' })
@@ -62,9 +63,9 @@ export class StateProtocol {
   readonly #confirmed: boolean
   #seen = false
   /** Session key -> the epoch at which the user's state started again (see {@link restarted}). */
-  readonly #restarted = new Map<string, number>()
+  readonly #restarted = new BoundedMap<string, number>(RESTARTED_MAX)
   /** Session key -> when its last checkpoint the store did not take was written (see {@link behind}), oldest first. */
-  readonly #unsaved = new Map<string, number>()
+  readonly #unsaved = new BoundedMap<string, number>(RESTARTED_MAX)
 
   constructor(store: CheckpointStore, opts: StateOptions, clock: Clock, events: StateEvents, timers: Timers = systemTimers) {
     this.#store = store
@@ -114,9 +115,7 @@ export class StateProtocol {
    * old state back. Kept by this process (at most {@link RESTARTED_MAX} sessions).
    */
   restarted(sessionKey: string, epoch: number): void {
-    this.#restarted.delete(sessionKey)
-    this.#restarted.set(sessionKey, epoch)
-    if (this.#restarted.size > RESTARTED_MAX) this.#restarted.delete(this.#restarted.keys().next().value!)
+    this.#restarted.set(sessionKey, epoch) // newest last; past RESTARTED_MAX the oldest goes
   }
 
   /**
@@ -164,12 +163,10 @@ export class StateProtocol {
       this.#events.operation('put', (performance.now() - t0) / 1000)
       if (result === 'unavailable') {
         // lost, or landing late (a paused store): a move by choice waits until the store has it or newer
-        this.#unsaved.delete(sessionKey)
         this.#unsaved.set(sessionKey, checkpoint.writtenAt)
-        if (this.#unsaved.size > RESTARTED_MAX) this.#unsaved.delete(this.#unsaved.keys().next().value!)
       } else if (this.#unsaved.size !== 0 && (result === 'stored' || result === 'stale')) this.#unsaved.delete(sessionKey) // 'stale': the store holds newer
       // not stored (the store is down): the next checkpoint of that epoch replaces instead
-      if (replace && result === 'unavailable' && !this.#restarted.has(sessionKey)) this.restarted(sessionKey, epoch)
+      if (replace && result === 'unavailable' && this.#restarted.get(sessionKey) === undefined) this.restarted(sessionKey, epoch)
     }
     this.#events.checkpoint(result, sessionKey, cp.value.length)
     return result
