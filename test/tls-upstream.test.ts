@@ -5,6 +5,9 @@ import t, { type Test } from 'tap'
 import https from 'node:https'
 import type { AddressInfo } from 'node:net'
 import type { TLSSocket } from 'node:tls'
+import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { WebSocketServer } from 'ws'
 import { startTether, type Tether } from '../src/app.js'
 import type { UpstreamTlsConfig } from '../src/config/schema.js'
@@ -27,8 +30,8 @@ interface HttpsUpstream {
   readonly sni: (string | false)[]
 }
 
-/** An https upstream serving `pair`, requiring a client certificate signed by the test CA when `mtls`. */
-async function httpsUpstream(t: Test, pair: PemPair, mtls: boolean): Promise<HttpsUpstream> {
+/** An https upstream serving `pair`, requiring a client certificate signed by the test CA when `mtls`; `closeEach`: `Connection: close` on every answer. */
+async function httpsUpstream(t: Test, pair: PemPair, mtls: boolean, closeEach = false): Promise<HttpsUpstream> {
   const seen: HttpsUpstream['seen'] = []
   const sni: HttpsUpstream['sni'] = []
   const server = https.createServer({ cert: pair.cert, key: pair.key, ca: certs.ca, requestCert: mtls, rejectUnauthorized: mtls }, (req, res) => {
@@ -36,11 +39,16 @@ async function httpsUpstream(t: Test, pair: PemPair, mtls: boolean): Promise<Htt
     const peer = socket.getPeerCertificate()
     seen.push({ path: req.url ?? '', clientCert: (peer.subject?.CN as string | undefined) ?? null, authorized: socket.authorized })
     res.setHeader('content-type', 'application/json')
+    if (closeEach) res.setHeader('connection', 'close')
     res.end(JSON.stringify({ id: 'secure-0', proto: req.headers['x-forwarded-proto'] }))
   })
   server.on('secureConnection', (socket: TLSSocket) => sni.push((socket as TLSSocket & { servername?: string | false }).servername || false))
   const wss = new WebSocketServer({ server })
-  wss.on('connection', (ws) => ws.on('message', (d: Buffer) => ws.send(`tls:${d.toString()}`)))
+  wss.on('connection', (ws, req) => {
+    const socket = req.socket as TLSSocket
+    seen.push({ path: `ws ${req.url ?? ''}`, clientCert: (socket.getPeerCertificate().subject?.CN as string | undefined) ?? null, authorized: socket.authorized })
+    ws.on('message', (d: Buffer) => ws.send(`tls:${d.toString()}`))
+  })
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
   t.teardown(() => new Promise<void>((r) => { wss.close(); server.closeAllConnections(); server.close(() => r()) }))
   const port = (server.address() as AddressInfo).port
@@ -122,6 +130,69 @@ t.test('a WebSocket reaches an https:// upstream with its TLS settings (wss to t
   const ws = await openWs(`${tether.url.replace('http://', 'ws://')}/socket`)
   t.equal((await roundTrip(ws, 'ping')).data.toString(), 'tls:ping')
   ws.close()
+})
+
+/**
+ * A client pair laid out as Kubernetes mounts a Secret: `dir/tls.crt` -> `..data/tls.crt`,
+ * `..data` -> `..<version>/`; `install` swaps `..data` in one rename, as the kubelet does when
+ * cert-manager renews the Secret.
+ */
+function secretMount(t: Test, first: PemPair): { cert: string; key: string; install(pair: { cert: string; key: string }): void } {
+  const dir = mkdtempSync(join(tmpdir(), 'tether-secret-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  let n = 0
+  const install = (pair: { cert: string; key: string }): void => {
+    const version = `..v${++n}`
+    mkdirSync(join(dir, version))
+    writeFileSync(join(dir, version, 'tls.crt'), pair.cert)
+    writeFileSync(join(dir, version, 'tls.key'), pair.key)
+    symlinkSync(version, join(dir, '..data_tmp'))
+    renameSync(join(dir, '..data_tmp'), join(dir, '..data'))
+  }
+  install(first)
+  symlinkSync('..data/tls.crt', join(dir, 'tls.crt'))
+  symlinkSync('..data/tls.key', join(dir, 'tls.key'))
+  return { cert: join(dir, 'tls.crt'), key: join(dir, 'tls.key'), install }
+}
+
+t.test('a client certificate renewed in place is presented from the next connection on: requests, probes and WebSocket handshakes, no reload', async (t) => {
+  const up = await httpsUpstream(t, certs.server, true, true)
+  const mount = secretMount(t, certs.client)
+  const logs = new LogCapture()
+  const tether = await tetherFor(t, up.url, { ca: certs.caFile, cert: mount.cert, key: mount.key }, { health: { active: { path: '/healthz', interval: 100, timeout: 1_000 } } }, logs)
+  t.equal((await request(`${tether.url}/before`)).status, 200)
+  const ws = await openWs(`${tether.url.replace('http://', 'ws://')}/socket-before`)
+  ws.close()
+  await waitFor(() => up.seen.some((s) => s.path === '/healthz'), 5_000, 'a probe')
+  t.same(new Set(up.seen.map((s) => s.clientCert)), new Set(['client']))
+
+  const renewed = certs.issue('renewed', 'DNS:client.example')
+  mount.install(renewed)
+  // the upstream closes each connection after its answer: the next request makes a new one
+  t.equal((await request(`${tether.url}/after`)).status, 200)
+  t.same(up.seen.at(-1), { path: '/after', clientCert: 'renewed', authorized: true }, 'a request presents the renewed certificate')
+  const ws2 = await openWs(`${tether.url.replace('http://', 'ws://')}/socket-after`)
+  t.equal((await roundTrip(ws2, 'ping')).data.toString(), 'tls:ping')
+  ws2.close()
+  t.same(up.seen.at(-1), { path: 'ws /socket-after', clientCert: 'renewed', authorized: true }, 'so does a WebSocket handshake')
+  await waitFor(() => up.seen.some((s) => s.path === '/healthz' && s.clientCert === 'renewed'), 5_000, 'a probe presenting the renewed certificate')
+  t.equal(logs.records.filter((r) => r['msg'] === 'upstream TLS files changed: new connections to it use them').length, 1, 'one line says so')
+})
+
+t.test('renewed files that do not make a pair keep the last good ones (logged) until they do', async (t) => {
+  const up = await httpsUpstream(t, certs.server, true, true)
+  const mount = secretMount(t, certs.client)
+  const logs = new LogCapture()
+  const tether = await tetherFor(t, up.url, { ca: certs.caFile, cert: mount.cert, key: mount.key }, {}, logs)
+  const renewed = certs.issue('renewed2', 'DNS:client.example')
+  mount.install({ cert: renewed.cert, key: certs.client.key }) // a certificate without its key
+  t.equal((await request(`${tether.url}/mismatch`)).status, 200, 'requests go on with the previous pair')
+  t.equal(up.seen.at(-1)?.clientCert, 'client')
+  const warning = logs.records.find((r) => r['msg'] === 'upstream TLS files changed but cannot be used: new connections to it keep the previous ones')
+  t.match(warning, { level: 40, upstream: 'secure-0', err: /does not belong/ })
+  mount.install(renewed)
+  t.equal((await request(`${tether.url}/fixed`)).status, 200)
+  t.same(up.seen.at(-1), { path: '/fixed', clientCert: 'renewed2', authorized: true }, 'the good pair is used once it is there')
 })
 
 // The SNI and the name the upstream's certificate is checked against are the upstream's (its

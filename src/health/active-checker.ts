@@ -6,7 +6,7 @@ import http from 'node:http'
 import https from 'node:https'
 import { systemClock, systemTimers, type Timers } from '../clock.js'
 import type { UpstreamTlsConfig } from '../config/schema.js'
-import { upstreamTlsOptions } from '../tls/upstream-tls.js'
+import { UpstreamTlsSource } from '../tls/upstream-tls.js'
 
 export { systemTimers, type Timers }
 
@@ -82,6 +82,8 @@ interface Target {
   /** Its TLS settings as JSON (a change makes a new target). */
   readonly tlsKey: string
   readonly request: http.RequestOptions
+  /** https://: the TLS options as the files are at each probe (a renewed client certificate is used at once). */
+  readonly tls: UpstreamTlsSource | null
   timer: unknown
   probe: Probe | null
   /** The next probe answers a suspicion (probeSoon). */
@@ -154,14 +156,14 @@ export class ActiveChecker {
     }
     for (const { id, url, tls } of next.values()) {
       if (this.#targets.has(id)) continue
-      let request: http.RequestOptions
+      const request = this.#requestOptions(url)
+      let source: UpstreamTlsSource | null
       try {
-        request = this.#requestOptions(url, tls ?? null)
-      } catch (err) {
-        if (err instanceof RangeError) throw err
+        source = url.startsWith('https:') ? new UpstreamTlsSource(url, tls ?? null) : null
+      } catch {
         continue // a TLS file gone since the config was checked: not probed (its requests fail alike)
       }
-      const target: Target = { id, url, tlsKey: JSON.stringify(tls ?? null), request, timer: null, probe: null, suspected: false }
+      const target: Target = { id, url, tlsKey: JSON.stringify(tls ?? null), request, tls: source, timer: null, probe: null, suspected: false }
       this.#targets.set(id, target)
       if (this.#running) this.#schedule(target, 0)
     }
@@ -205,11 +207,10 @@ export class ActiveChecker {
     return () => { this.#listeners.delete(listener) }
   }
 
-  #requestOptions(url: string, tls: UpstreamTlsConfig | null): http.RequestOptions {
+  #requestOptions(url: string): http.RequestOptions {
     const u = new URL(url)
     if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new RangeError(`ActiveChecker: expected an http:// or https:// URL, got ${JSON.stringify(url)}`)
     return {
-      ...upstreamTlsOptions(url, tls),
       hostname: u.hostname.replace(/^\[(.*)\]$/, '$1'),
       port: u.port === '' ? (u.protocol === 'https:' ? 443 : 80) : Number(u.port),
       path: this.#options.path ?? '*',
@@ -236,7 +237,7 @@ export class ActiveChecker {
 
   #probe(target: Target): Probe {
     const at = this.#clock.now()
-    const req = (target.url.startsWith('https:') ? https : http).request(target.request)
+    const req = target.tls === null ? http.request(target.request) : https.request({ ...target.request, ...target.tls.current() })
     const closed = new Promise<void>((resolve) => req.once('close', resolve))
     this.#closing.add(closed)
     void closed.then(() => this.#closing.delete(closed))

@@ -48,7 +48,10 @@ export function createProxy(config: Config, p: ProxyParts): Proxy {
     serving: (id) => p.router.health.ready(id) && p.router.health.drainingSince(id) === null,
   })
   // an oversize checkpoint must still arrive (to be refused), so room for twice the limit
-  const http = new Forwarder([], { connect: t.connect, responseHeaders: t.response_headers, bodyIdle: t.body_idle, maxResponseHeaderBytes: 65_536 + 2 * config.state.max_bytes }, answer, p.draining)
+  const http = new Forwarder([], { connect: t.connect, responseHeaders: t.response_headers, bodyIdle: t.body_idle, maxResponseHeaderBytes: 65_536 + 2 * config.state.max_bytes }, answer, p.draining, (upstream, change) => {
+    if (change.kind === 'reloaded') p.logger.info({ upstream }, 'upstream TLS files changed: new connections to it use them')
+    else p.logger.warn({ upstream, err: change.error.message }, 'upstream TLS files changed but cannot be used: new connections to it keep the previous ones')
+  })
   const upgrades = new Upgrades(p.logger, answer, {
     maxConnections: config.websocket.max_connections, idleTimeout: config.websocket.idle_timeout, connect: t.connect, responseHeaders: t.response_headers, bodyIdle: t.body_idle, timers: p.timers,
   })

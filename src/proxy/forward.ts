@@ -9,7 +9,7 @@ import { Pool, buildConnector, errors, type Dispatcher } from 'undici'
 import { TetherError, type ErrorCode } from '../errors.js'
 import type { Upstream } from '../upstream/upstream-set.js'
 import type { UpstreamTlsConfig } from '../config/schema.js'
-import { upstreamTlsOptions } from '../tls/upstream-tls.js'
+import { UpstreamTlsSource, type UpstreamTlsChange, type UpstreamTlsOptions } from '../tls/upstream-tls.js'
 import { classify } from './outcome.js'
 import { mayStartWithInterim, withoutUnsolicitedContinue } from './interim-response.js'
 import type { AnswerHeadPolicy, Attempt, Exchange } from './exchange.js'
@@ -61,15 +61,19 @@ export class Forwarder {
   readonly #answer: AnswerHeadPolicy
   /** The head and body-idle waits of every live exchange (undici's own timers are off). */
   readonly #deadlines: Deadlines
+  readonly #tlsChanged: (id: string, change: UpstreamTlsChange) => void
 
   /**
    * `answer`: what every answer's head gets (learning, checkpoints, filtering, cookies);
-   * `closeAfter`: true while Tether drains, so answers carry `Connection: close`.
+   * `closeAfter`: true while Tether drains, so answers carry `Connection: close`;
+   * `tlsChanged`: an https:// upstream's TLS files changed (read again, or not usable).
    */
-  constructor(upstreams: readonly PoolTarget[], timeouts: PoolTimeouts, answer: AnswerHeadPolicy, closeAfter: () => boolean = () => false) {
+  constructor(upstreams: readonly PoolTarget[], timeouts: PoolTimeouts, answer: AnswerHeadPolicy, closeAfter: () => boolean = () => false,
+    tlsChanged: (id: string, change: UpstreamTlsChange) => void = () => undefined) {
     this.#timeouts = timeouts
     this.#answer = answer
     this.#closeAfter = closeAfter
+    this.#tlsChanged = tlsChanged
     this.#deadlines = new Deadlines(sweepInterval(timeouts.bodyIdle > 0 ? Math.min(timeouts.responseHeaders, timeouts.bodyIdle) : timeouts.responseHeaders))
     this.setUpstreams(upstreams)
   }
@@ -100,17 +104,29 @@ export class Forwarder {
 
   #newPool(target: PoolTarget, identity: string): UpstreamPool {
     const origin = target.url
-    // https://: the upstream's CA, client pair (mTLS), name and verification, for every connection
-    const tls = upstreamTlsOptions(origin, target.tls ?? null)
-    const connect = buildConnector({ timeout: this.#timeouts.connect, noDelay: true, ...tls } as buildConnector.BuildOptions)
+    // https://: the upstream's CA, client pair (mTLS), name and verification, for every
+    // connection, as its files are when the connection is made (a renewed certificate is used
+    // from the next connection on)
+    const source = new UpstreamTlsSource(origin, target.tls ?? null, (change) => this.#tlsChanged(target.id, change))
+    const connector = (tls: UpstreamTlsOptions | null): buildConnector.connector =>
+      buildConnector({ timeout: this.#timeouts.connect, noDelay: true, ...tls } as buildConnector.BuildOptions)
+    const tls = source.current()
+    let version = source.version
+    let connect = connector(tls)
     // the TLS name (SNI and the name the certificate is checked against) is the upstream's own,
     // set here, never the one undici asks for (the request's Host, the client's); none for an IP
     const sni = tls?.servername
     const pool = new Pool(origin, {
-      connect: (opts, callback) => connect(tls === null ? opts : { ...opts, servername: sni }, (...args) => {
-        if (args[0] === null) tolerateUnsolicitedContinue(args[1] as Socket)
-        callback(...args)
-      }),
+      connect: (opts, callback) => {
+        if (tls !== null) {
+          const now = source.current()
+          if (source.version !== version) [version, connect] = [source.version, connector(now)]
+        }
+        connect(tls === null ? opts : { ...opts, servername: sni }, (...args) => {
+          if (args[0] === null) tolerateUnsolicitedContinue(args[1] as Socket)
+          callback(...args)
+        })
+      },
       // off: the exchanges time their own waits (see deadlines.ts for why)
       headersTimeout: 0,
       bodyTimeout: 0,

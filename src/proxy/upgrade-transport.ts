@@ -9,7 +9,7 @@ import { Agent as HttpsAgent } from 'node:https'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import httpProxy from 'http-proxy'
-import { upstreamTlsOptions } from '../tls/upstream-tls.js'
+import { UpstreamTlsSource } from '../tls/upstream-tls.js'
 import { systemTimers, type Timers } from '../clock.js'
 import { ERRORS, TetherError, type ErrorCode } from '../errors.js'
 import type { Logger } from '../observability/logger.js'
@@ -61,8 +61,8 @@ export class Upgrades {
   readonly #byUpstream = new Map<string, Set<Tunnel>>()
   /** Every client connection handed over and not closed yet (also those no longer tunnelling). */
   readonly #live = new Set<Tunnel>()
-  /** https:// upstreams: one agent each with its TLS settings (keyed by URL and settings). */
-  readonly #agents = new Map<string, HttpsAgent>()
+  /** https:// upstreams: one agent each with its TLS settings (keyed by URL and settings), made again when its files change. */
+  readonly #agents = new Map<string, { readonly source: UpstreamTlsSource; version: number; agent: HttpsAgent | null }>()
   #count = 0
 
   constructor(logger: Logger, answer: AnswerHeadPolicy, options: UpgradeOptions) {
@@ -150,13 +150,18 @@ export class Upgrades {
   targetOf(upstream: Upstream): httpProxy.ServerOptions {
     if (!upstream.url.startsWith('https:')) return { target: upstream.url }
     const key = `${upstream.url} ${JSON.stringify(upstream.tls)}`
-    let agent = this.#agents.get(key)
-    if (agent === undefined) {
-      const tls = upstreamTlsOptions(upstream.url, upstream.tls)!
-      agent = new HttpsAgent({ ...tls, servername: tls.servername ?? '', keepAlive: false })
-      this.#agents.set(key, agent)
+    let entry = this.#agents.get(key)
+    if (entry === undefined) {
+      entry = { source: new UpstreamTlsSource(upstream.url, upstream.tls), version: -1, agent: null }
+      this.#agents.set(key, entry)
     }
-    return { target: upstream.url, agent, secure: agent.options.rejectUnauthorized !== false }
+    // the files as they are now (a renewed client certificate is used from the next handshake on)
+    const tls = entry.source.current()!
+    if (entry.agent === null || entry.version !== entry.source.version) {
+      entry.agent = new HttpsAgent({ ...tls, servername: tls.servername ?? '', keepAlive: false })
+      entry.version = entry.source.version
+    }
+    return { target: upstream.url, agent: entry.agent, secure: entry.agent.options.rejectUnauthorized !== false }
   }
 
   get proxy(): httpProxy {
