@@ -217,7 +217,7 @@ async function main(): Promise<number> {
     case 'drain': {
       const r = cmd.kind === 'session'
         ? await showSession(cmd.admin, cmd.key, cmd.json)
-        : await drainUpstream(cmd.admin, cmd.id, { migrate: cmd.migrate, wait: cmd.wait, timeout: cmd.timeout, poll: 1_000 })
+        : await drainUpstream(cmd.admin, cmd.id, { migrate: cmd.migrate, wait: cmd.wait, timeout: cmd.timeout, poll: 1_000, progress: (line) => process.stdout.write(line) })
       process.stdout.write(r.out)
       process.stderr.write(r.err)
       return r.code

@@ -81,12 +81,19 @@ export interface DrainOptions {
   readonly timeout: number
   /** Between two looks at `GET /upstreams`, ms. */
   readonly poll: number
+  /**
+   * Where each line goes as it happens (the CLI's stdout: a drain can wait minutes, and a
+   * preStop hook cut short must still have said that it started); without it, they are
+   * collected in the result's `out`.
+   */
+  readonly progress?: (line: string) => void
 }
 
 /**
  * `POST /upstreams/<id>/drain[?migrate=true]`; with `wait`, polls `GET /upstreams` until the
- * row's `sessions_remaining` is 0 (or unknown) or the timeout passed. Exit 0 then (a preStop
- * hook must not block a pod's shutdown for ever), 1 when the drain itself failed.
+ * row's `sessions_remaining` is 0 (or unknown) or the timeout passed, saying how many sessions
+ * remain each time the count changes. Exit 0 then (a preStop hook must not block a pod's
+ * shutdown for ever), 1 when the drain itself failed.
  */
 export async function drainUpstream(admin: AdminTarget, id: string, o: DrainOptions): Promise<ClientResult> {
   const started = Date.now()
@@ -94,8 +101,18 @@ export async function drainUpstream(admin: AdminTarget, id: string, o: DrainOpti
   if (typeof r === 'string') return { code: 1, out: '', err: `tether drain: ${r}\n` }
   const answer = r as { id?: unknown; draining?: unknown } | null
   if (typeof answer !== 'object' || answer === null || answer.id !== id || answer.draining !== true) return { code: 1, out: '', err: `tether drain: ${notAdmin(admin)}\n` }
-  let out = `${id}: draining${o.migrate ? ', users migrate' : ''}\n`
+  let out = ''
+  const say = (line: string): void => {
+    if (o.progress === undefined) out += `${line}\n`
+    else o.progress(`${line}\n`)
+  }
+  const done = (line: string): ClientResult => {
+    say(line)
+    return { code: 0, out, err: '' }
+  }
+  say(`${id}: draining${o.migrate ? ', users migrate' : ''}`)
   if (!o.wait) return { code: 0, out, err: '' }
+  let told: number | null = null
   for (;;) {
     // a look that does not answer waits no longer than the time left (a preStop hook's budget),
     // or 1 s for the last look, at the deadline
@@ -105,15 +122,20 @@ export async function drainUpstream(admin: AdminTarget, id: string, o: DrainOpti
     const row = Array.isArray(rows) ? (rows as { id: string; sessions_remaining: number | null }[]).find((u) => u.id === id) : undefined
     const remaining = row?.sessions_remaining ?? null
     if (typeof rows !== 'string' && (row === undefined || remaining === null || remaining === 0)) {
-      return { code: 0, out: `${out}${id}: ${row === undefined ? 'left the upstream set' : remaining === null ? 'sessions not counted (affinity.key: none)' : 'no session remains'}\n`, err: '' }
+      return done(`${id}: ${row === undefined ? 'left the upstream set' : remaining === null ? 'sessions not counted (affinity.key: none)' : 'no session remains'}`)
     }
     if (Date.now() - started >= o.timeout) {
-      const left = typeof rows === 'string' ? `admin API: ${rows}` : `${remaining} sessions remain`
-      return { code: 0, out: `${out}${id}: deadline passed, ${left}\n`, err: '' }
+      return done(`${id}: deadline passed, ${typeof rows === 'string' ? `admin API: ${rows}` : sessionsRemain(remaining!)}`)
     }
-    out += typeof rows === 'string' ? '' : `${id}: ${remaining} sessions remain\n`
+    if (typeof rows !== 'string' && remaining !== told) say(`${id}: ${sessionsRemain(remaining!)}`)
+    if (typeof rows !== 'string') told = remaining
     await new Promise((resolve) => setTimeout(resolve, Math.min(o.poll, Math.max(1, o.timeout - (Date.now() - started)))))
   }
+}
+
+/** Example: sessionsRemain(1) -> '1 session remains'; sessionsRemain(3) -> '3 sessions remain'. */
+function sessionsRemain(n: number): string {
+  return n === 1 ? '1 session remains' : `${n} sessions remain`
 }
 
 /** The longest `drain --wait` waits for its look at the deadline (ms). */
