@@ -57,6 +57,21 @@ export interface RedisConnectionOptions {
   readonly connectTimeout?: number
   /** Cap of the exponential reconnect back-off in ms (default 2000); reconnects never stop. */
   readonly maxReconnectDelay?: number
+  /**
+   * A connection on which commands wait and no byte arrives for this long (ms) is closed and
+   * made again, and its waiting commands fail (default `connectTimeout`): a frozen Redis (a
+   * stopped process, a paused VM, a partition that drops packets) keeps the TCP connection
+   * up, and every command sent to it would be held, with its value, until it answered. It
+   * also bounds the ready check of a new connection (ioredis waits for it without a limit).
+   * Longer than any call's own timeout.
+   */
+  readonly stallTimeout?: number
+  /**
+   * The most commands sent and not yet answered (default 1000), counting those whose caller
+   * stopped waiting: beyond it, a call fails at once, unsent (a slow Redis must not turn into
+   * unbounded memory here).
+   */
+  readonly maxWaiting?: number
   /** Monotonic time in ms for the node health windows (default `performance.now()`); tests pass their own. */
   readonly now?: () => number
   /** Timers for command deadlines and node probes (default the system's, unref'd); tests pass fake ones. */
@@ -69,6 +84,7 @@ export const REDIS_DEFAULTS = Object.freeze({
   timeout: 50,
   connectTimeout: 2000,
   maxReconnectDelay: 2000,
+  maxWaiting: 1000,
 })
 
 /** While a node is suspect (reachable, with failures in its window), it is probed this often (ms). */
@@ -146,6 +162,10 @@ export class RedisConnection {
   readonly #timeout: number
   readonly #connectTimeout: number
   readonly #maxReconnectDelay: number
+  readonly #stallTimeout: number
+  readonly #maxWaiting: number
+  /** Commands sent and not answered yet (their callers may have stopped waiting). */
+  #waiting = 0
   readonly #now: () => number
   readonly #timers: Timers
   readonly #listeners = new Set<(status: RedisStatus, detail: string) => void>()
@@ -187,6 +207,8 @@ export class RedisConnection {
     this.#timeout = positive('timeout', options.timeout ?? d.timeout)
     this.#connectTimeout = positive('connectTimeout', options.connectTimeout ?? d.connectTimeout)
     this.#maxReconnectDelay = positive('maxReconnectDelay', options.maxReconnectDelay ?? d.maxReconnectDelay)
+    this.#stallTimeout = positive('stallTimeout', options.stallTimeout ?? this.#connectTimeout)
+    this.#maxWaiting = positive('maxWaiting', options.maxWaiting ?? d.maxWaiting)
     this.#now = options.now ?? (() => performance.now())
     this.#timers = options.timers ?? systemTimers
     this.#options = options
@@ -197,6 +219,11 @@ export class RedisConnection {
 
   get status(): RedisStatus {
     return this.#status
+  }
+
+  /** Commands sent and not answered yet, including those whose callers stopped waiting (at most `maxWaiting`). */
+  get waiting(): number {
+    return this.#waiting
   }
 
   onStatus(fn: (status: RedisStatus, detail: string) => void): () => void {
@@ -576,6 +603,10 @@ export class RedisConnection {
    */
   #race<T>(client: Client | null, key: string | null, work: (c: Client) => Promise<T>, ms: number = this.#timeout): Promise<T | Failed> {
     if (!client) return Promise.resolve(FAILED)
+    if (this.#waiting >= this.#maxWaiting) {
+      this.#observe(client, key, false, `${this.#waiting} commands already wait for a reply`)
+      return Promise.resolve(FAILED)
+    }
     return new Promise((resolve) => {
       let done = false
       const finish = (value: T | Failed, error?: string): void => {
@@ -589,7 +620,11 @@ export class RedisConnection {
       // the socket wins (setImmediate runs after the poll phase)
       const timer = this.#timers.setTimeout(() => setImmediate(() => finish(FAILED, `no reply within ${ms} ms`)), ms)
       try {
-        work(client).then((value) => finish(value), (err: unknown) => finish(FAILED, describe(err)))
+        const reply = work(client)
+        this.#waiting++
+        const answered = (): void => { this.#waiting-- }
+        reply.then(answered, answered)
+        reply.then((value) => finish(value), (err: unknown) => finish(FAILED, describe(err)))
       } catch (err) {
         finish(FAILED, describe(err))
       }
@@ -604,6 +639,8 @@ export class RedisConnection {
       protocol: 2,
       connectionName: 'tether',
       connectTimeout: this.#connectTimeout,
+      // a connection that stops answering is closed (its commands fail) and made again
+      socketTimeout: this.#stallTimeout,
       maxRetriesPerRequest: 0,
       autoResendUnfulfilledCommands: false,
       // Untyped ioredis option (default 2000): how long disconnect() waits for a socket to

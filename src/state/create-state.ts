@@ -16,7 +16,7 @@ import { StateProtocol } from './protocol.js'
 export async function redisOf(config: Config, timers: Timers): Promise<RedisConnection | null> {
   const st = config.state
   if (st.store !== 'redis') return null
-  const { RedisConnection } = await import('../redis/connection.js')
+  const { RedisConnection, REDIS_DEFAULTS } = await import('../redis/connection.js')
   const address = (hp: string): { host: string; port: number } => {
     const i = hp.lastIndexOf(':')
     return { host: hp.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(hp.slice(i + 1)) }
@@ -29,6 +29,8 @@ export async function redisOf(config: Config, timers: Timers): Promise<RedisConn
     ...(r.nodes.length > 0 ? { nodes: r.nodes.map(address) } : {}),
     keyPrefix: r.key_prefix,
     timeout: st.timeout,
+    // a Redis that answers nothing while commands wait: longer than any call's own wait
+    stallTimeout: Math.max(REDIS_DEFAULTS.connectTimeout, st.timeout, st.durability === 'confirmed' ? st.confirm_timeout : 0),
     timers,
   })
 }

@@ -1,0 +1,69 @@
+// A Redis that freezes (SIGSTOP: a paused VM, a partition that drops packets) keeps its TCP
+// connections up and answers nothing. Commands sent to it must not pile up in Tether's memory
+// (each holds its value until a reply comes), the connection must be remade once it has been
+// silent for `stallTimeout`, and a start-up against it must end (its ready check has no limit
+// of its own in ioredis). Real redis-server processes, stopped and continued; real time is
+// only polled with a deadline.
+import t, { type Test } from 'tap'
+import { FAILED, RedisConnection } from '../src/redis/connection.js'
+import { startTether } from '../src/app.js'
+import { createLogger } from '../src/observability/logger.js'
+import { redisCli, startRedis, waitFor, type RedisServer } from './fixtures/redis-server.js'
+import { request, startUpstream, testConfig } from './fixtures/upstream.js'
+
+async function frozenRedis(t: Test): Promise<{ redis: RedisServer; freeze(): void; thaw(): void }> {
+  const redis = await startRedis()
+  const pid = Number(/process_id:(\d+)/.exec(await redisCli(redis.port, 'INFO', 'server'))![1])
+  let stopped = false
+  t.teardown(async () => {
+    if (stopped) process.kill(pid, 'SIGCONT')
+    await redis.stop()
+  })
+  return {
+    redis,
+    freeze: () => { process.kill(pid, 'SIGSTOP'); stopped = true },
+    thaw: () => { process.kill(pid, 'SIGCONT'); stopped = false },
+  }
+}
+
+t.test('commands to a frozen Redis: at most maxWaiting are held, the rest fail unsent, and a silent connection is remade (they fail, nothing held)', async (t) => {
+  const { redis, freeze, thaw } = await frozenRedis(t)
+  const conn = new RedisConnection({ url: redis.url, timeout: 50, stallTimeout: 400, maxWaiting: 100 })
+  t.teardown(() => conn.stop())
+  await conn.start()
+  t.equal(await conn.run('tether:k', (c) => c.get('tether:k')), null, 'Redis answers before the freeze')
+  freeze()
+  const value = 'x'.repeat(10_000)
+  const calls = Array.from({ length: 500 }, (_, i) => conn.run(`tether:k${i}`, (c) => c.eval("return redis.call('SET', KEYS[1], ARGV[1])", 1, `tether:k${i}`, value)))
+  t.equal(conn.waiting, 100, 'no more than maxWaiting commands are held')
+  t.same(new Set(await Promise.all(calls)), new Set([FAILED]), 'every call fails (at once, or after its timeout)')
+  await waitFor('the silent connection to be closed and its commands released', () => conn.waiting === 0, 5_000)
+  t.equal(conn.status, 'degraded')
+  thaw()
+  await waitFor('Redis to be ready again', () => conn.status === 'ready', 10_000)
+  t.equal(await conn.run('tether:k', (c) => c.get('tether:k')), null, 'and to answer')
+  const exists = async (key: string): Promise<string> => (await redisCli(redis.port, 'EXISTS', key)).trim()
+  t.equal(await exists('tether:k499'), '0', 'a command failed by the cap was never sent')
+  t.comment(`commands held when Redis froze and applied when it resumed (the first of them): ${await exists('tether:k0')}`)
+})
+
+t.test('a Redis frozen before start-up: start() ends (the ready check is bounded), Tether serves, and Redis is used once it answers', async (t) => {
+  const { redis, freeze, thaw } = await frozenRedis(t)
+  freeze()
+  const conn = new RedisConnection({ url: redis.url, timeout: 50, stallTimeout: 300 })
+  t.teardown(() => conn.stop())
+  const started = conn.start().then(() => 'started')
+  t.equal(await Promise.race([started, new Promise((r) => setTimeout(r, 10_000, 'hung'))]), 'started', 'start() resolves while Redis is frozen')
+  t.equal(conn.status, 'degraded')
+
+  const app = await startUpstream('app-0')
+  t.teardown(() => app.close())
+  const cfg = testConfig([app], { state: { store: 'redis', timeout: 50, redis: { url: redis.url } } })
+  const tether = await Promise.race([startTether(cfg, { logger: createLogger('silent') }), new Promise<null>((r) => setTimeout(r, 10_000, null))])
+  t.ok(tether, 'Tether starts against a frozen Redis')
+  if (tether === null) return
+  t.teardown(() => tether.close(0))
+  t.equal((await request(`${tether.url}/`)).status, 200, 'and serves')
+  thaw()
+  await waitFor('the connection to be ready once Redis answers', () => conn.status === 'ready', 10_000)
+})
