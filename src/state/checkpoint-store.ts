@@ -42,13 +42,20 @@ export interface Checkpoint {
 export type PutResult = 'stored' | 'stale' | 'too_large' | 'unavailable'
 
 /**
- * The version rule of {@link CheckpointStore.put}: is `incoming` refused over `stored`? Only
- * when both are versioned and incoming's version is not above stored's (epochs do not order
+ * The version rule of {@link CheckpointStore.put}: is `incoming` refused over `stored`? When
+ * both are versioned, when incoming's version is not above stored's (epochs do not order
  * checkpoints: a table key placed again after its pin expired or was evicted starts again at
- * epoch 0). Example: `isStale({ version: 1, epoch: 2, ... }, { version: 5, epoch: 1, ... })` -> true.
+ * epoch 0). When incoming has no version, when it was written before stored (`writtenAt`, the
+ * time Tether took the answer): a put that reaches the store late (sent to a Redis that froze,
+ * given up on, and applied when it resumed; a frozen worker's message) must not replace what a
+ * later answer stored. Across Tether replicas this orders by their clocks (NTP keeps them
+ * within milliseconds); a version header orders without clocks.
+ * Examples: `isStale({ version: 1, ... }, { version: 5, ... })` -> true;
+ * `isStale({ version: null, writtenAt: 100, ... }, { version: null, writtenAt: 200, ... })` -> true.
  */
-export function isStale(incoming: Pick<Checkpoint, 'version'>, stored: Pick<Checkpoint, 'version'>): boolean {
-  return incoming.version !== null && stored.version !== null && incoming.version <= stored.version
+export function isStale(incoming: Pick<Checkpoint, 'version' | 'writtenAt'>, stored: Pick<Checkpoint, 'version' | 'writtenAt'>): boolean {
+  if (incoming.version === null) return incoming.writtenAt < stored.writtenAt
+  return stored.version !== null && incoming.version <= stored.version
 }
 
 /** The outcome of a get: the newest live checkpoint, none, or the store could not answer. */
