@@ -6,6 +6,7 @@ import http from 'node:http'
 import https from 'node:https'
 import { systemClock, systemTimers, type Timers } from '../clock.js'
 import type { UpstreamTlsConfig } from '../config/schema.js'
+import { LOCAL_RESOURCE_CODES } from '../errors.js'
 import { UpstreamTlsSource } from '../tls/upstream-tls.js'
 
 export { systemTimers, type Timers }
@@ -256,7 +257,9 @@ export class ActiveChecker {
       const ok = code === null && status !== null && status >= min && status <= max
       const suspected = target.suspected
       target.suspected = false
-      this.#sink.reportActive(target.id, ok, code === 'ETIMEDOUT', suspected)
+      // Tether's own lack of file descriptors or ports says nothing of the upstream
+      const inconclusive = code !== null && LOCAL_RESOURCE_CODES.has(code)
+      if (!inconclusive) this.#sink.reportActive(target.id, ok, code === 'ETIMEDOUT', suspected)
       const event: ProbeEvent = { id: target.id, ok, status, code, duration: this.#clock.now() - at, at }
       for (const listener of this.#listeners) listener(event)
       // a failure is checked again soon (as HAProxy's fastinter): one bad probe alone should

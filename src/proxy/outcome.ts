@@ -1,7 +1,7 @@
 // The one place that classifies how an upstream exchange ended. Pure: maps an error
 // thrown by the forwarding layer (undici or Node) to a catalogue code. Callers switch on
 // the code, never on messages.
-import { TetherError, type ErrorCode } from '../errors.js'
+import { LOCAL_RESOURCE_CODES, TetherError, type ErrorCode } from '../errors.js'
 
 /** Whether the failure happened before any byte of the request could reach the upstream. */
 export type Outcome =
@@ -9,7 +9,7 @@ export type Outcome =
   | { readonly kind: 'error'; readonly code: ErrorCode; readonly connect: boolean }
 
 const CONNECT_CODES = new Set([
-  'ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EADDRNOTAVAIL',
+  'ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN',
   // an https upstream's TLS handshake failed (its certificate did not verify, or it speaks no
   // TLS): no byte of the request was sent, as with a refused connection
   'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT',
@@ -26,6 +26,7 @@ export function classify(err: unknown, clientGone: boolean): Outcome {
   if (err instanceof TetherError) return { kind: 'error', code: err.code, connect: false }
   const code = (err as { code?: unknown } | null)?.code
   if (typeof code === 'string') {
+    if (LOCAL_RESOURCE_CODES.has(code)) return { kind: 'error', code: 'TETHER_OUT_OF_RESOURCES', connect: false }
     if (CONNECT_CODES.has(code)) return { kind: 'error', code: 'TETHER_UPSTREAM_CONNECT', connect: true }
     switch (code) {
       case 'UND_ERR_CONNECT_TIMEOUT':
@@ -75,6 +76,8 @@ export function healthSignal(r: { status: number; outcome: Outcome | null; error
       return null // the client's fault, not the upstream's
     case 'TETHER_UPSTREAM_UNAVAILABLE':
       return null // stopped because health already took the upstream out: no new evidence
+    case 'TETHER_OUT_OF_RESOURCES':
+      return null // Tether's own failure: says nothing of the upstream
     case 'TETHER_STATE_UNAVAILABLE':
     case 'TETHER_HEADERS_TOO_LARGE':
       return 'success' // the upstream answered (the state store did not; a head too large for it)

@@ -514,14 +514,29 @@ export class RequestPath {
     this.#finish(ctx, { status, outcome: { kind: 'error', code, connect: false }, error: ctx.lastFailure?.error ?? null, responded: true })
   }
 
+  /** When Tether last logged that it is out of resources (clock ms). */
+  #outOfResourcesAt = -Infinity
+
+  /** Tether could not open an upstream connection for lack of its own resources: one error line per 10 s. */
+  #outOfResources(err: unknown): void {
+    const now = this.#d.clock.now()
+    if (now - this.#outOfResourcesAt < OUT_OF_RESOURCES_LOG_MS) return
+    this.#outOfResourcesAt = now
+    const code = (err as { code?: unknown } | null)?.code
+    this.#d.logger.error({ code, err: (err as Error).message }, 'Tether cannot open upstream connections: it is out of file descriptors, memory or local ports (503 TETHER_OUT_OF_RESOURCES, upstreams not blamed); raise the open-files limit (ulimit -n) or shed load')
+  }
+
   /** The request is done: metrics and the access log. */
   #finish(ctx: RequestContext, r: AttemptResult): void {
     ctx.status = r.status
     ctx.outcome = r.outcome
     const upstream = ctx.decision?.upstream ?? null
     const { logger, events } = this.#d
-    if (r.outcome !== null && r.outcome.kind === 'error' && r.error && healthSignal(r) !== null) {
-      logger.warn({ err: r.error, code: r.outcome.code, upstream, method: ctx.method, path: ctx.req.url }, 'upstream exchange failed')
+    if (r.outcome !== null && r.outcome.kind === 'error' && r.error) {
+      // not an answer's failure ('success': the state store's, logged per Redis node)
+      const signal = healthSignal(r)
+      if (signal !== null && signal !== 'success') logger.warn({ err: r.error, code: r.outcome.code, upstream, method: ctx.method, path: ctx.req.url }, 'upstream exchange failed')
+      else if (r.outcome.code === 'TETHER_OUT_OF_RESOURCES') this.#outOfResources(r.error)
     }
     const ms = performance.now() - ctx.t0
     events.observeRequest(upstream, ctx.method, r.status, ms / 1000)
@@ -547,6 +562,9 @@ export class RequestPath {
     }, 'access')
   }
 }
+
+/** The most often Tether says it is out of resources (ms): every request fails alike then. */
+const OUT_OF_RESOURCES_LOG_MS = 10_000
 
 /**
  * Does a browser treat a page on `host` (a Host header) as secure over plain HTTP, keeping its
