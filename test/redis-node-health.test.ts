@@ -79,6 +79,7 @@ t.test('a node is down while unreachable whatever its calls say, and a reconnect
   t.equal(node.status, 'down')
   t.equal(node.snapshot(1_000).summary, 'redis 127.0.0.1:6379 unreachable: connect ECONNREFUSED 127.0.0.1:6379')
   for (let i = 0; i < 10; i++) node.record(false, 1_000 + i * 100, "Stream isn't writeable")
+  t.equal(node.snapshot(5_000).lastError, 'connect ECONNREFUSED 127.0.0.1:6379', 'while unreachable, the connection\'s error, however old, over the calls it failed')
   node.connected()
   t.same([node.status, node.snapshot(2_100).calls], ['up', 0], 'outcomes from before the reconnect are gone')
 })

@@ -185,6 +185,9 @@ export class NodeHealth {
   }
 
   lastError(now: number): string | null {
+    // unreachable: the connection's own error (WRONGPASS, a refused connect, no reply to the
+    // ready check) says why; the calls it fails meanwhile only say that it is not connected
+    if (!this.reachable && this.#nodeError !== null) return this.#nodeError
     return now - this.#nodeErrorAt <= NODE_ERROR_FRESH_MS ? this.#nodeError : this.#callError ?? this.#nodeError
   }
 
