@@ -23,8 +23,8 @@ export const ERRORS = {
   TETHER_CLIENT_TIMEOUT: { status: 408, message: 'Request Timeout' },
   TETHER_SHUTTING_DOWN: { status: 503, message: 'Service Unavailable: shutting down' },
   TETHER_TOO_MANY_CONNECTIONS: { status: 503, message: 'Service Unavailable: too many open connections' },
-  // Tether's own process could not open a connection (out of file descriptors, memory or local
-  // ports): nothing is wrong with the upstream, and the request never reached it
+  // Tether's own process could not open a connection (out of file descriptors): nothing is
+  // wrong with the upstream, and the request never reached it
   TETHER_OUT_OF_RESOURCES: { status: 503, message: 'Service Unavailable: the proxy is out of resources' },
   TETHER_STATE_UNAVAILABLE: { status: 503, message: 'Service Unavailable: the session state could not be saved' },
   TETHER_INTERNAL: { status: 500, message: 'Internal Server Error' },
@@ -45,11 +45,13 @@ export class TetherError extends Error {
 }
 
 /**
- * Errors of Tether's own process, not of the upstream: out of file descriptors (EMFILE,
- * ENFILE), kernel buffers or memory (ENOBUFS, ENOMEM), local ports (EADDRNOTAVAIL). An attacker
- * who holds enough client connections gets these on every upstream connect; counting them
- * against the upstreams would eject healthy ones (and tell the other replicas to) and move
+ * Errors of Tether's own process, not of the upstream: out of file descriptors (EMFILE for the
+ * process, ENFILE for the system), which only a new socket meets, so nothing was sent. An
+ * attacker who holds enough client connections gets these on every upstream connect; counting
+ * them against the upstreams would eject healthy ones (and tell the other replicas to) and move
  * their users for good. nginx answers its own `socket()` failure with 500 and does not count it
- * against the upstream either.
+ * against the upstream either. (EADDRNOTAVAIL is not one of them: Linux runs out of local ports
+ * per destination, and an IPv6 upstream on a host without IPv6 fails so too: both are that
+ * upstream's, and another may serve.)
  */
-export const LOCAL_RESOURCE_CODES: ReadonlySet<string> = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM', 'EADDRNOTAVAIL'])
+export const LOCAL_RESOURCE_CODES: ReadonlySet<string> = new Set(['EMFILE', 'ENFILE'])

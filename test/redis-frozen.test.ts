@@ -8,7 +8,8 @@ import t, { type Test } from 'tap'
 import { FAILED, RedisConnection } from '../src/redis/connection.js'
 import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
-import { redisCli, startRedis, waitFor, type RedisServer } from './fixtures/redis-server.js'
+import { redisCli, startRedis, startRedisCluster, waitFor, type RedisServer } from './fixtures/redis-server.js'
+import { keySlot } from '../src/redis/key-slot.js'
 import { request, startUpstream, testConfig } from './fixtures/upstream.js'
 
 async function frozenRedis(t: Test): Promise<{ redis: RedisServer; freeze(): void; thaw(): void }> {
@@ -67,3 +68,41 @@ t.test('a Redis frozen before start-up: start() ends (the ready check is bounded
   thaw()
   await waitFor('the connection to be ready once Redis answers', () => conn.status === 'ready', 10_000)
 })
+
+t.test('a frozen Cluster shard: its calls wait within its own room, and the other shards keep answering and stay up', async (t) => {
+  const cluster = await startRedisCluster(3)
+  t.teardown(() => cluster.stop())
+  const conn = new RedisConnection({ nodes: [...cluster.addresses], timeout: 50, stallTimeout: 10_000, maxWaiting: 50 })
+  t.teardown(() => conn.stop())
+  await conn.start()
+  await waitFor('every shard up', () => conn.nodes().length === 3 && conn.nodes().every((n) => n.status === 'up'), 10_000)
+  // a key per shard, by CLUSTER NODES' slot ranges
+  const ranges = (await redisCli(cluster.nodes[0]!.port, 'CLUSTER', 'NODES')).trim().split('\n').flatMap((line) => {
+    const f = line.split(' ')
+    const port = Number(/:(\d+)@/.exec(f[1]!)![1])
+    return f.slice(8).map((r) => r.split('-').map(Number)).map(([from, to]) => ({ from: from!, to: to ?? from!, port }))
+  })
+  const keyOf = new Map<number, string>()
+  for (let i = 0; keyOf.size < 3 && i < 1_000; i++) {
+    const key = `tether:probe-${i}`
+    const slot = keySlot(key)
+    const port = ranges.find((r) => slot >= r.from && slot <= r.to)!.port
+    if (!keyOf.has(port)) keyOf.set(port, key)
+  }
+  const frozen = cluster.nodes[0]!
+  const pid = Number(/process_id:(\d+)/.exec(await redisCli(frozen.port, 'INFO', 'server'))![1])
+  process.kill(pid, 'SIGSTOP')
+  t.teardown(() => { try { process.kill(pid, 'SIGCONT') } catch { /* gone */ } })
+  const stuck = keyOf.get(frozen.port)!
+  const held = await Promise.all(Array.from({ length: 200 }, () => conn.run(stuck, (c) => c.get(stuck))))
+  t.same(new Set(held), new Set([FAILED]), 'calls for the frozen shard fail')
+  t.ok(conn.waiting <= 50, `no more than maxWaiting wait on it (${conn.waiting})`)
+  for (const [port, key] of keyOf) {
+    if (port === frozen.port) continue
+    t.equal(await conn.run(key, (c) => c.get(key)), null, `shard ${port} still answers`)
+  }
+  const others = conn.nodes().filter((n) => n.address !== `127.0.0.1:${frozen.port}`)
+  t.same(others.map((n) => n.status), ['up', 'up'], 'and stays up')
+  process.kill(pid, 'SIGCONT')
+})
+

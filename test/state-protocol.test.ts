@@ -179,6 +179,22 @@ t.test('an older version never overwrites a newer checkpoint; oversize ones are 
   t.match(await tether.metrics.render(), /tether_checkpoints_total\{result="too_large"\} 1/)
 })
 
+t.test('a clock stepped back does not make a newer versionless checkpoint stale (writtenAt never goes back in a process)', async (t) => {
+  const { MemoryCheckpointStore } = await import('../src/state/memory-store.js')
+  const { StateProtocol } = await import('../src/state/protocol.js')
+  let now = 10_000
+  const store = new MemoryCheckpointStore({ maxEntries: 10, clock: { now: () => 1 } })
+  const results: string[] = []
+  const p = new StateProtocol(store, { header: 'X-Tether-State', maxBytes: 64, timeout: 50, ttl: 60_000 }, { now: () => now }, {
+    checkpoint: (r) => results.push(r), rehydration: () => undefined, operation: () => undefined,
+  })
+  await p.write('s', { value: 'cart=1', version: null }, 'a', 0)
+  now -= 1_000 // NTP steps the clock back
+  await p.write('s', { value: 'cart=1,2', version: null }, 'a', 0)
+  t.same(results, ['stored', 'stored'])
+  t.match(await p.fetch('s'), { status: 'found', checkpoint: { value: 'cart=1,2', writtenAt: 10_000 } })
+})
+
 t.test('with rehydrate: hook the state is POSTed to the new upstream before the request', async (t) => {
   const hookPath = '/_tether/rehydrate'
   const apps = await Promise.all(['a', 'b'].map((id) => counterApp(id, { hookPath })))

@@ -9,7 +9,7 @@ export type Outcome =
   | { readonly kind: 'error'; readonly code: ErrorCode; readonly connect: boolean }
 
 const CONNECT_CODES = new Set([
-  'ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN',
+  'ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EADDRNOTAVAIL',
   // an https upstream's TLS handshake failed (its certificate did not verify, or it speaks no
   // TLS): no byte of the request was sent, as with a refused connection
   'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT',
@@ -26,7 +26,8 @@ export function classify(err: unknown, clientGone: boolean): Outcome {
   if (err instanceof TetherError) return { kind: 'error', code: err.code, connect: false }
   const code = (err as { code?: unknown } | null)?.code
   if (typeof code === 'string') {
-    if (LOCAL_RESOURCE_CODES.has(code)) return { kind: 'error', code: 'TETHER_OUT_OF_RESOURCES', connect: false }
+    // nothing was sent: may be tried on the next upstream (after EMFILE it fails alike, fast)
+    if (LOCAL_RESOURCE_CODES.has(code)) return { kind: 'error', code: 'TETHER_OUT_OF_RESOURCES', connect: true }
     if (CONNECT_CODES.has(code)) return { kind: 'error', code: 'TETHER_UPSTREAM_CONNECT', connect: true }
     switch (code) {
       case 'UND_ERR_CONNECT_TIMEOUT':

@@ -517,13 +517,13 @@ export class RequestPath {
   /** When Tether last logged that it is out of resources (clock ms). */
   #outOfResourcesAt = -Infinity
 
-  /** Tether could not open an upstream connection for lack of its own resources: one error line per 10 s. */
+  /** Tether could not open an upstream connection for lack of file descriptors: one error line per 10 s. */
   #outOfResources(err: unknown): void {
     const now = this.#d.clock.now()
     if (now - this.#outOfResourcesAt < OUT_OF_RESOURCES_LOG_MS) return
     this.#outOfResourcesAt = now
     const code = (err as { code?: unknown } | null)?.code
-    this.#d.logger.error({ code, err: (err as Error).message }, 'Tether cannot open upstream connections: it is out of file descriptors, memory or local ports (503 TETHER_OUT_OF_RESOURCES, upstreams not blamed); raise the open-files limit (ulimit -n) or shed load')
+    this.#d.logger.error({ code, err: (err as Error).message }, 'Tether cannot open upstream connections: it is out of file descriptors (503 TETHER_OUT_OF_RESOURCES, upstreams not blamed); raise the open-files limit (ulimit -n) or shed load')
   }
 
   /** The request is done: metrics and the access log. */

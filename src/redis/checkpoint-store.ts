@@ -7,25 +7,25 @@ import { FAILED, RedisConnection, type RedisConnectionOptions } from './connecti
 
 
 /**
- * The put, in one atomic step: compare versions (or times), write every field, set the TTL.
+ * The put, in one atomic step: compare, write every field, set the TTL.
  * KEYS[1] = the checkpoint hash; ARGV = value, version ('' = none), upstream, epoch, writtenAt,
- * ttlMs, replace ('1': no comparison with a checkpoint of another epoch). Returns 1 when
- * stored, 0 when stale. The rule is CheckpointStore.put's (`isStale` in
- * src/state/checkpoint-store.ts): a versioned put is refused when the stored one is versioned
- * and incoming <= stored; a versionless one when it was written before the stored one (a put
- * Redis applies late, after a freeze, must not undo a later one). Versions and times are
- * compared as Lua numbers (doubles): exact for safe integers.
+ * ttlMs, replace ('1': versions are not compared with a checkpoint of another epoch). Returns 1
+ * when stored, 0 when stale. The rule is CheckpointStore.put's (`isStale` in
+ * src/state/checkpoint-store.ts): two versioned checkpoints (not replacing) by version, refused
+ * when incoming <= stored; any other pair by `writtenAt`, refused when incoming was written
+ * before stored (a put Redis applies late, after a freeze, must not undo a later one). Numbers
+ * are compared as Lua numbers (doubles): exact for safe integers.
  */
 export const PUT_CHECKPOINT_LUA = `
 local incoming = ARGV[2]
 local stored = redis.call('HMGET', KEYS[1], 'version', 'epoch', 'writtenAt')
-local replacing = ARGV[7] == '1' and stored[2] and stored[2] ~= ARGV[4]
-if not replacing then
-  if incoming ~= '' then
-    if stored[1] and stored[1] ~= '' and tonumber(incoming) <= tonumber(stored[1]) then
+if stored[3] then
+  local replacing = ARGV[7] == '1' and stored[2] ~= ARGV[4]
+  if not replacing and incoming ~= '' and stored[1] and stored[1] ~= '' then
+    if tonumber(incoming) <= tonumber(stored[1]) then
       return 0
     end
-  elseif stored[3] and tonumber(ARGV[5]) < tonumber(stored[3]) then
+  elseif tonumber(ARGV[5]) < tonumber(stored[3]) then
     return 0
   end
 end
@@ -71,7 +71,7 @@ export type RedisCheckpointStoreOptions =
  * the last stored put (PEXPIRE). Puts run {@link PUT_CHECKPOINT_LUA}. A put resolves `'stored'`
  * only after Redis replied to the script; a timed-out put is `'unavailable'` even if Redis
  * applied it later. Such a late put never replaces a newer one: versions order versioned
- * checkpoints, `writtenAt` the others.
+ * checkpoints, `writtenAt` the others (and replacing puts).
  *
  * Durability: 'stored' means the Redis primary accepted the write. Surviving a Redis restart or
  * failover is Redis's job (AOF/RDB, replicas); an empty Redis means checkpoints are 'missing'.

@@ -67,9 +67,10 @@ export interface RedisConnectionOptions {
    */
   readonly stallTimeout?: number
   /**
-   * The most commands sent and not yet answered (default 1000), counting those whose caller
-   * stopped waiting: beyond it, a call fails at once, unsent (a slow Redis must not turn into
-   * unbounded memory here).
+   * The most commands sent to one node and not yet answered (default 1000), counting those
+   * whose caller stopped waiting: beyond it, a call for that node fails at once, unsent (a slow
+   * Redis must not turn into unbounded memory here; a frozen Cluster shard must not take the
+   * other shards' room).
    */
   readonly maxWaiting?: number
   /** Monotonic time in ms for the node health windows (default `performance.now()`); tests pass their own. */
@@ -164,8 +165,8 @@ export class RedisConnection {
   readonly #maxReconnectDelay: number
   readonly #stallTimeout: number
   readonly #maxWaiting: number
-  /** Commands sent and not answered yet (their callers may have stopped waiting). */
-  #waiting = 0
+  /** Commands sent and not answered yet (their callers may have stopped waiting), by node address ('' for keyless Cluster calls). */
+  readonly #waiting = new Map<string, number>()
   readonly #now: () => number
   readonly #timers: Timers
   readonly #listeners = new Set<(status: RedisStatus, detail: string) => void>()
@@ -221,9 +222,11 @@ export class RedisConnection {
     return this.#status
   }
 
-  /** Commands sent and not answered yet, including those whose callers stopped waiting (at most `maxWaiting`). */
+  /** Commands sent and not answered yet, including those whose callers stopped waiting (at most `maxWaiting` a node). */
   get waiting(): number {
-    return this.#waiting
+    let n = 0
+    for (const w of this.#waiting.values()) n += w
+    return n
   }
 
   onStatus(fn: (status: RedisStatus, detail: string) => void): () => void {
@@ -603,8 +606,10 @@ export class RedisConnection {
    */
   #race<T>(client: Client | null, key: string | null, work: (c: Client) => Promise<T>, ms: number = this.#timeout): Promise<T | Failed> {
     if (!client) return Promise.resolve(FAILED)
-    if (this.#waiting >= this.#maxWaiting) {
-      this.#observe(client, key, false, `${this.#waiting} commands already wait for a reply`)
+    const node = this.#waitKey(client, key)
+    const waiting = this.#waiting.get(node) ?? 0
+    if (waiting >= this.#maxWaiting) {
+      this.#observe(client, key, false, `${waiting} commands already wait for its replies`)
       return Promise.resolve(FAILED)
     }
     return new Promise((resolve) => {
@@ -621,14 +626,24 @@ export class RedisConnection {
       const timer = this.#timers.setTimeout(() => setImmediate(() => finish(FAILED, `no reply within ${ms} ms`)), ms)
       try {
         const reply = work(client)
-        this.#waiting++
-        const answered = (): void => { this.#waiting-- }
+        this.#waiting.set(node, (this.#waiting.get(node) ?? 0) + 1)
+        const answered = (): void => {
+          const left = (this.#waiting.get(node) ?? 1) - 1
+          if (left === 0) this.#waiting.delete(node)
+          else this.#waiting.set(node, left)
+        }
         reply.then(answered, answered)
         reply.then((value) => finish(value), (err: unknown) => finish(FAILED, describe(err)))
       } catch (err) {
         finish(FAILED, describe(err))
       }
     })
+  }
+
+  /** Which node a call for `key` waits on: its slot's master in a Cluster ('' when unknown or keyless), the one node otherwise. */
+  #waitKey(client: Client, key: string | null): string {
+    if (!(client instanceof Cluster)) return ''
+    return key === null ? '' : client.slots[keySlot(key)]?.[0] ?? ''
   }
 
   #createClient(): Client {

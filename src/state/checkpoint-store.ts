@@ -42,20 +42,23 @@ export interface Checkpoint {
 export type PutResult = 'stored' | 'stale' | 'too_large' | 'unavailable'
 
 /**
- * The version rule of {@link CheckpointStore.put}: is `incoming` refused over `stored`? When
- * both are versioned, when incoming's version is not above stored's (epochs do not order
- * checkpoints: a table key placed again after its pin expired or was evicted starts again at
- * epoch 0). When incoming has no version, when it was written before stored (`writtenAt`, the
- * time Tether took the answer): a put that reaches the store late (sent to a Redis that froze,
- * given up on, and applied when it resumed; a frozen worker's message) must not replace what a
- * later answer stored. Across Tether replicas this orders by their clocks (NTP keeps them
- * within milliseconds); a version header orders without clocks.
- * Examples: `isStale({ version: 1, ... }, { version: 5, ... })` -> true;
- * `isStale({ version: null, writtenAt: 100, ... }, { version: null, writtenAt: 200, ... })` -> true.
+ * The ordering rule of {@link CheckpointStore.put}: is `incoming` refused over `stored`? When
+ * both are versioned, versions order them: refused when incoming's is not above stored's
+ * (epochs do not order checkpoints: a table key placed again after its pin expired or was
+ * evicted starts again at epoch 0). Otherwise, and for a `replacing` put (the first of an epoch
+ * whose upstream started its state again, over a checkpoint of another epoch: its versions
+ * compare with nothing), the time Tether took the answer orders them: refused when incoming was
+ * written before stored. A put that reaches the store late (sent to a Redis that froze, given
+ * up on, applied when it resumed; a frozen worker's message) must not replace what a later
+ * answer stored. Within a process `writtenAt` never goes back; across Tether replicas this
+ * orders by their clocks (NTP keeps them within milliseconds), and a version orders without.
+ * Examples: `isStale({ version: 1, ... }, { version: 5, ... }, false)` -> true;
+ * `isStale({ version: null, writtenAt: 100, ... }, { version: null, writtenAt: 200, ... }, false)` -> true;
+ * `isStale({ version: 1, writtenAt: 300, ... }, { version: 5, writtenAt: 200, ... }, true)` -> false.
  */
-export function isStale(incoming: Pick<Checkpoint, 'version' | 'writtenAt'>, stored: Pick<Checkpoint, 'version' | 'writtenAt'>): boolean {
-  if (incoming.version === null) return incoming.writtenAt < stored.writtenAt
-  return stored.version !== null && incoming.version <= stored.version
+export function isStale(incoming: Pick<Checkpoint, 'version' | 'writtenAt'>, stored: Pick<Checkpoint, 'version' | 'writtenAt'>, replacing: boolean): boolean {
+  if (!replacing && incoming.version !== null && stored.version !== null) return incoming.version <= stored.version
+  return incoming.writtenAt < stored.writtenAt
 }
 
 /** The outcome of a get: the newest live checkpoint, none, or the store could not answer. */

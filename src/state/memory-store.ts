@@ -197,7 +197,7 @@ export class MemoryCheckpointStore implements CheckpointStore {
     if (cost > this.#maxTotalBytes) return Promise.resolve('too_large')
     const now = this.#clock.now()
     const current = this.#live(sessionKey, now)
-    if (current && (!replace || current.checkpoint.epoch === cp.epoch) && isStale(cp, current.checkpoint)) {
+    if (current && isStale(cp, current.checkpoint, replace && current.checkpoint.epoch !== cp.epoch)) {
       return Promise.resolve('stale')
     }
     if (current) current.segment.remove(sessionKey, current)

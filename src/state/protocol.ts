@@ -56,6 +56,8 @@ export class StateProtocol {
   readonly #store: CheckpointStore
   readonly #opts: StateOptions
   readonly #clock: Clock
+  /** The newest `writtenAt` this process gave a checkpoint (they never go back). */
+  #lastWrittenAt = 0
   readonly #events: StateEvents
   readonly #name: string
   readonly #versionName: string
@@ -150,7 +152,11 @@ export class StateProtocol {
     let result: PutResult
     if (Buffer.byteLength(cp.value, 'latin1') > this.#opts.maxBytes) result = 'too_large'
     else {
-      const checkpoint: Checkpoint = { value: cp.value, version: cp.version, upstream, epoch, writtenAt: this.#clock.now() }
+      // never earlier than this process's last write (a clock stepped back would make a newer
+      // versionless checkpoint look older than the one it follows)
+      const writtenAt = Math.max(this.#lastWrittenAt, this.#clock.now())
+      this.#lastWrittenAt = writtenAt
+      const checkpoint: Checkpoint = { value: cp.value, version: cp.version, upstream, epoch, writtenAt }
       // the mark is taken by this write (a parallel answer of the same move is ordered by
       // version after it: the store replaces only a checkpoint of another epoch)
       const replace = this.#restarted.size !== 0 && this.#restarted.get(sessionKey) === epoch
