@@ -123,7 +123,7 @@ export class Forwarder {
           if (source.version !== version) [version, connect] = [source.version, connector(now)]
         }
         connect(tls === null ? opts : { ...opts, servername: sni }, (...args) => {
-          if (args[0] === null) tolerateUnsolicitedContinue(args[1] as Socket)
+          if (args[0] === null) wrapRead(args[1] as Socket)
           callback(...args)
         })
       },
@@ -201,16 +201,25 @@ function tlsName(origin: string, sni: string | undefined): string {
 }
 
 /**
- * undici reads responses with `socket.read()` and fails a response that opens with a `100
- * Continue` it did not ask for. Wrap this socket's read so that, at the start of a response
- * only (its parser has read no status line yet), complete 100 heads are dropped. The parser is
+ * The pool connection undici read from last. undici's parser runs the bytes it read at once,
+ * and a handler's onResponseEnd runs inside that run: there, this is the connection the answer
+ * came on (see {@link retireIfTrailersControl}).
+ */
+let lastRead: Socket | null = null
+
+/**
+ * undici reads responses with `socket.read()`: wrap this socket's read to note it as
+ * {@link lastRead}, and because undici fails a response that opens with a `100 Continue` it
+ * did not ask for: at the start of a response only (its parser has read no status line yet),
+ * complete 100 heads are dropped. The parser is
  * undici's own, found by its symbol's description; a test pins this against the installed
  * undici, and without it the answer is a 502 that is not retried (never a replay).
  */
-function tolerateUnsolicitedContinue(socket: Socket): void {
+function wrapRead(socket: Socket): void {
   const read = socket.read
   let parserKey: symbol | undefined
   socket.read = function readWithoutContinue(this: Socket, size?: number) {
+    lastRead = this
     const chunk = read.call(this, size) as Buffer | null
     if (chunk === null || !mayStartWithInterim(chunk)) return chunk
     parserKey ??= Object.getOwnPropertySymbols(this).find((s) => s.description === 'parser')
@@ -218,6 +227,23 @@ function tolerateUnsolicitedContinue(socket: Socket): void {
     if (parser == null || parser.statusCode !== 0 || parser.headersSize !== 0) return chunk
     return withoutUnsolicitedContinue(chunk)
   } as Socket['read']
+}
+
+/**
+ * An answer whose trailer section holds `Connection` or `Proxy-Connection` (connection control,
+ * which no trailer may carry: RFC 9110 section 6.5.1) ends its connection's use: undici kept
+ * it alive from the head, but its parser took a `close` there as the connection's end, and the
+ * next answer on it, usually another user's, failed ("Data after Connection: close", a 502 for
+ * a request the upstream ran). Called from onResponseEnd, inside undici's parse of the bytes
+ * just read from {@link lastRead}; the connection is closed once undici's completion returned,
+ * before it is used again (a full turn of the event loop later), so the next request opens a
+ * new one. Example: trailers `{ connection: 'close' }` -> the connection closes, the client's
+ * answer stands (the field itself is hop-by-hop: never passed on).
+ */
+function retireIfTrailersControl(trailers: Record<string, string | string[] | undefined>): void {
+  if (trailers.connection === undefined && trailers['proxy-connection'] === undefined) return
+  const socket = lastRead
+  if (socket !== null) queueMicrotask(() => socket.destroy())
 }
 
 /**
@@ -508,6 +534,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     // trailer fields after a chunked body (undici gives `{}` when there are none)
     for (const _ in trailers) {
       this.#trailers = trailers
+      retireIfTrailersControl(trailers)
       break
     }
     if (this.#held !== null) this.#heldEnd = true
