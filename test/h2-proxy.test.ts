@@ -10,16 +10,17 @@ import { startTether, type Tether } from '../src/app.js'
 import type { Config } from '../src/config/schema.js'
 import { createLogger } from '../src/observability/logger.js'
 import { LogCapture } from './fixtures/log-capture.js'
+import { startRawUpstream } from './fixtures/raw-upstream.js'
 import { makeCertificateSet } from './fixtures/tls.js'
 import { startUpstream, testConfig, type DeepPartial, type Handler, type Upstream } from './fixtures/upstream.js'
-import { waitFor } from './fixtures/wait.js'
+import { once, waitFor } from './fixtures/wait.js'
 
 const certs = makeCertificateSet()
 t.teardown(() => certs.remove())
 
 const TLS = { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [], min_version: 'TLSv1.2', hsts: null } as const
 
-async function h2Tether(t: Test, ups: readonly Upstream[], over: DeepPartial<Config> = {}, logs?: LogCapture): Promise<Tether> {
+async function h2Tether(t: Test, ups: readonly Pick<Upstream, 'id' | 'url'>[], over: DeepPartial<Config> = {}, logs?: LogCapture): Promise<Tether> {
   const config = testConfig(ups, { ...over, listen: { tls: TLS, ...over.listen } })
   const tether = await startTether(config, { logger: logs === undefined ? createLogger('silent') : createLogger('info', logs) })
   t.teardown(() => tether.close(0))
@@ -285,4 +286,32 @@ t.test('an h2 request with 300 header fields (each cookie its own, RFC 9113 sect
   const r = await h2request(session(t, tether), headers)
   t.equal(r.status, 200)
   t.equal(JSON.parse(r.body).headers['x-f299'], 'v')
+})
+
+t.test('an answer cut off upstream (dead mid-body, or its body stalled past body_idle) resets the h2 stream with INTERNAL_ERROR, never NO_ERROR', async (t) => {
+  // RFC 9113 section 8.1: NO_ERROR only after a complete answer; curl and Node's client take a
+  // stream reset with NO_ERROR as the end of the body and keep the truncated download
+  const up = await startRawUpstream('app-0', (req, conn) => {
+    if (req.target === '/chunked') conn.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n')
+    else conn.write('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello')
+    // dies after part of the body; /stall stays silent
+    if (req.target !== '/stall') setImmediate(() => conn.destroy())
+  })
+  t.teardown(() => up.close())
+  const tether = await h2Tether(t, [up], { affinity: { key: 'none' }, timeouts: { body_idle: 300 } })
+  const s = session(t, tether)
+  for (const path of ['/chunked', '/length', '/stall']) {
+    const req = s.request({ ':path': path })
+    let body = ''
+    let ended = false
+    req.setEncoding('utf8')
+    req.on('data', (c: string) => (body += c))
+    req.on('end', () => (ended = true))
+    req.on('error', () => undefined)
+    await once(req, 'close', 5_000, `${path}: the stream to be closed`)
+    t.equal(body, 'hello', `${path}: the part that came`)
+    t.equal(req.rstCode, http2.constants.NGHTTP2_INTERNAL_ERROR, `${path}: reset with INTERNAL_ERROR`)
+    t.notOk(ended, `${path}: never a clean end of the body`)
+  }
+  t.notOk(s.closed || s.destroyed, 'the stream alone is reset, the session stays')
 })

@@ -6,7 +6,7 @@
 // (the documented extension point); it holds no routing or header policy.
 import http2 from 'node:http2'
 
-const { NGHTTP2_NO_ERROR } = http2.constants
+const { NGHTTP2_NO_ERROR, NGHTTP2_INTERNAL_ERROR } = http2.constants
 
 type Headers = http2.IncomingHttpHeaders
 
@@ -79,7 +79,8 @@ const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connecti
  * `Connection: close` means nothing on a stream); `destroyed` says whether the stream is gone;
  * `statusMessage` and `shouldKeepAlive` are accepted and ignored. When the answer is complete
  * while the client is still sending its body, the stream is reset with NO_ERROR (RFC 9113
- * section 8.1: the client stops sending, the stream's slot is freed).
+ * section 8.1: the client stops sending, the stream's slot is freed); `destroy()` before the
+ * answer is complete resets it with INTERNAL_ERROR (see {@link H2Response.destroy}).
  */
 export class H2Response extends http2.Http2ServerResponse {
   constructor(stream: http2.ServerHttp2Stream) {
@@ -91,6 +92,21 @@ export class H2Response extends http2.Http2ServerResponse {
       if (stream.closed || stream.destroyed || stream.endAfterHeaders || stream.state.remoteClose === 1) return
       if (!this.req.complete) stream.close(NGHTTP2_NO_ERROR)
     })
+  }
+
+  /**
+   * Cut the answer off (an upstream that died mid-body, a body stalled past body_idle): a stream
+   * whose answer has not ended is reset with INTERNAL_ERROR, as nginx does. Node's own destroy
+   * without an error resets it with NO_ERROR, which RFC 9113 section 8.1 keeps for a complete
+   * answer: curl and Node's client then take the truncated body for the whole one. An ended
+   * answer, or a destroy with an error, is Node's. Example: headers and 5 of 100 bytes sent,
+   * `res.destroy()` -> RST_STREAM INTERNAL_ERROR (curl exits 92).
+   */
+  override destroy(err?: Error): this {
+    const stream = this.stream
+    if (err === undefined && !this.writableEnded && !stream.closed && !stream.destroyed) stream.close(NGHTTP2_INTERNAL_ERROR)
+    else super.destroy(err)
+    return this
   }
 
   override writeHead(statusCode: number, headers?: http2.OutgoingHttpHeaders): this
