@@ -1,9 +1,14 @@
 // Limits on the upgrade path: most open WebSockets (503 beyond), idle timeout (no byte either
-// way closes both sides), and the handshake's own timeout (an upstream that never answers).
+// way closes both sides), the handshake's own timeout (an upstream that never answers), and a
+// refusal's body that stalls or is cut short (the client connection is never held for ever).
 import t from 'tap'
 import net from 'node:net'
 import { closed, openWs, roundTrip, startEchoPod, startWsTether } from './fixtures/ws-harness.js'
-import { waitFor, within } from './fixtures/wait.js'
+import { onEvent, waitFor, when, within } from './fixtures/wait.js'
+import { startTether } from '../src/app.js'
+import { createLogger } from '../src/observability/logger.js'
+import { LogCapture } from './fixtures/log-capture.js'
+import { testConfig } from './fixtures/upstream.js'
 
 const pod = await startEchoPod('app-0')
 t.teardown(() => pod.kill())
@@ -91,4 +96,34 @@ t.test('an upstream that refuses a handshake and stalls in its refusal body is c
   await within(new Promise((r) => client.once('close', r)), 5000, 'the client connection to be cut')
   t.match(got, /^HTTP\/1\.1 200 OK\r\n[^]*0123456789$/, 'the refusal as far as it came')
   await waitFor(() => px.upgrades.size === 0, 2000, 'slot released')
+})
+
+t.test('an upstream that refuses a handshake and dies in its refusal body: the client connection is cut at once, the failure logged and counted', async (t) => {
+  // no 'end' comes from a body cut short, and the body_idle cut stops at the answer's close:
+  // the client kept a truncated answer and its connection open for ever (nginx and HAProxy
+  // close it at once)
+  const sockets = new Set<net.Socket>()
+  const dying = net.createServer((s) => {
+    sockets.add(s)
+    s.on('error', () => undefined)
+    s.once('data', () => s.end('HTTP/1.1 404 Not Found\r\nContent-Length: 100\r\n\r\nnot here\n'))
+  })
+  await new Promise<void>((r) => dying.listen(0, '127.0.0.1', r))
+  const port = (dying.address() as net.AddressInfo).port
+  t.teardown(() => { for (const s of sockets) s.destroy(); dying.close() })
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig([{ id: 'dying', url: `http://127.0.0.1:${port}` }], { retries: { attempts: 1 } }), { logger: createLogger('info', logs) })
+  t.teardown(() => tether.close(0))
+  const client = net.connect(tether.port, '127.0.0.1')
+  client.on('error', () => undefined)
+  client.write('GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n')
+  let got = ''
+  client.on('data', (c) => (got += c))
+  // body_idle is 60 s: only the cut, not a timeout, closes it within the deadline
+  await within(new Promise((r) => client.once('close', r)), 5000, 'the client connection to be cut')
+  t.match(got, /^HTTP\/1\.1 404 Not Found\r\n[^]*not here\n$/, 'the refusal as far as it came')
+  await waitFor(() => tether.upgrades.size === 0, 2000, 'slot released')
+  await when(onEvent(logs, 'record'), () => logs.access().length === 1, 2000, 'the access log line')
+  t.match(logs.access()[0], { status: 404, upstream: 'dying', outcome: 'TETHER_UPSTREAM_RESET' }, 'logged as an upstream failure mid-answer')
+  t.ok(logs.records.some((r) => r['msg'] === 'upstream exchange failed'), 'warned, as a plain answer cut off')
 })

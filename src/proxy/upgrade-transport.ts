@@ -232,6 +232,9 @@ class Tunnel implements Exchange {
   #upstream: Socket | null = null
   #proxyReq: ClientRequest | null = null
   #timer: unknown = null
+  /** An upstream's refusal whose body is still passed on (the attempt settles when it ends or is cut), and why it was cut. */
+  #refusal: IncomingMessage | null = null
+  #refusalError: unknown = null
   /** Resolves the current attempt (once). */
   #settle: ((r: AttemptResult) => void) | null = null
 
@@ -343,6 +346,8 @@ class Tunnel implements Exchange {
       this.#proxyReq?.destroy()
       this.#done({ status: 0, outcome: { kind: 'client_abort' }, error: null, responded: true })
     }
+    // the client left during a refusal's body: it settles as the client's abort
+    this.#refusal?.destroy()
     if (this.#upstream !== null && !this.#upstream.destroyed) endThenDestroy(this.#upstream, this.#owner.linger, this.#owner.timers)
   }
 
@@ -461,9 +466,35 @@ class Tunnel implements Exchange {
     res.headers.connection = 'close'
     // http-proxy ends the client's side after the body; a client that keeps its side open (or
     // sent more bytes behind its request) is cut off after the linger
-    res.once('end', () => endThenDestroy(this.#client, this.#owner.linger, this.#owner.timers))
+    this.#refusal = res
+    res.once('end', () => {
+      endThenDestroy(this.#client, this.#owner.linger, this.#owner.timers)
+      this.#refusalEnded(res, status)
+    })
+    // the body cut short (the upstream died, or body_idle): no 'end' comes
+    res.on('error', (err) => { this.#refusalError ??= err })
+    res.once('close', () => this.#refusalEnded(res, status))
     this.#boundRefusal(res)
-    this.#done({ status: res.statusCode ?? 0, outcome: null, error: null, responded: true })
+  }
+
+  /**
+   * The refusal's body ended, or its answer closed without ending: the upstream died in it (or
+   * it stalled past body_idle, or the client left). A refusal cut short cuts the client
+   * connection at once, as nginx and HAProxy do (http-proxy ends it only after a whole body:
+   * it stayed open for ever). The attempt settles here, so a cut is logged and counted against
+   * the upstream as any answer cut off mid-body. Example: `404`, `Content-Length: 100`, 9
+   * bytes, the upstream closes -> the client's connection closes, access log outcome
+   * `TETHER_UPSTREAM_RESET`.
+   */
+  #refusalEnded(res: IncomingMessage, status: number): void {
+    if (this.#refusal !== res) return
+    this.#refusal = null
+    if (res.readableEnded) return this.#done({ status, outcome: null, error: null, responded: true })
+    const client = this.#client
+    const error = this.#refusalError ?? new TetherError('TETHER_UPSTREAM_RESET', new Error('the refusal ended before its body'))
+    const outcome = classify(error, client.destroyed)
+    client.destroy()
+    this.#done({ status, outcome, error: outcome.kind === 'client_abort' ? null : error, responded: true })
   }
 
   /**
@@ -476,8 +507,8 @@ class Tunnel implements Exchange {
     if (idle === 0) return
     const timers = this.#owner.timers
     const cut = (): void => {
-      res.destroy()
-      this.#client.destroy()
+      this.#refusalError ??= new TetherError('TETHER_UPSTREAM_TIMEOUT')
+      res.destroy() // its 'close' cuts the client too
     }
     let timer = timers.setTimeout(cut, idle)
     res.on('data', () => {
