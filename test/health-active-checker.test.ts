@@ -19,8 +19,10 @@ const FAST: ActiveCheckOptions = { path: '/healthz', interval: 20, timeout: 1_00
  */
 function recorded(options: ActiveCheckOptions, deps: ConstructorParameters<typeof ActiveChecker>[2] = {}) {
   const reports: [string, boolean][] = []
+  /** The cause reported with each result (null for a success). */
+  const causes: (string | null | undefined)[] = []
   const events: ProbeEvent[] = []
-  const checker = new ActiveChecker(options, { reportActive: (id, ok) => reports.push([id, ok]) }, deps)
+  const checker = new ActiveChecker(options, { reportActive: (id, ok, _timedOut, _suspected, cause) => { reports.push([id, ok]); causes.push(cause) } }, deps)
   checker.onProbe((e) => events.push(e))
   // The deadlines also keep the event loop alive: the checker's own timers are unref'd.
   const next = (pred: (e: ProbeEvent) => boolean = () => true, deadline = 5_000): Promise<ProbeEvent> => {
@@ -31,7 +33,7 @@ function recorded(options: ActiveCheckOptions, deps: ConstructorParameters<typeo
     return within(hit, deadline, 'a matching probe').finally(() => off())
   }
   const probed = (check: () => boolean, what: string, deadline = 5_000): Promise<void> => when((l) => checker.onProbe(l), check, deadline, what)
-  return { checker, reports, events, next, probed }
+  return { checker, reports, causes, events, next, probed }
 }
 
 async function hanging(t: Test): Promise<Upstream> {
@@ -100,35 +102,38 @@ t.test('the status decides: 200..399 by default, or the configured range', async
 t.test('an upstream answering 503 reports not ok', async (t) => {
   const up = await startUpstream('app-0', (_req, res) => { res.statusCode = 503; res.end() })
   t.teardown(() => up.close())
-  const { checker, reports, next } = recorded(FAST)
+  const { checker, reports, causes, next } = recorded(FAST)
   checker.setUpstreams([{ id: 'app-0', url: up.url }])
   checker.start()
   const e = await next()
   await checker.stop()
   t.match(e, { ok: false, status: 503, code: null })
   t.same(reports[0], ['app-0', false])
+  t.equal(causes[0], 'status 503', 'the cause, for the health log')
 })
 
 t.test('an upstream that never answers times out, not ok, after about `timeout`', async (t) => {
   const up = await hanging(t)
-  const { checker, next } = recorded({ ...FAST, timeout: 100 })
+  const { checker, causes, next } = recorded({ ...FAST, timeout: 100 })
   checker.setUpstreams([{ id: 'hang', url: up.url }])
   checker.start()
   const e = await next()
   await checker.stop()
   t.match(e, { ok: false, status: null, code: 'ETIMEDOUT' })
+  t.equal(causes[0], 'timeout after 100 ms', 'the cause, for the health log')
   t.ok(e.duration >= 90 && e.duration < 1_000, `duration ${e.duration} ms`)
 })
 
 t.test('a closed port reports not ok with ECONNREFUSED', async (t) => {
   const port = await closedPort()
-  const { checker, reports, next } = recorded(FAST)
+  const { checker, reports, causes, next } = recorded(FAST)
   checker.setUpstreams([{ id: 'gone', url: `http://127.0.0.1:${port}` }])
   checker.start()
   const e = await next()
   await checker.stop()
   t.match(e, { id: 'gone', ok: false, status: null, code: 'ECONNREFUSED' })
   t.same(reports[0], ['gone', false])
+  t.equal(causes[0], 'ECONNREFUSED', 'the cause, for the health log')
 })
 
 t.test('a reset in the middle of the body is not ok', async (t) => {
@@ -275,18 +280,18 @@ t.test('probeSoon during a probe in flight sends no second probe: that probe ans
   held.shift()!.end('ok')
   await reported(1, 'the scheduled probe to finish')
   t.equal(up.seen.length, 1, 'no second probe while one was in flight')
-  t.same(reports[0], ['slow', true, false, true], 'the probe in flight answered the suspicion')
+  t.same(reports[0], ['slow', true, false, true, null], 'the probe in flight answered the suspicion')
   arrived = once(up.server, 'request', 5_000, 'the probe asked for')
   checker.probeSoon('slow')
   await arrived
   held.shift()!.end('ok')
   await reported(2, 'the probe asked for to finish')
-  t.same(reports[1], ['slow', true, false, true], 'with none in flight, a suspicion is probed at once')
+  t.same(reports[1], ['slow', true, false, true, null], 'with none in flight, a suspicion is probed at once')
   arrived = once(up.server, 'request', 5_000, 'the next scheduled probe')
   timers.advance(5)
   await arrived
   held.shift()!.end('ok')
   await reported(3, 'the next scheduled probe to finish')
-  t.same(reports[2], ['slow', true, false, false], 'the next scheduled probe answers no suspicion')
+  t.same(reports[2], ['slow', true, false, false, null], 'the next scheduled probe answers no suspicion')
   await checker.stop()
 })

@@ -108,7 +108,8 @@ t.test('active: /healthz 503 makes an upstream unhealthy with no traffic; 200 ag
   const tt = await proxyFor(t, ups, { health: { active: { path: '/healthz', interval: 100, timeout: 200 } } })
   const a = agentFor(t)
   const states: HealthState[] = []
-  tt.health.onTransition((e) => { if (e.id === 'sick' && e.to !== null) states.push(e.to) })
+  const details: string[] = []
+  tt.health.onTransition((e) => { if (e.id === 'sick' && e.to !== null) (states.push(e.to), details.push(e.detail)) })
   const jar = await userOn(tt.url, a, 'sick', 'sick')
   sick = true
   await healthState(tt.health, 'sick', 'unhealthy', 3_000)
@@ -123,6 +124,7 @@ t.test('active: /healthz 503 makes an upstream unhealthy with no traffic; 200 ag
   sick = false
   await healthState(tt.health, 'sick', 'healthy', 3_000)
   t.same(states, ['unhealthy', 'healthy'], 'one transition each way')
+  t.same(details, ['failed 2 active checks in a row, last: status 503', 'passed 2 active checks in a row'], 'the logged detail says why the last check failed')
   const back = tally(await newUsers(tt.url, a, 60))
   t.ok((back.get('sick') ?? 0) > 0, `new users land on it again (${JSON.stringify(Object.fromEntries(back))})`)
 })

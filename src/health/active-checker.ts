@@ -56,9 +56,10 @@ export interface ProbeEvent {
 export interface ActiveResultSink {
   /**
    * `timedOut`: the probe got no answer within its timeout (not a refusal or a bad status);
-   * `suspected`: it was asked for by probeSoon (a request waited on this upstream too long).
+   * `suspected`: it was asked for by probeSoon (a request waited on this upstream too long);
+   * `cause`: why a failed probe failed (`ECONNREFUSED`, `status 503`, `timeout after 500 ms`).
    */
-  reportActive(id: string, ok: boolean, timedOut?: boolean, suspected?: boolean): void
+  reportActive(id: string, ok: boolean, timedOut?: boolean, suspected?: boolean, cause?: string | null): void
 }
 
 /** Injected time and randomness; the defaults are the real ones. */
@@ -257,9 +258,9 @@ export class ActiveChecker {
       const ok = code === null && status !== null && status >= min && status <= max
       const suspected = target.suspected
       target.suspected = false
-      // Tether's own lack of file descriptors or ports says nothing of the upstream
+      // Tether's own lack of file descriptors says nothing of the upstream
       const inconclusive = code !== null && LOCAL_RESOURCE_CODES.has(code)
-      if (!inconclusive) this.#sink.reportActive(target.id, ok, code === 'ETIMEDOUT', suspected)
+      if (!inconclusive) this.#sink.reportActive(target.id, ok, code === 'ETIMEDOUT', suspected, ok ? null : probeCause(status, code, this.#options.timeout))
       const event: ProbeEvent = { id: target.id, ok, status, code, duration: this.#clock.now() - at, at }
       for (const listener of this.#listeners) listener(event)
       // a failure is checked again soon (as HAProxy's fastinter): one bad probe alone should
@@ -288,4 +289,15 @@ export class ActiveChecker {
     ;(handle as { unref?: () => void } | null)?.unref?.()
     return handle
   }
+}
+
+/**
+ * Why a probe failed, for the health log: its error code, `timeout after N ms` for its own
+ * timeout, else the status outside the range.
+ * Example: `probeCause(503, null, 500)` -> "status 503"; `probeCause(null, 'ETIMEDOUT', 500)` -> "timeout after 500 ms".
+ */
+export function probeCause(status: number | null, code: string | null, timeout: number): string {
+  if (code === 'ETIMEDOUT') return `timeout after ${timeout} ms`
+  if (code !== null) return code
+  return status === null ? 'no answer' : `status ${status}`
 }

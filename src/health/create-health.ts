@@ -22,7 +22,7 @@ export interface Health {
    * Apply another worker's probe result as that worker decided it (`severe`: a timeout that
    * marks the upstream unhealthy at once), so every worker's table takes the same step.
    */
-  readonly applyProbe: (id: string, ok: boolean, severe: boolean) => void
+  readonly applyProbe: (id: string, ok: boolean, severe: boolean, cause?: string | null) => void
   /** This process's view of each upstream, for a worker that starts (see HealthTable.copies). */
   readonly copies: () => HealthCopy[]
   /**
@@ -43,7 +43,7 @@ export interface Health {
 export function createHealth(
   config: Config, clock: Clock, timers: Timers, logger: Logger, longestWait: (id: string) => number, channel: PeerChannel | null,
   suspect: (id: string) => void,
-  probed: ((id: string, ok: boolean, severe: boolean) => void) | null = null,
+  probed: ((id: string, ok: boolean, severe: boolean, cause: string | null) => void) | null = null,
 ): Health {
   const h = config.health
   const table = new HealthTable({ active: h.active, passive: h.passive.enabled ? h.passive : null, slow_start: h.slow_start }, clock)
@@ -52,17 +52,17 @@ export function createHealth(
   // up waiting on it) and another upstream answers its probes. Decided once, here, where the
   // checks run: the other workers apply the verdict as it is, so no worker's view lags.
   const sink = {
-    reportActive: (id: string, ok: boolean, timedOut = false, suspected = false) => {
+    reportActive: (id: string, ok: boolean, timedOut = false, suspected = false, cause: string | null = null) => {
       const severe = !ok && timedOut && (suspected || longestWait(id) > h.active.timeout) && table.anotherPassing(id)
-      table.reportActive(id, ok, severe)
-      probed?.(id, ok, severe)
+      table.reportActive(id, ok, severe, cause)
+      probed?.(id, ok, severe, cause)
     },
   }
   const checker = h.active.enabled ? new ActiveChecker({ ...h.active, jitter: 0.1 }, sink, { clock, timers }) : null
   const watch = h.active.enabled ? new LongWaitWatch(h.active, { ids: () => table.ids(), longestWait, suspect, timers, now: () => clock.now() }) : null
   const peers = channel !== null ? new SharedHealth(channel, table, logger) : null
   return {
-    table, checker, watch, peers, applyProbe: (id, ok, severe) => table.reportActive(id, ok, severe),
+    table, checker, watch, peers, applyProbe: (id, ok, severe, cause) => table.reportActive(id, ok, severe, cause),
     copies: () => table.copies(),
     copy: (rows) => (peers === null ? table.copy(rows) : peers.quietly(() => table.copy(rows))),
   }

@@ -243,10 +243,11 @@ export class HealthTable {
    * unhealthy, `healthy_threshold` successes in a row mark it healthy again; a result of the
    * other kind restarts the count, so alternating results never flip it. A `severe` failure
    * (a probe timeout while requests are stuck waiting on the upstream) marks it unhealthy at
-   * once.
+   * once. `cause`, why a failed check failed (`ECONNREFUSED`, `status 503`), ends the detail
+   * of the transition it causes.
    * Example: `checker = new ActiveChecker(options, health)` calls `health.reportActive('app-0', true)`.
    */
-  reportActive(id: string, ok: boolean, severe = false): void {
+  reportActive(id: string, ok: boolean, severe = false, cause: string | null = null): void {
     const e = this.#entries.get(id)
     if (!e) return
     const now = this.#clock.now()
@@ -266,7 +267,7 @@ export class HealthTable {
       e.activeSuccesses = 0
       if (!e.activeFailed && e.activeFailures >= unhealthy_threshold) {
         e.activeFailed = true
-        this.#update(e, 'active_failed', `failed ${e.activeFailures} active checks in a row`, now)
+        this.#update(e, 'active_failed', `failed ${e.activeFailures} active checks in a row${cause === null ? '' : `, last: ${cause}`}`, now)
       }
     }
   }

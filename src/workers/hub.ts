@@ -58,7 +58,7 @@ export class Hub {
       case 'probe': {
         // a probe result of the sibling sending a copy, sent before its copy (which has the
         // health it made): not for the worker taking that copy (it would count it twice)
-        const message: ToWorker = { tether: 'probe', id: m.id, ok: m.ok, severe: m.severe }
+        const message: ToWorker = { tether: 'probe', id: m.id, ok: m.ok, severe: m.severe, cause: m.cause ?? null }
         for (const id of this.#workers.ids()) if (id !== from && !this.#copying(from, id)) this.#workers.send(id, message)
         return
       }

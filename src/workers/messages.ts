@@ -102,9 +102,10 @@ export type ToPrimary =
   | { readonly tether: 'suspect'; readonly id: string }
   /**
    * An active probe's result as the worker running the checks applied it (`severe`: a timeout
-   * that marked the upstream unhealthy at once), for the others to apply the same.
+   * that marked the upstream unhealthy at once; `cause`: why it failed, for the health log),
+   * for the others to apply the same.
    */
-  | { readonly tether: 'probe'; readonly id: string; readonly ok: boolean; readonly severe: boolean }
+  | { readonly tether: 'probe'; readonly id: string; readonly ok: boolean; readonly severe: boolean; readonly cause?: string | null }
   | { readonly tether: 'call'; readonly call: number; readonly op: CallOp; readonly args: readonly unknown[] }
   /**
    * Part of this worker's bindings and then its records, for a worker that starts (answering
@@ -133,7 +134,7 @@ export type ToWorker =
   | { readonly tether: 'suspect'; readonly id: string }
   /** A discovery source's list (relayed from the lead; the last one of each source again to a starting worker). */
   | { readonly tether: 'discovered'; readonly source: string; readonly upstreams: readonly WireDiscovered[] }
-  | { readonly tether: 'probe'; readonly id: string; readonly ok: boolean; readonly severe: boolean }
+  | { readonly tether: 'probe'; readonly id: string; readonly ok: boolean; readonly severe: boolean; readonly cause?: string | null }
   | { readonly tether: 'reply'; readonly call: number; readonly value: unknown }
   /**
    * Part of a snapshot this worker asked for with call `call` (every binding comes before any

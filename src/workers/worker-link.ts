@@ -38,7 +38,7 @@ type Held =
   | { readonly own: false; readonly writes: readonly BindingWrite[] }
   | { readonly own: true; readonly writes: readonly RoutingWrite[] }
   /** A probe result of the lead (after the sibling took its copy: the copy has its health as it was then). */
-  | { readonly probe: readonly [id: string, ok: boolean, severe: boolean] }
+  | { readonly probe: readonly [id: string, ok: boolean, severe: boolean, cause: string | null] }
 
 /** How long a worker waits on the primary before it goes on without an answer (ms). */
 const PRIMARY_TIMEOUT = 2_000
@@ -67,7 +67,7 @@ export interface WorkerParts {
   /** Where the answers other workers share are recorded. */
   readonly records: SessionRecords
   /** Apply an active probe's result as the worker running the checks applied it (`severe`: unhealthy at once). */
-  readonly applyProbe: (id: string, ok: boolean, severe: boolean) => void
+  readonly applyProbe: (id: string, ok: boolean, severe: boolean, cause: string | null) => void
   /** Probe upstream `id` now (this worker runs the checks; a request of another waits on it too long). */
   readonly probeSoon: (id: string) => void
   /** Start running the active checks and discovery (this worker became the one that does). */
@@ -247,8 +247,8 @@ export class WorkerLink {
   }
 
   /** Tell the others an active probe's result as applied here (this worker runs the checks). */
-  probed(id: string, ok: boolean, severe: boolean): void {
-    this.#send({ tether: 'probe', id, ok, severe })
+  probed(id: string, ok: boolean, severe: boolean, cause: string | null = null): void {
+    this.#send({ tether: 'probe', id, ok, severe, cause })
   }
 
   /**
@@ -360,8 +360,8 @@ export class WorkerLink {
         for (const fn of this.#listeners) fn(m.message)
         return
       case 'probe':
-        if (this.#holdProbes && this.#held !== null) return void this.#held.push({ probe: [m.id, m.ok, m.severe] })
-        return void p?.applyProbe(m.id, m.ok, m.severe)
+        if (this.#holdProbes && this.#held !== null) return void this.#held.push({ probe: [m.id, m.ok, m.severe, m.cause ?? null] })
+        return void p?.applyProbe(m.id, m.ok, m.severe, m.cause ?? null)
       case 'discovered': return void p?.discovered(m.source, m.upstreams)
       case 'suspect': return void p?.probeSoon(m.id)
       case 'reply': return this.#settle(m.call, m.value)
