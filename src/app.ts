@@ -22,6 +22,7 @@ import { createState, redisOf, stateDegraded } from './state/create-state.js'
 import { createProxy } from './proxy/create-proxy.js'
 import { InFlight } from './proxy/in-flight.js'
 import { Listener } from './proxy/listener.js'
+import { ListenError } from './listen.js'
 import { RedirectListener } from './proxy/redirect-listener.js'
 import { ServerCertificates } from './tls/server-certificates.js'
 import { unverifiedUpstreams } from './tls/upstream-tls.js'
@@ -140,7 +141,8 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     await listener.close(0, () => undefined)
     if (redirect?.server.listening) await redirect.close()
     await proxy.http.destroy()
-    throw err
+    // the key to change is in the config file: name it too
+    throw err instanceof ListenError && options.configPath !== undefined ? err.inFile(options.configPath) : err
   })
   if (link === null) health.checker?.start()
   health.watch?.start() // every worker watches its own requests

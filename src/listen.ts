@@ -19,3 +19,42 @@ export function listen(server: Server, options: ListenOptions, onError: (err: Er
     })
   })
 }
+
+/** Listen errors said in words; the code follows in parentheses. */
+const REASONS: Readonly<Record<string, string>> = {
+  EADDRINUSE: 'address already in use',
+  EACCES: 'permission denied',
+  EADDRNOTAVAIL: 'address not available on this machine',
+  ENOTFOUND: 'host name not found',
+}
+/** Codes that the host is to blame for (else the port is). */
+const HOST_CODES = new Set(['EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN'])
+
+/**
+ * A listener that could not start, naming the config key to change (`<section>.port`, or
+ * `<section>.host` when the address is the problem) and, once known, the file.
+ * Example: `new ListenError('0.0.0.0', 8080, 'listen', err).inFile('proxy.yaml').message` ->
+ * "cannot listen on 0.0.0.0:8080 (listen.port in proxy.yaml): address already in use (EADDRINUSE)".
+ */
+export class ListenError extends Error {
+  readonly code: string | undefined
+  /** The config key to change, e.g. `admin.listen.port`; null for an address no key sets. */
+  readonly key: string | null
+
+  /** `section`: the config section of the address (`listen`, `admin.listen`), null when no key sets it. */
+  constructor(readonly host: string, readonly port: number, readonly section: string | null, readonly listenCause: NodeJS.ErrnoException, readonly file?: string) {
+    const code = listenCause.code
+    const key = section === null ? null : `${section}.${code !== undefined && HOST_CODES.has(code) ? 'host' : 'port'}`
+    const reason = code === undefined ? listenCause.message : REASONS[code] === undefined ? code : `${REASONS[code]} (${code})`
+    const address = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
+    super(`cannot listen on ${address}${key === null ? '' : ` (${key}${file === undefined ? '' : ` in ${file}`})`}: ${reason}`)
+    this.name = 'ListenError'
+    this.code = code
+    this.key = key
+  }
+
+  /** The same error naming `file`, the config file the key is in. */
+  inFile(file: string): ListenError {
+    return new ListenError(this.host, this.port, this.section, this.listenCause, file)
+  }
+}

@@ -121,16 +121,19 @@ t.test('run: LOG_LEVEL=warn overrides log.level and silences access lines', asyn
   t.equal(tether.stdout(), '', 'nothing below warn was logged')
 })
 
-t.test('run: a port already in use exits 1 with a one-line reason', async (t) => {
+t.test('run: a port already in use exits 1 with a one-line reason naming the key and the file', async (t) => {
   const blocker = net.createServer()
   await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r))
   t.teardown(() => blocker.close())
   const port = (blocker.address() as net.AddressInfo).port
   const file = tempFile('busy.yaml', `listen: { host: 127.0.0.1, port: ${port} }\nadmin: { listen: { host: 127.0.0.1, port: 0 } }\nupstreams:\n  - { id: a, url: "http://127.0.0.1:9" }\n`)
-  const r = await runCli(['--config', file])
+  const adminFile = tempFile('busy-admin.yaml', `listen: { host: 127.0.0.1, port: 0 }\nadmin: { listen: { host: 127.0.0.1, port: ${port} } }\nupstreams:\n  - { id: a, url: "http://127.0.0.1:9" }\n`)
+  const [r, admin] = await Promise.all([runCli(['--config', file]), runCli(['--config', adminFile])])
   t.equal(r.code, 1)
-  t.match(r.stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: EADDRINUSE`))
+  t.equal(r.stderr, `tether: cannot listen on 127.0.0.1:${port} (listen.port in ${file}): address already in use (EADDRINUSE)\n`)
   t.notMatch(r.stdout, /stack|listener error/, 'and no log line with a stack trace besides')
+  t.equal(admin.code, 1)
+  t.equal(admin.stderr, `tether: cannot listen on 127.0.0.1:${port} (admin.listen.port in ${adminFile}): address already in use (EADDRINUSE)\n`)
 })
 
 t.test('run: the access log carries a request id (kept when well-formed, passed upstream) and the key kind', async (t) => {

@@ -11,6 +11,7 @@ import type { UpstreamSet } from '../upstream/upstream-set.js'
 import type { SessionRecords } from '../affinity/session-records.js'
 import type { SessionTable, SharedBindings } from '../affinity/session-table.js'
 import type { CheckpointStore } from '../state/checkpoint-store.js'
+import { ListenError } from '../listen.js'
 import { ADMIN_LIMITS, startAdmin, type AdminServer } from './admin-server.js'
 import { SessionLookup } from './session-lookup.js'
 import { sessionsCounted, upstreamRow } from './upstream-row.js'
@@ -82,6 +83,6 @@ export async function createAdmin(config: Config, p: AdminParts, at: AdminAddres
     undrain: (id) => p.health.undrain(id) && (p.peers?.tell('undrain', id), true),
     drainMigrates: (id) => p.health.drainMigrates(id),
   }, at === null ? undefined : { ...ADMIN_LIMITS, exclusive: true }).catch((err: NodeJS.ErrnoException) => {
-    throw Object.assign(new Error(`cannot listen on ${host}:${port} (admin): ${err.code ?? err.message}`), { code: err.code })
+    throw new ListenError(host, port, at === null ? 'admin.listen' : null, err)
   })
 }

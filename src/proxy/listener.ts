@@ -11,7 +11,7 @@ import https from 'node:https'
 import net, { type AddressInfo, type Socket } from 'node:net'
 import { Duplex as DuplexStream, type Duplex } from 'node:stream'
 import { systemTimers, type Timers } from '../clock.js'
-import { listen } from '../listen.js'
+import { listen, ListenError } from '../listen.js'
 import type { Config } from '../config/schema.js'
 import type { Logger } from '../observability/logger.js'
 import type { ClientErrors } from './client-error.js'
@@ -284,7 +284,7 @@ export class Listener {
     const listening = this.#front ?? this.server
     const logged = (err: Error): void => this.#deps.logger.error({ err }, 'proxy listener error')
     await listen(listening, { port, host }, logged).catch((err: NodeJS.ErrnoException) => {
-      throw Object.assign(new Error(`cannot listen on ${host}:${port}: ${err.code ?? err.message}`), { code: err.code })
+      throw new ListenError(host, port, 'listen', err)
     })
     // the HTTP/1.1 server behind a front starts its connection tracking (timeouts) as if it listened
     if (listening !== this.server) {

@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net'
 import type { Config } from '../config/schema.js'
 import type { Logger } from '../observability/logger.js'
 import type { ClientErrors } from './client-error.js'
-import { listen } from '../listen.js'
+import { listen, ListenError } from '../listen.js'
 import { clientIdleTimeout, http1Options } from './listener.js'
 import { onePerConnection } from './pipelining.js'
 import type { RequestPath } from './request-path.js'
@@ -95,7 +95,7 @@ export class RedirectListener {
   async listen(): Promise<void> {
     const { host, port } = this.#config.listen.redirect!
     await listen(this.server, { port, host }, (err) => this.#logger.error({ err }, 'redirect listener error')).catch((err: NodeJS.ErrnoException) => {
-      throw Object.assign(new Error(`cannot listen on ${host}:${port} (listen.redirect): ${err.code ?? err.message}`), { code: err.code })
+      throw new ListenError(host, port, 'listen.redirect', err)
     })
   }
 

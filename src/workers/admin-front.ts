@@ -17,7 +17,7 @@ import { combineStatus, type StatusView } from '../admin/status-view.js'
 import { BROWSER_REFUSAL_LOG, browserVerdict } from '../admin/browser-guard.js'
 import { loggedTarget, parseAdminTarget } from '../admin/admin-target.js'
 import { SCAN_TIMEOUT, isScan } from '../admin/session-lookup.js'
-import { listen } from '../listen.js'
+import { listen, ListenError } from '../listen.js'
 
 /** What the front needs of the supervisor. */
 export interface FrontWorkers {
@@ -77,7 +77,7 @@ export async function startAdminFront(host: string, port: number, workers: Front
     })
   })
   await listen(server, { port, host }, (err) => logger.error({ err }, 'admin listener error')).catch((err: NodeJS.ErrnoException) => {
-    throw new Error(`cannot listen on ${host}:${port} (admin): ${err.code ?? err.message}`)
+    throw new ListenError(host, port, 'admin.listen', err)
   })
   const a = server.address() as AddressInfo
   return {

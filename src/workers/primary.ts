@@ -18,6 +18,7 @@ import { EarlySignals } from '../early-signals.js'
 import type { Logger } from '../observability/logger.js'
 import { MemoryCheckpointStore } from '../state/memory-store.js'
 import { startAdminFront } from './admin-front.js'
+import { ListenError } from '../listen.js'
 import { warnOpenAdmin } from '../admin/bearer-token.js'
 import { Hub } from './hub.js'
 import { SilenceWatch, WATCHDOG_INTERVAL, WATCHDOG_TIMEOUT } from './silence-watch.js'
@@ -300,7 +301,10 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
       })))
       return ledger.snapshots(answers)
     },
-  }, logger, first.admin.allowed_hosts)
+  }, logger, first.admin.allowed_hosts).catch((err: unknown) => {
+    // the key to change is in the config file: name it too
+    throw err instanceof ListenError ? err.inFile(configPath) : err
+  })
   try {
     await Promise.all(Array.from({ length: count }, (_, i) => fork(i, file)))
   } catch (err) {
