@@ -71,6 +71,9 @@ function portFromEnv(name) {
   return port
 }
 
+/** Port -> the DEMO_* variable that moves it (Tether's, its admin API's, the replicas'). */
+const portVariables = new Map()
+
 /**
  * Reads proxy.yaml for the replicas to start and, when a DEMO_*PORT variable asks for
  * other ports, writes a copy with them. Returns { configPath, replicas, cleanup }.
@@ -106,6 +109,11 @@ function prepareConfig() {
     }
     return { id: String(upstream.id), port, child: null, url: null }
   })
+
+  // which variable moves which port, for the hint when one is taken
+  portVariables.set(Number(proxyPort ?? doc.getIn(['listen', 'port'])), 'DEMO_PORT')
+  portVariables.set(Number(adminPort ?? doc.getIn(['admin', 'listen', 'port'])), 'DEMO_ADMIN_PORT')
+  for (const r of replicas) portVariables.set(r.port, 'DEMO_BASE_PORT')
 
   if (basePort === undefined && proxyPort === undefined && adminPort === undefined) {
     return { configPath: CONFIG, replicas, cleanup: () => {} }
@@ -270,7 +278,21 @@ class Child {
 function fatalDeath(child, how) {
   const recent = child.recent.slice(-3)
   const last = recent.length > 0 ? `; last output: ${recent.join(' | ')}` : ''
-  void shutdown(1, `${child.name} ${how.replace(/^(exited|was killed)/, '$1 unexpectedly')}${last}`)
+  void shutdown(1, `${child.name} ${how.replace(/^(exited|was killed)/, '$1 unexpectedly')}${last}${portHint(child.recent)}`)
+}
+
+/**
+ * For a child that could not listen because its port is taken (another demo still running,
+ * say): which DEMO_* variable moves that port.
+ */
+function portHint(lines) {
+  const line = lines.find((l) => /EADDRINUSE|address already in use/i.test(l))
+  if (line === undefined) return ''
+  const port = Number(/:(\d+)(?=[\s):]|$)/.exec(line)?.[1])
+  const variable = portVariables.get(port)
+  const which = variable !== undefined ? `set ${variable}` : 'set DEMO_PORT, DEMO_ADMIN_PORT or DEMO_BASE_PORT'
+  const where = Number.isInteger(port) ? `port ${port}` : 'a port'
+  return `\n  ${where} is in use (by another demo still running?): stop that, or ${which} to use another port (\`DEMO_BASE_PORT=19001 DEMO_PORT=18080 DEMO_ADMIN_PORT=19901 npm start\`)`
 }
 
 async function shutdown(code, reason) {

@@ -107,4 +107,22 @@ t.test('a replica that cannot start stops the demo with the reason and exit code
   t.teardown(demo.teardown)
   t.equal(await demo.exited, 1)
   t.match(demo.lines.join('\n'), /demo: app-1 exited unexpectedly with code 1; last output: demo-app app-1: cannot listen on 127\.0\.0\.1:\d+: listen EADDRINUSE/)
+  const port = Number(ports.DEMO_BASE_PORT) + 1
+  t.match(demo.lines.join('\n'), new RegExp(`^  port ${port} is in use \\(by another demo still running\\?\\): stop that, or set DEMO_BASE_PORT to use another port`, 'm'), 'names the variable that moves the port')
 })
+
+for (const [variable, what] of [['DEMO_PORT', 'listen.port'], ['DEMO_ADMIN_PORT', 'admin.listen.port']] as const) {
+  t.test(`Tether's ${what} taken: the demo stops and names ${variable}`, async (t) => {
+    const ports = await demoPorts()
+    const net = await import('node:net')
+    const blocker = net.createServer()
+    await new Promise<void>((r) => blocker.listen(Number(ports[variable]), '127.0.0.1', r))
+    t.teardown(() => blocker.close())
+    const demo = spawnDemo(process.execPath, [join(ROOT, 'examples', 'demo.mjs')], ports)
+    t.teardown(demo.teardown)
+    t.equal(await demo.exited, 1)
+    const out = demo.lines.join('\n')
+    t.match(out, /demo: tether exited unexpectedly with code 1; last output: .*EADDRINUSE/)
+    t.match(out, new RegExp(`^  port ${ports[variable]} is in use .*: stop that, or set ${variable} to use another port`, 'm'))
+  })
+}
