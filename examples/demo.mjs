@@ -18,7 +18,9 @@
 // SIGINT (Ctrl-C), SIGTERM or SIGHUP stops Tether, then the replicas, and exits 0; so does
 // the loss of the parent process (npm killed with SIGKILL, say). `npm start` execs this
 // script, so npm's own SIGINT/SIGTERM forwarding reaches it directly (with `sh -c "a && b"`
-// in between, the shell swallowed them and every process stayed up).
+// in between, the shell swallowed them and every process stayed up). If this script itself
+// is killed with SIGKILL, each child sees its stdin pipe from it end and kills itself
+// (examples/exit-with-parent.mjs, preloaded with --import), freeing its port.
 //
 // Environment:
 //   DEMO_BASE_PORT   first replica port (default: the ports in proxy.yaml, 9001..);
@@ -33,7 +35,7 @@ import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { dirname, join, relative, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
-import { fileURLToPath } from 'node:url'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { parseDocument } from 'yaml'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..')
@@ -42,6 +44,8 @@ const SRC = join(ROOT, 'src')
 const TSCONFIG = join(ROOT, 'tsconfig.json')
 const CLI = join(ROOT, 'dist', 'cli.js')
 const APP = join(ROOT, 'examples', 'demo-app', 'server.mjs')
+/** Preloaded into every child: it stops when its stdin pipe (from this script) ends. */
+const EXIT_WITH_PARENT = pathToFileURL(join(ROOT, 'examples', 'exit-with-parent.mjs')).href
 
 /** How long every process together has to come up (and a restarted replica alone). */
 const STARTUP_DEADLINE_MS = 15_000
@@ -199,13 +203,16 @@ class Child {
       this.rejectReady = rej
     })
     this.ready.catch(() => {})
-    this.proc = spawn(process.execPath, args, {
+    this.proc = spawn(process.execPath, ['--import', EXIT_WITH_PARENT, ...args], {
       cwd: ROOT,
       // Own process group: a terminal's Ctrl-C reaches only this script, which then
       // stops the children in order (Tether first) instead of all of them at once.
       detached: true,
-      stdio: ['ignore', 'pipe', 'pipe'],
+      // stdin is a pipe from this script that nothing is written to: when this script dies,
+      // even by SIGKILL, it ends, and the preload ends the child (exit-with-parent.mjs)
+      stdio: ['pipe', 'pipe', 'pipe'],
     })
+    this.proc.stdin?.on('error', () => {})
     this.pid = this.proc.pid
     children.add(this)
     // 'close' rather than 'exit': the process is gone and its last output lines are read

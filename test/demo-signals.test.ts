@@ -1,7 +1,11 @@
 // `npm start` as a user or a supervisor runs it: a real npm process, and one signal sent to
 // that pid alone (not to its process group, as a terminal's Ctrl-C would). Whatever the
-// signal, every process under npm (the demo, Tether, the three replicas) must be gone.
+// signal, every process under npm (the demo, Tether, the three replicas) must be gone. The
+// demo itself killed with SIGKILL cannot stop anything: its children stop by themselves.
 import t, { type Test } from 'tap'
+import { join } from 'node:path'
+import { ROOT } from './fixtures/cli.js'
+import { waitFor } from './fixtures/wait.js'
 import { demoPorts, descendants, gone, isFree, printedPids, spawnDemo } from './fixtures/demo-process.js'
 
 /** Starts `npm start` on free ports; resolves once the demo printed its instructions. */
@@ -43,4 +47,23 @@ t.test('npm killed with SIGKILL: the orphaned demo notices and stops everything'
   npm.proc.kill('SIGKILL')
   t.same(await gone(tree.keys()), [], 'every process is gone')
   await npm.line(/^demo: the process that started the demo is gone$/, 'the reason')
+})
+
+t.test('the demo itself killed with SIGKILL: Tether and the replicas stop by themselves and free their ports', async (t) => {
+  const ports = await demoPorts()
+  const demo = spawnDemo(process.execPath, [join(ROOT, 'examples', 'demo.mjs')], ports)
+  const tree = new Map<number, { ppid: number; cmdline: string }>()
+  t.teardown(() => {
+    demo.teardown()
+    for (const pid of tree.keys()) try { process.kill(pid, 'SIGKILL') } catch { /* gone */ }
+  })
+  await demo.line(/^Tether's access log follows/, 'the demo to start', 60_000)
+  for (const [pid, cmd] of descendants(demo.proc.pid!)) tree.set(pid, cmd)
+  t.equal(tree.size, 4, 'Tether and three replicas')
+  demo.proc.kill('SIGKILL')
+  t.same(await gone(tree.keys()), [], 'every child of the demo is gone')
+  // a closed port is announced by no event: poll it, with a deadline
+  const all = [ports.DEMO_PORT, ports.DEMO_ADMIN_PORT, ...[0, 1, 2].map((i) => String(Number(ports.DEMO_BASE_PORT) + i))]
+  await waitFor(async () => (await Promise.all(all.map((p) => isFree(Number(p))))).every(Boolean), 10_000, 'every demo port to be free')
+  t.pass('ports released: ' + all.join(', '))
 })
