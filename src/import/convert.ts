@@ -5,7 +5,7 @@
 import { ConfigError, parseConfig, toYaml } from '../config/index.js'
 import { convertHttpRoute } from './gateway-api.js'
 import { convertIngress } from './ingress-nginx.js'
-import { readManifests, type Backend, type Finding, type Manifest, type Setting } from './manifests.js'
+import { COOKIE_SECRET, readManifests, type Backend, type Finding, type Manifest, type Setting } from './manifests.js'
 import { renderProxyYaml } from './proxy-yaml.js'
 import { convertServiceAffinity } from './service-affinity.js'
 import { tetherManifests } from './tether-manifests.js'
@@ -54,6 +54,22 @@ function checkOwnOutput(proxyYaml: string): void {
     if (!(err instanceof ConfigError)) throw err
     throw new ImportError(`the proxy.yaml converted from the input does not pass tether check, so it is not printed (please report this with the input): ${err.issues.join('; ')}`, err)
   }
+}
+
+/**
+ * The settings that make the cookie key shared between Tether replicas when the converted ones
+ * leave the key at Tether's default, cookie (no stickiness in the input, or one that was not
+ * converted), or set it without the secret: without `affinity.cookie.secret` each replica
+ * signs with a random secret of its own and rejects the cookies of the others.
+ */
+function sharedCookieSecret(converted: readonly Setting[], source: string): Setting[] {
+  if (converted.some((s) => s.path === 'affinity.cookie.secret')) return []
+  const key = converted.findLast((s) => s.path === 'affinity.key')
+  if (key !== undefined) return key.value === 'cookie' ? [COOKIE_SECRET] : []
+  return [
+    { path: 'affinity.key', value: 'cookie', note: `Tether's default: ${source} gave no stickiness Tether converts, so each user is pinned to a pod by a signed cookie (affinity.key: none spreads requests by weighted round robin instead)` },
+    COOKIE_SECRET,
+  ]
 }
 
 const DESCRIBE = (m: Manifest): string => `${m.kind} ${m.namespace === null ? '' : `${m.namespace}/`}${m.name} (${m.at})`
@@ -129,7 +145,7 @@ export function convertManifests(sources: readonly { readonly file: string; read
       : { path: 'discovery.kubernetes.namespace', value: namespace },
     { path: 'discovery.kubernetes.port', value: backend.port, ...(backend.portNote === undefined ? {} : { differs: backend.portNote }) },
   ]
-  const settings = [...base, ...chosen.settings]
+  const settings = [...base, ...chosen.settings, ...sharedCookieSecret(chosen.settings, DESCRIBE(chosen.manifest))]
   const header = [
     `proxy.yaml written by \`tether import\` from ${sources.map((s) => s.file).join(', ')}.`,
     `Converted: ${DESCRIBE(chosen.manifest)}.`,

@@ -3,7 +3,7 @@
 // backend Service of the rule. Pure.
 import { formatDuration } from '../config/duration.js'
 import { MAX_COOKIE_AGE_MS, MAX_DURATION_MS } from '../config/validate.js'
-import { backendPort, lineOf, type Backend, type Conversion, type Finding, type Manifest, type Setting } from './manifests.js'
+import { backendPort, COOKIE_SECRET, lineOf, type Backend, type Conversion, type Finding, type Manifest, type Setting } from './manifests.js'
 
 const COOKIE_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 const HEADER_NAME = COOKIE_NAME
@@ -46,7 +46,7 @@ export function convertHttpRoute(route: Manifest, manifests: readonly Manifest[]
     }
   } else if (type === 'Cookie') {
     settings.push({ path: 'affinity.key', value: 'cookie', from: field('type', type), differs: "Tether's cookie is signed and names the pod; the Gateway's cookie is not read, so each user is placed once more on their first request through Tether" })
-    settings.push({ path: 'affinity.cookie.secret', value: '${TETHER_SECRET}', raw: true, note: 'the signing secret, the same in every Tether replica (at least 16 bytes): from the Secret tether-secrets' })
+    settings.push(COOKIE_SECRET)
     if (typeof name === 'string' && COOKIE_NAME.test(name)) settings.push({ path: 'affinity.cookie.name', value: name, from: field('sessionName', name) })
     else if (name !== undefined) findings.push({ at: at('sessionName'), what: `sessionName: ${JSON.stringify(name)}`, why: 'not a valid cookie name: Tether keeps its default name (tether)' })
   } else {

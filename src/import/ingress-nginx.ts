@@ -4,7 +4,7 @@
 // converted with a note of how Tether differs, or reported as not converted (never dropped).
 import { formatDuration } from '../config/duration.js'
 import { MAX_COOKIE_AGE_MS, MAX_DURATION_MS } from '../config/validate.js'
-import { backendPort, lineOf, type Backend, type Conversion, type Finding, type Manifest, type Setting } from './manifests.js'
+import { backendPort, COOKIE_SECRET, lineOf, type Backend, type Conversion, type Finding, type Manifest, type Setting } from './manifests.js'
 
 const PREFIX = 'nginx.ingress.kubernetes.io/'
 /** Cookie names Tether accepts (RFC 6265 token). */
@@ -50,7 +50,7 @@ export function convertIngress(ingress: Manifest, manifests: readonly Manifest[]
     if (affinity === 'cookie') {
       sticky = true
       set('affinity.key', 'cookie', 'affinity', "Tether's cookie is signed and names the pod (not a hash of its address): a user's ingress-nginx cookie is not read, so each user is placed once more on their first request through Tether")
-      settings.push({ path: 'affinity.cookie.secret', value: '${TETHER_SECRET}', raw: true, note: 'the signing secret, the same in every Tether replica (at least 16 bytes): from the Secret tether-secrets' })
+      settings.push(COOKIE_SECRET)
       cookieSettings(use, set, skip)
     } else {
       skip('affinity', `only "cookie" affinity exists in ingress-nginx and Tether; ${JSON.stringify(affinity)} was not converted`)

@@ -87,6 +87,9 @@ export interface Setting {
   readonly raw?: boolean
 }
 
+/** Tether's cookie signing secret, the same in every Tether replica (--manifests sets TETHER_SECRET from the Secret). */
+export const COOKIE_SECRET: Setting = { path: 'affinity.cookie.secret', value: '${TETHER_SECRET}', raw: true, note: 'the signing secret, the same in every Tether replica (at least 16 bytes): from the Secret tether-secrets' }
+
 /**
  * Something in the input that was not converted, or converted only in part.
  * Example: `{ at: 'ingress.yaml:12', what: 'nginx.ingress.kubernetes.io/ssl-redirect: "true"', why: 'TLS and redirects stay with ...' }`.
