@@ -43,6 +43,22 @@ t.test('a gone upstream drains at once and leaves after drain_timeout; one that 
   t.same(membership.current().ids, ['a', 'c', 's'], 'its removal was cancelled')
 })
 
+t.test('a leaving upstream whose address another listed upstream now has leaves at once (a reused pod IP must not serve its users)', async (t) => {
+  const { membership, timers, calls } = setup(['s'])
+  const at = (id: string, ip: string): DiscoveredUpstream => up(id, { url: `http://${ip}:8080` })
+  membership.setDiscovered([at('web-0', '10.0.0.10'), at('web-1', '10.0.0.11')], 'kubernetes')
+  membership.setDiscovered([at('web-1', '10.0.0.11')], 'kubernetes')
+  t.same(membership.current().ids, ['s', 'web-0', 'web-1'], 'web-0 is gone from the slices: it drains')
+  membership.setDiscovered([at('web-1', '10.0.0.11'), at('web-2', '10.0.0.10')], 'kubernetes')
+  t.same(membership.current().ids, ['s', 'web-1', 'web-2'], 'its address went to web-2: web-0 leaves now')
+  t.same(calls, ['set s,web-0,web-1', 'set s,web-0,web-1', 'drain web-0', 'set s,web-1,web-2'], 'no undrain of an upstream that is gone')
+  timers.advance(DRAIN)
+  t.same(membership.current().ids, ['s', 'web-1', 'web-2'], 'nothing left to time out')
+  membership.setDiscovered([at('web-1', '10.0.0.11')], 'kubernetes')
+  membership.setDiscovered([at('web-1', '10.0.0.11'), at('web-3', '10.0.0.12')], 'kubernetes')
+  t.same(membership.current().ids, ['s', 'web-1', 'web-2', 'web-3'], 'a new upstream at another address changes nothing for a leaving one')
+})
+
 t.test('a terminating upstream is in the set and drains while listed; listed serving again it is undrained', async (t) => {
   const { membership, timers, calls } = setup()
   membership.setDiscovered([up('web-0'), up('web-1', { draining: true })], 'kubernetes')

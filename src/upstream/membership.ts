@@ -22,7 +22,8 @@ export interface MembershipHooks {
  * static list (setStatic). Several sources (`source` names them) are merged: an id listed
  * by two sources is draining only if every source that lists it says so; static wins on an
  * id clash and is never drained by membership. Membership undrains only what it drained
- * (an admin's drain stays).
+ * (an admin's drain stays). A leaving upstream whose address a listed one now has leaves at
+ * once: discovery [b] at 10.0.0.7, then [c] at 10.0.0.7 -> set [c].
  */
 export class Membership {
   #static: readonly UpstreamConfig[]
@@ -81,6 +82,16 @@ export class Membership {
       if (leaving === undefined) continue
       this.#timers.clearTimeout(leaving.timer)
       this.#leaving.delete(id)
+    }
+    // An address a listed upstream has now is no longer a leaving one's: its pod is gone and
+    // the address went to another (Kubernetes hands out freed pod IPs again). Its users must
+    // move now (with their state), not be served by that other pod until drain_timeout.
+    const taken = new Set([...next.values(), ...this.#static].map((u) => u.url))
+    for (const [id, { upstream, timer }] of this.#leaving) {
+      if (!taken.has(upstream.url)) continue
+      this.#timers.clearTimeout(timer)
+      this.#leaving.delete(id)
+      this.#drained.delete(id)
     }
     this.#discovered = next
     this.#terminating = terminating
