@@ -1,5 +1,6 @@
 // The only file that imports pino. JSON lines on stdout; the level comes from config
 // `log.level`, overridden by the LOG_LEVEL environment variable (read by the caller).
+import { constants, fstatSync, openSync } from 'node:fs'
 import { pino, type Logger } from 'pino'
 import type { LogLevel } from '../config/schema.js'
 
@@ -13,8 +14,59 @@ export function effectiveLevel(configured: LogLevel, envLevel: string | undefine
   return l !== undefined && LEVELS.includes(l) ? (l as LogLevel) : configured
 }
 
+/**
+ * The most log bytes kept while stdout does not take them (a stalled log collector, a full
+ * pipe): beyond it, lines are dropped rather than held in memory without bound.
+ */
+export const MAX_PENDING_LOG_BYTES = 16 * 1024 * 1024
+
+/** Set once the process is exiting: a log write that cannot go out then is given up. */
+let exiting = false
+// registered before pino's own exit flush (made with the first destination below), so it runs first
+process.once('exit', () => { exiting = true })
+
+type Destination = ReturnType<typeof pino.destination>
+let stdout: Destination | null = null
+
+/**
+ * Where stdout's lines go: when stdout is a pipe, a descriptor of that pipe opened again
+ * non-blocking (Linux's /proc), so that a reader that stalls makes writes wait in memory
+ * (bounded) instead of blocking a libuv thread in write(2), which the process then waits for
+ * at exit, for good; else (a file, a terminal, another system) stdout itself.
+ */
+function stdoutFd(): number {
+  try {
+    if (!fstatSync(1).isFIFO()) return 1
+    return openSync('/proc/self/fd/1', constants.O_WRONLY | constants.O_NONBLOCK)
+  } catch {
+    return 1
+  }
+}
+
+/**
+ * The one stdout destination of this process, shared by its loggers (one per config). Writes
+ * are asynchronous and bounded (see {@link MAX_PENDING_LOG_BYTES}). pino flushes what is left
+ * when the process exits, retrying a full pipe for ever: with a reader that stalled (a hung log
+ * collector, `tether | less` left open) a stopped Tether never ended. At exit a write the pipe
+ * refuses is given up instead (those lines are lost with the reader).
+ */
+function stdoutDestination(): Destination {
+  if (stdout !== null) return stdout
+  const dest = pino.destination({ dest: stdoutFd(), sync: false, maxLength: MAX_PENDING_LOG_BYTES, retryEAGAIN: () => !exiting })
+  const flushSync = dest.flushSync.bind(dest)
+  dest.flushSync = (): void => {
+    try {
+      flushSync()
+    } catch {
+      // the pipe refused the rest at exit
+    }
+  }
+  stdout = dest
+  return dest
+}
+
 /** A logger writing JSON lines to `destination` (default stdout). */
 export function createLogger(level: LogLevel, destination?: NodeJS.WritableStream): Logger {
   const opts = { level, base: { name: 'tether' }, timestamp: pino.stdTimeFunctions.isoTime }
-  return destination ? pino(opts, destination) : pino(opts)
+  return pino(opts, destination ?? stdoutDestination())
 }

@@ -1,0 +1,38 @@
+// Tether's log lines go to stdout. A reader that stalls (a hung log collector, `tether | less`
+// left open) must neither block Tether nor keep it from ending when it is stopped: pino's exit
+// flush used to block in write(2) on the full pipe for good. A real Tether whose stdout pipe is
+// never read; real requests fill it with access lines.
+import t from 'tap'
+import { spawn } from 'node:child_process'
+import { CLI, ROOT, tempFile } from './fixtures/cli.js'
+import { freePort } from './fixtures/ports.js'
+import { request, startUpstream } from './fixtures/upstream.js'
+import { waitFor } from './fixtures/wait.js'
+
+t.test('with a stdout pipe nobody reads, Tether serves on and ends at SIGTERM', async (t) => {
+  const app = await startUpstream('a')
+  t.teardown(() => app.close())
+  const port = await freePort()
+  const config = tempFile('stalled.yaml', [
+    `listen: { host: 127.0.0.1, port: ${port} }`,
+    'admin: { listen: { host: 127.0.0.1, port: 0 } }',
+    'affinity: { key: none }',
+    'upstreams:',
+    `  - { id: a, url: "${app.url}" }`,
+    '',
+  ].join('\n'))
+  const proc = spawn(process.execPath, [CLI, '--config', config], { cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] })
+  proc.stdout.pause() // nobody reads: the pipe fills up
+  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)))
+  t.teardown(() => { proc.kill('SIGKILL') })
+  await waitFor(async () => (await request(`http://127.0.0.1:${port}/`).catch(() => null))?.status === 200, 10_000, 'Tether to serve')
+  // ~300 bytes an access line: well past the pipe's 64 KiB
+  let served = 0
+  for (let i = 0; i < 600; i++) if ((await request(`http://127.0.0.1:${port}/?n=${i}`)).status === 200) served++
+  t.equal(served, 600, 'every request is served while nobody reads the log')
+  proc.kill('SIGTERM')
+  let timer: NodeJS.Timeout | undefined
+  const code = await Promise.race([exited, new Promise<string>((r) => { timer = setTimeout(r, 10_000, 'still running') })])
+  clearTimeout(timer)
+  t.equal(code, 0, 'it ends, and cleanly')
+})
