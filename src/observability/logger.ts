@@ -20,10 +20,13 @@ export function effectiveLevel(configured: LogLevel, envLevel: string | undefine
  */
 export const MAX_PENDING_LOG_BYTES = 16 * 1024 * 1024
 
-/** Set once the process is exiting: a log write that cannot go out then is given up. */
-let exiting = false
+/** How long the exit flush waits for a full stdout pipe to take the last lines (ms). */
+const EXIT_FLUSH_MS = 1_000
+
+/** Set when the process exits: until then a full pipe is waited for without limit (asynchronously). */
+let exitDeadline = Infinity
 // registered before pino's own exit flush (made with the first destination below), so it runs first
-process.once('exit', () => { exiting = true })
+process.once('exit', () => { exitDeadline = performance.now() + EXIT_FLUSH_MS })
 
 type Destination = ReturnType<typeof pino.destination>
 let stdout: Destination | null = null
@@ -47,12 +50,13 @@ function stdoutFd(): number {
  * The one stdout destination of this process, shared by its loggers (one per config). Writes
  * are asynchronous and bounded (see {@link MAX_PENDING_LOG_BYTES}). pino flushes what is left
  * when the process exits, retrying a full pipe for ever: with a reader that stalled (a hung log
- * collector, `tether | less` left open) a stopped Tether never ended. At exit a write the pipe
- * refuses is given up instead (those lines are lost with the reader).
+ * collector, `tether | less` left open) a stopped Tether never ended. At exit a full pipe is
+ * waited for {@link EXIT_FLUSH_MS} at most; what it has not taken then is given up (those lines
+ * are lost with the reader).
  */
 function stdoutDestination(): Destination {
   if (stdout !== null) return stdout
-  const dest = pino.destination({ dest: stdoutFd(), sync: false, maxLength: MAX_PENDING_LOG_BYTES, retryEAGAIN: () => !exiting })
+  const dest = pino.destination({ dest: stdoutFd(), sync: false, maxLength: MAX_PENDING_LOG_BYTES, retryEAGAIN: () => performance.now() < exitDeadline })
   const flushSync = dest.flushSync.bind(dest)
   dest.flushSync = (): void => {
     try {
