@@ -164,3 +164,35 @@ t.test("an address that leaves DNS and comes back does not end an admin's drain 
   t.equal((await request(`${tether.adminUrl}/upstreams/${id('127.0.0.2')}/undrain`, { method: 'POST' })).status, 200)
   t.equal(tether.health.state(id('127.0.0.2')), 'healthy', 'until the operator ends it')
 })
+
+t.test('family any: AAAA failing while A answers still serves the A addresses; /readyz names the failing query under degraded', async (t) => {
+  const { port, dns, dnsPort, id } = await upstreamsAndDns(t)
+  dns.failQuery(NAME, 'AAAA', 'servfail')
+  const log = new LogCapture()
+  const timers = new FakeTimers()
+  const tether = await startTether(testConfig([], {
+    affinity: { key: 'cookie', drain_timeout: 60_000 },
+    discovery: { dns: { name: NAME, port, srv: false, interval: INTERVAL, family: 'any', servers: [`127.0.0.1:${dnsPort}`] } },
+    log: { level: 'info', access: false },
+  }), { logger: createLogger('info', log), timers })
+  t.teardown(() => tether.close(0))
+  const refresh = async (): Promise<void> => {
+    timers.advance(INTERVAL)
+    await timers.scheduled(INTERVAL)
+  }
+  t.same(tether.router.ids, [id('127.0.0.1'), id('127.0.0.2')], 'the A addresses are in place when startTether resolves')
+  t.equal((await get(`${tether.url}/`, agentFor(t), {}, new CookieJar())).status, 200, 'requests are served')
+  const readyz = async (): Promise<{ ready: boolean; degraded: string[] }> => JSON.parse((await request(`${tether.adminUrl}/readyz`)).body) as { ready: boolean; degraded: string[] }
+  const degraded = await readyz()
+  t.equal(degraded.ready, true)
+  t.same(degraded.degraded, [`DNS discovery of ${NAME} (A+AAAA) failed in part (AAAA of ${NAME}: ESERVFAIL); using the answers that came and the last known addresses of what failed: 2 upstreams (1 failed or partly failed resolution in a row)`])
+  const warning = log.records.find((r) => r['code'] === 'ESERVFAIL')
+  t.match(warning, { msg: 'DNS discovery failed in part; using the answers that came, the failed queries keep their last known addresses', failures: 1 })
+
+  dns.set(NAME, { a: ['127.0.0.1', '127.0.0.2', '127.0.0.3'], aaaa: [] })
+  await refresh()
+  t.same(tether.router.ids, [id('127.0.0.1'), id('127.0.0.2'), id('127.0.0.3')], 'an A address added while AAAA still fails joins')
+  dns.failQuery(NAME, 'AAAA', 'answer')
+  await refresh()
+  t.same((await readyz()).degraded, [], 'AAAA answers (empty) again: no longer degraded')
+})

@@ -506,6 +506,127 @@ t.test('SRV discovery: a configured port overrides the records; without srv a po
   t.throws(() => new DnsDiscovery({ name: NAME, port: null, interval: 1000, family: 'any' }, { onChange: () => {} }), { message: /port must be an integer 1\.\.65535, got null/ })
 })
 
+// ---- one query failing among others (each family, each SRV target on its own) -------------
+
+t.test('family any: a family whose query fails does not fail the other; it keeps its last known addresses', async (t) => {
+  const { dns, discovery, rec, timers } = await setup(t, { a: ['10.0.0.1', '10.0.0.2'], aaaa: ['fd00::1'] })
+  dns.failQuery(NAME, 'AAAA', 'servfail')
+  const initial = await discovery.start()
+  t.same(ids(initial), ['10.0.0.1:8080', '10.0.0.2:8080'], 'A answered, AAAA SERVFAIL: the A addresses serve from the first resolution')
+  t.same(rec.changes.map((c) => c.ids), [['10.0.0.1:8080', '10.0.0.2:8080']])
+  t.equal(rec.errors.length, 1, 'the failure is reported')
+  const first = rec.errors[0]!
+  t.equal(first.n, 1)
+  t.equal(first.err.code, 'ESERVFAIL')
+  t.equal(first.err.partial, true)
+  t.equal(first.err.hostname, NAME)
+  t.equal(first.err.message, `DNS discovery of ${NAME} (A+AAAA) failed in part (AAAA of ${NAME}: ESERVFAIL); using the answers that came and the last known addresses of what failed: 2 upstreams`)
+  t.equal(discovery.failures, 1, 'degraded while AAAA fails')
+
+  dns.set(NAME, { a: ['10.0.0.1', '10.0.0.2', '10.0.0.3'], aaaa: ['fd00::1'] })
+  await tick(timers)
+  t.same(rec.changes.at(-1)?.diff, { added: ['10.0.0.3:8080'], removed: [], changed: [] }, 'a new A address is added while AAAA still fails')
+  t.same(rec.errors.map((e) => e.n), [1, 2])
+
+  dns.failQuery(NAME, 'AAAA', 'answer')
+  await tick(timers)
+  t.same(ids(discovery.current()), ['10.0.0.1:8080', '10.0.0.2:8080', '10.0.0.3:8080', '[fd00::1]:8080'], 'AAAA answers again: its address joins')
+  t.equal(discovery.failures, 0, 'and the failure count resets')
+  t.equal(rec.errors.length, 2)
+
+  dns.failQuery(NAME, 'A', 'servfail')
+  dns.set(NAME, { a: [], aaaa: ['fd00::2'] })
+  await tick(timers)
+  t.same(rec.changes.at(-1)?.diff, { added: ['[fd00::2]:8080'], removed: ['[fd00::1]:8080'], changed: [] },
+    'A SERVFAIL: the A addresses stay as last known, AAAA applies its new answer')
+  t.match(rec.errors.at(-1)?.err.message, `failed in part (A of ${NAME}: ESERVFAIL)`)
+  t.equal(rec.errors.at(-1)?.n, 1)
+
+  dns.failQuery(NAME, 'AAAA', 'servfail')
+  const before = discovery.current()
+  await tick(timers)
+  t.equal(discovery.current(), before, 'both fail: the whole last set is kept')
+  t.equal(rec.errors.at(-1)?.err.partial, false)
+  t.match(rec.errors.at(-1)?.err.message, /\(A\+AAAA\) failed: ESERVFAIL; keeping the last 4 upstreams$/)
+
+  dns.failQuery(NAME, 'A', 'answer')
+  await tick(timers)
+  t.same(ids(discovery.current()), ['[fd00::2]:8080'], 'A answers empty again (NODATA): its addresses leave, AAAA keeps its last known one')
+  t.equal(rec.errors.at(-1)?.err.partial, true)
+})
+
+t.test('family any: a family failing while the other answers empty reports the failure and keeps the last set', async (t) => {
+  const { dns, discovery, rec } = await setup(t, { a: [], aaaa: [] })
+  dns.failQuery(NAME, 'AAAA', 'servfail')
+  t.same(await discovery.start(), [])
+  t.same(rec.changes, [])
+  t.equal(rec.errors[0]?.err.code, 'ESERVFAIL')
+  t.equal(rec.errors[0]?.err.partial, false)
+  t.match(rec.errors[0]?.err.message, `failed in part (AAAA of ${NAME}: ESERVFAIL) and the rest returned no addresses; keeping the last 0 upstreams`)
+})
+
+t.test('family any, real timers: an unanswered AAAA query times out alone; the A answer serves', async (t) => {
+  const dns = new TestDnsServer()
+  const { port } = await dns.start()
+  t.teardown(() => dns.close())
+  dns.set(NAME, { a: ['10.0.0.1'], aaaa: ['fd00::1'] })
+  dns.failQuery(NAME, 'AAAA', 'drop')
+  const rec = new Recorder()
+  // The A answer comes over loopback at once; the deadline ends the AAAA query a second later.
+  const discovery = new DnsDiscovery({ name: NAME, port: 8080, interval: 60_000, timeout: 1000, family: 'any', servers: [`127.0.0.1:${port}`] }, rec.hooks)
+  t.teardown(() => discovery.stop())
+  t.same(ids(await within(discovery.start(), 5000, 'the first resolution')), ['10.0.0.1:8080'])
+  t.equal(rec.errors[0]?.err.code, 'ETIMEOUT')
+  t.equal(rec.errors[0]?.err.partial, true)
+  t.match(rec.errors[0]?.err.message, `failed in part (AAAA of ${NAME}: ETIMEOUT (no answer within 1000 ms))`)
+})
+
+t.test('SRV discovery: a target whose lookup fails keeps its last address; new targets are added meanwhile', async (t) => {
+  const { dns, discovery, rec, timers } = await srvSetup(t, { 0: '10.0.0.5', 1: '10.0.0.6' })
+  await discovery.start()
+  setPods(dns, { 0: '10.0.0.5', 1: '10.0.0.16', 2: '10.0.0.7' })
+  dns.failQuery(pod(1), 'A', 'servfail')
+  await tick(timers)
+  t.same(discovery.current(), [
+    { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 },
+    { id: 'web-1', url: 'http://10.0.0.6:8080', weight: 1 },
+    { id: 'web-2', url: 'http://10.0.0.7:8080', weight: 1 },
+  ], 'web-2 is added; web-1 stays at its last known address')
+  t.same(rec.changes.at(-1)?.diff, { added: ['web-2'], removed: [], changed: [] })
+  const err = rec.errors.at(-1)!.err
+  t.equal(err.code, 'ESERVFAIL')
+  t.equal(err.partial, true)
+  t.equal(err.message, `DNS discovery of ${SRV_NAME} (SRV, targets A) failed in part (A of ${pod(1)}: ESERVFAIL); using the answers that came and the last known addresses of what failed: 3 upstreams`, 'the message names the failing target')
+
+  setPods(dns, { 0: '10.0.0.5', 1: '10.0.0.16', 2: '10.0.0.7', 3: '10.0.0.8' })
+  dns.failQuery(pod(3), 'A', 'servfail')
+  await tick(timers)
+  t.same(ids(discovery.current()), ['web-0', 'web-1', 'web-2'], 'a new target that never answered is not added yet')
+  t.match(rec.errors.at(-1)?.err.message, `failed in part (A of ${pod(1)}: ESERVFAIL, A of ${pod(3)}: ESERVFAIL)`)
+
+  dns.failQuery(pod(1), 'A', 'answer')
+  dns.failQuery(pod(3), 'A', 'answer')
+  await tick(timers)
+  t.same(rec.changes.at(-1)?.diff, { added: ['web-3'], removed: [], changed: ['web-1'] }, 'they answer again: web-1 at its new address, web-3 added')
+  t.equal(discovery.failures, 0)
+
+  const errors = rec.errors.length
+  dns.failQuery(pod(2), 'A', 'servfail')
+  setPods(dns, { 0: '10.0.0.5', 1: '10.0.0.16', 3: '10.0.0.8' })
+  await tick(timers)
+  t.same(rec.changes.at(-1)?.diff, { added: [], removed: ['web-2'], changed: [] }, 'a target gone from the SRV records leaves even while its lookup would fail')
+  t.equal(rec.errors.length, errors, 'and nothing is reported: its lookup was not asked')
+
+  dns.failQuery(pod(0), 'A', 'servfail')
+  dns.failQuery(pod(1), 'A', 'servfail')
+  dns.failQuery(pod(3), 'A', 'servfail')
+  const before = discovery.current()
+  await tick(timers)
+  t.equal(discovery.current(), before, 'every target fails: the whole last set is kept')
+  t.equal(rec.errors.at(-1)?.err.partial, false)
+  t.match(rec.errors.at(-1)?.err.message, /\(SRV, targets A\) failed: ESERVFAIL; keeping the last 3 upstreams$/)
+})
+
 t.test('an empty servers list means the system resolver (c-ares with no server at all fails every query)', async (t) => {
   const rec = new Recorder()
   const discovery = new DnsDiscovery({ name: 'tether-test.invalid', port: 80, interval: 60_000, family: 'ipv4', servers: [], timeout: 1000 }, rec.hooks)

@@ -6,7 +6,7 @@ import type { Timers } from '../clock.js'
 import type { DiscoveryConfig } from '../config/schema.js'
 import type { Logger } from '../observability/logger.js'
 import type { DiscoveryStatus, Metrics } from '../observability/metrics.js'
-import { DnsDiscovery } from './dns-discovery.js'
+import { DnsDiscovery, type DnsDiscoveryError } from './dns-discovery.js'
 import { KubernetesDiscovery } from './kubernetes-discovery.js'
 import type { Membership } from './membership.js'
 
@@ -44,11 +44,15 @@ export interface Discovery {
 export function createDiscovery(config: DiscoveryConfig, deps: DiscoveryDeps): Discovery {
   const { membership, logger, metrics, timers } = deps
   const d = config.dns
+  let dnsError: DnsDiscoveryError | null = null
   const dns = d === null ? null : new DnsDiscovery({ ...d, servers: d.servers.length > 0 ? d.servers : undefined }, {
     onChange: (found) => membership.setDiscovered(found, 'dns'),
     onError: (err, failures) => {
+      dnsError = err
       metrics.discoveryError('dns')
-      logger.warn({ err: err.message, code: err.code, failures }, 'DNS discovery failed; keeping the last known upstreams')
+      logger.warn({ err: err.message, code: err.code, failures }, err.partial
+        ? 'DNS discovery failed in part; using the answers that came, the failed queries keep their last known addresses'
+        : 'DNS discovery failed; keeping the last known upstreams')
     },
   }, timers)
   const k = config.kubernetes
@@ -78,7 +82,12 @@ export function createDiscovery(config: DiscoveryConfig, deps: DiscoveryDeps): D
     },
     degraded() {
       const out = kubernetes?.status() ?? []
-      if (dns !== null && dns.failures > 0) out.unshift(`DNS discovery of ${dns.name}: ${dns.failures} failed or empty resolution${dns.failures === 1 ? '' : 's'} in a row; keeping the last ${dns.current().length} upstreams`)
+      const n = dns?.failures ?? 0
+      if (dns !== null && n > 0) {
+        out.unshift(dnsError?.partial === true
+          ? `${dnsError.message} (${n} failed or partly failed resolution${n === 1 ? '' : 's'} in a row)`
+          : `DNS discovery of ${dns.name}: ${n} failed or empty resolution${n === 1 ? '' : 's'} in a row; keeping the last ${dns.current().length} upstreams`)
+      }
       return out
     },
     statuses,

@@ -51,7 +51,10 @@ export interface DnsDiscoveryOptions {
   readonly family: DnsFamily
   /** DNS servers as `ip`, `ip:port` or `[ipv6]:port`, e.g. `['127.0.0.1:5353']`. Default (also for []): the system resolver's. */
   readonly servers?: readonly string[] | undefined
-  /** Deadline of one resolution (both families together), in ms. Default 2000. */
+  /**
+   * Deadline of one resolution (the SRV query, then every A/AAAA query together), in ms; a query
+   * without an answer by then failed with ETIMEOUT (the others' answers count). Default 2000.
+   */
   readonly timeout?: number | undefined
 }
 
@@ -63,27 +66,41 @@ export interface DnsDiscoveryHooks {
    */
   onChange(upstreams: readonly DiscoveredUpstream[], diff: UpstreamDiff): void
   /**
-   * Called after each failed or empty resolution; the last known set is kept. `consecutiveFailures`
-   * is 1 for the first failure and resets after a successful resolution.
+   * Called after each failed, partly failed or empty resolution. A failed or empty one keeps the
+   * last known set. A partly failed one (some A/AAAA queries, of the name or of some SRV targets,
+   * failed while others answered; `err.partial`) is applied: the queries that answered give
+   * their addresses, each failed one keeps the addresses it gave to the last applied resolution
+   * (none if it never answered), and `onChange` runs first if that changed the set.
+   * `consecutiveFailures` is 1 for the first failure and resets after a fully successful resolution.
    */
   onError?(err: DnsDiscoveryError, consecutiveFailures: number): void
 }
 
 /**
- * A failed or empty resolution. `code` is the resolver's code: 'ETIMEOUT', 'ESERVFAIL',
- * 'ECONNREFUSED', 'EREFUSED', ... for failures; 'ENOTFOUND' (NXDOMAIN) or 'ENODATA' (no records
- * of the asked types) for an empty answer. The resolver's own error, if any, is `cause`.
- * Example message: "DNS discovery of app.default.svc.cluster.local (A+AAAA) failed: ESERVFAIL; keeping the last 3 upstreams".
+ * A failed, partly failed or empty resolution. `code` is the resolver's code: 'ETIMEOUT',
+ * 'ESERVFAIL', 'ECONNREFUSED', 'EREFUSED', ... for failures (of the first failed query when
+ * several failed); 'ENOTFOUND' (NXDOMAIN) or 'ENODATA' (no records of the asked types) for an
+ * empty answer. The resolver's own error, if any, is `cause`. A partial failure's message names
+ * each failed query (at most 5) by type and name.
+ * Example messages: "DNS discovery of app.default.svc.cluster.local (A+AAAA) failed: ESERVFAIL; keeping the last 3 upstreams",
+ * "DNS discovery of app.default.svc.cluster.local (A+AAAA) failed in part (AAAA of app.default.svc.cluster.local: ESERVFAIL);
+ * using the answers that came and the last known addresses of what failed: 2 upstreams".
  */
 export class DnsDiscoveryError extends Error {
   readonly code: string
   /** The name that was resolved. */
   readonly hostname: string
-  constructor(message: string, code: string, hostname: string, cause?: unknown) {
+  /**
+   * True when only some queries failed: the set was still updated from the others (see
+   * `DnsDiscoveryHooks.onError`); false when the whole last set was kept.
+   */
+  readonly partial: boolean
+  constructor(message: string, code: string, hostname: string, cause?: unknown, partial = false) {
     super(message, cause === undefined ? undefined : { cause })
     this.name = 'DnsDiscoveryError'
     this.code = code
     this.hostname = hostname
+    this.partial = partial
   }
 }
 
@@ -169,7 +186,13 @@ export function upstreamsFromSrv(
 const EMPTY_CODES = new Set(['ENODATA', 'ENOTFOUND'])
 const FAMILIES = { any: [4, 6], ipv4: [4], ipv6: [6] } as const satisfies Record<DnsFamily, readonly (4 | 6)[]>
 
-type Resolution = { ok: true; upstreams: readonly DiscoveredUpstream[] } | { ok: false; error: DnsDiscoveryError }
+/**
+ * A resolution: a set (with the addresses of each query it was built from, and `error` when some
+ * queries failed and kept their last known addresses), or a failure that keeps the last set.
+ */
+type Resolution =
+  | { ok: true; upstreams: readonly DiscoveredUpstream[]; known: ReadonlyMap<string, readonly string[]>; error?: DnsDiscoveryError }
+  | { ok: false; error: DnsDiscoveryError }
 
 /**
  * Discovery of the upstreams behind one DNS name, re-resolved every `interval` ms.
@@ -178,8 +201,11 @@ type Resolution = { ok: true; upstreams: readonly DiscoveredUpstream[] } | { ok:
  *   queries never overlap. It resolves with the initial set, which is empty when the first
  *   resolution failed (reported through `onError`); it rejects only when called twice or after
  *   `stop()`. It never throws for DNS reasons.
- * - A failure (timeout, SERVFAIL, network error) or an empty answer keeps the last known set and
- *   calls `onError`; `onChange` is called only when the set actually changes.
+ * - A failure (timeout, SERVFAIL, network error) of every query, of the SRV query, or an empty
+ *   answer keeps the last known set and calls `onError`. Each family and each SRV target is its
+ *   own query: when only some fail, the others' answers apply and a failed one keeps its last
+ *   known addresses (`onError` with `err.partial`). `onChange` is called only when the set
+ *   actually changes.
  * - `stop()` clears the timer, cancels the in-flight queries and resolves once the loop has ended;
  *   no hook is called after that. Timers are unref'd: discovery never keeps the process alive.
  *
@@ -203,6 +229,8 @@ export class DnsDiscovery {
   readonly #resolver: Resolver
   #state: 'new' | 'running' | 'stopped' = 'new'
   #current: readonly DiscoveredUpstream[] = Object.freeze([])
+  /** The addresses each query (`queryKey`) gave to the resolution that set #current; a query that fails later keeps them. */
+  #known: ReadonlyMap<string, readonly string[]> = new Map()
   #failures = 0
   #timer: unknown = undefined
   /** The resolution in progress (or the last one), awaited by stop(). */
@@ -272,7 +300,7 @@ export class DnsDiscovery {
     return this.#name
   }
 
-  /** Consecutive failed or empty resolutions (0 after a success): > 0 means the set is stale. */
+  /** Consecutive failed, partly failed or empty resolutions (0 after a full success): > 0 means the set may be stale. */
   get failures(): number {
     return this.#failures
   }
@@ -287,12 +315,20 @@ export class DnsDiscovery {
     const result = await this.#resolve()
     if (this.#state !== 'running') return
     if (result.ok) {
-      this.#failures = 0
+      this.#known = result.known
       const next = result.upstreams
       const diff = diffUpstreams(this.#current, next)
       if (diff.added.length > 0 || diff.removed.length > 0 || diff.changed.length > 0) {
         this.#current = next
         callHook(() => this.#hooks.onChange(next, diff))
+      }
+      const error = result.error
+      if (error === undefined) {
+        this.#failures = 0
+      } else if (this.#state === 'running') { // onChange may have called stop()
+        this.#failures++
+        const failures = this.#failures
+        callHook(() => this.#hooks.onError?.(error, failures))
       }
     } else {
       this.#failures++
@@ -307,7 +343,7 @@ export class DnsDiscovery {
     unref(this.#timer)
   }
 
-  /** Queries every family of the option at once (SRV first, then its targets), under one deadline; waits for all of them to settle. */
+  /** Queries every family of the option at once (SRV first, then its targets), under one deadline; waits for all of them to settle. Never rejects. */
   async #resolve(): Promise<Resolution> {
     let timedOut = false
     const deadline = this.#timers.setTimeout(() => {
@@ -349,27 +385,72 @@ export class DnsDiscovery {
       if (records.length === 0) return empty('ENODATA', 'SRV records')
       names.splice(0, 1, ...new Set(records.map((r) => r.name)))
     }
+    // Each (name, family) query on its own: an answer (maybe empty) or a failure. A query still
+    // in flight at the deadline was cancelled by it: a timeout of that query only.
+    const queries = await Promise.all(names.flatMap((name) => families.map(async (f): Promise<Query> => {
+      const key = queryKey(name, f)
+      try {
+        return { key, name, family: f, addresses: await (f === 4 ? this.#resolver.resolve4(name) : this.#resolver.resolve6(name)) }
+      } catch (err) {
+        const code = errorCode(err)
+        if (EMPTY_CODES.has(code)) return { key, name, family: f, addresses: [], empty: code }
+        if (timedOut() && code === 'ECANCELLED') return { key, name, family: f, failed: 'ETIMEOUT' }
+        return { key, name, family: f, failed: code, cause: err }
+      }
+    })))
+    const failed = queries.filter((q): q is Query & { failed: string } => q.failed !== undefined)
+    if (failed.length === queries.length) {
+      // Nothing answered: the whole last set stays, as it was.
+      if (timedOut()) return timeout()
+      return fail(`failed: ${failed[0]!.failed}`, failed[0]!.failed, failed[0]!.cause)
+    }
+    // What answered, and for what failed its addresses of the last resolution that gave a set.
+    const known = new Map<string, readonly string[]>()
     const addresses = new Map<string, string[]>()
-    const lookups = names.flatMap((name) => families.map(async (f) => {
-      const found = await (f === 4 ? this.#resolver.resolve4(name) : this.#resolver.resolve6(name))
-      addresses.set(name, [...(addresses.get(name) ?? []), ...found])
-    }))
-    const results = await Promise.allSettled(lookups)
-    if (timedOut()) return timeout()
-
     let emptyCode = 'ENODATA'
-    for (const r of results) {
-      if (r.status === 'fulfilled') continue
-      const code = errorCode(r.reason)
-      if (!EMPTY_CODES.has(code)) return fail(`failed: ${code}`, code, r.reason)
-      if (code === 'ENOTFOUND') emptyCode = code
+    for (const q of queries) {
+      const found = q.failed === undefined ? q.addresses! : this.#known.get(q.key)
+      if (q.empty === 'ENOTFOUND') emptyCode = q.empty
+      if (found === undefined) continue
+      known.set(q.key, found)
+      addresses.set(q.name, [...(addresses.get(q.name) ?? []), ...found])
     }
     const upstreams = this.#srv
       ? upstreamsFromSrv(records, addresses, this.#port)
       : upstreamsFromAddresses(addresses.get(this.#name) ?? [], this.#port!)
-    if (upstreams.length === 0) return empty(emptyCode, this.#srv ? 'target addresses' : 'addresses')
-    return { ok: true, upstreams }
+    const list = failed.slice(0, 5).map((q) => `${q.family === 4 ? 'A' : 'AAAA'} of ${q.name}: ${q.failed === 'ETIMEOUT' && q.cause === undefined ? `ETIMEOUT (no answer within ${this.#timeout} ms)` : q.failed}`)
+    if (failed.length > 5) list.push(`and ${failed.length - 5} more`)
+    if (upstreams.length === 0) {
+      if (failed.length === 0) return empty(emptyCode, this.#srv ? 'target addresses' : 'addresses')
+      return fail(`failed in part (${list.join(', ')}) and the rest returned no addresses`, failed[0]!.failed, failed[0]!.cause)
+    }
+    if (failed.length === 0) return { ok: true, upstreams, known }
+    const n = `${upstreams.length} upstream${upstreams.length === 1 ? '' : 's'}`
+    return {
+      ok: true,
+      upstreams,
+      known,
+      error: new DnsDiscoveryError(
+        `${what} failed in part (${list.join(', ')}); using the answers that came and the last known addresses of what failed: ${n}`,
+        failed[0]!.failed, this.#name, failed[0]!.cause, true,
+      ),
+    }
   }
+}
+
+/** One A or AAAA query of a resolution: its addresses (`empty` for an empty answer), or `failed` with its code. */
+interface Query {
+  readonly key: string
+  readonly name: string
+  readonly family: 4 | 6
+  readonly addresses?: readonly string[]
+  readonly empty?: string
+  readonly failed?: string
+  readonly cause?: unknown
+}
+
+function queryKey(name: string, family: 4 | 6): string {
+  return `${family} ${name.toLowerCase()}`
 }
 
 function errorCode(err: unknown): string {
