@@ -127,3 +127,45 @@ t.test('an upstream that refuses a handshake and dies in its refusal body: the c
   t.match(logs.access()[0], { status: 404, upstream: 'dying', outcome: 'TETHER_UPSTREAM_RESET' }, 'logged as an upstream failure mid-answer')
   t.ok(logs.records.some((r) => r['msg'] === 'upstream exchange failed'), 'warned, as a plain answer cut off')
 })
+
+t.test('a client slow to read a refusal is not an upstream stall: the refusal arrives whole, the upstream is not blamed', async (t) => {
+  // body_idle times the upstream; while the client does not take the refusal, the pipe pauses
+  // it and no byte moves, but the upstream sent it all
+  const BODY = 8 * 1024 * 1024
+  const sockets = new Set<net.Socket>()
+  const refusing = net.createServer((s) => {
+    sockets.add(s)
+    s.on('error', () => undefined)
+    s.once('data', () => s.end(Buffer.concat([Buffer.from(`HTTP/1.1 403 Forbidden\r\nContent-Length: ${BODY}\r\n\r\n`), Buffer.alloc(BODY, 'x')])))
+  })
+  await new Promise<void>((r) => refusing.listen(0, '127.0.0.1', r))
+  const port = (refusing.address() as net.AddressInfo).port
+  t.teardown(() => { for (const s of sockets) s.destroy(); refusing.close() })
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig([{ id: 'refusing', url: `http://127.0.0.1:${port}` }], {
+    timeouts: { body_idle: 200 }, retries: { attempts: 1 }, health: { passive: { consecutive_failures: 1 } },
+  }), { logger: createLogger('info', logs) })
+  t.teardown(() => tether.close(0))
+  const client = net.connect(tether.port, '127.0.0.1')
+  client.on('error', () => undefined)
+  client.pause()
+  client.write('GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n')
+  // every buffer between the upstream and the client fills: its unsent bytes stop going down
+  let last = -1
+  await waitFor(() => {
+    const unsent = [...sockets].reduce((n, s) => n + s.writableLength, 0)
+    const still = unsent > 0 && unsent === last
+    last = unsent
+    return still
+  }, 5000, 'backpressure to reach the upstream')
+  // the client reads nothing for five body_idle periods: what is under test is a slow reader
+  await new Promise((r) => setTimeout(r, 1_000))
+  let got = 0
+  client.on('data', (c: Buffer) => { got += c.length })
+  client.resume()
+  await within(new Promise((r) => client.once('close', r)), 10_000, 'the whole refusal, then the close')
+  t.ok(got > BODY, `the refusal arrived whole (${got} bytes)`)
+  await when(onEvent(logs, 'record'), () => logs.access().length === 1, 2000, 'the access log line')
+  t.match(logs.access()[0], { status: 403, upstream: 'refusing', outcome: 'ok' })
+  t.equal(tether.health.state('refusing'), 'healthy', 'not ejected')
+})

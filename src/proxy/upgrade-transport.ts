@@ -506,16 +506,26 @@ class Tunnel implements Exchange {
     const idle = this.#owner.options.bodyIdle ?? 0
     if (idle === 0) return
     const timers = this.#owner.timers
+    const client = this.#client
+    let timer: unknown
+    const arm = (): void => {
+      timers.clearTimeout(timer)
+      timer = timers.setTimeout(cut, idle)
+    }
     const cut = (): void => {
+      // the client is slow to read it (the pipe paused the answer): not the upstream's stall;
+      // the wait starts again once the client took what was written (a client that never
+      // reads is cut by its own idle timeout)
+      if (client.writableNeedDrain) return void client.once('drain', arm)
       this.#refusalError ??= new TetherError('TETHER_UPSTREAM_TIMEOUT')
       res.destroy() // its 'close' cuts the client too
     }
-    let timer = timers.setTimeout(cut, idle)
-    res.on('data', () => {
+    arm()
+    res.on('data', arm)
+    res.once('close', () => {
       timers.clearTimeout(timer)
-      timer = timers.setTimeout(cut, idle)
+      client.removeListener('drain', arm)
     })
-    res.once('close', () => timers.clearTimeout(timer))
   }
 
   /** http-proxy's error callback: handshake failures, and upstream socket errors once open. */
