@@ -7,8 +7,8 @@
 import t, { type Test } from 'tap'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { KubernetesApi, type KubernetesApiError } from '../src/upstream/kubernetes-api.js'
-import { ListWatch, type ListWatchOptions } from '../src/upstream/list-watch.js'
+import { KubernetesApi, retryAfterOf, type KubernetesApiError } from '../src/upstream/kubernetes-api.js'
+import { ListWatch, MAX_RETRY_AFTER, type ListWatchOptions } from '../src/upstream/list-watch.js'
 import type { EndpointSlice } from '../src/upstream/endpoint-slices.js'
 import { FakeKubeApi, endpointSlice } from './fixtures/kube-api-server.js'
 import { FakeTimers } from './fixtures/timers.js'
@@ -183,4 +183,71 @@ t.test('410 Gone on every watch, even right after a list: the first three are ro
   await waitFor(() => hooks.recovered === 1, 5_000, 'recovery on its first event')
   t.equal(lw.failures, 0)
   t.same(hooks.syncs.at(-1), ['web-a', 'web-b'])
+})
+
+t.test('a 429 or 5xx with Retry-After waits what the server asks (seconds or an HTTP date), at most MAX_RETRY_AFTER, never less than the back-off (fake timers)', async (t) => {
+  const api = new FakeKubeApi()
+  const { url } = await api.start()
+  t.teardown(() => api.close())
+  api.put('endpointslices', endpointSlice('web-a', 'web', [{ pod: 'web-0', ip: '10.0.0.5' }]))
+  api.watchStatus = 429 // API Priority and Fairness rejecting the watch
+  api.retryAfter = '3'
+  const timers = new FakeTimers()
+  const hooks = new Hooks()
+  const client = new KubernetesApi({ server: url, ca: null, cert: null, key: null, insecure: false, token: () => null }, timers.clock)
+  const lw = new ListWatch<EndpointSlice>(client,
+    { path: PATH, selector: {}, requestTimeout: 7_777, idleTimeout: 99_999, backoff: { base: 100, max: 1_000 }, random: () => 1 }, hooks.hooks, timers)
+  t.teardown(() => lw.stop())
+  await lw.start()
+  const pause = async (n: number): Promise<number> => {
+    await waitFor(() => hooks.errors.length === n, 5_000, `failure ${n}`)
+    await timers.settled((p) => p.some((x) => x.delay !== 7_777 && x.delay !== 99_999), 5_000, `pause ${n}`)
+    return timers.pending().find((x) => x.delay !== 7_777 && x.delay !== 99_999)!.delay
+  }
+  const sleeps: number[] = []
+  sleeps.push(await pause(1)) // Retry-After: 3 (the back-off would be 100)
+  api.retryAfter = new Date(timers.clock.now() + 3_000 + 5_000).toUTCString() // an HTTP date, 5 s after the next request
+  timers.advance(3_000)
+  sleeps.push(await pause(2))
+  api.retryAfter = '3600'
+  timers.advance(5_000)
+  sleeps.push(await pause(3))
+  api.retryAfter = '0'
+  api.watchStatus = 503
+  timers.advance(MAX_RETRY_AFTER)
+  sleeps.push(await pause(4))
+  t.same(sleeps, [3_000, 5_000, MAX_RETRY_AFTER, 800], 'Retry-After in seconds, as a date, capped; the back-off (800 ms at the 4th failure) when longer')
+  t.same(hooks.errors.map((e) => e.code), ['EHTTP', 'EHTTP', 'EHTTP', 'EHTTP'])
+
+  t.equal(retryAfterOf(404, '10', null, 0), null, 'only 429 and 5xx ask to wait')
+  t.equal(retryAfterOf(503, 'soon', null, 0), null, 'an unreadable value is ignored')
+  t.equal(retryAfterOf(503, new Date(0).toUTCString(), null, 5_000), 0, 'a date past is no wait')
+  t.equal(retryAfterOf(429, undefined, { kind: 'Status', details: { retryAfterSeconds: 2 } }, 0), 2_000, "a Status's details.retryAfterSeconds")
+})
+
+t.test("an ERROR event or a status body with details.retryAfterSeconds waits that long (fake timers)", async (t) => {
+  const tooMany = { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: 'too many requests', reason: 'TooManyRequests', details: { retryAfterSeconds: 2 }, code: 429 }
+  const { api } = await scripted(t, [sliceAt('web-a', '100', 'web-0', '10.0.0.5')], '100', (res, n) => {
+    if (n === 2) {
+      res.writeHead(503, { 'content-type': 'application/json' })
+      return void res.end(JSON.stringify({ ...tooMany, code: 503, reason: 'ServiceUnavailable', message: 'shutting down', details: { retryAfterSeconds: 4 } }))
+    }
+    holdOpen(res)
+    if (n === 1) res.end(lines({ type: 'ERROR', object: tooMany }))
+  })
+  const timers = new FakeTimers()
+  const hooks = new Hooks()
+  const lw = new ListWatch<EndpointSlice>(api, { path: PATH, selector: {}, requestTimeout: 7_777, idleTimeout: 99_999, backoff: { base: 100, max: 1_000 }, random: () => 1 }, hooks.hooks, timers)
+  t.teardown(() => lw.stop())
+  await lw.start()
+  const sleeps: number[] = []
+  for (let i = 1; i <= 2; i++) {
+    await waitFor(() => hooks.errors.length === i, 5_000, `failure ${i}`)
+    await timers.settled((p) => p.some((x) => x.delay !== 7_777 && x.delay !== 99_999), 5_000, `pause ${i}`)
+    const sleep = timers.pending().find((x) => x.delay !== 7_777 && x.delay !== 99_999)!
+    sleeps.push(sleep.delay)
+    timers.advance(sleep.delay)
+  }
+  t.same(sleeps, [2_000, 4_000])
+  t.same(hooks.errors.map((e) => e.message), [`watch ${PATH}: 429 too many requests`, `watch ${PATH}: 503 Service Unavailable: shutting down`])
 })

@@ -4,6 +4,7 @@
 // retries or timers: list-watch.ts decides what to ask, when, and how long to wait.
 import http from 'node:http'
 import https from 'node:https'
+import { systemClock, type Clock } from '../clock.js'
 
 /**
  * Where the API server is and how to authenticate (from the service account or a kubeconfig:
@@ -30,18 +31,41 @@ export interface ApiEndpoint {
  * 'EHTTP' (another status: see `status`), 'EBADRESPONSE' (not the JSON expected), 'ETOKEN'
  * (the token could not be read), or the network's own code ('ECONNREFUSED', 'ECONNRESET',
  * 'ETIMEDOUT', 'ENOTFOUND', a TLS code such as 'UNABLE_TO_VERIFY_LEAF_SIGNATURE'). The
- * message names the request and, for statuses, the API's own message.
+ * message names the request and, for statuses, the API's own message. `retryAfter`: how long
+ * the server asked the client to wait before trying again, ms (a 429 or 5xx with a
+ * `Retry-After` header, in seconds or as an HTTP date, or a `Status` with
+ * `details.retryAfterSeconds`, as API Priority and Fairness sends), else null.
  * Example message: "GET /apis/discovery.k8s.io/v1/namespaces/default/endpointslices: 403 Forbidden: endpointslices.discovery.k8s.io is forbidden: ...".
  */
 export class KubernetesApiError extends Error {
   readonly code: string
   readonly status: number | null
-  constructor(message: string, code: string, status: number | null = null, cause?: unknown) {
+  readonly retryAfter: number | null
+  constructor(message: string, code: string, status: number | null = null, cause?: unknown, retryAfter: number | null = null) {
     super(message, cause === undefined ? undefined : { cause })
     this.name = 'KubernetesApiError'
     this.code = code
     this.status = status
+    this.retryAfter = retryAfter
   }
+}
+
+/**
+ * The wait a 429 or 5xx answer asks for, ms: its `Retry-After` header (delay-seconds, or an
+ * HTTP date taken against `now`), else its `Status` body's `details.retryAfterSeconds`; null
+ * for other statuses, or when neither is there or readable. Not capped (the caller caps).
+ * Example: `retryAfterOf(429, '10', null, now)` -> 10000; `retryAfterOf(404, '10', null, now)` -> null.
+ */
+export function retryAfterOf(status: number, header: string | undefined, body: unknown, now: number): number | null {
+  if (status !== 429 && !(status >= 500 && status <= 599)) return null
+  const value = header?.trim() ?? ''
+  if (/^\d+$/.test(value)) return Number(value) * 1000
+  if (value !== '') {
+    const at = Date.parse(value)
+    if (Number.isFinite(at)) return Math.max(0, at - now)
+  }
+  const seconds = (body as { details?: { retryAfterSeconds?: unknown } } | null)?.details?.retryAfterSeconds
+  return typeof seconds === 'number' && Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : null
 }
 
 /** One watch event as the API sends it: `{"type": "ADDED", "object": {...}}`. */
@@ -66,7 +90,8 @@ const MAX_ERROR_BYTES = 64 * 1024
 
 /**
  * Requests to one API server. Every call takes an AbortSignal: aborting rejects the call with
- * the signal's reason (the caller's timeouts and shutdown), and destroys the connection.
+ * the signal's reason (the caller's timeouts and shutdown), and destroys the connection. The
+ * clock only reads a `Retry-After` given as an HTTP date.
  *
  * Example:
  *   const api = new KubernetesApi(endpoint)
@@ -77,9 +102,11 @@ const MAX_ERROR_BYTES = 64 * 1024
  */
 export class KubernetesApi {
   readonly #endpoint: ApiEndpoint
+  readonly #clock: Clock
 
-  constructor(endpoint: ApiEndpoint) {
+  constructor(endpoint: ApiEndpoint, clock: Clock = systemClock) {
     this.#endpoint = endpoint
+    this.#clock = clock
   }
 
   /** The API server's origin, for messages. */
@@ -91,7 +118,7 @@ export class KubernetesApi {
   async get(path: string, query: Readonly<Record<string, string>>, signal: AbortSignal): Promise<unknown> {
     const what = `GET ${path}`
     const res = await this.#request(what, path, query, signal)
-    if (res.statusCode !== 200) throw await statusError(what, res)
+    if (res.statusCode !== 200) throw await statusError(what, res, this.#clock.now())
     const body = await readBody(res, MAX_BYTES, what, signal)
     try {
       return JSON.parse(body.toString('utf8'))
@@ -108,7 +135,7 @@ export class KubernetesApi {
   async watch(path: string, query: Readonly<Record<string, string>>, signal: AbortSignal, handlers: WatchHandlers): Promise<void> {
     const what = `watch ${path}`
     const res = await this.#request(what, path, query, signal)
-    if (res.statusCode !== 200) throw await statusError(what, res)
+    if (res.statusCode !== 200) throw await statusError(what, res, this.#clock.now())
     handlers.onOpen()
     await new Promise<void>((resolve, reject) => {
       let pending = ''
@@ -198,17 +225,20 @@ function networkError(what: string, err: NodeJS.ErrnoException): KubernetesApiEr
 }
 
 /** The error of a non-200 answer, with the API's own message (a `Status` body) when it has one. */
-async function statusError(what: string, res: http.IncomingMessage): Promise<KubernetesApiError> {
+async function statusError(what: string, res: http.IncomingMessage, now: number): Promise<KubernetesApiError> {
   const status = res.statusCode ?? 0
   let detail = ''
+  let body: unknown = null
   try {
-    const body = JSON.parse((await readBody(res, MAX_ERROR_BYTES, what, null)).toString('utf8')) as { message?: unknown }
-    if (typeof body.message === 'string') detail = `: ${body.message}`
+    body = JSON.parse((await readBody(res, MAX_ERROR_BYTES, what, null)).toString('utf8')) as unknown
+    const message = (body as { message?: unknown } | null)?.message
+    if (typeof message === 'string') detail = `: ${message}`
   } catch {
     res.destroy() // not a Status, or too long: the status line says enough
   }
   const code = status === 410 ? 'EGONE' : 'EHTTP'
-  return new KubernetesApiError(`${what}: ${status} ${http.STATUS_CODES[status] ?? ''}${detail}`.replace(/ +:/, ':'), code, status)
+  const retryAfter = retryAfterOf(status, res.headers['retry-after'], body, now)
+  return new KubernetesApiError(`${what}: ${status} ${http.STATUS_CODES[status] ?? ''}${detail}`.replace(/ +:/, ':'), code, status, undefined, retryAfter)
 }
 
 function readBody(res: http.IncomingMessage, max: number, what: string, signal: AbortSignal | null): Promise<Buffer> {

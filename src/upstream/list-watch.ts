@@ -3,13 +3,20 @@
 // good objects meanwhile. Layer 3: talks through KubernetesApi, time through injected timers;
 // owned and stoppable (start/stop), never starts itself, knows nothing of upstreams.
 import { systemTimers, type Timers } from '../clock.js'
-import { KubernetesApiError, type KubernetesApi, type WatchEvent } from './kubernetes-api.js'
+import { KubernetesApiError, retryAfterOf, type KubernetesApi, type WatchEvent } from './kubernetes-api.js'
 
 /**
  * 410 Gone answers in a row taken as routine (a watch cache that dropped the version: list
  * again); from the next one on, each is reported through onError and backed off.
  */
 const QUIET_GONE = 3
+
+/**
+ * Longest wait a server's Retry-After is honoured for, ms: a failure waits its back-off or
+ * what the server asked, whichever is longer, but never more than a minute for the asking
+ * (a bigger value, a misconfigured proxy or a date far off, would leave the set stale for long).
+ */
+export const MAX_RETRY_AFTER = 60_000
 
 /** What the loop needs of an object: its name and version (any Kubernetes object has them). */
 export interface KubernetesObject {
@@ -30,7 +37,11 @@ export interface ListWatchOptions {
   readonly watchSeconds?: number
   /** A watch that sends no byte for this long is dead (a half-open connection), ms. Default watchSeconds + 30 s. */
   readonly idleTimeout?: number
-  /** Back-off after a failure: `base` x 2^(n-1), at most `max`, times a factor in [0.5, 1). Default 500 ms .. 30 s. */
+  /**
+   * Back-off after a failure: `base` x 2^(n-1), at most `max`, times a factor in [0.5, 1).
+   * Default 500 ms .. 30 s. A 429 or 5xx that says how long to wait (Retry-After) waits at
+   * least that long, up to MAX_RETRY_AFTER.
+   */
   readonly backoff?: { readonly base: number; readonly max: number }
   /** Items per list page (`limit`). Default 500. */
   readonly pageSize?: number
@@ -58,7 +69,8 @@ export interface ListWatchHooks<T> {
  * - 410 Gone (as the status of a watch request, or an ERROR event) lists again at once (a second
  *   and third 410 in a row wait `backoff.base`), replacing every object; from the fourth in a
  *   row (even fresh lists' versions are refused) each is a failure. A failed list or watch keeps
- *   the objects, calls `onError` and retries after the back-off (a watch resumes from its version).
+ *   the objects, calls `onError` and retries after the back-off, or after the server's
+ *   Retry-After when that is longer (at most MAX_RETRY_AFTER; a watch resumes from its version).
  *   An ERROR event ends its watch; the events before it in the same chunk are synced first.
  * - `healthy` is false from a failure until a list succeeds or a watch works: it delivered
  *   events (without an ERROR), ended cleanly, or stayed open for `requestTimeout`. A watch that
@@ -171,7 +183,7 @@ export class ListWatch<T extends KubernetesObject> {
         this.#hooks.onError(e, failures)
         this.#firstList?.()
         this.#firstList = null
-        await this.#sleep(this.#delay())
+        await this.#sleep(this.#delay(e))
       }
     }
     this.#firstList?.()
@@ -285,7 +297,8 @@ export class ListWatch<T extends KubernetesObject> {
         const status = object as { code?: unknown; message?: unknown } | null
         const code = typeof status?.code === 'number' ? status.code : 0
         const message = `watch ${this.#path}: ${code} ${typeof status?.message === 'string' ? status.message : 'error event'}`
-        return { changed, error: new KubernetesApiError(message, code === 410 ? 'EGONE' : 'EHTTP', code) }
+        // a 429 or 5xx Status may say how long to wait (details.retryAfterSeconds)
+        return { changed, error: new KubernetesApiError(message, code === 410 ? 'EGONE' : 'EHTTP', code, undefined, retryAfterOf(code, undefined, status, 0)) }
       }
       if (type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED') {
         const name = nameOf(object)
@@ -322,9 +335,11 @@ export class ListWatch<T extends KubernetesObject> {
     }
   }
 
-  #delay(): number {
+  /** The wait after failure `err`: the back-off, or the server's Retry-After (capped) when longer. */
+  #delay(err: KubernetesApiError): number {
     const exp = Math.min(this.#backoff.max, this.#backoff.base * 2 ** Math.min(30, this.#failures - 1))
-    return Math.round(exp * (0.5 + this.#random() / 2))
+    const backoff = Math.round(exp * (0.5 + this.#random() / 2))
+    return err.retryAfter === null ? backoff : Math.max(backoff, Math.min(MAX_RETRY_AFTER, err.retryAfter))
   }
 
   #sleep(ms: number): Promise<void> {
