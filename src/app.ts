@@ -116,7 +116,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       link.discovered(source, found)
     },
   }
-  const discovery = createDiscovery(config.discovery, { membership: discovered, logger, metrics, env, timers })
+  const discovery = createDiscovery(config.discovery, { membership: discovered, logger, metrics, env, timers, clock })
   membership.setStatic(config.upstreams)
 
   const redirect = config.listen.redirect === null ? null : new RedirectListener(config, { current: () => path, clientErrors: proxy.clientErrors, logger }, () => listener.port)

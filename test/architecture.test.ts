@@ -44,7 +44,7 @@ const LAYERS: [RegExp, number][] = [
   [/^tls\//, 3],
   [/^proxy\/(forward|upgrade-transport|respond|request-body|pipelining|client-error|request-context|exchange|in-flight|deadlines|h2-messages)\.ts$/, 3],
   [/^proxy\/request-id\.ts$/, 2],
-  [/^observability\/(metrics|logger|redis-health-log)\.ts$/, 3],
+  [/^observability\/(metrics|logger|redis-health-log|problem-log)\.ts$/, 3],
   [/^proxy\/(request-path|answer-head|listener|redirect-listener)\.ts$/, 4],
   [/^health\/shared-health\.ts$/, 4],
   [/^admin\/browser-guard\.ts$/, 1],

@@ -16,6 +16,7 @@ import { FakeKubeApi, endpointSlice, type PodEndpoint } from './fixtures/kube-ap
 import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { LogCapture } from './fixtures/log-capture.js'
+import { FakeClock } from './fixtures/clock.js'
 
 const DRAIN_TIMEOUT = 1_500
 
@@ -188,4 +189,55 @@ users: [{ name: tether, user: {} }]
   api.put('endpointslices', sliceOf(pods.get('web-2')!))
   await waitFor(async () => (await state('web-0')) === 'draining' && (await state('web-1')) === 'draining', 5_000, 'both drain once web-2 is ready')
   t.same([...tally(await newUsers(20)).keys()], ['web-2'], 'new users go to the ready pod only')
+})
+
+t.test('a problem that lasts is logged once when it starts, then at most every 30 s with a count, and its end once; /readyz and the metrics follow every event at once', async (t) => {
+  const pod = await startPod('web-0')
+  t.teardown(() => stopPod(pod))
+  const api = new FakeKubeApi()
+  const { url } = await api.start()
+  t.teardown(() => api.close())
+  api.put('endpointslices', sliceOf(pod))
+  const kubeconfig = join(mkdtempSync(join(tmpdir(), 'tether-k8s-e2e-')), 'kubeconfig')
+  writeFileSync(kubeconfig, `apiVersion: v1
+kind: Config
+current-context: test
+contexts: [{ name: test, context: { cluster: fake, user: tether, namespace: default } }]
+clusters: [{ name: fake, cluster: { server: "${url}" } }]
+users: [{ name: tether, user: {} }]
+`)
+  const log = new LogCapture()
+  const clock = new FakeClock()
+  const tether = await startTether(testConfig([], {
+    discovery: { kubernetes: { service: 'web', namespace: null, port: 'http', kubeconfig, weight_annotation: null } },
+    log: { level: 'info', access: false },
+  }), { logger: createLogger('info', log), clock })
+  t.teardown(() => tether.close(0))
+  await waitFor(() => api.openWatches === 1, 5_000, 'the watch')
+  const degraded = async (): Promise<string[]> => JSON.parse((await request(`${tether.adminUrl}/readyz`)).body).degraded
+  const errorsTotal = async (): Promise<number> => Number(/tether_discovery_errors_total\{source="kubernetes"\} (\d+)/.exec((await request(`${tether.adminUrl}/metrics`)).body)?.[1] ?? 0)
+  const lines = (): Record<string, unknown>[] => log.records.filter((r) => typeof r['msg'] === 'string' && (r['msg'] as string).startsWith('Kubernetes discovery:') && r['msg'] !== 'Kubernetes discovery: watching EndpointSlices' && r['msg'] !== 'Kubernetes discovery: endpoints changed')
+
+  // the Deployment crash-loops: no pod ready, and its slice changes again and again
+  const notReady = sliceOf(pod, { ready: false, serving: false }) // each put is a MODIFIED event, as each restart is
+  api.put('endpointslices', notReady)
+  await waitFor(async () => (await degraded()).some((d) => /no endpoint is ready or serving/.test(d)), 5_000, 'degraded at once')
+  for (let i = 0; i < 10; i++) api.put('endpointslices', notReady)
+  await waitFor(async () => (await errorsTotal()) === 11, 5_000, 'each event counted in the metric')
+  await waitFor(() => lines().length >= 1, 5_000, 'the warn')
+  t.same(lines().map((r) => [r['level'], r['code'], r['msg']]), [[40, 'EEMPTY', 'Kubernetes discovery: keeping the last known upstreams']], 'eleven reports, one warn')
+  t.same(tether.router.ids, ['web-0'], 'the last set is kept')
+
+  clock.advance(30_000)
+  api.put('endpointslices', notReady)
+  await waitFor(() => lines().length >= 2, 5_000, 'the warn 30 s later')
+  t.match(lines()[1], { level: 40, code: 'EEMPTY', repeated: 11, for_ms: 30_000 }, 'the second warn counts the reports since the first')
+  api.put('endpointslices', notReady)
+  clock.advance(5_000)
+  api.put('endpointslices', sliceOf(pod)) // ready again
+  await waitFor(async () => (await degraded()).length === 0, 5_000, 'not degraded at once')
+  await waitFor(() => lines().length >= 3, 5_000, 'the recovery')
+  t.match(lines()[2], { level: 30, msg: 'Kubernetes discovery: the Service has serving endpoints again', area: 'endpoints', for_ms: 35_000, unlogged: 1 })
+  t.equal(await errorsTotal(), 13)
+  t.equal(lines().length, 3, 'nothing more')
 })

@@ -9,7 +9,7 @@ import t, { type Test } from 'tap'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { KubernetesDiscovery, KubernetesDiscoveryError, type KubernetesDiscoveryDeps } from '../src/upstream/kubernetes-discovery.js'
+import { KubernetesDiscovery, KubernetesDiscoveryError, type KubernetesDiscoveryDeps, type KubernetesProblemArea } from '../src/upstream/kubernetes-discovery.js'
 import { KubernetesCredentialsError, inClusterAccess, kubeconfigAccess } from '../src/upstream/kubernetes-credentials.js'
 import { KubernetesApi } from '../src/upstream/kubernetes-api.js'
 import { ListWatch } from '../src/upstream/list-watch.js'
@@ -43,11 +43,15 @@ function kubeconfig(server: string, user: string = `token: ${TOKEN}`, extra = ''
 class Recorder {
   readonly changes: (readonly DiscoveredUpstream[])[] = []
   readonly errors: { err: KubernetesDiscoveryError; n: number }[] = []
-  recovered = 0
+  /** The area of each onRecover, in order. */
+  readonly recoveries: KubernetesProblemArea[] = []
+  get recovered(): number {
+    return this.recoveries.length
+  }
   readonly hooks = {
     onChange: (u: readonly DiscoveredUpstream[]) => void this.changes.push(u),
     onError: (err: KubernetesDiscoveryError, n: number) => void this.errors.push({ err, n }),
-    onRecover: () => void this.recovered++,
+    onRecover: (area: KubernetesProblemArea) => void this.recoveries.push(area),
   }
   /** The last set as `id@url` (+ `(draining)`). */
   get last(): string[] {
@@ -189,6 +193,8 @@ t.test('the API server unreachable: the last set stays, status() says so, and it
   await until(() => rec.changes.length === 2, 'the change made meanwhile')
   t.same(rec.last, ['web-0@10.0.0.5:8080'])
   t.ok(rec.recovered >= 1, 'onRecover')
+  t.equal(rec.errors[0]!.err.area, 'EndpointSlices')
+  t.same([...new Set(rec.recoveries)], ['EndpointSlices'], 'the area recovered')
 })
 
 t.test('an empty list during an outage never empties the set: the last set stays and status() says why', async (t) => {
@@ -208,6 +214,8 @@ t.test('an empty list during an outage never empties the set: the last set stays
   api.expireWatches()
   await until(() => discovery.status().length === 0, 'a good list')
   t.same(discovery.current().map((u) => u.id), ['web-0'])
+  t.ok(rec.errors.every((e) => e.err.area === 'endpoints'), 'EEMPTY is about the endpoints')
+  t.same(rec.recoveries, ['endpoints'], 'its end is told once (the set did not change, so onChange said nothing)')
 
   // all pods out (not ready, not serving): also kept
   api.put('endpointslices', slice('web-a', [{ pod: 'web-0', ip: '10.0.0.5', ready: false, serving: false }]))
@@ -274,8 +282,11 @@ t.test('the weight annotation on the Service sets weights, live; an invalid one 
   await until(() => rec.changes.at(-1)?.every((u) => u.weight === 1) === true, 'weights back to 1')
   t.match(discovery.status(), [/annotation tether\.io\/weights on Service default\/web is invalid \(web-0=lots: the weight must be an integer 1\.\.1000\); every pod has weight 1/])
   t.equal(rec.errors.at(-1)?.err.code, 'EWEIGHTS')
+  t.equal(rec.errors.at(-1)?.err.area, 'weights')
+  t.same(rec.recoveries, [])
   api.put('services', service('web', {}))
   await until(() => discovery.status().length === 0, 'annotation removed')
+  t.same(rec.recoveries, ['weights'], 'its end is told')
 })
 
 t.test('stop() aborts the open watch, and no hook is called after it', async (t) => {

@@ -2,13 +2,31 @@
 // the composition root: each feeds Membership as its own source, logs its problems, counts
 // them in metrics and says when it keeps a stale set (for /readyz `degraded`). Layer 3 glue:
 // it decides nothing about upstreams (membership does) and starts nothing by itself.
-import type { Timers } from '../clock.js'
+import { systemClock, type Clock, type Timers } from '../clock.js'
 import type { DiscoveryConfig } from '../config/schema.js'
 import type { Logger } from '../observability/logger.js'
 import type { DiscoveryStatus, Metrics } from '../observability/metrics.js'
+import { ProblemLog } from '../observability/problem-log.js'
 import { DnsDiscovery, type DnsDiscoveryError } from './dns-discovery.js'
-import { KubernetesDiscovery } from './kubernetes-discovery.js'
+import { KubernetesDiscovery, type KubernetesDiscoveryError, type KubernetesProblemArea } from './kubernetes-discovery.js'
 import type { Membership } from './membership.js'
+
+/** The info line when a Kubernetes discovery problem of an area is over. */
+const KUBERNETES_RECOVERED: Readonly<Record<KubernetesProblemArea, string>> = {
+  EndpointSlices: 'Kubernetes discovery: the API server answers again',
+  Service: 'Kubernetes discovery: the API server answers again',
+  endpoints: 'Kubernetes discovery: the Service has serving endpoints again',
+  weights: 'Kubernetes discovery: the weight annotation is valid again',
+}
+
+/**
+ * When two reports of one area are the same problem for the log: the same code and status,
+ * and the same message but for its numbers (which count or date things that change while the
+ * problem lasts: "410 Gone 5 times in a row", "keeping the last 3 upstreams", versions).
+ */
+function sameProblem(err: KubernetesDiscoveryError): string {
+  return `${err.code} ${err.status ?? ''} ${err.message.replace(/\d+/g, '#')}`
+}
 
 export interface DiscoveryDeps {
   readonly membership: Pick<Membership, 'setDiscovered'>
@@ -17,6 +35,8 @@ export interface DiscoveryDeps {
   /** For KUBERNETES_SERVICE_HOST/PORT. */
   readonly env: Readonly<Record<string, string | undefined>>
   readonly timers: Timers
+  /** For the log's pacing of lasting problems; default the system clock. */
+  readonly clock?: Clock
   /** The service account mount (tests); default the standard one. */
   readonly serviceAccountDir?: string
 }
@@ -43,6 +63,7 @@ export interface Discovery {
  */
 export function createDiscovery(config: DiscoveryConfig, deps: DiscoveryDeps): Discovery {
   const { membership, logger, metrics, timers } = deps
+  const problems = new ProblemLog(logger, deps.clock ?? systemClock)
   const d = config.dns
   let dnsError: DnsDiscoveryError | null = null
   const dns = d === null ? null : new DnsDiscovery({ ...d, servers: d.servers.length > 0 ? d.servers : undefined }, {
@@ -61,11 +82,14 @@ export function createDiscovery(config: DiscoveryConfig, deps: DiscoveryDeps): D
       membership.setDiscovered(found, 'kubernetes')
       logger.info({ upstreams: found.map((u) => (u.draining === true ? `${u.id} (draining)` : u.id)) }, 'Kubernetes discovery: endpoints changed')
     },
+    // every report is counted, but a problem that lasts (an API server down, a crash-looping
+    // Deployment whose slices keep changing with no pod ready) is logged when it starts or
+    // changes, then every 30 s at most with a count, and its end once (ProblemLog)
     onError: (err, failures) => {
       metrics.discoveryError('kubernetes')
-      logger.warn({ err: err.message, code: err.code, status: err.status, failures }, 'Kubernetes discovery: keeping the last known upstreams')
+      problems.report(`kubernetes ${err.area}`, sameProblem(err), { err: err.message, code: err.code, status: err.status, failures }, 'Kubernetes discovery: keeping the last known upstreams')
     },
-    onRecover: () => logger.info('Kubernetes discovery: the API server answers again'),
+    onRecover: (area) => void problems.resolve(`kubernetes ${area}`, { area }, KUBERNETES_RECOVERED[area]),
   }, { env: deps.env, timers, ...(deps.serviceAccountDir === undefined ? {} : { serviceAccountDir: deps.serviceAccountDir }) })
   const statuses = (): DiscoveryStatus[] => [
     ...(dns === null ? [] : [{ source: 'dns', up: dns.failures === 0 }]),

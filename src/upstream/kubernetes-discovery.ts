@@ -11,6 +11,12 @@ import { ListWatch, type KubernetesObject, type ListWatchOptions } from './list-
 import type { DiscoveredUpstream } from './upstream-set.js'
 
 /**
+ * What a problem is about, each reported and over on its own: the list/watch of the
+ * EndpointSlices or of the Service (the API), the endpoints (none serving), the weight annotation.
+ */
+export type KubernetesProblemArea = 'EndpointSlices' | 'Service' | 'endpoints' | 'weights'
+
+/**
  * A problem discovery reports while keeping the last known upstreams. `code`: the API's
  * ('ECONNREFUSED', 'EHTTP' with `status`, 'ETIMEDOUT', ...: see KubernetesApiError), or
  * 'EEMPTY' (the Service has no serving endpoint on the port), or 'EWEIGHTS' (the weight
@@ -19,11 +25,13 @@ import type { DiscoveredUpstream } from './upstream-set.js'
  */
 export class KubernetesDiscoveryError extends Error {
   readonly code: string
+  readonly area: KubernetesProblemArea
   readonly status: number | null
-  constructor(message: string, code: string, status: number | null = null, cause?: unknown) {
+  constructor(message: string, code: string, area: KubernetesProblemArea, status: number | null = null, cause?: unknown) {
     super(message, cause === undefined ? undefined : { cause })
     this.name = 'KubernetesDiscoveryError'
     this.code = code
+    this.area = area
     this.status = status
   }
 }
@@ -31,10 +39,18 @@ export class KubernetesDiscoveryError extends Error {
 export interface KubernetesDiscoveryHooks {
   /** The upstream set changed (ids, urls, weights or draining flags). Never empty. Must not throw. */
   onChange(upstreams: readonly DiscoveredUpstream[]): void
-  /** A problem; the last known set stays. `failures` counts the API's consecutive failures (1 for the others). */
+  /**
+   * A problem; the last known set stays. Called for every failed request and every slice or
+   * Service event that leaves the problem in place, so it may repeat often (each is counted;
+   * what to log is the caller's choice). `failures` counts the API's consecutive failures (1 for the others).
+   */
   onError?(err: KubernetesDiscoveryError, failures: number): void
-  /** The API answers again after failures. */
-  onRecover?(): void
+  /**
+   * A problem of `area` reported through onError is over: the API answers again after
+   * failures ('EndpointSlices' or 'Service'), a serving endpoint is back ('endpoints'), the
+   * weight annotation reads again or is gone ('weights').
+   */
+  onRecover?(area: KubernetesProblemArea): void
 }
 
 export interface KubernetesDiscoveryDeps {
@@ -144,21 +160,21 @@ export class KubernetesDiscovery {
     return [this.#apiProblem, this.#emptyProblem, this.#weightsProblem].filter((p): p is string => p !== null)
   }
 
-  #loopHooks<T>(what: string, onSync: (objects: ReadonlyMap<string, T>) => void) {
+  #loopHooks<T>(what: 'EndpointSlices' | 'Service', onSync: (objects: ReadonlyMap<string, T>) => void) {
     return {
       onSync: (objects: ReadonlyMap<string, T>) => {
         if (this.#state === 'running') onSync(objects)
       },
       onError: (err: KubernetesApiError, failures: number) => {
         if (this.#state !== 'running') return
-        const error = this.#error(`${what}: ${err.message}${hint(err)}`, err.code, err.status, err)
+        const error = this.#error(`${what}: ${err.message}${hint(err)}`, err.code, what, err.status, err)
         this.#apiProblem = error.message
         this.#hooks.onError?.(error, failures)
       },
       onRecover: () => {
         if (this.#state !== 'running') return
         if (this.#slices.healthy && (this.#service?.healthy ?? true)) this.#apiProblem = null
-        this.#hooks.onRecover?.()
+        this.#hooks.onRecover?.(what)
       },
     }
   }
@@ -167,15 +183,17 @@ export class KubernetesDiscovery {
     const annotation = this.#config.weight_annotation!
     const text = objects.get(this.#config.service)?.metadata?.annotations?.[annotation]
     let weights = EQUAL_WEIGHTS
+    const had = this.#weightsProblem !== null
     this.#weightsProblem = null
     if (typeof text === 'string') {
       const parsed = parseWeights(text)
       if (parsed.ok) weights = parsed.weights
       else {
         this.#weightsProblem = `annotation ${annotation} on Service ${this.target} is invalid (${parsed.message}); every pod has weight 1`
-        this.#hooks.onError?.(new KubernetesDiscoveryError(`Kubernetes discovery: ${this.#weightsProblem}`, 'EWEIGHTS'), 1)
+        this.#hooks.onError?.(new KubernetesDiscoveryError(`Kubernetes discovery: ${this.#weightsProblem}`, 'EWEIGHTS', 'weights'), 1)
       }
     }
+    if (had && this.#weightsProblem === null) this.#hooks.onRecover?.('weights')
     this.#weights = weights
     if (this.#slices.objects.size > 0) this.#update()
   }
@@ -187,20 +205,23 @@ export class KubernetesDiscovery {
       const why = slicesWithoutPort.length > 0
         ? `its EndpointSlices have no TCP port named ${JSON.stringify(this.#config.port)}`
         : this.#slices.objects.size === 0 ? 'it has no EndpointSlice (no Service of that name, or no pods selected)' : 'no endpoint is ready or serving'
-      const error = this.#error(`Service ${this.target}: ${why}`, 'EEMPTY')
+      const error = this.#error(`Service ${this.target}: ${why}`, 'EEMPTY', 'endpoints')
       this.#emptyProblem = error.message
       this.#hooks.onError?.(error, 1)
       return
     }
+    const wasEmpty = this.#emptyProblem !== null
     this.#emptyProblem = null
-    if (sameUpstreams(upstreams, this.#current)) return
-    this.#current = upstreams
-    this.#hooks.onChange(upstreams)
+    if (!sameUpstreams(upstreams, this.#current)) {
+      this.#current = upstreams
+      this.#hooks.onChange(upstreams)
+    }
+    if (wasEmpty) this.#hooks.onRecover?.('endpoints')
   }
 
-  #error(message: string, code: string, status: number | null = null, cause?: unknown): KubernetesDiscoveryError {
+  #error(message: string, code: string, area: KubernetesProblemArea, status: number | null = null, cause?: unknown): KubernetesDiscoveryError {
     const n = this.#current.length
-    return new KubernetesDiscoveryError(`Kubernetes discovery of Service ${this.target}: ${message}; keeping the last ${n} upstream${n === 1 ? '' : 's'}`, code, status, cause)
+    return new KubernetesDiscoveryError(`Kubernetes discovery of Service ${this.target}: ${message}; keeping the last ${n} upstream${n === 1 ? '' : 's'}`, code, area, status, cause)
   }
 }
 
