@@ -21,7 +21,7 @@ import { makeCertificates } from './fixtures/tls.js'
 import { waitFor } from './fixtures/upstream.js'
 
 const TOKEN = 'test-token-0123456789'
-const FAST = { backoff: { base: 5, max: 20 }, requestTimeout: 2_000, random: () => 1 }
+const FAST = { backoff: { base: 5, max: 20 }, requestTimeout: 2_000, watchGap: 20, random: () => 1 }
 
 function tempDir(): string {
   return mkdtempSync(join(tmpdir(), 'tether-k8s-'))

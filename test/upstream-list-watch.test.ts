@@ -251,3 +251,33 @@ t.test("an ERROR event or a status body with details.retryAfterSeconds waits tha
   t.same(sleeps, [2_000, 4_000])
   t.same(hooks.errors.map((e) => e.message), [`watch ${PATH}: 429 too many requests`, `watch ${PATH}: 503 Service Unavailable: shutting down`])
 })
+
+t.test('watches cut or ended right after one event reopen no sooner than watchGap after the last opened; a watch that lasted reopens at once (fake timers)', async (t) => {
+  const bookmark = (rv: string): object => ({ type: 'BOOKMARK', object: { kind: 'EndpointSlice', apiVersion: 'discovery.k8s.io/v1', metadata: { resourceVersion: rv } } })
+  let third: http.ServerResponse | null = null
+  const { api, seen } = await scripted(t, [sliceAt('web-a', '100', 'web-0', '10.0.0.5')], '100', (res, n) => {
+    holdOpen(res)
+    if (n === 1) res.end(lines(bookmark('101'))) // a proxy that ends every watch after one line
+    else if (n === 2) res.write(lines(bookmark('102')), () => setImmediate(() => res.socket?.destroy())) // or cuts it
+    else if (n === 3) { res.write(lines(bookmark('103'))); third = res }
+  })
+  const timers = new FakeTimers()
+  const hooks = new Hooks()
+  const lw = new ListWatch<EndpointSlice>(api, { path: PATH, selector: {}, requestTimeout: 7_777, idleTimeout: 99_999, backoff: { base: 100, max: 1_000 }, watchGap: 1_000, random: () => 1 }, hooks.hooks, timers, timers.clock)
+  t.teardown(() => lw.stop())
+  await lw.start()
+  const watches = (): number => seen.filter((s) => s.watch > 0).length
+  await timers.scheduled(1_000)
+  t.equal(watches(), 1, 'the ended watch is not reopened at once')
+  timers.advance(1_000)
+  await waitFor(() => watches() === 2, 5_000, 'the second watch')
+  await timers.scheduled(1_000)
+  t.equal(watches(), 2, 'nor is the cut one')
+  timers.advance(1_000)
+  await waitFor(() => third !== null, 5_000, 'the third watch')
+  t.equal(seen[3]?.query['resourceVersion'], '102', 'each resumed from its bookmark')
+  timers.advance(1_500) // the third lasts 1.5 s, then the server ends it
+  third!.end()
+  await waitFor(() => watches() === 4, 5_000, 'the fourth watch, at once: no timer advanced')
+  t.same(hooks.errors, [], 'none of it is an error')
+})

@@ -35,7 +35,7 @@ export interface DiscoveryDeps {
   /** For KUBERNETES_SERVICE_HOST/PORT. */
   readonly env: Readonly<Record<string, string | undefined>>
   readonly timers: Timers
-  /** For the log's pacing of lasting problems; default the system clock. */
+  /** For the log's pacing of lasting problems and Kubernetes discovery's; default the system clock. */
   readonly clock?: Clock
   /** The service account mount (tests); default the standard one. */
   readonly serviceAccountDir?: string
@@ -63,7 +63,8 @@ export interface Discovery {
  */
 export function createDiscovery(config: DiscoveryConfig, deps: DiscoveryDeps): Discovery {
   const { membership, logger, metrics, timers } = deps
-  const problems = new ProblemLog(logger, deps.clock ?? systemClock)
+  const clock = deps.clock ?? systemClock
+  const problems = new ProblemLog(logger, clock)
   const d = config.dns
   let dnsError: DnsDiscoveryError | null = null
   const dns = d === null ? null : new DnsDiscovery({ ...d, servers: d.servers.length > 0 ? d.servers : undefined }, {
@@ -90,7 +91,7 @@ export function createDiscovery(config: DiscoveryConfig, deps: DiscoveryDeps): D
       problems.report(`kubernetes ${err.area}`, sameProblem(err), { err: err.message, code: err.code, status: err.status, failures }, 'Kubernetes discovery: keeping the last known upstreams')
     },
     onRecover: (area) => void problems.resolve(`kubernetes ${area}`, { area }, KUBERNETES_RECOVERED[area]),
-  }, { env: deps.env, timers, ...(deps.serviceAccountDir === undefined ? {} : { serviceAccountDir: deps.serviceAccountDir }) })
+  }, { env: deps.env, timers, clock, ...(deps.serviceAccountDir === undefined ? {} : { serviceAccountDir: deps.serviceAccountDir }) })
   const statuses = (): DiscoveryStatus[] => [
     ...(dns === null ? [] : [{ source: 'dns', up: dns.failures === 0 }]),
     ...(kubernetes === null ? [] : [{ source: 'kubernetes', up: kubernetes.status().length === 0 }]),

@@ -2,7 +2,7 @@
 // its annotation) and reports one upstream per serving pod, named after the pod, terminating pods
 // as draining. Owns its list/watch loops only: never checks health or places, never starts
 // itself, never reports an empty set (it keeps the last one and says so in status()).
-import { systemTimers, type Timers } from '../clock.js'
+import { systemClock, systemTimers, type Clock, type Timers } from '../clock.js'
 import type { KubernetesDiscoveryConfig } from '../config/schema.js'
 import { KubernetesApi, type KubernetesApiError } from './kubernetes-api.js'
 import { inClusterAccess, kubeconfigAccess, SERVICE_ACCOUNT_DIR, type ClusterAccess } from './kubernetes-credentials.js'
@@ -57,6 +57,8 @@ export interface KubernetesDiscoveryDeps {
   /** For KUBERNETES_SERVICE_HOST/PORT (in-cluster). Default: an empty environment. */
   readonly env?: Readonly<Record<string, string | undefined>>
   readonly timers?: Timers
+  /** For the pacing of watches and a Retry-After given as a date. Default the system clock. */
+  readonly clock?: Clock
   /** The service account mount. Default /var/run/secrets/kubernetes.io/serviceaccount. */
   readonly serviceAccountDir?: string
   /** Loop tuning (timeouts, back-off, page size, jitter), for tests. */
@@ -110,19 +112,20 @@ export class KubernetesDiscovery {
     this.#hooks = hooks
     this.#access = config.kubeconfig !== null ? kubeconfigAccess(config.kubeconfig) : inClusterAccess(deps.env ?? {}, deps.serviceAccountDir ?? SERVICE_ACCOUNT_DIR)
     this.#namespace = config.namespace ?? this.#access.namespace
-    const api = new KubernetesApi(this.#access.endpoint)
+    const clock = deps.clock ?? systemClock
+    const api = new KubernetesApi(this.#access.endpoint, clock)
     const timers = deps.timers ?? systemTimers
     const ns = encodeURIComponent(this.#namespace)
     this.#slices = new ListWatch<EndpointSlice>(api, {
       ...deps.tuning,
       path: `/apis/discovery.k8s.io/v1/namespaces/${ns}/endpointslices`,
       selector: { labelSelector: `kubernetes.io/service-name=${config.service}` },
-    }, this.#loopHooks('EndpointSlices', () => this.#update()), timers)
+    }, this.#loopHooks('EndpointSlices', () => this.#update()), timers, clock)
     this.#service = config.weight_annotation === null ? null : new ListWatch<Service>(api, {
       ...deps.tuning,
       path: `/api/v1/namespaces/${ns}/services`,
       selector: { fieldSelector: `metadata.name=${config.service}` },
-    }, this.#loopHooks('Service', (objects) => this.#readWeights(objects)), timers)
+    }, this.#loopHooks('Service', (objects) => this.#readWeights(objects)), timers, clock)
   }
 
   /** `namespace/service`, for messages. */

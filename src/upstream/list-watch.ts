@@ -2,7 +2,7 @@
 // resume from the last version seen, list again on 410 Gone, back off on errors and keep the last
 // good objects meanwhile. Layer 3: talks through KubernetesApi, time through injected timers;
 // owned and stoppable (start/stop), never starts itself, knows nothing of upstreams.
-import { systemTimers, type Timers } from '../clock.js'
+import { systemClock, systemTimers, type Clock, type Timers } from '../clock.js'
 import { KubernetesApiError, retryAfterOf, type KubernetesApi, type WatchEvent } from './kubernetes-api.js'
 
 /**
@@ -43,6 +43,12 @@ export interface ListWatchOptions {
    * least that long, up to MAX_RETRY_AFTER.
    */
   readonly backoff?: { readonly base: number; readonly max: number }
+  /**
+   * Least time between the openings of two watches when one ends or is cut soon after it
+   * opened, ms (a server or proxy that sends an event or a bookmark and cuts every watch would
+   * else be asked hundreds of times a second). Default 1000.
+   */
+  readonly watchGap?: number
   /** Items per list page (`limit`). Default 500. */
   readonly pageSize?: number
   /** Random source for the back-off jitter, in [0, 1). Default Math.random. */
@@ -63,9 +69,9 @@ export interface ListWatchHooks<T> {
  * - `start()` lists and resolves once that first list has succeeded or failed (then it keeps
  *   trying in the background); it never rejects for API reasons.
  * - The watch asks for bookmarks and resumes from the last resourceVersion seen; a watch the
- *   server ends (its timeout) or that is cut once open is reopened at once, one that ended
- *   without any event after a pause of `backoff.base` (no tight loop against a server that
- *   closes at once). Neither is an error.
+ *   server ends (its timeout) or that is cut once open is reopened at once, but no sooner than
+ *   `watchGap` after it was opened, and one that ended without any event after a pause of
+ *   at least `backoff.base` (no tight loop against a server that closes at once). Neither is an error.
  * - 410 Gone (as the status of a watch request, or an ERROR event) lists again at once (a second
  *   and third 410 in a row wait `backoff.base`), replacing every object; from the fourth in a
  *   row (even fresh lists' versions are refused) each is a failure. A failed list or watch keeps
@@ -89,7 +95,9 @@ export class ListWatch<T extends KubernetesObject> {
   readonly #selector: Readonly<Record<string, string>>
   readonly #hooks: ListWatchHooks<T>
   readonly #timers: Timers
+  readonly #clock: Clock
   readonly #requestTimeout: number
+  readonly #watchGap: number
   readonly #watchSeconds: number
   readonly #idleTimeout: number
   readonly #backoff: { readonly base: number; readonly max: number }
@@ -107,13 +115,15 @@ export class ListWatch<T extends KubernetesObject> {
   #loop: Promise<void> = Promise.resolve()
   #firstList: (() => void) | null = null
 
-  constructor(api: KubernetesApi, options: ListWatchOptions, hooks: ListWatchHooks<T>, timers: Timers = systemTimers) {
+  constructor(api: KubernetesApi, options: ListWatchOptions, hooks: ListWatchHooks<T>, timers: Timers = systemTimers, clock: Clock = systemClock) {
     this.#api = api
     this.#path = options.path
     this.#selector = options.selector
     this.#hooks = hooks
     this.#timers = timers
+    this.#clock = clock
     this.#requestTimeout = options.requestTimeout ?? 10_000
+    this.#watchGap = options.watchGap ?? 1_000
     this.#watchSeconds = options.watchSeconds ?? 300
     this.#idleTimeout = options.idleTimeout ?? this.#watchSeconds * 1000 + 30_000
     this.#backoff = options.backoff ?? { base: 500, max: 30_000 }
@@ -160,8 +170,13 @@ export class ListWatch<T extends KubernetesObject> {
     while (this.#state === 'running') {
       try {
         if (this.#version === null) await this.#list()
+        const openedAt = this.#clock.now()
         const events = await this.#watch()
-        if (events === 0) await this.#sleep(this.#backoff.base)
+        // the next watch opens at once after a watch that lasted (the server's timeoutSeconds, a
+        // cut after minutes), but no sooner than watchGap after this one opened; and not before
+        // backoff.base after one without any event
+        const pause = Math.max(events === 0 ? this.#backoff.base : 0, this.#watchGap - (this.#clock.now() - openedAt))
+        if (pause > 0) await this.#sleep(pause)
       } catch (err) {
         if (this.#state !== 'running') break
         let e = err instanceof KubernetesApiError ? err : new KubernetesApiError(`${this.#path}: ${(err as Error).message}`, 'EUNKNOWN', null, err)
