@@ -85,7 +85,7 @@ export const METRIC_DOCS = [
   { name: 'tether_client_requests_total', type: 'counter', labels: ['protocol'],
     help: 'Client requests finished, by the protocol the client spoke (http/1.0, http/1.1, h2, websocket), TLS or not.' },
   { name: 'tether_discovery_up', type: 'gauge', labels: ['source'],
-    help: 'Per discovery source (dns, kubernetes): 1 while its last answer was good, 0 while it keeps the last known upstreams because its server is unreachable or failing or the answer was empty.' },
+    help: 'Per discovery source (dns, kubernetes): 1 while its last answer was good, 0 while it keeps the last known upstreams because its server is unreachable or failing or the answer was empty, and while part of a DNS resolution fails (a family or an SRV target keeps its last known addresses).' },
   { name: 'tether_discovery_errors_total', type: 'counter', labels: ['source'],
     help: 'Discovery failures (unreachable or failing server, empty answer), by source (dns, kubernetes).' },
 ] as const satisfies readonly MetricDoc[]
