@@ -69,13 +69,15 @@ export function createDiscovery(config: DiscoveryConfig, deps: DiscoveryDeps): D
   let dnsError: DnsDiscoveryError | null = null
   const dns = d === null ? null : new DnsDiscovery({ ...d, servers: d.servers.length > 0 ? d.servers : undefined }, {
     onChange: (found) => membership.setDiscovered(found, 'dns'),
+    // counted each time; logged as one problem while it lasts (as Kubernetes discovery's below)
     onError: (err, failures) => {
       dnsError = err
       metrics.discoveryError('dns')
-      logger.warn({ err: err.message, code: err.code, failures }, err.partial
+      problems.report('dns', `${err.partial === true ? 'partial ' : ''}${err.code} ${err.message.replace(/\d+/g, '#')}`, { err: err.message, code: err.code, failures }, err.partial
         ? 'DNS discovery failed in part; using the answers that came, the failed queries keep their last known addresses'
         : 'DNS discovery failed; keeping the last known upstreams')
     },
+    onRecover: () => void problems.resolve('dns', {}, 'DNS discovery: resolving again'),
   }, timers)
   const k = config.kubernetes
   const kubernetes = k === null ? null : new KubernetesDiscovery(k, {

@@ -74,6 +74,8 @@ export interface DnsDiscoveryHooks {
    * `consecutiveFailures` is 1 for the first failure and resets after a fully successful resolution.
    */
   onError?(err: DnsDiscoveryError, consecutiveFailures: number): void
+  /** Called after a fully successful resolution that follows failed, partly failed or empty ones. */
+  onRecover?(): void
 }
 
 /**
@@ -324,7 +326,9 @@ export class DnsDiscovery {
       }
       const error = result.error
       if (error === undefined) {
+        const recovered = this.#failures > 0
         this.#failures = 0
+        if (recovered) callHook(() => this.#hooks.onRecover?.())
       } else if (this.#state === 'running') { // onChange may have called stop()
         this.#failures++
         const failures = this.#failures
