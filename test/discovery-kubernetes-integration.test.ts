@@ -41,6 +41,19 @@ function sliceOf(pod: Pod, conditions: Omit<PodEndpoint, 'pod' | 'ip'> = {}) {
   return endpointSlice(`web-${pod.name}`, 'web', [{ pod: pod.name, ip: '127.0.0.1', ...conditions }], { ports: [{ name: 'http', port: pod.port }] })
 }
 
+/** A kubeconfig file pointing at the fake API server at `url` (namespace default, no credentials). */
+function kubeconfigFor(url: string): string {
+  const file = join(mkdtempSync(join(tmpdir(), 'tether-k8s-e2e-')), 'kubeconfig')
+  writeFileSync(file, `apiVersion: v1
+kind: Config
+current-context: test
+contexts: [{ name: test, context: { cluster: fake, user: tether, namespace: default } }]
+clusters: [{ name: fake, cluster: { server: "${url}" } }]
+users: [{ name: tether, user: {} }]
+`)
+  return file
+}
+
 t.test('Kubernetes discovery: pods by name, terminating pods drain, deleted pods leave, restarted pods keep their users, an API outage degrades', async (t) => {
   const pods = new Map<string, Pod>()
   for (const name of ['web-0', 'web-1', 'web-2']) pods.set(name, await startPod(name))
@@ -152,14 +165,7 @@ t.test('every pod terminating but still serving: new users land on them (no 503)
   t.teardown(() => api.close())
   api.put('endpointslices', sliceOf(pods.get('web-0')!))
   api.put('endpointslices', sliceOf(pods.get('web-1')!, { terminating: true, serving: true }))
-  const kubeconfig = join(mkdtempSync(join(tmpdir(), 'tether-k8s-e2e-')), 'kubeconfig')
-  writeFileSync(kubeconfig, `apiVersion: v1
-kind: Config
-current-context: test
-contexts: [{ name: test, context: { cluster: fake, user: tether, namespace: default } }]
-clusters: [{ name: fake, cluster: { server: "${url}" } }]
-users: [{ name: tether, user: {} }]
-`)
+  const kubeconfig = kubeconfigFor(url)
   const tether = await startTether(testConfig([], {
     affinity: { key: 'cookie', drain_timeout: DRAIN_TIMEOUT },
     discovery: { kubernetes: { service: 'web', namespace: null, port: 'http', kubeconfig, weight_annotation: null } },
@@ -198,14 +204,7 @@ t.test('a problem that lasts is logged once when it starts, then at most every 3
   const { url } = await api.start()
   t.teardown(() => api.close())
   api.put('endpointslices', sliceOf(pod))
-  const kubeconfig = join(mkdtempSync(join(tmpdir(), 'tether-k8s-e2e-')), 'kubeconfig')
-  writeFileSync(kubeconfig, `apiVersion: v1
-kind: Config
-current-context: test
-contexts: [{ name: test, context: { cluster: fake, user: tether, namespace: default } }]
-clusters: [{ name: fake, cluster: { server: "${url}" } }]
-users: [{ name: tether, user: {} }]
-`)
+  const kubeconfig = kubeconfigFor(url)
   const log = new LogCapture()
   const clock = new FakeClock()
   const tether = await startTether(testConfig([], {
