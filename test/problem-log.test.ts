@@ -54,3 +54,13 @@ t.test('a changed problem is logged at once; keys are independent; an end withou
   t.same(capture.records.map((r) => [level(r), r['code'] ?? null, r['msg']]), [['warn', 'ECONNREFUSED', 'problem'], ['warn', 'EHTTP', 'problem'], ['warn', 'EEMPTY', 'problem'], ['info', null, 'api over']])
   t.match(capture.records[3], { for_ms: 1_000, unlogged: 1 }, 'the duration of the problem as it last was')
 })
+
+t.test('a clock stepped back does not silence a lasting problem, and its duration is never negative', async (t) => {
+  const { clock, capture, log } = setup()
+  clock.set(10_000_000)
+  log.report('k', 'E one', {}, 'problem')
+  clock.set(10_000_000 - 3_600_000) // NTP steps the clock back an hour
+  t.equal(log.report('k', 'E one', {}, 'problem'), true, 'not held back until the clock catches up')
+  await flush()
+  t.equal(capture.records[1]?.['for_ms'], 0)
+})

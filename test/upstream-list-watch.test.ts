@@ -252,6 +252,25 @@ t.test("an ERROR event or a status body with details.retryAfterSeconds waits tha
   t.same(hooks.errors.map((e) => e.message), [`watch ${PATH}: 429 too many requests`, `watch ${PATH}: 503 Service Unavailable: shutting down`])
 })
 
+t.test('a clock stepped back while a watch is open: the next one waits watchGap at most', async (t) => {
+  const bookmark = (rv: string): object => ({ type: 'BOOKMARK', object: { kind: 'EndpointSlice', apiVersion: 'discovery.k8s.io/v1', metadata: { resourceVersion: rv } } })
+  const timers = new FakeTimers()
+  const { api, seen } = await scripted(t, [sliceAt('web-a', '100', 'web-0', '10.0.0.5')], '100', (res, n) => {
+    holdOpen(res)
+    if (n === 1) {
+      timers.clock.set(timers.clock.now() - 3_600_000) // NTP steps the clock back an hour
+      res.end(lines(bookmark('101')))
+    }
+  })
+  const hooks = new Hooks()
+  const lw = new ListWatch<EndpointSlice>(api, { path: PATH, selector: {}, requestTimeout: 7_777, idleTimeout: 99_999, backoff: { base: 100, max: 1_000 }, watchGap: 1_000, random: () => 1 }, hooks.hooks, timers, timers.clock)
+  t.teardown(() => lw.stop())
+  await lw.start()
+  await timers.scheduled(1_000, 5_000) // not 3,601,000 ms
+  timers.advance(1_000)
+  await waitFor(() => seen.filter((s) => s.watch > 0).length === 2, 5_000, 'the second watch')
+})
+
 t.test('watches cut or ended right after one event reopen no sooner than watchGap after the last opened; a watch that lasted reopens at once (fake timers)', async (t) => {
   const bookmark = (rv: string): object => ({ type: 'BOOKMARK', object: { kind: 'EndpointSlice', apiVersion: 'discovery.k8s.io/v1', metadata: { resourceVersion: rv } } })
   let third: http.ServerResponse | null = null

@@ -61,11 +61,12 @@ export class ProblemLog {
       this.#logger.warn(fields, msg)
       return true
     }
-    if (now - spell.lastWarnAt < this.#interval) {
+    // a clock stepped back (now before the last warning) counts as the interval passed
+    if (now >= spell.lastWarnAt && now - spell.lastWarnAt < this.#interval) {
       spell.unlogged++
       return false
     }
-    this.#logger.warn({ ...fields, repeated: spell.unlogged + 1, for_ms: now - spell.since }, msg)
+    this.#logger.warn({ ...fields, repeated: spell.unlogged + 1, for_ms: Math.max(0, now - spell.since) }, msg)
     spell.lastWarnAt = now
     spell.unlogged = 0
     return true

@@ -175,7 +175,8 @@ export class ListWatch<T extends KubernetesObject> {
         // the next watch opens at once after a watch that lasted (the server's timeoutSeconds, a
         // cut after minutes), but no sooner than watchGap after this one opened; and not before
         // backoff.base after one without any event
-        const pause = Math.max(events === 0 ? this.#backoff.base : 0, this.#watchGap - (this.#clock.now() - openedAt))
+        // (a clock stepped back makes the elapsed time negative: the gap is the most it waits)
+        const pause = Math.max(events === 0 ? this.#backoff.base : 0, this.#watchGap - Math.max(0, this.#clock.now() - openedAt))
         if (pause > 0) await this.#sleep(pause)
       } catch (err) {
         if (this.#state !== 'running') break
