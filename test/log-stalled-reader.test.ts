@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process'
 import { CLI, ROOT, tempFile } from './fixtures/cli.js'
 import { freePort } from './fixtures/ports.js'
 import { request, startUpstream } from './fixtures/upstream.js'
-import { waitFor } from './fixtures/wait.js'
+import { waitFor, within } from './fixtures/wait.js'
 
 t.test('with a stdout pipe nobody reads, Tether serves on and ends at SIGTERM', async (t) => {
   const app = await startUpstream('a')
@@ -35,4 +35,24 @@ t.test('with a stdout pipe nobody reads, Tether serves on and ends at SIGTERM', 
   const code = await Promise.race([exited, new Promise<string>((r) => { timer = setTimeout(r, 10_000, 'still running') })])
   clearTimeout(timer)
   t.equal(code, 0, 'it ends, and cleanly')
+})
+
+t.test('at exit, a reader that keeps reading gets every line, however long the backlog takes', async (t) => {
+  // 20,000 lines (~2 MB) logged at once, then exit: the pipe takes 64 KiB at a time
+  const script = `import { createLogger } from ${JSON.stringify(new URL('../dist/observability/logger.js', import.meta.url).href)}
+const log = createLogger('info')
+for (let i = 0; i < 20000; i++) log.info({ i, pad: 'x'.repeat(40) }, 'line')
+process.exit(0)`
+  const proc = spawn(process.execPath, ['--input-type=module', '-e', script], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] })
+  let lines = 0
+  let rest = ''
+  proc.stdout.on('data', (c: Buffer) => {
+    const text = rest + c.toString()
+    const parts = text.split('\n')
+    rest = parts.pop()!
+    lines += parts.length
+  })
+  const code = await within(new Promise<number | null>((resolve) => proc.on('close', (c) => resolve(c))), 30_000, 'the writer to end')
+  t.equal(code, 0)
+  t.equal(lines, 20_000, 'every line arrived')
 })

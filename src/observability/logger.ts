@@ -20,13 +20,30 @@ export function effectiveLevel(configured: LogLevel, envLevel: string | undefine
  */
 export const MAX_PENDING_LOG_BYTES = 16 * 1024 * 1024
 
-/** How long the exit flush waits for a full stdout pipe to take the last lines (ms). */
-const EXIT_FLUSH_MS = 1_000
+/** How long the exit flush waits for a full stdout pipe that takes nothing (ms). */
+const EXIT_STALL_MS = 1_000
 
 /** Set when the process exits: until then a full pipe is waited for without limit (asynchronously). */
-let exitDeadline = Infinity
+let exiting = false
 // registered before pino's own exit flush (made with the first destination below), so it runs first
-process.once('exit', () => { exitDeadline = performance.now() + EXIT_FLUSH_MS })
+process.once('exit', () => { exiting = true })
+
+/**
+ * sonic-boom's `retryEAGAIN`: whether to try a full pipe again. Always while running (the
+ * writes wait asynchronously, bounded by {@link MAX_PENDING_LOG_BYTES}); at exit, while the
+ * pipe took something in the last {@link EXIT_STALL_MS} (a slow reader still gets every line;
+ * one that stalled costs at most that long).
+ */
+function retryFullPipe(): (err: Error, writing: number, remaining: number) => boolean {
+  let left = Infinity
+  let progressAt = 0
+  return (_err, writing, remaining) => {
+    if (!exiting) return true
+    const now = performance.now()
+    if (writing + remaining < left) [left, progressAt] = [writing + remaining, now]
+    return now - progressAt < EXIT_STALL_MS
+  }
+}
 
 type Destination = ReturnType<typeof pino.destination>
 let stdout: Destination | null = null
@@ -48,15 +65,23 @@ function stdoutFd(): number {
 
 /**
  * The one stdout destination of this process, shared by its loggers (one per config). Writes
- * are asynchronous and bounded (see {@link MAX_PENDING_LOG_BYTES}). pino flushes what is left
- * when the process exits, retrying a full pipe for ever: with a reader that stalled (a hung log
- * collector, `tether | less` left open) a stopped Tether never ended. At exit a full pipe is
- * waited for {@link EXIT_FLUSH_MS} at most; what it has not taken then is given up (those lines
- * are lost with the reader).
+ * are asynchronous and bounded (see {@link MAX_PENDING_LOG_BYTES}); lines dropped over the
+ * bound are counted, and said in one line once stdout takes lines again. pino flushes what is
+ * left when the process exits, retrying a full pipe for ever: with a reader that stalled (a
+ * hung log collector, `tether | less` left open) a stopped Tether never ended. At exit a pipe
+ * that takes nothing for {@link EXIT_STALL_MS} is given up (those lines are lost with the reader).
  */
 function stdoutDestination(): Destination {
   if (stdout !== null) return stdout
-  const dest = pino.destination({ dest: stdoutFd(), sync: false, maxLength: MAX_PENDING_LOG_BYTES, retryEAGAIN: () => performance.now() < exitDeadline })
+  const dest = pino.destination({ dest: stdoutFd(), sync: false, maxLength: MAX_PENDING_LOG_BYTES, retryEAGAIN: retryFullPipe() })
+  let dropped = 0
+  dest.on('drop', () => { dropped++ })
+  dest.on('write', () => {
+    if (dropped === 0) return
+    const n = dropped
+    dropped = 0
+    dest.write(`${JSON.stringify({ level: 40, time: new Date().toISOString(), name: 'tether', dropped: n, msg: `${n} log lines dropped: stdout did not take them (its reader stalled; at most ${MAX_PENDING_LOG_BYTES} bytes wait)` })}\n`)
+  })
   const flushSync = dest.flushSync.bind(dest)
   dest.flushSync = (): void => {
     try {
