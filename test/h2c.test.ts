@@ -7,6 +7,7 @@ import http2 from 'node:http2'
 import { startTether, type Tether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { request, startUpstream, testConfig } from './fixtures/upstream.js'
+import { waitFor, within } from './fixtures/wait.js'
 
 async function h2cTether(t: Test, cleartext: boolean): Promise<Tether> {
   const up = await startUpstream('app-0', (req, res) => {
@@ -94,7 +95,8 @@ t.test("an h2c request carries its client's address: X-Forwarded-For, X-Forwarde
 
 t.test('an idle h2c connection is closed after timeouts.body_idle, as a TLS one', async (t) => {
   const up = await startUpstream('app-0')
-  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } }, timeouts: { body_idle: 300 } }), { logger: createLogger('silent') })
+  // the client bound: the longer of body_idle and response_headers, plus a second
+  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } }, timeouts: { body_idle: 300, response_headers: 300 } }), { logger: createLogger('silent') })
   t.teardown(async () => { await tether.close(0); await up.close() })
   const s = http2.connect(tether.url)
   t.teardown(() => s.destroy())
@@ -102,4 +104,37 @@ t.test('an idle h2c connection is closed after timeouts.body_idle, as a TLS one'
   await new Promise<void>((resolve) => { const r = s.request({ ':path': '/' }); r.resume(); r.on('end', resolve) })
   await new Promise<void>((resolve) => s.once('close', resolve)) // the test times out if it never closes
   t.pass('closed by Tether')
+})
+
+t.test('a stream whose client stopped reading is cut on its own while the connection stays busy, and its upstream request ends', async (t) => {
+  // the session's idle timer is refreshed by any frame: PINGs or other streams kept a stalled
+  // stream, and its upstream request, open for good (nginx's send_timeout is per stream)
+  let upstreamClosed = false
+  const up = await startUpstream('app-0', (req, res) => {
+    if (req.url !== '/big') return void res.end('ok')
+    res.on('close', () => { upstreamClosed = true })
+    const chunk = Buffer.alloc(256 * 1024, 'x')
+    const pump = (): void => { while (!res.destroyed && res.write(chunk)); }
+    res.on('drain', pump)
+    pump()
+  })
+  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } }, timeouts: { body_idle: 300, response_headers: 300 } }), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const s = http2.connect(tether.url)
+  t.teardown(() => s.destroy())
+  s.on('error', () => undefined)
+  const stalled = s.request({ ':path': '/big' })
+  stalled.on('error', () => undefined)
+  stalled.pause() // never read: its window fills up
+  const reset = new Promise<number>((resolve) => stalled.once('close', () => resolve(stalled.rstCode)))
+  // the connection stays busy all along
+  const busy = setInterval(() => { if (!s.destroyed) s.ping(() => undefined) }, 100)
+  t.teardown(() => clearInterval(busy))
+  const code = await within(reset, 10_000, 'the stalled stream to be cut')
+  t.equal(code, http2.constants.NGHTTP2_INTERNAL_ERROR, 'reset (never a clean end: the answer was not whole)')
+  await waitFor(() => upstreamClosed, 5_000, 'its upstream request to end')
+  t.equal(s.destroyed, false, 'the connection itself stays')
+  t.equal(tether.health.state('app-0'), 'healthy', 'the client\'s doing: the upstream is not blamed')
+  const other = await new Promise<number>((resolve) => { const r = s.request({ ':path': '/' }); r.on('response', (h) => resolve(Number(h[':status']))); r.resume() })
+  t.equal(other, 200, 'and serves the next stream')
 })

@@ -17,6 +17,16 @@ export interface Expiring {
   nextLive: Expiring | null
 }
 
+/**
+ * How long a client may take nothing that was written to it, or be silent altogether (neither
+ * sending nor reading), before it is cut: the longer of `body_idle` and `response_headers`,
+ * plus a second (the upstream deadlines fire up to two sweeps late, each at most 250 ms), so a
+ * silent upstream gets its 504 and its health signal first. Example: 60 s and 60 s -> 61 s.
+ */
+export function clientIdleTimeout(t: { readonly body_idle: number; readonly response_headers: number }): number {
+  return Math.max(t.body_idle, t.response_headers) + 1_000
+}
+
 /** How often the sweep runs for the shortest wait `shortest` (ms): an eighth of it, 10-250 ms. */
 export function sweepInterval(shortest: number): number {
   return Math.min(250, Math.max(10, Math.floor(shortest / 8)))

@@ -16,7 +16,7 @@ import type { AnswerHeadPolicy, Attempt, Exchange } from './exchange.js'
 import type { Decision } from '../routing/decision.js'
 import type { AttemptResult, RequestContext } from './request-context.js'
 import { sendError } from './respond.js'
-import { Deadlines, sweepInterval, type Expiring } from './deadlines.js'
+import { clientIdleTimeout, Deadlines, sweepInterval, type Expiring } from './deadlines.js'
 import { REASON_PHRASE } from './headers.js'
 
 /** What a pool is made for: an upstream's origin and, for https://, its TLS settings. */
@@ -336,6 +336,8 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   /** A body chunk arrived (or the client was slow) since the last sweep; else the body is quiet since #quietSince. */
   #active = false
   #quietSince = 0
+  /** Since when (a sweep's time) the client has not taken what was written to it; 0: it has. */
+  #stalledSince = 0
   /** Trailer fields the upstream sent after the body, or null. */
   #trailers: Record<string, string | string[] | undefined> | null = null
   /** The answer's Connection header (the fields it names are hop-by-hop in its trailers too). */
@@ -399,6 +401,15 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     }
     const idle = this.#timeouts.bodyIdle
     if (idle === 0) return
+    if (this.#waitingDrain) {
+      // the client takes nothing of the answer (an h2 stream at window 0 while its connection
+      // stays busy, which keeps every socket and session timer fresh): cut at the client
+      // bound, as nginx's send_timeout; the client's doing, not the upstream's
+      if (this.#stalledSince === 0) this.#stalledSince = now
+      else if (now - this.#stalledSince >= clientIdleTimeout({ body_idle: idle, response_headers: this.#timeouts.responseHeaders })) {
+        return void controller.abort(new TetherError('TETHER_CLIENT_TIMEOUT'))
+      }
+    }
     if (this.#active || this.#waitingDrain || this.#held !== null) {
       this.#active = false
       this.#quietSince = now
@@ -413,6 +424,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
 
   #onDrain(): void {
     this.#waitingDrain = false
+    this.#stalledSince = 0
     this.#active = true
     this.#controller?.resume()
   }

@@ -19,6 +19,7 @@ import { onePerConnection, whenIdle } from './pipelining.js'
 import type { RequestPath } from './request-path.js'
 import { sendError, writeRawError } from './respond.js'
 import { H2Request, H2Response } from './h2-messages.js'
+import { clientIdleTimeout } from './deadlines.js'
 import type { ServerCertificates } from '../tls/server-certificates.js'
 
 /** What the listener serves: the request path of the current config (a reload swaps it). */
@@ -115,14 +116,8 @@ class RelayedSocket extends DuplexStream {
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void { this.#socket.destroy(err ?? undefined); cb(err) }
 }
 
-/**
- * How long a client connection may be silent (neither sending nor reading) before it is cut:
- * the longer of `body_idle` and `response_headers`, plus a second (the upstream deadlines fire
- * up to two sweeps late, each at most 250 ms). Example: 60 s and 60 s -> 61 s.
- */
-export function clientIdleTimeout(t: Pick<Config['timeouts'], 'body_idle' | 'response_headers'>): number {
-  return Math.max(t.body_idle, t.response_headers) + 1_000
-}
+/** Kept here for the listeners' importers; defined with the other waits (deadlines.ts). */
+export { clientIdleTimeout }
 
 /** Is `req` a stream of an HTTP/2 connection (not an HTTP/1 request line saying HTTP/2.0)? */
 function isH2Stream(req: http.IncomingMessage): boolean {
