@@ -169,3 +169,32 @@ t.test('a client slow to read a refusal is not an upstream stall: the refusal ar
   t.match(logs.access()[0], { status: 403, upstream: 'refusing', outcome: 'ok' })
   t.equal(tether.health.state('refusing'), 'healthy', 'not ejected')
 })
+
+t.test('a client that never reads a refusal is cut at the client bound, its doing: no connection, slot or upstream held for ever', async (t) => {
+  const BODY = 8 * 1024 * 1024
+  const sockets = new Set<net.Socket>()
+  const refusing = net.createServer((s) => {
+    sockets.add(s)
+    s.on('error', () => undefined)
+    s.once('data', () => s.end(Buffer.concat([Buffer.from(`HTTP/1.1 403 Forbidden\r\nContent-Length: ${BODY}\r\n\r\n`), Buffer.alloc(BODY, 'x')])))
+  })
+  await new Promise<void>((r) => refusing.listen(0, '127.0.0.1', r))
+  const port = (refusing.address() as net.AddressInfo).port
+  t.teardown(() => { for (const s of sockets) s.destroy(); refusing.close() })
+  const logs = new LogCapture()
+  // the client bound: the longer of body_idle and response_headers, plus a second: 1.3 s
+  const tether = await startTether(testConfig([{ id: 'refusing', url: `http://127.0.0.1:${port}` }], {
+    timeouts: { body_idle: 200, response_headers: 300 }, retries: { attempts: 1 }, health: { passive: { consecutive_failures: 1 } },
+  }), { logger: createLogger('info', logs) })
+  t.teardown(() => tether.close(0))
+  const client = net.connect(tether.port, '127.0.0.1')
+  client.on('error', () => undefined)
+  client.pause() // and never reads
+  client.write('GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n')
+  await when(onEvent(logs, 'record'), () => logs.access().length === 1, 10_000, 'the cut, in the access log')
+  await waitFor(() => tether.upgrades.size === 0, 2000, 'slot released')
+  client.resume() // what was sent before the cut, then the end
+  await within(new Promise((r) => client.once('close', r)), 10_000, 'the client connection to end')
+  t.match(logs.access()[0], { status: 403, upstream: 'refusing', outcome: 'TETHER_CLIENT_TIMEOUT' })
+  t.equal(tether.health.state('refusing'), 'healthy', 'the upstream is not blamed')
+})

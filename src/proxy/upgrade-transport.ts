@@ -17,6 +17,7 @@ import type { Upstream } from '../upstream/upstream-set.js'
 import type { AnswerHeadPolicy, Attempt, Exchange } from './exchange.js'
 import type { Decision } from '../routing/decision.js'
 import { classify } from './outcome.js'
+import { clientIdleTimeout } from './deadlines.js'
 import type { AttemptResult, RequestContext } from './request-context.js'
 import { endThenDestroy, writeRawError } from './respond.js'
 import { CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART, FrameTracker, closeFrame } from './websocket-frames.js'
@@ -510,15 +511,20 @@ class Tunnel implements Exchange {
     let timer: unknown
     const arm = (): void => {
       timers.clearTimeout(timer)
+      client.removeListener('drain', arm)
       timer = timers.setTimeout(cut, idle)
     }
-    const cut = (): void => {
-      // the client is slow to read it (the pipe paused the answer): not the upstream's stall;
-      // the wait starts again once the client took what was written (a client that never
-      // reads is cut by its own idle timeout)
-      if (client.writableNeedDrain) return void client.once('drain', arm)
-      this.#refusalError ??= new TetherError('TETHER_UPSTREAM_TIMEOUT')
+    const end = (code: 'TETHER_UPSTREAM_TIMEOUT' | 'TETHER_CLIENT_TIMEOUT'): void => {
+      this.#refusalError ??= new TetherError(code)
       res.destroy() // its 'close' cuts the client too
+    }
+    const cut = (): void => {
+      if (!client.writableNeedDrain) return end('TETHER_UPSTREAM_TIMEOUT')
+      // the client is slow to read it (the pipe paused the answer): not the upstream's stall;
+      // the wait starts again once the client took what was written, and a client that takes
+      // nothing for the client bound is cut, its doing (as a plain answer's, forward.ts)
+      client.once('drain', arm)
+      timer = timers.setTimeout(() => end('TETHER_CLIENT_TIMEOUT'), clientIdleTimeout({ body_idle: idle, response_headers: this.#owner.options.responseHeaders }))
     }
     arm()
     res.on('data', arm)
