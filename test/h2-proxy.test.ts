@@ -315,3 +315,24 @@ t.test('an answer cut off upstream (dead mid-body, or its body stalled past body
   }
   t.notOk(s.closed || s.destroyed, 'the stream alone is reset, the session stays')
 })
+
+t.test('an answer head over what HTTP/2 can send is a 502 on that stream, logged; the connection and its other streams go on', async (t) => {
+  // Node refuses to send a field section over 64 KiB: the stream was reset later (the access
+  // log said 200 ok), and the connection with it. nginx answers 502 ("upstream sent too big header")
+  const ups = await upstreams(t, ['a'], () => (req, res) => {
+    const n = Number(new URL(req.url ?? '/', 'http://x').searchParams.get('n') ?? '0')
+    if (n > 0) res.setHeader('x-big', 'x'.repeat(n))
+    res.end('ok')
+  })
+  const logs = new LogCapture()
+  const tether = await h2Tether(t, ups, { retries: { attempts: 0 } }, logs)
+  const s = session(t, tether)
+  const slow = h2request(s, { ':path': '/?n=60000' }) // in flight on the same connection
+  const big = await h2request(s, { ':path': '/?n=70000' })
+  t.equal(big.status, 502, 'too large for HTTP/2: 502')
+  t.match(big.body, /invalid response from upstream/)
+  t.equal((await slow).status, 200, 'a large head that fits still goes out')
+  t.equal((await h2request(s, { ':path': '/' })).status, 200, 'the connection serves on')
+  await waitFor(() => logs.access().some((a) => a['status'] === 502), 2_000, 'the access line')
+  t.match(logs.access().find((a) => a['status'] === 502), { outcome: 'TETHER_UPSTREAM_PROTOCOL' })
+})

@@ -114,7 +114,12 @@ export class H2Response extends http2.Http2ServerResponse {
   override writeHead(statusCode: number, reasonOrHeaders?: string | http2.OutgoingHttpHeaders, maybeHeaders?: http2.OutgoingHttpHeaders): this {
     const headers = typeof reasonOrHeaders === 'object' ? reasonOrHeaders : maybeHeaders
     if (headers === undefined) return super.writeHead(statusCode)
-    return super.writeHead(statusCode, sendable(headers, false))
+    const fields = sendable(headers, false)
+    // Node refuses to send a field section over 64 KiB: the stream is reset later, where no
+    // caller sees it (logged as a whole answer), and the client's other streams go with the
+    // connection. Thrown here, the forwarding path answers 502 instead, as nginx does
+    if (fieldSectionSize(fields) > MAX_SEND_FIELD_SECTION) throw new RangeError(`the answer's head is over ${MAX_SEND_FIELD_SECTION} bytes, more than HTTP/2 can send`)
+    return super.writeHead(statusCode, fields)
   }
 
   /**
@@ -124,6 +129,26 @@ export class H2Response extends http2.Http2ServerResponse {
   override addTrailers(trailers: http2.OutgoingHttpHeaders): void {
     super.addTrailers(sendable(trailers, true))
   }
+}
+
+/**
+ * The largest response field section Node's HTTP/2 sends (its `maxSendHeaderBlockLength`
+ * default, 64 KiB), less room for the fields Node adds itself (`:status`, `date`).
+ */
+const MAX_SEND_FIELD_SECTION = 65_536 - 128
+
+/**
+ * A field section's size as HTTP/2 counts it (RFC 9113 section 6.5.2 / RFC 7541 section 4.1:
+ * name, value and 32 bytes a field). Example: { 'x-a': ['1', '2'] } -> 2 * (3 + 1 + 32) = 72.
+ */
+export function fieldSectionSize(headers: http2.OutgoingHttpHeaders): number {
+  let size = 0
+  for (const name in headers) {
+    const value = headers[name]
+    if (value === undefined) continue
+    for (const v of Array.isArray(value) ? value : [value]) size += name.length + String(v).length + 32
+  }
+  return size
 }
 
 /** `headers` without what no h2 field section may carry: connection-specific fields, and in trailers `te` and pseudo-fields too. */
