@@ -130,11 +130,38 @@ t.test('a stream whose client stopped reading is cut on its own while the connec
   // the connection stays busy all along
   const busy = setInterval(() => { if (!s.destroyed) s.ping(() => undefined) }, 100)
   t.teardown(() => clearInterval(busy))
-  const code = await within(reset, 10_000, 'the stalled stream to be cut')
+  const code = await within(reset, 15_000, 'the stalled stream to be cut (four client bounds of 1.3 s)')
   t.equal(code, http2.constants.NGHTTP2_INTERNAL_ERROR, 'reset (never a clean end: the answer was not whole)')
   await waitFor(() => upstreamClosed, 5_000, 'its upstream request to end')
   t.equal(s.destroyed, false, 'the connection itself stays')
   t.equal(tether.health.state('app-0'), 'healthy', 'the client\'s doing: the upstream is not blamed')
   const other = await new Promise<number>((resolve) => { const r = s.request({ ':path': '/' }); r.on('response', (h) => resolve(Number(h[':status']))); r.resume() })
   t.equal(other, 200, 'and serves the next stream')
+})
+
+t.test('a stream whose client reads slowly but steadily is not cut', async (t) => {
+  const BODY = 160 * 1024
+  const up = await startUpstream('app-0', (_req, res) => res.end(Buffer.alloc(BODY, 'y')))
+  // client bound 1.3 s, four of them for an h2 stream's stall: the ~80 KiB Node holds for a
+  // stream goes out at 40 KB/s in 2 s, longer than one bound (a 'drain' alone is that coarse)
+  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } }, timeouts: { body_idle: 300, response_headers: 300 } }), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const s = http2.connect(tether.url)
+  t.teardown(() => s.destroy())
+  s.on('error', () => undefined)
+  const r = s.request({ ':path': '/slow' })
+  r.on('error', () => undefined)
+  r.pause()
+  let got = 0
+  const reader = setInterval(() => { // 4 KB every 100 ms
+    let taken = 0
+    for (let c: Buffer | null; taken < 4096 && (c = r.read(1024) as Buffer | null) !== null;) taken += c.length
+    got += taken
+  }, 100)
+  t.teardown(() => clearInterval(reader))
+  const code = await within(new Promise<number>((resolve) => r.once('close', () => resolve(r.rstCode))), 20_000, 'the answer to end')
+  clearInterval(reader)
+  for (let c: Buffer | null; (c = r.read() as Buffer | null) !== null;) got += c.length
+  t.equal(code, http2.constants.NGHTTP2_NO_ERROR, 'ended, not reset')
+  t.equal(got, BODY, 'the whole answer')
 })
