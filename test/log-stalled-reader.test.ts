@@ -56,3 +56,29 @@ process.exit(0)`
   t.equal(code, 0)
   t.equal(lines, 20_000, 'every line arrived')
 })
+
+t.test('lines dropped over the 16 MiB bound are counted, and said in one line once stdout takes lines again', async (t) => {
+  // ~20 MB logged while nobody reads: what does not fit is dropped, and the count arrives whole
+  const script = `import { createLogger } from ${JSON.stringify(new URL('../dist/observability/logger.js', import.meta.url).href)}
+const log = createLogger('info')
+for (let i = 0; i < 20000; i++) log.info({ i, pad: 'x'.repeat(1000) }, 'line')
+process.stderr.write('logged\\n')
+setTimeout(() => process.exit(0), 3000)`
+  const proc = spawn(process.execPath, ['--input-type=module', '-e', script], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+  proc.stdout.pause()
+  await within(new Promise((r) => proc.stderr.once('data', r)), 30_000, 'the lines to be logged')
+  const records: Record<string, unknown>[] = []
+  let rest = ''
+  proc.stdout.on('data', (c: Buffer) => {
+    const parts = (rest + c.toString()).split('\n')
+    rest = parts.pop()!
+    for (const p of parts) records.push(JSON.parse(p) as Record<string, unknown>)
+  })
+  proc.stdout.resume()
+  await within(new Promise((r) => proc.on('close', r)), 30_000, 'the writer to end')
+  const lines = records.filter((r) => r['msg'] === 'line').length
+  const summaries = records.filter((r) => typeof r['dropped'] === 'number')
+  t.ok(lines < 20_000, `some lines were dropped (${20_000 - lines})`)
+  t.equal(summaries.length, 1, 'one line says so')
+  t.equal(summaries[0]?.['dropped'], 20_000 - lines, 'with the right count')
+})

@@ -45,6 +45,9 @@ function retryFullPipe(): (err: Error, writing: number, remaining: number) => bo
   }
 }
 
+/** The line that says how many log lines stdout did not take. */
+const DROPPED_MSG = `log lines dropped: stdout did not take them (its reader stalled; at most ${MAX_PENDING_LOG_BYTES} bytes wait)`
+
 type Destination = ReturnType<typeof pino.destination>
 let stdout: Destination | null = null
 
@@ -74,13 +77,27 @@ function stdoutFd(): number {
 function stdoutDestination(): Destination {
   if (stdout !== null) return stdout
   const dest = pino.destination({ dest: stdoutFd(), sync: false, maxLength: MAX_PENDING_LOG_BYTES, retryEAGAIN: retryFullPipe() })
+  // lines dropped over the bound, said once stdout takes lines again: after this 'write' event
+  // (sonic-boom counts the bytes it just wrote out only after emitting it), and counted again
+  // when the summary itself did not fit
   let dropped = 0
-  dest.on('drop', () => { dropped++ })
+  let summaryDropped = false
+  let pending = false
+  dest.on('drop', (data: unknown) => {
+    if (typeof data === 'string' && data.includes(DROPPED_MSG)) summaryDropped = true
+    else dropped++
+  })
   dest.on('write', () => {
-    if (dropped === 0) return
-    const n = dropped
-    dropped = 0
-    dest.write(`${JSON.stringify({ level: 40, time: new Date().toISOString(), name: 'tether', dropped: n, msg: `${n} log lines dropped: stdout did not take them (its reader stalled; at most ${MAX_PENDING_LOG_BYTES} bytes wait)` })}\n`)
+    if (dropped === 0 || pending) return
+    pending = true
+    process.nextTick(() => {
+      pending = false
+      const n = dropped
+      dropped = 0
+      summaryDropped = false
+      dest.write(`${JSON.stringify({ level: 40, time: new Date().toISOString(), name: 'tether', dropped: n, msg: DROPPED_MSG })}\n`)
+      if (summaryDropped) dropped += n
+    })
   })
   const flushSync = dest.flushSync.bind(dest)
   dest.flushSync = (): void => {
