@@ -81,10 +81,12 @@ function stdoutDestination(): Destination {
   // (sonic-boom counts the bytes it just wrote out only after emitting it), and counted again
   // when the summary itself did not fit
   let dropped = 0
+  let summarizing = false
   let summaryDropped = false
   let pending = false
-  dest.on('drop', (data: unknown) => {
-    if (typeof data === 'string' && data.includes(DROPPED_MSG)) summaryDropped = true
+  // 'drop' comes synchronously inside the write that did not fit
+  dest.on('drop', () => {
+    if (summarizing) summaryDropped = true
     else dropped++
   })
   dest.on('write', () => {
@@ -92,10 +94,13 @@ function stdoutDestination(): Destination {
     pending = true
     process.nextTick(() => {
       pending = false
+      if ((dest as unknown as { destroyed?: boolean }).destroyed === true) return
       const n = dropped
       dropped = 0
+      summarizing = true
       summaryDropped = false
       dest.write(`${JSON.stringify({ level: 40, time: new Date().toISOString(), name: 'tether', dropped: n, msg: DROPPED_MSG })}\n`)
+      summarizing = false
       if (summaryDropped) dropped += n
     })
   })

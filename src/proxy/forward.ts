@@ -299,12 +299,12 @@ export function hasBody(req: IncomingMessage): boolean {
 }
 
 /**
- * How many client bounds an HTTP/2 stream may take nothing of its answer (no 'drain', which
- * comes only once the ~80 KiB Node holds for it went out) before it is cut: four, so that a
- * client on a slow link reading steadily (down to about 0.3 KB/s a stream at the default
- * timeouts) is never cut, while one at window 0 for good is.
+ * How many client bounds an answer may be taken nothing of (no 'drain', which comes only once
+ * the ~80 KiB Node holds for it went out) before it is cut: four, so that a client on a slow
+ * link reading steadily (down to about 0.3 KB/s at the default timeouts) is never cut, while
+ * one that stopped reading for good is.
  */
-const H2_STALL_BOUNDS = 4
+const STALL_BOUNDS = 4
 
 /**
  * undici dispatch handler for one attempt: upstream response -> client response. It is also
@@ -344,10 +344,8 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   /** A body chunk arrived (or the client was slow) since the last sweep; else the body is quiet since #quietSince. */
   #active = false
   #quietSince = 0
-  /** HTTP/2: since when (a sweep's time) the client's stream has taken nothing written to it; 0: it has. */
+  /** Since when (a sweep's time) the client has taken nothing written to it; 0: it has. */
   #stalledSince = 0
-  /** The client speaks HTTP/2 (its stream's stall is timed here: see expire). */
-  readonly #h2: boolean
   /** Trailer fields the upstream sent after the body, or null. */
   #trailers: Record<string, string | string[] | undefined> | null = null
   /** The answer's Connection header (the fields it names are hop-by-hop in its trailers too). */
@@ -360,7 +358,6 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     this.#deadlines = deadlines
     this.#res = res
     this.#head = ctx.method === 'HEAD'
-    this.#h2 = ctx.req.httpVersionMajor === 2
     this.#closeAfter = closeAfter
     this.#answer = answer
     this.done = new Promise((resolve) => { this.#resolve = resolve })
@@ -412,14 +409,14 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     }
     const idle = this.#timeouts.bodyIdle
     if (idle === 0) return
-    if (this.#h2 && this.#waitingDrain) {
-      // an h2 stream that takes nothing of the answer (window 0) while its connection stays
-      // busy, which keeps every socket, session and stream timer of Node fresh: cut after
-      // H2_STALL_BOUNDS client bounds without a 'drain' (nginx's send_timeout, coarser: Node
-      // says nothing of a stream's progress in between); the client's doing, not the
-      // upstream's. HTTP/1.1 needs none of this: its socket's idle timer sees the write queue
+    if (this.#waitingDrain) {
+      // a client that takes nothing of the answer while its connection stays busy, which keeps
+      // Node's timers fresh (an h2 stream at window 0 while PINGs or other streams move; an
+      // HTTP/1.1 client that sends its body slowly and reads nothing): cut after
+      // STALL_BOUNDS client bounds without a 'drain' (nginx's send_timeout, coarser: Node says
+      // nothing of the progress in between); the client's doing, not the upstream's
       if (this.#stalledSince === 0) this.#stalledSince = now
-      else if (now - this.#stalledSince >= H2_STALL_BOUNDS * clientIdleTimeout({ body_idle: idle, response_headers: this.#timeouts.responseHeaders })) {
+      else if (now - this.#stalledSince >= STALL_BOUNDS * clientIdleTimeout({ body_idle: idle, response_headers: this.#timeouts.responseHeaders })) {
         return void controller.abort(new TetherError('TETHER_CLIENT_TIMEOUT'))
       }
     }
