@@ -1,7 +1,7 @@
 // Limits on the upgrade path: most open WebSockets (503 beyond), idle timeout (no byte either
 // way closes both sides), the handshake's own timeout (an upstream that never answers), and a
 // refusal's body that stalls or is cut short (the client connection is never held for ever).
-import t from 'tap'
+import t, { type Test } from 'tap'
 import net from 'node:net'
 import { closed, openWs, roundTrip, startEchoPod, startWsTether } from './fixtures/ws-harness.js'
 import { onEvent, waitFor, when, within } from './fixtures/wait.js'
@@ -128,10 +128,11 @@ t.test('an upstream that refuses a handshake and dies in its refusal body: the c
   t.ok(logs.records.some((r) => r['msg'] === 'upstream exchange failed'), 'warned, as a plain answer cut off')
 })
 
-t.test('a client slow to read a refusal is not an upstream stall: the refusal arrives whole, the upstream is not blamed', async (t) => {
-  // body_idle times the upstream; while the client does not take the refusal, the pipe pauses
-  // it and no byte moves, but the upstream sent it all
-  const BODY = 8 * 1024 * 1024
+/** The body of {@link refusingUpstream}'s refusal: more than every buffer on the way holds. */
+const BODY = 8 * 1024 * 1024
+
+/** A raw upstream that answers any handshake with a 403 and an 8 MiB body, sent whole at once. */
+async function refusingUpstream(t: Test): Promise<{ port: number; sockets: Set<net.Socket> }> {
   const sockets = new Set<net.Socket>()
   const refusing = net.createServer((s) => {
     sockets.add(s)
@@ -139,8 +140,14 @@ t.test('a client slow to read a refusal is not an upstream stall: the refusal ar
     s.once('data', () => s.end(Buffer.concat([Buffer.from(`HTTP/1.1 403 Forbidden\r\nContent-Length: ${BODY}\r\n\r\n`), Buffer.alloc(BODY, 'x')])))
   })
   await new Promise<void>((r) => refusing.listen(0, '127.0.0.1', r))
-  const port = (refusing.address() as net.AddressInfo).port
   t.teardown(() => { for (const s of sockets) s.destroy(); refusing.close() })
+  return { port: (refusing.address() as net.AddressInfo).port, sockets }
+}
+
+t.test('a client slow to read a refusal is not an upstream stall: the refusal arrives whole, the upstream is not blamed', async (t) => {
+  // body_idle times the upstream; while the client does not take the refusal, the pipe pauses
+  // it and no byte moves, but the upstream sent it all
+  const { port, sockets } = await refusingUpstream(t)
   const logs = new LogCapture()
   const tether = await startTether(testConfig([{ id: 'refusing', url: `http://127.0.0.1:${port}` }], {
     timeouts: { body_idle: 200 }, retries: { attempts: 1 }, health: { passive: { consecutive_failures: 1 } },
@@ -171,16 +178,7 @@ t.test('a client slow to read a refusal is not an upstream stall: the refusal ar
 })
 
 t.test('a client that never reads a refusal is cut at the client bound, its doing: no connection, slot or upstream held for ever', async (t) => {
-  const BODY = 8 * 1024 * 1024
-  const sockets = new Set<net.Socket>()
-  const refusing = net.createServer((s) => {
-    sockets.add(s)
-    s.on('error', () => undefined)
-    s.once('data', () => s.end(Buffer.concat([Buffer.from(`HTTP/1.1 403 Forbidden\r\nContent-Length: ${BODY}\r\n\r\n`), Buffer.alloc(BODY, 'x')])))
-  })
-  await new Promise<void>((r) => refusing.listen(0, '127.0.0.1', r))
-  const port = (refusing.address() as net.AddressInfo).port
-  t.teardown(() => { for (const s of sockets) s.destroy(); refusing.close() })
+  const { port, sockets } = await refusingUpstream(t)
   const logs = new LogCapture()
   // the client bound: the longer of body_idle and response_headers, plus a second: 1.3 s
   const tether = await startTether(testConfig([{ id: 'refusing', url: `http://127.0.0.1:${port}` }], {
