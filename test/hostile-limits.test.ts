@@ -19,6 +19,15 @@ t.test('a head larger than limits.max_header_bytes is answered 431 and closed; n
   t.same(h.received(), [])
 })
 
+t.test('OPTIONS * (the asterisk form) is answered 400, as nginx answers it; nothing reaches the upstream', async (t) => {
+  const h = await startHarness()
+  t.teardown(() => h.close())
+  const r = await exchange(h.port, 'OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n')
+  t.equal(r.first, '400')
+  await h.barrier()
+  t.same(h.received(), [])
+})
+
 t.test('a 20 KiB request target is answered 414 or 431 and closed; nothing reaches the upstream', async (t) => {
   const h = await startHarness()
   t.teardown(() => h.close())

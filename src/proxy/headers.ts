@@ -302,7 +302,8 @@ const ABSOLUTE = /^https?:\/\//i
 /**
  * Read a request target (RFC 9112 section 3.2): origin-form passes as written; absolute-form
  * (`http://a.example/x/../y?q`) gives its path and query exactly as written (no dot-segment
- * normalisation, as origin-form) and its authority; `*` passes (OPTIONS). Anything else, an
+ * normalisation, as origin-form) and its authority; `*` passes here (OPTIONS), and undici then
+ * refuses to send it: 400, as nginx answers `OPTIONS *`. Anything else, an
  * authority that is not valid (bad port, userinfo, spaces) or another scheme, is null: 400.
  * Example: requestTarget('http://a.example:81') -> { path: '/', authority: 'a.example:81' };
  * requestTarget('http://[bad/x') -> null.
