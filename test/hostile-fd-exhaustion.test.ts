@@ -75,3 +75,29 @@ t.test('out of file descriptors: 503 TETHER_OUT_OF_RESOURCES, one error line, an
   t.notOk(tether.stdout().includes('upstream exchange failed'), 'no warning blames the upstream')
   t.match(tether.stdout(), /"outcome":"TETHER_OUT_OF_RESOURCES"/, 'the access log names it')
 })
+
+t.test('an active probe that fails for lack of file descriptors is not counted against the upstream', async (t) => {
+  // a process with no descriptor left: every probe fails with EMFILE before any byte is sent
+  const checker = new URL('../dist/health/active-checker.js', import.meta.url).href
+  const script = `import { openSync } from 'node:fs'
+import { ActiveChecker } from ${JSON.stringify(checker)}
+const reports = [], codes = []
+const c = new ActiveChecker({ path: '/healthz', interval: 20, timeout: 1000, jitter: 0 }, { reportActive: (id, ok) => reports.push(ok) })
+c.onProbe((e) => {
+  codes.push(e.code)
+  if (codes.length === 3) { process.stdout.write(JSON.stringify({ reports, codes })); process.exit(0) }
+})
+c.setUpstreams([{ id: 'a', url: 'http://127.0.0.1:9' }])
+try { for (;;) openSync('/dev/null', 'r') } catch {}
+setTimeout(() => { process.stdout.write(JSON.stringify({ reports, codes })); process.exit(1) }, 5000) // the checker's timers are unref'd
+c.start()`
+  const { spawn } = await import('node:child_process')
+  const proc = spawn('/bin/sh', ['-c', `ulimit -n 64 && exec "$0" --input-type=module -e "$1"`, process.execPath, script], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let out = ''
+  proc.stdout.on('data', (c: Buffer) => { out += c.toString() })
+  const code = await new Promise<number | null>((resolve) => proc.on('close', resolve))
+  t.equal(code, 0)
+  const { reports, codes } = JSON.parse(out) as { reports: boolean[]; codes: string[] }
+  t.same(codes, ['EMFILE', 'EMFILE', 'EMFILE'], 'three probes failed with EMFILE')
+  t.same(reports, [], 'none was reported to health')
+})

@@ -146,7 +146,8 @@ export function fieldSectionSize(headers: http2.OutgoingHttpHeaders): number {
   for (const name in headers) {
     const value = headers[name]
     if (value === undefined) continue
-    for (const v of Array.isArray(value) ? value : [value]) size += name.length + String(v).length + 32
+    if (!Array.isArray(value)) size += name.length + String(value).length + 32
+    else for (const v of value) size += name.length + String(v).length + 32
   }
   return size
 }

@@ -627,17 +627,19 @@ export class RedisConnection {
       try {
         const reply = work(client)
         this.#waiting.set(node, (this.#waiting.get(node) ?? 0) + 1)
-        const answered = (): void => {
-          const left = (this.#waiting.get(node) ?? 1) - 1
-          if (left === 0) this.#waiting.delete(node)
-          else this.#waiting.set(node, left)
-        }
-        reply.then(answered, answered)
-        reply.then((value) => finish(value), (err: unknown) => finish(FAILED, describe(err)))
+        // the reply (or its failure) comes: one fewer waits, whether or not its caller still does
+        reply.then((value) => { this.#answered(node); finish(value) }, (err: unknown) => { this.#answered(node); finish(FAILED, describe(err)) })
       } catch (err) {
         finish(FAILED, describe(err))
       }
     })
+  }
+
+  /** A command sent to `node` got its reply or failed. */
+  #answered(node: string): void {
+    const left = (this.#waiting.get(node) ?? 1) - 1
+    if (left === 0) this.#waiting.delete(node)
+    else this.#waiting.set(node, left)
   }
 
   /** Which node a call for `key` waits on: its slot's master in a Cluster ('' when unknown or keyless), the one node otherwise. */

@@ -91,12 +91,12 @@ export class UpstreamTlsSource {
 
   /** The files' identities (inode, size, mtime); a file that cannot be seen counts as unchanged. */
   #look(): string {
-    return this.#files.map((f) => {
+    return this.#files.map((f, i) => {
       try {
         const st = statSync(f)
         return `${st.ino}:${st.size}:${st.mtimeMs}`
       } catch {
-        return this.#stamp.split('|')[this.#files.indexOf(f)] ?? ''
+        return this.#stamp.split('|')[i] ?? ''
       }
     }).join('|')
   }
