@@ -139,6 +139,30 @@ t.test('a stream whose client stopped reading is cut on its own while the connec
   t.equal(other, 200, 'and serves the next stream')
 })
 
+t.test('a stream whose answer ended upstream but whose client takes none of it is reset while the connection stays busy', async (t) => {
+  // the exchange is over (its upstream request ended), so its stall cut no longer watches the
+  // stream; Node's stream timer counts the connection's PING answers as progress. Such a
+  // stream held its slot and its answer for good
+  const up = await startUpstream('app-0', (_req, res) => res.end(Buffer.alloc(10 * 1024, 'y')))
+  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } }, timeouts: { body_idle: 300, response_headers: 300 } }), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  // a window of 0: nothing of an answer can be sent until the client says so, which it never does
+  const s = http2.connect(tether.url, { settings: { initialWindowSize: 0 } })
+  t.teardown(() => s.destroy())
+  s.on('error', () => undefined)
+  const closed: Promise<number>[] = []
+  for (let i = 0; i < 5; i++) {
+    const r = s.request({ ':path': `/small-${i}` })
+    r.on('error', () => undefined)
+    closed.push(new Promise<number>((resolve) => r.once('close', () => resolve(r.rstCode))))
+  }
+  const busy = setInterval(() => { if (!s.destroyed) s.ping(() => undefined) }, 100)
+  t.teardown(() => clearInterval(busy))
+  const codes = await within(Promise.all(closed), 15_000, 'the streams to be reset (four client bounds of 1.3 s)')
+  t.same(codes, codes.map(() => http2.constants.NGHTTP2_INTERNAL_ERROR), 'reset (never a clean end: the client has none of the answer)')
+  t.equal(s.destroyed, false, 'the connection itself stays')
+})
+
 t.test('a stream whose client reads slowly but steadily is not cut', async (t) => {
   const BODY = 160 * 1024
   const up = await startUpstream('app-0', (_req, res) => res.end(Buffer.alloc(BODY, 'y')))

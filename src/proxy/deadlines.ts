@@ -27,6 +27,18 @@ export function clientIdleTimeout(t: { readonly body_idle: number; readonly resp
   return Math.max(t.body_idle, t.response_headers) + 1_000
 }
 
+/**
+ * How long a client may take nothing of an answer while its connection stays busy (which keeps
+ * Node's socket and session timers fresh) before it is cut: four client bounds. Node signals
+ * progress only once the ~80 KiB it holds for an answer went out, so a client on a slow link
+ * reading steadily (down to about 0.3 KB/s at the default timeouts) is never cut, while one
+ * that stopped reading for good is. nginx's `send_timeout` is finer. Example: 60 s and 60 s ->
+ * 244 s.
+ */
+export function clientStallTimeout(t: { readonly body_idle: number; readonly response_headers: number }): number {
+  return 4 * clientIdleTimeout(t)
+}
+
 /** How often the sweep runs for the shortest wait `shortest` (ms): an eighth of it, 10-250 ms. */
 export function sweepInterval(shortest: number): number {
   return Math.min(250, Math.max(10, Math.floor(shortest / 8)))

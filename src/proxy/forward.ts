@@ -16,7 +16,8 @@ import type { AnswerHeadPolicy, Attempt, Exchange } from './exchange.js'
 import type { Decision } from '../routing/decision.js'
 import type { AttemptResult, RequestContext } from './request-context.js'
 import { sendError } from './respond.js'
-import { clientIdleTimeout, Deadlines, sweepInterval, type Expiring } from './deadlines.js'
+import { clientStallTimeout, Deadlines, sweepInterval, type Expiring } from './deadlines.js'
+import { H2Response } from './h2-messages.js'
 import { REASON_PHRASE } from './headers.js'
 
 /** What a pool is made for: an upstream's origin and, for https://, its TLS settings. */
@@ -299,14 +300,6 @@ export function hasBody(req: IncomingMessage): boolean {
 }
 
 /**
- * How many client bounds an answer may be taken nothing of (no 'drain', which comes only once
- * the ~80 KiB Node holds for it went out) before it is cut: four, so that a client on a slow
- * link reading steadily (down to about 0.3 KB/s at the default timeouts) is never cut, while
- * one that stopped reading for good is.
- */
-const STALL_BOUNDS = 4
-
-/**
  * undici dispatch handler for one attempt: upstream response -> client response. It is also
  * the attempt's handle: its result, whether its head arrived, and how to stop it.
  */
@@ -413,10 +406,10 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
       // a client that takes nothing of the answer while its connection stays busy, which keeps
       // Node's timers fresh (an h2 stream at window 0 while PINGs or other streams move; an
       // HTTP/1.1 client that sends its body slowly and reads nothing): cut after
-      // STALL_BOUNDS client bounds without a 'drain' (nginx's send_timeout, coarser: Node says
+      // clientStallTimeout without a 'drain' (nginx's send_timeout, coarser: Node says
       // nothing of the progress in between); the client's doing, not the upstream's
       if (this.#stalledSince === 0) this.#stalledSince = now
-      else if (now - this.#stalledSince >= STALL_BOUNDS * clientIdleTimeout({ body_idle: idle, response_headers: this.#timeouts.responseHeaders })) {
+      else if (now - this.#stalledSince >= clientStallTimeout({ body_idle: idle, response_headers: this.#timeouts.responseHeaders })) {
         return void controller.abort(new TetherError('TETHER_CLIENT_TIMEOUT'))
       }
     }
@@ -567,7 +560,13 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     this.#finished = true
     const res = this.#res
     if (this.#trailers !== null && !this.#clientGone) this.#addTrailers(res, this.#trailers, this.#connection)
-    if (!this.#clientGone) res.end()
+    if (!this.#clientGone) {
+      res.end()
+      // over h2, an answer the client takes none of once it ended upstream: the exchange's own
+      // stall cut (expire) no longer watches it, and Node's timers stay fresh while the
+      // connection is busy (body_idle 0: no limit on the client either)
+      if (res instanceof H2Response && this.#timeouts.bodyIdle > 0) res.sendWithin(clientStallTimeout({ body_idle: this.#timeouts.bodyIdle, response_headers: this.#timeouts.responseHeaders }))
+    }
     this.#done({ status: res.statusCode, outcome: null, error: null, responded: true })
   }
 

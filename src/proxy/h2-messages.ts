@@ -95,18 +95,36 @@ export class H2Response extends http2.Http2ServerResponse {
   }
 
   /**
-   * Cut the answer off (an upstream that died mid-body, a body stalled past body_idle): a stream
-   * whose answer has not ended is reset with INTERNAL_ERROR, as nginx does. Node's own destroy
-   * without an error resets it with NO_ERROR, which RFC 9113 section 8.1 keeps for a complete
-   * answer: curl and Node's client then take the truncated body for the whole one. An ended
-   * answer, or a destroy with an error, is Node's. Example: headers and 5 of 100 bytes sent,
-   * `res.destroy()` -> RST_STREAM INTERNAL_ERROR (curl exits 92).
+   * Cut the answer off (an upstream that died mid-body, a body stalled past body_idle, a client
+   * that takes none of an ended answer): a stream whose answer is not wholly sent is reset with
+   * INTERNAL_ERROR, as nginx does. Node's own destroy without an error resets it with NO_ERROR,
+   * which RFC 9113 section 8.1 keeps for a complete answer: curl and Node's client then take the
+   * truncated body for the whole one. A sent answer, or a destroy with an error, is Node's.
+   * Example: headers and 5 of 100 bytes sent, `res.destroy()` -> RST_STREAM INTERNAL_ERROR
+   * (curl exits 92).
    */
   override destroy(err?: Error): this {
     const stream = this.stream
-    if (err === undefined && !this.writableEnded && !stream.closed && !stream.destroyed) stream.close(NGHTTP2_INTERNAL_ERROR)
+    if (err === undefined && !stream.writableFinished && !stream.closed && !stream.destroyed) stream.close(NGHTTP2_INTERNAL_ERROR)
     else super.destroy(err)
     return this
+  }
+
+  /**
+   * Reset the stream (see {@link destroy}) unless its ended answer is wholly sent within `ms`.
+   * Node's own stream timer cannot tell: it counts any frame the connection sends (a PING's
+   * answer) as progress, so a client that takes none of an answer (a window at 0) while it
+   * PINGs kept the stream, its slot and up to ~80 KiB of answer for good. nginx's
+   * `send_timeout` cuts it too. Example: `res.end(body); res.sendWithin(244_000)`.
+   */
+  sendWithin(ms: number): void {
+    const stream = this.stream
+    if (stream.writableFinished || stream.closed || stream.destroyed) return
+    const timer = setTimeout(() => this.destroy(), ms)
+    timer.unref()
+    const clear = (): void => clearTimeout(timer)
+    stream.once('finish', clear)
+    stream.once('close', clear)
   }
 
   override writeHead(statusCode: number, headers?: http2.OutgoingHttpHeaders): this

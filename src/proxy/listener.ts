@@ -298,7 +298,7 @@ export class Listener {
    * are put back first. A connection that sends nothing is left to the HTTP/1.1 server's
    * header timeout only once it sends: until then the front's own idle timeout applies.
    */
-  #sniff(socket: Socket, h2c: http2.Http2Server): void {
+  #sniff(socket: Socket, h2c: { emit(event: 'connection', socket: Duplex): boolean }): void {
     socket.on('error', () => undefined)
     const timers = this.#deps.timers ?? systemTimers
     const silent = timers.setTimeout(() => socket.destroy(), this.#config.timeouts.client_headers)
