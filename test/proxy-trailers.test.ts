@@ -138,3 +138,37 @@ t.test("connection control in an upstream's trailers retires its connection: the
     t.same(up.connections.map((c) => c.requests.length), [1, 1], `${field}: one request on each`)
   }
 })
+
+t.test("a request of Tether's own (the rehydration hook's POST) whose answer has connection control in its trailers leaves its pool usable", async (t) => {
+  // undici's request() path (Forwarder.call) ends such a connection itself: the next request
+  // gets a new one, as an exchange's does through retireIfTrailersControl
+  const { Forwarder } = await import('../src/proxy/forward.js')
+  const up = await startRawUpstream('app-0', (req, conn) => conn.write(req.target === '/hook'
+    ? ['HTTP/1.1 200 OK', 'Transfer-Encoding: chunked', 'Trailer: X-Checksum', '', '2', 'ok', '0', 'Connection: close', 'X-Checksum: abc', '', ''].join('\r\n')
+    : 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nsaved'))
+  t.teardown(() => up.close())
+  const policy = {} as ConstructorParameters<typeof Forwarder>[2] // a call never reads the answer policy
+  const forwarder = new Forwarder([{ id: up.id, url: up.url }], { connect: 1_000, responseHeaders: 5_000, bodyIdle: 5_000, maxResponseHeaderBytes: 16_384 }, policy)
+  t.teardown(() => forwarder.destroy())
+  const hook = await forwarder.call(up.id, 'POST', '/hook', ['content-type', 'text/plain'], 'state', 5_000)
+  t.same(hook, { status: 200, error: null }, 'the hook is answered')
+  const next = await forwarder.call(up.id, 'POST', '/order', [], 'item=42', 5_000)
+  t.same(next, { status: 200, error: null }, 'the next request on that pool is answered')
+  t.equal(up.connections.length, 2, 'on a new upstream connection')
+  t.same(up.connections.map((c) => c.requests.length), [1, 1], 'one request on each')
+})
+
+t.test("a request of Tether's own ends when its signal aborts, and its status is 0 with the reason", async (t) => {
+  const { Forwarder } = await import('../src/proxy/forward.js')
+  const up = await startRawUpstream('app-0', () => undefined) // never answers
+  t.teardown(() => up.close())
+  const forwarder = new Forwarder([{ id: up.id, url: up.url }], { connect: 1_000, responseHeaders: 60_000, bodyIdle: 60_000, maxResponseHeaderBytes: 16_384 }, {} as ConstructorParameters<typeof Forwarder>[2])
+  t.teardown(() => forwarder.destroy())
+  const abort = new AbortController()
+  const pending = forwarder.call(up.id, 'POST', '/hook', [], 'state', 60_000, abort.signal)
+  setImmediate(() => abort.abort(new Error('the client left')))
+  const r = await pending
+  t.equal(r.status, 0)
+  t.match(String(r.error), /the client left/)
+  t.same(await forwarder.call('nope', 'POST', '/hook', [], 'state', 1_000), { status: 0, error: null }, 'an unknown upstream: no pool, no error')
+})
