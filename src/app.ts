@@ -217,7 +217,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     }
   }
   // a worker reloads when its primary says (all workers at once), not on its own watch
-  const watcher = options.configPath === undefined || link !== null ? null : new ConfigWatcher(options.configPath, () => void reloadFile(), timers)
+  const watcher = options.configPath === undefined || link !== null ? null : new ConfigWatcher(options.configPath, () => void reloadFile(), timers, { baseline: options.configText })
   watcher?.start()
 
   const close = (graceMs = config.shutdown.grace_period): Promise<void> => {

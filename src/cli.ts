@@ -254,7 +254,7 @@ async function main(): Promise<number> {
       try {
         // loaded here, so check and import start without the proxy's libraries
         const { startTether } = await import('./app.js')
-        tether = await startTether(config, { configPath: cmd.config })
+        tether = await startTether(config, { configPath: cmd.config, configText: file.text })
       } catch (err) {
         process.stderr.write(`tether: ${(err as Error).message}\n`)
         return 1

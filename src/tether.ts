@@ -25,6 +25,8 @@ export interface TetherOptions {
   readonly timers?: Timers
   /** The config file: watched for changes (hot reload) and re-read by `reloadFile()`. */
   readonly configPath?: string
+  /** The text `configPath` held when the config was read: an edit made before the watch starts is then applied. */
+  readonly configText?: string
   /**
    * This process is one of several workers (`workers` > 1): bindings, shared health and the
    * memory checkpoint store go through `link` to the primary, the active checks run only while

@@ -1,36 +1,73 @@
 // Watches the config file for changes, including Kubernetes ConfigMap updates (which swap a
-// `..data` symlink in the mounted directory, so the directory is watched, not the file).
-// Layer 3 adapter: reports "the content changed" after a short debounce; it never parses.
+// `..data` symlink in the mounted directory, so the directory is watched, not the file), and
+// polls it too (a single-file bind mount, as `docker run -v proxy.yaml:...` makes, or a path
+// through a symlinked directory, gets no event the directory watch sees). Layer 3 adapter:
+// reports "the content changed" once the new content has stood still; it never parses.
 import { watch, readFileSync, type FSWatcher } from 'node:fs'
 import { createHash } from 'node:crypto'
-import { dirname } from 'node:path'
+import { basename, dirname } from 'node:path'
 import { systemTimers, type Timers } from '../clock.js'
+
+export interface WatchOptions {
+  /**
+   * The text the running config was made from (read at start-up): an edit made between that
+   * read and the watch's start is then seen. Default: the file as it is when the watcher is made.
+   */
+  readonly baseline?: string
+  /** Quiet time after the last event before the file is read, ms. */
+  readonly debounceMs?: number
+  /**
+   * How long new content must stay the same (no event, the same bytes) before it is reported,
+   * ms: a file written in several writes (a script appending a line at a time, `>` then
+   * writes) is never reported at one of its valid beginnings.
+   */
+  readonly settleMs?: number
+  /** How often the file is read without an event, ms (0: never). */
+  readonly pollMs?: number
+}
 
 /**
  * Example: `new ConfigWatcher('/etc/tether/proxy.yaml', () => reload()).start()`; a ConfigMap
- * update (or `vi proxy.yaml`) calls `reload` once, about `debounceMs` after the last event.
+ * update (or `vi proxy.yaml`) calls `reload` once, about `debounceMs + settleMs` (1.1 s) after
+ * the last event; an edit no event tells of, within `pollMs + settleMs` (3 s).
  */
 export class ConfigWatcher {
   readonly #path: string
+  readonly #name: string
   readonly #onChange: () => void
   readonly #timers: Timers
   readonly #debounceMs: number
+  readonly #settleMs: number
+  readonly #pollMs: number
   #watcher: FSWatcher | null = null
   #timer: unknown = null
+  /** The content last reported (or the baseline). */
   #digest: string | null
+  /** New content seen, waiting to stand still for settleMs. */
+  #pending: string | null = null
 
-  constructor(path: string, onChange: () => void, timers: Timers = systemTimers, debounceMs = 100) {
+  constructor(path: string, onChange: () => void, timers: Timers = systemTimers, options: WatchOptions = {}) {
     this.#path = path
+    this.#name = basename(path)
     this.#onChange = onChange
     this.#timers = timers
-    this.#debounceMs = debounceMs
-    this.#digest = this.#read()
+    this.#debounceMs = options.debounceMs ?? 100
+    this.#settleMs = options.settleMs ?? 1_000
+    this.#pollMs = options.pollMs ?? 2_000
+    this.#digest = options.baseline === undefined ? this.#read() : digestOf(options.baseline)
   }
 
   start(): void {
     if (this.#watcher !== null) return
-    this.#watcher = watch(dirname(this.#path), { persistent: false }, () => this.#schedule())
-    this.#watcher.on('error', () => undefined) // a vanished directory: keep the running config
+    // the file's own name, and the ConfigMap's `..data` swap (any name the kubelet's atomic
+    // writer uses starts with two dots); other files in the directory (a log written next to
+    // the config) would else keep the debounce from ever ending
+    this.#watcher = watch(dirname(this.#path), { persistent: false }, (_event, name) => {
+      if (name === null || name === this.#name || name.startsWith('..')) this.#arm(this.#debounceMs, false)
+    })
+    this.#watcher.on('error', () => undefined) // a vanished directory: keep the running config (the poll goes on)
+    // an edit made before the watch started (see WatchOptions.baseline)
+    this.#arm(0, false)
   }
 
   stop(): void {
@@ -40,23 +77,45 @@ export class ConfigWatcher {
     this.#timer = null
   }
 
-  #schedule(): void {
+  /** The one timer: a check `ms` from now (`settled`: the end of a settle wait). */
+  #arm(ms: number, settled: boolean): void {
     if (this.#timer !== null) this.#timers.clearTimeout(this.#timer)
     this.#timer = this.#timers.setTimeout(() => {
       this.#timer = null
-      const digest = this.#read()
-      if (digest === null || digest === this.#digest) return // unreadable mid-swap, or unchanged
-      this.#digest = digest
-      this.#onChange()
-    }, this.#debounceMs)
+      this.#check(settled)
+    }, ms)
+  }
+
+  /**
+   * Read the file: new content is reported once a settle wait ended on the same content (an
+   * event during the wait starts it again); else the next check is a poll.
+   */
+  #check(settled: boolean): void {
+    if (this.#watcher === null) return
+    const digest = this.#read()
+    if (digest !== null && digest !== this.#digest) {
+      if (settled && digest === this.#pending) {
+        this.#digest = digest
+        this.#pending = null
+        this.#onChange()
+      } else {
+        this.#pending = digest
+        return this.#arm(this.#settleMs, true)
+      }
+    } else this.#pending = null // unreadable mid-swap, or back to what runs
+    if (this.#pollMs > 0) this.#arm(this.#pollMs, false)
   }
 
   /** Digest of the file's content, or null when it cannot be read right now. */
   #read(): string | null {
     try {
-      return createHash('sha256').update(readFileSync(this.#path)).digest('hex')
+      return digestOf(readFileSync(this.#path, 'utf8'))
     } catch {
       return null
     }
   }
+}
+
+function digestOf(text: string): string {
+  return createHash('sha256').update(text).digest('hex')
 }

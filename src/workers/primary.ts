@@ -363,7 +363,7 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
     })
     rolling = queued
   }
-  const watcher = new ConfigWatcher(configPath, reload)
+  const watcher = new ConfigWatcher(configPath, reload, undefined, { baseline: file.text })
   watcher.start()
   // a worker that stopped answering (stuck, frozen) is killed; its exit restarts it as a crash
   // (or fails the start it was in). A starting worker is watched once it has been heard from (a

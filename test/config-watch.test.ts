@@ -1,0 +1,103 @@
+// The config file watcher as operators write files: a file written in several writes is reported
+// once, whole (never at one of its valid beginnings); other files busy in the same directory do
+// not hold a change back; a path no directory event tells of (a symlink to a file elsewhere, a
+// single-file bind mount) is still seen, by polling; an edit made while Tether started is
+// applied. Real files and real fs.watch, no sleeps to wait: deadlines.
+import t from 'tap'
+import { appendFileSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync, mkdirSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { ConfigWatcher } from '../src/config/watch.js'
+import { startTether } from '../src/app.js'
+import { readConfigFile } from '../src/config/index.js'
+import { createLogger } from '../src/observability/logger.js'
+import { LogCapture } from './fixtures/log-capture.js'
+import { startUpstream } from './fixtures/upstream.js'
+import { onEvent, waitFor, when } from './fixtures/wait.js'
+
+function dir(): string {
+  return mkdtempSync(join(tmpdir(), 'tether-watch-'))
+}
+
+t.test('a file written a line at a time is reported once, whole, not at each of its beginnings', async (t) => {
+  const file = join(dir(), 'proxy.yaml')
+  writeFileSync(file, 'a: 1\n')
+  const seen: string[] = []
+  const w = new ConfigWatcher(file, () => seen.push(readFileSync(file, 'utf8')), undefined, { debounceMs: 20, settleMs: 400, pollMs: 0 })
+  w.start()
+  t.teardown(() => w.stop())
+  writeFileSync(file, '') // `>` truncates first
+  const lines = ['a: 1\n', 'b: 2\n', 'c: 3\n', 'd: 4\n', 'e: 5\n']
+  for (const line of lines) {
+    appendFileSync(file, line)
+    await sleep(150) // the writer's pace, slower than the debounce (the case to handle), not a wait for Tether
+  }
+  await waitFor(() => seen.length > 0, 5_000, 'the change to be reported')
+  await sleep(600) // a settle period more: nothing else may come
+  t.same(seen, [lines.join('')], 'once, with the whole file')
+})
+
+t.test('a busy file next to the config does not hold a change back', async (t) => {
+  const d = dir()
+  const file = join(d, 'proxy.yaml')
+  writeFileSync(file, 'a: 1\n')
+  let changes = 0
+  const w = new ConfigWatcher(file, () => changes++, undefined, { debounceMs: 50, settleMs: 200, pollMs: 0 })
+  w.start()
+  t.teardown(() => w.stop())
+  // a log written next to the config: an event every 10 ms, more often than the debounce
+  const log = setInterval(() => appendFileSync(join(d, 'tether.log'), 'line\n'), 10)
+  t.teardown(() => clearInterval(log))
+  writeFileSync(file, 'a: 2\n')
+  await waitFor(() => changes === 1, 5_000, 'the change to be reported while the log is written')
+  t.equal(changes, 1)
+})
+
+t.test('a change no directory event tells of (the path is a symlink to a file in another directory) is seen by polling', async (t) => {
+  const real = dir()
+  const mounted = dir()
+  mkdirSync(join(real, 'conf'))
+  const target = join(real, 'conf', 'proxy.yaml')
+  writeFileSync(target, 'a: 1\n')
+  const file = join(mounted, 'proxy.yaml')
+  symlinkSync(target, file)
+  let changes = 0
+  const w = new ConfigWatcher(file, () => changes++, undefined, { debounceMs: 20, settleMs: 100, pollMs: 100 })
+  w.start()
+  t.teardown(() => w.stop())
+  writeFileSync(target, 'a: 2\n') // in place, as through a single-file bind mount
+  await waitFor(() => changes === 1, 5_000, 'the change to be reported')
+  t.pass('reported')
+})
+
+t.test('the content the running config was read from is the baseline: an edit made before the watch started is reported', async (t) => {
+  const file = join(dir(), 'proxy.yaml')
+  writeFileSync(file, 'a: 2\n')
+  let changes = 0
+  const w = new ConfigWatcher(file, () => changes++, undefined, { baseline: 'a: 1\n', debounceMs: 20, settleMs: 100, pollMs: 0 })
+  w.start()
+  t.teardown(() => w.stop())
+  await waitFor(() => changes === 1, 5_000, 'the change to be reported')
+  const same = new ConfigWatcher(file, () => changes++, undefined, { baseline: 'a: 2\n', debounceMs: 20, settleMs: 100, pollMs: 50 })
+  same.start()
+  t.teardown(() => same.stop())
+  await sleep(400) // a few polls: an unchanged file is never reported
+  t.equal(changes, 1, 'the file as read: nothing to report')
+})
+
+t.test('Tether applies an edit made while it started (between its read of the file and its watch)', async (t) => {
+  const a = await startUpstream('a')
+  const b = await startUpstream('b')
+  const file = join(dir(), 'proxy.yaml')
+  const yaml = (ups: { id: string; url: string }[]): string =>
+    `listen: { host: 127.0.0.1, port: 0 }\naffinity: { key: none }\nupstreams:\n${ups.map((u) => `  - { id: ${u.id}, url: "${u.url}" }`).join('\n')}\n`
+  writeFileSync(file, yaml([a]))
+  const read = readConfigFile(file, {})
+  writeFileSync(file, yaml([a, b])) // a ConfigMap update landing during the start
+  const log = new LogCapture()
+  const tether = await startTether(read.config, { logger: createLogger('info', log), configPath: file, configText: read.text })
+  t.teardown(async () => { await tether.close(0); await a.close(); await b.close() })
+  await when(onEvent(log, 'record'), () => log.records.some((r) => r['msg'] === 'config reloaded'), 5_000, 'the reload')
+  t.same(tether.router.ids, ['a', 'b'])
+})
