@@ -98,13 +98,24 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   metrics.setWebSocketCount(() => proxy.upgrades.size)
   metrics.setAffinityStats(() => sessions.table)
   if (config.affinity.on_scale_up === 'gradual') metrics.setRebalancePending(() => router.rebalancePending(records.users(clock.now())))
+  /** Each upstream's url as last applied: an id kept with another url is another process. */
+  let urls = new Map<string, string>()
   const membership = new Membership(config.upstreams, config.affinity.drain_timeout, {
     onChange: (set) => {
+      const replaced = set.list.filter((u) => urls.has(u.id) && urls.get(u.id) !== u.url).map((u) => u.id)
+      urls = new Map(set.list.map((u) => [u.id, u.url]))
       router.setUpstreams(set, clock.now()) // first: it notes which leaving upstreams were draining
       health.table.setUpstreams(set.ids)
+      // a replica replaced at a new address under the same id (a reload, a StatefulSet pod made
+      // again): its users move with their state, as after a restart in place, and its
+      // WebSockets (still on the old address) close, so they reconnect where HTTP goes
+      for (const id of replaced) {
+        health.table.replaced(id)
+        proxy.upgrades.closeUpstream(id, CLOSE_SERVICE_RESTART)
+      }
       proxy.http.setUpstreams(set.list)
       health.checker?.setUpstreams(set.list)
-      logger.info({ upstreams: set.ids }, 'upstreams updated')
+      logger.info(replaced.length === 0 ? { upstreams: set.ids } : { upstreams: set.ids, replaced }, 'upstreams updated')
     },
     drain: (id) => health.table.drain(id, config.affinity.drain.migrate, undefined, 'discovery'),
     undrain: (id) => health.table.undrain(id, 'discovery'),

@@ -55,3 +55,38 @@ t.test('users of a replica restarted in place are rehydrated there on their next
     t.same([a.id, a.n, a.rehydrated, a.moved, a.epoch], [home.get(u), 4, false, null, '0'], `${u}: on the other replica, untouched`)
   }
 })
+
+t.test('users of an upstream id given another address by a reload are rehydrated on the new replica (reason=restart), once; others are untouched', async (t) => {
+  const apps = new Map<string, Counter>()
+  for (const id of ['app-0', 'app-1']) apps.set(id, await startCounter(id))
+  t.teardown(async () => { await Promise.all([...apps.values()].map((c) => c.kill())) })
+  const config = testConfig([...apps.values()], { affinity: { key: 'header', header: { name: 'X-Tenant' } }, state: { store: 'memory' } })
+  const tt = await startTether(config, { logger: createLogger('silent') })
+  t.teardown(() => tt.close(0))
+  const agent = userAgent(10)
+  t.teardown(() => agent.destroy())
+  const ask = async (user: string): Promise<CounterAnswer> => JSON.parse((await get(tt.url, agent, { 'x-tenant': user })).body) as CounterAnswer
+
+  const users = Array.from({ length: 20 }, (_, i) => `user-${i}`)
+  const home = new Map<string, string>()
+  for (const u of users) for (let n = 1; n <= 3; n++) home.set(u, (await ask(u)).id)
+  const replaced = home.get(users[0]!)!
+  const theirs = users.filter((u) => home.get(u) === replaced)
+  const others = users.filter((u) => home.get(u) !== replaced)
+  // a new replica at a new address takes the id (the old one is still up, with the old counts)
+  const next = await startCounter(replaced)
+  const old = apps.get(replaced)!
+  apps.set(`${replaced}-old`, old)
+  apps.set(replaced, next)
+  tt.reload({ ...config, upstreams: config.upstreams.map((u) => u.id === replaced ? { ...u, url: next.url } : u) })
+  for (const u of theirs) {
+    const a = await ask(u)
+    t.same([a.id, a.n, a.rehydrated, a.moved], [replaced, 4, true, `from=${replaced}; reason=restart; epoch=1`], `${u}: the new replica gets the state back (counter 4, not 1)`)
+    const b = await ask(u)
+    t.same([b.n, b.rehydrated, b.moved], [5, false, null], `${u}: the next request is an ordinary one`)
+  }
+  for (const u of others) {
+    const a = await ask(u)
+    t.same([a.id, a.n, a.rehydrated, a.moved], [home.get(u), 4, false, null], `${u}: untouched`)
+  }
+})

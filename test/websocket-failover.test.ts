@@ -139,3 +139,21 @@ t.test('shutdown: open sockets keep working through the grace period, then every
   await stopped
   t.ok(pods.length === 3)
 })
+
+t.test("a reload that gives an upstream id another address closes that id's WebSockets with 1012 (they reconnect to the new replica, where HTTP goes); the others stay open", async (t) => {
+  const { pods, px } = await setup(t)
+  const [a, b] = [pods[0]!, pods[2]!]
+  const onA = await Promise.all((await cookiesOn(px.tether.url, a.id, 3)).map((cookie) => openWs(px.wsUrl, [], { headers: { cookie } })))
+  const onB = await Promise.all((await cookiesOn(px.tether.url, b.id, 3)).map((cookie) => openWs(px.wsUrl, [], { headers: { cookie } })))
+  const closes = onA.map((ws) => closed(ws))
+  // the replica behind a.id is replaced by one at a new address (the old one still runs)
+  const replacement = await startEchoPod(a.id)
+  t.teardown(() => replacement.kill())
+  px.tether.reload({ ...px.config, upstreams: px.config.upstreams.map((u) => u.id === a.id ? { ...u, url: replacement.url } : u) })
+  const codes = await within(Promise.all(closes), 2_000, "the WebSockets of the replaced id to close")
+  t.ok(codes.every((c) => c.code === 1012), 'all got 1012')
+  const echoes = await Promise.all(onB.map((ws) => roundTrip(ws, 'still')))
+  t.ok(echoes.every((e) => e.data.toString() === `${b.id}:still`), 'sockets on other upstreams are untouched')
+  for (const ws of onB) ws.close()
+  await Promise.all(onB.map((ws) => closed(ws)))
+})

@@ -408,6 +408,19 @@ export class HealthTable {
   }
 
   /**
+   * The upstream behind `id` is another process now (a reload or a discovery list gave it
+   * another address): ready from now, as one just added, so users last seen before are
+   * rehydrated on it (`reason=restart`) and slow start ramps again; failures counted against
+   * the old address are forgotten. Example: app-1's url changes from 10.0.0.5 to 10.0.0.9.
+   */
+  replaced(id: string): void {
+    const e = this.#entries.get(id)
+    if (e === undefined) return
+    e.readySince = this.#clock.now()
+    e.passiveFailures = 0
+  }
+
+  /**
    * When `id` last became ready after not being ready (added after start-up, recovered from
    * unhealthy, an ejection ended, re-enabled), in ms; -Infinity when it has been ready since
    * start-up or is unknown. Users who have not been seen since are rehydrated on it.
