@@ -294,3 +294,40 @@ t.test('app_cookie rotated on every answer: a checkpoint written under an earlie
   t.equal(target.heads.at(-1)!['x-tether-rehydrate'], '1', 'the checkpoint of the first answer followed four rotations (one refused as too large)')
   t.equal(moved.body.n, 2, 'so the app restored it')
 })
+
+t.test('a reload that removes the upstream a user is moving to while its hook runs: the request is decided again (not a retry), never a 502', async (t) => {
+  const hookPath = '/_tether/rehydrate'
+  let release!: () => void
+  const released = new Promise<void>((resolve) => { release = resolve })
+  const hooks: string[] = []
+  let hookStarted!: (id: string) => void
+  const firstHook = new Promise<string>((resolve) => { hookStarted = resolve })
+  const apps = await Promise.all(['a', 'b', 'c'].map((id) => startUpstream(id, (req, res) => {
+    if (req.url === hookPath) {
+      req.resume()
+      hooks.push(id)
+      hookStarted(id)
+      // the first hook is held until the test removed its upstream; later ones answer at once
+      void released.then(() => res.end('restored'))
+      return
+    }
+    res.writeHead(200, { 'content-type': 'application/json', 'x-tether-state': 'n' })
+    res.end(JSON.stringify({ id, n: 1 }))
+  })))
+  const config = testConfig(apps, { state: { rehydrate: 'hook', hook_path: hookPath }, retries: { attempts: 0 } })
+  const tether = await startTether(config, { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await Promise.all(apps.map((a) => a.close())) })
+  const jar = new CookieJar()
+  jar.cookies.set('user', 'u1')
+  const home = (await get(tether.url, jar)).body.id
+  tether.health.disable(home)
+  const moving = get(tether.url, jar)
+  const target = await firstHook
+  tether.reload({ ...config, upstreams: config.upstreams.filter((u) => u.id !== target) })
+  release()
+  const r = await moving
+  t.equal(r.status, 200, 'answered')
+  const last = apps.map((a) => a.id).find((id) => id !== home && id !== target)!
+  t.equal(r.body.id, last, 'by the one upstream left')
+  t.same(hooks, [target, last], 'whose hook got the state too')
+})

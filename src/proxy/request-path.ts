@@ -204,6 +204,13 @@ export class RequestPath {
         }
         const headers = this.#headers(ctx, d, upstream)
         const hookFailed = d.moved === null ? null : await this.#rehydrate(ctx, d, headers)
+        if (d.moved !== null && this.#d.upstreams().get(d.upstream) === undefined) {
+          // a reload or a discovery list took the upstream away while the state was fetched
+          // (or its hook ran): nothing of the request was sent to it, so it is decided again,
+          // not retried (with retries at 0 it was a 502 for a request no upstream saw)
+          this.#d.router.settle(d)
+          continue
+        }
         if (hookFailed !== null) {
           // the state could not reach the new upstream (its hook refused the connection, or
           // health took it out meanwhile): nothing of the request was sent, the next one is tried
