@@ -162,6 +162,7 @@ t.test('hedging: no head from the user\'s upstream after hedge_after, the next o
   t.equal(r.body, 'b from=a; reason=dead; epoch=1', 'the hedge answered, as a move')
   t.ok(Date.now() - started < 2_000, `answered after about hedge_after (${Date.now() - started} ms)`)
   t.equal(px.sessions.get(user!, Date.now())?.upstream, 'b', 'the user moved')
+  t.match(await px.metrics.render(), /^tether_failovers_total\{from="a",reason="dead"\} 1$/m, 'and the move is counted, as any move')
 })
 
 t.test('hedging: when the user\'s upstream answers before the hedge, the hedge is stopped and the user stays', async (t) => {
@@ -176,6 +177,7 @@ t.test('hedging: when the user\'s upstream answers before the hedge, the hedge i
   t.equal(r.body, 'a', 'the user\'s own upstream answered first')
   t.equal(bHits, 2, 'a hedge was sent for each of the two requests')
   t.equal(px.sessions.get(user!, Date.now())?.upstream, 'a', 'the user did not move')
+  t.notMatch(await px.metrics.render(), /^tether_failovers_total\{/m, 'no move counted')
 })
 
 

@@ -235,8 +235,7 @@ export class RequestPath {
           continue
         }
         if (d.moved !== null) {
-          this.#d.events.failover(d.moved.from, d.moved.reason)
-          if (d.sessionKey !== null) this.#d.state?.moved(d.sessionKey)
+          this.#moved(d, d.moved)
           // the new upstream starts without the user's state: its first checkpoint replaces the old one
           if (ctx.rehydrate === 'unavailable' && d.sessionKey !== null) this.#d.state?.restarted(d.sessionKey, d.epoch)
         }
@@ -458,6 +457,15 @@ export class RequestPath {
   }
 
   /**
+   * A move goes ahead: counted (tether_failovers_total, /status), and told to the state
+   * protocol (a checkpoint lost on the old upstream no longer holds the user).
+   */
+  #moved(d: Decision, moved: NonNullable<Decision['moved']>): void {
+    this.#d.events.failover(moved.from, moved.reason)
+    if (d.sessionKey !== null) this.#d.state?.moved(d.sessionKey)
+  }
+
+  /**
    * An attempt with no answer head after `retries.hedge_after` is also sent to the user's next
    * upstream (with the usual move headers and rehydration); the first head wins and the other
    * attempt is stopped. The user moves only if the hedge answered (its binding is recorded then).
@@ -492,7 +500,11 @@ export class RequestPath {
     ctx.onAnswering = () => (ctx.answering === first.attempt ? second : first).attempt.stop('TETHER_UPSTREAM_UNAVAILABLE')
     const [ra, rb] = await Promise.all([first.result, second.result])
     ctx.onAnswering = null
-    if (ctx.answering === second.attempt) return rb
+    if (ctx.answering === second.attempt) {
+      // the user moved with the hedge: counted as any move
+      if (d2.moved !== null) this.#moved(d2, d2.moved)
+      return rb
+    }
     if (ctx.answering === first.attempt) return ra
     // neither answered: both count as tried, the first one's failure decides what follows
     ;(ctx.tried ??= new Set()).add(d2.upstream)
