@@ -1,6 +1,6 @@
 // The one error catalogue: every error Tether answers a client with has a stable code,
-// an HTTP status and a short plain-text body. Layer 0: no I/O. README lists these codes
-// (test/errors-docs.test.ts keeps the two in sync).
+// an HTTP status and a short plain-text body. Layer 0: no I/O. docs/errors.md lists these codes
+// (test/docs.test.ts keeps the two in sync).
 
 export const ERRORS = {
   TETHER_NO_UPSTREAM: { status: 503, message: 'Service Unavailable: no upstream available' },

@@ -1,6 +1,6 @@
 // The typed, validated shape of proxy.yaml and its defaults.
 // Layer 0 vocabulary: types and constants only, no I/O. The doc comments here are the
-// reference for every key; README's key table is kept in sync by test/config-docs.test.ts.
+// reference for every key; docs/configuration.md's key table is kept in sync by test/docs.test.ts.
 
 /** Durations are held in milliseconds everywhere in the code. */
 export type Millis = number
