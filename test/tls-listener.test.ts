@@ -258,15 +258,17 @@ function tlsExchange(port: number, text: string, alpn = ['http/1.1']): Promise<s
   })
 }
 
-t.test('over TLS, an upgrade Tether does not perform (HTTP/1.0 + websocket, h2c) is answered 400, not closed silently', async (t) => {
+t.test('over TLS, an upgrade Tether does not perform (HTTP/1.0 + websocket, h2c) is answered 400, not closed silently, and logged', async (t) => {
   for (const h2 of [false, true]) {
-    const { tether, up } = await tlsTether(t, { listen: { http2: { enabled: h2 } } })
+    const logs = new LogCapture()
+    const { tether, up } = await tlsTether(t, { listen: { http2: { enabled: h2 } } }, logs)
     const port = Number(new URL(tether.url).port)
     const ws10 = await tlsExchange(port, 'GET / HTTP/1.0\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n')
     t.match(ws10, /^HTTP\/1\.1 400 /, `http2 ${h2}: HTTP/1.0 with Upgrade: websocket`)
     const h2c = await tlsExchange(port, 'GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, close\r\nUpgrade: h2c\r\n\r\n')
     t.match(h2c, /^HTTP\/1\.1 400 /, `http2 ${h2}: Upgrade: h2c`)
     t.equal(up.seen.length, 0, 'nothing reached the upstream')
+    t.match(logs.access().filter((r) => r['outcome'] === 'TETHER_BAD_REQUEST'), [{ status: 400, method: 'GET', path: '/' }, { status: 400, method: 'GET', path: '/' }], `http2 ${h2}: both logged`)
   }
 })
 
@@ -314,9 +316,10 @@ t.test('a TCP connection that never starts its TLS handshake is closed after tim
   t.pass('closed')
 })
 
-t.test('plain HTTP sent to the TLS port gets a 400 that says so, in plain HTTP (as nginx answers), with HTTP/2 on or off', async (t) => {
+t.test('plain HTTP sent to the TLS port gets a 400 that says so, in plain HTTP (as nginx answers), with HTTP/2 on or off; logged and counted', async (t) => {
   for (const enabled of [false, true]) {
-    const { tether, up } = await tlsTether(t, { listen: { http2: { enabled } } })
+    const logs = new LogCapture()
+    const { tether, up } = await tlsTether(t, { listen: { http2: { enabled } } }, logs)
     const sock = net.connect(Number(new URL(tether.url).port), '127.0.0.1', () => sock.write('GET / HTTP/1.1\r\nHost: a\r\n\r\n'))
     sock.on('error', () => undefined)
     t.teardown(() => sock.destroy())
@@ -325,5 +328,7 @@ t.test('plain HTTP sent to the TLS port gets a 400 that says so, in plain HTTP (
     await once(sock, 'close', 5_000, 'the answer and the close')
     t.match(got, /^HTTP\/1\.1 400 Bad Request\r\n[^]*\r\n\r\nBad Request: a plain HTTP request was sent to the HTTPS port\n$/, `http2.enabled: ${enabled}`)
     t.equal(up.seen.length, 0, 'nothing reached the upstream')
+    t.match(logs.access(), [{ status: 400, outcome: 'TETHER_PLAIN_HTTP_TO_TLS' }], 'one access line, with its code (docs/errors.md)')
+    t.match(await tether.metrics.render(), /^tether_http_requests_total\{upstream="none",[^}]*status_class="4xx"\} 1$/m, 'counted')
   }
 })

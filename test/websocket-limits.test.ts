@@ -22,6 +22,7 @@ t.test('beyond max_connections an upgrade is answered 503 on the raw socket; a f
   t.equal(err?.headers?.['retry-after'], '1')
   t.match(err?.body, /too many open connections/)
   t.equal(px.upgrades.size, 3, 'the refused one took no slot')
+  t.match(await px.tether.metrics.render(), /^tether_http_requests_total\{upstream="none",[^}]*status_class="5xx"\} 1$/m, 'the refusal is counted (and logged) as any answer')
   t.equal((await roundTrip(open[0]!, 'ok')).data.toString(), 'app-0:ok', 'open ones are unaffected')
   open[1]!.close()
   await closed(open[1]!)
@@ -195,4 +196,21 @@ t.test('a client that never reads a refusal is cut at the client bound, its doin
   await within(new Promise((r) => client.once('close', r)), 10_000, 'the client connection to end')
   t.match(logs.access()[0], { status: 403, upstream: 'refusing', outcome: 'TETHER_CLIENT_TIMEOUT' })
   t.equal(tether.health.state('refusing'), 'healthy', 'the upstream is not blamed')
+})
+
+t.test('an upgrade refused before the request path (a method other than GET) is logged and counted as a WebSocket refusal', async (t) => {
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig([{ id: pod.id, url: pod.url }]), { logger: createLogger('info', logs) })
+  t.teardown(() => tether.close(0))
+  const answer = await new Promise<string>((resolve) => {
+    const sock = net.connect(tether.port, '127.0.0.1', () => sock.write('POST /chat HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 0\r\n\r\n'))
+    let got = ''
+    sock.on('data', (c: Buffer) => (got += c.toString('latin1')))
+    sock.on('close', () => resolve(got))
+    sock.on('error', () => undefined)
+  })
+  t.match(answer, /^HTTP\/1\.1 400 /)
+  await when(onEvent(logs, 'record'), () => logs.access().length === 1, 5_000, 'the access line')
+  t.match(logs.access()[0], { method: 'POST', path: '/chat', protocol: 'websocket', status: 400, outcome: 'TETHER_BAD_REQUEST' })
+  t.match(await tether.metrics.render(), /^tether_http_requests_total\{upstream="none",[^}]*status_class="4xx"\} 1$/m, 'counted')
 })

@@ -72,13 +72,14 @@ export class ClientErrors {
 
   /**
    * Count and log a request refused before any request path saw it, answered `code` (see
-   * refuse; also the listener's own refusals). `req`: its head, when it was read whole.
+   * refuse; also the listener's own refusals). `req`: its head, when it was read whole;
+   * `protocol`: 'websocket' for an upgrade refused before it reached an upstream.
    */
-  refused(code: ErrorCode, req?: IncomingMessage): void {
+  refused(code: ErrorCode, req?: IncomingMessage, protocol: 'http' | 'websocket' = 'http'): void {
     const { status } = ERRORS[code]
     this.#events.observeRequest(null, req?.method, status, -1) // no duration: the head may not have arrived whole
     if (this.#access() && this.#logger.isLevelEnabled('info')) {
-      this.#logger.info({ request_id: null, method: req?.method ?? null, path: req?.url ?? null, protocol: 'http', status, upstream: null, outcome: code }, 'access')
+      this.#logger.info({ request_id: null, method: req?.method ?? null, path: req?.url ?? null, protocol, status, upstream: null, outcome: code }, 'access')
     }
   }
 

@@ -247,7 +247,7 @@ export class Listener {
     // plain HTTP sent to the TLS port gets a 400 that says so, in plain HTTP, as nginx answers
     this.server.on('tlsClientError', (err: Error & { code?: string }, tlsSocket: Socket) => {
       deps.logger.debug({ err }, 'TLS handshake failed')
-      if (err.code === 'ERR_SSL_HTTP_REQUEST') answerPlain(tlsSocket)
+      if (err.code === 'ERR_SSL_HTTP_REQUEST' && answerPlain(tlsSocket)) deps.clientErrors.refused('TETHER_PLAIN_HTTP_TO_TLS')
     })
     this.server.on('clientError', deps.clientErrors.handle)
     // Expect: 100-continue: refuse a declared oversized body before the client sends it
@@ -393,7 +393,8 @@ export class Listener {
   #asPlainRequest(req: http.IncomingMessage, socket: Socket, head: Buffer): void {
     // a TLS connection cannot be handed back: the server would start TLS on it again (HAProxy
     // refuses these too)
-    if (!socket.writable || (socket as Socket & { encrypted?: boolean }).encrypted === true) return writeRawError(socket, 'TETHER_BAD_REQUEST')
+    if (!socket.writable) return void socket.destroy()
+    if ((socket as Socket & { encrypted?: boolean }).encrypted === true) return this.#deps.clientErrors.refuse(socket, 'TETHER_BAD_REQUEST', req)
     let text = `${req.method} ${req.url} HTTP/${req.httpVersion}\r\n`
     const raw = req.rawHeaders
     for (let i = 0; i < raw.length; i += 2) {
@@ -410,12 +411,14 @@ export class Listener {
  * The 400 for plain HTTP on the TLS port (OpenSSL recognised an HTTP request line instead of a
  * ClientHello), written to the TCP socket under the TLS one: Node keeps it as `_parent`, which
  * is not public API, so without it (another Node) the connection is only closed, as before.
+ * Returns whether the answer was written.
  */
-function answerPlain(tlsSocket: Socket): void {
+function answerPlain(tlsSocket: Socket): boolean {
   const raw = (tlsSocket as Socket & { _parent?: unknown })._parent
-  if (!(raw instanceof net.Socket) || !raw.writable) return
+  if (!(raw instanceof net.Socket) || !raw.writable) return false
   raw.on('error', () => undefined)
   writeRawError(raw, 'TETHER_PLAIN_HTTP_TO_TLS')
+  return true
 }
 
 /** Is this an upgrade to WebSocket (Upgrade: websocket, case-insensitive, possibly in a list)? */

@@ -162,10 +162,18 @@ export class RequestPath {
 
   /** A WebSocket upgrade (Node handed over the raw socket). */
   handleUpgrade = (req: IncomingMessage, socket: Socket, head: Buffer): void => {
-    if (req.method !== 'GET') return writeRawError(socket, 'TETHER_BAD_REQUEST')
-    if (this.#d.draining()) return writeRawError(socket, 'TETHER_SHUTTING_DOWN')
+    // refusals before the request path are logged and counted as the parser's are
+    const refuse = (code: ErrorCode): void => {
+      const sent = socket.writable
+      writeRawError(socket, code)
+      if (sent) this.#d.clientErrors.refused(code, req, 'websocket')
+    }
+    if (req.method !== 'GET') return refuse('TETHER_BAD_REQUEST')
+    if (this.#d.draining()) return refuse('TETHER_SHUTTING_DOWN')
     const exchange = this.#d.upgrades.exchange(socket, head)
-    if (exchange !== null) void this.#serve(this.#context(req, 'websocket'), exchange)
+    // null: websocket.max_connections are open, 503 was answered
+    if (exchange === null) this.#d.clientErrors.refused('TETHER_TOO_MANY_CONNECTIONS', req, 'websocket')
+    else void this.#serve(this.#context(req, 'websocket'), exchange)
   }
 
   #context(req: IncomingMessage, protocol: Protocol): RequestContext {
