@@ -196,7 +196,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   }
 
   const reload = (next: Config): ReloadResult => {
-    const { applied, needsRestart, effective } = diffConfig(current, next)
+    const { applied, needsRestart, restartKeys, effective } = diffConfig(current, next)
     if (applied.includes('upstreams')) {
       membership.setStatic(next.upstreams)
       warnUnverified(next)
@@ -209,8 +209,8 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     // itself is the primary's to judge (`auto` may give the same count: nothing to replace)
     const forNewWorkers = link === null ? [] : needsRestart.filter((s) => s !== 'workers')
     if (forNewWorkers.length > 0) logger.info({ sections: forNewWorkers }, 'config reloaded: these changes need new workers; the primary replaces them one at a time')
-    else if (needsRestart.length > 0 && link === null) logger.warn({ sections: needsRestart }, 'config reloaded: these changes need a restart and were not applied')
-    return { applied, needsRestart }
+    else if (needsRestart.length > 0 && link === null) logger.warn({ sections: needsRestart, keys: restartKeys }, 'config reloaded: these changes need a restart and were not applied')
+    return { applied, needsRestart, restartKeys }
   }
   const reloadFile = (): ReloadResult | ConfigError => {
     const file = options.configPath

@@ -93,7 +93,7 @@ t.test('changes that need a restart are reported and not applied', async (t) => 
   writeFileSync(file, yaml([a], 'timeouts: { connect: 5s }\nretries: { attempts: 0 }\n'))
   t.match(tether.reloadFile(), { issues: ['no config file to reload'] }, 'without configPath there is nothing to read')
   const result = tether.reload(loadConfigFile(file, {}))
-  t.same(result, { applied: ['retries'], needsRestart: ['timeouts'] })
+  t.same(result, { applied: ['retries'], needsRestart: ['timeouts'], restartKeys: ['timeouts.connect'] }, 'the key that waits is named')
 })
 
 t.test('the static upstreams wait for a restart with the discovery or forwarding.tls change they come with: a switch to discovery keeps serving', async (t) => {
@@ -106,7 +106,7 @@ t.test('the static upstreams wait for a restart with the discovery or forwarding
   // one edit: no static upstream, DNS discovery instead (which needs a restart)
   writeFileSync(file, 'listen: { host: 127.0.0.1, port: 0 }\nadmin: { listen: { host: 127.0.0.1, port: 0 } }\naffinity: { key: none }\nupstreams: []\ndiscovery: { dns: { name: app.invalid, port: 8080 } }\n')
   const result = tether.reload(loadConfigFile(file, {}))
-  t.same(result, { applied: [], needsRestart: ['upstreams', 'discovery'] }, 'neither applied')
+  t.same(result, { applied: [], needsRestart: ['upstreams', 'discovery'], restartKeys: ['upstreams', 'discovery.dns'] }, 'neither applied')
   t.equal((await request(tether.url)).status, 200, 'still served by the upstream it had, not 503')
   // forwarding.tls (merged into each https upstream's TLS) changed with a change that needs a
   // restart: the upstreams keep their TLS settings too, not half of the section
@@ -115,7 +115,7 @@ t.test('the static upstreams wait for a restart with the discovery or forwarding
   const fresh = await startTether(loadConfigFile(file, {}), { logger: createLogger('silent') })
   t.teardown(() => fresh.close(0))
   writeFileSync(file, yaml([a, secure], 'forwarding: { upstream_header: true, tls: { verify: false } }\n'))
-  t.same(fresh.reload(loadConfigFile(file, {})), { applied: [], needsRestart: ['upstreams', 'forwarding'] })
+  t.same(fresh.reload(loadConfigFile(file, {})), { applied: [], needsRestart: ['upstreams', 'forwarding'], restartKeys: ['upstreams', 'forwarding.upstream_header', 'forwarding.tls.verify'] })
 })
 
 t.test('a reload that removes an upstream lets its requests in flight finish there (not 504, not sent again elsewhere)', async (t) => {
@@ -135,7 +135,7 @@ t.test('a reload that removes an upstream lets its requests in flight finish the
   const slow = request(`${tether.url}/slow`, { method: 'POST', body: 'x' })
   await when(onEvent(a.server, 'request'), () => release !== null, 5000, 'the POST to reach a')
   writeFileSync(file, yaml([b]))
-  t.same(tether.reload(loadConfigFile(file, {})), { applied: ['upstreams'], needsRestart: [] })
+  t.same(tether.reload(loadConfigFile(file, {})), { applied: ['upstreams'], needsRestart: [], restartKeys: [] })
   release!()
   const r = await slow
   t.same([r.status, r.body], [200, 'a done'], 'answered by a, where it was sent')

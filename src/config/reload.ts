@@ -6,6 +6,12 @@ import type { Config } from './schema.js'
 export interface ReloadResult {
   readonly applied: string[]
   readonly needsRestart: string[]
+  /**
+   * The keys that changed in the sections of `needsRestart` (e.g. `limits.max_header_bytes`,
+   * `forwarding.upstream_header`): what the operator changed that waits for a restart (values
+   * are never listed: some are secrets).
+   */
+  readonly restartKeys?: string[]
 }
 
 /**
@@ -33,6 +39,8 @@ export function diffConfig(current: Config, next: Config): ReloadResult & { read
     else if (key === 'log' && current.log.level === next.log.level && current.log.session_secret === next.log.session_secret) applied.push(key)
     else needsRestart.push(key)
   }
+  const restartKeys: string[] = []
+  for (const key of needsRestart as (keyof Config)[]) changedKeys(current[key], next[key], key, restartKeys)
   const effective: Config = {
     ...current,
     upstreams: applied.includes('upstreams') ? next.upstreams : current.upstreams,
@@ -41,5 +49,20 @@ export function diffConfig(current: Config, next: Config): ReloadResult & { read
     limits: applied.includes('limits') ? next.limits : current.limits,
     log: applied.includes('log') ? next.log : current.log,
   }
-  return { applied, needsRestart, effective }
+  return { applied, needsRestart, restartKeys, effective }
+}
+
+/** At most this many keys are listed (a whole section rewritten says enough with these). */
+const MAX_KEYS = 20
+
+/**
+ * The paths of the leaves that differ between `a` and `b` under `path`, into `out`; a list
+ * counts as one leaf. Example: `changedKeys({ a: 1, b: { c: 2 } }, { a: 1, b: { c: 3 } }, 'x', out)`
+ * -> out `['x.b.c']`.
+ */
+function changedKeys(a: unknown, b: unknown, path: string, out: string[]): void {
+  if (out.length >= MAX_KEYS || JSON.stringify(a) === JSON.stringify(b)) return
+  const plain = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
+  if (!plain(a) || !plain(b)) return void out.push(path)
+  for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) changedKeys(a[k], b[k], `${path}.${k}`, out)
 }
