@@ -254,8 +254,10 @@ export class Router {
     const index = this.#place(new Placing(this, clientIp, tried, hashKey(clientIp), now))
     if (index < 0) return 'none'
     const id = this.placement.ids[index]!
-    const setCookie = this.#cookies === null ? null : this.#cookies.issue(this.#cookies.newSessionId(), id, 0, now)
-    return decision(id, 'fallback', 0, null, setCookie, false, null, null)
+    // the new session is a session from its 101 on: logged, recorded (GET /sessions finds it)
+    const sessionId = this.#cookies === null ? null : this.#cookies.newSessionId()
+    const setCookie = sessionId === null ? null : this.#cookies!.issue(sessionId, id, 0, now)
+    return decision(id, 'fallback', 0, null, setCookie, false, null, sessionId)
   }
 
   #roundRobinRoute(learn: boolean, tried: ReadonlySet<string>): Decision | NoRoute {
