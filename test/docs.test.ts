@@ -5,7 +5,7 @@
 import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { dirname, join, posix } from 'node:path'
-import { parseDocument } from 'yaml'
+import { parse as parseYaml, parseDocument, stringify } from 'yaml'
 import { ERRORS } from '../src/errors.js'
 import { loadConfigFile, parseConfig } from '../src/config/index.js'
 import { ROOT } from './fixtures/cli.js'
@@ -53,6 +53,51 @@ t.test('every config key is documented in the key table, and nothing else', asyn
   const documented = new Set(keyRows(read(KEY_TABLE)))
   for (const k of KEYS) t.ok(documented.has(k), `${KEY_TABLE} documents ${k}`)
   for (const k of documented) t.ok(KEYS.has(k), `${KEY_TABLE}'s ${k} exists in the config`)
+})
+
+t.test("the key table's defaults are the code's: each default written out loads to the config the key left out gives", async (t) => {
+  // the sections a key lives in, with what they need to be valid (no files are read)
+  const contexts: [string, Record<string, unknown>][] = [
+    ['listen.tls', { listen: { tls: { cert: 'c.pem', key: 'k.pem' } } }],
+    ['listen.tls.hsts', { listen: { tls: { hsts: { max_age: '24h' } } } }],
+    ['listen.redirect', { listen: { port: 8443, tls: { cert: 'c.pem', key: 'k.pem' }, redirect: {} } }],
+    ['discovery.dns', { discovery: { dns: { name: 'app.example', port: 80 } } }],
+    ['discovery.kubernetes', { discovery: { kubernetes: { service: 'web', port: 'http' } } }],
+    ['affinity.spill', { affinity: { spill: {} } }],
+  ]
+  const merge = (a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> => {
+    const out = { ...a }
+    for (const [k, v] of Object.entries(b)) {
+      const prev = out[k]
+      out[k] = prev !== null && typeof prev === 'object' && !Array.isArray(prev) && v !== null && typeof v === 'object' && !Array.isArray(v)
+        ? merge(prev as Record<string, unknown>, v as Record<string, unknown>) : v
+    }
+    return out
+  }
+  const at = (o: unknown, path: string[]): unknown => path.reduce<unknown>((v, k) => (v as Record<string, unknown> | undefined)?.[k], o)
+  const load = (tree: Record<string, unknown>): Record<string, unknown> => parseConfig(stringify(tree), 'defaults.yaml') as unknown as Record<string, unknown>
+  let checked = 0
+  for (const m of read(KEY_TABLE).matchAll(/^\| `([a-z0-9_.[\]]+)` \| [^|]* \| `([^`]*)`/gm)) {
+    const [, key, text] = m as unknown as [string, string, string]
+    if (KEYS.has(text)) continue // another key's value (`upstreams[].tls.ca` defaults to `forwarding.tls.ca`)
+    const item = key.startsWith('upstreams[].')
+    const path = (item ? key.slice('upstreams[].'.length) : key).split('.')
+    let base: Record<string, unknown> = item ? {} : { upstreams: [{ id: 'a', url: 'http://127.0.0.1:1' }] }
+    for (const [prefix, ctx] of contexts) if (key.startsWith(`${prefix}.`)) base = merge(base, ctx)
+    const withValue = (value: unknown): Record<string, unknown> => {
+      const leaf = path.reduceRight<unknown>((v, k) => ({ [k]: v }), value) as Record<string, unknown>
+      return item ? { upstreams: [merge({ id: 'a', url: 'https://127.0.0.1:1' }, leaf)] } : merge(base, leaf)
+    }
+    const without = item ? { upstreams: [{ id: 'a', url: 'https://127.0.0.1:1', ...(path.length > 1 ? { [path[0]!]: {} } : {}) }] } : base
+    const where = item ? ['upstreams', '0', ...path] : path
+    // the default as YAML reads it, else as the plain string it shows (`tether:`)
+    const candidates = [(() => { try { return parseYaml(text) as unknown } catch { return text } })(), text]
+    const expected = JSON.stringify(at(load(without), where))
+    const got = candidates.map((v) => { try { return JSON.stringify(at(load(withValue(v)), where)) } catch (err) { return `(refused: ${(err as Error).message.split('\n')[0]})` } })
+    t.ok(got.includes(expected), `${key}: documented \`${text}\` loads to ${got[0]}, the default is ${expected}`)
+    checked++
+  }
+  t.ok(checked >= 100, `${checked} documented defaults checked`)
 })
 
 t.test('there is one key table: no other Markdown file has rows of config keys', async (t) => {
