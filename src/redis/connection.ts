@@ -376,7 +376,15 @@ export class RedisConnection {
    */
   subscribe(channel: string, onMessage: (message: string) => void, onSubscribed?: () => void): Promise<void> {
     if (this.#client === null) return Promise.resolve()
-    const sub = (this.#client as unknown as { duplicate(): Client }).duplicate()
+    // Tether subscribes again itself on each 'ready' (below, with its failure caught), so
+    // ioredis's own re-subscription is turned off: it runs unguarded in ioredis's ready handler,
+    // and with maxRetriesPerRequest 0 a connection dropped before its SUBSCRIBE is answered
+    // (Sentinel's CLIENT KILL of a demoted master's clients) rejects with nobody to catch it.
+    // A Cluster's duplicate takes other arguments, and its subscriber connection does not
+    // reconnect by itself (it picks a node again, and catches its own re-subscription).
+    const sub = this.#client instanceof Cluster
+      ? this.#client.duplicate()
+      : this.#client.duplicate({ autoResubscribe: false })
     this.#subscribers.add(sub)
     sub.on('error', () => undefined) // status is reported by the main connection
     sub.on('node error', () => undefined)
