@@ -235,12 +235,20 @@ async function main(): Promise<number> {
       const index = worker.workerIndex(process.env)
       const { createLogger, effectiveLevel } = await import('./observability/logger.js')
       const makeLogger = (c: Config): Logger => createLogger(effectiveLevel(c.log.level, process.env['LOG_LEVEL']))
+      // Last resort: a promise rejection nobody handled (a library's, in a reconnect path) is a
+      // bug, logged at error level; Node's default would end the process, and the same event
+      // (a Redis failover) would end every replica at once.
+      let lastResort = createLogger(effectiveLevel('error', process.env['LOG_LEVEL']))
+      process.on('unhandledRejection', (err: unknown) => {
+        lastResort.error({ err }, 'unhandled promise rejection: a bug in Tether or a library, not fatal (Tether keeps running)')
+      })
       if (index !== null) return worker.runWorkerProcess(cmd.config, index, makeLogger)
       // a SIGHUP or SIGTERM during the start is applied once started (Node's default ends the process)
       const early = new EarlySignals()
       const file = read(cmd.config)
       if (file === null) return 1
       const config = file.config
+      lastResort = makeLogger(config)
       if (workerCount(config.workers) > 1) {
         const { runPrimary } = await import('./workers/primary.js')
         try {

@@ -1,0 +1,39 @@
+// The process's last resort: a promise rejection nobody handled (a library's, in a reconnect
+// path) is logged at error level as a bug, and Tether keeps running and serving. Node's default
+// would end the process, and the same Redis event would end every replica at once.
+import t from 'tap'
+import { request } from 'node:http'
+import { startChildTether } from './fixtures/raw-tether.js'
+import { startUpstream } from './fixtures/upstream.js'
+import { waitFor } from './fixtures/wait.js'
+
+// loaded before Tether: SIGUSR2 makes a rejection that nothing handles
+const HOOK = `data:text/javascript,${encodeURIComponent("process.on('SIGUSR2', () => { Promise.reject(new Error('stray rejection from a test hook')) })")}`
+
+function get(port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    request({ host: '127.0.0.1', port, path: '/' }, (res) => { res.resume(); resolve(res.statusCode ?? 0) }).on('error', reject).end()
+  })
+}
+
+t.test('an unhandled rejection is logged at error level as a bug, and the process keeps serving', async (t) => {
+  const app = await startUpstream('app-0')
+  t.teardown(() => app.close())
+  const child = await startChildTether([
+    'listen: { host: 127.0.0.1, port: 0 }',
+    'admin: { listen: { host: 127.0.0.1, port: 0 } }',
+    `upstreams: [ { id: app-0, url: "${app.url}" } ]`,
+    'log: { level: info, access: false }',
+  ].join('\n'), 60_000, [`--import=${HOOK}`])
+  t.teardown(() => child.kill())
+  t.equal(await get(child.port), 200, 'serves before')
+  child.proc.kill('SIGUSR2')
+  const line = (): Record<string, unknown> | undefined => child.stdout().split('\n').filter((l) => l.includes('unhandled promise rejection'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>)[0]
+  await waitFor(() => line() !== undefined, 5_000, 'the unhandled rejection to be logged')
+  t.equal(line()?.['level'], 50, 'at error level')
+  t.match(line()?.['msg'], /a bug .*not fatal/, 'saying it is a bug, not fatal')
+  t.match((line()?.['err'] as { message?: string } | undefined)?.message, 'stray rejection from a test hook', 'with the error')
+  t.equal(child.proc.exitCode, null, 'the process did not exit')
+  t.equal(await get(child.port), 200, 'and still serves')
+})
