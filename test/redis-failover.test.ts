@@ -9,6 +9,35 @@ import { Redis } from 'ioredis'
 import { FAILED, RedisConnection } from '../src/redis/connection.js'
 import { redisCli, startRedis, waitFor } from './fixtures/redis-server.js'
 
+/**
+ * A TCP forwarder on a free loopback port whose target applies to NEW connections only (those
+ * open stay with the old target), as a managed Redis's one endpoint (a DNS name) does across a
+ * failover. Example: `const ep = await forwarder(a.port); ep.target = b.port`.
+ */
+async function forwarder(target: number): Promise<{ port: number; target: number; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>()
+  const server = net.createServer((client) => {
+    const upstream = net.connect(state.target, '127.0.0.1')
+    for (const s of [client, upstream]) {
+      sockets.add(s)
+      s.on('error', () => undefined)
+      s.on('close', () => { sockets.delete(s); client.destroy(); upstream.destroy() })
+    }
+    client.pipe(upstream)
+    upstream.pipe(client)
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const state = {
+    port: (server.address() as net.AddressInfo).port,
+    target,
+    close: async (): Promise<void> => {
+      for (const s of sockets) s.destroy()
+      await new Promise((resolve) => server.close(resolve))
+    },
+  }
+  return state
+}
+
 t.test('connections killed again and again (CLIENT KILL TYPE normal, then pubsub, as Sentinel does to a demoted master): no unhandled rejection, and the subscription still delivers', async (t) => {
   const redis = await startRedis()
   t.teardown(() => redis.stop())
@@ -52,4 +81,39 @@ t.test('connections killed again and again (CLIENT KILL TYPE normal, then pubsub
   // a rejection is reported after the microtask queue drains: give it one macrotask
   await new Promise((r) => setImmediate(r))
   t.same(stray.map((e) => String(e)).slice(0, 3), [], `no promise rejection was left unhandled (${stray.length} were)`)
+})
+
+t.test('a primary demoted behind one endpoint (a managed Redis failover): its READONLY replies remake the connection, and writes reach the new primary within seconds', async (t) => {
+  const b = await startRedis()
+  t.teardown(() => b.stop())
+  // stopped before B (teardowns run last first): a primary with a replica waits for it at shutdown
+  const a = await startRedis()
+  t.teardown(() => a.stop())
+  const endpoint = await forwarder(a.port)
+  t.teardown(() => endpoint.close())
+  const conn = new RedisConnection({ url: `redis://127.0.0.1:${endpoint.port}`, timeout: 200 })
+  t.teardown(() => conn.stop())
+  await conn.start()
+  const write = (value: string): Promise<unknown> => conn.run('tether:k', (c) => c.eval("return redis.call('SET', KEYS[1], ARGV[1])", 1, 'tether:k', value))
+  t.equal(await write('before'), 'OK', 'writes succeed on A')
+
+  // the failover: B promoted, A demoted to B's read-only replica (its clients stay connected),
+  // and the endpoint names B from now on
+  await redisCli(b.port, 'REPLICAOF', 'NO', 'ONE')
+  await redisCli(a.port, 'REPLICAOF', '127.0.0.1', String(b.port))
+  endpoint.target = b.port
+  await waitFor('A to be a replica', async () => (await redisCli(a.port, 'ROLE')).startsWith('slave'))
+  const failed = await conn.run('tether:k', (c) => c.eval("return redis.call('SET', KEYS[1], ARGV[1])", 1, 'tether:k', 'on A'))
+  t.equal(failed, FAILED, 'a write on the demoted A fails')
+  t.match(conn.nodes()[0]?.lastError, /^READONLY/, 'with READONLY')
+
+  const started = performance.now()
+  let attempts = 0
+  await waitFor('a write to succeed again', async () => {
+    attempts++
+    return (await write('after')) === 'OK'
+  }, 5_000)
+  t.comment(`writes came back after ${Math.round(performance.now() - started)} ms, ${attempts} attempts`)
+  t.equal((await redisCli(b.port, 'GET', 'tether:k')).trim(), 'after', 'the write landed on B, the new primary')
+  await waitFor('the connection to be ready', () => conn.status === 'ready')
 })

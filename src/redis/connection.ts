@@ -93,6 +93,9 @@ export const PROBE_INTERVAL_MS = 500
 /** A node that keeps failing while down is reported again ('still_down') at most this often (ms). */
 export const STILL_DOWN_INTERVAL_MS = 1_000
 
+/** Error replies after which a standalone or Sentinel connection is made again (see `reconnectOnError`). */
+const RECONNECT_ON = /^(READONLY|LOADING|MASTERDOWN)\b/
+
 /** The marker of a failed or timed-out command. */
 export const FAILED: unique symbol = Symbol('failed')
 export type Failed = typeof FAILED
@@ -131,6 +134,9 @@ type Client = Redis | Cluster
  * each call is raced against `timeout`: a late reply is ignored (a stalled server may still
  * apply it when it resumes; a Cluster client re-sends after a MOVED on its own). The client
  * speaks RESP2 (`protocol: 2`): ioredis 6 defaults to RESP3, which Redis < 6 and some proxies refuse.
+ * A READONLY, LOADING or MASTERDOWN reply (the server is not the primary, or not yet) fails its
+ * command and remakes a standalone or Sentinel connection, which then reaches what the endpoint
+ * or Sentinel names now.
  *
  * Nodes: the standalone server, the Sentinel master (named by its master name), or each Cluster
  * master (from the slot map; the seed addresses until it is known). Every call counts for the
@@ -684,7 +690,18 @@ export class RedisConnection {
       }
       return new Cluster(o.nodes.map((n) => ({ host: n.host, port: n.port })), clusterOptions)
     }
-    const base: RedisOptions = { ...common, enableOfflineQueue: false, retryStrategy: backoff }
+    const base: RedisOptions = {
+      ...common,
+      enableOfflineQueue: false,
+      retryStrategy: backoff,
+      // A reply that means this server is no longer (or not yet) the primary remakes the
+      // connection (the command still fails, unsent again): a managed Redis's failover demotes
+      // the old primary behind the same endpoint while the connection to it stays open, and
+      // its every write would be refused with READONLY for good; a new connection reaches what
+      // the endpoint (or Sentinel) names now. Not for a Cluster: there a failover answers MOVED,
+      // which its client follows with a slot refresh.
+      reconnectOnError: (err: Error) => (RECONNECT_ON.test(err.message) ? 1 : false),
+    }
     if (o.sentinels) {
       return new Redis({
         ...base,
