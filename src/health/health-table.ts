@@ -408,16 +408,26 @@ export class HealthTable {
   }
 
   /**
-   * The upstream behind `id` is another process now (a reload or a discovery list gave it
-   * another address): ready from now, as one just added, so users last seen before are
-   * rehydrated on it (`reason=restart`) and slow start ramps again; failures counted against
-   * the old address are forgotten. Example: app-1's url changes from 10.0.0.5 to 10.0.0.9.
+   * The upstream behind `id` is another process now (a reload gave it another address): as
+   * one just added, healthy until checked, with what was counted against the old address
+   * forgotten (an ejection or a failed active check of a replica that died, the reason it was
+   * replaced); ready from now, so users last seen before are rehydrated on it
+   * (`reason=restart`) and slow start ramps again. Drains and disables stay (an operator's).
+   * Example: app-1's url changes from 10.0.0.5 to 10.0.0.9.
    */
   replaced(id: string): void {
     const e = this.#entries.get(id)
     if (e === undefined) return
-    e.readySince = this.#clock.now()
+    const now = this.#clock.now()
+    e.activeFailed = false
+    e.activeSuccesses = 0
+    e.activeFailures = 0
     e.passiveFailures = 0
+    e.ejectedUntil = null
+    e.timesEjected = 0
+    e.lastEjectionEnd = -Infinity
+    this.#update(e, 'added', 'replaced at a new address', now)
+    e.readySince = now
   }
 
   /**
