@@ -81,6 +81,19 @@ t.test('a pod listed twice counts once: serving wins, then IPv4, then the slice 
   t.same(upstreamsFromSlices([old, moved], 'http').upstreams, [{ id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 }], 'serving wins over draining')
 })
 
+t.test('dual stack: while the two families\' slices are updated one after the other, a pod keeps its IPv4 url (it flipped to IPv6 with each readiness change)', async (t) => {
+  const v4 = (c: { ready?: boolean; serving?: boolean; terminating?: boolean }) => endpointSlice('web-v4', 'web', [{ pod: 'web-0', ip: '10.0.0.5', ...c }, { pod: 'web-1', ip: '10.0.0.6' }])
+  const v6 = (c: { ready?: boolean; serving?: boolean; terminating?: boolean }) => endpointSlice('web-v6', 'web', [{ pod: 'web-0', ip: 'fd00::5', ...c }, { pod: 'web-1', ip: 'fd00::6' }], { addressType: 'IPv6' })
+  const web0 = (slices: ReturnType<typeof v4>[]) => upstreamsFromSlices(slices, 'http').upstreams.find((u) => u.id === 'web-0')
+  const terminating = { terminating: true, serving: true }
+  const notReady = { ready: false, serving: false }
+  t.same(web0([v4({}), v6({})]), { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 }, 'both ready')
+  t.same(web0([v4(terminating), v6({})]), { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 }, 'IPv4 slice first: terminating there, still ready in IPv6: serving, same url')
+  t.same(web0([v4(terminating), v6(terminating)]), { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, draining: true }, 'both terminating: draining, same url')
+  t.same(web0([v4(notReady), v6({})]), { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 }, 'IPv4 slice first: not ready there: same url')
+  t.equal(web0([v4(notReady), v6(notReady)]), undefined, 'out in both: out')
+})
+
 t.test('no endpoint ready: terminating endpoints that still serve take new users (kube-proxy falls back to them)', async (t) => {
   const all = endpointSlice('web-a', 'web', [
     { pod: 'web-0', ip: '10.0.0.5', terminating: true, serving: true },

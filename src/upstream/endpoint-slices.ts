@@ -92,14 +92,18 @@ export interface SliceUpstreams {
 }
 
 const FAMILY_ORDER: Record<string, number> = { IPv4: 0, IPv6: 1, FQDN: 2 }
+/** Endpoint roles, best last: an endpoint listed in two slices takes its best. */
+const RANK = { out: 0, draining: 1, serving: 2 } as const
 
 /**
  * The upstreams of a Service's EndpointSlices. Each endpoint that is serving or draining
  * becomes one upstream: id = its pod name (`targetRef` of kind Pod), or `address:port` without
  * one; url = `http://<first address>:<port>`. `port` is a Service port name (looked up in each
  * slice's TCP ports) or the pods' port number. A pod listed twice (two slices during a
- * rebalance, or IPv4 and IPv6 slices of a dual-stack Service) counts once: serving wins over
- * draining, then IPv4 over IPv6 over FQDN, then the slice name order. When no endpoint is
+ * rebalance, or IPv4 and IPv6 slices of a dual-stack Service) counts once, with its best role
+ * (serving over draining) and the address of its first slice by IPv4, IPv6, FQDN, then slice
+ * name, whatever its role there: the two families' slices are updated one after the other,
+ * and the url stays the same meanwhile (it flipped with the role). When no endpoint is
  * serving, the draining ones are not draining: they take new users (kube-proxy's fallback to
  * serving-terminating endpoints), so the pool never answers 503 while pods still serve.
  * Example: a slice with web-0 ready at 10.0.0.5 and web-1 terminating (serving) at 10.0.0.6,
@@ -110,7 +114,10 @@ const FAMILY_ORDER: Record<string, number> = { IPv4: 0, IPv6: 1, FQDN: 2 }
 export function upstreamsFromSlices(slices: Iterable<EndpointSlice>, port: string | number, weights: Weights = EQUAL_WEIGHTS): SliceUpstreams {
   const ordered = [...slices].sort((a, b) =>
     (FAMILY_ORDER[a.addressType ?? ''] ?? 3) - (FAMILY_ORDER[b.addressType ?? ''] ?? 3) || compare(a.metadata?.name ?? '', b.metadata?.name ?? ''))
-  const byId = new Map<string, DiscoveredUpstream>()
+  // per endpoint: its address from the first slice (by family) that lists it, whatever its role
+  // there, and its best role over all slices; the slices of two families are updated one after
+  // the other, and an address chosen by role flipped between them at each readiness change
+  const byId = new Map<string, { url: string; weight: number; role: 'serving' | 'draining' | 'out' }>()
   const slicesWithoutPort: string[] = []
   for (const slice of ordered) {
     const number = typeof port === 'number' ? port : namedPort(slice, port)
@@ -121,19 +128,23 @@ export function upstreamsFromSlices(slices: Iterable<EndpointSlice>, port: strin
     for (const endpoint of list(slice.endpoints)) {
       const role = endpointRole(endpoint.conditions)
       const address = list(endpoint.addresses).find((a) => typeof a === 'string' && a !== '')
-      if (role === 'out' || address === undefined) continue
+      if (address === undefined) continue
       const pod = endpoint.targetRef?.kind === 'Pod' && typeof endpoint.targetRef.name === 'string' && endpoint.targetRef.name !== '' ? endpoint.targetRef.name : null
       const id = pod ?? upstreamId(address, number)
       const previous = byId.get(id)
-      if (previous !== undefined && !(previous.draining === true && role === 'serving')) continue
+      if (previous !== undefined) {
+        if (RANK[role] > RANK[previous.role]) previous.role = role
+        continue
+      }
       const weight = pod === null ? weights.others : (weights.byPod.get(pod) ?? weights.others)
-      const upstream: DiscoveredUpstream = role === 'draining'
-        ? { id, url: upstreamUrl(address, number), weight, draining: true }
-        : { id, url: upstreamUrl(address, number), weight }
-      byId.set(id, Object.freeze(upstream))
+      byId.set(id, { url: upstreamUrl(address, number), weight, role })
     }
   }
-  let found = [...byId.values()]
+  let found: DiscoveredUpstream[] = []
+  for (const [id, e] of byId) {
+    if (e.role === 'serving') found.push(Object.freeze({ id, url: e.url, weight: e.weight }))
+    else if (e.role === 'draining') found.push(Object.freeze({ id, url: e.url, weight: e.weight, draining: true }))
+  }
   // No endpoint ready but some terminating ones still serving (every pod of a Deployment
   // replaced at once, a one-replica rollout with maxSurge 0): they take new users, as kube-proxy
   // falls back to serving-terminating endpoints. Draining them all would answer every new user
