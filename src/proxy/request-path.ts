@@ -504,15 +504,18 @@ export class RequestPath {
     }
     logger.debug({ request_id: ctx.id, upstream: d.upstream, hedge: d2.upstream }, 'no answer head yet: hedging on the next upstream')
     const second = this.#start(ctx, x, d2, up2, h2)
-    // whichever head comes first answers; the other attempt is stopped at once
-    ctx.onAnswering = () => (ctx.answering === first.attempt ? second : first).attempt.stop('TETHER_UPSTREAM_UNAVAILABLE')
+    // whichever head comes first answers; the other attempt is stopped at once. The user moved
+    // with a hedge that answers: counted as any move, and before its head's checkpoint is taken
+    // (a lost one must still hold the user: see StateProtocol.moved), unless the first
+    // decision was itself a move (counted already: one user, one move)
+    ctx.onAnswering = () => {
+      if (ctx.answering === first.attempt) return second.attempt.stop('TETHER_UPSTREAM_UNAVAILABLE')
+      first.attempt.stop('TETHER_UPSTREAM_UNAVAILABLE')
+      if (d2.moved !== null && d.moved === null) this.#moved(d2, d2.moved)
+    }
     const [ra, rb] = await Promise.all([first.result, second.result])
     ctx.onAnswering = null
-    if (ctx.answering === second.attempt) {
-      // the user moved with the hedge: counted as any move
-      if (d2.moved !== null) this.#moved(d2, d2.moved)
-      return rb
-    }
+    if (ctx.answering === second.attempt) return rb
     if (ctx.answering === first.attempt) return ra
     // neither answered: both count as tried, the first one's failure decides what follows
     ;(ctx.tried ??= new Set()).add(d2.upstream)
