@@ -3,7 +3,7 @@
 // polls it too (a single-file bind mount, as `docker run -v proxy.yaml:...` makes, or a path
 // through a symlinked directory, gets no event the directory watch sees). Layer 3 adapter:
 // reports "the content changed" once the new content has stood still; it never parses.
-import { watch, readFileSync, type FSWatcher } from 'node:fs'
+import { watch, readFileSync, statSync, type FSWatcher } from 'node:fs'
 import { createHash } from 'node:crypto'
 import { basename, dirname } from 'node:path'
 import { systemTimers, type Timers } from '../clock.js'
@@ -45,6 +45,8 @@ export class ConfigWatcher {
   #digest: string | null
   /** New content seen, waiting to stand still for settleMs. */
   #pending: string | null = null
+  /** The file's identity and times at the last read: a poll that finds them the same reads nothing. */
+  #stamp = ''
 
   constructor(path: string, onChange: () => void, timers: Timers = systemTimers, options: WatchOptions = {}) {
     this.#path = path
@@ -77,12 +79,12 @@ export class ConfigWatcher {
     this.#timer = null
   }
 
-  /** The one timer: a check `ms` from now (`settled`: the end of a settle wait). */
-  #arm(ms: number, settled: boolean): void {
+  /** The one timer: a check `ms` from now (`settled`: the end of a settle wait; `poll`: no event asked for it). */
+  #arm(ms: number, settled: boolean, poll = false): void {
     if (this.#timer !== null) this.#timers.clearTimeout(this.#timer)
     this.#timer = this.#timers.setTimeout(() => {
       this.#timer = null
-      this.#check(settled)
+      this.#check(settled, poll)
     }, ms)
   }
 
@@ -90,28 +92,43 @@ export class ConfigWatcher {
    * Read the file: new content is reported once a settle wait ended on the same content (an
    * event during the wait starts it again); else the next check is a poll.
    */
-  #check(settled: boolean): void {
+  #check(settled: boolean, poll = false): void {
     if (this.#watcher === null) return
+    // a poll of a file whose inode, size and times are unchanged reads nothing (every watched
+    // file, TLS ones too, in every worker, every 2 s: on a slow filesystem a read stalls)
+    if (poll && this.#pending === null && this.#stamp !== '' && this.#stat() === this.#stamp) return this.#arm(this.#pollMs, false, true)
     const digest = this.#read()
     if (digest !== null && digest !== this.#digest) {
       if (settled && digest === this.#pending) {
         this.#digest = digest
         this.#pending = null
-        this.#onChange()
+        if (this.#pollMs > 0) this.#arm(this.#pollMs, false, true) // first: onChange may throw
+        return this.#onChange()
       } else {
         this.#pending = digest
         return this.#arm(this.#settleMs, true)
       }
     } else this.#pending = null // unreadable mid-swap, or back to what runs
-    if (this.#pollMs > 0) this.#arm(this.#pollMs, false)
+    if (this.#pollMs > 0) this.#arm(this.#pollMs, false, true)
   }
 
-  /** Digest of the file's content, or null when it cannot be read right now. */
+  /** Digest of the file's content, or null when it cannot be read right now (its stamp taken first). */
   #read(): string | null {
+    this.#stamp = this.#stat()
     try {
       return digestOf(readFileSync(this.#path, 'utf8'))
     } catch {
       return null
+    }
+  }
+
+  /** The file's device, inode, size and change times (through symlinks), or '' when it cannot be read. */
+  #stat(): string {
+    try {
+      const s = statSync(this.#path, { bigint: true })
+      return `${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`
+    } catch {
+      return ''
     }
   }
 }

@@ -565,7 +565,8 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
       // over h2, an answer the client takes none of once it ended upstream: the exchange's own
       // stall cut (expire) no longer watches it, and Node's timers stay fresh while the
       // connection is busy (body_idle 0: no limit on the client either)
-      if (res instanceof H2Response && this.#timeouts.bodyIdle > 0) res.sendWithin(clientStallTimeout({ body_idle: this.#timeouts.bodyIdle, response_headers: this.#timeouts.responseHeaders }))
+      // (the version first: HTTP/1.1's answers pay one property read, no prototype walk)
+      if (this.#ctx.req.httpVersionMajor === 2 && this.#timeouts.bodyIdle > 0 && res instanceof H2Response) res.sendWithin(clientStallTimeout({ body_idle: this.#timeouts.bodyIdle, response_headers: this.#timeouts.responseHeaders }))
     }
     this.#done({ status: res.statusCode, outcome: null, error: null, responded: true })
   }

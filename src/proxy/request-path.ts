@@ -170,9 +170,12 @@ export class RequestPath {
     }
     if (req.method !== 'GET') return refuse('TETHER_BAD_REQUEST')
     if (this.#d.draining()) return refuse('TETHER_SHUTTING_DOWN')
+    const writable = socket.writable
     const exchange = this.#d.upgrades.exchange(socket, head)
-    // null: websocket.max_connections are open, 503 was answered
-    if (exchange === null) this.#d.clientErrors.refused('TETHER_TOO_MANY_CONNECTIONS', req, 'websocket')
+    // null: websocket.max_connections are open, 503 was answered (when the socket could take it)
+    if (exchange === null) {
+      if (writable) this.#d.clientErrors.refused('TETHER_TOO_MANY_CONNECTIONS', req, 'websocket')
+    }
     else void this.#serve(this.#context(req, 'websocket'), exchange)
   }
 

@@ -127,6 +127,9 @@ export class ServerCertificates {
     const files = new Set([this.#config.cert, this.#config.key, ...this.#config.certificates.flatMap((c) => [c.cert, c.key])])
     this.#watchers = [...files].map((file) => new ConfigWatcher(file, () => void this.reload(), this.#timers))
     for (const w of this.#watchers) w.start()
+    // a renewal between the load at construction and these watches: the watchers' baseline is
+    // the files as they are now, so read them again once (nothing happens when unchanged)
+    this.reload()
   }
 
   stop(): void {
