@@ -214,3 +214,39 @@ t.test('an upgrade refused before the request path (a method other than GET) is 
   t.match(logs.access()[0], { method: 'POST', path: '/chat', protocol: 'websocket', status: 400, outcome: 'TETHER_BAD_REQUEST' })
   t.match(await tether.metrics.render(), /^tether_http_requests_total\{upstream="none",[^}]*status_class="4xx"\} 1$/m, 'counted')
 })
+
+t.test('a client that ends its side of a tunnel whose upstream ignores the FIN: both sides close after the linger (not at idle_timeout), its place is freed', async (t) => {
+  const http = await import('node:http')
+  // a hand-written upgrade handler: the socket allows half-open connections and never ends on FIN
+  const server = http.createServer()
+  let upstreamSocket: net.Socket | null = null
+  let upstreamClosed = false
+  server.on('upgrade', (_req, socket: net.Socket) => {
+    upstreamSocket = socket
+    socket.on('error', () => undefined)
+    socket.on('close', () => { upstreamClosed = true })
+    socket.resume()
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n')
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  t.teardown(() => { server.closeAllConnections(); server.close() })
+  const url = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`
+  const px = await startWsTether([{ id: 'half', url }], {}, { maxConnections: 1 }) // idle_timeout: an hour
+  t.teardown(() => px.close())
+  const client = net.connect(Number(new URL(px.tether.url).port), '127.0.0.1')
+  client.on('error', () => undefined)
+  let got = ''
+  client.on('data', (c: Buffer) => (got += c.toString('latin1')))
+  client.write('GET /chat HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n')
+  await waitFor(() => got.startsWith('HTTP/1.1 101'), 5_000, 'the 101')
+  t.equal(px.upgrades.size, 1)
+  client.end() // the tab closed: FIN, and nothing more
+  await waitFor(() => px.upgrades.size === 0, 6_000, 'the tunnel to be released (linger 2 s)')
+  // Tether's side of the upstream connection is gone: the upstream's next write is refused
+  const poke = setInterval(() => { if (!upstreamClosed) upstreamSocket?.write('x') }, 50)
+  t.teardown(() => clearInterval(poke))
+  await waitFor(() => upstreamClosed, 5_000, "the upstream connection to be closed by Tether's side")
+  clearInterval(poke)
+  const next = await openWs(px.wsUrl).then(() => 'open', (e: { status?: number }) => String(e.status))
+  t.not(next, '503', 'its max_connections place is free for the next client')
+})

@@ -400,6 +400,7 @@ class Tunnel implements Exchange {
     up.once('close', () => { if (this.state === 'open') this.#upstreamGone() })
     const idle = this.#owner.options.idleTimeout
     const client = this.#client
+    client.once('end', () => this.#clientEnded())
     // replaces any socket timeout Node's server left (its keep-alive timeout after an earlier answer)
     client.setTimeout(idle)
     if (idle > 0) {
@@ -553,6 +554,29 @@ class Tunnel implements Exchange {
     const settle = this.#settle
     this.#settle = null
     settle?.(r)
+  }
+
+  /**
+   * The client ended its side of an open tunnel (FIN: a tab closed, a close frame then FIN): the
+   * pipe ended the upstream's side, and an upstream that ends its own in answer closes the
+   * tunnel as usual (its 'end', above). One that ignores the FIN (a hand-written server that
+   * allows half-open connections) is given the linger to answer, then both sockets go, as
+   * nginx closes a tunnel at either side's EOF: the tunnel, a descriptor pair and a
+   * `max_connections` place, stayed until `idle_timeout` (an hour by default).
+   */
+  #clientEnded(): void {
+    if (this.state !== 'open') return
+    const { linger, timers } = this.#owner
+    const client = this.#client
+    const up = this.#upstream
+    const timer = timers.setTimeout(() => {
+      if (this.state !== 'open') return
+      this.state = 'closed'
+      this.#owner.untrack(this)
+      up?.destroy()
+      client.destroy()
+    }, linger)
+    client.once('close', () => timers.clearTimeout(timer))
   }
 
   /** The upstream's side of an open tunnel ended: tell the client 1012 unless it already has a close. */
