@@ -256,7 +256,8 @@ t.test('a drain or undrain heard while a starting replica reads the recorded dra
   // read before these were made (the sender records after it publishes)
   hear(JSON.stringify({ from: 'other', kind: 'undrain', id: 'a' })) // an older Tether's
   hear(JSON.stringify({ from: 'other', kind: 'drain', id: 'b', since: clock.now() - 5_000 }))
-  answer(new Map([['drains', new Map([['a', 'migrate'], ['b', 'migrate'], ['c', 'stay']])], ['drain-starts', new Map([['a', '1000'], ['b', '1000']])]]))
+  const aMinuteAgo = String(Date.now() - 60_000) // recorded within the week records are kept
+  answer(new Map([['drains', new Map([['a', 'migrate'], ['b', 'migrate'], ['c', 'stay']])], ['drain-starts', new Map([['a', aMinuteAgo], ['b', aMinuteAgo]])]]))
   await started
   t.equal(health.state('a'), 'healthy', 'an undrain heard during the read: not drained by the stale record')
   t.equal(health.drainingSince('b'), clock.now() - 5_000, 'a drain heard during the read: its own start, not the stale one')
@@ -269,4 +270,51 @@ t.test('a drain or undrain heard while a starting replica reads the recorded dra
   hear(JSON.stringify({ from: 'newer', kind: 'undrain', id: 'a', recorded: true }))
   hear(JSON.stringify({ from: 'newer', kind: 'drain', id: 'a', since: clock.now() }))
   t.same(remembered, [], 'a newer Tether clears its own: the receivers leave the record alone (their clear could wipe the start of its next drain)')
+})
+
+t.test('recorded drains: one older than a week is dropped when read (not applied, its records deleted); an upstream that leaves the set has its records deleted', async (t) => {
+  const { RECORDED_MS } = await import('../src/health/shared-health.js')
+  const clock = new FakeClock()
+  const health = new HealthTable({ active: { healthy_threshold: 2, unhealthy_threshold: 2 }, passive: { consecutive_failures: 3, count_5xx: true, base_ejection: 30_000, max_ejection: 100_000, max_ejection_percent: 50 }, slow_start: 0 }, clock)
+  health.setUpstreams(['a', 'b', 'c'])
+  const remembered: [string, string, string | null][] = []
+  const old = String(Date.now() - RECORDED_MS - 60_000)
+  const recent = String(Date.now() - 60_000)
+  const sets = new Map([
+    ['drains', new Map([['a', 'migrate'], ['b', 'stay']])],
+    ['drain-starts', new Map([['a', old], ['b', recent]])],
+    ['drain-changes', new Map([['a', old], ['b', recent], ['gone', old]])],
+  ])
+  const channel: PeerChannel = {
+    publish: () => Promise.resolve(true),
+    subscribe: () => Promise.resolve(),
+    remember: (set, id, value) => { remembered.push([set, id, value]); return Promise.resolve(true) },
+    members: async (set) => sets.get(set) ?? new Map(),
+  }
+  const shared = new SharedHealth(channel, health, createLogger('silent'))
+  await shared.start()
+  t.equal(health.state('a'), 'healthy', 'a drain recorded more than a week ago is not applied')
+  t.equal(health.state('b'), 'draining', 'a recent one is')
+  t.same(remembered.filter(([, id]) => id === 'a').sort(), [['drain-changes', 'a', null], ['drain-starts', 'a', null], ['drains', 'a', null]], "the old drain's records are deleted")
+  t.same(remembered.filter(([, id]) => id === 'gone').sort(), [['drain-changes', 'gone', null], ['drain-starts', 'gone', null], ['drains', 'gone', null]], 'and an old change of an id no longer drained')
+  t.same(remembered.filter(([, id]) => id === 'b'), [], 'the recent one stays recorded')
+  remembered.length = 0
+  health.setUpstreams(['a', 'c']) // b's pod was deleted after its preStop drain
+  t.same(remembered.sort(), [['drain-changes', 'b', null], ['drain-starts', 'b', null], ['drains', 'b', null]], 'an upstream that left the set: its records are deleted (a replica started later would drain it when the id came back)')
+})
+
+t.test('with Redis: a drained upstream removed from the set leaves no record, so a replica started later does not drain it when its id comes back', async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const apps: Upstream[] = await Promise.all(['a', 'b'].map((id) => startUpstream(id)))
+  t.teardown(() => Promise.all(apps.map((a) => a.close())))
+  const one = await sharing(t, apps, redis.url, 'back:')
+  await request(`${one.adminUrl}/upstreams/b/drain?migrate=true`, { method: 'POST' })
+  await waitFor(async () => (await redisCli(redis.port, 'HEXISTS', 'back:peers:drains', 'b')).trim() === '1', 5_000, 'the drain to be recorded')
+  one.reload({ ...one.config, upstreams: one.config.upstreams.filter((u) => u.id !== 'b') }) // the pod is gone
+  await waitFor(async () => (await redisCli(redis.port, 'HEXISTS', 'back:peers:drains', 'b')).trim() === '0', 5_000, 'its record to be deleted')
+  one.reload({ ...one.config, upstreams: apps.map((u) => ({ ...one.config.upstreams[0]!, id: u.id, url: u.url })) }) // the id comes back
+  t.equal(one.health.state('b'), 'healthy', 'the running replica: healthy')
+  const later = await sharing(t, apps, redis.url, 'back:')
+  t.equal(later.health.state('b'), 'healthy', 'a replica started now agrees')
 })

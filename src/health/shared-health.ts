@@ -13,6 +13,12 @@ const DRAINS = 'drains'
 const DRAIN_STARTS = 'drain-starts'
 /** When each upstream was last drained or undrained through an admin API (ms since the epoch): which of two replicas' changes is newer. */
 const DRAIN_CHANGES = 'drain-changes'
+/**
+ * How long a recorded drain or change is kept after it was made (ms): older ones are dropped
+ * when read. Each set's own expiry counts from its last write, so a cluster that drains
+ * something every week kept every drain ever recorded.
+ */
+export const RECORDED_MS = 7 * 24 * 3_600_000
 
 /**
  * Example: `const shared = new SharedHealth(channel, health, logger); shared.start()`; the
@@ -42,6 +48,10 @@ export class SharedHealth {
     this.#logger = logger
     health.onTransition((e) => {
       if (!this.#applyingPeer && (e.to === 'unhealthy' || e.to === 'ejected')) this.tell('down', e.id)
+      // an upstream that left the set (its pod deleted after a preStop drain) left its drain
+      // with it, here as in every replica that saw it go: its record goes too, else a replica
+      // started later drained the id when it came back (a StatefulSet pod's name), alone
+      if (e.to === null) this.#forget(e.id)
     })
   }
 
@@ -67,6 +77,16 @@ export class SharedHealth {
     this.#hearing.add(heard)
     const [drains, starts, changes] = await Promise.all([DRAINS, DRAIN_STARTS, DRAIN_CHANGES].map((set) => this.#channel.members(set)))
     this.#hearing.delete(heard)
+    // records older than RECORDED_MS are forgotten (an older Tether's, without times, are kept)
+    const now = Date.now()
+    for (const id of new Set([...drains.keys(), ...changes.keys()])) {
+      const changed = startTime(changes.get(id)) ?? startTime(starts.get(id))
+      if (changed === undefined || now - changed < RECORDED_MS) continue
+      drains.delete(id)
+      starts.delete(id)
+      changes.delete(id)
+      this.#forget(id)
+    }
     for (const [id, unsent] of this.#unsent) {
       // another replica's drain or undrain made since this one (an older Tether records no
       // change time: its drain's start tells)
@@ -122,6 +142,11 @@ export class SharedHealth {
       if (oks.every(Boolean)) this.#unsent.delete(id)
       else this.#unsent.set(id, { kind, at })
     })
+  }
+
+  /** Drop the records of `id`'s drain and changes (nothing waits for it: a failure leaves them to the next read). */
+  #forget(id: string): void {
+    for (const set of [DRAINS, DRAIN_STARTS, DRAIN_CHANGES]) void this.#channel.remember(set, id, null)
   }
 
   /**
