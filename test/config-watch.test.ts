@@ -89,15 +89,16 @@ t.test('the content the running config was read from is the baseline: an edit ma
 t.test('Tether applies an edit made while it started (between its read of the file and its watch)', async (t) => {
   const a = await startUpstream('a')
   const b = await startUpstream('b')
+  t.teardown(async () => { await a.close(); await b.close() })
   const file = join(dir(), 'proxy.yaml')
   const yaml = (ups: { id: string; url: string }[]): string =>
-    `listen: { host: 127.0.0.1, port: 0 }\naffinity: { key: none }\nupstreams:\n${ups.map((u) => `  - { id: ${u.id}, url: "${u.url}" }`).join('\n')}\n`
+    `listen: { host: 127.0.0.1, port: 0 }\nadmin: { listen: { host: 127.0.0.1, port: 0 } }\naffinity: { key: none }\nupstreams:\n${ups.map((u) => `  - { id: ${u.id}, url: "${u.url}" }`).join('\n')}\n`
   writeFileSync(file, yaml([a]))
   const read = readConfigFile(file, {})
   writeFileSync(file, yaml([a, b])) // a ConfigMap update landing during the start
   const log = new LogCapture()
   const tether = await startTether(read.config, { logger: createLogger('info', log), configPath: file, configText: read.text })
-  t.teardown(async () => { await tether.close(0); await a.close(); await b.close() })
+  t.teardown(() => tether.close(0))
   await when(onEvent(log, 'record'), () => log.records.some((r) => r['msg'] === 'config reloaded'), 5_000, 'the reload')
   t.same(tether.router.ids, ['a', 'b'])
 })
