@@ -19,7 +19,7 @@ const IDS = ['app-0', 'app-1', 'app-2']
 const FAST_MS = 50
 const SLOW_MS = 5 * FAST_MS
 const SPILL_ROUNDS = 6 // visits per user with spill at work, at least
-const MAX_SPILL_ROUNDS = 14 // and at most, while the slow upstream is still over the bound (a busy machine converges slower)
+const MAX_SPILL_ROUNDS = 24 // and at most, while the slow upstream is still over the bound (a busy machine converges slower)
 const SPILL = DEFAULTS.spill // factor 1.5, min_idle 30 s, 10 moves a second
 
 /** In-flight samples over a round: the slow upstream's and all upstreams'. */
