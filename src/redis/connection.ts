@@ -709,11 +709,6 @@ export class RedisConnection {
         ...(o.name === undefined ? {} : { name: o.name }),
         ...(password === undefined ? {} : { password }),
         sentinelRetryStrategy: backoff,
-        // subscribe to +switch-master on the Sentinels and reconnect as soon as one names a new
-        // master: otherwise ioredis asks Sentinel again only once the old master closes the
-        // connection (about 10 s after a SENTINEL FAILOVER, when Sentinel reconfigures it), and
-        // writes meanwhile go to the old master, discarded when it resyncs from the new one
-        failoverDetector: true,
       })
     }
     const target = parseRedisUrl(o.url as string)
