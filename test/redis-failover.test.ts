@@ -1,7 +1,7 @@
 // What a Redis failover does to Tether's connection: the connections killed the way Sentinel
 // kills a demoted master's clients (no stray rejection, the subscription keeps delivering), a
 // primary demoted behind one endpoint (writes come back once the endpoint names the new
-// primary), and a Sentinel switch (followed at once, not when the old master drops us).
+// primary), and an endpoint that stays read-only (remade with a back-off, reads go on).
 // Real redis-server processes; real time is only polled with a deadline.
 import net from 'node:net'
 import t from 'tap'
@@ -116,4 +116,41 @@ t.test('a primary demoted behind one endpoint (a managed Redis failover): its RE
   t.comment(`writes came back after ${Math.round(performance.now() - started)} ms, ${attempts} attempts`)
   t.equal((await redisCli(b.port, 'GET', 'tether:k')).trim(), 'after', 'the write landed on B, the new primary')
   await waitFor('the connection to be ready', () => conn.status === 'ready')
+})
+
+t.test('an endpoint that stays read-only (a reader endpoint by mistake, a DNS answer still cached): the connection is remade with a back-off, not after every write, and reads go on', async (t) => {
+  const a = await startRedis()
+  const b = await startRedis()
+  // stopped before A (teardowns run last first): a replica first
+  t.teardown(() => a.stop())
+  t.teardown(() => b.stop())
+  await redisCli(b.port, 'REPLICAOF', '127.0.0.1', String(a.port))
+  await waitFor('B to be a replica', async () => /master_link_status:up/.test(await redisCli(b.port, 'INFO', 'replication')))
+  const connections = async (): Promise<number> => Number(/total_connections_received:(\d+)/.exec(await redisCli(b.port, 'INFO', 'stats'))![1])
+  const conn = new RedisConnection({ url: `redis://127.0.0.1:${b.port}`, timeout: 200 })
+  t.teardown(() => conn.stop())
+  await conn.start()
+  const before = await connections()
+  let reads = 0
+  let readsOk = 0
+  const until = performance.now() + 3_000
+  await Promise.all([
+    (async () => {
+      while (performance.now() < until) {
+        await conn.run('tether:k', (c) => c.eval("return redis.call('SET', KEYS[1], 'x')", 1, 'tether:k'))
+        await new Promise((resolve) => setTimeout(resolve, 5)) // a request's pace (a failed call may settle without I/O)
+      }
+    })(),
+    (async () => {
+      while (performance.now() < until) {
+        reads++
+        if (await conn.run('tether:k', (c) => c.get('tether:k')) !== FAILED) readsOk++
+        await new Promise((resolve) => setTimeout(resolve, 5)) // a request's pace, not a wait for Tether
+      }
+    })(),
+  ])
+  const made = (await connections()) - before
+  t.comment(`${made} connections in 3 s, ${readsOk} of ${reads} reads answered`)
+  t.ok(made <= 12, `the connection was remade with a back-off (${made} times in 3 s; every write: about 60)`)
+  t.ok(readsOk >= reads * 0.5, `reads go on (${readsOk} of ${reads})`)
 })

@@ -662,6 +662,29 @@ export class RedisConnection {
     return key === null ? '' : client.slots[keySlot(key)]?.[0] ?? ''
   }
 
+  /** Remakes of the connection for a READONLY-like reply in a row, and when the last was (performance.now()). */
+  #remakes = 0
+  #remadeAt = -Infinity
+
+  /**
+   * Whether a READONLY, LOADING or MASTERDOWN reply remakes the connection (1) or only fails
+   * its command (false): at most once per back-off (50 ms doubling to maxReconnectDelay), which
+   * starts again once no remake was asked for two maxReconnectDelays. A connection's retry
+   * count starts again at each 'ready', and a replica is ready: an endpoint that stays
+   * read-only (a misconfigured reader endpoint, a DNS answer still cached after a failover) was
+   * remade after each write, every 50 ms, each remake failing the reads in flight too.
+   */
+  #remakeOnError(err: Error): 1 | false {
+    if (!RECONNECT_ON.test(err.message)) return false
+    const now = performance.now()
+    const since = now - this.#remadeAt
+    if (since > 2 * this.#maxReconnectDelay) this.#remakes = 0
+    else if (since < Math.min(this.#maxReconnectDelay, 50 * 2 ** Math.min(this.#remakes - 1, 16))) return false
+    this.#remakes++
+    this.#remadeAt = now
+    return 1
+  }
+
   #createClient(): Client {
     const o = this.#options
     const backoff = (times: number): number => Math.min(this.#maxReconnectDelay, 50 * 2 ** Math.min(times - 1, 16))
@@ -700,7 +723,7 @@ export class RedisConnection {
       // its every write would be refused with READONLY for good; a new connection reaches what
       // the endpoint (or Sentinel) names now. Not for a Cluster: there a failover answers MOVED,
       // which its client follows with a slot refresh.
-      reconnectOnError: (err: Error) => (RECONNECT_ON.test(err.message) ? 1 : false),
+      reconnectOnError: (err: Error) => this.#remakeOnError(err),
     }
     if (o.sentinels) {
       return new Redis({
