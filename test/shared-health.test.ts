@@ -277,13 +277,14 @@ t.test('recorded drains: one older than a week is dropped when read (not applied
   const clock = new FakeClock()
   const health = new HealthTable({ active: { healthy_threshold: 2, unhealthy_threshold: 2 }, passive: { consecutive_failures: 3, count_5xx: true, base_ejection: 30_000, max_ejection: 100_000, max_ejection_percent: 50 }, slow_start: 0 }, clock)
   health.setUpstreams(['a', 'b', 'c'])
+  health.drain('c', true) // an operator's drain this replica still holds, made over a week ago
   const remembered: [string, string, string | null][] = []
   const old = String(Date.now() - RECORDED_MS - 60_000)
   const recent = String(Date.now() - 60_000)
   const sets = new Map([
-    ['drains', new Map([['a', 'migrate'], ['b', 'stay']])],
-    ['drain-starts', new Map([['a', old], ['b', recent]])],
-    ['drain-changes', new Map([['a', old], ['b', recent], ['gone', old]])],
+    ['drains', new Map([['a', 'migrate'], ['b', 'stay'], ['c', 'migrate']])],
+    ['drain-starts', new Map([['a', old], ['b', recent], ['c', old]])],
+    ['drain-changes', new Map([['a', old], ['b', recent], ['gone', old], ['c', old]])],
   ])
   const channel: PeerChannel = {
     publish: () => Promise.resolve(true),
@@ -298,6 +299,8 @@ t.test('recorded drains: one older than a week is dropped when read (not applied
   t.same(remembered.filter(([, id]) => id === 'a').sort(), [['drain-changes', 'a', null], ['drain-starts', 'a', null], ['drains', 'a', null]], "the old drain's records are deleted")
   t.same(remembered.filter(([, id]) => id === 'gone').sort(), [['drain-changes', 'gone', null], ['drain-starts', 'gone', null], ['drains', 'gone', null]], 'and an old change of an id no longer drained')
   t.same(remembered.filter(([, id]) => id === 'b'), [], 'the recent one stays recorded')
+  const c = remembered.filter(([, id]) => id === 'c')
+  t.same(c.map(([set, , value]) => [set, value === null ? null : Date.now() - Number(value) < 60_000]), [['drain-changes', true]], 'an old drain this replica still holds is recorded again (now), not deleted: it stands')
   remembered.length = 0
   health.setUpstreams(['a', 'c']) // b's pod was deleted after its preStop drain
   t.same(remembered.sort(), [['drain-changes', 'b', null], ['drain-starts', 'b', null], ['drains', 'b', null]], 'an upstream that left the set: its records are deleted (a replica started later would drain it when the id came back)')

@@ -122,10 +122,17 @@ export class ConfigWatcher {
     }
   }
 
-  /** The file's device, inode, size and change times (through symlinks), or '' when it cannot be read. */
+  /**
+   * The file's device, inode, size and change times (through symlinks), or '' when it cannot
+   * be read or changed in the last 2 s: a same-size rewrite within one timestamp tick (a
+   * second on some filesystems) leaves the times as they were, so a recent stamp is not
+   * trusted and the next poll reads the file again (as git does with racy index entries).
+   */
   #stat(): string {
     try {
       const s = statSync(this.#path, { bigint: true })
+      const changedMs = Number((s.mtimeNs > s.ctimeNs ? s.mtimeNs : s.ctimeNs) / 1_000_000n)
+      if (Date.now() - changedMs < 2_000) return ''
       return `${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`
     } catch {
       return ''

@@ -77,11 +77,17 @@ export class SharedHealth {
     this.#hearing.add(heard)
     const [drains, starts, changes] = await Promise.all([DRAINS, DRAIN_STARTS, DRAIN_CHANGES].map((set) => this.#channel.members(set)))
     this.#hearing.delete(heard)
-    // records older than RECORDED_MS are forgotten (an older Tether's, without times, are kept)
+    // records older than RECORDED_MS are forgotten (an older Tether's, without times, are
+    // kept); one heard meanwhile is newer than the read; a drain this replica still holds is
+    // recorded again instead (it stands: replicas started later must still apply it)
     const now = Date.now()
     for (const id of new Set([...drains.keys(), ...changes.keys()])) {
       const changed = startTime(changes.get(id)) ?? startTime(starts.get(id))
-      if (changed === undefined || now - changed < RECORDED_MS) continue
+      if (changed === undefined || now - changed < RECORDED_MS || heard.has(id)) continue
+      if (drains.has(id) && this.#health.adminDrain(id) !== null) {
+        void this.#channel.remember(DRAIN_CHANGES, id, String(now))
+        continue
+      }
       drains.delete(id)
       starts.delete(id)
       changes.delete(id)
