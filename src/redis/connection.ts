@@ -270,7 +270,6 @@ export class RedisConnection {
     if (this.#client) return
     const client = this.#createClient()
     this.#client = client
-    this.#followSwitches()
     for (const [name, { lua, keys }] of this.#scripts) client.defineCommand(name, { numberOfKeys: keys, lua })
     const cluster = client instanceof Cluster
     client.on('ready', () => {
@@ -322,12 +321,6 @@ export class RedisConnection {
       sub.disconnect()
     }
     this.#subscribers.clear()
-    for (const w of this.#switchWatches) {
-      w.removeAllListeners()
-      w.on('error', () => undefined)
-      w.disconnect()
-    }
-    this.#switchWatches = []
     this.#onClientReady.clear()
     const client = this.#client
     if (!client) return
@@ -667,45 +660,6 @@ export class RedisConnection {
   #waitKey(client: Client, key: string | null): string {
     if (!(client instanceof Cluster)) return ''
     return key === null ? '' : client.slots[keySlot(key)]?.[0] ?? ''
-  }
-
-  /** With Sentinel: a connection to each Sentinel that hears its `+switch-master` announcements. */
-  #switchWatches: Redis[] = []
-  /** The last switch acted on (each Sentinel announces the same one). */
-  #lastSwitch = ''
-
-  /**
-   * With Sentinel, follow a switch of this master as soon as a Sentinel announces it: ioredis
-   * asks Sentinel again only once the old master closes the connection, which after a graceful
-   * `SENTINEL FAILOVER` is about 10 s later (when Sentinel reconfigures it), and writes went to
-   * the old master meanwhile, lost at its resync. Not ioredis's `failoverDetector`: it drops
-   * the connection on any master's switch (a Sentinel set shared by several masters) and leaves
-   * its Sentinel connections' errors unhandled (stderr). Example: a Sentinel publishes
-   * `mymaster 10.0.0.5 6379 10.0.0.6 6379` -> the connections are made again, through Sentinel.
-   */
-  #followSwitches(): void {
-    const o = this.#options
-    if (o.sentinels === undefined || o.name === undefined) return
-    const name = o.name
-    const backoff = (times: number): number => Math.min(this.#maxReconnectDelay, 50 * 2 ** Math.min(times - 1, 16))
-    for (const s of o.sentinels) {
-      const watch = new Redis({
-        host: s.host, port: s.port, lazyConnect: true, protocol: 2, connectionName: 'tether-switch-watch',
-        connectTimeout: this.#connectTimeout, retryStrategy: backoff, maxRetriesPerRequest: 0,
-        autoResubscribe: false, enableOfflineQueue: false, ...{ disconnectTimeout: 100 },
-      })
-      watch.on('error', () => undefined) // the Sentinels' own health is not Tether's to report
-      watch.on('ready', () => void watch.subscribe('+switch-master').catch(() => undefined))
-      watch.on('message', (channel: string, message: string) => {
-        if (channel !== '+switch-master' || message.split(' ')[0] !== name || message === this.#lastSwitch) return
-        this.#lastSwitch = message
-        for (const c of [this.#client, ...this.#subscribers]) {
-          if (c instanceof Redis && c.status === 'ready') c.disconnect(true)
-        }
-      })
-      void watch.connect().catch(() => undefined)
-      this.#switchWatches.push(watch)
-    }
   }
 
   /** Remakes of the connection for a READONLY-like reply in a row, and when the last was (performance.now()). */
