@@ -1,13 +1,14 @@
 // What a Redis failover does to Tether's connection: the connections killed the way Sentinel
 // kills a demoted master's clients (no stray rejection, the subscription keeps delivering), a
 // primary demoted behind one endpoint (writes come back once the endpoint names the new
-// primary), and an endpoint that stays read-only (remade with a back-off, reads go on).
+// primary), an endpoint that stays read-only (remade with a back-off, reads go on), and a
+// Sentinel switch (followed at once, not when the old master drops us; another master's not).
 // Real redis-server processes; real time is only polled with a deadline.
 import net from 'node:net'
 import t from 'tap'
 import { Redis } from 'ioredis'
 import { FAILED, RedisConnection } from '../src/redis/connection.js'
-import { redisCli, startRedis, waitFor } from './fixtures/redis-server.js'
+import { redisCli, startRedis, startRedisSentinel, waitFor } from './fixtures/redis-server.js'
 
 /**
  * A TCP forwarder on a free loopback port whose target applies to NEW connections only (those
@@ -119,13 +120,13 @@ t.test('a primary demoted behind one endpoint (a managed Redis failover): its RE
 })
 
 t.test('an endpoint that stays read-only (a reader endpoint by mistake, a DNS answer still cached): the connection is remade with a back-off, not after every write, and reads go on', async (t) => {
-  const a = await startRedis()
+  const a = await startRedis({ args: ['--repl-diskless-sync-delay', '0'] }) // else the first sync waits 5 s
   const b = await startRedis()
   // stopped before A (teardowns run last first): a replica first
   t.teardown(() => a.stop())
   t.teardown(() => b.stop())
   await redisCli(b.port, 'REPLICAOF', '127.0.0.1', String(a.port))
-  await waitFor('B to be a replica', async () => /master_link_status:up/.test(await redisCli(b.port, 'INFO', 'replication')))
+  await waitFor('B to be a replica', async () => /master_link_status:up/.test(await redisCli(b.port, 'INFO', 'replication')), 10_000)
   const connections = async (): Promise<number> => Number(/total_connections_received:(\d+)/.exec(await redisCli(b.port, 'INFO', 'stats'))![1])
   const conn = new RedisConnection({ url: `redis://127.0.0.1:${b.port}`, timeout: 200 })
   t.teardown(() => conn.stop())
@@ -153,4 +154,63 @@ t.test('an endpoint that stays read-only (a reader endpoint by mistake, a DNS an
   t.comment(`${made} connections in 3 s, ${readsOk} of ${reads} reads answered`)
   t.ok(made <= 12, `the connection was remade with a back-off (${made} times in 3 s; every write: about 60)`)
   t.ok(readsOk >= reads * 0.5, `reads go on (${readsOk} of ${reads})`)
+})
+
+t.test('a Sentinel failover (SENTINEL FAILOVER) with three Sentinels: the connection follows the new master within seconds of its leader naming it, not when the old master drops it ~10 s later', async (t) => {
+  const master = await startRedis({ args: ['--repl-diskless-sync-delay', '0'] })
+  const replica = await startRedis({ args: ['--replicaof', '127.0.0.1', String(master.port), '--repl-diskless-sync-delay', '0'] })
+  // stopped first (teardowns run last first): a primary with a replica waits for it at shutdown
+  t.teardown(() => master.stop())
+  t.teardown(() => replica.stop())
+  await waitFor('the replica to be in sync', async () => (await redisCli(replica.port, 'INFO', 'replication')).includes('master_link_status:up'))
+  // three Sentinels; the failover is asked of the first, which leads it: the others learn of it
+  // about 2 s later and name the old master meanwhile (ioredis asks the next one in its list at
+  // each reconnect)
+  const sentinels = [await startRedisSentinel(master), await startRedisSentinel(master), await startRedisSentinel(master)]
+  for (const s of sentinels) t.teardown(() => s.stop())
+  const sentinel = sentinels[0]!
+  await waitFor('the Sentinels to know each other', async () => (await redisCli(sentinel.port, 'SENTINEL', 'MASTER', sentinel.name)).includes('num-other-sentinels\n2'), 15_000)
+
+  const conn = new RedisConnection({ sentinels: sentinels.map((s) => ({ host: '127.0.0.1', port: s.port })), name: sentinel.name, timeout: 200 })
+  t.teardown(() => conn.stop())
+  await conn.start()
+  t.equal(conn.status, 'ready', 'connected through Sentinel')
+  const tetherClients = async (port: number): Promise<number> => (await redisCli(port, 'CLIENT', 'LIST')).split('\n').filter((l) => / name=tether /.test(l)).length
+  t.ok(await tetherClients(master.port) > 0, 'connected to the master')
+  // the switch watch is subscribed once Sentinel lists its connection as a subscriber
+  await waitFor('the switch watch to subscribe', async () => / name=tether-switch-watch .*sub=1/.test(await redisCli(sentinel.port, 'CLIENT', 'LIST')), 5_000)
+
+  // another master watched by the same Sentinel fails over: its +switch-master leaves this
+  // connection alone (ioredis's failoverDetector dropped it on any master's switch)
+  const other = await startRedis({ args: ['--repl-diskless-sync-delay', '0'] })
+  const otherReplica = await startRedis({ args: ['--replicaof', '127.0.0.1', String(other.port), '--repl-diskless-sync-delay', '0'] })
+  t.teardown(() => other.stop())
+  t.teardown(() => otherReplica.stop())
+  await waitFor('the other replica to be in sync', async () => (await redisCli(otherReplica.port, 'INFO', 'replication')).includes('master_link_status:up'))
+  await redisCli(sentinel.port, 'SENTINEL', 'MONITOR', 'other', '127.0.0.1', String(other.port), '1')
+  const id = async (port: number): Promise<string> => (await redisCli(port, 'CLIENT', 'LIST')).split('\n').filter((l) => / name=tether /.test(l)).map((l) => /^id=(\d+) /.exec(l)?.[1]).join(',')
+  const before = await id(master.port)
+  t.match(before, /^\d+$/, 'one Tether connection on the master')
+  await waitFor('Sentinel to start the other failover', async () => (await redisCli(sentinel.port, 'SENTINEL', 'FAILOVER', 'other')).trim() === 'OK', 15_000)
+  await waitFor('Sentinel to name the other replica master', async () => (await redisCli(sentinel.port, 'SENTINEL', 'GET-MASTER-ADDR-BY-NAME', 'other')).split('\n')[1]?.trim() === String(otherReplica.port), 10_000)
+  await new Promise((resolve) => setTimeout(resolve, 500)) // the announcement comes with the naming; a reconnect takes a few ms: none may come
+  t.equal(await id(master.port), before, "another master's switch leaves the connection alone")
+
+  // NOGOODSLAVE until Sentinel has looked at the replica: asked again until it starts
+  await waitFor('Sentinel to start the failover', async () => (await redisCli(sentinel.port, 'SENTINEL', 'FAILOVER', sentinel.name)).trim() === 'OK', 15_000)
+  const masterPort = async (): Promise<string> => (await redisCli(sentinel.port, 'SENTINEL', 'GET-MASTER-ADDR-BY-NAME', sentinel.name)).split('\n')[1]?.trim() ?? ''
+  await waitFor('Sentinel to name the replica master', async () => await masterPort() === String(replica.port), 10_000)
+  const named = performance.now()
+  // without following +switch-master, ioredis asks Sentinel again only once the old master
+  // closes the connection (when Sentinel reconfigures it, about 10 s later)
+  await waitFor('a Tether connection on the new master, none on the old', async () => await tetherClients(replica.port) > 0 && await tetherClients(master.port) === 0, 5_000)
+  t.comment(`on the new master ${Math.round(performance.now() - named)} ms after its leader named it`)
+  await waitFor('a write to land on the new master', async () => {
+    await conn.run('tether:k', (c) => c.eval("return redis.call('SET', KEYS[1], ARGV[1])", 1, 'tether:k', 'after'))
+    return (await redisCli(replica.port, 'GET', 'tether:k')).trim() === 'after'
+  }, 2_000)
+  t.pass('writes reach the new master')
+  await conn.stop()
+  await waitFor('the switch watch to be closed', async () => !/tether-switch-watch/.test(await redisCli(sentinel.port, 'CLIENT', 'LIST')), 3_000)
+  t.pass('stop() closes the switch watch')
 })

@@ -3,6 +3,7 @@
 // Layer 3 adapter and the ONLY file that imports ioredis. Every command is raced against
 // `timeout` and never rejects (a failure is FAILED); status and node changes go to listeners,
 // nothing is logged here. Connects only in start().
+import { isIP } from 'node:net'
 import { Cluster, Redis } from 'ioredis'
 import type { ClusterOptions, RedisOptions } from 'ioredis'
 import { systemTimers, type Timers } from '../clock.js'
@@ -92,6 +93,11 @@ export const REDIS_DEFAULTS = Object.freeze({
 export const PROBE_INTERVAL_MS = 500
 /** A node that keeps failing while down is reported again ('still_down') at most this often (ms). */
 export const STILL_DOWN_INTERVAL_MS = 1_000
+
+/** How long after a Sentinel announced a switch a client that lands on another master is made again (ms). */
+const SWITCH_FOLLOW_MS = 30_000
+/** How many times a switch may remake a client that landed elsewhere (see #offSwitch). */
+const SWITCH_REDOS = 10
 
 /** Error replies after which a standalone or Sentinel connection is made again (see `reconnectOnError`). */
 const RECONNECT_ON = /^(READONLY|LOADING|MASTERDOWN)\b/
@@ -270,9 +276,12 @@ export class RedisConnection {
     if (this.#client) return
     const client = this.#createClient()
     this.#client = client
+    this.#followSwitches()
     for (const [name, { lua, keys }] of this.#scripts) client.defineCommand(name, { numberOfKeys: keys, lua })
     const cluster = client instanceof Cluster
     client.on('ready', () => {
+      // after a Sentinel switch, landed on the old master (see #offSwitch): ask again
+      if (this.#offSwitch(client)) return void (client as Redis).disconnect(true)
       if (this.#client === client) this.#clientReady(client)
     })
     client.on('error', (err: unknown) => {
@@ -321,6 +330,12 @@ export class RedisConnection {
       sub.disconnect()
     }
     this.#subscribers.clear()
+    for (const w of this.#switchWatches) {
+      w.removeAllListeners()
+      w.on('error', () => undefined)
+      w.disconnect()
+    }
+    this.#switchWatches = []
     this.#onClientReady.clear()
     const client = this.#client
     if (!client) return
@@ -404,7 +419,7 @@ export class RedisConnection {
     let listening = false
     const both = (): void => { if (listening && this.#clientUp) onSubscribed?.() }
     sub.on('close', () => { listening = false })
-    sub.on('ready', () => void sub.subscribe(channel).then(() => {
+    sub.on('ready', () => this.#offSwitch(sub) ? (sub as Redis).disconnect(true) : void sub.subscribe(channel).then(() => {
       listening = true
       subscribed()
       both()
@@ -660,6 +675,72 @@ export class RedisConnection {
   #waitKey(client: Client, key: string | null): string {
     if (!(client instanceof Cluster)) return ''
     return key === null ? '' : client.slots[keySlot(key)]?.[0] ?? ''
+  }
+
+  /** With Sentinel: a connection to each Sentinel that hears its `+switch-master` announcements. */
+  #switchWatches: Redis[] = []
+  /** The master a Sentinel last announced (an IP address and port), and until when a client that lands elsewhere is made again (performance.now()). */
+  #switchedTo: { readonly host: string; readonly port: number; readonly until: number; redone: number } | null = null
+
+  /**
+   * Whether `c` is connected somewhere else than the master a Sentinel announced lately: it
+   * asked a Sentinel that did not know of the switch yet (ioredis asks the next one in its list
+   * at each reconnect; the others learn of a switch about 2 s after its leader), and landed on
+   * the old master, which is still a master until Sentinel reconfigures it.
+   */
+  #offSwitch(c: Client): boolean {
+    const to = this.#switchedTo
+    if (to === null || performance.now() > to.until || to.redone >= SWITCH_REDOS || !(c instanceof Redis)) return false
+    const stream = (c as unknown as { stream?: { remoteAddress?: string; remotePort?: number } }).stream
+    const address = stream?.remoteAddress?.replace(/^::ffff:/, '')
+    if (address === undefined || (address === to.host && stream?.remotePort === to.port)) return false
+    // at most SWITCH_REDOS times a switch: an address written otherwise than the socket's (an
+    // IPv6 spelling) must not remake the connections for the whole window
+    to.redone++
+    return true
+  }
+
+  /**
+   * With Sentinel, follow a switch of this master as soon as a Sentinel announces it: ioredis
+   * asks Sentinel again only once the old master closes the connection, which after a graceful
+   * `SENTINEL FAILOVER` is about 10 s later (when Sentinel reconfigures it), and writes went to
+   * the old master meanwhile, lost at its resync. Not ioredis's `failoverDetector`: it drops
+   * the connection on any master's switch (a Sentinel set shared by several masters) and leaves
+   * its Sentinel connections' errors unhandled (stderr). A client made again asks the next
+   * Sentinel in its list, which may not know of the switch yet (they learn of it from its
+   * leader about 2 s later) and name the old master: for SWITCH_FOLLOW_MS after an
+   * announcement, a client that becomes ready anywhere but the announced address is made again
+   * (see #offSwitch). Announced hostnames cannot be compared with a socket's address: those
+   * switches are left to ioredis (the old master closes the connection when Sentinel
+   * reconfigures it). Example: a Sentinel publishes `mymaster 10.0.0.5 6379 10.0.0.6 6379` ->
+   * the connections to 10.0.0.5:6379 are made again, until they reach 10.0.0.6:6379.
+   */
+  #followSwitches(): void {
+    const o = this.#options
+    if (o.sentinels === undefined || o.name === undefined) return
+    const name = o.name
+    const backoff = (times: number): number => Math.min(this.#maxReconnectDelay, 50 * 2 ** Math.min(times - 1, 16))
+    for (const s of o.sentinels) {
+      const watch = new Redis({
+        host: s.host, port: s.port, lazyConnect: true, protocol: 2, connectionName: 'tether-switch-watch',
+        connectTimeout: this.#connectTimeout, retryStrategy: backoff, maxRetriesPerRequest: 0,
+        autoResubscribe: false, enableOfflineQueue: false, ...{ disconnectTimeout: 100 },
+      })
+      watch.on('error', () => undefined) // the Sentinels' own health is not Tether's to report
+      watch.on('ready', () => void watch.subscribe('+switch-master').catch(() => undefined))
+      watch.on('message', (channel: string, message: string) => {
+        // `<name> <old ip> <old port> <new ip> <new port>`
+        const [master, , , host, port] = message.split(' ')
+        if (channel !== '+switch-master' || master !== name || host === undefined || isIP(host) === 0) return
+        this.#switchedTo = { host: host.replace(/^::ffff:/, ''), port: Number(port), until: performance.now() + SWITCH_FOLLOW_MS, redone: 0 }
+        // (a client still connecting is checked once ready: made again there, it would end)
+        for (const c of [this.#client, ...this.#subscribers]) {
+          if (c !== null && c.status === 'ready' && this.#offSwitch(c)) (c as Redis).disconnect(true)
+        }
+      })
+      void watch.connect().catch(() => undefined)
+      this.#switchWatches.push(watch)
+    }
   }
 
   /** Remakes of the connection for a READONLY-like reply in a row, and when the last was (performance.now()). */
