@@ -3,7 +3,6 @@
 // Layer 3 adapter and the ONLY file that imports ioredis. Every command is raced against
 // `timeout` and never rejects (a failure is FAILED); status and node changes go to listeners,
 // nothing is logged here. Connects only in start().
-import { isIP } from 'node:net'
 import { Cluster, Redis } from 'ioredis'
 import type { ClusterOptions, RedisOptions } from 'ioredis'
 import { systemTimers, type Timers } from '../clock.js'
@@ -281,7 +280,11 @@ export class RedisConnection {
     const cluster = client instanceof Cluster
     client.on('ready', () => {
       // after a Sentinel switch, landed on the old master (see #offSwitch): ask again
-      if (this.#offSwitch(client)) return void (client as Redis).disconnect(true)
+      if (this.#offSwitch(client)) {
+        this.#redoing.add(client)
+        return void (client as Redis).disconnect(true)
+      }
+      this.#redoing.delete(client)
       if (this.#client === client) this.#clientReady(client)
     })
     client.on('error', (err: unknown) => {
@@ -307,7 +310,7 @@ export class RedisConnection {
     try {
       await client.connect()
       // ioredis emits 'ready' on a later tick than connect() resolves: take it now.
-      if (this.#client === client && client.status === 'ready') this.#clientReady(client)
+      if (this.#client === client && client.status === 'ready' && !this.#redoing.has(client)) this.#clientReady(client)
       if (client instanceof Cluster) await this.#warm(client)
     } catch (err) {
       this.#lastError ||= describe(err)
@@ -336,6 +339,7 @@ export class RedisConnection {
       w.disconnect()
     }
     this.#switchWatches = []
+    this.#switchedTo = null
     this.#onClientReady.clear()
     const client = this.#client
     if (!client) return
@@ -403,9 +407,11 @@ export class RedisConnection {
     // (Sentinel's CLIENT KILL of a demoted master's clients) rejects with nobody to catch it.
     // A Cluster's duplicate takes other arguments, and its subscriber connection does not
     // reconnect by itself (it picks a node again, and catches its own re-subscription).
+    const seen = { at: '' }
     const sub = this.#client instanceof Cluster
       ? this.#client.duplicate()
-      : this.#client.duplicate({ autoResubscribe: false })
+      : this.#client.duplicate({ autoResubscribe: false, ...(this.#options.sentinels === undefined ? {} : this.#noteNamed(seen)) })
+    if (this.#options.sentinels !== undefined) this.#named.set(sub, seen)
     this.#subscribers.add(sub)
     sub.on('error', () => undefined) // status is reported by the main connection
     sub.on('node error', () => undefined)
@@ -679,8 +685,21 @@ export class RedisConnection {
 
   /** With Sentinel: a connection to each Sentinel that hears its `+switch-master` announcements. */
   #switchWatches: Redis[] = []
-  /** The master a Sentinel last announced (an IP address and port), and until when a client that lands elsewhere is made again (performance.now()). */
-  #switchedTo: { readonly host: string; readonly port: number; readonly until: number; redone: number } | null = null
+  /**
+   * The master a Sentinel last announced (`host:port` as Sentinel writes it), until when a
+   * client that lands elsewhere is made again (performance.now()), and how often each was.
+   */
+  #switchedTo: { readonly at: string; readonly until: number; readonly redone: WeakMap<Client, number> } | null = null
+  /** Sentinel mode: the master address Sentinel last named to each client (`host:port`), seen through ioredis's natMap. */
+  readonly #named = new WeakMap<Client, { at: string }>()
+  /** Clients whose last 'ready' made them again (start() must not take them as ready). */
+  readonly #redoing = new WeakSet<Client>()
+
+  /** Sentinel options that note the master address Sentinel names to the client into `seen` (ioredis's natMap hook, mapping nothing). */
+  #noteNamed(seen: { at: string }): Pick<RedisOptions, 'natMap'> {
+    // ioredis asks natMap of each Sentinel it learns, then of the master: the last call is the master
+    return { natMap: ((key: string) => { seen.at = key; return null }) as unknown as RedisOptions['natMap'] }
+  }
 
   /**
    * Whether `c` is connected somewhere else than the master a Sentinel announced lately: it
@@ -690,13 +709,15 @@ export class RedisConnection {
    */
   #offSwitch(c: Client): boolean {
     const to = this.#switchedTo
-    if (to === null || performance.now() > to.until || to.redone >= SWITCH_REDOS || !(c instanceof Redis)) return false
-    const stream = (c as unknown as { stream?: { remoteAddress?: string; remotePort?: number } }).stream
-    const address = stream?.remoteAddress?.replace(/^::ffff:/, '')
-    if (address === undefined || (address === to.host && stream?.remotePort === to.port)) return false
-    // at most SWITCH_REDOS times a switch: an address written otherwise than the socket's (an
-    // IPv6 spelling) must not remake the connections for the whole window
-    to.redone++
+    if (to === null || performance.now() > to.until || !(c instanceof Redis)) return false
+    // both as Sentinel writes them (an address or a hostname, with announce-hostnames)
+    const named = this.#named.get(c)?.at
+    if (named === undefined || named === '' || named === to.at) return false
+    // at most SWITCH_REDOS times a client and a switch (a leader Sentinel out of reach: the
+    // others' announcements come, and ioredis's own way remains)
+    const n = to.redone.get(c) ?? 0
+    if (n >= SWITCH_REDOS) return false
+    to.redone.set(c, n + 1)
     return true
   }
 
@@ -710,9 +731,8 @@ export class RedisConnection {
    * Sentinel in its list, which may not know of the switch yet (they learn of it from its
    * leader about 2 s later) and name the old master: for SWITCH_FOLLOW_MS after an
    * announcement, a client that becomes ready anywhere but the announced address is made again
-   * (see #offSwitch). Announced hostnames cannot be compared with a socket's address: those
-   * switches are left to ioredis (the old master closes the connection when Sentinel
-   * reconfigures it). Example: a Sentinel publishes `mymaster 10.0.0.5 6379 10.0.0.6 6379` ->
+   * (see #offSwitch): the address Sentinel named to it (seen through ioredis's natMap hook) is
+   * compared with the announced one, both as Sentinel writes them, hostnames included. Example: a Sentinel publishes `mymaster 10.0.0.5 6379 10.0.0.6 6379` ->
    * the connections to 10.0.0.5:6379 are made again, until they reach 10.0.0.6:6379.
    */
   #followSwitches(): void {
@@ -731,8 +751,8 @@ export class RedisConnection {
       watch.on('message', (channel: string, message: string) => {
         // `<name> <old ip> <old port> <new ip> <new port>`
         const [master, , , host, port] = message.split(' ')
-        if (channel !== '+switch-master' || master !== name || host === undefined || isIP(host) === 0) return
-        this.#switchedTo = { host: host.replace(/^::ffff:/, ''), port: Number(port), until: performance.now() + SWITCH_FOLLOW_MS, redone: 0 }
+        if (channel !== '+switch-master' || master !== name || host === undefined || port === undefined) return
+        this.#switchedTo = { at: `${host}:${port}`, until: performance.now() + SWITCH_FOLLOW_MS, redone: new WeakMap() }
         // (a client still connecting is checked once ready: made again there, it would end)
         for (const c of [this.#client, ...this.#subscribers]) {
           if (c !== null && c.status === 'ready' && this.#offSwitch(c)) (c as Redis).disconnect(true)
@@ -807,13 +827,17 @@ export class RedisConnection {
       reconnectOnError: (err: Error) => this.#remakeOnError(err),
     }
     if (o.sentinels) {
-      return new Redis({
+      const seen = { at: '' }
+      const client = new Redis({
         ...base,
         sentinels: o.sentinels.map((s) => ({ host: s.host, port: s.port })),
         ...(o.name === undefined ? {} : { name: o.name }),
         ...(password === undefined ? {} : { password }),
         sentinelRetryStrategy: backoff,
+        ...this.#noteNamed(seen),
       })
+      this.#named.set(client, seen)
+      return client
     }
     const target = parseRedisUrl(o.url as string)
     const auth = o.password === undefined ? target.password : password
