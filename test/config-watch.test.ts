@@ -2,17 +2,18 @@
 // once, whole (never at one of its valid beginnings); other files busy in the same directory do
 // not hold a change back; a path no directory event tells of (a symlink to a file elsewhere, a
 // single-file bind mount) is still seen, by polling; an edit made while Tether started is
-// applied. Real files and real fs.watch, no sleeps to wait: deadlines.
+// applied. Real files and real fs.watch; the watcher's time is driven by hand where a test
+// needs a pace (FakeTimers), else deadlines; no sleeps.
 import t from 'tap'
 import { appendFileSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync, mkdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { ConfigWatcher } from '../src/config/watch.js'
 import { startTether } from '../src/app.js'
 import { readConfigFile } from '../src/config/index.js'
 import { createLogger } from '../src/observability/logger.js'
 import { LogCapture } from './fixtures/log-capture.js'
+import { FakeTimers } from './fixtures/timers.js'
 import { startUpstream } from './fixtures/upstream.js'
 import { onEvent, waitFor, when } from './fixtures/wait.js'
 
@@ -24,17 +25,22 @@ t.test('a file written a line at a time is reported once, whole, not at each of 
   const file = join(dir(), 'proxy.yaml')
   writeFileSync(file, 'a: 1\n')
   const seen: string[] = []
-  const w = new ConfigWatcher(file, () => seen.push(readFileSync(file, 'utf8')), undefined, { debounceMs: 20, settleMs: 400, pollMs: 0 })
+  // the watcher's time is driven by hand; the file system's events are real
+  const timers = new FakeTimers()
+  const w = new ConfigWatcher(file, () => seen.push(readFileSync(file, 'utf8')), timers, { debounceMs: 20, settleMs: 400, pollMs: 0 })
   w.start()
   t.teardown(() => w.stop())
+  timers.advance(0) // the start's own look: unchanged
   writeFileSync(file, '') // `>` truncates first
   const lines = ['a: 1\n', 'b: 2\n', 'c: 3\n', 'd: 4\n', 'e: 5\n']
   for (const line of lines) {
+    await timers.scheduled(20) // the last write's event armed the debounce
     appendFileSync(file, line)
-    await sleep(150) // the writer's pace, slower than the debounce (the case to handle), not a wait for Tether
+    timers.advance(150) // the writer's pace: longer than the debounce (each beginning is read), shorter than the settle
+    t.same(seen, [], `nothing reported while the file is written (${line.trim()})`)
   }
-  await waitFor(() => seen.length > 0, 5_000, 'the change to be reported')
-  await sleep(600) // a settle period more: nothing else may come
+  await timers.scheduled(20)
+  timers.advance(20 + 400) // the debounce, then a settle with no event
   t.same(seen, [lines.join('')], 'once, with the whole file')
 })
 
@@ -79,10 +85,12 @@ t.test('the content the running config was read from is the baseline: an edit ma
   w.start()
   t.teardown(() => w.stop())
   await waitFor(() => changes === 1, 5_000, 'the change to be reported')
-  const same = new ConfigWatcher(file, () => changes++, undefined, { baseline: 'a: 2\n', debounceMs: 20, settleMs: 100, pollMs: 50 })
+  const timers = new FakeTimers()
+  const same = new ConfigWatcher(file, () => changes++, timers, { baseline: 'a: 2\n', debounceMs: 20, settleMs: 100, pollMs: 50 })
   same.start()
   t.teardown(() => same.stop())
-  await sleep(400) // a few polls: an unchanged file is never reported
+  for (let i = 0; i < 8; i++) timers.advance(50) // the start's look, then polls
+  t.equal(timers.pending(50).length, 1, 'still polling')
   t.equal(changes, 1, 'the file as read: nothing to report')
 })
 
