@@ -46,6 +46,8 @@ t.test('the Sentinel setup: the first pod is primary, a killed primary is replac
     const env = {
       PATH: process.env['PATH'] ?? '/usr/bin:/bin', SELF: self, PEERS: PODS.join(' '), FIRST: PODS[0]!, RUNTIME: runtime,
       CONFIG_DIR: configDir, BIND: self, REDIS_PORT: String(redisPort), SENTINEL_PORT: String(sentinelPort), DOWN_AFTER: '1000',
+      // a split vote between the two Sentinels left is tried again after twice this (120 s as shipped)
+      FAILOVER_TIMEOUT: '5000',
     }
     const log = execFileSync('sh', [join(configDir, 'init.sh')], { env, encoding: 'utf8', timeout: 20_000 }).trim()
     const redis = await spawnRedisServer([join(runtime, 'redis.conf')], data)
@@ -82,7 +84,7 @@ t.test('the Sentinel setup: the first pod is primary, a killed primary is replac
   await waitFor('a replica to be promoted', async () => {
     promoted = await primaryBy(PODS[1]!)
     return promoted !== PODS[0] && promoted !== '' && (await role(promoted)) === 'master'
-  }, 20_000)
+  }, 30_000)
   t.ok(PODS.slice(1).includes(promoted), `the Sentinels promoted ${promoted}`)
   t.equal(await cli(promoted, redisPort, 'GET', 'tether:test'), 'before', 'with the data written before')
 
