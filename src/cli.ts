@@ -242,7 +242,12 @@ async function main(): Promise<number> {
       process.on('unhandledRejection', (err: unknown) => {
         lastResort.error({ err }, 'unhandled promise rejection: a bug in Tether or a library, not fatal (Tether keeps running)')
       })
-      if (index !== null) return worker.runWorkerProcess(cmd.config, index, makeLogger)
+      // a worker's: at its config's level, with its `worker` field, as its other lines
+      if (index !== null) return worker.runWorkerProcess(cmd.config, index, (c) => {
+        const logger = makeLogger(c)
+        lastResort = logger.child({ worker: index })
+        return logger
+      })
       // a SIGHUP or SIGTERM during the start is applied once started (Node's default ends the process)
       const early = new EarlySignals()
       const file = read(cmd.config)
@@ -252,7 +257,8 @@ async function main(): Promise<number> {
       if (workerCount(config.workers) > 1) {
         const { runPrimary } = await import('./workers/primary.js')
         try {
-          return await runPrimary(file, cmd.config, makeLogger(config).child({ worker: 'primary' }), early)
+          lastResort = makeLogger(config).child({ worker: 'primary' })
+          return await runPrimary(file, cmd.config, lastResort, early)
         } catch (err) {
           process.stderr.write(`tether: ${(err as Error).message}\n`)
           return 1

@@ -2,6 +2,7 @@
 // path) is logged at error level as a bug, and Tether keeps running and serving. Node's default
 // would end the process, and the same Redis event would end every replica at once.
 import t from 'tap'
+import { execFileSync } from 'node:child_process'
 import { request } from 'node:http'
 import { startChildTether } from './fixtures/raw-tether.js'
 import { startUpstream } from './fixtures/upstream.js'
@@ -35,5 +36,29 @@ t.test('an unhandled rejection is logged at error level as a bug, and the proces
   t.match(line()?.['msg'], /a bug .*not fatal/, 'saying it is a bug, not fatal')
   t.match((line()?.['err'] as { message?: string } | undefined)?.message, 'stray rejection from a test hook', 'with the error')
   t.equal(child.proc.exitCode, null, 'the process did not exit')
+  t.equal(await get(child.port), 200, 'and still serves')
+})
+
+t.test('with workers, a worker logs it with its worker field, as its other lines, and keeps serving', async (t) => {
+  const app = await startUpstream('app-0')
+  t.teardown(() => app.close())
+  const child = await startChildTether([
+    'listen: { host: 127.0.0.1, port: 0 }',
+    'admin: { listen: { host: 127.0.0.1, port: 0 } }',
+    `upstreams: [ { id: app-0, url: "${app.url}" } ]`,
+    'workers: 2',
+    'log: { level: info, access: false }',
+  ].join('\n'), 60_000, [`--import=${HOOK}`])
+  t.teardown(() => child.kill())
+  t.equal(await get(child.port), 200, 'serves before')
+  const workers = execFileSync('pgrep', ['-P', String(child.proc.pid)], { encoding: 'utf8' }).trim().split('\n').map(Number)
+  t.equal(workers.length, 2, 'two worker processes')
+  process.kill(workers[0]!, 'SIGUSR2')
+  const lines = (): Record<string, unknown>[] => child.stdout().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>)
+  const line = (): Record<string, unknown> | undefined => lines().find((l) => String(l['msg']).includes('unhandled promise rejection'))
+  await waitFor(() => line() !== undefined, 5_000, 'the unhandled rejection to be logged')
+  t.equal(line()?.['level'], 50, 'at error level')
+  t.type(line()?.['worker'], 'number', 'with its worker field, as its other lines')
+  t.equal(child.proc.exitCode, null, 'the primary did not exit')
   t.equal(await get(child.port), 200, 'and still serves')
 })
