@@ -81,7 +81,7 @@ export const METRIC_DOCS = [
   { name: 'tether_rebalance_pending_users', type: 'gauge', labels: [],
     help: 'With on_scale_up: gradual, users answered by this process within the idle timeout whose hash now prefers an upstream added after they were pinned: the moves the rebalance still has to make (0 otherwise).' },
   { name: 'tether_config_reloads_total', type: 'counter', labels: ['result'],
-    help: 'Configuration reloads, by result (ok, failed).' },
+    help: 'Configuration reloads, by result (ok: the file was accepted, its changes applied or logged as needing a restart; failed: refused, the running config stays).' },
   { name: 'tether_client_requests_total', type: 'counter', labels: ['protocol'],
     help: 'Client requests finished, by the protocol the client spoke (http/1.0, http/1.1, h2, websocket), TLS or not.' },
   { name: 'tether_discovery_up', type: 'gauge', labels: ['source'],
