@@ -1,7 +1,7 @@
 // The process's last resort: a promise rejection nobody handled (a library's, in a reconnect
 // path) is logged at error level as a bug, and Tether keeps running and serving. Node's default
 // would end the process, and the same Redis event would end every replica at once.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { execFileSync } from 'node:child_process'
 import { request } from 'node:http'
 import { startChildTether } from './fixtures/raw-tether.js'
@@ -17,16 +17,23 @@ function get(port: number): Promise<number> {
   })
 }
 
-t.test('an unhandled rejection is logged at error level as a bug, and the process keeps serving', async (t) => {
+/** A Tether child (with the hook) in front of one upstream; `extra`: more config lines. */
+async function start(t: Test, extra: string[]): Promise<Awaited<ReturnType<typeof startChildTether>>> {
   const app = await startUpstream('app-0')
   t.teardown(() => app.close())
   const child = await startChildTether([
     'listen: { host: 127.0.0.1, port: 0 }',
     'admin: { listen: { host: 127.0.0.1, port: 0 } }',
     `upstreams: [ { id: app-0, url: "${app.url}" } ]`,
+    ...extra,
     'log: { level: info, access: false }',
   ].join('\n'), 60_000, [`--import=${HOOK}`])
   t.teardown(() => child.kill())
+  return child
+}
+
+t.test('an unhandled rejection is logged at error level as a bug, and the process keeps serving', async (t) => {
+  const child = await start(t, [])
   t.equal(await get(child.port), 200, 'serves before')
   child.proc.kill('SIGUSR2')
   const line = (): Record<string, unknown> | undefined => child.stdout().split('\n').filter((l) => l.includes('unhandled promise rejection'))
@@ -40,16 +47,7 @@ t.test('an unhandled rejection is logged at error level as a bug, and the proces
 })
 
 t.test('with workers, a worker logs it with its worker field, as its other lines, and keeps serving', async (t) => {
-  const app = await startUpstream('app-0')
-  t.teardown(() => app.close())
-  const child = await startChildTether([
-    'listen: { host: 127.0.0.1, port: 0 }',
-    'admin: { listen: { host: 127.0.0.1, port: 0 } }',
-    `upstreams: [ { id: app-0, url: "${app.url}" } ]`,
-    'workers: 2',
-    'log: { level: info, access: false }',
-  ].join('\n'), 60_000, [`--import=${HOOK}`])
-  t.teardown(() => child.kill())
+  const child = await start(t, ['workers: 2'])
   t.equal(await get(child.port), 200, 'serves before')
   const workers = execFileSync('pgrep', ['-P', String(child.proc.pid)], { encoding: 'utf8' }).trim().split('\n').map(Number)
   t.equal(workers.length, 2, 'two worker processes')
