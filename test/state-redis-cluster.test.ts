@@ -128,6 +128,25 @@ t.test('when every node is down the store turns degraded, and ready again once c
   t.same(changes.map((c) => c.status), ['ready', 'degraded', 'ready'])
 })
 
+t.test('after every node is back the connection turns ready with no call at all: the masters still failing are probed', async (t) => {
+  // An idle Tether (no traffic to some shards) stayed degraded for ever: the outage's failures
+  // kept every master failing, and only a failed call armed the probes.
+  const redis = new RedisConnection({ nodes: cluster.addresses, keyPrefix: 'idle:', timeout: 100, maxReconnectDelay: 100 })
+  const store = new RedisCheckpointStore({ connection: redis })
+  t.teardown(() => redis.stop())
+  await redis.start()
+  t.equal(await store.put('k', cp('v'), HOUR), 'stored')
+  for (const node of cluster.nodes) await node.kill()
+  await Promise.all(Array.from({ length: 20 }, (_, i) => store.put(`k${i}`, cp('v'), HOUR)))
+  const unreachable = (): boolean => redis.nodes().every((n) => n.summary.includes('unreachable'))
+  await waitFor('every master unreachable', unreachable, 10_000)
+  for (const node of cluster.nodes) await node.restart()
+  await waitFor('the client connected again', () => !redis.nodes().some((n) => n.summary.includes('unreachable')), 10_000)
+  // no call from here on: the failures leave the 5 s window and a probe judges each master again
+  await waitFor('the ready status', () => redis.status === 'ready', 20_000)
+  t.ok(redis.nodes().every((n) => n.status === 'up'), 'every master up')
+})
+
 t.test('a re-key (rotated application cookie) carries the checkpoint between keys of different slots', async (t) => {
   const { StateProtocol } = await import('../src/state/protocol.js')
   const store = new RedisCheckpointStore({ nodes: cluster.addresses, keyPrefix: 'rekey:', timeout: 1000 })

@@ -455,6 +455,9 @@ export class RedisConnection {
       // Reachable again; each master's calls in its window (which stay) still judge it.
       for (const node of this.#nodes.values()) node.reachable = true
       this.#refreshTopology(client)
+      // A master still failing from before (its window keeps the outage's failures) is probed
+      // until judged again: without calls to it (no traffic to its slots) nothing else would.
+      this.#probeSoon()
     } else {
       this.#single()?.connected()
     }
