@@ -54,8 +54,22 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   // worker running the checks
   const suspect = (id: string): void => (link === null || link.lead ? health.checker?.probeSoon(id) : link.suspect(id))
   const health = createHealth(config, clock, timers, logger, (id) => inFlight.longestWait(id), channel, suspect, link === null ? null : (...r) => link.probed(...r))
-  const shared = redis !== null && config.affinity.shared === 'redis' ? new (await import('./redis/binding-store.js')).RedisBindings(redis, config.affinity.idle_timeout) : link?.bindings ?? null
+  const redisBindings = redis !== null && config.affinity.shared === 'redis' ? new (await import('./redis/binding-store.js')).RedisBindings(redis, config.affinity.idle_timeout) : null
+  const shared = redisBindings ?? link?.bindings ?? null
   const { sessions, records, keys, router } = createRouting(config, health.table, shared?.sink() ?? null, inFlight, (m) => logger.warn(m))
+  // a Redis that lost its keys gets this replica's bindings and admin drains back; with workers
+  // each writes back its own bindings (with Redis each holds its own), the lead the drains
+  const recordsDrains = config.health.shared === 'redis'
+  const keyspace = redis === null || (redisBindings === null && !recordsDrains) ? null : new (await import('./redis/keyspace-watch.js')).KeyspaceWatch({
+    redis, bindings: redisBindings, held: () => sessions.table.byRecency(clock.now()), idleTimeout: config.affinity.idle_timeout, now: () => clock.now(), timers,
+    onLost: (node) => {
+      metrics.redisKeyspaceLost(node)
+      const drains = recordsDrains && (link === null || link.lead) ? health.peers?.recordAgain() ?? 0 : 0
+      logger.warn({ node, bindings: redisBindings === null ? 0 : sessions.size, drains }, 'redis keyspace lost')
+    },
+    onWritten: (n) => metrics.affinityWrittenBack(n),
+    onDone: (r) => logger.info({ node: r.node, written: r.written, kept: r.kept, ms: r.ms }, 'bindings written back to redis'),
+  })
   // with workers, an admin's order is held by every worker: one that does it tells the others
   if (link !== null) records.onOrderDone((key, at) => link.orderDone(key, at))
   const { store, state } = await createState(config, redis, clock, metrics, logger, link?.store ?? null)
@@ -151,6 +165,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   await redis?.start() // resolves even when Redis is down (degraded, reconnecting)
   await store?.start()
   await health.peers?.start()
+  keyspace?.start()
   // background upkeep: expired affinity entries (also dropped lazily on lookup) and ended ejections
   let upkeep = timers.setTimeout(function sweep() {
     sessions.sweep(clock.now(), 10_000)
@@ -236,6 +251,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       draining = true
       logger.info({ grace_ms: graceMs }, 'tether shutting down')
       timers.clearTimeout(upkeep)
+      keyspace?.stop()
       health.watch?.stop()
       watcher?.stop()
       certificates?.stop()

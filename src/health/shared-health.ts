@@ -150,6 +150,25 @@ export class SharedHealth {
     })
   }
 
+  /**
+   * Record again every drain made through an admin API that this replica holds, as when it was
+   * made (its start as the change time): after Redis lost its keys, a replica that starts later
+   * finds them there. Returns how many; nothing is published (the other replicas hold them).
+   */
+  recordAgain(): number {
+    let n = 0
+    for (const id of this.#health.ids()) {
+      const held = this.#health.adminDrain(id)
+      const since = this.#health.drainingSince(id)
+      if (held === null || since === null) continue
+      n++
+      void this.#channel.remember(DRAINS, id, held.migrate ? 'migrate' : 'stay')
+      void this.#channel.remember(DRAIN_STARTS, id, String(since))
+      void this.#channel.remember(DRAIN_CHANGES, id, String(since))
+    }
+    return n
+  }
+
   /** Drop the records of `id`'s drain and changes (nothing waits for it: a failure leaves them to the next read). */
   #forget(id: string): void {
     for (const set of [DRAINS, DRAIN_STARTS, DRAIN_CHANGES]) void this.#channel.remember(set, id, null)

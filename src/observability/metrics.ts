@@ -74,6 +74,10 @@ export const METRIC_DOCS = [
     help: '1 while the Redis state store is connected and every Redis node (every Cluster shard) answers, 0 otherwise (also 0 when no Redis is configured).' },
   { name: 'tether_redis_node_up', type: 'gauge', labels: ['node'],
     help: 'Per Redis node (host:port of each Cluster master or of the standalone server, the master name with Sentinel): 1 while it answers, 0 while it is unreachable or failing (see docs/redis.md, Redis node health).' },
+  { name: 'tether_redis_keyspace_losses_total', type: 'counter', labels: ['node'],
+    help: 'Times a Redis node was found to have lost its keys (restarted without persistence, failed over to a replica that had not synced, flushed), by node (as in tether_redis_node_up): its marker key was gone or replaced; this replica then wrote its bindings and admin drains back (see docs/redis.md, A Redis that lost its keys).' },
+  { name: 'tether_affinity_written_back_total', type: 'counter', labels: [],
+    help: 'Affinity bindings this replica wrote back to Redis after a node lost its keys (those Redis already held with a newer epoch are not counted).' },
   { name: 'tether_redis_operation_duration_seconds', type: 'histogram', labels: ['op'],
     help: 'Duration of Redis state store operations, by operation (get, put).' },
   { name: 'tether_websocket_connections', type: 'gauge', labels: [],
@@ -154,6 +158,8 @@ export class Metrics {
   readonly #websockets: Gauge<string>
   readonly #reloads: Counter<string>
   readonly #discoveryErrors: Counter<string>
+  readonly #keyspaceLosses: Counter<string>
+  readonly #writtenBack: Counter<string>
   #discoveryStatus: () => readonly DiscoveryStatus[] = () => []
   #rebalancePending: () => number = () => 0
 
@@ -237,6 +243,8 @@ export class Metrics {
       },
     })
     this.#discoveryErrors = new Counter({ ...config('tether_discovery_errors_total'), registers })
+    this.#keyspaceLosses = new Counter({ ...config('tether_redis_keyspace_losses_total'), registers })
+    this.#writtenBack = new Counter({ ...config('tether_affinity_written_back_total'), registers })
   }
 
   /** The Content-Type of {@link render}'s output (Prometheus text format 0.0.4). */
@@ -411,6 +419,16 @@ export class Metrics {
     this.#discoveryErrors.inc({ source })
   }
 
+  /** Redis node `node` lost its keys (see KeyspaceWatch). */
+  redisKeyspaceLost(node: string): void {
+    this.#keyspaceLosses.inc({ node })
+  }
+
+  /** `n` affinity bindings were written back to Redis after a loss. */
+  affinityWrittenBack(n: number): void {
+    this.#writtenBack.inc(n)
+  }
+
   /**
    * Where the affinity metrics come from, read once per scrape; e.g. `() => affinityTable`.
    * Replacing the source (a new table) keeps the exposed totals monotonic.
@@ -499,6 +517,8 @@ const AGGREGATORS: Partial<Record<MetricName, 'first' | 'max' | 'min'>> = {
   tether_rebalance_pending_users: 'max',
   tether_redis_up: 'min',
   tether_redis_node_up: 'min',
+  // every worker watches the same Redis and sees the same loss (each writes back its own bindings: summed)
+  tether_redis_keyspace_losses_total: 'max',
   tether_discovery_up: 'min',
 }
 

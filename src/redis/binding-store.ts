@@ -64,8 +64,24 @@ export class RedisBindings implements SharedBindings {
    * moved the user since: that move wins). False when Redis did not answer or kept the newer one.
    */
   async set(key: string, upstream: string, epoch: number): Promise<boolean> {
-    const reply = await this.#redis.runScript(SET_SCRIPT, this.#key(key), String(epoch), upstream, String(Math.max(1, Math.ceil(this.#ttl))))
-    return reply !== FAILED && Number(reply) === 1
+    return (await this.write(key, upstream, epoch)) === 'written'
+  }
+
+  /**
+   * {@link set} with its outcome told apart: 'written', 'kept' (a higher epoch, or the same
+   * epoch on a smaller upstream id, is stored: it stays) or 'failed' (Redis did not answer).
+   * `ttlMs`: how long the binding lives unused (default the idle timeout; a binding written
+   * back after a lost keyspace keeps the idle time it has left). Idempotent: writing the same
+   * binding twice, or from two replicas at once, leaves one binding.
+   */
+  async write(key: string, upstream: string, epoch: number, ttlMs = this.#ttl): Promise<'written' | 'kept' | 'failed'> {
+    const reply = await this.#redis.runScript(SET_SCRIPT, this.#key(key), String(epoch), upstream, String(Math.max(1, Math.ceil(ttlMs))))
+    return reply === FAILED ? 'failed' : Number(reply) === 1 ? 'written' : 'kept'
+  }
+
+  /** The Redis key of `key`'s binding, e.g. `tether:af:{PHPSESSID-value}` (which Cluster node holds it). */
+  keyOf(key: string): string {
+    return this.#key(key)
   }
 
   async delete(key: string): Promise<void> {

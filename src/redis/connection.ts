@@ -368,6 +368,40 @@ export class RedisConnection {
   }
 
   /**
+   * One key named `<keyPrefix><name>` per node, by node address: the standalone or Sentinel
+   * master's, or with a Cluster one per master, `<keyPrefix><name>:{<tag>}` with a hash tag in
+   * that master's slots (the same tag for every Tether replica). Empty before a Cluster's slot
+   * map is known. Example: standalone -> `Map { '127.0.0.1:6379' => 'tether:keyspace' }`;
+   * Cluster -> `Map { '127.0.0.1:7000' => 'tether:keyspace:{probe-3}', ... }`.
+   */
+  keysPerNode(name: string): Map<string, string> {
+    const client = this.#client
+    const keys = new Map<string, string>()
+    if (!(client instanceof Cluster)) {
+      const node = this.#single()
+      if (node !== undefined) keys.set(node.address, `${this.keyPrefix}${name}`)
+      return keys
+    }
+    for (const node of this.#nodes.values()) {
+      if (node.role !== 'shard') continue
+      const tag = this.#tagOf(client, node.address)
+      if (tag !== null) keys.set(node.address, `${this.keyPrefix}${name}:{${tag}}`)
+    }
+    return keys
+  }
+
+  /**
+   * The address of the node that answers for `key` (as {@link keysPerNode} names nodes): the
+   * one node of a standalone or Sentinel connection; a Cluster's master of its slot, null while
+   * unknown.
+   */
+  nodeOf(key: string): string | null {
+    const client = this.#client
+    if (client instanceof Cluster) return client.slots[keySlot(key)]?.[0] ?? null
+    return this.#single()?.address ?? null
+  }
+
+  /**
    * Register a Lua script as command `name` with `keys` key arguments (call before start()).
    * ioredis runs it by EVALSHA and falls back to EVAL on NOSCRIPT (e.g. after a Redis restart).
    */
@@ -603,6 +637,16 @@ export class RedisConnection {
 
   /** Cluster: a key (never written) whose slot `address` serves now, or null if none was found. */
   #probeKey(client: Cluster, address: string): string | null {
+    const tag = this.#tagOf(client, address)
+    return tag === null ? null : `${this.keyPrefix}probe:{${tag}}`
+  }
+
+  /**
+   * Cluster: a hash tag whose slot `address` serves now (the first `probe-<i>` found, so the
+   * same for every Tether replica and again after a failover hands the slots to another
+   * address), or null if none was found.
+   */
+  #tagOf(client: Cluster, address: string): string | null {
     let tag = this.#probeTags.get(address)
     if (tag === undefined || client.slots[keySlot(tag)]?.[0] !== address) {
       tag = undefined
@@ -612,7 +656,7 @@ export class RedisConnection {
       if (tag === undefined) return null
       this.#probeTags.set(address, tag)
     }
-    return `${this.keyPrefix}probe:{${tag}}`
+    return tag
   }
 
   #emitNode(event: RedisNodeEvent): void {

@@ -1,0 +1,199 @@
+// Notices a Redis that lost its keys (a restart without persistence, a failover to a replica that
+// had not synced, a FLUSHALL) through a marker key per node, and writes this replica's bindings
+// back there. Layer 3 adapter over the shared RedisConnection and RedisBindings; logs and counts
+// nothing itself (the listeners do); owned loop: start()/stop(), nothing starts by itself.
+import { randomUUID } from 'node:crypto'
+import type { Timers } from '../clock.js'
+import type { RedisBindings } from './binding-store.js'
+import { FAILED, type RedisConnection } from './connection.js'
+
+/** How often the markers are read (ms), besides each time the connection is ready again. */
+export const KEYSPACE_CHECK_MS = 1_000
+/** Bindings written back per step, the pause between steps (ms), and the wait after a failed step (ms). */
+export const WRITE_BACK_BATCH = 100
+export const WRITE_BACK_PAUSE_MS = 20
+export const WRITE_BACK_RETRY_MS = 1_000
+
+/** The marker key's name after the key prefix: `<key_prefix>keyspace` (Cluster: `<key_prefix>keyspace:{<tag>}`). */
+export const MARKER = 'keyspace'
+
+/**
+ * KEYS[1] = the marker, ARGV[1] = a fresh random value: the marker's value, set to ARGV[1]
+ * first when absent (SET NX, in one step, so two replicas never both create it).
+ */
+const MARK_LUA = `
+local v = redis.call('GET', KEYS[1])
+if v then return v end
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return ARGV[1]
+`
+const MARK_SCRIPT = 'tetherKeyspaceMark'
+
+/** A binding to write back, with its last use (ms, the caller's clock) for the TTL it has left. */
+export interface HeldBinding {
+  readonly key: string
+  readonly upstream: string
+  readonly epoch: number
+  readonly lastSeen: number
+}
+
+/** The outcome of one node's write-back. */
+export interface WriteBack {
+  readonly node: string
+  /** Bindings written, and those kept as Redis had them (a newer epoch written meanwhile). */
+  readonly written: number
+  readonly kept: number
+  /** From the loss being seen to the last binding written (ms). */
+  readonly ms: number
+}
+
+export interface KeyspaceWatchOptions {
+  readonly redis: RedisConnection
+  /** Where bindings are written back (through the epoch-safe script); null: nothing to write back. */
+  readonly bindings: RedisBindings | null
+  /** This replica's live bindings, most recently used first (read once per loss, synchronously). */
+  readonly held: () => Iterable<HeldBinding>
+  /** The affinity idle timeout (ms): a binding written back lives what is left of it. */
+  readonly idleTimeout: number
+  /** Now, in the clock of `HeldBinding.lastSeen` (ms). */
+  readonly now: () => number
+  readonly timers: Timers
+  /** The keyspace of `node` was lost (its marker is absent or another than last seen): told before the write-back starts. */
+  readonly onLost?: (node: string) => void
+  /** `n` more bindings written back. */
+  readonly onWritten?: (n: number) => void
+  /** A node's write-back finished (not told for one superseded by a later loss, nor stopped). */
+  readonly onDone?: (result: WriteBack) => void
+  readonly checkMs?: number
+  readonly batch?: number
+  readonly pauseMs?: number
+  readonly retryMs?: number
+}
+
+/**
+ * Each {@link KEYSPACE_CHECK_MS} ms and whenever the connection is ready again, reads the marker
+ * of every node (creating it with a random value when absent). A marker absent or different
+ * from the value this replica saw last there means that node's keys are gone: `onLost(node)`,
+ * then this replica's bindings of that node's slots (all of them without Cluster) are written
+ * back through {@link RedisBindings.write} (never lowering an epoch), most recently used first,
+ * {@link WRITE_BACK_BATCH} every {@link WRITE_BACK_PAUSE_MS} ms; a step with failed writes waits
+ * {@link WRITE_BACK_RETRY_MS} ms and writes those again. Several replicas doing it at once is
+ * safe: each write keeps the higher epoch, and one written twice is one binding.
+ *
+ * The first value seen on a node is not a loss (this replica had nothing to compare it with):
+ * a replica that starts on an empty Redis writes nothing back.
+ *
+ * Example: `const w = new KeyspaceWatch({ redis, bindings, held: () => table.byRecency(now()), ... }); w.start()`;
+ * after `FLUSHALL`, within a second: `onLost('127.0.0.1:6379')`, then the bindings are back.
+ */
+export class KeyspaceWatch {
+  readonly #o: KeyspaceWatchOptions
+  /** The marker value last seen, by marker key. */
+  readonly #seen = new Map<string, string>()
+  /** The running write-back of each node (a later loss of the node supersedes it). */
+  readonly #runs = new Map<string, object>()
+  readonly #sleeps = new Set<{ handle: unknown; wake: () => void }>()
+  #timer: unknown = null
+  #checking: Promise<void> | null = null
+  #offStatus: (() => void) | null = null
+  #started = false
+  #stopped = false
+
+  constructor(options: KeyspaceWatchOptions) {
+    this.#o = options
+    options.redis.defineScript(MARK_SCRIPT, MARK_LUA, 1)
+  }
+
+  /** Check now, then every `checkMs` and at each 'ready' of the connection. */
+  start(): void {
+    if (this.#started) return
+    this.#started = true
+    this.#offStatus = this.#o.redis.onStatus((status) => { if (status === 'ready') void this.check() })
+    const tick = (): void => {
+      this.#timer = this.#o.timers.setTimeout(() => void this.check().then(() => { if (this.#started) tick() }), this.#o.checkMs ?? KEYSPACE_CHECK_MS)
+    }
+    void this.check()
+    tick()
+  }
+
+  /** Stops checking and ends the write-backs at their next step. */
+  stop(): void {
+    this.#started = false
+    this.#stopped = true
+    this.#offStatus?.()
+    this.#offStatus = null
+    if (this.#timer !== null) this.#o.timers.clearTimeout(this.#timer)
+    this.#timer = null
+    this.#runs.clear()
+    for (const s of this.#sleeps) {
+      this.#o.timers.clearTimeout(s.handle)
+      s.wake()
+    }
+    this.#sleeps.clear()
+  }
+
+  /** Read every node's marker once (a check already running is joined); resolves when read (the write-backs go on). */
+  check(): Promise<void> {
+    this.#checking ??= this.#check().finally(() => { this.#checking = null })
+    return this.#checking
+  }
+
+  async #check(): Promise<void> {
+    const { redis } = this.#o
+    await Promise.all([...redis.keysPerNode(MARKER)].map(async ([node, key]) => {
+      const value = await redis.runScript(MARK_SCRIPT, key, randomUUID())
+      if (value === FAILED || typeof value !== 'string' || this.#stopped) return
+      const last = this.#seen.get(key)
+      this.#seen.set(key, value)
+      if (last !== undefined && last !== value) this.#lost(node)
+    }))
+  }
+
+  #lost(node: string): void {
+    const since = performance.now()
+    this.#o.onLost?.(node)
+    const store = this.#o.bindings
+    if (store === null) return
+    const run = {}
+    this.#runs.set(node, run)
+    // a copy, taken at once: the table may change while the writes go on
+    const now = this.#o.now()
+    const list: HeldBinding[] = []
+    for (const b of this.#o.held()) {
+      const at = this.#o.redis.nodeOf(store.keyOf(b.key))
+      if (at === node || at === null) list.push({ key: b.key, upstream: b.upstream, epoch: b.epoch, lastSeen: b.lastSeen })
+    }
+    void this.#writeBack(store, node, run, list, now, since)
+  }
+
+  async #writeBack(store: RedisBindings, node: string, run: object, list: readonly HeldBinding[], now: number, since: number): Promise<void> {
+    const o = this.#o
+    const live = (): boolean => this.#runs.get(node) === run
+    let written = 0
+    let kept = 0
+    for (let i = 0; i < list.length && live(); i += o.batch ?? WRITE_BACK_BATCH) {
+      if (i > 0) await this.#sleep(o.pauseMs ?? WRITE_BACK_PAUSE_MS)
+      let pending = list.slice(i, i + (o.batch ?? WRITE_BACK_BATCH))
+      while (pending.length > 0 && live()) {
+        const outcomes = await Promise.all(pending.map((b) => store.write(b.key, b.upstream, b.epoch, o.idleTimeout - (now - b.lastSeen))))
+        const n = outcomes.filter((r) => r === 'written').length
+        written += n
+        kept += outcomes.filter((r) => r === 'kept').length
+        if (n > 0) o.onWritten?.(n)
+        pending = pending.filter((_, j) => outcomes[j] === 'failed')
+        if (pending.length > 0) await this.#sleep(o.retryMs ?? WRITE_BACK_RETRY_MS)
+      }
+    }
+    if (!live()) return
+    this.#runs.delete(node)
+    o.onDone?.({ node, written, kept, ms: Math.round(performance.now() - since) })
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const s = { handle: null as unknown, wake: resolve }
+      s.handle = this.#o.timers.setTimeout(() => { this.#sleeps.delete(s); resolve() }, ms)
+      this.#sleeps.add(s)
+    })
+  }
+}

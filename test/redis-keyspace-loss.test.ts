@@ -1,0 +1,153 @@
+// A Redis that lost its keys (restarted without persistence, flushed) while Tether replicas kept
+// routing by their own tables: they notice it through the marker key and write their bindings
+// and admin drains back, so a replica started afterwards routes every user as they do. A real
+// redis-server, real Tether replicas and child-process counter apps; nothing sleeps.
+import t, { type Test } from 'tap'
+import http from 'node:http'
+import { startTether, type Tether } from '../src/app.js'
+import { RedisBindings } from '../src/redis/binding-store.js'
+import { RedisConnection } from '../src/redis/connection.js'
+import { KeyspaceWatch, MARKER, type HeldBinding, type WriteBack } from '../src/redis/keyspace-watch.js'
+import { createLogger } from '../src/observability/logger.js'
+import { DEFAULTS, type Config } from '../src/config/schema.js'
+import { startRedis, redisCli, type RedisServer } from './fixtures/redis-server.js'
+import { request, testConfig } from './fixtures/upstream.js'
+import { waitFor } from './fixtures/wait.js'
+import { CookieJar, agentFor, get } from './fixtures/users.js'
+import { startCounter, type CounterAnswer } from './fixtures/counter-upstream.js'
+
+let redis: RedisServer
+t.before(async () => { redis = await startRedis() })
+t.teardown(async () => { await redis.stop() })
+
+const APP_COOKIE: Partial<Config['affinity']> = {
+  key: 'app_cookie',
+  app_cookie: { ...DEFAULTS.affinity.app_cookie, name: 'sid', fallback: 'random' },
+}
+
+const keysOf = async (pattern: string): Promise<string[]> =>
+  (await redisCli(redis.port, '--scan', '--pattern', pattern)).trim().split('\n').filter(Boolean)
+
+t.test('the watch: a marker absent or changed is a loss and writes the bindings back; unchanged is none', async (t) => {
+  const conn = new RedisConnection({ url: redis.url, keyPrefix: 'kw:', timeout: 500 })
+  const store = new RedisBindings(conn, 60_000)
+  const held: HeldBinding[] = [
+    { key: 'u1', upstream: 'app-1', epoch: 0, lastSeen: 1_000 },
+    { key: 'u2', upstream: 'app-2', epoch: 1, lastSeen: 900 },
+    { key: 'u3', upstream: 'app-0', epoch: 2, lastSeen: 800 },
+  ]
+  const lost: string[] = []
+  const done: WriteBack[] = []
+  let written = 0
+  const watch = new KeyspaceWatch({
+    redis: conn, bindings: store, held: () => held, idleTimeout: 60_000, now: () => 1_000, timers: { setTimeout, clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout) },
+    onLost: (node) => lost.push(node), onWritten: (n) => { written += n }, onDone: (r) => done.push(r), batch: 2, pauseMs: 1,
+  })
+  await conn.start()
+  t.teardown(async () => { watch.stop(); await conn.stop() })
+  const marker = `kw:${MARKER}`
+
+  await watch.check()
+  const first = (await redisCli(redis.port, 'GET', marker)).trim()
+  t.match(first, /^[0-9a-f-]{36}$/, 'the first check writes a random marker')
+  t.same(lost, [], 'the first value seen is no loss')
+  await watch.check()
+  t.same(lost, [], 'an unchanged marker is no loss')
+  t.equal((await redisCli(redis.port, 'GET', marker)).trim(), first, 'and stays as it was')
+
+  // another replica moved u3 meanwhile (epoch 5): the write-back must not lower it
+  await store.set('u3', 'app-1', 5)
+  await redisCli(redis.port, 'DEL', marker)
+  await watch.check()
+  t.same(lost, [`127.0.0.1:${redis.port}`], 'an absent marker is a loss of the node')
+  const second = (await redisCli(redis.port, 'GET', marker)).trim()
+  t.not(second, first, 'a new marker is written')
+  await waitFor(() => done.length === 1, 5_000, 'the write-back to finish')
+  t.same(await Promise.all(['u1', 'u2', 'u3'].map((k) => store.lookup(k))), [
+    { upstream: 'app-1', epoch: 0 }, { upstream: 'app-2', epoch: 1 }, { upstream: 'app-1', epoch: 5 },
+  ], 'the bindings are back; the newer epoch another replica wrote stays')
+  t.match(done[0], { written: 2, kept: 1 }, 'two written, one kept as Redis had it')
+  t.equal(written, 2, 'onWritten counted the written ones')
+  const ttl = Number((await redisCli(redis.port, 'PTTL', 'kw:af:{u3}')).trim())
+  t.ok(Number((await redisCli(redis.port, 'PTTL', 'kw:af:{u2}')).trim()) <= 60_000 - 100, 'a binding written back keeps the idle time it has left')
+  t.ok(ttl > 0, 'every binding has a TTL')
+
+  await redisCli(redis.port, 'SET', marker, 'someone-else')
+  await watch.check()
+  t.equal(lost.length, 2, 'a marker with another value is a loss too')
+  await waitFor(() => done.length === 2, 5_000, 'the second write-back')
+  await watch.check()
+  t.equal(lost.length, 2, 'and once seen, that value is no loss again')
+})
+
+/** A Tether replica sharing affinity and health through Redis under `prefix`. */
+async function replica(t: Test, ups: readonly { id: string; url: string }[], prefix: string): Promise<Tether> {
+  const cfg = testConfig(ups, {
+    affinity: { ...APP_COOKIE, shared: 'redis' },
+    health: { shared: 'redis', active: { path: null }, passive: { base_ejection: 300, max_ejection: 300 } },
+    state: { store: 'redis', timeout: 200, redis: { url: redis.url, key_prefix: prefix } },
+  })
+  const tt = await startTether(cfg, { logger: createLogger('silent') })
+  t.teardown(() => tt.close(0))
+  return tt
+}
+
+async function ask(url: string, agent: http.Agent, jar: CookieJar): Promise<CounterAnswer> {
+  const r = await get(url, agent, {}, jar)
+  if (r.status !== 200) throw new Error(`${url}: status ${r.status}: ${r.body.trim()}`)
+  return JSON.parse(r.body) as CounterAnswer
+}
+
+const counter = async (tt: Tether, re: RegExp): Promise<number> => Number(re.exec(await tt.metrics.render())?.[1] ?? 0)
+const losses = (tt: Tether): Promise<number> => counter(tt, /^tether_redis_keyspace_losses_total\{node="[^"]+"\} (\d+)$/m)
+const writtenBack = (tt: Tether): Promise<number> => counter(tt, /^tether_affinity_written_back_total (\d+)$/m)
+
+for (const loss of ['restart', 'flushall'] as const) {
+  t.test(`after a ${loss === 'restart' ? 'restart without persistence' : 'FLUSHALL'}, a new replica routes every user as the others, and sees the drain`, async (t) => {
+    const USERS = 40
+    const prefix = `kl-${loss}:`
+    const apps = await Promise.all(['app-0', 'app-1', 'app-2'].map((id) => startCounter(id, { sid: true })))
+    t.teardown(async () => { await Promise.all(apps.map((c) => c.kill())) })
+    const [r1, r2] = await Promise.all([replica(t, apps, prefix), replica(t, apps, prefix)])
+    const agent = agentFor(t)
+    const jars = Array.from({ length: USERS }, () => new CookieJar())
+    const creators: string[] = []
+    // half the users learned through each replica
+    for (const [i, jar] of jars.entries()) creators.push((await ask((i % 2 === 0 ? r1 : r2)!.url, agent, jar)).id)
+    t.equal((await keysOf(`${prefix}af:*`)).length, USERS, 'one shared binding per user')
+    t.equal((await request(`${r1!.adminUrl}/upstreams/app-2/drain`, { method: 'POST' })).status, 200)
+    await waitFor(async () => (await redisCli(redis.port, 'HEXISTS', `${prefix}peers:drains`, 'app-2')).trim() === '1', 5_000, 'the drain to be recorded')
+    await waitFor(() => r2!.health.state('app-2') === 'draining', 5_000, 'the drain to reach #2')
+
+    const lostAt = performance.now()
+    if (loss === 'restart') {
+      await redis.kill()
+      await redis.restart()
+    } else {
+      await redisCli(redis.port, 'FLUSHALL')
+    }
+    t.equal((await keysOf(`${prefix}*`)).length, 0, 'Redis holds none of the keys')
+    await waitFor(async () => (await keysOf(`${prefix}af:*`)).length === USERS &&
+      (await redisCli(redis.port, 'HEXISTS', `${prefix}peers:drains`, 'app-2')).trim() === '1', 10_000, 'the bindings and the drain to be back', 20)
+    const ms = Math.round(performance.now() - lostAt)
+    t.comment(`${loss}: ${USERS} bindings and the drain back in Redis ${ms} ms after the loss (checks every 1 s)`)
+    t.ok(ms < 5_000, `repaired within 5 s (${ms} ms)`)
+    t.equal(await losses(r1!), 1, '#1 counted the loss once')
+    t.equal(await losses(r2!), 1, '#2 counted the loss once')
+    t.equal(await writtenBack(r1!) + await writtenBack(r2!) >= USERS, true, 'the written-back counters moved')
+
+    const r3 = await replica(t, apps, prefix)
+    t.equal(r3.health.state('app-2'), 'draining', 'a replica started after the loss has the drain made before it')
+    const wrong: string[] = []
+    for (const [i, jar] of jars.entries()) {
+      const a = await ask(r3.url, agent, jar)
+      if (a.id !== creators[i] || a.n !== 2) wrong.push(`user ${i}: ${a.id} n=${a.n}, created on ${creators[i]}`)
+    }
+    t.same(wrong, [], 'the new replica routes every user to the upstream that has their session')
+    for (const [i, jar] of jars.entries()) {
+      const a = await ask((i % 2 === 0 ? r2 : r1)!.url, agent, jar)
+      if (a.id !== creators[i]) wrong.push(`user ${i} via the old replicas: ${a.id}, created on ${creators[i]}`)
+    }
+    t.same(wrong, [], 'and so do the first two')
+  })
+}
