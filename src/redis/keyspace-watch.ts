@@ -80,6 +80,8 @@ export interface KeyspaceWatchOptions {
  * {@link WRITE_BACK_RETRY_MS} ms and writes those again. Several replicas doing it at once is
  * safe: each write keeps the higher epoch, and one written twice is one binding.
  *
+ * Construct it before the connection's start() (its script is defined on the client then).
+ *
  * The first value seen on a node is not a loss (this replica had nothing to compare it with):
  * a replica that starts on an empty Redis writes nothing back.
  *
