@@ -15,6 +15,9 @@ import { request, testConfig } from './fixtures/upstream.js'
 import { waitFor } from './fixtures/wait.js'
 import { CookieJar, agentFor, get } from './fixtures/users.js'
 import { startCounter, type CounterAnswer } from './fixtures/counter-upstream.js'
+import { tempFile } from './fixtures/cli.js'
+import { freePort } from './fixtures/ports.js'
+import { request as fresh, startPrimary, workersYaml } from './fixtures/primary-process.js'
 
 let redis: RedisServer
 t.before(async () => { redis = await startRedis() })
@@ -216,3 +219,56 @@ for (const loss of ['restart', 'flushall'] as const) {
     t.same(wrongOld, [], 'and so do the first two')
   })
 }
+
+t.test('with two workers on one Redis, each writes back its own bindings and only the lead records the drain again', async (t) => {
+  const USERS = 24
+  const prefix = 'kl-workers:'
+  const apps = await Promise.all(['app-0', 'app-1', 'app-2'].map((id) => startCounter(id, { sid: true })))
+  t.teardown(async () => { await Promise.all(apps.map((c) => c.kill())) })
+  const [port, adminPort] = [await freePort(), await freePort()]
+  const file = tempFile('keyspace-workers.yaml', workersYaml({
+    listen: port, adminPort, workers: 2, upstreams: apps, extra: [
+      'affinity: { key: app_cookie, shared: redis, app_cookie: { name: sid, fallback: random } }',
+      'health: { shared: redis, active: { path: null } }',
+      `state: { store: redis, timeout: 200ms, redis: { url: "${redis.url}", key_prefix: "${prefix}" } }`,
+    ],
+  }))
+  const { proc, out } = await startPrimary(t, file)
+  const cookies: string[] = []
+  const creators: string[] = []
+  // each request on a new connection: the users are spread over both workers
+  for (let i = 0; i < USERS; i++) {
+    const r = await fresh(`http://127.0.0.1:${port}/`, null)
+    const a = JSON.parse(r.body) as CounterAnswer
+    cookies.push(`sid=${a.sid}`)
+    creators.push(a.id)
+  }
+  t.equal((await keysOf(`${prefix}af:*`)).length, USERS, 'one shared binding per user')
+  t.equal((await fresh(`http://127.0.0.1:${adminPort}/upstreams/app-2/drain`, null, { method: 'POST' })).status, 200)
+  await waitFor(async () => (await redisCli(redis.port, 'HEXISTS', `${prefix}peers:drains`, 'app-2')).trim() === '1', 5_000, 'the drain to be recorded')
+
+  await redisCli(redis.port, 'FLUSHALL')
+  type Lost = { worker: number; node: string; bindings: number; drains: number }
+  const lostLines = (): Lost[] => out().split('\n').filter((l) => l.includes('"redis keyspace lost"')).map((l) => JSON.parse(l) as Lost)
+  await waitFor(() => lostLines().length === 2, 10_000, 'both workers to see the loss')
+  await waitFor(async () => (await keysOf(`${prefix}af:*`)).length === USERS &&
+    (await redisCli(redis.port, 'HEXISTS', `${prefix}peers:drains`, 'app-2')).trim() === '1', 5_000, 'the bindings and the drain to be back', 20)
+  const lines = lostLines().sort((a, b) => a.worker - b.worker)
+  t.same(lines.map((l) => l.worker), [0, 1], 'each worker saw the loss once')
+  t.same(lines.map((l) => l.drains).sort(), [0, 1], 'one worker (the lead) recorded the drain again, the other did not')
+  t.ok(lines.every((l) => l.bindings > 0), `each worker had bindings of its own to write back (${lines.map((l) => l.bindings).join(', ')})`)
+  const metrics = (await fresh(`http://127.0.0.1:${adminPort}/metrics`, null)).body
+  t.match(metrics, /^tether_redis_keyspace_losses_total\{node="[^"]+"\} 1$/m, 'the loss counts once over both workers')
+  t.ok(Number(/^tether_affinity_written_back_total (\d+)$/m.exec(metrics)?.[1]) >= USERS, 'every binding was written back by one worker or another')
+
+  const r3 = await replica(t, apps, prefix)
+  t.equal(r3.health.state('app-2'), 'draining', 'a replica started after the loss has the drain')
+  const wrong: string[] = []
+  for (const [i, cookie] of cookies.entries()) {
+    const a = JSON.parse((await fresh(r3.url, cookie)).body) as CounterAnswer
+    if (a.id !== creators[i]) wrong.push(`user ${i}: ${a.id}, created on ${creators[i]}`)
+  }
+  t.same(wrong, [], 'and routes every user as the workers did')
+  proc.kill('SIGTERM')
+  await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
+})
