@@ -153,7 +153,7 @@ export class KeyspaceWatch {
 
   #lost(node: string): void {
     const since = performance.now()
-    this.#o.onLost?.(node)
+    this.#tell(() => this.#o.onLost?.(node))
     const store = this.#o.bindings
     if (store === null) return
     const run = {}
@@ -181,14 +181,24 @@ export class KeyspaceWatch {
         const n = outcomes.filter((r) => r === 'written').length
         written += n
         kept += outcomes.filter((r) => r === 'kept').length
-        if (n > 0) o.onWritten?.(n)
+        if (n > 0) this.#tell(() => o.onWritten?.(n))
         pending = pending.filter((_, j) => outcomes[j] === 'failed')
         if (pending.length > 0) await this.#sleep(o.retryMs ?? WRITE_BACK_RETRY_MS)
       }
     }
     if (!live()) return
     this.#runs.delete(node)
-    o.onDone?.({ node, written, kept, ms: Math.round(performance.now() - since) })
+    const ms = Math.round(performance.now() - since)
+    this.#tell(() => o.onDone?.({ node, written, kept, ms }))
+  }
+
+  /** Calls a listener: one that throws must not stop the checks nor the write-back. */
+  #tell(fn: () => void): void {
+    try {
+      fn()
+    } catch {
+      // the listener's own failure; the watch goes on
+    }
   }
 
   #sleep(ms: number): Promise<void> {
