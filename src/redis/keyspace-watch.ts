@@ -51,7 +51,7 @@ export interface KeyspaceWatchOptions {
   readonly redis: RedisConnection
   /** Where bindings are written back (through the epoch-safe script); null: nothing to write back. */
   readonly bindings: RedisBindings | null
-  /** This replica's live bindings, most recently used first (read once per loss, synchronously). */
+  /** This replica's live bindings, most recently used first (read once per loss, synchronously; each kept as given). */
   readonly held: () => Iterable<HeldBinding>
   /** The affinity idle timeout (ms): a binding written back lives what is left of it. */
   readonly idleTimeout: number
@@ -161,9 +161,10 @@ export class KeyspaceWatch {
     // a copy, taken at once: the table may change while the writes go on
     const now = this.#o.now()
     const list: HeldBinding[] = []
+    const one = this.#o.redis.keysPerNode(MARKER).size <= 1 // standalone or Sentinel: every binding is that node's
     for (const b of this.#o.held()) {
-      const at = this.#o.redis.nodeOf(store.keyOf(b.key))
-      if (at === node || at === null) list.push({ key: b.key, upstream: b.upstream, epoch: b.epoch, lastSeen: b.lastSeen })
+      const at = one ? node : this.#o.redis.nodeOf(store.keyOf(b.key))
+      if (at === node || at === null) list.push(b)
     }
     void this.#writeBack(store, node, run, list, now, since)
   }
