@@ -9,7 +9,8 @@ import { join } from 'node:path'
 import { startTether } from '../src/app.js'
 import { loadConfigFile } from '../src/config/index.js'
 import { createLogger } from '../src/observability/logger.js'
-import { startUpstream, request } from './fixtures/upstream.js'
+import { startUpstream, request, proxyFor, testConfig } from './fixtures/upstream.js'
+import { CookieJar, agentFor, get } from './fixtures/users.js'
 import { startCli } from './fixtures/cli.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { onEvent, when } from './fixtures/wait.js'
@@ -175,4 +176,25 @@ t.test('SIGHUP re-reads the file and the process keeps serving', async (t) => {
   await logged('"config reloaded"', 2)
   t.equal((await request(tether.url)).body, 'b\n', 'the new upstream serves')
   t.equal((await tether.stop('SIGTERM')).code, 0)
+})
+
+t.test("a reload that removes a serving upstream moves its users with reason=drain (a planned removal), not dead", async (t) => {
+  const moved: string[] = []
+  const ups = await Promise.all(['a', 'b'].map((id) => startUpstream(id, (req, res) => {
+    if (typeof req.headers['x-tether-moved'] === 'string') moved.push(req.headers['x-tether-moved'])
+    res.end(id)
+  })))
+  t.teardown(() => Promise.all(ups.map((u) => u.close())))
+  const tether = await proxyFor(t, ups, { affinity: { key: 'cookie' } })
+  const agent = agentFor(t)
+  const onB: CookieJar[] = []
+  for (let i = 0; i < 200 && onB.length < 5; i++) {
+    const jar = new CookieJar()
+    if ((await get(`${tether.url}/`, agent, {}, jar)).body === 'b') onB.push(jar)
+  }
+  t.equal(onB.length, 5, 'five users live on b')
+  tether.reload(testConfig([ups[0]!], { affinity: { key: 'cookie' } }))
+  const answers = await Promise.all(onB.map((jar) => get(`${tether.url}/`, agent, {}, jar)))
+  t.ok(answers.every((r) => r.status === 200 && r.body === 'a'), 'they are served by a')
+  t.same(moved.map((m) => /reason=(\w+)/.exec(m)?.[1]), ['drain', 'drain', 'drain', 'drain', 'drain'], 'X-Tether-Moved says reason=drain')
 })

@@ -168,8 +168,11 @@ export class Router {
   #first = true
   /** When each upstream joined (ms); those present at start count as always there. */
   readonly #joinedAt = new Map<string, number>()
-  /** Upstreams that left the set while draining (bounded): their users move with reason=drain. */
-  readonly #leftDraining = new Set<string>()
+  /**
+   * Upstreams that left the set while draining or serving (bounded): a planned removal (a
+   * reload, discovery), whose users move with reason=drain; one that left while down, dead.
+   */
+  readonly #leftPlanned = new Set<string>()
   #load = (i: number): number => this.#sessions.loadOf(this.placement.ids[i]!)
   /** `on_scale_up: gradual`: moves left in the token bucket (one second's worth at most), and when it was filled. */
   #budget: MoveBudget = { moves: 0, at: -Infinity }
@@ -195,12 +198,12 @@ export class Router {
     for (const id of this.#joinedAt.keys()) {
       if (upstreams.some((u) => u.id === id)) continue
       this.#joinedAt.delete(id)
-      if (this.health.drainingSince(id) !== null) this.#leftDraining.add(id)
+      if (this.health.drainingSince(id) !== null || this.health.ready(id)) this.#leftPlanned.add(id)
     }
-    for (const u of upstreams) this.#leftDraining.delete(u.id)
-    for (const id of this.#leftDraining) {
-      if (this.#leftDraining.size <= 1024) break
-      this.#leftDraining.delete(id) // oldest first
+    for (const u of upstreams) this.#leftPlanned.delete(u.id)
+    for (const id of this.#leftPlanned) {
+      if (this.#leftPlanned.size <= 1024) break
+      this.#leftPlanned.delete(id) // oldest first
     }
     this.placement = buildPlacement(upstreams)
     this.#roundRobin = new RoundRobin(upstreams)
@@ -305,7 +308,7 @@ export class Router {
       if (index >= 0) return { index, reason: 'spill' }
     }
     if (available) return { index: pinnedIndex, reason: this.health.readySince(pinned) > lastSeen + slack ? 'restart' : null }
-    const draining = pinnedIndex >= 0 ? this.health.ready(pinned) && !p.tried.has(pinned) : this.#leftDraining.has(pinned)
+    const draining = pinnedIndex >= 0 ? this.health.ready(pinned) && !p.tried.has(pinned) : this.#leftPlanned.has(pinned)
     // where this process last answered the user, at a later epoch than their cookie's: their
     // state is there (a spill or an admin's order may have put them off their hash order); no
     // move, so also with `strict`
