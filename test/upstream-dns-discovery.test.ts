@@ -461,6 +461,15 @@ t.test('SRV helpers: the id is the target host name, the port the record port, o
   ), { added: [], removed: [], changed: ['web-1'] }, 'a pod with a new address keeps its id and is reported changed')
 })
 
+t.test('SRV helpers: a target keeps the url it had while that address is still among its addresses (A and AAAA, or several)', async (t) => {
+  const records = [{ name: pod(0), port: 8080, priority: 0, weight: 50 }]
+  const had = [{ id: 'web-0', url: 'http://10.0.0.9:8080', weight: 1 }]
+  t.equal(upstreamsFromSrv(records, new Map([[pod(0), ['10.0.0.9', '10.0.0.5']]]), null, had)[0]?.url, 'http://10.0.0.9:8080', 'an address sorting first does not move it')
+  t.equal(upstreamsFromSrv(records, new Map([[pod(0), ['fd00::9', '10.0.0.9']]]), null, had)[0]?.url, 'http://10.0.0.9:8080', 'nor does an AAAA address')
+  t.equal(upstreamsFromSrv(records, new Map([[pod(0), ['10.0.0.7', '10.0.0.5']]]), null, had)[0]?.url, 'http://10.0.0.5:8080', 'its address gone: the first in text order')
+  t.equal(upstreamsFromSrv(records, new Map([[pod(0), ['10.0.0.9']]]), 7000, had)[0]?.url, 'http://10.0.0.9:7000', 'another port: another url')
+})
+
 t.test('SRV discovery: pods by name, a restarted pod keeps its id at its new address, a removed pod leaves', async (t) => {
   const { dns, discovery, rec, timers } = await srvSetup(t, { 0: '10.0.0.5', 1: '10.0.0.6' })
   const initial = await discovery.start()

@@ -81,6 +81,24 @@ t.test('a pod listed twice counts once: serving wins, then IPv4, then the slice 
   t.same(upstreamsFromSlices([old, moved], 'http').upstreams, [{ id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 }], 'serving wins over draining')
 })
 
+t.test('a pod keeps the url it had while that address is still listed for it (any slice, any position): a reordered or dual-stack listing does not move it', async (t) => {
+  const had = (url: string) => [{ id: 'web-0', url, weight: 1 }]
+  const v4 = endpointSlice('web-v4', 'web', [{ pod: 'web-0', ip: '10.0.0.5' }])
+  const v6 = endpointSlice('web-v6', 'web', [{ pod: 'web-0', ip: 'fd00::5' }], { addressType: 'IPv6' })
+  const two = (ips: string[]) => endpointSlice('web-v4', 'web', [{ pod: 'web-0', ip: ips[0]!, ips }])
+  const cases: [string, ReturnType<typeof endpointSlice>[], string, string][] = [
+    ['on IPv6, the IPv4 slice listed too', [v4, v6], 'http://[fd00::5]:8080', 'http://[fd00::5]:8080'],
+    ['on IPv4, both families listed', [v6, v4], 'http://10.0.0.5:8080', 'http://10.0.0.5:8080'],
+    ['reordered addresses of one endpoint', [two(['10.0.0.6', '10.0.0.5'])], 'http://10.0.0.5:8080', 'http://10.0.0.5:8080'],
+    ['its address gone: the first listed', [two(['10.0.0.6', '10.0.0.7'])], 'http://10.0.0.5:8080', 'http://10.0.0.6:8080'],
+    ['its port changed: the first listed', [v4, v6], 'http://10.0.0.5:9090', 'http://10.0.0.5:8080'],
+  ]
+  for (const [what, slices, before, after] of cases) {
+    t.equal(upstreamsFromSlices(slices, 'http', undefined, had(before)).upstreams[0]?.url, after, what)
+  }
+  t.equal(upstreamsFromSlices([v4, v6], 'http', undefined, [{ id: 'web-1', url: 'http://[fd00::5]:8080', weight: 1 }]).upstreams[0]?.url, 'http://10.0.0.5:8080', "another pod's url is not this one's")
+})
+
 t.test('dual stack: while the two families\' slices are updated one after the other, a pod keeps its IPv4 url (it flipped to IPv6 with each readiness change)', async (t) => {
   const v4 = (c: { ready?: boolean; serving?: boolean; terminating?: boolean }) => endpointSlice('web-v4', 'web', [{ pod: 'web-0', ip: '10.0.0.5', ...c }, { pod: 'web-1', ip: '10.0.0.6' }])
   const v6 = (c: { ready?: boolean; serving?: boolean; terminating?: boolean }) => endpointSlice('web-v6', 'web', [{ pod: 'web-0', ip: 'fd00::5', ...c }, { pod: 'web-1', ip: 'fd00::6' }], { addressType: 'IPv6' })

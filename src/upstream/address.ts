@@ -16,3 +16,13 @@ export function upstreamId(address: string, port: number): string {
 export function upstreamUrl(address: string, port: number): string {
   return `http://${upstreamId(address, port)}`
 }
+
+/**
+ * The url of an upstream listed at `urls` (best first) that had `current`: `current` while it
+ * is still listed, so a listing that reorders or adds addresses (dual-stack: IPv4 and IPv6)
+ * does not move the upstream, else the first. Example: `keptUrl('http://10.0.0.6:80',
+ * ['http://10.0.0.5:80', 'http://10.0.0.6:80'])` -> `'http://10.0.0.6:80'`.
+ */
+export function keptUrl(current: string | undefined, urls: readonly string[]): string {
+  return current !== undefined && urls.includes(current) ? current : urls[0]!
+}

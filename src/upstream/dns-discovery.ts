@@ -5,7 +5,7 @@
 import { Resolver } from 'node:dns/promises'
 import { systemTimers, type Timers } from '../clock.js'
 import type { DiscoveredUpstream } from './upstream-set.js'
-import { upstreamId, upstreamUrl } from './address.js'
+import { keptUrl, upstreamId, upstreamUrl } from './address.js'
 
 export { upstreamId, upstreamUrl }
 
@@ -166,21 +166,27 @@ export function srvTargetId(target: string): string {
  * address in text order, on `port` or else the record's port; records are taken by priority,
  * then target, then port, and a later record with an id already taken is dropped (one pod
  * named twice). Targets with no address are left out. Sorted by id, weight 1, deeply frozen.
+ * A target in `previous` (the last set) keeps its url while that address is still among its
+ * target's (a target with A and AAAA records, or several, is not moved by a new address that
+ * sorts first: a url change is a pod re-created elsewhere, whose users are rehydrated).
  * Example: `[{ name: 'web-1.web.ns.svc.cluster.local', port: 8080, ... }]` with
- * `web-1... -> ['10.0.0.7']` -> `[{ id: 'web-1', url: 'http://10.0.0.7:8080', weight: 1 }]`.
+ * `web-1... -> ['10.0.0.7']` -> `[{ id: 'web-1', url: 'http://10.0.0.7:8080', weight: 1 }]`;
+ * then with `['10.0.0.3', '10.0.0.7']` and that set as `previous` -> web-1 stays at 10.0.0.7.
  */
 export function upstreamsFromSrv(
   records: readonly SrvRecord[],
   addresses: ReadonlyMap<string, readonly string[]>,
   port: number | null,
+  previous: readonly DiscoveredUpstream[] = [],
 ): readonly DiscoveredUpstream[] {
   const ordered = [...records].sort((a, b) => a.priority - b.priority || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0) || a.port - b.port)
+  const had = new Map(previous.map((u) => [u.id, u.url]))
   const byId = new Map<string, DiscoveredUpstream>()
   for (const r of ordered) {
     const id = srvTargetId(r.name)
-    const address = [...(addresses.get(r.name) ?? [])].sort()[0]
-    if (id === '' || address === undefined || byId.has(id)) continue
-    byId.set(id, Object.freeze({ id, url: upstreamUrl(address, port ?? r.port), weight: 1 }))
+    const urls = [...(addresses.get(r.name) ?? [])].sort().map((a) => upstreamUrl(a, port ?? r.port))
+    if (id === '' || urls.length === 0 || byId.has(id)) continue
+    byId.set(id, Object.freeze({ id, url: keptUrl(had.get(id), urls), weight: 1 }))
   }
   return Object.freeze([...byId.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)))
 }
@@ -420,7 +426,7 @@ export class DnsDiscovery {
       addresses.set(q.name, [...(addresses.get(q.name) ?? []), ...found])
     }
     const upstreams = this.#srv
-      ? upstreamsFromSrv(records, addresses, this.#port)
+      ? upstreamsFromSrv(records, addresses, this.#port, this.#current)
       : upstreamsFromAddresses(addresses.get(this.#name) ?? [], this.#port!)
     const list = failed.slice(0, 5).map((q) => `${q.family === 4 ? 'A' : 'AAAA'} of ${q.name}: ${q.failed === 'ETIMEOUT' && q.cause === undefined ? `ETIMEOUT (no answer within ${this.#timeout} ms)` : q.failed}`)
     if (failed.length > 5) list.push(`and ${failed.length - 5} more`)

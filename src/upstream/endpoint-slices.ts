@@ -3,7 +3,7 @@
 // of the wrong type is treated as absent), no I/O, no clock. The watch loop and the API client
 // live in kubernetes-discovery.ts and kubernetes-api.ts.
 import type { DiscoveredUpstream } from './upstream-set.js'
-import { upstreamId, upstreamUrl } from './address.js'
+import { keptUrl, upstreamId, upstreamUrl } from './address.js'
 
 /**
  * The part of a `discovery.k8s.io/v1` EndpointSlice that discovery reads (the API's own field
@@ -103,21 +103,31 @@ const RANK = { out: 0, draining: 1, serving: 2 } as const
  * rebalance, or IPv4 and IPv6 slices of a dual-stack Service) counts once, with its best role
  * (serving over draining) and the address of its first slice by IPv4, IPv6, FQDN, then slice
  * name, whatever its role there: the two families' slices are updated one after the other,
- * and the url stays the same meanwhile (it flipped with the role). When no endpoint is
+ * and the url stays the same meanwhile (it flipped with the role). A pod in `previous` (the
+ * last set reported) keeps its url while that address is still listed for it, in any slice
+ * or position: a slice update that reorders or adds addresses does not move it (a url change
+ * is a pod re-created elsewhere, whose users are rehydrated). When no endpoint is
  * serving, the draining ones are not draining: they take new users (kube-proxy's fallback to
  * serving-terminating endpoints), so the pool never answers 503 while pods still serve.
  * Example: a slice with web-0 ready at 10.0.0.5 and web-1 terminating (serving) at 10.0.0.6,
  * port 'http' = 8080 -> `[{ id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 },
  * { id: 'web-1', url: 'http://10.0.0.6:8080', weight: 1, draining: true }]`; with web-1 alone
- * -> `[{ id: 'web-1', url: 'http://10.0.0.6:8080', weight: 1 }]`.
+ * -> `[{ id: 'web-1', url: 'http://10.0.0.6:8080', weight: 1 }]`. With `previous` giving web-0
+ * 'http://[fd00::5]:8080' and slices listing it at 10.0.0.5 (IPv4) and fd00::5 (IPv6), web-0
+ * stays at 'http://[fd00::5]:8080'.
  */
-export function upstreamsFromSlices(slices: Iterable<EndpointSlice>, port: string | number, weights: Weights = EQUAL_WEIGHTS): SliceUpstreams {
+export function upstreamsFromSlices(
+  slices: Iterable<EndpointSlice>,
+  port: string | number,
+  weights: Weights = EQUAL_WEIGHTS,
+  previous: readonly DiscoveredUpstream[] = [],
+): SliceUpstreams {
   const ordered = [...slices].sort((a, b) =>
     (FAMILY_ORDER[a.addressType ?? ''] ?? 3) - (FAMILY_ORDER[b.addressType ?? ''] ?? 3) || compare(a.metadata?.name ?? '', b.metadata?.name ?? ''))
   // per endpoint: its address from the first slice (by family) that lists it, whatever its role
   // there, and its best role over all slices; the slices of two families are updated one after
   // the other, and an address chosen by role flipped between them at each readiness change
-  const byId = new Map<string, { url: string; weight: number; role: 'serving' | 'draining' | 'out' }>()
+  const byId = new Map<string, { urls: string[]; weight: number; role: 'serving' | 'draining' | 'out' }>()
   const slicesWithoutPort: string[] = []
   for (const slice of ordered) {
     const number = typeof port === 'number' ? port : namedPort(slice, port)
@@ -127,23 +137,27 @@ export function upstreamsFromSlices(slices: Iterable<EndpointSlice>, port: strin
     }
     for (const endpoint of list(slice.endpoints)) {
       const role = endpointRole(endpoint.conditions)
-      const address = list(endpoint.addresses).find((a) => typeof a === 'string' && a !== '')
-      if (address === undefined) continue
+      const addresses = list(endpoint.addresses).filter((a) => typeof a === 'string' && a !== '')
+      if (addresses.length === 0) continue
       const pod = endpoint.targetRef?.kind === 'Pod' && typeof endpoint.targetRef.name === 'string' && endpoint.targetRef.name !== '' ? endpoint.targetRef.name : null
-      const id = pod ?? upstreamId(address, number)
-      const previous = byId.get(id)
-      if (previous !== undefined) {
-        if (RANK[role] > RANK[previous.role]) previous.role = role
+      const id = pod ?? upstreamId(addresses[0]!, number)
+      const urls = addresses.map((a) => upstreamUrl(a, number))
+      const seen = byId.get(id)
+      if (seen !== undefined) {
+        if (RANK[role] > RANK[seen.role]) seen.role = role
+        seen.urls.push(...urls)
         continue
       }
       const weight = pod === null ? weights.others : (weights.byPod.get(pod) ?? weights.others)
-      byId.set(id, { url: upstreamUrl(address, number), weight, role })
+      byId.set(id, { urls, weight, role })
     }
   }
+  const had = new Map(previous.map((u) => [u.id, u.url]))
   let found: DiscoveredUpstream[] = []
   for (const [id, e] of byId) {
-    if (e.role === 'serving') found.push(Object.freeze({ id, url: e.url, weight: e.weight }))
-    else if (e.role === 'draining') found.push(Object.freeze({ id, url: e.url, weight: e.weight, draining: true }))
+    const url = keptUrl(had.get(id), e.urls)
+    if (e.role === 'serving') found.push(Object.freeze({ id, url, weight: e.weight }))
+    else if (e.role === 'draining') found.push(Object.freeze({ id, url, weight: e.weight, draining: true }))
   }
   // No endpoint ready but some terminating ones still serving (every pod of a Deployment
   // replaced at once, a one-replica rollout with maxSurge 0): they take new users, as kube-proxy

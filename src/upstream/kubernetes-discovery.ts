@@ -203,7 +203,7 @@ export class KubernetesDiscovery {
 
   /** Recomputes the set from the slices; reports a change, or keeps the last set when empty. */
   #update(): void {
-    const { upstreams, slicesWithoutPort } = upstreamsFromSlices(this.#slices.objects.values(), this.#config.port, this.#weights)
+    const { upstreams, slicesWithoutPort } = upstreamsFromSlices(this.#slices.objects.values(), this.#config.port, this.#weights, this.#current)
     if (upstreams.length === 0) {
       const why = slicesWithoutPort.length > 0
         ? `its EndpointSlices have no TCP port named ${JSON.stringify(this.#config.port)}`
