@@ -113,13 +113,26 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   metrics.setWebSocketCount(() => proxy.upgrades.size)
   metrics.setAffinityStats(() => sessions.table)
   if (config.affinity.on_scale_up === 'gradual') metrics.setRebalancePending(() => router.rebalancePending(records.users(clock.now())))
+  let urls = new Map<string, string>()
   const membership = new Membership(config.upstreams, config.affinity.drain_timeout, {
     onChange: (set) => {
+      // an id kept with another url is another replica (a static one given a new address by a
+      // reload, a StatefulSet pod re-created at a new IP): its users get their state there, as
+      // after a restart in place, and its WebSockets (still on the old address) close, so they
+      // reconnect where HTTP goes. Discovery keeps a pod's url while its address is still listed
+      // (dual-stack, reordered addresses), so this is a new process, not another family
+      const replaced = set.list.filter((u) => urls.has(u.id) && urls.get(u.id) !== u.url).map((u) => u.id)
+      urls = new Map(set.list.map((u) => [u.id, u.url]))
       router.setUpstreams(set, clock.now()) // first: it notes which leaving upstreams were draining
       health.table.setUpstreams(set.ids)
       proxy.http.setUpstreams(set.list)
       health.checker?.setUpstreams(set.list)
       logger.info({ upstreams: set.ids }, 'upstreams updated')
+      for (const id of replaced) {
+        health.table.replaced(id)
+        proxy.upgrades.closeUpstream(id, CLOSE_SERVICE_RESTART)
+      }
+      if (replaced.length > 0) logger.info({ upstreams: replaced }, 'upstreams replaced at a new address: their users get their state there, their WebSockets are closed')
     },
     drain: (id) => health.table.drain(id, config.affinity.drain.migrate, undefined, 'discovery'),
     undrain: (id) => health.table.undrain(id, 'discovery'),
@@ -203,18 +216,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const reload = (next: Config): ReloadResult => {
     const { applied, needsRestart, restartKeys, effective } = diffConfig(current, next)
     if (applied.includes('upstreams')) {
-      // a static id given another url is another replica (replaced at a new address): its users
-      // get their state there, as after a restart in place, and its WebSockets (still on the old
-      // address) close, so they reconnect where HTTP goes. Discovery's ids are left alone: a
-      // pod's address may change between families while it is the same process
-      const before = new Map(current.upstreams.map((u) => [u.id, u.url]))
-      const replaced = next.upstreams.filter((u) => before.has(u.id) && before.get(u.id) !== u.url).map((u) => u.id)
-      membership.setStatic(next.upstreams)
-      for (const id of replaced) {
-        health.table.replaced(id)
-        proxy.upgrades.closeUpstream(id, CLOSE_SERVICE_RESTART)
-      }
-      if (replaced.length > 0) logger.info({ upstreams: replaced }, 'upstreams replaced at a new address: their users get their state there, their WebSockets are closed')
+      membership.setStatic(next.upstreams) // an id given another url is replaced (see onChange)
       warnUnverified(next)
     }
     current = effective
