@@ -53,7 +53,8 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   // a request waiting too long (or a client giving up) gets its upstream probed now, by the
   // worker running the checks
   const suspect = (id: string): void => (link === null || link.lead ? health.checker?.probeSoon(id) : link.suspect(id))
-  const health = createHealth(config, clock, timers, logger, (id) => inFlight.longestWait(id), channel, suspect, link === null ? null : (...r) => link.probed(...r))
+  const health = createHealth(config, clock, timers, logger, (id) => inFlight.longestWait(id), channel, suspect, link === null ? null : (...r) => link.probed(...r),
+    (id) => membership.current().get(id)?.url) // a peer's `down` names the url it found down
   const redisBindings = redis !== null && config.affinity.shared === 'redis' ? new (await import('./redis/binding-store.js')).RedisBindings(redis, config.affinity.idle_timeout) : null
   const shared = redisBindings ?? link?.bindings ?? null
   const { sessions, records, keys, router } = createRouting(config, health.table, shared?.sink() ?? null, inFlight, (m) => logger.warn(m))

@@ -321,3 +321,46 @@ t.test('with Redis: a drained upstream removed from the set leaves no record, so
   const later = await sharing(t, apps, redis.url, 'back:')
   t.equal(later.health.state('b'), 'healthy', 'a replica started now agrees')
 })
+
+t.test("a replica that finds an upstream down names the url it found down; a peer applies it unless that id names another url there (the old pod's), and applies one without a url (an older Tether's)", async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const apps: Upstream[] = await Promise.all(['a', 'b', 'c', 'd'].map((id) => startUpstream(id)))
+  t.teardown(() => Promise.all(apps.map((a) => a.close())))
+  const tether = await startTether(testConfig(apps, {
+    health: { shared: 'redis', passive: { max_ejection_percent: 100 } },
+    state: { store: 'redis', redis: { url: redis.url, key_prefix: 'url:' } },
+  }), { logger: createLogger('silent') })
+  t.teardown(() => tether.close(0))
+  const urlOf = (id: string): string => apps.find((u) => u.id === id)!.url
+  const down = (id: string, url?: string): Promise<string> =>
+    redisCli(redis.port, 'PUBLISH', 'url:events', JSON.stringify({ from: 'another-replica', kind: 'down', id, ...(url === undefined ? {} : { url }) }))
+  // no url (an older Tether): applied as before; sent until the subscription is up
+  await waitFor(async () => { await down('a'); return tether.health.state('a') === 'ejected' }, 10_000, 'a down without a url to be applied')
+  t.pass('a down without a url is applied')
+  // messages arrive in order on the one subscription: once c's is applied, b's was handled
+  await down('b', 'http://127.0.0.1:1') // the old pod's address: b here is another process
+  await down('c', urlOf('c'))
+  await healthState(tether.health, 'c', 'ejected', 5_000)
+  t.pass('a down naming the url c has here is applied')
+  t.equal(tether.health.state('b'), 'healthy', 'a down naming another url of b is ignored')
+  t.equal(tether.health.state('d'), 'healthy', 'nothing else changed')
+})
+
+t.test('a down message carries the url of the upstream found down', async (t) => {
+  const health = new HealthTable({ active: { healthy_threshold: 2, unhealthy_threshold: 2 }, passive: { consecutive_failures: 1, count_5xx: true, base_ejection: 30_000, max_ejection: 100_000, max_ejection_percent: 100 }, slow_start: 0 }, new FakeClock())
+  health.setUpstreams(['a', 'b'])
+  const published: Record<string, unknown>[] = []
+  const channel: PeerChannel = {
+    publish: (m) => { published.push(JSON.parse(m) as Record<string, unknown>); return Promise.resolve(true) },
+    subscribe: () => Promise.resolve(),
+    remember: () => Promise.resolve(true),
+    members: () => Promise.resolve(new Map()),
+  }
+  const urls = new Map([['a', 'http://10.0.0.5:8080']])
+  new SharedHealth(channel, health, createLogger('silent'), (id) => urls.get(id))
+  health.reportPassive('a', 'connect_refused')
+  health.reportPassive('b', 'connect_refused')
+  t.match(published, [{ kind: 'down', id: 'a', url: 'http://10.0.0.5:8080' }, { kind: 'down', id: 'b' }], 'the url found down, when the set has the id')
+  t.notOk('url' in published[1]!, 'none for an id without one')
+})

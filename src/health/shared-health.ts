@@ -1,5 +1,6 @@
 // Health shared between Tether replicas (`health.shared`): an upstream this replica finds down
-// (unhealthy or ejected) is ejected by the others at once, and a drain or undrain made through
+// (unhealthy or ejected) is ejected by the others at once (those that have it at the same url),
+// and a drain or undrain made through
 // one replica's admin API applies to all. Layer 2: talks to the health table and to a
 // PeerChannel port; events it applies because a peer sent them are not sent again.
 import { randomUUID } from 'node:crypto'
@@ -21,14 +22,21 @@ const DRAIN_CHANGES = 'drain-changes'
 export const RECORDED_MS = 7 * 24 * 3_600_000
 
 /**
- * Example: `const shared = new SharedHealth(channel, health, logger); shared.start()`; the
- * admin API calls `shared.tell('drain', 'app-1')` after draining app-1 here.
+ * The url of an upstream id in this replica's current set (undefined: not in it). A `down`
+ * message carries the url found down; a replica with another url for that id ignores it.
+ */
+export type UrlOf = (id: string) => string | undefined
+
+/**
+ * Example: `const shared = new SharedHealth(channel, health, logger, (id) => membership.current().get(id)?.url); shared.start()`;
+ * the admin API calls `shared.tell('drain', 'app-1')` after draining app-1 here.
  */
 export class SharedHealth {
   readonly #self = randomUUID()
   readonly #channel: PeerChannel
   readonly #health: HealthTable
   readonly #logger: Logger
+  readonly #urlOf: UrlOf
   #applyingPeer = false
   /** While the recorded drains are read: the ids of drains and undrains received or made meanwhile (newer than the read). */
   readonly #hearing = new Set<Set<string>>()
@@ -42,10 +50,11 @@ export class SharedHealth {
   readonly #sending = new Map<string, number>()
   #sends = 0
 
-  constructor(channel: PeerChannel, health: HealthTable, logger: Logger) {
+  constructor(channel: PeerChannel, health: HealthTable, logger: Logger, urlOf: UrlOf = () => undefined) {
     this.#channel = channel
     this.#health = health
     this.#logger = logger
+    this.#urlOf = urlOf
     health.onTransition((e) => {
       if (!this.#applyingPeer && (e.to === 'unhealthy' || e.to === 'ejected')) this.tell('down', e.id)
       // an upstream that left the set (its pod deleted after a preStop drain) left its drain
@@ -125,12 +134,15 @@ export class SharedHealth {
    * Tell the other replicas (`migrate`: a drain that migrates its users); a drain is also
    * recorded for replicas that start later. Both carry when the drain began here, so its
    * `drain_timeout` and `min_idle` count from then everywhere. `at`: when the change was made
-   * (ms since the epoch; earlier than now for one sent again after Redis was down).
+   * (ms since the epoch; earlier than now for one sent again after Redis was down). A `down`
+   * carries the url found down, so a replica where the id names another address (a pod
+   * re-created elsewhere, seen there first) ignores it.
    */
   tell(kind: 'down' | 'drain' | 'undrain', id: string, migrate = false, at = Date.now()): void {
     const since = kind === 'drain' ? this.#health.drainingSince(id) ?? undefined : undefined
+    const url = kind === 'down' ? this.#urlOf(id) : undefined
     // `recorded`: the sender keeps the drain starts itself (a Tether since they exist)
-    const sent = [this.#channel.publish(JSON.stringify({ from: this.#self, kind, id, ...(migrate ? { migrate } : {}), ...(since !== undefined ? { since } : {}), ...(kind === 'undrain' ? { recorded: true } : {}) }))]
+    const sent = [this.#channel.publish(JSON.stringify({ from: this.#self, kind, id, ...(url !== undefined ? { url } : {}), ...(migrate ? { migrate } : {}), ...(since !== undefined ? { since } : {}), ...(kind === 'undrain' ? { recorded: true } : {}) }))]
     if (kind === 'down') return
     for (const heard of this.#hearing) heard.add(id)
     if (kind === 'drain') {
@@ -189,13 +201,22 @@ export class SharedHealth {
   }
 
   #receive(message: string): void {
-    let m: { from?: unknown; kind?: unknown; id?: unknown; migrate?: unknown; since?: unknown; recorded?: unknown }
+    let m: { from?: unknown; kind?: unknown; id?: unknown; url?: unknown; migrate?: unknown; since?: unknown; recorded?: unknown }
     try {
       m = JSON.parse(message) as typeof m
     } catch {
       return
     }
     if (m.from === this.#self || typeof m.id !== 'string') return
+    // about the id's old pod, found down where the id still named it: not this replica's upstream
+    // (an older Tether sends no url: applied as before)
+    if (m.kind === 'down' && typeof m.url === 'string') {
+      const url = this.#urlOf(m.id)
+      if (url !== undefined && url !== m.url) {
+        this.#logger.info({ upstream: m.id, url: m.url, ours: url }, 'health event from another Tether replica ignored: it is about another address of that upstream')
+        return
+      }
+    }
     const since = typeof m.since === 'number' ? startTime(String(m.since)) : undefined
     if (m.kind === 'drain' || m.kind === 'undrain') {
       for (const heard of this.#hearing) heard.add(m.id)
