@@ -789,3 +789,20 @@ t.test('an admin\'s move: requests sent with the cookie from before it follow it
   down.delete(other.upstream)
   t.same(row(go(cookie)), [other.upstream, 2, 'restart'], 'back up: the old cookie leads back to it, rehydrated')
 })
+
+t.test('an upstream removed from the set while it serves (a reload, discovery) is a planned removal: its users move with reason=drain; one removed while down, dead', async (t) => {
+  const clock = new FakeClock()
+  const down = new Set<string>()
+  const availability: Availability = {
+    ready: (id) => !down.has(id), acceptsNew: (id) => !down.has(id), drainingSince: () => null, drainMigrates: () => false,
+    slowStartWeight: () => 1, readySince: () => -Infinity,
+  }
+  const w = cookieProcess(affinity({ key: 'cookie', idle_timeout: 3_600_000 }), clock, { availability })
+  const users = Array.from({ length: 60 }, () => { const d = w.go(); return { cookie: `tether=${setCookieValue(d.setCookie!, 'tether')!}`, home: d.upstream } })
+  const on = (id: string) => users.filter((u) => u.home === id).map((u) => u.cookie)
+  t.ok(on('b').length > 0 && on('c').length > 0, 'b and c have users')
+  down.add('c') // c is down, then both leave the set
+  w.router.setUpstreams(upstreamSet(UPS.filter((u) => u.id === 'a')), clock.now())
+  t.same(new Set(on('b').map((c) => w.go(c).moved?.reason)), new Set(['drain']), "b's users (b removed while serving): reason=drain")
+  t.same(new Set(on('c').map((c) => w.go(c).moved?.reason)), new Set(['dead']), "c's users (c removed while down): reason=dead")
+})
