@@ -14,10 +14,9 @@ import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { FakeTimers } from './fixtures/timers.js'
-import { onEvent, waitFor, when, within } from './fixtures/wait.js'
-import { startCounter, type Counter, type CounterAnswer } from './fixtures/counter-upstream.js'
-import { closed, openWs, roundTrip } from './fixtures/ws-harness.js'
-import { userAgent } from './fixtures/users.js'
+import { onEvent, when } from './fixtures/wait.js'
+import type { Counter } from './fixtures/counter-upstream.js'
+import { REPLACED, RECREATED_POD_CONFIG, checkRecreatedPod, counterPods } from './fixtures/recreated-pod.js'
 
 const NAME = 'app.tether.test'
 const DRAIN_TIMEOUT = 1_500
@@ -35,6 +34,14 @@ async function upstreamsAndDns(t: Test): Promise<{ port: number; hits: Map<strin
   return { port, hits, dns, dnsPort, id: (address) => `${address}:${port}` }
 }
 
+/** One DNS refresh: the interval timer fires; the resolution ends by setting the next one. */
+function refresher(timers: FakeTimers): () => Promise<void> {
+  return async () => {
+    timers.advance(INTERVAL)
+    await timers.scheduled(INTERVAL)
+  }
+}
+
 t.test('DNS discovery: discovered upstreams serve, additions get new users, removals drain then leave, failures keep the set', async (t) => {
   const { port, hits, dns, dnsPort, id } = await upstreamsAndDns(t)
 
@@ -46,11 +53,7 @@ t.test('DNS discovery: discovered upstreams serve, additions get new users, remo
     log: { level: 'info', access: false },
   }), { logger: createLogger('info', log), timers })
   t.teardown(() => tether.close(0))
-  /** One DNS refresh: the interval timer fires; the resolution ends by setting the next one. */
-  const refresh = async (): Promise<void> => {
-    timers.advance(INTERVAL)
-    await timers.scheduled(INTERVAL)
-  }
+  const refresh = refresher(timers)
   const agent = agentFor(t)
   t.same(tether.router.ids, [id('127.0.0.1'), id('127.0.0.2')], 'the first resolution is in place when startTether resolves')
   t.equal((await request(`${tether.adminUrl}/readyz`)).status, 200)
@@ -155,10 +158,7 @@ t.test("an address that leaves DNS and comes back does not end an admin's drain 
     discovery: { dns: { name: NAME, port, srv: false, interval: INTERVAL, family: 'ipv4', servers: [`127.0.0.1:${dnsPort}`] } },
   }), { logger: createLogger('silent'), timers })
   t.teardown(() => tether.close(0))
-  const refresh = async (): Promise<void> => {
-    timers.advance(INTERVAL)
-    await timers.scheduled(INTERVAL)
-  }
+  const refresh = refresher(timers)
   t.equal((await request(`${tether.adminUrl}/upstreams/${id('127.0.0.2')}/drain`, { method: 'POST' })).status, 200, 'an operator drains 127.0.0.2')
   dns.set(NAME, { a: ['127.0.0.1'], aaaa: [] }) // a readiness flap: it leaves DNS
   await refresh()
@@ -181,10 +181,7 @@ t.test('family any: AAAA failing while A answers still serves the A addresses; /
     log: { level: 'info', access: false },
   }), { logger: createLogger('info', log), timers })
   t.teardown(() => tether.close(0))
-  const refresh = async (): Promise<void> => {
-    timers.advance(INTERVAL)
-    await timers.scheduled(INTERVAL)
-  }
+  const refresh = refresher(timers)
   t.same(tether.router.ids, [id('127.0.0.1'), id('127.0.0.2')], 'the A addresses are in place when startTether resolves')
   t.equal((await get(`${tether.url}/`, agentFor(t), {}, new CookieJar())).status, 200, 'requests are served')
   const readyz = async (): Promise<{ ready: boolean; degraded: string[] }> => JSON.parse((await request(`${tether.adminUrl}/readyz`)).body) as { ready: boolean; degraded: string[] }
@@ -218,59 +215,18 @@ async function srvDns(t: Test): Promise<{ dns: TestDnsServer; dnsPort: number; p
 }
 
 t.test('SRV: a pod re-created at a new address (same name, another url) is a replaced replica: its WebSockets close with 1012, its users are rehydrated there with reason=restart', async (t) => {
-  const pods = new Map<string, Counter>()
-  for (const id of ['web-0', 'web-1']) pods.set(id, await startCounter(id))
-  t.teardown(async () => { await Promise.all([...pods.values()].map((c) => c.kill())) })
+  const pods = await counterPods(t)
   const { dnsPort, publish } = await srvDns(t)
   const at = (c: Counter): { port: number; a: string[] } => ({ port: c.port, a: ['127.0.0.1'] })
   publish({ 'web-0': at(pods.get('web-0')!), 'web-1': at(pods.get('web-1')!) })
   const log = new LogCapture()
   const tether = await startTether(testConfig([], {
-    affinity: { key: 'header', header: { name: 'X-Tenant' } },
-    state: { store: 'memory' },
+    ...RECREATED_POD_CONFIG,
     discovery: { dns: { name: SRV_NAME, port: null, srv: true, interval: INTERVAL, family: 'ipv4', servers: [`127.0.0.1:${dnsPort}`] } },
-    log: { level: 'info', access: false },
   }), { logger: createLogger('info', log) }) // real timers: Tether's close waits for the tunnels on them
   t.teardown(() => tether.close(0))
   t.same(tether.router.ids, ['web-0', 'web-1'], 'ids are the SRV targets\' pod names')
-  const agent = userAgent(10)
-  t.teardown(() => agent.destroy())
-  const ask = async (user: string): Promise<CounterAnswer> => JSON.parse((await get(`${tether.url}/`, agent, { 'x-tenant': user })).body) as CounterAnswer
-
-  const users = Array.from({ length: 20 }, (_, i) => `user-${i}`)
-  const home = new Map<string, string>()
-  for (const u of users) for (let n = 1; n <= 3; n++) home.set(u, (await ask(u)).id)
-  const theirs = users.filter((u) => home.get(u) === 'web-0')
-  const others = users.filter((u) => home.get(u) !== 'web-0')
-  t.ok(theirs.length > 0 && others.length > 0, `both pods have users (${theirs.length} on web-0)`)
-  const wsUrl = tether.url.replace('http://', 'ws://')
-  const onZero = await openWs(wsUrl, [], { headers: { 'x-tenant': theirs[0]! } })
-  const onOne = await openWs(wsUrl, [], { headers: { 'x-tenant': others[0]! } })
-  t.equal((await roundTrip(onZero, 'hi')).data.toString(), 'web-0:hi', 'a WebSocket to web-0')
-  const zeroClosed = closed(onZero)
-
-  // web-0 re-created: the same name, another port (the old process still answers at the old one)
-  const next = await startCounter('web-0')
-  pods.set('web-0-old', pods.get('web-0')!)
-  pods.set('web-0', next)
-  publish({ 'web-0': at(next), 'web-1': at(pods.get('web-1')!) })
-  const replacedLine = (r: Record<string, unknown>): boolean => r['msg'] === 'upstreams replaced at a new address: their users get their state there, their WebSockets are closed' && JSON.stringify(r['upstreams']) === '["web-0"]'
-  const urlOf = async (): Promise<string | undefined> => (JSON.parse((await request(`${tether.adminUrl}/upstreams`)).body) as { id: string; url: string }[]).find((r) => r.id === 'web-0')?.url
-  await waitFor(async () => (await urlOf()) === next.url, 5_000, 'web-0 at its new address')
-  t.equal((await within(zeroClosed, 2_000, 'the WebSocket to web-0 to close')).code, 1012, "web-0's WebSocket is closed with 1012 (service restart)")
-  t.equal((await roundTrip(onOne, 'still')).data.toString(), 'web-1:still', "web-1's WebSocket stays open")
-  t.equal(log.records.filter(replacedLine).length, 1, 'logged once as a replaced upstream')
-  for (const u of theirs) {
-    const a = await ask(u)
-    t.same([a.id, a.n, a.rehydrated, a.moved], ['web-0', 4, true, 'from=web-0; reason=restart; epoch=1'], `${u}: rehydrated on the new web-0 (counter 4, not 1), reason=restart`)
-  }
-  for (const u of others) {
-    const a = await ask(u)
-    t.same([a.id, a.n, a.rehydrated, a.moved], [home.get(u), 4, false, null], `${u}: untouched`)
-  }
-  t.match((await request(`${tether.adminUrl}/metrics`)).body, new RegExp(`tether_failovers_total\\{from="web-0",reason="restart"\\} ${theirs.length}\\b`), 'counted in tether_failovers_total as restart')
-  onOne.close()
-  await closed(onOne)
+  await checkRecreatedPod(t, tether, log, pods, (next) => publish({ 'web-0': at(next), 'web-1': at(pods.get('web-1')!) }))
 })
 
 t.test('SRV: a target listing several addresses keeps its url while that address is still listed (a new address sorting first is no restart)', async (t) => {
@@ -285,12 +241,9 @@ t.test('SRV: a target listing several addresses keeps its url while that address
     log: { level: 'info', access: false },
   }), { logger: createLogger('info', log), timers })
   t.teardown(() => tether.close(0))
-  const refresh = async (): Promise<void> => {
-    timers.advance(INTERVAL)
-    await timers.scheduled(INTERVAL)
-  }
+  const refresh = refresher(timers)
   const url = async (): Promise<string | undefined> => (JSON.parse((await request(`${tether.adminUrl}/upstreams`)).body) as { id: string; url: string }[]).find((r) => r.id === 'web-0')?.url
-  const replacedLines = (): number => log.records.filter((r) => r['msg'] === 'upstreams replaced at a new address: their users get their state there, their WebSockets are closed').length
+  const replacedLines = (): number => log.records.filter((r) => r['msg'] === REPLACED).length
   t.equal(await url(), `http://127.0.0.2:${port}`, 'the first address in text order')
   publish({ 'web-0': { port, a: ['127.0.0.1', '127.0.0.2'] } })
   await refresh()

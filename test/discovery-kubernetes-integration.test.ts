@@ -17,9 +17,9 @@ import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { FakeClock } from './fixtures/clock.js'
-import { onEvent, when, within } from './fixtures/wait.js'
-import { startCounter, type Counter, type CounterAnswer } from './fixtures/counter-upstream.js'
-import { closed, openWs, roundTrip } from './fixtures/ws-harness.js'
+import { onEvent, when } from './fixtures/wait.js'
+import type { Counter } from './fixtures/counter-upstream.js'
+import { REPLACED, RECREATED_POD_CONFIG, checkRecreatedPod, counterPods } from './fixtures/recreated-pod.js'
 import { closeServer, sameportUpstreams } from './fixtures/sameport-upstreams.js'
 
 const DRAIN_TIMEOUT = 1_500
@@ -245,12 +245,8 @@ t.test('a problem that lasts is logged once when it starts, then at most every 3
   t.equal(lines().length, 3, 'nothing more')
 })
 
-const REPLACED = 'upstreams replaced at a new address: their users get their state there, their WebSockets are closed'
-
 t.test('a StatefulSet pod re-created at a new address (same name, another url) is a replaced replica: its WebSockets close with 1012, its users are rehydrated there with reason=restart', async (t) => {
-  const pods = new Map<string, Counter>()
-  for (const id of ['web-0', 'web-1']) pods.set(id, await startCounter(id))
-  t.teardown(async () => { await Promise.all([...pods.values()].map((c) => c.kill())) })
+  const pods = await counterPods(t)
   const slice = (c: Counter) => endpointSlice(`web-${c.id}`, 'web', [{ pod: c.id, ip: '127.0.0.1' }], { ports: [{ name: 'http', port: c.port }] })
   const api = new FakeKubeApi()
   const { url } = await api.start()
@@ -258,49 +254,11 @@ t.test('a StatefulSet pod re-created at a new address (same name, another url) i
   for (const c of pods.values()) api.put('endpointslices', slice(c))
   const log = new LogCapture()
   const tether = await startTether(testConfig([], {
-    affinity: { key: 'header', header: { name: 'X-Tenant' } },
-    state: { store: 'memory' },
+    ...RECREATED_POD_CONFIG,
     discovery: { kubernetes: { service: 'web', namespace: null, port: 'http', kubeconfig: kubeconfigFor(url), weight_annotation: null } },
-    log: { level: 'info', access: false },
   }), { logger: createLogger('info', log) })
   t.teardown(() => tether.close(0))
-  const agent = userAgent(10)
-  t.teardown(() => agent.destroy())
-  const ask = async (user: string): Promise<CounterAnswer> => JSON.parse((await get(`${tether.url}/`, agent, { 'x-tenant': user })).body) as CounterAnswer
-  const users = Array.from({ length: 20 }, (_, i) => `user-${i}`)
-  const home = new Map<string, string>()
-  for (const u of users) for (let n = 1; n <= 3; n++) home.set(u, (await ask(u)).id)
-  const theirs = users.filter((u) => home.get(u) === 'web-0')
-  const others = users.filter((u) => home.get(u) !== 'web-0')
-  t.ok(theirs.length > 0 && others.length > 0, `both pods have users (${theirs.length} on web-0)`)
-  const wsUrl = tether.url.replace('http://', 'ws://')
-  const onZero = await openWs(wsUrl, [], { headers: { 'x-tenant': theirs[0]! } })
-  const onOne = await openWs(wsUrl, [], { headers: { 'x-tenant': others[0]! } })
-  t.equal((await roundTrip(onZero, 'hi')).data.toString(), 'web-0:hi', 'a WebSocket to web-0')
-  const zeroClosed = closed(onZero)
-
-  // web-0 re-created at another address (the old process still answers at the old one)
-  const next = await startCounter('web-0')
-  pods.set('web-0-old', pods.get('web-0')!)
-  pods.set('web-0', next)
-  api.put('endpointslices', slice(next))
-  const replacedLine = (r: Record<string, unknown>): boolean => r['msg'] === REPLACED && JSON.stringify(r['upstreams']) === '["web-0"]'
-  const urlOf = async (): Promise<string | undefined> => (JSON.parse((await request(`${tether.adminUrl}/upstreams`)).body) as { id: string; url: string }[]).find((r) => r.id === 'web-0')?.url
-  await waitFor(async () => (await urlOf()) === next.url, 5_000, 'web-0 at its new address')
-  t.equal((await within(zeroClosed, 2_000, 'the WebSocket to web-0 to close')).code, 1012, "web-0's WebSocket is closed with 1012 (service restart)")
-  t.equal((await roundTrip(onOne, 'still')).data.toString(), 'web-1:still', "web-1's WebSocket stays open")
-  t.equal(log.records.filter(replacedLine).length, 1, 'logged once as a replaced upstream')
-  for (const u of theirs) {
-    const a = await ask(u)
-    t.same([a.id, a.n, a.rehydrated, a.moved], ['web-0', 4, true, 'from=web-0; reason=restart; epoch=1'], `${u}: rehydrated on the new web-0 (counter 4, not 1), reason=restart`)
-  }
-  for (const u of others) {
-    const a = await ask(u)
-    t.same([a.id, a.n, a.rehydrated, a.moved], [home.get(u), 4, false, null], `${u}: untouched`)
-  }
-  t.match((await request(`${tether.adminUrl}/metrics`)).body, new RegExp(`tether_failovers_total\\{from="web-0",reason="restart"\\} ${theirs.length}\\b`), 'counted in tether_failovers_total as restart')
-  onOne.close()
-  await closed(onOne)
+  await checkRecreatedPod(t, tether, log, pods, (next) => api.put('endpointslices', slice(next)))
 })
 
 t.test('a pod listed with several addresses keeps its url while that address is still listed: a reordered or dual-stack listing is no restart', async (t) => {
