@@ -71,7 +71,7 @@ t.test('a minimal config gets every default', async (t) => {
       store: 'memory', header: 'X-Tether-State', max_bytes: 65_536, rehydrate: 'header',
       hook_path: '/.well-known/tether/rehydrate', timeout: 50, durability: 'best_effort', confirm_timeout: 1_000,
       memory: { max_bytes: 67_108_864 },
-      redis: { url: null, password: null, sentinels: [], name: null, nodes: [], key_prefix: 'tether:' },
+      redis: { url: null, password: null, sentinels: [], name: null, sentinel_password: null, nodes: [], key_prefix: 'tether:' },
     },
   } satisfies Config)
 })
@@ -141,7 +141,7 @@ t.test('a full config round-trips every key, durations in ms and URLs as origins
       store: 'redis', header: 'X-App-State', max_bytes: 4096, rehydrate: 'hook',
       hook_path: '/_tether/rehydrate', timeout: 80, durability: 'confirmed', confirm_timeout: 2_000,
       memory: { max_bytes: 16_777_216 },
-      redis: { url: null, password: 'pw', sentinels: ['10.0.0.1:26379', '10.0.0.2:26379'], name: 'mymaster', nodes: [], key_prefix: 'app:' },
+      redis: { url: null, password: 'pw', sentinels: ['10.0.0.1:26379', '10.0.0.2:26379'], name: 'mymaster', sentinel_password: 'spw', nodes: [], key_prefix: 'app:' },
     },
   })
 })
@@ -373,6 +373,11 @@ const errorCases: { name: string; text: string; issues: string[] }[] = [
     name: 'state.redis with two ways',
     text: yaml(...UPSTREAM, 'state:', '  store: redis', '  redis: { url: "redis://x:6379", nodes: ["a:1"] }'),
     issues: [`${FILE}:6:10 state.redis: set exactly one of url, sentinels (with name) or nodes when store is redis`],
+  },
+  {
+    name: 'state.redis.sentinel_password is a string or null',
+    text: yaml(...UPSTREAM, 'state:', '  store: redis', '  redis: { sentinels: ["s:26379"], name: m, sentinel_password: 123 }'),
+    issues: [`${FILE}:6:64 state.redis.sentinel_password: expected a string, got 123`],
   },
   {
     name: 'state.memory.max_bytes is a byte count of at least 1 MiB',

@@ -399,6 +399,8 @@ export interface RedisConfig {
   readonly sentinels: readonly string[]
   /** Sentinel master name. */
   readonly name: string | null
+  /** The Sentinels' own password (their `requirepass`, e.g. `${REDIS_SENTINEL_PASSWORD}`); null = none. */
+  readonly sentinel_password: string | null
   /** Redis Cluster seed nodes (`host:port`). */
   readonly nodes: readonly string[]
   /** Prefix of every key Tether writes. Default `tether:`. */
@@ -562,6 +564,6 @@ export const DEFAULTS = {
     store: 'memory', header: 'X-Tether-State', max_bytes: 65_536, rehydrate: 'header',
     hook_path: '/.well-known/tether/rehydrate', timeout: 50, durability: 'best_effort', confirm_timeout: 1_000,
     memory: { max_bytes: 64 * 1024 * 1024 },
-    redis: { url: null, password: null, sentinels: [], name: null, nodes: [], key_prefix: 'tether:' },
+    redis: { url: null, password: null, sentinels: [], name: null, sentinel_password: null, nodes: [], key_prefix: 'tether:' },
   },
 } as const

@@ -831,6 +831,7 @@ const state = refine(refine(
           password: nullable(string()),
           sentinels: list(hostPort, { nonEmpty: false }),
           name: nullable(string()),
+          sentinel_password: nullable(string()),
           nodes: list(hostPort, { nonEmpty: false }),
           key_prefix: leaf('a string', (v) => (typeof v === 'string' ? v : expected('a string', v))),
         },

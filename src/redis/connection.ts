@@ -47,6 +47,16 @@ export interface RedisConnectionOptions {
   readonly sentinels?: readonly RedisAddress[]
   /** The Sentinel master name, e.g. `"mymaster"`; required with `sentinels`. */
   readonly name?: string
+  /**
+   * The Sentinels' own password (their `requirepass`, distinct from the master's `password`),
+   * for ioredis's questions to them and Tether's `+switch-master` watches; null or undefined: none.
+   */
+  readonly sentinelPassword?: string | null
+  /**
+   * How a refusal by a Sentinel (NOAUTH, WRONGPASS, invalid password) names the setting to fix
+   * (default `"sentinelPassword"`; Tether's config passes `"state.redis.sentinel_password"`).
+   */
+  readonly sentinelPasswordSetting?: string
   /** Redis Cluster seed nodes; the slot map is discovered from them. */
   readonly nodes?: readonly RedisAddress[]
   /** Prefix of every key, e.g. `"tether:"` (the default). Must not contain `{` or `}`. */
@@ -93,6 +103,38 @@ export const PROBE_INTERVAL_MS = 500
 /** A node that keeps failing while down is reported again ('still_down') at most this often (ms). */
 export const STILL_DOWN_INTERVAL_MS = 1_000
 
+/** Each `+switch-master` watch PINGs its Sentinel this often (ms; PING is allowed in subscriber mode). */
+export const SENTINEL_PING_MS = 1_000
+/**
+ * A watch that heard nothing from its Sentinel (no PONG, no message, no SUBSCRIBE reply) for
+ * this long is destroyed and made again; also the deadline of every question to a Sentinel (ms).
+ */
+export const SENTINEL_SILENT_MS = 2_000
+
+/**
+ * A `+switch-master` watch gave its Sentinel up (`silent`: nothing heard for
+ * {@link SENTINEL_SILENT_MS}; once a spell, with the last error) or hears it again after
+ * that (`listening`). `sentinel` is its `host:port`.
+ */
+export interface RedisSentinelEvent {
+  readonly kind: 'silent' | 'listening'
+  readonly sentinel: string
+  readonly error: string
+}
+
+/** One `+switch-master` watch: its current connection, and what it heard when. */
+interface SwitchWatch {
+  readonly address: string
+  redis: Redis
+  /** When it last heard its Sentinel (or was made), this.#now(). */
+  heardAt: number
+  /** Subscribed on the current connection. */
+  listening: boolean
+  /** Given up since it last listened ('silent' reported). */
+  silent: boolean
+  lastError: string
+}
+
 /** How long after a Sentinel announced a switch a client that lands on another master is made again (ms). */
 const SWITCH_FOLLOW_MS = 30_000
 /** How many times a switch may remake a client that landed elsewhere (see #offSwitch). */
@@ -100,6 +142,10 @@ const SWITCH_REDOS = 10
 
 /** Error replies after which a standalone or Sentinel connection is made again (see `reconnectOnError`). */
 const RECONNECT_ON = /^(READONLY|LOADING|MASTERDOWN)\b/
+/** A Sentinel's refusal of Tether's credentials (no password given, a wrong one). */
+const SENTINEL_REFUSED = /NOAUTH|WRONGPASS|invalid password/i
+/** How ioredis's error begins when no Sentinel it asked named the master (a round failed). */
+const SENTINEL_ROUND_FAILED = 'All sentinels are unreachable'
 
 /** The marker of a failed or timed-out command. */
 export const FAILED: unique symbol = Symbol('failed')
@@ -287,9 +333,14 @@ export class RedisConnection {
       this.#redoing.delete(client)
       if (this.#client === client) this.#clientReady(client)
     })
+    const sentinel = this.#options.sentinels !== undefined
     client.on('error', (err: unknown) => {
-      this.#lastError = describe(err)
+      const error = describe(err)
+      // (the master's own refusal is not the Sentinels')
+      this.#lastError = sentinel && error.startsWith(SENTINEL_ROUND_FAILED) ? this.#sentinelError(error) : error
       if (!cluster && this.#client === client) this.#nodeError(this.#single(), this.#lastError)
+      // every Sentinel was asked and none named the master: start() stops waiting
+      if (sentinel && this.#lastError.startsWith(SENTINEL_ROUND_FAILED)) this.#gaveUp()
     })
     // A Cluster reports trouble with one node as 'node error' (with the node's address); the
     // client stays usable for the other slots.
@@ -307,16 +358,28 @@ export class RedisConnection {
         if (this.#client === client) this.#clientDown(event === 'end' ? 'connection ended' : 'connection closed')
       })
     }
+    // ioredis's connect() with Sentinel waits, asking them round after round, until one names
+    // the master: start() waits for it, the first failed round, or stop(), whichever is first
+    const connecting = client.connect()
+    // later, the connection goes on in the background (a rejection after stop() is nobody's)
+    connecting.catch(() => undefined)
+    const gaveUp = new Promise<void>((resolve) => { this.#gaveUp = resolve })
     try {
-      await client.connect()
+      await Promise.race([connecting, gaveUp])
+      this.#gaveUp = () => undefined
+      if (client.status !== 'ready' && this.#client === client) this.#clientDown(this.#lastError || 'not connected')
       // ioredis emits 'ready' on a later tick than connect() resolves: take it now.
       if (this.#client === client && client.status === 'ready' && !this.#redoing.has(client)) this.#clientReady(client)
       if (client instanceof Cluster) await this.#warm(client)
     } catch (err) {
+      this.#gaveUp = () => undefined
       this.#lastError ||= describe(err)
       if (this.#client === client) this.#clientDown(this.#lastError)
     }
   }
+
+  /** Ends start()'s wait for the first connection (a failed Sentinel round, stop()). */
+  #gaveUp: () => void = () => undefined
 
   /**
    * Closes the connections (QUIT when connected, waiting at most `timeout`), stops reconnecting
@@ -333,12 +396,11 @@ export class RedisConnection {
       sub.disconnect()
     }
     this.#subscribers.clear()
-    for (const w of this.#switchWatches) {
-      w.removeAllListeners()
-      w.on('error', () => undefined)
-      w.disconnect()
-    }
+    if (this.#watchTimer !== null) this.#timers.clearTimeout(this.#watchTimer)
+    this.#watchTimer = null
+    for (const w of this.#switchWatches) closeQuietly(w.redis)
     this.#switchWatches = []
+    this.#gaveUp()
     this.#switchedTo = null
     this.#onClientReady.clear()
     const client = this.#client
@@ -731,7 +793,7 @@ export class RedisConnection {
   }
 
   /** With Sentinel: a connection to each Sentinel that hears its `+switch-master` announcements. */
-  #switchWatches: Redis[] = []
+  #switchWatches: SwitchWatch[] = []
   /**
    * The master a Sentinel last announced (`host:port` as Sentinel writes it), until when a
    * client that lands elsewhere is made again (performance.now()), and how often each was.
@@ -785,29 +847,123 @@ export class RedisConnection {
   #followSwitches(): void {
     const o = this.#options
     if (o.sentinels === undefined || o.name === undefined) return
-    const name = o.name
-    const backoff = (times: number): number => Math.min(this.#maxReconnectDelay, 50 * 2 ** Math.min(times - 1, 16))
+    const now = this.#now()
     for (const s of o.sentinels) {
-      const watch = new Redis({
-        host: s.host, port: s.port, lazyConnect: true, protocol: 2, connectionName: 'tether-switch-watch',
-        connectTimeout: this.#connectTimeout, retryStrategy: backoff, maxRetriesPerRequest: 0,
-        autoResubscribe: false, enableOfflineQueue: false, ...{ disconnectTimeout: 100 },
-      })
-      watch.on('error', () => undefined) // the Sentinels' own health is not Tether's to report
-      watch.on('ready', () => void watch.subscribe('+switch-master').catch(() => undefined))
-      watch.on('message', (channel: string, message: string) => {
-        // `<name> <old ip> <old port> <new ip> <new port>`
-        const [master, , , host, port] = message.split(' ')
-        if (channel !== '+switch-master' || master !== name || host === undefined || port === undefined) return
-        this.#switchedTo = { at: `${host}:${port}`, until: performance.now() + SWITCH_FOLLOW_MS, redone: new WeakMap() }
-        // (a client still connecting is checked once ready: made again there, it would end)
-        for (const c of [this.#client, ...this.#subscribers]) {
-          if (c !== null && c.status === 'ready' && this.#offSwitch(c)) (c as Redis).disconnect(true)
-        }
-      })
-      void watch.connect().catch(() => undefined)
-      this.#switchWatches.push(watch)
+      const w: SwitchWatch = { address: hostPort(s.host, s.port), redis: null as unknown as Redis, heardAt: now, listening: false, silent: false, lastError: '' }
+      w.redis = this.#watchConnection(w, s, o.name)
+      this.#switchWatches.push(w)
     }
+    this.#watchTick()
+  }
+
+  /**
+   * A connection of watch `w` to Sentinel `s`: it subscribes to `+switch-master` on each
+   * 'ready' and follows `name`'s switches. Its outcomes count only while it is `w`'s current one.
+   */
+  #watchConnection(w: SwitchWatch, s: RedisAddress, name: string): Redis {
+    const backoff = (times: number): number => Math.min(this.#maxReconnectDelay, 50 * 2 ** Math.min(times - 1, 16))
+    const password = this.#options.sentinelPassword ?? undefined
+    const watch = new Redis({
+      host: s.host, port: s.port, lazyConnect: true, protocol: 2, connectionName: 'tether-switch-watch',
+      connectTimeout: this.#connectTimeout, retryStrategy: backoff, maxRetriesPerRequest: 0,
+      autoResubscribe: false, enableOfflineQueue: false, ...{ disconnectTimeout: 100 },
+      // no INFO ready check: SUBSCRIBE is its first question, under the silence rule
+      enableReadyCheck: false,
+      ...(password === undefined ? {} : { password }),
+    })
+    const current = (): boolean => w.redis === watch
+    // the Sentinels' own health is not a Redis node's: a refusal or a silence is told once by #watchTick
+    watch.on('error', (err: unknown) => { if (current()) w.lastError = this.#sentinelError(describe(err)) })
+    watch.on('close', () => { if (current()) w.listening = false })
+    watch.on('ready', () => void watch.subscribe('+switch-master').then(() => {
+      if (!current()) return
+      w.listening = true
+      this.#heard(w)
+    }, (err: unknown) => { if (current()) w.lastError = this.#sentinelError(describe(err)) }))
+    watch.on('message', (channel: string, message: string) => {
+      if (!current()) return
+      this.#heard(w)
+      // `<name> <old ip> <old port> <new ip> <new port>`
+      const [master, , , host, port] = message.split(' ')
+      if (channel !== '+switch-master' || master !== name || host === undefined || port === undefined) return
+      this.#switchedTo = { at: `${host}:${port}`, until: performance.now() + SWITCH_FOLLOW_MS, redone: new WeakMap() }
+      // (a client still connecting is checked once ready: made again there, it would end)
+      for (const c of [this.#client, ...this.#subscribers]) {
+        if (c !== null && c.status === 'ready' && this.#offSwitch(c)) (c as Redis).disconnect(true)
+      }
+    })
+    void watch.connect().catch(() => undefined)
+    return watch
+  }
+
+  /** Watch `w` heard its Sentinel: after a silence, it listens again. */
+  #heard(w: SwitchWatch): void {
+    w.heardAt = this.#now()
+    if (!w.listening || !w.silent) return
+    w.silent = false
+    w.lastError = ''
+    this.#emitSentinel({ kind: 'listening', sentinel: w.address, error: '' })
+  }
+
+  /**
+   * Every {@link SENTINEL_PING_MS}: each watch that heard nothing for {@link SENTINEL_SILENT_MS}
+   * (a frozen Sentinel keeps its TCP connection open and says nothing; a Sentinel that refuses
+   * or is down never subscribes) is destroyed and made again ('silent' once a spell); each
+   * listening one is sent a PING, whose PONG counts as heard.
+   */
+  #watchTick(): void {
+    this.#watchTimer = null
+    const o = this.#options
+    if (this.#switchWatches.length === 0 || o.sentinels === undefined || o.name === undefined) return
+    const now = this.#now()
+    this.#switchWatches.forEach((w, i) => {
+      if (now - w.heardAt >= SENTINEL_SILENT_MS) {
+        if (!w.silent) {
+          w.silent = true
+          this.#emitSentinel({ kind: 'silent', sentinel: w.address, error: w.lastError || `no reply within ${SENTINEL_SILENT_MS} ms` })
+        }
+        closeQuietly(w.redis)
+        w.listening = false
+        w.heardAt = now
+        w.redis = this.#watchConnection(w, o.sentinels![i]!, o.name!)
+      } else if (w.listening) {
+        const watch = w.redis
+        watch.ping().then(() => { if (w.redis === watch) this.#heard(w) }, () => undefined)
+      }
+    })
+    this.#watchTimer = this.#timers.setTimeout(() => this.#watchTick(), SENTINEL_PING_MS)
+  }
+
+  #watchTimer: unknown = null
+
+  /** Be told when a `+switch-master` watch gives its Sentinel up or hears it again (see {@link RedisSentinelEvent}). */
+  onSentinel(fn: (event: RedisSentinelEvent) => void): () => void {
+    this.#sentinelListeners.add(fn)
+    return () => {
+      this.#sentinelListeners.delete(fn)
+    }
+  }
+
+  readonly #sentinelListeners = new Set<(event: RedisSentinelEvent) => void>()
+
+  #emitSentinel(event: RedisSentinelEvent): void {
+    for (const fn of [...this.#sentinelListeners]) {
+      try {
+        fn(event)
+      } catch {
+        // A failing listener must not break the watch nor the other listeners.
+      }
+    }
+  }
+
+  /**
+   * A Sentinel's error as told: a refusal of Tether's credentials (NOAUTH, WRONGPASS, invalid
+   * password) names the setting to fix. Example: `"WRONGPASS invalid username-password pair
+   * ... (the Sentinel refused Tether's password: check state.redis.sentinel_password)"`.
+   */
+  #sentinelError(error: string): string {
+    if (!SENTINEL_REFUSED.test(error)) return error
+    return `${error} (the Sentinel refused Tether's password: check ${this.#options.sentinelPasswordSetting ?? 'sentinelPassword'})`
   }
 
   /** Remakes of the connection for a READONLY-like reply in a row, and when the last was (performance.now()). */
@@ -881,6 +1037,9 @@ export class RedisConnection {
         ...(o.name === undefined ? {} : { name: o.name }),
         ...(password === undefined ? {} : { password }),
         sentinelRetryStrategy: backoff,
+        // ioredis's own questions to a Sentinel (the master's address, the other Sentinels)
+        sentinelCommandTimeout: SENTINEL_SILENT_MS,
+        ...(o.sentinelPassword == null ? {} : { sentinelPassword: o.sentinelPassword }),
         ...this.#noteNamed(seen),
       })
       this.#named.set(client, seen)
@@ -900,6 +1059,13 @@ export class RedisConnection {
   }
 }
 
+
+/** Closes a Redis connection for good, with no listener of its left but a swallower of late errors. */
+function closeQuietly(redis: Redis): void {
+  redis.removeAllListeners()
+  redis.on('error', () => undefined)
+  redis.disconnect()
+}
 
 /** `host:port`, with brackets around an IPv6 host: `hostPort('::1', 6380)` -> `"[::1]:6380"`. */
 function hostPort(host: string, port: number): string {

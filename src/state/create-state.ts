@@ -26,6 +26,8 @@ export async function redisOf(config: Config, timers: Timers): Promise<RedisConn
     ...(r.url !== null ? { url: r.url } : {}),
     ...(r.password !== null ? { password: r.password } : {}),
     ...(r.sentinels.length > 0 ? { sentinels: r.sentinels.map(address), name: r.name ?? undefined } : {}),
+    sentinelPassword: r.sentinel_password,
+    sentinelPasswordSetting: 'state.redis.sentinel_password',
     ...(r.nodes.length > 0 ? { nodes: r.nodes.map(address) } : {}),
     keyPrefix: r.key_prefix,
     timeout: st.timeout,
@@ -56,6 +58,11 @@ export async function createState(
       if (e.kind === 'removed') metrics.redisNodeRemoved(e.node.address)
       else metrics.redisNodeUp(e.node.address, e.node.status === 'up')
       log.observe(e)
+    })
+    // a +switch-master watch: one warn when it gives its Sentinel up, one info when it is back
+    redis.onSentinel((e) => {
+      if (e.kind === 'silent') logger.warn({ sentinel: e.sentinel, error: e.error }, 'redis sentinel silent: its +switch-master watch is made again (failovers are still followed through the other Sentinels)')
+      else logger.info({ sentinel: e.sentinel }, 'redis sentinel listening again')
     })
   }
   const state = new StateProtocol(store, { header: st.header, maxBytes: st.max_bytes, timeout: st.timeout, ttl: config.affinity.idle_timeout, durability: st.durability, confirmTimeout: st.confirm_timeout }, clock, {
