@@ -77,10 +77,7 @@ t.test('Sentinels with requirepass: Tether routes and stores state through them 
   // the switch watches authenticated: Sentinel lists them as subscribers
   await waitFor('the switch watches to subscribe', async () => / name=tether-switch-watch .*sub=1/.test(await sentinelCli(set.sentinels[0]!.port, 'CLIENT', 'LIST')), 5_000)
 
-  const leader = set.sentinels[0]!
-  // NOGOODSLAVE until Sentinel has looked at the replica: asked again until it starts
-  await waitFor('Sentinel to start the failover', async () => (await sentinelCli(leader.port, 'SENTINEL', 'FAILOVER', set.name)).trim() === 'OK', 15_000)
-  await waitFor('Sentinel to name the replica master', async () => (await sentinelCli(leader.port, 'SENTINEL', 'GET-MASTER-ADDR-BY-NAME', set.name)).split('\n')[1]?.trim() === String(set.replica.port), 10_000)
+  await set.failover()
   // a new user's checkpoint lands on the new master within seconds (the old one is demoted ~10 s later)
   const after = new CookieJar()
   after.cookies.set('user', 'u2')

@@ -47,9 +47,7 @@ t.test('a frozen Sentinel: its watch is given up (one warn) and made again, a fa
   t.equal(lines(/^redis sentinel silent/)[0]!['level'], 40, 'a warn line naming the Sentinel')
 
   // a failover led by another Sentinel while this one is frozen: followed
-  const leader = set.sentinels[0]!
-  await waitFor('Sentinel to start the failover', async () => (await redisCli(leader.port, 'SENTINEL', 'FAILOVER', set.name)).trim() === 'OK', 15_000)
-  await waitFor('Sentinel to name the replica master', async () => (await redisCli(leader.port, 'SENTINEL', 'GET-MASTER-ADDR-BY-NAME', set.name)).split('\n')[1]?.trim() === String(set.replica.port), 10_000)
+  await set.failover()
   const jar = new CookieJar()
   jar.cookies.set('user', 'u1')
   await waitFor("a checkpoint on the new master (the old one is demoted ~10 s later)", async () => {
