@@ -314,8 +314,9 @@ export class RedisConnection {
   /**
    * Creates the client and connects. Resolves once Redis is ready (for a Cluster: once every
    * master answered a PING, or `connectTimeout` passed) or the first attempt failed (at most
-   * about `connectTimeout`); after a failure the client keeps reconnecting in the background
-   * with back-off. Calling it again while started does nothing.
+   * about `connectTimeout`; with Sentinel, once every Sentinel was asked, each question within
+   * {@link SENTINEL_SILENT_MS}), or stop() is called; after a failure the client keeps
+   * reconnecting in the background with back-off. Calling it again while started does nothing.
    */
   async start(): Promise<void> {
     if (this.#client) return
@@ -365,9 +366,10 @@ export class RedisConnection {
     connecting.catch(() => undefined)
     const gaveUp = new Promise<void>((resolve) => { this.#gaveUp = resolve })
     try {
-      await Promise.race([connecting, gaveUp])
+      const first = await Promise.race([connecting.then(() => 'connected' as const), gaveUp.then(() => 'gave up' as const)])
       this.#gaveUp = () => undefined
-      if (client.status !== 'ready' && this.#client === client) this.#clientDown(this.#lastError || 'not connected')
+      // (the failed round was reported by the 'error' listener; stop() reports itself)
+      if (first === 'gave up') return
       // ioredis emits 'ready' on a later tick than connect() resolves: take it now.
       if (this.#client === client && client.status === 'ready' && !this.#redoing.has(client)) this.#clientReady(client)
       if (client instanceof Cluster) await this.#warm(client)
