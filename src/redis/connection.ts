@@ -933,7 +933,9 @@ export class RedisConnection {
         watch.ping().then(() => { if (w.redis === watch) this.#heard(w) }, () => undefined)
       }
     })
-    this.#watchTimer = this.#timers.setTimeout(() => this.#watchTick(), SENTINEL_PING_MS)
+    // a late tick after a stall of this process defers to pending I/O: PONGs already on their
+    // sockets count before a watch is judged silent (setImmediate runs after the poll phase)
+    this.#watchTimer = this.#timers.setTimeout(() => setImmediate(() => this.#watchTick()), SENTINEL_PING_MS)
   }
 
   #watchTimer: unknown = null
