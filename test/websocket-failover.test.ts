@@ -5,6 +5,7 @@ import t, { type Test } from 'tap'
 import type { IncomingMessage } from 'node:http'
 import { WebSocket } from 'ws'
 import { closed, obtainCookie, openWs, roundTrip, startEchoPod, startWsTether, type Pod } from './fixtures/ws-harness.js'
+import { FakeTimers } from './fixtures/timers.js'
 import { waitFor, within } from './fixtures/wait.js'
 
 const N = 40
@@ -82,6 +83,30 @@ t.test('health taking an upstream out (disable) closes its sockets with 1012; th
   t.equal(px.upgrades.countByUpstream(a.id), 0)
   for (const ws of onB) ws.close()
   await Promise.all(onB.map((ws) => closed(ws)))
+})
+
+t.test('a tunnel Tether closes (1012) frees its place at the client\'s answer (close frame, FIN), not at the end of the linger', async (t) => {
+  // Tether's timers are fake and never advanced: the 2 s linger that destroys an ended socket
+  // never comes, so only reading the client's FIN can release the tunnels. The pipe to the
+  // gone upstream had left the client socket unread: each tunnel closed this way held its
+  // descriptor and its websocket.max_connections place for the whole linger.
+  const timers = new FakeTimers()
+  const pods = await Promise.all(['app-0', 'app-1'].map((id) => startEchoPod(id)))
+  const px = await startWsTether(pods.map((p) => ({ id: p.id, url: p.url })), {}, { timers })
+  t.teardown(async () => {
+    const closing = px.close()
+    timers.advance(60_000)
+    await closing
+    await Promise.all(pods.map((p) => p.kill()))
+  })
+  const victim = pods[0]!
+  const sockets = await Promise.all((await cookiesOn(px.tether.url, victim.id, 5)).map((cookie) => openWs(px.wsUrl, [], { headers: { cookie } })))
+  const closes = sockets.map((ws) => closed(ws))
+  px.tether.health.disable(victim.id)
+  const codes = await within(Promise.all(closes), 5000, 'clients of the disabled upstream closed')
+  t.ok(codes.every((c) => c.code === 1012), 'all got 1012')
+  await waitFor(() => px.upgrades.size === 0, 5000, 'the tunnels released with no timer run') // polled: no release event
+  t.pass('every place freed')
 })
 
 t.test('a drained upstream keeps its WebSockets until drain_timeout, then closes them with 1012 (its users move then, as its HTTP users do)', async (t) => {

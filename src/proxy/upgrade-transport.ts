@@ -601,6 +601,12 @@ class Tunnel implements Exchange {
     }
     const { linger, timers } = this.#owner
     endThenDestroy(client, linger, timers)
+    // what the client sends from now on (its close frame, then its FIN) is read and dropped, as
+    // a lingering close does: its socket then closes at the FIN, not at the linger's end (the
+    // pipe to the upstream, paused or gone, left it unread: each tunnel closed this way held
+    // its descriptor and its `max_connections` place for the whole linger)
+    client.unpipe()
+    client.resume()
     if (this.#upstream !== null) {
       if (destroyUpstream) this.#upstream.destroy()
       else endThenDestroy(this.#upstream, linger, timers)
