@@ -114,3 +114,51 @@ t.test('with two workers, one worker runs DNS discovery for all: one resolver, l
   await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
   t.equal(proc.exitCode, 0, 'SIGTERM stops the primary and its workers gracefully')
 })
+
+t.test('with two workers, a pod keeps the url it has when the lead that resolves it dies: the next lead keeps it too (no replaced replica, no WebSocket closed)', async (t) => {
+  const { port: appPort, servers } = await sameportUpstreams()
+  t.teardown(async () => { await Promise.all(servers.map(closeServer)) })
+  const dns = new TestDnsServer()
+  const { port: dnsPort } = await dns.start()
+  t.teardown(() => dns.close())
+  const SRV = '_http._tcp.web.tether.test'
+  const publish = (a: string[]): void => {
+    dns.set(SRV, { a: [], aaaa: [], srv: [{ priority: 0, weight: 1, port: appPort, target: 'web-0.web.tether.test' }] })
+    dns.set('web-0.web.tether.test', { a, aaaa: [] })
+  }
+  publish(['127.0.0.2'])
+  const [port, adminPort] = await freePorts(2)
+  const file = tempFile('workers-discovery-kept.yaml', [
+    `listen: { host: 127.0.0.1, port: ${port} }`,
+    `admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }`,
+    'workers: 2',
+    'log: { level: info, access: false }',
+    `discovery: { dns: { name: ${SRV}, port: null, srv: true, interval: ${INTERVAL}ms, family: ipv4, servers: ["127.0.0.1:${dnsPort}"] } }`,
+    'upstreams: []',
+    '',
+  ].join('\n'))
+  const { proc, out: output } = await startPrimary(t, file)
+  const urlOf = async (): Promise<string | undefined> =>
+    (JSON.parse((await request(`http://127.0.0.1:${adminPort}/upstreams`, null)).body) as { id: string; url: string }[]).find((u) => u.id === 'web-0')?.url
+  const kept = `http://127.0.0.2:${appPort}`
+  await waitFor(async () => (await urlOf()) === kept, 10_000, 'web-0 at 127.0.0.2')
+  const resolutions = async (n: number): Promise<void> => {
+    const from = dns.queries
+    await waitFor(() => dns.queries >= from + 2 * n, 20_000, `${n} resolutions (SRV and A)`)
+  }
+  publish(['127.0.0.1', '127.0.0.2']) // 127.0.0.1 sorts first
+  await resolutions(3)
+  t.equal(await urlOf(), kept, 'another address listed (sorting first): web-0 stays at 127.0.0.2')
+
+  for (const pid of workerPids(proc)) {
+    const before = (output().match(/"tether listening"/g) ?? []).length
+    process.kill(pid, 'SIGKILL')
+    await waitFor(() => (output().match(/"tether listening"/g) ?? []).length > before, 15_000, 'the crashed worker to be replaced')
+    await resolutions(3)
+  }
+  t.equal(await urlOf(), kept, 'after the lead was replaced: web-0 still at 127.0.0.2')
+  t.notMatch(output(), /upstreams replaced at a new address/, 'no worker took web-0 for a replaced replica')
+
+  proc.kill('SIGTERM')
+  await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
+})

@@ -29,7 +29,8 @@ function sameProblem(err: KubernetesDiscoveryError): string {
 }
 
 export interface DiscoveryDeps {
-  readonly membership: Pick<Membership, 'setDiscovered'>
+  /** `discovered(source)`: the last list applied from a source (a new lead's from its predecessor), whose urls are kept. */
+  readonly membership: Pick<Membership, 'setDiscovered'> & Partial<Pick<Membership, 'discovered'>>
   readonly logger: Logger
   readonly metrics: Pick<Metrics, 'discoveryError' | 'setDiscoveryStatus'>
   /** For KUBERNETES_SERVICE_HOST/PORT. */
@@ -78,6 +79,7 @@ export function createDiscovery(config: DiscoveryConfig, deps: DiscoveryDeps): D
         : 'DNS discovery failed; keeping the last known upstreams')
     },
     onRecover: () => void problems.resolve('dns', {}, 'DNS discovery: resolving again'),
+    previous: () => membership.discovered?.('dns') ?? [],
   }, timers)
   const k = config.kubernetes
   const kubernetes = k === null ? null : new KubernetesDiscovery(k, {
@@ -93,6 +95,7 @@ export function createDiscovery(config: DiscoveryConfig, deps: DiscoveryDeps): D
       problems.report(`kubernetes ${err.area}`, sameProblem(err), { err: err.message, code: err.code, status: err.status, failures }, 'Kubernetes discovery: keeping the last known upstreams')
     },
     onRecover: (area) => void problems.resolve(`kubernetes ${area}`, { area }, KUBERNETES_RECOVERED[area]),
+    previous: () => membership.discovered?.('kubernetes') ?? [],
   }, { env: deps.env, timers, clock, ...(deps.serviceAccountDir === undefined ? {} : { serviceAccountDir: deps.serviceAccountDir }) })
   const statuses = (): DiscoveryStatus[] => [
     ...(dns === null ? [] : [{ source: 'dns', up: dns.failures === 0 }]),

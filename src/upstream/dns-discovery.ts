@@ -76,6 +76,12 @@ export interface DnsDiscoveryHooks {
   onError?(err: DnsDiscoveryError, consecutiveFailures: number): void
   /** Called after a fully successful resolution that follows failed, partly failed or empty ones. */
   onRecover?(): void
+  /**
+   * The set the proxy has from this source now, maybe set before this resolver ran (with
+   * workers, by the lead that ran before it): a target keeps its url from it, as from this
+   * resolver's own last set, while that address is still listed.
+   */
+  previous?(): readonly DiscoveredUpstream[]
 }
 
 /**
@@ -426,7 +432,7 @@ export class DnsDiscovery {
       addresses.set(q.name, [...(addresses.get(q.name) ?? []), ...found])
     }
     const upstreams = this.#srv
-      ? upstreamsFromSrv(records, addresses, this.#port, this.#current)
+      ? upstreamsFromSrv(records, addresses, this.#port, [...(this.#hooks.previous?.() ?? []), ...this.#current])
       : upstreamsFromAddresses(addresses.get(this.#name) ?? [], this.#port!)
     const list = failed.slice(0, 5).map((q) => `${q.family === 4 ? 'A' : 'AAAA'} of ${q.name}: ${q.failed === 'ETIMEOUT' && q.cause === undefined ? `ETIMEOUT (no answer within ${this.#timeout} ms)` : q.failed}`)
     if (failed.length > 5) list.push(`and ${failed.length - 5} more`)

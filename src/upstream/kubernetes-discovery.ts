@@ -51,6 +51,12 @@ export interface KubernetesDiscoveryHooks {
    * weight annotation reads again or is gone ('weights').
    */
   onRecover?(area: KubernetesProblemArea): void
+  /**
+   * The set the proxy has from this source now, maybe set before this watch ran (with workers,
+   * by the lead that ran before it): a pod keeps its url from it, as from this watch's own last
+   * set, while that address is still listed.
+   */
+  previous?(): readonly DiscoveredUpstream[]
 }
 
 export interface KubernetesDiscoveryDeps {
@@ -203,7 +209,7 @@ export class KubernetesDiscovery {
 
   /** Recomputes the set from the slices; reports a change, or keeps the last set when empty. */
   #update(): void {
-    const { upstreams, slicesWithoutPort } = upstreamsFromSlices(this.#slices.objects.values(), this.#config.port, this.#weights, this.#current)
+    const { upstreams, slicesWithoutPort } = upstreamsFromSlices(this.#slices.objects.values(), this.#config.port, this.#weights, [...(this.#hooks.previous?.() ?? []), ...this.#current])
     if (upstreams.length === 0) {
       const why = slicesWithoutPort.length > 0
         ? `its EndpointSlices have no TCP port named ${JSON.stringify(this.#config.port)}`
