@@ -806,3 +806,23 @@ t.test('an upstream removed from the set while it serves (a reload, discovery) i
   t.same(new Set(on('b').map((c) => w.go(c).moved?.reason)), new Set(['drain']), "b's users (b removed while serving): reason=drain")
   t.same(new Set(on('c').map((c) => w.go(c).moved?.reason)), new Set(['dead']), "c's users (c removed while down): reason=dead")
 })
+
+t.test('an upstream that leaves the set draining but down (a crashed pod discovery drained, then dropped) is not a planned removal: its users move with reason=dead', async (t) => {
+  const clock = new FakeClock()
+  const down = new Set<string>()
+  const draining = new Set<string>()
+  const availability: Availability = {
+    ready: (id) => !down.has(id), acceptsNew: (id) => !down.has(id) && !draining.has(id), drainingSince: (id) => (draining.has(id) ? 0 : null), drainMigrates: () => false,
+    slowStartWeight: () => 1, readySince: () => -Infinity,
+  }
+  const w = cookieProcess(affinity({ key: 'cookie', idle_timeout: 3_600_000 }), clock, { availability })
+  const users = Array.from({ length: 60 }, () => { const d = w.go(); return { cookie: `tether=${setCookieValue(d.setCookie!, 'tether')!}`, home: d.upstream } })
+  const on = (id: string) => users.filter((u) => u.home === id).map((u) => u.cookie)
+  t.ok(on('b').length > 0 && on('c').length > 0, 'b and c have users')
+  draining.add('b')
+  draining.add('c')
+  down.add('c') // both drain; c's pod crashed (its checks fail) before it leaves
+  w.router.setUpstreams(upstreamSet(UPS.filter((u) => u.id === 'a')), clock.now())
+  t.same(new Set(on('b').map((c) => w.go(c).moved?.reason)), new Set(['drain']), "b's users (b left draining, serving): reason=drain")
+  t.same(new Set(on('c').map((c) => w.go(c).moved?.reason)), new Set(['dead']), "c's users (c left draining but down): reason=dead")
+})

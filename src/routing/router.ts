@@ -169,8 +169,9 @@ export class Router {
   /** When each upstream joined (ms); those present at start count as always there. */
   readonly #joinedAt = new Map<string, number>()
   /**
-   * Upstreams that left the set while draining or serving (bounded): a planned removal (a
-   * reload, discovery), whose users move with reason=drain; one that left while down, dead.
+   * Upstreams that left the set while ready, draining or serving (bounded): a planned removal (a
+   * reload, discovery), whose users move with reason=drain; one that left while down (also a
+   * draining one), dead.
    */
   readonly #leftPlanned = new Set<string>()
   #load = (i: number): number => this.#sessions.loadOf(this.placement.ids[i]!)
@@ -198,7 +199,9 @@ export class Router {
     for (const id of this.#joinedAt.keys()) {
       if (upstreams.some((u) => u.id === id)) continue
       this.#joinedAt.delete(id)
-      if (this.health.drainingSince(id) !== null || this.health.ready(id)) this.#leftPlanned.add(id)
+      // ready: serving or draining; a drained one found down before it left (a crashed pod that
+      // discovery dropped) is dead, as its users were while it was still in the set
+      if (this.health.ready(id)) this.#leftPlanned.add(id)
     }
     for (const u of upstreams) this.#leftPlanned.delete(u.id)
     for (const id of this.#leftPlanned) {
