@@ -425,3 +425,18 @@ t.test('kubeconfig: token, tokenFile, CA data, insecure, namespace; unsupported 
   t.throws(() => kubeconfigAccess(bad), { message: /the kubeconfig is not valid YAML/ })
   t.throws(() => kubeconfigAccess(kubeconfig('ftp://x', 'token: x')), { message: /must be https:\/\// })
 })
+
+t.test("a discovery that starts where another ran (a worker that becomes the lead) keeps the urls of the set it is given (`previous`) while those addresses are still listed", async (t) => {
+  const api = new FakeKubeApi({ token: TOKEN })
+  const { url } = await api.start()
+  t.teardown(() => api.close())
+  api.put('endpointslices', endpointSlice('web-v4', 'web', [{ pod: 'web-0', ip: '10.0.0.5' }, { pod: 'web-1', ip: '10.0.0.6' }]))
+  api.put('endpointslices', endpointSlice('web-v6', 'web', [{ pod: 'web-0', ip: 'fd00::5' }, { pod: 'web-1', ip: 'fd00::6' }], { addressType: 'IPv6' }))
+  const rec = new Recorder()
+  // the lead before it had web-0 at its IPv6 address (first listed there), web-1 at an address gone since
+  const previous = [{ id: 'web-0', url: 'http://[fd00::5]:8080', weight: 1 }, { id: 'web-1', url: 'http://10.0.0.99:8080', weight: 1 }]
+  const discovery = new KubernetesDiscovery({ ...CONFIG, kubeconfig: kubeconfig(url) }, { ...rec.hooks, previous: () => previous }, { tuning: FAST })
+  t.teardown(() => discovery.stop())
+  await discovery.start()
+  t.same(rec.last, ['web-0@[fd00::5]:8080', 'web-1@10.0.0.6:8080'], 'web-0 keeps its IPv6 url; web-1, whose address is gone, takes the first listed')
+})
