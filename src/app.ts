@@ -144,7 +144,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       membership.setDiscovered(found, source)
       link.discovered(source, found)
     },
-    discovered: (source: string) => membership.discovered(source), // the last lead's lists: a new lead keeps their urls
+    current: () => membership.current(), // a new lead keeps the urls its predecessor reported
   }
   const discovery = createDiscovery(config.discovery, { membership: discovered, logger, metrics, env, timers, clock })
   membership.setStatic(config.upstreams)

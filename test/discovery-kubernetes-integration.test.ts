@@ -297,3 +297,43 @@ t.test('a pod listed with several addresses keeps its url while that address is 
   t.equal(await urlOf(), `http://127.0.0.3:${port}`, 'its address gone: the first one listed')
   t.equal(log.records.filter((r) => r['msg'] === REPLACED).length, 1, 'and that is a replaced replica')
 })
+
+t.test('a pod dropped from the slices for a moment (still draining in the set) and listed again keeps its url while that address is listed: no restart', async (t) => {
+  const { port, servers } = await sameportUpstreams()
+  t.teardown(async () => { await Promise.all(servers.map(closeServer)) })
+  const api = new FakeKubeApi()
+  const { url } = await api.start()
+  t.teardown(() => api.close())
+  const ports = { ports: [{ name: 'http', port }] }
+  const zero = (ips: string[]): void => api.put('endpointslices', endpointSlice('web-zero', 'web', ips.length === 0 ? [] : [{ pod: 'web-0', ip: ips[0]!, ips }], ports))
+  const other = (n: number): void => api.put('endpointslices', endpointSlice('web-other', 'web', [{ pod: `web-${n}`, ip: '127.0.0.3' }], ports))
+  zero(['127.0.0.2'])
+  other(1)
+  const log = new LogCapture()
+  const tether = await startTether(testConfig([], {
+    affinity: { drain_timeout: 60_000 },
+    discovery: { kubernetes: { service: 'web', namespace: null, port: 'http', kubeconfig: kubeconfigFor(url), weight_annotation: null } },
+    log: { level: 'info', access: false },
+  }), { logger: createLogger('info', log) })
+  t.teardown(() => tether.close(0))
+  const rows = async (): Promise<{ id: string; url: string }[]> => JSON.parse((await request(`${tether.adminUrl}/upstreams`)).body) as { id: string; url: string }[]
+  const urlOf = async (): Promise<string | undefined> => (await rows()).find((r) => r.id === 'web-0')?.url
+  const updates = (): number => log.records.filter((r) => r['msg'] === 'upstreams updated').length
+  let n = updates()
+  // each step ends with a change of the other pod: the step's slice was applied once that shows
+  const step = async (ips: string[], also: number): Promise<void> => {
+    zero(ips)
+    other(also)
+    await when(onEvent(log, 'record'), () => updates() > n, 5_000, 'the step applied')
+    n = updates()
+  }
+  const kept = `http://127.0.0.2:${port}`
+  t.equal(await urlOf(), kept)
+  await step(['127.0.0.1', '127.0.0.2'], 2)
+  t.equal(await urlOf(), kept, 'an address sorting first listed too: web-0 stays at 127.0.0.2')
+  await step([], 4)
+  t.equal(await urlOf(), kept, 'dropped from the slices: still in the set (draining), at 127.0.0.2')
+  await step(['127.0.0.1', '127.0.0.2'], 5)
+  t.equal(await urlOf(), kept, 'listed again with 127.0.0.2 among its addresses: it stays there')
+  t.equal(log.records.filter((r) => r['msg'] === REPLACED).length, 0, 'no restart was seen')
+})

@@ -29,8 +29,12 @@ function sameProblem(err: KubernetesDiscoveryError): string {
 }
 
 export interface DiscoveryDeps {
-  /** `discovered(source)`: the last list applied from a source (a new lead's from its predecessor), whose urls are kept. */
-  readonly membership: Pick<Membership, 'setDiscovered'> & Partial<Pick<Membership, 'discovered'>>
+  /**
+   * `current()`: the set in use, whose urls discovery keeps while still listed (with those of
+   * upstreams still draining after they left a list, and with workers those a new lead's
+   * predecessor reported).
+   */
+  readonly membership: Pick<Membership, 'setDiscovered'> & Partial<Pick<Membership, 'current'>>
   readonly logger: Logger
   readonly metrics: Pick<Metrics, 'discoveryError' | 'setDiscoveryStatus'>
   /** For KUBERNETES_SERVICE_HOST/PORT. */
@@ -79,7 +83,7 @@ export function createDiscovery(config: DiscoveryConfig, deps: DiscoveryDeps): D
         : 'DNS discovery failed; keeping the last known upstreams')
     },
     onRecover: () => void problems.resolve('dns', {}, 'DNS discovery: resolving again'),
-    previous: () => membership.discovered?.('dns') ?? [],
+    previous: () => membership.current?.().list ?? [],
   }, timers)
   const k = config.kubernetes
   const kubernetes = k === null ? null : new KubernetesDiscovery(k, {
@@ -95,7 +99,7 @@ export function createDiscovery(config: DiscoveryConfig, deps: DiscoveryDeps): D
       problems.report(`kubernetes ${err.area}`, sameProblem(err), { err: err.message, code: err.code, status: err.status, failures }, 'Kubernetes discovery: keeping the last known upstreams')
     },
     onRecover: (area) => void problems.resolve(`kubernetes ${area}`, { area }, KUBERNETES_RECOVERED[area]),
-    previous: () => membership.discovered?.('kubernetes') ?? [],
+    previous: () => membership.current?.().list ?? [],
   }, { env: deps.env, timers, clock, ...(deps.serviceAccountDir === undefined ? {} : { serviceAccountDir: deps.serviceAccountDir }) })
   const statuses = (): DiscoveryStatus[] => [
     ...(dns === null ? [] : [{ source: 'dns', up: dns.failures === 0 }]),

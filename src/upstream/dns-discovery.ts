@@ -77,9 +77,9 @@ export interface DnsDiscoveryHooks {
   /** Called after a fully successful resolution that follows failed, partly failed or empty ones. */
   onRecover?(): void
   /**
-   * The set the proxy has from this source now, maybe set before this resolver ran (with
-   * workers, by the lead that ran before it): a target keeps its url from it, as from this
-   * resolver's own last set, while that address is still listed.
+   * The set the proxy uses now, maybe made before this resolver ran (with workers, by the lead
+   * before it) or holding an upstream that left its list and still drains: an upstream keeps
+   * its url from it, as from this resolver's own last set, while that address is still listed.
    */
   previous?(): readonly DiscoveredUpstream[]
 }

@@ -52,9 +52,9 @@ export interface KubernetesDiscoveryHooks {
    */
   onRecover?(area: KubernetesProblemArea): void
   /**
-   * The set the proxy has from this source now, maybe set before this watch ran (with workers,
-   * by the lead that ran before it): a pod keeps its url from it, as from this watch's own last
-   * set, while that address is still listed.
+   * The set the proxy uses now, maybe made before this watch ran (with workers, by the lead
+   * before it) or holding an upstream that left its list and still drains: an upstream keeps
+   * its url from it, as from this watch's own last set, while that address is still listed.
    */
   previous?(): readonly DiscoveredUpstream[]
 }

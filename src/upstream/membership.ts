@@ -99,14 +99,6 @@ export class Membership {
     this.#syncDrains()
   }
 
-  /**
-   * The last list applied from discovery source `source` ([] before any): with workers, what a
-   * new lead's discovery starts from (its pods keep their urls), as the lead before it reported.
-   */
-  discovered(source: string): readonly DiscoveredUpstream[] {
-    return this.#sources.get(source) ?? []
-  }
-
   /** Replace the static upstreams (config reload); discovered ones stay. */
   setStatic(upstreams: readonly UpstreamConfig[]): void {
     this.#static = upstreams
