@@ -172,7 +172,7 @@ export function srvTargetId(target: string): string {
  * address in text order, on `port` or else the record's port; records are taken by priority,
  * then target, then port, and a later record with an id already taken is dropped (one pod
  * named twice). Targets with no address are left out. Sorted by id, weight 1, deeply frozen.
- * A target in `previous` (the last set) keeps its url while that address is still among its
+ * A target in `previous` (the set in use) keeps its url while that address is still among its
  * target's (a target with A and AAAA records, or several, is not moved by a new address that
  * sorts first: a url change is a pod re-created elsewhere, whose users are rehydrated).
  * Example: `[{ name: 'web-1.web.ns.svc.cluster.local', port: 8080, ... }]` with

@@ -104,7 +104,7 @@ const RANK = { out: 0, draining: 1, serving: 2 } as const
  * (serving over draining) and the address of its first slice by IPv4, IPv6, FQDN, then slice
  * name, whatever its role there: the two families' slices are updated one after the other,
  * and the url stays the same meanwhile (it flipped with the role). A pod in `previous` (the
- * last set reported) keeps its url while that address is still listed for it, in any slice
+ * set in use) keeps its url while that address is still listed for it, in any slice
  * or position: a slice update that reorders or adds addresses does not move it (a url change
  * is a pod re-created elsewhere, whose users are rehydrated). When no endpoint is
  * serving, the draining ones are not draining: they take new users (kube-proxy's fallback to
