@@ -126,8 +126,12 @@ export interface RedisSentinelEvent {
 interface SwitchWatch {
   readonly address: string
   redis: Redis
-  /** When it last heard its Sentinel (or was made), this.#now(). */
-  heardAt: number
+  /**
+   * Since when it waits for its Sentinel (this.#now()): made or closed and not subscribed yet,
+   * or a PING unanswered; null while nothing is outstanding. Silence is counted from here, not
+   * from the last reply: a stall of Tether itself between two PINGs is no silence.
+   */
+  waitingSince: number | null
   /** Subscribed on the current connection. */
   listening: boolean
   /** Given up since it last listened ('silent' reported). */
@@ -851,7 +855,7 @@ export class RedisConnection {
     if (o.sentinels === undefined || o.name === undefined) return
     const now = this.#now()
     for (const s of o.sentinels) {
-      const w: SwitchWatch = { address: hostPort(s.host, s.port), redis: null as unknown as Redis, heardAt: now, listening: false, silent: false, lastError: '' }
+      const w: SwitchWatch = { address: hostPort(s.host, s.port), redis: null as unknown as Redis, waitingSince: now, listening: false, silent: false, lastError: '' }
       w.redis = this.#watchConnection(w, s, o.name)
       this.#switchWatches.push(w)
     }
@@ -876,7 +880,11 @@ export class RedisConnection {
     const current = (): boolean => w.redis === watch
     // the Sentinels' own health is not a Redis node's: a refusal or a silence is told once by #watchTick
     watch.on('error', (err: unknown) => { if (current()) w.lastError = this.#sentinelError(describe(err)) })
-    watch.on('close', () => { if (current()) w.listening = false })
+    watch.on('close', () => {
+      if (!current()) return
+      w.listening = false
+      w.waitingSince ??= this.#now()
+    })
     watch.on('ready', () => void watch.subscribe('+switch-master').then(() => {
       if (!current()) return
       w.listening = true
@@ -900,7 +908,7 @@ export class RedisConnection {
 
   /** Watch `w` heard its Sentinel: after a silence, it listens again. */
   #heard(w: SwitchWatch): void {
-    w.heardAt = this.#now()
+    w.waitingSince = null
     if (!w.listening || !w.silent) return
     w.silent = false
     w.lastError = ''
@@ -908,8 +916,8 @@ export class RedisConnection {
   }
 
   /**
-   * Every {@link SENTINEL_PING_MS}: each watch that heard nothing for {@link SENTINEL_SILENT_MS}
-   * (a frozen Sentinel keeps its TCP connection open and says nothing; a Sentinel that refuses
+   * Every {@link SENTINEL_PING_MS}: each watch that waited {@link SENTINEL_SILENT_MS} for its
+   * Sentinel (a PING or its subscription unanswered, a closed connection; a frozen Sentinel keeps its TCP connection open and says nothing; a Sentinel that refuses
    * or is down never subscribes) is destroyed and made again ('silent' once a spell); each
    * listening one is sent a PING, whose PONG counts as heard.
    */
@@ -919,23 +927,26 @@ export class RedisConnection {
     if (this.#switchWatches.length === 0 || o.sentinels === undefined || o.name === undefined) return
     const now = this.#now()
     this.#switchWatches.forEach((w, i) => {
-      if (now - w.heardAt >= SENTINEL_SILENT_MS) {
+      if (w.waitingSince !== null && now - w.waitingSince >= SENTINEL_SILENT_MS) {
         if (!w.silent) {
           w.silent = true
           this.#emitSentinel({ kind: 'silent', sentinel: w.address, error: w.lastError || `no reply within ${SENTINEL_SILENT_MS} ms` })
         }
         closeQuietly(w.redis)
         w.listening = false
-        w.heardAt = now
+        w.waitingSince = now
         w.redis = this.#watchConnection(w, o.sentinels![i]!, o.name!)
       } else if (w.listening) {
         const watch = w.redis
+        w.waitingSince ??= now
         watch.ping().then(() => { if (w.redis === watch) this.#heard(w) }, () => undefined)
       }
     })
     // a late tick after a stall of this process defers to pending I/O: PONGs already on their
     // sockets count before a watch is judged silent (setImmediate runs after the poll phase)
-    this.#watchTimer = this.#timers.setTimeout(() => setImmediate(() => this.#watchTick()), SENTINEL_PING_MS)
+    // (a tick already deferred when stop() came, or start() again, is not run: one chain only)
+    const timer = this.#timers.setTimeout(() => setImmediate(() => { if (this.#watchTimer === timer) this.#watchTick() }), SENTINEL_PING_MS)
+    this.#watchTimer = timer
   }
 
   #watchTimer: unknown = null
