@@ -110,6 +110,12 @@ export const SENTINEL_PING_MS = 1_000
  * this long is destroyed and made again; also the deadline of every question to a Sentinel (ms).
  */
 export const SENTINEL_SILENT_MS = 2_000
+/**
+ * A watch given up is made again after {@link SENTINEL_SILENT_MS}, then after twice as long
+ * each time it is given up again in the same silence, at most this long (ms): a Sentinel down
+ * for hours gets one connection attempt every 16 s from each watch, not several a second.
+ */
+export const SENTINEL_REMAKE_MAX_MS = 16_000
 
 /**
  * A `+switch-master` watch gave its Sentinel up (`silent`: nothing heard for
@@ -136,6 +142,8 @@ interface SwitchWatch {
   listening: boolean
   /** Given up since it last listened ('silent' reported). */
   silent: boolean
+  /** Times made again since it last listened (the next wait doubles with each). */
+  remakes: number
   lastError: string
 }
 
@@ -855,7 +863,7 @@ export class RedisConnection {
     if (o.sentinels === undefined || o.name === undefined) return
     const now = this.#now()
     for (const s of o.sentinels) {
-      const w: SwitchWatch = { address: hostPort(s.host, s.port), redis: null as unknown as Redis, waitingSince: now, listening: false, silent: false, lastError: '' }
+      const w: SwitchWatch = { address: hostPort(s.host, s.port), redis: null as unknown as Redis, waitingSince: now, listening: false, silent: false, remakes: 0, lastError: '' }
       w.redis = this.#watchConnection(w, s, o.name)
       this.#switchWatches.push(w)
     }
@@ -867,7 +875,9 @@ export class RedisConnection {
    * 'ready' and follows `name`'s switches. Its outcomes count only while it is `w`'s current one.
    */
   #watchConnection(w: SwitchWatch, s: RedisAddress, name: string): Redis {
-    const backoff = (times: number): number => Math.min(this.#maxReconnectDelay, 50 * 2 ** Math.min(times - 1, 16))
+    // ioredis's quick reconnects only until the watch is given up; then #watchTick's remakes,
+    // with their own back-off, are its only attempts
+    const backoff = (times: number): number | null => (w.silent ? null : Math.min(this.#maxReconnectDelay, 50 * 2 ** Math.min(times - 1, 16)))
     const password = this.#options.sentinelPassword ?? undefined
     const watch = new Redis({
       host: s.host, port: s.port, lazyConnect: true, protocol: 2, connectionName: 'tether-switch-watch',
@@ -909,6 +919,7 @@ export class RedisConnection {
   /** Watch `w` heard its Sentinel: after a silence, it listens again. */
   #heard(w: SwitchWatch): void {
     w.waitingSince = null
+    if (w.listening) w.remakes = 0
     if (!w.listening || !w.silent) return
     w.silent = false
     w.lastError = ''
@@ -917,9 +928,11 @@ export class RedisConnection {
 
   /**
    * Every {@link SENTINEL_PING_MS}: each watch that waited {@link SENTINEL_SILENT_MS} for its
-   * Sentinel (a PING or its subscription unanswered, a closed connection; a frozen Sentinel keeps its TCP connection open and says nothing; a Sentinel that refuses
-   * or is down never subscribes) is destroyed and made again ('silent' once a spell); each
-   * listening one is sent a PING, whose PONG counts as heard.
+   * Sentinel (a PING or its subscription unanswered, a closed connection; a frozen Sentinel
+   * keeps its TCP connection open and says nothing; a Sentinel that refuses or is down never
+   * subscribes) is destroyed and made again ('silent' once a spell); given up again in the
+   * same spell, after 4, 8, then every {@link SENTINEL_REMAKE_MAX_MS}. Each listening one is
+   * sent a PING, whose PONG counts as heard.
    */
   #watchTick(): void {
     this.#watchTimer = null
@@ -927,7 +940,7 @@ export class RedisConnection {
     if (this.#switchWatches.length === 0 || o.sentinels === undefined || o.name === undefined) return
     const now = this.#now()
     this.#switchWatches.forEach((w, i) => {
-      if (w.waitingSince !== null && now - w.waitingSince >= SENTINEL_SILENT_MS) {
+      if (w.waitingSince !== null && now - w.waitingSince >= Math.min(SENTINEL_REMAKE_MAX_MS, SENTINEL_SILENT_MS * 2 ** w.remakes)) {
         if (!w.silent) {
           w.silent = true
           this.#emitSentinel({ kind: 'silent', sentinel: w.address, error: w.lastError || `no reply within ${SENTINEL_SILENT_MS} ms` })
@@ -935,6 +948,7 @@ export class RedisConnection {
         closeQuietly(w.redis)
         w.listening = false
         w.waitingSince = now
+        w.remakes++
         w.redis = this.#watchConnection(w, o.sentinels![i]!, o.name!)
       } else if (w.listening) {
         const watch = w.redis
