@@ -108,4 +108,5 @@ t.test('a wrong sentinel_password: start-up does not hang, the warn line and /re
   for (const s of set.sentinels) await sentinelCli(s.port, 'ACL', 'SETUSER', 'default', 'resetpass', '>not-the-password')
   await waitFor('the store to be ready', async () => (await readyz(tt)).degraded.length === 0, 10_000)
   t.pass('recovered once the Sentinels accept the password')
+  t.notOk(JSON.stringify(logs.records).includes('not-the-password') || r.degraded.join('\n').includes('not-the-password'), 'the password is never printed (logs, /readyz)')
 })
