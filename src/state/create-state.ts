@@ -61,7 +61,7 @@ export async function createState(
     })
     // a +switch-master watch: one warn when it gives its Sentinel up, one info when it is back
     redis.onSentinel((e) => {
-      if (e.kind === 'silent') logger.warn({ sentinel: e.sentinel, error: e.error }, 'redis sentinel silent: its +switch-master watch is made again (failovers are still followed through the other Sentinels)')
+      if (e.kind === 'silent') logger.warn({ sentinel: e.sentinel, error: e.error }, "redis sentinel silent: its +switch-master watch is made again (a failover is still followed through the other Sentinels' watches, if any, else once the old master drops Tether's connections)")
       else logger.info({ sentinel: e.sentinel }, 'redis sentinel listening again')
     })
   }
