@@ -19,13 +19,15 @@ const CONNECTION = pathToFileURL(join(ROOT, 'dist', 'redis', 'connection.js')).h
  * those connections) for the socket to close.
  */
 const EXIT_DEADLINE_MS = SENTINEL_SILENT_MS + 2_000 + 2_000
+/** How long a case that waits for a watch to be given up may take more (the tick's 1 s on top of the silence). */
+const SILENT_WAIT_MS = SENTINEL_SILENT_MS + 1_000
 
 /**
  * A child process that calls start(), then stop() at once (`delayed`: once the first Sentinel
  * round failed), waits for start() to settle and prints what happened; it
  * exits by itself once nothing is left (it is SIGKILLed after EXIT_DEADLINE_MS).
  */
-function startStop(options: Record<string, unknown>, delayed = false): Promise<{ out: string; exited: boolean; ms: number }> {
+function startStop(options: Record<string, unknown>, delayed = false, afterSilent = false): Promise<{ out: string; exited: boolean; ms: number }> {
   const script = `
     import { RedisConnection } from ${JSON.stringify(CONNECTION)}
     const stray = []
@@ -35,6 +37,8 @@ function startStop(options: Record<string, unknown>, delayed = false): Promise<{
     const started = conn.start().then(() => { settled = true }, (err) => { console.log('start rejected: ' + err) })
     // a failed Sentinel round is reported as the node down: stop() lands in ioredis's retry wait
     if (${delayed}) await new Promise((r) => conn.onNode(r))
+    // a watch given up and made again: stop() must close the remade connection too
+    if (${afterSilent}) await new Promise((r) => conn.onSentinel(r))
     const stopped = performance.now()
     await conn.stop()
     await started
@@ -47,7 +51,7 @@ function startStop(options: Record<string, unknown>, delayed = false): Promise<{
     let out = ''
     child.stdout.on('data', (c: Buffer) => { out += c.toString() })
     child.stderr.on('data', (c: Buffer) => { out += c.toString() })
-    const kill = setTimeout(() => child.kill('SIGKILL'), EXIT_DEADLINE_MS)
+    const kill = setTimeout(() => child.kill('SIGKILL'), EXIT_DEADLINE_MS + (afterSilent ? SILENT_WAIT_MS : 0))
     child.once('exit', (code, signal) => {
       clearTimeout(kill)
       resolve({ out, exited: signal === null && code === 0, ms: performance.now() - before })
@@ -64,7 +68,7 @@ async function sentinelFor(t: Test, options: StartSentinelOptions = {}): Promise
   return { master, sentinel, sentinels: [{ host: '127.0.0.1', port: sentinel.port }] }
 }
 
-type Case = { name: string; setup: (t: Test) => Promise<Record<string, unknown>>; delayed?: boolean }
+type Case = { name: string; setup: (t: Test) => Promise<Record<string, unknown>>; delayed?: boolean; afterSilent?: boolean }
 
 const cases: Case[] = [
   {
@@ -85,18 +89,28 @@ const cases: Case[] = [
       return { sentinels, name: 'mymaster' }
     },
   },
+  {
+    name: 'the Sentinel is frozen (SIGSTOP), stop() once its watch was given up and made again',
+    setup: async (t) => {
+      const { sentinel, sentinels } = await sentinelFor(t)
+      process.kill(sentinel.pid, 'SIGSTOP')
+      t.teardown(() => { process.kill(sentinel.pid, 'SIGCONT') })
+      return { sentinels, name: 'mymaster' }
+    },
+    afterSilent: true,
+  },
 ]
 
 for (const c of cases) {
   t.test(`stop() right after start() with Sentinel, ${c.name}: start() settles, no unhandled rejection, the process exits`, async (t) => {
     const options = await c.setup(t)
-    const r = await startStop(options, c.delayed ?? false)
+    const r = await startStop(options, c.delayed ?? false, c.afterSilent ?? false)
     t.comment(`${r.out.trim().replace(/\n/g, '; ')} (${Math.round(r.ms)} ms)`)
     t.match(r.out, /settled true, status degraded/, 'start() settled')
     const after = Number(/, (\d+) ms after stop\(\)/.exec(r.out)?.[1] ?? Infinity)
     t.ok(after < 1_000, `start() settled at once when stop() was called (${after} ms)`)
     t.notMatch(r.out, /unhandled rejection|start rejected/, 'nothing rejected')
-    t.ok(r.exited, `the process exited on its own within ${EXIT_DEADLINE_MS} ms`)
+    t.ok(r.exited, `the process exited on its own within ${EXIT_DEADLINE_MS + (c.afterSilent === true ? SILENT_WAIT_MS : 0)} ms`)
     t.match(r.out, /exit, 0 stray/)
   })
 }
