@@ -106,8 +106,9 @@ export const STILL_DOWN_INTERVAL_MS = 1_000
 /** Each `+switch-master` watch PINGs its Sentinel this often (ms; PING is allowed in subscriber mode). */
 export const SENTINEL_PING_MS = 1_000
 /**
- * A watch that heard nothing from its Sentinel (no PONG, no message, no SUBSCRIBE reply) for
- * this long is destroyed and made again; also the deadline of every question to a Sentinel (ms).
+ * A watch that waited this long for an answer of its Sentinel (a PING without PONG, a SUBSCRIBE
+ * without reply, a closed connection) is destroyed and made again; also the deadline of every
+ * question to a Sentinel (ms).
  */
 export const SENTINEL_SILENT_MS = 2_000
 /**
@@ -118,7 +119,7 @@ export const SENTINEL_SILENT_MS = 2_000
 export const SENTINEL_REMAKE_MAX_MS = 16_000
 
 /**
- * A `+switch-master` watch gave its Sentinel up (`silent`: nothing heard for
+ * A `+switch-master` watch gave its Sentinel up (`silent`: an answer awaited for
  * {@link SENTINEL_SILENT_MS}; once a spell, with the last error) or hears it again after
  * that (`listening`). `sentinel` is its `host:port`.
  */
