@@ -17,6 +17,7 @@ import { CookieJar, agentFor, get } from './fixtures/users.js'
 import { startCounter, type CounterAnswer } from './fixtures/counter-upstream.js'
 import { tempFile } from './fixtures/cli.js'
 import { freePort } from './fixtures/ports.js'
+import { FakeTimers } from './fixtures/timers.js'
 import { request as fresh, startPrimary, workersYaml } from './fixtures/primary-process.js'
 
 let redis: RedisServer
@@ -110,6 +111,42 @@ t.test('the watch: a write-back step that fails waits and writes those bindings 
   await waitFor(() => done.length === 1, 5_000, 'the write-back to finish once Redis takes writes')
   t.match(done[0], { written: 300, kept: 0 }, 'every binding written, once each')
   t.equal((await keysOf('kr:af:*')).length, 300, 'all 300 in Redis')
+})
+
+t.test('the watch: a binding unpinned or placed afresh here during the write-back is written as the table holds it now, not as copied', async (t) => {
+  const conn = new RedisConnection({ url: redis.url, keyPrefix: 'ku:', timeout: 500 })
+  const store = new RedisBindings(conn, 60_000)
+  const timers = new FakeTimers()
+  timers.clock.set(1_000)
+  const table = new Map<string, HeldBinding>([
+    ['u1', { key: 'u1', upstream: 'app-1', epoch: 0, lastSeen: 1_000 }],
+    ['u2', { key: 'u2', upstream: 'app-1', epoch: 0, lastSeen: 1_000 }],
+    ['u3', { key: 'u3', upstream: 'app-0', epoch: 0, lastSeen: 1_000 }],
+  ])
+  const done: WriteBack[] = []
+  const watch = new KeyspaceWatch({
+    redis: conn, bindings: store, held: () => [...table.values()], current: (key) => table.get(key) ?? null,
+    idleTimeout: 60_000, now: () => timers.clock.now(), timers, onDone: (r) => done.push(r), batch: 1, pauseMs: 20,
+  })
+  await conn.start()
+  t.teardown(async () => { watch.stop(); await conn.stop() })
+  await watch.check()
+  await redisCli(redis.port, 'DEL', `ku:${MARKER}`)
+  await watch.check()
+  await timers.scheduled(20) // u1 written, the pause before u2
+  // meanwhile the application deleted u2's cookie (unpinned: its binding deleted), and u3 was
+  // unpinned and placed afresh on app-2 at epoch 0 (written through): the copy is out of date
+  table.delete('u2')
+  await store.delete('u2')
+  table.set('u3', { key: 'u3', upstream: 'app-2', epoch: 0, lastSeen: 1_010 })
+  t.equal(await store.write('u3', 'app-2', 0), 'written')
+  timers.advance(20)
+  await timers.scheduled(20)
+  timers.advance(20)
+  await waitFor(() => done.length === 1, 5_000, 'the write-back to finish')
+  t.same(await Promise.all(['u1', 'u2', 'u3'].map((k) => store.lookup(k))), [
+    { upstream: 'app-1', epoch: 0 }, null, { upstream: 'app-2', epoch: 0 },
+  ], 'u2 is not brought back, u3 keeps the placement it has now (not the copied app-0 that would win the tie)')
 })
 
 t.test('the watch with Redis Cluster: one marker per master; a restarted master gets back only its own slots\' bindings', async (t) => {

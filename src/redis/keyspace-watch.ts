@@ -51,8 +51,14 @@ export interface KeyspaceWatchOptions {
   readonly redis: RedisConnection
   /** Where bindings are written back (through the epoch-safe script); null: nothing to write back. */
   readonly bindings: RedisBindings | null
-  /** This replica's live bindings, most recently used first (read once per loss, synchronously; each kept as given). */
+  /** This replica's live bindings, most recently used first (read once per loss, synchronously: the order and the keys to write back). */
   readonly held: () => Iterable<HeldBinding>
+  /**
+   * The binding `key` has here now (null: none, or expired), read again as each is written back,
+   * so one unpinned, moved or expired since the copy is written as it is now, or not at all
+   * (a binding deleted from Redis is not brought back). Absent: each is written as copied.
+   */
+  readonly current?: (key: string) => Omit<HeldBinding, 'key'> | null
   /** The affinity idle timeout (ms): a binding written back lives what is left of it. */
   readonly idleTimeout: number
   /** Now, in the clock of `HeldBinding.lastSeen` (ms). */
@@ -178,12 +184,20 @@ export class KeyspaceWatch {
       if (i > 0) await this.#sleep(o.pauseMs ?? WRITE_BACK_PAUSE_MS)
       let pending = list.slice(i, i + (o.batch ?? WRITE_BACK_BATCH))
       while (pending.length > 0 && live()) {
-        const outcomes = await Promise.all(pending.map((b) => store.write(b.key, b.upstream, b.epoch, o.idleTimeout - (now - b.lastSeen))))
+        // each as the table holds it now, with the idle time it has left now (a retry may come
+        // long after the copy): one gone meanwhile is not written
+        const at = Math.max(now, o.now())
+        const step: HeldBinding[] = []
+        for (const b of pending) {
+          const c = o.current === undefined ? b : o.current(b.key)
+          if (c !== null && o.idleTimeout - (at - c.lastSeen) > 0) step.push(c === b ? b : { key: b.key, upstream: c.upstream, epoch: c.epoch, lastSeen: c.lastSeen })
+        }
+        const outcomes = await Promise.all(step.map((b) => store.write(b.key, b.upstream, b.epoch, o.idleTimeout - (at - b.lastSeen))))
         const n = outcomes.filter((r) => r === 'written').length
         written += n
         kept += outcomes.filter((r) => r === 'kept').length
         if (n > 0) this.#tell(() => o.onWritten?.(n))
-        pending = pending.filter((_, j) => outcomes[j] === 'failed')
+        pending = step.filter((_, j) => outcomes[j] === 'failed')
         if (pending.length > 0) await this.#sleep(o.retryMs ?? WRITE_BACK_RETRY_MS)
       }
     }
