@@ -149,6 +149,33 @@ t.test('the watch: a binding unpinned or placed afresh here during the write-bac
   ], 'u2 is not brought back, u3 keeps the placement it has now (not the copied app-0 that would win the tie)')
 })
 
+t.test('the watch: stop() while a write-back step waits for Redis leaves no timer behind', async (t) => {
+  const conn = new RedisConnection({ url: redis.url, keyPrefix: 'ks:', timeout: 300 })
+  const store = new RedisBindings(conn, 60_000)
+  let settled = 0
+  const counted = Object.assign(Object.create(store) as RedisBindings, {
+    write: async (...a: Parameters<RedisBindings['write']>) => { try { return await store.write(...a) } finally { settled++ } },
+  })
+  const timers = new FakeTimers()
+  const watch = new KeyspaceWatch({
+    redis: conn, bindings: counted, held: () => heldMany(10), idleTimeout: 60_000, now: () => 1_000, timers, batch: 5, pauseMs: 20, retryMs: 1_000,
+  })
+  await conn.start()
+  t.teardown(async () => { watch.stop(); await redisCli(redis.port, 'CLIENT', 'UNPAUSE'); await conn.stop() })
+  await watch.check()
+  await redisCli(redis.port, 'SET', `ks:${MARKER}`, 'replaced')
+  await watch.check()
+  await timers.scheduled(20) // the first step written, the pause before the second
+  await redisCli(redis.port, 'CLIENT', 'PAUSE', '2000', 'ALL') // Redis stops answering (300 ms timeout)
+  timers.advance(20) // the second step's writes go out...
+  await waitFor(() => settled === 5, 2_000, 'the first step')
+  await new Promise((resolve) => setImmediate(resolve))
+  watch.stop() // ...and the watch stops while they wait
+  await waitFor(() => settled === 10, 5_000, 'the second step\'s writes to time out')
+  await new Promise((resolve) => setImmediate(resolve))
+  t.same(timers.pending(), [], 'no retry timer set after stop()')
+})
+
 t.test('the watch with Redis Cluster: one marker per master; a restarted master gets back only its own slots\' bindings', async (t) => {
   const cluster = await startRedisCluster(3)
   t.teardown(() => cluster.stop())

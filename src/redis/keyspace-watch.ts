@@ -198,7 +198,7 @@ export class KeyspaceWatch {
         kept += outcomes.filter((r) => r === 'kept').length
         if (n > 0) this.#tell(() => o.onWritten?.(n))
         pending = step.filter((_, j) => outcomes[j] === 'failed')
-        if (pending.length > 0) await this.#sleep(o.retryMs ?? WRITE_BACK_RETRY_MS)
+        if (pending.length > 0 && live()) await this.#sleep(o.retryMs ?? WRITE_BACK_RETRY_MS)
       }
     }
     if (!live()) return
