@@ -211,6 +211,36 @@ t.test('the watch with Redis Cluster: one marker per master; a restarted master 
   t.equal((await redisCli(victim.port, 'DBSIZE')).trim(), String(mine.length + 1), 'it holds them again, and its marker')
 })
 
+t.test('the watch with Redis Cluster: every master lost at once costs one copy of the table, each master gets its own bindings', async (t) => {
+  const cluster = await startRedisCluster(3)
+  t.teardown(() => cluster.stop())
+  const conn = new RedisConnection({ nodes: cluster.addresses, keyPrefix: 'ka:', timeout: 500 })
+  const store = new RedisBindings(conn, 60_000)
+  const lost: string[] = []
+  const done: WriteBack[] = []
+  const held = heldMany(90)
+  let copies = 0
+  const watch = new KeyspaceWatch({
+    redis: conn, bindings: store, held: () => { copies++; return held }, idleTimeout: 60_000, now: () => 1_000, timers: realTimers,
+    onLost: (node) => lost.push(node), onDone: (r) => done.push(r),
+  })
+  await conn.start()
+  t.teardown(async () => { watch.stop(); await conn.stop() })
+  await watch.check()
+  t.equal(conn.keysPerNode(MARKER).size, 3)
+  for (const node of cluster.nodes) await redisCli(node.port, 'FLUSHALL')
+  await watch.check() // not started: this one check sees all three
+  t.equal(lost.length, 3, 'every master lost its keys')
+  await waitFor(() => done.length === 3, 5_000, 'the three write-backs')
+  t.equal(copies, 1, 'the table was copied once for the three')
+  t.equal(done.reduce((n, r) => n + r.written, 0), held.length, 'each binding written once, to its own master')
+  for (const node of cluster.nodes) {
+    const address = `127.0.0.1:${node.port}`
+    const mine = held.filter((b) => conn.nodeOf(store.keyOf(b.key)) === address).length
+    t.equal((await redisCli(node.port, 'DBSIZE')).trim(), String(mine + 1), `${address} holds its ${mine} and its marker`)
+  }
+})
+
 /** A Tether replica sharing affinity and health through Redis under `prefix`. */
 async function replica(t: Test, ups: readonly { id: string; url: string }[], prefix: string): Promise<Tether> {
   const cfg = testConfig(ups, {

@@ -148,31 +148,42 @@ export class KeyspaceWatch {
 
   async #check(): Promise<void> {
     const { redis } = this.#o
+    const lost: string[] = []
     await Promise.all([...redis.keysPerNode(MARKER)].map(async ([node, key]) => {
       const value = await redis.runScript(MARK_SCRIPT, key, randomUUID())
       if (value === FAILED || typeof value !== 'string' || this.#stopped) return
       const last = this.#seen.get(key)
       this.#seen.set(key, value)
-      if (last !== undefined && last !== value) this.#lost(node)
+      if (last !== undefined && last !== value) lost.push(node)
     }))
+    if (lost.length > 0 && !this.#stopped) this.#lost(lost)
   }
 
-  #lost(node: string): void {
+  /** The nodes found lost in one check: one copy of the table for all of them (with Cluster, every master after a full restart). */
+  #lost(nodes: readonly string[]): void {
     const since = performance.now()
-    this.#tell(() => this.#o.onLost?.(node))
+    for (const node of nodes) this.#tell(() => this.#o.onLost?.(node))
     const store = this.#o.bindings
     if (store === null) return
-    const run = {}
-    this.#runs.set(node, run)
     // a copy, taken at once: the table may change while the writes go on
     const now = this.#o.now()
-    const list: HeldBinding[] = []
-    const one = this.#o.redis.keysPerNode(MARKER).size <= 1 // standalone or Sentinel: every binding is that node's
+    const lists = new Map<string, HeldBinding[]>(nodes.map((node) => [node, []]))
+    // standalone or Sentinel: every binding is that node's
+    const only = nodes.length === 1 && this.#o.redis.keysPerNode(MARKER).size <= 1 ? lists.get(nodes[0]!)! : null
     for (const b of this.#o.held()) {
-      const at = one ? node : this.#o.redis.nodeOf(store.keyOf(b.key))
-      if (at === node || at === null) list.push(b)
+      if (only !== null) {
+        only.push(b)
+        continue
+      }
+      const at = this.#o.redis.nodeOf(store.keyOf(b.key))
+      if (at === null) for (const list of lists.values()) list.push(b) // a slot without a known master: every lost node may hold it
+      else lists.get(at)?.push(b)
     }
-    void this.#writeBack(store, node, run, list, now, since)
+    for (const [node, list] of lists) {
+      const run = {}
+      this.#runs.set(node, run)
+      void this.#writeBack(store, node, run, list, now, since)
+    }
   }
 
   async #writeBack(store: RedisBindings, node: string, run: object, list: readonly HeldBinding[], now: number, since: number): Promise<void> {
