@@ -63,7 +63,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const recordsDrains = config.health.shared === 'redis'
   const keyspace = redis === null || (redisBindings === null && !recordsDrains) ? null : new (await import('./redis/keyspace-watch.js')).KeyspaceWatch({
     // with Tether's own cookie the table only counts sessions (bounded loads), shared with nobody
-    redis, bindings: config.affinity.key === 'cookie' || config.affinity.key === 'none' ? null : redisBindings, held: () => sessions.table.byRecency(clock.now()), current: (key) => sessions.table.peek(key, clock.now()), idleTimeout: config.affinity.idle_timeout, now: () => clock.now(), timers,
+    redis, bindings: config.affinity.key === 'cookie' || config.affinity.key === 'none' ? null : redisBindings, held: () => { const slots = sessions.table.slotsByRecency(clock.now()); return { length: slots.length, at: (i) => sessions.table.bindingAt(slots[i]!, clock.now()) } }, idleTimeout: config.affinity.idle_timeout, now: () => clock.now(), timers,
     onLost: (node) => {
       metrics.redisKeyspaceLost(node)
       const drains = recordsDrains && (link === null || link.lead) ? health.peers?.recordAgain() ?? 0 : 0

@@ -281,3 +281,24 @@ t.test("append: a copy's creation time is at most its last use; setCreated: a wr
   table.setCreated('nan', 'app-2', 0, now, NaN)
   t.equal(table.peek('nan', now)?.createdAt, now, 'no creation time: now, as set')
 })
+
+t.test('slotsByRecency is a snapshot of places; bindingAt reads each as the table holds it now', async (t) => {
+  const table = new AffinityTable({ maxEntries: 10, idleTimeout: HOUR })
+  const now = 1_000_000
+  table.set('a', 'app-1', 0, now)
+  table.set('b', 'app-2', 0, now + 1)
+  table.set('c', 'app-3', 0, now + 2)
+  const slots = table.slotsByRecency(now + 3)
+  t.same([...slots].map((s) => table.bindingAt(s, now + 3)?.key), ['c', 'b', 'a'], 'most recently used first')
+  // the table goes on changing after the snapshot
+  table.delete('b')
+  table.set('c', 'app-1', 4, now + 4)
+  t.same([...slots].map((s) => table.bindingAt(s, now + 5)), [
+    { key: 'c', upstream: 'app-1', epoch: 4, createdAt: now + 2, lastSeen: now + 4 },
+    null,
+    { key: 'a', upstream: 'app-1', epoch: 0, createdAt: now, lastSeen: now },
+  ], 'a deleted binding reads as none, a moved one as it is now')
+  t.equal(table.bindingAt(slots[2]!, now + HOUR + 1), null, 'an expired one reads as none')
+  t.equal(table.bindingAt(99, now), null, 'a slot never used reads as none')
+  t.equal(table.slotsByRecency(now + HOUR + 3).length, 1, 'the snapshot leaves out expired bindings')
+})

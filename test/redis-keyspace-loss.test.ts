@@ -7,7 +7,7 @@ import http from 'node:http'
 import { startTether, type Tether } from '../src/app.js'
 import { RedisBindings } from '../src/redis/binding-store.js'
 import { RedisConnection } from '../src/redis/connection.js'
-import { KeyspaceWatch, MARKER, type HeldBinding, type WriteBack } from '../src/redis/keyspace-watch.js'
+import { KeyspaceWatch, MARKER, heldList, type HeldBinding, type WriteBack } from '../src/redis/keyspace-watch.js'
 import { createLogger } from '../src/observability/logger.js'
 import { DEFAULTS, type Config } from '../src/config/schema.js'
 import { startRedis, startRedisCluster, redisCli, type RedisServer } from './fixtures/redis-server.js'
@@ -44,7 +44,7 @@ t.test('the watch: a marker absent or changed is a loss and writes the bindings 
   const done: WriteBack[] = []
   let written = 0
   const watch = new KeyspaceWatch({
-    redis: conn, bindings: store, held: () => held, idleTimeout: 60_000, now: () => 1_000, timers: { setTimeout, clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout) },
+    redis: conn, bindings: store, held: () => heldList(held), idleTimeout: 60_000, now: () => 1_000, timers: { setTimeout, clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout) },
     onLost: (node) => lost.push(node), onWritten: (n) => { written += n }, onDone: (r) => done.push(r), batch: 2, pauseMs: 1,
   })
   await conn.start()
@@ -92,7 +92,7 @@ t.test('the watch: a write-back step that fails waits and writes those bindings 
   const store = new RedisBindings(conn, 60_000)
   const done: WriteBack[] = []
   const watch = new KeyspaceWatch({
-    redis: conn, bindings: store, held: () => heldMany(300), idleTimeout: 60_000, now: () => 1_000, timers: realTimers,
+    redis: conn, bindings: store, held: () => heldList(heldMany(300)), idleTimeout: 60_000, now: () => 1_000, timers: realTimers,
     onDone: (r) => done.push(r), pauseMs: 1, retryMs: 50,
   })
   await conn.start()
@@ -125,7 +125,7 @@ t.test('the watch: a binding unpinned or placed afresh here during the write-bac
   ])
   const done: WriteBack[] = []
   const watch = new KeyspaceWatch({
-    redis: conn, bindings: store, held: () => [...table.values()], current: (key) => table.get(key) ?? null,
+    redis: conn, bindings: store, held: () => { const keys = [...table.keys()]; return { length: keys.length, at: (i) => table.get(keys[i]!) ?? null } },
     idleTimeout: 60_000, now: () => timers.clock.now(), timers, onDone: (r) => done.push(r), batch: 1, pauseMs: 20,
   })
   await conn.start()
@@ -140,10 +140,7 @@ t.test('the watch: a binding unpinned or placed afresh here during the write-bac
   await store.delete('u2')
   table.set('u3', { key: 'u3', upstream: 'app-2', epoch: 0, lastSeen: 1_010 })
   t.equal(await store.write('u3', 'app-2', 0), 'written')
-  timers.advance(20)
-  await timers.scheduled(20)
-  timers.advance(20)
-  await waitFor(() => done.length === 1, 5_000, 'the write-back to finish')
+  await waitFor(() => { timers.advance(20); return done.length === 1 }, 5_000, 'the write-back to finish')
   t.same(await Promise.all(['u1', 'u2', 'u3'].map((k) => store.lookup(k))), [
     { upstream: 'app-1', epoch: 0 }, null, { upstream: 'app-2', epoch: 0 },
   ], 'u2 is not brought back, u3 keeps the placement it has now (not the copied app-0 that would win the tie)')
@@ -158,7 +155,7 @@ t.test('the watch: stop() while a write-back step waits for Redis leaves no time
   })
   const timers = new FakeTimers()
   const watch = new KeyspaceWatch({
-    redis: conn, bindings: counted, held: () => heldMany(10), idleTimeout: 60_000, now: () => 1_000, timers, batch: 5, pauseMs: 20, retryMs: 1_000,
+    redis: conn, bindings: counted, held: () => heldList(heldMany(10)), idleTimeout: 60_000, now: () => 1_000, timers, batch: 5, pauseMs: 20, retryMs: 1_000,
   })
   await conn.start()
   t.teardown(async () => { watch.stop(); await redisCli(redis.port, 'CLIENT', 'UNPAUSE'); await conn.stop() })
@@ -185,7 +182,7 @@ t.test('the watch with Redis Cluster: one marker per master; a restarted master 
   const done: WriteBack[] = []
   const held = heldMany(90)
   const watch = new KeyspaceWatch({
-    redis: conn, bindings: store, held: () => held, idleTimeout: 60_000, now: () => 1_000, timers: realTimers,
+    redis: conn, bindings: store, held: () => heldList(held), idleTimeout: 60_000, now: () => 1_000, timers: realTimers,
     onLost: (node) => lost.push(node), onDone: (r) => done.push(r), checkMs: 100,
   })
   await conn.start()
@@ -221,7 +218,7 @@ t.test('the watch with Redis Cluster: every master lost at once costs one copy o
   const held = heldMany(90)
   let copies = 0
   const watch = new KeyspaceWatch({
-    redis: conn, bindings: store, held: () => { copies++; return held }, idleTimeout: 60_000, now: () => 1_000, timers: realTimers,
+    redis: conn, bindings: store, held: () => { copies++; return heldList(held) }, idleTimeout: 60_000, now: () => 1_000, timers: realTimers,
     onLost: (node) => lost.push(node), onDone: (r) => done.push(r),
   })
   await conn.start()

@@ -295,6 +295,28 @@ export class AffinityTable implements AffinityStore {
     }
   }
 
+  /**
+   * The slots of the live bindings, from the most recently used to the least: a snapshot at 4
+   * bytes a binding, read later with {@link bindingAt} while the table goes on changing (a
+   * Redis that lost its keys gets them back in this order). O(size), no allocation per binding.
+   */
+  slotsByRecency(now: number): Int32Array {
+    const slots = new Int32Array(this.#size)
+    let n = 0
+    for (let slot = this.#head; slot !== NONE; slot = this.#next[slot]!) if (!this.#isExpired(slot, now)) slots[n++] = slot
+    return slots.subarray(0, n)
+  }
+
+  /**
+   * The live binding this table holds at `slot` now, with its key, or null (none there now, or
+   * expired). A slot freed since a {@link slotsByRecency} snapshot and taken again holds another
+   * key: that binding is returned, as held now.
+   */
+  bindingAt(slot: number, now: number): (AffinityEntry & { readonly key: string }) | null {
+    if (slot < 0 || slot >= this.#slots.used || !this.#slots.holds(slot, this.#owner) || this.#isExpired(slot, now)) return null
+    return { key: this.#slots.keyAt(slot), ...this.#entry(slot) }
+  }
+
   countByUpstream(upstream: string): number {
     const u = this.#idIndex.get(upstream)
     return u === undefined ? 0 : this.#counts[u]!

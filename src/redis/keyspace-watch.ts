@@ -37,6 +37,21 @@ export interface HeldBinding {
   readonly lastSeen: number
 }
 
+/**
+ * This replica's bindings as a snapshot of their places, most recently used first (taken at
+ * once, cheaply: e.g. AffinityTable.slotsByRecency), and `at(i)`, the i-th binding as the table
+ * holds it now (null: gone or expired since), read as it is written back.
+ */
+export interface HeldSnapshot {
+  readonly length: number
+  at(i: number): HeldBinding | null
+}
+
+/** A fixed list as a {@link HeldSnapshot} (each written as given). */
+export function heldList(list: readonly HeldBinding[]): HeldSnapshot {
+  return { length: list.length, at: (i) => list[i] ?? null }
+}
+
 /** The outcome of one node's write-back. */
 export interface WriteBack {
   readonly node: string
@@ -51,14 +66,13 @@ export interface KeyspaceWatchOptions {
   readonly redis: RedisConnection
   /** Where bindings are written back (through the epoch-safe script); null: nothing to write back. */
   readonly bindings: RedisBindings | null
-  /** This replica's live bindings, most recently used first (read once per loss, synchronously: the order and the keys to write back). */
-  readonly held: () => Iterable<HeldBinding>
   /**
-   * The binding `key` has here now (null: none, or expired), read again as each is written back,
-   * so one unpinned, moved or expired since the copy is written as it is now, or not at all
-   * (a binding deleted from Redis is not brought back). Absent: each is written as copied.
+   * This replica's live bindings, most recently used first, taken once per loss (synchronously);
+   * each is read again through the snapshot as it is written back, so one unpinned, moved or
+   * expired since is written as it is now, or not at all (a binding deleted from Redis is not
+   * brought back).
    */
-  readonly current?: (key: string) => Omit<HeldBinding, 'key'> | null
+  readonly held: () => HeldSnapshot
   /** The affinity idle timeout (ms): a binding written back lives what is left of it. */
   readonly idleTimeout: number
   /** Now, in the clock of `HeldBinding.lastSeen` (ms). */
@@ -91,7 +105,7 @@ export interface KeyspaceWatchOptions {
  * The first value seen on a node is not a loss (this replica had nothing to compare it with):
  * a replica that starts on an empty Redis writes nothing back.
  *
- * Example: `const w = new KeyspaceWatch({ redis, bindings, held: () => table.byRecency(now()), ... }); w.start()`;
+ * Example: `const w = new KeyspaceWatch({ redis, bindings, held: () => { const s = table.slotsByRecency(now()); return { length: s.length, at: (i) => table.bindingAt(s[i]!, now()) } }, ... }); w.start()`;
  * after `FLUSHALL`, within a second: `onLost('127.0.0.1:6379')`, then the bindings are back.
  */
 export class KeyspaceWatch {
@@ -159,56 +173,57 @@ export class KeyspaceWatch {
     if (lost.length > 0 && !this.#stopped) this.#lost(lost)
   }
 
-  /** The nodes found lost in one check: one copy of the table for all of them (with Cluster, every master after a full restart). */
+  /** The nodes found lost in one check: one snapshot of the table for all of them (with Cluster, every master after a full restart). */
   #lost(nodes: readonly string[]): void {
     const since = performance.now()
     for (const node of nodes) this.#tell(() => this.#o.onLost?.(node))
     const store = this.#o.bindings
     if (store === null) return
-    // a copy, taken at once: the table may change while the writes go on
-    const now = this.#o.now()
-    const lists = new Map<string, HeldBinding[]>(nodes.map((node) => [node, []]))
+    // taken at once (the table goes on changing while the writes go on); each binding is read
+    // from it again as it is written
+    const held = this.#o.held()
     // standalone or Sentinel: every binding is that node's
-    const only = nodes.length === 1 && this.#o.redis.keysPerNode(MARKER).size <= 1 ? lists.get(nodes[0]!)! : null
-    for (const b of this.#o.held()) {
-      if (only !== null) {
-        only.push(b)
-        continue
-      }
-      const at = this.#o.redis.nodeOf(store.keyOf(b.key))
-      if (at === null) for (const list of lists.values()) list.push(b) // a slot without a known master: every lost node may hold it
-      else lists.get(at)?.push(b)
-    }
-    for (const [node, list] of lists) {
+    const one = nodes.length === 1 && this.#o.redis.keysPerNode(MARKER).size <= 1
+    for (const node of nodes) {
       const run = {}
       this.#runs.set(node, run)
-      void this.#writeBack(store, node, run, list, now, since)
+      void this.#writeBack(store, node, run, held, one, since)
     }
   }
 
-  async #writeBack(store: RedisBindings, node: string, run: object, list: readonly HeldBinding[], now: number, since: number): Promise<void> {
+  async #writeBack(store: RedisBindings, node: string, run: object, held: HeldSnapshot, one: boolean, since: number): Promise<void> {
     const o = this.#o
+    const batch = o.batch ?? WRITE_BACK_BATCH
     const live = (): boolean => this.#runs.get(node) === run
+    /** The i-th binding as held now, if it is this node's (with Cluster: its slot's master now, or unknown). */
+    const read = (i: number): HeldBinding | null => {
+      const b = held.at(i)
+      if (b === null || one) return b
+      const at = o.redis.nodeOf(store.keyOf(b.key))
+      return at === null || at === node ? b : null
+    }
     let written = 0
     let kept = 0
-    for (let i = 0; i < list.length && live(); i += o.batch ?? WRITE_BACK_BATCH) {
+    for (let i = 0; i < held.length && live();) {
       if (i > 0) await this.#sleep(o.pauseMs ?? WRITE_BACK_PAUSE_MS)
-      let pending = list.slice(i, i + (o.batch ?? WRITE_BACK_BATCH))
+      // the next step: up to `batch` of this node's bindings
+      let pending: number[] = []
+      for (; i < held.length && pending.length < batch; i++) if (read(i) !== null) pending.push(i)
       while (pending.length > 0 && live()) {
         // each as the table holds it now, with the idle time it has left now (a retry may come
-        // long after the copy): one gone meanwhile is not written
-        const at = Math.max(now, o.now())
-        const step: HeldBinding[] = []
-        for (const b of pending) {
-          const c = o.current === undefined ? b : o.current(b.key)
-          if (c !== null && o.idleTimeout - (at - c.lastSeen) > 0) step.push(c === b ? b : { key: b.key, upstream: c.upstream, epoch: c.epoch, lastSeen: c.lastSeen })
+        // long after the loss): one gone or expired meanwhile is not written
+        const now = o.now()
+        const step: { i: number; b: HeldBinding }[] = []
+        for (const j of pending) {
+          const b = read(j)
+          if (b !== null && o.idleTimeout - (now - b.lastSeen) > 0) step.push({ i: j, b })
         }
-        const outcomes = await Promise.all(step.map((b) => store.write(b.key, b.upstream, b.epoch, o.idleTimeout - (at - b.lastSeen))))
+        const outcomes = await Promise.all(step.map(({ b }) => store.write(b.key, b.upstream, b.epoch, o.idleTimeout - (now - b.lastSeen))))
         const n = outcomes.filter((r) => r === 'written').length
         written += n
         kept += outcomes.filter((r) => r === 'kept').length
         if (n > 0) this.#tell(() => o.onWritten?.(n))
-        pending = step.filter((_, j) => outcomes[j] === 'failed')
+        pending = step.filter((_, j) => outcomes[j] === 'failed').map(({ i: j }) => j)
         if (pending.length > 0 && live()) await this.#sleep(o.retryMs ?? WRITE_BACK_RETRY_MS)
       }
     }
