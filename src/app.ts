@@ -61,13 +61,14 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   // a Redis that lost its keys gets this replica's bindings and admin drains back; with workers
   // each writes back its own bindings (with Redis each holds its own), the lead the drains
   const recordsDrains = config.health.shared === 'redis'
+  // with Tether's own cookie the table only counts sessions (bounded loads), shared with nobody
+  const writesBack = config.affinity.key === 'cookie' || config.affinity.key === 'none' ? null : redisBindings
   const keyspace = redis === null || (redisBindings === null && !recordsDrains) ? null : new (await import('./redis/keyspace-watch.js')).KeyspaceWatch({
-    // with Tether's own cookie the table only counts sessions (bounded loads), shared with nobody
-    redis, bindings: config.affinity.key === 'cookie' || config.affinity.key === 'none' ? null : redisBindings, held: () => { const slots = sessions.table.slotsByRecency(clock.now()); return { length: slots.length, at: (i) => sessions.table.bindingAt(slots[i]!, clock.now()) } }, idleTimeout: config.affinity.idle_timeout, now: () => clock.now(), timers,
+    redis, bindings: writesBack, held: () => { const slots = sessions.table.slotsByRecency(clock.now()); return { length: slots.length, at: (i) => sessions.table.bindingAt(slots[i]!, clock.now()) } }, idleTimeout: config.affinity.idle_timeout, now: () => clock.now(), timers,
     onLost: (node) => {
       metrics.redisKeyspaceLost(node)
       const drains = recordsDrains && (link === null || link.lead) ? health.peers?.recordAgain() ?? 0 : 0
-      logger.warn({ node, bindings: redisBindings === null ? 0 : sessions.size, drains }, 'redis keyspace lost')
+      logger.warn({ node, bindings: writesBack === null ? 0 : sessions.size, drains }, 'redis keyspace lost')
     },
     onWritten: (n) => metrics.affinityWrittenBack(n),
     onDone: (r) => logger.info({ node: r.node, written: r.written, kept: r.kept, ms: r.ms }, 'bindings written back to redis'),

@@ -18,6 +18,7 @@ import { startCounter, type CounterAnswer } from './fixtures/counter-upstream.js
 import { tempFile } from './fixtures/cli.js'
 import { freePort } from './fixtures/ports.js'
 import { FakeTimers } from './fixtures/timers.js'
+import { LogCapture } from './fixtures/log-capture.js'
 import { request as fresh, startPrimary, workersYaml } from './fixtures/primary-process.js'
 
 let redis: RedisServer
@@ -310,6 +311,27 @@ for (const loss of ['restart', 'flushall'] as const) {
     t.same(wrongOld, [], 'and so do the first two')
   })
 }
+
+t.test('with affinity.key cookie (the table only counts sessions) a loss writes no bindings back, and the log line says none', async (t) => {
+  const prefix = 'kl-cookie:'
+  const apps = await Promise.all(['app-0', 'app-1', 'app-2'].map((id) => startCounter(id)))
+  t.teardown(async () => { await Promise.all(apps.map((c) => c.kill())) })
+  const logs = new LogCapture()
+  const tt = await startTether(testConfig(apps, {
+    affinity: { key: 'cookie', shared: 'redis', balance_factor: 1.5 },
+    health: { shared: 'redis', active: { path: null } },
+    state: { store: 'redis', timeout: 200, redis: { url: redis.url, key_prefix: prefix } },
+  }), { logger: createLogger('info', logs) })
+  t.teardown(() => tt.close(0))
+  const agent = agentFor(t)
+  for (let i = 0; i < 10; i++) await ask(tt.url, agent, new CookieJar())
+  t.equal(await counter(tt, /^tether_affinity_entries (\d+)$/m), 10, 'the table counts the 10 sessions')
+  await redisCli(redis.port, 'FLUSHALL')
+  await waitFor(() => logs.records.some((r) => r['msg'] === 'redis keyspace lost'), 5_000, 'the loss to be seen')
+  t.match(logs.records.find((r) => r['msg'] === 'redis keyspace lost'), { bindings: 0 }, 'no bindings to write back')
+  t.same(await keysOf(`${prefix}af:*`), [], 'none written back')
+  t.equal(await writtenBack(tt), 0)
+})
 
 t.test('with two workers on one Redis, each writes back its own bindings and only the lead records the drain again', async (t) => {
   const USERS = 24
