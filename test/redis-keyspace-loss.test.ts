@@ -18,6 +18,7 @@ import { startCounter, type CounterAnswer } from './fixtures/counter-upstream.js
 import { tempFile } from './fixtures/cli.js'
 import { freePort } from './fixtures/ports.js'
 import { FakeTimers } from './fixtures/timers.js'
+import { FakeClock } from './fixtures/clock.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { request as fresh, startPrimary, workersYaml } from './fixtures/primary-process.js'
 
@@ -331,6 +332,27 @@ t.test('with affinity.key cookie (the table only counts sessions) a loss writes 
   t.match(logs.records.find((r) => r['msg'] === 'redis keyspace lost'), { bindings: 0 }, 'no bindings to write back')
   t.same(await keysOf(`${prefix}af:*`), [], 'none written back')
   t.equal(await writtenBack(tt), 0)
+})
+
+t.test('a drain held for more than the 7 days records are kept is recorded again as current: a replica started after the loss applies it', async (t) => {
+  const prefix = 'kl-olddrain:'
+  const apps = await Promise.all(['app-0', 'app-1', 'app-2'].map((id) => startCounter(id)))
+  t.teardown(async () => { await Promise.all(apps.map((c) => c.kill())) })
+  const cfg = testConfig(apps, {
+    health: { shared: 'redis', active: { path: null } },
+    state: { store: 'redis', timeout: 200, redis: { url: redis.url, key_prefix: prefix } },
+  })
+  // the first replica's clock: its drain began eight days ago
+  const r1 = await startTether(cfg, { logger: createLogger('silent'), clock: new FakeClock(Date.now() - 8 * 24 * 3_600_000) })
+  t.teardown(() => r1.close(0))
+  t.equal((await request(`${r1.adminUrl}/upstreams/app-2/drain`, { method: 'POST' })).status, 200)
+  await waitFor(async () => (await redisCli(redis.port, 'HEXISTS', `${prefix}peers:drains`, 'app-2')).trim() === '1', 5_000, 'the drain to be recorded')
+  await redisCli(redis.port, 'FLUSHALL')
+  await waitFor(async () => (await redisCli(redis.port, 'HEXISTS', `${prefix}peers:drains`, 'app-2')).trim() === '1', 5_000, 'the drain to be recorded again')
+  const r2 = await startTether(cfg, { logger: createLogger('silent') })
+  t.teardown(() => r2.close(0))
+  t.equal(r2.health.state('app-2'), 'draining', 'a replica started after the loss has the drain')
+  t.equal((await redisCli(redis.port, 'HEXISTS', `${prefix}peers:drains`, 'app-2')).trim(), '1', 'and its record stays')
 })
 
 t.test('with two workers on one Redis, each writes back its own bindings and only the lead records the drain again', async (t) => {

@@ -166,9 +166,12 @@ export class SharedHealth {
    * Record again every drain made through an admin API that this replica holds, as when it was
    * made (its start as the change time): after Redis lost its keys, a replica that starts later
    * finds them there. Returns how many; nothing is published (the other replicas hold them).
+   * A drain held longer than {@link RECORDED_MS} is recorded as changed now (as a read of the
+   * records does for one it holds), else a replica reading it would drop it as too old.
    */
   recordAgain(): number {
     let n = 0
+    const now = Date.now()
     for (const id of this.#health.ids()) {
       const held = this.#health.adminDrain(id)
       const since = this.#health.drainingSince(id)
@@ -176,7 +179,7 @@ export class SharedHealth {
       n++
       void this.#channel.remember(DRAINS, id, held.migrate ? 'migrate' : 'stay')
       void this.#channel.remember(DRAIN_STARTS, id, String(since))
-      void this.#channel.remember(DRAIN_CHANGES, id, String(since))
+      void this.#channel.remember(DRAIN_CHANGES, id, String(now - since < RECORDED_MS ? since : now))
     }
     return n
   }
