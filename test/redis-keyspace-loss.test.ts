@@ -286,7 +286,8 @@ for (const loss of ['restart', 'flushall'] as const) {
     } else {
       await redisCli(redis.port, 'FLUSHALL')
     }
-    t.equal((await keysOf(`${prefix}*`)).length, 0, 'Redis holds none of the keys')
+    // no "Redis holds none of the keys" here: a replica that reconnected at once may have
+    // written some back already (the loss counted once below tells that the keys were gone)
     const repaired = await waitFor(async () => (await keysOf(`${prefix}af:*`)).length === USERS &&
       (await redisCli(redis.port, 'HEXISTS', `${prefix}peers:drains`, 'app-2')).trim() === '1', 5_000, 'the bindings and the drain to be back', 20).then(() => true, () => false)
     const ms = Math.round(performance.now() - lostAt)
