@@ -7,6 +7,7 @@ import http from 'node:http'
 import { startTether, type Tether } from '../src/app.js'
 import { RedisBindings } from '../src/redis/binding-store.js'
 import { RedisConnection } from '../src/redis/connection.js'
+import { keySlot } from '../src/redis/key-slot.js'
 import { KeyspaceWatch, MARKER, heldList, type HeldBinding, type WriteBack } from '../src/redis/keyspace-watch.js'
 import { createLogger } from '../src/observability/logger.js'
 import { DEFAULTS, type Config } from '../src/config/schema.js'
@@ -238,6 +239,44 @@ t.test('the watch with Redis Cluster: every master lost at once costs one copy o
     const mine = held.filter((b) => conn.nodeOf(store.keyOf(b.key)) === address).length
     t.equal((await redisCli(node.port, 'DBSIZE')).trim(), String(mine + 1), `${address} holds its ${mine} and its marker`)
   }
+})
+
+t.test('the watch with Redis Cluster: a binding of the lost master whose slot moves to another master during the write-back is still written back', async (t) => {
+  const cluster = await startRedisCluster(3)
+  t.teardown(() => cluster.stop())
+  const conn = new RedisConnection({ nodes: cluster.addresses, keyPrefix: 'km:', timeout: 500 })
+  const store = new RedisBindings(conn, 60_000)
+  const done: WriteBack[] = []
+  const held = heldMany(90)
+  const timers = new FakeTimers()
+  const watch = new KeyspaceWatch({
+    redis: conn, bindings: store, held: () => heldList(held), idleTimeout: 60_000, now: () => 1_000, timers,
+    onDone: (r) => done.push(r), batch: 1, pauseMs: 20,
+  })
+  await conn.start()
+  t.teardown(async () => { watch.stop(); await conn.stop() })
+  await watch.check()
+  const [target, victim] = [cluster.nodes[0]!, cluster.nodes[1]!]
+  const address = `127.0.0.1:${victim.port}`
+  const mine = held.filter((b) => conn.nodeOf(store.keyOf(b.key)) === address)
+  const moving = mine[mine.length - 1]!
+  const slot = keySlot(store.keyOf(moving.key))
+  t.ok(mine.filter((b) => keySlot(store.keyOf(b.key)) === slot).length === 1, 'the last of the victim\'s bindings is alone in its slot')
+  await redisCli(victim.port, 'FLUSHALL')
+  await watch.check()
+  await timers.scheduled(20) // the first of its bindings written; the rest wait
+  // the slot of its last binding moves to another master (empty: nothing to migrate)
+  const id = async (port: number): Promise<string> => (await redisCli(port, 'CLUSTER', 'MYID')).trim()
+  const [targetId, victimId] = [await id(target.port), await id(victim.port)]
+  await redisCli(target.port, 'CLUSTER', 'SETSLOT', String(slot), 'IMPORTING', victimId)
+  await redisCli(victim.port, 'CLUSTER', 'SETSLOT', String(slot), 'MIGRATING', targetId)
+  for (const node of cluster.nodes) await redisCli(node.port, 'CLUSTER', 'SETSLOT', String(slot), 'NODE', targetId)
+  // the connection learns it from the MOVED answer
+  const key = store.keyOf(moving.key)
+  await waitFor(async () => { await conn.run(key, (c) => c.exists(key)); return conn.nodeOf(key) === `127.0.0.1:${target.port}` }, 5_000, 'the connection to see the slot moved')
+  await waitFor(() => { timers.advance(20); return done.length === 1 }, 10_000, 'the write-back to finish')
+  t.same(await store.lookup(moving.key), { upstream: moving.upstream, epoch: moving.epoch }, 'the binding is back, on the master that serves its slot now')
+  t.match(done[0], { node: address, written: mine.length }, 'every binding the victim held is written back')
 })
 
 /** A Tether replica sharing affinity and health through Redis under `prefix`. */

@@ -479,6 +479,22 @@ export class RedisConnection {
   }
 
   /**
+   * Cluster: which of the 16,384 slots `address` serves now (1), slots of no known master
+   * counted as its too; null without Cluster (every key is the one node's). A snapshot: the
+   * slots that node's keys were in, wherever a failover or a resharding takes them later.
+   */
+  slotsServedBy(address: string): Uint8Array | null {
+    const client = this.#client
+    if (!(client instanceof Cluster)) return null
+    const mine = new Uint8Array(CLUSTER_SLOTS)
+    for (let slot = 0; slot < CLUSTER_SLOTS; slot++) {
+      const at = client.slots[slot]?.[0]
+      if (at === undefined || at === address) mine[slot] = 1
+    }
+    return mine
+  }
+
+  /**
    * Register a Lua script as command `name` with `keys` key arguments (call before start()).
    * ioredis runs it by EVALSHA and falls back to EVAL on NOSCRIPT (e.g. after a Redis restart).
    */

@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto'
 import type { Timers } from '../clock.js'
 import type { RedisBindings } from './binding-store.js'
 import { FAILED, type RedisConnection } from './connection.js'
+import { keySlot } from './key-slot.js'
 
 /** How often the markers are read (ms), besides each time the connection is ready again. */
 export const KEYSPACE_CHECK_MS = 1_000
@@ -187,20 +188,20 @@ export class KeyspaceWatch {
     for (const node of nodes) {
       const run = {}
       this.#runs.set(node, run)
-      void this.#writeBack(store, node, run, held, one, since)
+      // with Cluster, the slots the node served when its loss was seen: their bindings are
+      // written back even if a failover or a resharding hands those slots to another master
+      void this.#writeBack(store, node, run, held, one ? null : this.#o.redis.slotsServedBy(node), since)
     }
   }
 
-  async #writeBack(store: RedisBindings, node: string, run: object, held: HeldSnapshot, one: boolean, since: number): Promise<void> {
+  async #writeBack(store: RedisBindings, node: string, run: object, held: HeldSnapshot, slots: Uint8Array | null, since: number): Promise<void> {
     const o = this.#o
     const batch = o.batch ?? WRITE_BACK_BATCH
     const live = (): boolean => this.#runs.get(node) === run
-    /** The i-th binding as held now, if it is this node's (with Cluster: its slot's master now, or unknown). */
+    /** The i-th binding as held now, if it is this node's (with Cluster: in a slot it served at the loss). */
     const read = (i: number): HeldBinding | null => {
       const b = held.at(i)
-      if (b === null || one) return b
-      const at = o.redis.nodeOf(store.keyOf(b.key))
-      return at === null || at === node ? b : null
+      return b === null || slots === null || slots[keySlot(store.keyOf(b.key))] === 1 ? b : null
     }
     let written = 0
     let kept = 0
