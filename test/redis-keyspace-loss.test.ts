@@ -166,7 +166,7 @@ t.test('the watch: stop() while a write-back step waits for Redis leaves no time
   await redisCli(redis.port, 'SET', `ks:${MARKER}`, 'replaced')
   await watch.check()
   await timers.scheduled(20) // the first step written, the pause before the second
-  await redisCli(redis.port, 'CLIENT', 'PAUSE', '2000', 'ALL') // Redis stops answering (300 ms timeout)
+  await redisCli(redis.port, 'CLIENT', 'PAUSE', '2000', 'WRITE') // Redis stops answering writes (300 ms timeout)
   timers.advance(20) // the second step's writes go out...
   await waitFor(() => settled === 5, 2_000, 'the first step')
   await new Promise((resolve) => setImmediate(resolve))
