@@ -149,6 +149,31 @@ t.test('the watch: a binding unpinned or placed afresh here during the write-bac
   ], 'u2 is not brought back, u3 keeps the placement it has now (not the copied app-0 that would win the tie)')
 })
 
+t.test('the watch: a step reads a bounded number of bindings, however many of the snapshot are gone', async (t) => {
+  const conn = new RedisConnection({ url: redis.url, keyPrefix: 'kg:', timeout: 500 })
+  const store = new RedisBindings(conn, 60_000)
+  const timers = new FakeTimers()
+  const N = 20_000
+  let reads = 0
+  const done: WriteBack[] = []
+  // a snapshot whose bindings are all gone (expired, unpinned) but the last one
+  const last: HeldBinding = { key: 'the-last', upstream: 'app-1', epoch: 0, lastSeen: 1_000 }
+  const watch = new KeyspaceWatch({
+    redis: conn, bindings: store, held: () => ({ length: N, at: (i) => { reads++; return i === N - 1 ? last : null } }),
+    idleTimeout: 60_000, now: () => 1_000, timers, onDone: (r) => done.push(r), pauseMs: 20,
+  })
+  await conn.start()
+  t.teardown(async () => { watch.stop(); await conn.stop() })
+  await watch.check()
+  await redisCli(redis.port, 'DEL', `kg:${MARKER}`)
+  await watch.check()
+  await timers.scheduled(20)
+  t.ok(reads <= 2_000, `the first step read ${reads} of the ${N} (at most 2,000), then paused`)
+  await waitFor(() => { timers.advance(20); return done.length === 1 }, 5_000, 'the write-back to finish')
+  t.match(done[0], { written: 1 }, 'the one left is written back')
+  t.same(await store.lookup('the-last'), { upstream: 'app-1', epoch: 0 })
+})
+
 t.test('the watch: stop() while a write-back step waits for Redis leaves no timer behind', async (t) => {
   const conn = new RedisConnection({ url: redis.url, keyPrefix: 'ks:', timeout: 300 })
   const store = new RedisBindings(conn, 60_000)

@@ -14,6 +14,12 @@ export const KEYSPACE_CHECK_MS = 1_000
 export const WRITE_BACK_BATCH = 100
 export const WRITE_BACK_PAUSE_MS = 20
 export const WRITE_BACK_RETRY_MS = 1_000
+/**
+ * Bindings of the snapshot read per step at most (each costs about 1-3 µs), those not written
+ * (gone since, or with Cluster in another master's slots) included: a step over a snapshot
+ * that is mostly gone or mostly another master's holds the event loop a few ms, not seconds.
+ */
+export const WRITE_BACK_SCAN = 2_000
 
 /** The marker key's name after the key prefix: `<key_prefix>keyspace` (Cluster: `<key_prefix>keyspace:{<tag>}`). */
 export const MARKER = 'keyspace'
@@ -89,6 +95,7 @@ export interface KeyspaceWatchOptions {
   readonly batch?: number
   readonly pauseMs?: number
   readonly retryMs?: number
+  readonly scan?: number
 }
 
 /**
@@ -207,9 +214,11 @@ export class KeyspaceWatch {
     let kept = 0
     for (let i = 0; i < held.length && live();) {
       if (i > 0) await this.#sleep(o.pauseMs ?? WRITE_BACK_PAUSE_MS)
-      // the next step: up to `batch` of this node's bindings
+      // the next step: up to `batch` of this node's bindings, out of WRITE_BACK_SCAN read at most
       let pending: number[] = []
-      for (; i < held.length && pending.length < batch; i++) if (read(i) !== null) pending.push(i)
+      for (const end = Math.min(held.length, i + Math.max(batch, o.scan ?? WRITE_BACK_SCAN)); i < end && pending.length < batch; i++) {
+        if (read(i) !== null) pending.push(i)
+      }
       while (pending.length > 0 && live()) {
         // each as the table holds it now, with the idle time it has left now (a retry may come
         // long after the loss): one gone or expired meanwhile is not written
