@@ -380,6 +380,11 @@ const errorCases: { name: string; text: string; issues: string[] }[] = [
     issues: [`${FILE}:6:64 state.redis.sentinel_password: expected a string, got 123`],
   },
   {
+    name: 'state.redis.sentinel_password only with sentinels',
+    text: yaml(...UPSTREAM, 'state:', '  store: redis', '  redis:', '    url: redis://x:6379', '    sentinel_password: s3cret'),
+    issues: [`${FILE}:8:24 state.redis.sentinel_password: only with sentinels (the password of the server or of the Cluster nodes is state.redis.password)`],
+  },
+  {
     name: 'state.memory.max_bytes is a byte count of at least 1 MiB',
     text: yaml(...UPSTREAM, 'state:', '  memory: { max_bytes: 64MiB }'),
     issues: [`${FILE}:5:24 state.memory.max_bytes: expected an integer, got "64MiB"`],

@@ -803,6 +803,11 @@ function redisRules(st: Config['state'], node: SourceNode, path: string, ctx: Ct
     ctx.report(at, `${path}.redis.name`, 'required with sentinels (the master name)')
     return false
   }
+  if (r.sentinels.length === 0 && r.sentinel_password !== null) {
+    // (it would be ignored: the password of a standalone server or Cluster is `password`)
+    ctx.report(nodeAt(node, ['redis', 'sentinel_password']).pos, `${path}.redis.sentinel_password`, 'only with sentinels (the password of the server or of the Cluster nodes is state.redis.password)')
+    return false
+  }
   return true
 }
 
