@@ -71,7 +71,7 @@ t.test('a minimal config gets every default', async (t) => {
       store: 'memory', header: 'X-Tether-State', max_bytes: 65_536, rehydrate: 'header',
       hook_path: '/.well-known/tether/rehydrate', timeout: 50, durability: 'best_effort', confirm_timeout: 1_000,
       memory: { max_bytes: 67_108_864 },
-      redis: { url: null, password: null, sentinels: [], name: null, sentinel_password: null, nodes: [], key_prefix: 'tether:' },
+      redis: { url: null, password: null, username: null, sentinels: [], name: null, sentinel_password: null, sentinel_username: null, nodes: [], key_prefix: 'tether:' },
     },
   } satisfies Config)
 })
@@ -141,7 +141,7 @@ t.test('a full config round-trips every key, durations in ms and URLs as origins
       store: 'redis', header: 'X-App-State', max_bytes: 4096, rehydrate: 'hook',
       hook_path: '/_tether/rehydrate', timeout: 80, durability: 'confirmed', confirm_timeout: 2_000,
       memory: { max_bytes: 16_777_216 },
-      redis: { url: null, password: 'pw', sentinels: ['10.0.0.1:26379', '10.0.0.2:26379'], name: 'mymaster', sentinel_password: 'spw', nodes: [], key_prefix: 'app:' },
+      redis: { url: null, password: 'pw', username: 'tether', sentinels: ['10.0.0.1:26379', '10.0.0.2:26379'], name: 'mymaster', sentinel_password: 'spw', sentinel_username: 'watcher', nodes: [], key_prefix: 'app:' },
     },
   })
 })
@@ -383,6 +383,21 @@ const errorCases: { name: string; text: string; issues: string[] }[] = [
     name: 'state.redis.sentinel_password only with sentinels',
     text: yaml(...UPSTREAM, 'state:', '  store: redis', '  redis:', '    url: redis://x:6379', '    sentinel_password: s3cret'),
     issues: [`${FILE}:8:24 state.redis.sentinel_password: only with sentinels (the password of the server or of the Cluster nodes is state.redis.password)`],
+  },
+  {
+    name: 'state.redis.username is a string or null',
+    text: yaml(...UPSTREAM, 'state:', '  store: redis', '  redis: { url: "redis://x:6379", username: 7 }'),
+    issues: [`${FILE}:6:45 state.redis.username: expected a string, got 7`],
+  },
+  {
+    name: 'state.redis.sentinel_username is a string or null',
+    text: yaml(...UPSTREAM, 'state:', '  store: redis', '  redis: { sentinels: ["s:26379"], name: m, sentinel_username: [a] }'),
+    issues: [`${FILE}:6:64 state.redis.sentinel_username: expected a string, got a list`],
+  },
+  {
+    name: 'state.redis.sentinel_username only with sentinels',
+    text: yaml(...UPSTREAM, 'state:', '  store: redis', '  redis:', '    nodes: ["a:7000"]', '    sentinel_username: watcher'),
+    issues: [`${FILE}:8:24 state.redis.sentinel_username: only with sentinels (the user of the server or of the Cluster nodes is state.redis.username)`],
   },
   {
     name: 'state.memory.max_bytes is a byte count of at least 1 MiB',

@@ -395,12 +395,16 @@ export interface RedisConfig {
   readonly url: string | null
   /** Password (e.g. `${REDIS_PASSWORD}`), overriding one in the URL; null = none. */
   readonly password: string | null
+  /** The Redis 6+ ACL user (e.g. `tether`), overriding one in the URL; null = the URL's, else `default`. */
+  readonly username: string | null
   /** Sentinel addresses (`host:port`); with `name`. */
   readonly sentinels: readonly string[]
   /** Sentinel master name. */
   readonly name: string | null
   /** The Sentinels' own password (their `requirepass`, e.g. `${REDIS_SENTINEL_PASSWORD}`); null = none. */
   readonly sentinel_password: string | null
+  /** The Sentinels' own ACL user (Redis 6.2+ Sentinels); null = `default`. */
+  readonly sentinel_username: string | null
   /** Redis Cluster seed nodes (`host:port`). */
   readonly nodes: readonly string[]
   /** Prefix of every key Tether writes. Default `tether:`. */
@@ -564,6 +568,6 @@ export const DEFAULTS = {
     store: 'memory', header: 'X-Tether-State', max_bytes: 65_536, rehydrate: 'header',
     hook_path: '/.well-known/tether/rehydrate', timeout: 50, durability: 'best_effort', confirm_timeout: 1_000,
     memory: { max_bytes: 64 * 1024 * 1024 },
-    redis: { url: null, password: null, sentinels: [], name: null, sentinel_password: null, nodes: [], key_prefix: 'tether:' },
+    redis: { url: null, password: null, username: null, sentinels: [], name: null, sentinel_password: null, sentinel_username: null, nodes: [], key_prefix: 'tether:' },
   },
 } as const

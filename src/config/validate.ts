@@ -808,6 +808,11 @@ function redisRules(st: Config['state'], node: SourceNode, path: string, ctx: Ct
     ctx.report(nodeAt(node, ['redis', 'sentinel_password']).pos, `${path}.redis.sentinel_password`, 'only with sentinels (the password of the server or of the Cluster nodes is state.redis.password)')
     return false
   }
+  if (r.sentinels.length === 0 && r.sentinel_username !== null) {
+    // (it would be ignored: the user of a standalone server or Cluster is `username`)
+    ctx.report(nodeAt(node, ['redis', 'sentinel_username']).pos, `${path}.redis.sentinel_username`, 'only with sentinels (the user of the server or of the Cluster nodes is state.redis.username)')
+    return false
+  }
   return true
 }
 
@@ -834,9 +839,11 @@ const state = refine(refine(
         {
           url: nullable(redisUrl),
           password: nullable(string()),
+          username: nullable(string()),
           sentinels: list(hostPort, { nonEmpty: false }),
           name: nullable(string()),
           sentinel_password: nullable(string()),
+          sentinel_username: nullable(string()),
           nodes: list(hostPort, { nonEmpty: false }),
           key_prefix: leaf('a string', (v) => (typeof v === 'string' ? v : expected('a string', v))),
         },

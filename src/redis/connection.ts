@@ -43,6 +43,18 @@ export interface RedisConnectionOptions {
    * replaces the one in `url`; null means none even if `url` has one; undefined keeps `url`'s.
    */
   readonly password?: string | null
+  /**
+   * The Redis 6+ ACL user (of the master for Sentinel, of every node for Cluster). Like
+   * `password`: a string replaces the one in `url`; null means none (the `default` user) even if
+   * `url` has one; undefined keeps `url`'s.
+   */
+  readonly username?: string | null
+  /**
+   * How a refusal by Redis itself (NOAUTH, WRONGPASS, NOPERM) names the settings to fix
+   * (defaults `"username"` and `"password"`; Tether's config passes `"state.redis.username"`...).
+   */
+  readonly usernameSetting?: string
+  readonly passwordSetting?: string
   /** Sentinel addresses; the master is found by `name` and followed across failovers. */
   readonly sentinels?: readonly RedisAddress[]
   /** The Sentinel master name, e.g. `"mymaster"`; required with `sentinels`. */
@@ -57,6 +69,13 @@ export interface RedisConnectionOptions {
    * (default `"sentinelPassword"`; Tether's config passes `"state.redis.sentinel_password"`).
    */
   readonly sentinelPasswordSetting?: string
+  /**
+   * The Sentinels' own ACL user (Redis 6.2+ Sentinels), for ioredis's questions to them and the
+   * `+switch-master` watches; null or undefined: the `default` user.
+   */
+  readonly sentinelUsername?: string | null
+  /** How a Sentinel's refusal names the username setting (default `"sentinelUsername"`). */
+  readonly sentinelUsernameSetting?: string
   /** Redis Cluster seed nodes; the slot map is discovered from them. */
   readonly nodes?: readonly RedisAddress[]
   /** Prefix of every key, e.g. `"tether:"` (the default). Must not contain `{` or `}`. */
@@ -155,8 +174,10 @@ const SWITCH_REDOS = 10
 
 /** Error replies after which a standalone or Sentinel connection is made again (see `reconnectOnError`). */
 const RECONNECT_ON = /^(READONLY|LOADING|MASTERDOWN)\b/
-/** A Sentinel's refusal of Tether's credentials (no password given, a wrong one). */
-const SENTINEL_REFUSED = /NOAUTH|WRONGPASS|invalid password/i
+/** A refusal of Tether's credentials (no password given, a wrong one, a wrong or disabled user). */
+const REFUSED = /NOAUTH|WRONGPASS|invalid password|invalid username/i
+/** An ACL user without the permission a command (or a key, a channel) needs. */
+const NOPERM = /NOPERM/
 /** How ioredis's error begins when no Sentinel it asked named the master (a round failed). */
 const SENTINEL_ROUND_FAILED = 'All sentinels are unreachable'
 
@@ -351,7 +372,7 @@ export class RedisConnection {
     client.on('error', (err: unknown) => {
       const error = describe(err)
       // (the master's own refusal is not the Sentinels')
-      this.#lastError = sentinel && error.startsWith(SENTINEL_ROUND_FAILED) ? this.#sentinelError(error) : error
+      this.#lastError = sentinel && error.startsWith(SENTINEL_ROUND_FAILED) ? this.#sentinelError(error) : this.#dataError(error)
       if (!cluster && this.#client === client) this.#nodeError(this.#single(), this.#lastError)
       // every Sentinel was asked and none named the master: start() stops waiting
       if (sentinel && this.#lastError.startsWith(SENTINEL_ROUND_FAILED)) this.#gaveUp()
@@ -359,7 +380,7 @@ export class RedisConnection {
     // A Cluster reports trouble with one node as 'node error' (with the node's address); the
     // client stays usable for the other slots.
     client.on('node error', (err: unknown, address: unknown) => {
-      this.#lastError = describe(err)
+      this.#lastError = this.#dataError(describe(err))
       if (this.#client === client && typeof address === 'string') this.#nodeError(this.#nodes.get(address), this.#lastError)
     })
     if (client instanceof Cluster) {
@@ -896,12 +917,14 @@ export class RedisConnection {
     // with their own back-off, are its only attempts
     const backoff = (times: number): number | null => (w.silent ? null : Math.min(this.#maxReconnectDelay, 50 * 2 ** Math.min(times - 1, 16)))
     const password = this.#options.sentinelPassword ?? undefined
+    const username = this.#options.sentinelUsername ?? undefined
     const watch = new Redis({
       host: s.host, port: s.port, lazyConnect: true, protocol: 2, connectionName: 'tether-switch-watch',
       connectTimeout: this.#connectTimeout, retryStrategy: backoff, maxRetriesPerRequest: 0,
       autoResubscribe: false, enableOfflineQueue: false, ...{ disconnectTimeout: 100 },
       // no INFO ready check: SUBSCRIBE is its first question, under the silence rule
       enableReadyCheck: false,
+      ...(username === undefined ? {} : { username }),
       ...(password === undefined ? {} : { password }),
     })
     const current = (): boolean => w.redis === watch
@@ -1004,12 +1027,22 @@ export class RedisConnection {
 
   /**
    * A Sentinel's error as told: a refusal of Tether's credentials (NOAUTH, WRONGPASS, invalid
-   * password) names the setting to fix. Example: `"WRONGPASS invalid username-password pair
-   * ... (the Sentinel refused Tether's password: check state.redis.sentinel_password)"`.
+   * password) or a NOPERM names the settings to fix. Example: `"WRONGPASS invalid username-password
+   * pair ... (the Sentinel refused Tether's password: check state.redis.sentinel_password)"`.
    */
   #sentinelError(error: string): string {
-    if (!SENTINEL_REFUSED.test(error)) return error
-    return `${error} (the Sentinel refused Tether's password: check ${this.#options.sentinelPasswordSetting ?? 'sentinelPassword'})`
+    const o = this.#options
+    return refusal(error, 'the Sentinel', o.sentinelUsername ?? null, o.sentinelUsernameSetting ?? 'sentinelUsername', o.sentinelPasswordSetting ?? 'sentinelPassword')
+  }
+
+  /**
+   * Redis's own error (the master, the standalone server, a Cluster node) as told, with the
+   * settings to fix when it refused Tether's credentials or an ACL permission. Example:
+   * `"WRONGPASS ... (Redis refused Tether's username or password: check state.redis.username and state.redis.password)"`.
+   */
+  #dataError(error: string): string {
+    const o = this.#options
+    return refusal(error, 'Redis', o.username ?? (o.url === undefined ? null : parseRedisUrl(o.url).username ?? null), o.usernameSetting ?? 'username', o.passwordSetting ?? 'password')
   }
 
   /** Remakes of the connection for a READONLY-like reply in a row, and when the last was (performance.now()). */
@@ -1053,13 +1086,15 @@ export class RedisConnection {
       ...{ disconnectTimeout: 100 },
     }
     const password = o.password === null ? undefined : o.password
+    const username = o.username === null ? undefined : o.username
+    const user = username === undefined ? {} : { username }
     if (o.nodes) {
       const clusterOptions: ClusterOptions = {
         lazyConnect: true,
         enableOfflineQueue: false,
         clusterRetryStrategy: backoff,
         slotsRefreshTimeout: this.#connectTimeout,
-        redisOptions: { ...common, ...(password === undefined ? {} : { password }) },
+        redisOptions: { ...common, ...user, ...(password === undefined ? {} : { password }) },
       }
       return new Cluster(o.nodes.map((n) => ({ host: n.host, port: n.port })), clusterOptions)
     }
@@ -1081,11 +1116,13 @@ export class RedisConnection {
         ...base,
         sentinels: o.sentinels.map((s) => ({ host: s.host, port: s.port })),
         ...(o.name === undefined ? {} : { name: o.name }),
+        ...user,
         ...(password === undefined ? {} : { password }),
         sentinelRetryStrategy: backoff,
         // ioredis's own questions to a Sentinel (the master's address, the other Sentinels)
         sentinelCommandTimeout: SENTINEL_SILENT_MS,
         ...(o.sentinelPassword == null ? {} : { sentinelPassword: o.sentinelPassword }),
+        ...(o.sentinelUsername == null ? {} : { sentinelUsername: o.sentinelUsername }),
         ...this.#noteNamed(seen),
       })
       this.#named.set(client, seen)
@@ -1093,12 +1130,13 @@ export class RedisConnection {
     }
     const target = parseRedisUrl(o.url as string)
     const auth = o.password === undefined ? target.password : password
+    const name = o.username === undefined ? target.username : username
     return new Redis({
       ...base,
       host: target.host,
       port: target.port,
       db: target.db,
-      ...(target.username === undefined ? {} : { username: target.username }),
+      ...(name === undefined ? {} : { username: name }),
       ...(auth === undefined ? {} : { password: auth }),
       ...(target.tls ? { tls: {} } : {}),
     })
@@ -1111,6 +1149,25 @@ function closeQuietly(redis: Redis): void {
   redis.removeAllListeners()
   redis.on('error', () => undefined)
   redis.disconnect()
+}
+
+/**
+ * `error` with a hint naming the settings to fix when `who` refused Tether's credentials or an
+ * ACL permission; a user name Redis puts in a NOPERM reply (7.2+: "User tether has no
+ * permissions ...") is left out. Example: `refusal("NOPERM this user has no permissions to run
+ * the 'subscribe' command", 'the Sentinel', 'tether', 'state.redis.sentinel_username', ...)` ->
+ * `"NOPERM ... (the Sentinel's ACL user may not run SUBSCRIBE: grant it, or check state.redis.sentinel_username)"`.
+ */
+function refusal(error: string, who: string, username: string | null, usernameSetting: string, passwordSetting: string): string {
+  if (NOPERM.test(error)) {
+    const told = error.replace(/\bUser \S+ has/, `User <${usernameSetting}> has`)
+    const command = /'([^']+)' command/.exec(told)?.[1]
+    const what = command !== undefined ? `run ${command.toUpperCase()}` : /channel/i.test(told) ? 'use the channel' : /key/i.test(told) ? 'access the keys' : 'do this'
+    return `${told} (${who}'s ACL user may not ${what}: grant it, or check ${usernameSetting})`
+  }
+  if (!REFUSED.test(error)) return error
+  if (username === null) return `${error} (${who} refused Tether's password: check ${passwordSetting})`
+  return `${error} (${who} refused Tether's username or password: check ${usernameSetting} and ${passwordSetting})`
 }
 
 /** `host:port`, with brackets around an IPv6 host: `hostPort('::1', 6380)` -> `"[::1]:6380"`. */

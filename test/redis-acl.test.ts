@@ -1,0 +1,167 @@
+// Redis 6+ ACL users: `state.redis.username` for the standalone server, the Sentinel master and
+// every Cluster node, `state.redis.sentinel_username` for the Sentinels (ioredis's questions and
+// Tether's +switch-master watches). Each test gives the ACL user a password other than the
+// `default` user's, so only the user gets in. A wrong user is named (the key, never its value)
+// in /readyz and the warn line, without a hang; a user without a permission it needs (NOPERM)
+// is named with what it may not do. Real redis-server and Sentinel processes; no fixed sleeps.
+import t, { type Test } from 'tap'
+import http from 'node:http'
+import { startTether, type Tether } from '../src/app.js'
+import { createLogger } from '../src/observability/logger.js'
+import { DEFAULTS, type Config } from '../src/config/schema.js'
+import { redisCli, startRedis, startRedisCluster, startSentinelSet, waitFor } from './fixtures/redis-server.js'
+import { testConfig, type DeepPartial } from './fixtures/upstream.js'
+import { CookieJar, get } from './fixtures/users.js'
+import { startCounter, type CounterAnswer } from './fixtures/counter-upstream.js'
+import { LogCapture } from './fixtures/log-capture.js'
+
+const SECRET = 'redis-acl-secret-0123456789abcdef'
+const DEFAULT_PASSWORD = 'default-s3cret'
+const USER = 'tether-app'
+const USER_PASSWORD = 'app-s3cret'
+const SENTINEL_PASSWORD = 'sentinel-s3cret'
+const SENTINEL_USER = 'tether-watch'
+const SENTINEL_USER_PASSWORD = 'watch-s3cret'
+/** The data user's grant, as docs/redis.md gives it (with this test's key prefix). */
+const USER_GRANT = ['on', `>${USER_PASSWORD}`, '~acl:*', '&*', '+@all', '-@dangerous', '+info', '+client']
+/** The Sentinel user's grant, as docs/redis.md gives it. */
+const SENTINEL_GRANT = ['on', `>${SENTINEL_USER_PASSWORD}`, '+@connection', '+sentinel', '+subscribe', '+ping', '&*']
+const START_DEADLINE_MS = 5_000
+
+/** Tether in-process with `redis` as state.redis (key prefix `acl:`); logs at info into `logs`. */
+async function tether(t: Test, redis: DeepPartial<Config['state']['redis']>, logs: LogCapture): Promise<Tether> {
+  const app = await startCounter('app-0')
+  t.teardown(() => app.kill())
+  const cfg = testConfig([app], {
+    affinity: { cookie: { ...DEFAULTS.affinity.cookie, secret: [SECRET] } },
+    state: { store: 'redis', timeout: 1_000, redis: { ...redis, key_prefix: 'acl:' } },
+  })
+  let timer: NodeJS.Timeout | undefined
+  const hung = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`start-up still waiting after ${START_DEADLINE_MS} ms`)), START_DEADLINE_MS) })
+  const tt = await Promise.race([startTether(cfg, { logger: createLogger('info', logs) }), hung]).finally(() => clearTimeout(timer))
+  t.teardown(() => tt.close(0))
+  return tt
+}
+
+async function readyz(tt: Tether): Promise<{ ready: boolean; degraded: string[] }> {
+  const r = await get(`${tt.adminUrl}/readyz`, new http.Agent())
+  return JSON.parse(r.body) as { ready: boolean; degraded: string[] }
+}
+
+async function ask(tt: Tether, user: string): Promise<CounterAnswer> {
+  const jar = new CookieJar()
+  jar.cookies.set('user', user)
+  const r = await get(tt.url, new http.Agent(), {}, jar)
+  if (r.status !== 200) throw new Error(`status ${r.status}: ${r.body}`)
+  return JSON.parse(r.body) as CounterAnswer
+}
+
+/** `port`'s checkpoint keys, as the `default` user. */
+async function checkpoints(port: number): Promise<string[]> {
+  return (await redisCli(port, '--no-auth-warning', '-a', DEFAULT_PASSWORD, '--scan', '--pattern', 'acl:cp:*')).split('\n').filter((l) => l !== '')
+}
+
+const asDefault = (port: number, ...args: string[]): Promise<string> => redisCli(port, '--no-auth-warning', '-a', DEFAULT_PASSWORD, ...args)
+const asSentinel = (port: number, ...args: string[]): Promise<string> => redisCli(port, '--no-auth-warning', '-a', SENTINEL_PASSWORD, ...args)
+
+/** No secret (password or user name) in the log records or `degraded`. */
+function noSecrets(t: Test, logs: LogCapture, degraded: string[], secrets: string[]): void {
+  const text = JSON.stringify(logs.records) + degraded.join('\n')
+  t.same(secrets.filter((s) => text.includes(s)), [], 'no user name or password in the logs or /readyz')
+}
+
+t.test('standalone: state.redis.username overrides the URL user and stores checkpoints as the ACL user', async (t) => {
+  const redis = await startRedis({ args: ['--requirepass', DEFAULT_PASSWORD] })
+  t.teardown(() => redis.stop())
+  await asDefault(redis.port, 'ACL', 'SETUSER', USER, ...USER_GRANT)
+  const logs = new LogCapture()
+  // the URL's user and password are both overridden
+  const tt = await tether(t, { url: `redis://nobody:wrong@127.0.0.1:${redis.port}`, username: USER, password: USER_PASSWORD }, logs)
+  await waitFor('the store to be ready', async () => (await readyz(tt)).degraded.length === 0, 5_000)
+  t.equal((await ask(tt, 'u1')).n, 1, 'routed')
+  await waitFor('a checkpoint stored', async () => (await checkpoints(redis.port)).length > 0)
+  t.match(await asDefault(redis.port, 'CLIENT', 'LIST'), new RegExp(` name=tether .*user=${USER} `), "Tether's connection is the ACL user's")
+  noSecrets(t, logs, [], [USER, USER_PASSWORD])
+})
+
+t.test('standalone: a wrong username is named in /readyz and the warn line, without a hang', async (t) => {
+  const redis = await startRedis({ args: ['--requirepass', DEFAULT_PASSWORD] })
+  t.teardown(() => redis.stop())
+  await asDefault(redis.port, 'ACL', 'SETUSER', USER, ...USER_GRANT)
+  const logs = new LogCapture()
+  const tt = await tether(t, { url: `redis://127.0.0.1:${redis.port}`, username: 'not-the-user', password: USER_PASSWORD }, logs)
+  let degraded: string[] = []
+  await waitFor('/readyz to name the keys', async () => /check state\.redis\.username and state\.redis\.password/.test((degraded = (await readyz(tt)).degraded).join('\n')), 5_000)
+  t.comment(degraded.join('\n'))
+  await waitFor('a warn line naming the key', () => logs.records.some((l) => l['level'] === 40 && /state\.redis\.username/.test(JSON.stringify(l))))
+  t.pass('a warn line names state.redis.username')
+  noSecrets(t, logs, degraded, ['not-the-user', USER_PASSWORD])
+})
+
+t.test('Sentinel: username and sentinel_username, a real failover followed by the watches', async (t) => {
+  const set = await startSentinelSet({ password: DEFAULT_PASSWORD }, { password: SENTINEL_PASSWORD, masterPassword: DEFAULT_PASSWORD })
+  t.teardown(() => set.stop())
+  for (const r of [set.master, set.replica]) await asDefault(r.port, 'ACL', 'SETUSER', USER, ...USER_GRANT)
+  for (const s of set.sentinels) await asSentinel(s.port, 'ACL', 'SETUSER', SENTINEL_USER, ...SENTINEL_GRANT)
+  const logs = new LogCapture()
+  const tt = await tether(t, {
+    sentinels: set.sentinels.map((s) => `127.0.0.1:${s.port}`), name: set.name,
+    username: USER, password: USER_PASSWORD, sentinel_username: SENTINEL_USER, sentinel_password: SENTINEL_USER_PASSWORD,
+  }, logs)
+  await waitFor('the store to be ready', async () => (await readyz(tt)).degraded.length === 0, 5_000)
+  t.equal((await ask(tt, 'u1')).n, 1, 'routed')
+  await waitFor('a checkpoint on the master', async () => (await checkpoints(set.master.port)).length > 0)
+  t.pass('the checkpoint is stored on the master')
+  // the watches authenticated as the Sentinel user and subscribed
+  await waitFor('the switch watches to subscribe as the Sentinel user', async () =>
+    new RegExp(` name=tether-switch-watch .*sub=1 .*user=${SENTINEL_USER} `).test(await asSentinel(set.sentinels[0]!.port, 'CLIENT', 'LIST')), 5_000)
+  t.pass('the watches are the Sentinel user\'s')
+
+  await set.failover()
+  await waitFor("a new user's checkpoint on the new master", async () => {
+    await ask(tt, 'u2')
+    return (await asDefault(set.replica.port, 'ROLE')).startsWith('master') && (await checkpoints(set.replica.port)).length >= 2
+  }, 5_000)
+  t.pass('the failover was followed: state is stored on the new master')
+  t.match(await asDefault(set.replica.port, 'CLIENT', 'LIST'), new RegExp(` name=tether .*user=${USER} `), 'as the ACL user')
+  t.same(logs.records.filter((r) => /sentinel/i.test(String(r['msg']))), [], 'no Sentinel complaint in the logs')
+  noSecrets(t, logs, [], [USER_PASSWORD, SENTINEL_USER, SENTINEL_USER_PASSWORD])
+})
+
+t.test('Sentinel: a wrong sentinel_username names both keys, a user without SUBSCRIBE is told as NOPERM, no hang', async (t) => {
+  const set = await startSentinelSet({ password: DEFAULT_PASSWORD }, { password: SENTINEL_PASSWORD, masterPassword: DEFAULT_PASSWORD })
+  t.teardown(() => set.stop())
+  for (const s of set.sentinels) await asSentinel(s.port, 'ACL', 'SETUSER', SENTINEL_USER, ...SENTINEL_GRANT, '-subscribe')
+  const logs = new LogCapture()
+  const tt = await tether(t, {
+    sentinels: set.sentinels.map((s) => `127.0.0.1:${s.port}`), name: set.name,
+    password: DEFAULT_PASSWORD, sentinel_username: 'not-the-user', sentinel_password: SENTINEL_USER_PASSWORD,
+  }, logs)
+  const r = await readyz(tt)
+  t.comment(r.degraded.join('\n'))
+  t.match(r.degraded.join('\n'), /WRONGPASS.*check state\.redis\.sentinel_username and state\.redis\.sentinel_password/, '/readyz names both keys')
+  noSecrets(t, logs, r.degraded, ['not-the-user', SENTINEL_USER_PASSWORD])
+
+  // the Sentinels now know the user, which may not SUBSCRIBE: the master is found, the watches are told NOPERM
+  for (const s of set.sentinels) await asSentinel(s.port, 'ACL', 'SETUSER', 'not-the-user', ...SENTINEL_GRANT, '-subscribe')
+  await waitFor('the store to be ready', async () => (await readyz(tt)).degraded.length === 0, 10_000)
+  await waitFor('a warn line telling the watches NOPERM', () => logs.records.some((l) => l['level'] === 40 && /NOPERM.*may not run SUBSCRIBE.*state\.redis\.sentinel_username/.test(JSON.stringify(l))), 15_000)
+  t.pass('the watches\' NOPERM names SUBSCRIBE and state.redis.sentinel_username')
+  noSecrets(t, logs, [], ['not-the-user', SENTINEL_USER_PASSWORD])
+})
+
+t.test('Cluster: state.redis.username on every node', async (t) => {
+  const cluster = await startRedisCluster(3)
+  t.teardown(() => cluster.stop())
+  for (const n of cluster.nodes) {
+    await redisCli(n.port, 'ACL', 'SETUSER', USER, ...USER_GRANT, '+cluster', '+readonly')
+    await redisCli(n.port, 'ACL', 'SETUSER', 'default', 'resetpass', `>${DEFAULT_PASSWORD}`)
+  }
+  const logs = new LogCapture()
+  const tt = await tether(t, { nodes: cluster.nodes.map((n) => `127.0.0.1:${n.port}`), username: USER, password: USER_PASSWORD }, logs)
+  await waitFor('the store to be ready', async () => (await readyz(tt)).degraded.length === 0, 5_000)
+  for (let i = 0; i < 6; i++) t.equal((await ask(tt, `u${i}`)).n, 1, `user ${i} routed`)
+  await waitFor('the checkpoints stored across the nodes', async () => (await Promise.all(cluster.nodes.map((n) => checkpoints(n.port)))).flat().length === 6)
+  t.pass('six checkpoints stored')
+  noSecrets(t, logs, [], [USER, USER_PASSWORD])
+})
