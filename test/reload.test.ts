@@ -8,6 +8,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startTether } from '../src/app.js'
 import { loadConfigFile } from '../src/config/index.js'
+import { DEFAULTS } from '../src/config/schema.js'
+import { diffConfig } from '../src/config/reload.js'
 import { createLogger } from '../src/observability/logger.js'
 import { startUpstream, request, proxyFor, testConfig } from './fixtures/upstream.js'
 import { CookieJar, agentFor, get } from './fixtures/users.js'
@@ -197,4 +199,15 @@ t.test("a reload that removes a serving upstream moves its users with reason=dra
   const answers = await Promise.all(onB.map((jar) => get(`${tether.url}/`, agent, {}, jar)))
   t.ok(answers.every((r) => r.status === 200 && r.body === 'a'), 'they are served by a')
   t.same(moved.map((m) => /reason=(\w+)/.exec(m)?.[1]), ['drain', 'drain', 'drain', 'drain', 'drain'], 'X-Tether-Moved says reason=drain')
+})
+
+t.test('state.redis.username and sentinel_username wait for a restart: the keys are named, never their values', (t) => {
+  const redis = { ...DEFAULTS.state.redis, sentinels: ['127.0.0.1:26379'], name: 'mymaster' }
+  const current = testConfig([{ id: 'a', url: 'http://127.0.0.1:1' }], { state: { store: 'redis', redis: { ...redis, username: 'old-user', sentinel_username: 'old-watch' } } })
+  const next = testConfig([{ id: 'a', url: 'http://127.0.0.1:1' }], { state: { store: 'redis', redis: { ...redis, username: 'new-user', sentinel_username: 'new-watch' } } })
+  const { effective, ...result } = diffConfig(current, next)
+  t.same(result, { applied: [], needsRestart: ['state'], restartKeys: ['state.redis.username', 'state.redis.sentinel_username'] }, 'both keys named')
+  t.equal(effective.state.redis.username, 'old-user', 'the running user is kept')
+  t.notMatch(JSON.stringify(result), /old-|new-/, 'no value in what is logged')
+  t.end()
 })
