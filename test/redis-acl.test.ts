@@ -14,6 +14,7 @@ import { testConfig, type DeepPartial } from './fixtures/upstream.js'
 import { CookieJar, get } from './fixtures/users.js'
 import { startCounter, type CounterAnswer } from './fixtures/counter-upstream.js'
 import { LogCapture } from './fixtures/log-capture.js'
+import { authHint } from '../src/redis/connection.js'
 
 const SECRET = 'redis-acl-secret-0123456789abcdef'
 const DEFAULT_PASSWORD = 'default-s3cret'
@@ -164,4 +165,13 @@ t.test('Cluster: state.redis.username on every node', async (t) => {
   await waitFor('the checkpoints stored across the nodes', async () => (await Promise.all(cluster.nodes.map((n) => checkpoints(n.port)))).flat().length === 6)
   t.pass('six checkpoints stored')
   noSecrets(t, logs, [], [USER, USER_PASSWORD])
+})
+
+t.test('authHint: a Redis 7.2+ NOPERM reply that names the user is told with the key instead; without a user the hint names the password only', (t) => {
+  const told = authHint("NOPERM User tether-watch has no permissions to run the 'subscribe' command", 'the Sentinel', 'tether-watch', 'state.redis.sentinel_username', 'state.redis.sentinel_password')
+  t.equal(told, "NOPERM User <state.redis.sentinel_username> has no permissions to run the 'subscribe' command (the Sentinel's ACL user may not run SUBSCRIBE: grant it, or check state.redis.sentinel_username)")
+  t.equal(authHint('NOPERM No permissions to access a key', 'Redis', 'u', 'state.redis.username', 'state.redis.password'), 'NOPERM No permissions to access a key (Redis\'s ACL user may not access the keys: grant it, or check state.redis.username)')
+  t.equal(authHint('WRONGPASS invalid username-password pair or user is disabled.', 'Redis', null, 'state.redis.username', 'state.redis.password'), "WRONGPASS invalid username-password pair or user is disabled. (Redis refused Tether's password: check state.redis.password)")
+  t.equal(authHint('connect ECONNREFUSED 127.0.0.1:1', 'Redis', 'u', 'state.redis.username', 'state.redis.password'), 'connect ECONNREFUSED 127.0.0.1:1', 'other errors as told')
+  t.end()
 })

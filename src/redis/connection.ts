@@ -1032,7 +1032,7 @@ export class RedisConnection {
    */
   #sentinelError(error: string): string {
     const o = this.#options
-    return refusal(error, 'the Sentinel', o.sentinelUsername ?? null, o.sentinelUsernameSetting ?? 'sentinelUsername', o.sentinelPasswordSetting ?? 'sentinelPassword')
+    return authHint(error, 'the Sentinel', o.sentinelUsername ?? null, o.sentinelUsernameSetting ?? 'sentinelUsername', o.sentinelPasswordSetting ?? 'sentinelPassword')
   }
 
   /**
@@ -1042,7 +1042,7 @@ export class RedisConnection {
    */
   #dataError(error: string): string {
     const o = this.#options
-    return refusal(error, 'Redis', o.username ?? (o.url === undefined ? null : parseRedisUrl(o.url).username ?? null), o.usernameSetting ?? 'username', o.passwordSetting ?? 'password')
+    return authHint(error, 'Redis', o.username ?? (o.url === undefined ? null : parseRedisUrl(o.url).username ?? null), o.usernameSetting ?? 'username', o.passwordSetting ?? 'password')
   }
 
   /** Remakes of the connection for a READONLY-like reply in a row, and when the last was (performance.now()). */
@@ -1154,11 +1154,11 @@ function closeQuietly(redis: Redis): void {
 /**
  * `error` with a hint naming the settings to fix when `who` refused Tether's credentials or an
  * ACL permission; a user name Redis puts in a NOPERM reply (7.2+: "User tether has no
- * permissions ...") is left out. Example: `refusal("NOPERM this user has no permissions to run
+ * permissions ...") is left out. Example: `authHint("NOPERM this user has no permissions to run
  * the 'subscribe' command", 'the Sentinel', 'tether', 'state.redis.sentinel_username', ...)` ->
  * `"NOPERM ... (the Sentinel's ACL user may not run SUBSCRIBE: grant it, or check state.redis.sentinel_username)"`.
  */
-function refusal(error: string, who: string, username: string | null, usernameSetting: string, passwordSetting: string): string {
+export function authHint(error: string, who: string, username: string | null, usernameSetting: string, passwordSetting: string): string {
   if (NOPERM.test(error)) {
     const told = error.replace(/\bUser \S+ has/, `User <${usernameSetting}> has`)
     const command = /'([^']+)' command/.exec(told)?.[1]
