@@ -276,8 +276,10 @@ export class DnsDiscovery {
     this.#family = family
     this.#hooks = hooks
     this.#timers = timers
-    // c-ares' own timeout is a backstop (it rounds small values up); our deadline governs.
-    this.#resolver = new Resolver({ timeout: Math.ceil(timeout), tries: 1 })
+    // c-ares' own timeout is a backstop (it rounds small values up); our deadline governs. It
+    // is twice ours: at the same value its timer and our deadline raced, and a c-ares ETIMEOUT
+    // that came first was told without "no answer within <timeout> ms" (seen in CI under load).
+    this.#resolver = new Resolver({ timeout: 2 * Math.ceil(timeout), tries: 1 })
     if (servers !== undefined && servers.length > 0) { // an empty list would leave c-ares with no server at all
       try {
         this.#resolver.setServers([...servers])
