@@ -55,12 +55,31 @@ t.test('a changed problem is logged at once; keys are independent; an end withou
   t.match(capture.records[3], { for_ms: 1_000, unlogged: 1 }, 'the duration of the problem as it last was')
 })
 
-t.test('a clock stepped back does not silence a lasting problem, and its duration is never negative', async (t) => {
+t.test('a wall clock stepped back neither silences a lasting problem nor makes its duration read 0: durations are monotonic', async (t) => {
   const { clock, capture, log } = setup()
-  clock.set(10_000_000)
   log.report('k', 'E one', {}, 'problem')
-  clock.set(10_000_000 - 3_600_000) // NTP steps the clock back an hour
-  t.equal(log.report('k', 'E one', {}, 'problem'), true, 'not held back until the clock catches up')
+  clock.advance(10_000)
+  clock.set(clock.now() - 3_600_000) // NTP steps the wall clock back an hour
+  t.equal(log.report('k', 'E one', {}, 'problem'), false, 'the interval is counted in time passed, not in wall-clock readings')
+  clock.advance(20_000)
+  t.equal(log.report('k', 'E one', {}, 'problem'), true, '30 s after the first warn, not an hour later')
+  clock.advance(5_000)
+  t.equal(log.resolve('k', {}, 'over'), true)
+  await flush()
+  t.match(capture.records[1], { repeated: 2, for_ms: 30_000 }, 'the time it lasted, not 0')
+  t.match(capture.records[2], { for_ms: 35_000 })
+})
+
+t.test('a clock without monotonic time (a plain { now }) still measures durations, never negative', async (t) => {
+  const capture = new LogCapture()
+  let now = 10_000_000
+  const log = new ProblemLog(createLogger('info', capture), { now: () => now })
+  log.report('k', 'E one', {}, 'problem')
+  now -= 3_600_000
+  t.equal(log.report('k', 'E one', {}, 'problem'), true, 'a step back counts as the interval passed')
+  now += 3_600_000 + 40_000
+  log.resolve('k', {}, 'over')
   await flush()
   t.equal(capture.records[1]?.['for_ms'], 0)
+  t.equal(capture.records[2]?.['for_ms'], 40_000)
 })

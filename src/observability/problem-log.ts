@@ -3,9 +3,10 @@
 // warn when a problem starts or changes, then at most one warn per interval while it lasts (with
 // how many reports it stands for), and one info line when it is over. The same rule as the
 // Redis node log (redis-health-log.ts), for any source. Layer 3 observability subscriber: owns no
-// timer, takes time from the injected Clock; counting for metrics and /readyz stays with the
-// caller, which must not depend on what is logged.
-import type { Clock } from '../clock.js'
+// timer, takes time from the injected Clock (its monotonic time: a wall clock stepped back must
+// neither hold a warn back nor make `for_ms` read 0); counting for metrics and /readyz stays with
+// the caller, which must not depend on what is logged.
+import { monotonicNow, type Clock } from '../clock.js'
 import type { Logger } from './logger.js'
 
 /** Default least time between two warn lines about one lasting problem, ms. */
@@ -14,9 +15,9 @@ export const PROBLEM_WARN_INTERVAL_MS = 30_000
 interface Spell {
   /** What makes two reports the same problem (see report()). */
   identity: string
-  /** When this problem (this identity) was first reported. */
+  /** When this problem (this identity) was first reported (monotonic ms). */
   since: number
-  /** When the last warn about it was written. */
+  /** When the last warn about it was written (monotonic ms). */
   lastWarnAt: number
   /** Reports since that warn that were not logged. */
   unlogged: number
@@ -54,14 +55,14 @@ export class ProblemLog {
 
   /** Reports problem `key` (see the class); returns whether a line was written. */
   report(key: string, identity: string, fields: Readonly<Record<string, unknown>>, msg: string): boolean {
-    const now = this.#clock.now()
+    const now = monotonicNow(this.#clock)
     const spell = this.#open.get(key)
     if (spell === undefined || spell.identity !== identity) {
       this.#open.set(key, { identity, since: now, lastWarnAt: now, unlogged: 0 })
       this.#logger.warn(fields, msg)
       return true
     }
-    // a clock stepped back (now before the last warning) counts as the interval passed
+    // a clock without monotonic time that stepped back (now before the last warning) counts as the interval passed
     if (now >= spell.lastWarnAt && now - spell.lastWarnAt < this.#interval) {
       spell.unlogged++
       return false
@@ -77,7 +78,7 @@ export class ProblemLog {
     const spell = this.#open.get(key)
     if (spell === undefined) return false
     this.#open.delete(key)
-    const forMs = Math.max(0, this.#clock.now() - spell.since)
+    const forMs = Math.max(0, monotonicNow(this.#clock) - spell.since)
     this.#logger.info(spell.unlogged > 0 ? { ...fields, for_ms: forMs, unlogged: spell.unlogged } : { ...fields, for_ms: forMs }, msg)
     return true
   }
