@@ -38,7 +38,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const logger = options.logger ?? createLogger(effectiveLevel(config.log.level, env['LOG_LEVEL']))
   const clock = options.clock ?? systemClock
   const timers = options.timers ?? systemTimers
-  const metrics = new Metrics()
+  const metrics = new Metrics({ clock })
   const traffic = new RecentTraffic(() => clock.now())
   let draining = false
   let closing: Promise<void> | null = null

@@ -3,6 +3,8 @@ import t from 'tap'
 import http from 'node:http'
 import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
+import { REMOVED_SERIES_GRACE_MS } from '../src/observability/metrics.js'
+import { FakeClock } from './fixtures/clock.js'
 import { startUpstream, testConfig, request } from './fixtures/upstream.js'
 import { CookieJar } from './fixtures/users.js'
 import { onEvent, when } from './fixtures/wait.js'
@@ -65,6 +67,33 @@ t.test('metrics count requests, a failover with its rehydration, and upstream st
   t.ok((sample(text, 'tether_http_request_duration_seconds_count', { upstream: home }) ?? 0) >= 5)
   t.ok(sample(text, 'process_cpu_seconds_total') !== null, 'Node process metrics are there')
   t.equal(sample(text, 'tether_config_reloads_total', { result: 'ok' }) ?? 0, 0)
+})
+
+t.test("the moves an upstream's removal causes are in the next /metrics, and its series go once the grace after its last count is over", async (t) => {
+  const apps = await Promise.all(['a', 'b'].map((id) => startUpstream(id)))
+  const clock = new FakeClock()
+  const tether = await startTether(testConfig(apps), { logger: createLogger('silent'), clock })
+  t.teardown(async () => { await tether.close(0); await Promise.all(apps.map((a) => a.close())) })
+  const users = Array.from({ length: 16 }, () => new CookieJar())
+  const homes = await Promise.all(users.map(async (jar) => (await get(tether.url, jar)).body.trim()))
+  const onA = homes.filter((h) => h === 'a').length
+  t.ok(onA > 0 && onA < users.length, `users on both upstreams (${onA} on a)`)
+  const scrape = async (): Promise<string> => (await request(`${tether.adminUrl}/metrics`)).body
+  t.equal(sample(await scrape(), 'tether_upstream_state', { upstream: 'a', state: 'healthy' }), 1, 'a scrape before the removal')
+
+  t.same(tether.reload(testConfig(apps.filter((a) => a.id === 'b'))).applied, ['upstreams'], 'a reload deletes a')
+  const now = await Promise.all(users.map(async (jar) => (await get(tether.url, jar)).body.trim()))
+  t.same(now.filter((h) => h === 'a'), [], "a's users moved")
+  let text = await scrape()
+  t.equal(sample(text, 'tether_failovers_total', { from: 'a', reason: 'drain' }), onA, 'the scrape after the removal has the moves it caused')
+  t.equal(sample(text, 'tether_http_requests_total', { upstream: 'a', method: 'GET', status_class: '2xx' }), onA, "and a's requests")
+  t.equal(sample(text, 'tether_upstream_state', { upstream: 'a', state: 'healthy' }), null, 'its state series went at once')
+  t.equal(sample(await scrape(), 'tether_failovers_total', { from: 'a', reason: 'drain' }), onA, 'so has another scrape within the grace')
+
+  clock.advance(REMOVED_SERIES_GRACE_MS)
+  text = await scrape()
+  t.notMatch(text, /upstream="a"|from="a"/, 'after the grace: no series of a')
+  t.equal(sample(text, 'tether_http_requests_total', { upstream: 'b', method: 'GET', status_class: '2xx' }), 2 * users.length - onA, "b's series stay")
 })
 
 t.test('the admin port answers only its own routes', async (t) => {

@@ -2,7 +2,8 @@
 // bounded labels, health state series, lazily collected affinity numbers, per-instance
 // registries and the naming rule. Parses render() output; nothing listens, nothing sleeps.
 import t from 'tap'
-import { METHODS, METRIC_DOCS, Metrics, STATUS_CLASSES, aggregateMetrics, type AffinityStats } from '../src/observability/metrics.js'
+import { METHODS, METRIC_DOCS, Metrics, REMOVED_SERIES_GRACE_MS, STATUS_CLASSES, aggregateMetrics, type AffinityStats } from '../src/observability/metrics.js'
+import { FakeClock } from './fixtures/clock.js'
 
 interface Sample { name: string; labels: Record<string, string>; value: number }
 
@@ -41,7 +42,7 @@ async function scrape(m: Metrics): Promise<Sample[]> {
   return parse(await m.render())
 }
 
-const light = () => new Metrics({ defaultMetrics: false })
+const light = (clock?: FakeClock) => new Metrics({ defaultMetrics: false, ...(clock === undefined ? {} : { clock }) })
 
 t.test('every metric name follows tether_<subsystem>_<name>_<unit> and is documented once', async (t) => {
   const rule = /^tether_[a-z_]+_(total|seconds|bytes|entries|connections|users|up|state|in_flight)$/
@@ -112,7 +113,8 @@ t.test('observeRequest counts by upstream, bounded method and status class', asy
 })
 
 t.test('a health transition sets exactly one state to 1; removal deletes the series', async (t) => {
-  const m = light()
+  const clock = new FakeClock()
+  const m = light(clock)
   const states = (s: Sample[], id: string) => Object.fromEntries(find(s, 'tether_upstream_state', { upstream: id }).map((x) => [x.labels.state, x.value]))
   m.onHealthTransition({ id: 'app-0', from: null, to: 'healthy' })
   m.onHealthTransition({ id: 'app-1', from: null, to: 'healthy' })
@@ -139,6 +141,11 @@ t.test('a health transition sets exactly one state to 1; removal deletes the ser
 
   m.requestEnded('app-0')
   s = await scrape(m)
+  t.equal(value(s, 'tether_failovers_total', { from: 'app-0', reason: 'drain' }), 1, 'the traffic series stay for the grace')
+  t.equal(value(s, 'tether_retries_total', { upstream: 'app-0' }), 1)
+  t.same(find(s, 'tether_upstream_in_flight', { upstream: 'app-0' }), [], 'but nothing is in flight any more')
+  clock.advance(REMOVED_SERIES_GRACE_MS)
+  s = await scrape(m)
   for (const name of ['tether_upstream_in_flight', 'tether_http_requests_total', 'tether_http_request_duration_seconds_count', 'tether_retries_total']) {
     t.same(find(s, name, { upstream: 'app-0' }), [], `${name} of the removed upstream dropped`)
   }
@@ -146,31 +153,40 @@ t.test('a health transition sets exactly one state to 1; removal deletes the ser
   t.same(states(s, 'app-1'), { healthy: 1, unhealthy: 0, ejected: 0, draining: 0, disabled: 0 })
 })
 
-t.test('a failover or retry from an upstream already removed and purged is dropped at the next scrape, not kept forever', async (t) => {
-  const m = light()
+t.test('a failover or retry from an upstream already removed and purged is shown for the grace, then dropped, not kept forever', async (t) => {
+  const clock = new FakeClock()
+  const m = light(clock)
   m.onHealthTransition({ id: 'web-3', from: null, to: 'healthy' })
   m.onHealthTransition({ id: 'web-4', from: null, to: 'healthy' })
   m.failover('web-3', 'drain')
   m.retry('web-3')
   m.onHealthTransition({ id: 'web-3', from: 'healthy', to: null }) // its slice deleted, drain_timeout passed
+  clock.advance(REMOVED_SERIES_GRACE_MS)
   let s = await scrape(m)
-  t.same(find(s, 'tether_failovers_total', { from: 'web-3' }), [], 'purged with the upstream')
+  t.same(find(s, 'tether_failovers_total', { from: 'web-3' }), [], 'purged with the upstream after the grace')
 
   // later: a user whose cookie still names web-3 is moved, a retry names it
   m.failover('web-3', 'dead')
   m.retry('web-3')
   m.failover('web-4', 'spill')
   s = await scrape(m)
-  t.same(find(s, 'tether_failovers_total', { from: 'web-3' }), [], 'the late failover does not bring web-3 back')
+  t.equal(value(s, 'tether_failovers_total', { from: 'web-3', reason: 'dead' }), 1, 'the late failover is scraped')
+  t.equal(value(s, 'tether_retries_total', { upstream: 'web-3' }), 1, 'so is the late retry')
+  clock.advance(REMOVED_SERIES_GRACE_MS)
+  s = await scrape(m)
+  t.same(find(s, 'tether_failovers_total', { from: 'web-3' }), [], 'the late failover does not bring web-3 back for good')
   t.same(find(s, 'tether_retries_total', { upstream: 'web-3' }), [], 'nor the late retry')
   t.equal(value(s, 'tether_failovers_total', { from: 'web-4', reason: 'spill' }), 1, 'a current upstream keeps its series')
   m.observeRequest('web-3', 'GET', 502, 0.01) // a late answer naming the purged upstream
-  t.same(find(await scrape(m), 'tether_http_requests_total', { upstream: 'web-3' }), [], 'nor a late request')
+  t.equal(value(await scrape(m), 'tether_http_requests_total', { upstream: 'web-3', method: 'GET', status_class: '5xx' }), 1, 'a late request is scraped')
+  clock.advance(REMOVED_SERIES_GRACE_MS)
+  t.same(find(await scrape(m), 'tether_http_requests_total', { upstream: 'web-3' }), [], 'then dropped')
 
   m.requestStarted('web-3')
   m.retry('web-3')
+  clock.advance(REMOVED_SERIES_GRACE_MS)
   s = await scrape(m)
-  t.equal(value(s, 'tether_retries_total', { upstream: 'web-3' }), 1, 'kept while a request to it is in flight')
+  t.equal(value(s, 'tether_retries_total', { upstream: 'web-3' }), 1, 'kept while a request to it is in flight, past the grace')
   m.requestEnded('web-3')
   t.same(find(await scrape(m), 'tether_retries_total', { upstream: 'web-3' }), [], 'then dropped')
 
@@ -178,7 +194,59 @@ t.test('a failover or retry from an upstream already removed and purged is dropp
   m.failover('web-3', 'rebalance')
   s = await scrape(m)
   t.equal(value(s, 'tether_failovers_total', { from: 'web-3', reason: 'rebalance' }), 1, 'back in health: kept again')
+  clock.advance(REMOVED_SERIES_GRACE_MS)
   t.equal(value(await scrape(m), 'tether_failovers_total', { from: 'web-3', reason: 'rebalance' }), 1)
+})
+
+t.test("the moves a removal causes are scraped before the removed upstream's series go, by every scraper within the grace; added again within the grace, it counts on", async (t) => {
+  const clock = new FakeClock()
+  const m = light(clock)
+  for (const id of ['a', 'b']) m.onHealthTransition({ id, from: null, to: 'healthy' })
+  m.failover('a', 'dead')
+  m.onHealthTransition({ id: 'a', from: 'healthy', to: null }) // a reload deleted it
+  m.failover('a', 'drain'); m.failover('a', 'drain') // its users move as they come back
+  clock.advance(60_000)
+  m.failover('a', 'drain')
+  let s = await scrape(m)
+  t.equal(value(s, 'tether_failovers_total', { from: 'a', reason: 'drain' }), 3, 'the scrape after the removal has the moves it caused')
+  t.equal(value(s, 'tether_failovers_total', { from: 'a', reason: 'dead' }), 1, 'and the earlier ones')
+  t.same(find(s, 'tether_upstream_state', { upstream: 'a' }), [], 'its state series went at once')
+  clock.advance(REMOVED_SERIES_GRACE_MS - 1)
+  t.equal(value(await scrape(m), 'tether_failovers_total', { from: 'a', reason: 'drain' }), 3, 'a second scraper within the grace of the last move sees them too')
+  clock.advance(1)
+  s = await scrape(m)
+  t.same(find(s, 'tether_failovers_total', { from: 'a' }), [], 'gone once the grace from its last count is over')
+
+  m.failover('b', 'drain')
+  m.onHealthTransition({ id: 'b', from: 'healthy', to: null })
+  m.failover('b', 'drain')
+  clock.advance(REMOVED_SERIES_GRACE_MS / 2)
+  t.equal(value(await scrape(m), 'tether_failovers_total', { from: 'b', reason: 'drain' }), 2)
+  m.onHealthTransition({ id: 'b', from: null, to: 'healthy' }) // back under the same id within the grace
+  m.failover('b', 'drain')
+  clock.advance(REMOVED_SERIES_GRACE_MS)
+  s = await scrape(m)
+  t.equal(value(s, 'tether_failovers_total', { from: 'b', reason: 'drain' }), 3, 'its series counts on: not reset, not dropped, not doubled')
+  t.equal(find(s, 'tether_failovers_total', { from: 'b' }).length, 1, 'one series')
+  t.equal(value(s, 'tether_upstream_state', { upstream: 'b', state: 'healthy' }), 1)
+})
+
+t.test("churn of discovered pods keeps only the removed upstreams within the grace", async (t) => {
+  const clock = new FakeClock()
+  const m = light(clock)
+  for (let i = 0; i < 1_000; i++) { // one pod replaced every second for 1,000 s
+    const id = `pod-${i}`
+    m.onHealthTransition({ id, from: null, to: 'healthy' })
+    m.observeRequest(id, 'GET', 200, 0.01)
+    m.onHealthTransition({ id, from: 'healthy', to: null })
+    m.failover(id, 'drain')
+    clock.advance(1_000)
+  }
+  const s = await scrape(m)
+  const pods = new Set(find(s, 'tether_failovers_total').map((x) => x.labels.from))
+  t.equal(pods.size, REMOVED_SERIES_GRACE_MS / 1_000 - 1, 'the pods removed less than 5 minutes ago, no more')
+  t.ok(pods.has('pod-999') && pods.has('pod-701') && !pods.has('pod-700'))
+  t.equal(new Set(find(s, 'tether_http_requests_total').map((x) => x.labels.upstream)).size, 299)
 })
 
 t.test('syncHealth seeds states from a snapshot and removes the missing', async (t) => {

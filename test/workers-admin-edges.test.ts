@@ -248,6 +248,16 @@ t.test("a gone worker's series of an upstream no live worker has any more are dr
   t.equal(total(text, 'tether_http_requests_total', 'upstream="a"'), 7, "the current upstream's sum is kept")
   t.equal(total(text, 'tether_failovers_total', 'from="a"'), 2)
   t.equal(total(text, 'tether_http_requests_total', 'upstream="none"'), 7, 'requests no upstream answered are always kept')
+
+  // a removal: the live worker keeps the removed upstream's series for their grace, so does the sum
+  ledger.seen(3, snap(['a', 'pod-2'], 4))
+  ledger.gone(3) // crashed while pod-2 was there
+  const removed = snap(['a'], 2)
+  removed[2]!.values.push({ value: 3, labels: { from: 'pod-2', reason: 'drain' } }) // its users moved after the removal
+  text = (await aggregateMetrics(ledger.snapshots([[2, removed]]))).text
+  t.equal(total(text, 'tether_failovers_total', 'from="pod-2"'), 4, 'while a live worker still shows pod-2 (its grace), the gone count stays in the sum: no fall')
+  text = (await aggregateMetrics(ledger.snapshots([[2, snap(['a'], 2)]]))).text
+  t.notMatch(text, /pod-2/, 'once no live worker shows pod-2 any more: none of its series')
 })
 
 t.test("a counter every worker counts alike (read with max) never falls, even when every worker is replaced", async (t) => {

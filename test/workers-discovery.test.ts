@@ -104,6 +104,11 @@ t.test('with two workers, one worker runs DNS discovery for all: one resolver, l
   await waitFor(async () => !(await listed()).includes(id('127.0.0.2')), 10_000, 'the removed address to leave')
   for (let i = 0; i < 3; i++) await round('removal', 2 * USERS)
   t.equal(countOf('127.0.0.2'), 0, `the ${onTwo} users of the removed upstream moved`)
+  // the primary's /metrics, scraped after the removal, has the moves it caused (each worker keeps a removed upstream's series for a grace)
+  const movedOff = moves.filter((m) => m.startsWith('removal: 127.0.0.2 ->')).length
+  const scraped = (await request(`http://127.0.0.1:${adminPort}/metrics`, null)).body.split('\n')
+    .filter((l) => l.startsWith(`tether_failovers_total{from="${id('127.0.0.2')}",`)).reduce((n, l) => n + Number(l.split(' ').pop()), 0)
+  t.ok(movedOff > 0 && scraped >= movedOff, `the scrape after the removal counts the ${movedOff} moves off the removed upstream (${scraped} failovers from it)`)
 
   process.stderr.write(`# workers discovery: ${requests} requests, ${moves.length} announced moves, ${inconsistent.length} inconsistent, ${failed} failed, ${dns.queries} DNS queries\n`)
   t.same(inconsistent, [], '0 users routed inconsistently')

@@ -6,6 +6,7 @@ import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, collectDefault
 import type { HealthState, HealthTransition } from '../health/health-table.js'
 import type { MoveReason } from '../routing/router.js'
 import { BoundedMap } from '../affinity/bounded-map.js'
+import { monotonicNow, systemClock, type Clock } from '../clock.js'
 import type { ClientProtocol } from './events.js'
 
 /** Result of a rehydration attempt (the new upstream asked for a moved user's state). */
@@ -115,7 +116,16 @@ const CLIENT_PROTOCOLS: readonly ClientProtocol[] = ['http/1.0', 'http/1.1', 'h2
 export interface MetricsOptions {
   /** Also expose prom-client's standard Node process metrics (process_*, nodejs_*). Default true. */
   readonly defaultMetrics?: boolean
+  /** Time for the grace of a removed upstream's series (its monotonic time). Default the system clock. */
+  readonly clock?: Clock
 }
+
+/**
+ * How long a removed upstream's series stay after its last count, ms (5 minutes): every
+ * scraper (several Prometheus servers, the primary reading its workers) scraping more often
+ * than this sees the counts its removal caused (its users' failovers), then the series go.
+ */
+export const REMOVED_SERIES_GRACE_MS = 300_000
 
 /**
  * The metrics of one Tether instance.
@@ -129,12 +139,15 @@ export interface MetricsOptions {
  * `setAffinityStats` (no polling).
  *
  * When an upstream is removed (health transition to null) its state series go at once; its
- * traffic series (requests, duration, in-flight, retries, failovers from it) are dropped at the
- * first scrape after its in-flight count reaches 0. A retry or failover recorded later for an
- * upstream health does not list is dropped the same way (so an upstream never known to health,
- * as in a Metrics not subscribed to it, shows none), and so is a request recorded for a removed
- * upstream after its series were purged (a late answer of a deleted pod; the last 4,096 purged
- * ids are remembered).
+ * traffic series (requests, duration, in-flight, retries, failovers from it) stay until
+ * {@link REMOVED_SERIES_GRACE_MS} has passed since its last count with none of its requests in
+ * flight, so the moves its removal caused (counted then, or as its users come back) are scraped
+ * before they go; they are dropped at the next scrape or removal after that (no timer). An
+ * upstream added again with the same id within the grace keeps its series and counts on. A
+ * retry or failover recorded later for an upstream health does not list is kept and dropped the
+ * same way (so an upstream never known to health, as in a Metrics not subscribed to it, shows
+ * it for the grace only), and so is a request recorded for a removed upstream after its series
+ * were purged (a late answer of a deleted pod; the last 4,096 purged ids are remembered).
  *
  * Example:
  * ```ts
@@ -177,8 +190,12 @@ export class Metrics {
   readonly #upstreams = new Set<string>()
   /** Upstreams whose series were purged, newest last (at most PURGED_REMEMBERED). */
   readonly #purged = new BoundedMap<string, true>(PURGED_REMEMBERED)
-  /** Removed upstreams whose traffic series wait to be dropped. */
-  readonly #removed = new Set<string>()
+  /**
+   * Removed upstreams whose traffic series wait to be dropped: id -> when their grace ends
+   * (monotonic ms), earliest first (a new count moves the id to the end).
+   */
+  readonly #removed = new Map<string, number>()
+  readonly #clock: Clock
   readonly #redisOpLabels = { get: { op: 'get' }, put: { op: 'put' } } as const
   #affinityStats: (() => AffinityStats) | null = null
   /** One read of the affinity stats per scrape, shared by the three affinity metrics. */
@@ -186,6 +203,7 @@ export class Metrics {
   #affinitySeen = { evictions: 0, expirations: 0 }
 
   constructor(options: MetricsOptions = {}) {
+    this.#clock = options.clock ?? systemClock
     const registers = [this.#registry]
     if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.#registry })
     const self = this
@@ -262,7 +280,7 @@ export class Metrics {
     return this.#scrape(() => this.#registry.getMetricsAsJSON())
   }
 
-  /** One scrape: the affinity stats read once for all its metrics, removed upstreams dropped first. */
+  /** One scrape: the affinity stats read once for all its metrics, removed upstreams past their grace dropped first. */
   async #scrape<T>(read: () => Promise<T>): Promise<T> {
     this.#affinityNow = this.#affinityStats?.() ?? null
     this.#purgeRemoved()
@@ -298,7 +316,9 @@ export class Metrics {
       counts = new Float64Array(COLUMN_SLOTS)
       this.#requestCounts.set(id, counts)
       // a late answer of an upstream whose series were purged (a deleted pod): dropped again
-      if (upstream !== null && this.#purged.get(upstream) !== undefined) this.#removed.add(upstream)
+      if (upstream !== null && this.#purged.get(upstream) !== undefined) this.#keepForGrace(upstream)
+    } else if (this.#removed.size !== 0 && this.#removed.has(id)) {
+      this.#keepForGrace(id) // a removed upstream's late answer: shown for the grace too
     }
     counts[methodIndex(method) * STATUS_SLOTS + statusIndex(status)]!++
     if (seconds >= 0 && Number.isFinite(seconds)) {
@@ -335,7 +355,8 @@ export class Metrics {
 
   /**
    * A user was moved away from upstream `from` (Route.moved). `from` may be gone already (a
-   * user whose cookie names a pod deleted in a rollout): its series then goes at the next scrape.
+   * user whose cookie names a pod deleted in a rollout): its series then stays for the grace
+   * ({@link REMOVED_SERIES_GRACE_MS}) from this count, and goes.
    */
   failover(from: string, reason: MoveReason): void {
     this.#failovers.inc({ from, reason })
@@ -457,9 +478,12 @@ export class Metrics {
     }
   }
 
+  /** Drops the series of the removed upstreams whose grace is over and that have nothing in flight. */
   #purgeRemoved(): void {
-    for (const id of this.#removed) {
-      if ((this.#inFlight.get(id) ?? 0) > 0) continue
+    const now = monotonicNow(this.#clock)
+    for (const [id, until] of this.#removed) {
+      if (until > now) break // the rest end later
+      if ((this.#inFlight.get(id) ?? 0) > 0) continue // its last answer counts again
       this.#removed.delete(id)
       this.#purged.set(id, true)
       this.#inFlight.delete(id)
@@ -471,12 +495,23 @@ export class Metrics {
   }
 
   /**
-   * A series was just made for `id`: when health does not list it (removed, its series perhaps
-   * purged already), it is dropped at the next scrape as a removed upstream's. Otherwise a late
-   * failover or retry re-created it for good: one series per deleted pod, every rollout.
+   * `id` was just counted: when health does not list it (removed, its series perhaps purged
+   * already), it is dropped as a removed upstream's once the grace from this count is over.
+   * Otherwise a late failover or retry re-created it for good: one series per deleted pod,
+   * every rollout.
    */
   #dropUnlessCurrent(id: string): void {
-    if (!this.#upstreams.has(id)) this.#removed.add(id)
+    if (!this.#upstreams.has(id)) this.#keepForGrace(id)
+  }
+
+  /**
+   * The series of removed upstream `id` stay for the grace from now, then go; those whose grace
+   * is over go now (so churn of discovered pods is bounded without scrapes as well).
+   */
+  #keepForGrace(id: string): void {
+    this.#removed.delete(id)
+    this.#removed.set(id, monotonicNow(this.#clock) + REMOVED_SERIES_GRACE_MS)
+    this.#purgeRemoved()
   }
 
   #labelsOf(upstream: string): { upstream: string } {
@@ -500,7 +535,7 @@ export class Metrics {
   #removeUpstream(id: string): void {
     if (!this.#upstreams.delete(id)) return
     for (const state of HEALTH_STATES) this.#state.remove({ upstream: id, state })
-    this.#removed.add(id)
+    this.#keepForGrace(id)
   }
 }
 

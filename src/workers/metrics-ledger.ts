@@ -23,9 +23,7 @@ interface MetricValue {
 
 /** Counted by the primary (one reload of the file is one, whatever the worker count). */
 const RELOADS = 'tether_config_reloads_total'
-/** A series for every current upstream in every worker: which upstreams are current. */
-const UPSTREAM_STATE = 'tether_upstream_state'
-/** The labels that name an upstream in traffic series. */
+/** The labels that name an upstream (in its state series and in traffic series). */
 const UPSTREAM_LABELS = ['upstream', 'from'] as const
 /** The `upstream` of requests no upstream answered (Metrics' NONE): always current. */
 const NO_UPSTREAM = 'none'
@@ -92,7 +90,10 @@ export class MetricsLedger {
     const out: unknown[] = []
     /** The `max` counters' live highest value: metric name -> (series key -> value). */
     const highest = new Map<string, Map<string, number>>()
-    /** The upstreams the live workers have now (null: none told). */
+    /**
+     * The upstreams the live workers have series of now (null: none told): the current ones,
+     * and the removed ones whose series a worker keeps for their grace.
+     */
     let current: Set<string> | null = null
     for (const [id, answer] of live) {
       if (this.#gone.has(id)) continue // its counts are in the sums already
@@ -100,7 +101,11 @@ export class MetricsLedger {
       if (!Array.isArray(s)) continue
       const metrics = s as MetricData[]
       this.#reloadMeta ??= metrics.find((m) => m.name === RELOADS) ?? null
-      for (const v of metrics.find((m) => m.name === UPSTREAM_STATE)?.values ?? []) (current ??= new Set()).add(String(v.labels['upstream']))
+      for (const m of metrics) {
+        for (const v of m.values) {
+          for (const l of UPSTREAM_LABELS) if (v.labels[l] !== undefined) (current ??= new Set()).add(String(v.labels[l]))
+        }
+      }
       out.push(metrics.filter((m) => m.name !== RELOADS && !this.#maxCounter(m, highest)))
     }
     if (current !== null) this.#forgetRemoved(current.add(NO_UPSTREAM))
@@ -129,9 +134,11 @@ export class MetricsLedger {
   }
 
   /**
-   * Drop the gone workers' series of upstreams no live worker has any more (removed by a
-   * reload or by discovery), as one process drops a removed upstream's series: else every pod
-   * of every rollout that a replaced worker had counted stayed in /metrics for good.
+   * Drop the gone workers' series of upstreams no live worker has series of any more (removed
+   * by a reload or by discovery, and past the grace each worker keeps a removed upstream's
+   * series for), as one process drops a removed upstream's series: else every pod of every
+   * rollout that a replaced worker had counted stayed in /metrics for good. Kept while a live
+   * worker still shows it, so the sum does not fall (a false reset) during that grace.
    */
   #forgetRemoved(current: ReadonlySet<string>): void {
     for (const d of this.#departed.values()) {
