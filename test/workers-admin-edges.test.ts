@@ -252,8 +252,8 @@ t.test("a gone worker's series of an upstream no live worker has any more are dr
   // a removal: the live worker keeps the removed upstream's series for their grace, so does the sum
   ledger.seen(3, snap(['a', 'pod-2'], 4))
   ledger.gone(3) // crashed while pod-2 was there
-  const removed = snap(['a'], 2)
-  removed[2]!.values.push({ value: 3, labels: { from: 'pod-2', reason: 'drain' } }) // its users moved after the removal
+  const removed = snap(['a'], 2).map((m) => m.name !== 'tether_failovers_total' ? m
+    : { ...m, values: [...m.values, { value: 3, labels: { from: 'pod-2', reason: 'drain' } }] }) // its users moved after the removal
   text = (await aggregateMetrics(ledger.snapshots([[2, removed]]))).text
   t.equal(total(text, 'tether_failovers_total', 'from="pod-2"'), 4, 'while a live worker still shows pod-2 (its grace), the gone count stays in the sum: no fall')
   text = (await aggregateMetrics(ledger.snapshots([[2, snap(['a'], 2)]]))).text
