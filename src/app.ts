@@ -9,6 +9,7 @@ import { ConfigWatcher } from './config/watch.js'
 import { systemClock, systemTimers } from './clock.js'
 import { createLogger, effectiveLevel } from './observability/logger.js'
 import { Metrics } from './observability/metrics.js'
+import { ProblemLog } from './observability/problem-log.js'
 import { teeEvents } from './observability/events.js'
 import { RecentTraffic } from './observability/recent-traffic.js'
 import { createRouting } from './routing/create-routing.js'
@@ -63,6 +64,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const recordsDrains = config.health.shared === 'redis'
   // with Tether's own cookie the table only counts sessions (bounded loads), shared with nobody
   const writesBack = config.affinity.key === 'cookie' || config.affinity.key === 'none' ? null : redisBindings
+  const keyspaceProblems = new ProblemLog(logger, clock)
   const keyspace = redis === null || (redisBindings === null && !recordsDrains) ? null : new (await import('./redis/keyspace-watch.js')).KeyspaceWatch({
     redis, bindings: writesBack, held: () => { const slots = sessions.table.slotsByRecency(clock.now()); return { length: slots.length, at: (i) => sessions.table.bindingAt(slots[i]!, clock.now()) } }, idleTimeout: config.affinity.idle_timeout, now: () => clock.now(), timers,
     onLost: (node) => {
@@ -72,6 +74,10 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     },
     onWritten: (n) => metrics.affinityWrittenBack(n),
     onDone: (r) => logger.info({ node: r.node, written: r.written, kept: r.kept, ms: r.ms }, 'bindings written back to redis'),
+    // a check that threw: one warn a spell (then at most one per 30 s), an info once one completes
+    onCheck: (error) => void (error === null
+      ? keyspaceProblems.resolve('keyspace check', {}, 'redis keyspace check: completing again')
+      : keyspaceProblems.report('keyspace check', error, { err: error }, 'redis keyspace check failed: the next one runs at its tick')),
   })
   // with workers, an admin's order is held by every worker: one that does it tells the others
   if (link !== null) records.onOrderDone((key, at) => link.orderDone(key, at))

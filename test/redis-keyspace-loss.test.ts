@@ -4,11 +4,13 @@
 // redis-server, real Tether replicas and child-process counter apps; nothing sleeps.
 import t, { type Test } from 'tap'
 import http from 'node:http'
+import net from 'node:net'
+import { once } from 'node:events'
 import { startTether, type Tether } from '../src/app.js'
 import { RedisBindings } from '../src/redis/binding-store.js'
 import { RedisConnection } from '../src/redis/connection.js'
 import { keySlot } from '../src/redis/key-slot.js'
-import { KeyspaceWatch, MARKER, heldList, type HeldBinding, type WriteBack } from '../src/redis/keyspace-watch.js'
+import { KEYSPACE_CHECK_MS, KeyspaceWatch, MARKER, heldList, type HeldBinding, type WriteBack } from '../src/redis/keyspace-watch.js'
 import { createLogger } from '../src/observability/logger.js'
 import { DEFAULTS, type Config } from '../src/config/schema.js'
 import { startRedis, startRedisCluster, redisCli, type RedisServer } from './fixtures/redis-server.js'
@@ -172,6 +174,68 @@ t.test('the watch: a step reads a bounded number of bindings, however many of th
   await waitFor(() => { timers.advance(20); return done.length === 1 }, 5_000, 'the write-back to finish')
   t.match(done[0], { written: 1 }, 'the one left is written back')
   t.same(await store.lookup('the-last'), { upstream: 'app-1', epoch: 0 })
+})
+
+t.test('the watch: a check that throws is told to onCheck, and the next tick still checks', async (t) => {
+  const conn = new RedisConnection({ url: redis.url, keyPrefix: 'kt:', timeout: 500 })
+  const timers = new FakeTimers()
+  const lost: string[] = []
+  const checks: (string | null)[] = []
+  let copies = 0
+  const watch = new KeyspaceWatch({
+    redis: conn, bindings: new RedisBindings(conn, 60_000), idleTimeout: 60_000, now: () => 1_000, timers,
+    // the first copy of the table throws (a seam the watch does not control: the caller's table)
+    held: () => { if (++copies === 1) throw new Error('the table is gone'); return heldList([]) },
+    onLost: (node) => lost.push(node), onCheck: (error) => checks.push(error),
+  })
+  await conn.start()
+  t.teardown(async () => { watch.stop(); await conn.stop() })
+  watch.start()
+  await waitFor(() => checks.length === 1, 5_000, 'the first check')
+  await redisCli(redis.port, 'DEL', `kt:${MARKER}`)
+  timers.advance(KEYSPACE_CHECK_MS)
+  await waitFor(() => checks.length === 2, 5_000, 'the tick\'s check to be told')
+  t.same(checks, [null, 'the table is gone'], 'the throwing check is told with its error')
+  await timers.scheduled(KEYSPACE_CHECK_MS)
+  t.pass('the next tick is armed')
+  await redisCli(redis.port, 'DEL', `kt:${MARKER}`)
+  timers.advance(KEYSPACE_CHECK_MS)
+  await waitFor(() => checks.length === 3, 5_000, 'the next tick\'s check')
+  t.equal(checks[2], null, 'and it completes')
+  t.same(lost, [`127.0.0.1:${redis.port}`, `127.0.0.1:${redis.port}`], 'both losses seen')
+})
+
+t.test('the watch: a check asked for while one is in flight runs again right after it (one queued at most), so a loss after the in-flight read is seen', async (t) => {
+  const own = await startRedis()
+  t.teardown(() => own.stop())
+  const pid = Number(/process_id:(\d+)/.exec(await redisCli(own.port, 'INFO', 'server'))![1])
+  // fake timers: no command deadline runs out while Redis is stopped
+  const conn = new RedisConnection({ url: own.url, keyPrefix: 'kq:', timers: new FakeTimers(), stallTimeout: 60_000 })
+  const lost: string[] = []
+  const watch = new KeyspaceWatch({
+    redis: conn, bindings: null, held: () => heldList([]), idleTimeout: 60_000, now: () => 1_000, timers: new FakeTimers(), onLost: (node) => lost.push(node),
+  })
+  await conn.start()
+  const raw = net.connect(own.port, '127.0.0.1')
+  await once(raw, 'connect')
+  t.teardown(async () => { try { process.kill(pid, 'SIGCONT') } catch { /* gone */ } raw.destroy(); watch.stop(); await conn.stop() })
+  await watch.check() // the marker seen
+  const reads = async (): Promise<number> => Number(/cmdstat_evalsha:calls=(\d+)/.exec(await redisCli(own.port, 'INFO', 'commandstats'))?.[1] ?? 0)
+  const before = await reads()
+  process.kill(pid, 'SIGSTOP')
+  let firstDone = false
+  const first = watch.check() // a tick's check: its read waits in the socket
+  void first.then(() => { firstDone = true })
+  raw.write(`DEL kq:${MARKER}\r\n`) // the keys are lost right after that read (Redis takes both in order once it runs)
+  const again = watch.check() // the reconnect's check, asked while the first is in flight
+  const third = watch.check()
+  t.equal(third, again, 'a third ask joins the one queued')
+  t.not(again, first, 'the ask is not joined to the check in flight')
+  process.kill(pid, 'SIGCONT')
+  await again
+  t.ok(firstDone, 'the queued check ran after the one in flight')
+  t.same(lost, [`127.0.0.1:${own.port}`], 'the loss is seen at once, not at the next tick')
+  t.equal(await reads() - before, 2, 'two marker reads: the one in flight and one queued')
 })
 
 t.test('the watch: stop() while a write-back step waits for Redis leaves no timer behind', async (t) => {

@@ -91,6 +91,11 @@ export interface KeyspaceWatchOptions {
   readonly onWritten?: (n: number) => void
   /** A node's write-back finished (not told for one superseded by a later loss, nor stopped). */
   readonly onDone?: (result: WriteBack) => void
+  /**
+   * A check ended: `error` is why it threw or rejected (a listener or `held` that threw, say;
+   * the checks go on at the next tick), null when it completed.
+   */
+  readonly onCheck?: (error: string | null) => void
   readonly checkMs?: number
   readonly batch?: number
   readonly pauseMs?: number
@@ -125,6 +130,8 @@ export class KeyspaceWatch {
   readonly #sleeps = new Set<{ handle: unknown; wake: () => void }>()
   #timer: unknown = null
   #checking: Promise<void> | null = null
+  /** The one check queued behind the running one (see check()). */
+  #again: Promise<void> | null = null
   #offStatus: (() => void) | null = null
   #started = false
   #stopped = false
@@ -162,10 +169,30 @@ export class KeyspaceWatch {
     this.#sleeps.clear()
   }
 
-  /** Read every node's marker once (a check already running is joined); resolves when read (the write-backs go on). */
+  /**
+   * Read every node's marker once; resolves when read (the write-backs go on) and never rejects
+   * (a check that throws is told to `onCheck`). Asked while a check runs (a reconnect's 'ready'
+   * during a tick's check, which may have read the markers before the loss), one more check runs
+   * right after it, and this resolves when that one is done; further asks meanwhile join that
+   * queued check (at most one is queued).
+   */
   check(): Promise<void> {
-    this.#checking ??= this.#check().finally(() => { this.#checking = null })
-    return this.#checking
+    if (this.#checking === null) return this.#begin()
+    this.#again ??= this.#checking.then(() => {
+      this.#again = null
+      return this.#stopped ? undefined : this.#checking ?? this.#begin()
+    })
+    return this.#again
+  }
+
+  /** Starts a check: it ends (resolved, whatever happened) once the markers are read. */
+  #begin(): Promise<void> {
+    const run = this.#check().then(() => null, (err: unknown) => (err instanceof Error ? err.message : String(err))).then((error) => {
+      this.#checking = null
+      this.#tell(() => this.#o.onCheck?.(error))
+    })
+    this.#checking = run
+    return run
   }
 
   async #check(): Promise<void> {
