@@ -99,6 +99,38 @@ t.test('standalone: a wrong username is named in /readyz and the warn line, with
   noSecrets(t, logs, degraded, ['not-the-user', USER_PASSWORD])
 })
 
+t.test('standalone: a password refused from state.redis.url names state.redis.url, never the URL\'s credentials', async (t) => {
+  const redis = await startRedis({ args: ['--requirepass', DEFAULT_PASSWORD] })
+  t.teardown(() => redis.stop())
+  const logs = new LogCapture()
+  const tt = await tether(t, { url: `redis://:url-wrong-s3cret@127.0.0.1:${redis.port}` }, logs)
+  let degraded: string[] = []
+  await waitFor('/readyz to name the key', async () => /WRONGPASS.*refused Tether's password: check state\.redis\.url\)/.test((degraded = (await readyz(tt)).degraded).join('\n')), 5_000)
+  t.comment(degraded.join('\n'))
+  t.notMatch(degraded.join('\n'), /state\.redis\.password/, 'not the key that is not set')
+  await waitFor('a warn line naming the key', () => logs.records.some((l) => l['level'] === 40 && /check state\.redis\.url/.test(JSON.stringify(l))))
+  t.pass('a warn line names state.redis.url')
+  noSecrets(t, logs, degraded, ['url-wrong-s3cret'])
+})
+
+t.test('standalone: a user and password refused from state.redis.url name state.redis.url once; a URL user with state.redis.password names both', async (t) => {
+  const redis = await startRedis({ args: ['--requirepass', DEFAULT_PASSWORD] })
+  t.teardown(() => redis.stop())
+  await asDefault(redis.port, 'ACL', 'SETUSER', USER, ...USER_GRANT)
+  const fromUrl = new LogCapture()
+  const both = await tether(t, { url: `redis://url-not-the-user:${USER_PASSWORD}@127.0.0.1:${redis.port}` }, fromUrl)
+  let degraded: string[] = []
+  await waitFor('/readyz to name the URL', async () => /WRONGPASS.*refused Tether's username or password: check state\.redis\.url\)/.test((degraded = (await readyz(both)).degraded).join('\n')), 5_000)
+  t.comment(degraded.join('\n'))
+  noSecrets(t, fromUrl, degraded, ['url-not-the-user', USER_PASSWORD])
+
+  const mixed = new LogCapture()
+  const tt = await tether(t, { url: `redis://url-not-the-user@127.0.0.1:${redis.port}`, password: USER_PASSWORD }, mixed)
+  await waitFor('/readyz to name both', async () => /check state\.redis\.url and state\.redis\.password\)/.test((degraded = (await readyz(tt)).degraded).join('\n')), 5_000)
+  t.comment(degraded.join('\n'))
+  noSecrets(t, mixed, degraded, ['url-not-the-user', USER_PASSWORD])
+})
+
 t.test('Sentinel: username and sentinel_username, a real failover followed by the watches', async (t) => {
   const set = await startSentinelSet({ password: DEFAULT_PASSWORD }, { password: SENTINEL_PASSWORD, masterPassword: DEFAULT_PASSWORD })
   t.teardown(() => set.stop())

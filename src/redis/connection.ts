@@ -55,6 +55,12 @@ export interface RedisConnectionOptions {
    */
   readonly usernameSetting?: string
   readonly passwordSetting?: string
+  /**
+   * How such a refusal names `url` when the user or password it refused came from there
+   * (`password` / `username` not given; default `"url"`; Tether's config passes
+   * `"state.redis.url"`). The URL itself is never told.
+   */
+  readonly urlSetting?: string
   /** Sentinel addresses; the master is found by `name` and followed across failovers. */
   readonly sentinels?: readonly RedisAddress[]
   /** The Sentinel master name, e.g. `"mymaster"`; required with `sentinels`. */
@@ -249,6 +255,8 @@ type Client = Redis | Cluster
  */
 export class RedisConnection {
   readonly #options: RedisConnectionOptions
+  /** `url` parsed (null without one). */
+  readonly #url: RedisUrl | null
   /** Prefix of every key and channel. */
   readonly keyPrefix: string
   readonly #timeout: number
@@ -304,6 +312,7 @@ export class RedisConnection {
     this.#now = options.now ?? (() => performance.now())
     this.#timers = options.timers ?? systemTimers
     this.#options = options
+    this.#url = url
     if (url !== null) this.#addNode(hostPort(url.host, url.port), 'standalone')
     else if (options.sentinels !== undefined) this.#addNode(options.name as string, 'sentinel')
     else for (const n of options.nodes ?? []) this.#addNode(hostPort(n.host, n.port), 'seed')
@@ -1042,7 +1051,13 @@ export class RedisConnection {
    */
   #dataError(error: string): string {
     const o = this.#options
-    return authHint(error, 'Redis', o.username ?? (o.url === undefined ? null : parseRedisUrl(o.url).username ?? null), o.usernameSetting ?? 'username', o.passwordSetting ?? 'password')
+    const url = this.#url
+    // a user or password not given as its own option is the URL's (if it has one): the URL is the setting to fix
+    const fromUrl = o.urlSetting ?? 'url'
+    const username = o.username === undefined ? url?.username ?? null : o.username
+    const usernameSetting = o.username === undefined && url?.username !== undefined ? fromUrl : o.usernameSetting ?? 'username'
+    const passwordSetting = o.password === undefined && url?.password !== undefined ? fromUrl : o.passwordSetting ?? 'password'
+    return authHint(error, 'Redis', username, usernameSetting, passwordSetting)
   }
 
   /** Remakes of the connection for a READONLY-like reply in a row, and when the last was (performance.now()). */
@@ -1167,7 +1182,8 @@ export function authHint(error: string, who: string, username: string | null, us
   }
   if (!REFUSED.test(error)) return error
   if (username === null) return `${error} (${who} refused Tether's password: check ${passwordSetting})`
-  return `${error} (${who} refused Tether's username or password: check ${usernameSetting} and ${passwordSetting})`
+  const settings = usernameSetting === passwordSetting ? usernameSetting : `${usernameSetting} and ${passwordSetting}`
+  return `${error} (${who} refused Tether's username or password: check ${settings})`
 }
 
 /** `host:port`, with brackets around an IPv6 host: `hostPort('::1', 6380)` -> `"[::1]:6380"`. */

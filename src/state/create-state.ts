@@ -28,6 +28,7 @@ export async function redisOf(config: Config, timers: Timers): Promise<RedisConn
     ...(r.username !== null ? { username: r.username } : {}),
     usernameSetting: 'state.redis.username',
     passwordSetting: 'state.redis.password',
+    urlSetting: 'state.redis.url',
     ...(r.sentinels.length > 0 ? { sentinels: r.sentinels.map(address), name: r.name ?? undefined } : {}),
     sentinelPassword: r.sentinel_password,
     sentinelPasswordSetting: 'state.redis.sentinel_password',
