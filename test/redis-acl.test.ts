@@ -131,6 +131,24 @@ t.test('standalone: a user and password refused from state.redis.url name state.
   noSecrets(t, mixed, degraded, ['url-not-the-user', USER_PASSWORD])
 })
 
+t.test('standalone: a user that may not run EVALSHA: requests still answered, one warn naming the command and the key, /readyz tells it', async (t) => {
+  const redis = await startRedis({ args: ['--requirepass', DEFAULT_PASSWORD] })
+  t.teardown(() => redis.stop())
+  await asDefault(redis.port, 'ACL', 'SETUSER', USER, ...USER_GRANT, '-evalsha')
+  const logs = new LogCapture()
+  const tt = await tether(t, { url: `redis://127.0.0.1:${redis.port}`, username: USER, password: USER_PASSWORD }, logs)
+  await waitFor('the store to be ready', async () => (await readyz(tt)).degraded.length === 0, 5_000)
+  for (let i = 0; i < 20; i++) t.equal((await ask(tt, `u${i}`)).n, 1, `user ${i} answered`)
+  const refused = (): Record<string, unknown>[] => logs.records.filter((l) => l['msg'] === 'redis refused a command: the ACL user may not run it, its calls fail')
+  await waitFor('the refusal told', () => refused().length > 0)
+  t.equal(refused().length, 1, 'one warn line for the 20 refused checkpoints')
+  t.match(refused()[0], { level: 40, command: 'EVALSHA', err: /NOPERM.*may not run EVALSHA: grant it, or check state\.redis\.username/ }, 'naming the command and the key')
+  let degraded: string[] = []
+  await waitFor('/readyz to tell the refusal', async () => /NOPERM.*state\.redis\.username/.test((degraded = (await readyz(tt)).degraded).join('\n')), 5_000)
+  t.comment(degraded.join('\n'))
+  noSecrets(t, logs, degraded, [USER, USER_PASSWORD])
+})
+
 t.test('Sentinel: username and sentinel_username, a real failover followed by the watches', async (t) => {
   const set = await startSentinelSet({ password: DEFAULT_PASSWORD }, { password: SENTINEL_PASSWORD, masterPassword: DEFAULT_PASSWORD })
   t.teardown(() => set.stop())

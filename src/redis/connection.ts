@@ -216,6 +216,16 @@ export interface RedisNodeEvent {
   readonly node: RedisNodeHealth
 }
 
+/**
+ * A command Redis refused for want of an ACL permission (a `NOPERM` reply to one call, e.g. a
+ * user without `EVALSHA`): the command in upper case and the error with its hint naming the
+ * setting to check (user names left out, see {@link authHint}). The call failed as any other.
+ */
+export interface RedisRefusal {
+  readonly command: string
+  readonly error: string
+}
+
 type Client = Redis | Cluster
 
 /**
@@ -270,6 +280,7 @@ export class RedisConnection {
   readonly #timers: Timers
   readonly #listeners = new Set<(status: RedisStatus, detail: string) => void>()
   readonly #nodeListeners = new Set<(event: RedisNodeEvent) => void>()
+  readonly #refusalListeners = new Set<(refusal: RedisRefusal) => void>()
   #client: Client | null = null
   readonly #subscribers = new Set<Client>()
   /** Told when the main connection is ready again (a subscription's onSubscribed waits for it: its reads go there). */
@@ -341,6 +352,17 @@ export class RedisConnection {
     this.#nodeListeners.add(fn)
     return () => {
       this.#nodeListeners.delete(fn)
+    }
+  }
+
+  /**
+   * Be told of each call Redis refused with `NOPERM` (see {@link RedisRefusal}: every one, the
+   * listener rate-limits); returns the unsubscribe function.
+   */
+  onRefused(fn: (refusal: RedisRefusal) => void): () => void {
+    this.#refusalListeners.add(fn)
+    return () => {
+      this.#refusalListeners.delete(fn)
     }
   }
 
@@ -783,13 +805,7 @@ export class RedisConnection {
   }
 
   #emitNode(event: RedisNodeEvent): void {
-    for (const fn of [...this.#nodeListeners]) {
-      try {
-        fn(event)
-      } catch {
-        // A failing listener must not break the connection nor the other listeners.
-      }
-    }
+    tellAll(this.#nodeListeners, event)
   }
 
   #setStatus(status: RedisStatus, detail: string): void {
@@ -833,11 +849,27 @@ export class RedisConnection {
         const reply = work(client)
         this.#waiting.set(node, (this.#waiting.get(node) ?? 0) + 1)
         // the reply (or its failure) comes: one fewer waits, whether or not its caller still does
-        reply.then((value) => { this.#answered(node); finish(value) }, (err: unknown) => { this.#answered(node); finish(FAILED, describe(err)) })
+        reply.then((value) => { this.#answered(node); finish(value) }, (err: unknown) => { this.#answered(node); finish(FAILED, this.#callError(err)) })
       } catch (err) {
         finish(FAILED, describe(err))
       }
     })
+  }
+
+  /**
+   * A call's error as told: a `NOPERM` refusal with its hint (as the connection's own refusals),
+   * told to the {@link onRefused} listeners with the command it names (else the one ioredis
+   * sent). Example: `"NOPERM this user has no permissions to run the 'evalsha' command (Redis's
+   * ACL user may not run EVALSHA: grant it, or check state.redis.username)"`.
+   */
+  #callError(err: unknown): string {
+    const error = describe(err)
+    if (!NOPERM.test(error)) return error
+    const told = this.#dataError(error)
+    const sent = (err as { command?: { name?: unknown } }).command?.name
+    const command = (/'([^']+)' command/.exec(error)?.[1] ?? (typeof sent === 'string' ? sent : 'a command')).toUpperCase()
+    tellAll(this.#refusalListeners, { command, error: told })
+    return told
   }
 
   /** A command sent to `node` got its reply or failed. */
@@ -1025,14 +1057,9 @@ export class RedisConnection {
   readonly #sentinelListeners = new Set<(event: RedisSentinelEvent) => void>()
 
   #emitSentinel(event: RedisSentinelEvent): void {
-    for (const fn of [...this.#sentinelListeners]) {
-      try {
-        fn(event)
-      } catch {
-        // A failing listener must not break the watch nor the other listeners.
-      }
-    }
+    tellAll(this.#sentinelListeners, event)
   }
+
 
   /**
    * A Sentinel's error as told: a refusal of Tether's credentials (NOAUTH, WRONGPASS, invalid
@@ -1158,6 +1185,17 @@ export class RedisConnection {
   }
 }
 
+
+/** Tells `event` to each listener: one that throws breaks neither the connection nor the other listeners. */
+function tellAll<T>(listeners: ReadonlySet<(event: T) => void>, event: T): void {
+  for (const fn of [...listeners]) {
+    try {
+      fn(event)
+    } catch {
+      // the listener's own failure
+    }
+  }
+}
 
 /** Closes a Redis connection for good, with no listener of its left but a swallower of late errors. */
 function closeQuietly(redis: Redis): void {

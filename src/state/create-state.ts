@@ -7,6 +7,7 @@ import type { Config } from '../config/schema.js'
 import type { Logger } from '../observability/logger.js'
 import type { Metrics } from '../observability/metrics.js'
 import { RedisHealthLog } from '../observability/redis-health-log.js'
+import { ProblemLog } from '../observability/problem-log.js'
 import type { RedisConnection } from '../redis/connection.js'
 import type { CheckpointStore } from './checkpoint-store.js'
 import { MemoryCheckpointStore } from './memory-store.js'
@@ -65,6 +66,10 @@ export async function createState(
       else metrics.redisNodeUp(e.node.address, e.node.status === 'up')
       log.observe(e)
     })
+    // a command the ACL user may not run (NOPERM): one warn per command, then at most one per
+    // 30 s while its calls go on failing (each fails as any other Redis failure)
+    const refusals = new ProblemLog(logger, clock)
+    redis.onRefused((r) => void refusals.report(`redis noperm ${r.command}`, r.command, { command: r.command, err: r.error }, 'redis refused a command: the ACL user may not run it, its calls fail'))
     // a +switch-master watch: one warn when it gives its Sentinel up, one info when it is back
     redis.onSentinel((e) => {
       if (e.kind === 'silent') logger.warn({ sentinel: e.sentinel, error: e.error }, "redis sentinel silent: its +switch-master watch is made again (a failover is still followed through the other Sentinels' watches, if any, else once the old master drops Tether's connections)")
