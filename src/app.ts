@@ -2,7 +2,7 @@
 // each folder), wires them together and owns their lifecycle: start, reload, graceful stop.
 // Nothing else starts servers or timers, and nothing here decides anything.
 import type { Config } from './config/schema.js'
-import { ConfigError, readConfigFile } from './config/index.js'
+import { CONFIG_WARNING, ConfigError, configWarnings, readConfigFile } from './config/index.js'
 import { configFiles } from './config/config-files.js'
 import { diffConfig, type ReloadResult } from './config/reload.js'
 import { ConfigWatcher } from './config/watch.js'
@@ -246,6 +246,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       // the files it names read as by `tether check` and start-up (a kubeconfig that the
       // restart a reload asks for would fail on is refused now)
       const read = readConfigFile(file, env, configFiles).config
+      for (const w of configWarnings(read)) logger.warn({ warning: w }, CONFIG_WARNING)
       return reload(options.worker?.adjust(read) ?? read)
     } catch (err) {
       const e = err instanceof ConfigError ? err : new ConfigError([`${file}: ${(err as Error).message}`])

@@ -2,7 +2,7 @@
 // Process entry: argv, exit codes and signals. Loads the config, starts the composition
 // root, and turns SIGTERM/SIGINT into a graceful stop. No proxy logic here.
 import { readFileSync } from 'node:fs'
-import { ConfigError, readConfigFile, type Config } from './config/index.js'
+import { CONFIG_WARNING, ConfigError, configWarnings, readConfigFile, type Config } from './config/index.js'
 import { configFiles } from './config/config-files.js'
 import { formatDuration, parseDuration } from './config/duration.js'
 import { convertManifests, ImportError } from './import/convert.js'
@@ -225,6 +225,7 @@ async function main(): Promise<number> {
     case 'check': {
       const config = load(cmd.config)
       if (config === null) return 1
+      for (const w of configWarnings(config)) process.stderr.write(`warning: ${w}\n`)
       process.stdout.write(`${cmd.config}: ok (${upstreamSources(config)})\n`)
       return 0
     }
@@ -254,6 +255,8 @@ async function main(): Promise<number> {
       if (file === null) return 1
       const config = file.config
       lastResort = makeLogger(config)
+      // (the primary's or the single process's: workers are handed the file, not told again)
+      for (const w of configWarnings(config)) lastResort.warn({ warning: w }, CONFIG_WARNING)
       if (workerCount(config.workers) > 1) {
         const { runPrimary } = await import('./workers/primary.js')
         try {

@@ -95,6 +95,18 @@ t.test('check: a missing file exits 1 with a one-line error', async (t) => {
   t.equal(r.stderr.trim().split('\n').length, 1)
 })
 
+t.test('check and run: state.redis.name without sentinels is a warning naming the key and its line, not a refusal', async (t) => {
+  const file = tempFile('name.yaml', 'listen: { host: 127.0.0.1, port: 0 }\nadmin: { listen: { host: 127.0.0.1, port: 0 } }\nupstreams:\n  - { id: a, url: "http://127.0.0.1:9001" }\nstate:\n  store: redis\n  redis:\n    url: redis://127.0.0.1:1\n    name: mymaster\n')
+  const warning = `${file}:9:11 state.redis.name: ignored without sentinels (it names the Sentinel master)`
+  const r = await runCli(['check', file])
+  t.equal(r.code, 0, 'accepted')
+  t.equal(r.stderr, `warning: ${warning}\n`)
+  const tether = await startCli(file)
+  await tether.stop('SIGTERM')
+  const lines = tether.stdout().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)
+  t.match(lines.filter((l) => l['msg'] === 'config warning: a key has no effect as set'), [{ level: 40, warning }], 'run logs it once, as a warn line')
+})
+
 t.test('run: proxies, logs JSON access lines, and stops cleanly on SIGTERM', async (t) => {
   const up = await startUpstream('a')
   t.teardown(() => up.close())

@@ -1,7 +1,7 @@
 // Specification of config loading and validation: defaults, located errors, freezing.
 import t, { type Test } from 'tap'
 import { fileURLToPath } from 'node:url'
-import { ConfigError, DEFAULTS, loadConfigFile, parseConfig, type Config } from '../src/config/index.js'
+import { ConfigError, DEFAULTS, configWarnings, loadConfigFile, parseConfig, type Config } from '../src/config/index.js'
 import { pemFiles } from '../src/tls/pem.js'
 
 const fixture = (name: string): string => fileURLToPath(new URL(`./fixtures/config/${name}`, import.meta.url))
@@ -783,3 +783,14 @@ for (const c of tlsRuleCases) {
     t.strictSame(issuesOf(t, c.text), c.issues)
   })
 }
+
+t.test('state.redis.name without sentinels is accepted (an existing file keeps loading) with a warning naming the key and its line', async (t) => {
+  const text = yaml(...UPSTREAM, 'state:', '  store: redis', '  redis:', '    url: redis://x:6379', '    name: mymaster')
+  const config = parseConfig(text, FILE)
+  t.equal(config.state.redis.name, 'mymaster', 'accepted as before')
+  t.strictSame(configWarnings(config), [`${FILE}:8:11 state.redis.name: ignored without sentinels (it names the Sentinel master)`])
+  const sentinel = parseConfig(yaml(...UPSTREAM, 'state:', '  store: redis', '  redis: { sentinels: ["s:26379"], name: mymaster }'), FILE)
+  t.strictSame(configWarnings(sentinel), [], 'none with sentinels')
+  const memory = parseConfig(yaml(...UPSTREAM, 'state:', '  store: memory', '  redis: { name: mymaster }'), FILE)
+  t.strictSame(configWarnings(memory), [], 'none when Redis is not used')
+})

@@ -85,6 +85,7 @@ type Check<T> = (node: SourceNode, path: string, ctx: Ctx) => T | Invalid
 
 class Ctx {
   readonly #found: { pos: Pos; text: string }[] = []
+  readonly #warned: { pos: Pos; text: string }[] = []
   constructor(
     readonly file: string,
     readonly env: Env,
@@ -96,13 +97,44 @@ class Ctx {
     return INVALID
   }
 
+  /** A key that is accepted but has no effect as set (see {@link configWarnings}): not an issue. */
+  warn(pos: Pos, path: string, message: string): void {
+    this.#warned.push({ pos, text: formatIssue(this.file, pos, path, message) })
+  }
+
   /** Issues in file order (stable for issues at the same position). */
   issues(): string[] {
-    return this.#found
-      .map((issue, i) => ({ ...issue, i }))
-      .sort((a, b) => a.pos.line - b.pos.line || a.pos.col - b.pos.col || a.i - b.i)
-      .map((issue) => issue.text)
+    return inFileOrder(this.#found)
   }
+
+  /** Warnings in file order. */
+  warnings(): string[] {
+    return inFileOrder(this.#warned)
+  }
+}
+
+function inFileOrder(lines: readonly { pos: Pos; text: string }[]): string[] {
+  return lines
+    .map((line, i) => ({ ...line, i }))
+    .sort((a, b) => a.pos.line - b.pos.line || a.pos.col - b.pos.col || a.i - b.i)
+    .map((line) => line.text)
+}
+
+/** The log message of each of {@link configWarnings}' lines (its `warning` field the line). */
+export const CONFIG_WARNING = 'config warning: a key has no effect as set'
+
+/** The warnings of each config validateConfig returned (see {@link configWarnings}). */
+const WARNINGS = new WeakMap<Config, readonly string[]>()
+
+/**
+ * The warnings about `config` found when it was validated: keys that are accepted, so an
+ * existing file keeps working, but have no effect as set, one line each as an issue's
+ * (`file:line:col key: message`). The callers that read a config file log them (`tether run`,
+ * a reload) or print them (`tether check`). Example: `state.redis.name` without `sentinels` ->
+ * `["proxy.yaml:8:11 state.redis.name: ignored without sentinels (it names the Sentinel master)"]`.
+ */
+export function configWarnings(config: Config): readonly string[] {
+  return WARNINGS.get(config) ?? []
 }
 
 /** A rejected leaf value with the message to report. */
@@ -803,6 +835,10 @@ function redisRules(st: Config['state'], node: SourceNode, path: string, ctx: Ct
     ctx.report(at, `${path}.redis.name`, 'required with sentinels (the master name)')
     return false
   }
+  if (r.sentinels.length === 0 && r.name !== null) {
+    // accepted as before (a file that has it keeps loading), but told: it does nothing here
+    ctx.warn(nodeAt(node, ['redis', 'name']).pos, `${path}.redis.name`, 'ignored without sentinels (it names the Sentinel master)')
+  }
   if (r.sentinels.length === 0 && r.sentinel_password !== null) {
     // (it would be ignored: the password of a standalone server or Cluster is `password`)
     ctx.report(nodeAt(node, ['redis', 'sentinel_password']).pos, `${path}.redis.sentinel_password`, 'only with sentinels (the password of the server or of the Cluster nodes is state.redis.password)')
@@ -998,7 +1034,12 @@ export function validateConfig(root: SourceNode | undefined, file: string, env: 
   else if (root.kind !== 'map') ctx.report(root.pos, '', `expected a map at the top level, got ${describeNode(root)}`)
   else {
     const value = resolved(root, '', ctx)
-    if (value !== INVALID) return deepFreeze(value)
+    if (value !== INVALID) {
+      const config = deepFreeze(value)
+      const warnings = ctx.warnings()
+      if (warnings.length > 0) WARNINGS.set(config, Object.freeze(warnings))
+      return config
+    }
   }
   throw new ConfigError(ctx.issues())
 }
