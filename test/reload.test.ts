@@ -7,7 +7,7 @@ import { mkdtempSync, renameSync, symlinkSync, writeFileSync, mkdirSync } from '
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startTether } from '../src/app.js'
-import { loadConfigFile } from '../src/config/index.js'
+import { CONFIG_WARNING, loadConfigFile } from '../src/config/index.js'
 import { DEFAULTS } from '../src/config/schema.js'
 import { diffConfig } from '../src/config/reload.js'
 import { createLogger } from '../src/observability/logger.js'
@@ -27,7 +27,7 @@ async function watched(file: string) {
   const tether = await startTether(loadConfigFile(file, {}), { logger: createLogger('info', log), configPath: file })
   const logged = (msg: string, n = 1): Promise<void> =>
     when(onEvent(log, 'record'), () => log.records.filter((r) => r['msg'] === msg).length >= n, 5000, `${n} '${msg}' log line(s)`)
-  return { tether, logged }
+  return { tether, logged, log }
 }
 
 const reloads = async (metricsText: Promise<string>, result: 'ok' | 'failed'): Promise<number> => {
@@ -62,6 +62,19 @@ t.test('a changed file adds an upstream live; an invalid one is rejected and the
   t.equal((await request(tether.url)).status, 200, 'still serving')
   const rejected = tether.reloadFile()
   t.match(rejected, { issues: [new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:\\d+:\\d+ upstreams\\[1\\]\\.url: `)] }, 'the same located errors as tether check')
+})
+
+t.test('a reloaded file with a key that has no effect (state.redis.name without sentinels) logs a warning naming it and its line', async (t) => {
+  const a = await startUpstream('a')
+  const dir = mkdtempSync(join(tmpdir(), 'tether-warn-'))
+  const file = join(dir, 'proxy.yaml')
+  writeFileSync(file, yaml([a]))
+  const { tether, logged, log } = await watched(file)
+  t.teardown(async () => { await tether.close(0); await a.close() })
+  writeFileSync(file, yaml([a], 'state:\n  store: redis\n  redis:\n    url: redis://127.0.0.1:1\n    name: mymaster\n'))
+  t.type(tether.reloadFile(), 'object')
+  await logged(CONFIG_WARNING)
+  t.match(log.records.find((r) => r['msg'] === CONFIG_WARNING), { level: 40, warning: `${file}:10:11 state.redis.name: ignored without sentinels (it names the Sentinel master)` })
 })
 
 t.test('a ConfigMap-style symlink swap is picked up', async (t) => {

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import type { Config } from '../config/schema.js'
-import { ConfigError, readConfigFile } from '../config/index.js'
+import { CONFIG_WARNING, ConfigError, configWarnings, readConfigFile } from '../config/index.js'
 import { configFiles } from '../config/config-files.js'
 import { diffConfig } from '../config/reload.js'
 import { ConfigWatcher } from '../config/watch.js'
@@ -332,6 +332,7 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
       return
     }
     ledger.reloaded(true)
+    for (const w of configWarnings(next.config)) logger.warn({ warning: w }, CONFIG_WARNING)
     const before = accepted
     accepted = next
     for (const r of running.values()) send(r.worker, { tether: 'reload', text: next.text })
