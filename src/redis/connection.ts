@@ -1060,7 +1060,6 @@ export class RedisConnection {
     tellAll(this.#sentinelListeners, event)
   }
 
-
   /**
    * A Sentinel's error as told: a refusal of Tether's credentials (NOAUTH, WRONGPASS, invalid
    * password) or a NOPERM names the settings to fix. Example: `"WRONGPASS invalid username-password
