@@ -17,10 +17,11 @@ import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { FakeClock } from './fixtures/clock.js'
-import { onEvent, when } from './fixtures/wait.js'
+import { healthState, onEvent, when } from './fixtures/wait.js'
+import { startRedis } from './fixtures/redis-server.js'
 import type { Counter } from './fixtures/counter-upstream.js'
 import { REPLACED, RECREATED_POD_CONFIG, checkRecreatedPod, counterPods } from './fixtures/recreated-pod.js'
-import { closeServer, sameportUpstreams } from './fixtures/sameport-upstreams.js'
+import { LOOPBACK_ADDRESSES, closeServer, sameportUpstreams } from './fixtures/sameport-upstreams.js'
 
 const DRAIN_TIMEOUT = 1_500
 
@@ -336,4 +337,52 @@ t.test('a pod dropped from the slices for a moment (still draining in the set) a
   await step(['127.0.0.1', '127.0.0.2'], 5)
   t.equal(await urlOf(), kept, 'listed again with 127.0.0.2 among its addresses: it stays there')
   t.equal(log.records.filter((r) => r['msg'] === REPLACED).length, 0, 'no restart was seen')
+})
+
+t.test("replicas that kept different addresses of one pod (which they saw first) apply each other's down about it (health.shared: redis)", async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const { port, servers } = await sameportUpstreams()
+  t.teardown(async () => { await Promise.all(servers.map(closeServer)) })
+  const api = new FakeKubeApi()
+  const { url } = await api.start()
+  t.teardown(() => api.close())
+  const ports = { ports: [{ name: 'http', port }] }
+  const zero = (ips: string[]): void => api.put('endpointslices', endpointSlice('web-zero', 'web', [{ pod: 'web-0', ip: ips[0]!, ips }], ports))
+  const other = (n: number): void => api.put('endpointslices', endpointSlice('web-other', 'web', [{ pod: `web-${n}`, ip: '127.0.0.1' }], ports))
+  zero(['127.0.0.2'])
+  other(1)
+  const config = testConfig([], {
+    affinity: { key: 'header', header: { name: 'X-Tenant' } },
+    health: { shared: 'redis' },
+    state: { store: 'redis', redis: { url: redis.url, key_prefix: 'kept:' } },
+    discovery: { kubernetes: { service: 'web', namespace: null, port: 'http', kubeconfig: kubeconfigFor(url), weight_annotation: null } },
+  })
+  const one = await startTether(config, { logger: createLogger('silent') })
+  t.teardown(() => one.close(0))
+  // the pod gets a second address, sorting first; #1 keeps the one it had (marker: web-1 becomes web-2)
+  zero(['127.0.0.3', '127.0.0.2'])
+  other(2)
+  await when((l) => one.health.onTransition(l), () => one.health.state('web-2') !== undefined, 5_000, 'the new listing on #1')
+  const two = await startTether(config, { logger: createLogger('silent') })
+  t.teardown(() => two.close(0))
+  const urlOn = async (tether: typeof one): Promise<string | undefined> => (JSON.parse((await request(`${tether.adminUrl}/upstreams`)).body) as { id: string; url: string }[]).find((r) => r.id === 'web-0')?.url
+  t.equal(await urlOn(one), `http://127.0.0.2:${port}`, '#1 kept the address it saw first')
+  t.equal(await urlOn(two), `http://127.0.0.3:${port}`, '#2, started since, has the first one listed')
+  // both subscribers are up once a drain reaches the other side (nothing announces a subscription)
+  await waitFor(async () => {
+    await request(`${one.adminUrl}/upstreams/web-2/drain`, { method: 'POST' })
+    return two.health.state('web-2') === 'draining'
+  }, 10_000, 'a drain to reach #2')
+  await request(`${one.adminUrl}/upstreams/web-2/undrain`, { method: 'POST' })
+  await healthState(two.health, 'web-2', 'healthy', 5_000)
+
+  // #1 finds web-0 down at its address (refused); #2 never sends it a request
+  await closeServer(servers[LOOPBACK_ADDRESSES.indexOf('127.0.0.2')]!)
+  for (let i = 0; i < 40 && one.health.ready('web-0'); i++) await request(one.url, { headers: { 'x-tenant': `t${i}` } })
+  t.equal(one.health.state('web-0'), 'ejected', '#1 ejected web-0 after a refused connection')
+  await healthState(two.health, 'web-0', 'ejected', 5_000)
+  t.pass('#2 ejected web-0 too: the address #1 found down is listed for web-0 there')
+  t.equal(await urlOn(two), `http://127.0.0.3:${port}`, 'at the address #2 kept')
+  t.equal(two.health.state('web-2'), 'healthy', 'nothing else changed on #2')
 })

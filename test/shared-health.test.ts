@@ -203,7 +203,7 @@ t.test("two replicas cut off from Redis: the operator's last change wins whichev
   const connected = new Set([1, 2])
   const replica = (self: number): { health: HealthTable; shared: SharedHealth } => {
     const health = new HealthTable({ active: { healthy_threshold: 2, unhealthy_threshold: 2 }, passive: { consecutive_failures: 3, count_5xx: true, base_ejection: 30_000, max_ejection: 100_000, max_ejection_percent: 50 }, slow_start: 0 }, new FakeClock())
-    health.setUpstreams(['a', 'b'])
+    health.setUpstreams(['a', 'b', 'c'])
     const channel: PeerChannel = {
       publish: (m) => { if (up) for (const s of subs) if (s.self !== self && connected.has(s.self)) s.fn(m); return Promise.resolve(up) },
       subscribe: (fn, again) => { subs.push({ self, fn, again: again ?? (() => undefined) }); return Promise.resolve() },
@@ -325,7 +325,7 @@ t.test('with Redis: a drained upstream removed from the set leaves no record, so
 t.test("a replica that finds an upstream down names the url it found down; a peer applies it unless that id names another url there (the old pod's), and applies one without a url (an older Tether's)", async (t) => {
   const redis = await startRedis()
   t.teardown(() => redis.stop())
-  const apps: Upstream[] = await Promise.all(['a', 'b', 'c', 'd'].map((id) => startUpstream(id)))
+  const apps: Upstream[] = await Promise.all(['a', 'b', 'c', 'd', 'e'].map((id) => startUpstream(id)))
   t.teardown(() => Promise.all(apps.map((a) => a.close())))
   const tether = await startTether(testConfig(apps, {
     health: { shared: 'redis', passive: { max_ejection_percent: 100 } },
@@ -333,23 +333,28 @@ t.test("a replica that finds an upstream down names the url it found down; a pee
   }), { logger: createLogger('silent') })
   t.teardown(() => tether.close(0))
   const urlOf = (id: string): string => apps.find((u) => u.id === id)!.url
-  const down = (id: string, url?: string): Promise<string> =>
-    redisCli(redis.port, 'PUBLISH', 'url:events', JSON.stringify({ from: 'another-replica', kind: 'down', id, ...(url === undefined ? {} : { url }) }))
+  const down = (id: string, url?: string, addresses?: string[]): Promise<string> =>
+    redisCli(redis.port, 'PUBLISH', 'url:events', JSON.stringify({ from: 'another-replica', kind: 'down', id, ...(url === undefined ? {} : { url }), ...(addresses === undefined ? {} : { addresses }) }))
   // no url (an older Tether): applied as before; sent until the subscription is up
   await waitFor(async () => { await down('a'); return tether.health.state('a') === 'ejected' }, 10_000, 'a down without a url to be applied')
   t.pass('a down without a url is applied')
   // messages arrive in order on the one subscription: once c's is applied, b's was handled
   await down('b', 'http://127.0.0.1:1') // the old pod's address: b here is another process
+  await down('b', 'http://127.0.0.1:1', ['http://127.0.0.1:1', 'http://[::1]:1']) // and its other ones
   await down('c', urlOf('c'))
   await healthState(tether.health, 'c', 'ejected', 5_000)
   t.pass('a down naming the url c has here is applied')
-  t.equal(tether.health.state('b'), 'healthy', 'a down naming another url of b is ignored')
-  t.equal(tether.health.state('d'), 'healthy', 'nothing else changed')
+  t.equal(tether.health.state('b'), 'healthy', 'a down naming another url of b is ignored, with addresses none of which b has here too')
+  // the sender kept another address of the pod (dual-stack: it saw the other family first) and lists d's here among its addresses
+  await down('d', 'http://[::1]:1', ['http://[::1]:1', urlOf('d')])
+  await healthState(tether.health, 'd', 'ejected', 5_000)
+  t.pass('a down found at another address of d, listing the one d has here, is applied')
+  t.equal(tether.health.state('e'), 'healthy', 'nothing else changed')
 })
 
-t.test('a down message carries the url of the upstream found down', async (t) => {
+t.test('a down message carries the url of the upstream found down and the other addresses listed for it', async (t) => {
   const health = new HealthTable({ active: { healthy_threshold: 2, unhealthy_threshold: 2 }, passive: { consecutive_failures: 1, count_5xx: true, base_ejection: 30_000, max_ejection: 100_000, max_ejection_percent: 100 }, slow_start: 0 }, new FakeClock())
-  health.setUpstreams(['a', 'b'])
+  health.setUpstreams(['a', 'b', 'c'])
   const published: Record<string, unknown>[] = []
   const channel: PeerChannel = {
     publish: (m) => { published.push(JSON.parse(m) as Record<string, unknown>); return Promise.resolve(true) },
@@ -357,10 +362,13 @@ t.test('a down message carries the url of the upstream found down', async (t) =>
     remember: () => Promise.resolve(true),
     members: () => Promise.resolve(new Map()),
   }
-  const urls = new Map([['a', 'http://10.0.0.5:8080']])
-  new SharedHealth(channel, health, createLogger('silent'), (id) => urls.get(id))
+  const dualStack = ['http://10.0.0.6:8080', 'http://[fd00::6]:8080']
+  const at = new Map([['a', { url: 'http://10.0.0.5:8080', addresses: ['http://10.0.0.5:8080'] }], ['c', { url: 'http://[fd00::6]:8080', addresses: dualStack }]])
+  new SharedHealth(channel, health, createLogger('silent'), (id) => at.get(id))
   health.reportPassive('a', 'connect_refused')
   health.reportPassive('b', 'connect_refused')
-  t.match(published, [{ kind: 'down', id: 'a', url: 'http://10.0.0.5:8080' }, { kind: 'down', id: 'b' }], 'the url found down, when the set has the id')
+  health.reportPassive('c', 'connect_refused')
+  t.match(published, [{ kind: 'down', id: 'a', url: 'http://10.0.0.5:8080' }, { kind: 'down', id: 'b' }, { kind: 'down', id: 'c', url: 'http://[fd00::6]:8080', addresses: dualStack }], 'the url found down, when the set has the id; every address listed for it, when there are several')
   t.notOk('url' in published[1]!, 'none for an id without one')
+  t.notOk('addresses' in published[0]!, 'no addresses for an upstream at one address (its url says it)')
 })

@@ -451,14 +451,18 @@ t.test('SRV helpers: the id is the target host name, the port the record port, o
   ]
   const addresses = new Map([[pod(0), ['10.0.0.9', '10.0.0.5']], [pod(1), ['10.0.0.6']]])
   t.same(upstreamsFromSrv(records, addresses, null), [
-    { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 },
+    { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, addresses: ['http://10.0.0.5:8080', 'http://10.0.0.9:8080'] },
     { id: 'web-1', url: 'http://10.0.0.6:8080', weight: 1 },
-  ], 'a pod named twice (two ports) counts once, at its lowest port; its first address in text order; a target without an address is left out')
+  ], 'a pod named twice (two ports) counts once, at its lowest port; its first address in text order, all of them listed; a target without an address is left out')
   t.same(upstreamsFromSrv(records, addresses, 7000).map((u) => u.url), ['http://10.0.0.5:7000', 'http://10.0.0.6:7000'], 'a configured port wins over the records')
   t.same(diffUpstreams(
     upstreamsFromSrv(records, addresses, null),
-    upstreamsFromSrv(records, new Map([[pod(0), ['10.0.0.5']], [pod(1), ['10.0.0.7']]]), null),
+    upstreamsFromSrv(records, new Map([[pod(0), ['10.0.0.9', '10.0.0.5']], [pod(1), ['10.0.0.7']]]), null),
   ), { added: [], removed: [], changed: ['web-1'] }, 'a pod with a new address keeps its id and is reported changed')
+  t.same(diffUpstreams(
+    upstreamsFromSrv(records, addresses, null),
+    upstreamsFromSrv(records, new Map([[pod(0), ['10.0.0.5']], [pod(1), ['10.0.0.6']]]), null),
+  ), { added: [], removed: [], changed: ['web-0'] }, 'one listed at fewer addresses (its url kept) is reported changed: the set carries its addresses')
 })
 
 t.test('SRV helpers: a target keeps the url it had while that address is still among its addresses (A and AAAA, or several)', async (t) => {

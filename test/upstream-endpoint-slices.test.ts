@@ -74,7 +74,7 @@ t.test('slices to upstreams: pod names as ids, terminating pods draining, port b
 t.test('a pod listed twice counts once: serving wins, then IPv4, then the slice name', async (t) => {
   const v4 = endpointSlice('web-v4', 'web', [{ pod: 'web-0', ip: '10.0.0.5' }])
   const v6 = endpointSlice('web-v6', 'web', [{ pod: 'web-0', ip: 'fd00::5' }], { addressType: 'IPv6' })
-  t.same(upstreamsFromSlices([v6, v4], 'http').upstreams, [{ id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 }], 'dual stack: IPv4')
+  t.same(upstreamsFromSlices([v6, v4], 'http').upstreams, [{ id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, addresses: ['http://10.0.0.5:8080', 'http://[fd00::5]:8080'] }], 'dual stack: IPv4, both addresses listed')
   t.same(upstreamsFromSlices([v6], 'http').upstreams, [{ id: 'web-0', url: 'http://[fd00::5]:8080', weight: 1 }], 'IPv6 only: bracketed')
   const old = endpointSlice('web-a', 'web', [{ pod: 'web-0', ip: '10.0.0.5', terminating: true, serving: true }])
   const moved = endpointSlice('web-b', 'web', [{ pod: 'web-0', ip: '10.0.0.5' }])
@@ -105,10 +105,11 @@ t.test('dual stack: while the two families\' slices are updated one after the ot
   const web0 = (slices: ReturnType<typeof v4>[]) => upstreamsFromSlices(slices, 'http').upstreams.find((u) => u.id === 'web-0')
   const terminating = { terminating: true, serving: true }
   const notReady = { ready: false, serving: false }
-  t.same(web0([v4({}), v6({})]), { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 }, 'both ready')
-  t.same(web0([v4(terminating), v6({})]), { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 }, 'IPv4 slice first: terminating there, still ready in IPv6: serving, same url')
-  t.same(web0([v4(terminating), v6(terminating)]), { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, draining: true }, 'both terminating: draining, same url')
-  t.same(web0([v4(notReady), v6({})]), { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 }, 'IPv4 slice first: not ready there: same url')
+  const addresses = ['http://10.0.0.5:8080', 'http://[fd00::5]:8080']
+  t.same(web0([v4({}), v6({})]), { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, addresses }, 'both ready')
+  t.same(web0([v4(terminating), v6({})]), { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, addresses }, 'IPv4 slice first: terminating there, still ready in IPv6: serving, same url')
+  t.same(web0([v4(terminating), v6(terminating)]), { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, addresses, draining: true }, 'both terminating: draining, same url')
+  t.same(web0([v4(notReady), v6({})]), { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, addresses }, 'IPv4 slice first: not ready there: same url')
   t.equal(web0([v4(notReady), v6(notReady)]), undefined, 'out in both: out')
 })
 
@@ -148,11 +149,14 @@ t.test('malformed slices are read defensively: wrong types count as absent', asy
   t.same(upstreamsFromSlices(junk as never, 8080).upstreams.map((u) => u.id), ['10.0.0.1:8080', '10.0.0.2:8080'], 'only a Pod targetRef names the upstream')
 })
 
-t.test('sameUpstreams compares ids, urls, weights and draining flags', async (t) => {
+t.test('sameUpstreams compares ids, urls, weights, draining flags and listed addresses', async (t) => {
   const a = [{ id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 }]
   t.ok(sameUpstreams(a, [{ ...a[0]! }]))
   t.notOk(sameUpstreams(a, [{ ...a[0]!, draining: true }]))
   t.notOk(sameUpstreams(a, [{ ...a[0]!, url: 'http://10.0.0.6:8080' }]))
   t.notOk(sameUpstreams(a, [{ ...a[0]!, weight: 2 }]))
+  const both = ['http://10.0.0.5:8080', 'http://[fd00::5]:8080']
+  t.notOk(sameUpstreams(a, [{ ...a[0]!, addresses: both }]), 'another address listed (the url kept): not the same, the set must carry it')
+  t.ok(sameUpstreams([{ ...a[0]!, addresses: both }], [{ ...a[0]!, addresses: [...both] }]))
   t.notOk(sameUpstreams(a, []))
 })

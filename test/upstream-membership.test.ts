@@ -72,7 +72,7 @@ t.test('a terminating upstream is in the set and drains while listed; listed ser
   t.same(calls.slice(5), ['set web-0,web-1', 'drain web-1', 'set web-0,web-1'], 'terminating then gone: one drain, then leaving')
   timers.advance(DRAIN)
   t.same(membership.current().ids, ['web-0'])
-  t.same(membership.current().get('web-0'), { id: 'web-0', url: 'http://web-0.test:8080', weight: 1, host: 'web-0.test:8080', tls: null }, 'the snapshot carries no draining flag')
+  t.same(membership.current().get('web-0'), { id: 'web-0', url: 'http://web-0.test:8080', weight: 1, host: 'web-0.test:8080', tls: null, addresses: ['http://web-0.test:8080'] }, 'the snapshot carries no draining flag')
 })
 
 t.test('a pod that changes address keeps its id; the snapshot has the new url', async (t) => {

@@ -10,7 +10,7 @@ import { ActiveChecker } from './active-checker.js'
 import type { HealthCopy } from './health-copy.js'
 import { HealthTable } from './health-table.js'
 import { LongWaitWatch } from './long-wait-watch.js'
-import { SharedHealth, type UrlOf } from './shared-health.js'
+import { SharedHealth, type AddressesOf } from './shared-health.js'
 
 export interface Health {
   readonly table: HealthTable
@@ -37,14 +37,15 @@ export interface Health {
  * has waited (ms). `channel`: where peers talk (`health.shared: redis`, or the other workers),
  * or null. `suspect(id)`: probe `id` now (this process's checker, or the worker running the
  * checks). `probed`: told each result of this process's checker as applied here (for the other
- * workers). `urlOf(id)`: the id's url in the current set (a peer's `down` about another url is ignored).
+ * workers). `addressesOf(id)`: the id's url and listed addresses in the current set (a peer's
+ * `down` about none of them is ignored).
  * Example: `createHealth(config, clock, timers, logger, (id) => inFlight.longestWait(id), null, (id) => checker.probeSoon(id))`.
  */
 export function createHealth(
   config: Config, clock: Clock, timers: Timers, logger: Logger, longestWait: (id: string) => number, channel: PeerChannel | null,
   suspect: (id: string) => void,
   probed: ((id: string, ok: boolean, severe: boolean, cause: string | null) => void) | null = null,
-  urlOf: UrlOf = () => undefined,
+  addressesOf: AddressesOf = () => undefined,
 ): Health {
   const h = config.health
   const table = new HealthTable({ active: h.active, passive: h.passive.enabled ? h.passive : null, slow_start: h.slow_start }, clock)
@@ -61,7 +62,7 @@ export function createHealth(
   }
   const checker = h.active.enabled ? new ActiveChecker({ ...h.active, jitter: 0.1 }, sink, { clock, timers }) : null
   const watch = h.active.enabled ? new LongWaitWatch(h.active, { ids: () => table.ids(), longestWait, suspect, timers, now: () => clock.now() }) : null
-  const peers = channel !== null ? new SharedHealth(channel, table, logger, urlOf) : null
+  const peers = channel !== null ? new SharedHealth(channel, table, logger, addressesOf) : null
   return {
     table, checker, watch, peers, applyProbe: (id, ok, severe, cause) => table.reportActive(id, ok, severe, cause),
     copies: () => table.copies(),

@@ -1,5 +1,6 @@
 // Health shared between Tether replicas (`health.shared`): an upstream this replica finds down
-// (unhealthy or ejected) is ejected by the others at once (those that have it at the same url),
+// (unhealthy or ejected) is ejected by the others at once (those that have it at one of the
+// addresses it was found down at: the same pod),
 // and a drain or undrain made through
 // one replica's admin API applies to all. Layer 2: talks to the health table and to a
 // PeerChannel port; events it applies because a peer sent them are not sent again.
@@ -22,13 +23,15 @@ const DRAIN_CHANGES = 'drain-changes'
 export const RECORDED_MS = 7 * 24 * 3_600_000
 
 /**
- * The url of an upstream id in this replica's current set (undefined: not in it). A `down`
- * message carries the url found down; a replica with another url for that id ignores it.
+ * Where an upstream id is in this replica's current set (undefined: not in it): its url, and
+ * every address listed for it now (`url` among them; absent: `url` alone). A `down` message
+ * carries the url found down and the addresses the sender lists for the id; a replica where
+ * that id has none of them (another pod: the id's old one was found down) ignores it.
  */
-export type UrlOf = (id: string) => string | undefined
+export type AddressesOf = (id: string) => { readonly url: string; readonly addresses?: readonly string[] } | undefined
 
 /**
- * Example: `const shared = new SharedHealth(channel, health, logger, (id) => membership.current().get(id)?.url); shared.start()`;
+ * Example: `const shared = new SharedHealth(channel, health, logger, (id) => membership.current().get(id)); shared.start()`;
  * the admin API calls `shared.tell('drain', 'app-1')` after draining app-1 here.
  */
 export class SharedHealth {
@@ -36,7 +39,7 @@ export class SharedHealth {
   readonly #channel: PeerChannel
   readonly #health: HealthTable
   readonly #logger: Logger
-  readonly #urlOf: UrlOf
+  readonly #addressesOf: AddressesOf
   #applyingPeer = false
   /** While the recorded drains are read: the ids of drains and undrains received or made meanwhile (newer than the read). */
   readonly #hearing = new Set<Set<string>>()
@@ -50,11 +53,11 @@ export class SharedHealth {
   readonly #sending = new Map<string, number>()
   #sends = 0
 
-  constructor(channel: PeerChannel, health: HealthTable, logger: Logger, urlOf: UrlOf = () => undefined) {
+  constructor(channel: PeerChannel, health: HealthTable, logger: Logger, addressesOf: AddressesOf = () => undefined) {
     this.#channel = channel
     this.#health = health
     this.#logger = logger
-    this.#urlOf = urlOf
+    this.#addressesOf = addressesOf
     health.onTransition((e) => {
       if (!this.#applyingPeer && (e.to === 'unhealthy' || e.to === 'ejected')) this.tell('down', e.id)
       // an upstream that left the set (its pod deleted after a preStop drain) left its drain
@@ -135,14 +138,18 @@ export class SharedHealth {
    * recorded for replicas that start later. Both carry when the drain began here, so its
    * `drain_timeout` and `min_idle` count from then everywhere. `at`: when the change was made
    * (ms since the epoch; earlier than now for one sent again after Redis was down). A `down`
-   * carries the url found down, so a replica where the id names another address (a pod
-   * re-created elsewhere, seen there first) ignores it.
+   * carries the url found down, and `addresses`, every address listed here for the id when
+   * there are several (one pod's: its IPv4 and IPv6), so a replica where the id names another
+   * pod (re-created elsewhere, seen there first) ignores it, and one that kept another address
+   * of the same pod applies it.
    */
   tell(kind: 'down' | 'drain' | 'undrain', id: string, migrate = false, at = Date.now()): void {
     const since = kind === 'drain' ? this.#health.drainingSince(id) ?? undefined : undefined
-    const url = kind === 'down' ? this.#urlOf(id) : undefined
+    const found = kind === 'down' ? this.#addressesOf(id) : undefined
+    const url = found?.url
+    const addresses = found?.addresses !== undefined && found.addresses.length > 1 ? found.addresses : undefined
     // `recorded`: the sender keeps the drain starts itself (a Tether since they exist)
-    const sent = [this.#channel.publish(JSON.stringify({ from: this.#self, kind, id, ...(url !== undefined ? { url } : {}), ...(migrate ? { migrate } : {}), ...(since !== undefined ? { since } : {}), ...(kind === 'undrain' ? { recorded: true } : {}) }))]
+    const sent = [this.#channel.publish(JSON.stringify({ from: this.#self, kind, id, ...(url !== undefined ? { url } : {}), ...(addresses !== undefined ? { addresses } : {}), ...(migrate ? { migrate } : {}), ...(since !== undefined ? { since } : {}), ...(kind === 'undrain' ? { recorded: true } : {}) }))]
     if (kind === 'down') return
     for (const heard of this.#hearing) heard.add(id)
     if (kind === 'drain') {
@@ -204,19 +211,21 @@ export class SharedHealth {
   }
 
   #receive(message: string): void {
-    let m: { from?: unknown; kind?: unknown; id?: unknown; url?: unknown; migrate?: unknown; since?: unknown; recorded?: unknown }
+    let m: { from?: unknown; kind?: unknown; id?: unknown; url?: unknown; addresses?: unknown; migrate?: unknown; since?: unknown; recorded?: unknown }
     try {
       m = JSON.parse(message) as typeof m
     } catch {
       return
     }
     if (m.from === this.#self || typeof m.id !== 'string') return
-    // about the id's old pod, found down where the id still named it: not this replica's upstream
-    // (an older Tether sends no url: applied as before)
+    // about the id's old pod, found down where the id still named it: not this replica's upstream.
+    // The same pod has one of the addresses the sender lists for it (the url it found down among
+    // them) among those listed here: replicas may keep different addresses of one pod (which
+    // they saw first). An older Tether sends no url (applied as before) or no addresses (its url)
     if (m.kind === 'down' && typeof m.url === 'string') {
-      const url = this.#urlOf(m.id)
-      if (url !== undefined && url !== m.url) {
-        this.#logger.info({ upstream: m.id, url: m.url, ours: url }, 'health event from another Tether replica ignored: it is about another address of that upstream')
+      const ours = this.#addressesOf(m.id)
+      if (ours !== undefined && !samePod(ours.addresses ?? [ours.url], m.url, m.addresses)) {
+        this.#logger.info({ upstream: m.id, url: m.url, ours: ours.url }, 'health event from another Tether replica ignored: it is about another address of that upstream')
         return
       }
     }
@@ -243,6 +252,16 @@ export class SharedHealth {
       this.#applyingPeer = false
     }
   }
+}
+
+/**
+ * Whether a `down` found at `url`, whose sender listed `theirs` (a message's field: anything)
+ * for the id, is about the pod listed here at `ours`: an address in common.
+ * Example: `samePod(['http://10.0.0.5:80', 'http://[fd00::5]:80'], 'http://[fd00::5]:80', undefined)` -> true;
+ * `samePod(['http://10.0.0.9:80'], 'http://10.0.0.5:80', ['http://10.0.0.5:80'])` -> false.
+ */
+function samePod(ours: readonly string[], url: string, theirs: unknown): boolean {
+  return ours.includes(url) || (Array.isArray(theirs) && theirs.some((a) => typeof a === 'string' && ours.includes(a)))
 }
 
 /** A drain's recorded start: a positive whole number of ms, else undefined (it began now). */

@@ -26,3 +26,19 @@ export function upstreamUrl(address: string, port: number): string {
 export function keptUrl(current: string | undefined, urls: readonly string[]): string {
   return current !== undefined && urls.includes(current) ? current : urls[0]!
 }
+
+/**
+ * The `addresses` of an upstream listed at `urls` (see DiscoveredUpstream): sorted and
+ * deduplicated when there are several, else undefined (its url alone).
+ * Example: `listedAddresses(['http://10.0.0.6:80', 'http://[fd00::6]:80', 'http://10.0.0.6:80'])`
+ * -> `['http://10.0.0.6:80', 'http://[fd00::6]:80']`; `listedAddresses(['http://10.0.0.6:80'])` -> undefined.
+ */
+export function listedAddresses(urls: readonly string[]): readonly string[] | undefined {
+  const unique = [...new Set(urls)].sort()
+  return unique.length > 1 ? Object.freeze(unique) : undefined
+}
+
+/** True when two upstreams' `addresses` are the same (absent on both, or the same sorted list). */
+export function sameAddresses(a: readonly string[] | undefined, b: readonly string[] | undefined): boolean {
+  return a === b || (a !== undefined && b !== undefined && a.length === b.length && a.every((x, i) => x === b[i]))
+}

@@ -5,7 +5,7 @@
 import { Resolver } from 'node:dns/promises'
 import { systemTimers, type Timers } from '../clock.js'
 import type { DiscoveredUpstream } from './upstream-set.js'
-import { keptUrl, upstreamId, upstreamUrl } from './address.js'
+import { keptUrl, listedAddresses, sameAddresses, upstreamId, upstreamUrl } from './address.js'
 
 export { upstreamId, upstreamUrl }
 
@@ -21,7 +21,7 @@ export type { DiscoveredUpstream } from './upstream-set.js'
 
 /**
  * What changed between two sets, as ids in sorted order: `changed` are ids kept with another
- * url or weight (an SRV target whose pod got a new address).
+ * url, weight or list of addresses (an SRV target whose pod got a new address, or one more).
  * Example: `{ added: ['10.0.0.3:8080'], removed: ['10.0.0.1:8080'], changed: [] }`.
  */
 export interface UpstreamDiff {
@@ -129,7 +129,7 @@ export function upstreamsFromAddresses(addresses: Iterable<string>, port: number
 }
 
 /**
- * Ids added, removed and changed (same id, another url or weight) from `previous` to `next`.
+ * Ids added, removed and changed (same id, another url, weight or `addresses`) from `previous` to `next`.
  * The set changed iff any list is non-empty.
  * Example: previous [a, b], next [b, c] -> `{ added: ['c'], removed: ['a'], changed: [] }`.
  */
@@ -141,7 +141,7 @@ export function diffUpstreams(
   const after = new Map(next.map((u) => [u.id, u]))
   const changed = (id: string): boolean => {
     const [a, b] = [before.get(id)!, after.get(id)!]
-    return a.url !== b.url || a.weight !== b.weight
+    return a.url !== b.url || a.weight !== b.weight || !sameAddresses(a.addresses, b.addresses)
   }
   return {
     added: [...after.keys()].filter((id) => !before.has(id)).sort(),
@@ -174,10 +174,12 @@ export function srvTargetId(target: string): string {
  * named twice). Targets with no address are left out. Sorted by id, weight 1, deeply frozen.
  * A target in `previous` (the set in use) keeps its url while that address is still among its
  * target's (a target with A and AAAA records, or several, is not moved by a new address that
- * sorts first: a url change is a pod re-created elsewhere, whose users are rehydrated).
+ * sorts first: a url change is a pod re-created elsewhere, whose users are rehydrated). A
+ * target with several addresses carries them all in `addresses`.
  * Example: `[{ name: 'web-1.web.ns.svc.cluster.local', port: 8080, ... }]` with
  * `web-1... -> ['10.0.0.7']` -> `[{ id: 'web-1', url: 'http://10.0.0.7:8080', weight: 1 }]`;
- * then with `['10.0.0.3', '10.0.0.7']` and that set as `previous` -> web-1 stays at 10.0.0.7.
+ * then with `['10.0.0.3', '10.0.0.7']` and that set as `previous` -> web-1 stays at 10.0.0.7,
+ * with `addresses: ['http://10.0.0.3:8080', 'http://10.0.0.7:8080']`.
  */
 export function upstreamsFromSrv(
   records: readonly SrvRecord[],
@@ -192,7 +194,8 @@ export function upstreamsFromSrv(
     const id = srvTargetId(r.name)
     const urls = [...(addresses.get(r.name) ?? [])].sort().map((a) => upstreamUrl(a, port ?? r.port))
     if (id === '' || urls.length === 0 || byId.has(id)) continue
-    byId.set(id, Object.freeze({ id, url: keptUrl(had.get(id), urls), weight: 1 }))
+    const listed = listedAddresses(urls)
+    byId.set(id, Object.freeze({ id, url: keptUrl(had.get(id), urls), weight: 1, ...(listed === undefined ? {} : { addresses: listed }) }))
   }
   return Object.freeze([...byId.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)))
 }

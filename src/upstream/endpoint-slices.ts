@@ -3,7 +3,7 @@
 // of the wrong type is treated as absent), no I/O, no clock. The watch loop and the API client
 // live in kubernetes-discovery.ts and kubernetes-api.ts.
 import type { DiscoveredUpstream } from './upstream-set.js'
-import { keptUrl, upstreamId, upstreamUrl } from './address.js'
+import { keptUrl, listedAddresses, sameAddresses, upstreamId, upstreamUrl } from './address.js'
 
 /**
  * The part of a `discovery.k8s.io/v1` EndpointSlice that discovery reads (the API's own field
@@ -106,7 +106,8 @@ const RANK = { out: 0, draining: 1, serving: 2 } as const
  * and the url stays the same meanwhile (it flipped with the role). A pod in `previous` (the
  * set in use) keeps its url while that address is still listed for it, in any slice
  * or position: a slice update that reorders or adds addresses does not move it (a url change
- * is a pod re-created elsewhere, whose users are rehydrated). When no endpoint is
+ * is a pod re-created elsewhere, whose users are rehydrated). A pod listed at more than one
+ * address carries them all in `addresses` (a peer's `down` about any of them is about it). When no endpoint is
  * serving, the draining ones are not draining: they take new users (kube-proxy's fallback to
  * serving-terminating endpoints), so the pool never answers 503 while pods still serve.
  * Example: a slice with web-0 ready at 10.0.0.5 and web-1 terminating (serving) at 10.0.0.6,
@@ -155,27 +156,27 @@ export function upstreamsFromSlices(
   const had = new Map(previous.map((u) => [u.id, u.url]))
   let found: DiscoveredUpstream[] = []
   for (const [id, e] of byId) {
-    const url = keptUrl(had.get(id), e.urls)
-    if (e.role === 'serving') found.push(Object.freeze({ id, url, weight: e.weight }))
-    else if (e.role === 'draining') found.push(Object.freeze({ id, url, weight: e.weight, draining: true }))
+    if (e.role === 'out') continue
+    const addresses = listedAddresses(e.urls)
+    found.push(Object.freeze({ id, url: keptUrl(had.get(id), e.urls), weight: e.weight, ...(addresses === undefined ? {} : { addresses }), ...(e.role === 'draining' ? { draining: true } : {}) }))
   }
   // No endpoint ready but some terminating ones still serving (every pod of a Deployment
   // replaced at once, a one-replica rollout with maxSurge 0): they take new users, as kube-proxy
   // falls back to serving-terminating endpoints. Draining them all would answer every new user
   // 503 while the pods still answer; the first ready pod makes them draining again.
-  if (found.every((u) => u.draining === true)) found = found.map((u) => Object.freeze({ id: u.id, url: u.url, weight: u.weight }))
+  if (found.every((u) => u.draining === true)) found = found.map(({ draining: _, ...u }) => Object.freeze(u))
   const upstreams = Object.freeze(found.sort((a, b) => compare(a.id, b.id)))
   return { upstreams, slicesWithoutPort: Object.freeze(slicesWithoutPort) }
 }
 
 /**
- * True when two upstream lists are the same (same ids, urls, weights and draining flags, in
- * order). Example: `sameUpstreams(a, a)` -> true.
+ * True when two upstream lists are the same (same ids, urls, weights, draining flags and
+ * listed addresses, in order). Example: `sameUpstreams(a, a)` -> true.
  */
 export function sameUpstreams(a: readonly DiscoveredUpstream[], b: readonly DiscoveredUpstream[]): boolean {
   return a.length === b.length && a.every((u, i) => {
     const v = b[i]!
-    return u.id === v.id && u.url === v.url && u.weight === v.weight && (u.draining === true) === (v.draining === true)
+    return u.id === v.id && u.url === v.url && u.weight === v.weight && (u.draining === true) === (v.draining === true) && sameAddresses(u.addresses, v.addresses)
   })
 }
 

@@ -4,7 +4,7 @@
 // state owner: publishes one frozen snapshot per change, no proxying, no I/O; timers injected.
 import type { UpstreamConfig } from '../config/schema.js'
 import { systemTimers, type Timers } from '../clock.js'
-import { upstreamSet, type DiscoveredUpstream, type UpstreamSet } from './upstream-set.js'
+import { upstreamSet, type DiscoveredUpstream, type ListedUpstream, type UpstreamSet } from './upstream-set.js'
 
 export interface MembershipHooks {
   /** The effective set changed. */
@@ -33,13 +33,13 @@ export class Membership {
   /** The last report of each discovery source. */
   readonly #sources = new Map<string, readonly DiscoveredUpstream[]>()
   /** The merged discovered upstreams (all sources), by id. */
-  #discovered = new Map<string, UpstreamConfig>()
+  #discovered = new Map<string, ListedUpstream>()
   /** Discovered ids reported draining (terminating) by every source that lists them. */
   #terminating = new Set<string>()
   /** Ids this membership told the health table to drain (so it undrains only those). */
   readonly #drained = new Set<string>()
   /** Upstreams gone from discovery, still draining: id -> (config, removal timer). */
-  readonly #leaving = new Map<string, { upstream: UpstreamConfig; timer: unknown }>()
+  readonly #leaving = new Map<string, { upstream: ListedUpstream; timer: unknown }>()
   #current: UpstreamSet
 
   constructor(staticUpstreams: readonly UpstreamConfig[], drainTimeout: number, hooks: MembershipHooks, timers: Timers = systemTimers) {
@@ -61,12 +61,12 @@ export class Membership {
    */
   setDiscovered(upstreams: readonly DiscoveredUpstream[], source = 'discovery'): void {
     this.#sources.set(source, upstreams)
-    const next = new Map<string, UpstreamConfig>()
+    const next = new Map<string, ListedUpstream>()
     const terminating = new Set<string>()
     const serving = new Set<string>()
     for (const list of this.#sources.values()) {
       for (const u of list) {
-        if (!next.has(u.id)) next.set(u.id, { id: u.id, url: u.url, weight: u.weight })
+        if (!next.has(u.id)) next.set(u.id, { id: u.id, url: u.url, weight: u.weight, ...(u.addresses === undefined ? {} : { addresses: u.addresses }) })
         if (u.draining === true) terminating.add(u.id)
         else serving.add(u.id)
       }
@@ -138,7 +138,7 @@ export class Membership {
   }
 
   #compute(): UpstreamSet {
-    const all = new Map<string, UpstreamConfig>()
+    const all = new Map<string, ListedUpstream>()
     for (const { upstream } of this.#leaving.values()) all.set(upstream.id, upstream)
     for (const u of this.#discovered.values()) all.set(u.id, u)
     for (const u of this.#static) all.set(u.id, u)

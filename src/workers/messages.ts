@@ -40,6 +40,7 @@ export interface WireDiscovered {
   readonly url: string
   readonly weight: number
   readonly draining?: boolean
+  readonly addresses?: readonly string[]
 }
 
 /**

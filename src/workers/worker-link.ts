@@ -262,7 +262,7 @@ export class WorkerLink {
 
   /** Tell the others a discovery source's whole current list (this worker runs discovery). */
   discovered(source: string, upstreams: readonly WireDiscovered[]): void {
-    const plain = upstreams.map(({ id, url, weight, draining }) => (draining === true ? { id, url, weight, draining } : { id, url, weight }))
+    const plain = upstreams.map(({ id, url, weight, draining, addresses }) => ({ id, url, weight, ...(draining === true ? { draining } : {}), ...(addresses === undefined ? {} : { addresses }) }))
     this.#send({ tether: 'discovered', source, upstreams: plain })
   }
 
