@@ -9,7 +9,7 @@ import http from 'node:http'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { AddressInfo } from 'node:net'
+import type { AddressInfo, Socket } from 'node:net'
 import { request, testConfig, waitFor } from './fixtures/upstream.js'
 import { CookieJar, get, tally, userAgent } from './fixtures/users.js'
 import { FakeKubeApi, endpointSlice, type PodEndpoint } from './fixtures/kube-api-server.js'
@@ -17,7 +17,7 @@ import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { FakeClock } from './fixtures/clock.js'
-import { healthState, onEvent, when } from './fixtures/wait.js'
+import { healthState, onEvent, when, within } from './fixtures/wait.js'
 import { startRedis } from './fixtures/redis-server.js'
 import type { Counter } from './fixtures/counter-upstream.js'
 import { REPLACED, RECREATED_POD_CONFIG, checkRecreatedPod, counterPods } from './fixtures/recreated-pod.js'
@@ -385,4 +385,40 @@ t.test("replicas that kept different addresses of one pod (which they saw first)
   t.pass('#2 ejected web-0 too: the address #1 found down is listed for web-0 there')
   t.equal(await urlOn(two), `http://127.0.0.3:${port}`, 'at the address #2 kept')
   t.equal(two.health.state('web-2'), 'healthy', 'nothing else changed on #2')
+})
+
+t.test("requests in flight on a replaced pod's old address that fail there (the old pod is gone) do not count against the new pod", async (t) => {
+  // the old web-0 holds the requests it gets, until the test destroys their connections
+  const old = http.createServer()
+  const sockets: Socket[] = []
+  const held = new Promise<void>((resolve) => old.on('request', (req: http.IncomingMessage) => {
+    sockets.push(req.socket)
+    if (sockets.length === 3) resolve()
+  }))
+  await new Promise<void>((resolve) => old.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => { old.closeAllConnections(); old.close(() => resolve()) }))
+  const next = await startPod('web-0')
+  t.teardown(() => stopPod(next))
+  const api = new FakeKubeApi()
+  const { url } = await api.start()
+  t.teardown(() => api.close())
+  const slice = (port: number) => endpointSlice('web-0', 'web', [{ pod: 'web-0', ip: '127.0.0.1' }], { ports: [{ name: 'http', port }] })
+  api.put('endpointslices', slice((old.address() as AddressInfo).port))
+  const log = new LogCapture()
+  const tether = await startTether(testConfig([], {
+    health: { passive: { consecutive_failures: 3, max_ejection_percent: 100 } },
+    discovery: { kubernetes: { service: 'web', namespace: null, port: 'http', kubeconfig: kubeconfigFor(url), weight_annotation: null } },
+    log: { level: 'info', access: false },
+  }), { logger: createLogger('info', log) })
+  t.teardown(() => tether.close(0))
+  const answers = Promise.all([1, 2, 3].map(() => request(`${tether.url}/slow`)))
+  await within(held, 5_000, 'three requests to reach the old web-0')
+  api.put('endpointslices', slice(next.port)) // re-created at a new address
+  await when(onEvent(log, 'record'), () => log.records.some((r) => r['msg'] === REPLACED), 5_000, 'web-0 to be replaced')
+  for (const s of sockets) s.destroy() // the old pod is gone
+  t.same((await answers).map((a) => a.status), [502, 502, 502], 'the requests on the old pod failed')
+  const web0 = tether.health.snapshot().find((e) => e.id === 'web-0')
+  t.equal(web0?.state, 'healthy', 'the new web-0 is not ejected')
+  t.equal(web0?.passiveFailures, 0, 'nor counted any failure')
+  t.equal((await request(tether.url)).body, 'web-0', 'it serves')
 })

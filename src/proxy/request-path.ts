@@ -55,7 +55,7 @@ export interface RequestPathDeps {
   /** The state protocol (checkpoints, rehydration); null when `state.store: none`. */
   readonly state: StateProtocol | null
   readonly shared: SharedBindings | null
-  /** Passive health: told how each attempt on an upstream went. */
+  /** Passive health: told how each attempt on an upstream went (while the upstream is still at the url the attempt went to). */
   readonly observe: (id: string, signal: HealthSignal) => void
   /** A client gave up waiting on this upstream's answer: probe it now (it may be frozen). */
   readonly suspect?: (id: string) => void
@@ -406,6 +406,7 @@ export class RequestPath {
     let stopped: ErrorCode | null = null
     const waiting = { answered: false, stop: (code: ErrorCode): void => { stopped ??= code; abort.abort() } }
     this.#d.inFlight.add(waiting, d.upstream)
+    const url = this.#d.upstreams().get(d.upstream)?.url
     const r = await this.#d.http.call(d.upstream, 'POST', this.#hook!, headers, value, this.config.timeouts.response_headers, abort.signal)
     this.#d.inFlight.remove(waiting, d.upstream)
     if (stopped !== null) return { kind: 'error', code: stopped, connect: true }
@@ -413,7 +414,7 @@ export class RequestPath {
       const outcome = classify(r.error, false)
       if (outcome.kind === 'error' && outcome.connect) {
         const signal = healthSignal({ status: 0, outcome, error: r.error, responded: false })
-        if (signal !== null) this.#d.observe(d.upstream, signal)
+        if (signal !== null && url !== undefined) this.#observe(d.upstream, url, signal)
         return outcome
       }
     }
@@ -436,18 +437,29 @@ export class RequestPath {
       inFlight.remove(attempt, upstream.id)
       events.requestEnded(upstream.id)
       const signal = healthSignal(r)
-      if (signal !== null) this.#d.observe(upstream.id, signal)
+      if (signal !== null) this.#observe(upstream.id, upstream.url, signal)
       else if (r.outcome?.kind === 'client_abort' && !attempt.answered && performance.now() - sent >= this.config.health.active.timeout && this.#firstGiveUp(ctx)) {
         // the client gave up waiting for a head: a hint that this upstream may not be answering
         // (a frozen replica). A probe now decides, so the user's next request is not sent back
         // into the hole; only without active checks is the hint a failure for passive health
         // (else a few clients giving up on a slow but healthy upstream could eject it)
-        if (!this.config.health.active.enabled) this.#d.observe(upstream.id, 'connect_failure')
+        if (!this.config.health.active.enabled) this.#observe(upstream.id, upstream.url, 'connect_failure')
         this.#d.suspect?.(upstream.id)
       }
       return r
     })
     return { attempt, result }
+  }
+
+  /**
+   * Tell passive health how an exchange with `id` at `url` went, if `id` is still at `url`: one
+   * whose id was given another url meanwhile (a pod re-created elsewhere, a reload) was with
+   * the old process, and its failure (the old pod is gone) says nothing of the new one. Discovery
+   * moves an id's url only when its address is no longer listed, so the old url is no address
+   * of the new pod. One map lookup and one string compare, no allocation.
+   */
+  #observe(id: string, url: string, signal: HealthSignal): void {
+    if (this.#d.upstreams().get(id)?.url === url) this.#d.observe(id, signal)
   }
 
   /**
