@@ -4,7 +4,9 @@
 // leaves after drain_timeout, a pod restarted at a new address keeps its users, and an API
 // server outage keeps the set while /readyz and tether_discovery_up say it is degraded. When
 // every pod is terminating, those still serving take new users (no 503) until a pod is ready.
-import t from 'tap'
+// Replicas that kept different addresses of one pod apply each other's `down` about it, and
+// requests failing on a re-created pod's old address do not count against the new one.
+import t, { type Test } from 'tap'
 import http from 'node:http'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -299,7 +301,13 @@ t.test('a pod listed with several addresses keeps its url while that address is 
   t.equal(log.records.filter((r) => r['msg'] === REPLACED).length, 1, 'and that is a replaced replica')
 })
 
-t.test('a pod dropped from the slices for a moment (still draining in the set) and listed again keeps its url while that address is listed: no restart', async (t) => {
+/**
+ * Echo pods on the loopback addresses, one port, behind a fake API server (closed when `t`
+ * ends): `zero(ips)` lists web-0 at `ips` in the slice web-zero (none: not listed), `other(n)`
+ * lists web-<n> at `otherIp` in the slice web-other, a marker: once its change shows, the
+ * slices put before it were applied. Starts with web-0 at 127.0.0.2 and web-1.
+ */
+async function zeroAndOther(t: Test, otherIp: string) {
   const { port, servers } = await sameportUpstreams()
   t.teardown(async () => { await Promise.all(servers.map(closeServer)) })
   const api = new FakeKubeApi()
@@ -307,9 +315,14 @@ t.test('a pod dropped from the slices for a moment (still draining in the set) a
   t.teardown(() => api.close())
   const ports = { ports: [{ name: 'http', port }] }
   const zero = (ips: string[]): void => api.put('endpointslices', endpointSlice('web-zero', 'web', ips.length === 0 ? [] : [{ pod: 'web-0', ip: ips[0]!, ips }], ports))
-  const other = (n: number): void => api.put('endpointslices', endpointSlice('web-other', 'web', [{ pod: `web-${n}`, ip: '127.0.0.3' }], ports))
+  const other = (n: number): void => api.put('endpointslices', endpointSlice('web-other', 'web', [{ pod: `web-${n}`, ip: otherIp }], ports))
   zero(['127.0.0.2'])
   other(1)
+  return { port, servers, url, zero, other }
+}
+
+t.test('a pod dropped from the slices for a moment (still draining in the set) and listed again keeps its url while that address is listed: no restart', async (t) => {
+  const { port, url, zero, other } = await zeroAndOther(t, '127.0.0.3')
   const log = new LogCapture()
   const tether = await startTether(testConfig([], {
     affinity: { drain_timeout: 60_000 },
@@ -342,16 +355,7 @@ t.test('a pod dropped from the slices for a moment (still draining in the set) a
 t.test("replicas that kept different addresses of one pod (which they saw first) apply each other's down about it (health.shared: redis)", async (t) => {
   const redis = await startRedis()
   t.teardown(() => redis.stop())
-  const { port, servers } = await sameportUpstreams()
-  t.teardown(async () => { await Promise.all(servers.map(closeServer)) })
-  const api = new FakeKubeApi()
-  const { url } = await api.start()
-  t.teardown(() => api.close())
-  const ports = { ports: [{ name: 'http', port }] }
-  const zero = (ips: string[]): void => api.put('endpointslices', endpointSlice('web-zero', 'web', [{ pod: 'web-0', ip: ips[0]!, ips }], ports))
-  const other = (n: number): void => api.put('endpointslices', endpointSlice('web-other', 'web', [{ pod: `web-${n}`, ip: '127.0.0.1' }], ports))
-  zero(['127.0.0.2'])
-  other(1)
+  const { port, servers, url, zero, other } = await zeroAndOther(t, '127.0.0.1')
   const config = testConfig([], {
     affinity: { key: 'header', header: { name: 'X-Tenant' } },
     health: { shared: 'redis' },
