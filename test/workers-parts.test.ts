@@ -144,6 +144,8 @@ t.test("the lead's discovery lists reach the other workers, and a starting worke
   t.same(delivered.at(-1), ['applied', 'app-2', false, true, 'timeout after 500 ms'], "the lead's verdict on a probe is applied as it is (not judged again here), with its cause for the log")
   link.discovered('dns', [{ id: 'a:1', url: 'http://a:1', weight: 2, extra: 'x' } as never])
   t.same(out.at(-1), { tether: 'discovered', source: 'dns', upstreams: [{ id: 'a:1', url: 'http://a:1', weight: 2 }] }, 'sent as plain data')
+  link.discovered('kubernetes', [{ id: 'web-0', url: 'http://[fd00::5]:80', weight: 1, draining: true, addresses: ['http://10.0.0.5:80', 'http://[fd00::5]:80'] }])
+  t.same(out.at(-1), { tether: 'discovered', source: 'kubernetes', upstreams: [{ id: 'web-0', url: 'http://[fd00::5]:80', weight: 1, draining: true, addresses: ['http://10.0.0.5:80', 'http://[fd00::5]:80'] }] }, "with a pod's listed addresses (a peer's down about any of them is about it)")
 })
 
 t.test('named sets and the checkpoint store are held by the primary for all workers', async (t) => {
