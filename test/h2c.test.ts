@@ -4,10 +4,13 @@
 import t, { type Test } from 'tap'
 import { execFile } from 'node:child_process'
 import http2 from 'node:http2'
+import net from 'node:net'
 import { startTether, type Tether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { request, startUpstream, testConfig } from './fixtures/upstream.js'
-import { waitFor, within } from './fixtures/wait.js'
+import { FLAG, FRAME, PREFACE, frame, getBlock, readFrames, settingsFrame, windowUpdate } from './fixtures/h2-frames.js'
+import { LogCapture } from './fixtures/log-capture.js'
+import { onEvent, waitFor, when, within } from './fixtures/wait.js'
 
 async function h2cTether(t: Test, cleartext: boolean): Promise<Tether> {
   const up = await startUpstream('app-0', (req, res) => {
@@ -161,6 +164,83 @@ t.test('a stream whose answer ended upstream but whose client takes none of it i
   const codes = await within(Promise.all(closed), 15_000, 'the streams to be reset (four client bounds of 1.3 s)')
   t.same(codes, codes.map(() => http2.constants.NGHTTP2_INTERNAL_ERROR), 'reset (never a clean end: the client has none of the answer)')
   t.equal(s.destroyed, false, 'the connection itself stays')
+})
+
+t.test('a stream whose answer ended upstream is reset when its client takes none of it while another stream keeps the connection busy; logged as the client\'s timeout', async (t) => {
+  // the answer (10 KiB) ended upstream at once, so the upstream connection is free; the client
+  // announced a window of 1 KiB and never reads that stream, while another stream of the same
+  // connection carries a trickle (Node's session timer stays fresh). The stream held its slot
+  // and 9 KiB of answer for as long as the connection stayed busy
+  const up = await startUpstream('app-0', (req, res) => {
+    if (req.url === '/small') return void res.end(Buffer.alloc(10 * 1024, 'y'))
+    res.writeHead(200, { 'content-type': 'text/plain' })
+    const trickle = setInterval(() => res.write('x'), 100) // the upstream's own pace
+    res.on('close', () => clearInterval(trickle))
+  })
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } }, timeouts: { body_idle: 300, response_headers: 300 } }), { logger: createLogger('info', logs) })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const s = http2.connect(tether.url, { settings: { initialWindowSize: 1024 } })
+  t.teardown(() => s.destroy())
+  s.on('error', () => undefined)
+  const busy = s.request({ ':path': '/busy' })
+  busy.on('error', () => undefined)
+  let trickled = 0
+  busy.on('data', (c: Buffer) => { trickled += c.length })
+  const stalled = s.request({ ':path': '/small' })
+  stalled.on('error', () => undefined)
+  stalled.pause() // never read
+  const reset = new Promise<number>((resolve) => stalled.once('close', () => resolve(stalled.rstCode)))
+  const code = await within(reset, 15_000, 'the stalled stream to be reset (four client bounds of 1.3 s)')
+  t.equal(code, http2.constants.NGHTTP2_INTERNAL_ERROR, 'reset, never a clean end (the client has not the whole answer)')
+  t.ok(trickled > 0 && !busy.closed, 'while the other stream went on')
+  t.equal(s.destroyed, false, 'the connection itself stays')
+  await when(onEvent(logs, 'record'), () => logs.access().some((a) => a['path'] === '/small'), 5_000, 'the access line of the stalled stream')
+  t.match(logs.access().find((a) => a['path'] === '/small'), { status: 200, outcome: 'TETHER_CLIENT_TIMEOUT' }, "logged as the client's timeout, as the cut of an answer still streaming")
+  t.equal(tether.health.state('app-0'), 'healthy', 'the upstream is not blamed')
+  busy.close()
+})
+
+t.test('a stream whose answer ended upstream and whose client reads it slowly but steadily gets it whole, past the stall bound', async (t) => {
+  // 12 KiB in four writes, the client's window at 0: all of it fits in what the stream buffers,
+  // so the answer ends upstream before any of it went out. Then the client opens its window by
+  // 1 KiB every 600 ms (a raw client: Node's reads ahead of its application): about 7 s in all,
+  // past the 6 s stall bound, and each write goes out within it
+  const BODY = 12 * 1024
+  let upstreamDone = false
+  const up = await startUpstream('app-0', (_req, res) => {
+    res.on('finish', () => { upstreamDone = true })
+    const parts = [0, 1, 2, 3].map(() => Buffer.alloc(BODY / 4, 'y'))
+    const next = (): void => { const p = parts.shift(); if (p === undefined) res.end(); else res.write(p, next) }
+    next()
+  })
+  const logs = new LogCapture()
+  // client bound 1.5 s, the stall bound four of them: 6 s
+  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } }, timeouts: { body_idle: 500, response_headers: 500 } }), { logger: createLogger('info', logs) })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const socket = net.connect(tether.port, '127.0.0.1')
+  t.teardown(() => socket.destroy())
+  socket.on('error', () => undefined)
+  let got = 0
+  const ended = new Promise<string>((resolve) => {
+    readFrames(socket, (type, flags, stream, payload) => {
+      if (type === FRAME.SETTINGS && (flags & FLAG.ACK) === 0) socket.write(frame(FRAME.SETTINGS, FLAG.ACK, 0))
+      if (stream !== 1) return
+      if (type === FRAME.DATA) got += payload.length
+      if ((type === FRAME.DATA || type === FRAME.HEADERS) && (flags & FLAG.END_STREAM) !== 0) resolve('end')
+      if (type === FRAME.RST_STREAM) resolve(`reset ${payload.readUInt32BE(0)}`)
+    })
+  })
+  socket.write(Buffer.concat([PREFACE, settingsFrame([[4, 0]]), frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 1, getBlock(`127.0.0.1:${tether.port}`, '/slow-tail', 'http'))]))
+  await waitFor(() => upstreamDone, 5_000, 'the answer to end upstream')
+  const reader = setInterval(() => socket.write(windowUpdate(1, 1024)), 600) // the client's own pace
+  t.teardown(() => clearInterval(reader))
+  const how = await within(ended, 20_000, 'the answer to end')
+  clearInterval(reader)
+  t.equal(how, 'end', 'ended, not reset')
+  t.equal(got, BODY, 'the whole answer')
+  await when(onEvent(logs, 'record'), () => logs.access().length === 1, 5_000, 'the access line')
+  t.match(logs.access()[0], { status: 200, outcome: 'ok' })
 })
 
 t.test('a stream whose client reads slowly but steadily is not cut', async (t) => {

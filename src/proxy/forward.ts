@@ -10,7 +10,7 @@ import { TetherError, type ErrorCode } from '../errors.js'
 import type { Upstream } from '../upstream/upstream-set.js'
 import type { UpstreamTlsConfig } from '../config/schema.js'
 import { UpstreamTlsSource, type UpstreamTlsChange, type UpstreamTlsOptions } from '../tls/upstream-tls.js'
-import { classify } from './outcome.js'
+import { classify, type Outcome } from './outcome.js'
 import { mayStartWithInterim, withoutUnsolicitedContinue } from './interim-response.js'
 import type { AnswerHeadPolicy, Attempt, Exchange } from './exchange.js'
 import type { Decision } from '../routing/decision.js'
@@ -266,6 +266,9 @@ function upstreamError(err: Error): Error {
   return err
 }
 
+/** A client that left before its whole answer went out. */
+const CLIENT_ABORT: Outcome = { kind: 'client_abort' }
+
 /** A Transfer-Encoding of `chunked` alone (any case, optional whitespace). */
 const CHUNKED = /^[\t ]*chunked[\t ]*$/i
 
@@ -339,6 +342,14 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   #quietSince = 0
   /** Since when (a sweep's time) the client has taken nothing written to it; 0: it has. */
   #stalledSince = 0
+  /**
+   * Over h2, once the upstream's answer ended with part of it still waiting for the client:
+   * what settles the attempt's `delivery` (see {@link #watchDelivery}), else null; and the
+   * answer's bytes still unsent at the last look.
+   */
+  #deliver: ((outcome: Outcome | null) => void) | null = null
+  #h2: H2Response | null = null
+  #unsent = 0
   /** Trailer fields the upstream sent after the body, or null. */
   #trailers: Record<string, string | string[] | undefined> | null = null
   /** The answer's Connection header (the fields it names are hop-by-hop in its trailers too). */
@@ -367,7 +378,8 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   }
 
   #done(r: AttemptResult): void {
-    this.#deadlines.unlink(this)
+    // an answer still on its way to an h2 client stays in the sweep (see #expireDelivery)
+    if (this.#deliver === null) this.#deadlines.unlink(this)
     this.#resolve(r)
   }
 
@@ -379,6 +391,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
    * times a sweep saw, so neither fires early.
    */
   expire(now: number): void {
+    if (this.#deliver !== null) return this.#expireDelivery(now)
     const controller = this.#controller
     if (this.#finished || controller === null) return
     if (!this.answered) {
@@ -419,7 +432,42 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     } else if (now - this.#quietSince >= idle) controller.abort(new TetherError('TETHER_UPSTREAM_TIMEOUT'))
   }
 
+  /**
+   * The stall cut once the upstream's answer ended while some of it waits for an h2 client's
+   * window (nothing else times such a stream: Node's timers stay fresh while its connection is
+   * busy, and the upstream connection is free already): the rule {@link expire} applies while
+   * the answer streams, a client that takes nothing for clientStallTimeout is cut. Progress is
+   * a write of the answer handed on to the connection (as a 'drain' is while it streams), so a
+   * client reading slowly but steadily is never cut. The cut resets the stream (INTERNAL_ERROR,
+   * see H2Response.destroy), frees what it buffered and its concurrent-stream slot, and is
+   * logged as the client's timeout (`TETHER_CLIENT_TIMEOUT`). nginx's `send_timeout` is alike.
+   */
+  #expireDelivery(now: number): void {
+    const res = this.#h2!
+    const unsent = res.unsent()
+    if (unsent === -1) return this.#delivered(null)
+    if (unsent < this.#unsent) {
+      this.#unsent = unsent
+      this.#stalledSince = now
+    } else if (this.#stalledSince === 0) this.#stalledSince = now
+    else if (now - this.#stalledSince >= clientStallTimeout({ body_idle: this.#timeouts.bodyIdle, response_headers: this.#timeouts.responseHeaders })) {
+      this.#delivered({ kind: 'error', code: 'TETHER_CLIENT_TIMEOUT', connect: false })
+      res.destroy()
+    }
+  }
+
+  /** The rest of an ended answer went out (null), was cut, or its client left: settle `delivery`, leave the sweep. */
+  #delivered(outcome: Outcome | null): void {
+    const deliver = this.#deliver
+    if (deliver === null) return
+    this.#deliver = null
+    this.#deadlines.unlink(this)
+    deliver(outcome)
+  }
+
   #onClientClose = (): void => {
+    // the stream closed before all of an ended answer went out: the client reset it (or the connection went)
+    if (this.#deliver !== null) return this.#delivered(this.#h2!.unsent() === -1 ? null : CLIENT_ABORT)
     if (this.#finished || (this.#ctx.answering !== null && this.#ctx.answering !== this)) return
     this.#clientGone = true
     this.#controller?.abort(new TetherError('TETHER_BAD_REQUEST', new Error('client closed the connection')))
@@ -560,15 +608,31 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     this.#finished = true
     const res = this.#res
     if (this.#trailers !== null && !this.#clientGone) this.#addTrailers(res, this.#trailers, this.#connection)
+    let delivery: Promise<Outcome | null> | undefined
     if (!this.#clientGone) {
       res.end()
-      // over h2, an answer the client takes none of once it ended upstream: the exchange's own
-      // stall cut (expire) no longer watches it, and Node's timers stay fresh while the
-      // connection is busy (body_idle 0: no limit on the client either)
-      // (the version first: HTTP/1.1's answers pay one property read, no prototype walk)
-      if (this.#ctx.req.httpVersionMajor === 2 && this.#timeouts.bodyIdle > 0 && res instanceof H2Response) res.sendWithin(clientStallTimeout({ body_idle: this.#timeouts.bodyIdle, response_headers: this.#timeouts.responseHeaders }))
+      // over h2, the rest of the answer may wait for the client's window: the sweep keeps
+      // timing it (body_idle 0: no limit on the client either). The version first: HTTP/1.1's
+      // answers pay one property read, no prototype walk
+      if (this.#ctx.req.httpVersionMajor === 2 && this.#timeouts.bodyIdle > 0 && res instanceof H2Response) delivery = this.#watchDelivery(res)
     }
-    this.#done({ status: res.statusCode, outcome: null, error: null, responded: true })
+    this.#done(delivery === undefined
+      ? { status: res.statusCode, outcome: null, error: null, responded: true }
+      : { status: res.statusCode, outcome: null, error: null, responded: true, delivery })
+  }
+
+  /**
+   * The answer ended upstream (its connection is free) but not all of it went out to the h2
+   * client yet: the exchange stays in the sweep until it did, or is cut (see
+   * {@link #expireDelivery}); the promise tells how it went. No timer or listener of its own:
+   * the response's 'close' is listened to already. undefined: all of it went out.
+   */
+  #watchDelivery(res: H2Response): Promise<Outcome | null> | undefined {
+    const unsent = res.unsent()
+    if (unsent === -1) return undefined
+    this.#unsent = unsent
+    this.#h2 = res
+    return new Promise((resolve) => { this.#deliver = resolve })
   }
 
   /**

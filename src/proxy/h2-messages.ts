@@ -111,20 +111,16 @@ export class H2Response extends http2.Http2ServerResponse {
   }
 
   /**
-   * Reset the stream (see {@link destroy}) unless its ended answer is wholly sent within `ms`.
-   * Node's own stream timer cannot tell: it counts any frame the connection sends (a PING's
-   * answer) as progress, so a client that takes none of an answer (a window at 0) while it
-   * PINGs kept the stream, its slot and up to ~80 KiB of answer for good. nginx's
-   * `send_timeout` cuts it too. Example: `res.end(body); res.sendWithin(244_000)`.
+   * Bytes of the answer written but not yet handed on to the connection (held back by the
+   * client's flow-control window: RFC 9113 section 5.2), counted per write (a write leaves the
+   * count once all of it went out); -1 once all of it, the end included, went out. Node's
+   * stream timer cannot tell a stalled stream: it counts any frame the connection sends (a
+   * PING's answer, another stream's data) as progress. Example: 10 KiB written, the client's
+   * window at 0 -> 10240, and again at every look until the client opens its window.
    */
-  sendWithin(ms: number): void {
+  unsent(): number {
     const stream = this.stream
-    if (stream.writableFinished || stream.closed || stream.destroyed) return
-    const timer = setTimeout(() => this.destroy(), ms)
-    timer.unref()
-    const clear = (): void => clearTimeout(timer)
-    stream.once('finish', clear)
-    stream.once('close', clear)
+    return stream.writableFinished ? -1 : stream.writableLength
   }
 
   override writeHead(statusCode: number, headers?: http2.OutgoingHttpHeaders): this

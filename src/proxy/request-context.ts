@@ -31,6 +31,14 @@ export interface AttemptResult {
    * the request path decides: retry elsewhere or answer the error for `outcome`.
    */
   readonly responded: boolean
+  /**
+   * Over HTTP/2, an answer that ended upstream while part of it still waited for the client's
+   * flow-control window: settles once all of it went out (null), or with how it did not
+   * (`TETHER_CLIENT_TIMEOUT`: the stream was cut, the client took nothing of it for the stall
+   * bound; `client_abort`: the client reset the stream or left). The access line waits for it;
+   * in-flight counts and health do not (the upstream's part is done). Absent: nothing waited.
+   */
+  readonly delivery?: Promise<Outcome | null>
 }
 
 /** How the request reached Tether, and so which transport answers it. */

@@ -256,7 +256,9 @@ export class RequestPath {
         }
         if (r.responded || r.outcome === null) {
           if (ctx.body !== null) discardRest(ctx.req, ctx.body, this.#d.clientErrors)
-          return this.#finish(ctx, r)
+          // over h2, the rest of the answer on its way to the client: logged once it is there or cut
+          const late = r.delivery === undefined ? null : await r.delivery
+          return this.#finish(ctx, late === null ? r : { ...r, outcome: late })
         }
         if (!this.#mayRetry(ctx, r.outcome)) {
           const code = r.outcome.kind === 'error' ? r.outcome.code : 'TETHER_UPSTREAM_RESET'
