@@ -243,6 +243,33 @@ t.test('a stream whose answer ended upstream and whose client reads it slowly bu
   t.match(logs.access()[0], { status: 200, outcome: 'ok' })
 })
 
+t.test('a stream reset by its client while the rest of an ended answer waits for its window is logged as client_abort, with the status sent', async (t) => {
+  let upstreamDone = false
+  const up = await startUpstream('app-0', (_req, res) => {
+    res.on('finish', () => { upstreamDone = true })
+    res.end(Buffer.alloc(8 * 1024, 'y'))
+  })
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } } }), { logger: createLogger('info', logs) })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const socket = net.connect(tether.port, '127.0.0.1')
+  t.teardown(() => socket.destroy())
+  socket.on('error', () => undefined)
+  let head = false
+  readFrames(socket, (type, flags, stream) => {
+    if (type === FRAME.SETTINGS && (flags & FLAG.ACK) === 0) socket.write(frame(FRAME.SETTINGS, FLAG.ACK, 0))
+    if (stream === 1 && type === FRAME.HEADERS) head = true
+  })
+  // a window of 0: the answer's head comes, none of its body
+  socket.write(Buffer.concat([PREFACE, settingsFrame([[4, 0]]), frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 1, getBlock(`127.0.0.1:${tether.port}`, '/left', 'http'))]))
+  await waitFor(() => upstreamDone && head, 5_000, 'the answer to end upstream and its head to arrive')
+  const cancel = Buffer.alloc(4)
+  cancel.writeUInt32BE(http2.constants.NGHTTP2_CANCEL)
+  socket.write(frame(FRAME.RST_STREAM, 0, 1, cancel))
+  await when(onEvent(logs, 'record'), () => logs.access().length === 1, 5_000, 'the access line')
+  t.match(logs.access()[0], { status: 200, outcome: 'client_abort' }, 'the client left before it had the answer')
+})
+
 t.test('a stream whose client reads slowly but steadily is not cut', async (t) => {
   const BODY = 160 * 1024
   const up = await startUpstream('app-0', (_req, res) => res.end(Buffer.alloc(BODY, 'y')))
