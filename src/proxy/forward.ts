@@ -440,12 +440,15 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
    * a write of the answer handed on to the connection (as a 'drain' is while it streams), so a
    * client reading slowly but steadily is never cut. The cut resets the stream (INTERNAL_ERROR,
    * see H2Response.destroy), frees what it buffered and its concurrent-stream slot, and is
-   * logged as the client's timeout (`TETHER_CLIENT_TIMEOUT`). nginx's `send_timeout` is alike.
+   * logged as the client's timeout (`TETHER_CLIENT_TIMEOUT`). nginx's `send_timeout` cuts such a
+   * stream too (60 s between two writes, with PROTOCOL_ERROR).
    */
   #expireDelivery(now: number): void {
     const res = this.#h2!
     const unsent = res.unsent()
     if (unsent === -1) return this.#delivered(null)
+    // closed without its 'close' seen (never expected): the client left before it had it all
+    if (res.destroyed) return this.#delivered(CLIENT_ABORT)
     if (unsent < this.#unsent) {
       this.#unsent = unsent
       this.#stalledSince = now
