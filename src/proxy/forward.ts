@@ -447,7 +447,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     const res = this.#h2!
     const unsent = res.unsent()
     if (unsent === -1) return this.#delivered(null)
-    // closed without its 'close' seen (never expected): the client left before it had it all
+    // destroyed, its 'close' still to come (Node emits it later): the client left before it had it all
     if (res.destroyed) return this.#delivered(CLIENT_ABORT)
     if (unsent < this.#unsent) {
       this.#unsent = unsent
