@@ -202,17 +202,21 @@ t.test('a stream whose answer ended upstream is reset when its client takes none
 })
 
 t.test('a stream whose answer ended upstream and whose client reads it slowly but steadily gets it whole, past the stall bound', async (t) => {
-  // 12 KiB in four writes, the client's window at 0: all of it fits in what the stream buffers,
-  // so the answer ends upstream before any of it went out. Then the client opens its window by
-  // 1 KiB every 600 ms (a raw client: Node's reads ahead of its application): about 7 s in all,
-  // past the 6 s stall bound, and each write goes out within it
-  const BODY = 12 * 1024
-  let upstreamDone = false
+  // The client's window starts at 0 and it opens it by 1 KiB every 600 ms (a raw client:
+  // Node's reads ahead of its application). The upstream sends 6 KiB, then, once the client
+  // has its first bytes, four writes of 2 KiB and its end: the answer ended upstream with
+  // 13 KiB of it still in Tether, which takes about 8 s to go out, past the 6 s stall bound.
+  // It goes out in two steps (Node hands the first write on, then the three it held back
+  // meanwhile as one), each within the bound: progress, so the stream is not cut.
+  const BODY = 14 * 1024
+  let firstBytes: () => void = () => undefined
+  const clientHasSome = new Promise<void>((resolve) => { firstBytes = resolve })
   const up = await startUpstream('app-0', (_req, res) => {
-    res.on('finish', () => { upstreamDone = true })
-    const parts = [0, 1, 2, 3].map(() => Buffer.alloc(BODY / 4, 'y'))
-    const next = (): void => { const p = parts.shift(); if (p === undefined) res.end(); else res.write(p, next) }
-    next()
+    res.write(Buffer.alloc(6 * 1024, 'y'))
+    void clientHasSome.then(() => {
+      for (let i = 0; i < 4; i++) res.write(Buffer.alloc(2 * 1024, 'y'))
+      res.end()
+    })
   })
   const logs = new LogCapture()
   // client bound 1.5 s, the stall bound four of them: 6 s
@@ -226,13 +230,15 @@ t.test('a stream whose answer ended upstream and whose client reads it slowly bu
     readFrames(socket, (type, flags, stream, payload) => {
       if (type === FRAME.SETTINGS && (flags & FLAG.ACK) === 0) socket.write(frame(FRAME.SETTINGS, FLAG.ACK, 0))
       if (stream !== 1) return
-      if (type === FRAME.DATA) got += payload.length
+      if (type === FRAME.DATA) {
+        got += payload.length
+        firstBytes()
+      }
       if ((type === FRAME.DATA || type === FRAME.HEADERS) && (flags & FLAG.END_STREAM) !== 0) resolve('end')
       if (type === FRAME.RST_STREAM) resolve(`reset ${payload.readUInt32BE(0)}`)
     })
   })
   socket.write(Buffer.concat([PREFACE, settingsFrame([[4, 0]]), frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 1, getBlock(`127.0.0.1:${tether.port}`, '/slow-tail', 'http'))]))
-  await waitFor(() => upstreamDone, 5_000, 'the answer to end upstream')
   const reader = setInterval(() => socket.write(windowUpdate(1, 1024)), 600) // the client's own pace
   t.teardown(() => clearInterval(reader))
   const how = await within(ended, 20_000, 'the answer to end')

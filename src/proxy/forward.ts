@@ -438,7 +438,8 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
    * busy, and the upstream connection is free already): the rule {@link expire} applies while
    * the answer streams, a client that takes nothing for clientStallTimeout is cut. Progress is
    * a write of the answer handed on to the connection (as a 'drain' is while it streams), so a
-   * client reading slowly but steadily is never cut. The cut resets the stream (INTERNAL_ERROR,
+   * client reading slowly but steadily is not cut: down to what Tether buffers for a stream
+   * (one write, then the ones held back meanwhile) over the bound, ~0.3 KB/s at the defaults. The cut resets the stream (INTERNAL_ERROR,
    * see H2Response.destroy), frees what it buffered and its concurrent-stream slot, and is
    * logged as the client's timeout (`TETHER_CLIENT_TIMEOUT`). nginx's `send_timeout` cuts such a
    * stream too (60 s between two writes, with PROTOCOL_ERROR).

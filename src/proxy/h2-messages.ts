@@ -113,7 +113,8 @@ export class H2Response extends http2.Http2ServerResponse {
   /**
    * Bytes of the answer written but not yet handed on to the connection (held back by the
    * client's flow-control window: RFC 9113 section 5.2), counted per write (a write leaves the
-   * count once all of it went out); -1 once all of it, the end included, went out. Node's
+   * count once all of it went out, and the writes Node held back while one was out go out as
+   * one); -1 once all of it, the end included, went out. Node's
    * stream timer cannot tell a stalled stream: it counts any frame the connection sends (a
    * PING's answer, another stream's data) as progress. Example: 10 KiB written, the client's
    * window at 0 -> 10240, and again at every look until the client opens its window.
