@@ -178,7 +178,8 @@ t.test('a stream whose answer ended upstream is reset when its client takes none
     res.on('close', () => clearInterval(trickle))
   })
   const logs = new LogCapture()
-  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } }, timeouts: { body_idle: 300, response_headers: 300 } }), { logger: createLogger('info', logs) })
+  // two streams at a time: the busy one and the stalled one fill the connection
+  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true, max_concurrent_streams: 2 } }, timeouts: { body_idle: 300, response_headers: 300 } }), { logger: createLogger('info', logs) })
   t.teardown(async () => { await tether.close(0); await up.close() })
   const s = http2.connect(tether.url, { settings: { initialWindowSize: 1024 } })
   t.teardown(() => s.destroy())
@@ -198,6 +199,12 @@ t.test('a stream whose answer ended upstream is reset when its client takes none
   await when(onEvent(logs, 'record'), () => logs.access().some((a) => a['path'] === '/small'), 5_000, 'the access line of the stalled stream')
   t.match(logs.access().find((a) => a['path'] === '/small'), { status: 200, outcome: 'TETHER_CLIENT_TIMEOUT' }, "logged as the client's timeout, as the cut of an answer still streaming")
   t.equal(tether.health.state('app-0'), 'healthy', 'the upstream is not blamed')
+  const next = s.request({ ':path': '/small' })
+  next.on('error', () => undefined)
+  let bytes = 0
+  next.on('data', (c: Buffer) => { bytes += c.length })
+  await within(new Promise<void>((resolve) => next.once('end', resolve)), 5_000, 'a new stream in the freed slot')
+  t.equal(bytes, 10 * 1024, 'its slot is free again: a new stream gets its whole answer')
   busy.close()
 })
 
