@@ -231,6 +231,23 @@ t.test("the moves a removal causes are scraped before the removed upstream's ser
   t.equal(value(s, 'tether_upstream_state', { upstream: 'b', state: 'healthy' }), 1)
 })
 
+t.test("the first answer of a removed upstream, ending after the grace its in-flight request held, is scraped before its series go", async (t) => {
+  const clock = new FakeClock()
+  const m = light(clock)
+  m.onHealthTransition({ id: 'pod-1', from: null, to: 'healthy' })
+  m.requestStarted('pod-1') // a long poll: pod-1's first request
+  m.onHealthTransition({ id: 'pod-1', from: 'healthy', to: null }) // deleted while it is in flight
+  clock.advance(REMOVED_SERIES_GRACE_MS + 60_000)
+  t.equal(value(await scrape(m), 'tether_upstream_in_flight', { upstream: 'pod-1' }), 1, 'held past the grace while in flight')
+  m.requestEnded('pod-1')
+  m.observeRequest('pod-1', 'GET', 200, 360)
+  t.equal(value(await scrape(m), 'tether_http_requests_total', { upstream: 'pod-1', method: 'GET', status_class: '2xx' }), 1, 'its answer is in the next scrape')
+  clock.advance(REMOVED_SERIES_GRACE_MS - 1)
+  t.equal(value(await scrape(m), 'tether_http_requests_total', { upstream: 'pod-1', method: 'GET', status_class: '2xx' }), 1, 'and in every scrape within the grace from that count')
+  clock.advance(1)
+  t.same(find(await scrape(m), 'tether_http_requests_total', { upstream: 'pod-1' }), [], 'then it goes')
+})
+
 t.test("churn of discovered pods keeps only the removed upstreams within the grace", async (t) => {
   const clock = new FakeClock()
   const m = light(clock)

@@ -312,14 +312,15 @@ export class Metrics {
   observeRequest(upstream: string | null, method: string | undefined, status: number | null, seconds: number): void {
     const id = upstream ?? NONE
     let counts = this.#requestCounts.get(id)
+    const fresh = counts === undefined
     if (counts === undefined) {
       counts = new Float64Array(COLUMN_SLOTS)
       this.#requestCounts.set(id, counts)
-      // a late answer of an upstream whose series were purged (a deleted pod): dropped again
-      if (upstream !== null && this.#purged.get(upstream) !== undefined) this.#keepForGrace(upstream)
-    } else if (this.#removed.size !== 0 && this.#removed.has(id)) {
-      this.#keepForGrace(id) // a removed upstream's late answer: shown for the grace too
     }
+    // a removed upstream's late answer (its first one too: a request in flight at the removal
+    // that outlasted the grace), or one of an upstream whose series were purged (a deleted
+    // pod): shown for the grace from now, then dropped again
+    if ((this.#removed.size !== 0 && this.#removed.has(id)) || (fresh && upstream !== null && this.#purged.get(upstream) !== undefined)) this.#keepForGrace(id)
     counts[methodIndex(method) * STATUS_SLOTS + statusIndex(status)]!++
     if (seconds >= 0 && Number.isFinite(seconds)) {
       let b = 0
