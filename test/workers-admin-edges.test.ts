@@ -260,6 +260,32 @@ t.test("a gone worker's series of an upstream no live worker has any more are dr
   t.notMatch(text, /pod-2/, 'once no live worker shows pod-2 any more: none of its series')
 })
 
+t.test("a removed upstream's series that one live worker drops at the end of its grace, while another still shows them, stay in the sum: no fall", async (t) => {
+  const { MetricsLedger } = await import('../src/workers/metrics-ledger.js')
+  const { aggregateMetrics } = await import('../src/observability/metrics.js')
+  const snap = (failovers: Readonly<Record<string, number>>) => [
+    { name: 'tether_upstream_state', help: 's', type: 'gauge', aggregator: 'first', values: [{ value: 1, labels: { upstream: 'a', state: 'healthy' } }] },
+    { name: 'tether_failovers_total', help: 'f', type: 'counter', aggregator: 'sum', values: Object.entries(failovers).map(([from, value]) => ({ value, labels: { from, reason: 'drain' } })) },
+  ]
+  const ledger = new MetricsLedger()
+  const scrape = async (answers: readonly (readonly [number, ReturnType<typeof snap>])[]): Promise<string> => {
+    for (const [id, s] of answers) ledger.seen(id, s)
+    return (await aggregateMetrics(ledger.snapshots(answers))).text
+  }
+  // pod-3 removed: both workers keep its series for a grace from their own last count of it
+  t.equal(total(await scrape([[1, snap({ a: 1, 'pod-3': 5 })], [2, snap({ a: 1, 'pod-3': 3 })]]), 'tether_failovers_total', 'from="pod-3"'), 8)
+  // worker 2's grace ended first (worker 1 counted a move from pod-3 later)
+  let text = await scrape([[1, snap({ a: 1, 'pod-3': 6 })], [2, snap({ a: 1 })]])
+  t.equal(total(text, 'tether_failovers_total', 'from="pod-3"'), 9, "worker 2's count stays in the sum while worker 1 still shows pod-3 (8 -> 6 read as a reset)")
+  text = await scrape([[1, snap({ a: 1, 'pod-3': 6 })], [2, snap({ a: 1, 'pod-3': 1 })]])
+  t.equal(total(text, 'tether_failovers_total', 'from="pod-3"'), 10, 'a late move worker 2 counts after it dropped the series adds to it')
+  text = await scrape([[1, snap({ a: 1, 'pod-3': 6 })], [2, snap({ a: 1, 'pod-3': 1 })]])
+  t.equal(total(text, 'tether_failovers_total', 'from="pod-3"'), 10, 'the same answers again: counted once')
+  text = await scrape([[1, snap({ a: 1 })], [2, snap({ a: 1 })]])
+  t.notMatch(text, /pod-3/, 'once no live worker shows pod-3: none of its series')
+  t.equal(total(text, 'tether_failovers_total', 'from="a"'), 2, "the current upstream's sum is unchanged")
+})
+
 t.test("a counter every worker counts alike (read with max) never falls, even when every worker is replaced", async (t) => {
   const { MetricsLedger } = await import('../src/workers/metrics-ledger.js')
   const { aggregateMetrics } = await import('../src/observability/metrics.js')

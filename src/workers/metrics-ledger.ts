@@ -1,7 +1,8 @@
 // What the primary's one /metrics adds up (`workers` > 1): every live worker's metrics, plus
 // the counts of the workers gone since the primary started (crashed, replaced in a roll,
 // scaled down), so a counter summed over workers never falls when one is replaced (Prometheus
-// would read the fall as a reset: a false spike in rate()); the counters every worker counts
+// would read the fall as a reset: a false spike in rate()) or drops a removed upstream's series
+// before another does; the counters every worker counts
 // alike (read with `max`), kept from falling when the workers that counted longest are all
 // replaced; and the config reloads, counted once by the primary rather than once per worker.
 // Layer 2 state owner: no I/O, no clock.
@@ -54,7 +55,9 @@ export class MetricsLedger {
   /** Worker `id` answered a scrape with `snapshot` (an empty one: its metrics failed, no answer). */
   seen(id: number, snapshot: unknown): void {
     if (!Array.isArray(snapshot) || snapshot.length === 0 || this.#gone.has(id)) return
+    const before = this.#last.get(id)
     this.#last.set(id, snapshot as MetricData[])
+    if (before !== undefined) this.#keepDropped(before, snapshot as MetricData[])
   }
 
   /** Worker `id` exited: its last counts stay in the sums. */
@@ -63,16 +66,7 @@ export class MetricsLedger {
     const last = this.#last.get(id)
     this.#last.delete(id)
     if (last === undefined) return
-    for (const m of last) {
-      if (m.name === RELOADS || (m.type !== 'counter' && m.type !== 'histogram') || (m.aggregator ?? 'sum') !== 'sum') continue
-      let d = this.#departed.get(m.name)
-      if (d === undefined) this.#departed.set(m.name, (d = { meta: { name: m.name, help: m.help, type: m.type, aggregator: 'sum' }, series: new Map() }))
-      for (const v of m.values) {
-        const key = seriesKey(v)
-        const had = d.series.get(key)
-        d.series.set(key, had === undefined ? v : { ...v, value: had.value + v.value })
-      }
-    }
+    for (const m of last) if (summed(m)) this.#depart(m, m.values)
   }
 
   /** The primary reloaded the config file: applied (true) or rejected (false). */
@@ -134,6 +128,34 @@ export class MetricsLedger {
   }
 
   /**
+   * A live worker dropped series of a removed upstream it showed before (its grace for it is
+   * over, see REMOVED_SERIES_GRACE_MS), while another worker may still show them (its grace,
+   * renewed by its own later counts, ends later): their last counts stay in the sums like a gone
+   * worker's, and go with them ({@link #forgetRemoved}), else the sum fell (a false reset).
+   */
+  #keepDropped(before: readonly MetricData[], now: readonly MetricData[]): void {
+    for (const m of before) {
+      if (!summed(m)) continue
+      const named = m.values.filter((v) => UPSTREAM_LABELS.some((l) => v.labels[l] !== undefined && String(v.labels[l]) !== NO_UPSTREAM))
+      if (named.length === 0) continue
+      const kept = new Set((now.find((n) => n.name === m.name)?.values ?? []).map(seriesKey))
+      const dropped = named.filter((v) => !kept.has(seriesKey(v)))
+      if (dropped.length > 0) this.#depart(m, dropped)
+    }
+  }
+
+  /** Adds `values` (counts of a metric `m` a worker no longer shows) to the gone counts. */
+  #depart(m: MetricData, values: readonly MetricValue[]): void {
+    let d = this.#departed.get(m.name)
+    if (d === undefined) this.#departed.set(m.name, (d = { meta: { name: m.name, help: m.help, type: m.type, aggregator: 'sum' }, series: new Map() }))
+    for (const v of values) {
+      const key = seriesKey(v)
+      const had = d.series.get(key)
+      d.series.set(key, had === undefined ? v : { ...v, value: had.value + v.value })
+    }
+  }
+
+  /**
    * Drop the gone workers' series of upstreams no live worker has series of any more (removed
    * by a reload or by discovery, and past the grace each worker keeps a removed upstream's
    * series for), as one process drops a removed upstream's series: else every pod of every
@@ -165,6 +187,11 @@ export class MetricsLedger {
     }
     return true
   }
+}
+
+/** Is `m` summed over workers and never falling in one (a counter or histogram, not the reloads)? */
+function summed(m: MetricData): boolean {
+  return m.name !== RELOADS && (m.type === 'counter' || m.type === 'histogram') && (m.aggregator ?? 'sum') === 'sum'
 }
 
 /** A series' identity within its metric: its name (a histogram's `_bucket`, `_sum`, `_count`) and labels. */
