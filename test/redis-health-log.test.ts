@@ -85,7 +85,7 @@ t.test('a flapping node is warned about once per interval; its unannounced down 
     'warn redis node down: calls for its keys fail (checkpoints, shared affinity), routing unaffected',
     'info redis node up again',
   ], 'the first spell is told; the next four (within 30 s) are not, nor their ends')
-  clock.set(clock.now() + 30_000)
+  clock.advance(30_000)
   log.observe(ev('down', shard(a, 'down', 'timeout')))
   await flush()
   t.match(capture.records.at(-1), { level: 40, node: a, unannounced_down_spells: 4 })
@@ -102,4 +102,23 @@ t.test('a node that left the slot map is told once, and only if it was logged be
     ['warn', '127.0.0.1:7001', 'redis node down: calls for its keys fail (checkpoints, shared affinity), routing unaffected'],
     ['info', '127.0.0.1:7001', 'redis node left the slot map (its slots moved to another node)'],
   ])
+})
+
+t.test('a wall clock stepped back (NTP) neither holds a warn back nor makes a down spell read 0 ms: intervals are on monotonic time', async (t) => {
+  const { clock, capture, log } = setup()
+  const a = '127.0.0.1:7001'
+  log.observe(ev('down', shard(a, 'down', 'timeout')))
+  clock.advance(REDIS_WARN_INTERVAL_MS)
+  clock.set(clock.now() - 3_600_000) // NTP steps the wall clock back an hour
+  log.observe(ev('still_down', shard(a, 'down', 'timeout')))
+  await flush()
+  t.match(capture.records.at(-1), { level: 40, msg: 'redis node still down', down_for_ms: REDIS_WARN_INTERVAL_MS }, 'the still-down warn is written, with how long it has been down')
+  clock.advance(5_000)
+  log.observe(ev('up', shard(a, 'up')))
+  await flush()
+  t.match(capture.records.at(-1), { level: 30, down_for_ms: REDIS_WARN_INTERVAL_MS + 5_000 }, 'the time it was down, not 0')
+  clock.advance(REDIS_WARN_INTERVAL_MS)
+  log.observe(ev('down', shard(a, 'down', 'refused')))
+  await flush()
+  t.match(capture.records.at(-1), { level: 40, error: 'refused' }, 'a new down spell an interval later is warned of')
 })

@@ -1,8 +1,9 @@
 // Log lines about the Redis nodes, for people: a warn when a node goes down (its address and
 // error), then at most one warn per node per interval while it stays down or flaps, and an info
 // line when it is up again. Layer 3 observability subscriber: fed the connection's node events,
-// it owns no timer and no connection, and takes time from the injected Clock.
-import type { Clock } from '../clock.js'
+// it owns no timer and no connection, and takes time from the injected Clock (its monotonic
+// time: a wall clock stepped back must neither hold a warn back nor make `down_for_ms` read 0).
+import { monotonicNow, type Clock } from '../clock.js'
 import type { RedisNodeEvent } from '../redis/connection.js'
 import type { Logger } from './logger.js'
 
@@ -10,9 +11,9 @@ import type { Logger } from './logger.js'
 export const REDIS_WARN_INTERVAL_MS = 30_000
 
 interface NodeLog {
-  /** When the last warn about this node was written (-Infinity: never). */
+  /** When the last warn about this node was written (monotonic ms; -Infinity: never). */
   lastWarnAt: number
-  /** When the current down spell began (null: up). */
+  /** When the current down spell began (monotonic ms; null: up). */
   downSince: number | null
   /** Whether the current down spell was announced by a warn (else its recovery is not told either). */
   warned: boolean
@@ -48,7 +49,7 @@ export class RedisHealthLog {
   }
 
   observe(event: RedisNodeEvent): void {
-    const now = this.#clock.now()
+    const now = monotonicNow(this.#clock)
     const n = event.node
     let state = this.#nodes.get(n.address)
     if (event.kind === 'removed') {
