@@ -794,3 +794,19 @@ t.test('state.redis.name without sentinels is accepted (an existing file keeps l
   const memory = parseConfig(yaml(...UPSTREAM, 'state:', '  store: memory', '  redis: { name: mymaster }'), FILE)
   t.strictSame(configWarnings(memory), [], 'none when Redis is not used')
 })
+
+t.test('an invalid state.redis.url never shows its password, even one with a / (a base64 password) or a #', async (t) => {
+  for (const [url, shown] of [
+    ['redis://tether:pa/ss+w0rd=@redis:6379', 'redis://***@redis:6379'],
+    ['redis://:s3/cr3t@redis', 'redis://***@redis'],
+    ['redis://tether:s3cr3t@redis:99999', 'redis://***@redis:99999'],
+    ['redis://tether:s3#cr/et@redis', 'redis://***@redis'],
+  ] as const) {
+    const issues = issuesOf(t, yaml(...UPSTREAM, 'state:', '  store: redis', `  redis: { url: "${url}" }`))
+    t.strictSame(issues, [`${FILE}:6:17 state.redis.url: expected a redis:// or rediss:// URL, got "${shown}"`], url)
+  }
+  // a valid URL whose "path" is the end of such a password: refused by tether check, not at start-up
+  t.strictSame(issuesOf(t, yaml(...UPSTREAM, 'state:', '  store: redis', '  redis: { url: "redis://tether:s3@cr/et@redis" }')),
+    [`${FILE}:6:17 state.redis.url: expected a redis:// or rediss:// URL whose path is a db number (e.g. redis://redis:6379/0); a / in a password is written %2F`])
+  t.equal(parseConfig(yaml(...UPSTREAM, 'state:', '  store: redis', '  redis: { url: "redis://tether:s3%2Fcr@redis:6379/2" }'), FILE).state.redis.url, 'redis://tether:s3%2Fcr@redis:6379/2', 'a db number and an escaped / are fine')
+})

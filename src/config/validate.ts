@@ -816,9 +816,16 @@ const redisUrl: Check<string> = leaf('a redis:// or rediss:// URL', (value) => {
   if (typeof value !== 'string') return expected('a redis:// or rediss:// URL', value)
   try {
     const u = new URL(value)
-    if (u.protocol === 'redis:' || u.protocol === 'rediss:') return value
+    if (u.protocol === 'redis:' || u.protocol === 'rediss:') {
+      // the path is the db number; one that is not (say the end of a password with a / and an
+      // @, read as a path) would fail at start-up: refused here, and never shown
+      if (/^\/?\d*$/.test(u.pathname)) return value
+      return new Fail('expected a redis:// or rediss:// URL whose path is a db number (e.g. redis://redis:6379/0); a / in a password is written %2F')
+    }
   } catch { /* reported below */ }
-  return expected('a redis:// or rediss:// URL', value.replace(/\/\/[^@/]*@/, '//***@'))
+  // whatever comes before the last @ may be a user and password, itself with a / or a # (a
+  // base64 password): never shown
+  return expected('a redis:// or rediss:// URL', value.replace(/^([a-z][a-z0-9+.-]*:\/\/)?[^]*@/i, (_, scheme: string | undefined) => `${scheme ?? ''}***@`))
 })
 
 /** Exactly one way to reach Redis when the store is redis. */

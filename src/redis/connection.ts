@@ -1255,7 +1255,8 @@ function parseRedisUrl(url: string): RedisUrl {
   try {
     u = new URL(url)
   } catch {
-    throw new RangeError(`RedisCheckpointStore: url is not a URL: ${JSON.stringify(url)}`)
+    // (not shown: it may hold a password)
+    throw new RangeError('RedisCheckpointStore: url is not a URL')
   }
   if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') {
     throw new RangeError(`RedisCheckpointStore: url must start with redis:// or rediss://, got ${JSON.stringify(u.protocol)}`)
@@ -1263,7 +1264,8 @@ function parseRedisUrl(url: string): RedisUrl {
   if (!u.hostname) throw new RangeError('RedisCheckpointStore: url has no host')
   const path = u.pathname.replace(/^\//, '')
   if (path !== '' && !/^\d+$/.test(path)) {
-    throw new RangeError(`RedisCheckpointStore: the url path must be a db number, got ${JSON.stringify(u.pathname)}`)
+    // (shown unless it may be the end of a password with a / in it)
+    throw new RangeError(`RedisCheckpointStore: the url path must be a db number${u.pathname.includes('@') ? '' : `, got ${JSON.stringify(u.pathname)}`}`)
   }
   const username = u.username ? decodeURIComponent(u.username) : undefined
   const password = u.password ? decodeURIComponent(u.password) : undefined
