@@ -197,15 +197,23 @@ export class KeyspaceWatch {
 
   async #check(): Promise<void> {
     const { redis } = this.#o
-    const lost: string[] = []
+    const lost: { node: string; key: string; last: string }[] = []
     await Promise.all([...redis.keysPerNode(MARKER)].map(async ([node, key]) => {
       const value = await redis.runScript(MARK_SCRIPT, key, randomUUID())
       if (value === FAILED || typeof value !== 'string' || this.#stopped) return
       const last = this.#seen.get(key)
       this.#seen.set(key, value)
-      if (last !== undefined && last !== value) lost.push(node)
+      if (last !== undefined && last !== value) lost.push({ node, key, last })
     }))
-    if (lost.length > 0 && !this.#stopped) this.#lost(lost)
+    if (lost.length === 0 || this.#stopped) return
+    try {
+      this.#lost(lost.map((l) => l.node))
+    } catch (err) {
+      // (`held` threw, say): the values seen before are kept, so the next check sees the
+      // loss again and writes the bindings back then, rather than never
+      for (const l of lost) this.#seen.set(l.key, l.last)
+      throw err
+    }
   }
 
   /** The nodes found lost in one check: one snapshot of the table for all of them (with Cluster, every master after a full restart). */
