@@ -377,7 +377,7 @@ const errorCases: { name: string; text: string; issues: string[] }[] = [
   {
     name: 'state.redis.sentinel_password is a string or null',
     text: yaml(...UPSTREAM, 'state:', '  store: redis', '  redis: { sentinels: ["s:26379"], name: m, sentinel_password: 123 }'),
-    issues: [`${FILE}:6:64 state.redis.sentinel_password: expected a string, got 123`],
+    issues: [`${FILE}:6:64 state.redis.sentinel_password: expected a string (quote it), got a number`],
   },
   {
     name: 'state.redis.sentinel_password only with sentinels',
@@ -809,4 +809,16 @@ t.test('an invalid state.redis.url never shows its password, even one with a / (
   t.strictSame(issuesOf(t, yaml(...UPSTREAM, 'state:', '  store: redis', '  redis: { url: "redis://tether:s3@cr/et@redis" }')),
     [`${FILE}:6:17 state.redis.url: expected a redis:// or rediss:// URL whose path is a db number (e.g. redis://redis:6379/0); a / in a password is written %2F`])
   t.equal(parseConfig(yaml(...UPSTREAM, 'state:', '  store: redis', '  redis: { url: "redis://tether:s3%2Fcr@redis:6379/2" }'), FILE).state.redis.url, 'redis://tether:s3%2Fcr@redis:6379/2', 'a db number and an escaped / are fine')
+})
+
+t.test('a password, token or secret written unquoted as a number is refused without showing it (a reload logs the issues)', async (t) => {
+  const issues = issuesOf(t, yaml(
+    'admin: { token: 31415926535897932 }',
+    'affinity: { cookie: { secret: 27182818284590452 } }',
+    ...UPSTREAM,
+    'state:', '  store: redis', '  redis: { sentinels: ["s:26379"], name: m, password: 16180339887, sentinel_password: 14142135623 }',
+  ))
+  t.equal(issues.length, 4, issues.join('\n'))
+  for (const issue of issues) t.match(issue, /: expected a string \(quote it\), got a number$/, issue)
+  for (const digits of ['31415', '27182', '16180', '14142']) t.notMatch(issues.join('\n'), digits, `${digits}... not shown`)
 })

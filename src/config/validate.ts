@@ -196,6 +196,15 @@ function string(pattern?: { test: RegExp; what: string }): Check<string> {
   })
 }
 
+/**
+ * A password, token or secret: as {@link string}, but a value of another type (a password
+ * written unquoted as a number) is told by its type, never shown (a reload logs the issues).
+ */
+const secretString: Check<string> = leaf('a string', (value) => {
+  if (typeof value === 'string') return value === '' ? expected('a non-empty string', value) : value
+  return new Fail(`expected a string (quote it), got ${typeof value === 'number' ? 'a number' : typeof value === 'boolean' ? 'a boolean' : 'another type'}`)
+})
+
 function oneOf<const T extends string>(values: readonly T[]): Check<T> {
   const what = `one of: ${values.map((v) => JSON.stringify(v)).join(', ')}`
   return leaf(what, (value) => {
@@ -598,7 +607,7 @@ function uniqueIds(node: SourceNode, path: string, ctx: Ctx): boolean {
   return ok
 }
 
-const secret: Check<string> = andThen(string(), (v) =>
+const secret: Check<string> = andThen(secretString, (v) =>
   Buffer.byteLength(v) < MIN_SECRET_BYTES ? new Fail(`expected a secret of at least ${MIN_SECRET_BYTES} bytes, got ${Buffer.byteLength(v)}`) : null)
 
 /** One of several cookie secrets (rotation): an empty one is an error, as for a single secret. */
@@ -881,11 +890,11 @@ const state = refine(refine(
       redis: struct<Config['state']['redis']>(
         {
           url: nullable(redisUrl),
-          password: nullable(string()),
+          password: nullable(secretString),
           username: nullable(string()),
           sentinels: list(hostPort, { nonEmpty: false }),
           name: nullable(string()),
-          sentinel_password: nullable(string()),
+          sentinel_password: nullable(secretString),
           sentinel_username: nullable(string()),
           nodes: list(hostPort, { nonEmpty: false }),
           key_prefix: leaf('a string', (v) => (typeof v === 'string' ? v : expected('a string', v))),
@@ -975,7 +984,7 @@ const config: Check<Config> = refine(
     {
       listen: proxyListen,
       admin: struct<Config['admin']>(
-        { listen: listen(DEFAULTS.admin.listen), token: secretOrNull(string(), 'remove the key for no token'), allowed_hosts: list(string(DNS_NAME), { nonEmpty: false }) },
+        { listen: listen(DEFAULTS.admin.listen), token: secretOrNull(secretString, 'remove the key for no token'), allowed_hosts: list(string(DNS_NAME), { nonEmpty: false }) },
         DEFAULTS.admin,
       ),
       upstreams: alsoCheck(list(upstream, { nonEmpty: false }), uniqueIds),
