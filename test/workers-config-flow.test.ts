@@ -14,6 +14,7 @@ import { freePorts } from './fixtures/ports.js'
 import { request, startPrimary, workerPids, workersYaml } from './fixtures/primary-process.js'
 import { startChildUpstream } from './fixtures/child-upstream.js'
 import { waitFor } from './fixtures/wait.js'
+import { startRedis } from './fixtures/redis-server.js'
 
 const count = (text: string, needle: string): number => text.split(needle).length - 1
 
@@ -146,6 +147,22 @@ t.test('a roll that lowers shutdown.grace_period retires the old workers with th
   reloadWith('shutdown: { grace_period: 0s }')
   t.equal(await slow, 200, 'the request on the old worker finishes (30 s grace), not cut at 0 s + 5 s')
   await waitFor(() => out().includes('"workers replaced"'), 30_000, 'the roll to end')
+  proc.kill('SIGTERM')
+  await waitFor(() => proc.exitCode !== null, 30_000, 'the primary to stop')
+})
+
+t.test('a config warning (state.redis.name without sentinels) is logged by the primary alone, once at start and once per reload, not by each worker', async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const line = `state: { store: redis, redis: { url: "${redis.url}", name: mymaster } }`
+  const { proc, out, reloadWith } = await appAndPrimary(t, 'warning', (_req, res) => res.end('ok'), line)
+  const warned = (): number => count(out(), '"config warning: a key has no effect as set"')
+  t.equal(warned(), 1, 'once at start')
+  const reloaded = count(out(), '"config reloaded"')
+  reloadWith(line)
+  await waitFor(() => count(out(), '"config reloaded"') >= reloaded + 2, 20_000, 'both workers to reload')
+  t.equal(warned(), 2, 'once more for the reload, by the primary')
+  t.match(out(), /"worker":"primary"[^\n]*"config warning: a key has no effect as set"|"config warning: a key has no effect as set"[^\n]*"worker":"primary"/, 'the reload\'s line is the primary\'s')
   proc.kill('SIGTERM')
   await waitFor(() => proc.exitCode !== null, 30_000, 'the primary to stop')
 })
