@@ -128,6 +128,8 @@ export class KeyspaceWatch {
   /** The running write-back of each node (a later loss of the node supersedes it). */
   readonly #runs = new Map<string, object>()
   readonly #sleeps = new Set<{ handle: unknown; wake: () => void }>()
+  /** Nodes whose loss was told but whose write-back could not start (a check that threw): started by the next check. */
+  readonly #owed = new Set<string>()
   #timer: unknown = null
   #checking: Promise<void> | null = null
   /** The one check queued behind the running one (see check()). */
@@ -197,43 +199,46 @@ export class KeyspaceWatch {
 
   async #check(): Promise<void> {
     const { redis } = this.#o
-    const lost: { node: string; key: string; last: string }[] = []
+    const lost: string[] = []
     await Promise.all([...redis.keysPerNode(MARKER)].map(async ([node, key]) => {
       const value = await redis.runScript(MARK_SCRIPT, key, randomUUID())
       if (value === FAILED || typeof value !== 'string' || this.#stopped) return
       const last = this.#seen.get(key)
       this.#seen.set(key, value)
-      if (last !== undefined && last !== value) lost.push({ node, key, last })
+      if (last !== undefined && last !== value) lost.push(node)
     }))
-    if (lost.length === 0 || this.#stopped) return
-    try {
-      this.#lost(lost.map((l) => l.node))
-    } catch (err) {
-      // (`held` threw, say): the values seen before are kept, so the next check sees the
-      // loss again and writes the bindings back then, rather than never
-      for (const l of lost) this.#seen.set(l.key, l.last)
-      throw err
-    }
+    if (this.#stopped) return
+    // with the nodes whose loss was told but whose write-back could not start (see #lost)
+    if (lost.length > 0 || this.#owed.size > 0) this.#lost(lost, [...new Set([...this.#owed, ...lost])])
   }
 
-  /** The nodes found lost in one check: one snapshot of the table for all of them (with Cluster, every master after a full restart). */
-  #lost(nodes: readonly string[]): void {
+  /**
+   * The nodes found lost in one check (`lost`, told to onLost) and those whose bindings are
+   * to be written back (`nodes`: those, and the ones owed): one snapshot of the table for all
+   * of them (with Cluster, every master after a full restart).
+   */
+  #lost(lost: readonly string[], nodes: readonly string[]): void {
     const since = performance.now()
-    for (const node of nodes) this.#tell(() => this.#o.onLost?.(node))
+    for (const node of lost) this.#tell(() => this.#o.onLost?.(node))
     const store = this.#o.bindings
     if (store === null) return
+    // until their write-backs start: a check that throws here (`held`, say) leaves them owed,
+    // and the next check starts them (their loss told once, the marker being the one seen now)
+    for (const node of nodes) this.#owed.add(node)
     // taken at once (the table goes on changing while the writes go on); each binding is read
     // from it again as it is written
     const held = this.#o.held()
     // standalone or Sentinel: every binding is that node's
     const one = nodes.length === 1 && this.#o.redis.keysPerNode(MARKER).size <= 1
-    for (const node of nodes) {
+    const slots = nodes.map((node) => (one ? null : this.#o.redis.slotsServedBy(node)))
+    this.#owed.clear()
+    nodes.forEach((node, i) => {
       const run = {}
       this.#runs.set(node, run)
       // with Cluster, the slots the node served when its loss was seen: their bindings are
       // written back even if a failover or a resharding hands those slots to another master
-      void this.#writeBack(store, node, run, held, one ? null : this.#o.redis.slotsServedBy(node), since)
-    }
+      void this.#writeBack(store, node, run, held, slots[i] ?? null, since)
+    })
   }
 
   async #writeBack(store: RedisBindings, node: string, run: object, held: HeldSnapshot, slots: Uint8Array | null, since: number): Promise<void> {
