@@ -233,6 +233,21 @@ t.test('the watch: a loss whose check threw before its write-back started is wri
   t.equal(done.length, 1, 'written back once')
 })
 
+t.test('the watch: a check in flight at stop() is not told to onCheck once it ends', async (t) => {
+  const conn = new RedisConnection({ url: redis.url, keyPrefix: 'kz:', timeout: 500 })
+  const checks: (string | null)[] = []
+  const watch = new KeyspaceWatch({
+    redis: conn, bindings: null, held: () => heldList([]), idleTimeout: 60_000, now: () => 1_000, timers: new FakeTimers(), onCheck: (error) => checks.push(error),
+  })
+  await conn.start()
+  t.teardown(() => conn.stop())
+  await watch.check()
+  const inFlight = watch.check()
+  watch.stop()
+  await inFlight
+  t.same(checks, [null], 'only the check that ended before stop() is told')
+})
+
 t.test('the watch: a check asked for while one is in flight runs again right after it (one queued at most), so a loss after the in-flight read is seen', async (t) => {
   const own = await startRedis()
   t.teardown(() => own.stop())

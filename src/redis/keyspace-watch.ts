@@ -93,7 +93,7 @@ export interface KeyspaceWatchOptions {
   readonly onDone?: (result: WriteBack) => void
   /**
    * A check ended: `error` is why it threw or rejected (a listener or `held` that threw, say;
-   * the checks go on at the next tick), null when it completed.
+   * the checks go on at the next tick), null when it completed. Not told once stop() was called.
    */
   readonly onCheck?: (error: string | null) => void
   readonly checkMs?: number
@@ -191,7 +191,8 @@ export class KeyspaceWatch {
   #begin(): Promise<void> {
     const run = this.#check().then(() => null, (err: unknown) => (err instanceof Error ? err.message : String(err))).then((error) => {
       this.#checking = null
-      this.#tell(() => this.#o.onCheck?.(error))
+      // (one that ends after stop() is not told: its owner may be logging its shutdown)
+      if (!this.#stopped) this.#tell(() => this.#o.onCheck?.(error))
     })
     this.#checking = run
     return run
