@@ -345,11 +345,14 @@ t.test("a replica that finds an upstream down names the url it found down; a pee
   await healthState(tether.health, 'c', 'ejected', 5_000)
   t.pass('a down naming the url c has here is applied')
   t.equal(tether.health.state('b'), 'healthy', 'a down naming another url of b is ignored, with addresses none of which b has here too')
-  // the sender kept another address of the pod (dual-stack: it saw the other family first) and lists d's here among its addresses
+  // found down at an address not listed here for d, though the sender lists d's url here with it:
+  // a listing that mixes a re-created pod's new address with its old one (one family's slice
+  // updated, not yet the other's), so the down may be about the old pod
   await down('d', 'http://[::1]:1', ['http://[::1]:1', urlOf('d')])
-  await healthState(tether.health, 'd', 'ejected', 5_000)
-  t.pass('a down found at another address of d, listing the one d has here, is applied')
-  t.equal(tether.health.state('e'), 'healthy', 'nothing else changed')
+  await down('e', urlOf('e'))
+  await healthState(tether.health, 'e', 'ejected', 5_000)
+  t.equal(tether.health.state('d'), 'healthy', 'a down found at an address not listed here for d is ignored, even if its sender lists the one d has here')
+  t.equal(tether.health.state('b'), 'healthy', 'nothing else changed')
 })
 
 t.test('a down message carries the url of the upstream found down and the other addresses listed for it', async (t) => {
@@ -371,4 +374,39 @@ t.test('a down message carries the url of the upstream found down and the other 
   t.match(published, [{ kind: 'down', id: 'a', url: 'http://10.0.0.5:8080' }, { kind: 'down', id: 'b' }, { kind: 'down', id: 'c', url: 'http://[fd00::6]:8080', addresses: dualStack }], 'the url found down, when the set has the id; every address listed for it, when there are several')
   t.notOk('url' in published[1]!, 'none for an id without one')
   t.notOk('addresses' in published[0]!, 'no addresses for an upstream at one address (its url says it)')
+})
+
+t.test("a down about a re-created dual-stack pod's old process does not eject the new one while a listing mixes the two pods' addresses (the families' slices are updated one after the other)", async (t) => {
+  const health = new HealthTable({ active: { healthy_threshold: 2, unhealthy_threshold: 2 }, passive: { consecutive_failures: 3, count_5xx: true, base_ejection: 30_000, max_ejection: 100_000, max_ejection_percent: 100 }, slow_start: 0 }, new FakeClock())
+  health.setUpstreams(['web-0', 'web-1', 'web-2', 'web-3'])
+  let hear: (m: string) => void = () => undefined
+  const channel: PeerChannel = {
+    publish: () => Promise.resolve(true),
+    subscribe: (fn) => { hear = fn; return Promise.resolve() },
+    remember: () => Promise.resolve(true),
+    members: () => Promise.resolve(new Map()),
+  }
+  const [v4old, v6old, v4new, v6new] = ['http://10.0.0.5:80', 'http://[fd00::5]:80', 'http://10.0.0.9:80', 'http://[fd00::9]:80']
+  const at = new Map([
+    // web-0, web-1: re-created here (both slices seen), kept at its new IPv4
+    ['web-0', { url: v4new, addresses: [v4new, v6new] }],
+    ['web-1', { url: v4new, addresses: [v4new, v6new] }],
+    // web-2: its IPv4 slice updated here, its IPv6 one not yet: the old pod's fd00::5 still listed with the new pod's 10.0.0.9
+    ['web-2', { url: v4new, addresses: [v4new, v6old] }],
+    // web-3: one pod, each replica kept another of its addresses
+    ['web-3', { url: v4old, addresses: [v4old, v6old] }],
+  ])
+  const shared = new SharedHealth(channel, health, createLogger('silent'), (id) => at.get(id))
+  await shared.start()
+  const down = (id: string, url: string, addresses: string[]): void => hear(JSON.stringify({ from: 'other', kind: 'down', id, url, addresses }))
+  // the sender kept the old pod's IPv6 (it saw that family first); its IPv4 slice already names the new pod
+  down('web-0', v6old, [v4new, v6old])
+  t.equal(health.state('web-0'), 'healthy', "a down found at the old pod's address, whose sender lists the new pod's address too, is ignored")
+  down('web-1', v4new, [v4new, v6old])
+  t.equal(health.state('web-1'), 'ejected', 'one found at the address kept here is applied')
+  // the sender still has the old pod at both addresses
+  down('web-2', v6old, [v4old, v6old])
+  t.equal(health.state('web-2'), 'healthy', "a down about the old pod is ignored where the id's url is the new pod's, though the old address is still listed with it")
+  down('web-3', v6old, [v4old, v6old])
+  t.equal(health.state('web-3'), 'ejected', 'a down found at the address of the pod the sender kept, which lists the one kept here, is applied')
 })

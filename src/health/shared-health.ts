@@ -25,8 +25,10 @@ export const RECORDED_MS = 7 * 24 * 3_600_000
 /**
  * Where an upstream id is in this replica's current set (undefined: not in it): its url, and
  * every address listed for it now (`url` among them; absent: `url` alone). A `down` message
- * carries the url found down and the addresses the sender lists for the id; a replica where
- * that id has none of them (another pod: the id's old one was found down) ignores it.
+ * carries the url found down and the addresses the sender lists for the id; a replica applies
+ * it when the id has that url here, or when each side lists the address the other kept (one
+ * pod, each replica kept another of its addresses), and ignores it otherwise (another pod: the
+ * id's old one was found down).
  */
 export type AddressesOf = (id: string) => { readonly url: string; readonly addresses?: readonly string[] } | undefined
 
@@ -219,12 +221,12 @@ export class SharedHealth {
     }
     if (m.from === this.#self || typeof m.id !== 'string') return
     // about the id's old pod, found down where the id still named it: not this replica's upstream.
-    // The same pod has one of the addresses the sender lists for it (the url it found down among
-    // them) among those listed here: replicas may keep different addresses of one pod (which
-    // they saw first). An older Tether sends no url (applied as before) or no addresses (its url)
+    // Replicas may keep different addresses of one pod (which they saw first): the same pod when
+    // each side lists the address the other kept (see samePod). An older Tether sends no url
+    // (applied as before) or no addresses (its url alone)
     if (m.kind === 'down' && typeof m.url === 'string') {
       const ours = this.#addressesOf(m.id)
-      if (ours !== undefined && !samePod(ours.addresses ?? [ours.url], m.url, m.addresses)) {
+      if (ours !== undefined && !samePod(ours, m.url, m.addresses)) {
         this.#logger.info({ upstream: m.id, url: m.url, ours: ours.url }, 'health event from another Tether replica ignored: it is about another address of that upstream')
         return
       }
@@ -255,13 +257,20 @@ export class SharedHealth {
 }
 
 /**
- * Whether a `down` found at `url`, whose sender listed `theirs` (a message's field: anything)
- * for the id, is about the pod listed here at `ours`: an address in common.
- * Example: `samePod(['http://10.0.0.5:80', 'http://[fd00::5]:80'], 'http://[fd00::5]:80', undefined)` -> true;
- * `samePod(['http://10.0.0.9:80'], 'http://10.0.0.5:80', ['http://10.0.0.5:80'])` -> false.
+ * Whether a `down` found at `url`, whose sender listed `theirs` (a message's field: anything;
+ * absent: `url` alone) for the id, is about the pod this replica has at `ours`: the same url, or
+ * each side lists the address the other kept. Not merely an address in common: while a
+ * dual-stack pod is re-created its families' slices are updated one after the other, so one
+ * id's list can hold the new pod's IPv4 address with the old pod's IPv6 one (or the reverse),
+ * and a `down` about the old pod would eject the new one.
+ * Example: `samePod({ url: 'http://10.0.0.5:80', addresses: ['http://10.0.0.5:80', 'http://[fd00::5]:80'] }, 'http://[fd00::5]:80', ['http://10.0.0.5:80', 'http://[fd00::5]:80'])` -> true;
+ * `samePod({ url: 'http://10.0.0.9:80', addresses: ['http://10.0.0.9:80', 'http://[fd00::9]:80'] }, 'http://[fd00::5]:80', ['http://10.0.0.9:80', 'http://[fd00::5]:80'])` -> false.
  */
-function samePod(ours: readonly string[], url: string, theirs: unknown): boolean {
-  return ours.includes(url) || (Array.isArray(theirs) && theirs.some((a) => typeof a === 'string' && ours.includes(a)))
+function samePod(ours: { readonly url: string; readonly addresses?: readonly string[] }, url: string, theirs: unknown): boolean {
+  if (url === ours.url) return true
+  const listedHere = ours.addresses ?? [ours.url]
+  const listedThere = Array.isArray(theirs) ? theirs : [url]
+  return listedHere.includes(url) && listedThere.includes(ours.url)
 }
 
 /** A drain's recorded start: a positive whole number of ms, else undefined (it began now). */
