@@ -426,3 +426,57 @@ t.test("requests in flight on a replaced pod's old address that fail there (the 
   t.equal(web0?.passiveFailures, 0, 'nor counted any failure')
   t.equal((await request(tether.url)).body, 'web-0', 'it serves')
 })
+
+t.test('a user rehydrated on a re-created pod that is re-created again while its state is posted gets the state where the request goes', async (t) => {
+  interface Seen { readonly method: string }
+  // a pod that answers with its name and a state to checkpoint; it holds the hook's POSTs while `holding`
+  const statefulPod = async (name: string) => {
+    const seen: Seen[] = []
+    const held: http.ServerResponse[] = []
+    const p = { name, seen, held, holding: false, port: 0, server: http.createServer((req, res) => {
+      seen.push({ method: req.method! })
+      req.resume()
+      if (req.method === 'POST') {
+        if (p.holding) held.push(res)
+        else { res.statusCode = 204; res.end() }
+        return
+      }
+      res.setHeader('x-tether-state', `state-of-${name}`)
+      res.end(name)
+    }) }
+    await new Promise<void>((resolve) => p.server.listen(0, '127.0.0.1', resolve))
+    p.port = (p.server.address() as AddressInfo).port
+    t.teardown(() => new Promise<void>((resolve) => { p.server.closeAllConnections(); p.server.close(() => resolve()) }))
+    return p
+  }
+  const [a, b, c] = [await statefulPod('a'), await statefulPod('b'), await statefulPod('c')]
+  const api = new FakeKubeApi()
+  const { url } = await api.start()
+  t.teardown(() => api.close())
+  const at = (port: number) => endpointSlice('web-0', 'web', [{ pod: 'web-0', ip: '127.0.0.1' }], { ports: [{ name: 'http', port }] })
+  api.put('endpointslices', at(a.port))
+  const log = new LogCapture()
+  const clock = new FakeClock()
+  const tether = await startTether(testConfig([], {
+    affinity: { key: 'header', header: { name: 'X-Tenant' } },
+    state: { store: 'memory', rehydrate: 'hook' },
+    discovery: { kubernetes: { service: 'web', namespace: null, port: 'http', kubeconfig: kubeconfigFor(url), weight_annotation: null } },
+    log: { level: 'info', access: false },
+  }), { logger: createLogger('info', log), clock })
+  t.teardown(() => tether.close(0))
+  const user = { 'x-tenant': 'u1' }
+  await waitFor(async () => (await request(tether.url, { headers: user })).body === 'a', 5_000, 'the user to be served by web-0 at a')
+  const replaced = (n: number) => when(onEvent(log, 'record'), () => log.records.filter((r) => r['msg'] === REPLACED).length >= n, 5_000, `web-0 replaced ${n} time(s)`)
+  clock.advance(60_000)
+  b.holding = true
+  api.put('endpointslices', at(b.port)) // re-created at b: the user's state is posted there first
+  await replaced(1)
+  const answer = request(tether.url, { headers: user })
+  await waitFor(() => b.held.length > 0, 5_000, 'the state to be posted to web-0 at b')
+  clock.advance(60_000)
+  api.put('endpointslices', at(c.port)) // re-created again while b holds the state
+  await replaced(2)
+  for (const res of b.held) { res.statusCode = 204; res.end() }
+  t.equal((await answer).body, 'c', 'the request is answered by web-0 at c')
+  t.same(c.seen.map((s) => s.method), ['POST', 'GET'], 'which got the state before the request')
+})

@@ -215,10 +215,14 @@ export class RequestPath {
         }
         const headers = this.#headers(ctx, d, upstream)
         const hookFailed = d.moved === null ? null : await this.#rehydrate(ctx, d, headers)
-        if (d.moved !== null && this.#d.upstreams().get(d.upstream) === undefined) {
-          // a reload or a discovery list took the upstream away while the state was fetched
-          // (or its hook ran): nothing of the request was sent to it, so it is decided again,
-          // not retried (with retries at 0 it was a 502 for a request no upstream saw)
+        if (d.moved !== null && this.#d.upstreams().get(d.upstream)?.url !== upstream.url) {
+          // a reload or a discovery list took the upstream away, or gave its id another url (a
+          // pod re-created again), while the state was fetched (or its hook ran): nothing of the
+          // request was sent to it, so it is decided again, not retried (with retries at 0 it was
+          // a 502 for a request no upstream saw). Sent on, it would reach the id's new pod (its
+          // pool) without the state the hook gave the old one (with `preserve_host: false`,
+          // naming the old address as Host), and its outcome would not count for health (told
+          // only for the url it was read at)
           this.#d.router.settle(d)
           continue
         }
