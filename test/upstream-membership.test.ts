@@ -59,6 +59,17 @@ t.test('a leaving upstream whose address another listed upstream now has leaves 
   t.same(membership.current().ids, ['s', 'web-1', 'web-2', 'web-3'], 'a new upstream at another address changes nothing for a leaving one')
 })
 
+t.test("a leaving upstream whose address another listed pod has among its addresses (not as its url) leaves at once too", async (t) => {
+  const { membership } = setup()
+  const dual = (id: string, url: string, addresses: string[]): DiscoveredUpstream => up(id, { url, addresses })
+  membership.setDiscovered([up('web-0', { url: 'http://10.0.0.10:8080' }), up('web-1', { url: 'http://10.0.0.11:8080' })], 'kubernetes')
+  membership.setDiscovered([up('web-1', { url: 'http://10.0.0.11:8080' })], 'kubernetes')
+  t.same(membership.current().ids, ['web-0', 'web-1'], 'web-0 is gone from the slices: it drains')
+  // web-2 was seen in the IPv6 slice first and keeps that url; its IPv4 address is web-0's old one
+  membership.setDiscovered([up('web-1', { url: 'http://10.0.0.11:8080' }), dual('web-2', 'http://[fd00::2]:8080', ['http://10.0.0.10:8080', 'http://[fd00::2]:8080'])], 'kubernetes')
+  t.same(membership.current().ids, ['web-1', 'web-2'], "web-0's address is listed for web-2: web-0 leaves now (its users would reach web-2's process)")
+})
+
 t.test('a terminating upstream is in the set and drains while listed; listed serving again it is undrained', async (t) => {
   const { membership, timers, calls } = setup()
   membership.setDiscovered([up('web-0'), up('web-1', { draining: true })], 'kubernetes')

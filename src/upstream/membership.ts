@@ -85,8 +85,10 @@ export class Membership {
     }
     // An address a listed upstream has now is no longer a leaving one's: its pod is gone and
     // the address went to another (Kubernetes hands out freed pod IPs again). Its users must
-    // move now (with their state), not be served by that other pod until drain_timeout.
-    const taken = new Set([...next.values(), ...this.#static].map((u) => u.url))
+    // move now (with their state), not be served by that other pod until drain_timeout. Any
+    // address listed for the other counts, not only the url it kept (a dual-stack pod seen in
+    // its IPv6 slice first keeps that url while its IPv4 address is the leaving one's).
+    const taken = new Set([...next.values(), ...this.#static].flatMap((u: ListedUpstream) => u.addresses ?? [u.url]))
     for (const [id, { upstream, timer }] of this.#leaving) {
       if (!taken.has(upstream.url)) continue
       this.#timers.clearTimeout(timer)
