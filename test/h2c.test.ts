@@ -209,19 +209,21 @@ t.test('a stream whose answer ended upstream is reset when its client takes none
 })
 
 t.test('a stream whose answer ended upstream and whose client reads it slowly but steadily gets it whole, past the stall bound', async (t) => {
-  // The client's window starts at 0 and it opens it by 1 KiB every 600 ms (a raw client:
-  // Node's reads ahead of its application). The upstream sends 6 KiB, then, once the client
-  // has its first bytes, four writes of 2 KiB and its end: the answer ended upstream with
-  // 13 KiB of it still in Tether, which takes about 8 s to go out, past the 6 s stall bound.
-  // It goes out in two steps (Node hands the first write on, then the three it held back
-  // meanwhile as one), each within the bound: progress, so the stream is not cut.
+  // The client's window starts at 0; it opens it by 1 KiB once the answer's head arrives, then
+  // every 600 ms (a raw client: Node's reads ahead of its application). The upstream sends
+  // 7 KiB, then, once the client has its first bytes, four writes of 1.75 KiB and its end: the
+  // answer ended upstream with 13 KiB of it still in Tether, which takes about 7.8 s to go out,
+  // past the 6 s stall bound. It goes out in two steps (Node hands the first write on, 3.6 s,
+  // then the four it held back meanwhile as one, 4.2 s), each within the bound: progress, so
+  // the stream is not cut. Margins of 1.8 s both ways, for a loaded machine; the first window
+  // opens at once, so the upstream is never silent for body_idle (it waits for the client)
   const BODY = 14 * 1024
   let firstBytes: () => void = () => undefined
   const clientHasSome = new Promise<void>((resolve) => { firstBytes = resolve })
   const up = await startUpstream('app-0', (_req, res) => {
-    res.write(Buffer.alloc(6 * 1024, 'y'))
+    res.write(Buffer.alloc(7 * 1024, 'y'))
     void clientHasSome.then(() => {
-      for (let i = 0; i < 4; i++) res.write(Buffer.alloc(2 * 1024, 'y'))
+      for (let i = 0; i < 4; i++) res.write(Buffer.alloc(1792, 'y'))
       res.end()
     })
   })
@@ -233,10 +235,16 @@ t.test('a stream whose answer ended upstream and whose client reads it slowly bu
   t.teardown(() => socket.destroy())
   socket.on('error', () => undefined)
   let got = 0
+  let reader: NodeJS.Timeout | undefined
+  t.teardown(() => clearInterval(reader))
   const ended = new Promise<string>((resolve) => {
     readFrames(socket, (type, flags, stream, payload) => {
       if (type === FRAME.SETTINGS && (flags & FLAG.ACK) === 0) socket.write(frame(FRAME.SETTINGS, FLAG.ACK, 0))
       if (stream !== 1) return
+      if (type === FRAME.HEADERS && reader === undefined) {
+        socket.write(windowUpdate(1, 1024))
+        reader = setInterval(() => socket.write(windowUpdate(1, 1024)), 600) // the client's own pace
+      }
       if (type === FRAME.DATA) {
         got += payload.length
         firstBytes()
@@ -246,8 +254,6 @@ t.test('a stream whose answer ended upstream and whose client reads it slowly bu
     })
   })
   socket.write(Buffer.concat([PREFACE, settingsFrame([[4, 0]]), frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 1, getBlock(`127.0.0.1:${tether.port}`, '/slow-tail', 'http'))]))
-  const reader = setInterval(() => socket.write(windowUpdate(1, 1024)), 600) // the client's own pace
-  t.teardown(() => clearInterval(reader))
   const how = await within(ended, 20_000, 'the answer to end')
   clearInterval(reader)
   t.equal(how, 'end', 'ended, not reset')
