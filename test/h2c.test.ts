@@ -289,6 +289,31 @@ t.test('a stream reset by its client while the rest of an ended answer waits for
   t.match(logs.access()[0], { status: 200, outcome: 'client_abort' }, 'the client left before it had the answer')
 })
 
+t.test('a graceful stop waits for an ended answer still waiting for its client\'s window no longer than the grace period, and logs it', async (t) => {
+  // the stream holds its connection open (a GOAWAY lets open streams finish) until the grace
+  // period ends and the connection is closed; its access line is written then, not lost
+  let upstreamDone = false
+  const up = await startUpstream('app-0', (_req, res) => {
+    res.on('finish', () => { upstreamDone = true })
+    res.end(Buffer.alloc(10 * 1024, 'y'))
+  })
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } } }), { logger: createLogger('info', logs) })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const s = http2.connect(tether.url, { settings: { initialWindowSize: 1024 } })
+  t.teardown(() => s.destroy())
+  s.on('error', () => undefined)
+  const stalled = s.request({ ':path': '/held' })
+  stalled.on('error', () => undefined)
+  stalled.pause() // never read: the stall bound (244 s at the defaults) is far off
+  let head = false
+  stalled.once('response', () => { head = true })
+  await waitFor(() => upstreamDone && head, 5_000, 'the answer to end upstream and its head to arrive')
+  await within(tether.close(500), 10_000, 'the graceful stop, bounded by its grace period')
+  await when(onEvent(logs, 'record'), () => logs.access().some((a) => a['path'] === '/held'), 5_000, 'the access line of the held stream')
+  t.match(logs.access().find((a) => a['path'] === '/held'), { status: 200, outcome: 'client_abort' }, 'written, with the status sent')
+})
+
 t.test('a stream whose client reads slowly but steadily is not cut', async (t) => {
   const BODY = 160 * 1024
   const up = await startUpstream('app-0', (_req, res) => res.end(Buffer.alloc(BODY, 'y')))
