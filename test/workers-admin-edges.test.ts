@@ -205,29 +205,29 @@ t.test('the metrics of a worker that exits stay in the sums (counters and histog
     ] },
     { name: 'tether_config_reloads_total', help: 'r', type: 'counter', aggregator: 'sum', values: reloads === 0 ? [] : [{ value: reloads, labels: { result: 'ok' } }] },
   ]
-  const ledger = new MetricsLedger()
+  const ledger = new MetricsLedger(300_000)
   ledger.seen(1, snap(10, 3, 1))
   ledger.seen(2, snap(5, 1, 1))
   ledger.reloaded(true)
-  ledger.gone(2) // exits; its replacement starts from 0
+  ledger.gone(2, 0) // exits; its replacement starts from 0
   ledger.seen(3, snap(1, 0, 0))
-  const text = (await aggregateMetrics(ledger.snapshots([[1, snap(12, 4, 1)], [3, snap(1, 0, 0)]]))).text
+  const text = (await aggregateMetrics(ledger.snapshots([[1, snap(12, 4, 1)], [3, snap(1, 0, 0)]], 0))).text
   t.equal(total(text, 'tether_http_requests_total'), 18, 'a counter: the live workers plus the last count of the one gone (12 + 1 + 5)')
   t.equal(total(text, 'tether_upstream_duration_seconds_count'), 18, 'a histogram the same')
   t.equal(total(text, 'tether_websocket_connections'), 4, 'a gauge: the live workers only')
   t.equal(total(text, 'tether_config_reloads_total', 'result="ok"'), 1, 'one reload of the primary, not one per worker')
   ledger.seen(1, snap(12, 4, 1))
-  t.equal(total((await aggregateMetrics(ledger.snapshots([[1, null], [3, snap(1, 0, 0)]]))).text, 'tether_http_requests_total'), 18, 'a worker that did not answer in time counts with its last answer')
+  t.equal(total((await aggregateMetrics(ledger.snapshots([[1, null], [3, snap(1, 0, 0)]], 0))).text, 'tether_http_requests_total'), 18, 'a worker that did not answer in time counts with its last answer')
   ledger.seen(1, [])
-  t.equal(total((await aggregateMetrics(ledger.snapshots([[1, []], [3, snap(1, 0, 0)]]))).text, 'tether_http_requests_total'), 18, 'so does one whose metrics failed (an empty answer)')
+  t.equal(total((await aggregateMetrics(ledger.snapshots([[1, []], [3, snap(1, 0, 0)]], 0))).text, 'tether_http_requests_total'), 18, 'so does one whose metrics failed (an empty answer)')
   // a worker that answers this scrape, then exits before the others have answered
   ledger.seen(5, snap(7, 0, 0))
-  ledger.gone(5)
-  t.equal(total((await aggregateMetrics(ledger.snapshots([[1, snap(12, 4, 1)], [3, snap(1, 0, 0)], [5, snap(7, 0, 0)]]))).text, 'tether_http_requests_total'), 25, 'one that exits during a scrape is counted once (12 + 1 + 5 + 7)')
+  ledger.gone(5, 0)
+  t.equal(total((await aggregateMetrics(ledger.snapshots([[1, snap(12, 4, 1)], [3, snap(1, 0, 0)], [5, snap(7, 0, 0)]], 0))).text, 'tether_http_requests_total'), 25, 'one that exits during a scrape is counted once (12 + 1 + 5 + 7)')
   ledger.seen(5, snap(9, 0, 0))
-  t.equal(total((await aggregateMetrics(ledger.snapshots([[1, snap(12, 4, 1)], [3, snap(1, 0, 0)]]))).text, 'tether_http_requests_total'), 25, 'and a late answer of one gone is not kept')
-  ledger.gone(4) // never scraped: nothing to keep
-  t.equal(total((await aggregateMetrics(ledger.snapshots([[1, snap(12, 4, 1)], [3, snap(1, 0, 0)]]))).text, 'tether_http_requests_total'), 25)
+  t.equal(total((await aggregateMetrics(ledger.snapshots([[1, snap(12, 4, 1)], [3, snap(1, 0, 0)]], 0))).text, 'tether_http_requests_total'), 25, 'and a late answer of one gone is not kept')
+  ledger.gone(4, 0) // never scraped: nothing to keep
+  t.equal(total((await aggregateMetrics(ledger.snapshots([[1, snap(12, 4, 1)], [3, snap(1, 0, 0)]], 0))).text, 'tether_http_requests_total'), 25)
 })
 
 t.test("a gone worker's series of an upstream no live worker has any more are dropped, as one process drops a removed upstream's", async (t) => {
@@ -238,12 +238,12 @@ t.test("a gone worker's series of an upstream no live worker has any more are dr
     { name: 'tether_http_requests_total', help: 'h', type: 'counter', aggregator: 'sum', values: [...ups, 'none'].map((u) => ({ value: requests, labels: { upstream: u, method: 'GET', status_class: '2xx' } })) },
     { name: 'tether_failovers_total', help: 'f', type: 'counter', aggregator: 'sum', values: ups.map((u) => ({ value: 1, labels: { from: u, reason: 'dead' } })) },
   ]
-  const ledger = new MetricsLedger()
+  const ledger = new MetricsLedger(300_000)
   ledger.seen(1, snap(['a', 'pod-1'], 5))
-  ledger.gone(1) // crashed while pod-1 was there
-  let text = (await aggregateMetrics(ledger.snapshots([[2, snap(['a', 'pod-1'], 2)]]))).text
+  ledger.gone(1, 0) // crashed while pod-1 was there
+  let text = (await aggregateMetrics(ledger.snapshots([[2, snap(['a', 'pod-1'], 2)]], 0))).text
   t.equal(total(text, 'tether_http_requests_total', 'upstream="pod-1"'), 7, 'while pod-1 is current, its gone count stays in the sum')
-  text = (await aggregateMetrics(ledger.snapshots([[2, snap(['a'], 2)]]))).text
+  text = (await aggregateMetrics(ledger.snapshots([[2, snap(['a'], 2)]], 0))).text
   t.notMatch(text, /pod-1/, 'once no live worker has pod-1: none of its series')
   t.equal(total(text, 'tether_http_requests_total', 'upstream="a"'), 7, "the current upstream's sum is kept")
   t.equal(total(text, 'tether_failovers_total', 'from="a"'), 2)
@@ -251,13 +251,40 @@ t.test("a gone worker's series of an upstream no live worker has any more are dr
 
   // a removal: the live worker keeps the removed upstream's series for their grace, so does the sum
   ledger.seen(3, snap(['a', 'pod-2'], 4))
-  ledger.gone(3) // crashed while pod-2 was there
+  ledger.gone(3, 0) // crashed while pod-2 was there
   const removed = snap(['a'], 2).map((m) => m.name !== 'tether_failovers_total' ? m
     : { ...m, values: [...m.values, { value: 3, labels: { from: 'pod-2', reason: 'drain' } }] }) // its users moved after the removal
-  text = (await aggregateMetrics(ledger.snapshots([[2, removed]]))).text
+  text = (await aggregateMetrics(ledger.snapshots([[2, removed]], 0))).text
   t.equal(total(text, 'tether_failovers_total', 'from="pod-2"'), 4, 'while a live worker still shows pod-2 (its grace), the gone count stays in the sum: no fall')
-  text = (await aggregateMetrics(ledger.snapshots([[2, snap(['a'], 2)]]))).text
+  text = (await aggregateMetrics(ledger.snapshots([[2, snap(['a'], 2)]], 0))).text
   t.notMatch(text, /pod-2/, 'once no live worker shows pod-2 any more: none of its series')
+})
+
+t.test("a roll that replaces every worker within a removed upstream's grace keeps the gone workers' counts of it for that grace, as one process would", async (t) => {
+  const { MetricsLedger } = await import('../src/workers/metrics-ledger.js')
+  const { aggregateMetrics } = await import('../src/observability/metrics.js')
+  const snap = (failovers: Readonly<Record<string, number>>) => [
+    { name: 'tether_upstream_state', help: 's', type: 'gauge', aggregator: 'first', values: [{ value: 1, labels: { upstream: 'a', state: 'healthy' } }] },
+    { name: 'tether_failovers_total', help: 'f', type: 'counter', aggregator: 'sum', values: Object.entries(failovers).map(([from, value]) => ({ value, labels: { from, reason: 'drain' } })) },
+  ]
+  const ledger = new MetricsLedger(300_000)
+  const scrape = async (answers: readonly (readonly [number, ReturnType<typeof snap>])[], now: number): Promise<string> => {
+    for (const [id, s] of answers) ledger.seen(id, s)
+    return (await aggregateMetrics(ledger.snapshots(answers, now))).text
+  }
+  // pod-3 removed at t=0; both workers count its users' moves and keep its series for their grace
+  t.equal(total(await scrape([[1, snap({ a: 1, 'pod-3': 5 })], [2, snap({ a: 1, 'pod-3': 3 })]], 1_000), 'tether_failovers_total', 'from="pod-3"'), 8)
+  // a reload that needs new workers replaces both at t=10 s; the new ones never saw pod-3
+  ledger.gone(1, 10_000)
+  ledger.gone(2, 11_000)
+  let text = await scrape([[3, snap({ a: 0 })], [4, snap({ a: 0 })]], 12_000)
+  t.equal(total(text, 'tether_failovers_total', 'from="pod-3"'), 8, "the moves pod-3's removal caused are still scraped after the roll")
+  t.equal(total(text, 'tether_failovers_total', 'from="a"'), 2)
+  text = await scrape([[3, snap({ a: 0 })], [4, snap({ a: 0 })]], 310_000)
+  t.equal(total(text, 'tether_failovers_total', 'from="pod-3"'), 8, 'until the grace from the last exit')
+  text = await scrape([[3, snap({ a: 0 })], [4, snap({ a: 0 })]], 311_000)
+  t.notMatch(text, /pod-3/, 'then its series go')
+  t.equal(total(text, 'tether_failovers_total', 'from="a"'), 2, "the current upstream's sum is unchanged")
 })
 
 t.test("a removed upstream's series that one live worker drops at the end of its grace, while another still shows them, stay in the sum: no fall", async (t) => {
@@ -267,10 +294,10 @@ t.test("a removed upstream's series that one live worker drops at the end of its
     { name: 'tether_upstream_state', help: 's', type: 'gauge', aggregator: 'first', values: [{ value: 1, labels: { upstream: 'a', state: 'healthy' } }] },
     { name: 'tether_failovers_total', help: 'f', type: 'counter', aggregator: 'sum', values: Object.entries(failovers).map(([from, value]) => ({ value, labels: { from, reason: 'drain' } })) },
   ]
-  const ledger = new MetricsLedger()
+  const ledger = new MetricsLedger(300_000)
   const scrape = async (answers: readonly (readonly [number, ReturnType<typeof snap>])[]): Promise<string> => {
     for (const [id, s] of answers) ledger.seen(id, s)
-    return (await aggregateMetrics(ledger.snapshots(answers))).text
+    return (await aggregateMetrics(ledger.snapshots(answers, 0))).text
   }
   // pod-3 removed: both workers keep its series for a grace from their own last count of it
   t.equal(total(await scrape([[1, snap({ a: 1, 'pod-3': 5 })], [2, snap({ a: 1, 'pod-3': 3 })]]), 'tether_failovers_total', 'from="pod-3"'), 8)
@@ -293,16 +320,16 @@ t.test("a counter every worker counts alike (read with max) never falls, even wh
     { name: 'tether_affinity_evictions_total', help: 'e', type: 'counter', aggregator: 'max', values: evictions < 0 ? [] : [{ value: evictions, labels: {} }] },
     { name: 'tether_affinity_entries', help: 'n', type: 'gauge', aggregator: 'max', values: [{ value: entries, labels: {} }] },
   ]
-  const ledger = new MetricsLedger()
+  const ledger = new MetricsLedger(300_000)
   const scrape = async (live: [number, unknown][]): Promise<[number, number]> => {
     for (const [id, s] of live) ledger.seen(id, s)
-    const text = (await aggregateMetrics(ledger.snapshots(live))).text
+    const text = (await aggregateMetrics(ledger.snapshots(live, 0))).text
     return [total(text, 'tether_affinity_evictions_total'), total(text, 'tether_affinity_entries')]
   }
   t.same(await scrape([[1, snap(100, 50)], [2, snap(98, 50)]]), [100, 50], 'the highest count of the live workers')
-  ledger.gone(1) // a roll replaces worker 1: its replacement counts from 0
+  ledger.gone(1, 0) // a roll replaces worker 1: its replacement counts from 0
   t.same(await scrape([[2, snap(104, 50)], [3, snap(3, 50)]]), [104, 50], 'worker 2 still counts the most')
-  ledger.gone(2) // then worker 2: no live worker counted the first 104
+  ledger.gone(2, 0) // then worker 2: no live worker counted the first 104
   t.same(await scrape([[3, snap(6, 48)], [4, snap(0, 49)]]), [104, 49], 'the counter stays where it was, not 6 (a fall reads as a reset); a gauge is the live value')
   t.same(await scrape([[3, snap(10, 50)], [4, snap(8, 50)]]), [108, 50], 'and goes on by what the workers count since')
   t.same(await scrape([[3, snap(-1, 50)], [4, snap(-1, 50)]]), [108, 50], 'a series no live worker has yet keeps its value')

@@ -5,7 +5,7 @@
 // before another does; the counters every worker counts
 // alike (read with `max`), kept from falling when the workers that counted longest are all
 // replaced; and the config reloads, counted once by the primary rather than once per worker.
-// Layer 2 state owner: no I/O, no clock.
+// Layer 2 state owner: no I/O, no clock (the primary gives the times: monotonic ms).
 
 /** One metric as prom-client's getMetricsAsJSON() gives it (the wire format of a worker's snapshot). */
 interface MetricData {
@@ -35,10 +35,16 @@ const NO_UPSTREAM = 'none'
  * counts are kept (counts after its last scrape were never shown, so nothing shown falls).
  */
 export class MetricsLedger {
+  /**
+   * @param grace how long a removed upstream's series stay after its last count, ms, as each
+   * worker keeps them (REMOVED_SERIES_GRACE_MS)
+   */
+  constructor(private readonly grace: number) {}
+
   /** Each live worker's last snapshot. */
   readonly #last = new Map<number, readonly MetricData[]>()
   /** The summed counters and histograms of the workers gone: metric name -> (series key -> value). */
-  readonly #departed = new Map<string, { readonly meta: Omit<MetricData, 'values'>; readonly series: Map<string, MetricValue> }>()
+  readonly #departed = new Map<string, { readonly meta: Omit<MetricData, 'values'>; readonly series: Map<string, Departed> }>()
   /**
    * The counters aggregated with `max` (each worker counts the same events of its copy of the
    * affinity table): per series, the value last shown and what is added to the live workers'
@@ -60,13 +66,13 @@ export class MetricsLedger {
     if (before !== undefined) this.#keepDropped(before, snapshot as MetricData[])
   }
 
-  /** Worker `id` exited: its last counts stay in the sums. */
-  gone(id: number): void {
+  /** Worker `id` exited at `now`: its last counts stay in the sums. */
+  gone(id: number, now: number): void {
     this.#gone.add(id)
     const last = this.#last.get(id)
     this.#last.delete(id)
     if (last === undefined) return
-    for (const m of last) if (summed(m)) this.#depart(m, m.values)
+    for (const m of last) if (summed(m)) this.#depart(m, m.values, now + this.grace)
   }
 
   /** The primary reloaded the config file: applied (true) or rejected (false). */
@@ -80,7 +86,7 @@ export class MetricsLedger {
    * empty: not answered in time, or its metrics failed, its last answer then) without their
    * reload counts, the gone workers' counts, and the primary's reload counts.
    */
-  snapshots(live: readonly (readonly [id: number, snapshot: unknown])[]): unknown[] {
+  snapshots(live: readonly (readonly [id: number, snapshot: unknown])[], now: number): unknown[] {
     const out: unknown[] = []
     /** The `max` counters' live highest value: metric name -> (series key -> value). */
     const highest = new Map<string, Map<string, number>>()
@@ -102,8 +108,8 @@ export class MetricsLedger {
       }
       out.push(metrics.filter((m) => m.name !== RELOADS && !this.#maxCounter(m, highest)))
     }
-    if (current !== null) this.#forgetRemoved(current.add(NO_UPSTREAM))
-    const extra: MetricData[] = [...this.#departed.values()].map((d) => ({ ...d.meta, values: [...d.series.values()] }))
+    if (current !== null) this.#forgetRemoved(current.add(NO_UPSTREAM), now)
+    const extra: MetricData[] = [...this.#departed.values()].map((d) => ({ ...d.meta, values: [...d.series.values()].map((s) => s.value) }))
     for (const [name, m] of this.#maxed) {
       const live = highest.get(name)
       const values: MetricValue[] = []
@@ -140,18 +146,26 @@ export class MetricsLedger {
       if (named.length === 0) continue
       const kept = new Set((now.find((n) => n.name === m.name)?.values ?? []).map(seriesKey))
       const dropped = named.filter((v) => !kept.has(seriesKey(v)))
-      if (dropped.length > 0) this.#depart(m, dropped)
+      if (dropped.length > 0) this.#depart(m, dropped, null)
     }
   }
 
-  /** Adds `values` (counts of a metric `m` a worker no longer shows) to the gone counts. */
-  #depart(m: MetricData, values: readonly MetricValue[]): void {
+  /**
+   * Adds `values` (counts of a metric `m` a worker no longer shows) to the gone counts; `until`:
+   * a gone worker's, kept that long when no live worker shows their upstream (null: a live
+   * worker's grace for it is over).
+   */
+  #depart(m: MetricData, values: readonly MetricValue[], until: number | null): void {
     let d = this.#departed.get(m.name)
     if (d === undefined) this.#departed.set(m.name, (d = { meta: { name: m.name, help: m.help, type: m.type, aggregator: 'sum' }, series: new Map() }))
     for (const v of values) {
       const key = seriesKey(v)
       const had = d.series.get(key)
-      d.series.set(key, had === undefined ? v : { ...v, value: had.value + v.value })
+      if (had === undefined) d.series.set(key, { value: v, until })
+      else {
+        had.value = { ...v, value: had.value.value + v.value }
+        had.until = had.until === null || until === null ? null : Math.max(had.until, until)
+      }
     }
   }
 
@@ -160,12 +174,17 @@ export class MetricsLedger {
    * by a reload or by discovery, and past the grace each worker keeps a removed upstream's
    * series for), as one process drops a removed upstream's series: else every pod of every
    * rollout that a replaced worker had counted stayed in /metrics for good. Kept while a live
-   * worker still shows it, so the sum does not fall (a false reset) during that grace.
+   * worker still shows it, so the sum does not fall (a false reset) during that grace. A gone
+   * worker's counts that no live worker has shown since (a roll replaced every worker within a
+   * removed upstream's grace) stay for the grace from its exit instead: the moves the removal
+   * caused are scraped, as with one process.
    */
-  #forgetRemoved(current: ReadonlySet<string>): void {
+  #forgetRemoved(current: ReadonlySet<string>, now: number): void {
     for (const d of this.#departed.values()) {
-      for (const [key, v] of d.series) {
-        if (UPSTREAM_LABELS.some((l) => v.labels[l] !== undefined && !current.has(String(v.labels[l])))) d.series.delete(key)
+      for (const [key, s] of d.series) {
+        const v = s.value
+        if (!UPSTREAM_LABELS.some((l) => v.labels[l] !== undefined && !current.has(String(v.labels[l])))) s.until = null // shown live: its grace is the live worker's
+        else if (s.until === null || now >= s.until) d.series.delete(key)
       }
     }
   }
@@ -187,6 +206,12 @@ export class MetricsLedger {
     }
     return true
   }
+}
+
+/** A gone count: its series, and until when it stays while no live worker shows its upstream (null: no longer than they do). */
+interface Departed {
+  value: MetricValue
+  until: number | null
 }
 
 /** Is `m` summed over workers and never falling in one (a counter or histogram, not the reloads)? */

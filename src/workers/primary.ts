@@ -23,6 +23,7 @@ import { warnOpenAdmin } from '../admin/bearer-token.js'
 import { Hub } from './hub.js'
 import { SilenceWatch, WATCHDOG_INTERVAL, WATCHDOG_TIMEOUT } from './silence-watch.js'
 import { MetricsLedger } from './metrics-ledger.js'
+import { REMOVED_SERIES_GRACE_MS } from '../observability/metrics.js'
 import { guardHandoffs, handedOn } from './handoff-guard.js'
 import { isTetherMessage, WORKER_ENV, type ToPrimary, type ToWorker } from './messages.js'
 import { workerCount } from './worker-count.js'
@@ -107,7 +108,7 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
   let ask = 0
   const readyWaits = new Map<number, { resolve: () => void; reject: (e: Error) => void }>()
   const watch = new SilenceWatch()
-  const ledger = new MetricsLedger()
+  const ledger = new MetricsLedger(REMOVED_SERIES_GRACE_MS)
   // the workers share the secret the primary makes: a worker cannot tell it was never set (at
   // the start, and at a reload that leaves it unset where it was set)
   const unsigned = (c: Config): boolean => c.affinity.key === 'cookie' && c.affinity.cookie.secret === null
@@ -204,7 +205,7 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
       running.delete(worker.id)
       watch.forget(worker.id)
       hub.gone(worker.id)
-      ledger.gone(worker.id)
+      ledger.gone(worker.id, performance.now())
       // one stopped while it started (a roll retiring a restarted worker) did not fail
       if (!r.stopping) readyWaits.get(worker.id)?.reject(new Error(`worker ${index} exited before it was ready (${signal ?? `code ${code}`})`))
       readyWaits.delete(worker.id)
@@ -299,7 +300,7 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
         })
         send(r.worker, { tether: 'ask', call, op: 'metrics' })
       })))
-      return ledger.snapshots(answers)
+      return ledger.snapshots(answers, performance.now())
     },
   }, logger, first.admin.allowed_hosts).catch((err: unknown) => {
     // the key to change is in the config file: name it too
