@@ -285,6 +285,16 @@ t.test("a roll that replaces every worker within a removed upstream's grace keep
   text = await scrape([[3, snap({ a: 0 })], [4, snap({ a: 0 })]], 311_000)
   t.notMatch(text, /pod-3/, 'then its series go')
   t.equal(total(text, 'tether_failovers_total', 'from="a"'), 2, "the current upstream's sum is unchanged")
+
+  // a roll one worker at a time (as Tether rolls): the one still running shows pod-5 when the first has gone
+  t.equal(total(await scrape([[3, snap({ a: 0, 'pod-5': 2 })], [4, snap({ a: 0, 'pod-5': 1 })]], 400_000), 'tether_failovers_total', 'from="pod-5"'), 3)
+  ledger.gone(3, 401_000)
+  t.equal(total(await scrape([[4, snap({ a: 0, 'pod-5': 1 })], [5, snap({ a: 0 })]], 402_000), 'tether_failovers_total', 'from="pod-5"'), 3)
+  ledger.gone(4, 403_000)
+  text = await scrape([[5, snap({ a: 0 })], [6, snap({ a: 0 })]], 404_000)
+  t.equal(total(text, 'tether_failovers_total', 'from="pod-5"'), 3, 'kept after a roll of one worker at a time too')
+  text = await scrape([[5, snap({ a: 0 })], [6, snap({ a: 0 })]], 703_000)
+  t.notMatch(text, /pod-5/, 'for the grace from the last exit')
 })
 
 t.test("a removed upstream's series that one live worker drops at the end of its grace, while another still shows them, stay in the sum: no fall", async (t) => {

@@ -164,7 +164,7 @@ export class MetricsLedger {
       if (had === undefined) d.series.set(key, { value: v, until })
       else {
         had.value = { ...v, value: had.value.value + v.value }
-        had.until = had.until === null || until === null ? null : Math.max(had.until, until)
+        had.until = until === null ? null : Math.max(had.until ?? until, until) // a worker's exit: the grace from it
       }
     }
   }
