@@ -261,17 +261,7 @@ t.test("a gone worker's series of an upstream no live worker has any more are dr
 })
 
 t.test("a roll that replaces every worker within a removed upstream's grace keeps the gone workers' counts of it for that grace, as one process would", async (t) => {
-  const { MetricsLedger } = await import('../src/workers/metrics-ledger.js')
-  const { aggregateMetrics } = await import('../src/observability/metrics.js')
-  const snap = (failovers: Readonly<Record<string, number>>) => [
-    { name: 'tether_upstream_state', help: 's', type: 'gauge', aggregator: 'first', values: [{ value: 1, labels: { upstream: 'a', state: 'healthy' } }] },
-    { name: 'tether_failovers_total', help: 'f', type: 'counter', aggregator: 'sum', values: Object.entries(failovers).map(([from, value]) => ({ value, labels: { from, reason: 'drain' } })) },
-  ]
-  const ledger = new MetricsLedger(300_000)
-  const scrape = async (answers: readonly (readonly [number, ReturnType<typeof snap>])[], now: number): Promise<string> => {
-    for (const [id, s] of answers) ledger.seen(id, s)
-    return (await aggregateMetrics(ledger.snapshots(answers, now))).text
-  }
+  const { ledger, snap, scrape } = await failoverLedger()
   // pod-3 removed at t=0; both workers count its users' moves and keep its series for their grace
   t.equal(total(await scrape([[1, snap({ a: 1, 'pod-3': 5 })], [2, snap({ a: 1, 'pod-3': 3 })]], 1_000), 'tether_failovers_total', 'from="pod-3"'), 8)
   // a reload that needs new workers replaces both at t=10 s; the new ones never saw pod-3
@@ -298,17 +288,8 @@ t.test("a roll that replaces every worker within a removed upstream's grace keep
 })
 
 t.test("a removed upstream's series that one live worker drops at the end of its grace, while another still shows them, stay in the sum: no fall", async (t) => {
-  const { MetricsLedger } = await import('../src/workers/metrics-ledger.js')
-  const { aggregateMetrics } = await import('../src/observability/metrics.js')
-  const snap = (failovers: Readonly<Record<string, number>>) => [
-    { name: 'tether_upstream_state', help: 's', type: 'gauge', aggregator: 'first', values: [{ value: 1, labels: { upstream: 'a', state: 'healthy' } }] },
-    { name: 'tether_failovers_total', help: 'f', type: 'counter', aggregator: 'sum', values: Object.entries(failovers).map(([from, value]) => ({ value, labels: { from, reason: 'drain' } })) },
-  ]
-  const ledger = new MetricsLedger(300_000)
-  const scrape = async (answers: readonly (readonly [number, ReturnType<typeof snap>])[]): Promise<string> => {
-    for (const [id, s] of answers) ledger.seen(id, s)
-    return (await aggregateMetrics(ledger.snapshots(answers, 0))).text
-  }
+  const { snap, scrape: at } = await failoverLedger()
+  const scrape = (answers: Parameters<typeof at>[0]): Promise<string> => at(answers, 0)
   // pod-3 removed: both workers keep its series for a grace from their own last count of it
   t.equal(total(await scrape([[1, snap({ a: 1, 'pod-3': 5 })], [2, snap({ a: 1, 'pod-3': 3 })]]), 'tether_failovers_total', 'from="pod-3"'), 8)
   // worker 2's grace ended first (worker 1 counted a move from pod-3 later)
@@ -407,3 +388,19 @@ t.test('a SIGHUP or SIGTERM while the workers start is applied once they have st
     t.equal(await exited, 0, `${signal}: a graceful stop in the end (exit 0, not the signal's default)`)
   }
 })
+
+/** A ledger of two metrics (upstream "a"'s state; failovers by `from`) and a scrape of it at a time. */
+async function failoverLedger() {
+  const { MetricsLedger } = await import('../src/workers/metrics-ledger.js')
+  const { aggregateMetrics } = await import('../src/observability/metrics.js')
+  const snap = (failovers: Readonly<Record<string, number>>) => [
+    { name: 'tether_upstream_state', help: 's', type: 'gauge', aggregator: 'first', values: [{ value: 1, labels: { upstream: 'a', state: 'healthy' } }] },
+    { name: 'tether_failovers_total', help: 'f', type: 'counter', aggregator: 'sum', values: Object.entries(failovers).map(([from, value]) => ({ value, labels: { from, reason: 'drain' } })) },
+  ]
+  const ledger = new MetricsLedger(300_000)
+  const scrape = async (answers: readonly (readonly [number, ReturnType<typeof snap>])[], now: number): Promise<string> => {
+    for (const [id, s] of answers) ledger.seen(id, s)
+    return (await aggregateMetrics(ledger.snapshots(answers, now))).text
+  }
+  return { ledger, snap, scrape }
+}
