@@ -28,6 +28,7 @@ const LAYERS: [RegExp, number][] = [
   [/^upstream\/(address|endpoint-slices)\.ts$/, 1],
   [/^affinity\/(key|client-ip|cookie-codec|cookie-issuer|session-id|key-hash)\.ts$/, 1],
   [/^config\/(validate|duration|env|reload)\.ts$/, 1],
+  [/^secret-text\.ts$/, 1],
   [/^proxy\/(headers|retry|outcome|interim-response|websocket-frames)\.ts$/, 1],
   [/^affinity\/(table|session-table|session-records|app-cookie|bounded-map|key-slots|key-arena)\.ts$/, 2],
   [/^routing\/router\.ts$/, 2],

@@ -605,13 +605,13 @@ const syntaxCases: { name: string; text: string; issue: string; detail: string[]
     name: 'a value starting with a reserved character',
     text: yaml('admin: { token: @secret }', ...UPSTREAM),
     issue: `${FILE}:1:17: YAML syntax error: Plain value cannot start with reserved character @`,
-    detail: ['  1 | admin: { token: @secret }', '    |                 ^', 'hint: a value starting with @ must be quoted, e.g. key: "@..."'],
+    detail: ['  1 | admin: { token: ******* }', '    |                 ^', 'hint: a value starting with @ must be quoted, e.g. key: "@..."'],
   },
   {
     name: 'text after a closing quote',
     text: yaml(...UPSTREAM, 'admin: { token: "a" b }'),
     issue: `${FILE}:4:21: YAML syntax error: Unexpected scalar at node end`,
-    detail: ['  4 | admin: { token: "a" b }', '    |                     ^', 'hint: there is text after the end of a value (after a closing quote or bracket): quote the whole value or remove the extra text'],
+    detail: ['  4 | admin: { token: "*"** }', '    |                     ^', 'hint: there is text after the end of a value (after a closing quote or bracket): quote the whole value or remove the extra text'],
   },
   {
     name: 'two YAML documents (the parser\'s advice to call another function is left out)',
@@ -624,7 +624,7 @@ const syntaxCases: { name: string; text: string; issue: string; detail: string[]
     text: `{"upstreams": [{"id": "a", "url": "http://127.0.0.1:9001"}], "listen": {"host": "0.0.0.0", "port": 8080}, "log": {"level": "info", "access": true}, "admin": {"token": "y}\n`,
     issue: `${FILE}:1:168: YAML syntax error: Missing closing "quote`,
     detail: [
-      '  1 | …el": "info", "access": true}, "admin": {"token": "y}',
+      '  1 | …el": "info", "access": true}, "admin": {"token": "**',
       `    | ${' '.repeat(50)}^`,
       'hint: this quoted value is never closed: end it with " on the same line',
     ],
@@ -642,6 +642,82 @@ for (const c of syntaxCases) {
       t.strictSame(e.issues, [c.issue])
       t.strictSame(e.detail, c.detail)
       t.equal(e.message, [c.issue, ...c.detail].join('\n'))
+    }
+  })
+}
+
+/**
+ * Secrets on the line a syntax error shows: masked character for character (the caret still
+ * under the mistake), in every shape a password, passphrase, token or secret is written.
+ */
+const secretLineCases: { name: string; text: string; secret: string; detail: string[] }[] = [
+  {
+    name: 'a block password with ": " in it',
+    text: yaml(...UPSTREAM, 'state:', '  redis:', '    password: hunter2: x'),
+    secret: 'hunter2',
+    detail: ['  6 |     password: **********', '    |               ^'],
+  },
+  {
+    name: 'a URL with credentials',
+    text: yaml(...UPSTREAM, 'state:', '  redis:', '    url: redis://u:s3cret@h:6379: x'),
+    secret: 's3cret',
+    detail: ['  6 |     url: redis://u:******@h:6379: x', '    |          ^'],
+  },
+  {
+    name: 'a URL with credentials on a line of its own',
+    text: yaml(...UPSTREAM, 'state:', '  redis:', '    url: redis://h:6379', '    redis://u:s3cret@h'),
+    secret: 's3cret',
+    detail: ['  7 |     redis://u:******@h', '    |     ^'],
+  },
+  {
+    name: 'a flow mapping',
+    text: yaml(...UPSTREAM, 'state: { redis: { password: hunter2, x: [ } }'),
+    secret: 'hunter2',
+    detail: ['  4 | state: { redis: { password: *******, x: [ } }', '    |                                         ^'],
+  },
+  {
+    name: 'a URL in a flow mapping',
+    text: yaml(...UPSTREAM, 'state: { redis: { url: redis://u:s3cret@h:6379, x: [ } }'),
+    secret: 's3cret',
+    detail: ['  4 | state: { redis: { url: redis://u:******@h:6379, x: [ } }', '    |                                                    ^'],
+  },
+  {
+    name: 'an unclosed quoted Sentinel password (any case, `_`)',
+    text: yaml(...UPSTREAM, 'state:', '  redis:', "    Sentinel_Password: 'hunter2"),
+    secret: 'hunter2',
+    detail: ["  6 |     Sentinel_Password: '*******", '    |                        ^'],
+  },
+  {
+    name: 'a quoted passphrase with text after it (`-`)',
+    text: yaml(...UPSTREAM, 'tls:', '  key-passphrase: "hunter2" x'),
+    secret: 'hunter2',
+    detail: ['  5 |   key-passphrase: "*******"**', '    |                             ^'],
+  },
+  {
+    name: 'a quoted key in a JSON-style line',
+    text: yaml(...UPSTREAM, '{"log": {"session_secret": "hunter2", "x": [}}'),
+    secret: 'hunter2',
+    detail: ['  4 | {"log": {"session_secret": "*******", "x": [}}', '    |                                            ^'],
+  },
+  {
+    name: 'a password whose colon is missing (the hint repeats the line)',
+    text: yaml(...UPSTREAM, 'state:', '  redis:', '    password hunter2', '    db: 1'),
+    secret: 'hunter2',
+    detail: ['  6 |     password *******', '    |     ^'],
+  },
+]
+
+for (const c of secretLineCases) {
+  t.test(`a YAML syntax error's line shows no secret, the caret still at the mistake: ${c.name}`, async (t) => {
+    try {
+      parseConfig(c.text, FILE)
+      t.fail('config was accepted')
+    } catch (err) {
+      const e = err as ConfigError
+      t.ok(e instanceof ConfigError)
+      t.strictSame(e.detail.slice(0, 2), c.detail)
+      t.notMatch(e.message, c.secret)
+      t.equal(e.detail[1]!.indexOf('^') - '    | '.length, Number(/^:\d+:(\d+):/.exec(e.issues[0]!.slice(FILE.length))![1]) - 1, 'caret under the column the issue names')
     }
   })
 }

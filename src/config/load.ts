@@ -9,6 +9,7 @@ import { isAlias, isMap, isScalar, isSeq, LineCounter, parseAllDocuments, parseD
 import type { Config } from './schema.js'
 import type { Env } from './env.js'
 import { pemFiles } from '../tls/pem.js'
+import { maskSecretLine } from '../secret-text.js'
 import { ConfigError, formatIssue, validateConfig, type ConfigFiles, type Pos, type ScalarValue, type SourceNode } from './validate.js'
 
 /** Alias expansions allowed in one file (guards against "billion laughs" documents). */
@@ -225,7 +226,7 @@ function explain(text: string, error: YAMLError): { offset: number; hint: string
         return { offset: at, hint: 'a list item ("- ...") where a key was expected: indent it under the key whose list it is' }
       }
       if (!content.includes(':')) {
-        return { offset: at, hint: `a key needs a colon after it: write "${content}:"` }
+        return { offset: at, hint: `a key needs a colon after it: write "${maskSecretLine(content)}:"` }
       }
       return { offset: at, hint: 'a key must be on one line and end with ": "' }
     }
@@ -278,11 +279,15 @@ function openingBracket(text: string, at: number, open: string, close: string): 
   return undefined
 }
 
-/** Line `pos.line` of `text` and a caret under `pos.col`, tabs shown as "→" so the caret lines up. */
+/**
+ * Line `pos.line` of `text` and a caret under `pos.col`, tabs shown as "→" so the caret lines up,
+ * and its secrets (a password/token/secret key's value, a URL's password) masked character for
+ * character, as this goes to stderr and to `tether check`'s output.
+ */
 function excerpt(text: string, pos: Pos): string[] {
   const source = text.split('\n')[pos.line - 1]
   if (source === undefined) return []
-  let shown = source.replace(/\r$/, '').replaceAll('\t', '→')
+  let shown = maskSecretLine(source.replace(/\r$/, '')).replaceAll('\t', '→')
   let col = pos.col
   const WIDTH = 100
   if (shown.length > WIDTH && col > WIDTH / 2) { // a long line (JSON on one line): the part around the column
