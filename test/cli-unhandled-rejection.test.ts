@@ -17,8 +17,20 @@ function get(port: number): Promise<number> {
   })
 }
 
-/** A Tether child (with the hook) in front of one upstream; `extra`: more config lines. */
-async function start(t: Test, extra: string[]): Promise<Awaited<ReturnType<typeof startChildTether>>> {
+// loaded before Tether: SIGUSR2 makes an unhandled rejection with secrets in it, as an ioredis
+// ReplyError for AUTH carries (its command's args) and as a library's message may (a URL); each
+// secret is put together at run time, as the stack names this source
+const SECRET_HOOK = `data:text/javascript,${encodeURIComponent(`process.on('SIGUSR2', () => {
+  const pw = (what) => 'pw-in-' + what
+  const err = new Error('cannot reach redis://tether:' + pw('message') + '@redis:6379', { cause: new Error('via rediss://:' + pw('cause') + '@sentinel:26379') })
+  err.name = 'ReplyError'
+  err.command = { name: 'auth', args: ['tether', pw('args')] }
+  err.code = 'WRONGPASS'
+  Promise.reject(err)
+})`)}`
+
+/** A Tether child (with `hook`) in front of one upstream; `extra`: more config lines. */
+async function start(t: Test, extra: string[], hook = HOOK): Promise<Awaited<ReturnType<typeof startChildTether>>> {
   const app = await startUpstream('app-0')
   t.teardown(() => app.close())
   const child = await startChildTether([
@@ -27,7 +39,7 @@ async function start(t: Test, extra: string[]): Promise<Awaited<ReturnType<typeo
     `upstreams: [ { id: app-0, url: "${app.url}" } ]`,
     ...extra,
     'log: { level: info, access: false }',
-  ].join('\n'), 60_000, [`--import=${HOOK}`])
+  ].join('\n'), 60_000, [`--import=${hook}`])
   t.teardown(() => child.kill())
   return child
 }
@@ -59,4 +71,21 @@ t.test('with workers, a worker logs it with its worker field, as its other lines
   t.type(line()?.['worker'], 'number', 'with its worker field, as its other lines')
   t.equal(child.proc.exitCode, null, 'the primary did not exit')
   t.equal(await get(child.port), 200, 'and still serves')
+})
+
+t.test("an unhandled rejection's secrets are not logged: a Redis command's args, a URL's password in its message and cause", async (t) => {
+  const child = await start(t, [], SECRET_HOOK)
+  child.proc.kill('SIGUSR2')
+  const text = (): string | undefined => child.stdout().split('\n').find((l) => l.includes('unhandled promise rejection'))
+  await waitFor(() => text() !== undefined, 5_000, 'the unhandled rejection to be logged')
+  for (const secret of ['pw-in-message', 'pw-in-cause', 'pw-in-args']) t.notMatch(text(), secret, `${secret} not logged`)
+  const err = (JSON.parse(text()!) as { err: Record<string, unknown> }).err
+  t.match(err, {
+    name: 'ReplyError',
+    code: 'WRONGPASS',
+    message: 'cannot reach redis://tether:***@redis:6379: via rediss://:***@sentinel:26379',
+    command: { name: 'auth' },
+  }, 'the rest of the error is kept: name, code, message (masked), the command name')
+  t.match(err['stack'], /^ReplyError: cannot reach redis:\/\/tether:\*\*\*@redis/, 'and its stack')
+  t.notOk('args' in (err['command'] as object), 'the args are left out')
 })

@@ -1,8 +1,10 @@
 // The only file that imports pino. JSON lines on stdout; the level comes from config
-// `log.level`, overridden by the LOG_LEVEL environment variable (read by the caller).
+// `log.level`, overridden by the LOG_LEVEL environment variable (read by the caller). Every
+// `err` field goes through one serializer that keeps secrets out (see serializeError).
 import { constants, fstatSync, openSync } from 'node:fs'
 import { pino, type Logger } from 'pino'
 import type { LogLevel } from '../config/schema.js'
+import { maskUrlCredentials } from '../secret-text.js'
 
 export type { Logger }
 
@@ -116,8 +118,43 @@ function stdoutDestination(): Destination {
   return dest
 }
 
-/** A logger writing JSON lines to `destination` (default stdout). */
+/** How deep an `err` value is followed (a circular or huge object stops here). */
+const MAX_ERR_DEPTH = 6
+
+/**
+ * The `err` field of every log line: pino's own error serializer (name as `type`, message and
+ * stack with their causes, `code` and the other fields), with what may carry a secret taken
+ * out: a Redis command's arguments (an ioredis ReplyError's `command: { name, args }`: the
+ * args of AUTH, HELLO, MIGRATE ... AUTH or CONFIG SET requirepass are a password) are left out
+ * and its name kept, and the password of every `scheme://user:password@` in any string
+ * (message, stack, a library's field) is `***`. Also for a value that is not an Error (a
+ * rejection with a plain object or a string). Example: a ReplyError for AUTH with message
+ * "connect redis://u:pw@h failed" -> `{ type: 'ReplyError', message: 'connect redis://u:***@h failed',
+ * stack: '...', command: { name: 'auth' } }`.
+ */
+export function serializeError(err: unknown): unknown {
+  return scrub(err, 0)
+}
+
+function scrub(value: unknown, depth: number): unknown {
+  if (typeof value === 'string') return maskUrlCredentials(value)
+  if (typeof value !== 'object' || value === null) return value
+  if (depth >= MAX_ERR_DEPTH) return '[too deep]'
+  if (Array.isArray(value)) return value.map((v) => scrub(v, depth + 1))
+  if (!(value instanceof Error) && typeof (value as { toJSON?: unknown }).toJSON === 'function') return scrub((value as { toJSON: () => unknown }).toJSON(), depth + 1)
+  const fields = (value instanceof Error ? pino.stdSerializers.err(value) : value) as Record<string, unknown>
+  const out: Record<string, unknown> = {}
+  for (const key in fields) { // pino's serialized error has its type, message and stack on its prototype
+    const v = fields[key]
+    if (v === undefined || typeof v === 'function') continue
+    const command = key === 'command' && typeof v === 'object' && v !== null && 'args' in v ? v as { name?: unknown } : null
+    out[key] = command !== null ? { name: scrub(command.name, depth + 1) } : scrub(v, depth + 1)
+  }
+  return out
+}
+
+/** A logger writing JSON lines to `destination` (default stdout); `err` fields through {@link serializeError}. */
 export function createLogger(level: LogLevel, destination?: NodeJS.WritableStream): Logger {
-  const opts = { level, base: { name: 'tether' }, timestamp: pino.stdTimeFunctions.isoTime }
+  const opts = { level, base: { name: 'tether' }, timestamp: pino.stdTimeFunctions.isoTime, serializers: { err: serializeError } }
   return pino(opts, destination ?? stdoutDestination())
 }
