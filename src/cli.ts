@@ -243,8 +243,14 @@ async function main(): Promise<number> {
       process.on('unhandledRejection', (err: unknown) => {
         lastResort.error({ err }, 'unhandled promise rejection: a bug in Tether or a library, not fatal (Tether keeps running)')
       })
+      // ioredis's console.warn lines ("[WARN] ... a password was supplied"): JSON lines, once each,
+      // with the setting to change
+      let redisConfig: Config['state']['redis'] | null = null
+      const notices = await import('./redis/console-notices.js')
+      notices.routeRedisConsole(() => lastResort, () => redisConfig === null ? [] : notices.redisPasswordSettings(redisConfig))
       // a worker's: at its config's level, with its `worker` field, as its other lines
       if (index !== null) return worker.runWorkerProcess(cmd.config, index, (c) => {
+        redisConfig = c.state.redis
         const logger = makeLogger(c)
         lastResort = logger.child({ worker: index })
         return logger
@@ -254,6 +260,7 @@ async function main(): Promise<number> {
       const file = read(cmd.config)
       if (file === null) return 1
       const config = file.config
+      redisConfig = config.state.redis
       lastResort = makeLogger(config)
       // (the primary's or the single process's: workers are handed the file, not told again)
       for (const w of configWarnings(config)) lastResort.warn({ warning: w }, CONFIG_WARNING)

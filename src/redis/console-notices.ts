@@ -1,0 +1,75 @@
+// What ioredis says with console.warn ("[WARN] Redis server does not require a password, but a
+// password was supplied.", at every connect): plain-text lines among Tether's JSON log lines.
+// This routes them into the logger, once each, with what they mean for the operator and the
+// setting to change; every other console.warn passes through unchanged. Installed once per
+// process by cli.ts's run path; imports no ioredis (the texts are matched, from its event_handler.js).
+import type { RedisConfig } from '../config/schema.js'
+import type { Logger } from '../observability/logger.js'
+
+/** What one ioredis console line means: the level and message it is logged with, and a hint. */
+export interface RedisConsoleNotice {
+  readonly level: 'warn' | 'error'
+  readonly msg: string
+  readonly hint?: string
+}
+
+/**
+ * The settings through which Tether sends a password (to a Redis node or to a Sentinel), for the
+ * hint. Example: `{ url: 'redis://:pw@h', sentinel_password: 's', ... }` ->
+ * `['state.redis.url', 'state.redis.sentinel_password']`.
+ */
+export function redisPasswordSettings(redis: RedisConfig): string[] {
+  const urlPassword = redis.url !== null && /^[a-z]+:\/\/[^/@]*:[^/@]*@/i.test(redis.url)
+  return [
+    ...(redis.password !== null ? ['state.redis.password'] : urlPassword ? ['state.redis.url'] : []),
+    ...(redis.sentinel_password !== null ? ['state.redis.sentinel_password'] : []),
+  ]
+}
+
+/**
+ * What an ioredis console line (`[WARN] ...` or `[ERROR] ...`) means, or null for any other line.
+ * `passwords`: see {@link redisPasswordSettings}. Example:
+ * `redisConsoleNotice('[WARN] Redis server does not require a password, but a password was supplied.', ['state.redis.password'])`
+ * -> `{ level: 'warn', msg: 'redis: the server does not require a password, but Tether sends one', hint: 'the password in state.redis.password is not needed by this server; remove it or set requirepass' }`.
+ */
+export function redisConsoleNotice(line: string, passwords: readonly string[]): RedisConsoleNotice | null {
+  if (!/^\[(WARN|ERROR)\] /.test(line)) return null
+  const setting = passwords.length === 0 ? 'the password Tether sends' : `the password in ${passwords.join(' or ')}`
+  if (/does not require a password, but a password was supplied/.test(line)) {
+    return {
+      level: 'warn',
+      msg: 'redis: the server does not require a password, but Tether sends one',
+      hint: `${setting} is not needed by this server; remove it or set requirepass`,
+    }
+  }
+  if (/wrong number of arguments for 'auth'/.test(line)) {
+    return {
+      level: 'error',
+      msg: 'redis: the server (Redis 5 or older) refused AUTH with a username and a password',
+      hint: 'Redis 5 and older have no ACL users: remove state.redis.username (or state.redis.sentinel_username)',
+    }
+  }
+  return { level: line.startsWith('[ERROR]') ? 'error' : 'warn', msg: 'redis client warning' }
+}
+
+/**
+ * Replace `console.warn` so that an ioredis `[WARN]`/`[ERROR]` line (told by the caller's stack:
+ * a file under ioredis/) becomes one JSON line of `logger()` (its `msg`, the line as `redis_said`,
+ * the `hint`), logged once per process for each line (ioredis repeats it at every connect and
+ * the settings it names change only with a restart); any other call goes to the console.warn
+ * there was. Returns the undo. Example: `routeRedisConsole(() => logger, () => redisPasswordSettings(config.state.redis))`.
+ */
+export function routeRedisConsole(logger: () => Logger, passwords: () => readonly string[]): () => void {
+  const previous = console.warn
+  const told = new Set<string>()
+  console.warn = (...args: unknown[]): void => {
+    const notice = args.length === 1 && typeof args[0] === 'string' && /[/\\]ioredis[/\\]/.test(new Error().stack ?? '')
+      ? redisConsoleNotice(args[0], passwords())
+      : null
+    if (notice === null) return previous.apply(console, args)
+    if (told.has(args[0] as string)) return
+    told.add(args[0] as string)
+    logger()[notice.level]({ redis_said: args[0], ...(notice.hint === undefined ? {} : { hint: notice.hint }) }, notice.msg)
+  }
+  return () => { console.warn = previous }
+}

@@ -1,0 +1,83 @@
+// ioredis's console.warn lines ("[WARN] Redis server does not require a password, but a
+// password was supplied.") become one JSON warn line each, with the setting to change, once per
+// process (not once per reconnect); every other console.warn passes through unchanged.
+import t, { type Test } from 'tap'
+import { redisCli, startRedis, startRedisSentinel } from './fixtures/redis-server.js'
+import { startChildTether, type ChildTether } from './fixtures/raw-tether.js'
+import { startUpstream } from './fixtures/upstream.js'
+import { waitFor } from './fixtures/wait.js'
+import { routeRedisConsole } from '../src/redis/console-notices.js'
+import { createLogger } from '../src/observability/logger.js'
+import { LogCapture } from './fixtures/log-capture.js'
+
+const NOTICE = 'redis: the server does not require a password, but Tether sends one'
+
+/** A Tether child in front of one upstream with `state` (config lines). */
+async function start(t: Test, state: string[]): Promise<ChildTether> {
+  const app = await startUpstream('app-0')
+  t.teardown(() => app.close())
+  const child = await startChildTether([
+    'listen: { host: 127.0.0.1, port: 0 }',
+    `upstreams: [ { id: app-0, url: "${app.url}" } ]`,
+    ...state,
+    'log: { level: info, access: false }',
+  ].join('\n'))
+  t.teardown(() => child.kill())
+  return child
+}
+
+/** Whether `child` has said it (as the JSON notice, or as ioredis's plain line). */
+const said = (child: ChildTether): boolean => child.stdout().includes(NOTICE) || child.stderr().includes('a password was supplied')
+
+/** Stop `child` (SIGTERM, so every line is written) and check that each line it wrote is JSON; its lines. */
+async function jsonLines(t: Test, child: ChildTether): Promise<Record<string, unknown>[]> {
+  child.proc.kill('SIGTERM')
+  await child.exited
+  const lines = [...child.stdout().split('\n'), ...child.stderr().split('\n')].filter((l) => l.trim() !== '')
+  const plain = lines.filter((l) => { try { JSON.parse(l); return false } catch { return true } })
+  t.strictSame(plain, [], 'every line on stdout and stderr is JSON')
+  return lines.filter((l) => !plain.includes(l)).map((l) => JSON.parse(l) as Record<string, unknown>)
+}
+
+t.test('a password Redis does not need: one JSON warn naming state.redis.password, not one per reconnect', async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const child = await start(t, [`state: { store: redis, redis: { url: "${redis.url}", password: "not-needed" } }`])
+  await waitFor(() => said(child), 10_000, 'the notice')
+  // every connection of Tether's dropped: they connect again, each sending AUTH again
+  await redisCli(redis.port, 'CLIENT', 'KILL', 'TYPE', 'normal')
+  await waitFor(() => child.stdout().includes('redis node up again'), 10_000, 'Tether to connect again')
+  const notices = (await jsonLines(t, child)).filter((l) => l['msg'] === NOTICE)
+  t.equal(notices.length, 1, 'said once')
+  t.match(notices[0], { level: 40, hint: 'the password in state.redis.password is not needed by this server; remove it or set requirepass', redis_said: /^\[WARN\] .*does not require a password/ })
+})
+
+t.test('a Sentinel password the Sentinels do not need: the warn names state.redis.sentinel_password', async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const sentinel = await startRedisSentinel(redis)
+  t.teardown(() => sentinel.stop())
+  const child = await start(t, [`state: { store: redis, redis: { sentinels: ["127.0.0.1:${sentinel.port}"], name: mymaster, sentinel_password: "not-needed" } }`])
+  await waitFor(() => said(child), 10_000, 'the notice')
+  const notices = (await jsonLines(t, child)).filter((l) => l['msg'] === NOTICE)
+  t.equal(notices.length, 1, 'said once')
+  t.match(notices[0], { level: 40, hint: 'the password in state.redis.sentinel_password is not needed by this server; remove it or set requirepass' })
+})
+
+t.test('any other console.warn passes through unchanged', async (t) => {
+  const seen: unknown[][] = []
+  const original = console.warn
+  console.warn = (...args: unknown[]) => { seen.push(args) }
+  const log = new LogCapture()
+  const undo = routeRedisConsole(() => createLogger('info', log), () => ['state.redis.password'])
+  try {
+    console.warn('[WARN] not from ioredis', 2)
+    console.warn('[WARN] Redis server does not require a password, but a password was supplied.') // this file is not ioredis
+    console.warn('something else')
+  } finally {
+    undo()
+    console.warn = original
+  }
+  t.strictSame(seen, [['[WARN] not from ioredis', 2], ['[WARN] Redis server does not require a password, but a password was supplied.'], ['something else']])
+  t.equal(log.lines.length, 0, 'nothing logged')
+})
