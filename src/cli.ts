@@ -11,6 +11,7 @@ import type { Logger } from './observability/logger.js'
 import { drainUpstream, showSession, type AdminTarget } from './admin/admin-client.js'
 import { workerCount } from './workers/worker-count.js'
 import { EarlySignals } from './early-signals.js'
+import { redisPasswordSettings, routeRedisConsole } from './redis/console-notices.js'
 
 const USAGE = `Usage:
   tether [--config <file>]   run the proxy (default file: $TETHER_CONFIG or config/proxy.yaml)
@@ -246,8 +247,7 @@ async function main(): Promise<number> {
       // ioredis's console.warn lines ("[WARN] ... a password was supplied"): JSON lines, once each,
       // with the setting to change
       let redisConfig: Config['state']['redis'] | null = null
-      const notices = await import('./redis/console-notices.js')
-      notices.routeRedisConsole(() => lastResort, () => redisConfig === null ? [] : notices.redisPasswordSettings(redisConfig))
+      routeRedisConsole(() => lastResort, () => redisConfig === null ? [] : redisPasswordSettings(redisConfig))
       // a worker's: at its config's level, with its `worker` field, as its other lines
       if (index !== null) return worker.runWorkerProcess(cmd.config, index, (c) => {
         redisConfig = c.state.redis
