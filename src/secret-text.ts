@@ -7,13 +7,14 @@ const URL_USERINFO = /([a-z][a-z0-9+.-]*:\/\/[^\s:@/]*:)([^\s@]*)@/gi
 
 /**
  * A key whose value is a secret: its name is or ends with password, passphrase, token or secret
- * (any case, `_` or `-` before it), unquoted or quoted, then `:` and a space or the line end.
+ * (any case, `_` or `-` before it), or key-data (a kubeconfig's `client-key-data`, a private
+ * key), unquoted or quoted, then `:` and a space or the line end.
  * Group 1 what comes before the key, group 2 the key with its quotes and the colon.
  */
-const SECRET_KEY = /(^|[\s{,[?-])((["']?)[A-Za-z0-9_-]*(?:password|passphrase|token|secret)\3[ \t]*:)(?=[ \t]|$)/gi
+const SECRET_KEY = /(^|[\s{,[?-])((["']?)[A-Za-z0-9_-]*(?:password|passphrase|token|secret|key[-_]data)\3[ \t]*:)(?=[ \t]|$)/gi
 
 /** A secret key at the start of a line with its colon left out (`password hunter2`): the rest is its value. */
-const SECRET_KEY_NO_COLON = /^([ \t]*(?:-[ \t]+)?)((["']?)[A-Za-z0-9_-]*(?:password|passphrase|token|secret)\3)(?=[ \t]+[^\s#:][^:]*$)/gi
+const SECRET_KEY_NO_COLON = /^([ \t]*(?:-[ \t]+)?)((["']?)[A-Za-z0-9_-]*(?:password|passphrase|token|secret|key[-_]data)\3)(?=[ \t]+[^\s#:][^:]*$)/gi
 
 /**
  * `text` with the password of every `scheme://user:password@` replaced by `***`, for an error

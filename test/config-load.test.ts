@@ -700,6 +700,12 @@ const secretLineCases: { name: string; text: string; secret: string; detail: str
     detail: ['  4 | {"log": {"session_secret": "*******", "x": [}}', '    |                                            ^'],
   },
   {
+    name: "a kubeconfig's private key (client-key-data)",
+    text: yaml('users:', '  - name: u', '    user: { client-key-data: LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0t, x: [ }'),
+    secret: 'LS0tLS1CRUdJTi',
+    detail: [`  3 |     user: { client-key-data: ${'*'.repeat(36)}, x: [ }`, `    | ${' '.repeat(70)}^`],
+  },
+  {
     name: 'a password whose colon is missing (the hint repeats the line)',
     text: yaml(...UPSTREAM, 'state:', '  redis:', '    password hunter2', '    db: 1'),
     secret: 'hunter2',
