@@ -64,8 +64,8 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const recordsDrains = config.health.shared === 'redis'
   // with Tether's own cookie the table only counts sessions (bounded loads), shared with nobody
   const writesBack = config.affinity.key === 'cookie' || config.affinity.key === 'none' ? null : redisBindings
-  const keyspaceProblems = new ProblemLog(logger, clock)
-  const keyspace = redis === null || (redisBindings === null && !recordsDrains) ? null : new (await import('./redis/keyspace-watch.js')).KeyspaceWatch({
+  const watch = redis === null || (redisBindings === null && !recordsDrains) ? null : await import('./redis/keyspace-watch.js')
+  const keyspace = redis === null || watch === null ? null : new watch.KeyspaceWatch({
     redis, bindings: writesBack, held: () => { const slots = sessions.table.slotsByRecency(clock.now()); return { length: slots.length, at: (i) => sessions.table.bindingAt(slots[i]!, clock.now()) } }, idleTimeout: config.affinity.idle_timeout, now: () => clock.now(), timers,
     onLost: (node) => {
       metrics.redisKeyspaceLost(node)
@@ -75,9 +75,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     onWritten: (n) => metrics.affinityWrittenBack(n),
     onDone: (r) => logger.info({ node: r.node, written: r.written, kept: r.kept, ms: r.ms }, 'bindings written back to redis'),
     // a check that threw: one warn a spell (then at most one per 30 s), an info once one completes
-    onCheck: (error) => void (error === null
-      ? keyspaceProblems.resolve('keyspace check', {}, 'redis keyspace check: completing again')
-      : keyspaceProblems.report('keyspace check', error, { err: error }, 'redis keyspace check failed: the next one runs at its tick')),
+    onCheck: watch.logChecks(new ProblemLog(logger, clock)),
   })
   // with workers, an admin's order is held by every worker: one that does it tells the others
   if (link !== null) records.onOrderDone((key, at) => link.orderDone(key, at))

@@ -9,6 +9,14 @@
 import { monotonicNow, type Clock } from '../clock.js'
 import type { Logger } from './logger.js'
 
+/**
+ * `text` with its numbers masked (`#`), as a report()'s identity: an error that tells a count, a
+ * port or a time in ms ("timed out after 512 ms") changes with each report while it is one problem.
+ */
+export function withoutNumbers(text: string): string {
+  return text.replace(/\d+/g, '#')
+}
+
 /** Default least time between two warn lines about one lasting problem, ms. */
 export const PROBLEM_WARN_INTERVAL_MS = 30_000
 

@@ -4,6 +4,7 @@
 // nothing itself (the listeners do); owned loop: start()/stop(), nothing starts by itself.
 import { randomUUID } from 'node:crypto'
 import type { Timers } from '../clock.js'
+import { withoutNumbers, type ProblemLog } from '../observability/problem-log.js'
 import type { RedisBindings } from './binding-store.js'
 import { FAILED, type RedisConnection } from './connection.js'
 import { keySlot } from './key-slot.js'
@@ -101,6 +102,17 @@ export interface KeyspaceWatchOptions {
   readonly pauseMs?: number
   readonly retryMs?: number
   readonly scan?: number
+}
+
+/**
+ * An `onCheck` listener that logs through `problems`: a check that threw is one warn a spell
+ * (then at most one per 30 s, however its error's numbers change: a timeout in ms, a count),
+ * an info line once one completes.
+ */
+export function logChecks(problems: ProblemLog): (error: string | null) => void {
+  return (error) => void (error === null
+    ? problems.resolve('keyspace check', {}, 'redis keyspace check: completing again')
+    : problems.report('keyspace check', withoutNumbers(error), { err: error }, 'redis keyspace check failed: the next one runs at its tick'))
 }
 
 /**

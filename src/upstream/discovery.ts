@@ -6,7 +6,7 @@ import { systemClock, type Clock, type Timers } from '../clock.js'
 import type { DiscoveryConfig } from '../config/schema.js'
 import type { Logger } from '../observability/logger.js'
 import type { DiscoveryStatus, Metrics } from '../observability/metrics.js'
-import { ProblemLog } from '../observability/problem-log.js'
+import { ProblemLog, withoutNumbers } from '../observability/problem-log.js'
 import { DnsDiscovery, type DnsDiscoveryError } from './dns-discovery.js'
 import { KubernetesDiscovery, type KubernetesDiscoveryError, type KubernetesProblemArea } from './kubernetes-discovery.js'
 import type { Membership } from './membership.js'
@@ -25,7 +25,7 @@ const KUBERNETES_RECOVERED: Readonly<Record<KubernetesProblemArea, string>> = {
  * problem lasts: "410 Gone 5 times in a row", "keeping the last 3 upstreams", versions).
  */
 function sameProblem(err: KubernetesDiscoveryError): string {
-  return `${err.code} ${err.status ?? ''} ${err.message.replace(/\d+/g, '#')}`
+  return `${err.code} ${err.status ?? ''} ${withoutNumbers(err.message)}`
 }
 
 export interface DiscoveryDeps {
@@ -78,7 +78,7 @@ export function createDiscovery(config: DiscoveryConfig, deps: DiscoveryDeps): D
     onError: (err, failures) => {
       dnsError = err
       metrics.discoveryError('dns')
-      problems.report('dns', `${err.partial === true ? 'partial ' : ''}${err.code} ${err.message.replace(/\d+/g, '#')}`, { err: err.message, code: err.code, failures }, err.partial
+      problems.report('dns', `${err.partial === true ? 'partial ' : ''}${err.code} ${withoutNumbers(err.message)}`, { err: err.message, code: err.code, failures }, err.partial
         ? 'DNS discovery failed in part; using the answers that came, the failed queries keep their last known addresses'
         : 'DNS discovery failed; keeping the last known upstreams')
     },
