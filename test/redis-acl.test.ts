@@ -149,6 +149,30 @@ t.test('standalone: a user that may not run EVALSHA: requests still answered, on
   noSecrets(t, logs, degraded, [USER, USER_PASSWORD])
 })
 
+t.test('standalone: a refused EVALSHA granted again is told once a checkpoint write succeeds; refused again, it is warned again', async (t) => {
+  const redis = await startRedis({ args: ['--requirepass', DEFAULT_PASSWORD] })
+  t.teardown(() => redis.stop())
+  await asDefault(redis.port, 'ACL', 'SETUSER', USER, ...USER_GRANT, '-evalsha')
+  const logs = new LogCapture()
+  const tt = await tether(t, { url: `redis://127.0.0.1:${redis.port}`, username: USER, password: USER_PASSWORD }, logs)
+  await waitFor('the store to be ready', async () => (await readyz(tt)).degraded.length === 0, 5_000)
+  const told = (): unknown[][] => logs.records.filter((l) => l['command'] === 'EVALSHA').map((l) => [l['level'], l['msg']])
+  const REFUSED = [40, 'redis refused a command: the ACL user may not run it, its calls fail']
+  const ACCEPTED = [30, 'redis accepts the command again: its calls succeed']
+  let n = 0
+  // (a connection's first script call is an EVAL: the checkpoint writes after it are refused)
+  await waitFor('the refusal told', async () => { await ask(tt, `u${n++}`); return told().length === 1 })
+  await asDefault(redis.port, 'ACL', 'SETUSER', USER, '+evalsha')
+  await waitFor('the acceptance told', async () => { await ask(tt, `u${n++}`); return told().length === 2 })
+  t.same(told(), [REFUSED, ACCEPTED], 'the refusal, then the info line once a write succeeded')
+  t.match(logs.records.find((l) => l['msg'] === ACCEPTED[1]), { command: 'EVALSHA', for_ms: Number }, 'with the command and how long it was refused')
+  for (let i = 0; i < 5; i++) await ask(tt, `u${n++}`)
+  t.equal(told().length, 2, 'told once: later writes add nothing')
+  await asDefault(redis.port, 'ACL', 'SETUSER', USER, '-evalsha')
+  await waitFor('the new refusal told', async () => { await ask(tt, `u${n++}`); return told().length === 3 })
+  t.same(told()[2], REFUSED, 'a refusal after the fix is warned again, at once')
+})
+
 t.test('Sentinel: username and sentinel_username, a real failover followed by the watches', async (t) => {
   const set = await startSentinelSet({ password: DEFAULT_PASSWORD }, { password: SENTINEL_PASSWORD, masterPassword: DEFAULT_PASSWORD })
   t.teardown(() => set.stop())

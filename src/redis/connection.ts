@@ -220,10 +220,12 @@ export interface RedisNodeEvent {
  * A command Redis refused for want of an ACL permission (a `NOPERM` reply to one call, e.g. a
  * user without `EVALSHA`): the command in upper case and the error with its hint naming the
  * setting to check (user names left out, see {@link authHint}). The call failed as any other.
+ * `error` null: a call of a command refused before got its reply (the ACL was fixed), told
+ * once per refusal (a later refusal is told again).
  */
 export interface RedisRefusal {
   readonly command: string
-  readonly error: string
+  readonly error: string | null
 }
 
 type Client = Redis | Cluster
@@ -281,6 +283,8 @@ export class RedisConnection {
   readonly #listeners = new Set<(status: RedisStatus, detail: string) => void>()
   readonly #nodeListeners = new Set<(event: RedisNodeEvent) => void>()
   readonly #refusalListeners = new Set<(refusal: RedisRefusal) => void>()
+  /** Commands refused (NOPERM, upper case) and not answered since: while any is, calls note which command they send. */
+  readonly #refused = new Set<string>()
   #client: Client | null = null
   readonly #subscribers = new Set<Client>()
   /** Told when the main connection is ready again (a subscription's onSubscribed waits for it: its reads go there). */
@@ -357,7 +361,8 @@ export class RedisConnection {
 
   /**
    * Be told of each call Redis refused with `NOPERM` (see {@link RedisRefusal}: every one, the
-   * listener rate-limits); returns the unsubscribe function.
+   * listener rate-limits), and of the first reply to such a command after its refusal (`error`
+   * null); returns the unsubscribe function.
    */
   onRefused(fn: (refusal: RedisRefusal) => void): () => void {
     this.#refusalListeners.add(fn)
@@ -846,7 +851,8 @@ export class RedisConnection {
       // the socket wins (setImmediate runs after the poll phase)
       const timer = this.#timers.setTimeout(() => setImmediate(() => finish(FAILED, `no reply within ${ms} ms`)), ms)
       try {
-        const reply = work(client)
+        // (while a command is refused, which command a call sends is noted: one size check otherwise)
+        const reply = this.#refused.size === 0 ? work(client) : this.#noting(client, work)
         this.#waiting.set(node, (this.#waiting.get(node) ?? 0) + 1)
         // the reply (or its failure) comes: one fewer waits, whether or not its caller still does
         reply.then((value) => { this.#answered(node); finish(value) }, (err: unknown) => { this.#answered(node); finish(FAILED, this.#callError(err)) })
@@ -868,8 +874,40 @@ export class RedisConnection {
     const told = this.#dataError(error)
     const sent = (err as { command?: { name?: unknown } }).command?.name
     const command = (/'([^']+)' command/.exec(error)?.[1] ?? (typeof sent === 'string' ? sent : 'a command')).toUpperCase()
+    this.#refused.add(command)
     tellAll(this.#refusalListeners, { command, error: told })
     return told
+  }
+
+  /**
+   * `work(client)`, noting the first command it sends (ioredis's sendCommand shadowed for that
+   * synchronous call; its name read at the reply: a script's EVALSHA goes out as EVAL on a
+   * socket that has not loaded it yet): when that command was refused and now gets a reply,
+   * the refusal listeners are told it is accepted again. Example: EVALSHA refused, `ACL SETUSER u +evalsha`,
+   * the next checkpoint write's reply tells `{ command: 'EVALSHA', error: null }`.
+   */
+  #noting<T>(client: Client, work: (c: Client) => Promise<T>): Promise<T> {
+    type Send = (command: { name?: unknown }, ...rest: unknown[]) => unknown
+    const own = client as unknown as { sendCommand: Send }
+    const send = own.sendCommand
+    const shadowed = Object.hasOwn(own, 'sendCommand')
+    let first: { name?: unknown } | undefined
+    own.sendCommand = function (this: unknown, command, ...rest) {
+      first ??= command
+      return send.call(this, command, ...rest)
+    }
+    let reply: Promise<T>
+    try {
+      reply = work(client)
+    } finally {
+      if (shadowed) own.sendCommand = send
+      else delete (own as { sendCommand?: Send }).sendCommand
+    }
+    return reply.then((value) => {
+      const command = typeof first?.name === 'string' ? first.name.toUpperCase() : undefined
+      if (command !== undefined && this.#refused.delete(command)) tellAll(this.#refusalListeners, { command, error: null })
+      return value
+    })
   }
 
   /** A command sent to `node` got its reply or failed. */

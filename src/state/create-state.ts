@@ -67,9 +67,12 @@ export async function createState(
       log.observe(e)
     })
     // a command the ACL user may not run (NOPERM): one warn per command, then at most one per
-    // 30 s while its calls go on failing (each fails as any other Redis failure)
+    // 30 s while its calls go on failing (each fails as any other Redis failure); an info line
+    // once a call of it succeeds again (the ACL fixed)
     const refusals = new ProblemLog(logger, clock)
-    redis.onRefused((r) => void refusals.report(`redis noperm ${r.command}`, r.command, { command: r.command, err: r.error }, 'redis refused a command: the ACL user may not run it, its calls fail'))
+    redis.onRefused((r) => void (r.error === null
+      ? refusals.resolve(`redis noperm ${r.command}`, { command: r.command }, 'redis accepts the command again: its calls succeed')
+      : refusals.report(`redis noperm ${r.command}`, r.command, { command: r.command, err: r.error }, 'redis refused a command: the ACL user may not run it, its calls fail')))
     // a +switch-master watch: one warn when it gives its Sentinel up, one info when it is back
     redis.onSentinel((e) => {
       if (e.kind === 'silent') logger.warn({ sentinel: e.sentinel, error: e.error }, "redis sentinel silent: its +switch-master watch is made again (a failover is still followed through the other Sentinels' watches, if any, else once the old master drops Tether's connections)")
