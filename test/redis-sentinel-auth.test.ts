@@ -8,7 +8,8 @@ import http from 'node:http'
 import { startTether, type Tether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { DEFAULTS } from '../src/config/schema.js'
-import { redisCli, startSentinelSet, waitFor, type RedisSentinelSet } from './fixtures/redis-server.js'
+import { redisCli, startRedis, startRedisSentinel, startSentinelSet, waitFor, type RedisSentinelSet } from './fixtures/redis-server.js'
+import { freePort } from './fixtures/ports.js'
 import { testConfig } from './fixtures/upstream.js'
 import { CookieJar, get } from './fixtures/users.js'
 import { startCounter, type CounterAnswer } from './fixtures/counter-upstream.js'
@@ -20,15 +21,15 @@ const SENTINEL_PASSWORD = 'sentinel-s3cret'
 /** Longest start-up of Tether; with Sentinels that refuse it returns after their first round. */
 const START_DEADLINE_MS = 5_000
 
-/** Tether in-process, state in Redis through `set`'s Sentinels with `sentinelPassword`; logs at info into `logs`. */
-async function tether(t: Test, set: RedisSentinelSet, sentinelPassword: string, logs: LogCapture): Promise<{ tt: Tether; started: number }> {
+/** Tether in-process, state in Redis through `set`'s Sentinels (or `sentinels`, `host:port`) with `sentinelPassword`; logs at info into `logs`. */
+async function tether(t: Test, set: Pick<RedisSentinelSet, 'sentinels' | 'name'>, sentinelPassword: string, logs: LogCapture, sentinels = set.sentinels.map((s) => `127.0.0.1:${s.port}`)): Promise<{ tt: Tether; started: number }> {
   const app = await startCounter('app-0')
   t.teardown(() => app.kill())
   const cfg = testConfig([app], {
     affinity: { cookie: { ...DEFAULTS.affinity.cookie, secret: [SECRET] } },
     state: {
       store: 'redis', timeout: 1_000,
-      redis: { sentinels: set.sentinels.map((s) => `127.0.0.1:${s.port}`), name: set.name, password: MASTER_PASSWORD, sentinel_password: sentinelPassword, key_prefix: 'sa:' },
+      redis: { sentinels, name: set.name, password: MASTER_PASSWORD, sentinel_password: sentinelPassword, key_prefix: 'sa:' },
     },
   })
   const before = performance.now()
@@ -109,4 +110,21 @@ t.test('a wrong sentinel_password: start-up does not hang, the warn line and /re
   await waitFor('the store to be ready', async () => (await readyz(tt)).degraded.length === 0, 10_000)
   t.pass('recovered once the Sentinels accept the password')
   t.notOk(JSON.stringify(logs.records).includes('not-the-password') || r.degraded.join('\n').includes('not-the-password'), 'the password is never printed (logs, /readyz)')
+})
+
+t.test('a Sentinel that refuses the password, then one that is unreachable: the hint names state.redis.sentinel_password although ioredis tells only the last error', async (t) => {
+  const master = await startRedis({ args: ['--requirepass', MASTER_PASSWORD] })
+  t.teardown(() => master.stop())
+  const refusing = await startRedisSentinel(master, 'mymaster', { password: SENTINEL_PASSWORD, masterPassword: MASTER_PASSWORD })
+  t.teardown(() => refusing.stop())
+  const closed = await freePort() // nothing listens there: asked last, its failure is the round's last error
+  const logs = new LogCapture()
+  const { tt } = await tether(t, { sentinels: [refusing], name: 'mymaster' }, 'not-the-password', logs, [`127.0.0.1:${refusing.port}`, `127.0.0.1:${closed}`])
+  let degraded = ''
+  await waitFor('/readyz to name the key', async () => /state\.redis\.sentinel_password/.test(degraded = (await readyz(tt)).degraded.join('\n')))
+  t.comment(degraded)
+  t.match(degraded, new RegExp(`Last error: [^;]*(ECONNREFUSED|closed)[^;]*; Sentinel 127\\.0\\.0\\.1:${refusing.port}: (WRONGPASS|.*invalid).*the Sentinel refused Tether's password: check state\\.redis\\.sentinel_password`), 'the last error, then the refusal with its Sentinel and the hint')
+  const down = logs.records.find((l) => l['level'] === 40 && String(l['msg']).startsWith('redis node down'))
+  t.match(down?.['error'], /check state\.redis\.sentinel_password/, 'the redis node down warn gives the hint')
+  t.notOk(JSON.stringify(logs.records).includes('not-the-password') || degraded.includes('not-the-password'), 'the password is never printed')
 })

@@ -291,6 +291,12 @@ export class RedisConnection {
   readonly #onClientReady = new Set<() => void>()
   #status: RedisStatus = 'degraded'
   #lastError = ''
+  /**
+   * With Sentinel: the last refusal of Tether's credentials by a Sentinel (NOAUTH, WRONGPASS,
+   * invalid password, NOPERM) in the round of questions under way, where ioredis's round error
+   * tells only the last Sentinel's error (say an unreachable one asked after it).
+   */
+  #sentinelRefusal: { sentinel: string; error: string } | null = null
   /** Whether the client is connected ('ready' seen since the last close). */
   #clientUp = false
   /** The nodes by address: one for standalone and Sentinel; the masters (or seeds) of a Cluster. */
@@ -396,6 +402,7 @@ export class RedisConnection {
     for (const [name, { lua, keys }] of this.#scripts) client.defineCommand(name, { numberOfKeys: keys, lua })
     const cluster = client instanceof Cluster
     client.on('ready', () => {
+      this.#sentinelRefusal = null
       // after a Sentinel switch, landed on the old master (see #offSwitch): ask again
       if (this.#offSwitch(client)) {
         this.#redoing.add(client)
@@ -408,11 +415,18 @@ export class RedisConnection {
     client.on('error', (err: unknown) => {
       const error = describe(err)
       // (the master's own refusal is not the Sentinels')
-      this.#lastError = sentinel && error.startsWith(SENTINEL_ROUND_FAILED) ? this.#sentinelError(error) : this.#dataError(error)
+      this.#lastError = sentinel && error.startsWith(SENTINEL_ROUND_FAILED) ? this.#sentinelRoundError(error) : this.#dataError(error)
       if (!cluster && this.#client === client) this.#nodeError(this.#single(), this.#lastError)
       // every Sentinel was asked and none named the master: start() stops waiting
       if (sentinel && this.#lastError.startsWith(SENTINEL_ROUND_FAILED)) this.#gaveUp()
     })
+    // each Sentinel that failed in a round: "failed to connect to sentinel <host:port> because <error>"
+    if (sentinel) {
+      client.on('sentinelError', (err: unknown) => {
+        const failed = /^failed to connect to sentinel (\S+) because (.*)$/s.exec(describe(err))
+        if (failed !== null && (REFUSED.test(failed[2]!) || NOPERM.test(failed[2]!))) this.#sentinelRefusal = { sentinel: failed[1]!, error: failed[2]! }
+      })
+    }
     // A Cluster reports trouble with one node as 'node error' (with the node's address); the
     // client stays usable for the other slots.
     client.on('node error', (err: unknown, address: unknown) => {
@@ -1106,6 +1120,21 @@ export class RedisConnection {
   #sentinelError(error: string): string {
     const o = this.#options
     return authHint(error, 'the Sentinel', o.sentinelUsername ?? null, o.sentinelUsernameSetting ?? 'sentinelUsername', o.sentinelPasswordSetting ?? 'sentinelPassword')
+  }
+
+  /**
+   * A failed round of questions to the Sentinels as told: ioredis's error (with the last
+   * Sentinel's error) and, when that one is no refusal but another Sentinel refused Tether's
+   * credentials in the round, that refusal with its hint. Example: `"All sentinels are
+   * unreachable. ... Last error: connect ECONNREFUSED 127.0.0.1:26380; Sentinel 127.0.0.1:26379:
+   * WRONGPASS ... (the Sentinel refused Tether's password: check state.redis.sentinel_password)"`.
+   */
+  #sentinelRoundError(error: string): string {
+    const refusal = this.#sentinelRefusal
+    this.#sentinelRefusal = null
+    const told = this.#sentinelError(error)
+    if (told !== error || refusal === null) return told
+    return `${error}; Sentinel ${refusal.sentinel}: ${this.#sentinelError(refusal.error)}`
   }
 
   /**
