@@ -3,7 +3,7 @@
 // is over, each key on its own. Time from a fake clock.
 import t from 'tap'
 import { createLogger } from '../src/observability/logger.js'
-import { PROBLEM_WARN_INTERVAL_MS, ProblemLog } from '../src/observability/problem-log.js'
+import { PROBLEM_WARN_INTERVAL_MS, ProblemLog, withoutNumbers } from '../src/observability/problem-log.js'
 import { FakeClock } from './fixtures/clock.js'
 import { LogCapture } from './fixtures/log-capture.js'
 
@@ -82,4 +82,9 @@ t.test('a clock without monotonic time (a plain { now }) still measures duration
   await flush()
   t.equal(capture.records[1]?.['for_ms'], 0)
   t.equal(capture.records[2]?.['for_ms'], 40_000)
+})
+
+t.test('withoutNumbers: a problem\'s text with its numbers masked, the rest kept', async (t) => {
+  t.equal(withoutNumbers('timed out after 512 ms (3 tries, port 6379)'), 'timed out after # ms (# tries, port #)')
+  t.equal(withoutNumbers('no numbers here'), 'no numbers here')
 })

@@ -9,7 +9,7 @@ import http from 'node:http'
 import { startTether, type Tether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { DEFAULTS, type Config } from '../src/config/schema.js'
-import { redisCli, startRedis, startRedisCluster, startSentinelSet, waitFor } from './fixtures/redis-server.js'
+import { redisCli, startRedis, startRedisCluster, startSentinelSet, waitFor, type RedisServer } from './fixtures/redis-server.js'
 import { testConfig, type DeepPartial } from './fixtures/upstream.js'
 import { CookieJar, get } from './fixtures/users.js'
 import { startCounter, type CounterAnswer } from './fixtures/counter-upstream.js'
@@ -131,13 +131,19 @@ t.test('standalone: a user and password refused from state.redis.url name state.
   noSecrets(t, mixed, degraded, ['url-not-the-user', USER_PASSWORD])
 })
 
-t.test('standalone: a user that may not run EVALSHA: requests still answered, one warn naming the command and the key, /readyz tells it', async (t) => {
+/** A standalone Redis whose ACL user may not run EVALSHA, and Tether on it as that user, its store ready. */
+async function withoutEvalsha(t: Test): Promise<{ redis: RedisServer; logs: LogCapture; tt: Tether }> {
   const redis = await startRedis({ args: ['--requirepass', DEFAULT_PASSWORD] })
   t.teardown(() => redis.stop())
   await asDefault(redis.port, 'ACL', 'SETUSER', USER, ...USER_GRANT, '-evalsha')
   const logs = new LogCapture()
   const tt = await tether(t, { url: `redis://127.0.0.1:${redis.port}`, username: USER, password: USER_PASSWORD }, logs)
   await waitFor('the store to be ready', async () => (await readyz(tt)).degraded.length === 0, 5_000)
+  return { redis, logs, tt }
+}
+
+t.test('standalone: a user that may not run EVALSHA: requests still answered, one warn naming the command and the key, /readyz tells it', async (t) => {
+  const { logs, tt } = await withoutEvalsha(t)
   for (let i = 0; i < 20; i++) t.equal((await ask(tt, `u${i}`)).n, 1, `user ${i} answered`)
   const refused = (): Record<string, unknown>[] => logs.records.filter((l) => l['msg'] === 'redis refused a command: the ACL user may not run it, its calls fail')
   await waitFor('the refusal told', () => refused().length > 0)
@@ -150,12 +156,7 @@ t.test('standalone: a user that may not run EVALSHA: requests still answered, on
 })
 
 t.test('standalone: a refused EVALSHA granted again is told once a checkpoint write succeeds; refused again, it is warned again', async (t) => {
-  const redis = await startRedis({ args: ['--requirepass', DEFAULT_PASSWORD] })
-  t.teardown(() => redis.stop())
-  await asDefault(redis.port, 'ACL', 'SETUSER', USER, ...USER_GRANT, '-evalsha')
-  const logs = new LogCapture()
-  const tt = await tether(t, { url: `redis://127.0.0.1:${redis.port}`, username: USER, password: USER_PASSWORD }, logs)
-  await waitFor('the store to be ready', async () => (await readyz(tt)).degraded.length === 0, 5_000)
+  const { redis, logs, tt } = await withoutEvalsha(t)
   const told = (): unknown[][] => logs.records.filter((l) => l['command'] === 'EVALSHA').map((l) => [l['level'], l['msg']])
   const REFUSED = [40, 'redis refused a command: the ACL user may not run it, its calls fail']
   const ACCEPTED = [30, 'redis accepts the command again: its calls succeed']
