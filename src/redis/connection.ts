@@ -283,7 +283,7 @@ export class RedisConnection {
   readonly #listeners = new Set<(status: RedisStatus, detail: string) => void>()
   readonly #nodeListeners = new Set<(event: RedisNodeEvent) => void>()
   readonly #refusalListeners = new Set<(refusal: RedisRefusal) => void>()
-  /** Commands refused (NOPERM, upper case) and not answered since: while any is, calls note which command they send. */
+  /** Commands refused (a NOPERM naming the command, upper case) and not answered since: while any is, calls note which command they send. */
   readonly #refused = new Set<string>()
   #client: Client | null = null
   readonly #subscribers = new Set<Client>()
@@ -887,8 +887,11 @@ export class RedisConnection {
     if (!NOPERM.test(error)) return error
     const told = this.#dataError(error)
     const sent = (err as { command?: { name?: unknown } }).command?.name
-    const command = (/'([^']+)' command/.exec(error)?.[1] ?? (typeof sent === 'string' ? sent : 'a command')).toUpperCase()
-    this.#refused.add(command)
+    const named = /'([^']+)' command/.exec(error)?.[1]
+    const command = (named ?? (typeof sent === 'string' ? sent : 'a command')).toUpperCase()
+    // (only a refused command is watched for its next success: a key or channel refused to one
+    // call may be allowed to the next, which would end and start the warn over and over)
+    if (named !== undefined) this.#refused.add(command)
     tellAll(this.#refusalListeners, { command, error: told })
     return told
   }
