@@ -15,7 +15,7 @@ import { RecentTraffic } from './observability/recent-traffic.js'
 import { createRouting } from './routing/create-routing.js'
 import { createHealth } from './health/create-health.js'
 import { Membership } from './upstream/membership.js'
-import type { DiscoveredUpstream } from './upstream/upstream-set.js'
+import { isReplacement, type DiscoveredUpstream, type Upstream } from './upstream/upstream-set.js'
 import { createDiscovery } from './upstream/discovery.js'
 import { createAdmin } from './admin/create-admin.js'
 import { warnOpenAdmin } from './admin/bearer-token.js'
@@ -119,16 +119,17 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   metrics.setWebSocketCount(() => proxy.upgrades.size)
   metrics.setAffinityStats(() => sessions.table)
   if (config.affinity.on_scale_up === 'gradual') metrics.setRebalancePending(() => router.rebalancePending(records.users(clock.now())))
-  let urls = new Map<string, string>()
+  let before = new Map<string, Upstream>()
   const membership = new Membership(config.upstreams, config.affinity.drain_timeout, {
     onChange: (set) => {
       // an id kept with another url is another replica (a static one given a new address by a
       // reload, a StatefulSet pod re-created at a new IP): its users get their state there, as
       // after a restart in place, and its WebSockets (still on the old address) close, so they
       // reconnect where HTTP goes. Discovery keeps a pod's url while its address is still listed
-      // (dual-stack, reordered addresses), so this is a new process, not another family
-      const replaced = set.list.filter((u) => urls.has(u.id) && urls.get(u.id) !== u.url).map((u) => u.id)
-      urls = new Map(set.list.map((u) => [u.id, u.url]))
+      // (dual-stack, reordered addresses), so this is a new process, not another family. So is
+      // a pod with the same name and url but another uid (re-created at the same IP)
+      const replaced = set.list.filter((u) => { const b = before.get(u.id); return b !== undefined && isReplacement(b, u) }).map((u) => u.id)
+      before = new Map(set.list.map((u) => [u.id, u]))
       router.setUpstreams(set, clock.now()) // first: it notes which leaving upstreams were draining
       health.table.setUpstreams(set.ids)
       proxy.http.setUpstreams(set.list)
@@ -138,7 +139,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
         health.table.replaced(id)
         proxy.upgrades.closeUpstream(id, CLOSE_SERVICE_RESTART)
       }
-      if (replaced.length > 0) logger.info({ upstreams: replaced }, 'upstreams replaced at a new address: their users get their state there, their WebSockets are closed')
+      if (replaced.length > 0) logger.info({ upstreams: replaced }, 'upstreams replaced (a new address or a new pod): their users get their state there, their WebSockets are closed')
     },
     drain: (id) => health.table.drain(id, config.affinity.drain.migrate, undefined, 'discovery'),
     undrain: (id) => health.table.undrain(id, 'discovery'),

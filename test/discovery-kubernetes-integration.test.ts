@@ -8,6 +8,7 @@
 // requests failing on a re-created pod's old address do not count against the new one.
 import t, { type Test } from 'tap'
 import http from 'node:http'
+import net from 'node:net'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -262,6 +263,53 @@ t.test('a StatefulSet pod re-created at a new address (same name, another url) i
   }), { logger: createLogger('info', log) })
   t.teardown(() => tether.close(0))
   await checkRecreatedPod(t, tether, log, pods, (next) => api.put('endpointslices', slice(next)))
+})
+
+/**
+ * A loopback "pod IP" (127.0.0.1 on a port of its own) in front of the pod on port `target`:
+ * each new connection goes to the pod behind it now (set `target`), one already made stays with
+ * its pod, as a pod re-created at the same IP gets the new connections while the old pod's live on.
+ */
+async function podAddress(t: Test, target: number): Promise<{ readonly port: number; target: number }> {
+  const sockets = new Set<Socket>()
+  const server = net.createServer((client) => {
+    const pod = net.connect(at.target, '127.0.0.1')
+    for (const [s, other] of [[client, pod], [pod, client]] as const) {
+      sockets.add(s)
+      s.on('error', () => undefined)
+      s.on('close', () => { sockets.delete(s); other.destroy() })
+    }
+    client.pipe(pod).pipe(client)
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const at = { port: (server.address() as AddressInfo).port, target }
+  t.teardown(() => new Promise<void>((resolve) => { for (const s of sockets) s.destroy(); server.close(() => resolve()) }))
+  return at
+}
+
+t.test('a StatefulSet pod re-created at the same address (same name and url, another uid) is a replaced replica: its WebSockets close with 1012, its users are rehydrated there with reason=restart', async (t) => {
+  const pods = await counterPods(t)
+  const address = await podAddress(t, pods.get('web-0')!.port)
+  const slice = (c: Counter, uid: string) => endpointSlice(`web-${c.id}`, 'web', [{ pod: c.id, ip: '127.0.0.1', uid }], { ports: [{ name: 'http', port: c.id === 'web-0' ? address.port : c.port }] })
+  const api = new FakeKubeApi()
+  const { url } = await api.start()
+  t.teardown(() => api.close())
+  for (const c of pods.values()) api.put('endpointslices', slice(c, `${c.id}-first`))
+  const log = new LogCapture()
+  const tether = await startTether(testConfig([], {
+    ...RECREATED_POD_CONFIG,
+    discovery: { kubernetes: { service: 'web', namespace: null, port: 'http', kubeconfig: kubeconfigFor(url), weight_annotation: null } },
+  }), { logger: createLogger('info', log) })
+  t.teardown(() => tether.close(0))
+  await checkRecreatedPod(t, tether, log, pods, (next) => {
+    address.target = next.port // the pod's IP now leads to the new pod
+    api.put('endpointslices', slice(next, 'web-0-second'))
+  }, `http://127.0.0.1:${address.port}`)
+  // Tether's kept connections to that IP reached the old pod: none of them served a user since
+  // (asked directly now, the old pod's users count 4 from its 3, a user it never had 1)
+  const old = pods.get('web-0-old')!
+  const counts = await Promise.all(Array.from({ length: 20 }, async (_, i) => (JSON.parse((await request(`${old.url}/`, { headers: { 'x-tenant': `user-${i}` } })).body) as { n: number }).n))
+  t.ok(counts.includes(4) && counts.every((n) => n === 1 || n === 4), `the old pod answered nothing through Tether after the new one came (${counts.join(' ')})`)
 })
 
 t.test('a pod listed with several addresses keeps its url while that address is still listed: a reordered or dual-stack listing is no restart', async (t) => {

@@ -410,3 +410,47 @@ t.test("a down about a re-created dual-stack pod's old process does not eject th
   down('web-3', v6old, [v4old, v6old])
   t.equal(health.state('web-3'), 'ejected', 'a down found at the address of the pod the sender kept, which lists the one kept here, is applied')
 })
+
+t.test("a down carrying the pod's uid is applied where the id has the same uid and refused where it has another, whatever the addresses; without a uid on either side the addresses decide", async (t) => {
+  const health = new HealthTable({ active: { healthy_threshold: 2, unhealthy_threshold: 2 }, passive: { consecutive_failures: 3, count_5xx: true, base_ejection: 30_000, max_ejection: 100_000, max_ejection_percent: 100 }, slow_start: 0 }, new FakeClock())
+  const ids = ['mixed', 'same-ip', 'same-uid', 'older-sender', 'no-uid-here']
+  health.setUpstreams(ids)
+  let hear: (m: string) => void = () => undefined
+  const published: Record<string, unknown>[] = []
+  const channel: PeerChannel = {
+    publish: (m) => { published.push(JSON.parse(m) as Record<string, unknown>); return Promise.resolve(true) },
+    subscribe: (fn) => { hear = fn; return Promise.resolve() },
+    remember: () => Promise.resolve(true),
+    members: () => Promise.resolve(new Map()),
+  }
+  const [v4old, v6old, v4new] = ['http://10.0.0.5:80', 'http://[fd00::5]:80', 'http://10.0.0.9:80']
+  const at = new Map<string, { url: string; addresses: string[]; uid?: string }>([
+    // a dual-stack pod being re-created: both replicas hold the same mixed list (the new pod's
+    // IPv4, the old pod's IPv6), this one kept the new pod's address, the sender the old pod's
+    ['mixed', { url: v4new, addresses: [v4new, v6old], uid: 'pod-new' }],
+    // re-created at the same address
+    ['same-ip', { url: v4old, addresses: [v4old], uid: 'pod-new' }],
+    // one pod; each replica saw (and kept) only another of its families so far
+    ['same-uid', { url: v4old, addresses: [v4old], uid: 'pod-a' }],
+    ['older-sender', { url: v4new, addresses: [v4new], uid: 'pod-new' }],
+    ['no-uid-here', { url: v4new, addresses: [v4new] }],
+  ])
+  const shared = new SharedHealth(channel, health, createLogger('silent'), (id) => at.get(id))
+  await shared.start()
+  const down = (id: string, url: string, addresses: string[], uid?: string): void =>
+    hear(JSON.stringify({ from: 'other', kind: 'down', id, url, addresses, ...(uid === undefined ? {} : { uid }) }))
+  down('mixed', v6old, [v4new, v6old], 'pod-old')
+  t.equal(health.state('mixed'), 'healthy', "the old pod's down is refused though each side lists the address the other kept: the uids differ")
+  down('same-ip', v4old, [v4old], 'pod-old')
+  t.equal(health.state('same-ip'), 'healthy', 'refused at the same url: another pod (its uid)')
+  down('same-uid', v6old, [v6old], 'pod-a')
+  t.equal(health.state('same-uid'), 'ejected', 'the same uid is the same pod, though neither side lists the address the other kept')
+  down('older-sender', v4new, [v4new])
+  t.equal(health.state('older-sender'), 'ejected', 'a down without a uid (an older Tether): the addresses decide (the same url)')
+  down('no-uid-here', v4new, [v4new], 'pod-x')
+  t.equal(health.state('no-uid-here'), 'ejected', 'no uid here (an endpoint without targetRef): the addresses decide')
+  health.reportPassive('same-ip', 'connect_refused')
+  health.reportPassive('same-ip', 'connect_refused')
+  health.reportPassive('same-ip', 'connect_refused')
+  t.match(published.at(-1), { kind: 'down', id: 'same-ip', url: v4old, uid: 'pod-new' }, "a down sent from here carries the pod's uid")
+})

@@ -57,9 +57,9 @@ t.test('slices to upstreams: pod names as ids, terminating pods draining, port b
   const { upstreams, slicesWithoutPort } = upstreamsFromSlices([slice], 'http')
   t.same(upstreams, [
     { id: '10.0.1.1:8080', url: 'http://10.0.1.1:8080', weight: 1 },
-    { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 },
-    { id: 'web-1', url: 'http://10.0.0.6:8080', weight: 1 },
-    { id: 'web-2', url: 'http://10.0.0.7:8080', weight: 1, draining: true },
+    { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, uid: 'uid-pod-web-0' },
+    { id: 'web-1', url: 'http://10.0.0.6:8080', weight: 1, uid: 'uid-pod-web-1' },
+    { id: 'web-2', url: 'http://10.0.0.7:8080', weight: 1, uid: 'uid-pod-web-2', draining: true },
   ], 'sorted by id; without a targetRef the id is address:port; not serving pods are out')
   t.same(slicesWithoutPort, [])
   t.ok(Object.isFrozen(upstreams) && upstreams.every((u) => Object.isFrozen(u)), 'deeply frozen')
@@ -74,11 +74,11 @@ t.test('slices to upstreams: pod names as ids, terminating pods draining, port b
 t.test('a pod listed twice counts once: serving wins, then IPv4, then the slice name', async (t) => {
   const v4 = endpointSlice('web-v4', 'web', [{ pod: 'web-0', ip: '10.0.0.5' }])
   const v6 = endpointSlice('web-v6', 'web', [{ pod: 'web-0', ip: 'fd00::5' }], { addressType: 'IPv6' })
-  t.same(upstreamsFromSlices([v6, v4], 'http').upstreams, [{ id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, addresses: ['http://10.0.0.5:8080', 'http://[fd00::5]:8080'] }], 'dual stack: IPv4, both addresses listed')
-  t.same(upstreamsFromSlices([v6], 'http').upstreams, [{ id: 'web-0', url: 'http://[fd00::5]:8080', weight: 1 }], 'IPv6 only: bracketed')
+  t.same(upstreamsFromSlices([v6, v4], 'http').upstreams, [{ id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, uid: 'uid-pod-web-0', addresses: ['http://10.0.0.5:8080', 'http://[fd00::5]:8080'] }], 'dual stack: IPv4, both addresses listed')
+  t.same(upstreamsFromSlices([v6], 'http').upstreams, [{ id: 'web-0', url: 'http://[fd00::5]:8080', weight: 1, uid: 'uid-pod-web-0' }], 'IPv6 only: bracketed')
   const old = endpointSlice('web-a', 'web', [{ pod: 'web-0', ip: '10.0.0.5', terminating: true, serving: true }])
   const moved = endpointSlice('web-b', 'web', [{ pod: 'web-0', ip: '10.0.0.5' }])
-  t.same(upstreamsFromSlices([old, moved], 'http').upstreams, [{ id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 }], 'serving wins over draining')
+  t.same(upstreamsFromSlices([old, moved], 'http').upstreams, [{ id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, uid: 'uid-pod-web-0' }], 'serving wins over draining')
 })
 
 t.test('a pod keeps the url it had while that address is still listed for it (any slice, any position): a reordered or dual-stack listing does not move it', async (t) => {
@@ -96,7 +96,7 @@ t.test('a pod keeps the url it had while that address is still listed for it (an
   for (const [what, slices, before, after] of cases) {
     t.equal(upstreamsFromSlices(slices, 'http', undefined, had(before)).upstreams[0]?.url, after, what)
   }
-  t.equal(upstreamsFromSlices([v4, v6], 'http', undefined, [{ id: 'web-1', url: 'http://[fd00::5]:8080', weight: 1 }]).upstreams[0]?.url, 'http://10.0.0.5:8080', "another pod's url is not this one's")
+  t.equal(upstreamsFromSlices([v4, v6], 'http', undefined, [{ id: 'web-1', url: 'http://[fd00::5]:8080', weight: 1, uid: 'uid-pod-web-1' }]).upstreams[0]?.url, 'http://10.0.0.5:8080', "another pod's url is not this one's")
 })
 
 t.test('dual stack: while the two families\' slices are updated one after the other, a pod keeps its IPv4 url (it flipped to IPv6 with each readiness change)', async (t) => {
@@ -106,10 +106,10 @@ t.test('dual stack: while the two families\' slices are updated one after the ot
   const terminating = { terminating: true, serving: true }
   const notReady = { ready: false, serving: false }
   const addresses = ['http://10.0.0.5:8080', 'http://[fd00::5]:8080']
-  t.same(web0([v4({}), v6({})]), { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, addresses }, 'both ready')
-  t.same(web0([v4(terminating), v6({})]), { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, addresses }, 'IPv4 slice first: terminating there, still ready in IPv6: serving, same url')
-  t.same(web0([v4(terminating), v6(terminating)]), { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, addresses, draining: true }, 'both terminating: draining, same url')
-  t.same(web0([v4(notReady), v6({})]), { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, addresses }, 'IPv4 slice first: not ready there: same url')
+  t.same(web0([v4({}), v6({})]), { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, uid: 'uid-pod-web-0', addresses }, 'both ready')
+  t.same(web0([v4(terminating), v6({})]), { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, uid: 'uid-pod-web-0', addresses }, 'IPv4 slice first: terminating there, still ready in IPv6: serving, same url')
+  t.same(web0([v4(terminating), v6(terminating)]), { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, uid: 'uid-pod-web-0', addresses, draining: true }, 'both terminating: draining, same url')
+  t.same(web0([v4(notReady), v6({})]), { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, uid: 'uid-pod-web-0', addresses }, 'IPv4 slice first: not ready there: same url')
   t.equal(web0([v4(notReady), v6(notReady)]), undefined, 'out in both: out')
 })
 
@@ -122,8 +122,8 @@ t.test('no endpoint ready: terminating endpoints that still serve take new users
   ])
   const { upstreams } = upstreamsFromSlices([all], 'http')
   t.same(upstreams, [
-    { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 },
-    { id: 'web-1', url: 'http://10.0.0.6:8080', weight: 1 },
+    { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, uid: 'uid-pod-web-0' },
+    { id: 'web-1', url: 'http://10.0.0.6:8080', weight: 1, uid: 'uid-pod-web-1' },
   ], 'not draining: otherwise every new user would get 503 while the pods still answer; those not serving stay out')
   t.ok(upstreams.every((u) => Object.isFrozen(u)), 'still deeply frozen')
   const fresh = endpointSlice('web-b', 'web', [{ pod: 'web-4', ip: '10.0.0.9' }])
@@ -147,6 +147,22 @@ t.test('malformed slices are read defensively: wrong types count as absent', asy
   ]
   t.same(upstreamsFromSlices(junk as never, 'http').upstreams, [])
   t.same(upstreamsFromSlices(junk as never, 8080).upstreams.map((u) => u.id), ['10.0.0.1:8080', '10.0.0.2:8080'], 'only a Pod targetRef names the upstream')
+})
+
+t.test("a pod carries its targetRef's uid, the one of the endpoint that listed the url it kept; none without a targetRef or a uid", async (t) => {
+  const at = (slices: ReturnType<typeof endpointSlice>[], before?: string) =>
+    upstreamsFromSlices(slices, 'http', undefined, before === undefined ? [] : [{ id: 'web-0', url: before, weight: 1 }]).upstreams[0]
+  const v4 = (uid: string) => endpointSlice('web-v4', 'web', [{ pod: 'web-0', ip: '10.0.0.5', uid }])
+  const v6 = (uid: string) => endpointSlice('web-v6', 'web', [{ pod: 'web-0', ip: 'fd00::5', uid }], { addressType: 'IPv6' })
+  t.equal(at([v4('new')])?.uid, 'new', 'its uid')
+  // re-created: the IPv4 slice names the new pod, the IPv6 one still the old
+  t.equal(at([v4('new'), v6('old')], 'http://[fd00::5]:8080')?.uid, 'old', 'kept at the old pod\'s IPv6 address: the old uid')
+  t.equal(at([v4('new'), v6('old')], 'http://10.0.0.5:8080')?.uid, 'new', 'kept at the IPv4 address: the new uid')
+  t.notOk('uid' in at([endpointSlice('web-v4', 'web', [{ pod: 'web-0', ip: '10.0.0.5', uid: '' }])])!, 'an empty uid is none')
+  t.notOk('uid' in at([endpointSlice('web-v4', 'web', [{ pod: null, ip: '10.0.0.5' }])])!, 'no targetRef: none')
+  const noUid = { ...v4('x'), endpoints: [{ addresses: ['10.0.0.5'], targetRef: { kind: 'Pod', name: 'web-0' } }] }
+  t.same(at([noUid]), { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 }, 'a targetRef without a uid (an older API server): none')
+  t.notOk(sameUpstreams([at([v4('a')])!], [at([v4('b')])!]), 'another uid is a change of the set')
 })
 
 t.test('sameUpstreams compares ids, urls, weights, draining flags and listed addresses', async (t) => {

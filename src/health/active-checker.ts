@@ -8,6 +8,7 @@ import { systemClock, systemTimers, type Timers } from '../clock.js'
 import type { UpstreamTlsConfig } from '../config/schema.js'
 import { LOCAL_RESOURCE_CODES } from '../errors.js'
 import { UpstreamTlsSource } from '../tls/upstream-tls.js'
+import { isReplacement } from '../upstream/upstream-set.js'
 
 export { systemTimers, type Timers }
 
@@ -36,6 +37,8 @@ export interface ProbeTarget {
   readonly url: string
   /** TLS settings of an https:// upstream (the same as its requests use). */
   readonly tls?: UpstreamTlsConfig | null
+  /** Its pod's uid (discovery), when known. */
+  readonly uid?: string
 }
 
 /** One finished probe, for logs and metrics. */
@@ -83,6 +86,8 @@ interface Target {
   readonly url: string
   /** Its TLS settings as JSON (a change makes a new target). */
   readonly tlsKey: string
+  /** Its pod's uid, once known (another one makes a new target: a pod re-created at the same url). */
+  uid: string | undefined
   readonly request: http.RequestOptions
   /** https://: the TLS options as the files are at each probe (a renewed client certificate is used at once). */
   readonly tls: UpstreamTlsSource | null
@@ -144,7 +149,7 @@ export class ActiveChecker {
   }
 
   /**
-   * Sets the upstreams to probe, by id. New ones (and ones whose URL changed) are probed
+   * Sets the upstreams to probe, by id. New ones (and ones whose URL or pod uid changed) are probed
    * promptly if running; removed ones stop, an in-flight probe of theirs is aborted unreported.
    * Example: `checker.setUpstreams([{ id: 'app-0', url: 'http://127.0.0.1:9001' }])`.
    */
@@ -152,11 +157,14 @@ export class ActiveChecker {
     const next = new Map(targets.map((t) => [t.id, t]))
     for (const [id, target] of this.#targets) {
       const n = next.get(id)
-      if (n?.url === target.url && JSON.stringify(n.tls ?? null) === target.tlsKey) continue
+      if (n?.url === target.url && JSON.stringify(n.tls ?? null) === target.tlsKey && !isReplacement(target, n)) {
+        target.uid ??= n.uid
+        continue
+      }
       this.#cancel(target)
       this.#targets.delete(id)
     }
-    for (const { id, url, tls } of next.values()) {
+    for (const { id, url, tls, uid } of next.values()) {
       if (this.#targets.has(id)) continue
       const request = this.#requestOptions(url)
       let source: UpstreamTlsSource | null
@@ -165,7 +173,7 @@ export class ActiveChecker {
       } catch {
         continue // a TLS file gone since the config was checked: not probed (its requests fail alike)
       }
-      const target: Target = { id, url, tlsKey: JSON.stringify(tls ?? null), request, tls: source, timer: null, probe: null, suspected: false }
+      const target: Target = { id, url, tlsKey: JSON.stringify(tls ?? null), uid, request, tls: source, timer: null, probe: null, suspected: false }
       this.#targets.set(id, target)
       if (this.#running) this.#schedule(target, 0)
     }

@@ -408,7 +408,8 @@ export class HealthTable {
   }
 
   /**
-   * The upstream behind `id` is another process now (a reload or discovery gave it another address): as
+   * The upstream behind `id` is another process now (a reload or discovery gave it another address,
+   * or discovery another pod uid at the same address): as
    * one just added, healthy until checked, with what was counted against the old address
    * forgotten (an ejection or a failed active check of a replica that died, the reason it was
    * replaced); ready from now, so users last seen before are rehydrated on it
@@ -426,7 +427,7 @@ export class HealthTable {
     e.ejectedUntil = null
     e.timesEjected = 0
     e.lastEjectionEnd = -Infinity
-    this.#update(e, 'added', 'replaced at a new address', now)
+    this.#update(e, 'added', 'replaced (a new address or a new pod)', now)
     e.readySince = now
   }
 

@@ -1,6 +1,6 @@
 // Health shared between Tether replicas (`health.shared`): an upstream this replica finds down
-// (unhealthy or ejected) is ejected by the others at once (those that have it at one of the
-// addresses it was found down at: the same pod),
+// (unhealthy or ejected) is ejected by the others at once (those that have it as the same pod:
+// the same pod uid, or without uids at one of the addresses it was found down at),
 // and a drain or undrain made through
 // one replica's admin API applies to all. Layer 2: talks to the health table and to a
 // PeerChannel port; events it applies because a peer sent them are not sent again.
@@ -24,13 +24,15 @@ export const RECORDED_MS = 7 * 24 * 3_600_000
 
 /**
  * Where an upstream id is in this replica's current set (undefined: not in it): its url, and
- * every address listed for it now (`url` among them; absent: `url` alone). A `down` message
- * carries the url found down and the addresses the sender lists for the id; a replica applies
- * it when the id has that url here, or when each side lists the address the other kept (one
- * pod, each replica kept another of its addresses), and ignores it otherwise (another pod: the
- * id's old one was found down).
+ * every address listed for it now (`url` among them; absent: `url` alone), and its pod's `uid`
+ * when discovery gives one. A `down` message carries the url found down, the addresses the
+ * sender lists for the id and its uid; a replica applies it when both have a uid and it is the
+ * same, refuses it when both have one and they differ (another pod: the id's old one was found
+ * down), and without a uid on either side applies it when the id has that url here, or when
+ * each side lists the address the other kept (one pod, each replica kept another of its
+ * addresses), and ignores it otherwise.
  */
-export type AddressesOf = (id: string) => { readonly url: string; readonly addresses?: readonly string[] } | undefined
+export type AddressesOf = (id: string) => { readonly url: string; readonly addresses?: readonly string[]; readonly uid?: string } | undefined
 
 /**
  * Example: `const shared = new SharedHealth(channel, health, logger, (id) => membership.current().get(id)); shared.start()`;
@@ -141,17 +143,18 @@ export class SharedHealth {
    * `drain_timeout` and `min_idle` count from then everywhere. `at`: when the change was made
    * (ms since the epoch; earlier than now for one sent again after Redis was down). A `down`
    * carries the url found down, and `addresses`, every address listed here for the id when
-   * there are several (one pod's: its IPv4 and IPv6), so a replica where the id names another
-   * pod (re-created elsewhere, seen there first) ignores it, and one that kept another address
-   * of the same pod applies it.
+   * there are several (one pod's: its IPv4 and IPv6), and `uid`, its pod's uid when known, so a
+   * replica where the id names another pod (re-created, seen there first) ignores it, and one
+   * that kept another address of the same pod applies it.
    */
   tell(kind: 'down' | 'drain' | 'undrain', id: string, migrate = false, at = Date.now()): void {
     const since = kind === 'drain' ? this.#health.drainingSince(id) ?? undefined : undefined
     const found = kind === 'down' ? this.#addressesOf(id) : undefined
     const url = found?.url
     const addresses = found?.addresses !== undefined && found.addresses.length > 1 ? found.addresses : undefined
+    const uid = found?.uid
     // `recorded`: the sender keeps the drain starts itself (a Tether since they exist)
-    const sent = [this.#channel.publish(JSON.stringify({ from: this.#self, kind, id, ...(url !== undefined ? { url } : {}), ...(addresses !== undefined ? { addresses } : {}), ...(migrate ? { migrate } : {}), ...(since !== undefined ? { since } : {}), ...(kind === 'undrain' ? { recorded: true } : {}) }))]
+    const sent = [this.#channel.publish(JSON.stringify({ from: this.#self, kind, id, ...(url !== undefined ? { url } : {}), ...(addresses !== undefined ? { addresses } : {}), ...(uid !== undefined ? { uid } : {}), ...(migrate ? { migrate } : {}), ...(since !== undefined ? { since } : {}), ...(kind === 'undrain' ? { recorded: true } : {}) }))]
     if (kind === 'down') return
     for (const heard of this.#hearing) heard.add(id)
     if (kind === 'drain') {
@@ -213,7 +216,7 @@ export class SharedHealth {
   }
 
   #receive(message: string): void {
-    let m: { from?: unknown; kind?: unknown; id?: unknown; url?: unknown; addresses?: unknown; migrate?: unknown; since?: unknown; recorded?: unknown }
+    let m: { from?: unknown; kind?: unknown; id?: unknown; url?: unknown; addresses?: unknown; uid?: unknown; migrate?: unknown; since?: unknown; recorded?: unknown }
     try {
       m = JSON.parse(message) as typeof m
     } catch {
@@ -222,12 +225,13 @@ export class SharedHealth {
     if (m.from === this.#self || typeof m.id !== 'string') return
     // about the id's old pod, found down where the id still named it: not this replica's upstream.
     // Replicas may keep different addresses of one pod (which they saw first): the same pod when
-    // each side lists the address the other kept (see samePod). An older Tether sends no url
-    // (applied as before) or no addresses (its url alone)
+    // each side lists the address the other kept, or when both know the pod's uid, the same uid
+    // (see samePod). An older Tether sends no url (applied as before), no addresses (its url
+    // alone) or no uid (the addresses decide)
     if (m.kind === 'down' && typeof m.url === 'string') {
       const ours = this.#addressesOf(m.id)
-      if (ours !== undefined && !samePod(ours, m.url, m.addresses)) {
-        this.#logger.info({ upstream: m.id, url: m.url, ours: ours.url }, 'health event from another Tether replica ignored: it is about another address of that upstream')
+      if (ours !== undefined && !samePod(ours, m.url, m.addresses, m.uid)) {
+        this.#logger.info({ upstream: m.id, url: m.url, ours: ours.url }, 'health event from another Tether replica ignored: it is about another pod or address of that upstream')
         return
       }
     }
@@ -258,15 +262,21 @@ export class SharedHealth {
 
 /**
  * Whether a `down` found at `url`, whose sender listed `theirs` (a message's field: anything;
- * absent: `url` alone) for the id, is about the pod this replica has at `ours`: the same url, or
- * each side lists the address the other kept. Not merely an address in common: while a
- * dual-stack pod is re-created its families' slices are updated one after the other, so one
- * id's list can hold the new pod's IPv4 address with the old pod's IPv6 one (or the reverse),
- * and a `down` about the old pod would eject the new one.
+ * absent: `url` alone) for the id and gave the pod uid `uid` (anything; absent: none), is about
+ * the pod this replica has at `ours`. With a uid on both sides: the same uid, whatever the
+ * addresses (a pod re-created at the same address has another uid; two replicas may keep
+ * different addresses of one pod). Else the same url, or each side lists the address the other
+ * kept. Not merely an address in common: while a dual-stack pod is re-created its families'
+ * slices are updated one after the other, so one id's list can hold the new pod's IPv4 address
+ * with the old pod's IPv6 one (or the reverse), and a `down` about the old pod would eject the
+ * new one; two replicas can even hold the same mixed list, each having kept another of its
+ * addresses (each side lists the other's): only the uids tell those pods apart.
  * Example: `samePod({ url: 'http://10.0.0.5:80', addresses: ['http://10.0.0.5:80', 'http://[fd00::5]:80'] }, 'http://[fd00::5]:80', ['http://10.0.0.5:80', 'http://[fd00::5]:80'])` -> true;
- * `samePod({ url: 'http://10.0.0.9:80', addresses: ['http://10.0.0.9:80', 'http://[fd00::9]:80'] }, 'http://[fd00::5]:80', ['http://10.0.0.9:80', 'http://[fd00::5]:80'])` -> false.
+ * `samePod({ url: 'http://10.0.0.9:80', addresses: ['http://10.0.0.9:80', 'http://[fd00::9]:80'] }, 'http://[fd00::5]:80', ['http://10.0.0.9:80', 'http://[fd00::5]:80'])` -> false;
+ * `samePod({ url: 'http://10.0.0.5:80', uid: 'b' }, 'http://10.0.0.5:80', undefined, 'a')` -> false (re-created at the same address).
  */
-function samePod(ours: { readonly url: string; readonly addresses?: readonly string[] }, url: string, theirs: unknown): boolean {
+function samePod(ours: { readonly url: string; readonly addresses?: readonly string[]; readonly uid?: string }, url: string, theirs: unknown, uid: unknown): boolean {
+  if (typeof uid === 'string' && ours.uid !== undefined) return uid === ours.uid
   if (url === ours.url) return true
   const listedHere = ours.addresses ?? [ours.url]
   const listedThere = Array.isArray(theirs) ? theirs : [url]

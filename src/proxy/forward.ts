@@ -7,7 +7,7 @@ import { validateHeaderName, validateHeaderValue, type IncomingMessage, type Ser
 import type { Socket } from 'node:net'
 import { Pool, buildConnector, errors, type Dispatcher } from 'undici'
 import { TetherError, type ErrorCode } from '../errors.js'
-import type { Upstream } from '../upstream/upstream-set.js'
+import { isReplacement, type Upstream } from '../upstream/upstream-set.js'
 import type { UpstreamTlsConfig } from '../config/schema.js'
 import { UpstreamTlsSource, type UpstreamTlsChange, type UpstreamTlsOptions } from '../tls/upstream-tls.js'
 import { classify, type Outcome } from './outcome.js'
@@ -25,6 +25,8 @@ export interface PoolTarget {
   readonly id: string
   readonly url: string
   readonly tls?: UpstreamTlsConfig | null
+  /** Its pod's uid (discovery): another uid at the same url is another pod, whose pool is new. */
+  readonly uid?: string
 }
 
 export interface PoolTimeouts {
@@ -49,6 +51,8 @@ interface UpstreamPool {
   readonly identity: string
   /** https://: the name undici files the pool's requests under (see {@link tlsName}); http://: undefined. */
   readonly servername: string | undefined
+  /** The pod uid it was made for, once known. */
+  uid: string | undefined
 }
 
 /** undici honours `servername` in a request's options (lib/core/request.js), not in its types. */
@@ -80,15 +84,19 @@ export class Forwarder {
   }
 
   /**
-   * Make the pools match `upstreams`: new ids (or a changed url or TLS setting) get a pool,
-   * removed ones are closed gracefully (their in-flight requests finish). Pools of unchanged
-   * upstreams stay.
+   * Make the pools match `upstreams`: new ids (or a changed url, pod uid or TLS setting) get a
+   * pool, removed ones are closed gracefully (their in-flight requests finish). Pools of
+   * unchanged upstreams stay: kept connections to a re-created pod's address reached the old pod.
    */
   setUpstreams(upstreams: readonly PoolTarget[]): void {
     const wanted = new Map(upstreams.map((u) => [u.id, u]))
     const identity = (u: PoolTarget | undefined): string | undefined => u === undefined ? undefined : `${u.url} ${JSON.stringify(u.tls ?? null)}`
     for (const [id, entry] of this.#pools) {
-      if (entry.identity === identity(wanted.get(id))) continue
+      const u = wanted.get(id)
+      if (u !== undefined && entry.identity === identity(u) && !isReplacement({ url: u.url, uid: entry.uid }, u)) {
+        entry.uid ??= u.uid
+        continue
+      }
       this.#pools.delete(id)
       entry.pool.close().catch(() => undefined)
     }
@@ -136,7 +144,7 @@ export class Forwarder {
       pipelining: 1,
       maxHeaderSize: this.#timeouts.maxResponseHeaderBytes,
     })
-    return { pool, identity, servername: tls === null ? undefined : tlsName(origin, sni) }
+    return { pool, identity, servername: tls === null ? undefined : tlsName(origin, sni), uid: target.uid }
   }
 
   /** The HTTP transport of one request: its answer goes into `res`. */

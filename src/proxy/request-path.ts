@@ -17,7 +17,7 @@ import type { ProxyEvents } from '../observability/events.js'
 import type { Decision, MoveReason, NoRoute, Router } from '../routing/router.js'
 import { TETHER_HEADER } from '../reserved-headers.js'
 import type { StateProtocol } from '../state/protocol.js'
-import type { Upstream, UpstreamSet } from '../upstream/upstream-set.js'
+import { isReplacement, type Upstream, type UpstreamSet } from '../upstream/upstream-set.js'
 import type { ClientErrors } from './client-error.js'
 import type { Attempt, Exchange } from './exchange.js'
 import { hasBody, type Forwarder } from './forward.js'
@@ -215,9 +215,9 @@ export class RequestPath {
         }
         const headers = this.#headers(ctx, d, upstream)
         const hookFailed = d.moved === null ? null : await this.#rehydrate(ctx, d, headers)
-        if (d.moved !== null && this.#d.upstreams().get(d.upstream)?.url !== upstream.url) {
-          // a reload or a discovery list took the upstream away, or gave its id another url (a
-          // pod re-created again), while the state was fetched (or its hook ran): nothing of the
+        if (d.moved !== null && !this.#current(upstream)) {
+          // a reload or a discovery list took the upstream away, or gave its id another url or
+          // pod uid (a pod re-created again), while the state was fetched (or its hook ran): nothing of the
           // request was sent to it, so it is decided again, not retried (with retries at 0 it was
           // a 502 for a request no upstream saw). Sent on, it would reach the id's new pod (its
           // pool) without the state the hook gave the old one (with `preserve_host: false`,
@@ -412,7 +412,7 @@ export class RequestPath {
     let stopped: ErrorCode | null = null
     const waiting = { answered: false, stop: (code: ErrorCode): void => { stopped ??= code; abort.abort() } }
     this.#d.inFlight.add(waiting, d.upstream)
-    const url = this.#d.upstreams().get(d.upstream)?.url
+    const at = this.#d.upstreams().get(d.upstream)
     const r = await this.#d.http.call(d.upstream, 'POST', this.#hook!, headers, value, this.config.timeouts.response_headers, abort.signal)
     this.#d.inFlight.remove(waiting, d.upstream)
     if (stopped !== null) return { kind: 'error', code: stopped, connect: true }
@@ -420,7 +420,7 @@ export class RequestPath {
       const outcome = classify(r.error, false)
       if (outcome.kind === 'error' && outcome.connect) {
         const signal = healthSignal({ status: 0, outcome, error: r.error, responded: false })
-        if (signal !== null && url !== undefined) this.#observe(d.upstream, url, signal)
+        if (signal !== null && at !== undefined) this.#observe(at, signal)
         return outcome
       }
     }
@@ -443,13 +443,13 @@ export class RequestPath {
       inFlight.remove(attempt, upstream.id)
       events.requestEnded(upstream.id)
       const signal = healthSignal(r)
-      if (signal !== null) this.#observe(upstream.id, upstream.url, signal)
+      if (signal !== null) this.#observe(upstream, signal)
       else if (r.outcome?.kind === 'client_abort' && !attempt.answered && performance.now() - sent >= this.config.health.active.timeout && this.#firstGiveUp(ctx)) {
         // the client gave up waiting for a head: a hint that this upstream may not be answering
         // (a frozen replica). A probe now decides, so the user's next request is not sent back
         // into the hole; only without active checks is the hint a failure for passive health
         // (else a few clients giving up on a slow but healthy upstream could eject it)
-        if (!this.config.health.active.enabled) this.#observe(upstream.id, upstream.url, 'connect_failure')
+        if (!this.config.health.active.enabled) this.#observe(upstream, 'connect_failure')
         this.#d.suspect?.(upstream.id)
       }
       return r
@@ -458,14 +458,23 @@ export class RequestPath {
   }
 
   /**
-   * Tell passive health how an exchange with `id` at `url` went, if `id` is still at `url`: one
-   * whose id was given another url meanwhile (a pod re-created elsewhere, a reload) was with
-   * the old process, and its failure (the old pod is gone) says nothing of the new one. Discovery
-   * moves an id's url only when its address is no longer listed, so the old url is no address
-   * of the new pod. One map lookup and one string compare, no allocation.
+   * Tell passive health how an exchange with `upstream` went, if its id still names that
+   * process (see #current): one whose id was given another url or pod uid meanwhile (a pod
+   * re-created, a reload) was with the old process, and its failure (the old pod is gone) says
+   * nothing of the new one. Discovery moves an id's url only when its address is no longer
+   * listed, so the old url is no address of the new pod.
    */
-  #observe(id: string, url: string, signal: HealthSignal): void {
-    if (this.#d.upstreams().get(id)?.url === url) this.#d.observe(id, signal)
+  #observe(upstream: Upstream, signal: HealthSignal): void {
+    if (this.#current(upstream)) this.#d.observe(upstream.id, signal)
+  }
+
+  /**
+   * Whether `upstream` (as read for an attempt) is still what its id names in the current set:
+   * the same url and no other pod uid. One map lookup and two string compares, no allocation.
+   */
+  #current(upstream: Upstream): boolean {
+    const now = this.#d.upstreams().get(upstream.id)
+    return now !== undefined && !isReplacement(upstream, now)
   }
 
   /**

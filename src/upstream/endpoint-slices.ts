@@ -21,7 +21,7 @@ export interface EndpointSlice {
 export interface Endpoint {
   readonly addresses?: readonly string[]
   readonly conditions?: { readonly ready?: boolean | null; readonly serving?: boolean | null; readonly terminating?: boolean | null }
-  readonly targetRef?: { readonly kind?: string; readonly name?: string } | null
+  readonly targetRef?: { readonly kind?: string; readonly name?: string; readonly uid?: string } | null
 }
 
 export interface EndpointPort {
@@ -107,7 +107,9 @@ const RANK = { out: 0, draining: 1, serving: 2 } as const
  * set in use) keeps its url while that address is still listed for it, in any slice
  * or position: a slice update that reorders or adds addresses does not move it (a url change
  * is a pod re-created elsewhere, whose users are rehydrated). A pod listed at more than one
- * address carries them all in `addresses` (a peer's `down` about any of them is about it). When no endpoint is
+ * address carries them all in `addresses` (a peer's `down` about any of them is about it), and
+ * `uid`, the `targetRef.uid` of the endpoint that listed its url (a pod re-created with its
+ * name at the same address is told apart by it). When no endpoint is
  * serving, the draining ones are not draining: they take new users (kube-proxy's fallback to
  * serving-terminating endpoints), so the pool never answers 503 while pods still serve.
  * Example: a slice with web-0 ready at 10.0.0.5 and web-1 terminating (serving) at 10.0.0.6,
@@ -128,7 +130,8 @@ export function upstreamsFromSlices(
   // per endpoint: its address from the first slice (by family) that lists it, whatever its role
   // there, and its best role over all slices; the slices of two families are updated one after
   // the other, and an address chosen by role flipped between them at each readiness change
-  const byId = new Map<string, { urls: string[]; weight: number; role: 'serving' | 'draining' | 'out' }>()
+  // `uids[i]`: the pod uid of the endpoint that listed `urls[i]` (undefined: none given)
+  const byId = new Map<string, { urls: string[]; uids: (string | undefined)[]; weight: number; role: 'serving' | 'draining' | 'out' }>()
   const slicesWithoutPort: string[] = []
   for (const slice of ordered) {
     const number = typeof port === 'number' ? port : namedPort(slice, port)
@@ -143,14 +146,17 @@ export function upstreamsFromSlices(
       const pod = endpoint.targetRef?.kind === 'Pod' && typeof endpoint.targetRef.name === 'string' && endpoint.targetRef.name !== '' ? endpoint.targetRef.name : null
       const id = pod ?? upstreamId(addresses[0]!, number)
       const urls = addresses.map((a) => upstreamUrl(a, number))
+      const uid = pod !== null && typeof endpoint.targetRef?.uid === 'string' && endpoint.targetRef.uid !== '' ? endpoint.targetRef.uid : undefined
+      const uids = urls.map(() => uid)
       const seen = byId.get(id)
       if (seen !== undefined) {
         if (RANK[role] > RANK[seen.role]) seen.role = role
         seen.urls.push(...urls)
+        seen.uids.push(...uids)
         continue
       }
       const weight = pod === null ? weights.others : (weights.byPod.get(pod) ?? weights.others)
-      byId.set(id, { urls, weight, role })
+      byId.set(id, { urls, uids, weight, role })
     }
   }
   const had = new Map(previous.map((u) => [u.id, u.url]))
@@ -158,7 +164,11 @@ export function upstreamsFromSlices(
   for (const [id, e] of byId) {
     if (e.role === 'out') continue
     const addresses = listedAddresses(e.urls)
-    found.push(Object.freeze({ id, url: keptUrl(had.get(id), e.urls), weight: e.weight, ...(addresses === undefined ? {} : { addresses }), ...(e.role === 'draining' ? { draining: true } : {}) }))
+    const url = keptUrl(had.get(id), e.urls)
+    // the uid of the pod at the url kept (its first listing): while a pod is re-created, one
+    // family's slice may list the new pod and the other's still the old one
+    const uid = e.uids[e.urls.indexOf(url)]
+    found.push(Object.freeze({ id, url, weight: e.weight, ...(addresses === undefined ? {} : { addresses }), ...(uid === undefined ? {} : { uid }), ...(e.role === 'draining' ? { draining: true } : {}) }))
   }
   // No endpoint ready but some terminating ones still serving (every pod of a Deployment
   // replaced at once, a one-replica rollout with maxSurge 0): they take new users, as kube-proxy
@@ -170,13 +180,13 @@ export function upstreamsFromSlices(
 }
 
 /**
- * True when two upstream lists are the same (same ids, urls, weights, draining flags and
- * listed addresses, in order). Example: `sameUpstreams(a, a)` -> true.
+ * True when two upstream lists are the same (same ids, urls, pod uids, weights, draining flags
+ * and listed addresses, in order). Example: `sameUpstreams(a, a)` -> true.
  */
 export function sameUpstreams(a: readonly DiscoveredUpstream[], b: readonly DiscoveredUpstream[]): boolean {
   return a.length === b.length && a.every((u, i) => {
     const v = b[i]!
-    return u.id === v.id && u.url === v.url && u.weight === v.weight && (u.draining === true) === (v.draining === true) && sameAddresses(u.addresses, v.addresses)
+    return u.id === v.id && u.url === v.url && u.uid === v.uid && u.weight === v.weight && (u.draining === true) === (v.draining === true) && sameAddresses(u.addresses, v.addresses)
   })
 }
 

@@ -66,7 +66,7 @@ export class Membership {
     const serving = new Set<string>()
     for (const list of this.#sources.values()) {
       for (const u of list) {
-        if (!next.has(u.id)) next.set(u.id, { id: u.id, url: u.url, weight: u.weight, ...(u.addresses === undefined ? {} : { addresses: u.addresses }) })
+        if (!next.has(u.id)) next.set(u.id, { id: u.id, url: u.url, weight: u.weight, ...(u.addresses === undefined ? {} : { addresses: u.addresses }), ...(u.uid === undefined ? {} : { uid: u.uid }) })
         if (u.draining === true) terminating.add(u.id)
         else serving.add(u.id)
       }

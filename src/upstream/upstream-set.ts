@@ -11,26 +11,44 @@ export interface Upstream extends UpstreamConfig {
   /**
    * Every address listed for its id now, as urls, `url` among them: one pod's addresses (a
    * dual-stack pod's IPv4 and IPv6, an SRV target's several records); `[url]` for a configured
-   * upstream or one listed at one address. Not its identity: only a change of `url` is a
-   * replacement (another process), a change of this list is not.
+   * upstream or one listed at one address. Not its identity: only a change of `url` (or of
+   * `uid`) is a replacement (another process), a change of this list is not.
    */
   readonly addresses: readonly string[]
+  /**
+   * The pod's uid when discovery names one (an EndpointSlice endpoint's `targetRef.uid`):
+   * a pod re-created with the same name, even at the same address, has another one. Absent for
+   * configured upstreams, DNS and endpoints without a targetRef.
+   */
+  readonly uid?: string
 }
 
 /**
  * An upstream as a discovery source reports it: the configured shape, plus `draining` for one
  * that still serves its users but takes no new ones (a Kubernetes pod that is terminating),
  * and `addresses` when its id is listed at more than one address (sorted; `url`, the one kept,
- * among them). Example: `{ id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, draining: true }`;
+ * among them), and `uid`, its pod's uid when known. Example: `{ id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, draining: true, uid: '5f1c…' }`;
  * `{ id: 'web-1', url: 'http://[fd00::6]:8080', weight: 1, addresses: ['http://10.0.0.6:8080', 'http://[fd00::6]:8080'] }`.
  */
 export interface DiscoveredUpstream extends ListedUpstream {
   readonly draining?: boolean
 }
 
-/** An upstream as configured, or discovered with `addresses` (absent: `url` alone). */
+/** An upstream as configured, or discovered with `addresses` (absent: `url` alone) and its pod's `uid`. */
 export interface ListedUpstream extends UpstreamConfig {
   readonly addresses?: readonly string[]
+  readonly uid?: string
+}
+
+/**
+ * True when `after` is another process than `before` under the same id: another url, or
+ * another pod uid (a pod re-created with its name at the same address). A uid that appears or
+ * disappears (an API server that starts or stops sending it, an endpoint without targetRef) is
+ * not a replacement. Example: `isReplacement({ url: 'http://10.0.0.5:80', uid: 'a' }, { url:
+ * 'http://10.0.0.5:80', uid: 'b' })` -> true; with `uid` absent on either side -> false.
+ */
+export function isReplacement(before: { readonly url: string; readonly uid?: string | undefined }, after: { readonly url: string; readonly uid?: string | undefined }): boolean {
+  return before.url !== after.url || (before.uid !== undefined && after.uid !== undefined && before.uid !== after.uid)
 }
 
 /** The current upstreams, sorted by id. Example: `set.get('app-0')?.url` -> 'http://10.0.0.5:8080'. */
@@ -45,7 +63,7 @@ export function upstreamSet(upstreams: readonly ListedUpstream[]): UpstreamSet {
   const list = Object.freeze(
     [...upstreams]
       .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
-      .map((u) => Object.freeze({ id: u.id, url: u.url, weight: u.weight, host: new URL(u.url).host, tls: u.tls ?? null, addresses: Object.freeze(u.addresses ?? [u.url]) })),
+      .map((u) => Object.freeze({ id: u.id, url: u.url, weight: u.weight, host: new URL(u.url).host, tls: u.tls ?? null, addresses: Object.freeze(u.addresses ?? [u.url]), ...(u.uid === undefined ? {} : { uid: u.uid }) })),
   )
   const byId = new Map(list.map((u) => [u.id, u]))
   return Object.freeze({ list, ids: Object.freeze(list.map((u) => u.id)), get: (id: string) => byId.get(id) })

@@ -41,6 +41,8 @@ export interface WireDiscovered {
   readonly weight: number
   readonly draining?: boolean
   readonly addresses?: readonly string[]
+  /** The pod's uid (Kubernetes); absent from an older Tether's lead. */
+  readonly uid?: string
 }
 
 /**
