@@ -101,6 +101,42 @@ t.test('an upstream that refuses the state in a header (431: over its header lim
   t.equal(after.body.id, moved.body.id, 'stays on the new upstream')
 })
 
+t.test('an upstream replaced (another url) while it refused the state (431): the request is decided again and reaches the new process with the state, not sent on without it', async (t) => {
+  const apps = await Promise.all(['a', 'b'].map((id) => counterApp(id)))
+  const newer = new Map<string, Awaited<ReturnType<typeof counterApp>>>()
+  for (const a of apps) newer.set(a.id, await counterApp(a.id))
+  let refused = 0
+  // each app answers with a checkpoint and refuses a request carrying the state (as its header
+  // limit would), but first its id is given another url (its next process: a reload, a pod
+  // re-created), as may happen while an attempt is out: the 431 comes once the new set is in use
+  for (const a of apps) {
+    a.server.removeAllListeners('request')
+    a.server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+      a.heads.push(req.headers)
+      if (req.headers['x-tether-rehydrate'] === undefined) return void res.writeHead(200, { 'x-tether-state': '1' }).end(JSON.stringify({ id: a.id, n: 1 }))
+      refused++
+      const next = newer.get(a.id)!
+      tether.reload({ ...tether.config, upstreams: tether.config.upstreams.map((u) => (u.id === a.id ? { ...u, url: next.url } : u)) })
+      res.writeHead(431).end()
+    })
+  }
+  const tether = await startTether(testConfig(apps), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await Promise.all([...apps, ...newer.values()].map((a) => a.close())) })
+  const jar = new CookieJar()
+  jar.cookies.set('user', 'u1')
+  const home = (await get(tether.url, jar)).body.id
+  await apps.find((a) => a.id === home)!.close()
+  const other = apps.find((a) => a.id !== home)!
+  const moved = await get(tether.url, jar)
+  t.equal(refused, 1, 'the state was refused once')
+  t.equal(moved.status, 200)
+  t.equal(other.heads.length, 1, 'the replaced process got nothing after it refused the state')
+  const next = newer.get(other.id)!.heads
+  t.equal(next.length, 1, 'its new process got the request')
+  t.equal(next[0]?.['x-tether-rehydrate'], '1', 'with the state')
+  t.equal(moved.body.n, 2, 'the count goes on from the checkpoint')
+})
+
 t.test("a user moved without their state (431) starts it again there: its first checkpoint replaces the old one whatever the versions, and the next ones follow it", async (t) => {
   const apps = await Promise.all(['a', 'b', 'c'].map((id) => counterApp(id, { stateBytes: 12_000, version: true })))
   for (const a of apps) (a.server as http.Server & { maxHeaderSize?: number }).maxHeaderSize = 8192

@@ -256,6 +256,15 @@ export class RequestPath {
         }
         let r = this.#hedgeable(ctx) ? await this.#hedged(ctx, x, d, upstream, headers) : await this.#start(ctx, x, d, upstream, headers).result
         if (!r.responded && r.outcome?.kind === 'error' && r.outcome.code === 'TETHER_HEADERS_TOO_LARGE' && ctx.rehydrateBytes > 0) {
+          if (!this.#current(upstream)) {
+            // the id was replaced (another url or pod uid) or left while the refused attempt was
+            // out: sent again as read, the request would reach the id's new process (its pool)
+            // without the state that one may take, marked too_large, with the old one's Host
+            // (`preserve_host: false`), its outcome told to nobody. Nothing of it reached an
+            // application: it is decided again, as after the hook's check above
+            if (ctx.body !== null) ctx.body = ctx.body.replay()
+            continue
+          }
           r = await this.#start(ctx, x, d, upstream, this.#withoutState(ctx, d, headers)).result
         }
         if (r.responded || r.outcome === null) {
