@@ -5,7 +5,10 @@
 import t, { type Test } from 'tap'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { request, startProxy, startUpstream, waitFor, type Upstream } from './fixtures/upstream.js'
+import { request, startProxy, startUpstream, testConfig, waitFor, type Upstream } from './fixtures/upstream.js'
+import { FakeTimers } from './fixtures/timers.js'
+import { startTether } from '../src/app.js'
+import { createLogger } from '../src/observability/logger.js'
 import { hashKey as hashOf } from '../src/placement/hash.js'
 import type { Tether } from '../src/app.js'
 
@@ -358,4 +361,45 @@ t.test('a late answer from an upstream that still serves (the user was moved off
   const fresh = String(lateAnswer.headers['set-cookie'] ?? '').split(';')[0]!
   t.match(fresh, /^sid=a\d+$/, "a's new session cookie passes (a still serves: the session it made lives there)")
   t.equal((await request(`${px.url}/`, { headers: { cookie: fresh } })).body, 'a', 'and leads back to a')
+})
+
+t.test("a client giving up on a replaced upstream's old process does not get the id's new process probed early; one giving up on the new process does", async (t) => {
+  const PROBE_TIMEOUT = 150
+  // /slow and probes are held (answered at the end), so a probe started stays in flight
+  const held: http.ServerResponse[] = []
+  const app = (id: string) => startUpstream(id, (req, res) => (req.url === '/slow' || req.method === 'OPTIONS' ? void held.push(res) : res.end(`${id}\n`)))
+  const [old, b, next] = [await app('a'), await app('b'), await app('a-next')]
+  t.teardown(async () => { for (const r of held) r.end(); await Promise.all([old, b, next].map((u) => u.close())) })
+  // Tether's timers are fake: no probe runs unless asked for (probeSoon starts one at once,
+  // setting its PROBE_TIMEOUT timer, pending while the probe is held); the give-up is timed on
+  // real time
+  const timers = new FakeTimers()
+  const px = await startTether(testConfig([{ id: 'a', url: old.url }, { id: 'b', url: b.url }], {
+    affinity: HEADER, health: { active: { enabled: true, interval: 10_000, timeout: PROBE_TIMEOUT } },
+  }), { logger: createLogger('silent'), timers })
+  t.teardown(() => px.close(0))
+  const [user] = await usersOn(px, 'a', 1, 'z')
+  const probing = (): number => timers.pending(PROBE_TIMEOUT).length
+  const giveUp = (): Promise<boolean> => new Promise<boolean>((resolve) => {
+    const req = http.get(`${px.url}/slow`, { headers: { 'x-user': user! }, agent: false }, () => resolve(false))
+    req.setTimeout(2 * PROBE_TIMEOUT, () => { req.destroy(); resolve(true) })
+    req.on('error', () => undefined)
+  })
+  const seen = old.seen.length
+  const first = giveUp()
+  await waitFor(() => old.seen.length > seen, 5000, 'the slow request at the old process')
+  px.reload({ ...px.config, upstreams: px.config.upstreams.map((u) => (u.id === 'a' ? { ...u, url: next.url } : u)) })
+  t.equal(probing(), 0, 'no probe in flight')
+  t.ok(await first, 'the client gave up on the old process')
+  await waitFor(() => px.inFlight.count('a') === 0, 5000, 'Tether to stop the abandoned request')
+  t.equal(probing(), 0, 'the new process is not probed early')
+  // the same on the new process: it is
+  const before = next.seen.length
+  const second = giveUp()
+  await waitFor(() => next.seen.length > before, 5000, 'the slow request at the new process')
+  t.ok(await second, 'the client gave up on the new process')
+  await waitFor(() => px.inFlight.count('a') === 0, 5000, 'Tether to stop the abandoned request')
+  t.equal(probing(), 1, 'the new process is probed now')
+  await waitFor(() => next.seen.some((r) => r.method === 'OPTIONS'), 5000, 'the probe at the new process')
+  t.notOk(old.seen.some((r) => r.method === 'OPTIONS'), 'the old process was never probed')
 })

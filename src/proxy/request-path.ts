@@ -453,12 +453,14 @@ export class RequestPath {
       events.requestEnded(upstream.id)
       const signal = healthSignal(r)
       if (signal !== null) this.#observe(upstream, signal)
-      else if (r.outcome?.kind === 'client_abort' && !attempt.answered && performance.now() - sent >= this.config.health.active.timeout && this.#firstGiveUp(ctx)) {
+      else if (r.outcome?.kind === 'client_abort' && !attempt.answered && performance.now() - sent >= this.config.health.active.timeout && this.#current(upstream) && this.#firstGiveUp(ctx)) {
         // the client gave up waiting for a head: a hint that this upstream may not be answering
         // (a frozen replica). A probe now decides, so the user's next request is not sent back
         // into the hole; only without active checks is the hint a failure for passive health
-        // (else a few clients giving up on a slow but healthy upstream could eject it)
-        if (!this.config.health.active.enabled) this.#observe(upstream, 'connect_failure')
+        // (else a few clients giving up on a slow but healthy upstream could eject it). Only
+        // while the id is still the process the request went to (as #observe): a slow old pod
+        // says nothing of the id's new one
+        if (!this.config.health.active.enabled) this.#d.observe(upstream.id, 'connect_failure')
         this.#d.suspect?.(upstream.id)
       }
       return r
