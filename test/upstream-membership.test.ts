@@ -86,6 +86,15 @@ t.test('a terminating upstream is in the set and drains while listed; listed ser
   t.same(membership.current().get('web-0'), { id: 'web-0', url: 'http://web-0.test:8080', weight: 1, host: 'web-0.test:8080', tls: null, addresses: ['http://web-0.test:8080'] }, 'the snapshot carries no draining flag')
 })
 
+t.test("the snapshot carries a discovered pod's uid, and none for one without", async (t) => {
+  const { membership } = setup()
+  membership.setDiscovered([up('web-0', { uid: 'u-1' }), up('web-1')], 'kubernetes')
+  t.equal(membership.current().get('web-0')?.uid, 'u-1')
+  t.notOk('uid' in membership.current().get('web-1')!)
+  membership.setDiscovered([up('web-0', { uid: 'u-2' }), up('web-1')], 'kubernetes')
+  t.equal(membership.current().get('web-0')?.uid, 'u-2', 'the same url, another pod')
+})
+
 t.test('a pod that changes address keeps its id; the snapshot has the new url', async (t) => {
   const { membership, calls } = setup()
   membership.setDiscovered([up('web-0', { url: 'http://10.0.0.5:8080' })], 'kubernetes')
