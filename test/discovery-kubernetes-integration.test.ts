@@ -16,7 +16,7 @@ import type { AddressInfo, Socket } from 'node:net'
 import { request, testConfig, waitFor } from './fixtures/upstream.js'
 import { CookieJar, get, tally, userAgent } from './fixtures/users.js'
 import { FakeKubeApi, endpointSlice, type PodEndpoint } from './fixtures/kube-api-server.js'
-import { startTether } from '../src/app.js'
+import { startTether, type Tether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { FakeClock } from './fixtures/clock.js'
@@ -249,6 +249,16 @@ t.test('a problem that lasts is logged once when it starts, then at most every 3
   t.equal(lines().length, 3, 'nothing more')
 })
 
+/** Tether with RECREATED_POD_CONFIG, discovering the Service `web` from the fake API server at `url`, logging into `log`. */
+async function recreatedPodTether(t: Test, url: string, log: LogCapture): Promise<Tether> {
+  const tether = await startTether(testConfig([], {
+    ...RECREATED_POD_CONFIG,
+    discovery: { kubernetes: { service: 'web', namespace: null, port: 'http', kubeconfig: kubeconfigFor(url), weight_annotation: null } },
+  }), { logger: createLogger('info', log) })
+  t.teardown(() => tether.close(0))
+  return tether
+}
+
 t.test('a StatefulSet pod re-created at a new address (same name, another url) is a replaced replica: its WebSockets close with 1012, its users are rehydrated there with reason=restart', async (t) => {
   const pods = await counterPods(t)
   const slice = (c: Counter) => endpointSlice(`web-${c.id}`, 'web', [{ pod: c.id, ip: '127.0.0.1' }], { ports: [{ name: 'http', port: c.port }] })
@@ -257,11 +267,7 @@ t.test('a StatefulSet pod re-created at a new address (same name, another url) i
   t.teardown(() => api.close())
   for (const c of pods.values()) api.put('endpointslices', slice(c))
   const log = new LogCapture()
-  const tether = await startTether(testConfig([], {
-    ...RECREATED_POD_CONFIG,
-    discovery: { kubernetes: { service: 'web', namespace: null, port: 'http', kubeconfig: kubeconfigFor(url), weight_annotation: null } },
-  }), { logger: createLogger('info', log) })
-  t.teardown(() => tether.close(0))
+  const tether = await recreatedPodTether(t, url, log)
   await checkRecreatedPod(t, tether, log, pods, (next) => api.put('endpointslices', slice(next)))
 })
 
@@ -296,11 +302,7 @@ t.test('a StatefulSet pod re-created at the same address (same name and url, ano
   t.teardown(() => api.close())
   for (const c of pods.values()) api.put('endpointslices', slice(c, `${c.id}-first`))
   const log = new LogCapture()
-  const tether = await startTether(testConfig([], {
-    ...RECREATED_POD_CONFIG,
-    discovery: { kubernetes: { service: 'web', namespace: null, port: 'http', kubeconfig: kubeconfigFor(url), weight_annotation: null } },
-  }), { logger: createLogger('info', log) })
-  t.teardown(() => tether.close(0))
+  const tether = await recreatedPodTether(t, url, log)
   await checkRecreatedPod(t, tether, log, pods, (next) => {
     address.target = next.port // the pod's IP now leads to the new pod
     api.put('endpointslices', slice(next, 'web-0-second'))
