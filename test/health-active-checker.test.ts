@@ -263,6 +263,27 @@ t.test('a changed URL for the same id is probed at the new address', async (t) =
   t.equal(newUp.seen.length, 1)
 })
 
+t.test("another pod uid at the same URL is probed promptly, as a new target; a uid appearing is no change", async (t) => {
+  const up = await startUpstream('pod')
+  t.teardown(() => up.close())
+  const timers = new FakeTimers()
+  const { checker, next } = recorded({ ...FAST, interval: 60_000 }, { timers, random: () => 0, clock: timers.clock })
+  checker.setUpstreams([{ id: 'web-0', url: up.url }])
+  checker.start()
+  const probe = next()
+  timers.advance(0)
+  await probe
+  const prompt = (): number => timers.pending(0).length
+  t.equal(prompt(), 0, 'probed; the next at the interval')
+  checker.setUpstreams([{ id: 'web-0', url: up.url, uid: 'first' }])
+  t.equal(prompt(), 0, 'a uid appearing: the same target')
+  checker.setUpstreams([{ id: 'web-0', url: up.url, uid: 'first' }])
+  t.equal(prompt(), 0, 'the same uid: the same target')
+  checker.setUpstreams([{ id: 'web-0', url: up.url, uid: 'second' }])
+  t.equal(prompt(), 1, 'another uid: a new target, probed promptly')
+  await checker.stop()
+})
+
 t.test('probeSoon during a probe in flight sends no second probe: that probe answers the suspicion', async (t) => {
   const held: http.ServerResponse[] = []
   const up = await startUpstream('slow', (_req, res) => void held.push(res))
