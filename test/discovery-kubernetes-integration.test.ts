@@ -5,7 +5,8 @@
 // server outage keeps the set while /readyz and tether_discovery_up say it is degraded. When
 // every pod is terminating, those still serving take new users (no 503) until a pod is ready.
 // Replicas that kept different addresses of one pod apply each other's `down` about it, and
-// requests failing on a re-created pod's old address do not count against the new one.
+// requests failing on a re-created pod's old address do not count against the new one. A pod
+// re-created at the same address (another targetRef.uid) is a replaced replica too.
 import t, { type Test } from 'tap'
 import http from 'node:http'
 import net from 'node:net'
