@@ -208,6 +208,38 @@ t.test('a stream whose answer ended upstream is reset when its client takes none
   busy.close()
 })
 
+t.test("Tether's own error answers (its upstream down: 502/503; a TRACE refused: 405) to a client that takes none of them are reset while the connection stays busy; logged as the client's timeout", async (t) => {
+  // nothing upstream times Tether's own answer (no upstream exchange): its few bytes waited for
+  // a window of 0 as long as PINGs kept the connection busy, holding the stream and its slot
+  const up = await startUpstream('app-0')
+  await up.close() // nothing listens: a routed request is answered by Tether itself
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } }, timeouts: { body_idle: 300, response_headers: 300 } }), { logger: createLogger('info', logs) })
+  t.teardown(async () => { await tether.close(0) })
+  const s = http2.connect(tether.url, { settings: { initialWindowSize: 0 } })
+  t.teardown(() => s.destroy())
+  s.on('error', () => undefined)
+  const ask = (method: string, path: string): { status: () => number; reset: Promise<number> } => {
+    const r = s.request({ ':method': method, ':path': path })
+    r.on('error', () => undefined)
+    let status = 0
+    r.once('response', (h) => { status = Number(h[':status']) })
+    return { status: () => status, reset: new Promise<number>((resolve) => r.once('close', () => resolve(r.rstCode))) }
+  }
+  const down = ask('GET', '/down') // routed: the connection is refused, Tether answers
+  const trace = ask('TRACE', '/trace') // refused before routing
+  const busy = setInterval(() => { if (!s.destroyed) s.ping(() => undefined) }, 100)
+  t.teardown(() => clearInterval(busy))
+  const codes = await within(Promise.all([down.reset, trace.reset]), 15_000, 'the streams to be reset (four client bounds of 1.3 s)')
+  t.ok(down.status() === 502 || down.status() === 503, `Tether's own answer (${down.status()})`)
+  t.equal(trace.status(), 405)
+  t.same(codes, [http2.constants.NGHTTP2_INTERNAL_ERROR, http2.constants.NGHTTP2_INTERNAL_ERROR], 'reset (never a clean end: the client has none of the answer)')
+  t.equal(s.destroyed, false, 'the connection itself stays')
+  await when(onEvent(logs, 'record'), () => logs.access().filter((a) => a['path'] === '/down' || a['path'] === '/trace').length === 2, 5_000, 'the access lines')
+  t.match(logs.access().find((a) => a['path'] === '/down'), { status: down.status(), outcome: 'TETHER_CLIENT_TIMEOUT' }, "logged as the client's timeout, with the status sent")
+  t.match(logs.access().find((a) => a['path'] === '/trace'), { status: 405, outcome: 'TETHER_CLIENT_TIMEOUT' })
+})
+
 t.test('a stream whose answer ended upstream and whose client reads it slowly but steadily gets it whole, past the stall bound', async (t) => {
   // The client's window starts at 0; it opens it by 1 KiB once the answer's head arrives, then
   // every 600 ms (a raw client: Node's reads ahead of its application). The upstream sends

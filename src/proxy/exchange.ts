@@ -4,6 +4,7 @@
 import type { ErrorCode } from '../errors.js'
 import type { Decision } from '../routing/decision.js'
 import type { Upstream } from '../upstream/upstream-set.js'
+import type { Outcome } from './outcome.js'
 import type { AttemptResult, RequestContext } from './request-context.js'
 
 /** One attempt in progress on one upstream. */
@@ -19,6 +20,17 @@ export interface Attempt {
   stop(code: ErrorCode): void
 }
 
+/** What Tether's own answer sent. */
+export interface Answered {
+  /** The status sent (0: none). */
+  readonly status: number
+  /**
+   * Over HTTP/2, the answer's rest still waiting for the client's flow-control window: settles
+   * as an upstream answer's does (see AttemptResult.delivery). Absent: nothing waited.
+   */
+  readonly delivery?: Promise<Outcome | null>
+}
+
 /**
  * One request's transport. The request path calls `attempt` once per upstream it tries and
  * `fail` when it answers with a catalogue error itself. Example: the HTTP exchange streams the
@@ -32,8 +44,8 @@ export interface Exchange {
    * are stopped.
    */
   attempt(ctx: RequestContext, decision: Decision, upstream: Upstream, headers: string[]): Attempt
-  /** Answer with the catalogue error `code` (closing the connection when `close`); returns the status sent. */
-  fail(ctx: RequestContext, code: ErrorCode, close: boolean): number
+  /** Answer with the catalogue error `code` (closing the connection when `close`). */
+  fail(ctx: RequestContext, code: ErrorCode, close: boolean): Answered
   /** The client is gone: nothing more can be sent. */
   readonly clientGone: boolean
 }

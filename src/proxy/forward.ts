@@ -12,7 +12,7 @@ import type { UpstreamTlsConfig } from '../config/schema.js'
 import { UpstreamTlsSource, type UpstreamTlsChange, type UpstreamTlsOptions } from '../tls/upstream-tls.js'
 import { classify, type Outcome } from './outcome.js'
 import { mayStartWithInterim, withoutUnsolicitedContinue } from './interim-response.js'
-import type { AnswerHeadPolicy, Attempt, Exchange } from './exchange.js'
+import type { AnswerHeadPolicy, Answered, Attempt, Exchange } from './exchange.js'
 import type { Decision } from '../routing/decision.js'
 import type { AttemptResult, RequestContext } from './request-context.js'
 import { sendError } from './respond.js'
@@ -150,6 +150,19 @@ export class Forwarder {
   /** The HTTP transport of one request: its answer goes into `res`. */
   exchange(res: ServerResponse): Exchange {
     return new HttpExchange(this, res)
+  }
+
+  /**
+   * Tether's own answer just written into `res` (see HttpExchange.fail): over h2, the rest of
+   * it may wait for the client's window, timed by the sweep as an upstream's ended answer is
+   * (see {@link Delivery}). undefined: all of it went out, or it is no h2 stream.
+   */
+  watchAnswer(req: IncomingMessage, res: ServerResponse): Promise<Outcome | null> | undefined {
+    const delivery = Delivery.of(req, res, this.#timeouts, this.#deadlines)
+    if (delivery === null) return undefined
+    // no exchange listens to this response's 'close' for it
+    res.once('close', () => delivery.closed())
+    return delivery.settled
   }
 
   /**
@@ -298,8 +311,12 @@ class HttpExchange implements Exchange {
     return this.#forwarder.dispatch(ctx, decision, this.#res, upstream, headers)
   }
 
-  fail(ctx: RequestContext, code: ErrorCode, close: boolean): number {
-    return sendError(this.#res, code, { close, head: ctx.method === 'HEAD' })
+  fail(ctx: RequestContext, code: ErrorCode, close: boolean): Answered {
+    const res = this.#res
+    const status = sendError(res, code, { close, head: ctx.method === 'HEAD' })
+    // destroyed: an answer had started, it was cut (nothing of this one went out)
+    const delivery = res.destroyed ? undefined : this.#forwarder.watchAnswer(ctx.req, res)
+    return delivery === undefined ? { status } : { status, delivery }
   }
 }
 
@@ -308,6 +325,85 @@ export function hasBody(req: IncomingMessage): boolean {
   const cl = req.headers['content-length']
   if (cl !== undefined) return cl !== '0'
   return req.headers['transfer-encoding'] !== undefined
+}
+
+/**
+ * The stall cut of an h2 answer whose writing ended (the upstream's answer ended, or Tether
+ * wrote its own) while some of it waits for the client's window: nothing else times such a
+ * stream (Node's timers stay fresh while its connection is busy, and no upstream connection is
+ * open for it). The rule {@link ExchangeHandler.expire} applies while an answer streams: a
+ * client that takes nothing for clientStallTimeout is cut. Progress is a write of the answer
+ * handed on to the connection (as a 'drain' is while it streams), so a client reading slowly
+ * but steadily is not cut: down to what Tether buffers for a stream (one write, then the ones
+ * held back meanwhile) over the bound, ~0.3 KB/s at the defaults. The cut resets the stream
+ * (INTERNAL_ERROR, see H2Response.destroy), frees what it buffered and its concurrent-stream
+ * slot, and is logged as the client's timeout (`TETHER_CLIENT_TIMEOUT`). nginx's `send_timeout`
+ * cuts such a stream too (60 s between two writes, with PROTOCOL_ERROR). Linked in the
+ * deadline sweep while it waits: no timer of its own. Example: `Delivery.of(req, res, timeouts,
+ * deadlines)?.settled` -> null once all went out.
+ */
+class Delivery implements Expiring {
+  prevLive: Expiring | null = null
+  nextLive: Expiring | null = null
+  /** Settles once all of the answer went out (null), or how it did not (see AttemptResult.delivery). */
+  readonly settled: Promise<Outcome | null>
+  #settle!: (outcome: Outcome | null) => void
+  readonly #res: H2Response
+  readonly #bound: number
+  readonly #deadlines: Deadlines
+  /** The answer's bytes still unsent at the last look; since when (a sweep's time) none went out, 0: not seen yet. */
+  #unsent: number
+  #stalledSince = 0
+  #over = false
+
+  private constructor(res: H2Response, unsent: number, bound: number, deadlines: Deadlines) {
+    this.#res = res
+    this.#unsent = unsent
+    this.#bound = bound
+    this.#deadlines = deadlines
+    this.settled = new Promise((resolve) => { this.#settle = resolve })
+    deadlines.link(this)
+  }
+
+  /**
+   * The watch of the answer just ended in `res`, when it is an h2 stream with some of it still
+   * unsent and the client has a bound (body_idle 0: no limit on the client either); else null.
+   * The version first: HTTP/1.1's answers pay one property read, no prototype walk.
+   */
+  static of(req: IncomingMessage, res: ServerResponse, timeouts: PoolTimeouts, deadlines: Deadlines): Delivery | null {
+    if (req.httpVersionMajor !== 2 || timeouts.bodyIdle === 0 || !(res instanceof H2Response)) return null
+    const unsent = res.unsent()
+    if (unsent === -1) return null
+    return new Delivery(res, unsent, clientStallTimeout({ body_idle: timeouts.bodyIdle, response_headers: timeouts.responseHeaders }), deadlines)
+  }
+
+  expire(now: number): void {
+    const res = this.#res
+    const unsent = res.unsent()
+    if (unsent === -1) return this.#end(null)
+    // destroyed, its 'close' still to come (Node emits it later): the client left before it had it all
+    if (res.destroyed) return this.#end(CLIENT_ABORT)
+    if (unsent < this.#unsent) {
+      this.#unsent = unsent
+      this.#stalledSince = now
+    } else if (this.#stalledSince === 0) this.#stalledSince = now
+    else if (now - this.#stalledSince >= this.#bound) {
+      this.#end({ kind: 'error', code: 'TETHER_CLIENT_TIMEOUT', connect: false })
+      res.destroy()
+    }
+  }
+
+  /** The stream closed: all of the answer went out first, or the client reset it (or the connection went). */
+  closed(): void {
+    this.#end(this.#res.unsent() === -1 ? null : CLIENT_ABORT)
+  }
+
+  #end(outcome: Outcome | null): void {
+    if (this.#over) return
+    this.#over = true
+    this.#deadlines.unlink(this)
+    this.#settle(outcome)
+  }
 }
 
 /**
@@ -350,14 +446,8 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   #quietSince = 0
   /** Since when (a sweep's time) the client has taken nothing written to it; 0: it has. */
   #stalledSince = 0
-  /**
-   * Over h2, once the upstream's answer ended with part of it still waiting for the client:
-   * what settles the attempt's `delivery` (see {@link #watchDelivery}), else null; and the
-   * answer's bytes still unsent at the last look.
-   */
-  #deliver: ((outcome: Outcome | null) => void) | null = null
-  #h2: H2Response | null = null
-  #unsent = 0
+  /** Over h2, once the upstream's answer ended with part of it still waiting for the client: its watch, else null. */
+  #delivery: Delivery | null = null
   /** Trailer fields the upstream sent after the body, or null. */
   #trailers: Record<string, string | string[] | undefined> | null = null
   /** The answer's Connection header (the fields it names are hop-by-hop in its trailers too). */
@@ -386,8 +476,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   }
 
   #done(r: AttemptResult): void {
-    // an answer still on its way to an h2 client stays in the sweep (see #expireDelivery)
-    if (this.#deliver === null) this.#deadlines.unlink(this)
+    this.#deadlines.unlink(this)
     this.#resolve(r)
   }
 
@@ -399,7 +488,6 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
    * times a sweep saw, so neither fires early.
    */
   expire(now: number): void {
-    if (this.#deliver !== null) return this.#expireDelivery(now)
     const controller = this.#controller
     if (this.#finished || controller === null) return
     if (!this.answered) {
@@ -440,46 +528,9 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     } else if (now - this.#quietSince >= idle) controller.abort(new TetherError('TETHER_UPSTREAM_TIMEOUT'))
   }
 
-  /**
-   * The stall cut once the upstream's answer ended while some of it waits for an h2 client's
-   * window (nothing else times such a stream: Node's timers stay fresh while its connection is
-   * busy, and the upstream connection is free already): the rule {@link expire} applies while
-   * the answer streams, a client that takes nothing for clientStallTimeout is cut. Progress is
-   * a write of the answer handed on to the connection (as a 'drain' is while it streams), so a
-   * client reading slowly but steadily is not cut: down to what Tether buffers for a stream
-   * (one write, then the ones held back meanwhile) over the bound, ~0.3 KB/s at the defaults. The cut resets the stream (INTERNAL_ERROR,
-   * see H2Response.destroy), frees what it buffered and its concurrent-stream slot, and is
-   * logged as the client's timeout (`TETHER_CLIENT_TIMEOUT`). nginx's `send_timeout` cuts such a
-   * stream too (60 s between two writes, with PROTOCOL_ERROR).
-   */
-  #expireDelivery(now: number): void {
-    const res = this.#h2!
-    const unsent = res.unsent()
-    if (unsent === -1) return this.#delivered(null)
-    // destroyed, its 'close' still to come (Node emits it later): the client left before it had it all
-    if (res.destroyed) return this.#delivered(CLIENT_ABORT)
-    if (unsent < this.#unsent) {
-      this.#unsent = unsent
-      this.#stalledSince = now
-    } else if (this.#stalledSince === 0) this.#stalledSince = now
-    else if (now - this.#stalledSince >= clientStallTimeout({ body_idle: this.#timeouts.bodyIdle, response_headers: this.#timeouts.responseHeaders })) {
-      this.#delivered({ kind: 'error', code: 'TETHER_CLIENT_TIMEOUT', connect: false })
-      res.destroy()
-    }
-  }
-
-  /** The rest of an ended answer went out (null), was cut, or its client left: settle `delivery`, leave the sweep. */
-  #delivered(outcome: Outcome | null): void {
-    const deliver = this.#deliver
-    if (deliver === null) return
-    this.#deliver = null
-    this.#deadlines.unlink(this)
-    deliver(outcome)
-  }
-
   #onClientClose = (): void => {
-    // the stream closed before all of an ended answer went out: the client reset it (or the connection went)
-    if (this.#deliver !== null) return this.#delivered(this.#h2!.unsent() === -1 ? null : CLIENT_ABORT)
+    // the stream closed while the rest of an ended answer waited for the client's window
+    if (this.#delivery !== null) return this.#delivery.closed()
     if (this.#finished || (this.#ctx.answering !== null && this.#ctx.answering !== this)) return
     this.#clientGone = true
     this.#controller?.abort(new TetherError('TETHER_BAD_REQUEST', new Error('client closed the connection')))
@@ -620,31 +671,15 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     this.#finished = true
     const res = this.#res
     if (this.#trailers !== null && !this.#clientGone) this.#addTrailers(res, this.#trailers, this.#connection)
-    let delivery: Promise<Outcome | null> | undefined
     if (!this.#clientGone) {
       res.end()
-      // over h2, the rest of the answer may wait for the client's window: the sweep keeps
-      // timing it (body_idle 0: no limit on the client either). The version first: HTTP/1.1's
-      // answers pay one property read, no prototype walk
-      if (this.#ctx.req.httpVersionMajor === 2 && this.#timeouts.bodyIdle > 0 && res instanceof H2Response) delivery = this.#watchDelivery(res)
+      // over h2, the rest of the answer may wait for the client's window: the sweep times it
+      // (the response's 'close' is listened to already: see #onClientClose)
+      this.#delivery = Delivery.of(this.#ctx.req, res, this.#timeouts, this.#deadlines)
     }
-    this.#done(delivery === undefined
+    this.#done(this.#delivery === null
       ? { status: res.statusCode, outcome: null, error: null, responded: true }
-      : { status: res.statusCode, outcome: null, error: null, responded: true, delivery })
-  }
-
-  /**
-   * The answer ended upstream (its connection is free) but not all of it went out to the h2
-   * client yet: the exchange stays in the sweep until it did, or is cut (see
-   * {@link #expireDelivery}); the promise tells how it went. No timer or listener of its own:
-   * the response's 'close' is listened to already. undefined: all of it went out.
-   */
-  #watchDelivery(res: H2Response): Promise<Outcome | null> | undefined {
-    const unsent = res.unsent()
-    if (unsent === -1) return undefined
-    this.#unsent = unsent
-    this.#h2 = res
-    return new Promise((resolve) => { this.#deliver = resolve })
+      : { status: res.statusCode, outcome: null, error: null, responded: true, delivery: this.#delivery.settled })
   }
 
   /**

@@ -581,8 +581,11 @@ export class RequestPath {
 
   /** Tether answers itself with a catalogue error. */
   #answer(ctx: RequestContext, x: Exchange, code: ErrorCode, close: boolean): void {
-    const status = x.clientGone ? 0 : x.fail(ctx, code, close)
-    this.#finish(ctx, { status, outcome: { kind: 'error', code, connect: false }, error: ctx.lastFailure?.error ?? null, responded: true })
+    const sent = x.clientGone ? null : x.fail(ctx, code, close)
+    const r: AttemptResult = { status: sent?.status ?? 0, outcome: { kind: 'error', code, connect: false }, error: ctx.lastFailure?.error ?? null, responded: true }
+    // over h2, the answer may wait for the client's window: logged once it went out, or was cut
+    if (sent?.delivery === undefined) return this.#finish(ctx, r)
+    void sent.delivery.then((late) => this.#finish(ctx, late === null ? r : { ...r, outcome: late }))
   }
 
   /** When Tether last logged that it is out of resources (clock ms). */

@@ -14,7 +14,7 @@ import { systemTimers, type Timers } from '../clock.js'
 import { ERRORS, TetherError, type ErrorCode } from '../errors.js'
 import type { Logger } from '../observability/logger.js'
 import type { Upstream } from '../upstream/upstream-set.js'
-import type { AnswerHeadPolicy, Attempt, Exchange } from './exchange.js'
+import type { AnswerHeadPolicy, Answered, Attempt, Exchange } from './exchange.js'
 import type { Decision } from '../routing/decision.js'
 import { classify } from './outcome.js'
 import { clientIdleTimeout } from './deadlines.js'
@@ -289,12 +289,12 @@ class Tunnel implements Exchange {
     }
   }
 
-  fail(_ctx: RequestContext, code: ErrorCode): number {
+  fail(_ctx: RequestContext, code: ErrorCode): Answered {
     this.state = 'closed'
     this.#owner.untrack(this)
     const sent = this.#client.writable
     writeRawError(this.#client, code, {}, this.#owner.linger, this.#owner.timers)
-    return sent ? ERRORS[code].status : 0 // the status written, for the access log and metrics
+    return { status: sent ? ERRORS[code].status : 0 } // the status written, for the access log and metrics
   }
 
   /** http-proxy created the upstream request (before its own listeners): timers and hooks. */
