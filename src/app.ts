@@ -270,7 +270,11 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       membership.stop()
       await Promise.all([health.checker?.stop(), discovery.stop()])
       await Promise.all([
-        listener.close(graceMs, () => proxy.upgrades.closeAll(CLOSE_GOING_AWAY)), // WebSockets get the whole grace period, then 1001
+        // WebSockets get the whole grace period, then 1001; answers still open are cut by Tether then
+        listener.close(graceMs, () => {
+          proxy.http.cutOff()
+          proxy.upgrades.closeAll(CLOSE_GOING_AWAY)
+        }),
         redirect?.close(),
       ])
       await Promise.all([proxy.http.destroy(), admin.close(), store?.stop(), redis?.stop()])

@@ -4,8 +4,12 @@ import t, { type Test } from 'tap'
 import http from 'node:http'
 import net from 'node:net'
 import type { AddressInfo } from 'node:net'
-import { startProxy, startUpstream, request } from './fixtures/upstream.js'
-import { onEvent, when } from './fixtures/wait.js'
+import http2 from 'node:http2'
+import { startTether } from '../src/app.js'
+import { createLogger } from '../src/observability/logger.js'
+import { startProxy, startUpstream, request, testConfig } from './fixtures/upstream.js'
+import { LogCapture } from './fixtures/log-capture.js'
+import { onEvent, waitFor, when } from './fixtures/wait.js'
 import { DISCARD_MAX } from '../src/proxy/request-path.js'
 
 /** A port with nothing listening (bound, read, closed). */
@@ -132,6 +136,41 @@ t.test('graceful close lets an in-flight request finish and refuses new connecti
   t.equal(r.headers.connection, 'close', 'answers during the drain close their connection')
   await closed
   await t.rejects(request(tether.url), { code: 'ECONNREFUSED' })
+})
+
+t.test('requests still open when the grace period ends are cut by Tether and logged TETHER_SHUTTING_DOWN (HTTP/1.1 and h2): not retried, the upstream not blamed', async (t) => {
+  // they were logged TETHER_UPSTREAM_RESET with an "upstream exchange failed" warning (the
+  // pools are destroyed after the listener), one without an answer head retried first
+  let reached = 0
+  const up = await startUpstream('app-0', (req, res) => {
+    reached++
+    if (req.url === '/headless') return // no answer head, ever
+    res.writeHead(200, { 'content-type': 'text/plain' })
+    res.write('x') // and no end
+  })
+  t.teardown(() => up.close())
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } } }), { logger: createLogger('info', logs) })
+  for (const path of ['/streaming', '/headless']) {
+    const r = http.get(`${tether.url}${path}`, { agent: false })
+    r.on('error', () => undefined)
+    r.on('response', (res) => res.resume())
+  }
+  const s = http2.connect(tether.url)
+  t.teardown(() => s.destroy())
+  s.on('error', () => undefined)
+  const h2 = s.request({ ':path': '/h2-streaming' })
+  h2.on('error', () => undefined)
+  h2.resume()
+  await waitFor(() => reached === 3, 5_000, 'the three requests to reach the upstream')
+  await tether.close(300)
+  await when(onEvent(logs, 'record'), () => logs.access().length === 3, 5_000, 'the access lines')
+  const line = (path: string): Record<string, unknown> | undefined => logs.access().find((a) => a['path'] === path)
+  t.match(line('/streaming'), { status: 200, outcome: 'TETHER_SHUTTING_DOWN', retries: 0 }, 'with the status sent')
+  t.match(line('/headless'), { outcome: 'TETHER_SHUTTING_DOWN', retries: 0 }, 'not retried')
+  t.match(line('/h2-streaming'), { status: 200, outcome: 'TETHER_SHUTTING_DOWN', http_version: '2.0' })
+  t.same(logs.records.filter((r) => r['msg'] === 'upstream exchange failed'), [], 'the upstream is not blamed')
+  t.equal(reached, 3, 'nothing sent again')
 })
 
 t.test('pipelined requests on one connection are forwarded one at a time, answered in order', async (t) => {

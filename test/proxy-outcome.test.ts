@@ -20,3 +20,10 @@ t.test('EADDRNOTAVAIL is the upstream\'s connect failure (ports run out per dest
   t.same(outcome, { kind: 'error', code: 'TETHER_UPSTREAM_CONNECT', connect: true })
   t.equal(healthSignal({ status: 502, outcome, error: failed('EADDRNOTAVAIL'), responded: false }), 'connect_failure')
 })
+
+t.test('a request cut because a graceful stop\'s grace period ended (TETHER_SHUTTING_DOWN): no health signal, not retried', async (t) => {
+  const outcome = { kind: 'error', code: 'TETHER_SHUTTING_DOWN', connect: false } as const
+  const error = Object.assign(new Error('The client is destroyed'), { code: 'UND_ERR_DESTROYED' })
+  t.equal(healthSignal({ status: 200, outcome, error, responded: true }), null, 'the upstream is not blamed')
+  t.equal(shouldRetry(outcome, 'GET', true), false)
+})

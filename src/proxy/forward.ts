@@ -67,6 +67,9 @@ export class Forwarder {
   /** The head and body-idle waits of every live exchange (undici's own timers are off). */
   readonly #deadlines: Deadlines
   readonly #tlsChanged: (id: string, change: UpstreamTlsChange) => void
+  /** A graceful stop's grace period ended (see {@link cutOff}). */
+  #cut = false
+  readonly #wasCut = (): boolean => this.#cut
 
   /**
    * `answer`: what every answer's head gets (learning, checkpoints, filtering, cookies);
@@ -147,6 +150,15 @@ export class Forwarder {
     return { pool, identity, servername: tls === null ? undefined : tlsName(origin, sni), uid: target.uid }
   }
 
+  /**
+   * A graceful stop's grace period ended: the client connections still open are closed by
+   * Tether now, not by their clients, so an answer cut that way is logged `TETHER_SHUTTING_DOWN`
+   * (with the status sent), never `client_abort`. Example: the listener's `beforeForce`.
+   */
+  cutOff(): void {
+    this.#cut = true
+  }
+
   /** The HTTP transport of one request: its answer goes into `res`. */
   exchange(res: ServerResponse): Exchange {
     return new HttpExchange(this, res)
@@ -158,7 +170,7 @@ export class Forwarder {
    * (see {@link Delivery}). undefined: all of it went out, or it is no h2 stream.
    */
   watchAnswer(req: IncomingMessage, res: ServerResponse): Promise<Outcome | null> | undefined {
-    const delivery = Delivery.of(req, res, this.#timeouts, this.#deadlines)
+    const delivery = Delivery.of(req, res, this.#timeouts, this.#deadlines, this.#wasCut)
     if (delivery === null) return undefined
     // no exchange listens to this response's 'close' for it
     res.once('close', () => delivery.closed())
@@ -176,7 +188,7 @@ export class Forwarder {
       const failed: AttemptResult = { status: 0, outcome: { kind: 'error', code: 'TETHER_UPSTREAM_CONNECT', connect: true }, error: new Error(`no pool for upstream ${upstream.id}`), responded: false }
       return { done: Promise.resolve(failed), answered: false, stop: () => undefined }
     }
-    const handler = new ExchangeHandler(ctx, decision, res, this.#closeAfter, this.#answer, this.#timeouts, this.#deadlines)
+    const handler = new ExchangeHandler(ctx, decision, res, this.#closeAfter, this.#answer, this.#timeouts, this.#deadlines, this.#wasCut)
     this.#deadlines.link(handler)
     const options: WithServername<Dispatcher.DispatchOptions> = { path: ctx.target.path, method: ctx.method, headers, body: ctx.body, servername: entry.servername }
     entry.pool.dispatch(options, handler)
@@ -289,6 +301,8 @@ function upstreamError(err: Error): Error {
 
 /** A client that left before its whole answer went out. */
 const CLIENT_ABORT: Outcome = { kind: 'client_abort' }
+/** An answer Tether cut because its graceful stop's grace period ended (see Forwarder.cutOff). */
+const SHUT_DOWN: Outcome = { kind: 'error', code: 'TETHER_SHUTTING_DOWN', connect: false }
 
 /** A Transfer-Encoding of `chunked` alone (any case, optional whitespace). */
 const CHUNKED = /^[\t ]*chunked[\t ]*$/i
@@ -351,16 +365,19 @@ class Delivery implements Expiring {
   readonly #res: H2Response
   readonly #bound: number
   readonly #deadlines: Deadlines
+  /** Whether the grace period of a graceful stop ended (the stream was closed by Tether then). */
+  readonly #cut: () => boolean
   /** The answer's bytes still unsent at the last look; since when (a sweep's time) none went out, 0: not seen yet. */
   #unsent: number
   #stalledSince = 0
   #over = false
 
-  private constructor(res: H2Response, unsent: number, bound: number, deadlines: Deadlines) {
+  private constructor(res: H2Response, unsent: number, bound: number, deadlines: Deadlines, cut: () => boolean) {
     this.#res = res
     this.#unsent = unsent
     this.#bound = bound
     this.#deadlines = deadlines
+    this.#cut = cut
     this.settled = new Promise((resolve) => { this.#settle = resolve })
     deadlines.link(this)
   }
@@ -368,21 +385,22 @@ class Delivery implements Expiring {
   /**
    * The watch of the answer just ended in `res`, when it is an h2 stream with some of it still
    * unsent and the client has a bound (body_idle 0: no limit on the client either); else null.
-   * The version first: HTTP/1.1's answers pay one property read, no prototype walk.
+   * The version first: HTTP/1.1's answers pay one property read, no prototype walk. `cut`:
+   * whether a graceful stop's grace period ended (see Forwarder.cutOff).
    */
-  static of(req: IncomingMessage, res: ServerResponse, timeouts: PoolTimeouts, deadlines: Deadlines): Delivery | null {
+  static of(req: IncomingMessage, res: ServerResponse, timeouts: PoolTimeouts, deadlines: Deadlines, cut: () => boolean): Delivery | null {
     if (req.httpVersionMajor !== 2 || timeouts.bodyIdle === 0 || !(res instanceof H2Response)) return null
     const unsent = res.unsent()
     if (unsent === -1) return null
-    return new Delivery(res, unsent, clientStallTimeout({ body_idle: timeouts.bodyIdle, response_headers: timeouts.responseHeaders }), deadlines)
+    return new Delivery(res, unsent, clientStallTimeout({ body_idle: timeouts.bodyIdle, response_headers: timeouts.responseHeaders }), deadlines, cut)
   }
 
   expire(now: number): void {
     const res = this.#res
     const unsent = res.unsent()
     if (unsent === -1) return this.#end(null)
-    // destroyed, its 'close' still to come (Node emits it later): the client left before it had it all
-    if (res.destroyed) return this.#end(CLIENT_ABORT)
+    // destroyed, its 'close' still to come (Node emits it later): closed before it had it all
+    if (res.destroyed) return this.#end(this.#left())
     if (unsent < this.#unsent) {
       this.#unsent = unsent
       this.#stalledSince = now
@@ -395,7 +413,15 @@ class Delivery implements Expiring {
 
   /** The stream closed: all of the answer went out first, or the client reset it (or the connection went). */
   closed(): void {
-    this.#end(this.#res.unsent() === -1 ? null : CLIENT_ABORT)
+    this.#end(this.#res.unsent() === -1 ? null : this.#left())
+  }
+
+  /**
+   * How a stream closed before all of its answer went out ended: its client reset it or left,
+   * unless a graceful stop's grace period ended (Tether closed its connection).
+   */
+  #left(): Outcome {
+    return this.#cut() ? SHUT_DOWN : CLIENT_ABORT
   }
 
   #end(outcome: Outcome | null): void {
@@ -432,6 +458,8 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   #stopped: TetherError | null = null
   readonly #timeouts: PoolTimeouts
   readonly #deadlines: Deadlines
+  /** Whether a graceful stop's grace period ended (see Forwarder.cutOff). */
+  readonly #cut: () => boolean
   prevLive: Expiring | null = null
   nextLive: Expiring | null = null
   /** Since when the answer's head is awaited (1xx answers do not restart it). */
@@ -453,7 +481,8 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   /** The answer's Connection header (the fields it names are hop-by-hop in its trailers too). */
   #connection: string | string[] | undefined = undefined
 
-  constructor(ctx: RequestContext, decision: Decision, res: ServerResponse, closeAfter: () => boolean, answer: AnswerHeadPolicy, timeouts: PoolTimeouts, deadlines: Deadlines) {
+  constructor(ctx: RequestContext, decision: Decision, res: ServerResponse, closeAfter: () => boolean, answer: AnswerHeadPolicy, timeouts: PoolTimeouts, deadlines: Deadlines, cut: () => boolean) {
+    this.#cut = cut
     this.#ctx = ctx
     this.#decision = decision
     this.#timeouts = timeouts
@@ -675,7 +704,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
       res.end()
       // over h2, the rest of the answer may wait for the client's window: the sweep times it
       // (the response's 'close' is listened to already: see #onClientClose)
-      this.#delivery = Delivery.of(this.#ctx.req, res, this.#timeouts, this.#deadlines)
+      this.#delivery = Delivery.of(this.#ctx.req, res, this.#timeouts, this.#deadlines, this.#cut)
     }
     this.#done(this.#delivery === null
       ? { status: res.statusCode, outcome: null, error: null, responded: true }
@@ -714,7 +743,9 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     if (this.#finished) return
     this.#finished = true
     const res = this.#res
-    const outcome = classify(upstreamError(err), this.#clientGone || res.destroyed)
+    // a graceful stop's grace period ended: Tether closed the client's connection (and then
+    // the upstream pools), neither the client nor the upstream failed; no retry, no warning
+    const outcome = this.#cut() ? SHUT_DOWN : classify(upstreamError(err), this.#clientGone || res.destroyed)
     if (outcome.kind === 'client_abort') {
       // the status the client was sent before it left (as nginx logs it), else none
       this.#done({ status: res.headersSent ? res.statusCode : 0, outcome, error: null, responded: true })
