@@ -583,9 +583,11 @@ export class RequestPath {
   #answer(ctx: RequestContext, x: Exchange, code: ErrorCode, close: boolean): void {
     const sent = x.clientGone ? null : x.fail(ctx, code, close)
     const r: AttemptResult = { status: sent?.status ?? 0, outcome: { kind: 'error', code, connect: false }, error: ctx.lastFailure?.error ?? null, responded: true }
-    // over h2, the answer may wait for the client's window: logged once it went out, or was cut
     if (sent?.delivery === undefined) return this.#finish(ctx, r)
-    void sent.delivery.then((late) => this.#finish(ctx, late === null ? r : { ...r, outcome: late }))
+    // over h2, the answer may wait for the client's window: the access line once it went out, or
+    // was cut; the failure that made it (an upstream's) is told now, once
+    this.#failed(ctx, r)
+    void sent.delivery.then((late) => this.#finish(ctx, late === null ? r : { ...r, outcome: late, error: null }))
   }
 
   /** When Tether last logged that it is out of resources (clock ms). */
@@ -600,18 +602,22 @@ export class RequestPath {
     this.#d.logger.error({ code, err: (err as Error).message }, 'Tether cannot open upstream connections: it is out of file descriptors (503 TETHER_OUT_OF_RESOURCES, upstreams not blamed); raise the open-files limit (ulimit -n) or shed load')
   }
 
+  /** An upstream exchange's failure (or Tether's own lack of resources) behind `r`: warned. */
+  #failed(ctx: RequestContext, r: AttemptResult): void {
+    if (r.outcome === null || r.outcome.kind !== 'error' || !r.error) return
+    // not an answer's failure ('success': the state store's, logged per Redis node)
+    const signal = healthSignal(r)
+    if (signal !== null && signal !== 'success') this.#d.logger.warn({ err: r.error, code: r.outcome.code, upstream: ctx.decision?.upstream ?? null, method: ctx.method, path: ctx.req.url }, 'upstream exchange failed')
+    else if (r.outcome.code === 'TETHER_OUT_OF_RESOURCES') this.#outOfResources(r.error)
+  }
+
   /** The request is done: metrics and the access log. */
   #finish(ctx: RequestContext, r: AttemptResult): void {
     ctx.status = r.status
     ctx.outcome = r.outcome
     const upstream = ctx.decision?.upstream ?? null
     const { logger, events } = this.#d
-    if (r.outcome !== null && r.outcome.kind === 'error' && r.error) {
-      // not an answer's failure ('success': the state store's, logged per Redis node)
-      const signal = healthSignal(r)
-      if (signal !== null && signal !== 'success') logger.warn({ err: r.error, code: r.outcome.code, upstream, method: ctx.method, path: ctx.req.url }, 'upstream exchange failed')
-      else if (r.outcome.code === 'TETHER_OUT_OF_RESOURCES') this.#outOfResources(r.error)
-    }
+    this.#failed(ctx, r)
     const ms = performance.now() - ctx.t0
     events.observeRequest(upstream, ctx.method, r.status, ms / 1000)
     events.clientProtocol(ctx.protocol === 'websocket' ? 'websocket' : ctx.req.httpVersionMajor === 2 ? 'h2' : ctx.req.httpVersion === '1.0' ? 'http/1.0' : 'http/1.1')
