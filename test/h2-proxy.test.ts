@@ -244,9 +244,10 @@ t.test('an upstream answering an h2 upload early: the client gets the answer and
   t.equal(req.rstCode, http2.constants.NGHTTP2_NO_ERROR, 'closed with NO_ERROR (RFC 9113 section 8.1)')
 })
 
-t.test('an h2 CONNECT gets 405 on its stream (not a 2xx that tells the client its tunnel is open)', async (t) => {
+t.test('an h2 CONNECT gets 405 on its stream (not a 2xx that tells the client its tunnel is open), and is logged', async (t) => {
   const ups = await upstreams(t, ['a'], echo)
-  const tether = await h2Tether(t, ups)
+  const logs = new LogCapture()
+  const tether = await h2Tether(t, ups, {}, logs)
   const s = session(t, tether)
   const req = s.request({ ':method': 'CONNECT', ':authority': 'example.com:443' })
   let status = 0
@@ -258,6 +259,8 @@ t.test('an h2 CONNECT gets 405 on its stream (not a 2xx that tells the client it
   t.equal(status, 405)
   t.equal(body, 'Method Not Allowed\n')
   t.equal(ups[0]!.seen.length, 0)
+  await waitFor(() => logs.access().length === 1, 5_000, 'the access line')
+  t.match(logs.access()[0], { method: 'CONNECT', status: 405, outcome: 'TETHER_METHOD_NOT_ALLOWED', http_version: '2.0', upstream: null })
 })
 
 t.test('an h2 method in lower case ("trace", "get") gets 400 and never reaches the upstream, as nginx answers', async (t) => {

@@ -208,7 +208,7 @@ t.test('a stream whose answer ended upstream is reset when its client takes none
   busy.close()
 })
 
-t.test("Tether's own error answers (its upstream down: 502; a TRACE refused: 405) to a client that takes none of them are reset while the connection stays busy; logged as the client's timeout", async (t) => {
+t.test("Tether's own error answers (its upstream down: 502; a TRACE or CONNECT refused: 405) to a client that takes none of them are reset while the connection stays busy; logged as the client's timeout", async (t) => {
   // nothing upstream times Tether's own answer (no upstream exchange): its few bytes waited for
   // a window of 0 as long as PINGs kept the connection busy, holding the stream and its slot
   const up = await startUpstream('app-0')
@@ -220,7 +220,7 @@ t.test("Tether's own error answers (its upstream down: 502; a TRACE refused: 405
   t.teardown(() => s.destroy())
   s.on('error', () => undefined)
   const ask = (method: string, path: string): { status: () => number; reset: Promise<number> } => {
-    const r = s.request({ ':method': method, ':path': path })
+    const r = s.request(method === 'CONNECT' ? { ':method': method, ':authority': path } : { ':method': method, ':path': path })
     r.on('error', () => undefined)
     let status = 0
     r.once('response', (h) => { status = Number(h[':status']) })
@@ -228,16 +228,19 @@ t.test("Tether's own error answers (its upstream down: 502; a TRACE refused: 405
   }
   const down = ask('GET', '/down') // routed: the connection is refused, Tether answers
   const trace = ask('TRACE', '/trace') // refused before routing
+  const connect = ask('CONNECT', 'example.com:443') // refused too (Node hands it to the listener)
   const busy = setInterval(() => { if (!s.destroyed) s.ping(() => undefined) }, 100)
   t.teardown(() => clearInterval(busy))
-  const codes = await within(Promise.all([down.reset, trace.reset]), 15_000, 'the streams to be reset (four client bounds of 1.3 s)')
+  const codes = await within(Promise.all([down.reset, trace.reset, connect.reset]), 15_000, 'the streams to be reset (four client bounds of 1.3 s)')
   t.equal(down.status(), 502, "Tether's own answer (the connection refused; no active probes here)")
   t.equal(trace.status(), 405)
-  t.same(codes, [http2.constants.NGHTTP2_INTERNAL_ERROR, http2.constants.NGHTTP2_INTERNAL_ERROR], 'reset (never a clean end: the client has none of the answer)')
+  t.equal(connect.status(), 405)
+  t.same(codes, codes.map(() => http2.constants.NGHTTP2_INTERNAL_ERROR), 'reset (never a clean end: the client has none of the answer)')
   t.equal(s.destroyed, false, 'the connection itself stays')
-  await when(onEvent(logs, 'record'), () => logs.access().filter((a) => a['path'] === '/down' || a['path'] === '/trace').length === 2, 5_000, 'the access lines')
+  await when(onEvent(logs, 'record'), () => logs.access().length === 3, 5_000, 'the access lines')
   t.match(logs.access().find((a) => a['path'] === '/down'), { status: down.status(), outcome: 'TETHER_CLIENT_TIMEOUT' }, "logged as the client's timeout, with the status sent")
   t.match(logs.access().find((a) => a['path'] === '/trace'), { status: 405, outcome: 'TETHER_CLIENT_TIMEOUT' })
+  t.match(logs.access().find((a) => a['method'] === 'CONNECT'), { status: 405, outcome: 'TETHER_CLIENT_TIMEOUT' })
   t.equal(logs.records.filter((r) => r['msg'] === 'upstream exchange failed' && r['path'] === '/down').length, 1, "the upstream's failure behind the 502 is still warned, once")
 })
 

@@ -235,6 +235,9 @@ export class Listener {
         settings: h2Settings(config),
       }, handle as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void)
       h2c.on('session', onSession)
+      // a CONNECT stream is answered by the request path, as on the TLS listener (see below);
+      // without a listener Node answers it 405 itself, unlogged and untimed
+      h2c.on('connect', (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => deps.current().handleRequest(req as unknown as http.IncomingMessage, res as unknown as http.ServerResponse))
       // an idle h2c connection is closed as a TLS one is (the HTTP/1.1 server's timeout is not its own)
       if (t.body_idle > 0) h2c.setTimeout(clientIdleTimeout(t))
       this.#front = net.createServer({ noDelay: true }, (socket) => this.#sniff(socket, h2c))
@@ -260,10 +263,11 @@ export class Listener {
     this.server.maxHeadersCount = 0
     this.server.on('upgrade', this.#onUpgrade)
     // a reverse proxy tunnels nothing: CONNECT gets 405 and the connection closes; over h2
-    // (RFC 9113 section 8.5) the compatibility layer hands a request and a response: the 405
-    // is that stream's answer (a 2xx would tell the client its tunnel is open)
+    // (RFC 9113 section 8.5) the compatibility layer hands a request and a response: the
+    // request path answers that stream 405 (a 2xx would tell the client its tunnel is open),
+    // logged, and timed as its other answers are
     this.server.on('connect', (req: http.IncomingMessage, socket: Duplex) => {
-      if (isH2Stream(req)) return void sendError(socket as unknown as http.ServerResponse, 'TETHER_METHOD_NOT_ALLOWED', {})
+      if (isH2Stream(req)) return deps.current().handleRequest(req, socket as unknown as http.ServerResponse)
       socket.on('error', () => undefined)
       deps.clientErrors.refuse(socket, req.httpVersionMajor === 2 ? 'TETHER_HTTP_VERSION' : 'TETHER_METHOD_NOT_ALLOWED', req)
     })

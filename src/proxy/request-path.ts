@@ -297,8 +297,9 @@ export class RequestPath {
    */
   #guard(ctx: RequestContext): ErrorCode | null {
     const req = ctx.req
-    // TRACE would echo the request (cookies included) back: refused, as nginx does
-    if (ctx.method === 'TRACE') return 'TETHER_METHOD_NOT_ALLOWED'
+    // TRACE would echo the request (cookies included) back: refused, as nginx does; a reverse
+    // proxy opens no tunnel (an h2 CONNECT: Node hands HTTP/1.1's to the listener)
+    if (ctx.method === 'TRACE' || ctx.method === 'CONNECT') return 'TETHER_METHOD_NOT_ALLOWED'
     // over h2 a method in lower case ("trace", "get") passes Node: not a method an HTTP/1
     // client could send (llhttp refuses it), and a way round the TRACE check; nginx answers 400
     if (req.httpVersionMajor === 2 && LOWER_CASE.test(ctx.method)) return 'TETHER_BAD_REQUEST'
