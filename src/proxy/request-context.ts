@@ -35,7 +35,8 @@ export interface AttemptResult {
    * Over HTTP/2, an answer that ended upstream while part of it still waited for the client's
    * flow-control window: settles once all of it went out (null), or with how it did not
    * (`TETHER_CLIENT_TIMEOUT`: the stream was cut, the client took nothing of it for the stall
-   * bound; `client_abort`: the client reset the stream or left). The access line waits for it;
+   * bound; `client_abort`: the client reset the stream or left; `TETHER_SHUTTING_DOWN`: a graceful
+   * stop's grace period ended and Tether closed the connection). The access line waits for it;
    * in-flight counts and health do not (the upstream's part is done). Absent: nothing waited.
    */
   readonly delivery?: Promise<Outcome | null>
