@@ -550,6 +550,27 @@ export class RedisConnection {
   }
 
   /**
+   * `INFO <section>` of each node (the standalone server, the Sentinel master, each Cluster
+   * master), by address (as {@link nodes} names them), for checks outside the request path:
+   * each within `connectTimeout`, counted in no node's health and told to no {@link onRefused}
+   * listener; a node that refused (an ACL user without INFO), failed or did not answer is left
+   * out. Example: `await redis.info('memory')` -> `Map { '127.0.0.1:6379' => '# Memory\r\nused_memory:1052384\r\n...' }`.
+   */
+  async info(section: string): Promise<Map<string, string>> {
+    const client = this.#client
+    const found = new Map<string, string>()
+    if (client === null || client.status !== 'ready') return found
+    const asked: [string, Redis][] = client instanceof Cluster
+      ? client.nodes('master').map((n) => [hostPort(n.options.host ?? '', n.options.port ?? 0), n])
+      : [[this.#single()?.address ?? '', client]]
+    await Promise.all(asked.map(async ([address, c]) => {
+      const reply = await withDeadline(c.info(section), this.#connectTimeout, null, this.#timers)
+      if (reply !== null) found.set(address, reply)
+    }))
+    return found
+  }
+
+  /**
    * Cluster: which of the 16,384 slots `address` serves now (1), slots of no known master
    * counted as its too; null without Cluster (every key is the one node's). A snapshot: the
    * slots that node's keys were in, wherever a failover or a resharding takes them later.

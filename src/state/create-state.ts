@@ -73,6 +73,10 @@ export async function createState(
     redis.onRefused((r) => void (r.error === null
       ? refusals.resolve(`redis noperm ${r.command}`, { command: r.command }, 'redis accepts the command again: its calls succeed')
       : refusals.report(`redis noperm ${r.command}`, r.command, { command: r.command, err: r.error }, 'redis refused a command: the ACL user may not run it, its calls fail')))
+    // a Redis whose maxmemory-policy evicts Tether's keys (INFO memory at each ready): one warn
+    // a spell per node, an info once a later check finds it safe
+    const { watchEviction } = await import('../redis/eviction-check.js')
+    watchEviction(redis, new ProblemLog(logger, clock, Infinity))
     // a +switch-master watch: one warn when it gives its Sentinel up, one info when it is back
     redis.onSentinel((e) => {
       if (e.kind === 'silent') logger.warn({ sentinel: e.sentinel, error: e.error }, "redis sentinel silent: its +switch-master watch is made again (a failover is still followed through the other Sentinels' watches, if any, else once the old master drops Tether's connections)")

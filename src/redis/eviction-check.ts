@@ -1,0 +1,62 @@
+// Whether the Redis that Tether writes to evicts Tether's keys when it is full (`maxmemory` with
+// a `maxmemory-policy` other than `noeviction`), read from `INFO memory` each time the connection
+// becomes ready (start-up, each reconnect: maybe another primary after a failover). Layer 3
+// adapter over connection.ts (no ioredis here); tells findings to a ProblemLog, logs nothing itself.
+// INFO, not CONFIG GET: managed Redis services (ElastiCache, Memorystore) refuse CONFIG.
+import type { ProblemLog } from '../observability/problem-log.js'
+import type { RedisConnection } from './connection.js'
+
+/** What a policy that evicts does to Tether's keys, and what to do instead. */
+export interface EvictionRisk {
+  readonly policy: string
+  /** `maxmemory` in bytes (> 0). */
+  readonly maxmemory: number
+  readonly effect: string
+  readonly hint: string
+}
+
+const HINT = 'set maxmemory-policy noeviction (a full Redis then refuses new writes and loses nothing stored), with maxmemory sized for the sessions of one affinity.idle_timeout, or give Redis more memory'
+
+/**
+ * The risk `INFO memory`'s text tells, or null when Redis evicts none of Tether's keys (no
+ * `maxmemory`, `noeviction`, or the fields are absent). Every key Tether writes but the keyspace
+ * marker has a TTL, so a `volatile-*` policy evicts them too; an `allkeys-*` one evicts the
+ * marker as well. Example: `evictionRisk('maxmemory:104857600\r\nmaxmemory_policy:allkeys-lru\r\n')`
+ * -> `{ policy: 'allkeys-lru', maxmemory: 104857600, effect: 'when Redis is full it evicts ...', hint: 'set maxmemory-policy noeviction ...' }`.
+ */
+export function evictionRisk(info: string): EvictionRisk | null {
+  const field = (name: string): string | undefined => new RegExp(`^${name}:(.*)$`, 'm').exec(info)?.[1]?.trim()
+  const maxmemory = Number(field('maxmemory') ?? 0)
+  const policy = field('maxmemory_policy')
+  if (!(maxmemory > 0) || policy === undefined || policy === 'noeviction') return null
+  const effect = policy.startsWith('allkeys-')
+    ? "when Redis is full it evicts any key: Tether's shared bindings (users silently lose stickiness), checkpoints (moved users lose their state) and the keyspace marker (every replica then takes it for a lost keyspace and writes its bindings back into the full Redis)"
+    : "when Redis is full it evicts keys with a TTL, and every Tether key but the keyspace marker has one: shared bindings (users silently lose stickiness) and checkpoints (moved users lose their state)"
+  return { policy, maxmemory, effect, hint: HINT }
+}
+
+/**
+ * Checks every node's `INFO memory` (see {@link RedisConnection.info}: the standalone server, the
+ * Sentinel master, each Cluster master) each time `redis` becomes ready: a node whose policy
+ * evicts Tether's keys is reported to `problems` (key `redis eviction <node>`, identity the
+ * policy: a ProblemLog with an infinite interval warns once a spell), and resolved by an info
+ * line once a later check finds it safe. A node that refuses INFO (an ACL user without it) or
+ * does not answer is not told of, nor asked again until the next ready. `checked` is told after
+ * each check how many nodes answered. Returns the unsubscribe.
+ *
+ * Example: `watchEviction(redis, new ProblemLog(logger, clock, Infinity))` with Redis started as
+ * `--maxmemory 100mb --maxmemory-policy allkeys-lru` logs one warn
+ * `redis evicts Tether's keys when full (maxmemory-policy)` with `node`, `policy`, `maxmemory`, `effect`, `hint`.
+ */
+export function watchEviction(redis: RedisConnection, problems: ProblemLog, checked: (answered: number) => void = () => undefined): () => void {
+  const check = async (): Promise<void> => {
+    const infos = await redis.info('memory')
+    for (const [node, info] of infos) {
+      const risk = evictionRisk(info)
+      if (risk === null) problems.resolve(`redis eviction ${node}`, { node }, "redis no longer evicts Tether's keys (maxmemory-policy)")
+      else problems.report(`redis eviction ${node}`, risk.policy, { node, ...risk }, "redis evicts Tether's keys when full (maxmemory-policy)")
+    }
+    checked(infos.size)
+  }
+  return redis.onStatus((status) => { if (status === 'ready') void check() })
+}

@@ -1,0 +1,146 @@
+// A Redis whose maxmemory-policy evicts Tether's keys when full is warned of: INFO memory is read
+// each time the connection becomes ready, one warn a spell per node (naming the policy, what it
+// does to Tether, the hint), an info line once a later check (after a reconnect) finds it safe;
+// with Cluster each master is checked; an ACL user without INFO is told nothing. Real
+// redis-server processes (CLIENT KILL for reconnects); no fixed sleeps.
+import t, { type Test } from 'tap'
+import http from 'node:http'
+import { startTether, type Tether } from '../src/app.js'
+import { createLogger } from '../src/observability/logger.js'
+import { DEFAULTS, type Config } from '../src/config/schema.js'
+import { systemClock } from '../src/clock.js'
+import { ProblemLog } from '../src/observability/problem-log.js'
+import { RedisConnection, type RedisConnectionOptions } from '../src/redis/connection.js'
+import { evictionRisk, watchEviction } from '../src/redis/eviction-check.js'
+import { redisCli, startRedis, startRedisCluster, waitFor, type RedisServer } from './fixtures/redis-server.js'
+import { testConfig, type DeepPartial } from './fixtures/upstream.js'
+import { get } from './fixtures/users.js'
+import { startCounter } from './fixtures/counter-upstream.js'
+import { LogCapture } from './fixtures/log-capture.js'
+
+const WARN = "redis evicts Tether's keys when full (maxmemory-policy)"
+const SAFE = "redis no longer evicts Tether's keys (maxmemory-policy)"
+
+t.test('evictionRisk: which INFO memory answers evict Tether\'s keys', async (t) => {
+  const info = (maxmemory: number, policy: string): string => `# Memory\r\nused_memory:1052384\r\nmaxmemory:${maxmemory}\r\nmaxmemory_human:100.00M\r\nmaxmemory_policy:${policy}\r\n`
+  const cases: [string, string, RegExp | null][] = [
+    ['allkeys-lru with maxmemory', info(104857600, 'allkeys-lru'), /keyspace marker/],
+    ['allkeys-lfu', info(1, 'allkeys-lfu'), /keyspace marker/],
+    ['allkeys-random', info(1, 'allkeys-random'), /keyspace marker/],
+    ['volatile-lru: Tether\'s keys have TTLs', info(1, 'volatile-lru'), /keys with a TTL/],
+    ['volatile-ttl', info(1, 'volatile-ttl'), /keys with a TTL/],
+    ['noeviction', info(104857600, 'noeviction'), null],
+    ['no maxmemory: nothing is evicted', info(0, 'allkeys-lru'), null],
+    ['fields absent', '# Memory\r\nused_memory:1\r\n', null],
+  ]
+  for (const [name, text, effect] of cases) {
+    const risk = evictionRisk(text)
+    if (effect === null) t.equal(risk, null, name)
+    else t.match(risk, { policy: /-/, effect, hint: /maxmemory-policy noeviction/ }, name)
+  }
+  t.equal(evictionRisk(info(104857600, 'allkeys-lru'))?.maxmemory, 104857600, 'maxmemory in bytes')
+})
+
+/** A connection with the eviction check as Tether wires it, logging into `logs`; `answers` has each check's count of nodes that answered. */
+async function watched(t: Test, options: RedisConnectionOptions): Promise<{ logs: LogCapture; answers: number[]; redis: RedisConnection }> {
+  const logs = new LogCapture()
+  const answers: number[] = []
+  const redis = new RedisConnection({ ...options, timeout: 1_000 })
+  watchEviction(redis, new ProblemLog(createLogger('info', logs), systemClock, Infinity), (n) => answers.push(n))
+  t.teardown(() => redis.stop())
+  await redis.start()
+  await waitFor('the first check', () => answers.length >= 1)
+  return { logs, answers, redis }
+}
+
+async function redisWith(t: Test, policy: string, extra: string[] = []): Promise<RedisServer> {
+  const redis = await startRedis({ args: ['--maxmemory', '100mb', '--maxmemory-policy', policy, ...extra] })
+  t.teardown(() => redis.stop())
+  return redis
+}
+
+const told = (logs: LogCapture, msg: string): Record<string, unknown>[] => logs.records.filter((l) => l['msg'] === msg)
+
+/** Closes every client connection to `port` (Tether's among them: it connects again). */
+async function kill(port: number): Promise<void> {
+  await redisCli(port, 'CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes')
+}
+
+t.test('allkeys-lru: one warn naming the policy and the hint, not repeated at a reconnect; noeviction set, the next check resolves it', async (t) => {
+  const server = await redisWith(t, 'allkeys-lru')
+  const { logs, answers } = await watched(t, { url: `redis://127.0.0.1:${server.port}` })
+  t.same(answers, [1], 'the node answered INFO')
+  t.match(told(logs, WARN), [{
+    level: 40, node: `127.0.0.1:${server.port}`, policy: 'allkeys-lru', maxmemory: 104857600,
+    effect: /lose stickiness.*keyspace marker/, hint: /maxmemory-policy noeviction/,
+  }], 'one warn naming the node, the policy, what it does to Tether and the hint')
+  await kill(server.port)
+  await waitFor('the check after the reconnect', () => answers.length >= 2)
+  t.equal(told(logs, WARN).length, 1, 'one warn for the spell: the reconnect checked again and added none')
+  await redisCli(server.port, 'CONFIG', 'SET', 'maxmemory-policy', 'noeviction')
+  await kill(server.port)
+  await waitFor('the check after the second reconnect', () => answers.length >= 3)
+  t.match(told(logs, SAFE), [{ level: 30, node: `127.0.0.1:${server.port}`, for_ms: Number, unlogged: 1 }], 'one info line: the node is safe again')
+  t.equal(told(logs, WARN).length, 1, 'still one warn')
+})
+
+t.test('volatile-lru is warned of too (every Tether key but the marker has a TTL); noeviction is not', async (t) => {
+  const volatile = await redisWith(t, 'volatile-lru')
+  const v = await watched(t, { url: `redis://127.0.0.1:${volatile.port}` })
+  t.match(told(v.logs, WARN), [{ policy: 'volatile-lru', effect: /keys with a TTL/ }], 'one warn, naming volatile-lru')
+  const safe = await redisWith(t, 'noeviction')
+  const s = await watched(t, { url: `redis://127.0.0.1:${safe.port}` })
+  t.same(s.answers, [1], 'checked')
+  t.equal(told(s.logs, WARN).length + told(s.logs, SAFE).length, 0, 'nothing told')
+})
+
+t.test('Cluster: each master is checked and warned of on its own', async (t) => {
+  const cluster = await startRedisCluster(3)
+  t.teardown(() => cluster.stop())
+  for (const n of cluster.nodes) {
+    await redisCli(n.port, 'CONFIG', 'SET', 'maxmemory', '100mb')
+    await redisCli(n.port, 'CONFIG', 'SET', 'maxmemory-policy', n === cluster.nodes[0] ? 'noeviction' : 'allkeys-lfu')
+  }
+  const { logs, answers } = await watched(t, { nodes: cluster.addresses })
+  t.same(answers, [3], 'every master answered')
+  t.same(told(logs, WARN).map((l) => [l['node'], l['policy']]).sort(), cluster.nodes.slice(1).map((n) => [`127.0.0.1:${n.port}`, 'allkeys-lfu']).sort(), 'one warn per evicting master, none for the safe one')
+})
+
+t.test('an ACL user that may not run INFO: nothing told (no eviction warn, no refusal), no node failure, asked once a ready', async (t) => {
+  const server = await redisWith(t, 'allkeys-lru', ['--requirepass', 'default-s3cret'])
+  const auth = ['--no-auth-warning', '-a', 'default-s3cret']
+  await redisCli(server.port, ...auth, 'ACL', 'SETUSER', 'tether-app', 'on', '>app-s3cret', '~*', '&*', '+@all', '-info')
+  const refused: unknown[] = []
+  const logs = new LogCapture()
+  const answers: number[] = []
+  const redis = new RedisConnection({ url: `redis://127.0.0.1:${server.port}`, username: 'tether-app', password: 'app-s3cret', timeout: 1_000 })
+  redis.onRefused((r) => refused.push(r))
+  watchEviction(redis, new ProblemLog(createLogger('info', logs), systemClock, Infinity), (n) => answers.push(n))
+  t.teardown(() => redis.stop())
+  await redis.start()
+  await waitFor('the first check', () => answers.length >= 1)
+  t.same(answers, [0], 'the node refused: left out')
+  t.equal(logs.records.length, 0, 'nothing logged')
+  t.same(refused, [], 'no refusal told to the NOPERM listeners')
+  t.same(redis.nodes().map((n) => n.status), ['up'], 'the node stays up')
+  // (ioredis's own ready check is an INFO too: one refusal each, ours the second)
+  const count = Number(/count\n(\d+)/.exec(await redisCli(server.port, ...auth, 'ACL', 'LOG'))?.[1])
+  t.equal(count, 2, 'INFO refused twice: the ready check and ours, no retry')
+})
+
+t.test('Tether warns of an evicting Redis at start-up (state.store: redis)', async (t) => {
+  const server = await redisWith(t, 'allkeys-lru')
+  const app = await startCounter('app-0')
+  t.teardown(() => app.kill())
+  const cfg = testConfig([app], {
+    affinity: { cookie: { ...DEFAULTS.affinity.cookie, secret: ['redis-eviction-secret-0123456789ab'] } },
+    state: { store: 'redis', timeout: 1_000, redis: { url: `redis://127.0.0.1:${server.port}` } satisfies DeepPartial<Config['state']['redis']> },
+  })
+  const logs = new LogCapture()
+  const tt: Tether = await startTether(cfg, { logger: createLogger('info', logs) })
+  t.teardown(() => tt.close(0))
+  await waitFor('the warn', () => told(logs, WARN).length > 0)
+  t.match(told(logs, WARN), [{ node: `127.0.0.1:${server.port}`, policy: 'allkeys-lru' }], 'one warn')
+  const r = await get(`${tt.adminUrl}/readyz`, new http.Agent())
+  t.equal(r.status, 200, '/readyz stays ready: it is a warning')
+})
