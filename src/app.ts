@@ -152,7 +152,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     },
     current: () => membership.current(), // a new lead keeps the urls its predecessor reported
   }
-  const discovery = createDiscovery(config.discovery, { membership: discovered, logger, metrics, env, timers, clock })
+  const discovery = createDiscovery(config.discovery, { membership: discovered, logger, metrics, env, timers, clock, drainTimeout: config.affinity.drain_timeout })
   membership.setStatic(config.upstreams)
 
   const redirect = config.listen.redirect === null ? null : new RedirectListener(config, { current: () => path, clientErrors: proxy.clientErrors, logger }, () => listener.port)

@@ -202,14 +202,14 @@ t.test('family any: AAAA failing while A answers still serves the A addresses; /
 const SRV_NAME = '_http._tcp.web.tether.test'
 const target = (pod: string): string => `${pod}.web.tether.test`
 
-/** A DNS server answering SRV_NAME with one record per pod (its port) and each target with its A addresses. */
-async function srvDns(t: Test): Promise<{ dns: TestDnsServer; dnsPort: number; publish(pods: Record<string, { port: number; a: string[] }>): void }> {
+/** A DNS server answering SRV_NAME with one record per pod (its port) and each target with its A (and AAAA) addresses. */
+async function srvDns(t: Test): Promise<{ dns: TestDnsServer; dnsPort: number; publish(pods: Record<string, { port: number; a: string[]; aaaa?: string[] }>): void }> {
   const dns = new TestDnsServer()
   const { port: dnsPort } = await dns.start()
   t.teardown(() => dns.close())
-  const publish = (pods: Record<string, { port: number; a: string[] }>): void => {
+  const publish = (pods: Record<string, { port: number; a: string[]; aaaa?: string[] }>): void => {
     dns.set(SRV_NAME, { a: [], aaaa: [], srv: Object.entries(pods).map(([pod, p]) => ({ priority: 0, weight: 1, port: p.port, target: target(pod) })) })
-    for (const [pod, p] of Object.entries(pods)) dns.set(target(pod), { a: p.a, aaaa: [] })
+    for (const [pod, p] of Object.entries(pods)) dns.set(target(pod), { a: p.a, aaaa: p.aaaa ?? [] })
   }
   return { dns, dnsPort, publish }
 }
@@ -255,5 +255,34 @@ t.test('SRV: a target listing several addresses keeps its url while that address
   publish({ 'web-0': { port, a: ['127.0.0.3', '127.0.0.1'] } })
   await refresh()
   t.equal(await url(), `http://127.0.0.1:${port}`, 'its address gone: the first one listed')
+  t.equal(replacedLines(), 1, 'and that is a replaced replica')
+})
+
+t.test('SRV, family any: a family answering empty for a moment while the other is unchanged is no restart (the url stays)', async (t) => {
+  const { port, servers } = await sameportUpstreams()
+  t.teardown(async () => { await Promise.all(servers.map(close)) })
+  const { dnsPort, publish } = await srvDns(t)
+  publish({ 'web-0': { port, a: ['127.0.0.2'], aaaa: ['::1'] } })
+  const log = new LogCapture()
+  const timers = new FakeTimers()
+  const tether = await startTether(testConfig([], {
+    discovery: { dns: { name: SRV_NAME, port: null, srv: true, interval: INTERVAL, family: 'any', servers: [`127.0.0.1:${dnsPort}`] } },
+    log: { level: 'info', access: false },
+  }), { logger: createLogger('info', log), timers })
+  t.teardown(() => tether.close(0))
+  const refresh = refresher(timers)
+  const url = async (): Promise<string | undefined> => (JSON.parse((await request(`${tether.adminUrl}/upstreams`)).body) as { id: string; url: string }[]).find((r) => r.id === 'web-0')?.url
+  const replacedLines = (): number => log.records.filter((r) => r['msg'] === REPLACED).length
+  t.equal(await url(), `http://127.0.0.2:${port}`, 'the first address in text order')
+  publish({ 'web-0': { port, a: [], aaaa: ['::1'] } }) // A: NODATA for one resolution (a DNS cache hiccup)
+  await refresh()
+  t.equal(await url(), `http://127.0.0.2:${port}`, 'A empty while AAAA is unchanged: web-0 stays at its IPv4 address (it moved to [::1] before)')
+  publish({ 'web-0': { port, a: ['127.0.0.2'], aaaa: ['::1'] } })
+  await refresh()
+  t.equal(await url(), `http://127.0.0.2:${port}`, 'A back: still there')
+  t.equal(replacedLines(), 0, 'no restart was seen')
+  publish({ 'web-0': { port, a: [], aaaa: ['::2'] } })
+  await refresh()
+  t.equal(await url(), `http://[::2]:${port}`, 'A empty and AAAA new: a re-created pod')
   t.equal(replacedLines(), 1, 'and that is a replaced replica')
 })

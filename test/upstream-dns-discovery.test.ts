@@ -82,7 +82,7 @@ async function setup(
     timeout: TIMEOUT,
     ...options,
   }
-  const discovery = new DnsDiscovery(full, rec.hooks, timers)
+  const discovery = new DnsDiscovery(full, rec.hooks, timers, timers.clock)
   t.teardown(async () => {
     await discovery.stop()
     await dns.close()
@@ -647,4 +647,77 @@ t.test('an empty servers list means the system resolver (c-ares with no server a
   await discovery.start()
   const code = rec.errors[0]?.err.code
   t.ok(code !== undefined && !/UNKNOWN/.test(code), `the system resolver was asked (${code}: no such name, or no answer where there is no network)`)
+})
+
+// ---- SRV with family any: one family answering empty for a moment ----------------------------
+// A url change is a replaced pod to the proxy (its WebSockets closed, its users rehydrated).
+
+const GRACE = 1500 // emptyFamilyGrace (affinity.drain_timeout in the proxy), in virtual ms: the first empty answer and the next keep, the third applies
+
+/** SRV discovery of one pod web-0, family any, at `a` and `aaaa` (started); `step` serves new records, resolves once and returns web-0's url. */
+async function dualStack(t: Test, a: string[], aaaa: string[], grace = GRACE) {
+  const s = await srvSetup(t, {}, { family: 'any', emptyFamilyGrace: grace })
+  s.dns.set(SRV_NAME, { a: [], aaaa: [], srv: [srvRecord(0)] })
+  s.dns.set(pod(0), { a, aaaa })
+  await s.discovery.start()
+  const step = async (a: string[], aaaa: string[]): Promise<string | undefined> => {
+    s.dns.set(pod(0), { a, aaaa })
+    await tick(s.timers)
+    return s.discovery.current()[0]?.url
+  }
+  return { ...s, step }
+}
+
+t.test('SRV discovery, family any: a family answering empty while the other answers its same addresses keeps its addresses: the url does not move', async (t) => {
+  const { discovery, rec, step } = await dualStack(t, [], ['fd00::5'])
+  t.equal(await step(['10.0.0.5'], ['fd00::5']), 'http://[fd00::5]:8080', 'an A address joins: the url stays on the IPv6 one')
+  const dual = discovery.current()
+  const changes = rec.changes.length
+  t.same([await step(['10.0.0.5'], []), await step(['10.0.0.5'], ['fd00::5'])], ['http://[fd00::5]:8080', 'http://[fd00::5]:8080'],
+    'AAAA answers empty (NODATA) once, A unchanged: the url stays, and stays when AAAA is back (without the rule: 10.0.0.5, a replacement, and it stayed there)')
+  t.equal(discovery.current(), dual, 'the set did not change at all')
+  t.equal(rec.changes.length, changes, 'no onChange')
+  t.same(rec.errors, [], 'an empty answer is no error')
+
+  t.same([await step([], ['fd00::5']), await step(['10.0.0.5'], ['fd00::5'])], ['http://[fd00::5]:8080', 'http://[fd00::5]:8080'], 'so does an A answer empty for a moment')
+  t.equal(discovery.current(), dual)
+
+  t.same([await step(['10.0.0.5'], []), await step(['10.0.0.5'], [])], ['http://[fd00::5]:8080', 'http://[fd00::5]:8080'], 'AAAA empty for less than the grace: kept')
+  t.equal(await step(['10.0.0.5'], []), 'http://10.0.0.5:8080', 'empty for the grace (from its first empty answer): the family goes, and the url with it')
+  t.same(rec.changes.at(-1)?.diff, { added: [], removed: [], changed: ['web-0'] })
+  t.equal(await step(['10.0.0.5'], []), 'http://10.0.0.5:8080')
+  t.equal(await step(['10.0.0.5'], ['fd00::5']), 'http://10.0.0.5:8080', 'AAAA back: the url in use is still listed and stays')
+  t.same(discovery.current()[0]?.addresses, ['http://10.0.0.5:8080', 'http://[fd00::5]:8080'])
+})
+
+t.test('SRV discovery, family any: a re-created pod (its other family changes too) still moves at once', async (t) => {
+  const { rec, step } = await dualStack(t, ['10.0.0.5'], ['fd00::5'])
+  t.equal(await step(['10.0.0.5'], []), 'http://10.0.0.5:8080', 'AAAA empty, A unchanged: kept')
+  t.equal(await step(['10.0.0.15'], []), 'http://10.0.0.15:8080', 'then A changes: the empty AAAA applies too; a new url')
+  t.same(rec.changes.at(-1)?.diff, { added: [], removed: [], changed: ['web-0'] })
+  t.same(rec.changes.at(-1)?.ids, ['web-0'])
+  t.equal(await step(['10.0.0.15'], ['fd00::15']), 'http://10.0.0.15:8080')
+  t.equal(await step(['10.0.0.25'], []), 'http://10.0.0.25:8080', 'A new and AAAA empty in one answer: a replacement')
+  t.equal(await step(['10.0.0.35'], ['fd00::35']), 'http://10.0.0.35:8080', 'both new: a replacement')
+  t.equal(await step(['10.0.0.35'], ['fd00::35']), 'http://10.0.0.35:8080')
+})
+
+t.test('SRV discovery, family any: an empty family is kept while the other fails and keeps its addresses; without a grace it applies at once', async (t) => {
+  const { dns, discovery, rec, step } = await dualStack(t, ['10.0.0.5'], ['fd00::5'])
+  dns.failQuery(pod(0), 'AAAA', 'servfail')
+  t.equal(await step([], ['fd00::5']), 'http://10.0.0.5:8080', 'A empty, AAAA fails: both keep their addresses')
+  t.same(discovery.current()[0]?.addresses, ['http://10.0.0.5:8080', 'http://[fd00::5]:8080'])
+  t.equal(rec.errors.at(-1)?.err.partial, true, 'the failure is reported')
+
+  const none = await dualStack(t, ['10.0.0.5'], ['fd00::5'], 0)
+  t.equal(await none.step([], ['fd00::5']), 'http://[fd00::5]:8080', 'grace 0: an empty answer is applied at once')
+  t.throws(() => new DnsDiscovery({ name: NAME, port: 80, interval: 1000, family: 'any', emptyFamilyGrace: -1 }, { onChange: () => {} }), { message: /emptyFamilyGrace must be a number of ms >= 0, got -1/ })
+})
+
+t.test('family any without srv: the grace changes nothing (ids are addresses: an address gone leaves, no url moves)', async (t) => {
+  const { dns, discovery, timers } = await setup(t, { a: ['10.0.0.1'], aaaa: ['fd00::1'] }, { emptyFamilyGrace: GRACE })
+  await discovery.start()
+  dns.set(NAME, { a: ['10.0.0.1'], aaaa: [] })
+  await tick(timers)
+  t.same(ids(discovery.current()), ['10.0.0.1:8080'])
 })

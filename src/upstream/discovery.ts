@@ -40,6 +40,11 @@ export interface DiscoveryDeps {
   /** For KUBERNETES_SERVICE_HOST/PORT. */
   readonly env: Readonly<Record<string, string | undefined>>
   readonly timers: Timers
+  /**
+   * `affinity.drain_timeout`: how long an SRV target's family answering empty keeps its last
+   * addresses while its other family answers unchanged (`DnsDiscoveryOptions.emptyFamilyGrace`).
+   */
+  readonly drainTimeout: number
   /** For the log's pacing of lasting problems and Kubernetes discovery's; default the system clock. */
   readonly clock?: Clock
   /** The service account mount (tests); default the standard one. */
@@ -63,7 +68,7 @@ export interface Discovery {
  * KubernetesCredentialsError when Kubernetes discovery has no usable credentials, before
  * anything starts. Registers `tether_discovery_up` with `metrics`.
  * Example:
- *   const discovery = createDiscovery(config.discovery, { membership, logger, metrics, env, timers })
+ *   const discovery = createDiscovery(config.discovery, { membership, logger, metrics, env, timers, drainTimeout: config.affinity.drain_timeout })
  *   await discovery.start(); ...; await discovery.stop()
  */
 export function createDiscovery(config: DiscoveryConfig, deps: DiscoveryDeps): Discovery {
@@ -72,7 +77,7 @@ export function createDiscovery(config: DiscoveryConfig, deps: DiscoveryDeps): D
   const problems = new ProblemLog(logger, clock)
   const d = config.dns
   let dnsError: DnsDiscoveryError | null = null
-  const dns = d === null ? null : new DnsDiscovery({ ...d, servers: d.servers.length > 0 ? d.servers : undefined }, {
+  const dns = d === null ? null : new DnsDiscovery({ ...d, servers: d.servers.length > 0 ? d.servers : undefined, emptyFamilyGrace: deps.drainTimeout }, {
     onChange: (found) => membership.setDiscovered(found, 'dns'),
     // counted each time; logged as one problem while it lasts (as Kubernetes discovery's below)
     onError: (err, failures) => {
@@ -84,7 +89,7 @@ export function createDiscovery(config: DiscoveryConfig, deps: DiscoveryDeps): D
     },
     onRecover: () => void problems.resolve('dns', {}, 'DNS discovery: resolving again'),
     previous: () => membership.current?.().list ?? [],
-  }, timers)
+  }, timers, clock)
   const k = config.kubernetes
   const kubernetes = k === null ? null : new KubernetesDiscovery(k, {
     onChange: (found) => {

@@ -3,7 +3,7 @@
 // StatefulSet's pod names). The only file that talks DNS. It owns the refresh loop only: never
 // checks health, places, edits config or starts itself, never empties the pool on a bad answer.
 import { Resolver } from 'node:dns/promises'
-import { systemTimers, type Timers } from '../clock.js'
+import { monotonicNow, systemClock, systemTimers, type Clock, type Timers } from '../clock.js'
 import type { DiscoveredUpstream } from './upstream-set.js'
 import { keptUrl, listedAddresses, sameAddresses, upstreamId, upstreamUrl } from './address.js'
 
@@ -56,6 +56,13 @@ export interface DnsDiscoveryOptions {
    * without an answer by then failed with ETIMEOUT (the others' answers count). Default 2000.
    */
   readonly timeout?: number | undefined
+  /**
+   * With `srv` and family 'any': how long, in ms, a target's family that answers empty keeps
+   * the addresses it had while the target's other family answers (or fails and keeps) exactly
+   * the addresses it had (the same pod; see `DnsDiscovery`). The composition root passes
+   * `affinity.drain_timeout`. Default 0: an empty answer applies at once.
+   */
+  readonly emptyFamilyGrace?: number | undefined
 }
 
 export interface DnsDiscoveryHooks {
@@ -208,7 +215,14 @@ const FAMILIES = { any: [4, 6], ipv4: [4], ipv6: [6] } as const satisfies Record
  * queries failed and kept their last known addresses), or a failure that keeps the last set.
  */
 type Resolution =
-  | { ok: true; upstreams: readonly DiscoveredUpstream[]; known: ReadonlyMap<string, readonly string[]>; error?: DnsDiscoveryError }
+  | {
+    ok: true
+    upstreams: readonly DiscoveredUpstream[]
+    known: ReadonlyMap<string, readonly string[]>
+    /** Queries answering empty that kept their last addresses, and since when (monotonic ms). */
+    emptySince: ReadonlyMap<string, number>
+    error?: DnsDiscoveryError
+  }
   | { ok: false; error: DnsDiscoveryError }
 
 /**
@@ -223,6 +237,12 @@ type Resolution =
  *   own query: when only some fail, the others' answers apply and a failed one keeps its last
  *   known addresses (`onError` with `err.partial`). `onChange` is called only when the set
  *   actually changes.
+ * - With `srv` and family 'any', a target's A or AAAA query that answers empty while the
+ *   target's other family answers (or fails and keeps) exactly the addresses it had, not
+ *   none, keeps its last addresses, as a failed query does, for up to `emptyFamilyGrace` ms
+ *   from its first empty answer: the same pod, whose url must not move (a DNS cache serving
+ *   one family a stale NODATA). After that, or once the other family changes too (a pod
+ *   re-created elsewhere), the empty answer applies. This is not reported as an error.
  * - `stop()` clears the timer, cancels the in-flight queries and resolves once the loop has ended;
  *   no hook is called after that. Timers are unref'd: discovery never keeps the process alive.
  *
@@ -243,19 +263,23 @@ export class DnsDiscovery {
   readonly #family: DnsFamily
   readonly #hooks: DnsDiscoveryHooks
   readonly #timers: Timers
+  readonly #clock: Clock
+  readonly #emptyFamilyGrace: number
   readonly #resolver: Resolver
   #state: 'new' | 'running' | 'stopped' = 'new'
   #current: readonly DiscoveredUpstream[] = Object.freeze([])
   /** The addresses each query (`queryKey`) gave to the resolution that set #current; a query that fails later keeps them. */
   #known: ReadonlyMap<string, readonly string[]> = new Map()
+  /** Queries (`queryKey`) of #known that answered empty and kept their addresses: since when (monotonic ms). */
+  #emptySince: ReadonlyMap<string, number> = new Map()
   #failures = 0
   #timer: unknown = undefined
   /** The resolution in progress (or the last one), awaited by stop(). */
   #run: Promise<void> = Promise.resolve()
 
   /** Validates the options (throws TypeError or RangeError); does no I/O. */
-  constructor(options: DnsDiscoveryOptions, hooks: DnsDiscoveryHooks, timers: Timers = systemTimers) {
-    const { name, port, interval, family, servers, timeout = 2000, srv = false } = options
+  constructor(options: DnsDiscoveryOptions, hooks: DnsDiscoveryHooks, timers: Timers = systemTimers, clock: Clock = systemClock) {
+    const { name, port, interval, family, servers, timeout = 2000, srv = false, emptyFamilyGrace = 0 } = options
     if (typeof name !== 'string' || name.length === 0 || /\s/.test(name)) {
       throw new TypeError(`DnsDiscovery: name must be a non-empty DNS name, got ${JSON.stringify(name)}`)
     }
@@ -268,6 +292,9 @@ export class DnsDiscovery {
     if (!(Number.isFinite(timeout) && timeout > 0)) {
       throw new RangeError(`DnsDiscovery: timeout must be a positive number of ms, got ${timeout}`)
     }
+    if (!(Number.isFinite(emptyFamilyGrace) && emptyFamilyGrace >= 0)) {
+      throw new RangeError(`DnsDiscovery: emptyFamilyGrace must be a number of ms >= 0, got ${emptyFamilyGrace}`)
+    }
     if (!Object.hasOwn(FAMILIES, family)) {
       throw new TypeError(`DnsDiscovery: family must be 'any', 'ipv4' or 'ipv6', got ${JSON.stringify(family)}`)
     }
@@ -279,6 +306,8 @@ export class DnsDiscovery {
     this.#family = family
     this.#hooks = hooks
     this.#timers = timers
+    this.#clock = clock
+    this.#emptyFamilyGrace = emptyFamilyGrace
     // c-ares' own timeout is a backstop (it rounds small values up); our deadline governs. It
     // is twice ours: at the same value its timer and our deadline raced, and a c-ares ETIMEOUT
     // that came first was told without "no answer within <timeout> ms" (seen in CI under load).
@@ -335,6 +364,7 @@ export class DnsDiscovery {
     if (this.#state !== 'running') return
     if (result.ok) {
       this.#known = result.known
+      this.#emptySince = result.emptySince
       const next = result.upstreams
       const diff = diffUpstreams(this.#current, next)
       if (diff.added.length > 0 || diff.removed.length > 0 || diff.changed.length > 0) {
@@ -428,9 +458,10 @@ export class DnsDiscovery {
     // What answered, and for what failed its addresses of the last resolution that gave a set.
     const known = new Map<string, readonly string[]>()
     const addresses = new Map<string, string[]>()
+    const emptySince = this.#srv && families.length === 2 ? this.#keptEmpty(queries) : new Map<string, number>()
     let emptyCode = 'ENODATA'
     for (const q of queries) {
-      const found = q.failed === undefined ? q.addresses! : this.#known.get(q.key)
+      const found = q.failed === undefined && !emptySince.has(q.key) ? q.addresses! : this.#known.get(q.key)
       if (q.empty === 'ENOTFOUND') emptyCode = q.empty
       if (found === undefined) continue
       known.set(q.key, found)
@@ -445,17 +476,40 @@ export class DnsDiscovery {
       if (failed.length === 0) return empty(emptyCode, this.#srv ? 'target addresses' : 'addresses')
       return fail(`failed in part (${list.join(', ')}) and the rest returned no addresses`, failed[0]!.failed, failed[0]!.cause)
     }
-    if (failed.length === 0) return { ok: true, upstreams, known }
+    if (failed.length === 0) return { ok: true, upstreams, known, emptySince }
     const n = `${upstreams.length} upstream${upstreams.length === 1 ? '' : 's'}`
     return {
       ok: true,
       upstreams,
       known,
+      emptySince,
       error: new DnsDiscoveryError(
         `${what} failed in part (${list.join(', ')}); using the answers that came and the last known addresses of what failed: ${n}`,
         failed[0]!.failed, this.#name, failed[0]!.cause, true,
       ),
     }
+  }
+
+  /**
+   * Of an SRV resolution's queries (family 'any'), those that answered empty and keep their last
+   * addresses (see the class doc), with the time of their first such answer: the target had
+   * addresses of that family, its other family answered, or failed, with exactly the addresses
+   * it had (not none), and `emptyFamilyGrace` has not passed since that first empty answer.
+   */
+  #keptEmpty(queries: readonly Query[]): Map<string, number> {
+    const now = monotonicNow(this.#clock)
+    const byKey = new Map(queries.map((q) => [q.key, q]))
+    const kept = new Map<string, number>()
+    for (const q of queries) {
+      if (q.empty === undefined || (this.#known.get(q.key)?.length ?? 0) === 0) continue
+      const other = byKey.get(queryKey(q.name, q.family === 4 ? 6 : 4))
+      const had = other === undefined ? undefined : this.#known.get(other.key)
+      const has = other?.failed === undefined ? other?.addresses : had
+      if (had === undefined || has === undefined || had.length === 0 || !sameAddresses([...had].sort(), [...has].sort())) continue
+      const since = this.#emptySince.get(q.key) ?? now
+      if (now - since < this.#emptyFamilyGrace) kept.set(q.key, since)
+    }
+    return kept
   }
 }
 
