@@ -229,60 +229,52 @@ t.test('SRV: a pod re-created at a new address (same name, another url) is a rep
   await checkRecreatedPod(t, tether, log, pods, (next) => publish({ 'web-0': at(next), 'web-1': at(pods.get('web-1')!) }))
 })
 
-t.test('SRV: a target listing several addresses keeps its url while that address is still listed (a new address sorting first is no restart)', async (t) => {
+type SrvPod = { a: string[]; aaaa?: string[] }
+
+/**
+ * Same-port upstreams, and Tether on FakeTimers discovering web-0 over SRV with `family`, first
+ * at `first`; `step` publishes web-0's next addresses, refreshes once and returns its url;
+ * `replacedLines` counts the restarts seen.
+ */
+async function srvPod(t: Test, family: 'ipv4' | 'any', first: SrvPod) {
   const { port, servers } = await sameportUpstreams()
   t.teardown(async () => { await Promise.all(servers.map(close)) })
   const { dnsPort, publish } = await srvDns(t)
-  publish({ 'web-0': { port, a: ['127.0.0.2', '127.0.0.3'] } })
+  publish({ 'web-0': { port, ...first } })
   const log = new LogCapture()
   const timers = new FakeTimers()
   const tether = await startTether(testConfig([], {
-    discovery: { dns: { name: SRV_NAME, port: null, srv: true, interval: INTERVAL, family: 'ipv4', servers: [`127.0.0.1:${dnsPort}`] } },
+    discovery: { dns: { name: SRV_NAME, port: null, srv: true, interval: INTERVAL, family, servers: [`127.0.0.1:${dnsPort}`] } },
     log: { level: 'info', access: false },
   }), { logger: createLogger('info', log), timers })
   t.teardown(() => tether.close(0))
   const refresh = refresher(timers)
   const url = async (): Promise<string | undefined> => (JSON.parse((await request(`${tether.adminUrl}/upstreams`)).body) as { id: string; url: string }[]).find((r) => r.id === 'web-0')?.url
-  const replacedLines = (): number => log.records.filter((r) => r['msg'] === REPLACED).length
+  const step = async (next: SrvPod): Promise<string | undefined> => {
+    publish({ 'web-0': { port, ...next } })
+    await refresh()
+    return url()
+  }
+  return { port, url, step, replacedLines: (): number => log.records.filter((r) => r['msg'] === REPLACED).length }
+}
+
+t.test('SRV: a target listing several addresses keeps its url while that address is still listed (a new address sorting first is no restart)', async (t) => {
+  const { port, url, step, replacedLines } = await srvPod(t, 'ipv4', { a: ['127.0.0.2', '127.0.0.3'] })
   t.equal(await url(), `http://127.0.0.2:${port}`, 'the first address in text order')
-  publish({ 'web-0': { port, a: ['127.0.0.1', '127.0.0.2'] } })
-  await refresh()
-  t.equal(await url(), `http://127.0.0.2:${port}`, '127.0.0.1 listed too (it sorts first): web-0 stays at 127.0.0.2')
-  publish({ 'web-0': { port, a: ['127.0.0.3', '127.0.0.2', '127.0.0.1'] } })
-  await refresh()
-  t.equal(await url(), `http://127.0.0.2:${port}`, 'reordered: it stays')
+  t.equal(await step({ a: ['127.0.0.1', '127.0.0.2'] }), `http://127.0.0.2:${port}`, '127.0.0.1 listed too (it sorts first): web-0 stays at 127.0.0.2')
+  t.equal(await step({ a: ['127.0.0.3', '127.0.0.2', '127.0.0.1'] }), `http://127.0.0.2:${port}`, 'reordered: it stays')
   t.equal(replacedLines(), 0, 'no restart was seen')
-  publish({ 'web-0': { port, a: ['127.0.0.3', '127.0.0.1'] } })
-  await refresh()
-  t.equal(await url(), `http://127.0.0.1:${port}`, 'its address gone: the first one listed')
+  t.equal(await step({ a: ['127.0.0.3', '127.0.0.1'] }), `http://127.0.0.1:${port}`, 'its address gone: the first one listed')
   t.equal(replacedLines(), 1, 'and that is a replaced replica')
 })
 
 t.test('SRV, family any: a family answering empty for a moment while the other is unchanged is no restart (the url stays)', async (t) => {
-  const { port, servers } = await sameportUpstreams()
-  t.teardown(async () => { await Promise.all(servers.map(close)) })
-  const { dnsPort, publish } = await srvDns(t)
-  publish({ 'web-0': { port, a: ['127.0.0.2'], aaaa: ['::1'] } })
-  const log = new LogCapture()
-  const timers = new FakeTimers()
-  const tether = await startTether(testConfig([], {
-    discovery: { dns: { name: SRV_NAME, port: null, srv: true, interval: INTERVAL, family: 'any', servers: [`127.0.0.1:${dnsPort}`] } },
-    log: { level: 'info', access: false },
-  }), { logger: createLogger('info', log), timers })
-  t.teardown(() => tether.close(0))
-  const refresh = refresher(timers)
-  const url = async (): Promise<string | undefined> => (JSON.parse((await request(`${tether.adminUrl}/upstreams`)).body) as { id: string; url: string }[]).find((r) => r.id === 'web-0')?.url
-  const replacedLines = (): number => log.records.filter((r) => r['msg'] === REPLACED).length
+  const { port, url, step, replacedLines } = await srvPod(t, 'any', { a: ['127.0.0.2'], aaaa: ['::1'] })
   t.equal(await url(), `http://127.0.0.2:${port}`, 'the first address in text order')
-  publish({ 'web-0': { port, a: [], aaaa: ['::1'] } }) // A: NODATA for one resolution (a DNS cache hiccup)
-  await refresh()
-  t.equal(await url(), `http://127.0.0.2:${port}`, 'A empty while AAAA is unchanged: web-0 stays at its IPv4 address (it moved to [::1] before)')
-  publish({ 'web-0': { port, a: ['127.0.0.2'], aaaa: ['::1'] } })
-  await refresh()
-  t.equal(await url(), `http://127.0.0.2:${port}`, 'A back: still there')
+  // A: NODATA for one resolution (a DNS cache hiccup)
+  t.equal(await step({ a: [], aaaa: ['::1'] }), `http://127.0.0.2:${port}`, 'A empty while AAAA is unchanged: web-0 stays at its IPv4 address (it moved to [::1] before)')
+  t.equal(await step({ a: ['127.0.0.2'], aaaa: ['::1'] }), `http://127.0.0.2:${port}`, 'A back: still there')
   t.equal(replacedLines(), 0, 'no restart was seen')
-  publish({ 'web-0': { port, a: [], aaaa: ['::2'] } })
-  await refresh()
-  t.equal(await url(), `http://[::2]:${port}`, 'A empty and AAAA new: a re-created pod')
+  t.equal(await step({ a: [], aaaa: ['::2'] }), `http://[::2]:${port}`, 'A empty and AAAA new: a re-created pod')
   t.equal(replacedLines(), 1, 'and that is a replaced replica')
 })
