@@ -283,7 +283,7 @@ export class RedisConnection {
   readonly #listeners = new Set<(status: RedisStatus, detail: string) => void>()
   readonly #nodeListeners = new Set<(event: RedisNodeEvent) => void>()
   readonly #refusalListeners = new Set<(refusal: RedisRefusal) => void>()
-  /** Commands refused (a NOPERM naming the command, upper case) and not answered since: while any is, calls note which command they send. */
+  /** Commands refused (a NOPERM naming the command, upper case) and not answered since: while any is, calls note which commands they send. */
   readonly #refused = new Set<string>()
   #client: Client | null = null
   readonly #subscribers = new Set<Client>()
@@ -918,34 +918,36 @@ export class RedisConnection {
   }
 
   /**
-   * `work(client)`, noting the first command it sends (ioredis's sendCommand shadowed for that
-   * synchronous call; its name read at the reply: a script's EVALSHA goes out as EVAL on a
-   * socket that has not loaded it yet): when that command was refused and now gets a reply,
-   * the refusal listeners are told it is accepted again. Example: EVALSHA refused, `ACL SETUSER u +evalsha`,
-   * the next checkpoint write's reply tells `{ command: 'EVALSHA', error: null }`.
+   * `work(client)`, noting each command it sends (ioredis's sendCommand shadowed for that
+   * synchronous call, so a command sent after an await in `work` is not seen; each command's
+   * name read at its own reply: a script's EVALSHA goes out as EVAL on a socket that has not
+   * loaded it yet): when that command was refused and now gets a reply, the refusal
+   * listeners are told it is accepted again. Example: EVALSHA
+   * refused, `ACL SETUSER u +evalsha`, the next checkpoint write's reply tells
+   * `{ command: 'EVALSHA', error: null }`.
    */
   #noting<T>(client: Client, work: (c: Client) => Promise<T>): Promise<T> {
-    type Send = (command: { name?: unknown }, ...rest: unknown[]) => unknown
+    type Sent = { name?: unknown; promise?: Promise<unknown> }
+    type Send = (command: Sent, ...rest: unknown[]) => unknown
     const own = client as unknown as { sendCommand: Send }
     const send = own.sendCommand
     const shadowed = Object.hasOwn(own, 'sendCommand')
-    let first: { name?: unknown } | undefined
+    const accepted = (command: Sent): void => {
+      if (typeof command.name !== 'string') return
+      const name = command.name.toUpperCase()
+      if (this.#refused.delete(name)) tellAll(this.#refusalListeners, { command: name, error: null })
+    }
     own.sendCommand = function (this: unknown, command, ...rest) {
-      first ??= command
+      // (its failure is its caller's: only its reply is noted here)
+      command.promise?.then(() => accepted(command), () => {})
       return send.call(this, command, ...rest)
     }
-    let reply: Promise<T>
     try {
-      reply = work(client)
+      return work(client)
     } finally {
       if (shadowed) own.sendCommand = send
       else delete (own as { sendCommand?: Send }).sendCommand
     }
-    return reply.then((value) => {
-      const command = typeof first?.name === 'string' ? first.name.toUpperCase() : undefined
-      if (command !== undefined && this.#refused.delete(command)) tellAll(this.#refusalListeners, { command, error: null })
-      return value
-    })
   }
 
   /** A command sent to `node` got its reply or failed. */

@@ -27,8 +27,9 @@ export class RedisPeerChannel implements PeerChannel {
   /** A hash `<prefix>peers:<set>` of id -> value; it expires a week after its last write. */
   async remember(set: string, id: string, value: string | null): Promise<boolean> {
     const key = this.#setKey(set)
+    // (both sent in one go: a command sent after an await is not seen accepted again after a NOPERM)
     const reply = await this.#redis.run(key, async (c) => value !== null
-      ? (await c.hset(key, id, value)) + (await c.pexpire(key, SET_TTL_MS))
+      ? (await Promise.all([c.hset(key, id, value), c.pexpire(key, SET_TTL_MS)])).reduce((a, b) => a + b)
       : c.hdel(key, id))
     return reply !== FAILED
   }
