@@ -1,14 +1,18 @@
 // A command Redis refused (NOPERM) is told accepted again (onRefused, `error: null`) once a call of
-// it gets a reply (src/redis/connection.ts): also a command a call sends second (the peer set's
-// PEXPIRE). Real redis-server(s) and the real RedisConnection.
+// it gets a reply (src/redis/connection.ts): also when a call sends it after an await (the peer
+// set's PEXPIRE), and with a Cluster only once no node refuses it any more (nodes keep their own
+// ACLs: one node fixed before the others must not end and start the warn at each call).
+// Real redis-server(s) and the real RedisConnection.
 import t from 'tap'
 import { RedisConnection, type RedisRefusal } from '../src/redis/connection.js'
 import { RedisPeerChannel } from '../src/redis/peer-channel.js'
-import { redisCli, startRedis } from './fixtures/redis-server.js'
+import { redisCli, startRedis, startRedisCluster } from './fixtures/redis-server.js'
+import { waitFor } from './fixtures/wait.js'
 
 const USER = 'tether-app'
 const PASSWORD = 'app-s3cret'
 const GRANT = ['on', `>${PASSWORD}`, '~na:*', '&*', '+@all', '-@dangerous']
+const SCRIPT = "redis.call('SET', KEYS[1], ARGV[1]); return 1"
 
 t.test('a PEXPIRE sent after an await (the peer set) refused, then granted: told accepted once a call of it succeeds', async (t) => {
   const redis = await startRedis()
@@ -27,3 +31,35 @@ t.test('a PEXPIRE sent after an await (the peer set) refused, then granted: told
   t.same(told.map((r) => [r.command, r.error === null]), [['PEXPIRE', false], ['PEXPIRE', true]], 'told accepted again')
 })
 
+t.test('Cluster: EVALSHA refused by one node only is not told accepted by the others\' replies; told once that node takes it', async (t) => {
+  const cluster = await startRedisCluster(3)
+  t.teardown(() => cluster.stop())
+  for (const [i, n] of cluster.nodes.entries()) {
+    await redisCli(n.port, 'ACL', 'SETUSER', USER, ...GRANT, '+cluster', '+readonly', ...(i === 0 ? ['-evalsha'] : []))
+  }
+  const conn = new RedisConnection({ nodes: cluster.addresses, username: USER, password: PASSWORD, keyPrefix: 'na:', timeout: 2_000 })
+  conn.defineScript('put', SCRIPT, 1)
+  const told: RedisRefusal[] = []
+  conn.onRefused((r) => told.push(r))
+  await conn.start()
+  t.teardown(() => conn.stop())
+  // a key on each node
+  const refusing = `127.0.0.1:${cluster.nodes[0]!.port}`
+  const keys = new Map<string, string>()
+  await waitFor(() => {
+    for (let i = 0; i < 1_000 && keys.size < 3; i++) {
+      const at = conn.nodeOf(`na:k${i}`)
+      if (at !== null && !keys.has(at)) keys.set(at, `na:k${i}`)
+    }
+    return keys.size === 3
+  }, 5_000, 'a key on each node')
+  // each socket's first script call goes out as EVAL (allowed): the calls after it are EVALSHAs
+  for (let round = 0; round < 4; round++) {
+    for (const key of keys.values()) await conn.runScript('put', key, String(round))
+  }
+  t.ok(told.some((r) => r.command === 'EVALSHA' && r.error !== null), 'the refusal told')
+  t.same(told.filter((r) => r.error === null), [], 'not told accepted while a node refuses it')
+  await redisCli(cluster.nodes[0]!.port, 'ACL', 'SETUSER', USER, '+evalsha')
+  for (const key of keys.values()) await conn.runScript('put', key, 'y')
+  t.same(told.filter((r) => r.error === null).map((r) => r.command), ['EVALSHA'], 'told accepted once, when the refusing node took it')
+})

@@ -283,8 +283,13 @@ export class RedisConnection {
   readonly #listeners = new Set<(status: RedisStatus, detail: string) => void>()
   readonly #nodeListeners = new Set<(event: RedisNodeEvent) => void>()
   readonly #refusalListeners = new Set<(refusal: RedisRefusal) => void>()
-  /** Commands refused (a NOPERM naming the command, upper case) and not answered since: while any is, calls note which commands they send. */
-  readonly #refused = new Set<string>()
+  /**
+   * Commands refused (a NOPERM naming the command, upper case), each with the nodes (as
+   * {@link #waitKey} names them) that refused it and have not answered it since: while any is,
+   * calls note which commands they send. By node: a Cluster's nodes keep their own ACLs, so one
+   * node's replies must not end a refusal another node still makes.
+   */
+  readonly #refused = new Map<string, Set<string>>()
   #client: Client | null = null
   readonly #subscribers = new Set<Client>()
   /** Told when the main connection is ready again (a subscription's onSubscribed waits for it: its reads go there). */
@@ -887,10 +892,10 @@ export class RedisConnection {
       const timer = this.#timers.setTimeout(() => setImmediate(() => finish(FAILED, `no reply within ${ms} ms`)), ms)
       try {
         // (while a command is refused, which command a call sends is noted: one size check otherwise)
-        const reply = this.#refused.size === 0 ? work(client) : this.#noting(client, work)
+        const reply = this.#refused.size === 0 ? work(client) : this.#noting(client, work, node)
         this.#waiting.set(node, (this.#waiting.get(node) ?? 0) + 1)
         // the reply (or its failure) comes: one fewer waits, whether or not its caller still does
-        reply.then((value) => { this.#answered(node); finish(value) }, (err: unknown) => { this.#answered(node); finish(FAILED, this.#callError(err)) })
+        reply.then((value) => { this.#answered(node); finish(value) }, (err: unknown) => { this.#answered(node); finish(FAILED, this.#callError(err, node)) })
       } catch (err) {
         finish(FAILED, describe(err))
       }
@@ -903,7 +908,7 @@ export class RedisConnection {
    * sent). Example: `"NOPERM this user has no permissions to run the 'evalsha' command (Redis's
    * ACL user may not run EVALSHA: grant it, or check state.redis.username)"`.
    */
-  #callError(err: unknown): string {
+  #callError(err: unknown, node: string): string {
     const error = describe(err)
     if (!NOPERM.test(error)) return error
     const told = this.#dataError(error)
@@ -912,7 +917,11 @@ export class RedisConnection {
     const command = (named ?? (typeof sent === 'string' ? sent : 'a command')).toUpperCase()
     // (only a refused command is watched for its next success: a key or channel refused to one
     // call may be allowed to the next, which would end and start the warn over and over)
-    if (named !== undefined) this.#refused.add(command)
+    if (named !== undefined) {
+      const nodes = this.#refused.get(command)
+      if (nodes === undefined) this.#refused.set(command, new Set([node]))
+      else nodes.add(node)
+    }
     tellAll(this.#refusalListeners, { command, error: told })
     return told
   }
@@ -921,12 +930,12 @@ export class RedisConnection {
    * `work(client)`, noting each command it sends (ioredis's sendCommand shadowed for that
    * synchronous call, so a command sent after an await in `work` is not seen; each command's
    * name read at its own reply: a script's EVALSHA goes out as EVAL on a socket that has not
-   * loaded it yet): when that command was refused and now gets a reply, the refusal
-   * listeners are told it is accepted again. Example: EVALSHA
+   * loaded it yet): when `node` refused that command and now answers it, and no other node
+   * still refuses it, the refusal listeners are told it is accepted again. Example: EVALSHA
    * refused, `ACL SETUSER u +evalsha`, the next checkpoint write's reply tells
    * `{ command: 'EVALSHA', error: null }`.
    */
-  #noting<T>(client: Client, work: (c: Client) => Promise<T>): Promise<T> {
+  #noting<T>(client: Client, work: (c: Client) => Promise<T>, node: string): Promise<T> {
     type Sent = { name?: unknown; promise?: Promise<unknown> }
     type Send = (command: Sent, ...rest: unknown[]) => unknown
     const own = client as unknown as { sendCommand: Send }
@@ -935,7 +944,10 @@ export class RedisConnection {
     const accepted = (command: Sent): void => {
       if (typeof command.name !== 'string') return
       const name = command.name.toUpperCase()
-      if (this.#refused.delete(name)) tellAll(this.#refusalListeners, { command: name, error: null })
+      const nodes = this.#refused.get(name)
+      if (nodes === undefined || !nodes.delete(node) || nodes.size > 0) return
+      this.#refused.delete(name)
+      tellAll(this.#refusalListeners, { command: name, error: null })
     }
     own.sendCommand = function (this: unknown, command, ...rest) {
       // (its failure is its caller's: only its reply is noted here)
