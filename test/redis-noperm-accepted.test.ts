@@ -1,7 +1,8 @@
 // A command Redis refused (NOPERM) is told accepted again (onRefused, `error: null`) once a call of
 // it gets a reply (src/redis/connection.ts): also when a call sends it after an await (the peer
 // set's PEXPIRE), and with a Cluster only once no node refuses it any more (nodes keep their own
-// ACLs: one node fixed before the others must not end and start the warn at each call).
+// ACLs: one node fixed before the others must not end and start the warn at each call; a node
+// that serves no slot any more refuses nothing).
 // Real redis-server(s) and the real RedisConnection.
 import t from 'tap'
 import { RedisConnection, type RedisRefusal } from '../src/redis/connection.js'
@@ -62,4 +63,32 @@ t.test('Cluster: EVALSHA refused by one node only is not told accepted by the ot
   await redisCli(cluster.nodes[0]!.port, 'ACL', 'SETUSER', USER, '+evalsha')
   for (const key of keys.values()) await conn.runScript('put', key, 'y')
   t.same(told.filter((r) => r.error === null).map((r) => r.command), ['EVALSHA'], 'told accepted once, when the refusing node took it')
+})
+
+t.test('Cluster: EVALSHA refused by a node that then serves no slot any more: told accepted once the node now serving them takes it', async (t) => {
+  const cluster = await startRedisCluster(3)
+  t.teardown(() => cluster.stop())
+  for (const [i, n] of cluster.nodes.entries()) {
+    await redisCli(n.port, 'ACL', 'SETUSER', USER, ...GRANT, '+cluster', '+readonly', ...(i === 0 ? ['-evalsha'] : []))
+  }
+  const conn = new RedisConnection({ nodes: cluster.addresses, username: USER, password: PASSWORD, keyPrefix: 'na:', timeout: 2_000 })
+  conn.defineScript('put', SCRIPT, 1)
+  const told: RedisRefusal[] = []
+  conn.onRefused((r) => told.push(r))
+  await conn.start()
+  t.teardown(() => conn.stop())
+  const refusing = `127.0.0.1:${cluster.nodes[0]!.port}`
+  let key: string | null = null
+  await waitFor(() => {
+    for (let i = 0; i < 1_000 && key === null; i++) if (conn.nodeOf(`na:k${i}`) === refusing) key = `na:k${i}`
+    return key !== null
+  }, 5_000, 'a key on node 0')
+  await waitFor(async () => { await conn.runScript('put', key!, 'a'); return told.length > 0 }, 5_000, 'the refusal')
+  // node 0's slots handed to node 1 (a resharding; a failover to a replica is the same for Tether)
+  const id = async (port: number): Promise<string> => (await redisCli(port, 'CLUSTER', 'MYID')).trim()
+  await redisCli(cluster.nodes[1]!.port, '--cluster', 'reshard', `127.0.0.1:${cluster.nodes[1]!.port}`, '--cluster-from', await id(cluster.nodes[0]!.port),
+    '--cluster-to', await id(cluster.nodes[1]!.port), '--cluster-slots', '16384', '--cluster-yes')
+  await waitFor(async () => { await conn.runScript('put', key!, 'b'); return conn.nodes().every((n) => n.address !== refusing) }, 10_000, 'node 0 gone from the slot map')
+  await waitFor(async () => { await conn.runScript('put', key!, 'c'); return told.some((r) => r.error === null) }, 5_000, 'told accepted')
+  t.same(told.filter((r) => r.error === null).map((r) => r.command), ['EVALSHA'], 'told accepted once')
 })

@@ -945,7 +945,11 @@ export class RedisConnection {
       if (typeof command.name !== 'string') return
       const name = command.name.toUpperCase()
       const nodes = this.#refused.get(name)
-      if (nodes === undefined || !nodes.delete(node) || nodes.size > 0) return
+      if (nodes === undefined) return
+      nodes.delete(node)
+      // (a Cluster master that serves no slot any more, its slots handed on, refuses nothing)
+      for (const n of nodes) if (n !== '' && !this.#nodes.has(n)) nodes.delete(n)
+      if (nodes.size > 0) return
       this.#refused.delete(name)
       tellAll(this.#refusalListeners, { command: name, error: null })
     }
