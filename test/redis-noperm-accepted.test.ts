@@ -1,6 +1,6 @@
 // A command Redis refused (NOPERM) is told accepted again (onRefused, `error: null`) once a call of
-// it gets a reply (src/redis/connection.ts): also when a call sends it after an await (the peer
-// set's PEXPIRE), and with a Cluster only once no node refuses it any more (nodes keep their own
+// it gets a reply (src/redis/connection.ts): also a command a call sends after another (the peer
+// set's PEXPIRE after its HSET), and with a Cluster only once no node refuses it any more (nodes keep their own
 // ACLs: one node fixed before the others must not end and start the warn at each call; a node
 // that serves no slot any more refuses nothing).
 // Real redis-server(s) and the real RedisConnection.
