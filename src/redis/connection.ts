@@ -514,7 +514,8 @@ export class RedisConnection {
   /**
    * Run one command, bounded by `timeout`: its reply, or FAILED. Never rejects. `key` is the
    * key the command works on (it tells which Cluster node answers for it), or null for a
-   * keyless command such as PUBLISH.
+   * keyless command such as PUBLISH. Send every command of `work` before its first await: one
+   * sent after it is not seen answered, so its NOPERM refusal is never told ended ({@link onRefused}).
    */
   run<T>(key: string | null, work: (c: RedisCommands) => Promise<T>): Promise<T | Failed> {
     return this.#race(this.#client, key, work as (c: Client) => Promise<T>)
