@@ -2,16 +2,22 @@
 // after a password/token/secret key, a URL's password) and an error message or stack that may
 // hold a URL with credentials. Pure: string in, string out; no I/O, no logger.
 
-/** `scheme://user:password@`: group 1 up to the password, group 2 the password. */
-const URL_USERINFO = /([a-z][a-z0-9+.-]*:\/\/[^\s:@/]*:)([^\s@]*)@/gi
+/**
+ * `scheme://user:password@`: group 1 up to the password, group 2 the password, up to the last `@`
+ * before the host (a URL parser's split: `redis://u:p@ss@h` has the password `p@ss`). The scheme
+ * starts where no scheme character is before it, so a long run of letters is scanned once, not
+ * once per letter.
+ */
+const URL_USERINFO = /(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*:\/\/[^\s:@/?#]*:)([^\s/?#]*)@/gi
 
 /**
  * A key whose value is a secret: its name is or ends with password, passphrase, token or secret
  * (any case, `_` or `-` before it), or key-data (a kubeconfig's `client-key-data`, a private
- * key), unquoted or quoted, then `:` and a space or the line end.
+ * key), unquoted or quoted, then `:` and not a second `:` (`"password":"x"`, JSON written
+ * without spaces, and `password:x` are masked too).
  * Group 1 what comes before the key, group 2 the key with its quotes and the colon.
  */
-const SECRET_KEY = /(^|[\s{,[?-])((["']?)[A-Za-z0-9_-]*(?:password|passphrase|token|secret|key[-_]data)\3[ \t]*:)(?=[ \t]|$)/gi
+const SECRET_KEY = /(^|[\s{,[?-])((["']?)[A-Za-z0-9_-]*(?:password|passphrase|token|secret|key[-_]data)\3[ \t]*:)(?!:)/gi
 
 /** A secret key at the start of a line with its colon left out (`password hunter2`): the rest is its value. */
 const SECRET_KEY_NO_COLON = /^([ \t]*(?:-[ \t]+)?)((["']?)[A-Za-z0-9_-]*(?:password|passphrase|token|secret|key[-_]data)\3)(?=[ \t]+[^\s#:][^:]*$)/gi
@@ -32,22 +38,57 @@ export function maskUrlCredentials(text: string): string {
  * style: up to the next `,`, `}` or `]` outside quotes). A quote that opens or closes the value stays, so a caret at an unclosed
  * quote still points at it. Lines without secrets come back unchanged. Example:
  * `maskSecretLine('admin: { token: s3cret, x: [ }')` -> `'admin: { token: ******, x: [ }'`.
+ * A value can go on over the lines below (a `|` or `>` block, a quoted or plain scalar on more
+ * lines): {@link maskSecretLines} masks those too.
  */
 export function maskSecretLine(line: string): string {
-  const out = [...line]
+  return maskLine(line).masked
+}
+
+/**
+ * The lines of a YAML file with their secrets masked as by {@link maskSecretLine}, and also the
+ * lines a secret's value goes on over: after a secret key whose value runs to its line's end
+ * (or is empty, `|`, `>`, an unclosed quote), each line indented more than that key (for a `|`
+ * or `>` block: as much as the block's first line, at least) is masked after its indentation. Example:
+ * `maskSecretLines(['password: |', '  hunter2', 'db: 1'])` -> `['password: *', '  *******', 'db: 1']`.
+ */
+export function maskSecretLines(lines: readonly string[]): string[] {
+  let open: Open | null = null // a secret key whose value may go on below
+  return lines.map((line) => {
+    const indent = /^[ \t]*/.exec(line)![0].length
+    if (open !== null && indent === line.length) return line
+    if (open !== null && indent > open.key && indent >= (open.content ?? 0)) {
+      if (open.block) open.content ??= indent // a `|` or `>` block ends at a line indented less than its first
+      return line.slice(0, indent) + '*'.repeat(line.length - indent)
+    }
+    const masked = maskLine(line)
+    open = masked.open
+    return masked.masked
+  })
+}
+
+/** A secret key whose value runs to its line's end: its column, whether the value is a `|` or `>` block, and that block's indentation once seen. */
+interface Open { readonly key: number; readonly block: boolean; content?: number }
+
+/** `line` masked, and the first secret key whose value runs to the line's end (null for none). */
+function maskLine(line: string): { masked: string; open: Open | null } {
+  const out = line.split('') // UTF-16 units, as the match indexes and a caret's column count
+  let open: Open | null = null
   const hide = (from: number, to: number): void => { for (let i = from; i < to; i++) out[i] = '*' }
   for (const m of line.matchAll(URL_USERINFO)) hide(m.index + m[1]!.length, m.index + m[1]!.length + m[2]!.length)
   for (const m of [...line.matchAll(SECRET_KEY), ...line.matchAll(SECRET_KEY_NO_COLON)]) {
-    let start = m.index + m[1]!.length + m[2]!.length
+    const key = m.index + m[1]!.length
+    let start = key + m[2]!.length
     while (line[start] === ' ' || line[start] === '\t') start++
-    const end = inFlow(line, m.index) ? flowValueEnd(line, start) : line.length
+    const end = inFlow(line, key) ? flowValueEnd(line, start) : line.length
+    if (end === line.length && (open === null || key < open.key)) open = { key, block: /^[|>]/.test(line.slice(start)) }
     let last = end
     while (last > start && /\s/.test(line[last - 1]!)) last--
     const quote = line[start] === '"' || line[start] === "'" ? line[start]! : null
     const close = quote === null ? -1 : line.indexOf(quote, start + 1)
     for (let i = quote === null ? start : start + 1; i < last; i++) if (i !== close) out[i] = '*'
   }
-  return out.join('')
+  return { masked: out.join(''), open }
 }
 
 /** Whether `at` is inside a `{` or `[` opened earlier on the line (outside quotes). */

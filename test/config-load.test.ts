@@ -706,6 +706,30 @@ const secretLineCases: { name: string; text: string; secret: string; detail: str
     detail: [`  3 |     user: { client-key-data: ${'*'.repeat(36)}, x: [ }`, `    | ${' '.repeat(70)}^`],
   },
   {
+    name: 'JSON written without spaces',
+    text: yaml(...UPSTREAM, 'state: {"redis":{"password":"hunter2","x":[}}'),
+    secret: 'hunter2',
+    detail: ['  4 | state: {"redis":{"password":"*******","x":[}}', '    |                                           ^'],
+  },
+  {
+    name: 'a URL whose password has an @, after a character outside the BMP',
+    text: yaml(...UPSTREAM, 'state: { redis: { key_prefix: "😀", url: redis://u:p@ss@h, x: [ } }'),
+    secret: 'ss@',
+    detail: ['  4 | state: { redis: { key_prefix: "😀", url: redis://u:****@h, x: [ } }', `    | ${' '.repeat(62)}^`],
+  },
+  {
+    name: 'the second line of a password (its value on the next line)',
+    text: yaml(...UPSTREAM, 'state:', '  redis:', '    password:', '      hunter2: x: y'),
+    secret: 'hunter2',
+    detail: ['  7 |       *************', '    |                ^'],
+  },
+  {
+    name: 'the second line of a plain password over two lines',
+    text: yaml(...UPSTREAM, 'state:', '  redis:', '    password: hunter', '      2: x'),
+    secret: '2: x',
+    detail: ['  7 |       ****', '    |       ^'],
+  },
+  {
     name: 'a password whose colon is missing (the hint repeats the line)',
     text: yaml(...UPSTREAM, 'state:', '  redis:', '    password hunter2', '    db: 1'),
     secret: 'hunter2',

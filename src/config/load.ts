@@ -9,7 +9,7 @@ import { isAlias, isMap, isScalar, isSeq, LineCounter, parseAllDocuments, parseD
 import type { Config } from './schema.js'
 import type { Env } from './env.js'
 import { pemFiles } from '../tls/pem.js'
-import { maskSecretLine } from '../secret-text.js'
+import { maskSecretLines } from '../secret-text.js'
 import { ConfigError, formatIssue, validateConfig, type ConfigFiles, type Pos, type ScalarValue, type SourceNode } from './validate.js'
 
 /** Alias expansions allowed in one file (guards against "billion laughs" documents). */
@@ -222,11 +222,12 @@ function explain(text: string, error: YAMLError): { offset: number; hint: string
       break
     case 'MULTILINE_IMPLICIT_KEY': {
       const content = text.slice(line.start + line.indent.length, line.end).trimEnd()
+      const lineNo = text.slice(0, line.start).split('\n').length
       if (content.startsWith('- ') || content === '-') {
         return { offset: at, hint: 'a list item ("- ...") where a key was expected: indent it under the key whose list it is' }
       }
       if (!content.includes(':')) {
-        return { offset: at, hint: `a key needs a colon after it: write "${maskSecretLine(content)}:"` }
+        return { offset: at, hint: `a key needs a colon after it: write "${maskedLine(text, lineNo).slice(line.indent.length).trimEnd()}:"` }
       }
       return { offset: at, hint: 'a key must be on one line and end with ": "' }
     }
@@ -279,15 +280,20 @@ function openingBracket(text: string, at: number, open: string, close: string): 
   return undefined
 }
 
+/** Line `n` (from 1) of `text` with its secrets masked, also a secret value's second and later lines. */
+function maskedLine(text: string, n: number): string {
+  return maskSecretLines(text.split('\n').slice(0, n).map((l) => l.replace(/\r$/, '')))[n - 1] ?? ''
+}
+
 /**
  * Line `pos.line` of `text` and a caret under `pos.col`, tabs shown as "→" so the caret lines up,
- * and its secrets (a password/token/secret key's value, a URL's password) masked character for
- * character, as this goes to stderr and to `tether check`'s output.
+ * and its secrets (a password/token/secret key's value, also on the lines it goes on over, a URL's
+ * password) masked character for character, as this goes to stderr and to `tether check`'s output.
  */
 function excerpt(text: string, pos: Pos): string[] {
   const source = text.split('\n')[pos.line - 1]
   if (source === undefined) return []
-  let shown = maskSecretLine(source.replace(/\r$/, '')).replaceAll('\t', '→')
+  let shown = maskedLine(text, pos.line).replaceAll('\t', '→')
   let col = pos.col
   const WIDTH = 100
   if (shown.length > WIDTH && col > WIDTH / 2) { // a long line (JSON on one line): the part around the column

@@ -1,0 +1,51 @@
+// The masker of secrets in a config line quoted by an error and in logged error text: every
+// shape a secret is written in comes back masked, one `*` per UTF-16 unit (a caret's column),
+// and the text around it unchanged.
+import t from 'tap'
+import { maskSecretLine, maskSecretLines, maskUrlCredentials } from '../src/secret-text.js'
+
+const lineCases: [name: string, line: string, masked: string][] = [
+  ['a character outside the BMP before the secret', 'x: { a: "😀", password: hunter2, y: [ }', 'x: { a: "😀", password: *******, y: [ }'],
+  ['a character outside the BMP in the secret', 'password: "p😀ss', 'password: "*****'],
+  ['a flow map whose first key is the secret, no space after {', 'state: {password: hunter2, x: [ }', 'state: {password: *******, x: [ }'],
+  ['JSON written without spaces', '{"state":{"password":"hunter2","x":[}}', '{"state":{"password":"*******","x":[}}'],
+  ['a URL whose password has an @', 'url: redis://u:p@ss@h:6379: x', 'url: redis://u:****@h:6379: x'],
+  ['a URL in a flow map, an @ after it', '{ url: redis://u:pw@h, to: a@b, x: [ }', '{ url: redis://u:**@h, to: a@b, x: [ }'],
+  ['a line without a secret', 'upstreams: [ { id: a, url: "http://a:1" }, x: [ }', 'upstreams: [ { id: a, url: "http://a:1" }, x: [ }'],
+]
+
+t.test('maskSecretLine masks each shape, column for column', async (t) => {
+  for (const [name, line, masked] of lineCases) {
+    const out = maskSecretLine(line)
+    t.equal(out, masked, name)
+    t.equal(out.length, line.length, `${name}: as long as the line`)
+  }
+})
+
+t.test('maskUrlCredentials masks a password with an @ up to the last @ before the host', async (t) => {
+  t.equal(maskUrlCredentials('connect redis://u:p@ss@h:6379 failed'), 'connect redis://u:***@h:6379 failed')
+  t.equal(maskUrlCredentials('at file:///app/dist/x.js:1:2'), 'at file:///app/dist/x.js:1:2')
+})
+
+t.test('a long run of letters is scanned in linear time, not once per letter', async (t) => {
+  // quadratic, 200k letters took tens of seconds; linear, a few milliseconds
+  const text = 'a'.repeat(200_000)
+  const t0 = performance.now()
+  maskUrlCredentials(text)
+  maskSecretLine(text)
+  t.ok(performance.now() - t0 < 2000, `${(performance.now() - t0).toFixed(0)} ms`)
+})
+
+const multiLineCases: [name: string, lines: string[], masked: string[]][] = [
+  ['a | block', ['  password: |', '    hunter2', '    more', '  db: 1'], ['  password: *', '    *******', '    ****', '  db: 1']],
+  ['a > block, a blank line in it, then a line indented less than its first', ['password: >-', '    hunter2', '', '    x', '  bad: ['], ['password: **', '    *******', '', '    *', '  bad: [']],
+  ['a value on the next line', ['  token:', '    hunter2: x: y', '  url: a'], ['  token:', '    *************', '  url: a']],
+  ['a quoted value over two lines', ['  password: "hunter', '    2" x', '  db: 1'], ['  password: "******', '    ****', '  db: 1']],
+  ['a plain value over two lines', ['- password: hunter', '    2: x', '- x: 1'], ['- password: ******', '    ****', '- x: 1']],
+  ['a secret that ends on its line: the next keys are shown', ['password: hunter2', 'db: [', 'x: 1'], ['password: *******', 'db: [', 'x: 1']],
+  ['a secret in a closed flow map', ['a: { token: x }', '  b: ['], ['a: { token: * }', '  b: [']],
+]
+
+t.test('maskSecretLines also masks the lines a secret value goes on over', async (t) => {
+  for (const [name, lines, masked] of multiLineCases) t.strictSame(maskSecretLines(lines), masked, name)
+})
