@@ -32,6 +32,9 @@ t.test('state.redis.nodes and sentinels: host:port with a port 1..65535', async 
   t.strictSame(issuesOf(redis('nodes', 'redis-0:99999')), [`${FILE}:6:13 state.redis.nodes[0]: expected a port between 1 and 65535, got 99999`])
   t.strictSame(issuesOf(redis('sentinels', 'sentinel:70000')), [`${FILE}:6:17 state.redis.sentinels[0]: expected a port between 1 and 65535, got 70000`])
   t.strictSame(issuesOf(redis('nodes', 'redis-0')), [`${FILE}:6:13 state.redis.nodes[0]: expected host:port, got "redis-0"`])
+  // a password written into the address is never shown (the issues are also logged on a rejected reload)
+  t.strictSame(issuesOf(redis('nodes', 'redis://u:s3cret@redis-0:6379')), [`${FILE}:6:13 state.redis.nodes[0]: expected host:port, got "redis://***@redis-0:6379"`])
+  t.strictSame(issuesOf(redis('sentinels', 'u:p@ss@sentinel:26379')), [`${FILE}:6:17 state.redis.sentinels[0]: expected host:port, got "***@sentinel:26379"`])
 })
 
 t.test('upstreams[].url: a port 0 or above 65535 is named as the problem', async (t) => {

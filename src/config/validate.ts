@@ -815,10 +815,17 @@ const kubernetesDiscovery = struct<KubernetesDiscoveryConfig>(
 
 /** A DNS name as a Host header carries it (labels of letters, digits, `-` and `_`; no port, no scheme). */
 const DNS_NAME = { test: /^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/, what: 'a host name without port or scheme (e.g. tether-admin.internal)' }
-/** `host:port` (a name, an IPv4 address or a bracketed IPv6 one), port 1..65535. */
+/**
+ * `value` as an issue may quote it: whatever comes before its last `@` (a user and password,
+ * itself with a / or a #, a base64 password) is `***`. Example: `'redis://u:pw@h:1'` -> `'redis://***@h:1'`.
+ */
+const withoutUserinfo = (value: string): string =>
+  value.replace(/^([a-z][a-z0-9+.-]*:\/\/)?[^]*@/i, (_, scheme: string | undefined) => `${scheme ?? ''}***@`)
+
+/** `host:port` (a name, an IPv4 address or a bracketed IPv6 one), port 1..65535; a user and password written before it are not shown. */
 const hostPort: Check<string> = andThen(string(), (v) => {
   const port = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d+)$/.exec(v)?.[1]
-  return port === undefined ? expected('host:port', v) : portProblem(port)
+  return port === undefined ? expected('host:port', withoutUserinfo(v)) : portProblem(port)
 })
 
 const redisUrl: Check<string> = leaf('a redis:// or rediss:// URL', (value) => {
@@ -832,9 +839,7 @@ const redisUrl: Check<string> = leaf('a redis:// or rediss:// URL', (value) => {
       return new Fail('expected a redis:// or rediss:// URL whose path is a db number (e.g. redis://redis:6379/0); a / in a password is written %2F')
     }
   } catch { /* reported below */ }
-  // whatever comes before the last @ may be a user and password, itself with a / or a # (a
-  // base64 password): never shown
-  return expected('a redis:// or rediss:// URL', value.replace(/^([a-z][a-z0-9+.-]*:\/\/)?[^]*@/i, (_, scheme: string | undefined) => `${scheme ?? ''}***@`))
+  return expected('a redis:// or rediss:// URL', withoutUserinfo(value))
 })
 
 /** Exactly one way to reach Redis when the store is redis. */
