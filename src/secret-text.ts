@@ -54,6 +54,7 @@ export function maskSecretLine(line: string): string {
  */
 export function maskSecretLines(lines: readonly string[]): string[] {
   let open: Open | null = null // a secret key whose value may go on below
+  let explicit: number | null = null // the indentation of a `? password` line just before
   return lines.map((line) => {
     const indent = /^[ \t]*/.exec(line)![0].length
     if (open !== null && indent === line.length) return line
@@ -61,35 +62,51 @@ export function maskSecretLines(lines: readonly string[]): string[] {
       if (open.block) open.content ??= indent // a `|` or `>` block ends at a line indented less than its first
       return line.slice(0, indent) + '*'.repeat(line.length - indent)
     }
-    const masked = maskLine(line)
+    // `? password` then `: hunter2`: an explicit key, its value on the next line after the `:`
+    const value = explicit === indent && line[indent] === ':' ? { key: indent, start: indent + 1 } : null
+    explicit = indent < line.length && EXPLICIT_SECRET_KEY.test(line) ? indent : null
+    const masked = maskLine(line, value)
     open = masked.open
     return masked.masked
   })
 }
 
+/** `? password` (an explicit key, YAML's `?`, whose value is on a line of its own starting with `:`). */
+const EXPLICIT_SECRET_KEY = /^[ \t]*\?[ \t]+(["']?)[A-Za-z0-9_-]*(?:password|passphrase|token|secret|key[-_]data)\1[ \t]*$/i
+
 /** A secret key whose value runs to its line's end: its column, whether the value is a `|` or `>` block, and that block's indentation once seen. */
 interface Open { readonly key: number; readonly block: boolean; content?: number }
 
-/** `line` masked, and the first secret key whose value runs to the line's end (null for none). */
-function maskLine(line: string): { masked: string; open: Open | null } {
+/**
+ * `line` masked, and the first secret key whose value runs to the line's end (null for none).
+ * `value`: a secret value that starts on this line at `start` (after its key's `:`, the key at column `key`).
+ */
+function maskLine(line: string, value: { key: number; start: number } | null = null): { masked: string; open: Open | null } {
   const out = line.split('') // UTF-16 units, as the match indexes and a caret's column count
   let open: Open | null = null
   const hide = (from: number, to: number): void => { for (let i = from; i < to; i++) out[i] = '*' }
   for (const m of line.matchAll(URL_USERINFO)) hide(m.index + m[1]!.length, m.index + m[1]!.length + m[2]!.length)
-  for (const m of [...line.matchAll(SECRET_KEY), ...line.matchAll(SECRET_KEY_NO_COLON)]) {
+  const values = [...line.matchAll(SECRET_KEY), ...line.matchAll(SECRET_KEY_NO_COLON)].map((m) => {
     const key = m.index + m[1]!.length
-    let start = key + m[2]!.length
+    return { key, start: key + m[2]!.length }
+  })
+  for (let { key, start } of value === null ? values : [value, ...values]) {
     while (line[start] === ' ' || line[start] === '\t') start++
     const end = inFlow(line, key) ? flowValueEnd(line, start) : line.length
     if (end === line.length && (open === null || key < open.key)) open = { key, block: /^[|>]/.test(line.slice(start)) }
     let last = end
     while (last > start && /\s/.test(line[last - 1]!)) last--
-    const quote = line[start] === '"' || line[start] === "'" ? line[start]! : null
-    const close = quote === null ? -1 : line.indexOf(quote, start + 1)
-    for (let i = quote === null ? start : start + 1; i < last; i++) if (i !== close) out[i] = '*'
+    // a tag or an anchor (`!!str`, `&pw`) may come before the value's opening quote
+    const at = start + PROPERTIES.exec(line.slice(start))![0].length
+    const quote = line[at] === '"' || line[at] === "'" ? line[at]! : null
+    const close = quote === null ? -1 : line.indexOf(quote, at + 1)
+    for (let i = start; i < last; i++) if (i !== close && !(quote !== null && i === at)) out[i] = '*'
   }
   return { masked: out.join(''), open }
 }
+
+/** A value's tag and anchor (`!!str &pw `), each followed by a space. */
+const PROPERTIES = /^(?:[!&][^\s,[\]{}]*[ \t]+)*/
 
 /** Whether `at` is inside a `{` or `[` opened earlier on the line (outside quotes). */
 function inFlow(line: string, at: number): boolean {

@@ -730,6 +730,18 @@ const secretLineCases: { name: string; text: string; secret: string; detail: str
     detail: ['  7 |       ****', '    |       ^'],
   },
   {
+    name: 'an explicit key (`? password`), its value on the line below',
+    text: yaml(...UPSTREAM, 'state:', '  redis:', '    ? password', '    : "hunter2'),
+    secret: 'hunter2',
+    detail: ['  7 |     : "*******', '    |       ^'],
+  },
+  {
+    name: 'a quoted password after a tag: the caret at its opening quote',
+    text: yaml(...UPSTREAM, 'state:', '  redis:', '    password: !!str "hunter2'),
+    secret: 'hunter2',
+    detail: ['  6 |     password: ******"*******', '    |                     ^'],
+  },
+  {
     name: 'a password whose colon is missing (the hint repeats the line)',
     text: yaml(...UPSTREAM, 'state:', '  redis:', '    password hunter2', '    db: 1'),
     secret: 'hunter2',

@@ -11,6 +11,8 @@ const lineCases: [name: string, line: string, masked: string][] = [
   ['JSON written without spaces', '{"state":{"password":"hunter2","x":[}}', '{"state":{"password":"*******","x":[}}'],
   ['a URL whose password has an @', 'url: redis://u:p@ss@h:6379: x', 'url: redis://u:****@h:6379: x'],
   ['a URL in a flow map, an @ after it', '{ url: redis://u:pw@h, to: a@b, x: [ }', '{ url: redis://u:**@h, to: a@b, x: [ }'],
+  ['a quoted value after a tag: its opening quote stays', 'password: !!str "hunter2', 'password: ******"*******'],
+  ['a quoted value after an anchor: its quotes stay', '{ token: &t "hunter2", x: [ }', '{ token: ***"*******", x: [ }'],
   ['a line without a secret', 'upstreams: [ { id: a, url: "http://a:1" }, x: [ }', 'upstreams: [ { id: a, url: "http://a:1" }, x: [ }'],
 ]
 
@@ -43,6 +45,9 @@ const multiLineCases: [name: string, lines: string[], masked: string[]][] = [
   ['a quoted value over two lines', ['  password: "hunter', '    2" x', '  db: 1'], ['  password: "******', '    ****', '  db: 1']],
   ['a plain value over two lines', ['- password: hunter', '    2: x', '- x: 1'], ['- password: ******', '    ****', '- x: 1']],
   ['a secret that ends on its line: the next keys are shown', ['password: hunter2', 'db: [', 'x: 1'], ['password: *******', 'db: [', 'x: 1']],
+  ['an explicit key (`? password`), its value on the line below', ['  ? password', '  : "hunter2', '  db: 1'], ['  ? password', '  : "*******', '  db: 1']],
+  ['an explicit key, its value over two lines', ["? 'token'", ': hunter', '  2', 'x: 1'], ["? 'token'", ': ******', '  *', 'x: 1']],
+  ['an explicit key that is not a secret', ['? name', ': hunter2'], ['? name', ': hunter2']],
   ['a secret in a closed flow map', ['a: { token: x }', '  b: ['], ['a: { token: * }', '  b: [']],
 ]
 
