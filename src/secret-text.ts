@@ -51,24 +51,51 @@ export function maskSecretLine(line: string): string {
  * (or is empty, `|`, `>`, an unclosed quote), each line indented more than that key (for a `|`
  * or `>` block: as much as the block's first line, at least) is masked after its indentation. Example:
  * `maskSecretLines(['password: |', '  hunter2', 'db: 1'])` -> `['password: *', '  *******', 'db: 1']`.
+ * In a Kubernetes Secret (a manifest for `tether import`), the value of every key under its
+ * `data:` or `stringData:` is masked too, whatever its name.
  */
 export function maskSecretLines(lines: readonly string[]): string[] {
+  const inSecret = kubernetesSecretLines(lines)
   let open: Open | null = null // a secret key whose value may go on below
   let explicit: number | null = null // the indentation of a `? password` line just before
-  return lines.map((line) => {
+  let data: number | null = null // the indentation of a Kubernetes Secret's `data:` or `stringData:`
+  return lines.map((line, i) => {
     const indent = /^[ \t]*/.exec(line)![0].length
     if (open !== null && indent === line.length) return line
     if (open !== null && indent > open.key && indent >= (open.content ?? 0)) {
       if (open.block) open.content ??= indent // a `|` or `>` block ends at a line indented less than its first
       return line.slice(0, indent) + '*'.repeat(line.length - indent)
     }
+    if (data !== null && indent < line.length && (indent <= data || !inSecret[i])) data = null
     // `? password` then `: hunter2`: an explicit key, its value on the next line after the `:`
-    const value = explicit === indent && line[indent] === ':' ? { key: indent, start: indent + 1 } : null
+    let value = explicit === indent && line[indent] === ':' ? { key: indent, start: indent + 1 } : null
     explicit = indent < line.length && EXPLICIT_SECRET_KEY.test(line) ? indent : null
+    // a Secret's data: every key's value, whatever the key is named (`tls.key`, `DB_PASS`)
+    const dataKey = data === null ? null : /^[ \t]*[^\s:#][^:]*?:(?=[ \t]|$)/.exec(line)
+    if (value === null && dataKey !== null) value = { key: indent, start: dataKey[0].length }
+    if (inSecret[i] && /^[ \t]*(?:data|stringData)[ \t]*:[ \t]*(?:#.*)?$/.test(line)) data = indent
     const masked = maskLine(line, value)
     open = masked.open
     return masked.masked
   })
+}
+
+/**
+ * For each line, whether it is in a YAML document (between `---` lines) that is a Kubernetes
+ * Secret (`kind: Secret` at any place in it, before or after its data), as a manifest read by
+ * `tether import` may be.
+ */
+function kubernetesSecretLines(lines: readonly string[]): boolean[] {
+  const out: boolean[] = []
+  let from = 0
+  const end = (to: number): void => {
+    const secret = lines.slice(from, to).some((l) => /^[ \t]*(?:-[ \t]+)?kind:[ \t]*(["']?)Secret\1[ \t]*(?:#.*)?$/.test(l))
+    for (let i = from; i < to; i++) out[i] = secret
+    from = to
+  }
+  lines.forEach((l, i) => { if (/^(?:---|\.\.\.)(?:[ \t]|$)/.test(l)) end(i) })
+  end(lines.length)
+  return out
 }
 
 /** `? password` (an explicit key, YAML's `?`, whose value is on a line of its own starting with `:`). */

@@ -1,7 +1,7 @@
 // Specification of config loading and validation: defaults, located errors, freezing.
 import t, { type Test } from 'tap'
 import { fileURLToPath } from 'node:url'
-import { ConfigError, DEFAULTS, configWarnings, loadConfigFile, parseConfig, type Config } from '../src/config/index.js'
+import { ConfigError, DEFAULTS, configWarnings, loadConfigFile, parseConfig, parseYamlDocuments, type Config } from '../src/config/index.js'
 import { pemFiles } from '../src/tls/pem.js'
 
 const fixture = (name: string): string => fileURLToPath(new URL(`./fixtures/config/${name}`, import.meta.url))
@@ -763,6 +763,17 @@ for (const c of secretLineCases) {
     }
   })
 }
+
+t.test("a manifest's Kubernetes Secret (tether import): a syntax error in its data shows no value", async (t) => {
+  const text = yaml('apiVersion: v1', 'kind: Secret', 'metadata: { name: db }', 'stringData:', '  DB_PASS: "hunter2', '---', 'kind: Service')
+  try {
+    parseYamlDocuments(text, 'app.yaml')
+    t.fail('the manifest was accepted')
+  } catch (err) {
+    t.strictSame((err as ConfigError).detail.slice(0, 2), ['  5 |   DB_PASS: "*******', '    |            ^'])
+    t.notMatch((err as ConfigError).message, 'hunter2')
+  }
+})
 
 t.test('validation errors carry no detail lines: the message is the issues', async (t) => {
   try {

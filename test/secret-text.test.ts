@@ -48,6 +48,8 @@ const multiLineCases: [name: string, lines: string[], masked: string[]][] = [
   ['an explicit key (`? password`), its value on the line below', ['  ? password', '  : "hunter2', '  db: 1'], ['  ? password', '  : "*******', '  db: 1']],
   ['an explicit key, its value over two lines', ["? 'token'", ': hunter', '  2', 'x: 1'], ["? 'token'", ': ******', '  *', 'x: 1']],
   ['an explicit key that is not a secret', ['? name', ': hunter2'], ['? name', ': hunter2']],
+  ['a Kubernetes Secret: every value under data, whatever its key', ['apiVersion: v1', 'kind: Secret', 'data:', '  tls.key: LS0t', '  DB_PASS: "aHVu', 'type: Opaque'], ['apiVersion: v1', 'kind: Secret', 'data:', '  tls.key: ****', '  DB_PASS: "****', 'type: Opaque']],
+  ['a Secret whose kind comes after its stringData, a block value', ['stringData:', '  config.yaml: |', '    a: b', 'kind: "Secret"', '---', 'kind: ConfigMap', 'data:', '  a.b: c'], ['stringData:', '  config.yaml: *', '    ****', 'kind: "Secret"', '---', 'kind: ConfigMap', 'data:', '  a.b: c']],
   ['a secret in a closed flow map', ['a: { token: x }', '  b: ['], ['a: { token: * }', '  b: [']],
 ]
 

@@ -282,7 +282,7 @@ function openingBracket(text: string, at: number, open: string, close: string): 
 
 /** Line `n` (from 1) of `text` with its secrets masked, also a secret value's second and later lines. */
 function maskedLine(text: string, n: number): string {
-  return maskSecretLines(text.split('\n').slice(0, n).map((l) => l.replace(/\r$/, '')))[n - 1] ?? ''
+  return maskSecretLines(text.split('\n').map((l) => l.replace(/\r$/, '')))[n - 1] ?? ''
 }
 
 /**
