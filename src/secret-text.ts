@@ -62,7 +62,9 @@ export function maskSecretLines(lines: readonly string[]): string[] {
   return lines.map((line, i) => {
     const indent = /^[ \t]*/.exec(line)![0].length
     if (open !== null && indent === line.length) return line
-    if (open !== null && indent > open.key && indent >= (open.content ?? 0)) {
+    // (a list under a key may start at the key's own column: `secret:` then `- s1`)
+    const item = open !== null && open.empty && indent === open.key && /^-(?:[ \t]|$)/.test(line.slice(indent))
+    if (open !== null && (indent > open.key || item) && indent >= (open.content ?? 0)) {
       if (open.block) open.content ??= indent // a `|` or `>` block ends at a line indented less than its first
       return line.slice(0, indent) + '*'.repeat(line.length - indent)
     }
@@ -101,8 +103,11 @@ function kubernetesSecretLines(lines: readonly string[]): boolean[] {
 /** `? password` (an explicit key, YAML's `?`, whose value is on a line of its own starting with `:`). */
 const EXPLICIT_SECRET_KEY = /^[ \t]*\?[ \t]+(["']?)[A-Za-z0-9_-]*(?:password|passphrase|token|secret|key[-_]data)\1[ \t]*$/i
 
-/** A secret key whose value runs to its line's end: its column, whether the value is a `|` or `>` block, and that block's indentation once seen. */
-interface Open { readonly key: number; readonly block: boolean; content?: number }
+/**
+ * A secret key whose value runs to its line's end: its column, whether the value is a `|` or `>`
+ * block or empty (a list may follow at the key's column), and a block's indentation once seen.
+ */
+interface Open { readonly key: number; readonly block: boolean; readonly empty: boolean; content?: number }
 
 /**
  * `line` masked, and the first secret key whose value runs to the line's end (null for none).
@@ -120,7 +125,7 @@ function maskLine(line: string, value: { key: number; start: number } | null = n
   for (let { key, start } of value === null ? values : [value, ...values]) {
     while (line[start] === ' ' || line[start] === '\t') start++
     const end = inFlow(line, key) ? flowValueEnd(line, start) : line.length
-    if (end === line.length && (open === null || key < open.key)) open = { key, block: /^[|>]/.test(line.slice(start)) }
+    if (end === line.length && (open === null || key < open.key)) open = { key, block: /^[|>]/.test(line.slice(start)), empty: /^(?:#.*)?$/.test(line.slice(start)) }
     let last = end
     while (last > start && /\s/.test(line[last - 1]!)) last--
     // a tag or an anchor (`!!str`, `&pw`) may come before the value's opening quote
@@ -149,14 +154,20 @@ function inFlow(line: string, at: number): boolean {
   return depth > 0
 }
 
-/** Where a flow value starting at `start` ends: the next `,`, `}` or `]` outside quotes, else the line end. */
+/**
+ * Where a flow value starting at `start` ends: the next `,`, `}` or `]` outside quotes and
+ * outside a `[...]` or `{...}` the value opens (a list of secrets, `secret: [s1, s2]`), else the line end.
+ */
 function flowValueEnd(line: string, start: number): number {
   let quote: string | null = null
+  let depth = 0
   for (let i = start; i < line.length; i++) {
     const c = line[i]!
     if (quote !== null) { if (c === quote) quote = null; continue }
     if (c === '"' || c === "'") quote = c
-    else if (c === ',' || c === '}' || c === ']') return i
+    else if (c === '[' || c === '{') depth++
+    else if ((c === ']' || c === '}') && depth > 0) { if (--depth === 0) return i + 1 }
+    else if (depth === 0 && (c === ',' || c === '}' || c === ']')) return i
   }
   return line.length
 }

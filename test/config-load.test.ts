@@ -742,6 +742,18 @@ const secretLineCases: { name: string; text: string; secret: string; detail: str
     detail: ['  6 |     password: ******"*******', '    |                     ^'],
   },
   {
+    name: 'cookie secrets in rotation, a flow list',
+    text: yaml(...UPSTREAM, 'affinity: { cookie: { secret: [s3cret-one, s3cret-two], x: [ } }'),
+    secret: 's3cret-two',
+    detail: [`  4 | affinity: { cookie: { secret: ${'*'.repeat(24)}, x: [ } }`, `    | ${' '.repeat(59)}^`],
+  },
+  {
+    name: 'cookie secrets in rotation, a block list at the key\'s column',
+    text: yaml(...UPSTREAM, 'affinity:', '  cookie:', '    secret:', '    - s3cret-one', '    - s3cret-two: x: y'),
+    secret: 's3cret-two',
+    detail: ['  8 |     ******************', '    |                   ^'],
+  },
+  {
     name: 'a password whose colon is missing (the hint repeats the line)',
     text: yaml(...UPSTREAM, 'state:', '  redis:', '    password hunter2', '    db: 1'),
     secret: 'hunter2',

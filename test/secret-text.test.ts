@@ -13,6 +13,7 @@ const lineCases: [name: string, line: string, masked: string][] = [
   ['a URL in a flow map, an @ after it', '{ url: redis://u:pw@h, to: a@b, x: [ }', '{ url: redis://u:**@h, to: a@b, x: [ }'],
   ['a quoted value after a tag: its opening quote stays', 'password: !!str "hunter2', 'password: ******"*******'],
   ['a quoted value after an anchor: its quotes stay', '{ token: &t "hunter2", x: [ }', '{ token: ***"*******", x: [ }'],
+  ['a list of secrets in a flow map (cookie secrets in rotation)', 'affinity: { cookie: { secret: [s3cret-one, s3cret-two], x: [ } }', 'affinity: { cookie: { secret: ************************, x: [ } }'],
   ['a line without a secret', 'upstreams: [ { id: a, url: "http://a:1" }, x: [ }', 'upstreams: [ { id: a, url: "http://a:1" }, x: [ }'],
 ]
 
@@ -50,6 +51,7 @@ const multiLineCases: [name: string, lines: string[], masked: string[]][] = [
   ['an explicit key that is not a secret', ['? name', ': hunter2'], ['? name', ': hunter2']],
   ['a Kubernetes Secret: every value under data, whatever its key', ['apiVersion: v1', 'kind: Secret', 'data:', '  tls.key: LS0t', '  DB_PASS: "aHVu', 'type: Opaque'], ['apiVersion: v1', 'kind: Secret', 'data:', '  tls.key: ****', '  DB_PASS: "****', 'type: Opaque']],
   ['a Secret whose kind comes after its stringData, a block value', ['stringData:', '  config.yaml: |', '    a: b', 'kind: "Secret"', '---', 'kind: ConfigMap', 'data:', '  a.b: c'], ['stringData:', '  config.yaml: *', '    ****', 'kind: "Secret"', '---', 'kind: ConfigMap', 'data:', '  a.b: c']],
+  ['a list of secrets at the key\'s own column', ['  cookie:', '    secret:', '    - s3cret-one', '    - s3cret-two: x', '    name: c'], ['  cookie:', '    secret:', '    ************', '    ***************', '    name: c']],
   ['a secret in a closed flow map', ['a: { token: x }', '  b: ['], ['a: { token: * }', '  b: [']],
 ]
 
