@@ -52,10 +52,12 @@ export function maskSecretLine(line: string): string {
  * or `>` block: as much as the block's first line, at least) is masked after its indentation. Example:
  * `maskSecretLines(['password: |', '  hunter2', 'db: 1'])` -> `['password: *', '  *******', 'db: 1']`.
  * In a Kubernetes Secret (a manifest for `tether import`), the value of every key under its
- * `data:` or `stringData:` is masked too, whatever its name.
+ * `data:` or `stringData:` is masked too, whatever its name; and so is a value anchored
+ * (`pw: &pw hunter2`) where a secret key's alias (`password: *pw`) takes it from.
  */
 export function maskSecretLines(lines: readonly string[]): string[] {
   const inSecret = kubernetesSecretLines(lines)
+  const anchors = secretAnchors(lines)
   let open: Open | null = null // a secret key whose value may go on below
   let explicit: number | null = null // the indentation of a `? password` line just before
   let data: number | null = null // the indentation of a Kubernetes Secret's `data:` or `stringData:`
@@ -76,7 +78,7 @@ export function maskSecretLines(lines: readonly string[]): string[] {
     const dataKey = data === null ? null : /^[ \t]*[^\s:#][^:]*?:(?=[ \t]|$)/.exec(line)
     if (value === null && dataKey !== null) value = { key: indent, start: dataKey[0].length }
     if (inSecret[i] && /^[ \t]*(?:data|stringData)[ \t]*:[ \t]*(?:#.*)?$/.test(line)) data = indent
-    const masked = maskLine(line, value)
+    const masked = maskLine(line, value, anchors)
     open = masked.open
     return masked.masked
   })
@@ -112,8 +114,9 @@ interface Open { readonly key: number; readonly block: boolean; readonly empty: 
 /**
  * `line` masked, and the first secret key whose value runs to the line's end (null for none).
  * `value`: a secret value that starts on this line at `start` (after its key's `:`, the key at column `key`).
+ * `anchors`: the names of anchors whose value is a secret (see {@link secretAnchors}).
  */
-function maskLine(line: string, value: { key: number; start: number } | null = null): { masked: string; open: Open | null } {
+function maskLine(line: string, value: { key: number; start: number } | null = null, anchors: ReadonlySet<string> = NO_ANCHORS): { masked: string; open: Open | null } {
   const out = line.split('') // UTF-16 units, as the match indexes and a caret's column count
   let open: Open | null = null
   const hide = (from: number, to: number): void => { for (let i = from; i < to; i++) out[i] = '*' }
@@ -122,6 +125,11 @@ function maskLine(line: string, value: { key: number; start: number } | null = n
     const key = m.index + m[1]!.length
     return { key, start: key + m[2]!.length }
   })
+  // a value anchored where a secret key's alias (`password: *pw`) takes it from: `pw: &pw hunter2`
+  for (const m of anchors.size === 0 ? [] : line.matchAll(ANCHOR)) {
+    const at = m.index + m[1]!.length // in block style the value's lines below go by the line's indentation
+    if (anchors.has(m[2]!)) values.push({ key: inFlow(line, at) ? at : /^[ \t]*/.exec(line)![0].length, start: m.index + m[0].length })
+  }
   for (let { key, start } of value === null ? values : [value, ...values]) {
     while (line[start] === ' ' || line[start] === '\t') start++
     const end = inFlow(line, key) ? flowValueEnd(line, start) : line.length
@@ -135,6 +143,27 @@ function maskLine(line: string, value: { key: number; start: number } | null = n
     for (let i = start; i < last; i++) if (i !== close && !(quote !== null && i === at)) out[i] = '*'
   }
   return { masked: out.join(''), open }
+}
+
+const NO_ANCHORS: ReadonlySet<string> = new Set()
+
+/** An anchor (`&name`) and the spaces after it: group 1 what comes before it, group 2 its name. */
+const ANCHOR = /(^|[\s{,[:-])&([^\s,[\]{}]+)[ \t]*/g
+
+/** An alias (`*name`) at a value's start: group 1 its name. */
+const ALIAS = /^\*([^\s,[\]{}]+)/
+
+/** The names of the anchors that a secret key's value is an alias of (`password: *pw`), anywhere in `lines`. */
+function secretAnchors(lines: readonly string[]): Set<string> {
+  const names = new Set<string>()
+  for (const line of lines) {
+    if (!line.includes('*')) continue
+    for (const m of line.matchAll(SECRET_KEY)) {
+      const name = ALIAS.exec(line.slice(m.index + m[0].length).trimStart())?.[1]
+      if (name !== undefined) names.add(name)
+    }
+  }
+  return names
 }
 
 /** A value's tag and anchor (`!!str &pw `), each followed by a space. */

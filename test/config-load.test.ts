@@ -754,6 +754,12 @@ const secretLineCases: { name: string; text: string; secret: string; detail: str
     detail: ['  8 |     ******************', '    |                   ^'],
   },
   {
+    name: 'a value anchored for a password (the alias on a later line)',
+    text: yaml(...UPSTREAM, 'common: { pw: &pw hunter2, x: [ }', 'state:', '  redis:', '    password: *pw'),
+    secret: 'hunter2',
+    detail: ['  4 | common: { pw: &pw *******, x: [ }', `    | ${' '.repeat(30)}^`],
+  },
+  {
     name: 'a password whose colon is missing (the hint repeats the line)',
     text: yaml(...UPSTREAM, 'state:', '  redis:', '    password hunter2', '    db: 1'),
     secret: 'hunter2',

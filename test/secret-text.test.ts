@@ -52,6 +52,8 @@ const multiLineCases: [name: string, lines: string[], masked: string[]][] = [
   ['a Kubernetes Secret: every value under data, whatever its key', ['apiVersion: v1', 'kind: Secret', 'data:', '  tls.key: LS0t', '  DB_PASS: "aHVu', 'type: Opaque'], ['apiVersion: v1', 'kind: Secret', 'data:', '  tls.key: ****', '  DB_PASS: "****', 'type: Opaque']],
   ['a Secret whose kind comes after its stringData, a block value', ['stringData:', '  config.yaml: |', '    a: b', 'kind: "Secret"', '---', 'kind: ConfigMap', 'data:', '  a.b: c'], ['stringData:', '  config.yaml: *', '    ****', 'kind: "Secret"', '---', 'kind: ConfigMap', 'data:', '  a.b: c']],
   ['a list of secrets at the key\'s own column', ['  cookie:', '    secret:', '    - s3cret-one', '    - s3cret-two: x', '    name: c'], ['  cookie:', '    secret:', '    ************', '    ***************', '    name: c']],
+  ['a value anchored where a secret key\'s alias takes it from', ['common: { pw: &pw hunter2, y: [ }', 'other: &o plain', 'state:', '  redis:', '    password: *pw'], ['common: { pw: &pw *******, y: [ }', 'other: &o plain', 'state:', '  redis:', '    password: ***']],
+  ['an anchored block value', ['pw: &pw |', '  hunter2', 'x: 1', 'token: *pw'], ['pw: &pw *', '  *******', 'x: 1', 'token: ***']],
   ['a secret in a closed flow map', ['a: { token: x }', '  b: ['], ['a: { token: * }', '  b: [']],
 ]
 
