@@ -52,7 +52,8 @@ export function maskSecretLine(line: string): string {
  * or `>` block: as much as the block's first line, at least) is masked after its indentation. Example:
  * `maskSecretLines(['password: |', '  hunter2', 'db: 1'])` -> `['password: *', '  *******', 'db: 1']`.
  * In a Kubernetes Secret (a manifest for `tether import`), the value of every key under its
- * `data:` or `stringData:` is masked too, whatever its name; and so is a value anchored
+ * `data:` or `stringData:` is masked too, whatever its name (in flow style or JSON: all of it,
+ * keys too, up to its closing bracket); and so is a value anchored
  * (`pw: &pw hunter2`) where a secret key's alias (`password: *pw`) takes it from.
  */
 export function maskSecretLines(lines: readonly string[]): string[] {
@@ -61,6 +62,7 @@ export function maskSecretLines(lines: readonly string[]): string[] {
   let open: Open | null = null // a secret key whose value may go on below
   let explicit: number | null = null // the indentation of a `? password` line just before
   let data: number | null = null // the indentation of a Kubernetes Secret's `data:` or `stringData:`
+  let flow: number | null = null // the depth of a Secret's data in flow style (JSON) still open
   return lines.map((line, i) => {
     const indent = /^[ \t]*/.exec(line)![0].length
     if (open !== null && indent === line.length) return line
@@ -80,9 +82,38 @@ export function maskSecretLines(lines: readonly string[]): string[] {
     if (inSecret[i] && /^[ \t]*(?:data|stringData)[ \t]*:[ \t]*(?:#.*)?$/.test(line)) data = indent
     const masked = maskLine(line, value, anchors)
     open = masked.open
-    return masked.masked
+    // a Secret's data in flow style or JSON (`"data": {` ... `}`, maybe over many lines): all of it
+    const flowData = flow === null && inSecret[i] ? SECRET_FLOW_DATA.exec(line) : null
+    if (flow === null && flowData === null) return masked.masked
+    const out = masked.masked.split('')
+    flow = maskFlow(line, out, flowData === null ? 0 : flowData.index + flowData[0].length, flow ?? 1)
+    return out.join('')
   })
 }
+
+/** A Kubernetes Secret's `data:` or `stringData:` (quoted or not) whose value opens a `{` or `[`. */
+const SECRET_FLOW_DATA = /(?:^|[\s{,])(["']?)(?:data|stringData)\1[ \t]*:[ \t]*[{[]/
+
+/**
+ * Masks in `out` the characters of `line` from `from` that are inside a flow collection open
+ * `depth` deep (brackets and quotes followed), up to the bracket that closes it; the depth
+ * still open at the line's end, or null once closed.
+ */
+function maskFlow(line: string, out: string[], from: number, depth: number): number | null {
+  let quote: string | null = null
+  for (let i = from; i < line.length; i++) {
+    const c = line[i]!
+    if (quote !== null) { if (c === quote) quote = null }
+    else if (c === '"' || c === "'") quote = c
+    else if (c === '{' || c === '[') depth++
+    else if ((c === '}' || c === ']') && --depth === 0) return null
+    if (!/\s/.test(c)) out[i] = '*'
+  }
+  return depth
+}
+
+/** `kind: Secret`, in block or flow style or JSON (`"kind": "Secret",`). */
+const KIND_SECRET = /(?:^|[\s{,])(["']?)kind\1[ \t]*:[ \t]*(["']?)Secret\2[ \t]*(?:[,}#]|$)/
 
 /**
  * For each line, whether it is in a YAML document (between `---` lines) that is a Kubernetes
@@ -93,7 +124,7 @@ function kubernetesSecretLines(lines: readonly string[]): boolean[] {
   const out: boolean[] = []
   let from = 0
   const end = (to: number): void => {
-    const secret = lines.slice(from, to).some((l) => /^[ \t]*(?:-[ \t]+)?kind:[ \t]*(["']?)Secret\1[ \t]*(?:#.*)?$/.test(l))
+    const secret = lines.slice(from, to).some((l) => KIND_SECRET.test(l))
     for (let i = from; i < to; i++) out[i] = secret
     from = to
   }

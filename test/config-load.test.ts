@@ -793,6 +793,17 @@ t.test("a manifest's Kubernetes Secret (tether import): a syntax error in its da
   }
 })
 
+t.test("a manifest's Kubernetes Secret in JSON (kubectl -o json): a syntax error in its data shows no value", async (t) => {
+  const text = yaml('{', '  "kind": "Secret",', '  "data": {', '    "tls.key": "LS0tLS1CRUdJTi" x', '  }', '}')
+  try {
+    parseYamlDocuments(text, 'app.json')
+    t.fail('the manifest was accepted')
+  } catch (err) {
+    t.strictSame((err as ConfigError).detail.slice(0, 2), ['  4 |     ********** **************** *', `    | ${' '.repeat(32)}^`])
+    t.notMatch((err as ConfigError).message, 'LS0t')
+  }
+})
+
 t.test('validation errors carry no detail lines: the message is the issues', async (t) => {
   try {
     parseConfig(yaml(...UPSTREAM, 'log: { level: loud }'), FILE)

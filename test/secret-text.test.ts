@@ -54,6 +54,8 @@ const multiLineCases: [name: string, lines: string[], masked: string[]][] = [
   ['a list of secrets at the key\'s own column', ['  cookie:', '    secret:', '    - s3cret-one', '    - s3cret-two: x', '    name: c'], ['  cookie:', '    secret:', '    ************', '    ***************', '    name: c']],
   ['a value anchored where a secret key\'s alias takes it from', ['common: { pw: &pw hunter2, y: [ }', 'other: &o plain', 'state:', '  redis:', '    password: *pw'], ['common: { pw: &pw *******, y: [ }', 'other: &o plain', 'state:', '  redis:', '    password: ***']],
   ['an anchored block value', ['pw: &pw |', '  hunter2', 'x: 1', 'token: *pw'], ['pw: &pw *', '  *******', 'x: 1', 'token: ***']],
+  ['a Kubernetes Secret in JSON: its data whole, up to its closing brace', ['{', '  "kind": "Secret",', '  "data": {', '    "tls.key": "LS0t" x', '  },', '  "type": "Opaque"', '}'], ['{', '  "kind": "Secret",', '  "data": {', '    ********** ****** *', '  },', '  "type": "Opaque"', '}']],
+  ['a Kubernetes Secret\'s data in flow style', ['kind: Secret', 'data: { a: LS0t, b: "c" }', 'x: [ }'], ['kind: Secret', 'data: { ** ***** ** *** }', 'x: [ }']],
   ['a secret in a closed flow map', ['a: { token: x }', '  b: ['], ['a: { token: * }', '  b: [']],
 ]
 
