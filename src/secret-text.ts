@@ -1,6 +1,7 @@
-// Secrets in text Tether shows or logs: a line of a config file quoted in an error (a value
-// after a password/token/secret key, a URL's password) and an error message or stack that may
-// hold a URL with credentials. Pure: string in, string out; no I/O, no logger.
+// Secrets in text Tether shows or logs: a line of a config file or manifest quoted in an error
+// (a value after a password/token/secret key, on that line or the ones it goes on over, a
+// Kubernetes Secret's data, a URL's password) and an error message or stack that may hold a URL
+// with credentials. Pure: strings in, strings out; no I/O, no logger.
 
 /**
  * `scheme://user:password@`: group 1 up to the password, group 2 the password, up to the last `@`
