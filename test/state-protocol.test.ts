@@ -135,6 +135,8 @@ t.test('an upstream replaced (another url) while it refused the state (431): the
   t.equal(next.length, 1, 'its new process got the request')
   t.equal(next[0]?.['x-tether-rehydrate'], '1', 'with the state')
   t.equal(moved.body.n, 2, 'the count goes on from the checkpoint')
+  const moves = [...(await tether.metrics.render()).matchAll(/^tether_failovers_total\{[^}]*\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0)
+  t.equal(moves, 1, 'one request, one move: the decision made again is not counted a second time')
 })
 
 t.test("a user moved without their state (431) starts it again there: its first checkpoint replaces the old one whatever the versions, and the next ones follow it", async (t) => {

@@ -197,6 +197,10 @@ export class RequestPath {
         const b = await shared.lookup(ctx.key.value)
         if (b !== 'unavailable') sessions.sync(ctx.key.value, b, clock.now())
       }
+      // the move counted before an attempt that is decided again without reaching an
+      // application (a 431 from a process replaced meanwhile): the next decision is the same
+      // user's same move, not another one (tether_failovers_total counts it once)
+      let counted: string | null = null
       for (;;) {
         ctx.rehydrateBytes = 0 // this pass's attempt carries state only if its own fetch finds some
         if (ctx.bodyError !== null) return this.#answer(ctx, x, ctx.bodyError, true)
@@ -250,10 +254,11 @@ export class RequestPath {
           continue
         }
         if (d.moved !== null) {
-          this.#moved(d, d.moved)
+          if (counted !== d.moved.from) this.#moved(d, d.moved)
           // the new upstream starts without the user's state: its first checkpoint replaces the old one
           if (ctx.rehydrate === 'unavailable' && d.sessionKey !== null) this.#d.state?.restarted(d.sessionKey, d.epoch)
         }
+        counted = null
         let r = this.#hedgeable(ctx) ? await this.#hedged(ctx, x, d, upstream, headers) : await this.#start(ctx, x, d, upstream, headers).result
         if (!r.responded && r.outcome?.kind === 'error' && r.outcome.code === 'TETHER_HEADERS_TOO_LARGE' && ctx.rehydrateBytes > 0) {
           if (!this.#current(upstream)) {
@@ -263,6 +268,7 @@ export class RequestPath {
             // (`preserve_host: false`), its outcome told to nobody. Nothing of it reached an
             // application: it is decided again, as after the hook's check above
             if (ctx.body !== null) ctx.body = ctx.body.replay()
+            counted = d.moved?.from ?? null
             continue
           }
           r = await this.#start(ctx, x, d, upstream, this.#withoutState(ctx, d, headers)).result
