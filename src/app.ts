@@ -127,7 +127,8 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       // after a restart in place, and its WebSockets (still on the old address) close, so they
       // reconnect where HTTP goes. Discovery keeps a pod's url while its address is still listed
       // (dual-stack, reordered addresses), so this is a new process, not another family. So is
-      // a pod with the same name and url but another uid (re-created at the same IP)
+      // a pod with the same name and url but another uid (re-created at the same IP); with the
+      // same uid at another url it is the same pod (isReplacement: the uids decide when known)
       const replaced = set.list.filter((u) => { const b = before.get(u.id); return b !== undefined && isReplacement(b, u) }).map((u) => u.id)
       before = new Map(set.list.map((u) => [u.id, u]))
       router.setUpstreams(set, clock.now()) // first: it notes which leaving upstreams were draining

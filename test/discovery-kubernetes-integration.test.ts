@@ -262,7 +262,8 @@ async function recreatedPodTether(t: Test, url: string, log: LogCapture): Promis
 
 t.test('a StatefulSet pod re-created at a new address (same name, another url) is a replaced replica: its WebSockets close with 1012, its users are rehydrated there with reason=restart', async (t) => {
   const pods = await counterPods(t)
-  const slice = (c: Counter) => endpointSlice(`web-${c.id}`, 'web', [{ pod: c.id, ip: '127.0.0.1' }], { ports: [{ name: 'http', port: c.port }] })
+  // each pod process its own uid, as the API server gives a re-created pod
+  const slice = (c: Counter) => endpointSlice(`web-${c.id}`, 'web', [{ pod: c.id, ip: '127.0.0.1', uid: `${c.id}-${c.port}` }], { ports: [{ name: 'http', port: c.port }] })
   const api = new FakeKubeApi()
   const { url } = await api.start()
   t.teardown(() => api.close())
@@ -321,7 +322,7 @@ t.test('a pod listed with several addresses keeps its url while that address is 
   const api = new FakeKubeApi()
   const { url } = await api.start()
   t.teardown(() => api.close())
-  const put = (ips: string[]): void => api.put('endpointslices', endpointSlice('web-v4', 'web', [{ pod: 'web-0', ip: ips[0]!, ips }], { ports: [{ name: 'http', port }] }))
+  const put = (ips: string[], uid?: string): void => api.put('endpointslices', endpointSlice('web-v4', 'web', [{ pod: 'web-0', ip: ips[0]!, ips, ...(uid === undefined ? {} : { uid }) }], { ports: [{ name: 'http', port }] }))
   put(['127.0.0.2', '127.0.0.3'])
   const log = new LogCapture()
   const tether = await startTether(testConfig([], {
@@ -335,8 +336,8 @@ t.test('a pod listed with several addresses keeps its url while that address is 
   t.equal(await urlOf(), `http://127.0.0.2:${port}`, 'the first address listed')
   // a marker: each step below ends with a change of web-1, so the step's slice was applied once it shows
   let n = updates()
-  const step = async (ips: string[], also: number): Promise<void> => {
-    put(ips)
+  const step = async (ips: string[], also: number, uid?: string): Promise<void> => {
+    put(ips, uid)
     api.put('endpointslices', endpointSlice('web-other', 'web', [{ pod: `web-${also}`, ip: '127.0.0.1' }], { ports: [{ name: 'http', port }] }))
     await applied(++n)
   }
@@ -347,9 +348,39 @@ t.test('a pod listed with several addresses keeps its url while that address is 
   await step(['127.0.0.1', '127.0.0.2'], 2)
   t.equal(await urlOf(), `http://127.0.0.2:${port}`, 'an address listed before it and an IPv6 slice: it stays')
   t.equal(log.records.filter((r) => r['msg'] === REPLACED).length, 0, 'no restart was seen')
-  await step(['127.0.0.3', '127.0.0.1'], 3)
+  // a pod's addresses never change: one listed elsewhere is a pod re-created (another uid)
+  await step(['127.0.0.3', '127.0.0.1'], 3, 'web-0-second')
   t.equal(await urlOf(), `http://127.0.0.3:${port}`, 'its address gone: the first one listed')
   t.equal(log.records.filter((r) => r['msg'] === REPLACED).length, 1, 'and that is a replaced replica')
+})
+
+t.test("a pod whose kept address leaves the slices while another of its addresses is still listed with the same uid is the same pod: its url moves, no restart", async (t) => {
+  // a dual-stack pod being deleted: its two families' slices are updated one after the other,
+  // so for a moment the slices list it at one family's address only (here two slices of one
+  // family stand for them); the id moves to that address, but the uid says it is the pod it was
+  const { port, servers } = await sameportUpstreams()
+  t.teardown(async () => { await Promise.all(servers.map(closeServer)) })
+  const api = new FakeKubeApi()
+  const { url } = await api.start()
+  t.teardown(() => api.close())
+  const ports = { ports: [{ name: 'http', port }] }
+  const put = (name: string, ip: string | null, uid = 'pod-a'): void => api.put('endpointslices', endpointSlice(name, 'web', ip === null ? [] : [{ pod: 'web-0', ip, uid }], ports))
+  put('web-a', '127.0.0.2')
+  put('web-b', '127.0.0.3')
+  const log = new LogCapture()
+  const tether = await startTether(testConfig([], {
+    discovery: { kubernetes: { service: 'web', namespace: null, port: 'http', kubeconfig: kubeconfigFor(url), weight_annotation: null } },
+    log: { level: 'info', access: false },
+  }), { logger: createLogger('info', log) })
+  t.teardown(() => tether.close(0))
+  const urlOf = async (): Promise<string | undefined> => (JSON.parse((await request(`${tether.adminUrl}/upstreams`)).body) as { id: string; url: string }[]).find((r) => r.id === 'web-0')?.url
+  await waitFor(async () => (await urlOf()) === `http://127.0.0.2:${port}`, 5_000, 'web-0 at the first address listed')
+  put('web-a', null)
+  await waitFor(async () => (await urlOf()) === `http://127.0.0.3:${port}`, 5_000, 'web-0 at its other address')
+  t.equal(log.records.filter((r) => r['msg'] === REPLACED).length, 0, 'the same uid: no restart was seen')
+  put('web-b', '127.0.0.2', 'pod-b')
+  await waitFor(async () => (await urlOf()) === `http://127.0.0.2:${port}`, 5_000, 'web-0 re-created')
+  t.equal(log.records.filter((r) => r['msg'] === REPLACED).length, 1, 'another uid (and address): a replaced replica')
 })
 
 /**
@@ -457,7 +488,7 @@ t.test("requests in flight on a replaced pod's old address that fail there (the 
   const api = new FakeKubeApi()
   const { url } = await api.start()
   t.teardown(() => api.close())
-  const slice = (port: number) => endpointSlice('web-0', 'web', [{ pod: 'web-0', ip: '127.0.0.1' }], { ports: [{ name: 'http', port }] })
+  const slice = (port: number) => endpointSlice('web-0', 'web', [{ pod: 'web-0', ip: '127.0.0.1', uid: `web-0-${port}` }], { ports: [{ name: 'http', port }] })
   api.put('endpointslices', slice((old.address() as AddressInfo).port))
   const log = new LogCapture()
   const tether = await startTether(testConfig([], {
@@ -504,7 +535,7 @@ t.test('a user rehydrated on a re-created pod that is re-created again while its
   const api = new FakeKubeApi()
   const { url } = await api.start()
   t.teardown(() => api.close())
-  const at = (port: number) => endpointSlice('web-0', 'web', [{ pod: 'web-0', ip: '127.0.0.1' }], { ports: [{ name: 'http', port }] })
+  const at = (port: number) => endpointSlice('web-0', 'web', [{ pod: 'web-0', ip: '127.0.0.1', uid: `web-0-${port}` }], { ports: [{ name: 'http', port }] })
   api.put('endpointslices', at(a.port))
   const log = new LogCapture()
   const clock = new FakeClock()

@@ -11,8 +11,9 @@ export interface Upstream extends UpstreamConfig {
   /**
    * Every address listed for its id now, as urls, `url` among them: one pod's addresses (a
    * dual-stack pod's IPv4 and IPv6, an SRV target's several records); `[url]` for a configured
-   * upstream or one listed at one address. Not its identity: only a change of `url` (or of
-   * `uid`) is a replacement (another process), a change of this list is not.
+   * upstream or one listed at one address. Not its identity: only a change of `uid`, or of `url`
+   * without a uid on both sides, is a replacement (another process; see isReplacement), a
+   * change of this list is not.
    */
   readonly addresses: readonly string[]
   /**
@@ -41,14 +42,18 @@ export interface ListedUpstream extends UpstreamConfig {
 }
 
 /**
- * True when `after` is another process than `before` under the same id: another url, or
- * another pod uid (a pod re-created with its name at the same address). A uid that appears or
- * disappears (an API server that starts or stops sending it, an endpoint without targetRef) is
- * not a replacement. Example: `isReplacement({ url: 'http://10.0.0.5:80', uid: 'a' }, { url:
- * 'http://10.0.0.5:80', uid: 'b' })` -> true; with `uid` absent on either side -> false.
+ * True when `after` is another process than `before` under the same id. With a pod uid on both
+ * sides the uids decide, whatever the urls: another uid is another pod (also one re-created with
+ * its name at the same address), the same uid is the same pod (a pod's addresses never change:
+ * its url moved to another of its addresses, as while a dual-stack pod being deleted is still
+ * listed in one family's slice only). Else another url is another process. A uid that appears
+ * or disappears (an API server that starts or stops sending it, an endpoint without targetRef)
+ * is not a replacement by itself. Example: `isReplacement({ url: 'http://10.0.0.5:80', uid: 'a' },
+ * { url: 'http://10.0.0.5:80', uid: 'b' })` -> true; `({ url: 'http://10.0.0.5:80', uid: 'a' },
+ * { url: 'http://[fd00::5]:80', uid: 'a' })` -> false; with `uid` absent on either side: the urls decide.
  */
 export function isReplacement(before: { readonly url: string; readonly uid?: string | undefined }, after: { readonly url: string; readonly uid?: string | undefined }): boolean {
-  return before.url !== after.url || (before.uid !== undefined && after.uid !== undefined && before.uid !== after.uid)
+  return before.uid !== undefined && after.uid !== undefined ? before.uid !== after.uid : before.url !== after.url
 }
 
 /** The current upstreams, sorted by id. Example: `set.get('app-0')?.url` -> 'http://10.0.0.5:8080'. */
