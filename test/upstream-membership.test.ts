@@ -3,7 +3,7 @@
 // membership's own drains undone. Fake timers; hooks recorded in call order.
 import t from 'tap'
 import { Membership } from '../src/upstream/membership.js'
-import type { DiscoveredUpstream } from '../src/upstream/upstream-set.js'
+import { isReplacement, type DiscoveredUpstream } from '../src/upstream/upstream-set.js'
 import { FakeTimers } from './fixtures/timers.js'
 
 const DRAIN = 60_000
@@ -127,4 +127,19 @@ t.test('stop() cancels pending removals', async (t) => {
   membership.setDiscovered([up('a')])
   membership.stop()
   t.same(timers.pending(), [])
+})
+
+t.test('isReplacement: with a pod uid on both sides the uids decide, whatever the urls; else the urls', async (t) => {
+  const [v4, v6] = ['http://10.0.0.5:80', 'http://[fd00::5]:80']
+  const cases: [string, { url: string; uid?: string }, { url: string; uid?: string }, boolean][] = [
+    ['the same url, no uids', { url: v4 }, { url: v4 }, false],
+    ['another url, no uids', { url: v4 }, { url: v6 }, true],
+    ['the same url, another uid (re-created at the same address)', { url: v4, uid: 'a' }, { url: v4, uid: 'b' }, true],
+    ['another url, the same uid (another address of the same pod)', { url: v4, uid: 'a' }, { url: v6, uid: 'a' }, false],
+    ['another url, another uid', { url: v4, uid: 'a' }, { url: v6, uid: 'b' }, true],
+    ['a uid appearing at the same url', { url: v4 }, { url: v4, uid: 'a' }, false],
+    ['a uid disappearing at the same url', { url: v4, uid: 'a' }, { url: v4 }, false],
+    ['a uid appearing at another url: the urls decide', { url: v4 }, { url: v6, uid: 'a' }, true],
+  ]
+  for (const [what, before, after, replaced] of cases) t.equal(isReplacement(before, after), replaced, what)
 })
