@@ -409,7 +409,7 @@ export class HealthTable {
 
   /**
    * The upstream behind `id` is another process now (a reload or discovery gave it another address,
-   * or discovery another pod uid at the same address): as
+   * or discovery another pod uid, also at the same address; see isReplacement): as
    * one just added, healthy until checked, with what was counted against the old address
    * forgotten (an ejection or a failed active check of a replica that died, the reason it was
    * replaced); ready from now, so users last seen before are rehydrated on it

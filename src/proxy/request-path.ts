@@ -488,7 +488,8 @@ export class RequestPath {
 
   /**
    * Whether `upstream` (as read for an attempt) is still what its id names in the current set:
-   * the same url and no other pod uid. One map lookup and two string compares, no allocation.
+   * the same pod uid when both are known, else the same url (see isReplacement). One map lookup
+   * and a few compares, no allocation.
    */
   #current(upstream: Upstream): boolean {
     const now = this.#d.upstreams().get(upstream.id)
