@@ -15,7 +15,7 @@ import { RecentTraffic } from './observability/recent-traffic.js'
 import { createRouting } from './routing/create-routing.js'
 import { createHealth } from './health/create-health.js'
 import { Membership } from './upstream/membership.js'
-import { isReplacement, type DiscoveredUpstream, type Upstream } from './upstream/upstream-set.js'
+import { isReplacement, type DiscoveredUpstream } from './upstream/upstream-set.js'
 import { createDiscovery } from './upstream/discovery.js'
 import { createAdmin } from './admin/create-admin.js'
 import { warnOpenAdmin } from './admin/bearer-token.js'
@@ -119,7 +119,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   metrics.setWebSocketCount(() => proxy.upgrades.size)
   metrics.setAffinityStats(() => sessions.table)
   if (config.affinity.on_scale_up === 'gradual') metrics.setRebalancePending(() => router.rebalancePending(records.users(clock.now())))
-  let before = new Map<string, Upstream>()
+  let before = new Map<string, { readonly url: string; readonly uid?: string }>()
   const membership = new Membership(config.upstreams, config.affinity.drain_timeout, {
     onChange: (set) => {
       // an id kept with another url is another replica (a static one given a new address by a
@@ -130,7 +130,12 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       // a pod with the same name and url but another uid (re-created at the same IP); with the
       // same uid at another url it is the same pod (isReplacement: the uids decide when known)
       const replaced = set.list.filter((u) => { const b = before.get(u.id); return b !== undefined && isReplacement(b, u) }).map((u) => u.id)
-      before = new Map(set.list.map((u) => [u.id, u]))
+      // a uid listed for a moment without one is still the last one known (as the pool and the
+      // active check keep it): another uid after the gap is another pod
+      before = new Map(set.list.map((u) => {
+        const uid = u.uid ?? (replaced.includes(u.id) ? undefined : before.get(u.id)?.uid)
+        return [u.id, { url: u.url, ...(uid === undefined ? {} : { uid }) }]
+      }))
       router.setUpstreams(set, clock.now()) // first: it notes which leaving upstreams were draining
       health.table.setUpstreams(set.ids)
       proxy.http.setUpstreams(set.list)

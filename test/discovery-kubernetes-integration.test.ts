@@ -383,6 +383,38 @@ t.test("a pod whose kept address leaves the slices while another of its addresse
   t.equal(log.records.filter((r) => r['msg'] === REPLACED).length, 1, 'another uid (and address): a replaced replica')
 })
 
+t.test('a uid that disappears for a moment and comes back as another uid at the same address is a replaced replica, once', async (t) => {
+  const { port, servers } = await sameportUpstreams()
+  t.teardown(async () => { await Promise.all(servers.map(closeServer)) })
+  const api = new FakeKubeApi()
+  const { url } = await api.start()
+  t.teardown(() => api.close())
+  // uid '': a targetRef without a uid (none)
+  const put = (uid: string, also: number): void => {
+    api.put('endpointslices', endpointSlice('web-zero', 'web', [{ pod: 'web-0', ip: '127.0.0.2', uid }], { ports: [{ name: 'http', port }] }))
+    api.put('endpointslices', endpointSlice('web-other', 'web', [{ pod: `web-${also}`, ip: '127.0.0.1' }], { ports: [{ name: 'http', port }] }))
+  }
+  put('pod-a', 1)
+  const log = new LogCapture()
+  const tether = await startTether(testConfig([], {
+    discovery: { kubernetes: { service: 'web', namespace: null, port: 'http', kubeconfig: kubeconfigFor(url), weight_annotation: null } },
+    log: { level: 'info', access: false },
+  }), { logger: createLogger('info', log) })
+  t.teardown(() => tether.close(0))
+  const ids = async (): Promise<string[]> => (JSON.parse((await request(`${tether.adminUrl}/upstreams`)).body) as { id: string }[]).map((r) => r.id)
+  const replaced = (): number => log.records.filter((r) => r['msg'] === REPLACED).length
+  // a marker: each step ends with another web-<n>, so the step's slices were applied once it shows
+  put('', 2)
+  await waitFor(async () => (await ids()).includes('web-2'), 5_000, 'the listing without a uid')
+  t.equal(replaced(), 0, 'a uid disappearing is no restart')
+  put('pod-b', 3)
+  await waitFor(async () => (await ids()).includes('web-3'), 5_000, 'the listing with another uid')
+  t.equal(replaced(), 1, 'another uid than the last one known: a replaced replica')
+  put('pod-b', 4)
+  await waitFor(async () => (await ids()).includes('web-4'), 5_000, 'the same listing again')
+  t.equal(replaced(), 1, 'once')
+})
+
 /**
  * Echo pods on the loopback addresses, one port, behind a fake API server (closed when `t`
  * ends): `zero(ips)` lists web-0 at `ips` in the slice web-zero (none: not listed), `other(n)`
