@@ -721,3 +721,33 @@ t.test('family any without srv: the grace changes nothing (ids are addresses: an
   await tick(timers)
   t.same(ids(discovery.current()), ['10.0.0.1:8080'])
 })
+
+t.test('SRV discovery, family any: a new lead (its first resolution) keeps an empty family its predecessor listed while the other is unchanged', async (t) => {
+  const s = await srvSetup(t, {}, { family: 'any', emptyFamilyGrace: GRACE })
+  s.dns.set(SRV_NAME, { a: [], aaaa: [], srv: [srvRecord(0)] })
+  s.dns.set(pod(0), { a: ['10.0.0.5'], aaaa: [] }) // AAAA: a stale NODATA at the new lead's first resolution
+  // the set the predecessor reported: web-0 at its IPv6 address, listed at both
+  const before: DiscoveredUpstream[] = [{ id: 'web-0', url: 'http://[fd00::5]:8080', weight: 1, addresses: ['http://10.0.0.5:8080', 'http://[fd00::5]:8080'] }]
+  const lead = new DnsDiscovery(s.options, { ...s.rec.hooks, previous: () => before }, s.timers, s.timers.clock)
+  t.teardown(() => lead.stop())
+  const found = await lead.start()
+  t.equal(found[0]?.url, 'http://[fd00::5]:8080', 'the url stays where the predecessor had it (it moved to 10.0.0.5: a replacement)')
+  t.same(found[0]?.addresses, before[0]!.addresses)
+  t.same(s.rec.errors, [], 'no error')
+  s.dns.set(pod(0), { a: ['10.0.0.5'], aaaa: ['fd00::5'] })
+  await tick(s.timers)
+  t.equal(lead.current()[0]?.url, 'http://[fd00::5]:8080', 'AAAA back: still there')
+
+  // a new lead whose predecessor had none of that family: the empty answer applies (nothing to keep)
+  const v4: DiscoveredUpstream[] = [{ id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 }]
+  s.dns.set(pod(0), { a: ['10.0.0.5'], aaaa: [] })
+  const other = new DnsDiscovery(s.options, { onChange: () => {}, previous: () => v4 }, s.timers, s.timers.clock)
+  t.teardown(() => other.stop())
+  t.same(await other.start(), [{ id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 }])
+
+  // so does a query failing at a new lead's first resolution: it keeps what the predecessor listed
+  s.dns.failQuery(pod(0), 'AAAA', 'servfail')
+  const third = new DnsDiscovery(s.options, { onChange: () => {}, previous: () => before }, s.timers, s.timers.clock)
+  t.teardown(() => third.stop())
+  t.same(await third.start(), before, 'AAAA fails: web-0 stays at [fd00::5] (it moved to 10.0.0.5)')
+})

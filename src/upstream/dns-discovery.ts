@@ -3,6 +3,7 @@
 // StatefulSet's pod names). The only file that talks DNS. It owns the refresh loop only: never
 // checks health, places, edits config or starts itself, never empties the pool on a bad answer.
 import { Resolver } from 'node:dns/promises'
+import { isIP, isIPv6 } from 'node:net'
 import { monotonicNow, systemClock, systemTimers, type Clock, type Timers } from '../clock.js'
 import type { DiscoveredUpstream } from './upstream-set.js'
 import { keptUrl, listedAddresses, sameAddresses, upstreamId, upstreamUrl } from './address.js'
@@ -87,6 +88,9 @@ export interface DnsDiscoveryHooks {
    * The set the proxy uses now, maybe made before this resolver ran (with workers, by the lead
    * before it) or holding an upstream that left its list and still drains: an upstream keeps
    * its url from it, as from this resolver's own last set, while that address is still listed.
+   * With `srv`, until this resolver applies a set, the addresses it lists for a target (its
+   * `addresses`, or its url) are what that target's queries had: a failed or kept-empty query
+   * of the first resolution keeps them.
    */
   previous?(): readonly DiscoveredUpstream[]
 }
@@ -458,10 +462,11 @@ export class DnsDiscovery {
     // What answered, and for what failed its addresses of the last resolution that gave a set.
     const known = new Map<string, readonly string[]>()
     const addresses = new Map<string, string[]>()
-    const emptySince = this.#srv && families.length === 2 ? this.#keptEmpty(queries) : new Map<string, number>()
+    const had = this.#had()
+    const emptySince = this.#srv && families.length === 2 ? this.#keptEmpty(queries, had) : new Map<string, number>()
     let emptyCode = 'ENODATA'
     for (const q of queries) {
-      const found = q.failed === undefined && !emptySince.has(q.key) ? q.addresses! : this.#known.get(q.key)
+      const found = q.failed === undefined && !emptySince.has(q.key) ? q.addresses! : had(q)
       if (q.empty === 'ENOTFOUND') emptyCode = q.empty
       if (found === undefined) continue
       known.set(q.key, found)
@@ -491,19 +496,35 @@ export class DnsDiscovery {
   }
 
   /**
+   * The addresses each query had: those it gave to the last applied resolution; before this
+   * resolver applied any (with workers, a new lead), with `srv`, those of its target in the set
+   * in use (`previous`, its predecessor's), by family, so a failed or kept-empty query of a new
+   * lead's first resolution keeps them too instead of moving the target's url.
+   */
+  #had(): (q: Query) => readonly string[] | undefined {
+    const known = this.#known
+    if (known.size > 0 || !this.#srv) return (q) => known.get(q.key)
+    const listed = new Map<string, readonly string[]>()
+    for (const u of this.#hooks.previous?.() ?? []) {
+      if (!listed.has(u.id)) listed.set(u.id, (u.addresses ?? [u.url]).map(urlHost).filter((h): h is string => h !== undefined))
+    }
+    return (q) => listed.get(srvTargetId(q.name))?.filter((a) => (isIPv6(a) ? 6 : 4) === q.family)
+  }
+
+  /**
    * Of an SRV resolution's queries (family 'any'), those that answered empty and keep their last
    * addresses (see the class doc), with the time of their first such answer: the target had
    * addresses of that family, its other family answered, or failed, with exactly the addresses
    * it had (not none), and `emptyFamilyGrace` has not passed since that first empty answer.
    */
-  #keptEmpty(queries: readonly Query[]): Map<string, number> {
+  #keptEmpty(queries: readonly Query[], hadOf: (q: Query) => readonly string[] | undefined): Map<string, number> {
     const now = monotonicNow(this.#clock)
     const byKey = new Map(queries.map((q) => [q.key, q]))
     const kept = new Map<string, number>()
     for (const q of queries) {
-      if (q.empty === undefined || (this.#known.get(q.key)?.length ?? 0) === 0) continue
+      if (q.empty === undefined || (hadOf(q)?.length ?? 0) === 0) continue
       const other = byKey.get(queryKey(q.name, q.family === 4 ? 6 : 4))
-      const had = other === undefined ? undefined : this.#known.get(other.key)
+      const had = other === undefined ? undefined : hadOf(other)
       const has = other?.failed === undefined ? other?.addresses : had
       if (had === undefined || has === undefined || had.length === 0 || !sameAddresses([...had].sort(), [...has].sort())) continue
       const since = this.#emptySince.get(q.key) ?? now
@@ -522,6 +543,16 @@ interface Query {
   readonly empty?: string
   readonly failed?: string
   readonly cause?: unknown
+}
+
+/** The address of an upstream url (IPv6 without brackets), or undefined. Example: `urlHost('http://[fd00::5]:8080')` -> `'fd00::5'`. */
+function urlHost(url: string): string | undefined {
+  try {
+    const host = new URL(url).hostname.replace(/^\[(.*)\]$/, '$1')
+    return isIP(host) === 0 ? undefined : host
+  } catch {
+    return undefined
+  }
 }
 
 function queryKey(name: string, family: 4 | 6): string {
