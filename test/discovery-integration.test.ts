@@ -255,7 +255,7 @@ async function srvPod(t: Test, family: 'ipv4' | 'any', first: SrvPod) {
     await refresh()
     return url()
   }
-  return { port, url, step, replacedLines: (): number => log.records.filter((r) => r['msg'] === REPLACED).length }
+  return { port, url, step, log, replacedLines: (): number => log.records.filter((r) => r['msg'] === REPLACED).length }
 }
 
 t.test('SRV: a target listing several addresses keeps its url while that address is still listed (a new address sorting first is no restart)', async (t) => {
@@ -269,10 +269,12 @@ t.test('SRV: a target listing several addresses keeps its url while that address
 })
 
 t.test('SRV, family any: a family answering empty for a moment while the other is unchanged is no restart (the url stays)', async (t) => {
-  const { port, url, step, replacedLines } = await srvPod(t, 'any', { a: ['127.0.0.2'], aaaa: ['::1'] })
+  const { port, url, step, log, replacedLines } = await srvPod(t, 'any', { a: ['127.0.0.2'], aaaa: ['::1'] })
   t.equal(await url(), `http://127.0.0.2:${port}`, 'the first address in text order')
   // A: NODATA for one resolution (a DNS cache hiccup)
   t.equal(await step({ a: [], aaaa: ['::1'] }), `http://127.0.0.2:${port}`, 'A empty while AAAA is unchanged: web-0 stays at its IPv4 address (it moved to [::1] before)')
+  t.match(log.records.filter((r) => r['msg'] === 'DNS discovery: an empty family of an SRV target').map((r) => r['note']),
+    [/^A of web-0\..* answered empty while its AAAA is unchanged: keeping its last addresses \(127\.0\.0\.2\) for up to \d+ ms$/], 'logged (info), once')
   t.equal(await step({ a: ['127.0.0.2'], aaaa: ['::1'] }), `http://127.0.0.2:${port}`, 'A back: still there')
   t.equal(replacedLines(), 0, 'no restart was seen')
   t.equal(await step({ a: [], aaaa: ['::2'] }), `http://[::2]:${port}`, 'A empty and AAAA new: a re-created pod')

@@ -40,7 +40,11 @@ async function tick(timers: FakeTimers): Promise<void> {
 class Recorder extends EventEmitter {
   readonly changes: { ids: string[]; diff: UpstreamDiff }[] = []
   readonly errors: { err: DnsDiscoveryError; n: number }[] = []
+  readonly notes: string[] = []
   readonly hooks = {
+    onNote: (message: string) => {
+      this.notes.push(message)
+    },
     onChange: (upstreams: readonly DiscoveredUpstream[], diff: UpstreamDiff) => {
       this.changes.push({ ids: upstreams.map((u) => u.id), diff })
       this.emit('hook')
@@ -750,4 +754,18 @@ t.test('SRV discovery, family any: a new lead (its first resolution) keeps an em
   const third = new DnsDiscovery(s.options, { onChange: () => {}, previous: () => before }, s.timers, s.timers.clock)
   t.teardown(() => third.stop())
   t.same(await third.start(), before, 'AAAA fails: web-0 stays at [fd00::5] (it moved to 10.0.0.5)')
+})
+
+t.test('SRV discovery, family any: keeping an empty family, and letting it go, is noted (no error, but not silent)', async (t) => {
+  const { rec, step } = await dualStack(t, ['10.0.0.5'], ['fd00::5'])
+  t.same(rec.notes, [])
+  await step(['10.0.0.5'], [])
+  t.same(rec.notes, [`AAAA of ${pod(0)} answered empty while its A is unchanged: keeping its last addresses (fd00::5) for up to ${GRACE} ms`])
+  await step(['10.0.0.5'], [])
+  t.equal(rec.notes.length, 1, 'once while it lasts')
+  await step(['10.0.0.5'], [])
+  t.same(rec.notes.slice(1), [`AAAA of ${pod(0)} answered empty for ${GRACE} ms: its addresses (fd00::5) go`])
+  await step(['10.0.0.5'], [])
+  t.equal(rec.notes.length, 2, 'nothing more: the family has gone')
+  t.same(rec.errors, [])
 })

@@ -88,6 +88,8 @@ export function createDiscovery(config: DiscoveryConfig, deps: DiscoveryDeps): D
         : 'DNS discovery failed; keeping the last known upstreams')
     },
     onRecover: () => void problems.resolve('dns', {}, 'DNS discovery: resolving again'),
+    // a family kept, or let go, by the empty-family grace: no error, but the url may point at an address DNS no longer lists
+    onNote: (message) => logger.info({ name: d.name, note: message }, 'DNS discovery: an empty family of an SRV target'),
     previous: () => membership.current?.().list ?? [],
   }, timers, clock)
   const k = config.kubernetes

@@ -82,6 +82,14 @@ export interface DnsDiscoveryHooks {
    * `consecutiveFailures` is 1 for the first failure and resets after a fully successful resolution.
    */
   onError?(err: DnsDiscoveryError, consecutiveFailures: number): void
+  /**
+   * Called (with the set applied) when, with `srv` and family 'any', a target's family that
+   * answered empty begins to keep its addresses (see `DnsDiscovery`), and when it goes after
+   * `emptyFamilyGrace`: not errors, but worth a line (its url may point at an address DNS no
+   * longer lists). E.g. "AAAA of web-0.web.default.svc.cluster.local answered empty while its
+   * A is unchanged: keeping its last addresses (fd00::5) for up to 900000 ms".
+   */
+  onNote?(message: string): void
   /** Called after a fully successful resolution that follows failed, partly failed or empty ones. */
   onRecover?(): void
   /**
@@ -225,6 +233,8 @@ type Resolution =
     known: ReadonlyMap<string, readonly string[]>
     /** Queries answering empty that kept their last addresses, and since when (monotonic ms). */
     emptySince: ReadonlyMap<string, number>
+    /** For `onNote`: families that began to be kept, or went after the grace. */
+    notes: readonly string[]
     error?: DnsDiscoveryError
   }
   | { ok: false; error: DnsDiscoveryError }
@@ -375,6 +385,9 @@ export class DnsDiscovery {
         this.#current = next
         callHook(() => this.#hooks.onChange(next, diff))
       }
+      for (const note of result.notes) {
+        if (this.#state === 'running') callHook(() => this.#hooks.onNote?.(note)) // onChange may have called stop()
+      }
       const error = result.error
       if (error === undefined) {
         const recovered = this.#failures > 0
@@ -463,7 +476,8 @@ export class DnsDiscovery {
     const known = new Map<string, readonly string[]>()
     const addresses = new Map<string, string[]>()
     const had = this.#had()
-    const emptySince = this.#srv && families.length === 2 ? this.#keptEmpty(queries, had) : new Map<string, number>()
+    const notes: string[] = []
+    const emptySince = this.#srv && families.length === 2 ? this.#keptEmpty(queries, had, notes) : new Map<string, number>()
     let emptyCode = 'ENODATA'
     for (const q of queries) {
       const found = q.failed === undefined && !emptySince.has(q.key) ? q.addresses! : had(q)
@@ -481,13 +495,14 @@ export class DnsDiscovery {
       if (failed.length === 0) return empty(emptyCode, this.#srv ? 'target addresses' : 'addresses')
       return fail(`failed in part (${list.join(', ')}) and the rest returned no addresses`, failed[0]!.failed, failed[0]!.cause)
     }
-    if (failed.length === 0) return { ok: true, upstreams, known, emptySince }
+    if (failed.length === 0) return { ok: true, upstreams, known, emptySince, notes }
     const n = `${upstreams.length} upstream${upstreams.length === 1 ? '' : 's'}`
     return {
       ok: true,
       upstreams,
       known,
       emptySince,
+      notes,
       error: new DnsDiscoveryError(
         `${what} failed in part (${list.join(', ')}); using the answers that came and the last known addresses of what failed: ${n}`,
         failed[0]!.failed, this.#name, failed[0]!.cause, true,
@@ -517,7 +532,7 @@ export class DnsDiscovery {
    * addresses of that family, its other family answered, or failed, with exactly the addresses
    * it had (not none), and `emptyFamilyGrace` has not passed since that first empty answer.
    */
-  #keptEmpty(queries: readonly Query[], hadOf: (q: Query) => readonly string[] | undefined): Map<string, number> {
+  #keptEmpty(queries: readonly Query[], hadOf: (q: Query) => readonly string[] | undefined, notes: string[]): Map<string, number> {
     const now = monotonicNow(this.#clock)
     const byKey = new Map(queries.map((q) => [q.key, q]))
     const kept = new Map<string, number>()
@@ -528,7 +543,14 @@ export class DnsDiscovery {
       const has = other?.failed === undefined ? other?.addresses : had
       if (had === undefined || has === undefined || had.length === 0 || !sameAddresses([...had].sort(), [...has].sort())) continue
       const since = this.#emptySince.get(q.key) ?? now
-      if (now - since < this.#emptyFamilyGrace) kept.set(q.key, since)
+      const [type, otherType] = q.family === 4 ? ['A', 'AAAA'] : ['AAAA', 'A']
+      const list = hadOf(q)!.join(', ')
+      if (now - since < this.#emptyFamilyGrace) {
+        kept.set(q.key, since)
+        if (!this.#emptySince.has(q.key)) notes.push(`${type} of ${q.name} answered empty while its ${otherType} is unchanged: keeping its last addresses (${list}) for up to ${this.#emptyFamilyGrace} ms`)
+      } else if (this.#emptySince.has(q.key)) {
+        notes.push(`${type} of ${q.name} answered empty for ${this.#emptyFamilyGrace} ms: its addresses (${list}) go`)
+      }
     }
     return kept
   }
