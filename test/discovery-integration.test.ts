@@ -245,8 +245,9 @@ async function srvPod(t: Test, family: 'ipv4' | 'any', first: SrvPod) {
   const timers = new FakeTimers()
   const tether = await startTether(testConfig([], {
     discovery: { dns: { name: SRV_NAME, port: null, srv: true, interval: INTERVAL, family, servers: [`127.0.0.1:${dnsPort}`] } },
+    affinity: { drain_timeout: DRAIN_TIMEOUT },
     log: { level: 'info', access: false },
-  }), { logger: createLogger('info', log), timers })
+  }), { logger: createLogger('info', log), timers, clock: timers.clock })
   t.teardown(() => tether.close(0))
   const refresh = refresher(timers)
   const url = async (): Promise<string | undefined> => (JSON.parse((await request(`${tether.adminUrl}/upstreams`)).body) as { id: string; url: string }[]).find((r) => r.id === 'web-0')?.url
@@ -279,4 +280,17 @@ t.test('SRV, family any: a family answering empty for a moment while the other i
   t.equal(replacedLines(), 0, 'no restart was seen')
   t.equal(await step({ a: [], aaaa: ['::2'] }), `http://[::2]:${port}`, 'A empty and AAAA new: a re-created pod')
   t.equal(replacedLines(), 1, 'and that is a replaced replica')
+})
+
+t.test('SRV, family any: a family answering empty for affinity.drain_timeout goes (the url moves, logged)', async (t) => {
+  const { port, url, step, log, replacedLines } = await srvPod(t, 'any', { a: ['127.0.0.2'], aaaa: ['::1'] })
+  t.equal(await url(), `http://127.0.0.2:${port}`)
+  const urls: (string | undefined)[] = []
+  for (let elapsed = 0; elapsed < DRAIN_TIMEOUT; elapsed += INTERVAL) urls.push(await step({ a: [], aaaa: ['::1'] }))
+  t.same(new Set(urls), new Set([`http://127.0.0.2:${port}`]), `A empty for less than drain_timeout (${DRAIN_TIMEOUT} ms, from its first empty answer): kept`)
+  t.equal(replacedLines(), 0)
+  t.equal(await step({ a: [], aaaa: ['::1'] }), `http://[::1]:${port}`, 'empty for drain_timeout: the family goes, and the url with it')
+  t.equal(replacedLines(), 1, 'a replaced replica')
+  t.match(log.records.filter((r) => r['msg'] === 'DNS discovery: an empty family of an SRV target').map((r) => r['note']),
+    [/keeping its last addresses \(127\.0\.0\.2\) for up to 1500 ms$/, /answered empty for 1500 ms: its addresses \(127\.0\.0\.2\) go$/])
 })
