@@ -244,6 +244,29 @@ t.test("Tether's own error answers (its upstream down: 502; a TRACE or CONNECT r
   t.equal(logs.records.filter((r) => r['msg'] === 'upstream exchange failed' && r['path'] === '/down').length, 1, "the upstream's failure behind the 502 is still warned, once")
 })
 
+t.test("the upstream failure behind Tether's own h2 answer, which its client takes whole, is warned once", async (t) => {
+  // the warning is told when the answer is written, before its delivery settles: the access
+  // line written once it went out whole carried the failure again (two warnings per 502)
+  const up = await startUpstream('app-0')
+  await up.close() // nothing listens: Tether answers 502 itself
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } } }), { logger: createLogger('info', logs) })
+  t.teardown(async () => { await tether.close(0) })
+  const s = http2.connect(tether.url)
+  t.teardown(() => s.destroy())
+  s.on('error', () => undefined)
+  const r = s.request({ ':path': '/down' })
+  r.on('error', () => undefined)
+  let status = 0
+  r.once('response', (h) => { status = Number(h[':status']) })
+  r.resume()
+  await within(new Promise<void>((resolve) => r.once('close', resolve)), 5_000, 'the answer')
+  t.equal(status, 502)
+  await when(onEvent(logs, 'record'), () => logs.access().length === 1, 5_000, 'the access line')
+  t.match(logs.access()[0], { status: 502, outcome: 'TETHER_UPSTREAM_CONNECT' })
+  t.equal(logs.records.filter((x) => x['msg'] === 'upstream exchange failed').length, 1, 'warned once')
+})
+
 t.test('a stream whose answer ended upstream and whose client reads it slowly but steadily gets it whole, past the stall bound', async (t) => {
   // The client's window starts at 0; it opens it by 1 KiB once the answer's head arrives, then
   // every 600 ms (a raw client: Node's reads ahead of its application). The upstream sends

@@ -593,9 +593,10 @@ export class RequestPath {
     const r: AttemptResult = { status: sent?.status ?? 0, outcome: { kind: 'error', code, connect: false }, error: ctx.lastFailure?.error ?? null, responded: true }
     if (sent?.delivery === undefined) return this.#finish(ctx, r)
     // over h2, the answer may wait for the client's window: the access line once it went out, or
-    // was cut; the failure that made it (an upstream's) is told now, once
+    // was cut; the failure that made it (an upstream's) is told now, once: the access line
+    // carries no error, whether the answer went out whole or not (no second warning)
     this.#failed(ctx, r)
-    void sent.delivery.then((late) => this.#finish(ctx, late === null ? r : { ...r, outcome: late, error: null }))
+    void sent.delivery.then((late) => this.#finish(ctx, { ...r, outcome: late ?? r.outcome, error: null }))
   }
 
   /** When Tether last logged that it is out of resources (clock ms). */
