@@ -173,6 +173,31 @@ t.test('requests still open when the grace period ends are cut by Tether and log
   t.equal(reached, 3, 'nothing sent again')
 })
 
+t.test('a WebSocket handshake still waiting for its upstream when the grace period ends is logged TETHER_SHUTTING_DOWN, not client_abort', async (t) => {
+  // Tether closed the client's connection (closeAll at the grace end), its client did nothing
+  let reached = 0
+  const held: net.Socket[] = []
+  const up = net.createServer((s) => { // takes the handshake, never answers it
+    reached++
+    held.push(s)
+    s.on('error', () => undefined)
+    s.resume()
+  })
+  await new Promise<void>((resolve) => up.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { for (const s of held) s.destroy(); up.close() })
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig([{ id: 'app-0', url: `http://127.0.0.1:${(up.address() as AddressInfo).port}` }]), { logger: createLogger('info', logs) })
+  const c = net.connect(tether.port, '127.0.0.1')
+  t.teardown(() => c.destroy())
+  c.on('error', () => undefined)
+  c.write('GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n')
+  await waitFor(() => reached === 1, 5_000, 'the handshake to reach the upstream')
+  await tether.close(300)
+  await when(onEvent(logs, 'record'), () => logs.access().length === 1, 5_000, 'the access line')
+  t.match(logs.access()[0], { path: '/ws', protocol: 'websocket', status: 0, outcome: 'TETHER_SHUTTING_DOWN', retries: 0 })
+  t.same(logs.records.filter((r) => r['msg'] === 'upstream exchange failed'), [], 'the upstream is not blamed')
+})
+
 t.test('pipelined requests on one connection are forwarded one at a time, answered in order', async (t) => {
   let active = 0
   let most = 0

@@ -16,7 +16,7 @@ import type { Logger } from '../observability/logger.js'
 import type { Upstream } from '../upstream/upstream-set.js'
 import type { AnswerHeadPolicy, Answered, Attempt, Exchange } from './exchange.js'
 import type { Decision } from '../routing/decision.js'
-import { classify } from './outcome.js'
+import { classify, type Outcome } from './outcome.js'
 import { clientIdleTimeout } from './deadlines.js'
 import type { AttemptResult, RequestContext } from './request-context.js'
 import { endThenDestroy, writeRawError } from './respond.js'
@@ -65,6 +65,11 @@ export class Upgrades {
   /** https:// upstreams: one agent each with its TLS settings (keyed by URL and settings), made again when its files change. */
   readonly #agents = new Map<string, { readonly source: UpstreamTlsSource; version: number; agent: HttpsAgent | null }>()
   #count = 0
+  /**
+   * closeAll ran (a graceful stop's grace period ended): a handshake still waiting for its
+   * upstream's answer was cut by Tether, logged `TETHER_SHUTTING_DOWN` (as Forwarder.cutOff's).
+   */
+  shutDown = false
 
   constructor(logger: Logger, answer: AnswerHeadPolicy, options: UpgradeOptions) {
     this.#logger = logger
@@ -136,6 +141,7 @@ export class Upgrades {
    * still open (an answered refusal the client keeps open) is closed too, so the listener can stop.
    */
   closeAll(code = CLOSE_GOING_AWAY): number {
+    this.shutDown = true
     let n = 0
     for (const id of [...this.#byUpstream.keys()]) n += this.closeUpstream(id, code)
     for (const t of [...this.#live]) if (t.state !== 'open') t.destroy()
@@ -218,6 +224,8 @@ export class Upgrades {
 }
 
 const EMPTY = Buffer.alloc(0)
+/** A handshake Tether cut because its graceful stop's grace period ended (see Upgrades.shutDown). */
+const SHUT_DOWN: Outcome = { kind: 'error', code: 'TETHER_SHUTTING_DOWN', connect: false }
 
 /** One client connection that asked to upgrade: its handshake attempts, then the open tunnel. */
 class Tunnel implements Exchange {
@@ -345,7 +353,8 @@ class Tunnel implements Exchange {
     this.state = 'closed'
     if (was === 'connecting') {
       this.#proxyReq?.destroy()
-      this.#done({ status: 0, outcome: { kind: 'client_abort' }, error: null, responded: true })
+      // at the grace period's end Tether closed it, not its client (see Upgrades.shutDown)
+      this.#done({ status: 0, outcome: this.#owner.shutDown ? SHUT_DOWN : { kind: 'client_abort' }, error: null, responded: true })
     }
     // the client left during a refusal's body: it settles as the client's abort
     this.#refusal?.destroy()
@@ -546,6 +555,9 @@ class Tunnel implements Exchange {
     // http-proxy ends the client socket right after this callback returns (ws-incoming.js
     // onOutgoingError): the request path still owns it (a retry, or an error answer)
     skipNextEnd(this.#client)
+    // at the grace period's end Tether stopped it (see Upgrades.shutDown): neither the client
+    // nor the upstream failed; no retry, no warning, the upstream not suspected
+    if (this.#owner.shutDown) return this.#done({ status: 0, outcome: SHUT_DOWN, error: null, responded: true })
     const outcome = classify(err, this.#client.destroyed)
     this.#done({ status: 0, outcome, error: err, responded: outcome.kind === 'client_abort' })
   }
