@@ -151,18 +151,20 @@ t.test('requests still open when the grace period ends are cut by Tether and log
   t.teardown(() => up.close())
   const logs = new LogCapture()
   const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } } }), { logger: createLogger('info', logs) })
+  let heads = 0 // the streaming answers' heads at their clients: the status is sent before the stop
   for (const path of ['/streaming', '/headless']) {
     const r = http.get(`${tether.url}${path}`, { agent: false })
     r.on('error', () => undefined)
-    r.on('response', (res) => res.resume())
+    r.on('response', (res) => { heads++; res.resume() })
   }
   const s = http2.connect(tether.url)
   t.teardown(() => s.destroy())
   s.on('error', () => undefined)
   const h2 = s.request({ ':path': '/h2-streaming' })
   h2.on('error', () => undefined)
+  h2.once('response', () => heads++)
   h2.resume()
-  await waitFor(() => reached === 3, 5_000, 'the three requests to reach the upstream')
+  await waitFor(() => reached === 3 && heads === 2, 5_000, 'the three requests to reach the upstream, the two heads their clients')
   await tether.close(300)
   await when(onEvent(logs, 'record'), () => logs.access().length === 3, 5_000, 'the access lines')
   const line = (path: string): Record<string, unknown> | undefined => logs.access().find((a) => a['path'] === path)
