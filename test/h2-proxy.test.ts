@@ -260,7 +260,7 @@ t.test('an h2 CONNECT gets 405 on its stream (not a 2xx that tells the client it
   t.equal(body, 'Method Not Allowed\n')
   t.equal(ups[0]!.seen.length, 0)
   await waitFor(() => logs.access().length === 1, 5_000, 'the access line')
-  t.match(logs.access()[0], { method: 'CONNECT', status: 405, outcome: 'TETHER_METHOD_NOT_ALLOWED', http_version: '2.0', upstream: null })
+  t.match(logs.access()[0], { method: 'CONNECT', path: 'example.com:443', status: 405, outcome: 'TETHER_METHOD_NOT_ALLOWED', http_version: '2.0', upstream: null }, 'its target logged as an HTTP/1.1 CONNECT\'s: the authority')
 })
 
 t.test('an h2 method in lower case ("trace", "get") gets 400 and never reaches the upstream, as nginx answers', async (t) => {

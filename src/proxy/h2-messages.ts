@@ -57,7 +57,10 @@ export function http1Head(raw: readonly string[], bodyFollows: boolean): { raw: 
 
 /**
  * The request of an h2 stream, with `headers` and `rawHeaders` in their HTTP/1.1 shape
- * ({@link http1Head}); `method`, `url` (:path), `authority` and the body are Node's.
+ * ({@link http1Head}); `method`, `url` (:path), `authority` and the body are Node's, except a
+ * CONNECT's `url`: it has no :path (RFC 9113 section 8.5), so its target is its :authority, as
+ * an HTTP/1.1 CONNECT's authority-form target is (Node's would be undefined, an access line
+ * without `path`). Example: CONNECT example.com:443 -> url 'example.com:443'.
  */
 export class H2Request extends http2.Http2ServerRequest {
   constructor(stream: http2.ServerHttp2Stream, headers: Headers, options: object, rawHeaders: readonly string[]) {
@@ -67,6 +70,7 @@ export class H2Request extends http2.Http2ServerRequest {
       headers: { value: head.headers, enumerable: true },
       rawHeaders: { value: head.raw, enumerable: true },
     })
+    if (headers[':method'] === 'CONNECT' && headers[':path'] === undefined) Object.defineProperty(this, 'url', { value: headers[':authority'], writable: true, enumerable: true })
   }
 }
 
