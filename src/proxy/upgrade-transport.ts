@@ -65,11 +65,7 @@ export class Upgrades {
   /** https:// upstreams: one agent each with its TLS settings (keyed by URL and settings), made again when its files change. */
   readonly #agents = new Map<string, { readonly source: UpstreamTlsSource; version: number; agent: HttpsAgent | null }>()
   #count = 0
-  /**
-   * closeAll ran (a graceful stop's grace period ended): a handshake still waiting for its
-   * upstream's answer was cut by Tether, logged `TETHER_SHUTTING_DOWN` (as Forwarder.cutOff's).
-   */
-  shutDown = false
+  #shutDown = false
 
   constructor(logger: Logger, answer: AnswerHeadPolicy, options: UpgradeOptions) {
     this.#logger = logger
@@ -141,7 +137,7 @@ export class Upgrades {
    * still open (an answered refusal the client keeps open) is closed too, so the listener can stop.
    */
   closeAll(code = CLOSE_GOING_AWAY): number {
-    this.shutDown = true
+    this.#shutDown = true
     let n = 0
     for (const id of [...this.#byUpstream.keys()]) n += this.closeUpstream(id, code)
     for (const t of [...this.#live]) if (t.state !== 'open') t.destroy()
@@ -185,6 +181,14 @@ export class Upgrades {
 
   get options(): UpgradeOptions {
     return this.#options
+  }
+
+  /**
+   * closeAll ran (a graceful stop's grace period ended): a handshake still waiting for its
+   * upstream's answer was cut by Tether, logged `TETHER_SHUTTING_DOWN` (as Forwarder.cutOff's).
+   */
+  get shutDown(): boolean {
+    return this.#shutDown
   }
 
   get linger(): number {
