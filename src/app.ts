@@ -276,9 +276,10 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       membership.stop()
       await Promise.all([health.checker?.stop(), discovery.stop()])
       await Promise.all([
-        // WebSockets get the whole grace period, then 1001; answers still open are cut by Tether then
-        listener.close(graceMs, () => {
-          proxy.http.cutOff()
+        // WebSockets get the whole grace period, then 1001; answers still open are cut by Tether
+        // then (when every connection closed before, a request still on its way is its client's)
+        listener.close(graceMs, (forced) => {
+          if (forced) proxy.http.cutOff()
           proxy.upgrades.closeAll(CLOSE_GOING_AWAY)
         }),
         redirect?.close(),

@@ -5,12 +5,15 @@
 // of its own in ioredis). Real redis-server processes, stopped and continued; real time is
 // only polled with a deadline.
 import t, { type Test } from 'tap'
+import net from 'node:net'
 import { FAILED, RedisConnection } from '../src/redis/connection.js'
 import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { redisCli, startRedis, startRedisCluster, waitFor, type RedisServer } from './fixtures/redis-server.js'
 import { keySlot } from '../src/redis/key-slot.js'
 import { request, startUpstream, testConfig } from './fixtures/upstream.js'
+import { LogCapture } from './fixtures/log-capture.js'
+import { onEvent, when } from './fixtures/wait.js'
 
 async function frozenRedis(t: Test): Promise<{ redis: RedisServer; freeze(): void; thaw(): void }> {
   const redis = await startRedis()
@@ -106,3 +109,28 @@ t.test('a frozen Cluster shard: its calls wait within its own room, and the othe
   process.kill(pid, 'SIGCONT')
 })
 
+
+t.test('a client that leaves during a graceful stop, while its request waits for a frozen Redis, is logged client_abort: the grace period did not end', async (t) => {
+  // every connection closed before the grace period ended (the client left): nothing was cut
+  // by Tether, yet the stop marked the forwarder cut off all the same, and the request, sent
+  // on once the lookup gave up, was logged TETHER_SHUTTING_DOWN
+  const { redis, freeze } = await frozenRedis(t)
+  let reached = 0
+  const app = await startUpstream('app-0', (_req, res) => { reached++; res.end('ok') })
+  t.teardown(() => app.close())
+  const logs = new LogCapture()
+  const cfg = testConfig([app], { affinity: { key: 'header', header: { name: 'X-Tenant' }, shared: 'redis' }, state: { store: 'redis', timeout: 1_000, redis: { url: redis.url } } })
+  const tether = await startTether(cfg, { logger: createLogger('info', logs) })
+  freeze()
+  const arrived = new Promise<void>((resolve) => tether.listener.server.once('request', () => resolve()))
+  const c = net.connect(tether.port, '127.0.0.1')
+  c.on('error', () => undefined)
+  c.write('GET /wait HTTP/1.1\r\nHost: x\r\nX-Tenant: u1\r\n\r\n')
+  await arrived // its path now waits for the shared table's lookup (Redis frozen)
+  const stopped = tether.close(10_000)
+  c.destroy()
+  await stopped
+  await when(onEvent(logs, 'record'), () => logs.access().length === 1, 5_000, 'the access line')
+  t.match(logs.access()[0], { path: '/wait', status: 0, outcome: 'client_abort' }, 'its client left: not cut by the stop')
+  t.equal(reached, 0)
+})

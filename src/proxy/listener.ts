@@ -337,9 +337,10 @@ export class Listener {
   /**
    * Graceful stop: stop accepting, close connections as they become idle, let requests in
    * flight finish for up to `graceMs`, then call `beforeForce` (WebSockets get their close
-   * frame) and close what is left.
+   * frame) and close what is left. `forced`: the grace period ended with connections still
+   * open (false: every one closed before, nothing is cut).
    */
-  async close(graceMs: number, beforeForce: () => void): Promise<void> {
+  async close(graceMs: number, beforeForce: (forced: boolean) => void): Promise<void> {
     const server = this.server
     const timers = this.#deps.timers ?? systemTimers
     const front = this.#front
@@ -358,8 +359,8 @@ export class Listener {
     sweepIdle()
     let timer: unknown = null
     const deadline = new Promise<void>((resolve) => { timer = timers.setTimeout(resolve, graceMs) })
-    await Promise.race([closed, deadline])
-    beforeForce()
+    const forced = await Promise.race([closed.then(() => false), deadline.then(() => true)])
+    beforeForce(forced)
     timers.clearTimeout(sweep)
     timers.clearTimeout(timer)
     if (typeof server.closeAllConnections === 'function') server.closeAllConnections()
