@@ -560,15 +560,17 @@ export class RedisConnection {
    * master), by address (as {@link nodes} names them), for checks outside the request path:
    * each within `connectTimeout`, counted in no node's health and told to no {@link onRefused}
    * listener; a node that refused (an ACL user without INFO), failed or did not answer is left
-   * out. Example: `await redis.info('memory')` -> `Map { '127.0.0.1:6379' => '# Memory\r\nused_memory:1052384\r\n...' }`.
+   * out. `only`: ask just the node of that address (as a {@link RedisNodeEvent} names it).
+   * Example: `await redis.info('memory')` -> `Map { '127.0.0.1:6379' => '# Memory\r\nused_memory:1052384\r\n...' }`.
    */
-  async info(section: string): Promise<Map<string, string>> {
+  async info(section: string, only?: string): Promise<Map<string, string>> {
     const client = this.#client
     const found = new Map<string, string>()
     if (client === null || client.status !== 'ready') return found
-    const asked: [string, Redis][] = client instanceof Cluster
+    const all: [string, Redis][] = client instanceof Cluster
       ? client.nodes('master').map((n) => [hostPort(n.options.host ?? '', n.options.port ?? 0), n])
       : [[this.#single()?.address ?? '', client]]
+    const asked = only === undefined ? all : all.filter(([address]) => address === only)
     await Promise.all(asked.map(async ([address, c]) => {
       const reply = await withDeadline(c.info(section), this.#connectTimeout, null, this.#timers)
       if (reply !== null) found.set(address, reply)

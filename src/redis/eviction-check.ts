@@ -1,10 +1,10 @@
 // Whether the Redis that Tether writes to evicts Tether's keys when it is full (`maxmemory` with
-// a `maxmemory-policy` other than `noeviction`), read from `INFO memory` each time the connection
-// becomes ready (start-up, each reconnect: maybe another primary after a failover). Layer 3
-// adapter over connection.ts (no ioredis here); tells findings to a ProblemLog, logs nothing itself.
+// a `maxmemory-policy` other than `noeviction`), read from a node's `INFO memory` each time it
+// comes up (start-up, each reconnect, a Cluster master that joins). Layer 3 adapter over
+// connection.ts (no ioredis here); tells findings to a ProblemLog, logs nothing itself.
 // INFO, not CONFIG GET: managed Redis services (ElastiCache, Memorystore) refuse CONFIG.
 import type { ProblemLog } from '../observability/problem-log.js'
-import type { RedisConnection } from './connection.js'
+import type { RedisConnection, RedisNodeEvent } from './connection.js'
 
 /** What a policy that evicts does to Tether's keys, and what to do instead. */
 export interface EvictionRisk {
@@ -36,21 +36,33 @@ export function evictionRisk(info: string): EvictionRisk | null {
 }
 
 /**
- * Checks every node's `INFO memory` (see {@link RedisConnection.info}: the standalone server, the
- * Sentinel master, each Cluster master) each time `redis` becomes ready: a node whose policy
- * evicts Tether's keys is reported to `problems` (key `redis eviction <node>`, identity the
- * policy: a ProblemLog with an infinite interval warns once a spell), and resolved by an info
- * line once a later check finds it safe. A node that refuses INFO (an ACL user without it) or
- * does not answer is not told of, nor asked again until the next ready. `checked` is told after
- * each check how many nodes answered. Returns the unsubscribe.
+ * Checks a node's `INFO memory` (see {@link RedisConnection.info}: the standalone server, the
+ * Sentinel master, each Cluster master) each time it comes up (a {@link RedisNodeEvent} `up`:
+ * start-up, each reconnect, a master that joins a Cluster by a failover or a resharding while
+ * the Cluster stays ready, a node back from failing calls): one INFO to that node only, none
+ * while one to it is unanswered. A node whose policy evicts Tether's keys is reported to
+ * `problems` (key `redis eviction <node>`, identity the policy: a ProblemLog with an infinite
+ * interval warns once a spell), and resolved by an info line once a later check finds it safe,
+ * or once it is `removed` (it serves no Cluster slot any more). A node that refuses INFO (an
+ * ACL user without it) or does not answer is not told of, nor asked again until it next comes
+ * up. `checked` is told after each check how many nodes answered (0 or 1). Returns the
+ * unsubscribe.
  *
  * Example: `watchEviction(redis, new ProblemLog(logger, clock, Infinity))` with Redis started as
  * `--maxmemory 100mb --maxmemory-policy allkeys-lru` logs one warn
  * `redis evicts Tether's keys when full (maxmemory-policy)` with `node`, `policy`, `maxmemory`, `effect`, `hint`.
  */
 export function watchEviction(redis: RedisConnection, problems: ProblemLog, checked: (answered: number) => void = () => undefined): () => void {
-  const check = async (): Promise<void> => {
-    const infos = await redis.info('memory')
+  const asking = new Set<string>()
+  const check = async (address: string): Promise<void> => {
+    if (asking.has(address)) return
+    asking.add(address)
+    let infos: Map<string, string>
+    try {
+      infos = await redis.info('memory', address)
+    } finally {
+      asking.delete(address)
+    }
     for (const [node, info] of infos) {
       const risk = evictionRisk(info)
       if (risk === null) problems.resolve(`redis eviction ${node}`, { node }, "redis no longer evicts Tether's keys (maxmemory-policy)")
@@ -58,5 +70,8 @@ export function watchEviction(redis: RedisConnection, problems: ProblemLog, chec
     }
     checked(infos.size)
   }
-  return redis.onStatus((status) => { if (status === 'ready') void check() })
+  return redis.onNode((e) => {
+    if (e.kind === 'up') void check(e.node.address)
+    else if (e.kind === 'removed') problems.resolve(`redis eviction ${e.node.address}`, { node: e.node.address }, 'redis node serves no slot any more: its maxmemory-policy warn ends')
+  })
 }

@@ -73,8 +73,8 @@ export async function createState(
     redis.onRefused((r) => void (r.error === null
       ? refusals.resolve(`redis noperm ${r.command}`, { command: r.command }, 'redis accepts the command again: its calls succeed')
       : refusals.report(`redis noperm ${r.command}`, r.command, { command: r.command, err: r.error }, 'redis refused a command: the ACL user may not run it, its calls fail')))
-    // a Redis whose maxmemory-policy evicts Tether's keys (INFO memory at each ready): one warn
-    // a spell per node, an info once a later check finds it safe
+    // a Redis whose maxmemory-policy evicts Tether's keys (INFO memory each time a node comes
+    // up): one warn a spell per node, an info once a later check finds it safe or it leaves
     const { watchEviction } = await import('../redis/eviction-check.js')
     watchEviction(redis, new ProblemLog(logger, clock, Infinity))
     // a +switch-master watch: one warn when it gives its Sentinel up, one info when it is back
