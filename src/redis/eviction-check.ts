@@ -20,8 +20,8 @@ const HINT = 'set maxmemory-policy noeviction (a full Redis then refuses new wri
 /**
  * The risk `INFO memory`'s text tells, or null when Redis evicts none of Tether's keys (no
  * `maxmemory`, `noeviction`, or the fields are absent). Every key Tether writes but the keyspace
- * marker has a TTL, so a `volatile-*` policy evicts them too; an `allkeys-*` one evicts the
- * marker as well. Example: `evictionRisk('maxmemory:104857600\r\nmaxmemory_policy:allkeys-lru\r\n')`
+ * marker has a TTL, so a `volatile-*` policy evicts them too; an `allkeys-*` one (or one of
+ * another name) evicts the marker as well. Example: `evictionRisk('maxmemory:104857600\r\nmaxmemory_policy:allkeys-lru\r\n')`
  * -> `{ policy: 'allkeys-lru', maxmemory: 104857600, effect: 'when Redis is full it evicts ...', hint: 'set maxmemory-policy noeviction ...' }`.
  */
 export function evictionRisk(info: string): EvictionRisk | null {
@@ -29,7 +29,8 @@ export function evictionRisk(info: string): EvictionRisk | null {
   const maxmemory = Number(field('maxmemory') ?? 0)
   const policy = field('maxmemory_policy')
   if (!(maxmemory > 0) || policy === undefined || policy === 'noeviction') return null
-  const effect = policy.startsWith('allkeys-')
+  // (a policy named otherwise, from a later Redis or a look-alike server, is taken as the worst)
+  const effect = !policy.startsWith('volatile-')
     ? "when Redis is full it evicts any key: Tether's shared bindings (users silently lose stickiness), checkpoints (moved users lose their state) and the keyspace marker (every replica then takes it for a lost keyspace and writes its bindings back into the full Redis)"
     : "when Redis is full it evicts keys with a TTL, and every Tether key but the keyspace marker has one: shared bindings (users silently lose stickiness) and checkpoints (moved users lose their state)"
   return { policy, maxmemory, effect, hint: HINT }
