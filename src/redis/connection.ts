@@ -567,8 +567,10 @@ export class RedisConnection {
     const client = this.#client
     const found = new Map<string, string>()
     if (client === null || client.status !== 'ready') return found
+    // (a Cluster master named as the slot map, so {@link nodes} and node events, name it: an
+    // IPv6 host without brackets there)
     const all: [string, Redis][] = client instanceof Cluster
-      ? client.nodes('master').map((n) => [hostPort(n.options.host ?? '', n.options.port ?? 0), n])
+      ? client.nodes('master').map((n) => [`${n.options.host ?? ''}:${n.options.port ?? 0}`, n])
       : [[this.#single()?.address ?? '', client]]
     const asked = only === undefined ? all : all.filter(([address]) => address === only)
     await Promise.all(asked.map(async ([address, c]) => {
