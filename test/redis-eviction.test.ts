@@ -13,7 +13,7 @@ import { ProblemLog } from '../src/observability/problem-log.js'
 import { RedisConnection, type RedisConnectionOptions } from '../src/redis/connection.js'
 import { evictionRisk, watchEviction } from '../src/redis/eviction-check.js'
 import { keySlot } from '../src/redis/key-slot.js'
-import { freePort, redisCli, startRedis, startRedisCluster, waitFor, type RedisServer } from './fixtures/redis-server.js'
+import { freePort, redisCli, startRedis, startRedisCluster, startSentinelSet, waitFor, type RedisServer } from './fixtures/redis-server.js'
 import { join } from 'node:path'
 import { testConfig, type DeepPartial } from './fixtures/upstream.js'
 import { get } from './fixtures/users.js'
@@ -152,6 +152,18 @@ t.test('Cluster resharding while the Cluster stays ready: a master that joins is
   await waitFor('its warn ended', () => told(logs, GONE).some((l) => l['node'] === address))
   t.match(told(logs, GONE), [{ level: 30, node: address, for_ms: Number }], 'one info line, for that node only')
   t.equal(told(logs, SAFE).length, 0, 'not told as safe: its policy did not change')
+})
+
+t.test('Sentinel: a failover to a master whose policy evicts is warned of (node: the master name)', async (t) => {
+  const set = await startSentinelSet()
+  t.teardown(() => set.stop())
+  for (const n of [set.master, set.replica]) await redisCli(n.port, 'CONFIG', 'SET', 'maxmemory', '100mb')
+  await redisCli(set.replica.port, 'CONFIG', 'SET', 'maxmemory-policy', 'allkeys-lru')
+  const { logs, answers } = await watched(t, { sentinels: set.addresses, name: set.name })
+  t.same([answers, told(logs, WARN)], [[1], []], 'the first master (noeviction) was checked, nothing told')
+  await set.failover()
+  await waitFor('the warn for the new master', () => told(logs, WARN).length > 0, 10_000)
+  t.match(told(logs, WARN), [{ node: set.name, policy: 'allkeys-lru' }], 'one warn, naming the master name and the new policy')
 })
 
 t.test('an ACL user that may not run INFO: nothing told (no eviction warn, no refusal), no node failure, asked once a ready', async (t) => {
