@@ -10,7 +10,7 @@ import { createLogger } from '../src/observability/logger.js'
 import { DEFAULTS, type Config } from '../src/config/schema.js'
 import { systemClock } from '../src/clock.js'
 import { ProblemLog } from '../src/observability/problem-log.js'
-import { RedisConnection, type RedisConnectionOptions } from '../src/redis/connection.js'
+import { RedisConnection, type RedisConnectionOptions, type RedisNodeEvent } from '../src/redis/connection.js'
 import { evictionRisk, watchEviction } from '../src/redis/eviction-check.js'
 import { keySlot } from '../src/redis/key-slot.js'
 import { freePort, redisCli, startRedis, startRedisCluster, startSentinelSet, waitFor, type RedisServer } from './fixtures/redis-server.js'
@@ -203,4 +203,28 @@ t.test('Tether warns of an evicting Redis at start-up (state.store: redis)', asy
   t.match(told(logs, WARN), [{ node: `127.0.0.1:${server.port}`, policy: 'allkeys-lru' }], 'one warn')
   const r = await get(`${tt.adminUrl}/readyz`, new http.Agent())
   t.equal(r.status, 200, '/readyz stays ready: it is a warning')
+})
+
+t.test('a node removed while its INFO is unanswered: the late reply opens no warn (it would never end)', async (t) => {
+  const logs = new LogCapture()
+  const answers: number[] = []
+  let listener: ((e: RedisNodeEvent) => void) | null = null
+  let reply: ((infos: Map<string, string>) => void) | null = null
+  // the two calls of RedisConnection the check makes, held so the order is the test's
+  const redis = {
+    onNode: (fn: (e: RedisNodeEvent) => void) => { listener = fn; return () => { listener = null } },
+    info: () => new Promise<Map<string, string>>((resolve) => { reply = resolve }),
+  } as unknown as RedisConnection
+  watchEviction(redis, new ProblemLog(createLogger('info', logs), systemClock, Infinity), (n) => answers.push(n))
+  const node = { address: '127.0.0.1:7003' } as RedisNodeEvent['node']
+  const evicting = new Map([[node.address, 'maxmemory:1\r\nmaxmemory_policy:allkeys-lru\r\n']])
+  listener!({ kind: 'up', node })
+  listener!({ kind: 'removed', node })
+  reply!(evicting)
+  await waitFor('the check ends', () => answers.length === 1)
+  t.same(told(logs, WARN), [], 'no warn for a node that serves no slot any more')
+  listener!({ kind: 'up', node }) // it comes back: checked again, and told
+  reply!(evicting)
+  await waitFor('the second check ends', () => answers.length === 2)
+  t.equal(told(logs, WARN).length, 1, 'a node back up is checked as any other')
 })

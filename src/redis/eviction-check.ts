@@ -55,6 +55,8 @@ export function evictionRisk(info: string): EvictionRisk | null {
  */
 export function watchEviction(redis: RedisConnection, problems: ProblemLog, checked: (answered: number) => void = () => undefined): () => void {
   const asking = new Set<string>()
+  /** Nodes removed while an INFO to them was unanswered: its late reply is not told (a warn opened then would never end). */
+  const removed = new Set<string>()
   const check = async (address: string): Promise<void> => {
     if (asking.has(address)) return
     asking.add(address)
@@ -64,6 +66,7 @@ export function watchEviction(redis: RedisConnection, problems: ProblemLog, chec
     } finally {
       asking.delete(address)
     }
+    if (removed.delete(address)) return checked(0)
     for (const [node, info] of infos) {
       const risk = evictionRisk(info)
       if (risk === null) problems.resolve(`redis eviction ${node}`, { node }, "redis no longer evicts Tether's keys (maxmemory-policy)")
@@ -72,7 +75,12 @@ export function watchEviction(redis: RedisConnection, problems: ProblemLog, chec
     checked(infos.size)
   }
   return redis.onNode((e) => {
-    if (e.kind === 'up') void check(e.node.address)
-    else if (e.kind === 'removed') problems.resolve(`redis eviction ${e.node.address}`, { node: e.node.address }, 'redis node serves no slot any more: its maxmemory-policy warn ends')
+    if (e.kind === 'up') {
+      removed.delete(e.node.address)
+      void check(e.node.address)
+    } else if (e.kind === 'removed') {
+      if (asking.has(e.node.address)) removed.add(e.node.address)
+      problems.resolve(`redis eviction ${e.node.address}`, { node: e.node.address }, 'redis node serves no slot any more: its maxmemory-policy warn ends')
+    }
   })
 }
