@@ -369,3 +369,46 @@ t.test('a reload that removes the upstream a user is moving to while its hook ru
   t.equal(r.body.id, last, 'by the one upstream left')
   t.same(hooks, [target, last], 'whose hook got the state too')
 })
+
+t.test("a hedge whose upstream is replaced (another url) while its hook runs is not sent: the first attempt answers, no process gets the request without its state", async (t) => {
+  const hookPath = '/_tether/rehydrate'
+  let phase = 1
+  const requests: string[] = []
+  let hooked!: () => void
+  const hookDone = new Promise<void>((resolve) => { hooked = resolve })
+  const app = (id: string) => startUpstream(id, (req, res) => {
+    if (req.url === hookPath) {
+      req.resume()
+      requests.push(`${id}:hook`)
+      // the id's process is replaced (a reload gives it another url) while its state is posted
+      const next = newer.get(id)!
+      tether.reload({ ...tether.config, upstreams: tether.config.upstreams.map((u) => (u.id === id ? { ...u, url: next.url } : u)) })
+      res.end('restored')
+      hooked()
+      return
+    }
+    requests.push(id)
+    if (phase === 1) return void res.writeHead(200, { 'x-tether-state': 'n' }).end(JSON.stringify({ id, n: 1 }))
+    // the home is slow (so the request is hedged), and answers once the hedge's hook is done
+    void hookDone.then(() => setTimeout(() => res.end(JSON.stringify({ id, n: 2 })), 300))
+  })
+  const ups = [await app('a'), await app('b')]
+  const newer = new Map<string, Upstream>()
+  for (const u of ups) newer.set(u.id, await startUpstream(`${u.id}'`, (req, res) => {
+    requests.push(`${u.id}'${req.url === hookPath ? ':hook' : ''}`)
+    req.resume()
+    res.end(JSON.stringify({ id: `${u.id}'`, n: 1 }))
+  }))
+  const tether = await startTether(testConfig(ups, { state: { rehydrate: 'hook', hook_path: hookPath }, retries: { hedge_after: 100 } }), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await Promise.all([...ups, ...newer.values()].map((u) => u.close())) })
+  const jar = new CookieJar()
+  jar.cookies.set('user', 'u1')
+  const home = (await get(tether.url, jar)).body.id
+  phase = 2
+  requests.length = 0
+  const r = await get(tether.url, jar)
+  const other = ups.find((u) => u.id !== home)!.id
+  t.equal(r.status, 200)
+  t.equal(r.body.id, home, 'the first attempt answered')
+  t.same(requests, [home, `${other}:hook`], 'the hedge stopped after its hook: neither the replaced process nor its new one got the request')
+})

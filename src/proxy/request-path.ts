@@ -547,7 +547,11 @@ export class RequestPath {
     const h2 = this.#headers(ctx, d2, up2)
     if (d2.moved !== null) await this.#rehydrate(ctx, d2, h2)
     ctx.rehydrateBytes = 0
-    if (first.attempt.answered) {
+    // answered meanwhile, or the hedge's upstream was replaced (another url or pod uid) or left
+    // while its state was posted: no hedge. Sent on, it would reach the id's new process
+    // without the state the hook gave the old one (see #serve); the first attempt is still out,
+    // and if it fails, the retry decides again on the current set
+    if (first.attempt.answered || (d2.moved !== null && !this.#current(up2))) {
       router.settle(d2)
       return first.result
     }
