@@ -3,6 +3,7 @@
 // oversize checkpoints are refused without failing the request, and clients cannot inject.
 import t from 'tap'
 import http from 'node:http'
+import { createHash, randomBytes } from 'node:crypto'
 import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { startUpstream, testConfig, type Upstream } from './fixtures/upstream.js'
@@ -411,4 +412,109 @@ t.test("a hedge whose upstream is replaced (another url) while its hook runs is 
   t.equal(r.status, 200)
   t.equal(r.body.id, home, 'the first attempt answered')
   t.same(requests, [home, `${other}:hook`], 'the hedge stopped after its hook: neither the replaced process nor its new one got the request')
+})
+
+t.test("a streamed POST whose body goes past retries.replay_buffer_bytes around the 431 (state in a header) is never sent again truncated: whole without the state, or the 431", async (t) => {
+  // The 431 is sent again only while the body is replayable (checked as its head arrives); the
+  // abort that follows destroys the attempt's body at once, so bytes arriving after it wait for
+  // the resend and cannot empty the replay buffer in between. Each way the rest of the body
+  // arrives (after the resend started, as the 431 goes out, before the 431), the upstream gets
+  // all of it or the client gets the 431.
+  const LIMIT = 1024
+  let phase = 1
+  const bodies: { id: string; state: boolean; bytes: number; sha: string }[] = []
+  let onResend: () => void = () => undefined
+  let on431: () => void = () => undefined
+  let refuseAfter = 0 // body bytes the upstream reads before it answers 431
+  const app = (id: string) => startUpstream(id, (req, res) => {
+    if (phase === 1) return void res.writeHead(200, { 'x-tether-state': 'S'.repeat(200) }).end(JSON.stringify({ id }))
+    const state = req.headers['x-tether-rehydrate'] !== undefined
+    if (state) {
+      let read = 0
+      const refuse = (): void => {
+        bodies.push({ id, state, bytes: read, sha: '' })
+        res.writeHead(431, { connection: 'close' }).end(() => on431())
+      }
+      if (refuseAfter === 0) return refuse()
+      const onData = (c: Buffer): void => {
+        read += c.length
+        if (read <= refuseAfter) return
+        req.off('data', onData)
+        req.pause()
+        refuse()
+      }
+      req.on('data', onData)
+      return
+    }
+    const hash = createHash('sha256')
+    let bytes = 0
+    req.on('data', (c: Buffer) => { bytes += c.length; hash.update(c) })
+    req.on('end', () => {
+      const sha = hash.digest('hex')
+      bodies.push({ id, state, bytes, sha })
+      res.end(JSON.stringify({ bytes, sha }))
+    })
+    onResend()
+  })
+  const ups = [await app('a'), await app('b'), await app('c')]
+  const tether = await startTether(testConfig(ups, { retries: { replay_buffer_bytes: LIMIT } }), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await Promise.all(ups.map((u) => u.close())) })
+
+  /** A chunked POST: `head` bytes at once, the rest once `when` lets it go. */
+  const post = (jar: CookieJar, head: Buffer, rest: Buffer, when: (send: () => void) => void): Promise<{ status: number; body: string }> =>
+    new Promise((resolve, reject) => {
+      const req = http.request(tether.url, { method: 'POST', agent: false, headers: { cookie: jar.header()!, 'content-type': 'application/octet-stream' } }, (res) => {
+        let s = ''
+        res.on('data', (c) => (s += c))
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: s }))
+      })
+      req.on('error', reject)
+      req.flushHeaders()
+      req.write(head)
+      when(() => req.end(rest))
+    })
+
+  const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
+  const all = tether.config.upstreams
+  let user = 0
+  /** A user bound to one upstream, which is then closed: their next request moves with the state. */
+  const movingUser = async (): Promise<CookieJar> => {
+    phase = 1
+    tether.reload({ ...tether.config, upstreams: all })
+    const jar = new CookieJar()
+    jar.cookies.set('user', `u${++user}`)
+    const home = (await get(tether.url, jar)).body.id
+    tether.reload({ ...tether.config, upstreams: all.filter((u) => u.id !== home) })
+    phase = 2
+    bodies.length = 0
+    return jar
+  }
+  const head = randomBytes(100)
+  const rest = randomBytes(64 * 1024) // far past the replay buffer
+
+  // the rest arrives once the resend (without the state) is at the upstream
+  let jar = await movingUser()
+  let r = await post(jar, head, rest, (send) => { onResend = send })
+  t.equal(r.status, 200, 'sent again without the state')
+  t.same(bodies.map((b) => b.state), [true, false], 'refused once with the state, then taken without')
+  t.same(JSON.parse(r.body), { bytes: head.length + rest.length, sha: sha(Buffer.concat([head, rest])) }, 'the whole body, not what was past the buffer alone')
+
+  // the rest arrives as the 431 goes out: before Tether reads it (the 431 reaches the client)
+  // or after (the body is whole at the resend), whichever comes first
+  onResend = () => undefined
+  jar = await movingUser()
+  r = await post(jar, head, rest, (send) => { on431 = send })
+  on431 = () => undefined
+  if (r.status === 431) t.same(bodies.map((b) => b.state), [true], 'the 431, not sent again')
+  else {
+    t.equal(r.status, 200)
+    t.same(JSON.parse(r.body), { bytes: head.length + rest.length, sha: sha(Buffer.concat([head, rest])) }, 'the whole body')
+  }
+
+  // the body is past the buffer before the 431: it cannot be sent again, the client gets the 431
+  refuseAfter = LIMIT
+  jar = await movingUser()
+  r = await post(jar, head, rest, (send) => send())
+  t.equal(r.status, 431, "the upstream's 431 reaches the client")
+  t.same(bodies.map((b) => b.state), [true], 'the request was not sent again')
 })

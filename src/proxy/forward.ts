@@ -602,7 +602,11 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     const ctx = this.#ctx
     if (ctx.answering !== null && ctx.answering !== this) return controller.abort(new TetherError('TETHER_UPSTREAM_UNAVAILABLE'))
     // the upstream refused the head with the user's state in it (over its header limit), before
-    // its application ran (RFC 6585 section 5): the request path sends it again without
+    // its application ran (RFC 6585 section 5): the request path sends it again without,
+    // if the body can still be sent again. `replayable` cannot turn false between this check
+    // and that resend's replay(): the abort destroys this attempt's body at once (undici's
+    // HTTP/1.1 abort), so bytes the client sends after it wait in the request for the resend
+    // (test/state-protocol.test.ts, "a streamed POST ... around the 431")
     if (statusCode === 431 && ctx.rehydrateBytes > 0 && (ctx.body === null || ctx.body.replayable)) return controller.abort(new TetherError('TETHER_HEADERS_TOO_LARGE'))
     ctx.answering = this
     ctx.decision = this.#decision

@@ -260,6 +260,7 @@ export class RequestPath {
         }
         counted = null
         let r = this.#hedgeable(ctx) ? await this.#hedged(ctx, x, d, upstream, headers) : await this.#start(ctx, x, d, upstream, headers).result
+        // (only while the body is replayable: else the transport passed the 431 on; see forward.ts)
         if (!r.responded && r.outcome?.kind === 'error' && r.outcome.code === 'TETHER_HEADERS_TOO_LARGE' && ctx.rehydrateBytes > 0) {
           if (!this.#current(upstream)) {
             // the id was replaced (another url or pod uid) or left while the refused attempt was
