@@ -518,3 +518,39 @@ t.test("a streamed POST whose body goes past retries.replay_buffer_bytes around 
   t.equal(r.status, 431, "the upstream's 431 reaches the client")
   t.same(bodies.map((b) => b.state), [true], 'the request was not sent again')
 })
+
+t.test("a hedge whose rehydration hook fails (health took its upstream out while the state was posted) is not sent: the first attempt answers", async (t) => {
+  const hookPath = '/_tether/rehydrate'
+  let phase = 1
+  const requests: string[] = []
+  let hookStopped!: () => void
+  const stopped = new Promise<void>((resolve) => { hookStopped = resolve })
+  const app = (id: string) => startUpstream(id, (req, res) => {
+    if (req.url === hookPath) {
+      req.resume()
+      requests.push(`${id}:hook`)
+      // the upstream is taken out (as health does a frozen one) while its hook waits: the hook is stopped
+      res.on('close', hookStopped)
+      tether.health.disable(id)
+      return
+    }
+    requests.push(id)
+    if (phase === 1) return void res.writeHead(200, { 'x-tether-state': 'n' }).end(JSON.stringify({ id, n: 1 }))
+    if (requests.includes(`${id}:hook`)) return void res.end(JSON.stringify({ id, n: 1 })) // the hedge, without its state
+    // the home is slow (so the request is hedged), and answers once the hedge's hook was stopped
+    void stopped.then(() => setTimeout(() => res.end(JSON.stringify({ id, n: 2 })), 300))
+  })
+  const ups = [await app('a'), await app('b')]
+  const tether = await startTether(testConfig(ups, { state: { rehydrate: 'hook', hook_path: hookPath }, retries: { hedge_after: 100 } }), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await Promise.all(ups.map((u) => u.close())) })
+  const jar = new CookieJar()
+  jar.cookies.set('user', 'u1')
+  const home = (await get(tether.url, jar)).body.id
+  phase = 2
+  requests.length = 0
+  const r = await get(tether.url, jar)
+  const other = ups.find((u) => u.id !== home)!.id
+  t.equal(r.status, 200)
+  t.equal(r.body.id, home, 'the first attempt answered')
+  t.same(requests, [home, `${other}:hook`], 'the hedge stopped after its failed hook: its upstream did not get the request without the state')
+})

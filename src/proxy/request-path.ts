@@ -546,13 +546,14 @@ export class RequestPath {
       return first.result
     }
     const h2 = this.#headers(ctx, d2, up2)
-    if (d2.moved !== null) await this.#rehydrate(ctx, d2, h2)
+    const hookFailed = d2.moved === null ? null : await this.#rehydrate(ctx, d2, h2)
     ctx.rehydrateBytes = 0
-    // answered meanwhile, or the hedge's upstream was replaced (another url or pod uid) or left
-    // while its state was posted: no hedge. Sent on, it would reach the id's new process
-    // without the state the hook gave the old one (see #serve); the first attempt is still out,
-    // and if it fails, the retry decides again on the current set
-    if (first.attempt.answered || (d2.moved !== null && !this.#current(up2))) {
+    // answered meanwhile, or the hedge's state did not reach its upstream: its hook failed (the
+    // connection, or health took the upstream out), or the upstream was replaced (another url
+    // or pod uid) or left while the state was posted (sent on, it would reach the id's new
+    // process without the state the hook gave the old one; see #serve): no hedge. The first
+    // attempt is still out, and if it fails, the retry decides again on the current set
+    if (first.attempt.answered || hookFailed !== null || (d2.moved !== null && !this.#current(up2))) {
       router.settle(d2)
       return first.result
     }
