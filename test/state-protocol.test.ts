@@ -1,10 +1,10 @@
 // The state protocol end to end with the in-memory store: checkpoints are stored and stripped,
 // a moved user's newest checkpoint is delivered (header or hook), versions never go back,
 // oversize checkpoints are refused without failing the request, and clients cannot inject.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import http from 'node:http'
 import { createHash, randomBytes } from 'node:crypto'
-import { startTether } from '../src/app.js'
+import { startTether, type Tether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { startUpstream, testConfig, type Upstream } from './fixtures/upstream.js'
 import { CookieJar } from './fixtures/users.js'
@@ -371,27 +371,29 @@ t.test('a reload that removes the upstream a user is moving to while its hook ru
   t.same(hooks, [target, last], 'whose hook got the state too')
 })
 
-t.test("a hedge whose upstream is replaced (another url) while its hook runs is not sent: the first attempt answers, no process gets the request without its state", async (t) => {
+/**
+ * A user whose home is slow is hedged onto the other upstream (hook mode), whose rehydration
+ * hook runs `onHook` (given the replacement processes each id may be moved to); once `hookOver`
+ * is called, the home answers 300 ms later. The requests seen are "id" or "id:hook" (a
+ * replacement's id has a "'"). An upstream that already ran a hook answers a request at once.
+ */
+async function hedgeThroughHook(t: Test, onHook: (id: string, res: http.ServerResponse, tether: Tether, newer: Map<string, Upstream>, hookOver: () => void) => void): Promise<{ status: number; id: string; home: string; other: string; requests: string[] }> {
   const hookPath = '/_tether/rehydrate'
   let phase = 1
   const requests: string[] = []
-  let hooked!: () => void
-  const hookDone = new Promise<void>((resolve) => { hooked = resolve })
+  let hookOver!: () => void
+  const over = new Promise<void>((resolve) => { hookOver = resolve })
   const app = (id: string) => startUpstream(id, (req, res) => {
+    req.resume()
     if (req.url === hookPath) {
-      req.resume()
       requests.push(`${id}:hook`)
-      // the id's process is replaced (a reload gives it another url) while its state is posted
-      const next = newer.get(id)!
-      tether.reload({ ...tether.config, upstreams: tether.config.upstreams.map((u) => (u.id === id ? { ...u, url: next.url } : u)) })
-      res.end('restored')
-      hooked()
-      return
+      return onHook(id, res, tether, newer, hookOver)
     }
     requests.push(id)
     if (phase === 1) return void res.writeHead(200, { 'x-tether-state': 'n' }).end(JSON.stringify({ id, n: 1 }))
-    // the home is slow (so the request is hedged), and answers once the hedge's hook is done
-    void hookDone.then(() => setTimeout(() => res.end(JSON.stringify({ id, n: 2 })), 300))
+    if (requests.includes(`${id}:hook`)) return void res.end(JSON.stringify({ id, n: 1 })) // the hedge
+    // the home is slow (so the request is hedged), and answers once the hedge's hook is over
+    void over.then(() => setTimeout(() => res.end(JSON.stringify({ id, n: 2 })), 300))
   })
   const ups = [await app('a'), await app('b')]
   const newer = new Map<string, Upstream>()
@@ -408,10 +410,19 @@ t.test("a hedge whose upstream is replaced (another url) while its hook runs is 
   phase = 2
   requests.length = 0
   const r = await get(tether.url, jar)
-  const other = ups.find((u) => u.id !== home)!.id
+  return { status: r.status, id: r.body.id, home, other: ups.find((u) => u.id !== home)!.id, requests }
+}
+
+t.test("a hedge whose upstream is replaced (another url) while its hook runs is not sent: the first attempt answers, no process gets the request without its state", async (t) => {
+  const r = await hedgeThroughHook(t, (id, res, tether, newer, hookOver) => {
+    // the id's process is replaced (a reload gives it another url) while its state is posted
+    tether.reload({ ...tether.config, upstreams: tether.config.upstreams.map((u) => (u.id === id ? { ...u, url: newer.get(id)!.url } : u)) })
+    res.end('restored')
+    hookOver()
+  })
   t.equal(r.status, 200)
-  t.equal(r.body.id, home, 'the first attempt answered')
-  t.same(requests, [home, `${other}:hook`], 'the hedge stopped after its hook: neither the replaced process nor its new one got the request')
+  t.equal(r.id, r.home, 'the first attempt answered')
+  t.same(r.requests, [r.home, `${r.other}:hook`], 'the hedge stopped after its hook: neither the replaced process nor its new one got the request')
 })
 
 t.test("a streamed POST whose body goes past retries.replay_buffer_bytes around the 431 (state in a header) is never sent again truncated: whole without the state, or the 431", async (t) => {
@@ -520,37 +531,12 @@ t.test("a streamed POST whose body goes past retries.replay_buffer_bytes around 
 })
 
 t.test("a hedge whose rehydration hook fails (health took its upstream out while the state was posted) is not sent: the first attempt answers", async (t) => {
-  const hookPath = '/_tether/rehydrate'
-  let phase = 1
-  const requests: string[] = []
-  let hookStopped!: () => void
-  const stopped = new Promise<void>((resolve) => { hookStopped = resolve })
-  const app = (id: string) => startUpstream(id, (req, res) => {
-    if (req.url === hookPath) {
-      req.resume()
-      requests.push(`${id}:hook`)
-      // the upstream is taken out (as health does a frozen one) while its hook waits: the hook is stopped
-      res.on('close', hookStopped)
-      tether.health.disable(id)
-      return
-    }
-    requests.push(id)
-    if (phase === 1) return void res.writeHead(200, { 'x-tether-state': 'n' }).end(JSON.stringify({ id, n: 1 }))
-    if (requests.includes(`${id}:hook`)) return void res.end(JSON.stringify({ id, n: 1 })) // the hedge, without its state
-    // the home is slow (so the request is hedged), and answers once the hedge's hook was stopped
-    void stopped.then(() => setTimeout(() => res.end(JSON.stringify({ id, n: 2 })), 300))
+  const r = await hedgeThroughHook(t, (id, res, tether, _newer, hookOver) => {
+    // the upstream is taken out (as health does a frozen one) while its hook waits: the hook is stopped
+    res.on('close', hookOver)
+    tether.health.disable(id)
   })
-  const ups = [await app('a'), await app('b')]
-  const tether = await startTether(testConfig(ups, { state: { rehydrate: 'hook', hook_path: hookPath }, retries: { hedge_after: 100 } }), { logger: createLogger('silent') })
-  t.teardown(async () => { await tether.close(0); await Promise.all(ups.map((u) => u.close())) })
-  const jar = new CookieJar()
-  jar.cookies.set('user', 'u1')
-  const home = (await get(tether.url, jar)).body.id
-  phase = 2
-  requests.length = 0
-  const r = await get(tether.url, jar)
-  const other = ups.find((u) => u.id !== home)!.id
   t.equal(r.status, 200)
-  t.equal(r.body.id, home, 'the first attempt answered')
-  t.same(requests, [home, `${other}:hook`], 'the hedge stopped after its failed hook: its upstream did not get the request without the state')
+  t.equal(r.id, r.home, 'the first attempt answered')
+  t.same(r.requests, [r.home, `${r.other}:hook`], 'the hedge stopped after its failed hook: its upstream did not get the request without the state')
 })
