@@ -143,3 +143,34 @@ t.test('isReplacement: with a pod uid on both sides the uids decide, whatever th
   ]
   for (const [what, before, after, replaced] of cases) t.equal(isReplacement(before, after), replaced, what)
 })
+
+t.test('an id listed not ready under another pod uid leaves at once (the pod it was is gone); under its own uid it drains', async (t) => {
+  const { membership, timers, calls } = setup()
+  const at = (id: string, uid: string, extra: Partial<DiscoveredUpstream> = {}): DiscoveredUpstream => up(id, { url: 'http://10.0.0.10:8080', uid, ...extra })
+  const web1 = up('web-1', { url: 'http://10.0.0.11:8080', uid: 'w1' })
+  membership.setDiscovered([at('web-0', 'a'), web1], 'kubernetes')
+  membership.setDiscovered([at('web-0', 'a', { unready: true }), web1], 'kubernetes')
+  t.same(membership.current().ids, ['web-0', 'web-1'], 'not ready under its own uid: it stays, draining')
+  t.same(calls, ['set web-0,web-1', 'set web-0,web-1', 'drain web-0'])
+  calls.length = 0
+  membership.setDiscovered([at('web-0', 'b', { unready: true }), web1], 'kubernetes')
+  t.same(membership.current().ids, ['web-1'], 'listed again (still not ready) under another uid: the draining web-0 leaves now')
+  t.same(calls, ['set web-1'], 'no undrain of an upstream that is gone')
+  membership.setDiscovered([at('web-0', 'b'), web1], 'kubernetes')
+  t.same(membership.current().get('web-0')?.uid, 'b', 'the new pod ready: it joins')
+  calls.length = 0
+  membership.setDiscovered([at('web-0', 'c', { unready: true }), web1], 'kubernetes')
+  t.same(calls, ['set web-1'], 'a ready pod whose id is listed not ready under another uid leaves at once: no drain')
+  timers.advance(DRAIN)
+  t.same(membership.current().ids, ['web-1'])
+})
+
+t.test("a leaving upstream whose address another pod has, listed not ready, leaves at once; its own not-ready listing does not count", async (t) => {
+  const { membership } = setup()
+  const at = (id: string, ip: string, extra: Partial<DiscoveredUpstream> = {}): DiscoveredUpstream => up(id, { url: `http://${ip}:8080`, ...extra })
+  membership.setDiscovered([at('web-0', '10.0.0.10'), at('web-1', '10.0.0.11')], 'kubernetes')
+  membership.setDiscovered([at('web-0', '10.0.0.10', { unready: true }), at('web-1', '10.0.0.11')], 'kubernetes')
+  t.same(membership.current().ids, ['web-0', 'web-1'], 'web-0 not ready at its own address: it drains')
+  membership.setDiscovered([at('web-1', '10.0.0.11'), at('web-2', '10.0.0.10', { unready: true })], 'kubernetes')
+  t.same(membership.current().ids, ['web-1'], "web-2, not ready yet, is listed at web-0's address: web-0 leaves now")
+})

@@ -96,7 +96,7 @@ export function createDiscovery(config: DiscoveryConfig, deps: DiscoveryDeps): D
   const kubernetes = k === null ? null : new KubernetesDiscovery(k, {
     onChange: (found) => {
       membership.setDiscovered(found, 'kubernetes')
-      logger.info({ upstreams: found.map((u) => (u.draining === true ? `${u.id} (draining)` : u.id)) }, 'Kubernetes discovery: endpoints changed')
+      logger.info({ upstreams: found.map((u) => (u.draining === true ? `${u.id} (draining)` : u.unready === true ? `${u.id} (not ready)` : u.id)) }, 'Kubernetes discovery: endpoints changed')
     },
     // every report is counted, but a problem that lasts (an API server down, a crash-looping
     // Deployment whose slices keep changing with no pod ready) is logged when it starts or

@@ -85,7 +85,12 @@ export function parseWeights(text: string): { ok: true; weights: Weights } | { o
 
 /** What the slices gave, and why some endpoints were left out (for a log line). */
 export interface SliceUpstreams {
-  /** Sorted by id, deduplicated, deeply frozen; `draining: true` for terminating pods that still serve (unless none is ready). */
+  /**
+   * Sorted by id, deduplicated, deeply frozen; `draining: true` for terminating pods that still
+   * serve (unless none is ready); `unready: true` for pods listed that neither serve nor drain
+   * (not ready yet, or terminating and no longer serving): they take no users, but their uid
+   * and addresses tell membership that a pod it knew under that name, or at that address, is gone.
+   */
   readonly upstreams: readonly DiscoveredUpstream[]
   /** Slices that lack the wanted port name (their endpoints are left out). */
   readonly slicesWithoutPort: readonly string[]
@@ -97,7 +102,7 @@ const RANK = { out: 0, draining: 1, serving: 2 } as const
 
 /**
  * The upstreams of a Service's EndpointSlices. Each endpoint that is serving or draining
- * becomes one upstream: id = its pod name (`targetRef` of kind Pod), or `address:port` without
+ * becomes one upstream (one that is neither is listed `unready`, for its uid and addresses): id = its pod name (`targetRef` of kind Pod), or `address:port` without
  * one; url = `http://<first address>:<port>`. `port` is a Service port name (looked up in each
  * slice's TCP ports) or the pods' port number. A pod listed twice (two slices during a
  * rebalance, or IPv4 and IPv6 slices of a dual-stack Service) counts once, with its best role
@@ -162,31 +167,30 @@ export function upstreamsFromSlices(
   const had = new Map(previous.map((u) => [u.id, u.url]))
   let found: DiscoveredUpstream[] = []
   for (const [id, e] of byId) {
-    if (e.role === 'out') continue
     const addresses = listedAddresses(e.urls)
     const url = keptUrl(had.get(id), e.urls)
     // the uid of the pod at the url kept (its first listing): while a pod is re-created, one
     // family's slice may list the new pod and the other's still the old one
     const uid = e.uids[e.urls.indexOf(url)]
-    found.push(Object.freeze({ id, url, weight: e.weight, ...(addresses === undefined ? {} : { addresses }), ...(uid === undefined ? {} : { uid }), ...(e.role === 'draining' ? { draining: true } : {}) }))
+    found.push(Object.freeze({ id, url, weight: e.weight, ...(addresses === undefined ? {} : { addresses }), ...(uid === undefined ? {} : { uid }), ...(e.role === 'draining' ? { draining: true } : {}), ...(e.role === 'out' ? { unready: true } : {}) }))
   }
   // No endpoint ready but some terminating ones still serving (every pod of a Deployment
   // replaced at once, a one-replica rollout with maxSurge 0): they take new users, as kube-proxy
   // falls back to serving-terminating endpoints. Draining them all would answer every new user
   // 503 while the pods still answer; the first ready pod makes them draining again.
-  if (found.every((u) => u.draining === true)) found = found.map(({ draining: _, ...u }) => Object.freeze(u))
+  if (found.every((u) => u.draining === true || u.unready === true)) found = found.map(({ draining: _, ...u }) => Object.freeze(u))
   const upstreams = Object.freeze(found.sort((a, b) => compare(a.id, b.id)))
   return { upstreams, slicesWithoutPort: Object.freeze(slicesWithoutPort) }
 }
 
 /**
- * True when two upstream lists are the same (same ids, urls, pod uids, weights, draining flags
+ * True when two upstream lists are the same (same ids, urls, pod uids, weights, draining and unready flags
  * and listed addresses, in order). Example: `sameUpstreams(a, a)` -> true.
  */
 export function sameUpstreams(a: readonly DiscoveredUpstream[], b: readonly DiscoveredUpstream[]): boolean {
   return a.length === b.length && a.every((u, i) => {
     const v = b[i]!
-    return u.id === v.id && u.url === v.url && u.uid === v.uid && u.weight === v.weight && (u.draining === true) === (v.draining === true) && sameAddresses(u.addresses, v.addresses)
+    return u.id === v.id && u.url === v.url && u.uid === v.uid && u.weight === v.weight && (u.draining === true) === (v.draining === true) && (u.unready === true) === (v.unready === true) && sameAddresses(u.addresses, v.addresses)
   })
 }
 

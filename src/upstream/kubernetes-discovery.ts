@@ -210,7 +210,7 @@ export class KubernetesDiscovery {
   /** Recomputes the set from the slices; reports a change, or keeps the last set when empty. */
   #update(): void {
     const { upstreams, slicesWithoutPort } = upstreamsFromSlices(this.#slices.objects.values(), this.#config.port, this.#weights, [...(this.#hooks.previous?.() ?? []), ...this.#current])
-    if (upstreams.length === 0) {
+    if (upstreams.every((u) => u.unready === true)) {
       const why = slicesWithoutPort.length > 0
         ? `its EndpointSlices have no TCP port named ${JSON.stringify(this.#config.port)}`
         : this.#slices.objects.size === 0 ? 'it has no EndpointSlice (no Service of that name, or no pods selected)' : 'no endpoint is ready or serving'
@@ -229,7 +229,7 @@ export class KubernetesDiscovery {
   }
 
   #error(message: string, code: string, area: KubernetesProblemArea, status: number | null = null, cause?: unknown): KubernetesDiscoveryError {
-    const n = this.#current.length
+    const n = this.#current.filter((u) => u.unready !== true).length
     return new KubernetesDiscoveryError(`Kubernetes discovery of Service ${this.target}: ${message}; keeping the last ${n} upstream${n === 1 ? '' : 's'}`, code, area, status, cause)
   }
 }

@@ -23,7 +23,10 @@ export interface MembershipHooks {
  * by two sources is draining only if every source that lists it says so; static wins on an
  * id clash and is never drained by membership. Membership undrains only what it drained
  * (an admin's drain stays). A leaving upstream whose address a listed one now has leaves at
- * once: discovery [b] at 10.0.0.7, then [c] at 10.0.0.7 -> set [c].
+ * once: discovery [b] at 10.0.0.7, then [c] at 10.0.0.7 -> set [c]; so does one listed not
+ * ready (`unready`) under another pod uid: [b uid 1], then [b uid 2 unready] -> set [] (b listed
+ * not ready under its uid 1 drains). An unready entry is no upstream: its uid and addresses
+ * count for these two rules only (another id listed not ready at a leaving one's address takes it).
  */
 export class Membership {
   #static: readonly UpstreamConfig[]
@@ -64,8 +67,14 @@ export class Membership {
     const next = new Map<string, ListedUpstream>()
     const terminating = new Set<string>()
     const serving = new Set<string>()
+    /** Pods listed that take no users (not ready): they hold their addresses, their uid names the pod. */
+    const unready: DiscoveredUpstream[] = []
     for (const list of this.#sources.values()) {
       for (const u of list) {
+        if (u.unready === true) {
+          unready.push(u)
+          continue
+        }
         if (!next.has(u.id)) next.set(u.id, { id: u.id, url: u.url, weight: u.weight, ...(u.addresses === undefined ? {} : { addresses: u.addresses }), ...(u.uid === undefined ? {} : { uid: u.uid }) })
         if (u.draining === true) terminating.add(u.id)
         else serving.add(u.id)
@@ -87,10 +96,21 @@ export class Membership {
     // the address went to another (Kubernetes hands out freed pod IPs again). Its users must
     // move now (with their state), not be served by that other pod until drain_timeout. Any
     // address listed for the other counts, not only the url it kept (a dual-stack pod seen in
-    // its IPv6 slice first keeps that url while its IPv4 address is the leaving one's).
+    // its IPv6 slice first keeps that url while its IPv4 address is the leaving one's), and a
+    // pod listed not ready counts too: the address is in its network namespace already.
     const taken = new Set([...next.values(), ...this.#static].flatMap((u: ListedUpstream) => u.addresses ?? [u.url]))
+    // (not its own address listed for a pod that merely became not ready: that pod drains)
+    const unreadyAt = new Map<string, string[]>()
+    for (const u of unready) for (const address of u.addresses ?? [u.url]) unreadyAt.set(address, [...(unreadyAt.get(address) ?? []), u.id])
+    // A leaving upstream's id listed not ready with another pod uid: the pod it was is gone (a
+    // StatefulSet pod re-created under its name, often at its address, not started yet). Its
+    // users must move now too, not reach the new pod's address until drain_timeout.
+    const uids = new Map(unready.flatMap((u) => (u.uid === undefined ? [] : [[u.id, u.uid] as const])))
+    const gone = (upstream: ListedUpstream): boolean =>
+      taken.has(upstream.url) || (unreadyAt.get(upstream.url) ?? []).some((id) => id !== upstream.id) ||
+      (upstream.uid !== undefined && uids.has(upstream.id) && uids.get(upstream.id) !== upstream.uid)
     for (const [id, { upstream, timer }] of this.#leaving) {
-      if (!taken.has(upstream.url)) continue
+      if (!gone(upstream)) continue
       this.#timers.clearTimeout(timer)
       this.#leaving.delete(id)
       this.#drained.delete(id)

@@ -33,6 +33,12 @@ export interface Upstream extends UpstreamConfig {
  */
 export interface DiscoveredUpstream extends ListedUpstream {
   readonly draining?: boolean
+  /**
+   * Listed but neither serving nor draining (a Kubernetes endpoint not ready, e.g. a pod
+   * re-created under its name that has not started yet): not an upstream, no users; its `uid`
+   * and addresses tell membership the pod it knew under that id, or at that address, is gone.
+   */
+  readonly unready?: boolean
 }
 
 /** An upstream as configured, or discovered with `addresses` (absent: `url` alone) and its pod's `uid`. */

@@ -40,6 +40,8 @@ export interface WireDiscovered {
   readonly url: string
   readonly weight: number
   readonly draining?: boolean
+  /** Listed but not serving (a pod not ready): its uid and addresses only (see DiscoveredUpstream). */
+  readonly unready?: boolean
   readonly addresses?: readonly string[]
   /** The pod's uid (Kubernetes); absent from an older Tether's lead. */
   readonly uid?: string

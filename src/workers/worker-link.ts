@@ -262,7 +262,7 @@ export class WorkerLink {
 
   /** Tell the others a discovery source's whole current list (this worker runs discovery). */
   discovered(source: string, upstreams: readonly WireDiscovered[]): void {
-    const plain = upstreams.map(({ id, url, weight, draining, addresses, uid }) => ({ id, url, weight, ...(draining === true ? { draining } : {}), ...(addresses === undefined ? {} : { addresses }), ...(uid === undefined ? {} : { uid }) }))
+    const plain = upstreams.map(({ id, url, weight, draining, unready, addresses, uid }) => ({ id, url, weight, ...(draining === true ? { draining } : {}), ...(unready === true ? { unready } : {}), ...(addresses === undefined ? {} : { addresses }), ...(uid === undefined ? {} : { uid }) }))
     this.#send({ tether: 'discovered', source, upstreams: plain })
   }
 
