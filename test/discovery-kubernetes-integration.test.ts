@@ -23,7 +23,7 @@ import { LogCapture } from './fixtures/log-capture.js'
 import { FakeClock } from './fixtures/clock.js'
 import { healthState, onEvent, when, within } from './fixtures/wait.js'
 import { startRedis } from './fixtures/redis-server.js'
-import type { Counter } from './fixtures/counter-upstream.js'
+import { startCounter, type Counter, type CounterAnswer } from './fixtures/counter-upstream.js'
 import { REPLACED, RECREATED_POD_CONFIG, checkRecreatedPod, counterPods } from './fixtures/recreated-pod.js'
 import { LOOPBACK_ADDRESSES, closeServer, sameportUpstreams } from './fixtures/sameport-upstreams.js'
 
@@ -314,6 +314,55 @@ t.test('a StatefulSet pod re-created at the same address (same name and url, ano
   const old = pods.get('web-0-old')!
   const counts = await Promise.all(Array.from({ length: 20 }, async (_, i) => (JSON.parse((await request(`${old.url}/`, { headers: { 'x-tenant': `user-${i}` } })).body) as { n: number }).n))
   t.ok(counts.includes(4) && counts.every((n) => n === 1 || n === 4), `the old pod answered nothing through Tether after the new one came (${counts.join(' ')})`)
+})
+
+t.test('a StatefulSet pod re-created at the same address and listed not ready (another uid) leaves at once: its users move to another pod with their state, and come back with it once the new pod is ready', async (t) => {
+  const pods = await counterPods(t)
+  const address = await podAddress(t, pods.get('web-0')!.port)
+  const slice = (c: Counter, uid: string, ready = true) => endpointSlice(`web-${c.id}`, 'web', [{ pod: c.id, ip: '127.0.0.1', uid, ...(ready ? {} : { ready: false, serving: false }) }], { ports: [{ name: 'http', port: c.id === 'web-0' ? address.port : c.port }] })
+  const api = new FakeKubeApi()
+  const { url } = await api.start()
+  t.teardown(() => api.close())
+  for (const c of pods.values()) api.put('endpointslices', slice(c, `${c.id}-first`))
+  const log = new LogCapture()
+  const tether = await startTether(testConfig([], {
+    ...RECREATED_POD_CONFIG,
+    // drain_timeout far longer than the test: leaving at once is the fix; on_scale_up: rebalance,
+    // so the users whose hash prefers web-0 go back to it when it joins (persistent: they stay)
+    affinity: { ...RECREATED_POD_CONFIG.affinity, drain_timeout: 60_000, on_scale_up: 'rebalance' },
+    discovery: { kubernetes: { service: 'web', namespace: null, port: 'http', kubeconfig: kubeconfigFor(url), weight_annotation: null } },
+  }), { logger: createLogger('info', log) })
+  t.teardown(() => tether.close(0))
+  const agent = userAgent(10)
+  t.teardown(() => agent.destroy())
+  const ask = async (user: string): Promise<CounterAnswer> => JSON.parse((await get(`${tether.url}/`, agent, { 'x-tenant': user })).body) as CounterAnswer
+  const ids = async (): Promise<string[]> => (JSON.parse((await request(`${tether.adminUrl}/upstreams`)).body) as { id: string }[]).map((r) => r.id)
+  const users = Array.from({ length: 20 }, (_, i) => `user-${i}`)
+  const home = new Map<string, string>()
+  for (const u of users) for (let n = 1; n <= 3; n++) home.set(u, (await ask(u)).id)
+  const theirs = users.filter((u) => home.get(u) === 'web-0')
+  t.ok(theirs.length > 0 && theirs.length < users.length, `both pods have users (${theirs.length} on web-0)`)
+
+  // web-0 deleted and re-created under its name: the new pod has the old one's IP, not ready yet
+  const next = await startCounter('web-0')
+  pods.set('web-0-old', pods.get('web-0')!)
+  pods.set('web-0', next)
+  address.target = next.port
+  api.put('endpointslices', slice(next, 'web-0-second', false))
+  await waitFor(async () => !(await ids()).includes('web-0'), 5_000, 'web-0 gone from the set (not draining for drain_timeout)')
+  for (const u of theirs) {
+    const a = await ask(u)
+    t.same([a.id, a.n, a.rehydrated], ['web-1', 4, true], `${u}: moved to web-1 with its state (counter 4), not sent to the new pod`)
+    t.match(a.moved, /^from=web-0; /, `${u}: told it moved from web-0`)
+  }
+  t.equal(log.records.filter((r) => r['msg'] === REPLACED).length, 0, 'no replacement: the old pod left')
+
+  api.put('endpointslices', slice(next, 'web-0-second'))
+  await waitFor(async () => (await ids()).includes('web-0'), 5_000, 'the new web-0 ready: it joins')
+  for (const u of theirs) {
+    const a = await ask(u)
+    t.same([a.id, a.n, a.rehydrated, a.moved], ['web-0', 5, true, 'from=web-1; reason=rebalance; epoch=2'], `${u}: back on the new web-0 with its state (counter 5)`)
+  }
 })
 
 t.test('a pod listed with several addresses keeps its url while that address is still listed: a reordered or dual-stack listing is no restart', async (t) => {

@@ -60,7 +60,9 @@ t.test('slices to upstreams: pod names as ids, terminating pods draining, port b
     { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, uid: 'uid-pod-web-0' },
     { id: 'web-1', url: 'http://10.0.0.6:8080', weight: 1, uid: 'uid-pod-web-1' },
     { id: 'web-2', url: 'http://10.0.0.7:8080', weight: 1, uid: 'uid-pod-web-2', draining: true },
-  ], 'sorted by id; without a targetRef the id is address:port; not serving pods are out')
+    { id: 'web-3', url: 'http://10.0.0.8:8080', weight: 1, uid: 'uid-pod-web-3', unready: true },
+    { id: 'web-4', url: 'http://10.0.0.9:8080', weight: 1, uid: 'uid-pod-web-4', unready: true },
+  ], 'sorted by id; without a targetRef the id is address:port; pods that do not serve are listed unready (no upstream: their uid and address only)')
   t.same(slicesWithoutPort, [])
   t.ok(Object.isFrozen(upstreams) && upstreams.every((u) => Object.isFrozen(u)), 'deeply frozen')
   t.same(upstreamsFromSlices([slice], 'metrics').upstreams.map((u) => u.url)[1], 'http://10.0.0.5:9090', 'another named port')
@@ -110,7 +112,7 @@ t.test('dual stack: while the two families\' slices are updated one after the ot
   t.same(web0([v4(terminating), v6({})]), { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, uid: 'uid-pod-web-0', addresses }, 'IPv4 slice first: terminating there, still ready in IPv6: serving, same url')
   t.same(web0([v4(terminating), v6(terminating)]), { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, uid: 'uid-pod-web-0', addresses, draining: true }, 'both terminating: draining, same url')
   t.same(web0([v4(notReady), v6({})]), { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, uid: 'uid-pod-web-0', addresses }, 'IPv4 slice first: not ready there: same url')
-  t.equal(web0([v4(notReady), v6(notReady)]), undefined, 'out in both: out')
+  t.same(web0([v4(notReady), v6(notReady)]), { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, uid: 'uid-pod-web-0', addresses, unready: true }, 'out in both: unready, same url')
 })
 
 t.test('no endpoint ready: terminating endpoints that still serve take new users (kube-proxy falls back to them)', async (t) => {
@@ -124,10 +126,12 @@ t.test('no endpoint ready: terminating endpoints that still serve take new users
   t.same(upstreams, [
     { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, uid: 'uid-pod-web-0' },
     { id: 'web-1', url: 'http://10.0.0.6:8080', weight: 1, uid: 'uid-pod-web-1' },
-  ], 'not draining: otherwise every new user would get 503 while the pods still answer; those not serving stay out')
+    { id: 'web-2', url: 'http://10.0.0.7:8080', weight: 1, uid: 'uid-pod-web-2', unready: true },
+    { id: 'web-3', url: 'http://10.0.0.8:8080', weight: 1, uid: 'uid-pod-web-3', unready: true },
+  ], 'not draining: otherwise every new user would get 503 while the pods still answer; those not serving stay unready')
   t.ok(upstreams.every((u) => Object.isFrozen(u)), 'still deeply frozen')
   const fresh = endpointSlice('web-b', 'web', [{ pod: 'web-4', ip: '10.0.0.9' }])
-  t.same(upstreamsFromSlices([all, fresh], 'http').upstreams.map((u) => [u.id, u.draining === true]), [['web-0', true], ['web-1', true], ['web-4', false]],
+  t.same(upstreamsFromSlices([all, fresh], 'http').upstreams.filter((u) => u.unready !== true).map((u) => [u.id, u.draining === true]), [['web-0', true], ['web-1', true], ['web-4', false]],
     'one ready pod: the terminating ones drain again')
 })
 
@@ -165,10 +169,11 @@ t.test("a pod carries its targetRef's uid, the one of the endpoint that listed t
   t.notOk(sameUpstreams([at([v4('a')])!], [at([v4('b')])!]), 'another uid is a change of the set')
 })
 
-t.test('sameUpstreams compares ids, urls, weights, draining flags and listed addresses', async (t) => {
+t.test('sameUpstreams compares ids, urls, weights, draining and unready flags and listed addresses', async (t) => {
   const a = [{ id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 }]
   t.ok(sameUpstreams(a, [{ ...a[0]! }]))
   t.notOk(sameUpstreams(a, [{ ...a[0]!, draining: true }]))
+  t.notOk(sameUpstreams(a, [{ ...a[0]!, unready: true }]), 'a pod that becomes not ready: a change')
   t.notOk(sameUpstreams(a, [{ ...a[0]!, url: 'http://10.0.0.6:8080' }]))
   t.notOk(sameUpstreams(a, [{ ...a[0]!, weight: 2 }]))
   const both = ['http://10.0.0.5:8080', 'http://[fd00::5]:8080']
