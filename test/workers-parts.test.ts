@@ -148,6 +148,8 @@ t.test("the lead's discovery lists reach the other workers, and a starting worke
   t.same(out.at(-1), { tether: 'discovered', source: 'kubernetes', upstreams: [{ id: 'web-0', url: 'http://[fd00::5]:80', weight: 1, draining: true, addresses: ['http://10.0.0.5:80', 'http://[fd00::5]:80'] }] }, "with a pod's listed addresses (a peer's down about any of them is about it)")
   link.discovered('kubernetes', [{ id: 'web-0', url: 'http://10.0.0.5:80', weight: 1, uid: 'c0ffee' }])
   t.same(out.at(-1), { tether: 'discovered', source: 'kubernetes', upstreams: [{ id: 'web-0', url: 'http://10.0.0.5:80', weight: 1, uid: 'c0ffee' }] }, "with its pod's uid (another uid at the same url is a re-created pod)")
+  link.discovered('kubernetes', [{ id: 'web-0', url: 'http://10.0.0.5:80', weight: 1, uid: 'beef', unready: true }])
+  t.same(out.at(-1), { tether: 'discovered', source: 'kubernetes', upstreams: [{ id: 'web-0', url: 'http://10.0.0.5:80', weight: 1, uid: 'beef', unready: true }] }, "a pod listed not ready travels too, with its uid (the pod the workers knew under that name is gone)")
 })
 
 t.test('named sets and the checkpoint store are held by the primary for all workers', async (t) => {
