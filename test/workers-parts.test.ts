@@ -110,13 +110,15 @@ t.test("the lead's discovery lists reach the other workers, and a starting worke
   const now = [...old, { id: '10.0.0.2:80', url: 'http://10.0.0.2:80', weight: 1, draining: true }]
   hub.receive(1, { tether: 'discovered', source: 'dns', upstreams: old })
   hub.receive(1, { tether: 'discovered', source: 'dns', upstreams: now })
-  hub.receive(1, { tether: 'discovered', source: 'kubernetes', upstreams: [] })
+  const unready = [{ id: 'web-0', url: 'http://10.0.0.5:80', weight: 1, uid: 'beef' }]
+  hub.receive(1, { tether: 'discovered', source: 'kubernetes', upstreams: [], unready })
   t.same(sent.map(([id, m]) => [id, m.tether]), [[2, 'discovered'], [2, 'discovered'], [2, 'discovered']], 'relayed to the others only')
+  t.same(sent.at(-1)?.[1], { tether: 'discovered', source: 'kubernetes', upstreams: [], unready }, 'with the pods listed not ready')
   sent.length = 0
   hub.receive(2, { tether: 'call', call: 3, op: 'snapshot', args: [] })
   t.same(sent.slice(0, 2), [
     [2, { tether: 'discovered', source: 'dns', upstreams: now }],
-    [2, { tether: 'discovered', source: 'kubernetes', upstreams: [] }],
+    [2, { tether: 'discovered', source: 'kubernetes', upstreams: [], unready }],
   ], 'the last list of each source, first')
   t.same(sent[2]?.[1].tether, 'dump', 'then the bindings')
 
@@ -148,8 +150,11 @@ t.test("the lead's discovery lists reach the other workers, and a starting worke
   t.same(out.at(-1), { tether: 'discovered', source: 'kubernetes', upstreams: [{ id: 'web-0', url: 'http://[fd00::5]:80', weight: 1, draining: true, addresses: ['http://10.0.0.5:80', 'http://[fd00::5]:80'] }] }, "with a pod's listed addresses (a peer's down about any of them is about it)")
   link.discovered('kubernetes', [{ id: 'web-0', url: 'http://10.0.0.5:80', weight: 1, uid: 'c0ffee' }])
   t.same(out.at(-1), { tether: 'discovered', source: 'kubernetes', upstreams: [{ id: 'web-0', url: 'http://10.0.0.5:80', weight: 1, uid: 'c0ffee' }] }, "with its pod's uid (another uid at the same url is a re-created pod)")
-  link.discovered('kubernetes', [{ id: 'web-0', url: 'http://10.0.0.5:80', weight: 1, uid: 'beef', unready: true }])
-  t.same(out.at(-1), { tether: 'discovered', source: 'kubernetes', upstreams: [{ id: 'web-0', url: 'http://10.0.0.5:80', weight: 1, uid: 'beef', unready: true }] }, "a pod listed not ready travels too, with its uid (the pod the workers knew under that name is gone)")
+  link.discovered('kubernetes', [{ id: 'web-0', url: 'http://10.0.0.5:80', weight: 1, uid: 'beef', unready: true }, { id: 'web-1', url: 'http://10.0.0.6:80', weight: 1 }])
+  t.same(out.at(-1), { tether: 'discovered', source: 'kubernetes', upstreams: [{ id: 'web-1', url: 'http://10.0.0.6:80', weight: 1 }], unready: [{ id: 'web-0', url: 'http://10.0.0.5:80', weight: 1, uid: 'beef' }] },
+    "a pod listed not ready travels apart, with its uid (the pod the workers knew under that name is gone; an older worker ignores it, not serving it)")
+  deliver({ tether: 'discovered', source: 'kubernetes', upstreams: [{ id: 'web-1', url: 'http://10.0.0.6:80', weight: 1 }], unready: [{ id: 'web-0', url: 'http://10.0.0.5:80', weight: 1, uid: 'beef' }] })
+  t.same(delivered.at(-1), ['kubernetes', [{ id: 'web-1', url: 'http://10.0.0.6:80', weight: 1 }, { id: 'web-0', url: 'http://10.0.0.5:80', weight: 1, uid: 'beef', unready: true }]], 'received: applied with its unready flag')
 })
 
 t.test('named sets and the checkpoint store are held by the primary for all workers', async (t) => {

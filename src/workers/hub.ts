@@ -29,7 +29,7 @@ export class Hub {
   #store: CheckpointStore | null
   readonly #sets = new Map<string, Map<string, string>>()
   /** The last list of each discovery source (a starting worker gets them before its snapshot). */
-  readonly #discovered = new Map<string, readonly WireDiscovered[]>()
+  readonly #discovered = new Map<string, { upstreams: readonly WireDiscovered[]; unready: readonly WireDiscovered[] | undefined }>()
   /**
    * Snapshots in progress: dump id -> the worker that asked, and its call; the sibling asked
    * (`from`) and whether its first chunk came (`begun`).
@@ -63,8 +63,8 @@ export class Hub {
         return
       }
       case 'discovered':
-        this.#discovered.set(m.source, m.upstreams)
-        return this.#others(from, { tether: 'discovered', source: m.source, upstreams: m.upstreams })
+        this.#discovered.set(m.source, { upstreams: m.upstreams, unready: m.unready })
+        return this.#others(from, discoveredMessage(m.source, m.upstreams, m.unready))
       case 'publish': for (const id of this.#workers.ids()) this.#workers.send(id, { tether: 'message', message: m.message }); return
       case 'call': return void this.#call(from, m.call, m.op, m.args).then(
         (value) => value !== undefined && this.#workers.send(from, { tether: 'reply', call: m.call, value }),
@@ -147,7 +147,7 @@ export class Hub {
       case 'cp.delete': return store === null ? null : store.delete(args[0] as string).then(() => null)
       case 'snapshot': {
         // the upstreams first: the bindings that follow may name discovered ones
-        for (const [source, upstreams] of this.#discovered) this.#workers.send(from, { tether: 'discovered', source, upstreams })
+        for (const [source, { upstreams, unready }] of this.#discovered) this.#workers.send(from, discoveredMessage(source, upstreams, unready))
         this.#startDump(from, call)
         return undefined
       }
@@ -155,4 +155,9 @@ export class Hub {
       default: return null
     }
   }
+}
+
+/** A `discovered` message to a worker (`unready` only when the lead sent one). */
+function discoveredMessage(source: string, upstreams: readonly WireDiscovered[], unready: readonly WireDiscovered[] | undefined): ToWorker {
+  return { tether: 'discovered', source, upstreams, ...(unready === undefined ? {} : { unready }) }
 }

@@ -40,7 +40,11 @@ export interface WireDiscovered {
   readonly url: string
   readonly weight: number
   readonly draining?: boolean
-  /** Listed but not serving (a pod not ready): its uid and addresses only (see DiscoveredUpstream). */
+  /**
+   * Listed but not serving (a pod not ready): its uid and addresses only (see DiscoveredUpstream).
+   * Never true in a message's `upstreams`: such pods travel in its `unready` list (an older
+   * worker, which ignores that list, would take them for serving pods).
+   */
   readonly unready?: boolean
   readonly addresses?: readonly string[]
   /** The pod's uid (Kubernetes); absent from an older Tether's lead. */
@@ -98,8 +102,11 @@ export type ToPrimary =
   | { readonly tether: 'writes'; readonly seq: number; readonly writes: readonly BindingWrite[] }
   /** A peer-channel broadcast (health shared between workers). */
   | { readonly tether: 'publish'; readonly message: string }
-  /** A discovery source's whole current list, from the worker running discovery (the lead). */
-  | { readonly tether: 'discovered'; readonly source: string; readonly upstreams: readonly WireDiscovered[] }
+  /**
+   * A discovery source's whole current list, from the worker running discovery (the lead);
+   * `unready`: the pods it lists not ready (their uid and addresses), apart so an older worker ignores them.
+   */
+  | { readonly tether: 'discovered'; readonly source: string; readonly upstreams: readonly WireDiscovered[]; readonly unready?: readonly WireDiscovered[] }
   /**
    * A request here waited on upstream `id` longer than the probe timeout, or its client gave up
    * waiting: the worker running the checks should probe it now.
@@ -137,8 +144,11 @@ export type ToWorker =
   | { readonly tether: 'message'; readonly message: string }
   /** Probe upstream `id` now: a request of another worker waits on it too long (to the lead only). */
   | { readonly tether: 'suspect'; readonly id: string }
-  /** A discovery source's list (relayed from the lead; the last one of each source again to a starting worker). */
-  | { readonly tether: 'discovered'; readonly source: string; readonly upstreams: readonly WireDiscovered[] }
+  /**
+   * A discovery source's list (relayed from the lead; the last one of each source again to a
+   * starting worker); `unready`: the pods it lists not ready (absent from an older lead).
+   */
+  | { readonly tether: 'discovered'; readonly source: string; readonly upstreams: readonly WireDiscovered[]; readonly unready?: readonly WireDiscovered[] }
   | { readonly tether: 'probe'; readonly id: string; readonly ok: boolean; readonly severe: boolean; readonly cause?: string | null }
   | { readonly tether: 'reply'; readonly call: number; readonly value: unknown }
   /**

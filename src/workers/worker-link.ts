@@ -262,8 +262,10 @@ export class WorkerLink {
 
   /** Tell the others a discovery source's whole current list (this worker runs discovery). */
   discovered(source: string, upstreams: readonly WireDiscovered[]): void {
-    const plain = upstreams.map(({ id, url, weight, draining, unready, addresses, uid }) => ({ id, url, weight, ...(draining === true ? { draining } : {}), ...(unready === true ? { unready } : {}), ...(addresses === undefined ? {} : { addresses }), ...(uid === undefined ? {} : { uid }) }))
-    this.#send({ tether: 'discovered', source, upstreams: plain })
+    const plain = (list: readonly WireDiscovered[]): WireDiscovered[] => list.map(({ id, url, weight, draining, addresses, uid }) => ({ id, url, weight, ...(draining === true ? { draining } : {}), ...(addresses === undefined ? {} : { addresses }), ...(uid === undefined ? {} : { uid }) }))
+    // pods listed not ready go apart: an older worker ignores them (in `upstreams` it would serve them)
+    const unready = upstreams.filter((u) => u.unready === true)
+    this.#send({ tether: 'discovered', source, upstreams: plain(upstreams.filter((u) => u.unready !== true)), ...(unready.length === 0 ? {} : { unready: plain(unready) }) })
   }
 
   /** Does this worker run the active checks and discovery? */
@@ -362,7 +364,7 @@ export class WorkerLink {
       case 'probe':
         if (this.#holdProbes && this.#held !== null) return void this.#held.push({ probe: [m.id, m.ok, m.severe, m.cause ?? null] })
         return void p?.applyProbe(m.id, m.ok, m.severe, m.cause ?? null)
-      case 'discovered': return void p?.discovered(m.source, m.upstreams)
+      case 'discovered': return void p?.discovered(m.source, [...m.upstreams, ...(m.unready ?? []).map((u) => ({ ...u, unready: true }))])
       case 'suspect': return void p?.probeSoon(m.id)
       case 'reply': return this.#settle(m.call, m.value)
       case 'snapshot-chunk': return void this.#calls.get(m.call)?.chunk?.(m.entries, m.records, m.health)
