@@ -352,8 +352,7 @@ t.test('a StatefulSet pod re-created at the same address and listed not ready (a
   await waitFor(async () => !(await ids()).includes('web-0'), 5_000, 'web-0 gone from the set (not draining for drain_timeout)')
   for (const u of theirs) {
     const a = await ask(u)
-    t.same([a.id, a.n, a.rehydrated], ['web-1', 4, true], `${u}: moved to web-1 with its state (counter 4), not sent to the new pod`)
-    t.match(a.moved, /^from=web-0; /, `${u}: told it moved from web-0`)
+    t.same([a.id, a.n, a.rehydrated, a.moved], ['web-1', 4, true, 'from=web-0; reason=drain; epoch=1'], `${u}: moved to web-1 with its state (counter 4), not sent to the new pod`)
   }
   t.equal(log.records.filter((r) => r['msg'] === REPLACED).length, 0, 'no replacement: the old pod left')
 

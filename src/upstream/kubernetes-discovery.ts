@@ -37,7 +37,10 @@ export class KubernetesDiscoveryError extends Error {
 }
 
 export interface KubernetesDiscoveryHooks {
-  /** The upstream set changed (ids, urls, weights or draining flags). Never empty. Must not throw. */
+  /**
+   * The upstream set changed (ids, urls, weights, draining or unready flags). Never without a
+   * serving or draining pod (pods listed not ready come as `unready`). Must not throw.
+   */
   onChange(upstreams: readonly DiscoveredUpstream[]): void
   /**
    * A problem; the last known set stays. Called for every failed request and every slice or
@@ -159,7 +162,7 @@ export class KubernetesDiscovery {
     await Promise.all([this.#slices.stop(), this.#service?.stop()])
   }
 
-  /** The last reported set (sorted by id, frozen); empty until a list found a serving endpoint. */
+  /** The last reported set (sorted by id, frozen; pods listed not ready among it as `unready`); empty until a list found a serving endpoint. */
   current(): readonly DiscoveredUpstream[] {
     return this.#current
   }
