@@ -6,7 +6,8 @@
 // every pod is terminating, those still serving take new users (no 503) until a pod is ready.
 // Replicas that kept different addresses of one pod apply each other's `down` about it, and
 // requests failing on a re-created pod's old address do not count against the new one. A pod
-// re-created at the same address (another targetRef.uid) is a replaced replica too.
+// re-created at the same address (another targetRef.uid) is a replaced replica too; listed not
+// ready first, the old pod leaves at once (its users move with their state, not to the new pod).
 import t, { type Test } from 'tap'
 import http from 'node:http'
 import net from 'node:net'
