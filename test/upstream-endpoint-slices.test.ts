@@ -181,3 +181,20 @@ t.test('sameUpstreams compares ids, urls, weights, draining and unready flags an
   t.ok(sameUpstreams([{ ...a[0]!, addresses: both }], [{ ...a[0]!, addresses: [...both] }]))
   t.notOk(sameUpstreams(a, []))
 })
+
+t.test("dual stack, a pod re-created under its name: the role is the kept url's pod's, not the best of two pods' listings", async (t) => {
+  // web-0 (uid old) was at 10.0.0.5 / fd00::5; deleted and re-created at 10.0.0.9 / fd00::9. The
+  // IPv4 slice lists the new pod, not ready yet; the IPv6 slice still the old one, terminating
+  const v4 = endpointSlice('web-v4', 'web', [{ pod: 'web-0', ip: '10.0.0.9', uid: 'new', ready: false, serving: false }, { pod: 'web-1', ip: '10.0.0.6' }])
+  const v6 = (c: { ready?: boolean; serving?: boolean; terminating?: boolean }) => endpointSlice('web-v6', 'web', [{ pod: 'web-0', ip: 'fd00::5', uid: 'old', ...c }, { pod: 'web-1', ip: 'fd00::6' }], { addressType: 'IPv6' })
+  const previous = [{ id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, uid: 'old' }]
+  const web0 = (slices: ReturnType<typeof endpointSlice>[], before = previous) => upstreamsFromSlices(slices, 'http', undefined, before).upstreams.find((u) => u.id === 'web-0')
+  const addresses = ['http://10.0.0.9:8080', 'http://[fd00::5]:8080']
+  t.same(web0([v4, v6({ terminating: true, serving: true })]), { id: 'web-0', url: 'http://10.0.0.9:8080', weight: 1, uid: 'new', addresses, unready: true },
+    "kept at the new pod's address: not ready (not draining there because the old pod still serves in the other family)")
+  t.same(web0([v4, v6({})]), { id: 'web-0', url: 'http://10.0.0.9:8080', weight: 1, uid: 'new', addresses, unready: true }, 'nor serving there')
+  t.same(web0([v4, v6({ terminating: true, serving: true })], [{ id: 'web-0', url: 'http://[fd00::5]:8080', weight: 1, uid: 'old' }]),
+    { id: 'web-0', url: 'http://[fd00::5]:8080', weight: 1, uid: 'old', addresses, draining: true }, "kept at the old pod's address: the old pod's role")
+  const noUid = { ...v4, endpoints: [{ addresses: ['10.0.0.5'], targetRef: { kind: 'Pod', name: 'web-0' }, conditions: { ready: false, serving: false } }] }
+  t.same(web0([noUid, v6({})]), { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, addresses: ['http://10.0.0.5:8080', 'http://[fd00::5]:8080'] }, 'a listing without a uid is the same pod: the best role')
+})

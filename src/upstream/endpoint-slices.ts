@@ -106,7 +106,8 @@ const RANK = { out: 0, draining: 1, serving: 2 } as const
  * one; url = `http://<first address>:<port>`. `port` is a Service port name (looked up in each
  * slice's TCP ports) or the pods' port number. A pod listed twice (two slices during a
  * rebalance, or IPv4 and IPv6 slices of a dual-stack Service) counts once, with its best role
- * (serving over draining) and the address of its first slice by IPv4, IPv6, FQDN, then slice
+ * (serving over draining) among the listings of the pod uid at its url (a pod re-created under
+ * its name is another pod) and the address of its first slice by IPv4, IPv6, FQDN, then slice
  * name, whatever its role there: the two families' slices are updated one after the other,
  * and the url stays the same meanwhile (it flipped with the role). A pod in `previous` (the
  * set in use) keeps its url while that address is still listed for it, in any slice
@@ -136,7 +137,8 @@ export function upstreamsFromSlices(
   // there, and its best role over all slices; the slices of two families are updated one after
   // the other, and an address chosen by role flipped between them at each readiness change
   // `uids[i]`: the pod uid of the endpoint that listed `urls[i]` (undefined: none given)
-  const byId = new Map<string, { urls: string[]; uids: (string | undefined)[]; weight: number; role: 'serving' | 'draining' | 'out' }>()
+  // `roles[i]`: the role of the endpoint that listed `urls[i]`
+  const byId = new Map<string, { urls: string[]; uids: (string | undefined)[]; roles: EndpointRole[]; weight: number }>()
   const slicesWithoutPort: string[] = []
   for (const slice of ordered) {
     const number = typeof port === 'number' ? port : namedPort(slice, port)
@@ -153,15 +155,16 @@ export function upstreamsFromSlices(
       const urls = addresses.map((a) => upstreamUrl(a, number))
       const uid = pod !== null && typeof endpoint.targetRef?.uid === 'string' && endpoint.targetRef.uid !== '' ? endpoint.targetRef.uid : undefined
       const uids = urls.map(() => uid)
+      const roles = urls.map(() => role)
       const seen = byId.get(id)
       if (seen !== undefined) {
-        if (RANK[role] > RANK[seen.role]) seen.role = role
         seen.urls.push(...urls)
         seen.uids.push(...uids)
+        seen.roles.push(...roles)
         continue
       }
       const weight = pod === null ? weights.others : (weights.byPod.get(pod) ?? weights.others)
-      byId.set(id, { urls, uids, weight, role })
+      byId.set(id, { urls, uids, roles, weight })
     }
   }
   const had = new Map(previous.map((u) => [u.id, u.url]))
@@ -172,7 +175,11 @@ export function upstreamsFromSlices(
     // the uid of the pod at the url kept (its first listing): while a pod is re-created, one
     // family's slice may list the new pod and the other's still the old one
     const uid = e.uids[e.urls.indexOf(url)]
-    found.push(Object.freeze({ id, url, weight: e.weight, ...(addresses === undefined ? {} : { addresses }), ...(uid === undefined ? {} : { uid }), ...(e.role === 'draining' ? { draining: true } : {}), ...(e.role === 'out' ? { unready: true } : {}) }))
+    // its best role over the listings of that pod (another uid is another pod: while a pod is
+    // re-created, the old one still serving in one family must not make the new one, not ready
+    // at the url kept, serve or drain there); a listing without a uid counts as the same pod
+    const role = e.roles.reduce<EndpointRole>((best, r, i) => (RANK[r] > RANK[best] && (uid === undefined || e.uids[i] === undefined || e.uids[i] === uid) ? r : best), 'out')
+    found.push(Object.freeze({ id, url, weight: e.weight, ...(addresses === undefined ? {} : { addresses }), ...(uid === undefined ? {} : { uid }), ...(role === 'draining' ? { draining: true } : {}), ...(role === 'out' ? { unready: true } : {}) }))
   }
   // No endpoint ready but some terminating ones still serving (every pod of a Deployment
   // replaced at once, a one-replica rollout with maxSurge 0): they take new users, as kube-proxy
