@@ -198,3 +198,14 @@ t.test("dual stack, a pod re-created under its name: the role is the kept url's 
   const noUid = { ...v4, endpoints: [{ addresses: ['10.0.0.5'], targetRef: { kind: 'Pod', name: 'web-0' }, conditions: { ready: false, serving: false } }] }
   t.same(web0([noUid, v6({})]), { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, addresses: ['http://10.0.0.5:8080', 'http://[fd00::5]:8080'] }, 'a listing without a uid is the same pod: the best role')
 })
+
+t.test('a pod listed twice at its url under two uids (a stale listing of the pod it replaced in another slice): the uid known is kept, with its role', async (t) => {
+  const a = (c: { ready?: boolean; serving?: boolean }) => endpointSlice('web-a', 'web', [{ pod: 'web-0', ip: '10.0.0.5', uid: 'old', ...c }])
+  const b = (c: { ready?: boolean; serving?: boolean }) => endpointSlice('web-b', 'web', [{ pod: 'web-0', ip: '10.0.0.5', uid: 'cur', ...c }, { pod: 'web-1', ip: '10.0.0.6' }])
+  const previous = [{ id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, uid: 'cur' }]
+  const web0 = (slices: ReturnType<typeof endpointSlice>[]) => upstreamsFromSlices(slices, 'http', undefined, previous).upstreams.find((u) => u.id === 'web-0')
+  const out = { ready: false, serving: false }
+  t.same(web0([a(out), b({})]), { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, uid: 'cur' }, 'the pod known, ready: serving under its uid (not the stale not-ready one)')
+  t.same(web0([a(out), b(out)]), { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, uid: 'cur', unready: true }, 'the pod known, not ready for a moment: unready under its own uid (it drains, not leaves)')
+  t.equal(upstreamsFromSlices([a(out), b({})], 'http').upstreams.find((u) => u.id === 'web-0')?.uid, 'old', 'no uid known: the first listing (by slice name), as before')
+})

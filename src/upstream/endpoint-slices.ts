@@ -114,8 +114,9 @@ const RANK = { out: 0, draining: 1, serving: 2 } as const
  * or position: a slice update that reorders or adds addresses does not move it (a url change
  * is a pod re-created elsewhere, whose users are rehydrated). A pod listed at more than one
  * address carries them all in `addresses` (a peer's `down` about any of them is about it), and
- * `uid`, the `targetRef.uid` of the endpoint that listed its url (a pod re-created with its
- * name at the same address is told apart by it). When no endpoint is
+ * `uid`, the `targetRef.uid` of the endpoint that listed its url (the one in `previous` when
+ * several did and it is among them; a pod re-created with its name at the same address is
+ * told apart by it). When no endpoint is
  * serving, the draining ones are not draining: they take new users (kube-proxy's fallback to
  * serving-terminating endpoints), so the pool never answers 503 while pods still serve.
  * Example: a slice with web-0 ready at 10.0.0.5 and web-1 terminating (serving) at 10.0.0.6,
@@ -167,14 +168,17 @@ export function upstreamsFromSlices(
       byId.set(id, { urls, uids, roles, weight })
     }
   }
-  const had = new Map(previous.map((u) => [u.id, u.url]))
+  const had = new Map(previous.map((u) => [u.id, u]))
   let found: DiscoveredUpstream[] = []
   for (const [id, e] of byId) {
     const addresses = listedAddresses(e.urls)
-    const url = keptUrl(had.get(id), e.urls)
+    const before = had.get(id)
+    const url = keptUrl(before?.url, e.urls)
     // the uid of the pod at the url kept (its first listing): while a pod is re-created, one
-    // family's slice may list the new pod and the other's still the old one
-    const uid = e.uids[e.urls.indexOf(url)]
+    // family's slice may list the new pod and the other's still the old one. The uid known
+    // when it is listed at that url too: a stale listing of the pod it replaced at the same
+    // address, in another slice, must not pass for it (nor lend it its role)
+    const uid = before?.uid !== undefined && e.urls.some((u, i) => u === url && e.uids[i] === before.uid) ? before.uid : e.uids[e.urls.indexOf(url)]
     // its best role over the listings of that pod (another uid is another pod: while a pod is
     // re-created, the old one still serving in one family must not make the new one, not ready
     // at the url kept, serve or drain there); a listing without a uid counts as the same pod
