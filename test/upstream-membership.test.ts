@@ -5,6 +5,8 @@ import t from 'tap'
 import { Membership } from '../src/upstream/membership.js'
 import { isReplacement, type DiscoveredUpstream } from '../src/upstream/upstream-set.js'
 import { FakeTimers } from './fixtures/timers.js'
+import { upstreamsFromSlices } from '../src/upstream/endpoint-slices.js'
+import { endpointSlice } from './fixtures/kube-api-server.js'
 
 const DRAIN = 60_000
 const up = (id: string, extra: Partial<DiscoveredUpstream> = {}): DiscoveredUpstream => ({ id, url: `http://${id}.test:8080`, weight: 1, ...extra })
@@ -173,4 +175,28 @@ t.test("a leaving upstream whose address another pod has, listed not ready, leav
   t.same(membership.current().ids, ['web-0', 'web-1'], 'web-0 not ready at its own address: it drains')
   membership.setDiscovered([at('web-1', '10.0.0.11'), at('web-2', '10.0.0.10', { unready: true })], 'kubernetes')
   t.same(membership.current().ids, ['web-1'], "web-2, not ready yet, is listed at web-0's address: web-0 leaves now")
+})
+
+t.test('from the slices: a dual-stack pod whose readiness fails for a moment drains (never leaves at once), in one family or both; re-created under another uid it leaves at once', async (t) => {
+  const { membership, timers, calls } = setup()
+  type C = { ready?: boolean; serving?: boolean; terminating?: boolean; uid?: string; ip?: string }
+  const slices = (c4: C, c6: C) => [
+    endpointSlice('web-v4', 'web', [{ pod: 'web-0', ip: '10.0.0.5', uid: 'a', ...c4 }, { pod: 'web-1', ip: '10.0.0.6', uid: 'w1' }]),
+    endpointSlice('web-v6', 'web', [{ pod: 'web-0', ip: 'fd00::5', uid: 'a', ...c6 }, { pod: 'web-1', ip: 'fd00::6', uid: 'w1' }], { addressType: 'IPv6' }),
+  ]
+  const apply = (c4: C, c6: C): void => membership.setDiscovered(upstreamsFromSlices(slices(c4, c6) as never, 'http', undefined, membership.current().list).upstreams, 'kubernetes')
+  const notReady = { ready: false, serving: false }
+  apply({}, {})
+  apply(notReady, {})
+  apply(notReady, notReady)
+  t.same(membership.current().ids, ['web-0', 'web-1'], 'not ready in both families: still in the set, draining')
+  t.same(calls.filter((c) => c.startsWith('drain')), ['drain web-0'])
+  apply({}, notReady)
+  apply({}, {})
+  t.same(calls.filter((c) => !c.startsWith('set')), ['drain web-0', 'undrain web-0'], 'ready again: undrained, never removed')
+  timers.advance(DRAIN)
+  t.same(membership.current().get('web-0')?.uid, 'a')
+  calls.length = 0
+  apply({ ...notReady, uid: 'b', ip: '10.0.0.9' }, { terminating: true, serving: true })
+  t.same(membership.current().ids, ['web-1'], "re-created (IPv4 lists the new pod, IPv6 still the old one serving): web-0 leaves at once")
 })
