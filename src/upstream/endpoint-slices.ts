@@ -135,7 +135,7 @@ export function upstreamsFromSlices(
   const ordered = [...slices].sort((a, b) =>
     (FAMILY_ORDER[a.addressType ?? ''] ?? 3) - (FAMILY_ORDER[b.addressType ?? ''] ?? 3) || compare(a.metadata?.name ?? '', b.metadata?.name ?? ''))
   // per endpoint: its address from the first slice (by family) that lists it, whatever its role
-  // there, and its best role over all slices; the slices of two families are updated one after
+  // there, and its best role over the slices listing that pod uid; the slices of two families are updated one after
   // the other, and an address chosen by role flipped between them at each readiness change
   // `uids[i]`: the pod uid of the endpoint that listed `urls[i]` (undefined: none given)
   // `roles[i]`: the role of the endpoint that listed `urls[i]`
