@@ -8,6 +8,8 @@ import { startTether, type Tether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { startUpstream, testConfig, type Upstream } from './fixtures/upstream.js'
 import { CookieJar } from './fixtures/users.js'
+import { LogCapture } from './fixtures/log-capture.js'
+import { waitFor } from './fixtures/wait.js'
 
 /** An app replica that counts per user and speaks the protocol (state = the count). */
 async function counterApp(id: string, opts: { version?: boolean; hookPath?: string; stateBytes?: number } = {}): Promise<Upstream & { heads: http.IncomingHttpHeaders[] }> {
@@ -377,7 +379,7 @@ t.test('a reload that removes the upstream a user is moving to while its hook ru
  * is called, the home answers 300 ms later. The requests seen are "id" or "id:hook" (a
  * replacement's id has a "'"). An upstream that already ran a hook answers a request at once.
  */
-async function hedgeThroughHook(t: Test, onHook: (id: string, res: http.ServerResponse, tether: Tether, newer: Map<string, Upstream>, hookOver: () => void) => void): Promise<{ status: number; id: string; home: string; other: string; requests: string[] }> {
+async function hedgeThroughHook(t: Test, onHook: (id: string, res: http.ServerResponse, tether: Tether, newer: Map<string, Upstream>, hookOver: () => void) => void): Promise<{ status: number; id: string; home: string; other: string; requests: string[]; access: Record<string, unknown> | undefined }> {
   const hookPath = '/_tether/rehydrate'
   let phase = 1
   const requests: string[] = []
@@ -402,7 +404,8 @@ async function hedgeThroughHook(t: Test, onHook: (id: string, res: http.ServerRe
     req.resume()
     res.end(JSON.stringify({ id: `${u.id}'`, n: 1 }))
   }))
-  const tether = await startTether(testConfig(ups, { state: { rehydrate: 'hook', hook_path: hookPath }, retries: { hedge_after: 100 } }), { logger: createLogger('silent') })
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig(ups, { state: { rehydrate: 'hook', hook_path: hookPath }, retries: { hedge_after: 100 } }), { logger: createLogger('info', logs) })
   t.teardown(async () => { await tether.close(0); await Promise.all([...ups, ...newer.values()].map((u) => u.close())) })
   const jar = new CookieJar()
   jar.cookies.set('user', 'u1')
@@ -410,7 +413,9 @@ async function hedgeThroughHook(t: Test, onHook: (id: string, res: http.ServerRe
   phase = 2
   requests.length = 0
   const r = await get(tether.url, jar)
-  return { status: r.status, id: r.body.id, home, other: ups.find((u) => u.id !== home)!.id, requests }
+  // the access line is written as the answer ends (before the client reads its end)
+  await waitFor(() => logs.access().length === 2, 5_000, 'the access line')
+  return { status: r.status, id: r.body.id, home, other: ups.find((u) => u.id !== home)!.id, requests, access: logs.access()[1] }
 }
 
 t.test("a hedge whose upstream is replaced (another url) while its hook runs is not sent: the first attempt answers, no process gets the request without its state", async (t) => {
@@ -423,6 +428,7 @@ t.test("a hedge whose upstream is replaced (another url) while its hook runs is 
   t.equal(r.status, 200)
   t.equal(r.id, r.home, 'the first attempt answered')
   t.same(r.requests, [r.home, `${r.other}:hook`], 'the hedge stopped after its hook: neither the replaced process nor its new one got the request')
+  t.match(r.access, { upstream: r.home, outcome: 'ok' }, 'the access line is the first attempt\'s: no rehydration of the unsent hedge claimed')
 })
 
 t.test("a streamed POST whose body goes past retries.replay_buffer_bytes around the 431 (state in a header) is never sent again truncated: whole without the state, or the 431", async (t) => {
@@ -530,6 +536,32 @@ t.test("a streamed POST whose body goes past retries.replay_buffer_bytes around 
   t.same(bodies.map((b) => b.state), [true], 'the request was not sent again')
 })
 
+t.test("a hedge that carried the state but lost to the first attempt: the access line claims no rehydration", async (t) => {
+  let phase = 1
+  const app = (id: string, slow: number) => startUpstream(id, (req, res) => {
+    req.resume()
+    if (phase === 1) return void res.writeHead(200, { 'x-tether-state': 'n' }).end(JSON.stringify({ id, n: 1 }))
+    setTimeout(() => res.end(JSON.stringify({ id, n: 2 })), slow)
+  })
+  const ups = [await app('a', 300), await app('b', 3_000)]
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig(ups, { retries: { hedge_after: 100 } }), { logger: createLogger('info', logs) })
+  t.teardown(async () => { await tether.close(0); await Promise.all(ups.map((u) => u.close())) })
+  // a user on a (slow: each request is hedged onto b, which is slower still)
+  let jar = new CookieJar()
+  for (let i = 0; ; i++) {
+    jar = new CookieJar()
+    jar.cookies.set('user', `w${i}`)
+    if ((await get(tether.url, jar)).body.id === 'a') break
+  }
+  phase = 2
+  const before = logs.access().length
+  const r = await get(tether.url, jar)
+  t.equal(r.body.id, 'a', 'the first attempt answered')
+  await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')
+  t.match(logs.access()[before], { upstream: 'a', outcome: 'ok' }, "the first attempt's line: the hedge's delivered state is not claimed")
+})
+
 t.test("a hedge whose rehydration hook fails (health took its upstream out while the state was posted) is not sent: the first attempt answers", async (t) => {
   const r = await hedgeThroughHook(t, (id, res, tether, _newer, hookOver) => {
     // the upstream is taken out (as health does a frozen one) while its hook waits: the hook is stopped
@@ -539,4 +571,5 @@ t.test("a hedge whose rehydration hook fails (health took its upstream out while
   t.equal(r.status, 200)
   t.equal(r.id, r.home, 'the first attempt answered')
   t.same(r.requests, [r.home, `${r.other}:hook`], 'the hedge stopped after its failed hook: its upstream did not get the request without the state')
+  t.match(r.access, { upstream: r.home, outcome: 'ok' }, 'the access line is the first attempt\'s: no rehydration of the unsent hedge claimed')
 })

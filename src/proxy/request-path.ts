@@ -546,6 +546,10 @@ export class RequestPath {
       return first.result
     }
     const h2 = this.#headers(ctx, d2, up2)
+    // what the hedge's rehydration finds is the hedge's: the first attempt's (for its access
+    // line, and a retry after it) is put back unless the hedge answers
+    const { rehydrate, heldState } = ctx
+    const own = (): void => { ctx.rehydrate = rehydrate; ctx.heldState = heldState }
     const hookFailed = d2.moved === null ? null : await this.#rehydrate(ctx, d2, h2)
     ctx.rehydrateBytes = 0
     // answered meanwhile, or the hedge's state did not reach its upstream: its hook failed (the
@@ -555,6 +559,7 @@ export class RequestPath {
     // attempt is still out, and if it fails, the retry decides again on the current set
     if (first.attempt.answered || hookFailed !== null || (d2.moved !== null && !this.#current(up2))) {
       router.settle(d2)
+      own()
       return first.result
     }
     logger.debug({ request_id: ctx.id, upstream: d.upstream, hedge: d2.upstream }, 'no answer head yet: hedging on the next upstream')
@@ -571,6 +576,7 @@ export class RequestPath {
     const [ra, rb] = await Promise.all([first.result, second.result])
     ctx.onAnswering = null
     if (ctx.answering === second.attempt) return rb
+    own()
     if (ctx.answering === first.attempt) return ra
     // neither answered: both count as tried, the first one's failure decides what follows
     ;(ctx.tried ??= new Set()).add(d2.upstream)
