@@ -536,6 +536,20 @@ t.test("a streamed POST whose body goes past retries.replay_buffer_bytes around 
   t.same(bodies.map((b) => b.state), [true], 'the request was not sent again')
 })
 
+t.test("a hedge whose rehydration hook hangs is stopped when the first attempt answers: the request ends then, not at the hook's timeout", async (t) => {
+  let hook: http.ServerResponse | null = null
+  const r = await hedgeThroughHook(t, (_id, res, _tether, _newer, hookOver) => {
+    // the hedge's upstream takes the state and never answers it (frozen); the home answers
+    hook = res
+    hookOver()
+  })
+  t.equal(r.status, 200)
+  t.equal(r.id, r.home, 'the first attempt answered')
+  t.match(r.access, { upstream: r.home, outcome: 'ok' }, 'its access line written as it ended (within seconds, not timeouts.response_headers)')
+  await waitFor(() => hook!.destroyed, 5_000, 'the hung hook to be stopped')
+  t.same(r.requests, [r.home, `${r.other}:hook`], 'the hedge was not sent')
+})
+
 t.test("a hedge that carried the state but lost to the first attempt: the access line claims no rehydration", async (t) => {
   let phase = 1
   const app = (id: string, slow: number) => startUpstream(id, (req, res) => {

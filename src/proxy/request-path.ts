@@ -366,7 +366,7 @@ export class RequestPath {
    * not reach the upstream (see {@link #postHook}): its failure, for the request to go on to
    * the next upstream.
    */
-  async #rehydrate(ctx: RequestContext, d: Decision, headers: string[]): Promise<Extract<Outcome, { kind: 'error' }> | null> {
+  async #rehydrate(ctx: RequestContext, d: Decision, headers: string[], cancel: AbortSignal | null = null): Promise<Extract<Outcome, { kind: 'error' }> | null> {
     const state = this.#d.state
     const key = d.sessionKey
     if (state === null || key === null || d.moved === null) return null
@@ -386,7 +386,7 @@ export class RequestPath {
         headers.push(TETHER_HEADER.rehydrate, r.checkpoint.value, TETHER_HEADER.previousUpstream, d.moved.from)
         ctx.rehydrateBytes = Buffer.byteLength(r.checkpoint.value)
       } else {
-        const failed = await this.#postHook(ctx, d, r.checkpoint.value)
+        const failed = await this.#postHook(ctx, d, r.checkpoint.value, cancel)
         if (failed !== null) return failed
       }
     } else ctx.rehydrate = r.status === 'missing' ? 'none' : 'unavailable'
@@ -418,10 +418,11 @@ export class RequestPath {
   /**
    * POST the state to the new upstream's hook before the request. It waits like a request on
    * that upstream: counted in flight, so health taking the upstream out (a frozen replica)
-   * stops it. Stopped, or the connection failed: that failure (the request is sent elsewhere);
-   * any other outcome is logged and the request goes on.
+   * stops it. Stopped (by health, or `cancel`: a hedge's first attempt answered), or the
+   * connection failed: that failure (the request is sent elsewhere, or not at all); any other
+   * outcome is logged and the request goes on.
    */
-  async #postHook(ctx: RequestContext, d: Decision, value: string): Promise<Extract<Outcome, { kind: 'error' }> | null> {
+  async #postHook(ctx: RequestContext, d: Decision, value: string, cancel: AbortSignal | null): Promise<Extract<Outcome, { kind: 'error' }> | null> {
     const headers = ['content-type', 'application/octet-stream', TETHER_HEADER.epoch, String(d.epoch), TETHER_HEADER.previousUpstream, d.moved!.from]
     const cookie = ctx.req.headers.cookie
     if (cookie !== undefined) headers.push('cookie', cookie)
@@ -429,8 +430,12 @@ export class RequestPath {
     let stopped: ErrorCode | null = null
     const waiting = { answered: false, stop: (code: ErrorCode): void => { stopped ??= code; abort.abort() } }
     this.#d.inFlight.add(waiting, d.upstream)
+    const cancelled = (): void => waiting.stop('TETHER_UPSTREAM_UNAVAILABLE')
+    if (cancel?.aborted === true) cancelled()
+    else cancel?.addEventListener('abort', cancelled, { once: true })
     const at = this.#d.upstreams().get(d.upstream)
     const r = await this.#d.http.call(d.upstream, 'POST', this.#hook!, headers, value, this.config.timeouts.response_headers, abort.signal)
+    cancel?.removeEventListener('abort', cancelled)
     this.#d.inFlight.remove(waiting, d.upstream)
     if (stopped !== null) return { kind: 'error', code: stopped, connect: true }
     if (r.status === 0 && r.error !== null) {
@@ -550,7 +555,12 @@ export class RequestPath {
     // line, and a retry after it) is put back unless the hedge answers
     const { rehydrate, heldState } = ctx
     const own = (): void => { ctx.rehydrate = rehydrate; ctx.heldState = heldState }
-    const hookFailed = d2.moved === null ? null : await this.#rehydrate(ctx, d2, h2)
+    // the first attempt answering meanwhile stops the hedge's hook (on a frozen upstream it
+    // would hold the request's end, its access line, for up to timeouts.response_headers)
+    const answered = new AbortController()
+    ctx.onAnswering = () => answered.abort()
+    const hookFailed = d2.moved === null ? null : await this.#rehydrate(ctx, d2, h2, answered.signal)
+    ctx.onAnswering = null
     ctx.rehydrateBytes = 0
     // answered meanwhile, or the hedge's state did not reach its upstream: its hook failed (the
     // connection, or health took the upstream out), or the upstream was replaced (another url
