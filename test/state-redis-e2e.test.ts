@@ -346,3 +346,45 @@ t.test("a user moved while Redis is down starts their state again: once Redis is
   r = await go()
   t.same(r.slice(1), ['4'], "the next move delivers the second replica's state (3), not the first's (5)")
 })
+
+t.test("a user moved by a hedge while Redis is down starts their state again: once Redis is back, the new replica's first checkpoint replaces the old one whatever the versions", async (t) => {
+  const own = await startRedis()
+  t.teardown(() => own.stop())
+  let frozen = '' // the replica that takes requests and never answers them
+  const apps = await Promise.all(['a', 'b', 'c'].map((id) => {
+    const n = new Map<string, number>()
+    return startUpstream(id, (req, res) => {
+      if (id === frozen) return
+      const user = String(req.headers['x-user'])
+      const restored = req.headers['x-tether-rehydrate']
+      const next = (restored !== undefined ? Number(restored) : n.get(user) ?? 0) + 1
+      n.set(user, next)
+      res.writeHead(200, { 'x-tether-state': String(next), 'x-tether-state-version': String(next) }).end(`${id} ${next}`)
+    })
+  }))
+  t.teardown(() => Promise.all(apps.map((a) => a.close())))
+  const tt = await startTether(testConfig(apps, {
+    affinity: { key: 'header', header: { name: 'x-user' } },
+    state: { store: 'redis', timeout: 150, redis: { url: own.url, key_prefix: 'hedged-again:' } },
+    retries: { hedge_after: 100 },
+  }), { logger: createLogger('silent') })
+  t.teardown(() => tt.close(0))
+  const go = async (): Promise<string[]> => (await get(tt.url, new http.Agent(), { 'x-user': 'u1' })).body.split(' ')
+  let r = await go()
+  for (let i = 0; i < 4; i++) r = await go()
+  const first = r[0]!
+  t.equal(r[1], '5', 'version 5 stored from the first replica')
+  await redisCli(own.port, 'SAVE') // kept across the outage
+  await own.kill()
+  await waitFor(async () => (await metric(tt, 'tether_redis_up')) === 0, 10_000, 'Tether to see Redis down')
+  frozen = first // its replica freezes: the request is hedged
+  r = await go()
+  const second = r[0]!
+  t.not(second, first, 'the hedge answered, on another replica')
+  t.equal(r[1], '1', 'without state (Redis down): its versions start again')
+  await own.restart()
+  await waitFor(async () => (await metric(tt, 'tether_redis_up')) === 1, 10_000, 'Tether back on Redis')
+  t.same(await go(), [second, '2'], 'the user moved with the hedge')
+  t.same(await go(), [second, '3'])
+  t.equal(await metric(tt, 'tether_checkpoints_total{result="stale"}'), 0, 'versions 2 and 3 stored, not refused as older than 5')
+})

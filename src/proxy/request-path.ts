@@ -582,6 +582,9 @@ export class RequestPath {
       if (ctx.answering === first.attempt) return second.attempt.stop('TETHER_UPSTREAM_UNAVAILABLE')
       first.attempt.stop('TETHER_UPSTREAM_UNAVAILABLE')
       if (d2.moved !== null && d.moved === null) this.#moved(d2, d2.moved)
+      // the hedge's upstream starts without the user's state (the store did not answer): its
+      // first checkpoint replaces the old one, as after any such move (see #serve)
+      if (d2.moved !== null && ctx.rehydrate === 'unavailable' && d2.sessionKey !== null) this.#d.state?.restarted(d2.sessionKey, d2.epoch)
     }
     const [ra, rb] = await Promise.all([first.result, second.result])
     ctx.onAnswering = null
