@@ -378,8 +378,9 @@ t.test('a reload that removes the upstream a user is moving to while its hook ru
  * hook runs `onHook` (given the replacement processes each id may be moved to); once `hookOver`
  * is called, the home answers 300 ms later. The requests seen are "id" or "id:hook" (a
  * replacement's id has a "'"). An upstream that already ran a hook answers a request at once.
+ * With `homeFails`, the home resets the connection instead of answering.
  */
-async function hedgeThroughHook(t: Test, onHook: (id: string, res: http.ServerResponse, tether: Tether, newer: Map<string, Upstream>, hookOver: () => void) => void): Promise<{ status: number; id: string; home: string; other: string; requests: string[]; access: Record<string, unknown> | undefined }> {
+async function hedgeThroughHook(t: Test, onHook: (id: string, res: http.ServerResponse, tether: Tether, newer: Map<string, Upstream>, hookOver: () => void) => void, homeFails = false): Promise<{ status: number; id: string; home: string; other: string; requests: string[]; access: Record<string, unknown> | undefined }> {
   const hookPath = '/_tether/rehydrate'
   let phase = 1
   const requests: string[] = []
@@ -395,7 +396,7 @@ async function hedgeThroughHook(t: Test, onHook: (id: string, res: http.ServerRe
     if (phase === 1) return void res.writeHead(200, { 'x-tether-state': 'n' }).end(JSON.stringify({ id, n: 1 }))
     if (requests.includes(`${id}:hook`)) return void res.end(JSON.stringify({ id, n: 1 })) // the hedge
     // the home is slow (so the request is hedged), and answers once the hedge's hook is over
-    void over.then(() => setTimeout(() => res.end(JSON.stringify({ id, n: 2 })), 300))
+    void over.then(() => setTimeout(() => (homeFails ? req.socket.destroy() : res.end(JSON.stringify({ id, n: 2 }))), 300))
   })
   const ups = [await app('a'), await app('b')]
   const newer = new Map<string, Upstream>()
@@ -429,6 +430,18 @@ t.test("a hedge whose upstream is replaced (another url) while its hook runs is 
   t.equal(r.id, r.home, 'the first attempt answered')
   t.same(r.requests, [r.home, `${r.other}:hook`], 'the hedge stopped after its hook: neither the replaced process nor its new one got the request')
   t.match(r.access, { upstream: r.home, outcome: 'ok' }, 'the access line is the first attempt\'s: no rehydration of the unsent hedge claimed')
+})
+
+t.test("a hedge not sent (its upstream replaced during the hook) and a first attempt that then fails: the retry goes to the id's new process, with the state through its hook", async (t) => {
+  const r = await hedgeThroughHook(t, (id, res, tether, newer, hookOver) => {
+    tether.reload({ ...tether.config, upstreams: tether.config.upstreams.map((u) => (u.id === id ? { ...u, url: newer.get(id)!.url } : u)) })
+    res.end('restored')
+    hookOver()
+  }, true)
+  t.equal(r.status, 200)
+  t.equal(r.id, `${r.other}'`, "the retry was answered by the id's new process")
+  t.same(r.requests, [r.home, `${r.other}:hook`, `${r.other}':hook`, `${r.other}'`], 'which got the state through its own hook first')
+  t.match(r.access, { upstream: r.other, outcome: 'rehydrated', retries: 1 })
 })
 
 t.test("a streamed POST whose body goes past retries.replay_buffer_bytes around the 431 (state in a header) is never sent again truncated: whole without the state, or the 431", async (t) => {
