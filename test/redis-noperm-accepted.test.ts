@@ -4,7 +4,7 @@
 // ACLs: one node fixed before the others must not end and start the warn at each call; a node
 // that serves no slot any more refuses nothing).
 // Real redis-server(s) and the real RedisConnection.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { RedisConnection, type RedisRefusal } from '../src/redis/connection.js'
 import { RedisPeerChannel } from '../src/redis/peer-channel.js'
 import { redisCli, startRedis, startRedisCluster } from './fixtures/redis-server.js'
@@ -33,17 +33,7 @@ t.test('a PEXPIRE sent after an HSET (the peer set) refused, then granted: told 
 })
 
 t.test('Cluster: EVALSHA refused by one node only is not told accepted by the others\' replies; told once that node takes it', async (t) => {
-  const cluster = await startRedisCluster(3)
-  t.teardown(() => cluster.stop())
-  for (const [i, n] of cluster.nodes.entries()) {
-    await redisCli(n.port, 'ACL', 'SETUSER', USER, ...GRANT, '+cluster', '+readonly', ...(i === 0 ? ['-evalsha'] : []))
-  }
-  const conn = new RedisConnection({ nodes: cluster.addresses, username: USER, password: PASSWORD, keyPrefix: 'na:', timeout: 2_000 })
-  conn.defineScript('put', SCRIPT, 1)
-  const told: RedisRefusal[] = []
-  conn.onRefused((r) => told.push(r))
-  await conn.start()
-  t.teardown(() => conn.stop())
+  const { cluster, conn, told } = await refusingCluster(t)
   // a key on each node
   const refusing = `127.0.0.1:${cluster.nodes[0]!.port}`
   const keys = new Map<string, string>()
@@ -66,17 +56,7 @@ t.test('Cluster: EVALSHA refused by one node only is not told accepted by the ot
 })
 
 t.test('Cluster: EVALSHA refused by a node that then serves no slot any more: told accepted once the node now serving them takes it', async (t) => {
-  const cluster = await startRedisCluster(3)
-  t.teardown(() => cluster.stop())
-  for (const [i, n] of cluster.nodes.entries()) {
-    await redisCli(n.port, 'ACL', 'SETUSER', USER, ...GRANT, '+cluster', '+readonly', ...(i === 0 ? ['-evalsha'] : []))
-  }
-  const conn = new RedisConnection({ nodes: cluster.addresses, username: USER, password: PASSWORD, keyPrefix: 'na:', timeout: 2_000 })
-  conn.defineScript('put', SCRIPT, 1)
-  const told: RedisRefusal[] = []
-  conn.onRefused((r) => told.push(r))
-  await conn.start()
-  t.teardown(() => conn.stop())
+  const { cluster, conn, told } = await refusingCluster(t)
   const refusing = `127.0.0.1:${cluster.nodes[0]!.port}`
   let key: string | null = null
   await waitFor(() => {
@@ -95,3 +75,19 @@ t.test('Cluster: EVALSHA refused by a node that then serves no slot any more: to
   await waitFor(async () => { await conn.runScript('put', key!, 'c'); return told.some((r) => r.error === null) }, 5_000, 'told accepted')
   t.same(told.filter((r) => r.error === null).map((r) => r.command), ['EVALSHA'], 'told accepted once')
 })
+
+/** A 3-node Cluster whose node 0 refuses EVALSHA to USER, and a connection to it as USER telling its refusals into `told`. */
+async function refusingCluster(t: Test) {
+  const cluster = await startRedisCluster(3)
+  t.teardown(() => cluster.stop())
+  for (const [i, n] of cluster.nodes.entries()) {
+    await redisCli(n.port, 'ACL', 'SETUSER', USER, ...GRANT, '+cluster', '+readonly', ...(i === 0 ? ['-evalsha'] : []))
+  }
+  const conn = new RedisConnection({ nodes: cluster.addresses, username: USER, password: PASSWORD, keyPrefix: 'na:', timeout: 2_000 })
+  conn.defineScript('put', SCRIPT, 1)
+  const told: RedisRefusal[] = []
+  conn.onRefused((r) => told.push(r))
+  await conn.start()
+  t.teardown(() => conn.stop())
+  return { cluster, conn, told }
+}

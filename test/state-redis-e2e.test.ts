@@ -307,18 +307,7 @@ t.test('an oversize checkpoint is refused by the Redis store path; the request s
 t.test("a user moved while Redis is down starts their state again: once Redis is back, the new replica's first checkpoint replaces the old one whatever the versions", async (t) => {
   const own = await startRedis()
   t.teardown(() => own.stop())
-  // each replica keeps a versioned per-user counter, restored from a delivered checkpoint
-  const apps = await Promise.all(['a', 'b', 'c'].map((id) => {
-    const n = new Map<string, number>()
-    return startUpstream(id, (req, res) => {
-      const user = String(req.headers['x-user'])
-      const restored = req.headers['x-tether-rehydrate']
-      const next = (restored !== undefined ? Number(restored) : n.get(user) ?? 0) + 1
-      n.set(user, next)
-      res.writeHead(200, { 'x-tether-state': String(next), 'x-tether-state-version': String(next) }).end(`${id} ${next}`)
-    })
-  }))
-  t.teardown(() => Promise.all(apps.map((a) => a.close())))
+  const apps = await versionedReplicas(t)
   const tt = await startTether(testConfig(apps, {
     affinity: { key: 'header', header: { name: 'x-user' } },
     state: { store: 'redis', timeout: 150, redis: { url: own.url, key_prefix: 'again:' } },
@@ -351,18 +340,7 @@ t.test("a user moved by a hedge while Redis is down starts their state again: on
   const own = await startRedis()
   t.teardown(() => own.stop())
   let frozen = '' // the replica that takes requests and never answers them
-  const apps = await Promise.all(['a', 'b', 'c'].map((id) => {
-    const n = new Map<string, number>()
-    return startUpstream(id, (req, res) => {
-      if (id === frozen) return
-      const user = String(req.headers['x-user'])
-      const restored = req.headers['x-tether-rehydrate']
-      const next = (restored !== undefined ? Number(restored) : n.get(user) ?? 0) + 1
-      n.set(user, next)
-      res.writeHead(200, { 'x-tether-state': String(next), 'x-tether-state-version': String(next) }).end(`${id} ${next}`)
-    })
-  }))
-  t.teardown(() => Promise.all(apps.map((a) => a.close())))
+  const apps = await versionedReplicas(t, (id) => id === frozen)
   const tt = await startTether(testConfig(apps, {
     affinity: { key: 'header', header: { name: 'x-user' } },
     state: { store: 'redis', timeout: 150, redis: { url: own.url, key_prefix: 'hedged-again:' } },
@@ -388,3 +366,23 @@ t.test("a user moved by a hedge while Redis is down starts their state again: on
   t.same(await go(), [second, '3'])
   t.equal(await metric(tt, 'tether_checkpoints_total{result="stale"}'), 0, 'versions 2 and 3 stored, not refused as older than 5')
 })
+
+/**
+ * Replicas a, b and c, each keeping a versioned per-user counter (header x-user) restored from a
+ * delivered checkpoint; a replica `frozen` names takes requests and never answers them.
+ */
+async function versionedReplicas(t: Test, frozen: (id: string) => boolean = () => false) {
+  const apps = await Promise.all(['a', 'b', 'c'].map((id) => {
+    const n = new Map<string, number>()
+    return startUpstream(id, (req, res) => {
+      if (frozen(id)) return
+      const user = String(req.headers['x-user'])
+      const restored = req.headers['x-tether-rehydrate']
+      const next = (restored !== undefined ? Number(restored) : n.get(user) ?? 0) + 1
+      n.set(user, next)
+      res.writeHead(200, { 'x-tether-state': String(next), 'x-tether-state-version': String(next) }).end(`${id} ${next}`)
+    })
+  }))
+  t.teardown(() => Promise.all(apps.map((a) => a.close())))
+  return apps
+}
