@@ -10,6 +10,7 @@ import { startUpstream, testConfig, type Upstream } from './fixtures/upstream.js
 import { CookieJar } from './fixtures/users.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { waitFor } from './fixtures/wait.js'
+import { metric } from './fixtures/drill.js'
 
 /** An app replica that counts per user and speaks the protocol (state = the count). */
 async function counterApp(id: string, opts: { version?: boolean; hookPath?: string; stateBytes?: number } = {}): Promise<Upstream & { heads: http.IncomingHttpHeaders[] }> {
@@ -40,6 +41,12 @@ async function counterApp(id: string, opts: { version?: boolean; hookPath?: stri
     res.end(JSON.stringify({ id, n }))
   })
   return Object.assign(up, { heads })
+}
+
+/** tether_rehydrations_total by result (0 when absent). */
+async function rehydrations(tether: Tether): Promise<{ delivered: number; no_state: number; error: number }> {
+  const [delivered, noState, error] = await Promise.all(['delivered', 'no_state', 'error'].map((r) => metric(tether, `tether_rehydrations_total{result="${r}"}`)))
+  return { delivered: delivered!, no_state: noState!, error: error! }
 }
 
 async function get(url: string, jar: CookieJar, extra: Record<string, string> = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: { id: string; n: number } }> {
@@ -380,7 +387,7 @@ t.test('a reload that removes the upstream a user is moving to while its hook ru
  * replacement's id has a "'"). An upstream that already ran a hook answers a request at once.
  * With `homeFails`, the home resets the connection instead of answering.
  */
-async function hedgeThroughHook(t: Test, onHook: (id: string, res: http.ServerResponse, tether: Tether, newer: Map<string, Upstream>, hookOver: () => void) => void, homeFails = false): Promise<{ status: number; id: string; home: string; other: string; requests: string[]; access: Record<string, unknown> | undefined }> {
+async function hedgeThroughHook(t: Test, onHook: (id: string, res: http.ServerResponse, tether: Tether, newer: Map<string, Upstream>, hookOver: () => void) => void, homeFails = false): Promise<{ status: number; id: string; home: string; other: string; requests: string[]; access: Record<string, unknown> | undefined; rehydrations: { delivered: number; no_state: number; error: number } }> {
   const hookPath = '/_tether/rehydrate'
   let phase = 1
   const requests: string[] = []
@@ -416,7 +423,7 @@ async function hedgeThroughHook(t: Test, onHook: (id: string, res: http.ServerRe
   const r = await get(tether.url, jar)
   // the access line is written as the answer ends (before the client reads its end)
   await waitFor(() => logs.access().length === 2, 5_000, 'the access line')
-  return { status: r.status, id: r.body.id, home, other: ups.find((u) => u.id !== home)!.id, requests, access: logs.access()[1] }
+  return { status: r.status, id: r.body.id, home, other: ups.find((u) => u.id !== home)!.id, requests, access: logs.access()[1], rehydrations: await rehydrations(tether) }
 }
 
 t.test("a hedge whose upstream is replaced (another url) while its hook runs is not sent: the first attempt answers, no process gets the request without its state", async (t) => {
@@ -430,6 +437,7 @@ t.test("a hedge whose upstream is replaced (another url) while its hook runs is 
   t.equal(r.id, r.home, 'the first attempt answered')
   t.same(r.requests, [r.home, `${r.other}:hook`], 'the hedge stopped after its hook: neither the replaced process nor its new one got the request')
   t.match(r.access, { upstream: r.home, outcome: 'ok' }, 'the access line is the first attempt\'s: no rehydration of the unsent hedge claimed')
+  t.same(r.rehydrations, { delivered: 0, no_state: 0, error: 0 }, 'nor counted: the state fetched for it reached no answer')
 })
 
 t.test("a hedge not sent (its upstream replaced during the hook) and a first attempt that then fails: the retry goes to the id's new process, with the state through its hook", async (t) => {
@@ -442,6 +450,7 @@ t.test("a hedge not sent (its upstream replaced during the hook) and a first att
   t.equal(r.id, `${r.other}'`, "the retry was answered by the id's new process")
   t.same(r.requests, [r.home, `${r.other}:hook`, `${r.other}':hook`, `${r.other}'`], 'which got the state through its own hook first')
   t.match(r.access, { upstream: r.other, outcome: 'rehydrated', retries: 1 })
+  t.same(r.rehydrations, { delivered: 1, no_state: 0, error: 0 }, 'one rehydration counted: the answered one (not the unsent hedge\'s fetch)')
 })
 
 t.test("a streamed POST whose body goes past retries.replay_buffer_bytes around the 431 (state in a header) is never sent again truncated: whole without the state, or the 431", async (t) => {
@@ -561,6 +570,7 @@ t.test("a hedge whose rehydration hook hangs is stopped when the first attempt a
   t.match(r.access, { upstream: r.home, outcome: 'ok' }, 'its access line written as it ended (within seconds, not timeouts.response_headers)')
   await waitFor(() => hook!.destroyed, 5_000, 'the hung hook to be stopped')
   t.same(r.requests, [r.home, `${r.other}:hook`], 'the hedge was not sent')
+  t.same(r.rehydrations, { delivered: 0, no_state: 0, error: 0 }, 'no rehydration counted')
 })
 
 t.test("a hedge that carried the state but lost to the first attempt: the access line claims no rehydration", async (t) => {
@@ -587,6 +597,7 @@ t.test("a hedge that carried the state but lost to the first attempt: the access
   t.equal(r.body.id, 'a', 'the first attempt answered')
   await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')
   t.match(logs.access()[before], { upstream: 'a', outcome: 'ok' }, "the first attempt's line: the hedge's delivered state is not claimed")
+  t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 0 }, 'nor counted as a rehydration')
 })
 
 t.test("a hedge whose rehydration hook fails (health took its upstream out while the state was posted) is not sent: the first attempt answers", async (t) => {
@@ -599,4 +610,77 @@ t.test("a hedge whose rehydration hook fails (health took its upstream out while
   t.equal(r.id, r.home, 'the first attempt answered')
   t.same(r.requests, [r.home, `${r.other}:hook`], 'the hedge stopped after its failed hook: its upstream did not get the request without the state')
   t.match(r.access, { upstream: r.home, outcome: 'ok' }, 'the access line is the first attempt\'s: no rehydration of the unsent hedge claimed')
+  t.same(r.rehydrations, { delivered: 0, no_state: 0, error: 0 }, 'nor counted')
+})
+
+t.test("a hedge whose hook answers 500 and then loses to the first attempt: no rehydration counted, and no restart mark left for the user's later move", async (t) => {
+  const hookPath = '/_tether/rehydrate'
+  let phase = 1
+  let version = 5
+  const hooks: string[] = []
+  const app = (id: string) => startUpstream(id, (req, res) => {
+    req.resume()
+    if (req.url === hookPath) {
+      hooks.push(id)
+      return void res.writeHead(phase === 2 ? 500 : 200).end()
+    }
+    if (phase === 1) return void res.writeHead(200, { 'x-tether-state': `v${version}`, 'x-tether-state-version': String(version) }).end(JSON.stringify({ id, n: version }))
+    if (phase === 2 && id === home) {
+      // slow (so the request is hedged), but faster than the hedge: the first attempt wins
+      const timer = setTimeout(() => res.writeHead(200, { 'x-tether-state': 'v6', 'x-tether-state-version': '6' }).end(JSON.stringify({ id, n: 6 })), 600)
+      return void res.on('close', () => clearTimeout(timer))
+    }
+    if (phase === 2) {
+      const timer = setTimeout(() => res.end(JSON.stringify({ id, n: 0 })), 10_000)
+      return void res.on('close', () => clearTimeout(timer))
+    }
+    // the user's real move: this upstream answers with a version of its own, lower than the stored one
+    res.writeHead(200, { 'x-tether-state': 'v1', 'x-tether-state-version': '1' }).end(JSON.stringify({ id, n: 1 }))
+  })
+  let home = ''
+  const ups = [await app('a'), await app('b')]
+  const tether = await startTether(testConfig(ups, { state: { rehydrate: 'hook', hook_path: hookPath }, retries: { hedge_after: 100 } }), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await Promise.all(ups.map((u) => u.close())) })
+  const jar = new CookieJar()
+  jar.cookies.set('user', 'u1')
+  home = (await get(tether.url, jar)).body.id
+  const other = ups.find((u) => u.id !== home)!.id
+  phase = 2
+  const r = await get(tether.url, jar)
+  t.equal(r.body.id, home, 'the first attempt answered')
+  t.same(hooks, [other], "the hedge's hook refused the state (the hedge was sent and lost)")
+  t.equal(await metric(tether, 'tether_checkpoints_total{result="stored"}'), 2, "the first attempt's checkpoint (version 6) is stored")
+  t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 0 }, 'the losing hedge and its refused hook are no rehydration')
+  // the user really moves (their upstream taken out) at the epoch the hedge had; its hook takes the state
+  phase = 3
+  tether.health.disable(home)
+  const moved = await get(tether.url, jar)
+  t.equal(moved.body.id, other, 'moved')
+  await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stale"}')) + (await metric(tether, 'tether_checkpoints_total{result="stored"}')) === 3, 5_000, "the moved answer's checkpoint")
+  t.equal(await metric(tether, 'tether_checkpoints_total{result="stale"}'), 1, 'its older version is refused: no restart mark from the losing hedge replaced version 6')
+  t.same(await rehydrations(tether), { delivered: 1, no_state: 0, error: 0 }, 'the move is one rehydration')
+})
+
+t.test("a move whose hook answers 500: counted once as a rehydration error, and the new upstream's first checkpoint replaces the old one", async (t) => {
+  const hookPath = '/_tether/rehydrate'
+  let phase = 1
+  const app = (id: string) => startUpstream(id, (req, res) => {
+    req.resume()
+    if (req.url === hookPath) return void res.writeHead(500).end()
+    const version = phase === 1 ? '5' : '1' // the new upstream starts its versions again
+    res.writeHead(200, { 'x-tether-state': `v${version}`, 'x-tether-state-version': version }).end(JSON.stringify({ id, n: Number(version) }))
+  })
+  const ups = [await app('a'), await app('b')]
+  const tether = await startTether(testConfig(ups, { state: { rehydrate: 'hook', hook_path: hookPath } }), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await Promise.all(ups.map((u) => u.close())) })
+  const jar = new CookieJar()
+  jar.cookies.set('user', 'u1')
+  const home = (await get(tether.url, jar)).body.id
+  phase = 2
+  tether.health.disable(home)
+  const moved = await get(tether.url, jar)
+  t.not(moved.body.id, home, 'moved')
+  t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 1 }, 'the refused state is no delivery')
+  t.equal(await metric(tether, 'tether_checkpoints_total{result="stored"}'), 2, "the new upstream's version 1 replaced version 5 (marked restarted)")
+  t.equal(await metric(tether, 'tether_checkpoints_total{result="stale"}'), 0)
 })

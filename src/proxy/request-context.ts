@@ -90,6 +90,8 @@ export class RequestContext {
   bodyError: ErrorCode | null = null
   /** A moved user's state: what the fetch found (null: the user did not move). */
   rehydrate: RehydrateStatus | null = null
+  /** The rehydration hook answered this attempt's state otherwise than 2xx (the request went on without it). */
+  hookRefused = false
   /** Bytes of the checkpoint sent in X-Tether-Rehydrate with this attempt (0: none in a header). */
   rehydrateBytes = 0
   /** The application cookie value the answer pinned (the session key from now on), or null. */

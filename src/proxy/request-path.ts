@@ -255,8 +255,9 @@ export class RequestPath {
         }
         if (d.moved !== null) {
           if (counted !== d.moved.from) this.#moved(d, d.moved)
-          // the new upstream starts without the user's state: its first checkpoint replaces the old one
-          if (ctx.rehydrate === 'unavailable' && d.sessionKey !== null) this.#d.state?.restarted(d.sessionKey, d.epoch)
+          // the new upstream starts without the user's state (not fetched, or its hook refused
+          // it): its first checkpoint replaces the old one
+          if ((ctx.rehydrate === 'unavailable' || ctx.hookRefused) && d.sessionKey !== null) this.#d.state?.restarted(d.sessionKey, d.epoch)
         }
         counted = null
         let r = this.#hedgeable(ctx) ? await this.#hedged(ctx, x, d, upstream, headers) : await this.#start(ctx, x, d, upstream, headers).result
@@ -275,6 +276,8 @@ export class RequestPath {
           r = await this.#start(ctx, x, d, upstream, this.#withoutState(ctx, d, headers)).result
         }
         if (r.responded || r.outcome === null) {
+          // the answer is the upstream's the state was for (the hedge's, if it won): counted once
+          if (ctx.rehydrate !== null && ctx.decision?.moved != null) this.#rehydrated(ctx)
           if (ctx.body !== null) discardRest(ctx.req, ctx.body, this.#d.clientErrors)
           // over h2, the rest of the answer on its way to the client: logged once it is there or cut
           const late = r.delivery === undefined ? null : await r.delivery
@@ -371,6 +374,7 @@ export class RequestPath {
     const key = d.sessionKey
     if (state === null || key === null || d.moved === null) return null
     // a held move that is forced after all: the fetch just made is not waited for again
+    ctx.hookRefused = false
     const r = ctx.holdMoves ? ctx.heldState ?? { status: 'unavailable' as const } : await state.fetch(key)
     if (!ctx.holdMoves && CHOSEN_MOVES.has(d.moved.reason) && state.behind(key, r)) {
       // older than the user's upstream has (a checkpoint of theirs was lost while the store
@@ -447,8 +451,10 @@ export class RequestPath {
       }
     }
     if (r.status < 200 || r.status >= 300) {
+      // the upstream starts without the state: marked restarted by the caller only if this
+      // attempt is sent and answers (an unsent or losing hedge leaves the stored state alone)
       this.#d.logger.warn({ upstream: d.upstream, status: r.status }, 'rehydration hook did not accept the state')
-      if (d.sessionKey !== null) this.#d.state?.restarted(d.sessionKey, d.epoch)
+      ctx.hookRefused = true
     }
     return null
   }
@@ -553,8 +559,8 @@ export class RequestPath {
     const h2 = this.#headers(ctx, d2, up2)
     // what the hedge's rehydration finds is the hedge's: the first attempt's (for its access
     // line, and a retry after it) is put back unless the hedge answers
-    const { rehydrate, heldState } = ctx
-    const own = (): void => { ctx.rehydrate = rehydrate; ctx.heldState = heldState }
+    const { rehydrate, heldState, hookRefused } = ctx
+    const own = (): void => { ctx.rehydrate = rehydrate; ctx.heldState = heldState; ctx.hookRefused = hookRefused }
     // the first attempt answering meanwhile stops the hedge's hook (on a frozen upstream it
     // would hold the request's end, its access line, for up to timeouts.response_headers)
     const answered = new AbortController()
@@ -582,9 +588,9 @@ export class RequestPath {
       if (ctx.answering === first.attempt) return second.attempt.stop('TETHER_UPSTREAM_UNAVAILABLE')
       first.attempt.stop('TETHER_UPSTREAM_UNAVAILABLE')
       if (d2.moved !== null && d.moved === null) this.#moved(d2, d2.moved)
-      // the hedge's upstream starts without the user's state (the store did not answer): its
-      // first checkpoint replaces the old one, as after any such move (see #serve)
-      if (d2.moved !== null && ctx.rehydrate === 'unavailable' && d2.sessionKey !== null) this.#d.state?.restarted(d2.sessionKey, d2.epoch)
+      // the hedge's upstream starts without the user's state (the store did not answer, or its
+      // hook refused it): its first checkpoint replaces the old one, as after any such move (see #serve)
+      if (d2.moved !== null && (ctx.rehydrate === 'unavailable' || ctx.hookRefused) && d2.sessionKey !== null) this.#d.state?.restarted(d2.sessionKey, d2.epoch)
     }
     const [ra, rb] = await Promise.all([first.result, second.result])
     ctx.onAnswering = null
@@ -595,6 +601,12 @@ export class RequestPath {
     ;(ctx.tried ??= new Set()).add(d2.upstream)
     ctx.decision = d
     return ra.outcome?.kind === 'client_abort' ? ra : rb.outcome?.kind === 'client_abort' ? rb : ra
+  }
+
+  /** The rehydration behind an answer, counted (tether_rehydrations_total) by what its upstream got. */
+  #rehydrated(ctx: RequestContext): void {
+    const got = ctx.rehydrate
+    this.#d.state?.rehydrated(got === 'delivered' && !ctx.hookRefused ? 'delivered' : got === 'none' ? 'no_state' : 'error')
   }
 
   /** May a failed attempt be sent again to the key's next upstream? */

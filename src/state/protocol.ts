@@ -223,8 +223,17 @@ export class StateProtocol {
     // reply or a stall must not make a moved user start from an empty session
     if (r.status === 'unavailable' && this.#store.status === 'ready') r = await this.#bounded(this.#store.get(sessionKey), UNAVAILABLE)
     this.#events.operation('get', (performance.now() - t0) / 1000)
-    this.#events.rehydration(r.status === 'found' ? 'delivered' : r.status === 'missing' ? 'no_state' : 'error')
     return r
+  }
+
+  /**
+   * A moved user's request was answered by the upstream their state was for: what that upstream
+   * got (`delivered`; `no_state`: none stored; `error`: not fetched, refused by its hook, or over
+   * its header limit). Counted by the request path once per such answer, not per fetch (a hedge
+   * not sent or that lost, a hook that could not be reached, fetch what no user was answered with).
+   */
+  rehydrated(result: 'delivered' | 'no_state' | 'error'): void {
+    this.#events.rehydration(result)
   }
 
   /** `work`, or `fallback` once `timeout` has passed (the late answer is ignored; a stall of this process does not count). */
