@@ -63,7 +63,9 @@ export function routeRedisConsole(logger: () => Logger, passwords: () => readonl
   const previous = console.warn
   const told = new Set<string>()
   console.warn = (...args: unknown[]): void => {
-    const notice = args.length === 1 && typeof args[0] === 'string' && /[/\\]ioredis[/\\]/.test(new Error().stack ?? '')
+    // The cheap checks first: the stack is captured only for a single `[WARN] `/`[ERROR] ` string.
+    const notice = args.length === 1 && typeof args[0] === 'string' && /^\[(WARN|ERROR)\] /.test(args[0]) &&
+      /[/\\]ioredis[/\\]/.test(new Error().stack ?? '')
       ? redisConsoleNotice(args[0], passwords())
       : null
     if (notice === null) return previous.apply(console, args)
