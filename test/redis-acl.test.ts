@@ -242,11 +242,12 @@ t.test('Cluster: state.redis.username on every node', async (t) => {
   noSecrets(t, logs, [], [USER, USER_PASSWORD])
 })
 
-t.test('authHint: a Redis 7.2+ NOPERM reply that names the user is told with the key instead; without a user the hint names the password only', (t) => {
+t.test('authHint: a Redis 7.2+ NOPERM reply that names the user is told with the key instead; without a user the hint names the password only (and the user key for the Sentinels)', (t) => {
   const told = authHint("NOPERM User tether-watch has no permissions to run the 'subscribe' command", 'the Sentinel', 'tether-watch', 'state.redis.sentinel_username', 'state.redis.sentinel_password')
   t.equal(told, "NOPERM User <state.redis.sentinel_username> has no permissions to run the 'subscribe' command (the Sentinel's ACL user may not run SUBSCRIBE: grant it, or check state.redis.sentinel_username)")
   t.equal(authHint('NOPERM No permissions to access a key', 'Redis', 'u', 'state.redis.username', 'state.redis.password'), 'NOPERM No permissions to access a key (Redis\'s ACL user may not access the keys: grant it, or check state.redis.username)')
   t.equal(authHint('WRONGPASS invalid username-password pair or user is disabled.', 'Redis', null, 'state.redis.username', 'state.redis.password'), "WRONGPASS invalid username-password pair or user is disabled. (Redis refused Tether's password: check state.redis.password)")
+  t.equal(authHint('WRONGPASS invalid username-password pair or user is disabled.', 'the Sentinel', null, 'state.redis.sentinel_username', 'state.redis.sentinel_password', 'the Sentinels'), "WRONGPASS invalid username-password pair or user is disabled. (the Sentinel refused Tether's password: check state.redis.sentinel_password, and state.redis.sentinel_username if the Sentinels use ACL users)", 'the Sentinels: no sentinel_username may be the cause, named too')
   t.equal(authHint('connect ECONNREFUSED 127.0.0.1:1', 'Redis', 'u', 'state.redis.username', 'state.redis.password'), 'connect ECONNREFUSED 127.0.0.1:1', 'other errors as told')
   t.end()
 })

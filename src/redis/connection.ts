@@ -1162,11 +1162,13 @@ export class RedisConnection {
   /**
    * A Sentinel's error as told: a refusal of Tether's credentials (NOAUTH, WRONGPASS, invalid
    * password) or a NOPERM names the settings to fix. Example: `"WRONGPASS invalid username-password
-   * pair ... (the Sentinel refused Tether's password: check state.redis.sentinel_password)"`.
+   * pair ... (the Sentinel refused Tether's password: check state.redis.sentinel_password, and
+   * state.redis.sentinel_username if the Sentinels use ACL users)"`.
    */
   #sentinelError(error: string): string {
     const o = this.#options
-    return authHint(error, 'the Sentinel', o.sentinelUsername ?? null, o.sentinelUsernameSetting ?? 'sentinelUsername', o.sentinelPasswordSetting ?? 'sentinelPassword')
+    // with no sentinel_username, a Sentinel with ACL users may refuse for the want of it: named too
+    return authHint(error, 'the Sentinel', o.sentinelUsername ?? null, o.sentinelUsernameSetting ?? 'sentinelUsername', o.sentinelPasswordSetting ?? 'sentinelPassword', 'the Sentinels')
   }
 
   /**
@@ -1174,7 +1176,8 @@ export class RedisConnection {
    * Sentinel's error) and, when that one is no refusal but another Sentinel refused Tether's
    * credentials in the round, that refusal with its hint. Example: `"All sentinels are
    * unreachable. ... Last error: connect ECONNREFUSED 127.0.0.1:26380; Sentinel 127.0.0.1:26379:
-   * WRONGPASS ... (the Sentinel refused Tether's password: check state.redis.sentinel_password)"`.
+   * WRONGPASS ... (the Sentinel refused Tether's password: check state.redis.sentinel_password, and
+   * state.redis.sentinel_username if the Sentinels use ACL users)"`.
    */
   #sentinelRoundError(error: string): string {
     const refusal = this.#sentinelRefusal
@@ -1323,8 +1326,11 @@ function closeQuietly(redis: Redis): void {
  * permissions ...") is left out. Example: `authHint("NOPERM this user has no permissions to run
  * the 'subscribe' command", 'the Sentinel', 'tether', 'state.redis.sentinel_username', ...)` ->
  * `"NOPERM ... (the Sentinel's ACL user may not run SUBSCRIBE: grant it, or check state.redis.sentinel_username)"`.
+ * `aclUsers` (e.g. `'the Sentinels'`): with no user set, a refusal names `usernameSetting` too, as
+ * the user those servers may want: `"... check state.redis.sentinel_password, and
+ * state.redis.sentinel_username if the Sentinels use ACL users)"`.
  */
-export function authHint(error: string, who: string, username: string | null, usernameSetting: string, passwordSetting: string): string {
+export function authHint(error: string, who: string, username: string | null, usernameSetting: string, passwordSetting: string, aclUsers?: string): string {
   if (NOPERM.test(error)) {
     const told = error.replace(/\bUser \S+ has/, `User <${usernameSetting}> has`)
     const command = /'([^']+)' command/.exec(told)?.[1]
@@ -1332,7 +1338,10 @@ export function authHint(error: string, who: string, username: string | null, us
     return `${told} (${who}'s ACL user may not ${what}: grant it, or check ${usernameSetting})`
   }
   if (!REFUSED.test(error)) return error
-  if (username === null) return `${error} (${who} refused Tether's password: check ${passwordSetting})`
+  if (username === null) {
+    const user = aclUsers === undefined ? '' : `, and ${usernameSetting} if ${aclUsers} use ACL users`
+    return `${error} (${who} refused Tether's password: check ${passwordSetting}${user})`
+  }
   const settings = usernameSetting === passwordSetting ? usernameSetting : `${usernameSetting} and ${passwordSetting}`
   return `${error} (${who} refused Tether's username or password: check ${settings})`
 }
