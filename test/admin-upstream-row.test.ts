@@ -61,6 +61,17 @@ t.test('times are RFC 3339 UTC with milliseconds; null and impossible times stay
   for (const [ms, expected] of cases) t.equal(rfc3339(ms), expected, String(ms))
 })
 
+t.test('uid when known and addresses when more than one; neither otherwise', async (t) => {
+  const entry = health().table.snapshot()[0]!
+  const row = upstreamRow(entry, { ...COUNTERS, uid: 'uid-web-0', addresses: ['http://10.0.0.1:8080', 'http://[fd00::1]:8080'] })
+  t.equal(row.uid, 'uid-web-0')
+  t.same(row.addresses, ['http://10.0.0.1:8080', 'http://[fd00::1]:8080'])
+  for (const counters of [COUNTERS, { ...COUNTERS, uid: undefined, addresses: ['http://10.0.0.1:8080'] }]) {
+    const plain = upstreamRow(entry, counters)
+    t.notOk('uid' in plain || 'addresses' in plain, 'no uid, one address: neither field')
+  }
+})
+
 t.test('sessions are counted only for affinity keys that keep a table', async (t) => {
   const cases: [AffinityKeyKind, number | null, boolean][] = [
     ['none', null, false],
@@ -84,6 +95,8 @@ t.test('docs/admin-api.md documents every field of GET /upstreams and GET /ready
     return [...part.matchAll(/^- `([a-z_]+)` \(([^)]+)\)/gm)].map((m) => m[1]!)
   }
   const { table } = health()
-  t.same(documented('`GET /upstreams`'), Object.keys(upstreamRow(table.snapshot()[0]!, COUNTERS)), 'GET /upstreams, in order')
+  // a discovered pod's row has every field (uid and addresses are absent otherwise)
+  const discovered = { ...COUNTERS, uid: 'uid-web-0', addresses: ['http://10.0.0.1:8080', 'http://[fd00::1]:8080'] }
+  t.same(documented('`GET /upstreams`'), Object.keys(upstreamRow(table.snapshot()[0]!, discovered)), 'GET /upstreams, in order')
   t.same(documented('`GET /readyz`'), ['ready', 'reasons', 'degraded'], 'GET /readyz, in order')
 })

@@ -403,6 +403,29 @@ t.test('a pod listed with several addresses keeps its url while that address is 
   t.equal(log.records.filter((r) => r['msg'] === REPLACED).length, 1, 'and that is a replaced replica')
 })
 
+t.test('GET /upstreams shows a discovered pod\'s uid when known and its addresses when more than one', async (t) => {
+  const { port, servers } = await sameportUpstreams()
+  t.teardown(async () => { await Promise.all(servers.map(closeServer)) })
+  const api = new FakeKubeApi()
+  const { url } = await api.start()
+  t.teardown(() => api.close())
+  api.put('endpointslices', endpointSlice('web-a', 'web', [
+    { pod: 'web-0', ip: '127.0.0.2', ips: ['127.0.0.2', '127.0.0.3'], uid: 'uid-web-0' },
+    { pod: 'web-1', ip: '127.0.0.1', uid: '' }, // a targetRef without a uid
+  ], { ports: [{ name: 'http', port }] }))
+  const tether = await startTether(testConfig([], {
+    discovery: { kubernetes: { service: 'web', namespace: null, port: 'http', kubeconfig: kubeconfigFor(url), weight_annotation: null } },
+  }))
+  t.teardown(() => tether.close(0))
+  type Row = { id: string; url: string; uid?: string; addresses?: string[] }
+  const rows = async (): Promise<Row[]> => JSON.parse((await request(`${tether.adminUrl}/upstreams`)).body) as Row[]
+  await waitFor(async () => (await rows()).length === 2, 5_000, 'both pods listed')
+  const [web0, web1] = await rows()
+  t.equal(web0?.uid, 'uid-web-0', "web-0's pod uid")
+  t.same(web0?.addresses, [`http://127.0.0.2:${port}`, `http://127.0.0.3:${port}`], "web-0's two addresses, its url among them")
+  t.notOk(web1 !== undefined && ('uid' in web1 || 'addresses' in web1), 'web-1 (no targetRef uid, one address): neither field')
+})
+
 t.test("a pod whose kept address leaves the slices while another of its addresses is still listed with the same uid is the same pod: its url moves, no restart", async (t) => {
   // a dual-stack pod being deleted: its two families' slices are updated one after the other,
   // so for a moment the slices list it at one family's address only (here two slices of one

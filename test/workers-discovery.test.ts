@@ -154,6 +154,9 @@ t.test('with two workers, a pod keeps the url it has when the lead that resolves
   publish(['127.0.0.1', '127.0.0.2']) // 127.0.0.1 sorts first
   await resolutions(3)
   t.equal(await urlOf(), kept, 'another address listed (sorting first): web-0 stays at 127.0.0.2')
+  const row = (JSON.parse((await request(`http://127.0.0.1:${adminPort}/upstreams`, null)).body) as { id: string; uid?: string; addresses?: string[] }[]).find((u) => u.id === 'web-0')
+  t.same(row?.addresses, [`http://127.0.0.1:${appPort}`, kept], "the primary's /upstreams gives the lead's addresses of web-0")
+  t.notOk(row !== undefined && 'uid' in row, 'no uid from DNS')
 
   for (const pid of workerPids(proc)) {
     const before = (output().match(/"tether listening"/g) ?? []).length

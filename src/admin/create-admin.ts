@@ -66,6 +66,8 @@ export async function createAdmin(config: Config, p: AdminParts, at: AdminAddres
     upstreams: () => p.health.snapshot().map((e) => upstreamRow(e, {
       url: p.upstreams().get(e.id)?.url ?? null,
       weight: p.upstreams().get(e.id)?.weight ?? null,
+      uid: p.upstreams().get(e.id)?.uid,
+      addresses: p.upstreams().get(e.id)?.addresses,
       in_flight: p.inFlight(e.id),
       websockets: p.websockets(e.id),
       sessions: counted ? p.sessions.countByUpstream(e.id) : null,

@@ -11,6 +11,10 @@ export interface UpstreamRow {
   readonly url: string | null
   /** Configured weight; null when the upstream is not in the current membership. */
   readonly weight: number | null
+  /** Discovered: its pod's uid (an EndpointSlice's `targetRef.uid`); absent when not known. */
+  readonly uid?: string
+  /** Discovered at more than one address: every one, as urls, `url` among them; absent otherwise. */
+  readonly addresses?: readonly string[]
   readonly state: HealthState
   /** May take traffic at all (healthy or draining). */
   readonly ready: boolean
@@ -43,6 +47,10 @@ export interface UpstreamRow {
 export interface UpstreamCounters {
   readonly url: string | null
   readonly weight: number | null
+  /** Its pod's uid when discovery names one. */
+  readonly uid?: string | undefined
+  /** Every address it is listed at (`[url]` or absent: the url's one only). */
+  readonly addresses?: readonly string[] | undefined
   /** Requests being forwarded to it now. */
   readonly in_flight: number
   /** Open proxied WebSockets. */
@@ -67,6 +75,8 @@ export function upstreamRow(health: HealthSnapshotEntry, counters: UpstreamCount
     id: health.id,
     url: counters.url,
     weight: counters.weight,
+    ...(counters.uid === undefined ? {} : { uid: counters.uid }),
+    ...(counters.addresses === undefined || counters.addresses.length <= 1 ? {} : { addresses: counters.addresses }),
     state: health.state,
     ready: health.ready,
     accepts_new: health.acceptsNew,
