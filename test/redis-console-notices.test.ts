@@ -81,3 +81,37 @@ t.test('any other console.warn passes through unchanged', async (t) => {
   t.strictSame(seen, [['[WARN] not from ioredis', 2], ['[WARN] Redis server does not require a password, but a password was supplied.'], ['something else']])
   t.equal(log.lines.length, 0, 'nothing logged')
 })
+
+t.test('a console.warn that is not one `[WARN] `/`[ERROR] ` string passes through as given, without a stack captured', async (t) => {
+  const seen: unknown[][] = []
+  const original = console.warn
+  console.warn = (...args: unknown[]) => { seen.push(args) }
+  const log = new LogCapture()
+  const undo = routeRedisConsole(() => createLogger('info', log), () => ['state.redis.password'])
+  // V8 formats a stack (calls prepareStackTrace) only when `.stack` is read: counted here
+  const prepare = Error.prepareStackTrace
+  let stacks = 0
+  Error.prepareStackTrace = (error, frames) => { stacks++; return prepare === undefined ? `${String(error)}\n${frames.map((f) => `    at ${String(f)}`).join('\n')}` : prepare(error, frames) }
+  const error = new Error('boom')
+  const calls: unknown[][] = [
+    [error],
+    [{ warn: '[WARN] an object' }],
+    ['%s: %d', '[WARN] formatted', 3],
+    ['[WARN] two args', { a: 1 }],
+    ['a plain line'],
+    ['[WARNING] not the prefix'],
+    [],
+  ]
+  try {
+    for (const args of calls) console.warn(...args)
+  } finally {
+    Error.prepareStackTrace = prepare
+    undo()
+    console.warn = original
+  }
+  t.equal(stacks, 0, 'no stack captured for any of them')
+  t.equal(seen.length, calls.length, 'each passed through')
+  for (const [i, args] of calls.entries()) t.equal(seen[i]?.length, args.length, `call ${i}: the same number of args`)
+  for (const [i, args] of calls.entries()) for (const [j, a] of args.entries()) t.equal(seen[i]?.[j], a, `call ${i}: arg ${j} the same value`)
+  t.equal(log.lines.length, 0, 'nothing logged')
+})
