@@ -684,3 +684,34 @@ t.test("a move whose hook answers 500: counted once as a rehydration error, and 
   t.equal(await metric(tether, 'tether_checkpoints_total{result="stored"}'), 2, "the new upstream's version 1 replaced version 5 (marked restarted)")
   t.equal(await metric(tether, 'tether_checkpoints_total{result="stale"}'), 0)
 })
+
+t.test("a moved user's client that leaves before the new upstream's answer head: no rehydration counted (no upstream answered)", async (t) => {
+  let phase = 1
+  let got: (() => void) | null = null
+  const reached = new Promise<void>((resolve) => { got = resolve })
+  const app = (id: string) => startUpstream(id, (req, res) => {
+    req.resume()
+    if (phase === 1) return void res.writeHead(200, { 'x-tether-state': 'v1' }).end(JSON.stringify({ id, n: 1 }))
+    // the moved request (with the state) gets no answer head before its client leaves
+    got!()
+    const timer = setTimeout(() => res.end(JSON.stringify({ id, n: 2 })), 30_000)
+    res.on('close', () => clearTimeout(timer))
+  })
+  const ups = [await app('a'), await app('b')]
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig(ups, {}), { logger: createLogger('info', logs) })
+  t.teardown(async () => { await tether.close(0); await Promise.all(ups.map((u) => u.close())) })
+  const jar = new CookieJar()
+  jar.cookies.set('user', 'u1')
+  const home = (await get(tether.url, jar)).body.id
+  phase = 2
+  tether.health.disable(home)
+  const before = logs.access().length
+  const req = http.get(tether.url, { agent: false, headers: { cookie: jar.header()! } })
+  req.on('error', () => {})
+  await reached
+  req.destroy()
+  await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')
+  t.match(logs.access()[before], { outcome: 'client_abort' })
+  t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 0 }, 'the state reached no answer: nothing counted')
+})
