@@ -715,3 +715,36 @@ t.test("a moved user's client that leaves before the new upstream's answer head:
   t.match(logs.access()[before], { outcome: 'client_abort' })
   t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 0 }, 'the state reached no answer: nothing counted')
 })
+
+t.test("a move whose hook answers 500: the access line says failover, not rehydrated (as tether_rehydrations_total says error)", async (t) => {
+  const hookPath = '/_tether/rehydrate'
+  let phase = 1
+  const app = (id: string) => startUpstream(id, (req, res) => {
+    req.resume()
+    if (req.url === hookPath) return void res.writeHead(phase === 2 ? 500 : 200).end()
+    res.writeHead(200, { 'x-tether-state': 'v' }).end(JSON.stringify({ id, n: 1 }))
+  })
+  const ups = [await app('a'), await app('b'), await app('c')]
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig(ups, { state: { rehydrate: 'hook', hook_path: hookPath } }), { logger: createLogger('info', logs) })
+  t.teardown(async () => { await tether.close(0); await Promise.all(ups.map((u) => u.close())) })
+  const jar = new CookieJar()
+  jar.cookies.set('user', 'u1')
+  const home = (await get(tether.url, jar)).body.id
+  phase = 2
+  tether.health.disable(home)
+  let before = logs.access().length
+  const refused = await get(tether.url, jar)
+  t.not(refused.body.id, home, 'moved')
+  await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')
+  t.match(logs.access()[before], { upstream: refused.body.id, outcome: 'failover' }, 'the state did not get there: no rehydration claimed')
+  t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 1 })
+  // a hook that takes the state: rehydrated, as before
+  phase = 3
+  tether.health.disable(refused.body.id)
+  before = logs.access().length
+  const taken = await get(tether.url, jar)
+  await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')
+  t.match(logs.access()[before], { upstream: taken.body.id, outcome: 'rehydrated' })
+  t.same(await rehydrations(tether), { delivered: 1, no_state: 0, error: 1 })
+})

@@ -684,7 +684,7 @@ export class RequestPath {
       retries: ctx.retries,
       outcome: r.outcome !== null
         ? (r.outcome.kind === 'client_abort' ? 'client_abort' : r.outcome.code)
-        : ctx.rehydrate === 'delivered' ? 'rehydrated' : ctx.decision?.moved ? 'failover' : ctx.retries > 0 ? 'retried' : 'ok',
+        : ctx.rehydrate === 'delivered' && !ctx.hookRefused ? 'rehydrated' : ctx.decision?.moved ? 'failover' : ctx.retries > 0 ? 'retried' : 'ok',
       duration_ms: Math.round(ms * 1000) / 1000,
     }, 'access')
   }
