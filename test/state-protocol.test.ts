@@ -748,3 +748,33 @@ t.test("a move whose hook answers 500: the access line says failover, not rehydr
   t.match(logs.access()[before], { upstream: taken.body.id, outcome: 'rehydrated' })
   t.same(await rehydrations(tether), { delivered: 1, no_state: 0, error: 1 })
 })
+
+t.test("a hedge whose hook answers 500 and then wins: one rehydration error, and its upstream's first checkpoint replaces the stored one (marked restarted)", async (t) => {
+  const hookPath = '/_tether/rehydrate'
+  let phase = 1
+  const app = (id: string) => startUpstream(id, (req, res) => {
+    req.resume()
+    if (req.url === hookPath) return void res.writeHead(500).end()
+    if (phase === 1) return void res.writeHead(200, { 'x-tether-state': 'v5', 'x-tether-state-version': '5' }).end(JSON.stringify({ id, n: 5 }))
+    if (id === home) {
+      // no head until it is stopped: the hedge answers
+      const timer = setTimeout(() => res.end(JSON.stringify({ id, n: 0 })), 30_000)
+      return void res.on('close', () => clearTimeout(timer))
+    }
+    // the hedge's upstream started without the state: its versions start again
+    res.writeHead(200, { 'x-tether-state': 'v1', 'x-tether-state-version': '1' }).end(JSON.stringify({ id, n: 1 }))
+  })
+  let home = ''
+  const ups = [await app('a'), await app('b')]
+  const tether = await startTether(testConfig(ups, { state: { rehydrate: 'hook', hook_path: hookPath }, retries: { hedge_after: 100 } }), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await Promise.all(ups.map((u) => u.close())) })
+  const jar = new CookieJar()
+  jar.cookies.set('user', 'u1')
+  home = (await get(tether.url, jar)).body.id
+  phase = 2
+  const r = await get(tether.url, jar)
+  t.not(r.body.id, home, 'the hedge answered')
+  await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stale"}')) + (await metric(tether, 'tether_checkpoints_total{result="stored"}')) === 2, 5_000, "the hedge's checkpoint")
+  t.equal(await metric(tether, 'tether_checkpoints_total{result="stale"}'), 0, 'version 1 is not refused as stale')
+  t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 1 }, 'one rehydration, its state refused')
+})
