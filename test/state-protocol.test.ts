@@ -778,3 +778,31 @@ t.test("a hedge whose hook answers 500 and then wins: one rehydration error, and
   t.equal(await metric(tether, 'tether_checkpoints_total{result="stale"}'), 0, 'version 1 is not refused as stale')
   t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 1 }, 'one rehydration, its state refused')
 })
+
+t.test("a moved user's WebSocket handshake: one rehydration counted, when the upstream switches", async (t) => {
+  const apps = await Promise.all(['a', 'b'].map(async (id) => {
+    const up = await startUpstream(id, (req, res) => { req.resume(); res.writeHead(200, { 'x-tether-state': 'v' }).end(JSON.stringify({ id, n: 1 })) })
+    up.server.on('upgrade', (req: http.IncomingMessage, sock: import('node:net').Socket) => {
+      sock.end(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nx-up: ${id}\r\nx-status: ${req.headers['x-tether-rehydrate-status'] ?? '-'}\r\n\r\n`)
+    })
+    return up
+  }))
+  const tether = await startTether(testConfig(apps, {}), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await Promise.all(apps.map((u) => u.close())) })
+  const jar = new CookieJar()
+  jar.cookies.set('user', 'u1')
+  const home = (await get(tether.url, jar)).body.id
+  tether.health.disable(home)
+  const switched = await new Promise<string>((resolve, reject) => {
+    const req = http.request(tether.url, { agent: false, headers: { cookie: jar.header()!, connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'sec-websocket-version': '13' } })
+    req.on('upgrade', (res, sock) => { resolve(`${res.headers['x-up']}|${res.headers['x-status']}`); sock.destroy() })
+    req.on('response', (res) => reject(new Error(`status ${res.statusCode}`)))
+    req.on('error', reject)
+    req.end()
+  })
+  const [to, status] = switched.split('|')
+  t.not(to, home, 'moved')
+  t.equal(status, 'delivered', 'with the state')
+  await waitFor(async () => (await rehydrations(tether)).delivered === 1, 5_000, 'the rehydration counted')
+  t.same(await rehydrations(tether), { delivered: 1, no_state: 0, error: 0 })
+})
