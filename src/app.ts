@@ -121,7 +121,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   if (config.affinity.on_scale_up === 'gradual') metrics.setRebalancePending(() => router.rebalancePending(records.users(clock.now())))
   let before = new Map<string, { readonly url: string; readonly uid?: string }>()
   const membership = new Membership(config.upstreams, config.affinity.drain_timeout, {
-    onChange: (set) => {
+    onChange: (set, gone) => {
       // an id kept with another url is another replica (a static one given a new address by a
       // reload, a StatefulSet pod re-created at a new IP): its users get their state there, as
       // after a restart in place, and its WebSockets (still on the old address) close, so they
@@ -136,7 +136,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
         const uid = u.uid ?? (replaced.includes(u.id) ? undefined : before.get(u.id)?.uid)
         return [u.id, { url: u.url, ...(uid === undefined ? {} : { uid }) }]
       }))
-      router.setUpstreams(set, clock.now()) // first: it notes which leaving upstreams were draining
+      router.setUpstreams(set, clock.now(), gone) // first: it notes which leaving upstreams were draining, which gone
       health.table.setUpstreams(set.ids)
       proxy.http.setUpstreams(set.list)
       health.checker?.setUpstreams(set.list)

@@ -353,9 +353,13 @@ t.test('a StatefulSet pod re-created at the same address and listed not ready (a
   await waitFor(async () => !(await ids()).includes('web-0'), 5_000, 'web-0 gone from the set (not draining for drain_timeout)')
   for (const u of theirs) {
     const a = await ask(u)
-    t.same([a.id, a.n, a.rehydrated, a.moved], ['web-1', 4, true, 'from=web-0; reason=drain; epoch=1'], `${u}: moved to web-1 with its state (counter 4), not sent to the new pod`)
+    t.same([a.id, a.n, a.rehydrated, a.moved], ['web-1', 4, true, 'from=web-0; reason=dead; epoch=1'], `${u}: moved to web-1 with its state (counter 4), not sent to the new pod`)
   }
   t.equal(log.records.filter((r) => r['msg'] === REPLACED).length, 0, 'no replacement: the old pod left')
+  // the old pod is gone (not drained): its users' moves count as from a dead upstream
+  const metrics = (await request(`${tether.adminUrl}/metrics`)).body
+  t.match(metrics, new RegExp(`tether_failovers_total\\{from="web-0",reason="dead"\\} ${theirs.length}\n`), 'counted as reason=dead')
+  t.notMatch(metrics, /tether_failovers_total\{from="web-0",reason="drain"\} [1-9]/, 'none as reason=drain')
 
   api.put('endpointslices', slice(next, 'web-0-second'))
   await waitFor(async () => (await ids()).includes('web-0'), 5_000, 'the new web-0 ready: it joins')

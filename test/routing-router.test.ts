@@ -807,6 +807,17 @@ t.test('an upstream removed from the set while it serves (a reload, discovery) i
   t.same(new Set(on('c').map((c) => w.go(c).moved?.reason)), new Set(['dead']), "c's users (c removed while down): reason=dead")
 })
 
+t.test('an upstream removed because its process is gone (membership says so: a pod re-created or whose address another took) is no planned removal: its users move with reason=dead, though it was ready', async (t) => {
+  const clock = new FakeClock()
+  const w = cookieProcess(affinity({ key: 'cookie', idle_timeout: 3_600_000 }), clock)
+  const users = Array.from({ length: 60 }, () => { const d = w.go(); return { cookie: `tether=${setCookieValue(d.setCookie!, 'tether')!}`, home: d.upstream } })
+  const on = (id: string) => users.filter((u) => u.home === id).map((u) => u.cookie)
+  t.ok(on('b').length > 0 && on('c').length > 0, 'b and c have users')
+  w.router.setUpstreams(upstreamSet(UPS.filter((u) => u.id === 'a')), clock.now(), new Set(['c']))
+  t.same(new Set(on('b').map((c) => w.go(c).moved?.reason)), new Set(['drain']), "b's users (b removed while serving): reason=drain")
+  t.same(new Set(on('c').map((c) => w.go(c).moved?.reason)), new Set(['dead']), "c's users (c's pod gone): reason=dead")
+})
+
 t.test('an upstream that leaves the set draining but down (a crashed pod discovery drained, then dropped) is not a planned removal: its users move with reason=dead', async (t) => {
   const clock = new FakeClock()
   const down = new Set<string>()

@@ -15,16 +15,19 @@ function setup(statics: string[] = []) {
   const timers = new FakeTimers()
   const calls: string[] = []
   const health = new Set<string>() // what the health table would know (onChange comes first)
+  /** The `gone` of each change that had any (ids that left because their pod is gone). */
+  const gone: string[][] = []
   const membership = new Membership(statics.map((id) => up(id)), DRAIN, {
-    onChange: (set) => {
+    onChange: (set, left) => {
       calls.push(`set ${set.ids.join(',')}`)
+      if (left.size > 0) gone.push([...left].sort())
       health.clear()
       for (const id of set.ids) health.add(id)
     },
     drain: (id) => void calls.push(`drain ${id}${health.has(id) ? '' : ' (unknown!)'}`),
     undrain: (id) => void calls.push(`undrain ${id}${health.has(id) ? '' : ' (unknown!)'}`),
   }, timers)
-  return { membership, timers, calls }
+  return { membership, timers, calls, gone }
 }
 
 t.test('a gone upstream drains at once and leaves after drain_timeout; one that comes back is undrained', async (t) => {
@@ -165,6 +168,23 @@ t.test('an id listed not ready under another pod uid leaves at once (the pod it 
   t.same(calls, ['set web-1'], 'a ready pod whose id is listed not ready under another uid leaves at once: no drain')
   timers.advance(DRAIN)
   t.same(membership.current().ids, ['web-1'])
+})
+
+t.test('an upstream that leaves at once because its pod is gone is reported gone (its users move as from a dead one); one that leaves after drain_timeout is not', async (t) => {
+  const { membership, timers, gone } = setup()
+  const at = (id: string, ip: string, uid: string, extra: Partial<DiscoveredUpstream> = {}): DiscoveredUpstream => up(id, { url: `http://${ip}:8080`, uid, ...extra })
+  const web2 = at('web-2', '10.0.0.12', 'w2')
+  membership.setDiscovered([at('web-0', '10.0.0.10', 'a'), at('web-1', '10.0.0.11', 'b'), web2], 'kubernetes')
+  membership.setDiscovered([at('web-0', '10.0.0.10', 'a2', { unready: true }), at('web-1', '10.0.0.11', 'b'), web2], 'kubernetes')
+  t.same(gone, [['web-0']], 'web-0 listed not ready under another uid (re-created): gone')
+  membership.setDiscovered([at('web-1', '10.0.0.11', 'b', { unready: true }), web2], 'kubernetes')
+  t.same(gone, [['web-0']], 'web-1 merely not ready (its own uid): it drains, not gone')
+  membership.setDiscovered([at('web-3', '10.0.0.11', 'c'), web2], 'kubernetes')
+  t.same(gone, [['web-0'], ['web-1']], "web-3 listed at the draining web-1's address: web-1 is gone")
+  membership.setDiscovered([web2], 'kubernetes')
+  timers.advance(DRAIN)
+  t.same(membership.current().ids, ['web-2'], 'web-3 left after drain_timeout')
+  t.same(gone, [['web-0'], ['web-1']], 'and was not reported gone (a planned removal)')
 })
 
 t.test("a leaving upstream whose address another pod has, listed not ready, leaves at once; its own not-ready listing does not count", async (t) => {

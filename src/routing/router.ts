@@ -72,6 +72,8 @@ const NO_HISTORY: SessionHistory = { lastSeen: () => null, lastSeenOn: () => nul
 /** Seed of the per-key draw that lets a share of new keys onto a slow-starting upstream. */
 const SEED_SLOW_START = 0x534c4f57
 const NOTHING_TRIED: ReadonlySet<string> = new Set()
+/** No upstream left because its process is gone (see setUpstreams). */
+const NOTHING_GONE: ReadonlySet<string> = NOTHING_TRIED
 /**
  * How long after a move this process made (or, with workers, another worker made), a request
  * with the cookie from before it still follows it (`Placing.done`): requests a client sent
@@ -191,8 +193,13 @@ export class Router {
     this.#inFlight = options.load ?? null
   }
 
-  /** Replace the upstream set (reload, discovery) at time `now`: rebuilds placement; pins survive by id. */
-  setUpstreams(members: PlacementMembers, now: number): void {
+  /**
+   * Replace the upstream set (reload, discovery) at time `now`: rebuilds placement; pins survive by id.
+   * `gone`: ids that leave because their process is gone, ready or not (a pod whose address
+   * another pod took, or whose name is listed not ready under another pod uid: membership
+   * removes it at once): not a planned removal, their users move with reason=dead.
+   */
+  setUpstreams(members: PlacementMembers, now: number, gone: ReadonlySet<string> = NOTHING_GONE): void {
     const upstreams = members.list
     for (const u of upstreams) if (!this.#joinedAt.has(u.id)) this.#joinedAt.set(u.id, this.#first ? -Infinity : now)
     this.#first = false
@@ -201,7 +208,7 @@ export class Router {
       this.#joinedAt.delete(id)
       // ready: serving or draining; a drained one found down before it left (a crashed pod that
       // discovery dropped) is dead, as its users were while it was still in the set
-      if (this.health.ready(id)) this.#leftPlanned.add(id)
+      if (this.health.ready(id) && !gone.has(id)) this.#leftPlanned.add(id)
     }
     for (const u of upstreams) this.#leftPlanned.delete(u.id)
     for (const id of this.#leftPlanned) {

@@ -6,9 +6,15 @@ import type { UpstreamConfig } from '../config/schema.js'
 import { systemTimers, type Timers } from '../clock.js'
 import { upstreamSet, type DiscoveredUpstream, type ListedUpstream, type UpstreamSet } from './upstream-set.js'
 
+const NOTHING_GONE: ReadonlySet<string> = new Set()
+
 export interface MembershipHooks {
-  /** The effective set changed. */
-  onChange(upstreams: UpstreamSet): void
+  /**
+   * The effective set changed. `gone`: ids that left it at once because the pod they were is
+   * gone (another listed pod has its address, or its name is listed not ready under another
+   * pod uid): not a planned removal (their users move as from a dead upstream, not a drained one).
+   */
+  onChange(upstreams: UpstreamSet, gone: ReadonlySet<string>): void
   /** Start / stop draining an upstream (the health table owns the flag). */
   drain(id: string): void
   undrain(id: string): void
@@ -27,6 +33,8 @@ export interface MembershipHooks {
  * ready (`unready`) under another pod uid: [b uid 1], then [b uid 2 unready] -> set [] (b listed
  * not ready under its uid 1 drains). An unready entry is no upstream: its uid and addresses
  * count for these two rules only (another id listed not ready at a leaving one's address takes it).
+ * An upstream that leaves at once by these rules is named in onChange's `gone`: its pod is gone
+ * (its users move as from a dead upstream, not a drained one).
  */
 export class Membership {
   #static: readonly UpstreamConfig[]
@@ -109,15 +117,17 @@ export class Membership {
     const gone = (upstream: ListedUpstream): boolean =>
       taken.has(upstream.url) || (unreadyAt.get(upstream.url) ?? []).some((id) => id !== upstream.id) ||
       (upstream.uid !== undefined && uids.has(upstream.id) && uids.get(upstream.id) !== upstream.uid)
+    const left = new Set<string>()
     for (const [id, { upstream, timer }] of this.#leaving) {
       if (!gone(upstream)) continue
       this.#timers.clearTimeout(timer)
       this.#leaving.delete(id)
       this.#drained.delete(id)
+      left.add(id)
     }
     this.#discovered = next
     this.#terminating = terminating
-    this.#publish()
+    this.#publish(left)
     this.#syncDrains()
   }
 
@@ -154,9 +164,9 @@ export class Membership {
     }
   }
 
-  #publish(): void {
+  #publish(gone: ReadonlySet<string> = NOTHING_GONE): void {
     this.#current = this.#compute()
-    this.#hooks.onChange(this.#current)
+    this.#hooks.onChange(this.#current, gone)
   }
 
   #compute(): UpstreamSet {
