@@ -369,6 +369,44 @@ t.test('a StatefulSet pod re-created at the same address and listed not ready (a
   }
 })
 
+t.test('a one-replica StatefulSet re-created at the same address, not ready yet: the old pod is not kept (503 with Retry-After, not the half-started pod); once ready, its users get their state there', async (t) => {
+  const pods = new Map<string, Counter>([['web-0', await startCounter('web-0')]])
+  t.teardown(async () => { await Promise.all([...pods.values()].map((c) => c.kill())) })
+  const address = await podAddress(t, pods.get('web-0')!.port)
+  const slice = (uid: string, ready = true) => endpointSlice('web-a', 'web', [{ pod: 'web-0', ip: '127.0.0.1', uid, ...(ready ? {} : { ready: false, serving: false }) }], { ports: [{ name: 'http', port: address.port }] })
+  const api = new FakeKubeApi()
+  const { url } = await api.start()
+  t.teardown(() => api.close())
+  api.put('endpointslices', slice('web-0-first'))
+  const log = new LogCapture()
+  const tether = await startTether(testConfig([], {
+    ...RECREATED_POD_CONFIG,
+    affinity: { ...RECREATED_POD_CONFIG.affinity, drain_timeout: 60_000 },
+    discovery: { kubernetes: { service: 'web', namespace: null, port: 'http', kubeconfig: kubeconfigFor(url), weight_annotation: null } },
+  }), { logger: createLogger('info', log) })
+  t.teardown(() => tether.close(0))
+  const agent = userAgent(10)
+  t.teardown(() => agent.destroy())
+  const ask = (user: string) => get(`${tether.url}/`, agent, { 'x-tenant': user })
+  const ids = async (): Promise<string[]> => (JSON.parse((await request(`${tether.adminUrl}/upstreams`)).body) as { id: string }[]).map((r) => r.id)
+  for (let n = 1; n <= 3; n++) t.equal((JSON.parse((await ask('user-0')).body) as CounterAnswer).n, n)
+
+  // web-0 deleted and re-created under its name: the new pod has the old one's IP, not ready yet
+  const next = await startCounter('web-0')
+  pods.set('web-0-old', pods.get('web-0')!)
+  pods.set('web-0', next)
+  address.target = next.port
+  api.put('endpointslices', slice('web-0-second', false))
+  await waitFor(async () => (await ids()).length === 0, 5_000, 'the old web-0 gone from the set')
+  const refused = await ask('user-0')
+  t.same([refused.status, refused.headers['retry-after']], [503, '1'], 'no upstream: 503 with Retry-After, not the half-started pod at that address')
+
+  api.put('endpointslices', slice('web-0-second'))
+  await waitFor(async () => (await ids()).includes('web-0'), 5_000, 'the new web-0 ready: it joins')
+  const a = JSON.parse((await ask('user-0')).body) as CounterAnswer
+  t.same([a.id, a.n, a.rehydrated], ['web-0', 4, true], 'back on web-0 with their state (counter 4)')
+})
+
 t.test('a pod listed with several addresses keeps its url while that address is still listed: a reordered or dual-stack listing is no restart', async (t) => {
   const { port, servers } = await sameportUpstreams()
   t.teardown(async () => { await Promise.all(servers.map(closeServer)) })

@@ -223,6 +223,45 @@ t.test('an empty list during an outage never empties the set: the last set stays
   t.same(discovery.current().map((u) => u.id), ['web-0'])
 })
 
+t.test('no pod ready: the last set is kept, but not a pod the listing says is gone (its name not ready under another uid, or its address another pod\'s)', async (t) => {
+  const { api, discovery, rec } = await setup(t, [slice('web-a', [{ pod: 'web-0', ip: '10.0.0.5', uid: 'a' }])])
+  await discovery.start()
+  await until(() => api.openWatches === 1, 'the watch')
+  const listed = (): string[] => discovery.current().map((u) => `${u.id}${u.uid === undefined ? '' : `/${u.uid}`}${u.unready === true ? ' (not ready)' : ''}`)
+  // a one-replica StatefulSet: web-0 deleted and re-created under its name at its IP, not ready yet
+  api.put('endpointslices', slice('web-a', [{ pod: 'web-0', ip: '10.0.0.5', uid: 'b', ready: false, serving: false }]))
+  await until(() => rec.changes.length === 2, 'the old web-0 reported gone')
+  t.same(listed(), ['web-0/b (not ready)'], 'no upstream left: the new pod is listed not ready (membership drops the old one at once)')
+  t.match(discovery.status(), [/no endpoint is ready or serving; keeping the last 0 upstreams$/], 'still degraded: no endpoint serves')
+  api.put('endpointslices', slice('web-a', [{ pod: 'web-0', ip: '10.0.0.5', uid: 'b' }]))
+  await until(() => discovery.status().length === 0, 'the new pod ready')
+  t.same(listed(), ['web-0/b'])
+
+  // two pods, none ready: one re-created (another uid), one merely not ready (its own uid): that one is kept
+  api.put('endpointslices', slice('web-a', [{ pod: 'web-0', ip: '10.0.0.5', uid: 'b' }, { pod: 'web-1', ip: '10.0.0.6', uid: 'w1' }]))
+  await until(() => listed().length === 2, 'two pods')
+  const changes = rec.changes.length
+  api.put('endpointslices', slice('web-a', [{ pod: 'web-0', ip: '10.0.0.5', uid: 'c', ready: false, serving: false }, { pod: 'web-1', ip: '10.0.0.6', uid: 'w1', ready: false, serving: false }]))
+  await until(() => rec.changes.length === changes + 1, 'web-0 reported gone')
+  t.same(listed(), ['web-0/c (not ready)', 'web-1/w1'], 'web-1 kept as it was; web-0 gone')
+
+  // a Deployment replaced at once (Recreate): the old pod out, a new pod not ready at its address
+  api.put('endpointslices', slice('web-a', [{ pod: 'web-x', ip: '10.0.0.7', uid: 'x' }]))
+  await until(() => listed().join() === 'web-x/x', 'one pod web-x')
+  api.put('endpointslices', slice('web-a', [{ pod: 'web-x', ip: '10.0.0.7', uid: 'x', terminating: true, serving: false, ready: false }, { pod: 'web-y', ip: '10.0.0.7', uid: 'y', ready: false, serving: false }]))
+  await until(() => !listed().includes('web-x/x'), 'web-x reported gone')
+  t.same(listed(), ['web-x/x (not ready)', 'web-y/y (not ready)'], "web-y has web-x's address: web-x is gone")
+
+  // merely not ready (its own uid, its own address): kept, nothing reported
+  api.put('endpointslices', slice('web-a', [{ pod: 'web-z', ip: '10.0.0.8', uid: 'z' }]))
+  await until(() => listed().join() === 'web-z/z', 'one pod web-z')
+  const before = rec.changes.length
+  api.put('endpointslices', slice('web-a', [{ pod: 'web-z', ip: '10.0.0.8', uid: 'z', ready: false, serving: false }]))
+  await until(() => discovery.status().some((s) => /no endpoint is ready or serving; keeping the last 1 upstream$/.test(s)), 'web-z not ready')
+  t.equal(rec.changes.length, before, 'the last set kept')
+  t.same(listed(), ['web-z/z'])
+})
+
 t.test('a first list that fails: start() resolves with an empty set, a later list fills it', async (t) => {
   const api = new FakeKubeApi({ token: TOKEN })
   const { url } = await api.start()

@@ -1,14 +1,15 @@
 // Kubernetes discovery (layer 3 adapter): watches one Service's EndpointSlices (and, for weights,
 // its annotation) and reports one upstream per serving pod, named after the pod, terminating pods
 // as draining. Owns its list/watch loops only: never checks health or places, never starts
-// itself, never reports an empty set (it keeps the last one and says so in status()).
+// itself, never reports an empty set (it keeps the last one and says so in status()), but for
+// the pods the listing says are gone (re-created under their name, or their address another's).
 import { systemClock, systemTimers, type Clock, type Timers } from '../clock.js'
 import type { KubernetesDiscoveryConfig } from '../config/schema.js'
 import { KubernetesApi, type KubernetesApiError } from './kubernetes-api.js'
 import { inClusterAccess, kubeconfigAccess, SERVICE_ACCOUNT_DIR, type ClusterAccess } from './kubernetes-credentials.js'
 import { EQUAL_WEIGHTS, parseWeights, sameUpstreams, upstreamsFromSlices, type EndpointSlice, type Weights } from './endpoint-slices.js'
 import { ListWatch, type KubernetesObject, type ListWatchOptions } from './list-watch.js'
-import type { DiscoveredUpstream } from './upstream-set.js'
+import { goneByUnready, type DiscoveredUpstream } from './upstream-set.js'
 
 /**
  * What a problem is about, each reported and over on its own: the list/watch of the
@@ -91,6 +92,10 @@ interface Service extends KubernetesObject {
  *   pods take new users, `serving` + `terminating` ones are reported `draining: true` (but
  *   take new users too while no pod is ready, as kube-proxy falls back to them), others are
  *   left out (membership drains them, then removes them after drain_timeout).
+ * - A listing with no pod ready or serving keeps the last set (an API hiccup, a Service deleted
+ *   by mistake), but for the pods it says are gone (goneByUnready: the name listed not ready
+ *   under another pod uid, the address listed for another pod not ready): those leave, even
+ *   when that leaves no upstream.
  * - With `weight_annotation`, the Service is watched too and its annotation sets weights.
  * - `status()` lists what is degraded now (API unreachable or failing, no endpoints, a bad
  *   annotation); [] when all is well.
@@ -214,6 +219,18 @@ export class KubernetesDiscovery {
   #update(): void {
     const { upstreams, slicesWithoutPort } = upstreamsFromSlices(this.#slices.objects.values(), this.#config.port, this.#weights, [...(this.#hooks.previous?.() ?? []), ...this.#current])
     if (upstreams.every((u) => u.unready === true)) {
+      // the last set is kept (an empty listing may be an API hiccup), but not a pod the listing
+      // positively says is gone: its name listed not ready under another pod uid, or its address
+      // listed for another pod not ready (a one-replica StatefulSet re-created: its url may lead
+      // to the new, half-started pod). It leaves (membership moves its users at once), as Envoy's
+      // EDS or ingress-nginx would drop it; with nothing left, requests get 503 until a pod is ready
+      const gone = goneByUnready(upstreams)
+      const kept = this.#current.filter((u) => u.unready !== true && !gone(u))
+      if (kept.length < this.#current.filter((u) => u.unready !== true).length) {
+        const ids = new Set(kept.map((u) => u.id))
+        this.#current = Object.freeze([...kept, ...upstreams.filter((u) => !ids.has(u.id))].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)))
+        this.#hooks.onChange(this.#current)
+      }
       const why = slicesWithoutPort.length > 0
         ? `its EndpointSlices have no TCP port named ${JSON.stringify(this.#config.port)}`
         : this.#slices.objects.size === 0 ? 'it has no EndpointSlice (no Service of that name, or no pods selected)' : 'no endpoint is ready or serving'

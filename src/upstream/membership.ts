@@ -4,7 +4,7 @@
 // state owner: publishes one frozen snapshot per change, no proxying, no I/O; timers injected.
 import type { UpstreamConfig } from '../config/schema.js'
 import { systemTimers, type Timers } from '../clock.js'
-import { upstreamSet, type DiscoveredUpstream, type ListedUpstream, type UpstreamSet } from './upstream-set.js'
+import { goneByUnready, upstreamSet, type DiscoveredUpstream, type ListedUpstream, type UpstreamSet } from './upstream-set.js'
 
 const NOTHING_GONE: ReadonlySet<string> = new Set()
 
@@ -108,15 +108,11 @@ export class Membership {
     // pod listed not ready counts too: the address is in its network namespace already.
     const taken = new Set([...next.values(), ...this.#static].flatMap((u: ListedUpstream) => u.addresses ?? [u.url]))
     // (not its own address listed for a pod that merely became not ready: that pod drains)
-    const unreadyAt = new Map<string, string[]>()
-    for (const u of unready) for (const address of u.addresses ?? [u.url]) unreadyAt.set(address, [...(unreadyAt.get(address) ?? []), u.id])
     // A leaving upstream's id listed not ready with another pod uid: the pod it was is gone (a
     // StatefulSet pod re-created under its name, often at its address, not started yet). Its
     // users must move now too, not reach the new pod's address until drain_timeout.
-    const uids = new Map(unready.flatMap((u) => (u.uid === undefined ? [] : [[u.id, u.uid] as const])))
-    const gone = (upstream: ListedUpstream): boolean =>
-      taken.has(upstream.url) || (unreadyAt.get(upstream.url) ?? []).some((id) => id !== upstream.id) ||
-      (upstream.uid !== undefined && uids.has(upstream.id) && uids.get(upstream.id) !== upstream.uid)
+    const goneUnready = goneByUnready(unready)
+    const gone = (upstream: ListedUpstream): boolean => taken.has(upstream.url) || goneUnready(upstream)
     const left = new Set<string>()
     for (const [id, { upstream, timer }] of this.#leaving) {
       if (!gone(upstream)) continue

@@ -62,6 +62,24 @@ export function isReplacement(before: { readonly url: string; readonly uid?: str
   return before.uid !== undefined && after.uid !== undefined ? before.uid !== after.uid : before.url !== after.url
 }
 
+/**
+ * What pods listed not ready (`unready`) say about known upstreams: a predicate, true for one
+ * whose pod is gone. That is one whose id is listed not ready under another pod uid (a
+ * StatefulSet pod re-created under its name, not started yet), or whose url is among the
+ * addresses of another id listed not ready (a freed pod IP handed out again: the address is in
+ * that pod's network namespace already). Its own id listed not ready under its own uid (or
+ * without one) is a pod that merely stopped being ready: not gone. Example: with unready
+ * `[{ id: 'web-0', url: 'http://10.0.0.5:80', uid: 'b' }]`, `{ id: 'web-0', url: 'http://10.0.0.5:80', uid: 'a' }`
+ * -> true; with uid 'b', or none -> false.
+ */
+export function goneByUnready(unready: readonly DiscoveredUpstream[]): (upstream: ListedUpstream) => boolean {
+  const at = new Map<string, string[]>()
+  for (const u of unready) for (const address of u.addresses ?? [u.url]) at.set(address, [...(at.get(address) ?? []), u.id])
+  const uids = new Map(unready.flatMap((u) => (u.uid === undefined ? [] : [[u.id, u.uid] as const])))
+  return (upstream) => (at.get(upstream.url) ?? []).some((id) => id !== upstream.id) ||
+    (upstream.uid !== undefined && uids.has(upstream.id) && uids.get(upstream.id) !== upstream.uid)
+}
+
 /** The current upstreams, sorted by id. Example: `set.get('app-0')?.url` -> 'http://10.0.0.5:8080'. */
 export interface UpstreamSet {
   readonly list: readonly Upstream[]
