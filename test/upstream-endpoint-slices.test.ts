@@ -153,6 +153,15 @@ t.test('malformed slices are read defensively: wrong types count as absent', asy
   t.same(upstreamsFromSlices(junk as never, 8080).upstreams.map((u) => u.id), ['10.0.0.1:8080', '10.0.0.2:8080'], 'only a Pod targetRef names the upstream')
 })
 
+t.test('an endpoint without a pod keeps its address:port id while that address is listed in it: reordered or added addresses are no new upstream', async (t) => {
+  const ids = (ips: string[], before: string[] = []) => upstreamsFromSlices([endpointSlice('ext', 'web', [{ pod: null, ip: ips[0]!, ips }])], 'http', undefined,
+    before.map((id) => ({ id, url: `http://${id}`, weight: 1 }))).upstreams.map((u) => `${u.id}@${u.url.replace('http://', '')}`)
+  t.same(ids(['10.0.0.5', '10.0.0.6']), ['10.0.0.5:8080@10.0.0.5:8080'], 'its first address names it')
+  t.same(ids(['10.0.0.6', '10.0.0.5'], ['10.0.0.5:8080']), ['10.0.0.5:8080@10.0.0.5:8080'], 'reordered: the same id, the same url')
+  t.same(ids(['10.0.0.4', '10.0.0.5'], ['10.0.0.5:8080']), ['10.0.0.5:8080@10.0.0.5:8080'], 'an address added before it: the same id')
+  t.same(ids(['10.0.0.6', '10.0.0.7'], ['10.0.0.5:8080']), ['10.0.0.6:8080@10.0.0.6:8080'], 'its address gone: named after its first address')
+})
+
 t.test("a pod carries its targetRef's uid, the one of the endpoint that listed the url it kept; none without a targetRef or a uid", async (t) => {
   const at = (slices: ReturnType<typeof endpointSlice>[], before?: string) =>
     upstreamsFromSlices(slices, 'http', undefined, before === undefined ? [] : [{ id: 'web-0', url: before, weight: 1 }]).upstreams[0]
