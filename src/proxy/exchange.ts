@@ -48,6 +48,8 @@ export interface Exchange {
   fail(ctx: RequestContext, code: ErrorCode, close: boolean): Answered
   /** The client is gone: nothing more can be sent. */
   readonly clientGone: boolean
+  /** Aborted when the client leaves before the answer (a WebSocket handshake's client): work before the attempt (a rehydration hook) stops. */
+  readonly gone?: AbortSignal
 }
 
 /**

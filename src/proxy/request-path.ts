@@ -218,7 +218,13 @@ export class RequestPath {
           return this.#answer(ctx, x, 'TETHER_NO_UPSTREAM', true)
         }
         const headers = this.#headers(ctx, d, upstream)
-        const hookFailed = d.moved === null ? null : await this.#rehydrate(ctx, d, headers)
+        const hookFailed = d.moved === null ? null : await this.#rehydrate(ctx, d, headers, x.gone ?? null)
+        if (hookFailed !== null && x.gone?.aborted === true) {
+          // the client left while its state was posted: its hook was stopped, nothing is sent
+          // upstream, no other upstream is tried; logged as the client's abort
+          this.#d.router.settle(d)
+          return this.#finish(ctx, { status: 0, outcome: { kind: 'client_abort' }, error: null, responded: true })
+        }
         if (d.moved !== null && !this.#current(upstream)) {
           // a reload or a discovery list took the upstream away, or gave its id another url or
           // pod uid (a pod re-created again), while the state was fetched (or its hook ran): nothing of the

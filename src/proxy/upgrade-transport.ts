@@ -228,8 +228,16 @@ export class Upgrades {
 }
 
 const EMPTY = Buffer.alloc(0)
+/**
+ * Bytes a client may send after its handshake and before the 101 (pipelined frames, a protocol
+ * where the client speaks first) that Tether holds for the tunnel; past this the client
+ * socket is paused (backpressure on the client) until the upstream answers.
+ */
+export const EARLY_BYTES_MAX = 64 * 1024
 /** A handshake Tether cut because its graceful stop's grace period ended (see Upgrades.shutDown). */
 const SHUT_DOWN: Outcome = { kind: 'error', code: 'TETHER_SHUTTING_DOWN', connect: false }
+/** The client left before the upstream answered its handshake: logged `client_abort`, no upstream blamed. */
+const CLIENT_LEFT: AttemptResult = { status: 0, outcome: { kind: 'client_abort' }, error: null, responded: true }
 
 /** One client connection that asked to upgrade: its handshake attempts, then the open tunnel. */
 class Tunnel implements Exchange {
@@ -240,7 +248,11 @@ class Tunnel implements Exchange {
   readonly frames = new FrameTracker()
   readonly #owner: Upgrades
   readonly #client: Socket
-  #head: Buffer
+  /** What the client sent after its request head, held until the tunnel opens (see #watchClient). */
+  #early: Buffer[] = []
+  #earlyBytes = 0
+  /** Aborted when the client leaves (its socket closed, or it ended its side before a 101). */
+  readonly #gone = new AbortController()
   #ctx: RequestContext | null = null
   #upstream: Socket | null = null
   #proxyReq: ClientRequest | null = null
@@ -254,11 +266,60 @@ class Tunnel implements Exchange {
   constructor(owner: Upgrades, client: Socket, head: Buffer) {
     this.#owner = owner
     this.#client = client
-    this.#head = head
+    this.#watchClient(head)
   }
 
   get clientGone(): boolean {
     return this.#client.destroyed
+  }
+
+  /** Aborted when the client leaves: the request path stops a rehydration hook it runs for this handshake. */
+  get gone(): AbortSignal {
+    return this.#gone.signal
+  }
+
+  /**
+   * While the handshake is in progress the client socket is read, so that its leaving is seen:
+   * a paused socket never tells a FIN (it would sit unread until response_headers, holding the
+   * upstream's handshake and a `max_connections` place). What it sends meanwhile (`head`, the
+   * bytes after its request head, first) is held in order, at most EARLY_BYTES_MAX (then the
+   * socket is paused), and put back into the socket when the upstream switches, so the tunnel
+   * carries it first. A FIN before the 101 is the client leaving, as nginx takes it (its
+   * epoll reports the half-close and it closes the upstream request with 499): the client
+   * socket is destroyed, which stops the handshake (see release()).
+   */
+  #watchClient(head: Buffer): void {
+    const client = this.#client
+    if (head.length > 0) this.#keep(head)
+    client.on('data', this.#onEarly)
+    client.once('end', this.#onEarlyEnd)
+    if (this.#earlyBytes < EARLY_BYTES_MAX) client.resume()
+  }
+
+  readonly #onEarly = (chunk: Buffer): void => this.#keep(chunk)
+
+  readonly #onEarlyEnd = (): void => {
+    if (this.state === 'connecting') this.#client.destroy()
+  }
+
+  #keep(chunk: Buffer): void {
+    this.#early.push(chunk)
+    this.#earlyBytes += chunk.length
+    if (this.#earlyBytes >= EARLY_BYTES_MAX) this.#client.pause()
+  }
+
+  /**
+   * The handshake is over: the client socket is no longer read here (paused). `tunnel`: the
+   * bytes held go back into it, read first by the tunnel's pipe; else they are dropped.
+   */
+  #unwatchClient(tunnel: boolean): void {
+    const client = this.#client
+    client.removeListener('data', this.#onEarly)
+    client.removeListener('end', this.#onEarlyEnd)
+    client.pause()
+    if (tunnel && this.#earlyBytes > 0 && !client.destroyed) client.unshift(this.#early.length === 1 ? this.#early[0]! : Buffer.concat(this.#early))
+    this.#early = []
+    this.#earlyBytes = 0
   }
 
   attempt(ctx: RequestContext, decision: Decision, upstream: Upstream, headers: string[]): Attempt {
@@ -278,12 +339,14 @@ class Tunnel implements Exchange {
       headers: { value: headerObject(headers), enumerable: true },
       url: { value: ctx.target.path, enumerable: true },
     }) as IncomingMessage
-    const head = this.#head
-    this.#head = EMPTY // http-proxy unshifts it into the client socket: a retry must not repeat it
     const done = new Promise<AttemptResult>((resolve) => {
       this.#settle = resolve
+      // the client left before this attempt (while Tether chose the upstream, fetched the
+      // user's state or ran the hook): nothing is sent upstream
+      if (this.state === 'closed' || this.#client.destroyed) return this.#done(CLIENT_LEFT)
       try {
-        this.#owner.proxy.ws(view, this.#client, head, this.#owner.targetOf(upstream), (err: Error) => this.#onProxyError(err))
+        // the client's early bytes are held here, not unshifted by http-proxy (see #watchClient)
+        this.#owner.proxy.ws(view, this.#client, EMPTY, this.#owner.targetOf(upstream), (err: Error) => this.#onProxyError(err))
       } catch (err) {
         // http.request() refused the handshake (e.g. a header value it will not send)
         this.#owner.logger.warn({ err, upstream: upstream.id }, 'websocket handshake could not be sent')
@@ -303,6 +366,7 @@ class Tunnel implements Exchange {
 
   fail(_ctx: RequestContext, code: ErrorCode): Answered {
     this.state = 'closed'
+    this.#unwatchClient(false)
     this.#owner.untrack(this)
     const sent = this.#client.writable
     writeRawError(this.#client, code, {}, this.#owner.linger, this.#owner.timers)
@@ -353,12 +417,14 @@ class Tunnel implements Exchange {
   /** The client socket closed. */
   release(): void {
     this.#disarm()
+    this.#gone.abort()
     const was = this.state
     this.state = 'closed'
     if (was === 'connecting') {
+      this.#unwatchClient(false)
       this.#proxyReq?.destroy()
       // at the grace period's end Tether closed it, not its client (see Upgrades.shutDown)
-      this.#done({ status: 0, outcome: this.#owner.shutDown ? SHUT_DOWN : { kind: 'client_abort' }, error: null, responded: true })
+      this.#done(this.#owner.shutDown ? { status: 0, outcome: SHUT_DOWN, error: null, responded: true } : CLIENT_LEFT)
     }
     // the client left during a refusal's body: it settles as the client's abort
     this.#refusal?.destroy()
@@ -397,6 +463,7 @@ class Tunnel implements Exchange {
     }
     this.state = 'open'
     this.#upstream = up
+    this.#unwatchClient(true)
     const ctx = this.#ctx!
     // the 101's headers as the client gets them: learning and checkpoints as for any answer
     // (a checkpoint write cannot hold a 101: it goes out at once), reserved and hop-by-hop
@@ -455,6 +522,7 @@ class Tunnel implements Exchange {
     this.#proxyReq = null
     upstream.destroy()
     this.state = 'closed'
+    this.#unwatchClient(false)
     this.#owner.untrack(this)
     writeRawError(this.#client, 'TETHER_UPSTREAM_PROTOCOL', {}, this.#owner.linger, this.#owner.timers)
     skipNextWrite(this.#client)
@@ -472,6 +540,7 @@ class Tunnel implements Exchange {
     this.#disarm()
     this.#proxyReq = null
     if (this.state === 'connecting') this.state = 'closed'
+    this.#unwatchClient(false)
     this.#owner.untrack(this) // before health hears of it: an ejection it causes must not close this answer
     const ctx = this.#ctx!
     this.#holdAnswer(ctx, res.headers)

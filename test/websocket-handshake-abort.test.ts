@@ -1,0 +1,168 @@
+// A client that leaves while its WebSocket handshake is in progress (the upstream holds its
+// 101, or Tether still posts the user's state to a rehydration hook): Tether stops what it
+// sent upstream, logs the request once as the client's abort, frees its connection slot and
+// does not blame the upstream. And what a client sends before the 101 is not lost.
+import t, { type Test } from 'tap'
+import { EventEmitter } from 'node:events'
+import http from 'node:http'
+import net from 'node:net'
+import { startTether } from '../src/app.js'
+import { createLogger } from '../src/observability/logger.js'
+import { EARLY_BYTES_MAX } from '../src/proxy/upgrade-transport.js'
+import { LogCapture } from './fixtures/log-capture.js'
+import { startUpstream, testConfig } from './fixtures/upstream.js'
+import { CookieJar } from './fixtures/users.js'
+import { metric } from './fixtures/drill.js'
+import { onEvent, waitFor, when, within } from './fixtures/wait.js'
+
+const HANDSHAKE = 'GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n'
+const SWITCH = 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n'
+
+interface Held { readonly socket: net.Socket; got: Buffer; closed: boolean }
+
+/** A raw upstream that reads handshakes and holds them unanswered (the test answers, or its teardown closes them). */
+async function holdingUpstream(t: Test): Promise<{ server: net.Server; held: Held[]; url: string }> {
+  const held: Held[] = []
+  const server = net.createServer((socket) => {
+    const entry: Held = { socket, got: Buffer.alloc(0), closed: false }
+    held.push(entry)
+    socket.on('error', () => undefined)
+    socket.on('data', (c: Buffer) => { entry.got = Buffer.concat([entry.got, c]); server.emit('got') })
+    socket.on('close', () => { entry.closed = true; server.emit('gone') })
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  t.teardown(() => { for (const h of held) h.socket.destroy(); server.close() })
+  return { server, held, url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}` }
+}
+
+function rawClient(port: number): net.Socket {
+  const client = net.connect(port, '127.0.0.1')
+  client.on('error', () => undefined)
+  return client
+}
+
+for (const how of ['end', 'reset'] as const) {
+  t.test(`a client that leaves (${how === 'end' ? 'FIN' : 'RST'}) while the upstream holds its 101: the handshake is stopped at once, logged client_abort, its slot freed, the upstream not blamed`, async (t) => {
+    // two upstreams: a retry would have somewhere to go
+    const a = await holdingUpstream(t)
+    const b = await holdingUpstream(t)
+    const logs = new LogCapture()
+    // response_headers a minute: only the client's leaving can stop the handshake in time
+    const tether = await startTether(testConfig([{ id: 'a', url: a.url }, { id: 'b', url: b.url }], {
+      timeouts: { response_headers: 60_000 }, retries: { attempts: 2 }, websocket: { max_connections: 1 }, health: { passive: { consecutive_failures: 1 } },
+    }), { logger: createLogger('info', logs) })
+    t.teardown(() => tether.close(0))
+    const held = (): Held[] => [...a.held, ...b.held]
+    const client = rawClient(tether.port)
+    client.write(HANDSHAKE)
+    const got = (): boolean => held()[0]?.got.includes('\r\n\r\n') === true
+    await Promise.race([a, b].map((u) => when(onEvent(u.server, 'got'), got, 5000, 'the handshake upstream')))
+    const up = held()[0]!
+    const id = a.held.includes(up) ? 'a' : 'b'
+    t.equal(tether.upgrades.size, 1)
+    t.equal(await metric(tether, `tether_upstream_in_flight{upstream="${id}"}`), 1)
+    if (how === 'end') client.end()
+    else client.resetAndDestroy()
+    await when(onEvent(id === 'a' ? a.server : b.server, 'gone'), () => up.closed, 3000, "the upstream's handshake request to be closed")
+    await when(onEvent(logs, 'record'), () => logs.access().length === 1, 3000, 'the access line')
+    t.match(logs.access()[0], { method: 'GET', path: '/ws', protocol: 'websocket', status: 0, upstream: id, retries: 0, outcome: 'client_abort' })
+    await waitFor(() => tether.upgrades.size === 0, 2000, 'the slot to be released') // polled: Upgrades announces no release
+    t.equal(await metric(tether, `tether_upstream_in_flight{upstream="${id}"}`), 0, 'not in flight')
+    // (after the access line, the request's end: a retry or a health report would come before it)
+    t.equal(held().length, 1, 'no retry: one handshake sent upstream')
+    t.equal(tether.health.state(id), 'healthy', 'no passive-health strike (one failure would eject)')
+    t.notOk(logs.records.some((r) => r['msg'] === 'upstream exchange failed'), 'no upstream failure warned')
+    // the slot (max_connections: 1) takes the next client
+    const next = rawClient(tether.port)
+    t.teardown(() => next.destroy())
+    next.write(HANDSHAKE)
+    await Promise.race([a, b].map((u) => when(onEvent(u.server, 'got'), () => held().length === 2, 5000, 'the next handshake upstream')))
+  })
+}
+
+t.test('bytes a client sends right after its handshake, before the 101, reach the upstream first and in order, also past the bound Tether holds', async (t) => {
+  const up = await holdingUpstream(t)
+  const tether = await startTether(testConfig([{ id: 'a', url: up.url }]), { logger: createLogger('silent') })
+  t.teardown(() => tether.close(0))
+  const client = rawClient(tether.port)
+  const early = Buffer.alloc(EARLY_BYTES_MAX * 3)
+  for (let i = 0; i < early.length; i++) early[i] = i % 251
+  client.write(Buffer.concat([Buffer.from(HANDSHAKE), Buffer.from('first|')])) // in the same packet as the head
+  client.write(early)
+  let answer = ''
+  client.on('data', (c: Buffer) => (answer += c.toString('latin1')))
+  await when(onEvent(up.server, 'got'), () => up.held[0]?.got.includes('\r\n\r\n') === true, 5000, 'the handshake upstream')
+  const h = up.held[0]!
+  const headEnd = h.got.indexOf('\r\n\r\n') + 4
+  t.equal(h.got.length, headEnd, 'nothing but the handshake before the 101')
+  h.socket.write(SWITCH)
+  await waitFor(() => answer.startsWith('HTTP/1.1 101'), 5000, 'the 101')
+  client.write('|last')
+  const want = Buffer.concat([Buffer.from('first|'), early, Buffer.from('|last')])
+  await when(onEvent(up.server, 'got'), () => h.got.length >= headEnd + want.length, 5000, 'the early bytes upstream')
+  t.ok(h.got.subarray(headEnd).equals(want), 'every byte, in order, once')
+  client.end()
+})
+
+t.test('a client that sends frames and then FIN before the 101 has left: the handshake is stopped (as nginx does)', async (t) => {
+  const up = await holdingUpstream(t)
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig([{ id: 'a', url: up.url }], { timeouts: { response_headers: 60_000 } }), { logger: createLogger('info', logs) })
+  t.teardown(() => tether.close(0))
+  const client = rawClient(tether.port)
+  client.write(HANDSHAKE)
+  await when(onEvent(up.server, 'got'), () => up.held[0]?.got.includes('\r\n\r\n') === true, 5000, 'the handshake upstream')
+  client.end(Buffer.from([0x81, 0x82, 1, 2, 3, 4, 0x69 ^ 1, 0x21 ^ 2])) // a masked text frame "hi", then FIN
+  await when(onEvent(up.server, 'gone'), () => up.held[0]!.closed, 3000, "the upstream's handshake request to be closed")
+  await within(new Promise((r) => client.once('close', r)), 3000, 'the client connection to close')
+  await when(onEvent(logs, 'record'), () => logs.access().length === 1, 3000, 'the access line')
+  t.match(logs.access()[0], { protocol: 'websocket', upstream: 'a', outcome: 'client_abort' })
+})
+
+t.test("a moved user's client that leaves while Tether posts its state to the rehydration hook: the hook is stopped, no handshake is sent, nothing retried", async (t) => {
+  const hookPath = '/_tether/rehydrate'
+  const hooks: http.ServerResponse[] = []
+  const hooked = new EventEmitter()
+  const handshakes: string[] = []
+  const app = (id: string) => startUpstream(id, (req, res) => {
+    if (req.url === hookPath) {
+      hooks.push(res) // held: the hook never answers
+      hooked.emit('hook')
+      return
+    }
+    if (req.headers.upgrade !== undefined) handshakes.push(id)
+    res.writeHead(200, { 'x-tether-state': 'n' }).end(id)
+  })
+  const apps = [await app('a'), await app('b'), await app('c')]
+  t.teardown(() => Promise.all(apps.map((a) => a.close())))
+  for (const a of apps) a.server.on('upgrade', (_req, socket: net.Socket) => { handshakes.push('upgrade'); socket.destroy() })
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig(apps, {
+    state: { rehydrate: 'hook', hook_path: hookPath }, timeouts: { response_headers: 60_000 }, retries: { attempts: 2 },
+  }), { logger: createLogger('info', logs) })
+  t.teardown(() => tether.close(0))
+  // the user's upstream, and a checkpoint there
+  const jar = new CookieJar()
+  jar.cookies.set('user', 'u1')
+  const home = await new Promise<string>((resolve, reject) => {
+    http.get(tether.url, { agent: false, headers: { cookie: jar.header()! } }, (res) => {
+      jar.apply(res.headers['set-cookie'])
+      let s = ''
+      res.on('data', (c) => (s += c))
+      res.on('end', () => resolve(s))
+    }).on('error', reject)
+  })
+  await apps.find((a) => a.id === home)!.close() // the user's upstream goes away: the next request moves
+  const before = logs.access().length
+  const client = rawClient(tether.port)
+  client.write(HANDSHAKE.replace('Host: a\r\n', `Host: a\r\nCookie: ${jar.header()!}\r\n`))
+  await when(onEvent(hooked, 'hook'), () => hooks.length === 1, 5000, 'the state posted to the hook')
+  const hook = hooks[0]!
+  client.resetAndDestroy()
+  await waitFor(() => hook.destroyed, 3000, 'the hook request to be stopped') // polled: the upstream's socket closes under it
+  await when(onEvent(logs, 'record'), () => logs.access().length === before + 1, 3000, 'the access line')
+  t.match(logs.access()[before], { protocol: 'websocket', outcome: 'client_abort', status: 0 })
+  t.same(handshakes, [], 'no handshake reached any upstream')
+  t.equal(hooks.length, 1, 'no other upstream tried')
+  await waitFor(() => tether.upgrades.size === 0, 2000, 'the slot to be released')
+})
