@@ -105,7 +105,7 @@ t.test('standalone: a password refused from state.redis.url names state.redis.ur
   const logs = new LogCapture()
   const tt = await tether(t, { url: `redis://:url-wrong-s3cret@127.0.0.1:${redis.port}` }, logs)
   let degraded: string[] = []
-  await waitFor('/readyz to name the key', async () => /WRONGPASS.*refused Tether's password: check state\.redis\.url\)/.test((degraded = (await readyz(tt)).degraded).join('\n')), 5_000)
+  await waitFor('/readyz to name the key', async () => /WRONGPASS.*refused Tether's password for the default user: check state\.redis\.url, or set state\.redis\.username for an ACL user\)/.test((degraded = (await readyz(tt)).degraded).join('\n')), 5_000)
   t.comment(degraded.join('\n'))
   t.notMatch(degraded.join('\n'), /state\.redis\.password/, 'not the key that is not set')
   await waitFor('a warn line naming the key', () => logs.records.some((l) => l['level'] === 40 && /check state\.redis\.url/.test(JSON.stringify(l))))
@@ -148,7 +148,7 @@ t.test('standalone: a user that may not run EVALSHA: requests still answered, on
   const refused = (): Record<string, unknown>[] => logs.records.filter((l) => l['msg'] === 'redis refused a command: the ACL user may not run it, its calls fail')
   await waitFor('the refusal told', () => refused().length > 0)
   t.equal(refused().length, 1, 'one warn line for the 20 refused checkpoints')
-  t.match(refused()[0], { level: 40, command: 'EVALSHA', err: /NOPERM.*may not run EVALSHA: grant it, or check state\.redis\.username/ }, 'naming the command and the key')
+  t.match(refused()[0], { level: 40, command: 'EVALSHA', err: /NOPERM.*may not run EVALSHA: grant it \(ACL SETUSER <user> \+evalsha\), or check state\.redis\.username/ }, 'naming the command and the key')
   let degraded: string[] = []
   await waitFor('/readyz to tell the refusal', async () => /NOPERM.*state\.redis\.username/.test((degraded = (await readyz(tt)).degraded).join('\n')), 5_000)
   t.comment(degraded.join('\n'))
@@ -242,12 +242,53 @@ t.test('Cluster: state.redis.username on every node', async (t) => {
   noSecrets(t, logs, [], [USER, USER_PASSWORD])
 })
 
-t.test('authHint: a Redis 7.2+ NOPERM reply that names the user is told with the key instead; without a user the hint names the password only (and the user key for the Sentinels)', (t) => {
+t.test('authHint: a Redis 7.2+ NOPERM reply that names the user is told with the key instead; without a user a refused password is told as the default user\'s, naming the user key', (t) => {
   const told = authHint("NOPERM User tether-watch has no permissions to run the 'subscribe' command", 'the Sentinel', 'tether-watch', 'state.redis.sentinel_username', 'state.redis.sentinel_password')
-  t.equal(told, "NOPERM User <state.redis.sentinel_username> has no permissions to run the 'subscribe' command (the Sentinel's ACL user may not run SUBSCRIBE: grant it, or check state.redis.sentinel_username)")
-  t.equal(authHint('NOPERM No permissions to access a key', 'Redis', 'u', 'state.redis.username', 'state.redis.password'), 'NOPERM No permissions to access a key (Redis\'s ACL user may not access the keys: grant it, or check state.redis.username)')
-  t.equal(authHint('WRONGPASS invalid username-password pair or user is disabled.', 'Redis', null, 'state.redis.username', 'state.redis.password'), "WRONGPASS invalid username-password pair or user is disabled. (Redis refused Tether's password: check state.redis.password)")
-  t.equal(authHint('WRONGPASS invalid username-password pair or user is disabled.', 'the Sentinel', null, 'state.redis.sentinel_username', 'state.redis.sentinel_password', 'the Sentinels'), "WRONGPASS invalid username-password pair or user is disabled. (the Sentinel refused Tether's password: check state.redis.sentinel_password, and state.redis.sentinel_username if the Sentinels use ACL users)", 'the Sentinels: no sentinel_username may be the cause, named too')
+  t.equal(told, "NOPERM User <state.redis.sentinel_username> has no permissions to run the 'subscribe' command (the Sentinel's ACL user may not run SUBSCRIBE: grant it (ACL SETUSER <user> +subscribe), or check state.redis.sentinel_username)")
+  t.equal(authHint('NOPERM No permissions to access a key', 'Redis', 'u', 'state.redis.username', 'state.redis.password'), 'NOPERM No permissions to access a key (Redis\'s ACL user may not access the keys: grant it, or check state.redis.username)', 'no key pattern given: no grant told')
+  t.equal(authHint('WRONGPASS invalid username-password pair or user is disabled.', 'the Sentinel', null, 'state.redis.sentinel_username', 'state.redis.sentinel_password'), "WRONGPASS invalid username-password pair or user is disabled. (the Sentinel refused Tether's password for the default user: check state.redis.sentinel_password, or set state.redis.sentinel_username for an ACL user)", 'the Sentinels: no sentinel_username may be the cause, named too')
   t.equal(authHint('connect ECONNREFUSED 127.0.0.1:1', 'Redis', 'u', 'state.redis.username', 'state.redis.password'), 'connect ECONNREFUSED 127.0.0.1:1', 'other errors as told')
   t.end()
+})
+
+t.test('authHint: each NOPERM reply shape names the grant to add (command, subcommand, Tether\'s key and channel patterns); <user>, or default when no user is set', (t) => {
+  const grants = { keys: 'tether:*', channels: 'tether:*' }
+  const hint = (error: string, user: string | null = 'u'): string => authHint(error, 'Redis', user, 'state.redis.username', 'state.redis.password', grants).slice(error.length)
+  // (the texts of Redis 6.0-6.2, 7.0 (checked against redis-server 7.0.15 here) and 7.2+)
+  const cases: [string, string][] = [
+    ["NOPERM this user has no permissions to run the 'evalsha' command or its subcommand", " (Redis's ACL user may not run EVALSHA: grant it (ACL SETUSER <user> +evalsha), or check state.redis.username)"],
+    ["NOPERM this user has no permissions to run the 'evalsha' command", " (Redis's ACL user may not run EVALSHA: grant it (ACL SETUSER <user> +evalsha), or check state.redis.username)"],
+    ["NOPERM this user has no permissions to run the 'client|setname' command", " (Redis's ACL user may not run CLIENT|SETNAME: grant it (ACL SETUSER <user> +client|setname), or check state.redis.username)"],
+    ['NOPERM this user has no permissions to access one of the keys used as arguments', " (Redis's ACL user may not access the keys: grant them (ACL SETUSER <user> ~tether:*), or check state.redis.username)"],
+    ['NOPERM No permissions to access a key', " (Redis's ACL user may not access the keys: grant them (ACL SETUSER <user> ~tether:*), or check state.redis.username)"],
+    ['NOPERM this user has no permissions to access one of the channels used as arguments', " (Redis's ACL user may not use the channel: grant them (ACL SETUSER <user> &tether:*), or check state.redis.username)"],
+    ['NOPERM No permissions to access a channel', " (Redis's ACL user may not use the channel: grant them (ACL SETUSER <user> &tether:*), or check state.redis.username)"],
+  ]
+  for (const [error, told] of cases) t.equal(hint(error), told, error)
+  t.equal(hint("NOPERM this user has no permissions to run the 'hset' command", null), " (Redis's ACL user may not run HSET: grant it (ACL SETUSER default +hset), or check state.redis.username)", 'no user set: the default user is the one to grant')
+  t.end()
+})
+
+t.test('authHint: NOAUTH (no password sent) is told as a password required, naming the keys to set, not as a refused password', (t) => {
+  t.equal(authHint('NOAUTH Authentication required.', 'Redis', null, 'state.redis.username', 'state.redis.password'), 'NOAUTH Authentication required. (Redis requires a password: set state.redis.password, and state.redis.username for an ACL user)')
+  t.equal(authHint('NOAUTH Authentication required.', 'Redis', 'u', 'state.redis.username', 'state.redis.password'), 'NOAUTH Authentication required. (Redis requires a password: set state.redis.password)', 'a user set: only the password is missing')
+  t.end()
+})
+
+t.test('standalone: the password of an ACL user without state.redis.username (AUTH as default) names state.redis.username; no password at all is told as required', async (t) => {
+  const redis = await startRedis({ args: ['--requirepass', DEFAULT_PASSWORD] })
+  t.teardown(() => redis.stop())
+  await asDefault(redis.port, 'ACL', 'SETUSER', USER, ...USER_GRANT)
+  const asDefaultUser = new LogCapture()
+  const tt = await tether(t, { url: `redis://127.0.0.1:${redis.port}`, password: USER_PASSWORD }, asDefaultUser)
+  let degraded: string[] = []
+  await waitFor('/readyz to name the user key', async () => /WRONGPASS.*\(Redis refused Tether's password for the default user: check state\.redis\.password, or set state\.redis\.username for an ACL user\)/.test((degraded = (await readyz(tt)).degraded).join('\n')), 5_000)
+  t.comment(degraded.join('\n'))
+  noSecrets(t, asDefaultUser, degraded, [USER_PASSWORD])
+
+  const none = new LogCapture()
+  const tn = await tether(t, { url: `redis://127.0.0.1:${redis.port}` }, none)
+  await waitFor('/readyz to tell a password is required', async () => /NOAUTH.*\(Redis requires a password: set state\.redis\.password, and state\.redis\.username for an ACL user\)/.test((degraded = (await readyz(tn)).degraded).join('\n')), 5_000)
+  t.comment(degraded.join('\n'))
+  t.notMatch(degraded.join('\n'), /refused Tether's password/, 'no password was sent: none was refused')
 })

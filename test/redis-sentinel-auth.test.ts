@@ -22,7 +22,7 @@ const SENTINEL_PASSWORD = 'sentinel-s3cret'
 const START_DEADLINE_MS = 5_000
 
 /** Tether in-process, state in Redis through `set`'s Sentinels (or `sentinels`, `host:port`) with `sentinelPassword`; logs at info into `logs`. */
-async function tether(t: Test, set: Pick<RedisSentinelSet, 'sentinels' | 'name'>, sentinelPassword: string, logs: LogCapture, sentinels = set.sentinels.map((s) => `127.0.0.1:${s.port}`)): Promise<{ tt: Tether; started: number }> {
+async function tether(t: Test, set: Pick<RedisSentinelSet, 'sentinels' | 'name'>, sentinelPassword: string | null, logs: LogCapture, sentinels = set.sentinels.map((s) => `127.0.0.1:${s.port}`)): Promise<{ tt: Tether; started: number }> {
   const app = await startCounter('app-0')
   t.teardown(() => app.kill())
   const cfg = testConfig([app], {
@@ -100,7 +100,7 @@ t.test('a wrong sentinel_password: start-up does not hang, the warn line and /re
   t.ok(started < START_DEADLINE_MS, `start-up returned after the first refused round (${Math.round(started)} ms)`)
   const r = await readyz(tt)
   t.comment(r.degraded.join('\n'))
-  t.match(r.degraded.join('\n'), /check state\.redis\.sentinel_password, and state\.redis\.sentinel_username if the Sentinels use ACL users/, '/readyz names the key, and the user key the Sentinels may want')
+  t.match(r.degraded.join('\n'), /refused Tether's password for the default user: check state\.redis\.sentinel_password, or set state\.redis\.sentinel_username for an ACL user/, '/readyz names the key, and the user key the Sentinels may want')
   t.match(r.degraded.join('\n'), /WRONGPASS|invalid password/, "/readyz gives the Sentinel's refusal")
   await waitFor('a warn line naming the key', () => logs.records.some((l) => l['level'] === 40 && /state\.redis\.sentinel_password/.test(JSON.stringify(l))))
   t.pass('a warn line names state.redis.sentinel_password')
@@ -110,6 +110,19 @@ t.test('a wrong sentinel_password: start-up does not hang, the warn line and /re
   await waitFor('the store to be ready', async () => (await readyz(tt)).degraded.length === 0, 10_000)
   t.pass('recovered once the Sentinels accept the password')
   t.notOk(JSON.stringify(logs.records).includes('not-the-password') || r.degraded.join('\n').includes('not-the-password'), 'the password is never printed (logs, /readyz)')
+})
+
+t.test('Sentinels that require a password when no sentinel_password is set: told as requiring one (NOAUTH), naming state.redis.sentinel_password and sentinel_username, not as a refused password', async (t) => {
+  const set = await startSentinelSet({ password: MASTER_PASSWORD }, { password: SENTINEL_PASSWORD, masterPassword: MASTER_PASSWORD })
+  t.teardown(() => set.stop())
+  const logs = new LogCapture()
+  const { tt } = await tether(t, set, null, logs)
+  let degraded = ''
+  await waitFor('/readyz to name the key', async () => /state\.redis\.sentinel_password/.test(degraded = (await readyz(tt)).degraded.join('\n')))
+  t.comment(degraded)
+  t.match(degraded, /NOAUTH.*\(the Sentinel requires a password: set state\.redis\.sentinel_password, and state\.redis\.sentinel_username for an ACL user\)/, 'the Sentinel requires a password, both keys named')
+  t.notMatch(degraded, /refused Tether's password/, 'no password was sent: none was refused')
+  t.notOk(JSON.stringify(logs.records).includes(SENTINEL_PASSWORD), 'the Sentinels\' password is never printed')
 })
 
 t.test('a Sentinel that refuses the password, then one that is unreachable: the hint names state.redis.sentinel_password although ioredis tells only the last error', async (t) => {
@@ -123,8 +136,8 @@ t.test('a Sentinel that refuses the password, then one that is unreachable: the 
   let degraded = ''
   await waitFor('/readyz to name the key', async () => /state\.redis\.sentinel_password/.test(degraded = (await readyz(tt)).degraded.join('\n')))
   t.comment(degraded)
-  t.match(degraded, new RegExp(`Last error: [^;]*(ECONNREFUSED|closed)[^;]*; Sentinel 127\\.0\\.0\\.1:${refusing.port}: (WRONGPASS|.*invalid).*the Sentinel refused Tether's password: check state\\.redis\\.sentinel_password, and state\\.redis\\.sentinel_username if the Sentinels use ACL users`), 'the last error, then the refusal with its Sentinel and the hint')
+  t.match(degraded, new RegExp(`Last error: [^;]*(ECONNREFUSED|closed)[^;]*; Sentinel 127\\.0\\.0\\.1:${refusing.port}: (WRONGPASS|.*invalid).*the Sentinel refused Tether's password for the default user: check state\\.redis\\.sentinel_password, or set state\\.redis\\.sentinel_username for an ACL user`), 'the last error, then the refusal with its Sentinel and the hint')
   const down = logs.records.find((l) => l['level'] === 40 && String(l['msg']).startsWith('redis node down'))
-  t.match(down?.['error'], /check state\.redis\.sentinel_password, and state\.redis\.sentinel_username/, 'the redis node down warn gives the hint')
+  t.match(down?.['error'], /check state\.redis\.sentinel_password, or set state\.redis\.sentinel_username/, 'the redis node down warn gives the hint')
   t.notOk(JSON.stringify(logs.records).includes('not-the-password') || degraded.includes('not-the-password'), 'the password is never printed')
 })

@@ -1167,8 +1167,7 @@ export class RedisConnection {
    */
   #sentinelError(error: string): string {
     const o = this.#options
-    // with no sentinel_username, a Sentinel with ACL users may refuse for the want of it: named too
-    return authHint(error, 'the Sentinel', o.sentinelUsername ?? null, o.sentinelUsernameSetting ?? 'sentinelUsername', o.sentinelPasswordSetting ?? 'sentinelPassword', 'the Sentinels')
+    return authHint(error, 'the Sentinel', o.sentinelUsername ?? null, o.sentinelUsernameSetting ?? 'sentinelUsername', o.sentinelPasswordSetting ?? 'sentinelPassword', { channels: '+switch-master' })
   }
 
   /**
@@ -1200,7 +1199,7 @@ export class RedisConnection {
     const username = o.username === undefined ? url?.username ?? null : o.username
     const usernameSetting = o.username === undefined && url?.username !== undefined ? fromUrl : o.usernameSetting ?? 'username'
     const passwordSetting = o.password === undefined && url?.password !== undefined ? fromUrl : o.passwordSetting ?? 'password'
-    return authHint(error, 'Redis', username, usernameSetting, passwordSetting)
+    return authHint(error, 'Redis', username, usernameSetting, passwordSetting, { keys: `${this.keyPrefix}*`, channels: `${this.keyPrefix}*` })
   }
 
   /** Remakes of the connection for a READONLY-like reply in a row, and when the last was (performance.now()). */
@@ -1320,27 +1319,49 @@ function closeQuietly(redis: Redis): void {
   redis.disconnect()
 }
 
+/** What a NOPERM hint grants: the key and channel patterns Tether uses (e.g. `"tether:*"`, `"+switch-master"`). */
+export interface AclGrants {
+  readonly keys?: string
+  readonly channels?: string
+}
+
 /**
  * `error` with a hint naming the settings to fix when `who` refused Tether's credentials or an
  * ACL permission; a user name Redis puts in a NOPERM reply (7.2+: "User tether has no
- * permissions ...") is left out. Example: `authHint("NOPERM this user has no permissions to run
- * the 'subscribe' command", 'the Sentinel', 'tether', 'state.redis.sentinel_username', ...)` ->
- * `"NOPERM ... (the Sentinel's ACL user may not run SUBSCRIBE: grant it, or check state.redis.sentinel_username)"`.
- * `aclUsers` (e.g. `'the Sentinels'`): with no user set, a refusal names `usernameSetting` too, as
- * the user those servers may want: `"... check state.redis.sentinel_password, and
- * state.redis.sentinel_username if the Sentinels use ACL users)"`.
+ * permissions ...") is left out, and the grant is told with `<user>` (`default` when no
+ * `username` is set). NOPERM reply shapes covered (Redis 6.0-7.0, 7.2+): `"this user has no
+ * permissions to run the 'evalsha' command"` (a subcommand as `'client|setname'`), `"... to access
+ * one of the keys used as arguments"` / `"No permissions to access a key"`, and the same for
+ * channels. Examples:
+ * `authHint("NOPERM this user has no permissions to run the 'evalsha' command", 'Redis', 'u', 'state.redis.username', ...)` ->
+ * `"NOPERM ... (Redis's ACL user may not run EVALSHA: grant it (ACL SETUSER <user> +evalsha), or check state.redis.username)"`;
+ * a key with `grants.keys` `"tether:*"`: `"... may not access the keys: grant them (ACL SETUSER <user> ~tether:*) ..."`;
+ * `NOAUTH` (no password sent), `username` null: `"... (Redis requires a password: set
+ * state.redis.password, and state.redis.username for an ACL user)"`; `WRONGPASS`, `username` null
+ * (AUTH ran as `default`): `"... (Redis refused Tether's password for the default user: check
+ * state.redis.password, or set state.redis.username for an ACL user)"`.
  */
-export function authHint(error: string, who: string, username: string | null, usernameSetting: string, passwordSetting: string, aclUsers?: string): string {
+export function authHint(error: string, who: string, username: string | null, usernameSetting: string, passwordSetting: string, grants: AclGrants = {}): string {
   if (NOPERM.test(error)) {
     const told = error.replace(/\bUser \S+ has/, `User <${usernameSetting}> has`)
     const command = /'([^']+)' command/.exec(told)?.[1]
-    const what = command !== undefined ? `run ${command.toUpperCase()}` : /channel/i.test(told) ? 'use the channel' : /key/i.test(told) ? 'access the keys' : 'do this'
-    return `${told} (${who}'s ACL user may not ${what}: grant it, or check ${usernameSetting})`
+    const user = username === null ? 'default' : '<user>'
+    const [what, grant] = command !== undefined ? [`run ${command.toUpperCase()}`, `+${command.toLowerCase()}`]
+      : /channel/i.test(told) ? ['use the channel', grants.channels === undefined ? undefined : `&${grants.channels}`]
+      : /key/i.test(told) ? ['access the keys', grants.keys === undefined ? undefined : `~${grants.keys}`]
+      : ['do this', undefined]
+    const how = grant === undefined ? 'grant it' : `grant ${command !== undefined ? 'it' : 'them'} (ACL SETUSER ${user} ${grant})`
+    return `${told} (${who}'s ACL user may not ${what}: ${how}, or check ${usernameSetting})`
   }
   if (!REFUSED.test(error)) return error
+  // NOAUTH: no AUTH was sent at all (no password set), so none was refused
+  if (/NOAUTH/.test(error)) {
+    const user = username === null ? `, and ${usernameSetting} for an ACL user` : ''
+    return `${error} (${who} requires a password: set ${passwordSetting}${user})`
+  }
   if (username === null) {
-    const user = aclUsers === undefined ? '' : `, and ${usernameSetting} if ${aclUsers} use ACL users`
-    return `${error} (${who} refused Tether's password: check ${passwordSetting}${user})`
+    // AUTH with a password only runs as the `default` user: a Redis 6+ ACL user's password is refused
+    return `${error} (${who} refused Tether's password for the default user: check ${passwordSetting}, or set ${usernameSetting} for an ACL user)`
   }
   const settings = usernameSetting === passwordSetting ? usernameSetting : `${usernameSetting} and ${passwordSetting}`
   return `${error} (${who} refused Tether's username or password: check ${settings})`
