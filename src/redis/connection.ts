@@ -487,6 +487,8 @@ export class RedisConnection {
       sub.disconnect()
     }
     this.#subscribers.clear()
+    for (const timer of this.#subscribeRetries) this.#timers.clearTimeout(timer)
+    this.#subscribeRetries.clear()
     if (this.#watchTimer !== null) this.#timers.clearTimeout(this.#watchTimer)
     this.#watchTimer = null
     for (const w of this.#switchWatches) closeQuietly(w.redis)
@@ -654,14 +656,36 @@ export class RedisConnection {
     let listening = false
     const both = (): void => { if (listening && this.#clientUp) onSubscribed?.() }
     sub.on('close', () => { listening = false })
-    sub.on('ready', () => this.#offSwitch(sub) ? (sub as Redis).disconnect(true) : void sub.subscribe(channel).then(() => {
+    // a SUBSCRIBE the ACL user may not send (NOPERM: the channel, or the command) is told like a
+    // refused call, and asked again every maxReconnectDelay while the connection stays up (the
+    // ACL fixed, the subscription comes without a reconnect); its success ends a SUBSCRIBE refusal
+    const listen = (): void => void sub.subscribe(channel).then(() => {
       listening = true
+      this.#subscribeAccepted()
       subscribed()
       both()
-    }, () => undefined))
+    }, (err: unknown) => {
+      if (!NOPERM.test(describe(err)) || !this.#subscribers.has(sub)) return
+      this.#callError(err, '')
+      const timer = this.#timers.setTimeout(() => {
+        this.#subscribeRetries.delete(timer)
+        if (this.#subscribers.has(sub) && sub.status === 'ready' && !listening) listen()
+      }, this.#maxReconnectDelay)
+      this.#subscribeRetries.add(timer)
+    })
+    sub.on('ready', () => this.#offSwitch(sub) ? (sub as Redis).disconnect(true) : listen())
     if (onSubscribed !== undefined) this.#onClientReady.add(both)
     void sub.connect().catch(() => undefined)
     return withDeadline(first, this.#connectTimeout, undefined, this.#timers)
+  }
+
+  /** The timers of refused SUBSCRIBEs asked again (see {@link subscribe}); cleared by stop(). */
+  readonly #subscribeRetries = new Set<unknown>()
+
+  /** A SUBSCRIBE answered: a refusal of the SUBSCRIBE command (not made through run()) ends. */
+  #subscribeAccepted(): void {
+    if (!this.#refused.delete('SUBSCRIBE')) return
+    tellAll(this.#refusalListeners, { command: 'SUBSCRIBE', error: null })
   }
 
   #addNode(address: string, role: RedisNodeRole): NodeHealth {
@@ -911,7 +935,7 @@ export class RedisConnection {
    * A call's error as told: a `NOPERM` refusal with its hint (as the connection's own refusals),
    * told to the {@link onRefused} listeners with the command it names (else the one ioredis
    * sent). Example: `"NOPERM this user has no permissions to run the 'evalsha' command (Redis's
-   * ACL user may not run EVALSHA: grant it, or check state.redis.username)"`.
+   * ACL user may not run EVALSHA: grant it (ACL SETUSER <user> +evalsha), or check state.redis.username)"`.
    */
   #callError(err: unknown, node: string): string {
     const error = describe(err)
@@ -1162,8 +1186,8 @@ export class RedisConnection {
   /**
    * A Sentinel's error as told: a refusal of Tether's credentials (NOAUTH, WRONGPASS, invalid
    * password) or a NOPERM names the settings to fix. Example: `"WRONGPASS invalid username-password
-   * pair ... (the Sentinel refused Tether's password: check state.redis.sentinel_password, and
-   * state.redis.sentinel_username if the Sentinels use ACL users)"`.
+   * pair ... (the Sentinel refused Tether's password for the default user: check
+   * state.redis.sentinel_password, or set state.redis.sentinel_username for an ACL user)"`.
    */
   #sentinelError(error: string): string {
     const o = this.#options
@@ -1175,8 +1199,8 @@ export class RedisConnection {
    * Sentinel's error) and, when that one is no refusal but another Sentinel refused Tether's
    * credentials in the round, that refusal with its hint. Example: `"All sentinels are
    * unreachable. ... Last error: connect ECONNREFUSED 127.0.0.1:26380; Sentinel 127.0.0.1:26379:
-   * WRONGPASS ... (the Sentinel refused Tether's password: check state.redis.sentinel_password, and
-   * state.redis.sentinel_username if the Sentinels use ACL users)"`.
+   * WRONGPASS ... (the Sentinel refused Tether's password for the default user: check
+   * state.redis.sentinel_password, or set state.redis.sentinel_username for an ACL user)"`.
    */
   #sentinelRoundError(error: string): string {
     const refusal = this.#sentinelRefusal

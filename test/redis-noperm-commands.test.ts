@@ -1,0 +1,66 @@
+// Every data command Tether sends, refused by the ACL user (NOPERM), is told to the refusal
+// listeners (the `redis refused a command` warn) with the command and a hint naming the grant
+// to add: Tether's key pattern for a key (`~na:*`), its channel pattern for a channel
+// (`&na:*`), including the peer channel's SUBSCRIBE on its own connection. Reply shapes of the
+// redis-server here (7.0: "this user has no permissions to access one of the keys used as
+// arguments", "... channels ..."). Real redis-server and the real RedisConnection.
+import t, { type Test } from 'tap'
+import { RedisConnection, type RedisRefusal } from '../src/redis/connection.js'
+import { RedisBindings } from '../src/redis/binding-store.js'
+import { RedisCheckpointStore } from '../src/redis/checkpoint-store.js'
+import { RedisPeerChannel } from '../src/redis/peer-channel.js'
+import { redisCli, startRedis } from './fixtures/redis-server.js'
+import { waitFor } from './fixtures/wait.js'
+
+const USER = 'tether-app'
+const PASSWORD = 'app-s3cret'
+const KEY_GRANT = /\(Redis's ACL user may not access the keys: grant them \(ACL SETUSER <user> ~na:\*\), or check url\)$/
+const CHANNEL_GRANT = /\(Redis's ACL user may not use the channel: grant them \(ACL SETUSER <user> &na:\*\), or check url\)$/
+
+/** A connection as an ACL user granted `grant` (all commands), its refusals in `told`. */
+async function refusedUser(t: Test, ...grant: string[]): Promise<{ conn: RedisConnection; told: RedisRefusal[]; port: number }> {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  await redisCli(redis.port, 'ACL', 'SETUSER', USER, 'on', `>${PASSWORD}`, '+@all', '-@dangerous', ...grant)
+  const conn = new RedisConnection({ url: `redis://${USER}:${PASSWORD}@127.0.0.1:${redis.port}`, keyPrefix: 'na:', timeout: 2_000, connectTimeout: 1_000 })
+  const told: RedisRefusal[] = []
+  conn.onRefused((r) => told.push(r))
+  return { conn, told, port: redis.port }
+}
+
+t.test('keys outside the grant: every binding, checkpoint and peer-set command is told with its command and the key pattern to grant', async (t) => {
+  const { conn, told } = await refusedUser(t, '~other:*', '&*')
+  const bindings = new RedisBindings(conn, 60_000)
+  const checkpoints = new RedisCheckpointStore({ connection: conn })
+  const peers = new RedisPeerChannel(conn)
+  await conn.start()
+  t.teardown(() => conn.stop())
+  await bindings.lookup('u1')
+  await bindings.set('u1', 'app-0', 1)
+  await bindings.delete('u1')
+  await checkpoints.put('u1', { value: 'v', version: null, upstream: 'app-0', epoch: 1, writtenAt: 1 }, 60_000)
+  await checkpoints.get('u1')
+  await checkpoints.delete('u1')
+  await peers.remember('drains', 'a', '1')
+  await peers.members('drains')
+  t.same([...new Set(told.map((r) => r.command))].sort(), ['DEL', 'EVAL', 'GET', 'HGETALL', 'HSET'].sort(), 'each command named')
+  for (const r of told) t.match(r.error, KEY_GRANT, `${r.command}: the key pattern to grant`)
+  t.notOk(JSON.stringify(told).includes(USER), 'the user name is never told')
+})
+
+t.test('channels outside the grant: the peer channel\'s PUBLISH and SUBSCRIBE are told with the channel pattern to grant; granted, the subscription comes without a reconnect', async (t) => {
+  const { conn, told, port } = await refusedUser(t, '~na:*', 'resetchannels', '&other:*')
+  const peers = new RedisPeerChannel(conn)
+  await conn.start()
+  t.teardown(() => conn.stop())
+  t.equal(await peers.publish('{"kind":"drain"}'), false, 'PUBLISH refused: it fails')
+  const received: string[] = []
+  await peers.subscribe((m) => received.push(m))
+  await waitFor(() => told.some((r) => r.command === 'SUBSCRIBE'), 5_000, 'the SUBSCRIBE refusal told')
+  t.same([...new Set(told.map((r) => r.command))], ['PUBLISH', 'SUBSCRIBE'], 'each told')
+  for (const r of told) t.match(r.error, CHANNEL_GRANT, `${r.command}: the channel pattern to grant`)
+  await redisCli(port, 'ACL', 'SETUSER', USER, '&na:*')
+  // (asked again every maxReconnectDelay, 2 s by default)
+  await waitFor(async () => { await redisCli(port, 'PUBLISH', 'na:events', 'hello'); return received.includes('hello') }, 5_000, 'a message on the channel once granted')
+  t.pass('subscribed once the channel is granted, on the same connection')
+})
