@@ -3,7 +3,8 @@
 // to add: Tether's key pattern for a key (`~na:*`), its channel pattern for a channel
 // (`&na:*`), including the peer channel's SUBSCRIBE on its own connection. Reply shapes of the
 // redis-server here (7.0: "this user has no permissions to access one of the keys used as
-// arguments", "... channels ..."). Real redis-server and the real RedisConnection.
+// arguments", "... channels ...", and a script's refused command: "ERR The user executing the
+// script can't run this command or subcommand"). Real redis-server and the real RedisConnection.
 import t, { type Test } from 'tap'
 import { RedisConnection, type RedisRefusal } from '../src/redis/connection.js'
 import { RedisBindings } from '../src/redis/binding-store.js'
@@ -63,4 +64,18 @@ t.test('channels outside the grant: the peer channel\'s PUBLISH and SUBSCRIBE ar
   // (asked again every maxReconnectDelay, 2 s by default)
   await waitFor(async () => { await redisCli(port, 'PUBLISH', 'na:events', 'hello'); return received.includes('hello') }, 5_000, 'a message on the channel once granted')
   t.pass('subscribed once the channel is granted, on the same connection')
+})
+
+t.test('a command a script calls refused (Redis 7.0 answers ERR, not NOPERM): the binding and checkpoint writes are told with the commands Tether\'s scripts call', async (t) => {
+  const { conn, told } = await refusedUser(t, '~na:*', '&*', '-set', '-hset')
+  const bindings = new RedisBindings(conn, 60_000)
+  const checkpoints = new RedisCheckpointStore({ connection: conn })
+  await conn.start()
+  t.teardown(() => conn.stop())
+  t.equal(await bindings.set('u1', 'app-0', 1), false, 'the binding write fails')
+  t.equal(await checkpoints.put('u1', { value: 'v', version: null, upstream: 'app-0', epoch: 1, writtenAt: 1 }, 60_000), 'unavailable', 'the checkpoint write fails')
+  t.equal(told.length, 2, 'both told')
+  for (const r of told) {
+    t.match(r, { command: /^EVAL(SHA)?$/, error: /The user executing the script can't run this command.*\(Redis's ACL user may not run a command Tether's script calls: grant them \(ACL SETUSER <user> \+get \+set \+hmget \+hset \+pexpire\), or check url\)$/ }, 'the script command and the grant')
+  }
 })

@@ -182,8 +182,14 @@ const SWITCH_REDOS = 10
 const RECONNECT_ON = /^(READONLY|LOADING|MASTERDOWN)\b/
 /** A refusal of Tether's credentials (no password given, a wrong one, a wrong or disabled user). */
 const REFUSED = /NOAUTH|WRONGPASS|invalid password|invalid username/i
-/** An ACL user without the permission a command (or a key, a channel) needs. */
-const NOPERM = /NOPERM/
+/**
+ * An ACL user without the permission a command (or a key, a channel) needs: a NOPERM reply, or
+ * (Redis 6.0-7.0) the ERR a script gets when a command it calls is refused ("The user executing
+ * the script can't run this command or subcommand", "... can't access at least one of the keys").
+ */
+const NOPERM = /NOPERM|The user executing the script can't/
+/** The commands Tether's scripts call (checkpoint put, binding write, keyspace marker). */
+const SCRIPT_COMMANDS = '+get +set +hmget +hset +pexpire'
 /** How ioredis's error begins when no Sentinel it asked named the master (a round failed). */
 const SENTINEL_ROUND_FAILED = 'All sentinels are unreachable'
 
@@ -1356,7 +1362,8 @@ export interface AclGrants {
  * `username` is set). NOPERM reply shapes covered (Redis 6.0-7.0, 7.2+): `"this user has no
  * permissions to run the 'evalsha' command"` (a subcommand as `'client|setname'`), `"... to access
  * one of the keys used as arguments"` / `"No permissions to access a key"`, and the same for
- * channels. Examples:
+ * channels; a script's refused command (6.0-7.0: `"ERR The user executing the script can't run
+ * this command or subcommand ..."`, told with the commands Tether's scripts call). Examples:
  * `authHint("NOPERM this user has no permissions to run the 'evalsha' command", 'Redis', 'u', 'state.redis.username', ...)` ->
  * `"NOPERM ... (Redis's ACL user may not run EVALSHA: grant it (ACL SETUSER <user> +evalsha), or check state.redis.username)"`;
  * a key with `grants.keys` `"tether:*"`: `"... may not access the keys: grant them (ACL SETUSER <user> ~tether:*) ..."`;
@@ -1371,6 +1378,7 @@ export function authHint(error: string, who: string, username: string | null, us
     const command = /'([^']+)' command/.exec(told)?.[1]
     const user = username === null ? 'default' : '<user>'
     const [what, grant] = command !== undefined ? [`run ${command.toUpperCase()}`, `+${command.toLowerCase()}`]
+      : /script can't run/.test(told) ? ["run a command Tether's script calls", SCRIPT_COMMANDS]
       : /channel/i.test(told) ? ['use the channel', grants.channels === undefined ? undefined : `&${grants.channels}`]
       : /key/i.test(told) ? ['access the keys', grants.keys === undefined ? undefined : `~${grants.keys}`]
       : ['do this', undefined]
