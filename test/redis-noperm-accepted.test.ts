@@ -2,7 +2,8 @@
 // it gets a reply (src/redis/connection.ts): also a command a call sends after another (the peer
 // set's PEXPIRE after its HSET), and with a Cluster only once no node refuses it any more (nodes keep their own
 // ACLs: one node fixed before the others must not end and start the warn at each call; a node
-// that serves no slot any more refuses nothing).
+// that serves no slot any more refuses nothing). A refused subcommand (`object|encoding`) is
+// matched by its full name.
 // Real redis-server(s) and the real RedisConnection.
 import t, { type Test } from 'tap'
 import { RedisConnection, type RedisRefusal } from '../src/redis/connection.js'
@@ -30,6 +31,26 @@ t.test('a PEXPIRE sent after an HSET (the peer set) refused, then granted: told 
   await redisCli(redis.port, 'ACL', 'SETUSER', USER, '+pexpire')
   t.equal(await peers.remember('drains', 'a', '1'), true, 'granted: the call succeeds')
   t.same(told.map((r) => [r.command, r.error === null]), [['PEXPIRE', false], ['PEXPIRE', true]], 'told accepted again')
+})
+
+t.test('a refused subcommand (Redis 7: "no permissions to run the \'object|encoding\' command"), then granted: told by its full name, and accepted again once a call of it succeeds', async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  await redisCli(redis.port, 'ACL', 'SETUSER', USER, ...GRANT, '-object|encoding')
+  const conn = new RedisConnection({ url: `redis://${USER}:${PASSWORD}@127.0.0.1:${redis.port}`, keyPrefix: 'na:', timeout: 2_000 })
+  const told: RedisRefusal[] = []
+  conn.onRefused((r) => told.push(r))
+  await conn.start()
+  t.teardown(() => conn.stop())
+  await redisCli(redis.port, 'SET', 'na:x', '1')
+  // (Tether sends no subcommand itself today: a call of one through run(), as a role would)
+  const encoding = (): Promise<unknown> => conn.run('na:x', (c) => (c as unknown as { object(sub: string, key: string): Promise<unknown> }).object('ENCODING', 'na:x'))
+  t.equal(typeof (await encoding()), 'symbol', 'refused: the call fails')
+  t.same(told.map((r) => r.command), ['OBJECT|ENCODING'], 'the refusal told by its full name')
+  t.match(told[0]?.error, /may not run OBJECT\|ENCODING: grant it \(ACL SETUSER <user> \+object\|encoding\)/, 'the grant names the subcommand')
+  await redisCli(redis.port, 'ACL', 'SETUSER', USER, '+object|encoding')
+  t.equal(await encoding(), 'int', 'granted: the call succeeds')
+  t.same(told.map((r) => [r.command, r.error === null]), [['OBJECT|ENCODING', false], ['OBJECT|ENCODING', true]], 'told accepted again')
 })
 
 t.test('Cluster: EVALSHA refused by one node only is not told accepted by the others\' replies; told once that node takes it', async (t) => {

@@ -968,17 +968,21 @@ export class RedisConnection {
    * loaded it yet): when `node` refused that command and now answers it, and no other node
    * still refuses it, the refusal listeners are told it is accepted again. Example: EVALSHA
    * refused, `ACL SETUSER u +evalsha`, the next checkpoint write's reply tells
-   * `{ command: 'EVALSHA', error: null }`.
+   * `{ command: 'EVALSHA', error: null }`; a refused subcommand (`OBJECT|ENCODING`) is matched by
+   * the command and its first argument.
    */
   #noting<T>(client: Client, work: (c: Client) => Promise<T>, node: string): Promise<T> {
-    type Sent = { name?: unknown; promise?: Promise<unknown> }
+    type Sent = { name?: unknown; args?: unknown[]; promise?: Promise<unknown> }
     type Send = (command: Sent, ...rest: unknown[]) => unknown
     const own = client as unknown as { sendCommand: Send }
     const send = own.sendCommand
     const shadowed = Object.hasOwn(own, 'sendCommand')
     const accepted = (command: Sent): void => {
       if (typeof command.name !== 'string') return
-      const name = command.name.toUpperCase()
+      // a subcommand is refused by its full name (NOPERM "... run the 'object|encoding' command")
+      const sub = command.args?.[0]
+      const full = `${command.name}|${typeof sub === 'string' || Buffer.isBuffer(sub) ? String(sub) : ''}`.toUpperCase()
+      const name = this.#refused.has(full) ? full : command.name.toUpperCase()
       const nodes = this.#refused.get(name)
       if (nodes === undefined) return
       nodes.delete(node)
