@@ -8,7 +8,7 @@
 import t, { type Test } from 'tap'
 import { RedisConnection, type RedisRefusal } from '../src/redis/connection.js'
 import { RedisPeerChannel } from '../src/redis/peer-channel.js'
-import { redisCli, startRedis, startRedisCluster } from './fixtures/redis-server.js'
+import { redisCli, startRedis, startRedisCluster, type RedisServer } from './fixtures/redis-server.js'
 import { waitFor } from './fixtures/wait.js'
 
 const USER = 'tether-app'
@@ -16,15 +16,21 @@ const PASSWORD = 'app-s3cret'
 const GRANT = ['on', `>${PASSWORD}`, '~na:*', '&*', '+@all', '-@dangerous']
 const SCRIPT = "redis.call('SET', KEYS[1], ARGV[1]); return 1"
 
-t.test('a PEXPIRE sent after an HSET (the peer set) refused, then granted: told accepted once a call of it succeeds', async (t) => {
+/** A standalone Redis whose ACL user is granted GRANT and `minus`, and a started connection as that user, its refusals in `told`. */
+async function refusingServer(t: Test, minus: string): Promise<{ redis: RedisServer; conn: RedisConnection; told: RedisRefusal[] }> {
   const redis = await startRedis()
   t.teardown(() => redis.stop())
-  await redisCli(redis.port, 'ACL', 'SETUSER', USER, ...GRANT, '-pexpire')
+  await redisCli(redis.port, 'ACL', 'SETUSER', USER, ...GRANT, minus)
   const conn = new RedisConnection({ url: `redis://${USER}:${PASSWORD}@127.0.0.1:${redis.port}`, keyPrefix: 'na:', timeout: 2_000 })
   const told: RedisRefusal[] = []
   conn.onRefused((r) => told.push(r))
   await conn.start()
   t.teardown(() => conn.stop())
+  return { redis, conn, told }
+}
+
+t.test('a PEXPIRE sent after an HSET (the peer set) refused, then granted: told accepted once a call of it succeeds', async (t) => {
+  const { redis, conn, told } = await refusingServer(t, '-pexpire')
   const peers = new RedisPeerChannel(conn)
   t.equal(await peers.remember('drains', 'a', '1'), false, 'refused: the call fails')
   t.same(told.map((r) => [r.command, r.error === null]), [['PEXPIRE', false]], 'the refusal told')
@@ -34,14 +40,7 @@ t.test('a PEXPIRE sent after an HSET (the peer set) refused, then granted: told 
 })
 
 t.test('a refused subcommand (Redis 7: "no permissions to run the \'object|encoding\' command"), then granted: told by its full name, and accepted again once a call of it succeeds', async (t) => {
-  const redis = await startRedis()
-  t.teardown(() => redis.stop())
-  await redisCli(redis.port, 'ACL', 'SETUSER', USER, ...GRANT, '-object|encoding')
-  const conn = new RedisConnection({ url: `redis://${USER}:${PASSWORD}@127.0.0.1:${redis.port}`, keyPrefix: 'na:', timeout: 2_000 })
-  const told: RedisRefusal[] = []
-  conn.onRefused((r) => told.push(r))
-  await conn.start()
-  t.teardown(() => conn.stop())
+  const { redis, conn, told } = await refusingServer(t, '-object|encoding')
   await redisCli(redis.port, 'SET', 'na:x', '1')
   // (Tether sends no subcommand itself today: a call of one through run(), as a role would)
   const encoding = (): Promise<unknown> => conn.run('na:x', (c) => (c as unknown as { object(sub: string, key: string): Promise<unknown> }).object('ENCODING', 'na:x'))
