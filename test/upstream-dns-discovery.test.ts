@@ -19,6 +19,7 @@ import {
   type DnsDiscoveryOptions,
   type UpstreamDiff,
 } from '../src/upstream/dns-discovery.js'
+import { Membership } from '../src/upstream/membership.js'
 import { TestDnsServer } from './fixtures/dns-server.js'
 import { FakeTimers } from './fixtures/timers.js'
 import { onEvent, when, within } from './fixtures/wait.js'
@@ -768,4 +769,67 @@ t.test('SRV discovery, family any: keeping an empty family, and letting it go, i
   await step(['10.0.0.5'], [])
   t.equal(rec.notes.length, 2, 'nothing more: the family has gone')
   t.same(rec.errors, [])
+})
+
+// ---- SRV: a target that leaves one answer and comes back -------------------------------------
+// Wired as the proxy wires it: a real Membership (drain_timeout = the grace) takes each set, and
+// is the set in use (`previous`) the discovery keeps urls from. A url change there is a replaced
+// pod to the proxy (app.ts: isReplacement; WebSockets closed 1012, users rehydrated, reason=restart).
+
+/** web-0 at 10.0.0.5 and fd00::5 (its url the IPv6 one: AAAA was listed first) and web-1, with a Membership fed as in the proxy. */
+async function leavingTarget(t: Test) {
+  const s = await srvSetup(t, {}, { family: 'any', emptyFamilyGrace: GRACE })
+  const membership = new Membership([], GRACE, { onChange: () => {}, drain: () => {}, undrain: () => {} }, s.timers)
+  t.teardown(() => membership.stop())
+  const discovery = new DnsDiscovery(s.options, {
+    ...s.rec.hooks,
+    onChange: (found, diff) => {
+      s.rec.hooks.onChange(found, diff)
+      membership.setDiscovered(found, 'dns')
+    },
+    previous: () => membership.current().list,
+  }, s.timers, s.timers.clock)
+  t.teardown(() => discovery.stop())
+  const serve = (srv: number[], web0: { a: string[]; aaaa: string[] }): void => {
+    s.dns.set(SRV_NAME, { a: [], aaaa: [], srv: srv.map((n) => srvRecord(n)) })
+    s.dns.set(pod(0), web0)
+    s.dns.set(pod(1), { a: ['10.0.0.6'], aaaa: [] })
+  }
+  serve([0, 1], { a: [], aaaa: ['fd00::5'] })
+  await discovery.start()
+  const urls: string[] = []
+  /** Serves the records, resolves once, and returns web-0's url in the set in use (undefined: gone). */
+  const step = async (srv: number[], web0: { a: string[]; aaaa: string[] }): Promise<string | undefined> => {
+    serve(srv, web0)
+    await tick(s.timers)
+    const url = membership.current().get('web-0')?.url
+    if (url !== undefined) urls.push(url)
+    return url
+  }
+  t.equal(await step([0, 1], { a: ['10.0.0.5'], aaaa: ['fd00::5'] }), 'http://[fd00::5]:8080', 'an A address joins: web-0 stays at its IPv6 address')
+  return { ...s, membership, discovery, step, urls }
+}
+
+const BOTH = { a: ['10.0.0.5'], aaaa: ['fd00::5'] }
+
+t.test('SRV discovery: a target gone from one SRV answer that comes back keeps what it had: a failed or empty family at its return does not move it', async (t) => {
+  const { dns, step, urls, rec } = await leavingTarget(t)
+  t.equal(await step([1], BOTH), 'http://[fd00::5]:8080', 'web-0 missing from one SRV answer: it drains in the set in use, at its url')
+  dns.failQuery(pod(0), 'AAAA', 'servfail')
+  t.equal(await step([0, 1], BOTH), 'http://[fd00::5]:8080', 'back, its AAAA query failing: that family keeps what web-0 had (it moved to 10.0.0.5: a replacement)')
+  t.equal(rec.errors.at(-1)?.err.partial, true, 'the failure is reported')
+  dns.failQuery(pod(0), 'AAAA', 'answer')
+  t.equal(await step([0, 1], BOTH), 'http://[fd00::5]:8080')
+
+  t.equal(await step([1], BOTH), 'http://[fd00::5]:8080', 'gone from an answer again')
+  t.equal(await step([0, 1], { a: ['10.0.0.5'], aaaa: [] }), 'http://[fd00::5]:8080', 'back, AAAA answering empty while A is unchanged: kept as for a target that stayed (it moved to 10.0.0.5)')
+  t.equal(await step([0, 1], BOTH), 'http://[fd00::5]:8080')
+  t.same(new Set(urls), new Set(['http://[fd00::5]:8080']), 'web-0 never changed url: no replacement')
+})
+
+t.test('SRV discovery: a target gone from one SRV answer keeps the time its empty family has been kept: the grace counts from the first empty answer', async (t) => {
+  const { step } = await leavingTarget(t)
+  t.equal(await step([0, 1], { a: ['10.0.0.5'], aaaa: [] }), 'http://[fd00::5]:8080', 'AAAA empty: kept (its grace starts)')
+  t.equal(await step([1], BOTH), 'http://[fd00::5]:8080', 'web-0 missing from one SRV answer')
+  t.equal(await step([0, 1], { a: ['10.0.0.5'], aaaa: [] }), 'http://10.0.0.5:8080', `back with AAAA still empty, ${GRACE} ms after its first empty answer: the family goes (the grace did not start again)`)
 })

@@ -96,9 +96,11 @@ export interface DnsDiscoveryHooks {
    * The set the proxy uses now, maybe made before this resolver ran (with workers, by the lead
    * before it) or holding an upstream that left its list and still drains: an upstream keeps
    * its url from it, as from this resolver's own last set, while that address is still listed.
-   * With `srv`, until this resolver applies a set, the addresses it lists for a target (its
-   * `addresses`, or its url) are what that target's queries had: a failed or kept-empty query
-   * of the first resolution keeps them.
+   * With `srv`, the addresses it lists for a target (its `addresses`, or its url) are what that
+   * target's queries had when this resolver has nothing of its own for them: a failed or
+   * kept-empty query of its first resolution, or of a target back in the SRV answer while it
+   * still drains here (it left one answer), keeps them; and such a target keeps the time its
+   * empty family has been kept (see `DnsDiscovery`).
    */
   previous?(): readonly DiscoveredUpstream[]
 }
@@ -257,6 +259,10 @@ type Resolution =
  *   from its first empty answer: the same pod, whose url must not move (a DNS cache serving
  *   one family a stale NODATA). After that, or once the other family changes too (a pod
  *   re-created elsewhere), the empty answer applies. This is not reported as an error.
+ * - With `srv`, a target missing from one SRV answer leaves the set (the proxy drains it); back
+ *   while the set in use (`previous`) still has it, it is the same target: it keeps its url,
+ *   its queries that fail or answer empty keep the addresses listed for it there (as above),
+ *   and an empty family kept before it left keeps the time of its first empty answer.
  * - `stop()` clears the timer, cancels the in-flight queries and resolves once the loop has ended;
  *   no hook is called after that. Timers are unref'd: discovery never keeps the process alive.
  *
@@ -475,9 +481,18 @@ export class DnsDiscovery {
     // What answered, and for what failed its addresses of the last resolution that gave a set.
     const known = new Map<string, readonly string[]>()
     const addresses = new Map<string, string[]>()
-    const had = this.#had()
+    const inUse = this.#hooks.previous?.() ?? []
+    const had = this.#had(inUse)
     const notes: string[] = []
     const emptySince = this.#srv && families.length === 2 ? this.#keptEmpty(queries, had, notes) : new Map<string, number>()
+    // A target missing from this SRV answer that the set in use still has (it drains there)
+    // keeps the time its empty family has been kept: back within drain_timeout, it is the same pod.
+    const asked = new Set(names.map((n) => n.toLowerCase()))
+    const draining = new Set(inUse.map((u) => u.id))
+    for (const [key, since] of this.#emptySince) {
+      const name = key.slice(key.indexOf(' ') + 1)
+      if (!asked.has(name) && draining.has(srvTargetId(name))) emptySince.set(key, since)
+    }
     let emptyCode = 'ENODATA'
     for (const q of queries) {
       const found = q.failed === undefined && !emptySince.has(q.key) ? q.addresses! : had(q)
@@ -487,7 +502,7 @@ export class DnsDiscovery {
       addresses.set(q.name, [...(addresses.get(q.name) ?? []), ...found])
     }
     const upstreams = this.#srv
-      ? upstreamsFromSrv(records, addresses, this.#port, [...(this.#hooks.previous?.() ?? []), ...this.#current])
+      ? upstreamsFromSrv(records, addresses, this.#port, [...inUse, ...this.#current])
       : upstreamsFromAddresses(addresses.get(this.#name) ?? [], this.#port!)
     const list = failed.slice(0, 5).map((q) => `${q.family === 4 ? 'A' : 'AAAA'} of ${q.name}: ${q.failed === 'ETIMEOUT' && q.cause === undefined ? `ETIMEOUT (no answer within ${this.#timeout} ms)` : q.failed}`)
     if (failed.length > 5) list.push(`and ${failed.length - 5} more`)
@@ -511,19 +526,20 @@ export class DnsDiscovery {
   }
 
   /**
-   * The addresses each query had: those it gave to the last applied resolution; before this
-   * resolver applied any (with workers, a new lead), with `srv`, those of its target in the set
-   * in use (`previous`, its predecessor's), by family, so a failed or kept-empty query of a new
-   * lead's first resolution keeps them too instead of moving the target's url.
+   * The addresses each query had: those it gave to the last applied resolution; else, with
+   * `srv`, those of its target in the set in use (`inUse`, from `previous`), by family: before
+   * this resolver applied any (with workers, a new lead: its predecessor's), or for a target
+   * back in the SRV answer after it left one (still draining in the set in use). So a failed or
+   * kept-empty query there keeps them too instead of moving the target's url.
    */
-  #had(): (q: Query) => readonly string[] | undefined {
+  #had(inUse: readonly DiscoveredUpstream[]): (q: Query) => readonly string[] | undefined {
     const known = this.#known
-    if (known.size > 0 || !this.#srv) return (q) => known.get(q.key)
+    if (!this.#srv) return (q) => known.get(q.key)
     const listed = new Map<string, readonly string[]>()
-    for (const u of this.#hooks.previous?.() ?? []) {
+    for (const u of inUse) {
       if (!listed.has(u.id)) listed.set(u.id, (u.addresses ?? [u.url]).map(urlHost).filter((h): h is string => h !== undefined))
     }
-    return (q) => listed.get(srvTargetId(q.name))?.filter((a) => (isIPv6(a) ? 6 : 4) === q.family)
+    return (q) => known.get(q.key) ?? listed.get(srvTargetId(q.name))?.filter((a) => (isIPv6(a) ? 6 : 4) === q.family)
   }
 
   /**
