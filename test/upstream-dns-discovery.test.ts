@@ -833,3 +833,13 @@ t.test('SRV discovery: a target gone from one SRV answer keeps the time its empt
   t.equal(await step([1], BOTH), 'http://[fd00::5]:8080', 'web-0 missing from one SRV answer')
   t.equal(await step([0, 1], { a: ['10.0.0.5'], aaaa: [] }), 'http://10.0.0.5:8080', `back with AAAA still empty, ${GRACE} ms after its first empty answer: the family goes (the grace did not start again)`)
 })
+
+t.test('SRV discovery, family any: a family answering empty while the other keeps its addresses and lists one more is kept too; one that lost an address is a change', async (t) => {
+  const { discovery, rec, step } = await dualStack(t, [], ['fd00::5'])
+  t.equal(await step(['10.0.0.5'], ['fd00::5']), 'http://[fd00::5]:8080', 'an A address joins: web-0 stays at its IPv6 address')
+  t.equal(await step(['10.0.0.5', '10.0.0.7'], []), 'http://[fd00::5]:8080', 'AAAA empty while A lists 10.0.0.5 and a new 10.0.0.7: the pod still answers where it did, AAAA is kept (it moved to 10.0.0.5: a replacement)')
+  t.same(discovery.current()[0]?.addresses, ['http://10.0.0.5:8080', 'http://10.0.0.7:8080', 'http://[fd00::5]:8080'], 'listed at all three')
+  t.match(rec.notes.at(-1), /^AAAA of web-0\..* answered empty while its A still lists its addresses: keeping its last addresses \(fd00::5\)/)
+  t.equal(await step(['10.0.0.5', '10.0.0.7'], ['fd00::5']), 'http://[fd00::5]:8080', 'AAAA back: still there')
+  t.equal(await step(['10.0.0.7'], []), 'http://10.0.0.7:8080', 'AAAA empty while A lost 10.0.0.5: a change (what a re-created pod looks like), the empty answer applies')
+})

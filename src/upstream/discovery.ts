@@ -42,7 +42,7 @@ export interface DiscoveryDeps {
   readonly timers: Timers
   /**
    * `affinity.drain_timeout`: how long an SRV target's family answering empty keeps its last
-   * addresses while its other family answers unchanged (`DnsDiscoveryOptions.emptyFamilyGrace`).
+   * addresses while its other family still lists every address it had (`DnsDiscoveryOptions.emptyFamilyGrace`).
    */
   readonly drainTimeout: number
   /** For the log's pacing of lasting problems and Kubernetes discovery's; default the system clock. */

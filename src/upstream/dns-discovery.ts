@@ -59,8 +59,8 @@ export interface DnsDiscoveryOptions {
   readonly timeout?: number | undefined
   /**
    * With `srv` and family 'any': how long, in ms, a target's family that answers empty keeps
-   * the addresses it had while the target's other family answers (or fails and keeps) exactly
-   * the addresses it had (the same pod; see `DnsDiscovery`). The composition root passes
+   * the addresses it had while the target's other family answers (or fails and keeps) every
+   * address it had, maybe more (the same pod; see `DnsDiscovery`). The composition root passes
    * `affinity.drain_timeout`. Default 0: an empty answer applies at once.
    */
   readonly emptyFamilyGrace?: number | undefined
@@ -254,11 +254,11 @@ type Resolution =
  *   known addresses (`onError` with `err.partial`). `onChange` is called only when the set
  *   actually changes.
  * - With `srv` and family 'any', a target's A or AAAA query that answers empty while the
- *   target's other family answers (or fails and keeps) exactly the addresses it had, not
- *   none, keeps its last addresses, as a failed query does, for up to `emptyFamilyGrace` ms
+ *   target's other family answers (or fails and keeps) every address it had, not none, maybe
+ *   with more (its old addresses still answer: the same pod), keeps its last addresses, as a failed query does, for up to `emptyFamilyGrace` ms
  *   from its first empty answer: the same pod, whose url must not move (a DNS cache serving
- *   one family a stale NODATA). After that, or once the other family changes too (a pod
- *   re-created elsewhere), the empty answer applies. This is not reported as an error.
+ *   one family a stale NODATA). After that, or once the other family loses an address too
+ *   (a pod re-created elsewhere), the empty answer applies. This is not reported as an error.
  * - With `srv`, a target missing from one SRV answer leaves the set (the proxy drains it); back
  *   while the set in use (`previous`) still has it, it is the same target: it keeps its url,
  *   its queries that fail or answer empty keep the addresses listed for it there (as above),
@@ -545,8 +545,8 @@ export class DnsDiscovery {
   /**
    * Of an SRV resolution's queries (family 'any'), those that answered empty and keep their last
    * addresses (see the class doc), with the time of their first such answer: the target had
-   * addresses of that family, its other family answered, or failed, with exactly the addresses
-   * it had (not none), and `emptyFamilyGrace` has not passed since that first empty answer.
+   * addresses of that family, its other family answered, or failed, with every address it had
+   * (not none; more is fine), and `emptyFamilyGrace` has not passed since that first empty answer.
    */
   #keptEmpty(queries: readonly Query[], hadOf: (q: Query) => readonly string[] | undefined, notes: string[]): Map<string, number> {
     const now = monotonicNow(this.#clock)
@@ -557,13 +557,16 @@ export class DnsDiscovery {
       const other = byKey.get(queryKey(q.name, q.family === 4 ? 6 : 4))
       const had = other === undefined ? undefined : hadOf(other)
       const has = other?.failed === undefined ? other?.addresses : had
-      if (had === undefined || has === undefined || had.length === 0 || !sameAddresses([...had].sort(), [...has].sort())) continue
+      // the other family still lists every address it had (one more is the same pod too: its
+      // old address still answers; one lost is what a re-created pod looks like)
+      if (had === undefined || has === undefined || had.length === 0 || !had.every((a) => has.includes(a))) continue
+      const grew = has.some((a) => !had.includes(a))
       const since = this.#emptySince.get(q.key) ?? now
       const [type, otherType] = q.family === 4 ? ['A', 'AAAA'] : ['AAAA', 'A']
       const list = hadOf(q)!.join(', ')
       if (now - since < this.#emptyFamilyGrace) {
         kept.set(q.key, since)
-        if (!this.#emptySince.has(q.key)) notes.push(`${type} of ${q.name} answered empty while its ${otherType} is unchanged: keeping its last addresses (${list}) for up to ${this.#emptyFamilyGrace} ms`)
+        if (!this.#emptySince.has(q.key)) notes.push(`${type} of ${q.name} answered empty while its ${otherType} ${grew ? 'still lists its addresses' : 'is unchanged'}: keeping its last addresses (${list}) for up to ${this.#emptyFamilyGrace} ms`)
       } else if (this.#emptySince.has(q.key)) {
         notes.push(`${type} of ${q.name} answered empty for ${this.#emptyFamilyGrace} ms: its addresses (${list}) go`)
       }
