@@ -680,12 +680,13 @@ t.test('SRV discovery, family any: a family answering empty while the other answ
   const changes = rec.changes.length
   t.same([await step(['10.0.0.5'], []), await step(['10.0.0.5'], ['fd00::5'])], ['http://[fd00::5]:8080', 'http://[fd00::5]:8080'],
     'AAAA answers empty (NODATA) once, A unchanged: the url stays, and stays when AAAA is back (without the rule: 10.0.0.5, a replacement, and it stayed there)')
-  t.equal(discovery.current(), dual, 'the set did not change at all')
-  t.equal(rec.changes.length, changes, 'no onChange')
+  t.same(discovery.current(), dual, 'the set is as it was')
+  t.same(rec.changes.slice(changes).map((c) => c.diff), [{ added: [], removed: [], changed: ['web-0'] }, { added: [], removed: [], changed: ['web-0'] }],
+    'onChange twice, its url the same: when AAAA began to be kept (the set says since when, for a new lead), and when it was back')
   t.same(rec.errors, [], 'an empty answer is no error')
 
   t.same([await step([], ['fd00::5']), await step(['10.0.0.5'], ['fd00::5'])], ['http://[fd00::5]:8080', 'http://[fd00::5]:8080'], 'so does an A answer empty for a moment')
-  t.equal(discovery.current(), dual)
+  t.same(discovery.current(), dual)
 
   t.same([await step(['10.0.0.5'], []), await step(['10.0.0.5'], [])], ['http://[fd00::5]:8080', 'http://[fd00::5]:8080'], 'AAAA empty for less than the grace: kept')
   t.equal(await step(['10.0.0.5'], []), 'http://10.0.0.5:8080', 'empty for the grace (from its first empty answer): the family goes, and the url with it')
@@ -828,8 +829,9 @@ t.test('SRV discovery: a target gone from one SRV answer that comes back keeps w
 })
 
 t.test('SRV discovery: a target gone from one SRV answer keeps the time its empty family has been kept: the grace counts from the first empty answer', async (t) => {
-  const { step } = await leavingTarget(t)
+  const { step, membership } = await leavingTarget(t)
   t.equal(await step([0, 1], { a: ['10.0.0.5'], aaaa: [] }), 'http://[fd00::5]:8080', 'AAAA empty: kept (its grace starts)')
+  t.equal(membership.current().get('web-0')?.keptEmpty?.family, 6, 'the set in use says so (with workers, it is what a new lead starts from)')
   t.equal(await step([1], BOTH), 'http://[fd00::5]:8080', 'web-0 missing from one SRV answer')
   t.equal(await step([0, 1], { a: ['10.0.0.5'], aaaa: [] }), 'http://10.0.0.5:8080', `back with AAAA still empty, ${GRACE} ms after its first empty answer: the family goes (the grace did not start again)`)
 })
@@ -842,4 +844,29 @@ t.test('SRV discovery, family any: a family answering empty while the other keep
   t.match(rec.notes.at(-1), /^AAAA of web-0\..* answered empty while its A still lists its addresses: keeping its last addresses \(fd00::5\)/)
   t.equal(await step(['10.0.0.5', '10.0.0.7'], ['fd00::5']), 'http://[fd00::5]:8080', 'AAAA back: still there')
   t.equal(await step(['10.0.0.7'], []), 'http://10.0.0.7:8080', 'AAAA empty while A lost 10.0.0.5: a change (what a re-created pod looks like), the empty answer applies')
+})
+
+t.test('SRV discovery, family any: the set says since when a family is kept empty, and a new lead counts the grace on from there (not up to twice drain_timeout)', async (t) => {
+  const { discovery, timers, step } = await dualStack(t, ['10.0.0.5'], ['fd00::5'])
+  t.equal(discovery.current()[0]?.keptEmpty, undefined)
+  const first = timers.clock.now() + INTERVAL
+  await step(['10.0.0.5'], [])
+  t.same(discovery.current()[0]?.keptEmpty, { family: 6, since: first }, 'AAAA kept: the set carries the family and its first empty answer (wall ms: it travels to the workers)')
+  await step(['10.0.0.5'], ['fd00::5'])
+  t.equal(discovery.current()[0]?.keptEmpty, undefined, 'AAAA back: gone from the set')
+
+  // a new lead whose predecessor has kept web-0's AAAA for 1000 ms (GRACE is 1500)
+  const s = await srvSetup(t, {}, { family: 'any', emptyFamilyGrace: GRACE })
+  s.dns.set(SRV_NAME, { a: [], aaaa: [], srv: [srvRecord(0)] })
+  s.dns.set(pod(0), { a: ['10.0.0.5'], aaaa: [] })
+  s.timers.clock.advance(10_000)
+  const before: DiscoveredUpstream[] = [{ id: 'web-0', url: 'http://[fd00::5]:8080', weight: 1, addresses: ['http://10.0.0.5:8080', 'http://[fd00::5]:8080'], keptEmpty: { family: 6, since: s.timers.clock.now() - 1000 } }]
+  const lead = new DnsDiscovery(s.options, { ...s.rec.hooks, previous: () => before }, s.timers, s.timers.clock)
+  t.teardown(() => lead.stop())
+  t.equal((await lead.start())[0]?.url, 'http://[fd00::5]:8080', 'its first resolution keeps AAAA')
+  t.same(lead.current()[0]?.keptEmpty, before[0]!.keptEmpty, 'since its predecessor\'s first empty answer')
+  t.same(s.rec.notes, [], 'no new note: the predecessor told it')
+  await tick(s.timers)
+  t.equal(lead.current()[0]?.url, 'http://10.0.0.5:8080', `${GRACE} ms after the predecessor's first empty answer: the family goes (it stayed for ${GRACE} ms more from the new lead's start)`)
+  t.same(s.rec.notes, [`AAAA of ${pod(0)} answered empty for ${GRACE} ms: its addresses (fd00::5) go`])
 })

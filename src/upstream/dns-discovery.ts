@@ -5,7 +5,7 @@
 import { Resolver } from 'node:dns/promises'
 import { isIP, isIPv6 } from 'node:net'
 import { monotonicNow, systemClock, systemTimers, type Clock, type Timers } from '../clock.js'
-import type { DiscoveredUpstream } from './upstream-set.js'
+import type { DiscoveredUpstream, KeptEmptyFamily } from './upstream-set.js'
 import { keptUrl, listedAddresses, sameAddresses, upstreamId, upstreamUrl } from './address.js'
 
 export { upstreamId, upstreamUrl }
@@ -162,7 +162,8 @@ export function diffUpstreams(
   const after = new Map(next.map((u) => [u.id, u]))
   const changed = (id: string): boolean => {
     const [a, b] = [before.get(id)!, after.get(id)!]
-    return a.url !== b.url || a.weight !== b.weight || !sameAddresses(a.addresses, b.addresses)
+    return a.url !== b.url || a.weight !== b.weight || !sameAddresses(a.addresses, b.addresses) ||
+      a.keptEmpty?.family !== b.keptEmpty?.family || a.keptEmpty?.since !== b.keptEmpty?.since
   }
   return {
     added: [...after.keys()].filter((id) => !before.has(id)).sort(),
@@ -233,8 +234,8 @@ type Resolution =
     ok: true
     upstreams: readonly DiscoveredUpstream[]
     known: ReadonlyMap<string, readonly string[]>
-    /** Queries answering empty that kept their last addresses, and since when (monotonic ms). */
-    emptySince: ReadonlyMap<string, number>
+    /** Queries answering empty that kept their last addresses, and since when. */
+    emptySince: ReadonlyMap<string, KeptSince>
     /** For `onNote`: families that began to be kept, or went after the grace. */
     notes: readonly string[]
     error?: DnsDiscoveryError
@@ -290,8 +291,8 @@ export class DnsDiscovery {
   #current: readonly DiscoveredUpstream[] = Object.freeze([])
   /** The addresses each query (`queryKey`) gave to the resolution that set #current; a query that fails later keeps them. */
   #known: ReadonlyMap<string, readonly string[]> = new Map()
-  /** Queries (`queryKey`) of #known that answered empty and kept their addresses: since when (monotonic ms). */
-  #emptySince: ReadonlyMap<string, number> = new Map()
+  /** Queries (`queryKey`) of #known that answered empty and kept their addresses: since when. */
+  #emptySince: ReadonlyMap<string, KeptSince> = new Map()
   #failures = 0
   #timer: unknown = undefined
   /** The resolution in progress (or the last one), awaited by stop(). */
@@ -484,7 +485,7 @@ export class DnsDiscovery {
     const inUse = this.#hooks.previous?.() ?? []
     const had = this.#had(inUse)
     const notes: string[] = []
-    const emptySince = this.#srv && families.length === 2 ? this.#keptEmpty(queries, had, notes) : new Map<string, number>()
+    const emptySince = this.#srv && families.length === 2 ? this.#keptEmpty(queries, had, this.#inherited(names, inUse), notes) : new Map<string, KeptSince>()
     // A target missing from this SRV answer that the set in use still has (it drains there)
     // keeps the time its empty family has been kept: back within drain_timeout, it is the same pod.
     const asked = new Set(names.map((n) => n.toLowerCase()))
@@ -502,7 +503,7 @@ export class DnsDiscovery {
       addresses.set(q.name, [...(addresses.get(q.name) ?? []), ...found])
     }
     const upstreams = this.#srv
-      ? upstreamsFromSrv(records, addresses, this.#port, [...inUse, ...this.#current])
+      ? withKeptEmpty(upstreamsFromSrv(records, addresses, this.#port, [...inUse, ...this.#current]), emptySince)
       : upstreamsFromAddresses(addresses.get(this.#name) ?? [], this.#port!)
     const list = failed.slice(0, 5).map((q) => `${q.family === 4 ? 'A' : 'AAAA'} of ${q.name}: ${q.failed === 'ETIMEOUT' && q.cause === undefined ? `ETIMEOUT (no answer within ${this.#timeout} ms)` : q.failed}`)
     if (failed.length > 5) list.push(`and ${failed.length - 5} more`)
@@ -543,15 +544,32 @@ export class DnsDiscovery {
   }
 
   /**
+   * Since when the set in use (`inUse`: with workers, a new lead's predecessor's) has kept an
+   * empty family of each target in `names` that this resolver knows nothing of (`keptEmpty`),
+   * by query key: a new lead goes on counting the grace from its predecessor's first empty answer.
+   */
+  #inherited(names: readonly string[], inUse: readonly DiscoveredUpstream[]): Map<string, KeptSince> {
+    const byId = new Map(inUse.map((u) => [u.id, u.keptEmpty]))
+    const inherited = new Map<string, KeptSince>()
+    const [now, wall] = [monotonicNow(this.#clock), this.#clock.now()]
+    for (const name of names) {
+      const kept = byId.get(srvTargetId(name))
+      const key = kept === undefined ? undefined : queryKey(name, kept.family)
+      if (kept !== undefined && key !== undefined && !this.#known.has(key)) inherited.set(key, { at: now - Math.max(0, wall - kept.since), wall: kept.since })
+    }
+    return inherited
+  }
+
+  /**
    * Of an SRV resolution's queries (family 'any'), those that answered empty and keep their last
    * addresses (see the class doc), with the time of their first such answer: the target had
    * addresses of that family, its other family answered, or failed, with every address it had
    * (not none; more is fine), and `emptyFamilyGrace` has not passed since that first empty answer.
    */
-  #keptEmpty(queries: readonly Query[], hadOf: (q: Query) => readonly string[] | undefined, notes: string[]): Map<string, number> {
+  #keptEmpty(queries: readonly Query[], hadOf: (q: Query) => readonly string[] | undefined, inherited: ReadonlyMap<string, KeptSince>, notes: string[]): Map<string, KeptSince> {
     const now = monotonicNow(this.#clock)
     const byKey = new Map(queries.map((q) => [q.key, q]))
-    const kept = new Map<string, number>()
+    const kept = new Map<string, KeptSince>()
     for (const q of queries) {
       if (q.empty === undefined || (hadOf(q)?.length ?? 0) === 0) continue
       const other = byKey.get(queryKey(q.name, q.family === 4 ? 6 : 4))
@@ -561,18 +579,36 @@ export class DnsDiscovery {
       // old address still answers; one lost is what a re-created pod looks like)
       if (had === undefined || has === undefined || had.length === 0 || !had.every((a) => has.includes(a))) continue
       const grew = has.some((a) => !had.includes(a))
-      const since = this.#emptySince.get(q.key) ?? now
+      const known = this.#emptySince.get(q.key) ?? inherited.get(q.key)
+      const since = known ?? { at: now, wall: this.#clock.now() }
       const [type, otherType] = q.family === 4 ? ['A', 'AAAA'] : ['AAAA', 'A']
       const list = hadOf(q)!.join(', ')
-      if (now - since < this.#emptyFamilyGrace) {
+      if (now - since.at < this.#emptyFamilyGrace) {
         kept.set(q.key, since)
-        if (!this.#emptySince.has(q.key)) notes.push(`${type} of ${q.name} answered empty while its ${otherType} ${grew ? 'still lists its addresses' : 'is unchanged'}: keeping its last addresses (${list}) for up to ${this.#emptyFamilyGrace} ms`)
-      } else if (this.#emptySince.has(q.key)) {
+        if (known === undefined) notes.push(`${type} of ${q.name} answered empty while its ${otherType} ${grew ? 'still lists its addresses' : 'is unchanged'}: keeping its last addresses (${list}) for up to ${this.#emptyFamilyGrace} ms`)
+      } else if (known !== undefined) {
         notes.push(`${type} of ${q.name} answered empty for ${this.#emptyFamilyGrace} ms: its addresses (${list}) go`)
       }
     }
     return kept
   }
+}
+
+/** When a query began to answer empty while keeping its addresses: monotonic ms (to count the grace), and the wall time it travels as (KeptEmptyFamily). */
+interface KeptSince {
+  readonly at: number
+  readonly wall: number
+}
+
+/** `upstreams` (SRV) with `keptEmpty` set on each whose target has a family in `emptySince`. */
+function withKeptEmpty(upstreams: readonly DiscoveredUpstream[], emptySince: ReadonlyMap<string, KeptSince>): readonly DiscoveredUpstream[] {
+  if (emptySince.size === 0) return upstreams
+  const byId = new Map<string, KeptEmptyFamily>()
+  for (const [key, { wall }] of emptySince) byId.set(srvTargetId(key.slice(key.indexOf(' ') + 1)), { family: key.startsWith('6 ') ? 6 : 4, since: wall })
+  return Object.freeze(upstreams.map((u) => {
+    const keptEmpty = byId.get(u.id)
+    return keptEmpty === undefined ? u : Object.freeze({ ...u, keptEmpty: Object.freeze(keptEmpty) })
+  }))
 }
 
 /** One A or AAAA query of a resolution: its addresses (`empty` for an empty answer), or `failed` with its code. */

@@ -83,7 +83,7 @@ export class Membership {
           unready.push(u)
           continue
         }
-        if (!next.has(u.id)) next.set(u.id, { id: u.id, url: u.url, weight: u.weight, ...(u.addresses === undefined ? {} : { addresses: u.addresses }), ...(u.uid === undefined ? {} : { uid: u.uid }) })
+        if (!next.has(u.id)) next.set(u.id, { id: u.id, url: u.url, weight: u.weight, ...(u.addresses === undefined ? {} : { addresses: u.addresses }), ...(u.uid === undefined ? {} : { uid: u.uid }), ...(u.keptEmpty === undefined ? {} : { keptEmpty: u.keptEmpty }) })
         if (u.draining === true) terminating.add(u.id)
         else serving.add(u.id)
       }

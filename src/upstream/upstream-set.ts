@@ -22,6 +22,19 @@ export interface Upstream extends UpstreamConfig {
    * configured upstreams, DNS and endpoints without a targetRef.
    */
   readonly uid?: string
+  /** DNS SRV discovery: a family of its addresses kept while DNS answers it empty (see KeptEmptyFamily). */
+  readonly keptEmpty?: KeptEmptyFamily
+}
+
+/**
+ * An SRV target's address family (4: A, 6: AAAA) that answers empty while DNS discovery keeps
+ * its last addresses (its empty-family grace, `affinity.drain_timeout`), and since when, in ms
+ * since the epoch (wall time: the list travels to the other workers, and a new lead goes on
+ * counting from it). Example: `{ family: 6, since: 1796292000000 }`.
+ */
+export interface KeptEmptyFamily {
+  readonly family: 4 | 6
+  readonly since: number
 }
 
 /**
@@ -45,6 +58,7 @@ export interface DiscoveredUpstream extends ListedUpstream {
 export interface ListedUpstream extends UpstreamConfig {
   readonly addresses?: readonly string[]
   readonly uid?: string
+  readonly keptEmpty?: KeptEmptyFamily
 }
 
 /**
@@ -92,7 +106,7 @@ export function upstreamSet(upstreams: readonly ListedUpstream[]): UpstreamSet {
   const list = Object.freeze(
     [...upstreams]
       .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
-      .map((u) => Object.freeze({ id: u.id, url: u.url, weight: u.weight, host: new URL(u.url).host, tls: u.tls ?? null, addresses: Object.freeze(u.addresses ?? [u.url]), ...(u.uid === undefined ? {} : { uid: u.uid }) })),
+      .map((u) => Object.freeze({ id: u.id, url: u.url, weight: u.weight, host: new URL(u.url).host, tls: u.tls ?? null, addresses: Object.freeze(u.addresses ?? [u.url]), ...(u.uid === undefined ? {} : { uid: u.uid }), ...(u.keptEmpty === undefined ? {} : { keptEmpty: u.keptEmpty }) })),
   )
   const byId = new Map(list.map((u) => [u.id, u]))
   return Object.freeze({ list, ids: Object.freeze(list.map((u) => u.id)), get: (id: string) => byId.get(id) })

@@ -49,6 +49,8 @@ export interface WireDiscovered {
   readonly addresses?: readonly string[]
   /** The pod's uid (Kubernetes); absent from an older Tether's lead. */
   readonly uid?: string
+  /** DNS SRV: a family kept while it answers empty, since when (ms since the epoch; see KeptEmptyFamily): a new lead counts on from it. */
+  readonly keptEmpty?: { readonly family: 4 | 6; readonly since: number }
 }
 
 /**

@@ -262,7 +262,7 @@ export class WorkerLink {
 
   /** Tell the others a discovery source's whole current list (this worker runs discovery). */
   discovered(source: string, upstreams: readonly WireDiscovered[]): void {
-    const plain = (list: readonly WireDiscovered[]): WireDiscovered[] => list.map(({ id, url, weight, draining, addresses, uid }) => ({ id, url, weight, ...(draining === true ? { draining } : {}), ...(addresses === undefined ? {} : { addresses }), ...(uid === undefined ? {} : { uid }) }))
+    const plain = (list: readonly WireDiscovered[]): WireDiscovered[] => list.map(({ id, url, weight, draining, addresses, uid, keptEmpty }) => ({ id, url, weight, ...(draining === true ? { draining } : {}), ...(addresses === undefined ? {} : { addresses }), ...(uid === undefined ? {} : { uid }), ...(keptEmpty === undefined ? {} : { keptEmpty }) }))
     // pods listed not ready go apart: an older worker ignores them (in `upstreams` it would serve them)
     const unready = upstreams.filter((u) => u.unready === true)
     this.#send({ tether: 'discovered', source, upstreams: plain(upstreams.filter((u) => u.unready !== true)), ...(unready.length === 0 ? {} : { unready: plain(unready) }) })
