@@ -294,3 +294,36 @@ t.test('SRV, family any: a family answering empty for affinity.drain_timeout goe
   t.match(log.records.filter((r) => r['msg'] === 'DNS discovery: an empty family of an SRV target').map((r) => r['note']),
     [/keeping its last addresses \(127\.0\.0\.2\) for up to 1500 ms$/, /answered empty for 1500 ms: its addresses \(127\.0\.0\.2\) go$/])
 })
+
+t.test('SRV, family any: a target missing from one SRV answer that comes back with a family failing is the same upstream (no restart)', async (t) => {
+  const { port, servers } = await sameportUpstreams()
+  t.teardown(async () => { await Promise.all(servers.map(close)) })
+  const { dns, dnsPort, publish } = await srvDns(t)
+  const pods = (web0: SrvPod | null): Record<string, { port: number; a: string[]; aaaa?: string[] }> =>
+    ({ ...(web0 === null ? {} : { 'web-0': { port, ...web0 } }), 'web-1': { port, a: ['127.0.0.3'] } })
+  publish(pods({ a: [], aaaa: ['::1'] })) // AAAA first: web-0's url is its IPv6 address
+  const log = new LogCapture()
+  const timers = new FakeTimers()
+  const tether = await startTether(testConfig([], {
+    discovery: { dns: { name: SRV_NAME, port: null, srv: true, interval: INTERVAL, family: 'any', servers: [`127.0.0.1:${dnsPort}`] } },
+    affinity: { drain_timeout: DRAIN_TIMEOUT },
+    log: { level: 'info', access: false },
+  }), { logger: createLogger('info', log), timers, clock: timers.clock })
+  t.teardown(() => tether.close(0))
+  const refresh = refresher(timers)
+  const url = async (): Promise<string | undefined> => (JSON.parse((await request(`${tether.adminUrl}/upstreams`)).body) as { id: string; url: string }[]).find((r) => r.id === 'web-0')?.url
+  const step = async (web0: SrvPod | null): Promise<string | undefined> => {
+    publish(pods(web0))
+    await refresh()
+    return url()
+  }
+  const v6 = `http://[::1]:${port}`
+  t.equal(await url(), v6)
+  t.equal(await step({ a: ['127.0.0.2'], aaaa: ['::1'] }), v6, 'an A address joins: web-0 stays at its IPv6 address')
+  t.equal(await step(null), v6, 'missing from one SRV answer: web-0 drains, at its url')
+  dns.failQuery(target('web-0'), 'AAAA', 'servfail')
+  t.equal(await step({ a: ['127.0.0.2'], aaaa: ['::1'] }), v6, 'back with its AAAA query failing: still at its IPv6 address')
+  dns.failQuery(target('web-0'), 'AAAA', 'answer')
+  t.equal(await step({ a: ['127.0.0.2'], aaaa: ['::1'] }), v6)
+  t.equal(log.records.filter((r) => r['msg'] === REPLACED).length, 0, 'no replaced replica was seen')
+})
