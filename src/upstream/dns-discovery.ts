@@ -256,8 +256,8 @@ type Resolution =
  *   actually changes.
  * - With `srv` and family 'any', a target's A or AAAA query that answers empty while the
  *   target's other family answers (or fails and keeps) every address it had, not none, maybe
- *   with more (its old addresses still answer: the same pod), keeps its last addresses, as a failed query does, for up to `emptyFamilyGrace` ms
- *   from its first empty answer: the same pod, whose url must not move (a DNS cache serving
+ *   with more (its old addresses still answer: the same pod), keeps its last addresses, as a
+ *   failed query does, for up to `emptyFamilyGrace` ms from its first empty answer: the same pod, whose url must not move (a DNS cache serving
  *   one family a stale NODATA). After that, or once the other family loses an address too
  *   (a pod re-created elsewhere), the empty answer applies. This is not reported as an error.
  * - With `srv`, a target missing from one SRV answer leaves the set (the proxy drains it); back
@@ -486,14 +486,6 @@ export class DnsDiscovery {
     const had = this.#had(inUse)
     const notes: string[] = []
     const emptySince = this.#srv && families.length === 2 ? this.#keptEmpty(queries, had, this.#inherited(names, inUse), notes) : new Map<string, KeptSince>()
-    // A target missing from this SRV answer that the set in use still has (it drains there)
-    // keeps the time its empty family has been kept: back within drain_timeout, it is the same pod.
-    const asked = new Set(names.map((n) => n.toLowerCase()))
-    const draining = new Set(inUse.map((u) => u.id))
-    for (const [key, since] of this.#emptySince) {
-      const name = key.slice(key.indexOf(' ') + 1)
-      if (!asked.has(name) && draining.has(srvTargetId(name))) emptySince.set(key, since)
-    }
     let emptyCode = 'ENODATA'
     for (const q of queries) {
       const found = q.failed === undefined && !emptySince.has(q.key) ? q.addresses! : had(q)
@@ -544,9 +536,10 @@ export class DnsDiscovery {
   }
 
   /**
-   * Since when the set in use (`inUse`: with workers, a new lead's predecessor's) has kept an
-   * empty family of each target in `names` that this resolver knows nothing of (`keptEmpty`),
-   * by query key: a new lead goes on counting the grace from its predecessor's first empty answer.
+   * Since when the set in use (`inUse`) has kept an empty family (`keptEmpty`) of each target in
+   * `names` whose query of that family this resolver knows nothing of, by query key: a new lead
+   * (workers) goes on counting the grace from its predecessor's first empty answer, and a target
+   * back in the SRV answer (it left one, and drains in the set in use) from its own.
    */
   #inherited(names: readonly string[], inUse: readonly DiscoveredUpstream[]): Map<string, KeptSince> {
     const byId = new Map(inUse.map((u) => [u.id, u.keptEmpty]))
@@ -554,8 +547,8 @@ export class DnsDiscovery {
     const [now, wall] = [monotonicNow(this.#clock), this.#clock.now()]
     for (const name of names) {
       const kept = byId.get(srvTargetId(name))
-      const key = kept === undefined ? undefined : queryKey(name, kept.family)
-      if (kept !== undefined && key !== undefined && !this.#known.has(key)) inherited.set(key, { at: now - Math.max(0, wall - kept.since), wall: kept.since })
+      if (kept === undefined || this.#known.has(queryKey(name, kept.family))) continue
+      inherited.set(queryKey(name, kept.family), { at: now - Math.max(0, wall - kept.since), wall: kept.since })
     }
     return inherited
   }
