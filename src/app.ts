@@ -79,7 +79,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   })
   // with workers, an admin's order is held by every worker: one that does it tells the others
   if (link !== null) records.onOrderDone((key, at) => link.orderDone(key, at))
-  const { store, state } = await createState(config, redis, clock, metrics, logger, link?.store ?? null)
+  const { store, state, stop: stopState } = await createState(config, redis, clock, timers, metrics, logger, link?.store ?? null)
   const proxy = createProxy(config, {
     clock, timers, logger, keys, router, sessions, records, upstreams: () => membership.current(), state, shared, inFlight, events: teeEvents(metrics, traffic),
     observe: (id, signal) => health.table.reportPassive(id, signal), suspect, draining: () => draining,
@@ -270,6 +270,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       logger.info({ grace_ms: graceMs }, 'tether shutting down')
       timers.clearTimeout(upkeep)
       keyspace?.stop()
+      stopState()
       health.watch?.stop()
       watcher?.stop()
       certificates?.stop()

@@ -1,8 +1,9 @@
 // A Redis whose maxmemory-policy evicts Tether's keys when full is warned of: INFO memory is read
-// each time the connection becomes ready, one warn a spell per node (naming the policy, what it
-// does to Tether, the hint), an info line once a later check (after a reconnect) finds it safe;
-// with Cluster each master is checked; an ACL user without INFO is told nothing. Real
-// redis-server processes (CLIENT KILL for reconnects); no fixed sleeps.
+// each time the connection becomes ready and once a minute after (a policy changed live with
+// CONFIG SET), one warn a spell per node (naming the policy, what it does to Tether, the hint),
+// an info line once a later check finds it safe; with Cluster each master is checked; an ACL
+// user without INFO is told nothing. Real redis-server processes (CLIENT KILL for reconnects),
+// fake timers for the re-check's cadence; no fixed sleeps.
 import t, { type Test } from 'tap'
 import http from 'node:http'
 import { startTether, type Tether } from '../src/app.js'
@@ -11,7 +12,7 @@ import { DEFAULTS, type Config } from '../src/config/schema.js'
 import { systemClock } from '../src/clock.js'
 import { ProblemLog } from '../src/observability/problem-log.js'
 import { RedisConnection, type RedisConnectionOptions, type RedisNodeEvent } from '../src/redis/connection.js'
-import { evictionRisk, watchEviction } from '../src/redis/eviction-check.js'
+import { EVICTION_RECHECK_MS, evictionRisk, watchEviction } from '../src/redis/eviction-check.js'
 import { keySlot } from '../src/redis/key-slot.js'
 import { freePort, redisCli, startRedis, startRedisCluster, startSentinelSet, waitFor, type RedisServer } from './fixtures/redis-server.js'
 import { join } from 'node:path'
@@ -19,6 +20,7 @@ import { testConfig, type DeepPartial } from './fixtures/upstream.js'
 import { get } from './fixtures/users.js'
 import { startCounter } from './fixtures/counter-upstream.js'
 import { LogCapture } from './fixtures/log-capture.js'
+import { FakeTimers } from './fixtures/timers.js'
 
 const WARN = "redis evicts Tether's keys when full (maxmemory-policy)"
 const SAFE = "redis no longer evicts Tether's keys (maxmemory-policy)"
@@ -46,12 +48,12 @@ t.test('evictionRisk: which INFO memory answers evict Tether\'s keys', async (t)
 })
 
 /** A connection with the eviction check as Tether wires it, logging into `logs`; `answers` has each check's count of nodes that answered. */
-async function watched(t: Test, options: RedisConnectionOptions): Promise<{ logs: LogCapture; answers: number[]; redis: RedisConnection }> {
+async function watched(t: Test, options: RedisConnectionOptions, timers?: FakeTimers): Promise<{ logs: LogCapture; answers: number[]; redis: RedisConnection }> {
   const logs = new LogCapture()
   const answers: number[] = []
   const redis = new RedisConnection({ ...options, timeout: 1_000 })
-  watchEviction(redis, new ProblemLog(createLogger('info', logs), systemClock, Infinity), (n) => answers.push(n))
-  t.teardown(() => redis.stop())
+  const stop = watchEviction(redis, new ProblemLog(createLogger('info', logs), systemClock, Infinity), { checked: (n) => answers.push(n), ...(timers === undefined ? {} : { timers }) })
+  t.teardown(() => { stop(); return redis.stop() })
   await redis.start()
   await waitFor('the first check', () => answers.length >= 1)
   return { logs, answers, redis }
@@ -86,6 +88,46 @@ t.test('allkeys-lru: one warn naming the policy and the hint, not repeated at a 
   await waitFor('the check after the second reconnect', () => answers.length >= 3)
   t.match(told(logs, SAFE), [{ level: 30, node: `127.0.0.1:${server.port}`, for_ms: Number, unlogged: 1 }], 'one info line: the node is safe again')
   t.equal(told(logs, WARN).length, 1, 'still one warn')
+})
+
+t.test('a policy changed live with CONFIG SET (no reconnect) is seen at the next re-check, a minute later: warned when it turns unsafe, ended when safe again', async (t) => {
+  const server = await redisWith(t, 'noeviction')
+  const timers = new FakeTimers()
+  const { logs, answers } = await watched(t, { url: `redis://127.0.0.1:${server.port}` }, timers)
+  t.same([answers, told(logs, WARN)], [[1], []], 'checked at start-up: safe, nothing told')
+  const recheck = async (n: number): Promise<void> => {
+    await timers.scheduled(EVICTION_RECHECK_MS)
+    timers.advance(EVICTION_RECHECK_MS)
+    await waitFor(`re-check ${n}`, () => answers.length === n)
+  }
+  await redisCli(server.port, 'CONFIG', 'SET', 'maxmemory-policy', 'allkeys-lru')
+  await recheck(2)
+  t.match(told(logs, WARN), [{ level: 40, node: `127.0.0.1:${server.port}`, policy: 'allkeys-lru', maxmemory: 104857600 }], 'one warn, without a reconnect')
+  await recheck(3)
+  t.equal(told(logs, WARN).length, 1, 'the same policy at the next re-check adds none')
+  await redisCli(server.port, 'CONFIG', 'SET', 'maxmemory-policy', 'noeviction')
+  await recheck(4)
+  t.match(told(logs, SAFE), [{ level: 30, node: `127.0.0.1:${server.port}`, unlogged: 1 }], 'one info line: safe again')
+  await redisCli(server.port, 'CONFIG', 'SET', 'maxmemory', '0')
+  await redisCli(server.port, 'CONFIG', 'SET', 'maxmemory-policy', 'volatile-lru')
+  await recheck(5)
+  t.equal(told(logs, WARN).length, 1, 'an evicting policy without maxmemory evicts nothing: not told')
+  t.same(timers.pending().map((p) => p.delay), [EVICTION_RECHECK_MS], 'one re-check timer armed, no more')
+})
+
+t.test('the watch\'s stop clears the re-check timer', async (t) => {
+  const server = await redisWith(t, 'noeviction')
+  const timers = new FakeTimers()
+  const answers: number[] = []
+  const redis = new RedisConnection({ url: `redis://127.0.0.1:${server.port}`, timeout: 1_000 })
+  const stop = watchEviction(redis, new ProblemLog(createLogger('info', new LogCapture()), systemClock, Infinity), { checked: (n) => answers.push(n), timers })
+  t.teardown(() => redis.stop())
+  await redis.start()
+  await timers.scheduled(EVICTION_RECHECK_MS)
+  stop()
+  t.same(timers.pending(), [], 'no timer left')
+  timers.advance(EVICTION_RECHECK_MS)
+  t.same(answers, [1], 'no re-check after the stop')
 })
 
 t.test('volatile-lru is warned of too (every Tether key but the marker has a TTL); noeviction is not', async (t) => {
@@ -175,7 +217,8 @@ t.test('an ACL user that may not run INFO: nothing told (no eviction warn, no re
   const answers: number[] = []
   const redis = new RedisConnection({ url: `redis://127.0.0.1:${server.port}`, username: 'tether-app', password: 'app-s3cret', timeout: 1_000 })
   redis.onRefused((r) => refused.push(r))
-  watchEviction(redis, new ProblemLog(createLogger('info', logs), systemClock, Infinity), (n) => answers.push(n))
+  const timers = new FakeTimers()
+  watchEviction(redis, new ProblemLog(createLogger('info', logs), systemClock, Infinity), { checked: (n) => answers.push(n), timers })
   t.teardown(() => redis.stop())
   await redis.start()
   await waitFor('the first check', () => answers.length >= 1)
@@ -186,6 +229,7 @@ t.test('an ACL user that may not run INFO: nothing told (no eviction warn, no re
   // (ioredis's own ready check is an INFO too: one refusal each, ours the second)
   const count = Number(/count\n(\d+)/.exec(await redisCli(server.port, ...auth, 'ACL', 'LOG'))?.[1])
   t.equal(count, 2, 'INFO refused twice: the ready check and ours, no retry')
+  t.same(timers.pending(), [], 'no re-check armed: it is not asked again until it next comes up')
 })
 
 t.test('Tether warns of an evicting Redis at start-up (state.store: redis)', async (t) => {
@@ -205,6 +249,30 @@ t.test('Tether warns of an evicting Redis at start-up (state.store: redis)', asy
   t.equal(r.status, 200, '/readyz stays ready: it is a warning')
 })
 
+t.test('Tether re-checks a policy changed live, and its close leaves no re-check timer', async (t) => {
+  const server = await redisWith(t, 'noeviction')
+  const app = await startCounter('app-0')
+  t.teardown(() => app.kill())
+  const cfg = testConfig([app], {
+    affinity: { cookie: { ...DEFAULTS.affinity.cookie, secret: ['redis-eviction-secret-0123456789ab'] } },
+    state: { store: 'redis', timeout: 1_000, redis: { url: `redis://127.0.0.1:${server.port}` } satisfies DeepPartial<Config['state']['redis']> },
+  })
+  const logs = new LogCapture()
+  const timers = new FakeTimers()
+  const tt: Tether = await startTether(cfg, { logger: createLogger('info', logs), timers })
+  let closed = false
+  t.teardown(() => (closed ? undefined : tt.close(0)))
+  await timers.scheduled(EVICTION_RECHECK_MS) // the start-up check answered
+  await redisCli(server.port, 'CONFIG', 'SET', 'maxmemory-policy', 'allkeys-lfu')
+  timers.advance(EVICTION_RECHECK_MS)
+  await waitFor('the warn', () => told(logs, WARN).length > 0)
+  t.match(told(logs, WARN), [{ node: `127.0.0.1:${server.port}`, policy: 'allkeys-lfu' }], 'one warn, a minute after the change')
+  await timers.scheduled(EVICTION_RECHECK_MS)
+  await tt.close(0)
+  closed = true
+  t.same(timers.pending(EVICTION_RECHECK_MS), [], 'no re-check timer after close')
+})
+
 t.test('a node removed while its INFO is unanswered: the late reply opens no warn (it would never end)', async (t) => {
   const logs = new LogCapture()
   const answers: number[] = []
@@ -215,7 +283,7 @@ t.test('a node removed while its INFO is unanswered: the late reply opens no war
     onNode: (fn: (e: RedisNodeEvent) => void) => { listener = fn; return () => { listener = null } },
     info: () => new Promise<Map<string, string>>((resolve) => { reply = resolve }),
   } as unknown as RedisConnection
-  watchEviction(redis, new ProblemLog(createLogger('info', logs), systemClock, Infinity), (n) => answers.push(n))
+  watchEviction(redis, new ProblemLog(createLogger('info', logs), systemClock, Infinity), { checked: (n) => answers.push(n) })
   const node = { address: '127.0.0.1:7003' } as RedisNodeEvent['node']
   const evicting = new Map([[node.address, 'maxmemory:1\r\nmaxmemory_policy:allkeys-lru\r\n']])
   listener!({ kind: 'up', node })

@@ -1,8 +1,9 @@
 // Whether the Redis that Tether writes to evicts Tether's keys when it is full (`maxmemory` with
 // a `maxmemory-policy` other than `noeviction`), read from a node's `INFO memory` each time it
-// comes up (start-up, each reconnect, a Cluster master that joins). Layer 3 adapter over
-// connection.ts (no ioredis here); tells findings to a ProblemLog, logs nothing itself.
-// INFO, not CONFIG GET: managed Redis services (ElastiCache, Memorystore) refuse CONFIG.
+// comes up (start-up, each reconnect, a Cluster master that joins) and once a minute after.
+// Layer 3 adapter over connection.ts (no ioredis here); tells findings to a ProblemLog, logs
+// nothing itself. INFO, not CONFIG GET: managed Redis services (ElastiCache, Memorystore) refuse CONFIG.
+import { systemTimers, type Timers } from '../clock.js'
 import type { ProblemLog } from '../observability/problem-log.js'
 import type { RedisConnection, RedisNodeEvent } from './connection.js'
 
@@ -14,6 +15,14 @@ export interface EvictionRisk {
   readonly effect: string
   readonly hint: string
 }
+
+/**
+ * How often (ms) a node that answered its last INFO is asked again, to see a `maxmemory` or
+ * `maxmemory-policy` changed live with `CONFIG SET`: one INFO per node a minute costs Redis
+ * nothing measurable (even from a hundred replicas), and eviction bites only once Redis is full,
+ * which takes far longer than a minute to reach after the change.
+ */
+export const EVICTION_RECHECK_MS = 60_000
 
 const HINT = 'set maxmemory-policy noeviction (a full Redis then refuses new writes and loses nothing stored), with maxmemory sized for the sessions of one affinity.idle_timeout, or give Redis more memory'
 
@@ -36,27 +45,52 @@ export function evictionRisk(info: string): EvictionRisk | null {
   return { policy, maxmemory, effect, hint: HINT }
 }
 
+/** Options of {@link watchEviction}. */
+export interface EvictionWatchOptions {
+  /** Told after each check how many nodes answered (0 or 1). */
+  readonly checked?: (answered: number) => void
+  /** The timers of the periodic re-check (unref'd system timers by default). */
+  readonly timers?: Timers
+  /** The period of the re-check (ms); default {@link EVICTION_RECHECK_MS}. */
+  readonly everyMs?: number
+}
+
 /**
  * Checks a node's `INFO memory` (see {@link RedisConnection.info}: the standalone server, the
  * Sentinel master, each Cluster master) each time it comes up (a {@link RedisNodeEvent} `up`:
  * start-up, each reconnect, a master that joins a Cluster by a failover or a resharding while
- * the Cluster stays ready, a node back from failing calls): one INFO to that node only, none
- * while one to it is unanswered. A node whose policy evicts Tether's keys is reported to
- * `problems` (key `redis eviction <node>`, identity the policy: a ProblemLog with an infinite
- * interval warns once a spell), and resolved by an info line once a later check finds it safe,
- * or once it is `removed` (it serves no Cluster slot any more). A node that refuses INFO (an
- * ACL user without it) or does not answer is not told of, nor asked again until it next comes
- * up. `checked` is told after each check how many nodes answered (0 or 1). Returns the
- * unsubscribe.
+ * the Cluster stays ready, a node back from failing calls), then every `everyMs`
+ * ({@link EVICTION_RECHECK_MS}) while it answers (a policy changed with `CONFIG SET`): one INFO
+ * to that node only, none while one to it is unanswered. A node whose policy evicts Tether's
+ * keys is reported to `problems` (key `redis eviction <node>`, identity the policy: a
+ * ProblemLog with an infinite interval warns once a spell), and resolved by an info line once a
+ * later check finds it safe, or once it is `removed` (it serves no Cluster slot any more). A
+ * node that refuses INFO (an ACL user without it), does not answer or goes `down` is not told
+ * of, nor asked again until it next comes up. The re-check's one timer is armed only while some
+ * node answered. Returns the stop (unsubscribes, clears the timer).
  *
- * Example: `watchEviction(redis, new ProblemLog(logger, clock, Infinity))` with Redis started as
- * `--maxmemory 100mb --maxmemory-policy allkeys-lru` logs one warn
- * `redis evicts Tether's keys when full (maxmemory-policy)` with `node`, `policy`, `maxmemory`, `effect`, `hint`.
+ * Example: `const stop = watchEviction(redis, new ProblemLog(logger, clock, Infinity))` with
+ * Redis started as `--maxmemory 100mb --maxmemory-policy allkeys-lru` logs one warn
+ * `redis evicts Tether's keys when full (maxmemory-policy)` with `node`, `policy`, `maxmemory`,
+ * `effect`, `hint`; after `CONFIG SET maxmemory-policy noeviction`, within a minute, one info
+ * `redis no longer evicts Tether's keys (maxmemory-policy)`.
  */
-export function watchEviction(redis: RedisConnection, problems: ProblemLog, checked: (answered: number) => void = () => undefined): () => void {
+export function watchEviction(redis: RedisConnection, problems: ProblemLog, options: EvictionWatchOptions = {}): () => void {
+  const { checked = () => undefined, timers = systemTimers, everyMs = EVICTION_RECHECK_MS } = options
   const asking = new Set<string>()
   /** Nodes removed while an INFO to them was unanswered: its late reply is not told (a warn opened then would never end). */
   const removed = new Set<string>()
+  /** Nodes whose last INFO was answered (and not down since): asked again at each re-check. */
+  const answered = new Set<string>()
+  let timer: unknown = null
+  let stopped = false
+  const arm = (): void => {
+    if (timer === null && !stopped && answered.size > 0) timer = timers.setTimeout(recheck, everyMs)
+  }
+  const recheck = (): void => {
+    timer = null
+    void Promise.all([...answered].map((address) => check(address))).then(arm)
+  }
   const check = async (address: string): Promise<void> => {
     if (asking.has(address)) return
     asking.add(address)
@@ -66,21 +100,34 @@ export function watchEviction(redis: RedisConnection, problems: ProblemLog, chec
     } finally {
       asking.delete(address)
     }
+    if (stopped) return
     if (removed.delete(address)) return checked(0)
+    if (infos.size === 0) answered.delete(address)
     for (const [node, info] of infos) {
+      answered.add(node)
       const risk = evictionRisk(info)
       if (risk === null) problems.resolve(`redis eviction ${node}`, { node }, "redis no longer evicts Tether's keys (maxmemory-policy)")
       else problems.report(`redis eviction ${node}`, risk.policy, { node, ...risk }, "redis evicts Tether's keys when full (maxmemory-policy)")
     }
+    arm()
     checked(infos.size)
   }
-  return redis.onNode((e) => {
+  const off = redis.onNode((e) => {
     if (e.kind === 'up') {
       removed.delete(e.node.address)
       void check(e.node.address)
+    } else if (e.kind === 'down') {
+      answered.delete(e.node.address)
     } else if (e.kind === 'removed') {
+      answered.delete(e.node.address)
       if (asking.has(e.node.address)) removed.add(e.node.address)
       problems.resolve(`redis eviction ${e.node.address}`, { node: e.node.address }, 'redis node serves no slot any more: its maxmemory-policy warn ends')
     }
   })
+  return () => {
+    stopped = true
+    off()
+    if (timer !== null) timers.clearTimeout(timer)
+    timer = null
+  }
 }

@@ -44,12 +44,17 @@ export async function redisOf(config: Config, timers: Timers): Promise<RedisConn
   })
 }
 
-/** The checkpoint store and state protocol of `state.store` (none: both null); `shared` replaces the in-process memory store. */
+/**
+ * The checkpoint store and state protocol of `state.store` (none: both null); `shared` replaces
+ * the in-process memory store. `stop` ends the background work wired here (with Redis, the
+ * eviction check's periodic re-check on `timers`): the composition root calls it at close.
+ */
 export async function createState(
-  config: Config, redis: RedisConnection | null, clock: Clock, metrics: Metrics, logger: Logger, shared: CheckpointStore | null = null,
-): Promise<{ store: CheckpointStore | null; state: StateProtocol | null }> {
+  config: Config, redis: RedisConnection | null, clock: Clock, timers: Timers, metrics: Metrics, logger: Logger, shared: CheckpointStore | null = null,
+): Promise<{ store: CheckpointStore | null; state: StateProtocol | null; stop: () => void }> {
   const st = config.state
-  if (st.store === 'none') return { store: null, state: null }
+  let stop = (): void => undefined
+  if (st.store === 'none') return { store: null, state: null, stop }
   // `shared`: the memory store the primary holds for all workers (`workers` > 1)
   const store: CheckpointStore = redis === null
     ? shared ?? new MemoryCheckpointStore({ maxEntries: config.affinity.max_entries, maxBytes: st.max_bytes, maxTotalBytes: st.memory.max_bytes, clock })
@@ -74,9 +79,10 @@ export async function createState(
       ? refusals.resolve(`redis noperm ${r.command}`, { command: r.command }, 'redis accepts the command again: its calls succeed')
       : refusals.report(`redis noperm ${r.command}`, r.command, { command: r.command, err: r.error }, 'redis refused a command: the ACL user may not run it, its calls fail')))
     // a Redis whose maxmemory-policy evicts Tether's keys (INFO memory each time a node comes
-    // up): one warn a spell per node, an info once a later check finds it safe or it leaves
+    // up, and once a minute while it answers: a policy changed live): one warn a spell per node,
+    // an info once a later check finds it safe or it leaves
     const { watchEviction } = await import('../redis/eviction-check.js')
-    watchEviction(redis, new ProblemLog(logger, clock, Infinity))
+    stop = watchEviction(redis, new ProblemLog(logger, clock, Infinity), { timers })
     // a +switch-master watch: one warn when it gives its Sentinel up, one info when it is back
     redis.onSentinel((e) => {
       if (e.kind === 'silent') logger.warn({ sentinel: e.sentinel, error: e.error }, "redis sentinel silent: its +switch-master watch is made again (a failover is still followed through the other Sentinels' watches, if any, else once the old master drops Tether's connections)")
@@ -91,7 +97,7 @@ export async function createState(
     rehydration: (result) => metrics.rehydration(result),
     operation: (op, seconds) => { if (redis !== null) metrics.redisOp(op, seconds) },
   })
-  return { store, state }
+  return { store, state, stop }
 }
 
 /**
