@@ -292,3 +292,29 @@ t.test('standalone: the password of an ACL user without state.redis.username (AU
   t.comment(degraded.join('\n'))
   t.notMatch(degraded.join('\n'), /refused Tether's password/, 'no password was sent: none was refused')
 })
+
+t.test('standalone: a user whose key patterns leave out the keyspace marker: the watch\'s refused read is one warn naming the marker key', async (t) => {
+  const redis = await startRedis({ args: ['--requirepass', DEFAULT_PASSWORD] })
+  t.teardown(() => redis.stop())
+  // every key of the prefix but those starting with `k`: the marker `acl:keyspace` among them
+  await asDefault(redis.port, 'ACL', 'SETUSER', USER, 'on', `>${USER_PASSWORD}`, '~acl:[^k]*', '&*', '+@all', '-@dangerous', '+info', '+client')
+  const logs = new LogCapture()
+  const app = await startCounter('app-0')
+  t.teardown(() => app.kill())
+  const cfg = testConfig([app], {
+    affinity: { cookie: { ...DEFAULTS.affinity.cookie, secret: [SECRET] }, shared: 'redis' },
+    state: { store: 'redis', timeout: 1_000, redis: { url: `redis://127.0.0.1:${redis.port}`, username: USER, password: USER_PASSWORD, key_prefix: 'acl:' } },
+  })
+  const tt = await startTether(cfg, { logger: createLogger('info', logs) })
+  t.teardown(() => tt.close(0))
+  const refused = (): Record<string, unknown>[] => logs.records.filter((l) => String(l['msg']).startsWith('redis refused'))
+  await waitFor('the refusal told', () => refused().length > 0)
+  t.match(refused(), [{ level: 40, msg: "redis refused a key: the ACL user's key patterns leave it out, its calls fail", command: /^EVAL(SHA)?$/, key: 'acl:keyspace', err: /NOPERM.*keys.*check state\.redis\.username/ }], 'one warn, naming the marker key')
+  for (let i = 0; i < 3; i++) t.equal((await ask(tt, `u${i}`)).n, 1, `user ${i} answered (bindings and checkpoints are allowed)`)
+  // polled: the ACL log is where Redis tells each refusal. A third refused read means the second
+  // one's reply reached Tether (the next check is armed only once a check ended).
+  const refusals = async (): Promise<number> => [...(await asDefault(redis.port, 'ACL', 'LOG')).matchAll(/count\n(\d+)/g)].reduce((n, m) => n + Number(m[1]), 0)
+  await waitFor('two more checks refused', async () => await refusals() >= 3, 5_000)
+  t.equal(refused().length, 1, 'the next check\'s refusal (an EVALSHA, the first was an EVAL) adds no line (rate-limited)')
+  noSecrets(t, logs, [], [USER, USER_PASSWORD])
+})

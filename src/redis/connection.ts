@@ -232,6 +232,12 @@ export interface RedisNodeEvent {
 export interface RedisRefusal {
   readonly command: string
   readonly error: string | null
+  /**
+   * A refusal of a key (a NOPERM that names no command: the user's key patterns leave it out):
+   * the refused call's key as Redis names it, e.g. `tether:keyspace` (the keyspace marker);
+   * absent for a command refused, or a call without a key.
+   */
+  readonly key?: string
 }
 
 type Client = Redis | Cluster
@@ -672,7 +678,7 @@ export class RedisConnection {
       both()
     }, (err: unknown) => {
       if (!NOPERM.test(describe(err)) || !this.#subscribers.has(sub)) return
-      this.#callError(err, '')
+      this.#callError(err, '', null)
       const timer = this.#timers.setTimeout(() => {
         this.#subscribeRetries.delete(timer)
         if (this.#subscribers.has(sub) && sub.status === 'ready' && !listening) listen()
@@ -930,7 +936,7 @@ export class RedisConnection {
         const reply = this.#refused.size === 0 ? work(client) : this.#noting(client, work, node)
         this.#waiting.set(node, (this.#waiting.get(node) ?? 0) + 1)
         // the reply (or its failure) comes: one fewer waits, whether or not its caller still does
-        reply.then((value) => { this.#answered(node); finish(value) }, (err: unknown) => { this.#answered(node); finish(FAILED, this.#callError(err, node)) })
+        reply.then((value) => { this.#answered(node); finish(value) }, (err: unknown) => { this.#answered(node); finish(FAILED, this.#callError(err, node, key)) })
       } catch (err) {
         finish(FAILED, describe(err))
       }
@@ -940,10 +946,11 @@ export class RedisConnection {
   /**
    * A call's error as told: a `NOPERM` refusal with its hint (as the connection's own refusals),
    * told to the {@link onRefused} listeners with the command it names (else the one ioredis
-   * sent). Example: `"NOPERM this user has no permissions to run the 'evalsha' command (Redis's
-   * ACL user may not run EVALSHA: grant it (ACL SETUSER <user> +evalsha), or check state.redis.username)"`.
+   * sent), and for a refusal that names no command (a key's), the call's `key`. Example:
+   * `"NOPERM this user has no permissions to run the 'evalsha' command (Redis's ACL user may not
+   * run EVALSHA: grant it (ACL SETUSER <user> +evalsha), or check state.redis.username)"`.
    */
-  #callError(err: unknown, node: string): string {
+  #callError(err: unknown, node: string, key: string | null): string {
     const error = describe(err)
     if (!NOPERM.test(error)) return error
     const told = this.#dataError(error)
@@ -957,7 +964,7 @@ export class RedisConnection {
       if (nodes === undefined) this.#refused.set(command, new Set([node]))
       else nodes.add(node)
     }
-    tellAll(this.#refusalListeners, { command, error: told })
+    tellAll(this.#refusalListeners, { command, error: told, ...(named === undefined && key !== null ? { key } : {}) })
     return told
   }
 

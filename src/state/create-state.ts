@@ -73,11 +73,16 @@ export async function createState(
     })
     // a command the ACL user may not run (NOPERM): one warn per command, then at most one per
     // 30 s while its calls go on failing (each fails as any other Redis failure); an info line
-    // once a call of it succeeds again (the ACL fixed)
+    // once a call of it succeeds again (the ACL fixed). A key the user's patterns leave out is
+    // one problem whatever the command (a script goes out as EVAL or EVALSHA) and the key (each
+    // session's): one warn naming the key refused, then at most one per 30 s (with a grant that
+    // leaves out the keyspace marker, the marker, refused at each check)
     const refusals = new ProblemLog(logger, clock)
     redis.onRefused((r) => void (r.error === null
       ? refusals.resolve(`redis noperm ${r.command}`, { command: r.command }, 'redis accepts the command again: its calls succeed')
-      : refusals.report(`redis noperm ${r.command}`, r.command, { command: r.command, err: r.error }, 'redis refused a command: the ACL user may not run it, its calls fail')))
+      : r.key !== undefined
+        ? refusals.report('redis noperm key', 'key', { command: r.command, key: r.key, err: r.error }, "redis refused a key: the ACL user's key patterns leave it out, its calls fail")
+        : refusals.report(`redis noperm ${r.command}`, r.command, { command: r.command, err: r.error }, 'redis refused a command: the ACL user may not run it, its calls fail')))
     // a Redis whose maxmemory-policy evicts Tether's keys (INFO memory each time a node comes
     // up, and once a minute while it answers: a policy changed live): one warn a spell per node,
     // an info once a later check finds it safe or it leaves
