@@ -232,17 +232,23 @@ t.test('an ACL user that may not run INFO: nothing told (no eviction warn, no re
   t.same(timers.pending(), [], 'no re-check armed: it is not asked again until it next comes up')
 })
 
-t.test('Tether warns of an evicting Redis at start-up (state.store: redis)', async (t) => {
-  const server = await redisWith(t, 'allkeys-lru')
+/** Tether (state.store: redis) on `server`, logging into `logs`; closed at teardown unless closed before. */
+async function tetherOn(t: Test, server: RedisServer, logs: LogCapture, timers?: FakeTimers): Promise<Tether> {
   const app = await startCounter('app-0')
   t.teardown(() => app.kill())
   const cfg = testConfig([app], {
     affinity: { cookie: { ...DEFAULTS.affinity.cookie, secret: ['redis-eviction-secret-0123456789ab'] } },
     state: { store: 'redis', timeout: 1_000, redis: { url: `redis://127.0.0.1:${server.port}` } satisfies DeepPartial<Config['state']['redis']> },
   })
+  const tt: Tether = await startTether(cfg, { logger: createLogger('info', logs), ...(timers === undefined ? {} : { timers }) })
+  t.teardown(() => tt.close(0)) // (a second close returns the first's promise)
+  return tt
+}
+
+t.test('Tether warns of an evicting Redis at start-up (state.store: redis)', async (t) => {
+  const server = await redisWith(t, 'allkeys-lru')
   const logs = new LogCapture()
-  const tt: Tether = await startTether(cfg, { logger: createLogger('info', logs) })
-  t.teardown(() => tt.close(0))
+  const tt = await tetherOn(t, server, logs)
   await waitFor('the warn', () => told(logs, WARN).length > 0)
   t.match(told(logs, WARN), [{ node: `127.0.0.1:${server.port}`, policy: 'allkeys-lru' }], 'one warn')
   const r = await get(`${tt.adminUrl}/readyz`, new http.Agent())
@@ -251,17 +257,9 @@ t.test('Tether warns of an evicting Redis at start-up (state.store: redis)', asy
 
 t.test('Tether re-checks a policy changed live, and its close leaves no re-check timer', async (t) => {
   const server = await redisWith(t, 'noeviction')
-  const app = await startCounter('app-0')
-  t.teardown(() => app.kill())
-  const cfg = testConfig([app], {
-    affinity: { cookie: { ...DEFAULTS.affinity.cookie, secret: ['redis-eviction-secret-0123456789ab'] } },
-    state: { store: 'redis', timeout: 1_000, redis: { url: `redis://127.0.0.1:${server.port}` } satisfies DeepPartial<Config['state']['redis']> },
-  })
   const logs = new LogCapture()
   const timers = new FakeTimers()
-  const tt: Tether = await startTether(cfg, { logger: createLogger('info', logs), timers })
-  let closed = false
-  t.teardown(() => (closed ? undefined : tt.close(0)))
+  const tt = await tetherOn(t, server, logs, timers)
   await timers.scheduled(EVICTION_RECHECK_MS) // the start-up check answered
   await redisCli(server.port, 'CONFIG', 'SET', 'maxmemory-policy', 'allkeys-lfu')
   timers.advance(EVICTION_RECHECK_MS)
@@ -269,7 +267,6 @@ t.test('Tether re-checks a policy changed live, and its close leaves no re-check
   t.match(told(logs, WARN), [{ node: `127.0.0.1:${server.port}`, policy: 'allkeys-lfu' }], 'one warn, a minute after the change')
   await timers.scheduled(EVICTION_RECHECK_MS)
   await tt.close(0)
-  closed = true
   t.same(timers.pending(EVICTION_RECHECK_MS), [], 'no re-check timer after close')
 })
 
