@@ -130,6 +130,23 @@ t.test('the watch\'s stop clears the re-check timer', async (t) => {
   t.same(answers, [1], 'no re-check after the stop')
 })
 
+t.test('a `checked` listener that throws stops neither the check nor the re-checks (no unhandled rejection)', async (t) => {
+  const server = await redisWith(t, 'noeviction')
+  const timers = new FakeTimers()
+  const logs = new LogCapture()
+  let calls = 0
+  const redis = new RedisConnection({ url: `redis://127.0.0.1:${server.port}`, timeout: 1_000 })
+  const stop = watchEviction(redis, new ProblemLog(createLogger('info', logs), systemClock, Infinity), { checked: () => { calls++; throw new Error('the listener failed') }, timers })
+  t.teardown(() => { stop(); return redis.stop() })
+  await redis.start()
+  await timers.scheduled(EVICTION_RECHECK_MS)
+  await redisCli(server.port, 'CONFIG', 'SET', 'maxmemory-policy', 'allkeys-lru')
+  timers.advance(EVICTION_RECHECK_MS)
+  await waitFor('the warn', () => told(logs, WARN).length === 1)
+  await timers.scheduled(EVICTION_RECHECK_MS)
+  t.equal(calls, 2, 'told twice, throwing each time; the re-check is armed again')
+})
+
 t.test('volatile-lru is warned of too (every Tether key but the marker has a TTL); noeviction is not', async (t) => {
   const volatile = await redisWith(t, 'volatile-lru')
   const v = await watched(t, { url: `redis://127.0.0.1:${volatile.port}` })

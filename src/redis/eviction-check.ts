@@ -89,7 +89,16 @@ export function watchEviction(redis: RedisConnection, problems: ProblemLog, opti
   }
   const recheck = (): void => {
     timer = null
-    void Promise.all([...answered].map((address) => check(address))).then(arm)
+    // (settled, whatever each check did: one that threw does not end the re-checks)
+    void Promise.allSettled([...answered].map((address) => check(address))).then(arm)
+  }
+  /** Tells `checked`: a listener that throws stops neither this check nor the next ones. */
+  const tell = (answeredNow: number): void => {
+    try {
+      checked(answeredNow)
+    } catch {
+      // the listener's own failure
+    }
   }
   const check = async (address: string): Promise<void> => {
     if (asking.has(address)) return
@@ -101,7 +110,7 @@ export function watchEviction(redis: RedisConnection, problems: ProblemLog, opti
       asking.delete(address)
     }
     if (stopped) return
-    if (removed.delete(address)) return checked(0)
+    if (removed.delete(address)) return tell(0)
     if (infos.size === 0) answered.delete(address)
     for (const [node, info] of infos) {
       answered.add(node)
@@ -110,7 +119,7 @@ export function watchEviction(redis: RedisConnection, problems: ProblemLog, opti
       else problems.report(`redis eviction ${node}`, risk.policy, { node, ...risk }, "redis evicts Tether's keys when full (maxmemory-policy)")
     }
     arm()
-    checked(infos.size)
+    tell(infos.size)
   }
   const off = redis.onNode((e) => {
     if (e.kind === 'up') {
