@@ -964,7 +964,9 @@ export class RedisConnection {
       if (nodes === undefined) this.#refused.set(command, new Set([node]))
       else nodes.add(node)
     }
-    tellAll(this.#refusalListeners, { command, error: told, ...(named === undefined && key !== null ? { key } : {}) })
+    // (a key's refusal, "... access one of the keys used as arguments", not a channel's)
+    const keyRefused = named === undefined && key !== null && /\bkeys\b/.test(error)
+    tellAll(this.#refusalListeners, { command, error: told, ...(keyRefused ? { key } : {}) })
     return told
   }
 
