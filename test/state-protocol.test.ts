@@ -752,6 +752,7 @@ t.test("a move whose hook answers 500: the access line says failover, not rehydr
 t.test("a hedge whose hook answers 500 and then wins: one rehydration error, and its upstream's first checkpoint replaces the stored one (marked restarted)", async (t) => {
   const hookPath = '/_tether/rehydrate'
   let phase = 1
+  const told: string[] = []
   const app = (id: string) => startUpstream(id, (req, res) => {
     req.resume()
     if (req.url === hookPath) return void res.writeHead(500).end()
@@ -762,6 +763,7 @@ t.test("a hedge whose hook answers 500 and then wins: one rehydration error, and
       return void res.on('close', () => clearTimeout(timer))
     }
     // the hedge's upstream started without the state: its versions start again
+    told.push(String(req.headers['x-tether-rehydrate-status']))
     res.writeHead(200, { 'x-tether-state': 'v1', 'x-tether-state-version': '1' }).end(JSON.stringify({ id, n: 1 }))
   })
   let home = ''
@@ -774,6 +776,7 @@ t.test("a hedge whose hook answers 500 and then wins: one rehydration error, and
   phase = 2
   const r = await get(tether.url, jar)
   t.not(r.body.id, home, 'the hedge answered')
+  t.same(told, ['refused'], "the hedge's request says its hook did not take the state")
   await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stale"}')) + (await metric(tether, 'tether_checkpoints_total{result="stored"}')) === 2, 5_000, "the hedge's checkpoint")
   t.equal(await metric(tether, 'tether_checkpoints_total{result="stale"}'), 0, 'version 1 is not refused as stale')
   t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 1 }, 'one rehydration, its state refused')
@@ -805,4 +808,50 @@ t.test("a moved user's WebSocket handshake: one rehydration counted, when the up
   t.equal(status, 'delivered', 'with the state')
   await waitFor(async () => (await rehydrations(tether)).delivered === 1, 5_000, 'the rehydration counted')
   t.same(await rehydrations(tether), { delivered: 1, no_state: 0, error: 0 })
+})
+
+/** A WebSocket handshake through Tether: the upstream's 101 head, or the refusal's status. */
+function handshake(url: string, jar: CookieJar): Promise<{ status: number; headers: http.IncomingHttpHeaders }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { agent: false, headers: { cookie: jar.header()!, connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'sec-websocket-version': '13' } })
+    req.on('upgrade', (res, sock) => { resolve({ status: 101, headers: res.headers }); sock.destroy() })
+    req.on('response', (res) => { res.resume(); resolve({ status: res.statusCode ?? 0, headers: res.headers }) })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+t.test("a move whose hook refuses the state (500): the upstream is told `X-Tether-Rehydrate-Status: refused`, not delivered, for a request and a WebSocket handshake", async (t) => {
+  const hookPath = '/_tether/rehydrate'
+  let phase = 1
+  const seen: string[] = []
+  const apps = await Promise.all(['a', 'b', 'c'].map(async (id) => {
+    const up = await startUpstream(id, (req, res) => {
+      req.resume()
+      if (req.url === hookPath) return void res.writeHead(phase === 1 ? 200 : 500).end()
+      seen.push(`${id} ${req.headers['x-tether-rehydrate-status'] ?? '-'}`)
+      res.writeHead(200, { 'x-tether-state': 'v' }).end(JSON.stringify({ id, n: 1 }))
+    })
+    up.server.on('upgrade', (req: http.IncomingMessage, sock: import('node:net').Socket) => {
+      sock.end(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nx-up: ${id}\r\nx-status: ${req.headers['x-tether-rehydrate-status'] ?? '-'}\r\n\r\n`)
+    })
+    return up
+  }))
+  const tether = await startTether(testConfig(apps, { state: { rehydrate: 'hook', hook_path: hookPath } }), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await Promise.all(apps.map((u) => u.close())) })
+  const jar = new CookieJar()
+  jar.cookies.set('user', 'u1')
+  const home = (await get(tether.url, jar)).body.id
+  phase = 2
+  tether.health.disable(home)
+  const moved = await get(tether.url, jar)
+  t.not(moved.body.id, home, 'moved')
+  t.same(seen.at(-1), `${moved.body.id} refused`, 'the request says the state did not get there')
+  // the user's WebSocket handshake, moved again (off the upstream whose hook refused)
+  tether.health.disable(moved.body.id)
+  const h = await handshake(tether.url, jar)
+  t.equal(h.status, 101)
+  t.not(h.headers['x-up'], home, 'moved')
+  t.not(h.headers['x-up'], moved.body.id, 'moved')
+  t.equal(h.headers['x-status'], 'refused', 'the handshake says the state did not get there')
 })

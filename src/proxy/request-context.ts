@@ -14,9 +14,10 @@ import type { Outcome } from './outcome.js'
 /**
  * What the request's checkpoint fetch found for a moved user (sent upstream in
  * X-Tether-Rehydrate-Status): `too_large` when the upstream refused the request with the
- * state in a header (431) and it was sent again without.
+ * state in a header (431) and it was sent again without; `refused` when the rehydration hook
+ * did not take the state (it answered otherwise than 2xx, or not in time).
  */
-export type RehydrateStatus = 'delivered' | 'none' | 'unavailable' | 'too_large'
+export type RehydrateStatus = 'delivered' | 'none' | 'unavailable' | 'too_large' | 'refused'
 
 /** How one attempt on an upstream ended. */
 export interface AttemptResult {
@@ -90,8 +91,6 @@ export class RequestContext {
   bodyError: ErrorCode | null = null
   /** A moved user's state: what the fetch found (null: the user did not move). */
   rehydrate: RehydrateStatus | null = null
-  /** The rehydration hook answered this attempt's state otherwise than 2xx (the request went on without it). */
-  hookRefused = false
   /** Bytes of the checkpoint sent in X-Tether-Rehydrate with this attempt (0: none in a header). */
   rehydrateBytes = 0
   /** The application cookie value the answer pinned (the session key from now on), or null. */

@@ -263,7 +263,7 @@ export class RequestPath {
           if (counted !== d.moved.from) this.#moved(d, d.moved)
           // the new upstream starts without the user's state (not fetched, or its hook refused
           // it): its first checkpoint replaces the old one
-          if ((ctx.rehydrate === 'unavailable' || ctx.hookRefused) && d.sessionKey !== null) this.#d.state?.restarted(d.sessionKey, d.epoch)
+          if ((ctx.rehydrate === 'unavailable' || ctx.rehydrate === 'refused') && d.sessionKey !== null) this.#d.state?.restarted(d.sessionKey, d.epoch)
         }
         counted = null
         let r = this.#hedgeable(ctx) ? await this.#hedged(ctx, x, d, upstream, headers) : await this.#start(ctx, x, d, upstream, headers).result
@@ -372,7 +372,8 @@ export class RequestPath {
   /**
    * A user who moved gets their newest checkpoint with this request: in a header, or POSTed to
    * the hook first. `X-Tether-Rehydrate-Status` says what was found, so the upstream can tell
-   * "no state stored" (`none`) from "state not fetched" (`unavailable`). A hook that could
+   * "no state stored" (`none`) from "state not fetched" (`unavailable`) and from "your hook
+   * did not take it" (`refused`: the request goes on without the state). A hook that could
    * not reach the upstream (see {@link #postHook}): its failure, for the request to go on to
    * the next upstream.
    */
@@ -381,7 +382,6 @@ export class RequestPath {
     const key = d.sessionKey
     if (state === null || key === null || d.moved === null) return null
     // a held move that is forced after all: the fetch just made is not waited for again
-    ctx.hookRefused = false
     const r = ctx.holdMoves ? ctx.heldState ?? { status: 'unavailable' as const } : await state.fetch(key)
     if (!ctx.holdMoves && CHOSEN_MOVES.has(d.moved.reason) && state.behind(key, r)) {
       // older than the user's upstream has (a checkpoint of theirs was lost while the store
@@ -461,7 +461,7 @@ export class RequestPath {
       // the upstream starts without the state: marked restarted by the caller only if this
       // attempt is sent and answers (an unsent or losing hedge leaves the stored state alone)
       this.#d.logger.warn({ upstream: d.upstream, status: r.status }, 'rehydration hook did not accept the state')
-      ctx.hookRefused = true
+      ctx.rehydrate = 'refused'
     }
     return null
   }
@@ -566,8 +566,8 @@ export class RequestPath {
     const h2 = this.#headers(ctx, d2, up2)
     // what the hedge's rehydration finds is the hedge's: the first attempt's (for its access
     // line, and a retry after it) is put back unless the hedge answers
-    const { rehydrate, heldState, hookRefused } = ctx
-    const own = (): void => { ctx.rehydrate = rehydrate; ctx.heldState = heldState; ctx.hookRefused = hookRefused }
+    const { rehydrate, heldState } = ctx
+    const own = (): void => { ctx.rehydrate = rehydrate; ctx.heldState = heldState }
     // the first attempt answering meanwhile stops the hedge's hook (on a frozen upstream it
     // would hold the request's end, its access line, for up to timeouts.response_headers)
     const answered = new AbortController()
@@ -597,7 +597,7 @@ export class RequestPath {
       if (d2.moved !== null && d.moved === null) this.#moved(d2, d2.moved)
       // the hedge's upstream starts without the user's state (the store did not answer, or its
       // hook refused it): its first checkpoint replaces the old one, as after any such move (see #serve)
-      if (d2.moved !== null && (ctx.rehydrate === 'unavailable' || ctx.hookRefused) && d2.sessionKey !== null) this.#d.state?.restarted(d2.sessionKey, d2.epoch)
+      if (d2.moved !== null && (ctx.rehydrate === 'unavailable' || ctx.rehydrate === 'refused') && d2.sessionKey !== null) this.#d.state?.restarted(d2.sessionKey, d2.epoch)
     }
     const [ra, rb] = await Promise.all([first.result, second.result])
     ctx.onAnswering = null
@@ -613,7 +613,7 @@ export class RequestPath {
   /** The rehydration behind an answer, counted (tether_rehydrations_total) by what its upstream got. */
   #rehydrated(ctx: RequestContext): void {
     const got = ctx.rehydrate
-    this.#d.state?.rehydrated(got === 'delivered' && !ctx.hookRefused ? 'delivered' : got === 'none' ? 'no_state' : 'error')
+    this.#d.state?.rehydrated(got === 'delivered' ? 'delivered' : got === 'none' ? 'no_state' : 'error')
   }
 
   /** May a failed attempt be sent again to the key's next upstream? */
@@ -690,7 +690,7 @@ export class RequestPath {
       retries: ctx.retries,
       outcome: r.outcome !== null
         ? (r.outcome.kind === 'client_abort' ? 'client_abort' : r.outcome.code)
-        : ctx.rehydrate === 'delivered' && !ctx.hookRefused ? 'rehydrated' : ctx.decision?.moved ? 'failover' : ctx.retries > 0 ? 'retried' : 'ok',
+        : ctx.rehydrate === 'delivered' ? 'rehydrated' : ctx.decision?.moved ? 'failover' : ctx.retries > 0 ? 'retried' : 'ok',
       duration_ms: Math.round(ms * 1000) / 1000,
     }, 'access')
   }
