@@ -855,3 +855,36 @@ t.test("a move whose hook refuses the state (500): the upstream is told `X-Tethe
   t.not(h.headers['x-up'], moved.body.id, 'moved')
   t.equal(h.headers['x-status'], 'refused', 'the handshake says the state did not get there')
 })
+
+t.test("a moved user's WebSocket handshake answered with an invalid status (Tether's 502): no rehydration counted, as for a failed HTTP attempt", async (t) => {
+  let phase = 1
+  const apps = await Promise.all(['a', 'b'].map(async (id) => {
+    const up = await startUpstream(id, (req, res) => { req.resume(); res.writeHead(200, { 'x-tether-state': 'v' }).end(JSON.stringify({ id, n: 1 })) })
+    up.server.on('upgrade', (_req: http.IncomingMessage, sock: import('node:net').Socket) => {
+      if (phase === 2) return void sock.end('HTTP/1.1 999 Weird\r\nContent-Length: 2\r\n\r\nno')
+      sock.end(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nx-up: ${id}\r\n\r\n`)
+    })
+    return up
+  }))
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig(apps, { retries: { attempts: 0 } }), { logger: createLogger('info', logs) })
+  t.teardown(async () => { await tether.close(0); await Promise.all(apps.map((u) => u.close())) })
+  const jar = new CookieJar()
+  jar.cookies.set('user', 'u1')
+  const home = (await get(tether.url, jar)).body.id
+  tether.health.disable(home)
+  phase = 2
+  const before = logs.access().length
+  const bad = await handshake(tether.url, jar)
+  t.equal(bad.status, 502, "Tether's 502, not the upstream's answer")
+  await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')
+  t.match(logs.access()[before], { protocol: 'websocket', status: 502, outcome: 'TETHER_UPSTREAM_PROTOCOL' })
+  t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 0 }, 'the state reached no answer: nothing counted')
+  // the user's next handshake (still a move: nothing answered them) switches: counted then
+  phase = 3
+  const good = await handshake(tether.url, jar)
+  t.equal(good.status, 101)
+  t.not(good.headers['x-up'], home, 'moved')
+  await waitFor(async () => (await rehydrations(tether)).delivered === 1, 5_000, 'the rehydration counted')
+  t.same(await rehydrations(tether), { delivered: 1, no_state: 0, error: 0 }, 'once')
+})

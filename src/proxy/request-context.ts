@@ -95,7 +95,10 @@ export class RequestContext {
   rehydrateBytes = 0
   /** The application cookie value the answer pinned (the session key from now on), or null. */
   learnedKey: string | null = null
-  /** The attempt whose answer head reached the client (the others of a hedge are stopped), or null. */
+  /**
+   * The attempt whose answer head reached the client (the others of a hedge are stopped), or
+   * null: none did (a WebSocket handshake answered by Tether's own 502 included).
+   */
   answering: object | null = null
   /** Told when an attempt's head claimed the answer (a hedge stops its rival). */
   onAnswering: (() => void) | null = null

@@ -283,8 +283,10 @@ export class RequestPath {
         }
         if (r.responded || r.outcome === null) {
           // the answer is the upstream's the state was for (the hedge's, if it won): counted once;
-          // status 0: no head reached the client (it left, or a stop's grace period ended, first)
-          if (ctx.rehydrate !== null && r.status !== 0 && ctx.decision?.moved != null) this.#rehydrated(ctx)
+          // status 0: no head reached the client (it left, or a stop's grace period ended, first);
+          // nothing answering: Tether's own error went out instead (a WebSocket handshake's
+          // invalid answer), as for a failed HTTP attempt
+          if (ctx.rehydrate !== null && r.status !== 0 && ctx.answering !== null && ctx.decision?.moved != null) this.#rehydrated(ctx)
           if (ctx.body !== null) discardRest(ctx.req, ctx.body, this.#d.clientErrors)
           // over h2, the rest of the answer on its way to the client: logged once it is there or cut
           const late = r.delivery === undefined ? null : await r.delivery

@@ -465,6 +465,7 @@ class Tunnel implements Exchange {
     this.#upstream = up
     this.#unwatchClient(true)
     const ctx = this.#ctx!
+    ctx.answering = this // the upstream's answer is the client's (not so for Tether's 502 in #invalidAnswer)
     // the 101's headers as the client gets them: learning and checkpoints as for any answer
     // (a checkpoint write cannot hold a 101: it goes out at once), reserved and hop-by-hop
     // headers removed except the two the upgrade itself needs, the decision's cookie added
@@ -543,6 +544,7 @@ class Tunnel implements Exchange {
     this.#unwatchClient(false)
     this.#owner.untrack(this) // before health hears of it: an ejection it causes must not close this answer
     const ctx = this.#ctx!
+    ctx.answering = this
     this.#holdAnswer(ctx, res.headers)
     // http-proxy writes these headers and pipes the decoded body, then ends: no framing headers
     // may claim otherwise, and the connection closes after it
