@@ -888,3 +888,77 @@ t.test("a moved user's WebSocket handshake answered with an invalid status (Teth
   await waitFor(async () => (await rehydrations(tether)).delivered === 1, 5_000, 'the rehydration counted')
   t.same(await rehydrations(tether), { delivered: 1, no_state: 0, error: 0 }, 'once')
 })
+
+t.test("a 431 passed on to the client (the body could not be sent again without the state) counts a rehydration error, not delivered, its access line says failover, and the new upstream's first checkpoint replaces the stored one", async (t) => {
+  let phase = 1
+  const seen: string[] = []
+  const app = (id: string) => startUpstream(id, (req, res) => {
+    let bytes = 0
+    req.on('data', (c: Buffer) => { bytes += c.length })
+    req.on('end', () => {
+      // the state in a header is over this upstream's limit (as Node's own 431 would say), told once the body is read
+      if (phase === 2 && req.headers['x-tether-rehydrate'] !== undefined) return void res.writeHead(431, { connection: 'close' }).end()
+      seen.push(`${id} ${req.headers['x-tether-rehydrate-status'] ?? '-'}`)
+      // the new upstream starts its versions again (it got no state)
+      const version = phase === 1 ? '5' : '1'
+      res.writeHead(200, { 'x-tether-state': `v${version}`, 'x-tether-state-version': version }).end(JSON.stringify({ id, n: bytes }))
+    })
+  })
+  const ups = [await app('a'), await app('b')]
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig(ups, { retries: { replay_buffer_bytes: 1024 } }), { logger: createLogger('info', logs) })
+  t.teardown(async () => { await tether.close(0); await Promise.all(ups.map((u) => u.close())) })
+  const jar = new CookieJar()
+  jar.cookies.set('user', 'u1')
+  const home = (await get(tether.url, jar)).body.id
+  tether.health.disable(home)
+  phase = 2
+  const before = logs.access().length
+  const status = await new Promise<number>((resolve, reject) => {
+    const req = http.request(tether.url, { method: 'POST', agent: false, headers: { cookie: jar.header()!, 'content-type': 'application/octet-stream' } }, (res) => {
+      res.resume()
+      res.on('end', () => resolve(res.statusCode ?? 0))
+    })
+    req.on('error', reject)
+    req.end(randomBytes(8192)) // past retries.replay_buffer_bytes: not sent again
+  })
+  t.equal(status, 431, "the upstream's 431 reached the client")
+  await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')
+  t.match(logs.access()[before], { status: 431, outcome: 'failover' }, 'the state did not get there: no rehydration claimed')
+  t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 1 }, 'the refused state is no delivery')
+  // the 431 pinned the user to the new upstream, which never got their state: its versions start again
+  const next = await get(tether.url, jar)
+  t.not(next.body.id, home, 'the user stays on the new upstream')
+  t.same(seen, [`${home} -`, `${next.body.id} -`], 'as an ordinary request (no second move)')
+  await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stale"}')) + (await metric(tether, 'tether_checkpoints_total{result="stored"}')) === 2, 5_000, "the new upstream's checkpoint")
+  t.equal(await metric(tether, 'tether_checkpoints_total{result="stale"}'), 0, 'its version 1 replaced version 5 (marked restarted), not refused as stale')
+})
+
+t.test("a hedge that carried the state in a header and answered 431 (passed on: hedges are not sent again) counts a rehydration error, not delivered", async (t) => {
+  let phase = 1
+  let home = ''
+  const app = (id: string) => startUpstream(id, (req, res) => {
+    req.resume()
+    if (phase === 1) return void res.writeHead(200, { 'x-tether-state': 'S'.repeat(200) }).end(JSON.stringify({ id, n: 1 }))
+    if (id === home) {
+      // no head until it is stopped: the hedge answers
+      const timer = setTimeout(() => res.end(JSON.stringify({ id, n: 0 })), 30_000)
+      return void res.on('close', () => clearTimeout(timer))
+    }
+    res.writeHead(req.headers['x-tether-rehydrate'] !== undefined ? 431 : 200).end('{}')
+  })
+  const ups = [await app('a'), await app('b')]
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig(ups, { retries: { hedge_after: 100 } }), { logger: createLogger('info', logs) })
+  t.teardown(async () => { await tether.close(0); await Promise.all(ups.map((u) => u.close())) })
+  const jar = new CookieJar()
+  jar.cookies.set('user', 'u1')
+  home = (await get(tether.url, jar)).body.id
+  phase = 2
+  const before = logs.access().length
+  const r = await get(tether.url, jar)
+  t.equal(r.status, 431, "the hedge's 431")
+  await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')
+  t.match(logs.access()[before], { status: 431, outcome: 'failover' }, 'no rehydration claimed')
+  t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 1 }, 'the refused state is no delivery')
+})

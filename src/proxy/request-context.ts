@@ -14,7 +14,8 @@ import type { Outcome } from './outcome.js'
 /**
  * What the request's checkpoint fetch found for a moved user (sent upstream in
  * X-Tether-Rehydrate-Status): `too_large` when the upstream refused the request with the
- * state in a header (431) and it was sent again without; `refused` when the rehydration hook
+ * state in a header (431) and it was sent again without (or the 431 was passed on: nothing
+ * was delivered); `refused` when the rehydration hook
  * did not take the state (it answered otherwise than 2xx, or not in time).
  */
 export type RehydrateStatus = 'delivered' | 'none' | 'unavailable' | 'too_large' | 'refused'

@@ -282,6 +282,7 @@ export class RequestPath {
           r = await this.#start(ctx, x, d, upstream, this.#withoutState(ctx, d, headers)).result
         }
         if (r.responded || r.outcome === null) {
+          if (r.status === 431 && ctx.rehydrate === 'delivered' && this.#hook === null && ctx.answering !== null) this.#refusedInHead(ctx)
           // the answer is the upstream's the state was for (the hedge's, if it won): counted once;
           // status 0: no head reached the client (it left, or a stop's grace period ended, first);
           // nothing answering: Tether's own error went out instead (a WebSocket handshake's
@@ -426,6 +427,19 @@ export class RequestPath {
     }
     if (ctx.body !== null) ctx.body = ctx.body.replay()
     return out
+  }
+
+  /**
+   * A 431 passed on to the client (its body could no longer be sent again without the state, or
+   * a hedge's): the upstream refused the head that carried the state in X-Tether-Rehydrate
+   * before its application ran. The state was not delivered (`too_large`, for the count and the
+   * access line), and the user, pinned there by this answer, starts again without it: its first
+   * checkpoint replaces the stored one, as after a resend without the state (#withoutState).
+   */
+  #refusedInHead(ctx: RequestContext): void {
+    ctx.rehydrate = 'too_large'
+    const d = ctx.decision
+    if (d !== null && d.moved !== null && d.sessionKey !== null) this.#d.state?.restarted(d.sessionKey, d.epoch)
   }
 
   /**
