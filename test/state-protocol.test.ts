@@ -962,3 +962,42 @@ t.test("a hedge that carried the state in a header and answered 431 (passed on: 
   t.match(logs.access()[before], { status: 431, outcome: 'failover' }, 'no rehydration claimed')
   t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 1 }, 'the refused state is no delivery')
 })
+
+t.test("a move whose hook refused the state, hedged onto an upstream whose hook took it: the hedge's answer leaves no restart mark (an older version it writes is refused as stale)", async (t) => {
+  const hookPath = '/_tether/rehydrate'
+  let phase = 1
+  let refusedBy = ''
+  const told: string[] = []
+  const app = (id: string) => startUpstream(id, (req, res) => {
+    req.resume()
+    if (req.url === hookPath) {
+      // the first attempt's hook refuses the state; the hedge's takes it
+      if (refusedBy === '') refusedBy = id
+      return void res.writeHead(id === refusedBy ? 500 : 200).end()
+    }
+    if (phase === 1) return void res.writeHead(200, { 'x-tether-state': 'v5', 'x-tether-state-version': '5' }).end(JSON.stringify({ id, n: 5 }))
+    if (id === refusedBy) {
+      // no head until it is stopped: the hedge answers
+      const timer = setTimeout(() => res.end(JSON.stringify({ id, n: 0 })), 30_000)
+      return void res.on('close', () => clearTimeout(timer))
+    }
+    told.push(String(req.headers['x-tether-rehydrate-status']))
+    // it got the state, yet writes an older version: ordered by version as any
+    res.writeHead(200, { 'x-tether-state': 'v3', 'x-tether-state-version': '3' }).end(JSON.stringify({ id, n: 3 }))
+  })
+  const ups = [await app('a'), await app('b'), await app('c')]
+  const tether = await startTether(testConfig(ups, { state: { rehydrate: 'hook', hook_path: hookPath }, retries: { hedge_after: 100 } }), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await Promise.all(ups.map((u) => u.close())) })
+  const jar = new CookieJar()
+  jar.cookies.set('user', 'u1')
+  const home = (await get(tether.url, jar)).body.id
+  phase = 2
+  tether.health.disable(home)
+  const r = await get(tether.url, jar)
+  t.not(r.body.id, home, 'moved')
+  t.not(r.body.id, refusedBy, 'the hedge answered')
+  t.same(told, ['delivered'], "the hedge's upstream got the state")
+  await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stale"}')) + (await metric(tether, 'tether_checkpoints_total{result="stored"}')) === 2, 5_000, "the hedge's checkpoint")
+  t.equal(await metric(tether, 'tether_checkpoints_total{result="stale"}'), 1, "version 3 does not replace version 5: the first attempt's restart mark is not the hedge's")
+  t.same(await rehydrations(tether), { delivered: 1, no_state: 0, error: 0 }, 'one rehydration, delivered')
+})

@@ -611,8 +611,10 @@ export class RequestPath {
       if (ctx.answering === first.attempt) return second.attempt.stop('TETHER_UPSTREAM_UNAVAILABLE')
       first.attempt.stop('TETHER_UPSTREAM_UNAVAILABLE')
       if (d2.moved !== null && d.moved === null) this.#moved(d2, d2.moved)
-      // the hedge's upstream starts without the user's state (the store did not answer, or its
-      // hook refused it): its first checkpoint replaces the old one, as after any such move (see #serve)
+      // the first attempt's restart mark (a move without the state: see #serve) was for its
+      // upstream, which does not answer; the hedge's upstream starts without the user's state
+      // only if its own fetch or hook failed: then its first checkpoint replaces the old one
+      if (d.moved !== null && (rehydrate === 'unavailable' || rehydrate === 'refused') && d.sessionKey !== null) this.#d.state?.notRestarted(d.sessionKey, d.epoch)
       if (d2.moved !== null && (ctx.rehydrate === 'unavailable' || ctx.rehydrate === 'refused') && d2.sessionKey !== null) this.#d.state?.restarted(d2.sessionKey, d2.epoch)
     }
     const [ra, rb] = await Promise.all([first.result, second.result])

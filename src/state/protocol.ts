@@ -121,6 +121,15 @@ export class StateProtocol {
   }
 
   /**
+   * The mark {@link restarted} left for `epoch` (not taken yet by a checkpoint) is withdrawn:
+   * the attempt it was for did not answer, and the one that did (a hedge at the same epoch) got
+   * the state, so its checkpoints are ordered by version as any.
+   */
+  notRestarted(sessionKey: string, epoch: number): void {
+    if (this.#restarted.get(sessionKey) === epoch) this.#restarted.delete(sessionKey)
+  }
+
+  /**
    * Whether `fetched` (what {@link fetch} found for `sessionKey`) is older than the user's state:
    * a checkpoint their upstream handed in was lost (the store did not answer in time), and the
    * store holds neither it (a write that landed late) nor a newer one. A move by choice must then
