@@ -60,6 +60,20 @@ async function get(url: string, jar: CookieJar, extra: Record<string, string> = 
   })
 }
 
+/**
+ * Tether over `ups` with user u1 answered once by their home upstream (with whatever checkpoint
+ * that answer carries), then home taken out (as health does a dead one): u1's next request moves.
+ */
+async function withUserMoving(t: Test, ups: Upstream[], overrides: Parameters<typeof testConfig>[1], logger = createLogger('silent')): Promise<{ tether: Tether; jar: CookieJar; home: string }> {
+  const tether = await startTether(testConfig(ups, overrides), { logger })
+  t.teardown(async () => { await tether.close(0); await Promise.all(ups.map((u) => u.close())) })
+  const jar = new CookieJar()
+  jar.cookies.set('user', 'u1')
+  const home = (await get(tether.url, jar)).body.id
+  tether.health.disable(home)
+  return { tether, jar, home }
+}
+
 t.test('a user whose upstream dies continues on the next one with their newest checkpoint', async (t) => {
   const apps = await Promise.all(['a', 'b', 'c'].map((id) => counterApp(id)))
   const tether = await startTether(testConfig(apps), { logger: createLogger('silent') })
@@ -671,13 +685,8 @@ t.test("a move whose hook answers 500: counted once as a rehydration error, and 
     res.writeHead(200, { 'x-tether-state': `v${version}`, 'x-tether-state-version': version }).end(JSON.stringify({ id, n: Number(version) }))
   })
   const ups = [await app('a'), await app('b')]
-  const tether = await startTether(testConfig(ups, { state: { rehydrate: 'hook', hook_path: hookPath } }), { logger: createLogger('silent') })
-  t.teardown(async () => { await tether.close(0); await Promise.all(ups.map((u) => u.close())) })
-  const jar = new CookieJar()
-  jar.cookies.set('user', 'u1')
-  const home = (await get(tether.url, jar)).body.id
+  const { tether, jar, home } = await withUserMoving(t, ups, { state: { rehydrate: 'hook', hook_path: hookPath } })
   phase = 2
-  tether.health.disable(home)
   const moved = await get(tether.url, jar)
   t.not(moved.body.id, home, 'moved')
   t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 1 }, 'the refused state is no delivery')
@@ -837,13 +846,8 @@ t.test("a move whose hook refuses the state (500): the upstream is told `X-Tethe
     })
     return up
   }))
-  const tether = await startTether(testConfig(apps, { state: { rehydrate: 'hook', hook_path: hookPath } }), { logger: createLogger('silent') })
-  t.teardown(async () => { await tether.close(0); await Promise.all(apps.map((u) => u.close())) })
-  const jar = new CookieJar()
-  jar.cookies.set('user', 'u1')
-  const home = (await get(tether.url, jar)).body.id
+  const { tether, jar, home } = await withUserMoving(t, apps, { state: { rehydrate: 'hook', hook_path: hookPath } })
   phase = 2
-  tether.health.disable(home)
   const moved = await get(tether.url, jar)
   t.not(moved.body.id, home, 'moved')
   t.same(seen.at(-1), `${moved.body.id} refused`, 'the request says the state did not get there')
@@ -867,12 +871,7 @@ t.test("a moved user's WebSocket handshake answered with an invalid status (Teth
     return up
   }))
   const logs = new LogCapture()
-  const tether = await startTether(testConfig(apps, { retries: { attempts: 0 } }), { logger: createLogger('info', logs) })
-  t.teardown(async () => { await tether.close(0); await Promise.all(apps.map((u) => u.close())) })
-  const jar = new CookieJar()
-  jar.cookies.set('user', 'u1')
-  const home = (await get(tether.url, jar)).body.id
-  tether.health.disable(home)
+  const { tether, jar, home } = await withUserMoving(t, apps, { retries: { attempts: 0 } }, createLogger('info', logs))
   phase = 2
   const before = logs.access().length
   const bad = await handshake(tether.url, jar)
@@ -906,12 +905,7 @@ t.test("a 431 passed on to the client (the body could not be sent again without 
   })
   const ups = [await app('a'), await app('b')]
   const logs = new LogCapture()
-  const tether = await startTether(testConfig(ups, { retries: { replay_buffer_bytes: 1024 } }), { logger: createLogger('info', logs) })
-  t.teardown(async () => { await tether.close(0); await Promise.all(ups.map((u) => u.close())) })
-  const jar = new CookieJar()
-  jar.cookies.set('user', 'u1')
-  const home = (await get(tether.url, jar)).body.id
-  tether.health.disable(home)
+  const { tether, jar, home } = await withUserMoving(t, ups, { retries: { replay_buffer_bytes: 1024 } }, createLogger('info', logs))
   phase = 2
   const before = logs.access().length
   const status = await new Promise<number>((resolve, reject) => {
@@ -986,13 +980,8 @@ t.test("a move whose hook refused the state, hedged onto an upstream whose hook 
     res.writeHead(200, { 'x-tether-state': 'v3', 'x-tether-state-version': '3' }).end(JSON.stringify({ id, n: 3 }))
   })
   const ups = [await app('a'), await app('b'), await app('c')]
-  const tether = await startTether(testConfig(ups, { state: { rehydrate: 'hook', hook_path: hookPath }, retries: { hedge_after: 100 } }), { logger: createLogger('silent') })
-  t.teardown(async () => { await tether.close(0); await Promise.all(ups.map((u) => u.close())) })
-  const jar = new CookieJar()
-  jar.cookies.set('user', 'u1')
-  const home = (await get(tether.url, jar)).body.id
+  const { tether, jar, home } = await withUserMoving(t, ups, { state: { rehydrate: 'hook', hook_path: hookPath }, retries: { hedge_after: 100 } })
   phase = 2
-  tether.health.disable(home)
   const r = await get(tether.url, jar)
   t.not(r.body.id, home, 'moved')
   t.not(r.body.id, refusedBy, 'the hedge answered')
