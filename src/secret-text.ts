@@ -4,21 +4,45 @@
 // with credentials. Pure: strings in, strings out; no I/O, no logger.
 
 /**
- * `scheme://user:password@`: group 1 up to the password, group 2 the password, up to the last `@`
- * before the host (a URL parser's split: `redis://u:p@ss@h` has the password `p@ss`). The scheme
- * starts where no scheme character is before it, so a long run of letters is scanned once, not
- * once per letter.
+ * A password's characters: up to the last `@` before the host (a URL parser's split:
+ * `redis://u:p@ss@h` has the password `p@ss`), with spaces in it when the word after them has an
+ * `@` too (`redis://u:pa ss@h`, which a URL parser takes, as `pa%20ss`; in `redis://u:pw@h
+ * failed for a@b` the password is `pw`: `failed` has no `@`). Each space run is looked past once.
  */
-const URL_USERINFO = /(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*:\/\/[^\s:@/?#]*:)([^\s/?#]*)@/gi
+const PASSWORD = String.raw`(?:[^\s/?#]|[ \t]+(?=[^\s/?#]*@))*`
+
+/**
+ * `scheme://user:password@`: group 1 up to the password, group 2 the password (see
+ * {@link PASSWORD}). The scheme starts where no scheme character is before it, so a long run of
+ * letters is scanned once, not once per letter.
+ */
+const URL_USERINFO = new RegExp(String.raw`(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*:\/\/[^\s:@/?#]*:)(${PASSWORD})@`, 'gi')
+
+/**
+ * {@link URL_USERINFO} in a YAML line, where a value's bounds are known: its password may also
+ * hold spaces up to the last `@` before a `/`, `?`, `#`, a quote or a flow indicator
+ * (`url: "redis://u:p a s@h:6379"`, a plain value to its line's end), else as in a message.
+ */
+const LINE_URL_USERINFO = new RegExp(String.raw`(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*:\/\/[^\s:@/?#"']*:)([^/?#"',\]}]*(?=@)|${PASSWORD}(?=@))@`, 'gi')
+
+/**
+ * `user:password@host:port` without a scheme (as a Sentinel or node address may be written:
+ * Tether refuses it, and its error shows `***@host:port`, but a syntax error's source line
+ * shows it as written): group 1 the user and its colon, group 2 the password up to the last `@`
+ * before a host and port. It starts after a space, a quote, `[` or `{` only, and its password
+ * holds none of them, so each character is scanned once.
+ */
+const ADDRESS_USERINFO = /(?<![^\s"'[{])([^\s:@/?#"'[\]{}]*:)([^\s/?#"'[\]{}]*)@(?=(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d+(?:["'\s,\]}]|$))/g
 
 /**
  * A key whose value is a secret: its name is or ends with password, passphrase, token or secret
  * (any case, `_` or `-` before it), or key-data (a kubeconfig's `client-key-data`, a private
  * key), unquoted or quoted, then `:` and not a second `:` (`"password":"x"`, JSON written
- * without spaces, and `password:x` are masked too).
+ * without spaces, and `password:x` are masked too), also in a comment, written `#password:` too
+ * (a password commented out is still a password).
  * Group 1 what comes before the key, group 2 the key with its quotes and the colon.
  */
-const SECRET_KEY = /(^|[\s{,[?-])((["']?)[A-Za-z0-9_-]*(?:password|passphrase|token|secret|key[-_]data)\3[ \t]*:)(?!:)/gi
+const SECRET_KEY = /(^|[\s{,[?#-])((["']?)[A-Za-z0-9_-]*(?:password|passphrase|token|secret|key[-_]data)\3[ \t]*:)(?!:)/gi
 
 /** A secret key at the start of a line with its colon left out (`password hunter2`): the rest is its value. */
 const SECRET_KEY_NO_COLON = /^([ \t]*(?:-[ \t]+)?)((["']?)[A-Za-z0-9_-]*(?:password|passphrase|token|secret|key[-_]data)\3)(?=[ \t]+[^\s#:][^:]*$)/gi
@@ -152,7 +176,7 @@ function maskLine(line: string, value: { key: number; start: number } | null = n
   const out = line.split('') // UTF-16 units, as the match indexes and a caret's column count
   let open: Open | null = null
   const hide = (from: number, to: number): void => { for (let i = from; i < to; i++) out[i] = '*' }
-  for (const m of line.matchAll(URL_USERINFO)) hide(m.index + m[1]!.length, m.index + m[1]!.length + m[2]!.length)
+  for (const m of [...line.matchAll(LINE_URL_USERINFO), ...line.matchAll(ADDRESS_USERINFO)]) hide(m.index + m[1]!.length, m.index + m[1]!.length + m[2]!.length)
   const values = [...line.matchAll(SECRET_KEY), ...line.matchAll(SECRET_KEY_NO_COLON)].map((m) => {
     const key = m.index + m[1]!.length
     return { key, start: key + m[2]!.length }
@@ -165,7 +189,8 @@ function maskLine(line: string, value: { key: number; start: number } | null = n
   for (let { key, start } of value === null ? values : [value, ...values]) {
     while (line[start] === ' ' || line[start] === '\t') start++
     const end = inFlow(line, key) ? flowValueEnd(line, start) : line.length
-    if (end === line.length && (open === null || key < open.key)) open = { key, block: /^[|>]/.test(line.slice(start)), empty: /^(?:#.*)?$/.test(line.slice(start)) }
+    // a key in a comment (`#password:`, `# token: x`): its value ends with the line
+    if (end === line.length && (open === null || key < open.key) && !COMMENT_BEFORE.test(line.slice(0, key))) open = { key, block: /^[|>]/.test(line.slice(start)), empty: /^(?:#.*)?$/.test(line.slice(start)) }
     let last = end
     while (last > start && /\s/.test(line[last - 1]!)) last--
     // a tag or an anchor (`!!str`, `&pw`) may come before the value's opening quote
@@ -178,6 +203,9 @@ function maskLine(line: string, value: { key: number; start: number } | null = n
 }
 
 const NO_ANCHORS: ReadonlySet<string> = new Set()
+
+/** Text before a key that puts the key in a comment: a `#` at the line's start or after a space. */
+const COMMENT_BEFORE = /(?:^|[ \t])#/
 
 /** An anchor (`&name`) and the spaces after it: group 1 what comes before it, group 2 its name. */
 const ANCHOR = /(^|[\s{,[:-])&([^\s,[\]{}]+)[ \t]*/g

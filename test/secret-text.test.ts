@@ -14,6 +14,16 @@ const lineCases: [name: string, line: string, masked: string][] = [
   ['a quoted value after a tag: its opening quote stays', 'password: !!str "hunter2', 'password: ******"*******'],
   ['a quoted value after an anchor: its quotes stay', '{ token: &t "hunter2", x: [ }', '{ token: ***"*******", x: [ }'],
   ['a list of secrets in a flow map (cookie secrets in rotation)', 'affinity: { cookie: { secret: [s3cret-one, s3cret-two], x: [ } }', 'affinity: { cookie: { secret: ************************, x: [ } }'],
+  ['a URL password with a space (a URL parser takes it), unquoted', 'url: redis://u:pa ss@h:6379: x', 'url: redis://u:*****@h:6379: x'],
+  ['a URL password with spaces, quoted', '{ url: "redis://u:p a s@h:6379", x: [ }', '{ url: "redis://u:*****@h:6379", x: [ }'],
+  ['an address without a scheme, quoted (a Sentinel)', 'sentinels: ["u:pw@h:26379", "h2:26379", x: [ }', 'sentinels: ["u:**@h:26379", "h2:26379", x: [ }'],
+  ['an address without a scheme, an @ in its password, an IPv6 host', "nodes: [ 'u:p@w@[::1]:6379', x", "nodes: [ 'u:***@[::1]:6379', x"],
+  ['an address without a scheme, a list item, no user', '  - ":pw@redis-0:6379', '  - ":**@redis-0:6379'],
+  ['a URL password with spaces, a plain value', 'url: redis://u:p a s@h:6379/0 x: y', 'url: redis://u:*****@h:6379/0 x: y'],
+  ['a URL password with a comma, in a flow map', '{ url: redis://u:p,w@h:6379, x: [ }', '{ url: redis://u:***@h:6379, x: [ }'],
+  ['a password commented out, no space after #', '#password: hunter2', '#password: *******'],
+  ['a token commented out after a value', 'x: [ #token:abc', 'x: [ #token:***'],
+  ['an image digest and an e-mail address are no secrets', 'image: app:1.0@sha256:abc, to: a@b.c:25x, x: [', 'image: app:1.0@sha256:abc, to: a@b.c:25x, x: ['],
   ['a line without a secret', 'upstreams: [ { id: a, url: "http://a:1" }, x: [ }', 'upstreams: [ { id: a, url: "http://a:1" }, x: [ }'],
 ]
 
@@ -30,13 +40,19 @@ t.test('maskUrlCredentials masks a password with an @ up to the last @ before th
   t.equal(maskUrlCredentials('at file:///app/dist/x.js:1:2'), 'at file:///app/dist/x.js:1:2')
 })
 
+t.test('maskUrlCredentials masks a password with spaces, up to the @ before the host, not past a word without one', async (t) => {
+  t.equal(maskUrlCredentials('connect redis://u:pa ss@h:6379 failed'), 'connect redis://u:***@h:6379 failed')
+  t.equal(maskUrlCredentials('connect redis://u:pw@h:6379 failed for a@b'), 'connect redis://u:***@h:6379 failed for a@b')
+})
+
 t.test('a long run of letters is scanned in linear time, not once per letter', async (t) => {
   // quadratic, 200k letters took tens of seconds; linear, a few milliseconds
-  const text = 'a'.repeat(200_000)
-  const t0 = performance.now()
-  maskUrlCredentials(text)
-  maskSecretLine(text)
-  t.ok(performance.now() - t0 < 2000, `${(performance.now() - t0).toFixed(0)} ms`)
+  for (const text of ['a'.repeat(200_000), ' a:b'.repeat(50_000), `redis://u:${' a@'.repeat(60_000)}`, `"a:${'b@'.repeat(100_000)}`, 'a:b@c:1'.repeat(30_000), '#'.repeat(200_000)]) {
+    const t0 = performance.now()
+    maskUrlCredentials(text)
+    maskSecretLine(text)
+    t.ok(performance.now() - t0 < 2000, `${text.slice(0, 12)}...: ${(performance.now() - t0).toFixed(0)} ms`)
+  }
 })
 
 const multiLineCases: [name: string, lines: string[], masked: string[]][] = [
@@ -56,6 +72,7 @@ const multiLineCases: [name: string, lines: string[], masked: string[]][] = [
   ['an anchored block value', ['pw: &pw |', '  hunter2', 'x: 1', 'token: *pw'], ['pw: &pw *', '  *******', 'x: 1', 'token: ***']],
   ['a Kubernetes Secret in JSON: its data whole, up to its closing brace', ['{', '  "kind": "Secret",', '  "data": {', '    "tls.key": "LS0t" x', '  },', '  "type": "Opaque"', '}'], ['{', '  "kind": "Secret",', '  "data": {', '    ********** ****** *', '  },', '  "type": "Opaque"', '}']],
   ['a Kubernetes Secret\'s data in flow style', ['kind: Secret', 'data: { a: LS0t, b: "c" }', 'x: [ }'], ['kind: Secret', 'data: { ** ***** ** *** }', 'x: [ }']],
+  ['a secret key commented out ends with its line: the lines below are shown', ['#password:', '  url: redis://h:6379', '# token: |', '   db: 1'], ['#password:', '  url: redis://h:6379', '# token: *', '   db: 1']],
   ['a secret in a closed flow map', ['a: { token: x }', '  b: ['], ['a: { token: * }', '  b: [']],
 ]
 
