@@ -153,8 +153,39 @@ function scrub(value: unknown, depth: number): unknown {
   return out
 }
 
-/** A logger writing JSON lines to `destination` (default stdout); `err` fields through {@link serializeError}. */
+/**
+ * A log call's arguments with every Error going through {@link serializeError}, whatever the
+ * call site wrote: an Error as the first argument (`log.error(err)`, where pino takes the
+ * error's raw message for `msg`) becomes `{ err }` with its message masked as `msg` (when no
+ * message is given), and an Error as the value of a field other than `err` (`{ reason: err }`,
+ * which pino writes as the error's own fields, an ioredis `command.args` with them) is
+ * serialized too. Other arguments are passed as they are (the same array: nothing allocated).
+ * Example: `[replyError]` -> `[{ err: replyError }, 'connect redis://u:***@h failed']`.
+ */
+export function safeLogArgs(args: unknown[]): unknown[] {
+  const first = args[0]
+  if (first instanceof Error) return [{ err: first }, ...(args.length > 1 ? args.slice(1) : [maskUrlCredentials(first.message)])]
+  if (typeof first !== 'object' || first === null) return args
+  let copy: Record<string, unknown> | null = null
+  for (const key in first) {
+    const v = (first as Record<string, unknown>)[key]
+    if (key !== 'err' && v instanceof Error) (copy ??= { ...first })[key] = serializeError(v)
+  }
+  return copy === null ? args : [copy, ...args.slice(1)]
+}
+
+/** A logger writing JSON lines to `destination` (default stdout); every Error through {@link serializeError} (see {@link safeLogArgs}). */
 export function createLogger(level: LogLevel, destination?: NodeJS.WritableStream): Logger {
-  const opts = { level, base: { name: 'tether' }, timestamp: pino.stdTimeFunctions.isoTime, serializers: { err: serializeError } }
+  const opts = {
+    level,
+    base: { name: 'tether' },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    serializers: { err: serializeError },
+    hooks: {
+      logMethod(this: Logger, args: Parameters<Logger['info']>, method: (...a: unknown[]) => void): void {
+        method.apply(this, safeLogArgs(args))
+      },
+    },
+  }
   return pino(opts, destination ?? stdoutDestination())
 }
