@@ -244,6 +244,18 @@ async function main(): Promise<number> {
       process.on('unhandledRejection', (err: unknown) => {
         lastResort.error({ err }, 'unhandled promise rejection: a bug in Tether or a library, not fatal (Tether keeps running)')
       })
+      // A synchronous throw nobody caught (a library's, from an event handler): Node's default
+      // prints the error to stderr as it is, an ioredis ReplyError's command args (an AUTH
+      // password) included. Logged through the logger's serializer instead, as one fatal JSON
+      // line, and the process ends with Node's code (1) after that line is flushed (pino's exit
+      // flush): its state may be broken. A worker's exit is a crash its primary restarts.
+      process.on('uncaughtException', (err: unknown) => {
+        try {
+          lastResort.fatal({ err }, 'uncaught exception: a bug in Tether or a library; exiting (code 1)')
+        } finally {
+          process.exit(1)
+        }
+      })
       // ioredis's console.warn lines ("[WARN] ... a password was supplied"): JSON lines, once each,
       // with the setting to change
       let redisConfig: Config['state']['redis'] | null = null

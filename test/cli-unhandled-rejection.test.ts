@@ -1,6 +1,8 @@
 // The process's last resort: a promise rejection nobody handled (a library's, in a reconnect
 // path) is logged at error level as a bug, and Tether keeps running and serving. Node's default
-// would end the process, and the same Redis event would end every replica at once.
+// would end the process, and the same Redis event would end every replica at once. An exception
+// nobody caught ends the process, as Node's default does, but logged as one JSON line through
+// the logger's serializer, not printed with its secrets.
 import t, { type Test } from 'tap'
 import { execFileSync } from 'node:child_process'
 import { request } from 'node:http'
@@ -28,6 +30,10 @@ const SECRET_HOOK = `data:text/javascript,${encodeURIComponent(`process.on('SIGU
   err.code = 'WRONGPASS'
   Promise.reject(err)
 })`)}`
+
+// loaded before Tether: SIGUSR2 throws, synchronously from an event handler, an error with
+// secrets in it (as SECRET_HOOK's)
+const THROW_HOOK = SECRET_HOOK.replace(encodeURIComponent('Promise.reject(err)'), encodeURIComponent('throw err'))
 
 /** A Tether child (with `hook`) in front of one upstream; `extra`: more config lines. */
 async function start(t: Test, extra: string[], hook = HOOK): Promise<Awaited<ReturnType<typeof startChildTether>>> {
@@ -88,4 +94,44 @@ t.test("an unhandled rejection's secrets are not logged: a Redis command's args,
   }, 'the rest of the error is kept: name, code, message (masked), the command name')
   t.match(err['stack'], /^ReplyError: cannot reach redis:\/\/tether:\*\*\*@redis/, 'and its stack')
   t.notOk('args' in (err['command'] as object), 'the args are left out')
+})
+
+/** The JSON lines of `text` (stdout), parsed. */
+function jsonLines(text: string): Record<string, unknown>[] {
+  return text.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>)
+}
+
+t.test('an uncaught exception is logged as one fatal JSON line without its secrets, and the process exits with code 1', async (t) => {
+  const child = await start(t, [], THROW_HOOK)
+  t.not(THROW_HOOK, SECRET_HOOK, 'the hook throws')
+  child.proc.kill('SIGUSR2')
+  const exit = await child.exited
+  t.same(exit, { code: 1, signal: null }, "exit code 1, as Node's default")
+  for (const secret of ['pw-in-message', 'pw-in-cause', 'pw-in-args']) {
+    t.notMatch(child.stdout(), secret, `${secret} not on stdout`)
+    t.notMatch(child.stderr(), secret, `${secret} not on stderr`)
+  }
+  const line = jsonLines(child.stdout()).find((l) => String(l['msg']).startsWith('uncaught exception'))
+  t.equal(line?.['level'], 60, 'one fatal JSON line, flushed before the exit')
+  t.match(line?.['err'], { name: 'ReplyError', code: 'WRONGPASS', message: /^cannot reach redis:\/\/tether:\*\*\*@redis:6379/, command: { name: 'auth' } }, 'with the error, masked')
+})
+
+t.test("with workers, a worker's uncaught exception is logged without secrets and is a crash the primary restarts", async (t) => {
+  const child = await start(t, ['workers: 2'], THROW_HOOK)
+  const listening = (): Record<string, unknown>[] => jsonLines(child.stdout()).filter((l) => l['msg'] === 'tether listening')
+  // both started (a worker that fails its first start ends the primary instead)
+  await waitFor(() => listening().length >= 2, 15_000, 'both workers to listen')
+  const before = listening().length
+  const workers = execFileSync('pgrep', ['-P', String(child.proc.pid)], { encoding: 'utf8' }).trim().split('\n').map(Number)
+  process.kill(workers[0]!, 'SIGUSR2')
+  const restarted = (): Record<string, unknown> | undefined => jsonLines(child.stdout()).find((l) => l['msg'] === 'worker died; restarting it')
+  await waitFor(() => restarted() !== undefined, 15_000, 'the primary to restart the worker')
+  t.equal(restarted()?.['code'], 1, 'the worker exited with code 1: a crash')
+  const fatal = jsonLines(child.stdout()).find((l) => String(l['msg']).startsWith('uncaught exception'))
+  t.equal(fatal?.['level'], 60, 'the worker logged it as fatal')
+  t.type(fatal?.['worker'], 'number', 'with its worker field')
+  for (const secret of ['pw-in-message', 'pw-in-cause', 'pw-in-args']) t.notMatch(child.stdout() + child.stderr(), secret, `${secret} not shown`)
+  t.equal(child.proc.exitCode, null, 'the primary did not exit')
+  await waitFor(() => listening().length > before, 15_000, 'the restarted worker to listen')
+  t.equal(await get(Number(new URL(String(listening().at(-1)!['url'])).port)), 200, 'and the restarted worker serves')
 })
