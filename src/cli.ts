@@ -258,11 +258,14 @@ async function main(): Promise<number> {
       })
       // ioredis's console.warn lines ("[WARN] ... a password was supplied"): JSON lines, once each,
       // with the setting to change
+      // (a worker's go to its primary, which logs each once for all workers)
       let redisConfig: Config['state']['redis'] | null = null
-      routeRedisConsole(() => lastResort, () => redisConfig === null ? [] : redisPasswordSettings(redisConfig))
+      let forward: ReturnType<typeof worker.noticeForwarder> = null
+      routeRedisConsole(() => lastResort, () => redisConfig === null ? [] : redisPasswordSettings(redisConfig), () => forward)
       // a worker's: at its config's level, with its `worker` field, as its other lines
-      if (index !== null) return worker.runWorkerProcess(cmd.config, index, (c) => {
+      if (index !== null) return worker.runWorkerProcess(cmd.config, index, (c, setup) => {
         redisConfig = c.state.redis
+        forward = worker.noticeForwarder(setup)
         const logger = makeLogger(c)
         lastResort = logger.child({ worker: index })
         return logger

@@ -52,6 +52,18 @@ t.test('a password Redis does not need: one JSON warn naming state.redis.passwor
   t.match(notices[0], { level: 40, hint: 'the password in state.redis.password is not needed by this server; remove it or set requirepass', redis_said: /^\[WARN\] .*does not require a password/ })
 })
 
+t.test('with workers, the notice is logged once for all of them, by the primary, not once per worker', async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const child = await start(t, ['workers: 2', `state: { store: redis, redis: { url: "${redis.url}", password: "not-needed" } }`])
+  // each worker connects (sending AUTH, so ioredis says it) before it listens
+  await waitFor(() => child.stdout().split('\n').filter((l) => l.includes('"tether listening"')).length >= 2, 15_000, 'both workers to start')
+  await waitFor(() => said(child), 10_000, 'the notice')
+  const notices = (await jsonLines(t, child)).filter((l) => l['msg'] === NOTICE)
+  t.equal(notices.length, 1, 'said once')
+  t.match(notices[0], { level: 40, worker: 'primary', child: Number, hint: /state\.redis\.password/, redis_said: /^\[WARN\] / })
+})
+
 t.test('a Sentinel password the Sentinels do not need: the warn names state.redis.sentinel_password', async (t) => {
   const redis = await startRedis()
   t.teardown(() => redis.stop())

@@ -53,13 +53,26 @@ export function redisConsoleNotice(line: string, passwords: readonly string[]): 
 }
 
 /**
+ * Log `notice`, ioredis's line `said`, as one JSON line of `logger` (its `msg`, the line as
+ * `redis_said`, the `hint`, and `fields`). Example: `logRedisNotice(logger, notice, '[WARN] ...', { child: 1 })`.
+ */
+export function logRedisNotice(logger: Logger, notice: RedisConsoleNotice, said: string, fields: Readonly<Record<string, unknown>> = {}): void {
+  logger[notice.level]({ ...fields, redis_said: said, ...(notice.hint === undefined ? {} : { hint: notice.hint }) }, notice.msg)
+}
+
+/**
  * Replace `console.warn` so that an ioredis `[WARN]`/`[ERROR]` line (told by the caller's stack:
- * a file under ioredis/) becomes one JSON line of `logger()` (its `msg`, the line as `redis_said`,
- * the `hint`), logged once per process for each line (ioredis repeats it at every connect and
- * the settings it names change only with a restart); any other call goes to the console.warn
+ * a file under ioredis/) becomes one JSON line of `logger()` (see {@link logRedisNotice}), logged
+ * once per process for each line (ioredis repeats it at every connect and the settings it names
+ * change only with a restart), or handed to `forward()` when it is not null (a worker's: to its
+ * primary, which logs it once for all workers); any other call goes to the console.warn
  * there was. Returns the undo. Example: `routeRedisConsole(() => logger, () => redisPasswordSettings(config.state.redis))`.
  */
-export function routeRedisConsole(logger: () => Logger, passwords: () => readonly string[]): () => void {
+export function routeRedisConsole(
+  logger: () => Logger,
+  passwords: () => readonly string[],
+  forward: () => ((notice: RedisConsoleNotice, said: string) => void) | null = () => null,
+): () => void {
   const previous = console.warn
   const told = new Set<string>()
   console.warn = (...args: unknown[]): void => {
@@ -71,7 +84,9 @@ export function routeRedisConsole(logger: () => Logger, passwords: () => readonl
     if (notice === null) return previous.apply(console, args)
     if (told.has(args[0] as string)) return
     told.add(args[0] as string)
-    logger()[notice.level]({ redis_said: args[0], ...(notice.hint === undefined ? {} : { hint: notice.hint }) }, notice.msg)
+    const to = forward()
+    if (to !== null) to(notice, args[0] as string)
+    else logRedisNotice(logger(), notice, args[0] as string)
   }
   return () => { console.warn = previous }
 }

@@ -32,6 +32,11 @@ export interface WorkerSetup {
   readonly start: string
   /** The text the primary accepted last, when it is not `start`: its live sections apply on top. */
   readonly live: string | null
+  /**
+   * The primary logs ioredis's console notices once for all its workers: send each as a
+   * `notice` (absent from an older primary's setup: the worker logs its own).
+   */
+  readonly notices?: boolean
 }
 
 /** An upstream a discovery source reports, as it travels (see DiscoveredUpstream). */
@@ -133,6 +138,11 @@ export type ToPrimary =
   | { readonly tether: 'ready'; readonly admin: string }
   /** A worker starting: what do I run? (answered with `setup`) */
   | { readonly tether: 'hello' }
+  /**
+   * An ioredis console notice this worker saw first (`said`: ioredis's line; level, msg and hint
+   * as logged), for the primary to log once for all workers (see WorkerSetup.notices).
+   */
+  | { readonly tether: 'notice'; readonly level: 'warn' | 'error'; readonly msg: string; readonly said: string; readonly hint?: string }
 
 /** From the primary to a worker. */
 export type ToWorker =

@@ -16,6 +16,7 @@ import { ConfigWatcher } from '../config/watch.js'
 import { systemClock } from '../clock.js'
 import { EarlySignals } from '../early-signals.js'
 import type { Logger } from '../observability/logger.js'
+import { logRedisNotice } from '../redis/console-notices.js'
 import { MemoryCheckpointStore } from '../state/memory-store.js'
 import { startAdminFront } from './admin-front.js'
 import { ListenError } from '../listen.js'
@@ -92,6 +93,8 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
   const first = file.config
   /** The file as accepted last (at the start or by a reload); the live sections every worker runs. */
   let accepted = file
+  /** The ioredis notices (their lines) logged for the workers already: each once per primary. */
+  const notices = new Set<string>()
   const secrets = { cookieSecret: randomBytes(32).toString('base64url'), sessionSecret: randomBytes(32).toString('base64url') }
   const running = new Map<number, Running>() // by cluster worker id
   const slots: Slot[] = []
@@ -185,9 +188,15 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
       // a worker is watched from its first message after this one (a slow start is not a silence)
       if (msg.tether === 'hello') {
         const live = accepted.text === start.text ? null : accepted.text
-        return send(worker, { tether: 'setup', setup: { index, ...secrets, admin: first.admin, start: start.text, live } })
+        return send(worker, { tether: 'setup', setup: { index, ...secrets, admin: first.admin, start: start.text, live, notices: true } })
       }
       watch.heard(worker.id, performance.now())
+      // an ioredis notice a worker saw: logged once for all workers (each worker sees it at its connect)
+      if (msg.tether === 'notice') {
+        if (notices.has(msg.said)) return
+        notices.add(msg.said)
+        return logRedisNotice(logger, msg, msg.said, { child: index })
+      }
       if (msg.tether === 'ready') {
         r.admin = msg.admin
         readyWaits.get(worker.id)?.resolve()

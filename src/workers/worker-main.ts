@@ -86,7 +86,7 @@ class Orders {
  * error in it is written to stderr, exit 1), its logger, then {@link runWorker}. A primary
  * gone before it answered ends the worker quietly (0).
  */
-export async function runWorkerProcess(configPath: string, index: number, makeLogger: (config: Config) => Logger): Promise<number> {
+export async function runWorkerProcess(configPath: string, index: number, makeLogger: (config: Config, setup: WorkerSetup) => Logger): Promise<number> {
   if (process.send === undefined) {
     process.stderr.write(`tether: ${WORKER_ENV} is set, but this process was not started by a Tether primary: unset it\n`)
     return 1
@@ -101,7 +101,18 @@ export async function runWorkerProcess(configPath: string, index: number, makeLo
     process.stderr.write(`${err instanceof ConfigError ? err.message : `${configPath}: ${(err as Error).message}`}\n`)
     return 1
   }
-  return runWorker(config, configPath, setup, makeLogger(config).child({ worker: index }), orders)
+  return runWorker(config, configPath, setup, makeLogger(config, setup).child({ worker: index }), orders)
+}
+
+/**
+ * Where this worker's ioredis console notices go: to its primary, which logs each once for all
+ * workers, when its setup says it does (an older primary's does not: null, logged here).
+ */
+export function noticeForwarder(setup: WorkerSetup): ((notice: { level: 'warn' | 'error'; msg: string; hint?: string }, said: string) => void) | null {
+  if (setup.notices !== true) return null
+  return (n, said) => {
+    if (process.connected) process.send!({ tether: 'notice', level: n.level, msg: n.msg, said, ...(n.hint === undefined ? {} : { hint: n.hint }) })
+  }
 }
 
 /** Run this worker until the primary stops it or goes away; resolves with the exit code. */
