@@ -37,3 +37,31 @@ t.test('HTTP/1.1: a client that sends its body slowly and reads nothing is cut (
   t.equal(tether.health.state('app-0'), 'healthy', 'the upstream is not blamed')
   client.destroy()
 })
+
+t.test('HTTP/1.1: a client silent both ways (reads nothing, sends nothing) is cut at the client bound and logged as its timeout, not client_abort', async (t) => {
+  let upstreamClosed = false
+  const up = await startUpstream('app-0', (req, res) => {
+    req.resume()
+    res.on('close', () => { upstreamClosed = true })
+    const chunk = Buffer.alloc(64 * 1024, 'x')
+    const pump = (): void => { while (!res.destroyed && res.write(chunk)); }
+    res.on('drain', pump)
+    pump()
+  })
+  const logs = new LogCapture()
+  // the client bound: the longer of body_idle and response_headers, plus a second: 1.3 s (Node's idle timer: up to twice that)
+  const tether = await startTether(testConfig([up], { timeouts: { body_idle: 300, response_headers: 300 } }), { logger: createLogger('info', logs) })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const client = net.connect(tether.port, '127.0.0.1')
+  client.on('error', () => undefined)
+  client.pause() // reads nothing
+  const started = performance.now()
+  client.write('GET /x HTTP/1.1\r\nHost: a\r\n\r\n') // and sends nothing more
+  await waitFor(() => upstreamClosed, 10_000, 'the upstream request to end')
+  const took = performance.now() - started
+  await when(onEvent(logs, 'record'), () => logs.access().length === 1, 5_000, 'the access log line')
+  t.match(logs.access()[0], { status: 200, outcome: 'TETHER_CLIENT_TIMEOUT' }, "Tether's cut, logged as the client's timeout")
+  t.ok(took >= 1_300 && took < 4_000, `cut after ${Math.round(took)} ms (bound 1.3 s, Node's timer up to twice it)`)
+  t.equal(tether.health.state('app-0'), 'healthy', 'the upstream is not blamed')
+  client.destroy()
+})

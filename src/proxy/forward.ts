@@ -301,6 +301,8 @@ function upstreamError(err: Error): Error {
 
 /** A client that left before its whole answer went out. */
 const CLIENT_ABORT: Outcome = { kind: 'client_abort' }
+/** An answer Tether cut because its client took nothing of it, and sent nothing, for the client bound. */
+const CLIENT_TIMEOUT: Outcome = { kind: 'error', code: 'TETHER_CLIENT_TIMEOUT', connect: false }
 /** An answer Tether cut because its graceful stop's grace period ended (see Forwarder.cutOff). */
 const SHUT_DOWN: Outcome = { kind: 'error', code: 'TETHER_SHUTTING_DOWN', connect: false }
 
@@ -476,6 +478,8 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   #stalledSince = 0
   /** Over h2, once the upstream's answer ended with part of it still waiting for the client: its watch, else null. */
   #delivery: Delivery | null = null
+  /** Over HTTP/1.1: the client's connection was silent both ways for the client bound while the answer streamed, and was closed for it. */
+  #clientTimedOut = false
   /** Trailer fields the upstream sent after the body, or null. */
   #trailers: Record<string, string | string[] | undefined> | null = null
   /** The answer's Connection header (the fields it names are hop-by-hop in its trailers too). */
@@ -495,6 +499,20 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     this.#clientGone = res.destroyed
     // `on`, not `once`: a response closes once, and a plain listener costs no wrapper and no removal
     res.on('close', this.#onClientClose)
+    // Node emits 'timeout' on the response of an HTTP/1.1 connection whose idle timer ran out
+    // (the listener's clientIdleTimeout); a listener here takes Node's own close over
+    if (ctx.req.httpVersionMajor !== 2) res.on('timeout', this.#onClientTimeout)
+  }
+
+  /**
+   * The HTTP/1.1 connection was silent both ways (the client neither read nor sent) for the
+   * client bound: it is closed, as Node would close it, and once the answer's head went out the
+   * attempt ends as the client's timeout (`TETHER_CLIENT_TIMEOUT`, the upstream not blamed): Tether
+   * cut it, the client did not leave (nginx logs its `send_timeout` so, "client timed out").
+   */
+  #onClientTimeout = (socket: Socket): void => {
+    if (this.answered && !this.#finished) this.#clientTimedOut = true
+    socket.destroy()
   }
 
   /** Until the answer's head arrives, the request path may stop this attempt. */
@@ -749,7 +767,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     const res = this.#res
     // a graceful stop's grace period ended: Tether closed the client's connection (and then
     // the upstream pools), neither the client nor the upstream failed; no retry, no warning
-    const outcome = this.#cut() ? SHUT_DOWN : classify(upstreamError(err), this.#clientGone || res.destroyed)
+    const outcome = this.#cut() ? SHUT_DOWN : this.#clientTimedOut ? CLIENT_TIMEOUT : classify(upstreamError(err), this.#clientGone || res.destroyed)
     if (outcome.kind === 'client_abort') {
       // the status the client was sent before it left (as nginx logs it), else none
       this.#done({ status: res.headersSent ? res.statusCode : 0, outcome, error: null, responded: true })
