@@ -5,6 +5,7 @@ import t from 'tap'
 import { startHarness, type Harness } from './fixtures/raw-tether.js'
 import { exchange, rawConnect } from './fixtures/raw-client.js'
 import { headerValues } from './fixtures/raw-http.js'
+import { MAX_WAITING } from '../src/proxy/pipelining.js'
 
 /** client_headers in these tests, ms; the wanted bound is this plus 1 s. */
 const HEAD_MS = 300
@@ -151,6 +152,19 @@ t.test('50 requests pipelined in one write are answered in order, and the upstre
   t.same(r.finals.map((x) => x.body.toString()), targets, 'answers in request order')
   t.same(h.received().map((q) => q.target), targets)
   t.same(h.violations(), [])
+})
+
+t.test('a pipelining flood past what Tether holds behind a slow request closes the connection and is logged as such', async (t) => {
+  const h = await startHarness({}, () => undefined) // the upstream never answers: every request behind the first waits
+  t.teardown(() => h.close())
+  const n = MAX_WAITING + 2
+  const r = await exchange(h.port, Array.from({ length: n }, (_, i) => `GET /q${i} HTTP/1.1\r\nHost: a\r\n\r\n`).join(''), { ms: 5000 })
+  t.ok(r.ended, 'closed')
+  t.equal(r.finals.length, 0, 'nothing answered')
+  const line = h.logs.records.find((x) => /pipelined more requests/.test(String(x['msg'])))
+  t.match(line, { level: 40, peer: '127.0.0.1', waiting: MAX_WAITING }, 'Tether logged why it closed the connection')
+  await h.barrier()
+  t.ok(h.received().length <= 1, 'at most the first request reached the upstream')
 })
 
 t.test('nothing Tether logs under these limits is an unhandled error', async (t) => {

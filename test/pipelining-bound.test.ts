@@ -8,14 +8,15 @@ import net from 'node:net'
 import { MAX_WAITING, onePerConnection } from '../src/proxy/pipelining.js'
 import { waitFor } from './fixtures/wait.js'
 
-async function serverHolding(t: Test): Promise<{ port: number; parsed: () => number; held: http.ServerResponse[]; release: () => void }> {
+async function serverHolding(t: Test): Promise<{ port: number; parsed: () => number; held: http.ServerResponse[]; release: () => void; overflows: () => number }> {
   let parsed = 0
+  let overflows = 0
   const held: http.ServerResponse[] = []
   let holding = true
   const server = http.createServer(onePerConnection((req, res) => {
     if (holding) held.push(res)
     else res.end(req.url)
-  }))
+  }, () => overflows++))
   server.on('request', () => parsed++)
   server.listen(0, '127.0.0.1')
   await new Promise((r) => server.once('listening', r))
@@ -23,6 +24,7 @@ async function serverHolding(t: Test): Promise<{ port: number; parsed: () => num
   return {
     port: (server.address() as net.AddressInfo).port,
     parsed: () => parsed,
+    overflows: () => overflows,
     held,
     release: () => {
       holding = false
@@ -56,6 +58,7 @@ t.test('MAX_WAITING requests waiting behind a slow one are all answered, in orde
   const bodies = [...c.got().matchAll(/\r\n\r\n(\/\d+)/g)].map((m) => m[1])
   t.same(bodies, Array.from({ length: MAX_WAITING + 1 }, (_, i) => `/${i}`), 'answered in request order')
   t.notOk(c.closed(), 'the connection stays open')
+  t.equal(s.overflows(), 0, 'no overflow told')
 })
 
 t.test('one more waiting than MAX_WAITING closes the connection: what a client pipelines is not held without bound', async (t) => {
@@ -64,6 +67,7 @@ t.test('one more waiting than MAX_WAITING closes the connection: what a client p
   c.socket.write(batch(0, MAX_WAITING + 2))
   await waitFor(() => c.closed(), 5_000, 'the connection to be closed')
   t.equal(s.held.length, 1, 'the waiting requests were never handled')
+  t.equal(s.overflows(), 1, 'the caller was told once')
   // the server goes on with other connections
   s.release()
   const other = await new Promise<number>((resolve, reject) => http.get({ port: s.port, host: '127.0.0.1', path: '/other', agent: false }, (res) => { res.resume(); resolve(res.statusCode!) }).on('error', reject))

@@ -15,7 +15,7 @@ import { listen, ListenError } from '../listen.js'
 import type { Config } from '../config/schema.js'
 import type { Logger } from '../observability/logger.js'
 import type { ClientErrors } from './client-error.js'
-import { onePerConnection, whenIdle } from './pipelining.js'
+import { MAX_WAITING, onePerConnection, whenIdle, type Overflow } from './pipelining.js'
 import type { RequestPath } from './request-path.js'
 import { sendError, writeRawError } from './respond.js'
 import { H2Request, H2Response } from './h2-messages.js'
@@ -199,7 +199,10 @@ export class Listener {
     this.#config = config
     this.#deps = deps
     const t = config.timeouts
-    const serial = onePerConnection((req, res) => deps.current().handleRequest(req, res))
+    // a connection closed for pipelining too deep is logged (its request being answered is cut:
+    // its access line says client_abort)
+    const overflow: Overflow = (socket) => deps.logger.warn({ peer: (socket as Socket).remoteAddress, waiting: MAX_WAITING }, 'HTTP/1.1 client pipelined more requests than Tether holds: connection closed')
+    const serial = onePerConnection((req, res) => deps.current().handleRequest(req, res), overflow)
     // h2 streams of one connection are concurrent by design (bounded by max_concurrent_streams);
     // "HTTP/2.0" in an HTTP/1 request line is not HTTP/2 (which starts with its preface): 505,
     // as nginx answers (else it would pass for h2 and skip the one-at-a-time pipelining rule)
@@ -209,7 +212,7 @@ export class Listener {
       if (res.destroyed || req.socket.destroyed) return void res.destroy()
       sendError(res, 'TETHER_HTTP_VERSION', { close: true })
       deps.clientErrors.refused('TETHER_HTTP_VERSION', req)
-    })
+    }, overflow)
     const handle: http.RequestListener = (req, res) => {
       if (req.httpVersionMajor !== 2) serial(req, res)
       else if (isH2Stream(req)) deps.current().handleRequest(req, res)

@@ -5,13 +5,15 @@
 // so a client pipelining requests behind one the upstream is slow to answer would have Tether
 // parse and hold all it sends: past MAX_WAITING requests waiting, the connection is closed
 // (a client must be ready to send pipelined requests again after a close, RFC 9112 section
-// 9.3.2; no real client pipelines that deep). Owns no I/O of its own: it orders calls to the
-// handler, and closes a connection past the bound.
+// 9.3.2; no real client pipelines that deep), and the caller is told (the listener logs it).
+// Owns no I/O of its own: it orders calls to the handler, and closes a connection past the bound.
 import type { IncomingMessage, ServerResponse } from 'node:http'
 
 import type { Duplex } from 'node:stream'
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void
+/** Told of a connection closed for pipelining past MAX_WAITING, before it is destroyed. */
+export type Overflow = (socket: Duplex) => void
 
 /** Requests parsed and waiting on one connection past which it is closed. */
 export const MAX_WAITING = 256
@@ -22,6 +24,7 @@ interface ConnectionState {
   busy: boolean
   waiting: (() => void)[] | null
   readonly done: () => void
+  readonly overflow: Overflow | undefined
 }
 type Tracked = { [STATE]?: ConnectionState }
 
@@ -30,9 +33,12 @@ type Tracked = { [STATE]?: ConnectionState }
  * done (finished or aborted). Per request on a connection without pipelining: a flag check and
  * one 'close' listener; the per-connection state is made once.
  *
+ * `overflow` is told of a connection closed for pipelining past MAX_WAITING (the first wrapper
+ * to see a connection is the one whose `overflow` it keeps).
+ *
  * Example: a client pipelines GET /a, GET /b on one socket -> /b is forwarded after /a's answer.
  */
-export function onePerConnection(handler: Handler): Handler {
+export function onePerConnection(handler: Handler, overflow?: Overflow): Handler {
   return (req, res) => {
     const socket = req.socket as typeof req.socket & Tracked
     let state = socket[STATE]
@@ -45,6 +51,7 @@ export function onePerConnection(handler: Handler): Handler {
           if (next !== undefined) next()
           else s.busy = false
         },
+        overflow,
       }
       state = socket[STATE] = s
     }
@@ -89,5 +96,6 @@ function wait(socket: Duplex, state: ConnectionState, next: () => void): void {
     return
   }
   state.waiting = []
+  state.overflow?.(socket)
   socket.destroy()
 }
