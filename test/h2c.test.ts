@@ -142,6 +142,31 @@ t.test('a stream whose client stopped reading is cut on its own while the connec
   t.equal(other, 200, 'and serves the next stream')
 })
 
+t.test('a client silent both ways (a stream it reads nothing of, nothing else sent) has its connection closed at the client bound, logged as its timeout, not client_abort', async (t) => {
+  let upstreamClosed = false
+  const up = await startUpstream('app-0', (req, res) => {
+    res.on('close', () => { upstreamClosed = true })
+    const chunk = Buffer.alloc(256 * 1024, 'x')
+    const pump = (): void => { while (!res.destroyed && res.write(chunk)); }
+    res.on('drain', pump)
+    pump()
+  })
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } }, timeouts: { body_idle: 300, response_headers: 300 } }), { logger: createLogger('info', logs) })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const s = http2.connect(tether.url)
+  t.teardown(() => s.destroy())
+  s.on('error', () => undefined)
+  const stalled = s.request({ ':path': '/big' })
+  stalled.on('error', () => undefined)
+  stalled.pause() // never read: its window fills up, and the client sends nothing more
+  await within(new Promise((resolve) => s.once('close', resolve)), 10_000, 'the connection to be closed (the client bound, 1.3 s, up to twice it)')
+  await waitFor(() => upstreamClosed, 5_000, 'its upstream request to end')
+  await when(onEvent(logs, 'record'), () => logs.access().length === 1, 5_000, 'the access log line')
+  t.match(logs.access()[0], { status: 200, outcome: 'TETHER_CLIENT_TIMEOUT' }, "Tether's cut, logged as the client's timeout")
+  t.equal(tether.health.state('app-0'), 'healthy', 'the upstream is not blamed')
+})
+
 t.test('a stream whose answer ended upstream but whose client takes none of it is reset while the connection stays busy', async (t) => {
   // the exchange is over (its upstream request ended), so its stall cut no longer watches the
   // stream; Node's stream timer counts the connection's PING answers as progress. Such a

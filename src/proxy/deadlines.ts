@@ -27,6 +27,25 @@ export function clientIdleTimeout(t: { readonly body_idle: number; readonly resp
   return Math.max(t.body_idle, t.response_headers) + 1_000
 }
 
+/** Client connections (sockets, h2 sessions) closed because their client was silent both ways for the client bound. */
+const idleClosed = new WeakSet<object>()
+
+/**
+ * The listener closes `connection` (an HTTP/1.1 socket or an h2 session) because its client
+ * neither read nor sent anything for clientIdleTimeout: marked first, so that an answer it cuts
+ * is logged as the client's timeout, not as a client that left. Example: the server's
+ * 'timeout' listener calls `closeIdleClient(session)`.
+ */
+export function closeIdleClient(connection: { destroy(): void }): void {
+  idleClosed.add(connection)
+  connection.destroy()
+}
+
+/** Whether the listener closed `connection` for its client's silence (see closeIdleClient). */
+export function closedIdle(connection: object | null | undefined): boolean {
+  return connection != null && idleClosed.has(connection)
+}
+
 /**
  * How long a client may take nothing of an answer while its connection stays busy (which keeps
  * Node's socket and session timers fresh) before it is cut: four client bounds. Node signals

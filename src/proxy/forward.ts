@@ -16,7 +16,7 @@ import type { AnswerHeadPolicy, Answered, Attempt, Exchange } from './exchange.j
 import type { Decision } from '../routing/decision.js'
 import type { AttemptResult, RequestContext } from './request-context.js'
 import { sendError } from './respond.js'
-import { clientStallTimeout, Deadlines, sweepInterval, type Expiring } from './deadlines.js'
+import { clientStallTimeout, closedIdle, Deadlines, sweepInterval, type Expiring } from './deadlines.js'
 import { H2Response } from './h2-messages.js'
 import { REASON_PHRASE } from './headers.js'
 
@@ -301,6 +301,15 @@ function upstreamError(err: Error): Error {
 
 /** A client that left before its whole answer went out. */
 const CLIENT_ABORT: Outcome = { kind: 'client_abort' }
+/**
+ * The client connection an answer goes out on, as the listener's idle close marks it: the h2
+ * session of a stream (read while the stream is open: a closed one forgets it), else the
+ * request's socket.
+ */
+function clientConnection(req: IncomingMessage, res: ServerResponse): object | undefined {
+  return res instanceof H2Response ? res.stream.session : req.socket
+}
+
 /** An answer Tether cut because its client took nothing of it, and sent nothing, for the client bound. */
 const CLIENT_TIMEOUT: Outcome = { kind: 'error', code: 'TETHER_CLIENT_TIMEOUT', connect: false }
 /** An answer Tether cut because its graceful stop's grace period ended (see Forwarder.cutOff). */
@@ -365,6 +374,8 @@ class Delivery implements Expiring {
   readonly settled: Promise<Outcome | null>
   #settle!: (outcome: Outcome | null) => void
   readonly #res: H2Response
+  /** The stream's connection, taken while the stream is open (see clientConnection). */
+  readonly #session: object | undefined
   readonly #bound: number
   readonly #deadlines: Deadlines
   /** Whether the grace period of a graceful stop ended (the stream was closed by Tether then). */
@@ -376,6 +387,7 @@ class Delivery implements Expiring {
 
   private constructor(res: H2Response, unsent: number, bound: number, deadlines: Deadlines, cut: () => boolean) {
     this.#res = res
+    this.#session = res.stream.session
     this.#unsent = unsent
     this.#bound = bound
     this.#deadlines = deadlines
@@ -420,10 +432,11 @@ class Delivery implements Expiring {
 
   /**
    * How a stream closed before all of its answer went out ended: its client reset it or left,
-   * unless a graceful stop's grace period ended (Tether closed its connection).
+   * unless a graceful stop's grace period ended or the connection was closed for its client's
+   * silence (Tether closed its connection either way).
    */
   #left(): Outcome {
-    return this.#cut() ? SHUT_DOWN : CLIENT_ABORT
+    return this.#cut() ? SHUT_DOWN : closedIdle(this.#session) ? CLIENT_TIMEOUT : CLIENT_ABORT
   }
 
   #end(outcome: Outcome | null): void {
@@ -478,8 +491,8 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   #stalledSince = 0
   /** Over h2, once the upstream's answer ended with part of it still waiting for the client: its watch, else null. */
   #delivery: Delivery | null = null
-  /** Over HTTP/1.1: the client's connection was silent both ways for the client bound while the answer streamed, and was closed for it. */
-  #clientTimedOut = false
+  /** The client connection (see clientConnection), taken while the stream is open. */
+  readonly #clientConnection: object | undefined
   /** Trailer fields the upstream sent after the body, or null. */
   #trailers: Record<string, string | string[] | undefined> | null = null
   /** The answer's Connection header (the fields it names are hop-by-hop in its trailers too). */
@@ -497,22 +510,9 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     this.#answer = answer
     this.done = new Promise((resolve) => { this.#resolve = resolve })
     this.#clientGone = res.destroyed
+    this.#clientConnection = clientConnection(ctx.req, res)
     // `on`, not `once`: a response closes once, and a plain listener costs no wrapper and no removal
     res.on('close', this.#onClientClose)
-    // Node emits 'timeout' on the response of an HTTP/1.1 connection whose idle timer ran out
-    // (the listener's clientIdleTimeout); a listener here takes Node's own close over
-    if (ctx.req.httpVersionMajor !== 2) res.on('timeout', this.#onClientTimeout)
-  }
-
-  /**
-   * The HTTP/1.1 connection was silent both ways (the client neither read nor sent) for the
-   * client bound: it is closed, as Node would close it, and once the answer's head went out the
-   * attempt ends as the client's timeout (`TETHER_CLIENT_TIMEOUT`, the upstream not blamed): Tether
-   * cut it, the client did not leave (nginx logs its `send_timeout` so, "client timed out").
-   */
-  #onClientTimeout = (socket: Socket): void => {
-    if (this.answered && !this.#finished) this.#clientTimedOut = true
-    socket.destroy()
   }
 
   /** Until the answer's head arrives, the request path may stop this attempt. */
@@ -767,7 +767,10 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     const res = this.#res
     // a graceful stop's grace period ended: Tether closed the client's connection (and then
     // the upstream pools), neither the client nor the upstream failed; no retry, no warning
-    const outcome = this.#cut() ? SHUT_DOWN : this.#clientTimedOut ? CLIENT_TIMEOUT : classify(upstreamError(err), this.#clientGone || res.destroyed)
+    // the listener closed the client's connection, silent both ways for the client bound, once
+    // the answer's head went out: Tether cut it, the client did not leave (nginx logs its
+    // send_timeout as "client timed out"); the upstream is not blamed
+    const outcome = this.#cut() ? SHUT_DOWN : this.answered && closedIdle(this.#clientConnection) ? CLIENT_TIMEOUT : classify(upstreamError(err), this.#clientGone || res.destroyed)
     if (outcome.kind === 'client_abort') {
       // the status the client was sent before it left (as nginx logs it), else none
       this.#done({ status: res.headersSent ? res.statusCode : 0, outcome, error: null, responded: true })

@@ -19,7 +19,7 @@ import { MAX_WAITING, onePerConnection, whenIdle, type Overflow } from './pipeli
 import type { RequestPath } from './request-path.js'
 import { sendError, writeRawError } from './respond.js'
 import { H2Request, H2Response } from './h2-messages.js'
-import { clientIdleTimeout } from './deadlines.js'
+import { clientIdleTimeout, closeIdleClient } from './deadlines.js'
 import type { ServerCertificates } from '../tls/server-certificates.js'
 
 /** What the listener serves: the request path of the current config (a reload swaps it). */
@@ -243,6 +243,7 @@ export class Listener {
       h2c.on('connect', (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => deps.current().handleRequest(req as unknown as http.IncomingMessage, res as unknown as http.ServerResponse))
       // an idle h2c connection is closed as a TLS one is (the HTTP/1.1 server's timeout is not its own)
       if (t.body_idle > 0) h2c.setTimeout(clientIdleTimeout(t))
+      h2c.on('timeout', closeIdleClient)
       this.#front = net.createServer({ noDelay: true }, (socket) => this.#sniff(socket, h2c))
     }
     this.server.on('secureConnection', (socket: Socket) => {
@@ -278,6 +279,10 @@ export class Listener {
     // Tether's own waits on the upstream (its head, its silent body: a sweep late at most), so a
     // silent upstream gets its 504 and its health signal first, not a client cut short
     if (t.body_idle > 0) this.server.setTimeout(clientIdleTimeout(t))
+    // a connection silent both ways that long (an HTTP/1.1 socket, an h2 session) is closed, as
+    // Node closes it without a listener, and marked so that an answer it cuts is logged as the
+    // client's timeout (TETHER_CLIENT_TIMEOUT), not as a client that left
+    this.server.on('timeout', closeIdleClient)
   }
 
   /** Start listening; rejects with a message naming the address when the port is taken. */
