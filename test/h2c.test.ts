@@ -7,7 +7,7 @@ import http2 from 'node:http2'
 import net from 'node:net'
 import { startTether, type Tether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
-import { request, startUpstream, testConfig } from './fixtures/upstream.js'
+import { request, startEndlessUpstream, startUpstream, testConfig } from './fixtures/upstream.js'
 import { FLAG, FRAME, PREFACE, frame, getBlock, readFrames, settingsFrame, windowUpdate } from './fixtures/h2-frames.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { onEvent, waitFor, when, within } from './fixtures/wait.js'
@@ -24,6 +24,17 @@ async function h2cTether(t: Test, cleartext: boolean): Promise<Tether> {
 
 function curl(args: string[]): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => execFile('curl', ['-sS', '--max-time', '10', '-D', '-', ...args], (err, out) => resolve({ code: err === null ? 0 : Number((err as { code?: number }).code ?? 1), out })))
+}
+
+/** An h2c connection to `tether` with one stream for `path` whose answer it never reads (its window fills up). */
+function stalledStream(t: Test, tether: Tether, path: string): { s: http2.ClientHttp2Session; stalled: http2.ClientHttp2Stream } {
+  const s = http2.connect(tether.url)
+  t.teardown(() => s.destroy())
+  s.on('error', () => undefined)
+  const stalled = s.request({ ':path': path })
+  stalled.on('error', () => undefined)
+  stalled.pause()
+  return { s, stalled }
 }
 
 t.test('curl --http2-prior-knowledge gets h2 on the plain listener; HTTP/1.1 clients on the same port keep working', async (t) => {
@@ -123,12 +134,7 @@ t.test('a stream whose client stopped reading is cut on its own while the connec
   })
   const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } }, timeouts: { body_idle: 300, response_headers: 300 } }), { logger: createLogger('silent') })
   t.teardown(async () => { await tether.close(0); await up.close() })
-  const s = http2.connect(tether.url)
-  t.teardown(() => s.destroy())
-  s.on('error', () => undefined)
-  const stalled = s.request({ ':path': '/big' })
-  stalled.on('error', () => undefined)
-  stalled.pause() // never read: its window fills up
+  const { s, stalled } = stalledStream(t, tether, '/big')
   const reset = new Promise<number>((resolve) => stalled.once('close', () => resolve(stalled.rstCode)))
   // the connection stays busy all along
   const busy = setInterval(() => { if (!s.destroyed) s.ping(() => undefined) }, 100)
@@ -143,25 +149,13 @@ t.test('a stream whose client stopped reading is cut on its own while the connec
 })
 
 t.test('a client silent both ways (a stream it reads nothing of, nothing else sent) has its connection closed at the client bound, logged as its timeout, not client_abort', async (t) => {
-  let upstreamClosed = false
-  const up = await startUpstream('app-0', (req, res) => {
-    res.on('close', () => { upstreamClosed = true })
-    const chunk = Buffer.alloc(256 * 1024, 'x')
-    const pump = (): void => { while (!res.destroyed && res.write(chunk)); }
-    res.on('drain', pump)
-    pump()
-  })
+  const up = await startEndlessUpstream('app-0', 256 * 1024)
   const logs = new LogCapture()
   const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } }, timeouts: { body_idle: 300, response_headers: 300 } }), { logger: createLogger('info', logs) })
   t.teardown(async () => { await tether.close(0); await up.close() })
-  const s = http2.connect(tether.url)
-  t.teardown(() => s.destroy())
-  s.on('error', () => undefined)
-  const stalled = s.request({ ':path': '/big' })
-  stalled.on('error', () => undefined)
-  stalled.pause() // never read: its window fills up, and the client sends nothing more
+  const { s, stalled } = stalledStream(t, tether, '/big') // and the client sends nothing more
   await within(new Promise((resolve) => s.once('close', resolve)), 10_000, 'the connection to be closed (the client bound, 1.3 s, up to twice it)')
-  await waitFor(() => upstreamClosed, 5_000, 'its upstream request to end')
+  await waitFor(() => up.answerClosed(), 5_000, 'its upstream request to end')
   await when(onEvent(logs, 'record'), () => logs.access().length === 1, 5_000, 'the access log line')
   t.match(logs.access()[0], { status: 200, outcome: 'TETHER_CLIENT_TIMEOUT' }, "Tether's cut, logged as the client's timeout")
   t.equal(tether.health.state('app-0'), 'healthy', 'the upstream is not blamed')
