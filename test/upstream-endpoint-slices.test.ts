@@ -153,13 +153,18 @@ t.test('malformed slices are read defensively: wrong types count as absent', asy
   t.same(upstreamsFromSlices(junk as never, 8080).upstreams.map((u) => u.id), ['10.0.0.1:8080', '10.0.0.2:8080'], 'only a Pod targetRef names the upstream')
 })
 
-t.test('an endpoint without a pod keeps its address:port id while that address is listed in it: reordered or added addresses are no new upstream', async (t) => {
+t.test('an endpoint without a pod is named after its first address in text order: a reordered listing is no new upstream, and every replica names it the same whatever it saw before', async (t) => {
   const ids = (ips: string[], before: string[] = []) => upstreamsFromSlices([endpointSlice('ext', 'web', [{ pod: null, ip: ips[0]!, ips }])], 'http', undefined,
     before.map((id) => ({ id, url: `http://${id}`, weight: 1 }))).upstreams.map((u) => `${u.id}@${u.url.replace('http://', '')}`)
   t.same(ids(['10.0.0.5', '10.0.0.6']), ['10.0.0.5:8080@10.0.0.5:8080'], 'its first address names it')
   t.same(ids(['10.0.0.6', '10.0.0.5'], ['10.0.0.5:8080']), ['10.0.0.5:8080@10.0.0.5:8080'], 'reordered: the same id, the same url')
-  t.same(ids(['10.0.0.4', '10.0.0.5'], ['10.0.0.5:8080']), ['10.0.0.5:8080@10.0.0.5:8080'], 'an address added before it: the same id')
-  t.same(ids(['10.0.0.6', '10.0.0.7'], ['10.0.0.5:8080']), ['10.0.0.6:8080@10.0.0.6:8080'], 'its address gone: named after its first address')
+  t.same(ids(['10.0.0.6', '10.0.0.5']), ['10.0.0.5:8080@10.0.0.6:8080'], 'reordered, seen first so (a replica started now): the same id')
+  // the id is the upstream's identity for placement and cookies: two Tether replicas (or one
+  // restarted) must name the same listing the same, whatever listings each saw before it
+  t.same(ids(['10.0.0.4', '10.0.0.5'], ['10.0.0.5:8080']).map((u) => u.split('@')[0]), ids(['10.0.0.4', '10.0.0.5']).map((u) => u.split('@')[0]),
+    'an address added below it: the same id on a replica that knew it and on one started after')
+  t.same(ids(['10.0.0.4', '10.0.0.5'], ['10.0.0.5:8080']), ['10.0.0.4:8080@10.0.0.4:8080'], 'so it is another upstream, named after the address added')
+  t.same(ids(['10.0.0.6', '10.0.0.7'], ['10.0.0.5:8080']), ['10.0.0.6:8080@10.0.0.6:8080'], 'its address gone: named after the first one left')
 })
 
 t.test("a pod carries its targetRef's uid, the one of the endpoint that listed the url it kept; none without a targetRef or a uid", async (t) => {

@@ -103,8 +103,8 @@ const RANK = { out: 0, draining: 1, serving: 2 } as const
 /**
  * The upstreams of a Service's EndpointSlices. Each endpoint that is serving or draining
  * becomes one upstream (one that is neither is listed `unready`, for its uid and addresses): id = its pod name (`targetRef` of kind Pod), or `address:port` without
- * one (of its first address, or of the one that is an id in `previous`, while still listed:
- * `['10.0.0.6', '10.0.0.5']` after `10.0.0.5:8080` stays `10.0.0.5:8080`); url = `http://<first address>:<port>`. `port` is a Service port name (looked up in each
+ * one (of its first address in text order, a function of the listing alone, so that every replica
+ * names it the same: `['10.0.0.6', '10.0.0.5']` -> `10.0.0.5:8080`); url = `http://<first address>:<port>`. `port` is a Service port name (looked up in each
  * slice's TCP ports) or the pods' port number. A pod listed twice (two slices during a
  * rebalance, or IPv4 and IPv6 slices of a dual-stack Service) counts once, with its best role
  * (serving over draining) among the listings of the pod uid at its url (a pod re-created under
@@ -154,9 +154,11 @@ export function upstreamsFromSlices(
       const addresses = list(endpoint.addresses).filter((a) => typeof a === 'string' && a !== '')
       if (addresses.length === 0) continue
       const pod = endpoint.targetRef?.kind === 'Pod' && typeof endpoint.targetRef.name === 'string' && endpoint.targetRef.name !== '' ? endpoint.targetRef.name : null
-      // without a pod, the id of the address it had (in `previous`) while that one is still listed
-      // in the endpoint: reordered or added addresses do not make it another upstream
-      const id = pod ?? addresses.map((a) => upstreamId(a, number)).find((i) => had.has(i)) ?? upstreamId(addresses[0]!, number)
+      // without a pod, the id of its first address in text order, whatever order the slice lists
+      // them in: a reordered listing is not another upstream. Never from `previous`: the id is the
+      // upstream's identity in placement and cookies, and two Tether replicas (or one restarted)
+      // must name the same listing the same, whatever listings each saw before
+      const id = pod ?? upstreamId([...addresses].sort()[0]!, number)
       const urls = addresses.map((a) => upstreamUrl(a, number))
       const uid = pod !== null && typeof endpoint.targetRef?.uid === 'string' && endpoint.targetRef.uid !== '' ? endpoint.targetRef.uid : undefined
       const uids = urls.map(() => uid)
