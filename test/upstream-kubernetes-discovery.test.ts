@@ -15,6 +15,7 @@ import { KubernetesApi } from '../src/upstream/kubernetes-api.js'
 import { ListWatch } from '../src/upstream/list-watch.js'
 import type { KubernetesDiscoveryConfig } from '../src/config/schema.js'
 import type { DiscoveredUpstream } from '../src/upstream/upstream-set.js'
+import { Membership } from '../src/upstream/membership.js'
 import { FakeKubeApi, endpointSlice, service, type PodEndpoint } from './fixtures/kube-api-server.js'
 import { FakeTimers } from './fixtures/timers.js'
 import { makeCertificates } from './fixtures/tls.js'
@@ -260,6 +261,39 @@ t.test('no pod ready: the last set is kept, but not a pod the listing says is go
   await until(() => discovery.status().some((s) => /no endpoint is ready or serving; keeping the last 1 upstream$/.test(s)), 'web-z not ready')
   t.equal(rec.changes.length, before, 'the last set kept')
   t.same(listed(), ['web-z/z'])
+})
+
+t.test("no pod ready: a pod leaving (draining in membership) whose address a new pod not ready has leaves at once, as when some pod is ready", async (t) => {
+  const api = new FakeKubeApi({ token: TOKEN })
+  const { url } = await api.start()
+  t.teardown(() => api.close())
+  const not = { ready: false, serving: false }
+  api.put('endpointslices', slice('web-a', [{ pod: 'web-0', ip: '10.0.0.5' }, { pod: 'web-1', ip: '10.0.0.6' }]))
+  const timers = new FakeTimers()
+  let updates = 0
+  const membership = new Membership([], 60_000, { onChange: () => undefined, drain: () => undefined, undrain: () => undefined }, timers)
+  t.teardown(() => membership.stop())
+  // wired as createDiscovery wires it: membership hears every list, `previous` is its set
+  const discovery = new KubernetesDiscovery({ ...CONFIG, kubeconfig: kubeconfig(url) }, {
+    onChange: (u) => membership.setDiscovered(u, 'kubernetes'),
+    onError: () => void updates++, // each list with no pod ready says so
+    previous: () => membership.current().list,
+  }, { tuning: FAST })
+  t.teardown(() => discovery.stop())
+  await discovery.start()
+  await until(() => api.openWatches === 1, 'the watch')
+  t.same(membership.current().ids, ['web-0', 'web-1'])
+  // web-1 deleted (a Deployment scaled down): it leaves, draining until drain_timeout
+  api.put('endpointslices', slice('web-a', [{ pod: 'web-0', ip: '10.0.0.5' }]))
+  await until(() => discovery.current().length === 1, 'web-1 unlisted')
+  t.same(membership.current().ids, ['web-0', 'web-1'], 'web-1 draining, still in the set')
+  // web-0 stops being ready: the last set is kept
+  api.put('endpointslices', slice('web-a', [{ pod: 'web-0', ip: '10.0.0.5', ...not }]))
+  await until(() => updates === 1, 'no pod ready')
+  // a new pod gets web-1's freed IP, not ready yet: web-1's pod is gone, its users must not reach web-2
+  api.put('endpointslices', slice('web-a', [{ pod: 'web-0', ip: '10.0.0.5', ...not }, { pod: 'web-2', ip: '10.0.0.6', ...not }]))
+  await until(() => updates === 2, 'that list applied')
+  t.same(membership.current().ids, ['web-0'], 'web-1 gone at once; web-0 kept (merely not ready)')
 })
 
 t.test('a first list that fails: start() resolves with an empty set, a later list fills it', async (t) => {

@@ -224,12 +224,16 @@ export class KubernetesDiscovery {
       // listed for another pod not ready (a one-replica StatefulSet re-created: its url may lead
       // to the new, half-started pod). It leaves (membership moves its users at once), as Envoy's
       // EDS or ingress-nginx would drop it; with nothing left, requests get 503 until a pod is ready
+      // The pods listed not ready are reported with it whenever they change, not only when a
+      // kept pod leaves: they also tell membership about the pods it still drains (gone from
+      // the listing earlier), whose address a new pod not ready may have now
       const gone = goneByUnready(upstreams)
       const kept = this.#current.filter((u) => u.unready !== true && !gone(u))
-      if (kept.length < this.#current.filter((u) => u.unready !== true).length) {
-        const ids = new Set(kept.map((u) => u.id))
-        this.#current = Object.freeze([...kept, ...upstreams.filter((u) => !ids.has(u.id))].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)))
-        this.#hooks.onChange(this.#current)
+      const ids = new Set(kept.map((u) => u.id))
+      const next = Object.freeze([...kept, ...upstreams.filter((u) => !ids.has(u.id))].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)))
+      if (!sameUpstreams(next, this.#current)) {
+        this.#current = next
+        this.#hooks.onChange(next)
       }
       const why = slicesWithoutPort.length > 0
         ? `its EndpointSlices have no TCP port named ${JSON.stringify(this.#config.port)}`
