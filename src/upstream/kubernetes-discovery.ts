@@ -167,7 +167,7 @@ export class KubernetesDiscovery {
     await Promise.all([this.#slices.stop(), this.#service?.stop()])
   }
 
-  /** The last reported set (sorted by id, frozen; pods listed not ready among it as `unready`); empty until a list found a serving endpoint. */
+  /** The last reported set (sorted by id, frozen; pods listed not ready among it as `unready`); no upstream that serves until a list found one (only pods listed not ready, if any). */
   current(): readonly DiscoveredUpstream[] {
     return this.#current
   }
