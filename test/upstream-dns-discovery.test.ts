@@ -870,3 +870,22 @@ t.test('SRV discovery, family any: the set says since when a family is kept empt
   t.equal(lead.current()[0]?.url, 'http://10.0.0.5:8080', `${GRACE} ms after the predecessor's first empty answer: the family goes (it stayed for ${GRACE} ms more from the new lead's start)`)
   t.same(s.rec.notes, [`AAAA of ${pod(0)} answered empty for ${GRACE} ms: its addresses (fd00::5) go`])
 })
+
+t.test('SRV discovery, family any: a kept empty family whose query fails for a while is still kept since its first empty answer (a failure says nothing: the grace does not start again, the set does not change)', async (t) => {
+  const { dns, discovery, timers, rec, step } = await dualStack(t, [], ['fd00::5'])
+  t.equal(await step(['10.0.0.5'], ['fd00::5']), 'http://[fd00::5]:8080', 'an A address joins: web-0 stays at its IPv6 address')
+  const first = timers.clock.now() + INTERVAL
+  t.equal(await step(['10.0.0.5'], []), 'http://[fd00::5]:8080', 'AAAA empty: kept')
+  t.same(discovery.current()[0]?.keptEmpty, { family: 6, since: first })
+  const changes = rec.changes.length
+  dns.failQuery(pod(0), 'AAAA', 'servfail')
+  t.equal(await step(['10.0.0.5'], []), 'http://[fd00::5]:8080', 'then AAAA fails: it keeps its addresses')
+  t.same(discovery.current()[0]?.keptEmpty, { family: 6, since: first }, 'still kept since its first empty answer')
+  t.equal(rec.changes.length, changes, 'the set did not change (no `upstreams updated`, no list to the workers)')
+  dns.failQuery(pod(0), 'AAAA', 'answer')
+  t.equal(await step(['10.0.0.5'], []), 'http://10.0.0.5:8080', `AAAA empty again, ${2 * INTERVAL} ms after its first empty answer (grace ${GRACE}): the family goes (it was kept ${GRACE} ms more)`)
+  t.same(rec.notes, [
+    `AAAA of ${pod(0)} answered empty while its A is unchanged: keeping its last addresses (fd00::5) for up to ${GRACE} ms`,
+    `AAAA of ${pod(0)} answered empty for ${GRACE} ms: its addresses (fd00::5) go`,
+  ], 'one note that it is kept (not a second one after the failure), one that it goes')
+})

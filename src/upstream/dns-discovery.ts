@@ -260,6 +260,8 @@ type Resolution =
  *   failed query does, for up to `emptyFamilyGrace` ms from its first empty answer: the same pod, whose url must not move (a DNS cache serving
  *   one family a stale NODATA). After that, or once the other family loses an address too
  *   (a pod re-created elsewhere), the empty answer applies. This is not reported as an error.
+ *   A kept family whose query fails meanwhile stays kept from that first empty answer (a
+ *   failure says nothing of it: the time does not start again).
  * - With `srv`, a target missing from one SRV answer leaves the set (the proxy drains it); back
  *   while the set in use (`previous`) still has it, it is the same target: it keeps its url,
  *   its queries that fail or answer empty keep the addresses listed for it there (as above),
@@ -557,13 +559,19 @@ export class DnsDiscovery {
    * Of an SRV resolution's queries (family 'any'), those that answered empty and keep their last
    * addresses (see the class doc), with the time of their first such answer: the target had
    * addresses of that family, its other family answered, or failed, with every address it had
-   * (not none; more is fine), and `emptyFamilyGrace` has not passed since that first empty answer.
+   * (not none; more is fine), and `emptyFamilyGrace` has not passed since that first empty answer;
+   * and those of them that fail now (they keep their addresses as failed, and their time).
    */
   #keptEmpty(queries: readonly Query[], hadOf: (q: Query) => readonly string[] | undefined, inherited: ReadonlyMap<string, KeptSince>, notes: string[]): Map<string, KeptSince> {
     const now = monotonicNow(this.#clock)
     const byKey = new Map(queries.map((q) => [q.key, q]))
     const kept = new Map<string, KeptSince>()
     for (const q of queries) {
+      // a kept family whose query fails now keeps its addresses (as any failed query) and its
+      // time: a failure says nothing of the family, so the grace does not start again at its
+      // next empty answer, and the set (which says since when) does not change
+      const carried = q.failed === undefined ? undefined : this.#emptySince.get(q.key) ?? inherited.get(q.key)
+      if (carried !== undefined) kept.set(q.key, carried)
       if (q.empty === undefined || (hadOf(q)?.length ?? 0) === 0) continue
       const other = byKey.get(queryKey(q.name, q.family === 4 ? 6 : 4))
       const had = other === undefined ? undefined : hadOf(other)
