@@ -889,3 +889,10 @@ t.test('SRV discovery, family any: a kept empty family whose query fails for a w
     `AAAA of ${pod(0)} answered empty for ${GRACE} ms: its addresses (fd00::5) go`,
   ], 'one note that it is kept (not a second one after the failure), one that it goes')
 })
+
+t.test('SRV discovery, family any: an address the other family lists for a while, during the grace, that leaves again does not end the grace (its old addresses are all still there)', async (t) => {
+  const { step } = await dualStack(t, [], ['fd00::5'], 10 * INTERVAL)
+  t.equal(await step(['10.0.0.5'], ['fd00::5']), 'http://[fd00::5]:8080', 'an A address joins: web-0 stays at its IPv6 address')
+  t.equal(await step(['10.0.0.5', '10.0.0.7'], []), 'http://[fd00::5]:8080', 'AAAA empty, A lists one more: kept')
+  t.equal(await step(['10.0.0.5'], []), 'http://[fd00::5]:8080', 'AAAA still empty, the extra A address gone again: A still lists every address it had when AAAA began to be kept, still kept (it moved to 10.0.0.5: a replacement)')
+})

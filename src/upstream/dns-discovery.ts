@@ -259,7 +259,8 @@ type Resolution =
  *   with more (its old addresses still answer: the same pod), keeps its last addresses, as a
  *   failed query does, for up to `emptyFamilyGrace` ms from its first empty answer: the same pod, whose url must not move (a DNS cache serving
  *   one family a stale NODATA). After that, or once the other family loses an address too
- *   (a pod re-created elsewhere), the empty answer applies. This is not reported as an error.
+ *   (a pod re-created elsewhere; an address it had when the family began to be kept: one
+ *   listed since then may leave again), the empty answer applies. This is not reported as an error.
  *   A kept family whose query fails meanwhile stays kept from that first empty answer (a
  *   failure says nothing of it: the time does not start again).
  * - With `srv`, a target missing from one SRV answer leaves the set (the proxy drains it); back
@@ -559,7 +560,7 @@ export class DnsDiscovery {
    * Of an SRV resolution's queries (family 'any'), those that answered empty and keep their last
    * addresses (see the class doc), with the time of their first such answer: the target had
    * addresses of that family, its other family answered, or failed, with every address it had
-   * (not none; more is fine), and `emptyFamilyGrace` has not passed since that first empty answer;
+   * when the family began to be kept (not none; more is fine), and `emptyFamilyGrace` has not passed since that first empty answer;
    * and those of them that fail now (they keep their addresses as failed, and their time).
    */
   #keptEmpty(queries: readonly Query[], hadOf: (q: Query) => readonly string[] | undefined, inherited: ReadonlyMap<string, KeptSince>, notes: string[]): Map<string, KeptSince> {
@@ -576,12 +577,15 @@ export class DnsDiscovery {
       const other = byKey.get(queryKey(q.name, q.family === 4 ? 6 : 4))
       const had = other === undefined ? undefined : hadOf(other)
       const has = other?.failed === undefined ? other?.addresses : had
-      // the other family still lists every address it had (one more is the same pod too: its
-      // old address still answers; one lost is what a re-created pod looks like)
-      if (had === undefined || has === undefined || had.length === 0 || !had.every((a) => has.includes(a))) continue
-      const grew = has.some((a) => !had.includes(a))
+      if (had === undefined || has === undefined || had.length === 0) continue
+      // the other family still lists every address it had when this one began to be kept (one
+      // more is the same pod too: its old address still answers; one of those lost is what a
+      // re-created pod looks like; one listed since then that leaves again is neither)
       const known = this.#emptySince.get(q.key) ?? inherited.get(q.key)
-      const since = known ?? { at: now, wall: this.#clock.now() }
+      const base = known?.base ?? had
+      if (!base.every((a) => has.includes(a))) continue
+      const grew = has.some((a) => !base.includes(a))
+      const since = known ?? { at: now, wall: this.#clock.now(), base: had }
       const [type, otherType] = q.family === 4 ? ['A', 'AAAA'] : ['AAAA', 'A']
       const list = hadOf(q)!.join(', ')
       if (now - since.at < this.#emptyFamilyGrace) {
@@ -599,6 +603,12 @@ export class DnsDiscovery {
 interface KeptSince {
   readonly at: number
   readonly wall: number
+  /**
+   * The other family's addresses when this one began to be kept: while they are all still
+   * listed, it is the same pod. Absent when taken over from the set in use (a new lead, a
+   * returning target): then its other family's addresses listed there.
+   */
+  readonly base?: readonly string[]
 }
 
 /** `upstreams` (SRV) with `keptEmpty` set on each whose target has a family in `emptySince`. */
