@@ -667,24 +667,41 @@ export class RedisConnection {
     const first = new Promise<void>((resolve) => { subscribed = resolve })
     let listening = false
     const both = (): void => { if (listening && this.#clientUp) onSubscribed?.() }
-    sub.on('close', () => { listening = false })
     // a SUBSCRIBE the ACL user may not send (NOPERM: the channel, or the command) is told like a
     // refused call, and asked again every maxReconnectDelay while the connection stays up (the
-    // ACL fixed, the subscription comes without a reconnect); its success ends a SUBSCRIBE refusal
-    const listen = (): void => void sub.subscribe(channel).then(() => {
-      listening = true
-      this.#subscribeAccepted()
-      subscribed()
-      both()
-    }, (err: unknown) => {
-      if (!NOPERM.test(describe(err)) || !this.#subscribers.has(sub)) return
-      this.#callError(err, '', null)
-      const timer = this.#timers.setTimeout(() => {
-        this.#subscribeRetries.delete(timer)
-        if (this.#subscribers.has(sub) && sub.status === 'ready' && !listening) listen()
-      }, this.#maxReconnectDelay)
-      this.#subscribeRetries.add(timer)
+    // ACL fixed, the subscription comes without a reconnect); its success ends a SUBSCRIBE refusal.
+    // One retry at a time: a close, or a SUBSCRIBE sent on a new 'ready', cancels the pending one
+    // (else each reconnect within the delay would start one more retry loop)
+    let retry: unknown = null
+    const cancelRetry = (): void => {
+      if (retry === null) return
+      this.#timers.clearTimeout(retry)
+      this.#subscribeRetries.delete(retry)
+      retry = null
+    }
+    sub.on('close', () => {
+      listening = false
+      cancelRetry()
     })
+    const listen = (): void => {
+      cancelRetry()
+      void sub.subscribe(channel).then(() => {
+        listening = true
+        this.#subscribeAccepted()
+        subscribed()
+        both()
+      }, (err: unknown) => {
+        if (!NOPERM.test(describe(err)) || !this.#subscribers.has(sub)) return
+        this.#callError(err, '', null)
+        cancelRetry()
+        const timer = retry = this.#timers.setTimeout(() => {
+          this.#subscribeRetries.delete(timer)
+          retry = null
+          if (this.#subscribers.has(sub) && sub.status === 'ready' && !listening) listen()
+        }, this.#maxReconnectDelay)
+        this.#subscribeRetries.add(timer)
+      })
+    }
     sub.on('ready', () => this.#offSwitch(sub) ? (sub as Redis).disconnect(true) : listen())
     if (onSubscribed !== undefined) this.#onClientReady.add(both)
     void sub.connect().catch(() => undefined)
