@@ -183,11 +183,14 @@ const RECONNECT_ON = /^(READONLY|LOADING|MASTERDOWN)\b/
 /** A refusal of Tether's credentials (no password given, a wrong one, a wrong or disabled user). */
 const REFUSED = /NOAUTH|WRONGPASS|invalid password|invalid username/i
 /**
- * An ACL user without the permission a command (or a key, a channel) needs: a NOPERM reply, or
- * (Redis 6.0-7.0) the ERR a script gets when a command it calls is refused ("The user executing
- * the script can't run this command or subcommand", "... can't access at least one of the keys").
+ * A refusal of a command a Lua script calls: Redis 6.0-7.0 "ERR The user executing the script
+ * can't run this command or subcommand" ("... can't access at least one of the keys"), 7.2+
+ * "ERR ACL failure in script: User <name> has no permissions to run the 'set' command" ("No
+ * permissions to access a key"). Not a NOPERM reply: an ERR.
  */
-const NOPERM = /NOPERM|The user executing the script can't/
+const IN_SCRIPT = /The user executing the script can't|ACL failure in script/
+/** An ACL user without the permission a command (or a key, a channel) needs: a NOPERM reply, or a script's refused call ({@link IN_SCRIPT}). */
+const NOPERM = new RegExp(`NOPERM|${IN_SCRIPT.source}`)
 /** The commands Tether's scripts call (checkpoint put, binding write, keyspace marker). */
 const SCRIPT_COMMANDS = '+get +set +hmget +hset +pexpire'
 /** How ioredis's error begins when no Sentinel it asked named the master (a round failed). */
@@ -971,18 +974,14 @@ export class RedisConnection {
     const error = describe(err)
     if (!NOPERM.test(error)) return error
     const told = this.#dataError(error)
-    const sent = (err as { command?: { name?: unknown } }).command?.name
-    const named = /'([^']+)' command/.exec(error)?.[1]
-    const command = (named ?? (typeof sent === 'string' ? sent : 'a command')).toUpperCase()
-    // (only a refused command is watched for its next success: a key or channel refused to one
-    // call may be allowed to the next, which would end and start the warn over and over)
-    if (named !== undefined) {
+    const { command, watched } = refusedCommand(error, (err as { command?: { name?: unknown } }).command?.name)
+    if (watched) {
       const nodes = this.#refused.get(command)
       if (nodes === undefined) this.#refused.set(command, new Set([node]))
       else nodes.add(node)
     }
     // (a key's refusal, "... access one of the keys used as arguments", not a channel's)
-    const keyRefused = named === undefined && key !== null && /\bkeys\b/.test(error)
+    const keyRefused = !/'[^']+' command/.test(error) && key !== null && /\bkeys\b/.test(error)
     tellAll(this.#refusalListeners, { command, error: told, ...(keyRefused ? { key } : {}) })
     return told
   }
@@ -1377,6 +1376,22 @@ function closeQuietly(redis: Redis): void {
   redis.removeAllListeners()
   redis.on('error', () => undefined)
   redis.disconnect()
+}
+
+/**
+ * The command a refusal (see NOPERM) is told under, upper case: the one it names, else `sent`
+ * (the command ioredis sent), and whether its next success is watched for (see #noting). Only a
+ * refused command is watched: a key or channel refused to one call may be allowed to the next
+ * (which would end and start the warn over and over), and a command a script calls (7.2+ names
+ * it) is never sent by itself, so its success would never be seen. Examples:
+ * `("NOPERM this user has no permissions to run the 'evalsha' command", 'evalsha')` ->
+ * `{ command: 'EVALSHA', watched: true }`; `("ERR ACL failure in script: User u has no
+ * permissions to run the 'set' command script: ...", 'evalsha')` -> `{ command: 'SET', watched: false }`.
+ */
+export function refusedCommand(error: string, sent: unknown): { command: string; watched: boolean } {
+  const named = /'([^']+)' command/.exec(error)?.[1]
+  const command = (named ?? (typeof sent === 'string' ? sent : 'a command')).toUpperCase()
+  return { command, watched: named !== undefined && !IN_SCRIPT.test(error) }
 }
 
 /** What a NOPERM hint grants: the key and channel patterns Tether uses (e.g. `"tether:*"`, `"+switch-master"`). */
