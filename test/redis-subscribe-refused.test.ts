@@ -49,3 +49,24 @@ t.test('a refused SUBSCRIBE whose connection is remade before its retry: still o
   await conn.stop()
   t.equal(timers.pending(RETRY_MS).length, 0, 'none after stop()')
 })
+
+t.test('a refused SUBSCRIBE command (a grant without +subscribe) leaves the calls on their fast path; told accepted once granted', async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  await redisCli(redis.port, 'ACL', 'SETUSER', USER, 'on', `>${PASSWORD}`, '~na:*', '&*', '+@all', '-@dangerous', '-subscribe')
+  const conn = new RedisConnection({ url: `redis://${USER}:${PASSWORD}@127.0.0.1:${redis.port}`, keyPrefix: 'na:', timeout: 5_000, maxReconnectDelay: 200 })
+  const told: RedisRefusal[] = []
+  conn.onRefused((r) => told.push(r))
+  await conn.start()
+  t.teardown(() => conn.stop())
+  void new RedisPeerChannel(conn).subscribe(() => undefined)
+  await waitFor(() => subscribes(told) >= 1, 5_000, 'the SUBSCRIBE refusal told')
+  t.match(told[0], { command: 'SUBSCRIBE', error: /may not run SUBSCRIBE: grant it \(ACL SETUSER <user> \+subscribe\)/ })
+  // (while a command run() sends is refused, run() notes what each call sends: ioredis's
+  // sendCommand shadowed on the client; SUBSCRIBE is never sent through run())
+  let noted: boolean | null = null
+  await conn.run('na:x', (c) => { noted = Object.hasOwn(c, 'sendCommand'); return c.get('na:x') })
+  t.equal(noted, false, 'a call is not noted while only the SUBSCRIBE is refused')
+  await redisCli(redis.port, 'ACL', 'SETUSER', USER, '+subscribe')
+  await waitFor(() => told.some((r) => r.command === 'SUBSCRIBE' && r.error === null), 5_000, 'the SUBSCRIBE told accepted again')
+})

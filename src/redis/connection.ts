@@ -695,7 +695,7 @@ export class RedisConnection {
         both()
       }, (err: unknown) => {
         if (!NOPERM.test(describe(err)) || !this.#subscribers.has(sub)) return
-        this.#callError(err, '', null)
+        this.#subscribeRefused(err)
         cancelRetry()
         const timer = retry = this.#timers.setTimeout(() => {
           this.#subscribeRetries.delete(timer)
@@ -714,9 +714,25 @@ export class RedisConnection {
   /** The timers of refused SUBSCRIBEs asked again (see {@link subscribe}); cleared by stop(). */
   readonly #subscribeRetries = new Set<unknown>()
 
-  /** A SUBSCRIBE answered: a refusal of the SUBSCRIBE command (not made through run()) ends. */
+  /**
+   * Whether the SUBSCRIBE command itself was refused (a grant without `+subscribe`) and no
+   * SUBSCRIBE was answered since. Kept apart from #refused: run() never sends SUBSCRIBE, so it
+   * must not turn run()'s noting (its slow path) on while it lasts.
+   */
+  #subscribeRefusal = false
+
+  /** A subscription's SUBSCRIBE refused (NOPERM): told as a refused call. */
+  #subscribeRefused(err: unknown): void {
+    const error = describe(err)
+    const { command, watched } = refusedCommand(error, 'subscribe')
+    if (watched && command === 'SUBSCRIBE') this.#subscribeRefusal = true
+    tellAll(this.#refusalListeners, { command, error: this.#dataError(error) })
+  }
+
+  /** A SUBSCRIBE answered: a refusal of the SUBSCRIBE command ends. */
   #subscribeAccepted(): void {
-    if (!this.#refused.delete('SUBSCRIBE')) return
+    if (!this.#subscribeRefusal) return
+    this.#subscribeRefusal = false
     tellAll(this.#refusalListeners, { command: 'SUBSCRIBE', error: null })
   }
 
