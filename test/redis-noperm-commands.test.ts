@@ -79,3 +79,22 @@ t.test('a command a script calls refused (Redis 7.0 answers ERR, not NOPERM): th
     t.match(r, { command: /^EVAL(SHA)?$/, error: /The user executing the script can't run this command.*\(Redis's ACL user may not run a command Tether's script calls: grant them \(ACL SETUSER <user> \+get \+set \+hmget \+hset \+pexpire\), or check url\)$/ }, 'the script command and the grant')
   }
 })
+
+t.test('a key prefix with glob characters (`na[1]:`): the key and channel grants told match it literally, and applied as told, the calls succeed', async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  await redisCli(redis.port, 'ACL', 'SETUSER', USER, 'on', `>${PASSWORD}`, '+@all', '-@dangerous', '~other:*', 'resetchannels', '&other:*')
+  const conn = new RedisConnection({ url: `redis://${USER}:${PASSWORD}@127.0.0.1:${redis.port}`, keyPrefix: 'na[1]:', timeout: 2_000, connectTimeout: 1_000 })
+  const told: RedisRefusal[] = []
+  conn.onRefused((r) => told.push(r))
+  await conn.start()
+  t.teardown(() => conn.stop())
+  const peers = new RedisPeerChannel(conn)
+  t.equal(await peers.remember('drains', 'a', '1'), false, 'the key refused')
+  t.equal(await peers.publish('{"kind":"drain"}'), false, 'the channel refused')
+  const grants = told.map((r) => /\(ACL SETUSER <user> ([~&]\S+)\)/.exec(r.error ?? '')?.[1])
+  t.same(grants, ['~na\\[1\\]:*', '&na\\[1\\]:*'], 'the glob characters escaped')
+  for (const grant of grants) await redisCli(redis.port, 'ACL', 'SETUSER', USER, grant!)
+  t.equal(await peers.remember('drains', 'a', '1'), true, 'the key granted as told')
+  t.equal(await peers.publish('{"kind":"drain"}'), true, 'the channel granted as told')
+})

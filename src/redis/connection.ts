@@ -1274,7 +1274,9 @@ export class RedisConnection {
     const username = o.username === undefined ? url?.username ?? null : o.username
     const usernameSetting = o.username === undefined && url?.username !== undefined ? fromUrl : o.usernameSetting ?? 'username'
     const passwordSetting = o.password === undefined && url?.password !== undefined ? fromUrl : o.passwordSetting ?? 'password'
-    return authHint(error, 'Redis', username, usernameSetting, passwordSetting, { keys: `${this.keyPrefix}*`, channels: `${this.keyPrefix}*` })
+    // (ACL key and channel patterns are globs: the prefix's own glob characters escaped)
+    const pattern = `${this.keyPrefix.replace(/[*?[\]\\]/g, '\\$&')}*`
+    return authHint(error, 'Redis', username, usernameSetting, passwordSetting, { keys: pattern, channels: pattern })
   }
 
   /** Remakes of the connection for a READONLY-like reply in a row, and when the last was (performance.now()). */
