@@ -10,7 +10,7 @@ import { RedisConnection, type RedisRefusal } from '../src/redis/connection.js'
 import { RedisBindings } from '../src/redis/binding-store.js'
 import { RedisCheckpointStore } from '../src/redis/checkpoint-store.js'
 import { RedisPeerChannel } from '../src/redis/peer-channel.js'
-import { redisCli, startRedis } from './fixtures/redis-server.js'
+import { redisCli, startRedis, startRedisCluster } from './fixtures/redis-server.js'
 import { waitFor } from './fixtures/wait.js'
 
 const USER = 'tether-app'
@@ -97,4 +97,16 @@ t.test('a key prefix with glob characters (`na[1]:`): the key and channel grants
   for (const grant of grants) await redisCli(redis.port, 'ACL', 'SETUSER', USER, grant!)
   t.equal(await peers.remember('drains', 'a', '1'), true, 'the key granted as told')
   t.equal(await peers.publish('{"kind":"drain"}'), true, 'the channel granted as told')
+})
+
+t.test('Cluster: the PING start() sends each master, refused, is recorded with its hint (the grant, no user name) as the node\'s last error', async (t) => {
+  const cluster = await startRedisCluster(3)
+  t.teardown(() => cluster.stop())
+  for (const n of cluster.nodes) await redisCli(n.port, 'ACL', 'SETUSER', USER, 'on', `>${PASSWORD}`, '~na:*', '&*', '+@all', '-@dangerous', '+cluster', '+readonly', '-ping')
+  const conn = new RedisConnection({ nodes: cluster.addresses, username: USER, password: PASSWORD, keyPrefix: 'na:', timeout: 2_000, connectTimeout: 2_000 })
+  await conn.start()
+  t.teardown(() => conn.stop())
+  const errors = conn.nodes().map((n) => n.lastError)
+  t.equal(errors.length, 3, 'three masters')
+  for (const error of errors) t.match(error, /NOPERM.*\(Redis's ACL user may not run PING: grant it \(ACL SETUSER <user> \+ping\), or check username\)$/, 'the refusal with its hint')
 })

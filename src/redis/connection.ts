@@ -821,7 +821,9 @@ export class RedisConnection {
       const health = this.#nodes.get(address)
       if (health === undefined) return
       const now = this.#now()
-      health.record(error === null, now, error ?? undefined)
+      // (a refusal with its hint, the user's name left out: not told to onRefused, as no call
+      // through run() sends PING on a Cluster to end it)
+      health.record(error === null, now, error === null ? undefined : this.#dataError(error))
       this.#report(health, now, error !== null)
     }))
   }
