@@ -4,7 +4,9 @@
 // (`&na:*`), including the peer channel's SUBSCRIBE on its own connection. Reply shapes of the
 // redis-server here (7.0: "this user has no permissions to access one of the keys used as
 // arguments", "... channels ...", and a script's refused command: "ERR The user executing the
-// script can't run this command or subcommand"). Real redis-server and the real RedisConnection.
+// script can't run this command or subcommand"). A key prefix with glob characters is granted as
+// told; a Cluster master's start-up PING refused keeps its hint. Real redis-server and the real
+// RedisConnection.
 import t, { type Test } from 'tap'
 import { RedisConnection, type RedisRefusal } from '../src/redis/connection.js'
 import { RedisBindings } from '../src/redis/binding-store.js'
