@@ -14,6 +14,7 @@ import { startUpstream, testConfig } from './fixtures/upstream.js'
 import { CookieJar } from './fixtures/users.js'
 import { metric } from './fixtures/drill.js'
 import { onEvent, waitFor, when, within } from './fixtures/wait.js'
+import { redisCli, startRedis } from './fixtures/redis-server.js'
 
 const HANDSHAKE = 'GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n'
 const SWITCH = 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n'
@@ -165,4 +166,32 @@ t.test("a moved user's client that leaves while Tether posts its state to the re
   t.same(handshakes, [], 'no handshake reached any upstream')
   t.equal(hooks.length, 1, 'no other upstream tried')
   await waitFor(() => tether.upgrades.size === 0, 2000, 'the slot to be released')
+})
+
+t.test('a client that leaves (FIN) while its path waits for a frozen Redis, before its handshake is sent: nothing goes upstream, logged client_abort, and no tunnel stays counted on the upstream', async (t) => {
+  const redis = await startRedis()
+  const pid = Number(/process_id:(\d+)/.exec(await redisCli(redis.port, 'INFO', 'server'))![1])
+  let frozen = false
+  t.teardown(async () => {
+    if (frozen) process.kill(pid, 'SIGCONT')
+    await redis.stop()
+  })
+  const up = await holdingUpstream(t)
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig([{ id: 'a', url: up.url }], {
+    affinity: { key: 'header', header: { name: 'X-Tenant' }, shared: 'redis' }, state: { store: 'redis', timeout: 300, redis: { url: redis.url } },
+  }), { logger: createLogger('info', logs) })
+  t.teardown(() => tether.close(0))
+  process.kill(pid, 'SIGSTOP')
+  frozen = true
+  const handed = new Promise<void>((resolve) => tether.listener.server.once('upgrade', () => resolve()))
+  const client = rawClient(tether.port)
+  client.write(HANDSHAKE.replace('Host: a\r\n', 'Host: a\r\nX-Tenant: u1\r\n'))
+  await within(handed, 5000, 'the upgrade handed to Tether') // its path now waits for the shared table (Redis frozen)
+  client.end()
+  await when(onEvent(logs, 'record'), () => logs.access().length === 1, 5000, 'the access line')
+  t.match(logs.access()[0], { protocol: 'websocket', status: 0, outcome: 'client_abort' })
+  t.equal(up.held.length, 0, 'no handshake sent upstream')
+  await waitFor(() => tether.upgrades.size === 0, 2000, 'the slot to be released')
+  t.equal(tether.upgrades.countByUpstream('a'), 0, 'no tunnel left counted on the upstream (admin API, drain_timeout closing)')
 })

@@ -342,8 +342,12 @@ class Tunnel implements Exchange {
     const done = new Promise<AttemptResult>((resolve) => {
       this.#settle = resolve
       // the client left before this attempt (while Tether chose the upstream, fetched the
-      // user's state or ran the hook): nothing is sent upstream
-      if (this.state === 'closed' || this.#client.destroyed) return this.#done(CLIENT_LEFT)
+      // user's state or ran the hook): nothing is sent upstream, and it is not counted on the
+      // upstream (release() untracked it already: it would stay in #byUpstream for good)
+      if (this.state === 'closed' || this.#client.destroyed) {
+        this.#owner.untrack(this)
+        return this.#done(CLIENT_LEFT)
+      }
       try {
         // the client's early bytes are held here, not unshifted by http-proxy (see #watchClient)
         this.#owner.proxy.ws(view, this.#client, EMPTY, this.#owner.targetOf(upstream), (err: Error) => this.#onProxyError(err))
