@@ -120,7 +120,11 @@ t.test('a client that sends frames and then FIN before the 101 has left: the han
   t.match(logs.access()[0], { protocol: 'websocket', upstream: 'a', outcome: 'client_abort' })
 })
 
-t.test("a moved user's client that leaves while Tether posts its state to the rehydration hook: the hook is stopped, no handshake is sent, nothing retried", async (t) => {
+/**
+ * Three apps behind Tether with a rehydration hook that never answers, and a user whose
+ * upstream went away: `handshake()` sends that user's upgrade, which moves and waits in the hook.
+ */
+async function movedUserInHook(t: Test, logs: LogCapture): Promise<{ tether: Awaited<ReturnType<typeof startTether>>; hooks: http.ServerResponse[]; handshakes: string[]; handshake(): Promise<net.Socket> }> {
   const hookPath = '/_tether/rehydrate'
   const hooks: http.ServerResponse[] = []
   const hooked = new EventEmitter()
@@ -137,7 +141,6 @@ t.test("a moved user's client that leaves while Tether posts its state to the re
   const apps = [await app('a'), await app('b'), await app('c')]
   t.teardown(() => Promise.all(apps.map((a) => a.close())))
   for (const a of apps) a.server.on('upgrade', (_req, socket: net.Socket) => { handshakes.push('upgrade'); socket.destroy() })
-  const logs = new LogCapture()
   const tether = await startTether(testConfig(apps, {
     state: { rehydrate: 'hook', hook_path: hookPath }, timeouts: { response_headers: 60_000 }, retries: { attempts: 2 },
   }), { logger: createLogger('info', logs) })
@@ -154,10 +157,20 @@ t.test("a moved user's client that leaves while Tether posts its state to the re
     }).on('error', reject)
   })
   await apps.find((a) => a.id === home)!.close() // the user's upstream goes away: the next request moves
+  const handshake = async (): Promise<net.Socket> => {
+    const client = rawClient(tether.port)
+    client.write(HANDSHAKE.replace('Host: a\r\n', `Host: a\r\nCookie: ${jar.header()!}\r\n`))
+    await when(onEvent(hooked, 'hook'), () => hooks.length === 1, 5000, 'the state posted to the hook')
+    return client
+  }
+  return { tether, hooks, handshakes, handshake }
+}
+
+t.test("a moved user's client that leaves while Tether posts its state to the rehydration hook: the hook is stopped, no handshake is sent, nothing retried", async (t) => {
+  const logs = new LogCapture()
+  const { tether, hooks, handshakes, handshake } = await movedUserInHook(t, logs)
   const before = logs.access().length
-  const client = rawClient(tether.port)
-  client.write(HANDSHAKE.replace('Host: a\r\n', `Host: a\r\nCookie: ${jar.header()!}\r\n`))
-  await when(onEvent(hooked, 'hook'), () => hooks.length === 1, 5000, 'the state posted to the hook')
+  const client = await handshake()
   const hook = hooks[0]!
   client.resetAndDestroy()
   await waitFor(() => hook.destroyed, 3000, 'the hook request to be stopped') // polled: the upstream's socket closes under it
@@ -166,6 +179,19 @@ t.test("a moved user's client that leaves while Tether posts its state to the re
   t.same(handshakes, [], 'no handshake reached any upstream')
   t.equal(hooks.length, 1, 'no other upstream tried')
   await waitFor(() => tether.upgrades.size === 0, 2000, 'the slot to be released')
+})
+
+t.test("a stop's grace period that ends while a moved user's handshake waits in the hook: logged TETHER_SHUTTING_DOWN, not the client's abort", async (t) => {
+  const logs = new LogCapture()
+  const { tether, handshakes, handshake } = await movedUserInHook(t, logs)
+  const before = logs.access().length
+  const client = await handshake()
+  t.teardown(() => client.destroy())
+  await tether.close(100) // the hook holds the handshake past the grace period: Tether closes the connection
+  await when(onEvent(logs, 'record'), () => logs.access().length === before + 1, 3000, 'the access line')
+  t.match(logs.access()[before], { protocol: 'websocket', status: 0, outcome: 'TETHER_SHUTTING_DOWN' })
+  t.same(handshakes, [], 'no handshake reached any upstream')
+  t.notOk(logs.records.some((r) => r['msg'] === 'rehydration hook did not accept the state'), 'the hook stopped by the stop is no refusal of the state')
 })
 
 t.test('a client that leaves (FIN) while its path waits for a frozen Redis, before its handshake is sent: nothing goes upstream, logged client_abort, and no tunnel stays counted on the upstream', async (t) => {

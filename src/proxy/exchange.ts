@@ -48,7 +48,12 @@ export interface Exchange {
   fail(ctx: RequestContext, code: ErrorCode, close: boolean): Answered
   /** The client is gone: nothing more can be sent. */
   readonly clientGone: boolean
-  /** Aborted when the client leaves before the answer (a WebSocket handshake's client): work before the attempt (a rehydration hook) stops. */
+  /**
+   * Aborted when the client leaves before the answer (a WebSocket handshake's client): work
+   * before the attempt (a rehydration hook) stops. Its `reason` is the AttemptResult the request
+   * ends with: the client's abort, or `TETHER_SHUTTING_DOWN` when Tether closed the connection
+   * at a graceful stop's grace end.
+   */
   readonly gone?: AbortSignal
 }
 

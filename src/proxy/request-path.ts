@@ -221,9 +221,10 @@ export class RequestPath {
         const hookFailed = d.moved === null ? null : await this.#rehydrate(ctx, d, headers, x.gone ?? null)
         if (hookFailed !== null && x.gone?.aborted === true) {
           // the client left while its state was posted: its hook was stopped, nothing is sent
-          // upstream, no other upstream is tried; logged as the client's abort
+          // upstream, no other upstream is tried; logged as the client's abort (or
+          // TETHER_SHUTTING_DOWN when a stop's grace end closed it: see Exchange.gone)
           this.#d.router.settle(d)
-          return this.#finish(ctx, { status: 0, outcome: { kind: 'client_abort' }, error: null, responded: true })
+          return this.#finish(ctx, x.gone.reason as AttemptResult)
         }
         if (d.moved !== null && !this.#current(upstream)) {
           // a reload or a discovery list took the upstream away, or gave its id another url or

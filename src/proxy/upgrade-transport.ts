@@ -238,6 +238,8 @@ export const EARLY_BYTES_MAX = 64 * 1024
 const SHUT_DOWN: Outcome = { kind: 'error', code: 'TETHER_SHUTTING_DOWN', connect: false }
 /** The client left before the upstream answered its handshake: logged `client_abort`, no upstream blamed. */
 const CLIENT_LEFT: AttemptResult = { status: 0, outcome: { kind: 'client_abort' }, error: null, responded: true }
+/** Tether closed a handshake's client connection at its graceful stop's grace end (see Upgrades.shutDown). */
+const CUT_AT_SHUTDOWN: AttemptResult = { status: 0, outcome: SHUT_DOWN, error: null, responded: true }
 
 /** One client connection that asked to upgrade: its handshake attempts, then the open tunnel. */
 class Tunnel implements Exchange {
@@ -251,7 +253,10 @@ class Tunnel implements Exchange {
   /** What the client sent after its request head, held until the tunnel opens (see #watchClient). */
   #early: Buffer[] = []
   #earlyBytes = 0
-  /** Aborted when the client leaves (its socket closed, or it ended its side before a 101). */
+  /**
+   * Aborted when the client leaves (its socket closed, or it ended its side before a 101), its
+   * reason the AttemptResult to log: CLIENT_LEFT, or CUT_AT_SHUTDOWN when Tether closed it.
+   */
   readonly #gone = new AbortController()
   #ctx: RequestContext | null = null
   #upstream: Socket | null = null
@@ -273,7 +278,10 @@ class Tunnel implements Exchange {
     return this.#client.destroyed
   }
 
-  /** Aborted when the client leaves: the request path stops a rehydration hook it runs for this handshake. */
+  /**
+   * Aborted when the client leaves: the request path stops a rehydration hook it runs for this
+   * handshake. Its reason is how the request ends (see Exchange.gone).
+   */
   get gone(): AbortSignal {
     return this.#gone.signal
   }
@@ -346,7 +354,7 @@ class Tunnel implements Exchange {
       // upstream (release() untracked it already: it would stay in #byUpstream for good)
       if (this.state === 'closed' || this.#client.destroyed) {
         this.#owner.untrack(this)
-        return this.#done(CLIENT_LEFT)
+        return this.#done(this.#left())
       }
       try {
         // the client's early bytes are held here, not unshifted by http-proxy (see #watchClient)
@@ -414,6 +422,9 @@ class Tunnel implements Exchange {
 
   /** Close the client connection now (shutdown). */
   destroy(): void {
+    // at once, not at the socket's 'close' (a later turn): a hook or a store read still in
+    // progress for this handshake stops now and the request is logged as cut by the stop
+    this.#gone.abort(CUT_AT_SHUTDOWN)
     this.#proxyReq?.destroy()
     this.#client.destroy()
   }
@@ -421,18 +432,27 @@ class Tunnel implements Exchange {
   /** The client socket closed. */
   release(): void {
     this.#disarm()
-    this.#gone.abort()
+    const left = this.#left()
+    this.#gone.abort(left)
     const was = this.state
     this.state = 'closed'
     if (was === 'connecting') {
       this.#unwatchClient(false)
       this.#proxyReq?.destroy()
-      // at the grace period's end Tether closed it, not its client (see Upgrades.shutDown)
-      this.#done(this.#owner.shutDown ? { status: 0, outcome: SHUT_DOWN, error: null, responded: true } : CLIENT_LEFT)
+      this.#done(left)
     }
     // the client left during a refusal's body: it settles as the client's abort
     this.#refusal?.destroy()
     if (this.#upstream !== null && !this.#upstream.destroyed) endThenDestroy(this.#upstream, this.#owner.linger, this.#owner.timers)
+  }
+
+  /**
+   * How a handshake whose client connection is gone ends: as Tether's stop cut it at the grace
+   * period's end (see Upgrades.shutDown), else as its client's abort.
+   */
+  #left(): AttemptResult {
+    if (this.#gone.signal.aborted) return this.#gone.signal.reason as AttemptResult
+    return this.#owner.shutDown ? CUT_AT_SHUTDOWN : CLIENT_LEFT
   }
 
   #arm(ms: number, code: ErrorCode): void {
