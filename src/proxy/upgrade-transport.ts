@@ -230,8 +230,9 @@ export class Upgrades {
 const EMPTY = Buffer.alloc(0)
 /**
  * Bytes a client may send after its handshake and before the 101 (pipelined frames, a protocol
- * where the client speaks first) that Tether holds for the tunnel; past this the client
- * socket is paused (backpressure on the client) until the upstream answers.
+ * where the client speaks first) that Tether holds for the tunnel; once this is reached the
+ * client socket is paused (backpressure on the client) until the upstream answers. The read
+ * that reaches it is kept whole: up to one socket read (64 KiB) more is held.
  */
 export const EARLY_BYTES_MAX = 64 * 1024
 /** A handshake Tether cut because its graceful stop's grace period ended (see Upgrades.shutDown). */
@@ -290,8 +291,8 @@ class Tunnel implements Exchange {
    * While the handshake is in progress the client socket is read, so that its leaving is seen:
    * a paused socket never tells a FIN (it would sit unread until response_headers, holding the
    * upstream's handshake and a `max_connections` place). What it sends meanwhile (`head`, the
-   * bytes after its request head, first) is held in order, at most EARLY_BYTES_MAX (then the
-   * socket is paused), and put back into the socket when the upstream switches, so the tunnel
+   * bytes after its request head, first) is held in order, until EARLY_BYTES_MAX is reached (then
+   * the socket is paused), and put back into the socket when the upstream switches, so the tunnel
    * carries it first. A FIN before the 101 is the client leaving, as nginx takes it (its
    * epoll reports the half-close and it closes the upstream request with 499): the client
    * socket is destroyed, which stops the handshake (see release()).
