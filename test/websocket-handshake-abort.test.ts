@@ -19,16 +19,17 @@ import { redisCli, startRedis } from './fixtures/redis-server.js'
 const HANDSHAKE = 'GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n'
 const SWITCH = 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n'
 
-interface Held { readonly socket: net.Socket; got: Buffer; closed: boolean }
+interface Held { readonly socket: net.Socket; got: Buffer; ended: boolean; closed: boolean }
 
 /** A raw upstream that reads handshakes and holds them unanswered (the test answers, or its teardown closes them). */
 async function holdingUpstream(t: Test): Promise<{ server: net.Server; held: Held[]; url: string }> {
   const held: Held[] = []
   const server = net.createServer((socket) => {
-    const entry: Held = { socket, got: Buffer.alloc(0), closed: false }
+    const entry: Held = { socket, got: Buffer.alloc(0), ended: false, closed: false }
     held.push(entry)
     socket.on('error', () => undefined)
     socket.on('data', (c: Buffer) => { entry.got = Buffer.concat([entry.got, c]); server.emit('got') })
+    socket.on('end', () => { entry.ended = true; server.emit('got') })
     socket.on('close', () => { entry.closed = true; server.emit('gone') })
   })
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
@@ -103,6 +104,62 @@ t.test('bytes a client sends right after its handshake, before the 101, reach th
   await when(onEvent(up.server, 'got'), () => h.got.length >= headEnd + want.length, 5000, 'the early bytes upstream')
   t.ok(h.got.subarray(headEnd).equals(want), 'every byte, in order, once')
   client.end()
+})
+
+/** What `h` got after the handshake's head. */
+const afterHead = (h: Held): Buffer => h.got.subarray(h.got.indexOf('\r\n\r\n') + 4)
+
+t.test('a handshake retried after its first upstream reset it: the bytes the client sent before the 101 reach the second upstream only, once, after its 101; a FIN after the 101 is passed on, no abort', async (t) => {
+  const a = await holdingUpstream(t)
+  const b = await holdingUpstream(t)
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig([{ id: 'a', url: a.url }, { id: 'b', url: b.url }], { retries: { attempts: 2 } }), { logger: createLogger('info', logs) })
+  t.teardown(() => tether.close(0))
+  const held = (): Held[] => [...a.held, ...b.held]
+  const onEither = (l: () => void): (() => void) => {
+    const off = [onEvent(a.server, 'got')(l), onEvent(b.server, 'got')(l)]
+    return () => off.forEach((f) => f())
+  }
+  const got = (n: number): Promise<void> => when(onEither, () => held()[n]?.got.includes('\r\n\r\n') === true, 5000, `handshake ${n + 1} upstream`)
+  const client = rawClient(tether.port)
+  let answer = ''
+  client.on('data', (c: Buffer) => (answer += c.toString('latin1')))
+  client.write(HANDSHAKE + 'one|') // `head`
+  client.write('two|') // read by Tether during the first attempt
+  await got(0)
+  const first = held()[0]!
+  first.socket.resetAndDestroy() // before any answer: the handshake goes to the other upstream
+  await got(1)
+  const second = held()[1]!
+  t.equal(afterHead(second).length, 0, 'nothing but the handshake before the 101')
+  second.socket.write(SWITCH)
+  await waitFor(() => answer.startsWith('HTTP/1.1 101'), 5000, 'the 101')
+  client.write('three')
+  await when(onEvent(second.socket, 'data'), () => afterHead(second).length >= 'one|two|three'.length, 5000, 'the early bytes upstream')
+  t.equal(afterHead(second).toString(), 'one|two|three', 'every byte, in order, once')
+  t.equal(afterHead(first).length, 0, 'none to the upstream that reset')
+  client.end() // a FIN in the tunnel: passed on, the tunnel is not aborted
+  await when(onEither, () => second.ended, 3000, 'the FIN upstream')
+  t.notOk(second.closed, 'the upstream side is not closed by Tether at the FIN')
+  second.socket.end()
+  await when(onEvent(logs, 'record'), () => logs.access().length === 1, 5000, 'the access line')
+  t.match(logs.access()[0], { protocol: 'websocket', status: 101, retries: 1 })
+})
+
+t.test('an upstream that refuses the handshake (401) after the client sent bytes behind it: the client gets the 401 whole, the refusing upstream none of the bytes', async (t) => {
+  const up = await holdingUpstream(t)
+  const tether = await startTether(testConfig([{ id: 'a', url: up.url }]), { logger: createLogger('silent') })
+  t.teardown(() => tether.close(0))
+  const client = rawClient(tether.port)
+  let answer = ''
+  client.on('data', (c: Buffer) => (answer += c.toString('latin1')))
+  client.write(HANDSHAKE)
+  client.write(Buffer.alloc(EARLY_BYTES_MAX * 3, 7)) // past the bound: the rest waits unread
+  await when(onEvent(up.server, 'got'), () => up.held[0]?.got.includes('\r\n\r\n') === true, 5000, 'the handshake upstream')
+  up.held[0]!.socket.end('HTTP/1.1 401 Unauthorized\r\nContent-Length: 5\r\n\r\nnope!')
+  await within(new Promise((r) => client.once('close', r)), 5000, 'the client connection to close')
+  t.match(answer, /^HTTP\/1\.1 401 Unauthorized\r\n[\s\S]*\r\n\r\nnope!$/, 'the 401, whole')
+  t.equal(afterHead(up.held[0]!).length, 0, 'no early byte to the refusing upstream')
 })
 
 t.test('a client that sends frames and then FIN before the 101 has left: the handshake is stopped (as nginx does)', async (t) => {
