@@ -990,3 +990,64 @@ t.test("a move whose hook refused the state, hedged onto an upstream whose hook 
   t.equal(await metric(tether, 'tether_checkpoints_total{result="stale"}'), 1, "version 3 does not replace version 5: the first attempt's restart mark is not the hedge's")
   t.same(await rehydrations(tether), { delivered: 1, no_state: 0, error: 0 }, 'one rehydration, delivered')
 })
+
+t.test("a burst at one move: a hedge that got the state and answers leaves the restart mark of another request sent without it to the first upstream (that upstream's new state is stored, and a later move delivers it)", async (t) => {
+  const hookPath = '/_tether/rehydrate'
+  let phase = 1
+  let refusedBy = ''
+  const hooked: string[] = []
+  let release: (() => void) | null = null
+  const app = (id: string) => startUpstream(id, (req, res) => {
+    let body = ''
+    req.on('data', (c: Buffer) => { body += c })
+    req.on('end', () => {
+      if (req.url === hookPath) {
+        // the move's first upstream refuses the state (both requests of the burst); the hedge's takes it
+        if (refusedBy === '') refusedBy = id
+        if (phase === 2 && id === refusedBy) return void res.writeHead(500).end()
+        hooked.push(`${id} ${body}`)
+        return void res.writeHead(200).end()
+      }
+      if (phase === 1) return void res.writeHead(200, { 'x-tether-state': 'v5', 'x-tether-state-version': '5' }).end(JSON.stringify({ id, n: 5 }))
+      if (phase === 2 && id === refusedBy) {
+        if (req.method === 'GET') {
+          // no head until it is stopped: the hedge answers
+          const timer = setTimeout(() => res.end(JSON.stringify({ id, n: 0 })), 30_000)
+          return void res.on('close', () => clearTimeout(timer))
+        }
+        // the POST of the same burst, answered after the hedged GET: this upstream got no
+        // state, its versions start again
+        release = () => res.writeHead(200, { 'x-tether-state': 'b1', 'x-tether-state-version': '1' }).end(JSON.stringify({ id, n: 1 }))
+        return
+      }
+      res.writeHead(200).end(JSON.stringify({ id, n: 0 }))
+    })
+  })
+  const ups = [await app('a'), await app('b'), await app('c')]
+  const { tether, jar } = await withUserMoving(t, ups, { state: { rehydrate: 'hook', hook_path: hookPath }, retries: { hedge_after: 100 } })
+  phase = 2
+  // the burst: a POST and a GET with the same cookie, both the same move (one epoch)
+  const cookie = jar.header()!
+  const post = new Promise<{ status: number; setCookie: string[] | undefined }>((resolve, reject) => {
+    const req = http.request(tether.url, { method: 'POST', agent: false, headers: { cookie, 'content-type': 'text/plain' } }, (res) => {
+      res.resume()
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, setCookie: res.headers['set-cookie'] }))
+    })
+    req.on('error', reject)
+    req.end('x')
+  })
+  await waitFor(() => release !== null, 5_000, 'the POST reached the first upstream, without the state')
+  const r = await get(tether.url, jar)
+  t.not(r.body.id, refusedBy, 'the hedge answered the GET')
+  release!()
+  const p = await post
+  t.equal(p.status, 200)
+  jar.apply(p.setCookie) // the POST answered last: the user is on its upstream
+  await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stale"}')) + (await metric(tether, 'tether_checkpoints_total{result="stored"}')) === 2, 5_000, "the POST's checkpoint")
+  t.equal(await metric(tether, 'tether_checkpoints_total{result="stale"}'), 0, "the restarted upstream's version 1 replaced version 5")
+  // that upstream goes too: the user's next upstream gets the state they built there, not the old one
+  phase = 3
+  tether.health.disable(refusedBy)
+  await get(tether.url, jar)
+  t.match(hooked.at(-1), / b1$/, 'the newest state is delivered')
+})

@@ -264,7 +264,7 @@ export class RequestPath {
           if (counted !== d.moved.from) this.#moved(d, d.moved)
           // the new upstream starts without the user's state (not fetched, or its hook refused
           // it): its first checkpoint replaces the old one
-          if ((ctx.rehydrate === 'unavailable' || ctx.rehydrate === 'refused') && d.sessionKey !== null) this.#d.state?.restarted(d.sessionKey, d.epoch)
+          if ((ctx.rehydrate === 'unavailable' || ctx.rehydrate === 'refused') && d.sessionKey !== null) this.#d.state?.restarted(d.sessionKey, d.epoch, d.upstream)
         }
         counted = null
         let r = this.#hedgeable(ctx) ? await this.#hedged(ctx, x, d, upstream, headers) : await this.#start(ctx, x, d, upstream, headers).result
@@ -419,7 +419,7 @@ export class RequestPath {
     this.#d.logger.warn({ request_id: ctx.id, upstream: d.upstream, bytes: ctx.rehydrateBytes }, "the upstream refused the user's state in X-Tether-Rehydrate (431: over its header size limit); sent again without it: raise the upstream's header limit, lower state.max_bytes, or use state.rehydrate: hook")
     ctx.rehydrate = 'too_large'
     ctx.rehydrateBytes = 0
-    if (d.sessionKey !== null) this.#d.state?.restarted(d.sessionKey, d.epoch)
+    if (d.sessionKey !== null) this.#d.state?.restarted(d.sessionKey, d.epoch, d.upstream)
     const out: string[] = []
     for (let i = 0; i < headers.length; i += 2) {
       const name = headers[i]!
@@ -440,7 +440,7 @@ export class RequestPath {
   #refusedInHead(ctx: RequestContext): void {
     ctx.rehydrate = 'too_large'
     const d = ctx.decision
-    if (d !== null && d.moved !== null && d.sessionKey !== null) this.#d.state?.restarted(d.sessionKey, d.epoch)
+    if (d !== null && d.moved !== null && d.sessionKey !== null) this.#d.state?.restarted(d.sessionKey, d.epoch, d.upstream)
   }
 
   /**
@@ -612,11 +612,11 @@ export class RequestPath {
       if (ctx.answering === first.attempt) return second.attempt.stop('TETHER_UPSTREAM_UNAVAILABLE')
       first.attempt.stop('TETHER_UPSTREAM_UNAVAILABLE')
       if (d2.moved !== null && d.moved === null) this.#moved(d2, d2.moved)
-      // the first attempt's restart mark (a move without the state: see #serve) was for its
-      // upstream, which does not answer; the hedge's upstream starts without the user's state
-      // only if its own fetch or hook failed: then its first checkpoint replaces the old one
-      if (d.moved !== null && (rehydrate === 'unavailable' || rehydrate === 'refused') && d.sessionKey !== null) this.#d.state?.notRestarted(d.sessionKey, d.epoch)
-      if (d2.moved !== null && (ctx.rehydrate === 'unavailable' || ctx.rehydrate === 'refused') && d2.sessionKey !== null) this.#d.state?.restarted(d2.sessionKey, d2.epoch)
+      // the first attempt's restart mark (a move without the state: see #serve) is its
+      // upstream's, which does not answer here (another request of the same move may still be
+      // answered there); the hedge's upstream starts without the user's state only if its own
+      // fetch or hook failed: then its first checkpoint replaces the old one
+      if (d2.moved !== null && (ctx.rehydrate === 'unavailable' || ctx.rehydrate === 'refused') && d2.sessionKey !== null) this.#d.state?.restarted(d2.sessionKey, d2.epoch, d2.upstream)
     }
     const [ra, rb] = await Promise.all([first.result, second.result])
     ctx.onAnswering = null

@@ -64,8 +64,8 @@ export class StateProtocol {
   readonly #timers: Timers
   readonly #confirmed: boolean
   #seen = false
-  /** Session key -> the epoch at which the user's state started again (see {@link restarted}). */
-  readonly #restarted = new BoundedMap<string, number>(RESTARTED_MAX)
+  /** Session key -> the epoch at which the user's state started again, and the upstreams it did so on (see {@link restarted}). */
+  readonly #restarted = new BoundedMap<string, { readonly epoch: number; readonly upstreams: string[] }>(RESTARTED_MAX)
   /** Session key -> when its last checkpoint the store did not take was written (see {@link behind}), oldest first. */
   readonly #unsaved = new BoundedMap<string, number>(RESTARTED_MAX)
 
@@ -109,24 +109,20 @@ export class StateProtocol {
   }
 
   /**
-   * The user of `sessionKey` moved at `epoch` and their new upstream got no state (the store
-   * did not answer, the state was over its header limit, its hook did not take it): the state
-   * there starts again, and so may its versions. Its first checkpoint at that epoch replaces
-   * the stored one whatever the versions: else every checkpoint of the new state would be
-   * refused as `stale` until its version passed the old one's, and a later move would bring the
-   * old state back. Kept by this process (at most {@link RESTARTED_MAX} sessions).
+   * The user of `sessionKey` moved at `epoch` to `upstream`, which got no state (the store did
+   * not answer, the state was over its header limit, its hook did not take it): the state there
+   * starts again, and so may its versions. That upstream's first checkpoint at that epoch
+   * replaces the stored one whatever the versions: else every checkpoint of the new state would
+   * be refused as `stale` until its version passed the old one's, and a later move would bring
+   * the old state back. The mark is that upstream's: another one answering the same move with
+   * the state (a hedge, or another request of a burst whose fetch found it) has its checkpoints
+   * ordered by version as any, and cannot take or withdraw it. Kept by this process (at most
+   * {@link RESTARTED_MAX} sessions; a mark at a later epoch replaces the session's older ones).
    */
-  restarted(sessionKey: string, epoch: number): void {
-    this.#restarted.set(sessionKey, epoch) // newest last; past RESTARTED_MAX the oldest goes
-  }
-
-  /**
-   * The mark {@link restarted} left for `epoch` (not taken yet by a checkpoint) is withdrawn:
-   * the attempt it was for did not answer, and the one that did (a hedge at the same epoch) got
-   * the state, so its checkpoints are ordered by version as any.
-   */
-  notRestarted(sessionKey: string, epoch: number): void {
-    if (this.#restarted.get(sessionKey) === epoch) this.#restarted.delete(sessionKey)
+  restarted(sessionKey: string, epoch: number, upstream: string): void {
+    const m = this.#restarted.get(sessionKey)
+    if (m === undefined || m.epoch !== epoch) this.#restarted.set(sessionKey, { epoch, upstreams: [upstream] }) // newest last; past RESTARTED_MAX the oldest goes
+    else if (!m.upstreams.includes(upstream)) m.upstreams.push(upstream)
   }
 
   /**
@@ -168,8 +164,12 @@ export class StateProtocol {
       const checkpoint: Checkpoint = { value: cp.value, version: cp.version, upstream, epoch, writtenAt }
       // the mark is taken by this write (a parallel answer of the same move is ordered by
       // version after it: the store replaces only a checkpoint of another epoch)
-      const replace = this.#restarted.size !== 0 && this.#restarted.get(sessionKey) === epoch
-      if (replace) this.#restarted.delete(sessionKey)
+      const mark = this.#restarted.size !== 0 ? this.#restarted.get(sessionKey) : undefined
+      const replace = mark !== undefined && mark.epoch === epoch && mark.upstreams.includes(upstream)
+      if (replace) {
+        mark.upstreams.splice(mark.upstreams.indexOf(upstream), 1)
+        if (mark.upstreams.length === 0) this.#restarted.delete(sessionKey)
+      }
       const t0 = performance.now()
       const budget = this.#confirmed ? this.#opts.confirmTimeout ?? 1_000 : this.#opts.timeout
       // a confirmed write waits for the store's reply up to its own budget (not the per-call timeout)
@@ -181,7 +181,7 @@ export class StateProtocol {
         this.#unsaved.set(sessionKey, checkpoint.writtenAt)
       } else if (this.#unsaved.size !== 0 && (result === 'stored' || result === 'stale')) this.#unsaved.delete(sessionKey) // 'stale': the store holds newer
       // not stored (the store is down): the next checkpoint of that epoch replaces instead
-      if (replace && result === 'unavailable' && this.#restarted.get(sessionKey) === undefined) this.restarted(sessionKey, epoch)
+      if (replace && result === 'unavailable' && (this.#restarted.get(sessionKey)?.epoch ?? epoch) === epoch) this.restarted(sessionKey, epoch, upstream)
     }
     this.#events.checkpoint(result, sessionKey, cp.value.length)
     return result
