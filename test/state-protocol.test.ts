@@ -1051,3 +1051,32 @@ t.test("a burst at one move: a hedge that got the state and answers leaves the r
   await get(tether.url, jar)
   t.match(hooked.at(-1), / b1$/, 'the newest state is delivered')
 })
+
+t.test("a move whose hook refused the state, whose upstream then failed (retried on one whose hook took it): an older version the retry's upstream writes is refused as stale", async (t) => {
+  const hookPath = '/_tether/rehydrate'
+  let phase = 1
+  let refusedBy = ''
+  const told: string[] = []
+  const app = (id: string) => startUpstream(id, (req, res) => {
+    req.resume()
+    if (req.url === hookPath) {
+      // the first upstream's hook refuses the state; the retry's takes it
+      if (refusedBy === '') refusedBy = id
+      return void res.writeHead(id === refusedBy ? 500 : 200).end()
+    }
+    if (phase === 1) return void res.writeHead(200, { 'x-tether-state': 'v5', 'x-tether-state-version': '5' }).end(JSON.stringify({ id, n: 5 }))
+    // the first upstream resets the request (retried: an idempotent method)
+    if (id === refusedBy) return void req.socket.destroy()
+    told.push(String(req.headers['x-tether-rehydrate-status']))
+    // it got the state, yet writes an older version: ordered by version as any
+    res.writeHead(200, { 'x-tether-state': 'v3', 'x-tether-state-version': '3' }).end(JSON.stringify({ id, n: 3 }))
+  })
+  const ups = [await app('a'), await app('b'), await app('c')]
+  const { tether, jar } = await withUserMoving(t, ups, { state: { rehydrate: 'hook', hook_path: hookPath } })
+  phase = 2
+  const r = await get(tether.url, jar)
+  t.not(r.body.id, refusedBy, 'retried elsewhere')
+  t.same(told, ['delivered'], "the retry's upstream got the state")
+  await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stale"}')) + (await metric(tether, 'tether_checkpoints_total{result="stored"}')) === 2, 5_000, "the retry's checkpoint")
+  t.equal(await metric(tether, 'tether_checkpoints_total{result="stale"}'), 1, "version 3 does not replace version 5: the failed attempt's restart mark is not the retry's")
+})
