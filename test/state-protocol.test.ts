@@ -1080,3 +1080,39 @@ t.test("a move whose hook refused the state, whose upstream then failed (retried
   await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stale"}')) + (await metric(tether, 'tether_checkpoints_total{result="stored"}')) === 2, 5_000, "the retry's checkpoint")
   t.equal(await metric(tether, 'tether_checkpoints_total{result="stale"}'), 1, "version 3 does not replace version 5: the failed attempt's restart mark is not the retry's")
 })
+
+t.test("a moved user's WebSocket handshake whose upstream refuses the state in a header (431) gets the 431 (a handshake is not sent again): a rehydration error, and that upstream's first checkpoint replaces the stored one", async (t) => {
+  let phase = 1
+  const seen: string[] = []
+  const apps = await Promise.all(['a', 'b'].map(async (id) => {
+    const up = await startUpstream(id, (req, res) => {
+      req.resume()
+      seen.push(`${id} ${req.headers['x-tether-rehydrate-status'] ?? '-'}`)
+      // the new upstream starts its versions again (it got no state)
+      const version = phase === 1 ? '5' : '1'
+      res.writeHead(200, { 'x-tether-state': `v${version}`, 'x-tether-state-version': version }).end(JSON.stringify({ id, n: 1 }))
+    })
+    up.server.on('upgrade', (req: http.IncomingMessage, sock: import('node:net').Socket) => {
+      seen.push(`${id} ws ${req.headers['x-tether-rehydrate-status'] ?? '-'}`)
+      // the state in a header is over this upstream's limit (as Node's own 431 would say)
+      if (req.headers['x-tether-rehydrate'] !== undefined) return void sock.end('HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n')
+      sock.end(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nx-up: ${id}\r\n\r\n`)
+    })
+    return up
+  }))
+  const logs = new LogCapture()
+  const { tether, jar, home } = await withUserMoving(t, apps, {}, createLogger('info', logs))
+  phase = 2
+  const before = logs.access().length
+  const h = await handshake(tether.url, jar)
+  t.equal(h.status, 431, "the upstream's 431 reached the client")
+  await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')
+  t.match(logs.access()[before], { protocol: 'websocket', status: 431, outcome: 'failover' }, 'no rehydration claimed')
+  t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 1 }, 'the refused state is no delivery')
+  // the 431 pinned the user to the new upstream, which never got their state: its versions start again
+  const next = await get(tether.url, jar)
+  t.not(next.body.id, home, 'the user stays on the new upstream')
+  t.same(seen, [`${home} -`, `${next.body.id} ws delivered`, `${next.body.id} -`], 'the handshake once, then an ordinary request (no second move)')
+  await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stale"}')) + (await metric(tether, 'tether_checkpoints_total{result="stored"}')) === 2, 5_000, "the new upstream's checkpoint")
+  t.equal(await metric(tether, 'tether_checkpoints_total{result="stale"}'), 0, 'its version 1 replaced version 5 (marked restarted), not refused as stale')
+})
