@@ -49,12 +49,12 @@ export interface Exchange {
   /** The client is gone: nothing more can be sent. */
   readonly clientGone: boolean
   /**
-   * Aborted when the client leaves before the answer (a WebSocket handshake's client): work
-   * before the attempt (a rehydration hook) stops. Its `reason` is the AttemptResult the request
-   * ends with: the client's abort, or `TETHER_SHUTTING_DOWN` when Tether closed the connection
-   * at a graceful stop's grace end.
+   * Aborted when the client leaves before the answer (a WebSocket handshake's client, a plain
+   * request's): work before the attempt (a rehydration hook) stops. Its `reason` is the
+   * AttemptResult the request ends with: the client's abort, or `TETHER_SHUTTING_DOWN` when
+   * Tether closed the connection at a graceful stop's grace end.
    */
-  readonly gone?: AbortSignal
+  readonly gone: AbortSignal
 }
 
 /**

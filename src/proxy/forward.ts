@@ -159,6 +159,11 @@ export class Forwarder {
     this.#cut = true
   }
 
+  /** Whether a graceful stop's grace period ended (see {@link cutOff}). */
+  get cut(): boolean {
+    return this.#cut
+  }
+
   /** The HTTP transport of one request: its answer goes into `res`. */
   exchange(res: ServerResponse): Exchange {
     return new HttpExchange(this, res)
@@ -322,6 +327,7 @@ const CHUNKED = /^[\t ]*chunked[\t ]*$/i
 class HttpExchange implements Exchange {
   readonly #forwarder: Forwarder
   readonly #res: ServerResponse
+  #gone: AbortController | null = null
 
   constructor(forwarder: Forwarder, res: ServerResponse) {
     this.#forwarder = forwarder
@@ -330,6 +336,25 @@ class HttpExchange implements Exchange {
 
   get clientGone(): boolean {
     return this.#res.destroyed
+  }
+
+  /**
+   * Aborted when the client leaves (the connection closed, an h2 stream reset) before its answer
+   * was written: the request path stops a rehydration hook it runs for this request. Its reason
+   * is the AttemptResult to log (see Exchange.gone): the client's abort, or TETHER_SHUTTING_DOWN
+   * when a stop's grace end closed the connection. Made when first asked for (a moved user's
+   * request), so other requests pay no listener.
+   */
+  get gone(): AbortSignal {
+    if (this.#gone === null) {
+      const gone = new AbortController()
+      this.#gone = gone
+      const res = this.#res
+      const left = (): void => gone.abort({ status: 0, outcome: this.#forwarder.cut ? SHUT_DOWN : CLIENT_ABORT, error: null, responded: true } satisfies AttemptResult)
+      if (res.destroyed) left()
+      else res.once('close', () => { if (!res.writableEnded) left() })
+    }
+    return this.#gone.signal
   }
 
   attempt(ctx: RequestContext, decision: Decision, upstream: Upstream, headers: string[]): Attempt {

@@ -218,8 +218,8 @@ export class RequestPath {
           return this.#answer(ctx, x, 'TETHER_NO_UPSTREAM', true)
         }
         const headers = this.#headers(ctx, d, upstream)
-        const hookFailed = d.moved === null ? null : await this.#rehydrate(ctx, d, headers, x.gone ?? null)
-        if (hookFailed !== null && x.gone?.aborted === true) {
+        const hookFailed = d.moved === null ? null : await this.#rehydrate(ctx, d, headers, x.gone)
+        if (hookFailed !== null && x.gone.aborted) {
           // the client left while its state was posted: its hook was stopped, nothing is sent
           // upstream, no other upstream is tried; logged as the client's abort (or
           // TETHER_SHUTTING_DOWN when a stop's grace end closed it: see Exchange.gone)
@@ -446,7 +446,7 @@ export class RequestPath {
   /**
    * POST the state to the new upstream's hook before the request. It waits like a request on
    * that upstream: counted in flight, so health taking the upstream out (a frozen replica)
-   * stops it. Stopped (by health, or `cancel`: a hedge's first attempt answered), or the
+   * stops it. Stopped (by health, or `cancel`: the client left, or a hedge's first attempt answered), or the
    * connection failed: that failure (the request is sent elsewhere, or not at all); any other
    * outcome is logged and the request goes on.
    */
@@ -585,11 +585,16 @@ export class RequestPath {
     // line, and a retry after it) is put back unless the hedge answers
     const { rehydrate, heldState } = ctx
     const own = (): void => { ctx.rehydrate = rehydrate; ctx.heldState = heldState }
-    // the first attempt answering meanwhile stops the hedge's hook (on a frozen upstream it
-    // would hold the request's end, its access line, for up to timeouts.response_headers)
+    // the first attempt answering meanwhile, or the client leaving, stops the hedge's hook (on a
+    // frozen upstream it would hold the request's end, its access line, for up to
+    // timeouts.response_headers)
     const answered = new AbortController()
-    ctx.onAnswering = () => answered.abort()
+    const stop = (): void => answered.abort()
+    ctx.onAnswering = stop
+    if (x.gone.aborted) stop()
+    else x.gone.addEventListener('abort', stop, { once: true })
     const hookFailed = d2.moved === null ? null : await this.#rehydrate(ctx, d2, h2, answered.signal)
+    x.gone.removeEventListener('abort', stop)
     ctx.onAnswering = null
     ctx.rehydrateBytes = 0
     // answered meanwhile, or the hedge's state did not reach its upstream: its hook failed (the

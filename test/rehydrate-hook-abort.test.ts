@@ -1,0 +1,157 @@
+// A moved user's plain HTTP request (HTTP/1.1 or h2) whose client leaves while Tether posts the
+// user's state to the new upstream's rehydration hook (held by a slow upstream): the hook is
+// stopped at once, nothing is sent upstream afterwards, one access line says `client_abort`,
+// no rehydration, retry or upstream failure is counted, and the request leaves the in-flight
+// count. As for a WebSocket handshake (test/websocket-handshake-abort.test.ts).
+import t, { type Test } from 'tap'
+import { EventEmitter } from 'node:events'
+import http from 'node:http'
+import http2 from 'node:http2'
+import net from 'node:net'
+import { startTether, type Tether } from '../src/app.js'
+import { createLogger } from '../src/observability/logger.js'
+import { LogCapture } from './fixtures/log-capture.js'
+import { startUpstream, testConfig, request, type DeepPartial } from './fixtures/upstream.js'
+import { CookieJar } from './fixtures/users.js'
+import { metric } from './fixtures/drill.js'
+import { onEvent, waitFor, when } from './fixtures/wait.js'
+import type { Config } from '../src/config/schema.js'
+
+const HOOK = '/_tether/rehydrate'
+
+interface World { tether: Tether; logs: LogCapture; jar: CookieJar; hooks: http.ServerResponse[]; hooked: EventEmitter; forwarded: string[]; target: () => string }
+
+/**
+ * Tether over a, b, c whose hooks are held (never answered) and whose other requests answer with
+ * a checkpoint; user u1 answered once by their home upstream, then home taken out: u1's next
+ * request moves, and its state is posted to the new upstream's hook.
+ */
+async function movingWorld(t: Test, over: DeepPartial<Config> = {}): Promise<World> {
+  const hooks: http.ServerResponse[] = []
+  const hooked = new EventEmitter()
+  const forwarded: string[] = []
+  const hookedBy: string[] = []
+  let moving = false
+  const app = (id: string) => startUpstream(id, (req, res) => {
+    req.resume()
+    if (req.url === HOOK) {
+      hooks.push(res) // held: the hook never answers (the teardown closes it)
+      hookedBy.push(id)
+      hooked.emit('hook')
+      return
+    }
+    if (moving) forwarded.push(id)
+    res.writeHead(200, { 'x-tether-state': 'n' }).end(id)
+  })
+  const apps = [await app('a'), await app('b'), await app('c')]
+  t.teardown(() => Promise.all(apps.map((a) => a.close())))
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig(apps, {
+    state: { rehydrate: 'hook', hook_path: HOOK }, timeouts: { response_headers: 60_000 }, retries: { attempts: 2 }, ...over,
+  }), { logger: createLogger('info', logs) })
+  t.teardown(() => tether.close(0))
+  const jar = new CookieJar()
+  jar.cookies.set('user', 'u1')
+  const first = await request(tether.url, { headers: { cookie: jar.header()! } })
+  jar.apply(first.headers['set-cookie'])
+  const home = first.body
+  tether.health.disable(home)
+  moving = true
+  return { tether, logs, jar, hooks, hooked, forwarded, target: () => hookedBy[0]! }
+}
+
+/** The hook stopped, one `client_abort` line, nothing forwarded or counted, nothing left in flight. */
+async function checkStopped(t: Test, w: World, before: number): Promise<void> {
+  const hook = w.hooks[0]!
+  await waitFor(() => hook.destroyed, 3000, 'the hook request to be stopped') // polled: the upstream's socket closes under it
+  await when(onEvent(w.logs, 'record'), () => w.logs.access().length === before + 1, 3000, 'the access line')
+  t.match(w.logs.access()[before], { outcome: 'client_abort', status: 0 })
+  t.same(w.forwarded, [], 'nothing reached any upstream after the hook')
+  t.equal(w.hooks.length, 1, 'no other upstream tried')
+  await waitFor(() => w.tether.inFlight.count(w.target()) === 0, 2000, 'the hook to leave the in-flight count')
+  for (const result of ['delivered', 'no_state', 'error']) t.equal(await metric(w.tether, `tether_rehydrations_total{result="${result}"}`), 0, `no rehydration counted (${result})`)
+  t.equal(await metric(w.tether, `tether_retries_total{upstream="${w.target()}"}`), 0, 'no retry')
+  t.equal(w.tether.health.state(w.target()), 'healthy', 'the upstream is not blamed')
+}
+
+for (const leave of ['FIN', 'RST'] as const) {
+  t.test(`HTTP/1.1: a moved user's client that leaves (${leave}) while its state is posted to the hook stops the hook; nothing is forwarded`, async (t) => {
+    const w = await movingWorld(t)
+    const before = w.logs.access().length
+    const client = net.connect(w.tether.port, '127.0.0.1')
+    client.on('error', () => undefined)
+    client.write(`GET /x HTTP/1.1\r\nHost: a\r\nCookie: ${w.jar.header()!}\r\n\r\n`)
+    await when(onEvent(w.hooked, 'hook'), () => w.hooks.length === 1, 5000, 'the state posted to the hook')
+    if (leave === 'FIN') client.end()
+    else client.resetAndDestroy()
+    await checkStopped(t, w, before)
+    client.destroy()
+  })
+}
+
+t.test("h2: a moved user's stream reset (RST_STREAM) while its state is posted to the hook stops the hook; nothing is forwarded", async (t) => {
+  const w = await movingWorld(t, { listen: { http2: { cleartext: true } } })
+  const before = w.logs.access().length
+  const session = http2.connect(w.tether.url)
+  session.on('error', () => undefined)
+  t.teardown(() => session.destroy())
+  const stream = session.request({ ':path': '/x', cookie: w.jar.header()! })
+  stream.on('error', () => undefined)
+  await when(onEvent(w.hooked, 'hook'), () => w.hooks.length === 1, 5000, 'the state posted to the hook')
+  stream.close(http2.constants.NGHTTP2_CANCEL)
+  await checkStopped(t, w, before)
+})
+
+t.test("a hedge's hook: the client that leaves while the hedge's state is posted stops it; no hedge is sent", async (t) => {
+  // the user's request is held at home (no answer head): the hedge goes to another upstream,
+  // a move, so the user's state is posted to that upstream's hook first (held)
+  const hooks: http.ServerResponse[] = []
+  const hooked = new EventEmitter()
+  const forwarded: string[] = []
+  const hookedBy: string[] = []
+  let phase = 1
+  const held: http.ServerResponse[] = []
+  const app = (id: string) => startUpstream(id, (req, res) => {
+    req.resume()
+    if (req.url === HOOK) {
+      hooks.push(res)
+      hookedBy.push(id)
+      hooked.emit('hook')
+      return
+    }
+    if (phase === 1) return void res.writeHead(200, { 'x-tether-state': 'n' }).end(id)
+    if (phase === 2) { held.push(res); hooked.emit('held'); return } // the first attempt: no answer head
+    forwarded.push(id)
+    res.writeHead(200).end(id)
+  })
+  const apps = [await app('a'), await app('b'), await app('c')]
+  t.teardown(() => Promise.all(apps.map((a) => a.close())))
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig(apps, {
+    state: { rehydrate: 'hook', hook_path: HOOK }, timeouts: { response_headers: 60_000 }, retries: { attempts: 2, hedge_after: 50 },
+  }), { logger: createLogger('info', logs) })
+  t.teardown(() => tether.close(0))
+  const jar = new CookieJar()
+  jar.cookies.set('user', 'u1')
+  const first = await request(tether.url, { headers: { cookie: jar.header()! } })
+  jar.apply(first.headers['set-cookie'])
+  const home = first.body
+  phase = 2
+  const before = logs.access().length
+  const client = net.connect(tether.port, '127.0.0.1')
+  client.on('error', () => undefined)
+  client.write(`GET /x HTTP/1.1\r\nHost: a\r\nCookie: ${jar.header()!}\r\n\r\n`)
+  await when(onEvent(hooked, 'hook'), () => hooks.length === 1, 5000, "the hedge's state posted to its hook")
+  t.equal(held.length, 1, 'the first attempt is held at home')
+  phase = 3
+  client.resetAndDestroy()
+  const hook = hooks[0]!
+  await waitFor(() => hook.destroyed, 3000, "the hedge's hook request to be stopped")
+  await when(onEvent(logs, 'record'), () => logs.access().length === before + 1, 3000, 'the access line')
+  t.match(logs.access()[before], { outcome: 'client_abort', status: 0, upstream: home })
+  t.same(forwarded, [], 'no hedge sent')
+  t.equal(hooks.length, 1)
+  await waitFor(() => tether.inFlight.count(hookedBy[0]!) === 0 && tether.inFlight.count(home) === 0, 2000, 'nothing left in flight')
+  for (const result of ['delivered', 'no_state', 'error']) t.equal(await metric(tether, `tether_rehydrations_total{result="${result}"}`), 0, `no rehydration counted (${result})`)
+  t.equal(tether.health.state(hookedBy[0]!), 'healthy', "the hedge's upstream is not blamed")
+})
