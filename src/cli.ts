@@ -12,6 +12,7 @@ import { drainUpstream, showSession, type AdminTarget } from './admin/admin-clie
 import { workerCount } from './workers/worker-count.js'
 import { EarlySignals } from './early-signals.js'
 import { redisPasswordSettings, routeRedisConsole } from './redis/console-notices.js'
+import { maskUrlCredentials } from './secret-text.js'
 
 const USAGE = `Usage:
   tether [--config <file>]   run the proxy (default file: $TETHER_CONFIG or config/proxy.yaml)
@@ -185,7 +186,7 @@ async function main(): Promise<number> {
       process.stdout.write(`tether ${version()}\n`)
       return 0
     case 'usage-error':
-      process.stderr.write(`tether: ${cmd.message}\n\n${USAGE}`)
+      process.stderr.write(`tether: ${maskUrlCredentials(cmd.message)}\n\n${USAGE}`)
       return 2
     case 'import': {
       const sources: { file: string; text: string }[] = []
@@ -220,7 +221,7 @@ async function main(): Promise<number> {
         ? await showSession(cmd.admin, cmd.key, cmd.json)
         : await drainUpstream(cmd.admin, cmd.id, { migrate: cmd.migrate, wait: cmd.wait, timeout: cmd.timeout, poll: 1_000, progress: (line) => process.stdout.write(line) })
       process.stdout.write(r.out)
-      process.stderr.write(r.err)
+      process.stderr.write(maskUrlCredentials(r.err)) // an --admin URL with credentials, echoed in an error
       return r.code
     }
     case 'check': {
@@ -285,7 +286,7 @@ async function main(): Promise<number> {
           lastResort = makeLogger(config).child({ worker: 'primary' })
           return await runPrimary(file, cmd.config, lastResort, early)
         } catch (err) {
-          process.stderr.write(`tether: ${(err as Error).message}\n`)
+          process.stderr.write(`tether: ${maskUrlCredentials((err as Error).message)}\n`)
           return 1
         }
       }
@@ -295,7 +296,7 @@ async function main(): Promise<number> {
         const { startTether } = await import('./app.js')
         tether = await startTether(config, { configPath: cmd.config, configText: file.text })
       } catch (err) {
-        process.stderr.write(`tether: ${(err as Error).message}\n`)
+        process.stderr.write(`tether: ${maskUrlCredentials((err as Error).message)}\n`)
         return 1
       }
       return new Promise<number>((resolve) => {
@@ -326,7 +327,7 @@ async function main(): Promise<number> {
 main().then(
   (code) => process.exit(code),
   (err: unknown) => {
-    process.stderr.write(`tether: fatal: ${(err as Error)?.message ?? String(err)}\n`)
+    process.stderr.write(`tether: fatal: ${maskUrlCredentials((err as Error)?.message ?? String(err))}\n`)
     process.exit(1)
   },
 )

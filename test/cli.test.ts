@@ -25,6 +25,19 @@ t.test('an unknown argument exits 2 with usage', async (t) => {
   t.match(r.stderr, /Usage:/)
 })
 
+t.test('a URL with credentials echoed in an error reaches stderr with its password masked', async (t) => {
+  // a Redis url pasted as an argument: the usage error names it
+  const usage = await runCli(['run', 'redis://u:pw@h:6379'])
+  t.equal(usage.code, 2)
+  t.match(usage.stderr, /unknown argument "redis:\/\/u:\*\*\*@h:6379"/)
+  t.notMatch(usage.stderr, /pw/)
+  // an admin URL with credentials: the admin client's error names it (port 1: nothing listens)
+  const admin = await runCli(['session', 'k', '--admin', 'http://u:pw@127.0.0.1:1'])
+  t.equal(admin.code, 1)
+  t.match(admin.stderr, /http:\/\/u:\*\*\*@127\.0\.0\.1:1/)
+  t.notMatch(admin.stderr, /pw/)
+})
+
 t.test('check: a valid file exits 0 and counts its static upstreams', async (t) => {
   const file = tempFile('ok.yaml', 'upstreams:\n  - { id: a, url: "http://127.0.0.1:9001" }\n')
   const r = await runCli(['check', file])
