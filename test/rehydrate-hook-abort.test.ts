@@ -19,17 +19,23 @@ import type { Config } from '../src/config/schema.js'
 
 const HOOK = '/_tether/rehydrate'
 
-interface World { tether: Tether; logs: LogCapture; jar: CookieJar; hooks: http.ServerResponse[]; hooked: EventEmitter; forwarded: string[]; target: () => string }
+interface World {
+  tether: Tether; logs: LogCapture; jar: CookieJar; home: string
+  hooks: http.ServerResponse[]; hooked: EventEmitter; forwarded: string[]; held: http.ServerResponse[]; target: () => string
+}
 
 /**
  * Tether over a, b, c whose hooks are held (never answered) and whose other requests answer with
- * a checkpoint; user u1 answered once by their home upstream, then home taken out: u1's next
- * request moves, and its state is posted to the new upstream's hook.
+ * a checkpoint; user u1 answered once by their home upstream. Then home is taken out, so u1's
+ * next request moves and its state is posted to the new upstream's hook; or, with `hedge`
+ * (`retries.hedge_after` set), home holds u1's next request (no answer head), so its hedge goes
+ * to another upstream, a move, and the state is posted to that upstream's hook first.
  */
-async function movingWorld(t: Test, over: DeepPartial<Config> = {}): Promise<World> {
+async function movingWorld(t: Test, over: DeepPartial<Config> = {}, hedge = false): Promise<World> {
   const hooks: http.ServerResponse[] = []
   const hooked = new EventEmitter()
   const forwarded: string[] = []
+  const held: http.ServerResponse[] = []
   const hookedBy: string[] = []
   let moving = false
   const app = (id: string) => startUpstream(id, (req, res) => {
@@ -40,6 +46,7 @@ async function movingWorld(t: Test, over: DeepPartial<Config> = {}): Promise<Wor
       hooked.emit('hook')
       return
     }
+    if (moving && hedge && held.length === 0) return void held.push(res) // the first attempt: no answer head
     if (moving) forwarded.push(id)
     res.writeHead(200, { 'x-tether-state': 'n' }).end(id)
   })
@@ -55,9 +62,9 @@ async function movingWorld(t: Test, over: DeepPartial<Config> = {}): Promise<Wor
   const first = await request(tether.url, { headers: { cookie: jar.header()! } })
   jar.apply(first.headers['set-cookie'])
   const home = first.body
-  tether.health.disable(home)
+  if (!hedge) tether.health.disable(home)
   moving = true
-  return { tether, logs, jar, hooks, hooked, forwarded, target: () => hookedBy[0]! }
+  return { tether, logs, jar, home, hooks, hooked, forwarded, held, target: () => hookedBy[0]! }
 }
 
 /** The hook stopped, one `client_abort` line, nothing forwarded or counted, nothing left in flight. */
@@ -103,55 +110,16 @@ t.test("h2: a moved user's stream reset (RST_STREAM) while its state is posted t
 })
 
 t.test("a hedge's hook: the client that leaves while the hedge's state is posted stops it; no hedge is sent", async (t) => {
-  // the user's request is held at home (no answer head): the hedge goes to another upstream,
-  // a move, so the user's state is posted to that upstream's hook first (held)
-  const hooks: http.ServerResponse[] = []
-  const hooked = new EventEmitter()
-  const forwarded: string[] = []
-  const hookedBy: string[] = []
-  let phase = 1
-  const held: http.ServerResponse[] = []
-  const app = (id: string) => startUpstream(id, (req, res) => {
-    req.resume()
-    if (req.url === HOOK) {
-      hooks.push(res)
-      hookedBy.push(id)
-      hooked.emit('hook')
-      return
-    }
-    if (phase === 1) return void res.writeHead(200, { 'x-tether-state': 'n' }).end(id)
-    if (phase === 2) { held.push(res); hooked.emit('held'); return } // the first attempt: no answer head
-    forwarded.push(id)
-    res.writeHead(200).end(id)
-  })
-  const apps = [await app('a'), await app('b'), await app('c')]
-  t.teardown(() => Promise.all(apps.map((a) => a.close())))
-  const logs = new LogCapture()
-  const tether = await startTether(testConfig(apps, {
-    state: { rehydrate: 'hook', hook_path: HOOK }, timeouts: { response_headers: 60_000 }, retries: { attempts: 2, hedge_after: 50 },
-  }), { logger: createLogger('info', logs) })
-  t.teardown(() => tether.close(0))
-  const jar = new CookieJar()
-  jar.cookies.set('user', 'u1')
-  const first = await request(tether.url, { headers: { cookie: jar.header()! } })
-  jar.apply(first.headers['set-cookie'])
-  const home = first.body
-  phase = 2
-  const before = logs.access().length
-  const client = net.connect(tether.port, '127.0.0.1')
+  const w = await movingWorld(t, { retries: { attempts: 2, hedge_after: 50 } }, true)
+  const before = w.logs.access().length
+  const client = net.connect(w.tether.port, '127.0.0.1')
   client.on('error', () => undefined)
-  client.write(`GET /x HTTP/1.1\r\nHost: a\r\nCookie: ${jar.header()!}\r\n\r\n`)
-  await when(onEvent(hooked, 'hook'), () => hooks.length === 1, 5000, "the hedge's state posted to its hook")
-  t.equal(held.length, 1, 'the first attempt is held at home')
-  phase = 3
+  client.write(`GET /x HTTP/1.1\r\nHost: a\r\nCookie: ${w.jar.header()!}\r\n\r\n`)
+  await when(onEvent(w.hooked, 'hook'), () => w.hooks.length === 1, 5000, "the hedge's state posted to its hook")
+  t.equal(w.held.length, 1, 'the first attempt is held at home')
+  t.not(w.target(), w.home, 'the hedge moves the user')
   client.resetAndDestroy()
-  const hook = hooks[0]!
-  await waitFor(() => hook.destroyed, 3000, "the hedge's hook request to be stopped")
-  await when(onEvent(logs, 'record'), () => logs.access().length === before + 1, 3000, 'the access line')
-  t.match(logs.access()[before], { outcome: 'client_abort', status: 0, upstream: home })
-  t.same(forwarded, [], 'no hedge sent')
-  t.equal(hooks.length, 1)
-  await waitFor(() => tether.inFlight.count(hookedBy[0]!) === 0 && tether.inFlight.count(home) === 0, 2000, 'nothing left in flight')
-  for (const result of ['delivered', 'no_state', 'error']) t.equal(await metric(tether, `tether_rehydrations_total{result="${result}"}`), 0, `no rehydration counted (${result})`)
-  t.equal(tether.health.state(hookedBy[0]!), 'healthy', "the hedge's upstream is not blamed")
+  await checkStopped(t, w, before)
+  t.match(w.logs.access()[before], { upstream: w.home }, "logged as the first attempt's")
+  await waitFor(() => w.tether.inFlight.count(w.home) === 0, 2000, 'the first attempt to leave the in-flight count')
 })
