@@ -6,7 +6,7 @@ import { redisCli, startRedis, startRedisSentinel } from './fixtures/redis-serve
 import { startChildTether, type ChildTether } from './fixtures/raw-tether.js'
 import { startUpstream } from './fixtures/upstream.js'
 import { waitFor } from './fixtures/wait.js'
-import { routeRedisConsole } from '../src/redis/console-notices.js'
+import { logRedisNotice, redisConsoleNotice, routeRedisConsole } from '../src/redis/console-notices.js'
 import { createLogger } from '../src/observability/logger.js'
 import { LogCapture } from './fixtures/log-capture.js'
 
@@ -74,6 +74,34 @@ t.test('a Sentinel password the Sentinels do not need: the warn names state.redi
   const notices = (await jsonLines(t, child)).filter((l) => l['msg'] === NOTICE)
   t.equal(notices.length, 1, 'said once')
   t.match(notices[0], { level: 40, hint: 'the password in state.redis.sentinel_password is not needed by this server; remove it or set requirepass' })
+})
+
+t.test('an ACL user that may not run INFO: ioredis\'s "Skipping the ready check" line is one JSON warn with the grant, not plain text', async (t) => {
+  const redis = await startRedis({ args: ['--requirepass', 'default-s3cret'] })
+  t.teardown(() => redis.stop())
+  await redisCli(redis.port, '--no-auth-warning', '-a', 'default-s3cret', 'ACL', 'SETUSER', 'no-info', 'on', '>app-s3cret', '~*', '&*', '+@all', '-info')
+  const child = await start(t, [`state: { store: redis, redis: { url: "${redis.url}", username: no-info, password: app-s3cret } }`])
+  const READY = 'redis: the ACL user may not run INFO, so the client skips its ready check'
+  await waitFor(() => child.stdout().includes(READY) || child.stdout().includes('Skipping the ready check') || child.stderr().includes('Skipping the ready check'), 10_000, 'the ready check line')
+  // every connection of Tether's dropped: each connects again and runs its ready check again
+  await redisCli(redis.port, '--no-auth-warning', '-a', 'default-s3cret', 'CLIENT', 'KILL', 'TYPE', 'normal')
+  await waitFor(() => child.stdout().includes('redis node up again'), 10_000, 'Tether to connect again')
+  const lines = await jsonLines(t, child)
+  const notices = lines.filter((l) => l['msg'] === READY)
+  t.equal(notices.length, 1, 'said once')
+  t.match(notices[0], { level: 40, hint: /grant \+info/, redis_said: /^Skipping the ready check because INFO command fails: "NOPERM/ })
+  t.notMatch(JSON.stringify(lines), /app-s3cret|default-s3cret/, 'no password in any line')
+})
+
+t.test('a Redis 7.2+ refusal quoted in a notice leaves the ACL user\'s name out', async (t) => {
+  const line = 'Skipping the ready check because INFO command fails: "NOPERM User tether-app has no permissions to run the \'info\' command". You can disable ready check with "enableReadyCheck".'
+  const notice = redisConsoleNotice(line, [])
+  t.ok(notice !== null, 'routed')
+  const log = new LogCapture()
+  logRedisNotice(createLogger('info', log), notice!, line)
+  t.equal(log.records.length, 1)
+  t.match(log.records[0], { redis_said: /NOPERM User <user> has no permissions/ })
+  t.notMatch(JSON.stringify(log.records), /tether-app/, 'the user name is not logged')
 })
 
 t.test('any other console.warn passes through unchanged', async (t) => {

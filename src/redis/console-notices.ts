@@ -1,5 +1,6 @@
 // What ioredis says with console.warn ("[WARN] Redis server does not require a password, but a
-// password was supplied.", at every connect): plain-text lines among Tether's JSON log lines.
+// password was supplied.", at every connect; "Skipping the ready check because INFO command
+// fails" for an ACL user without +info): plain-text lines among Tether's JSON log lines.
 // This routes them into the logger, once each, with what they mean for the operator and the
 // setting to change; every other console.warn passes through unchanged. Installed once per
 // process by cli.ts's run path; imports no ioredis (the texts are matched, from its event_handler.js).
@@ -26,13 +27,26 @@ export function redisPasswordSettings(redis: RedisConfig): string[] {
   ]
 }
 
+/** ioredis's own line (no `[WARN] ` prefix) when INFO is refused at connect (its Redis.js). */
+const READY_CHECK = /^Skipping the ready check because INFO command fails: /
+/** The lines of ioredis routed (checked before a stack is captured). */
+const ROUTED = /^(\[(WARN|ERROR)\] |Skipping the ready check because INFO command fails: )/
+
 /**
- * What an ioredis console line (`[WARN] ...` or `[ERROR] ...`) means, or null for any other line.
+ * What an ioredis console line (`[WARN] ...`, `[ERROR] ...`, or `Skipping the ready check
+ * because INFO command fails: ...`) means, or null for any other line.
  * `passwords`: see {@link redisPasswordSettings}. Example:
  * `redisConsoleNotice('[WARN] Redis server does not require a password, but a password was supplied.', ['state.redis.password'])`
  * -> `{ level: 'warn', msg: 'redis: the server does not require a password, but Tether sends one', hint: 'the password in state.redis.password is not needed by this server; remove it or set requirepass' }`.
  */
 export function redisConsoleNotice(line: string, passwords: readonly string[]): RedisConsoleNotice | null {
+  if (READY_CHECK.test(line)) {
+    return {
+      level: 'warn',
+      msg: 'redis: the ACL user may not run INFO, so the client skips its ready check',
+      hint: 'grant +info (ACL SETUSER <user> +info): without it a Redis still loading its data is used at once, and Tether cannot check its maxmemory-policy',
+    }
+  }
   if (!/^\[(WARN|ERROR)\] /.test(line)) return null
   const setting = passwords.length === 0 ? 'the password Tether sends' : `the password in ${passwords.join(' or ')}`
   if (/does not require a password, but a password was supplied/.test(line)) {
@@ -54,10 +68,12 @@ export function redisConsoleNotice(line: string, passwords: readonly string[]): 
 
 /**
  * Log `notice`, ioredis's line `said`, as one JSON line of `logger` (its `msg`, the line as
- * `redis_said`, the `hint`, and `fields`). Example: `logRedisNotice(logger, notice, '[WARN] ...', { child: 1 })`.
+ * `redis_said` with an ACL user's name left out, the `hint`, and `fields`). Example: `logRedisNotice(logger, notice, '[WARN] ...', { child: 1 })`.
  */
 export function logRedisNotice(logger: Logger, notice: RedisConsoleNotice, said: string, fields: Readonly<Record<string, unknown>> = {}): void {
-  logger[notice.level]({ ...fields, redis_said: said, ...(notice.hint === undefined ? {} : { hint: notice.hint }) }, notice.msg)
+  // (Redis 7.2+ names the ACL user in a refusal: "NOPERM User u has no permissions ...")
+  const line = said.replace(/\bUser \S+ has\b/, 'User <user> has')
+  logger[notice.level]({ ...fields, redis_said: line, ...(notice.hint === undefined ? {} : { hint: notice.hint }) }, notice.msg)
 }
 
 /**
@@ -76,8 +92,8 @@ export function routeRedisConsole(
   const previous = console.warn
   const told = new Set<string>()
   console.warn = (...args: unknown[]): void => {
-    // The cheap checks first: the stack is captured only for a single `[WARN] `/`[ERROR] ` string.
-    const notice = args.length === 1 && typeof args[0] === 'string' && /^\[(WARN|ERROR)\] /.test(args[0]) &&
+    // The cheap checks first: the stack is captured only for a single string of ROUTED's shapes.
+    const notice = args.length === 1 && typeof args[0] === 'string' && ROUTED.test(args[0]) &&
       /[/\\]ioredis[/\\]/.test(new Error().stack ?? '')
       ? redisConsoleNotice(args[0], passwords())
       : null
