@@ -318,3 +318,26 @@ t.test('standalone: a user whose key patterns leave out the keyspace marker: the
   t.equal(refused().length, 1, 'the next check\'s refusal (an EVALSHA, the first was an EVAL) adds no line (rate-limited)')
   noSecrets(t, logs, [], [USER, USER_PASSWORD])
 })
+
+t.test('standalone: a refused session key is named without the user\'s part (an application cookie or header value is never logged)', async (t) => {
+  const redis = await startRedis({ args: ['--requirepass', DEFAULT_PASSWORD] })
+  t.teardown(() => redis.stop())
+  // every key of the prefix but the bindings (`acl:af:{<key>}`): the marker and checkpoints allowed
+  await asDefault(redis.port, 'ACL', 'SETUSER', USER, 'on', `>${USER_PASSWORD}`, '~acl:[^a]*', '&*', '+@all', '-@dangerous', '+info', '+client')
+  const logs = new LogCapture()
+  const app = await startCounter('app-0')
+  t.teardown(() => app.kill())
+  const cfg = testConfig([app], {
+    affinity: { key: 'header', header: { name: 'X-Tenant' }, shared: 'redis' },
+    state: { store: 'redis', timeout: 1_000, redis: { url: `redis://127.0.0.1:${redis.port}`, username: USER, password: USER_PASSWORD, key_prefix: 'acl:' } },
+  })
+  const tt = await startTether(cfg, { logger: createLogger('info', logs) })
+  t.teardown(() => tt.close(0))
+  const value = 'tenant-s3cret-4711'
+  const r = await get(tt.url, new http.Agent(), { 'x-tenant': value })
+  t.equal(r.status, 200, 'answered (a refused binding write does not fail the request)')
+  const refused = (): Record<string, unknown>[] => logs.records.filter((l) => String(l['msg']).startsWith('redis refused a key'))
+  await waitFor('the refusal told', () => refused().length > 0)
+  t.match(refused(), [{ level: 40, key: 'acl:af:{…}' }], 'the key named by its kind, the user\'s part left out')
+  t.notOk(JSON.stringify(logs.records).includes(value), 'the header value is in no log line')
+})

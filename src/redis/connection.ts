@@ -237,10 +237,23 @@ export interface RedisRefusal {
   readonly error: string | null
   /**
    * A refusal of a key (a NOPERM that names no command: the user's key patterns leave it out):
-   * the refused call's key as Redis names it, e.g. `tether:keyspace` (the keyspace marker);
-   * absent for a command refused, or a call without a key.
+   * the refused call's key as it may be logged ({@link loggedKey}: a session's part left out),
+   * e.g. `tether:keyspace` (the keyspace marker), `tether:af:{…}` (a binding); absent for a
+   * command refused, or a call without a key.
    */
   readonly key?: string
+}
+
+/**
+ * A key of Tether's as it may be logged: what follows the first `{` (a session's key: an
+ * application cookie, a header value, a client IP; the key prefix has no brace) left out, so
+ * the key's kind is told (what to grant) but no user's secret. Example:
+ * `loggedKey('tether:af:{PHPSESSID-value}')` -> `'tether:af:{…}'`;
+ * `loggedKey('tether:keyspace')` -> `'tether:keyspace'`.
+ */
+export function loggedKey(key: string): string {
+  const brace = key.indexOf('{')
+  return brace < 0 ? key : `${key.slice(0, brace)}{…}`
 }
 
 type Client = Redis | Cluster
@@ -1000,7 +1013,7 @@ export class RedisConnection {
     }
     // (a key's refusal, "... access one of the keys used as arguments", not a channel's)
     const keyRefused = !/'[^']+' command/.test(error) && key !== null && /\bkeys\b/.test(error)
-    tellAll(this.#refusalListeners, { command, error: told, ...(keyRefused ? { key } : {}) })
+    tellAll(this.#refusalListeners, { command, error: told, ...(keyRefused ? { key: loggedKey(key) } : {}) })
     return told
   }
 
