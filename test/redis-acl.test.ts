@@ -14,7 +14,7 @@ import { testConfig, type DeepPartial } from './fixtures/upstream.js'
 import { CookieJar, get } from './fixtures/users.js'
 import { startCounter, type CounterAnswer } from './fixtures/counter-upstream.js'
 import { LogCapture } from './fixtures/log-capture.js'
-import { authHint } from '../src/redis/connection.js'
+import { authHint, refusesKey } from '../src/redis/connection.js'
 
 const SECRET = 'redis-acl-secret-0123456789abcdef'
 const DEFAULT_PASSWORD = 'default-s3cret'
@@ -340,4 +340,17 @@ t.test('standalone: a refused session key is named without the user\'s part (an 
   await waitFor('the refusal told', () => refused().length > 0)
   t.match(refused(), [{ level: 40, key: 'acl:af:{…}' }], 'the key named by its kind, the user\'s part left out')
   t.notOk(JSON.stringify(logs.records).includes(value), 'the header value is in no log line')
+})
+
+t.test('refusesKey: a key refusal in each Redis version\'s words (6.2/7.0 "one of the keys", 7.2+ and Valkey "a key"); not a channel\'s or a command\'s', (t) => {
+  const cases: [string, boolean][] = [
+    ['NOPERM this user has no permissions to access one of the keys used as arguments', true],
+    ['NOPERM No permissions to access a key', true],
+    ['NOPERM this user has no permissions to access one of the channels used as arguments', false],
+    ['NOPERM No permissions to access a channel', false],
+    ["NOPERM User u has no permissions to run the 'keys' command", false],
+    ["NOPERM this user has no permissions to run the 'get' command", false],
+  ]
+  t.same(cases.map(([error]) => [error, refusesKey(error)]), cases)
+  t.end()
 })

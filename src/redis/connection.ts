@@ -245,6 +245,16 @@ export interface RedisRefusal {
 }
 
 /**
+ * Whether a NOPERM reply refuses a key (the user's key patterns leave it out), in each Redis
+ * version's words: 6.2 and 7.0 `... access one of the keys used as arguments`, 7.2+ and Valkey
+ * `No permissions to access a key`; not a channel's refusal nor a command's. Example:
+ * `refusesKey('NOPERM No permissions to access a key')` -> true.
+ */
+export function refusesKey(error: string): boolean {
+  return !/'[^']+' command/.test(error) && !/channel/i.test(error) && /\bkeys?\b/i.test(error)
+}
+
+/**
  * A key of Tether's as it may be logged: what follows the first `{` (a session's key: an
  * application cookie, a header value, a client IP; the key prefix has no brace) left out, so
  * the key's kind is told (what to grant) but no user's secret. Example:
@@ -1011,8 +1021,7 @@ export class RedisConnection {
       if (nodes === undefined) this.#refused.set(command, new Set([node]))
       else nodes.add(node)
     }
-    // (a key's refusal, "... access one of the keys used as arguments", not a channel's)
-    const keyRefused = !/'[^']+' command/.test(error) && key !== null && /\bkeys\b/.test(error)
+    const keyRefused = key !== null && refusesKey(error)
     tellAll(this.#refusalListeners, { command, error: told, ...(keyRefused ? { key: loggedKey(key) } : {}) })
     return told
   }
