@@ -310,3 +310,30 @@ t.test('a node removed while its INFO is unanswered: the late reply opens no war
   await waitFor('the second check ends', () => answers.length === 2)
   t.equal(told(logs, WARN).length, 1, 'a node back up is checked as any other')
 })
+
+t.test('a node removed while its minute\'s re-check is unanswered: the late reply opens no warn, and no re-check is armed for it', async (t) => {
+  const logs = new LogCapture()
+  const answers: number[] = []
+  const timers = new FakeTimers()
+  let listener: ((e: RedisNodeEvent) => void) | null = null
+  let reply: ((infos: Map<string, string>) => void) | null = null
+  const redis = {
+    onNode: (fn: (e: RedisNodeEvent) => void) => { listener = fn; return () => { listener = null } },
+    info: () => new Promise<Map<string, string>>((resolve) => { reply = resolve }),
+  } as unknown as RedisConnection
+  const stop = watchEviction(redis, new ProblemLog(createLogger('info', logs), systemClock, Infinity), { checked: (n) => answers.push(n), timers })
+  t.teardown(stop)
+  const node = { address: '127.0.0.1:7003' } as RedisNodeEvent['node']
+  listener!({ kind: 'up', node })
+  reply!(new Map([[node.address, 'maxmemory:0\r\nmaxmemory_policy:noeviction\r\n']]))
+  await timers.scheduled(EVICTION_RECHECK_MS) // answered: safe, the re-check armed
+  reply = null
+  timers.advance(EVICTION_RECHECK_MS)
+  t.ok(reply !== null, 'the re-check asked it')
+  listener!({ kind: 'removed', node })
+  reply!(new Map([[node.address, 'maxmemory:1\r\nmaxmemory_policy:allkeys-lru\r\n']]))
+  await waitFor('the re-check ends', () => answers.length === 2)
+  t.same(told(logs, WARN), [], 'no warn for a node that serves no slot any more')
+  await timers.settled((pending) => pending.length === 0)
+  t.same(timers.pending(), [], 'no re-check armed: no node answers')
+})
