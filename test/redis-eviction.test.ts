@@ -337,3 +337,30 @@ t.test('a node removed while its minute\'s re-check is unanswered: the late repl
   await timers.settled((pending) => pending.length === 0)
   t.same(timers.pending(), [], 'no re-check armed: no node answers')
 })
+
+t.test('a node that comes up again while its INFO is unanswered is asked again once that one ends (an up is never lost)', async (t) => {
+  const logs = new LogCapture()
+  const answers: number[] = []
+  const timers = new FakeTimers()
+  let listener: ((e: RedisNodeEvent) => void) | null = null
+  const replies: ((infos: Map<string, string>) => void)[] = []
+  const redis = {
+    onNode: (fn: (e: RedisNodeEvent) => void) => { listener = fn; return () => { listener = null } },
+    info: () => new Promise<Map<string, string>>((resolve) => { replies.push(resolve) }),
+  } as unknown as RedisConnection
+  const stop = watchEviction(redis, new ProblemLog(createLogger('info', logs), systemClock, Infinity), { checked: (n) => answers.push(n), timers })
+  t.teardown(stop)
+  const node = { address: '127.0.0.1:6379' } as RedisNodeEvent['node']
+  listener!({ kind: 'up', node })
+  listener!({ kind: 'down', node })
+  listener!({ kind: 'up', node }) // a reconnect while the first INFO waits: its socket's reply is lost
+  t.equal(replies.length, 1, 'one INFO at a time')
+  replies[0]!(new Map())
+  await waitFor('the first check ends', () => answers.length === 1)
+  await waitFor('the node asked again', () => replies.length === 2)
+  replies[1]!(new Map([[node.address, 'maxmemory:1\r\nmaxmemory_policy:allkeys-lru\r\n']]))
+  await waitFor('the second check ends', () => answers.length === 2)
+  t.match(told(logs, WARN), [{ node: node.address, policy: 'allkeys-lru' }], 'the node that came up is checked and told')
+  await timers.scheduled(EVICTION_RECHECK_MS)
+  t.pass('and re-checked once a minute')
+})

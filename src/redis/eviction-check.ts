@@ -61,7 +61,8 @@ export interface EvictionWatchOptions {
  * start-up, each reconnect, a master that joins a Cluster by a failover or a resharding while
  * the Cluster stays ready, a node back from failing calls), then every `everyMs`
  * ({@link EVICTION_RECHECK_MS}) while it answers (a policy changed with `CONFIG SET`): one INFO
- * to that node only, none while one to it is unanswered. A node whose policy evicts Tether's
+ * to that node only, none while one to it is unanswered (a node that comes up meanwhile is
+ * asked again once that one ends). A node whose policy evicts Tether's
  * keys is reported to `problems` (key `redis eviction <node>`, identity the policy: a
  * ProblemLog with an infinite interval warns once a spell), and resolved by an info line once a
  * later check finds it safe, or once it is `removed` (it serves no Cluster slot any more). A
@@ -82,6 +83,8 @@ export function watchEviction(redis: RedisConnection, problems: ProblemLog, opti
   const removed = new Set<string>()
   /** Nodes whose last INFO was answered (and not down since): asked again at each re-check. */
   const answered = new Set<string>()
+  /** Nodes that came up while an INFO to them was unanswered: asked again once it ends (its reply may be the old connection's failure). */
+  const again = new Set<string>()
   let timer: unknown = null
   let stopped = false
   const arm = (): void => {
@@ -110,6 +113,7 @@ export function watchEviction(redis: RedisConnection, problems: ProblemLog, opti
       asking.delete(address)
     }
     if (stopped) return
+    if (again.delete(address)) void check(address)
     if (removed.delete(address)) return tell(0)
     if (infos.size === 0) answered.delete(address)
     for (const [node, info] of infos) {
@@ -124,11 +128,14 @@ export function watchEviction(redis: RedisConnection, problems: ProblemLog, opti
   const off = redis.onNode((e) => {
     if (e.kind === 'up') {
       removed.delete(e.node.address)
-      void check(e.node.address)
+      if (asking.has(e.node.address)) again.add(e.node.address)
+      else void check(e.node.address)
     } else if (e.kind === 'down') {
       answered.delete(e.node.address)
+      again.delete(e.node.address)
     } else if (e.kind === 'removed') {
       answered.delete(e.node.address)
+      again.delete(e.node.address)
       if (asking.has(e.node.address)) removed.add(e.node.address)
       problems.resolve(`redis eviction ${e.node.address}`, { node: e.node.address }, 'redis node serves no slot any more: its maxmemory-policy warn ends')
     }
