@@ -364,3 +364,20 @@ t.test('a node that comes up again while its INFO is unanswered is asked again o
   await timers.scheduled(EVICTION_RECHECK_MS)
   t.pass('and re-checked once a minute')
 })
+
+t.test('a re-check that gets no reply in time (a Redis busy for seconds) keeps the node in the minute\'s re-checks: a policy changed after is still told', async (t) => {
+  const server = await redisWith(t, 'noeviction')
+  const timers = new FakeTimers()
+  // (a stall closes the connection only after 10 s, as with a long state.timeout: no reconnect, no `up`)
+  const { logs, answers } = await watched(t, { url: `redis://127.0.0.1:${server.port}`, stallTimeout: 10_000 }, timers)
+  await timers.scheduled(EVICTION_RECHECK_MS)
+  await redisCli(server.port, 'CLIENT', 'PAUSE', '3000', 'ALL') // Redis answers no command for 3 s
+  timers.advance(EVICTION_RECHECK_MS)
+  await waitFor('the re-check given up (no reply within connectTimeout)', () => answers.length === 2, 8_000)
+  t.equal(answers[1], 0, 'no node answered it')
+  await redisCli(server.port, 'CONFIG', 'SET', 'maxmemory-policy', 'allkeys-lru') // (answered once the pause ends)
+  await timers.scheduled(EVICTION_RECHECK_MS)
+  timers.advance(EVICTION_RECHECK_MS)
+  await waitFor('the next re-check', () => answers.length === 3)
+  t.match(told(logs, WARN), [{ node: `127.0.0.1:${server.port}`, policy: 'allkeys-lru' }], 'the policy changed after the slow reply is told')
+})

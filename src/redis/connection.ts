@@ -599,13 +599,14 @@ export class RedisConnection {
    * `INFO <section>` of each node (the standalone server, the Sentinel master, each Cluster
    * master), by address (as {@link nodes} names them), for checks outside the request path:
    * each within `connectTimeout`, counted in no node's health and told to no {@link onRefused}
-   * listener; a node that refused (an ACL user without INFO), failed or did not answer is left
+   * listener; a node that did not answer within it is there as null (busy, or frozen: its
+   * connection may still serve), one that refused (an ACL user without INFO) or failed is left
    * out. `only`: ask just the node of that address (as a {@link RedisNodeEvent} names it).
    * Example: `await redis.info('memory')` -> `Map { '127.0.0.1:6379' => '# Memory\r\nused_memory:1052384\r\n...' }`.
    */
-  async info(section: string, only?: string): Promise<Map<string, string>> {
+  async info(section: string, only?: string): Promise<Map<string, string | null>> {
     const client = this.#client
-    const found = new Map<string, string>()
+    const found = new Map<string, string | null>()
     if (client === null || client.status !== 'ready') return found
     // (a Cluster master named as the slot map, so {@link nodes} and node events, name it: an
     // IPv6 host without brackets there)
@@ -614,8 +615,9 @@ export class RedisConnection {
       : [[this.#single()?.address ?? '', client]]
     const asked = only === undefined ? all : all.filter(([address]) => address === only)
     await Promise.all(asked.map(async ([address, c]) => {
-      const reply = await withDeadline(c.info(section), this.#connectTimeout, null, this.#timers)
-      if (reply !== null) found.set(address, reply)
+      // (undefined: refused or failed; null: no reply in time)
+      const reply = await withDeadline(c.info(section).catch(() => undefined), this.#connectTimeout, null, this.#timers)
+      if (reply !== undefined) found.set(address, reply)
     }))
     return found
   }

@@ -66,9 +66,10 @@ export interface EvictionWatchOptions {
  * keys is reported to `problems` (key `redis eviction <node>`, identity the policy: a
  * ProblemLog with an infinite interval warns once a spell), and resolved by an info line once a
  * later check finds it safe, or once it is `removed` (it serves no Cluster slot any more). A
- * node that refuses INFO (an ACL user without it), does not answer or goes `down` is not told
- * of, nor asked again until it next comes up. The re-check's one timer is armed only while some
- * node answered. Returns the stop (unsubscribes, clears the timer).
+ * node that refuses INFO (an ACL user without it), fails it or goes `down` is not told of, nor
+ * asked again until it next comes up; one that did not answer in time (busy) is asked again at
+ * the next re-check. The re-check's one timer is armed only while some node answered (or was
+ * too slow to). Returns the stop (unsubscribes, clears the timer).
  *
  * Example: `const stop = watchEviction(redis, new ProblemLog(logger, clock, Infinity))` with
  * Redis started as `--maxmemory 100mb --maxmemory-policy allkeys-lru` logs one warn
@@ -106,7 +107,7 @@ export function watchEviction(redis: RedisConnection, problems: ProblemLog, opti
   const check = async (address: string): Promise<void> => {
     if (asking.has(address)) return
     asking.add(address)
-    let infos: Map<string, string>
+    let infos: Map<string, string | null>
     try {
       infos = await redis.info('memory', address)
     } finally {
@@ -116,14 +117,18 @@ export function watchEviction(redis: RedisConnection, problems: ProblemLog, opti
     if (again.delete(address)) void check(address)
     if (removed.delete(address)) return tell(0)
     if (infos.size === 0) answered.delete(address)
+    let answeredNow = 0
     for (const [node, info] of infos) {
+      // (no reply in time, Redis busy: nothing told, asked again at the next re-check)
       answered.add(node)
+      if (info === null) continue
+      answeredNow++
       const risk = evictionRisk(info)
       if (risk === null) problems.resolve(`redis eviction ${node}`, { node }, "redis no longer evicts Tether's keys (maxmemory-policy)")
       else problems.report(`redis eviction ${node}`, risk.policy, { node, ...risk }, "redis evicts Tether's keys when full (maxmemory-policy)")
     }
     arm()
-    tell(infos.size)
+    tell(answeredNow)
   }
   const off = redis.onNode((e) => {
     if (e.kind === 'up') {
