@@ -371,7 +371,7 @@ t.test('a re-check that gets no reply in time (a Redis busy for seconds) keeps t
   // (a stall closes the connection only after 10 s, as with a long state.timeout: no reconnect, no `up`)
   const { logs, answers } = await watched(t, { url: `redis://127.0.0.1:${server.port}`, stallTimeout: 10_000 }, timers)
   await timers.scheduled(EVICTION_RECHECK_MS)
-  await redisCli(server.port, 'CLIENT', 'PAUSE', '3000', 'ALL') // Redis answers no command for 3 s
+  await redisCli(server.port, 'CLIENT', 'PAUSE', '4000', 'ALL') // Redis answers no command for 4 s (the INFO's deadline: 2 s)
   timers.advance(EVICTION_RECHECK_MS)
   await waitFor('the re-check given up (no reply within connectTimeout)', () => answers.length === 2, 8_000)
   t.equal(answers[1], 0, 'no node answered it')
