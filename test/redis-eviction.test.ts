@@ -381,3 +381,27 @@ t.test('a re-check that gets no reply in time (a Redis busy for seconds) keeps t
   await waitFor('the next re-check', () => answers.length === 3)
   t.match(told(logs, WARN), [{ node: `127.0.0.1:${server.port}`, policy: 'allkeys-lru' }], 'the policy changed after the slow reply is told')
 })
+
+t.test('a node that goes down while its re-check waits, and whose INFO then gets no reply in time, is not asked again until it comes up', async (t) => {
+  const answers: number[] = []
+  const timers = new FakeTimers()
+  let listener: ((e: RedisNodeEvent) => void) | null = null
+  const replies: ((infos: Map<string, string | null>) => void)[] = []
+  const redis = {
+    onNode: (fn: (e: RedisNodeEvent) => void) => { listener = fn; return () => { listener = null } },
+    info: () => new Promise<Map<string, string | null>>((resolve) => { replies.push(resolve) }),
+  } as unknown as RedisConnection
+  const stop = watchEviction(redis, new ProblemLog(createLogger('info', new LogCapture()), systemClock, Infinity), { checked: (n) => answers.push(n), timers })
+  t.teardown(stop)
+  const node = { address: '127.0.0.1:7004' } as RedisNodeEvent['node']
+  listener!({ kind: 'up', node })
+  replies[0]!(new Map([[node.address, 'maxmemory:0\r\nmaxmemory_policy:noeviction\r\n']]))
+  await timers.scheduled(EVICTION_RECHECK_MS)
+  timers.advance(EVICTION_RECHECK_MS)
+  t.equal(replies.length, 2, 're-checked')
+  listener!({ kind: 'down', node })
+  replies[1]!(new Map([[node.address, null]]))
+  await waitFor('the re-check ends', () => answers.length === 2)
+  await new Promise<void>((resolve) => setImmediate(resolve)) // (the re-check's settled handler)
+  t.same(timers.pending(), [], 'no re-check armed for a node that is down')
+})

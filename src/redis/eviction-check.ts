@@ -67,9 +67,9 @@ export interface EvictionWatchOptions {
  * ProblemLog with an infinite interval warns once a spell), and resolved by an info line once a
  * later check finds it safe, or once it is `removed` (it serves no Cluster slot any more). A
  * node that refuses INFO (an ACL user without it), fails it or goes `down` is not told of, nor
- * asked again until it next comes up; one that did not answer in time (busy) is asked again at
- * the next re-check. The re-check's one timer is armed only while some node answered (or was
- * too slow to). Returns the stop (unsubscribes, clears the timer).
+ * asked again until it next comes up; one re-checked that did not answer in time (busy) is
+ * asked again at the next re-check. The re-check's one timer is armed only while some node
+ * answered. Returns the stop (unsubscribes, clears the timer).
  *
  * Example: `const stop = watchEviction(redis, new ProblemLog(logger, clock, Infinity))` with
  * Redis started as `--maxmemory 100mb --maxmemory-policy allkeys-lru` logs one warn
@@ -119,9 +119,9 @@ export function watchEviction(redis: RedisConnection, problems: ProblemLog, opti
     if (infos.size === 0) answered.delete(address)
     let answeredNow = 0
     for (const [node, info] of infos) {
-      // (no reply in time, Redis busy: nothing told, asked again at the next re-check)
-      answered.add(node)
+      // (no reply in time, Redis busy: nothing told; a node re-checked stays so, unless it went down meanwhile)
       if (info === null) continue
+      answered.add(node)
       answeredNow++
       const risk = evictionRisk(info)
       if (risk === null) problems.resolve(`redis eviction ${node}`, { node }, "redis no longer evicts Tether's keys (maxmemory-policy)")
