@@ -297,7 +297,8 @@ t.test('a node removed while its INFO is unanswered: the late reply opens no war
     onNode: (fn: (e: RedisNodeEvent) => void) => { listener = fn; return () => { listener = null } },
     info: () => new Promise<Map<string, string>>((resolve) => { reply = resolve }),
   } as unknown as RedisConnection
-  watchEviction(redis, new ProblemLog(createLogger('info', logs), systemClock, Infinity), { checked: (n) => answers.push(n) })
+  const stop = watchEviction(redis, new ProblemLog(createLogger('info', logs), systemClock, Infinity), { checked: (n) => answers.push(n), timers: new FakeTimers() })
+  t.teardown(stop) // (its re-check timer, armed by the second check, is the fake timers')
   const node = { address: '127.0.0.1:7003' } as RedisNodeEvent['node']
   const evicting = new Map([[node.address, 'maxmemory:1\r\nmaxmemory_policy:allkeys-lru\r\n']])
   listener!({ kind: 'up', node })
