@@ -101,7 +101,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const certificates = config.listen.tls === null ? undefined : new ServerCertificates(config.listen.tls, {
     logger, timers, clock, onDefault: (o) => listener.setSecureContext(o),
   })
-  const listener = new Listener(config, { current: () => path, clientErrors: proxy.clientErrors, logger, timers, certificates })
+  const listener = new Listener(config, { current: () => path, clientErrors: proxy.clientErrors, logger, timers, clock, certificates })
 
   health.table.onTransition((e) => {
     metrics.onHealthTransition(e)

@@ -167,6 +167,21 @@ t.test('a pipelining flood past what Tether holds behind a slow request closes t
   t.ok(h.received().length <= 1, 'at most the first request reached the upstream')
 })
 
+t.test('connections pipelining past the bound one after another are warned once, then at most once per 30 s with how many: a client cannot flood the log', async (t) => {
+  let skew = 0 // the clock moved on by hand
+  const clock = { now: () => Date.now() + skew, monotonic: () => performance.now() + skew }
+  const h = await startHarness({}, () => undefined, 1, clock) // the upstream never answers
+  t.teardown(() => h.close())
+  const flood = Array.from({ length: MAX_WAITING + 2 }, (_, i) => `GET /q${i} HTTP/1.1\r\nHost: a\r\n\r\n`).join('')
+  const warned = (): Record<string, unknown>[] => h.logs.records.filter((x) => /pipelined more requests/.test(String(x['msg'])))
+  for (let i = 0; i < 5; i++) t.ok((await exchange(h.port, flood, { ms: 5000 })).ended, `connection ${i} closed`)
+  t.equal(warned().length, 1, 'five such connections in a row: one warn line')
+  skew += 30_000
+  t.ok((await exchange(h.port, flood, { ms: 5000 })).ended, 'a sixth closed, 30 s later')
+  t.equal(warned().length, 2, 'warned again once the interval passed')
+  t.match(warned()[1], { level: 40, peer: '127.0.0.1', waiting: MAX_WAITING, repeated: 5 }, 'with how many closes it stands for')
+})
+
 t.test('nothing Tether logs under these limits is an unhandled error', async (t) => {
   const h: Harness = await startHarness({ timeouts: { body_idle: 200 } })
   t.teardown(() => h.close())

@@ -10,10 +10,11 @@ import http2 from 'node:http2'
 import https from 'node:https'
 import net, { type AddressInfo, type Socket } from 'node:net'
 import { Duplex as DuplexStream, type Duplex } from 'node:stream'
-import { systemTimers, type Timers } from '../clock.js'
+import { systemClock, systemTimers, type Clock, type Timers } from '../clock.js'
 import { listen, ListenError } from '../listen.js'
 import type { Config } from '../config/schema.js'
 import type { Logger } from '../observability/logger.js'
+import { ProblemLog } from '../observability/problem-log.js'
 import type { ClientErrors } from './client-error.js'
 import { MAX_WAITING, onePerConnection, whenIdle, type Overflow } from './pipelining.js'
 import type { RequestPath } from './request-path.js'
@@ -29,6 +30,8 @@ export interface ListenerDeps {
   readonly logger: Logger
   /** Timers for the shutdown deadline and sweep (default the global ones). */
   readonly timers?: Timers
+  /** The clock that spaces repeated warnings about hostile clients (default the system one). */
+  readonly clock?: Clock
   /** The certificates of `listen.tls` (required when it is set). */
   readonly certificates?: ServerCertificates
 }
@@ -200,8 +203,11 @@ export class Listener {
     this.#deps = deps
     const t = config.timeouts
     // a connection closed for pipelining too deep is logged (its request being answered is cut:
-    // its access line says client_abort)
-    const overflow: Overflow = (socket) => deps.logger.warn({ peer: (socket as Socket).remoteAddress, waiting: MAX_WAITING }, 'HTTP/1.1 client pipelined more requests than Tether holds: connection closed')
+    // its access line says client_abort): warned once, then at most once per 30 s with how many
+    // closes it stands for, as any problem told over and over: a client opening such connections
+    // one after another cannot make Tether write one warn line each
+    const problems = new ProblemLog(deps.logger, deps.clock ?? systemClock)
+    const overflow: Overflow = (socket) => void problems.report('http1 pipelining', 'overflow', { peer: (socket as Socket).remoteAddress, waiting: MAX_WAITING }, 'HTTP/1.1 client pipelined more requests than Tether holds: connection closed')
     const serial = onePerConnection((req, res) => deps.current().handleRequest(req, res), overflow)
     // h2 streams of one connection are concurrent by design (bounded by max_concurrent_streams);
     // "HTTP/2.0" in an HTTP/1 request line is not HTTP/2 (which starts with its preface): 505,
