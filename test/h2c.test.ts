@@ -418,3 +418,26 @@ t.test('a stream whose client reads slowly but steadily is not cut', async (t) =
   t.equal(code, http2.constants.NGHTTP2_NO_ERROR, 'ended, not reset')
   t.equal(got, BODY, 'the whole answer')
 })
+
+t.test('connections doing rapid reset one after another are each closed, but warned once, then at most once per 30 s: a client cannot flood the log', async (t) => {
+  const up = await startUpstream('app-0')
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } } }), { logger: createLogger('info', logs) })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const block = getBlock(`127.0.0.1:${tether.port}`, '/', 'http')
+  const flood: Buffer[] = [PREFACE, settingsFrame([])]
+  for (let i = 0; i < 200; i++) {
+    const id = 2 * i + 1
+    flood.push(frame(FRAME.HEADERS, FLAG.END_STREAM | FLAG.END_HEADERS, id, block), frame(FRAME.RST_STREAM, 0, id, Buffer.from([0, 0, 0, 8])))
+  }
+  for (let i = 0; i < 3; i++) {
+    const socket = net.connect(tether.port, '127.0.0.1')
+    socket.on('error', () => undefined)
+    socket.resume()
+    socket.write(Buffer.concat(flood))
+    await within(new Promise((resolve) => socket.once('close', resolve)), 10_000, `connection ${i} to be closed by Tether`)
+  }
+  const warned = logs.records.filter((x) => /rapid reset/.test(String(x['msg'])))
+  t.equal(warned.length, 1, 'three such connections in a row: one warn line')
+  t.match(warned[0], { level: 40, peer: '127.0.0.1' }, 'with the client\'s address (an h2c connection\'s too)')
+})

@@ -141,8 +141,9 @@ const RESET_MAX_SHARE = 0.5
  * concurrent-stream limit. As Envoy does, a connection whose streams are mostly reset by the
  * client before their answer (more than half, once it opened 100) gets GOAWAY
  * ENHANCE_YOUR_CALM and is closed; a browser cancelling a few streams is far below that.
+ * `warn` is told of each such close (the listener spaces its lines: see Listener).
  */
-function guardRapidReset(session: http2.ServerHttp2Session, logger: Logger): void {
+function guardRapidReset(session: http2.ServerHttp2Session, warn: (fields: Record<string, unknown>, msg: string) => void): void {
   let streams = 0
   let resets = 0
   session.on('stream', (stream: http2.ServerHttp2Stream) => {
@@ -154,13 +155,22 @@ function guardRapidReset(session: http2.ServerHttp2Session, logger: Logger): voi
       counted = true
       resets++
       if (streams >= RESET_MIN_STREAMS && resets > streams * RESET_MAX_SHARE && !session.closed && !session.destroyed) {
-        logger.warn({ streams, resets, peer: session.socket?.remoteAddress }, 'HTTP/2 client resets most of its streams (rapid reset): connection closed')
+        warn({ streams, resets, peer: sessionPeer(session) }, 'HTTP/2 client resets most of its streams (rapid reset): connection closed')
         session.destroy(new Error('rapid reset'), http2.constants.NGHTTP2_ENHANCE_YOUR_CALM) // its final GOAWAY carries the code
       }
     }
     stream.once('aborted', reset)
     stream.once('close', () => { if (stream.rstCode === http2.constants.NGHTTP2_CANCEL) reset() })
   })
+}
+
+/**
+ * The client address of an h2 connection. An h2c one reaches the h2 server through a stream
+ * (RelayedSocket), which Node wraps in a socket without addresses: the wrapped stream has them.
+ */
+function sessionPeer(session: http2.ServerHttp2Session): string | undefined {
+  const socket = session.socket as (Socket & { stream?: { remoteAddress?: string } }) | undefined
+  return socket?.remoteAddress ?? socket?.stream?.remoteAddress
 }
 
 /**
@@ -203,9 +213,10 @@ export class Listener {
     this.#deps = deps
     const t = config.timeouts
     // a connection closed for pipelining too deep is logged (its request being answered is cut:
-    // its access line says client_abort): warned once, then at most once per 30 s with how many
-    // closes it stands for, as any problem told over and over: a client opening such connections
-    // one after another cannot make Tether write one warn line each
+    // its access line says client_abort), as one closed for rapid reset: each warned once, then
+    // at most once per 30 s with how many closes it stands for, as any problem told over and
+    // over: a client opening such connections one after another cannot make Tether write one
+    // warn line each
     const problems = new ProblemLog(deps.logger, deps.clock ?? systemClock)
     const overflow: Overflow = (socket) => void problems.report('http1 pipelining', 'overflow', { peer: (socket as Socket).remoteAddress, waiting: MAX_WAITING }, 'HTTP/1.1 client pipelined more requests than Tether holds: connection closed')
     const serial = onePerConnection((req, res) => deps.current().handleRequest(req, res), overflow)
@@ -229,7 +240,7 @@ export class Listener {
       this.#sessions.add(session)
       session.once('close', () => this.#sessions.delete(session))
       session.on('error', (err) => deps.logger.debug({ err }, 'HTTP/2 session error'))
-      guardRapidReset(session, deps.logger)
+      guardRapidReset(session, (fields, msg) => void problems.report('http2 rapid reset', 'rapid reset', fields, msg))
     }
     this.server.on('session', onSession)
     if (config.listen.tls === null && config.listen.http2.cleartext) {
