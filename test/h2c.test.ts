@@ -122,9 +122,18 @@ t.test('an idle h2c connection is closed after timeouts.body_idle, as a TLS one'
 
 t.test('a stream whose client stopped reading is cut on its own while the connection stays busy, and its upstream request ends', async (t) => {
   // the session's idle timer is refreshed by any frame: PINGs or other streams kept a stalled
-  // stream, and its upstream request, open for good (nginx's send_timeout is per stream)
+  // stream, and its upstream request, open for good (nginx's send_timeout is per stream).
+  // PINGs alone keep the connection open only while an answer waits to go out (Node counts
+  // their answers as its progress): once the stalled stream is cut, a trickling stream keeps
+  // it busy, else it would be closed idle within a client bound, racing the next stream
   let upstreamClosed = false
   const up = await startUpstream('app-0', (req, res) => {
+    if (req.url === '/trickle') {
+      res.writeHead(200, { 'content-type': 'text/plain' })
+      const trickle = setInterval(() => res.write('x'), 100) // the upstream's own pace
+      res.on('close', () => clearInterval(trickle))
+      return
+    }
     if (req.url !== '/big') return void res.end('ok')
     res.on('close', () => { upstreamClosed = true })
     const chunk = Buffer.alloc(256 * 1024, 'x')
@@ -139,6 +148,9 @@ t.test('a stream whose client stopped reading is cut on its own while the connec
   // the connection stays busy all along
   const busy = setInterval(() => { if (!s.destroyed) s.ping(() => undefined) }, 100)
   t.teardown(() => clearInterval(busy))
+  const trickling = s.request({ ':path': '/trickle' })
+  trickling.on('error', () => undefined)
+  trickling.resume()
   const code = await within(reset, 15_000, 'the stalled stream to be cut (four client bounds of 1.3 s)')
   t.equal(code, http2.constants.NGHTTP2_INTERNAL_ERROR, 'reset (never a clean end: the answer was not whole)')
   await waitFor(() => upstreamClosed, 5_000, 'its upstream request to end')
@@ -146,6 +158,7 @@ t.test('a stream whose client stopped reading is cut on its own while the connec
   t.equal(tether.health.state('app-0'), 'healthy', 'the client\'s doing: the upstream is not blamed')
   const other = await new Promise<number>((resolve) => { const r = s.request({ ':path': '/' }); r.on('response', (h) => resolve(Number(h[':status']))); r.resume() })
   t.equal(other, 200, 'and serves the next stream')
+  trickling.close()
 })
 
 t.test('a client silent both ways (a stream it reads nothing of, nothing else sent) has its connection closed at the client bound, logged as its timeout, not client_abort', async (t) => {
