@@ -120,6 +120,21 @@ t.test('an idle h2c connection is closed after timeouts.body_idle, as a TLS one'
   t.pass('closed by Tether')
 })
 
+t.test("an h2c connection whose client only sends PINGs is closed at the client bound: PINGs alone do not keep it open", async (t) => {
+  const up = await startUpstream('app-0')
+  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } }, timeouts: { body_idle: 300, response_headers: 300 } }), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const s = http2.connect(tether.url)
+  t.teardown(() => s.destroy())
+  s.on('error', () => undefined)
+  await new Promise<void>((resolve) => { const r = s.request({ ':path': '/' }); r.resume(); r.on('end', resolve) })
+  let answered = 0
+  const pings = setInterval(() => { if (!s.destroyed) s.ping(() => { answered++ }) }, 100)
+  t.teardown(() => clearInterval(pings))
+  await within(new Promise((resolve) => s.once('close', resolve)), 10_000, 'the connection to be closed (the client bound, 1.3 s, up to twice it)')
+  t.ok(answered > 0, `closed by Tether though its PINGs were answered (${answered})`)
+})
+
 t.test('a stream whose client stopped reading is cut on its own while the connection stays busy, and its upstream request ends', async (t) => {
   // the session's idle timer is refreshed by any frame: PINGs or other streams kept a stalled
   // stream, and its upstream request, open for good (nginx's send_timeout is per stream).
