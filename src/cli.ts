@@ -236,7 +236,7 @@ async function main(): Promise<number> {
       // not the file as it is now), or it supervises them (the primary)
       const worker = await import('./workers/worker-main.js')
       const index = worker.workerIndex(process.env)
-      const { createLogger, effectiveLevel } = await import('./observability/logger.js')
+      const { createLogger, effectiveLevel, holdLinesForExit } = await import('./observability/logger.js')
       const makeLogger = (c: Config): Logger => createLogger(effectiveLevel(c.log.level, process.env['LOG_LEVEL']))
       // Last resort: a promise rejection nobody handled (a library's, in a reconnect path) is a
       // bug, logged at error level; Node's default would end the process, and the same event
@@ -249,9 +249,11 @@ async function main(): Promise<number> {
       // prints the error to stderr as it is, an ioredis ReplyError's command args (an AUTH
       // password) included. Logged through the logger's serializer instead, as one fatal JSON
       // line, and the process ends with Node's code (1) after that line is flushed (pino's exit
-      // flush): its state may be broken. A worker's exit is a crash its primary restarts.
+      // flush, which writes it synchronously: not an asynchronous write the exit would cut): its
+      // state may be broken. A worker's exit is a crash its primary restarts.
       process.on('uncaughtException', (err: unknown) => {
         try {
+          holdLinesForExit()
           lastResort.fatal({ err }, 'uncaught exception: a bug in Tether or a library; exiting (code 1)')
         } finally {
           process.exit(1)

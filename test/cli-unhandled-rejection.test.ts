@@ -4,11 +4,15 @@
 // nobody caught ends the process, as Node's default does, but logged as one JSON line through
 // the logger's serializer, not printed with its secrets.
 import t, { type Test } from 'tap'
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
+import { closeSync, constants, mkdtempSync, openSync, readSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { request } from 'node:http'
+import { CLI, ROOT } from './fixtures/cli.js'
 import { startChildTether } from './fixtures/raw-tether.js'
 import { startUpstream } from './fixtures/upstream.js'
-import { waitFor } from './fixtures/wait.js'
+import { waitFor, within } from './fixtures/wait.js'
 
 // loaded before Tether: SIGUSR2 makes a rejection that nothing handles
 const HOOK = `data:text/javascript,${encodeURIComponent("process.on('SIGUSR2', () => { Promise.reject(new Error('stray rejection from a test hook')) })")}`
@@ -107,6 +111,8 @@ t.test('an uncaught exception is logged as one fatal JSON line without its secre
   child.proc.kill('SIGUSR2')
   const exit = await child.exited
   t.same(exit, { code: 1, signal: null }, "exit code 1, as Node's default")
+  // (stdout may still be read after the exit event)
+  await waitFor(() => child.stdout().includes('uncaught exception'), 10_000, 'the fatal line')
   for (const secret of ['pw-in-message', 'pw-in-cause', 'pw-in-args']) {
     t.notMatch(child.stdout(), secret, `${secret} not on stdout`)
     t.notMatch(child.stderr(), secret, `${secret} not on stderr`)
@@ -134,4 +140,72 @@ t.test("with workers, a worker's uncaught exception is logged without secrets an
   t.equal(child.proc.exitCode, null, 'the primary did not exit')
   await waitFor(() => listening().length > before, 15_000, 'the restarted worker to listen')
   t.equal(await get(Number(new URL(String(listening().at(-1)!['url'])).port)), 200, 'and the restarted worker serves')
+})
+
+// loaded before Tether: SIGUSR2 fills stdout (a FIFO) to the byte and throws as THROW_HOOK does;
+// the first synchronous write to it after that says "flushing" on stderr: the test's reader
+// reads from then on (a slow one)
+const FULL_PIPE_THROW_HOOK = `data:text/javascript,${encodeURIComponent(`import fs from 'node:fs'
+process.on('SIGUSR2', () => {
+  for (const chunk of ['\\n'.repeat(4096), '\\n']) for (;;) { try { fs.writeSync(1, chunk) } catch { break } }
+  const writeSync = fs.writeSync
+  fs.writeSync = (fd, ...rest) => {
+    if (fd !== 2) { fs.writeSync = writeSync; writeSync(2, 'flushing\\n') }
+    return writeSync(fd, ...rest)
+  }
+  const err = new Error('thrown while the log pipe is full')
+  err.command = { name: 'auth', args: ['tether', 'pw-in-' + 'args'] }
+  throw err
+})`)}`
+
+/** Tether (with FULL_PIPE_THROW_HOOK) whose stdout is a FIFO that the test reads only when it calls `read()`. */
+async function startOnFifo(t: Test): Promise<{ proc: ReturnType<typeof spawn>; exited: Promise<number | null>; read: () => string; flushing: () => boolean }> {
+  // a FIFO, as a container runtime's or a shell's `tether | ...` (Node's own stdio pipes are sockets)
+  const dir = mkdtempSync(join(tmpdir(), 'tether-fifo-'))
+  const fifo = join(dir, 'stdout')
+  execFileSync('mkfifo', [fifo])
+  const rfd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK)
+  t.teardown(() => closeSync(rfd))
+  const wfd = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK)
+  const app = await startUpstream('app-0')
+  t.teardown(() => app.close())
+  const config = join(dir, 'tether.yaml')
+  writeFileSync(config, ['listen: { host: 127.0.0.1, port: 0 }', 'admin: { listen: { host: 127.0.0.1, port: 0 } }', `upstreams: [ { id: app-0, url: "${app.url}" } ]`, 'log: { level: info, access: false }', ''].join('\n'))
+  const proc = spawn(process.execPath, [`--import=${FULL_PIPE_THROW_HOOK}`, CLI, '--config', config], { cwd: ROOT, stdio: ['ignore', wfd, 'pipe'] })
+  closeSync(wfd)
+  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)))
+  t.teardown(() => { proc.kill('SIGKILL') })
+  let flushing = false
+  proc.stderr!.on('data', (c: Buffer) => { if (c.toString().includes('flushing')) flushing = true })
+  let out = ''
+  const read = (): string => {
+    const buf = Buffer.alloc(65536)
+    for (;;) {
+      let n = 0
+      try { n = readSync(rfd, buf) } catch { return out } // EAGAIN: nothing more now
+      if (n === 0) return out
+      out += buf.toString('utf8', 0, n)
+    }
+  }
+  await waitFor(() => read().includes('"tether listening"'), 30_000, 'tether to listen')
+  return { proc, exited, read, flushing: () => flushing }
+}
+
+t.test("an uncaught exception's fatal line reaches a slow reader of a stdout FIFO that was full when it was logged", async (t) => {
+  const { proc, exited, read, flushing } = await startOnFifo(t)
+  proc.kill('SIGUSR2')
+  // nothing is read until the fatal line, logged into the full pipe, is written synchronously
+  // (or the process has exited without doing so)
+  await waitFor(() => flushing() || proc.exitCode !== null, 10_000, 'the process to flush or exit')
+  await waitFor(() => read().includes('uncaught exception') || proc.exitCode !== null, 10_000, 'the fatal line or the exit')
+  t.equal(await exited, 1, 'exit code 1')
+  const line = jsonLines(read()).find((l) => String(l['msg']).startsWith('uncaught exception'))
+  t.match(line, { level: 60, err: { message: 'thrown while the log pipe is full', command: { name: 'auth' } } }, 'the fatal line, whole')
+  t.notMatch(read(), 'pw-in-args', 'without the secret')
+})
+
+t.test('an uncaught exception with a stdout FIFO whose reader stalled: the process still exits (the line is given up)', async (t) => {
+  const { proc, exited } = await startOnFifo(t)
+  proc.kill('SIGUSR2')
+  t.equal(await within(exited, 15_000, 'the process to exit'), 1, 'exit code 1, nothing read')
 })

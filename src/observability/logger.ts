@@ -118,6 +118,22 @@ function stdoutDestination(): Destination {
   return dest
 }
 
+/**
+ * The process is about to exit: from now on, hold its stdout lines for a synchronous flush
+ * (pino's: at a `fatal` line and at exit) instead of handing each to an asynchronous write: a
+ * write in flight when the process exits is not retried, so a line logged just before
+ * `process.exit` into a full pipe (a slow reader) was lost, the fatal line of an uncaught
+ * exception with it. A full pipe is waited for as at exit (see {@link retryFullPipe}: while its
+ * reader reads on; one that stalled is given up after {@link EXIT_STALL_MS}). Only for the last
+ * lines before an exit that follows at once: nothing is written until a flush.
+ * Example: `holdLinesForExit(); log.fatal(...); process.exit(1)`.
+ */
+export function holdLinesForExit(): void {
+  exiting = true
+  // sonic-boom starts a write once it holds minLength bytes and none is in flight
+  if (stdout !== null) (stdout as unknown as { minLength: number }).minLength = Infinity
+}
+
 /** How deep an `err` value is followed (a circular or huge object stops here). */
 const MAX_ERR_DEPTH = 6
 
