@@ -3,7 +3,10 @@
 // flush used to block in write(2) on the full pipe for good. A real Tether whose stdout pipe is
 // never read; real requests fill it with access lines.
 import t from 'tap'
-import { spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
+import { closeSync, constants, mkdtempSync, openSync, readSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { CLI, ROOT, tempFile } from './fixtures/cli.js'
 import { freePort } from './fixtures/ports.js'
 import { request, startUpstream } from './fixtures/upstream.js'
@@ -83,4 +86,51 @@ setTimeout(() => process.exit(0), 3000)`
   t.ok(lines < 22_000, `some lines were dropped (${22_000 - lines})`)
   t.equal(summaries.length, 1, 'one line says so')
   t.equal(summaries[0]?.['dropped'], 22_000 - lines, 'with the right count')
+})
+
+t.test('at exit, a FIFO reader that is only slow gets every line whole, also the ones a write was waiting to retry', async (t) => {
+  // stdout a FIFO (a container runtime's, `tether | ...`; Node's own stdio pipes are sockets),
+  // not read while 2,000 lines are logged over a few ticks (the pipe fills: a write waits to be
+  // retried), then exit; the reader reads from the exit on
+  const dir = mkdtempSync(join(tmpdir(), 'tether-fifo-'))
+  const fifo = join(dir, 'stdout')
+  execFileSync('mkfifo', [fifo])
+  const rfd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK)
+  t.teardown(() => closeSync(rfd))
+  const wfd = openSync(fifo, constants.O_WRONLY)
+  const script = `import { writeSync } from 'node:fs'
+import { createLogger } from ${JSON.stringify(new URL('../dist/observability/logger.js', import.meta.url).href)}
+process.on('exit', () => writeSync(2, 'exiting\\n')) // before the logger's exit flush
+const log = createLogger('info')
+let i = 0
+const timer = setInterval(() => {
+  for (let k = 0; k < 100; k++) log.info({ i: i++, pad: 'x'.repeat(100) }, 'line')
+  if (i === 2000) { clearInterval(timer); setTimeout(() => process.exit(0), 300) }
+}, 1)`
+  const proc = spawn(process.execPath, ['--input-type=module', '-e', script], { cwd: ROOT, stdio: ['ignore', wfd, 'pipe'] })
+  closeSync(wfd)
+  t.teardown(() => { proc.kill('SIGKILL') })
+  let exiting = false
+  proc.stderr!.on('data', (c: Buffer) => { if (c.toString().includes('exiting')) exiting = true })
+  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)))
+  let out = ''
+  let ended = false
+  const read = (): boolean => {
+    const buf = Buffer.alloc(65536)
+    for (;;) {
+      let n = 0
+      try { n = readSync(rfd, buf) } catch { return ended } // EAGAIN: nothing more now
+      if (n === 0) return (ended = true)
+      out += buf.toString('utf8', 0, n)
+    }
+  }
+  await waitFor(() => exiting, 30_000, 'the writer to exit')
+  await waitFor(read, 30_000, 'the writer to close the FIFO')
+  t.equal(await exited, 0)
+  const lines = out.split('\n').filter((l) => l !== '')
+  const broken = lines.filter((l) => { try { JSON.parse(l); return false } catch { return true } })
+  t.same(broken, [], 'no line cut')
+  const seen = new Set(lines.flatMap((l) => { try { return [(JSON.parse(l) as { i: number }).i] } catch { return [] } }))
+  t.equal(seen.size, 2000, 'every line arrived')
+  t.equal(lines.length, 2000, 'once')
 })

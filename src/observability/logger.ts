@@ -107,8 +107,19 @@ function stdoutDestination(): Destination {
     })
   })
   const flushSync = dest.flushSync.bind(dest)
+  const inFlight = writesInFlight(dest)
   dest.flushSync = (): void => {
     try {
+      // a write waiting for its retry (the pipe was full) is not in flight: the synchronous flush
+      // writes it, first (else the exit lost it, a line cut in the middle when part of it was
+      // written). One in flight cannot be taken back: the exit's thread-pool shutdown completes it.
+      // (its rest is a Buffer once part of it was written)
+      const d = dest as unknown as { _writing: boolean; _writingBuf: string | Buffer; _bufs: (string | Buffer)[] }
+      if (exiting && d._writing && !inFlight() && (typeof d._writingBuf === 'string' || Buffer.isBuffer(d._writingBuf)) && d._writingBuf.length > 0 && Array.isArray(d._bufs)) {
+        d._bufs.unshift(d._writingBuf)
+        d._writingBuf = ''
+        d._writing = false
+      }
       flushSync()
     } catch {
       // the pipe refused the rest at exit
@@ -132,6 +143,24 @@ export function holdLinesForExit(): void {
   exiting = true
   // sonic-boom starts a write once it holds minLength bytes and none is in flight
   if (stdout !== null) (stdout as unknown as { minLength: number }).minLength = Infinity
+}
+
+/**
+ * Whether `dest` (a sonic-boom) has an asynchronous write in flight: one starts each time it
+ * reads its `release` callback (to pass it to fs.write, also when it retries a full pipe after a
+ * pause) and ends when that callback is called. Unknown (a sonic-boom without `release`): true.
+ */
+function writesInFlight(dest: Destination): () => boolean {
+  const d = dest as unknown as { release?: unknown }
+  const release = d.release
+  if (typeof release !== 'function') return () => true
+  let inFlight = false
+  const ended = (...args: unknown[]): unknown => {
+    inFlight = false
+    return (release as (...a: unknown[]) => unknown)(...args)
+  }
+  Object.defineProperty(d, 'release', { configurable: true, get: () => { inFlight = true; return ended } })
+  return () => inFlight
 }
 
 /** How deep an `err` value is followed (a circular or huge object stops here). */
