@@ -18,6 +18,7 @@ async function start(t: Test, state: string[]): Promise<ChildTether> {
   t.teardown(() => app.close())
   const child = await startChildTether([
     'listen: { host: 127.0.0.1, port: 0 }',
+    'admin: { listen: { host: 127.0.0.1, port: 0 } }', // not the default 9901: tests run side by side
     `upstreams: [ { id: app-0, url: "${app.url}" } ]`,
     ...state,
     'log: { level: info, access: false }',
