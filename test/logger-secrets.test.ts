@@ -49,3 +49,12 @@ t.test('a line without an Error is logged as it was', async (t) => {
   const { rec } = await logged((l) => l.info({ upstream: 'a', n: 1 }, 'plain'))
   t.match(rec, { upstream: 'a', n: 1, msg: 'plain', worker: 1 })
 })
+
+t.test('an Error nested in a field (an object, a list) or given as a format argument goes through the serializer too', async (t) => {
+  const nested = await logged((l) => l.warn({ detail: { error: replyError() }, errors: [replyError()], n: 1 }, 'nested'))
+  t.notMatch(nested.text, 'pw-in-', 'no secret logged')
+  t.match(nested.rec, { detail: { error: { name: 'ReplyError', command: { name: 'auth' } } }, errors: [{ name: 'ReplyError', message: /tether:\*\*\*@redis/ }], n: 1 })
+  const format = await logged((l) => l.warn('redis failed: %o', replyError()))
+  t.notMatch(format.text, 'pw-in-', 'no secret logged')
+  t.match(format.rec['msg'], /^redis failed: .*ReplyError/, 'the error, serialized, in the message')
+})

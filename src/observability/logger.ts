@@ -202,21 +202,56 @@ function scrub(value: unknown, depth: number): unknown {
  * A log call's arguments with every Error going through {@link serializeError}, whatever the
  * call site wrote: an Error as the first argument (`log.error(err)`, where pino takes the
  * error's raw message for `msg`) becomes `{ err }` with its message masked as `msg` (when no
- * message is given), and an Error as the value of a field other than `err` (`{ reason: err }`,
- * which pino writes as the error's own fields, an ioredis `command.args` with them) is
- * serialized too. Other arguments are passed as they are (the same array: nothing allocated).
+ * message is given); an Error as the value of a field other than `err` (`{ reason: err }`,
+ * which pino writes as the error's own fields, an ioredis `command.args` with them), nested in
+ * a field's plain object or list (`{ detail: { error: err } }`, `{ errors: [err] }`), or given
+ * as a format argument (`log.warn('failed: %o', err)`) is serialized too. Other arguments are
+ * passed as they are (the same array: nothing allocated; a field whose value is not an object,
+ * as all of an access line's are, costs one `typeof`).
  * Example: `[replyError]` -> `[{ err: replyError }, 'connect redis://u:***@h failed']`.
  */
 export function safeLogArgs(args: unknown[]): unknown[] {
   const first = args[0]
   if (first instanceof Error) return [{ err: first }, ...(args.length > 1 ? args.slice(1) : [maskUrlCredentials(first.message)])]
-  if (typeof first !== 'object' || first === null) return args
+  let out = args
+  for (let i = 1; i < args.length; i++) {
+    const v = args[i]
+    if (typeof v === 'object' && v !== null && holdsError(v, 0)) (out === args ? (out = [...args]) : out)[i] = withErrorsSerialized(v, 0)
+  }
+  if (typeof first !== 'object' || first === null) return out
   let copy: Record<string, unknown> | null = null
   for (const key in first) {
     const v = (first as Record<string, unknown>)[key]
-    if (key !== 'err' && v instanceof Error) (copy ??= { ...first })[key] = serializeError(v)
+    if (key !== 'err' && typeof v === 'object' && v !== null && holdsError(v, 0)) (copy ??= { ...first })[key] = withErrorsSerialized(v, 0)
   }
-  return copy === null ? args : [copy, ...args.slice(1)]
+  return copy === null ? out : [copy, ...out.slice(1)]
+}
+
+/** Whether `v` is an Error or a plain object or array holding one (within {@link MAX_ERR_DEPTH}). */
+function holdsError(v: object, depth: number): boolean {
+  if (v instanceof Error) return true
+  if (depth >= MAX_ERR_DEPTH || !isPlain(v)) return false
+  for (const key in v) {
+    const x = (v as Record<string, unknown>)[key]
+    if (typeof x === 'object' && x !== null && holdsError(x, depth + 1)) return true
+  }
+  return false
+}
+
+/** `v` with each Error in it (see {@link holdsError}) through {@link serializeError}; the rest as it was. */
+function withErrorsSerialized(v: unknown, depth: number): unknown {
+  if (v instanceof Error) return serializeError(v)
+  if (typeof v !== 'object' || v === null || depth >= MAX_ERR_DEPTH || !isPlain(v) || !holdsError(v, depth)) return v
+  if (Array.isArray(v)) return v.map((x) => withErrorsSerialized(x, depth + 1))
+  const out: Record<string, unknown> = {}
+  for (const key in v) out[key] = withErrorsSerialized((v as Record<string, unknown>)[key], depth + 1)
+  return out
+}
+
+/** An array or an object literal (not a class instance: a Buffer, a socket). */
+function isPlain(v: object): boolean {
+  const proto = Object.getPrototypeOf(v) as unknown
+  return Array.isArray(v) || proto === Object.prototype || proto === null
 }
 
 /** A logger writing JSON lines to `destination` (default stdout); every Error through {@link serializeError} (see {@link safeLogArgs}). */
