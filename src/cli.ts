@@ -255,6 +255,9 @@ async function main(): Promise<number> {
         try {
           holdLinesForExit()
           lastResort.fatal({ err }, 'uncaught exception: a bug in Tether or a library; exiting (code 1)')
+        } catch {
+          // the error cannot be serialized (a field's toJSON throws): said without it, else the exit is silent
+          process.stderr.write('tether: uncaught exception (a bug in Tether or a library); it could not be logged; exiting (code 1)\n')
         } finally {
           process.exit(1)
         }

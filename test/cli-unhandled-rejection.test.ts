@@ -209,3 +209,16 @@ t.test('an uncaught exception with a stdout FIFO whose reader stalled: the proce
   proc.kill('SIGUSR2')
   t.equal(await within(exited, 15_000, 'the process to exit'), 1, 'exit code 1, nothing read')
 })
+
+// loaded before Tether: SIGUSR2 throws an error that the serializer cannot log (a field whose toJSON throws)
+const UNLOGGABLE_THROW_HOOK = `data:text/javascript,${encodeURIComponent(`process.on('SIGUSR2', () => {
+  throw Object.assign(new Error('unloggable'), { detail: { toJSON() { throw new Error('toJSON failed') } } })
+})`)}`
+
+t.test('an uncaught exception that cannot be logged still says so on stderr, and the process exits with code 1', async (t) => {
+  const child = await start(t, [], UNLOGGABLE_THROW_HOOK)
+  child.proc.kill('SIGUSR2')
+  t.same(await child.exited, { code: 1, signal: null }, 'exit code 1')
+  await waitFor(() => child.stderr().includes('uncaught exception'), 10_000, 'a line on stderr')
+  t.match(child.stderr(), /^tether: uncaught exception .*could not be logged/m)
+})
