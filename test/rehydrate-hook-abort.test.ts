@@ -123,3 +123,30 @@ t.test("a hedge's hook: the client that leaves while the hedge's state is posted
   t.match(w.logs.access()[before], { upstream: w.home }, "logged as the first attempt's")
   await waitFor(() => w.tether.inFlight.count(w.home) === 0, 2000, 'the first attempt to leave the in-flight count')
 })
+
+for (const protocol of ['HTTP/1.1', 'h2'] as const) {
+  t.test(`${protocol}: a stop's grace period that ends while a moved user's request waits in the hook: logged TETHER_SHUTTING_DOWN, nothing forwarded`, async (t) => {
+    const w = await movingWorld(t, protocol === 'h2' ? { listen: { http2: { cleartext: true } } } : {})
+    const before = w.logs.access().length
+    let client: { destroy: () => void }
+    if (protocol === 'h2') {
+      const session = http2.connect(w.tether.url)
+      session.on('error', () => undefined)
+      session.request({ ':path': '/x', cookie: w.jar.header()! }).on('error', () => undefined)
+      client = session
+    } else {
+      const socket = net.connect(w.tether.port, '127.0.0.1')
+      socket.on('error', () => undefined)
+      socket.write(`GET /x HTTP/1.1\r\nHost: a\r\nCookie: ${w.jar.header()!}\r\n\r\n`)
+      client = socket
+    }
+    t.teardown(() => client.destroy())
+    await when(onEvent(w.hooked, 'hook'), () => w.hooks.length === 1, 5000, 'the state posted to the hook')
+    await w.tether.close(100) // the hook holds the request past the grace period: Tether closes the connection
+    await when(onEvent(w.logs, 'record'), () => w.logs.access().length === before + 1, 3000, 'the access line')
+    t.match(w.logs.access()[before], { status: 0, outcome: 'TETHER_SHUTTING_DOWN' })
+    t.same(w.forwarded, [], 'nothing reached any upstream after the hook')
+    t.equal(w.hooks.length, 1, 'no other upstream tried')
+    t.notOk(w.logs.records.some((r) => r['msg'] === 'rehydration hook did not accept the state'), 'the hook stopped by the stop is no refusal of the state')
+  })
+}

@@ -70,6 +70,13 @@ export class Forwarder {
   /** A graceful stop's grace period ended (see {@link cutOff}). */
   #cut = false
   readonly #wasCut = (): boolean => this.#cut
+  /**
+   * The `gone` signals made for requests whose response has not closed yet (see
+   * HttpExchange.gone): {@link cutOff} aborts them at once, since the connections' 'close' comes
+   * a turn later, after the listener's own close resolved and the pools were destroyed under a
+   * hook still waiting (its request then went on, answered 503 into a closed socket).
+   */
+  readonly #goneWatch = new Set<() => void>()
 
   /**
    * `answer`: what every answer's head gets (learning, checkpoints, filtering, cookies);
@@ -157,6 +164,17 @@ export class Forwarder {
    */
   cutOff(): void {
     this.#cut = true
+    // the requests still waiting before their attempt (a rehydration hook) stop now, logged as
+    // cut by the stop, not at their connection's 'close' (a later turn: see #goneWatch)
+    const watching = [...this.#goneWatch]
+    this.#goneWatch.clear()
+    for (const cut of watching) cut()
+  }
+
+  /** `cut` runs at {@link cutOff} until the returned function is called (see HttpExchange.gone). */
+  watchCut(cut: () => void): () => void {
+    this.#goneWatch.add(cut)
+    return () => { this.#goneWatch.delete(cut) }
   }
 
   /** Whether a graceful stop's grace period ended (see {@link cutOff}). */
@@ -342,17 +360,26 @@ class HttpExchange implements Exchange {
    * Aborted when the client leaves (the connection closed, an h2 stream reset) before its answer
    * was written: the request path stops a rehydration hook it runs for this request. Its reason
    * is the AttemptResult to log (see Exchange.gone): the client's abort, or TETHER_SHUTTING_DOWN
-   * when a stop's grace end closed the connection. Made when first asked for (a moved user's
-   * request), so other requests pay no listener.
+   * when a stop's grace end closed the connection (aborted at Forwarder.cutOff, before the
+   * connection's 'close'). Made when first asked for (a moved user's request), so other requests
+   * pay no listener.
    */
   get gone(): AbortSignal {
     if (this.#gone === null) {
       const gone = new AbortController()
       this.#gone = gone
       const res = this.#res
-      const left = (): void => gone.abort({ status: 0, outcome: this.#forwarder.cut ? SHUT_DOWN : CLIENT_ABORT, error: null, responded: true } satisfies AttemptResult)
-      if (res.destroyed) left()
-      else res.once('close', () => { if (!res.writableEnded) left() })
+      const forwarder = this.#forwarder
+      const left = (): void => gone.abort({ status: 0, outcome: forwarder.cut ? SHUT_DOWN : CLIENT_ABORT, error: null, responded: true } satisfies AttemptResult)
+      // a stop's grace end closes every client connection: at once (see Forwarder.cutOff)
+      if (res.destroyed || forwarder.cut) left()
+      else {
+        const unwatch = forwarder.watchCut(() => { if (!res.writableEnded) left() })
+        res.once('close', () => {
+          unwatch()
+          if (!res.writableEnded) left()
+        })
+      }
     }
     return this.#gone.signal
   }
