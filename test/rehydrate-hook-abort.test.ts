@@ -124,6 +124,18 @@ t.test("a hedge's hook: the client that leaves while the hedge's state is posted
   await waitFor(() => w.tether.inFlight.count(w.home) === 0, 2000, 'the first attempt to leave the in-flight count')
 })
 
+t.test("h2: a moved user's client whose whole connection closes while its state is posted to the hook stops the hook; nothing is forwarded", async (t) => {
+  const w = await movingWorld(t, { listen: { http2: { cleartext: true } } })
+  const before = w.logs.access().length
+  const session = http2.connect(w.tether.url)
+  session.on('error', () => undefined)
+  const stream = session.request({ ':path': '/x', cookie: w.jar.header()! })
+  stream.on('error', () => undefined)
+  await when(onEvent(w.hooked, 'hook'), () => w.hooks.length === 1, 5000, 'the state posted to the hook')
+  session.destroy() // the client's socket closes with the stream still open: no RST_STREAM
+  await checkStopped(t, w, before)
+})
+
 for (const protocol of ['HTTP/1.1', 'h2'] as const) {
   t.test(`${protocol}: a stop's grace period that ends while a moved user's request waits in the hook: logged TETHER_SHUTTING_DOWN, nothing forwarded`, async (t) => {
     const w = await movingWorld(t, protocol === 'h2' ? { listen: { http2: { cleartext: true } } } : {})
