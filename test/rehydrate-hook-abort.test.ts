@@ -14,6 +14,7 @@ import { LogCapture } from './fixtures/log-capture.js'
 import { startUpstream, testConfig, request, type DeepPartial } from './fixtures/upstream.js'
 import { CookieJar } from './fixtures/users.js'
 import { metric } from './fixtures/drill.js'
+import { redisCli, startRedis } from './fixtures/redis-server.js'
 import { onEvent, waitFor, when } from './fixtures/wait.js'
 import type { Config } from '../src/config/schema.js'
 
@@ -162,3 +163,52 @@ for (const protocol of ['HTTP/1.1', 'h2'] as const) {
     t.notOk(w.logs.records.some((r) => r['msg'] === 'rehydration hook did not accept the state'), 'the hook stopped by the stop is no refusal of the state')
   })
 }
+
+t.test("a moved user's client that leaves while the state is fetched (a frozen Redis), no hook run: the move is not counted, nothing is sent, logged client_abort", async (t) => {
+  const redis = await startRedis()
+  const pid = Number(/process_id:(\d+)/.exec(await redisCli(redis.port, 'INFO', 'server'))![1])
+  let frozen = false
+  t.teardown(async () => {
+    if (frozen) process.kill(pid, 'SIGCONT')
+    await redis.stop()
+  })
+  const forwarded: string[] = []
+  let moving = false
+  const app = (id: string) => startUpstream(id, (req, res) => {
+    req.resume()
+    if (moving && req.url === '/x') forwarded.push(id) // not the active checks' probes
+    res.writeHead(200, { 'x-tether-state': 'n' }).end(id)
+  })
+  const apps = [await app('a'), await app('b'), await app('c')]
+  t.teardown(() => Promise.all(apps.map((a) => a.close())))
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig(apps, {
+    state: { store: 'redis', timeout: 300, redis: { url: redis.url } }, health: { active: { enabled: true, unhealthy_threshold: 1 } },
+  }), { logger: createLogger('info', logs) })
+  t.teardown(() => tether.close(0))
+  const jar = new CookieJar()
+  jar.cookies.set('user', 'u1')
+  const first = await request(tether.url, { headers: { cookie: jar.header()! } })
+  jar.apply(first.headers['set-cookie'])
+  const home = first.body
+  await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stored"}')) === 1, 5000, 'the checkpoint stored')
+  tether.health.reportActive(home, false, true) // home is down: a forced move
+  t.equal(tether.health.state(home), 'unhealthy')
+  const before = logs.access().length
+  const failovers = await metric(tether, `tether_failovers_total{from="${home}",reason="dead"}`)
+  process.kill(pid, 'SIGSTOP')
+  frozen = true
+  const handed = new Promise<void>((resolve) => tether.listener.server.once('request', () => resolve()))
+  moving = true
+  const client = net.connect(tether.port, '127.0.0.1')
+  client.on('error', () => undefined)
+  t.teardown(() => client.destroy())
+  client.write(`GET /x HTTP/1.1\r\nHost: a\r\nCookie: ${jar.header()!}\r\n\r\n`)
+  await handed // its path now waits for the state (Redis frozen, up to state.timeout)
+  client.resetAndDestroy()
+  await when(onEvent(logs, 'record'), () => logs.access().length === before + 1, 5000, 'the access line')
+  t.match(logs.access()[before], { outcome: 'client_abort', status: 0, route: 'failover' })
+  t.not(logs.access()[before]!['upstream'], home, 'the request was moved')
+  t.same(forwarded, [], 'nothing sent upstream')
+  t.equal(await metric(tether, `tether_failovers_total{from="${home}",reason="dead"}`), failovers, 'no move counted for a client that left before its attempt')
+})

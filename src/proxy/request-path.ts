@@ -219,10 +219,12 @@ export class RequestPath {
         }
         const headers = this.#headers(ctx, d, upstream)
         const hookFailed = d.moved === null ? null : await this.#rehydrate(ctx, d, headers, x.gone)
-        if (hookFailed !== null && x.gone.aborted) {
-          // the client left while its state was posted: its hook was stopped, nothing is sent
-          // upstream, no other upstream is tried; logged as the client's abort (or
-          // TETHER_SHUTTING_DOWN when a stop's grace end closed it: see Exchange.gone)
+        if (d.moved !== null && x.gone.aborted) {
+          // the client left while its state was fetched or posted: its hook was stopped (or
+          // none ran), nothing is sent upstream, no other upstream is tried, the move is not
+          // counted nor the new upstream marked as started without the state; logged as the
+          // client's abort (or TETHER_SHUTTING_DOWN when a stop's grace end closed it: see
+          // Exchange.gone)
           this.#d.router.settle(d)
           return this.#finish(ctx, x.gone.reason as AttemptResult)
         }
