@@ -183,7 +183,7 @@ t.test("a moved user's client that leaves while the state is fetched (a frozen R
   t.teardown(() => Promise.all(apps.map((a) => a.close())))
   const logs = new LogCapture()
   const tether = await startTether(testConfig(apps, {
-    state: { store: 'redis', timeout: 300, redis: { url: redis.url } }, health: { active: { enabled: true, unhealthy_threshold: 1 } },
+    state: { store: 'redis', timeout: 1000, redis: { url: redis.url } }, health: { active: { enabled: true, unhealthy_threshold: 1 } },
   }), { logger: createLogger('info', logs) })
   t.teardown(() => tether.close(0))
   const jar = new CookieJar()
@@ -204,7 +204,7 @@ t.test("a moved user's client that leaves while the state is fetched (a frozen R
   client.on('error', () => undefined)
   t.teardown(() => client.destroy())
   client.write(`GET /x HTTP/1.1\r\nHost: a\r\nCookie: ${jar.header()!}\r\n\r\n`)
-  await handed // its path now waits for the state (Redis frozen, up to state.timeout)
+  await handed // its path now waits for the state (Redis frozen, up to state.timeout: 1 s)
   client.resetAndDestroy()
   await when(onEvent(logs, 'record'), () => logs.access().length === before + 1, 5000, 'the access line')
   t.match(logs.access()[before], { outcome: 'client_abort', status: 0, route: 'failover' })
