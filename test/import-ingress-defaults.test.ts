@@ -49,3 +49,12 @@ t.test('a key other than cookie gets no cookie secret; cookie affinity gets it o
   t.notMatch(convert({ 'upstream-hash-by': '$remote_addr' }).proxyYaml, /secret: \$\{TETHER_SECRET\}/)
   t.equal(convert({ affinity: 'cookie' }).proxyYaml.match(/secret: \$\{TETHER_SECRET\}/g)?.length, 1)
 })
+
+t.test('an annotation not converted whose value is a URL with credentials is listed with its password masked (stderr and the output)', async (t) => {
+  const r = convertManifests([{ file: 'ingress.yaml', text: ingressYaml({ affinity: 'cookie', 'auth-url': 'http://u:s3cretpw@auth.svc/check' }) }], { manifests: false })
+  const finding = r.findings.find((f) => f.what.includes('auth-url'))
+  t.ok(finding, 'auth-url is listed as not converted')
+  t.match(finding!.what, 'http://u:***@auth.svc/check')
+  t.notMatch(`${finding!.what} ${finding!.why}`, /s3cretpw/)
+  t.notMatch(r.proxyYaml, /s3cretpw/, 'nor in the comment at the top of the output')
+})

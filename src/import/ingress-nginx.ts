@@ -5,6 +5,7 @@
 import { formatDuration } from '../config/duration.js'
 import { MAX_COOKIE_AGE_MS, MAX_DURATION_MS } from '../config/validate.js'
 import { backendPort, COOKIE_SECRET, lineOf, type Backend, type Conversion, type Finding, type Manifest, type Setting } from './manifests.js'
+import { maskUrlCredentials } from '../secret-text.js'
 
 const PREFIX = 'nginx.ingress.kubernetes.io/'
 /** Cookie names Tether accepts (RFC 6265 token). */
@@ -36,7 +37,8 @@ export function convertIngress(ingress: Manifest, manifests: readonly Manifest[]
   const from = (name: string): string => `${at(PREFIX + name)} ${PREFIX}${name}: ${JSON.stringify(get(name))}`
   const set = (path: string, value: Setting['value'], name: string, differs?: string): void =>
     void settings.push({ path, value, from: from(name), ...(differs === undefined ? {} : { differs }) })
-  const skip = (name: string, why: string): void => void findings.push({ at: at(PREFIX + name), what: `${PREFIX}${name}: ${JSON.stringify(get(name))}`, why })
+  // any annotation is quoted (an auth-url may hold a password: masked, for stderr and the output's comment)
+  const skip = (name: string, why: string): void => void findings.push({ at: at(PREFIX + name), what: maskUrlCredentials(`${PREFIX}${name}: ${JSON.stringify(get(name))}`), why })
   const handled = new Set<string>()
   const use = (name: string): string | undefined => {
     handled.add(name)
