@@ -5,7 +5,8 @@
 // redis-server here (7.0: "this user has no permissions to access one of the keys used as
 // arguments", "... channels ...", and a script's refused command: "ERR The user executing the
 // script can't run this command or subcommand"). A key prefix with glob characters is granted as
-// told; a Cluster master's start-up PING refused keeps its hint. Real redis-server and the real
+// told; a Cluster master's start-up PING refused keeps its hint; the peer set's HSET and PEXPIRE
+// (sent together) both refused are each told. Real redis-server and the real
 // RedisConnection.
 import t, { type Test } from 'tap'
 import { RedisConnection, type RedisRefusal } from '../src/redis/connection.js'
@@ -46,7 +47,7 @@ t.test('keys outside the grant: every binding, checkpoint and peer-set command i
   await checkpoints.delete('u1')
   await peers.remember('drains', 'a', '1')
   await peers.members('drains')
-  t.same([...new Set(told.map((r) => r.command))].sort(), ['DEL', 'EVAL', 'GET', 'HGETALL', 'HSET'].sort(), 'each command named')
+  t.same([...new Set(told.map((r) => r.command))].sort(), ['DEL', 'EVAL', 'GET', 'HGETALL', 'HSET', 'PEXPIRE'].sort(), 'each command named (the peer set\'s HSET and PEXPIRE both)')
   for (const r of told) t.match(r.error, KEY_GRANT, `${r.command}: the key pattern to grant`)
   t.notOk(JSON.stringify(told).includes(USER), 'the user name is never told')
 })
@@ -82,6 +83,24 @@ t.test('a command a script calls refused (Redis 7.0 answers ERR, not NOPERM): th
   }
 })
 
+t.test('the peer set\'s HSET and PEXPIRE (sent together) both refused: each refusal told with its grant, the call fails, no unhandled rejection', async (t) => {
+  const { conn, told } = await refusedUser(t, '~na:*', '&*', '-hset', '-pexpire')
+  const unhandled: unknown[] = []
+  const onUnhandled = (reason: unknown): void => { unhandled.push(reason) }
+  process.on('unhandledRejection', onUnhandled)
+  t.teardown(() => { process.off('unhandledRejection', onUnhandled) })
+  const peers = new RedisPeerChannel(conn)
+  await conn.start()
+  t.teardown(() => conn.stop())
+  t.equal(await peers.remember('drains', 'a', '1'), false, 'refused: the call fails')
+  t.same(told.map((r) => r.command).sort(), ['HSET', 'PEXPIRE'], 'both refusals told')
+  t.match(told.find((r) => r.command === 'HSET')?.error, /may not run HSET: grant it \(ACL SETUSER <user> \+hset\)/, 'HSET\'s grant')
+  t.match(told.find((r) => r.command === 'PEXPIRE')?.error, /may not run PEXPIRE: grant it \(ACL SETUSER <user> \+pexpire\)/, 'PEXPIRE\'s grant')
+  // (an unhandled rejection is reported after the microtasks of the turn that left it)
+  await new Promise((resolve) => setImmediate(resolve))
+  t.same(unhandled, [], 'no unhandled rejection')
+})
+
 t.test('a key prefix with glob characters (`na[1]:`): the key and channel grants told match it literally, and applied as told, the calls succeed', async (t) => {
   const redis = await startRedis()
   t.teardown(() => redis.stop())
@@ -94,7 +113,8 @@ t.test('a key prefix with glob characters (`na[1]:`): the key and channel grants
   const peers = new RedisPeerChannel(conn)
   t.equal(await peers.remember('drains', 'a', '1'), false, 'the key refused')
   t.equal(await peers.publish('{"kind":"drain"}'), false, 'the channel refused')
-  const grants = told.map((r) => /\(ACL SETUSER <user> ([~&]\S+)\)/.exec(r.error ?? '')?.[1])
+  // (the peer set's HSET and PEXPIRE each told the key's grant)
+  const grants = [...new Set(told.map((r) => /\(ACL SETUSER <user> ([~&]\S+)\)/.exec(r.error ?? '')?.[1]))]
   t.same(grants, ['~na\\[1\\]:*', '&na\\[1\\]:*'], 'the glob characters escaped')
   for (const grant of grants) await redisCli(redis.port, 'ACL', 'SETUSER', USER, grant!)
   t.equal(await peers.remember('drains', 'a', '1'), true, 'the key granted as told')

@@ -1009,11 +1009,14 @@ export class RedisConnection {
   /**
    * A call's error as told: a `NOPERM` refusal with its hint (as the connection's own refusals),
    * told to the {@link onRefused} listeners with the command it names (else the one ioredis
-   * sent), and for a refusal that names no command (a key's), the call's `key`. Example:
+   * sent), and for a refusal that names no command (a key's), the call's `key`; each error of an
+   * AggregateError (several commands of one call failed) told so, their texts joined by `; `. Example:
    * `"NOPERM this user has no permissions to run the 'evalsha' command (Redis's ACL user may not
    * run EVALSHA: grant it (ACL SETUSER <user> +evalsha), or check state.redis.username)"`.
    */
   #callError(err: unknown, node: string, key: string | null): string {
+    // several commands of one call failed (the peer set's HSET and PEXPIRE): each is told
+    if (err instanceof AggregateError) return [...new Set(err.errors.map((e: unknown) => this.#callError(e, node, key)))].join('; ')
     const error = describe(err)
     if (!NOPERM.test(error)) return error
     const told = this.#dataError(error)

@@ -29,7 +29,7 @@ export class RedisPeerChannel implements PeerChannel {
     const key = this.#setKey(set)
     // (both sent in one go: a command sent after an await is not seen accepted again after a NOPERM)
     const reply = await this.#redis.run(key, async (c) => value !== null
-      ? (await Promise.all([c.hset(key, id, value), c.pexpire(key, SET_TTL_MS)])).reduce((a, b) => a + b)
+      ? (await allReplies([c.hset(key, id, value), c.pexpire(key, SET_TTL_MS)])).reduce((a, b) => a + b)
       : c.hdel(key, id))
     return reply !== FAILED
   }
@@ -43,4 +43,17 @@ export class RedisPeerChannel implements PeerChannel {
   #setKey(set: string): string {
     return `${this.#redis.keyPrefix}peers:${set}`
   }
+}
+
+/**
+ * Every reply of `calls`, or, when some fail, the failure: one as it is, several as an
+ * AggregateError of all of them (each refusal told, see RedisConnection's call errors), never a
+ * rejection left unexamined as Promise.all leaves all but the first.
+ */
+async function allReplies<T>(calls: Promise<T>[]): Promise<T[]> {
+  const settled = await Promise.allSettled(calls)
+  const failures = settled.flatMap((s) => s.status === 'rejected' ? [s.reason as unknown] : [])
+  if (failures.length === 1) throw failures[0]
+  if (failures.length > 1) throw new AggregateError(failures, failures.map((f) => f instanceof Error ? f.message : String(f)).join('; '))
+  return settled.map((s) => (s as PromiseFulfilledResult<T>).value)
 }
