@@ -275,6 +275,12 @@ t.test('authHint: NOAUTH (no password sent) is told as a password required, nami
   t.end()
 })
 
+t.test('authHint: Redis < 6 (no ACL users) answers "ERR invalid password": told as the password refused, without the ACL user advice', (t) => {
+  t.equal(authHint('ERR invalid password', 'Redis', null, 'state.redis.username', 'state.redis.password'), "ERR invalid password (Redis refused Tether's password: check state.redis.password)")
+  t.equal(authHint('ERR invalid password', 'the Sentinel', null, 'state.redis.sentinel_username', 'state.redis.sentinel_password'), "ERR invalid password (the Sentinel refused Tether's password: check state.redis.sentinel_password)", 'a Sentinel < 6 the same')
+  t.end()
+})
+
 t.test('standalone: the password of an ACL user without state.redis.username (AUTH as default) names state.redis.username; no password at all is told as required', async (t) => {
   const redis = await startRedis({ args: ['--requirepass', DEFAULT_PASSWORD] })
   t.teardown(() => redis.stop())

@@ -1462,7 +1462,8 @@ export interface AclGrants {
  * `NOAUTH` (no password sent), `username` null: `"... (Redis requires a password: set
  * state.redis.password, and state.redis.username for an ACL user)"`; `WRONGPASS`, `username` null
  * (AUTH ran as `default`): `"... (Redis refused Tether's password for the default user: check
- * state.redis.password, or set state.redis.username for an ACL user)"`.
+ * state.redis.password, or set state.redis.username for an ACL user)"`; Redis < 6's `"ERR invalid
+ * password"` (no ACL users), `username` null: `"... (Redis refused Tether's password: check state.redis.password)"`.
  */
 export function authHint(error: string, who: string, username: string | null, usernameSetting: string, passwordSetting: string, grants: AclGrants = {}): string {
   if (NOPERM.test(error)) {
@@ -1484,6 +1485,8 @@ export function authHint(error: string, who: string, username: string | null, us
     return `${error} (${who} requires a password: set ${passwordSetting}${user})`
   }
   if (username === null) {
+    // Redis < 6 (no ACL users, no `default` user) answers "ERR invalid password": only the password to check
+    if (/\bERR invalid password\b/.test(error)) return `${error} (${who} refused Tether's password: check ${passwordSetting})`
     // AUTH with a password only runs as the `default` user: a Redis 6+ ACL user's password is refused
     return `${error} (${who} refused Tether's password for the default user: check ${passwordSetting}, or set ${usernameSetting} for an ACL user)`
   }
