@@ -170,8 +170,9 @@ function read(file: string): ReturnType<typeof readConfigFile> | null {
   try {
     return readConfigFile(file, process.env, configFiles)
   } catch (err) {
-    if (err instanceof ConfigError) process.stderr.write(`${err.message}\n`)
-    else process.stderr.write(`${file}: ${(err as Error).message}\n`)
+    // (a read error's OS message names the path, and could carry anything: masked as every stderr line)
+    if (err instanceof ConfigError) process.stderr.write(`${maskUrlCredentials(err.message)}\n`)
+    else process.stderr.write(`${maskUrlCredentials(`${file}: ${(err as Error).message}`)}\n`)
     return null
   }
 }

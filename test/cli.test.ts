@@ -108,6 +108,15 @@ t.test('check: a missing file exits 1 with a one-line error', async (t) => {
   t.equal(r.stderr.trim().split('\n').length, 1)
 })
 
+t.test('check and run: a config file that cannot be read is told with a URL\'s password in its path or OS message masked', async (t) => {
+  for (const cmd of ['check', '--config']) {
+    const r = await runCli([cmd, '/nonexistent/redis://u:pw@h/proxy.yaml'])
+    t.equal(r.code, 1, cmd)
+    t.match(r.stderr, /\/nonexistent\/redis:\/\/u:\*\*\*@h\/proxy\.yaml/, `${cmd}: the path told, masked`)
+    t.notMatch(r.stderr, /pw/, `${cmd}: no password`)
+  }
+})
+
 t.test('check and run: state.redis.name without sentinels is a warning naming the key and its line, not a refusal', async (t) => {
   const file = tempFile('name.yaml', 'listen: { host: 127.0.0.1, port: 0 }\nadmin: { listen: { host: 127.0.0.1, port: 0 } }\nupstreams:\n  - { id: a, url: "http://127.0.0.1:9001" }\nstate:\n  store: redis\n  redis:\n    url: redis://127.0.0.1:1\n    name: mymaster\n')
   const warning = `${file}:9:11 state.redis.name: ignored without sentinels (it names the Sentinel master)`
