@@ -147,7 +147,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       }
       if (replaced.length > 0) logger.info({ upstreams: replaced }, 'upstreams replaced (a new address or a new pod): their users get their state there, their WebSockets are closed')
     },
-    drain: (id) => health.table.drain(id, config.affinity.drain.migrate, undefined, 'discovery'),
+    drain: (id, since) => health.table.drain(id, config.affinity.drain.migrate, since, 'discovery'),
     undrain: (id) => health.table.undrain(id, 'discovery'),
   }, timers)
   // with workers, one (the lead) runs discovery and tells the others every list it applies
@@ -172,7 +172,8 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       health.checker?.start()
       discovery.start().catch((err: unknown) => logger.error({ err: (err as Error).message }, 'discovery did not start'))
     },
-    discovered: (source, found) => membership.setDiscovered(found, source),
+    discovered: (source, found, leaving) => membership.setDiscovered(found, source,
+      leaving.map(({ since, ...upstream }) => ({ upstream, since, remaining: since + config.affinity.drain_timeout - clock.now() }))),
   })
   const admin = await listener.listen().then(() => redirect?.listen()).then(() => createAdmin(config, {
     logger, health: health.table, peers: health.peers, metrics, traffic, upstreams: () => membership.current(), draining: () => draining,

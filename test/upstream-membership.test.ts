@@ -24,7 +24,7 @@ function setup(statics: string[] = []) {
       health.clear()
       for (const id of set.ids) health.add(id)
     },
-    drain: (id) => void calls.push(`drain ${id}${health.has(id) ? '' : ' (unknown!)'}`),
+    drain: (id, since) => void calls.push(`drain ${id}${since === undefined ? "" : ` since ${since}`}${health.has(id) ? "" : " (unknown!)"}`),
     undrain: (id) => void calls.push(`undrain ${id}${health.has(id) ? '' : ' (unknown!)'}`),
   }, timers)
   return { membership, timers, calls, gone }
@@ -219,4 +219,26 @@ t.test('from the slices: a dual-stack pod whose readiness fails for a moment dra
   calls.length = 0
   apply({ ...notReady, uid: 'b', ip: '10.0.0.9' }, { terminating: true, serving: true })
   t.same(membership.current().ids, ['web-1'], "re-created (IPv4 lists the new pod, IPv6 still the old one serving): web-0 leaves at once")
+})
+
+t.test('a worker that starts drains what its siblings drain (leaving): until the same deadline, unless listed, static, expired or its pod gone', async (t) => {
+  const { membership, timers, calls, gone } = setup(['s'])
+  const at = (id: string, ip: string): DiscoveredUpstream => up(id, { url: `http://${ip}:8080` })
+  membership.setDiscovered([at('a', '10.0.0.1')], 'dns', [
+    { upstream: at('b', '10.0.0.2'), since: 5, remaining: 20_000 },
+    { upstream: at('a', '10.0.0.1'), since: 5, remaining: 20_000 }, // listed again
+    { upstream: at('s', '10.0.0.9'), since: 5, remaining: 20_000 }, // static wins
+    { upstream: at('c', '10.0.0.3'), since: 5, remaining: 0 }, // its drain_timeout has passed
+    { upstream: at('d', '10.0.0.1'), since: 5, remaining: 20_000 }, // its address is a's now: its pod is gone
+  ])
+  t.same(calls, ['set a,b,s', 'drain b since 5'], 'b joins the set draining since it began on the siblings; nothing else does')
+  t.same(gone, [], 'nothing named gone: this worker never had those upstreams')
+  timers.advance(19_999)
+  t.same(membership.current().ids, ['a', 'b', 's'])
+  timers.advance(1)
+  t.same(membership.current().ids, ['a', 's'], 'b leaves at the deadline the siblings have, not a whole drain_timeout after this start')
+  membership.setDiscovered([at('a', '10.0.0.1'), at('e', '10.0.0.5')], 'dns', [{ upstream: at('e', '10.0.0.5'), since: 5, remaining: 5_000 }])
+  t.same(membership.current().ids, ['a', 'e', 's'], 'an upstream listed is no leaving one')
+  timers.advance(DRAIN)
+  t.same(membership.current().ids, ['a', 'e', 's'])
 })

@@ -8,6 +8,17 @@ import { goneByUnready, upstreamSet, type DiscoveredUpstream, type ListedUpstrea
 
 const NOTHING_GONE: ReadonlySet<string> = new Set()
 
+/**
+ * An upstream another worker's membership drains since it left a discovery listing: `remaining`
+ * ms of its `drain_timeout` are left (see Membership.setDiscovered).
+ */
+export interface LeavingUpstream {
+  readonly upstream: DiscoveredUpstream
+  /** When it left (ms since the epoch): its drain began then (told to the `drain` hook). */
+  readonly since: number
+  readonly remaining: number
+}
+
 export interface MembershipHooks {
   /**
    * The effective set changed. `gone`: ids that left it at once because the pod they were is
@@ -15,8 +26,11 @@ export interface MembershipHooks {
    * pod uid): not a planned removal (their users move as from a dead upstream, not a drained one).
    */
   onChange(upstreams: UpstreamSet, gone: ReadonlySet<string>): void
-  /** Start / stop draining an upstream (the health table owns the flag). */
-  drain(id: string): void
+  /**
+   * Start / stop draining an upstream (the health table owns the flag); `since`: the drain
+   * began before now, on another worker (an upstream given as `leaving`).
+   */
+  drain(id: string, since?: number): void
   undrain(id: string): void
 }
 
@@ -50,7 +64,7 @@ export class Membership {
   /** Ids this membership told the health table to drain (so it undrains only those). */
   readonly #drained = new Set<string>()
   /** Upstreams gone from discovery, still draining: id -> (config, removal timer). */
-  readonly #leaving = new Map<string, { upstream: ListedUpstream; timer: unknown }>()
+  readonly #leaving = new Map<string, { upstream: ListedUpstream; timer: unknown; since?: number }>()
   #current: UpstreamSet
 
   constructor(staticUpstreams: readonly UpstreamConfig[], drainTimeout: number, hooks: MembershipHooks, timers: Timers = systemTimers) {
@@ -69,8 +83,11 @@ export class Membership {
   /**
    * Apply a new answer of the discovery source `source` (its whole current list). Publishes
    * the new set, then drains what newly drains (gone or terminating) and undrains what came back.
+   * `leaving`: upstreams that left this source's listing before this membership saw it (a worker
+   * that starts gets them from the primary): each drains for its `remaining` ms, as on the
+   * workers that saw it leave, unless listed (by any source) or gone by the rules above.
    */
-  setDiscovered(upstreams: readonly DiscoveredUpstream[], source = 'discovery'): void {
+  setDiscovered(upstreams: readonly DiscoveredUpstream[], source = 'discovery', leaving: readonly LeavingUpstream[] = []): void {
     this.#sources.set(source, upstreams)
     const next = new Map<string, ListedUpstream>()
     const terminating = new Set<string>()
@@ -83,7 +100,7 @@ export class Membership {
           unready.push(u)
           continue
         }
-        if (!next.has(u.id)) next.set(u.id, { id: u.id, url: u.url, weight: u.weight, ...(u.addresses === undefined ? {} : { addresses: u.addresses }), ...(u.uid === undefined ? {} : { uid: u.uid }), ...(u.keptEmpty === undefined ? {} : { keptEmpty: u.keptEmpty }) })
+        if (!next.has(u.id)) next.set(u.id, listed(u))
         if (u.draining === true) terminating.add(u.id)
         else serving.add(u.id)
       }
@@ -113,6 +130,14 @@ export class Membership {
     // users must move now too, not reach the new pod's address until drain_timeout.
     const goneUnready = goneByUnready(unready)
     const gone = (upstream: ListedUpstream): boolean => taken.has(upstream.url) || goneUnready(upstream)
+    // what a sibling drains since it left a listing this membership never saw (a worker that
+    // starts): drains here too, until the same deadline; not what is listed, static, already
+    // leaving or whose pod is gone by the rules above
+    for (const { upstream, since, remaining } of leaving) {
+      const u = listed(upstream)
+      if (remaining <= 0 || next.has(u.id) || this.#isStatic(u.id) || this.#leaving.has(u.id) || gone(u)) continue
+      this.#leaving.set(u.id, { upstream: u, since, timer: this.#timers.setTimeout(() => this.#leave(u.id), remaining) })
+    }
     const left = new Set<string>()
     for (const [id, { upstream, timer }] of this.#leaving) {
       if (!gone(upstream)) continue
@@ -151,7 +176,9 @@ export class Membership {
     for (const id of [...this.#leaving.keys(), ...this.#terminating]) {
       if (this.#drained.has(id) || !shouldDrain(id)) continue
       this.#drained.add(id)
-      this.#hooks.drain(id)
+      const since = this.#leaving.get(id)?.since
+      if (since === undefined) this.#hooks.drain(id)
+      else this.#hooks.drain(id, since)
     }
     for (const id of this.#drained) {
       if (shouldDrain(id)) continue
@@ -176,4 +203,9 @@ export class Membership {
   #isStatic(id: string): boolean {
     return this.#static.some((u) => u.id === id)
   }
+}
+
+/** A discovered upstream as membership keeps it (its draining and unready flags left out). */
+function listed(u: DiscoveredUpstream): ListedUpstream {
+  return { id: u.id, url: u.url, weight: u.weight, ...(u.addresses === undefined ? {} : { addresses: u.addresses }), ...(u.uid === undefined ? {} : { uid: u.uid }), ...(u.keptEmpty === undefined ? {} : { keptEmpty: u.keptEmpty }) }
 }

@@ -5,7 +5,7 @@
 // starting worker's snapshot is streamed from a sibling. Layer 2 state owner: no I/O of its
 // own (messages go out through the injected `send`), no routing decisions.
 import type { CheckpointStore } from '../state/checkpoint-store.js'
-import type { ToPrimary, ToWorker, WireDiscovered } from './messages.js'
+import type { ToPrimary, ToWorker, WireDiscovered, WireLeaving } from './messages.js'
 
 /** How the hub reaches the workers. */
 export interface HubWorkers {
@@ -31,16 +31,29 @@ export class Hub {
   /** The last list of each discovery source (a starting worker gets them before its snapshot). */
   readonly #discovered = new Map<string, { upstreams: readonly WireDiscovered[]; unready: readonly WireDiscovered[] | undefined }>()
   /**
+   * What left each source's listing, by id, and since when: the workers that saw it leave drain
+   * it for `drain_timeout`, and a starting worker, which never saw it listed, must too.
+   */
+  readonly #leaving = new Map<string, Map<string, WireLeaving>>()
+  readonly #now: () => number
+  readonly #drainTimeout: () => number
+  /**
    * Snapshots in progress: dump id -> the worker that asked, and its call; the sibling asked
    * (`from`) and whether its first chunk came (`begun`).
    */
   readonly #dumps = new Map<number, { readonly to: number; readonly call: number; readonly from: number; begun: boolean }>()
   #dump = 0
 
-  /** `store`: the checkpoint store of `state.store: memory`, held here for all workers (else null). */
-  constructor(workers: HubWorkers, store: CheckpointStore | null) {
+  /**
+   * `store`: the checkpoint store of `state.store: memory`, held here for all workers (else
+   * null); `now` (ms since the epoch) and `drainTimeout` (ms, the config accepted last): how long
+   * an upstream gone from a listing is kept for a starting worker.
+   */
+  constructor(workers: HubWorkers, store: CheckpointStore | null, time: { readonly now: () => number; readonly drainTimeout: () => number } = { now: () => 0, drainTimeout: () => 0 }) {
     this.#workers = workers
     this.#store = store
+    this.#now = time.now
+    this.#drainTimeout = time.drainTimeout
   }
   /** The checkpoint store from now on (a reload brought `state.store: memory`). */
   setStore(store: CheckpointStore): void {
@@ -63,6 +76,7 @@ export class Hub {
         return
       }
       case 'discovered':
+        this.#left(m.source, m.upstreams)
         this.#discovered.set(m.source, { upstreams: m.upstreams, unready: m.unready })
         return this.#others(from, discoveredMessage(m.source, m.upstreams, m.unready))
       case 'publish': for (const id of this.#workers.ids()) this.#workers.send(id, { tether: 'message', message: m.message }); return
@@ -98,6 +112,25 @@ export class Hub {
         this.#startDump(d.to, d.call)
       }
     }
+  }
+
+  /**
+   * Source `source` lists `upstreams` now: what its last list had and this one lacks leaves now;
+   * what it lists again is no longer leaving; what left longer than `drain_timeout` ago is forgotten.
+   */
+  #left(source: string, upstreams: readonly WireDiscovered[]): void {
+    const now = this.#now()
+    const leaving = this.#leavingOf(source)
+    const listed = new Set(upstreams.map((u) => u.id))
+    for (const u of this.#discovered.get(source)?.upstreams ?? []) if (!listed.has(u.id) && !leaving.has(u.id)) leaving.set(u.id, { ...u, since: now })
+    for (const [id, u] of leaving) if (listed.has(id) || now - u.since >= this.#drainTimeout()) leaving.delete(id)
+    if (leaving.size === 0) this.#leaving.delete(source)
+    else this.#leaving.set(source, leaving)
+  }
+
+  /** The upstreams left source `source`'s listing (a copy of the map to fill). */
+  #leavingOf(source: string): Map<string, WireLeaving> {
+    return new Map(this.#leaving.get(source))
   }
 
   /** Asks a sibling of `to` for a snapshot answering its call `call`; with none, the call ends (null). */
@@ -147,7 +180,10 @@ export class Hub {
       case 'cp.delete': return store === null ? null : store.delete(args[0] as string).then(() => null)
       case 'snapshot': {
         // the upstreams first: the bindings that follow may name discovered ones
-        for (const [source, { upstreams, unready }] of this.#discovered) this.#workers.send(from, discoveredMessage(source, upstreams, unready))
+        for (const [source, { upstreams, unready }] of this.#discovered) {
+          const leaving = [...this.#leavingOf(source).values()]
+          this.#workers.send(from, { ...discoveredMessage(source, upstreams, unready), ...(leaving.length === 0 ? {} : { leaving }) })
+        }
         this.#startDump(from, call)
         return undefined
       }

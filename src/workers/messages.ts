@@ -59,6 +59,15 @@ export interface WireDiscovered {
 }
 
 /**
+ * An upstream that left a discovery source's listing and drains (for `affinity.drain_timeout`)
+ * on the workers that saw it leave: `since`, when the primary relayed the list without it (ms
+ * since the epoch). Sent to a starting worker with the source's last list (see `discovered`).
+ */
+export interface WireLeaving extends WireDiscovered {
+  readonly since: number
+}
+
+/**
  * A binding as it travels in a snapshot: key, upstream id, epoch, and when it was created and
  * last used where it comes from (ms since the epoch: the workers share one machine's clock).
  */
@@ -158,9 +167,11 @@ export type ToWorker =
   | { readonly tether: 'suspect'; readonly id: string }
   /**
    * A discovery source's list (relayed from the lead; the last one of each source again to a
-   * starting worker); `unready`: the pods it lists not ready (absent from an older lead).
+   * starting worker); `unready`: the pods it lists not ready (absent from an older lead);
+   * `leaving`, to a starting worker only: the upstreams gone from this source's listing that the
+   * other workers still drain, with since when (an older worker ignores it).
    */
-  | { readonly tether: 'discovered'; readonly source: string; readonly upstreams: readonly WireDiscovered[]; readonly unready?: readonly WireDiscovered[] }
+  | { readonly tether: 'discovered'; readonly source: string; readonly upstreams: readonly WireDiscovered[]; readonly unready?: readonly WireDiscovered[]; readonly leaving?: readonly WireLeaving[] }
   | { readonly tether: 'probe'; readonly id: string; readonly ok: boolean; readonly severe: boolean; readonly cause?: string | null }
   | { readonly tether: 'reply'; readonly call: number; readonly value: unknown }
   /**

@@ -146,7 +146,7 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
     },
     send: (id, m) => send(running.get(id)?.worker, m),
     lead: () => lead,
-  }, null)
+  }, null, { now: () => systemClock.now(), drainTimeout: () => accepted.config.affinity.drain_timeout })
   provideStore(first)
 
   const chooseLead = (): void => {

@@ -11,7 +11,7 @@ import type { Decision } from '../routing/decision.js'
 import type { PeerChannel } from '../peers/peer-channel.js'
 import type { HealthCopy } from '../health/health-copy.js'
 import type { Checkpoint, CheckpointStore, CheckpointStoreStatus, GetResult, PutResult } from '../state/checkpoint-store.js'
-import type { BindingWrite, CallOp, ToPrimary, ToWorker, WireBinding, WireDiscovered, WireRecord } from './messages.js'
+import type { BindingWrite, CallOp, ToPrimary, ToWorker, WireBinding, WireDiscovered, WireLeaving, WireRecord } from './messages.js'
 import { isTetherMessage } from './messages.js'
 import { systemTimers, type Timers } from '../clock.js'
 
@@ -72,8 +72,11 @@ export interface WorkerParts {
   readonly probeSoon: (id: string) => void
   /** Start running the active checks and discovery (this worker became the one that does). */
   readonly becomeLead: () => void
-  /** Apply a discovery source's whole list, as the lead's discovery found it. */
-  readonly discovered: (source: string, upstreams: readonly WireDiscovered[]) => void
+  /**
+   * Apply a discovery source's whole list, as the lead's discovery found it; `leaving` (to a
+   * starting worker): what left that listing before and still drains on the others, since when.
+   */
+  readonly discovered: (source: string, upstreams: readonly WireDiscovered[], leaving: readonly WireLeaving[]) => void
   readonly now: () => number
   /**
    * Upstream health: this worker's view of each upstream, for a sibling that starts; and the
@@ -364,7 +367,7 @@ export class WorkerLink {
       case 'probe':
         if (this.#holdProbes && this.#held !== null) return void this.#held.push({ probe: [m.id, m.ok, m.severe, m.cause ?? null] })
         return void p?.applyProbe(m.id, m.ok, m.severe, m.cause ?? null)
-      case 'discovered': return void p?.discovered(m.source, [...m.upstreams, ...(m.unready ?? []).map((u) => ({ ...u, unready: true }))])
+      case 'discovered': return void p?.discovered(m.source, [...m.upstreams, ...(m.unready ?? []).map((u) => ({ ...u, unready: true }))], m.leaving ?? [])
       case 'suspect': return void p?.probeSoon(m.id)
       case 'reply': return this.#settle(m.call, m.value)
       case 'snapshot-chunk': return void this.#calls.get(m.call)?.chunk?.(m.entries, m.records, m.health)
