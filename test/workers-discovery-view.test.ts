@@ -4,37 +4,17 @@
 // when each gone upstream left its source and sends a starting worker those draining entries
 // with the last lists (`leaving`), so its drain ends at the same moment as on the others.
 import t from 'tap'
-import { tempFile } from './fixtures/cli.js'
-import { freePorts } from './fixtures/ports.js'
-import { TestDnsServer } from './fixtures/dns-server.js'
-import { closeServer, sameportUpstreams, type Echo } from './fixtures/sameport-upstreams.js'
-import { request, startPrimary, workerPids } from './fixtures/primary-process.js'
+import type { Echo } from './fixtures/sameport-upstreams.js'
+import { request, workerPids } from './fixtures/primary-process.js'
+import { killEachWorker, startDnsWorkers } from './fixtures/dns-workers.js'
 import { waitFor } from './fixtures/wait.js'
 
 const NAME = 'view.tether.test'
 const USERS = 24
 
 t.test('with two workers, an upstream gone from DNS keeps its users through every worker until drain_timeout, also on a worker SIGKILLed and restarted while it drains', async (t) => {
-  const { port: appPort, servers } = await sameportUpstreams()
-  t.teardown(async () => { await Promise.all(servers.map(closeServer)) })
-  const dns = new TestDnsServer()
-  const { port: dnsPort } = await dns.start()
-  t.teardown(() => dns.close())
-  dns.set(NAME, { a: ['127.0.0.1', '127.0.0.2'], aaaa: [] })
+  const { appPort, dns, port, adminPort, proc, out: output } = await startDnsWorkers(t, { name: NAME, a: ['127.0.0.1', '127.0.0.2'], drainTimeout: '120s', interval: 100, file: 'workers-discovery-view.yaml' })
   const id = (address: string): string => `${address}:${appPort}`
-
-  const [port, adminPort] = await freePorts(2)
-  const file = tempFile('workers-discovery-view.yaml', [
-    `listen: { host: 127.0.0.1, port: ${port} }`,
-    `admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }`,
-    'workers: 2',
-    'log: { level: info, access: false }',
-    'affinity: { key: header, header: { name: X-User }, drain_timeout: 120s }',
-    `discovery: { dns: { name: ${NAME}, port: ${appPort}, srv: false, interval: 100ms, family: ipv4, servers: ["127.0.0.1:${dnsPort}"] } }`,
-    'upstreams: []',
-    '',
-  ].join('\n'))
-  const { proc, out: output } = await startPrimary(t, file)
   const url = `http://127.0.0.1:${port}/`
   const rows = async (): Promise<{ id: string; state?: string; draining?: boolean }[]> =>
     JSON.parse((await request(`http://127.0.0.1:${adminPort}/upstreams`, null)).body) as { id: string }[]
@@ -71,12 +51,7 @@ t.test('with two workers, an upstream gone from DNS keeps its users through ever
   }
   await round('drain started')
   // each worker SIGKILLed in turn and restarted by the primary while 127.0.0.2 drains
-  for (const pid of workerPids(proc)) {
-    const before = (output().match(/"tether listening"/g) ?? []).length
-    process.kill(pid, 'SIGKILL')
-    await waitFor(() => (output().match(/"tether listening"/g) ?? []).length > before, 15_000, 'the killed worker to be restarted')
-    await round(`worker ${pid} restarted`)
-  }
+  await killEachWorker({ proc, out: output }, (pid) => round(`worker ${pid} restarted`))
   t.equal(workerPids(proc).length, 2, 'two workers again')
   t.same(strayed, [], `the users of the draining upstream stay on it through every worker (${onTwo.length} users, 12 requests each)`)
   t.equal(failed, 0, '0 failed requests')

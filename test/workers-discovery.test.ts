@@ -13,32 +13,15 @@ import { TestDnsServer } from './fixtures/dns-server.js'
 import { closeServer, sameportUpstreams, type Echo } from './fixtures/sameport-upstreams.js'
 import { request, startPrimary, workerPids } from './fixtures/primary-process.js'
 import { waitFor } from './fixtures/wait.js'
+import { killEachWorker, startDnsWorkers } from './fixtures/dns-workers.js'
 
 const NAME = 'app.tether.test'
 const INTERVAL = 100
 const USERS = 30
 
 t.test('with two workers, one worker runs DNS discovery for all: one resolver, lists relayed in order, taken over when the lead dies, 0 users routed inconsistently', async (t) => {
-  const { port: appPort, servers } = await sameportUpstreams()
-  t.teardown(async () => { await Promise.all(servers.map(closeServer)) })
-  const dns = new TestDnsServer()
-  const { port: dnsPort } = await dns.start()
-  t.teardown(() => dns.close())
-  dns.set(NAME, { a: ['127.0.0.1', '127.0.0.2'], aaaa: [] })
+  const { appPort, dns, port, adminPort, proc, out: output } = await startDnsWorkers(t, { name: NAME, a: ['127.0.0.1', '127.0.0.2'], drainTimeout: '1s', interval: INTERVAL, file: 'workers-discovery.yaml' })
   const id = (address: string): string => `${address}:${appPort}`
-
-  const [port, adminPort] = await freePorts(2)
-  const file = tempFile('workers-discovery.yaml', [
-    `listen: { host: 127.0.0.1, port: ${port} }`,
-    `admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }`,
-    'workers: 2',
-    'log: { level: info, access: false }',
-    'affinity: { key: header, header: { name: X-User }, drain_timeout: 1s }',
-    `discovery: { dns: { name: ${NAME}, port: ${appPort}, srv: false, interval: ${INTERVAL}ms, family: ipv4, servers: ["127.0.0.1:${dnsPort}"] } }`,
-    'upstreams: []',
-    '',
-  ].join('\n'))
-  const { proc, out: output } = await startPrimary(t, file)
   const url = `http://127.0.0.1:${port}/`
   const listed = async (): Promise<string[]> =>
     (JSON.parse((await request(`http://127.0.0.1:${adminPort}/upstreams`, null)).body) as { id: string }[]).map((u) => u.id).sort()
@@ -89,12 +72,7 @@ t.test('with two workers, one worker runs DNS discovery for all: one resolver, l
   t.ok(countOf('127.0.0.3') > 0, `new users reach the added upstream (${countOf('127.0.0.3')} of ${2 * USERS})`)
 
   // both workers crash in turn (so the lead does): each is replaced and takes the last lists
-  for (const pid of workerPids(proc)) {
-    const before = (output().match(/"tether listening"/g) ?? []).length
-    process.kill(pid, 'SIGKILL')
-    await waitFor(() => (output().match(/"tether listening"/g) ?? []).length > before, 15_000, 'the crashed worker to be replaced')
-    for (let i = 0; i < 2; i++) await round('worker crash', 2 * USERS)
-  }
+  await killEachWorker({ proc, out: output }, async () => { for (let i = 0; i < 2; i++) await round('worker crash', 2 * USERS) })
   t.equal(workerPids(proc).length, 2, 'two workers again')
   await resolvers('after the lead was replaced')
 
