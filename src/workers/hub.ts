@@ -1,7 +1,7 @@
 // The primary's switchboard between workers (`workers` > 1): a pin, unpin or probe result from
 // one worker goes to every other one before the sender's write is acknowledged; peer-channel
 // messages go to all; discovery lists from the lead go to the others and the last of each
-// source is kept for a worker that starts; the small named sets and the memory checkpoint store live here; a
+// source is kept for a worker that starts, with what left it and still drains; the small named sets and the memory checkpoint store live here; a
 // starting worker's snapshot is streamed from a sibling. Layer 2 state owner: no I/O of its
 // own (messages go out through the injected `send`), no routing decisions.
 import type { CheckpointStore } from '../state/checkpoint-store.js'
