@@ -70,6 +70,10 @@ const NO_ROUTE: Record<NoRoute, ErrorCode> = { none: 'TETHER_NO_UPSTREAM', stric
 /** Moves Tether makes by choice, not forced by the user's upstream: held when the user's state cannot be fetched. */
 const CHOSEN_MOVES: ReadonlySet<MoveReason> = new Set<MoveReason>(['admin', 'rebalance', 'spill', 'drain'])
 
+/** How a request cut before its attempt ends (see RequestPath.#left). */
+const SHUT_DOWN: Outcome = { kind: 'error', code: 'TETHER_SHUTTING_DOWN', connect: false }
+const CLIENT_ABORT: Outcome = { kind: 'client_abort' }
+
 /** A method with a lower-case letter (h2 lets it through; see #guard). */
 const LOWER_CASE = /[a-z]/
 
@@ -196,6 +200,10 @@ export class RequestPath {
       if (shared !== null && ctx.key.kind === 'table' && sessions.needsSync(ctx.key.value, clock.now())) {
         const b = await shared.lookup(ctx.key.value)
         if (b !== 'unavailable') sessions.sync(ctx.key.value, b, clock.now())
+        // a stop's grace end (or the client leaving) while the lookup waited: no decision, no
+        // attempt into the pools the stop destroys (see #left)
+        const left = this.#left(x)
+        if (left !== null) return this.#finish(ctx, left)
       }
       // the move counted before an attempt that is decided again without reaching an
       // application (a 431 from a process replaced meanwhile): the next decision is the same
@@ -655,6 +663,20 @@ export class RequestPath {
   #session(ctx: RequestContext): string | null {
     const k = SessionRecords.keyOf(ctx.key, ctx.decision)
     return k === null ? null : this.#d.records.logged(ctx.key, k)
+  }
+
+  /**
+   * How a request that waited before its attempt (a shared-affinity lookup on a slow store)
+   * ends if it can no longer be answered: a graceful stop's grace end cut its connection
+   * (status 0, TETHER_SHUTTING_DOWN: the listener's close resolves and the pools are destroyed
+   * before the connection's 'close' reaches the request, so `x.clientGone` may still be false),
+   * or its client left (status 0, client_abort). Null: it goes on. Two flag reads after an
+   * await, no listener: requests that never wait pay nothing.
+   */
+  #left(x: Exchange): AttemptResult | null {
+    if (this.#d.http.cut) return { status: 0, outcome: SHUT_DOWN, error: null, responded: true }
+    if (x.clientGone) return { status: 0, outcome: CLIENT_ABORT, error: null, responded: true }
+    return null
   }
 
   /** Tether answers itself with a catalogue error. */
