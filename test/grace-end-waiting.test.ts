@@ -8,17 +8,11 @@ import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { startUpstream, testConfig } from './fixtures/upstream.js'
-import { redisCli, startRedis } from './fixtures/redis-server.js'
+import { frozenRedis } from './fixtures/redis-server.js'
 import { onEvent, when, within } from './fixtures/wait.js'
 
 t.test('a request waiting on a frozen Redis\'s shared-affinity lookup at a stop\'s grace end is logged TETHER_SHUTTING_DOWN, status 0, with no upstream decided', async (t) => {
-  const redis = await startRedis()
-  const pid = Number(/process_id:(\d+)/.exec(await redisCli(redis.port, 'INFO', 'server'))![1])
-  let frozen = false
-  t.teardown(async () => {
-    if (frozen) process.kill(pid, 'SIGCONT')
-    await redis.stop()
-  })
+  const { redis, freeze } = await frozenRedis(t)
   const forwarded: string[] = []
   const up = await startUpstream('a', (req, res) => {
     req.resume()
@@ -33,8 +27,7 @@ t.test('a request waiting on a frozen Redis\'s shared-affinity lookup at a stop\
     state: { store: 'redis', timeout: 3000, redis: { url: redis.url } },
   }), { logger: createLogger('info', logs) })
   t.teardown(() => tether.close(0))
-  process.kill(pid, 'SIGSTOP')
-  frozen = true
+  freeze()
   const handed = new Promise<void>((resolve) => tether.listener.server.once('request', () => resolve()))
   const client = net.connect(tether.port, '127.0.0.1')
   client.on('error', () => undefined)

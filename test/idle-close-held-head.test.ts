@@ -9,18 +9,12 @@ import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { startUpstream, testConfig } from './fixtures/upstream.js'
-import { redisCli, startRedis } from './fixtures/redis-server.js'
+import { frozenRedis } from './fixtures/redis-server.js'
 import { onEvent, when, within } from './fixtures/wait.js'
 
 for (const protocol of ['HTTP/1.1', 'h2'] as const) {
 t.test(`${protocol}: an idle close while a checkpoint write holds the answer head is logged TETHER_CLIENT_TIMEOUT with status 0 (nothing was sent)`, async (t) => {
-  const redis = await startRedis()
-  const pid = Number(/process_id:(\d+)/.exec(await redisCli(redis.port, 'INFO', 'server'))![1])
-  let frozen = false
-  t.teardown(async () => {
-    if (frozen) process.kill(pid, 'SIGCONT')
-    await redis.stop()
-  })
+  const { redis, freeze } = await frozenRedis(t)
   const up = await startUpstream('a', (req, res) => {
     req.resume()
     res.writeHead(200, { 'x-tether-state': 'n' }).end('a')
@@ -35,8 +29,7 @@ t.test(`${protocol}: an idle close while a checkpoint write holds the answer hea
     ...(protocol === 'h2' ? { listen: { http2: { cleartext: true } } } : {}),
   }), { logger: createLogger('info', logs) })
   t.teardown(() => tether.close(0))
-  process.kill(pid, 'SIGSTOP')
-  frozen = true
+  freeze()
   let got = ''
   let closed: Promise<void>
   if (protocol === 'h2') {

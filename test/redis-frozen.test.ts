@@ -4,31 +4,16 @@
 // silent for `stallTimeout`, and a start-up against it must end (its ready check has no limit
 // of its own in ioredis). Real redis-server processes, stopped and continued; real time is
 // only polled with a deadline.
-import t, { type Test } from 'tap'
+import t from 'tap'
 import net from 'node:net'
 import { FAILED, RedisConnection } from '../src/redis/connection.js'
 import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
-import { redisCli, startRedis, startRedisCluster, waitFor, type RedisServer } from './fixtures/redis-server.js'
+import { frozenRedis, redisCli, startRedisCluster, waitFor } from './fixtures/redis-server.js'
 import { keySlot } from '../src/redis/key-slot.js'
 import { request, startUpstream, testConfig } from './fixtures/upstream.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { onEvent, when } from './fixtures/wait.js'
-
-async function frozenRedis(t: Test): Promise<{ redis: RedisServer; freeze(): void; thaw(): void }> {
-  const redis = await startRedis()
-  const pid = Number(/process_id:(\d+)/.exec(await redisCli(redis.port, 'INFO', 'server'))![1])
-  let stopped = false
-  t.teardown(async () => {
-    if (stopped) process.kill(pid, 'SIGCONT')
-    await redis.stop()
-  })
-  return {
-    redis,
-    freeze: () => { process.kill(pid, 'SIGSTOP'); stopped = true },
-    thaw: () => { process.kill(pid, 'SIGCONT'); stopped = false },
-  }
-}
 
 t.test('commands to a frozen Redis: at most maxWaiting are held, the rest fail unsent, and a silent connection is remade (they fail, nothing held)', async (t) => {
   const { redis, freeze, thaw } = await frozenRedis(t)
