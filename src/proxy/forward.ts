@@ -177,6 +177,18 @@ export class Forwarder {
     return () => { this.#goneWatch.delete(cut) }
   }
 
+  /**
+   * `wait`'s value, or 'cut' as soon as a stop's grace end cuts the client connections (see
+   * {@link cutOff}): a request waiting on a slow store read stops waiting then (its client is
+   * gone) rather than at the read's own timeout. Example: `await untilCut(shared.lookup(key))`.
+   */
+  untilCut<T>(wait: Promise<T>): Promise<T | 'cut'> {
+    if (this.#cut) return Promise.resolve('cut')
+    let unwatch = (): void => undefined
+    const cut = new Promise<'cut'>((resolve) => { unwatch = this.watchCut(() => resolve('cut')) })
+    return Promise.race([wait, cut]).finally(() => unwatch())
+  }
+
   /** Whether a graceful stop's grace period ended (see {@link cutOff}). */
   get cut(): boolean {
     return this.#cut

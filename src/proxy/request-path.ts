@@ -198,8 +198,9 @@ export class RequestPath {
       // a key this replica has not seen (or not checked lately) may be bound by another
       // replica: reconcile with the shared table first (bounded by state.timeout)
       if (shared !== null && ctx.key.kind === 'table' && sessions.needsSync(ctx.key.value, clock.now())) {
-        const b = await shared.lookup(ctx.key.value)
-        if (b !== 'unavailable') sessions.sync(ctx.key.value, b, clock.now())
+        // a stop's grace end stops the wait at once (the request's connection is cut)
+        const b = await this.#d.http.untilCut(shared.lookup(ctx.key.value))
+        if (b !== 'unavailable' && b !== 'cut') sessions.sync(ctx.key.value, b, clock.now())
         // a stop's grace end (or the client leaving) while the lookup waited: no decision, no
         // attempt into the pools the stop destroys (see #left)
         const left = this.#left(x)
