@@ -14,7 +14,7 @@ import { LogCapture } from './fixtures/log-capture.js'
 import { startUpstream, testConfig, request, type DeepPartial } from './fixtures/upstream.js'
 import { CookieJar } from './fixtures/users.js'
 import { metric } from './fixtures/drill.js'
-import { redisCli, startRedis } from './fixtures/redis-server.js'
+import { frozenRedis } from './fixtures/redis-server.js'
 import { onEvent, waitFor, when } from './fixtures/wait.js'
 import type { Config } from '../src/config/schema.js'
 
@@ -165,13 +165,7 @@ for (const protocol of ['HTTP/1.1', 'h2'] as const) {
 }
 
 t.test("a moved user's client that leaves while the state is fetched (a frozen Redis), no hook run: the move is not counted, nothing is sent, logged client_abort", async (t) => {
-  const redis = await startRedis()
-  const pid = Number(/process_id:(\d+)/.exec(await redisCli(redis.port, 'INFO', 'server'))![1])
-  let frozen = false
-  t.teardown(async () => {
-    if (frozen) process.kill(pid, 'SIGCONT')
-    await redis.stop()
-  })
+  const { redis, freeze } = await frozenRedis(t)
   const forwarded: string[] = []
   let moving = false
   const app = (id: string) => startUpstream(id, (req, res) => {
@@ -196,8 +190,7 @@ t.test("a moved user's client that leaves while the state is fetched (a frozen R
   t.equal(tether.health.state(home), 'unhealthy')
   const before = logs.access().length
   const failovers = await metric(tether, `tether_failovers_total{from="${home}",reason="dead"}`)
-  process.kill(pid, 'SIGSTOP')
-  frozen = true
+  freeze()
   const handed = new Promise<void>((resolve) => tether.listener.server.once('request', () => resolve()))
   moving = true
   const client = net.connect(tether.port, '127.0.0.1')

@@ -14,7 +14,7 @@ import { startUpstream, testConfig } from './fixtures/upstream.js'
 import { CookieJar } from './fixtures/users.js'
 import { metric } from './fixtures/drill.js'
 import { onEvent, waitFor, when, within } from './fixtures/wait.js'
-import { redisCli, startRedis } from './fixtures/redis-server.js'
+import { frozenRedis } from './fixtures/redis-server.js'
 
 const HANDSHAKE = 'GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n'
 const SWITCH = 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n'
@@ -252,21 +252,14 @@ t.test("a stop's grace period that ends while a moved user's handshake waits in 
 })
 
 t.test('a client that leaves (FIN) while its path waits for a frozen Redis, before its handshake is sent: nothing goes upstream, logged client_abort, and no tunnel stays counted on the upstream', async (t) => {
-  const redis = await startRedis()
-  const pid = Number(/process_id:(\d+)/.exec(await redisCli(redis.port, 'INFO', 'server'))![1])
-  let frozen = false
-  t.teardown(async () => {
-    if (frozen) process.kill(pid, 'SIGCONT')
-    await redis.stop()
-  })
+  const { redis, freeze } = await frozenRedis(t)
   const up = await holdingUpstream(t)
   const logs = new LogCapture()
   const tether = await startTether(testConfig([{ id: 'a', url: up.url }], {
     affinity: { key: 'header', header: { name: 'X-Tenant' }, shared: 'redis' }, state: { store: 'redis', timeout: 300, redis: { url: redis.url } },
   }), { logger: createLogger('info', logs) })
   t.teardown(() => tether.close(0))
-  process.kill(pid, 'SIGSTOP')
-  frozen = true
+  freeze()
   const handed = new Promise<void>((resolve) => tether.listener.server.once('upgrade', () => resolve()))
   const client = rawClient(tether.port)
   client.write(HANDSHAKE.replace('Host: a\r\n', 'Host: a\r\nX-Tenant: u1\r\n'))
