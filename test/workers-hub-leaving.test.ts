@@ -44,3 +44,18 @@ t.test('a starting worker gets what left each listing with since when, until dra
   hub.receive(1, { tether: 'discovered', source: 'dns', upstreams: [up('a'), up('c')] })
   t.same(starting()[0], { tether: 'discovered', source: 'dns', upstreams: [up('a'), up('c')] }, "b's drain_timeout has passed: forgotten")
 })
+
+t.test('two sources: an upstream still listed by one is not leaving; one that left both drains from the later departure (the siblings drain it from then)', async (t) => {
+  const { hub, starting, advance } = setup()
+  hub.receive(1, { tether: 'discovered', source: 'dns', upstreams: [up('a'), up('b')] })
+  hub.receive(1, { tether: 'discovered', source: 'kubernetes', upstreams: [up('a'), up('b')] })
+  advance(1_000)
+  hub.receive(1, { tether: 'discovered', source: 'dns', upstreams: [up('a')] }) // b left dns; kubernetes lists it: the siblings do not drain it
+  const first = starting()
+  t.same(first.map((m) => m.tether === 'discovered' ? m.leaving ?? [] : null), [[], []], 'b, still listed by kubernetes, is given as leaving by no source')
+  advance(3_000)
+  hub.receive(1, { tether: 'discovered', source: 'kubernetes', upstreams: [up('a')] }) // b left the last listing: the siblings drain it from now
+  const second = starting()
+  t.same(second.flatMap((m) => m.tether === 'discovered' ? m.leaving ?? [] : []), [{ ...up('b'), since: 1_004_000 }],
+    'b once, since it left the last source listing it (a starting worker takes the first entry it gets for an id)')
+})

@@ -179,9 +179,16 @@ export class Hub {
       }
       case 'cp.delete': return store === null ? null : store.delete(args[0] as string).then(() => null)
       case 'snapshot': {
-        // the upstreams first: the bindings that follow may name discovered ones
+        // the upstreams first: the bindings that follow may name discovered ones. An upstream
+        // leaving is given once, by the source it left last (the siblings drain it from when no
+        // source listed it any more), and not at all while another source still lists it.
+        const listedAnywhere = new Set([...this.#discovered.values()].flatMap(({ upstreams }) => upstreams.map((u) => u.id)))
+        const latest = new Map<string, WireLeaving>()
+        for (const entries of this.#leaving.values()) {
+          for (const [id, u] of entries) if (!listedAnywhere.has(id) && (latest.get(id)?.since ?? -Infinity) < u.since) latest.set(id, u)
+        }
         for (const [source, { upstreams, unready }] of this.#discovered) {
-          const leaving = [...this.#leavingOf(source).values()]
+          const leaving = [...this.#leavingOf(source).values()].filter((u) => latest.get(u.id) === u)
           this.#workers.send(from, { ...discoveredMessage(source, upstreams, unready), ...(leaving.length === 0 ? {} : { leaving }) })
         }
         this.#startDump(from, call)
