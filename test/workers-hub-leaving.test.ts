@@ -59,3 +59,21 @@ t.test('two sources: an upstream still listed by one is not leaving; one that le
   t.same(second.flatMap((m) => m.tether === 'discovered' ? m.leaving ?? [] : []), [{ ...up('b'), since: 1_004_000 }],
     'b once, since it left the last source listing it (a starting worker takes the first entry it gets for an id)')
 })
+
+t.test("a leaving upstream whose address a listed upstream took is forgotten (the siblings dropped it then), even once that one leaves too", async (t) => {
+  const { hub, starting, advance } = setup()
+  const at = (id: string, ip: string): WireDiscovered => ({ id, url: `http://${ip}:8080`, weight: 1 })
+  hub.receive(1, { tether: 'discovered', source: 'dns', upstreams: [at('a', '10.0.0.1'), at('b', '10.0.0.2')] })
+  advance(1_000)
+  hub.receive(1, { tether: 'discovered', source: 'dns', upstreams: [at('a', '10.0.0.1')] }) // b drains on the siblings
+  advance(1_000)
+  hub.receive(1, { tether: 'discovered', source: 'dns', upstreams: [at('a', '10.0.0.1'), at('c', '10.0.0.2')] }) // b's address is c's: the siblings drop b now
+  advance(1_000)
+  hub.receive(1, { tether: 'discovered', source: 'dns', upstreams: [at('a', '10.0.0.1')] }) // c leaves: 10.0.0.2 is no longer taken
+  t.same(starting()[0], { tether: 'discovered', source: 'dns', upstreams: [at('a', '10.0.0.1')], leaving: [{ ...at('c', '10.0.0.2'), since: 1_003_000 }] },
+    'c drains; b, which no sibling has any more, is not given')
+  advance(1_000)
+  hub.receive(1, { tether: 'discovered', source: 'dns', upstreams: [at('a', '10.0.0.1')], unready: [{ ...at('web-0', '10.0.0.2') }] })
+  t.same(starting()[0], { tether: 'discovered', source: 'dns', upstreams: [at('a', '10.0.0.1')], unready: [at('web-0', '10.0.0.2')] },
+    "c's address listed for another pod not ready: c's pod is gone (the siblings drop it), forgotten")
+})

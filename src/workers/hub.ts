@@ -5,6 +5,7 @@
 // starting worker's snapshot is streamed from a sibling. Layer 2 state owner: no I/O of its
 // own (messages go out through the injected `send`), no routing decisions.
 import type { CheckpointStore } from '../state/checkpoint-store.js'
+import { goneByUnready } from '../upstream/upstream-set.js'
 import type { ToPrimary, ToWorker, WireDiscovered, WireLeaving } from './messages.js'
 
 /** How the hub reaches the workers. */
@@ -78,6 +79,7 @@ export class Hub {
       case 'discovered':
         this.#left(m.source, m.upstreams)
         this.#discovered.set(m.source, { upstreams: m.upstreams, unready: m.unready })
+        this.#forgetGone()
         return this.#others(from, discoveredMessage(m.source, m.upstreams, m.unready))
       case 'publish': for (const id of this.#workers.ids()) this.#workers.send(id, { tether: 'message', message: m.message }); return
       case 'call': return void this.#call(from, m.call, m.op, m.args).then(
@@ -126,6 +128,22 @@ export class Hub {
     for (const [id, u] of leaving) if (listed.has(id) || now - u.since >= this.#drainTimeout()) leaving.delete(id)
     if (leaving.size === 0) this.#leaving.delete(source)
     else this.#leaving.set(source, leaving)
+  }
+
+  /**
+   * Forget the leaving upstreams whose pod is gone by the lists as they are now (an address a
+   * listed upstream has, or a pod listed not ready under their name or at their address): the
+   * workers that saw it dropped them at once, as Membership.setDiscovered does, and do not take
+   * them back when that address is freed again, so a starting worker must not be given them.
+   */
+  #forgetGone(): void {
+    const lists = [...this.#discovered.values()]
+    const taken = new Set(lists.flatMap(({ upstreams }) => upstreams.flatMap((u) => u.addresses ?? [u.url])))
+    const gone = goneByUnready(lists.flatMap(({ unready }) => unready ?? []))
+    for (const [source, leaving] of [...this.#leaving]) {
+      for (const [id, u] of [...leaving]) if (taken.has(u.url) || gone(u)) leaving.delete(id)
+      if (leaving.size === 0) this.#leaving.delete(source)
+    }
   }
 
   /** The upstreams left source `source`'s listing (a copy of the map to fill). */
