@@ -242,3 +242,17 @@ t.test('a worker that starts drains what its siblings drain (leaving): until the
   timers.advance(DRAIN)
   t.same(membership.current().ids, ['a', 'e', 's'])
 })
+
+t.test('a worker that starts drains a pod listed terminating, or leaving after it was, since its siblings began the drain (drainingSince), not since this start or its removal', async (t) => {
+  const { membership, timers, calls } = setup()
+  membership.setDiscovered([up('a'), up('b', { draining: true, drainingSince: 7 }), up('c', { draining: true })], 'kubernetes', [
+    { upstream: up('d', { draining: true, drainingSince: 3 }), since: 9, remaining: 20_000 }, // terminating from 3, gone from the listing at 9
+  ])
+  t.same(calls, ['set a,b,c,d', 'drain d since 3', 'drain b since 7', 'drain c'], 'b and d drain since the siblings began; c (no drainingSince: an older primary) since now')
+  timers.advance(19_999)
+  t.same(membership.current().ids, ['a', 'b', 'c', 'd'])
+  timers.advance(1)
+  t.same(membership.current().ids, ['a', 'b', 'c'], 'd leaves drain_timeout after its removal (9), as on the siblings')
+  membership.setDiscovered([up('a'), up('b', { draining: true }), up('c', { draining: true })], 'kubernetes')
+  t.same(calls.slice(4), ['set a,b,c', 'set a,b,c'], 'd left; the lead lists b terminating on: its drain goes on (no second drain)')
+})

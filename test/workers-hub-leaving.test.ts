@@ -77,3 +77,50 @@ t.test("a leaving upstream whose address a listed upstream took is forgotten (th
   t.same(starting()[0], { tether: 'discovered', source: 'dns', upstreams: [at('a', '10.0.0.1')], unready: [at('web-0', '10.0.0.2')] },
     "c's address listed for another pod not ready: c's pod is gone (the siblings drop it), forgotten")
 })
+
+t.test('an upstream listed terminating: a starting worker gets since when the others drain it (drainingSince), while listed and once it has left', async (t) => {
+  const { hub, starting, advance } = setup()
+  const terminating = (id: string): WireDiscovered => ({ ...up(id), draining: true })
+  hub.receive(1, { tether: 'discovered', source: 'kubernetes', upstreams: [up('a'), up('b'), up('c')] })
+  advance(1_000)
+  hub.receive(1, { tether: 'discovered', source: 'kubernetes', upstreams: [up('a'), terminating('b'), up('c')] }) // the others drain b from now
+  advance(2_000)
+  hub.receive(1, { tether: 'discovered', source: 'kubernetes', upstreams: [up('a'), terminating('b'), up('c')] })
+  t.same(starting(), [{ tether: 'discovered', source: 'kubernetes', upstreams: [up('a'), { ...terminating('b'), drainingSince: 1_001_000 }, up('c')] }],
+    'b, still listed, drains since the list that first said it terminates (not since this start)')
+  advance(2_000)
+  hub.receive(1, { tether: 'discovered', source: 'kubernetes', upstreams: [up('a'), up('c')] })
+  t.same(starting(), [{ tether: 'discovered', source: 'kubernetes', upstreams: [up('a'), up('c')], leaving: [{ ...terminating('b'), since: 1_005_000, drainingSince: 1_001_000 }] }],
+    'b left: removed drain_timeout after it left (since), drained since it began to terminate (drainingSince)')
+  advance(1_000)
+  hub.receive(1, { tether: 'discovered', source: 'kubernetes', upstreams: [up('a'), terminating('b'), up('c')] })
+  t.same(starting()[0], { tether: 'discovered', source: 'kubernetes', upstreams: [up('a'), { ...terminating('b'), drainingSince: 1_001_000 }, up('c')] },
+    'listed terminating again while it drains: the same drain goes on (the others never undrained it)')
+  hub.receive(1, { tether: 'discovered', source: 'kubernetes', upstreams: [up('a'), up('b'), up('c')] })
+  advance(1_000)
+  hub.receive(1, { tether: 'discovered', source: 'kubernetes', upstreams: [up('a'), terminating('b'), up('c')] })
+  t.same(starting()[0], { tether: 'discovered', source: 'kubernetes', upstreams: [up('a'), { ...terminating('b'), drainingSince: 1_007_000 }, up('c')] },
+    'serving again, then terminating: a new drain, since then')
+})
+
+t.test('an upstream terminating in one source and serving in another is not draining (as the workers merge them): no drainingSince', async (t) => {
+  const { hub, starting } = setup()
+  hub.receive(1, { tether: 'discovered', source: 'dns', upstreams: [up('b')] })
+  hub.receive(1, { tether: 'discovered', source: 'kubernetes', upstreams: [{ ...up('b'), draining: true }] })
+  t.same(starting().map((m) => m.tether === 'discovered' ? m.upstreams : null), [[up('b')], [{ ...up('b'), draining: true }]])
+})
+
+t.test('what left a listing longer than drain_timeout ago is dropped when a worker starts, with no new list since', async (t) => {
+  const { hub, starting, advance } = setup()
+  hub.receive(1, { tether: 'discovered', source: 'dns', upstreams: [up('a'), up('b')] })
+  hub.receive(1, { tether: 'discovered', source: 'kubernetes', upstreams: [up('c')] })
+  advance(1_000)
+  hub.receive(1, { tether: 'discovered', source: 'dns', upstreams: [up('a')] })
+  advance(DRAIN - 1)
+  t.same(starting()[0], { tether: 'discovered', source: 'dns', upstreams: [up('a')], leaving: [{ ...up('b'), since: 1_001_000 }] }, 'b drains 1 ms more')
+  advance(1)
+  t.same(starting()[0], { tether: 'discovered', source: 'dns', upstreams: [up('a')] }, 'b is no longer given (nor kept)')
+  advance(1)
+  hub.receive(1, { tether: 'discovered', source: 'kubernetes', upstreams: [up('c'), up('d')] })
+  t.same(starting()[0], { tether: 'discovered', source: 'dns', upstreams: [up('a')] }, "another source's list drops it too")
+})

@@ -13,9 +13,11 @@ const NOTHING_GONE: ReadonlySet<string> = new Set()
  * ms of its `drain_timeout` are left (see Membership.setDiscovered).
  */
 export interface LeavingUpstream {
+  /** Its `drainingSince`, when set, is when its drain began (it was terminating before it left). */
   readonly upstream: DiscoveredUpstream
-  /** When it left (ms since the epoch): its drain began then (told to the `drain` hook). */
+  /** When it left (ms since the epoch): its drain began then unless `upstream.drainingSince` says earlier (told to the `drain` hook). */
   readonly since: number
+  /** What is left of its stay in the set (`drain_timeout` from `since`), in ms. */
   readonly remaining: number
 }
 
@@ -61,6 +63,8 @@ export class Membership {
   #discovered = new Map<string, ListedUpstream>()
   /** Discovered ids reported draining (terminating) by every source that lists them. */
   #terminating = new Set<string>()
+  /** Of those, since when they drain elsewhere, where a list said (`drainingSince`: a worker that starts). */
+  #terminatingSince = new Map<string, number>()
   /** Ids this membership told the health table to drain (so it undrains only those). */
   readonly #drained = new Set<string>()
   /** Upstreams gone from discovery, still draining: id -> (config, removal timer). */
@@ -86,12 +90,15 @@ export class Membership {
    * `leaving`: upstreams that left this source's listing before this membership saw it (a worker
    * that starts gets them from the primary): each drains for its `remaining` ms, as on the
    * workers that saw it leave, unless listed (by any source) or gone by the rules above.
+   * An upstream listed draining, or leaving, with `drainingSince` drains from then (the time
+   * the other workers began its drain), not from now: its `drain_timeout` ends as on them.
    */
   setDiscovered(upstreams: readonly DiscoveredUpstream[], source = 'discovery', leaving: readonly LeavingUpstream[] = []): void {
     this.#sources.set(source, upstreams)
     const next = new Map<string, ListedUpstream>()
     const terminating = new Set<string>()
     const serving = new Set<string>()
+    const terminatingSince = new Map<string, number>()
     /** Pods listed that take no users (not ready): they hold their addresses, their uid names the pod. */
     const unready: DiscoveredUpstream[] = []
     for (const list of this.#sources.values()) {
@@ -103,6 +110,7 @@ export class Membership {
         if (!next.has(u.id)) next.set(u.id, listed(u))
         if (u.draining === true) terminating.add(u.id)
         else serving.add(u.id)
+        if (u.draining === true && u.drainingSince !== undefined) terminatingSince.set(u.id, u.drainingSince)
       }
     }
     for (const id of serving) terminating.delete(id)
@@ -136,7 +144,7 @@ export class Membership {
     for (const { upstream, since, remaining } of leaving) {
       const u = listed(upstream)
       if (remaining <= 0 || next.has(u.id) || this.#isStatic(u.id) || this.#leaving.has(u.id) || gone(u)) continue
-      this.#leaving.set(u.id, { upstream: u, since, timer: this.#timers.setTimeout(() => this.#leave(u.id), remaining) })
+      this.#leaving.set(u.id, { upstream: u, since: upstream.drainingSince ?? since, timer: this.#timers.setTimeout(() => this.#leave(u.id), remaining) })
     }
     const left = new Set<string>()
     for (const [id, { upstream, timer }] of this.#leaving) {
@@ -148,6 +156,7 @@ export class Membership {
     }
     this.#discovered = next
     this.#terminating = terminating
+    this.#terminatingSince = terminatingSince
     this.#publish(left)
     this.#syncDrains()
   }
@@ -176,7 +185,7 @@ export class Membership {
     for (const id of [...this.#leaving.keys(), ...this.#terminating]) {
       if (this.#drained.has(id) || !shouldDrain(id)) continue
       this.#drained.add(id)
-      const since = this.#leaving.get(id)?.since
+      const since = this.#leaving.get(id)?.since ?? this.#terminatingSince.get(id)
       if (since === undefined) this.#hooks.drain(id)
       else this.#hooks.drain(id, since)
     }

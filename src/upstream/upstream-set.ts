@@ -52,6 +52,11 @@ export interface DiscoveredUpstream extends ListedUpstream {
    * and addresses tell membership the pod it knew under that id, or at that address, is gone.
    */
   readonly unready?: boolean
+  /**
+   * Since when it drains elsewhere (ms since the epoch), if before now: the other workers' drain
+   * of a terminating pod, given to a worker that starts (see Membership.setDiscovered).
+   */
+  readonly drainingSince?: number
 }
 
 /** An upstream as configured, or discovered with `addresses` (absent: `url` alone) and its pod's `uid`. */

@@ -1,7 +1,8 @@
 // The primary's switchboard between workers (`workers` > 1): a pin, unpin or probe result from
 // one worker goes to every other one before the sender's write is acknowledged; peer-channel
 // messages go to all; discovery lists from the lead go to the others and the last of each
-// source is kept for a worker that starts, with what left it and still drains; the small named sets and the memory checkpoint store live here; a
+// source is kept for a worker that starts, with what left it and still drains, and since when
+// the others drain what is listed terminating; the small named sets and the memory checkpoint store live here; a
 // starting worker's snapshot is streamed from a sibling. Layer 2 state owner: no I/O of its
 // own (messages go out through the injected `send`), no routing decisions.
 import type { CheckpointStore } from '../state/checkpoint-store.js'
@@ -36,6 +37,11 @@ export class Hub {
    * it for `drain_timeout`, and a starting worker, which never saw it listed, must too.
    */
   readonly #leaving = new Map<string, Map<string, WireLeaving>>()
+  /**
+   * Since when the workers drain each upstream listed terminating (`draining` in every source
+   * listing it, as Membership reads the lists), by id: a starting worker drains it from then too.
+   */
+  #drainStarts = new Map<string, number>()
   readonly #now: () => number
   readonly #drainTimeout: () => number
   /**
@@ -76,11 +82,14 @@ export class Hub {
         for (const id of this.#workers.ids()) if (id !== from && !this.#copying(from, id)) this.#workers.send(id, message)
         return
       }
-      case 'discovered':
+      case 'discovered': {
+        const drainStarts = this.#drainStartsWith(m.source, m.upstreams)
         this.#left(m.source, m.upstreams)
         this.#discovered.set(m.source, { upstreams: m.upstreams, unready: m.unready })
+        this.#drainStarts = drainStarts
         this.#forgetGone()
         return this.#others(from, discoveredMessage(m.source, m.upstreams, m.unready))
+      }
       case 'publish': for (const id of this.#workers.ids()) this.#workers.send(id, { tether: 'message', message: m.message }); return
       case 'call': return void this.#call(from, m.call, m.op, m.args).then(
         (value) => value !== undefined && this.#workers.send(from, { tether: 'reply', call: m.call, value }),
@@ -117,17 +126,61 @@ export class Hub {
   }
 
   /**
-   * Source `source` lists `upstreams` now: what its last list had and this one lacks leaves now;
-   * what it lists again is no longer leaving; what left longer than `drain_timeout` ago is forgotten.
+   * Source `source` lists `upstreams` now: what its last list had and this one lacks leaves now
+   * (draining since it was listed terminating, if it was: the workers' drain began then); what
+   * it lists again is no longer leaving; what left longer than `drain_timeout` ago is forgotten.
    */
   #left(source: string, upstreams: readonly WireDiscovered[]): void {
     const now = this.#now()
     const leaving = this.#leavingOf(source)
     const listed = new Set(upstreams.map((u) => u.id))
-    for (const u of this.#discovered.get(source)?.upstreams ?? []) if (!listed.has(u.id) && !leaving.has(u.id)) leaving.set(u.id, { ...u, since: now })
-    for (const [id, u] of leaving) if (listed.has(id) || now - u.since >= this.#drainTimeout()) leaving.delete(id)
+    for (const u of this.#discovered.get(source)?.upstreams ?? []) {
+      if (listed.has(u.id) || leaving.has(u.id)) continue
+      const drainingSince = this.#drainStarts.get(u.id)
+      leaving.set(u.id, { ...u, since: now, ...(drainingSince === undefined ? {} : { drainingSince }) })
+    }
+    for (const id of listed) leaving.delete(id)
     if (leaving.size === 0) this.#leaving.delete(source)
     else this.#leaving.set(source, leaving)
+    this.#expire(now)
+  }
+
+  /**
+   * Drop every source's leaving upstreams whose `drain_timeout` (from when they left) has passed:
+   * no worker drains them any more. Run on each list and before a starting worker is sent them
+   * (no timer: until then they are only memory, and a starting worker skips them anyway).
+   */
+  #expire(now: number): void {
+    for (const [source, leaving] of [...this.#leaving]) {
+      for (const [id, u] of [...leaving]) if (now - u.since >= this.#drainTimeout()) leaving.delete(id)
+      if (leaving.size === 0) this.#leaving.delete(source)
+    }
+  }
+
+  /**
+   * Since when each upstream listed terminating drains, once source `source` lists `upstreams`:
+   * as before for one that was terminating already; for one leaving (gone from every listing,
+   * still draining on the workers) since its drain began; else from now (the workers drain it
+   * as they apply this list). Terminating: listed `draining` by every source that lists it.
+   */
+  #drainStartsWith(source: string, upstreams: readonly WireDiscovered[]): Map<string, number> {
+    const lists = [...new Map([...this.#discovered].map(([s, { upstreams }]) => [s, upstreams] as const)).set(source, upstreams).values()]
+    const serving = new Set(lists.flatMap((list) => list.filter((u) => u.draining !== true).map((u) => u.id)))
+    const draining = new Set(lists.flatMap((list) => list.filter((u) => u.draining === true && !serving.has(u.id)).map((u) => u.id)))
+    const now = this.#now()
+    const starts = new Map<string, number>()
+    for (const id of draining) starts.set(id, this.#drainStarts.get(id) ?? this.#leavingDrainStart(id, now) ?? now)
+    return starts
+  }
+
+  /** When the workers began draining `id`, if it is leaving (the entry of the source it left last), or undefined. */
+  #leavingDrainStart(id: string, now: number): number | undefined {
+    let latest: WireLeaving | undefined
+    for (const leaving of this.#leaving.values()) {
+      const u = leaving.get(id)
+      if (u !== undefined && now - u.since < this.#drainTimeout() && (latest === undefined || latest.since < u.since)) latest = u
+    }
+    return latest === undefined ? undefined : latest.drainingSince ?? latest.since
   }
 
   /**
@@ -200,6 +253,8 @@ export class Hub {
         // the upstreams first: the bindings that follow may name discovered ones. An upstream
         // leaving is given once, by the source it left last (the siblings drain it from when no
         // source listed it any more), and not at all while another source still lists it.
+        // A listed upstream terminating carries since when the others drain it (`drainingSince`).
+        this.#expire(this.#now())
         const listedAnywhere = new Set([...this.#discovered.values()].flatMap(({ upstreams }) => upstreams.map((u) => u.id)))
         const latest = new Map<string, WireLeaving>()
         for (const entries of this.#leaving.values()) {
@@ -207,7 +262,11 @@ export class Hub {
         }
         for (const [source, { upstreams, unready }] of this.#discovered) {
           const leaving = [...this.#leavingOf(source).values()].filter((u) => latest.get(u.id) === u)
-          this.#workers.send(from, { ...discoveredMessage(source, upstreams, unready), ...(leaving.length === 0 ? {} : { leaving }) })
+          const draining = upstreams.map((u) => {
+            const drainingSince = u.draining === true ? this.#drainStarts.get(u.id) : undefined
+            return drainingSince === undefined ? u : { ...u, drainingSince }
+          })
+          this.#workers.send(from, { ...discoveredMessage(source, draining, unready), ...(leaving.length === 0 ? {} : { leaving }) })
         }
         this.#startDump(from, call)
         return undefined

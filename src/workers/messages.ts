@@ -56,12 +56,21 @@ export interface WireDiscovered {
   readonly uid?: string
   /** DNS SRV: a family kept while it answers empty, since when (ms since the epoch; see KeptEmptyFamily): a new lead counts on from it. */
   readonly keptEmpty?: { readonly family: 4 | 6; readonly since: number }
+  /**
+   * Since when the other workers drain it (ms since the epoch), when that is not when it reaches
+   * this worker: in a list sent to a starting worker, on an upstream listed `draining` (since it
+   * was first listed so) and on a `leaving` one that was listed terminating before it left (its
+   * drain began then, not at `since`). Absent from the lead's lists; an older worker ignores it.
+   */
+  readonly drainingSince?: number
 }
 
 /**
  * An upstream that left a discovery source's listing and drains (for `affinity.drain_timeout`)
  * on the workers that saw it leave: `since`, when the primary relayed the list without it (ms
- * since the epoch). Sent to a starting worker with the source's last list (see `discovered`).
+ * since the epoch: its removal comes `drain_timeout` after); its drain began at `drainingSince`
+ * when it was listed terminating before, else at `since`. Sent to a starting worker with the
+ * source's last list (see `discovered`).
  */
 export interface WireLeaving extends WireDiscovered {
   readonly since: number
