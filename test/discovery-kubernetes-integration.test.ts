@@ -17,7 +17,7 @@ import { join } from 'node:path'
 import type { AddressInfo, Socket } from 'node:net'
 import { request, testConfig, waitFor } from './fixtures/upstream.js'
 import { CookieJar, get, tally, userAgent } from './fixtures/users.js'
-import { FakeKubeApi, endpointSlice, type PodEndpoint } from './fixtures/kube-api-server.js'
+import { FakeKubeApi, endpointSlice, kubeconfigFor, type PodEndpoint } from './fixtures/kube-api-server.js'
 import { startTether, type Tether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { LogCapture } from './fixtures/log-capture.js'
@@ -49,19 +49,6 @@ function stopPod(pod: Pod): Promise<void> {
 /** One slice per pod (each pod has its own port here; the slice carries it under the name http). */
 function sliceOf(pod: Pod, conditions: Omit<PodEndpoint, 'pod' | 'ip'> = {}) {
   return endpointSlice(`web-${pod.name}`, 'web', [{ pod: pod.name, ip: '127.0.0.1', ...conditions }], { ports: [{ name: 'http', port: pod.port }] })
-}
-
-/** A kubeconfig file pointing at the fake API server at `url` (namespace default, no credentials). */
-function kubeconfigFor(url: string): string {
-  const file = join(mkdtempSync(join(tmpdir(), 'tether-k8s-e2e-')), 'kubeconfig')
-  writeFileSync(file, `apiVersion: v1
-kind: Config
-current-context: test
-contexts: [{ name: test, context: { cluster: fake, user: tether, namespace: default } }]
-clusters: [{ name: fake, cluster: { server: "${url}" } }]
-users: [{ name: tether, user: {} }]
-`)
-  return file
 }
 
 t.test('Kubernetes discovery: pods by name, terminating pods drain, deleted pods leave, restarted pods keep their users, an API outage degrades', async (t) => {

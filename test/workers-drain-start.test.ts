@@ -4,7 +4,7 @@
 import t from 'tap'
 import { tempFile } from './fixtures/cli.js'
 import { freePort } from './fixtures/ports.js'
-import { request, slotOf, startPrimary, workerPids, workersYaml } from './fixtures/primary-process.js'
+import { request, slotOf, startPrimary, workerAdmins, workerPids, workersYaml } from './fixtures/primary-process.js'
 import { startChildUpstream } from './fixtures/child-upstream.js'
 import { waitFor } from './fixtures/wait.js'
 
@@ -16,9 +16,7 @@ t.test('with two workers, a worker restarted after a drain has it draining, migr
   const [port, adminPort] = [await freePort(), await freePort()]
   const file = tempFile('workers-drain-start.yaml', workersYaml({ listen: port, adminPort, workers: 2, upstreams: apps }))
   const { proc, out } = await startPrimary(t, file)
-  // each worker's private admin listener, from its start line (the last one of each slot)
-  const admins = (): Map<number, string> => new Map(out().split('\n').filter((l) => l.includes('"tether listening"'))
-    .map((l) => JSON.parse(l) as { worker: number; admin: string }).map((l) => [l.worker, l.admin]))
+  const admins = (): Map<number, string> => workerAdmins(out())
   const drainRow = async (admin: string): Promise<Row> => (JSON.parse((await request(`${admin}/upstreams`, null)).body) as Row[]).find((r) => r.id === 'app-1')!
 
   t.equal((await request(`http://127.0.0.1:${adminPort}/upstreams/app-1/drain?migrate=true`, null, { method: 'POST' })).status, 200, 'drained through the admin API')

@@ -4,14 +4,11 @@
 // moment as its siblings': no user of that pod reaches it through one worker while the others
 // have moved them, nor the reverse.
 import t from 'tap'
-import { mkdtempSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { tempFile } from './fixtures/cli.js'
 import { freePorts } from './fixtures/ports.js'
-import { FakeKubeApi, endpointSlice, type PodEndpoint } from './fixtures/kube-api-server.js'
+import { FakeKubeApi, endpointSlice, kubeconfigFor, type PodEndpoint } from './fixtures/kube-api-server.js'
 import { closeServer, sameportUpstreams, type Echo } from './fixtures/sameport-upstreams.js'
-import { request, slotOf, startPrimary, workerPids } from './fixtures/primary-process.js'
+import { request, slotOf, startPrimary, workerAdmins, workerPids } from './fixtures/primary-process.js'
 import { waitFor } from './fixtures/wait.js'
 
 const DRAIN = 6_000
@@ -31,13 +28,7 @@ t.test('with two workers, a pod listed terminating drains until the same deadlin
     { pod: 'web-0', ip: '127.0.0.1' }, { pod: 'web-1', ip: '127.0.0.2', ...web1 }, { pod: 'web-2', ip: '127.0.0.3' },
   ], { ports: [{ name: 'http', port: appPort }] })
   api.put('endpointslices', slice({}))
-  const kubeconfig = join(mkdtempSync(join(tmpdir(), 'tether-termdrain-')), 'kubeconfig')
-  writeFileSync(kubeconfig, [
-    'apiVersion: v1', 'kind: Config', 'current-context: test',
-    'contexts: [{ name: test, context: { cluster: fake, user: tether, namespace: default } }]',
-    `clusters: [{ name: fake, cluster: { server: "${apiUrl}" } }]`,
-    'users: [{ name: tether, user: {} }]', '',
-  ].join('\n'))
+  const kubeconfig = kubeconfigFor(apiUrl)
   const [port, adminPort] = await freePorts(2)
   const file = tempFile('workers-terminating-drain.yaml', [
     `listen: { host: 127.0.0.1, port: ${port} }`,
@@ -50,9 +41,7 @@ t.test('with two workers, a pod listed terminating drains until the same deadlin
     '',
   ].join('\n'))
   const { proc, out } = await startPrimary(t, file)
-  // each worker's private admin listener, from its start line (the last one of each slot)
-  const admins = (): Map<number, string> => new Map(out().split('\n').filter((l) => l.includes('"tether listening"'))
-    .map((l) => JSON.parse(l) as { worker: number; admin: string }).map((l) => [l.worker, l.admin]))
+  const admins = (): Map<number, string> => workerAdmins(out())
   const rowOf = async (admin: string): Promise<Row | undefined> => (JSON.parse((await request(`${admin}/upstreams`, null)).body) as Row[]).find((r) => r.id === 'web-1')
   await waitFor(async () => {
     const all = [...admins().values()]
