@@ -29,7 +29,7 @@ t.test('a minimal config gets every default', async (t) => {
   const config = loadConfigFile(fixture('minimal.yaml'))
   t.strictSame(config, {
     listen: { host: '0.0.0.0', port: 8080, tls: null, http2: { enabled: true, cleartext: false, max_concurrent_streams: 100 }, redirect: null },
-    admin: { listen: { host: '127.0.0.1', port: 9901 }, token: null, allowed_hosts: [] },
+    admin: { listen: { host: '127.0.0.1', port: 9901 }, token: null, allowed_hosts: [], readiness: { require_upstream: 'startup' } },
     upstreams: [{ id: 'a', url: 'http://127.0.0.1:9001', weight: 1, tls: null }],
     affinity: {
       key: 'cookie',
@@ -92,7 +92,7 @@ t.test('a full config round-trips every key, durations in ms and URLs as origins
       http2: { enabled: false, cleartext: false, max_concurrent_streams: 50 },
       redirect: { host: '127.0.0.1', port: 8002, https_port: null },
     },
-    admin: { listen: { host: '127.0.0.1', port: 8001 }, token: 's3cret', allowed_hosts: ['tether-admin.internal', 'Tether-0.tether.default.svc.cluster.local'] },
+    admin: { listen: { host: '127.0.0.1', port: 8001 }, token: 's3cret', allowed_hosts: ['tether-admin.internal', 'Tether-0.tether.default.svc.cluster.local'], readiness: { require_upstream: 'always' } },
     upstreams: [
       // the keys an upstream sets override forwarding.tls, one by one
       { id: 'app-a', url: 'https://127.0.0.1:9001', weight: 3, tls: { ...forwardingTls, servername: 'app-a.internal', verify: true } },
@@ -280,10 +280,11 @@ const errorCases: { name: string; text: string; issues: string[] }[] = [
   },
   {
     name: 'enumerations',
-    text: yaml(...UPSTREAM, 'affinity:', '  key: sticky', 'log:', '  level: verbose'),
+    text: yaml(...UPSTREAM, 'affinity:', '  key: sticky', 'log:', '  level: verbose', 'admin: { readiness: { require_upstream: never } }'),
     issues: [
       `${FILE}:5:8 affinity.key: expected one of: "none", "cookie", "app_cookie", "client_ip", "header", got "sticky"`,
       `${FILE}:7:10 log.level: expected one of: "fatal", "error", "warn", "info", "debug", "trace", "silent", got "verbose"`,
+      `${FILE}:8:41 admin.readiness.require_upstream: expected one of: "startup", "always", got "never"`,
     ],
   },
   {

@@ -99,8 +99,8 @@ t.test('warnOpenAdmin: the warning a primary gives too (with workers it owns the
   const { warnOpenAdmin } = await import('../src/admin/bearer-token.js')
   const said: unknown[][] = []
   const logger = { warn: (...a: unknown[]) => void said.push(a) }
-  for (const host of ['127.0.0.1', '127.8.9.10', '::1', 'localhost', 'LOCALHOST']) warnOpenAdmin({ admin: { listen: { host, port: 0 }, token: null, allowed_hosts: [] } }, logger)
+  for (const host of ['127.0.0.1', '127.8.9.10', '::1', 'localhost', 'LOCALHOST']) warnOpenAdmin({ admin: { listen: { host, port: 0 }, token: null, allowed_hosts: [], readiness: { require_upstream: 'startup' } } }, logger)
   t.same(said, [], 'loopback: none')
-  warnOpenAdmin({ admin: { listen: { host: '::', port: 0 }, token: null, allowed_hosts: [] } }, logger)
+  warnOpenAdmin({ admin: { listen: { host: '::', port: 0 }, token: null, allowed_hosts: [], readiness: { require_upstream: 'startup' } } }, logger)
   t.equal(said.length, 1, 'any address: one')
 })

@@ -1,7 +1,7 @@
 // Starts the admin listener on the parts of a running Tether: readiness, the upstream table,
 // metrics, drains (told to the other replicas when health is shared), the session lookup.
 // Layer 5 wiring helper of the composition root.
-import type { Config } from '../config/schema.js'
+import type { Config, RequireUpstream } from '../config/schema.js'
 import type { HealthTable } from '../health/health-table.js'
 import type { SharedHealth } from '../health/shared-health.js'
 import type { Logger } from '../observability/logger.js'
@@ -43,6 +43,37 @@ export interface AdminAddress {
   readonly port: number
 }
 
+const NO_UPSTREAM = 'no healthy upstream'
+const NO_UPSTREAM_DEGRADED = `${NO_UPSTREAM}: requests get 503 with Retry-After until one is healthy again`
+
+/**
+ * What `/readyz` makes of having no healthy upstream (`admin.readiness.require_upstream`):
+ * `not ready` before the first healthy upstream since start (a new replica takes no traffic
+ * before discovery and checks found the app) and, with `always`, at any time; `degraded` once
+ * one was seen (`startup`): this replica is fine, the app is not, and Tether's own 503 with
+ * `Retry-After` beats the connection error of a load balancer with no ready replica left.
+ * `null` while one is healthy. The first healthy upstream is noticed from health transitions
+ * (and on each call), so one healthy only between two probes still counts.
+ */
+function upstreamReadiness(require: RequireUpstream, p: Pick<AdminParts, 'health' | 'upstreams'>): { upstreamMissing(): 'not ready' | 'degraded' | null } {
+  const anyReady = (): boolean => p.upstreams().ids.some((id) => p.health.ready(id))
+  let seen = require === 'startup' && anyReady()
+  const off = require === 'always' || seen ? null : p.health.onTransition((t) => {
+    if (t.to === null || !p.health.ready(t.id)) return
+    seen = true
+    off?.()
+  })
+  return {
+    upstreamMissing: () => {
+      if (anyReady()) {
+        if (require === 'startup' && !seen) (seen = true, off?.())
+        return null
+      }
+      return seen ? 'degraded' : 'not ready'
+    },
+  }
+}
+
 /** Start the admin listener (on `at` instead of `admin.listen` when given); rejects with a message naming the address when the port is taken. */
 export async function createAdmin(config: Config, p: AdminParts, at: AdminAddress | null = null): Promise<AdminServer> {
   const counted = sessionsCounted(config.affinity)
@@ -55,13 +86,14 @@ export async function createAdmin(config: Config, p: AdminParts, at: AdminAddres
   // a draining upstream's users not moved yet: its pins, or (cookie key, no table) the users it answered lately
   const remaining = (id: string): number | null =>
     keyKind === 'none' || p.health.drainingSince(id) === null ? null : counted ? p.sessions.countByUpstream(id) : p.records.countByUpstream(id)
+  const readiness = upstreamReadiness(config.admin.readiness.require_upstream, p)
   return startAdmin(host, port, {
     token: config.admin.token,
     allowedHosts: config.admin.allowed_hosts,
     logger: p.logger,
     notReady: () => [
       ...(p.draining() ? ['shutting down'] : []),
-      ...(p.upstreams().ids.some((id) => p.health.ready(id)) ? [] : ['no healthy upstream']),
+      ...(readiness.upstreamMissing() === 'not ready' ? [NO_UPSTREAM] : []),
     ],
     upstreams: () => p.health.snapshot().map((e) => upstreamRow(e, {
       url: p.upstreams().get(e.id)?.url ?? null,
@@ -73,7 +105,7 @@ export async function createAdmin(config: Config, p: AdminParts, at: AdminAddres
       sessions: counted ? p.sessions.countByUpstream(e.id) : null,
       sessions_remaining: remaining(e.id),
     })),
-    degraded: p.degraded,
+    degraded: () => [...p.degraded(), ...(readiness.upstreamMissing() === 'degraded' ? [NO_UPSTREAM_DEGRADED] : [])],
     metrics: () => p.metrics.render(),
     metricsContentType: p.metrics.contentType,
     traffic: (ids) => p.traffic.snapshot(ids),

@@ -101,6 +101,21 @@ export interface AdminConfig {
    * rebinding (as is any tokenless request for data to it). Default [].
    */
   readonly allowed_hosts: readonly string[]
+  readonly readiness: AdminReadinessConfig
+}
+
+/**
+ * What `GET /readyz` asks of the upstreams. `startup` (default): a healthy upstream until the
+ * first one is seen since start, after that none (with none left, `degraded` says so and
+ * clients get Tether's own 503 with `Retry-After`, as Envoy's `/ready` and ingress-nginx's
+ * `/healthz` stay ready); `always`: 503 whenever none is healthy (HAProxy's
+ * `monitor fail if { nbsrv(be) eq 0 }`, for a load balancer that should fail over elsewhere).
+ */
+export type RequireUpstream = 'startup' | 'always'
+
+export interface AdminReadinessConfig {
+  /** When `/readyz` needs a healthy upstream: `startup` (until one was seen) or `always`. Default `startup`. */
+  readonly require_upstream: RequireUpstream
 }
 
 export interface UpstreamConfig {
@@ -508,7 +523,7 @@ export const DEFAULTS = {
   listenTls: { certificates: [], min_version: 'TLSv1.2', hsts: null },
   hsts: { include_subdomains: false, preload: false },
   redirect: { host: '0.0.0.0', port: 8080, https_port: 443 },
-  admin: { listen: { host: '127.0.0.1', port: 9901 }, token: null, allowed_hosts: [] },
+  admin: { listen: { host: '127.0.0.1', port: 9901 }, token: null, allowed_hosts: [], readiness: { require_upstream: 'startup' } },
   upstream: { weight: 1, tls: null },
   upstreamTls: { ca: null, servername: null, cert: null, key: null, verify: true },
   affinity: {

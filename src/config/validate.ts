@@ -989,7 +989,9 @@ const config: Check<Config> = refine(
     {
       listen: proxyListen,
       admin: struct<Config['admin']>(
-        { listen: listen(DEFAULTS.admin.listen), token: secretOrNull(secretString, 'remove the key for no token'), allowed_hosts: list(string(DNS_NAME), { nonEmpty: false }) },
+        { listen: listen(DEFAULTS.admin.listen), token: secretOrNull(secretString, 'remove the key for no token'), allowed_hosts: list(string(DNS_NAME), { nonEmpty: false }),
+          readiness: struct<Config['admin']['readiness']>({ require_upstream: oneOf(['startup', 'always'] as const) }, DEFAULTS.admin.readiness),
+        },
         DEFAULTS.admin,
       ),
       upstreams: alsoCheck(list(upstream, { nonEmpty: false }), uniqueIds),
