@@ -4,11 +4,16 @@
 // Tether's own 503 with Retry-After instead of a load balancer's connection error. With
 // `always`, no healthy upstream is 503 at any time (the behaviour before `startup`). Real
 // Tether, real upstreams on loopback, a real DNS server; the upstream dies by closing its server.
+// With workers, a worker started after the app died (a crashed one's replacement) knows from
+// its setup that the group saw one (a real primary; workers killed with SIGKILL).
 import t from 'tap'
 import { request, startProxy, startUpstream, testConfig } from './fixtures/upstream.js'
 import { TestDnsServer } from './fixtures/dns-server.js'
 import { FakeTimers } from './fixtures/timers.js'
-import { healthState } from './fixtures/wait.js'
+import { healthState, waitFor } from './fixtures/wait.js'
+import { tempFile } from './fixtures/cli.js'
+import { freePorts } from './fixtures/ports.js'
+import { request as primaryRequest, slotOf, startPrimary, workerPids, workersYaml } from './fixtures/primary-process.js'
 import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 
@@ -76,4 +81,40 @@ t.test('a fresh Tether that has never seen a healthy upstream answers 503 until 
   await timers.scheduled(INTERVAL) // the resolution ends by setting the next refresh
   t.same(await readyz(tether.adminUrl), { status: 200, body: { ready: true, reasons: [], degraded: [] } }, 'ready once one is healthy')
   t.equal((await request(tether.url)).body, 'a\n')
+})
+
+t.test('with workers, workers started after the app died (crash replacements) keep /readyz 200 with the degraded line', async (t) => {
+  const app = await startUpstream('app-0')
+  const [port, adminPort] = await freePorts(2)
+  const admin = `http://127.0.0.1:${adminPort}`
+  const file = tempFile('admin-readiness-workers.yaml', workersYaml({
+    listen: port!, adminPort: adminPort!, workers: 2, upstreams: [{ id: 'app-0', url: app.url }],
+    extra: ['health: { active: { path: /, interval: 100ms, timeout: 200ms, unhealthy_threshold: 1 } }'],
+  }))
+  const { proc, out } = await startPrimary(t, file)
+  const readyzOf = async (): Promise<{ status: number; body: Readyz }> => {
+    const r = await primaryRequest(`${admin}/readyz`, null)
+    return { status: r.status, body: JSON.parse(r.body) as Readyz }
+  }
+  t.same(await readyzOf(), { status: 200, body: { ready: true, reasons: [], degraded: [] } })
+
+  await app.close()
+  await waitFor(async () => (await readyzOf()).body.degraded.includes(NO_UPSTREAM_DEGRADED), 10_000, 'the upstream to be found down')
+  // replace both workers, one after the other: then every worker started after the app died
+  const listening = (): number => out().split('"tether listening"').length - 1
+  for (const slot of [0, 1]) {
+    const victim = workerPids(proc).find((pid) => slotOf(pid) === slot)!
+    const before = listening()
+    process.kill(victim, 'SIGKILL')
+    await waitFor(() => workerPids(proc).length === 2 && !workerPids(proc).includes(victim) && listening() > before, 20_000, `worker ${slot} to be replaced`)
+  }
+  // the new leading worker runs the checks: the app is still down in its table
+  await waitFor(async () => {
+    const rows = JSON.parse((await primaryRequest(`${admin}/upstreams`, null)).body) as { id: string; state: string }[]
+    return rows.some((r) => r.id === 'app-0' && r.state === 'unhealthy')
+  }, 10_000, 'the new workers to see the app down')
+  t.same(await readyzOf(), { status: 200, body: { ready: true, reasons: [], degraded: [NO_UPSTREAM_DEGRADED] } },
+    'ready: the group saw a healthy upstream before these workers started')
+  const r = await primaryRequest(`http://127.0.0.1:${port}/`, null)
+  t.equal(r.status, 503, 'clients get Tether\'s 503')
 })

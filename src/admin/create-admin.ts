@@ -35,6 +35,11 @@ export interface AdminParts {
   readonly now: () => number
   readonly draining: () => boolean
   readonly degraded: () => string[]
+  /**
+   * With workers: whether a worker of the group saw a healthy upstream before this one started
+   * (`before`), and what tells the others when this one sees its first (`saw`).
+   */
+  readonly upstreamSeen?: { readonly before: boolean; saw(): void }
 }
 
 /** Where a worker's private admin listener listens (its primary owns `admin.listen`): loopback, port 0, not shared. */
@@ -55,18 +60,22 @@ const NO_UPSTREAM_DEGRADED = `${NO_UPSTREAM}: requests get 503 with Retry-After 
  * `null` while one is healthy. The first healthy upstream is noticed from health transitions
  * (and on each call), so one healthy only between two probes still counts.
  */
-function upstreamReadiness(require: RequireUpstream, p: Pick<AdminParts, 'health' | 'upstreams'>): { upstreamMissing(): 'not ready' | 'degraded' | null } {
+function upstreamReadiness(require: RequireUpstream, p: Pick<AdminParts, 'health' | 'upstreams' | 'upstreamSeen'>): { upstreamMissing(): 'not ready' | 'degraded' | null } {
   const anyReady = (): boolean => p.upstreams().ids.some((id) => p.health.ready(id))
-  let seen = require === 'startup' && anyReady()
-  const off = require === 'always' || seen ? null : p.health.onTransition((t) => {
-    if (t.to === null || !p.health.ready(t.id)) return
+  let seen = require === 'startup' && p.upstreamSeen?.before === true
+  const see = (): void => {
     seen = true
     off?.()
+    p.upstreamSeen?.saw()
+  }
+  const off = require === 'always' || seen ? null : p.health.onTransition((t) => {
+    if (!seen && t.to !== null && p.health.ready(t.id)) see()
   })
+  if (off !== null && anyReady()) see()
   return {
     upstreamMissing: () => {
       if (anyReady()) {
-        if (require === 'startup' && !seen) (seen = true, off?.())
+        if (require === 'startup' && !seen) see()
         return null
       }
       return seen ? 'degraded' : 'not ready'

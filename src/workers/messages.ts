@@ -37,6 +37,12 @@ export interface WorkerSetup {
    * `notice` (absent from an older primary's setup: the worker logs its own).
    */
   readonly notices?: boolean
+  /**
+   * A worker of this group has seen a healthy upstream since the primary started (see
+   * `upstream-seen`): this one's `/readyz` needs none to be ready (`admin.readiness.require_upstream:
+   * startup`), as the workers it replaces did not. Absent from an older primary's setup: false.
+   */
+  readonly upstreamSeen?: boolean
 }
 
 /** An upstream a discovery source reports, as it travels (see DiscoveredUpstream). */
@@ -156,6 +162,8 @@ export type ToPrimary =
   | { readonly tether: 'ready'; readonly admin: string }
   /** A worker starting: what do I run? (answered with `setup`) */
   | { readonly tether: 'hello' }
+  /** This worker saw a healthy upstream for the first time: told once, for WorkerSetup.upstreamSeen. */
+  | { readonly tether: 'upstream-seen' }
   /**
    * An ioredis console notice this worker saw first (`said`: ioredis's line; level, msg and hint
    * as logged), for the primary to log once for all workers (see WorkerSetup.notices).

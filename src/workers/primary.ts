@@ -99,6 +99,8 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
   const running = new Map<number, Running>() // by cluster worker id
   const slots: Slot[] = []
   let lead: number | null = null
+  /** A worker saw a healthy upstream since this primary started (for /readyz of workers started later). */
+  let upstreamSeen = false
   let stopping = false
   /** Every worker of the first start is ready (a crash from then on is restarted). */
   let up = false
@@ -188,9 +190,11 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
       // a worker is watched from its first message after this one (a slow start is not a silence)
       if (msg.tether === 'hello') {
         const live = accepted.text === start.text ? null : accepted.text
-        return send(worker, { tether: 'setup', setup: { index, ...secrets, admin: first.admin, start: start.text, live, notices: true } })
+        return send(worker, { tether: 'setup', setup: { index, ...secrets, admin: first.admin, start: start.text, live, notices: true, upstreamSeen } })
       }
       watch.heard(worker.id, performance.now())
+      // a worker saw a healthy upstream: the workers started from now on are told (WorkerSetup.upstreamSeen)
+      if (msg.tether === 'upstream-seen') return void (upstreamSeen = true)
       // an ioredis notice a worker saw: logged once for all workers (each worker sees it at its connect)
       if (msg.tether === 'notice') {
         if (notices.has(msg.said)) return

@@ -95,6 +95,7 @@ export interface WorkerParts {
 export class WorkerLink {
   readonly #ipc: IpcChannel
   #seq = 0
+  #upstreamSeen = false
   #acked = 0
   /** Answers waiting for an acknowledgement, by the seq each waits for. */
   readonly #waiting = new Map<number, (() => void)[]>()
@@ -349,6 +350,21 @@ export class WorkerLink {
   }
 
   /** Started: the primary may send it connections' admin requests at `admin`. */
+  /**
+   * Whether this group has seen a healthy upstream: before this worker started
+   * (`WorkerSetup.upstreamSeen`, given with `tell` false), or this worker since (told to the
+   * primary once, for the workers it starts later).
+   */
+  get upstreamSeen(): boolean {
+    return this.#upstreamSeen
+  }
+
+  sawUpstream(tell = true): void {
+    if (this.#upstreamSeen) return
+    this.#upstreamSeen = true
+    if (tell) this.#send({ tether: 'upstream-seen' })
+  }
+
   ready(admin: string): void {
     this.#send({ tether: 'ready', admin })
   }

@@ -118,6 +118,7 @@ export function noticeForwarder(setup: WorkerSetup): ((notice: { level: 'warn' |
 /** Run this worker until the primary stops it or goes away; resolves with the exit code. */
 export async function runWorker(config: Config, configPath: string, w: WorkerSetup, logger: Logger, orders: Orders): Promise<number> {
   const link = new WorkerLink(processChannel, (c) => withSharedSecrets(c, w))
+  if (w.upstreamSeen === true) link.sawUpstream(false)
   // the primary's orders: a reload sent while this worker starts is applied once it has
   // started (the last one: each carries the whole file)
   let tether: Tether | null = null
