@@ -287,7 +287,8 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
         }),
         redirect?.close(),
       ])
-      await Promise.all([proxy.http.destroy(), admin.close(), store?.stop(), redis?.stop()])
+      const [, , , unanswered] = await Promise.all([proxy.http.destroy(), admin.close(), store?.stop(), redis?.stop()])
+      if (unanswered !== undefined && unanswered > 0) logger.warn({ unanswered }, 'redis did not answer before the stop: writes among these commands may not be stored')
       logger.info('tether stopped')
     })()
     return closing

@@ -123,6 +123,15 @@ export const REDIS_DEFAULTS = Object.freeze({
   maxWaiting: 1000,
 })
 
+/**
+ * The longest wait of stop() for Redis to answer its QUIT (ms), whatever `timeout` is: a live
+ * Redis answers in a round trip, and its routine stalls (a fork for a snapshot, about 10-20 ms a
+ * GB) stay far below 1 s, the default `state.confirm_timeout`; a frozen one (a stopped process, a
+ * partition) would otherwise hold a graceful stop up to `state.timeout` past its grace end,
+ * which a Kubernetes `terminationGracePeriodSeconds` does not count on.
+ */
+export const STOP_WAIT_MS = 1_000
+
 /** While a node is suspect (reachable, with failures in its window), it is probed this often (ms). */
 export const PROBE_INTERVAL_MS = 500
 /** A node that keeps failing while down is reported again ('still_down') at most this often (ms). */
@@ -511,11 +520,14 @@ export class RedisConnection {
   #gaveUp: () => void = () => undefined
 
   /**
-   * Closes the connections (QUIT when connected, waiting at most `timeout`), stops reconnecting
-   * and probing, and reports 'degraded' with detail "stopped" (no node events). Later calls
-   * answer FAILED.
+   * Closes the connections (QUIT when connected, waiting at most `timeout` and at most
+   * {@link STOP_WAIT_MS}), stops reconnecting and probing, and reports 'degraded' with detail
+   * "stopped" (no node events). Later calls answer FAILED. Resolves to the number of commands
+   * sent and still unanswered when the wait for QUIT ended (0 when QUIT was answered: Redis
+   * answers in order, so every command sent before it was answered too); their writes may be
+   * lost, and the caller reports them.
    */
-  async stop(): Promise<void> {
+  async stop(): Promise<number> {
     if (this.#probeTimer !== null) this.#timers.clearTimeout(this.#probeTimer)
     this.#probeTimer = null
     for (const sub of this.#subscribers) {
@@ -535,20 +547,31 @@ export class RedisConnection {
     this.#switchedTo = null
     this.#onClientReady.clear()
     const client = this.#client
-    if (!client) return
+    if (!client) return 0
     this.#client = null
     this.#clientUp = false
     for (const node of this.#nodes.values()) {
       node.reachable = false
       node.reported = 'down'
     }
-    if (client.status === 'ready') await this.#race(client, null, (c) => c.quit())
+    const unanswered = client.status === 'ready' && !await this.#quitWithin(client, Math.min(this.#timeout, STOP_WAIT_MS)) ? this.waiting : 0
     client.disconnect()
     client.removeAllListeners()
     // Swallow errors the closing sockets may still emit (an 'error' with no listener throws).
     client.on('error', () => {})
     client.on('node error', () => {})
     this.#setStatus('degraded', 'stopped')
+    return unanswered
+  }
+
+  /** QUIT, answered within `ms` (true), or not: failed, or a frozen Redis (false). Not counted as waiting. */
+  #quitWithin(client: Client, ms: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      // a late timer after a stall of this process defers to pending I/O, as in #race
+      const timer = this.#timers.setTimeout(() => setImmediate(() => resolve(false)), ms)
+      const done = (answered: boolean): void => { this.#timers.clearTimeout(timer); resolve(answered) }
+      client.quit().then(() => done(true), () => done(false))
+    })
   }
 
   /**
