@@ -1,17 +1,26 @@
 // A graceful stop's grace period that ends while a request still waits before its attempt (here
 // on a shared-affinity lookup held by a frozen Redis): the request is cut by the stop, logged
 // once with status 0 and TETHER_SHUTTING_DOWN, and never sent into the pools the stop destroys
-// (no 503 written into a closed socket, no "upstream exchange failed" warning).
+// (no 503 written into a closed socket, no "upstream exchange failed" warning). The same over
+// h2 (TLS, ALPN): the wait is in the request path every transport shares, and an h2 stream
+// must honour the cut as an HTTP/1.1 request does.
 import t from 'tap'
+import http2 from 'node:http2'
 import net from 'node:net'
 import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { startUpstream, testConfig } from './fixtures/upstream.js'
 import { frozenRedis } from './fixtures/redis-server.js'
+import { makeCertificateSet } from './fixtures/tls.js'
 import { onEvent, when, within } from './fixtures/wait.js'
 
-t.test('a request waiting on a frozen Redis\'s shared-affinity lookup at a stop\'s grace end is logged TETHER_SHUTTING_DOWN, status 0, with no upstream decided', async (t) => {
+const certs = makeCertificateSet()
+t.teardown(() => certs.remove())
+const TLS = { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [], min_version: 'TLSv1.2', hsts: null } as const
+
+for (const protocol of ['HTTP/1.1', 'h2'] as const) {
+t.test(`${protocol}: a request waiting on a frozen Redis's shared-affinity lookup at a stop's grace end is logged TETHER_SHUTTING_DOWN, status 0, with no upstream decided`, async (t) => {
   const { redis, freeze } = await frozenRedis(t)
   const forwarded: string[] = []
   const up = await startUpstream('a', (req, res) => {
@@ -25,20 +34,33 @@ t.test('a request waiting on a frozen Redis\'s shared-affinity lookup at a stop\
     affinity: { key: 'header', header: { name: 'X-Tenant' }, shared: 'redis' },
     // the lookup outlasts the grace period below
     state: { store: 'redis', timeout: 3000, redis: { url: redis.url } },
+    ...(protocol === 'h2' ? { listen: { tls: TLS } } : {}),
   }), { logger: createLogger('info', logs) })
   t.teardown(() => tether.close(0))
   freeze()
   const handed = new Promise<void>((resolve) => tether.listener.server.once('request', () => resolve()))
-  const client = net.connect(tether.port, '127.0.0.1')
-  client.on('error', () => undefined)
-  t.teardown(() => client.destroy())
-  client.write('GET /x HTTP/1.1\r\nHost: a\r\nX-Tenant: u1\r\n\r\n')
+  if (protocol === 'h2') {
+    const session = http2.connect(tether.url, { ca: certs.ca })
+    session.on('error', () => undefined)
+    t.teardown(() => session.destroy())
+    session.request({ ':path': '/x', 'x-tenant': 'u1' }).on('error', () => undefined)
+  } else {
+    const client = net.connect(tether.port, '127.0.0.1')
+    client.on('error', () => undefined)
+    t.teardown(() => client.destroy())
+    client.write('GET /x HTTP/1.1\r\nHost: a\r\nX-Tenant: u1\r\n\r\n')
+  }
   await within(handed, 5000, 'the request handed to Tether') // its path now waits for the shared table (Redis frozen)
   const stopped = tether.close(100) // the lookup holds the request past the grace period: Tether closes the connection
   // at the grace end, not at the lookup's own timeout (state.timeout, 3 s)
   await when(onEvent(logs, 'record'), () => logs.access().length === 1, 2000, 'the access line at the grace end')
   await stopped
+  // at the grace end, not once the stop's end closed the Redis connection (which fails the
+  // lookup: up to STOP_WAIT_MS later, its unanswered command then warned of)
+  const line = (msg: string): number => logs.records.findIndex((r) => r['msg'] === msg)
+  t.ok(line('access') < line('redis did not answer before the stop: writes among these commands may not be stored'), 'the request was cut before the stop closed Redis')
   t.match(logs.access()[0], { status: 0, outcome: 'TETHER_SHUTTING_DOWN', upstream: null, route: null }, 'no upstream decided: no attempt into the destroyed pools')
   t.same(forwarded, [], 'nothing sent upstream')
   t.notOk(logs.records.some((r) => r['msg'] === 'upstream exchange failed'), 'no warning for an attempt into a destroyed pool')
 })
+}
