@@ -31,5 +31,9 @@ t.test('a WebSocket handshake waiting on a frozen Redis\'s lookup at a stop\'s g
   await when(onEvent(logs, 'record'), () => logs.access().length === 1, 2000, 'the access line at the grace end')
   await within(closed, 2000, 'the client connection closed at the grace end')
   await stopped
+  // at the grace end, not once the stop's end closed the Redis connection (which fails the
+  // lookup: up to STOP_WAIT_MS later, its unanswered command then warned of)
+  const line = (msg: string): number => logs.records.findIndex((r) => r['msg'] === msg)
+  t.ok(line('access') < line('redis did not answer before the stop: writes among these commands may not be stored'), 'the handshake was cut before the stop closed Redis')
   t.match(logs.access()[0], { status: 0, outcome: 'TETHER_SHUTTING_DOWN', upstream: null }, 'no upstream decided')
 })
