@@ -5,30 +5,16 @@
 import t from 'tap'
 import http2 from 'node:http2'
 import net from 'node:net'
-import { startTether } from '../src/app.js'
-import { createLogger } from '../src/observability/logger.js'
-import { LogCapture } from './fixtures/log-capture.js'
-import { startUpstream, testConfig } from './fixtures/upstream.js'
-import { frozenRedis } from './fixtures/redis-server.js'
+import { heldHeadTether } from './fixtures/held-head.js'
 import { onEvent, when, within } from './fixtures/wait.js'
 
 for (const protocol of ['HTTP/1.1', 'h2'] as const) {
 t.test(`${protocol}: an idle close while a checkpoint write holds the answer head is logged TETHER_CLIENT_TIMEOUT with status 0 (nothing was sent)`, async (t) => {
-  const { redis, freeze } = await frozenRedis(t)
-  const up = await startUpstream('a', (req, res) => {
-    req.resume()
-    res.writeHead(200, { 'x-tether-state': 'n' }).end('a')
-  })
-  t.teardown(() => up.close())
-  const logs = new LogCapture()
-  const tether = await startTether(testConfig([up], {
-    affinity: { key: 'header', header: { name: 'X-Tenant' } },
-    // the client bound is 1.2 s (see clientIdleTimeout); the checkpoint write may hold the head 5 s
+  // the client bound is 1.2 s (see clientIdleTimeout); the checkpoint write may hold the head 5 s
+  const { tether, logs, freeze } = await heldHeadTether(t, 5000, {
     timeouts: { response_headers: 200, body_idle: 200 },
-    state: { store: 'redis', timeout: 5000, redis: { url: redis.url } },
     ...(protocol === 'h2' ? { listen: { http2: { cleartext: true } } } : {}),
-  }), { logger: createLogger('info', logs) })
-  t.teardown(() => tether.close(0))
+  })
   freeze()
   let got = ''
   let closed: Promise<void>

@@ -5,12 +5,10 @@
 import t from 'tap'
 import type { Test } from 'tap'
 import net from 'node:net'
-import { startTether } from '../src/app.js'
-import { createLogger } from '../src/observability/logger.js'
 import { STOP_WAIT_MS } from '../src/redis/connection.js'
-import { LogCapture } from './fixtures/log-capture.js'
-import { startUpstream, testConfig } from './fixtures/upstream.js'
-import { frozenRedis, redisCli } from './fixtures/redis-server.js'
+import { heldHeadTether } from './fixtures/held-head.js'
+import type { LogCapture } from './fixtures/log-capture.js'
+import { redisCli } from './fixtures/redis-server.js'
 import { onEvent, when, within } from './fixtures/wait.js'
 
 const WARNING = 'redis did not answer before the stop: writes among these commands may not be stored'
@@ -18,18 +16,7 @@ const WARNING = 'redis did not answer before the stop: writes among these comman
 const STATE_TIMEOUT = 10_000
 
 async function stopWithWriteWaiting(t: Test, slow: boolean): Promise<{ logs: LogCapture; stopMs: number; keys: () => Promise<string> }> {
-  const { redis, freeze, thaw } = await frozenRedis(t)
-  const up = await startUpstream('a', (req, res) => {
-    req.resume()
-    res.writeHead(200, { 'x-tether-state': 'n' }).end('a')
-  })
-  t.teardown(() => up.close())
-  const logs = new LogCapture()
-  const tether = await startTether(testConfig([up], {
-    affinity: { key: 'header', header: { name: 'X-Tenant' } },
-    state: { store: 'redis', timeout: STATE_TIMEOUT, redis: { url: redis.url } },
-  }), { logger: createLogger('info', logs) })
-  t.teardown(() => tether.close(0))
+  const { tether, logs, up, redis, freeze, thaw } = await heldHeadTether(t, STATE_TIMEOUT)
   freeze()
   const client = net.connect(tether.port, '127.0.0.1')
   client.on('error', () => undefined)
