@@ -1081,38 +1081,131 @@ t.test("a move whose hook refused the state, whose upstream then failed (retried
   t.equal(await metric(tether, 'tether_checkpoints_total{result="stale"}'), 1, "version 3 does not replace version 5: the failed attempt's restart mark is not the retry's")
 })
 
-t.test("a moved user's WebSocket handshake whose upstream refuses the state in a header (431) gets the 431 (a handshake is not sent again): a rehydration error, and that upstream's first checkpoint replaces the stored one", async (t) => {
-  let phase = 1
+/**
+ * App replicas for the WebSocket 431 cases: plain requests answer with a checkpoint (version 5
+ * in phase 1, then 1: a replica that got no state starts again); a handshake carrying the state
+ * in a header is refused 431 with a body (as a header limit would), any other one switches
+ * (101; in phase 3, never answered) and keeps what the client sends through the tunnel. `seen` lists each request and
+ * handshake with its X-Tether-Rehydrate-Status.
+ */
+async function wsRefusingApps(t: Test, ids: string[]): Promise<{ apps: Upstream[]; seen: string[]; tunnelled: string[]; phase: { n: number } }> {
+  const phase = { n: 1 }
   const seen: string[] = []
-  const apps = await Promise.all(['a', 'b'].map(async (id) => {
+  const tunnelled: string[] = []
+  const sockets: import('node:net').Socket[] = []
+  const apps = await Promise.all(ids.map(async (id) => {
     const up = await startUpstream(id, (req, res) => {
       req.resume()
       seen.push(`${id} ${req.headers['x-tether-rehydrate-status'] ?? '-'}`)
-      // the new upstream starts its versions again (it got no state)
-      const version = phase === 1 ? '5' : '1'
+      const version = phase.n === 1 ? '5' : '1'
       res.writeHead(200, { 'x-tether-state': `v${version}`, 'x-tether-state-version': version }).end(JSON.stringify({ id, n: 1 }))
     })
-    up.server.on('upgrade', (req: http.IncomingMessage, sock: import('node:net').Socket) => {
-      seen.push(`${id} ws ${req.headers['x-tether-rehydrate-status'] ?? '-'}`)
-      // the state in a header is over this upstream's limit (as Node's own 431 would say)
-      if (req.headers['x-tether-rehydrate'] !== undefined) return void sock.end('HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n')
-      sock.end(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nx-up: ${id}\r\n\r\n`)
+    up.server.on('upgrade', (req: http.IncomingMessage, sock: import('node:net').Socket, head: Buffer) => {
+      sockets.push(sock)
+      sock.on('error', () => undefined) // a refused handshake's connection is cut by Tether
+      const status = req.headers['x-tether-rehydrate-status'] ?? '-'
+      seen.push(`${id} ws ${status}${req.headers['x-tether-previous-upstream'] === undefined ? '' : ' +previous'}`)
+      const got = head.toString()
+      if (req.headers['x-tether-rehydrate'] !== undefined) {
+        // anything the client's early bytes would bring on this connection is recorded as such
+        if (got !== '') tunnelled.push(`${id} refused ${got}`)
+        sock.on('data', (c: Buffer) => tunnelled.push(`${id} refused ${c}`))
+        return void sock.end('HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 21\r\n\r\nREFUSAL-BODY-NOT-SENT')
+      }
+      if (got !== '') tunnelled.push(`${id} ${got}`)
+      sock.on('data', (c: Buffer) => tunnelled.push(`${id} ${c}`))
+      if (phase.n === 3) return // phase 3: a handshake without the state is never answered
+      sock.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nx-up: ${id}\r\nx-status: ${status}\r\n\r\n`)
     })
-    return up
+    // its tunnels are no connections the server closes: closed with it
+    return { ...up, close: () => { for (const s of sockets) s.destroy(); return up.close() } }
   }))
+  return { apps, seen, tunnelled, phase }
+}
+
+/** A raw WebSocket handshake with `early` right behind its head (in the same write): what the client reads until `until` is in it. */
+async function rawHandshake(t: Test, url: string, jar: CookieJar, early: string, until: RegExp): Promise<{ received: () => string }> {
+  const { port } = new URL(url)
+  const sock = (await import('node:net')).connect(Number(port), '127.0.0.1')
+  t.teardown(() => { sock.destroy() })
+  let received = ''
+  sock.on('data', (c: Buffer) => { received += c.toString('latin1') })
+  sock.on('error', () => undefined)
+  sock.write(`GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nCookie: ${jar.header()!}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n${early}`)
+  await waitFor(() => until.test(received), 5_000, `the client reads ${until}`)
+  return { received: () => received }
+}
+
+t.test("a moved user's WebSocket handshake whose upstream refuses the state in a header (431) is sent again without it: the 101 reaches the client, the 431 never does, and the accounting is the HTTP case's", async (t) => {
+  const { apps, seen, tunnelled, phase } = await wsRefusingApps(t, ['a', 'b'])
   const logs = new LogCapture()
   const { tether, jar, home } = await withUserMoving(t, apps, {}, createLogger('info', logs))
-  phase = 2
+  const to = apps.find((a) => a.id !== home)!.id
+  phase.n = 2
   const before = logs.access().length
-  const h = await handshake(tether.url, jar)
-  t.equal(h.status, 431, "the upstream's 431 reached the client")
+  const client = await rawHandshake(t, tether.url, jar, 'EARLY-BYTES', /\r\n\r\n/)
+  t.match(client.received(), /^HTTP\/1\.1 101 /, 'the client gets the 101, not the 431')
+  t.match(client.received(), new RegExp(`x-up: ${to}\r\n`, 'i'))
+  t.match(client.received(), /x-status: too_large\r\n/i, 'the resend said the state was too large for a header')
+  // the early bytes reach the connection that switched, once, and none of the refused one
+  await waitFor(() => tunnelled.length > 0, 5_000, 'the early bytes through the tunnel')
+  t.same(tunnelled, [`${to} EARLY-BYTES`], 'the early bytes once, on the connection that switched')
+  t.same(seen, [`${home} -`, `${to} ws delivered +previous`, `${to} ws too_large`], 'the handshake with the state, then again without it (nor the previous upstream) on the same upstream')
   await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')
-  t.match(logs.access()[before], { protocol: 'websocket', status: 431, outcome: 'failover' }, 'no rehydration claimed')
-  t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 1 }, 'the refused state is no delivery')
-  // the 431 pinned the user to the new upstream, which never got their state: its versions start again
+  t.notMatch(client.received(), /REFUSAL-BODY|431/, "nothing of the 431's answer reached the client")
+  t.match(logs.access()[before], { protocol: 'websocket', status: 101, outcome: 'failover', upstream: to }, 'as the HTTP case: the move, no rehydration claimed')
+  const warned = logs.records.filter((r) => /refused the user's state in X-Tether-Rehydrate \(431/.test(String(r['msg'])))
+  t.match(warned, [{ level: 40, upstream: to, bytes: 2 }], "warned once, with the checkpoint's size")
+  t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 1 }, 'the refused state is no delivery (as the HTTP case)')
+  // the user is on the new upstream, which never got their state: its versions start again
   const next = await get(tether.url, jar)
-  t.not(next.body.id, home, 'the user stays on the new upstream')
-  t.same(seen, [`${home} -`, `${next.body.id} ws delivered`, `${next.body.id} -`], 'the handshake once, then an ordinary request (no second move)')
+  t.equal(next.body.id, to, 'the user stays on the new upstream')
+  t.same(seen.slice(3), [`${to} -`], 'as an ordinary request (no second move)')
   await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stale"}')) + (await metric(tether, 'tether_checkpoints_total{result="stored"}')) === 2, 5_000, "the new upstream's checkpoint")
   t.equal(await metric(tether, 'tether_checkpoints_total{result="stale"}'), 0, 'its version 1 replaced version 5 (marked restarted), not refused as stale')
+})
+
+t.test("a WebSocket client that leaves while its handshake is sent again without the state (after a 431) is logged client_abort, as a plain request's", async (t) => {
+  const { apps, seen, tunnelled, phase } = await wsRefusingApps(t, ['a', 'b'])
+  const logs = new LogCapture()
+  const { tether, jar, home } = await withUserMoving(t, apps, {}, createLogger('info', logs))
+  const to = apps.find((a) => a.id !== home)!.id
+  phase.n = 3
+  const before = logs.access().length
+  const { port } = new URL(tether.url)
+  const sock = (await import('node:net')).connect(Number(port), '127.0.0.1')
+  t.teardown(() => { sock.destroy() })
+  let received = ''
+  sock.on('data', (c: Buffer) => { received += c.toString('latin1') })
+  sock.write(`GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nCookie: ${jar.header()!}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\nEARLY`)
+  await waitFor(() => seen.length === 3, 5_000, 'the handshake sent again')
+  t.same(seen, [`${home} -`, `${to} ws delivered +previous`, `${to} ws too_large`])
+  sock.destroy()
+  await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')
+  t.match(logs.access()[before], { protocol: 'websocket', status: 0, outcome: 'client_abort', upstream: to })
+  t.equal(received, '', 'the client got nothing (the 431 least of all)')
+  t.same(tunnelled, [], 'its early bytes went nowhere: no connection switched')
+  t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 0 }, 'no answer: nothing counted, as for a plain request')
+})
+
+t.test("a retried WebSocket handshake (its upstream refused the connection) refused 431 for the state is sent again without it to the same upstream, as a plain request", async (t) => {
+  const { apps, seen, tunnelled, phase } = await wsRefusingApps(t, ['a', 'b'])
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig(apps, {}), { logger: createLogger('info', logs) })
+  t.teardown(async () => { await tether.close(0); await Promise.all(apps.map((u) => u.close())) })
+  const jar = new CookieJar()
+  jar.cookies.set('user', 'u1')
+  const home = (await get(tether.url, jar)).body.id
+  const to = apps.find((a) => a.id !== home)!.id
+  await apps.find((a) => a.id === home)!.close() // its port refuses connections; health does not know yet
+  phase.n = 2
+  const before = logs.access().length
+  const client = await rawHandshake(t, tether.url, jar, 'EARLY', /\r\n\r\n/)
+  t.match(client.received(), new RegExp(`^HTTP/1\\.1 101 [^]*x-up: ${to}\r\n`, 'i'), 'switched on the retry\'s upstream')
+  await waitFor(() => tunnelled.length > 0, 5_000, 'the early bytes through the tunnel')
+  t.same(tunnelled, [`${to} EARLY`], 'once, through the tunnel')
+  t.same(seen, [`${home} -`, `${to} ws delivered +previous`, `${to} ws too_large`], 'the retry carried the state; its resend without it went to the same upstream')
+  await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')
+  t.match(logs.access()[before], { protocol: 'websocket', status: 101, outcome: 'failover', upstream: to, retries: 1 })
+  t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 1 })
 })

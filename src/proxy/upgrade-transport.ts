@@ -237,6 +237,8 @@ const EMPTY = Buffer.alloc(0)
 export const EARLY_BYTES_MAX = 64 * 1024
 /** A handshake Tether cut because its graceful stop's grace period ended (see Upgrades.shutDown). */
 const SHUT_DOWN: Outcome = { kind: 'error', code: 'TETHER_SHUTTING_DOWN', connect: false }
+/** The upstream refused a handshake that carried the user's state in a header (431): sent again without it. */
+const STATE_TOO_LARGE: Outcome = { kind: 'error', code: 'TETHER_HEADERS_TOO_LARGE', connect: false }
 /** The client left before the upstream answered its handshake: logged `client_abort`, no upstream blamed. */
 const CLIENT_LEFT: AttemptResult = { status: 0, outcome: { kind: 'client_abort' }, error: null, responded: true }
 /** Tether closed a handshake's client connection at its graceful stop's grace end (see Upgrades.shutDown). */
@@ -268,6 +270,8 @@ class Tunnel implements Exchange {
   #refusalError: unknown = null
   /** Resolves the current attempt (once). */
   #settle: ((r: AttemptResult) => void) | null = null
+  /** Handshakes sent so far (the current attempt's number). */
+  #attempts = 0
 
   constructor(owner: Upgrades, client: Socket, head: Buffer) {
     this.#owner = owner
@@ -341,11 +345,12 @@ class Tunnel implements Exchange {
     // listener took it for WebSocket because the list names websocket); http-proxy destroys the
     // client socket without a word unless the value is exactly that one, and an upstream offered
     // another protocol could switch to it, which this tunnel would carry as WebSocket frames
-    headers.push('connection', 'Upgrade', 'upgrade', 'websocket')
+    // (added to a copy: the request path sends `headers` again, without the state, after a 431)
+    const sent = [...headers, 'connection', 'Upgrade', 'upgrade', 'websocket']
     // http-proxy copies req.headers and req.url into the handshake: give it a view with ours
     // instead of rewriting the inbound request
     const view = Object.create(req, {
-      headers: { value: headerObject(headers), enumerable: true },
+      headers: { value: headerObject(sent), enumerable: true },
       url: { value: ctx.target.path, enumerable: true },
     }) as IncomingMessage
     const done = new Promise<AttemptResult>((resolve) => {
@@ -359,7 +364,10 @@ class Tunnel implements Exchange {
       }
       try {
         // the client's early bytes are held here, not unshifted by http-proxy (see #watchClient)
-        this.#owner.proxy.ws(view, this.#client, EMPTY, this.#owner.targetOf(upstream), (err: Error) => this.#onProxyError(err))
+        // an error of an earlier attempt's handshake (one refused for the state it carried) is
+        // not this one's: http-proxy's end() of the client socket after it is skipped too
+        const nth = ++this.#attempts
+        this.#owner.proxy.ws(view, this.#client, EMPTY, this.#owner.targetOf(upstream), (err: Error) => (nth === this.#attempts ? this.#onProxyError(err) : skipNextEnd(this.#client)))
       } catch (err) {
         // http.request() refused the handshake (e.g. a header value it will not send)
         this.#owner.logger.warn({ err, upstream: upstream.id }, 'websocket handshake could not be sent')
@@ -410,6 +418,14 @@ class Tunnel implements Exchange {
     // registered before http-proxy's own listeners, so these run first
     proxyReq.once('upgrade', (res: IncomingMessage, up: Socket) => this.#onUpgrade(res, up))
     proxyReq.once('response', (res: IncomingMessage) => this.#onRefused(res))
+    // the upstream refused the head with the user's state in it (over its header limit) before
+    // its application ran (RFC 6585 section 5): sent again without it, as a plain request.
+    // Taken before any 'response' listener: http-proxy's would pass it on to the client
+    takeResponse(proxyReq, (res) => {
+      if (res.statusCode !== 431 || this.#ctx!.rehydrateBytes === 0 || this.#proxyReq !== proxyReq || this.state !== 'connecting') return false
+      this.#refusedState(res)
+      return true
+    })
   }
 
   /**
@@ -589,6 +605,22 @@ class Tunnel implements Exchange {
   }
 
   /**
+   * A 431 to a handshake that carried the user's state in a header: nothing of it is the
+   * client's. Its connection is closed (the body discarded unread) and the attempt fails
+   * unanswered with `TETHER_HEADERS_TOO_LARGE`, so the request path sends the handshake again,
+   * on a new connection, without the state (RequestPath's #withoutState, as for a plain
+   * request). The client socket is still read: its early bytes stay held for the 101, and its
+   * leaving meanwhile ends the request as the client's abort.
+   */
+  #refusedState(res: IncomingMessage): void {
+    this.#disarm()
+    this.#proxyReq = null
+    res.on('error', () => undefined) // its cut (below) is the end wanted
+    res.destroy()
+    this.#done({ status: 0, outcome: STATE_TOO_LARGE, error: new TetherError('TETHER_HEADERS_TOO_LARGE'), responded: false })
+  }
+
+  /**
    * The refusal's body ended, or its answer closed without ending: the upstream died in it (or
    * it stalled past body_idle, or the client left). A refusal cut short cuts the client
    * connection at once, as nginx and HAProxy do (http-proxy ends it only after a whole body:
@@ -738,7 +770,19 @@ function headerObject(raw: readonly string[]): Record<string, string | string[]>
   return out
 }
 
-/** http-proxy calls `socket.end()` after its error callback; skip that one call. */
+/**
+ * `take(res)` sees `req`'s answer head before its 'response' listeners (http-proxy's among
+ * them); when it returns true they never see it, and `take` owns `res`.
+ */
+function takeResponse(req: ClientRequest, take: (res: IncomingMessage) => boolean): void {
+  const own = req as ClientRequest & { emit: ClientRequest['emit'] }
+  const emit = own.emit
+  own.emit = function emitUntaken(this: ClientRequest, event: string | symbol, ...args: unknown[]) {
+    if (event === 'response' && take(args[0] as IncomingMessage)) return true
+    return emit.call(this, event, ...args)
+  } as ClientRequest['emit']
+}
+
 /** The next write() on `socket` does nothing (http-proxy's head after Tether answered itself). */
 function skipNextWrite(socket: Socket): void {
   const own = socket as Socket & { write: Socket['write'] }
@@ -748,6 +792,7 @@ function skipNextWrite(socket: Socket): void {
   } as Socket['write']
 }
 
+/** http-proxy calls `socket.end()` after its error callback; skip that one call. */
 function skipNextEnd(socket: Socket): void {
   const own = socket as Socket & { end: Socket['end'] }
   own.end = function skippedEnd(this: Socket) {
