@@ -208,6 +208,38 @@ t.test('a client that gives up waiting is not sent back into the hole: its next 
   t.equal(next.body, 'b from=a; reason=dead; epoch=1', 'the next request moved')
 })
 
+t.test('with active checks off, WebSocket clients giving up on their handshake after the probe timeout count as failures, as plain requests\' do: consecutive_failures of them eject the upstream', async (t) => {
+  const TIMEOUT = 200
+  const a = await startUpstream('a', (_req, res) => res.end('a\n'))
+  const sockets: import('node:net').Socket[] = []
+  // its handshakes are answered after 2 x the probe timeout: slow, not dead
+  a.server.on('upgrade', (_req: http.IncomingMessage, sock: import('node:net').Socket) => {
+    sockets.push(sock)
+    sock.on('error', () => undefined)
+    setTimeout(() => { if (!sock.destroyed) sock.end('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n') }, 2 * TIMEOUT)
+  })
+  const b = await startUpstream('b', (req, res) => res.end(`b ${req.headers['x-tether-moved'] ?? ''}`))
+  t.teardown(async () => { for (const s of sockets) s.destroy(); await a.close(); await b.close() })
+  const px = await startProxy([{ id: 'a', url: a.url }, { id: 'b', url: b.url }], {
+    affinity: HEADER, health: { active: { enabled: false, interval: 10_000, timeout: TIMEOUT } },
+  })
+  t.teardown(() => px.close(0))
+  const users = await usersOn(px, 'a', 3, 'ws')
+  for (const [i, user] of users.entries()) {
+    const gaveUp = await new Promise<boolean>((resolve) => {
+      const req = http.get(`${px.url}/ws`, { headers: { 'x-user': user, connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'sec-websocket-version': '13' }, agent: false })
+      req.on('upgrade', (_res, sock) => { sock.destroy(); resolve(false) })
+      req.on('response', (res) => { res.resume(); resolve(false) })
+      req.setTimeout(1.5 * TIMEOUT, () => { req.destroy(); resolve(true) })
+      req.on('error', () => undefined)
+    })
+    t.ok(gaveUp, `client ${i} gave up waiting for its handshake`)
+    await waitFor(() => px.inFlight.count('a') === 0, 5000, `Tether to stop the abandoned handshake ${i}`)
+  }
+  t.equal(px.health.state('a'), 'ejected', 'three give-ups in a row (health.passive.consecutive_failures) ejected a')
+  t.equal((await request(`${px.url}/`, { headers: { 'x-user': users[0]! } })).body, 'b from=a; reason=dead; epoch=1', 'its user moves')
+})
+
 /**
  * A healthy but slow upstream: /slow answers after 2 x the probe timeout, everything else (its
  * probes included) at once; `giveUps` clients each give up on /slow after 1.5 x the probe

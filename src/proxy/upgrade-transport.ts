@@ -272,6 +272,8 @@ class Tunnel implements Exchange {
   #settle: ((r: AttemptResult) => void) | null = null
   /** Handshakes sent so far (the current attempt's number). */
   #attempts = 0
+  /** The number of the attempt whose upstream answer head arrived (0: none yet). */
+  #headed = 0
 
   constructor(owner: Upgrades, client: Socket, head: Buffer) {
     this.#owner = owner
@@ -353,6 +355,7 @@ class Tunnel implements Exchange {
       headers: { value: headerObject(sent), enumerable: true },
       url: { value: ctx.target.path, enumerable: true },
     }) as IncomingMessage
+    const nth = ++this.#attempts
     const done = new Promise<AttemptResult>((resolve) => {
       this.#settle = resolve
       // the client left before this attempt (while Tether chose the upstream, fetched the
@@ -366,7 +369,6 @@ class Tunnel implements Exchange {
         // the client's early bytes are held here, not unshifted by http-proxy (see #watchClient)
         // an error of an earlier attempt's handshake (one refused for the state it carried) is
         // not this one's: http-proxy's end() of the client socket after it is skipped too
-        const nth = ++this.#attempts
         this.#owner.proxy.ws(view, this.#client, EMPTY, this.#owner.targetOf(upstream), (err: Error) => (nth === this.#attempts ? this.#onProxyError(err) : skipNextEnd(this.#client)))
       } catch (err) {
         // http.request() refused the handshake (e.g. a header value it will not send)
@@ -376,11 +378,13 @@ class Tunnel implements Exchange {
         this.#done({ status: 0, outcome: { kind: 'error', code: 'TETHER_BAD_REQUEST', connect: false }, error: err, responded: false })
       }
     })
-    // one handshake at a time per tunnel: the handle reads the tunnel's state
+    // one handshake at a time per tunnel: the handle reads whether this one's answer head came
+    // (not the tunnel's state: a client that left before it is no answer, and the request path
+    // takes a give-up after the probe timeout as a hint to probe the upstream, as for HTTP)
     const tunnel = this
     return {
       done,
-      get answered() { return tunnel.state !== 'connecting' },
+      get answered() { return tunnel.#headed === nth },
       stop: (code) => this.#stop(new TetherError(code)),
     }
   }
@@ -502,6 +506,7 @@ class Tunnel implements Exchange {
       up.destroy()
       return
     }
+    this.#headed = this.#attempts
     this.state = 'open'
     this.#upstream = up
     this.#unwatchClient(true)
@@ -574,6 +579,7 @@ class Tunnel implements Exchange {
 
   /** The upstream answered the handshake without switching (403, 404, 5xx): passed on as is. */
   #onRefused(res: IncomingMessage): void {
+    this.#headed = this.#attempts
     const status = res.statusCode ?? 0
     // not an HTTP status (RFC 9110 section 15): a 502 of Tether's, as on the plain path
     if (status < 100 || status > 599) return this.#invalidAnswer(res)
@@ -613,6 +619,7 @@ class Tunnel implements Exchange {
    * leaving meanwhile ends the request as the client's abort.
    */
   #refusedState(res: IncomingMessage): void {
+    this.#headed = this.#attempts
     this.#disarm()
     this.#proxyReq = null
     res.on('error', () => undefined) // its cut (below) is the end wanted
