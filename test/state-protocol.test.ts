@@ -1123,8 +1123,11 @@ async function wsRefusingApps(t: Test, ids: string[]): Promise<{ apps: Upstream[
   return { apps, seen, tunnelled, phase }
 }
 
-/** A raw WebSocket handshake with `early` right behind its head (in the same write): what the client reads until `until` is in it. */
-async function rawHandshake(t: Test, url: string, jar: CookieJar, early: string, until: RegExp): Promise<{ received: () => string }> {
+/**
+ * A raw WebSocket handshake with `early` right behind its head (in the same write), read until
+ * `until(what the client read)`: what the client reads, and its socket.
+ */
+async function rawHandshake(t: Test, url: string, jar: CookieJar, early: string, until: (received: string) => boolean, what: string): Promise<{ received: () => string; socket: import('node:net').Socket }> {
   const { port } = new URL(url)
   const sock = (await import('node:net')).connect(Number(port), '127.0.0.1')
   t.teardown(() => { sock.destroy() })
@@ -1132,18 +1135,22 @@ async function rawHandshake(t: Test, url: string, jar: CookieJar, early: string,
   sock.on('data', (c: Buffer) => { received += c.toString('latin1') })
   sock.on('error', () => undefined)
   sock.write(`GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nCookie: ${jar.header()!}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n${early}`)
-  await waitFor(() => until.test(received), 5_000, `the client reads ${until}`)
-  return { received: () => received }
+  await waitFor(() => until(received), 5_000, what)
+  return { received: () => received, socket: sock }
+}
+
+/** wsRefusingApps behind Tether, user u1 moving off their home `home` to `to`, in `phase`; `before`: access lines so far. */
+async function wsUserMoving(t: Test, phase: number) {
+  const { apps, seen, tunnelled, phase: now } = await wsRefusingApps(t, ['a', 'b'])
+  const logs = new LogCapture()
+  const { tether, jar, home } = await withUserMoving(t, apps, {}, createLogger('info', logs))
+  now.n = phase
+  return { seen, tunnelled, logs, tether, jar, home, to: apps.find((a) => a.id !== home)!.id, before: logs.access().length }
 }
 
 t.test("a moved user's WebSocket handshake whose upstream refuses the state in a header (431) is sent again without it: the 101 reaches the client, the 431 never does, and the accounting is the HTTP case's", async (t) => {
-  const { apps, seen, tunnelled, phase } = await wsRefusingApps(t, ['a', 'b'])
-  const logs = new LogCapture()
-  const { tether, jar, home } = await withUserMoving(t, apps, {}, createLogger('info', logs))
-  const to = apps.find((a) => a.id !== home)!.id
-  phase.n = 2
-  const before = logs.access().length
-  const client = await rawHandshake(t, tether.url, jar, 'EARLY-BYTES', /\r\n\r\n/)
+  const { seen, tunnelled, logs, tether, jar, home, to, before } = await wsUserMoving(t, 2)
+  const client = await rawHandshake(t, tether.url, jar, 'EARLY-BYTES', (r) => r.includes('\r\n\r\n'), 'the answer head')
   t.match(client.received(), /^HTTP\/1\.1 101 /, 'the client gets the 101, not the 431')
   t.match(client.received(), new RegExp(`x-up: ${to}\r\n`, 'i'))
   t.match(client.received(), /x-status: too_large\r\n/i, 'the resend said the state was too large for a header')
@@ -1166,24 +1173,13 @@ t.test("a moved user's WebSocket handshake whose upstream refuses the state in a
 })
 
 t.test("a WebSocket client that leaves while its handshake is sent again without the state (after a 431) is logged client_abort, as a plain request's", async (t) => {
-  const { apps, seen, tunnelled, phase } = await wsRefusingApps(t, ['a', 'b'])
-  const logs = new LogCapture()
-  const { tether, jar, home } = await withUserMoving(t, apps, {}, createLogger('info', logs))
-  const to = apps.find((a) => a.id !== home)!.id
-  phase.n = 3
-  const before = logs.access().length
-  const { port } = new URL(tether.url)
-  const sock = (await import('node:net')).connect(Number(port), '127.0.0.1')
-  t.teardown(() => { sock.destroy() })
-  let received = ''
-  sock.on('data', (c: Buffer) => { received += c.toString('latin1') })
-  sock.write(`GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nCookie: ${jar.header()!}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\nEARLY`)
-  await waitFor(() => seen.length === 3, 5_000, 'the handshake sent again')
+  const { seen, tunnelled, logs, tether, jar, home, to, before } = await wsUserMoving(t, 3)
+  const client = await rawHandshake(t, tether.url, jar, 'EARLY', () => seen.length === 3, 'the handshake sent again')
   t.same(seen, [`${home} -`, `${to} ws delivered +previous`, `${to} ws too_large`])
-  sock.destroy()
+  client.socket.destroy()
   await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')
   t.match(logs.access()[before], { protocol: 'websocket', status: 0, outcome: 'client_abort', upstream: to })
-  t.equal(received, '', 'the client got nothing (the 431 least of all)')
+  t.equal(client.received(), '', 'the client got nothing (the 431 least of all)')
   t.same(tunnelled, [], 'its early bytes went nowhere: no connection switched')
   t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 0 }, 'no answer: nothing counted, as for a plain request')
 })
@@ -1200,7 +1196,7 @@ t.test("a retried WebSocket handshake (its upstream refused the connection) refu
   await apps.find((a) => a.id === home)!.close() // its port refuses connections; health does not know yet
   phase.n = 2
   const before = logs.access().length
-  const client = await rawHandshake(t, tether.url, jar, 'EARLY', /\r\n\r\n/)
+  const client = await rawHandshake(t, tether.url, jar, 'EARLY', (r) => r.includes('\r\n\r\n'), 'the answer head')
   t.match(client.received(), new RegExp(`^HTTP/1\\.1 101 [^]*x-up: ${to}\r\n`, 'i'), 'switched on the retry\'s upstream')
   await waitFor(() => tunnelled.length > 0, 5_000, 'the early bytes through the tunnel')
   t.same(tunnelled, [`${to} EARLY`], 'once, through the tunnel')
