@@ -281,6 +281,26 @@ t.test('authHint: Redis < 6 (no ACL users) answers "ERR invalid password": told 
   t.end()
 })
 
+t.test('authHint: Redis < 6 refusing AUTH with a username (its exact arity error, from Redis 5.0.14\'s source), or a NOAUTH while a username and a password are sent, is told as a server without ACL users: remove the username', (t) => {
+  // (the text of Redis 5.0.14's processCommand, checked against its source: no Redis 5 runs here)
+  const arity = "ERR wrong number of arguments for 'auth' command"
+  const noAcl = " (Redis has no ACL users (Redis < 6) and refused AUTH with a username: remove state.redis.username, or upgrade)"
+  t.equal(authHint(arity, 'Redis', 'u', 'state.redis.username', 'state.redis.password'), arity + noAcl)
+  t.equal(authHint('NOAUTH Authentication required.', 'Redis', 'u', 'state.redis.username', 'state.redis.password', {}, { passwordSent: true }), 'NOAUTH Authentication required.' + noAcl, 'the client went on after the refused AUTH: the NOAUTH that follows is told the same')
+  t.equal(authHint('NOAUTH Authentication required.', 'Redis', 'u', 'state.redis.username', 'state.redis.password', {}, { passwordSent: false }), 'NOAUTH Authentication required. (Redis requires a password: set state.redis.password)', 'no password sent: the password is what is missing')
+  t.equal(authHint(arity, 'the Sentinel', 'w', 'state.redis.sentinel_username', 'state.redis.sentinel_password', {}, { aclSince: '6.2' }), `${arity} (the Sentinel has no ACL users (Redis < 6.2) and refused AUTH with a username: remove state.redis.sentinel_username, or upgrade)`, 'a Sentinel: users since 6.2')
+  t.end()
+})
+
+t.test('authHint: a server known to be Redis < 6 (its ready check\'s redis_version) is never told to set a username; one known to be 6+ or not known still is', (t) => {
+  const noauth = 'NOAUTH Authentication required.'
+  t.equal(authHint(noauth, 'Redis', null, 'state.redis.username', 'state.redis.password', {}, { aclUsers: false }), `${noauth} (Redis requires a password: set state.redis.password)`)
+  t.equal(authHint(noauth, 'Redis', null, 'state.redis.username', 'state.redis.password', {}, { aclUsers: true }), `${noauth} (Redis requires a password: set state.redis.password, and state.redis.username for an ACL user)`)
+  t.equal(authHint(noauth, 'Redis', null, 'state.redis.username', 'state.redis.password'), `${noauth} (Redis requires a password: set state.redis.password, and state.redis.username for an ACL user)`, 'version not known: as before')
+  t.equal(authHint('WRONGPASS invalid username-password pair or user is disabled.', 'Redis', null, 'state.redis.username', 'state.redis.password', {}, { aclUsers: false }), "WRONGPASS invalid username-password pair or user is disabled. (Redis refused Tether's password: check state.redis.password)")
+  t.end()
+})
+
 t.test('standalone: the password of an ACL user without state.redis.username (AUTH as default) names state.redis.username; no password at all is told as required', async (t) => {
   const redis = await startRedis({ args: ['--requirepass', DEFAULT_PASSWORD] })
   t.teardown(() => redis.stop())

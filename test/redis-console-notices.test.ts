@@ -156,3 +156,14 @@ t.test('a console.warn that is not one `[WARN] `/`[ERROR] ` string passes throug
   for (const [i, args] of calls.entries()) for (const [j, a] of args.entries()) t.equal(seen[i]?.[j], a, `call ${i}: arg ${j} the same value`)
   t.equal(log.lines.length, 0, 'nothing logged')
 })
+
+t.test("ioredis's line for Redis < 6 refusing AUTH with a username is one warn: the server has no ACL users, remove the username or upgrade", (t) => {
+  // (ioredis's event_handler.js text, which quotes Redis < 6's "wrong number of arguments for 'auth' command")
+  const said = `[ERROR] The server returned "wrong number of arguments for 'auth' command". You are probably passing both username and password to Redis version 5 or below. You should only pass the 'password' option for Redis version 5 and under.`
+  t.same(redisConsoleNotice(said, ['state.redis.password']), {
+    level: 'warn',
+    msg: 'redis: the server has no ACL users (Redis < 6) and refused AUTH with a username',
+    hint: 'remove state.redis.username (or state.redis.sentinel_username), or upgrade to Redis 6+ (Sentinels 6.2+)',
+  })
+  t.end()
+})

@@ -189,8 +189,18 @@ const SWITCH_REDOS = 10
 
 /** Error replies after which a standalone or Sentinel connection is made again (see `reconnectOnError`). */
 const RECONNECT_ON = /^(READONLY|LOADING|MASTERDOWN)\b/
-/** A refusal of Tether's credentials (no password given, a wrong one, a wrong or disabled user). */
-const REFUSED = /NOAUTH|WRONGPASS|invalid password|invalid username/i
+/**
+ * A refusal of Tether's credentials (no password given, a wrong one, a wrong or disabled user),
+ * or Redis < 6's answer to AUTH with a username ({@link NO_ACL_USERS}).
+ */
+const REFUSED = /NOAUTH|WRONGPASS|invalid password|invalid username|wrong number of arguments for 'auth' command/i
+/**
+ * Redis < 6's answer to `AUTH <user> <password>`: AUTH takes only a password there, and the
+ * arity check answers first (Redis 5.0.14's server.c, processCommand: `"wrong number of
+ * arguments for '%s' command"`, sent by addReplyErrorFormat with the `ERR ` code), so:
+ * `"ERR wrong number of arguments for 'auth' command"`. Checked against the source, not a server.
+ */
+const NO_ACL_USERS = /wrong number of arguments for 'auth' command/i
 /**
  * A refusal of a command a Lua script calls: Redis 6.0-7.0 "ERR The user executing the script
  * can't run this command or subcommand" ("... can't access at least one of the keys"), 7.2+
@@ -1294,7 +1304,7 @@ export class RedisConnection {
    */
   #sentinelError(error: string): string {
     const o = this.#options
-    return authHint(error, 'the Sentinel', o.sentinelUsername ?? null, o.sentinelUsernameSetting ?? 'sentinelUsername', o.sentinelPasswordSetting ?? 'sentinelPassword', { channels: '+switch-master' })
+    return authHint(error, 'the Sentinel', o.sentinelUsername ?? null, o.sentinelUsernameSetting ?? 'sentinelUsername', o.sentinelPasswordSetting ?? 'sentinelPassword', { channels: '+switch-master' }, { passwordSent: o.sentinelPassword != null, aclSince: '6.2' })
   }
 
   /**
@@ -1326,9 +1336,35 @@ export class RedisConnection {
     const username = o.username === undefined ? url?.username ?? null : o.username
     const usernameSetting = o.username === undefined && url?.username !== undefined ? fromUrl : o.usernameSetting ?? 'username'
     const passwordSetting = o.password === undefined && url?.password !== undefined ? fromUrl : o.passwordSetting ?? 'password'
+    const passwordSent = o.password === undefined ? url?.password !== undefined : o.password !== null
     // (ACL key and channel patterns are globs: the prefix's own glob characters escaped)
     const pattern = `${this.keyPrefix.replace(/[*?[\]\\]/g, '\\$&')}*`
-    return authHint(error, 'Redis', username, usernameSetting, passwordSetting, { keys: pattern, channels: pattern })
+    const major = this.#serverMajor
+    return authHint(error, 'Redis', username, usernameSetting, passwordSetting, { keys: pattern, channels: pattern }, { passwordSent, ...(major === null ? {} : { aclUsers: major >= 6 }) })
+  }
+
+  /**
+   * The major version of the standalone server or Sentinel master, from the `redis_version` of
+   * the INFO ioredis's ready check asks at each connect (no question of its own); null until
+   * one answered (a Cluster, a user without +info, a password refused from the start).
+   */
+  #serverMajor: number | null = null
+
+  /**
+   * Notes `redis_version` from `client`'s ready check (ioredis's `_readyCheck`, which answers
+   * INFO's fields parsed) into {@link #serverMajor}; a client without it is left alone.
+   */
+  #noteVersion(client: Redis): void {
+    type ReadyCheck = (callback: (err: unknown, info: unknown) => void) => unknown
+    const own = client as unknown as { _readyCheck?: ReadyCheck }
+    const check = own._readyCheck
+    if (typeof check !== 'function') return
+    own._readyCheck = (callback) => check.call(client, (err, info) => {
+      const version = (info as { redis_version?: unknown } | undefined)?.redis_version
+      const major = typeof version === 'string' ? Number.parseInt(version, 10) : NaN
+      if (Number.isInteger(major)) this.#serverMajor = major
+      callback(err, info)
+    })
   }
 
   /** Remakes of the connection for a READONLY-like reply in a row, and when the last was (performance.now()). */
@@ -1412,12 +1448,13 @@ export class RedisConnection {
         ...this.#noteNamed(seen),
       })
       this.#named.set(client, seen)
+      this.#noteVersion(client)
       return client
     }
     const target = parseRedisUrl(o.url as string)
     const auth = o.password === undefined ? target.password : password
     const name = o.username === undefined ? target.username : username
-    return new Redis({
+    const client = new Redis({
       ...base,
       host: target.host,
       port: target.port,
@@ -1426,6 +1463,8 @@ export class RedisConnection {
       ...(auth === undefined ? {} : { password: auth }),
       ...(target.tls ? { tls: {} } : {}),
     })
+    this.#noteVersion(client)
+    return client
   }
 }
 
@@ -1470,6 +1509,19 @@ export interface AclGrants {
   readonly channels?: string
 }
 
+/** What is known of the server and of what Tether sent, for {@link authHint}. */
+export interface AuthFacts {
+  /** Whether a password is sent (AUTH): a NOAUTH with a username and a password sent means AUTH was refused, not missing. */
+  readonly passwordSent?: boolean
+  /**
+   * Whether the server has ACL users: false when its version is known to be older (Redis < 6,
+   * from a ready check's INFO), so no hint suggests a username; undefined: not known.
+   */
+  readonly aclUsers?: boolean
+  /** The first version with ACL users, as told in the hint (default `"6"`; Sentinels `"6.2"`). */
+  readonly aclSince?: string
+}
+
 /**
  * `error` with a hint naming the settings to fix when `who` refused Tether's credentials or an
  * ACL permission; a user name Redis puts in a NOPERM reply (7.2+: "User tether has no
@@ -1486,9 +1538,14 @@ export interface AclGrants {
  * state.redis.password, and state.redis.username for an ACL user)"`; `WRONGPASS`, `username` null
  * (AUTH ran as `default`): `"... (Redis refused Tether's password for the default user: check
  * state.redis.password, or set state.redis.username for an ACL user)"`; Redis < 6's `"ERR invalid
- * password"` (no ACL users), `username` null: `"... (Redis refused Tether's password: check state.redis.password)"`.
+ * password"` (no ACL users), `username` null: `"... (Redis refused Tether's password: check state.redis.password)"`;
+ * Redis < 6's `"ERR wrong number of arguments for 'auth' command"` (AUTH with a username), or a
+ * NOAUTH while a username and a password are sent (the client went on after that refusal):
+ * `"... (Redis has no ACL users (Redis < 6) and refused AUTH with a username: remove
+ * state.redis.username, or upgrade)"`. With `facts.aclUsers` false (a Redis < 6 seen), no hint
+ * suggests a username.
  */
-export function authHint(error: string, who: string, username: string | null, usernameSetting: string, passwordSetting: string, grants: AclGrants = {}): string {
+export function authHint(error: string, who: string, username: string | null, usernameSetting: string, passwordSetting: string, grants: AclGrants = {}, facts: AuthFacts = {}): string {
   if (NOPERM.test(error)) {
     const told = error.replace(/\bUser \S+ has/, `User <${usernameSetting}> has`)
     const command = /'([^']+)' command/.exec(told)?.[1]
@@ -1502,14 +1559,18 @@ export function authHint(error: string, who: string, username: string | null, us
     return `${told} (${who}'s ACL user may not ${what}: ${how}, or check ${usernameSetting})`
   }
   if (!REFUSED.test(error)) return error
+  // Redis < 6 refused AUTH with a username (its arity check); the client goes on without AUTH,
+  // so a server with a password answers each later command NOAUTH although one is sent
+  const noAclUsers = NO_ACL_USERS.test(error) || (/NOAUTH/.test(error) && username !== null && facts.passwordSent === true)
+  if (noAclUsers) return `${error} (${who} has no ACL users (Redis < ${facts.aclSince ?? '6'}) and refused AUTH with a username: remove ${usernameSetting}, or upgrade)`
   // NOAUTH: no AUTH was sent at all (no password set), so none was refused
   if (/NOAUTH/.test(error)) {
-    const user = username === null ? `, and ${usernameSetting} for an ACL user` : ''
+    const user = username === null && facts.aclUsers !== false ? `, and ${usernameSetting} for an ACL user` : ''
     return `${error} (${who} requires a password: set ${passwordSetting}${user})`
   }
   if (username === null) {
     // Redis < 6 (no ACL users, no `default` user) answers "ERR invalid password": only the password to check
-    if (/\bERR invalid password\b/.test(error)) return `${error} (${who} refused Tether's password: check ${passwordSetting})`
+    if (/\bERR invalid password\b/.test(error) || facts.aclUsers === false) return `${error} (${who} refused Tether's password: check ${passwordSetting})`
     // AUTH with a password only runs as the `default` user: a Redis 6+ ACL user's password is refused
     return `${error} (${who} refused Tether's password for the default user: check ${passwordSetting}, or set ${usernameSetting} for an ACL user)`
   }

@@ -58,9 +58,9 @@ export function redisConsoleNotice(line: string, passwords: readonly string[]): 
   }
   if (/wrong number of arguments for 'auth'/.test(line)) {
     return {
-      level: 'error',
-      msg: 'redis: the server (Redis 5 or older) refused AUTH with a username and a password',
-      hint: 'Redis 5 and older have no ACL users: remove state.redis.username (or state.redis.sentinel_username)',
+      level: 'warn',
+      msg: 'redis: the server has no ACL users (Redis < 6) and refused AUTH with a username',
+      hint: 'remove state.redis.username (or state.redis.sentinel_username), or upgrade to Redis 6+ (Sentinels 6.2+)',
     }
   }
   return { level: line.startsWith('[ERROR]') ? 'error' : 'warn', msg: 'redis client warning' }
