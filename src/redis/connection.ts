@@ -245,15 +245,28 @@ export interface RedisNodeEvent {
 }
 
 /**
+ * What an ACL refusal refused: a command (a NOPERM naming it), a key (the user's key patterns
+ * leave it out), a channel (its channel patterns), or a command a Lua script calls (an ERR of
+ * the script, see IN_SCRIPT).
+ */
+export type RefusalKind = 'command' | 'key' | 'channel' | 'script'
+
+/**
  * A command Redis refused for want of an ACL permission (a `NOPERM` reply to one call, e.g. a
  * user without `EVALSHA`): the command in upper case and the error with its hint naming the
  * setting to check (user names left out, see {@link authHint}). The call failed as any other.
- * `error` null: a call of a command refused before got its reply (the ACL was fixed), told
- * once per refusal (a later refusal is told again).
+ * `error` null: the refused thing was accepted again (the ACL was fixed), told once per
+ * refusal (a later refusal is told again): a command, once a call of it got its reply; a key,
+ * once a call of the refused key's kind ({@link loggedKey}) succeeded and no key kind is refused
+ * any more; a channel, once a call of the command it was refused to succeeded; a script's
+ * command, once a call of that script succeeded.
  */
 export interface RedisRefusal {
   readonly command: string
   readonly error: string | null
+  readonly kind: RefusalKind
+  /** A script's refusal (`kind` `script`): the script's name as defined ({@link RedisConnection.defineScript}), e.g. `tetherPutCheckpoint`. */
+  readonly script?: string
   /**
    * A refusal of a key (a NOPERM that names no command: the user's key patterns leave it out):
    * the refused call's key as it may be logged ({@link loggedKey}: a session's part left out),
@@ -347,6 +360,14 @@ export class RedisConnection {
    * node's replies must not end a refusal another node still makes.
    */
   readonly #refused = new Map<string, Set<string>>()
+  /** The kind each entry of #refused was refused as (a command, or a channel: told so when accepted). */
+  readonly #refusedKinds = new Map<string, RefusalKind>()
+  /**
+   * Keys (by {@link loggedKey}: `key <kind>`) and scripts (`script <name>`) refused, each with
+   * the nodes that refused it and have not accepted it since, and the refusal to tell once they
+   * did: while any is, each successful call is checked against it (one size check otherwise).
+   */
+  readonly #refusedOther = new Map<string, { readonly nodes: Set<string>; readonly accepted: RedisRefusal }>()
   #client: Client | null = null
   readonly #subscribers = new Set<Client>()
   /** Told when the main connection is ready again (a subscription's onSubscribed waits for it: its reads go there). */
@@ -694,7 +715,7 @@ export class RedisConnection {
       const run = (c as unknown as Record<string, (...a: string[]) => Promise<unknown>>)[name]
       if (run === undefined) return Promise.reject(new Error(`script ${name} is not defined`))
       return run.apply(c, args)
-    }, ms)
+    }, ms, name)
   }
 
   /**
@@ -777,21 +798,23 @@ export class RedisConnection {
    * SUBSCRIBE was answered since. Kept apart from #refused: run() never sends SUBSCRIBE, so it
    * must not turn run()'s noting (its slow path) on while it lasts.
    */
-  #subscribeRefusal = false
+  #subscribeRefusal: RefusalKind | null = null
 
   /** A subscription's SUBSCRIBE refused (NOPERM): told as a refused call. */
   #subscribeRefused(err: unknown): void {
     const error = describe(err)
     const { command, watched } = refusedCommand(error, 'subscribe')
-    if (watched && command === 'SUBSCRIBE') this.#subscribeRefusal = true
-    tellAll(this.#refusalListeners, { command, error: this.#dataError(error) })
+    const kind: RefusalKind = watched ? 'command' : /channel/i.test(error) ? 'channel' : 'command'
+    if (command === 'SUBSCRIBE' && (watched || kind === 'channel')) this.#subscribeRefusal = kind
+    tellAll(this.#refusalListeners, { command, error: this.#dataError(error), kind })
   }
 
-  /** A SUBSCRIBE answered: a refusal of the SUBSCRIBE command ends. */
+  /** A SUBSCRIBE answered: a refusal of the SUBSCRIBE command, or of its channel, ends. */
   #subscribeAccepted(): void {
-    if (!this.#subscribeRefusal) return
-    this.#subscribeRefusal = false
-    tellAll(this.#refusalListeners, { command: 'SUBSCRIBE', error: null })
+    const kind = this.#subscribeRefusal
+    if (kind === null) return
+    this.#subscribeRefusal = null
+    tellAll(this.#refusalListeners, { command: 'SUBSCRIBE', error: null, kind })
   }
 
   #addNode(address: string, role: RedisNodeRole): NodeHealth {
@@ -1007,7 +1030,7 @@ export class RedisConnection {
    * throws, rejects or has not replied within `timeout` ms. Never rejects; a late outcome
    * is dropped. The outcome counts for the node of `key`.
    */
-  #race<T>(client: Client | null, key: string | null, work: (c: Client) => Promise<T>, ms: number = this.#timeout): Promise<T | Failed> {
+  #race<T>(client: Client | null, key: string | null, work: (c: Client) => Promise<T>, ms: number = this.#timeout, script?: string): Promise<T | Failed> {
     if (!client) return Promise.resolve(FAILED)
     const node = this.#waitKey(client, key)
     const waiting = this.#waiting.get(node) ?? 0
@@ -1032,7 +1055,12 @@ export class RedisConnection {
         const reply = this.#refused.size === 0 ? work(client) : this.#noting(client, work, node)
         this.#waiting.set(node, (this.#waiting.get(node) ?? 0) + 1)
         // the reply (or its failure) comes: one fewer waits, whether or not its caller still does
-        reply.then((value) => { this.#answered(node); finish(value) }, (err: unknown) => { this.#answered(node); finish(FAILED, this.#callError(err, node, key)) })
+        reply.then((value) => {
+          this.#answered(node)
+          // (while a key or a script is refused, a success may end it: one size check otherwise)
+          if (this.#refusedOther.size !== 0) this.#acceptedOther(node, key, script)
+          finish(value)
+        }, (err: unknown) => { this.#answered(node); finish(FAILED, this.#callError(err, node, key, script)) })
       } catch (err) {
         finish(FAILED, describe(err))
       }
@@ -1047,21 +1075,57 @@ export class RedisConnection {
    * `"NOPERM this user has no permissions to run the 'evalsha' command (Redis's ACL user may not
    * run EVALSHA: grant it (ACL SETUSER <user> +evalsha), or check state.redis.username)"`.
    */
-  #callError(err: unknown, node: string, key: string | null): string {
+  #callError(err: unknown, node: string, key: string | null, script?: string): string {
     // several commands of one call failed (the peer set's HSET and PEXPIRE): each is told
-    if (err instanceof AggregateError) return [...new Set(err.errors.map((e: unknown) => this.#callError(e, node, key)))].join('; ')
+    if (err instanceof AggregateError) return [...new Set(err.errors.map((e: unknown) => this.#callError(e, node, key, script)))].join('; ')
     const error = describe(err)
     if (!NOPERM.test(error)) return error
     const told = this.#dataError(error)
     const { command, watched } = refusedCommand(error, (err as { command?: { name?: unknown } }).command?.name)
-    if (watched) {
+    const kind: RefusalKind = IN_SCRIPT.test(error) ? 'script'
+      : watched ? 'command'
+      : key !== null && refusesKey(error) ? 'key'
+      : /channel/i.test(error) ? 'channel'
+      : 'command'
+    // a command, or a channel (refused to the command that names it: Tether has one, the peer
+    // channel's), ends when a call of that command succeeds (see #noting)
+    if (watched || kind === 'channel') {
       const nodes = this.#refused.get(command)
       if (nodes === undefined) this.#refused.set(command, new Set([node]))
       else nodes.add(node)
+      this.#refusedKinds.set(command, kind)
     }
-    const keyRefused = key !== null && refusesKey(error)
-    tellAll(this.#refusalListeners, { command, error: told, ...(keyRefused ? { key: loggedKey(key) } : {}) })
+    const refusal: RedisRefusal = kind === 'key' ? { command, error: told, kind, key: loggedKey(key as string) }
+      : kind === 'script' && script !== undefined ? { command, error: told, kind, script }
+      : { command, error: told, kind }
+    if (kind === 'key' || (kind === 'script' && script !== undefined)) {
+      const id = kind === 'key' ? `key ${refusal.key}` : `script ${script}`
+      const pending = this.#refusedOther.get(id)
+      if (pending === undefined) this.#refusedOther.set(id, { nodes: new Set([node]), accepted: { ...refusal, error: null } })
+      else pending.nodes.add(node)
+    }
+    tellAll(this.#refusalListeners, refusal)
     return told
+  }
+
+  /**
+   * A call of `key` (or of script `script`) succeeded on `node`: a refusal of its key's kind
+   * (or of that script's command) ends there; once no node still refuses it, it is told
+   * accepted again (a key only once no key kind is refused any more: the keys are one warn).
+   */
+  #acceptedOther(node: string, key: string | null, script: string | undefined): void {
+    for (const id of [key === null ? null : `key ${loggedKey(key)}`, script === undefined ? null : `script ${script}`]) {
+      const pending = id === null ? undefined : this.#refusedOther.get(id)
+      if (pending === undefined) continue
+      pending.nodes.delete(node)
+      // (a Cluster master that serves no slot any more refuses nothing)
+      for (const n of pending.nodes) if (n !== '' && !this.#nodes.has(n)) pending.nodes.delete(n)
+      if (pending.nodes.size > 0) continue
+      this.#refusedOther.delete(id as string)
+      const { accepted } = pending
+      if (accepted.kind === 'key' && [...this.#refusedOther.values()].some((p) => p.accepted.kind === 'key')) continue
+      tellAll(this.#refusalListeners, accepted)
+    }
   }
 
   /**
@@ -1093,7 +1157,9 @@ export class RedisConnection {
       for (const n of nodes) if (n !== '' && !this.#nodes.has(n)) nodes.delete(n)
       if (nodes.size > 0) return
       this.#refused.delete(name)
-      tellAll(this.#refusalListeners, { command: name, error: null })
+      const kind = this.#refusedKinds.get(name) ?? 'command'
+      this.#refusedKinds.delete(name)
+      tellAll(this.#refusalListeners, { command: name, error: null, kind })
     }
     own.sendCommand = function (this: unknown, command, ...rest) {
       // (its failure is its caller's: only its reply is noted here)

@@ -76,13 +76,20 @@ export async function createState(
     // once a call of it succeeds again (the ACL fixed). A key the user's patterns leave out is
     // one problem whatever the command (a script goes out as EVAL or EVALSHA) and the key (each
     // session's): one warn naming the key refused, then at most one per 30 s (with a grant that
-    // leaves out the keyspace marker, the marker, refused at each check)
+    // leaves out the keyspace marker, the marker, refused at each check); a channel refused and a
+    // command a script calls refused are each their own problem (a script's refusal on Redis
+    // 7.0 names no command and is told under the EVALSHA sent: it must not hide a refused
+    // EVALSHA's warn, nor the other way round). Each has its info line once accepted again.
     const refusals = new ProblemLog(logger, clock)
-    redis.onRefused((r) => void (r.error === null
-      ? refusals.resolve(`redis noperm ${r.command}`, { command: r.command }, 'redis accepts the command again: its calls succeed')
-      : r.key !== undefined
-        ? refusals.report('redis noperm key', 'key', { command: r.command, key: r.key, err: r.error }, "redis refused a key: the ACL user's key patterns leave it out, its calls fail")
-        : refusals.report(`redis noperm ${r.command}`, r.command, { command: r.command, err: r.error }, 'redis refused a command: the ACL user may not run it, its calls fail')))
+    redis.onRefused((r) => {
+      const [problem, fields] = r.kind === 'key' ? ['redis noperm key', { command: r.command, key: r.key }]
+        : r.kind === 'channel' ? [`redis noperm channel ${r.command}`, { command: r.command }]
+        : r.kind === 'script' ? [`redis noperm script ${r.script ?? r.command}`, { command: r.command, ...(r.script === undefined ? {} : { script: r.script }) }]
+        : [`redis noperm ${r.command}`, { command: r.command }]
+      const texts = REFUSAL_TEXTS[r.kind]
+      if (r.error === null) refusals.resolve(problem, fields, texts.accepted)
+      else refusals.report(problem, r.kind === 'key' || r.kind === 'channel' ? r.kind : r.command, { ...fields, err: r.error }, texts.refused)
+    })
     // a Redis whose maxmemory-policy evicts Tether's keys (INFO memory each time a node comes
     // up, and once a minute while it answers: a policy changed live): one warn a spell per node,
     // an info once a later check finds it safe or it leaves
@@ -104,6 +111,14 @@ export async function createState(
   })
   return { store, state, stop }
 }
+
+/** The log lines of an ACL refusal, by what was refused (see RefusalKind): its warn, and its info once accepted again. */
+const REFUSAL_TEXTS = {
+  command: { refused: 'redis refused a command: the ACL user may not run it, its calls fail', accepted: 'redis accepts the command again: its calls succeed' },
+  key: { refused: "redis refused a key: the ACL user's key patterns leave it out, its calls fail", accepted: 'redis accepts the keys again: their calls succeed' },
+  channel: { refused: "redis refused a channel: the ACL user's channel patterns leave it out, its calls fail", accepted: 'redis accepts the channel again: its calls succeed' },
+  script: { refused: "redis refused a command a script calls: the ACL user may not run it, the script's calls fail", accepted: "redis accepts the script's commands again: its calls succeed" },
+} as const
 
 /**
  * The `degraded` lines of /readyz for the state store: none while it is ready; with Redis, one
