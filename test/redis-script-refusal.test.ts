@@ -4,7 +4,8 @@
 // to run the 'set' command script: ..." (src/script.c scriptVerifyACL, getAclErrorMessage not
 // verbose: "No permissions to access a key" / "... a channel"). Each is told as a refusal with
 // the grant to add and without the user's name, under the command it names (else the one sent),
-// and is not watched for an "accepted again" line: the script's command is never sent by itself.
+// and is not watched as a command for an "accepted again" line: the script's command is never sent
+// by itself (its end is told by the script's next success: test/redis-refusal-ends.test.ts).
 // Pure: the reply texts (no 7.2 redis-server here: redis-noperm-commands.test.ts checks 7.0's live).
 import t from 'tap'
 import { authHint, refusedCommand } from '../src/redis/connection.js'

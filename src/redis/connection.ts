@@ -354,7 +354,8 @@ export class RedisConnection {
   readonly #nodeListeners = new Set<(event: RedisNodeEvent) => void>()
   readonly #refusalListeners = new Set<(refusal: RedisRefusal) => void>()
   /**
-   * Commands refused (a NOPERM naming the command, upper case), each with the nodes (as
+   * Commands refused (a NOPERM naming the command, upper case; or a channel refused to the
+   * command, by that command's name: see #refusedKinds), each with the nodes (as
    * {@link #waitKey} names them) that refused it and have not answered it since: while any is,
    * calls note which commands they send. By node: a Cluster's nodes keep their own ACLs, so one
    * node's replies must not end a refusal another node still makes.
@@ -1555,10 +1556,11 @@ function closeQuietly(redis: Redis): void {
 
 /**
  * The command a refusal (see NOPERM) is told under, upper case: the one it names, else `sent`
- * (the command ioredis sent), and whether its next success is watched for (see #noting). Only a
- * refused command is watched: a key or channel refused to one call may be allowed to the next
- * (which would end and start the warn over and over), and a command a script calls (7.2+ names
- * it) is never sent by itself, so its success would never be seen. Examples:
+ * (the command ioredis sent), and whether its next success, as a command's, is watched for (see
+ * #noting). Only a refused command is watched so: a key refused to one call may be allowed to
+ * the next (its end is told by the key's kind instead), and a command a script calls (7.2+ names
+ * it) is never sent by itself, so its success would never be seen (its end is told by the
+ * script's next success instead; a channel's by its command's, see #callError). Examples:
  * `("NOPERM this user has no permissions to run the 'evalsha' command", 'evalsha')` ->
  * `{ command: 'EVALSHA', watched: true }`; `("ERR ACL failure in script: User u has no
  * permissions to run the 'set' command script: ...", 'evalsha')` -> `{ command: 'SET', watched: false }`.
