@@ -226,7 +226,7 @@ t.test('an older version never overwrites a newer checkpoint; oversize ones are 
     checkpoint: (r) => results.push(r), rehydration: () => undefined, operation: () => undefined,
   })
   await p.write('s', { value: 'v7', version: 7 }, 'a', 0)
-  await p.write('s', { value: 'v5', version: 5 }, 'b', 0)
+  await p.write('s', { value: 'v5', version: 5 }, 'a', 0) // one upstream (two at one epoch are ordered by time: see "two upstreams answer one user")
   await p.write('s', { value: 'way too large', version: 9 }, 'a', 0)
   t.same(results, ['stored', 'stale', 'too_large'])
   t.match(await p.fetch('s'), { status: 'found', checkpoint: { value: 'v7', version: 7, upstream: 'a' } })
@@ -1050,6 +1050,83 @@ t.test("a burst at one move: a hedge that got the state and answers leaves the r
   tether.health.disable(refusedBy)
   await get(tether.url, jar)
   t.match(hooked.at(-1), / b1$/, 'the newest state is delivered')
+})
+
+t.test("two upstreams answer one user at one epoch (a burst plus a hedge): the one the user stays on has its checkpoints stored, whatever the other wrote first; a later move delivers its state", async (t) => {
+  // counting apps with per-user state in memory, versions = the count; a hook restores a count
+  // (the move's first upstream refuses the state: it starts the user again from 0)
+  const hookPath = '/_tether/rehydrate'
+  let phase = 1
+  let fresh = ''
+  const hooked: string[] = []
+  let release: (() => void) | null = null
+  let holdGet = true
+  const app = (id: string) => {
+    const counts = new Map<string, number>()
+    return startUpstream(id, (req, res) => {
+      let body = ''
+      req.on('data', (c: Buffer) => { body += c })
+      req.on('end', () => {
+        if (req.url === hookPath) {
+          if (phase === 2 && fresh === '') fresh = id
+          if (id === fresh && phase === 2) return void res.writeHead(500).end()
+          hooked.push(`${id} ${body}`)
+          counts.set('u1', Number(body))
+          return void res.writeHead(200).end()
+        }
+        const answer = (): void => {
+          const n = (counts.get('u1') ?? 0) + 1
+          counts.set('u1', n)
+          res.writeHead(200, { 'x-tether-state': String(n), 'x-tether-state-version': String(n) }).end(JSON.stringify({ id, n }))
+        }
+        if (phase === 2 && id === fresh && req.method === 'GET' && holdGet) {
+          // the burst's GET gets no head until it is stopped: the hedge answers it
+          holdGet = false
+          const timer = setTimeout(() => res.end(JSON.stringify({ id, n: 0 })), 30_000)
+          return void res.on('close', () => clearTimeout(timer))
+        }
+        // the burst's POST is answered after the hedged GET
+        if (phase === 2 && id === fresh && req.method === 'POST') return void (release = answer)
+        answer()
+      })
+    })
+  }
+  const ups = [await app('a'), await app('b'), await app('c')]
+  const tether = await startTether(testConfig(ups, { state: { rehydrate: 'hook', hook_path: hookPath }, retries: { hedge_after: 100 } }), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await Promise.all(ups.map((u) => u.close())) })
+  const jar = new CookieJar()
+  jar.cookies.set('user', 'u1')
+  for (let i = 0; i < 4; i++) await get(tether.url, jar) // the home's count (and version) reaches 5
+  tether.health.disable((await get(tether.url, jar)).body.id)
+  phase = 2
+  // the burst: a POST and a GET with the same cookie, both the same move (one epoch)
+  const cookie = jar.header()!
+  const post = new Promise<{ status: number; setCookie: string[] | undefined }>((resolve, reject) => {
+    const req = http.request(tether.url, { method: 'POST', agent: false, headers: { cookie, 'content-type': 'text/plain' } }, (res) => {
+      res.resume()
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, setCookie: res.headers['set-cookie'] }))
+    })
+    req.on('error', reject)
+    req.end('x')
+  })
+  await waitFor(() => release !== null, 5_000, 'the POST reached the move\'s first upstream, without the state')
+  const hedged = await get(tether.url, jar)
+  t.not(hedged.body.id, fresh, 'the hedge answered the GET, with the state (count 6: its version 6 is stored)')
+  t.equal(hedged.body.n, 6)
+  release!()
+  const p = await post
+  t.equal(p.status, 200)
+  jar.apply(p.setCookie) // the POST answered last: the user is on its upstream, which started them again
+  const next = await get(tether.url, jar)
+  t.same(next.body, { id: fresh, n: 2 }, 'the user goes on where the POST was answered: an update acknowledged there')
+  await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stale"}')) + (await metric(tether, 'tether_checkpoints_total{result="stored"}')) === 8, 5_000, 'every checkpoint taken')
+  // that upstream goes too: the user's next upstream must get the state they built there (count
+  // 2), not the hedge's (6), which they left
+  phase = 3
+  tether.health.disable(fresh)
+  const after = await get(tether.url, jar)
+  t.match(hooked.at(-1), / 2$/, 'the state of the upstream the user stayed on is delivered')
+  t.equal(after.body.n, 3, 'the acknowledged updates are kept')
 })
 
 t.test("a move whose hook refused the state, whose upstream then failed (retried on one whose hook took it): an older version the retry's upstream writes is refused as stale", async (t) => {

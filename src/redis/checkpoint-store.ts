@@ -11,17 +11,19 @@ import { FAILED, RedisConnection, type RedisConnectionOptions } from './connecti
  * KEYS[1] = the checkpoint hash; ARGV = value, version ('' = none), upstream, epoch, writtenAt,
  * ttlMs, replace ('1': versions are not compared with a checkpoint of another epoch). Returns 1
  * when stored, 0 when stale. The rule is CheckpointStore.put's (`isStale` in
- * src/state/checkpoint-store.ts): two versioned checkpoints (not replacing) by version, refused
- * when incoming <= stored; any other pair by `writtenAt`, refused when incoming was written
+ * src/state/checkpoint-store.ts): two versioned checkpoints (not replacing, and not of one epoch
+ * from two upstreams) by version, refused when incoming <= stored; any other pair by
+ * `writtenAt`, refused when incoming was written
  * before stored (a put Redis applies late, after a freeze, must not undo a later one). Numbers
  * are compared as Lua numbers (doubles): exact for safe integers.
  */
 export const PUT_CHECKPOINT_LUA = `
 local incoming = ARGV[2]
-local stored = redis.call('HMGET', KEYS[1], 'version', 'epoch', 'writtenAt')
+local stored = redis.call('HMGET', KEYS[1], 'version', 'epoch', 'writtenAt', 'upstream')
 if stored[3] then
   local replacing = ARGV[7] == '1' and stored[2] ~= ARGV[4]
-  if not replacing and incoming ~= '' and stored[1] and stored[1] ~= '' then
+  local rival = stored[2] == ARGV[4] and stored[4] ~= ARGV[3]
+  if not replacing and not rival and incoming ~= '' and stored[1] and stored[1] ~= '' then
     if tonumber(incoming) <= tonumber(stored[1]) then
       return 0
     end

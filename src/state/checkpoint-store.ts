@@ -45,19 +45,26 @@ export type PutResult = 'stored' | 'stale' | 'too_large' | 'unavailable'
  * The ordering rule of {@link CheckpointStore.put}: is `incoming` refused over `stored`? When
  * both are versioned, versions order them: refused when incoming's is not above stored's
  * (epochs do not order checkpoints: a table key placed again after its pin expired or was
- * evicted starts again at epoch 0). Otherwise, and for a `replacing` put (the first of an epoch
+ * evicted starts again at epoch 0). Otherwise, for a `replacing` put (the first of an epoch
  * whose upstream started its state again, over a checkpoint of another epoch: its versions
- * compare with nothing), the time Tether took the answer orders them: refused when incoming was
- * written before stored. A put that reaches the store late (sent to a Redis that froze, given
+ * compare with nothing), and for two checkpoints of one epoch from two upstreams (a burst, a
+ * hedge or a retry answered on both sides of a move: one of them may have started the state
+ * again, so their versions compare with nothing either), the time Tether took the answer
+ * orders them: refused when incoming was written before stored. Of two upstreams at one epoch
+ * the later answer wins, as it does for routing (its cookie, or its table binding, is the last
+ * one recorded: the user goes on there), so the checkpoints of the upstream the user stays on
+ * are stored, and a stale copy from the other is replaced by its next one. A put that reaches the store late (sent to a Redis that froze, given
  * up on, applied when it resumed; a frozen worker's message) must not replace what a later
  * answer stored. Within a process `writtenAt` never goes back; across Tether replicas this
  * orders by their clocks (NTP keeps them within milliseconds), and a version orders without.
  * Examples: `isStale({ version: 1, ... }, { version: 5, ... }, false)` -> true;
  * `isStale({ version: null, writtenAt: 100, ... }, { version: null, writtenAt: 200, ... }, false)` -> true;
- * `isStale({ version: 1, writtenAt: 300, ... }, { version: 5, writtenAt: 200, ... }, true)` -> false.
+ * `isStale({ version: 1, writtenAt: 300, ... }, { version: 5, writtenAt: 200, ... }, true)` -> false;
+ * `isStale({ version: 1, upstream: 'app-1', epoch: 2, writtenAt: 300 }, { version: 6, upstream: 'app-2', epoch: 2, writtenAt: 200 }, false)` -> false.
  */
-export function isStale(incoming: Pick<Checkpoint, 'version' | 'writtenAt'>, stored: Pick<Checkpoint, 'version' | 'writtenAt'>, replacing: boolean): boolean {
-  if (!replacing && incoming.version !== null && stored.version !== null) return incoming.version <= stored.version
+export function isStale(incoming: Pick<Checkpoint, 'version' | 'writtenAt' | 'upstream' | 'epoch'>, stored: Pick<Checkpoint, 'version' | 'writtenAt' | 'upstream' | 'epoch'>, replacing: boolean): boolean {
+  const rival = incoming.epoch === stored.epoch && incoming.upstream !== stored.upstream
+  if (!replacing && !rival && incoming.version !== null && stored.version !== null) return incoming.version <= stored.version
   return incoming.writtenAt < stored.writtenAt
 }
 
@@ -97,6 +104,8 @@ export interface CheckpointStore {
    * - incoming version null: always stored (the upstream opted out of ordering: last writer wins);
    * - nothing stored, or the stored version is null: stored (ordering starts from this write);
    * - both versioned: stored only when incoming > stored; an equal or older one is `'stale'`;
+   * - both of one epoch, from two upstreams: ordered by `writtenAt` whatever the versions (two
+   *   upstreams answered the user at one move; one may have started the state again);
    * - `replace`: stored whatever the versions over a checkpoint of another epoch (the user's
    *   state started again at this epoch: they moved and the new upstream got none, so its
    *   versions start again too); over one of the same epoch, the version rule as above.
