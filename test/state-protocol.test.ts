@@ -60,6 +60,19 @@ async function get(url: string, jar: CookieJar, extra: Record<string, string> = 
   })
 }
 
+/** A POST (body `x`) with the jar's cookies as they are now: its status and Set-Cookie once answered. */
+function postWith(url: string, jar: CookieJar): Promise<{ status: number; setCookie: string[] | undefined }> {
+  const cookie = jar.header()!
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method: 'POST', agent: false, headers: { cookie, 'content-type': 'text/plain' } }, (res) => {
+      res.resume()
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, setCookie: res.headers['set-cookie'] }))
+    })
+    req.on('error', reject)
+    req.end('x')
+  })
+}
+
 /**
  * Tether over `ups` with user u1 answered once by their home upstream (with whatever checkpoint
  * that answer carries), then home taken out (as health does a dead one): u1's next request moves.
@@ -1027,15 +1040,7 @@ t.test("a burst at one move: a hedge that got the state and answers leaves the r
   const { tether, jar } = await withUserMoving(t, ups, { state: { rehydrate: 'hook', hook_path: hookPath }, retries: { hedge_after: 100 } })
   phase = 2
   // the burst: a POST and a GET with the same cookie, both the same move (one epoch)
-  const cookie = jar.header()!
-  const post = new Promise<{ status: number; setCookie: string[] | undefined }>((resolve, reject) => {
-    const req = http.request(tether.url, { method: 'POST', agent: false, headers: { cookie, 'content-type': 'text/plain' } }, (res) => {
-      res.resume()
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, setCookie: res.headers['set-cookie'] }))
-    })
-    req.on('error', reject)
-    req.end('x')
-  })
+  const post = postWith(tether.url, jar)
   await waitFor(() => release !== null, 5_000, 'the POST reached the first upstream, without the state')
   const r = await get(tether.url, jar)
   t.not(r.body.id, refusedBy, 'the hedge answered the GET')
@@ -1100,15 +1105,7 @@ t.test("two upstreams answer one user at one epoch (a burst plus a hedge): the o
   tether.health.disable((await get(tether.url, jar)).body.id)
   phase = 2
   // the burst: a POST and a GET with the same cookie, both the same move (one epoch)
-  const cookie = jar.header()!
-  const post = new Promise<{ status: number; setCookie: string[] | undefined }>((resolve, reject) => {
-    const req = http.request(tether.url, { method: 'POST', agent: false, headers: { cookie, 'content-type': 'text/plain' } }, (res) => {
-      res.resume()
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, setCookie: res.headers['set-cookie'] }))
-    })
-    req.on('error', reject)
-    req.end('x')
-  })
+  const post = postWith(tether.url, jar)
   await waitFor(() => release !== null, 5_000, 'the POST reached the move\'s first upstream, without the state')
   const hedged = await get(tether.url, jar)
   t.not(hedged.body.id, fresh, 'the hedge answered the GET, with the state (count 6: its version 6 is stored)')
