@@ -5,34 +5,47 @@
 
 /**
  * A password's characters: up to the last `@` before the host (a URL parser's split:
- * `redis://u:p@ss@h` has the password `p@ss`), with spaces in it when the word after them has an
- * `@` too (`redis://u:pa ss@h`, which a URL parser takes, as `pa%20ss`; in `redis://u:pw@h
- * failed for a@b` the password is `pw`: `failed` has no `@`). Each space run is looked past once.
+ * `redis://u:p@ss@h` has the password `p@ss`), a `#` or `:` in it too (`redis://u:p#w@h`, as
+ * written in a config file before it is percent-encoded), with spaces in it when the word after
+ * them has an `@` too (`redis://u:pa ss@h`, which a URL parser takes, as `pa%20ss`; in
+ * `redis://u:pw@h failed for a@b` the password is `pw`: `failed` has no `@`). Each space run is
+ * looked past once.
  */
-const PASSWORD = String.raw`(?:[^\s/?#]|[ \t]+(?=[^\s/?#]*@))*`
+const PASSWORD = String.raw`(?:[^\s/?]|[ \t]+(?=[^\s/?]*@))*`
+
+/**
+ * Not a password but a port and the text after it: a number of up to 5 digits then a space
+ * (maybe after a `,`, `;`, `.` or `)`), as in `http://a:8080 then mail ops@corp.com`, where
+ * `a:8080` is the host and port and the `@` belongs to a later word. (A password that is such a
+ * number and then a space is not masked: a URL parser would take it, but no text can tell it
+ * from a port.)
+ */
+const NOT_A_PORT = String.raw`(?!\d{1,5}[,;.)]?[ \t])`
 
 /**
  * `scheme://user:password@`: group 1 up to the password, group 2 the password (see
  * {@link PASSWORD}). The scheme starts where no scheme character is before it, so a long run of
  * letters is scanned once, not once per letter.
  */
-const URL_USERINFO = new RegExp(String.raw`(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*:\/\/[^\s:@/?#]*:)(${PASSWORD})@`, 'gi')
+const URL_USERINFO = new RegExp(String.raw`(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*:\/\/[^\s:@/?#]*:)${NOT_A_PORT}(${PASSWORD})@`, 'gi')
 
 /**
  * {@link URL_USERINFO} in a YAML line, where a value's bounds are known: its password may also
- * hold spaces up to the last `@` before a `/`, `?`, `#`, a quote or a flow indicator
+ * hold spaces up to the last `@` before a `/`, `?`, a comment (` #`), a quote or a flow indicator
  * (`url: "redis://u:p a s@h:6379"`, a plain value to its line's end), else as in a message.
  */
-const LINE_URL_USERINFO = new RegExp(String.raw`(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*:\/\/[^\s:@/?#"']*:)([^/?#"',\]}]*(?=@)|${PASSWORD}(?=@))@`, 'gi')
+const LINE_URL_USERINFO = new RegExp(String.raw`(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*:\/\/[^\s:@/?#"']*:)${NOT_A_PORT}((?:[^/?"',\]}\s]|[ \t](?![ \t]*#))*(?=@)|${PASSWORD}(?=@))@`, 'gi')
 
 /**
  * `user:password@host:port` without a scheme (as a Sentinel or node address may be written:
  * Tether refuses it, and its error shows `***@host:port`, but a syntax error's source line
  * shows it as written): group 1 the user and its colon, group 2 the password up to the last `@`
- * before a host and port. It starts after a space, a quote, `[` or `{` only, and its password
+ * before a host and port (a `#` in it too: no comment starts inside a word). A time
+ * (`10:30@host:22`, `10:30:15@host:22`) is no user and password. It starts after a space, a
+ * quote, `[` or `{` only, and its password
  * holds none of them, so each character is scanned once.
  */
-const ADDRESS_USERINFO = /(?<![^\s"'[{])([^\s:@/?#"'[\]{}]*:)([^\s/?#"'[\]{}]*)@(?=(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d+(?:["'\s,\]}]|$))/g
+const ADDRESS_USERINFO = /(?<![^\s"'[{])(?!(?:[01]?\d|2[0-3]):[0-5]\d(?::[0-5]\d)?(?:\.\d+)?@)([^\s:@/?#"'[\]{}]*:)([^\s/?"'[\]{}]*)@(?=(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d+(?:["'\s,\]}]|$))/g
 
 /**
  * A key whose value is a secret: its name is or ends with password, passphrase, token or secret
@@ -188,9 +201,13 @@ function maskLine(line: string, value: { key: number; start: number } | null = n
   }
   for (let { key, start } of value === null ? values : [value, ...values]) {
     while (line[start] === ' ' || line[start] === '\t') start++
-    const end = inFlow(line, key) ? flowValueEnd(line, start) : line.length
+    const before = scan(line, key)
+    const end = before.depth > 0 ? flowValueEnd(line, start) : line.length
+    // a value going on below a flow collection's line (`x: { a: 1, password: "hun` then
+    // `  ter2" }`) goes on over the lines indented more than that line, not more than its key
+    const column = before.depth > 0 ? /^[ \t]*/.exec(line)![0].length : key
     // a key in a comment (`#password:`, `# token: x`): its value ends with the line
-    if (end === line.length && (open === null || key < open.key) && !COMMENT_BEFORE.test(line.slice(0, key))) open = { key, block: /^[|>]/.test(line.slice(start)), empty: /^(?:#.*)?$/.test(line.slice(start)) }
+    if (end === line.length && (open === null || column < open.key) && !before.comment) open = { key: column, block: /^[|>]/.test(line.slice(start)), empty: /^(?:#.*)?$/.test(line.slice(start)) }
     let last = end
     while (last > start && /\s/.test(line[last - 1]!)) last--
     // a tag or an anchor (`!!str`, `&pw`) may come before the value's opening quote
@@ -204,8 +221,6 @@ function maskLine(line: string, value: { key: number; start: number } | null = n
 
 const NO_ANCHORS: ReadonlySet<string> = new Set()
 
-/** Text before a key that puts the key in a comment: a `#` at the line's start or after a space. */
-const COMMENT_BEFORE = /(?:^|[ \t])#/
 
 /** An anchor (`&name`) and the spaces after it: group 1 what comes before it, group 2 its name. */
 const ANCHOR = /(^|[\s{,[:-])&([^\s,[\]{}]+)[ \t]*/g
@@ -229,18 +244,28 @@ function secretAnchors(lines: readonly string[]): Set<string> {
 /** A value's tag and anchor (`!!str &pw `), each followed by a space. */
 const PROPERTIES = /^(?:[!&][^\s,[\]{}]*[ \t]+)*/
 
-/** Whether `at` is inside a `{` or `[` opened earlier on the line (outside quotes). */
+/** Whether `at` is inside a `{` or `[` opened earlier on the line (outside quotes and comments). */
 function inFlow(line: string, at: number): boolean {
+  return scan(line, at).depth > 0
+}
+
+/**
+ * The line up to `at`, read as YAML: how many `{` or `[` are open there, and whether `at` is in a
+ * comment (a `#` at the line's start or after a space, outside quotes: in
+ * `x: { a: "b #c", password: "hun` the key is not in a comment).
+ */
+function scan(line: string, at: number): { depth: number; comment: boolean } {
   let depth = 0
   let quote: string | null = null
   for (let i = 0; i < at; i++) {
     const c = line[i]!
     if (quote !== null) { if (c === quote) quote = null; continue }
     if (c === '"' || c === "'") quote = c
+    else if (c === '#' && (i === 0 || line[i - 1] === ' ' || line[i - 1] === '\t')) return { depth, comment: true }
     else if (c === '{' || c === '[') depth++
     else if ((c === '}' || c === ']') && depth > 0) depth--
   }
-  return depth > 0
+  return { depth, comment: false }
 }
 
 /**

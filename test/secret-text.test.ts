@@ -25,6 +25,24 @@ const lineCases: [name: string, line: string, masked: string][] = [
   ['a token commented out after a value', 'x: [ #token:abc', 'x: [ #token:***'],
   ['an image digest and an e-mail address are no secrets', 'image: app:1.0@sha256:abc, to: a@b.c:25x, x: [', 'image: app:1.0@sha256:abc, to: a@b.c:25x, x: ['],
   ['a line without a secret', 'upstreams: [ { id: a, url: "http://a:1" }, x: [ }', 'upstreams: [ { id: a, url: "http://a:1" }, x: [ }'],
+  // no credentials: a port or a time, and an @ after it
+  ['a host and port, then an e-mail address later on the line', 'url: http://a:8080 then mail ops@corp.com', 'url: http://a:8080 then mail ops@corp.com'],
+  ['a host and port, then an e-mail address as the next word', 'x: [ http://a:8080 ops@corp.com', 'x: [ http://a:8080 ops@corp.com'],
+  ['a host and port and a comma, then an e-mail address', 'note: http://a:8080, then ops@corp.com', 'note: http://a:8080, then ops@corp.com'],
+  ['a time before an @ and a host and port', 'window: 10:30@host:22', 'window: 10:30@host:22'],
+  ['a time with seconds, quoted, in a flow map', '{ at: "10:30:15@host:22", x: [ }', '{ at: "10:30:15@host:22", x: [ }'],
+  ['user@host without a password', 'ssh: deploy@bastion:22, url: redis://user@h:6379', 'ssh: deploy@bastion:22, url: redis://user@h:6379'],
+  ['an IPv6 host and port without credentials', 'url: redis://[::1]:6379 # ops@corp.com', 'url: redis://[::1]:6379 # ops@corp.com'],
+  // credentials, in the shapes real config files and errors write them
+  ['a flow map, a URL with credentials and an IPv6 host', 'state: { redis: { url: redis://u:pw@[::1]:6379 }, x: [ }', 'state: { redis: { url: redis://u:**@[::1]:6379 }, x: [ }'],
+  ['an empty user (`redis://:pw@host`), single-quoted', "url: 'redis://:hunter2@redis:6379'", "url: 'redis://:*******@redis:6379'"],
+  ['a percent-encoded @ (`rediss://user:p%40ss@host`)', 'url: "rediss://user:p%40ss@host:6380/0"', 'url: "rediss://user:******@host:6380/0"'],
+  ['two URLs with credentials on one line', 'urls: [redis://u:p1@h1:6379, "redis://:p2@h2"]', 'urls: [redis://u:**@h1:6379, "redis://:**@h2"]'],
+  ['a password with an @, a : and a #', 'url: redis://u:p@ss:w#rd@h:6379', 'url: redis://u:*********@h:6379'],
+  ['a password with a #, then a comment with an @', 'url: redis://u:p#w@h:6379 # owner ops@corp.com', 'url: redis://u:***@h:6379 # owner ops@corp.com'],
+  ['a password with a #, quoted', '{ url: "redis://u:p#w@h:6379", x: [ }', '{ url: "redis://u:***@h:6379", x: [ }'],
+  ['an address without a scheme whose password has a #', 'sentinels: ["u:p#w@h:26379", x', 'sentinels: ["u:***@h:26379", x'],
+  ['a password that is a number, no space after it', 'url: redis://u:6379@h:6379', 'url: redis://u:****@h:6379'],
 ]
 
 t.test('maskSecretLine masks each shape, column for column', async (t) => {
@@ -43,6 +61,18 @@ t.test('maskUrlCredentials masks a password with an @ up to the last @ before th
 t.test('maskUrlCredentials masks a password with spaces, up to the @ before the host, not past a word without one', async (t) => {
   t.equal(maskUrlCredentials('connect redis://u:pa ss@h:6379 failed'), 'connect redis://u:***@h:6379 failed')
   t.equal(maskUrlCredentials('connect redis://u:pw@h:6379 failed for a@b'), 'connect redis://u:***@h:6379 failed for a@b')
+})
+
+t.test('maskUrlCredentials leaves a port or a time before a later @ alone, and masks every password on a line', async (t) => {
+  t.equal(maskUrlCredentials('upstream http://a:8080 then mail ops@corp.com'), 'upstream http://a:8080 then mail ops@corp.com')
+  t.equal(maskUrlCredentials('upstream http://a:8080 ops@corp.com'), 'upstream http://a:8080 ops@corp.com')
+  t.equal(maskUrlCredentials('upstream http://a:8080) owner ops@corp.com'), 'upstream http://a:8080) owner ops@corp.com')
+  t.equal(maskUrlCredentials('at 10:30@host:22'), 'at 10:30@host:22')
+  t.equal(maskUrlCredentials('connect rediss://user:p%40ss@h:6380 and redis://:pw@[::1]:6379 failed'), 'connect rediss://user:***@h:6380 and redis://:***@[::1]:6379 failed')
+  t.equal(maskUrlCredentials('connect redis://u:p#w@h:6379 failed'), 'connect redis://u:***@h:6379 failed')
+  t.equal(maskUrlCredentials('connect redis://u:p@ss:w#rd@h failed'), 'connect redis://u:***@h failed')
+  t.equal(maskUrlCredentials('connect redis://u:123456@h failed'), 'connect redis://u:***@h failed')
+  t.equal(maskUrlCredentials('connect redis://user@h:6379 failed'), 'connect redis://user@h:6379 failed')
 })
 
 t.test('a long run of letters is scanned in linear time, not once per letter', async (t) => {
@@ -74,6 +104,9 @@ const multiLineCases: [name: string, lines: string[], masked: string[]][] = [
   ['a Kubernetes Secret\'s data in flow style', ['kind: Secret', 'data: { a: LS0t, b: "c" }', 'x: [ }'], ['kind: Secret', 'data: { ** ***** ** *** }', 'x: [ }']],
   ['a secret key commented out ends with its line: the lines below are shown', ['#password:', '  url: redis://h:6379', '# token: |', '   db: 1'], ['#password:', '  url: redis://h:6379', '# token: *', '   db: 1']],
   ['a secret in a closed flow map', ['a: { token: x }', '  b: ['], ['a: { token: * }', '  b: [']],
+  ['a quoted flow value with a ` #` before a quoted password over two lines', ['x: { a: "b #c", password: "hunter', '                    2" }', 'y: 1'], ['x: { a: "b #c", password: "******', '                    ****', 'y: 1']],
+  ["a single-quoted flow value with a ` #` before it, a password's line below indented less than its key", ["x: { a: 'see #1', token: 'abc", "  def' }", 'y: 1'], ["x: { a: 'see #1', token: '***", '  ******', 'y: 1']],
+  ['a key after a real comment is still in the comment', ['a: "b #c"  # password: |', '  x', 'y: 1'], ['a: "b #c"  # password: *', '  x', 'y: 1']],
 ]
 
 t.test('maskSecretLines also masks the lines a secret value goes on over', async (t) => {
