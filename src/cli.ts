@@ -2,7 +2,7 @@
 // Process entry: argv, exit codes and signals. Loads the config, starts the composition
 // root, and turns SIGTERM/SIGINT into a graceful stop. No proxy logic here.
 import { readFileSync } from 'node:fs'
-import { CONFIG_WARNING, ConfigError, configWarnings, readConfigFile, type Config } from './config/index.js'
+import { CONFIG_WARNING, ConfigError, configWarnings, readConfigFile, readErrorReason, type Config } from './config/index.js'
 import { configFiles } from './config/config-files.js'
 import { formatDuration, parseDuration } from './config/duration.js'
 import { convertManifests, ImportError } from './import/convert.js'
@@ -172,13 +172,31 @@ function read(file: string): ReturnType<typeof readConfigFile> | null {
   } catch (err) {
     // (a read error's OS message names the path, and could carry anything: masked as every stderr line)
     if (err instanceof ConfigError) process.stderr.write(`${maskUrlCredentials(err.message)}\n`)
-    else process.stderr.write(`${maskUrlCredentials(`${file}: ${(err as Error).message}`)}\n`)
+    else process.stderr.write(`${file}: ${failureLine(err)}\n`)
     return null
   }
 }
 
+/**
+ * An error as one line for stderr, its URL passwords masked: its message's lines joined (never
+ * its stack), else its code or name. Example: `failureLine(new Error('a\\n  b'))` -> "a b".
+ */
+function failureLine(err: unknown): string {
+  const e = err as Partial<NodeJS.ErrnoException> | null | undefined
+  const message = typeof e?.message === 'string' ? e.message.split(/\s*\n\s*/).filter((l) => l !== '').join(' ') : ''
+  return maskUrlCredentials(message !== '' ? message : typeof e?.code === 'string' ? e.code : typeof e?.name === 'string' ? e.name : String(err))
+}
+
 async function main(): Promise<number> {
   const cmd = parseArgs(process.argv.slice(2), process.env)
+  // check, import, session, drain: a throw nobody caught (a bug, in a library's event handler) is
+  // one masked line and exit 1, not Node's print of the error and its stack (`run` logs it as JSON)
+  if (cmd.kind !== 'run') {
+    process.on('uncaughtException', (err: unknown) => {
+      process.stderr.write(`tether: uncaught exception (a bug in Tether or a library): ${failureLine(err)}\n`)
+      process.exit(1)
+    })
+  }
   switch (cmd.kind) {
     case 'help':
       process.stdout.write(USAGE)
@@ -195,7 +213,7 @@ async function main(): Promise<number> {
         try {
           sources.push({ file, text: readFileSync(file === '-' ? 0 : file, 'utf8') })
         } catch (err) {
-          process.stderr.write(`tether import: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}\n`)
+          process.stderr.write(`${maskUrlCredentials(`tether import: cannot read ${file}: ${readErrorReason(err)}`)}\n`)
           return 1
         }
       }
@@ -210,7 +228,7 @@ async function main(): Promise<number> {
         return 0
       } catch (err) {
         if (err instanceof ImportError || err instanceof ConfigError) {
-          process.stderr.write(`tether import: ${err.message}\n`)
+          process.stderr.write(`tether import: ${maskUrlCredentials(err.message)}\n`)
           return 1
         }
         throw err
@@ -292,7 +310,7 @@ async function main(): Promise<number> {
           lastResort = makeLogger(config).child({ worker: 'primary' })
           return await runPrimary(file, cmd.config, lastResort, early)
         } catch (err) {
-          process.stderr.write(`tether: ${maskUrlCredentials((err as Error).message)}\n`)
+          process.stderr.write(`tether: ${failureLine(err)}\n`)
           return 1
         }
       }
@@ -302,7 +320,7 @@ async function main(): Promise<number> {
         const { startTether } = await import('./app.js')
         tether = await startTether(config, { configPath: cmd.config, configText: file.text })
       } catch (err) {
-        process.stderr.write(`tether: ${maskUrlCredentials((err as Error).message)}\n`)
+        process.stderr.write(`tether: ${failureLine(err)}\n`)
         return 1
       }
       return new Promise<number>((resolve) => {
@@ -333,7 +351,7 @@ async function main(): Promise<number> {
 main().then(
   (code) => process.exit(code),
   (err: unknown) => {
-    process.stderr.write(`tether: fatal: ${maskUrlCredentials((err as Error)?.message ?? String(err))}\n`)
+    process.stderr.write(`tether: fatal: ${failureLine(err)}\n`)
     process.exit(1)
   },
 )

@@ -64,9 +64,12 @@ const SECRET_KEY_NO_COLON = /^([ \t]*(?:-[ \t]+)?)((["']?)[A-Za-z0-9_-]*(?:passw
  * `text` with the password of every `scheme://user:password@` replaced by `***`, for an error
  * message or stack that is logged. Example:
  * `maskUrlCredentials('connect redis://u:pw@h:6379 failed')` -> `'connect redis://u:***@h:6379 failed'`.
+ * A password that is all `*` is left as it is: a config line masked by {@link maskSecretLines}
+ * in an error keeps its columns, and the caret under it its place.
  */
 export function maskUrlCredentials(text: string): string {
-  return text.replace(URL_USERINFO, (_, before: string) => `${before}***@`)
+  // a password masked already, one `*` per character (a config line under a caret), stays as it is
+  return text.replace(URL_USERINFO, (_, before: string, password: string) => `${before}${/^\*+$/.test(password) ? password : '***'}@`)
 }
 
 /**

@@ -1,6 +1,7 @@
 // The tether command line, run as a real child process from dist/ (npm test builds first).
 import t from 'tap'
-import { readFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import net from 'node:net'
 import { ROOT, runCli, startCli, tempFile } from './fixtures/cli.js'
@@ -114,6 +115,47 @@ t.test('check and run: a config file that cannot be read is told with a URL\'s p
     t.equal(r.code, 1, cmd)
     t.match(r.stderr, /\/nonexistent\/redis:\/\/u:\*\*\*@h\/proxy\.yaml/, `${cmd}: the path told, masked`)
     t.notMatch(r.stderr, /pw/, `${cmd}: no password`)
+  }
+})
+
+t.test('check, run and import: a config or manifest that cannot be read (a directory) is one line naming the file and the reason, no stack', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tether-test-'))
+  for (const args of [['check', dir], ['--config', dir], ['run', '--config', dir]]) {
+    const r = await runCli(args)
+    t.equal(r.code, 1, args.join(' '))
+    t.equal(r.stderr, `${dir}: cannot read config: illegal operation on a directory (EISDIR)\n`, args.join(' '))
+  }
+  const r = await runCli(['import', dir])
+  t.equal(r.code, 1, 'import')
+  t.equal(r.stderr, `tether import: cannot read ${dir}: illegal operation on a directory (EISDIR)\n`, 'import')
+})
+
+t.test('check: a syntax error on a line with a URL password keeps its caret under the column (the password masked one * per character)', async (t) => {
+  const r = await runCli(['check', tempFile('proxy.yaml', 'upstreams: [ { id: a, url: "http://u:longpassword@h:1" }, x: [ }\n')])
+  t.equal(r.code, 1)
+  t.notMatch(r.stderr, /longpassword/)
+  const lines = r.stderr.split('\n')
+  const at = lines.findIndex((l) => l.startsWith('  1 | '))
+  t.equal(lines[at], '  1 | upstreams: [ { id: a, url: "http://u:************@h:1" }, x: [ }')
+  t.equal(lines[at]![lines[at + 1]!.indexOf('^')], '[', 'the caret under the [ that is not closed')
+})
+
+// loaded before the CLI: once the command sends its request (fetch's diagnostics channel), a throw
+// nobody catches, from an event handler, with a URL password in its message
+const THROW_HOOK = `data:text/javascript,${encodeURIComponent(`import { subscribe } from 'node:diagnostics_channel'
+subscribe('undici:request:create', () => setImmediate(() => { throw new Error('stray throw from a test hook: redis://u:' + 'pw-in-hook' + '@h:6379\\n  on two lines') }))`)}`
+
+t.test('session and drain: an exception nobody caught is one masked line and exit 1, not a stack', async (t) => {
+  // an admin API that never answers: the command waits, the hook's throw comes first
+  const sockets = new Set<net.Socket>()
+  const admin = net.createServer((s) => { sockets.add(s) })
+  await new Promise<void>((resolve) => admin.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { for (const s of sockets) s.destroy(); admin.close() })
+  const url = `http://127.0.0.1:${(admin.address() as net.AddressInfo).port}`
+  for (const args of [['session', 'k', '--admin', url], ['drain', 'a', '--admin', url]]) {
+    const r = await runCli(args, {}, 15000, [`--import=${THROW_HOOK}`])
+    t.equal(r.code, 1, args[0])
+    t.equal(r.stderr, 'tether: uncaught exception (a bug in Tether or a library): stray throw from a test hook: redis://u:***@h:6379 on two lines\n', args[0])
   }
 })
 

@@ -859,7 +859,7 @@ t.test('an unreadable file is a one-line ConfigError', async (t) => {
   const path = 'test/fixtures/config/does-not-exist.yaml'
   t.throws(() => loadConfigFile(path), {
     code: 'TETHER_CONFIG_INVALID',
-    message: `${path}: cannot read config: ENOENT: no such file or directory, open '${path}'`,
+    message: `${path}: cannot read config: no such file or directory (ENOENT)`,
   })
 })
 

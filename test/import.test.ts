@@ -216,7 +216,7 @@ t.test('the CLI: tether import prints proxy.yaml, lists what was not converted o
   t.match(nothing.stderr, /^tether import: nothing to import: /)
   t.equal(nothing.stdout, '')
   t.equal(missing.code, 1)
-  t.match(missing.stderr, /^tether import: cannot read .*missing\.yaml: ENOENT\n$/)
+  t.match(missing.stderr, /^tether import: cannot read .*missing\.yaml: no such file or directory \(ENOENT\)\n$/)
   t.equal(usage.code, 2)
   t.match(usage.stderr, /unknown argument "--bogus"/)
 })

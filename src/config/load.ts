@@ -34,9 +34,25 @@ export function readConfigFile(path: string, env: NodeJS.ProcessEnv = process.en
   try {
     text = readFileSync(path, 'utf8')
   } catch (err) {
-    throw new ConfigError([`${path}: cannot read config: ${(err as Error).message}`], { cause: err })
+    throw new ConfigError([`${path}: cannot read config: ${readErrorReason(err)}`], { cause: err })
   }
   return { text, config: parseConfig(text, path, env, files) }
+}
+
+/**
+ * Why a file could not be read, in one line without the path (the caller names it once): an OS
+ * error's words and its code, else the error's message. Example: for `readFileSync('x')` on a
+ * directory -> "illegal operation on a directory (EISDIR)"; a missing file -> "no such file or
+ * directory (ENOENT)"; `EACCES` -> "permission denied (EACCES)".
+ */
+export function readErrorReason(err: unknown): string {
+  const e = err as Partial<NodeJS.ErrnoException> | null | undefined
+  const message = typeof e?.message === 'string' ? e.message.replace(/\s*\n[\s\S]*$/, '') : ''
+  const code = typeof e?.code === 'string' ? e.code : undefined
+  // Node's form: "EISDIR: illegal operation on a directory, read" / "ENOENT: ..., open 'x'"
+  const words = code === undefined ? null : new RegExp(`^${code}: (.+?)(?:, [a-z_]+(?: '.*')?)?$`).exec(message)?.[1]
+  if (words !== undefined && words !== null) return `${words} (${code})`
+  return message !== '' ? message : code ?? String(err)
 }
 
 /** Validates `text` as the config file at `path` would be (its PEM files read and checked). */
