@@ -157,6 +157,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       link.discovered(source, found)
     },
     current: () => membership.current(), // a new lead keeps the urls its predecessor reported
+    listedBy: (source: string) => membership.listedBy(source),
   }
   const discovery = createDiscovery(config.discovery, { membership: discovered, logger, metrics, env, timers, clock, drainTimeout: config.affinity.drain_timeout })
   membership.setStatic(config.upstreams)

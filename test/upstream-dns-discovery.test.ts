@@ -20,6 +20,9 @@ import {
   type UpstreamDiff,
 } from '../src/upstream/dns-discovery.js'
 import { Membership } from '../src/upstream/membership.js'
+import { createDiscovery } from '../src/upstream/discovery.js'
+import { createLogger } from '../src/observability/logger.js'
+import { LogCapture } from './fixtures/log-capture.js'
 import { TestDnsServer } from './fixtures/dns-server.js'
 import { FakeTimers } from './fixtures/timers.js'
 import { onEvent, when, within } from './fixtures/wait.js'
@@ -788,7 +791,7 @@ async function leavingTarget(t: Test) {
       s.rec.hooks.onChange(found, diff)
       membership.setDiscovered(found, 'dns')
     },
-    previous: () => membership.current().list,
+    previous: () => membership.listedBy('dns'), // as createDiscovery wires it
   }, s.timers, s.timers.clock)
   t.teardown(() => discovery.stop())
   const serve = (srv: number[], web0: { a: string[]; aaaa: string[] }): void => {
@@ -895,4 +898,38 @@ t.test('SRV discovery, family any: an address the other family lists for a while
   t.equal(await step(['10.0.0.5'], ['fd00::5']), 'http://[fd00::5]:8080', 'an A address joins: web-0 stays at its IPv6 address')
   t.equal(await step(['10.0.0.5', '10.0.0.7'], []), 'http://[fd00::5]:8080', 'AAAA empty, A lists one more: kept')
   t.equal(await step(['10.0.0.5'], []), 'http://[fd00::5]:8080', 'AAAA still empty, the extra A address gone again: A still lists every address it had when AAAA began to be kept, still kept (it moved to 10.0.0.5: a replacement)')
+})
+
+// ---- SRV: the set in use lends only the DNS source's own upstreams ----------------------------
+
+t.test('SRV discovery, wired by createDiscovery: a static or Kubernetes upstream with a target\'s id lends it no address (ids are unique within a source only)', async (t) => {
+  for (const other of ['static', 'kubernetes'] as const) {
+    const s = await srvSetup(t, {}, { family: 'any' })
+    s.dns.set(SRV_NAME, { a: [], aaaa: [], srv: [srvRecord(0)] })
+    s.dns.set(pod(0), { a: ['10.0.0.5'], aaaa: [] })
+    s.dns.failQuery(pod(0), 'AAAA', 'servfail') // its first resolution: a failed query keeps what the set in use lists for the target
+    const elsewhere = { id: 'web-0', url: 'http://[fd00::99]:8080', weight: 1 }
+    const membership = new Membership(other === 'static' ? [elsewhere] : [], GRACE, { onChange: () => {}, drain: () => {}, undrain: () => {} }, s.timers)
+    t.teardown(() => membership.stop())
+    if (other === 'kubernetes') membership.setDiscovered([elsewhere], 'kubernetes')
+    const reported: (readonly DiscoveredUpstream[])[] = []
+    const discovery = createDiscovery({ dns: { name: SRV_NAME, port: null, srv: true, interval: INTERVAL, family: 'any', servers: s.options.servers! }, kubernetes: null }, {
+      membership: {
+        setDiscovered: (found, source) => { reported.push(found); membership.setDiscovered(found, source) },
+        current: () => membership.current(),
+        listedBy: (source) => membership.listedBy(source),
+      },
+      logger: createLogger('info', new LogCapture()),
+      metrics: { discoveryError: () => {}, setDiscoveryStatus: () => {} },
+      env: {},
+      timers: s.timers,
+      clock: s.timers.clock,
+      drainTimeout: GRACE,
+    })
+    t.teardown(() => discovery.stop())
+    await discovery.start()
+    t.same(reported.at(-1), [{ id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 }],
+      `a ${other} web-0 at [fd00::99] is another upstream: the SRV target's failed AAAA keeps nothing of it (it took [fd00::99] as its url)`)
+    t.same(membership.listedBy('dns').map((u) => u.url), other === 'static' ? [] : ['http://10.0.0.5:8080'], 'listedBy: the source\'s own, minus what a static upstream holds')
+  }
 })

@@ -32,9 +32,10 @@ export interface DiscoveryDeps {
   /**
    * `current()`: the set in use, whose urls discovery keeps while still listed (with those of
    * upstreams still draining after they left a list, and with workers those a new lead's
-   * predecessor reported).
+   * predecessor reported). DNS discovery takes `listedBy('dns')` instead: its own part of that
+   * set, so a static or Kubernetes upstream with an SRV target's id lends it nothing.
    */
-  readonly membership: Pick<Membership, 'setDiscovered'> & Partial<Pick<Membership, 'current'>>
+  readonly membership: Pick<Membership, 'setDiscovered'> & Partial<Pick<Membership, 'current' | 'listedBy'>>
   readonly logger: Logger
   readonly metrics: Pick<Metrics, 'discoveryError' | 'setDiscoveryStatus'>
   /** For KUBERNETES_SERVICE_HOST/PORT. */
@@ -90,7 +91,8 @@ export function createDiscovery(config: DiscoveryConfig, deps: DiscoveryDeps): D
     onRecover: () => void problems.resolve('dns', {}, 'DNS discovery: resolving again'),
     // a family kept, or let go, by the empty-family grace: no error, but the url may point at an address DNS no longer lists
     onNote: (message) => logger.info({ name: d.name, note: message }, 'DNS discovery: an empty family of an SRV target'),
-    previous: () => membership.current?.().list ?? [],
+    // its own upstreams only: an id is unique within a source, not across sources (static wins)
+    previous: () => membership.listedBy?.('dns') ?? [],
   }, timers, clock)
   const k = config.kubernetes
   const kubernetes = k === null ? null : new KubernetesDiscovery(k, {

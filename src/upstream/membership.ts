@@ -68,7 +68,7 @@ export class Membership {
   /** Ids this membership told the health table to drain (so it undrains only those). */
   readonly #drained = new Set<string>()
   /** Upstreams gone from discovery, still draining: id -> (config, removal timer). */
-  readonly #leaving = new Map<string, { upstream: ListedUpstream; timer: unknown; since?: number }>()
+  readonly #leaving = new Map<string, { upstream: ListedUpstream; timer: unknown; since?: number; sources: readonly string[] }>()
   #current: UpstreamSet
 
   constructor(staticUpstreams: readonly UpstreamConfig[], drainTimeout: number, hooks: MembershipHooks, timers: Timers = systemTimers) {
@@ -94,6 +94,7 @@ export class Membership {
    * the other workers began its drain), not from now: its `drain_timeout` ends as on them.
    */
   setDiscovered(upstreams: readonly DiscoveredUpstream[], source = 'discovery', leaving: readonly LeavingUpstream[] = []): void {
+    const before = new Map(this.#sources)
     this.#sources.set(source, upstreams)
     const next = new Map<string, ListedUpstream>()
     const terminating = new Set<string>()
@@ -117,7 +118,8 @@ export class Membership {
     for (const [id, u] of this.#discovered) {
       if (next.has(id) || this.#isStatic(id) || this.#leaving.has(id)) continue
       const timer = this.#timers.setTimeout(() => this.#leave(id), this.#drainTimeout)
-      this.#leaving.set(id, { upstream: u, timer })
+      const sources = [...before].filter(([, list]) => list.some((l) => l.id === id && l.unready !== true)).map(([name]) => name)
+      this.#leaving.set(id, { upstream: u, timer, sources })
     }
     for (const id of next.keys()) {
       const leaving = this.#leaving.get(id)
@@ -144,7 +146,7 @@ export class Membership {
     for (const { upstream, since, remaining } of leaving) {
       const u = listed(upstream)
       if (remaining <= 0 || next.has(u.id) || this.#isStatic(u.id) || this.#leaving.has(u.id) || gone(u)) continue
-      this.#leaving.set(u.id, { upstream: u, since: upstream.drainingSince ?? since, timer: this.#timers.setTimeout(() => this.#leave(u.id), remaining) })
+      this.#leaving.set(u.id, { upstream: u, since: upstream.drainingSince ?? since, sources: [source], timer: this.#timers.setTimeout(() => this.#leave(u.id), remaining) })
     }
     const left = new Set<string>()
     for (const [id, { upstream, timer }] of this.#leaving) {
@@ -159,6 +161,21 @@ export class Membership {
     this.#terminatingSince = terminatingSince
     this.#publish(left)
     this.#syncDrains()
+  }
+
+  /**
+   * What the discovery source `source` put in the effective set: the upstreams it lists now
+   * (not those listed not ready) and those that left its listing and still drain, as it
+   * reported them, minus ids a static upstream holds (static wins). Not another source's
+   * upstream under the same id: a static `web-0`, or a Kubernetes pod `web-0`, is no SRV
+   * target `web-0` (ids are only unique within a source; config validation cannot know
+   * discovered names). Example: static [web-0], dns [web-0, web-1] -> `listedBy('dns')` = [web-1].
+   */
+  listedBy(source: string): readonly ListedUpstream[] {
+    const own = (this.#sources.get(source) ?? []).filter((u) => u.unready !== true && !this.#isStatic(u.id)).map(listed)
+    const ids = new Set(own.map((u) => u.id))
+    const left = [...this.#leaving.values()].filter(({ upstream, sources }) => sources.includes(source) && !ids.has(upstream.id) && !this.#isStatic(upstream.id))
+    return [...own, ...left.map(({ upstream }) => upstream)]
   }
 
   /** Replace the static upstreams (config reload); discovered ones stay. */
