@@ -933,3 +933,27 @@ t.test('SRV discovery, wired by createDiscovery: a static or Kubernetes upstream
     t.same(membership.listedBy('dns').map((u) => u.url), other === 'static' ? [] : ['http://10.0.0.5:8080'], 'listedBy: the source\'s own, minus what a static upstream holds')
   }
 })
+
+t.test('SRV discovery, family any: two targets with one first label share the id; the kept empty family of the one dropped is not the id\'s', async (t) => {
+  const twin = 'web-0.other.default.svc.cluster.local' // sorts before pod(0): its record makes web-0
+  const s = await srvSetup(t, {}, { family: 'any', emptyFamilyGrace: GRACE })
+  s.dns.set(SRV_NAME, { a: [], aaaa: [], srv: [srvRecord(0), { priority: 0, weight: 100, port: 8080, target: twin }] })
+  s.dns.set(twin, { a: ['10.0.0.8'], aaaa: ['fd00::8'] })
+  s.dns.set(pod(0), { a: ['10.0.0.5'], aaaa: ['fd00::5'] })
+  await s.discovery.start()
+  t.same(s.discovery.current(), [{ id: 'web-0', url: 'http://10.0.0.8:8080', weight: 1, addresses: ['http://10.0.0.8:8080', 'http://[fd00::8]:8080'] }], 'one web-0, from the first target in SRV order')
+  s.dns.set(pod(0), { a: ['10.0.0.5'], aaaa: [] }) // the dropped target's AAAA answers empty: it is kept, for that target
+  await tick(s.timers)
+  t.equal(s.discovery.current()[0]?.keptEmpty, undefined, 'web-0 (the other target) keeps no family: its AAAA answered')
+  t.same(s.discovery.current()[0]?.addresses, ['http://10.0.0.8:8080', 'http://[fd00::8]:8080'])
+
+  // a new lead: the set in use lists web-0 at the first target's addresses; that target now answers empty, so the
+  // second one makes web-0, and its failed AAAA query takes none of the first's addresses
+  s.dns.set(twin, { a: [], aaaa: [] })
+  const before: DiscoveredUpstream[] = [{ id: 'web-0', url: 'http://[fd00::8]:8080', weight: 1, addresses: ['http://10.0.0.8:8080', 'http://[fd00::8]:8080'] }]
+  const lead = new DnsDiscovery(s.options, { onChange: () => {}, previous: () => before }, s.timers, s.timers.clock)
+  t.teardown(() => lead.stop())
+  s.dns.failQuery(pod(0), 'AAAA', 'servfail')
+  const found = await lead.start()
+  t.same(found, [{ id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 }], 'web-0 from the second target, at its own address (it took [fd00::8], the first target\'s)')
+})

@@ -209,17 +209,34 @@ export function upstreamsFromSrv(
   port: number | null,
   previous: readonly DiscoveredUpstream[] = [],
 ): readonly DiscoveredUpstream[] {
-  const ordered = [...records].sort((a, b) => a.priority - b.priority || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0) || a.port - b.port)
   const had = new Map(previous.map((u) => [u.id, u.url]))
   const byId = new Map<string, DiscoveredUpstream>()
-  for (const r of ordered) {
-    const id = srvTargetId(r.name)
-    const urls = [...(addresses.get(r.name) ?? [])].sort().map((a) => upstreamUrl(a, port ?? r.port))
-    if (id === '' || urls.length === 0 || byId.has(id)) continue
+  for (const [id, r] of srvTargets(records, addresses)) {
+    const urls = [...addresses.get(r.name)!].sort().map((a) => upstreamUrl(a, port ?? r.port))
     const listed = listedAddresses(urls)
     byId.set(id, Object.freeze({ id, url: keptUrl(had.get(id), urls), weight: 1, ...(listed === undefined ? {} : { addresses: listed }) }))
   }
   return Object.freeze([...byId.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)))
+}
+
+/** SRV records by priority, then target, then port: the order in which a record takes its id. */
+function srvOrder(records: readonly SrvRecord[]): SrvRecord[] {
+  return [...records].sort((a, b) => a.priority - b.priority || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0) || a.port - b.port)
+}
+
+/**
+ * The record that makes each id's upstream (see upstreamsFromSrv): the first, in `srvOrder`,
+ * of those whose target has an address. Two targets with one first label (`web-0.a.` and
+ * `web-0.b.`) share the id: the later one is dropped, and nothing of it (its kept empty
+ * family) may be taken for the id's.
+ */
+function srvTargets(records: readonly SrvRecord[], addresses: ReadonlyMap<string, readonly string[]>): Map<string, SrvRecord> {
+  const byId = new Map<string, SrvRecord>()
+  for (const r of srvOrder(records)) {
+    const id = srvTargetId(r.name)
+    if (id !== '' && (addresses.get(r.name)?.length ?? 0) > 0 && !byId.has(id)) byId.set(id, r)
+  }
+  return byId
 }
 
 const EMPTY_CODES = new Set(['ENODATA', 'ENOTFOUND'])
@@ -486,9 +503,12 @@ export class DnsDiscovery {
     const known = new Map<string, readonly string[]>()
     const addresses = new Map<string, string[]>()
     const inUse = this.#hooks.previous?.() ?? []
-    const had = this.#had(inUse)
+    // the set in use speaks of a target by id: of two targets with one first label, it is the first's (in SRV order)
+    const first = new Map(srvOrder(records).reverse().map((r) => [srvTargetId(r.name), r.name]))
+    const inherits = (name: string): boolean => first.get(srvTargetId(name)) === name
+    const had = this.#had(inUse, inherits)
     const notes: string[] = []
-    const emptySince = this.#srv && families.length === 2 ? this.#keptEmpty(queries, had, this.#inherited(names, inUse), notes) : new Map<string, KeptSince>()
+    const emptySince = this.#srv && families.length === 2 ? this.#keptEmpty(queries, had, this.#inherited(names.filter(inherits), inUse), notes) : new Map<string, KeptSince>()
     let emptyCode = 'ENODATA'
     for (const q of queries) {
       const found = q.failed === undefined && !emptySince.has(q.key) ? q.addresses! : had(q)
@@ -498,7 +518,7 @@ export class DnsDiscovery {
       addresses.set(q.name, [...(addresses.get(q.name) ?? []), ...found])
     }
     const upstreams = this.#srv
-      ? withKeptEmpty(upstreamsFromSrv(records, addresses, this.#port, [...inUse, ...this.#current]), emptySince)
+      ? withKeptEmpty(upstreamsFromSrv(records, addresses, this.#port, [...inUse, ...this.#current]), emptySince, srvTargets(records, addresses))
       : upstreamsFromAddresses(addresses.get(this.#name) ?? [], this.#port!)
     const list = failed.slice(0, 5).map((q) => `${q.family === 4 ? 'A' : 'AAAA'} of ${q.name}: ${q.failed === 'ETIMEOUT' && q.cause === undefined ? `ETIMEOUT (no answer within ${this.#timeout} ms)` : q.failed}`)
     if (failed.length > 5) list.push(`and ${failed.length - 5} more`)
@@ -526,16 +546,17 @@ export class DnsDiscovery {
    * `srv`, those of its target in the set in use (`inUse`, from `previous`), by family: before
    * this resolver applied any (with workers, a new lead: its predecessor's), or for a target
    * back in the SRV answer after it left one (still draining in the set in use). So a failed or
-   * kept-empty query there keeps them too instead of moving the target's url.
+   * kept-empty query there keeps them too instead of moving the target's url. Only a target
+   * that `inherits` its id's (not a later one with the same first label) takes them.
    */
-  #had(inUse: readonly DiscoveredUpstream[]): (q: Query) => readonly string[] | undefined {
+  #had(inUse: readonly DiscoveredUpstream[], inherits: (name: string) => boolean): (q: Query) => readonly string[] | undefined {
     const known = this.#known
     if (!this.#srv) return (q) => known.get(q.key)
     const listed = new Map<string, readonly string[]>()
     for (const u of inUse) {
       if (!listed.has(u.id)) listed.set(u.id, (u.addresses ?? [u.url]).map(urlHost).filter((h): h is string => h !== undefined))
     }
-    return (q) => known.get(q.key) ?? listed.get(srvTargetId(q.name))?.filter((a) => (isIPv6(a) ? 6 : 4) === q.family)
+    return (q) => known.get(q.key) ?? (inherits(q.name) ? listed.get(srvTargetId(q.name))?.filter((a) => (isIPv6(a) ? 6 : 4) === q.family) : undefined)
   }
 
   /**
@@ -611,11 +632,19 @@ interface KeptSince {
   readonly base?: readonly string[]
 }
 
-/** `upstreams` (SRV) with `keptEmpty` set on each whose target has a family in `emptySince`. */
-function withKeptEmpty(upstreams: readonly DiscoveredUpstream[], emptySince: ReadonlyMap<string, KeptSince>): readonly DiscoveredUpstream[] {
+/**
+ * `upstreams` (SRV) with `keptEmpty` set on each whose target has a family in `emptySince`:
+ * the target that made the upstream (`targets`, by id), not another with the same first label.
+ */
+function withKeptEmpty(upstreams: readonly DiscoveredUpstream[], emptySince: ReadonlyMap<string, KeptSince>, targets: ReadonlyMap<string, SrvRecord>): readonly DiscoveredUpstream[] {
   if (emptySince.size === 0) return upstreams
   const byId = new Map<string, KeptEmptyFamily>()
-  for (const [key, { wall }] of emptySince) byId.set(srvTargetId(key.slice(key.indexOf(' ') + 1)), { family: key.startsWith('6 ') ? 6 : 4, since: wall })
+  for (const [id, { name }] of targets) {
+    for (const family of [4, 6] as const) {
+      const kept = emptySince.get(queryKey(name, family))
+      if (kept !== undefined) byId.set(id, { family, since: kept.wall })
+    }
+  }
   return Object.freeze(upstreams.map((u) => {
     const keptEmpty = byId.get(u.id)
     return keptEmpty === undefined ? u : Object.freeze({ ...u, keptEmpty: Object.freeze(keptEmpty) })
