@@ -957,3 +957,23 @@ t.test('SRV discovery, family any: two targets with one first label share the id
   const found = await lead.start()
   t.same(found, [{ id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1 }], 'web-0 from the second target, at its own address (it took [fd00::8], the first target\'s)')
 })
+
+t.test('SRV discovery, family any: both families kept at once (one kept fails, the other answers empty meanwhile) both travel, and a new lead carries both times on', async (t) => {
+  const { dns, discovery, timers, rec, step, options } = await dualStack(t, ['10.0.0.5'], ['fd00::5'])
+  const aaaaSince = timers.clock.now() + INTERVAL
+  t.equal(await step(['10.0.0.5'], []), 'http://10.0.0.5:8080', 'AAAA empty: kept')
+  dns.failQuery(pod(0), 'AAAA', 'servfail')
+  const aSince = timers.clock.now() + INTERVAL
+  t.equal(await step([], []), 'http://10.0.0.5:8080', 'then AAAA fails (kept, its addresses held) while A answers empty: A is kept on what AAAA holds, the url stays (it moved to [fd00::5]: a replacement)')
+  const both = discovery.current()[0]!
+  t.same([both.keptEmpty, both.keptEmptyAlso], [{ family: 6, since: aaaaSince }, { family: 4, since: aSince }], 'the set carries both, the first kept as keptEmpty (what an older Tether reads)')
+  t.equal(rec.notes.length, 2, 'one note per family kept')
+
+  // a new lead (the same answers) starts from that set: both families go on from their own first empty answer
+  timers.clock.advance(200) // it takes over a little later
+  const lead = new DnsDiscovery(options, { onChange: () => {}, onNote: (n) => void rec.notes.push(n), previous: () => [both] }, timers, timers.clock)
+  t.teardown(() => lead.stop())
+  const found = await lead.start()
+  t.same(found, [both], 'the same set: the same url, both families kept since the same times')
+  t.equal(rec.notes.length, 2, 'and no note of a family newly kept')
+})

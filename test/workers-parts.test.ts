@@ -153,6 +153,9 @@ t.test("the lead's discovery lists reach the other workers, and a starting worke
   link.discovered('dns', [{ id: 'web-0', url: 'http://[fd00::5]:80', weight: 1, addresses: ['http://10.0.0.5:80', 'http://[fd00::5]:80'], keptEmpty: { family: 6, since: 1_700_000_000_000 } }])
   t.same(out.at(-1), { tether: 'discovered', source: 'dns', upstreams: [{ id: 'web-0', url: 'http://[fd00::5]:80', weight: 1, addresses: ['http://10.0.0.5:80', 'http://[fd00::5]:80'], keptEmpty: { family: 6, since: 1_700_000_000_000 } }] },
     'with the SRV target family kept while it answers empty, and since when (a new lead counts its grace on from it)')
+  link.discovered('dns', [{ id: 'web-0', url: 'http://10.0.0.5:80', weight: 1, addresses: ['http://10.0.0.5:80', 'http://[fd00::5]:80'], keptEmpty: { family: 6, since: 1_700_000_000_000 }, keptEmptyAlso: { family: 4, since: 1_700_000_001_000 } }])
+  t.same(out.at(-1), { tether: 'discovered', source: 'dns', upstreams: [{ id: 'web-0', url: 'http://10.0.0.5:80', weight: 1, addresses: ['http://10.0.0.5:80', 'http://[fd00::5]:80'], keptEmpty: { family: 6, since: 1_700_000_000_000 }, keptEmptyAlso: { family: 4, since: 1_700_000_001_000 } }] },
+    'both families kept at once: the other travels in keptEmptyAlso (an older worker reads keptEmpty only)')
   link.discovered('kubernetes', [{ id: 'web-0', url: 'http://10.0.0.5:80', weight: 1, uid: 'beef', unready: true }, { id: 'web-1', url: 'http://10.0.0.6:80', weight: 1 }])
   t.same(out.at(-1), { tether: 'discovered', source: 'kubernetes', upstreams: [{ id: 'web-1', url: 'http://10.0.0.6:80', weight: 1 }], unready: [{ id: 'web-0', url: 'http://10.0.0.5:80', weight: 1, uid: 'beef' }] },
     "a pod listed not ready travels apart, with its uid (the pod the workers knew under that name is gone; an older worker ignores it, not serving it)")

@@ -5,7 +5,7 @@
 import { Resolver } from 'node:dns/promises'
 import { isIP, isIPv6 } from 'node:net'
 import { monotonicNow, systemClock, systemTimers, type Clock, type Timers } from '../clock.js'
-import type { DiscoveredUpstream, KeptEmptyFamily } from './upstream-set.js'
+import { keptFamilies, type DiscoveredUpstream, type KeptEmptyFamily } from './upstream-set.js'
 import { keptUrl, listedAddresses, sameAddresses, upstreamId, upstreamUrl } from './address.js'
 
 export { upstreamId, upstreamUrl }
@@ -163,7 +163,7 @@ export function diffUpstreams(
   const changed = (id: string): boolean => {
     const [a, b] = [before.get(id)!, after.get(id)!]
     return a.url !== b.url || a.weight !== b.weight || !sameAddresses(a.addresses, b.addresses) ||
-      a.keptEmpty?.family !== b.keptEmpty?.family || a.keptEmpty?.since !== b.keptEmpty?.since
+      JSON.stringify(keptFamilies(a)) !== JSON.stringify(keptFamilies(b))
   }
   return {
     added: [...after.keys()].filter((id) => !before.has(id)).sort(),
@@ -566,13 +566,14 @@ export class DnsDiscovery {
    * back in the SRV answer (it left one, and drains in the set in use) from its own.
    */
   #inherited(names: readonly string[], inUse: readonly DiscoveredUpstream[]): Map<string, KeptSince> {
-    const byId = new Map(inUse.map((u) => [u.id, u.keptEmpty]))
+    const byId = new Map(inUse.map((u) => [u.id, keptFamilies(u)]))
     const inherited = new Map<string, KeptSince>()
     const [now, wall] = [monotonicNow(this.#clock), this.#clock.now()]
     for (const name of names) {
-      const kept = byId.get(srvTargetId(name))
-      if (kept === undefined || this.#known.has(queryKey(name, kept.family))) continue
-      inherited.set(queryKey(name, kept.family), { at: now - Math.max(0, wall - kept.since), wall: kept.since })
+      for (const kept of byId.get(srvTargetId(name)) ?? []) {
+        if (this.#known.has(queryKey(name, kept.family))) continue
+        inherited.set(queryKey(name, kept.family), { at: now - Math.max(0, wall - kept.since), wall: kept.since })
+      }
     }
     return inherited
   }
@@ -638,16 +639,18 @@ interface KeptSince {
  */
 function withKeptEmpty(upstreams: readonly DiscoveredUpstream[], emptySince: ReadonlyMap<string, KeptSince>, targets: ReadonlyMap<string, SrvRecord>): readonly DiscoveredUpstream[] {
   if (emptySince.size === 0) return upstreams
-  const byId = new Map<string, KeptEmptyFamily>()
+  const byId = new Map<string, KeptEmptyFamily[]>()
   for (const [id, { name }] of targets) {
-    for (const family of [4, 6] as const) {
-      const kept = emptySince.get(queryKey(name, family))
-      if (kept !== undefined) byId.set(id, { family, since: kept.wall })
-    }
+    const kept = ([4, 6] as const).flatMap((family) => {
+      const k = emptySince.get(queryKey(name, family))
+      return k === undefined ? [] : [Object.freeze({ family, since: k.wall })]
+    })
+    // the one kept first is `keptEmpty` (an older Tether reads that one only)
+    if (kept.length > 0) byId.set(id, kept.sort((a, b) => a.since - b.since || a.family - b.family))
   }
   return Object.freeze(upstreams.map((u) => {
-    const keptEmpty = byId.get(u.id)
-    return keptEmpty === undefined ? u : Object.freeze({ ...u, keptEmpty: Object.freeze(keptEmpty) })
+    const [keptEmpty, keptEmptyAlso] = byId.get(u.id) ?? []
+    return keptEmpty === undefined ? u : Object.freeze({ ...u, keptEmpty, ...(keptEmptyAlso === undefined ? {} : { keptEmptyAlso }) })
   }))
 }
 

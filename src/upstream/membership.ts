@@ -4,7 +4,7 @@
 // state owner: publishes one frozen snapshot per change, no proxying, no I/O; timers injected.
 import type { UpstreamConfig } from '../config/schema.js'
 import { systemTimers, type Timers } from '../clock.js'
-import { goneByUnready, upstreamSet, type DiscoveredUpstream, type ListedUpstream, type UpstreamSet } from './upstream-set.js'
+import { goneByUnready, keptFields, upstreamSet, type DiscoveredUpstream, type ListedUpstream, type UpstreamSet } from './upstream-set.js'
 
 const NOTHING_GONE: ReadonlySet<string> = new Set()
 
@@ -233,5 +233,5 @@ export class Membership {
 
 /** A discovered upstream as membership keeps it (its draining and unready flags left out). */
 function listed(u: DiscoveredUpstream): ListedUpstream {
-  return { id: u.id, url: u.url, weight: u.weight, ...(u.addresses === undefined ? {} : { addresses: u.addresses }), ...(u.uid === undefined ? {} : { uid: u.uid }), ...(u.keptEmpty === undefined ? {} : { keptEmpty: u.keptEmpty }) }
+  return { id: u.id, url: u.url, weight: u.weight, ...(u.addresses === undefined ? {} : { addresses: u.addresses }), ...(u.uid === undefined ? {} : { uid: u.uid }), ...keptFields(u) }
 }

@@ -24,6 +24,8 @@ export interface Upstream extends UpstreamConfig {
   readonly uid?: string
   /** DNS SRV discovery: a family of its addresses kept while DNS answers it empty (see KeptEmptyFamily). */
   readonly keptEmpty?: KeptEmptyFamily
+  /** DNS SRV discovery: the other family, when both are kept at once (see KeptEmptyFamily). */
+  readonly keptEmptyAlso?: KeptEmptyFamily
 }
 
 /**
@@ -35,6 +37,22 @@ export interface Upstream extends UpstreamConfig {
 export interface KeptEmptyFamily {
   readonly family: 4 | 6
   readonly since: number
+}
+
+/**
+ * Both families can be kept at once: one kept whose query then fails keeps its addresses, and
+ * the other answering empty meanwhile is kept on them (they are what the pod had). Then
+ * `keptEmpty` is the one kept first (what an older Tether, which reads that field only, goes
+ * on with) and `keptEmptyAlso` the other. Example: `keptFamilies({ keptEmpty: { family: 6, since: 1 },
+ * keptEmptyAlso: { family: 4, since: 2 } })` -> both, in that order; `keptFamilies({})` -> [].
+ */
+export function keptFamilies(u: { readonly keptEmpty?: KeptEmptyFamily | undefined; readonly keptEmptyAlso?: KeptEmptyFamily | undefined }): KeptEmptyFamily[] {
+  return [u.keptEmpty, u.keptEmptyAlso].filter((k): k is KeptEmptyFamily => k !== undefined)
+}
+
+/** `{ keptEmpty, keptEmptyAlso }` of an upstream as given, the absent ones left out (to spread into a copy). */
+export function keptFields(u: { readonly keptEmpty?: KeptEmptyFamily | undefined; readonly keptEmptyAlso?: KeptEmptyFamily | undefined }): { keptEmpty?: KeptEmptyFamily; keptEmptyAlso?: KeptEmptyFamily } {
+  return { ...(u.keptEmpty === undefined ? {} : { keptEmpty: u.keptEmpty }), ...(u.keptEmptyAlso === undefined ? {} : { keptEmptyAlso: u.keptEmptyAlso }) }
 }
 
 /**
@@ -64,6 +82,7 @@ export interface ListedUpstream extends UpstreamConfig {
   readonly addresses?: readonly string[]
   readonly uid?: string
   readonly keptEmpty?: KeptEmptyFamily
+  readonly keptEmptyAlso?: KeptEmptyFamily
 }
 
 /**
@@ -111,7 +130,7 @@ export function upstreamSet(upstreams: readonly ListedUpstream[]): UpstreamSet {
   const list = Object.freeze(
     [...upstreams]
       .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
-      .map((u) => Object.freeze({ id: u.id, url: u.url, weight: u.weight, host: new URL(u.url).host, tls: u.tls ?? null, addresses: Object.freeze(u.addresses ?? [u.url]), ...(u.uid === undefined ? {} : { uid: u.uid }), ...(u.keptEmpty === undefined ? {} : { keptEmpty: u.keptEmpty }) })),
+      .map((u) => Object.freeze({ id: u.id, url: u.url, weight: u.weight, host: new URL(u.url).host, tls: u.tls ?? null, addresses: Object.freeze(u.addresses ?? [u.url]), ...(u.uid === undefined ? {} : { uid: u.uid }), ...keptFields(u) })),
   )
   const byId = new Map(list.map((u) => [u.id, u]))
   return Object.freeze({ list, ids: Object.freeze(list.map((u) => u.id)), get: (id: string) => byId.get(id) })

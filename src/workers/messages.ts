@@ -69,6 +69,8 @@ export interface WireDiscovered {
    * drain began then, not at `since`). Absent from the lead's lists; an older worker ignores it.
    */
   readonly drainingSince?: number
+  /** DNS SRV: the other family, when both are kept at once (see keptFamilies); an older Tether ignores it (and so starts its time again). */
+  readonly keptEmptyAlso?: { readonly family: 4 | 6; readonly since: number }
 }
 
 /**

@@ -14,6 +14,7 @@ import type { Checkpoint, CheckpointStore, CheckpointStoreStatus, GetResult, Put
 import type { BindingWrite, CallOp, ToPrimary, ToWorker, WireBinding, WireDiscovered, WireLeaving, WireRecord } from './messages.js'
 import { isTetherMessage } from './messages.js'
 import { systemTimers, type Timers } from '../clock.js'
+import { keptFields } from '../upstream/upstream-set.js'
 
 /** A write that changes routing: a pin, an unpin, a cookie value retired. */
 type RoutingWrite = Extract<BindingWrite, readonly ['b' | 'u' | 'r', ...unknown[]]>
@@ -266,7 +267,7 @@ export class WorkerLink {
 
   /** Tell the others a discovery source's whole current list (this worker runs discovery). */
   discovered(source: string, upstreams: readonly WireDiscovered[]): void {
-    const plain = (list: readonly WireDiscovered[]): WireDiscovered[] => list.map(({ id, url, weight, draining, addresses, uid, keptEmpty }) => ({ id, url, weight, ...(draining === true ? { draining } : {}), ...(addresses === undefined ? {} : { addresses }), ...(uid === undefined ? {} : { uid }), ...(keptEmpty === undefined ? {} : { keptEmpty }) }))
+    const plain = (list: readonly WireDiscovered[]): WireDiscovered[] => list.map((u) => ({ id: u.id, url: u.url, weight: u.weight, ...(u.draining === true ? { draining: true } : {}), ...(u.addresses === undefined ? {} : { addresses: u.addresses }), ...(u.uid === undefined ? {} : { uid: u.uid }), ...keptFields(u) }))
     // pods listed not ready go apart: an older worker ignores them (in `upstreams` it would serve them)
     const unready = upstreams.filter((u) => u.unready === true)
     this.#send({ tether: 'discovered', source, upstreams: plain(upstreams.filter((u) => u.unready !== true)), ...(unready.length === 0 ? {} : { unready: plain(unready) }) })
