@@ -977,3 +977,33 @@ t.test('SRV discovery, family any: both families kept at once (one kept fails, t
   t.same(found, [both], 'the same set: the same url, both families kept since the same times')
   t.equal(rec.notes.length, 2, 'and no note of a family newly kept')
 })
+
+t.test('SRV discovery, family any: a cache flapping between a stale NODATA and the answer rebuilds no set and is noted once per grace, not per flap', async (t) => {
+  const grace = 10 * INTERVAL
+  const { discovery, rec, step, timers, options } = await dualStack(t, ['10.0.0.5'], ['fd00::5'], grace)
+  void discovery
+  // wired as the proxy wires it: a Membership fed each DNS set; its onChange is a rebuild (`upstreams updated`)
+  const membership = new Membership([], grace, { onChange: () => void rebuilds++, drain: () => {}, undrain: () => {} }, timers)
+  let rebuilds = 0
+  t.teardown(() => membership.stop())
+  const lead = new DnsDiscovery(options, { onChange: (found) => membership.setDiscovered(found, 'dns'), onNote: (n) => void rec.notes.push(n), previous: () => membership.listedBy('dns') }, timers, timers.clock)
+  t.teardown(() => lead.stop())
+  await lead.start()
+  await discovery.stop() // one discovery from here on: the one wired to the membership
+  t.equal(rebuilds, 1, 'the first set')
+  const notes = rec.notes.length
+  for (let i = 0; i < 4; i++) {
+    await step(['10.0.0.5'], [])
+    t.equal(membership.current().get('web-0')?.keptEmpty?.family, 6, `flap ${i + 1}: AAAA empty, kept (the set in use says so, for a new lead)`)
+    await step(['10.0.0.5'], ['fd00::5'])
+    t.equal(membership.current().get('web-0')?.keptEmpty, undefined, 'AAAA back')
+  }
+  t.equal(membership.current().get('web-0')?.url, 'http://10.0.0.5:8080')
+  t.equal(rebuilds, 1, 'no rebuild: only the kept family changed, no url, address or id')
+  t.equal(rec.notes.length - notes, 1, `one note of the family kept within ${grace} ms, not one per flap`)
+  timers.clock.advance(grace)
+  await step(['10.0.0.5'], [])
+  t.equal(rec.notes.length - notes, 2, 'noted again once the grace has passed since the last note')
+  await step(['10.0.0.7'], [])
+  t.equal(rebuilds, 2, 'a real change (A lost its address: the empty AAAA applies, a new url) is still published')
+})

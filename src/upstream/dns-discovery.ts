@@ -313,6 +313,11 @@ export class DnsDiscovery {
   #known: ReadonlyMap<string, readonly string[]> = new Map()
   /** Queries (`queryKey`) of #known that answered empty and kept their addresses: since when. */
   #emptySince: ReadonlyMap<string, KeptSince> = new Map()
+  /**
+   * When each query's family was last noted as newly kept (monotonic ms): a cache flapping
+   * between a stale NODATA and the answer is noted once per `emptyFamilyGrace`, not per flap.
+   */
+  readonly #noted = new Map<string, number>()
   #failures = 0
   #timer: unknown = undefined
   /** The resolution in progress (or the last one), awaited by stop(). */
@@ -612,12 +617,20 @@ export class DnsDiscovery {
       const list = hadOf(q)!.join(', ')
       if (now - since.at < this.#emptyFamilyGrace) {
         kept.set(q.key, since)
-        if (known === undefined) notes.push(`${type} of ${q.name} answered empty while its ${otherType} ${grew ? 'still lists its addresses' : 'is unchanged'}: keeping its last addresses (${list}) for up to ${this.#emptyFamilyGrace} ms`)
+        if (known === undefined && !this.#notedRecently(q.key, now)) notes.push(`${type} of ${q.name} answered empty while its ${otherType} ${grew ? 'still lists its addresses' : 'is unchanged'}: keeping its last addresses (${list}) for up to ${this.#emptyFamilyGrace} ms`)
       } else if (known !== undefined) {
         notes.push(`${type} of ${q.name} answered empty for ${this.#emptyFamilyGrace} ms: its addresses (${list}) go`)
       }
     }
     return kept
+  }
+
+  /** True when `key`'s family was noted as newly kept less than `emptyFamilyGrace` ago (else notes it now). */
+  #notedRecently(key: string, now: number): boolean {
+    for (const [k, at] of this.#noted) if (now - at >= this.#emptyFamilyGrace) this.#noted.delete(k)
+    if (this.#noted.has(key)) return true
+    this.#noted.set(key, now)
+    return false
   }
 }
 

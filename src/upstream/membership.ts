@@ -4,7 +4,7 @@
 // state owner: publishes one frozen snapshot per change, no proxying, no I/O; timers injected.
 import type { UpstreamConfig } from '../config/schema.js'
 import { systemTimers, type Timers } from '../clock.js'
-import { goneByUnready, keptFields, upstreamSet, type DiscoveredUpstream, type ListedUpstream, type UpstreamSet } from './upstream-set.js'
+import { goneByUnready, keptFields, onlyKeptChanged, upstreamSet, type DiscoveredUpstream, type ListedUpstream, type UpstreamSet } from './upstream-set.js'
 
 const NOTHING_GONE: ReadonlySet<string> = new Set()
 
@@ -213,8 +213,15 @@ export class Membership {
     }
   }
 
+  /**
+   * Publishes the new set; one that differs only in the empty families DNS discovery keeps (a
+   * stale-NODATA cache flapping, each flap a `keptEmpty` on and off) is taken as current
+   * without onChange: no rebuild, no `upstreams updated`.
+   */
   #publish(gone: ReadonlySet<string> = NOTHING_GONE): void {
+    const before = this.#current
     this.#current = this.#compute()
+    if (gone.size === 0 && onlyKeptChanged(before, this.#current)) return
     this.#hooks.onChange(this.#current, gone)
   }
 

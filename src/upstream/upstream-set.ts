@@ -136,5 +136,24 @@ export function upstreamSet(upstreams: readonly ListedUpstream[]): UpstreamSet {
   return Object.freeze({ list, ids: Object.freeze(list.map((u) => u.id)), get: (id: string) => byId.get(id) })
 }
 
+/**
+ * True when `after` differs from `before` only in what DNS discovery keeps of empty families
+ * (`keptEmpty`, `keptEmptyAlso`): the same ids, urls, weights, addresses, uids and TLS. Nothing
+ * that routes, checks or pools reads those (they travel to a new discovery lead), so such a set
+ * is published without a rebuild. Example: `[web-0 at 10.0.0.5]` -> `[web-0 at 10.0.0.5, keptEmpty
+ * { family: 6, since }]` -> true; the same sets -> false (no difference at all).
+ */
+export function onlyKeptChanged(before: UpstreamSet, after: UpstreamSet): boolean {
+  if (before.list.length !== after.list.length) return false
+  let kept = false
+  for (const [i, a] of before.list.entries()) {
+    const b = after.list[i]!
+    if (a.id !== b.id || a.url !== b.url || a.weight !== b.weight || a.uid !== b.uid || a.tls !== b.tls ||
+      a.addresses.length !== b.addresses.length || a.addresses.some((x, j) => x !== b.addresses[j])) return false
+    if (JSON.stringify(keptFamilies(a)) !== JSON.stringify(keptFamilies(b))) kept = true
+  }
+  return kept
+}
+
 /** The empty snapshot. */
 export const NO_UPSTREAMS: UpstreamSet = upstreamSet([])
