@@ -7,7 +7,7 @@
 // another upstream than the user's last is consistent only when Tether says it moved the user
 // from that last upstream (X-Tether-Moved: from=...). An SRV target family kept while it answers
 // empty goes on being kept by the next lead from the same first empty answer.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { tempFile } from './fixtures/cli.js'
 import { freePorts } from './fixtures/ports.js'
 import { TestDnsServer } from './fixtures/dns-server.js'
@@ -99,29 +99,41 @@ t.test('with two workers, one worker runs DNS discovery for all: one resolver, l
   t.equal(proc.exitCode, 0, 'SIGTERM stops the primary and its workers gracefully')
 })
 
-t.test('with two workers, a pod keeps the url it has when the lead that resolves it dies: the next lead keeps it too (no replaced replica, no WebSocket closed)', async (t) => {
+/**
+ * The upstreams, a DNS server and a primary with two workers discovering the SRV name
+ * `_http._tcp.web.tether.test` (one target, web-0; `publish` sets its A and AAAA records before
+ * the primary starts and after), family `family`, config lines `extra` added.
+ */
+async function srvWorkers(t: Test, fileName: string, family: 'ipv4' | 'any', extra: string[]) {
   const { port: appPort, servers } = await sameportUpstreams()
   t.teardown(async () => { await Promise.all(servers.map(closeServer)) })
   const dns = new TestDnsServer()
   const { port: dnsPort } = await dns.start()
   t.teardown(() => dns.close())
   const SRV = '_http._tcp.web.tether.test'
-  const publish = (a: string[]): void => {
+  const publish = (a: string[], aaaa: string[]): void => {
     dns.set(SRV, { a: [], aaaa: [], srv: [{ priority: 0, weight: 1, port: appPort, target: 'web-0.web.tether.test' }] })
-    dns.set('web-0.web.tether.test', { a, aaaa: [] })
+    dns.set('web-0.web.tether.test', { a, aaaa })
   }
-  publish(['127.0.0.2'])
   const [port, adminPort] = await freePorts(2)
-  const file = tempFile('workers-discovery-kept.yaml', [
+  const file = tempFile(fileName, [
     `listen: { host: 127.0.0.1, port: ${port} }`,
     `admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }`,
     'workers: 2',
     'log: { level: info, access: false }',
-    `discovery: { dns: { name: ${SRV}, port: null, srv: true, interval: ${INTERVAL}ms, family: ipv4, servers: ["127.0.0.1:${dnsPort}"] } }`,
+    ...extra,
+    `discovery: { dns: { name: ${SRV}, port: null, srv: true, interval: ${INTERVAL}ms, family: ${family}, servers: ["127.0.0.1:${dnsPort}"] } }`,
     'upstreams: []',
     '',
   ].join('\n'))
-  const { proc, out: output } = await startPrimary(t, file)
+  return { appPort, dns, adminPort: adminPort!, publish, start: () => startPrimary(t, file) }
+}
+
+t.test('with two workers, a pod keeps the url it has when the lead that resolves it dies: the next lead keeps it too (no replaced replica, no WebSocket closed)', async (t) => {
+  const { appPort, dns, adminPort, publish: publishBoth, start } = await srvWorkers(t, 'workers-discovery-kept.yaml', 'ipv4', [])
+  const publish = (a: string[]): void => publishBoth(a, [])
+  publish(['127.0.0.2'])
+  const { proc, out: output } = await start()
   const urlOf = async (): Promise<string | undefined> =>
     (JSON.parse((await request(`http://127.0.0.1:${adminPort}/upstreams`, null)).body) as { id: string; url: string }[]).find((u) => u.id === 'web-0')?.url
   const kept = `http://127.0.0.2:${appPort}`
@@ -151,30 +163,11 @@ t.test('with two workers, a pod keeps the url it has when the lead that resolves
 })
 
 t.test('with two workers, an SRV target family kept while it answers empty is carried on by the next lead from the same first empty answer (the lead SIGKILLed meanwhile)', async (t) => {
-  const { port: appPort, servers } = await sameportUpstreams()
-  t.teardown(async () => { await Promise.all(servers.map(closeServer)) })
-  const dns = new TestDnsServer()
-  const { port: dnsPort } = await dns.start()
-  t.teardown(() => dns.close())
-  const SRV = '_http._tcp.web.tether.test'
-  const publish = (aaaa: string[]): void => {
-    dns.set(SRV, { a: [], aaaa: [], srv: [{ priority: 0, weight: 1, port: appPort, target: 'web-0.web.tether.test' }] })
-    dns.set('web-0.web.tether.test', { a: ['127.0.0.2'], aaaa })
-  }
-  publish(['fd00::2'])
   const GRACE_MS = 12_000 // drain_timeout: long enough for both workers to be killed and replaced within it
-  const [port, adminPort] = await freePorts(2)
-  const file = tempFile('workers-discovery-kept-empty.yaml', [
-    `listen: { host: 127.0.0.1, port: ${port} }`,
-    `admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }`,
-    'workers: 2',
-    'log: { level: info, access: false }',
-    `affinity: { drain_timeout: ${GRACE_MS}ms }`,
-    `discovery: { dns: { name: ${SRV}, port: null, srv: true, interval: ${INTERVAL}ms, family: any, servers: ["127.0.0.1:${dnsPort}"] } }`,
-    'upstreams: []',
-    '',
-  ].join('\n'))
-  const { proc, out: output } = await startPrimary(t, file)
+  const { appPort, dns, adminPort, publish: publishBoth, start } = await srvWorkers(t, 'workers-discovery-kept-empty.yaml', 'any', [`affinity: { drain_timeout: ${GRACE_MS}ms }`])
+  const publish = (aaaa: string[]): void => publishBoth(['127.0.0.2'], aaaa)
+  publish(['fd00::2'])
+  const { proc, out: output } = await start()
   const row = async (): Promise<{ url: string; addresses?: string[] } | undefined> =>
     (JSON.parse((await request(`http://127.0.0.1:${adminPort}/upstreams`, null)).body) as { id: string; url: string; addresses?: string[] }[]).find((u) => u.id === 'web-0')
   const both = [`http://127.0.0.2:${appPort}`, `http://[fd00::2]:${appPort}`]
