@@ -86,7 +86,8 @@ export interface DnsDiscoveryHooks {
    * Called (with the set applied) when, with `srv` and family 'any', a target's family that
    * answered empty begins to keep its addresses (see `DnsDiscovery`), and when it goes after
    * `emptyFamilyGrace`: not errors, but worth a line (its url may point at an address DNS no
-   * longer lists). E.g. "AAAA of web-0.web.default.svc.cluster.local answered empty while its
+   * longer lists). A family kept again and again (a cache flapping) is noted once per
+   * `emptyFamilyGrace`. E.g. "AAAA of web-0.web.default.svc.cluster.local answered empty while its
    * A is unchanged: keeping its last addresses (fd00::5) for up to 900000 ms".
    */
   onNote?(message: string): void
