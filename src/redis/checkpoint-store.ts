@@ -13,8 +13,9 @@ import { FAILED, RedisConnection, type RedisConnectionOptions } from './connecti
  * when stored, 0 when stale. The rule is CheckpointStore.put's (`isStale` in
  * src/state/checkpoint-store.ts): two versioned checkpoints (not replacing, and not of one epoch
  * from two upstreams) by version, refused when incoming <= stored; any other pair by
- * `writtenAt`, refused when incoming was written
- * before stored (a put Redis applies late, after a freeze, must not undo a later one). Numbers
+ * `writtenAt`, refused when incoming was written before stored (a put Redis applies late, after
+ * a freeze, must not undo a later one; two versioned ones of one epoch from two upstreams: only
+ * when its version is not above stored's either). Numbers
  * are compared as Lua numbers (doubles): exact for safe integers.
  */
 export const PUT_CHECKPOINT_LUA = `
@@ -28,7 +29,9 @@ if stored[3] then
       return 0
     end
   elseif tonumber(ARGV[5]) < tonumber(stored[3]) then
-    return 0
+    if replacing or not rival or incoming == '' or not stored[1] or stored[1] == '' or tonumber(incoming) <= tonumber(stored[1]) then
+      return 0
+    end
   end
 end
 redis.call('HSET', KEYS[1], 'value', ARGV[1], 'version', incoming, 'upstream', ARGV[3], 'epoch', ARGV[4], 'writtenAt', ARGV[5])

@@ -50,7 +50,10 @@ export type PutResult = 'stored' | 'stale' | 'too_large' | 'unavailable'
  * compare with nothing), and for two checkpoints of one epoch from two upstreams (a burst, a
  * hedge or a retry answered on both sides of a move: one of them may have started the state
  * again, so their versions compare with nothing either), the time Tether took the answer
- * orders them: refused when incoming was written before stored. Of two upstreams at one epoch
+ * orders them: refused when incoming was written before stored (for two upstreams at one
+ * epoch, only when its version is not above stored's either: a Tether replica or worker whose
+ * clock is ahead must not hold off, for as long as it is ahead, the next versions of the
+ * upstream the user goes on with, which were stored before this rule). Of two upstreams at one epoch
  * the later answer wins, as it does for routing (its cookie, or its table binding, is the last
  * one recorded: the user goes on there), so the checkpoints of the upstream the user stays on
  * are stored, and a stale copy from the other is replaced by its next one. A put that reaches the store late (sent to a Redis that froze, given
@@ -64,7 +67,11 @@ export type PutResult = 'stored' | 'stale' | 'too_large' | 'unavailable'
  */
 export function isStale(incoming: Pick<Checkpoint, 'version' | 'writtenAt' | 'upstream' | 'epoch'>, stored: Pick<Checkpoint, 'version' | 'writtenAt' | 'upstream' | 'epoch'>, replacing: boolean): boolean {
   const rival = incoming.epoch === stored.epoch && incoming.upstream !== stored.upstream
-  if (!replacing && !rival && incoming.version !== null && stored.version !== null) return incoming.version <= stored.version
+  const versioned = incoming.version !== null && stored.version !== null
+  if (!replacing && !rival && versioned) return incoming.version! <= stored.version!
+  // two upstreams at one epoch: a later answer, or a higher version (as before this rule: a
+  // replica whose clock is ahead must not hold off the other upstream's next versions)
+  if (rival && !replacing && versioned && incoming.version! > stored.version!) return false
   return incoming.writtenAt < stored.writtenAt
 }
 
@@ -104,8 +111,9 @@ export interface CheckpointStore {
    * - incoming version null: always stored (the upstream opted out of ordering: last writer wins);
    * - nothing stored, or the stored version is null: stored (ordering starts from this write);
    * - both versioned: stored only when incoming > stored; an equal or older one is `'stale'`;
-   * - both of one epoch, from two upstreams: ordered by `writtenAt` whatever the versions (two
-   *   upstreams answered the user at one move; one may have started the state again);
+   * - both of one epoch, from two upstreams: stored when written later (`writtenAt`) whatever
+   *   the versions (two upstreams answered the user at one move; one may have started the state
+   *   again), or when its version is higher (as for any pair: a clock ahead never refuses it);
    * - `replace`: stored whatever the versions over a checkpoint of another epoch (the user's
    *   state started again at this epoch: they moved and the new upstream got none, so its
    *   versions start again too); over one of the same epoch, the version rule as above.
