@@ -5,10 +5,10 @@
 import t from 'tap'
 import type { Test } from 'tap'
 import net from 'node:net'
-import { STOP_WAIT_MS } from '../src/redis/connection.js'
+import { FAILED, RedisConnection, STOP_WAIT_MS } from '../src/redis/connection.js'
 import { heldHeadTether } from './fixtures/held-head.js'
 import type { LogCapture } from './fixtures/log-capture.js'
-import { redisCli } from './fixtures/redis-server.js'
+import { frozenRedis, redisCli, startRedisCluster, waitFor } from './fixtures/redis-server.js'
 import { onEvent, when, within } from './fixtures/wait.js'
 
 const WARNING = 'redis did not answer before the stop: writes among these commands may not be stored'
@@ -50,4 +50,38 @@ t.test('with Redis only slow (answering during the stop\'s wait), the waiting ch
   const { logs, keys } = await stopWithWriteWaiting(t, true)
   t.notOk(logs.records.some((r) => r['msg'] === WARNING), 'no warning: Redis answered everything')
   t.match(await keys(), /cp:/, 'the checkpoint is in Redis')
+})
+
+t.test('a write held by a frozen Redis still counts as unanswered when the connection\'s stall timeout closes it during the stop\'s wait', async (t) => {
+  // the stall timeout (300 ms) ends the connection while stop() waits for QUIT (STOP_WAIT_MS):
+  // the write and the QUIT fail with a closed connection, and no reply ever came for either
+  const { redis, freeze } = await frozenRedis(t)
+  const conn = new RedisConnection({ url: redis.url, timeout: 5_000, stallTimeout: 300 })
+  t.teardown(() => conn.stop())
+  await conn.start()
+  freeze()
+  const write = conn.run('tether:k', (c) => c.eval("return redis.call('SET', KEYS[1], 'v')", 1, 'tether:k'))
+  t.equal(conn.waiting, 1, 'the write waits for the frozen Redis')
+  t.equal(await conn.stop(), 1, 'the stop counts it unanswered')
+  t.equal(await write, FAILED)
+})
+
+t.test('a Cluster with one frozen shard: the stop waits for QUIT once (not once a node in turn) and counts the write the frozen shard holds', async (t) => {
+  const cluster = await startRedisCluster(3)
+  t.teardown(() => cluster.stop())
+  const conn = new RedisConnection({ nodes: [...cluster.addresses], timeout: 5_000, stallTimeout: 300 })
+  t.teardown(() => conn.stop())
+  await conn.start()
+  await waitFor('every shard up', () => conn.nodes().length === 3 && conn.nodes().every((n) => n.status === 'up'), 10_000)
+  const frozen = cluster.nodes[0]!
+  const key = Array.from({ length: 1_000 }, (_, i) => `tether:k${i}`).find((k) => conn.nodeOf(k) === `127.0.0.1:${frozen.port}`)!
+  const pid = Number(/process_id:(\d+)/.exec(await redisCli(frozen.port, 'INFO', 'server'))![1])
+  process.kill(pid, 'SIGSTOP')
+  t.teardown(() => { try { process.kill(pid, 'SIGCONT') } catch { /* gone */ } })
+  const write = conn.run(key, (c) => c.eval("return redis.call('SET', KEYS[1], 'v')", 1, key))
+  t.equal(conn.waiting, 1, 'the write waits for the frozen shard')
+  const started = performance.now()
+  t.equal(await conn.stop(), 1, 'the stop counts it unanswered')
+  t.ok(performance.now() - started < STOP_WAIT_MS + 1_500, 'one wait for all the shards')
+  t.equal(await write, FAILED)
 })

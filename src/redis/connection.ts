@@ -3,7 +3,7 @@
 // Layer 3 adapter and the ONLY file that imports ioredis. Every command is raced against
 // `timeout` and never rejects (a failure is FAILED); status and node changes go to listeners,
 // nothing is logged here. Connects only in start().
-import { Cluster, Redis } from 'ioredis'
+import { Cluster, Redis, ReplyError } from 'ioredis'
 import type { ClusterOptions, RedisOptions } from 'ioredis'
 import { systemTimers, type Timers } from '../clock.js'
 import { withDeadline } from '../deadline.js'
@@ -348,6 +348,12 @@ export class RedisConnection {
   readonly #maxWaiting: number
   /** Commands sent and not answered yet (their callers may have stopped waiting), by node address ('' for keyless Cluster calls). */
   readonly #waiting = new Map<string, number>()
+  /**
+   * While stop() waits for QUIT (null otherwise): commands that failed with no reply from Redis
+   * (their connection closed: the stall timeout of a frozen Redis, or a frozen Cluster shard's)
+   * and so stay unanswered, though they no longer wait.
+   */
+  #failedUnanswered: number | null = null
   readonly #now: () => number
   readonly #timers: Timers
   readonly #listeners = new Set<(status: RedisStatus, detail: string) => void>()
@@ -556,8 +562,9 @@ export class RedisConnection {
    * {@link STOP_WAIT_MS}), stops reconnecting and probing, and reports 'degraded' with detail
    * "stopped" (no node events). Later calls answer FAILED. Resolves to the number of commands
    * sent and still unanswered when the wait for QUIT ended (0 when QUIT was answered: Redis
-   * answers in order, so every command sent before it was answered too); their writes may be
-   * lost, and the caller reports them.
+   * answers in order, so every command sent before it was answered too), counting those a
+   * closed connection failed during the wait (the stall timeout, a frozen Cluster shard); their
+   * writes may be lost, and the caller reports them.
    */
   async stop(): Promise<number> {
     if (this.#probeTimer !== null) this.#timers.clearTimeout(this.#probeTimer)
@@ -586,7 +593,13 @@ export class RedisConnection {
       node.reachable = false
       node.reported = 'down'
     }
-    const unanswered = client.status === 'ready' && !await this.#quitWithin(client, Math.min(this.#timeout, STOP_WAIT_MS)) ? this.waiting : 0
+    // (a command its closed connection failed during the wait was not answered either: counted)
+    this.#failedUnanswered = 0
+    // (a Cluster's QUIT also resolves when a node's connection closed unanswered)
+    const ready = client.status === 'ready'
+    const answered = ready && await this.#quitWithin(client, Math.min(this.#timeout, STOP_WAIT_MS))
+    const unanswered = ready ? (answered ? 0 : this.waiting) + this.#failedUnanswered : 0
+    this.#failedUnanswered = null
     client.disconnect()
     client.removeAllListeners()
     // Swallow errors the closing sockets may still emit (an 'error' with no listener throws).
@@ -1061,7 +1074,11 @@ export class RedisConnection {
           // (while a key or a script is refused, a success may end it: one size check otherwise)
           if (this.#refusedOther.size !== 0) this.#acceptedOther(node, key, script)
           finish(value)
-        }, (err: unknown) => { this.#answered(node); finish(FAILED, this.#callError(err, node, key, script)) })
+        }, (err: unknown) => {
+          this.#answered(node)
+          if (this.#failedUnanswered !== null && !replied(err)) this.#failedUnanswered++
+          finish(FAILED, this.#callError(err, node, key, script))
+        })
       } catch (err) {
         finish(FAILED, describe(err))
       }
@@ -1545,6 +1562,12 @@ function tellAll<T>(listeners: ReadonlySet<(event: T) => void>, event: T): void 
       // the listener's own failure
     }
   }
+}
+
+/** Whether a command's failure is Redis's reply (an error reply), not its connection's end. */
+function replied(err: unknown): boolean {
+  if (err instanceof AggregateError) return err.errors.length > 0 && err.errors.every(replied)
+  return err instanceof ReplyError
 }
 
 /** Closes a Redis connection for good, with no listener of its left but a swallower of late errors. */
