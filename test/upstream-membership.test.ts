@@ -256,3 +256,34 @@ t.test('a worker that starts drains a pod listed terminating, or leaving after i
   membership.setDiscovered([up('a'), up('b', { draining: true }), up('c', { draining: true })], 'kubernetes')
   t.same(calls.slice(4), ['set a,b,c', 'set a,b,c'], 'd left; the lead lists b terminating on: its drain goes on (no second drain)')
 })
+
+t.test('listedBy(source): what that source lists, and what left its listing and still drains; not another source\'s upstream under the same id, listed or draining', async (t) => {
+  const { membership, timers } = setup()
+  membership.setDiscovered([up('web-0', { url: 'http://10.0.0.5:8080' })], 'dns')
+  membership.setDiscovered([up('web-1', { url: 'http://[fd00::9]:8080' })], 'kubernetes')
+  membership.setDiscovered([], 'kubernetes') // the pod web-1 left its listing: it drains
+  membership.setDiscovered([], 'dns') // the SRV target web-0 left the answer: it drains
+  t.same(membership.current().ids, ['web-0', 'web-1'], 'both draining, still in the set')
+  t.same(membership.listedBy('dns').map((u) => u.id), ['web-0'], 'DNS: its own target, still draining')
+  t.same(membership.listedBy('kubernetes').map((u) => u.id), ['web-1'], 'Kubernetes: its own pod, still draining (not the SRV target)')
+  // a Kubernetes pod named like an SRV target, draining: it lends the target nothing
+  membership.setDiscovered([up('web-0', { url: 'http://[fd00::7]:8080' })], 'kubernetes')
+  timers.advance(DRAIN) // web-1 gone; web-0 listed again (by Kubernetes): no longer leaving
+  membership.setDiscovered([], 'kubernetes')
+  t.same(membership.current().get('web-0')?.url, 'http://[fd00::7]:8080', 'the pod web-0 drains')
+  t.same(membership.listedBy('dns'), [], 'DNS listed web-0 before, but what drains now is the Kubernetes pod: DNS takes none of it')
+  t.same(membership.listedBy('kubernetes').map((u) => u.url), ['http://[fd00::7]:8080'])
+})
+
+t.test('a set that differs in a kept empty family only publishes nothing; the family going with its address (the url unchanged) is published', async (t) => {
+  const { membership, calls } = setup()
+  const both = ['http://10.0.0.5:8080', 'http://[fd00::5]:8080']
+  membership.setDiscovered([up('web-0', { url: both[0]!, addresses: both })], 'dns')
+  membership.setDiscovered([up('web-0', { url: both[0]!, addresses: both, keptEmpty: { family: 6, since: 1_000 } })], 'dns')
+  t.same(calls, ['set web-0'], 'AAAA kept: no rebuild')
+  t.same(membership.current().get('web-0')?.keptEmpty, { family: 6, since: 1_000 }, 'the set in use says so (for a new lead)')
+  // the grace ends: keptEmpty and the IPv6 address go in one list, the url (IPv4) stays
+  membership.setDiscovered([up('web-0', { url: both[0]! })], 'dns')
+  t.same(calls, ['set web-0', 'set web-0'], 'published: web-0 is no longer at fd00::5 (the pools, checks and a peer\'s `down` must not take it for web-0)')
+  t.same(membership.current().get('web-0')?.addresses, [both[0]])
+})
