@@ -854,7 +854,7 @@ t.test('SRV discovery, family any: the set says since when a family is kept empt
   t.equal(discovery.current()[0]?.keptEmpty, undefined)
   const first = timers.clock.now() + INTERVAL
   await step(['10.0.0.5'], [])
-  t.same(discovery.current()[0]?.keptEmpty, { family: 6, since: first }, 'AAAA kept: the set carries the family and its first empty answer (wall ms: it travels to the workers)')
+  t.same(discovery.current()[0]?.keptEmpty, { family: 6, since: first, base: ['10.0.0.5'] }, 'AAAA kept: the set carries the family, its first empty answer (wall ms: it travels to the workers) and the A addresses it leans on')
   await step(['10.0.0.5'], ['fd00::5'])
   t.equal(discovery.current()[0]?.keptEmpty, undefined, 'AAAA back: gone from the set')
 
@@ -879,11 +879,11 @@ t.test('SRV discovery, family any: a kept empty family whose query fails for a w
   t.equal(await step(['10.0.0.5'], ['fd00::5']), 'http://[fd00::5]:8080', 'an A address joins: web-0 stays at its IPv6 address')
   const first = timers.clock.now() + INTERVAL
   t.equal(await step(['10.0.0.5'], []), 'http://[fd00::5]:8080', 'AAAA empty: kept')
-  t.same(discovery.current()[0]?.keptEmpty, { family: 6, since: first })
+  t.same(discovery.current()[0]?.keptEmpty, { family: 6, since: first, base: ['10.0.0.5'] })
   const changes = rec.changes.length
   dns.failQuery(pod(0), 'AAAA', 'servfail')
   t.equal(await step(['10.0.0.5'], []), 'http://[fd00::5]:8080', 'then AAAA fails: it keeps its addresses')
-  t.same(discovery.current()[0]?.keptEmpty, { family: 6, since: first }, 'still kept since its first empty answer')
+  t.same(discovery.current()[0]?.keptEmpty, { family: 6, since: first, base: ['10.0.0.5'] }, 'still kept since its first empty answer')
   t.equal(rec.changes.length, changes, 'the set did not change (no `upstreams updated`, no list to the workers)')
   dns.failQuery(pod(0), 'AAAA', 'answer')
   t.equal(await step(['10.0.0.5'], []), 'http://10.0.0.5:8080', `AAAA empty again, ${2 * INTERVAL} ms after its first empty answer (grace ${GRACE}): the family goes (it was kept ${GRACE} ms more)`)
@@ -898,6 +898,22 @@ t.test('SRV discovery, family any: an address the other family lists for a while
   t.equal(await step(['10.0.0.5'], ['fd00::5']), 'http://[fd00::5]:8080', 'an A address joins: web-0 stays at its IPv6 address')
   t.equal(await step(['10.0.0.5', '10.0.0.7'], []), 'http://[fd00::5]:8080', 'AAAA empty, A lists one more: kept')
   t.equal(await step(['10.0.0.5'], []), 'http://[fd00::5]:8080', 'AAAA still empty, the extra A address gone again: A still lists every address it had when AAAA began to be kept, still kept (it moved to 10.0.0.5: a replacement)')
+})
+
+t.test('SRV discovery, family any: a new lead judges a kept family against the addresses its predecessor kept it on (an address the other family listed for a while, gone again, does not end it)', async (t) => {
+  const { dns, discovery, step, timers, options, rec } = await dualStack(t, [], ['fd00::5'], 10 * INTERVAL)
+  t.equal(await step(['10.0.0.5'], ['fd00::5']), 'http://[fd00::5]:8080', 'an A address joins: web-0 stays at its IPv6 address')
+  t.equal(await step(['10.0.0.5'], []), 'http://[fd00::5]:8080', 'AAAA empty: kept, on A [10.0.0.5]')
+  t.equal(await step(['10.0.0.5', '10.0.0.7'], []), 'http://[fd00::5]:8080', 'A lists one more: still kept')
+  const set = discovery.current()
+  // the lead dies; the next one starts from that set, when 10.0.0.7 has left A again
+  await discovery.stop()
+  dns.set(pod(0), { a: ['10.0.0.5'], aaaa: [] })
+  const lead = new DnsDiscovery(options, { onChange: () => {}, onNote: (n) => void rec.notes.push(n), previous: () => set }, timers, timers.clock)
+  t.teardown(() => lead.stop())
+  t.equal((await lead.start())[0]?.url, 'http://[fd00::5]:8080',
+    'still kept: A lists every address it had when AAAA began to be kept, as the predecessor would judge (it moved to 10.0.0.5, a replacement, when the new lead took A [10.0.0.5, 10.0.0.7] for that)')
+  t.equal(rec.notes.length, 1, 'no note of a family newly kept')
 })
 
 // ---- SRV: the set in use lends only the DNS source's own upstreams ----------------------------
@@ -966,7 +982,7 @@ t.test('SRV discovery, family any: both families kept at once (one kept fails, t
   const aSince = timers.clock.now() + INTERVAL
   t.equal(await step([], []), 'http://10.0.0.5:8080', 'then AAAA fails (kept, its addresses held) while A answers empty: A is kept on what AAAA holds, the url stays (it moved to [fd00::5]: a replacement)')
   const both = discovery.current()[0]!
-  t.same([both.keptEmpty, both.keptEmptyAlso], [{ family: 6, since: aaaaSince }, { family: 4, since: aSince }], 'the set carries both, the first kept as keptEmpty (what an older Tether reads)')
+  t.same([both.keptEmpty, both.keptEmptyAlso], [{ family: 6, since: aaaaSince, base: ['10.0.0.5'] }, { family: 4, since: aSince, base: ['fd00::5'] }], 'the set carries both, the first kept as keptEmpty (what an older Tether reads)')
   t.equal(rec.notes.length, 2, 'one note per family kept')
 
   // a new lead (the same answers) starts from that set: both families go on from their own first empty answer

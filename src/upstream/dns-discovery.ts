@@ -578,7 +578,7 @@ export class DnsDiscovery {
     for (const name of names) {
       for (const kept of byId.get(srvTargetId(name)) ?? []) {
         if (this.#known.has(queryKey(name, kept.family))) continue
-        inherited.set(queryKey(name, kept.family), { at: now - Math.max(0, wall - kept.since), wall: kept.since })
+        inherited.set(queryKey(name, kept.family), { at: now - Math.max(0, wall - kept.since), wall: kept.since, ...(kept.base === undefined ? {} : { base: kept.base }) })
       }
     }
     return inherited
@@ -641,8 +641,9 @@ interface KeptSince {
   readonly wall: number
   /**
    * The other family's addresses when this one began to be kept: while they are all still
-   * listed, it is the same pod. Absent when taken over from the set in use (a new lead, a
-   * returning target): then its other family's addresses listed there.
+   * listed, it is the same pod. Taken over from the set in use (a new lead, a returning target)
+   * with the rest (KeptEmptyFamily.base); absent only when the set in use had none (an older
+   * Tether's lead): then its other family's addresses listed there.
    */
   readonly base?: readonly string[]
 }
@@ -657,7 +658,7 @@ function withKeptEmpty(upstreams: readonly DiscoveredUpstream[], emptySince: Rea
   for (const [id, { name }] of targets) {
     const kept = ([4, 6] as const).flatMap((family) => {
       const k = emptySince.get(queryKey(name, family))
-      return k === undefined ? [] : [Object.freeze({ family, since: k.wall })]
+      return k === undefined ? [] : [Object.freeze({ family, since: k.wall, ...(k.base === undefined ? {} : { base: k.base }) })]
     })
     // the one kept first is `keptEmpty` (an older Tether reads that one only)
     if (kept.length > 0) byId.set(id, kept.sort((a, b) => a.since - b.since || a.family - b.family))

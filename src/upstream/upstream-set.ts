@@ -32,11 +32,15 @@ export interface Upstream extends UpstreamConfig {
  * An SRV target's address family (4: A, 6: AAAA) that answers empty while DNS discovery keeps
  * its last addresses (its empty-family grace, `affinity.drain_timeout`), and since when, in ms
  * since the epoch (wall time: the list travels to the other workers, and a new lead goes on
- * counting from it). Example: `{ family: 6, since: 1796292000000 }`.
+ * counting from it), and `base`, the other family's addresses when it began to be kept (it is
+ * the same pod while they are all still listed: a new lead judges that as its predecessor did).
+ * Example: `{ family: 6, since: 1796292000000, base: ['10.0.0.5'] }`.
  */
 export interface KeptEmptyFamily {
   readonly family: 4 | 6
   readonly since: number
+  /** Absent from an older Tether's lead (then the other family's addresses in the set in use count). */
+  readonly base?: readonly string[]
 }
 
 /**

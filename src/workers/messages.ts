@@ -60,8 +60,12 @@ export interface WireDiscovered {
   readonly addresses?: readonly string[]
   /** The pod's uid (Kubernetes); absent from an older Tether's lead. */
   readonly uid?: string
-  /** DNS SRV: a family kept while it answers empty, since when (ms since the epoch; see KeptEmptyFamily): a new lead counts on from it. */
-  readonly keptEmpty?: { readonly family: 4 | 6; readonly since: number }
+  /**
+   * DNS SRV: a family kept while it answers empty, since when (ms since the epoch; see
+   * KeptEmptyFamily), and the other family's addresses it leans on (`base`): a new lead counts
+   * on from it and judges as its predecessor did. An older worker ignores `base`.
+   */
+  readonly keptEmpty?: { readonly family: 4 | 6; readonly since: number; readonly base?: readonly string[] }
   /**
    * Since when the other workers drain it (ms since the epoch), when that is not when it reaches
    * this worker: in a list sent to a starting worker, on an upstream listed `draining` (since it
@@ -70,7 +74,7 @@ export interface WireDiscovered {
    */
   readonly drainingSince?: number
   /** DNS SRV: the other family, when both are kept at once (see keptFamilies); an older Tether ignores it (and so starts its time again). */
-  readonly keptEmptyAlso?: { readonly family: 4 | 6; readonly since: number }
+  readonly keptEmptyAlso?: { readonly family: 4 | 6; readonly since: number; readonly base?: readonly string[] }
 }
 
 /**
