@@ -458,3 +458,16 @@ t.test('an upstream replaced at a new address starts as one just added: its old 
   fail(health, 'app-0', 1)
   t.equal(health.snapshot()[0]!.ejectedUntil, clock.now() + 30 * S, 'a first ejection again (not the back-off of the old replica)')
 })
+
+t.test("a drain told with an earlier start than the one in force counts from that start (a starting worker learns discovery's drain, then an admin's that began before it)", async (t) => {
+  const { clock, health } = table()
+  const adminStart = clock.now() - 5 * S // on the siblings: the admin drained first...
+  const discoveryStart = clock.now() - 2 * S // ...then the pod was listed terminating (the drain went on, since adminStart)
+  health.drain('app-0', false, discoveryStart, 'discovery') // the primary's lists come first
+  health.drain('app-0', false, adminStart) // then the recorded admin drain
+  t.equal(health.drainingSince('app-0'), adminStart, 'since the earlier start, as on the siblings')
+  health.drain('app-0', false, clock.now() - 1 * S)
+  t.equal(health.drainingSince('app-0'), adminStart, 'a later start changes nothing')
+  health.drain('app-0', false, clock.now() + 10 * S)
+  t.equal(health.drainingSince('app-0'), adminStart, 'nor one in the future')
+})

@@ -325,17 +325,20 @@ export class HealthTable {
    * `migrate`, they also move at their first request after an idle gap (the router reads
    * {@link drainMigrates}); a drain in progress can be made to migrate, never the reverse.
    * `since`: when the drain began, if before now (a drain another replica or worker made; its
-   * `drain_timeout` and `min_idle` then count from the same moment there as here).
+   * `drain_timeout` and `min_idle` then count from the same moment there as here). A drain in
+   * force that began later is moved back to it: the drains are one, from the first (a worker
+   * that starts learns a terminating pod's drain from the lists, then an admin's recorded one).
    * `by`: an admin's drain (the default: here, or told by another replica or worker) or
    * discovery's (see {@link undrain}).
    * Returns false for an unknown id. Example: `health.drain('app-1', true)`.
    */
   drain(id: string, migrate = false, since?: number, by: 'admin' | 'discovery' = 'admin'): boolean {
     return this.#set(id, 'drain', migrate ? 'draining, users migrate' : 'draining', (e, now) => {
+      const began = since !== undefined && Number.isFinite(since) ? Math.min(since, now) : now
       if (e.drainingSince === null) {
-        e.drainingSince = since !== undefined && Number.isFinite(since) ? Math.min(since, now) : now
+        e.drainingSince = began
         e.drainKnownSince = now
-      }
+      } else if (began < e.drainingSince) e.drainingSince = began // (a starting worker: discovery's drain, then an admin's from before it)
       // an admin's drain joining a migrating one migrates too: its answer said so, and the
       // migration must not stop when discovery's drain ends
       if (by === 'admin') {
