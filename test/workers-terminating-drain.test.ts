@@ -13,8 +13,13 @@ import { waitFor } from './fixtures/wait.js'
 
 const DRAIN = 6_000
 const USERS = 30
-/** How far apart the workers' drain starts may be (each applies the list as it comes). */
-const SKEW = 300
+/**
+ * How far apart the two workers' drain starts may be (the lead applies the list, the other one
+ * when the primary relays it: a few ms, more on a loaded machine). Only that spread is bounded
+ * by it: which requests must stay and which must move is told from each request's own send and
+ * answer times, so a slow answer cannot make a request count on the wrong side of the deadline.
+ */
+const SKEW = 1_000
 
 interface Row { id: string; draining_since: string | null }
 
@@ -78,11 +83,13 @@ t.test('with two workers, a pod listed terminating drains until the same deadlin
         for (const u of onOne) {
           const at = Date.now()
           const a = await ask(u)
+          const done = Date.now()
+          // a worker routed it between `at` and `done`; every worker's drain began in [first, last]
+          // (the restarted one's too, checked below): answered before the earliest deadline, web-1
+          // keeps its users through every worker; sent after the latest, none reaches web-1
           if (a === null) failed++
-          // before the siblings' deadline (the earliest drain start), web-1 keeps its users;
-          // after it (the latest), no request of theirs reaches web-1 through any worker
-          else if (at < first + DRAIN - SKEW && a !== '127.0.0.2') strayed.push(`${phase}: user ${u} reached ${a} ${at - first} ms into the drain`)
-          else if (at > last + DRAIN + 100) {
+          else if (done < first + DRAIN && a !== '127.0.0.2') strayed.push(`${phase}: user ${u} reached ${a} ${at - first}-${done - first} ms into the drain`)
+          else if (at >= last + DRAIN) {
             if (a === '127.0.0.2') strayed.push(`${phase}: user ${u} reached web-1 ${at - first} ms into the drain (drain_timeout ${DRAIN} ms)`)
             after.set(u, (after.get(u) ?? new Set()).add(a))
           }
@@ -98,7 +105,9 @@ t.test('with two workers, a pod listed terminating drains until the same deadlin
   await waitFor(() => admins().get(1) !== undefined && admins().get(1) !== before, 20_000, 'worker 1 to be restarted')
   const restarted = await rowOf(admins().get(1)!)
   const restartedSince = restarted?.draining_since == null ? NaN : Date.parse(restarted.draining_since)
-  t.ok(restartedSince >= first - SKEW && restartedSince <= last + SKEW,
+  // the primary stamps the drain when the lead's list reaches it: after the lead's own drain
+  // began, before the other worker's (the list is relayed from there), all on one clock
+  t.ok(restartedSince >= first && restartedSince <= last,
     `the restarted worker drains web-1 since the moment its siblings began (${restartedSince - first} ms after the first), not since its start (${Date.now() - first} ms into the drain)`)
   // through the drain's deadline and beyond: every worker moves web-1's users at the same moment
   await rounds('worker 1 restarted', last + DRAIN + 1_500, after)
