@@ -124,3 +124,20 @@ t.test('what left a listing longer than drain_timeout ago is dropped when a work
   hub.receive(1, { tether: 'discovered', source: 'kubernetes', upstreams: [up('c'), up('d')] })
   t.same(starting()[0], { tether: 'discovered', source: 'dns', upstreams: [up('a')] }, "another source's list drops it too")
 })
+
+t.test('an upstream left one source terminating, then another lists it serving (its drain ends on the workers): terminating there later, a starting worker drains it from then', async (t) => {
+  const { hub, starting, advance } = setup()
+  const terminating = (id: string): WireDiscovered => ({ ...up(id), draining: true })
+  const other: WireDiscovered = { ...up('b'), url: 'http://b.test:9090' } // the same id at another port (the other source's)
+  hub.receive(1, { tether: 'discovered', source: 'kubernetes', upstreams: [up('a'), terminating('b')] }) // b drains from 1_000_000
+  advance(1_000)
+  hub.receive(1, { tether: 'discovered', source: 'kubernetes', upstreams: [up('a')] }) // b leaves, still draining
+  advance(1_000)
+  hub.receive(1, { tether: 'discovered', source: 'dns', upstreams: [other] }) // listed serving: the workers undrain it
+  advance(1_000)
+  hub.receive(1, { tether: 'discovered', source: 'dns', upstreams: [{ ...other, draining: true }] }) // a new drain, from 1_003_000
+  t.same(starting(), [
+    { tether: 'discovered', source: 'kubernetes', upstreams: [up('a')] },
+    { tether: 'discovered', source: 'dns', upstreams: [{ ...other, draining: true, drainingSince: 1_003_000 }] },
+  ], "since the new drain began, not the first one's start; b's leaving kubernetes ended when dns listed it (as on the workers)")
+})

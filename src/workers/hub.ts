@@ -128,7 +128,8 @@ export class Hub {
   /**
    * Source `source` lists `upstreams` now: what its last list had and this one lacks leaves now
    * (draining since it was listed terminating, if it was: the workers' drain began then); what
-   * it lists again is no longer leaving; what left longer than `drain_timeout` ago is forgotten.
+   * it lists again is no longer leaving, nor what any source lists (in any source's entries);
+   * what left longer than `drain_timeout` ago is forgotten.
    */
   #left(source: string, upstreams: readonly WireDiscovered[]): void {
     const now = this.#now()
@@ -142,6 +143,13 @@ export class Hub {
     for (const id of listed) leaving.delete(id)
     if (leaving.size === 0) this.#leaving.delete(source)
     else this.#leaving.set(source, leaving)
+    // listed by another source: no longer leaving on the workers either (their membership ends
+    // it, and undrains it if listed serving); when that source drops it, it leaves from then
+    const elsewhere = new Set([...this.#discovered].filter(([s]) => s !== source).flatMap(([, { upstreams }]) => upstreams.map((u) => u.id)))
+    for (const [s, entries] of [...this.#leaving]) {
+      for (const id of [...entries.keys()]) if (listed.has(id) || elsewhere.has(id)) entries.delete(id)
+      if (entries.size === 0) this.#leaving.delete(s)
+    }
     this.#expire(now)
   }
 
