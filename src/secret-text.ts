@@ -104,8 +104,11 @@ export function maskSecretLines(lines: readonly string[]): string[] {
   let explicit: number | null = null // the indentation of a `? password` line just before
   let data: number | null = null // the indentation of a Kubernetes Secret's `data:` or `stringData:`
   let flow: number | null = null // the depth of a Secret's data in flow style (JSON) still open
+  let collection: Collection | null = null // a `{` or `[` opened on an earlier line, still open
   return lines.map((line, i) => {
     const indent = /^[ \t]*/.exec(line)![0].length
+    const inCollection = collection
+    collection = nextCollection(line, indent, collection)
     if (open !== null && indent === line.length) return line
     // (a list under a key may start at the key's own column: `secret:` then `- s1`)
     const item = open !== null && open.empty && indent === open.key && /^-(?:[ \t]|$)/.test(line.slice(indent))
@@ -121,7 +124,7 @@ export function maskSecretLines(lines: readonly string[]): string[] {
     const dataKey = data === null ? null : /^[ \t]*[^\s:#][^:]*?:(?=[ \t]|$)/.exec(line)
     if (value === null && dataKey !== null) value = { key: indent, start: dataKey[0].length }
     if (inSecret[i] && /^[ \t]*(?:data|stringData)[ \t]*:[ \t]*(?:#.*)?$/.test(line)) data = indent
-    const masked = maskLine(line, value, anchors)
+    const masked = maskLine(line, value, anchors, inCollection?.indent ?? null)
     open = masked.open
     // a Secret's data in flow style or JSON (`"data": {` ... `}`, maybe over many lines): all of it
     const flowData = flow === null && inSecret[i] ? SECRET_FLOW_DATA.exec(line) : null
@@ -130,6 +133,19 @@ export function maskSecretLines(lines: readonly string[]): string[] {
     flow = maskFlow(line, out, flowData === null ? 0 : flowData.index + flowData[0].length, flow ?? 1)
     return out.join('')
   })
+}
+
+/**
+ * A flow collection (`{` or `[`) open at a line's end: how deep, the quote open in it (a quoted
+ * value going on below), and the indentation of the line that opened it (a value in it goes on
+ * over the lines indented more than that line).
+ */
+interface Collection { readonly depth: number; readonly quote: string | null; readonly indent: number }
+
+/** The flow collection still open after `line` (at `indent`), given the one open before it. */
+function nextCollection(line: string, indent: number, before: Collection | null): Collection | null {
+  const after = scan(line, line.length, before?.depth ?? 0, before?.quote ?? null)
+  return after.depth > 0 ? { depth: after.depth, quote: after.quote, indent: before?.indent ?? indent } : null
 }
 
 /** A Kubernetes Secret's `data:` or `stringData:` (quoted or not) whose value opens a `{` or `[`. */
@@ -187,8 +203,10 @@ interface Open { readonly key: number; readonly block: boolean; readonly empty: 
  * `line` masked, and the first secret key whose value runs to the line's end (null for none).
  * `value`: a secret value that starts on this line at `start` (after its key's `:`, the key at column `key`).
  * `anchors`: the names of anchors whose value is a secret (see {@link secretAnchors}).
+ * `collection`: the indentation of the line that opened a flow collection still open at this
+ * line's start (`x: { p: 1,` then `  password: "hun` then `  ter2" }`), else null.
  */
-function maskLine(line: string, value: { key: number; start: number } | null = null, anchors: ReadonlySet<string> = NO_ANCHORS): { masked: string; open: Open | null } {
+function maskLine(line: string, value: { key: number; start: number } | null = null, anchors: ReadonlySet<string> = NO_ANCHORS, collection: number | null = null): { masked: string; open: Open | null } {
   const out = line.split('') // UTF-16 units, as the match indexes and a caret's column count
   let open: Open | null = null
   const hide = (from: number, to: number): void => { for (let i = from; i < to; i++) out[i] = '*' }
@@ -207,8 +225,9 @@ function maskLine(line: string, value: { key: number; start: number } | null = n
     const before = scan(line, key)
     const end = before.depth > 0 ? flowValueEnd(line, start) : line.length
     // a value going on below a flow collection's line (`x: { a: 1, password: "hun` then
-    // `  ter2" }`) goes on over the lines indented more than that line, not more than its key
-    const column = before.depth > 0 ? /^[ \t]*/.exec(line)![0].length : key
+    // `  ter2" }`) goes on over the lines indented more than that line, not more than its key;
+    // in a collection opened on an earlier line, more than the line that opened it
+    const column = collection !== null ? Math.min(collection, key) : before.depth > 0 ? /^[ \t]*/.exec(line)![0].length : key
     // a key in a comment (`#password:`, `# token: x`): its value ends with the line
     if (end === line.length && (open === null || column < open.key) && !before.comment) open = { key: column, block: /^[|>]/.test(line.slice(start)), empty: /^(?:#.*)?$/.test(line.slice(start)) }
     let last = end
@@ -255,20 +274,19 @@ function inFlow(line: string, at: number): boolean {
 /**
  * The line up to `at`, read as YAML: how many `{` or `[` are open there, and whether `at` is in a
  * comment (a `#` at the line's start or after a space, outside quotes: in
- * `x: { a: "b #c", password: "hun` the key is not in a comment).
+ * `x: { a: "b #c", password: "hun` the key is not in a comment), and the quote open there.
+ * `depth` and `quote`: what is open at the line's start (a collection opened on an earlier line).
  */
-function scan(line: string, at: number): { depth: number; comment: boolean } {
-  let depth = 0
-  let quote: string | null = null
+function scan(line: string, at: number, depth = 0, quote: string | null = null): { depth: number; comment: boolean; quote: string | null } {
   for (let i = 0; i < at; i++) {
     const c = line[i]!
     if (quote !== null) { if (c === quote) quote = null; continue }
     if (c === '"' || c === "'") quote = c
-    else if (c === '#' && (i === 0 || line[i - 1] === ' ' || line[i - 1] === '\t')) return { depth, comment: true }
+    else if (c === '#' && (i === 0 || line[i - 1] === ' ' || line[i - 1] === '\t')) return { depth, comment: true, quote }
     else if (c === '{' || c === '[') depth++
     else if ((c === '}' || c === ']') && depth > 0) depth--
   }
-  return { depth, comment: false }
+  return { depth, comment: false, quote }
 }
 
 /**

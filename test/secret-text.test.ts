@@ -107,6 +107,10 @@ const multiLineCases: [name: string, lines: string[], masked: string[]][] = [
   ['a quoted flow value with a ` #` before a quoted password over two lines', ['x: { a: "b #c", password: "hunter', '                    2" }', 'y: 1'], ['x: { a: "b #c", password: "******', '                    ****', 'y: 1']],
   ["a single-quoted flow value with a ` #` before it, a password's line below indented less than its key", ["x: { a: 'see #1', token: 'abc", "  def' }", 'y: 1'], ["x: { a: 'see #1', token: '***", '  ******', 'y: 1']],
   ['a key after a real comment is still in the comment', ['a: "b #c"  # password: |', '  x', 'y: 1'], ['a: "b #c"  # password: *', '  x', 'y: 1']],
+  // a flow collection opened on an earlier line: its key's line need not hold the `{` or `[`
+  ['a quoted password over two lines, its key on a line below the `{`', ['a:', '  x: { p: 1,', '    password: "hun', '    ter2" }', 'y: 1'], ['a:', '  x: { p: 1,', '    password: "***', '    *******', 'y: 1']],
+  ['a plain password over two lines, its key on a line below the `{`', ['a:', '  x: { p: 1,', '    password: hun', '    ter2 }', 'y: 1'], ['a:', '  x: { p: 1,', '    password: ***', '    ******', 'y: 1']],
+  ['a quoted password over two lines in a `{` opened on a line inside a `[` of an earlier line', ['x: [ a,', '  { password: "hun', '  ter2" } ]', 'y: 1'], ['x: [ a,', '  { password: "***', '  *********', 'y: 1']],
 ]
 
 t.test('maskSecretLines also masks the lines a secret value goes on over', async (t) => {
