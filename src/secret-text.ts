@@ -227,7 +227,8 @@ function maskLine(line: string, value: { key: number; start: number } | null = n
     // a value going on below a flow collection's line (`x: { a: 1, password: "hun` then
     // `  ter2" }`) goes on over the lines indented more than that line, not more than its key;
     // in a collection opened on an earlier line, more than the line that opened it
-    const column = collection !== null ? Math.min(collection, key) : before.depth > 0 ? /^[ \t]*/.exec(line)![0].length : key
+    const own = before.depth > 0 ? /^[ \t]*/.exec(line)![0].length : key
+    const column = collection !== null ? Math.min(collection, own) : own
     // a key in a comment (`#password:`, `# token: x`): its value ends with the line
     if (end === line.length && (open === null || column < open.key) && !before.comment) open = { key: column, block: /^[|>]/.test(line.slice(start)), empty: /^(?:#.*)?$/.test(line.slice(start)) }
     let last = end

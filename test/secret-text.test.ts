@@ -111,6 +111,7 @@ const multiLineCases: [name: string, lines: string[], masked: string[]][] = [
   ['a quoted password over two lines, its key on a line below the `{`', ['a:', '  x: { p: 1,', '    password: "hun', '    ter2" }', 'y: 1'], ['a:', '  x: { p: 1,', '    password: "***', '    *******', 'y: 1']],
   ['a plain password over two lines, its key on a line below the `{`', ['a:', '  x: { p: 1,', '    password: hun', '    ter2 }', 'y: 1'], ['a:', '  x: { p: 1,', '    password: ***', '    ******', 'y: 1']],
   ['a quoted password over two lines in a `{` opened on a line inside a `[` of an earlier line', ['x: [ a,', '  { password: "hun', '  ter2" } ]', 'y: 1'], ['x: [ a,', '  { password: "***', '  *********', 'y: 1']],
+  ['a `{` opened on a line indented less than the `[` of an earlier line', ['    x: [ a,', '  { password: "hun', '   ter2" } ]', 'y: 1'], ['    x: [ a,', '  { password: "***', '   *********', 'y: 1']],
 ]
 
 t.test('maskSecretLines also masks the lines a secret value goes on over', async (t) => {
