@@ -171,7 +171,7 @@ function read(file: string): ReturnType<typeof readConfigFile> | null {
     return readConfigFile(file, process.env, configFiles)
   } catch (err) {
     // (a read error's OS message names the path, and could carry anything: masked as every stderr line)
-    if (err instanceof ConfigError) process.stderr.write(`${maskUrlCredentials(err.message)}\n`)
+    if (err instanceof ConfigError) process.stderr.write(`${maskUrlCredentials(err.message, true)}\n`)
     else process.stderr.write(`${file}: ${failureLine(err)}\n`)
     return null
   }
@@ -228,7 +228,7 @@ async function main(): Promise<number> {
         return 0
       } catch (err) {
         if (err instanceof ImportError || err instanceof ConfigError) {
-          process.stderr.write(`tether import: ${maskUrlCredentials(err.message)}\n`)
+          process.stderr.write(`tether import: ${maskUrlCredentials(err.message, true)}\n`)
           return 1
         }
         throw err

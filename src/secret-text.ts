@@ -64,12 +64,13 @@ const SECRET_KEY_NO_COLON = /^([ \t]*(?:-[ \t]+)?)((["']?)[A-Za-z0-9_-]*(?:passw
  * `text` with the password of every `scheme://user:password@` replaced by `***`, for an error
  * message or stack that is logged. Example:
  * `maskUrlCredentials('connect redis://u:pw@h:6379 failed')` -> `'connect redis://u:***@h:6379 failed'`.
- * A password that is all `*` is left as it is: a config line masked by {@link maskSecretLines}
- * in an error keeps its columns, and the caret under it its place.
+ * `keepMasked`: a password that is all `*` is left as it is, for a ConfigError's message, whose
+ * config line is masked by {@link maskSecretLines} already: it keeps its columns, and the caret
+ * under it its place. (Not for a log line: a real password may be all `*`.)
  */
-export function maskUrlCredentials(text: string): string {
+export function maskUrlCredentials(text: string, keepMasked = false): string {
   // a password masked already, one `*` per character (a config line under a caret), stays as it is
-  return text.replace(URL_USERINFO, (_, before: string, password: string) => `${before}${/^\*+$/.test(password) ? password : '***'}@`)
+  return text.replace(URL_USERINFO, (_, before: string, password: string) => `${before}${keepMasked && /^\*+$/.test(password) ? password : '***'}@`)
 }
 
 /**

@@ -63,6 +63,12 @@ t.test('maskUrlCredentials masks a password with spaces, up to the @ before the 
   t.equal(maskUrlCredentials('connect redis://u:pw@h:6379 failed for a@b'), 'connect redis://u:***@h:6379 failed for a@b')
 })
 
+t.test('maskUrlCredentials masks a password that is all `*` (a log line), and keeps it only for a config line masked already', async (t) => {
+  t.equal(maskUrlCredentials('connect redis://u:*****@h:6379 failed'), 'connect redis://u:***@h:6379 failed')
+  t.equal(maskUrlCredentials('  1 | url: "http://u:************@h:1"', true), '  1 | url: "http://u:************@h:1"')
+  t.equal(maskUrlCredentials('  1 | url: "http://u:pw@h:1"', true), '  1 | url: "http://u:***@h:1"')
+})
+
 t.test('maskUrlCredentials leaves a port or a time before a later @ alone, and masks every password on a line', async (t) => {
   t.equal(maskUrlCredentials('upstream http://a:8080 then mail ops@corp.com'), 'upstream http://a:8080 then mail ops@corp.com')
   t.equal(maskUrlCredentials('upstream http://a:8080 ops@corp.com'), 'upstream http://a:8080 ops@corp.com')
