@@ -230,14 +230,17 @@ function maskLine(line: string, value: { key: number; start: number } | null = n
     // in a collection opened on an earlier line, more than the line that opened it
     const own = before.depth > 0 ? /^[ \t]*/.exec(line)![0].length : key
     const column = collection !== null ? Math.min(collection, own) : own
-    // a key in a comment (`#password:`, `# token: x`): its value ends with the line
-    if (end === line.length && (open === null || column < open.key) && !before.comment) open = { key: column, block: /^[|>]/.test(line.slice(start)), empty: /^(?:#.*)?$/.test(line.slice(start)) }
-    let last = end
-    while (last > start && /\s/.test(line[last - 1]!)) last--
     // a tag or an anchor (`!!str`, `&pw`) may come before the value's opening quote
     const at = start + PROPERTIES.exec(line.slice(start))![0].length
     const quote = line[at] === '"' || line[at] === "'" ? line[at]! : null
-    const close = quote === null ? -1 : line.indexOf(quote, at + 1)
+    // in a flow collection, a quoted value closed on its line goes on no further (JSON:
+    // `"password": "x"` then `},` and the rest of the file)
+    const closed = (collection !== null || before.depth > 0) && quote !== null && closingQuote(line, at) !== -1
+    // a key in a comment (`#password:`, `# token: x`): its value ends with the line
+    if (!closed && end === line.length && (open === null || column < open.key) && !before.comment) open = { key: column, block: /^[|>]/.test(line.slice(start)), empty: /^(?:#.*)?$/.test(line.slice(start)) }
+    let last = end
+    while (last > start && /\s/.test(line[last - 1]!)) last--
+    const close = quote === null ? -1 : closingQuote(line, at)
     for (let i = start; i < last; i++) if (i !== close && !(quote !== null && i === at)) out[i] = '*'
   }
   return { masked: out.join(''), open }
@@ -245,6 +248,15 @@ function maskLine(line: string, value: { key: number; start: number } | null = n
 
 const NO_ANCHORS: ReadonlySet<string> = new Set()
 
+/** Where the quoted scalar whose opening quote is at `at` closes on `line` (`''` and `\\"` are no close), else -1. */
+function closingQuote(line: string, at: number): number {
+  const quote = line[at]
+  for (let i = at + 1; i < line.length; i++) {
+    if (quote === '"' && line[i] === '\\') i++
+    else if (line[i] === quote) { if (quote === "'" && line[i + 1] === "'") i++; else return i }
+  }
+  return -1
+}
 
 /** An anchor (`&name`) and the spaces after it: group 1 what comes before it, group 2 its name. */
 const ANCHOR = /(^|[\s{,[:-])&([^\s,[\]{}]+)[ \t]*/g

@@ -117,6 +117,9 @@ const multiLineCases: [name: string, lines: string[], masked: string[]][] = [
   ['a quoted password over two lines, its key on a line below the `{`', ['a:', '  x: { p: 1,', '    password: "hun', '    ter2" }', 'y: 1'], ['a:', '  x: { p: 1,', '    password: "***', '    *******', 'y: 1']],
   ['a plain password over two lines, its key on a line below the `{`', ['a:', '  x: { p: 1,', '    password: hun', '    ter2 }', 'y: 1'], ['a:', '  x: { p: 1,', '    password: ***', '    ******', 'y: 1']],
   ['a quoted password over two lines in a `{` opened on a line inside a `[` of an earlier line', ['x: [ a,', '  { password: "hun', '  ter2" } ]', 'y: 1'], ['x: [ a,', '  { password: "***', '  *********', 'y: 1']],
+  ['JSON: a quoted password closed on its line hides no line below', ['{', '  "state": {', '    "redis": {', '      "password": "x"', '    },', '    "store": "redis"', '  },', '  "listen": { "port": 8080 }', '}'], ['{', '  "state": {', '    "redis": {', '      "password": "*"', '    },', '    "store": "redis"', '  },', '  "listen": { "port": 8080 }', '}']],
+  ["a single-quoted password whose line ends in an escaped quote goes on below", ['x: { a: 1,', "  password: 'hun''", "  ter2' }", 'y: 1'], ['x: { a: 1,', "  password: '*****", '  *******', 'y: 1']],
+  ['a double-quoted password whose line ends in an escaped quote goes on below', ['x: { a: 1,', '  password: "hun\\"', '  ter2" }', 'y: 1'], ['x: { a: 1,', '  password: "*****', '  *******', 'y: 1']],
   ['a `{` opened on a line indented less than the `[` of an earlier line', ['    x: [ a,', '  { password: "hun', '   ter2" } ]', 'y: 1'], ['    x: [ a,', '  { password: "***', '   *********', 'y: 1']],
 ]
 
