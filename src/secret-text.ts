@@ -145,8 +145,20 @@ interface Collection { readonly depth: number; readonly quote: string | null; re
 
 /** The flow collection still open after `line` (at `indent`), given the one open before it. */
 function nextCollection(line: string, indent: number, before: Collection | null): Collection | null {
-  const after = scan(line, line.length, before?.depth ?? 0, before?.quote ?? null)
-  return after.depth > 0 ? { depth: after.depth, quote: after.quote, indent: before?.indent ?? indent } : null
+  let depth = before?.depth ?? 0
+  let quote = before?.quote ?? null
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i]!
+    if (quote !== null) { if (c === quote) quote = null; continue }
+    if (c === '#' && (i === 0 || line[i - 1] === ' ' || line[i - 1] === '\t')) break
+    // outside a collection, a quote or a bracket starts one only where a value starts (after
+    // `: `, `- `, `? ` or at the line's start): in `note: range [0, 10)` the `[` is text
+    if (depth === 0 && !/(?:^|[:?-][ \t])[ \t]*$/.test(line.slice(0, i))) continue
+    if (c === '"' || c === "'") quote = c
+    else if (c === '{' || c === '[') depth++
+    else if ((c === '}' || c === ']') && depth > 0) depth--
+  }
+  return depth > 0 ? { depth, quote, indent: before?.indent ?? indent } : null
 }
 
 /** A Kubernetes Secret's `data:` or `stringData:` (quoted or not) whose value opens a `{` or `[`. */
