@@ -30,6 +30,7 @@ t.test('once an upstream was healthy, losing every upstream keeps /readyz 200 an
   const app = await startUpstream('a')
   const tether = await startProxy([app], CHECKS)
   t.teardown(() => tether.close(0))
+  await waitFor(async () => (await readyz(tether.adminUrl)).status === 200, 5000, 'ready once the upstream passed its first probe')
   t.same(await readyz(tether.adminUrl), { status: 200, body: { ready: true, reasons: [], degraded: [] } }, 'ready with its upstream')
   t.equal((await request(tether.url)).body, 'a\n')
 
@@ -96,6 +97,7 @@ t.test('with workers, workers started after the app died (crash replacements) ke
     const r = await primaryRequest(`${admin}/readyz`, null)
     return { status: r.status, body: JSON.parse(r.body) as Readyz }
   }
+  await waitFor(async () => (await readyzOf()).status === 200, 10_000, 'ready once the lead\'s first probe passed')
   t.same(await readyzOf(), { status: 200, body: { ready: true, reasons: [], degraded: [] } })
 
   await app.close()
@@ -117,4 +119,22 @@ t.test('with workers, workers started after the app died (crash replacements) ke
     'ready: the group saw a healthy upstream before these workers started')
   const r = await primaryRequest(`http://127.0.0.1:${port}/`, null)
   t.equal(r.status, 503, 'clients get Tether\'s 503')
+})
+
+t.test('a fresh Tether whose static upstream is down from the start is not ready: with active checks, seen needs a passed probe', async (t) => {
+  const [dead] = await freePorts(1) // nothing listens: every probe is refused
+  const tether = await startProxy([{ id: 'a', url: `http://127.0.0.1:${dead}` }], CHECKS)
+  t.teardown(() => tether.close(0))
+  await healthState(tether.health, 'a', 'unhealthy')
+  t.same(await readyz(tether.adminUrl), { status: 503, body: { ready: false, reasons: ['no healthy upstream'], degraded: [] } },
+    'not ready: the upstream was listed, never found healthy')
+})
+
+t.test('with active checks, a fresh Tether is ready once its upstream passed a probe', async (t) => {
+  const app = await startUpstream('a')
+  t.teardown(() => app.close())
+  const tether = await startProxy([app], CHECKS)
+  t.teardown(() => tether.close(0))
+  await waitFor(async () => (await readyz(tether.adminUrl)).status === 200, 5000, 'ready after the first probe passed')
+  t.same(await readyz(tether.adminUrl), { status: 200, body: { ready: true, reasons: [], degraded: [] } })
 })

@@ -471,3 +471,29 @@ t.test("a drain told with an earlier start than the one in force counts from tha
   health.drain('app-0', false, clock.now() + 10 * S)
   t.equal(health.drainingSince('app-0'), adminStart, 'nor one in the future')
 })
+
+t.test('passedAny: a new upstream is no evidence; the first check passed while ready is, told once to onFirstPass', async (t) => {
+  const { health } = table()
+  let told = 0
+  health.onFirstPass(() => told++)
+  t.equal(health.passedAny(), false, 'added: healthy, but never probed')
+  health.reportActive('app-0', false)
+  t.equal(health.passedAny(), false, 'a failed check')
+  health.disable('app-1')
+  health.reportActive('app-1', true)
+  t.equal(health.passedAny(), false, 'a pass while disabled (not ready)')
+  health.reportActive('app-2', true)
+  health.reportActive('app-0', true)
+  t.same([health.passedAny(), told], [true, 1], 'the first pass while ready, told once')
+  let late = 0
+  health.onFirstPass(() => late++)
+  health.reportActive('app-2', true)
+  t.equal(late, 0, 'a listener added after the first pass is never called')
+
+  const sibling = table().health
+  sibling.copy(health.copies())
+  t.equal(sibling.passedAny(), true, "a worker that starts takes it from a sibling's copy (an upstream that passed its last check)")
+  const none = table().health
+  none.copy(table().health.copies())
+  t.equal(none.passedAny(), false, 'a copy with no passed check')
+})

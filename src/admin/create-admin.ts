@@ -57,28 +57,32 @@ const NO_UPSTREAM_DEGRADED = `${NO_UPSTREAM}: requests get 503 with Retry-After 
  * before discovery and checks found the app) and, with `always`, at any time; `degraded` once
  * one was seen (`startup`): this replica is fine, the app is not, and Tether's own 503 with
  * `Retry-After` beats the connection error of a load balancer with no ready replica left.
- * `null` while one is healthy. The first healthy upstream is noticed from health transitions
- * (and on each call), so one healthy only between two probes still counts.
+ * `null` while one is healthy. With active checks (`checks`), an upstream is seen healthy once
+ * it passes a probe: a new upstream starts healthy before any, so being listed (static, or by
+ * discovery) is no evidence, and a replica whose upstreams are down or misaddressed from the
+ * start stays out. Without them, being listed and ready is all there is. The first is noticed
+ * as it happens (a passed probe, a health transition) and on each call, so one healthy only
+ * between two `/readyz` calls still counts.
  */
-function upstreamReadiness(require: RequireUpstream, p: Pick<AdminParts, 'health' | 'upstreams' | 'upstreamSeen'>): { upstreamMissing(): 'not ready' | 'degraded' | null } {
+function upstreamReadiness(require: RequireUpstream, checks: boolean, p: Pick<AdminParts, 'health' | 'upstreams' | 'upstreamSeen'>): { upstreamMissing(): 'not ready' | 'degraded' | null } {
   const anyReady = (): boolean => p.upstreams().ids.some((id) => p.health.ready(id))
+  const evidence = (): boolean => (checks ? p.health.passedAny() : anyReady())
   let seen = require === 'startup' && p.upstreamSeen?.before === true
   const see = (): void => {
     seen = true
     off?.()
     p.upstreamSeen?.saw()
   }
-  const off = require === 'always' || seen ? null : p.health.onTransition((t) => {
-    if (!seen && t.to !== null && p.health.ready(t.id)) see()
-  })
-  if (off !== null && anyReady()) see()
+  const off = require === 'always' || seen ? null
+    : checks ? p.health.onFirstPass(() => { if (!seen) see() })
+    : p.health.onTransition((t) => { if (!seen && t.to !== null && p.health.ready(t.id)) see() })
+  if (off !== null && evidence()) see()
   return {
     upstreamMissing: () => {
-      if (anyReady()) {
-        if (require === 'startup' && !seen) see()
-        return null
-      }
-      return seen ? 'degraded' : 'not ready'
+      if (require === 'always') return anyReady() ? null : 'not ready'
+      if (!seen && evidence()) see()
+      if (!seen) return 'not ready'
+      return anyReady() ? null : 'degraded'
     },
   }
 }
@@ -95,7 +99,7 @@ export async function createAdmin(config: Config, p: AdminParts, at: AdminAddres
   // a draining upstream's users not moved yet: its pins, or (cookie key, no table) the users it answered lately
   const remaining = (id: string): number | null =>
     keyKind === 'none' || p.health.drainingSince(id) === null ? null : counted ? p.sessions.countByUpstream(id) : p.records.countByUpstream(id)
-  const readiness = upstreamReadiness(config.admin.readiness.require_upstream, p)
+  const readiness = upstreamReadiness(config.admin.readiness.require_upstream, config.health.active.enabled, p)
   return startAdmin(host, port, {
     token: config.admin.token,
     allowedHosts: config.admin.allowed_hosts,

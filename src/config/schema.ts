@@ -106,7 +106,7 @@ export interface AdminConfig {
 
 /**
  * What `GET /readyz` asks of the upstreams. `startup` (default): a healthy upstream until the
- * first one is seen since start, after that none (with none left, `degraded` says so and
+ * first one is seen since start (with active checks: the first to pass a probe), after that none (with none left, `degraded` says so and
  * clients get Tether's own 503 with `Retry-After`, as Envoy's `/ready` and ingress-nginx's
  * `/healthz` stay ready); `always`: 503 whenever none is healthy (HAProxy's
  * `monitor fail if { nbsrv(be) eq 0 }`, for a load balancer that should fail over elsewhere).

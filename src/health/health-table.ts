@@ -146,6 +146,9 @@ export class HealthTable {
   readonly #entries = new Map<string, Entry>()
   readonly #listeners = new Set<Listener>()
   #initialized = false
+  /** An upstream passed an active check while ready (see passedAny); the listeners waiting for the first. */
+  #passed = false
+  readonly #passListeners = new Set<() => void>()
 
   constructor(options: HealthOptions, clock: { now(): number }) {
     const { active, passive, slow_start } = options
@@ -262,6 +265,7 @@ export class HealthTable {
         e.activeFailed = false
         this.#update(e, 'active_recovered', `passed ${e.activeSuccesses} active checks in a row`, now)
       }
+      if (e.state === 'healthy' || e.state === 'draining') this.#notePass()
     } else {
       e.activeFailures++
       e.activeSuccesses = 0
@@ -495,6 +499,8 @@ export class HealthTable {
       const detail = e.ejectedUntil === null ? 'as on a sibling worker' : `ejected until ${new Date(e.ejectedUntil).toISOString()}, as on a sibling worker`
       this.#update(e, reason, detail, now)
       e.readySince = time(row.readySince, now)
+      // it passed its last check there (as anotherPassing reads it)
+      if (e.activeSuccesses > 0 && (e.state === 'healthy' || e.state === 'draining')) this.#notePass()
     }
   }
 
@@ -528,6 +534,32 @@ export class HealthTable {
   onTransition(listener: (e: HealthTransition) => void): () => void {
     this.#listeners.add(listener)
     return () => { this.#listeners.delete(listener) }
+  }
+
+  /**
+   * Has an upstream passed an active check while ready (healthy or draining) since this table
+   * was made, here or (a worker that starts) in a sibling's copy? Being added to membership
+   * is no evidence: a new upstream starts healthy before any probe. Example: `health.passedAny()`.
+   */
+  passedAny(): boolean {
+    return this.#passed
+  }
+
+  /**
+   * Calls `listener` once, at the first passed check (see passedAny; never when it already
+   * was). Returns the unsubscribe function. Example: `const off = health.onFirstPass(() => ...)`.
+   */
+  onFirstPass(listener: () => void): () => void {
+    if (!this.#passed) this.#passListeners.add(listener)
+    return () => { this.#passListeners.delete(listener) }
+  }
+
+  #notePass(): void {
+    if (this.#passed) return
+    this.#passed = true
+    const listeners = [...this.#passListeners]
+    this.#passListeners.clear()
+    for (const listener of listeners) listener()
   }
 
   #set(id: string, reason: TransitionReason, detail: string, change: (e: Entry, now: number) => void): boolean {
