@@ -350,7 +350,6 @@ export class WorkerLink {
     await this.#ask('ping', [], false)
   }
 
-  /** Started: the primary may send it connections' admin requests at `admin`. */
   /**
    * Whether this group has seen a healthy upstream: before this worker started
    * (`WorkerSetup.upstreamSeen`, given with `tell` false), or this worker since (told to the
@@ -360,12 +359,14 @@ export class WorkerLink {
     return this.#upstreamSeen
   }
 
+  /** This group saw a healthy upstream; `tell`: this worker saw it first, say so to the primary (once). */
   sawUpstream(tell = true): void {
     if (this.#upstreamSeen) return
     this.#upstreamSeen = true
     if (tell) this.#send({ tether: 'upstream-seen' })
   }
 
+  /** Started: the primary may send it connections' admin requests at `admin`. */
   ready(admin: string): void {
     this.#send({ tether: 'ready', admin })
   }
