@@ -138,3 +138,17 @@ t.test('with active checks, a fresh Tether is ready once its upstream passed a p
   await waitFor(async () => (await readyz(tether.adminUrl)).status === 200, 5000, 'ready after the first probe passed')
   t.same(await readyz(tether.adminUrl), { status: 200, body: { ready: true, reasons: [], degraded: [] } })
 })
+
+t.test('a reload that replaces every upstream does not start readiness over: 200 with the degraded line while the new one is down', async (t) => {
+  const app = await startUpstream('a')
+  t.teardown(() => app.close())
+  const tether = await startProxy([app], CHECKS)
+  t.teardown(() => tether.close(0))
+  await waitFor(async () => (await readyz(tether.adminUrl)).status === 200, 5000, 'ready once a passed its first probe')
+  const [dead] = await freePorts(1)
+  const down = healthState(tether.health, 'b', 'unhealthy')
+  t.same(tether.reload(testConfig([{ id: 'b', url: `http://127.0.0.1:${dead}` }], CHECKS)).applied, ['upstreams'])
+  await down
+  t.same(await readyz(tether.adminUrl), { status: 200, body: { ready: true, reasons: [], degraded: [NO_UPSTREAM_DEGRADED] } },
+    'seen since start: the reload reached every replica alike')
+})
