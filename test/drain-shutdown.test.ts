@@ -174,7 +174,8 @@ function refused(url: string): Promise<boolean> {
 t.test('SIGTERM: not ready at once, no new connections, the in-flight request finishes with Connection: close, exit 0', async (t) => {
   const { up, held, release } = await heldUpstream(t)
   const { tether, adminUrl } = await cli(t, up.url, '5s')
-  t.equal((await request(`${adminUrl}/readyz`)).status, 200, 'ready before the signal')
+  // ready once the upstream passed its first active check (they start with the listeners)
+  await waitFor(async () => (await request(`${adminUrl}/readyz`)).status === 200, 5_000, 'ready before the signal')
   let settled = false
   const inflight = pending(`${tether.url}/slow`).finally(() => { settled = true })
   await when(onEvent(up.server, 'request'), () => held.length === 1, 5_000, 'the slow request to reach the upstream')
