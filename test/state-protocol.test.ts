@@ -1246,6 +1246,52 @@ t.test("a moved user's WebSocket handshake whose upstream refuses the state in a
   t.equal(await metric(tether, 'tether_checkpoints_total{result="stale"}'), 0, 'its version 1 replaced version 5 (marked restarted), not refused as stale')
 })
 
+t.test("the connection of a WebSocket handshake refused 431 for the state is closed by Tether whatever the upstream does with it (keep-alive, a body larger than a socket buffer); nothing of it reaches the client", async (t) => {
+  const refused: { ended: boolean }[] = []
+  const sockets: import('node:net').Socket[] = []
+  const apps = await Promise.all(['a', 'b'].map(async (id) => {
+    const up = await startUpstream(id, (req, res) => { req.resume(); res.writeHead(200, { 'x-tether-state': 'v5' }).end(JSON.stringify({ id, n: 1 })) })
+    up.server.on('upgrade', (req: http.IncomingMessage, sock: import('node:net').Socket) => {
+      sockets.push(sock)
+      sock.on('error', () => undefined)
+      if (req.headers['x-tether-rehydrate'] === undefined) return void sock.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nx-up: ${id}\r\n\r\n`)
+      // a keep-alive 431 whose 1 MiB body is more than the sockets buffer: the upstream would
+      // keep this connection (and Tether its side) for as long as nobody closes it
+      const seen = { ended: false }
+      refused.push(seen)
+      sock.on('end', () => { seen.ended = true })
+      sock.on('close', () => { seen.ended = true })
+      sock.write('HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: keep-alive\r\nContent-Length: 1048576\r\n\r\n')
+      sock.write(Buffer.alloc(1024 * 1024, 'z'))
+    })
+    return { ...up, close: () => { for (const s of sockets) s.destroy(); return up.close() } }
+  }))
+  const { tether, jar } = await withUserMoving(t, apps, {})
+  const client = await rawHandshake(t, tether.url, jar, '', (r) => r.includes('\r\n\r\n'), 'the answer head')
+  t.match(client.received(), /^HTTP\/1\.1 101 /, 'the client gets the 101 of the resend')
+  t.equal(refused.length, 1, 'one handshake refused')
+  await waitFor(() => refused[0]!.ended, 5_000, 'Tether to close the refused connection')
+  t.notMatch(client.received(), /431|zzz/, "nothing of the 431's answer reached the client")
+})
+
+t.test("a WebSocket handshake whose state is over a Node upstream's header limit (Node's own 431, before the app runs) switches on the resend without it", async (t) => {
+  const apps = await Promise.all(['a', 'b'].map(async (id) => {
+    const up = await counterApp(id, { stateBytes: 12_000 })
+    ;(up.server as http.Server & { maxHeaderSize?: number }).maxHeaderSize = 8192
+    const sockets: import('node:net').Socket[] = []
+    up.server.on('upgrade', (req: http.IncomingMessage, sock: import('node:net').Socket) => {
+      sockets.push(sock)
+      sock.on('error', () => undefined)
+      sock.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nx-up: ${id}\r\nx-status: ${req.headers['x-tether-rehydrate-status'] ?? '-'}\r\n\r\n`)
+    })
+    return Object.assign(up, { close: () => { for (const s of sockets) s.destroy(); return new Promise<void>((r) => { up.server.closeAllConnections(); up.server.close(() => r()) }) } })
+  }))
+  const { tether, jar } = await withUserMoving(t, apps, {})
+  const h = await handshake(`${tether.url}/ws`, jar)
+  t.equal(h.status, 101)
+  t.equal(h.headers['x-status'], 'too_large', 'sent again without the state')
+})
+
 t.test("a WebSocket client that leaves while its handshake is sent again without the state (after a 431) is logged client_abort, as a plain request's", async (t) => {
   const { seen, tunnelled, logs, tether, jar, home, to, before } = await wsUserMoving(t, 3)
   const client = await rawHandshake(t, tether.url, jar, 'EARLY', () => seen.length === 3, 'the handshake sent again')
