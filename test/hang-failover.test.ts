@@ -240,6 +240,50 @@ t.test('with active checks off, WebSocket clients giving up on their handshake a
   t.equal((await request(`${px.url}/`, { headers: { 'x-user': users[0]! } })).body, 'b from=a; reason=dead; epoch=1', 'its user moves')
 })
 
+t.test('a WebSocket handshake declaring a body is refused 400: the body, held by Tether until a 101, would leave an upstream that waits for it (as HTTP/1.1 says it may, RFC 9110 section 7.8) unanswered, and clients giving up on it would eject a healthy upstream', async (t) => {
+  const TIMEOUT = 200
+  const net = await import('node:net')
+  const heads: string[] = []
+  // answers a handshake only once its whole request message is in (its Content-Length bytes
+  // included): the switch applies after the request, as HTTP/1.1 has it
+  const a = net.createServer((s) => {
+    s.on('error', () => undefined)
+    let got = ''
+    s.on('data', (c: Buffer) => {
+      got += c.toString('latin1')
+      const end = got.indexOf('\r\n\r\n')
+      if (end < 0) return
+      const length = Number(/\r\ncontent-length: *(\d+)/i.exec(got.slice(0, end))?.[1] ?? 0)
+      if (got.length - end - 4 < length) return
+      heads.push(got.slice(0, end))
+      s.removeAllListeners('data')
+      s.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n')
+    })
+  })
+  await new Promise<void>((r) => a.listen(0, '127.0.0.1', r))
+  const b = await startUpstream('b')
+  const px = await startProxy([{ id: 'a', url: `http://127.0.0.1:${(a.address() as AddressInfo).port}` }, { id: 'b', url: b.url }], {
+    affinity: HEADER, health: { active: { enabled: false, interval: 10_000, timeout: TIMEOUT } },
+  })
+  t.teardown(async () => { await px.close(0); await b.close(); await new Promise((r) => a.close(r)) })
+  const user = (await (async () => { for (let i = 0; ; i++) if (px.router.placement.ids[px.router.placement.pick(hashOf(`wsbody${i}`))] === 'a') return `wsbody${i}` })())
+  const answers: string[] = []
+  for (let i = 0; i < 3; i++) {
+    answers.push(await new Promise<string>((resolve) => {
+      const c = net.connect(px.port, '127.0.0.1', () => c.write(`GET /ws HTTP/1.1\r\nHost: a\r\nX-User: ${user}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nContent-Length: 5\r\n\r\nhello`))
+      let out = ''
+      c.on('data', (d: Buffer) => { out += d.toString('latin1'); if (out.includes('\r\n\r\n')) { c.destroy(); resolve(out.split('\r\n')[0]!) } })
+      c.on('error', () => undefined)
+      // a client that waits 1.5 x the probe timeout for its answer, then gives up
+      c.setTimeout(1.5 * TIMEOUT, () => { c.destroy(); resolve('gave up') })
+    }))
+    await waitFor(() => px.inFlight.count('a') === 0, 5000, `handshake ${i} over`)
+  }
+  t.same(answers, ['HTTP/1.1 400 Bad Request', 'HTTP/1.1 400 Bad Request', 'HTTP/1.1 400 Bad Request'], 'each refused at once, not left waiting')
+  t.same(heads, [], 'none sent upstream')
+  t.equal(px.health.state('a'), 'healthy', 'a stays in')
+})
+
 /**
  * A healthy but slow upstream: /slow answers after 2 x the probe timeout, everything else (its
  * probes included) at once; `giveUps` clients each give up on /slow after 1.5 x the probe

@@ -345,6 +345,11 @@ export class RequestPath {
     }
     const { max_body_bytes: maxBody } = this.config.limits
     if (maxBody !== null && Number(req.headers['content-length']) > maxBody) return 'TETHER_BODY_TOO_LARGE'
+    // a WebSocket handshake is a GET without content (RFC 6455 section 4.1): one declaring a
+    // body would be sent on with its framing header while the bytes wait here for the 101 (they
+    // are the tunnel's first): an upstream that reads the request's body before it switches
+    // (RFC 9110 section 7.8) never answers, and a client giving up on it is health's hint
+    if (ctx.protocol === 'websocket' && hasBody(req)) return 'TETHER_BAD_REQUEST'
     if (ctx.protocol === 'http' && hasBody(req)) {
       // a body the parser refused already (pipelined behind an answer): answered now, unread
       const refused = this.#d.clientErrors.track(req, (code) => {
