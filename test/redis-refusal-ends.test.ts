@@ -57,6 +57,23 @@ t.test('a refused key kind is told accepted once a call of that kind succeeds, b
   t.notOk(JSON.stringify(told).includes('s3cret'), "the session's part is never told")
 })
 
+t.test('a key kind refused to one command and allowed to another (Redis 7 read-only key permission) is not told accepted by the allowed one: no warn and info per request', async (t) => {
+  // bindings readable (GET) but not writable (DEL): each request reads, then its write is refused
+  const { redis, conn, told } = await asUser(t, '~na:[^a]*', '%R~na:af:*', '&*')
+  const session = 'na:af:{s}'
+  for (let i = 0; i < 3; i++) {
+    t.equal(await conn.run(session, (c) => c.get(session)), null, 'the read allowed')
+    t.equal(typeof (await conn.run(session, (c) => c.del(session))), 'symbol', 'the write (DEL) refused')
+  }
+  t.equal(told.filter((r) => r.error !== null).length, 3, 'each write refused')
+  t.same(ends(told), [], 'never told accepted: the refused command never succeeded')
+  await redisCli(redis.port, 'ACL', 'SETUSER', USER, '~na:af:*')
+  t.equal(await conn.run(session, (c) => c.get(session)), null)
+  t.same(ends(told), [], 'a read still does not end it')
+  t.equal(await conn.run(session, (c) => c.del(session)), 0, 'the write granted')
+  t.same(ends(told), [{ command: 'DEL', error: null, kind: 'key', key: 'na:af:{…}' }], 'told accepted once the refused command succeeds on that kind')
+})
+
 t.test('a refused channel is told accepted once a PUBLISH, or the SUBSCRIBE asked again, succeeds', async (t) => {
   const { redis, conn, told } = await asUser(t, '~na:*', 'resetchannels', '&other:*')
   const peers = new RedisPeerChannel(conn)

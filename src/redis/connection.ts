@@ -257,8 +257,8 @@ export type RefusalKind = 'command' | 'key' | 'channel' | 'script'
  * setting to check (user names left out, see {@link authHint}). The call failed as any other.
  * `error` null: the refused thing was accepted again (the ACL was fixed), told once per
  * refusal (a later refusal is told again): a command, once a call of it got its reply; a key,
- * once a call of the refused key's kind ({@link loggedKey}) succeeded and no key kind is refused
- * any more; a channel, once a call of the command it was refused to succeeded; a script's
+ * once a call of the refused key's kind ({@link loggedKey}) sending the refused command
+ * succeeded and no key kind is refused any more; a channel, once a call of the command it was refused to succeeded; a script's
  * command, once a call of that script succeeded.
  */
 export interface RedisRefusal {
@@ -370,11 +370,17 @@ export class RedisConnection {
   /** The kind each entry of #refused was refused as (a command, or a channel: told so when accepted). */
   readonly #refusedKinds = new Map<string, RefusalKind>()
   /**
-   * Keys (by {@link loggedKey}: `key <kind>`) and scripts (`script <name>`) refused, each with
-   * the nodes that refused it and have not accepted it since, and the refusal to tell once they
-   * did: while any is, each successful call is checked against it (one size check otherwise).
+   * Keys (by {@link loggedKey} and the command refused: `key <kind> <COMMAND>`, EVALSHA as EVAL)
+   * and scripts (`script <name>`) refused, each with the nodes that refused it and have not
+   * accepted it since, and the refusal to tell once they did: while any is, each successful
+   * call is checked against it (one size check otherwise), and while a key is, calls note the
+   * commands they send (as for #refused). By command: a grant that refuses a key kind to some
+   * commands only (Redis 7's `%R~` read-only keys) lets the others succeed, and the read of
+   * each request must not end the refusal of its write (a warn and an info line per request).
    */
   readonly #refusedOther = new Map<string, { readonly nodes: Set<string>; readonly accepted: RedisRefusal }>()
+  /** How many entries of #refusedOther are keys: while any is, calls note what they send. */
+  #refusedKeys = 0
   #client: Client | null = null
   readonly #subscribers = new Set<Client>()
   /** Told when the main connection is ready again (a subscription's onSubscribed waits for it: its reads go there). */
@@ -1066,13 +1072,15 @@ export class RedisConnection {
       const timer = this.#timers.setTimeout(() => setImmediate(() => finish(FAILED, `no reply within ${ms} ms`)), ms)
       try {
         // (while a command is refused, which command a call sends is noted: one size check otherwise)
-        const reply = this.#refused.size === 0 ? work(client) : this.#noting(client, work, node)
+        // (the commands a call sent, noted while a key is refused: its refusal is by command)
+        const sent = this.#refusedKeys === 0 ? undefined : new Set<string>()
+        const reply = this.#refused.size === 0 && sent === undefined ? work(client) : this.#noting(client, work, node, sent)
         this.#waiting.set(node, (this.#waiting.get(node) ?? 0) + 1)
         // the reply (or its failure) comes: one fewer waits, whether or not its caller still does
         reply.then((value) => {
           this.#answered(node)
           // (while a key or a script is refused, a success may end it: one size check otherwise)
-          if (this.#refusedOther.size !== 0) this.#acceptedOther(node, key, script)
+          if (this.#refusedOther.size !== 0) this.#acceptedOther(node, key, script, sent)
           finish(value)
         }, (err: unknown) => {
           this.#answered(node)
@@ -1117,9 +1125,12 @@ export class RedisConnection {
       : kind === 'script' && script !== undefined ? { command, error: told, kind, script }
       : { command, error: told, kind }
     if (kind === 'key' || (kind === 'script' && script !== undefined)) {
-      const id = kind === 'key' ? `key ${refusal.key}` : `script ${script}`
+      const id = kind === 'key' ? `key ${refusal.key} ${sameScript(command)}` : `script ${script}`
       const pending = this.#refusedOther.get(id)
-      if (pending === undefined) this.#refusedOther.set(id, { nodes: new Set([node]), accepted: { ...refusal, error: null } })
+      if (pending === undefined) {
+        this.#refusedOther.set(id, { nodes: new Set([node]), accepted: { ...refusal, error: null } })
+        if (kind === 'key') this.#refusedKeys++
+      }
       else pending.nodes.add(node)
     }
     tellAll(this.#refusalListeners, refusal)
@@ -1127,12 +1138,14 @@ export class RedisConnection {
   }
 
   /**
-   * A call of `key` (or of script `script`) succeeded on `node`: a refusal of its key's kind
-   * (or of that script's command) ends there; once no node still refuses it, it is told
-   * accepted again (a key only once no key kind is refused any more: the keys are one warn).
+   * A call of `key` (or of script `script`) succeeded on `node`, sending `sent`: a refusal of
+   * one of those commands on its key's kind (or of that script's command) ends there; once no
+   * node still refuses it, it is told accepted again (a key only once no key kind is refused
+   * any more: the keys are one warn).
    */
-  #acceptedOther(node: string, key: string | null, script: string | undefined): void {
-    for (const id of [key === null ? null : `key ${loggedKey(key)}`, script === undefined ? null : `script ${script}`]) {
+  #acceptedOther(node: string, key: string | null, script: string | undefined, sent: ReadonlySet<string> | undefined): void {
+    const ids = key === null || sent === undefined ? [] : [...sent].map((command) => `key ${loggedKey(key)} ${sameScript(command)}`)
+    for (const id of [...ids, script === undefined ? null : `script ${script}`]) {
       const pending = id === null ? undefined : this.#refusedOther.get(id)
       if (pending === undefined) continue
       pending.nodes.delete(node)
@@ -1141,6 +1154,7 @@ export class RedisConnection {
       if (pending.nodes.size > 0) continue
       this.#refusedOther.delete(id as string)
       const { accepted } = pending
+      if (accepted.kind === 'key') this.#refusedKeys--
       if (accepted.kind === 'key' && [...this.#refusedOther.values()].some((p) => p.accepted.kind === 'key')) continue
       tellAll(this.#refusalListeners, accepted)
     }
@@ -1156,7 +1170,7 @@ export class RedisConnection {
    * `{ command: 'EVALSHA', error: null }`; a refused subcommand (`OBJECT|ENCODING`) is matched by
    * the command and its first argument.
    */
-  #noting<T>(client: Client, work: (c: Client) => Promise<T>, node: string): Promise<T> {
+  #noting<T>(client: Client, work: (c: Client) => Promise<T>, node: string, sent?: Set<string>): Promise<T> {
     type Sent = { name?: unknown; args?: unknown[]; promise?: Promise<unknown> }
     type Send = (command: Sent, ...rest: unknown[]) => unknown
     const own = client as unknown as { sendCommand: Send }
@@ -1181,7 +1195,10 @@ export class RedisConnection {
     }
     own.sendCommand = function (this: unknown, command, ...rest) {
       // (its failure is its caller's: only its reply is noted here)
-      command.promise?.then(() => accepted(command), () => {})
+      command.promise?.then(() => {
+        if (sent !== undefined && typeof command.name === 'string') sent.add(command.name.toUpperCase())
+        accepted(command)
+      }, () => {})
       return send.call(this, command, ...rest)
     }
     try {
@@ -1552,6 +1569,11 @@ export class RedisConnection {
   }
 }
 
+
+/** A command's name as a key refusal is matched by: a script goes out as EVAL or EVALSHA, one command here. */
+function sameScript(command: string): string {
+  return command === 'EVALSHA' ? 'EVAL' : command
+}
 
 /** Tells `event` to each listener: one that throws breaks neither the connection nor the other listeners. */
 function tellAll<T>(listeners: ReadonlySet<(event: T) => void>, event: T): void {
