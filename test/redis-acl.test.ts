@@ -288,6 +288,8 @@ t.test('authHint: Redis < 6 refusing AUTH with a username (its exact arity error
   t.equal(authHint(arity, 'Redis', 'u', 'state.redis.username', 'state.redis.password'), arity + noAcl)
   t.equal(authHint('NOAUTH Authentication required.', 'Redis', 'u', 'state.redis.username', 'state.redis.password', {}, { passwordSent: true }), 'NOAUTH Authentication required.' + noAcl, 'the client went on after the refused AUTH: the NOAUTH that follows is told the same')
   t.equal(authHint('NOAUTH Authentication required.', 'Redis', 'u', 'state.redis.username', 'state.redis.password', {}, { passwordSent: false }), 'NOAUTH Authentication required. (Redis requires a password: set state.redis.password)', 'no password sent: the password is what is missing')
+  t.equal(authHint('NOAUTH Authentication required.', 'Redis', 'u', 'state.redis.username', 'state.redis.password', {}, { passwordSent: true, aclUsers: true }), "NOAUTH Authentication required. (Redis refused Tether's AUTH: check state.redis.username and state.redis.password)", 'a server known to be 6+ (its ready check) is never told as Redis < 6 for a NOAUTH (e.g. a SELECT answered after a refused AUTH)')
+  t.equal(authHint(arity, 'Redis', 'u', 'state.redis.username', 'state.redis.password', {}, { passwordSent: true, aclUsers: true }), arity + noAcl, "the arity error itself is Redis < 6's own: told so whatever was known")
   t.equal(authHint(arity, 'the Sentinel', 'w', 'state.redis.sentinel_username', 'state.redis.sentinel_password', {}, { aclSince: '6.2' }), `${arity} (the Sentinel has no ACL users (Redis < 6.2) and refused AUTH with a username: remove state.redis.sentinel_username, or upgrade)`, 'a Sentinel: users since 6.2')
   t.end()
 })

@@ -1655,8 +1655,9 @@ export interface AuthFacts {
  * Redis < 6's `"ERR wrong number of arguments for 'auth' command"` (AUTH with a username), or a
  * NOAUTH while a username and a password are sent (the client went on after that refusal):
  * `"... (Redis has no ACL users (Redis < 6) and refused AUTH with a username: remove
- * state.redis.username, or upgrade)"`. With `facts.aclUsers` false (a Redis < 6 seen), no hint
- * suggests a username.
+ * state.redis.username, or upgrade)"` (that NOAUTH from a server known to be 6+, `facts.aclUsers`
+ * true: `"... (Redis refused Tether's AUTH: check state.redis.username and state.redis.password)"`).
+ * With `facts.aclUsers` false (a Redis < 6 seen), no hint suggests a username.
  */
 export function authHint(error: string, who: string, username: string | null, usernameSetting: string, passwordSetting: string, grants: AclGrants = {}, facts: AuthFacts = {}): string {
   if (NOPERM.test(error)) {
@@ -1674,8 +1675,11 @@ export function authHint(error: string, who: string, username: string | null, us
   if (!REFUSED.test(error)) return error
   // Redis < 6 refused AUTH with a username (its arity check); the client goes on without AUTH,
   // so a server with a password answers each later command NOAUTH although one is sent
-  const noAclUsers = NO_ACL_USERS.test(error) || (/NOAUTH/.test(error) && username !== null && facts.passwordSent === true)
-  if (noAclUsers) return `${error} (${who} has no ACL users (Redis < ${facts.aclSince ?? '6'}) and refused AUTH with a username: remove ${usernameSetting}, or upgrade)`
+  // (not a server known to be 6+: there a NOAUTH although AUTH was sent follows a refused AUTH,
+  // e.g. the SELECT sent with it, and the AUTH's own WRONGPASS tells why)
+  const noAuthSent = /NOAUTH/.test(error) && username !== null && facts.passwordSent === true
+  if (NO_ACL_USERS.test(error) || (noAuthSent && facts.aclUsers !== true)) return `${error} (${who} has no ACL users (Redis < ${facts.aclSince ?? '6'}) and refused AUTH with a username: remove ${usernameSetting}, or upgrade)`
+  if (noAuthSent) return `${error} (${who} refused Tether's AUTH: check ${usernameSetting} and ${passwordSetting})`
   // NOAUTH: no AUTH was sent at all (no password set), so none was refused
   if (/NOAUTH/.test(error)) {
     const user = username === null && facts.aclUsers !== false ? `, and ${usernameSetting} for an ACL user` : ''
