@@ -1452,6 +1452,14 @@ export class RedisConnection {
   #serverMajor: number | null = null
 
   /**
+   * {@link #serverMajor}, as known now: a test pins that ioredis's private ready check still
+   * gives it (a rename or another callback would leave it null, and the Redis < 6 hints blind).
+   */
+  get serverMajor(): number | null {
+    return this.#serverMajor
+  }
+
+  /**
    * Notes `redis_version` from `client`'s ready check (ioredis's `_readyCheck`, which answers
    * INFO's fields parsed) into {@link #serverMajor}; a client without it is left alone.
    */
