@@ -74,6 +74,18 @@ t.test('a key kind refused to one command and allowed to another (Redis 7 read-o
   t.same(ends(told), [{ command: 'DEL', error: null, kind: 'key', key: 'na:af:{…}' }], 'told accepted once the refused command succeeds on that kind')
 })
 
+t.test('a key refused to a script (EVAL on a new socket, EVALSHA after) is told accepted once a call of the script succeeds on that key kind', async (t) => {
+  const { redis, conn, told } = await asUser(t, '~na:[^a]*', '&*')
+  const session = 'na:af:{s}'
+  t.equal(typeof (await conn.runScript('put', session, '1')), 'symbol', 'refused')
+  t.equal(typeof (await conn.runScript('put', session, '1')), 'symbol', 'refused again')
+  t.same(told.map((r) => [r.kind, r.key]), [['key', 'na:af:{…}'], ['key', 'na:af:{…}']])
+  await redisCli(redis.port, 'ACL', 'SETUSER', USER, '~na:af:*')
+  t.equal(await conn.runScript('put', session, '2'), 1, 'granted')
+  t.match(ends(told), [{ kind: 'key', key: 'na:af:{…}', error: null, command: /^EVAL(SHA)?$/ }], 'told accepted once')
+  t.equal(ends(told).length, 1)
+})
+
 t.test('a refused channel is told accepted once a PUBLISH, or the SUBSCRIBE asked again, succeeds', async (t) => {
   const { redis, conn, told } = await asUser(t, '~na:*', 'resetchannels', '&other:*')
   const peers = new RedisPeerChannel(conn)
