@@ -99,6 +99,18 @@ t.test('a refused channel is told accepted once a PUBLISH, or the SUBSCRIBE aske
   t.same(ends(told), [{ command: 'PUBLISH', error: null, kind: 'channel' }, { command: 'SUBSCRIBE', error: null, kind: 'channel' }], 'each told accepted once')
 })
 
+t.test('PUBLISH refused for its channel, then as a command: once it succeeds both are told accepted, each by its kind', async (t) => {
+  const { redis, conn, told } = await asUser(t, '~na:*', 'resetchannels', '&other:*')
+  const peers = new RedisPeerChannel(conn)
+  t.equal(await peers.publish('x'), false, 'refused: the channel')
+  await redisCli(redis.port, 'ACL', 'SETUSER', USER, '-publish')
+  t.equal(await peers.publish('x'), false, 'refused: the command')
+  t.same(told.map((r) => [r.command, r.kind]), [['PUBLISH', 'channel'], ['PUBLISH', 'command']])
+  await redisCli(redis.port, 'ACL', 'SETUSER', USER, '+publish', '&na:*')
+  t.equal(await peers.publish('x'), true, 'granted')
+  t.same(ends(told).map((r) => r.kind).sort(), ['channel', 'command'], 'each warn has its end (else the channel warn stays open for good)')
+})
+
 t.test("a script's refused call (Redis 7.0: names no command) is told accepted once a call of that script succeeds", async (t) => {
   const { redis, conn, told } = await asUser(t, '~na:*', '&*', '-set')
   t.equal(typeof (await conn.runScript('put', 'na:x', '1')), 'symbol', 'the script refused')

@@ -367,8 +367,8 @@ export class RedisConnection {
    * node's replies must not end a refusal another node still makes.
    */
   readonly #refused = new Map<string, Set<string>>()
-  /** The kind each entry of #refused was refused as (a command, or a channel: told so when accepted). */
-  readonly #refusedKinds = new Map<string, RefusalKind>()
+  /** The kinds each entry of #refused was refused as (a command, a channel, or both: each told when accepted). */
+  readonly #refusedKinds = new Map<string, Set<RefusalKind>>()
   /**
    * Keys (by {@link loggedKey} and the command refused: `key <kind> <COMMAND>`, EVALSHA as EVAL)
    * and scripts (`script <name>`) refused, each with the nodes that refused it and have not
@@ -814,27 +814,27 @@ export class RedisConnection {
   readonly #subscribeRetries = new Set<unknown>()
 
   /**
-   * Whether the SUBSCRIBE command itself was refused (a grant without `+subscribe`) and no
-   * SUBSCRIBE was answered since. Kept apart from #refused: run() never sends SUBSCRIBE, so it
+   * How SUBSCRIBE was refused (the command itself, a grant without `+subscribe`; its channel;
+   * or both, each told accepted) with no SUBSCRIBE answered since. Kept apart from #refused: run() never sends SUBSCRIBE, so it
    * must not turn run()'s noting (its slow path) on while it lasts.
    */
-  #subscribeRefusal: RefusalKind | null = null
+  readonly #subscribeRefusal = new Set<RefusalKind>()
 
   /** A subscription's SUBSCRIBE refused (NOPERM): told as a refused call. */
   #subscribeRefused(err: unknown): void {
     const error = describe(err)
     const { command, watched } = refusedCommand(error, 'subscribe')
     const kind: RefusalKind = watched ? 'command' : /channel/i.test(error) ? 'channel' : 'command'
-    if (command === 'SUBSCRIBE' && (watched || kind === 'channel')) this.#subscribeRefusal = kind
+    if (command === 'SUBSCRIBE' && (watched || kind === 'channel')) this.#subscribeRefusal.add(kind)
     tellAll(this.#refusalListeners, { command, error: this.#dataError(error), kind })
   }
 
   /** A SUBSCRIBE answered: a refusal of the SUBSCRIBE command, or of its channel, ends. */
   #subscribeAccepted(): void {
-    const kind = this.#subscribeRefusal
-    if (kind === null) return
-    this.#subscribeRefusal = null
-    tellAll(this.#refusalListeners, { command: 'SUBSCRIBE', error: null, kind })
+    if (this.#subscribeRefusal.size === 0) return
+    const kinds = [...this.#subscribeRefusal]
+    this.#subscribeRefusal.clear()
+    for (const kind of kinds) tellAll(this.#refusalListeners, { command: 'SUBSCRIBE', error: null, kind })
   }
 
   #addNode(address: string, role: RedisNodeRole): NodeHealth {
@@ -1119,7 +1119,10 @@ export class RedisConnection {
       const nodes = this.#refused.get(command)
       if (nodes === undefined) this.#refused.set(command, new Set([node]))
       else nodes.add(node)
-      this.#refusedKinds.set(command, kind)
+      // (both, when a command refused for its channel is then refused itself: each warn ends)
+      const kinds = this.#refusedKinds.get(command)
+      if (kinds === undefined) this.#refusedKinds.set(command, new Set([kind]))
+      else kinds.add(kind)
     }
     const refusal: RedisRefusal = kind === 'key' ? { command, error: told, kind, key: loggedKey(key as string) }
       : kind === 'script' && script !== undefined ? { command, error: told, kind, script }
@@ -1189,9 +1192,9 @@ export class RedisConnection {
       for (const n of nodes) if (n !== '' && !this.#nodes.has(n)) nodes.delete(n)
       if (nodes.size > 0) return
       this.#refused.delete(name)
-      const kind = this.#refusedKinds.get(name) ?? 'command'
+      const kinds = this.#refusedKinds.get(name) ?? new Set<RefusalKind>(['command'])
       this.#refusedKinds.delete(name)
-      tellAll(this.#refusalListeners, { command: name, error: null, kind })
+      for (const kind of kinds) tellAll(this.#refusalListeners, { command: name, error: null, kind })
     }
     own.sendCommand = function (this: unknown, command, ...rest) {
       // (its failure is its caller's: only its reply is noted here)
