@@ -234,7 +234,7 @@ t.test('config/examples/kubernetes.yaml loads', async (t) => {
   delete env.LOG_LEVEL
   const config = await loadConfigFile(file, env)
   t.same(config.listen, { ...DEFAULTS.listen, host: '0.0.0.0', port: 8080 })
-  t.same(config.admin, { listen: { host: '0.0.0.0', port: 9901 }, token: 'x', allowed_hosts: [] })
+  t.same(config.admin, { listen: { host: '0.0.0.0', port: 9901 }, token: 'x', allowed_hosts: [], readiness: { require_upstream: 'startup' } })
   t.same(
     config.upstreams.map((u) => [u.id, new URL(u.url).origin]),
     [0, 1, 2].map((i) => [`web-${i}`, `http://web-${i}.web.default.svc.cluster.local:8080`]),
