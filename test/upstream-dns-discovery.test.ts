@@ -1023,3 +1023,17 @@ t.test('SRV discovery, family any: a cache flapping between a stale NODATA and t
   await step(['10.0.0.7'], [])
   t.equal(rebuilds, 2, 'a real change (A lost its address: the empty AAAA applies, a new url) is still published')
 })
+
+t.test('SRV discovery, family any: of two targets with one first label, the one that makes the id inherits (the first has no address): a new lead keeps its url', async (t) => {
+  const twin = 'web-0.other.default.svc.cluster.local' // sorts before pod(0): first in SRV order
+  const s = await srvSetup(t, {}, { family: 'any', emptyFamilyGrace: GRACE })
+  s.dns.set(SRV_NAME, { a: [], aaaa: [], srv: [srvRecord(0), { priority: 0, weight: 100, port: 8080, target: twin }] })
+  s.dns.set(twin, { a: [], aaaa: [] }) // no address: the second target, pod(0), makes web-0
+  s.dns.set(pod(0), { a: ['10.0.0.5'], aaaa: ['fd00::5'] })
+  // the set the predecessor reported: web-0 (pod(0)'s) at its IPv6 address, listed at both
+  const before: DiscoveredUpstream[] = [{ id: 'web-0', url: 'http://[fd00::5]:8080', weight: 1, addresses: ['http://10.0.0.5:8080', 'http://[fd00::5]:8080'] }]
+  s.dns.failQuery(pod(0), 'AAAA', 'servfail') // at the new lead's first resolution
+  const lead = new DnsDiscovery(s.options, { onChange: () => {}, previous: () => before }, s.timers, s.timers.clock)
+  t.teardown(() => lead.stop())
+  t.same(await lead.start(), before, 'web-0 stays at [fd00::5] (it moved to 10.0.0.5: a false replacement, its WebSockets closed 1012)')
+})

@@ -229,7 +229,8 @@ function srvOrder(records: readonly SrvRecord[]): SrvRecord[] {
  * The record that makes each id's upstream (see upstreamsFromSrv): the first, in `srvOrder`,
  * of those whose target has an address. Two targets with one first label (`web-0.a.` and
  * `web-0.b.`) share the id: the later one is dropped, and nothing of it (its kept empty
- * family) may be taken for the id's.
+ * family) may be taken for the id's. The target that takes the id's addresses from the set in
+ * use is the one that makes it (see DnsDiscovery's #inheritor).
  */
 function srvTargets(records: readonly SrvRecord[], addresses: ReadonlyMap<string, readonly string[]>): Map<string, SrvRecord> {
   const byId = new Map<string, SrvRecord>()
@@ -509,9 +510,7 @@ export class DnsDiscovery {
     const known = new Map<string, readonly string[]>()
     const addresses = new Map<string, string[]>()
     const inUse = this.#hooks.previous?.() ?? []
-    // the set in use speaks of a target by id: of two targets with one first label, it is the first's (in SRV order)
-    const first = new Map(srvOrder(records).reverse().map((r) => [srvTargetId(r.name), r.name]))
-    const inherits = (name: string): boolean => first.get(srvTargetId(name)) === name
+    const inherits = this.#srv ? this.#inheritor(records, queries, inUse) : () => true
     const had = this.#had(inUse, inherits)
     const notes: string[] = []
     const emptySince = this.#srv && families.length === 2 ? this.#keptEmpty(queries, had, this.#inherited(names.filter(inherits), inUse), notes) : new Map<string, KeptSince>()
@@ -548,12 +547,51 @@ export class DnsDiscovery {
   }
 
   /**
+   * Which target may take its id's addresses from the set in use (`inUse`, which speaks of a
+   * target by id only): of targets with one first label, the one that makes the id's upstream
+   * (see srvTargets): the first in SRV order that may have an address (a query answered some, or
+   * failed and has some to keep: its own, or the id's in the set in use of that family). The
+   * first target in SRV order takes them as before; a later one (the first answered empty) only
+   * when one of the addresses it answered is the id's in the set in use: else that set's
+   * upstream was another target's (the first's), whose addresses are not this one's.
+   * Example: `web-0.a.` answers empty, `web-0.b.` answers A 10.0.0.5 and its AAAA fails, the set
+   * in use has web-0 at [fd00::5] and 10.0.0.5: `web-0.b.` keeps [fd00::5] (the url stays).
+   */
+  #inheritor(records: readonly SrvRecord[], queries: readonly Query[], inUse: readonly DiscoveredUpstream[]): (name: string) => boolean {
+    const listed = new Map<string, string[]>()
+    for (const u of inUse) {
+      if (!listed.has(u.id)) listed.set(u.id, (u.addresses ?? [u.url]).map(urlHost).filter((h): h is string => h !== undefined))
+    }
+    const answered = new Map<string, string[]>()
+    const keeps = new Set<string>()
+    for (const q of queries) {
+      if (q.failed === undefined) {
+        if ((q.addresses?.length ?? 0) > 0) answered.set(q.name, [...(answered.get(q.name) ?? []), ...q.addresses!])
+      } else if ((this.#known.get(q.key)?.length ?? 0) > 0 || (listed.get(srvTargetId(q.name)) ?? []).some((a) => (isIPv6(a) ? 6 : 4) === q.family)) {
+        keeps.add(q.name)
+      }
+    }
+    const first = new Map<string, string>()
+    const makes = new Map<string, string>()
+    for (const r of srvOrder(records)) {
+      const id = srvTargetId(r.name)
+      if (!first.has(id)) first.set(id, r.name)
+      if (!makes.has(id) && (answered.has(r.name) || keeps.has(r.name))) makes.set(id, r.name)
+    }
+    return (name) => {
+      const id = srvTargetId(name)
+      if (first.get(id) === name) return true
+      return makes.get(id) === name && (answered.get(name) ?? []).some((a) => listed.get(id)?.includes(a) === true)
+    }
+  }
+
+  /**
    * The addresses each query had: those it gave to the last applied resolution; else, with
    * `srv`, those of its target in the set in use (`inUse`, from `previous`), by family: before
    * this resolver applied any (with workers, a new lead: its predecessor's), or for a target
    * back in the SRV answer after it left one (still draining in the set in use). So a failed or
    * kept-empty query there keeps them too instead of moving the target's url. Only a target
-   * that `inherits` its id's (not a later one with the same first label) takes them.
+   * that `inherits` its id's (`#inheritor`: the one that makes the id) takes them.
    */
   #had(inUse: readonly DiscoveredUpstream[], inherits: (name: string) => boolean): (q: Query) => readonly string[] | undefined {
     const known = this.#known
