@@ -193,6 +193,27 @@ t.test("the primary's /upstreams: in-flight counts added up, a draining upstream
   t.equal((await probe('/upstreams')).status, 502, 'any other route still fails')
 })
 
+t.test("before any worker is up, or while every worker restarts, the primary's /readyz and /status answer 503 in /readyz's JSON shape with the reason", async (t) => {
+  const { startAdminFront } = await import('../src/workers/admin-front.js')
+  const { createLogger } = await import('../src/observability/logger.js')
+  const front = await startAdminFront('127.0.0.1', 0, { admins: () => [], metrics: () => Promise.resolve([]), stopping: () => false }, createLogger('silent'), [])
+  t.teardown(() => front.close())
+  const probe = (path: string, method = 'GET') => new Promise<{ status: number; type: string | undefined; body: string }>((resolve, reject) => http.request(`${front.url}${path}`, { method, agent: false }, (res) => {
+    let body = ''
+    res.on('data', (c) => (body += c))
+    res.on('end', () => resolve({ status: res.statusCode!, type: res.headers['content-type'], body }))
+  }).on('error', reject).end())
+  const notReady = { ready: false, reasons: ['no worker started yet'], degraded: [] }
+  for (const path of ['/readyz', '/status', '/readyz?verbose=1']) {
+    const r = await probe(path)
+    t.same([r.status, r.type], [503, 'application/json'], `${path}: 503 JSON`)
+    t.same(JSON.parse(r.body), notReady, `${path}: ready false with the reason, as /readyz writes it`)
+  }
+  t.same((await probe('/readyz', 'HEAD')).status, 503, 'HEAD /readyz too')
+  const other = await probe('/upstreams')
+  t.same([other.status, other.body], [503, 'Service Unavailable: no worker started yet\n'], 'any other route: a plain 503 (the workers know the routes and the token)')
+})
+
 t.test('the metrics of a worker that exits stay in the sums (counters and histograms, not gauges); reloads are the primary\'s count', async (t) => {
   const { MetricsLedger } = await import('../src/workers/metrics-ledger.js')
   const { aggregateMetrics } = await import('../src/observability/metrics.js')

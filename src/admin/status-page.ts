@@ -124,8 +124,11 @@ async function poll() {
   let again = true
   try {
     const r = await call('GET', 'status', poll)
-    if (!r.ok) throw new Error('GET /status answered ' + r.status)
-    render(await r.json())
+    // 503 with /readyz's shape: a primary none of whose workers has started (yet, or again)
+    const body = r.ok || r.status === 503 ? await r.json().catch(() => null) : null
+    if (!r.ok && (body === null || !Array.isArray(body.reasons))) throw new Error('GET /status answered ' + r.status)
+    if (r.ok) render(body)
+    else renderDown(body)
     $('conn').textContent = ''
   } catch (err) {
     if (err instanceof NeedToken) again = false
@@ -138,6 +141,15 @@ async function poll() {
 
 function fmt(n, digits) { return n === null || n === undefined ? '\\u2014' : n.toFixed(digits) }
 function secs(ms) { return Math.ceil(ms / 1000) + ' s' }
+
+/** Not ready with nothing else known (no worker started): the summary and no rows. */
+function renderDown(s) {
+  $('summary').className = 'ready-false'
+  $('summary').textContent = 'Not ready: ' + s.reasons.join(', ')
+  $('degraded').textContent = ''
+  $('updated').textContent = 'updated ' + new Date().toLocaleTimeString()
+  renderUpstreams([])
+}
 
 function render(s) {
   const summary = $('summary')

@@ -97,7 +97,7 @@ async function serve(req: http.IncomingMessage, res: http.ServerResponse, body: 
     const m = await aggregateMetrics(await workers.metrics())
     return { status: 200, headers: { 'content-type': m.contentType }, body: Buffer.from(m.text) }
   }
-  if (admins.length === 0) return shuttingDown(req, workers) ?? { status: 503, headers: { 'content-type': 'text/plain; charset=utf-8' }, body: Buffer.from('Service Unavailable: no worker started yet\n') }
+  if (admins.length === 0) return shuttingDown(req, workers) ?? noWorker(req)
   if (req.method === 'GET' && path.split('?')[0] === '/upstreams') {
     const answers = await leadThenOthers(admins, req, body)
     return summed(answers)
@@ -134,6 +134,22 @@ function shuttingDown(req: http.IncomingMessage, workers: FrontWorkers): Answer 
   if (path === '/healthz') return { status: 200, headers: { 'content-type': 'text/plain; charset=utf-8' }, body: Buffer.from('ok\n') }
   if (path === '/readyz') return { status: 503, headers: { 'content-type': 'application/json' }, body: json({ ready: false, reasons: ['shutting down'], degraded: [] }) }
   return null
+}
+
+/** Why the group is not ready while no worker has started (the first start, every worker restarting). */
+export const NO_WORKER = 'no worker started yet'
+
+/**
+ * The answer while no worker has started: `/readyz` and `/status` (the status page's poll) in
+ * `/readyz`'s JSON shape, 503 with the reason (nothing else is known: `/status` needs no token
+ * then, as it holds no data); any other request a plain 503.
+ */
+function noWorker(req: http.IncomingMessage): Answer {
+  const path = (req.url ?? '/').split('?')[0]
+  if ((req.method === 'GET' || req.method === 'HEAD') && (path === '/readyz' || path === '/status')) {
+    return { status: 503, headers: { 'content-type': 'application/json' }, body: json({ ready: false, reasons: [NO_WORKER], degraded: [] }) }
+  }
+  return { status: 503, headers: { 'content-type': 'text/plain; charset=utf-8' }, body: Buffer.from(`Service Unavailable: ${NO_WORKER}\n`) }
 }
 
 /**
