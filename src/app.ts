@@ -181,7 +181,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     inFlight: (id) => inFlight.count(id), websockets: (id) => proxy.upgrades.countByUpstream(id), sessions, records, shared,
     ...(link === null ? {} : { ordered: (key: string, to: string | null, at: number) => (link.ordered(key, to, at), link.flushed()) }), store: state?.store ?? null, now: () => clock.now(),
     degraded: () => [...stateDegraded(store, redis)(), ...discovery.degraded()],
-    ...(link === null ? {} : { upstreamSeen: { before: link.upstreamSeen, saw: () => link.sawUpstream() } }),
+    ...(link === null ? {} : { upstreamSeen: { known: () => link.upstreamSeen, saw: () => link.sawUpstream() } }),
   }, link === null ? null : { host: '127.0.0.1', port: 0 })).catch(async (err: unknown) => {
     await listener.close(0, () => undefined)
     if (redirect?.server.listening) await redirect.close()

@@ -5,7 +5,8 @@
 // `always`, no healthy upstream is 503 at any time (the behaviour before `startup`). Real
 // Tether, real upstreams on loopback, a real DNS server; the upstream dies by closing its server.
 // With workers, a worker started after the app died (a crashed one's replacement) knows from
-// its setup that the group saw one (a real primary; workers killed with SIGKILL).
+// its setup that the group saw one (a real primary; workers killed with SIGKILL), and one whose
+// setup came just before that news learns it from the primary's `upstream-seen` later.
 import t from 'tap'
 import { request, startProxy, startUpstream, testConfig } from './fixtures/upstream.js'
 import { TestDnsServer } from './fixtures/dns-server.js'
@@ -119,6 +120,36 @@ t.test('with workers, workers started after the app died (crash replacements) ke
     'ready: the group saw a healthy upstream before these workers started')
   const r = await primaryRequest(`http://127.0.0.1:${port}/`, null)
   t.equal(r.status, 503, 'clients get Tether\'s 503')
+})
+
+t.test("a worker whose setup said no upstream was seen yet (its hello answered just before a sibling's news came) is ready once the primary passes that news on", async (t) => {
+  // the race: the lead saw the app and told the primary, which had just answered this worker's
+  // hello with upstreamSeen false; the app then died before this worker took its health copy,
+  // so its own table never shows a passed probe. The primary passes `upstream-seen` on to every
+  // worker running when it comes. A real Tether as a non-leading worker (no probes of its
+  // own), its primary played by the test over the worker's message channel.
+  const { WorkerLink } = await import('../src/workers/worker-link.js')
+  const [dead] = await freePorts(1) // the app is gone: nothing listens
+  let deliver: (m: unknown) => void = () => undefined
+  const sent: { tether: string; call?: number }[] = []
+  const link = new WorkerLink({
+    send: (m) => {
+      sent.push(m as never)
+      // every call answered as by a primary with no other worker: no copy, nothing recorded
+      const { tether: kind, call, op } = m as { tether: string; call?: number; op?: string }
+      if (kind === 'call' && call !== undefined) setImmediate(() => deliver({ tether: 'reply', call, value: op === 'members' ? {} : op === 'remember' ? false : null }))
+    },
+    onMessage: (fn) => { deliver = fn },
+  })
+  const tether = await startTether(testConfig([{ id: 'a', url: `http://127.0.0.1:${dead}` }], CHECKS), { logger: createLogger('silent'), worker: link })
+  t.teardown(() => tether.close(0))
+  t.same(await readyz(tether.adminUrl), { status: 503, body: { ready: false, reasons: ['no healthy upstream'], degraded: [] } },
+    'not ready: nothing here says the group saw the app')
+  const before = sent.length
+  deliver({ tether: 'upstream-seen' })
+  const after = await readyz(tether.adminUrl)
+  t.same([after.status, after.body.ready, after.body.reasons], [200, true, []], 'ready: the group had been ready')
+  t.notOk(sent.slice(before).some((m) => m.tether === 'upstream-seen'), 'and it does not tell the primary back')
 })
 
 t.test('a fresh Tether whose static upstream is down from the start is not ready: with active checks, seen needs a passed probe', async (t) => {

@@ -36,10 +36,10 @@ export interface AdminParts {
   readonly draining: () => boolean
   readonly degraded: () => string[]
   /**
-   * With workers: whether a worker of the group saw a healthy upstream before this one started
-   * (`before`), and what tells the others when this one sees its first (`saw`).
+   * With workers: whether a worker of the group saw a healthy upstream (`known`: before this one
+   * started, or another one since), and what tells the others when this one sees its first (`saw`).
    */
-  readonly upstreamSeen?: { readonly before: boolean; saw(): void }
+  readonly upstreamSeen?: { known(): boolean; saw(): void }
 }
 
 /** Where a worker's private admin listener listens (its primary owns `admin.listen`): loopback, port 0, not shared. */
@@ -67,7 +67,8 @@ const NO_UPSTREAM_DEGRADED = `${NO_UPSTREAM}: requests get 503 with Retry-After 
 function upstreamReadiness(require: RequireUpstream, checks: boolean, p: Pick<AdminParts, 'health' | 'upstreams' | 'upstreamSeen'>): { upstreamMissing(): 'not ready' | 'degraded' | null } {
   const anyReady = (): boolean => p.upstreams().ids.some((id) => p.health.ready(id))
   const evidence = (): boolean => (checks ? p.health.passedAny() : anyReady())
-  let seen = require === 'startup' && p.upstreamSeen?.before === true
+  const told = (): boolean => require === 'startup' && p.upstreamSeen?.known() === true
+  let seen = told()
   const see = (): void => {
     seen = true
     off?.()
@@ -80,6 +81,10 @@ function upstreamReadiness(require: RequireUpstream, checks: boolean, p: Pick<Ad
   return {
     upstreamMissing: () => {
       if (require === 'always') return anyReady() ? null : 'not ready'
+      if (!seen && told()) {
+        seen = true
+        off?.()
+      }
       if (!seen && evidence()) see()
       if (!seen) return 'not ready'
       return anyReady() ? null : 'degraded'

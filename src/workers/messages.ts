@@ -220,6 +220,12 @@ export type ToWorker =
   | { readonly tether: 'setup'; readonly setup: WorkerSetup }
   /** Stop gracefully (shutdown, or replaced by a new worker), then exit. */
   | { readonly tether: 'stop' }
+  /**
+   * Another worker saw the group's first healthy upstream (its `upstream-seen`), sent once to
+   * every worker running then: one whose setup said not yet (its `hello` answered before that
+   * news came) learns it (an older worker ignores it).
+   */
+  | { readonly tether: 'upstream-seen' }
 
 /** Is `m` one of ours? */
 export function isTetherMessage(m: unknown): m is { readonly tether: string } {

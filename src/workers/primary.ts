@@ -193,8 +193,15 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
         return send(worker, { tether: 'setup', setup: { index, ...secrets, admin: first.admin, start: start.text, live, notices: true, upstreamSeen } })
       }
       watch.heard(worker.id, performance.now())
-      // a worker saw a healthy upstream: the workers started from now on are told (WorkerSetup.upstreamSeen)
-      if (msg.tether === 'upstream-seen') return void (upstreamSeen = true)
+      // a worker saw a healthy upstream: the workers started from now on are told
+      // (WorkerSetup.upstreamSeen), and those running now too: one whose hello was answered
+      // before this came may have missed the evidence (its health copy taken after the app died)
+      if (msg.tether === 'upstream-seen') {
+        if (upstreamSeen) return
+        upstreamSeen = true
+        for (const o of running.values()) if (o !== r) send(o.worker, { tether: 'upstream-seen' })
+        return
+      }
       // an ioredis notice a worker saw: logged once for all workers (each worker sees it at its connect)
       if (msg.tether === 'notice') {
         if (notices.has(msg.said)) return

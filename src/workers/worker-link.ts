@@ -352,8 +352,8 @@ export class WorkerLink {
 
   /**
    * Whether this group has seen a healthy upstream: before this worker started
-   * (`WorkerSetup.upstreamSeen`, given with `tell` false), or this worker since (told to the
-   * primary once, for the workers it starts later).
+   * (`WorkerSetup.upstreamSeen`, given with `tell` false), another worker since (the primary's
+   * `upstream-seen`), or this worker since (told to the primary once, for the other workers).
    */
   get upstreamSeen(): boolean {
     return this.#upstreamSeen
@@ -401,6 +401,7 @@ export class WorkerLink {
           p?.becomeLead()
         }
         return
+      case 'upstream-seen': return this.sawUpstream(false)
       default: // 'reload' and 'stop' are the process entry's
     }
   }

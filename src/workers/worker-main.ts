@@ -52,6 +52,7 @@ class Orders {
   readonly setup: Promise<WorkerSetup | null>
   #reloadDue: string | null = null
   #handle: ((m: ToWorker) => void) | null = null
+  #upstreamSeen = false
 
   constructor() {
     let settle: (s: WorkerSetup | null) => void = () => undefined
@@ -64,12 +65,21 @@ class Orders {
         this.#reloadDue = null
         settle(msg.setup)
       }
+      else if (msg.tether === 'upstream-seen') this.#upstreamSeen = true // the link takes it once made
       else if (this.#handle !== null) this.#handle(msg)
       else if (msg.tether === 'reload') this.#reloadDue = msg.text
     })
     process.once('disconnect', () => settle(null))
     if (process.connected) process.send!({ tether: 'hello' })
     else settle(null)
+  }
+
+  /**
+   * The primary's `upstream-seen` came (it may come with the setup, before this worker's link
+   * listens): the group saw a healthy upstream although the setup says not.
+   */
+  get upstreamSeen(): boolean {
+    return this.#upstreamSeen
   }
 
   /** From now on `handle` takes the orders; the reload that came before it, if any, is returned. */
@@ -118,7 +128,7 @@ export function noticeForwarder(setup: WorkerSetup): ((notice: { level: 'warn' |
 /** Run this worker until the primary stops it or goes away; resolves with the exit code. */
 export async function runWorker(config: Config, configPath: string, w: WorkerSetup, logger: Logger, orders: Orders): Promise<number> {
   const link = new WorkerLink(processChannel, (c) => withSharedSecrets(c, w))
-  if (w.upstreamSeen === true) link.sawUpstream(false)
+  if (w.upstreamSeen === true || orders.upstreamSeen) link.sawUpstream(false)
   // the primary's orders: a reload sent while this worker starts is applied once it has
   // started (the last one: each carries the whole file)
   let tether: Tether | null = null
