@@ -1,7 +1,8 @@
 // The admin status page in a real headless Chromium, in front of a real Tether with three child
 // process upstreams: the page asks for the admin token, shows the upstreams live (a SIGKILLed
 // one turns down within 2 s), its drain button drains, its lookup finds a user, it fits a
-// 360 px screen, Tab reaches its buttons, and nothing logs a console or page error.
+// 360 px screen, Tab reaches its buttons, and nothing logs a console or page error; behind a
+// primary with no worker up it says why (not ready, no worker started yet) and recovers.
 /// <reference lib="dom" />
 import t from 'tap'
 import { startTether, type Tether } from '../src/app.js'
@@ -136,4 +137,25 @@ t.test('the page is open and locked down by its CSP; its JSON needs the token', 
   t.same(view.upstreams.map((u) => [u.id, u.requests_per_second]), [['a', 0]])
   t.equal(view.requests_per_second.length, 60, 'a minute of request rates')
   t.equal(view.session_lookup, true)
+})
+
+t.test('behind a primary none of whose workers is up (all restarting), the page says not ready with the reason, without rows, and recovers', async (t) => {
+  const { startAdminFront } = await import('../src/workers/admin-front.js')
+  const app = await startChildUpstream('app-0')
+  t.teardown(() => app.kill())
+  const tether = await startTether(testConfig([{ id: app.id, url: app.url }]), { logger: createLogger('silent') })
+  t.teardown(() => tether.close(0))
+  let admins: string[] = [tether.adminUrl] // the one worker's admin listener, as the primary passes to it
+  const front = await startAdminFront('127.0.0.1', 0, { admins: () => admins, metrics: () => Promise.resolve([]), stopping: () => false }, createLogger('silent'), [])
+  t.teardown(() => front.close())
+  const { page } = await openPage(t)
+  await page.goto(`${front.url}/`)
+  await page.locator('tr[data-upstream]').first().waitFor({ timeout: 5_000 })
+  admins = [] // every worker restarting
+  await page.locator('#summary', { hasText: 'Not ready: no worker started yet' }).waitFor({ timeout: 5_000 })
+  t.equal(await page.locator('tr[data-upstream]').count(), 0, 'no stale rows')
+  t.equal(await page.locator('#conn').textContent(), '', 'not "Tether does not answer": the primary answered why')
+  admins = [tether.adminUrl] // a worker is back
+  await page.locator('tr[data-upstream]').first().waitFor({ timeout: 5_000 })
+  t.equal(await page.locator('#summary').textContent(), 'Ready')
 })
