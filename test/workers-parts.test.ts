@@ -11,6 +11,7 @@ import { SessionRecords } from '../src/affinity/session-records.js'
 import { MemoryCheckpointStore } from '../src/state/memory-store.js'
 import { FakeClock } from './fixtures/clock.js'
 import { WorkerLink } from '../src/workers/worker-link.js'
+import type { HealthCopy } from '../src/health/health-copy.js'
 
 t.test('workers: auto is the CPUs the cgroup quota allows, rounded up, never more than the cores', async (t) => {
   t.equal(cpusOfQuota('max 100000'), null, 'no limit')
@@ -583,3 +584,62 @@ t.test("peer messages (an upstream found down) that reach a starting worker afte
   t.same(heard, ['after', 'later'], 'then as they come')
 })
 
+
+t.test('a starting worker that missed the messages sent before its link listened routes as its sibling: what they carry comes again with its snapshot', async (t) => {
+  // the primary's hub over an ordered channel per worker; a message to a worker whose link does
+  // not listen yet (a process still starting) is lost, as node drops it with no listener
+  const ids = [1, 2]
+  const links = new Map<number, (m: unknown) => void>()
+  const dropped: string[] = []
+  const queue: [number, ToWorker][] = []
+  let pumping = false
+  const hub = new Hub({
+    ids: () => ids,
+    donor: (except) => (except === 1 ? null : 1),
+    send: (id, m) => {
+      queue.push([id, m])
+      if (pumping) return
+      pumping = true
+      for (let next = queue.shift(); next !== undefined; next = queue.shift()) {
+        const deliver = links.get(next[0])
+        if (deliver === undefined) dropped.push(next[1].tether)
+        else deliver(next[1])
+      }
+      pumping = false
+    },
+    lead: () => 1,
+  }, null, { now: () => 50_000, drainTimeout: () => 60_000 })
+  const rows = [{ id: 'app-2', activeFailed: true, activeSuccesses: 0, activeFailures: 3, ejectedUntil: 80_000, timesEjected: 1, lastEjectionEnd: null, readySince: null }]
+  async function worker(id: number, health: readonly HealthCopy[]) {
+    const link = new WorkerLink({ send: (m) => hub.receive(id, m), onMessage: (fn) => void links.set(id, fn) }, undefined, 600_000)
+    const sessions = new SessionTable({ maxEntries: 10, idleTimeout: 60_000, absoluteTimeout: null, sink: link.bindings.sink() })
+    const records = new SessionRecords({ maxEntries: 10, idleTimeout: 60_000, secret: null, pins: sessions.table })
+    const w = { link, sessions, records, health, lists: [] as unknown[] }
+    await link.attach({
+      sessions, records, now: () => 50_000, applyProbe: () => undefined, becomeLead: () => undefined, probeSoon: () => undefined, metrics: () => Promise.resolve([]),
+      health: { copies: () => w.health, copy: (r) => { w.health = r } },
+      discovered: (source, upstreams, leaving) => void w.lists.push([source, upstreams.map((u) => u.id), leaving.map((u) => u.id)]),
+    })
+    return w
+  }
+  const one = await worker(1, rows)
+  // worker 2 is forked (the hub sends to it from now on), its link not listening yet
+  const url = (n: number): string => `http://127.0.0.1:${9000 + n}`
+  one.link.discovered('dns', [1, 2, 3].map((n) => ({ id: `app-${n}`, url: url(n), weight: 1 })))
+  one.link.discovered('dns', [1, 2].map((n) => ({ id: `app-${n}`, url: url(n), weight: 1 })))
+  one.sessions.pin('k', 'app-1', 0, 40_000)
+  one.records.order('s-1', 'app-1', 45_000) // an admin's order made there (recorded, then told)
+  one.link.ordered('s-1', 'app-1', 45_000)
+  one.link.probed('app-2', false, true)
+  await one.link.channel.publish(JSON.stringify({ kind: 'drain', id: 'app-1' }))
+  await one.link.channel.remember('drains', 'app-1', 'stay')
+  await new Promise((r) => setImmediate(r))
+  t.same([...new Set(dropped)].sort(), ['discovered', 'message', 'probe', 'written'], 'every kind with routing state was lost on the way')
+
+  const two = await worker(2, [])
+  t.equal(two.sessions.peek('k', 50_000)?.upstream, 'app-1', "the pin is in the sibling's copy")
+  t.same([...two.records.copies(50_000)].filter((r) => r[0] === 'o'), [['o', 's-1', 'app-1', 45_000]], "so is the admin's order")
+  t.same(two.health, rows, "the probe's ejection is in the sibling's health")
+  t.same(two.lists, [['dns', ['app-1', 'app-2'], ['app-3']]], 'the last list comes again, with what left it and still drains')
+  t.same([...(await two.link.channel.members('drains'))], [['app-1', 'stay']], 'the drain is recorded at the primary, read as the worker starts')
+})
