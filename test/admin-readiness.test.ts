@@ -14,7 +14,7 @@ import { FakeTimers } from './fixtures/timers.js'
 import { healthState, waitFor } from './fixtures/wait.js'
 import { tempFile } from './fixtures/cli.js'
 import { freePorts } from './fixtures/ports.js'
-import { request as primaryRequest, slotOf, startPrimary, workerPids, workersYaml } from './fixtures/primary-process.js'
+import { request as primaryRequest, slotOf, startPrimary, workerAdmins, workerPids, workersYaml } from './fixtures/primary-process.js'
 import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 
@@ -120,6 +120,43 @@ t.test('with workers, workers started after the app died (crash replacements) ke
     'ready: the group saw a healthy upstream before these workers started')
   const r = await primaryRequest(`http://127.0.0.1:${port}/`, null)
   t.equal(r.status, 503, 'clients get Tether\'s 503')
+})
+
+t.test("with workers, the primary passes the group's first upstream-seen on once, to the worker that did not send it", async (t) => {
+  // the primary's side of the news (the worker's side is the next test): a preload in each
+  // worker (NODE_OPTIONS, which the workers inherit) writes a line for each `upstream-seen` the
+  // primary sends it. Both workers start before any upstream is seen (their setups say not yet);
+  // the first worker whose news reaches the primary is not told back, the other is told once.
+  // The app fails its probes until both workers are up (their hellos answered before the news)
+  let up = false
+  const app = await startUpstream('app-0', (_req, res) => {
+    res.statusCode = up ? 200 : 503
+    res.end()
+  })
+  t.teardown(() => app.close())
+  const [port, adminPort] = await freePorts(2)
+  const spy = tempFile('upstream-seen-spy.cjs', [
+    "if (process.env.TETHER_WORKER !== undefined) process.on('message', (m) => {",
+    "  if (m !== null && typeof m === 'object' && m.tether === 'upstream-seen') process.stderr.write('SPY upstream-seen to worker ' + process.env.TETHER_WORKER + '\\n')",
+    '})',
+    '',
+  ].join('\n'))
+  const file = tempFile('admin-readiness-broadcast.yaml', workersYaml({
+    listen: port!, adminPort: adminPort!, workers: 2, upstreams: [{ id: 'app-0', url: app.url }],
+    // no outlier detection: a failed probe's ejection (10 s) would hold back the first pass
+    extra: ['health: { active: { path: /, interval: 100ms, timeout: 200ms, unhealthy_threshold: 1 }, passive: { enabled: false } }'],
+  }))
+  const { out } = await startPrimary(t, file, { NODE_OPTIONS: `${process.env['NODE_OPTIONS'] ?? ''} --require ${spy}`.trim() })
+  const told = (): string[] => out().split('\n').filter((l) => l.includes('SPY upstream-seen'))
+  t.equal((await primaryRequest(`http://127.0.0.1:${adminPort}/readyz`, null)).status, 503, 'not ready: the app has not passed a probe')
+  up = true
+  await waitFor(async () => (await primaryRequest(`http://127.0.0.1:${adminPort}/readyz`, null)).status === 200, 10_000, 'ready once the lead\'s first probe passed')
+  await waitFor(() => told().length > 0, 10_000, 'the primary to pass the news on')
+  // every worker has told the primary by now or soon (each applies the passed probe); a second
+  // pass of the news, or one to its sender, would show here by the end of the test
+  await waitFor(() => workerAdmins(out()).size === 2, 10_000, 'both workers\' admin listeners')
+  for (const url of workerAdmins(out()).values()) await waitFor(async () => (await request(`${url}/readyz`)).status === 200, 10_000, 'every worker ready')
+  t.equal(told().length, 1, `told once, to one worker: ${told().join('; ')}`)
 })
 
 t.test("a worker whose setup said no upstream was seen yet (its hello answered just before a sibling's news came) is ready once the primary passes that news on", async (t) => {
