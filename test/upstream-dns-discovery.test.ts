@@ -1037,3 +1037,18 @@ t.test('SRV discovery, family any: of two targets with one first label, the one 
   t.teardown(() => lead.stop())
   t.same(await lead.start(), before, 'web-0 stays at [fd00::5] (it moved to 10.0.0.5: a false replacement, its WebSockets closed 1012)')
 })
+
+t.test('SRV discovery, family any: the first of two targets with one first label, back with an address of its own, takes nothing of the id the set in use had from the other', async (t) => {
+  const twin = 'web-0.other.default.svc.cluster.local' // sorts before pod(0): first in SRV order
+  const s = await srvSetup(t, {}, { family: 'any', emptyFamilyGrace: GRACE })
+  s.dns.set(SRV_NAME, { a: [], aaaa: [], srv: [srvRecord(0), { priority: 0, weight: 100, port: 8080, target: twin }] })
+  s.dns.set(twin, { a: ['10.0.0.9'], aaaa: [] }) // the first target has an address again: it makes web-0
+  s.dns.set(pod(0), { a: ['10.0.0.5'], aaaa: ['fd00::5'] })
+  // the set the predecessor reported: web-0 was pod(0)'s (the twin answered empty then)
+  const before: DiscoveredUpstream[] = [{ id: 'web-0', url: 'http://[fd00::5]:8080', weight: 1, addresses: ['http://10.0.0.5:8080', 'http://[fd00::5]:8080'] }]
+  s.dns.failQuery(twin, 'AAAA', 'servfail') // at the new lead's first resolution
+  const lead = new DnsDiscovery(s.options, { onChange: () => {}, previous: () => before }, s.timers, s.timers.clock)
+  t.teardown(() => lead.stop())
+  t.same(await lead.start(), [{ id: 'web-0', url: 'http://10.0.0.9:8080', weight: 1 }],
+    'web-0 is the twin at its own address (it kept pod(0)\'s [fd00::5]: web-0\'s traffic went to the other pod)')
+})

@@ -553,7 +553,10 @@ export class DnsDiscovery {
    * failed and has some to keep: its own, or the id's in the set in use of that family). The
    * first target in SRV order takes them as before; a later one (the first answered empty) only
    * when one of the addresses it answered is the id's in the set in use: else that set's
-   * upstream was another target's (the first's), whose addresses are not this one's.
+   * upstream was another target's (the first's), whose addresses are not this one's. Likewise
+   * the first takes nothing when it answered addresses, none of them the id's in the set in
+   * use, while a later target answered one that is (that set was the later one's, made while
+   * the first answered empty).
    * Example: `web-0.a.` answers empty, `web-0.b.` answers A 10.0.0.5 and its AAAA fails, the set
    * in use has web-0 at [fd00::5] and 10.0.0.5: `web-0.b.` keeps [fd00::5] (the url stays).
    */
@@ -578,10 +581,15 @@ export class DnsDiscovery {
       if (!first.has(id)) first.set(id, r.name)
       if (!makes.has(id) && (answered.has(r.name) || keeps.has(r.name))) makes.set(id, r.name)
     }
+    const owns = (name: string): boolean => (answered.get(name) ?? []).some((a) => listed.get(srvTargetId(name))?.includes(a) === true)
+    // ids one of whose targets answered an address the set in use lists for it: that set was its
+    const claimed = new Set([...answered.keys()].filter(owns).map(srvTargetId))
     return (name) => {
       const id = srvTargetId(name)
-      if (first.get(id) === name) return true
-      return makes.get(id) === name && (answered.get(name) ?? []).some((a) => listed.get(id)?.includes(a) === true)
+      // the first, unless it answered addresses of its own, none listed, while another target
+      // of the id answered one that is: then the set in use was that one's, not the first's
+      if (first.get(id) === name) return !answered.has(name) || owns(name) || !claimed.has(id)
+      return makes.get(id) === name && owns(name)
     }
   }
 
