@@ -74,14 +74,33 @@ function postWith(url: string, jar: CookieJar): Promise<{ status: number; setCoo
 }
 
 /**
- * Tether over `ups` with user u1 answered once by their home upstream (with whatever checkpoint
- * that answer carries), then home taken out (as health does a dead one): u1's next request moves.
+ * Tether over `ups` (closed with it at teardown) and a jar holding user u1's cookie.
  */
-async function withUserMoving(t: Test, ups: Upstream[], overrides: Parameters<typeof testConfig>[1], logger = createLogger('silent')): Promise<{ tether: Tether; jar: CookieJar; home: string }> {
+async function tetherWithUser(t: Test, ups: Upstream[], overrides: Parameters<typeof testConfig>[1], logger = createLogger('silent')): Promise<{ tether: Tether; jar: CookieJar }> {
   const tether = await startTether(testConfig(ups, overrides), { logger })
   t.teardown(async () => { await tether.close(0); await Promise.all(ups.map((u) => u.close())) })
   const jar = new CookieJar()
   jar.cookies.set('user', 'u1')
+  return { tether, jar }
+}
+
+/** Waits until `n` checkpoints were taken, stored or refused as stale (tether_checkpoints_total). */
+async function checkpointsTaken(tether: Tether, n: number, what: string): Promise<void> {
+  await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stale"}')) + (await metric(tether, 'tether_checkpoints_total{result="stored"}')) === n, 5_000, what)
+}
+
+/** Sends no head until the request is stopped (so a hedge answers); ends with `{ id, n: 0 }` after 30 s if never stopped. */
+function holdHead(res: http.ServerResponse, id: string): void {
+  const timer = setTimeout(() => res.end(JSON.stringify({ id, n: 0 })), 30_000)
+  res.on('close', () => clearTimeout(timer))
+}
+
+/**
+ * Tether over `ups` with user u1 answered once by their home upstream (with whatever checkpoint
+ * that answer carries), then home taken out (as health does a dead one): u1's next request moves.
+ */
+async function withUserMoving(t: Test, ups: Upstream[], overrides: Parameters<typeof testConfig>[1], logger = createLogger('silent')): Promise<{ tether: Tether; jar: CookieJar; home: string }> {
+  const { tether, jar } = await tetherWithUser(t, ups, overrides, logger)
   const home = (await get(tether.url, jar)).body.id
   tether.health.disable(home)
   return { tether, jar, home }
@@ -666,10 +685,7 @@ t.test("a hedge whose hook answers 500 and then loses to the first attempt: no r
   })
   let home = ''
   const ups = [await app('a'), await app('b')]
-  const tether = await startTether(testConfig(ups, { state: { rehydrate: 'hook', hook_path: hookPath }, retries: { hedge_after: 100 } }), { logger: createLogger('silent') })
-  t.teardown(async () => { await tether.close(0); await Promise.all(ups.map((u) => u.close())) })
-  const jar = new CookieJar()
-  jar.cookies.set('user', 'u1')
+  const { tether, jar } = await tetherWithUser(t, ups, { state: { rehydrate: 'hook', hook_path: hookPath }, retries: { hedge_after: 100 } })
   home = (await get(tether.url, jar)).body.id
   const other = ups.find((u) => u.id !== home)!.id
   phase = 2
@@ -683,7 +699,7 @@ t.test("a hedge whose hook answers 500 and then loses to the first attempt: no r
   tether.health.disable(home)
   const moved = await get(tether.url, jar)
   t.equal(moved.body.id, other, 'moved')
-  await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stale"}')) + (await metric(tether, 'tether_checkpoints_total{result="stored"}')) === 3, 5_000, "the moved answer's checkpoint")
+  await checkpointsTaken(tether, 3, "the moved answer's checkpoint")
   t.equal(await metric(tether, 'tether_checkpoints_total{result="stale"}'), 1, 'its older version is refused: no restart mark from the losing hedge replaced version 6')
   t.same(await rehydrations(tether), { delivered: 1, no_state: 0, error: 0 }, 'the move is one rehydration')
 })
@@ -721,10 +737,7 @@ t.test("a moved user's client that leaves before the new upstream's answer head:
   })
   const ups = [await app('a'), await app('b')]
   const logs = new LogCapture()
-  const tether = await startTether(testConfig(ups, {}), { logger: createLogger('info', logs) })
-  t.teardown(async () => { await tether.close(0); await Promise.all(ups.map((u) => u.close())) })
-  const jar = new CookieJar()
-  jar.cookies.set('user', 'u1')
+  const { tether, jar } = await tetherWithUser(t, ups, {}, createLogger('info', logs))
   const home = (await get(tether.url, jar)).body.id
   phase = 2
   tether.health.disable(home)
@@ -748,10 +761,7 @@ t.test("a move whose hook answers 500: the access line says failover, not rehydr
   })
   const ups = [await app('a'), await app('b'), await app('c')]
   const logs = new LogCapture()
-  const tether = await startTether(testConfig(ups, { state: { rehydrate: 'hook', hook_path: hookPath } }), { logger: createLogger('info', logs) })
-  t.teardown(async () => { await tether.close(0); await Promise.all(ups.map((u) => u.close())) })
-  const jar = new CookieJar()
-  jar.cookies.set('user', 'u1')
+  const { tether, jar } = await tetherWithUser(t, ups, { state: { rehydrate: 'hook', hook_path: hookPath } }, createLogger('info', logs))
   const home = (await get(tether.url, jar)).body.id
   phase = 2
   tether.health.disable(home)
@@ -781,8 +791,7 @@ t.test("a hedge whose hook answers 500 and then wins: one rehydration error, and
     if (phase === 1) return void res.writeHead(200, { 'x-tether-state': 'v5', 'x-tether-state-version': '5' }).end(JSON.stringify({ id, n: 5 }))
     if (id === home) {
       // no head until it is stopped: the hedge answers
-      const timer = setTimeout(() => res.end(JSON.stringify({ id, n: 0 })), 30_000)
-      return void res.on('close', () => clearTimeout(timer))
+      return holdHead(res, id)
     }
     // the hedge's upstream started without the state: its versions start again
     told.push(String(req.headers['x-tether-rehydrate-status']))
@@ -790,16 +799,13 @@ t.test("a hedge whose hook answers 500 and then wins: one rehydration error, and
   })
   let home = ''
   const ups = [await app('a'), await app('b')]
-  const tether = await startTether(testConfig(ups, { state: { rehydrate: 'hook', hook_path: hookPath }, retries: { hedge_after: 100 } }), { logger: createLogger('silent') })
-  t.teardown(async () => { await tether.close(0); await Promise.all(ups.map((u) => u.close())) })
-  const jar = new CookieJar()
-  jar.cookies.set('user', 'u1')
+  const { tether, jar } = await tetherWithUser(t, ups, { state: { rehydrate: 'hook', hook_path: hookPath }, retries: { hedge_after: 100 } })
   home = (await get(tether.url, jar)).body.id
   phase = 2
   const r = await get(tether.url, jar)
   t.not(r.body.id, home, 'the hedge answered')
   t.same(told, ['refused'], "the hedge's request says its hook did not take the state")
-  await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stale"}')) + (await metric(tether, 'tether_checkpoints_total{result="stored"}')) === 2, 5_000, "the hedge's checkpoint")
+  await checkpointsTaken(tether, 2, "the hedge's checkpoint")
   t.equal(await metric(tether, 'tether_checkpoints_total{result="stale"}'), 0, 'version 1 is not refused as stale')
   t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 1 }, 'one rehydration, its state refused')
 })
@@ -812,10 +818,7 @@ t.test("a moved user's WebSocket handshake: one rehydration counted, when the up
     })
     return up
   }))
-  const tether = await startTether(testConfig(apps, {}), { logger: createLogger('silent') })
-  t.teardown(async () => { await tether.close(0); await Promise.all(apps.map((u) => u.close())) })
-  const jar = new CookieJar()
-  jar.cookies.set('user', 'u1')
+  const { tether, jar } = await tetherWithUser(t, apps, {})
   const home = (await get(tether.url, jar)).body.id
   tether.health.disable(home)
   const switched = await new Promise<string>((resolve, reject) => {
@@ -937,7 +940,7 @@ t.test("a 431 passed on to the client (the body could not be sent again without 
   const next = await get(tether.url, jar)
   t.not(next.body.id, home, 'the user stays on the new upstream')
   t.same(seen, [`${home} -`, `${next.body.id} -`], 'as an ordinary request (no second move)')
-  await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stale"}')) + (await metric(tether, 'tether_checkpoints_total{result="stored"}')) === 2, 5_000, "the new upstream's checkpoint")
+  await checkpointsTaken(tether, 2, "the new upstream's checkpoint")
   t.equal(await metric(tether, 'tether_checkpoints_total{result="stale"}'), 0, 'its version 1 replaced version 5 (marked restarted), not refused as stale')
 })
 
@@ -949,17 +952,13 @@ t.test("a hedge that carried the state in a header and answered 431 (passed on: 
     if (phase === 1) return void res.writeHead(200, { 'x-tether-state': 'S'.repeat(200) }).end(JSON.stringify({ id, n: 1 }))
     if (id === home) {
       // no head until it is stopped: the hedge answers
-      const timer = setTimeout(() => res.end(JSON.stringify({ id, n: 0 })), 30_000)
-      return void res.on('close', () => clearTimeout(timer))
+      return holdHead(res, id)
     }
     res.writeHead(req.headers['x-tether-rehydrate'] !== undefined ? 431 : 200).end('{}')
   })
   const ups = [await app('a'), await app('b')]
   const logs = new LogCapture()
-  const tether = await startTether(testConfig(ups, { retries: { hedge_after: 100 } }), { logger: createLogger('info', logs) })
-  t.teardown(async () => { await tether.close(0); await Promise.all(ups.map((u) => u.close())) })
-  const jar = new CookieJar()
-  jar.cookies.set('user', 'u1')
+  const { tether, jar } = await tetherWithUser(t, ups, { retries: { hedge_after: 100 } }, createLogger('info', logs))
   home = (await get(tether.url, jar)).body.id
   phase = 2
   const before = logs.access().length
@@ -970,36 +969,42 @@ t.test("a hedge that carried the state in a header and answered 431 (passed on: 
   t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 1 }, 'the refused state is no delivery')
 })
 
-t.test("a move whose hook refused the state, hedged onto an upstream whose hook took it: the hedge's answer leaves no restart mark (an older version it writes is refused as stale)", async (t) => {
-  const hookPath = '/_tether/rehydrate'
-  let phase = 1
+const refusingHookPath = '/_tether/rehydrate'
+
+/**
+ * Three replicas for a move whose first upstream's hook (at `refusingHookPath`) refuses the state
+ * (500) and any later one's takes it. In phase 1 they answer with version 5; in phase 2 the
+ * refusing upstream answers with `refused`, any other notes its X-Tether-Rehydrate-Status in
+ * `told` and, though it got the state, writes an older version (3): ordered by version as any.
+ */
+async function refusedThenOlder(refused: (req: http.IncomingMessage, res: http.ServerResponse, id: string) => void): Promise<{ ups: Upstream[]; told: string[]; refusedBy: () => string; phase: { n: number } }> {
+  const phase = { n: 1 }
   let refusedBy = ''
   const told: string[] = []
   const app = (id: string) => startUpstream(id, (req, res) => {
     req.resume()
-    if (req.url === hookPath) {
-      // the first attempt's hook refuses the state; the hedge's takes it
+    if (req.url === refusingHookPath) {
       if (refusedBy === '') refusedBy = id
       return void res.writeHead(id === refusedBy ? 500 : 200).end()
     }
-    if (phase === 1) return void res.writeHead(200, { 'x-tether-state': 'v5', 'x-tether-state-version': '5' }).end(JSON.stringify({ id, n: 5 }))
-    if (id === refusedBy) {
-      // no head until it is stopped: the hedge answers
-      const timer = setTimeout(() => res.end(JSON.stringify({ id, n: 0 })), 30_000)
-      return void res.on('close', () => clearTimeout(timer))
-    }
+    if (phase.n === 1) return void res.writeHead(200, { 'x-tether-state': 'v5', 'x-tether-state-version': '5' }).end(JSON.stringify({ id, n: 5 }))
+    if (id === refusedBy) return refused(req, res, id)
     told.push(String(req.headers['x-tether-rehydrate-status']))
-    // it got the state, yet writes an older version: ordered by version as any
     res.writeHead(200, { 'x-tether-state': 'v3', 'x-tether-state-version': '3' }).end(JSON.stringify({ id, n: 3 }))
   })
-  const ups = [await app('a'), await app('b'), await app('c')]
-  const { tether, jar, home } = await withUserMoving(t, ups, { state: { rehydrate: 'hook', hook_path: hookPath }, retries: { hedge_after: 100 } })
-  phase = 2
+  return { ups: [await app('a'), await app('b'), await app('c')], told, refusedBy: () => refusedBy, phase }
+}
+
+t.test("a move whose hook refused the state, hedged onto an upstream whose hook took it: the hedge's answer leaves no restart mark (an older version it writes is refused as stale)", async (t) => {
+  // the first attempt gets no head until it is stopped: the hedge answers
+  const { ups, told, refusedBy, phase } = await refusedThenOlder((_req, res, id) => holdHead(res, id))
+  const { tether, jar, home } = await withUserMoving(t, ups, { state: { rehydrate: 'hook', hook_path: refusingHookPath }, retries: { hedge_after: 100 } })
+  phase.n = 2
   const r = await get(tether.url, jar)
   t.not(r.body.id, home, 'moved')
-  t.not(r.body.id, refusedBy, 'the hedge answered')
+  t.not(r.body.id, refusedBy(), 'the hedge answered')
   t.same(told, ['delivered'], "the hedge's upstream got the state")
-  await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stale"}')) + (await metric(tether, 'tether_checkpoints_total{result="stored"}')) === 2, 5_000, "the hedge's checkpoint")
+  await checkpointsTaken(tether, 2, "the hedge's checkpoint")
   t.equal(await metric(tether, 'tether_checkpoints_total{result="stale"}'), 1, "version 3 does not replace version 5: the first attempt's restart mark is not the hedge's")
   t.same(await rehydrations(tether), { delivered: 1, no_state: 0, error: 0 }, 'one rehydration, delivered')
 })
@@ -1025,8 +1030,7 @@ t.test("a burst at one move: a hedge that got the state and answers leaves the r
       if (phase === 2 && id === refusedBy) {
         if (req.method === 'GET') {
           // no head until it is stopped: the hedge answers
-          const timer = setTimeout(() => res.end(JSON.stringify({ id, n: 0 })), 30_000)
-          return void res.on('close', () => clearTimeout(timer))
+          return holdHead(res, id)
         }
         // the POST of the same burst, answered after the hedged GET: this upstream got no
         // state, its versions start again
@@ -1048,7 +1052,7 @@ t.test("a burst at one move: a hedge that got the state and answers leaves the r
   const p = await post
   t.equal(p.status, 200)
   jar.apply(p.setCookie) // the POST answered last: the user is on its upstream
-  await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stale"}')) + (await metric(tether, 'tether_checkpoints_total{result="stored"}')) === 2, 5_000, "the POST's checkpoint")
+  await checkpointsTaken(tether, 2, "the POST's checkpoint")
   t.equal(await metric(tether, 'tether_checkpoints_total{result="stale"}'), 0, "the restarted upstream's version 1 replaced version 5")
   // that upstream goes too: the user's next upstream gets the state they built there, not the old one
   phase = 3
@@ -1087,8 +1091,7 @@ t.test("two upstreams answer one user at one epoch (a burst plus a hedge): the o
         if (phase === 2 && id === fresh && req.method === 'GET' && holdGet) {
           // the burst's GET gets no head until it is stopped: the hedge answers it
           holdGet = false
-          const timer = setTimeout(() => res.end(JSON.stringify({ id, n: 0 })), 30_000)
-          return void res.on('close', () => clearTimeout(timer))
+          return holdHead(res, id)
         }
         // the burst's POST is answered after the hedged GET
         if (phase === 2 && id === fresh && req.method === 'POST') return void (release = answer)
@@ -1097,10 +1100,7 @@ t.test("two upstreams answer one user at one epoch (a burst plus a hedge): the o
     })
   }
   const ups = [await app('a'), await app('b'), await app('c')]
-  const tether = await startTether(testConfig(ups, { state: { rehydrate: 'hook', hook_path: hookPath }, retries: { hedge_after: 100 } }), { logger: createLogger('silent') })
-  t.teardown(async () => { await tether.close(0); await Promise.all(ups.map((u) => u.close())) })
-  const jar = new CookieJar()
-  jar.cookies.set('user', 'u1')
+  const { tether, jar } = await tetherWithUser(t, ups, { state: { rehydrate: 'hook', hook_path: hookPath }, retries: { hedge_after: 100 } })
   for (let i = 0; i < 4; i++) await get(tether.url, jar) // the home's count (and version) reaches 5
   tether.health.disable((await get(tether.url, jar)).body.id)
   phase = 2
@@ -1116,7 +1116,7 @@ t.test("two upstreams answer one user at one epoch (a burst plus a hedge): the o
   jar.apply(p.setCookie) // the POST answered last: the user is on its upstream, which started them again
   const next = await get(tether.url, jar)
   t.same(next.body, { id: fresh, n: 2 }, 'the user goes on where the POST was answered: an update acknowledged there')
-  await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stale"}')) + (await metric(tether, 'tether_checkpoints_total{result="stored"}')) === 8, 5_000, 'every checkpoint taken')
+  await checkpointsTaken(tether, 8, 'every checkpoint taken')
   // that upstream goes too: the user's next upstream must get the state they built there (count
   // 2), not the hedge's (6), which they left
   phase = 3
@@ -1127,31 +1127,14 @@ t.test("two upstreams answer one user at one epoch (a burst plus a hedge): the o
 })
 
 t.test("a move whose hook refused the state, whose upstream then failed (retried on one whose hook took it): an older version the retry's upstream writes is refused as stale", async (t) => {
-  const hookPath = '/_tether/rehydrate'
-  let phase = 1
-  let refusedBy = ''
-  const told: string[] = []
-  const app = (id: string) => startUpstream(id, (req, res) => {
-    req.resume()
-    if (req.url === hookPath) {
-      // the first upstream's hook refuses the state; the retry's takes it
-      if (refusedBy === '') refusedBy = id
-      return void res.writeHead(id === refusedBy ? 500 : 200).end()
-    }
-    if (phase === 1) return void res.writeHead(200, { 'x-tether-state': 'v5', 'x-tether-state-version': '5' }).end(JSON.stringify({ id, n: 5 }))
-    // the first upstream resets the request (retried: an idempotent method)
-    if (id === refusedBy) return void req.socket.destroy()
-    told.push(String(req.headers['x-tether-rehydrate-status']))
-    // it got the state, yet writes an older version: ordered by version as any
-    res.writeHead(200, { 'x-tether-state': 'v3', 'x-tether-state-version': '3' }).end(JSON.stringify({ id, n: 3 }))
-  })
-  const ups = [await app('a'), await app('b'), await app('c')]
-  const { tether, jar } = await withUserMoving(t, ups, { state: { rehydrate: 'hook', hook_path: hookPath } })
-  phase = 2
+  // the first upstream resets the request (retried: an idempotent method)
+  const { ups, told, refusedBy, phase } = await refusedThenOlder((req) => void req.socket.destroy())
+  const { tether, jar } = await withUserMoving(t, ups, { state: { rehydrate: 'hook', hook_path: refusingHookPath } })
+  phase.n = 2
   const r = await get(tether.url, jar)
-  t.not(r.body.id, refusedBy, 'retried elsewhere')
+  t.not(r.body.id, refusedBy(), 'retried elsewhere')
   t.same(told, ['delivered'], "the retry's upstream got the state")
-  await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stale"}')) + (await metric(tether, 'tether_checkpoints_total{result="stored"}')) === 2, 5_000, "the retry's checkpoint")
+  await checkpointsTaken(tether, 2, "the retry's checkpoint")
   t.equal(await metric(tether, 'tether_checkpoints_total{result="stale"}'), 1, "version 3 does not replace version 5: the failed attempt's restart mark is not the retry's")
 })
 
@@ -1242,7 +1225,7 @@ t.test("a moved user's WebSocket handshake whose upstream refuses the state in a
   const next = await get(tether.url, jar)
   t.equal(next.body.id, to, 'the user stays on the new upstream')
   t.same(seen.slice(3), [`${to} -`], 'as an ordinary request (no second move)')
-  await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stale"}')) + (await metric(tether, 'tether_checkpoints_total{result="stored"}')) === 2, 5_000, "the new upstream's checkpoint")
+  await checkpointsTaken(tether, 2, "the new upstream's checkpoint")
   t.equal(await metric(tether, 'tether_checkpoints_total{result="stale"}'), 0, 'its version 1 replaced version 5 (marked restarted), not refused as stale')
 })
 
@@ -1307,10 +1290,7 @@ t.test("a WebSocket client that leaves while its handshake is sent again without
 t.test("a retried WebSocket handshake (its upstream refused the connection) refused 431 for the state is sent again without it to the same upstream, as a plain request", async (t) => {
   const { apps, seen, tunnelled, phase } = await wsRefusingApps(t, ['a', 'b'])
   const logs = new LogCapture()
-  const tether = await startTether(testConfig(apps, {}), { logger: createLogger('info', logs) })
-  t.teardown(async () => { await tether.close(0); await Promise.all(apps.map((u) => u.close())) })
-  const jar = new CookieJar()
-  jar.cookies.set('user', 'u1')
+  const { tether, jar } = await tetherWithUser(t, apps, {}, createLogger('info', logs))
   const home = (await get(tether.url, jar)).body.id
   const to = apps.find((a) => a.id !== home)!.id
   await apps.find((a) => a.id === home)!.close() // its port refuses connections; health does not know yet
