@@ -7,13 +7,9 @@
 import t from 'tap'
 import http2 from 'node:http2'
 import net from 'node:net'
-import { startTether } from '../src/app.js'
-import { createLogger } from '../src/observability/logger.js'
-import { LogCapture } from './fixtures/log-capture.js'
-import { startUpstream, testConfig } from './fixtures/upstream.js'
-import { frozenRedis } from './fixtures/redis-server.js'
+import { cutBeforeRedisClosed, stopAtGraceEnd, tetherOnFrozenLookup } from './fixtures/grace-end-lookup.js'
 import { makeCertificateSet } from './fixtures/tls.js'
-import { onEvent, when, within } from './fixtures/wait.js'
+import { within } from './fixtures/wait.js'
 
 const certs = makeCertificateSet()
 t.teardown(() => certs.remove())
@@ -21,23 +17,7 @@ const TLS = { cert: certs.server.certFile, key: certs.server.keyFile, certificat
 
 for (const protocol of ['HTTP/1.1', 'h2'] as const) {
 t.test(`${protocol}: a request waiting on a frozen Redis's shared-affinity lookup at a stop's grace end is logged TETHER_SHUTTING_DOWN, status 0, with no upstream decided`, async (t) => {
-  const { redis, freeze } = await frozenRedis(t)
-  const forwarded: string[] = []
-  const up = await startUpstream('a', (req, res) => {
-    req.resume()
-    forwarded.push(req.url ?? '')
-    res.end('a')
-  })
-  t.teardown(() => up.close())
-  const logs = new LogCapture()
-  const tether = await startTether(testConfig([up], {
-    affinity: { key: 'header', header: { name: 'X-Tenant' }, shared: 'redis' },
-    // the lookup outlasts the grace period below
-    state: { store: 'redis', timeout: 3000, redis: { url: redis.url } },
-    ...(protocol === 'h2' ? { listen: { tls: TLS } } : {}),
-  }), { logger: createLogger('info', logs) })
-  t.teardown(() => tether.close(0))
-  freeze()
+  const { tether, logs, forwarded } = await tetherOnFrozenLookup(t, protocol === 'h2' ? { listen: { tls: TLS } } : {})
   const handed = new Promise<void>((resolve) => tether.listener.server.once('request', () => resolve()))
   if (protocol === 'h2') {
     const session = http2.connect(tether.url, { ca: certs.ca })
@@ -51,14 +31,10 @@ t.test(`${protocol}: a request waiting on a frozen Redis's shared-affinity looku
     client.write('GET /x HTTP/1.1\r\nHost: a\r\nX-Tenant: u1\r\n\r\n')
   }
   await within(handed, 5000, 'the request handed to Tether') // its path now waits for the shared table (Redis frozen)
-  const stopped = tether.close(100) // the lookup holds the request past the grace period: Tether closes the connection
-  // at the grace end, not at the lookup's own timeout (state.timeout, 3 s)
-  await when(onEvent(logs, 'record'), () => logs.access().length === 1, 2000, 'the access line at the grace end')
-  await stopped
-  // at the grace end, not once the stop's end closed the Redis connection (which fails the
-  // lookup: up to STOP_WAIT_MS later, its unanswered command then warned of)
-  const line = (msg: string): number => logs.records.findIndex((r) => r['msg'] === msg)
-  t.ok(line('access') < line('redis did not answer before the stop: writes among these commands may not be stored'), 'the request was cut before the stop closed Redis')
+  // the lookup holds the request past the grace period: Tether closes the connection at the grace
+  // end, not at the lookup's own timeout, nor once the stop's end closed the Redis connection
+  await stopAtGraceEnd(tether, logs)
+  t.ok(cutBeforeRedisClosed(logs), 'the request was cut before the stop closed Redis')
   t.match(logs.access()[0], { status: 0, outcome: 'TETHER_SHUTTING_DOWN', upstream: null, route: null }, 'no upstream decided: no attempt into the destroyed pools')
   t.same(forwarded, [], 'nothing sent upstream')
   t.notOk(logs.records.some((r) => r['msg'] === 'upstream exchange failed'), 'no warning for an attempt into a destroyed pool')
