@@ -7,7 +7,7 @@ import http2 from 'node:http2'
 import net from 'node:net'
 import { startTether, type Tether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
-import { request, startEndlessUpstream, startUpstream, testConfig } from './fixtures/upstream.js'
+import { request, startEndlessUpstream, startUpstream, testConfig, type Upstream } from './fixtures/upstream.js'
 import { FLAG, FRAME, PREFACE, frame, getBlock, readFrames, settingsFrame, windowUpdate } from './fixtures/h2-frames.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { onEvent, waitFor, when, within } from './fixtures/wait.js'
@@ -26,11 +26,43 @@ function curl(args: string[]): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => execFile('curl', ['-sS', '--max-time', '10', '-D', '-', ...args], (err, out) => resolve({ code: err === null ? 0 : Number((err as { code?: number }).code ?? 1), out })))
 }
 
-/** An h2c connection to `tether` with one stream for `path` whose answer it never reads (its window fills up). */
-function stalledStream(t: Test, tether: Tether, path: string): { s: http2.ClientHttp2Session; stalled: http2.ClientHttp2Stream } {
-  const s = http2.connect(tether.url)
+/**
+ * Tether with h2c on (`maxStreams`: its listen.http2.max_concurrent_streams) over `up`, both
+ * closed at teardown (`up` unless `upClosed`: it was closed to leave nothing listening);
+ * `bound` sets timeouts.body_idle and response_headers (the client bound is the longer plus a
+ * second). Logs into `logs` at info if given, else nothing.
+ */
+async function h2cOver(t: Test, up: Upstream, opts: { bound?: number; maxStreams?: number; logs?: LogCapture; upClosed?: boolean } = {}): Promise<Tether> {
+  const http2Listen = opts.maxStreams === undefined ? { cleartext: true } : { cleartext: true, max_concurrent_streams: opts.maxStreams }
+  const timeouts = opts.bound === undefined ? {} : { timeouts: { body_idle: opts.bound, response_headers: opts.bound } }
+  const logger = opts.logs === undefined ? createLogger('silent') : createLogger('info', opts.logs)
+  const tether = await startTether(testConfig([up], { listen: { http2: http2Listen }, ...timeouts }), { logger })
+  t.teardown(async () => { await tether.close(0); if (opts.upClosed !== true) await up.close() })
+  return tether
+}
+
+/** An h2c connection to `tether` (destroyed at teardown, its errors ignored) with the client `settings` given. */
+function h2cSession(t: Test, tether: Tether, settings?: http2.Settings): http2.ClientHttp2Session {
+  const s = http2.connect(tether.url, settings === undefined ? undefined : { settings })
   t.teardown(() => s.destroy())
   s.on('error', () => undefined)
+  return s
+}
+
+/** Keeps `s` busy: a PING every 100 ms until teardown. */
+function keepBusy(t: Test, s: http2.ClientHttp2Session): void {
+  const busy = setInterval(() => { if (!s.destroyed) s.ping(() => undefined) }, 100)
+  t.teardown(() => clearInterval(busy))
+}
+
+/** Resolves once the answer to a request for `path` on `s` has been read to its end. */
+function readAnswer(s: http2.ClientHttp2Session, path: string): Promise<void> {
+  return new Promise<void>((resolve) => { const r = s.request({ ':path': path }); r.resume(); r.on('end', resolve) })
+}
+
+/** An h2c connection to `tether` with one stream for `path` whose answer it never reads (its window fills up). */
+function stalledStream(t: Test, tether: Tether, path: string): { s: http2.ClientHttp2Session; stalled: http2.ClientHttp2Stream } {
+  const s = h2cSession(t, tether)
   const stalled = s.request({ ':path': path })
   stalled.on('error', () => undefined)
   stalled.pause()
@@ -110,24 +142,18 @@ t.test("an h2c request carries its client's address: X-Forwarded-For, X-Forwarde
 t.test('an idle h2c connection is closed after timeouts.body_idle, as a TLS one', async (t) => {
   const up = await startUpstream('app-0')
   // the client bound: the longer of body_idle and response_headers, plus a second
-  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } }, timeouts: { body_idle: 300, response_headers: 300 } }), { logger: createLogger('silent') })
-  t.teardown(async () => { await tether.close(0); await up.close() })
-  const s = http2.connect(tether.url)
-  t.teardown(() => s.destroy())
-  s.on('error', () => undefined)
-  await new Promise<void>((resolve) => { const r = s.request({ ':path': '/' }); r.resume(); r.on('end', resolve) })
+  const tether = await h2cOver(t, up, { bound: 300 })
+  const s = h2cSession(t, tether)
+  await readAnswer(s, '/')
   await new Promise<void>((resolve) => s.once('close', resolve)) // the test times out if it never closes
   t.pass('closed by Tether')
 })
 
 t.test("an h2c connection whose client only sends PINGs is closed at the client bound: PINGs alone do not keep it open", async (t) => {
   const up = await startUpstream('app-0')
-  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } }, timeouts: { body_idle: 300, response_headers: 300 } }), { logger: createLogger('silent') })
-  t.teardown(async () => { await tether.close(0); await up.close() })
-  const s = http2.connect(tether.url)
-  t.teardown(() => s.destroy())
-  s.on('error', () => undefined)
-  await new Promise<void>((resolve) => { const r = s.request({ ':path': '/' }); r.resume(); r.on('end', resolve) })
+  const tether = await h2cOver(t, up, { bound: 300 })
+  const s = h2cSession(t, tether)
+  await readAnswer(s, '/')
   let answered = 0
   const pings = setInterval(() => { if (!s.destroyed) s.ping(() => { answered++ }) }, 100)
   t.teardown(() => clearInterval(pings))
@@ -156,13 +182,11 @@ t.test('a stream whose client stopped reading is cut on its own while the connec
     res.on('drain', pump)
     pump()
   })
-  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } }, timeouts: { body_idle: 300, response_headers: 300 } }), { logger: createLogger('silent') })
-  t.teardown(async () => { await tether.close(0); await up.close() })
+  const tether = await h2cOver(t, up, { bound: 300 })
   const { s, stalled } = stalledStream(t, tether, '/big')
   const reset = new Promise<number>((resolve) => stalled.once('close', () => resolve(stalled.rstCode)))
   // the connection stays busy all along
-  const busy = setInterval(() => { if (!s.destroyed) s.ping(() => undefined) }, 100)
-  t.teardown(() => clearInterval(busy))
+  keepBusy(t, s)
   const trickling = s.request({ ':path': '/trickle' })
   trickling.on('error', () => undefined)
   trickling.resume()
@@ -179,8 +203,7 @@ t.test('a stream whose client stopped reading is cut on its own while the connec
 t.test('a client silent both ways (a stream it reads nothing of, nothing else sent) has its connection closed at the client bound, logged as its timeout, not client_abort', async (t) => {
   const up = await startEndlessUpstream('app-0', 256 * 1024)
   const logs = new LogCapture()
-  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } }, timeouts: { body_idle: 300, response_headers: 300 } }), { logger: createLogger('info', logs) })
-  t.teardown(async () => { await tether.close(0); await up.close() })
+  const tether = await h2cOver(t, up, { bound: 300, logs })
   const { s, stalled } = stalledStream(t, tether, '/big') // and the client sends nothing more
   await within(new Promise((resolve) => s.once('close', resolve)), 10_000, 'the connection to be closed (the client bound, 1.3 s, up to twice it)')
   await waitFor(() => up.answerClosed(), 5_000, 'its upstream request to end')
@@ -194,20 +217,16 @@ t.test('a stream whose answer ended upstream but whose client takes none of it i
   // stream; Node's stream timer counts the connection's PING answers as progress. Such a
   // stream held its slot and its answer for good
   const up = await startUpstream('app-0', (_req, res) => res.end(Buffer.alloc(10 * 1024, 'y')))
-  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } }, timeouts: { body_idle: 300, response_headers: 300 } }), { logger: createLogger('silent') })
-  t.teardown(async () => { await tether.close(0); await up.close() })
+  const tether = await h2cOver(t, up, { bound: 300 })
   // a window of 0: nothing of an answer can be sent until the client says so, which it never does
-  const s = http2.connect(tether.url, { settings: { initialWindowSize: 0 } })
-  t.teardown(() => s.destroy())
-  s.on('error', () => undefined)
+  const s = h2cSession(t, tether, { initialWindowSize: 0 })
   const closed: Promise<number>[] = []
   for (let i = 0; i < 5; i++) {
     const r = s.request({ ':path': `/small-${i}` })
     r.on('error', () => undefined)
     closed.push(new Promise<number>((resolve) => r.once('close', () => resolve(r.rstCode))))
   }
-  const busy = setInterval(() => { if (!s.destroyed) s.ping(() => undefined) }, 100)
-  t.teardown(() => clearInterval(busy))
+  keepBusy(t, s)
   const codes = await within(Promise.all(closed), 15_000, 'the streams to be reset (four client bounds of 1.3 s)')
   t.same(codes, codes.map(() => http2.constants.NGHTTP2_INTERNAL_ERROR), 'reset (never a clean end: the client has none of the answer)')
   t.equal(s.destroyed, false, 'the connection itself stays')
@@ -226,11 +245,8 @@ t.test('a stream whose answer ended upstream is reset when its client takes none
   })
   const logs = new LogCapture()
   // two streams at a time: the busy one and the stalled one fill the connection
-  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true, max_concurrent_streams: 2 } }, timeouts: { body_idle: 300, response_headers: 300 } }), { logger: createLogger('info', logs) })
-  t.teardown(async () => { await tether.close(0); await up.close() })
-  const s = http2.connect(tether.url, { settings: { initialWindowSize: 1024 } })
-  t.teardown(() => s.destroy())
-  s.on('error', () => undefined)
+  const tether = await h2cOver(t, up, { bound: 300, maxStreams: 2, logs })
+  const s = h2cSession(t, tether, { initialWindowSize: 1024 })
   const busy = s.request({ ':path': '/busy' })
   busy.on('error', () => undefined)
   let trickled = 0
@@ -261,11 +277,8 @@ t.test("Tether's own error answers (its upstream down: 502; a TRACE or CONNECT r
   const up = await startUpstream('app-0')
   await up.close() // nothing listens: a routed request is answered by Tether itself
   const logs = new LogCapture()
-  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } }, timeouts: { body_idle: 300, response_headers: 300 } }), { logger: createLogger('info', logs) })
-  t.teardown(async () => { await tether.close(0) })
-  const s = http2.connect(tether.url, { settings: { initialWindowSize: 0 } })
-  t.teardown(() => s.destroy())
-  s.on('error', () => undefined)
+  const tether = await h2cOver(t, up, { bound: 300, logs, upClosed: true })
+  const s = h2cSession(t, tether, { initialWindowSize: 0 })
   const ask = (method: string, path: string): { status: () => number; reset: Promise<number> } => {
     const r = s.request(method === 'CONNECT' ? { ':method': method, ':authority': path } : { ':method': method, ':path': path })
     r.on('error', () => undefined)
@@ -276,8 +289,7 @@ t.test("Tether's own error answers (its upstream down: 502; a TRACE or CONNECT r
   const down = ask('GET', '/down') // routed: the connection is refused, Tether answers
   const trace = ask('TRACE', '/trace') // refused before routing
   const connect = ask('CONNECT', 'example.com:443') // refused too (Node hands it to the listener)
-  const busy = setInterval(() => { if (!s.destroyed) s.ping(() => undefined) }, 100)
-  t.teardown(() => clearInterval(busy))
+  keepBusy(t, s)
   const codes = await within(Promise.all([down.reset, trace.reset, connect.reset]), 15_000, 'the streams to be reset (four client bounds of 1.3 s)')
   t.equal(down.status(), 502, "Tether's own answer (the connection refused; no active probes here)")
   t.equal(trace.status(), 405)
@@ -297,11 +309,8 @@ t.test("the upstream failure behind Tether's own h2 answer, which its client tak
   const up = await startUpstream('app-0')
   await up.close() // nothing listens: Tether answers 502 itself
   const logs = new LogCapture()
-  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } } }), { logger: createLogger('info', logs) })
-  t.teardown(async () => { await tether.close(0) })
-  const s = http2.connect(tether.url)
-  t.teardown(() => s.destroy())
-  s.on('error', () => undefined)
+  const tether = await h2cOver(t, up, { logs, upClosed: true })
+  const s = h2cSession(t, tether)
   const r = s.request({ ':path': '/down' })
   r.on('error', () => undefined)
   let status = 0
@@ -335,8 +344,7 @@ t.test('a stream whose answer ended upstream and whose client reads it slowly bu
   })
   const logs = new LogCapture()
   // client bound 1.5 s, the stall bound four of them: 6 s
-  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } }, timeouts: { body_idle: 500, response_headers: 500 } }), { logger: createLogger('info', logs) })
-  t.teardown(async () => { await tether.close(0); await up.close() })
+  const tether = await h2cOver(t, up, { bound: 500, logs })
   const socket = net.connect(tether.port, '127.0.0.1')
   t.teardown(() => socket.destroy())
   socket.on('error', () => undefined)
@@ -375,8 +383,7 @@ t.test('a stream reset by its client while the rest of an ended answer waits for
     res.end(Buffer.alloc(8 * 1024, 'y'))
   })
   const logs = new LogCapture()
-  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } } }), { logger: createLogger('info', logs) })
-  t.teardown(async () => { await tether.close(0); await up.close() })
+  const tether = await h2cOver(t, up, { logs })
   const socket = net.connect(tether.port, '127.0.0.1')
   t.teardown(() => socket.destroy())
   socket.on('error', () => undefined)
@@ -404,11 +411,8 @@ t.test('a graceful stop waits for an ended answer still waiting for its client\'
     res.end(Buffer.alloc(10 * 1024, 'y'))
   })
   const logs = new LogCapture()
-  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } } }), { logger: createLogger('info', logs) })
-  t.teardown(async () => { await tether.close(0); await up.close() })
-  const s = http2.connect(tether.url, { settings: { initialWindowSize: 1024 } })
-  t.teardown(() => s.destroy())
-  s.on('error', () => undefined)
+  const tether = await h2cOver(t, up, { logs })
+  const s = h2cSession(t, tether, { initialWindowSize: 1024 })
   const stalled = s.request({ ':path': '/held' })
   stalled.on('error', () => undefined)
   stalled.pause() // never read: the stall bound (244 s at the defaults) is far off
@@ -425,11 +429,8 @@ t.test('a stream whose client reads slowly but steadily is not cut', async (t) =
   const up = await startUpstream('app-0', (_req, res) => res.end(Buffer.alloc(BODY, 'y')))
   // client bound 1.3 s, four of them for an h2 stream's stall: the ~80 KiB Node holds for a
   // stream goes out at 40 KB/s in 2 s, longer than one bound (a 'drain' alone is that coarse)
-  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } }, timeouts: { body_idle: 300, response_headers: 300 } }), { logger: createLogger('silent') })
-  t.teardown(async () => { await tether.close(0); await up.close() })
-  const s = http2.connect(tether.url)
-  t.teardown(() => s.destroy())
-  s.on('error', () => undefined)
+  const tether = await h2cOver(t, up, { bound: 300 })
+  const s = h2cSession(t, tether)
   const r = s.request({ ':path': '/slow' })
   r.on('error', () => undefined)
   r.pause()
@@ -450,8 +451,7 @@ t.test('a stream whose client reads slowly but steadily is not cut', async (t) =
 t.test('connections doing rapid reset one after another are each closed, but warned once, then at most once per 30 s: a client cannot flood the log', async (t) => {
   const up = await startUpstream('app-0')
   const logs = new LogCapture()
-  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } } }), { logger: createLogger('info', logs) })
-  t.teardown(async () => { await tether.close(0); await up.close() })
+  const tether = await h2cOver(t, up, { logs })
   const block = getBlock(`127.0.0.1:${tether.port}`, '/', 'http')
   const flood: Buffer[] = [PREFACE, settingsFrame([])]
   for (let i = 0; i < 200; i++) {
