@@ -305,29 +305,13 @@ t.test('an oversize checkpoint is refused by the Redis store path; the request s
 })
 
 t.test("a user moved while Redis is down starts their state again: once Redis is back, the new replica's first checkpoint replaces the old one whatever the versions", async (t) => {
-  const own = await startRedis()
-  t.teardown(() => own.stop())
-  const apps = await versionedReplicas(t)
-  const tt = await startTether(testConfig(apps, {
-    affinity: { key: 'header', header: { name: 'x-user' } },
-    state: { store: 'redis', timeout: 150, redis: { url: own.url, key_prefix: 'again:' } },
-  }), { logger: createLogger('silent') })
-  t.teardown(() => tt.close(0))
-  const go = async (): Promise<string[]> => (await get(tt.url, new http.Agent(), { 'x-user': 'u1' })).body.split(' ')
-  let r = await go()
-  for (let i = 0; i < 4; i++) r = await go()
-  const first = r[0]!
-  t.equal(r[1], '5', 'version 5 stored from the first replica')
-  await redisCli(own.port, 'SAVE') // kept across the outage
-  await own.kill()
-  await waitFor(async () => (await metric(tt, 'tether_redis_up')) === 0, 10_000, 'Tether to see Redis down')
+  const { apps, tt, go, first, redisBack } = await versionFiveThenRedisDown(t, 'again:')
   await apps.find((a) => a.id === first)!.close() // its replica dies too
-  r = await go()
+  let r = await go()
   const second = r[0]!
   t.not(second, first, 'moved to another replica')
   t.equal(r[1], '1', 'without state (Redis down): its versions start again, and version 1 is lost with Redis')
-  await own.restart()
-  await waitFor(async () => (await metric(tt, 'tether_redis_up')) === 1, 10_000, 'Tether back on Redis')
+  await redisBack()
   t.same(await go(), [second, '2'])
   t.same(await go(), [second, '3'])
   t.equal(await metric(tt, 'tether_checkpoints_total{result="stale"}'), 0, 'versions 2 and 3 stored, not refused as older than 5')
@@ -337,14 +321,34 @@ t.test("a user moved while Redis is down starts their state again: once Redis is
 })
 
 t.test("a user moved by a hedge while Redis is down starts their state again: once Redis is back, the new replica's first checkpoint replaces the old one whatever the versions", async (t) => {
+  let frozen = '' // the replica that takes requests and never answers them
+  const { tt, go, first, redisBack } = await versionFiveThenRedisDown(t, 'hedged-again:', { retries: { hedge_after: 100 } }, (id) => id === frozen)
+  frozen = first // its replica freezes: the request is hedged
+  const r = await go()
+  const second = r[0]!
+  t.not(second, first, 'the hedge answered, on another replica')
+  t.equal(r[1], '1', 'without state (Redis down): its versions start again')
+  await redisBack()
+  t.same(await go(), [second, '2'], 'the user moved with the hedge')
+  t.same(await go(), [second, '3'])
+  t.equal(await metric(tt, 'tether_checkpoints_total{result="stale"}'), 0, 'versions 2 and 3 stored, not refused as older than 5')
+})
+
+/**
+ * User u1 (header x-user) on `versionedReplicas` (`frozen` as there) behind a Tether (`over` on
+ * top) with its own Redis at `prefix`: answered five times by their first replica (version 5
+ * stored, asserted), then that Redis saved (its data kept across the outage), killed and seen
+ * down by Tether. `go` asks once as u1: the answering replica and the count; `redisBack`
+ * restarts that Redis and waits until Tether is back on it.
+ */
+async function versionFiveThenRedisDown(t: Test, prefix: string, over: Over = {}, frozen?: (id: string) => boolean): Promise<{ apps: Awaited<ReturnType<typeof versionedReplicas>>; tt: Tether; go: () => Promise<string[]>; first: string; redisBack: () => Promise<void> }> {
   const own = await startRedis()
   t.teardown(() => own.stop())
-  let frozen = '' // the replica that takes requests and never answers them
-  const apps = await versionedReplicas(t, (id) => id === frozen)
+  const apps = await versionedReplicas(t, frozen)
   const tt = await startTether(testConfig(apps, {
     affinity: { key: 'header', header: { name: 'x-user' } },
-    state: { store: 'redis', timeout: 150, redis: { url: own.url, key_prefix: 'hedged-again:' } },
-    retries: { hedge_after: 100 },
+    state: { store: 'redis', timeout: 150, redis: { url: own.url, key_prefix: prefix } },
+    ...over,
   }), { logger: createLogger('silent') })
   t.teardown(() => tt.close(0))
   const go = async (): Promise<string[]> => (await get(tt.url, new http.Agent(), { 'x-user': 'u1' })).body.split(' ')
@@ -355,17 +359,12 @@ t.test("a user moved by a hedge while Redis is down starts their state again: on
   await redisCli(own.port, 'SAVE') // kept across the outage
   await own.kill()
   await waitFor(async () => (await metric(tt, 'tether_redis_up')) === 0, 10_000, 'Tether to see Redis down')
-  frozen = first // its replica freezes: the request is hedged
-  r = await go()
-  const second = r[0]!
-  t.not(second, first, 'the hedge answered, on another replica')
-  t.equal(r[1], '1', 'without state (Redis down): its versions start again')
-  await own.restart()
-  await waitFor(async () => (await metric(tt, 'tether_redis_up')) === 1, 10_000, 'Tether back on Redis')
-  t.same(await go(), [second, '2'], 'the user moved with the hedge')
-  t.same(await go(), [second, '3'])
-  t.equal(await metric(tt, 'tether_checkpoints_total{result="stale"}'), 0, 'versions 2 and 3 stored, not refused as older than 5')
-})
+  const redisBack = async (): Promise<void> => {
+    await own.restart()
+    await waitFor(async () => (await metric(tt, 'tether_redis_up')) === 1, 10_000, 'Tether back on Redis')
+  }
+  return { apps, tt, go, first, redisBack }
+}
 
 /**
  * Replicas a, b and c, each keeping a versioned per-user counter (header x-user) restored from a
