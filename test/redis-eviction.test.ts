@@ -59,6 +59,25 @@ async function watched(t: Test, options: RedisConnectionOptions, timers?: FakeTi
   return { logs, answers, redis }
 }
 
+/**
+ * The eviction check over a stand-in for the two calls of RedisConnection it makes (onNode and
+ * info), held so the order is the test's: `emit` tells it a node event, `replies` holds each
+ * INFO's resolver in the order asked. Logs into `logs`; `answers` as for `watched`.
+ */
+function heldWatch(t: Test, timers = new FakeTimers()): { logs: LogCapture; answers: number[]; emit: (e: RedisNodeEvent) => void; replies: ((infos: Map<string, string | null>) => void)[] } {
+  const logs = new LogCapture()
+  const answers: number[] = []
+  let listener: ((e: RedisNodeEvent) => void) | null = null
+  const replies: ((infos: Map<string, string | null>) => void)[] = []
+  const redis = {
+    onNode: (fn: (e: RedisNodeEvent) => void) => { listener = fn; return () => { listener = null } },
+    info: () => new Promise<Map<string, string | null>>((resolve) => { replies.push(resolve) }),
+  } as unknown as RedisConnection
+  const stop = watchEviction(redis, new ProblemLog(createLogger('info', logs), systemClock, Infinity), { checked: (n) => answers.push(n), timers })
+  t.teardown(stop)
+  return { logs, answers, emit: (e) => listener!(e), replies }
+}
+
 async function redisWith(t: Test, policy: string, extra: string[] = []): Promise<RedisServer> {
   const redis = await startRedis({ args: ['--maxmemory', '100mb', '--maxmemory-policy', policy, ...extra] })
   t.teardown(() => redis.stop())
@@ -288,50 +307,34 @@ t.test('Tether re-checks a policy changed live, and its close leaves no re-check
 })
 
 t.test('a node removed while its INFO is unanswered: the late reply opens no warn (it would never end)', async (t) => {
-  const logs = new LogCapture()
-  const answers: number[] = []
-  let listener: ((e: RedisNodeEvent) => void) | null = null
-  let reply: ((infos: Map<string, string>) => void) | null = null
-  // the two calls of RedisConnection the check makes, held so the order is the test's
-  const redis = {
-    onNode: (fn: (e: RedisNodeEvent) => void) => { listener = fn; return () => { listener = null } },
-    info: () => new Promise<Map<string, string>>((resolve) => { reply = resolve }),
-  } as unknown as RedisConnection
-  const stop = watchEviction(redis, new ProblemLog(createLogger('info', logs), systemClock, Infinity), { checked: (n) => answers.push(n), timers: new FakeTimers() })
-  t.teardown(stop) // (its re-check timer, armed by the second check, is the fake timers')
+  // (its re-check timer, armed by the second check, is the fake timers')
+  const { logs, answers, emit, replies } = heldWatch(t)
+  const reply = (infos: Map<string, string>): void => replies.at(-1)!(infos)
   const node = { address: '127.0.0.1:7003' } as RedisNodeEvent['node']
   const evicting = new Map([[node.address, 'maxmemory:1\r\nmaxmemory_policy:allkeys-lru\r\n']])
-  listener!({ kind: 'up', node })
-  listener!({ kind: 'removed', node })
+  emit({ kind: 'up', node })
+  emit({ kind: 'removed', node })
   reply!(evicting)
   await waitFor('the check ends', () => answers.length === 1)
   t.same(told(logs, WARN), [], 'no warn for a node that serves no slot any more')
-  listener!({ kind: 'up', node }) // it comes back: checked again, and told
+  emit({ kind: 'up', node }) // it comes back: checked again, and told
   reply!(evicting)
   await waitFor('the second check ends', () => answers.length === 2)
   t.equal(told(logs, WARN).length, 1, 'a node back up is checked as any other')
 })
 
 t.test('a node removed while its minute\'s re-check is unanswered: the late reply opens no warn, and no re-check is armed for it', async (t) => {
-  const logs = new LogCapture()
-  const answers: number[] = []
   const timers = new FakeTimers()
-  let listener: ((e: RedisNodeEvent) => void) | null = null
-  let reply: ((infos: Map<string, string>) => void) | null = null
-  const redis = {
-    onNode: (fn: (e: RedisNodeEvent) => void) => { listener = fn; return () => { listener = null } },
-    info: () => new Promise<Map<string, string>>((resolve) => { reply = resolve }),
-  } as unknown as RedisConnection
-  const stop = watchEviction(redis, new ProblemLog(createLogger('info', logs), systemClock, Infinity), { checked: (n) => answers.push(n), timers })
-  t.teardown(stop)
+  const { logs, answers, emit, replies } = heldWatch(t, timers)
+  const reply = (infos: Map<string, string>): void => replies.at(-1)!(infos)
   const node = { address: '127.0.0.1:7003' } as RedisNodeEvent['node']
-  listener!({ kind: 'up', node })
+  emit({ kind: 'up', node })
   reply!(new Map([[node.address, 'maxmemory:0\r\nmaxmemory_policy:noeviction\r\n']]))
   await timers.scheduled(EVICTION_RECHECK_MS) // answered: safe, the re-check armed
-  reply = null
+  const asked = replies.length
   timers.advance(EVICTION_RECHECK_MS)
-  t.ok(reply !== null, 'the re-check asked it')
-  listener!({ kind: 'removed', node })
+  t.ok(replies.length > asked, 'the re-check asked it')
+  emit({ kind: 'removed', node })
   reply!(new Map([[node.address, 'maxmemory:1\r\nmaxmemory_policy:allkeys-lru\r\n']]))
   await waitFor('the re-check ends', () => answers.length === 2)
   t.same(told(logs, WARN), [], 'no warn for a node that serves no slot any more')
@@ -340,21 +343,12 @@ t.test('a node removed while its minute\'s re-check is unanswered: the late repl
 })
 
 t.test('a node that comes up again while its INFO is unanswered is asked again once that one ends (an up is never lost)', async (t) => {
-  const logs = new LogCapture()
-  const answers: number[] = []
   const timers = new FakeTimers()
-  let listener: ((e: RedisNodeEvent) => void) | null = null
-  const replies: ((infos: Map<string, string>) => void)[] = []
-  const redis = {
-    onNode: (fn: (e: RedisNodeEvent) => void) => { listener = fn; return () => { listener = null } },
-    info: () => new Promise<Map<string, string>>((resolve) => { replies.push(resolve) }),
-  } as unknown as RedisConnection
-  const stop = watchEviction(redis, new ProblemLog(createLogger('info', logs), systemClock, Infinity), { checked: (n) => answers.push(n), timers })
-  t.teardown(stop)
+  const { logs, answers, emit, replies } = heldWatch(t, timers)
   const node = { address: '127.0.0.1:6379' } as RedisNodeEvent['node']
-  listener!({ kind: 'up', node })
-  listener!({ kind: 'down', node })
-  listener!({ kind: 'up', node }) // a reconnect while the first INFO waits: its socket's reply is lost
+  emit({ kind: 'up', node })
+  emit({ kind: 'down', node })
+  emit({ kind: 'up', node }) // a reconnect while the first INFO waits: its socket's reply is lost
   t.equal(replies.length, 1, 'one INFO at a time')
   replies[0]!(new Map())
   await waitFor('the first check ends', () => answers.length === 1)
@@ -384,23 +378,15 @@ t.test('a re-check that gets no reply in time (a Redis busy for seconds) keeps t
 })
 
 t.test('a node that goes down while its re-check waits, and whose INFO then gets no reply in time, is not asked again until it comes up', async (t) => {
-  const answers: number[] = []
   const timers = new FakeTimers()
-  let listener: ((e: RedisNodeEvent) => void) | null = null
-  const replies: ((infos: Map<string, string | null>) => void)[] = []
-  const redis = {
-    onNode: (fn: (e: RedisNodeEvent) => void) => { listener = fn; return () => { listener = null } },
-    info: () => new Promise<Map<string, string | null>>((resolve) => { replies.push(resolve) }),
-  } as unknown as RedisConnection
-  const stop = watchEviction(redis, new ProblemLog(createLogger('info', new LogCapture()), systemClock, Infinity), { checked: (n) => answers.push(n), timers })
-  t.teardown(stop)
+  const { answers, emit, replies } = heldWatch(t, timers)
   const node = { address: '127.0.0.1:7004' } as RedisNodeEvent['node']
-  listener!({ kind: 'up', node })
+  emit({ kind: 'up', node })
   replies[0]!(new Map([[node.address, 'maxmemory:0\r\nmaxmemory_policy:noeviction\r\n']]))
   await timers.scheduled(EVICTION_RECHECK_MS)
   timers.advance(EVICTION_RECHECK_MS)
   t.equal(replies.length, 2, 're-checked')
-  listener!({ kind: 'down', node })
+  emit({ kind: 'down', node })
   replies[1]!(new Map([[node.address, null]]))
   await waitFor('the re-check ends', () => answers.length === 2)
   await new Promise<void>((resolve) => setImmediate(resolve)) // (the re-check's settled handler)
