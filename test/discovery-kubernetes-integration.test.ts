@@ -51,6 +51,40 @@ function sliceOf(pod: Pod, conditions: Omit<PodEndpoint, 'pod' | 'ip'> = {}) {
   return endpointSlice(`web-${pod.name}`, 'web', [{ pod: pod.name, ip: '127.0.0.1', ...conditions }], { ports: [{ name: 'http', port: pod.port }] })
 }
 
+/** A fake Kubernetes API server on loopback, closed when `t` ends; `url` is its address. */
+async function kubeApi(t: Test): Promise<{ api: FakeKubeApi; url: string }> {
+  const api = new FakeKubeApi()
+  const { url } = await api.start()
+  t.teardown(() => api.close())
+  return { api, url }
+}
+
+/** Echo pods on the loopback addresses, one `port`, closed when `t` ends. */
+async function samePortPods(t: Test): Promise<Awaited<ReturnType<typeof sameportUpstreams>>> {
+  const pods = await sameportUpstreams()
+  t.teardown(async () => { await Promise.all(pods.servers.map(closeServer)) })
+  return pods
+}
+
+/**
+ * Tether (closed when `t` ends) discovering service `web` port `http` from the API at `url`,
+ * logging at info without access lines into `log`; `over` adds other sections.
+ */
+async function discovering(t: Test, url: string, log: LogCapture, over: Parameters<typeof testConfig>[1] = {}): Promise<Tether> {
+  const tether = await startTether(testConfig([], {
+    ...over,
+    discovery: { kubernetes: { service: 'web', namespace: null, port: 'http', kubeconfig: kubeconfigFor(url), weight_annotation: null } },
+    log: { level: 'info', access: false },
+  }), { logger: createLogger('info', log) })
+  t.teardown(() => tether.close(0))
+  return tether
+}
+
+/** How many times `log` told of a replaced replica. */
+function replacements(log: LogCapture): number {
+  return log.records.filter((r) => r['msg'] === REPLACED).length
+}
+
 t.test('Kubernetes discovery: pods by name, terminating pods drain, deleted pods leave, restarted pods keep their users, an API outage degrades', async (t) => {
   const pods = new Map<string, Pod>()
   for (const name of ['web-0', 'web-1', 'web-2']) pods.set(name, await startPod(name))
@@ -157,9 +191,7 @@ t.test('every pod terminating but still serving: new users land on them (no 503)
   const pods = new Map<string, Pod>()
   for (const name of ['web-0', 'web-1', 'web-2']) pods.set(name, await startPod(name))
   t.teardown(async () => { await Promise.all([...pods.values()].map(stopPod)) })
-  const api = new FakeKubeApi()
-  const { url } = await api.start()
-  t.teardown(() => api.close())
+  const { api, url } = await kubeApi(t)
   api.put('endpointslices', sliceOf(pods.get('web-0')!))
   api.put('endpointslices', sliceOf(pods.get('web-1')!, { terminating: true, serving: true }))
   const kubeconfig = kubeconfigFor(url)
@@ -197,9 +229,7 @@ t.test('every pod terminating but still serving: new users land on them (no 503)
 t.test('a problem that lasts is logged once when it starts, then at most every 30 s with a count, and its end once; /readyz and the metrics follow every event at once', async (t) => {
   const pod = await startPod('web-0')
   t.teardown(() => stopPod(pod))
-  const api = new FakeKubeApi()
-  const { url } = await api.start()
-  t.teardown(() => api.close())
+  const { api, url } = await kubeApi(t)
   api.put('endpointslices', sliceOf(pod))
   const kubeconfig = kubeconfigFor(url)
   const log = new LogCapture()
@@ -252,9 +282,7 @@ t.test('a StatefulSet pod re-created at a new address (same name, another url) i
   const pods = await counterPods(t)
   // each pod process its own uid, as the API server gives a re-created pod
   const slice = (c: Counter) => endpointSlice(`web-${c.id}`, 'web', [{ pod: c.id, ip: '127.0.0.1', uid: `${c.id}-${c.port}` }], { ports: [{ name: 'http', port: c.port }] })
-  const api = new FakeKubeApi()
-  const { url } = await api.start()
-  t.teardown(() => api.close())
+  const { api, url } = await kubeApi(t)
   for (const c of pods.values()) api.put('endpointslices', slice(c))
   const log = new LogCapture()
   const tether = await recreatedPodTether(t, url, log)
@@ -287,9 +315,7 @@ t.test('a StatefulSet pod re-created at the same address (same name and url, ano
   const pods = await counterPods(t)
   const address = await podAddress(t, pods.get('web-0')!.port)
   const slice = (c: Counter, uid: string) => endpointSlice(`web-${c.id}`, 'web', [{ pod: c.id, ip: '127.0.0.1', uid }], { ports: [{ name: 'http', port: c.id === 'web-0' ? address.port : c.port }] })
-  const api = new FakeKubeApi()
-  const { url } = await api.start()
-  t.teardown(() => api.close())
+  const { api, url } = await kubeApi(t)
   for (const c of pods.values()) api.put('endpointslices', slice(c, `${c.id}-first`))
   const log = new LogCapture()
   const tether = await recreatedPodTether(t, url, log)
@@ -308,9 +334,7 @@ t.test('a StatefulSet pod re-created at the same address and listed not ready (a
   const pods = await counterPods(t)
   const address = await podAddress(t, pods.get('web-0')!.port)
   const slice = (c: Counter, uid: string, ready = true) => endpointSlice(`web-${c.id}`, 'web', [{ pod: c.id, ip: '127.0.0.1', uid, ...(ready ? {} : { ready: false, serving: false }) }], { ports: [{ name: 'http', port: c.id === 'web-0' ? address.port : c.port }] })
-  const api = new FakeKubeApi()
-  const { url } = await api.start()
-  t.teardown(() => api.close())
+  const { api, url } = await kubeApi(t)
   for (const c of pods.values()) api.put('endpointslices', slice(c, `${c.id}-first`))
   const log = new LogCapture()
   const tether = await startTether(testConfig([], {
@@ -342,7 +366,7 @@ t.test('a StatefulSet pod re-created at the same address and listed not ready (a
     const a = await ask(u)
     t.same([a.id, a.n, a.rehydrated, a.moved], ['web-1', 4, true, 'from=web-0; reason=dead; epoch=1'], `${u}: moved to web-1 with its state (counter 4), not sent to the new pod`)
   }
-  t.equal(log.records.filter((r) => r['msg'] === REPLACED).length, 0, 'no replacement: the old pod left')
+  t.equal(replacements(log), 0, 'no replacement: the old pod left')
   // the old pod is gone (not drained): its users' moves count as from a dead upstream
   const metrics = (await request(`${tether.adminUrl}/metrics`)).body
   t.match(metrics, new RegExp(`tether_failovers_total\\{from="web-0",reason="dead"\\} ${theirs.length}\n`), 'counted as reason=dead')
@@ -361,9 +385,7 @@ t.test('a one-replica StatefulSet re-created at the same address, not ready yet:
   t.teardown(async () => { await Promise.all([...pods.values()].map((c) => c.kill())) })
   const address = await podAddress(t, pods.get('web-0')!.port)
   const slice = (uid: string, ready = true) => endpointSlice('web-a', 'web', [{ pod: 'web-0', ip: '127.0.0.1', uid, ...(ready ? {} : { ready: false, serving: false }) }], { ports: [{ name: 'http', port: address.port }] })
-  const api = new FakeKubeApi()
-  const { url } = await api.start()
-  t.teardown(() => api.close())
+  const { api, url } = await kubeApi(t)
   api.put('endpointslices', slice('web-0-first'))
   const log = new LogCapture()
   const tether = await startTether(testConfig([], {
@@ -395,19 +417,12 @@ t.test('a one-replica StatefulSet re-created at the same address, not ready yet:
 })
 
 t.test('a pod listed with several addresses keeps its url while that address is still listed: a reordered or dual-stack listing is no restart', async (t) => {
-  const { port, servers } = await sameportUpstreams()
-  t.teardown(async () => { await Promise.all(servers.map(closeServer)) })
-  const api = new FakeKubeApi()
-  const { url } = await api.start()
-  t.teardown(() => api.close())
+  const { port, servers } = await samePortPods(t)
+  const { api, url } = await kubeApi(t)
   const put = (ips: string[], uid?: string): void => api.put('endpointslices', endpointSlice('web-v4', 'web', [{ pod: 'web-0', ip: ips[0]!, ips, ...(uid === undefined ? {} : { uid }) }], { ports: [{ name: 'http', port }] }))
   put(['127.0.0.2', '127.0.0.3'])
   const log = new LogCapture()
-  const tether = await startTether(testConfig([], {
-    discovery: { kubernetes: { service: 'web', namespace: null, port: 'http', kubeconfig: kubeconfigFor(url), weight_annotation: null } },
-    log: { level: 'info', access: false },
-  }), { logger: createLogger('info', log) })
-  t.teardown(() => tether.close(0))
+  const tether = await discovering(t, url, log)
   const urlOf = async (): Promise<string | undefined> => (JSON.parse((await request(`${tether.adminUrl}/upstreams`)).body) as { id: string; url: string }[]).find((r) => r.id === 'web-0')?.url
   const updates = (): number => log.records.filter((r) => r['msg'] === 'upstreams updated').length
   const applied = async (n: number): Promise<void> => when(onEvent(log, 'record'), () => updates() >= n, 5_000, `${n} set updates`)
@@ -425,19 +440,16 @@ t.test('a pod listed with several addresses keeps its url while that address is 
   api.put('endpointslices', endpointSlice('web-v6', 'web', [{ pod: 'web-0', ip: '::1' }], { ports: [{ name: 'http', port }], addressType: 'IPv6' }))
   await step(['127.0.0.1', '127.0.0.2'], 2)
   t.equal(await urlOf(), `http://127.0.0.2:${port}`, 'an address listed before it and an IPv6 slice: it stays')
-  t.equal(log.records.filter((r) => r['msg'] === REPLACED).length, 0, 'no restart was seen')
+  t.equal(replacements(log), 0, 'no restart was seen')
   // a pod's addresses never change: one listed elsewhere is a pod re-created (another uid)
   await step(['127.0.0.3', '127.0.0.1'], 3, 'web-0-second')
   t.equal(await urlOf(), `http://127.0.0.3:${port}`, 'its address gone: the first one listed')
-  t.equal(log.records.filter((r) => r['msg'] === REPLACED).length, 1, 'and that is a replaced replica')
+  t.equal(replacements(log), 1, 'and that is a replaced replica')
 })
 
 t.test('GET /upstreams shows a discovered pod\'s uid when known and its addresses when more than one', async (t) => {
-  const { port, servers } = await sameportUpstreams()
-  t.teardown(async () => { await Promise.all(servers.map(closeServer)) })
-  const api = new FakeKubeApi()
-  const { url } = await api.start()
-  t.teardown(() => api.close())
+  const { port, servers } = await samePortPods(t)
+  const { api, url } = await kubeApi(t)
   api.put('endpointslices', endpointSlice('web-a', 'web', [
     { pod: 'web-0', ip: '127.0.0.2', ips: ['127.0.0.2', '127.0.0.3'], uid: 'uid-web-0' },
     { pod: 'web-1', ip: '127.0.0.1', uid: '' }, // a targetRef without a uid
@@ -459,37 +471,27 @@ t.test("a pod whose kept address leaves the slices while another of its addresse
   // a dual-stack pod being deleted: its two families' slices are updated one after the other,
   // so for a moment the slices list it at one family's address only (here two slices of one
   // family stand for them); the id moves to that address, but the uid says it is the pod it was
-  const { port, servers } = await sameportUpstreams()
-  t.teardown(async () => { await Promise.all(servers.map(closeServer)) })
-  const api = new FakeKubeApi()
-  const { url } = await api.start()
-  t.teardown(() => api.close())
+  const { port, servers } = await samePortPods(t)
+  const { api, url } = await kubeApi(t)
   const ports = { ports: [{ name: 'http', port }] }
   const put = (name: string, ip: string | null, uid = 'pod-a'): void => api.put('endpointslices', endpointSlice(name, 'web', ip === null ? [] : [{ pod: 'web-0', ip, uid }], ports))
   put('web-a', '127.0.0.2')
   put('web-b', '127.0.0.3')
   const log = new LogCapture()
-  const tether = await startTether(testConfig([], {
-    discovery: { kubernetes: { service: 'web', namespace: null, port: 'http', kubeconfig: kubeconfigFor(url), weight_annotation: null } },
-    log: { level: 'info', access: false },
-  }), { logger: createLogger('info', log) })
-  t.teardown(() => tether.close(0))
+  const tether = await discovering(t, url, log)
   const urlOf = async (): Promise<string | undefined> => (JSON.parse((await request(`${tether.adminUrl}/upstreams`)).body) as { id: string; url: string }[]).find((r) => r.id === 'web-0')?.url
   await waitFor(async () => (await urlOf()) === `http://127.0.0.2:${port}`, 5_000, 'web-0 at the first address listed')
   put('web-a', null)
   await waitFor(async () => (await urlOf()) === `http://127.0.0.3:${port}`, 5_000, 'web-0 at its other address')
-  t.equal(log.records.filter((r) => r['msg'] === REPLACED).length, 0, 'the same uid: no restart was seen')
+  t.equal(replacements(log), 0, 'the same uid: no restart was seen')
   put('web-b', '127.0.0.2', 'pod-b')
   await waitFor(async () => (await urlOf()) === `http://127.0.0.2:${port}`, 5_000, 'web-0 re-created')
-  t.equal(log.records.filter((r) => r['msg'] === REPLACED).length, 1, 'another uid (and address): a replaced replica')
+  t.equal(replacements(log), 1, 'another uid (and address): a replaced replica')
 })
 
 t.test('a uid that disappears for a moment and comes back as another uid at the same address is a replaced replica, once', async (t) => {
-  const { port, servers } = await sameportUpstreams()
-  t.teardown(async () => { await Promise.all(servers.map(closeServer)) })
-  const api = new FakeKubeApi()
-  const { url } = await api.start()
-  t.teardown(() => api.close())
+  const { port, servers } = await samePortPods(t)
+  const { api, url } = await kubeApi(t)
   // uid '': a targetRef without a uid (none)
   const put = (uid: string, also: number): void => {
     api.put('endpointslices', endpointSlice('web-zero', 'web', [{ pod: 'web-0', ip: '127.0.0.2', uid }], { ports: [{ name: 'http', port }] }))
@@ -497,13 +499,9 @@ t.test('a uid that disappears for a moment and comes back as another uid at the 
   }
   put('pod-a', 1)
   const log = new LogCapture()
-  const tether = await startTether(testConfig([], {
-    discovery: { kubernetes: { service: 'web', namespace: null, port: 'http', kubeconfig: kubeconfigFor(url), weight_annotation: null } },
-    log: { level: 'info', access: false },
-  }), { logger: createLogger('info', log) })
-  t.teardown(() => tether.close(0))
+  const tether = await discovering(t, url, log)
   const ids = async (): Promise<string[]> => (JSON.parse((await request(`${tether.adminUrl}/upstreams`)).body) as { id: string }[]).map((r) => r.id)
-  const replaced = (): number => log.records.filter((r) => r['msg'] === REPLACED).length
+  const replaced = (): number => replacements(log)
   // a marker: each step ends with another web-<n>, so the step's slices were applied once it shows
   put('', 2)
   await waitFor(async () => (await ids()).includes('web-2'), 5_000, 'the listing without a uid')
@@ -523,11 +521,8 @@ t.test('a uid that disappears for a moment and comes back as another uid at the 
  * slices put before it were applied. Starts with web-0 at 127.0.0.2 and web-1.
  */
 async function zeroAndOther(t: Test, otherIp: string) {
-  const { port, servers } = await sameportUpstreams()
-  t.teardown(async () => { await Promise.all(servers.map(closeServer)) })
-  const api = new FakeKubeApi()
-  const { url } = await api.start()
-  t.teardown(() => api.close())
+  const { port, servers } = await samePortPods(t)
+  const { api, url } = await kubeApi(t)
   const ports = { ports: [{ name: 'http', port }] }
   const zero = (ips: string[]): void => api.put('endpointslices', endpointSlice('web-zero', 'web', ips.length === 0 ? [] : [{ pod: 'web-0', ip: ips[0]!, ips }], ports))
   const other = (n: number): void => api.put('endpointslices', endpointSlice('web-other', 'web', [{ pod: `web-${n}`, ip: otherIp }], ports))
@@ -539,12 +534,7 @@ async function zeroAndOther(t: Test, otherIp: string) {
 t.test('a pod dropped from the slices for a moment (still draining in the set) and listed again keeps its url while that address is listed: no restart', async (t) => {
   const { port, url, zero, other } = await zeroAndOther(t, '127.0.0.3')
   const log = new LogCapture()
-  const tether = await startTether(testConfig([], {
-    affinity: { drain_timeout: 60_000 },
-    discovery: { kubernetes: { service: 'web', namespace: null, port: 'http', kubeconfig: kubeconfigFor(url), weight_annotation: null } },
-    log: { level: 'info', access: false },
-  }), { logger: createLogger('info', log) })
-  t.teardown(() => tether.close(0))
+  const tether = await discovering(t, url, log, { affinity: { drain_timeout: 60_000 } })
   const rows = async (): Promise<{ id: string; url: string }[]> => JSON.parse((await request(`${tether.adminUrl}/upstreams`)).body) as { id: string; url: string }[]
   const urlOf = async (): Promise<string | undefined> => (await rows()).find((r) => r.id === 'web-0')?.url
   const updates = (): number => log.records.filter((r) => r['msg'] === 'upstreams updated').length
@@ -564,7 +554,7 @@ t.test('a pod dropped from the slices for a moment (still draining in the set) a
   t.equal(await urlOf(), kept, 'dropped from the slices: still in the set (draining), at 127.0.0.2')
   await step(['127.0.0.1', '127.0.0.2'], 5)
   t.equal(await urlOf(), kept, 'listed again with 127.0.0.2 among its addresses: it stays there')
-  t.equal(log.records.filter((r) => r['msg'] === REPLACED).length, 0, 'no restart was seen')
+  t.equal(replacements(log), 0, 'no restart was seen')
 })
 
 t.test("replicas that kept different addresses of one pod (which they saw first) apply each other's down about it (health.shared: redis)", async (t) => {
@@ -618,18 +608,11 @@ t.test("requests in flight on a replaced pod's old address that fail there (the 
   t.teardown(() => new Promise<void>((resolve) => { old.closeAllConnections(); old.close(() => resolve()) }))
   const next = await startPod('web-0')
   t.teardown(() => stopPod(next))
-  const api = new FakeKubeApi()
-  const { url } = await api.start()
-  t.teardown(() => api.close())
+  const { api, url } = await kubeApi(t)
   const slice = (port: number) => endpointSlice('web-0', 'web', [{ pod: 'web-0', ip: '127.0.0.1', uid: `web-0-${port}` }], { ports: [{ name: 'http', port }] })
   api.put('endpointslices', slice((old.address() as AddressInfo).port))
   const log = new LogCapture()
-  const tether = await startTether(testConfig([], {
-    health: { passive: { consecutive_failures: 3, max_ejection_percent: 100 } },
-    discovery: { kubernetes: { service: 'web', namespace: null, port: 'http', kubeconfig: kubeconfigFor(url), weight_annotation: null } },
-    log: { level: 'info', access: false },
-  }), { logger: createLogger('info', log) })
-  t.teardown(() => tether.close(0))
+  const tether = await discovering(t, url, log, { health: { passive: { consecutive_failures: 3, max_ejection_percent: 100 } } })
   const answers = Promise.all([1, 2, 3].map(() => request(`${tether.url}/slow`)))
   await within(held, 5_000, 'three requests to reach the old web-0')
   api.put('endpointslices', slice(next.port)) // re-created at a new address
@@ -665,9 +648,7 @@ t.test('a user rehydrated on a re-created pod that is re-created again while its
     return p
   }
   const [a, b, c] = [await statefulPod('a'), await statefulPod('b'), await statefulPod('c')]
-  const api = new FakeKubeApi()
-  const { url } = await api.start()
-  t.teardown(() => api.close())
+  const { api, url } = await kubeApi(t)
   const at = (port: number) => endpointSlice('web-0', 'web', [{ pod: 'web-0', ip: '127.0.0.1', uid: `web-0-${port}` }], { ports: [{ name: 'http', port }] })
   api.put('endpointslices', at(a.port))
   const log = new LogCapture()
@@ -681,7 +662,7 @@ t.test('a user rehydrated on a re-created pod that is re-created again while its
   t.teardown(() => tether.close(0))
   const user = { 'x-tenant': 'u1' }
   await waitFor(async () => (await request(tether.url, { headers: user })).body === 'a', 5_000, 'the user to be served by web-0 at a')
-  const replaced = (n: number) => when(onEvent(log, 'record'), () => log.records.filter((r) => r['msg'] === REPLACED).length >= n, 5_000, `web-0 replaced ${n} time(s)`)
+  const replaced = (n: number) => when(onEvent(log, 'record'), () => replacements(log) >= n, 5_000, `web-0 replaced ${n} time(s)`)
   clock.advance(60_000)
   b.holding = true
   api.put('endpointslices', at(b.port)) // re-created at b: the user's state is posted there first
