@@ -47,6 +47,33 @@ for (const durability of ['confirmed', 'best_effort'] as const) {
   })
 }
 
+for (const durability of ['confirmed', 'best_effort'] as const) {
+  t.test(`durability: ${durability}, a checkpoint refused because another upstream's of the same epoch, written later, is stored`, async (t) => {
+    const px = await startProxy([{ id: 'app-0', url: up.url }], {
+      affinity: { key: 'header', header: { name: 'x-user' } },
+      state: { store: 'redis', durability, confirm_timeout: 1_000, timeout: 1_000, redis: { url: redis.url, key_prefix: `rival-${durability}:` } },
+    })
+    t.teardown(() => px.close(0))
+    await waitFor('the store to be ready', async () => (await request(`${px.adminUrl}/readyz`)).body.includes('"degraded": []'))
+    t.equal((await request(`${px.url}/`, { headers: { 'x-user': 'dee' } })).status, 200, 'placed on app-0 at epoch 0, checkpoint stored')
+    // another Tether replica took app-1's answer for the same user at epoch 0 later (by its
+    // clock) with a higher version: what the store holds now went its own way from app-0's state
+    const key = `rival-${durability}:cp:{dee}`
+    await redisCli(redis.port, 'HSET', key, 'value', 'from app-1', 'version', '1000000', 'upstream', 'app-1', 'epoch', '0', 'writtenAt', String(Date.now() + 60_000))
+    const before = hits
+    const r = await request(`${px.url}/`, { headers: { 'x-user': 'dee' } })
+    t.equal((await redisCli(redis.port, 'HGET', key, 'value')).trim(), 'from app-1', "app-0's checkpoint was refused")
+    if (durability === 'confirmed') {
+      t.equal(r.status, 503, "confirmed: app-0's update is not stored (nor held by what is), so it is not acknowledged")
+      t.match(r.body, /session state could not be saved/)
+    } else {
+      t.equal(r.status, 200, 'best effort: the answer goes out anyway')
+    }
+    t.equal(hits - before, 1, 'the upstream saw the request once (no replay)')
+    t.match(await px.metrics.render(), /tether_checkpoints_total\{result="stale"\} 1\b/, 'counted stale')
+  })
+}
+
 t.test('a confirmed write waits for a slow store up to confirm_timeout, not the per-call state.timeout', async (t) => {
   const px = await startProxy([{ id: 'app-0', url: up.url }], {
     affinity: { key: 'header', header: { name: 'x-user' } },

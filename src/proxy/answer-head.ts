@@ -219,7 +219,11 @@ function newerEpoch(o: AnswerHeadOptions, key: string, epoch: number): boolean {
   return (o.sessions.peek(key, now)?.epoch ?? -1) > epoch || (o.records.seen(key, now)?.epoch ?? -1) > epoch
 }
 
-/** May the answer go out? With confirmed durability only when its checkpoint is stored (or a newer one is). */
+/**
+ * May the answer go out? With confirmed durability only when its checkpoint is stored (or a newer
+ * one of the same state is: 'stale'). 'superseded' (another upstream's checkpoint of the same
+ * move is stored instead) does not hold this answer's update: refused, as a write that failed.
+ */
 function verdict(confirmed: boolean, r: string): 'ok' | 'refuse' {
   return !confirmed || r === 'stored' || r === 'stale' || r === 'copied' || r === 'missing' ? 'ok' : 'refuse'
 }

@@ -10,7 +10,9 @@ import { FAILED, RedisConnection, type RedisConnectionOptions } from './connecti
  * The put, in one atomic step: compare, write every field, set the TTL.
  * KEYS[1] = the checkpoint hash; ARGV = value, version ('' = none), upstream, epoch, writtenAt,
  * ttlMs, replace ('1': versions are not compared with a checkpoint of another epoch). Returns 1
- * when stored, 0 when stale. The rule is CheckpointStore.put's (`isStale` in
+ * when stored, 0 when stale, 2 when superseded (refused by a checkpoint of the same epoch from
+ * another upstream; a script from before that value returned 0: each Tether runs its own
+ * script, by its SHA, so a replica reads only its own script's replies). The rule is CheckpointStore.put's (`isStale` in
  * src/state/checkpoint-store.ts): two versioned checkpoints (not replacing, and not of one epoch
  * from two upstreams) by version, refused when incoming <= stored; any other pair by
  * `writtenAt`, refused when incoming was written before stored (a put Redis applies late, after
@@ -24,13 +26,17 @@ local stored = redis.call('HMGET', KEYS[1], 'version', 'epoch', 'writtenAt', 'up
 if stored[3] then
   local replacing = ARGV[7] == '1' and stored[2] ~= ARGV[4]
   local rival = stored[2] == ARGV[4] and stored[4] ~= ARGV[3]
+  local refused = 0
+  if rival then
+    refused = 2
+  end
   if not replacing and not rival and incoming ~= '' and stored[1] and stored[1] ~= '' then
     if tonumber(incoming) <= tonumber(stored[1]) then
-      return 0
+      return refused
     end
   elseif tonumber(ARGV[5]) < tonumber(stored[3]) then
     if replacing or not rival or incoming == '' or not stored[1] or stored[1] == '' or tonumber(incoming) <= tonumber(stored[1]) then
-      return 0
+      return refused
     end
   end
 end
@@ -136,7 +142,8 @@ export class RedisCheckpointStore implements CheckpointStore {
     ]
     const reply = await (timeoutMs === undefined ? this.#redis.runScript(PUT_SCRIPT, ...args) : this.#redis.runScriptWithin(timeoutMs, PUT_SCRIPT, ...args))
     if (reply === FAILED) return 'unavailable'
-    return Number(reply) === 1 ? 'stored' : 'stale'
+    const n = Number(reply)
+    return n === 1 ? 'stored' : n === 2 ? 'superseded' : 'stale'
   }
 
   async get(sessionKey: string): Promise<GetResult> {

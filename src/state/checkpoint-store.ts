@@ -35,11 +35,15 @@ export interface Checkpoint {
  * The outcome of a put. Only `'stored'` means the checkpoint is kept (for Redis: Redis replied
  * OK to the write, so no acknowledged checkpoint is lost by Tether).
  * - `'stale'`: a checkpoint with a newer or equal version is stored; nothing changed.
+ * - `'superseded'`: refused by a checkpoint of the same epoch from another upstream (written
+ *   later, or of a higher version: see {@link isStale}); nothing changed. Unlike `'stale'`, what
+ *   is stored does not hold this checkpoint's update (the other upstream's state went its own
+ *   way), so `durability: confirmed` must not acknowledge it. Counted as `stale`.
  * - `'too_large'`: `value.length > maxBytes`; refused before any I/O, nothing changed.
  * - `'unavailable'`: the store is down or did not answer within its timeout; the write may or
  *   may not have happened.
  */
-export type PutResult = 'stored' | 'stale' | 'too_large' | 'unavailable'
+export type PutResult = 'stored' | 'stale' | 'superseded' | 'too_large' | 'unavailable'
 
 /**
  * The ordering rule of {@link CheckpointStore.put}: is `incoming` refused over `stored`? When
@@ -66,6 +70,23 @@ export type PutResult = 'stored' | 'stale' | 'too_large' | 'unavailable'
  * `isStale({ version: 1, upstream: 'app-1', epoch: 2, writtenAt: 300 }, { version: 6, upstream: 'app-2', epoch: 2, writtenAt: 200 }, false)` -> false.
  */
 export function isStale(incoming: Pick<Checkpoint, 'version' | 'writtenAt' | 'upstream' | 'epoch'>, stored: Pick<Checkpoint, 'version' | 'writtenAt' | 'upstream' | 'epoch'>, replacing: boolean): boolean {
+  return refusal(incoming, stored, replacing) !== null
+}
+
+/**
+ * Why {@link isStale} refuses `incoming` over `stored`: null when it does not; `'superseded'`
+ * when `stored` is of the same epoch from another upstream (a rival of one move: what it holds
+ * went its own way from `incoming`'s state, so it does not hold `incoming`'s update); else
+ * `'stale'` (the store holds the same state's newer checkpoint, or one written later).
+ *
+ * Example: `refusal({ version: 2, upstream: 'app-0', epoch: 0, writtenAt: 100 }, { version: 5, upstream: 'app-1', epoch: 0, writtenAt: 200 }, false)` -> `'superseded'`.
+ */
+export function refusal(incoming: Pick<Checkpoint, 'version' | 'writtenAt' | 'upstream' | 'epoch'>, stored: Pick<Checkpoint, 'version' | 'writtenAt' | 'upstream' | 'epoch'>, replacing: boolean): 'stale' | 'superseded' | null {
+  if (!refused(incoming, stored, replacing)) return null
+  return incoming.epoch === stored.epoch && incoming.upstream !== stored.upstream ? 'superseded' : 'stale'
+}
+
+function refused(incoming: Pick<Checkpoint, 'version' | 'writtenAt' | 'upstream' | 'epoch'>, stored: Pick<Checkpoint, 'version' | 'writtenAt' | 'upstream' | 'epoch'>, replacing: boolean): boolean {
   const rival = incoming.epoch === stored.epoch && incoming.upstream !== stored.upstream
   const versioned = incoming.version !== null && stored.version !== null
   if (!replacing && !rival && versioned) return incoming.version! <= stored.version!
@@ -114,6 +135,8 @@ export interface CheckpointStore {
    * - both of one epoch, from two upstreams: stored when written later (`writtenAt`) whatever
    *   the versions (two upstreams answered the user at one move; one may have started the state
    *   again), or when its version is higher (as for any pair: a clock ahead never refuses it);
+   * - a refusal over a checkpoint of the same epoch from another upstream is `'superseded'`,
+   *   any other `'stale'`;
    * - `replace`: stored whatever the versions over a checkpoint of another epoch (the user's
    *   state started again at this epoch: they moved and the new upstream got none, so its
    *   versions start again too); over one of the same epoch, the version rule as above.

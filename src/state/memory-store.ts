@@ -10,7 +10,7 @@ import type {
   GetResult,
   PutResult,
 } from './checkpoint-store.js'
-import { isStale } from './checkpoint-store.js'
+import { refusal } from './checkpoint-store.js'
 
 /** Limits of a {@link MemoryCheckpointStore}. */
 export interface MemoryCheckpointStoreOptions {
@@ -197,9 +197,8 @@ export class MemoryCheckpointStore implements CheckpointStore {
     if (cost > this.#maxTotalBytes) return Promise.resolve('too_large')
     const now = this.#clock.now()
     const current = this.#live(sessionKey, now)
-    if (current && isStale(cp, current.checkpoint, replace && current.checkpoint.epoch !== cp.epoch)) {
-      return Promise.resolve('stale')
-    }
+    const refused = current ? refusal(cp, current.checkpoint, replace && current.checkpoint.epoch !== cp.epoch) : null
+    if (refused !== null) return Promise.resolve(refused)
     if (current) current.segment.remove(sessionKey, current)
     // Ends at the latest with the store empty: cost <= maxTotalBytes and maxEntries >= 1.
     while (this.size + 1 > this.#maxEntries || this.bytes + cost > this.#maxTotalBytes) {

@@ -30,7 +30,8 @@ export interface StateOptions {
 }
 
 export interface StateEvents {
-  checkpoint(result: PutResult, sessionKey: string, bytes: number): void
+  /** A checkpoint's outcome (`'superseded'` is told as `'stale'`, as it is counted). */
+  checkpoint(result: Exclude<PutResult, 'superseded'>, sessionKey: string, bytes: number): void
   rehydration(result: 'delivered' | 'no_state' | 'error'): void
   /** How long a store operation took (also when it gave up). */
   operation(op: 'get' | 'put', seconds: number): void
@@ -179,11 +180,11 @@ export class StateProtocol {
       if (result === 'unavailable') {
         // lost, or landing late (a paused store): a move by choice waits until the store has it or newer
         this.#unsaved.set(sessionKey, checkpoint.writtenAt)
-      } else if (this.#unsaved.size !== 0 && (result === 'stored' || result === 'stale')) this.#unsaved.delete(sessionKey) // 'stale': the store holds newer
+      } else if (this.#unsaved.size !== 0 && (result === 'stored' || result === 'stale' || result === 'superseded')) this.#unsaved.delete(sessionKey) // 'stale', 'superseded': the store holds newer
       // not stored (the store is down): the next checkpoint of that epoch replaces instead
       if (replace && result === 'unavailable' && (this.#restarted.get(sessionKey)?.epoch ?? epoch) === epoch) this.restarted(sessionKey, epoch, upstream)
     }
-    this.#events.checkpoint(result, sessionKey, cp.value.length)
+    this.#events.checkpoint(result === 'superseded' ? 'stale' : result, sessionKey, cp.value.length)
     return result
   }
 
@@ -216,7 +217,7 @@ export class StateProtocol {
       t0 = performance.now()
       const put = await this.#store.put(to, found.checkpoint, this.#opts.ttl)
       this.#events.operation('put', (performance.now() - t0) / 1000)
-      return put === 'stored' ? 'copied' : put === 'stale' ? 'stale' : 'unavailable'
+      return put === 'stored' ? 'copied' : put === 'stale' || put === 'superseded' ? 'stale' : 'unavailable'
     }
     return this.#bounded(copy(), 'unavailable')
   }
