@@ -6,6 +6,7 @@ import t from 'tap'
 import http from 'node:http'
 import { request, startProxy, startUpstream, testConfig } from './fixtures/upstream.js'
 import { startTether } from '../src/app.js'
+import { DEFAULTS } from '../src/config/schema.js'
 import { createLogger } from '../src/observability/logger.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { redisCli, startRedis, waitFor } from './fixtures/redis-server.js'
@@ -73,6 +74,30 @@ for (const durability of ['confirmed', 'best_effort'] as const) {
     t.match(await px.metrics.render(), /tether_checkpoints_total\{result="stale"\} 1\b/, 'counted stale')
   })
 }
+
+t.test("durability: confirmed, key: cookie: the 503 for a superseded checkpoint sets no cookie, so the client keeps the cookie of the answer whose checkpoint is stored", async (t) => {
+  const px = await startProxy([{ id: 'app-0', url: up.url }], {
+    affinity: { key: 'cookie', cookie: { ...DEFAULTS.affinity.cookie, secure: false } },
+    state: { store: 'redis', durability: 'confirmed', confirm_timeout: 1_000, timeout: 1_000, redis: { url: redis.url, key_prefix: 'rival-cookie:' } },
+  })
+  t.teardown(() => px.close(0))
+  await waitFor('the store to be ready', async () => (await request(`${px.adminUrl}/readyz`)).body.includes('"degraded": []'))
+  const first = await request(`${px.url}/`)
+  t.equal(first.status, 200, 'a new user placed on app-0, checkpoint stored')
+  const issued = [first.headers['set-cookie'] ?? []].flat().find((c) => c.startsWith(`${DEFAULTS.affinity.cookie.name}=`))
+  t.ok(issued, "Tether's cookie was issued")
+  const cookie = issued!.split(';')[0]!
+  const key = (await redisCli(redis.port, '--scan', '--pattern', 'rival-cookie:cp:*')).trim()
+  t.match(key, /^rival-cookie:cp:\{[^\n]+\}$/, "the user's one checkpoint")
+  const epoch = (await redisCli(redis.port, 'HGET', key, 'epoch')).trim()
+  // another request of the same move was answered by app-1 through another replica, later by
+  // its clock: that answer carried the cookie naming app-1, and its checkpoint is stored
+  await redisCli(redis.port, 'HSET', key, 'value', 'from app-1', 'version', '1000000', 'upstream', 'app-1', 'epoch', epoch, 'writtenAt', String(Date.now() + 60_000))
+  const r = await request(`${px.url}/`, { headers: { cookie } })
+  t.equal(r.status, 503, "app-0's update is not acknowledged")
+  t.equal(r.headers['set-cookie'], undefined, "the 503 sets no cookie: the client keeps app-1's, so its retry goes where the stored state is")
+  t.equal((await redisCli(redis.port, 'HGET', key, 'value')).trim(), 'from app-1', "app-1's checkpoint is kept")
+})
 
 t.test('a confirmed write waits for a slow store up to confirm_timeout, not the per-call state.timeout', async (t) => {
   const px = await startProxy([{ id: 'app-0', url: up.url }], {
