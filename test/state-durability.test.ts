@@ -99,6 +99,18 @@ t.test("durability: confirmed, key: cookie: the 503 for a superseded checkpoint 
   t.equal((await redisCli(redis.port, 'HGET', key, 'value')).trim(), 'from app-1', "app-1's checkpoint is kept")
 })
 
+t.test('durability: confirmed, a checkpoint over state.max_bytes: the answer is a 503 (not acknowledged), as docs/configuration.md says', async (t) => {
+  const px = await startProxy([{ id: 'app-0', url: up.url }], {
+    affinity: { key: 'header', header: { name: 'x-user' } },
+    state: { store: 'redis', durability: 'confirmed', max_bytes: 1, confirm_timeout: 1_000, timeout: 1_000, redis: { url: redis.url, key_prefix: 'too-large:' } },
+  })
+  t.teardown(() => px.close(0))
+  await waitFor('the store to be ready', async () => (await request(`${px.adminUrl}/readyz`)).body.includes('"degraded": []'))
+  const r = await request(`${px.url}/`, { headers: { 'x-user': 'eve' } })
+  t.equal(r.status, 503, 'a checkpoint that cannot be stored is not acknowledged')
+  t.match(await px.metrics.render(), /tether_checkpoints_total\{result="too_large"\} 1\b/, 'counted too_large')
+})
+
 t.test('a confirmed write waits for a slow store up to confirm_timeout, not the per-call state.timeout', async (t) => {
   const px = await startProxy([{ id: 'app-0', url: up.url }], {
     affinity: { key: 'header', header: { name: 'x-user' } },
