@@ -52,7 +52,7 @@ for (const durability of ['confirmed', 'best_effort'] as const) {
   t.test(`durability: ${durability}, a checkpoint refused because another upstream's of the same epoch, written later, is stored`, async (t) => {
     const px = await startProxy([{ id: 'app-0', url: up.url }], {
       affinity: { key: 'header', header: { name: 'x-user' } },
-      state: { store: 'redis', durability, confirm_timeout: 1_000, timeout: 1_000, redis: { url: redis.url, key_prefix: `rival-${durability}:` } },
+      state: { store: 'redis', durability, confirm_timeout: 5_000, timeout: 5_000, redis: { url: redis.url, key_prefix: `rival-${durability}:` } },
     })
     t.teardown(() => px.close(0))
     await waitFor('the store to be ready', async () => (await request(`${px.adminUrl}/readyz`)).body.includes('"degraded": []'))
@@ -78,7 +78,7 @@ for (const durability of ['confirmed', 'best_effort'] as const) {
 t.test("durability: confirmed, key: cookie: the 503 for a superseded checkpoint sets no cookie, so the client keeps the cookie of the answer whose checkpoint is stored", async (t) => {
   const px = await startProxy([{ id: 'app-0', url: up.url }], {
     affinity: { key: 'cookie', cookie: { ...DEFAULTS.affinity.cookie, secure: false } },
-    state: { store: 'redis', durability: 'confirmed', confirm_timeout: 1_000, timeout: 1_000, redis: { url: redis.url, key_prefix: 'rival-cookie:' } },
+    state: { store: 'redis', durability: 'confirmed', confirm_timeout: 5_000, timeout: 5_000, redis: { url: redis.url, key_prefix: 'rival-cookie:' } },
   })
   t.teardown(() => px.close(0))
   await waitFor('the store to be ready', async () => (await request(`${px.adminUrl}/readyz`)).body.includes('"degraded": []'))
@@ -102,7 +102,7 @@ t.test("durability: confirmed, key: cookie: the 503 for a superseded checkpoint 
 t.test('durability: confirmed, a checkpoint over state.max_bytes: the answer is a 503 (not acknowledged), as docs/configuration.md says', async (t) => {
   const px = await startProxy([{ id: 'app-0', url: up.url }], {
     affinity: { key: 'header', header: { name: 'x-user' } },
-    state: { store: 'redis', durability: 'confirmed', max_bytes: 1, confirm_timeout: 1_000, timeout: 1_000, redis: { url: redis.url, key_prefix: 'too-large:' } },
+    state: { store: 'redis', durability: 'confirmed', max_bytes: 1, confirm_timeout: 5_000, timeout: 5_000, redis: { url: redis.url, key_prefix: 'too-large:' } },
   })
   t.teardown(() => px.close(0))
   await waitFor('the store to be ready', async () => (await request(`${px.adminUrl}/readyz`)).body.includes('"degraded": []'))
