@@ -36,7 +36,7 @@ export interface Checkpoint {
  * OK to the write, so no acknowledged checkpoint is lost by Tether).
  * - `'stale'`: a checkpoint with a newer or equal version is stored; nothing changed.
  * - `'superseded'`: refused by a checkpoint of the same epoch from another upstream (written
- *   later, or of a higher version: see {@link isStale}); nothing changed. Unlike `'stale'`, what
+ *   later, and this one not of a higher version: see {@link isStale}); nothing changed. Unlike `'stale'`, what
  *   is stored does not hold this checkpoint's update (the other upstream's state went its own
  *   way), so `durability: confirmed` must not acknowledge it. Counted as `stale`.
  * - `'too_large'`: `value.length > maxBytes`; refused before any I/O, nothing changed.
