@@ -117,6 +117,49 @@ t.test('sources are merged: one source dropping an id another still lists does n
   t.same(calls.slice(2), ['set a,b,c', 'drain b'], 'now only kubernetes lists b, as terminating')
 })
 
+t.test('an id listed by two sources takes the Kubernetes entry, whichever source reported first: two replicas, or one restarted, hold the same url', async (t) => {
+  const dns = [up('web-0', { url: 'http://10.0.1.5:8080' }), up('a')]
+  const kube = [up('web-0', { url: 'http://10.0.0.5:8080', uid: 'u-5', weight: 3 }), up('b')]
+  const first = setup().membership // DNS answered before the API server
+  first.setDiscovered(dns, 'dns')
+  first.setDiscovered(kube, 'kubernetes')
+  const second = setup().membership // the API server answered first
+  second.setDiscovered(kube, 'kubernetes')
+  second.setDiscovered(dns, 'dns')
+  for (const [name, m] of [['DNS first', first], ['Kubernetes first', second]] as const) {
+    t.match(m.current().get('web-0'), { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 3, uid: 'u-5' }, `${name}: the pod's entry`)
+    t.same(m.current().ids, ['a', 'b', 'web-0'])
+  }
+  first.setDiscovered(dns, 'dns') // a later DNS answer changes nothing
+  t.equal(first.current().get('web-0')?.url, 'http://10.0.0.5:8080')
+  const { membership, calls } = setup()
+  membership.setDiscovered(dns, 'dns')
+  membership.setDiscovered(kube, 'kubernetes')
+  membership.setDiscovered([up('b')], 'kubernetes') // the pod left the slices; DNS still lists web-0
+  t.match(membership.current().get('web-0'), { id: 'web-0', url: 'http://10.0.1.5:8080', weight: 1, uid: undefined }, 'listed by DNS alone: its entry, no drain')
+  t.notOk(calls.some((c) => c.startsWith('drain')))
+  membership.setDiscovered(kube, 'kubernetes')
+  t.equal(membership.current().get('web-0')?.url, 'http://10.0.0.5:8080', 'listed by Kubernetes again: its entry again')
+})
+
+t.test('precedence decides the entry only: terminating only where every source listing the id says so, and leaving once no source lists it', async (t) => {
+  const { membership, calls, timers } = setup()
+  membership.setDiscovered([up('web-0', { url: 'http://10.0.0.5:8080', draining: true })], 'kubernetes')
+  membership.setDiscovered([up('web-0', { url: 'http://10.0.1.5:8080' })], 'dns')
+  t.same(calls, ['set web-0', 'drain web-0', 'set web-0', 'undrain web-0'], 'serving in DNS: not draining, though the entry is the pod\'s')
+  t.equal(membership.current().get('web-0')?.url, 'http://10.0.0.5:8080')
+  calls.length = 0
+  membership.setDiscovered([], 'dns')
+  t.same(calls, ['set web-0', 'drain web-0'], 'now terminating in every source listing it')
+  calls.length = 0
+  membership.setDiscovered([up('x')], 'kubernetes')
+  t.same(calls, ['set web-0,x'], 'left every listing: leaving, with the entry it had, already draining')
+  t.equal(membership.current().get('web-0')?.url, 'http://10.0.0.5:8080')
+  t.same(membership.listedBy('kubernetes').map((u) => u.id), ['x', 'web-0'])
+  timers.advance(DRAIN)
+  t.same(membership.current().ids, ['x'])
+})
+
 t.test('static wins: a discovered id that is also static is never drained by membership', async (t) => {
   const { membership, calls } = setup(['a'])
   membership.setDiscovered([up('a', { draining: true }), up('b')])

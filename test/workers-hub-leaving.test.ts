@@ -1,9 +1,12 @@
 // The primary's hub keeps, per discovery source, what left its listing and since when, and
 // sends it (`leaving`) with the last lists to a worker that starts: the other workers drain
-// those upstreams for drain_timeout, so must it. Pure: the hub in this process, a fake now.
+// those upstreams for drain_timeout, so must it; and whatever order a worker gets the lists in,
+// it holds what the lead holds. Pure: the hub in this process, a fake now.
 import t from 'tap'
 import { Hub } from '../src/workers/hub.js'
 import type { ToWorker, WireDiscovered } from '../src/workers/messages.js'
+import { Membership } from '../src/upstream/membership.js'
+import { FakeTimers } from './fixtures/timers.js'
 
 const DRAIN = 10_000
 const up = (id: string): WireDiscovered => ({ id, url: `http://${id}.test:8080`, weight: 1 })
@@ -140,4 +143,30 @@ t.test('an upstream left one source terminating, then another lists it serving (
     { tether: 'discovered', source: 'kubernetes', upstreams: [up('a')] },
     { tether: 'discovered', source: 'dns', upstreams: [{ ...other, draining: true, drainingSince: 1_003_000 }] },
   ], "since the new drain began, not the first one's start; b's leaving kubernetes ended when dns listed it (as on the workers)")
+})
+
+t.test('a starting worker that gets the lists in another order than the lead applied them holds the same url for an id both sources list', async (t) => {
+  const { hub, sent } = setup()
+  const membership = (): Membership => new Membership([], DRAIN, { onChange: () => {}, drain: () => {}, undrain: () => {} }, new FakeTimers())
+  const apply = (m: Membership, messages: readonly ToWorker[]): void => {
+    for (const x of messages) if (x.tether === 'discovered') m.setDiscovered([...x.upstreams, ...(x.unready ?? []).map((u) => ({ ...u, unready: true }))], x.source, [...x.leaving ?? []].map(({ since, ...upstream }) => ({ upstream, since, remaining: DRAIN })))
+  }
+  const lead = membership()
+  const dns: WireDiscovered[] = [{ id: 'web-0', url: 'http://10.0.1.5:8080', weight: 1 }]
+  const kube: WireDiscovered[] = [{ id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, uid: 'u-5' }]
+  lead.setDiscovered(dns, 'dns')
+  hub.receive(1, { tether: 'discovered', source: 'dns', upstreams: dns })
+  // worker 3 is connecting: the lead's next list reaches it before it asks for its snapshot
+  sent.delete(3)
+  lead.setDiscovered(kube, 'kubernetes')
+  hub.receive(1, { tether: 'discovered', source: 'kubernetes', upstreams: kube })
+  const starting = membership()
+  apply(starting, sent.get(3) ?? [])
+  sent.delete(3)
+  hub.receive(3, { tether: 'call', call: 1, op: 'snapshot', args: [] })
+  const snapshot = (sent.get(3) ?? []).filter((m) => m.tether === 'discovered')
+  t.same(snapshot.map((m) => m.tether === 'discovered' && m.source), ['dns', 'kubernetes'], 'the hub resends the lists in the order they first came')
+  apply(starting, snapshot)
+  t.same(starting.current().get('web-0'), lead.current().get('web-0'), 'kubernetes then dns here, dns then kubernetes on the lead: the same entry')
+  t.equal(starting.current().get('web-0')?.url, 'http://10.0.0.5:8080')
 })

@@ -9,6 +9,21 @@ import { goneByUnready, keptFields, onlyKeptChanged, upstreamSet, type Discovere
 const NOTHING_GONE: ReadonlySet<string> = new Set()
 
 /**
+ * Which source's entry an id listed by several takes (its url, weight, addresses, uid), first
+ * first: Kubernetes (it knows the pod: its uid, whether it terminates) over DNS; any other
+ * source after these, by name. A fixed order, not the order the sources reported in, so that
+ * every Tether replica, and a worker that starts and gets the lists in another order, holds
+ * the same url for the id.
+ */
+const SOURCE_PRECEDENCE: readonly string[] = ['kubernetes', 'dns']
+
+/** Orders source names by SOURCE_PRECEDENCE. Example: ['dns', 'kubernetes'].sort(bySourcePrecedence) -> ['kubernetes', 'dns']. */
+export function bySourcePrecedence(a: string, b: string): number {
+  const rank = (s: string): number => { const i = SOURCE_PRECEDENCE.indexOf(s); return i < 0 ? SOURCE_PRECEDENCE.length : i }
+  return rank(a) - rank(b) || (a < b ? -1 : a > b ? 1 : 0)
+}
+
+/**
  * An upstream another worker's membership drains since it left a discovery listing: `remaining`
  * ms of its `drain_timeout` are left (see Membership.setDiscovered).
  */
@@ -42,7 +57,8 @@ export interface MembershipHooks {
  * draining, it is undrained and stays. Discovery giving [c, d (draining)] -> d is in the set
  * and drains at once; d later listed without `draining` -> undrained. A reload replaces the
  * static list (setStatic). Several sources (`source` names them) are merged: an id listed
- * by two sources is draining only if every source that lists it says so; static wins on an
+ * by two sources takes the entry of the first by SOURCE_PRECEDENCE (kubernetes, then dns),
+ * whichever reported first, and is draining only if every source that lists it says so; static wins on an
  * id clash and is never drained by membership. Membership undrains only what it drained
  * (an admin's drain stays). A leaving upstream whose address a listed one now has leaves at
  * once: discovery [b] at 10.0.0.7, then [c] at 10.0.0.7 -> set [c]; so does one listed not
@@ -102,7 +118,8 @@ export class Membership {
     const terminatingSince = new Map<string, number>()
     /** Pods listed that take no users (not ready): they hold their addresses, their uid names the pod. */
     const unready: DiscoveredUpstream[] = []
-    for (const list of this.#sources.values()) {
+    // by precedence, not in report order: the first source listing an id gives its entry
+    for (const [, list] of [...this.#sources].sort(([a], [b]) => bySourcePrecedence(a, b))) {
       for (const u of list) {
         if (u.unready === true) {
           unready.push(u)
