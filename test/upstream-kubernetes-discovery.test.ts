@@ -16,6 +16,11 @@ import { ListWatch } from '../src/upstream/list-watch.js'
 import type { KubernetesDiscoveryConfig } from '../src/config/schema.js'
 import type { DiscoveredUpstream } from '../src/upstream/upstream-set.js'
 import { Membership } from '../src/upstream/membership.js'
+import { createDiscovery } from '../src/upstream/discovery.js'
+import { isReplacement } from '../src/upstream/upstream-set.js'
+import { systemTimers } from '../src/clock.js'
+import { createLogger } from '../src/observability/logger.js'
+import { LogCapture } from './fixtures/log-capture.js'
 import { FakeKubeApi, endpointSlice, service, type PodEndpoint } from './fixtures/kube-api-server.js'
 import { FakeTimers } from './fixtures/timers.js'
 import { makeCertificates } from './fixtures/tls.js'
@@ -512,4 +517,38 @@ t.test("a discovery that starts where another ran (a worker that becomes the lea
   t.teardown(() => discovery.stop())
   await discovery.start()
   t.same(rec.last, ['web-0@[fd00::5]:8080', 'web-1@10.0.0.6:8080'], 'web-0 keeps its IPv6 url; web-1, whose address is gone, takes the first listed')
+})
+
+t.test('wired by createDiscovery next to DNS: a pod DNS already lists keeps the url in use when Kubernetes starts listing it (Kubernetes takes the id), and when DNS stops', async (t) => {
+  const api = new FakeKubeApi({ token: TOKEN })
+  const { url } = await api.start()
+  t.teardown(() => api.close())
+  api.put('endpointslices', endpointSlice('web-v4', 'web', [{ pod: 'web-0', ip: '10.0.0.5', uid: 'u-0' }]))
+  api.put('endpointslices', endpointSlice('web-v6', 'web', [{ pod: 'web-0', ip: 'fd00::5', uid: 'u-0' }], { addressType: 'IPv6' }))
+  const replaced: string[] = []
+  let before = new Map<string, { url: string; uid?: string }>()
+  const membership = new Membership([], 60_000, {
+    onChange: (set) => {
+      for (const u of set.list) { const b = before.get(u.id); if (b !== undefined && isReplacement(b, u)) replaced.push(`${u.id} ${b.url} -> ${u.url}`) }
+      before = new Map(set.list.map((u) => [u.id, { url: u.url, ...(u.uid === undefined ? {} : { uid: u.uid }) }]))
+    },
+    drain: () => {}, undrain: () => {},
+  })
+  t.teardown(() => membership.stop())
+  // the SRV target web-0 (the same pod), listed at its IPv6 address before the API server answered
+  membership.setDiscovered([{ id: 'web-0', url: 'http://[fd00::5]:8080', weight: 1 }], 'dns')
+  const discovery = createDiscovery({ dns: null, kubernetes: { ...CONFIG, kubeconfig: kubeconfig(url) } }, {
+    membership: { setDiscovered: (found, source) => membership.setDiscovered(found, source), current: () => membership.current(), listedBy: (source) => membership.listedBy(source) },
+    logger: createLogger('info', new LogCapture()),
+    metrics: { discoveryError: () => {}, setDiscoveryStatus: () => {} },
+    env: {},
+    timers: systemTimers,
+    drainTimeout: 60_000,
+  })
+  t.teardown(() => discovery.stop())
+  await discovery.start()
+  t.match(membership.current().get('web-0'), { url: 'http://[fd00::5]:8080', uid: 'u-0' }, "the pod's entry (Kubernetes first), at the url in use: that address is listed for it")
+  membership.setDiscovered([], 'dns')
+  t.match(membership.current().get('web-0'), { url: 'http://[fd00::5]:8080', uid: 'u-0' }, 'DNS no longer lists it: nothing moves')
+  t.same(replaced, [], 'never taken for a replaced replica (WebSockets closed, users rehydrated)')
 })

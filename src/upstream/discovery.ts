@@ -32,8 +32,9 @@ export interface DiscoveryDeps {
   /**
    * `current()`: the set in use, whose urls discovery keeps while still listed (with those of
    * upstreams still draining after they left a list, and with workers those a new lead's
-   * predecessor reported). DNS discovery takes `listedBy('dns')` instead: its own part of that
-   * set, so a static or Kubernetes upstream with an SRV target's id lends it nothing.
+   * predecessor reported): Kubernetes discovery's, as it takes an id DNS lists too (see below).
+   * DNS discovery takes `listedBy('dns')` instead: its own part of that set, so a static or
+   * Kubernetes upstream with an SRV target's id lends it nothing.
    */
   readonly membership: Pick<Membership, 'setDiscovered'> & Partial<Pick<Membership, 'current' | 'listedBy'>>
   readonly logger: Logger
@@ -108,6 +109,10 @@ export function createDiscovery(config: DiscoveryConfig, deps: DiscoveryDeps): D
       problems.report(`kubernetes ${err.area}`, sameProblem(err), { err: err.message, code: err.code, status: err.status, failures }, 'Kubernetes discovery: keeping the last known upstreams')
     },
     onRecover: (area) => void problems.resolve(`kubernetes ${area}`, { area }, KUBERNETES_RECOVERED[area]),
+    // the whole set in use, not listedBy('kubernetes'): Kubernetes takes an id DNS lists too
+    // (Membership's precedence), so it keeps the url DNS gave it when that address is listed for
+    // the pod (else the id moved at once, and again never back); it takes only that url, and a
+    // uid only Kubernetes sets, so unlike DNS (which keeps addresses and families) it borrows nothing else
     previous: () => membership.current?.().list ?? [],
   }, { env: deps.env, timers, clock, ...(deps.serviceAccountDir === undefined ? {} : { serviceAccountDir: deps.serviceAccountDir }) })
   const statuses = (): DiscoveryStatus[] => [

@@ -58,7 +58,8 @@ export interface KubernetesDiscoveryHooks {
   /**
    * The set the proxy uses now, maybe made before this watch ran (with workers, by the lead
    * before it) or holding an upstream that left its list and still drains: an upstream keeps
-   * its url from it, as from this watch's own last set, while that address is still listed.
+   * its url from it, as from this watch's own last set, while that address is still listed
+   * (also one another source put there: DNS discovery's SRV target with the pod's name).
    */
   previous?(): readonly DiscoveredUpstream[]
 }
