@@ -6,6 +6,7 @@ import t from 'tap'
 import { Hub } from '../src/workers/hub.js'
 import type { ToWorker, WireDiscovered } from '../src/workers/messages.js'
 import { Membership } from '../src/upstream/membership.js'
+import { isReplacement } from '../src/upstream/upstream-set.js'
 import { FakeTimers } from './fixtures/timers.js'
 
 const DRAIN = 10_000
@@ -110,7 +111,7 @@ t.test('an upstream terminating in one source and serving in another is not drai
   const { hub, starting } = setup()
   hub.receive(1, { tether: 'discovered', source: 'dns', upstreams: [up('b')] })
   hub.receive(1, { tether: 'discovered', source: 'kubernetes', upstreams: [{ ...up('b'), draining: true }] })
-  t.same(starting().map((m) => m.tether === 'discovered' ? m.upstreams : null), [[up('b')], [{ ...up('b'), draining: true }]])
+  t.same(starting().map((m) => m.tether === 'discovered' ? m.upstreams : null), [[{ ...up('b'), draining: true }], [up('b')]], 'kubernetes first (precedence), then dns')
 })
 
 t.test('what left a listing longer than drain_timeout ago is dropped when a worker starts, with no new list since', async (t) => {
@@ -120,12 +121,12 @@ t.test('what left a listing longer than drain_timeout ago is dropped when a work
   advance(1_000)
   hub.receive(1, { tether: 'discovered', source: 'dns', upstreams: [up('a')] })
   advance(DRAIN - 1)
-  t.same(starting()[0], { tether: 'discovered', source: 'dns', upstreams: [up('a')], leaving: [{ ...up('b'), since: 1_001_000 }] }, 'b drains 1 ms more')
+  t.same(starting()[1], { tether: 'discovered', source: 'dns', upstreams: [up('a')], leaving: [{ ...up('b'), since: 1_001_000 }] }, 'b drains 1 ms more')
   advance(1)
-  t.same(starting()[0], { tether: 'discovered', source: 'dns', upstreams: [up('a')] }, 'b is no longer given (nor kept)')
+  t.same(starting()[1], { tether: 'discovered', source: 'dns', upstreams: [up('a')] }, 'b is no longer given (nor kept)')
   advance(1)
   hub.receive(1, { tether: 'discovered', source: 'kubernetes', upstreams: [up('c'), up('d')] })
-  t.same(starting()[0], { tether: 'discovered', source: 'dns', upstreams: [up('a')] }, "another source's list drops it too")
+  t.same(starting()[1], { tether: 'discovered', source: 'dns', upstreams: [up('a')] }, "another source's list drops it too")
 })
 
 t.test('an upstream left one source terminating, then another lists it serving (its drain ends on the workers): terminating there later, a starting worker drains it from then', async (t) => {
@@ -165,8 +166,34 @@ t.test('a starting worker that gets the lists in another order than the lead app
   sent.delete(3)
   hub.receive(3, { tether: 'call', call: 1, op: 'snapshot', args: [] })
   const snapshot = (sent.get(3) ?? []).filter((m) => m.tether === 'discovered')
-  t.same(snapshot.map((m) => m.tether === 'discovered' && m.source), ['dns', 'kubernetes'], 'the hub resends the lists in the order they first came')
+  t.same(snapshot.map((m) => m.tether === 'discovered' && m.source), ['kubernetes', 'dns'], "the hub resends the lists in Membership's precedence, not the order they first came")
   apply(starting, snapshot)
   t.same(starting.current().get('web-0'), lead.current().get('web-0'), 'kubernetes then dns here, dns then kubernetes on the lead: the same entry')
   t.equal(starting.current().get('web-0')?.url, 'http://10.0.0.5:8080')
+})
+
+t.test('a worker that starts takes the entry the lead holds from the first list on: no url change, so no false replacement, while it applies the lists', async (t) => {
+  const { hub, starting } = setup()
+  const dns: WireDiscovered[] = [{ id: 'web-0', url: 'http://[fd00::5]:8080', weight: 1 }, up('a')]
+  const kube: WireDiscovered[] = [{ id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, uid: 'u-5' }, up('b')]
+  hub.receive(1, { tether: 'discovered', source: 'dns', upstreams: dns }) // DNS answered before the API server
+  hub.receive(1, { tether: 'discovered', source: 'kubernetes', upstreams: kube })
+  // as app.ts does on each change of the set: an id kept at another url is a replaced replica
+  const replaced: string[] = []
+  const urls: string[] = []
+  let before = new Map<string, { url: string; uid?: string }>()
+  const membership = new Membership([], DRAIN, {
+    onChange: (set) => {
+      for (const u of set.list) { const b = before.get(u.id); if (b !== undefined && isReplacement(b, u)) replaced.push(`${u.id} ${b.url} -> ${u.url}`) }
+      before = new Map(set.list.map((u) => [u.id, { url: u.url, ...(u.uid === undefined ? {} : { uid: u.uid }) }]))
+      const web0 = set.get('web-0')?.url
+      if (web0 !== undefined && urls.at(-1) !== web0) urls.push(web0)
+    },
+    drain: () => {}, undrain: () => {},
+  }, new FakeTimers())
+  t.teardown(() => membership.stop())
+  for (const m of starting()) if (m.tether === 'discovered') membership.setDiscovered(m.upstreams, m.source)
+  t.same(urls, ['http://10.0.0.5:8080'], "web-0 had the pod's url (Kubernetes's entry, as on the lead) from the first list it got")
+  t.same(replaced, [], 'nothing taken for a replaced replica (its health reset, `upstreams replaced` logged)')
+  t.same(membership.current().ids, ['a', 'b', 'web-0'])
 })

@@ -6,6 +6,7 @@
 // starting worker's snapshot is streamed from a sibling. Layer 2 state owner: no I/O of its
 // own (messages go out through the injected `send`), no routing decisions.
 import type { CheckpointStore } from '../state/checkpoint-store.js'
+import { bySourcePrecedence } from '../upstream/membership.js'
 import { goneByUnready } from '../upstream/upstream-set.js'
 import type { ToPrimary, ToWorker, WireDiscovered, WireLeaving } from './messages.js'
 
@@ -262,13 +263,17 @@ export class Hub {
         // leaving is given once, by the source it left last (the siblings drain it from when no
         // source listed it any more), and not at all while another source still lists it.
         // A listed upstream terminating carries since when the others drain it (`drainingSince`).
+        // The sources go in Membership's precedence (kubernetes, then dns), not the order they
+        // first reported in: an id both list then has the entry the lead holds from the first
+        // list on, never first the other source's url (a false replacement, logged and resetting
+        // its health, on every worker that starts).
         this.#expire(this.#now())
         const listedAnywhere = new Set([...this.#discovered.values()].flatMap(({ upstreams }) => upstreams.map((u) => u.id)))
         const latest = new Map<string, WireLeaving>()
         for (const entries of this.#leaving.values()) {
           for (const [id, u] of entries) if (!listedAnywhere.has(id) && (latest.get(id)?.since ?? -Infinity) < u.since) latest.set(id, u)
         }
-        for (const [source, { upstreams, unready }] of this.#discovered) {
+        for (const [source, { upstreams, unready }] of [...this.#discovered].sort(([a], [b]) => bySourcePrecedence(a, b))) {
           const leaving = [...this.#leavingOf(source).values()].filter((u) => latest.get(u.id) === u)
           const draining = upstreams.map((u) => {
             const drainingSince = u.draining === true ? this.#drainStarts.get(u.id) : undefined
