@@ -118,9 +118,9 @@ t.test("the lead's discovery lists reach the other workers, and a starting worke
   sent.length = 0
   hub.receive(2, { tether: 'call', call: 3, op: 'snapshot', args: [] })
   t.same(sent.slice(0, 2), [
-    [2, { tether: 'discovered', source: 'dns', upstreams: [old[0], { ...now[1], drainingSince: 0 }] }],
     [2, { tether: 'discovered', source: 'kubernetes', upstreams: [], unready }],
-  ], 'the last list of each source, first (a pod listed terminating with since when the others drain it: the hub\'s clock, 0 here)')
+    [2, { tether: 'discovered', source: 'dns', upstreams: [old[0], { ...now[1], drainingSince: 0 }] }],
+  ], 'the last list of each source (kubernetes, then dns: their precedence), first (a pod listed terminating with since when the others drain it: the hub\'s clock, 0 here)')
   t.same(sent[2]?.[1].tether, 'dump', 'then the bindings')
 
   const delivered: unknown[] = []
