@@ -160,6 +160,22 @@ t.test('precedence decides the entry only: terminating only where every source l
   t.same(membership.current().ids, ['x'])
 })
 
+t.test("an id both sources listed leaves with the entry of the source that listed it last, and only that source's listedBy holds it (never the other's entry)", async (t) => {
+  const dns = up('web-0', { url: 'http://[fd00::5]:8080' })
+  const kube = up('web-0', { url: 'http://10.0.0.5:8080', uid: 'u-5' })
+  for (const [first, last] of [['dns', 'kubernetes'], ['kubernetes', 'dns']] as const) {
+    const { membership } = setup()
+    membership.setDiscovered([dns], 'dns')
+    membership.setDiscovered([kube], 'kubernetes')
+    membership.setDiscovered([], first) // one source drops it: the other's entry (or still Kubernetes's)
+    membership.setDiscovered([], last) // the last one: leaving, draining
+    const entry = last === 'dns' ? dns : kube
+    t.match(membership.current().get('web-0'), { url: entry.url, uid: entry.uid }, `${first} dropped it, then ${last}: leaving with ${last}'s entry`)
+    t.same(membership.listedBy(last).map((u) => u.url), [entry.url], `listedBy('${last}') gives its own entry while it drains`)
+    t.same(membership.listedBy(first), [], `listedBy('${first}') gives nothing: it had dropped it already`)
+  }
+})
+
 t.test('static wins: a discovered id that is also static is never drained by membership', async (t) => {
   const { membership, calls } = setup(['a'])
   membership.setDiscovered([up('a', { draining: true }), up('b')])
