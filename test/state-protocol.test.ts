@@ -157,6 +157,61 @@ t.test('an upstream that refuses the state in a header (431: over its header lim
   t.equal(after.body.id, moved.body.id, 'stays on the new upstream')
 })
 
+/** The warnings that the upstream refused the user's state in a header. */
+function stateRefusedWarnings(logs: LogCapture): Record<string, unknown>[] {
+  return logs.records.filter((r) => /refused the user's state in X-Tether-Rehydrate \(431/.test(String(r['msg'])))
+}
+
+t.test("a 431 to a moved user's request that is over the upstream's header limit without the state too (the client's own head) counts as any 4xx answer: no rehydration error, no warning; the state's own 431 keeps both", async (t) => {
+  let stateBytes = 100
+  const seen: string[] = []
+  const apps = await Promise.all(['a', 'b', 'c'].map((id) => startUpstream(id, (req, res) => {
+    seen.push(`${id} ${req.headers['x-tether-rehydrate-status'] ?? '-'}`)
+    res.writeHead(200, { 'x-tether-state': 's'.repeat(stateBytes) }).end(JSON.stringify({ id, n: 1 }))
+  })))
+  for (const a of apps) (a.server as http.Server & { maxHeaderSize?: number }).maxHeaderSize = 8192 // Node answers 431 before the app runs
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig(apps), { logger: createLogger('info', logs) })
+  t.teardown(async () => { await tether.close(0); await Promise.all(apps.map((a) => a.close())) })
+  const jar = new CookieJar()
+  jar.cookies.set('user', 'u1')
+  const home = (await get(tether.url, jar)).body.id
+  tether.health.disable(home)
+  // the client's own head is over the limit: refused with the (small) state and again without it
+  const big = await new Promise<number>((resolve, reject) => {
+    http.get(tether.url, { agent: false, headers: { cookie: jar.header()!, 'x-big': 'b'.repeat(10_000) } }, (res) => {
+      jar.apply(res.headers['set-cookie'])
+      res.resume()
+      res.on('end', () => resolve(res.statusCode ?? 0))
+    }).on('error', reject)
+  })
+  t.equal(big, 431, "the upstream's 431 reaches the client")
+  await waitFor(() => logs.access().length === 2, 5_000, 'the access line')
+  t.match(logs.access()[1], { status: 431, outcome: 'failover' }, 'logged as a move answered 4xx, not as an error')
+  t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 0 }, 'no rehydration error: the state was not what the upstream refused')
+  t.same(stateRefusedWarnings(logs), [], "no warning to raise the upstream's limit for the state")
+  t.match(await tether.metrics.render(), /tether_http_requests_total\{upstream="[abc]",method="GET",status_class="4xx"\} 1/, 'counted as a 4xx answer')
+  t.same(seen, [`${home} -`], 'no application ran for it')
+
+  // the state itself is over the limit (the client's head is small): sent again without it, the
+  // user moves on, and the refused state counts as a rehydration error, with the warning
+  await t.test("the state's own 431", async (t) => {
+    const jar2 = new CookieJar()
+    jar2.cookies.set('user', 'u2')
+    tether.health.enable(home)
+    stateBytes = 12_000
+    const home2 = (await get(tether.url, jar2)).body.id
+    tether.health.disable(home2)
+    const errors = (await rehydrations(tether)).error
+    const warned = stateRefusedWarnings(logs).length
+    const moved = await get(tether.url, jar2)
+    t.equal(moved.status, 200, 'the user gets an answer, not the 431')
+    t.equal(seen.at(-1), `${moved.body.id} too_large`, 'sent again without the state')
+    t.equal((await rehydrations(tether)).error, errors + 1, 'the refused state is a rehydration error')
+    t.equal(stateRefusedWarnings(logs).length, warned + 1, 'warned once, with the remedy')
+  })
+})
+
 t.test('an upstream replaced (another url) while it refused the state (431): the request is decided again and reaches the new process with the state, not sent on without it', async (t) => {
   const apps = await Promise.all(['a', 'b'].map((id) => counterApp(id)))
   const newer = new Map<string, Awaited<ReturnType<typeof counterApp>>>()

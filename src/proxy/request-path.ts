@@ -291,7 +291,12 @@ export class RequestPath {
             counted = d.moved?.from ?? null
             continue
           }
+          const bytes = ctx.rehydrateBytes
           r = await this.#start(ctx, x, d, upstream, this.#withoutState(ctx, d, headers)).result
+          // a 431 to the resend too: the client's own head is over the upstream's limit, with or
+          // without the state; passed on as any other 4xx answer (no rehydration counted, no warning)
+          if (r.status === 431 && ctx.answering !== null) ctx.rehydrate = null
+          else this.#d.logger.warn({ request_id: ctx.id, upstream: d.upstream, bytes }, "the upstream refused the user's state in X-Tether-Rehydrate (431: over its header size limit); sent again without it: raise the upstream's header limit, lower state.max_bytes, or use state.rehydrate: hook")
         }
         if (r.responded || r.outcome === null) {
           if (r.status === 431 && ctx.rehydrate === 'delivered' && this.#hook === null && ctx.answering !== null) this.#refusedInHead(ctx)
@@ -429,10 +434,9 @@ export class RequestPath {
    * The upstream refused the request with the state in X-Tether-Rehydrate (431: over its header
    * limit) before its application ran: the same request again, the state left out and
    * `X-Tether-Rehydrate-Status: too_large` (the user moves on without it, rather than getting
-   * the 431), logged with the remedy.
+   * the 431); the caller logs it with the remedy unless the resend is refused 431 too.
    */
   #withoutState(ctx: RequestContext, d: Decision, headers: string[]): string[] {
-    this.#d.logger.warn({ request_id: ctx.id, upstream: d.upstream, bytes: ctx.rehydrateBytes }, "the upstream refused the user's state in X-Tether-Rehydrate (431: over its header size limit); sent again without it: raise the upstream's header limit, lower state.max_bytes, or use state.rehydrate: hook")
     ctx.rehydrate = 'too_large'
     ctx.rehydrateBytes = 0
     if (d.sessionKey !== null) this.#d.state?.restarted(d.sessionKey, d.epoch, d.upstream)
