@@ -2,7 +2,8 @@
 // process upstreams: the page asks for the admin token, shows the upstreams live (a SIGKILLed
 // one turns down within 2 s), its drain button drains, its lookup finds a user, it fits a
 // 360 px screen, Tab reaches its buttons, and nothing logs a console or page error; behind a
-// primary with no worker up it says why (not ready, no worker started yet) and recovers.
+// primary with no worker up it says why (not ready, no worker started yet), shows nothing from
+// before as current (no rows, sparkline, moves or lookup result) and recovers.
 /// <reference lib="dom" />
 import t from 'tap'
 import { startTether, type Tether } from '../src/app.js'
@@ -139,23 +140,43 @@ t.test('the page is open and locked down by its CSP; its JSON needs the token', 
   t.equal(view.session_lookup, true)
 })
 
-t.test('behind a primary none of whose workers is up (all restarting), the page says not ready with the reason, without rows, and recovers', async (t) => {
+t.test('behind a primary none of whose workers is up (all restarting), the page says not ready with the reason, without rows, traffic, moves or lookup, and recovers', async (t) => {
   const { startAdminFront } = await import('../src/workers/admin-front.js')
   const app = await startChildUpstream('app-0')
   t.teardown(() => app.kill())
-  const tether = await startTether(testConfig([{ id: app.id, url: app.url }]), { logger: createLogger('silent') })
+  const tether = await startTether(testConfig([{ id: app.id, url: app.url }], { affinity: { key: 'header', header: { name: 'X-Tenant' } } }), { logger: createLogger('silent') })
   t.teardown(() => tether.close(0))
+  await visit(tether, 'alice')
   let admins: string[] = [tether.adminUrl] // the one worker's admin listener, as the primary passes to it
   const front = await startAdminFront('127.0.0.1', 0, { admins: () => admins, metrics: () => Promise.resolve([]), stopping: () => false }, createLogger('silent'), [])
   t.teardown(() => front.close())
   const { page } = await openPage(t)
   await page.goto(`${front.url}/`)
   await page.locator('tr[data-upstream]').first().waitFor({ timeout: 5_000 })
+  await page.waitForFunction(() => /[1-9]/.test(document.querySelector('#spark-label')?.textContent ?? ''), null, { timeout: 5_000 })
+  await page.getByLabel('Session key').fill('alice')
+  await page.getByRole('button', { name: 'Look up' }).click()
+  await page.locator('#lookup-fields').waitFor({ timeout: 5_000 })
+  const shown = () => page.evaluate(() => ({
+    spark: document.querySelector('#spark-line')?.getAttribute('points') ?? '',
+    moves: document.querySelectorAll('#moves dt').length,
+    lookup: !(document.querySelector('#lookup') as HTMLElement).hidden,
+    lookupResult: document.querySelector('#lookup-result')?.childElementCount ?? 0,
+  }))
+  const up = await shown()
+  t.ok(up.spark !== '' && up.moves > 0 && up.lookup && up.lookupResult > 0, 'with a worker: the sparkline, the moves and the lookup with its result')
+
   admins = [] // every worker restarting
   await page.locator('#summary', { hasText: 'Not ready: no worker started yet' }).waitFor({ timeout: 5_000 })
   t.equal(await page.locator('tr[data-upstream]').count(), 0, 'no stale rows')
+  t.same(await shown(), { spark: '', moves: 0, lookup: false, lookupResult: 0 }, 'no stale sparkline, moves or lookup result')
+  t.match(await page.locator('#spark-label').textContent(), /no worker is up/, 'the traffic figure says why it is empty')
   t.equal(await page.locator('#conn').textContent(), '', 'not "Tether does not answer": the primary answered why')
+
   admins = [tether.adminUrl] // a worker is back
   await page.locator('tr[data-upstream]').first().waitFor({ timeout: 5_000 })
   t.equal(await page.locator('#summary').textContent(), 'Ready')
+  const back = await shown()
+  t.ok(back.spark !== '' && back.moves > 0 && back.lookup, 'the sparkline, the moves and the lookup are back')
+  t.match(await page.locator('#spark-label').textContent(), /^Requests per second/, 'with current figures')
 })

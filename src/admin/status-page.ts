@@ -142,13 +142,21 @@ async function poll() {
 function fmt(n, digits) { return n === null || n === undefined ? '\\u2014' : n.toFixed(digits) }
 function secs(ms) { return Math.ceil(ms / 1000) + ' s' }
 
-/** Not ready with nothing else known (no worker started): the summary and no rows. */
+/**
+ * Not ready with nothing else known (no worker started): the summary, and no rows, traffic,
+ * moves or lookup (nothing shown from before as if current); the next render() brings them back.
+ */
 function renderDown(s) {
   $('summary').className = 'ready-false'
   $('summary').textContent = 'Not ready: ' + s.reasons.join(', ')
   $('degraded').textContent = ''
   $('updated').textContent = 'updated ' + new Date().toLocaleTimeString()
   renderUpstreams([])
+  $('spark-line').setAttribute('points', '')
+  $('spark-label').textContent = 'No traffic figures while no worker is up.'
+  $('moves').replaceChildren()
+  $('lookup').hidden = true
+  $('lookup-result').replaceChildren()
 }
 
 function render(s) {
