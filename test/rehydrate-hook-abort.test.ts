@@ -11,7 +11,7 @@ import net from 'node:net'
 import { startTether, type Tether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { LogCapture } from './fixtures/log-capture.js'
-import { startUpstream, testConfig, request, type DeepPartial } from './fixtures/upstream.js'
+import { startUpstream, testConfig, request, type DeepPartial, type Upstream } from './fixtures/upstream.js'
 import { CookieJar } from './fixtures/users.js'
 import { metric } from './fixtures/drill.js'
 import { frozenRedis } from './fixtures/redis-server.js'
@@ -23,6 +23,18 @@ const HOOK = '/_tether/rehydrate'
 interface World {
   tether: Tether; logs: LogCapture; jar: CookieJar; home: string
   hooks: http.ServerResponse[]; hooked: EventEmitter; forwarded: string[]; held: http.ServerResponse[]; target: () => string
+}
+
+/** Tether over `apps` (closed at teardown) logging at info, and user u1 answered once: u1's jar and home upstream. */
+async function withUser(t: Test, apps: Upstream[], over: DeepPartial<Config>): Promise<{ tether: Tether; logs: LogCapture; jar: CookieJar; home: string }> {
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig(apps, over), { logger: createLogger('info', logs) })
+  t.teardown(() => tether.close(0))
+  const jar = new CookieJar()
+  jar.cookies.set('user', 'u1')
+  const first = await request(tether.url, { headers: { cookie: jar.header()! } })
+  jar.apply(first.headers['set-cookie'])
+  return { tether, logs, jar, home: first.body }
 }
 
 /**
@@ -53,16 +65,9 @@ async function movingWorld(t: Test, over: DeepPartial<Config> = {}, hedge = fals
   })
   const apps = [await app('a'), await app('b'), await app('c')]
   t.teardown(() => Promise.all(apps.map((a) => a.close())))
-  const logs = new LogCapture()
-  const tether = await startTether(testConfig(apps, {
+  const { tether, logs, jar, home } = await withUser(t, apps, {
     state: { rehydrate: 'hook', hook_path: HOOK }, timeouts: { response_headers: 60_000 }, retries: { attempts: 2 }, ...over,
-  }), { logger: createLogger('info', logs) })
-  t.teardown(() => tether.close(0))
-  const jar = new CookieJar()
-  jar.cookies.set('user', 'u1')
-  const first = await request(tether.url, { headers: { cookie: jar.header()! } })
-  jar.apply(first.headers['set-cookie'])
-  const home = first.body
+  })
   if (!hedge) tether.health.disable(home)
   moving = true
   return { tether, logs, jar, home, hooks, hooked, forwarded, held, target: () => hookedBy[0]! }
@@ -175,16 +180,9 @@ t.test("a moved user's client that leaves while the state is fetched (a frozen R
   })
   const apps = [await app('a'), await app('b'), await app('c')]
   t.teardown(() => Promise.all(apps.map((a) => a.close())))
-  const logs = new LogCapture()
-  const tether = await startTether(testConfig(apps, {
+  const { tether, logs, jar, home } = await withUser(t, apps, {
     state: { store: 'redis', timeout: 1000, redis: { url: redis.url } }, health: { active: { enabled: true, unhealthy_threshold: 1 } },
-  }), { logger: createLogger('info', logs) })
-  t.teardown(() => tether.close(0))
-  const jar = new CookieJar()
-  jar.cookies.set('user', 'u1')
-  const first = await request(tether.url, { headers: { cookie: jar.header()! } })
-  jar.apply(first.headers['set-cookie'])
-  const home = first.body
+  })
   await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stored"}')) === 1, 5000, 'the checkpoint stored')
   tether.health.reportActive(home, false, true) // home is down: a forced move
   t.equal(tether.health.state(home), 'unhealthy')
