@@ -212,6 +212,38 @@ t.test("a 431 to a moved user's request that is over the upstream's header limit
   })
 })
 
+for (const affinity of ['cookie', 'header'] as const) {
+  t.test(`a moved user whose request is refused 431 for its own head (${affinity} affinity) keeps their state: not moved there by that answer, their next request moves with the state`, async (t) => {
+    const apps = await Promise.all(['a', 'b', 'c'].map((id) => counterApp(id)))
+    for (const a of apps) (a.server as http.Server & { maxHeaderSize?: number }).maxHeaderSize = 8192 // Node answers 431 before the app runs
+    const overrides = affinity === 'header' ? { affinity: { key: 'header' as const, header: { name: 'X-Tenant' } } } : {}
+    const tenant = { 'x-tenant': 't1' } // read with `key: header` (a table key), ignored with cookies
+    const tether = await startTether(testConfig(apps, overrides), { logger: createLogger('silent') })
+    t.teardown(async () => { await tether.close(0); await Promise.all(apps.map((a) => a.close())) })
+    const jar = new CookieJar()
+    jar.cookies.set('user', 'u1')
+    await get(tether.url, jar, tenant)
+    const home = (await get(tether.url, jar, tenant)).body
+    t.equal(home.n, 2, 'two requests counted on the home upstream')
+    tether.health.disable(home.id)
+    const big = await new Promise<{ status: number; setCookie: string[] | undefined }>((resolve, reject) => {
+      http.get(tether.url, { agent: false, headers: { cookie: jar.header()!, ...tenant, 'x-big': 'b'.repeat(10_000) } }, (res) => {
+        jar.apply(res.headers['set-cookie'])
+        res.resume()
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, setCookie: res.headers['set-cookie'] }))
+      }).on('error', reject)
+    })
+    t.equal(big.status, 431, "the upstream's 431 reaches the client")
+    t.notOk(big.setCookie?.some((c) => c.startsWith('tether=')), 'no affinity cookie moving the user there')
+    const next = await get(tether.url, jar, tenant)
+    t.equal(next.status, 200)
+    t.not(next.body.id, home.id, 'moved off the disabled upstream')
+    t.equal(apps.find((a) => a.id === next.body.id)!.heads.at(-1)!['x-tether-rehydrate-status'], 'delivered', 'the next request brings the state')
+    t.equal(next.body.n, 3, 'the count goes on from the stored state, not from scratch')
+    t.equal((await rehydrations(tether)).delivered, 1, 'one rehydration delivered')
+  })
+}
+
 t.test('an upstream replaced (another url) while it refused the state (431): the request is decided again and reaches the new process with the state, not sent on without it', async (t) => {
   const apps = await Promise.all(['a', 'b'].map((id) => counterApp(id)))
   const newer = new Map<string, Awaited<ReturnType<typeof counterApp>>>()

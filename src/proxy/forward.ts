@@ -14,7 +14,7 @@ import { classify, type Outcome } from './outcome.js'
 import { mayStartWithInterim, withoutUnsolicitedContinue } from './interim-response.js'
 import type { AnswerHeadPolicy, Answered, Attempt, Exchange } from './exchange.js'
 import type { Decision } from '../routing/decision.js'
-import type { AttemptResult, RequestContext } from './request-context.js'
+import { ownHeadRefused, type AttemptResult, type RequestContext } from './request-context.js'
 import { sendError } from './respond.js'
 import { clientStallTimeout, closedIdle, Deadlines, sweepInterval, type Expiring } from './deadlines.js'
 import { H2Response } from './h2-messages.js'
@@ -695,7 +695,10 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     this.answered = true
     this.#active = true
     ctx.onAnswering?.()
-    const hold = this.#answer.inspect(ctx, headers)
+    // the client's own head refused after the state was left out: no move recorded
+    const own = statusCode === 431 && ownHeadRefused(ctx, statusCode)
+    if (own) ctx.decision = { ...this.#decision, setCookie: null }
+    const hold = own ? null : this.#answer.inspect(ctx, headers)
     if (hold === null) return this.#start(controller, statusCode, headers, statusMessage)
     // the head waits (bounded) for a checkpoint write; body chunks meanwhile are kept
     this.#held = []

@@ -20,6 +20,18 @@ import type { Outcome } from './outcome.js'
  */
 export type RehydrateStatus = 'delivered' | 'none' | 'unavailable' | 'too_large' | 'refused'
 
+/**
+ * A 431 answering a moved user's request sent again without their state (`too_large`): the
+ * client's own head is over the upstream's limit, and no application ran, with the state or
+ * without it. The answer is passed on, but records no move: no pin, no affinity cookie, no
+ * answer recorded or shared, nothing learned (see docs/state-protocol.md); the user's next
+ * request is moved again, with their state. The transport then answers with a copy of the
+ * decision without its cookie, and does not inspect the head.
+ */
+export function ownHeadRefused(ctx: RequestContext, status: number): boolean {
+  return status === 431 && ctx.rehydrate === 'too_large' && ctx.decision !== null && ctx.decision.moved !== null
+}
+
 /** How one attempt on an upstream ended. */
 export interface AttemptResult {
   /** Status sent to the client (0 if nothing was sent). */

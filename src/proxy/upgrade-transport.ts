@@ -18,7 +18,7 @@ import type { AnswerHeadPolicy, Answered, Attempt, Exchange } from './exchange.j
 import type { Decision } from '../routing/decision.js'
 import { classify, type Outcome } from './outcome.js'
 import { clientIdleTimeout } from './deadlines.js'
-import type { AttemptResult, RequestContext } from './request-context.js'
+import { ownHeadRefused, type AttemptResult, type RequestContext } from './request-context.js'
 import { endThenDestroy, writeRawError } from './respond.js'
 import { CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART, FrameTracker, closeFrame } from './websocket-frames.js'
 import { REASON_PHRASE } from './headers.js'
@@ -592,7 +592,9 @@ class Tunnel implements Exchange {
     this.#owner.untrack(this) // before health hears of it: an ejection it causes must not close this answer
     const ctx = this.#ctx!
     ctx.answering = this
-    this.#holdAnswer(ctx, res.headers)
+    // the client's own head refused after the state was left out: no move recorded
+    if (ownHeadRefused(ctx, status)) ctx.decision = { ...ctx.decision!, setCookie: null }
+    else this.#holdAnswer(ctx, res.headers)
     // http-proxy writes these headers and pipes the decoded body, then ends: no framing headers
     // may claim otherwise, and the connection closes after it
     res.headers = this.#owner.answer.decorate(ctx, res.headers)
