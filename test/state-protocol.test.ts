@@ -1362,6 +1362,29 @@ t.test("a WebSocket handshake whose state is over a Node upstream's header limit
   t.equal(h.headers['x-status'], 'too_large', 'sent again without the state')
 })
 
+t.test("a moved user's WebSocket handshake refused 431 for its own head (with the state and without it) does not move the user: their next request brings the state", async (t) => {
+  const apps = await Promise.all(['a', 'b', 'c'].map(async (id) => {
+    const up = await counterApp(id)
+    ;(up.server as http.Server & { maxHeaderSize?: number }).maxHeaderSize = 8192 // Node answers 431 before the app runs
+    up.server.on('upgrade', (_req: http.IncomingMessage, sock: import('node:net').Socket) => sock.destroy()) // never reached
+    return up
+  }))
+  const { tether, jar, home } = await withUserMoving(t, apps, {})
+  const refused = await new Promise<{ status: number; setCookie: string[] | undefined }>((resolve, reject) => {
+    const req = http.request(`${tether.url}/ws`, { agent: false, headers: { cookie: jar.header()!, connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'sec-websocket-version': '13', 'x-big': 'b'.repeat(10_000) } })
+    req.on('upgrade', (_res, sock) => { sock.destroy(); resolve({ status: 101, setCookie: undefined }) })
+    req.on('response', (res) => { jar.apply(res.headers['set-cookie']); res.resume(); resolve({ status: res.statusCode ?? 0, setCookie: res.headers['set-cookie'] }) })
+    req.on('error', reject)
+    req.end()
+  })
+  t.equal(refused.status, 431, "the upstream's 431 reaches the client")
+  t.notOk(refused.setCookie?.some((c) => c.startsWith('tether=')), 'no affinity cookie moving the user there')
+  const next = await get(tether.url, jar)
+  t.not(next.body.id, home, 'moved off the disabled upstream')
+  t.equal(apps.find((a) => a.id === next.body.id)!.heads.at(-1)!['x-tether-rehydrate-status'], 'delivered', 'the next request brings the state')
+  t.equal(next.body.n, 2, 'the count goes on from the stored state')
+})
+
 t.test("a WebSocket client that leaves while its handshake is sent again without the state (after a 431) is logged client_abort, as a plain request's", async (t) => {
   const { seen, tunnelled, logs, tether, jar, home, to, before } = await wsUserMoving(t, 3)
   const client = await rawHandshake(t, tether.url, jar, 'EARLY', () => seen.length === 3, 'the handshake sent again')
