@@ -82,12 +82,12 @@ for (const how of ['end', 'reset'] as const) {
   })
 }
 
-t.test('bytes a client sends right after its handshake, before the 101, reach the upstream first and in order, also past the bound Tether holds', async (t) => {
+t.test('bytes a client sends right after its handshake, before the 101, reach the upstream first and in order, up to the bound Tether holds', async (t) => {
   const up = await holdingUpstream(t)
   const tether = await startTether(testConfig([{ id: 'a', url: up.url }]), { logger: createLogger('silent') })
   t.teardown(() => tether.close(0))
   const client = rawClient(tether.port)
-  const early = Buffer.alloc(EARLY_BYTES_MAX * 3)
+  const early = Buffer.alloc(EARLY_BYTES_MAX - 'first|'.length) // all of the bound, in several reads
   for (let i = 0; i < early.length; i++) early[i] = i % 251
   client.write(Buffer.concat([Buffer.from(HANDSHAKE), Buffer.from('first|')])) // in the same packet as the head
   client.write(early)
@@ -104,6 +104,40 @@ t.test('bytes a client sends right after its handshake, before the 101, reach th
   await when(onEvent(up.server, 'got'), () => h.got.length >= headEnd + want.length, 5000, 'the early bytes upstream')
   t.ok(h.got.subarray(headEnd).equals(want), 'every byte, in order, once')
   client.end()
+})
+
+t.test('a client that sends more than the bound before the 101 (RFC 6455 section 4.1: it must wait) and then leaves: its handshake is stopped at once and it is answered 400; no retry, the upstream not blamed, its slot freed', async (t) => {
+  // two upstreams: a retry would have somewhere to go
+  const a = await holdingUpstream(t)
+  const b = await holdingUpstream(t)
+  const logs = new LogCapture()
+  // response_headers a minute: only the overflow can stop the handshake in time (a paused
+  // client socket tells neither its FIN nor its reset)
+  const tether = await startTether(testConfig([{ id: 'a', url: a.url }, { id: 'b', url: b.url }], {
+    timeouts: { response_headers: 60_000 }, retries: { attempts: 2 }, websocket: { max_connections: 1 }, health: { passive: { consecutive_failures: 1 } },
+  }), { logger: createLogger('info', logs) })
+  t.teardown(() => tether.close(0))
+  const held = (): Held[] => [...a.held, ...b.held]
+  const client = rawClient(tether.port)
+  let answer = ''
+  client.on('data', (c: Buffer) => (answer += c.toString('latin1')))
+  const closed = new Promise((r) => client.once('close', r))
+  client.write(HANDSHAKE)
+  await Promise.race([a, b].map((u) => when(onEvent(u.server, 'got'), () => held()[0]?.got.includes('\r\n\r\n') === true, 5000, 'the handshake upstream')))
+  const up = held()[0]!
+  const id = a.held.includes(up) ? 'a' : 'b'
+  client.end(Buffer.alloc(EARLY_BYTES_MAX * 3, 0x82)) // frames past the bound, then the client leaves (FIN)
+  await when(onEvent(id === 'a' ? a.server : b.server, 'gone'), () => up.closed, 5000, "the upstream's handshake request to be closed")
+  await when(onEvent(logs, 'record'), () => logs.access().length === 1, 5000, 'the access line')
+  t.match(logs.access()[0], { method: 'GET', path: '/ws', protocol: 'websocket', status: 400, upstream: id, retries: 0, outcome: 'TETHER_BAD_REQUEST' })
+  await within(closed, 5000, 'the client connection to close')
+  t.match(answer, /^HTTP\/1\.1 400 Bad Request\r\n/, 'the client got the 400')
+  t.equal(afterHead(up).length, 0, 'no early byte upstream')
+  await waitFor(() => tether.upgrades.size === 0, 2000, 'the slot to be released') // polled: Upgrades announces no release
+  t.equal(await metric(tether, `tether_upstream_in_flight{upstream="${id}"}`), 0, 'not in flight')
+  t.equal(held().length, 1, 'no retry: one handshake sent upstream')
+  t.equal(tether.health.state(id), 'healthy', 'no passive-health strike (one failure would eject)')
+  t.notOk(logs.records.some((r) => r['msg'] === 'upstream exchange failed'), 'no upstream failure warned')
 })
 
 /** What `h` got after the handshake's head. */
@@ -154,7 +188,7 @@ t.test('an upstream that refuses the handshake (401) after the client sent bytes
   let answer = ''
   client.on('data', (c: Buffer) => (answer += c.toString('latin1')))
   client.write(HANDSHAKE)
-  client.write(Buffer.alloc(EARLY_BYTES_MAX * 3, 7)) // past the bound: the rest waits unread
+  client.write(Buffer.alloc(EARLY_BYTES_MAX, 7)) // all Tether holds
   await when(onEvent(up.server, 'got'), () => up.held[0]?.got.includes('\r\n\r\n') === true, 5000, 'the handshake upstream')
   up.held[0]!.socket.end('HTTP/1.1 401 Unauthorized\r\nContent-Length: 5\r\n\r\nnope!')
   await within(new Promise((r) => client.once('close', r)), 5000, 'the client connection to close')

@@ -230,9 +230,9 @@ export class Upgrades {
 const EMPTY = Buffer.alloc(0)
 /**
  * Bytes a client may send after its handshake and before the 101 (pipelined frames, a protocol
- * where the client speaks first) that Tether holds for the tunnel; once this is reached the
- * client socket is paused (backpressure on the client) until the upstream answers. The read
- * that reaches it is kept whole: up to one socket read (64 KiB) more is held.
+ * where the client speaks first) that Tether holds for the tunnel. A client that sends more
+ * breaks RFC 6455 section 4.1 (it must wait for the server's answer) past what Tether carries:
+ * its handshake is stopped and it is answered 400 (see Tunnel.#overflow).
  */
 export const EARLY_BYTES_MAX = 64 * 1024
 /** A handshake Tether cut because its graceful stop's grace period ended (see Upgrades.shutDown). */
@@ -243,6 +243,8 @@ const STATE_TOO_LARGE: Outcome = { kind: 'error', code: 'TETHER_HEADERS_TOO_LARG
 const CLIENT_LEFT: AttemptResult = { status: 0, outcome: { kind: 'client_abort' }, error: null, responded: true }
 /** Tether closed a handshake's client connection at its graceful stop's grace end (see Upgrades.shutDown). */
 const CUT_AT_SHUTDOWN: AttemptResult = { status: 0, outcome: SHUT_DOWN, error: null, responded: true }
+/** The client sent more than EARLY_BYTES_MAX before the 101: answered 400 by Tether, the client's fault (no retry, no health report). */
+const EARLY_OVERFLOW: AttemptResult = { status: 400, outcome: { kind: 'error', code: 'TETHER_BAD_REQUEST', connect: false }, error: null, responded: true }
 
 /** One client connection that asked to upgrade: its handshake attempts, then the open tunnel. */
 class Tunnel implements Exchange {
@@ -258,7 +260,8 @@ class Tunnel implements Exchange {
   #earlyBytes = 0
   /**
    * Aborted when the client leaves (its socket closed, or it ended its side before a 101), its
-   * reason the AttemptResult to log: CLIENT_LEFT, or CUT_AT_SHUTDOWN when Tether closed it.
+   * reason the AttemptResult to log: CLIENT_LEFT, CUT_AT_SHUTDOWN when Tether closed it, or
+   * EARLY_OVERFLOW when Tether refused it for the bytes it sent before the 101.
    */
   readonly #gone = new AbortController()
   #ctx: RequestContext | null = null
@@ -297,8 +300,8 @@ class Tunnel implements Exchange {
    * While the handshake is in progress the client socket is read, so that its leaving is seen:
    * a paused socket never tells a FIN (it would sit unread until response_headers, holding the
    * upstream's handshake and a `max_connections` place). What it sends meanwhile (`head`, the
-   * bytes after its request head, first) is held in order, until EARLY_BYTES_MAX is reached (then
-   * the socket is paused), and put back into the socket when the upstream switches, so the tunnel
+   * bytes after its request head, first) is held in order, up to EARLY_BYTES_MAX (more is
+   * refused: #overflow), and put back into the socket when the upstream switches, so the tunnel
    * carries it first. A FIN before the 101 is the client leaving, as nginx takes it (its
    * epoll reports the half-close and it closes the upstream request with 499): the client
    * socket is destroyed, which stops the handshake (see release()).
@@ -308,7 +311,7 @@ class Tunnel implements Exchange {
     if (head.length > 0) this.#keep(head)
     client.on('data', this.#onEarly)
     client.once('end', this.#onEarlyEnd)
-    if (this.#earlyBytes < EARLY_BYTES_MAX) client.resume()
+    if (this.state === 'connecting') client.resume()
   }
 
   readonly #onEarly = (chunk: Buffer): void => this.#keep(chunk)
@@ -320,7 +323,33 @@ class Tunnel implements Exchange {
   #keep(chunk: Buffer): void {
     this.#early.push(chunk)
     this.#earlyBytes += chunk.length
-    if (this.#earlyBytes >= EARLY_BYTES_MAX) this.#client.pause()
+    if (this.#earlyBytes > EARLY_BYTES_MAX) this.#overflow()
+  }
+
+  /**
+   * The client sent more than EARLY_BYTES_MAX before the 101. Paused, its socket would no longer
+   * tell its leaving (nor, with libuv, a reset): the upstream's handshake and the
+   * `max_connections` place stayed held until the 101 or `response_headers`. Kept reading, the
+   * bytes would have to be dropped, and a tunnel missing them is no tunnel. So the handshake is
+   * stopped (its request upstream closed, a rehydration hook stopped, no retry: the client's
+   * fault, no health report) and the client is answered 400; what it still sends is read and
+   * dropped until its FIN (or the linger), so the 400 is not lost to a reset. nginx 1.22 and
+   * HAProxy 2.6 leave such a handshake waiting for the upstream (their read timeout).
+   */
+  #overflow(): void {
+    if (this.state !== 'connecting') return
+    this.state = 'closed'
+    this.#gone.abort(EARLY_OVERFLOW)
+    this.#disarm()
+    this.#unwatchClient(false)
+    this.#owner.untrack(this)
+    // its error reaches #onProxyError, which does nothing for a closed tunnel
+    this.#proxyReq?.destroy()
+    this.#proxyReq = null
+    const client = this.#client
+    writeRawError(client, 'TETHER_BAD_REQUEST', {}, this.#owner.linger, this.#owner.timers)
+    client.resume()
+    this.#done(EARLY_OVERFLOW)
   }
 
   /**
