@@ -9,7 +9,7 @@ import { createLogger } from '../src/observability/logger.js'
 import { startUpstream, testConfig, type Upstream } from './fixtures/upstream.js'
 import { CookieJar } from './fixtures/users.js'
 import { LogCapture } from './fixtures/log-capture.js'
-import { waitFor } from './fixtures/wait.js'
+import { waitFor, within } from './fixtures/wait.js'
 import { metric } from './fixtures/drill.js'
 
 /** An app replica that counts per user and speaks the protocol (state = the count). */
@@ -1383,6 +1383,32 @@ t.test("a moved user's WebSocket handshake refused 431 for its own head (with th
   t.not(next.body.id, home, 'moved off the disabled upstream')
   t.equal(apps.find((a) => a.id === next.body.id)!.heads.at(-1)!['x-tether-rehydrate-status'], 'delivered', 'the next request brings the state')
   t.equal(next.body.n, 2, 'the count goes on from the stored state')
+})
+
+t.test("a WebSocket handshake without the user's state that its upstream answers 431 (its own refusal): the client gets that 431 whole, and it is not sent again", async (t) => {
+  const handshakes: string[] = []
+  const apps = await Promise.all(['a', 'b'].map(async (id) => {
+    const up = await startUpstream(id, (_req, res) => res.end(id))
+    up.server.on('upgrade', (_req: http.IncomingMessage, sock: import('node:net').Socket) => {
+      handshakes.push(id)
+      sock.on('error', () => undefined)
+      sock.end('HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 7\r\n\r\nown-431')
+    })
+    return up
+  }))
+  t.teardown(() => Promise.all(apps.map((a) => a.close())))
+  const tether = await startTether(testConfig(apps, { retries: { attempts: 2 } }), { logger: createLogger('silent') })
+  t.teardown(() => tether.close(0))
+  const sock = (await import('node:net')).connect(tether.port, '127.0.0.1')
+  t.teardown(() => { sock.destroy() })
+  let received = ''
+  sock.on('data', (c: Buffer) => { received += c.toString('latin1') })
+  sock.on('error', () => undefined)
+  const ended = new Promise((r) => sock.once('end', r))
+  sock.write('GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n')
+  await within(ended, 5_000, 'the answer to end')
+  t.match(received, /^HTTP\/1\.1 431 Request Header Fields Too Large\r\n[\s\S]*\r\n\r\nown-431$/, "the upstream's 431, whole")
+  t.equal(handshakes.length, 1, 'sent once')
 })
 
 t.test("a WebSocket client that leaves while its handshake is sent again without the state (after a 431) is logged client_abort, as a plain request's", async (t) => {

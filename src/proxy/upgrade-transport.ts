@@ -453,12 +453,16 @@ class Tunnel implements Exchange {
     proxyReq.once('response', (res: IncomingMessage) => this.#onRefused(res))
     // the upstream refused the head with the user's state in it (over its header limit) before
     // its application ran (RFC 6585 section 5): sent again without it, as a plain request.
-    // Taken before any 'response' listener: http-proxy's would pass it on to the client
-    takeResponse(proxyReq, (res) => {
-      if (res.statusCode !== 431 || this.#ctx!.rehydrateBytes === 0 || this.#proxyReq !== proxyReq || this.state !== 'connecting') return false
-      this.#refusedState(res)
-      return true
-    })
+    // Taken before any 'response' listener: http-proxy's would pass it on to the client. Only a
+    // handshake that carries the state needs it (the request path sets rehydrateBytes before
+    // the attempt and clears it for the resend): for any other, a 431 is the client's answer
+    if (this.#ctx!.rehydrateBytes > 0) {
+      takeResponse(proxyReq, (res) => {
+        if (res.statusCode !== 431 || this.#ctx!.rehydrateBytes === 0 || this.#proxyReq !== proxyReq || this.state !== 'connecting') return false
+        this.#refusedState(res)
+        return true
+      })
+    }
   }
 
   /**
