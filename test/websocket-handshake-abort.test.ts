@@ -305,3 +305,34 @@ t.test('a client that leaves (FIN) while its path waits for a frozen Redis, befo
   await waitFor(() => tether.upgrades.size === 0, 2000, 'the slot to be released')
   t.equal(tether.upgrades.countByUpstream('a'), 0, 'no tunnel left counted on the upstream (admin API, drain_timeout closing)')
 })
+
+t.test("a client that sends more than the bound while its path waits for a frozen Redis, and a stop begins meanwhile: it is answered 400 once, logged 400 (not the stop's answer on top, which destroyed the connection draining the 400), nothing goes upstream", async (t) => {
+  const { redis, freeze, thaw } = await frozenRedis(t)
+  const up = await holdingUpstream(t)
+  const logs = new LogCapture()
+  // state.timeout a minute: the lookup ends when the test thaws Redis, not on its own
+  const tether = await startTether(testConfig([{ id: 'a', url: up.url }], {
+    affinity: { key: 'header', header: { name: 'X-Tenant' }, shared: 'redis' }, state: { store: 'redis', timeout: 60_000, redis: { url: redis.url } },
+  }), { logger: createLogger('info', logs) })
+  t.teardown(() => tether.close(0))
+  freeze()
+  const handed = new Promise<void>((resolve) => tether.listener.server.once('upgrade', () => resolve()))
+  const client = rawClient(tether.port)
+  let answer = ''
+  client.on('data', (c: Buffer) => (answer += c.toString('latin1')))
+  const closed = new Promise((r) => client.once('close', r))
+  client.write(HANDSHAKE.replace('Host: a\r\n', 'Host: a\r\nX-Tenant: u1\r\n'))
+  await within(handed, 5000, 'the upgrade handed to Tether') // its path now waits for the shared table (Redis frozen)
+  client.write(Buffer.alloc(EARLY_BYTES_MAX * 3, 0x82)) // past the bound, the client keeps its side open
+  await when(onEvent(client, 'data'), () => answer.includes('\r\n\r\n'), 5000, 'the 400')
+  const stopping = tether.close(30_000) // a graceful stop begins while the path still waits
+  thaw() // the lookup ends: the path goes on, the stop under way
+  await when(onEvent(logs, 'record'), () => logs.access().length === 1, 10_000, 'the access line')
+  t.match(logs.access()[0], { protocol: 'websocket', status: 400, outcome: 'TETHER_BAD_REQUEST' })
+  t.match(answer, /^HTTP\/1\.1 400 Bad Request\r\n/, 'the client got the 400')
+  t.notMatch(answer, /503/, 'and nothing else')
+  client.end()
+  await within(closed, 5000, 'the client connection to close')
+  await within(stopping, 10_000, 'the stop')
+  t.equal(up.held.length, 0, 'no handshake sent upstream')
+})

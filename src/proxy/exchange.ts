@@ -51,8 +51,9 @@ export interface Exchange {
   /**
    * Aborted when the client leaves before the answer (a WebSocket handshake's client, a plain
    * request's): work before the attempt (a rehydration hook) stops. Its `reason` is the
-   * AttemptResult the request ends with: the client's abort, or `TETHER_SHUTTING_DOWN` when
-   * Tether closed the connection at a graceful stop's grace end.
+   * AttemptResult the request ends with: the client's abort, `TETHER_SHUTTING_DOWN` when
+   * Tether closed the connection at a graceful stop's grace end, or a WebSocket handshake's
+   * `TETHER_BAD_REQUEST` (400) when its client sent more than Tether holds before the 101.
    */
   readonly gone: AbortSignal
 }

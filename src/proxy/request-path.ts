@@ -203,7 +203,8 @@ export class RequestPath {
         if (b !== 'unavailable' && b !== 'cut') sessions.sync(ctx.key.value, b, clock.now())
         // a stop's grace end (or the client leaving) while the lookup waited: no decision, no
         // attempt into the pools the stop destroys (see #left)
-        const left = this.#left(x)
+        // (a handshake Tether ended meanwhile ends as Tether ended it: see Exchange.gone)
+        const left = ctx.protocol === 'websocket' && x.gone.aborted ? x.gone.reason as AttemptResult : this.#left(x)
         if (left !== null) return this.#finish(ctx, left)
       }
       // the move counted before an attempt that is decided again without reaching an
@@ -212,6 +213,11 @@ export class RequestPath {
       let counted: string | null = null
       for (;;) {
         ctx.rehydrateBytes = 0 // this pass's attempt carries state only if its own fetch finds some
+        // a WebSocket handshake Tether already ended while this path waited (the shared table's
+        // lookup): answered 400 for the bytes its client sent before any 101 (see Upgrades). It
+        // is not routed, and not answered again: a second answer (no route, a stop's 503) would
+        // destroy the connection that drains the 400, and log status 0 with the wrong outcome
+        if (ctx.protocol === 'websocket' && x.gone.aborted) return this.#finish(ctx, x.gone.reason as AttemptResult)
         if (ctx.bodyError !== null) return this.#answer(ctx, x, ctx.bodyError, true)
         if (ctx.protocol === 'websocket' && this.#d.draining()) return this.#answer(ctx, x, 'TETHER_SHUTTING_DOWN', true)
         const d = this.#decide(ctx)
