@@ -26,3 +26,24 @@ t.test("Sentinel: the master's major version is known once connected", async (t)
   t.teardown(() => conn.stop())
   t.equal(conn.serverMajor, await major(set.master.port))
 })
+
+t.test('the known version is forgotten when the connection is lost, and stays unknown after a reconnect whose INFO cannot be read', async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const conn = new RedisConnection({ url: `redis://127.0.0.1:${redis.port}`, keyPrefix: 'v:', timeout: 1_000, maxReconnectDelay: 200 })
+  await conn.start()
+  t.teardown(() => conn.stop())
+  t.equal(conn.serverMajor, await major(redis.port), 'known once connected')
+  // the next server behind the address (here the same one) lets the default user run no INFO:
+  // the Redis client's ready check goes on without it (NOPERM), and reads no version
+  await redisCli(redis.port, 'ACL', 'SETUSER', 'default', '-info')
+  const seen: { status: string; major: number | null }[] = []
+  const back = new Promise<void>((resolve) => conn.onStatus((status) => {
+    seen.push({ status, major: conn.serverMajor })
+    if (status === 'ready') resolve()
+  }))
+  await redisCli(redis.port, 'CLIENT', 'KILL', 'TYPE', 'normal')
+  await back
+  t.strictSame(seen[0], { status: 'degraded', major: null }, 'unknown once the connection is lost')
+  t.equal(conn.serverMajor, null, 'unknown after the reconnect: never the last server\'s')
+})

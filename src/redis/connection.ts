@@ -536,7 +536,11 @@ export class RedisConnection {
     }
     for (const event of ['close', 'reconnecting', 'end'] as const) {
       client.on(event, () => {
-        if (this.#client === client) this.#clientDown(event === 'end' ? 'connection ended' : 'connection closed')
+        if (this.#client !== client) return
+        // the server behind the address may be another one when it comes back (an older
+        // version): its version is unknown until the next ready check reads it
+        this.#serverMajor = null
+        this.#clientDown(event === 'end' ? 'connection ended' : 'connection closed')
       })
     }
     // ioredis's connect() with Sentinel waits, asking them round after round, until one names
@@ -1450,7 +1454,9 @@ export class RedisConnection {
   /**
    * The major version of the standalone server or Sentinel master, from the `redis_version` of
    * the INFO ioredis's ready check asks at each connect (no question of its own); null until
-   * one answered (a Cluster, a user without +info, a password refused from the start).
+   * one answered (a Cluster, a user without +info, a password refused from the start), and
+   * again from the connection's loss until the next ready check reads it (the server behind
+   * the address may have been replaced by an older one).
    */
   #serverMajor: number | null = null
 
@@ -1474,7 +1480,8 @@ export class RedisConnection {
     own._readyCheck = (callback) => check.call(client, (err, info) => {
       const version = (info as { redis_version?: unknown } | undefined)?.redis_version
       const major = typeof version === 'string' ? Number.parseInt(version, 10) : NaN
-      if (Number.isInteger(major)) this.#serverMajor = major
+      // (a check that failed or whose INFO could not be read: unknown, never the last server's)
+      this.#serverMajor = Number.isInteger(major) ? major : null
       callback(err, info)
     })
   }
