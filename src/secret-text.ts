@@ -23,18 +23,25 @@ const PASSWORD = String.raw`(?:[^\s/?]|[ \t]+(?=[^\s/?]*@))*`
 const NOT_A_PORT = String.raw`(?!\d{1,5}[,;.)]?[ \t])`
 
 /**
+ * {@link NOT_A_PORT} for a bracketed IPv6 host (after `scheme://`): `http://[::1]:8080 then mail
+ * ops@corp.com` is a host and port, not a user `[` and a password `:1]:8080 then mail ops`
+ * (a user holds no `[` in any URL that a person writes).
+ */
+const NOT_AN_IPV6_PORT = String.raw`(?!\[[0-9a-z:.%]*\]:\d{1,5}[,;.)]?[ \t])`
+
+/**
  * `scheme://user:password@`: group 1 up to the password, group 2 the password (see
  * {@link PASSWORD}). The scheme starts where no scheme character is before it, so a long run of
  * letters is scanned once, not once per letter.
  */
-const URL_USERINFO = new RegExp(String.raw`(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*:\/\/[^\s:@/?#]*:)${NOT_A_PORT}(${PASSWORD})@`, 'gi')
+const URL_USERINFO = new RegExp(String.raw`(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*:\/\/${NOT_AN_IPV6_PORT}[^\s:@/?#]*:)${NOT_A_PORT}(${PASSWORD})@`, 'gi')
 
 /**
  * {@link URL_USERINFO} in a YAML line, where a value's bounds are known: its password may also
  * hold spaces up to the last `@` before a `/`, `?`, a comment (` #`), a quote or a flow indicator
  * (`url: "redis://u:p a s@h:6379"`, a plain value to its line's end), else as in a message.
  */
-const LINE_URL_USERINFO = new RegExp(String.raw`(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*:\/\/[^\s:@/?#"']*:)${NOT_A_PORT}((?:[^/?"',\]}\s]|[ \t](?![ \t]*#))*(?=@)|${PASSWORD}(?=@))@`, 'gi')
+const LINE_URL_USERINFO = new RegExp(String.raw`(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*:\/\/${NOT_AN_IPV6_PORT}[^\s:@/?#"']*:)${NOT_A_PORT}((?:[^/?"',\]}\s]|[ \t](?![ \t]*#))*(?=@)|${PASSWORD}(?=@))@`, 'gi')
 
 /**
  * `user:password@host:port` without a scheme (as a Sentinel or node address may be written:

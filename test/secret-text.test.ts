@@ -29,6 +29,9 @@ const lineCases: [name: string, line: string, masked: string][] = [
   ['a host and port, then an e-mail address later on the line', 'url: http://a:8080 then mail ops@corp.com', 'url: http://a:8080 then mail ops@corp.com'],
   ['a host and port, then an e-mail address as the next word', 'x: [ http://a:8080 ops@corp.com', 'x: [ http://a:8080 ops@corp.com'],
   ['a host and port and a comma, then an e-mail address', 'note: http://a:8080, then ops@corp.com', 'note: http://a:8080, then ops@corp.com'],
+  ['a bracketed IPv6 host and port, then an e-mail address later on the line', 'url: http://[::1]:8080 then mail ops@corp.com', 'url: http://[::1]:8080 then mail ops@corp.com'],
+  ['a bracketed IPv6 host and port, then an e-mail address as the next word', 'x: [ http://[::1]:8080 ops@corp.com', 'x: [ http://[::1]:8080 ops@corp.com'],
+  ['a bracketed IPv6 host with a zone and a port and a comma, then an e-mail address', 'note: http://[fe80::1%25eth0]:8080, ops@corp.com', 'note: http://[fe80::1%25eth0]:8080, ops@corp.com'],
   ['a time before an @ and a host and port', 'window: 10:30@host:22', 'window: 10:30@host:22'],
   ['a time with seconds, quoted, in a flow map', '{ at: "10:30:15@host:22", x: [ }', '{ at: "10:30:15@host:22", x: [ }'],
   ['user@host without a password', 'ssh: deploy@bastion:22, url: redis://user@h:6379', 'ssh: deploy@bastion:22, url: redis://user@h:6379'],
@@ -74,6 +77,10 @@ t.test('maskUrlCredentials leaves a port or a time before a later @ alone, and m
   t.equal(maskUrlCredentials('upstream http://a:8080 ops@corp.com'), 'upstream http://a:8080 ops@corp.com')
   t.equal(maskUrlCredentials('upstream http://a:8080) owner ops@corp.com'), 'upstream http://a:8080) owner ops@corp.com')
   t.equal(maskUrlCredentials('at 10:30@host:22'), 'at 10:30@host:22')
+  t.equal(maskUrlCredentials('upstream http://[::1]:8080 then mail ops@corp.com'), 'upstream http://[::1]:8080 then mail ops@corp.com')
+  t.equal(maskUrlCredentials('upstream http://[2001:db8::1]:8080) ops@corp.com'), 'upstream http://[2001:db8::1]:8080) ops@corp.com')
+  t.equal(maskUrlCredentials('upstream http://[::1]:8080 ops@corp.com'), 'upstream http://[::1]:8080 ops@corp.com')
+  t.equal(maskUrlCredentials('connect redis://u:pw@[::1]:6379 failed, mail ops@corp.com'), 'connect redis://u:***@[::1]:6379 failed, mail ops@corp.com')
   t.equal(maskUrlCredentials('connect rediss://user:p%40ss@h:6380 and redis://:pw@[::1]:6379 failed'), 'connect rediss://user:***@h:6380 and redis://:***@[::1]:6379 failed')
   t.equal(maskUrlCredentials('connect redis://u:p#w@h:6379 failed'), 'connect redis://u:***@h:6379 failed')
   t.equal(maskUrlCredentials('connect redis://u:p@ss:w#rd@h failed'), 'connect redis://u:***@h failed')
