@@ -44,6 +44,13 @@ const URL_USERINFO = new RegExp(String.raw`(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*:\/
 const LINE_URL_USERINFO = new RegExp(String.raw`(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*:\/\/${NOT_AN_IPV6_PORT}[^\s:@/?#"']*:)${NOT_A_PORT}((?:[^/?"',\]}\s]|[ \t](?![ \t]*#))*(?=@)|${PASSWORD}(?=@))@`, 'gi')
 
 /**
+ * {@link URL_USERINFO} inside a quoted YAML value, by its quote: its password may hold spaces and
+ * ` #` (no comment starts inside quotes), up to the last `@` before a `/`, `?` or the closing
+ * quote (`url: "redis://u:a #b c@h:6379"`). Used only where the line's quote is open.
+ */
+const QUOTED_URL_USERINFO = new Map(['"', "'"].map((q) => [q, new RegExp(String.raw`(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*:\/\/${NOT_AN_IPV6_PORT}[^\s:@/?#"']*:)${NOT_A_PORT}([^/?${q}]*)@`, 'gi')]))
+
+/**
  * `user:password@host:port` without a scheme (as a Sentinel or node address may be written:
  * Tether refuses it, and its error shows `***@host:port`, but a syntax error's source line
  * shows it as written): group 1 the user and its colon, group 2 the password up to the last `@`
@@ -231,6 +238,15 @@ function maskLine(line: string, value: { key: number; start: number } | null = n
   let open: Open | null = null
   const hide = (from: number, to: number): void => { for (let i = from; i < to; i++) out[i] = '*' }
   for (const m of [...line.matchAll(LINE_URL_USERINFO), ...line.matchAll(ADDRESS_USERINFO)]) hide(m.index + m[1]!.length, m.index + m[1]!.length + m[2]!.length)
+  if (line.includes('"') || line.includes("'")) {
+    let quotes: (string | null)[] | null = null
+    for (const [quote, re] of QUOTED_URL_USERINFO) {
+      for (const m of line.matchAll(re)) {
+        quotes ??= quotesOpen(line)
+        if (quotes[m.index] === quote) hide(m.index + m[1]!.length, m.index + m[1]!.length + m[2]!.length)
+      }
+    }
+  }
   const values = [...line.matchAll(SECRET_KEY), ...line.matchAll(SECRET_KEY_NO_COLON)].map((m) => {
     const key = m.index + m[1]!.length
     return { key, start: key + m[2]!.length }
@@ -266,6 +282,22 @@ function maskLine(line: string, value: { key: number; start: number } | null = n
 }
 
 const NO_ANCHORS: ReadonlySet<string> = new Set()
+
+/** For each column of `line`, the quote open there (outside comments, as {@link scan} reads it), else null. */
+function quotesOpen(line: string): (string | null)[] {
+  const out: (string | null)[] = []
+  let quote: string | null = null
+  let comment = false
+  for (let i = 0; i < line.length; i++) {
+    out.push(quote)
+    const c = line[i]!
+    if (comment) continue
+    if (quote !== null) { if (c === quote) quote = null; continue }
+    if (c === '"' || c === "'") quote = c
+    else if (c === '#' && (i === 0 || line[i - 1] === ' ' || line[i - 1] === '\t')) comment = true
+  }
+  return out
+}
 
 /** Where the quoted scalar whose opening quote is at `at` closes on `line` (`''` and `\\"` are no close), else -1. */
 function closingQuote(line: string, at: number): number {

@@ -45,6 +45,9 @@ const lineCases: [name: string, line: string, masked: string][] = [
   ['a password with a #, then a comment with an @', 'url: redis://u:p#w@h:6379 # owner ops@corp.com', 'url: redis://u:***@h:6379 # owner ops@corp.com'],
   ['a password with a #, quoted', '{ url: "redis://u:p#w@h:6379", x: [ }', '{ url: "redis://u:***@h:6379", x: [ }'],
   ['an address without a scheme whose password has a #', 'sentinels: ["u:p#w@h:26379", x', 'sentinels: ["u:***@h:26379", x'],
+  ['a quoted URL password with ` #` and a space in it (no comment inside quotes)', 'url: "redis://u:pa #ss word@h:6379"', 'url: "redis://u:***********@h:6379"'],
+  ['a single-quoted URL password with ` #` in it, in a flow map', "{ url: 'redis://u:a #b c@h:6379', x: [ }", "{ url: 'redis://u:******@h:6379', x: [ }"],
+  ['a quoted URL password with ` #`, then a real comment with an @', 'x: "redis://u:a #b c@h" # ops@corp.com', 'x: "redis://u:******@h" # ops@corp.com'],
   ['a password that is a number, no space after it', 'url: redis://u:6379@h:6379', 'url: redis://u:****@h:6379'],
 ]
 
@@ -90,7 +93,7 @@ t.test('maskUrlCredentials leaves a port or a time before a later @ alone, and m
 
 t.test('a long run of letters is scanned in linear time, not once per letter', async (t) => {
   // quadratic, 200k letters took tens of seconds; linear, a few milliseconds
-  for (const text of ['a'.repeat(200_000), ' a:b'.repeat(50_000), `redis://u:${' a@'.repeat(60_000)}`, `"a:${'b@'.repeat(100_000)}`, 'a:b@c:1'.repeat(30_000), '#'.repeat(200_000)]) {
+  for (const text of ['a'.repeat(200_000), ' a:b'.repeat(50_000), `redis://u:${' a@'.repeat(60_000)}`, `"a:${'b@'.repeat(100_000)}`, 'a:b@c:1'.repeat(30_000), '#'.repeat(200_000), `"${'a://b:'.repeat(30_000)}`, `"redis://u:${' #a'.repeat(60_000)}`]) {
     const t0 = performance.now()
     maskUrlCredentials(text)
     maskSecretLine(text)
