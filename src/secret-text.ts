@@ -51,6 +51,26 @@ const LINE_URL_USERINFO = new RegExp(String.raw`(?<![a-z0-9+.-])([a-z][a-z0-9+.-
 const QUOTED_URL_USERINFO = new Map(['"', "'"].map((q) => [q, new RegExp(String.raw`(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*:\/\/${NOT_AN_IPV6_PORT}[^\s:@/?#"']*:)${NOT_A_PORT}([^/?${q}]*)@`, 'gi')]))
 
 /**
+ * A query parameter (`?name=value`, `&name=value`): group 1 up to the value, group 2 its name,
+ * group 3 its value (up to a `&`, a space or a quote). The ones named like a secret
+ * ({@link SECRET_NAME}) are masked: ioredis takes `redis://h?password=pw` (and
+ * `sentinelPassword`) as options. Its name holds no `?`, so each character is scanned once.
+ */
+const QUERY_PARAM = /([?&]([^=&?\s#"']+)=)([^\s&"']*)/g
+
+/** A name that is or ends with password, passphrase, token, secret or key-data (any case). */
+const SECRET_NAME = /(?:password|passphrase|token|secret|key[-_]data)$/i
+
+/** Whether a query parameter's name (percent-encoded as written: `pass%77ord`) is a secret's. */
+function secretParam(name: string): boolean {
+  let decoded = name
+  try {
+    decoded = decodeURIComponent(name.replace(/\+/g, ' '))
+  } catch { /* as written */ }
+  return SECRET_NAME.test(decoded)
+}
+
+/**
  * `user:password@host:port` without a scheme (as a Sentinel or node address may be written:
  * Tether refuses it, and its error shows `***@host:port`, but a syntax error's source line
  * shows it as written): group 1 the user and its colon, group 2 the password up to the last `@`
@@ -75,7 +95,8 @@ const SECRET_KEY = /(^|[\s{,[?#-])((["']?)[A-Za-z0-9_-]*(?:password|passphrase|t
 const SECRET_KEY_NO_COLON = /^([ \t]*(?:-[ \t]+)?)((["']?)[A-Za-z0-9_-]*(?:password|passphrase|token|secret|key[-_]data)\3)(?=[ \t]+[^\s#:][^:]*$)/gi
 
 /**
- * `text` with the password of every `scheme://user:password@` replaced by `***`, for an error
+ * `text` with the password of every `scheme://user:password@` replaced by `***`, and the value
+ * of every query parameter named like a secret (`?password=`, `&sentinelPassword=`), for an error
  * message or stack that is logged. Example:
  * `maskUrlCredentials('connect redis://u:pw@h:6379 failed')` -> `'connect redis://u:***@h:6379 failed'`.
  * `keepMasked`: a password that is all `*` is left as it is, for a ConfigError's message, whose
@@ -84,7 +105,10 @@ const SECRET_KEY_NO_COLON = /^([ \t]*(?:-[ \t]+)?)((["']?)[A-Za-z0-9_-]*(?:passw
  */
 export function maskUrlCredentials(text: string, keepMasked = false): string {
   // a password masked already, one `*` per character (a config line under a caret), stays as it is
-  return text.replace(URL_USERINFO, (_, before: string, password: string) => `${before}${keepMasked && /^\*+$/.test(password) ? password : '***'}@`)
+  const keep = (secret: string): string => keepMasked && /^\*+$/.test(secret) ? secret : '***'
+  return text
+    .replace(URL_USERINFO, (_, before: string, password: string) => `${before}${keep(password)}@`)
+    .replace(QUERY_PARAM, (all: string, before: string, name: string, value: string) => value !== '' && secretParam(name) ? `${before}${keep(value)}` : all)
 }
 
 /**
@@ -238,6 +262,14 @@ function maskLine(line: string, value: { key: number; start: number } | null = n
   let open: Open | null = null
   const hide = (from: number, to: number): void => { for (let i = from; i < to; i++) out[i] = '*' }
   for (const m of [...line.matchAll(LINE_URL_USERINFO), ...line.matchAll(ADDRESS_USERINFO)]) hide(m.index + m[1]!.length, m.index + m[1]!.length + m[2]!.length)
+  let depths: number[] | null = null
+  for (const m of line.includes('=') ? line.matchAll(QUERY_PARAM) : []) {
+    if (!secretParam(m[2]!)) continue
+    // in a flow collection, a plain value ends at a `,`, `]` or `}`
+    depths ??= flowDepths(line)
+    const value = depths[m.index]! > 0 ? /^[^,\]}]*/.exec(m[3]!)![0] : m[3]!
+    hide(m.index + m[1]!.length, m.index + m[1]!.length + value.length)
+  }
   if (line.includes('"') || line.includes("'")) {
     let quotes: (string | null)[] | null = null
     for (const [quote, re] of QUOTED_URL_USERINFO) {
@@ -282,6 +314,25 @@ function maskLine(line: string, value: { key: number; start: number } | null = n
 }
 
 const NO_ANCHORS: ReadonlySet<string> = new Set()
+
+/** For each column of `line`, how many `{` or `[` are open there, as {@link scan} reads it (in one pass). */
+function flowDepths(line: string): number[] {
+  const out: number[] = []
+  let depth = 0
+  let quote: string | null = null
+  let comment = false
+  for (let i = 0; i < line.length; i++) {
+    out.push(depth)
+    const c = line[i]!
+    if (comment) continue
+    if (quote !== null) { if (c === quote) quote = null; continue }
+    if (c === '"' || c === "'") quote = c
+    else if (c === '#' && (i === 0 || line[i - 1] === ' ' || line[i - 1] === '\t')) comment = true
+    else if (c === '{' || c === '[') depth++
+    else if ((c === '}' || c === ']') && depth > 0) depth--
+  }
+  return out
+}
 
 /** For each column of `line`, the quote open there (outside comments, as {@link scan} reads it), else null. */
 function quotesOpen(line: string): (string | null)[] {

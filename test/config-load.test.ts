@@ -970,6 +970,16 @@ t.test('an invalid state.redis.url never shows its password, even one with a / (
   t.equal(parseConfig(yaml(...UPSTREAM, 'state:', '  store: redis', '  redis: { url: "redis://tether:s3%2Fcr@redis:6379/2" }'), FILE).state.redis.url, 'redis://tether:s3%2Fcr@redis:6379/2', 'a db number and an escaped / are fine')
 })
 
+t.test('a state.redis.url with a query is refused without showing it: Tether reads none of its parameters (a ?password= would be ignored)', async (t) => {
+  for (const url of ['redis://redis:6379/0?password=s3cret', 'rediss://tether@redis?sentinelPassword=s3cret&db=1', 'redis://redis?family=6']) {
+    const issues = issuesOf(t, yaml(...UPSTREAM, 'state:', '  store: redis', `  redis: { url: "${url}" }`))
+    t.strictSame(issues, [`${FILE}:6:17 state.redis.url: expected a redis:// or rediss:// URL without a query (?...): Tether reads none of its parameters; set the password in state.redis.password or as redis://user:password@host`], url)
+  }
+  // an invalid URL is quoted without its query
+  t.strictSame(issuesOf(t, yaml(...UPSTREAM, 'state:', '  store: redis', '  redis: { url: "redis://redis:99999?password=s3cret" }')),
+    [`${FILE}:6:17 state.redis.url: expected a redis:// or rediss:// URL, got "redis://redis:99999?***"`])
+})
+
 t.test('a password, token or secret written unquoted as a number is refused without showing it (a reload logs the issues)', async (t) => {
   const issues = issuesOf(t, yaml(
     'admin: { token: 31415926535897932 }',

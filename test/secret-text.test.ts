@@ -48,6 +48,9 @@ const lineCases: [name: string, line: string, masked: string][] = [
   ['a quoted URL password with ` #` and a space in it (no comment inside quotes)', 'url: "redis://u:pa #ss word@h:6379"', 'url: "redis://u:***********@h:6379"'],
   ['a single-quoted URL password with ` #` in it, in a flow map', "{ url: 'redis://u:a #b c@h:6379', x: [ }", "{ url: 'redis://u:******@h:6379', x: [ }"],
   ['a quoted URL password with ` #`, then a real comment with an @', 'x: "redis://u:a #b c@h" # ops@corp.com', 'x: "redis://u:******@h" # ops@corp.com'],
+  ['a password in a URL query (ioredis takes it as an option), quoted, then another parameter', 'url: "redis://h:6379/0?password=s3cret&db=1"', 'url: "redis://h:6379/0?password=******&db=1"'],
+  ['a Sentinel password in a URL query, its name percent-encoded, in a flow map', '{ url: rediss://h?x=1&sentinelPass%77ord=pw, x: [ }', '{ url: rediss://h?x=1&sentinelPass%77ord=**, x: [ }'],
+  ['a query without a secret', 'health: /healthz?x=1&user=a', 'health: /healthz?x=1&user=a'],
   ['a password that is a number, no space after it', 'url: redis://u:6379@h:6379', 'url: redis://u:****@h:6379'],
 ]
 
@@ -91,9 +94,18 @@ t.test('maskUrlCredentials leaves a port or a time before a later @ alone, and m
   t.equal(maskUrlCredentials('connect redis://user@h:6379 failed'), 'connect redis://user@h:6379 failed')
 })
 
+t.test('maskUrlCredentials masks a query parameter named like a secret (ioredis reads ?password= and ?sentinelPassword=)', async (t) => {
+  t.equal(maskUrlCredentials('connect redis://h:6379/0?password=s3cret failed'), 'connect redis://h:6379/0?password=*** failed')
+  t.equal(maskUrlCredentials('connect redis://h?db=1&sentinelPassword=s3cret&family=6'), 'connect redis://h?db=1&sentinelPassword=***&family=6')
+  t.equal(maskUrlCredentials('GET /x?access_token=abc&page=2'), 'GET /x?access_token=***&page=2')
+  t.equal(maskUrlCredentials('connect redis://h?pass%77ord=s3cret'), 'connect redis://h?pass%77ord=***')
+  t.equal(maskUrlCredentials('connect redis://h?username=tether&db=1&password='), 'connect redis://h?username=tether&db=1&password=')
+  t.equal(maskUrlCredentials('  1 | url: "redis://h?password=******"', true), '  1 | url: "redis://h?password=******"')
+})
+
 t.test('a long run of letters is scanned in linear time, not once per letter', async (t) => {
   // quadratic, 200k letters took tens of seconds; linear, a few milliseconds
-  for (const text of ['a'.repeat(200_000), ' a:b'.repeat(50_000), `redis://u:${' a@'.repeat(60_000)}`, `"a:${'b@'.repeat(100_000)}`, 'a:b@c:1'.repeat(30_000), '#'.repeat(200_000), `"${'a://b:'.repeat(30_000)}`, `"redis://u:${' #a'.repeat(60_000)}`]) {
+  for (const text of ['a'.repeat(200_000), ' a:b'.repeat(50_000), `redis://u:${' a@'.repeat(60_000)}`, `"a:${'b@'.repeat(100_000)}`, 'a:b@c:1'.repeat(30_000), '#'.repeat(200_000), `"${'a://b:'.repeat(30_000)}`, `"redis://u:${' #a'.repeat(60_000)}`, '?'.repeat(200_000), `?${'a'.repeat(200_000)}`, '&a='.repeat(60_000), `x: [ ${'&password=x'.repeat(20_000)}`]) {
     const t0 = performance.now()
     maskUrlCredentials(text)
     maskSecretLine(text)

@@ -817,10 +817,11 @@ const kubernetesDiscovery = struct<KubernetesDiscoveryConfig>(
 const DNS_NAME = { test: /^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/, what: 'a host name without port or scheme (e.g. tether-admin.internal)' }
 /**
  * `value` as an issue may quote it: whatever comes before its last `@` (a user and password,
- * itself with a / or a #, a base64 password) is `***`. Example: `'redis://u:pw@h:1'` -> `'redis://***@h:1'`.
+ * itself with a / or a #, a base64 password) is `***`, and so is a query after it (`?password=`).
+ * Example: `'redis://u:pw@h:1'` -> `'redis://***@h:1'`.
  */
 const withoutUserinfo = (value: string): string =>
-  value.replace(/^([a-z][a-z0-9+.-]*:\/\/)?[^]*@/i, (_, scheme: string | undefined) => `${scheme ?? ''}***@`)
+  value.replace(/^([a-z][a-z0-9+.-]*:\/\/)?[^]*@/i, (_, scheme: string | undefined) => `${scheme ?? ''}***@`).replace(/\?[^]*$/, '?***')
 
 /** `host:port` (a name, an IPv4 address or a bracketed IPv6 one), port 1..65535; a user and password written before it are not shown. */
 const hostPort: Check<string> = andThen(string(), (v) => {
@@ -835,6 +836,9 @@ const redisUrl: Check<string> = leaf('a redis:// or rediss:// URL', (value) => {
     if (u.protocol === 'redis:' || u.protocol === 'rediss:') {
       // the path is the db number; one that is not (say the end of a password with a / and an
       // @, read as a path) would fail at start-up: refused here, and never shown
+      // a query's parameters are read by none of Tether's code (a password there would be
+      // ignored, and AUTH refused): refused, and never shown
+      if (u.search !== '') return new Fail('expected a redis:// or rediss:// URL without a query (?...): Tether reads none of its parameters; set the password in state.redis.password or as redis://user:password@host')
       if (/^\/?\d*$/.test(u.pathname)) return value
       return new Fail('expected a redis:// or rediss:// URL whose path is a db number (e.g. redis://redis:6379/0); a / in a password is written %2F')
     }
