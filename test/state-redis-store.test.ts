@@ -215,6 +215,7 @@ t.test('invalid options are rejected with a precise message', async (t) => {
     [{ url: 'http://a' }, /must start with redis:\/\/ or rediss:\/\//],
     [{ url: 'not a url' }, /url is not a URL/],
     [{ url: 'redis://a/x' }, /db number/],
+    [{ url: 'redis://a:6379/0?password=s3cret' }, /^RedisCheckpointStore: url must have no query \(\?\.\.\.\): none of its parameters is read; [^]*$/],
     [{ sentinels: [{ host: 'a', port: 26379 }] }, /master name/],
     [{ nodes: [] }, /at least one address/],
     [{ url: 'redis://a', keyPrefix: 'x{' }, /keyPrefix must not contain/],

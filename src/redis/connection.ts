@@ -1752,6 +1752,8 @@ function parseRedisUrl(url: string): RedisUrl {
     throw new RangeError(`RedisCheckpointStore: url must start with redis:// or rediss://, got ${JSON.stringify(u.protocol)}`)
   }
   if (!u.hostname) throw new RangeError('RedisCheckpointStore: url has no host')
+  // (as config validation: a ?password= would be ignored, and AUTH refused; not shown)
+  if (u.search !== '') throw new RangeError('RedisCheckpointStore: url must have no query (?...): none of its parameters is read; the db is the path (redis://host:6379/1), the password the password option or redis://user:password@host')
   const path = u.pathname.replace(/^\//, '')
   if (path !== '' && !/^\d+$/.test(path)) {
     // (shown unless it may be the end of a password with a / in it)
