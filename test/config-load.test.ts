@@ -973,7 +973,7 @@ t.test('an invalid state.redis.url never shows its password, even one with a / (
 t.test('a state.redis.url with a query is refused without showing it: Tether reads none of its parameters (a ?password= would be ignored)', async (t) => {
   for (const url of ['redis://redis:6379/0?password=s3cret', 'rediss://tether@redis?sentinelPassword=s3cret&db=1', 'redis://redis?family=6']) {
     const issues = issuesOf(t, yaml(...UPSTREAM, 'state:', '  store: redis', `  redis: { url: "${url}" }`))
-    t.strictSame(issues, [`${FILE}:6:17 state.redis.url: expected a redis:// or rediss:// URL without a query (?...): Tether reads none of its parameters; set the password in state.redis.password or as redis://user:password@host`], url)
+    t.strictSame(issues, [`${FILE}:6:17 state.redis.url: expected a redis:// or rediss:// URL without a query (?...): Tether reads none of its parameters; write the db as the path (redis://host:6379/1) and the password in state.redis.password or as redis://user:password@host`], url)
   }
   // an invalid URL is quoted without its query
   t.strictSame(issuesOf(t, yaml(...UPSTREAM, 'state:', '  store: redis', '  redis: { url: "redis://redis:99999?password=s3cret" }')),

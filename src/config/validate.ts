@@ -838,7 +838,7 @@ const redisUrl: Check<string> = leaf('a redis:// or rediss:// URL', (value) => {
       // @, read as a path) would fail at start-up: refused here, and never shown
       // a query's parameters are read by none of Tether's code (a password there would be
       // ignored, and AUTH refused): refused, and never shown
-      if (u.search !== '') return new Fail('expected a redis:// or rediss:// URL without a query (?...): Tether reads none of its parameters; set the password in state.redis.password or as redis://user:password@host')
+      if (u.search !== '') return new Fail('expected a redis:// or rediss:// URL without a query (?...): Tether reads none of its parameters; write the db as the path (redis://host:6379/1) and the password in state.redis.password or as redis://user:password@host')
       if (/^\/?\d*$/.test(u.pathname)) return value
       return new Fail('expected a redis:// or rediss:// URL whose path is a db number (e.g. redis://redis:6379/0); a / in a password is written %2F')
     }
