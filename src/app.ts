@@ -55,7 +55,10 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   // worker running the checks
   const suspect = (id: string): void => (link === null || link.lead ? health.checker?.probeSoon(id) : link.suspect(id))
   const health = createHealth(config, clock, timers, logger, (id) => inFlight.longestWait(id), channel, suspect, link === null ? null : (...r) => link.probed(...r),
-    (id) => membership.current().get(id)) // a peer's `down` names the url it found down and the pod's other addresses
+    (id) => membership.current().get(id), // a peer's `down` names the url it found down and the pod's other addresses
+    // the workers apply their lead's probe results: its active verdicts are news to none of them
+    // (on the workers' own channel only they hear: one group, also with an older primary)
+    link === null ? null : channel === link.channel ? link.group ?? 'workers' : link.group)
   const redisBindings = redis !== null && config.affinity.shared === 'redis' ? new (await import('./redis/binding-store.js')).RedisBindings(redis, config.affinity.idle_timeout) : null
   const shared = redisBindings ?? link?.bindings ?? null
   const { sessions, records, keys, router } = createRouting(config, health.table, shared?.sink() ?? null, inFlight, (m) => logger.warn(m))

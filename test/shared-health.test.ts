@@ -454,3 +454,47 @@ t.test("a down carrying the pod's uid is applied where the id has the same uid a
   health.reportPassive('same-ip', 'connect_refused')
   t.match(published.at(-1), { kind: 'down', id: 'same-ip', url: v4old, uid: 'pod-new' }, "a down sent from here carries the pod's uid")
 })
+
+t.test("an active check's verdict of a group of workers is applied by its workers as the lead's probe (unhealthy until probes pass), not as an ejection; another replica ejects", async (t) => {
+  const { createHealth } = await import('../src/health/create-health.js')
+  const { systemTimers } = await import('../src/clock.js')
+  const config = testConfig([{ id: 'a', url: 'http://127.0.0.1:1' }, { id: 'b', url: 'http://127.0.0.1:2' }], {
+    health: { active: { enabled: false, healthy_threshold: 2, unhealthy_threshold: 2 }, passive: { base_ejection: 60_000 } },
+  })
+  const published: unknown[] = []
+  const subs: { self: string; fn: (m: string) => void }[] = []
+  // one channel for all (Redis pub/sub: every subscriber but the sender hears each message)
+  const process_ = (self: string, group: string | null) => {
+    const channel: PeerChannel = {
+      publish: (m) => { published.push(JSON.parse(m)); for (const s of subs) if (s.self !== self) s.fn(m); return Promise.resolve(true) },
+      subscribe: (fn) => { subs.push({ self, fn }); return Promise.resolve() },
+      remember: () => Promise.resolve(true),
+      members: () => Promise.resolve(new Map()),
+    }
+    const health = createHealth(config, new FakeClock(), systemTimers, createLogger('silent'), () => 0, channel, () => undefined, null, () => undefined, group)
+    health.table.setUpstreams(['a', 'b'])
+    return health
+  }
+  const lead = process_('lead', 'g1')
+  const sibling = process_('sibling', 'g1')
+  const other = process_('other', null) // another replica
+  for (const h of [lead, sibling, other]) await h.peers!.start()
+  // the lead's probes of a fail twice, each result relayed to its sibling as it was applied
+  for (let i = 0; i < 2; i++) {
+    lead.table.reportActive('a', false, false, 'ECONNREFUSED')
+    sibling.applyProbe('a', false, false, 'ECONNREFUSED')
+  }
+  t.match(published, [{ kind: 'down', id: 'a', active: true, group: 'g1' }], 'one down, from the lead (the sibling applied a relayed probe: not news)')
+  t.equal(published.length, 1)
+  t.equal(lead.table.state('a'), 'unhealthy')
+  t.equal(sibling.table.state('a'), 'unhealthy', 'the sibling: unhealthy, as the lead')
+  t.equal(sibling.table.snapshot()[0]!.ejectedUntil, null, 'not ejected by the down of its own lead')
+  t.equal(other.table.state('a'), 'ejected', 'another replica ejects it, as before')
+  // the app answers: two passed probes make it healthy on both workers, and count as seen
+  for (let i = 0; i < 2; i++) {
+    lead.table.reportActive('a', true)
+    sibling.applyProbe('a', true, false)
+  }
+  t.same([lead.table.state('a'), sibling.table.state('a')], ['healthy', 'healthy'], 'healthy again on both at the same probe')
+  t.ok(sibling.table.passedAny(), 'the passed probe counts as seen on the sibling too')
+})

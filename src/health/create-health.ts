@@ -20,7 +20,8 @@ export interface Health {
   readonly peers: SharedHealth | null
   /**
    * Apply another worker's probe result as that worker decided it (`severe`: a timeout that
-   * marks the upstream unhealthy at once), so every worker's table takes the same step.
+   * marks the upstream unhealthy at once), so every worker's table takes the same step; not
+   * told to the other replicas (the worker that probed told them).
    */
   readonly applyProbe: (id: string, ok: boolean, severe: boolean, cause?: string | null) => void
   /** This process's view of each upstream, for a worker that starts (see HealthTable.copies). */
@@ -38,7 +39,8 @@ export interface Health {
  * or null. `suspect(id)`: probe `id` now (this process's checker, or the worker running the
  * checks). `probed`: told each result of this process's checker as applied here (for the other
  * workers). `addressesOf(id)`: the id's url and listed addresses in the current set (a peer's
- * `down` about none of them is ignored).
+ * `down` about none of them is ignored). `group`: the id this process shares with the workers
+ * that apply the same lead's probe results (see SharedHealth), null when it is alone.
  * Example: `createHealth(config, clock, timers, logger, (id) => inFlight.longestWait(id), null, (id) => checker.probeSoon(id))`.
  */
 export function createHealth(
@@ -46,6 +48,7 @@ export function createHealth(
   suspect: (id: string) => void,
   probed: ((id: string, ok: boolean, severe: boolean, cause: string | null) => void) | null = null,
   addressesOf: AddressesOf = () => undefined,
+  group: string | null = null,
 ): Health {
   const h = config.health
   const table = new HealthTable({ active: h.active, passive: h.passive.enabled ? h.passive : null, slow_start: h.slow_start }, clock)
@@ -62,9 +65,12 @@ export function createHealth(
   }
   const checker = h.active.enabled ? new ActiveChecker({ ...h.active, jitter: 0.1 }, sink, { clock, timers }) : null
   const watch = h.active.enabled ? new LongWaitWatch(h.active, { ids: () => table.ids(), longestWait, suspect, timers, now: () => clock.now() }) : null
-  const peers = channel !== null ? new SharedHealth(channel, table, logger, addressesOf) : null
+  const peers = channel !== null ? new SharedHealth(channel, table, logger, addressesOf, group) : null
+  // another worker's probe result is not news to tell: the lead told the other replicas (once)
+  const applyProbe = (id: string, ok: boolean, severe: boolean, cause: string | null = null): void =>
+    peers === null ? table.reportActive(id, ok, severe, cause) : peers.quietly(() => table.reportActive(id, ok, severe, cause))
   return {
-    table, checker, watch, peers, applyProbe: (id, ok, severe, cause) => table.reportActive(id, ok, severe, cause),
+    table, checker, watch, peers, applyProbe,
     copies: () => table.copies(),
     copy: (rows) => (peers === null ? table.copy(rows) : peers.quietly(() => table.copy(rows))),
   }

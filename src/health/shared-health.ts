@@ -40,6 +40,8 @@ export type AddressesOf = (id: string) => { readonly url: string; readonly addre
  */
 export class SharedHealth {
   readonly #self = randomUUID()
+  /** The processes that apply one lead's probe results (this one and its sibling workers); see the constructor. */
+  readonly #group: string
   readonly #channel: PeerChannel
   readonly #health: HealthTable
   readonly #logger: Logger
@@ -57,13 +59,20 @@ export class SharedHealth {
   readonly #sending = new Map<string, number>()
   #sends = 0
 
-  constructor(channel: PeerChannel, health: HealthTable, logger: Logger, addressesOf: AddressesOf = () => undefined) {
+  /**
+   * `group`: the id this process shares with the processes that apply the same probe results
+   * (its sibling workers, which all apply the lead's); null: this process alone. An upstream
+   * that failed its active checks here is unhealthy there already, until the probes pass again:
+   * a `down` about it (marked `active`) is for the other replicas only, as an ejection there.
+   */
+  constructor(channel: PeerChannel, health: HealthTable, logger: Logger, addressesOf: AddressesOf = () => undefined, group: string | null = null) {
     this.#channel = channel
+    this.#group = group ?? this.#self
     this.#health = health
     this.#logger = logger
     this.#addressesOf = addressesOf
     health.onTransition((e) => {
-      if (!this.#applyingPeer && (e.to === 'unhealthy' || e.to === 'ejected')) this.tell('down', e.id)
+      if (!this.#applyingPeer && (e.to === 'unhealthy' || e.to === 'ejected')) this.tell('down', e.id, false, undefined, e.to === 'unhealthy')
       // an upstream that left the set (its pod deleted after a preStop drain) left its drain
       // with it, here as in every replica that saw it go: its record goes too, else a replica
       // started later drained the id when it came back (a StatefulSet pod's name), alone
@@ -145,16 +154,18 @@ export class SharedHealth {
    * carries the url found down, and `addresses`, every address listed here for the id when
    * there are several (one pod's: its IPv4 and IPv6), and `uid`, its pod's uid when known, so a
    * replica where the id names another pod (re-created, seen there first) ignores it, and one
-   * that kept another address of the same pod applies it.
+   * that kept another address of the same pod applies it. `active`: the `down` is an active
+   * check's verdict (the upstream is unhealthy here), which this process's group has already
+   * (see the constructor): it carries the group, whose processes ignore it.
    */
-  tell(kind: 'down' | 'drain' | 'undrain', id: string, migrate = false, at = Date.now()): void {
+  tell(kind: 'down' | 'drain' | 'undrain', id: string, migrate = false, at = Date.now(), active = false): void {
     const since = kind === 'drain' ? this.#health.drainingSince(id) ?? undefined : undefined
     const found = kind === 'down' ? this.#addressesOf(id) : undefined
     const url = found?.url
     const addresses = found?.addresses !== undefined && found.addresses.length > 1 ? found.addresses : undefined
     const uid = found?.uid
     // `recorded`: the sender keeps the drain starts itself (a Tether since they exist)
-    const sent = [this.#channel.publish(JSON.stringify({ from: this.#self, kind, id, ...(url !== undefined ? { url } : {}), ...(addresses !== undefined ? { addresses } : {}), ...(uid !== undefined ? { uid } : {}), ...(migrate ? { migrate } : {}), ...(since !== undefined ? { since } : {}), ...(kind === 'undrain' ? { recorded: true } : {}) }))]
+    const sent = [this.#channel.publish(JSON.stringify({ from: this.#self, kind, id, ...(active ? { active, group: this.#group } : {}), ...(url !== undefined ? { url } : {}), ...(addresses !== undefined ? { addresses } : {}), ...(uid !== undefined ? { uid } : {}), ...(migrate ? { migrate } : {}), ...(since !== undefined ? { since } : {}), ...(kind === 'undrain' ? { recorded: true } : {}) }))]
     if (kind === 'down') return
     for (const heard of this.#hearing) heard.add(id)
     if (kind === 'drain') {
@@ -216,13 +227,16 @@ export class SharedHealth {
   }
 
   #receive(message: string): void {
-    let m: { from?: unknown; kind?: unknown; id?: unknown; url?: unknown; addresses?: unknown; uid?: unknown; migrate?: unknown; since?: unknown; recorded?: unknown }
+    let m: { from?: unknown; kind?: unknown; id?: unknown; active?: unknown; group?: unknown; url?: unknown; addresses?: unknown; uid?: unknown; migrate?: unknown; since?: unknown; recorded?: unknown }
     try {
       m = JSON.parse(message) as typeof m
     } catch {
       return
     }
     if (m.from === this.#self || typeof m.id !== 'string') return
+    // an active check's verdict of this group (the lead's probe): every worker of it applied that
+    // probe result as it is (unhealthy until the probes pass again), not as an ejection
+    if (m.kind === 'down' && m.active === true && m.group === this.#group) return
     // about the id's old pod, found down where the id still named it: not this replica's upstream.
     // Replicas may keep different addresses of one pod (which they saw first): the same pod when
     // each side lists the address the other kept, or when both know the pod's uid, the same uid

@@ -43,6 +43,12 @@ export interface WorkerSetup {
    * startup`), as the workers it replaces did not. Absent from an older primary's setup: false.
    */
   readonly upstreamSeen?: boolean
+  /**
+   * This primary's group of workers (one id for all of them, made at its start): a peer message
+   * over Redis about an active-check verdict of this group is not news to its workers (each
+   * applies the lead's probe results). Absent from an older primary's setup: none.
+   */
+  readonly group?: string
 }
 
 /** An upstream a discovery source reports, as it travels (see DiscoveredUpstream). */

@@ -96,6 +96,8 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
   /** The ioredis notices (their lines) logged for the workers already: each once per primary. */
   const notices = new Set<string>()
   const secrets = { cookieSecret: randomBytes(32).toString('base64url'), sessionSecret: randomBytes(32).toString('base64url') }
+  /** This primary's workers' group (see WorkerSetup.group). */
+  const group = randomBytes(16).toString('base64url')
   const running = new Map<number, Running>() // by cluster worker id
   const slots: Slot[] = []
   let lead: number | null = null
@@ -190,7 +192,7 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
       // a worker is watched from its first message after this one (a slow start is not a silence)
       if (msg.tether === 'hello') {
         const live = accepted.text === start.text ? null : accepted.text
-        return send(worker, { tether: 'setup', setup: { index, ...secrets, admin: first.admin, start: start.text, live, notices: true, upstreamSeen } })
+        return send(worker, { tether: 'setup', setup: { index, ...secrets, admin: first.admin, start: start.text, live, notices: true, upstreamSeen, group } })
       }
       watch.heard(worker.id, performance.now())
       // a worker saw a healthy upstream: the workers started from now on are told

@@ -140,15 +140,22 @@ export class WorkerLink {
 
   /** What this worker changes in every config it reads (the secrets all workers share). */
   readonly adjust: (config: Config) => Config
+  /**
+   * This worker's group (its primary's workers; WorkerSetup.group), or null when the primary
+   * gave none: a peer message over Redis about an active-check verdict of the group is not news
+   * to its workers, which all apply the lead's probe results.
+   */
+  readonly group: string | null
 
   /** How long an answer waits on the primary at most (ms). */
   readonly #timeout: number
   /** The snapshot timer's (see attach); systemTimers unless a test drives them. */
   readonly #timers: Timers
 
-  constructor(ipc: IpcChannel, adjust: (config: Config) => Config = (c) => c, primaryTimeout = PRIMARY_TIMEOUT, timers: Timers = systemTimers) {
+  constructor(ipc: IpcChannel, adjust: (config: Config) => Config = (c) => c, primaryTimeout = PRIMARY_TIMEOUT, timers: Timers = systemTimers, group: string | null = null) {
     this.#ipc = ipc
     this.adjust = adjust
+    this.group = group
     this.#timeout = primaryTimeout
     this.#timers = timers
     ipc.onMessage((m) => {

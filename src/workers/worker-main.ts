@@ -127,7 +127,7 @@ export function noticeForwarder(setup: WorkerSetup): ((notice: { level: 'warn' |
 
 /** Run this worker until the primary stops it or goes away; resolves with the exit code. */
 export async function runWorker(config: Config, configPath: string, w: WorkerSetup, logger: Logger, orders: Orders): Promise<number> {
-  const link = new WorkerLink(processChannel, (c) => withSharedSecrets(c, w))
+  const link = new WorkerLink(processChannel, (c) => withSharedSecrets(c, w), undefined, undefined, typeof w.group === 'string' ? w.group : null)
   if (w.upstreamSeen === true || orders.upstreamSeen) link.sawUpstream(false)
   // the primary's orders: a reload sent while this worker starts is applied once it has
   // started (the last one: each carries the whole file)
