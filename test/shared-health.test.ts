@@ -498,3 +498,43 @@ t.test("an active check's verdict of a group of workers is applied by its worker
   t.same([lead.table.state('a'), sibling.table.state('a')], ['healthy', 'healthy'], 'healthy again on both at the same probe')
   t.ok(sibling.table.passedAny(), 'the passed probe counts as seen on the sibling too')
 })
+
+t.test("another replica's active-check down takes the upstream out until a probe passes here (on every worker alike), not for the ejection time; a passive down stays timed", async (t) => {
+  const { createHealth } = await import('../src/health/create-health.js')
+  const { systemTimers } = await import('../src/clock.js')
+  const config = testConfig([{ id: 'a', url: 'http://127.0.0.1:1' }, { id: 'b', url: 'http://127.0.0.1:2' }], {
+    health: { active: { enabled: true, healthy_threshold: 2, unhealthy_threshold: 1 }, passive: { base_ejection: 60_000, max_ejection_percent: 100 } },
+  })
+  const subs: { self: string; fn: (m: string) => void }[] = []
+  const process_ = (self: string, group: string | null) => {
+    const channel: PeerChannel = {
+      publish: (m) => { for (const s of subs) if (s.self !== self) s.fn(m); return Promise.resolve(true) },
+      subscribe: (fn) => { subs.push({ self, fn }); return Promise.resolve() },
+      remember: () => Promise.resolve(true),
+      members: () => Promise.resolve(new Map()),
+    }
+    const health = createHealth(config, new FakeClock(), systemTimers, createLogger('silent'), () => 0, channel, () => undefined, null, () => undefined, group)
+    health.table.setUpstreams(['a', 'b'])
+    return health
+  }
+  const r1 = process_('r1', 'g1') // replica 1 (its lead)
+  const lead = process_('r2-lead', 'g2') // replica 2: its lead and another worker
+  const sibling = process_('r2-sibling', 'g2')
+  for (const h of [r1, lead, sibling]) await h.peers!.start()
+  r1.table.reportActive('a', false, false, 'ECONNREFUSED') // replica 1's probe fails: a down, active
+  t.same([lead.table.state('a'), sibling.table.state('a')], ['ejected', 'ejected'], 'replica 2 takes it out at once')
+  // a worker started now copies the ejection as it is: it ends at the same probe
+  const late = process_('r2-late', 'g2')
+  late.copy(lead.copies())
+  t.equal(late.table.state('a'), 'ejected')
+  // replica 2's own probe passes (its lead's, applied by every worker of it)
+  lead.table.reportActive('a', true)
+  for (const h of [sibling, late]) h.applyProbe('a', true, false)
+  t.same([lead.table.state('a'), sibling.table.state('a'), late.table.state('a')], ['healthy', 'healthy', 'healthy'], 'in again at its own passed probe, on every worker, not after 60 s')
+  t.ok(lead.table.passedAny() && sibling.table.passedAny(), 'that probe counts as seen')
+  // a down found by traffic (passive) is still an ejection for the ejection time
+  r1.table.reportPassive('b', 'connect_refused')
+  lead.table.reportActive('b', true)
+  sibling.applyProbe('b', true, false)
+  t.same([lead.table.state('b'), sibling.table.state('b')], ['ejected', 'ejected'], "another replica's passive down: a timed ejection, as before")
+})

@@ -14,6 +14,8 @@ export interface HealthCopy {
   readonly activeFailures: number
   /** The end of the ejection in force, or null. */
   readonly ejectedUntil: number | null
+  /** That ejection also ends at the next passed active check (see HealthTable.reportPassive); absent: false (an older worker's). */
+  readonly untilPass?: boolean
   readonly timesEjected: number
   readonly lastEjectionEnd: number | null
   readonly readySince: number | null

@@ -46,7 +46,8 @@ export interface PassiveHealthOptions {
 
 /** Settings of the health table; parsed and validated config hands these over. */
 export interface HealthOptions {
-  readonly active: { readonly healthy_threshold: number; readonly unhealthy_threshold: number }
+  /** `enabled: false`: no active checks here (absent: they run; see HealthTable.reportPassive's `untilPass`). */
+  readonly active: { readonly healthy_threshold: number; readonly unhealthy_threshold: number; readonly enabled?: boolean }
   /** null: passive outlier detection is off and reportPassive() is ignored. */
   readonly passive: PassiveHealthOptions | null
   /** Slow start window, ms; 0 = off. */
@@ -90,6 +91,8 @@ interface Entry {
   passiveFailures: number
   /** End of the current ejection, or null when not ejected (cleared lazily when noticed). */
   ejectedUntil: number | null
+  /** The current ejection also ends at the next passed active check here (see reportPassive). */
+  untilPass: boolean
   timesEjected: number
   /** End of the last ejection, for the decay of timesEjected. */
   lastEjectionEnd: number
@@ -183,7 +186,7 @@ export class HealthTable {
       if (this.#entries.has(id)) continue
       const e: Entry = {
         id, activeFailed: false, activeSuccesses: 0, activeFailures: 0, passiveFailures: 0,
-        ejectedUntil: null, timesEjected: 0, lastEjectionEnd: -Infinity, drainingSince: null, drainKnownSince: null,
+        ejectedUntil: null, untilPass: false, timesEjected: 0, lastEjectionEnd: -Infinity, drainingSince: null, drainKnownSince: null,
         migrate: false, adminDrain: false, adminMigrate: false, discoveryDrain: false, disabled: false, readySince: this.#initialized ? now : -Infinity, state: 'healthy',
       }
       this.#entries.set(id, e)
@@ -259,6 +262,13 @@ export class HealthTable {
     // a failure confirmed by other evidence (requests stuck waiting on it) needs no second one
     if (!ok && severe && !e.activeFailed) e.activeFailures = Math.max(e.activeFailures, unhealthy_threshold - 1)
     if (ok) {
+      // an ejection that lasts until an active check passes here (another replica's probes failed)
+      if (e.ejectedUntil !== null && e.untilPass) {
+        e.ejectedUntil = null
+        e.untilPass = false
+        e.lastEjectionEnd = now
+        this.#update(e, 'ejection_expired', 'ejection ended: an active check passed here', now)
+      }
       e.activeSuccesses++
       e.activeFailures = 0
       if (e.activeFailed && e.activeSuccesses >= healthy_threshold) {
@@ -286,10 +296,12 @@ export class HealthTable {
    * ejected are ignored. The ejection is refused (the run continues, so the next failure tries
    * again) when it would exceed `max(1, floor(n * max_ejection_percent / 100))` ejected upstreams
    * out of n; with 0 percent nothing is ever ejected.
+   * `untilPass` (another replica's active checks found it down): the ejection also ends at the
+   * next active check that passes here, when this table's active checks run.
    * Example (3 failures, base 30 s): three `reportPassive('app-0', 'connect_failure')` calls ->
    * ejected 30 s; ejected again right after -> 60 s.
    */
-  reportPassive(id: string, result: PassiveResult): void {
+  reportPassive(id: string, result: PassiveResult, untilPass = false): void {
     const passive = this.#options.passive
     const e = this.#entries.get(id)
     if (!passive || !e) return
@@ -308,10 +320,11 @@ export class HealthTable {
     e.timesEjected = Math.max(0, e.timesEjected - decay) + 1
     const duration = Math.min(passive.base_ejection * e.timesEjected, passive.max_ejection)
     e.ejectedUntil = now + duration
+    e.untilPass = untilPass && this.#options.active.enabled !== false
     e.lastEjectionEnd = e.ejectedUntil
     const failures = e.passiveFailures
     e.passiveFailures = 0
-    this.#update(e, 'ejected', `ejected for ${duration} ms after ${failures} consecutive failures (ejection ${e.timesEjected})`, now)
+    this.#update(e, 'ejected', `ejected for ${duration} ms${e.untilPass ? ' or until an active check passes here' : ''} after ${failures} consecutive failures (ejection ${e.timesEjected})`, now)
   }
 
   /** When draining of `id` started (ms), or null when it is not draining (or unknown). */
@@ -462,6 +475,7 @@ export class HealthTable {
       activeSuccesses: e.activeSuccesses,
       activeFailures: e.activeFailures,
       ejectedUntil: e.ejectedUntil,
+      ...(e.ejectedUntil !== null && e.untilPass ? { untilPass: true } : {}),
       timesEjected: e.timesEjected,
       lastEjectionEnd: finiteOrNull(e.lastEjectionEnd),
       readySince: finiteOrNull(e.readySince),
@@ -493,6 +507,7 @@ export class HealthTable {
       // an ejection in force there ends at the same moment here (not capped: it is in the future)
       if (typeof row.ejectedUntil === 'number' && Number.isFinite(row.ejectedUntil) && row.ejectedUntil > now && (e.ejectedUntil === null || row.ejectedUntil > e.ejectedUntil)) {
         e.ejectedUntil = row.ejectedUntil
+        e.untilPass = row.untilPass === true && this.#options.active.enabled !== false
         e.lastEjectionEnd = Math.max(e.lastEjectionEnd, row.ejectedUntil)
       }
       const reason: TransitionReason = e.activeFailed !== failedBefore ? (e.activeFailed ? 'active_failed' : 'active_recovered') : 'ejected'
@@ -588,6 +603,7 @@ export class HealthTable {
     if (e.ejectedUntil === null || e.ejectedUntil > now) return
     const end = e.ejectedUntil
     e.ejectedUntil = null
+    e.untilPass = false
     this.#update(e, 'ejection_expired', 'ejection expired', end)
   }
 

@@ -125,7 +125,7 @@ export class SharedHealth {
       if (heard.has(id) || changed > unsent.at) {
         this.#unsent.delete(id)
         // a drain made here, undrained since elsewhere: the record (no drain) applies
-        if (!heard.has(id) && unsent.kind === 'drain' && !drains.has(id) && this.#health.adminDrain(id) !== null) this.#apply({ kind: 'undrain', id, migrate: false })
+        if (!heard.has(id) && unsent.kind === 'drain' && !drains.has(id) && this.#health.adminDrain(id) !== null) this.#apply({ kind: 'undrain', id, migrate: false, active: false })
         continue
       }
       drains.delete(id)
@@ -142,7 +142,7 @@ export class SharedHealth {
       const migrate = how === 'migrate'
       const held = this.#health.adminDrain(id)
       if (heard.has(id) || (held !== null && (held.migrate || !migrate))) continue
-      this.#apply({ kind: 'drain', id, migrate, since: startTime(starts.get(id)) })
+      this.#apply({ kind: 'drain', id, migrate, active: false, since: startTime(starts.get(id)) })
     }
   }
 
@@ -257,13 +257,14 @@ export class SharedHealth {
       // start of its next drain, and wipe that)
       if (m.kind === 'undrain' ? m.recorded !== true : since === undefined) void this.#channel.remember(DRAIN_STARTS, m.id, null)
     }
-    this.#apply({ kind: m.kind, id: m.id, migrate: m.migrate === true, since })
+    this.#apply({ kind: m.kind, id: m.id, migrate: m.migrate === true, active: m.active === true, since })
   }
 
-  #apply(m: { kind: unknown; id: string; migrate: boolean; since?: number | undefined }): void {
+  #apply(m: { kind: unknown; id: string; migrate: boolean; active: boolean; since?: number | undefined }): void {
     this.#applyingPeer = true
     try {
-      if (m.kind === 'down') this.#health.reportPassive(m.id, 'connect_refused')
+      // another replica's active checks found it down: out here until this replica's own probe passes
+      if (m.kind === 'down') this.#health.reportPassive(m.id, 'connect_refused', m.active)
       else if (m.kind === 'drain') { if (!this.#health.drain(m.id, m.migrate, m.since)) return }
       else if (m.kind === 'undrain') this.#health.undrain(m.id)
       else return
