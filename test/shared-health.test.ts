@@ -537,4 +537,11 @@ t.test("another replica's active-check down takes the upstream out until a probe
   lead.table.reportActive('b', true)
   sibling.applyProbe('b', true, false)
   t.same([lead.table.state('b'), sibling.table.state('b')], ['ejected', 'ejected'], "another replica's passive down: a timed ejection, as before")
+  // an active down, then the same replica's traffic finds it refusing: out for the ejection time
+  r1.peers!.tell('down', 'a', false, undefined, true)
+  t.same([lead.table.state('a'), sibling.table.state('a')], ['ejected', 'ejected'])
+  r1.peers!.tell('down', 'a')
+  lead.table.reportActive('a', true)
+  sibling.applyProbe('a', true, false)
+  t.same([lead.table.state('a'), sibling.table.state('a')], ['ejected', 'ejected'], 'a refusal seen by traffic keeps it out past a passed probe here')
 })

@@ -297,17 +297,23 @@ export class HealthTable {
    * again) when it would exceed `max(1, floor(n * max_ejection_percent / 100))` ejected upstreams
    * out of n; with 0 percent nothing is ever ejected.
    * `untilPass` (another replica's active checks found it down): the ejection also ends at the
-   * next active check that passes here, when this table's active checks run.
+   * next active check that passes here, when this table's active checks run; a `peer` refusal
+   * reported without it during such an ejection (another replica's live traffic) keeps it for its time.
    * Example (3 failures, base 30 s): three `reportPassive('app-0', 'connect_failure')` calls ->
    * ejected 30 s; ejected again right after -> 60 s.
    */
-  reportPassive(id: string, result: PassiveResult, untilPass = false): void {
+  reportPassive(id: string, result: PassiveResult, untilPass = false, peer = false): void {
     const passive = this.#options.passive
     const e = this.#entries.get(id)
     if (!passive || !e) return
     const now = this.#clock.now()
     this.#expire(e, now)
-    if (e.ejectedUntil !== null) return
+    if (e.ejectedUntil !== null) {
+      // found refusing (not only failing probes) while out until a probe passes: out for the time
+      // (only another replica's: every worker hears it, where this worker's traffic is its own)
+      if (peer && !untilPass && e.untilPass && result === 'connect_refused') e.untilPass = false
+      return
+    }
     const failed = result === 'connect_failure' || result === 'connect_refused' || (result === 'server_error' && passive.count_5xx)
     if (!failed) {
       e.passiveFailures = 0

@@ -264,7 +264,7 @@ export class SharedHealth {
     this.#applyingPeer = true
     try {
       // another replica's active checks found it down: out here until this replica's own probe passes
-      if (m.kind === 'down') this.#health.reportPassive(m.id, 'connect_refused', m.active)
+      if (m.kind === 'down') this.#health.reportPassive(m.id, 'connect_refused', m.active, true)
       else if (m.kind === 'drain') { if (!this.#health.drain(m.id, m.migrate, m.since)) return }
       else if (m.kind === 'undrain') this.#health.undrain(m.id)
       else return
