@@ -149,3 +149,35 @@ t.test('of two Tether cookies, a later one that verifies wins over a stale first
   }
   t.match(extractAffinityKey({ cookie: 'tether=; tether=garbage' }, '10.0.0.1', opts, now), { status: 'absent' }, 'an empty first one and none that verifies: absent, as an empty one alone')
 })
+
+t.test("KeyReader reads Tether's cookie as extractAffinityKey does, in one object a request", async (t) => {
+  const { KeyReader, cookieSession } = await import('../src/affinity/key.js')
+  const codec = new CookieCodec({ secrets: ['0123456789abcdef0123'], idleTimeout: 60_000, absoluteTimeout: 3_600_000 })
+  const now = 1_800_000_000_000
+  const good = codec.issue('app-2', 3, now).value
+  const stale = codec.issue('app-1', 0, now - 120_000).value // idle-expired
+  const old = codec.refresh(codec.decode(codec.issue('app-1', 0, now - 4_000_000).value, now - 4_000_000)!.cookie, now - 1_000) // past the absolute limit, seen lately
+  t.equal(codec.decode(old, now)?.status, 'expired-absolute')
+  const options = keyOptions({ kind: 'cookie', cookieName: 'tether', codec })
+  const reader = new KeyReader({ options, fallback: 'random', trusted: parseTrustedProxies([]) })
+  const headers: IncomingHttpHeaders[] = [
+    {}, { cookie: 'a=1' }, { cookie: 'tether=' }, { cookie: 'tether=garbage' }, { cookie: `tether=${good}` },
+    { cookie: `tether="${good}"` }, { cookie: `tether=${stale}` }, { cookie: `tether=${old}` },
+    { cookie: `tether=${stale}; a=1; tether=${good}` }, { cookie: `tether=; tether=${good}` }, { cookie: 'tether=; tether=garbage' },
+    { cookie: ['a=1', 'tether=garbage', `tether=${good}`] as unknown as string },
+  ]
+  for (const h of headers) {
+    const want = extractAffinityKey(h, '10.0.0.1', options, now)
+    const session = want.kind === 'cookie' && want.status === 'ok' ? want.session : null
+    t.same(reader.read(h, '10.0.0.1', now), { kind: 'cookie', session }, JSON.stringify(h))
+    t.equal(cookieSession(h.cookie, options as { cookieName: string; codec: CookieCodec }, now), session, `cookieSession ${JSON.stringify(h)}`)
+  }
+  // the codec's own check: the cookie when decode says ok, else null
+  for (const v of [good, stale, old, 'garbage', '']) {
+    const d = codec.decode(v, now)
+    t.equal(codec.valid(v, now), d?.status === 'ok' ? d.cookie : null, `valid(${v.slice(0, 8)})`)
+  }
+  // without a verified cookie, the one shared "new session" key: no object made
+  t.equal(reader.read({}, '10.0.0.1', now), reader.read({ cookie: `tether=${stale}` }, '10.0.0.1', now), 'the same frozen key')
+  t.ok(Object.isFrozen(reader.read({}, '10.0.0.1', now)))
+})

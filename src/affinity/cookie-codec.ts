@@ -193,13 +193,25 @@ export class CookieCodec {
    * a value verified recently (exact same string) is answered from a bounded cache instead.
    */
   decode(value: string, now: number): CookieDecodeResult | null {
-    const cached = this.#verified.get(value) ?? this.#promote(value)
-    const cookie = cached ?? this.#verify(value)
+    const cookie = this.#verified.get(value) ?? this.#promote(value) ?? this.#verify(value)
     if (cookie === null) return null
-    let status: CookieDecodeResult['status'] = 'ok'
-    if (this.#absoluteTimeout !== null && now - cookie.issuedAt > this.#absoluteTimeout) status = 'expired-absolute'
-    else if (now - cookie.lastSeen > this.#idleTimeout) status = 'expired-idle'
-    return { status, cookie }
+    return { status: this.#status(cookie, now), cookie }
+  }
+
+  /**
+   * The verified cookie when `decode` would say `ok`, else null (invalid or expired): the
+   * request path's per-request read, without a result object.
+   * Example: `codec.valid(codec.issue('app-1', 0, now).value, now)` -> `{ upstream: 'app-1', ... }`.
+   */
+  valid(value: string, now: number): DecodedCookie | null {
+    const cookie = this.#verified.get(value) ?? this.#promote(value) ?? this.#verify(value)
+    return cookie !== null && this.#status(cookie, now) === 'ok' ? cookie : null
+  }
+
+  #status(cookie: DecodedCookie, now: number): CookieDecodeResult['status'] {
+    if (this.#absoluteTimeout !== null && now - cookie.issuedAt > this.#absoluteTimeout) return 'expired-absolute'
+    if (now - cookie.lastSeen > this.#idleTimeout) return 'expired-idle'
+    return 'ok'
   }
 
   /** An entry of the older cache generation, moved to the young one; undefined if absent. */

@@ -165,6 +165,25 @@ function isSpace(c: number): boolean {
   return c === 0x20 || c === 0x09
 }
 
+/**
+ * The session of a request's Tether cookie when one verifies and has not expired, else null:
+ * what {@link extractAffinityKey} gives as `session` with status `ok` (a later cookie of that
+ * name that verifies wins over a first one that does not), without its result objects.
+ * Example: `cookieSession('a=1; tether=AX3k...', opts, now)` -> `{ upstream: 'app-0', ... }`.
+ */
+export function cookieSession(header: string | string[] | undefined, options: { readonly cookieName: string; readonly codec: CookieCodec }, now: number): DecodedCookie | null {
+  const raw = findCookie(header, options.cookieName)
+  if (raw === null) return null
+  const first = raw === '' ? null : options.codec.valid(raw, now)
+  if (first !== null) return first
+  // a browser may hold two cookies of that name (slow path, rare; see extractAffinityKey)
+  for (const other of allCookies(header, options.cookieName).slice(1)) {
+    const c = options.codec.valid(other, now)
+    if (c !== null) return c
+  }
+  return null
+}
+
 /** Every value of cookie `name`, in order (for the rare case of duplicates). */
 function allCookies(header: string | string[] | undefined, name: string): string[] {
   if (header === undefined) return []
@@ -198,6 +217,7 @@ export type RequestKey =
 
 const ROUND_ROBIN: RequestKey = Object.freeze({ kind: 'none', learn: false })
 const ROUND_ROBIN_LEARN: RequestKey = Object.freeze({ kind: 'none', learn: true })
+const NEW_SESSION: RequestKey = Object.freeze({ kind: 'cookie', session: null })
 
 /** What {@link KeyReader} needs from the affinity config. */
 export interface KeyReaderConfig {
@@ -223,10 +243,15 @@ export class KeyReader {
   read(headers: IncomingHttpHeaders, peer: string, now: number): RequestKey {
     const opts = this.#cfg.options
     if (opts === null) return ROUND_ROBIN
+    // Tether's cookie, the common case: one object a request (see cookieSession)
+    if (opts.kind === 'cookie') {
+      const session = cookieSession(headers.cookie, opts, now)
+      return session === null ? NEW_SESSION : { kind: 'cookie', session }
+    }
     const key = extractAffinityKey(headers, peer, opts, now)
     switch (key.kind) {
       case 'cookie':
-        return { kind: 'cookie', session: key.status === 'ok' ? key.session : null }
+        return key.status === 'ok' ? { kind: 'cookie', session: key.session } : NEW_SESSION
       case 'app_cookie':
         if (key.value !== null) return { kind: 'table', value: key.value, learned: true, checkpoints: true, learn: true }
         if (this.#cfg.fallback === 'client_ip') {
