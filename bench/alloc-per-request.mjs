@@ -22,7 +22,8 @@
 // ALLOC_CONNECTIONS (20), ALLOC_DIST (dist: another build's dist directory to compare),
 // ALLOC_SITES (0; 1: a sampling heap profile of one more window, with the objects GCs freed,
 // summarised by function and script: the top ALLOC_TOP (25) sites in bytes/request),
-// ALLOC_SITES_INTERVAL (1024 bytes between samples).
+// ALLOC_SITES_INTERVAL (1024 bytes between samples), ALLOC_PROFILE (a path: keep that profile
+// there, a .heapprofile that Chrome DevTools' Memory panel opens, with its call stacks).
 import { spawn } from 'node:child_process'
 import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs'
 import net from 'node:net'
@@ -266,7 +267,7 @@ async function main() {
   const med = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
   console.log(`median: ${med(results.map((s) => s.bytes)).toFixed(0)} B/request, ${med(results.map((s) => s.scavenges)).toFixed(1)} scavenges/100k requests`)
   if (SITES) {
-    const file = path.join(tmp, 'sites.heapprofile')
+    const file = process.env.ALLOC_PROFILE ? path.resolve(process.env.ALLOC_PROFILE) : path.join(tmp, 'sites.heapprofile')
     await probe(tether, `sites-start ${SITES_INTERVAL}`, 'sites-started')
     const n = await runLoad(port, REQUESTS, reqBufs)
     await probe(tether, `sites-stop ${file}`, 'sites')
