@@ -95,6 +95,12 @@ export interface RouterOptions {
 }
 
 /** One decision's view of the world: the request's tried set and key hash (never stored on the router). */
+/** The user stays on upstream i (most requests): one frozen result per index, made once. */
+const STAYS: { readonly index: number; readonly reason: null }[] = []
+function stay(index: number): { readonly index: number; readonly reason: null } {
+  return STAYS[index] ??= Object.freeze({ index, reason: null })
+}
+
 class Placing {
   /**
    * `done`: for a cookie user whose cookie is out of date, the upstream this process moved them
@@ -317,7 +323,7 @@ export class Router {
       const index = this.#spilled(p, pinnedIndex, lastSeen)
       if (index >= 0) return { index, reason: 'spill' }
     }
-    if (available) return { index: pinnedIndex, reason: this.health.readySince(pinned) > lastSeen + slack ? 'restart' : null }
+    if (available) return this.health.readySince(pinned) > lastSeen + slack ? { index: pinnedIndex, reason: 'restart' } : stay(pinnedIndex)
     const draining = pinnedIndex >= 0 ? this.health.ready(pinned) && !p.tried.has(pinned) : this.#leftPlanned.has(pinned)
     // where this process last answered the user, at a later epoch than their cookie's: their
     // state is there (a spill or an admin's order may have put them off their hash order); no
