@@ -284,7 +284,7 @@ export class RequestPath {
           if ((ctx.rehydrate === 'unavailable' || ctx.rehydrate === 'refused') && d.sessionKey !== null) this.#d.state?.restarted(d.sessionKey, d.epoch, d.upstream)
         }
         counted = null
-        let r = this.#hedgeable(ctx) ? await this.#hedged(ctx, x, d, upstream, headers) : await this.#start(ctx, x, d, upstream, headers).result
+        let r = this.#hedgeable(ctx) ? await this.#hedged(ctx, x, d, upstream, headers) : await this.#run(ctx, x, d, upstream, headers)
         // (only while the body is replayable: else the transport passed the 431 on; see forward.ts)
         if (!r.responded && r.outcome?.kind === 'error' && r.outcome.code === 'TETHER_HEADERS_TOO_LARGE' && ctx.rehydrateBytes > 0) {
           if (!this.#current(upstream)) {
@@ -298,7 +298,7 @@ export class RequestPath {
             continue
           }
           const bytes = ctx.rehydrateBytes
-          r = await this.#start(ctx, x, d, upstream, this.#withoutState(ctx, d, headers)).result
+          r = await this.#run(ctx, x, d, upstream, this.#withoutState(ctx, d, headers))
           // a 431 to the resend too: the client's own head is over the upstream's limit, with or
           // without the state; passed on as any other 4xx answer (no rehydration counted, no warning)
           if (r.status === 431 && ctx.answering !== null) ctx.rehydrate = null
@@ -511,12 +511,22 @@ export class RequestPath {
 
   /** One attempt through the transport, counted in flight, its outcome told to health. */
   #start(ctx: RequestContext, x: Exchange, d: Decision, upstream: Upstream, headers: string[]): { attempt: Attempt; result: Promise<AttemptResult> } {
-    const { inFlight, events } = this.#d
     const attempt = x.attempt(ctx, d, upstream, headers)
+    return { attempt, result: this.#watch(ctx, d, upstream, attempt) }
+  }
+
+  /** {@link #start}'s result alone, for a caller that never stops the attempt (no wrapper object a request). */
+  #run(ctx: RequestContext, x: Exchange, d: Decision, upstream: Upstream, headers: string[]): Promise<AttemptResult> {
+    return this.#watch(ctx, d, upstream, x.attempt(ctx, d, upstream, headers))
+  }
+
+  /** Count `attempt` in flight until it is done, then settle its decision and tell health how it went. */
+  #watch(ctx: RequestContext, d: Decision, upstream: Upstream, attempt: Attempt): Promise<AttemptResult> {
+    const { inFlight, events } = this.#d
     const sent = performance.now()
     inFlight.add(attempt, upstream.id)
     events.requestStarted(upstream.id)
-    const result = attempt.done.then((r) => {
+    return attempt.done.then((r) => {
       this.#d.router.settle(d)
       inFlight.remove(attempt, upstream.id)
       events.requestEnded(upstream.id)
@@ -534,7 +544,6 @@ export class RequestPath {
       }
       return r
     })
-    return { attempt, result }
   }
 
   /**
