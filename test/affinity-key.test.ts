@@ -181,3 +181,62 @@ t.test("KeyReader reads Tether's cookie as extractAffinityKey does, in one objec
   t.equal(reader.read({}, '10.0.0.1', now), reader.read({ cookie: `tether=${stale}` }, '10.0.0.1', now), 'the same frozen key')
   t.ok(Object.isFrozen(reader.read({}, '10.0.0.1', now)))
 })
+
+t.test("KeyReader's cookie read agrees with extractAffinityKey's verdict over generated Cookie headers", async (t) => {
+  const { KeyReader, cookieSession } = await import('../src/affinity/key.js')
+  const now = 1_800_000_000_000
+  const secrets = ['fedcba9876543210fedcba', '0123456789abcdef0123'] // the second: a rotated-out secret, still verifying
+  const opts = { idleTimeout: 60_000, absoluteTimeout: 3_600_000 }
+  const signer = new CookieCodec({ secrets, ...opts })
+  const previous = new CookieCodec({ secrets: [secrets[1]!], ...opts })
+  const good = signer.issue('app-2', 3, now).value
+  const rotated = previous.issue('app-1', 1, now - 5_000).value // verifies with secretIndex 1
+  const stale = signer.issue('app-1', 0, now - 120_000).value // idle-expired
+  const old = signer.refresh(signer.decode(signer.issue('app-0', 0, now - 4_000_000).value, now - 4_000_000)!.cookie, now - 1_000) // absolute-expired
+  const tampered = good.slice(0, -2) + (good.endsWith('AA') ? 'BA' : 'AA')
+  const foreign = new CookieCodec({ secrets: ['another-secret-0123456789'], ...opts }).issue('app-0', 0, now).value
+  const values = [good, rotated, stale, old, tampered, foreign, 'garbage', '', `"${good}"`, `"${rotated}"`, '""', `${good}x`, ` ${good} `, `\t${stale}`]
+  const names = ['tether', 'tether', 'tether', ' tether ', '\ttether', 'Tether', 'tether2', 'xtether', 'a']
+  const seps = ['; ', ';', ' ;\t', ';; ', '; junk; ']
+  let seed = 27
+  const rnd = (n: number): number => {
+    seed = (seed * 1_103_515_245 + 12_345) % 2_147_483_648
+    return Math.floor((seed / 2_147_483_648) * n) // the high bits: an LCG's low ones cycle
+  }
+  const pick = <T>(xs: readonly T[]): T => xs[rnd(xs.length)]!
+  // two codecs with the same secrets: the old verdict's caches never feed the new read's
+  const oldCodec = new CookieCodec({ secrets, ...opts })
+  const newCodec = new CookieCodec({ secrets, ...opts })
+  const oldOpts = keyOptions({ kind: 'cookie', cookieName: 'tether', codec: oldCodec })
+  const newOpts = keyOptions({ kind: 'cookie', cookieName: 'tether', codec: newCodec })
+  const reader = new KeyReader({ options: newOpts, fallback: 'random', trusted: parseTrustedProxies([]) })
+  let sessions = 0
+  let rotatedSeen = 0
+  let laterWins = 0
+  const wrong: string[] = []
+  for (let i = 0; i < 3000; i++) {
+    const pairs = Array.from({ length: 1 + rnd(5) }, () => (rnd(10) === 0 ? pick(['tether', 'junk', '']) : `${pick(names)}=${pick(values)}`))
+    // one joined header (HTTP/1.1, or Node's join), or h2 cookie crumbs split over several
+    let cookie: string | string[] = pairs.join(pick(seps))
+    if (rnd(3) === 0) {
+      const crumbs: string[] = []
+      for (const p of pairs) if (crumbs.length === 0 || rnd(2) === 0) crumbs.push(p); else crumbs[crumbs.length - 1] += `; ${p}`
+      cookie = crumbs
+    }
+    const h = { cookie } as IncomingHttpHeaders
+    const was = extractAffinityKey(h, '10.0.0.1', oldOpts, now)
+    const want = was.kind === 'cookie' && was.status === 'ok' ? was.session : null // the KeyReader before cookieSession
+    const got = reader.read(h, '10.0.0.1', now)
+    const session = cookieSession(cookie, newOpts as { cookieName: string; codec: CookieCodec }, now)
+    if (got.kind !== 'cookie' || JSON.stringify(got.session) !== JSON.stringify(want) || JSON.stringify(session) !== JSON.stringify(want)) wrong.push(JSON.stringify(cookie))
+    if (want !== null) {
+      sessions++
+      if (want.secretIndex === 1) rotatedSeen++
+      const first = findCookie(cookie, 'tether')
+      if (first === null || oldCodec.decode(first, now)?.status !== 'ok') laterWins++
+    }
+  }
+  t.same(wrong.slice(0, 5), [], `${wrong.length} of 3000 headers read differently`)
+  // the generator reached every interesting case
+  t.ok(sessions > 300 && rotatedSeen > 50 && laterWins > 50, `sessions ${sessions}, rotated ${rotatedSeen}, a later cookie winning ${laterWins}`)
+})
