@@ -94,13 +94,16 @@ export interface RouterOptions {
   readonly load?: UpstreamLoad
 }
 
-/** One decision's view of the world: the request's tried set and key hash (never stored on the router). */
-/** The user stays on upstream i (most requests): one frozen result per index, made once. */
+/**
+ * The user stays on upstream i (most requests): one frozen result per index, made once and
+ * shared by every Router (it holds nothing but the index); callers only read it.
+ */
 const STAYS: { readonly index: number; readonly reason: null }[] = []
 function stay(index: number): { readonly index: number; readonly reason: null } {
   return STAYS[index] ??= Object.freeze({ index, reason: null })
 }
 
+/** One decision's view of the world: the request's tried set and key hash (never stored on the router). */
 class Placing {
   /**
    * `done`: for a cookie user whose cookie is out of date, the upstream this process moved them
