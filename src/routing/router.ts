@@ -301,7 +301,7 @@ export class Router {
    * precision of that time) stays but is rehydrated there (`restart`): it may have lost their
    * in-memory state. Returns the index and why the user moves (null: stays).
    */
-  #resolve(pinned: string, p: Placing, pinnedAt: number, rebalance: boolean, lastSeen: number, slack: number): { index: number; reason: MoveReason | null } | NoRoute {
+  #resolve(pinned: string, p: Placing, pinnedAt: number, rebalance: boolean, lastSeen: number, slack: number): { readonly index: number; readonly reason: MoveReason | null } | NoRoute {
     const table = this.placement
     const pinnedIndex = table.indexOf(pinned)
     const available = pinnedIndex >= 0 && this.#available(pinned, p)
