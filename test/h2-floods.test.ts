@@ -8,14 +8,14 @@ import type tls from 'node:tls'
 import { startCli, tempFile, type Running } from './fixtures/cli.js'
 import { FLAG, FRAME, connectH2, frame, getBlock, junkHeaders, processUsage, readFrames } from './fixtures/h2-frames.js'
 import { makeCertificateSet } from './fixtures/tls.js'
-import { startUpstream } from './fixtures/upstream.js'
-import { within } from './fixtures/wait.js'
+import { startUpstream, type Handler } from './fixtures/upstream.js'
+import { waitFor, within } from './fixtures/wait.js'
 
 const certs = makeCertificateSet()
 t.teardown(() => certs.remove())
 
-async function start(t: Test): Promise<{ tether: Running; port: number; upstreamRequests: () => number }> {
-  const up = await startUpstream('app-0')
+async function start(t: Test, handler?: Handler): Promise<{ tether: Running; port: number; upstreamRequests: () => number }> {
+  const up = await startUpstream('app-0', handler === undefined ? undefined : (req, res) => (req.url === '/held' ? handler(req, res) : res.end('ok\n')))
   t.teardown(() => up.close())
   const file = tempFile('h2-flood.yaml', [
     'listen:',
@@ -30,7 +30,7 @@ async function start(t: Test): Promise<{ tether: Running; port: number; upstream
   ].join('\n'))
   const tether = await startCli(file)
   t.teardown(async () => { if (tether.proc.exitCode === null && tether.proc.signalCode === null) await tether.stop('SIGKILL') })
-  return { tether, port: Number(new URL(tether.url).port), upstreamRequests: () => up.seen.length }
+  return { tether, port: Number(new URL(tether.url).port), upstreamRequests: () => up.seen.filter((r) => r.url !== '*' && r.url !== '/probe').length } // not health checks (OPTIONS *) or probes
 }
 
 /** A well-behaved h2 client's GET, resolving with the status (the service check during a flood). */
@@ -125,4 +125,45 @@ t.test('CONTINUATION flood: a header block that never ends is cut off early; CPU
   t.ok(bytes < 64 * 1024 * 1024, `cut off after ${bytes} bytes of CONTINUATION, before 64 MB`)
   t.ok(after.rssKb - before.rssKb < 100_000, `memory grew by ${after.rssKb - before.rssKb} kB (< 100 MB)`)
   t.comment(`CONTINUATION flood: ${bytes} bytes sent before the cut (GOAWAY code ${goaway ?? 'none'}), Tether CPU ${after.cpuMs - before.cpuMs} ms, RSS ${before.rssKb} -> ${after.rssKb} kB`)
+})
+
+t.test('streams opened past SETTINGS_MAX_CONCURRENT_STREAMS, each with a 15 kB body, are refused and the connection is closed after 100 refusals; no refused stream reaches the upstream', async (t) => {
+  const { tether, port, upstreamRequests } = await start(t, (req) => { req.resume() }) // holds every request to /held open
+  const socket = await connectH2(port, certs.ca)
+  let open = true
+  let refused = 0
+  let window = 65_535 // the connection's receive window at Tether: the client keeps to it
+  let wake: (() => void) | null = null
+  const woken = (): void => { const w = wake; wake = null; w?.() }
+  // the client never acknowledges Tether's SETTINGS: nghttp2 then refuses each stream past the
+  // limit with REFUSED_STREAM and goes on (once acknowledged, the first such stream closes the
+  // connection at once), so a careless or hostile client can go on opening streams
+  readFrames(socket, (type, _flags, stream, payload) => {
+    if (type === FRAME.RST_STREAM && payload.readUInt32BE(0) === http2.constants.NGHTTP2_REFUSED_STREAM) refused++
+    if (type === FRAME.WINDOW_UPDATE && stream === 0) { window += payload.readUInt32BE(0); woken() }
+  })
+  socket.once('close', () => { open = false; woken() })
+  socket.on('error', () => undefined)
+  socket.setMaxListeners(0)
+  const post = Buffer.concat([Buffer.from([0x83]), getBlock(`127.0.0.1:${port}`, '/held').subarray(1)]) // :method POST (HPACK index 3)
+  const body = Buffer.alloc(15_000, 'x')
+  let sent = 0
+  const deadline = Date.now() + 30_000
+  while (open && sent < 2_000 && Date.now() < deadline) {
+    const id = 2 * sent + 1
+    socket.write(frame(FRAME.HEADERS, FLAG.END_HEADERS, id, post))
+    while (open && window < body.length && Date.now() < deadline) await new Promise<void>((r) => { wake = r; setTimeout(r, 1_000) })
+    if (!open) break
+    window -= body.length
+    if (!socket.write(frame(FRAME.DATA, FLAG.END_STREAM, id, body))) await new Promise<void>((r) => { socket.once('drain', r); socket.once('close', r) })
+    sent++
+  }
+  await within(new Promise<void>((r) => { if (!open) r(); else socket.once('close', () => r()) }), 15_000, 'the connection to be closed')
+  t.ok(refused > 0, `streams past the limit were refused (${refused})`)
+  t.ok(refused <= 101, `the connection was closed after ${refused} refused streams (Node's default would take 1000)`)
+  t.ok(sent < 2_000, `closed after ${sent} streams of 2000`)
+  t.ok(upstreamRequests() <= 100, `${upstreamRequests()} requests reached the upstream (the concurrent limit)`)
+  await waitFor(() => tether.stdout().includes('past the concurrent limit'), 5_000, 'the warning')
+  t.pass('Tether warned why it closed the connection')
+  t.equal(await probe(port), 200, 'another client is served after')
 })

@@ -74,9 +74,7 @@ function createServer(config: Config, certificates: ServerCertificates | undefin
     allowHTTP1: true,
     Http2ServerRequest: H2Request,
     Http2ServerResponse: H2Response,
-    maxSessionMemory: 10, // MB per connection, nghttp2's buffers included (Node's default)
-    maxHeaderListPairs: h2HeaderPairs(config),
-    settings: h2Settings(config),
+    ...h2SessionOptions(config),
   }, handle as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void)
   Object.assign(h2, {
     headersTimeout: h1.headersTimeout,
@@ -182,6 +180,28 @@ function h2HeaderPairs(config: Config): number {
   return Math.max(128, Math.ceil(config.limits.max_header_bytes / 32) + 8)
 }
 
+/**
+ * Frames nghttp2 refuses on a connection before it closes it: above all streams opened past
+ * the announced SETTINGS_MAX_CONCURRENT_STREAMS, each refused with RST_STREAM REFUSED_STREAM
+ * (RFC 9113 section 5.1.2; before the client acknowledged the SETTINGS: after, one such stream
+ * is a connection error at once), and streams reset for a malformed head. A client that
+ * follows the protocol gets none, or a few streams it opened in its first flight before the
+ * SETTINGS reached it (browsers and curl assume 100 until then). Node's default is 1000: a
+ * client ignoring the limit could push 1000 stream heads and their DATA (which nghttp2 drops,
+ * but takes in and acknowledges) through one connection; at 100 such frames it is closed.
+ */
+const H2_MAX_INVALID_FRAMES = 100
+
+/** The node:http2 session options of both h2 servers (TLS and h2c). */
+function h2SessionOptions(config: Config): http2.ServerOptions {
+  return {
+    maxSessionMemory: 10, // MB per connection, nghttp2's buffers included (Node's default)
+    maxSessionInvalidFrames: H2_MAX_INVALID_FRAMES,
+    maxHeaderListPairs: h2HeaderPairs(config),
+    settings: h2Settings(config),
+  }
+}
+
 /** The SETTINGS Tether announces to an h2 client. */
 function h2Settings(config: Config): http2.Settings {
   return {
@@ -239,7 +259,12 @@ export class Listener {
     const onSession = (session: http2.ServerHttp2Session): void => {
       this.#sessions.add(session)
       session.once('close', () => this.#sessions.delete(session))
-      session.on('error', (err) => deps.logger.debug({ err }, 'HTTP/2 session error'))
+      const peer = sessionPeer(session) // (a destroyed session has no socket left to ask)
+      session.on('error', (err: Error & { code?: string }) => {
+        // nghttp2 closed it: too many streams past the concurrent limit or malformed heads (see H2_MAX_INVALID_FRAMES)
+        if (err.code === 'ERR_HTTP2_TOO_MANY_INVALID_FRAMES') problems.report('http2 invalid frames', 'invalid frames', { peer, refused: H2_MAX_INVALID_FRAMES }, 'HTTP/2 client opened streams past the concurrent limit (or sent malformed heads) after refusals: connection closed')
+        else deps.logger.debug({ err }, 'HTTP/2 session error')
+      })
       guardRapidReset(session, (fields, msg) => void problems.report('http2 rapid reset', 'rapid reset', fields, msg))
     }
     this.server.on('session', onSession)
@@ -250,9 +275,7 @@ export class Listener {
       const h2c = http2.createServer({
         Http2ServerRequest: H2Request,
         Http2ServerResponse: H2Response,
-        maxSessionMemory: 10,
-        maxHeaderListPairs: h2HeaderPairs(config),
-        settings: h2Settings(config),
+        ...h2SessionOptions(config),
       }, handle as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void)
       h2c.on('session', onSession)
       // a CONNECT stream is answered by the request path, as on the TLS listener (see below);
