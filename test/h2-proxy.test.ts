@@ -9,6 +9,7 @@ import http2 from 'node:http2'
 import { startTether, type Tether } from '../src/app.js'
 import type { Config } from '../src/config/schema.js'
 import { createLogger } from '../src/observability/logger.js'
+import { FLAG, FRAME, connectH2, frame, getBlock, readFrames } from './fixtures/h2-frames.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { startRawUpstream } from './fixtures/raw-upstream.js'
 import { makeCertificateSet } from './fixtures/tls.js'
@@ -338,4 +339,50 @@ t.test('an answer head over what HTTP/2 can send is a 502 on that stream, logged
   t.equal((await h2request(s, { ':path': '/' })).status, 200, 'the connection serves on')
   await waitFor(() => logs.access().some((a) => a['status'] === 502), 2_000, 'the access line')
   t.match(logs.access().find((a) => a['status'] === 502), { outcome: 'TETHER_UPSTREAM_PROTOCOL' })
+})
+
+t.test('a stream head trickled a byte at a time is cut at timeouts.client_headers, also while another stream keeps the connection busy; an idle connection is not', async (t) => {
+  // the upstream answers /slow a chunk every 100 ms for 20 s: an answer that keeps the connection busy
+  const ups = await upstreams(t, ['app-0'], () => (req, res) => {
+    if (req.url !== '/slow') return void res.end('ok\n')
+    const timer = setInterval(() => res.write('.'), 100)
+    const end = setTimeout(() => { clearInterval(timer); res.end() }, 20_000)
+    res.on('close', () => { clearInterval(timer); clearTimeout(end) })
+  })
+  const logs = new LogCapture()
+  const tether = await h2Tether(t, ups, { timeouts: { client_headers: 1_000, body_idle: 30_000, response_headers: 30_000 } }, logs)
+  const port = Number(new URL(tether.url).port)
+  // a well-behaved connection idle for three times client_headers between two requests is kept
+  const idle = session(t, tether)
+  t.equal((await h2request(idle, { ':path': '/a' })).status, 200)
+  await new Promise((r) => setTimeout(r, 3_000)) // the idle time under test, not a wait for something
+  t.equal((await h2request(idle, { ':path': '/b' })).status, 200, 'an idle connection is not closed at client_headers')
+  for (const busy of [false, true]) {
+    const socket = await connectH2(port, certs.ca)
+    socket.on('error', () => undefined)
+    let closed = false
+    socket.once('close', () => { closed = true })
+    let answerBytes = 0
+    readFrames(socket, (type, flags, stream) => {
+      if (type === FRAME.SETTINGS && (flags & FLAG.ACK) === 0) socket.write(frame(FRAME.SETTINGS, FLAG.ACK, 0))
+      if (type === FRAME.DATA && stream === 1) answerBytes++
+    })
+    if (busy) {
+      socket.write(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 1, getBlock(`127.0.0.1:${port}`, '/slow')))
+      await waitFor(() => answerBytes > 0, 10_000, 'the busy answer to start')
+    }
+    // a HEADERS frame of about 140 bytes, one byte every 100 ms: 14 s whole
+    const head = frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 3, getBlock(`127.0.0.1:${port}`, `/trickled-${'x'.repeat(100)}`))
+    let sent = 0
+    while (!closed && sent < head.length - 1) {
+      socket.write(head.subarray(sent, sent + 1))
+      sent++
+      await new Promise((r) => setTimeout(r, 100)) // the client's pace
+    }
+    t.ok(closed, `busy ${busy}: the connection was closed before the head was complete (${sent} of ${head.length} bytes sent)`)
+    if (busy) t.ok(answerBytes > 0, 'the busy answer was streaming meanwhile')
+    socket.destroy()
+  }
+  t.notOk(ups[0]!.seen.some((r) => r.url?.startsWith('/trickled')), 'no trickled head reached the upstream')
+  t.ok(logs.records.some((r) => String(r['msg']).includes('did not complete a stream head')), 'the close is logged')
 })

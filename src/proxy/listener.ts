@@ -163,6 +163,47 @@ function guardRapidReset(session: http2.ServerHttp2Session, warn: (fields: Recor
 }
 
 /**
+ * A stream head trickled in (a HEADERS frame, or its CONTINUATION frames, sent a few bytes at a
+ * time) is bounded by `timeouts.client_headers`, as an HTTP/1.1 head is: nghttp2 starts a
+ * stream once the HEADERS frame's own 9-byte header is in (its id becomes the session's
+ * `lastProcStreamID`) but Node tells JavaScript only of a complete head ('stream'), and no other
+ * frame may come in between (RFC 9113 section 6.10), so a head still incomplete `limit` ms after
+ * it began closes the connection (`onSlow` is told first); so does a new connection without a
+ * complete head `limit` ms after it started (nghttp2 shows no stream before its first head is
+ * complete), as an HTTP/1.1 connection that sent no head is closed. Without this, only the connection's
+ * idle bound applied (the longer of body_idle and response_headers, plus 1 s), or none while
+ * another stream's answer kept the connection busy. Checked every `every` ms by one unref'd
+ * interval per connection. Example: client_headers 10 s, a HEADERS frame at 1 byte a second ->
+ * closed 10-10.5 s after its 9th byte.
+ */
+function guardSlowHead(session: http2.ServerHttp2Session, limit: number, every: number, onSlow: () => void): void {
+  let seen = 0 // the highest stream id JavaScript was given
+  let pending = 0 // a stream id nghttp2 began and JavaScript was not given, 0: none
+  let since = performance.now()
+  session.on('stream', (stream: http2.ServerHttp2Stream) => { const id = stream.id ?? 0; if (id > seen) seen = id })
+  const check = (): void => {
+    if (session.destroyed || session.closed) return
+    const started = session.state.lastProcStreamID ?? 0
+    // no stream yet: nghttp2 shows the first one only once its head is complete, so a new
+    // connection has client_headers from its start for its first head, as on HTTP/1.1
+    if (seen === 0 && started === 0) {
+      if (performance.now() - since >= limit) slow()
+    } else if (started <= seen) pending = 0
+    else if (started !== pending) {
+      pending = started
+      since = performance.now()
+    } else if (performance.now() - since >= limit) slow()
+  }
+  const slow = (): void => {
+    onSlow()
+    closeIdleClient(session)
+  }
+  const timer = setInterval(check, every)
+  timer.unref()
+  session.once('close', () => clearInterval(timer))
+}
+
+/**
  * The client address of an h2 connection. An h2c one reaches the h2 server through a stream
  * (RelayedSocket), which Node wraps in a socket without addresses: the wrapped stream has them.
  */
@@ -239,6 +280,7 @@ export class Listener {
     // warn line each
     const problems = new ProblemLog(deps.logger, deps.clock ?? systemClock)
     const overflow: Overflow = (socket) => void problems.report('http1 pipelining', 'overflow', { peer: (socket as Socket).remoteAddress, waiting: MAX_WAITING }, 'HTTP/1.1 client pipelined more requests than Tether holds: connection closed')
+    const h1Checking = http1Options(config).connectionsCheckingInterval ?? 500
     const serial = onePerConnection((req, res) => deps.current().handleRequest(req, res), overflow)
     // h2 streams of one connection are concurrent by design (bounded by max_concurrent_streams);
     // "HTTP/2.0" in an HTTP/1 request line is not HTTP/2 (which starts with its preface): 505,
@@ -266,6 +308,7 @@ export class Listener {
         else deps.logger.debug({ err }, 'HTTP/2 session error')
       })
       guardRapidReset(session, (fields, msg) => void problems.report('http2 rapid reset', 'rapid reset', fields, msg))
+      guardSlowHead(session, t.client_headers, h1Checking, () => void problems.report('http2 slow head', 'slow head', { peer, client_headers_ms: t.client_headers }, 'HTTP/2 client did not complete a stream head within timeouts.client_headers: connection closed'))
     }
     this.server.on('session', onSession)
     if (config.listen.tls === null && config.listen.http2.cleartext) {
