@@ -386,3 +386,43 @@ t.test('a stream head trickled a byte at a time is cut at timeouts.client_header
   t.notOk(ups[0]!.seen.some((r) => r.url?.startsWith('/trickled')), 'no trickled head reached the upstream')
   t.ok(logs.records.some((r) => String(r['msg']).includes('did not complete a stream head')), 'the close is logged')
 })
+
+t.test('an h2 request body is bounded between reads, not in total, as over HTTP/1.1: a steady trickle is served past body_idle, a stalled one gets 408 and its upstream request ends', async (t) => {
+  const closed: string[] = []
+  const ups = await upstreams(t, ['app-0'], () => (req, res) => {
+    let bytes = 0
+    req.on('data', (c: Buffer) => (bytes += c.length))
+    req.on('end', () => res.end(`${bytes}\n`))
+    res.on('close', () => closed.push(req.url ?? ''))
+  })
+  const tether = await h2Tether(t, ups, { timeouts: { body_idle: 1_000, response_headers: 1_000 } })
+  const s = session(t, tether)
+  const post = (path: string): { req: http2.ClientHttp2Stream; reply: Promise<H2Reply> } => {
+    const req = s.request({ ':method': 'POST', ':path': path }, { endStream: false })
+    const reply = new Promise<H2Reply>((resolve, reject) => {
+      let head: H2Reply['headers'] = {}
+      let data = ''
+      req.on('response', (h) => { head = h })
+      req.setEncoding('utf8')
+      req.on('data', (c: string) => (data += c))
+      req.on('end', () => resolve({ status: Number(head[':status']), headers: head, body: data }))
+      req.on('error', reject)
+    })
+    return { req, reply }
+  }
+  const steady = post('/steady')
+  for (let i = 0; i < 12; i++) { // a byte every 250 ms for 3 s: three times body_idle in total
+    steady.req.write('x')
+    await new Promise((r) => setTimeout(r, 250)) // the client's pace
+  }
+  steady.req.end()
+  const ok = await steady.reply
+  t.equal(ok.status, 200, 'the steady trickle is served')
+  t.equal(ok.body, '12\n', 'with its whole body')
+  const stalled = post('/stalled')
+  stalled.req.write('y') // then nothing
+  const cut = await stalled.reply
+  t.equal(cut.status, 408, 'a body silent for body_idle gets 408')
+  await waitFor(() => closed.includes('/stalled'), 10_000, 'the upstream request to end')
+  t.pass('its upstream request ended')
+})
