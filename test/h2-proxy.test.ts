@@ -426,3 +426,37 @@ t.test('an h2 request body is bounded between reads, not in total, as over HTTP/
   await waitFor(() => closed.includes('/stalled'), 10_000, 'the upstream request to end')
   t.pass('its upstream request ended')
 })
+
+t.test('a stream Tether resets for a malformed head does not count as a head still arriving: a busy connection is kept past timeouts.client_headers', async (t) => {
+  const ups = await upstreams(t, ['app-0'], () => (req, res) => {
+    if (req.url !== '/slow') return void res.end('ok\n')
+    const timer = setInterval(() => res.write('.'), 100)
+    const end = setTimeout(() => { clearInterval(timer); res.end() }, 30_000)
+    res.on('close', () => { clearInterval(timer); clearTimeout(end) })
+  })
+  const tether = await h2Tether(t, ups, { timeouts: { client_headers: 1_000, body_idle: 30_000, response_headers: 30_000 } })
+  const port = Number(new URL(tether.url).port)
+  const socket = await connectH2(port, certs.ca)
+  socket.on('error', () => undefined)
+  t.teardown(() => socket.destroy())
+  let closed = false
+  socket.once('close', () => { closed = true })
+  let answerBytes = 0
+  let reset = -1
+  readFrames(socket, (type, flags, stream, payload) => {
+    if (type === FRAME.SETTINGS && (flags & FLAG.ACK) === 0) socket.write(frame(FRAME.SETTINGS, FLAG.ACK, 0))
+    if (type === 6 && (flags & FLAG.ACK) === 0) socket.write(frame(6, FLAG.ACK, 0, payload)) // PING: acknowledged, as any client does
+    if (type === FRAME.DATA && stream === 1) answerBytes += payload.length
+    if (type === FRAME.RST_STREAM && stream === 3) reset = payload.readUInt32BE(0)
+  })
+  socket.write(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 1, getBlock(`127.0.0.1:${port}`, '/slow')))
+  await waitFor(() => answerBytes > 0, 10_000, 'the busy answer to start')
+  // a complete head with a connection-specific field (RFC 9113 section 8.2.2): nghttp2 resets the stream
+  const connectionField = Buffer.concat([Buffer.from([0x00, 10]), Buffer.from('connection'), Buffer.from([10]), Buffer.from('keep-alive')])
+  socket.write(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 3, Buffer.concat([getBlock(`127.0.0.1:${port}`, '/bad'), connectionField])))
+  await waitFor(() => reset >= 0, 10_000, 'the malformed stream to be reset')
+  const before = answerBytes
+  await new Promise((r) => setTimeout(r, 4_000)) // four times client_headers: the span under test, not a wait for something
+  t.notOk(closed, 'the connection is still open')
+  t.ok(answerBytes > before, 'the busy answer is still streaming')
+})

@@ -177,10 +177,19 @@ function guardRapidReset(session: http2.ServerHttp2Session, warn: (fields: Recor
  * closed 10-10.5 s after its 9th byte.
  */
 function guardSlowHead(session: http2.ServerHttp2Session, limit: number, every: number, onSlow: () => void): void {
-  let seen = 0 // the highest stream id JavaScript was given
+  let seen = 0 // the highest stream id JavaScript was given, or known complete by a PING's answer
   let pending = 0 // a stream id nghttp2 began and JavaScript was not given, 0: none
+  let probed = 0 // the highest stream id a PING was sent for
   let since = performance.now()
   session.on('stream', (stream: http2.ServerHttp2Stream) => { const id = stream.id ?? 0; if (id > seen) seen = id })
+  // A stream nghttp2 began but reset itself (a malformed head, one over the header limits, one
+  // Node refused) is never given to JavaScript either, though its head is complete. A PING tells
+  // them apart: no frame may come in the middle of a head (RFC 9113 section 6.10), so its answer
+  // proves every head begun before it complete, and a client still trickling one cannot answer.
+  const probe = (id: number): void => {
+    probed = id
+    try { session.ping((err) => { if (err === null && id > seen) seen = id }) } catch { /* closing */ }
+  }
   const check = (): void => {
     if (session.destroyed || session.closed) return
     const started = session.state.lastProcStreamID ?? 0
@@ -188,11 +197,17 @@ function guardSlowHead(session: http2.ServerHttp2Session, limit: number, every: 
     // connection has client_headers from its start for its first head, as on HTTP/1.1
     if (seen === 0 && started === 0) {
       if (performance.now() - since >= limit) slow()
-    } else if (started <= seen) pending = 0
-    else if (started !== pending) {
+      return
+    }
+    if (started <= seen) {
+      pending = 0
+      return
+    }
+    if (started !== pending) {
       pending = started
       since = performance.now()
-    } else if (performance.now() - since >= limit) slow()
+    } else if (performance.now() - since >= limit) return slow()
+    if (probed < started) probe(started)
   }
   const slow = (): void => {
     onSlow()
