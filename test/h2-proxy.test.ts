@@ -363,9 +363,16 @@ t.test('a stream head trickled a byte at a time is cut at timeouts.client_header
     let closed = false
     socket.once('close', () => { closed = true })
     let answerBytes = 0
-    readFrames(socket, (type, flags, stream) => {
+    let goaway: { last: number; code: number } | null = null
+    const goaways: number[] = []
+    readFrames(socket, (type, flags, stream, payload) => {
       if (type === FRAME.SETTINGS && (flags & FLAG.ACK) === 0) socket.write(frame(FRAME.SETTINGS, FLAG.ACK, 0))
       if (type === FRAME.DATA && stream === 1) answerBytes++
+      if (type === FRAME.GOAWAY) {
+        const last = payload.readUInt32BE(0) & 0x7fffffff
+        if (goaway === null || last < goaway.last) goaway = { last, code: payload.readUInt32BE(4) } // a later GOAWAY may only lower it
+        goaways.push(last)
+      }
     })
     if (busy) {
       socket.write(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 1, getBlock(`127.0.0.1:${port}`, '/slow')))
@@ -381,6 +388,8 @@ t.test('a stream head trickled a byte at a time is cut at timeouts.client_header
     }
     t.ok(closed, `busy ${busy}: the connection was closed before the head was complete (${sent} of ${head.length} bytes sent)`)
     if (busy) t.ok(answerBytes > 0, 'the busy answer was streaming meanwhile')
+    // RFC 9113 section 6.8: the client learns which streams were processed (the trickled one was not)
+    t.same(goaway, { last: busy ? 1 : 0, code: http2.constants.NGHTTP2_PROTOCOL_ERROR }, `a GOAWAY told the client which streams were processed (last stream ids sent: ${goaways.join(', ')})`)
     socket.destroy()
   }
   t.notOk(ups[0]!.seen.some((r) => r.url?.startsWith('/trickled')), 'no trickled head reached the upstream')

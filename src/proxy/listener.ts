@@ -211,6 +211,10 @@ function guardSlowHead(session: http2.ServerHttp2Session, limit: number, every: 
   }
   const slow = (): void => {
     onSlow()
+    // GOAWAY with the last stream given to JavaScript (RFC 9113 section 6.8): the client learns
+    // the unfinished one was not processed. Node's destroy() would send its own with nghttp2's
+    // last begun stream, the unfinished one included (measured: only this first one is sent).
+    session.goaway(http2.constants.NGHTTP2_PROTOCOL_ERROR, seen)
     closeIdleClient(session)
   }
   const timer = setInterval(check, every)
