@@ -196,7 +196,9 @@ function guardSlowHead(session: http2.ServerHttp2Session, limit: number, every: 
     // no stream yet: nghttp2 shows the first one only once its head is complete, so a new
     // connection has client_headers from its start for its first head, as on HTTP/1.1
     if (seen === 0 && started === 0) {
-      if (performance.now() - since >= limit) slow()
+      // as nginx 1.22 closes it at client_header_timeout: GOAWAY NO_ERROR, last stream 0 (an
+      // unused preconnection is no protocol error; the client knows to open another)
+      if (performance.now() - since >= limit) slow(http2.constants.NGHTTP2_NO_ERROR)
       return
     }
     if (started <= seen) {
@@ -206,15 +208,15 @@ function guardSlowHead(session: http2.ServerHttp2Session, limit: number, every: 
     if (started !== pending) {
       pending = started
       since = performance.now()
-    } else if (performance.now() - since >= limit) return slow()
+    } else if (performance.now() - since >= limit) return slow(http2.constants.NGHTTP2_PROTOCOL_ERROR)
     if (probed < started) probe(started)
   }
-  const slow = (): void => {
+  const slow = (code: number): void => {
     onSlow()
     // GOAWAY with the last stream given to JavaScript (RFC 9113 section 6.8): the client learns
     // the unfinished one was not processed. Node's destroy() would send its own with nghttp2's
     // last begun stream, the unfinished one included (measured: only this first one is sent).
-    session.goaway(http2.constants.NGHTTP2_PROTOCOL_ERROR, seen)
+    session.goaway(code, seen)
     closeIdleClient(session)
   }
   const timer = setInterval(check, every)
