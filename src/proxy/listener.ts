@@ -215,9 +215,12 @@ function guardSlowHead(session: http2.ServerHttp2Session, limit: number, every: 
     onSlow()
     // GOAWAY with the last stream given to JavaScript (RFC 9113 section 6.8): the client learns
     // the unfinished one was not processed. Node's destroy() would send its own with nghttp2's
-    // last begun stream, the unfinished one included (measured: only this first one is sent).
+    // last begun stream, the unfinished one included.
+    // The destroy waits a turn: Node writes the GOAWAY then, and nghttp2 bounds the last stream
+    // of a later one by what it sent (RFC 9113: never increased); destroyed at once, both were
+    // queued and the second named the unfinished stream.
     session.goaway(code, seen)
-    closeIdleClient(session)
+    setImmediate(() => closeIdleClient(session))
   }
   const timer = setInterval(check, every)
   timer.unref()
