@@ -49,6 +49,8 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 # the Laravel example runs on Debian's Laravel 8 (its autoloader; no Composer, no network)
 [ -f /usr/share/php/Illuminate/autoload.php ] || need+=(php-laravel-framework)
+# nginx as a real upstream with its stock header limits (test/state-header-400.test.ts)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 # the admin status page is tested in headless Chromium (playwright-core drives Debian's build)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
