@@ -14,7 +14,7 @@ import { classify, type Outcome } from './outcome.js'
 import { mayStartWithInterim, withoutUnsolicitedContinue } from './interim-response.js'
 import type { AnswerHeadPolicy, Answered, Attempt, Exchange } from './exchange.js'
 import type { Decision } from '../routing/decision.js'
-import { ownHeadRefused, type AttemptResult, type RequestContext } from './request-context.js'
+import { ownHeadRefused, stateRefused, type AttemptResult, type RequestContext } from './request-context.js'
 import { sendError } from './respond.js'
 import { clientStallTimeout, closedIdle, Deadlines, sweepInterval, type Expiring } from './deadlines.js'
 import { H2Response } from './h2-messages.js'
@@ -689,7 +689,8 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     // and that resend's replay(): the abort destroys this attempt's body at once (undici's
     // HTTP/1.1 abort), so bytes the client sends after it wait in the request for the resend
     // (test/state-protocol.test.ts, "a streamed POST ... around the 431")
-    if (statusCode === 431 && ctx.rehydrateBytes > 0 && (ctx.body === null || ctx.body.replayable)) return controller.abort(new TetherError('TETHER_HEADERS_TOO_LARGE'))
+    // (431, or nginx's and Apache's 400 to a long state line: see stateRefused)
+    if (ctx.rehydrateBytes > 0 && stateRefused(ctx, statusCode) && (ctx.body === null || ctx.body.replayable)) return controller.abort(new TetherError('TETHER_HEADERS_TOO_LARGE'))
     ctx.answering = this
     ctx.decision = this.#decision
     this.answered = true

@@ -10,15 +10,36 @@ import type { GetResult } from '../state/checkpoint-store.js'
 import type { RequestTarget } from './headers.js'
 import type { RequestBody } from './request-body.js'
 import type { Outcome } from './outcome.js'
+import { TETHER_HEADER } from '../reserved-headers.js'
 
 /**
  * What the request's checkpoint fetch found for a moved user (sent upstream in
  * X-Tether-Rehydrate-Status): `too_large` when the upstream refused the request with the
- * state in a header (431) and it was sent again without (or the 431 was passed on: nothing
- * was delivered); `refused` when the rehydration hook
- * did not take the state (it answered otherwise than 2xx, or not in time).
+ * state in a header (431, or 400 to a long one: see stateRefused) and it was sent again
+ * without (or the refusal was passed on: nothing was delivered); `refused` when the
+ * rehydration hook did not take the state (it answered otherwise than 2xx, or not in time).
  */
 export type RehydrateStatus = 'delivered' | 'none' | 'unavailable' | 'too_large' | 'refused'
+
+/**
+ * A `400` explains the refusal of a head that carried the state (as a `431` does) only when the
+ * state's header line (name, `: `, value) is over this many bytes. nginx (`large_client_header_buffers`,
+ * 8 KiB) and Apache (`LimitRequestFieldSize`, 8190) answer an over-long header line 400, not 431;
+ * half their limit still leaves room for a smaller custom one, while a state line under 4 KiB fits
+ * every common server, so a 400 to it is the application's own and is passed on.
+ */
+export const STATE_LINE_400_BYTES = 4096
+/** State bytes over which a 400 is a refused head: STATE_LINE_400_BYTES less `x-tether-rehydrate: `. */
+const STATE_400_BYTES = STATE_LINE_400_BYTES - TETHER_HEADER.rehydrate.length - 2
+
+/**
+ * The upstream refused the head that carried the user's state in a header (`ctx.rehydrateBytes
+ * > 0`, checked by the caller first: one comparison for any other request) before its
+ * application ran: `431`, or `400` when the state's line is over STATE_LINE_400_BYTES.
+ */
+export function stateRefused(ctx: RequestContext, status: number): boolean {
+  return status === 431 || (status === 400 && ctx.rehydrateBytes > STATE_400_BYTES)
+}
 
 /**
  * A 431 answering a moved user's request sent again without their state (`too_large`): the

@@ -25,7 +25,7 @@ import { REQUEST_ID, hostIsValid, requestTarget, upstreamRequestHeaders, type He
 import type { InFlight } from './in-flight.js'
 import { classify, healthSignal, type HealthSignal, type Outcome } from './outcome.js'
 import { RequestBody } from './request-body.js'
-import { RequestContext, type AttemptResult, type Protocol } from './request-context.js'
+import { RequestContext, stateRefused, type AttemptResult, type Protocol } from './request-context.js'
 import { RequestIds } from './request-id.js'
 import { writeRawError } from './respond.js'
 import { isIdempotent, shouldRetry } from './retry.js'
@@ -302,10 +302,11 @@ export class RequestPath {
           // a 431 to the resend too: the client's own head is over the upstream's limit, with or
           // without the state; passed on as any other 4xx answer (no rehydration counted, no warning)
           if (r.status === 431 && ctx.answering !== null) ctx.rehydrate = null
-          else this.#d.logger.warn({ request_id: ctx.id, upstream: d.upstream, bytes }, "the upstream refused the user's state in X-Tether-Rehydrate (431: over its header size limit); sent again without it: raise the upstream's header limit, lower state.max_bytes, or use state.rehydrate: hook")
+          else this.#d.logger.warn({ request_id: ctx.id, upstream: d.upstream, bytes }, "the upstream refused the user's state in X-Tether-Rehydrate (431, or 400 to a line over 4 KiB: over its header size limit); sent again without it: raise the upstream's header limit (nginx: large_client_header_buffers), lower state.max_bytes, or use state.rehydrate: hook")
         }
         if (r.responded || r.outcome === null) {
-          if (r.status === 431 && ctx.rehydrate === 'delivered' && this.#hook === null && ctx.answering !== null) this.#refusedInHead(ctx)
+          if (ctx.rehydrate === 'delivered' && ctx.rehydrateBytes > 0 && stateRefused(ctx, r.status) && ctx.answering !== null) this.#refusedInHead(ctx)
+          else if (r.status === 431 && ctx.rehydrate === 'delivered' && this.#hook === null && ctx.answering !== null) this.#refusedInHead(ctx)
           // the answer is the upstream's the state was for (the hedge's, if it won): counted once;
           // status 0: no head reached the client (it left, or a stop's grace period ended, first);
           // nothing answering: Tether's own error went out instead (a WebSocket handshake's
@@ -457,7 +458,7 @@ export class RequestPath {
   }
 
   /**
-   * A 431 passed on to the client (its body could no longer be sent again without the state, or
+   * A 431 (or a 400 to a long state line: see stateRefused) passed on to the client (its body could no longer be sent again without the state, or
    * a hedge's): the upstream refused the head that carried the state in X-Tether-Rehydrate
    * before its application ran. The state was not delivered (`too_large`, for the count and the
    * access line), and the user, pinned there by this answer, starts again without it: its first

@@ -18,7 +18,7 @@ import type { AnswerHeadPolicy, Answered, Attempt, Exchange } from './exchange.j
 import type { Decision } from '../routing/decision.js'
 import { classify, type Outcome } from './outcome.js'
 import { clientIdleTimeout } from './deadlines.js'
-import { ownHeadRefused, type AttemptResult, type RequestContext } from './request-context.js'
+import { ownHeadRefused, stateRefused, type AttemptResult, type RequestContext } from './request-context.js'
 import { endThenDestroy, writeRawError } from './respond.js'
 import { CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART, FrameTracker, closeFrame } from './websocket-frames.js'
 import { REASON_PHRASE } from './headers.js'
@@ -237,7 +237,7 @@ const EMPTY = Buffer.alloc(0)
 export const EARLY_BYTES_MAX = 64 * 1024
 /** A handshake Tether cut because its graceful stop's grace period ended (see Upgrades.shutDown). */
 const SHUT_DOWN: Outcome = { kind: 'error', code: 'TETHER_SHUTTING_DOWN', connect: false }
-/** The upstream refused a handshake that carried the user's state in a header (431): sent again without it. */
+/** The upstream refused a handshake that carried the user's state in a header (431, or 400 to a long one): sent again without it. */
 const STATE_TOO_LARGE: Outcome = { kind: 'error', code: 'TETHER_HEADERS_TOO_LARGE', connect: false }
 /** The client left before the upstream answered its handshake: logged `client_abort`, no upstream blamed. */
 const CLIENT_LEFT: AttemptResult = { status: 0, outcome: { kind: 'client_abort' }, error: null, responded: true }
@@ -452,13 +452,14 @@ class Tunnel implements Exchange {
     proxyReq.once('upgrade', (res: IncomingMessage, up: Socket) => this.#onUpgrade(res, up))
     proxyReq.once('response', (res: IncomingMessage) => this.#onRefused(res))
     // the upstream refused the head with the user's state in it (over its header limit) before
-    // its application ran (RFC 6585 section 5): sent again without it, as a plain request.
+    // its application ran (RFC 6585 section 5; or 400 to a long state line, as nginx and Apache
+    // answer: see stateRefused): sent again without it, as a plain request.
     // Taken before any 'response' listener: http-proxy's would pass it on to the client. Only a
     // handshake that carries the state needs it (the request path sets rehydrateBytes before
     // the attempt and clears it for the resend): for any other, a 431 is the client's answer
     if (this.#ctx!.rehydrateBytes > 0) {
       takeResponse(proxyReq, (res) => {
-        if (res.statusCode !== 431 || this.#ctx!.rehydrateBytes === 0 || this.#proxyReq !== proxyReq || this.state !== 'connecting') return false
+        if (this.#ctx!.rehydrateBytes === 0 || !stateRefused(this.#ctx!, res.statusCode ?? 0) || this.#proxyReq !== proxyReq || this.state !== 'connecting') return false
         this.#refusedState(res)
         return true
       })
@@ -646,7 +647,8 @@ class Tunnel implements Exchange {
   }
 
   /**
-   * A 431 to a handshake that carried the user's state in a header: nothing of it is the
+   * A 431 (or a 400 to a long state line: see stateRefused) to a handshake that carried the
+   * user's state in a header: nothing of it is the
    * client's. Its connection is closed (the body discarded unread) and the attempt fails
    * unanswered with `TETHER_HEADERS_TOO_LARGE`, so the request path sends the handshake again,
    * on a new connection, without the state (RequestPath's #withoutState, as for a plain

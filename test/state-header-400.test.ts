@@ -1,0 +1,168 @@
+// A moved user's state in a header refused 400 rather than 431: nginx (and Apache) answer an
+// over-long header line `400 Request Header Or Cookie Too Large`. A state line over 4 KiB
+// refused 400 is sent again without the state (as for a 431); a 400 to a shorter one is the
+// application's own and is passed on. A real nginx 1.22 with its stock limits is the upstream.
+import t, { type Test } from 'tap'
+import http from 'node:http'
+import type { Socket } from 'node:net'
+import { startTether, type Tether } from '../src/app.js'
+import { createLogger } from '../src/observability/logger.js'
+import { STATE_LINE_400_BYTES } from '../src/proxy/request-context.js'
+import { startUpstream, testConfig, type Upstream } from './fixtures/upstream.js'
+import { startNginx } from './fixtures/nginx.js'
+import { CookieJar } from './fixtures/users.js'
+import { LogCapture } from './fixtures/log-capture.js'
+import { waitFor } from './fixtures/wait.js'
+import { metric } from './fixtures/drill.js'
+
+/** What each app saw: `<id> <X-Tether-Rehydrate-Status or -> <X-Tether-Rehydrate length or ->`. */
+type Seen = string[]
+
+/**
+ * App replicas whose answers carry a checkpoint of `stateBytes` bytes; an app answers 400 itself
+ * to any request carrying a state when `refuseState` is set (an application's own 400).
+ * A handshake switches (101) with `x-status` its X-Tether-Rehydrate-Status.
+ */
+async function apps(t: Test, ids: string[], stateBytes: number, refuseState = false): Promise<{ ups: Upstream[]; seen: Seen }> {
+  const seen: Seen = []
+  const ups = await Promise.all(ids.map(async (id) => {
+    const up = await startUpstream(id, (req, res) => {
+      req.resume()
+      const state = req.headers['x-tether-rehydrate']
+      seen.push(`${id} ${req.headers['x-tether-rehydrate-status'] ?? '-'} ${typeof state === 'string' ? state.length : '-'}`)
+      if (refuseState && state !== undefined) return void res.writeHead(400, { 'content-type': 'text/plain' }).end('the app refused it')
+      res.writeHead(200, { 'content-type': 'application/json', 'x-tether-state': 's'.repeat(stateBytes) }).end(JSON.stringify({ id }))
+    })
+    const sockets: Socket[] = []
+    up.server.on('upgrade', (req: http.IncomingMessage, sock: Socket) => {
+      sockets.push(sock)
+      sock.on('error', () => undefined)
+      const state = req.headers['x-tether-rehydrate']
+      seen.push(`${id} ws ${req.headers['x-tether-rehydrate-status'] ?? '-'} ${typeof state === 'string' ? state.length : '-'}`)
+      if (refuseState && state !== undefined) return void sock.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 18\r\n\r\nthe app refused it')
+      sock.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nx-up: ${id}\r\nx-status: ${req.headers['x-tether-rehydrate-status'] ?? '-'}\r\n\r\n`)
+    })
+    return { ...up, close: () => { for (const s of sockets) s.destroy(); return up.close() } }
+  }))
+  t.teardown(() => Promise.all(ups.map((u) => u.close())))
+  return { ups, seen }
+}
+
+async function get(url: string, jar: CookieJar): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    http.get(url, { agent: false, headers: { cookie: jar.header()! } }, (res) => {
+      jar.apply(res.headers['set-cookie'])
+      let s = ''
+      res.on('data', (c) => (s += c))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: s }))
+    }).on('error', reject)
+  })
+}
+
+/** A WebSocket handshake through Tether: 101 and the upstream's head, or the refusal's status. */
+function handshake(url: string, jar: CookieJar): Promise<{ status: number; headers: http.IncomingHttpHeaders }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { agent: false, headers: { cookie: jar.header()!, connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'sec-websocket-version': '13' } })
+    req.on('upgrade', (res, sock) => { resolve({ status: 101, headers: res.headers }); sock.destroy() })
+    req.on('response', (res) => { res.resume(); resolve({ status: res.statusCode ?? 0, headers: res.headers }) })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+/** tether_rehydrations_total{result="error"} and the warnings that the state was refused. */
+async function refusals(tether: Tether, logs: LogCapture): Promise<{ errors: number; warnings: number }> {
+  return {
+    errors: await metric(tether, 'tether_rehydrations_total{result="error"}'),
+    warnings: logs.records.filter((r) => /refused the user's state in X-Tether-Rehydrate/.test(String(r['msg']))).length,
+  }
+}
+
+/**
+ * Tether over `targets` (id -> url) with user u1 answered once by their home (its checkpoint
+ * stored), then home taken out as health does: u1's next request moves, with the state.
+ */
+async function userMoving(t: Test, targets: { id: string; url: string }[]): Promise<{ tether: Tether; jar: CookieJar; home: string; logs: LogCapture }> {
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig(targets), { logger: createLogger('info', logs) })
+  t.teardown(() => tether.close(0))
+  const jar = new CookieJar()
+  jar.cookies.set('user', 'u1')
+  const first = await get(tether.url, jar)
+  t.equal(first.status, 200)
+  const home = (JSON.parse(first.body) as { id: string }).id
+  await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stored"}')) === 1, 5_000, 'the checkpoint stored')
+  tether.health.disable(home)
+  return { tether, jar, home, logs }
+}
+
+t.test("nginx refuses a 10 KiB state line 400 (not 431): the moved user's request is sent again without it and gets the app's answer, counted and warned as for a 431", async (t) => {
+  const { ups, seen } = await apps(t, ['a', 'b'], 10_000)
+  const fronts = await Promise.all(ups.map(async (u) => ({ id: u.id, nginx: await startNginx(u.port) })))
+  t.teardown(() => Promise.all(fronts.map((f) => f.nginx.close())))
+  const { tether, jar, home, logs } = await userMoving(t, fronts.map((f) => ({ id: f.id, url: f.nginx.url })))
+  const to = ups.find((u) => u.id !== home)!.id
+  const moved = await get(tether.url, jar)
+  t.equal(moved.status, 200, "the user gets the app's answer, not nginx's 400")
+  t.same(JSON.parse(moved.body), { id: to })
+  t.same(seen.filter((s) => s.startsWith(to)), [`${to} too_large -`], 'the app ran once, told the state was too large for a header (nginx kept the refused head)')
+  t.same(await refusals(tether, logs), { errors: 1, warnings: 1 }, 'one rehydration error, one warning')
+  t.match(logs.access().at(-1), { status: 200, outcome: 'failover' })
+  const again = await get(tether.url, jar)
+  t.same(JSON.parse(again.body), { id: to }, 'pinned to the new upstream')
+})
+
+t.test("a moved user's WebSocket handshake whose state line nginx refuses 400 is sent again without it: the client gets the 101", async (t) => {
+  const { ups, seen } = await apps(t, ['a', 'b'], 10_000)
+  const fronts = await Promise.all(ups.map(async (u) => ({ id: u.id, nginx: await startNginx(u.port) })))
+  t.teardown(() => Promise.all(fronts.map((f) => f.nginx.close())))
+  const { tether, jar, home, logs } = await userMoving(t, fronts.map((f) => ({ id: f.id, url: f.nginx.url })))
+  const to = ups.find((u) => u.id !== home)!.id
+  const h = await handshake(tether.url, jar)
+  t.equal(h.status, 101, "the client gets the 101, not nginx's 400")
+  t.equal(h.headers['x-up'], to)
+  t.equal(h.headers['x-status'], 'too_large', 'the resend said the state was too large for a header')
+  t.same(seen.filter((s) => s.startsWith(to)), [`${to} ws too_large -`], 'the app saw the resend only (nginx kept the refused head)')
+  t.same(await refusals(tether, logs), { errors: 1, warnings: 1 })
+})
+
+t.test(`the ${STATE_LINE_400_BYTES}-byte bound on the state line: an app's own 400 to a state line within it is passed on (the app sees one request); over it, the request is sent again without the state`, async (t) => {
+  const nameAndSeparator = 'x-tether-rehydrate: '.length
+  for (const [bytes, resent] of [[STATE_LINE_400_BYTES - nameAndSeparator, false], [STATE_LINE_400_BYTES - nameAndSeparator + 1, true]] as const) {
+    await t.test(`a ${bytes + nameAndSeparator}-byte line`, async (t) => {
+      const { ups, seen } = await apps(t, ['a', 'b'], bytes, true)
+      const { tether, jar, home, logs } = await userMoving(t, ups)
+      const to = ups.find((u) => u.id !== home)!.id
+      const moved = await get(tether.url, jar)
+      if (resent) {
+        t.equal(moved.status, 200, 'sent again without the state: the app answers')
+        t.same(seen.filter((s) => s.startsWith(to)), [`${to} delivered ${bytes}`, `${to} too_large -`])
+        t.same(await refusals(tether, logs), { errors: 1, warnings: 1 })
+      } else {
+        t.equal(moved.status, 400, "the app's 400 reaches the client")
+        t.equal(moved.body, 'the app refused it')
+        t.same(seen.filter((s) => s.startsWith(to)), [`${to} delivered ${bytes}`], 'the app saw exactly one request: not sent again')
+        t.same(await refusals(tether, logs), { errors: 0, warnings: 0 }, 'no rehydration error, no warning: the state was delivered')
+      }
+    })
+  }
+})
+
+t.test("a small state's handshake refused 400 by the app is passed on; a long one's is sent again without it", async (t) => {
+  for (const [bytes, resent] of [[100, false], [STATE_LINE_400_BYTES, true]] as const) {
+    await t.test(`${bytes} bytes of state`, async (t) => {
+      const { ups, seen } = await apps(t, ['a', 'b'], bytes, true)
+      const { tether, jar, home } = await userMoving(t, ups)
+      const to = ups.find((u) => u.id !== home)!.id
+      const h = await handshake(tether.url, jar)
+      if (resent) {
+        t.equal(h.status, 101, 'the resend switches')
+        t.equal(h.headers['x-status'], 'too_large')
+        t.same(seen.filter((s) => s.startsWith(to)), [`${to} ws delivered ${bytes}`, `${to} ws too_large -`])
+      } else {
+        t.equal(h.status, 400, "the app's 400 reaches the client")
+        t.same(seen.filter((s) => s.startsWith(to)), [`${to} ws delivered ${bytes}`], 'not sent again')
+      }
+    })
+  }
+})
