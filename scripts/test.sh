@@ -19,10 +19,12 @@ stop() { echo "tether tests: $1" >&2; echo "0 passed, 1 failed"; exit 1; }
 
 args=()
 coverage_asked=no
+jobs_asked=no
 for arg in "$@"; do
   case "$arg" in
     --tap) export TETHER_TEST_OUTPUT=tap ;;
     --coverage-report*|--show-full-coverage|--disable-coverage) coverage_asked=yes; args+=("$arg") ;;
+    --jobs*|-j*) jobs_asked=yes; args+=("$arg") ;;
     *) args+=("$arg") ;;
   esac
 done
@@ -34,6 +36,13 @@ esac
 # slows every test process down (about 10-20% on CPU-bound files) and nobody reads it by default
 if [ "$coverage_asked" = no ]; then
   args+=(--disable-coverage)
+fi
+# two test files at a time at least (`--jobs N` overrides): tap's own default leaves a core
+# free, which is one file at a time on a 2-core machine, and most files spend their time
+# waiting on processes, timeouts and the network rather than on the CPU. On more cores:
+# tap's default (cores - 1, at most 16).
+if [ "$jobs_asked" = no ]; then
+  args+=("--jobs=$(node -p 'Math.min(16, Math.max(2, require("os").availableParallelism() - 1))')")
 fi
 
 [ -x node_modules/.bin/tap ] || stop "dependencies are missing: run npm ci first"
