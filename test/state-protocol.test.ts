@@ -187,7 +187,7 @@ t.test("a 431 to a moved user's request that is over the upstream's header limit
   })
   t.equal(big, 431, "the upstream's 431 reaches the client")
   await waitFor(() => logs.access().length === 2, 5_000, 'the access line')
-  t.match(logs.access()[1], { status: 431, outcome: 'failover' }, 'logged as a move answered 4xx, not as an error')
+  t.match(logs.access()[1], { status: 431, route: 'failover', outcome: 'head_too_large' }, "logged as the client's own head refused: no move made, not an error")
   t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 0 }, 'no rehydration error: the state was not what the upstream refused')
   t.same(stateRefusedWarnings(logs), [], "no warning to raise the upstream's limit for the state")
   t.match(await tether.metrics.render(), /tether_http_requests_total\{upstream="[abc]",method="GET",status_class="4xx"\} 1/, 'counted as a 4xx answer')
@@ -1369,7 +1369,9 @@ t.test("a moved user's WebSocket handshake refused 431 for its own head (with th
     up.server.on('upgrade', (_req: http.IncomingMessage, sock: import('node:net').Socket) => sock.destroy()) // never reached
     return up
   }))
-  const { tether, jar, home } = await withUserMoving(t, apps, {})
+  const logs = new LogCapture()
+  const { tether, jar, home } = await withUserMoving(t, apps, {}, createLogger('info', logs))
+  const before = logs.access().length
   const refused = await new Promise<{ status: number; setCookie: string[] | undefined }>((resolve, reject) => {
     const req = http.request(`${tether.url}/ws`, { agent: false, headers: { cookie: jar.header()!, connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'sec-websocket-version': '13', 'x-big': 'b'.repeat(10_000) } })
     req.on('upgrade', (_res, sock) => { sock.destroy(); resolve({ status: 101, setCookie: undefined }) })
@@ -1379,6 +1381,8 @@ t.test("a moved user's WebSocket handshake refused 431 for its own head (with th
   })
   t.equal(refused.status, 431, "the upstream's 431 reaches the client")
   t.notOk(refused.setCookie?.some((c) => c.startsWith('tether=')), 'no affinity cookie moving the user there')
+  await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')
+  t.match(logs.access()[before], { protocol: 'websocket', status: 431, outcome: 'head_too_large' }, "logged as the client's own head refused, not a move")
   const next = await get(tether.url, jar)
   t.not(next.body.id, home, 'moved off the disabled upstream')
   t.equal(apps.find((a) => a.id === next.body.id)!.heads.at(-1)!['x-tether-rehydrate-status'], 'delivered', 'the next request brings the state')

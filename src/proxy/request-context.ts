@@ -127,6 +127,11 @@ export class RequestContext {
   rehydrate: RehydrateStatus | null = null
   /** Bytes of the checkpoint sent in X-Tether-Rehydrate with this attempt (0: none in a header). */
   rehydrateBytes = 0
+  /**
+   * The upstream refused the client's own head: a moved user's request sent again without the
+   * state was refused 431 too (see ownHeadRefused). No move was recorded (access line `head_too_large`).
+   */
+  ownHeadRefused = false
   /** The application cookie value the answer pinned (the session key from now on), or null. */
   learnedKey: string | null = null
   /**
