@@ -21,9 +21,10 @@ type Seen = string[]
 /**
  * App replicas whose answers carry a checkpoint of `stateBytes` bytes; an app answers 400 itself
  * to any request carrying a state when `refuseState` is set (an application's own 400).
- * A handshake switches (101) with `x-status` its X-Tether-Rehydrate-Status.
+ * A handshake switches (101) with `x-status` its X-Tether-Rehydrate-Status. An app for which
+ * `hold(id)` is true sends no answer head (until its request is stopped: a hedge answers).
  */
-async function apps(t: Test, ids: string[], stateBytes: number, refuseState = false): Promise<{ ups: Upstream[]; seen: Seen }> {
+async function apps(t: Test, ids: string[], stateBytes: number, refuseState = false, hold: (id: string) => boolean = () => false): Promise<{ ups: Upstream[]; seen: Seen }> {
   const seen: Seen = []
   const ups = await Promise.all(ids.map(async (id) => {
     const up = await startUpstream(id, (req, res) => {
@@ -31,6 +32,7 @@ async function apps(t: Test, ids: string[], stateBytes: number, refuseState = fa
       const state = req.headers['x-tether-rehydrate']
       seen.push(`${id} ${req.headers['x-tether-rehydrate-status'] ?? '-'} ${typeof state === 'string' ? state.length : '-'}`)
       if (refuseState && state !== undefined) return void res.writeHead(400, { 'content-type': 'text/plain' }).end('the app refused it')
+      if (hold(id)) return
       res.writeHead(200, { 'content-type': 'application/json', 'x-tether-state': 's'.repeat(stateBytes) }).end(JSON.stringify({ id }))
     })
     const sockets: Socket[] = []
@@ -78,13 +80,10 @@ async function refusals(tether: Tether, logs: LogCapture): Promise<{ errors: num
   }
 }
 
-/**
- * Tether over `targets` (id -> url) with user u1 answered once by their home (its checkpoint
- * stored), then home taken out as health does: u1's next request moves, with the state.
- */
-async function userMoving(t: Test, targets: { id: string; url: string }[]): Promise<{ tether: Tether; jar: CookieJar; home: string; logs: LogCapture }> {
+/** Tether over `targets` (id -> url) with user u1 answered once by their home (its checkpoint stored). */
+async function userAtHome(t: Test, targets: { id: string; url: string }[], overrides: Parameters<typeof testConfig>[1] = {}): Promise<{ tether: Tether; jar: CookieJar; home: string; logs: LogCapture }> {
   const logs = new LogCapture()
-  const tether = await startTether(testConfig(targets), { logger: createLogger('info', logs) })
+  const tether = await startTether(testConfig(targets, overrides), { logger: createLogger('info', logs) })
   t.teardown(() => tether.close(0))
   const jar = new CookieJar()
   jar.cookies.set('user', 'u1')
@@ -92,8 +91,14 @@ async function userMoving(t: Test, targets: { id: string; url: string }[]): Prom
   t.equal(first.status, 200)
   const home = (JSON.parse(first.body) as { id: string }).id
   await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stored"}')) === 1, 5_000, 'the checkpoint stored')
-  tether.health.disable(home)
   return { tether, jar, home, logs }
+}
+
+/** As userAtHome, then home taken out as health does: u1's next request moves, with the state. */
+async function userMoving(t: Test, targets: { id: string; url: string }[]): Promise<{ tether: Tether; jar: CookieJar; home: string; logs: LogCapture }> {
+  const user = await userAtHome(t, targets)
+  user.tether.health.disable(user.home)
+  return user
 }
 
 t.test("nginx refuses a 10 KiB state line 400 (not 431): the moved user's request is sent again without it and gets the app's answer, counted and warned as for a 431", async (t) => {
@@ -110,6 +115,25 @@ t.test("nginx refuses a 10 KiB state line 400 (not 431): the moved user's reques
   t.match(logs.access().at(-1), { status: 200, outcome: 'failover' })
   const again = await get(tether.url, jar)
   t.same(JSON.parse(again.body), { id: to }, 'pinned to the new upstream')
+})
+
+t.test("a hedge (retries.hedge_after) whose 10 KiB state line nginx refuses 400 while the home holds its answer: the 400 is passed on (a hedge is not sent again) and counted a rehydration error, never delivered", async (t) => {
+  let holding = ''
+  const { ups, seen } = await apps(t, ['a', 'b'], 10_000, false, (id) => id === holding)
+  const fronts = await Promise.all(ups.map(async (u) => ({ id: u.id, nginx: await startNginx(u.port) })))
+  t.teardown(() => Promise.all(fronts.map((f) => f.nginx.close())))
+  const { tether, jar, home, logs } = await userAtHome(t, fronts.map((f) => ({ id: f.id, url: f.nginx.url })), { retries: { hedge_after: 100 } })
+  const to = ups.find((u) => u.id !== home)!.id
+  holding = home // the home sends no head: the hedge, with the user's state, answers first
+  const before = logs.access().length
+  const r = await get(tether.url, jar)
+  t.equal(r.status, 400, "nginx's 400 to the hedge reaches the client")
+  t.match(r.body, /Request Header Or Cookie Too Large/)
+  t.same(seen.filter((s) => s.startsWith(to)), [], "the hedge's app never ran (nginx refused its head)")
+  await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')
+  t.match(logs.access()[before], { status: 400, upstream: to, outcome: 'failover' }, 'no rehydration claimed')
+  t.equal(await metric(tether, 'tether_rehydrations_total{result="delivered"}'), 0, 'the refused state is no delivery')
+  t.same(await refusals(tether, logs), { errors: 1, warnings: 0 }, 'one rehydration error; no resend, so no warning')
 })
 
 t.test("a moved user's WebSocket handshake whose state line nginx refuses 400 is sent again without it: the client gets the 101", async (t) => {

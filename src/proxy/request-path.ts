@@ -308,6 +308,7 @@ export class RequestPath {
           else this.#d.logger.warn({ request_id: ctx.id, upstream: d.upstream, bytes }, "the upstream refused the user's state in X-Tether-Rehydrate (431, or 400 to a line over 4 KiB: over its header size limit); sent again without it: raise the upstream's header limit (nginx: large_client_header_buffers), lower state.max_bytes, or use state.rehydrate: hook")
         }
         if (r.responded || r.outcome === null) {
+          // (a hedged pair's answering attempt included: its refusal was passed on, see #hedged)
           if (ctx.rehydrate === 'delivered' && ctx.rehydrateBytes > 0 && stateRefused(ctx, r.status) && ctx.answering !== null) this.#refusedInHead(ctx)
           else if (r.status === 431 && ctx.rehydrate === 'delivered' && this.#hook === null && ctx.answering !== null) this.#refusedInHead(ctx)
           // the answer is the upstream's the state was for (the hedge's, if it won): counted once;
@@ -603,21 +604,24 @@ export class RequestPath {
    * attempt is stopped. The user moves only if the hedge answered (its binding is recorded then).
    */
   async #hedged(ctx: RequestContext, x: Exchange, d: Decision, upstream: Upstream, headers: string[]): Promise<AttemptResult> {
-    // two attempts on one context: neither is sent again without state on a 431 (which one
-    // carried it is not the context's to tell), the 431 reaches the client
+    // two attempts on one context: neither is sent again without state on a 431 (or a 400 to a
+    // long state line): the context's rehydrateBytes stays 0 while they are out, and the refusal
+    // reaches the client. Each attempt's own bytes are kept: the answering one's are put back
+    // once it is done, so that such a refusal counts as no delivery (see #serve)
+    const firstBytes = ctx.rehydrateBytes
     ctx.rehydrateBytes = 0
     const first = this.#start(ctx, x, d, upstream, headers)
     const late = await withDeadline(first.result.then(() => false), this.config.retries.hedge_after!, true, this.#d.timers)
-    if (!late || first.attempt.answered) return first.result
+    if (!late || first.attempt.answered) return this.#withBytes(ctx, first.result, firstBytes)
     const { router, clock, logger } = this.#d
     const tried = new Set(ctx.tried ?? [])
     tried.add(d.upstream)
     const d2 = router.decide(ctx.key, tried, clock.now())
-    if (typeof d2 === 'string') return first.result
+    if (typeof d2 === 'string') return this.#withBytes(ctx, first.result, firstBytes)
     const up2 = this.#d.upstreams().get(d2.upstream)
     if (up2 === undefined) {
       router.settle(d2)
-      return first.result
+      return this.#withBytes(ctx, first.result, firstBytes)
     }
     const h2 = this.#headers(ctx, d2, up2)
     // what the hedge's rehydration finds is the hedge's: the first attempt's (for its access
@@ -635,6 +639,7 @@ export class RequestPath {
     const hookFailed = d2.moved === null ? null : await this.#rehydrate(ctx, d2, h2, answered.signal)
     x.gone.removeEventListener('abort', stop)
     ctx.onAnswering = null
+    const hedgeBytes = ctx.rehydrateBytes
     ctx.rehydrateBytes = 0
     // answered meanwhile, or the hedge's state did not reach its upstream: its hook failed (the
     // connection, or health took the upstream out), or the upstream was replaced (another url
@@ -644,7 +649,7 @@ export class RequestPath {
     if (first.attempt.answered || hookFailed !== null || (d2.moved !== null && !this.#current(up2))) {
       router.settle(d2)
       own()
-      return first.result
+      return this.#withBytes(ctx, first.result, firstBytes)
     }
     logger.debug({ request_id: ctx.id, upstream: d.upstream, hedge: d2.upstream }, 'no answer head yet: hedging on the next upstream')
     const second = this.#start(ctx, x, d2, up2, h2)
@@ -664,13 +669,30 @@ export class RequestPath {
     }
     const [ra, rb] = await Promise.all([first.result, second.result])
     ctx.onAnswering = null
-    if (ctx.answering === second.attempt) return rb
+    if (ctx.answering === second.attempt) {
+      ctx.rehydrateBytes = hedgeBytes
+      return rb
+    }
     own()
-    if (ctx.answering === first.attempt) return ra
+    if (ctx.answering === first.attempt) {
+      ctx.rehydrateBytes = firstBytes
+      return ra
+    }
     // neither answered: both count as tried, the first one's failure decides what follows
     ;(ctx.tried ??= new Set()).add(d2.upstream)
     ctx.decision = d
     return ra.outcome?.kind === 'client_abort' ? ra : rb.outcome?.kind === 'client_abort' ? rb : ra
+  }
+
+  /**
+   * `result` once done, with the context's rehydrateBytes set to `bytes` (the state its attempt
+   * carried in a header) if that attempt answered: a hedged pair's attempt, passed on whatever
+   * it answered, is then judged as one sent alone (a refused state is no delivery).
+   */
+  async #withBytes(ctx: RequestContext, result: Promise<AttemptResult>, bytes: number): Promise<AttemptResult> {
+    const r = await result
+    if (ctx.answering !== null) ctx.rehydrateBytes = bytes
+    return r
   }
 
   /** The rehydration behind an answer, counted (tether_rehydrations_total) by what its upstream got. */
