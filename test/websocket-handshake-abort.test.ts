@@ -6,7 +6,7 @@ import t, { type Test } from 'tap'
 import { EventEmitter } from 'node:events'
 import http from 'node:http'
 import net from 'node:net'
-import { startTether } from '../src/app.js'
+import { startTether, type Tether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { EARLY_BYTES_MAX } from '../src/proxy/upgrade-transport.js'
 import { LogCapture } from './fixtures/log-capture.js'
@@ -36,6 +36,32 @@ async function holdingUpstream(t: Test): Promise<{ server: net.Server; held: Hel
   t.teardown(() => { for (const h of held) h.socket.destroy(); server.close() })
   return { server, held, url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}` }
 }
+type Holding = Awaited<ReturnType<typeof holdingUpstream>>
+
+/**
+ * Two holding upstreams (a retry would have somewhere to go) behind a Tether logging to `logs`,
+ * with `timeouts.response_headers` a minute (only what the client does can stop a handshake in
+ * time), one WebSocket slot and passive health ejecting on one failure.
+ */
+async function twoHolding(t: Test): Promise<{ a: Holding; b: Holding; tether: Tether; logs: LogCapture; held: () => Held[] }> {
+  const a = await holdingUpstream(t)
+  const b = await holdingUpstream(t)
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig([{ id: 'a', url: a.url }, { id: 'b', url: b.url }], {
+    timeouts: { response_headers: 60_000 }, retries: { attempts: 2 }, websocket: { max_connections: 1 }, health: { passive: { consecutive_failures: 1 } },
+  }), { logger: createLogger('info', logs) })
+  t.teardown(() => tether.close(0))
+  return { a, b, tether, logs, held: () => [...a.held, ...b.held] }
+}
+
+/** After a handshake the client ended: its slot freed, not in flight, not retried, the upstream `id` neither blamed nor warned of. */
+async function leftNoTrace(t: Test, { tether, logs, held }: Awaited<ReturnType<typeof twoHolding>>, id: string): Promise<void> {
+  await waitFor(() => tether.upgrades.size === 0, 2000, 'the slot to be released') // polled: Upgrades announces no release
+  t.equal(await metric(tether, `tether_upstream_in_flight{upstream="${id}"}`), 0, 'not in flight')
+  t.equal(held().length, 1, 'no retry: one handshake sent upstream')
+  t.equal(tether.health.state(id), 'healthy', 'no passive-health strike (one failure would eject)')
+  t.notOk(logs.records.some((r) => r['msg'] === 'upstream exchange failed'), 'no upstream failure warned')
+}
 
 function rawClient(port: number): net.Socket {
   const client = net.connect(port, '127.0.0.1')
@@ -45,16 +71,9 @@ function rawClient(port: number): net.Socket {
 
 for (const how of ['end', 'reset'] as const) {
   t.test(`a client that leaves (${how === 'end' ? 'FIN' : 'RST'}) while the upstream holds its 101: the handshake is stopped at once, logged client_abort, its slot freed, the upstream not blamed`, async (t) => {
-    // two upstreams: a retry would have somewhere to go
-    const a = await holdingUpstream(t)
-    const b = await holdingUpstream(t)
-    const logs = new LogCapture()
-    // response_headers a minute: only the client's leaving can stop the handshake in time
-    const tether = await startTether(testConfig([{ id: 'a', url: a.url }, { id: 'b', url: b.url }], {
-      timeouts: { response_headers: 60_000 }, retries: { attempts: 2 }, websocket: { max_connections: 1 }, health: { passive: { consecutive_failures: 1 } },
-    }), { logger: createLogger('info', logs) })
-    t.teardown(() => tether.close(0))
-    const held = (): Held[] => [...a.held, ...b.held]
+    // only the client's leaving can stop the handshake in time
+    const setup = await twoHolding(t)
+    const { a, b, tether, logs, held } = setup
     const client = rawClient(tether.port)
     client.write(HANDSHAKE)
     const got = (): boolean => held()[0]?.got.includes('\r\n\r\n') === true
@@ -68,12 +87,8 @@ for (const how of ['end', 'reset'] as const) {
     await when(onEvent(id === 'a' ? a.server : b.server, 'gone'), () => up.closed, 3000, "the upstream's handshake request to be closed")
     await when(onEvent(logs, 'record'), () => logs.access().length === 1, 3000, 'the access line')
     t.match(logs.access()[0], { method: 'GET', path: '/ws', protocol: 'websocket', status: 0, upstream: id, retries: 0, outcome: 'client_abort' })
-    await waitFor(() => tether.upgrades.size === 0, 2000, 'the slot to be released') // polled: Upgrades announces no release
-    t.equal(await metric(tether, `tether_upstream_in_flight{upstream="${id}"}`), 0, 'not in flight')
     // (after the access line, the request's end: a retry or a health report would come before it)
-    t.equal(held().length, 1, 'no retry: one handshake sent upstream')
-    t.equal(tether.health.state(id), 'healthy', 'no passive-health strike (one failure would eject)')
-    t.notOk(logs.records.some((r) => r['msg'] === 'upstream exchange failed'), 'no upstream failure warned')
+    await leftNoTrace(t, setup, id)
     // the slot (max_connections: 1) takes the next client
     const next = rawClient(tether.port)
     t.teardown(() => next.destroy())
@@ -107,17 +122,10 @@ t.test('bytes a client sends right after its handshake, before the 101, reach th
 })
 
 t.test('a client that sends more than the bound before the 101 (RFC 6455 section 4.1: it must wait) and then leaves: its handshake is stopped at once and it is answered 400; no retry, the upstream not blamed, its slot freed', async (t) => {
-  // two upstreams: a retry would have somewhere to go
-  const a = await holdingUpstream(t)
-  const b = await holdingUpstream(t)
-  const logs = new LogCapture()
-  // response_headers a minute: only the overflow can stop the handshake in time (a paused
-  // client socket tells neither its FIN nor its reset)
-  const tether = await startTether(testConfig([{ id: 'a', url: a.url }, { id: 'b', url: b.url }], {
-    timeouts: { response_headers: 60_000 }, retries: { attempts: 2 }, websocket: { max_connections: 1 }, health: { passive: { consecutive_failures: 1 } },
-  }), { logger: createLogger('info', logs) })
-  t.teardown(() => tether.close(0))
-  const held = (): Held[] => [...a.held, ...b.held]
+  // only the overflow can stop the handshake in time (a paused client socket tells neither its
+  // FIN nor its reset)
+  const setup = await twoHolding(t)
+  const { a, b, tether, logs, held } = setup
   const client = rawClient(tether.port)
   let answer = ''
   client.on('data', (c: Buffer) => (answer += c.toString('latin1')))
@@ -133,11 +141,7 @@ t.test('a client that sends more than the bound before the 101 (RFC 6455 section
   await within(closed, 5000, 'the client connection to close')
   t.match(answer, /^HTTP\/1\.1 400 Bad Request\r\n/, 'the client got the 400')
   t.equal(afterHead(up).length, 0, 'no early byte upstream')
-  await waitFor(() => tether.upgrades.size === 0, 2000, 'the slot to be released') // polled: Upgrades announces no release
-  t.equal(await metric(tether, `tether_upstream_in_flight{upstream="${id}"}`), 0, 'not in flight')
-  t.equal(held().length, 1, 'no retry: one handshake sent upstream')
-  t.equal(tether.health.state(id), 'healthy', 'no passive-health strike (one failure would eject)')
-  t.notOk(logs.records.some((r) => r['msg'] === 'upstream exchange failed'), 'no upstream failure warned')
+  await leftNoTrace(t, setup, id)
 })
 
 /** What `h` got after the handshake's head. */
