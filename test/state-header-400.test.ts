@@ -10,7 +10,7 @@ import { createLogger } from '../src/observability/logger.js'
 import { STATE_LINE_400_BYTES } from '../src/proxy/request-context.js'
 import { startUpstream, testConfig, type Upstream } from './fixtures/upstream.js'
 import { startNginx } from './fixtures/nginx.js'
-import { CookieJar } from './fixtures/users.js'
+import { CookieJar, handshake } from './fixtures/users.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { waitFor } from './fixtures/wait.js'
 import { metric } from './fixtures/drill.js'
@@ -61,23 +61,19 @@ async function get(url: string, jar: CookieJar): Promise<{ status: number; body:
   })
 }
 
-/** A WebSocket handshake through Tether: 101 and the upstream's head, or the refusal's status. */
-function handshake(url: string, jar: CookieJar): Promise<{ status: number; headers: http.IncomingHttpHeaders }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(url, { agent: false, headers: { cookie: jar.header()!, connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'sec-websocket-version': '13' } })
-    req.on('upgrade', (res, sock) => { resolve({ status: 101, headers: res.headers }); sock.destroy() })
-    req.on('response', (res) => { res.resume(); resolve({ status: res.statusCode ?? 0, headers: res.headers }) })
-    req.on('error', reject)
-    req.end()
-  })
-}
-
 /** tether_rehydrations_total{result="error"} and the warnings that the state was refused. */
 async function refusals(tether: Tether, logs: LogCapture): Promise<{ errors: number; warnings: number }> {
   return {
     errors: await metric(tether, 'tether_rehydrations_total{result="error"}'),
     warnings: logs.records.filter((r) => /refused the user's state in X-Tether-Rehydrate/.test(String(r['msg']))).length,
   }
+}
+
+/** An nginx (stock limits) in front of each of `ups`: the targets (id -> nginx's url) for Tether. */
+async function behindNginx(t: Test, ups: Upstream[]): Promise<{ id: string; url: string }[]> {
+  const fronts = await Promise.all(ups.map(async (u) => ({ id: u.id, nginx: await startNginx(u.port) })))
+  t.teardown(() => Promise.all(fronts.map((f) => f.nginx.close())))
+  return fronts.map((f) => ({ id: f.id, url: f.nginx.url }))
 }
 
 /** Tether over `targets` (id -> url) with user u1 answered once by their home (its checkpoint stored). */
@@ -103,9 +99,8 @@ async function userMoving(t: Test, targets: { id: string; url: string }[]): Prom
 
 t.test("nginx refuses a 10 KiB state line 400 (not 431): the moved user's request is sent again without it and gets the app's answer, counted and warned as for a 431", async (t) => {
   const { ups, seen } = await apps(t, ['a', 'b'], 10_000)
-  const fronts = await Promise.all(ups.map(async (u) => ({ id: u.id, nginx: await startNginx(u.port) })))
-  t.teardown(() => Promise.all(fronts.map((f) => f.nginx.close())))
-  const { tether, jar, home, logs } = await userMoving(t, fronts.map((f) => ({ id: f.id, url: f.nginx.url })))
+  const fronts = await behindNginx(t, ups)
+  const { tether, jar, home, logs } = await userMoving(t, fronts)
   const to = ups.find((u) => u.id !== home)!.id
   const moved = await get(tether.url, jar)
   t.equal(moved.status, 200, "the user gets the app's answer, not nginx's 400")
@@ -120,9 +115,8 @@ t.test("nginx refuses a 10 KiB state line 400 (not 431): the moved user's reques
 t.test("a hedge (retries.hedge_after) whose 10 KiB state line nginx refuses 400 while the home holds its answer: the 400 is passed on (a hedge is not sent again) and counted a rehydration error, never delivered", async (t) => {
   let holding = ''
   const { ups, seen } = await apps(t, ['a', 'b'], 10_000, false, (id) => id === holding)
-  const fronts = await Promise.all(ups.map(async (u) => ({ id: u.id, nginx: await startNginx(u.port) })))
-  t.teardown(() => Promise.all(fronts.map((f) => f.nginx.close())))
-  const { tether, jar, home, logs } = await userAtHome(t, fronts.map((f) => ({ id: f.id, url: f.nginx.url })), { retries: { hedge_after: 100 } })
+  const fronts = await behindNginx(t, ups)
+  const { tether, jar, home, logs } = await userAtHome(t, fronts, { retries: { hedge_after: 100 } })
   const to = ups.find((u) => u.id !== home)!.id
   holding = home // the home sends no head: the hedge, with the user's state, answers first
   const before = logs.access().length
@@ -138,9 +132,8 @@ t.test("a hedge (retries.hedge_after) whose 10 KiB state line nginx refuses 400 
 
 t.test("a moved user's WebSocket handshake whose state line nginx refuses 400 is sent again without it: the client gets the 101", async (t) => {
   const { ups, seen } = await apps(t, ['a', 'b'], 10_000)
-  const fronts = await Promise.all(ups.map(async (u) => ({ id: u.id, nginx: await startNginx(u.port) })))
-  t.teardown(() => Promise.all(fronts.map((f) => f.nginx.close())))
-  const { tether, jar, home, logs } = await userMoving(t, fronts.map((f) => ({ id: f.id, url: f.nginx.url })))
+  const fronts = await behindNginx(t, ups)
+  const { tether, jar, home, logs } = await userMoving(t, fronts)
   const to = ups.find((u) => u.id !== home)!.id
   const h = await handshake(tether.url, jar)
   t.equal(h.status, 101, "the client gets the 101, not nginx's 400")

@@ -7,7 +7,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { startTether, type Tether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { startUpstream, testConfig, type Upstream } from './fixtures/upstream.js'
-import { CookieJar } from './fixtures/users.js'
+import { CookieJar, handshake } from './fixtures/users.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { waitFor, within } from './fixtures/wait.js'
 import { metric } from './fixtures/drill.js'
@@ -921,17 +921,6 @@ t.test("a moved user's WebSocket handshake: one rehydration counted, when the up
   await waitFor(async () => (await rehydrations(tether)).delivered === 1, 5_000, 'the rehydration counted')
   t.same(await rehydrations(tether), { delivered: 1, no_state: 0, error: 0 })
 })
-
-/** A WebSocket handshake through Tether: the upstream's 101 head, or the refusal's status. */
-function handshake(url: string, jar: CookieJar): Promise<{ status: number; headers: http.IncomingHttpHeaders }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(url, { agent: false, headers: { cookie: jar.header()!, connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'sec-websocket-version': '13' } })
-    req.on('upgrade', (res, sock) => { resolve({ status: 101, headers: res.headers }); sock.destroy() })
-    req.on('response', (res) => { res.resume(); resolve({ status: res.statusCode ?? 0, headers: res.headers }) })
-    req.on('error', reject)
-    req.end()
-  })
-}
 
 t.test("a move whose hook refuses the state (500): the upstream is told `X-Tether-Rehydrate-Status: refused`, not delivered, for a request and a WebSocket handshake", async (t) => {
   const hookPath = '/_tether/rehydrate'
