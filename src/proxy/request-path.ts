@@ -687,12 +687,16 @@ export class RequestPath {
   /**
    * `result` once done, with the context's rehydrateBytes set to `bytes` (the state its attempt
    * carried in a header) if that attempt answered: a hedged pair's attempt, passed on whatever
-   * it answered, is then judged as one sent alone (a refused state is no delivery).
+   * it answered, is then judged as one sent alone (a refused state is no delivery). An attempt
+   * that carried no state in a header (any request but a move's) gets `result` itself: the
+   * context's count is 0 already, and a hedgeable request answered in time allocates nothing more.
    */
-  async #withBytes(ctx: RequestContext, result: Promise<AttemptResult>, bytes: number): Promise<AttemptResult> {
-    const r = await result
-    if (ctx.answering !== null) ctx.rehydrateBytes = bytes
-    return r
+  #withBytes(ctx: RequestContext, result: Promise<AttemptResult>, bytes: number): Promise<AttemptResult> {
+    if (bytes === 0) return result
+    return result.then((r) => {
+      if (ctx.answering !== null) ctx.rehydrateBytes = bytes
+      return r
+    })
   }
 
   /** The rehydration behind an answer, counted (tether_rehydrations_total) by what its upstream got. */
