@@ -120,10 +120,12 @@ t.test("a hedge (retries.hedge_after) whose 10 KiB state line nginx refuses 400 
   const to = ups.find((u) => u.id !== home)!.id
   holding = home // the home sends no head: the hedge, with the user's state, answers first
   const before = logs.access().length
+  // (the first request may have been hedged too on a loaded machine: only this request's count)
+  const seenBefore = seen.length
   const r = await get(tether.url, jar)
   t.equal(r.status, 400, "nginx's 400 to the hedge reaches the client")
   t.match(r.body, /Request Header Or Cookie Too Large/)
-  t.same(seen.filter((s) => s.startsWith(to)), [], "the hedge's app never ran (nginx refused its head)")
+  t.same(seen.slice(seenBefore).filter((s) => s.startsWith(to)), [], "the hedge's app never ran (nginx refused its head)")
   await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')
   t.match(logs.access()[before], { status: 400, upstream: to, outcome: 'failover' }, 'no rehydration claimed')
   t.equal(await metric(tether, 'tether_rehydrations_total{result="delivered"}'), 0, 'the refused state is no delivery')
