@@ -70,6 +70,34 @@ function h2request(s: http2.ClientHttp2Session, headers: http2.OutgoingHttpHeade
 
 const cookieOf = (r: H2Reply): string => (r.headers['set-cookie'] as string[]).find((c) => c.startsWith('tether='))!.split(';')[0]!
 
+/** An upstream answering /slow a '.' every 100 ms for `ms` (an answer that keeps its connection busy), anything else 'ok' at once. */
+const busyAnswers = (ms: number) => (): Handler => (req, res) => {
+  if (req.url !== '/slow') return void res.end('ok\n')
+  const timer = setInterval(() => res.write('.'), 100)
+  const end = setTimeout(() => { clearInterval(timer); res.end() }, ms)
+  res.on('close', () => { clearInterval(timer); clearTimeout(end) })
+}
+
+interface RawH2 { socket: Awaited<ReturnType<typeof connectH2>>; closed: boolean; answerBytes: number }
+
+/**
+ * A raw h2 connection to `port` that acknowledges SETTINGS, counts stream 1's answer bytes and
+ * notes its close; `onFrame` sees every frame too.
+ */
+async function rawH2(t: Test, port: number, onFrame: (type: number, flags: number, stream: number, payload: Buffer) => void = () => undefined): Promise<RawH2> {
+  const socket = await connectH2(port, certs.ca)
+  socket.on('error', () => undefined)
+  t.teardown(() => socket.destroy())
+  const raw: RawH2 = { socket, closed: false, answerBytes: 0 }
+  socket.once('close', () => { raw.closed = true })
+  readFrames(socket, (type, flags, stream, payload) => {
+    if (type === FRAME.SETTINGS && (flags & FLAG.ACK) === 0) socket.write(frame(FRAME.SETTINGS, FLAG.ACK, 0))
+    if (type === FRAME.DATA && stream === 1) raw.answerBytes += payload.length
+    onFrame(type, flags, stream, payload)
+  })
+  return raw
+}
+
 t.test('curl --http2 negotiates h2 by ALPN; curl --http1.1 on the same port keeps HTTP/1.1', async (t) => {
   const ups = await upstreams(t, ['app-0'], echo)
   const tether = await h2Tether(t, ups)
@@ -342,13 +370,7 @@ t.test('an answer head over what HTTP/2 can send is a 502 on that stream, logged
 })
 
 t.test('a stream head trickled a byte at a time is cut at timeouts.client_headers, also while another stream keeps the connection busy; an idle connection is not', async (t) => {
-  // the upstream answers /slow a chunk every 100 ms for 20 s: an answer that keeps the connection busy
-  const ups = await upstreams(t, ['app-0'], () => (req, res) => {
-    if (req.url !== '/slow') return void res.end('ok\n')
-    const timer = setInterval(() => res.write('.'), 100)
-    const end = setTimeout(() => { clearInterval(timer); res.end() }, 20_000)
-    res.on('close', () => { clearInterval(timer); clearTimeout(end) })
-  })
+  const ups = await upstreams(t, ['app-0'], busyAnswers(20_000))
   const logs = new LogCapture()
   const tether = await h2Tether(t, ups, { timeouts: { client_headers: 1_000, body_idle: 30_000, response_headers: 30_000 } }, logs)
   const port = Number(new URL(tether.url).port)
@@ -358,16 +380,9 @@ t.test('a stream head trickled a byte at a time is cut at timeouts.client_header
   await new Promise((r) => setTimeout(r, 3_000)) // the idle time under test, not a wait for something
   t.equal((await h2request(idle, { ':path': '/b' })).status, 200, 'an idle connection is not closed at client_headers')
   for (const busy of [false, true]) {
-    const socket = await connectH2(port, certs.ca)
-    socket.on('error', () => undefined)
-    let closed = false
-    socket.once('close', () => { closed = true })
-    let answerBytes = 0
     let goaway: { last: number; code: number } | null = null
     const goaways: number[] = []
-    readFrames(socket, (type, flags, stream, payload) => {
-      if (type === FRAME.SETTINGS && (flags & FLAG.ACK) === 0) socket.write(frame(FRAME.SETTINGS, FLAG.ACK, 0))
-      if (type === FRAME.DATA && stream === 1) answerBytes++
+    const raw = await rawH2(t, port, (type, _flags, _stream, payload) => {
       if (type === FRAME.GOAWAY) {
         const last = payload.readUInt32BE(0) & 0x7fffffff
         if (goaway === null || last < goaway.last) goaway = { last, code: payload.readUInt32BE(4) } // a later GOAWAY may only lower it
@@ -376,18 +391,19 @@ t.test('a stream head trickled a byte at a time is cut at timeouts.client_header
     })
     // a first request (a long answer, or one answered at once), so that the head below is not
     // the connection's first (a new connection gets client_headers from its start for that one)
+    const socket = raw.socket
     socket.write(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 1, getBlock(`127.0.0.1:${port}`, busy ? '/slow' : '/quick')))
-    await waitFor(() => answerBytes > 0, 10_000, 'the first answer to start')
+    await waitFor(() => raw.answerBytes > 0, 10_000, 'the first answer to start')
     // a HEADERS frame of about 140 bytes, one byte every 100 ms: 14 s whole
     const head = frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 3, getBlock(`127.0.0.1:${port}`, `/trickled-${'x'.repeat(100)}`))
     let sent = 0
-    while (!closed && sent < head.length - 1) {
+    while (!raw.closed && sent < head.length - 1) {
       socket.write(head.subarray(sent, sent + 1))
       sent++
       await new Promise((r) => setTimeout(r, 100)) // the client's pace
     }
-    t.ok(closed, `busy ${busy}: the connection was closed before the head was complete (${sent} of ${head.length} bytes sent)`)
-    if (busy) t.ok(answerBytes > 0, 'the busy answer was streaming meanwhile')
+    t.ok(raw.closed, `busy ${busy}: the connection was closed before the head was complete (${sent} of ${head.length} bytes sent)`)
+    if (busy) t.ok(raw.answerBytes > 0, 'the busy answer was streaming meanwhile')
     // RFC 9113 section 6.8: the client learns which streams were processed (the trickled one was not)
     t.ok(goaways.every((last, i) => i === 0 || last <= goaways[i - 1]!), `the last stream id never increases (RFC 9113 section 6.8): ${goaways.join(', ')}`)
     t.same(goaway, { last: 1, code: http2.constants.NGHTTP2_PROTOCOL_ERROR }, `a GOAWAY told the client which streams were processed (last stream ids sent: ${goaways.join(', ')})`)
@@ -438,37 +454,25 @@ t.test('an h2 request body is bounded between reads, not in total, as over HTTP/
 })
 
 t.test('a stream Tether resets for a malformed head does not count as a head still arriving: a busy connection is kept past timeouts.client_headers', async (t) => {
-  const ups = await upstreams(t, ['app-0'], () => (req, res) => {
-    if (req.url !== '/slow') return void res.end('ok\n')
-    const timer = setInterval(() => res.write('.'), 100)
-    const end = setTimeout(() => { clearInterval(timer); res.end() }, 30_000)
-    res.on('close', () => { clearInterval(timer); clearTimeout(end) })
-  })
+  const ups = await upstreams(t, ['app-0'], busyAnswers(30_000))
   const tether = await h2Tether(t, ups, { timeouts: { client_headers: 1_000, body_idle: 30_000, response_headers: 30_000 } })
   const port = Number(new URL(tether.url).port)
-  const socket = await connectH2(port, certs.ca)
-  socket.on('error', () => undefined)
-  t.teardown(() => socket.destroy())
-  let closed = false
-  socket.once('close', () => { closed = true })
-  let answerBytes = 0
   let reset = -1
-  readFrames(socket, (type, flags, stream, payload) => {
-    if (type === FRAME.SETTINGS && (flags & FLAG.ACK) === 0) socket.write(frame(FRAME.SETTINGS, FLAG.ACK, 0))
-    if (type === 6 && (flags & FLAG.ACK) === 0) socket.write(frame(6, FLAG.ACK, 0, payload)) // PING: acknowledged, as any client does
-    if (type === FRAME.DATA && stream === 1) answerBytes += payload.length
+  const raw = await rawH2(t, port, (type, flags, stream, payload) => {
+    if (type === 6 && (flags & FLAG.ACK) === 0) raw.socket.write(frame(6, FLAG.ACK, 0, payload)) // PING: acknowledged, as any client does
     if (type === FRAME.RST_STREAM && stream === 3) reset = payload.readUInt32BE(0)
   })
+  const socket = raw.socket
   socket.write(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 1, getBlock(`127.0.0.1:${port}`, '/slow')))
-  await waitFor(() => answerBytes > 0, 10_000, 'the busy answer to start')
+  await waitFor(() => raw.answerBytes > 0, 10_000, 'the busy answer to start')
   // a complete head with a connection-specific field (RFC 9113 section 8.2.2): nghttp2 resets the stream
   const connectionField = Buffer.concat([Buffer.from([0x00, 10]), Buffer.from('connection'), Buffer.from([10]), Buffer.from('keep-alive')])
   socket.write(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 3, Buffer.concat([getBlock(`127.0.0.1:${port}`, '/bad'), connectionField])))
   await waitFor(() => reset >= 0, 10_000, 'the malformed stream to be reset')
-  const before = answerBytes
+  const before = raw.answerBytes
   await new Promise((r) => setTimeout(r, 4_000)) // four times client_headers: the span under test, not a wait for something
-  t.notOk(closed, 'the connection is still open')
-  t.ok(answerBytes > before, 'the busy answer is still streaming')
+  t.notOk(raw.closed, 'the connection is still open')
+  t.ok(raw.answerBytes > before, 'the busy answer is still streaming')
 })
 
 t.test('a new h2 connection that sends no request within timeouts.client_headers gets GOAWAY NO_ERROR (last stream 0) and is closed, as nginx 1.22 does', async (t) => {
