@@ -163,53 +163,71 @@ function guardRapidReset(session: http2.ServerHttp2Session, warn: (fields: Recor
 }
 
 /**
- * A stream head trickled in (a HEADERS frame, or its CONTINUATION frames, sent a few bytes at a
- * time) is bounded by `timeouts.client_headers`, as an HTTP/1.1 head is: nghttp2 starts a
- * stream once the HEADERS frame's own 9-byte header is in (its id becomes the session's
- * `lastProcStreamID`) but Node tells JavaScript only of a complete head ('stream'), and no other
- * frame may come in between (RFC 9113 section 6.10), so a head still incomplete `limit` ms after
- * it began closes the connection (`onSlow` is told first); so does a new connection without a
- * complete head `limit` ms after it started (nghttp2 shows no stream before its first head is
- * complete), as an HTTP/1.1 connection that sent no head is closed. Without this, only the connection's
- * idle bound applied (the longer of body_idle and response_headers, plus 1 s), or none while
- * another stream's answer kept the connection busy. Checked every `every` ms by one unref'd
- * interval per connection. Example: client_headers 10 s, a HEADERS frame at 1 byte a second ->
- * closed 10-10.5 s after its 9th byte.
+ * A stream head trickled in (a HEADERS frame, or its CONTINUATION frames, sent a few bytes at
+ * a time) is bounded by `timeouts.client_headers`, as an HTTP/1.1 head is; no other frame may
+ * come in the middle of one (RFC 9113 section 6.10), so the connection is the unit.
+ * - nghttp2 starts a stream once the HEADERS frame's own 9-byte header is in (its
+ *   id becomes the session's `lastProcStreamID`) but Node tells JavaScript only of a complete
+ *   head ('stream'): a head found incomplete is given `limit` ms from when it was found, then
+ *   the connection is closed (`onSlow` is told first). A new connection without a complete head
+ *   `limit` ms after it opened is closed (nghttp2 shows no stream before its first head is
+ *   complete), as an HTTP/1.1 connection that sent no head is.
+ * Cost: no interval. One unref'd timer per connection reads `session.state` once per `limit`
+ * while nothing is in progress (Node tells of no head begun: the read is the only way to see
+ * one), and every `every` ms while a head is. Example: client_headers
+ * 10 s, a HEADERS frame at 1 byte a second on a connection that served a request -> closed 10
+ * to 20.5 s after its 9th byte.
  */
 function guardSlowHead(session: http2.ServerHttp2Session, limit: number, every: number, onSlow: () => void): void {
+  const opened = performance.now()
   let seen = 0 // the highest stream id JavaScript was given, or known complete by a PING's answer
   let pending = 0 // a stream id nghttp2 began and JavaScript was not given, 0: none
   let probed = 0 // the highest stream id a PING was sent for
-  let since = performance.now()
-  session.on('stream', (stream: http2.ServerHttp2Stream) => { const id = stream.id ?? 0; if (id > seen) seen = id })
+  let since = opened
+  let timer: NodeJS.Timeout | null = null
+  let delay = 0
+  const arm = (ms: number): void => {
+    if (timer !== null && ms === delay) return void timer.refresh()
+    if (timer !== null) clearTimeout(timer)
+    delay = ms
+    timer = setTimeout(check, ms)
+    timer.unref()
+  }
+  session.on('stream', (stream: http2.ServerHttp2Stream) => {
+    const id = stream.id ?? 0
+    if (id > seen) seen = id
+  })
   // A stream nghttp2 began but reset itself (a malformed head, one over the header limits, one
   // Node refused) is never given to JavaScript either, though its head is complete. A PING tells
-  // them apart: no frame may come in the middle of a head (RFC 9113 section 6.10), so its answer
-  // proves every head begun before it complete, and a client still trickling one cannot answer.
+  // them apart: its answer proves every head begun before it complete, and a client still
+  // trickling one cannot answer.
   const probe = (id: number): void => {
     probed = id
     try { session.ping((err) => { if (err === null && id > seen) seen = id }) } catch { /* closing */ }
   }
-  const check = (): void => {
+  function check(): void {
     if (session.destroyed || session.closed) return
+    const now = performance.now()
     const started = session.state.lastProcStreamID ?? 0
     // no stream yet: nghttp2 shows the first one only once its head is complete, so a new
     // connection has client_headers from its start for its first head, as on HTTP/1.1
     if (seen === 0 && started === 0) {
       // as nginx 1.22 closes it at client_header_timeout: GOAWAY NO_ERROR, last stream 0 (an
       // unused preconnection is no protocol error; the client knows to open another)
-      if (performance.now() - since >= limit) slow(http2.constants.NGHTTP2_NO_ERROR)
-      return
+      if (now - opened >= limit) return slow(http2.constants.NGHTTP2_NO_ERROR)
+      return arm(Math.max(every, limit - (now - opened)))
     }
     if (started <= seen) {
       pending = 0
-      return
+      return arm(limit)
     }
     if (started !== pending) {
       pending = started
-      since = performance.now()
-    } else if (performance.now() - since >= limit) return slow(http2.constants.NGHTTP2_PROTOCOL_ERROR)
+      since = seen === 0 ? opened : now
+    }
+    if (now - since >= limit) return slow(http2.constants.NGHTTP2_PROTOCOL_ERROR)
     if (probed < started) probe(started)
+    arm(every)
   }
   const slow = (code: number): void => {
     onSlow()
@@ -222,9 +240,8 @@ function guardSlowHead(session: http2.ServerHttp2Session, limit: number, every: 
     session.goaway(code, seen)
     setImmediate(() => closeIdleClient(session))
   }
-  const timer = setInterval(check, every)
-  timer.unref()
-  session.once('close', () => clearInterval(timer))
+  arm(limit)
+  session.once('close', () => { if (timer !== null) clearTimeout(timer) })
 }
 
 /**
