@@ -55,8 +55,15 @@ function session(t: Test, tether: Tether): http2.ClientHttp2Session {
 interface H2Reply { status: number; headers: http2.IncomingHttpHeaders & http2.IncomingHttpStatusHeader; body: string }
 
 function h2request(s: http2.ClientHttp2Session, headers: http2.OutgoingHttpHeaders, body?: string): Promise<H2Reply> {
+  const req = s.request(headers, { endStream: body === undefined })
+  const reply = replyOf(req)
+  if (body !== undefined) req.end(body)
+  return reply
+}
+
+/** The answer on `req`, read whole. */
+function replyOf(req: http2.ClientHttp2Stream): Promise<H2Reply> {
   return new Promise((resolve, reject) => {
-    const req = s.request(headers, { endStream: body === undefined })
     let head: H2Reply['headers'] = {}
     let data = ''
     req.on('response', (h) => { head = h })
@@ -64,7 +71,6 @@ function h2request(s: http2.ClientHttp2Session, headers: http2.OutgoingHttpHeade
     req.on('data', (c: string) => (data += c))
     req.on('end', () => resolve({ status: Number(head[':status']), headers: head, body: data }))
     req.on('error', reject)
-    if (body !== undefined) req.end(body)
   })
 }
 
@@ -425,16 +431,7 @@ t.test('an h2 request body is bounded between reads, not in total, as over HTTP/
   const s = session(t, tether)
   const post = (path: string): { req: http2.ClientHttp2Stream; reply: Promise<H2Reply> } => {
     const req = s.request({ ':method': 'POST', ':path': path }, { endStream: false })
-    const reply = new Promise<H2Reply>((resolve, reject) => {
-      let head: H2Reply['headers'] = {}
-      let data = ''
-      req.on('response', (h) => { head = h })
-      req.setEncoding('utf8')
-      req.on('data', (c: string) => (data += c))
-      req.on('end', () => resolve({ status: Number(head[':status']), headers: head, body: data }))
-      req.on('error', reject)
-    })
-    return { req, reply }
+    return { req, reply: replyOf(req) }
   }
   const steady = post('/steady')
   for (let i = 0; i < 12; i++) { // a byte every 250 ms for 3 s: three times body_idle in total
