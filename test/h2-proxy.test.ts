@@ -486,3 +486,45 @@ t.test('a new h2 connection that sends no request within timeouts.client_headers
   await within(new Promise((r) => socket.once('close', r)), 20_000, 'the idle connection to be closed')
   t.same(goaway, { last: 0, code: http2.constants.NGHTTP2_NO_ERROR }, 'GOAWAY NO_ERROR, no stream processed')
 })
+
+t.test('trailers trickled on a busy connection: the stream gets 408 at body_idle, and the connection, which cannot answer a PING in the middle of the block, is closed at client_headers', async (t) => {
+  // nginx 1.22 refuses any trailers from an h2 client (GOAWAY PROTOCOL_ERROR: "client sent
+  // HEADERS frame with incorrect identifier"); Tether forwards them, so it bounds them
+  const uploads: string[] = []
+  const busy = busyAnswers(30_000)()
+  const ups = await upstreams(t, ['app-0'], () => (req, res) => {
+    if (req.url !== '/upload') return busy(req, res)
+    req.resume()
+    res.on('close', () => uploads.push('closed'))
+  })
+  const logs = new LogCapture()
+  const tether = await h2Tether(t, ups, { timeouts: { client_headers: 1_000, body_idle: 1_000, response_headers: 30_000 } }, logs)
+  const port = Number(new URL(tether.url).port)
+  let status3 = ''
+  let goaway: { last: number; code: number } | null = null
+  const raw = await rawH2(t, port, (type, _flags, stream, payload) => {
+    if (type === FRAME.HEADERS && stream === 3) status3 = payload.toString('latin1')
+    if (type === FRAME.GOAWAY) goaway ??= { last: payload.readUInt32BE(0) & 0x7fffffff, code: payload.readUInt32BE(4) }
+  })
+  const authority = `127.0.0.1:${port}`
+  raw.socket.write(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 1, getBlock(authority, '/slow')))
+  await waitFor(() => raw.answerBytes > 0, 10_000, 'the busy answer to start')
+  // stream 3: POST /upload (:method POST is static index 3), a DATA frame, then its trailers
+  raw.socket.write(frame(FRAME.HEADERS, FLAG.END_HEADERS, 3, Buffer.concat([Buffer.from([0x83]), getBlock(authority, '/upload').subarray(1)])))
+  raw.socket.write(frame(FRAME.DATA, 0, 3, Buffer.from('hello')))
+  // a trailing HEADERS frame (a literal field, new name) of about 120 bytes, a byte every 100 ms: 12 s whole
+  const field = Buffer.concat([Buffer.from([0x00, 9]), Buffer.from('x-trailer'), Buffer.from([100]), Buffer.alloc(100, 0x76)])
+  const trailers = frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 3, field)
+  let sent = 0
+  while (!raw.closed && sent < trailers.length - 1) {
+    raw.socket.write(trailers.subarray(sent, sent + 1))
+    sent++
+    await new Promise((r) => setTimeout(r, 100)) // the client's pace
+  }
+  t.match(status3, /408/, 'the stream was answered 408 (its body silent body_idle)')
+  t.same(uploads, ['closed'], 'its upstream request ended')
+  t.ok(raw.closed, `the connection was closed before the trailers were complete (${sent} of ${trailers.length} bytes sent)`)
+  t.same(goaway, { last: 3, code: http2.constants.NGHTTP2_PROTOCOL_ERROR }, 'GOAWAY PROTOCOL_ERROR naming the streams processed')
+  t.ok(raw.answerBytes > 0, 'the busy answer was streaming meanwhile')
+  t.ok(logs.records.some((r) => String(r['msg']).includes('did not complete a stream head')), 'the close is logged')
+})
