@@ -528,3 +528,39 @@ t.test('trailers trickled on a busy connection: the stream gets 408 at body_idle
   t.ok(raw.answerBytes > 0, 'the busy answer was streaming meanwhile')
   t.ok(logs.records.some((r) => String(r['msg']).includes('did not complete a stream head')), 'the close is logged')
 })
+
+t.test('two streams answered before their clients finished, the second while the PING for the first is out: trailers begun after that PING is answered still close the connection', async (t) => {
+  const ups = await upstreams(t, ['app-0'], () => (_req, res) => void res.end('early\n'))
+  const tether = await h2Tether(t, ups, { timeouts: { client_headers: 1_000, body_idle: 30_000, response_headers: 30_000 } })
+  const port = Number(new URL(tether.url).port)
+  const PING = 6
+  const held: Buffer[] = [] // the PINGs the client answers only once both streams were reset
+  const reset = new Set<number>()
+  let trickling = false
+  let goaway: { last: number; code: number } | null = null
+  const raw = await rawH2(t, port, (type, _flags, stream, payload) => {
+    if (type === FRAME.RST_STREAM) reset.add(stream)
+    if (type === PING && (_flags & FLAG.ACK) === 0 && !trickling) held.push(payload)
+    if (type === FRAME.GOAWAY) goaway ??= { last: payload.readUInt32BE(0) & 0x7fffffff, code: payload.readUInt32BE(4) }
+  })
+  const authority = `127.0.0.1:${port}`
+  // streams 1 and 3: POST /upload (:method POST is static index 3) and a DATA frame each, no END_STREAM
+  for (const id of [1, 3]) {
+    raw.socket.write(frame(FRAME.HEADERS, FLAG.END_HEADERS, id, Buffer.concat([Buffer.from([0x83]), getBlock(authority, '/upload').subarray(1)])))
+    raw.socket.write(frame(FRAME.DATA, 0, id, Buffer.from('hello')))
+  }
+  await waitFor(() => reset.has(1) && reset.has(3) && held.length > 0, 10_000, 'both streams to be answered and reset, and a PING')
+  trickling = true
+  for (const payload of held) raw.socket.write(frame(PING, FLAG.ACK, 0, payload))
+  // then stream 3's trailers (a literal field, new name) of about 120 bytes, a byte every 100 ms: 12 s whole
+  const field = Buffer.concat([Buffer.from([0x00, 9]), Buffer.from('x-trailer'), Buffer.from([100]), Buffer.alloc(100, 0x76)])
+  const trailers = frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 3, field)
+  let sent = 0
+  while (!raw.closed && sent < trailers.length - 1) {
+    raw.socket.write(trailers.subarray(sent, sent + 1))
+    sent++
+    await new Promise((r) => setTimeout(r, 100)) // the client's pace
+  }
+  t.ok(raw.closed, `the connection was closed before the trailers were complete (${sent} of ${trailers.length} bytes sent)`)
+  t.same(goaway, { last: 3, code: http2.constants.NGHTTP2_PROTOCOL_ERROR }, 'GOAWAY PROTOCOL_ERROR naming the streams processed')
+})

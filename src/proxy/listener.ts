@@ -199,13 +199,28 @@ function guardSlowHead(session: http2.ServerHttp2Session, limit: number, every: 
     timer = setTimeout(check, ms)
     timer.unref()
   }
+  // One PING out at a time. A stream ended while it is out may have its trailers begun after
+  // the client answered it (before the client saw the stream's reset): that answer proves
+  // nothing for it, so another PING goes out once it is answered.
+  let again = false
+  const ask = (): void => {
+    again = false
+    asked = performance.now()
+    try {
+      session.ping((err) => {
+        if (err !== null) return
+        asked = 0
+        if (again && !session.destroyed && !session.closed) ask()
+      })
+    } catch { asked = 0 /* closing */ }
+    arm(every)
+  }
   // an answer ended before its client's END_STREAM: the client may be trickling its trailers
   const unfinished = function (this: http2.ServerHttp2Stream): void {
-    if (this.endAfterHeaders || this.readableEnded || asked !== 0 || session.destroyed || session.closed) return
+    if (this.endAfterHeaders || this.readableEnded || session.destroyed || session.closed) return
     if (this.state.remoteClose === 1) return
-    asked = performance.now()
-    try { session.ping((err) => { if (err === null) asked = 0 }) } catch { asked = 0 /* closing */ }
-    arm(every)
+    if (asked !== 0) again = true
+    else ask()
   }
   session.on('stream', (stream: http2.ServerHttp2Stream) => {
     const id = stream.id ?? 0
