@@ -7,7 +7,7 @@ import net from 'node:net'
 import { startTether, type Tether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { LogCapture } from './fixtures/log-capture.js'
-import { startEndlessUpstream, testConfig } from './fixtures/upstream.js'
+import { startEndlessUpstream, startUpstream, testConfig } from './fixtures/upstream.js'
 import { onEvent, waitFor, when } from './fixtures/wait.js'
 
 /**
@@ -50,4 +50,28 @@ t.test('HTTP/1.1: a client silent both ways (reads nothing, sends nothing) is cu
   t.ok(took >= 1_300 && took < 4_000, `cut after ${Math.round(took)} ms (bound 1.3 s, Node's timer up to twice it)`)
   t.equal(tether.health.state('app-0'), 'healthy', 'the upstream is not blamed')
   client.destroy()
+})
+
+t.test('HTTP/1.1: a client that stops sending its body after the upstream answered, the upstream echoing it, is cut as the client\'s timeout, the upstream not struck', async (t) => {
+  // the upstream answers at once and echoes the body: once the client stops, so does the answer
+  const up = await startUpstream('app-0', (req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain' })
+    res.flushHeaders()
+    req.on('data', (chunk: Buffer) => res.write(chunk))
+    req.on('end', () => res.end())
+  })
+  const logs = new LogCapture()
+  const config = testConfig([up], { timeouts: { body_idle: 1_000, response_headers: 5_000 }, health: { passive: { enabled: true, consecutive_failures: 1 } } })
+  const tether = await startTether(config, { logger: createLogger('info', logs) })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const client = net.connect(tether.port, '127.0.0.1')
+  client.on('error', () => undefined)
+  t.teardown(() => client.destroy())
+  let answer = ''
+  client.on('data', (b: Buffer) => { answer += b.toString('latin1') })
+  client.write('POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n') // and sends nothing more
+  await waitFor(() => answer.includes('hello'), 10_000, 'the echo of the first chunk')
+  await when(onEvent(logs, 'record'), () => logs.access().length === 1, 15_000, 'the access log line')
+  t.match(logs.access()[0], { status: 200, outcome: 'TETHER_CLIENT_TIMEOUT' }, "the client's doing")
+  t.equal(tether.health.state('app-0'), 'healthy', 'the upstream is not struck')
 })

@@ -633,10 +633,24 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
         return void controller.abort(new TetherError('TETHER_CLIENT_TIMEOUT'))
       }
     }
+    // the request body may still come after the answer's head (a streaming echo, an upload
+    // answered early): its bytes are watched as before it
+    const body = this.#ctx.body
+    const uploading = body !== null && !this.#ctx.req.complete
+    if (uploading && body.bytes !== this.#uploadBytes) {
+      this.#uploadBytes = body.bytes
+      this.#uploadQuietSince = now
+    }
     if (this.#active || this.#waitingDrain || this.#held !== null) {
       this.#active = false
       this.#quietSince = now
-    } else if (now - this.#quietSince >= idle) controller.abort(new TetherError('TETHER_UPSTREAM_TIMEOUT'))
+    } else if (now - this.#quietSince >= idle) {
+      // an answer silent while the client's body stopped arriving, all it sent handed on: the
+      // upstream may be waiting for the rest, the client's doing (408's rule, no health
+      // strike); a client still sending, or bytes the upstream does not take: the upstream's
+      const clientStalled = uploading && body.readableLength === 0 && now - this.#uploadQuietSince >= idle
+      controller.abort(new TetherError(clientStalled ? 'TETHER_CLIENT_TIMEOUT' : 'TETHER_UPSTREAM_TIMEOUT'))
+    }
   }
 
   #onClientClose = (): void => {
