@@ -238,7 +238,13 @@ function guardSlowHead(session: http2.ServerHttp2Session, limit: number, every: 
   function check(): void {
     if (session.destroyed || session.closed) return
     const now = performance.now()
-    if (asked !== 0 && now - asked >= limit) return slow(http2.constants.NGHTTP2_PROTOCOL_ERROR)
+    if (asked !== 0 && now - asked >= limit) {
+      // The PING waits behind what the connection still has to send the client (a slow link
+      // with large windows): it cannot have seen it yet, so its time starts once that is out.
+      // A client that stops reading altogether meets the stall and idle bounds instead.
+      if (sending(session)) asked = now
+      else return slow(http2.constants.NGHTTP2_PROTOCOL_ERROR)
+    }
     const started = session.state.lastProcStreamID ?? 0
     // no stream yet: nghttp2 shows the first one only once its head is complete, so a new
     // connection has client_headers from its start for its first head, as on HTTP/1.1
@@ -273,6 +279,11 @@ function guardSlowHead(session: http2.ServerHttp2Session, limit: number, every: 
   }
   arm(limit)
   session.once('close', () => { if (timer !== null) clearTimeout(timer) })
+}
+
+/** Whether frames for the client still wait in nghttp2's queue or in the socket's buffer. */
+function sending(session: http2.ServerHttp2Session): boolean {
+  return (session.state.outboundQueueSize ?? 0) > 0 || (session.socket?.writableLength ?? 0) > 0
 }
 
 /**
