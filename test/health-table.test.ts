@@ -156,6 +156,22 @@ t.test('ejection time grows with each ejection, is capped, and decays when quiet
   t.equal(health.snapshot()[0]!.ejectedUntil! - clock.now(), 30 * S)
 })
 
+t.test("an ejection ended by a passed active check here (another replica's verdict) does not lengthen the next one", async (t) => {
+  const { clock, health, events } = table()
+  fail(health, 'app-0', 3)
+  clock.set(health.snapshot()[0]!.ejectedUntil!) // ejection 1 (30 s) served in full
+  health.reportPassive('app-0', 'connect_refused', true, true) // another replica's probes failed
+  t.equal(health.snapshot()[0]!.ejectedUntil! - clock.now(), 60 * S, 'ejection 2: base x 2')
+  clock.advance(2 * S)
+  health.reportActive('app-0', true) // this replica's probe passes: that verdict was wrong here
+  t.equal(health.state('app-0'), 'healthy')
+  t.equal(health.snapshot()[0]!.timesEjected, 1, 'the ejection a passed probe ended is not counted')
+  events.length = 0
+  fail(health, 'app-0', 3) // live traffic fails here
+  t.equal(health.snapshot()[0]!.ejectedUntil! - clock.now(), 60 * S, 'the next ejection is the 2nd: base x 2, not x 3')
+  t.match(events, [{ to: 'ejected', detail: /\(ejection 2\)$/ }])
+})
+
 t.test('failures reported while ejected are ignored (late answers of old requests)', async (t) => {
   const { clock, health } = table()
   fail(health, 'app-0', 3)

@@ -266,6 +266,9 @@ export class HealthTable {
       if (e.ejectedUntil !== null && e.untilPass) {
         e.ejectedUntil = null
         e.untilPass = false
+        // a verdict this replica's probe contradicted: not counted toward the next ejection's
+        // length (the count is back to what it was when that ejection began)
+        e.timesEjected = Math.max(0, e.timesEjected - 1)
         e.lastEjectionEnd = now
         this.#update(e, 'ejection_expired', 'ejection ended: an active check passed here', now)
       }
@@ -299,6 +302,7 @@ export class HealthTable {
    * `untilPass` (another replica's active checks found it down): the ejection also ends at the
    * next active check that passes here, when this table's active checks run; a `peer` refusal
    * reported without it during such an ejection (another replica's live traffic) keeps it for its time.
+   * Such an ejection ended by a passed check does not count toward the next one's length.
    * Example (3 failures, base 30 s): three `reportPassive('app-0', 'connect_failure')` calls ->
    * ejected 30 s; ejected again right after -> 60 s.
    */
