@@ -10,6 +10,9 @@ import { SharedHealth } from '../src/health/shared-health.js'
 import { HealthTable } from '../src/health/health-table.js'
 import type { PeerChannel } from '../src/peers/peer-channel.js'
 import { FakeClock } from './fixtures/clock.js'
+import { createHealth, type Health } from '../src/health/create-health.js'
+import { systemTimers } from '../src/clock.js'
+import type { Config } from '../src/config/schema.js'
 
 /** A Tether replica with health shared through the Redis at `url`, keys under `prefix`. */
 async function sharing(t: Test, apps: readonly Upstream[], url: string, prefix: string): Promise<Tether> {
@@ -455,16 +458,15 @@ t.test("a down carrying the pod's uid is applied where the id has the same uid a
   t.match(published.at(-1), { kind: 'down', id: 'same-ip', url: v4old, uid: 'pod-new' }, "a down sent from here carries the pod's uid")
 })
 
-t.test("an active check's verdict of a group of workers is applied by its workers as the lead's probe (unhealthy until probes pass), not as an ejection; another replica ejects", async (t) => {
-  const { createHealth } = await import('../src/health/create-health.js')
-  const { systemTimers } = await import('../src/clock.js')
-  const config = testConfig([{ id: 'a', url: 'http://127.0.0.1:1' }, { id: 'b', url: 'http://127.0.0.1:2' }], {
-    health: { active: { enabled: false, healthy_threshold: 2, unhealthy_threshold: 2 }, passive: { base_ejection: 60_000 } },
-  })
+/**
+ * Processes with shared health (`createHealth`) over upstreams a and b, on one in-memory channel
+ * (as Redis pub/sub: every subscriber but the sender hears each message); `process_(self, group)`
+ * makes one, a worker of `group` (null: alone); `published`: every message sent, parsed.
+ */
+function peersOverOneChannel(config: Config): { published: unknown[]; process_: (self: string, group: string | null) => Health } {
   const published: unknown[] = []
   const subs: { self: string; fn: (m: string) => void }[] = []
-  // one channel for all (Redis pub/sub: every subscriber but the sender hears each message)
-  const process_ = (self: string, group: string | null) => {
+  const process_ = (self: string, group: string | null): Health => {
     const channel: PeerChannel = {
       publish: (m) => { published.push(JSON.parse(m)); for (const s of subs) if (s.self !== self) s.fn(m); return Promise.resolve(true) },
       subscribe: (fn) => { subs.push({ self, fn }); return Promise.resolve() },
@@ -475,6 +477,14 @@ t.test("an active check's verdict of a group of workers is applied by its worker
     health.table.setUpstreams(['a', 'b'])
     return health
   }
+  return { published, process_ }
+}
+
+t.test("an active check's verdict of a group of workers is applied by its workers as the lead's probe (unhealthy until probes pass), not as an ejection; another replica ejects", async (t) => {
+  const config = testConfig([{ id: 'a', url: 'http://127.0.0.1:1' }, { id: 'b', url: 'http://127.0.0.1:2' }], {
+    health: { active: { enabled: false, healthy_threshold: 2, unhealthy_threshold: 2 }, passive: { base_ejection: 60_000 } },
+  })
+  const { published, process_ } = peersOverOneChannel(config)
   const lead = process_('lead', 'g1')
   const sibling = process_('sibling', 'g1')
   const other = process_('other', null) // another replica
@@ -500,23 +510,10 @@ t.test("an active check's verdict of a group of workers is applied by its worker
 })
 
 t.test("another replica's active-check down takes the upstream out until a probe passes here (on every worker alike), not for the ejection time; a passive down stays timed", async (t) => {
-  const { createHealth } = await import('../src/health/create-health.js')
-  const { systemTimers } = await import('../src/clock.js')
   const config = testConfig([{ id: 'a', url: 'http://127.0.0.1:1' }, { id: 'b', url: 'http://127.0.0.1:2' }], {
     health: { active: { enabled: true, healthy_threshold: 2, unhealthy_threshold: 1 }, passive: { base_ejection: 60_000, max_ejection_percent: 100 } },
   })
-  const subs: { self: string; fn: (m: string) => void }[] = []
-  const process_ = (self: string, group: string | null) => {
-    const channel: PeerChannel = {
-      publish: (m) => { for (const s of subs) if (s.self !== self) s.fn(m); return Promise.resolve(true) },
-      subscribe: (fn) => { subs.push({ self, fn }); return Promise.resolve() },
-      remember: () => Promise.resolve(true),
-      members: () => Promise.resolve(new Map()),
-    }
-    const health = createHealth(config, new FakeClock(), systemTimers, createLogger('silent'), () => 0, channel, () => undefined, null, () => undefined, group)
-    health.table.setUpstreams(['a', 'b'])
-    return health
-  }
+  const { process_ } = peersOverOneChannel(config)
   const r1 = process_('r1', 'g1') // replica 1 (its lead)
   const lead = process_('r2-lead', 'g2') // replica 2: its lead and another worker
   const sibling = process_('r2-sibling', 'g2')
