@@ -58,7 +58,9 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     (id) => membership.current().get(id), // a peer's `down` names the url it found down and the pod's other addresses
     // the workers apply their lead's probe results: its active verdicts are news to none of them
     // (on the workers' own channel only they hear: one group, also with an older primary)
-    link === null ? null : channel === link.channel ? link.group ?? 'workers' : link.group)
+    link === null ? null : channel === link.channel ? link.group ?? 'workers' : link.group,
+    // another replica's active verdicts reach the workers in their lead's order, with its probe results
+    link === null || channel === link.channel || link.group === null ? null : { channel: link.channel, lead: () => link.lead })
   const redisBindings = redis !== null && config.affinity.shared === 'redis' ? new (await import('./redis/binding-store.js')).RedisBindings(redis, config.affinity.idle_timeout) : null
   const shared = redisBindings ?? link?.bindings ?? null
   const { sessions, records, keys, router } = createRouting(config, health.table, shared?.sink() ?? null, inFlight, (m) => logger.warn(m))

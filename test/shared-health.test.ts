@@ -9,6 +9,7 @@ import { redisCli, startRedis } from './fixtures/redis-server.js'
 import { SharedHealth } from '../src/health/shared-health.js'
 import { HealthTable } from '../src/health/health-table.js'
 import type { PeerChannel } from '../src/peers/peer-channel.js'
+import type { GroupRelay } from '../src/health/shared-health.js'
 import { FakeClock } from './fixtures/clock.js'
 import { createHealth, type Health } from '../src/health/create-health.js'
 import { systemTimers } from '../src/clock.js'
@@ -463,21 +464,33 @@ t.test("a down carrying the pod's uid is applied where the id has the same uid a
  * (as Redis pub/sub: every subscriber but the sender hears each message); `process_(self, group)`
  * makes one, a worker of `group` (null: alone); `published`: every message sent, parsed.
  */
-function peersOverOneChannel(config: Config): { published: unknown[]; process_: (self: string, group: string | null) => Health } {
+function peersOverOneChannel(config: Config): {
+  published: unknown[]; process_: (self: string, group: string | null, relay?: GroupRelay) => Health; hold: (self: string) => () => void
+} {
   const published: unknown[] = []
   const subs: { self: string; fn: (m: string) => void }[] = []
-  const process_ = (self: string, group: string | null): Health => {
+  /** Processes whose messages wait here, by self: `hold(self)` returns what delivers them. */
+  const late = new Map<string, string[]>()
+  const hold = (self: string): () => void => {
+    late.set(self, [])
+    return () => {
+      const held = late.get(self) ?? []
+      late.delete(self)
+      for (const m of held) for (const sub of subs) if (sub.self === self) sub.fn(m)
+    }
+  }
+  const process_ = (self: string, group: string | null, relay: GroupRelay | null = null): Health => {
     const channel: PeerChannel = {
-      publish: (m) => { published.push(JSON.parse(m)); for (const s of subs) if (s.self !== self) s.fn(m); return Promise.resolve(true) },
+      publish: (m) => { published.push(JSON.parse(m)); for (const s of subs) if (s.self !== self) (late.get(s.self)?.push(m) ?? s.fn(m)); return Promise.resolve(true) },
       subscribe: (fn) => { subs.push({ self, fn }); return Promise.resolve() },
       remember: () => Promise.resolve(true),
       members: () => Promise.resolve(new Map()),
     }
-    const health = createHealth(config, new FakeClock(), systemTimers, createLogger('silent'), () => 0, channel, () => undefined, null, () => undefined, group)
+    const health = createHealth(config, new FakeClock(), systemTimers, createLogger('silent'), () => 0, channel, () => undefined, null, () => undefined, group, relay)
     health.table.setUpstreams(['a', 'b'])
     return health
   }
-  return { published, process_ }
+  return { published, process_, hold }
 }
 
 t.test("an active check's verdict of a group of workers is applied by its workers as the lead's probe (unhealthy until probes pass), not as an ejection; another replica ejects", async (t) => {
@@ -541,4 +554,31 @@ t.test("another replica's active-check down takes the upstream out until a probe
   lead.table.reportActive('a', true)
   sibling.applyProbe('a', true, false)
   t.same([lead.table.state('a'), sibling.table.state('a')], ['ejected', 'ejected'], 'a refusal seen by traffic keeps it out past a passed probe here')
+})
+
+t.test("another replica's active down reaches a group's workers in its lead's order: a worker that hears it from Redis after the lead's passed probe is not left out", async (t) => {
+  const config = testConfig([{ id: 'a', url: 'http://127.0.0.1:1' }, { id: 'b', url: 'http://127.0.0.1:2' }], {
+    health: { active: { enabled: true, healthy_threshold: 2, unhealthy_threshold: 1 }, passive: { base_ejection: 60_000, max_ejection_percent: 100 } },
+  })
+  const { process_, hold } = peersOverOneChannel(config)
+  // replica 2's own channel, through its primary: one ordered stream to every worker, the sender too
+  const group: ((m: string) => void)[] = []
+  const groupChannel: PeerChannel = {
+    publish: (m) => { for (const fn of group) fn(m); return Promise.resolve(true) },
+    subscribe: (fn) => { group.push(fn); return Promise.resolve() },
+    remember: () => Promise.resolve(true),
+    members: () => Promise.resolve(new Map()),
+  }
+  const r1 = process_('r1', 'g1')
+  const lead = process_('r2-lead', 'g2', { channel: groupChannel, lead: () => true })
+  const sibling = process_('r2-sibling', 'g2', { channel: groupChannel, lead: () => false })
+  for (const h of [r1, lead, sibling]) await h.peers!.start()
+  const deliver = hold('r2-sibling') // Redis delivers to the sibling later than to the lead
+  r1.table.reportActive('a', false, false, 'ECONNREFUSED') // replica 1's probe fails: an active down
+  t.same([lead.table.state('a'), sibling.table.state('a')], ['ejected', 'ejected'], 'out on both: the sibling has it from its lead')
+  // the lead's probe passes, relayed to the sibling, before Redis delivers the down there
+  lead.table.reportActive('a', true)
+  sibling.applyProbe('a', true, false)
+  deliver() // now the sibling's own Redis copy of the down arrives
+  t.same([lead.table.state('a'), sibling.table.state('a')], ['healthy', 'healthy'], "in again on both at the lead's passed probe; the sibling's late Redis copy is its lead's to apply")
 })

@@ -10,7 +10,7 @@ import { ActiveChecker } from './active-checker.js'
 import type { HealthCopy } from './health-copy.js'
 import { HealthTable } from './health-table.js'
 import { LongWaitWatch } from './long-wait-watch.js'
-import { SharedHealth, type AddressesOf } from './shared-health.js'
+import { SharedHealth, type AddressesOf, type GroupRelay } from './shared-health.js'
 
 export interface Health {
   readonly table: HealthTable
@@ -40,7 +40,8 @@ export interface Health {
  * checks). `probed`: told each result of this process's checker as applied here (for the other
  * workers). `addressesOf(id)`: the id's url and listed addresses in the current set (a peer's
  * `down` about none of them is ignored). `group`: the id this process shares with the workers
- * that apply the same lead's probe results (see SharedHealth), null when it is alone.
+ * that apply the same lead's probe results (see SharedHealth), null when it is alone; `relay`:
+ * their own channel, when `channel` is Redis (see SharedHealth).
  * Example: `createHealth(config, clock, timers, logger, (id) => inFlight.longestWait(id), null, (id) => checker.probeSoon(id))`.
  */
 export function createHealth(
@@ -49,6 +50,7 @@ export function createHealth(
   probed: ((id: string, ok: boolean, severe: boolean, cause: string | null) => void) | null = null,
   addressesOf: AddressesOf = () => undefined,
   group: string | null = null,
+  relay: GroupRelay | null = null,
 ): Health {
   const h = config.health
   const table = new HealthTable({ active: h.active, passive: h.passive.enabled ? h.passive : null, slow_start: h.slow_start }, clock)
@@ -65,7 +67,7 @@ export function createHealth(
   }
   const checker = h.active.enabled ? new ActiveChecker({ ...h.active, jitter: 0.1 }, sink, { clock, timers }) : null
   const watch = h.active.enabled ? new LongWaitWatch(h.active, { ids: () => table.ids(), longestWait, suspect, timers, now: () => clock.now() }) : null
-  const peers = channel !== null ? new SharedHealth(channel, table, logger, addressesOf, group) : null
+  const peers = channel !== null ? new SharedHealth(channel, table, logger, addressesOf, group, relay) : null
   // another worker's probe result is not news to tell: the lead told the other replicas (once)
   const applyProbe = (id: string, ok: boolean, severe: boolean, cause: string | null = null): void =>
     peers === null ? table.reportActive(id, ok, severe, cause) : peers.quietly(() => table.reportActive(id, ok, severe, cause))

@@ -58,15 +58,24 @@ export class SharedHealth {
   /** The newest drain or undrain sent from here, by upstream id (an older send's failure is moot). */
   readonly #sending = new Map<string, number>()
   #sends = 0
+  /** A group's own ordered channel, and whether this process is its lead (see the constructor); null: none. */
+  readonly #relay: GroupRelay | null
 
   /**
    * `group`: the id this process shares with the processes that apply the same probe results
    * (its sibling workers, which all apply the lead's); null: this process alone. An upstream
    * that failed its active checks here is unhealthy there already, until the probes pass again:
    * a `down` about it (marked `active`) is for the other replicas only, as an ejection there.
+   * `relay`: with `group`, when the channel is not the group's own (Redis): another group's
+   * active `down` ends at the next passed probe of this group's lead, whose results reach the
+   * other workers in its ordered stream; so only the lead applies such a `down` heard here and
+   * relays it in that stream, and the others apply the relayed one, in the lead's order (each
+   * hearing it from Redis at its own moment, a worker could take the lead's passed probe
+   * before the `down`, and stay out one probe interval longer).
    */
-  constructor(channel: PeerChannel, health: HealthTable, logger: Logger, addressesOf: AddressesOf = () => undefined, group: string | null = null) {
+  constructor(channel: PeerChannel, health: HealthTable, logger: Logger, addressesOf: AddressesOf = () => undefined, group: string | null = null, relay: GroupRelay | null = null) {
     this.#channel = channel
+    this.#relay = relay
     this.#group = group ?? this.#self
     this.#health = health
     this.#logger = logger
@@ -88,6 +97,7 @@ export class SharedHealth {
    */
   async start(): Promise<void> {
     // subscribed first: a change made after the read below is then received, not missed
+    await this.#relay?.channel.subscribe((m) => this.#receive(m, true))
     await this.#channel.subscribe((m) => this.#receive(m), () => void this.#readRecorded())
     await this.#readRecorded()
   }
@@ -226,7 +236,8 @@ export class SharedHealth {
     }
   }
 
-  #receive(message: string): void {
+  /** `relayed`: from the group's channel (the lead relayed it; nothing else comes that way with a relay). */
+  #receive(message: string, relayed = false): void {
     let m: { from?: unknown; kind?: unknown; id?: unknown; active?: unknown; group?: unknown; url?: unknown; addresses?: unknown; uid?: unknown; migrate?: unknown; since?: unknown; recorded?: unknown }
     try {
       m = JSON.parse(message) as typeof m
@@ -237,6 +248,11 @@ export class SharedHealth {
     // an active check's verdict of this group (the lead's probe): every worker of it applied that
     // probe result as it is (unhealthy until the probes pass again), not as an ejection
     if (m.kind === 'down' && m.active === true && m.group === this.#group) return
+    // another group's active verdict: applied by this group's workers in its lead's order (see the constructor)
+    if (this.#relay !== null && m.kind === 'down' && m.active === true) {
+      if (relayed === this.#relay.lead()) return // (the lead's own relay, heard back; or a worker's Redis copy)
+      if (!relayed) void this.#relay.channel.publish(message)
+    } else if (relayed) return
     // about the id's old pod, found down where the id still named it: not this replica's upstream.
     // Replicas may keep different addresses of one pod (which they saw first): the same pod when
     // each side lists the address the other kept, or when both know the pod's uid, the same uid
@@ -273,6 +289,12 @@ export class SharedHealth {
       this.#applyingPeer = false
     }
   }
+}
+
+/** A group of workers' own ordered channel (through their primary) and whether this process is its lead now. */
+export interface GroupRelay {
+  readonly channel: PeerChannel
+  readonly lead: () => boolean
 }
 
 /**
