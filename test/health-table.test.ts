@@ -172,6 +172,26 @@ t.test("an ejection ended by a passed active check here (another replica's verdi
   t.match(events, [{ to: 'ejected', detail: /\(ejection 2\)$/ }])
 })
 
+t.test("an ejection a passed check here ended leaves the count's decay as it was (the next ejection as long as without it), also on a worker that copied it", async (t) => {
+  const { clock, health } = table({}, ['app-0'])
+  fail(health, 'app-0', 3)
+  clock.set(health.snapshot()[0]!.ejectedUntil!) // ejection 1 (30 s) served
+  fail(health, 'app-0', 3)
+  clock.set(health.snapshot()[0]!.ejectedUntil!) // ejection 2 (60 s) served: count 2, decaying from now
+  clock.advance(50 * S) // one base_ejection of decay passed
+  health.reportPassive('app-0', 'connect_refused', true, true) // another replica's probes failed
+  // a worker starting now copies that ejection
+  const sibling = new HealthTable({ active: { healthy_threshold: 2, unhealthy_threshold: 2 }, passive: PASSIVE, slow_start: 0 }, clock)
+  sibling.setUpstreams(['app-0'])
+  sibling.copy(health.copies())
+  clock.advance(5 * S)
+  for (const h of [health, sibling]) h.reportActive('app-0', true) // the probe passes here: that verdict was wrong
+  t.same([health.state('app-0'), sibling.state('app-0')], ['healthy', 'healthy'])
+  clock.advance(15 * S) // 70 s since ejection 2 ended: two base_ejections of decay, count 0
+  for (const h of [health, sibling]) fail(h, 'app-0', 3)
+  t.same([health, sibling].map((h) => h.snapshot()[0]!.ejectedUntil! - clock.now()), [30 * S, 30 * S], 'base x 1, as without the ejection the probe ended (not x 2: its decay was not restarted)')
+})
+
 t.test('failures reported while ejected are ignored (late answers of old requests)', async (t) => {
   const { clock, health } = table()
   fail(health, 'app-0', 3)

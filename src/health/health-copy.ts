@@ -16,6 +16,9 @@ export interface HealthCopy {
   readonly ejectedUntil: number | null
   /** That ejection also ends at the next passed active check (see HealthTable.reportPassive); absent: false (an older worker's). */
   readonly untilPass?: boolean
+  /** With `untilPass`: timesEjected and lastEjectionEnd before that ejection began (put back if a passed check ends it); absent: unknown (an older worker's). */
+  readonly countBefore?: number
+  readonly endBefore?: number | null
   readonly timesEjected: number
   readonly lastEjectionEnd: number | null
   readonly readySince: number | null

@@ -96,6 +96,11 @@ interface Entry {
   timesEjected: number
   /** End of the last ejection, for the decay of timesEjected. */
   lastEjectionEnd: number
+  /**
+   * With `untilPass`: timesEjected and lastEjectionEnd as they were before the current ejection
+   * began, put back when a passed check here ends it (that ejection is then not counted).
+   */
+  before: { readonly times: number; readonly end: number } | null
   drainingSince: number | null
   /** When this table learned of the drain (drainingSince may be earlier: another replica's). */
   drainKnownSince: number | null
@@ -186,7 +191,7 @@ export class HealthTable {
       if (this.#entries.has(id)) continue
       const e: Entry = {
         id, activeFailed: false, activeSuccesses: 0, activeFailures: 0, passiveFailures: 0,
-        ejectedUntil: null, untilPass: false, timesEjected: 0, lastEjectionEnd: -Infinity, drainingSince: null, drainKnownSince: null,
+        ejectedUntil: null, untilPass: false, timesEjected: 0, lastEjectionEnd: -Infinity, before: null, drainingSince: null, drainKnownSince: null,
         migrate: false, adminDrain: false, adminMigrate: false, discoveryDrain: false, disabled: false, readySince: this.#initialized ? now : -Infinity, state: 'healthy',
       }
       this.#entries.set(id, e)
@@ -267,9 +272,11 @@ export class HealthTable {
         e.ejectedUntil = null
         e.untilPass = false
         // a verdict this replica's probe contradicted: not counted toward the next ejection's
-        // length (the count is back to what it was when that ejection began)
-        e.timesEjected = Math.max(0, e.timesEjected - 1)
-        e.lastEjectionEnd = now
+        // length, as if it never was (the count and its decay as they were before it began;
+        // without them, a copy from an older worker: one less, decaying from now)
+        e.timesEjected = e.before?.times ?? Math.max(0, e.timesEjected - 1)
+        e.lastEjectionEnd = e.before?.end ?? now
+        e.before = null
         this.#update(e, 'ejection_expired', 'ejection ended: an active check passed here', now)
       }
       e.activeSuccesses++
@@ -327,6 +334,7 @@ export class HealthTable {
     const enough = result === 'connect_refused' || e.passiveFailures >= passive.consecutive_failures
     if (!enough || !this.#mayEject(passive, now)) return
     const decay = Math.max(0, Math.floor((now - e.lastEjectionEnd) / passive.base_ejection))
+    e.before = { times: e.timesEjected, end: e.lastEjectionEnd }
     e.timesEjected = Math.max(0, e.timesEjected - decay) + 1
     const duration = Math.min(passive.base_ejection * e.timesEjected, passive.max_ejection)
     e.ejectedUntil = now + duration
@@ -485,7 +493,7 @@ export class HealthTable {
       activeSuccesses: e.activeSuccesses,
       activeFailures: e.activeFailures,
       ejectedUntil: e.ejectedUntil,
-      ...(e.ejectedUntil !== null && e.untilPass ? { untilPass: true } : {}),
+      ...(e.ejectedUntil !== null && e.untilPass ? { untilPass: true, ...(e.before === null ? {} : { countBefore: e.before.times, endBefore: finiteOrNull(e.before.end) }) } : {}),
       timesEjected: e.timesEjected,
       lastEjectionEnd: finiteOrNull(e.lastEjectionEnd),
       readySince: finiteOrNull(e.readySince),
@@ -518,6 +526,7 @@ export class HealthTable {
       if (typeof row.ejectedUntil === 'number' && Number.isFinite(row.ejectedUntil) && row.ejectedUntil > now && (e.ejectedUntil === null || row.ejectedUntil > e.ejectedUntil)) {
         e.ejectedUntil = row.ejectedUntil
         e.untilPass = row.untilPass === true && this.#options.active.enabled !== false
+        e.before = e.untilPass && row.countBefore !== undefined ? { times: count(row.countBefore, 0), end: time(row.endBefore, now) } : null
         e.lastEjectionEnd = Math.max(e.lastEjectionEnd, row.ejectedUntil)
       }
       const reason: TransitionReason = e.activeFailed !== failedBefore ? (e.activeFailed ? 'active_failed' : 'active_recovered') : 'ejected'
