@@ -582,3 +582,37 @@ t.test("another replica's active down reaches a group's workers in its lead's or
   deliver() // now the sibling's own Redis copy of the down arrives
   t.same([lead.table.state('a'), sibling.table.state('a')], ['healthy', 'healthy'], "in again on both at the lead's passed probe; the sibling's late Redis copy is its lead's to apply")
 })
+
+t.test("while the lead changes: a worker that heard another replica's active down before it became the lead applies the old lead's relay of it; one it applied itself as the lead is not applied again", async (t) => {
+  const config = testConfig([{ id: 'a', url: 'http://127.0.0.1:1' }, { id: 'b', url: 'http://127.0.0.1:2' }], {
+    health: { active: { enabled: true, healthy_threshold: 2, unhealthy_threshold: 1 }, passive: { base_ejection: 60_000, max_ejection_percent: 100 } },
+  })
+  const { process_, hold } = peersOverOneChannel(config)
+  // replica 2's own channel, through its primary: one ordered stream to every worker, the sender too
+  const group: ((m: string) => void)[] = []
+  const groupChannel: PeerChannel = {
+    publish: (m) => { for (const fn of group) fn(m); return Promise.resolve(true) },
+    subscribe: (fn) => { group.push(fn); return Promise.resolve() },
+    remember: () => Promise.resolve(true),
+    members: () => Promise.resolve(new Map()),
+  }
+  let newLeads = false // the primary told `next` it leads (the old lead stops meanwhile, still relaying)
+  const r1 = process_('r1', 'g1')
+  const old = process_('r2-old', 'g2', { channel: groupChannel, lead: () => true })
+  const next = process_('r2-next', 'g2', { channel: groupChannel, lead: () => newLeads })
+  for (const h of [r1, old, next]) await h.peers!.start()
+  let deliver = hold('r2-old') // Redis reaches the old lead late
+  r1.table.reportActive('a', false, false, 'ECONNREFUSED') // heard by `next` while not the lead: its lead's to relay
+  t.equal(next.table.state('a'), 'healthy')
+  newLeads = true
+  deliver() // the old lead applies it and relays it
+  t.same([old.table.state('a'), next.table.state('a')], ['ejected', 'ejected'], 'the new lead applies the old lead\'s relay (it did not apply its own Redis copy)')
+  // b: the new lead applies its own Redis copy; the old lead's relay, late, comes after its passed probe
+  deliver = hold('r2-old')
+  r1.table.reportActive('b', false, false, 'ECONNREFUSED')
+  t.equal(next.table.state('b'), 'ejected', 'the new lead applies its own Redis copy')
+  next.table.reportActive('b', true)
+  old.applyProbe('b', true, false)
+  deliver()
+  t.equal(next.table.state('b'), 'healthy', "the old lead's relay of the down it applied already does not take it out again")
+})

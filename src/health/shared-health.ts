@@ -60,6 +60,12 @@ export class SharedHealth {
   #sends = 0
   /** A group's own ordered channel, and whether this process is its lead (see the constructor); null: none. */
   readonly #relay: GroupRelay | null
+  /**
+   * Another group's active `down`s this process applied from Redis as its group's lead (and
+   * relayed), until another lead's relay of the same message comes (while the lead changes, the
+   * old one relays too): that relay is not applied again here (at most RELAYED_KEPT, oldest dropped).
+   */
+  readonly #appliedAsLead: string[] = []
 
   /**
    * `group`: the id this process shares with the processes that apply the same probe results
@@ -97,7 +103,7 @@ export class SharedHealth {
    */
   async start(): Promise<void> {
     // subscribed first: a change made after the read below is then received, not missed
-    await this.#relay?.channel.subscribe((m) => this.#receive(m, true))
+    await this.#relay?.channel.subscribe((m) => this.#relayed(m))
     await this.#channel.subscribe((m) => this.#receive(m), () => void this.#readRecorded())
     await this.#readRecorded()
   }
@@ -236,7 +242,26 @@ export class SharedHealth {
     }
   }
 
-  /** `relayed`: from the group's channel (the lead relayed it; nothing else comes that way with a relay). */
+  /**
+   * A message on the group's channel: a lead's relay (`relay`: the process that relayed it). Its
+   * own is not applied again; one it applied from Redis as the lead neither (another lead's
+   * relay while the lead changes). A worker that became the lead after it heard the `down` from
+   * Redis (then not the lead: ignored) applies the old lead's relay of it.
+   */
+  #relayed(raw: string): void {
+    let w: { relay?: unknown; message?: unknown }
+    try {
+      w = JSON.parse(raw) as typeof w
+    } catch {
+      return
+    }
+    if (typeof w.message !== 'string' || w.relay === this.#self) return
+    const mine = this.#appliedAsLead.indexOf(w.message)
+    if (mine !== -1) return void this.#appliedAsLead.splice(mine, 1)
+    this.#receive(w.message, true)
+  }
+
+  /** `relayed`: from the group's channel (a lead relayed it; nothing else comes that way with a relay). */
   #receive(message: string, relayed = false): void {
     let m: { from?: unknown; kind?: unknown; id?: unknown; active?: unknown; group?: unknown; url?: unknown; addresses?: unknown; uid?: unknown; migrate?: unknown; since?: unknown; recorded?: unknown }
     try {
@@ -250,8 +275,11 @@ export class SharedHealth {
     if (m.kind === 'down' && m.active === true && m.group === this.#group) return
     // another group's active verdict: applied by this group's workers in its lead's order (see the constructor)
     if (this.#relay !== null && m.kind === 'down' && m.active === true) {
-      if (relayed === this.#relay.lead()) return // (the lead's own relay, heard back; or a worker's Redis copy)
-      if (!relayed) void this.#relay.channel.publish(message)
+      if (!relayed) {
+        if (!this.#relay.lead()) return // a worker's Redis copy: its lead relays it
+        void this.#relay.channel.publish(JSON.stringify({ relay: this.#self, message }))
+        if (this.#appliedAsLead.push(message) > RELAYED_KEPT) this.#appliedAsLead.shift()
+      }
     } else if (relayed) return
     // about the id's old pod, found down where the id still named it: not this replica's upstream.
     // Replicas may keep different addresses of one pod (which they saw first): the same pod when
@@ -290,6 +318,9 @@ export class SharedHealth {
     }
   }
 }
+
+/** How many `down`s applied as the lead are kept against another lead's relay of them (see SharedHealth.#appliedAsLead). */
+const RELAYED_KEPT = 100
 
 /** A group of workers' own ordered channel (through their primary) and whether this process is its lead now. */
 export interface GroupRelay {
