@@ -616,3 +616,32 @@ t.test("while the lead changes: a worker that heard another replica's active dow
   deliver()
   t.equal(next.table.state('b'), 'healthy', "the old lead's relay of the down it applied already does not take it out again")
 })
+
+t.test('a down that could not reach Redis (before its connection was ready, or while it was down) is told once the subscription is in place, if the upstream is still down here', async (t) => {
+  const clock = new FakeClock()
+  const health = new HealthTable({ active: { healthy_threshold: 1, unhealthy_threshold: 1 }, passive: { consecutive_failures: 3, count_5xx: true, base_ejection: 30_000, max_ejection: 100_000, max_ejection_percent: 100 }, slow_start: 0 }, clock)
+  health.setUpstreams(['a', 'b', 'c'])
+  let up = false
+  let subscribed: () => void = () => undefined
+  const published: { kind: string; id: string; active?: boolean }[] = []
+  const channel: PeerChannel = {
+    publish: (m) => { if (up) published.push(JSON.parse(m) as typeof published[number]); return Promise.resolve(up) },
+    subscribe: (_fn, onSubscribed) => { subscribed = onSubscribed ?? subscribed; return Promise.resolve() },
+    remember: () => Promise.resolve(up),
+    members: () => Promise.resolve(new Map()),
+  }
+  const shared = new SharedHealth(channel, health, createLogger('silent'))
+  await shared.start()
+  health.reportActive('a', false) // the first probe after start fails: not connected yet
+  health.reportPassive('b', 'connect_refused') // refused on live traffic
+  health.reportActive('c', false)
+  health.reportActive('c', true) // c is back before the connection is
+  await new Promise((r) => setImmediate(r))
+  t.same(published, [], 'nothing reached Redis')
+  up = true
+  subscribed()
+  await waitFor(() => published.length >= 2, 5_000, 'the downs to be told again')
+  t.match(published, [{ kind: 'down', id: 'a', active: true }, { kind: 'down', id: 'b' }], 'a (active verdict) and b (ejected) are told once connected')
+  t.notOk(published.some((m) => m.id === 'c'), 'not c: it is up again here')
+  t.notOk(published[1]!.active, "b's down is live traffic's (timed ejection there)")
+})

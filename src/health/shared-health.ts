@@ -58,6 +58,8 @@ export class SharedHealth {
   /** The newest drain or undrain sent from here, by upstream id (an older send's failure is moot). */
   readonly #sending = new Map<string, number>()
   #sends = 0
+  /** Upstreams whose `down` did not reach Redis (not connected yet, or down): told again when the subscription is (back) in place, if still down here. */
+  readonly #unsentDowns = new Set<string>()
   /** A group's own ordered channel, and whether this process is its lead (see the constructor); null: none. */
   readonly #relay: GroupRelay | null
   /**
@@ -104,7 +106,10 @@ export class SharedHealth {
   async start(): Promise<void> {
     // subscribed first: a change made after the read below is then received, not missed
     await this.#relay?.channel.subscribe((m) => this.#relayed(m))
-    await this.#channel.subscribe((m) => this.#receive(m), () => void this.#readRecorded())
+    await this.#channel.subscribe((m) => this.#receive(m), () => {
+      this.#tellUnsentDowns()
+      void this.#readRecorded()
+    })
     await this.#readRecorded()
   }
 
@@ -182,7 +187,10 @@ export class SharedHealth {
     const uid = found?.uid
     // `recorded`: the sender keeps the drain starts itself (a Tether since they exist)
     const sent = [this.#channel.publish(JSON.stringify({ from: this.#self, kind, id, ...(active ? { active, group: this.#group } : {}), ...(url !== undefined ? { url } : {}), ...(addresses !== undefined ? { addresses } : {}), ...(uid !== undefined ? { uid } : {}), ...(migrate ? { migrate } : {}), ...(since !== undefined ? { since } : {}), ...(kind === 'undrain' ? { recorded: true } : {}) }))]
-    if (kind === 'down') return
+    if (kind === 'down') {
+      void sent[0]!.then((ok) => { if (ok) this.#unsentDowns.delete(id); else this.#unsentDowns.add(id) })
+      return
+    }
     for (const heard of this.#hearing) heard.add(id)
     if (kind === 'drain') {
       sent.push(this.#channel.remember(DRAINS, id, migrate ? 'migrate' : 'stay'))
@@ -221,6 +229,19 @@ export class SharedHealth {
       void this.#channel.remember(DRAIN_CHANGES, id, String(now - since < RECORDED_MS ? since : now))
     }
     return n
+  }
+
+  /**
+   * Tell again each `down` that did not reach Redis (published before the connection was ready,
+   * or while it was down), for the upstreams still down here: unhealthy (an active verdict) or
+   * ejected. Else an upstream found down at the first probe after start was never shared.
+   */
+  #tellUnsentDowns(): void {
+    for (const id of [...this.#unsentDowns]) {
+      this.#unsentDowns.delete(id)
+      const state = this.#health.state(id)
+      if (state === 'unhealthy' || state === 'ejected') this.tell('down', id, false, undefined, state === 'unhealthy')
+    }
   }
 
   /** Drop the records of `id`'s drain and changes (nothing waits for it: a failure leaves them to the next read). */
