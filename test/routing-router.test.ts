@@ -587,7 +587,7 @@ t.test('a decision is a frozen value', async (t) => {
   const { go } = routing(affinity({ key: 'header', header: { name: 'X-Tenant' } }), clock)
   const d = go({ 'x-tenant': 'acme' })
   t.ok(Object.isFrozen(d))
-  t.same(Object.keys(d).sort(), ['appKey', 'bind', 'epoch', 'learn', 'moved', 'sessionKey', 'setCookie', 'source', 'upstream'])
+  t.same(Object.keys(d).sort(), ['appKey', 'bind', 'epoch', 'learn', 'moved', 'placedAt', 'sessionKey', 'setCookie', 'source', 'upstream'])
 })
 
 t.test('a drain that migrates: an active user stays, an idle one moves once, and requests with the cookie from before the move follow it; with workers, each records the answers of the others', async (t) => {

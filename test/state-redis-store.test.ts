@@ -53,7 +53,7 @@ t.test('a checkpoint is a hash under <prefix>cp:{<session>} with a millisecond T
   t.same((await redisCli(redis.port, 'KEYS', '*')).trim().split('\n'), ['tether:cp:{abc}'])
   t.equal(
     (await redisCli(redis.port, 'HGETALL', 'tether:cp:{abc}')).trim(),
-    ['value', 'v', 'version', '4', 'upstream', 'app-3', 'epoch', '2', 'writtenAt', '5'].join('\n'),
+    ['value', 'v', 'version', '4', 'upstream', 'app-3', 'epoch', '2', 'writtenAt', '5', 'placedAt'].join('\n'), // placedAt '' (none): its empty line trimmed
   )
   const pttl = Number(await redisCli(redis.port, 'PTTL', 'tether:cp:{abc}'))
   t.ok(pttl > 50_000 && pttl <= 60_000, `PTTL ${pttl} is the TTL of the put`)

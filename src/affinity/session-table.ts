@@ -101,6 +101,22 @@ export class SessionTable {
     if (this.#sink !== null) this.#sink.bound(key, upstream, epoch, false, this.table.peek(key, now)!.createdAt)
   }
 
+  /**
+   * As {@link pin}, for the answer to a request that placed or moved `key`, routed at
+   * `placedAt`: the pin is created at `placedAt` (the placement that request's checkpoint
+   * carries; now when that is past the absolute timeout). Not made, false returned, when the key
+   * holds a live pin at `epoch` on another upstream placed later: the key was placed again
+   * while this request was out (its pin expired or was evicted), and the store refuses this
+   * answer's checkpoint for that placement's (`superseded`), so the user must stay there.
+   */
+  place(key: string, upstream: string, epoch: number, now: number, placedAt: number): boolean {
+    const held = this.table.peek(key, now)
+    if (held !== null && held.epoch === epoch && held.upstream !== upstream && held.createdAt > placedAt) return false
+    this.table.setCreated(key, upstream, epoch, now, now - placedAt > this.#absoluteTimeout ? now : placedAt)
+    if (this.#sink !== null) this.#sink.bound(key, upstream, epoch, false, this.table.peek(key, now)!.createdAt)
+    return true
+  }
+
   /** Record `key` on `upstream` locally only (a cookie session counted for bounded loads). */
   count(key: string, upstream: string, epoch: number, now: number): void {
     this.table.set(key, upstream, epoch, now)

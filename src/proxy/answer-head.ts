@@ -92,7 +92,8 @@ export class AnswerHead implements AnswerHeadPolicy {
     // the chosen upstream answered: a new or moved user is pinned there from now on
     const b = d.bind
     if (b !== null) {
-      if (b.publish) o.sessions.pin(b.key, b.upstream, b.epoch, o.clock.now())
+      // a placement answered after the key was placed again (a later pin at its epoch) pins nothing
+      if (b.publish) o.sessions.place(b.key, b.upstream, b.epoch, o.clock.now(), d.placedAt ?? o.clock.now())
       else o.sessions.count(b.key, b.upstream, b.epoch, o.clock.now())
       o.sessions.settle(b)
     }
@@ -141,7 +142,7 @@ export class AnswerHead implements AnswerHeadPolicy {
     // any upstream has sent a checkpoint (an app using Tether for stickiness only pays nothing)
     const from = state.seenCheckpoint ? rekeyedFrom : null
     if (checkpoint === null) return from === null ? null : state.rekey(from, key).then((r) => verdict(state.confirmed, r))
-    const written = state.write(key, checkpoint, d.upstream, d.epoch)
+    const written = state.write(key, checkpoint, d.upstream, d.epoch, d.placedAt ?? null)
     const done = from === null ? written : written.then((r) => (r === 'too_large' ? state.rekey(from, key) : r))
     return done.then((r) => verdict(state.confirmed, r))
   }

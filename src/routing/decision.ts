@@ -60,4 +60,10 @@ export interface Decision {
   readonly sessionKey: string | null
   /** What to record in the session table once this upstream answers, or null. */
   readonly bind: Binding | null
+  /**
+   * When the table binding this request follows was placed (its pin's creation time; for a
+   * request that places or moves the key, now), ms; null or absent for Tether's cookie and
+   * round robin. Stored with the answer's checkpoint, to order two placements of one epoch.
+   */
+  readonly placedAt?: number | null
 }

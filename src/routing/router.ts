@@ -494,14 +494,14 @@ export class Router {
       const index = this.#place(p)
       if (index < 0) return 'none'
       const id = this.placement.ids[index]!
-      return decision(id, key.checkpoints ? 'hash' : 'fallback', 0, null, null, learn, appKey, sessionKey, learned ? null : binding(value, id, 0, true))
+      return decision(id, key.checkpoints ? 'hash' : 'fallback', 0, null, null, learn, appKey, sessionKey, learned ? null : binding(value, id, 0, true), now)
     }
     const r = this.#resolve(entry.upstream, p, entry.createdAt, !learned, lastSeen, 0)
     if (typeof r === 'string') return r
     const id = this.placement.ids[r.index]!
-    if (r.reason === null) return decision(id, settled, entry.epoch, null, null, learn, appKey, sessionKey)
+    if (r.reason === null) return decision(id, settled, entry.epoch, null, null, learn, appKey, sessionKey, null, entry.createdAt)
     const epoch = entry.epoch + 1
-    return decision(id, 'failover', epoch, { from: entry.upstream, reason: r.reason }, null, learn, appKey, sessionKey, binding(value, id, epoch, true))
+    return decision(id, 'failover', epoch, { from: entry.upstream, reason: r.reason }, null, learn, appKey, sessionKey, binding(value, id, epoch, true), now)
   }
 
   /** Place a new key: bounded loads when configured, else the plain hash; only upstreams that accept new users. */
@@ -529,9 +529,9 @@ function takeMove(b: MoveBudget, rate: number, now: number): boolean {
 
 function decision(
   upstream: string, source: RouteSource, epoch: number, moved: Decision['moved'], setCookie: string | null,
-  learn: boolean, appKey: string | null, sessionKey: string | null, bind: Binding | null = null,
+  learn: boolean, appKey: string | null, sessionKey: string | null, bind: Binding | null = null, placedAt: number | null = null,
 ): Decision {
-  return Object.freeze({ upstream, source, epoch, moved, setCookie, learn, appKey, sessionKey, bind })
+  return Object.freeze({ upstream, source, epoch, moved, setCookie, learn, appKey, sessionKey, bind, placedAt })
 }
 
 function binding(key: string, upstream: string, epoch: number, publish: boolean): Binding {

@@ -29,16 +29,24 @@ export interface Checkpoint {
   readonly epoch: number
   /** When Tether stored it, ms since the Unix epoch (from the caller's Clock). */
   readonly writtenAt: number
+  /**
+   * When the user's table binding this answer was routed by was placed, ms since the Unix
+   * epoch: the pin's creation time, or the routing time of a request that places or moves the
+   * key. Null or absent for Tether's cookie and for records written by an older Tether. Orders
+   * two upstreams' checkpoints of one epoch: see {@link isStale}.
+   */
+  readonly placedAt?: number | null
 }
 
 /**
  * The outcome of a put. Only `'stored'` means the checkpoint is kept (for Redis: Redis replied
  * OK to the write, so no acknowledged checkpoint is lost by Tether).
  * - `'stale'`: a checkpoint with a newer or equal version is stored; nothing changed.
- * - `'superseded'`: refused by a checkpoint of the same epoch from another upstream (written
- *   later, and this one not of a higher version: see {@link isStale}); nothing changed. Unlike `'stale'`, what
- *   is stored does not hold this checkpoint's update (the other upstream's state went its own
- *   way), so `durability: confirmed` must not acknowledge it. Counted as `stale`.
+ * - `'superseded'`: refused by a checkpoint of the same epoch from another upstream (of a later
+ *   placement of the key, or written later and this one not of a higher version: see
+ *   {@link isStale}); nothing changed. Unlike `'stale'`, what is stored does not hold this
+ *   checkpoint's update (the other upstream's state went its own way), so `durability:
+ *   confirmed` must not acknowledge it. Counted as `stale`.
  * - `'too_large'`: `value.length > maxBytes`; refused before any I/O, nothing changed.
  * - `'unavailable'`: the store is down or did not answer within its timeout; the write may or
  *   may not have happened.
@@ -60,7 +68,11 @@ export type PutResult = 'stored' | 'stale' | 'superseded' | 'too_large' | 'unava
  * upstream the user goes on with, which were stored before this rule). Of two upstreams at one epoch
  * the later answer wins, as it does for routing (its cookie, or its table binding, is the last
  * one recorded: the user goes on there), so the checkpoints of the upstream the user stays on
- * are stored, and a stale copy from the other is replaced by its next one. A put that reaches the store late (sent to a Redis that froze, given
+ * are stored, and a stale copy from the other is replaced by its next one. Before all that, two
+ * upstreams' checkpoints of one epoch that both carry `placedAt` and differ in it are ordered
+ * by it: the later placement's is kept whatever the versions and times (a table key placed
+ * again at that epoch after its pin expired or was evicted: a late answer of the request
+ * routed by the old pin must not replace the new upstream's state). A put that reaches the store late (sent to a Redis that froze, given
  * up on, applied when it resumed; a frozen worker's message) must not replace what a later
  * answer stored. Within a process `writtenAt` never goes back; across Tether replicas this
  * orders by their clocks (NTP keeps them within milliseconds), and a version orders without.
@@ -69,7 +81,7 @@ export type PutResult = 'stored' | 'stale' | 'superseded' | 'too_large' | 'unava
  * `isStale({ version: 1, writtenAt: 300, ... }, { version: 5, writtenAt: 200, ... }, true)` -> false;
  * `isStale({ version: 1, upstream: 'app-1', epoch: 2, writtenAt: 300 }, { version: 6, upstream: 'app-2', epoch: 2, writtenAt: 200 }, false)` -> false.
  */
-export function isStale(incoming: Pick<Checkpoint, 'version' | 'writtenAt' | 'upstream' | 'epoch'>, stored: Pick<Checkpoint, 'version' | 'writtenAt' | 'upstream' | 'epoch'>, replacing: boolean): boolean {
+export function isStale(incoming: Ordered, stored: Ordered, replacing: boolean): boolean {
   return refusal(incoming, stored, replacing) !== null
 }
 
@@ -81,13 +93,20 @@ export function isStale(incoming: Pick<Checkpoint, 'version' | 'writtenAt' | 'up
  *
  * Example: `refusal({ version: 2, upstream: 'app-0', epoch: 0, writtenAt: 100 }, { version: 5, upstream: 'app-1', epoch: 0, writtenAt: 200 }, false)` -> `'superseded'`.
  */
-export function refusal(incoming: Pick<Checkpoint, 'version' | 'writtenAt' | 'upstream' | 'epoch'>, stored: Pick<Checkpoint, 'version' | 'writtenAt' | 'upstream' | 'epoch'>, replacing: boolean): 'stale' | 'superseded' | null {
+export function refusal(incoming: Ordered, stored: Ordered, replacing: boolean): 'stale' | 'superseded' | null {
   if (!refused(incoming, stored, replacing)) return null
   return incoming.epoch === stored.epoch && incoming.upstream !== stored.upstream ? 'superseded' : 'stale'
 }
 
-function refused(incoming: Pick<Checkpoint, 'version' | 'writtenAt' | 'upstream' | 'epoch'>, stored: Pick<Checkpoint, 'version' | 'writtenAt' | 'upstream' | 'epoch'>, replacing: boolean): boolean {
+/** What {@link isStale} reads of a checkpoint. */
+export type Ordered = Pick<Checkpoint, 'version' | 'writtenAt' | 'upstream' | 'epoch' | 'placedAt'>
+
+function refused(incoming: Ordered, stored: Ordered, replacing: boolean): boolean {
   const rival = incoming.epoch === stored.epoch && incoming.upstream !== stored.upstream
+  // two placements of the key at one epoch (placed again after its pin expired or was evicted):
+  // the later placement's state is the user's, whatever answered last
+  const a = incoming.placedAt, b = stored.placedAt
+  if (rival && a != null && b != null && a !== b) return a < b
   const versioned = incoming.version !== null && stored.version !== null
   if (!replacing && !rival && versioned) return incoming.version! <= stored.version!
   // two upstreams at one epoch: a later answer, or a higher version (as before this rule: a
@@ -135,6 +154,8 @@ export interface CheckpointStore {
    * - both of one epoch, from two upstreams: stored when written later (`writtenAt`) whatever
    *   the versions (two upstreams answered the user at one move; one may have started the state
    *   again), or when its version is higher (as for any pair: a clock ahead never refuses it);
+   * - both of one epoch, from two upstreams, each with a different `placedAt`: stored when its
+   *   placement is the later one, refused when the earlier, whatever versions and times;
    * - a refusal over a checkpoint of the same epoch from another upstream is `'superseded'`,
    *   any other `'stale'`;
    * - `replace`: stored whatever the versions over a checkpoint of another epoch (the user's

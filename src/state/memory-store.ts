@@ -205,13 +205,8 @@ export class MemoryCheckpointStore implements CheckpointStore {
       const [key, victim] = (this.#probation.oldest() ?? this.#protected.oldest())!
       victim.segment.remove(key, victim)
     }
-    const checkpoint: Checkpoint = Object.freeze({
-      value: cp.value,
-      version: cp.version,
-      upstream: cp.upstream,
-      epoch: cp.epoch,
-      writtenAt: cp.writtenAt,
-    })
+    const base = { value: cp.value, version: cp.version, upstream: cp.upstream, epoch: cp.epoch, writtenAt: cp.writtenAt }
+    const checkpoint: Checkpoint = Object.freeze(cp.placedAt == null ? base : { ...base, placedAt: cp.placedAt })
     const entry: Entry = { checkpoint, expiresAt: now + Math.max(1, ttlMs), cost, segment: this.#probation }
     if (current) this.#promote(sessionKey, entry)
     else this.#probation.add(sessionKey, entry)

@@ -150,10 +150,11 @@ export class StateProtocol {
   }
 
   /**
-   * Store a checkpoint written by `upstream` at `epoch`; resolves when stored or given up
+   * Store a checkpoint written by `upstream` at `epoch`, by a request routed by a table binding
+   * placed at `placedAt` (null: Tether's cookie, round robin); resolves when stored or given up
    * (after `timeout`, or `confirmTimeout` with confirmed durability), with the outcome.
    */
-  async write(sessionKey: string, cp: RawCheckpoint, upstream: string, epoch: number): Promise<PutResult> {
+  async write(sessionKey: string, cp: RawCheckpoint, upstream: string, epoch: number, placedAt: number | null = null): Promise<PutResult> {
     this.#seen = true
     let result: PutResult
     if (Buffer.byteLength(cp.value, 'latin1') > this.#opts.maxBytes) result = 'too_large'
@@ -162,7 +163,7 @@ export class StateProtocol {
       // versionless checkpoint look older than the one it follows)
       const writtenAt = Math.max(this.#lastWrittenAt, this.#clock.now())
       this.#lastWrittenAt = writtenAt
-      const checkpoint: Checkpoint = { value: cp.value, version: cp.version, upstream, epoch, writtenAt }
+      const checkpoint: Checkpoint = { value: cp.value, version: cp.version, upstream, epoch, writtenAt, placedAt }
       // the mark is taken by this write (a parallel answer of the same move is ordered by
       // version after it: the store replaces only a checkpoint of another epoch)
       const mark = this.#restarted.size !== 0 ? this.#restarted.get(sessionKey) : undefined
