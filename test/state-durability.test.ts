@@ -71,7 +71,7 @@ for (const durability of ['confirmed', 'best_effort'] as const) {
       t.equal(r.status, 200, 'best effort: the answer goes out anyway')
     }
     t.equal(hits - before, 1, 'the upstream saw the request once (no replay)')
-    t.match(await px.metrics.render(), /tether_checkpoints_total\{result="stale"\} 1\b/, 'counted stale')
+    t.match(await px.metrics.render(), /tether_checkpoints_total\{result="superseded"\} 1\b/, 'counted superseded, not stale')
   })
 }
 

@@ -76,7 +76,8 @@ for (const store of ['memory', 'redis'] as const) {
     ups.get(first)!.held.get('u1')!()
     const old = await late
     t.same([old.status, old.id, old.n], [200, first, 3], 'the late answer (version 3) reaches the client')
-    t.equal(await metric(tether, 'tether_checkpoints_total{result="stale"}'), 1, "its checkpoint is refused: superseded by the later placement's")
+    t.equal(await metric(tether, 'tether_checkpoints_total{result="superseded"}'), 1, "its checkpoint is refused: superseded by the later placement's")
+    t.equal(await metric(tether, 'tether_checkpoints_total{result="stale"}'), 0, 'not counted stale')
     t.equal(tether.sessions.peek('u1', Date.now())?.upstream, second, `u1 stays on ${second}`)
     // u1's upstream goes away before its next checkpoint: the move delivers what u1 did there, not the old upstream's version 3
     await ups.get(second)!.close()
@@ -102,7 +103,7 @@ for (const store of ['memory', 'redis'] as const) {
     ups.get(first)!.held.get('u2')!()
     t.same((await late).id, first, 'the late answer reaches the client')
     t.equal(tether.sessions.peek('u2', Date.now())?.upstream, second, `the pin stays on ${second}`)
-    t.equal(await metric(tether, 'tether_checkpoints_total{result="stale"}'), 1, "the late answer's checkpoint is refused")
+    t.equal(await metric(tether, 'tether_checkpoints_total{result="superseded"}'), 1, "the late answer's checkpoint is refused")
     const next = await get('u2')
     t.same([next.id, next.n], [second, 2], `u2's next request goes on on ${second}, with its state`)
   })

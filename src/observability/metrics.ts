@@ -12,7 +12,7 @@ import type { ClientProtocol } from './events.js'
 /** Result of a rehydration attempt (the new upstream asked for a moved user's state). */
 export type RehydrationResult = 'delivered' | 'no_state' | 'error'
 /** Result of a checkpoint (an upstream handing in a user's state). */
-export type CheckpointResult = 'stored' | 'stale' | 'too_large' | 'unavailable'
+export type CheckpointResult = 'stored' | 'stale' | 'superseded' | 'too_large' | 'unavailable'
 /** A timed Redis operation. */
 export type RedisOp = 'get' | 'put'
 /** A discovery source and whether its last answer was good, read at scrape time. */
@@ -64,7 +64,7 @@ export const METRIC_DOCS = [
   { name: 'tether_rehydrations_total', type: 'counter', labels: ['result'],
     help: 'State rehydrations of moved users, counted once per answer from the upstream the state was for (not per fetch: a hedge not sent or that lost, a failed attempt, counts nothing), by result (delivered; no_state: none stored; error: not fetched, refused by the hook, or too large for a header).' },
   { name: 'tether_checkpoints_total', type: 'counter', labels: ['result'],
-    help: 'State checkpoints handed in by upstreams, by result (stored, stale, too_large, unavailable).' },
+    help: 'State checkpoints handed in by upstreams, by result (stored, stale, superseded: refused for another upstream\'s checkpoint of the same epoch, too_large, unavailable).' },
   { name: 'tether_affinity_entries', type: 'gauge', labels: [],
     help: 'Entries in the affinity table.' },
   { name: 'tether_affinity_evictions_total', type: 'counter', labels: [],

@@ -46,7 +46,7 @@ export interface Checkpoint {
  *   placement of the key, or written later and this one not of a higher version: see
  *   {@link isStale}); nothing changed. Unlike `'stale'`, what is stored does not hold this
  *   checkpoint's update (the other upstream's state went its own way), so `durability:
- *   confirmed` must not acknowledge it. Counted as `stale`.
+ *   confirmed` must not acknowledge it. Counted as `superseded`.
  * - `'too_large'`: `value.length > maxBytes`; refused before any I/O, nothing changed.
  * - `'unavailable'`: the store is down or did not answer within its timeout; the write may or
  *   may not have happened.

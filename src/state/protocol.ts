@@ -30,8 +30,8 @@ export interface StateOptions {
 }
 
 export interface StateEvents {
-  /** A checkpoint's outcome (`'superseded'` is told as `'stale'`, as it is counted). */
-  checkpoint(result: Exclude<PutResult, 'superseded'>, sessionKey: string, bytes: number): void
+  /** A checkpoint's outcome. */
+  checkpoint(result: PutResult, sessionKey: string, bytes: number): void
   rehydration(result: 'delivered' | 'no_state' | 'error'): void
   /** How long a store operation took (also when it gave up). */
   operation(op: 'get' | 'put', seconds: number): void
@@ -185,7 +185,7 @@ export class StateProtocol {
       // not stored (the store is down): the next checkpoint of that epoch replaces instead
       if (replace && result === 'unavailable' && (this.#restarted.get(sessionKey)?.epoch ?? epoch) === epoch) this.restarted(sessionKey, epoch, upstream)
     }
-    this.#events.checkpoint(result === 'superseded' ? 'stale' : result, sessionKey, cp.value.length)
+    this.#events.checkpoint(result, sessionKey, cp.value.length)
     return result
   }
 
