@@ -197,6 +197,24 @@ t.test('a pin from another worker: the higher epoch wins, then the smaller upstr
   t.match(s.rotated('k', 6), { upstream: 'app-0', epoch: 2 }, 'and still routes for the grace period')
 })
 
+t.test('two placements of one epoch on two upstreams: the binding kept (the smaller id) takes the later creation time, so its checkpoints are not refused for the other placement\'s', async (t) => {
+  for (const order of [['app-1', 'app-0'], ['app-0', 'app-1']] as const) {
+    const s = new SessionTable({ maxEntries: 10, idleTimeout: 60_000, absoluteTimeout: null })
+    const created = { 'app-0': 100, 'app-1': 200 }
+    for (const id of order) s.applyRemote('k', id, 0, 300, created[id], false)
+    t.same([s.peek('k', 300)?.upstream, s.peek('k', 300)?.createdAt], ['app-0', 200], `applied ${order.join(' then ')}: app-0, placed at 200`)
+  }
+  // a worker's own later placement on the larger id, told the other's earlier one
+  const s = new SessionTable({ maxEntries: 10, idleTimeout: 60_000, absoluteTimeout: null })
+  t.ok(s.place('k', 'app-1', 0, 300, 200))
+  s.applyRemote('k', 'app-0', 0, 300, 100, false)
+  t.same([s.peek('k', 300)?.upstream, s.peek('k', 300)?.createdAt], ['app-0', 200])
+  // the store then keeps what that binding's next answer brings
+  const store = new MemoryCheckpointStore({ maxEntries: 10, clock: new FakeClock(1_000) })
+  t.equal(await store.put('k', { value: 'app-1 v1', version: 1, upstream: 'app-1', epoch: 0, writtenAt: 250, placedAt: 200 }, 60_000), 'stored')
+  t.equal(await store.put('k', { value: 'app-0 v5', version: 5, upstream: 'app-0', epoch: 0, writtenAt: 400, placedAt: s.peek('k', 300)!.createdAt }, 60_000), 'stored', "the kept upstream's checkpoint is stored")
+})
+
 t.test("a worker's answer waits until the primary acknowledged its pins; pins from others are applied, a rotation keeps its grace", async (t) => {
   const sent: unknown[] = []
   let deliver: (m: unknown) => void = () => undefined
@@ -482,7 +500,7 @@ t.test('a pin from a worker that did not know a later move of the user (evicted,
   await turns()
   t.match(sessions.peek('tie', 50_000), { upstream: 'app-1', epoch: 0 }, 'a tie: the smaller upstream id stays')
   t.match(sessions.peek('moved', 50_000), { upstream: 'app-3', epoch: 3 }, 'a later move replaces the binding')
-  t.same(told().slice(1), [['b', 'tie', 'app-1', 0, 40_000]], 'the tie is told again, the later move is not')
+  t.same(told().slice(1), [['b', 'tie', 'app-1', 0, 49_000]], 'the tie is told again, with the later placement time of the two (its checkpoints must not be refused for the other placement\'s), the later move is not')
   // a stale pin and an unpin of the same user in one message: the unpin stands, nothing told
   deliver({ tether: 'written', writes: [['b', 'moved', 'app-0', 0, 49_900], ['u', 'moved']] })
   await turns()

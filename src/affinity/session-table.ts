@@ -180,7 +180,9 @@ export class SessionTable {
   /**
    * A pin another worker made, applied here only: a higher epoch wins; at the same epoch the
    * smaller upstream id, so two workers that placed a user at once agree on one. The binding
-   * takes the writer's creation time `createdAt`. Example: local app-2 at epoch 1,
+   * takes the writer's creation time `createdAt`; of two upstreams at one epoch, the one kept
+   * takes the later creation time of the two (so its checkpoints, which carry it, are not
+   * refused for the other placement's: see {@link place}). Example: local app-2 at epoch 1,
    * `applyRemote('k', 'app-1', 1, now, created)` -> app-1; `applyRemote('k', 'app-3', 0, now, created)` -> unchanged.
    * A pin at a lower epoch than the one held comes from a worker that did not know this user's
    * later move (it had evicted the binding for room, or it expired there a little earlier, or
@@ -191,9 +193,16 @@ export class SessionTable {
    */
   applyRemote(key: string, upstream: string, epoch: number, now: number, createdAt: number, resend = true): void {
     const local = this.table.peek(key, now)
+    // two placements of one epoch on two upstreams: whichever routing keeps takes the later
+    // creation time of the two, as checkpoints carry it (`placedAt`) and the store keeps the
+    // later placement's: else the kept upstream's checkpoints would be refused `superseded`
+    // for as long as the other's is stored
+    const rival = local !== null && epoch === local.epoch && upstream !== local.upstream && createdAt === createdAt
     if (local === null || epoch > local.epoch || (epoch === local.epoch && upstream <= local.upstream)) {
-      this.table.setCreated(key, upstream, epoch, now, createdAt)
-    } else if (resend && this.#sink) {
+      this.table.setCreated(key, upstream, epoch, now, rival ? Math.max(createdAt, local.createdAt) : createdAt)
+    } else {
+      if (rival && createdAt > local.createdAt) this.table.setCreated(key, local.upstream, local.epoch, now, createdAt)
+      if (!resend || this.#sink === null) return
       // after the writes that came with this one (an unpin of the user, or a later move sent
       // by its own maker, among them: no re-send)
       const sink = this.#sink
