@@ -53,7 +53,7 @@ t.test('a checkpoint is a hash under <prefix>cp:{<session>} with a millisecond T
   t.same((await redisCli(redis.port, 'KEYS', '*')).trim().split('\n'), ['tether:cp:{abc}'])
   t.equal(
     (await redisCli(redis.port, 'HGETALL', 'tether:cp:{abc}')).trim(),
-    ['value', 'v', 'version', '4', 'upstream', 'app-3', 'epoch', '2', 'writtenAt', '5', 'placedAt'].join('\n'), // placedAt '' (none): its empty line trimmed
+    ['value', 'v', 'version', '4', 'upstream', 'app-3', 'epoch', '2', 'writtenAt', '5', 'placedAt', '', 'placedWith', '5'].join('\n'), // placedAt '' (none)
   )
   const pttl = Number(await redisCli(redis.port, 'PTTL', 'tether:cp:{abc}'))
   t.ok(pttl > 50_000 && pttl <= 60_000, `PTTL ${pttl} is the TTL of the put`)
@@ -236,4 +236,19 @@ t.test('the fixture refuses to run without redis-server and says how to install 
   } finally {
     process.env.PATH = path
   }
+})
+
+t.test("rolling upgrade: a placedAt left by a checkpoint that an older Tether's script wrote over (it rewrites the other fields only) orders nothing", async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const store = storeFor(t, { url: redis.url, keyPrefix: 'tether:', timeout: 1000 })
+  await store.start()
+  // app-1's checkpoint of a placement at 5000, through a new Tether
+  t.equal(await store.put('k', { value: 'app-1 v1', version: 1, upstream: 'app-1', epoch: 0, writtenAt: 5_100, placedAt: 5_000 }, HOUR), 'stored')
+  // an older Tether stores app-0's checkpoint of epoch 0 (what its script writes: HSET of these fields, PEXPIRE)
+  await redisCli(redis.port, 'HSET', 'tether:cp:{k}', 'value', 'app-0 v9', 'version', '9', 'upstream', 'app-0', 'epoch', '0', 'writtenAt', '6000')
+  t.same(await store.get('k'), { status: 'found', checkpoint: { value: 'app-0 v9', version: 9, upstream: 'app-0', epoch: 0, writtenAt: 6_000 } }, "read without app-1's placedAt")
+  // app-0's placement is unknown: a rival of another placement is ordered as over any record
+  // without placedAt (written later, of a higher version: stored), not by app-1's placement
+  t.equal(await store.put('k', { value: 'app-1 v10', version: 10, upstream: 'app-1', epoch: 0, writtenAt: 6_100, placedAt: 3_000 }, HOUR), 'stored')
 })

@@ -11,7 +11,9 @@ import { FAILED, RedisConnection, type RedisConnectionOptions } from './connecti
  * KEYS[1] = the checkpoint hash; ARGV = value, version ('' = none), upstream, epoch, writtenAt,
  * ttlMs, replace ('1': versions are not compared with a checkpoint of another epoch), placedAt
  * ('' = none; two upstreams' checkpoints of one epoch with different placements: the later
- * placement's is kept, whatever versions and times). Returns 1
+ * placement's is kept, whatever versions and times; written with `placedWith` = writtenAt, and
+ * a stored placedAt counts only when its placedWith is the stored writtenAt: a Tether from
+ * before placedAt, during a rolling upgrade, rewrites the other fields and leaves these). Returns 1
  * when stored, 0 when stale, 2 when superseded (refused by a checkpoint of the same epoch from
  * another upstream; a script from before that value returned 0: each Tether runs its own
  * script, by its SHA, so a replica reads only its own script's replies). The rule is CheckpointStore.put's (`isStale` in
@@ -24,7 +26,7 @@ import { FAILED, RedisConnection, type RedisConnectionOptions } from './connecti
  */
 export const PUT_CHECKPOINT_LUA = `
 local incoming = ARGV[2]
-local stored = redis.call('HMGET', KEYS[1], 'version', 'epoch', 'writtenAt', 'upstream', 'placedAt')
+local stored = redis.call('HMGET', KEYS[1], 'version', 'epoch', 'writtenAt', 'upstream', 'placedAt', 'placedWith')
 if stored[3] then
   local replacing = ARGV[7] == '1' and stored[2] ~= ARGV[4]
   local rival = stored[2] == ARGV[4] and stored[4] ~= ARGV[3]
@@ -32,8 +34,12 @@ if stored[3] then
   if rival then
     refused = 2
   end
-  if rival and ARGV[8] ~= '' and stored[5] and stored[5] ~= '' and ARGV[8] ~= stored[5] then
-    if tonumber(ARGV[8]) < tonumber(stored[5]) then
+  -- placedAt counts only when written with this writtenAt: a Tether from before placedAt
+  -- (a rolling upgrade) rewrites the other fields and leaves another checkpoint's placedAt
+  local placed = stored[5]
+  if stored[6] ~= stored[3] then placed = nil end
+  if rival and ARGV[8] ~= '' and placed and placed ~= '' and tonumber(ARGV[8]) ~= tonumber(placed) then
+    if tonumber(ARGV[8]) < tonumber(placed) then
       return 2
     end
   elseif not replacing and not rival and incoming ~= '' and stored[1] and stored[1] ~= '' then
@@ -46,7 +52,7 @@ if stored[3] then
     end
   end
 end
-redis.call('HSET', KEYS[1], 'value', ARGV[1], 'version', incoming, 'upstream', ARGV[3], 'epoch', ARGV[4], 'writtenAt', ARGV[5], 'placedAt', ARGV[8])
+redis.call('HSET', KEYS[1], 'value', ARGV[1], 'version', incoming, 'upstream', ARGV[3], 'epoch', ARGV[4], 'writtenAt', ARGV[5], 'placedAt', ARGV[8], 'placedWith', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 return 1
 `
@@ -63,7 +69,7 @@ export function checkpointKey(keyPrefix: string, sessionKey: string): string {
 
 /** A checkpoint from an HGETALL reply, or null when the hash is empty or not one of ours. */
 function parseCheckpoint(hash: Record<string, string>): Checkpoint | null {
-  const { value, version, upstream, epoch, writtenAt, placedAt } = hash
+  const { value, version, upstream, epoch, writtenAt, placedAt, placedWith } = hash
   if (value === undefined || version === undefined || upstream === undefined || epoch === undefined || writtenAt === undefined) {
     return null
   }
@@ -71,8 +77,9 @@ function parseCheckpoint(hash: Record<string, string>): Checkpoint | null {
   const e = Number(epoch)
   const w = Number(writtenAt)
   if ((v !== null && !Number.isFinite(v)) || !Number.isFinite(e) || !Number.isFinite(w)) return null
-  const p = placedAt === undefined || placedAt === '' ? NaN : Number(placedAt)
-  // a record written by an older Tether has no placedAt
+  // a record written by an older Tether has no placedAt, or another checkpoint's (placedWith
+  // is the writtenAt it came with)
+  const p = placedAt === undefined || placedAt === '' || placedWith !== writtenAt ? NaN : Number(placedAt)
   return Object.freeze(Number.isFinite(p) ? { value, version: v, upstream, epoch: e, writtenAt: w, placedAt: p } : { value, version: v, upstream, epoch: e, writtenAt: w })
 }
 
@@ -86,7 +93,7 @@ export type RedisCheckpointStoreOptions =
 
 /**
  * CheckpointStore in Redis. A checkpoint is a hash with the fields `value`, `version` (`''` for
- * none), `upstream`, `epoch`, `writtenAt` and `placedAt` (`''` for none), under {@link checkpointKey}, expiring `ttlMs` after
+ * none), `upstream`, `epoch`, `writtenAt`, `placedAt` (`''` for none) and `placedWith` (the `writtenAt` it was written with), under {@link checkpointKey}, expiring `ttlMs` after
  * the last stored put (PEXPIRE). Puts run {@link PUT_CHECKPOINT_LUA}. A put resolves `'stored'`
  * only after Redis replied to the script; a timed-out put is `'unavailable'` even if Redis
  * applied it later. Such a late put never replaces a newer one: versions order versioned
