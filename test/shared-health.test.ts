@@ -464,6 +464,17 @@ t.test("a down carrying the pod's uid is applied where the id has the same uid a
  * (as Redis pub/sub: every subscriber but the sender hears each message); `process_(self, group)`
  * makes one, a worker of `group` (null: alone); `published`: every message sent, parsed.
  */
+/** Replica 2's own channel, through its primary: one ordered stream to every worker, the sender too. */
+function orderedGroupChannel(): PeerChannel {
+  const group: ((m: string) => void)[] = []
+  return {
+    publish: (m) => { for (const fn of group) fn(m); return Promise.resolve(true) },
+    subscribe: (fn) => { group.push(fn); return Promise.resolve() },
+    remember: () => Promise.resolve(true),
+    members: () => Promise.resolve(new Map()),
+  }
+}
+
 function peersOverOneChannel(config: Config): {
   published: unknown[]; process_: (self: string, group: string | null, relay?: GroupRelay) => Health; hold: (self: string) => () => void
 } {
@@ -561,14 +572,7 @@ t.test("another replica's active down reaches a group's workers in its lead's or
     health: { active: { enabled: true, healthy_threshold: 2, unhealthy_threshold: 1 }, passive: { base_ejection: 60_000, max_ejection_percent: 100 } },
   })
   const { process_, hold } = peersOverOneChannel(config)
-  // replica 2's own channel, through its primary: one ordered stream to every worker, the sender too
-  const group: ((m: string) => void)[] = []
-  const groupChannel: PeerChannel = {
-    publish: (m) => { for (const fn of group) fn(m); return Promise.resolve(true) },
-    subscribe: (fn) => { group.push(fn); return Promise.resolve() },
-    remember: () => Promise.resolve(true),
-    members: () => Promise.resolve(new Map()),
-  }
+  const groupChannel = orderedGroupChannel()
   const r1 = process_('r1', 'g1')
   const lead = process_('r2-lead', 'g2', { channel: groupChannel, lead: () => true })
   const sibling = process_('r2-sibling', 'g2', { channel: groupChannel, lead: () => false })
@@ -588,14 +592,7 @@ t.test("while the lead changes: a worker that heard another replica's active dow
     health: { active: { enabled: true, healthy_threshold: 2, unhealthy_threshold: 1 }, passive: { base_ejection: 60_000, max_ejection_percent: 100 } },
   })
   const { process_, hold } = peersOverOneChannel(config)
-  // replica 2's own channel, through its primary: one ordered stream to every worker, the sender too
-  const group: ((m: string) => void)[] = []
-  const groupChannel: PeerChannel = {
-    publish: (m) => { for (const fn of group) fn(m); return Promise.resolve(true) },
-    subscribe: (fn) => { group.push(fn); return Promise.resolve() },
-    remember: () => Promise.resolve(true),
-    members: () => Promise.resolve(new Map()),
-  }
+  const groupChannel = orderedGroupChannel()
   let newLeads = false // the primary told `next` it leads (the old lead stops meanwhile, still relaying)
   const r1 = process_('r1', 'g1')
   const old = process_('r2-old', 'g2', { channel: groupChannel, lead: () => true })
