@@ -9,7 +9,7 @@ import http2 from 'node:http2'
 import { startTether, type Tether } from '../src/app.js'
 import type { Config } from '../src/config/schema.js'
 import { createLogger } from '../src/observability/logger.js'
-import { FLAG, FRAME, connectH2, frame, getBlock, readFrames } from './fixtures/h2-frames.js'
+import { FLAG, FRAME, connectH2, frame, getBlock, readFrames, settingsFrame, windowUpdate } from './fixtures/h2-frames.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { startRawUpstream } from './fixtures/raw-upstream.js'
 import { makeCertificateSet } from './fixtures/tls.js'
@@ -563,4 +563,64 @@ t.test('two streams answered before their clients finished, the second while the
   }
   t.ok(raw.closed, `the connection was closed before the trailers were complete (${sent} of ${trailers.length} bytes sent)`)
   t.same(goaway, { last: 3, code: http2.constants.NGHTTP2_PROTOCOL_ERROR }, 'GOAWAY PROTOCOL_ERROR naming the streams processed')
+})
+
+t.test('a client on a slow link with a large download queued gets the trailers PING late: its time counts from when nothing is left queued, so the connection is kept', async (t) => {
+  const MB = 1024 * 1024
+  const SIZE = 32 * MB
+  let written = 0 // bytes of /big the upstream has written
+  let upload: http.ServerResponse | null = null // answered, its body unread, when the test says
+  const ups = await upstreams(t, ['app-0'], () => (req, res) => {
+    if (req.url === '/upload') return void (upload = res)
+    res.writeHead(200, { 'content-length': SIZE })
+    const chunk = Buffer.alloc(64 * 1024, 0x62)
+    const pump = (): void => {
+      while (written < SIZE) {
+        written += chunk.length
+        if (!res.write(chunk)) return void res.once('drain', pump)
+      }
+      res.end()
+    }
+    pump()
+  })
+  const tether = await h2Tether(t, ups, { timeouts: { client_headers: 2_000, body_idle: 30_000, response_headers: 30_000 } })
+  const port = Number(new URL(tether.url).port)
+  const PING = 6
+  let pings = 0
+  let consumed = 0
+  let answered3 = false
+  let goaway: { last: number; code: number } | null = null
+  const raw = await rawH2(t, port, (type, flags, stream, payload) => {
+    // a real client: PINGs answered as they arrive, windows opened again as the download is read
+    if (type === PING && (flags & FLAG.ACK) === 0) { pings++; raw.socket.write(frame(PING, FLAG.ACK, 0, payload)) }
+    if (type === FRAME.HEADERS && stream === 3) answered3 = true
+    if (type === FRAME.DATA && stream === 1 && (consumed += payload.length) >= MB) {
+      raw.socket.write(Buffer.concat([windowUpdate(0, consumed), windowUpdate(1, consumed)]))
+      consumed = 0
+    }
+    if (type === FRAME.GOAWAY) goaway ??= { last: payload.readUInt32BE(0) & 0x7fffffff, code: payload.readUInt32BE(4) }
+  })
+  const authority = `127.0.0.1:${port}`
+  // large windows (16 MB for each stream and the connection): Tether may send that much unread
+  raw.socket.write(Buffer.concat([settingsFrame([[4, 16 * MB]]), windowUpdate(0, 16 * MB)]))
+  raw.socket.write(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 1, getBlock(authority, '/big')))
+  await waitFor(() => raw.answerBytes > 0, 10_000, 'the download to start')
+  // stream 3: POST /upload (:method POST is static index 3) and a DATA frame, no END_STREAM; sent
+  // before the client stops reading, as Node's h2 session reads nothing while a write is pending
+  raw.socket.write(frame(FRAME.HEADERS, FLAG.END_HEADERS, 3, Buffer.concat([Buffer.from([0x83]), getBlock(authority, '/upload').subarray(1)])))
+  raw.socket.write(frame(FRAME.DATA, 0, 3, Buffer.from('hello')))
+  await waitFor(() => upload !== null, 10_000, 'the upload to reach the upstream')
+  raw.socket.pause() // the slow link: the client reads nothing for a while
+  // more than the client's side of the connection takes unread (its receive buffer does not grow
+  // while unread; the kernel's send buffer is a few MB): the rest waits in Tether
+  await waitFor(() => written >= 8 * MB, 10_000, 'Tether to have megabytes queued for the client')
+  upload!.end('early\n') // answered before the client ended its upload: Tether sends the trailers PING
+  await new Promise((r) => setTimeout(r, 6_000)) // three times client_headers unread: the span under test, not a wait for something
+  raw.socket.resume()
+  await waitFor(() => raw.answerBytes === SIZE || raw.closed, 15_000, 'the download to complete')
+  t.equal(goaway, null, 'no GOAWAY')
+  t.notOk(raw.closed, 'the connection is kept')
+  t.equal(raw.answerBytes, SIZE, 'the download completed')
+  t.ok(answered3, 'the upload was answered')
+  t.ok(pings > 0, 'the trailers PING was sent, and answered once read')
 })

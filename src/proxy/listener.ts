@@ -281,9 +281,20 @@ function guardSlowHead(session: http2.ServerHttp2Session, limit: number, every: 
   session.once('close', () => { if (timer !== null) clearTimeout(timer) })
 }
 
-/** Whether frames for the client still wait in nghttp2's queue or in the socket's buffer. */
+/** A stream handle's pending writes (Node internals: `writeQueueSize`; a TLS one's `_parent` is its TCP handle). */
+interface WriteQueue { readonly writeQueueSize?: number; readonly _parent?: WriteQueue }
+
+/**
+ * Whether frames for the client still wait in nghttp2's queue or in the socket's buffers. The
+ * session writes to the socket's handle, not through its Writable (whose writableLength stays
+ * 0): what it sent waits in the handle's queue (TLS's, then libuv's for the TCP one under it)
+ * while the client does not read. What the kernel holds is not seen; it is bounded by its buffer.
+ * An h2c connection's writes go through RelayedSocket, whose queue this does not see.
+ */
 function sending(session: http2.ServerHttp2Session): boolean {
-  return (session.state.outboundQueueSize ?? 0) > 0 || (session.socket?.writableLength ?? 0) > 0
+  if ((session.state.outboundQueueSize ?? 0) > 0 || (session.socket?.writableLength ?? 0) > 0) return true
+  const handle = (session.socket as unknown as { _handle?: WriteQueue | null })?._handle
+  return (handle?.writeQueueSize ?? 0) > 0 || (handle?._parent?.writeQueueSize ?? 0) > 0
 }
 
 /**
