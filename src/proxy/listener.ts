@@ -163,23 +163,18 @@ function guardRapidReset(session: http2.ServerHttp2Session, warn: (fields: Recor
 }
 
 /**
- * A header block trickled in (a HEADERS frame, or its CONTINUATION frames, sent a few bytes at
+ * A stream head trickled in (a HEADERS frame, or its CONTINUATION frames, sent a few bytes at
  * a time) is bounded by `timeouts.client_headers`, as an HTTP/1.1 head is; no other frame may
  * come in the middle of one (RFC 9113 section 6.10), so the connection is the unit.
- * - A stream head: nghttp2 starts a stream once the HEADERS frame's own 9-byte header is in (its
+ * - nghttp2 starts a stream once the HEADERS frame's own 9-byte header is in (its
  *   id becomes the session's `lastProcStreamID`) but Node tells JavaScript only of a complete
  *   head ('stream'): a head found incomplete is given `limit` ms from when it was found, then
  *   the connection is closed (`onSlow` is told first). A new connection without a complete head
  *   `limit` ms after it opened is closed (nghttp2 shows no stream before its first head is
  *   complete), as an HTTP/1.1 connection that sent no head is.
- * - Trailers: a trailing HEADERS frame on a stream already begun changes nothing Node shows. A
- *   stream whose answer ended before its client finished sending (Tether answered it early, or
- *   408 for a body silent `body_idle`, as a body whose trailers stall) gets the connection a PING: a
- *   client in the middle of a header block cannot answer it, and one unanswered `limit` ms
- *   closes the connection. A client still sending DATA answers it at once.
  * Cost: no interval. One unref'd timer per connection reads `session.state` once per `limit`
  * while nothing is in progress (Node tells of no head begun: the read is the only way to see
- * one), and every `every` ms while a head or a PING is outstanding. Example: client_headers
+ * one), and every `every` ms while a head is. Example: client_headers
  * 10 s, a HEADERS frame at 1 byte a second on a connection that served a request -> closed 10
  * to 20.5 s after its 9th byte.
  */
@@ -189,7 +184,6 @@ function guardSlowHead(session: http2.ServerHttp2Session, limit: number, every: 
   let pending = 0 // a stream id nghttp2 began and JavaScript was not given, 0: none
   let probed = 0 // the highest stream id a PING was sent for
   let since = opened
-  let asked = 0 // when a PING went out for a stream closed before its client's end, 0: none out
   let timer: NodeJS.Timeout | null = null
   let delay = 0
   const arm = (ms: number): void => {
@@ -199,33 +193,9 @@ function guardSlowHead(session: http2.ServerHttp2Session, limit: number, every: 
     timer = setTimeout(check, ms)
     timer.unref()
   }
-  // One PING out at a time. A stream ended while it is out may have its trailers begun after
-  // the client answered it (before the client saw the stream's reset): that answer proves
-  // nothing for it, so another PING goes out once it is answered.
-  let again = false
-  const ask = (): void => {
-    again = false
-    asked = performance.now()
-    try {
-      session.ping((err) => {
-        if (err !== null) return
-        asked = 0
-        if (again && !session.destroyed && !session.closed) ask()
-      })
-    } catch { asked = 0 /* closing */ }
-    arm(every)
-  }
-  // an answer ended before its client's END_STREAM: the client may be trickling its trailers
-  const unfinished = function (this: http2.ServerHttp2Stream): void {
-    if (this.endAfterHeaders || this.readableEnded || session.destroyed || session.closed) return
-    if (this.state.remoteClose === 1) return
-    if (asked !== 0) again = true
-    else ask()
-  }
   session.on('stream', (stream: http2.ServerHttp2Stream) => {
     const id = stream.id ?? 0
     if (id > seen) seen = id
-    stream.once('finish', unfinished)
   })
   // A stream nghttp2 began but reset itself (a malformed head, one over the header limits, one
   // Node refused) is never given to JavaScript either, though its head is complete. A PING tells
@@ -238,13 +208,6 @@ function guardSlowHead(session: http2.ServerHttp2Session, limit: number, every: 
   function check(): void {
     if (session.destroyed || session.closed) return
     const now = performance.now()
-    if (asked !== 0 && now - asked >= limit) {
-      // The PING waits behind what the connection still has to send the client (a slow link
-      // with large windows): it cannot have seen it yet, so its time starts once that is out.
-      // A client that stops reading altogether meets the stall and idle bounds instead.
-      if (sending(session)) asked = now
-      else return slow(http2.constants.NGHTTP2_PROTOCOL_ERROR)
-    }
     const started = session.state.lastProcStreamID ?? 0
     // no stream yet: nghttp2 shows the first one only once its head is complete, so a new
     // connection has client_headers from its start for its first head, as on HTTP/1.1
@@ -256,7 +219,7 @@ function guardSlowHead(session: http2.ServerHttp2Session, limit: number, every: 
     }
     if (started <= seen) {
       pending = 0
-      return arm(asked === 0 ? limit : every)
+      return arm(limit)
     }
     if (started !== pending) {
       pending = started
@@ -279,22 +242,6 @@ function guardSlowHead(session: http2.ServerHttp2Session, limit: number, every: 
   }
   arm(limit)
   session.once('close', () => { if (timer !== null) clearTimeout(timer) })
-}
-
-/** A stream handle's pending writes (Node internals: `writeQueueSize`; a TLS one's `_parent` is its TCP handle). */
-interface WriteQueue { readonly writeQueueSize?: number; readonly _parent?: WriteQueue }
-
-/**
- * Whether frames for the client still wait in nghttp2's queue or in the socket's buffers. The
- * session writes to the socket's handle, not through its Writable (whose writableLength stays
- * 0): what it sent waits in the handle's queue (TLS's, then libuv's for the TCP one under it)
- * while the client does not read. What the kernel holds is not seen; it is bounded by its buffer.
- * An h2c connection's writes go through RelayedSocket, whose queue this does not see.
- */
-function sending(session: http2.ServerHttp2Session): boolean {
-  if ((session.state.outboundQueueSize ?? 0) > 0 || (session.socket?.writableLength ?? 0) > 0) return true
-  const handle = (session.socket as unknown as { _handle?: WriteQueue | null })?._handle
-  return (handle?.writeQueueSize ?? 0) > 0 || (handle?._parent?.writeQueueSize ?? 0) > 0
 }
 
 /**
