@@ -49,10 +49,10 @@ export function closedIdle(connection: object | null | undefined): boolean {
 /**
  * How long a client may take nothing of an answer while its connection stays busy (which keeps
  * Node's socket and session timers fresh) before it is cut: four client bounds. Node signals
- * progress only once the ~80 KiB it holds for an answer went out, so a client on a slow link
- * reading steadily (down to about 0.3 KB/s at the default timeouts) is never cut, while one
- * that stopped reading for good is. nginx's `send_timeout` is finer. Example: 60 s and 60 s ->
- * 244 s.
+ * progress only once what it holds for an answer went out, so a steady reader is cut only when
+ * it lets Tether write too seldom (figures per protocol in docs/request-handling.md), while one
+ * that stopped reading for good always is. nginx's `send_timeout` is finer. Example: 60 s and
+ * 60 s -> 244 s.
  */
 export function clientStallTimeout(t: { readonly body_idle: number; readonly response_headers: number }): number {
   return 4 * clientIdleTimeout(t)
