@@ -197,7 +197,7 @@ export class SessionTable {
     // creation time of the two, as checkpoints carry it (`placedAt`) and the store keeps the
     // later placement's: else the kept upstream's checkpoints would be refused `superseded`
     // for as long as the other's is stored
-    const rival = local !== null && epoch === local.epoch && upstream !== local.upstream && createdAt === createdAt
+    const rival = local !== null && epoch === local.epoch && upstream !== local.upstream
     if (local === null || epoch > local.epoch || (epoch === local.epoch && upstream <= local.upstream)) {
       this.table.setCreated(key, upstream, epoch, now, rival ? Math.max(createdAt, local.createdAt) : createdAt)
     } else {
