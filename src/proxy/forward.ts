@@ -18,6 +18,7 @@ import { ownHeadRefused, stateRefused, type AttemptResult, type RequestContext }
 import { sendError } from './respond.js'
 import { clientStallTimeout, closedIdle, Deadlines, sweepInterval, type Expiring } from './deadlines.js'
 import { H2Response } from './h2-messages.js'
+import type { RequestBody } from './request-body.js'
 import { REASON_PHRASE } from './headers.js'
 
 /** What a pool is made for: an upstream's origin and, for https://, its TLS settings. */
@@ -613,10 +614,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
         const body = this.#ctx.body
         const idle = this.#timeouts.bodyIdle
         if (body === null || idle === 0) return
-        if (body.bytes !== this.#uploadBytes) {
-          this.#uploadBytes = body.bytes
-          this.#uploadQuietSince = now
-        } else if (now - this.#uploadQuietSince >= idle) controller.abort(new TetherError(body.readableLength === 0 ? 'TETHER_CLIENT_TIMEOUT' : 'TETHER_UPSTREAM_TIMEOUT'))
+        if (this.#uploadSilence(body, now) >= idle) controller.abort(new TetherError(body.readableLength === 0 ? 'TETHER_CLIENT_TIMEOUT' : 'TETHER_UPSTREAM_TIMEOUT'))
       } else if (now - this.#since >= this.#timeouts.responseHeaders) controller.abort(new TetherError('TETHER_UPSTREAM_TIMEOUT'))
       return
     }
@@ -636,11 +634,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     // the request body may still come after the answer's head (a streaming echo, an upload
     // answered early): its bytes are watched as before it
     const body = this.#ctx.body
-    const uploading = body !== null && !this.#ctx.req.complete
-    if (uploading && body.bytes !== this.#uploadBytes) {
-      this.#uploadBytes = body.bytes
-      this.#uploadQuietSince = now
-    }
+    const uploadSilent = body !== null && !this.#ctx.req.complete ? this.#uploadSilence(body, now) : -1
     if (this.#active || this.#waitingDrain || this.#held !== null) {
       this.#active = false
       this.#quietSince = now
@@ -648,9 +642,18 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
       // an answer silent while the client's body stopped arriving, all it sent handed on: the
       // upstream may be waiting for the rest, the client's doing (408's rule, no health
       // strike); a client still sending, or bytes the upstream does not take: the upstream's
-      const clientStalled = uploading && body.readableLength === 0 && now - this.#uploadQuietSince >= idle
+      const clientStalled = body !== null && uploadSilent >= idle && body.readableLength === 0
       controller.abort(new TetherError(clientStalled ? 'TETHER_CLIENT_TIMEOUT' : 'TETHER_UPSTREAM_TIMEOUT'))
     }
+  }
+
+  /** How long the sweeps have seen no new byte of the request body come from the client. */
+  #uploadSilence(body: RequestBody, now: number): number {
+    if (body.bytes !== this.#uploadBytes) {
+      this.#uploadBytes = body.bytes
+      this.#uploadQuietSince = now
+    }
+    return now - this.#uploadQuietSince
   }
 
   #onClientClose = (): void => {
