@@ -131,7 +131,7 @@ export class RequestContext {
    * The upstream refused the client's own head: a moved user's request sent again without the
    * state was refused 431 too (see ownHeadRefused). No move was recorded (access line `head_too_large`).
    */
-  ownHeadRefused = false
+  ownHeadTooLarge = false
   /** The application cookie value the answer pinned (the session key from now on), or null. */
   learnedKey: string | null = null
   /**

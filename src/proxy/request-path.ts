@@ -303,7 +303,7 @@ export class RequestPath {
           // without the state; passed on as any other 4xx answer (no rehydration counted, no warning)
           if (r.status === 431 && ctx.answering !== null) {
             ctx.rehydrate = null
-            ctx.ownHeadRefused = true
+            ctx.ownHeadTooLarge = true
           }
           else this.#d.logger.warn({ request_id: ctx.id, upstream: d.upstream, bytes }, "the upstream refused the user's state in X-Tether-Rehydrate (431, or 400 to a line over 4 KiB: over its header size limit); sent again without it: raise the upstream's header limit (nginx: large_client_header_buffers), lower state.max_bytes, or use state.rehydrate: hook")
         }
@@ -793,7 +793,7 @@ export class RequestPath {
       retries: ctx.retries,
       outcome: r.outcome !== null
         ? (r.outcome.kind === 'client_abort' ? 'client_abort' : r.outcome.code)
-        : ctx.rehydrate === 'delivered' ? 'rehydrated' : ctx.decision?.moved ? (ctx.ownHeadRefused ? 'head_too_large' : 'failover') : ctx.retries > 0 ? 'retried' : 'ok',
+        : ctx.rehydrate === 'delivered' ? 'rehydrated' : ctx.decision?.moved ? (ctx.ownHeadTooLarge ? 'head_too_large' : 'failover') : ctx.retries > 0 ? 'retried' : 'ok',
       duration_ms: Math.round(ms * 1000) / 1000,
     }, 'access')
   }
