@@ -26,7 +26,9 @@ for (const durability of ['confirmed', 'best_effort'] as const) {
     const logs = new LogCapture()
     const px = await startTether(testConfig([{ id: 'app-0', url: up.url }], {
       affinity: { key: 'header', header: { name: 'x-user' } },
-      state: { store: 'redis', durability, confirm_timeout: 300, timeout: 50, redis: { url: redis.url } },
+      // confirm_timeout is only a bound here (a killed Redis fails the write at once): 300 ms
+      // turned the answer with the store up into a 503 on a loaded machine
+      state: { store: 'redis', durability, confirm_timeout: 10_000, timeout: 50, redis: { url: redis.url } },
     }), { logger: createLogger('info', logs) })
     t.teardown(() => px.close(0))
     await waitFor('the store to be ready', async () => (await request(`${px.adminUrl}/readyz`)).body.includes('"degraded": []'))
@@ -114,7 +116,7 @@ t.test('durability: confirmed, a checkpoint over state.max_bytes: the answer is 
 t.test('a confirmed write waits for a slow store up to confirm_timeout, not the per-call state.timeout', async (t) => {
   const px = await startProxy([{ id: 'app-0', url: up.url }], {
     affinity: { key: 'header', header: { name: 'x-user' } },
-    state: { store: 'redis', durability: 'confirmed', confirm_timeout: 2_000, timeout: 50, redis: { url: redis.url } },
+    state: { store: 'redis', durability: 'confirmed', confirm_timeout: 10_000, timeout: 50, redis: { url: redis.url } },
   })
   t.teardown(() => px.close(0))
   await waitFor('the store to be ready', async () => (await request(`${px.adminUrl}/readyz`)).body.includes('"degraded": []'))
@@ -129,11 +131,16 @@ t.test('a confirmed write waits for a slow store up to confirm_timeout, not the 
 t.test('a client that leaves while its answer waits on a confirmed write: the attempt still ends (nothing stays in flight)', async (t) => {
   const px = await startProxy([{ id: 'app-0', url: up.url }], {
     affinity: { key: 'header', header: { name: 'x-user' } },
-    state: { store: 'redis', durability: 'confirmed', confirm_timeout: 1_000, timeout: 50, redis: { url: redis.url } },
+    // confirm_timeout and the pause are far longer than the test: neither may end on its own
+    // while a loaded machine is slow to get the write into Redis and the client gone (with 1 s
+    // and 600 ms, the answer could go out before the client left); CLIENT UNPAUSE settles the
+    // write once the client has left
+    state: { store: 'redis', durability: 'confirmed', confirm_timeout: 60_000, timeout: 50, redis: { url: redis.url } },
   })
   t.teardown(() => px.close(0))
   await waitFor('the store to be ready', async () => (await request(`${px.adminUrl}/readyz`)).body.includes('"degraded": []'))
-  await redisCli(redis.port, 'CLIENT', 'PAUSE', '600', 'WRITE')
+  await redisCli(redis.port, 'CLIENT', 'PAUSE', '60000', 'WRITE')
+  t.teardown(() => redisCli(redis.port, 'CLIENT', 'UNPAUSE'))
   const req = http.request(`${px.url}/`, { agent: false, headers: { 'x-user': 'cy' } })
   const outcome = new Promise<string>((resolve) => {
     req.on('response', (res) => resolve(`answered ${res.statusCode}`))
@@ -145,6 +152,7 @@ t.test('a client that leaves while its answer waits on a confirmed write: the at
   t.equal(px.inFlight.count('app-0'), 1, 'the request is in flight')
   req.destroy()
   t.not(await outcome, 'answered 200', 'the client left before any answer')
-  await waitFor('the attempt to end', () => px.inFlight.count('app-0') === 0, 5_000)
+  await redisCli(redis.port, 'CLIENT', 'UNPAUSE')
+  await waitFor('the attempt to end', () => px.inFlight.count('app-0') === 0, 15_000)
   t.pass('nothing stays in flight once the write is settled')
 })
