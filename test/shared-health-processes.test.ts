@@ -59,7 +59,7 @@ t.test('two Tether processes (one with two workers) share health through a real 
 
   const twoConf = await replicaYaml(apps, redis.url, 2, ['active: { path: /health-two, interval: 2s, timeout: 2s, unhealthy_threshold: 100, healthy_threshold: 1 }'])
   const two = await startPrimary(t, twoConf.file)
-  await waitFor(() => workerAdmins(two.out()).size === 2, 20_000, 'both workers of `two` to listen')
+  await waitFor(() => workerAdmins(two.out()).size === 2, 60_000, 'both workers of `two` to listen')
   const workers = [...workerAdmins(two.out()).values()]
   const onEvery = async (id: string, state: string, what: string): Promise<void> => {
     await waitFor(async () => {

@@ -48,7 +48,7 @@ t.test('with two workers, the admin listener and /metrics answer as with one pro
   t.ok(before >= 20, `counted ${before} requests over both workers`)
   const victim = workerPids(proc).find((pid) => slotOf(pid) === 1)!
   process.kill(victim, 'SIGKILL')
-  await waitFor(() => workerPids(proc).length === 2 && !workerPids(proc).includes(victim) && out().split('"tether listening"').length - 1 >= 3, 20_000, 'the crashed worker to be replaced')
+  await waitFor(() => workerPids(proc).length === 2 && !workerPids(proc).includes(victim) && out().split('"tether listening"').length - 1 >= 3, 60_000, 'the crashed worker to be replaced')
   const after = total((await request(`${admin}/metrics`, null)).body, 'tether_client_requests_total')
   t.ok(after >= before, `not fewer after a worker was replaced (${before} -> ${after})`)
 
@@ -121,7 +121,7 @@ t.test('with two workers, the admin listener and /metrics answer as with one pro
   t.ok(total((await request(`${admin}/metrics`, null)).body, 'tether_client_requests_total') >= after, '/metrics still counts while requests drain')
   release!()
   t.equal(await slow, 200, 'the request in flight finishes')
-  await waitFor(() => proc.exitCode !== null, 20_000, 'the primary to stop')
+  await waitFor(() => proc.exitCode !== null, 60_000, 'the primary to stop')
   t.equal(proc.exitCode, 0)
 })
 
@@ -377,7 +377,7 @@ t.test('with two workers, a reload that leaves affinity.cookie.secret unset wher
   t.notOk(out().includes('need new workers; the primary replaces them'), 'the workers leave a change of `workers` to the primary')
   writeFileSync(file, yaml('null'))
   proc.kill('SIGHUP')
-  await waitFor(() => out().includes('affinity.cookie.secret is not set'), 20_000, 'the warning')
+  await waitFor(() => out().includes('affinity.cookie.secret is not set'), 60_000, 'the warning')
   await waitFor(() => (out().match(/"workers replaced"/g) ?? []).length >= 2, 40_000, 'the roll to end')
   proc.kill('SIGTERM')
   await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
@@ -397,10 +397,10 @@ t.test('a SIGHUP or SIGTERM while the workers start is applied once they have st
     proc.stdout.on('data', (c) => (out += c))
     proc.stderr.on('data', (c) => (out += c))
     const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)))
-    await waitFor(() => out.includes('"starting a worker"') || proc.exitCode !== null, 20_000, 'the primary to start its workers')
+    await waitFor(() => out.includes('"starting a worker"') || proc.exitCode !== null, 60_000, 'the primary to start its workers')
     proc.kill(signal)
     if (signal === 'SIGHUP') {
-      await waitFor(() => out.includes('SIGHUP: reloading the config in every worker') || proc.exitCode !== null, 20_000, 'the reload once started')
+      await waitFor(() => out.includes('SIGHUP: reloading the config in every worker') || proc.exitCode !== null, 60_000, 'the reload once started')
       t.equal(proc.exitCode, null, 'SIGHUP during the start: the primary runs on')
       t.ok(out.indexOf('"tether primary: workers started"') < out.indexOf('SIGHUP: reloading'), 'and reloads once its workers have started')
       t.equal((await request(`http://127.0.0.1:${port}/`, null)).status, 200, 'serving')

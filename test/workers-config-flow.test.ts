@@ -57,10 +57,10 @@ t.test('a worker restarted after a crash runs what the primary accepted (its liv
   // a live change (an upstream added), accepted; then an edit that does not parse
   writeFileSync(file, yaml([{ id: 'app-0', url: a.url }, { id: 'app-1', url: b.url }]))
   proc.kill('SIGHUP')
-  await waitFor(() => count(out(), '"config reloaded"') >= 2, 20_000, 'both workers to apply the new upstream')
+  await waitFor(() => count(out(), '"config reloaded"') >= 2, 60_000, 'both workers to apply the new upstream')
   writeFileSync(file, 'workers: 2\nupstreams: [oops\n')
   proc.kill('SIGHUP')
-  await waitFor(() => out().includes('config reload rejected'), 20_000, 'the bad edit to be rejected')
+  await waitFor(() => out().includes('config reload rejected'), 60_000, 'the bad edit to be rejected')
   t.equal(count(out(), 'config reload rejected'), 1, 'rejected once, by the primary (the workers are not given it)')
 
   // a user on app-1, then one worker dies
@@ -73,7 +73,7 @@ t.test('a worker restarted after a crash runs what the primary accepted (its liv
   const [victim] = workerPids(proc)
   const listening = count(out(), '"tether listening"')
   process.kill(victim!, 'SIGKILL')
-  await waitFor(() => count(out(), '"tether listening"') > listening, 20_000, 'the restarted worker to listen')
+  await waitFor(() => count(out(), '"tether listening"') > listening, 60_000, 'the restarted worker to listen')
   t.equal(count(out(), '"worker died; restarting it"'), 1, 'one restart: it started (the bad file on disk is not what it runs)')
   t.equal(workerPids(proc).length, 2, 'two workers again')
   // each request on a new connection may reach either worker: both know app-1
@@ -96,12 +96,12 @@ t.test('a slot a failed roll did not reach restarts as it was after a crash; the
   const file = tempFile('workers-config-flow-roll.yaml', yaml(port))
   const { proc, out } = await startPrimary(t, file)
   writeFileSync(file, yaml(takenPort))
-  await waitFor(() => out().includes('replacing the workers failed'), 20_000, 'the roll to fail (the port is taken)')
+  await waitFor(() => out().includes('replacing the workers failed'), 60_000, 'the roll to fail (the port is taken)')
   // the port is freed (say the other process went away); then a worker crashes
   await new Promise((r) => taken.close(r))
   const listening = count(out(), '"tether listening"')
   process.kill(workerPids(proc)[0]!, 'SIGKILL')
-  await waitFor(() => count(out(), '"tether listening"') > listening, 20_000, 'the restarted worker to listen')
+  await waitFor(() => count(out(), '"tether listening"') > listening, 60_000, 'the restarted worker to listen')
   let old = 0
   for (let i = 0; i < 20; i++) if (await statusOf(`http://127.0.0.1:${port}/`) === 200) old++
   t.equal(old, 20, 'both workers still on the old port: the restarted one too')
@@ -109,8 +109,8 @@ t.test('a slot a failed roll did not reach restarts as it was after a crash; the
 
   const pids = workerPids(proc)
   proc.kill('SIGHUP') // the same file: the roll is retried
-  await waitFor(() => out().includes('"workers replaced"'), 20_000, 'the roll to be retried and end')
-  await waitFor(() => workerPids(proc).length === 2 && workerPids(proc).every((p) => !pids.includes(p)), 20_000, 'both workers replaced')
+  await waitFor(() => out().includes('"workers replaced"'), 60_000, 'the roll to be retried and end')
+  await waitFor(() => workerPids(proc).length === 2 && workerPids(proc).every((p) => !pids.includes(p)), 60_000, 'both workers replaced')
   t.equal(await statusOf(`http://127.0.0.1:${takenPort}/`), 200, 'the workers listen on the new port')
   t.equal(await statusOf(`http://127.0.0.1:${port}/`), null, 'not on the old one')
   proc.kill('SIGTERM')
@@ -123,7 +123,7 @@ t.test('a reload that brings state.store: memory brings the store the workers sh
     res.end('ok\n')
   }, 'state: { store: none }')
   reloadWith('state: { store: memory }')
-  await waitFor(() => out().includes('"workers replaced"'), 20_000, 'the roll to end')
+  await waitFor(() => out().includes('"workers replaced"'), 60_000, 'the roll to end')
   for (let i = 0; i < 10; i++) t.equal((await request(`http://127.0.0.1:${port}/cp`, null)).status, 200)
   const metrics = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text()
   t.match(metrics, /tether_checkpoints_total\{result="stored"\} 10\b/, 'every checkpoint stored')
@@ -160,7 +160,7 @@ t.test('a config warning (state.redis.name without sentinels) is logged by the p
   t.equal(warned(), 1, 'once at start')
   const reloaded = count(out(), '"config reloaded"')
   reloadWith(line)
-  await waitFor(() => count(out(), '"config reloaded"') >= reloaded + 2, 20_000, 'both workers to reload')
+  await waitFor(() => count(out(), '"config reloaded"') >= reloaded + 2, 60_000, 'both workers to reload')
   t.equal(warned(), 2, 'once more for the reload, by the primary')
   t.match(out(), /"worker":"primary"[^\n]*"config warning: a key has no effect as set"|"config warning: a key has no effect as set"[^\n]*"worker":"primary"/, 'the reload\'s line is the primary\'s')
   proc.kill('SIGTERM')

@@ -33,7 +33,7 @@ t.test('with two workers, one worker runs DNS discovery for all: one resolver, l
     const n = 20
     const from = dns.queries
     const started = Date.now()
-    await waitFor(() => dns.queries >= from + n, 20_000, `${n} DNS queries`)
+    await waitFor(() => dns.queries >= from + n, 60_000, `${n} DNS queries`)
     const elapsed = Date.now() - started
     t.ok(elapsed >= 0.75 * n * INTERVAL, `${what}: ${n} queries took ${elapsed} ms (one resolver: >= ${0.75 * n * INTERVAL} ms; one per worker would take half)`)
   }
@@ -140,7 +140,7 @@ t.test('with two workers, a pod keeps the url it has when the lead that resolves
   await waitFor(async () => (await urlOf()) === kept, 10_000, 'web-0 at 127.0.0.2')
   const resolutions = async (n: number): Promise<void> => {
     const from = dns.queries
-    await waitFor(() => dns.queries >= from + 2 * n, 20_000, `${n} resolutions (SRV and A)`)
+    await waitFor(() => dns.queries >= from + 2 * n, 60_000, `${n} resolutions (SRV and A)`)
   }
   publish(['127.0.0.1', '127.0.0.2']) // 127.0.0.1 sorts first
   await resolutions(3)
@@ -152,7 +152,7 @@ t.test('with two workers, a pod keeps the url it has when the lead that resolves
   for (const pid of workerPids(proc)) {
     const before = (output().match(/"tether listening"/g) ?? []).length
     process.kill(pid, 'SIGKILL')
-    await waitFor(() => (output().match(/"tether listening"/g) ?? []).length > before, 15_000, 'the crashed worker to be replaced')
+    await waitFor(() => (output().match(/"tether listening"/g) ?? []).length > before, 60_000, 'the crashed worker to be replaced')
     await resolutions(3)
   }
   t.equal(await urlOf(), kept, 'after the lead was replaced: web-0 still at 127.0.0.2')

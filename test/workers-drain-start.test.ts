@@ -30,7 +30,7 @@ t.test('with two workers, a worker restarted after a drain has it draining, migr
 
   const first = admins().get(1)
   process.kill(workerPids(proc).find((pid) => slotOf(pid) === 1)!, 'SIGKILL')
-  await waitFor(() => admins().get(1) !== first, 20_000, 'the worker to be restarted')
+  await waitFor(() => admins().get(1) !== first, 60_000, 'the worker to be restarted')
   const row = await drainRow(admins().get(1)!)
   t.match(row, { draining_since: since, migrating: true }, 'the restarted worker: draining, migrating, since the same moment (not its own start)')
   proc.kill('SIGTERM')

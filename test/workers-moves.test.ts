@@ -157,7 +157,7 @@ t.test("with two workers, a worker that replaces a crashed one knows its sibling
   // drain anew, and in its first min_idle would send an old cookie back to app-0 without them)
   const before = (out().match(/"tether listening"/g) ?? []).length
   process.kill(workerPids(proc)[0]!, 'SIGKILL')
-  await waitFor(() => (out().match(/"tether listening"/g) ?? []).length > before, 15_000, 'the crashed worker to be replaced')
+  await waitFor(() => (out().match(/"tether listening"/g) ?? []).length > before, 60_000, 'the crashed worker to be replaced')
   const strayed: string[] = []
   for (let u = 0; u < USERS; u++) {
     const burst = await Promise.all([0, 1, 2, 3].map(() => get(url, null, cookies[u]!)))

@@ -20,7 +20,7 @@ async function startTether(t: Test, file: string, workers: number): Promise<{ pr
   proc.stderr!.on('data', (c) => (out += c))
   t.teardown(() => { if (proc.exitCode === null) proc.kill('SIGKILL') })
   const started = workers > 1 ? '"tether primary: workers started"' : '"tether listening"'
-  await waitFor(() => out.includes(started) || proc.exitCode !== null, 20_000, 'Tether to start')
+  await waitFor(() => out.includes(started) || proc.exitCode !== null, 60_000, 'Tether to start')
   t.equal(proc.exitCode, null, 'Tether runs')
   return { proc, out: () => out }
 }
@@ -39,7 +39,7 @@ for (const workers of [2, 1]) {
     const { out } = await startTether(t, file, workers)
     const admin = `http://127.0.0.1:${adminPort}`
     // the first probe failed (nothing listens yet): the app is unhealthy on every worker
-    await waitFor(() => out().includes('"to":"unhealthy"'), 20_000, 'the first failed probe')
+    await waitFor(() => out().includes('"to":"unhealthy"'), 60_000, 'the first failed probe')
     t.equal((await request(`${admin}/readyz`, null)).status, 503, 'not ready before the app answers')
 
     const app = http.createServer((req, res) => res.end('app-0\n'))
@@ -47,7 +47,7 @@ for (const workers of [2, 1]) {
     t.teardown(() => new Promise<void>((resolve) => { app.closeAllConnections(); app.close(() => resolve()) }))
     const up = Date.now()
     // generous for a loaded machine (two probes take ~0.6 s), far below the 60 s ejection
-    await waitFor(async () => (await request(`${admin}/readyz`, null)).status === 200, 20_000, '/readyz to turn 200', 50)
+    await waitFor(async () => (await request(`${admin}/readyz`, null)).status === 200, 60_000, '/readyz to turn 200', 50)
     t.comment(`workers: ${workers}: /readyz 200 ${Date.now() - up} ms after the app listened`)
     // each request on a new connection: the cluster hands them to either worker
     const statuses: number[] = []

@@ -43,7 +43,7 @@ t.test('with two workers, a replacement worker that cannot start ends the roll: 
   t.equal(pids.length, 2, 'two workers')
 
   write({ listen: takenPort })
-  await waitFor(() => out().includes('replacing the workers failed'), 20_000, 'the roll to fail')
+  await waitFor(() => out().includes('replacing the workers failed'), 60_000, 'the roll to fail')
   const failed = out().split('\n').find((l) => l.includes('replacing the workers failed'))!
   t.match(failed, /"level":50/, 'logged as an error')
   t.match(failed, /"sections":\["listen"\]/, 'naming the sections that were not applied')
@@ -67,7 +67,7 @@ t.test('with two workers, a replacement worker that cannot start ends the roll: 
       return false
     }
   }, 20_000, 'the workers on the new port')
-  await waitFor(() => workerPids(proc).every((p) => !pids.includes(p)) && workerPids(proc).length === 2, 20_000, 'both old workers replaced')
+  await waitFor(() => workerPids(proc).every((p) => !pids.includes(p)) && workerPids(proc).length === 2, 60_000, 'both old workers replaced')
   t.pass('a later reload replaces both workers')
   t.equal(await stop(), 0, 'SIGTERM stops the primary and its workers gracefully')
 })
@@ -93,13 +93,13 @@ t.test('with two workers, a scale-up to four whose first new worker dies while i
   write({ workers: 4 })
   proc.kill('SIGHUP') // with the file watcher: two reloads of one change
   let third: number | undefined
-  await waitFor(() => (third = workerPids(proc).find((pid) => slotOf(pid) === 2)) !== undefined, 20_000, 'the third worker to be forked', 1)
+  await waitFor(() => (third = workerPids(proc).find((pid) => slotOf(pid) === 2)) !== undefined, 60_000, 'the third worker to be forked', 1)
   process.kill(third!, 'SIGKILL') // killed while it starts (out of memory, the watchdog)
   await waitFor(() => out().includes('"workers replaced"'), 30_000, 'the roll to end')
   t.match(out(), /"worker died; restarting it"/, 'the slot is restarted, as after a crash')
   t.notOk(out().includes('replacing the workers failed'), 'the roll did not stop there')
   t.equal((out().match(/"config change needs new workers/g) ?? []).length, 1, 'one roll for the two reloads of one change')
-  await waitFor(() => workerPids(proc).map(slotOf).sort().join() === '0,1,2,3', 20_000, 'a worker in every slot, without a reload')
+  await waitFor(() => workerPids(proc).map(slotOf).sort().join() === '0,1,2,3', 60_000, 'a worker in every slot, without a reload')
   t.ok(!workerPids(proc).includes(third!), 'the killed one replaced')
   t.equal((await request(`http://127.0.0.1:${port}/`, null)).status, 200, 'serving')
   await stop()
@@ -116,7 +116,7 @@ t.test('with three workers, a scale-down to two just as the third crashes: its r
   proc.kill('SIGHUP')
   await waitFor(() => out().includes('"workers replaced"'), 40_000, 'the roll to end')
   t.match(out(), /"child":2[^\n]*"worker died; restarting it"/, 'the crash restarted slot 2')
-  await waitFor(() => workerPids(proc).map(slotOf).sort().join() === '0,1', 20_000, 'slots 0 and 1 only')
+  await waitFor(() => workerPids(proc).map(slotOf).sort().join() === '0,1', 60_000, 'slots 0 and 1 only')
   t.equal((await request(`http://127.0.0.1:${port}/`, null)).status, 200, 'serving')
   t.equal(await stop(), 0)
 })
@@ -149,7 +149,7 @@ t.test('with two workers, SIGTERM while a roll starts its first new worker ends 
   t.same([started(0), started(1)], [1, 1], 'one worker a slot')
   write({ listen: await freePort() })
   proc.kill('SIGHUP')
-  await waitFor(() => out().includes('"config change needs new workers'), 20_000, 'the roll to begin', 1)
+  await waitFor(() => out().includes('"config change needs new workers'), 60_000, 'the roll to begin', 1)
   t.equal(await stop(), 0, 'SIGTERM while its first new worker is starting: exits 0')
   t.equal(started(1), 1, 'slot 1: no new worker after the signal')
   t.notOk(out().includes('"workers replaced"'), 'the roll did not go on')

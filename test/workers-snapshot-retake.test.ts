@@ -46,7 +46,7 @@ t.test('with three workers, a restarted worker whose sibling freezes while it se
   process.kill(frozen, 'SIGSTOP')
   t.teardown(() => { try { process.kill(frozen, 'SIGCONT') } catch { /* gone */ } })
   process.kill(killed, 'SIGKILL')
-  await waitFor(() => out().includes('"worker stopped answering; killing it"'), 20_000, 'the watchdog to kill the frozen worker')
+  await waitFor(() => out().includes('"worker stopped answering; killing it"'), 60_000, 'the watchdog to kill the frozen worker')
   await waitFor(() => listening(0) >= 2 && listening(2) >= 2, 40_000, 'both workers to be back')
 
   let inconsistent = 0

@@ -102,7 +102,7 @@ t.test('with two workers, a pod listed terminating drains until the same deadlin
   await rounds('drain started', first + DRAIN / 3, after)
   const before = admins().get(1)
   process.kill(workerPids(proc).find((pid) => slotOf(pid) === 1)!, 'SIGKILL')
-  await waitFor(() => admins().get(1) !== undefined && admins().get(1) !== before, 20_000, 'worker 1 to be restarted')
+  await waitFor(() => admins().get(1) !== undefined && admins().get(1) !== before, 60_000, 'worker 1 to be restarted')
   const restarted = await rowOf(admins().get(1)!)
   const restartedSince = restarted?.draining_since == null ? NaN : Date.parse(restarted.draining_since)
   // the primary stamps the drain when the lead's list reaches it: after the lead's own drain

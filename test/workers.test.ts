@@ -111,7 +111,7 @@ t.test('with two workers, every user reaches the same upstream on every new conn
   t.equal(pids.length, 2, 'two worker processes')
   const before = (output().match(/"tether listening"/g) ?? []).length
   process.kill(pids[0]!, 'SIGKILL')
-  await waitFor(() => (output().match(/"tether listening"/g) ?? []).length > before, 15_000, 'the crashed worker to be replaced')
+  await waitFor(() => (output().match(/"tether listening"/g) ?? []).length > before, 60_000, 'the crashed worker to be replaced')
   for (let i = 0; i < 4; i++) await round('worker crash')
 
   // both workers served: the spread is real
