@@ -191,7 +191,7 @@ t.test('run: LOG_LEVEL=warn overrides log.level and silences access lines', asyn
   t.teardown(() => up.close())
   const port = await freePort()
   const file = tempFile('run.yaml', `listen: { host: 127.0.0.1, port: ${port} }\nadmin: { listen: { host: 127.0.0.1, port: 0 } }\nlog: { level: info, access: true }\naffinity: { key: none }\nupstreams:\n  - { id: a, url: "${up.url}" }\n`)
-  const tether = await startCli(file, { LOG_LEVEL: 'warn' }, 15000, port)
+  const tether = await startCli(file, { LOG_LEVEL: 'warn' }, undefined, port)
   t.equal((await request(tether.url)).body, 'a\n')
   t.equal((await tether.stop()).code, 0)
   t.equal(tether.stdout(), '', 'nothing below warn was logged')
