@@ -380,7 +380,7 @@ t.test('with two workers, a reload that leaves affinity.cookie.secret unset wher
   await waitFor(() => out().includes('affinity.cookie.secret is not set'), 60_000, 'the warning')
   await waitFor(() => (out().match(/"workers replaced"/g) ?? []).length >= 2, 40_000, 'the roll to end')
   proc.kill('SIGTERM')
-  await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
+  await waitFor(() => proc.exitCode !== null, 60_000, 'the primary to stop')
 })
 
 t.test('a SIGHUP or SIGTERM while the workers start is applied once they have started, not the end of the primary', async (t) => {

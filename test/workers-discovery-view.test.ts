@@ -58,5 +58,5 @@ t.test('with two workers, an upstream gone from DNS keeps its users through ever
   t.match(await stateOf(), /drain/, '127.0.0.2 still draining')
 
   proc.kill('SIGTERM')
-  await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
+  await waitFor(() => proc.exitCode !== null, 60_000, 'the primary to stop')
 })

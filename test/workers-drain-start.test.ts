@@ -34,5 +34,5 @@ t.test('with two workers, a worker restarted after a drain has it draining, migr
   const row = await drainRow(admins().get(1)!)
   t.match(row, { draining_since: since, migrating: true }, 'the restarted worker: draining, migrating, since the same moment (not its own start)')
   proc.kill('SIGTERM')
-  await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
+  await waitFor(() => proc.exitCode !== null, 60_000, 'the primary to stop')
 })

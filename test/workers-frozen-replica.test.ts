@@ -110,6 +110,6 @@ t.test('with two workers, requests stuck on a frozen replica only on the worker 
 
   for (const c of [...onLead, ...onOther]) c.close()
   proc.kill('SIGTERM')
-  await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
+  await waitFor(() => proc.exitCode !== null, 60_000, 'the primary to stop')
   t.equal(proc.exitCode, 0, 'SIGTERM stops the primary and its workers gracefully')
 })

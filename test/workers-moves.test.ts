@@ -66,7 +66,7 @@ async function twoWorkers(t: Test, apps: readonly ChildUpstream[], affinity: str
     admin: `http://127.0.0.1:${adminPort}`,
     stop: async () => {
       proc.kill('SIGTERM')
-      await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
+      await waitFor(() => proc.exitCode !== null, 60_000, 'the primary to stop')
     },
   }
 }

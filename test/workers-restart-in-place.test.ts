@@ -66,5 +66,5 @@ t.test('a replica restarted in place before both workers were replaced: its user
       `${u}: stays on ${restarted}, which gets the state back (counter 4, not 1)`)
   }
   proc.kill('SIGTERM')
-  await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
+  await waitFor(() => proc.exitCode !== null, 60_000, 'the primary to stop')
 })

@@ -61,5 +61,5 @@ t.test('with three workers, a restarted worker whose sibling freezes while it se
   t.equal(inconsistent, 0, 'every known user still reaches app-0, whichever worker serves the request')
   t.equal(seen.size, 3, 'three workers')
   proc.kill('SIGTERM')
-  await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
+  await waitFor(() => proc.exitCode !== null, 60_000, 'the primary to stop')
 })

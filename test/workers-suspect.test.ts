@@ -41,7 +41,7 @@ t.test('with two workers, a client giving up on either worker gets the upstream 
   const { proc, out } = await startPrimary(t, file)
   const lead = Number(/"child":(\d+),[^\n]*"msg":"worker runs the active health checks"/.exec(out())?.[1])
   t.ok(lead === 0 || lead === 1, `the primary named the lead worker (${lead})`)
-  await waitFor(() => probes > 0, 15_000, 'the first probe')
+  await waitFor(() => probes > 0, 60_000, 'the first probe')
 
   const served = new Set<number>()
   for (let i = 0; i < 6 && served.size < 2; i++) {
@@ -62,6 +62,6 @@ t.test('with two workers, a client giving up on either worker gets the upstream 
   t.equal(served.size, 2, 'clients of both workers gave up (the connections went to each in turn)')
 
   proc.kill('SIGTERM')
-  await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
+  await waitFor(() => proc.exitCode !== null, 60_000, 'the primary to stop')
   t.equal(proc.exitCode, 0, 'SIGTERM stops the primary and its workers gracefully')
 })

@@ -118,5 +118,5 @@ t.test('with two workers, a pod listed terminating drains until the same deadlin
   t.equal(failed, 0, '0 failed requests')
 
   proc.kill('SIGTERM')
-  await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
+  await waitFor(() => proc.exitCode !== null, 60_000, 'the primary to stop')
 })

@@ -127,7 +127,7 @@ t.test('with two workers, every user reaches the same upstream on every new conn
   t.ok(moves.some((m) => m.startsWith('failover')) && moves.some((m) => m.startsWith('drain')), 'the failover and the drain moved users, announced')
 
   proc.kill('SIGTERM')
-  await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
+  await waitFor(() => proc.exitCode !== null, 60_000, 'the primary to stop')
   t.equal(proc.exitCode, 0, 'SIGTERM stops the primary and its workers gracefully')
 })
 
@@ -184,7 +184,7 @@ t.test('with two workers, state written through one worker rehydrates a user on 
     rounds++
   }
   t.ok(replaced(), `both workers were replaced (${rounds} rounds of requests meanwhile)`)
-  await waitFor(() => { const now = workerPids(proc); return now.length === 2 && now.every((p) => !before.includes(p)) }, 15_000, 'the old workers to exit', 50)
+  await waitFor(() => { const now = workerPids(proc); return now.length === 2 && now.every((p) => !before.includes(p)) }, 60_000, 'the old workers to exit', 50)
   await round()
 
   const metrics = (await request(`http://127.0.0.1:${adminPort}/metrics`, null)).body
@@ -199,6 +199,6 @@ t.test('with two workers, state written through one worker rehydrates a user on 
   t.same(view.upstreams.map((u) => u.id).sort(), ['app-0', 'app-1', 'app-2'], 'with every upstream')
   t.equal((await request(`http://127.0.0.1:${adminPort}/`, null)).status, 200, 'the status page itself too')
   proc.kill('SIGTERM')
-  await waitFor(() => proc.exitCode !== null, 15_000, 'the primary to stop')
+  await waitFor(() => proc.exitCode !== null, 60_000, 'the primary to stop')
   t.equal(proc.exitCode, 0, 'stopped gracefully')
 })
