@@ -175,6 +175,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     probeSoon: (id) => health.checker?.probeSoon(id),
     becomeLead: () => {
       if (closing !== null) return
+      health.peers?.becameLead() // before its first probe result: the other replicas' verdicts no lead relayed
       health.checker?.start()
       discovery.start().catch((err: unknown) => logger.error({ err: (err as Error).message }, 'discovery did not start'))
     },

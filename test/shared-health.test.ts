@@ -614,6 +614,45 @@ t.test("while the lead changes: a worker that heard another replica's active dow
   t.equal(next.table.state('b'), 'healthy', "the old lead's relay of the down it applied already does not take it out again")
 })
 
+t.test("a down heard while the group has no lead is applied and relayed by the worker that becomes the lead; not one its lead relayed already, nor one a passed probe here ended", async (t) => {
+  const config = testConfig([{ id: 'a', url: 'http://127.0.0.1:1' }, { id: 'b', url: 'http://127.0.0.1:2' }], {
+    health: { active: { enabled: true, healthy_threshold: 2, unhealthy_threshold: 1 }, passive: { base_ejection: 60_000, max_ejection_percent: 100 } },
+  })
+  const { process_, hold } = peersOverOneChannel(config)
+  const ordered = orderedGroupChannel()
+  const relays: string[] = []
+  const groupChannel: PeerChannel = { ...ordered, publish: (m) => { relays.push(m); return ordered.publish(m) } }
+  let leader: string | null = null // none yet: the group starts, or its lead died and the primary has not told the next
+  const r1 = process_('r1', 'g1')
+  const w1 = process_('w1', 'g2', { channel: groupChannel, lead: () => leader === 'w1' })
+  const w2 = process_('w2', 'g2', { channel: groupChannel, lead: () => leader === 'w2' })
+  for (const h of [r1, w1, w2]) await h.peers!.start()
+  r1.table.reportActive('a', false, false, 'ECONNREFUSED') // replica 1's active down, heard by both
+  t.same([w1.table.state('a'), w2.table.state('a')], ['healthy', 'healthy'], 'no worker applies it while there is no lead')
+  leader = 'w2'
+  w2.peers!.becameLead()
+  t.same([w1.table.state('a'), w2.table.state('a')], ['ejected', 'ejected'], 'the new lead applies it, and its sibling the relay')
+  t.equal(relays.length, 1, 'relayed once')
+  // its probe passes: in again on both
+  w2.table.reportActive('a', true)
+  w1.applyProbe('a', true, false)
+  // b: the lead's relay reaches w1 before w1's own Redis copy
+  const deliverW1 = hold('w1')
+  r1.table.reportActive('b', false, false, 'ECONNREFUSED')
+  t.equal(w1.table.state('b'), 'ejected', "the sibling applies the lead's relay")
+  deliverW1()
+  // a again: Redis reaches the lead late, and the lead's passed probe of a comes first
+  const deliverW2 = hold('w2')
+  r1.peers!.tell('down', 'a', false, undefined, true)
+  w2.table.reportActive('a', true)
+  w1.applyProbe('a', true, false)
+  void deliverW2 // the lead dies before Redis delivers it there
+  leader = 'w1'
+  w1.peers!.becameLead()
+  t.equal(relays.length, 2, 'the next lead replays nothing: b was relayed, a ended by a passed probe here')
+  t.same([w1.table.state('a'), w1.table.state('b')], ['healthy', 'ejected'])
+})
+
 t.test('a down that could not reach Redis (before its connection was ready, or while it was down) is told once the subscription is in place, if the upstream is still down here', async (t) => {
   const clock = new FakeClock()
   const health = new HealthTable({ active: { healthy_threshold: 1, unhealthy_threshold: 1 }, passive: { consecutive_failures: 3, count_5xx: true, base_ejection: 30_000, max_ejection: 100_000, max_ejection_percent: 100 }, slow_start: 0 }, clock)

@@ -69,8 +69,11 @@ export function createHealth(
   const watch = h.active.enabled ? new LongWaitWatch(h.active, { ids: () => table.ids(), longestWait, suspect, timers, now: () => clock.now() }) : null
   const peers = channel !== null ? new SharedHealth(channel, table, logger, addressesOf, group, relay) : null
   // another worker's probe result is not news to tell: the lead told the other replicas (once)
-  const applyProbe = (id: string, ok: boolean, severe: boolean, cause: string | null = null): void =>
-    peers === null ? table.reportActive(id, ok, severe, cause) : peers.quietly(() => table.reportActive(id, ok, severe, cause))
+  const applyProbe = (id: string, ok: boolean, severe: boolean, cause: string | null = null): void => {
+    if (peers === null) return table.reportActive(id, ok, severe, cause)
+    peers.quietly(() => table.reportActive(id, ok, severe, cause))
+    if (ok) peers.passed(id)
+  }
   return {
     table, checker, watch, peers, applyProbe,
     copies: () => table.copies(),

@@ -68,6 +68,17 @@ export class SharedHealth {
    * old one relays too): that relay is not applied again here (at most RELAYED_KEPT, oldest dropped).
    */
   readonly #appliedAsLead: string[] = []
+  /**
+   * Another group's active `down`s this process heard from Redis while not its group's lead,
+   * with their upstream id, that no lead has relayed yet: the lead that heard them may have
+   * died, or there was none (the group starting, or the lead gone and the next not told yet).
+   * This process applies and relays them if it becomes the lead (see becameLead); a relay of one
+   * drops it, and so does a passed probe of its upstream here (which would have ended it).
+   * At most RELAYED_KEPT each, oldest dropped.
+   */
+  readonly #unrelayed: Heard[] = []
+  /** Relays that came before this process heard their message from Redis: that copy is not kept in #unrelayed. */
+  readonly #relayedFirst: Heard[] = []
 
   /**
    * `group`: the id this process shares with the processes that apply the same probe results
@@ -297,10 +308,11 @@ export class SharedHealth {
     // another group's active verdict: applied by this group's workers in its lead's order (see the constructor)
     if (this.#relay !== null && m.kind === 'down' && m.active === true) {
       if (!relayed) {
-        if (!this.#relay.lead()) return // a worker's Redis copy: its lead relays it
+        // a worker's Redis copy: its lead relays it; kept until then, in case no lead does
+        if (!this.#relay.lead()) return heardOnce({ message, id: m.id }, this.#relayedFirst, this.#unrelayed)
         void this.#relay.channel.publish(JSON.stringify({ relay: this.#self, message }))
         if (this.#appliedAsLead.push(message) > RELAYED_KEPT) this.#appliedAsLead.shift()
-      }
+      } else if (!this.#relay.lead()) heardOnce({ message, id: m.id }, this.#unrelayed, this.#relayedFirst)
     } else if (relayed) return
     // about the id's old pod, found down where the id still named it: not this replica's upstream.
     // Replicas may keep different addresses of one pod (which they saw first): the same pod when
@@ -325,6 +337,26 @@ export class SharedHealth {
     this.#apply({ kind: m.kind, id: m.id, migrate: m.migrate === true, active: m.active === true, since })
   }
 
+  /**
+   * This process became its group's lead: it applies and relays, in the order heard, the other
+   * groups' active `down`s it heard from Redis that no lead relayed (see #unrelayed), before its
+   * own first probe result, so every worker of the group applies them in its order as any relay.
+   * Else a `down` heard while the group had no lead (starting, or its lead dead and the next not
+   * told yet) was applied by none of its workers.
+   */
+  becameLead(): void {
+    const missed = this.#unrelayed.splice(0)
+    this.#relayedFirst.length = 0
+    for (const m of missed) this.#receive(m.message)
+  }
+
+  /** A probe of `id` passed here (this group's lead's): the `down`s about it kept unrelayed are moot (it would have ended them). */
+  passed(id: string): void {
+    for (const list of [this.#unrelayed, this.#relayedFirst]) {
+      for (let i = list.length - 1; i >= 0; i--) if (list[i]!.id === id) list.splice(i, 1)
+    }
+  }
+
   #apply(m: { kind: unknown; id: string; migrate: boolean; active: boolean; since?: number | undefined }): void {
     this.#applyingPeer = true
     try {
@@ -342,6 +374,20 @@ export class SharedHealth {
 
 /** How many `down`s applied as the lead are kept against another lead's relay of them (see SharedHealth.#appliedAsLead). */
 const RELAYED_KEPT = 100
+
+/**
+ * `heard` (another group's active `down`) came one of its two ways (from Redis, or its lead's
+ * relay): dropped from `other` if it came the other way already, else kept in `mine` to be
+ * matched (see SharedHealth.#unrelayed).
+ */
+function heardOnce(heard: Heard, other: Heard[], mine: Heard[]): void {
+  const at = other.findIndex((o) => o.message === heard.message)
+  if (at !== -1) return void other.splice(at, 1)
+  if (mine.push(heard) > RELAYED_KEPT) mine.shift()
+}
+
+/** A `down` message as heard, and the upstream it is about. */
+interface Heard { readonly message: string; readonly id: string }
 
 /** A group of workers' own ordered channel (through their primary) and whether this process is its lead now. */
 export interface GroupRelay {
