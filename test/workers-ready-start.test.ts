@@ -4,26 +4,12 @@
 // answering, as a single process's do. The passive ejection here is a minute: a worker that took
 // the lead's relayed failure for a connection failure would stay 503 all that time.
 // Real CLI processes (a primary with two workers, and one process), a real upstream started late.
-import t, { type Test } from 'tap'
+import t from 'tap'
 import http from 'node:http'
-import { spawn, type ChildProcess } from 'node:child_process'
-import { CLI, ROOT, tempFile } from './fixtures/cli.js'
+import { tempFile } from './fixtures/cli.js'
 import { freePorts } from './fixtures/ports.js'
-import { request, workersYaml } from './fixtures/primary-process.js'
+import { request, startPrimary, startSingle, workersYaml } from './fixtures/primary-process.js'
 import { waitFor } from './fixtures/wait.js'
-
-/** Start the CLI on `file`; resolves once it (every worker) listens. */
-async function startTether(t: Test, file: string, workers: number): Promise<{ proc: ChildProcess; out: () => string }> {
-  const proc = spawn(process.execPath, [CLI, '--config', file], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
-  let out = ''
-  proc.stdout!.on('data', (c) => (out += c))
-  proc.stderr!.on('data', (c) => (out += c))
-  t.teardown(() => { if (proc.exitCode === null) proc.kill('SIGKILL') })
-  const started = workers > 1 ? '"tether primary: workers started"' : '"tether listening"'
-  await waitFor(() => out.includes(started) || proc.exitCode !== null, 60_000, 'Tether to start')
-  t.equal(proc.exitCode, null, 'Tether runs')
-  return { proc, out: () => out }
-}
 
 for (const workers of [2, 1]) {
   t.test(`workers: ${workers}: started before its app, ready and routing within about one probe interval of the app answering, not after the passive ejection time`, async (t) => {
@@ -36,7 +22,8 @@ for (const workers of [2, 1]) {
         '  passive: { base_ejection: 60s, max_ejection: 5m }',
       ],
     }))
-    const { out } = await startTether(t, file, workers)
+    // resolves once it (every worker) listens
+    const { out } = await (workers > 1 ? startPrimary : startSingle)(t, file)
     const admin = `http://127.0.0.1:${adminPort}`
     // the first probe failed (nothing listens yet): the app is unhealthy on every worker
     await waitFor(() => out().includes('"to":"unhealthy"'), 60_000, 'the first failed probe')
