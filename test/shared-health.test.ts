@@ -653,6 +653,35 @@ t.test("a down heard while the group has no lead is applied and relayed by the w
   t.same([w1.table.state('a'), w1.table.state('b')], ['healthy', 'ejected'])
 })
 
+t.test("a sibling that had the lead's relay of a down before its own Redis copy, and the lead's passed probe in between, does not keep that copy for a next lead to replay", async (t) => {
+  const config = testConfig([{ id: 'a', url: 'http://127.0.0.1:1' }, { id: 'b', url: 'http://127.0.0.1:2' }], {
+    health: { active: { enabled: true, healthy_threshold: 2, unhealthy_threshold: 1 }, passive: { base_ejection: 60_000, max_ejection_percent: 100 } },
+  })
+  const { process_, hold } = peersOverOneChannel(config)
+  const ordered = orderedGroupChannel()
+  const relays: string[] = []
+  const groupChannel: PeerChannel = { ...ordered, publish: (m) => { relays.push(m); return ordered.publish(m) } }
+  let leader = 'w1'
+  const r1 = process_('r1', 'g1')
+  const w1 = process_('w1', 'g2', { channel: groupChannel, lead: () => leader === 'w1' })
+  const w2 = process_('w2', 'g2', { channel: groupChannel, lead: () => leader === 'w2' })
+  for (const h of [r1, w1, w2]) await h.peers!.start()
+  const deliverW2 = hold('w2') // w2's Redis copies come late
+  r1.table.reportActive('a', false, false, 'ECONNREFUSED')
+  t.same([w1.table.state('a'), w2.table.state('a')], ['ejected', 'ejected'], "the lead applies it, its sibling the lead's relay")
+  // the lead's probe passes: in again on both
+  w1.table.reportActive('a', true)
+  w2.applyProbe('a', true, false)
+  t.same([w1.table.state('a'), w2.table.state('a')], ['healthy', 'healthy'])
+  deliverW2() // the Redis copy, after the relay and the pass
+  t.equal(w2.table.state('a'), 'healthy', 'the late copy is not applied by a sibling')
+  // the lead dies; w2 is named before the next probe
+  leader = 'w2'
+  w2.peers!.becameLead()
+  t.equal(relays.length, 1, 'the next lead replays nothing: that down was relayed and ended')
+  t.equal(w2.table.state('a'), 'healthy', 'not out again on a down the group applied and ended before')
+})
+
 t.test('a down that could not reach Redis (before its connection was ready, or while it was down) is told once the subscription is in place, if the upstream is still down here', async (t) => {
   const clock = new FakeClock()
   const health = new HealthTable({ active: { healthy_threshold: 1, unhealthy_threshold: 1 }, passive: { consecutive_failures: 3, count_5xx: true, base_ejection: 30_000, max_ejection: 100_000, max_ejection_percent: 100 }, slow_start: 0 }, clock)

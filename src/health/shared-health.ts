@@ -77,7 +77,11 @@ export class SharedHealth {
    * At most RELAYED_KEPT each, oldest dropped.
    */
   readonly #unrelayed: Heard[] = []
-  /** Relays that came before this process heard their message from Redis: that copy is not kept in #unrelayed. */
+  /**
+   * Relays that came before this process heard their message from Redis: that copy, when it
+   * comes, is not kept in #unrelayed (a passed probe meanwhile does not drop them). At most
+   * RELAYED_KEPT, oldest dropped; cleared when this process becomes the lead.
+   */
   readonly #relayedFirst: Heard[] = []
 
   /**
@@ -350,11 +354,14 @@ export class SharedHealth {
     for (const m of missed) this.#receive(m.message)
   }
 
-  /** A probe of `id` passed here (this group's lead's): the `down`s about it kept unrelayed are moot (it would have ended them). */
+  /**
+   * A probe of `id` passed here (this group's lead's): the `down`s about it kept unrelayed are
+   * moot (it would have ended them). Not the relays kept in #relayedFirst: their Redis copy,
+   * still to come, must still find them (else, kept as unrelayed, a lead named before the next
+   * passed probe would replay a `down` the group applied and ended already).
+   */
   passed(id: string): void {
-    for (const list of [this.#unrelayed, this.#relayedFirst]) {
-      for (let i = list.length - 1; i >= 0; i--) if (list[i]!.id === id) list.splice(i, 1)
-    }
+    for (let i = this.#unrelayed.length - 1; i >= 0; i--) if (this.#unrelayed[i]!.id === id) this.#unrelayed.splice(i, 1)
   }
 
   #apply(m: { kind: unknown; id: string; migrate: boolean; active: boolean; since?: number | undefined }): void {
