@@ -281,8 +281,9 @@ export class SharedHealth {
   /**
    * A message on the group's channel: a lead's relay (`relay`: the process that relayed it). Its
    * own is not applied again; one it applied from Redis as the lead neither (another lead's
-   * relay while the lead changes). A worker that became the lead after it heard the `down` from
-   * Redis (then not the lead: ignored) applies the old lead's relay of it.
+   * relay while the lead changes), a kept one it replayed when it became the lead included (see
+   * becameLead). A worker that became the lead after the old lead's relay of a `down` came
+   * applied that relay then, as a sibling (its Redis copy was not kept, or no longer).
    */
   #relayed(raw: string): void {
     let w: { relay?: unknown; message?: unknown }
