@@ -682,6 +682,34 @@ t.test("a sibling that had the lead's relay of a down before its own Redis copy,
   t.equal(w2.table.state('a'), 'healthy', 'not out again on a down the group applied and ended before')
 })
 
+t.test("a kept down replayed by the new lead and relayed again by the old (stopping) lead: applied once on the new lead, twice on a sibling, with the same ejection count everywhere", async (t) => {
+  const config = testConfig([{ id: 'a', url: 'http://127.0.0.1:1' }, { id: 'b', url: 'http://127.0.0.1:2' }], {
+    health: { active: { enabled: true, healthy_threshold: 2, unhealthy_threshold: 1 }, passive: { base_ejection: 60_000, max_ejection_percent: 100 } },
+  })
+  const { process_, hold } = peersOverOneChannel(config)
+  const groupChannel = orderedGroupChannel()
+  let nextLeads = false
+  const r1 = process_('r1', 'g1')
+  const old = process_('old', 'g2', { channel: groupChannel, lead: () => true }) // stopping: still relays what it hears
+  const next = process_('next', 'g2', { channel: groupChannel, lead: () => nextLeads })
+  const sibling = process_('sibling', 'g2', { channel: groupChannel, lead: () => false })
+  for (const h of [r1, old, next, sibling]) await h.peers!.start()
+  const deliverOld = hold('old') // Redis reaches the old lead late
+  r1.table.reportActive('a', false, false, 'ECONNREFUSED')
+  t.same([next.table.state('a'), sibling.table.state('a')], ['healthy', 'healthy'], 'kept, not applied, by the workers that do not lead')
+  nextLeads = true
+  next.peers!.becameLead() // replays it: applied on every worker, through its relay
+  deliverOld() // the old lead's own copy: applied there again, and relayed again
+  const times = (h: typeof old): number | undefined => h.table.snapshot().find((e) => e.id === 'a')?.timesEjected
+  t.same([old, next, sibling].map((h) => h.table.state('a')), ['ejected', 'ejected', 'ejected'])
+  t.same([old, next, sibling].map(times), [1, 1, 1], 'one ejection counted on each: the second apply finds it out already')
+  // the new lead's probe passes: in again everywhere, the ejection not counted
+  next.table.reportActive('a', true)
+  for (const h of [old, sibling]) h.applyProbe('a', true, false)
+  t.same([old, next, sibling].map((h) => h.table.state('a')), ['healthy', 'healthy', 'healthy'])
+  t.same([old, next, sibling].map(times), [0, 0, 0])
+})
+
 t.test('a down that could not reach Redis (before its connection was ready, or while it was down) is told once the subscription is in place, if the upstream is still down here', async (t) => {
   const clock = new FakeClock()
   const health = new HealthTable({ active: { healthy_threshold: 1, unhealthy_threshold: 1 }, passive: { consecutive_failures: 3, count_5xx: true, base_ejection: 30_000, max_ejection: 100_000, max_ejection_percent: 100 }, slow_start: 0 }, clock)
