@@ -710,6 +710,33 @@ t.test("a kept down replayed by the new lead and relayed again by the old (stopp
   t.same([old, next, sibling].map(times), [0, 0, 0])
 })
 
+t.test("a worker that had the old lead's relay of a down before its own Redis copy, and leads by the time that copy comes, does not apply and relay it again after its passed probe", async (t) => {
+  const config = testConfig([{ id: 'a', url: 'http://127.0.0.1:1' }, { id: 'b', url: 'http://127.0.0.1:2' }], {
+    health: { active: { enabled: true, healthy_threshold: 2, unhealthy_threshold: 1 }, passive: { base_ejection: 60_000, max_ejection_percent: 100 } },
+  })
+  const { process_, hold } = peersOverOneChannel(config)
+  const ordered = orderedGroupChannel()
+  const relays: string[] = []
+  const groupChannel: PeerChannel = { ...ordered, publish: (m) => { relays.push(m); return ordered.publish(m) } }
+  let nextLeads = false
+  const r1 = process_('r1', 'g1')
+  const old = process_('old', 'g2', { channel: groupChannel, lead: () => true }) // stopping: still relays what it hears
+  const next = process_('next', 'g2', { channel: groupChannel, lead: () => nextLeads })
+  const sibling = process_('sibling', 'g2', { channel: groupChannel, lead: () => false })
+  for (const h of [r1, old, next, sibling]) await h.peers!.start()
+  const deliverNext = hold('next') // Redis reaches `next` late
+  r1.table.reportActive('a', false, false, 'ECONNREFUSED')
+  t.same([old, next, sibling].map((h) => h.table.state('a')), ['ejected', 'ejected', 'ejected'], "the old lead's relay, applied everywhere")
+  nextLeads = true
+  next.peers!.becameLead()
+  // the new lead's first probe passes: in again on every worker
+  next.table.reportActive('a', true)
+  for (const h of [old, sibling]) h.applyProbe('a', true, false)
+  deliverNext() // its own copy of the down, now that it leads
+  t.equal(relays.length, 1, 'not relayed again: the old lead relayed it')
+  t.same([old, next, sibling].map((h) => h.table.state('a')), ['healthy', 'healthy', 'healthy'], 'not out again on a down every worker applied and ended')
+})
+
 t.test('a down that could not reach Redis (before its connection was ready, or while it was down) is told once the subscription is in place, if the upstream is still down here', async (t) => {
   const clock = new FakeClock()
   const health = new HealthTable({ active: { healthy_threshold: 1, unhealthy_threshold: 1 }, passive: { consecutive_failures: 3, count_5xx: true, base_ejection: 30_000, max_ejection: 100_000, max_ejection_percent: 100 }, slow_start: 0 }, clock)

@@ -79,8 +79,8 @@ export class SharedHealth {
   readonly #unrelayed: Heard[] = []
   /**
    * Relays that came before this process heard their message from Redis: that copy, when it
-   * comes, is not kept in #unrelayed (a passed probe meanwhile does not drop them). At most
-   * RELAYED_KEPT, oldest dropped; cleared when this process becomes the lead.
+   * comes, is not kept in #unrelayed, nor (this process the lead by then) applied and relayed
+   * again; a passed probe meanwhile does not drop them. At most RELAYED_KEPT, oldest dropped.
    */
   readonly #relayedFirst: Heard[] = []
 
@@ -315,9 +315,14 @@ export class SharedHealth {
       if (!relayed) {
         // a worker's Redis copy: its lead relays it; kept until then, in case no lead does
         if (!this.#relay.lead()) return heardOnce({ message, id: m.id }, this.#relayedFirst, this.#unrelayed)
+        // another lead's relay of it came first (while the lead changes): every worker applied
+        // that one already, in the group's order (applied again after this lead's passed probe,
+        // it would take the upstream out again on all)
+        const first = this.#relayedFirst.findIndex((h) => h.message === message)
+        if (first !== -1) return void this.#relayedFirst.splice(first, 1)
         void this.#relay.channel.publish(JSON.stringify({ relay: this.#self, message }))
         if (this.#appliedAsLead.push(message) > RELAYED_KEPT) this.#appliedAsLead.shift()
-      } else if (!this.#relay.lead()) heardOnce({ message, id: m.id }, this.#unrelayed, this.#relayedFirst)
+      } else heardOnce({ message, id: m.id }, this.#unrelayed, this.#relayedFirst)
     } else if (relayed) return
     // about the id's old pod, found down where the id still named it: not this replica's upstream.
     // Replicas may keep different addresses of one pod (which they saw first): the same pod when
@@ -350,8 +355,8 @@ export class SharedHealth {
    * told yet) was applied by none of its workers.
    */
   becameLead(): void {
+    // #relayedFirst stays: a Redis copy still to come of a relay applied here already is not applied and relayed again
     const missed = this.#unrelayed.splice(0)
-    this.#relayedFirst.length = 0
     for (const m of missed) this.#receive(m.message)
   }
 
