@@ -247,7 +247,7 @@ t.test('two replicas that moved a user at once, each at the same epoch, agree on
   t.ok(await bindings.set('u', 'app-1', 1), "#1's move at the same epoch to a smaller id replaces it")
   t.notOk(await bindings.set('u', 'app-2', 1), "#2 publishing its own again is refused (it split the user for good)")
   t.ok(await bindings.set('u', 'app-1', 1), 'the kept one renews')
-  t.same(await bindings.lookup('u'), { upstream: 'app-1', epoch: 1 })
+  t.match(await bindings.lookup('u'), { upstream: 'app-1', epoch: 1 })
   t.ok(await bindings.set('u', 'app-2', 2), 'a later epoch wins whatever the id')
   t.ok(await bindings.set('w', 'app-10', 0))
   t.notOk(await bindings.set('w', 'app-9', 0), 'ids compare by their bytes, as JavaScript compares them ("app-10" < "app-9")')

@@ -22,10 +22,21 @@ export interface BindingSink {
   retired?(key: string, grace: Grace | null): void
 }
 
+/** A binding as the shared store holds it. */
+export interface SharedBinding {
+  readonly upstream: string
+  readonly epoch: number
+  /**
+   * When it was placed (ms; the creation time of the pin its writer held, see
+   * {@link BindingSink.bound}); null or absent: unknown (a Tether from before it wrote it).
+   */
+  readonly placedAt?: number | null
+}
+
 /** Bindings other Tether replicas made (`affinity.shared`), looked up before routing (bounded). */
 export interface SharedBindings {
   /** The binding of `key`; null when none; 'unavailable' when the store did not answer in time. */
-  lookup(key: string): Promise<{ upstream: string; epoch: number } | null | 'unavailable'>
+  lookup(key: string): Promise<SharedBinding | null | 'unavailable'>
 }
 
 export interface SessionTableOptions {
@@ -242,11 +253,18 @@ export class SessionTable {
    * epoch (another replica moved the user), or the same epoch on a smaller upstream id (two
    * replicas moved the user at once: the store's script keeps that one too), replaces the local
    * one; a local one that is newer, or missing from the store, is published again (renewing its TTL).
+   * The binding taken keeps the placement time the store holds (so every replica's checkpoints
+   * of it carry the same `placedAt`; unknown: now, as before that time was stored); of two
+   * upstreams at one epoch, the one kept takes the later of the two times, as in
+   * {@link applyRemote}, and a local binding the store holds with a later time takes that time.
    */
-  sync(key: string, shared: { upstream: string; epoch: number } | null, now: number): void {
+  sync(key: string, shared: SharedBinding | null, now: number): void {
     const local = this.table.peek(key, now)
     if (shared !== null && (local === null || shared.epoch > local.epoch || (shared.epoch === local.epoch && shared.upstream < local.upstream))) {
-      this.table.set(key, shared.upstream, shared.epoch, now)
+      const rival = local !== null && shared.epoch === local.epoch
+      const placed = shared.placedAt ?? now
+      const at = rival ? Math.max(placed, local.createdAt) : placed
+      this.table.setCreated(key, shared.upstream, shared.epoch, now, now - at > this.#absoluteTimeout ? now : at)
     } else if (local !== null) {
       // a renewal, unless the others' copy may be close to expiring: it was renewed at the first
       // use of a sync period, up to one period before this table's last use, so up to one
@@ -254,7 +272,10 @@ export class SessionTable {
       // binding copied from a sibling at start has the times it had there (applyCopy).
       const margin = 2 * this.#syncPeriod
       const renewal = now - local.lastSeen < this.#idleTimeout - margin && now - local.createdAt < this.#absoluteTimeout - margin
-      this.#sink?.bound(key, local.upstream, local.epoch, renewal, local.createdAt)
+      // the same binding, or a rival of its epoch, placed later elsewhere: this one takes that time
+      const later = shared !== null && shared.epoch === local.epoch && shared.placedAt != null && shared.placedAt > local.createdAt
+      if (later) this.table.setCreated(key, local.upstream, local.epoch, now, shared.placedAt!)
+      this.#sink?.bound(key, local.upstream, local.epoch, renewal, later ? this.table.peek(key, now)!.createdAt : local.createdAt)
     }
   }
 

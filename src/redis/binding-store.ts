@@ -1,15 +1,25 @@
 // Shared affinity bindings in Redis (`affinity.shared: redis`): key -> "<epoch> <upstream>" with
 // the idle TTL, written by a script that never lowers the epoch, so a move made by one Tether
-// replica wins over an older binding written later by another. Layer 3 adapter over the shared
-// RedisConnection; never rejects, never waits longer than the connection's timeout.
-import type { BindingSink, SharedBindings } from '../affinity/session-table.js'
+// replica wins over an older binding written later by another; beside it, in the same slot,
+// the binding's placement time. Layer 3 adapter over the shared RedisConnection; never
+// rejects, never waits longer than the connection's timeout.
+import type { BindingSink, SharedBinding, SharedBindings } from '../affinity/session-table.js'
 import { FAILED, type RedisConnection } from './connection.js'
 
 /**
- * A binding write that never lowers the epoch: KEYS[1] = the binding, ARGV = epoch, upstream,
- * ttlMs. Returns 1 when written (TTL renewed), 0 when a higher epoch is stored, or the same
- * epoch on a smaller upstream id: two replicas that moved a user at once (each its own move
- * at the same epoch) agree on one, as workers do (SessionTable.applyRemote).
+ * A binding write that never lowers the epoch: KEYS[1] = the binding, KEYS[2] = its placement
+ * time; ARGV = epoch, upstream, ttlMs, placedAt ('' = unknown). Returns 1 when written (TTL
+ * renewed), 0 when a higher epoch is stored, or the same epoch on a smaller upstream id: two
+ * replicas that moved a user at once (each its own move at the same epoch) agree on one, as
+ * workers do (SessionTable.applyRemote).
+ *
+ * The placement time is KEYS[2] = "<placedAt> <binding value>": it counts only while the
+ * binding is that value (a Tether from before it, during a rolling upgrade, rewrites KEYS[1]
+ * only; it reads KEYS[1] alone, whose value is as it always was). It only grows for one
+ * binding: written again (a renewal, another replica that placed the same upstream), it keeps
+ * the later of the two times; of two upstreams at one epoch, the one kept takes the later
+ * placement time of the two, as workers do, so the checkpoints of the upstream the user settles
+ * on, which carry it, are not refused for the other placement's.
  */
 const SET_BINDING_LUA = `
 -- byte order, as JavaScript orders these ids (Lua's < follows the server's locale)
@@ -20,22 +30,48 @@ local function less(a, b)
   end
   return #a < #b
 end
+-- the placement time stored for binding value v, or nil
+local function placed(v)
+  local p = redis.call('GET', KEYS[2])
+  if not p then return nil end
+  local at, of = string.match(p, '^(%d+) (.*)$')
+  if of ~= v then return nil end
+  return tonumber(at)
+end
+local value = ARGV[1] .. ' ' .. ARGV[2]
+local at = tonumber(ARGV[4])
 local cur = redis.call('GET', KEYS[1])
 if cur then
   local e, up = string.match(cur, '^(%d+) (.*)$')
   e = tonumber(e)
   local want = tonumber(ARGV[1])
-  if e and (e > want or (e == want and less(up, ARGV[2]))) then return 0 end
+  if e and (e > want or (e == want and less(up, ARGV[2]))) then
+    -- a rival of the same epoch kept: it takes the later placement time of the two
+    if e == want and at then
+      local was = placed(cur)
+      if not was or was < at then redis.call('SET', KEYS[2], ARGV[4] .. ' ' .. cur, 'PX', ARGV[3]) end
+    end
+    return 0
+  end
+  -- the same binding again, or a rival of the same epoch replaced: the later time of the two
+  if e == want and at then
+    local was = placed(cur)
+    if was and was > at then at = was end
+  end
 end
-redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'PX', ARGV[3])
+redis.call('SET', KEYS[1], value, 'PX', ARGV[3])
+if at then
+  redis.call('SET', KEYS[2], string.format('%d', at) .. ' ' .. value, 'PX', ARGV[3])
+end
 return 1
 `
 const SET_SCRIPT = 'tetherSetBinding'
 
 /**
- * Example: `bindings.set('PHPSESSID-value', 'app-1', 2, 3_600_000)` -> stored as
- * `tether:af:{PHPSESSID-value}` = "2 app-1"; `await bindings.lookup('PHPSESSID-value')` ->
- * `{ upstream: 'app-1', epoch: 2 }`.
+ * Example: `bindings.set('PHPSESSID-value', 'app-1', 2, 1764086400000)` -> stored as
+ * `tether:af:{PHPSESSID-value}` = "2 app-1" and `tether:ap:{PHPSESSID-value}` =
+ * "1764086400000 2 app-1"; `await bindings.lookup('PHPSESSID-value')` ->
+ * `{ upstream: 'app-1', epoch: 2, placedAt: 1764086400000 }`.
  */
 export class RedisBindings implements SharedBindings {
   readonly #redis: RedisConnection
@@ -45,26 +81,36 @@ export class RedisBindings implements SharedBindings {
   constructor(redis: RedisConnection, ttlMs: number) {
     this.#redis = redis
     this.#ttl = ttlMs
-    redis.defineScript(SET_SCRIPT, SET_BINDING_LUA, 1)
-  }
-
-  /** The binding of `key`: null when none, 'unavailable' when Redis did not answer in time. */
-  async lookup(key: string): Promise<{ upstream: string; epoch: number } | null | 'unavailable'> {
-    const k = this.#key(key)
-    const reply = await this.#redis.run(k, (c) => c.get(k))
-    if (reply === FAILED) return 'unavailable'
-    if (typeof reply !== 'string') return null
-    const space = reply.indexOf(' ')
-    const epoch = Number(reply.slice(0, space))
-    return space > 0 && Number.isInteger(epoch) ? { upstream: reply.slice(space + 1), epoch } : null
+    redis.defineScript(SET_SCRIPT, SET_BINDING_LUA, 2)
   }
 
   /**
-   * Store a binding with the TTL, unless the stored one has a higher epoch (another replica
-   * moved the user since: that move wins). False when Redis did not answer or kept the newer one.
+   * The binding of `key` (one MGET of the binding and its placement time, one slot): null when
+   * none, 'unavailable' when Redis did not answer in time. `placedAt` null: unknown (written by
+   * a Tether from before it, or the binding was rewritten by one since).
    */
-  async set(key: string, upstream: string, epoch: number): Promise<boolean> {
-    return (await this.write(key, upstream, epoch)) === 'written'
+  async lookup(key: string): Promise<SharedBinding | null | 'unavailable'> {
+    const k = this.#key(key)
+    const p = this.#placedKey(key)
+    const reply = await this.#redis.run(k, (c) => c.mget(k, p))
+    if (reply === FAILED) return 'unavailable'
+    const [value, placed] = reply
+    if (typeof value !== 'string') return null
+    const space = value.indexOf(' ')
+    const epoch = Number(value.slice(0, space))
+    if (space <= 0 || !Number.isInteger(epoch)) return null
+    const at = typeof placed === 'string' ? placed.indexOf(' ') : -1
+    const placedAt = at > 0 && placed!.slice(at + 1) === value ? Number(placed!.slice(0, at)) : NaN
+    return { upstream: value.slice(space + 1), epoch, placedAt: Number.isSafeInteger(placedAt) ? placedAt : null }
+  }
+
+  /**
+   * Store a binding placed at `placedAt` (ms; its pin's creation time; NaN: unknown) with the TTL, unless the
+   * stored one has a higher epoch (another replica moved the user since: that move wins). False
+   * when Redis did not answer or kept the newer one.
+   */
+  async set(key: string, upstream: string, epoch: number, placedAt = NaN): Promise<boolean> {
+    return (await this.write(key, upstream, epoch, this.#ttl, placedAt)) === 'written'
   }
 
   /**
@@ -72,10 +118,12 @@ export class RedisBindings implements SharedBindings {
    * epoch on a smaller upstream id, is stored: it stays) or 'failed' (Redis did not answer).
    * `ttlMs`: how long the binding lives unused (default the idle timeout; a binding written
    * back after a lost keyspace keeps the idle time it has left). Idempotent: writing the same
-   * binding twice, or from two replicas at once, leaves one binding.
+   * binding twice, or from two replicas at once, leaves one binding (with the later placement
+   * time); `placedAt` as in {@link set}.
    */
-  async write(key: string, upstream: string, epoch: number, ttlMs = this.#ttl): Promise<'written' | 'kept' | 'failed'> {
-    const reply = await this.#redis.runScript(SET_SCRIPT, this.#key(key), String(epoch), upstream, String(Math.max(1, Math.ceil(ttlMs))))
+  async write(key: string, upstream: string, epoch: number, ttlMs = this.#ttl, placedAt = NaN): Promise<'written' | 'kept' | 'failed'> {
+    const at = Number.isFinite(placedAt) ? String(Math.max(0, Math.floor(placedAt))) : ''
+    const reply = await this.#redis.runScript(SET_SCRIPT, this.#key(key), this.#placedKey(key), String(epoch), upstream, String(Math.max(1, Math.ceil(ttlMs))), at)
     return reply === FAILED ? 'failed' : Number(reply) === 1 ? 'written' : 'kept'
   }
 
@@ -86,18 +134,24 @@ export class RedisBindings implements SharedBindings {
 
   async delete(key: string): Promise<void> {
     const k = this.#key(key)
-    await this.#redis.run(k, (c) => c.del(k))
+    const p = this.#placedKey(key)
+    await this.#redis.run(k, (c) => c.del(k, p))
   }
 
   /** The session table's write-through sink (fire and forget). */
   sink(): BindingSink {
     return {
-      bound: (key, upstream, epoch) => void this.set(key, upstream, epoch),
+      bound: (key, upstream, epoch, _renewal, createdAt) => void this.set(key, upstream, epoch, createdAt),
       unbound: (key) => void this.delete(key),
     }
   }
 
   #key(key: string): string {
     return `${this.#redis.keyPrefix}af:{${key}}`
+  }
+
+  /** The Redis key of the placement time of `key`'s binding, e.g. `tether:ap:{PHPSESSID-value}` (same slot). */
+  #placedKey(key: string): string {
+    return `${this.#redis.keyPrefix}ap:{${key}}`
   }
 }

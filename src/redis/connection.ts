@@ -222,7 +222,8 @@ export type Failed = typeof FAILED
 /** The commands the roles use (a narrow view of the ioredis client). */
 export interface RedisCommands {
   get(key: string): Promise<string | null>
-  del(key: string): Promise<number>
+  mget(...keys: string[]): Promise<(string | null)[]>
+  del(...keys: string[]): Promise<number>
   exists(key: string): Promise<number>
   hgetall(key: string): Promise<Record<string, string>>
   eval(script: string, numKeys: number, ...args: string[]): Promise<unknown>

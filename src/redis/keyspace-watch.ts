@@ -43,6 +43,8 @@ export interface HeldBinding {
   readonly upstream: string
   readonly epoch: number
   readonly lastSeen: number
+  /** Its creation time (ms), written back as its placement time; absent: unknown. */
+  readonly createdAt?: number
 }
 
 /**
@@ -281,7 +283,7 @@ export class KeyspaceWatch {
           const b = read(j)
           if (b !== null && o.idleTimeout - (now - b.lastSeen) > 0) step.push({ i: j, b })
         }
-        const outcomes = await Promise.all(step.map(({ b }) => store.write(b.key, b.upstream, b.epoch, o.idleTimeout - (now - b.lastSeen))))
+        const outcomes = await Promise.all(step.map(({ b }) => store.write(b.key, b.upstream, b.epoch, o.idleTimeout - (now - b.lastSeen), b.createdAt)))
         const n = outcomes.filter((r) => r === 'written').length
         written += n
         kept += outcomes.filter((r) => r === 'kept').length

@@ -1,0 +1,129 @@
+// With `affinity.shared: redis` every Tether replica uses one placement time per binding (the
+// `placedAt` its checkpoints carry): the one the binding's creator stored beside it in Redis,
+// not the time another replica adopted it; of two replicas that placed one key at one epoch on
+// two upstreams at once, the upstream they settle on takes the later time of the two, so its
+// checkpoints are stored. Real redis-server, two in-process replicas with their own clocks.
+import t, { type Test } from 'tap'
+import type http from 'node:http'
+import { startTether, type Tether } from '../src/app.js'
+import { RedisBindings } from '../src/redis/binding-store.js'
+import { RedisConnection } from '../src/redis/connection.js'
+import { createLogger } from '../src/observability/logger.js'
+import { FakeClock, FAKE_EPOCH } from './fixtures/clock.js'
+import { request, startUpstream, testConfig, type Upstream } from './fixtures/upstream.js'
+import { redisCli, startRedis, waitFor } from './fixtures/redis-server.js'
+
+const redis = await startRedis()
+t.teardown(() => redis.stop())
+
+/** Counts per `x-user` and checkpoints the count (as state and version); a request to /hold waits for release(). */
+async function counter(t: Test, id: string): Promise<Upstream & { waiting: () => boolean; release: () => void }> {
+  const counts = new Map<string, number>()
+  let held: (() => void) | null = null
+  const up = await startUpstream(id, (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const user = String(req.headers['x-user'])
+    const restored = req.headers['x-tether-rehydrate']
+    if (typeof restored === 'string') counts.set(user, Number(restored))
+    const answer = (): void => {
+      const n = (counts.get(user) ?? 0) + 1
+      counts.set(user, n)
+      res.writeHead(200, { 'x-tether-state': String(n), 'x-tether-state-version': String(n) }).end(`${id} ${n}`)
+    }
+    if (req.url === '/hold') held = answer
+    else answer()
+  })
+  t.teardown(() => up.close())
+  return Object.assign(up, { waiting: () => held !== null, release: () => { held?.(); held = null } })
+}
+
+/** A replica sharing bindings and checkpoints in Redis under `prefix`, on its own clock. */
+async function replica(t: Test, ups: readonly Upstream[], prefix: string, clock: FakeClock): Promise<Tether> {
+  const tether = await startTether(testConfig(ups, {
+    affinity: { key: 'header', header: { name: 'x-user' }, shared: 'redis', idle_timeout: 60_000 },
+    health: { active: { path: null } },
+    state: { store: 'redis', timeout: 5_000, durability: 'confirmed', confirm_timeout: 5_000, redis: { url: redis.url, key_prefix: prefix } },
+  }), { logger: createLogger('silent'), clock })
+  t.teardown(() => tether.close(0))
+  return tether
+}
+
+const ask = async (tether: Tether, user: string, path = '/'): Promise<{ status: number; body: string }> => {
+  const r = await request(`${tether.url}${path}`, { headers: { 'x-user': user } })
+  return { status: r.status, body: r.body }
+}
+const placedAt = async (prefix: string, user: string): Promise<number> => Number((await redisCli(redis.port, 'HGET', `${prefix}cp:{${user}}`, 'placedAt')).trim())
+/** The sync period with idle_timeout 60 s: min(idle_timeout / 10, 5 s). */
+const SYNC = 5_000
+
+t.test('a replica that adopts another one\'s binding uses its placement time, not the time it adopted it', async (t) => {
+  const prefix = 'pt-a:'
+  const ups = [await counter(t, 'app-0'), await counter(t, 'app-1')]
+  const clockA = new FakeClock(FAKE_EPOCH)
+  const clockB = new FakeClock(FAKE_EPOCH + 7_000)
+  const a = await replica(t, ups, prefix, clockA)
+  const b = await replica(t, ups, prefix, clockB)
+  const first = await ask(a, 'u1')
+  t.equal(first.status, 200, 'placed by replica A')
+  t.equal(await placedAt(prefix, 'u1'), FAKE_EPOCH, "A's checkpoint carries A's placement time")
+  const next = await ask(b, 'u1')
+  t.same([next.status, next.body.split(' ')[0]], [200, first.body.split(' ')[0]], 'replica B routes u1 where A placed it')
+  t.equal(b.sessions.peek('u1', clockB.now())?.createdAt, FAKE_EPOCH, "B's pin has A's placement time")
+  t.equal(await placedAt(prefix, 'u1'), FAKE_EPOCH, "B's checkpoint carries the same placement time")
+})
+
+t.test('two replicas that placed one key at one epoch on two upstreams at once: the settled upstream\'s checkpoints are stored from the next reconcile on', async (t) => {
+  const prefix = 'pt-b:'
+  const [up0, up1] = [await counter(t, 'app-0'), await counter(t, 'app-1')]
+  const clockA = new FakeClock(FAKE_EPOCH)
+  const clockC = new FakeClock(FAKE_EPOCH + 1_000) // C places the key a second after A
+  const a = await replica(t, [up0, up1], prefix, clockA)
+  const c = await replica(t, [up0, up1], prefix, clockC)
+  // the replicas place new users differently (a rollout, bounded loads): A on app-0, C on app-1
+  t.equal((await request(`${a.adminUrl}/upstreams/app-1/drain`, { method: 'POST' })).status, 200)
+  t.equal((await request(`${c.adminUrl}/upstreams/app-0/drain`, { method: 'POST' })).status, 200)
+  // both place u at epoch 0 before either answers (neither finds a binding in Redis)
+  const viaA = ask(a, 'u', '/hold')
+  await waitFor('A to place u on app-0', () => up0.waiting())
+  const viaC = ask(c, 'u', '/hold')
+  await waitFor('C to place u on app-1', () => up1.waiting())
+  up0.release()
+  t.equal((await viaA).status, 200, "A's answer (app-0's checkpoint) is stored")
+  up1.release()
+  t.equal((await viaC).status, 200, "C's answer, placed later, is stored over it")
+  t.equal((await redisCli(redis.port, 'GET', `${prefix}af:{u}`)).trim(), '0 app-0', 'the binding settles on the smaller upstream id')
+  t.equal(await placedAt(prefix, 'u'), FAKE_EPOCH + 1_000, "the store holds app-1's checkpoint (C's placement)")
+  // A reconciles u at its next request in a later sync period: its pin takes the later
+  // placement time, so app-0's checkpoint is stored (before, each was refused as superseded:
+  // 503 under durability: confirmed, until one was stored through C)
+  clockA.advance(SYNC)
+  clockC.advance(SYNC)
+  const again = await ask(a, 'u')
+  t.same([again.status, again.body], [200, 'app-0 2'], 'A: u goes on on app-0, its checkpoint stored')
+  t.equal(await placedAt(prefix, 'u'), FAKE_EPOCH + 1_000, 'stored with the later placement time of the two')
+  const viaCagain = await ask(c, 'u')
+  t.same([viaCagain.status, viaCagain.body], [200, 'app-0 3'], 'C follows the settled binding, and its checkpoint is stored too')
+})
+
+t.test('the binding value stays "<epoch> <upstream>" (older Tethers read it); the placement time beside it counts only for the binding it was written with', async (t) => {
+  const prefix = 'pt-c:'
+  const conn = new RedisConnection({ url: redis.url, keyPrefix: prefix, timeout: 1_000 })
+  const bindings = new RedisBindings(conn, 60_000)
+  await conn.start()
+  t.teardown(() => conn.stop())
+  t.ok(await bindings.set('k', 'app-1', 2, 5_000))
+  t.equal((await redisCli(redis.port, 'GET', `${prefix}af:{k}`)).trim(), '2 app-1', 'the binding as every Tether reads it')
+  t.same(await bindings.lookup('k'), { upstream: 'app-1', epoch: 2, placedAt: 5_000 })
+  t.ok(await bindings.set('k', 'app-1', 2, 4_000), 'the same binding again, placed earlier elsewhere: renewed')
+  t.equal((await bindings.lookup('k') as { placedAt: number }).placedAt, 5_000, 'it keeps the later time')
+  t.notOk(await bindings.set('k', 'app-2', 2, 9_000), 'a rival at the same epoch on a larger id is refused')
+  t.same(await bindings.lookup('k'), { upstream: 'app-1', epoch: 2, placedAt: 9_000 }, 'the kept one takes the later time of the two')
+  t.ok(await bindings.set('k', 'app-0', 2, 1_000), 'a rival on a smaller id replaces it')
+  t.same(await bindings.lookup('k'), { upstream: 'app-0', epoch: 2, placedAt: 9_000 }, 'with the later time of the two')
+  // an older Tether rewrites the binding alone (its script knows no placement time)
+  await redisCli(redis.port, 'SET', `${prefix}af:{k}`, '3 app-2', 'PX', '60000')
+  t.same(await bindings.lookup('k'), { upstream: 'app-2', epoch: 3, placedAt: null }, "a time written with another binding is not this one's: unknown")
+  await redisCli(redis.port, 'SET', `${prefix}af:{old}`, '0 app-1', 'PX', '60000')
+  t.same(await bindings.lookup('old'), { upstream: 'app-1', epoch: 0, placedAt: null }, 'a binding from an older Tether: time unknown')
+  await bindings.delete('k')
+  t.equal((await redisCli(redis.port, 'EXISTS', `${prefix}af:{k}`, `${prefix}ap:{k}`)).trim(), '0', 'a deletion removes both keys')
+})
