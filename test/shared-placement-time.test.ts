@@ -11,7 +11,7 @@ import { RedisConnection } from '../src/redis/connection.js'
 import { createLogger } from '../src/observability/logger.js'
 import { FakeClock, FAKE_EPOCH } from './fixtures/clock.js'
 import { request, startUpstream, testConfig, type Upstream } from './fixtures/upstream.js'
-import { redisCli, startRedis, waitFor } from './fixtures/redis-server.js'
+import { redisCli, startRedis, startRedisCluster, waitFor } from './fixtures/redis-server.js'
 
 const redis = await startRedis()
 t.teardown(() => redis.stop())
@@ -126,4 +126,24 @@ t.test('the binding value stays "<epoch> <upstream>" (older Tethers read it); th
   t.same(await bindings.lookup('old'), { upstream: 'app-1', epoch: 0, placedAt: null }, 'a binding from an older Tether: time unknown')
   await bindings.delete('k')
   t.equal((await redisCli(redis.port, 'EXISTS', `${prefix}af:{k}`, `${prefix}ap:{k}`)).trim(), '0', 'a deletion removes both keys')
+})
+
+t.test('Redis Cluster: a key whose binding has no hash tag (it begins with "}") is shared without a placement time, not refused CROSSSLOT', async (t) => {
+  const cluster = await startRedisCluster(3)
+  t.teardown(() => cluster.stop())
+  const conn = new RedisConnection({ nodes: cluster.addresses, keyPrefix: 'pt-d:', timeout: 2_000 })
+  const bindings = new RedisBindings(conn, 60_000)
+  await conn.start()
+  t.teardown(() => conn.stop())
+  // `pt-d:af:{}x}` hashes whole (an empty tag), `pt-d:ap:{}x}` too: two slots; a header value or cookie a client chose
+  for (const key of ['}x', '}', '}{y}']) {
+    t.ok(await bindings.set(key, 'app-1', 0, 5_000), `${key}: written`)
+    t.same(await bindings.lookup(key), { upstream: 'app-1', epoch: 0, placedAt: null }, `${key}: read back, its placement time unknown`)
+    t.notOk(await bindings.set(key, 'app-2', 0, 9_000), `${key}: a rival on a larger id is refused`)
+    await bindings.delete(key)
+    t.equal(await bindings.lookup(key), null, `${key}: deleted`)
+  }
+  t.ok(await bindings.set('k}x', 'app-1', 0, 5_000), 'a key with a "}" further in has a tag (its part before it), shared by both keys')
+  t.same(await bindings.lookup('k}x'), { upstream: 'app-1', epoch: 0, placedAt: 5_000 }, 'with its placement time')
+  t.equal(conn.status, 'ready', 'no call failed: the Cluster stays ready')
 })

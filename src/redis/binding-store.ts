@@ -5,6 +5,7 @@
 // rejects, never waits longer than the connection's timeout.
 import type { BindingSink, SharedBinding, SharedBindings } from '../affinity/session-table.js'
 import { FAILED, type RedisConnection } from './connection.js'
+import { keySlot } from './key-slot.js'
 
 /**
  * A binding write that never lowers the epoch: KEYS[1] = the binding, KEYS[2] = its placement
@@ -91,8 +92,8 @@ export class RedisBindings implements SharedBindings {
    */
   async lookup(key: string): Promise<SharedBinding | null | 'unavailable'> {
     const k = this.#key(key)
-    const p = this.#placedKey(key)
-    const reply = await this.#redis.run(k, (c) => c.mget(k, p))
+    const p = this.#placedKey(key, k)
+    const reply = await this.#redis.run(k, (c) => (p === null ? c.get(k).then((v) => [v, null]) : c.mget(k, p)))
     if (reply === FAILED) return 'unavailable'
     const [value, placed] = reply
     if (typeof value !== 'string') return null
@@ -122,8 +123,11 @@ export class RedisBindings implements SharedBindings {
    * time); `placedAt` as in {@link set}.
    */
   async write(key: string, upstream: string, epoch: number, ttlMs = this.#ttl, placedAt = NaN): Promise<'written' | 'kept' | 'failed'> {
-    const at = Number.isFinite(placedAt) ? String(Math.max(0, Math.floor(placedAt))) : ''
-    const reply = await this.#redis.runScript(SET_SCRIPT, this.#key(key), this.#placedKey(key), String(epoch), upstream, String(Math.max(1, Math.ceil(ttlMs))), at)
+    const k = this.#key(key)
+    const p = this.#placedKey(key, k)
+    // no placement-time key in the binding's slot: the script reads the binding twice, writes it once
+    const at = p !== null && Number.isFinite(placedAt) ? String(Math.max(0, Math.floor(placedAt))) : ''
+    const reply = await this.#redis.runScript(SET_SCRIPT, k, p ?? k, String(epoch), upstream, String(Math.max(1, Math.ceil(ttlMs))), at)
     return reply === FAILED ? 'failed' : Number(reply) === 1 ? 'written' : 'kept'
   }
 
@@ -134,8 +138,8 @@ export class RedisBindings implements SharedBindings {
 
   async delete(key: string): Promise<void> {
     const k = this.#key(key)
-    const p = this.#placedKey(key)
-    await this.#redis.run(k, (c) => c.del(k, p))
+    const p = this.#placedKey(key, k)
+    await this.#redis.run(k, (c) => (p === null ? c.del(k) : c.del(k, p)))
   }
 
   /** The session table's write-through sink (fire and forget). */
@@ -150,8 +154,16 @@ export class RedisBindings implements SharedBindings {
     return `${this.#redis.keyPrefix}af:{${key}}`
   }
 
-  /** The Redis key of the placement time of `key`'s binding, e.g. `tether:ap:{PHPSESSID-value}` (same slot). */
-  #placedKey(key: string): string {
-    return `${this.#redis.keyPrefix}ap:{${key}}`
+  /**
+   * The Redis key of the placement time of `key`'s binding (Redis key `k`), e.g.
+   * `tether:ap:{PHPSESSID-value}`; null when it would not be in `k`'s Cluster slot, so that a
+   * call naming both would be refused (CROSSSLOT) and counted as the node's failure: a key that
+   * begins with `}` (a header value or cookie a client chose; `af:{}x}` has no hash tag) or a
+   * `key_prefix` with an unclosed `{`. Such a binding has no stored placement time (unknown, as
+   * one written by a Tether from before it).
+   */
+  #placedKey(key: string, k: string): string | null {
+    const p = `${this.#redis.keyPrefix}ap:{${key}}`
+    return keySlot(p) === keySlot(k) ? p : null
   }
 }
