@@ -104,6 +104,36 @@ t.test('two replicas that placed one key at one epoch on two upstreams at once: 
   t.same([viaCagain.status, viaCagain.body], [200, 'app-0 3'], 'C follows the settled binding, and its checkpoint is stored too')
 })
 
+t.test('a checkpoint refused as superseded: the replica reconciles the key at the user\'s next request, not a sync period later', async (t) => {
+  const prefix = 'pt-e:'
+  const [up0, up1] = [await counter(t, 'app-0'), await counter(t, 'app-1')]
+  const clockA = new FakeClock(FAKE_EPOCH)
+  const clockC = new FakeClock(FAKE_EPOCH + 1_000)
+  const a = await replica(t, [up0, up1], prefix, clockA)
+  const c = await replica(t, [up0, up1], prefix, clockC)
+  t.equal((await request(`${a.adminUrl}/upstreams/app-1/drain`, { method: 'POST' })).status, 200)
+  t.equal((await request(`${c.adminUrl}/upstreams/app-0/drain`, { method: 'POST' })).status, 200)
+  const viaA = ask(a, 'u', '/hold')
+  await waitFor('A to place u on app-0', () => up0.waiting())
+  const viaC = ask(c, 'u', '/hold')
+  await waitFor('C to place u on app-1', () => up1.waiting())
+  up0.release()
+  t.equal((await viaA).status, 200)
+  up1.release()
+  t.equal((await viaC).status, 200)
+  // C's pin has been written (a rival kept: the stored binding takes its later time)
+  await waitFor('the binding to take C\'s placement time', async () => (await redisCli(redis.port, 'GET', `${prefix}ap:{u}`)).trim() === `${FAKE_EPOCH + 1_000} 0 app-0`)
+  // A's next request, 2 s on (past C's placement), in the same sync period: its pin still has A's own, earlier time
+  clockA.advance(2_000)
+  clockC.advance(2_000)
+  const refused = await ask(a, 'u')
+  t.equal(refused.status, 503, "app-0's checkpoint with A's earlier time is refused (superseded, durability: confirmed)")
+  const next = await ask(a, 'u')
+  t.same([next.status, next.body.split(' ')[0]], [200, 'app-0'], 'the next request reconciles the key first: stored with the later time')
+  t.equal(a.sessions.peek('u', clockA.now())?.createdAt, FAKE_EPOCH + 1_000, "A's pin took the stored placement time")
+  t.equal(await placedAt(prefix, 'u'), FAKE_EPOCH + 1_000)
+})
+
 t.test('the binding value stays "<epoch> <upstream>" (older Tethers read it); the placement time beside it counts only for the binding it was written with', async (t) => {
   const prefix = 'pt-c:'
   const conn = new RedisConnection({ url: redis.url, keyPrefix: prefix, timeout: 1_000 })

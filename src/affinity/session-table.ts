@@ -86,6 +86,8 @@ export class SessionTable {
    */
   readonly #reserved = new Set<Binding>()
   readonly #reservedBy = new Map<string, number>()
+  /** Keys to reconcile with the shared store at their next request, whatever the sync period (see {@link resync}; bounded, oldest first out). */
+  readonly #resync = new BoundedMap<string, true>(ROTATED_MAX)
 
   constructor(options: SessionTableOptions) {
     const { maxEntries, idleTimeout, absoluteTimeout, slots } = options
@@ -245,7 +247,18 @@ export class SessionTable {
    */
   needsSync(key: string, now: number): boolean {
     const entry = this.table.peek(key, now)
-    return entry === null || Math.floor(entry.lastSeen / this.#syncPeriod) < Math.floor(now / this.#syncPeriod)
+    return entry === null || Math.floor(entry.lastSeen / this.#syncPeriod) < Math.floor(now / this.#syncPeriod) ||
+      (this.#resync.size !== 0 && this.#resync.get(key) !== undefined)
+  }
+
+  /**
+   * Reconcile `key` with the shared store at its next request (see {@link needsSync}), not only
+   * in its next sync period: a checkpoint of its binding was refused as `superseded`, so another
+   * replica placed the key at the same epoch on another upstream, and the store may hold a later
+   * placement time (or the other upstream) for it that this pin has not taken yet.
+   */
+  resync(key: string): void {
+    if (this.#sink !== null) this.#resync.set(ownCopy(key), true)
   }
 
   /**
@@ -259,6 +272,7 @@ export class SessionTable {
    * {@link applyRemote}, and a local binding the store holds with a later time takes that time.
    */
   sync(key: string, shared: SharedBinding | null, now: number): void {
+    if (this.#resync.size !== 0) this.#resync.delete(key)
     const local = this.table.peek(key, now)
     if (shared !== null && (local === null || shared.epoch > local.epoch || (shared.epoch === local.epoch && shared.upstream < local.upstream))) {
       const rival = local !== null && shared.epoch === local.epoch

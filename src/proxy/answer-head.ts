@@ -144,7 +144,15 @@ export class AnswerHead implements AnswerHeadPolicy {
     if (checkpoint === null) return from === null ? null : state.rekey(from, key).then((r) => verdict(state.confirmed, r))
     const written = state.write(key, checkpoint, d.upstream, d.epoch, d.placedAt ?? null)
     const done = from === null ? written : written.then((r) => (r === 'too_large' ? state.rekey(from, key) : r))
-    return done.then((r) => verdict(state.confirmed, r))
+    const pinned = ctx.key.kind === 'table' ? ctx.key.value : null
+    return done.then((r) => {
+      // another placement of the key at this epoch (another replica's, on another upstream) is
+      // stored: the user's next request reconciles the key with the shared store at once, so
+      // this pin takes the settled binding and its placement time (else its checkpoints are
+      // refused until its next sync period)
+      if (r === 'superseded' && pinned !== null) o.sessions.resync(pinned)
+      return verdict(state.confirmed, r)
+    })
   }
 
   trailers(trailers: Readonly<Head>, connection?: string | string[]): Record<string, string | string[]> | null {
