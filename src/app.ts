@@ -63,7 +63,9 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     link === null || channel === link.channel || link.group === null ? null : { channel: link.channel, lead: () => link.lead })
   const redisBindings = redis !== null && config.affinity.shared === 'redis' ? new (await import('./redis/binding-store.js')).RedisBindings(redis, config.affinity.idle_timeout) : null
   const shared = redisBindings ?? link?.bindings ?? null
-  const { sessions, records, keys, router } = createRouting(config, health.table, shared?.sink() ?? null, inFlight, (m) => logger.warn(m))
+  // a binding Redis kept another one over: the key is reconciled at its user's next request
+  const kept = (key: string): void => sessions.resync(key)
+  const { sessions, records, keys, router } = createRouting(config, health.table, (redisBindings === null ? shared?.sink() : redisBindings.sink(kept)) ?? null, inFlight, (m) => logger.warn(m))
   // a Redis that lost its keys gets this replica's bindings and admin drains back; with workers
   // each writes back its own bindings (with Redis each holds its own), the lead the drains
   const recordsDrains = config.health.shared === 'redis'

@@ -134,6 +134,33 @@ t.test('a checkpoint refused as superseded: the replica reconciles the key at th
   t.equal(await placedAt(prefix, 'u'), FAKE_EPOCH + 1_000)
 })
 
+t.test('a replica whose binding Redis kept another one over reconciles the key at the user\'s next request', async (t) => {
+  const prefix = 'pt-f:'
+  const [up0, up1] = [await counter(t, 'app-0'), await counter(t, 'app-1')]
+  const clockA = new FakeClock(FAKE_EPOCH)
+  const clockC = new FakeClock(FAKE_EPOCH + 1_000)
+  const a = await replica(t, [up0, up1], prefix, clockA)
+  const c = await replica(t, [up0, up1], prefix, clockC)
+  t.equal((await request(`${a.adminUrl}/upstreams/app-1/drain`, { method: 'POST' })).status, 200)
+  t.equal((await request(`${c.adminUrl}/upstreams/app-0/drain`, { method: 'POST' })).status, 200)
+  const viaA = ask(a, 'u', '/hold')
+  await waitFor('A to place u on app-0', () => up0.waiting())
+  const viaC = ask(c, 'u', '/hold')
+  await waitFor('C to place u on app-1', () => up1.waiting())
+  up0.release()
+  t.equal((await viaA).status, 200)
+  up1.release()
+  t.equal((await viaC).status, 200)
+  await waitFor('the binding to take C\'s placement time', async () => (await redisCli(redis.port, 'GET', `${prefix}ap:{u}`)).trim() === `${FAKE_EPOCH + 1_000} 0 app-0`)
+  // (C has had Redis's reply: its key is marked; without the mark it waits for the next sync period)
+  await waitFor('C to hear that Redis kept another binding', () => c.sessions.needsSync('u', clockC.now()), 10_000).catch(() => {})
+  // C's pin of app-1 was not stored (A's app-0 is kept, the smaller id): C's next request, in
+  // the same sync period, follows the settled binding (app-0 is drained at C, but a pin still routes there)
+  const next = await ask(c, 'u')
+  t.same([next.status, next.body.split(' ')[0]], [200, 'app-0'], 'C routes u where A and Redis do, not a sync period later')
+  t.equal(c.sessions.peek('u', clockC.now())?.upstream, 'app-0')
+})
+
 t.test('the binding value stays "<epoch> <upstream>" (older Tethers read it); the placement time beside it counts only for the binding it was written with', async (t) => {
   const prefix = 'pt-c:'
   const conn = new RedisConnection({ url: redis.url, keyPrefix: prefix, timeout: 1_000 })

@@ -253,9 +253,11 @@ export class SessionTable {
 
   /**
    * Reconcile `key` with the shared store at its next request (see {@link needsSync}), not only
-   * in its next sync period: a checkpoint of its binding was refused as `superseded`, so another
-   * replica placed the key at the same epoch on another upstream, and the store may hold a later
-   * placement time (or the other upstream) for it that this pin has not taken yet.
+   * in its next sync period: the store kept another binding over the one written through (a
+   * higher epoch, or a rival of the same epoch on a smaller upstream id), or a checkpoint of its
+   * binding was refused as `superseded` (another replica placed the key at the same epoch on
+   * another upstream): the store may hold a later placement time, or the other upstream, that
+   * this pin has not taken yet.
    */
   resync(key: string): void {
     if (this.#sink !== null) this.#resync.set(ownCopy(key), true)

@@ -142,10 +142,18 @@ export class RedisBindings implements SharedBindings {
     await this.#redis.run(k, (c) => (p === null ? c.del(k) : c.del(k, p)))
   }
 
-  /** The session table's write-through sink (fire and forget). */
-  sink(): BindingSink {
+  /**
+   * The session table's write-through sink (fire and forget). `kept`: told of a binding Redis
+   * kept another one over (a higher epoch, or a rival of the same epoch on a smaller upstream
+   * id: another replica placed or moved the user), so the table reconciles the key at its
+   * next request rather than in its next sync period.
+   */
+  sink(kept?: (key: string) => void): BindingSink {
     return {
-      bound: (key, upstream, epoch, _renewal, createdAt) => void this.set(key, upstream, epoch, createdAt),
+      bound: (key, upstream, epoch, _renewal, createdAt) => {
+        const written = this.write(key, upstream, epoch, this.#ttl, createdAt)
+        if (kept !== undefined) void written.then((r) => { if (r === 'kept') kept(key) })
+      },
       unbound: (key) => void this.delete(key),
     }
   }
