@@ -49,8 +49,8 @@ t.test('a down heard while the lead is dead and not replaced yet is applied by t
     ],
   }))
   const two = await startPrimary(t, file)
-  await waitFor(() => workerAdmins(two.out()).size === 3, 20_000, 'the three workers to listen')
-  await waitFor(() => lines(two.out(), 'worker runs the active health checks').length === 1, 20_000, 'the primary to name a lead')
+  await waitFor(() => workerAdmins(two.out()).size === 3, 60_000, 'the three workers to listen')
+  await waitFor(() => lines(two.out(), 'worker runs the active health checks').length === 1, 60_000, 'the primary to name a lead')
   const leadSlot = lines(two.out(), 'worker runs the active health checks')[0]!.child!
   const siblings = [0, 1, 2].filter((w) => w !== leadSlot)
   // another replica's messages, as it publishes them (docs/state-protocol.md#messages-between-replicas)
@@ -74,18 +74,18 @@ t.test('a down heard while the lead is dead and not replaced yet is applied by t
   await publish({ kind: 'down', id: 'b', url: url('b'), active: true, group: 'another-group' })
   await publish({ kind: 'down', id: 'd', url: url('d') })
   // Redis delivers one subscriber's messages in order: each sibling heard b's `down` before d's
-  await waitFor(() => siblings.every((w) => applied(w, 'd')), 20_000, 'the siblings to hear the other replica\'s messages')
+  await waitFor(() => siblings.every((w) => applied(w, 'd')), 60_000, 'the siblings to hear the other replica\'s messages')
   for (const w of siblings) t.same(ejected(w, 'b'), [], `worker ${w}, not the lead, leaves an active \`down\` to its lead`)
 
   two.proc.kill('SIGCONT')
-  await waitFor(() => lines(two.out(), 'worker runs the active health checks').length === 2, 20_000, 'the primary to name the next lead')
+  await waitFor(() => lines(two.out(), 'worker runs the active health checks').length === 2, 60_000, 'the primary to name the next lead')
   const next = lines(two.out(), 'worker runs the active health checks')[1]!.child!
   t.not(next, leadSlot, 'a sibling leads')
-  await waitFor(() => siblings.every((w) => ejected(w, 'b').length > 0), 20_000, 'both siblings to apply the `down` heard while there was no lead')
+  await waitFor(() => siblings.every((w) => ejected(w, 'b').length > 0), 60_000, 'both siblings to apply the `down` heard while there was no lead')
   for (const w of siblings) {
     t.equal(heard(w, 'b').length, 1, `worker ${w} applied the \`down\` once (the new lead as it replayed it, the other its relay, not its own copy too)`)
     t.match(ejected(w, 'b')[0]?.detail, /or until an active check passes here/, `worker ${w}: as another replica's active verdict, until this group's own probe passes`)
   }
   // the new lead's next probe of b passes: both siblings route to it again, together
-  await waitFor(() => siblings.every((w) => lines(two.out(), 'upstream health changed').some((l) => l.worker === w && l.upstream === 'b' && l.to === 'healthy' && l.reason !== 'added')), 20_000, 'the new lead\'s probe to end the ejection on both')
+  await waitFor(() => siblings.every((w) => lines(two.out(), 'upstream health changed').some((l) => l.worker === w && l.upstream === 'b' && l.to === 'healthy' && l.reason !== 'added')), 60_000, 'the new lead\'s probe to end the ejection on both')
 })
