@@ -1,8 +1,9 @@
 // The proxy's listener: Node's server with Tether's limits and timeouts (plain HTTP/1.1, with
 // h2c by prior knowledge beside it, TLS with HTTP/1.1, or TLS with HTTP/2 by ALPN and HTTP/1.1
-// on the same port), the rapid-reset guard of h2 connections, HTTP/1.1 requests
-// forwarded one at a time per connection, h2 streams side by side, upgrades handed to the
-// request path in request order, malformed requests answered, and the graceful stop. Layer 4:
+// on the same port), the rapid-reset guard of h2 connections and their close after nghttp2's
+// own GOAWAY, HTTP/1.1 requests forwarded one at a time per connection, h2 streams side by
+// side, upgrades handed to the request path in request order, malformed requests answered,
+// and the graceful stop. Layer 4:
 // owns the server and its connections, holds no routing or protocol logic (the current
 // RequestPath does) and no certificates (tls/server-certificates.ts does).
 import http from 'node:http'
@@ -244,6 +245,42 @@ function guardSlowHead(session: http2.ServerHttp2Session, limit: number, every: 
   session.once('close', () => { if (timer !== null) clearTimeout(timer) })
 }
 
+/** node:http2's own key of a session's native handle, found by its description (see closeAfterOwnGoaway). */
+let handleKey: symbol | undefined
+
+/**
+ * A connection error nghttp2 finds itself (CONTINUATION expected and another frame came, a
+ * frame over SETTINGS_MAX_FRAME_SIZE, a PING of the wrong length, a broken HPACK block) gets
+ * its GOAWAY, then nghttp2 neither reads nor writes, but Node 20 tells JavaScript nothing and
+ * the socket stayed open until the idle bound. RFC 9113 section 5.4.1: after a GOAWAY for a
+ * connection error the endpoint MUST close the TCP connection; nginx 1.22 closes at once.
+ * Node's graceful close (its `close()`) already has the check: after every write of the
+ * session, in C++, "does nghttp2 want neither to read nor to write?", then it calls
+ * `ongracefulclosecomplete` on the native handle. Turning it on from the start costs nothing
+ * per frame: JavaScript runs only once the session is done, after its GOAWAY went out, and
+ * `onDone` closes it then (a session Tether or the client is closing gracefully goes on to
+ * Node's own handler). The handle, `setGracefulClose` and the callback are Node internals
+ * (Node 20.20 has them); a test pins them, and without them nothing changes (the idle bound).
+ */
+function closeAfterOwnGoaway(session: http2.ServerHttp2Session, onDone: () => void): void {
+  handleKey ??= Object.getOwnPropertySymbols(session).find((s) => s.description === 'kHandle')
+  const handle = handleKey === undefined ? undefined : (session as unknown as Record<symbol, NativeSession | undefined>)[handleKey]
+  if (handle === undefined || typeof handle.setGracefulClose !== 'function' || typeof handle.ongracefulclosecomplete !== 'function') return
+  const graceful = handle.ongracefulclosecomplete
+  handle.ongracefulclosecomplete = () => {
+    if (session.closed || session.destroyed) return graceful()
+    onDone()
+    session.destroy()
+  }
+  handle.setGracefulClose()
+}
+
+/** What closeAfterOwnGoaway uses of node:http2's native session handle. */
+interface NativeSession {
+  setGracefulClose?: () => void
+  ongracefulclosecomplete?: () => void
+}
+
 /**
  * The client address of an h2 connection. An h2c one reaches the h2 server through a stream
  * (RelayedSocket), which Node wraps in a socket without addresses: the wrapped stream has them.
@@ -348,6 +385,7 @@ export class Listener {
         if (err.code === 'ERR_HTTP2_TOO_MANY_INVALID_FRAMES') problems.report('http2 invalid frames', 'invalid frames', { peer, refused: H2_MAX_INVALID_FRAMES }, 'HTTP/2 client opened streams past the concurrent limit (or sent malformed heads) after refusals: connection closed')
         else deps.logger.debug({ err }, 'HTTP/2 session error')
       })
+      closeAfterOwnGoaway(session, () => deps.logger.debug({ peer }, 'HTTP/2 connection done (a GOAWAY sent, nghttp2 reads no more): closed'))
       guardRapidReset(session, (fields, msg) => void problems.report('http2 rapid reset', 'rapid reset', fields, msg))
       guardSlowHead(session, t.client_headers, h1Checking, () => void problems.report('http2 slow head', 'slow head', { peer, client_headers_ms: t.client_headers }, 'HTTP/2 client did not complete a stream head within timeouts.client_headers: connection closed'))
     }

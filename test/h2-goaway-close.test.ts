@@ -1,0 +1,112 @@
+// A connection error nghttp2 finds itself (no JavaScript sees the frame) gets its GOAWAY and
+// then the TCP connection is closed at once (RFC 9113 section 5.4.1), over TLS and h2c, not
+// left open until the idle bound; healthy connections beside it stay open.
+import t, { type Test } from 'tap'
+import http2 from 'node:http2'
+import net from 'node:net'
+import { startTether, type Tether } from '../src/app.js'
+import { createLogger } from '../src/observability/logger.js'
+import { FLAG, FRAME, PREFACE, connectH2, frame, getBlock, readFrames } from './fixtures/h2-frames.js'
+import { makeCertificateSet } from './fixtures/tls.js'
+import { startUpstream, testConfig } from './fixtures/upstream.js'
+import { within } from './fixtures/wait.js'
+
+const certs = makeCertificateSet()
+t.teardown(() => certs.remove())
+
+const TLS = { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [], min_version: 'TLSv1.2', hsts: null } as const
+
+/**
+ * The idle bound stays at its default (61 s) and timeouts.client_headers is raised to 60 s, so
+ * neither can close a connection within the test's deadline: only the GOAWAY can.
+ */
+const DEADLINE = 10_000
+
+async function tether(t: Test, tls: boolean): Promise<Tether> {
+  const up = await startUpstream('app-0')
+  const listen = tls ? { tls: TLS } : { http2: { cleartext: true } }
+  const proxy = await startTether(testConfig([up], { listen, timeouts: { client_headers: 60_000 } }), { logger: createLogger('silent') })
+  t.teardown(async () => { await proxy.close(0); await up.close() })
+  return proxy
+}
+
+/** An h2 connection (TLS by ALPN, or h2c with prior knowledge) that sent the preface and SETTINGS. */
+async function connect(proxy: Tether, tls: boolean): Promise<net.Socket> {
+  const port = Number(new URL(proxy.url).port)
+  if (tls) return connectH2(port, certs.ca)
+  const socket = net.connect(port, '127.0.0.1')
+  await new Promise<void>((resolve, reject) => { socket.once('connect', resolve); socket.once('error', reject) })
+  socket.write(Buffer.concat([PREFACE, frame(FRAME.SETTINGS, 0, 0)]))
+  return socket
+}
+
+/** The HPACK block of a HEADERS frame for stream 3: `GET /` with a literal :authority. */
+const blockFor = (proxy: Tether, tls: boolean): Buffer => getBlock(new URL(proxy.url).host, '/', tls ? 'https' : 'http')
+
+/** What a client sends that nghttp2 answers with a GOAWAY on its own, and that GOAWAY's code. */
+const ERRORS: readonly { name: string; code: number; bytes: (block: Buffer) => Buffer }[] = [
+  {
+    // RFC 9113 section 6.10: only CONTINUATION frames of the same stream may follow a header block without END_HEADERS
+    name: 'a DATA frame in the middle of a header block (CONTINUATION expected)',
+    code: http2.constants.NGHTTP2_PROTOCOL_ERROR,
+    bytes: (block) => Buffer.concat([frame(FRAME.HEADERS, FLAG.END_STREAM, 3, block.subarray(0, 3)), frame(FRAME.DATA, 0, 3, Buffer.from('x'))]),
+  },
+  {
+    // RFC 9113 section 4.2: a frame over SETTINGS_MAX_FRAME_SIZE (16384 here)
+    name: 'a frame larger than SETTINGS_MAX_FRAME_SIZE',
+    code: http2.constants.NGHTTP2_FRAME_SIZE_ERROR,
+    bytes: () => frame(FRAME.DATA, 0, 1, Buffer.alloc(20_000)),
+  },
+  {
+    // RFC 9113 section 6.7: a PING's payload is 8 bytes
+    name: 'a PING of 7 bytes',
+    code: http2.constants.NGHTTP2_FRAME_SIZE_ERROR,
+    bytes: () => frame(6, 0, 0, Buffer.alloc(7)),
+  },
+  {
+    // RFC 7541 section 5.1 and RFC 9113 section 4.3: an integer past any table (here left unfinished) is COMPRESSION_ERROR
+    name: 'a header block whose HPACK index never ends',
+    code: http2.constants.NGHTTP2_COMPRESSION_ERROR,
+    bytes: () => frame(FRAME.HEADERS, FLAG.END_STREAM | FLAG.END_HEADERS, 3, Buffer.alloc(6, 0xff)),
+  },
+]
+
+for (const tls of [true, false]) {
+  for (const error of ERRORS) {
+    t.test(`${tls ? 'h2 over TLS' : 'h2c'}: ${error.name} gets GOAWAY, then the connection is closed at once`, async (t) => {
+      const proxy = await tether(t, tls)
+      // a well-behaved client beside it, served before and after: only the broken connection closes
+      const healthy = http2.connect(proxy.url, tls ? { ca: certs.ca, servername: 'localhost' } : {})
+      healthy.on('error', () => undefined)
+      t.teardown(() => healthy.destroy())
+      const status = (): Promise<number> => new Promise((resolve, reject) => {
+        const req = healthy.request({ ':path': '/' })
+        req.on('response', (h) => { req.resume(); req.on('end', () => resolve(Number(h[':status']))) })
+        req.on('error', reject)
+        req.end()
+      })
+      t.equal(await status(), 200, 'the healthy client is served')
+
+      const socket = await connect(proxy, tls)
+      socket.on('error', () => undefined)
+      t.teardown(() => socket.destroy())
+      const events: string[] = []
+      let answered: () => void
+      const served = new Promise<void>((resolve) => { answered = resolve })
+      readFrames(socket, (type, flags, stream, payload) => {
+        if (type === FRAME.DATA && stream === 1 && (flags & FLAG.END_STREAM) !== 0) answered()
+        if (type === FRAME.GOAWAY) events.push(`goaway ${payload.readUInt32BE(4)}`)
+      })
+      const closed = new Promise<void>((resolve) => socket.once('close', () => { events.push('close'); resolve() }))
+      // first a request served on it (stream 1), as on a connection in use: the slow-head guard
+      // then sees no head begun and unfinished (other than the one in the error itself)
+      socket.write(frame(FRAME.HEADERS, FLAG.END_STREAM | FLAG.END_HEADERS, 1, blockFor(proxy, tls)))
+      await within(served, DEADLINE, 'the answer to stream 1')
+      socket.write(error.bytes(blockFor(proxy, tls)))
+      await within(closed, DEADLINE, 'the connection to be closed after its GOAWAY (the idle bound is 61 s)')
+      t.same(events, [`goaway ${error.code}`, 'close'], 'GOAWAY with its code, then the close')
+      t.equal(await status(), 200, 'the healthy client is still served on its connection')
+      t.notOk(healthy.closed || healthy.destroyed, 'the healthy connection stayed open')
+    })
+  }
+}
