@@ -7,6 +7,7 @@ import net from 'node:net'
 import { startTether, type Tether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { FLAG, FRAME, PREFACE, connectH2, frame, getBlock, readFrames } from './fixtures/h2-frames.js'
+import { LogCapture } from './fixtures/log-capture.js'
 import { makeCertificateSet } from './fixtures/tls.js'
 import { startUpstream, testConfig } from './fixtures/upstream.js'
 import { within } from './fixtures/wait.js'
@@ -22,13 +23,26 @@ const TLS = { cert: certs.server.certFile, key: certs.server.keyFile, certificat
  */
 const DEADLINE = 10_000
 
-async function tether(t: Test, tls: boolean): Promise<Tether> {
+/** The warning Tether logs when this Node lacks the internals the close relies on. */
+const LACKS = 'HTTP/2: this Node lacks the internals'
+
+async function tether(t: Test, tls: boolean, logs = new LogCapture()): Promise<Tether> {
   const up = await startUpstream('app-0')
   const listen = tls ? { tls: TLS } : { http2: { cleartext: true } }
-  const proxy = await startTether(testConfig([up], { listen, timeouts: { client_headers: 60_000 } }), { logger: createLogger('silent') })
+  const proxy = await startTether(testConfig([up], { listen, timeouts: { client_headers: 60_000 } }), { logger: createLogger('warn', logs) })
   t.teardown(async () => { await proxy.close(0); await up.close() })
   return proxy
 }
+
+const lacks = (logs: LogCapture): boolean => logs.records.some((r) => String(r['msg']).startsWith(LACKS))
+
+/** The status of a `GET /` on `client`'s connection, its body read. */
+const statusOn = (client: http2.ClientHttp2Session): Promise<number> => new Promise((resolve, reject) => {
+  const req = client.request({ ':path': '/' })
+  req.on('response', (h) => { req.resume(); req.on('end', () => resolve(Number(h[':status']))) })
+  req.on('error', reject)
+  req.end()
+})
 
 /** An h2 connection (TLS by ALPN, or h2c with prior knowledge) that sent the preface and SETTINGS. */
 async function connect(proxy: Tether, tls: boolean): Promise<net.Socket> {
@@ -74,18 +88,16 @@ const ERRORS: readonly { name: string; code: number; bytes: (block: Buffer) => B
 for (const tls of [true, false]) {
   for (const error of ERRORS) {
     t.test(`${tls ? 'h2 over TLS' : 'h2c'}: ${error.name} gets GOAWAY, then the connection is closed at once`, async (t) => {
-      const proxy = await tether(t, tls)
+      const logs = new LogCapture()
+      const proxy = await tether(t, tls, logs)
       // a well-behaved client beside it, served before and after: only the broken connection closes
       const healthy = http2.connect(proxy.url, tls ? { ca: certs.ca, servername: 'localhost' } : {})
       healthy.on('error', () => undefined)
       t.teardown(() => healthy.destroy())
-      const status = (): Promise<number> => new Promise((resolve, reject) => {
-        const req = healthy.request({ ':path': '/' })
-        req.on('response', (h) => { req.resume(); req.on('end', () => resolve(Number(h[':status']))) })
-        req.on('error', reject)
-        req.end()
-      })
+      const status = (): Promise<number> => statusOn(healthy)
       t.equal(await status(), 200, 'the healthy client is served')
+      // says which Node broke it, rather than only the timeout below
+      t.notOk(lacks(logs), `Node ${process.version} has setGracefulClose and ongracefulclosecomplete on the h2 session handle (20.19.3 and later do)`)
 
       const socket = await connect(proxy, tls)
       socket.on('error', () => undefined)
@@ -110,3 +122,38 @@ for (const tls of [true, false]) {
     })
   }
 }
+
+t.test('without the internals (Node before 20.19.3) Tether warns once that such connections wait for the idle bound', async (t) => {
+  const logs = new LogCapture()
+  const proxy = await tether(t, true, logs)
+  // this Node's native session handle, from a client session: hiding its setGracefulClose stands
+  // for a Node without it (server and client sessions share the one native class)
+  const client = http2.connect(proxy.url, { ca: certs.ca, servername: 'localhost' })
+  client.on('error', () => undefined)
+  t.teardown(() => client.destroy())
+  await new Promise<void>((resolve, reject) => { client.once('connect', () => resolve()); client.once('error', reject) })
+  const key = Object.getOwnPropertySymbols(client).find((s) => s.description === 'kHandle')
+  const proto = key === undefined ? undefined : Object.getPrototypeOf((client as unknown as Record<symbol, object>)[key]) as { setGracefulClose?: unknown } | undefined
+  if (proto === undefined || typeof proto.setGracefulClose !== 'function') {
+    // this Node lacks it already: the client's own connection made Tether warn
+    t.ok(lacks(logs), `Node ${process.version} lacks the internals, and Tether warned`)
+    return
+  }
+  t.notOk(lacks(logs), 'no warning while the internals are there')
+  const saved = proto.setGracefulClose
+  delete proto.setGracefulClose
+  try {
+    // two new connections, each served (so Tether has set both up) while it is hidden
+    for (let i = 0; i < 2; i++) {
+      const other = http2.connect(proxy.url, { ca: certs.ca, servername: 'localhost' })
+      other.on('error', () => undefined)
+      t.teardown(() => other.destroy())
+      t.equal(await statusOn(other), 200, `connection ${i + 1} is served`)
+    }
+  } finally {
+    proto.setGracefulClose = saved
+  }
+  const lines = logs.records.filter((r) => String(r['msg']).startsWith(LACKS))
+  t.equal(lines.length, 1, 'one warning for two connections')
+  t.equal(lines[0]!['node'], process.version, 'naming the Node version')
+})

@@ -259,13 +259,15 @@ let handleKey: symbol | undefined
  * `ongracefulclosecomplete` on the native handle. Turning it on from the start costs nothing
  * per frame: JavaScript runs only once the session is done, after its GOAWAY went out, and
  * `onDone` closes it then (a session Tether or the client is closing gracefully goes on to
- * Node's own handler). The handle, `setGracefulClose` and the callback are Node internals
- * (Node 20.20 has them); a test pins them, and without them nothing changes (the idle bound).
+ * Node's own handler). The handle, `setGracefulClose` and the callback are Node internals:
+ * Node 20.19.3 and later 20.x, 22, 24 and 26 have them (measured: 20.20.2, 22.23.5, 24.22.3,
+ * 26.12.1); 20.18.0 to 20.19.2, which `engines` allows, do not. Returns whether the check is
+ * on: false without them (the caller warns; such a connection then waits for the idle bound).
  */
-function closeAfterOwnGoaway(session: http2.ServerHttp2Session, onDone: () => void): void {
+function closeAfterOwnGoaway(session: http2.ServerHttp2Session, onDone: () => void): boolean {
   handleKey ??= Object.getOwnPropertySymbols(session).find((s) => s.description === 'kHandle')
   const handle = handleKey === undefined ? undefined : (session as unknown as Record<symbol, NativeSession | undefined>)[handleKey]
-  if (handle === undefined || typeof handle.setGracefulClose !== 'function' || typeof handle.ongracefulclosecomplete !== 'function') return
+  if (handle === undefined || typeof handle.setGracefulClose !== 'function' || typeof handle.ongracefulclosecomplete !== 'function') return false
   const graceful = handle.ongracefulclosecomplete
   handle.ongracefulclosecomplete = () => {
     if (session.closed || session.destroyed) return graceful()
@@ -273,6 +275,7 @@ function closeAfterOwnGoaway(session: http2.ServerHttp2Session, onDone: () => vo
     session.destroy()
   }
   handle.setGracefulClose()
+  return true
 }
 
 /** What closeAfterOwnGoaway uses of node:http2's native session handle. */
@@ -344,6 +347,8 @@ export class Listener {
   readonly #sessions = new Set<http2.ServerHttp2Session>()
   /** TLS connections (Node's h2 server cannot close its HTTP/1.1 ones all at once itself), and h2c ones. */
   readonly #tlsSockets = new Set<Socket>()
+  /** Whether this Node's lack of the graceful-close check was told (see closeAfterOwnGoaway). */
+  #warnedNoGoawayClose = false
   /** With `listen.http2.cleartext`: the socket server that listens and sorts h2c from HTTP/1.1. */
   #front: net.Server | null = null
 
@@ -385,7 +390,12 @@ export class Listener {
         if (err.code === 'ERR_HTTP2_TOO_MANY_INVALID_FRAMES') problems.report('http2 invalid frames', 'invalid frames', { peer, refused: H2_MAX_INVALID_FRAMES }, 'HTTP/2 client opened streams past the concurrent limit (or sent malformed heads) after refusals: connection closed')
         else deps.logger.debug({ err }, 'HTTP/2 session error')
       })
-      closeAfterOwnGoaway(session, () => deps.logger.debug({ peer }, 'HTTP/2 connection done (a GOAWAY sent, nghttp2 reads no more): closed'))
+      const armed = closeAfterOwnGoaway(session, () => deps.logger.debug({ peer }, 'HTTP/2 connection done (a GOAWAY sent, nghttp2 reads no more): closed'))
+      // told once per listener, at its first h2 connection (no session exists before to ask)
+      if (!armed && !this.#warnedNoGoawayClose) {
+        this.#warnedNoGoawayClose = true
+        deps.logger.warn({ node: process.version }, 'HTTP/2: this Node lacks the internals Tether uses to close a connection once nghttp2 sent its own GOAWAY (Node 20.19.3 and later have them): such connections stay open until the idle bound')
+      }
       guardRapidReset(session, (fields, msg) => void problems.report('http2 rapid reset', 'rapid reset', fields, msg))
       guardSlowHead(session, t.client_headers, h1Checking, () => void problems.report('http2 slow head', 'slow head', { peer, client_headers_ms: t.client_headers }, 'HTTP/2 client did not complete a stream head within timeouts.client_headers: connection closed'))
     }
