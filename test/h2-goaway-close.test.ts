@@ -26,13 +26,17 @@ const DEADLINE = 10_000
 /** The warning Tether logs when this Node lacks the internals the close relies on. */
 const LACKS = 'HTTP/2: this Node lacks the internals'
 
-async function tether(t: Test, tls: boolean, logs = new LogCapture()): Promise<Tether> {
+async function tether(t: Test, tls: boolean, logs = new LogCapture(), clientHeaders = 60_000): Promise<Tether> {
   const up = await startUpstream('app-0')
   const listen = tls ? { tls: TLS } : { http2: { cleartext: true } }
-  const proxy = await startTether(testConfig([up], { listen, timeouts: { client_headers: 60_000 } }), { logger: createLogger('warn', logs) })
+  const proxy = await startTether(testConfig([up], { listen, timeouts: { client_headers: clientHeaders } }), { logger: createLogger('info', logs) })
   t.teardown(async () => { await proxy.close(0); await up.close() })
   return proxy
 }
+
+/** The info lines telling of a connection closed for a protocol error nghttp2 found. */
+const REFUSED = 'HTTP/2 client sent what nghttp2 refused as a connection error'
+const refusedLines = (logs: LogCapture): Record<string, unknown>[] => logs.records.filter((r) => String(r['msg']).startsWith(REFUSED))
 
 const lacks = (logs: LogCapture): boolean => logs.records.some((r) => String(r['msg']).startsWith(LACKS))
 
@@ -117,6 +121,9 @@ for (const tls of [true, false]) {
       socket.write(error.bytes(blockFor(proxy, tls)))
       await within(closed, DEADLINE, 'the connection to be closed after its GOAWAY (the idle bound is 61 s)')
       t.same(events, [`goaway ${error.code}`, 'close'], 'GOAWAY with its code, then the close')
+      const lines = refusedLines(logs)
+      t.equal(lines.length, 1, 'one info line for it')
+      t.match(lines[0], { level: 30, peer: /127\.0\.0\.1$/ }, 'at info, with the peer')
       t.equal(await status(), 200, 'the healthy client is still served on its connection')
       t.notOk(healthy.closed || healthy.destroyed, 'the healthy connection stayed open')
     })
@@ -156,4 +163,19 @@ t.test('without the internals (Node before 20.19.3) Tether warns once that such 
   const lines = logs.records.filter((r) => String(r['msg']).startsWith(LACKS))
   t.equal(lines.length, 1, 'one warning for two connections')
   t.equal(lines[0]!['node'], process.version, 'naming the Node version')
+})
+
+t.test("the slow-head guard's own GOAWAY closes a connection without a stream, with its warning and no protocol-error line", async (t) => {
+  const logs = new LogCapture()
+  const proxy = await tether(t, true, logs, 500)
+  const socket = await connectH2(Number(new URL(proxy.url).port), certs.ca)
+  socket.on('error', () => undefined)
+  t.teardown(() => socket.destroy())
+  const goaways: number[] = []
+  readFrames(socket, (type, _flags, _stream, payload) => { if (type === FRAME.GOAWAY) goaways.push(payload.readUInt32BE(4)) })
+  // no head at all: closed after timeouts.client_headers (0.5 s), well before the 10 s deadline
+  await within(new Promise<void>((resolve) => socket.once('close', () => resolve())), DEADLINE, 'the connection without a head to be closed')
+  t.same(goaways, [http2.constants.NGHTTP2_NO_ERROR], 'GOAWAY NO_ERROR')
+  t.ok(logs.records.some((r) => String(r['msg']).startsWith('HTTP/2 client did not complete a stream head')), 'the slow-head warning')
+  t.same(refusedLines(logs), [], 'no protocol-error line')
 })

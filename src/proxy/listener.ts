@@ -238,12 +238,16 @@ function guardSlowHead(session: http2.ServerHttp2Session, limit: number, every: 
     // The destroy waits a turn: Node writes the GOAWAY then, and nghttp2 bounds the last stream
     // of a later one by what it sent (RFC 9113: never increased); destroyed at once, both were
     // queued and the second named the unfinished stream.
+    sentGoaway.add(session)
     session.goaway(code, seen)
     setImmediate(() => closeIdleClient(session))
   }
   arm(limit)
   session.once('close', () => { if (timer !== null) clearTimeout(timer) })
 }
+
+/** h2 connections the slow-head guard sent its GOAWAY (its warning told of the close). */
+const sentGoaway = new WeakSet<http2.ServerHttp2Session>()
 
 /** node:http2's own key of a session's native handle, found by its description (see closeAfterOwnGoaway). */
 let handleKey: symbol | undefined
@@ -390,7 +394,12 @@ export class Listener {
         if (err.code === 'ERR_HTTP2_TOO_MANY_INVALID_FRAMES') problems.report('http2 invalid frames', 'invalid frames', { peer, refused: H2_MAX_INVALID_FRAMES }, 'HTTP/2 client opened streams past the concurrent limit (or sent malformed heads) after refusals: connection closed')
         else deps.logger.debug({ err }, 'HTTP/2 session error')
       })
-      const armed = closeAfterOwnGoaway(session, () => deps.logger.debug({ peer }, 'HTTP/2 connection done (a GOAWAY sent, nghttp2 reads no more): closed'))
+      // a client's protocol error, at info as nginx logs it ("client sent ... while processing
+      // HTTP/2 connection"): one line per connection, as an access line per request; not for
+      // the slow-head guard's own GOAWAY on a connection with no stream open (warned there)
+      const armed = closeAfterOwnGoaway(session, () => {
+        if (!sentGoaway.has(session)) deps.logger.info({ peer }, 'HTTP/2 client sent what nghttp2 refused as a connection error (GOAWAY sent): connection closed')
+      })
       // told once per listener, at its first h2 connection (no session exists before to ask)
       if (!armed && !this.#warnedNoGoawayClose) {
         this.#warnedNoGoawayClose = true
