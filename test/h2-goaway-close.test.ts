@@ -179,3 +179,61 @@ t.test("the slow-head guard's own GOAWAY closes a connection without a stream, w
   t.ok(logs.records.some((r) => String(r['msg']).startsWith('HTTP/2 client did not complete a stream head')), 'the slow-head warning')
   t.same(refusedLines(logs), [], 'no protocol-error line')
 })
+
+/** Bytes of the long answers and uploads below: many windows' worth at the small windows used. */
+const LONG = 2 * 1024 * 1024
+
+for (const tls of [true, false]) {
+  t.test(`${tls ? 'h2 over TLS' : 'h2c'}: healthy connections the check watches are not closed early (small windows, client GOAWAY mid-answer, slow upload)`, async (t) => {
+    const up = await startUpstream('app-0', (req, res) => {
+      if (req.url === '/long') {
+        const chunk = Buffer.alloc(64 * 1024, 'x')
+        let sent = 0
+        const pump = (): void => { while (sent < LONG) { sent += chunk.length; if (!res.write(chunk)) return void res.once('drain', pump) } res.end() }
+        return pump()
+      }
+      // an upload read slowly: a turn of the event loop between chunks, so Tether's window fills
+      let n = 0
+      req.on('data', (c: Buffer) => { n += c.length; req.pause(); setImmediate(() => req.resume()) })
+      req.on('end', () => res.end(String(n)))
+    })
+    const logs = new LogCapture()
+    const listen = tls ? { tls: TLS } : { http2: { cleartext: true } }
+    const proxy = await startTether(testConfig([up], { listen, timeouts: { client_headers: 60_000 } }), { logger: createLogger('info', logs) })
+    t.teardown(async () => { await proxy.close(0); await up.close() })
+    // a 1 KiB stream window: the answer goes out in many small flow-controlled pieces
+    const client = http2.connect(proxy.url, { ...(tls ? { ca: certs.ca, servername: 'localhost' } : {}), settings: { initialWindowSize: 1024 } })
+    client.on('error', () => undefined)
+    t.teardown(() => client.destroy())
+    /** A `GET` read slowly: when its first bytes came, and how many bytes it had at its end. */
+    const slowRead = (path: string): { started: Promise<void>; body: Promise<number> } => {
+      const req = client.request({ ':path': path })
+      let n = 0
+      let started: () => void
+      return {
+        started: new Promise<void>((resolve) => { started = resolve }),
+        body: new Promise((resolve, reject) => {
+          req.on('data', (b: Buffer) => { n += b.length; started(); req.pause(); setImmediate(() => req.resume()) })
+          req.on('end', () => resolve(n))
+          req.on('error', reject)
+        }),
+      }
+    }
+    t.equal(await slowRead('/long').body, LONG, 'a long answer read slowly through a small window arrives whole')
+    const upload = client.request({ ':path': '/upload', ':method': 'POST' })
+    let body = ''
+    const uploaded = new Promise<void>((resolve, reject) => { upload.on('data', (b) => { body += String(b) }); upload.on('end', resolve); upload.on('error', reject) })
+    const chunk = Buffer.alloc(64 * 1024, 'y')
+    let sent = 0
+    const pump = (): void => { while (sent < LONG) { sent += chunk.length; if (!upload.write(chunk)) return void upload.once('drain', pump) } upload.end() }
+    pump()
+    await uploaded
+    t.equal(body, String(LONG), 'a long upload to a slow upstream arrives whole')
+    // the client's own GOAWAY (close()) while an answer is on its way: the answer still finishes
+    const last = slowRead('/long')
+    await last.started
+    client.close()
+    t.equal(await last.body, LONG, 'the answer in flight when the client sent GOAWAY arrives whole')
+    t.same(refusedLines(logs), [], 'no connection was closed as refused')
+  })
+}
