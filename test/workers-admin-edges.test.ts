@@ -193,6 +193,45 @@ t.test("the primary's /upstreams: in-flight counts added up, a draining upstream
   t.equal((await probe('/upstreams')).status, 502, 'any other route still fails')
 })
 
+/** What the server at `port` sends on one raw connection after `data`, until it closes (or `ms` pass: then what came). */
+function rawAnswer(port: number, data: string, ms = 15_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1', () => s.write(data))
+    let out = ''
+    const timer = setTimeout(() => s.destroy(), ms)
+    s.on('data', (c) => (out += c))
+    s.on('close', () => { clearTimeout(timer); resolve(out) })
+    s.on('error', reject)
+  })
+}
+
+t.test("the primary's admin listener bounds a client as one process's does: a declared body over 16 KiB gets 413 at once, a stalled head 408", async (t) => {
+  const app = await startUpstream('app-0', (_req, res) => res.end('app-0\n'))
+  t.teardown(() => app.close())
+  const [port, adminPort] = await freePorts(2)
+  await startPrimary(t, tempFile('workers-admin-bounds.yaml', workersYaml({ listen: port!, adminPort: adminPort!, workers: 2, upstreams: [{ id: 'app-0', url: app.url }] })))
+  // it read the whole declared 100 MB (here: waited for it) before answering, on a connection kept open
+  const declared = await rawAnswer(adminPort!, 'POST /upstreams/app-0/drain HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000000\r\n\r\nabc')
+  t.match(declared, /^HTTP\/1\.1 413 [\s\S]*connection: close[\s\S]*\r\n\r\nContent Too Large: the admin API reads at most 16384 bytes of body\n$/i, '413 before the body is sent, with the admin API\'s message, then closed')
+  const chunk = `4000\r\n${'x'.repeat(0x4000)}\r\n`
+  const streamed = await rawAnswer(adminPort!, `POST /upstreams/app-0/drain HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n${chunk}${chunk}`)
+  t.match(streamed, /^HTTP\/1\.1 413 [\s\S]*connection: close[\s\S]*\r\n\r\nContent Too Large: the admin API reads at most 16384 bytes of body\n$/i, 'a chunked body over the limit: the same 413, then closed')
+  const upstreams = JSON.parse((await request(`http://127.0.0.1:${adminPort}/upstreams`, null)).body) as { draining: boolean }[]
+  t.same(upstreams.map((u) => u.draining), [false], 'the refused drains drained nothing')
+
+  // the head deadline bites on time (Node checked it every 30 s by default: a stalled head was
+  // held up to 40 s, not 10): shortened limits, so that the default check would not come in time
+  const { startAdminFront } = await import('../src/workers/admin-front.js')
+  const { createLogger } = await import('../src/observability/logger.js')
+  const { ADMIN_LIMITS } = await import('../src/admin/admin-server.js')
+  const front = await startAdminFront('127.0.0.1', 0, { admins: () => [`http://127.0.0.1:${adminPort}`], metrics: () => Promise.resolve([]), stopping: () => false },
+    createLogger('silent'), [], { ...ADMIN_LIMITS, headersTimeout: 200, requestTimeout: 400 })
+  t.teardown(() => front.close())
+  const frontPort = Number(new URL(front.url).port)
+  t.match(await rawAnswer(frontPort, 'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n', 10_000), /^HTTP\/1\.1 408 /, 'a stalled head: 408, then closed')
+  t.match(await rawAnswer(frontPort, 'POST /upstreams/app-0/drain HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\n01234', 10_000), /^HTTP\/1\.1 408 /, 'a stalled body: 408, then closed')
+})
+
 t.test("before any worker is up, or while every worker restarts, the primary's /readyz and /status answer 503 in /readyz's JSON shape with the reason", async (t) => {
   const { startAdminFront } = await import('../src/workers/admin-front.js')
   const { createLogger } = await import('../src/observability/logger.js')

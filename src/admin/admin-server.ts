@@ -210,17 +210,7 @@ export async function startAdmin(host: string, port: number, deps: AdminDeps, li
     else write(res, text(500, 'Internal Server Error'))
   }
 
-  const server = http.createServer({
-    headersTimeout: limits.headersTimeout,
-    requestTimeout: limits.requestTimeout,
-    keepAliveTimeout: limits.keepAliveTimeout,
-    // Node checks the two timeouts above only this often (default 30 s)
-    connectionsCheckingInterval: Math.min(1_000, limits.headersTimeout),
-    // a worker's private listener gets the client's lines as sent, over HTTP/1.1: an HTTP/1.0
-    // client's request without Host (a load balancer's health check) is not refused for it
-    // (the primary's own parser refused an HTTP/1.1 one); the Host rules judge the rest
-    requireHostHeader: limits.exclusive !== true,
-  }, (req, res) => {
+  const server = http.createServer(adminServerOptions(limits), (req, res) => {
     readBody(req, res, limits.maxBodyBytes, () => {
       respond(req, res).catch((err: unknown) => fail(req, res, err))
     })
@@ -238,10 +228,32 @@ export async function startAdmin(host: string, port: number, deps: AdminDeps, li
 }
 
 /**
- * Reads and discards the request body, then calls `next`; a body over `max` bytes (declared
- * or streamed) is answered 413 and the connection closed instead.
+ * The node:http options of an admin listener under `limits`: the head and request deadlines
+ * (408 and a close), checked every second at most so they bite on time. The primary's admin
+ * listener (`workers` > 1) uses them too, so a slow client is cut off there as here.
  */
-function readBody(req: http.IncomingMessage, res: http.ServerResponse, max: number, next: () => void): void {
+export function adminServerOptions(limits: AdminLimits): http.ServerOptions {
+  return {
+    headersTimeout: limits.headersTimeout,
+    requestTimeout: limits.requestTimeout,
+    keepAliveTimeout: limits.keepAliveTimeout,
+    // Node checks the two timeouts above only this often (default 30 s)
+    connectionsCheckingInterval: Math.min(1_000, limits.headersTimeout),
+    // a worker's private listener gets the client's lines as sent, over HTTP/1.1: an HTTP/1.0
+    // client's request without Host (a load balancer's health check) is not refused for it
+    // (the primary's own parser refused an HTTP/1.1 one); the Host rules judge the rest
+    requireHostHeader: limits.exclusive !== true,
+  }
+}
+
+/**
+ * Reads the request body, then calls `next` with it; a body over `max` bytes (declared or
+ * streamed) is answered 413 and the connection closed instead. The admin API ignores bodies;
+ * the primary's admin listener passes them on to a worker.
+ * Example: `readBody(req, res, ADMIN_LIMITS.maxBodyBytes, (body) => answer(req, res, body))`.
+ */
+export function readBody(req: http.IncomingMessage, res: http.ServerResponse, max: number, next: (body: Buffer) => void): void {
+  const chunks: Buffer[] = []
   let size = 0
   let refused = false
   const refuse = (): void => {
@@ -257,8 +269,9 @@ function readBody(req: http.IncomingMessage, res: http.ServerResponse, max: numb
   req.on('data', (chunk: Buffer) => {
     size += chunk.length
     if (size > max && !refused) refuse()
+    else if (!refused) chunks.push(chunk)
   })
-  req.on('end', () => { if (!refused) next() })
+  req.on('end', () => { if (!refused) next(Buffer.concat(chunks)) })
 }
 
 function drainAnswer(id: string, known: boolean, draining: boolean, migrate: boolean): Answer {
