@@ -232,6 +232,41 @@ t.test("the primary's admin listener bounds a client as one process's does: a de
   t.match(await rawAnswer(frontPort, 'POST /upstreams/app-0/drain HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\n01234', 10_000), /^HTTP\/1\.1 408 /, 'a stalled body: 408, then closed')
 })
 
+t.test("the primary combines /upstreams, /status and /metrics for HEAD and for a percent-encoded path too, as for GET", async (t) => {
+  const { startAdminFront } = await import('../src/workers/admin-front.js')
+  const { createLogger } = await import('../src/observability/logger.js')
+  const { statusView } = await import('../src/admin/status-view.js')
+  // each worker answers its own figures (9 + 1 in flight: the combined answer is a byte longer than either)
+  const worker = async (inFlight: number): Promise<string> => {
+    const s = http.createServer((req, res) => {
+      const row = { id: 'b', in_flight: inFlight, websockets: 0, sessions_remaining: null }
+      const status = statusView({ now: 0, notReady: [], degraded: [], rows: [row as never], traffic: { window_seconds: 10, upstreams: {}, moves_per_minute: { dead: 0, drain: 0, rebalance: 0, spill: 0, admin: 0, restart: 0 }, requests_per_second: new Array<number>(60).fill(0) }, sessionLookup: false })
+      const body = `${JSON.stringify(req.url === '/status' ? status : [row], null, 2)}\n`
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
+      res.end(req.method === 'HEAD' ? undefined : body)
+    })
+    await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
+    t.teardown(() => new Promise((r) => s.close(r)))
+    return `http://127.0.0.1:${(s.address() as { port: number }).port}`
+  }
+  const admins = [await worker(9), await worker(1)]
+  const front = await startAdminFront('127.0.0.1', 0, { admins: () => admins, metrics: () => Promise.resolve([]), stopping: () => false }, createLogger('silent'), [])
+  t.teardown(() => front.close())
+  const ask = (method: string, path: string) => new Promise<{ length: string | undefined; body: string }>((resolve, reject) => http.request(`${front.url}${path}`, { method, agent: false }, (res) => {
+    let body = ''
+    res.on('data', (c) => (body += c))
+    res.on('end', () => resolve({ length: res.headers['content-length'], body }))
+  }).on('error', reject).end())
+  const upstreams = await ask('GET', '/upstreams')
+  t.same((JSON.parse(upstreams.body) as { in_flight: number }[]).map((r) => r.in_flight), [10], 'GET: added up')
+  t.equal((await ask('GET', '/%75pstreams')).body, upstreams.body, 'a percent-encoded path names the same route (as a worker reads it): added up too')
+  for (const path of ['/upstreams', '/status', '/metrics']) {
+    const get = await ask('GET', path)
+    const head = await ask('HEAD', path)
+    t.same([head.length, head.body], [String(Buffer.byteLength(get.body)), ''], `HEAD ${path}: the combined GET's length, no body`)
+  }
+})
+
 t.test("before any worker is up, or while every worker restarts, the primary's /readyz and /status answer 503 in /readyz's JSON shape with the reason", async (t) => {
   const { startAdminFront } = await import('../src/workers/admin-front.js')
   const { createLogger } = await import('../src/observability/logger.js')

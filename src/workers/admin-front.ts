@@ -86,17 +86,18 @@ export async function startAdminFront(host: string, port: number, workers: Front
 /** The answer, or null when it was streamed from the leading worker (an event stream stays open). */
 async function serve(req: http.IncomingMessage, res: http.ServerResponse, body: Buffer, workers: FrontWorkers): Promise<Answer | null> {
   const admins = workers.admins()
-  const path = req.url ?? '/'
-  if (req.method === 'GET' && path.split('?')[0] === '/metrics') {
+  const route = readRoute(req)
+  if (route === 'metrics') {
     const m = await aggregateMetrics(await workers.metrics())
     return { status: 200, headers: { 'content-type': m.contentType }, body: Buffer.from(m.text) }
   }
   if (admins.length === 0) return shuttingDown(req, workers) ?? noWorker(req)
-  if (req.method === 'GET' && path.split('?')[0] === '/upstreams') {
+  // the combined routes: a HEAD is answered with the length of the GET's combined answer
+  if (route === 'upstreams') {
     const answers = await leadThenOthers(admins, req, body)
     return summed(answers)
   }
-  if (req.method === 'GET' && path.split('?')[0] === '/status') {
+  if (route === 'status') {
     const answers = await leadThenOthers(admins, req, body)
     const lead = answers[0]
     if (lead === null || lead === undefined) throw new Error('the leading worker did not answer')
@@ -108,7 +109,7 @@ async function serve(req: http.IncomingMessage, res: http.ServerResponse, body: 
   // cookie, each worker records the users it answered) is asked of the others in turn, and the
   // first that knows it answers (a move ordered there reaches every worker through the primary).
   // A logged form (`h:`, table keys, whose pins every worker holds) is the leading worker's.
-  const key = sessionKey(path)
+  const key = sessionKey(req.url ?? '/')
   if (key !== null && !isScan(key)) return firstKnowing(admins, req, body)
   return streamFirst(admins, req, body, res).catch((err: unknown) => {
     const answer = shuttingDown(req, workers)
@@ -123,10 +124,10 @@ async function serve(req: http.IncomingMessage, res: http.ServerResponse, body: 
  * ok, `/readyz` 503 "shutting down"), not 502. Null for any other request, or when not stopping.
  */
 function shuttingDown(req: http.IncomingMessage, workers: FrontWorkers): Answer | null {
-  if (!workers.stopping() || (req.method !== 'GET' && req.method !== 'HEAD')) return null
-  const path = (req.url ?? '/').split('?')[0]
-  if (path === '/healthz') return { status: 200, headers: { 'content-type': 'text/plain; charset=utf-8' }, body: Buffer.from('ok\n') }
-  if (path === '/readyz') return { status: 503, headers: { 'content-type': 'application/json' }, body: json({ ready: false, reasons: ['shutting down'], degraded: [] }) }
+  const path = readRoute(req)
+  if (!workers.stopping() || path === null) return null
+  if (path === 'healthz') return { status: 200, headers: { 'content-type': 'text/plain; charset=utf-8' }, body: Buffer.from('ok\n') }
+  if (path === 'readyz') return { status: 503, headers: { 'content-type': 'application/json' }, body: json({ ready: false, reasons: ['shutting down'], degraded: [] }) }
   return null
 }
 
@@ -139,8 +140,8 @@ export const NO_WORKER = 'no worker started yet'
  * then, as it holds no data); any other request a plain 503.
  */
 function noWorker(req: http.IncomingMessage): Answer {
-  const path = (req.url ?? '/').split('?')[0]
-  if ((req.method === 'GET' || req.method === 'HEAD') && (path === '/readyz' || path === '/status')) {
+  const path = readRoute(req)
+  if (path === 'readyz' || path === 'status') {
     return { status: 503, headers: { 'content-type': 'application/json' }, body: json({ ready: false, reasons: [NO_WORKER], degraded: [] }) }
   }
   return { status: 503, headers: { 'content-type': 'text/plain; charset=utf-8' }, body: Buffer.from(`Service Unavailable: ${NO_WORKER}\n`) }
@@ -164,6 +165,7 @@ async function streamFirst(admins: readonly string[], req: http.IncomingMessage,
 /**
  * The leading worker's answer, then, when it is a 200, the others' (null: did not answer): a
  * request the lead refuses (no token, a browser's) is refused and logged once, not by each.
+ * Each is asked with GET (a HEAD too): the answers are combined, and a HEAD told their length.
  */
 async function leadThenOthers(admins: readonly string[], req: http.IncomingMessage, body: Buffer): Promise<(Answer | null)[]> {
   // a lead whose listener refuses the connection (exiting): the next worker answers for it
@@ -171,14 +173,14 @@ async function leadThenOthers(admins: readonly string[], req: http.IncomingMessa
   let lead: Answer | null = null
   for (; first < admins.length; first++) {
     try {
-      lead = await pass(admins[first]!, req, body)
+      lead = await pass(admins[first]!, req, body, 'GET')
       break
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ECONNREFUSED') break
     }
   }
   if (lead === null || lead.status !== 200) return [lead]
-  return [lead, ...await Promise.all(admins.slice(first + 1).map((url) => pass(url, req, body).catch(() => null)))]
+  return [lead, ...await Promise.all(admins.slice(first + 1).map((url) => pass(url, req, body, 'GET').catch(() => null)))]
 }
 
 /** The answer of the first worker that knows the session (not 404), else a 404; throws when none answered. */
@@ -197,6 +199,17 @@ async function firstKnowing(admins: readonly string[], req: http.IncomingMessage
   // a worker that did not answer may know the session: not a 404 then
   if (failure === null && notFound !== null) return notFound
   throw failure
+}
+
+/**
+ * The route of a GET or HEAD whose path is one segment, decoded as the admin API decodes it
+ * (`/metrics?x`, `/%6Detrics` -> `metrics`), so the front combines what a worker would answer
+ * alone; null for anything else.
+ */
+function readRoute(req: http.IncomingMessage): string | null {
+  if (req.method !== 'GET' && req.method !== 'HEAD') return null
+  const target = parseAdminTarget(req.url)
+  return target.ok && target.segments.length === 1 ? target.segments[0]! : null
 }
 
 /** The key of `/sessions/<key>[/...]` (decoded as the worker decodes it), else null. */
@@ -289,10 +302,10 @@ function json(value: unknown): Buffer {
   return Buffer.from(`${JSON.stringify(value, null, 2)}\n`)
 }
 
-/** The request as the client sent it, to a worker's private admin listener. */
-function pass(base: string, req: http.IncomingMessage, body: Buffer): Promise<Answer> {
+/** The request as the client sent it (a HEAD as `method`, when given), to a worker's private admin listener. */
+function pass(base: string, req: http.IncomingMessage, body: Buffer, method = req.method): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const out = http.request({ ...toWorker(base, req.url), method: req.method, headers: forwardable(req, body), setHost: false, timeout: TIMEOUT, agent: false }, (res) => {
+    const out = http.request({ ...toWorker(base, req.url), method, headers: forwardable(req, body), setHost: false, timeout: TIMEOUT, agent: false }, (res) => {
       const chunks: Buffer[] = []
       res.on('data', (c: Buffer) => chunks.push(c))
       res.on('end', () => resolve({ status: res.statusCode ?? 502, headers: res.headers, body: Buffer.concat(chunks) }))
@@ -305,8 +318,9 @@ function pass(base: string, req: http.IncomingMessage, body: Buffer): Promise<An
 }
 
 function reply(res: http.ServerResponse, a: Answer): void {
-  // a HEAD's answer has no body: the length is the worker's, of the body a GET would get
-  const length = res.req.method === 'HEAD' ? a.headers['content-length'] : a.body.length
+  // a HEAD passed to a worker gets no body: the length is the worker's, of the body a GET would
+  // get; a combined answer is the GET's body (not sent), so its own length
+  const length = res.req.method === 'HEAD' && a.body.length === 0 ? a.headers['content-length'] : a.body.length
   res.writeHead(a.status, { ...ANSWER_HEADERS, ...answerHeaders(a.headers, false), ...(length === undefined ? {} : { 'content-length': length }) })
   res.end(a.body)
 }
