@@ -275,6 +275,13 @@ t.test('request bodies are read, ignored and bounded', async (t) => {
   await stillServing(t, h.url)
 })
 
+t.test('a CONNECT gets 405 with an empty Allow and a close, as on the proxy port (Node closed it unanswered)', async (t) => {
+  const h = await harness(t)
+  const answer = await raw(h.url, 'CONNECT 127.0.0.1:80 HTTP/1.1\r\nHost: 127.0.0.1:80\r\n\r\n', false)
+  t.match(answer, /^HTTP\/1\.1 405 Method Not Allowed\r\n[\s\S]*\r\nallow: \r\n[\s\S]*connection: close\r\n\r\nMethod Not Allowed: the admin API tunnels nothing \(CONNECT\)\n$/i)
+  await stillServing(t, h.url)
+})
+
 t.test('a client that never finishes its request head or body is cut off with 408', async (t) => {
   const h = await harness(t, {}, { ...ADMIN_LIMITS, headersTimeout: 200, requestTimeout: 400 })
   const head = await raw(h.url, 'GET /healthz HTTP/1.1\r\nHost: x\r\n', false)

@@ -205,7 +205,7 @@ function rawAnswer(port: number, data: string, ms = 15_000): Promise<string> {
   })
 }
 
-t.test("the primary's admin listener bounds a client as one process's does: a declared body over 16 KiB gets 413 at once, a stalled head 408", async (t) => {
+t.test("the primary's admin listener bounds a client as one process's does: a declared body over 16 KiB gets 413 at once, a stalled head 408, a CONNECT 405", async (t) => {
   const app = await startUpstream('app-0', (_req, res) => res.end('app-0\n'))
   t.teardown(() => app.close())
   const [port, adminPort] = await freePorts(2)
@@ -216,6 +216,9 @@ t.test("the primary's admin listener bounds a client as one process's does: a de
   const chunk = `4000\r\n${'x'.repeat(0x4000)}\r\n`
   const streamed = await rawAnswer(adminPort!, `POST /upstreams/app-0/drain HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n${chunk}${chunk}`)
   t.match(streamed, /^HTTP\/1\.1 413 [\s\S]*connection: close[\s\S]*\r\n\r\nContent Too Large: the admin API reads at most 16384 bytes of body\n$/i, 'a chunked body over the limit: the same 413, then closed')
+  // Node closed a CONNECT's connection unanswered (no 'connect' listener): 405, as on the proxy port
+  const connect = await rawAnswer(adminPort!, 'CONNECT 127.0.0.1:80 HTTP/1.1\r\nHost: 127.0.0.1:80\r\n\r\n')
+  t.match(connect, /^HTTP\/1\.1 405 [\s\S]*\r\nallow: \r\n[\s\S]*\r\n\r\nMethod Not Allowed: the admin API tunnels nothing \(CONNECT\)\n$/i, 'CONNECT: 405 with an empty Allow, then closed')
   const upstreams = JSON.parse((await request(`http://127.0.0.1:${adminPort}/upstreams`, null)).body) as { draining: boolean }[]
   t.same(upstreams.map((u) => u.draining), [false], 'the refused drains drained nothing')
 

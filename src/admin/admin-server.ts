@@ -4,6 +4,7 @@
 // 4xx, a callback that throws gets 500 with its cause logged; bodies are read, bounded, ignored.
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
+import type { Duplex } from 'node:stream'
 import type { Logger } from '../observability/logger.js'
 import { loggedTarget, parseAdminTarget } from './admin-target.js'
 import { BearerToken } from './bearer-token.js'
@@ -210,10 +211,8 @@ export async function startAdmin(host: string, port: number, deps: AdminDeps, li
     else write(res, text(500, 'Internal Server Error'))
   }
 
-  const server = http.createServer(adminServerOptions(limits), (req, res) => {
-    readBody(req, res, limits.maxBodyBytes, () => {
-      respond(req, res).catch((err: unknown) => fail(req, res, err))
-    })
+  const server = adminHttpServer(limits, (req, res) => {
+    respond(req, res).catch((err: unknown) => fail(req, res, err))
   })
   await listen(server, { port, host, exclusive: limits.exclusive ?? false }, (err) => logger.error({ err }, 'admin listener error'))
   const a = server.address() as AddressInfo
@@ -228,12 +227,15 @@ export async function startAdmin(host: string, port: number, deps: AdminDeps, li
 }
 
 /**
- * The node:http options of an admin listener under `limits`: the head and request deadlines
- * (408 and a close), checked every second at most so they bite on time. The primary's admin
- * listener (`workers` > 1) uses them too, so a slow client is cut off there as here.
+ * An admin listener's HTTP server under `limits`, the primary's (`workers` > 1) as a worker's:
+ * the head and request deadlines (408 and a close) checked every second at most so they bite
+ * on time, a body read (bounded: 413, see `readBody`) before `handle` gets the request, and a
+ * CONNECT (which Node hands over as a bare socket and, without a listener, closed unanswered)
+ * answered 405 and closed, as the proxy port answers it: the admin API tunnels nothing.
+ * Example: `adminHttpServer(ADMIN_LIMITS, (req, res, body) => res.end('ok'))`.
  */
-export function adminServerOptions(limits: AdminLimits): http.ServerOptions {
-  return {
+export function adminHttpServer(limits: AdminLimits, handle: (req: http.IncomingMessage, res: http.ServerResponse, body: Buffer) => void): http.Server {
+  const server = http.createServer({
     headersTimeout: limits.headersTimeout,
     requestTimeout: limits.requestTimeout,
     keepAliveTimeout: limits.keepAliveTimeout,
@@ -243,16 +245,23 @@ export function adminServerOptions(limits: AdminLimits): http.ServerOptions {
     // client's request without Host (a load balancer's health check) is not refused for it
     // (the primary's own parser refused an HTTP/1.1 one); the Host rules judge the rest
     requireHostHeader: limits.exclusive !== true,
-  }
+  }, (req, res) => readBody(req, res, limits.maxBodyBytes, (body) => handle(req, res, body)))
+  server.on('connect', (_req: http.IncomingMessage, socket: Duplex) => {
+    const body = 'Method Not Allowed: the admin API tunnels nothing (CONNECT)\n'
+    socket.on('error', () => { /* the client went away */ })
+    // an empty Allow: the authority a CONNECT names is no resource here (RFC 9110 section 10.2.1)
+    socket.end(`HTTP/1.1 405 Method Not Allowed\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+      `cache-control: no-store\r\nx-content-type-options: nosniff\r\nallow: \r\nconnection: close\r\n\r\n${body}`)
+  })
+  return server
 }
 
 /**
  * Reads the request body, then calls `next` with it; a body over `max` bytes (declared or
  * streamed) is answered 413 and the connection closed instead. The admin API ignores bodies;
  * the primary's admin listener passes them on to a worker.
- * Example: `readBody(req, res, ADMIN_LIMITS.maxBodyBytes, (body) => answer(req, res, body))`.
  */
-export function readBody(req: http.IncomingMessage, res: http.ServerResponse, max: number, next: (body: Buffer) => void): void {
+function readBody(req: http.IncomingMessage, res: http.ServerResponse, max: number, next: (body: Buffer) => void): void {
   const chunks: Buffer[] = []
   let size = 0
   let refused = false

@@ -16,7 +16,7 @@ import type { Logger } from '../observability/logger.js'
 import { combineStatus, type StatusView } from '../admin/status-view.js'
 import { BROWSER_REFUSAL_LOG, browserVerdict } from '../admin/browser-guard.js'
 import { loggedTarget, parseAdminTarget } from '../admin/admin-target.js'
-import { ADMIN_LIMITS, adminServerOptions, readBody, type AdminLimits } from '../admin/admin-server.js'
+import { ADMIN_LIMITS, adminHttpServer, type AdminLimits } from '../admin/admin-server.js'
 import { SCAN_TIMEOUT, isScan } from '../admin/session-lookup.js'
 import { listen, ListenError } from '../listen.js'
 
@@ -55,19 +55,17 @@ interface Answer {
  * Example: `const front = await startAdminFront('127.0.0.1', 9901, workers, logger, [])`; `front.close()`.
  */
 export async function startAdminFront(host: string, port: number, workers: FrontWorkers, logger: Logger, allowedHosts: readonly string[], limits: AdminLimits = ADMIN_LIMITS): Promise<{ readonly url: string; close(): Promise<void> }> {
-  // the admin listener's own deadlines and body bound: a slow or oversized request is cut off here as there
-  const server = http.createServer(adminServerOptions(limits), (req, res) => {
-    readBody(req, res, limits.maxBodyBytes, (body) => {
-      // the routes are the worker's: only what needs no route knowledge is judged here (the worker judges the rest)
-      const verdict = browserVerdict({ method: req.method ?? '', rawHeaders: req.rawHeaders, hostMustBeKnown: false }, allowedHosts)
-      if (!verdict.ok) {
-        logger.warn({ method: req.method, path: loggedTarget(req.url), reason: verdict.reason, ...verdict.seen, remote: req.socket.remoteAddress }, BROWSER_REFUSAL_LOG)
-        return reply(res, { status: 403, headers: { 'content-type': 'text/plain; charset=utf-8' }, body: Buffer.from(`${verdict.message}\n`) })
-      }
-      serve(req, res, body, workers).then((a) => a !== null && reply(res, a), (err: unknown) => {
-        logger.error({ err }, 'admin request failed in the primary')
-        reply(res, { status: 502, headers: { 'content-type': 'text/plain; charset=utf-8' }, body: Buffer.from('Bad Gateway: no worker answered\n') })
-      })
+  // the admin listener's own deadlines, body bound and CONNECT refusal: a slow or oversized request is cut off here as there
+  const server = adminHttpServer(limits, (req, res, body) => {
+    // the routes are the worker's: only what needs no route knowledge is judged here (the worker judges the rest)
+    const verdict = browserVerdict({ method: req.method ?? '', rawHeaders: req.rawHeaders, hostMustBeKnown: false }, allowedHosts)
+    if (!verdict.ok) {
+      logger.warn({ method: req.method, path: loggedTarget(req.url), reason: verdict.reason, ...verdict.seen, remote: req.socket.remoteAddress }, BROWSER_REFUSAL_LOG)
+      return reply(res, { status: 403, headers: { 'content-type': 'text/plain; charset=utf-8' }, body: Buffer.from(`${verdict.message}\n`) })
+    }
+    serve(req, res, body, workers).then((a) => a !== null && reply(res, a), (err: unknown) => {
+      logger.error({ err }, 'admin request failed in the primary')
+      reply(res, { status: 502, headers: { 'content-type': 'text/plain; charset=utf-8' }, body: Buffer.from('Bad Gateway: no worker answered\n') })
     })
   })
   await listen(server, { port, host }, (err) => logger.error({ err }, 'admin listener error')).catch((err: NodeJS.ErrnoException) => {
