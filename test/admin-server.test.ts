@@ -282,6 +282,30 @@ t.test('a CONNECT gets 405 with an empty Allow and a close, as on the proxy port
   await stillServing(t, h.url)
 })
 
+t.test('a CONNECT client that keeps its side open after the 405 does not hold the socket, nor the listener\'s close', async (t) => {
+  const h = await harness(t)
+  const { port } = new URL(h.url)
+  // allowHalfOpen: the client's side stays open after the server's end, as a stuck client's would
+  const s = net.connect({ port: Number(port), host: '127.0.0.1', allowHalfOpen: true })
+  t.teardown(() => s.destroy())
+  s.on('error', () => { /* a reset once the server destroys it */ })
+  let out = ''
+  s.on('data', (c) => (out += c))
+  const ended = new Promise((resolve) => s.once('end', resolve))
+  s.write('CONNECT 127.0.0.1:80 HTTP/1.1\r\nHost: 127.0.0.1:80\r\n\r\n')
+  await ended
+  t.match(out, /^HTTP\/1\.1 405 /, 'answered 405')
+  // the socket was no longer tracked by the server: close() waited for it for ever (bounded here
+  // far past the linger, so that only a socket held for good fails)
+  let timer: NodeJS.Timeout | undefined
+  const closed = await Promise.race([
+    h.admin.close().then(() => 'closed'),
+    new Promise<string>((resolve) => { timer = setTimeout(() => resolve('still open after 15 s'), 15_000) }),
+  ])
+  clearTimeout(timer)
+  t.equal(closed, 'closed', "the listener's close completes while the client still holds its side")
+})
+
 t.test('a client that never finishes its request head or body is cut off with 408', async (t) => {
   const h = await harness(t, {}, { ...ADMIN_LIMITS, headersTimeout: 200, requestTimeout: 400 })
   const head = await raw(h.url, 'GET /healthz HTTP/1.1\r\nHost: x\r\n', false)

@@ -226,6 +226,9 @@ export async function startAdmin(host: string, port: number, deps: AdminDeps, li
   }
 }
 
+/** How long a refused CONNECT's socket may stay open after its 405 before it is destroyed, ms. */
+const CONNECT_LINGER = 2_000
+
 /**
  * An admin listener's HTTP server under `limits`, the primary's (`workers` > 1) as a worker's:
  * the head and request deadlines (408 and a close) checked every second at most so they bite
@@ -249,6 +252,14 @@ export function adminHttpServer(limits: AdminLimits, handle: (req: http.Incoming
   server.on('connect', (_req: http.IncomingMessage, socket: Duplex) => {
     const body = 'Method Not Allowed: the admin API tunnels nothing (CONNECT)\n'
     socket.on('error', () => { /* the client went away */ })
+    // the socket is no longer the server's (no deadline, not in closeAllConnections, and the
+    // server's sockets are half-open: after our end it stays until the client ends its side):
+    // read and drop what the client sends so its end is seen, and destroy it after a linger
+    // (as the proxy port's endThenDestroy), or a client that never closes would hold it, and
+    // the listener's close, for ever
+    socket.resume()
+    const linger = setTimeout(() => socket.destroy(), CONNECT_LINGER)
+    socket.once('close', () => clearTimeout(linger))
     // an empty Allow: the authority a CONNECT names is no resource here (RFC 9110 section 10.2.1)
     socket.end(`HTTP/1.1 405 Method Not Allowed\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
       `cache-control: no-store\r\nx-content-type-options: nosniff\r\nallow: \r\nconnection: close\r\n\r\n${body}`)
