@@ -12,7 +12,7 @@ import { startUpstream, testConfig, type Upstream } from './fixtures/upstream.js
 import { startNginx } from './fixtures/nginx.js'
 import { CookieJar, handshake } from './fixtures/users.js'
 import { LogCapture } from './fixtures/log-capture.js'
-import { waitFor } from './fixtures/wait.js'
+import { waitFor, within } from './fixtures/wait.js'
 import { metric } from './fixtures/drill.js'
 
 /** What each app saw: `<id> <X-Tether-Rehydrate-Status or -> <X-Tether-Rehydrate length or ->`. */
@@ -22,9 +22,9 @@ type Seen = string[]
  * App replicas whose answers carry a checkpoint of `stateBytes` bytes; an app answers 400 itself
  * to any request carrying a state when `refuseState` is set (an application's own 400).
  * A handshake switches (101) with `x-status` its X-Tether-Rehydrate-Status. An app for which
- * `hold(id)` is true sends no answer head (until its request is stopped: a hedge answers).
+ * `hold(id, res)` is true sends no answer head (the test answers `res` itself, or never).
  */
-async function apps(t: Test, ids: string[], stateBytes: number, refuseState = false, hold: (id: string) => boolean = () => false): Promise<{ ups: Upstream[]; seen: Seen }> {
+async function apps(t: Test, ids: string[], stateBytes: number, refuseState = false, hold: (id: string, res: http.ServerResponse) => boolean = () => false): Promise<{ ups: Upstream[]; seen: Seen }> {
   const seen: Seen = []
   const ups = await Promise.all(ids.map(async (id) => {
     const up = await startUpstream(id, (req, res) => {
@@ -32,7 +32,7 @@ async function apps(t: Test, ids: string[], stateBytes: number, refuseState = fa
       const state = req.headers['x-tether-rehydrate']
       seen.push(`${id} ${req.headers['x-tether-rehydrate-status'] ?? '-'} ${typeof state === 'string' ? state.length : '-'}`)
       if (refuseState && state !== undefined) return void res.writeHead(400, { 'content-type': 'text/plain' }).end('the app refused it')
-      if (hold(id)) return
+      if (hold(id, res)) return
       res.writeHead(200, { 'content-type': 'application/json', 'x-tether-state': 's'.repeat(stateBytes) }).end(JSON.stringify({ id }))
     })
     const sockets: Socket[] = []
@@ -61,11 +61,11 @@ async function get(url: string, jar: CookieJar): Promise<{ status: number; body:
   })
 }
 
-/** tether_rehydrations_total{result="error"} and the warnings that the state was refused. */
+/** tether_rehydrations_total{result="error"} and the warnings that the state was refused and sent again without it. */
 async function refusals(tether: Tether, logs: LogCapture): Promise<{ errors: number; warnings: number }> {
   return {
     errors: await metric(tether, 'tether_rehydrations_total{result="error"}'),
-    warnings: logs.records.filter((r) => /refused the user's state in X-Tether-Rehydrate/.test(String(r['msg']))).length,
+    warnings: logs.records.filter((r) => /refused the user's state in X-Tether-Rehydrate .*sent again without it/.test(String(r['msg']))).length,
   }
 }
 
@@ -112,24 +112,101 @@ t.test("nginx refuses a 10 KiB state line 400 (not 431): the moved user's reques
   t.same(JSON.parse(again.body), { id: to }, 'pinned to the new upstream')
 })
 
-t.test("a hedge (retries.hedge_after) whose 10 KiB state line nginx refuses 400 while the home holds its answer: the 400 is passed on (a hedge is not sent again) and counted a rehydration error, never delivered", async (t) => {
+/** The warnings that a hedge's state was refused (the hedge dropped). */
+function hedgeRefusals(logs: LogCapture): number {
+  return logs.records.filter((r) => /refused the user's state in X-Tether-Rehydrate .*a hedge, dropped/.test(String(r['msg']))).length
+}
+
+/**
+ * GET with `jar` whose answer is awaited while `hold` keeps the home's head back: resolves once
+ * the hedge's refusal was warned (or an answer came first: the fault), with the pending answer.
+ */
+async function whileHedgeRefused(tether: Tether, jar: CookieJar, logs: LogCapture): Promise<{ pending: Promise<{ status: number; body: string }> }> {
+  let answered = false
+  const pending = get(tether.url, jar).finally(() => { answered = true })
+  await waitFor(() => answered || hedgeRefusals(logs) === 1, 20_000, "the hedge's refusal (or an answer)")
+  return { pending } // (an async function would wait for a promise it returns)
+}
+
+t.test("a hedge (retries.hedge_after) whose 10 KiB state line nginx refuses 400 while the home holds its answer: the client gets the home's answer, not nginx's 400; no rehydration counted, one warning", async (t) => {
   let holding = ''
-  const { ups, seen } = await apps(t, ['a', 'b'], 10_000, false, (id) => id === holding)
+  let held: http.ServerResponse | null = null
+  const { ups, seen } = await apps(t, ['a', 'b'], 10_000, false, (id, res) => id === holding && (held = res) !== null)
   const fronts = await behindNginx(t, ups)
   const { tether, jar, home, logs } = await userAtHome(t, fronts, { retries: { hedge_after: 100 } })
   const to = ups.find((u) => u.id !== home)!.id
-  holding = home // the home sends no head: the hedge, with the user's state, answers first
+  holding = home // the home sends no head: the hedge, with the user's state, is sent and refused
   const before = logs.access().length
   // (the first request may have been hedged too on a loaded machine: only this request's count)
   const seenBefore = seen.length
-  const r = await get(tether.url, jar)
-  t.equal(r.status, 400, "nginx's 400 to the hedge reaches the client")
-  t.match(r.body, /Request Header Or Cookie Too Large/)
-  t.same(seen.slice(seenBefore).filter((s) => s.startsWith(to)), [], "the hedge's app never ran (nginx refused its head)")
+  const { pending } = await whileHedgeRefused(tether, jar, logs)
+  holding = ''
+  ;(held as http.ServerResponse | null)?.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ id: home }))
+  const r = await pending
+  t.equal(r.status, 200, "the home's answer reaches the client, not the hedge's 400")
+  t.same(JSON.parse(r.body), { id: home })
+  t.same(seen.slice(seenBefore).filter((s) => s.startsWith(to)), [], "the hedge's app never ran (nginx refused its head), and it was not sent again")
   await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')
-  t.match(logs.access()[before], { status: 400, upstream: to, outcome: 'failover' }, 'no rehydration claimed')
-  t.equal(await metric(tether, 'tether_rehydrations_total{result="delivered"}'), 0, 'the refused state is no delivery')
-  t.same(await refusals(tether, logs), { errors: 1, warnings: 0 }, 'one rehydration error; no resend, so no warning')
+  t.match(logs.access()[before], { status: 200, upstream: home, outcome: 'ok' }, "the first attempt's line")
+  t.same(await refusals(tether, logs), { errors: 0, warnings: 0 }, 'no rehydration error: the state was for the hedge, which did not answer')
+  t.equal(await metric(tether, 'tether_rehydrations_total{result="delivered"}'), 0, 'nor a delivery')
+  t.equal(hedgeRefusals(logs), 1, 'one warning: the hedge was dropped')
+  t.same(JSON.parse((await get(tether.url, jar)).body), { id: home }, 'the user stays on their upstream')
+})
+
+t.test("a hedge refused for its state, then a first attempt that fails: the retry goes to the hedge's upstream, refused again with the state, sent without it (the same as without the hedge)", async (t) => {
+  let holding = ''
+  let held: http.ServerResponse | null = null
+  const { ups, seen } = await apps(t, ['a', 'b'], 10_000, false, (id, res) => id === holding && (held = res) !== null)
+  // a is the Node app itself (its reset is a failed attempt: nginx would answer 502), b behind nginx
+  const [front] = await behindNginx(t, [ups[1]!])
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig([{ id: 'a', url: ups[0]!.url }, front!], { retries: { hedge_after: 100, attempts: 1 } }), { logger: createLogger('info', logs) })
+  t.teardown(() => tether.close(0))
+  // a user whose home is a
+  const user = (): CookieJar => { const j = new CookieJar(); j.cookies.set('user', 'u1'); return j }
+  let jar = user()
+  for (let i = 0; i < 64 && JSON.parse((await get(tether.url, jar)).body).id !== 'a'; i++) jar = user()
+  await waitFor(async () => seen.includes('a - -') && (await metric(tether, 'tether_checkpoints_total{result="stored"}')) >= 1, 5_000, "the home's checkpoint stored")
+  const stored = await metric(tether, 'tether_checkpoints_total{result="stored"}')
+  t.equal(JSON.parse((await get(tether.url, jar)).body).id, 'a', 'the user is on a')
+  await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stored"}')) === stored + 1, 5_000, 'its checkpoint stored')
+  holding = 'a'
+  const before = logs.access().length
+  const seenBefore = seen.length
+  const { pending } = await whileHedgeRefused(tether, jar, logs)
+  ;(held as http.ServerResponse | null)?.socket?.destroy() // the first attempt fails (no head)
+  const r = await pending
+  t.equal(r.status, 200, "the app's answer, not nginx's 400")
+  t.same(JSON.parse(r.body), { id: 'b' }, 'retried on b')
+  t.same(seen.slice(seenBefore).filter((s) => s.startsWith('b')), ['b too_large -'], 'b ran the request once, told the state was too large (nginx kept both refused heads)')
+  await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')
+  t.match(logs.access()[before], { status: 200, upstream: 'b', outcome: 'failover', retries: 1 })
+  t.same(await refusals(tether, logs), { errors: 1, warnings: 1 }, "one rehydration error (b answered without the state), one warning for the resend's refusal")
+  t.equal(hedgeRefusals(logs), 1, "and one for the hedge's")
+})
+
+t.test("a client that leaves after its hedge was refused for its state: one client_abort line, no rehydration counted, the home's request stopped", async (t) => {
+  let holding = ''
+  let held: http.ServerResponse | null = null
+  const { ups } = await apps(t, ['a', 'b'], 10_000, false, (id, res) => id === holding && (held = res) !== null)
+  const fronts = await behindNginx(t, ups)
+  const { tether, jar, home, logs } = await userAtHome(t, fronts, { retries: { hedge_after: 100 } })
+  holding = home
+  const before = logs.access().length
+  const req = http.get(tether.url, { agent: false, headers: { cookie: jar.header()! } })
+  req.on('error', () => undefined)
+  let answered = false
+  req.on('response', () => { answered = true })
+  await waitFor(() => answered || hedgeRefusals(logs) === 1, 20_000, "the hedge's refusal (or an answer)")
+  t.notOk(answered, 'no answer reached the client')
+  const stopped = new Promise((resolve) => (held as http.ServerResponse | null)?.on('close', resolve))
+  req.destroy()
+  await waitFor(() => logs.access().length === before + 1, 10_000, 'the access line')
+  t.match(logs.access()[before], { status: 0, upstream: home, outcome: 'client_abort' })
+  await within(stopped, 10_000, "the home's request closed (nginx's connection to it)")
+  t.same(await refusals(tether, logs), { errors: 0, warnings: 0 })
+  t.equal(await metric(tether, 'tether_rehydrations_total{result="delivered"}'), 0)
 })
 
 t.test("a moved user's WebSocket handshake whose state line nginx refuses 400 is sent again without it: the client gets the 101", async (t) => {

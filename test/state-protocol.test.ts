@@ -1020,16 +1020,15 @@ t.test("a 431 passed on to the client (the body could not be sent again without 
   t.equal(await metric(tether, 'tether_checkpoints_total{result="stale"}'), 0, 'its version 1 replaced version 5 (marked restarted), not refused as stale')
 })
 
-t.test("a hedge that carried the state in a header and answered 431 (passed on: hedges are not sent again) counts a rehydration error, not delivered", async (t) => {
+t.test("a hedge that carried the state in a header and was refused 431 does not answer: the client gets the home's answer, no rehydration counted", async (t) => {
   let phase = 1
   let home = ''
+  let held: http.ServerResponse | null = null
   const app = (id: string) => startUpstream(id, (req, res) => {
     req.resume()
     if (phase === 1) return void res.writeHead(200, { 'x-tether-state': 'S'.repeat(200) }).end(JSON.stringify({ id, n: 1 }))
-    if (id === home) {
-      // no head until it is stopped: the hedge answers
-      return holdHead(res, id)
-    }
+    // the home holds its head (the request is hedged) until the test answers it
+    if (id === home) return void (held = res)
     res.writeHead(req.headers['x-tether-rehydrate'] !== undefined ? 431 : 200).end('{}')
   })
   const ups = [await app('a'), await app('b')]
@@ -1038,11 +1037,36 @@ t.test("a hedge that carried the state in a header and answered 431 (passed on: 
   home = (await get(tether.url, jar)).body.id
   phase = 2
   const before = logs.access().length
-  const r = await get(tether.url, jar)
-  t.equal(r.status, 431, "the hedge's 431")
+  let answered = false
+  const pending = get(tether.url, jar).finally(() => { answered = true })
+  await waitFor(() => answered || logs.records.some((r) => /a hedge, dropped/.test(String(r['msg']))), 20_000, "the hedge's refusal (or an answer)")
+  ;(held as http.ServerResponse | null)?.end(JSON.stringify({ id: home, n: 2 }))
+  const r = await pending
+  t.equal(r.status, 200, "the home's answer, not the hedge's 431")
+  t.same(r.body, { id: home, n: 2 })
   await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')
-  t.match(logs.access()[before], { status: 431, outcome: 'failover' }, 'no rehydration claimed')
-  t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 1 }, 'the refused state is no delivery')
+  t.match(logs.access()[before], { status: 200, upstream: home, outcome: 'ok' }, 'no rehydration claimed')
+  t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 0 }, 'the refused state is no delivery, and the hedge answered nothing')
+})
+
+t.test("a hedged move (retries.hedge_after) whose attempt is refused 431 for its state is sent again without it, as without hedging", async (t) => {
+  const told: string[] = []
+  let phase = 1
+  const app = (id: string) => startUpstream(id, (req, res) => {
+    req.resume()
+    if (phase === 1) return void res.writeHead(200, { 'x-tether-state': 'S'.repeat(200) }).end(JSON.stringify({ id, n: 1 }))
+    told.push(`${id} ${String(req.headers['x-tether-rehydrate-status'])}`)
+    if (req.headers['x-tether-rehydrate'] !== undefined) return void res.writeHead(431).end('{}')
+    res.end(JSON.stringify({ id, n: 1 }))
+  })
+  const ups = [await app('a'), await app('b')]
+  const { tether, jar, home } = await withUserMoving(t, ups, { retries: { hedge_after: 100 } })
+  phase = 2
+  const r = await get(tether.url, jar)
+  const to = ups.find((u) => u.id !== home)!.id
+  t.equal(r.status, 200, 'the app answers the resend')
+  t.same(told, [`${to} delivered`, `${to} too_large`], 'refused with the state, then sent again without it')
+  t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 1 })
 })
 
 const refusingHookPath = '/_tether/rehydrate'

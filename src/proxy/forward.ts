@@ -519,6 +519,8 @@ class Delivery implements Expiring {
 class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   readonly #ctx: RequestContext
   readonly #decision: Decision
+  /** Bytes of the user's state this attempt carries in X-Tether-Rehydrate (0: none), read when it starts. */
+  readonly #stateBytes: number
   readonly #res: ServerResponse
   readonly #head: boolean
   readonly #closeAfter: () => boolean
@@ -567,6 +569,8 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     this.#cut = cut
     this.#ctx = ctx
     this.#decision = decision
+    // its own, not the context's: a hedge's rehydration sets the context's while this attempt is out
+    this.#stateBytes = ctx.rehydrateBytes
     this.#timeouts = timeouts
     this.#deadlines = deadlines
     this.#res = res
@@ -706,8 +710,9 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     // and that resend's replay(): the abort destroys this attempt's body at once (undici's
     // HTTP/1.1 abort), so bytes the client sends after it wait in the request for the resend
     // (test/state-protocol.test.ts, "a streamed POST ... around the 431")
-    // (431, or nginx's and Apache's 400 to a long state line: see stateRefused)
-    if (ctx.rehydrateBytes > 0 && stateRefused(ctx, statusCode) && (ctx.body === null || ctx.body.replayable)) return controller.abort(new TetherError('TETHER_HEADERS_TOO_LARGE'))
+    // (431, or nginx's and Apache's 400 to a long state line: see stateRefused). Either attempt
+    // of a hedged pair too (no body): a refused one does not answer, the other goes on
+    if (this.#stateBytes > 0 && stateRefused(this.#stateBytes, statusCode) && (ctx.body === null || ctx.body.replayable)) return controller.abort(new TetherError('TETHER_HEADERS_TOO_LARGE'))
     ctx.answering = this
     ctx.decision = this.#decision
     this.answered = true

@@ -33,12 +33,13 @@ export const STATE_LINE_400_BYTES = 4096
 const STATE_400_BYTES = STATE_LINE_400_BYTES - TETHER_HEADER.rehydrate.length - 2
 
 /**
- * The upstream refused the head that carried the user's state in a header (`ctx.rehydrateBytes
- * > 0`, checked by the caller first: one comparison for any other request) before its
- * application ran: `431`, or `400` when the state's line is over STATE_LINE_400_BYTES.
+ * The upstream refused the head that carried `bytes` of the user's state in a header (the
+ * attempt's own count, `> 0`, checked by the caller first: one comparison for any other
+ * request) before its application ran: `431`, or `400` when the state's line is over
+ * STATE_LINE_400_BYTES.
  */
-export function stateRefused(ctx: RequestContext, status: number): boolean {
-  return status === 431 || (status === 400 && ctx.rehydrateBytes > STATE_400_BYTES)
+export function stateRefused(bytes: number, status: number): boolean {
+  return status === 431 || (status === 400 && bytes > STATE_400_BYTES)
 }
 
 /**
@@ -125,7 +126,11 @@ export class RequestContext {
   bodyError: ErrorCode | null = null
   /** A moved user's state: what the fetch found (null: the user did not move). */
   rehydrate: RehydrateStatus | null = null
-  /** Bytes of the checkpoint sent in X-Tether-Rehydrate with this attempt (0: none in a header). */
+  /**
+   * Bytes of the checkpoint sent in X-Tether-Rehydrate with this attempt (0: none in a header).
+   * An HTTP attempt reads it when it starts and keeps its own count (a hedge's differs from the
+   * first attempt's); once an attempt is done, the request path sets it back to that attempt's.
+   */
   rehydrateBytes = 0
   /**
    * The upstream refused the client's own head: a moved user's request sent again without the

@@ -305,12 +305,11 @@ export class RequestPath {
             ctx.rehydrate = null
             ctx.ownHeadTooLarge = true
           }
-          else this.#d.logger.warn({ request_id: ctx.id, upstream: d.upstream, bytes }, "the upstream refused the user's state in X-Tether-Rehydrate (431, or 400 to a line over 4 KiB: over its header size limit); sent again without it: raise the upstream's header limit (nginx: large_client_header_buffers), lower state.max_bytes, or use state.rehydrate: hook")
+          else this.#d.logger.warn({ request_id: ctx.id, upstream: d.upstream, bytes }, `the upstream refused the user's state in X-Tether-Rehydrate ${STATE_REFUSED}; sent again without it: ${STATE_REMEDY}`)
         }
         if (r.responded || r.outcome === null) {
-          // (a hedged pair's answering attempt included: its refusal was passed on, see #hedged)
-          if (ctx.rehydrate === 'delivered' && ctx.rehydrateBytes > 0 && stateRefused(ctx, r.status) && ctx.answering !== null) this.#refusedInHead(ctx)
-          else if (r.status === 431 && ctx.rehydrate === 'delivered' && this.#hook === null && ctx.answering !== null) this.#refusedInHead(ctx)
+          // (a body that could no longer be sent again: the transport passed the refusal on)
+          if (ctx.rehydrate === 'delivered' && ctx.rehydrateBytes > 0 && stateRefused(ctx.rehydrateBytes, r.status) && ctx.answering !== null) this.#refusedInHead(ctx)
           // the answer is the upstream's the state was for (the hedge's, if it won): counted once;
           // status 0: no head reached the client (it left, or a stop's grace period ended, first);
           // nothing answering: Tether's own error went out instead (a WebSocket handshake's
@@ -602,32 +601,33 @@ export class RequestPath {
    * An attempt with no answer head after `retries.hedge_after` is also sent to the user's next
    * upstream (with the usual move headers and rehydration); the first head wins and the other
    * attempt is stopped. The user moves only if the hedge answered (its binding is recorded then).
+   * An attempt whose head the upstream refused for the state it carried (see stateRefused) does
+   * not answer: the other one still may. Once both are done, the context's rehydrateBytes is
+   * those of the attempt whose result is returned.
    */
   async #hedged(ctx: RequestContext, x: Exchange, d: Decision, upstream: Upstream, headers: string[]): Promise<AttemptResult> {
-    // two attempts on one context: neither is sent again without state on a 431 (or a 400 to a
-    // long state line): the context's rehydrateBytes stays 0 while they are out, and the refusal
-    // reaches the client. Each attempt's own bytes are kept: the answering one's are put back
-    // once it is done, so that such a refusal counts as no delivery (see #serve)
+    // each attempt keeps its own state bytes (forward.ts reads them when it starts): the first's
+    // stay in the context unless the hedge answers
     const firstBytes = ctx.rehydrateBytes
-    ctx.rehydrateBytes = 0
     const first = this.#start(ctx, x, d, upstream, headers)
     const late = await withDeadline(first.result.then(() => false), this.config.retries.hedge_after!, true, this.#d.timers)
-    if (!late || first.attempt.answered) return this.#withBytes(ctx, first.result, firstBytes)
+    if (!late || first.attempt.answered) return first.result
     const { router, clock, logger } = this.#d
     const tried = new Set(ctx.tried ?? [])
     tried.add(d.upstream)
     const d2 = router.decide(ctx.key, tried, clock.now())
-    if (typeof d2 === 'string') return this.#withBytes(ctx, first.result, firstBytes)
+    if (typeof d2 === 'string') return first.result
     const up2 = this.#d.upstreams().get(d2.upstream)
     if (up2 === undefined) {
       router.settle(d2)
-      return this.#withBytes(ctx, first.result, firstBytes)
+      return first.result
     }
     const h2 = this.#headers(ctx, d2, up2)
     // what the hedge's rehydration finds is the hedge's: the first attempt's (for its access
     // line, and a retry after it) is put back unless the hedge answers
     const { rehydrate, heldState } = ctx
-    const own = (): void => { ctx.rehydrate = rehydrate; ctx.heldState = heldState }
+    const own = (): void => { ctx.rehydrate = rehydrate; ctx.heldState = heldState; ctx.rehydrateBytes = firstBytes }
+    ctx.rehydrateBytes = 0 // the hedge carries state only if its own fetch finds some
     // the first attempt answering meanwhile, or the client leaving, stops the hedge's hook (on a
     // frozen upstream it would hold the request's end, its access line, for up to
     // timeouts.response_headers)
@@ -640,7 +640,6 @@ export class RequestPath {
     x.gone.removeEventListener('abort', stop)
     ctx.onAnswering = null
     const hedgeBytes = ctx.rehydrateBytes
-    ctx.rehydrateBytes = 0
     // answered meanwhile, or the hedge's state did not reach its upstream: its hook failed (the
     // connection, or health took the upstream out), or the upstream was replaced (another url
     // or pod uid) or left while the state was posted (sent on, it would reach the id's new
@@ -649,7 +648,7 @@ export class RequestPath {
     if (first.attempt.answered || hookFailed !== null || (d2.moved !== null && !this.#current(up2))) {
       router.settle(d2)
       own()
-      return this.#withBytes(ctx, first.result, firstBytes)
+      return first.result
     }
     logger.debug({ request_id: ctx.id, upstream: d.upstream, hedge: d2.upstream }, 'no answer head yet: hedging on the next upstream')
     const second = this.#start(ctx, x, d2, up2, h2)
@@ -667,36 +666,27 @@ export class RequestPath {
       // fetch or hook failed: then its first checkpoint replaces the old one
       if (d2.moved !== null && (ctx.rehydrate === 'unavailable' || ctx.rehydrate === 'refused') && d2.sessionKey !== null) this.#d.state?.restarted(d2.sessionKey, d2.epoch, d2.upstream)
     }
-    const [ra, rb] = await Promise.all([first.result, second.result])
-    ctx.onAnswering = null
-    if (ctx.answering === second.attempt) {
-      ctx.rehydrateBytes = hedgeBytes
-      return rb
-    }
-    own()
-    if (ctx.answering === first.attempt) {
-      ctx.rehydrateBytes = firstBytes
-      return ra
-    }
-    // neither answered: both count as tried, the first one's failure decides what follows
-    ;(ctx.tried ??= new Set()).add(d2.upstream)
-    ctx.decision = d
-    return ra.outcome?.kind === 'client_abort' ? ra : rb.outcome?.kind === 'client_abort' ? rb : ra
-  }
-
-  /**
-   * `result` once done, with the context's rehydrateBytes set to `bytes` (the state its attempt
-   * carried in a header) if that attempt answered: a hedged pair's attempt, passed on whatever
-   * it answered, is then judged as one sent alone (a refused state is no delivery). An attempt
-   * that carried no state in a header (any request but a move's) gets `result` itself: the
-   * context's count is 0 already, and a hedgeable request answered in time allocates nothing more.
-   */
-  #withBytes(ctx: RequestContext, result: Promise<AttemptResult>, bytes: number): Promise<AttemptResult> {
-    if (bytes === 0) return result
-    return result.then((r) => {
-      if (ctx.answering !== null) ctx.rehydrateBytes = bytes
+    // the hedge's upstream refused the head that carried the state (over its header limit): no
+    // answer, no rehydration counted, no restart mark; the first attempt's answer (or failure)
+    // is the request's. Not sent again without the state: the user keeps their upstream and
+    // their state when the first attempt answers. Warned when the refusal comes
+    let hedgeRefused = false
+    const hedged = hedgeBytes === 0 ? second.result : second.result.then((r) => {
+      hedgeRefused = r.outcome?.kind === 'error' && r.outcome.code === 'TETHER_HEADERS_TOO_LARGE'
+      if (hedgeRefused) logger.warn({ request_id: ctx.id, upstream: d2.upstream, bytes: hedgeBytes }, `the upstream refused the user's state in X-Tether-Rehydrate ${STATE_REFUSED}; a hedge, dropped (the first attempt answers): ${STATE_REMEDY}`)
       return r
     })
+    const [ra, rb] = await Promise.all([first.result, hedged])
+    ctx.onAnswering = null
+    if (ctx.answering === second.attempt) return rb
+    own()
+    if (ctx.answering === first.attempt) return ra
+    // neither answered: both count as tried, the first one's failure decides what follows (a
+    // hedge refused for its state did not fail: a retry may go there, as without the hedge,
+    // and is sent again without the state if refused so again)
+    if (!hedgeRefused) (ctx.tried ??= new Set()).add(d2.upstream)
+    ctx.decision = d
+    return ra.outcome?.kind === 'client_abort' ? ra : rb.outcome?.kind === 'client_abort' ? rb : ra
   }
 
   /** The rehydration behind an answer, counted (tether_rehydrations_total) by what its upstream got. */
@@ -798,6 +788,10 @@ export class RequestPath {
     }, 'access')
   }
 }
+
+/** Why an upstream refused the state in a header, and what to do about it (the warnings' words). */
+const STATE_REFUSED = '(431, or 400 to a line over 4 KiB: over its header size limit)'
+const STATE_REMEDY = "raise the upstream's header limit (nginx: large_client_header_buffers), lower state.max_bytes, or use state.rehydrate: hook"
 
 /** The most often Tether says it is out of resources (ms): every request fails alike then. */
 const OUT_OF_RESOURCES_LOG_MS = 10_000

@@ -459,7 +459,7 @@ class Tunnel implements Exchange {
     // the attempt and clears it for the resend): for any other, a 431 is the client's answer
     if (this.#ctx!.rehydrateBytes > 0) {
       takeResponse(proxyReq, (res) => {
-        if (this.#ctx!.rehydrateBytes === 0 || !stateRefused(this.#ctx!, res.statusCode ?? 0) || this.#proxyReq !== proxyReq || this.state !== 'connecting') return false
+        if (this.#ctx!.rehydrateBytes === 0 || !stateRefused(this.#ctx!.rehydrateBytes, res.statusCode ?? 0) || this.#proxyReq !== proxyReq || this.state !== 'connecting') return false
         this.#refusedState(res)
         return true
       })
