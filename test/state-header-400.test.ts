@@ -140,6 +140,9 @@ t.test("a hedge (retries.hedge_after) whose 10 KiB state line nginx refuses 400 
   // (the first request may have been hedged too on a loaded machine: only this request's count)
   const seenBefore = seen.length
   const { pending } = await whileHedgeRefused(tether, jar, logs)
+  // the hedge leaves after hedge_after whether or not the home's app has the request yet (a
+  // loaded machine): the home's request is held there, then answered here
+  await waitFor(() => held !== null, 20_000, "the home's request")
   holding = ''
   ;(held as http.ServerResponse | null)?.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ id: home }))
   const r = await pending
@@ -175,6 +178,7 @@ t.test("a hedge refused for its state, then a first attempt that fails: the retr
   const before = logs.access().length
   const seenBefore = seen.length
   const { pending } = await whileHedgeRefused(tether, jar, logs)
+  await waitFor(() => held !== null, 20_000, "a's request") // (it may come after the hedge's refusal)
   ;(held as http.ServerResponse | null)?.socket?.destroy() // the first attempt fails (no head)
   const r = await pending
   t.equal(r.status, 200, "the app's answer, not nginx's 400")
@@ -200,6 +204,7 @@ t.test("a client that leaves after its hedge was refused for its state: one clie
   req.on('response', () => { answered = true })
   await waitFor(() => answered || hedgeRefusals(logs) === 1, 20_000, "the hedge's refusal (or an answer)")
   t.notOk(answered, 'no answer reached the client')
+  await waitFor(() => held !== null, 20_000, "the home's request") // (it may come after the hedge's refusal)
   const stopped = new Promise((resolve) => (held as http.ServerResponse | null)?.on('close', resolve))
   req.destroy()
   await waitFor(() => logs.access().length === before + 1, 10_000, 'the access line')

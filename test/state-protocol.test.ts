@@ -1040,6 +1040,8 @@ t.test("a hedge that carried the state in a header and was refused 431 does not 
   let answered = false
   const pending = get(tether.url, jar).finally(() => { answered = true })
   await waitFor(() => answered || logs.records.some((r) => /a hedge, dropped/.test(String(r['msg']))), 20_000, "the hedge's refusal (or an answer)")
+  // (the home's app may get the request only after the hedge's refusal, on a loaded machine)
+  await waitFor(() => held !== null, 20_000, "the home's request")
   ;(held as http.ServerResponse | null)?.end(JSON.stringify({ id: home, n: 2 }))
   const r = await pending
   t.equal(r.status, 200, "the home's answer, not the hedge's 431")
