@@ -461,8 +461,9 @@ export class RequestPath {
   }
 
   /**
-   * A 431 (or a 400 to a long state line: see stateRefused) passed on to the client (its body could no longer be sent again without the state, or
-   * a hedge's): the upstream refused the head that carried the state in X-Tether-Rehydrate
+   * A 431 (or a 400 to a long state line: see stateRefused) passed on to the client (its body
+   * could no longer be sent again without the state; a hedged pair's refusal never is: see
+   * #hedged): the upstream refused the head that carried the state in X-Tether-Rehydrate
    * before its application ran. The state was not delivered (`too_large`, for the count and the
    * access line), and the user, pinned there by this answer, starts again without it: its first
    * checkpoint replaces the stored one, as after a resend without the state (#withoutState).
@@ -673,7 +674,7 @@ export class RequestPath {
     let hedgeRefused = false
     const hedged = hedgeBytes === 0 ? second.result : second.result.then((r) => {
       hedgeRefused = r.outcome?.kind === 'error' && r.outcome.code === 'TETHER_HEADERS_TOO_LARGE'
-      if (hedgeRefused) logger.warn({ request_id: ctx.id, upstream: d2.upstream, bytes: hedgeBytes }, `the upstream refused the user's state in X-Tether-Rehydrate ${STATE_REFUSED}; a hedge, dropped (the first attempt answers): ${STATE_REMEDY}`)
+      if (hedgeRefused) logger.warn({ request_id: ctx.id, upstream: d2.upstream, bytes: hedgeBytes }, `the upstream refused the user's state in X-Tether-Rehydrate ${STATE_REFUSED}; a hedge, dropped (the first attempt answers, or its failure decides what follows): ${STATE_REMEDY}`)
       return r
     })
     const [ra, rb] = await Promise.all([first.result, hedged])
