@@ -157,6 +157,19 @@ t.test("a hedge (retries.hedge_after) whose 10 KiB state line nginx refuses 400 
   t.same(JSON.parse((await get(tether.url, jar)).body), { id: home }, 'the user stays on their upstream')
 })
 
+/**
+ * A user whose home is a: the first user key (u0, u1, ...) the hash places there (which upstream
+ * a key lands on differs from run to run: one fixed key would be on b half the time).
+ */
+async function userOnA(tether: Tether): Promise<CookieJar> {
+  for (let i = 0; i < 64; i++) {
+    const jar = new CookieJar()
+    jar.cookies.set('user', `u${i}`)
+    if (JSON.parse((await get(tether.url, jar)).body).id === 'a') return jar
+  }
+  throw new Error('no user key of 64 landed on a')
+}
+
 t.test("a hedge refused for its state, then a first attempt that fails: the retry goes to the hedge's upstream, refused again with the state, sent without it (the same as without the hedge)", async (t) => {
   let holding = ''
   let held: http.ServerResponse | null = null
@@ -166,10 +179,7 @@ t.test("a hedge refused for its state, then a first attempt that fails: the retr
   const logs = new LogCapture()
   const tether = await startTether(testConfig([{ id: 'a', url: ups[0]!.url }, front!], { retries: { hedge_after: 100, attempts: 1 } }), { logger: createLogger('info', logs) })
   t.teardown(() => tether.close(0))
-  // a user whose home is a
-  const user = (): CookieJar => { const j = new CookieJar(); j.cookies.set('user', 'u1'); return j }
-  let jar = user()
-  for (let i = 0; i < 64 && JSON.parse((await get(tether.url, jar)).body).id !== 'a'; i++) jar = user()
+  const jar = await userOnA(tether)
   await waitFor(async () => seen.includes('a - -') && (await metric(tether, 'tether_checkpoints_total{result="stored"}')) >= 1, 5_000, "the home's checkpoint stored")
   const stored = await metric(tether, 'tether_checkpoints_total{result="stored"}')
   t.equal(JSON.parse((await get(tether.url, jar)).body).id, 'a', 'the user is on a')
