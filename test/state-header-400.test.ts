@@ -200,6 +200,36 @@ t.test("a hedge refused for its state, then a first attempt that fails: the retr
   t.equal(hedgeRefusals(logs), 1, "and one for the hedge's")
 })
 
+t.test("a hedge refused for its state, then a first attempt that fails with no retry left: one answer, the first attempt's 502, nothing counted", async (t) => {
+  let holding = ''
+  let held: http.ServerResponse | null = null
+  const { ups, seen } = await apps(t, ['a', 'b'], 10_000, false, (id, res) => id === holding && (held = res) !== null)
+  const [front] = await behindNginx(t, [ups[1]!])
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig([{ id: 'a', url: ups[0]!.url }, front!], { retries: { hedge_after: 100, attempts: 0 } }), { logger: createLogger('info', logs) })
+  t.teardown(() => tether.close(0))
+  const jar = await userOnA(tether)
+  await waitFor(async () => seen.includes('a - -') && (await metric(tether, 'tether_checkpoints_total{result="stored"}')) >= 1, 5_000, "a's checkpoint stored")
+  const stored = await metric(tether, 'tether_checkpoints_total{result="stored"}')
+  t.equal(JSON.parse((await get(tether.url, jar)).body).id, 'a', 'the user is on a')
+  await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stored"}')) === stored + 1, 5_000, 'its checkpoint stored')
+  holding = 'a'
+  const before = logs.access().length
+  const seenBefore = seen.length
+  const { pending } = await whileHedgeRefused(tether, jar, logs)
+  await waitFor(() => held !== null, 20_000, "a's request")
+  ;(held as http.ServerResponse | null)?.socket?.destroy() // the first attempt fails (no head)
+  const r = await pending
+  t.equal(r.status, 502, "the first attempt's failure, not nginx's 400")
+  t.same(seen.slice(seenBefore).filter((s) => s.startsWith('b')), [], "b's app never ran")
+  await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')
+  t.match(logs.access()[before], { status: 502, upstream: 'a' })
+  t.equal(logs.access().length, before + 1, 'one access line')
+  t.same(await refusals(tether, logs), { errors: 0, warnings: 0 }, 'no rehydration counted')
+  t.equal(await metric(tether, 'tether_rehydrations_total{result="delivered"}'), 0)
+  t.equal(hedgeRefusals(logs), 1)
+})
+
 t.test("a client that leaves after its hedge was refused for its state: one client_abort line, no rehydration counted, the home's request stopped", async (t) => {
   let holding = ''
   let held: http.ServerResponse | null = null
