@@ -55,6 +55,30 @@ const placedAt = async (prefix: string, user: string): Promise<number> => Number
 /** The sync period with idle_timeout 60 s: min(idle_timeout / 10, 5 s). */
 const SYNC = 5_000
 
+/**
+ * Replicas A and C (C's clock a second ahead) that place new users differently (a rollout,
+ * bounded loads: A on app-0, C on app-1) both place `u` at epoch 0 before either answers
+ * (neither finds a binding in Redis); resolves once both have answered.
+ */
+async function race(t: Test, prefix: string) {
+  const [up0, up1] = [await counter(t, 'app-0'), await counter(t, 'app-1')]
+  const clockA = new FakeClock(FAKE_EPOCH)
+  const clockC = new FakeClock(FAKE_EPOCH + 1_000) // C places the key a second after A
+  const a = await replica(t, [up0, up1], prefix, clockA)
+  const c = await replica(t, [up0, up1], prefix, clockC)
+  t.equal((await request(`${a.adminUrl}/upstreams/app-1/drain`, { method: 'POST' })).status, 200)
+  t.equal((await request(`${c.adminUrl}/upstreams/app-0/drain`, { method: 'POST' })).status, 200)
+  const viaA = ask(a, 'u', '/hold')
+  await waitFor('A to place u on app-0', () => up0.waiting())
+  const viaC = ask(c, 'u', '/hold')
+  await waitFor('C to place u on app-1', () => up1.waiting())
+  up0.release()
+  t.equal((await viaA).status, 200, "A's answer (app-0's checkpoint) is stored")
+  up1.release()
+  t.equal((await viaC).status, 200, "C's answer, placed later, is stored over it")
+  return { a, c, clockA, clockC }
+}
+
 t.test('a replica that adopts another one\'s binding uses its placement time, not the time it adopted it', async (t) => {
   const prefix = 'pt-a:'
   const ups = [await counter(t, 'app-0'), await counter(t, 'app-1')]
@@ -73,23 +97,7 @@ t.test('a replica that adopts another one\'s binding uses its placement time, no
 
 t.test('two replicas that placed one key at one epoch on two upstreams at once: the settled upstream\'s checkpoints are stored from the next reconcile on', async (t) => {
   const prefix = 'pt-b:'
-  const [up0, up1] = [await counter(t, 'app-0'), await counter(t, 'app-1')]
-  const clockA = new FakeClock(FAKE_EPOCH)
-  const clockC = new FakeClock(FAKE_EPOCH + 1_000) // C places the key a second after A
-  const a = await replica(t, [up0, up1], prefix, clockA)
-  const c = await replica(t, [up0, up1], prefix, clockC)
-  // the replicas place new users differently (a rollout, bounded loads): A on app-0, C on app-1
-  t.equal((await request(`${a.adminUrl}/upstreams/app-1/drain`, { method: 'POST' })).status, 200)
-  t.equal((await request(`${c.adminUrl}/upstreams/app-0/drain`, { method: 'POST' })).status, 200)
-  // both place u at epoch 0 before either answers (neither finds a binding in Redis)
-  const viaA = ask(a, 'u', '/hold')
-  await waitFor('A to place u on app-0', () => up0.waiting())
-  const viaC = ask(c, 'u', '/hold')
-  await waitFor('C to place u on app-1', () => up1.waiting())
-  up0.release()
-  t.equal((await viaA).status, 200, "A's answer (app-0's checkpoint) is stored")
-  up1.release()
-  t.equal((await viaC).status, 200, "C's answer, placed later, is stored over it")
+  const { a, c, clockA, clockC } = await race(t, prefix)
   t.equal((await redisCli(redis.port, 'GET', `${prefix}af:{u}`)).trim(), '0 app-0', 'the binding settles on the smaller upstream id')
   t.equal(await placedAt(prefix, 'u'), FAKE_EPOCH + 1_000, "the store holds app-1's checkpoint (C's placement)")
   // A reconciles u at its next request in a later sync period: its pin takes the later
@@ -106,21 +114,7 @@ t.test('two replicas that placed one key at one epoch on two upstreams at once: 
 
 t.test('a checkpoint refused as superseded: the replica reconciles the key at the user\'s next request, not a sync period later', async (t) => {
   const prefix = 'pt-e:'
-  const [up0, up1] = [await counter(t, 'app-0'), await counter(t, 'app-1')]
-  const clockA = new FakeClock(FAKE_EPOCH)
-  const clockC = new FakeClock(FAKE_EPOCH + 1_000)
-  const a = await replica(t, [up0, up1], prefix, clockA)
-  const c = await replica(t, [up0, up1], prefix, clockC)
-  t.equal((await request(`${a.adminUrl}/upstreams/app-1/drain`, { method: 'POST' })).status, 200)
-  t.equal((await request(`${c.adminUrl}/upstreams/app-0/drain`, { method: 'POST' })).status, 200)
-  const viaA = ask(a, 'u', '/hold')
-  await waitFor('A to place u on app-0', () => up0.waiting())
-  const viaC = ask(c, 'u', '/hold')
-  await waitFor('C to place u on app-1', () => up1.waiting())
-  up0.release()
-  t.equal((await viaA).status, 200)
-  up1.release()
-  t.equal((await viaC).status, 200)
+  const { a, clockA, clockC } = await race(t, prefix)
   // C's pin has been written (a rival kept: the stored binding takes its later time)
   await waitFor('the binding to take C\'s placement time', async () => (await redisCli(redis.port, 'GET', `${prefix}ap:{u}`)).trim() === `${FAKE_EPOCH + 1_000} 0 app-0`)
   // A's next request, 2 s on (past C's placement), in the same sync period: its pin still has A's own, earlier time
@@ -136,21 +130,7 @@ t.test('a checkpoint refused as superseded: the replica reconciles the key at th
 
 t.test('a replica whose binding Redis kept another one over reconciles the key at the user\'s next request', async (t) => {
   const prefix = 'pt-f:'
-  const [up0, up1] = [await counter(t, 'app-0'), await counter(t, 'app-1')]
-  const clockA = new FakeClock(FAKE_EPOCH)
-  const clockC = new FakeClock(FAKE_EPOCH + 1_000)
-  const a = await replica(t, [up0, up1], prefix, clockA)
-  const c = await replica(t, [up0, up1], prefix, clockC)
-  t.equal((await request(`${a.adminUrl}/upstreams/app-1/drain`, { method: 'POST' })).status, 200)
-  t.equal((await request(`${c.adminUrl}/upstreams/app-0/drain`, { method: 'POST' })).status, 200)
-  const viaA = ask(a, 'u', '/hold')
-  await waitFor('A to place u on app-0', () => up0.waiting())
-  const viaC = ask(c, 'u', '/hold')
-  await waitFor('C to place u on app-1', () => up1.waiting())
-  up0.release()
-  t.equal((await viaA).status, 200)
-  up1.release()
-  t.equal((await viaC).status, 200)
+  const { c, clockC } = await race(t, prefix)
   await waitFor('the binding to take C\'s placement time', async () => (await redisCli(redis.port, 'GET', `${prefix}ap:{u}`)).trim() === `${FAKE_EPOCH + 1_000} 0 app-0`)
   // (C has had Redis's reply: its key is marked; without the mark it waits for the next sync period)
   await waitFor('C to hear that Redis kept another binding', () => c.sessions.needsSync('u', clockC.now()), 10_000).catch(() => {})
