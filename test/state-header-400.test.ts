@@ -170,43 +170,19 @@ async function userOnA(tether: Tether): Promise<CookieJar> {
   throw new Error('no user key of 64 landed on a')
 }
 
-t.test("a hedge refused for its state, then a first attempt that fails: the retry goes to the hedge's upstream, refused again with the state, sent without it (the same as without the hedge)", async (t) => {
-  let holding = ''
-  let held: http.ServerResponse | null = null
-  const { ups, seen } = await apps(t, ['a', 'b'], 10_000, false, (id, res) => id === holding && (held = res) !== null)
-  // a is the Node app itself (its reset is a failed attempt: nginx would answer 502), b behind nginx
-  const [front] = await behindNginx(t, [ups[1]!])
-  const logs = new LogCapture()
-  const tether = await startTether(testConfig([{ id: 'a', url: ups[0]!.url }, front!], { retries: { hedge_after: 100, attempts: 1 } }), { logger: createLogger('info', logs) })
-  t.teardown(() => tether.close(0))
-  const jar = await userOnA(tether)
-  await waitFor(async () => seen.includes('a - -') && (await metric(tether, 'tether_checkpoints_total{result="stored"}')) >= 1, 5_000, "the home's checkpoint stored")
-  const stored = await metric(tether, 'tether_checkpoints_total{result="stored"}')
-  t.equal(JSON.parse((await get(tether.url, jar)).body).id, 'a', 'the user is on a')
-  await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stored"}')) === stored + 1, 5_000, 'its checkpoint stored')
-  holding = 'a'
-  const before = logs.access().length
-  const seenBefore = seen.length
-  const { pending } = await whileHedgeRefused(tether, jar, logs)
-  await waitFor(() => held !== null, 20_000, "a's request") // (it may come after the hedge's refusal)
-  ;(held as http.ServerResponse | null)?.socket?.destroy() // the first attempt fails (no head)
-  const r = await pending
-  t.equal(r.status, 200, "the app's answer, not nginx's 400")
-  t.same(JSON.parse(r.body), { id: 'b' }, 'retried on b')
-  t.same(seen.slice(seenBefore).filter((s) => s.startsWith('b')), ['b too_large -'], 'b ran the request once, told the state was too large (nginx kept both refused heads)')
-  await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')
-  t.match(logs.access()[before], { status: 200, upstream: 'b', outcome: 'failover', retries: 1 })
-  t.same(await refusals(tether, logs), { errors: 1, warnings: 1 }, "one rehydration error (b answered without the state), one warning for the resend's refusal")
-  t.equal(hedgeRefusals(logs), 1, "and one for the hedge's")
-})
-
-t.test("a hedge refused for its state, then a first attempt that fails with no retry left: one answer, the first attempt's 502, nothing counted", async (t) => {
+/**
+ * A user on a (the Node app itself: its reset is a failed attempt, where nginx would answer 502)
+ * whose next request a holds until its hedge to b (behind nginx, which refuses the 10 KiB state
+ * line) is refused; then a's held request fails (its socket destroyed, no head). Resolves with
+ * the client's answer, and the access lines and app requests from before that request.
+ */
+async function hedgeRefusedThenHomeFails(t: Test, attempts: number) {
   let holding = ''
   let held: http.ServerResponse | null = null
   const { ups, seen } = await apps(t, ['a', 'b'], 10_000, false, (id, res) => id === holding && (held = res) !== null)
   const [front] = await behindNginx(t, [ups[1]!])
   const logs = new LogCapture()
-  const tether = await startTether(testConfig([{ id: 'a', url: ups[0]!.url }, front!], { retries: { hedge_after: 100, attempts: 0 } }), { logger: createLogger('info', logs) })
+  const tether = await startTether(testConfig([{ id: 'a', url: ups[0]!.url }, front!], { retries: { hedge_after: 100, attempts } }), { logger: createLogger('info', logs) })
   t.teardown(() => tether.close(0))
   const jar = await userOnA(tether)
   await waitFor(async () => seen.includes('a - -') && (await metric(tether, 'tether_checkpoints_total{result="stored"}')) >= 1, 5_000, "a's checkpoint stored")
@@ -217,11 +193,26 @@ t.test("a hedge refused for its state, then a first attempt that fails with no r
   const before = logs.access().length
   const seenBefore = seen.length
   const { pending } = await whileHedgeRefused(tether, jar, logs)
-  await waitFor(() => held !== null, 20_000, "a's request")
+  await waitFor(() => held !== null, 20_000, "a's request") // (it may come after the hedge's refusal)
   ;(held as http.ServerResponse | null)?.socket?.destroy() // the first attempt fails (no head)
-  const r = await pending
+  return { tether, logs, r: await pending, before, seenByB: () => seen.slice(seenBefore).filter((s) => s.startsWith('b')) }
+}
+
+t.test("a hedge refused for its state, then a first attempt that fails: the retry goes to the hedge's upstream, refused again with the state, sent without it (the same as without the hedge)", async (t) => {
+  const { tether, logs, r, before, seenByB } = await hedgeRefusedThenHomeFails(t, 1)
+  t.equal(r.status, 200, "the app's answer, not nginx's 400")
+  t.same(JSON.parse(r.body), { id: 'b' }, 'retried on b')
+  t.same(seenByB(), ['b too_large -'], 'b ran the request once, told the state was too large (nginx kept both refused heads)')
+  await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')
+  t.match(logs.access()[before], { status: 200, upstream: 'b', outcome: 'failover', retries: 1 })
+  t.same(await refusals(tether, logs), { errors: 1, warnings: 1 }, "one rehydration error (b answered without the state), one warning for the resend's refusal")
+  t.equal(hedgeRefusals(logs), 1, "and one for the hedge's")
+})
+
+t.test("a hedge refused for its state, then a first attempt that fails with no retry left: one answer, the first attempt's 502, nothing counted", async (t) => {
+  const { tether, logs, r, before, seenByB } = await hedgeRefusedThenHomeFails(t, 0)
   t.equal(r.status, 502, "the first attempt's failure, not nginx's 400")
-  t.same(seen.slice(seenBefore).filter((s) => s.startsWith('b')), [], "b's app never ran")
+  t.same(seenByB(), [], "b's app never ran")
   await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')
   t.match(logs.access()[before], { status: 502, upstream: 'a' })
   t.equal(logs.access().length, before + 1, 'one access line')
