@@ -475,6 +475,37 @@ function orderedGroupChannel(): PeerChannel {
   }
 }
 
+/**
+ * Replicas and workers for the lead-relay tests: `process_`/`hold` over one Redis-like channel
+ * (upstreams a and b, one failed probe ejects, a passive ejection of a minute), and a worker
+ * group's ordered channel, `groupChannel`, whose published relays `relays` records.
+ */
+function groupOfWorkers() {
+  const config = testConfig([{ id: 'a', url: 'http://127.0.0.1:1' }, { id: 'b', url: 'http://127.0.0.1:2' }], {
+    health: { active: { enabled: true, healthy_threshold: 2, unhealthy_threshold: 1 }, passive: { base_ejection: 60_000, max_ejection_percent: 100 } },
+  })
+  const { process_, hold } = peersOverOneChannel(config)
+  const ordered = orderedGroupChannel()
+  const relays: string[] = []
+  const groupChannel: PeerChannel = { ...ordered, publish: (m) => { relays.push(m); return ordered.publish(m) } }
+  return { process_, hold, groupChannel, relays }
+}
+
+/**
+ * A lead change in group g2 beside replica r1: `old` still leads (it is stopping, and still
+ * relays what it hears), `next` leads from `promote()` on, `sibling` never does; all started.
+ */
+async function leadChange() {
+  const { process_, hold, groupChannel, relays } = groupOfWorkers()
+  let nextLeads = false
+  const r1 = process_('r1', 'g1')
+  const old = process_('old', 'g2', { channel: groupChannel, lead: () => true })
+  const next = process_('next', 'g2', { channel: groupChannel, lead: () => nextLeads })
+  const sibling = process_('sibling', 'g2', { channel: groupChannel, lead: () => false })
+  for (const h of [r1, old, next, sibling]) await h.peers!.start()
+  return { r1, old, next, sibling, hold, relays, promote: () => { nextLeads = true } }
+}
+
 function peersOverOneChannel(config: Config): {
   published: unknown[]; process_: (self: string, group: string | null, relay?: GroupRelay) => Health; hold: (self: string) => () => void
 } {
@@ -568,11 +599,7 @@ t.test("another replica's active-check down takes the upstream out until a probe
 })
 
 t.test("another replica's active down reaches a group's workers in its lead's order: a worker that hears it from Redis after the lead's passed probe is not left out", async (t) => {
-  const config = testConfig([{ id: 'a', url: 'http://127.0.0.1:1' }, { id: 'b', url: 'http://127.0.0.1:2' }], {
-    health: { active: { enabled: true, healthy_threshold: 2, unhealthy_threshold: 1 }, passive: { base_ejection: 60_000, max_ejection_percent: 100 } },
-  })
-  const { process_, hold } = peersOverOneChannel(config)
-  const groupChannel = orderedGroupChannel()
+  const { process_, hold, groupChannel } = groupOfWorkers()
   const r1 = process_('r1', 'g1')
   const lead = process_('r2-lead', 'g2', { channel: groupChannel, lead: () => true })
   const sibling = process_('r2-sibling', 'g2', { channel: groupChannel, lead: () => false })
@@ -588,11 +615,7 @@ t.test("another replica's active down reaches a group's workers in its lead's or
 })
 
 t.test("while the lead changes: a worker that heard another replica's active down before it became the lead applies the old lead's relay of it; one it applied itself as the lead is not applied again", async (t) => {
-  const config = testConfig([{ id: 'a', url: 'http://127.0.0.1:1' }, { id: 'b', url: 'http://127.0.0.1:2' }], {
-    health: { active: { enabled: true, healthy_threshold: 2, unhealthy_threshold: 1 }, passive: { base_ejection: 60_000, max_ejection_percent: 100 } },
-  })
-  const { process_, hold } = peersOverOneChannel(config)
-  const groupChannel = orderedGroupChannel()
+  const { process_, hold, groupChannel } = groupOfWorkers()
   let newLeads = false // the primary told `next` it leads (the old lead stops meanwhile, still relaying)
   const r1 = process_('r1', 'g1')
   const old = process_('r2-old', 'g2', { channel: groupChannel, lead: () => true })
@@ -615,13 +638,7 @@ t.test("while the lead changes: a worker that heard another replica's active dow
 })
 
 t.test("a down heard while the group has no lead is applied and relayed by the worker that becomes the lead; not one its lead relayed already, nor one a passed probe here ended", async (t) => {
-  const config = testConfig([{ id: 'a', url: 'http://127.0.0.1:1' }, { id: 'b', url: 'http://127.0.0.1:2' }], {
-    health: { active: { enabled: true, healthy_threshold: 2, unhealthy_threshold: 1 }, passive: { base_ejection: 60_000, max_ejection_percent: 100 } },
-  })
-  const { process_, hold } = peersOverOneChannel(config)
-  const ordered = orderedGroupChannel()
-  const relays: string[] = []
-  const groupChannel: PeerChannel = { ...ordered, publish: (m) => { relays.push(m); return ordered.publish(m) } }
+  const { process_, hold, groupChannel, relays } = groupOfWorkers()
   let leader: string | null = null // none yet: the group starts, or its lead died and the primary has not told the next
   const r1 = process_('r1', 'g1')
   const w1 = process_('w1', 'g2', { channel: groupChannel, lead: () => leader === 'w1' })
@@ -654,13 +671,7 @@ t.test("a down heard while the group has no lead is applied and relayed by the w
 })
 
 t.test("a sibling that had the lead's relay of a down before its own Redis copy, and the lead's passed probe in between, does not keep that copy for a next lead to replay", async (t) => {
-  const config = testConfig([{ id: 'a', url: 'http://127.0.0.1:1' }, { id: 'b', url: 'http://127.0.0.1:2' }], {
-    health: { active: { enabled: true, healthy_threshold: 2, unhealthy_threshold: 1 }, passive: { base_ejection: 60_000, max_ejection_percent: 100 } },
-  })
-  const { process_, hold } = peersOverOneChannel(config)
-  const ordered = orderedGroupChannel()
-  const relays: string[] = []
-  const groupChannel: PeerChannel = { ...ordered, publish: (m) => { relays.push(m); return ordered.publish(m) } }
+  const { process_, hold, groupChannel, relays } = groupOfWorkers()
   let leader = 'w1'
   const r1 = process_('r1', 'g1')
   const w1 = process_('w1', 'g2', { channel: groupChannel, lead: () => leader === 'w1' })
@@ -683,21 +694,11 @@ t.test("a sibling that had the lead's relay of a down before its own Redis copy,
 })
 
 t.test("a kept down replayed by the new lead and relayed again by the old (stopping) lead: applied once on the new lead, twice on a sibling, with the same ejection count everywhere", async (t) => {
-  const config = testConfig([{ id: 'a', url: 'http://127.0.0.1:1' }, { id: 'b', url: 'http://127.0.0.1:2' }], {
-    health: { active: { enabled: true, healthy_threshold: 2, unhealthy_threshold: 1 }, passive: { base_ejection: 60_000, max_ejection_percent: 100 } },
-  })
-  const { process_, hold } = peersOverOneChannel(config)
-  const groupChannel = orderedGroupChannel()
-  let nextLeads = false
-  const r1 = process_('r1', 'g1')
-  const old = process_('old', 'g2', { channel: groupChannel, lead: () => true }) // stopping: still relays what it hears
-  const next = process_('next', 'g2', { channel: groupChannel, lead: () => nextLeads })
-  const sibling = process_('sibling', 'g2', { channel: groupChannel, lead: () => false })
-  for (const h of [r1, old, next, sibling]) await h.peers!.start()
+  const { r1, old, next, sibling, hold, promote } = await leadChange()
   const deliverOld = hold('old') // Redis reaches the old lead late
   r1.table.reportActive('a', false, false, 'ECONNREFUSED')
   t.same([next.table.state('a'), sibling.table.state('a')], ['healthy', 'healthy'], 'kept, not applied, by the workers that do not lead')
-  nextLeads = true
+  promote()
   next.peers!.becameLead() // replays it: applied on every worker, through its relay
   deliverOld() // the old lead's own copy: applied there again, and relayed again
   const times = (h: typeof old): number | undefined => h.table.snapshot().find((e) => e.id === 'a')?.timesEjected
@@ -711,23 +712,11 @@ t.test("a kept down replayed by the new lead and relayed again by the old (stopp
 })
 
 t.test("a worker that had the old lead's relay of a down before its own Redis copy, and leads by the time that copy comes, does not apply and relay it again after its passed probe", async (t) => {
-  const config = testConfig([{ id: 'a', url: 'http://127.0.0.1:1' }, { id: 'b', url: 'http://127.0.0.1:2' }], {
-    health: { active: { enabled: true, healthy_threshold: 2, unhealthy_threshold: 1 }, passive: { base_ejection: 60_000, max_ejection_percent: 100 } },
-  })
-  const { process_, hold } = peersOverOneChannel(config)
-  const ordered = orderedGroupChannel()
-  const relays: string[] = []
-  const groupChannel: PeerChannel = { ...ordered, publish: (m) => { relays.push(m); return ordered.publish(m) } }
-  let nextLeads = false
-  const r1 = process_('r1', 'g1')
-  const old = process_('old', 'g2', { channel: groupChannel, lead: () => true }) // stopping: still relays what it hears
-  const next = process_('next', 'g2', { channel: groupChannel, lead: () => nextLeads })
-  const sibling = process_('sibling', 'g2', { channel: groupChannel, lead: () => false })
-  for (const h of [r1, old, next, sibling]) await h.peers!.start()
+  const { r1, old, next, sibling, hold, relays, promote } = await leadChange()
   const deliverNext = hold('next') // Redis reaches `next` late
   r1.table.reportActive('a', false, false, 'ECONNREFUSED')
   t.same([old, next, sibling].map((h) => h.table.state('a')), ['ejected', 'ejected', 'ejected'], "the old lead's relay, applied everywhere")
-  nextLeads = true
+  promote()
   next.peers!.becameLead()
   // the new lead's first probe passes: in again on every worker
   next.table.reportActive('a', true)
