@@ -248,8 +248,13 @@ t.test('a problem that lasts is logged once when it starts, then at most every 3
   const notReady = sliceOf(pod, { ready: false, serving: false }) // each put is a MODIFIED event, as each restart is
   api.put('endpointslices', notReady)
   await waitFor(async () => (await degraded()).some((d) => /no endpoint is ready or serving/.test(d)), 5_000, 'degraded at once')
-  for (let i = 0; i < 10; i++) api.put('endpointslices', notReady)
-  await waitFor(async () => (await errorsTotal()) === 11, 5_000, 'each event counted in the metric')
+  // one put at a time: Tether counts a chunk of watch events once (they change the slices once),
+  // and Node 24's HTTP server sends the writes of one tick as one chunk (as the API server
+  // flushes a burst of events at once)
+  for (let i = 2; i <= 11; i++) {
+    api.put('endpointslices', notReady)
+    await waitFor(async () => (await errorsTotal()) === i, 5_000, `event ${i} counted in the metric`)
+  }
   await waitFor(() => lines().length >= 1, 5_000, 'the warn')
   t.same(lines().map((r) => [r['level'], r['code'], r['msg']]), [[40, 'EEMPTY', 'Kubernetes discovery: keeping the last known upstreams']], 'eleven reports, one warn')
   t.same(tether.router.ids, ['web-0'], 'the last set is kept')
@@ -259,6 +264,7 @@ t.test('a problem that lasts is logged once when it starts, then at most every 3
   await waitFor(() => lines().length >= 2, 5_000, 'the warn 30 s later')
   t.match(lines()[1], { level: 40, code: 'EEMPTY', repeated: 11, for_ms: 30_000 }, 'the second warn counts the reports since the first')
   api.put('endpointslices', notReady)
+  await waitFor(async () => (await errorsTotal()) === 13, 5_000, 'the unlogged report counted') // before the next put: not in its chunk
   clock.advance(5_000)
   api.put('endpointslices', sliceOf(pod)) // ready again
   await waitFor(async () => (await degraded()).length === 0, 5_000, 'not degraded at once')
