@@ -160,7 +160,9 @@ t.test('streams opened past SETTINGS_MAX_CONCURRENT_STREAMS, each with a 15 kB b
   }
   await within(new Promise<void>((r) => { if (!open) r(); else socket.once('close', () => r()) }), 15_000, 'the connection to be closed')
   t.ok(refused > 0, `streams past the limit were refused (${refused})`)
-  t.ok(refused <= 101, `the connection was closed after ${refused} refused streams (Node's default would take 1000)`)
+  // Node closes the connection on the 102nd refused stream (its check is count++ > 100); nghttp2
+  // queues that stream's RST_STREAM first, which Node 22 and later send and Node 20 over TLS drops
+  t.ok(refused <= 102, `the connection was closed after ${refused} refused streams (Node's default would take 1000)`)
   t.ok(sent < 2_000, `closed after ${sent} streams of 2000`)
   t.ok(upstreamRequests() <= 100, `${upstreamRequests()} requests reached the upstream (the concurrent limit)`)
   await waitFor(() => tether.stdout().includes('past the concurrent limit'), 5_000, 'the warning')
