@@ -9,7 +9,7 @@ import { closeSync, constants, mkdtempSync, openSync, readSync, writeFileSync } 
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { request } from 'node:http'
-import { CLI, ROOT } from './fixtures/cli.js'
+import { CLI, plainNode, ROOT } from './fixtures/cli.js'
 import { startChildTether } from './fixtures/raw-tether.js'
 import { startUpstream } from './fixtures/upstream.js'
 import { waitFor, within } from './fixtures/wait.js'
@@ -144,10 +144,14 @@ t.test("with workers, a worker's uncaught exception is logged without secrets an
 
 // loaded before Tether: SIGUSR2 fills stdout (a FIFO) to the byte and throws as THROW_HOOK does;
 // the first synchronous write to it after that says "flushing" on stderr: the test's reader
-// reads from then on (a slow one)
+// reads from then on (a slow one). It fills the pipe through a descriptor of its own opened
+// non-blocking: fd 1 blocks (a child's stdio starts blocking), and a write to it would wait for
+// the reader for good.
 const FULL_PIPE_THROW_HOOK = `data:text/javascript,${encodeURIComponent(`import fs from 'node:fs'
 process.on('SIGUSR2', () => {
-  for (const chunk of ['\\n'.repeat(4096), '\\n']) for (;;) { try { fs.writeSync(1, chunk) } catch { break } }
+  const fd = fs.openSync('/proc/self/fd/1', fs.constants.O_WRONLY | fs.constants.O_NONBLOCK)
+  for (const chunk of ['\\n'.repeat(4096), '\\n']) for (;;) { try { fs.writeSync(fd, chunk) } catch { break } }
+  fs.closeSync(fd)
   const writeSync = fs.writeSync
   fs.writeSync = (fd, ...rest) => {
     if (fd !== 2) { fs.writeSync = writeSync; writeSync(2, 'flushing\\n') }
@@ -171,7 +175,8 @@ async function startOnFifo(t: Test): Promise<{ proc: ReturnType<typeof spawn>; e
   t.teardown(() => app.close())
   const config = join(dir, 'tether.yaml')
   writeFileSync(config, ['listen: { host: 127.0.0.1, port: 0 }', 'admin: { listen: { host: 127.0.0.1, port: 0 } }', `upstreams: [ { id: app-0, url: "${app.url}" } ]`, 'log: { level: info, access: false }', ''].join('\n'))
-  const proc = spawn(process.execPath, [`--import=${FULL_PIPE_THROW_HOOK}`, CLI, '--config', config], { cwd: ROOT, stdio: ['ignore', wfd, 'pipe'] })
+  // without tap's loader (on Node 20 and 22 it makes fd 1 non-blocking)
+  const proc = spawn(...plainNode([`--import=${FULL_PIPE_THROW_HOOK}`, CLI, '--config', config]), { cwd: ROOT, stdio: ['ignore', wfd, 'pipe'] })
   closeSync(wfd)
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)))
   t.teardown(() => { proc.kill('SIGKILL') })
