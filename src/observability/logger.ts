@@ -57,12 +57,26 @@ let stdout: Destination | null = null
  * Where stdout's lines go: when stdout is a pipe, a descriptor of that pipe opened again
  * non-blocking (Linux's /proc), so that a reader that stalls makes writes wait in memory
  * (bounded) instead of blocking a libuv thread in write(2), which the process then waits for
- * at exit, for good; else (a file, a terminal, another system) stdout itself.
+ * at exit, for good; else stdout itself. A socket (systemd's journal, a parent's
+ * `spawn(..., { stdio: 'pipe' })`) cannot be opened again, nor can a pipe without /proc: fd 1
+ * itself is made non-blocking, as Node does when it makes `process.stdout` for one (libuv's
+ * uv_pipe_open, uv_tcp_open). stdout starts blocking (libuv makes a child's so) and
+ * `process.stdout` is made only when something uses it: without this, the exit blocked for good
+ * (on every Node; tests did not show it under tap on Node 20 and 22, whose loader's hooks thread
+ * pipes its output into `process.stdout`, making it first). A file or a terminal: as it is.
  */
 function stdoutFd(): number {
   try {
-    if (!fstatSync(1).isFIFO()) return 1
-    return openSync('/proc/self/fd/1', constants.O_WRONLY | constants.O_NONBLOCK)
+    const stat = fstatSync(1)
+    if (stat.isFIFO()) {
+      try {
+        return openSync('/proc/self/fd/1', constants.O_WRONLY | constants.O_NONBLOCK)
+      } catch {
+        // no /proc, another user's pipe: fd 1 itself, below
+      }
+    }
+    if (stat.isFIFO() || stat.isSocket()) void process.stdout
+    return 1
   } catch {
     return 1
   }
