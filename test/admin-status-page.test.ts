@@ -15,6 +15,7 @@ import { request, testConfig } from './fixtures/upstream.js'
 import { startChildUpstream, type ChildAnswer, type ChildUpstream } from './fixtures/child-upstream.js'
 import { openPage } from './fixtures/browser.js'
 import { waitFor } from './fixtures/wait.js'
+import { startAll } from './fixtures/children.js'
 
 const TOKEN = 'status-page-token-0123'
 const AUTH = { authorization: `Bearer ${TOKEN}` }
@@ -35,7 +36,7 @@ async function visit(tether: Tether, user: string): Promise<string> {
 }
 
 t.test('the status page shows live upstreams, drains, looks up a user, fits 360 px and runs without errors', async (t) => {
-  const pods = await Promise.all(IDS.map((id) => startChildUpstream(id)))
+  const pods = await startAll(IDS.map((id) => startChildUpstream(id)))
   t.teardown(() => Promise.all(pods.map((p) => p.kill())))
   const byId = new Map<string, ChildUpstream>(pods.map((p) => [p.id, p]))
   const tether = await startTether(testConfig(pods.map((p) => ({ id: p.id, url: p.url })), {

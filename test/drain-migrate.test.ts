@@ -14,6 +14,7 @@ import { FakeClock } from './fixtures/clock.js'
 import { freePort } from './fixtures/ports.js'
 import { healthState, waitFor } from './fixtures/wait.js'
 import { redisCli, startRedis } from './fixtures/redis-server.js'
+import { startAll } from './fixtures/children.js'
 import { DEFAULTS } from '../src/config/schema.js'
 
 const USERS = 200
@@ -21,7 +22,7 @@ const TOKEN = 'drain-migrate-admin-token'
 const MIN_IDLE = 2_000
 
 t.test(`${USERS} active users of a drained upstream all move with their state at their next request after an idle gap, 0 failed, 0 lost`, async (t) => {
-  const counters: Counter[] = await Promise.all(['app-0', 'app-1', 'app-2'].map((id) => startCounter(id)))
+  const counters: Counter[] = await startAll(['app-0', 'app-1', 'app-2'].map((id) => startCounter(id)))
   t.teardown(() => Promise.all(counters.map((c) => c.kill())))
   const clock = new FakeClock()
   const tt = await proxyFor(t, counters, {

@@ -15,6 +15,7 @@ import { createLogger } from '../src/observability/logger.js'
 import { DEFAULTS } from '../src/config/schema.js'
 import type { HealthTransition } from '../src/health/health-table.js'
 import { LogCapture } from './fixtures/log-capture.js'
+import { startAll } from './fixtures/children.js'
 
 const USERS = 50
 /** Requests every user makes before the kill, and at least after it. */
@@ -39,7 +40,7 @@ interface User {
 
 t.test('SIGKILL of the busiest pod under load: no failed request, users move once and stay', async (t) => {
   const pods = new Map<string, ChildUpstream>()
-  for (const pod of await Promise.all(IDS.map((id) => startChildUpstream(id)))) pods.set(pod.id, pod)
+  for (const pod of await startAll(IDS.map((id) => startChildUpstream(id)))) pods.set(pod.id, pod)
   t.teardown(async () => { await Promise.all([...pods.values()].map((p) => p.kill())) })
 
   const log = new LogCapture()
@@ -187,7 +188,7 @@ t.test('SIGKILL of the busiest pod under load: no failed request, users move onc
 })
 
 t.test('without traffic, active checks alone mark a killed pod not ready at the unhealthy_threshold-th probe after the kill', async (t) => {
-  const pods = await Promise.all(['idle-0', 'idle-1'].map((id) => startChildUpstream(id)))
+  const pods = await startAll(['idle-0', 'idle-1'].map((id) => startChildUpstream(id)))
   t.teardown(async () => { await Promise.all(pods.map((p) => p.kill())) })
   // Tether's timers are fake: a probe round is one advance to the last due probe timer, then a
   // wait until no probe is in flight and every pod's next probe is set. Nothing depends on speed.

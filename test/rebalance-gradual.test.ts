@@ -7,6 +7,7 @@ import { CounterUsers, startCounter, type Counter } from './fixtures/counter-ups
 import { proxyFor, testConfig } from './fixtures/upstream.js'
 import { agentFor, runPool } from './fixtures/users.js'
 import { FakeClock } from './fixtures/clock.js'
+import { startAll } from './fixtures/children.js'
 import { DEFAULTS, type Config } from '../src/config/schema.js'
 
 const USERS = 300
@@ -14,7 +15,7 @@ const MIN_IDLE = 5 * 60_000
 const RATE = 50
 
 t.test(`3 -> 4 replicas under ${USERS} users with on_scale_up: gradual: moves at new visits only, with state, 0 failed, 0 lost`, async (t) => {
-  const counters: Counter[] = await Promise.all(['app-0', 'app-1', 'app-2', 'app-3'].map((id) => startCounter(id)))
+  const counters: Counter[] = await startAll(['app-0', 'app-1', 'app-2', 'app-3'].map((id) => startCounter(id)))
   t.teardown(() => Promise.all(counters.map((c) => c.kill())))
   const clock = new FakeClock()
   const over = {

@@ -24,6 +24,7 @@ import { FakeTimers } from './fixtures/timers.js'
 import { FakeClock } from './fixtures/clock.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { request as fresh, startPrimary, workersYaml } from './fixtures/primary-process.js'
+import { startAll } from './fixtures/children.js'
 
 let redis: RedisServer
 t.before(async () => { redis = await startRedis() })
@@ -437,7 +438,7 @@ for (const loss of ['restart', 'flushall'] as const) {
   t.test(`after a ${loss === 'restart' ? 'restart without persistence' : 'FLUSHALL'}, a new replica routes every user as the others, and sees the drain`, async (t) => {
     const USERS = 40
     const prefix = `kl-${loss}:`
-    const apps = await Promise.all(['app-0', 'app-1', 'app-2'].map((id) => startCounter(id, { sid: true })))
+    const apps = await startAll(['app-0', 'app-1', 'app-2'].map((id) => startCounter(id, { sid: true })))
     t.teardown(async () => { await Promise.all(apps.map((c) => c.kill())) })
     const [r1, r2] = await Promise.all([replica(t, apps, prefix), replica(t, apps, prefix)])
     const agent = agentFor(t)
@@ -487,7 +488,7 @@ for (const loss of ['restart', 'flushall'] as const) {
 
 t.test('with affinity.key cookie (the table only counts sessions) a loss writes no bindings back, and the log line says none', async (t) => {
   const prefix = 'kl-cookie:'
-  const apps = await Promise.all(['app-0', 'app-1', 'app-2'].map((id) => startCounter(id)))
+  const apps = await startAll(['app-0', 'app-1', 'app-2'].map((id) => startCounter(id)))
   t.teardown(async () => { await Promise.all(apps.map((c) => c.kill())) })
   const logs = new LogCapture()
   const tt = await startTether(testConfig(apps, {
@@ -508,7 +509,7 @@ t.test('with affinity.key cookie (the table only counts sessions) a loss writes 
 
 t.test('a drain held for more than the 7 days records are kept is recorded again as current: a replica started after the loss applies it', async (t) => {
   const prefix = 'kl-olddrain:'
-  const apps = await Promise.all(['app-0', 'app-1', 'app-2'].map((id) => startCounter(id)))
+  const apps = await startAll(['app-0', 'app-1', 'app-2'].map((id) => startCounter(id)))
   t.teardown(async () => { await Promise.all(apps.map((c) => c.kill())) })
   const cfg = testConfig(apps, {
     health: { shared: 'redis', active: { path: null } },
@@ -530,7 +531,7 @@ t.test('a drain held for more than the 7 days records are kept is recorded again
 t.test('with two workers on one Redis, each writes back its own bindings and only the lead records the drain again', async (t) => {
   const USERS = 24
   const prefix = 'kl-workers:'
-  const apps = await Promise.all(['app-0', 'app-1', 'app-2'].map((id) => startCounter(id, { sid: true })))
+  const apps = await startAll(['app-0', 'app-1', 'app-2'].map((id) => startCounter(id, { sid: true })))
   t.teardown(async () => { await Promise.all(apps.map((c) => c.kill())) })
   const [port, adminPort] = [await freePort(), await freePort()]
   const file = tempFile('keyspace-workers.yaml', workersYaml({

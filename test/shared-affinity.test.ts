@@ -19,13 +19,14 @@ import { healthState, waitFor, within } from './fixtures/wait.js'
 import { FakeClock } from './fixtures/clock.js'
 import { CookieJar, agentFor, get, tally } from './fixtures/users.js'
 import { startCounter, type Counter, type CounterAnswer } from './fixtures/counter-upstream.js'
+import { startAll } from './fixtures/children.js'
 
 const IDS = ['app-0', 'app-1', 'app-2'] as const
 
 
 /** Counters app-0..2; teardown kills whatever is running in `list` then (restarts included). */
 async function counters(t: Test, sid = false): Promise<Counter[]> {
-  const list = await Promise.all(IDS.map((id) => startCounter(id, { sid })))
+  const list = await startAll(IDS.map((id) => startCounter(id, { sid })))
   t.teardown(async () => { await Promise.all(list.map((c) => c.kill())) })
   return list
 }

@@ -6,9 +6,10 @@ import t from 'tap'
 import { io, type ManagerOptions, type SocketOptions } from 'socket.io-client'
 import { SOCKETIO_SERVER, startPod, startWsTether, type Pod } from './fixtures/ws-harness.js'
 import { within } from './fixtures/wait.js'
+import { startAll } from './fixtures/children.js'
 
 const CLIENTS = 30
-const pods: Pod[] = await Promise.all(['io-0', 'io-1', 'io-2'].map((id) => startPod(id, SOCKETIO_SERVER, ['--id', id, '--port', '0'])))
+const pods: Pod[] = await startAll(['io-0', 'io-1', 'io-2'].map((id) => startPod(id, SOCKETIO_SERVER, ['--id', id, '--port', '0'])))
 t.teardown(() => Promise.all(pods.map((p) => p.kill())))
 const upstreams = pods.map((p) => ({ id: p.id, url: p.url }))
 

@@ -10,6 +10,7 @@ import { CounterUsers, slowDown, startCounter, type Counter, type CounterAnswer 
 import { proxyFor, request } from './fixtures/upstream.js'
 import { agentFor, runPool, tally } from './fixtures/users.js'
 import { FakeClock } from './fixtures/clock.js'
+import { startAll } from './fixtures/children.js'
 import { DEFAULTS } from '../src/config/schema.js'
 
 const USERS = 60
@@ -26,7 +27,7 @@ const SPILL = DEFAULTS.spill // factor 1.5, min_idle 30 s, 10 moves a second
 interface Window { slow: number; total: number; samples: number }
 
 t.test('with one upstream 5x slower, spill brings its in-flight requests within factor x the mean; moved users keep their state, 0 failed, 0 lost', async (t) => {
-  const counters: Counter[] = await Promise.all(IDS.map((id) => startCounter(id)))
+  const counters: Counter[] = await startAll(IDS.map((id) => startCounter(id)))
   t.teardown(() => Promise.all(counters.map((c) => c.kill())))
   const clock = new FakeClock()
   const tt = await proxyFor(t, counters, {

@@ -17,6 +17,7 @@ import { waitFor } from './fixtures/wait.js'
 import { FakeClock } from './fixtures/clock.js'
 import { CookieJar, agentFor, decodeTetherCookie, get } from './fixtures/users.js'
 import { slowDown, startCounter, type Counter, type CounterAnswer } from './fixtures/counter-upstream.js'
+import { startAll } from './fixtures/children.js'
 
 const IDS = ['app-0', 'app-1', 'app-2'] as const
 const SPILL = { factor: 1.5, min_idle: 30_000, max_moves_per_second: 10 }
@@ -92,7 +93,7 @@ function keyOf(kind: keyof typeof KINDS, u: User): string {
 
 for (const kind of ['header', 'client_ip', 'cookie', 'app_cookie'] as const) {
   t.test(`${kind}: a user spilled by the replica that sees app-0 overloaded is routed the same way by the other replica, with their state`, async (t) => {
-    const apps = await Promise.all(IDS.map((id) => startCounter(id, { sid: kind === 'app_cookie' })))
+    const apps = await startAll(IDS.map((id) => startCounter(id, { sid: kind === 'app_cookie' })))
     t.teardown(() => Promise.all(apps.map((c) => c.kill())))
     const clock = new FakeClock()
     const prefix = `spill-${kind}:`

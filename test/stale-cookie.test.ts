@@ -12,10 +12,11 @@ import { testConfig } from './fixtures/upstream.js'
 import { get, setCookieValue, userAgent } from './fixtures/users.js'
 import { startCounter, type Counter, type CounterAnswer } from './fixtures/counter-upstream.js'
 import { healthState } from './fixtures/wait.js'
+import { startAll } from './fixtures/children.js'
 
 t.test('a client replaying its first cookie is moved and rehydrated once when its replica dies, and once when it comes back', async (t) => {
   const apps = new Map<string, Counter>()
-  for (const id of ['app-0', 'app-1']) apps.set(id, await startCounter(id))
+  for (const app of await startAll(['app-0', 'app-1'].map((id) => startCounter(id)))) apps.set(app.id, app)
   t.teardown(async () => { await Promise.all([...apps.values()].map((c) => c.kill())) })
   const tt = await startTether(testConfig([...apps.values()], {
     affinity: { key: 'cookie' },

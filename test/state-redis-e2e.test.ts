@@ -12,12 +12,13 @@ import { startRedis, redisCli, type RedisServer } from './fixtures/redis-server.
 import { startUpstream, testConfig, waitFor } from './fixtures/upstream.js'
 import { CookieJar, get, userAgent, tally } from './fixtures/users.js'
 import { startCounter, type Counter, type CounterAnswer } from './fixtures/counter-upstream.js'
+import { startAll } from './fixtures/children.js'
 
 const SECRET = 'state-redis-e2e-secret-0123456789'
 
 
 async function counters(t: Test, ids: readonly string[]): Promise<Counter[]> {
-  const cs = await Promise.all(ids.map((id) => startCounter(id)))
+  const cs = await startAll(ids.map((id) => startCounter(id)))
   t.teardown(async () => { await Promise.all(cs.map((c) => c.kill())) })
   return cs
 }

@@ -9,10 +9,11 @@ import { testConfig } from './fixtures/upstream.js'
 import { get, userAgent } from './fixtures/users.js'
 import { startCounter, type Counter, type CounterAnswer } from './fixtures/counter-upstream.js'
 import { healthState } from './fixtures/wait.js'
+import { startAll } from './fixtures/children.js'
 
 t.test('users of a replica restarted in place are rehydrated there on their next request (reason=restart), once; others are untouched', async (t) => {
   const apps = new Map<string, Counter>()
-  for (const id of ['app-0', 'app-1']) apps.set(id, await startCounter(id))
+  for (const app of await startAll(['app-0', 'app-1'].map((id) => startCounter(id)))) apps.set(app.id, app)
   t.teardown(async () => { await Promise.all([...apps.values()].map((c) => c.kill())) })
   const tt = await startTether(testConfig([...apps.values()], {
     affinity: { key: 'header', header: { name: 'X-Tenant' } },
@@ -58,7 +59,7 @@ t.test('users of a replica restarted in place are rehydrated there on their next
 
 t.test('users of an upstream id given another address by a reload are rehydrated on the new replica (reason=restart), once; others are untouched', async (t) => {
   const apps = new Map<string, Counter>()
-  for (const id of ['app-0', 'app-1']) apps.set(id, await startCounter(id))
+  for (const app of await startAll(['app-0', 'app-1'].map((id) => startCounter(id)))) apps.set(app.id, app)
   t.teardown(async () => { await Promise.all([...apps.values()].map((c) => c.kill())) })
   const config = testConfig([...apps.values()], { affinity: { key: 'header', header: { name: 'X-Tenant' } }, state: { store: 'memory' } })
   const tt = await startTether(config, { logger: createLogger('silent') })

@@ -15,6 +15,7 @@ import { request, startPrimary, workerPids, workersYaml } from './fixtures/prima
 import { startChildUpstream } from './fixtures/child-upstream.js'
 import { waitFor } from './fixtures/wait.js'
 import { startRedis } from './fixtures/redis-server.js'
+import { startAll } from './fixtures/children.js'
 
 const count = (text: string, needle: string): number => text.split(needle).length - 1
 
@@ -48,7 +49,7 @@ async function appAndPrimary(t: Test, name: string, handle: http.RequestListener
 }
 
 t.test('a worker restarted after a crash runs what the primary accepted (its live changes too), not a bad file left on disk', async (t) => {
-  const [a, b] = await Promise.all([startChildUpstream('app-0'), startChildUpstream('app-1')])
+  const [a, b] = await startAll([startChildUpstream('app-0'), startChildUpstream('app-1')])
   t.teardown(() => Promise.all([a.kill(), b.kill()]))
   const [port, adminPort] = await freePorts(2)
   const yaml = (ups: { id: string; url: string }[]): string => workersYaml({ listen: port, adminPort, workers: 2, upstreams: ups })

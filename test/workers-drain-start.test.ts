@@ -7,11 +7,12 @@ import { freePort } from './fixtures/ports.js'
 import { request, slotOf, startPrimary, workerAdmins, workerPids, workersYaml } from './fixtures/primary-process.js'
 import { startChildUpstream } from './fixtures/child-upstream.js'
 import { waitFor } from './fixtures/wait.js'
+import { startAll } from './fixtures/children.js'
 
 interface Row { id: string; draining_since: string | null; migrating: boolean }
 
 t.test('with two workers, a worker restarted after a drain has it draining, migrating, since the moment it began', async (t) => {
-  const apps = await Promise.all(['app-0', 'app-1'].map((id) => startChildUpstream(id)))
+  const apps = await startAll(['app-0', 'app-1'].map((id) => startChildUpstream(id)))
   t.teardown(() => Promise.all(apps.map((a) => a.kill())))
   const [port, adminPort] = [await freePort(), await freePort()]
   const file = tempFile('workers-drain-start.yaml', workersYaml({ listen: port, adminPort, workers: 2, upstreams: apps }))

@@ -10,6 +10,7 @@ import { freePort } from './fixtures/ports.js'
 import { startPrimary } from './fixtures/primary-process.js'
 import { startChildUpstream, type ChildAnswer } from './fixtures/child-upstream.js'
 import { waitFor } from './fixtures/wait.js'
+import { startAll } from './fixtures/children.js'
 
 /** What a worker waits on the primary at most before answering anyway (WorkerLink's PRIMARY_TIMEOUT). */
 const PRIMARY_TIMEOUT = 2_000
@@ -30,7 +31,7 @@ function get(port: number, agent: http.Agent, user: string): Promise<{ status: n
 }
 
 t.test('a frozen primary holds back only the answers of users with news: returning users are answered at once', async (t) => {
-  const apps = [await startChildUpstream('app-0'), await startChildUpstream('app-1')]
+  const apps = await startAll([startChildUpstream('app-0'), startChildUpstream('app-1')])
   t.teardown(() => Promise.all(apps.map((a) => a.kill())))
   const port = await freePort()
   const file = tempFile('workers-frozen-primary.yaml', [

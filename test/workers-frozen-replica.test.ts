@@ -11,6 +11,7 @@ import { tempFile } from './fixtures/cli.js'
 import { freePorts } from './fixtures/ports.js'
 import { request, startPrimary } from './fixtures/primary-process.js'
 import { waitFor } from './fixtures/wait.js'
+import { startAll } from './fixtures/children.js'
 
 const TIMEOUT = 300
 
@@ -38,8 +39,7 @@ function connection(port: number): { get(path: string, cookie?: string): Promise
 }
 
 t.test('with two workers, requests stuck on a frozen replica only on the worker not running the checks get it taken out on every worker after one probe timeout', async (t) => {
-  const app0 = await startChildUpstream('app-0')
-  const app1 = await startChildUpstream('app-1')
+  const [app0, app1] = await startAll([startChildUpstream('app-0'), startChildUpstream('app-1')])
   t.teardown(async () => {
     app0.proc.kill('SIGCONT')
     await Promise.all([app0.kill(), app1.kill()])

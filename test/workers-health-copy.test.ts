@@ -20,6 +20,7 @@ import { startUpstream, testConfig } from './fixtures/upstream.js'
 import { agentFor, get } from './fixtures/users.js'
 import { startCounter, type Counter, type CounterAnswer } from './fixtures/counter-upstream.js'
 import { healthState, waitFor } from './fixtures/wait.js'
+import { startAll } from './fixtures/children.js'
 
 interface Worker {
   readonly id: number
@@ -103,7 +104,7 @@ t.test("a starting worker takes an ejection in force from its sibling: the upstr
 
 t.test('a replica restarted in place before a worker started is a restart on that worker too: its users are rehydrated there (reason=restart)', async (t) => {
   const apps = new Map<string, Counter>()
-  for (const id of ['app-0', 'app-1']) apps.set(id, await startCounter(id))
+  for (const app of await startAll(['app-0', 'app-1'].map((id) => startCounter(id)))) apps.set(app.id, app)
   t.teardown(async () => { await Promise.all([...apps.values()].map((c) => c.kill())) })
   const config = testConfig([...apps.values()], {
     affinity: { key: 'header', header: { name: 'X-Tenant' } },

@@ -18,6 +18,7 @@ import { startChildUpstream, type ChildUpstream } from './fixtures/child-upstrea
 import { waitFor } from './fixtures/wait.js'
 import { fileURLToPath } from 'node:url'
 import { decodeTetherCookie } from './fixtures/users.js'
+import { startAll } from './fixtures/children.js'
 
 const SCRIPT = fileURLToPath(new URL('./fixtures/session-upstream-server.mjs', import.meta.url))
 const USERS = 12
@@ -91,7 +92,7 @@ async function drainApp0(t: Test, admin: string): Promise<void> {
 
 async function childApps(t: Test): Promise<ChildUpstream[]> {
   const apps: ChildUpstream[] = []
-  for (const id of ['app-0', 'app-1', 'app-2']) apps.push(await startChildUpstream(id, { script: SCRIPT }))
+  apps.push(...await startAll(['app-0', 'app-1', 'app-2'].map((id) => startChildUpstream(id, { script: SCRIPT }))))
   t.teardown(() => Promise.all(apps.map((a) => a.kill())).then(() => undefined))
   return apps
 }

@@ -9,10 +9,11 @@ import { freePort } from './fixtures/ports.js'
 import { request, slotOf, startPrimary, workerPids, workersYaml } from './fixtures/primary-process.js'
 import { startCounter, type Counter, type CounterAnswer } from './fixtures/counter-upstream.js'
 import { waitFor } from './fixtures/wait.js'
+import { startAll } from './fixtures/children.js'
 
 t.test('a replica restarted in place before both workers were replaced: its users are rehydrated there by the new workers', async (t) => {
   const apps = new Map<string, Counter>()
-  for (const id of ['app-0', 'app-1']) apps.set(id, await startCounter(id))
+  for (const app of await startAll(['app-0', 'app-1'].map((id) => startCounter(id)))) apps.set(app.id, app)
   t.teardown(async () => { await Promise.all([...apps.values()].map((c) => c.kill())) })
   const [port, adminPort] = [await freePort(), await freePort()]
   const file = tempFile('workers-restart-in-place.yaml', workersYaml({

@@ -10,6 +10,7 @@ import { freePort } from './fixtures/ports.js'
 import { request, slotOf, startPrimary, workerPids, workersYaml } from './fixtures/primary-process.js'
 import { startChildUpstream, type ChildUpstream } from './fixtures/child-upstream.js'
 import { waitFor } from './fixtures/wait.js'
+import { startAll } from './fixtures/children.js'
 
 const USERS = 24
 
@@ -18,7 +19,7 @@ function yaml(port: number, adminPort: number, apps: readonly ChildUpstream[]): 
 }
 
 t.test('with three workers, a restarted worker whose sibling freezes while it sends the copy gets it from another sibling: every user routed as before', async (t) => {
-  const apps = await Promise.all(['app-0', 'app-1'].map((id) => startChildUpstream(id)))
+  const apps = await startAll(['app-0', 'app-1'].map((id) => startChildUpstream(id)))
   t.teardown(() => Promise.all(apps.map((a) => a.kill())))
   const [port, adminPort] = [await freePort(), await freePort()]
   const file = tempFile('workers-retake.yaml', yaml(port, adminPort, apps.slice(0, 1)))

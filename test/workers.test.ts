@@ -15,6 +15,7 @@ import { freePorts } from './fixtures/ports.js'
 import { startChildUpstream, type ChildUpstream } from './fixtures/child-upstream.js'
 import { waitFor } from './fixtures/wait.js'
 import { CounterUsers, startCounter } from './fixtures/counter-upstream.js'
+import { startAll } from './fixtures/children.js'
 
 const SCRIPT = fileURLToPath(new URL('./fixtures/session-upstream-server.mjs', import.meta.url))
 const USERS = 40
@@ -37,7 +38,7 @@ function yaml(port: number, admin: number, apps: readonly ChildUpstream[]): stri
 
 t.test('with two workers, every user reaches the same upstream on every new connection through learning, failover, recovery, drain, scale-up and a worker crash', async (t) => {
   const apps: ChildUpstream[] = []
-  for (const id of ['app-0', 'app-1', 'app-2']) apps.push(await startChildUpstream(id, { script: SCRIPT }))
+  apps.push(...await startAll(['app-0', 'app-1', 'app-2'].map((id) => startChildUpstream(id, { script: SCRIPT }))))
   t.teardown(() => Promise.all(apps.map((a) => a.kill())).then(() => undefined))
   const [port, adminPort] = await freePorts(2)
   const file = tempFile('workers.yaml', yaml(port, adminPort, apps))
@@ -132,7 +133,7 @@ t.test('with two workers, every user reaches the same upstream on every new conn
 })
 
 t.test('with two workers, state written through one worker rehydrates a user on another; a change that needs a restart replaces the workers one at a time under load with no failed request; /metrics adds up every worker', async (t) => {
-  const apps = [await startCounter('app-0'), await startCounter('app-1'), await startCounter('app-2')]
+  const apps = await startAll([startCounter('app-0'), startCounter('app-1'), startCounter('app-2')])
   t.teardown(() => Promise.all(apps.map((a) => a.kill())).then(() => undefined))
   const [port, adminPort] = await freePorts(2)
   const config = (connect: string): string => [
