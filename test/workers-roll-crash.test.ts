@@ -15,7 +15,7 @@ t.test('with two workers, a worker that crashes as a roll begins is replaced onc
   const next = await freePort()
   write({ listen: next })
   proc.kill('SIGHUP') // the file watcher sees the change too: a second reload, with nothing new, is no second roll
-  await waitFor(() => out().includes('"workers replaced"'), 30_000, 'the roll to end')
+  await waitFor(() => out().includes('"workers replaced"'), 60_000, 'the roll to end')
   t.equal((out().match(/"config change needs new workers/g) ?? []).length, 1, 'one roll')
   t.equal((await request(`http://127.0.0.1:${next}/`, null)).status, 200, 'served on the new port')
   t.equal(workerPids(proc).length, 2, 'two worker processes: none left over from the crash restart')
@@ -34,10 +34,10 @@ t.test('with two workers, a roll that retires a worker still starting (restarted
   write({ listen: await freePort() })
   proc.kill('SIGHUP')
   // slot 0 replaced, then slot 1's new worker started and the restarted one asked to stop
-  await waitFor(() => out().includes(`"stopping a worker"`) && out().split('\n').some((l) => l.includes('"stopping a worker"') && l.includes(`"pid":${restarted}`)), 30_000, 'the roll to retire the restarted worker')
+  await waitFor(() => out().includes(`"stopping a worker"`) && out().split('\n').some((l) => l.includes('"stopping a worker"') && l.includes(`"pid":${restarted}`)), 60_000, 'the roll to retire the restarted worker')
   t.ok(stopping() >= 2)
   process.kill(restarted!, 'SIGCONT')
-  await waitFor(() => out().includes('"workers replaced"'), 30_000, 'the roll to end')
+  await waitFor(() => out().includes('"workers replaced"'), 60_000, 'the roll to end')
   const own = out().split('\n').filter((l) => l.includes('"worker":1') && l.includes('"worker stopping"') && l.includes('asked by the primary'))
   t.ok(own.length >= 1, 'the restarted worker stopped gracefully (its stop, sent while it started, was not lost)')
   t.equal(workerPids(proc).length, 2)

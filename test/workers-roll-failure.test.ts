@@ -44,7 +44,7 @@ t.test('with two workers, a replacement worker that cannot start ends the roll: 
     } catch {
       return false
     }
-  }, 20_000, 'the workers on the new port')
+  }, 60_000, 'the workers on the new port')
   await waitFor(() => workerPids(proc).every((p) => !pids.includes(p)) && workerPids(proc).length === 2, 60_000, 'both old workers replaced')
   t.pass('a later reload replaces both workers')
   t.equal(await stop(), 0, 'SIGTERM stops the primary and its workers gracefully')

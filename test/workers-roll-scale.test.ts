@@ -12,7 +12,7 @@ t.test('with two workers, a scale-up to four whose first new worker dies while i
   let third: number | undefined
   await waitFor(() => (third = workerPids(proc).find((pid) => slotOf(pid) === 2)) !== undefined, 60_000, 'the third worker to be forked', 1)
   process.kill(third!, 'SIGKILL') // killed while it starts (out of memory, the watchdog)
-  await waitFor(() => out().includes('"workers replaced"'), 30_000, 'the roll to end')
+  await waitFor(() => out().includes('"workers replaced"'), 60_000, 'the roll to end')
   t.match(out(), /"worker died; restarting it"/, 'the slot is restarted, as after a crash')
   t.notOk(out().includes('replacing the workers failed'), 'the roll did not stop there')
   t.equal((out().match(/"config change needs new workers/g) ?? []).length, 1, 'one roll for the two reloads of one change')
@@ -31,7 +31,7 @@ t.test('with three workers, a scale-down to two just as the third crashes: its r
   process.kill(third!, 'SIGKILL')
   write({ workers: 2 })
   proc.kill('SIGHUP')
-  await waitFor(() => out().includes('"workers replaced"'), 40_000, 'the roll to end')
+  await waitFor(() => out().includes('"workers replaced"'), 60_000, 'the roll to end')
   t.match(out(), /"child":2[^\n]*"worker died; restarting it"/, 'the crash restarted slot 2')
   await waitFor(() => workerPids(proc).map(slotOf).sort().join() === '0,1', 60_000, 'slots 0 and 1 only')
   t.equal((await request(`http://127.0.0.1:${port}/`, null)).status, 200, 'serving')
