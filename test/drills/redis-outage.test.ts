@@ -5,7 +5,7 @@
 // again, checkpoints are stored there, which a `kill -9` of the busiest app replica then
 // proves: its users move and are rehydrated from the new Redis with nothing lost.
 // state.timeout is 1 s here (as in test/state-redis-e2e.test.ts): with the default 50 ms a
-// loaded CI machine misses some checkpoint writes (see replica-kill.test.ts's figures).
+// loaded CI machine misses some checkpoint writes (see the figures of replica-kill-redis.test.ts).
 import t, { type Test } from 'tap'
 import { changedAfter, measure, succeeded, type Moves } from '../fixtures/drill-figures.js'
 import { Front, type Load } from '../fixtures/drill-load.js'

@@ -1,0 +1,8 @@
+// Drill: `kill -9` of the busiest replica under load with the Redis checkpoint store
+// (durability best_effort; the drill and its settings: test/fixtures/replica-kill-drill.ts).
+import t from 'tap'
+import { killDrill } from '../fixtures/replica-kill-drill.js'
+
+t.test('kill -9 of the busiest replica with the Redis store: no failure, no loss, its users moved and rehydrated', async (t) => {
+  await killDrill(t, 'kill-redis', 'redis')
+})
