@@ -484,11 +484,11 @@ function groupOfWorkers() {
   const config = testConfig([{ id: 'a', url: 'http://127.0.0.1:1' }, { id: 'b', url: 'http://127.0.0.1:2' }], {
     health: { active: { enabled: true, healthy_threshold: 2, unhealthy_threshold: 1 }, passive: { base_ejection: 60_000, max_ejection_percent: 100 } },
   })
-  const { process_, hold } = peersOverOneChannel(config)
+  const { process_, hold, cut, older } = peersOverOneChannel(config)
   const ordered = orderedGroupChannel()
   const relays: string[] = []
   const groupChannel: PeerChannel = { ...ordered, publish: (m) => { relays.push(m); return ordered.publish(m) } }
-  return { process_, hold, groupChannel, relays }
+  return { process_, hold, cut, older, groupChannel, relays }
 }
 
 /**
@@ -506,11 +506,19 @@ async function leadChange() {
   return { r1, old, next, sibling, hold, relays, promote: () => { nextLeads = true } }
 }
 
+/**
+ * `hold(self)`: what reaches `self` waits until the returned function delivers it; `cut(self)`:
+ * `self`'s subscription is lost (what is published meanwhile never reaches it) until the returned
+ * function has it subscribed again (its `onSubscribed` runs); `older(self)`: `self` sends as a
+ * Tether from before message ids (no `seq`).
+ */
 function peersOverOneChannel(config: Config): {
   published: unknown[]; process_: (self: string, group: string | null, relay?: GroupRelay) => Health; hold: (self: string) => () => void
+  cut: (self: string) => () => void; older: (self: string) => void
 } {
   const published: unknown[] = []
-  const subs: { self: string; fn: (m: string) => void }[] = []
+  const subs: { self: string; fn: (m: string) => void; onSubscribed: (() => void) | undefined }[] = []
+  const olderSenders = new Set<string>()
   /** Processes whose messages wait here, by self: `hold(self)` returns what delivers them. */
   const late = new Map<string, string[]>()
   const hold = (self: string): () => void => {
@@ -521,10 +529,24 @@ function peersOverOneChannel(config: Config): {
       for (const m of held) for (const sub of subs) if (sub.self === self) sub.fn(m)
     }
   }
+  const cut = (self: string): () => void => {
+    late.set(self, [])
+    return () => {
+      late.delete(self)
+      for (const sub of subs) if (sub.self === self) sub.onSubscribed?.()
+    }
+  }
   const process_ = (self: string, group: string | null, relay: GroupRelay | null = null): Health => {
     const channel: PeerChannel = {
-      publish: (m) => { published.push(JSON.parse(m)); for (const s of subs) if (s.self !== self) (late.get(s.self)?.push(m) ?? s.fn(m)); return Promise.resolve(true) },
-      subscribe: (fn) => { subs.push({ self, fn }); return Promise.resolve() },
+      publish: (sent) => {
+        const parsed = JSON.parse(sent) as Record<string, unknown>
+        if (olderSenders.has(self)) delete parsed.seq
+        const m = JSON.stringify(parsed)
+        published.push(parsed)
+        for (const s of subs) if (s.self !== self) (late.get(s.self)?.push(m) ?? s.fn(m))
+        return Promise.resolve(true)
+      },
+      subscribe: (fn, onSubscribed) => { subs.push({ self, fn, onSubscribed }); return Promise.resolve() },
       remember: () => Promise.resolve(true),
       members: () => Promise.resolve(new Map()),
     }
@@ -532,7 +554,7 @@ function peersOverOneChannel(config: Config): {
     health.table.setUpstreams(['a', 'b'])
     return health
   }
-  return { published, process_, hold }
+  return { published, process_, hold, cut, older: (self) => { olderSenders.add(self) } }
 }
 
 t.test("an active check's verdict of a group of workers is applied by its workers as the lead's probe (unhealthy until probes pass), not as an ejection; another replica ejects", async (t) => {
@@ -693,7 +715,7 @@ t.test("a sibling that had the lead's relay of a down before its own Redis copy,
   t.equal(w2.table.state('a'), 'healthy', 'not out again on a down the group applied and ended before')
 })
 
-t.test("a kept down replayed by the new lead and relayed again by the old (stopping) lead: applied once on the new lead, twice on a sibling, with the same ejection count everywhere", async (t) => {
+t.test("a kept down replayed by the new lead, its copy coming to the old (stopping) lead afterwards: applied once on every worker, with the same ejection count everywhere", async (t) => {
   const { r1, old, next, sibling, hold, promote } = await leadChange()
   const deliverOld = hold('old') // Redis reaches the old lead late
   r1.table.reportActive('a', false, false, 'ECONNREFUSED')
@@ -724,6 +746,61 @@ t.test("a worker that had the old lead's relay of a down before its own Redis co
   deliverNext() // its own copy of the down, now that it leads
   t.equal(relays.length, 1, 'not relayed again: the old lead relayed it')
   t.same([old, next, sibling].map((h) => h.table.state('a')), ['healthy', 'healthy', 'healthy'], 'not out again on a down every worker applied and ended')
+})
+
+for (const older of [false, true]) {
+  t.test(`after a worker's subscription to Redis is back, a relay whose Redis copy it lost does not stand for a later down of that upstream${older ? ' (from a Tether without message ids)' : ''}`, async (t) => {
+    const { process_, cut, older: olderSender, groupChannel } = groupOfWorkers()
+    let leader: string | null = 'w1'
+    const r1 = process_('r1', 'g1')
+    if (older) olderSender('r1')
+    const w1 = process_('w1', 'g2', { channel: groupChannel, lead: () => leader === 'w1' })
+    const w2 = process_('w2', 'g2', { channel: groupChannel, lead: () => leader === 'w2' })
+    const w3 = process_('w3', 'g2', { channel: groupChannel, lead: () => leader === 'w3' })
+    for (const h of [r1, w1, w2, w3]) await h.peers!.start()
+    // w2 and w3 lose their subscriptions: the lead's relays reach them, their own Redis copies never will
+    const back = [cut('w2'), cut('w3')]
+    for (const id of ['a', 'b']) r1.peers!.tell('down', id, false, undefined, true)
+    t.same([w1, w2, w3].map((h) => [h.table.state('a'), h.table.state('b')]), Array(3).fill(['ejected', 'ejected']), "applied on every worker: the lead's copy, its relay on the others")
+    for (const subscribed of back) subscribed()
+    // the lead's probes pass: in again everywhere
+    for (const id of ['a', 'b']) {
+      w1.table.reportActive(id, true)
+      for (const h of [w2, w3]) h.applyProbe(id, true, false)
+    }
+    // the lead dies; r1 finds b down again (the same message, but for an id) before the next lead is named
+    leader = null
+    r1.peers!.tell('down', 'b', false, undefined, true)
+    leader = 'w2'
+    w2.peers!.becameLead()
+    t.same([w2.table.state('b'), w3.table.state('b')], ['ejected', 'ejected'], 'the down heard while there was no lead is kept, and the next lead replays it')
+    // and a down of a heard by the lead itself
+    r1.peers!.tell('down', 'a', false, undefined, true)
+    t.same([w2.table.state('a'), w3.table.state('a')], ['ejected', 'ejected'], 'the lead applies and relays the new down')
+  })
+}
+
+t.test("a down both leads relay while the lead changes, with the new lead's passed probe between the two relays: the siblings stay in with the new lead", async (t) => {
+  const { process_, hold, groupChannel } = groupOfWorkers()
+  let nextLeads = false
+  // the old lead (stopping) gets the group's relays late (here: not before the test ends), so it
+  // relays the down before the new lead's relay of it reaches it
+  const oldView: PeerChannel = { ...groupChannel, subscribe: () => Promise.resolve() }
+  const r1 = process_('r1', 'g1')
+  const old = process_('old', 'g2', { channel: oldView, lead: () => true })
+  const next = process_('next', 'g2', { channel: groupChannel, lead: () => nextLeads })
+  const sibling = process_('sibling', 'g2', { channel: groupChannel, lead: () => false })
+  for (const h of [r1, old, next, sibling]) await h.peers!.start()
+  const deliverOld = hold('old') // Redis reaches the old lead late
+  r1.table.reportActive('a', false, false, 'ECONNREFUSED')
+  nextLeads = true
+  next.peers!.becameLead() // replays it: applied on the sibling through its relay
+  t.same([next.table.state('a'), sibling.table.state('a')], ['ejected', 'ejected'])
+  // the new lead's probe passes, applied by the sibling in the group's order
+  next.table.reportActive('a', true)
+  sibling.applyProbe('a', true, false)
+  deliverOld() // the old lead applies its Redis copy and relays it: the second relay of one down
+  t.same([next.table.state('a'), sibling.table.state('a')], ['healthy', 'healthy'], 'the second relay of the same down does not take it out again on the sibling')
 })
 
 t.test('a down that could not reach Redis (before its connection was ready, or while it was down) is told once the subscription is in place, if the upstream is still down here', async (t) => {

@@ -40,6 +40,8 @@ export type AddressesOf = (id: string) => { readonly url: string; readonly addre
  */
 export class SharedHealth {
   readonly #self = randomUUID()
+  /** The last message's number: with `from`, each message's id (a `seq` field, which a Tether from before it ignores). */
+  #seq = 0
   /** The processes that apply one lead's probe results (this one and its sibling workers); see the constructor. */
   readonly #group: string
   readonly #channel: PeerChannel
@@ -63,9 +65,20 @@ export class SharedHealth {
   /** A group's own ordered channel, and whether this process is its lead (see the constructor); null: none. */
   readonly #relay: GroupRelay | null
   /**
-   * Another group's active `down`s this process applied from Redis as its group's lead (and
-   * relayed), until another lead's relay of the same message comes (while the lead changes, the
-   * old one relays too): that relay is not applied again here (at most RELAYED_KEPT, oldest dropped).
+   * Another group's active `down`s with an id (`seq`) this process applied, from Redis as its
+   * group's lead or from a lead's relay: the same message coming again (its Redis copy after the
+   * relay, another lead's relay of it while the lead changes) is not applied again, whatever
+   * came in between (at most RELAYED_KEPT, oldest dropped). Its id tells it from a later `down`
+   * of that upstream, so an entry whose other copy never comes (lost while the subscription was
+   * down) stands for nothing else.
+   */
+  readonly #applied: string[] = []
+  /**
+   * Another group's active `down`s without an id (from a Tether before message ids) this
+   * process applied from Redis as its group's lead (and relayed), until another lead's relay of
+   * the same message comes (while the lead changes, the old one relays too): that relay is not
+   * applied again here (at most RELAYED_KEPT, oldest dropped). Without an id, two `down`s of one
+   * upstream from one sender are the same text: each entry is matched once.
    */
   readonly #appliedAsLead: string[] = []
   /**
@@ -78,9 +91,12 @@ export class SharedHealth {
    */
   readonly #unrelayed: Heard[] = []
   /**
-   * Relays that came before this process heard their message from Redis: that copy, when it
-   * comes, is not kept in #unrelayed, nor (this process the lead by then) applied and relayed
-   * again; a passed probe meanwhile does not drop them. At most RELAYED_KEPT, oldest dropped.
+   * Relays of a `down` without an id that came before this process heard their message from
+   * Redis: that copy, when it comes, is not kept in #unrelayed, nor (this process the lead by
+   * then) applied and relayed again; a passed probe meanwhile does not drop them. Dropped when
+   * the subscription is back after a lost connection (a copy published meanwhile never comes, and
+   * the entry would stand for the sender's next `down` of that upstream, the same text). At most
+   * RELAYED_KEPT, oldest dropped.
    */
   readonly #relayedFirst: Heard[] = []
 
@@ -122,6 +138,7 @@ export class SharedHealth {
     // subscribed first: a change made after the read below is then received, not missed
     await this.#relay?.channel.subscribe((m) => this.#relayed(m))
     await this.#channel.subscribe((m) => this.#receive(m), () => {
+      this.#relayedFirst.length = 0
       this.#tellUnsentDowns()
       void this.#readRecorded()
     })
@@ -201,7 +218,7 @@ export class SharedHealth {
     const addresses = found?.addresses !== undefined && found.addresses.length > 1 ? found.addresses : undefined
     const uid = found?.uid
     // `recorded`: the sender keeps the drain starts itself (a Tether since they exist)
-    const sent = [this.#channel.publish(JSON.stringify({ from: this.#self, kind, id, ...(active ? { active, group: this.#group } : {}), ...(url !== undefined ? { url } : {}), ...(addresses !== undefined ? { addresses } : {}), ...(uid !== undefined ? { uid } : {}), ...(migrate ? { migrate } : {}), ...(since !== undefined ? { since } : {}), ...(kind === 'undrain' ? { recorded: true } : {}) }))]
+    const sent = [this.#channel.publish(JSON.stringify({ from: this.#self, seq: ++this.#seq, kind, id, ...(active ? { active, group: this.#group } : {}), ...(url !== undefined ? { url } : {}), ...(addresses !== undefined ? { addresses } : {}), ...(uid !== undefined ? { uid } : {}), ...(migrate ? { migrate } : {}), ...(since !== undefined ? { since } : {}), ...(kind === 'undrain' ? { recorded: true } : {}) }))]
     if (kind === 'down') {
       void sent[0]!.then((ok) => { if (ok) this.#unsentDowns.delete(id); else this.#unsentDowns.add(id) })
       return
@@ -300,7 +317,7 @@ export class SharedHealth {
 
   /** `relayed`: from the group's channel (a lead relayed it; nothing else comes that way with a relay). */
   #receive(message: string, relayed = false): void {
-    let m: { from?: unknown; kind?: unknown; id?: unknown; active?: unknown; group?: unknown; url?: unknown; addresses?: unknown; uid?: unknown; migrate?: unknown; since?: unknown; recorded?: unknown }
+    let m: { from?: unknown; seq?: unknown; kind?: unknown; id?: unknown; active?: unknown; group?: unknown; url?: unknown; addresses?: unknown; uid?: unknown; migrate?: unknown; since?: unknown; recorded?: unknown }
     try {
       m = JSON.parse(message) as typeof m
     } catch {
@@ -312,7 +329,9 @@ export class SharedHealth {
     if (m.kind === 'down' && m.active === true && m.group === this.#group) return
     // another group's active verdict: applied by this group's workers in its lead's order (see the constructor)
     if (this.#relay !== null && m.kind === 'down' && m.active === true) {
-      if (!relayed) {
+      if (typeof m.seq === 'number') {
+        if (!this.#firstArrival(this.#relay, { message, id: m.id }, relayed)) return
+      } else if (!relayed) {
         // a worker's Redis copy: its lead relays it; kept until then, in case no lead does
         if (!this.#relay.lead()) return heardOnce({ message, id: m.id }, this.#relayedFirst, this.#unrelayed)
         // another lead's relay of it came first (while the lead changes): every worker applied
@@ -321,7 +340,7 @@ export class SharedHealth {
         const first = this.#relayedFirst.findIndex((h) => h.message === message)
         if (first !== -1) return void this.#relayedFirst.splice(first, 1)
         void this.#relay.channel.publish(JSON.stringify({ relay: this.#self, message }))
-        if (this.#appliedAsLead.push(message) > RELAYED_KEPT) this.#appliedAsLead.shift()
+        keep(this.#appliedAsLead, message)
       } else heardOnce({ message, id: m.id }, this.#unrelayed, this.#relayedFirst)
     } else if (relayed) return
     // about the id's old pod, found down where the id still named it: not this replica's upstream.
@@ -345,6 +364,26 @@ export class SharedHealth {
       if (m.kind === 'undrain' ? m.recorded !== true : since === undefined) void this.#channel.remember(DRAIN_STARTS, m.id, null)
     }
     this.#apply({ kind: m.kind, id: m.id, migrate: m.migrate === true, active: m.active === true, since })
+  }
+
+  /**
+   * Whether to apply another group's active `down` with an id, come here from Redis or (`relayed`)
+   * in a lead's relay: once, at its first arrival either way; one from Redis while this process
+   * does not lead is kept for its lead's relay (or for a lead it becomes), and one from Redis
+   * while it leads is relayed to the group.
+   */
+  #firstArrival(relay: GroupRelay, heard: Heard, relayed: boolean): boolean {
+    if (this.#applied.includes(heard.message)) return false
+    if (!relayed && !relay.lead()) {
+      keep(this.#unrelayed, heard)
+      return false
+    }
+    if (relayed) {
+      const at = this.#unrelayed.findIndex((h) => h.message === heard.message)
+      if (at !== -1) this.#unrelayed.splice(at, 1)
+    } else void relay.channel.publish(JSON.stringify({ relay: this.#self, message: heard.message }))
+    keep(this.#applied, heard.message)
+    return true
   }
 
   /**
@@ -396,7 +435,12 @@ const RELAYED_KEPT = 100
 function heardOnce(heard: Heard, other: Heard[], mine: Heard[]): void {
   const at = other.findIndex((o) => o.message === heard.message)
   if (at !== -1) return void other.splice(at, 1)
-  if (mine.push(heard) > RELAYED_KEPT) mine.shift()
+  keep(mine, heard)
+}
+
+/** Add `entry` to `list`, dropping the oldest beyond RELAYED_KEPT. */
+function keep<T>(list: T[], entry: T): void {
+  if (list.push(entry) > RELAYED_KEPT) list.shift()
 }
 
 /** A `down` message as heard, and the upstream it is about. */
