@@ -81,11 +81,16 @@ t.test('a down heard while the lead is dead and not replaced yet is applied by t
   await waitFor(() => lines(two.out(), 'worker runs the active health checks').length === 2, 60_000, 'the primary to name the next lead')
   const next = lines(two.out(), 'worker runs the active health checks')[1]!.child!
   t.not(next, leadSlot, 'a sibling leads')
-  await waitFor(() => siblings.every((w) => ejected(w, 'b').length > 0), 60_000, 'both siblings to apply the `down` heard while there was no lead')
+  // a worker logs the ejection (the table's transition) before the event it applied, and the
+  // two lines may reach this process apart: both are waited for
+  await waitFor(() => siblings.every((w) => ejected(w, 'b').length > 0 && applied(w, 'b')), 60_000, 'both siblings to apply the `down` heard while there was no lead')
   for (const w of siblings) {
-    t.equal(heard(w, 'b').length, 1, `worker ${w} applied the \`down\` once (the new lead as it replayed it, the other its relay, not its own copy too)`)
     t.match(ejected(w, 'b')[0]?.detail, /or until an active check passes here/, `worker ${w}: as another replica's active verdict, until this group's own probe passes`)
   }
   // the new lead's next probe of b passes: both siblings route to it again, together
   await waitFor(() => siblings.every((w) => lines(two.out(), 'upstream health changed').some((l) => l.worker === w && l.upstream === 'b' && l.to === 'healthy' && l.reason !== 'added')), 60_000, 'the new lead\'s probe to end the ejection on both')
+  // counted after each sibling's line that the ejection ended: every line it wrote before is in by then
+  for (const w of siblings) {
+    t.equal(heard(w, 'b').length, 1, `worker ${w} applied the \`down\` once (the new lead as it replayed it, the other its relay, not its own copy too)`)
+  }
 })
