@@ -4,6 +4,7 @@
 // The window is made certain: the primary is stopped (SIGSTOP) before the lead is killed, so it
 // names no other lead until it is continued; the `down` is published meanwhile, and a passive
 // `down` published after it (applied by each worker as heard) shows the siblings heard it.
+// Run with the messages as a Tether sends them (with `seq`) and as an older one does (without).
 // Real processes: a real redis-server, real upstreams, the CLI from dist/ as a primary.
 import t from 'tap'
 import { readFileSync } from 'node:fs'
@@ -30,7 +31,7 @@ function exited(pid: number): boolean {
   }
 }
 
-t.test('a down heard while the lead is dead and not replaced yet is applied by the next lead, on every worker', async (t) => {
+for (const ids of [true, false]) t.test(`a down heard while the lead is dead and not replaced yet is applied by the next lead, on every worker${ids ? '' : ' (from a Tether without message ids)'}`, async (t) => {
   const redis = await startRedis()
   t.teardown(() => redis.stop())
   const apps = await Promise.all(['a', 'b', 'c', 'd'].map((id) => startUpstream(id)))
@@ -54,7 +55,9 @@ t.test('a down heard while the lead is dead and not replaced yet is applied by t
   const leadSlot = lines(two.out(), 'worker runs the active health checks')[0]!.child!
   const siblings = [0, 1, 2].filter((w) => w !== leadSlot)
   // another replica's messages, as it publishes them (docs/state-protocol.md#messages-between-replicas)
-  const publish = (m: Record<string, unknown>): Promise<string> => redisCli(redis.port, 'PUBLISH', 'gap:events', JSON.stringify({ from: 'another-replica', ...m }))
+  // (an older Tether's carry no `seq`: a worker matches their copies by text)
+  let seq = 0
+  const publish = (m: Record<string, unknown>): Promise<string> => redisCli(redis.port, 'PUBLISH', 'gap:events', JSON.stringify({ from: 'another-replica', ...(ids ? { seq: ++seq } : {}), ...m }))
   const heard = (worker: number, id: string): Line[] => lines(two.out(), 'health event from another Tether replica').filter((l) => l.worker === worker && l.upstream === id)
   const applied = (worker: number, id: string): boolean => heard(worker, id).length > 0
   const ejected = (worker: number, id: string): Line[] => lines(two.out(), 'upstream health changed').filter((l) => l.worker === worker && l.upstream === id && l.to === 'ejected')
