@@ -424,7 +424,7 @@ export class SharedHealth {
   }
 }
 
-/** How many `down`s applied as the lead are kept against another lead's relay of them (see SharedHealth.#appliedAsLead). */
+/** How many `down`s each list of SharedHealth keeps to match their other copies against (#applied, #appliedAsLead, #unrelayed, #relayedFirst): the oldest beyond it is dropped. */
 const RELAYED_KEPT = 100
 
 /**
