@@ -450,14 +450,8 @@ export class RequestPath {
     ctx.rehydrate = 'too_large'
     ctx.rehydrateBytes = 0
     if (d.sessionKey !== null) this.#d.state?.restarted(d.sessionKey, d.epoch, d.upstream)
-    const out: string[] = []
-    for (let i = 0; i < headers.length; i += 2) {
-      const name = headers[i]!
-      if (name === TETHER_HEADER.rehydrate || name === TETHER_HEADER.previousUpstream) continue
-      out.push(name, name === TETHER_HEADER.rehydrateStatus ? 'too_large' : headers[i + 1]!)
-    }
     if (ctx.body !== null) ctx.body = ctx.body.replay()
-    return out
+    return stateLeftOut(headers)
   }
 
   /**
@@ -603,8 +597,9 @@ export class RequestPath {
    * upstream (with the usual move headers and rehydration); the first head wins and the other
    * attempt is stopped. The user moves only if the hedge answered (its binding is recorded then).
    * An attempt whose head the upstream refused for the state it carried (see stateRefused) does
-   * not answer: the other one still may. Once both are done, the context's rehydrateBytes is
-   * those of the attempt whose result is returned.
+   * not answer: the other one still may, and a hedge refused so is sent again without the state
+   * at once. Once both are done, the context's rehydrateBytes is those of the attempt whose
+   * result is returned.
    */
   async #hedged(ctx: RequestContext, x: Exchange, d: Decision, upstream: Upstream, headers: string[]): Promise<AttemptResult> {
     // each attempt keeps its own state bytes (forward.ts reads them when it starts): the first's
@@ -652,42 +647,67 @@ export class RequestPath {
       return first.result
     }
     logger.debug({ request_id: ctx.id, upstream: d.upstream, hedge: d2.upstream }, 'no answer head yet: hedging on the next upstream')
-    const second = this.#start(ctx, x, d2, up2, h2)
+    // the hedge's attempt: the one sent, or its resend without the state (see below)
+    let hedge = this.#start(ctx, x, d2, up2, h2)
     // whichever head comes first answers; the other attempt is stopped at once. The user moved
     // with a hedge that answers: counted as any move, and before its head's checkpoint is taken
     // (a lost one must still hold the user: see StateProtocol.moved), unless the first
     // decision was itself a move (counted already: one user, one move)
     ctx.onAnswering = () => {
-      if (ctx.answering === first.attempt) return second.attempt.stop('TETHER_UPSTREAM_UNAVAILABLE')
+      if (ctx.answering === first.attempt) return hedge.attempt.stop('TETHER_UPSTREAM_UNAVAILABLE')
       first.attempt.stop('TETHER_UPSTREAM_UNAVAILABLE')
       if (d2.moved !== null && d.moved === null) this.#moved(d2, d2.moved)
       // the first attempt's restart mark (a move without the state: see #serve) is its
       // upstream's, which does not answer here (another request of the same move may still be
       // answered there); the hedge's upstream starts without the user's state only if its own
-      // fetch or hook failed: then its first checkpoint replaces the old one
-      if (d2.moved !== null && (ctx.rehydrate === 'unavailable' || ctx.rehydrate === 'refused') && d2.sessionKey !== null) this.#d.state?.restarted(d2.sessionKey, d2.epoch, d2.upstream)
+      // fetch or hook failed, or its head refused the state: then its first checkpoint replaces the old one
+      if (d2.moved !== null && (ctx.rehydrate === 'unavailable' || ctx.rehydrate === 'refused' || ctx.rehydrate === 'too_large') && d2.sessionKey !== null) this.#d.state?.restarted(d2.sessionKey, d2.epoch, d2.upstream)
     }
-    // the hedge's upstream refused the head that carried the state (over its header limit): no
-    // answer, no rehydration counted, no restart mark; the first attempt's answer (or failure)
-    // is the request's. Not sent again without the state: the user keeps their upstream and
-    // their state when the first attempt answers. Warned when the refusal comes
+    // the hedge's upstream refused the head that carried the state (over its header limit,
+    // before its application ran): sent again there at once without it (too_large), as a
+    // refused first attempt is, and still the hedge (no retry counted). Only while the request
+    // waits: not once the first attempt answered, the client left or a stop cut it, nor to an
+    // id replaced meanwhile (another process; the retry, if any, decides again). A refused hedge
+    // not sent again did not fail there: a retry may go to that upstream, as without the hedge
     let hedgeRefused = false
-    const hedged = hedgeBytes === 0 ? second.result : second.result.then((r) => {
-      hedgeRefused = r.outcome?.kind === 'error' && r.outcome.code === 'TETHER_HEADERS_TOO_LARGE'
-      if (hedgeRefused) logger.warn({ request_id: ctx.id, upstream: d2.upstream, bytes: hedgeBytes }, `the upstream refused the user's state in X-Tether-Rehydrate ${STATE_REFUSED}; a hedge, dropped (the first attempt answers, or its failure decides what follows): ${STATE_REMEDY}`)
-      return r
+    const hedged = hedgeBytes === 0 ? hedge.result : hedge.result.then((r) => {
+      if (r.outcome?.kind !== 'error' || r.outcome.code !== 'TETHER_HEADERS_TOO_LARGE') return r
+      if (ctx.answering !== null || x.clientGone || this.#d.http.cut || !this.#current(up2)) {
+        hedgeRefused = true
+        this.#hedgeRefused(ctx, d2, hedgeBytes)
+        return r
+      }
+      ctx.rehydrate = 'too_large'
+      ctx.rehydrateBytes = 0
+      hedge = this.#start(ctx, x, d2, up2, stateLeftOut(h2))
+      const resend = hedge.attempt
+      return hedge.result.then((r2) => {
+        // refused 431 without the state too, and answering: the client's own head is over the
+        // limit (as in #serve: no warning, no rehydration counted, no move recorded)
+        if (r2.status === 431 && ctx.answering === resend) {
+          ctx.rehydrate = null
+          ctx.ownHeadTooLarge = true
+        } else this.#hedgeRefused(ctx, d2, hedgeBytes)
+        return r2
+      })
     })
     const [ra, rb] = await Promise.all([first.result, hedged])
     ctx.onAnswering = null
-    if (ctx.answering === second.attempt) return rb
+    if (ctx.answering === hedge.attempt) return rb
     own()
     if (ctx.answering === first.attempt) return ra
     // neither answered: both count as tried, the first one's failure decides what follows (a
-    // hedge refused for its state did not fail: a retry may go there, as without the hedge,
-    // and is sent again without the state if refused so again)
+    // hedge refused for its state and not sent again did not fail: a retry may go there, as
+    // without the hedge, and is sent again without the state if refused so again)
     if (!hedgeRefused) (ctx.tried ??= new Set()).add(d2.upstream)
     ctx.decision = d
     return ra.outcome?.kind === 'client_abort' ? ra : rb.outcome?.kind === 'client_abort' ? rb : ra
+  }
+
+  /** A hedge's upstream refused the user's state in its head: warned with the remedy. */
+  #hedgeRefused(ctx: RequestContext, d: Decision, bytes: number): void {
+    this.#d.logger.warn({ request_id: ctx.id, upstream: d.upstream, bytes },
+      `the upstream refused the user's state in X-Tether-Rehydrate of a hedge ${STATE_REFUSED}; the hedge is sent again without it while the request waits: ${STATE_REMEDY}`)
   }
 
   /** The rehydration behind an answer, counted (tether_rehydrations_total) by what its upstream got. */
@@ -793,6 +813,21 @@ export class RequestPath {
 /** Why an upstream refused the state in a header, and what to do about it (the warnings' words). */
 const STATE_REFUSED = '(431, or 400 to a line over 4 KiB: over its header size limit)'
 const STATE_REMEDY = "raise the upstream's header limit (nginx: large_client_header_buffers), lower state.max_bytes, or use state.rehydrate: hook"
+
+/**
+ * An attempt's headers ([name, value, ...]) with the user's state left out (X-Tether-Rehydrate
+ * and X-Tether-Previous-Upstream) and X-Tether-Rehydrate-Status `too_large`: a new array.
+ * Example: ['x-tether-rehydrate', 'S...', 'x-tether-rehydrate-status', 'delivered'] -> ['x-tether-rehydrate-status', 'too_large'].
+ */
+function stateLeftOut(headers: readonly string[]): string[] {
+  const out: string[] = []
+  for (let i = 0; i < headers.length; i += 2) {
+    const name = headers[i]!
+    if (name === TETHER_HEADER.rehydrate || name === TETHER_HEADER.previousUpstream) continue
+    out.push(name, name === TETHER_HEADER.rehydrateStatus ? 'too_large' : headers[i + 1]!)
+  }
+  return out
+}
 
 /** The most often Tether says it is out of resources (ms): every request fails alike then. */
 const OUT_OF_RESOURCES_LOG_MS = 10_000
