@@ -214,6 +214,23 @@ t.test("a client that leaves while its hedge's resend (refused for its state) wa
   t.equal(await metric(tether, 'tether_rehydrations_total{result="delivered"}'), 0)
 })
 
+t.test("hedges refused for their state request after request: warned once, then at most once per 30 s (not a line per request)", async (t) => {
+  const { tether, logs, jar, holding, held, before } = await hedgedOntoB(t, 1)
+  holding.add('a').add('b')
+  for (let i = 0; i < 3; i++) {
+    const pending = get(tether.url, jar)
+    await waitFor(() => held.a.length === i + 1 && held.b.length === i + 1, 20_000, `request ${i}: a's, and the hedge's resend at b's app`)
+    // the home answers first: the user stays on a, with their state, and is hedged again next time
+    held.a[i]!.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ id: 'a' }))
+    t.same(JSON.parse((await pending).body), { id: 'a' }, `request ${i}: a answered`)
+    await allClosed([held.b[i]!], `request ${i}: the resend stopped`)
+  }
+  await waitFor(() => logs.access().length === before + 3, 5_000, 'the access lines')
+  const warned = hedgeRefusals(logs)
+  t.equal(warned.length, 1, 'one warning for three refused hedges')
+  t.match(warned[0], { upstream: 'b', bytes: 10_000 })
+})
+
 t.test("a moved user's WebSocket handshake whose state line nginx refuses 400 is sent again without it: the client gets the 101", async (t) => {
   const { ups, seen } = await apps(t, ['a', 'b'], 10_000)
   const fronts = await behindNginx(t, ups)

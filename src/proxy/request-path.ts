@@ -13,6 +13,7 @@ import type { KeyReader } from '../affinity/key.js'
 import type { SessionTable, SharedBindings } from '../affinity/session-table.js'
 import { SessionRecords } from '../affinity/session-records.js'
 import type { Logger } from '../observability/logger.js'
+import { ProblemLog } from '../observability/problem-log.js'
 import type { ProxyEvents } from '../observability/events.js'
 import type { Decision, MoveReason, NoRoute, Router } from '../routing/router.js'
 import { TETHER_HEADER } from '../reserved-headers.js'
@@ -133,6 +134,8 @@ export class RequestPath {
   readonly #ids = new RequestIds()
   /** Watch for a Secure affinity cookie issued on a plain-HTTP page (warned once; see #secureOverHttp). */
   #watchSecureCookie: boolean
+  /** Hedges refused for their state: warned once, then at most once per 30 s (see #hedgeRefused). */
+  readonly #hedgeRefusals: ProblemLog
 
   constructor(deps: RequestPathDeps) {
     this.#d = deps
@@ -141,6 +144,7 @@ export class RequestPath {
     this.#debug = deps.logger.isLevelEnabled('debug')
     this.#hook = deps.config.state.rehydrate === 'hook' ? deps.config.state.hook_path : null
     this.#watchSecureCookie = deps.config.affinity.key === 'cookie' && deps.config.affinity.cookie.secure
+    this.#hedgeRefusals = new ProblemLog(deps.logger, deps.clock)
   }
 
   /**
@@ -704,9 +708,13 @@ export class RequestPath {
     return ra.outcome?.kind === 'client_abort' ? ra : rb.outcome?.kind === 'client_abort' ? rb : ra
   }
 
-  /** A hedge's upstream refused the user's state in its head: warned with the remedy. */
+  /**
+   * A hedge's upstream refused the user's state in its head: warned with the remedy, at once for
+   * the first, then at most once per 30 s with how many it stands for (`repeated`, `for_ms`):
+   * a misconfigured upstream refuses the hedge of every request of a user whose home is slow.
+   */
   #hedgeRefused(ctx: RequestContext, d: Decision, bytes: number): void {
-    this.#d.logger.warn({ request_id: ctx.id, upstream: d.upstream, bytes },
+    this.#hedgeRefusals.report('hedge state refused', 'refused', { request_id: ctx.id, upstream: d.upstream, bytes },
       `the upstream refused the user's state in X-Tether-Rehydrate of a hedge ${STATE_REFUSED}; the hedge is sent again without it while the request waits: ${STATE_REMEDY}`)
   }
 
