@@ -112,10 +112,52 @@ t.test("nginx refuses a 10 KiB state line 400 (not 431): the moved user's reques
   t.same(JSON.parse(again.body), { id: to }, 'pinned to the new upstream')
 })
 
-/** The warnings that a hedge's state was refused (the hedge sent again without it). */
-function hedgeRefusals(logs: LogCapture): Record<string, unknown>[] {
-  return logs.records.filter((r) => /refused the user's state in X-Tether-Rehydrate of a hedge/.test(String(r['msg'])))
+/** The warnings that a hedge's state was refused (the hedge dropped). */
+function hedgeRefusals(logs: LogCapture): number {
+  return logs.records.filter((r) => /refused the user's state in X-Tether-Rehydrate of a hedge .*the hedge is dropped/.test(String(r['msg']))).length
 }
+
+/**
+ * GET with `jar` whose answer is awaited while `hold` keeps the home's head back: resolves once
+ * the hedge's refusal was warned (or an answer came first: the fault), with the pending answer.
+ */
+async function whileHedgeRefused(tether: Tether, jar: CookieJar, logs: LogCapture): Promise<{ pending: Promise<{ status: number; body: string }> }> {
+  let answered = false
+  const pending = get(tether.url, jar).finally(() => { answered = true })
+  await waitFor(() => answered || hedgeRefusals(logs) === 1, 20_000, "the hedge's refusal (or an answer)")
+  return { pending } // (an async function would wait for a promise it returns)
+}
+
+t.test("a hedge (retries.hedge_after) whose 10 KiB state line nginx refuses 400 while the home holds its answer: the client gets the home's answer, not nginx's 400; no rehydration counted, one warning", async (t) => {
+  let holding = ''
+  let held: http.ServerResponse | null = null
+  const { ups, seen } = await apps(t, ['a', 'b'], 10_000, false, (id, res) => id === holding && (held = res) !== null)
+  const fronts = await behindNginx(t, ups)
+  const { tether, jar, home, logs } = await userAtHome(t, fronts, { retries: { hedge_after: 100 } })
+  const to = ups.find((u) => u.id !== home)!.id
+  holding = home // the home sends no head: the hedge, with the user's state, is sent and refused
+  const before = logs.access().length
+  // (the first request may have been hedged too on a loaded machine: only this request's count)
+  const seenBefore = seen.length
+  const { pending } = await whileHedgeRefused(tether, jar, logs)
+  // the hedge leaves after hedge_after whether or not the home's app has the request yet (a
+  // loaded machine): the home's request is held there, then answered here
+  await waitFor(() => held !== null, 20_000, "the home's request")
+  holding = ''
+  ;(held as http.ServerResponse | null)?.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ id: home }))
+  const r = await pending
+  t.equal(r.status, 200, "the home's answer reaches the client, not the hedge's 400")
+  t.same(JSON.parse(r.body), { id: home })
+  t.same(seen.slice(seenBefore).filter((s) => s.startsWith(to)), [], "the hedge's app never ran (nginx refused its head), and it was not sent again")
+  await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')
+  t.match(logs.access()[before], { status: 200, upstream: home, outcome: 'ok' }, "the first attempt's line")
+  t.same(await refusals(tether, logs), { errors: 0, warnings: 0 }, 'no rehydration error: the state was for the hedge, which did not answer')
+  t.equal(await metric(tether, 'tether_rehydrations_total{result="delivered"}'), 0, 'nor a delivery')
+  t.equal(hedgeRefusals(logs), 1, 'one warning: the hedge was dropped')
+  const seenAgain = seen.length
+  t.same(JSON.parse((await get(tether.url, jar)).body), { id: home }, 'the user stays on their upstream')
+  t.same(seen.slice(seenAgain), [`${home} - -`], 'as an ordinary request: no move, no rehydration (the user kept their state there)')
+})
 
 /**
  * A user whose home is a: the first user key (u0, u1, ...) the hash places there (which upstream
@@ -132,15 +174,14 @@ async function userOnA(tether: Tether): Promise<CookieJar> {
 
 /**
  * A user on a (the Node app itself: its reset is a failed attempt, where nginx would answer 502)
- * whose requests are hedged (after 100 ms) onto b, behind nginx, which refuses the 10 KiB state
- * line 400. An app whose id is in `holding` sends no head: its requests are kept in `held[id]`
- * for the test to answer or reset. `seenByB()`: what b's app saw from now on, `before`: the
- * access lines so far. a's head wait is the default 60 s.
+ * whose next request a holds until its hedge to b (behind nginx, which refuses the 10 KiB state
+ * line) is refused; then a's held request fails (its socket destroyed, no head). Resolves with
+ * the client's answer, and the access lines and app requests from before that request.
  */
-async function hedgedOntoB(t: Test, attempts: number) {
-  const holding = new Set<string>()
-  const held: Record<string, http.ServerResponse[]> = { a: [], b: [] }
-  const { ups, seen } = await apps(t, ['a', 'b'], 10_000, false, (id, res) => holding.has(id) && held[id]!.push(res) > 0)
+async function hedgeRefusedThenHomeFails(t: Test, attempts: number) {
+  let holding = ''
+  let held: http.ServerResponse | null = null
+  const { ups, seen } = await apps(t, ['a', 'b'], 10_000, false, (id, res) => id === holding && (held = res) !== null)
   const [front] = await behindNginx(t, [ups[1]!])
   const logs = new LogCapture()
   const tether = await startTether(testConfig([{ id: 'a', url: ups[0]!.url }, front!], { retries: { hedge_after: 100, attempts } }), { logger: createLogger('info', logs) })
@@ -150,85 +191,60 @@ async function hedgedOntoB(t: Test, attempts: number) {
   const stored = await metric(tether, 'tether_checkpoints_total{result="stored"}')
   t.equal(JSON.parse((await get(tether.url, jar)).body).id, 'a', 'the user is on a')
   await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stored"}')) === stored + 1, 5_000, 'its checkpoint stored')
+  holding = 'a'
+  const before = logs.access().length
   const seenBefore = seen.length
-  return { tether, logs, jar, holding, held, before: logs.access().length, seenByB: () => seen.slice(seenBefore).filter((s) => s.startsWith('b')) }
+  const { pending } = await whileHedgeRefused(tether, jar, logs)
+  await waitFor(() => held !== null, 20_000, "a's request") // (it may come after the hedge's refusal)
+  ;(held as http.ServerResponse | null)?.socket?.destroy() // the first attempt fails (no head)
+  return { tether, logs, r: await pending, before, seenByB: () => seen.slice(seenBefore).filter((s) => s.startsWith('b')) }
 }
 
-/** Until every request `held` keeps was closed (Tether stopped it). */
-async function allClosed(held: http.ServerResponse[], what: string): Promise<void> {
-  await within(Promise.all(held.map((res) => res.closed ? undefined : new Promise((resolve) => res.once('close', resolve)))), 10_000, what)
-}
-
-t.test("a hedge whose 10 KiB state line nginx refuses 400 while the home holds its head is sent again at once without the state: its answer reaches the client long before the home's head timeout, no retry counted, one warning", async (t) => {
-  const { tether, logs, jar, holding, held, before, seenByB } = await hedgedOntoB(t, 1)
-  holding.add('a') // a sends no head (for up to its 60 s timeout): only the hedge can answer
-  const r = await within(get(tether.url, jar), 20_000, "the answer while a holds its head (a's timeout is 60 s)")
+t.test("a hedge refused for its state, then a first attempt that fails: the retry goes to the hedge's upstream without the state at once (nginx refuses it once, not again)", async (t) => {
+  const { tether, logs, r, before, seenByB } = await hedgeRefusedThenHomeFails(t, 1)
   t.equal(r.status, 200, "the app's answer, not nginx's 400")
-  t.same(JSON.parse(r.body), { id: 'b' }, "the hedge's resend answered")
-  t.same(seenByB(), ['b too_large -'], "b's app ran once, told the state was too large for a header (nginx kept the refused head)")
-  await allClosed(held.a, "a's request stopped once the hedge answered")
+  t.same(JSON.parse(r.body), { id: 'b' }, 'retried on b')
+  t.same(seenByB(), ['b too_large -'], 'b ran the request once, told the state was too large (nginx kept the refused head)')
   await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')
-  t.match(logs.access()[before], { status: 200, upstream: 'b', outcome: 'failover', retries: 0 }, 'the hedge answered: a move, no retry')
-  t.same(await refusals(tether, logs), { errors: 1, warnings: 0 }, "one rehydration error (b answered without the state); not warned as a first attempt's")
-  t.equal(await metric(tether, 'tether_retries_total{upstream="a"}'), 0, 'no retry counted')
-  const warned = hedgeRefusals(logs)
-  t.equal(warned.length, 1, 'one warning, for the hedge')
-  t.match(warned[0], { upstream: 'b', bytes: 10_000 })
-  holding.clear()
-  t.same(JSON.parse((await get(tether.url, jar)).body), { id: 'b' }, 'the user is on b now')
-  t.same(seenByB().at(-1), 'b - -', 'without state or move: pinned there')
+  t.match(logs.access()[before], { status: 200, upstream: 'b', outcome: 'failover', retries: 1 })
+  t.same(await refusals(tether, logs), { errors: 1, warnings: 0 }, "one rehydration error (b answered without the state); no retry refused with the state and sent again")
+  t.equal(hedgeRefusals(logs), 1, "one warning, the hedge's")
 })
 
-t.test("a hedge refused for its state, then a first attempt that fails while the hedge's resend waits: the resend answers, no retry (nginx refused the state once, not again for a retry)", async (t) => {
-  const { tether, logs, jar, holding, held, before, seenByB } = await hedgedOntoB(t, 1)
-  holding.add('a').add('b')
-  const pending = get(tether.url, jar)
-  await waitFor(() => held.a.length === 1 && held.b.length === 1, 20_000, "a's request, and the hedge's resend at b's app")
-  held.a[0]!.socket?.destroy() // the first attempt fails (no head)
-  await waitFor(async () => (await metric(tether, 'tether_upstream_in_flight{upstream="a"}')) === 0, 10_000, "a's attempt over")
-  held.b[0]!.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ id: 'b' }))
-  const r = await pending
-  t.equal(r.status, 200)
-  t.same(JSON.parse(r.body), { id: 'b' })
-  t.same(seenByB(), ['b too_large -'], "b's app ran the request once")
+t.test("a hedge refused for its state, then a first attempt that fails with no retry left: one answer, the first attempt's 502, nothing counted", async (t) => {
+  const { tether, logs, r, before, seenByB } = await hedgeRefusedThenHomeFails(t, 0)
+  t.equal(r.status, 502, "the first attempt's failure, not nginx's 400")
+  t.same(seenByB(), [], "b's app never ran")
   await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')
-  t.match(logs.access()[before], { status: 200, upstream: 'b', outcome: 'failover', retries: 0 })
-  t.same(await refusals(tether, logs), { errors: 1, warnings: 0 }, 'no resend of a retry refused with the state')
-  t.equal(hedgeRefusals(logs).length, 1)
+  t.match(logs.access()[before], { status: 502, upstream: 'a' })
+  t.equal(logs.access().length, before + 1, 'one access line')
+  t.same(await refusals(tether, logs), { errors: 0, warnings: 0 }, 'no rehydration counted')
+  t.equal(await metric(tether, 'tether_rehydrations_total{result="delivered"}'), 0)
+  t.equal(hedgeRefusals(logs), 1)
 })
 
-t.test("a client that leaves while its hedge's resend (refused for its state) waits: one client_abort line, no rehydration counted, both requests stopped", async (t) => {
-  const { tether, logs, jar, holding, held, before } = await hedgedOntoB(t, 1)
-  holding.add('a').add('b')
+t.test("a client that leaves after its hedge was refused for its state: one client_abort line, no rehydration counted, the home's request stopped", async (t) => {
+  let holding = ''
+  let held: http.ServerResponse | null = null
+  const { ups } = await apps(t, ['a', 'b'], 10_000, false, (id, res) => id === holding && (held = res) !== null)
+  const fronts = await behindNginx(t, ups)
+  const { tether, jar, home, logs } = await userAtHome(t, fronts, { retries: { hedge_after: 100 } })
+  holding = home
+  const before = logs.access().length
   const req = http.get(tether.url, { agent: false, headers: { cookie: jar.header()! } })
   req.on('error', () => undefined)
   let answered = false
   req.on('response', () => { answered = true })
-  await waitFor(() => answered || (held.a.length === 1 && held.b.length === 1), 20_000, "a's request and the hedge's resend held (or an answer)")
+  await waitFor(() => answered || hedgeRefusals(logs) === 1, 20_000, "the hedge's refusal (or an answer)")
   t.notOk(answered, 'no answer reached the client')
+  await waitFor(() => held !== null, 20_000, "the home's request") // (it may come after the hedge's refusal)
+  const stopped = new Promise((resolve) => (held as http.ServerResponse | null)?.on('close', resolve))
   req.destroy()
   await waitFor(() => logs.access().length === before + 1, 10_000, 'the access line')
-  t.match(logs.access()[before], { status: 0, upstream: 'a', outcome: 'client_abort' })
-  await allClosed([...held.a, ...held.b], 'both requests closed')
+  t.match(logs.access()[before], { status: 0, upstream: home, outcome: 'client_abort' })
+  await within(stopped, 10_000, "the home's request closed (nginx's connection to it)")
   t.same(await refusals(tether, logs), { errors: 0, warnings: 0 })
   t.equal(await metric(tether, 'tether_rehydrations_total{result="delivered"}'), 0)
-})
-
-t.test("hedges refused for their state request after request: warned once, then at most once per 30 s (not a line per request)", async (t) => {
-  const { tether, logs, jar, holding, held, before } = await hedgedOntoB(t, 1)
-  holding.add('a').add('b')
-  for (let i = 0; i < 3; i++) {
-    const pending = get(tether.url, jar)
-    await waitFor(() => held.a.length === i + 1 && held.b.length === i + 1, 20_000, `request ${i}: a's, and the hedge's resend at b's app`)
-    // the home answers first: the user stays on a, with their state, and is hedged again next time
-    held.a[i]!.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ id: 'a' }))
-    t.same(JSON.parse((await pending).body), { id: 'a' }, `request ${i}: a answered`)
-    await allClosed([held.b[i]!], `request ${i}: the resend stopped`)
-  }
-  await waitFor(() => logs.access().length === before + 3, 5_000, 'the access lines')
-  const warned = hedgeRefusals(logs)
-  t.equal(warned.length, 1, 'one warning for three refused hedges')
-  t.match(warned[0], { upstream: 'b', bytes: 10_000 })
 })
 
 t.test("a moved user's WebSocket handshake whose state line nginx refuses 400 is sent again without it: the client gets the 101", async (t) => {

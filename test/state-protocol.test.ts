@@ -1020,36 +1020,102 @@ t.test("a 431 passed on to the client (the body could not be sent again without 
   t.equal(await metric(tether, 'tether_checkpoints_total{result="stale"}'), 0, 'its version 1 replaced version 5 (marked restarted), not refused as stale')
 })
 
-t.test("a hedge that carried the state in a header and was refused 431 is sent again at once without it: its answer reaches the client while the home holds its head, one rehydration error", async (t) => {
-  let phase = 1
-  let home = ''
-  let held: http.ServerResponse | null = null
-  const told: string[] = []
+/**
+ * Two apps for a user hedged off a slow home: in phase 1 each answers with a 200-byte checkpoint;
+ * in phase 2 the home (set by the test) holds its head (`held`), the other notes its
+ * X-Tether-Rehydrate-Status in `told` and refuses 431 a head that carries the state (its header
+ * limit), else answers; in phase 3 both answer, noting in `told` what a request said of a move.
+ */
+async function hedgedOffHome(t: Test, overrides: Parameters<typeof testConfig>[1]) {
+  const s = { phase: 1, home: '', held: [] as http.ServerResponse[], told: [] as string[] }
   const app = (id: string) => startUpstream(id, (req, res) => {
     req.resume()
-    if (phase === 1) return void res.writeHead(200, { 'x-tether-state': 'S'.repeat(200) }).end(JSON.stringify({ id, n: 1 }))
-    // the home holds its head (the request is hedged; its timeout is the default 60 s)
-    if (id === home) return void (held = res)
-    told.push(`${id} ${String(req.headers['x-tether-rehydrate-status'])}`)
+    if (s.phase === 1) return void res.writeHead(200, { 'x-tether-state': 'S'.repeat(200) }).end(JSON.stringify({ id, n: 1 }))
+    if (s.phase === 3) {
+      s.told.push(`${id} ${String(req.headers['x-tether-moved'] ?? '-')} ${String(req.headers['x-tether-rehydrate-status'] ?? '-')}`)
+      return void res.end(JSON.stringify({ id, n: 3 }))
+    }
+    if (id === s.home) return void s.held.push(res)
+    s.told.push(`${id} ${String(req.headers['x-tether-rehydrate-status'])}`)
     if (req.headers['x-tether-rehydrate'] !== undefined) return void res.writeHead(431).end('{}')
-    res.end(JSON.stringify({ id, n: 1 }))
+    res.end(JSON.stringify({ id, n: 2 }))
   })
   const ups = [await app('a'), await app('b')]
   const logs = new LogCapture()
-  const { tether, jar } = await tetherWithUser(t, ups, { retries: { hedge_after: 100 } }, createLogger('info', logs))
-  home = (await get(tether.url, jar)).body.id
-  const other = ups.find((u) => u.id !== home)!.id
-  phase = 2
+  const { tether, jar } = await tetherWithUser(t, ups, { retries: { hedge_after: 100 }, ...overrides }, createLogger('info', logs))
+  s.home = (await get(tether.url, jar)).body.id
+  await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stored"}')) >= 1, 5_000, "the home's checkpoint stored")
+  const other = ups.find((u) => u.id !== s.home)!.id
+  s.phase = 2
+  return { s, tether, jar, logs, other }
+}
+
+/** The warnings that a hedge's state was refused. */
+function hedgeRefusals(logs: LogCapture): Record<string, unknown>[] {
+  return logs.records.filter((r) => /refused the user's state in X-Tether-Rehydrate of a hedge/.test(String(r['msg'])))
+}
+
+/**
+ * Until the hedge of the request held at the home (the `n`th) was refused by `other` and is over
+ * (its app told, Tether's attempt done), and the home holds the request.
+ */
+async function hedgeRefusedWhileHomeHolds(tether: Tether, s: { held: unknown[]; told: string[] }, other: string, n: number): Promise<void> {
+  await waitFor(() => s.told.length === n, 20_000, `the hedge ${n} at ${other}`)
+  await waitFor(async () => (await metric(tether, `tether_upstream_in_flight{upstream="${other}"}`)) === 0, 20_000, `the hedge ${n} over`)
+  await waitFor(() => s.held.length === n, 20_000, `the home's request ${n}`) // (it may come after the hedge, on a loaded machine)
+}
+
+t.test("a hedge refused 431 for its state while the home is slow but answers: the client gets the home's answer, and the user stays there with their state (the hedge is not sent again without it)", async (t) => {
+  const { s, tether, jar, logs, other } = await hedgedOffHome(t, {})
   const before = logs.access().length
-  const r = await within(get(tether.url, jar), 20_000, 'the answer while the home holds its head')
-  t.equal(r.status, 200, "the hedge's resend answers, not its 431")
-  t.same(r.body, { id: other, n: 1 })
-  t.same(told, [`${other} delivered`, `${other} too_large`], 'the hedge with the state, then at once without it')
+  let answered = false
+  const pending = get(tether.url, jar).finally(() => { answered = true })
+  await hedgeRefusedWhileHomeHolds(tether, s, other, 1)
+  t.notOk(answered, 'no answer while the home holds its head')
+  s.held[0]!.end(JSON.stringify({ id: s.home, n: 2 }))
+  const r = await pending
+  t.equal(r.status, 200)
+  t.same(r.body, { id: s.home, n: 2 }, "the home's answer")
+  t.same(s.told, [`${other} delivered`], 'the hedge went once, with the state, and was not sent again without it')
   await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')
-  t.match(logs.access()[before], { status: 200, upstream: other, outcome: 'failover', retries: 0 })
+  t.match(logs.access()[before], { status: 200, upstream: s.home, outcome: 'ok', retries: 0 }, 'no move')
+  t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 0 }, 'no rehydration: the hedge answered nothing')
+  t.equal(hedgeRefusals(logs).length, 1, 'the refusal warned')
+  s.phase = 3
+  s.told.length = 0
+  t.same((await get(tether.url, jar)).body, { id: s.home, n: 3 }, 'the next request goes to the home')
+  t.same(s.told, [`${s.home} - -`], 'as an ordinary request: no move, no rehydration (the user kept their upstream and its state)')
+})
+
+t.test("a hedge refused 431 for its state, then a first attempt that fails: the retry to the hedge's upstream goes without the state at once (refused once, not twice)", async (t) => {
+  const { s, tether, jar, logs, other } = await hedgedOffHome(t, { retries: { hedge_after: 100, attempts: 1 } })
+  const before = logs.access().length
+  const pending = get(tether.url, jar)
+  await hedgeRefusedWhileHomeHolds(tether, s, other, 1)
+  s.held[0]!.socket?.destroy() // the home fails (no head)
+  const r = await pending
+  t.equal(r.status, 200)
+  t.same(r.body, { id: other, n: 2 }, "the retry on the hedge's upstream answers")
+  t.same(s.told, [`${other} delivered`, `${other} too_large`], 'the hedge with the state (refused), then the retry without it: no second refused head')
+  await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')
+  t.match(logs.access()[before], { status: 200, upstream: other, outcome: 'failover', retries: 1 })
   t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 1 }, 'the state did not reach the upstream that answered')
-  const h = held as http.ServerResponse | null // (the home's app may not have it yet on a loaded machine)
-  if (h !== null && !h.closed) await within(new Promise((resolve) => h.once('close', resolve)), 10_000, "the home's request stopped")
+  s.phase = 3
+  s.told.length = 0
+  t.same((await get(tether.url, jar)).body, { id: other, n: 3 }, 'pinned to the new upstream')
+})
+
+t.test("hedges refused 431 for their state request after request: warned once, then at most once per 30 s (not a line per request)", async (t) => {
+  const { s, tether, jar, logs, other } = await hedgedOffHome(t, {})
+  for (let i = 0; i < 3; i++) {
+    const pending = get(tether.url, jar)
+    await hedgeRefusedWhileHomeHolds(tether, s, other, i + 1)
+    s.held[i]!.end(JSON.stringify({ id: s.home, n: 2 }))
+    t.same((await pending).body, { id: s.home, n: 2 }, `request ${i}: the home answered`)
+  }
+  const warned = hedgeRefusals(logs)
+  t.equal(warned.length, 1, 'one warning for three refused hedges')
+  t.match(warned[0], { upstream: other, bytes: 200 })
 })
 
 t.test("a hedged move (retries.hedge_after) whose attempt is refused 431 for its state is sent again without it, as without hedging", async (t) => {

@@ -62,7 +62,7 @@ export const METRIC_DOCS = [
   { name: 'tether_retries_total', type: 'counter', labels: ['upstream'],
     help: 'Requests retried on another upstream, by the upstream whose attempt failed.' },
   { name: 'tether_rehydrations_total', type: 'counter', labels: ['result'],
-    help: 'State rehydrations of moved users, counted once per answer from the upstream the state was for (not per fetch: a hedge not sent or that lost, a failed attempt, counts nothing), by result (delivered; no_state: none stored; error: not fetched, refused by the hook, or too large for a header).' },
+    help: 'State rehydrations of moved users, counted once per answer from the upstream the state was for (not per fetch: a hedge not sent, that lost or whose upstream refused the state in its head, a failed attempt, counts nothing), by result (delivered; no_state: none stored; error: not fetched, refused by the hook, or too large for a header).' },
   { name: 'tether_checkpoints_total', type: 'counter', labels: ['result'],
     help: 'State checkpoints handed in by upstreams, by result (stored, stale, superseded: refused for another upstream\'s checkpoint of the same epoch, too_large, unavailable).' },
   { name: 'tether_affinity_entries', type: 'gauge', labels: [],

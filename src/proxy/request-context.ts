@@ -10,6 +10,7 @@ import type { GetResult } from '../state/checkpoint-store.js'
 import type { RequestTarget } from './headers.js'
 import type { RequestBody } from './request-body.js'
 import type { Outcome } from './outcome.js'
+import type { Upstream } from '../upstream/upstream-set.js'
 import { TETHER_HEADER } from '../reserved-headers.js'
 
 /**
@@ -132,6 +133,13 @@ export class RequestContext {
    * first attempt's); once an attempt is done, the request path sets it back to that attempt's.
    */
   rehydrateBytes = 0
+  /**
+   * The upstream (as read for the attempt) that refused this request's hedge for the user's
+   * state in its head (see RequestPath's #hedged), or null: a retry sent to it (the same
+   * process) goes without the state at once, not refused a second time first. A field, not a
+   * set: one hedge a request, and nothing allocated for requests that are not hedged.
+   */
+  stateRefusedBy: Upstream | null = null
   /**
    * The upstream refused the client's own head: a moved user's request sent again without the
    * state was refused 431 too (see ownHeadRefused). No move was recorded (access line `head_too_large`).

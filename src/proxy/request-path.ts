@@ -236,7 +236,7 @@ export class RequestPath {
           this.#d.router.settle(d)
           return this.#answer(ctx, x, 'TETHER_NO_UPSTREAM', true)
         }
-        const headers = this.#headers(ctx, d, upstream)
+        let headers = this.#headers(ctx, d, upstream)
         const hookFailed = d.moved === null ? null : await this.#rehydrate(ctx, d, headers, x.gone)
         if (d.moved !== null && x.gone.aborted) {
           // the client left while its state was fetched or posted: its hook was stopped (or
@@ -288,6 +288,11 @@ export class RequestPath {
           if ((ctx.rehydrate === 'unavailable' || ctx.rehydrate === 'refused') && d.sessionKey !== null) this.#d.state?.restarted(d.sessionKey, d.epoch, d.upstream)
         }
         counted = null
+        // this request's hedge was refused there for the user's state in its head (the same
+        // process: see #hedged), and the first attempt then failed: the retry goes without the
+        // state at once, not refused a second time first (one field read for any other request)
+        const refusedBefore = ctx.stateRefusedBy !== null && ctx.rehydrateBytes > 0 && ctx.stateRefusedBy.id === d.upstream && !isReplacement(ctx.stateRefusedBy, upstream)
+        if (refusedBefore) headers = this.#withoutState(ctx, d, headers)
         let r = this.#hedgeable(ctx) ? await this.#hedged(ctx, x, d, upstream, headers) : await this.#run(ctx, x, d, upstream, headers)
         // (only while the body is replayable: else the transport passed the 431 on; see forward.ts)
         if (!r.responded && r.outcome?.kind === 'error' && r.outcome.code === 'TETHER_HEADERS_TOO_LARGE' && ctx.rehydrateBytes > 0) {
@@ -310,6 +315,11 @@ export class RequestPath {
             ctx.ownHeadTooLarge = true
           }
           else this.#d.logger.warn({ request_id: ctx.id, upstream: d.upstream, bytes }, `the upstream refused the user's state in X-Tether-Rehydrate ${STATE_REFUSED}; sent again without it: ${STATE_REMEDY}`)
+        }
+        // a 431 to it is the client's own head, as to a resend without the state (see below)
+        if (refusedBefore && r.status === 431 && ctx.answering !== null && ctx.rehydrate === 'too_large') {
+          ctx.rehydrate = null
+          ctx.ownHeadTooLarge = true
         }
         if (r.responded || r.outcome === null) {
           // (a body that could no longer be sent again: the transport passed the refusal on)
@@ -601,9 +611,9 @@ export class RequestPath {
    * upstream (with the usual move headers and rehydration); the first head wins and the other
    * attempt is stopped. The user moves only if the hedge answered (its binding is recorded then).
    * An attempt whose head the upstream refused for the state it carried (see stateRefused) does
-   * not answer: the other one still may, and a hedge refused so is sent again without the state
-   * at once. Once both are done, the context's rehydrateBytes is those of the attempt whose
-   * result is returned.
+   * not answer: the other one still may (a hedge refused so is not sent again: a retry to its
+   * upstream, if the first attempt fails, goes without the state). Once both are done, the
+   * context's rehydrateBytes is those of the attempt whose result is returned.
    */
   async #hedged(ctx: RequestContext, x: Exchange, d: Decision, upstream: Upstream, headers: string[]): Promise<AttemptResult> {
     // each attempt keeps its own state bytes (forward.ts reads them when it starts): the first's
@@ -651,58 +661,45 @@ export class RequestPath {
       return first.result
     }
     logger.debug({ request_id: ctx.id, upstream: d.upstream, hedge: d2.upstream }, 'no answer head yet: hedging on the next upstream')
-    // the hedge's attempt: the one sent, or its resend without the state (see below)
-    let hedge = this.#start(ctx, x, d2, up2, h2)
+    const second = this.#start(ctx, x, d2, up2, h2)
     // whichever head comes first answers; the other attempt is stopped at once. The user moved
     // with a hedge that answers: counted as any move, and before its head's checkpoint is taken
     // (a lost one must still hold the user: see StateProtocol.moved), unless the first
     // decision was itself a move (counted already: one user, one move)
     ctx.onAnswering = () => {
-      if (ctx.answering === first.attempt) return hedge.attempt.stop('TETHER_UPSTREAM_UNAVAILABLE')
+      if (ctx.answering === first.attempt) return second.attempt.stop('TETHER_UPSTREAM_UNAVAILABLE')
       first.attempt.stop('TETHER_UPSTREAM_UNAVAILABLE')
       if (d2.moved !== null && d.moved === null) this.#moved(d2, d2.moved)
       // the first attempt's restart mark (a move without the state: see #serve) is its
       // upstream's, which does not answer here (another request of the same move may still be
       // answered there); the hedge's upstream starts without the user's state only if its own
-      // fetch or hook failed, or its head refused the state: then its first checkpoint replaces the old one
-      if (d2.moved !== null && (ctx.rehydrate === 'unavailable' || ctx.rehydrate === 'refused' || ctx.rehydrate === 'too_large') && d2.sessionKey !== null) this.#d.state?.restarted(d2.sessionKey, d2.epoch, d2.upstream)
+      // fetch or hook failed: then its first checkpoint replaces the old one
+      if (d2.moved !== null && (ctx.rehydrate === 'unavailable' || ctx.rehydrate === 'refused') && d2.sessionKey !== null) this.#d.state?.restarted(d2.sessionKey, d2.epoch, d2.upstream)
     }
-    // the hedge's upstream refused the head that carried the state (over its header limit,
-    // before its application ran): sent again there at once without it (too_large), as a
-    // refused first attempt is, and still the hedge (no retry counted). Only while the request
-    // waits: not once the first attempt answered, the client left or a stop cut it, nor to an
-    // id replaced meanwhile (another process; the retry, if any, decides again). A refused hedge
-    // not sent again did not fail there: a retry may go to that upstream, as without the hedge
+    // the hedge's upstream refused the head that carried the state (over its header limit): no
+    // answer, no rehydration counted, no restart mark; the first attempt's answer (or failure)
+    // is the request's. Not sent again without the state while the first attempt is out: a
+    // hedge goes because the user's upstream is slow, not gone, and its answer would move the
+    // user without their state; the first attempt answering keeps them where they are, with it.
+    // Remembered instead (ctx.stateRefusedBy): if the first attempt fails, a retry to this
+    // upstream goes without the state at once (see #serve). Warned when the refusal comes
     let hedgeRefused = false
-    const hedged = hedgeBytes === 0 ? hedge.result : hedge.result.then((r) => {
-      if (r.outcome?.kind !== 'error' || r.outcome.code !== 'TETHER_HEADERS_TOO_LARGE') return r
-      if (ctx.answering !== null || x.clientGone || this.#d.http.cut || !this.#current(up2)) {
-        hedgeRefused = true
+    const hedged = hedgeBytes === 0 ? second.result : second.result.then((r) => {
+      hedgeRefused = r.outcome?.kind === 'error' && r.outcome.code === 'TETHER_HEADERS_TOO_LARGE'
+      if (hedgeRefused) {
+        ctx.stateRefusedBy = up2
         this.#hedgeRefused(ctx, d2, hedgeBytes)
-        return r
       }
-      ctx.rehydrate = 'too_large'
-      ctx.rehydrateBytes = 0
-      hedge = this.#start(ctx, x, d2, up2, stateLeftOut(h2))
-      const resend = hedge.attempt
-      return hedge.result.then((r2) => {
-        // refused 431 without the state too, and answering: the client's own head is over the
-        // limit (as in #serve: no warning, no rehydration counted, no move recorded)
-        if (r2.status === 431 && ctx.answering === resend) {
-          ctx.rehydrate = null
-          ctx.ownHeadTooLarge = true
-        } else this.#hedgeRefused(ctx, d2, hedgeBytes)
-        return r2
-      })
+      return r
     })
     const [ra, rb] = await Promise.all([first.result, hedged])
     ctx.onAnswering = null
-    if (ctx.answering === hedge.attempt) return rb
+    if (ctx.answering === second.attempt) return rb
     own()
     if (ctx.answering === first.attempt) return ra
     // neither answered: both count as tried, the first one's failure decides what follows (a
-    // hedge refused for its state and not sent again did not fail: a retry may go there, as
-    // without the hedge, and is sent again without the state if refused so again)
+    // hedge refused for its state did not fail: a retry may go there, as without the hedge,
+    // and goes without the state at once)
     if (!hedgeRefused) (ctx.tried ??= new Set()).add(d2.upstream)
     ctx.decision = d
     return ra.outcome?.kind === 'client_abort' ? ra : rb.outcome?.kind === 'client_abort' ? rb : ra
@@ -715,7 +712,7 @@ export class RequestPath {
    */
   #hedgeRefused(ctx: RequestContext, d: Decision, bytes: number): void {
     this.#hedgeRefusals.report('hedge state refused', 'refused', { request_id: ctx.id, upstream: d.upstream, bytes },
-      `the upstream refused the user's state in X-Tether-Rehydrate of a hedge ${STATE_REFUSED}; the hedge is sent again without it while the request waits: ${STATE_REMEDY}`)
+      `the upstream refused the user's state in X-Tether-Rehydrate of a hedge ${STATE_REFUSED}; the hedge is dropped (the first attempt answers; if it fails, a retry there goes without the state): ${STATE_REMEDY}`)
   }
 
   /** The rehydration behind an answer, counted (tether_rehydrations_total) by what its upstream got. */
