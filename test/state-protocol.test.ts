@@ -1022,20 +1022,21 @@ t.test("a 431 passed on to the client (the body could not be sent again without 
 
 /**
  * Two apps for a user hedged off a slow home: in phase 1 each answers with a 200-byte checkpoint;
- * in phase 2 the home (set by the test) holds its head (`held`), the other notes its
+ * from phase 2 the home (set by the test) holds its head (`held`), the other notes its
  * X-Tether-Rehydrate-Status in `told` and refuses 431 a head that carries the state (its header
- * limit), else answers; in phase 3 both answer, noting in `told` what a request said of a move.
+ * limit), else answers; in phase 3 the home answers at once, noting in `told` what the request
+ * said of a move (a hedge of it, on a loaded machine, is refused by the other as in phase 2).
  */
 async function hedgedOffHome(t: Test, overrides: Parameters<typeof testConfig>[1]) {
   const s = { phase: 1, home: '', held: [] as http.ServerResponse[], told: [] as string[] }
   const app = (id: string) => startUpstream(id, (req, res) => {
     req.resume()
     if (s.phase === 1) return void res.writeHead(200, { 'x-tether-state': 'S'.repeat(200) }).end(JSON.stringify({ id, n: 1 }))
-    if (s.phase === 3) {
+    if (id === s.home) {
+      if (s.phase === 2) return void s.held.push(res)
       s.told.push(`${id} ${String(req.headers['x-tether-moved'] ?? '-')} ${String(req.headers['x-tether-rehydrate-status'] ?? '-')}`)
       return void res.end(JSON.stringify({ id, n: 3 }))
     }
-    if (id === s.home) return void s.held.push(res)
     s.told.push(`${id} ${String(req.headers['x-tether-rehydrate-status'])}`)
     if (req.headers['x-tether-rehydrate'] !== undefined) return void res.writeHead(431).end('{}')
     res.end(JSON.stringify({ id, n: 2 }))
@@ -1084,7 +1085,7 @@ t.test("a hedge refused 431 for its state while the home is slow but answers: th
   s.phase = 3
   s.told.length = 0
   t.same((await get(tether.url, jar)).body, { id: s.home, n: 3 }, 'the next request goes to the home')
-  t.same(s.told, [`${s.home} - -`], 'as an ordinary request: no move, no rehydration (the user kept their upstream and its state)')
+  t.same(s.told.filter((x) => x.startsWith(s.home)), [`${s.home} - -`], 'as an ordinary request: no move, no rehydration (the user kept their upstream and its state)')
 })
 
 t.test("a hedge refused 431 for its state, then a first attempt that fails: the retry to the hedge's upstream goes without the state at once (refused once, not twice)", async (t) => {
@@ -1100,9 +1101,7 @@ t.test("a hedge refused 431 for its state, then a first attempt that fails: the 
   await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')
   t.match(logs.access()[before], { status: 200, upstream: other, outcome: 'failover', retries: 1 })
   t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 1 }, 'the state did not reach the upstream that answered')
-  s.phase = 3
-  s.told.length = 0
-  t.same((await get(tether.url, jar)).body, { id: other, n: 3 }, 'pinned to the new upstream')
+  t.same((await get(tether.url, jar)).body, { id: other, n: 2 }, 'pinned to the new upstream (the home still holds what it gets)')
 })
 
 t.test("hedges refused 431 for their state request after request: warned once, then at most once per 30 s (not a line per request)", async (t) => {
