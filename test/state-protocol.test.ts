@@ -1027,7 +1027,7 @@ t.test("a 431 passed on to the client (the body could not be sent again without 
  * limit), else answers; in phase 3 the home answers at once, noting in `told` what the request
  * said of a move (a hedge of it, on a loaded machine, is refused by the other as in phase 2).
  */
-async function hedgedOffHome(t: Test, overrides: Parameters<typeof testConfig>[1]) {
+async function hedgedOffHome(t: Test, overrides: Parameters<typeof testConfig>[1], refuseAll = false) {
   const s = { phase: 1, home: '', held: [] as http.ServerResponse[], told: [] as string[] }
   const app = (id: string) => startUpstream(id, (req, res) => {
     req.resume()
@@ -1038,7 +1038,7 @@ async function hedgedOffHome(t: Test, overrides: Parameters<typeof testConfig>[1
       return void res.end(JSON.stringify({ id, n: 3 }))
     }
     s.told.push(`${id} ${String(req.headers['x-tether-rehydrate-status'])}`)
-    if (req.headers['x-tether-rehydrate'] !== undefined) return void res.writeHead(431).end('{}')
+    if (refuseAll || req.headers['x-tether-rehydrate'] !== undefined) return void res.writeHead(431).end('{}')
     res.end(JSON.stringify({ id, n: 2 }))
   })
   const ups = [await app('a'), await app('b')]
@@ -1102,6 +1102,20 @@ t.test("a hedge refused 431 for its state, then a first attempt that fails: the 
   t.match(logs.access()[before], { status: 200, upstream: other, outcome: 'failover', retries: 1 })
   t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 1 }, 'the state did not reach the upstream that answered')
   t.same((await get(tether.url, jar)).body, { id: other, n: 2 }, 'pinned to the new upstream (the home still holds what it gets)')
+})
+
+t.test("a hedge refused 431 for its state, a first attempt that fails, and a 431 to the retry sent without the state: the client's own head, passed on, no rehydration counted", async (t) => {
+  const { s, tether, jar, logs, other } = await hedgedOffHome(t, { retries: { hedge_after: 100, attempts: 1 } }, true)
+  const before = logs.access().length
+  const pending = get(tether.url, jar)
+  await hedgeRefusedWhileHomeHolds(tether, s, other, 1)
+  s.held[0]!.socket?.destroy() // the home fails (no head)
+  const r = await pending
+  t.equal(r.status, 431, "the upstream's 431 to the client's own head")
+  t.same(s.told, [`${other} delivered`, `${other} too_large`], 'refused with the state (the hedge), then without it (the retry, at once)')
+  await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')
+  t.match(logs.access()[before], { status: 431, upstream: other, outcome: 'head_too_large', retries: 1 }, 'no move recorded')
+  t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 0 }, 'no rehydration counted (no application ran)')
 })
 
 t.test("hedges refused 431 for their state request after request: warned once, then at most once per 30 s (not a line per request)", async (t) => {
