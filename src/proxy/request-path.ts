@@ -316,7 +316,7 @@ export class RequestPath {
           }
           else this.#d.logger.warn({ request_id: ctx.id, upstream: d.upstream, bytes }, `the upstream refused the user's state in X-Tether-Rehydrate ${STATE_REFUSED}; sent again without it: ${STATE_REMEDY}`)
         }
-        // a 431 to it is the client's own head, as to a resend without the state (see below)
+        // a 431 to it is the client's own head, as to a resend without the state (above)
         if (refusedBefore && r.status === 431 && ctx.answering !== null && ctx.rehydrate === 'too_large') {
           ctx.rehydrate = null
           ctx.ownHeadTooLarge = true
@@ -458,7 +458,9 @@ export class RequestPath {
    * The upstream refused the request with the state in X-Tether-Rehydrate (431: over its header
    * limit) before its application ran: the same request again, the state left out and
    * `X-Tether-Rehydrate-Status: too_large` (the user moves on without it, rather than getting
-   * the 431); the caller logs it with the remedy unless the resend is refused 431 too.
+   * the 431); the caller logs it with the remedy unless the resend is refused 431 too (a retry
+   * sent so at once after its hedge was refused there is not logged again: the hedge's
+   * refusal was, see #hedgeRefused).
    */
   #withoutState(ctx: RequestContext, d: Decision, headers: string[]): string[] {
     ctx.rehydrate = 'too_large'
