@@ -79,7 +79,7 @@ t.test('a command a script calls refused (Redis 7.0 answers ERR, not NOPERM): th
   t.equal(await checkpoints.put('u1', { value: 'v', version: null, upstream: 'app-0', epoch: 1, writtenAt: 1 }, 60_000), 'unavailable', 'the checkpoint write fails')
   t.equal(told.length, 2, 'both told')
   for (const r of told) {
-    t.match(r, { command: /^EVAL(SHA)?$/, error: /The user executing the script can't run this command.*\(Redis's ACL user may not run a command Tether's script calls: grant them \(ACL SETUSER <user> \+get \+set \+hmget \+hset \+pexpire\), or check url\)$/ }, 'the script command and the grant')
+    t.match(r, { command: /^EVAL(SHA)?$/, error: /The user executing the script can't run this command.*\(Redis's ACL user may not run a command Tether's script calls: grant them \(ACL SETUSER <user> \+get \+set \+del \+pttl \+hmget \+hset \+pexpire\), or check url\)$/ }, 'the script command and the grant')
   }
 })
 

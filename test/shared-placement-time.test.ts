@@ -184,3 +184,47 @@ t.test('Redis Cluster: a key whose binding has no hash tag (it begins with "}") 
   t.same(await bindings.lookup('k}x'), { upstream: 'app-1', epoch: 0, placedAt: 5_000 }, 'with its placement time')
   t.equal(conn.status, 'ready', 'no call failed: the Cluster stays ready')
 })
+
+/** The remaining TTLs (ms) of `prefix`'s binding of `key` and of its placement time, read at one instant (one script). */
+const ttls = async (prefix: string, key: string): Promise<{ binding: number; placed: number }> => {
+  const [binding, placed] = (await redisCli(redis.port, 'EVAL', "return {redis.call('PTTL', KEYS[1]), redis.call('PTTL', KEYS[2])}", '2', `${prefix}af:{${key}}`, `${prefix}ap:{${key}}`)).trim().split('\n').map(Number)
+  return { binding: binding!, placed: placed! }
+}
+
+t.test('the placement time never outlives its binding: beside a rival kept it gets that binding\'s remaining TTL, so a binding deleted by an older Tether (the binding alone) leaves it no longer than the binding would have lived', async (t) => {
+  const prefix = 'pt-g:'
+  const conn = new RedisConnection({ url: redis.url, keyPrefix: prefix, timeout: 1_000 })
+  const bindings = new RedisBindings(conn, 60_000)
+  await conn.start()
+  t.teardown(() => conn.stop())
+  t.ok(await bindings.set('k', 'app-0', 0, 5_000))
+  // the binding was written 59.5 s ago (its idle TTL nearly spent)
+  await redisCli(redis.port, 'PEXPIRE', `${prefix}af:{k}`, '500')
+  t.notOk(await bindings.set('k', 'app-1', 0, 9_000), 'a rival at the same epoch on a larger id is refused')
+  t.equal((await redisCli(redis.port, 'GET', `${prefix}ap:{k}`)).trim(), '9000 0 app-0', 'the kept binding takes the later time')
+  const left = await ttls(prefix, 'k')
+  t.ok(left.placed > 0 && left.placed <= left.binding, `its placement time lives no longer than the binding (${left.placed} <= ${left.binding} ms)`)
+  // a Tether from before the placement time deletes the binding alone
+  await redisCli(redis.port, 'DEL', `${prefix}af:{k}`)
+  t.equal(await bindings.lookup('k'), null, 'no binding, no placement time')
+  await waitFor('the placement time to expire with the binding\'s TTL', async () => (await redisCli(redis.port, 'EXISTS', `${prefix}ap:{k}`)).trim() === '0', 10_000)
+})
+
+t.test('a binding write without a placement time keeps the same binding\'s stored time (with the binding\'s TTL) and deletes one left by another binding', async (t) => {
+  const prefix = 'pt-h:'
+  const conn = new RedisConnection({ url: redis.url, keyPrefix: prefix, timeout: 1_000 })
+  const bindings = new RedisBindings(conn, 60_000)
+  await conn.start()
+  t.teardown(() => conn.stop())
+  t.ok(await bindings.set('same', 'app-1', 0, 5_000))
+  t.ok(await bindings.write('same', 'app-1', 0, 1_000), 'renewed by a writer that does not know the time, for 1 s')
+  t.same(await bindings.lookup('same'), { upstream: 'app-1', epoch: 0, placedAt: 5_000 }, 'the same binding keeps its time')
+  const left = await ttls(prefix, 'same')
+  t.ok(left.placed > 0 && left.placed <= left.binding && left.binding <= 1_000, `with the binding's TTL (${left.placed} <= ${left.binding} ms)`)
+  t.ok(await bindings.set('other', 'app-1', 0, 5_000))
+  // a Tether from before the placement time moves the user (the binding alone)
+  await redisCli(redis.port, 'SET', `${prefix}af:{other}`, '1 app-2', 'PX', '60000')
+  t.ok(await bindings.set('other', 'app-3', 2), 'a later move whose placement time is unknown')
+  t.equal((await redisCli(redis.port, 'EXISTS', `${prefix}ap:{other}`)).trim(), '0', 'the time of the earlier binding is deleted with it')
+  t.same(await bindings.lookup('other'), { upstream: 'app-3', epoch: 2, placedAt: null })
+})

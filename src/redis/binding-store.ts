@@ -21,6 +21,12 @@ import { keySlot } from './key-slot.js'
  * the later of the two times; of two upstreams at one epoch, the one kept takes the later
  * placement time of the two, as workers do, so the checkpoints of the upstream the user settles
  * on, which carry it, are not refused for the other placement's.
+ *
+ * KEYS[2] never outlives KEYS[1]: it is written (before it) with the TTL the binding gets, or,
+ * beside a rival binding kept (not renewed here), with that binding's remaining TTL (PTTL, Redis
+ * 2.6+; SET ... KEEPTTL, 6.0+, would keep KEYS[2]'s own); a write without a placement time
+ * keeps the stored one of the same binding (with the binding's TTL) and deletes one of another
+ * binding. KEYS[2] = KEYS[1] (no placement-time key in the binding's slot): the binding alone.
  */
 const SET_BINDING_LUA = `
 -- byte order, as JavaScript orders these ids (Lua's < follows the server's locale)
@@ -41,28 +47,44 @@ local function placed(v)
 end
 local value = ARGV[1] .. ' ' .. ARGV[2]
 local at = tonumber(ARGV[4])
+local times = KEYS[2] ~= KEYS[1]
 local cur = redis.call('GET', KEYS[1])
 if cur then
   local e, up = string.match(cur, '^(%d+) (.*)$')
   e = tonumber(e)
   local want = tonumber(ARGV[1])
   if e and (e > want or (e == want and less(up, ARGV[2]))) then
-    -- a rival of the same epoch kept: it takes the later placement time of the two
+    -- a rival of the same epoch kept: it takes the later placement time of the two, for the
+    -- time the kept binding has left (it is not renewed here)
     if e == want and at then
       local was = placed(cur)
-      if not was or was < at then redis.call('SET', KEYS[2], ARGV[4] .. ' ' .. cur, 'PX', ARGV[3]) end
+      if not was or was < at then
+        local left = redis.call('PTTL', KEYS[1])
+        if left > 0 then
+          redis.call('SET', KEYS[2], ARGV[4] .. ' ' .. cur, 'PX', left)
+          -- (Redis's clock runs on within a script: the binding's TTL set again after its
+          -- time's, so it never ends before it; the same ms, or one later)
+          redis.call('PEXPIRE', KEYS[1], left)
+        end
+      end
     end
     return 0
   end
   -- the same binding again, or a rival of the same epoch replaced: the later time of the two
-  if e == want and at then
+  -- (a writer that does not know it keeps the same binding's)
+  if e == want and times then
     local was = placed(cur)
-    if was and was > at then at = was end
+    if was and ((at and was > at) or (not at and cur == value)) then at = was end
   end
 end
+-- the time first: with the same TTL it never ends after the binding
+if at then redis.call('SET', KEYS[2], string.format('%d', at) .. ' ' .. value, 'PX', ARGV[3]) end
 redis.call('SET', KEYS[1], value, 'PX', ARGV[3])
-if at then
-  redis.call('SET', KEYS[2], string.format('%d', at) .. ' ' .. value, 'PX', ARGV[3])
+-- (after a SET: a script that has written is let write on by a full Redis (OOM), and DEL
+-- always may: first, it would let this SET past maxmemory)
+if not at and times then
+  -- a placement time of another binding (or left by a Tether that deleted the binding alone)
+  redis.call('DEL', KEYS[2])
 end
 return 1
 `

@@ -211,7 +211,7 @@ const IN_SCRIPT = /The user executing the script can't|ACL failure in script/
 /** An ACL user without the permission a command (or a key, a channel) needs: a NOPERM reply, or a script's refused call ({@link IN_SCRIPT}). */
 const NOPERM = new RegExp(`NOPERM|${IN_SCRIPT.source}`)
 /** The commands Tether's scripts call (checkpoint put, binding write, keyspace marker). */
-const SCRIPT_COMMANDS = '+get +set +hmget +hset +pexpire'
+const SCRIPT_COMMANDS = '+get +set +del +pttl +hmget +hset +pexpire'
 /** How ioredis's error begins when no Sentinel it asked named the master (a round failed). */
 const SENTINEL_ROUND_FAILED = 'All sentinels are unreachable'
 
