@@ -216,6 +216,9 @@ t.test('with affinity.shared: redis every replica answers the same for a user on
   t.equal(b.status, 200, 'the replica that never served the user knows it')
   t.match(a.body, { upstream: served.id, epoch: 0, source: 'shared', checkpoint: { version: 1 } })
   t.match(b.body, { upstream: served.id, epoch: 0, source: 'shared', checkpoint: { version: 1 } })
+  const placed = one.tt.sessions.peek('globex', Date.now())?.createdAt
+  t.equal((a.body as Record<string, unknown>)['created'], new Date(placed!).toISOString(), 'created: when the replica that served the user placed it')
+  t.equal((b.body as Record<string, unknown>)['created'], (a.body as Record<string, unknown>)['created'], 'the same from the replica that never served the user (the placement time stored beside the binding)')
 })
 
 t.test('tether session prints the lookup for a person, and says clearly when it cannot', async (t) => {

@@ -21,6 +21,7 @@ export interface SessionView {
   readonly epoch: number
   /** Where the answer comes from: `shared` (the Redis binding every replica reads), `table` (this replica's pin), `seen` (this replica's record of its last answer). */
   readonly source: 'shared' | 'table' | 'seen'
+  /** When the binding was placed: with `source` `shared`, the placement time stored beside it when known; else when this process's pin (or record) began. */
   readonly created: string | null
   readonly last_seen: string | null
   readonly last_move: { readonly from: string; readonly to: string; readonly reason: string; readonly at: string | null } | null
@@ -124,7 +125,8 @@ export class SessionLookup {
       upstream: where.upstream,
       epoch: where.epoch,
       source: fromShared !== null ? 'shared' : local !== null ? 'table' : 'seen',
-      created: rfc3339(times?.createdAt ?? null),
+      // a shared binding's placement time, stored beside it: the same from every replica
+      created: rfc3339(fromShared?.placedAt ?? times?.createdAt ?? null),
       last_seen: rfc3339(times?.lastSeen ?? null),
       last_move: move === null ? null : { from: move.from, to: move.to, reason: move.reason, at: rfc3339(move.at) },
       pending_move: order === undefined ? null : { to: order.to, ordered_at: rfc3339(order.at) },
