@@ -61,7 +61,15 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     link === null ? null : channel === link.channel ? link.group ?? 'workers' : link.group,
     // another replica's active verdicts reach the workers in their lead's order, with its probe results
     link === null || channel === link.channel || link.group === null ? null : { channel: link.channel, lead: () => link.lead })
-  const redisBindings = redis !== null && config.affinity.shared === 'redis' ? new (await import('./redis/binding-store.js')).RedisBindings(redis, config.affinity.idle_timeout) : null
+  const redisBindings = redis !== null && config.affinity.shared === 'redis' ? new (await import('./redis/binding-store.js')).RedisBindings(redis, config.affinity.idle_timeout, {
+    now: () => clock.now(),
+    // an ACL grant that allows the bindings but not their placement times: shared without them
+    onPlacementTimes: (err, forMs) => {
+      const key = `${redis.keyPrefix}ap:{…}`
+      if (err === null) logger.info({ key, for_ms: forMs }, 'redis accepts the placement-time keys again: bindings are shared with their placement times')
+      else logger.warn({ key, err, effect: "each replica counts a binding's placement from when it adopted it: after two replicas placed one key at once, the settled upstream's checkpoints can be refused as superseded until one is stored through a replica that adopted it", hint: 'grant the key pattern named in err; placement times are stored again within a minute of it' }, "redis refused the placement-time keys (the ACL user's key patterns leave them out): bindings are shared without their placement times")
+    },
+  }) : null
   const shared = redisBindings ?? link?.bindings ?? null
   // a binding Redis kept another one over: the key is reconciled at its user's next request
   const kept = (key: string): void => sessions.resync(key)

@@ -347,11 +347,14 @@ t.test('standalone: a user whose key patterns leave out the keyspace marker: the
   noSecrets(t, logs, [], [USER, USER_PASSWORD])
 })
 
-t.test('standalone: a refused session key is named without the user\'s part (an application cookie or header value is never logged)', async (t) => {
+/**
+ * A Redis whose ACL user has the key patterns `keys` (and `USER_GRANT`'s others), and a Tether
+ * sharing `X-Tenant` bindings there as that user, logging at info into `logs`.
+ */
+async function tenantTether(t: Test, keys: string[]): Promise<{ redis: RedisServer; tt: Tether; logs: LogCapture }> {
   const redis = await startRedis({ args: ['--requirepass', DEFAULT_PASSWORD] })
   t.teardown(() => redis.stop())
-  // every key of the prefix but the bindings (`acl:af:{<key>}`): the marker and checkpoints allowed
-  await asDefault(redis.port, 'ACL', 'SETUSER', USER, 'on', `>${USER_PASSWORD}`, '~acl:[^a]*', '&*', '+@all', '-@dangerous', '+info', '+client')
+  await asDefault(redis.port, 'ACL', 'SETUSER', USER, 'on', `>${USER_PASSWORD}`, ...keys, '&*', '+@all', '-@dangerous', '+info', '+client')
   const logs = new LogCapture()
   const app = await startCounter('app-0')
   t.teardown(() => app.kill())
@@ -361,6 +364,12 @@ t.test('standalone: a refused session key is named without the user\'s part (an 
   })
   const tt = await startTether(cfg, { logger: createLogger('info', logs) })
   t.teardown(() => tt.close(0))
+  return { redis, tt, logs }
+}
+
+t.test('standalone: a refused session key is named without the user\'s part (an application cookie or header value is never logged)', async (t) => {
+  // every key of the prefix but the bindings (`acl:af:{<key>}`): the marker and checkpoints allowed
+  const { tt, logs } = await tenantTether(t, ['~acl:[^a]*'])
   const value = 'tenant-s3cret-4711'
   const r = await get(tt.url, new http.Agent(), { 'x-tenant': value })
   t.equal(r.status, 200, 'answered (a refused binding write does not fail the request)')
@@ -368,6 +377,17 @@ t.test('standalone: a refused session key is named without the user\'s part (an 
   await waitFor('the refusal told', () => refused().length > 0)
   t.match(refused(), [{ level: 40, key: 'acl:af:{…}' }], 'the key named by its kind, the user\'s part left out')
   t.notOk(JSON.stringify(logs.records).includes(value), 'the header value is in no log line')
+})
+
+t.test('standalone: a grant that allows the bindings but not their placement times: bindings shared without them, one warn naming ~acl:ap:*, no refusal of the bindings\' key', async (t) => {
+  // a grant naming each kind of key, from before placement times were stored (no `~acl:ap:*`)
+  const { redis, tt, logs } = await tenantTether(t, ['~acl:af:*', '~acl:cp:*', '~acl:keyspace*'])
+  for (const tenant of ['t1', 't2']) t.equal((await get(tt.url, new http.Agent(), { 'x-tenant': tenant })).status, 200, `${tenant} answered`)
+  await waitFor('both bindings shared', async () => (await asDefault(redis.port, 'EXISTS', 'acl:af:{t1}', 'acl:af:{t2}')).trim() === '2')
+  const told = logs.records.filter((l) => String(l['msg']).startsWith('redis refused'))
+  t.match(told, [{ level: 40, msg: /^redis refused the placement-time keys .*: bindings are shared without their placement times$/, key: 'acl:ap:{…}', err: /grant them \(ACL SETUSER <user> ~acl:ap:\*\), or check state\.redis\.username\)$/ }], 'one warn, naming the grant to add; no refusal of a key told')
+  t.match(await readyz(tt), { ready: true, degraded: [] }, 'ready, nothing degraded')
+  noSecrets(t, logs, [], [USER, USER_PASSWORD])
 })
 
 t.test('refusesKey: a key refusal in each Redis version\'s words (6.2/7.0 "one of the keys", 7.2+ and Valkey "a key"); not a channel\'s or a command\'s', (t) => {

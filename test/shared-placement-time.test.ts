@@ -6,8 +6,8 @@
 import t, { type Test } from 'tap'
 import type http from 'node:http'
 import { startTether, type Tether } from '../src/app.js'
-import { RedisBindings } from '../src/redis/binding-store.js'
-import { RedisConnection } from '../src/redis/connection.js'
+import { RedisBindings, type RedisBindingsOptions } from '../src/redis/binding-store.js'
+import { RedisConnection, type RedisRefusal } from '../src/redis/connection.js'
 import { createLogger } from '../src/observability/logger.js'
 import { FakeClock, FAKE_EPOCH } from './fixtures/clock.js'
 import { request, startUpstream, testConfig, type Upstream } from './fixtures/upstream.js'
@@ -45,6 +45,17 @@ async function replica(t: Test, ups: readonly Upstream[], prefix: string, clock:
   }), { logger: createLogger('silent'), clock })
   t.teardown(() => tether.close(0))
   return tether
+}
+
+/** Bindings (idle TTL 60 s) under `prefix` on a connection of their own to the test's Redis; `refused`: what it told its onRefused listeners. */
+async function bindingsAt(t: Test, prefix: string, user: { username?: string; password?: string } = {}, options: RedisBindingsOptions = {}): Promise<{ conn: RedisConnection; bindings: RedisBindings; refused: RedisRefusal[] }> {
+  const conn = new RedisConnection({ url: redis.url, ...user, keyPrefix: prefix, timeout: 2_000 })
+  const bindings = new RedisBindings(conn, 60_000, options)
+  const refused: RedisRefusal[] = []
+  conn.onRefused((r) => refused.push(r))
+  await conn.start()
+  t.teardown(() => conn.stop())
+  return { conn, bindings, refused }
 }
 
 const ask = async (tether: Tether, user: string, path = '/'): Promise<{ status: number; body: string }> => {
@@ -143,10 +154,7 @@ t.test('a replica whose binding Redis kept another one over reconciles the key a
 
 t.test('the binding value stays "<epoch> <upstream>" (older Tethers read it); the placement time beside it counts only for the binding it was written with', async (t) => {
   const prefix = 'pt-c:'
-  const conn = new RedisConnection({ url: redis.url, keyPrefix: prefix, timeout: 1_000 })
-  const bindings = new RedisBindings(conn, 60_000)
-  await conn.start()
-  t.teardown(() => conn.stop())
+  const { bindings } = await bindingsAt(t, prefix)
   t.ok(await bindings.set('k', 'app-1', 2, 5_000))
   t.equal((await redisCli(redis.port, 'GET', `${prefix}af:{k}`)).trim(), '2 app-1', 'the binding as every Tether reads it')
   t.same(await bindings.lookup('k'), { upstream: 'app-1', epoch: 2, placedAt: 5_000 })
@@ -193,10 +201,7 @@ const ttls = async (prefix: string, key: string): Promise<{ binding: number; pla
 
 t.test('the placement time never outlives its binding: beside a rival kept it gets that binding\'s remaining TTL, so a binding deleted by an older Tether (the binding alone) leaves it no longer than the binding would have lived', async (t) => {
   const prefix = 'pt-g:'
-  const conn = new RedisConnection({ url: redis.url, keyPrefix: prefix, timeout: 1_000 })
-  const bindings = new RedisBindings(conn, 60_000)
-  await conn.start()
-  t.teardown(() => conn.stop())
+  const { bindings } = await bindingsAt(t, prefix)
   t.ok(await bindings.set('k', 'app-0', 0, 5_000))
   // the binding was written 59.5 s ago (its idle TTL nearly spent)
   await redisCli(redis.port, 'PEXPIRE', `${prefix}af:{k}`, '500')
@@ -212,10 +217,7 @@ t.test('the placement time never outlives its binding: beside a rival kept it ge
 
 t.test('a binding write without a placement time keeps the same binding\'s stored time (with the binding\'s TTL) and deletes one left by another binding', async (t) => {
   const prefix = 'pt-h:'
-  const conn = new RedisConnection({ url: redis.url, keyPrefix: prefix, timeout: 1_000 })
-  const bindings = new RedisBindings(conn, 60_000)
-  await conn.start()
-  t.teardown(() => conn.stop())
+  const { bindings } = await bindingsAt(t, prefix)
   t.ok(await bindings.set('same', 'app-1', 0, 5_000))
   t.ok(await bindings.write('same', 'app-1', 0, 1_000), 'renewed by a writer that does not know the time, for 1 s')
   t.same(await bindings.lookup('same'), { upstream: 'app-1', epoch: 0, placedAt: 5_000 }, 'the same binding keeps its time')
@@ -227,4 +229,31 @@ t.test('a binding write without a placement time keeps the same binding\'s store
   t.ok(await bindings.set('other', 'app-3', 2), 'a later move whose placement time is unknown')
   t.equal((await redisCli(redis.port, 'EXISTS', `${prefix}ap:{other}`)).trim(), '0', 'the time of the earlier binding is deleted with it')
   t.same(await bindings.lookup('other'), { upstream: 'app-3', epoch: 2, placedAt: null })
+})
+
+t.test('an ACL user whose key patterns allow the bindings but not their placement times: bindings are still shared, without them, told once naming the grant; granted, they are stored again within a minute', async (t) => {
+  const prefix = 'pt-i:'
+  await redisCli(redis.port, 'ACL', 'SETUSER', 'pt-narrow', 'on', '>narrow-s3cret', `~${prefix}af:*`, `~${prefix}cp:*`, `~${prefix}keyspace*`, '&*', '+@all', '-@dangerous', '+info')
+  t.teardown(() => redisCli(redis.port, 'ACL', 'DELUSER', 'pt-narrow'))
+  let now = 1_000_000
+  const told: [string | null, number][] = []
+  const { conn, bindings, refused } = await bindingsAt(t, prefix, { username: 'pt-narrow', password: 'narrow-s3cret' }, { now: () => now, onPlacementTimes: (err, forMs) => told.push([err, forMs]) })
+  t.ok(await bindings.set('k', 'app-1', 0, 5_000), 'the binding is written')
+  t.equal((await redisCli(redis.port, 'GET', `${prefix}af:{k}`)).trim(), '0 app-1', 'shared as every Tether reads it')
+  t.same(await bindings.lookup('k'), { upstream: 'app-1', epoch: 0, placedAt: null }, 'read back, its placement time unknown')
+  t.same(await bindings.lookup('other'), null, 'a key without a binding: none (not unavailable)')
+  t.match(told, [[/NOPERM.*\(Redis's ACL user may not access the keys: grant them \(ACL SETUSER <user> ~pt-i:ap:\*\), or check username\)$/, 0]], 'told once, naming the grant to add')
+  t.ok(await bindings.set('k', 'app-0', 1, 6_000), 'a later write goes without the placement time')
+  await bindings.delete('k')
+  t.equal(await bindings.lookup('k'), null, 'a deletion of the binding alone')
+  t.equal(told.length, 1, 'told once')
+  t.same(refused, [], "no call failed: nothing told as a refusal of the bindings' key")
+  t.equal(conn.status, 'ready', 'the node stays up')
+  await redisCli(redis.port, 'ACL', 'SETUSER', 'pt-narrow', `~${prefix}ap:*`)
+  t.ok(await bindings.set('k2', 'app-1', 0, 7_000), 'granted: a write within the minute still goes without it')
+  t.equal((await redisCli(redis.port, 'EXISTS', `${prefix}ap:{k2}`)).trim(), '0')
+  now += 60_000
+  t.ok(await bindings.set('k2', 'app-1', 0, 7_000), 'a minute on, a write tries the placement time again')
+  t.same(await bindings.lookup('k2'), { upstream: 'app-1', epoch: 0, placedAt: 7_000 }, 'stored and read again')
+  t.same(told[1], [null, 60_000], 'told accepted again')
 })

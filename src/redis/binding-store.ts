@@ -4,8 +4,22 @@
 // the binding's placement time. Layer 3 adapter over the shared RedisConnection; never
 // rejects, never waits longer than the connection's timeout.
 import type { BindingSink, SharedBinding, SharedBindings } from '../affinity/session-table.js'
-import { FAILED, type RedisConnection } from './connection.js'
+import { FAILED, isKeyRefusal, type RedisCommands, type RedisConnection } from './connection.js'
 import { keySlot } from './key-slot.js'
+
+/** While Redis refuses the placement-time keys, how often a binding write tries them again (ms). */
+export const TIMES_RETRY_MS = 60_000
+
+export interface RedisBindingsOptions {
+  /** The clock (ms) of the retries while the placement-time keys are refused; default `Date.now`. */
+  readonly now?: () => number
+  /**
+   * Told when Redis refuses the placement-time keys (`<prefix>ap:`) to the ACL user while it
+   * allows the bindings (`error`: Redis's, with the grant to add), once, and when a binding
+   * write stores a placement time again (`error` null; `forMs`: since the refusal).
+   */
+  readonly onPlacementTimes?: (error: string | null, forMs: number) => void
+}
 
 /**
  * A binding write that never lowers the epoch: KEYS[1] = the binding, KEYS[2] = its placement
@@ -99,11 +113,25 @@ const SET_SCRIPT = 'tetherSetBinding'
 export class RedisBindings implements SharedBindings {
   readonly #redis: RedisConnection
   readonly #ttl: number
+  readonly #now: () => number
+  readonly #told: ((error: string | null, forMs: number) => void) | undefined
+  /** Since when Redis refuses the placement-time keys (`#now`), or null. */
+  #refusedSince: number | null = null
+  /** While refused: when a binding write next tries them again. */
+  #retryAt = 0
 
-  /** `ttlMs`: the affinity idle timeout (a binding unused that long is gone). */
-  constructor(redis: RedisConnection, ttlMs: number) {
+  /**
+   * `ttlMs`: the affinity idle timeout (a binding unused that long is gone). An ACL user whose
+   * key patterns allow the bindings but not their placement times (a grant naming each kind,
+   * without `~<prefix>ap:*`): each call refused for it is made again without them (so bindings
+   * are still shared, with placement times unknown), told once to `onPlacementTimes`; calls go
+   * without them from then on, but for one binding write a minute that tries them again.
+   */
+  constructor(redis: RedisConnection, ttlMs: number, options: RedisBindingsOptions = {}) {
     this.#redis = redis
     this.#ttl = ttlMs
+    this.#now = options.now ?? Date.now
+    this.#told = options.onPlacementTimes
     redis.defineScript(SET_SCRIPT, SET_BINDING_LUA, 2)
   }
 
@@ -114,8 +142,9 @@ export class RedisBindings implements SharedBindings {
    */
   async lookup(key: string): Promise<SharedBinding | null | 'unavailable'> {
     const k = this.#key(key)
-    const p = this.#placedKey(key, k)
-    const reply = await this.#redis.run(k, (c) => (p === null ? c.get(k).then((v) => [v, null]) : c.mget(k, p)))
+    const p = this.#refusedSince === null ? this.#placedKey(key, k) : null
+    const alone = (c: RedisCommands): Promise<(string | null)[]> => c.get(k).then((v) => [v, null])
+    const reply = await this.#redis.run(k, (c) => (p === null ? alone(c) : c.mget(k, p).catch((err: unknown) => this.#without(err, () => alone(c)))))
     if (reply === FAILED) return 'unavailable'
     const [value, placed] = reply
     if (typeof value !== 'string') return null
@@ -146,10 +175,12 @@ export class RedisBindings implements SharedBindings {
    */
   async write(key: string, upstream: string, epoch: number, ttlMs = this.#ttl, placedAt = NaN): Promise<'written' | 'kept' | 'failed'> {
     const k = this.#key(key)
-    const p = this.#placedKey(key, k)
-    // no placement-time key in the binding's slot: the script reads the binding twice, writes it once
-    const at = p !== null && Number.isFinite(placedAt) ? String(Math.max(0, Math.floor(placedAt))) : ''
-    const reply = await this.#redis.runScript(SET_SCRIPT, k, p ?? k, String(epoch), upstream, String(Math.max(1, Math.ceil(ttlMs))), at)
+    const p = this.#timesFor(key, k)
+    const [e, ttl] = [String(epoch), String(Math.max(1, Math.ceil(ttlMs)))]
+    // no placement-time key in the binding's slot (or refused): the script reads the binding twice, writes it once
+    const reply = p === null ? await this.#redis.runScript(SET_SCRIPT, k, k, e, upstream, ttl, '')
+      : await this.#redis.runScriptThen(SET_SCRIPT, [k, p, e, upstream, ttl, Number.isFinite(placedAt) ? String(Math.max(0, Math.floor(placedAt))) : ''], (first, again) =>
+        first.then((r) => { this.#accepted(); return r }, (err: unknown) => this.#without(err, () => again(k, k, e, upstream, ttl, ''))))
     return reply === FAILED ? 'failed' : Number(reply) === 1 ? 'written' : 'kept'
   }
 
@@ -160,8 +191,8 @@ export class RedisBindings implements SharedBindings {
 
   async delete(key: string): Promise<void> {
     const k = this.#key(key)
-    const p = this.#placedKey(key, k)
-    await this.#redis.run(k, (c) => (p === null ? c.del(k) : c.del(k, p)))
+    const p = this.#refusedSince === null ? this.#placedKey(key, k) : null
+    await this.#redis.run(k, (c) => (p === null ? c.del(k) : c.del(k, p).catch((err: unknown) => this.#without(err, () => c.del(k)))))
   }
 
   /**
@@ -182,6 +213,44 @@ export class RedisBindings implements SharedBindings {
 
   #key(key: string): string {
     return `${this.#redis.keyPrefix}af:{${key}}`
+  }
+
+  /** A binding write's placement-time key ({@link #placedKey}); while refused, null but once a {@link TIMES_RETRY_MS}. */
+  #timesFor(key: string, k: string): string | null {
+    const p = this.#placedKey(key, k)
+    if (p === null || this.#refusedSince === null) return p
+    const now = this.#now()
+    if (now < this.#retryAt) return null
+    this.#retryAt = now + TIMES_RETRY_MS
+    return p
+  }
+
+  /** A binding write stored its placement time: told, when they were refused. */
+  #accepted(): void {
+    if (this.#refusedSince === null) return
+    const forMs = this.#now() - this.#refusedSince
+    this.#refusedSince = null
+    this.#told?.(null, forMs)
+  }
+
+  /**
+   * A call naming the placement-time key failed with `err`: when Redis refused one of its keys,
+   * the call `alone` (the binding's key only) is made; when that one succeeds, the placement
+   * times are what was refused (told once). Else the call fails with `err` (as `alone` did, a
+   * refusal of the binding's key is told as the call's).
+   */
+  #without<T>(err: unknown, alone: () => Promise<T>): Promise<T> {
+    const error = err instanceof Error ? err.message : String(err)
+    if (!isKeyRefusal(error)) return Promise.reject(err)
+    return alone().then((reply) => {
+      const now = this.#now()
+      this.#retryAt = now + TIMES_RETRY_MS
+      if (this.#refusedSince === null) {
+        this.#refusedSince = now
+        this.#told?.(this.#redis.keyRefusal(error, 'ap:'), 0)
+      }
+      return reply
+    }, () => Promise.reject(err))
   }
 
   /**

@@ -288,6 +288,15 @@ export function refusesKey(error: string): boolean {
 }
 
 /**
+ * Whether a call's error is an ACL refusal of one of its keys (a NOPERM, or a script's refused
+ * call, that names no command nor channel: see {@link refusesKey}). Example:
+ * `isKeyRefusal('NOPERM this user has no permissions to access one of the keys used as arguments')` -> true.
+ */
+export function isKeyRefusal(error: string): boolean {
+  return NOPERM.test(error) && refusesKey(error)
+}
+
+/**
  * A key of Tether's as it may be logged: what follows the first `{` (a session's key: an
  * application cookie, a header value, a client IP; the key prefix has no brace) left out, so
  * the key's kind is told (what to grant) but no user's secret. Example:
@@ -735,12 +744,39 @@ export class RedisConnection {
 
   /** {@link runScript} bounded by `ms` instead of `timeout` (a write the caller waits longer for). */
   runScriptWithin(ms: number, name: string, ...args: string[]): Promise<unknown> {
+    return this.#script(ms, name, args)
+  }
+
+  /**
+   * {@link runScript} whose outcome is what `then` makes of the call's own (its reply, or its
+   * rejection: e.g. an ACL refusal) with `again`, the script run again with other arguments on
+   * the same connection, within the same `timeout`: `then`'s rejection fails the call (counted
+   * for the node of `args[0]` and told to {@link onRefused} listeners as any other). Example:
+   * `runScriptThen('tetherSetBinding', args, (first, again) => first.catch(() => again(...fewerKeys)))`.
+   */
+  runScriptThen(name: string, args: readonly string[], then: (first: Promise<unknown>, again: (...args: string[]) => Promise<unknown>) => Promise<unknown>): Promise<unknown> {
+    return this.#script(this.#timeout, name, args, then)
+  }
+
+  #script(ms: number, name: string, args: readonly string[], then?: (first: Promise<unknown>, again: (...args: string[]) => Promise<unknown>) => Promise<unknown>): Promise<unknown> {
     const key = (this.#scripts.get(name)?.keys ?? 0) > 0 ? args[0] ?? null : null
     return this.#race(this.#client, key, (c) => {
-      const run = (c as unknown as Record<string, (...a: string[]) => Promise<unknown>>)[name]
+      const run = (c as unknown as Record<string, (...a: readonly string[]) => Promise<unknown>>)[name]
       if (run === undefined) return Promise.reject(new Error(`script ${name} is not defined`))
-      return run.apply(c, args)
+      const first = run.call(c, ...args)
+      return then === undefined ? first : then(first, (...again) => run.call(c, ...again))
     }, ms, name)
+  }
+
+  /**
+   * Redis's key refusal `error` (see {@link isKeyRefusal}) as told to an operator, with the
+   * grant of `<keyPrefix><kind>*` it needs (the prefix's glob characters escaped) and the
+   * settings to check. Example: `keyRefusal('NOPERM No permissions to access a key', 'ap:')` ->
+   * `"NOPERM No permissions to access a key (Redis's ACL user may not access the keys: grant
+   * them (ACL SETUSER <user> ~tether:ap:*), or check state.redis.username)"`.
+   */
+  keyRefusal(error: string, kind: string): string {
+    return this.#dataError(error, kind)
   }
 
   /**
@@ -1437,7 +1473,7 @@ export class RedisConnection {
    * settings to fix when it refused Tether's credentials or an ACL permission. Example:
    * `"WRONGPASS ... (Redis refused Tether's username or password: check state.redis.username and state.redis.password)"`.
    */
-  #dataError(error: string): string {
+  #dataError(error: string, kind = ''): string {
     const o = this.#options
     const url = this.#url
     // a user or password not given as its own option is the URL's (if it has one): the URL is the setting to fix
@@ -1447,9 +1483,9 @@ export class RedisConnection {
     const passwordSetting = o.password === undefined && url?.password !== undefined ? fromUrl : o.passwordSetting ?? 'password'
     const passwordSent = o.password === undefined ? url?.password !== undefined : o.password !== null
     // (ACL key and channel patterns are globs: the prefix's own glob characters escaped)
-    const pattern = `${this.keyPrefix.replace(/[*?[\]\\]/g, '\\$&')}*`
+    const glob = (prefix: string): string => `${prefix.replace(/[*?[\]\\]/g, '\\$&')}*`
     const major = this.#serverMajor
-    return authHint(error, 'Redis', username, usernameSetting, passwordSetting, { keys: pattern, channels: pattern }, { passwordSent, ...(major === null ? {} : { aclUsers: major >= 6 }) })
+    return authHint(error, 'Redis', username, usernameSetting, passwordSetting, { keys: glob(this.keyPrefix + kind), channels: glob(this.keyPrefix) }, { passwordSent, ...(major === null ? {} : { aclUsers: major >= 6 }) })
   }
 
   /**
