@@ -260,3 +260,15 @@ t.test('an ACL user whose key patterns allow the bindings but not their placemen
   t.same(await bindings.lookup('k2'), { upstream: 'app-1', epoch: 0, placedAt: 7_000 }, 'stored and read again')
   t.same(told[1], [null, 60_000], 'told accepted again')
 })
+
+t.test('a lookup whose binding-alone read fails too is told as that read\'s own refusal (a user without +get), not as the placement times\' refusal', async (t) => {
+  const prefix = 'pt-j:'
+  await redisCli(redis.port, 'ACL', 'SETUSER', 'pt-noget', 'on', '>noget-s3cret', `~${prefix}af:*`, `~${prefix}cp:*`, `~${prefix}keyspace*`, '&*', '+@all', '-@dangerous', '+info', '-get')
+  t.teardown(() => redisCli(redis.port, 'ACL', 'DELUSER', 'pt-noget'))
+  const told: [string | null, number][] = []
+  const { bindings, refused } = await bindingsAt(t, prefix, { username: 'pt-noget', password: 'noget-s3cret' }, { onPlacementTimes: (err, forMs) => told.push([err, forMs]) })
+  t.equal(await bindings.lookup('k'), 'unavailable', 'the binding cannot be read')
+  t.match(refused, [{ kind: 'command', command: 'GET', error: /\+get/ }], 'told as the GET refused, naming the grant to add')
+  t.notOk(refused.some((r) => r.kind === 'key'), 'not as a refusal of the bindings\' key')
+  t.same(told, [], 'nor as the placement times\' refusal')
+})

@@ -236,8 +236,9 @@ export class RedisBindings implements SharedBindings {
   /**
    * A call naming the placement-time key failed with `err`: when Redis refused one of its keys,
    * the call `alone` (the binding's key only) is made; when that one succeeds, the placement
-   * times are what was refused (told once). Else the call fails with `err` (as `alone` did, a
-   * refusal of the binding's key is told as the call's).
+   * times are what was refused (told once). Else the call fails with `err`, or, when `alone`
+   * failed, with `alone`'s error (a refusal of the binding's key, or of `alone`'s own command,
+   * e.g. a user without `+get`, is told as itself, not as the placement times' refusal).
    */
   #without<T>(err: unknown, alone: () => Promise<T>): Promise<T> {
     const error = err instanceof Error ? err.message : String(err)
@@ -250,7 +251,7 @@ export class RedisBindings implements SharedBindings {
         this.#told?.(this.#redis.keyRefusal(error, 'ap:'), 0)
       }
       return reply
-    }, () => Promise.reject(err))
+    })
   }
 
   /**
