@@ -236,9 +236,10 @@ export class RedisBindings implements SharedBindings {
   /**
    * A call naming the placement-time key failed with `err`: when Redis refused one of its keys,
    * the call `alone` (the binding's key only) is made; when that one succeeds, the placement
-   * times are what was refused (told once). Else the call fails with `err`, or, when `alone`
-   * failed, with `alone`'s error (a refusal of the binding's key, or of `alone`'s own command,
-   * e.g. a user without `+get`, is told as itself, not as the placement times' refusal).
+   * times are what was refused (told once). Else the call fails with `err` when `alone` was
+   * refused a key too (the binding's: told as the call's own command, the one whose success the
+   * connection notes to end that refusal), or with `alone`'s own error (a user without `+get`,
+   * a connection lost between the two), told as itself, not as a key refused.
    */
   #without<T>(err: unknown, alone: () => Promise<T>): Promise<T> {
     const error = err instanceof Error ? err.message : String(err)
@@ -251,7 +252,7 @@ export class RedisBindings implements SharedBindings {
         this.#told?.(this.#redis.keyRefusal(error, 'ap:'), 0)
       }
       return reply
-    })
+    }, (again: unknown) => Promise.reject(isKeyRefusal(again instanceof Error ? again.message : String(again)) ? err : again))
   }
 
   /**
