@@ -4,7 +4,7 @@
 import t, { type Test } from 'tap'
 import net from 'node:net'
 import { startAdmin, ADMIN_LIMITS, type AdminDeps, type AdminLimits, type AdminServer } from '../src/admin/admin-server.js'
-import { createLogger } from '../src/observability/logger.js'
+import { adminDeps } from './fixtures/admin-deps.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { request, type Reply } from './fixtures/upstream.js'
 
@@ -23,22 +23,13 @@ interface Harness {
 async function harness(t: Test, over: Partial<AdminDeps> = {}, limits: AdminLimits = ADMIN_LIMITS): Promise<Harness> {
   const calls: string[] = []
   const logs = new LogCapture()
-  const deps: AdminDeps = {
-    notReady: () => [],
-    degraded: () => [],
-    upstreams: () => [],
+  const deps = adminDeps(logs, {
     drain: (id) => { calls.push(`drain ${id}`); return KNOWN.has(id) },
     undrain: (id) => { calls.push(`undrain ${id}`); return KNOWN.has(id) },
     token: TOKEN,
-    allowedHosts: [],
-    sessions: null,
-    metrics: async () => 'tether_up 1\n',
-    metricsContentType: 'text/plain; version=0.0.4; charset=utf-8',
-    logger: createLogger('debug', logs),
-    traffic: () => ({ window_seconds: 10, upstreams: {}, moves_per_minute: { dead: 0, drain: 0, rebalance: 0, spill: 0, admin: 0, restart: 0 }, requests_per_second: [] }),
     now: () => Date.parse('2025-11-25T16:00:00.000Z'),
     ...over,
-  }
+  })
   const admin = await startAdmin('127.0.0.1', 0, deps, limits)
   t.teardown(() => admin.close())
   return { admin, url: admin.url, calls, logs }
