@@ -3,9 +3,11 @@
 // given and changes it only through them. No request can end the process: bad input gets a
 // 4xx, a callback that throws gets 500 with its cause logged; bodies are read, bounded, ignored.
 import http from 'node:http'
-import type { AddressInfo } from 'node:net'
+import type { AddressInfo, Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
+import { systemClock } from '../clock.js'
 import type { Logger } from '../observability/logger.js'
+import { ProblemLog } from '../observability/problem-log.js'
 import { loggedTarget, parseAdminTarget } from './admin-target.js'
 import { BearerToken } from './bearer-token.js'
 import { BROWSER_REFUSAL_LOG, browserVerdict } from './browser-guard.js'
@@ -58,6 +60,13 @@ export interface AdminLimits {
   readonly keepAliveTimeout: number
   /** Largest request body read (and ignored), bytes; a larger one gets 413 and a close. */
   readonly maxBodyBytes: number
+  /**
+   * Open connections at most. One more closes the idle keep-alive ones to make room; when none
+   * is idle, the new one gets 503 and is closed.
+   */
+  readonly maxConnections: number
+  /** Time a client may take nothing of an answer being sent before its connection is closed, ms. */
+  readonly writeTimeout: number
   /** Listen on a port of its own, not one shared by cluster workers (a worker's private admin listener). */
   readonly exclusive?: boolean
 }
@@ -68,6 +77,8 @@ export const ADMIN_LIMITS: AdminLimits = Object.freeze({
   requestTimeout: 30_000,
   keepAliveTimeout: 5_000,
   maxBodyBytes: 16_384,
+  maxConnections: 100,
+  writeTimeout: 30_000,
 })
 
 export interface AdminServer {
@@ -94,8 +105,9 @@ interface Route {
 }
 
 const STATUS_TEXT: Readonly<Record<number, string>> = {
-  400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed', 409: 'Conflict',
-  413: 'Content Too Large', 414: 'URI Too Long', 500: 'Internal Server Error',
+  400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed', 408: 'Request Timeout',
+  409: 'Conflict', 413: 'Content Too Large', 414: 'URI Too Long', 417: 'Expectation Failed', 431: 'Request Header Fields Too Large',
+  500: 'Internal Server Error', 503: 'Service Unavailable',
 }
 
 /** Headers of the status page: its CSP, and no framing, sniffing or referrer. */
@@ -211,7 +223,7 @@ export async function startAdmin(host: string, port: number, deps: AdminDeps, li
     else write(res, text(500, 'Internal Server Error'))
   }
 
-  const server = adminHttpServer(limits, (req, res) => {
+  const server = adminHttpServer(limits, logger, (req, res) => {
     respond(req, res).catch((err: unknown) => fail(req, res, err))
   })
   await listen(server, { port, host, exclusive: limits.exclusive ?? false }, (err) => logger.error({ err }, 'admin listener error'))
@@ -226,70 +238,167 @@ export async function startAdmin(host: string, port: number, deps: AdminDeps, li
   }
 }
 
-/** How long a refused CONNECT's socket may stay open after its 405 before it is destroyed, ms. */
-const CONNECT_LINGER = 2_000
+/** How long a socket answered raw (a refused CONNECT, a malformed request, one over the connection cap) may stay open after its answer before it is destroyed, ms. */
+const RAW_LINGER = 2_000
+
+/** Longest request head the admin listeners read (Node's default, set so that the 431 tells it truly), bytes. */
+const MAX_HEAD_BYTES = 16_384
+
+/** The methods of the admin routes: what `OPTIONS *` (RFC 9110 section 9.3.7) answers. */
+const SERVER_METHODS = 'GET, HEAD, POST, DELETE'
 
 /**
  * An admin listener's HTTP server under `limits`, the primary's (`workers` > 1) as a worker's:
- * the head and request deadlines (408 and a close) checked every second at most so they bite
- * on time, a body read (bounded: 413, see `readBody`) before `handle` gets the request, and a
- * CONNECT (which Node hands over as a bare socket and, without a listener, closed unanswered)
- * answered 405 and closed, as the proxy port answers it: the admin API tunnels nothing.
- * Example: `adminHttpServer(ADMIN_LIMITS, (req, res, body) => res.end('ok'))`.
+ * - the head and request deadlines (408 and a close) checked every second at most so they bite
+ *   on time, a body read (bounded: 413, see `readBody`) before `handle` gets the request;
+ * - at most `limits.maxConnections` connections: one more closes the idle keep-alive ones (their
+ *   clients reconnect at their next request, as nginx reuses its idle connections when it runs
+ *   short), so a probe gets through a client that leaks idle connections; when every one is
+ *   busy the new one gets 503 and is closed (warned, spaced out);
+ * - an answer begun that the client takes nothing of for `limits.writeTimeout` is cut (before
+ *   it begins, a slow handler, a session scan, is waited for);
+ * - what Node answered itself without a body (a malformed or oversized head, a head or request
+ *   too slow, HTTP/1.1 without Host, an Expect other than 100-continue) gets one line of text;
+ *   `Expect: 100-continue` gets no 100 when the request is refused before its body (a declared
+ *   body over the bound: 413 at once, RFC 9110 section 10.1.1); `OPTIONS *` gets 200 with `Allow`;
+ * - a CONNECT (which Node hands over as a bare socket and, without a listener, closed
+ *   unanswered) is answered 405 and closed, as the proxy port answers it: the admin API tunnels nothing.
+ * `logger` gets the warnings.
+ * Example: `adminHttpServer(ADMIN_LIMITS, logger, (req, res, body) => res.end('ok'))`.
  */
-export function adminHttpServer(limits: AdminLimits, handle: (req: http.IncomingMessage, res: http.ServerResponse, body: Buffer) => void): http.Server {
+export function adminHttpServer(limits: AdminLimits, logger: Logger, handle: (req: http.IncomingMessage, res: http.ServerResponse, body: Buffer) => void): http.Server {
+  const problems = new ProblemLog(logger, systemClock)
+  /** Connections answered raw (over the cap, or a request Node could not read): nothing more is answered on them. */
+  const answered = new WeakSet<Duplex>()
+  const onRequest = (req: http.IncomingMessage, res: http.ServerResponse, early = earlyAnswer(req, limits)): void => {
+    if (answered.has(req.socket)) return // its answer is out; the linger closes it
+    res.setTimeout(limits.writeTimeout, () => {
+      if (!res.headersSent) return // still being computed: the next write arms it again
+      logger.info({ method: req.method, path: loggedTarget(req.url), remote: req.socket.remoteAddress, write_timeout_ms: limits.writeTimeout }, 'admin client took nothing of its answer in time: connection closed')
+      res.destroy()
+    })
+    if (early !== null) {
+      req.on('error', () => { /* the client went away */ })
+      req.resume()
+      return write(res, early)
+    }
+    readBody(req, res, limits.maxBodyBytes, (body) => {
+      if (req.method !== 'OPTIONS' || req.url !== '*') return handle(req, res, body)
+      res.writeHead(200, { allow: SERVER_METHODS, 'content-length': 0, 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' })
+      res.end()
+    })
+  }
   const server = http.createServer({
     headersTimeout: limits.headersTimeout,
     requestTimeout: limits.requestTimeout,
     keepAliveTimeout: limits.keepAliveTimeout,
+    maxHeaderSize: MAX_HEAD_BYTES,
     // Node checks the two timeouts above only this often (default 30 s)
     connectionsCheckingInterval: Math.min(1_000, limits.headersTimeout),
-    // a worker's private listener gets the client's lines as sent, over HTTP/1.1: an HTTP/1.0
-    // client's request without Host (a load balancer's health check) is not refused for it
-    // (the primary's own parser refused an HTTP/1.1 one); the Host rules judge the rest
-    requireHostHeader: limits.exclusive !== true,
-  }, (req, res) => readBody(req, res, limits.maxBodyBytes, (body) => handle(req, res, body)))
+    // judged by earlyAnswer (Node's own 400 has no body)
+    requireHostHeader: false,
+  }, (req, res) => onRequest(req, res))
+  // a declared body over the bound is refused before the client sends it: no 100 first
+  server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const early = earlyAnswer(req, limits)
+    if (early === null) res.writeContinue()
+    onRequest(req, res, early)
+  })
+  server.on('checkExpectation', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    onRequest(req, res, closing(417, 'Expectation Failed: the admin API understands only Expect: 100-continue'))
+  })
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    // answered as Node answers (not when part of an answer went out: it would corrupt it), with a body
+    const pending = (socket as Duplex & { _httpMessage?: http.ServerResponse | null })._httpMessage
+    if (answered.has(socket) || !socket.writable || pending?.headersSent === true) return void socket.destroy()
+    answered.add(socket)
+    const [status, message] = parserRefusal(err.code, limits)
+    answerRaw(socket, status, message)
+  })
+  const open = new Set<Socket>()
+  server.on('connection', (socket: Socket) => {
+    open.add(socket)
+    socket.once('close', () => open.delete(socket))
+    if (open.size <= limits.maxConnections) return void problems.resolve('admin connections', {}, 'admin listener: new connections are served again')
+    server.closeIdleConnections()
+    let busy = 0
+    for (const s of open) if (!s.destroyed) busy++
+    if (busy <= limits.maxConnections) return
+    answered.add(socket)
+    problems.report('admin connections', 'all busy', { max_connections: limits.maxConnections, remote: socket.remoteAddress },
+      'admin listener: every connection it keeps is busy (none idle to close): new connections get 503')
+    answerRaw(socket, 503, `Service Unavailable: the admin listener has ${limits.maxConnections} connections open, none idle`)
+  })
   server.on('connect', (_req: http.IncomingMessage, socket: Duplex) => {
-    const body = 'Method Not Allowed: the admin API tunnels nothing (CONNECT)\n'
-    socket.on('error', () => { /* the client went away */ })
-    // the socket is no longer the server's (no deadline, not in closeAllConnections, and the
-    // server's sockets are half-open: after our end it stays until the client ends its side):
-    // read and drop what the client sends so its end is seen, and destroy it after a linger
-    // (as the proxy port's endThenDestroy), or a client that never closes would hold it, and
-    // the listener's close, for ever
-    socket.resume()
-    const linger = setTimeout(() => socket.destroy(), CONNECT_LINGER)
-    socket.once('close', () => clearTimeout(linger))
     // an empty Allow: the authority a CONNECT names is no resource here (RFC 9110 section 10.2.1)
-    socket.end(`HTTP/1.1 405 Method Not Allowed\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
-      `cache-control: no-store\r\nx-content-type-options: nosniff\r\nallow: \r\nconnection: close\r\n\r\n${body}`)
+    answerRaw(socket, 405, 'Method Not Allowed: the admin API tunnels nothing (CONNECT)', 'allow: \r\n')
   })
   return server
 }
 
 /**
- * Reads the request body, then calls `next` with it; a body over `max` bytes (declared or
- * streamed) is answered 413 and the connection closed instead. The admin API ignores bodies;
- * the primary's admin listener passes them on to a worker.
+ * Writes one answer on a raw socket and closes it: ended at once, its input read and dropped
+ * so that the client's end is seen, destroyed after a linger (as the proxy port's
+ * endThenDestroy): a client that never closes its side would hold it, and the listener's
+ * close, for ever. A CONNECT's socket is no longer the server's (no deadline, not in
+ * closeAllConnections), hence the linger on every such answer.
+ */
+function answerRaw(socket: Duplex, status: number, message: string, headers = ''): void {
+  socket.on('error', () => { /* the client went away */ })
+  socket.resume()
+  const linger = setTimeout(() => socket.destroy(), RAW_LINGER)
+  socket.once('close', () => clearTimeout(linger))
+  const body = `${message}\n`
+  socket.end(`HTTP/1.1 ${status} ${STATUS_TEXT[status]}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+    `cache-control: no-store\r\nx-content-type-options: nosniff\r\n${headers}connection: close\r\n\r\n${body}`)
+}
+
+/** The status and text for a request Node's parser refused (its error code), as the admin API words its errors. */
+function parserRefusal(code: string | undefined, limits: AdminLimits): [number, string] {
+  switch (code) {
+    case 'HPE_HEADER_OVERFLOW':
+      return [431, `Request Header Fields Too Large: the admin API reads at most ${MAX_HEAD_BYTES} bytes of request head`]
+    case 'HPE_CHUNK_EXTENSIONS_OVERFLOW':
+      return [413, 'Content Too Large: chunk extensions too large']
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+      return [408, `Request Timeout: the request head must come within ${limits.headersTimeout} ms, the whole request within ${limits.requestTimeout} ms`]
+    default:
+      return [400, 'Bad Request: malformed request']
+  }
+}
+
+/** An answer with a close. */
+function closing(status: number, message: string): Answer {
+  return { ...text(status, message), headers: { connection: 'close' } }
+}
+
+/**
+ * The answer to give before the body is read, if any: 400 for HTTP/1.1 without Host (RFC 9112
+ * section 3.2; not on a worker's private listener, which the primary passes HTTP/1.0 requests
+ * without Host to), 413 for a declared body over the bound; both close the connection.
+ */
+function earlyAnswer(req: http.IncomingMessage, limits: AdminLimits): Answer | null {
+  if (limits.exclusive !== true && req.httpVersion === '1.1' && req.headers.host === undefined) return closing(400, 'Bad Request: an HTTP/1.1 request needs a Host header')
+  if (Number(req.headers['content-length']) > limits.maxBodyBytes) return closing(413, `Content Too Large: the admin API reads at most ${limits.maxBodyBytes} bytes of body`)
+  return null
+}
+
+/**
+ * Reads the request body, then calls `next` with it; a body over `max` bytes (streamed; a
+ * declared one is refused by earlyAnswer) is answered 413 and the connection closed instead.
+ * The admin API ignores bodies; the primary's admin listener passes them on to a worker.
  */
 function readBody(req: http.IncomingMessage, res: http.ServerResponse, max: number, next: (body: Buffer) => void): void {
   const chunks: Buffer[] = []
   let size = 0
   let refused = false
-  const refuse = (): void => {
-    refused = true
-    write(res, { ...text(413, `Content Too Large: the admin API reads at most ${max} bytes of body`), headers: { connection: 'close' } })
-  }
   req.on('error', () => { /* the client went away: nothing left to answer */ })
-  if (Number(req.headers['content-length']) > max) {
-    refuse()
-    req.resume()
-    return
-  }
   req.on('data', (chunk: Buffer) => {
     size += chunk.length
-    if (size > max && !refused) refuse()
-    else if (!refused) chunks.push(chunk)
+    if (size > max && !refused) {
+      refused = true
+      write(res, closing(413, `Content Too Large: the admin API reads at most ${max} bytes of body`))
+    } else if (!refused) chunks.push(chunk)
   })
   req.on('end', () => { if (!refused) next(Buffer.concat(chunks)) })
 }

@@ -55,8 +55,8 @@ interface Answer {
  * Example: `const front = await startAdminFront('127.0.0.1', 9901, workers, logger, [])`; `front.close()`.
  */
 export async function startAdminFront(host: string, port: number, workers: FrontWorkers, logger: Logger, allowedHosts: readonly string[], limits: AdminLimits = ADMIN_LIMITS): Promise<{ readonly url: string; close(): Promise<void> }> {
-  // the admin listener's own deadlines, body bound and CONNECT refusal: a slow or oversized request is cut off here as there
-  const server = adminHttpServer(limits, (req, res, body) => {
+  // the admin listener's own bounds (deadlines, body, connection cap, write timeout), Node's own answers worded and CONNECT refused: as there
+  const server = adminHttpServer(limits, logger, (req, res, body) => {
     // the routes are the worker's: only what needs no route knowledge is judged here (the worker judges the rest)
     const verdict = browserVerdict({ method: req.method ?? '', rawHeaders: req.rawHeaders, hostMustBeKnown: false }, allowedHosts)
     if (!verdict.ok) {
