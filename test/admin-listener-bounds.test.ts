@@ -192,3 +192,25 @@ t.test('Expect: 100-continue with a declared body over 16 KiB gets 413 without a
     t.match(c.received(), /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 [^]*"draining": true/, `${l.kind}: then its answer`)
   }
 })
+
+t.test('at the connection cap, a connection whose answer is still being sent is busy: not closed to make room', async (t) => {
+  // /readyz with a big `degraded` list: about 16 MB, more than loopback's socket buffers hold,
+  // so the answer is still being sent (ended by the handler, not flushed) while the client reads slowly
+  const big = Array.from({ length: 160_000 }, (_, i) => `redis shard ${i} unreachable: ${'x'.repeat(64)}`)
+  const limits: AdminLimits = { ...ADMIN_LIMITS, maxConnections: 1, writeTimeout: 600_000 }
+  for (const l of await listeners(t, limits, { degraded: () => big })) {
+    const reader = await connect(l.port)
+    t.teardown(() => reader.socket.destroy())
+    reader.socket.once('data', () => reader.socket.pause()) // its first bytes, then it stops reading a while
+    reader.socket.write('GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n')
+    await reader.until((s) => s.length > 0, 30_000, 'the first bytes of the answer')
+    const refused = await exchange(l.port, PROBE)
+    t.match(refused, /^HTTP\/1\.1 503 /, `${l.kind}: the new connection is refused, the one being answered kept`)
+    reader.socket.resume()
+    await reader.until((s) => s.endsWith('}\n') || reader.closed(), 60_000, 'the whole answer')
+    const length = Number(/\r\ncontent-length: (\d+)\r\n/i.exec(reader.received())?.[1])
+    t.equal(reader.received().length - reader.received().indexOf('\r\n\r\n') - 4, length, `${l.kind}: the whole answer arrived`)
+    t.notOk(reader.closed(), `${l.kind}: and its connection stays open`)
+    reader.socket.destroy()
+  }
+})

@@ -252,6 +252,7 @@ const SERVER_METHODS = 'GET, HEAD, POST, DELETE'
  * - the head and request deadlines (408 and a close) checked every second at most so they bite
  *   on time, a body read (bounded: 413, see `readBody`) before `handle` gets the request;
  * - at most `limits.maxConnections` connections: one more closes the idle keep-alive ones (their
+ *   last answer all sent, no request since; one still being sent is busy: their
  *   clients reconnect at their next request, as nginx reuses its idle connections when it runs
  *   short), so a probe gets through a client that leaks idle connections; when every one is
  *   busy the new one gets 503 and is closed (warned, spaced out);
@@ -270,7 +271,24 @@ export function adminHttpServer(limits: AdminLimits, logger: Logger, handle: (re
   const problems = new ProblemLog(logger, systemClock)
   /** Connections answered raw (over the cap, or a request Node could not read): nothing more is answered on them. */
   const answered = new WeakSet<Duplex>()
+  /**
+   * The connections between two requests: their last answer all handed to the kernel ('finish'),
+   * no request since. Not Node's closeIdleConnections, which also closes a connection whose
+   * answer is ended but still being sent (a big /metrics to a slow reader). A fresh connection
+   * is not idle (its first head may be coming; the head deadline bounds it).
+   */
+  const idle = new Set<Socket>()
+  /** Requests of a connection not answered yet (pipelined ones included). */
+  const unanswered = new WeakMap<Socket, number>()
   const onRequest = (req: http.IncomingMessage, res: http.ServerResponse, early = earlyAnswer(req, limits)): void => {
+    const socket = req.socket as Socket
+    idle.delete(socket)
+    unanswered.set(socket, (unanswered.get(socket) ?? 0) + 1)
+    res.once('finish', () => {
+      const left = (unanswered.get(socket) ?? 1) - 1
+      unanswered.set(socket, left)
+      if (left === 0 && !socket.destroyed && !answered.has(socket)) idle.add(socket)
+    })
     if (answered.has(req.socket)) return // its answer is out; the linger closes it
     res.setTimeout(limits.writeTimeout, () => {
       if (!res.headersSent) return // still being computed: the next write arms it again
@@ -318,9 +336,10 @@ export function adminHttpServer(limits: AdminLimits, logger: Logger, handle: (re
   const open = new Set<Socket>()
   server.on('connection', (socket: Socket) => {
     open.add(socket)
-    socket.once('close', () => open.delete(socket))
+    socket.once('close', () => { open.delete(socket); idle.delete(socket) })
     if (open.size <= limits.maxConnections) return void problems.resolve('admin connections', {}, 'admin listener: new connections are served again')
-    server.closeIdleConnections()
+    for (const s of idle) s.destroy()
+    idle.clear()
     let busy = 0
     for (const s of open) if (!s.destroyed) busy++
     if (busy <= limits.maxConnections) return
