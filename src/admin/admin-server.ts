@@ -301,6 +301,8 @@ export function adminHttpServer(limits: AdminLimits, logger: Logger, handle: (re
       return write(res, early)
     }
     readBody(req, res, limits.maxBodyBytes, (body) => {
+      // answered raw meanwhile (a 408 for a body too slow, whose rest came within the linger): the client was told it failed
+      if (answered.has(req.socket)) return
       if (req.method !== 'OPTIONS' || req.url !== '*') return handle(req, res, body)
       res.writeHead(200, { allow: SERVER_METHODS, 'content-length': 0, 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' })
       res.end()
