@@ -60,6 +60,29 @@ function cutOff(socket: tls.TLSSocket): Promise<{ goaway: number | null }> {
   })
 }
 
+/**
+ * Rapid reset on `socket`: streams opened and reset at once (HEADERS + RST_STREAM CANCEL), 500
+ * a write, while `open()`, for at most 100 000 streams or 10 s; resolves with how many it wrote.
+ * Streams are numbered from `first` (odd).
+ */
+async function floodResets(socket: tls.TLSSocket, port: number, open: () => boolean, first = 1): Promise<number> {
+  const block = getBlock(`127.0.0.1:${port}`)
+  let sent = 0
+  const deadline = Date.now() + 10_000
+  while (open() && sent < 100_000 && Date.now() < deadline) {
+    const batch: Buffer[] = []
+    for (let i = 0; i < 500; i++) {
+      const id = first + 2 * (sent + i)
+      batch.push(frame(FRAME.HEADERS, FLAG.END_STREAM | FLAG.END_HEADERS, id, block), frame(FRAME.RST_STREAM, 0, id, Buffer.from([0, 0, 0, 8])))
+    }
+    sent += 500
+    // (a server that stopped reading takes nothing more: the deadline ends the wait)
+    if (!socket.write(Buffer.concat(batch))) await new Promise<void>((r) => { socket.once('drain', r); socket.once('close', r); setTimeout(r, Math.max(0, deadline - Date.now())).unref() })
+    await new Promise((r) => setImmediate(r)) // let a close be noticed
+  }
+  return sent
+}
+
 t.test('rapid reset: a client opening and resetting streams as fast as it can is cut off; CPU and memory stay bounded', async (t) => {
   const { tether, port, upstreamRequests } = await start(t)
   const pid = tether.proc.pid!
@@ -67,22 +90,9 @@ t.test('rapid reset: a client opening and resetting streams as fast as it can is
   const before = await processUsage(pid)
   const socket = await connectH2(port, certs.ca)
   const closed = cutOff(socket)
-  let sent = 0
   let open = true
   void closed.then(() => { open = false })
-  const block = getBlock(`127.0.0.1:${port}`)
-  // bounded: at most 100 000 streams, in batches of 500 (HEADERS + RST_STREAM CANCEL each)
-  const deadline = Date.now() + 10_000
-  while (open && sent < 100_000 && Date.now() < deadline) {
-    const batch: Buffer[] = []
-    for (let i = 0; i < 500; i++) {
-      const id = 2 * (sent + i) + 1
-      batch.push(frame(FRAME.HEADERS, FLAG.END_STREAM | FLAG.END_HEADERS, id, block), frame(FRAME.RST_STREAM, 0, id, Buffer.from([0, 0, 0, 8])))
-    }
-    sent += 500
-    if (!socket.write(Buffer.concat(batch))) await new Promise<void>((r) => { socket.once('drain', r); socket.once('close', r) })
-    await new Promise((r) => setImmediate(r)) // let a close be noticed
-  }
+  const sent = await floodResets(socket, port, () => open)
   const during = probe(port)
   const { goaway } = await within(closed, 15_000, 'the flooding connection to be closed')
   t.equal(await within(during, 10_000, 'a normal client during the flood'), 200, 'another client is served during the flood')
@@ -169,3 +179,19 @@ t.test('streams opened past SETTINGS_MAX_CONCURRENT_STREAMS, each with a 15 kB b
   t.pass('Tether warned why it closed the connection')
   t.equal(await probe(port), 200, 'another client is served after')
 })
+
+t.test('rapid reset, ten connections one after another: each client reads GOAWAY ENHANCE_YOUR_CALM before its connection closes', async (t) => {
+  const { port } = await start(t)
+  const codes: (number | null)[] = []
+  for (let i = 0; i < 10; i++) {
+    const socket = await connectH2(port, certs.ca)
+    const closed = cutOff(socket)
+    let open = true
+    void closed.then(() => { open = false })
+    await floodResets(socket, port, () => open)
+    codes.push((await within(closed, 15_000, `connection ${i + 1} to be closed`)).goaway)
+  }
+  // Tether once destroyed the session from within the stream event that judged it: the client then often saw no GOAWAY
+  t.same(codes, Array(10).fill(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM), 'every client got GOAWAY ENHANCE_YOUR_CALM')
+})
+
