@@ -1,6 +1,7 @@
 // The bounds and protocol edges of both admin listeners, the single process's (`startAdmin`) and
 // the primary's front (`workers` > 1, here in front of a real worker admin listener): the
-// connection cap (idle keep-alive connections make room for a probe; 503 when all are busy),
+// connection cap (idle keep-alive connections, then the oldest slow head, make room for a probe;
+// 503 when all have a request in progress),
 // the write timeout of an answer the client stopped reading, Node's own bodiless answers given a
 // body, `OPTIONS *`, and no `100 Continue` before a 413. Real sockets on loopback.
 import t, { type Test } from 'tap'
@@ -78,7 +79,7 @@ async function exchange(port: number, data: string, ms = 15_000): Promise<string
 
 const PROBE = 'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'
 
-t.test('at the connection cap, idle keep-alive connections make room for a probe; when every connection is busy a new one gets 503 and is closed', async (t) => {
+t.test('at the connection cap, idle keep-alive connections, then the oldest slow head, make room for a probe; when every connection has a request in progress a new one gets 503 and is closed', async (t) => {
   const limits: AdminLimits = { ...ADMIN_LIMITS, maxConnections: 4, keepAliveTimeout: 120_000, headersTimeout: 120_000, requestTimeout: 240_000 }
   for (const l of await listeners(t, limits)) {
     // a scraper that leaks keep-alive connections: each served once, then left open
@@ -94,11 +95,29 @@ t.test('at the connection cap, idle keep-alive connections make room for a probe
     await waitFor(() => idle.every((c) => c.closed()), 10_000, 'the idle connections to be closed')
     t.pass(`${l.kind}: the idle keep-alive connections were closed to make room`)
 
-    // four clients that keep a request in progress (a head never finished): nothing is idle
-    const busy: Client[] = []
+    // four slow heads (a head never finished): the oldest makes room for the probe
+    const slow: Client[] = []
     for (let i = 0; i < 4; i++) {
       const c = await connect(l.port, 'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n')
       t.teardown(() => c.socket.destroy())
+      slow.push(c)
+    }
+    const past = await request(`${l.url}/healthz`)
+    t.equal(`${past.status} ${past.body}`, '200 ok\n', `${l.kind}: a probe is served with the cap taken by slow heads`)
+    await waitFor(() => slow[0]!.closed(), 10_000, 'the oldest slow head to be closed')
+    t.ok(slow.slice(1).every((c) => !c.closed()), `${l.kind}: only the oldest slow head was closed to make room`)
+    t.match(l.logs.records.find((r) => r['msg'] === 'admin listener at its connection cap: the oldest connection without a complete request head was closed to make room'), { level: 40, max_connections: 4 }, 'warned')
+    for (const c of slow) c.socket.destroy()
+    await waitFor(async () => (await request(`${l.url}/healthz`)).status === 200, 10_000, 'a probe served once the slow heads left')
+
+    // four clients that keep a request in progress (a body never finished): nothing is idle
+    const busy: Client[] = []
+    for (let i = 0; i < 4; i++) {
+      const c = await connect(l.port, 'POST /upstreams/a/drain HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n')
+      t.teardown(() => c.socket.destroy())
+      // its head is in (the 100 says so): a request in progress, not a slow head
+      await c.until((s) => s.startsWith('HTTP/1.1 100 Continue\r\n\r\n'), 10_000, 'the 100 Continue')
+      c.socket.write('x')
       busy.push(c)
     }
     const refused = await exchange(l.port, PROBE)

@@ -62,7 +62,8 @@ export interface AdminLimits {
   readonly maxBodyBytes: number
   /**
    * Open connections at most. One more closes the idle keep-alive ones to make room; when none
-   * is idle, the new one gets 503 and is closed.
+   * is idle, the oldest connection without a complete head; when every one has a request in
+   * progress, the new one gets 503 and is closed.
    */
   readonly maxConnections: number
   /** Time a client may take nothing of an answer being sent before its connection is closed, ms. */
@@ -254,8 +255,10 @@ const SERVER_METHODS = 'GET, HEAD, POST, DELETE'
  * - at most `limits.maxConnections` connections: one more closes the idle keep-alive ones (their
  *   last answer all sent, no request since; one still being sent is busy: their
  *   clients reconnect at their next request, as nginx reuses its idle connections when it runs
- *   short), so a probe gets through a client that leaks idle connections; when every one is
- *   busy the new one gets 503 and is closed (warned, spaced out);
+ *   short), so a probe gets through a client that leaks idle connections; when none is idle,
+ *   the oldest connection that has not sent a complete head yet is closed (so slow heads
+ *   cannot starve a probe); when every one has a request in progress the new one gets 503
+ *   and is closed (both warned, spaced out);
  * - an answer begun that the client takes nothing of for `limits.writeTimeout` is cut (before
  *   it begins, a slow handler, a session scan, is waited for);
  * - what Node answered itself without a body (a malformed or oversized head, a head or request
@@ -278,11 +281,17 @@ export function adminHttpServer(limits: AdminLimits, logger: Logger, handle: (re
    * is not idle (its first head may be coming; the head deadline bounds it).
    */
   const idle = new Set<Socket>()
+  /**
+   * The connections that have not sent a complete head yet, oldest first: at the cap, the oldest
+   * is closed to make room (a slow-head client holding the port cannot starve a probe).
+   */
+  const headless = new Set<Socket>()
   /** Requests of a connection not answered yet (pipelined ones included). */
   const unanswered = new WeakMap<Socket, number>()
   const onRequest = (req: http.IncomingMessage, res: http.ServerResponse, early = earlyAnswer(req, limits)): void => {
     const socket = req.socket as Socket
     idle.delete(socket)
+    headless.delete(socket)
     unanswered.set(socket, (unanswered.get(socket) ?? 0) + 1)
     res.once('finish', () => {
       const left = (unanswered.get(socket) ?? 1) - 1
@@ -338,13 +347,31 @@ export function adminHttpServer(limits: AdminLimits, logger: Logger, handle: (re
   const open = new Set<Socket>()
   server.on('connection', (socket: Socket) => {
     open.add(socket)
-    socket.once('close', () => { open.delete(socket); idle.delete(socket) })
-    if (open.size <= limits.maxConnections) return void problems.resolve('admin connections', {}, 'admin listener: new connections are served again')
+    socket.once('close', () => { open.delete(socket); idle.delete(socket); headless.delete(socket) })
+    if (open.size <= limits.maxConnections) {
+      headless.add(socket)
+      problems.resolve('admin heads', {}, 'admin listener: below its connection cap again')
+      return void problems.resolve('admin connections', {}, 'admin listener: new connections are served again')
+    }
     for (const s of idle) s.destroy()
     idle.clear()
     let busy = 0
     for (const s of open) if (!s.destroyed) busy++
-    if (busy <= limits.maxConnections) return
+    if (busy > limits.maxConnections) {
+      // none idle: the oldest connection still without a complete head makes room (its client
+      // sent nothing whole within the time the others took: a slow head, or a connection opened
+      // and left), as the new one may be a probe
+      for (const s of headless) {
+        headless.delete(s)
+        if (s.destroyed) continue
+        s.destroy()
+        busy--
+        problems.report('admin heads', 'closed', { remote: s.remoteAddress, max_connections: limits.maxConnections },
+          'admin listener at its connection cap: the oldest connection without a complete request head was closed to make room')
+        break
+      }
+    }
+    if (busy <= limits.maxConnections) return void headless.add(socket)
     answered.add(socket)
     problems.report('admin connections', 'all busy', { max_connections: limits.maxConnections, remote: socket.remoteAddress },
       'admin listener: every connection it keeps is busy (none idle to close): new connections get 503')
