@@ -236,7 +236,7 @@ export class RequestPath {
           this.#d.router.settle(d)
           return this.#answer(ctx, x, 'TETHER_NO_UPSTREAM', true)
         }
-        let headers = this.#headers(ctx, d, upstream)
+        const headers = this.#headers(ctx, d, upstream)
         const hookFailed = d.moved === null ? null : await this.#rehydrate(ctx, d, headers, x.gone)
         if (d.moved !== null && x.gone.aborted) {
           // the client left while its state was fetched or posted: its hook was stopped (or
@@ -291,9 +291,9 @@ export class RequestPath {
         // this request's hedge was refused there for the user's state in its head (the same
         // process: see #hedged), and the first attempt then failed: the retry goes without the
         // state at once, not refused a second time first (one field read for any other request)
-        const refusedBefore = ctx.stateRefusedBy !== null && ctx.rehydrateBytes > 0 && ctx.stateRefusedBy.id === d.upstream && !isReplacement(ctx.stateRefusedBy, upstream)
-        if (refusedBefore) headers = this.#withoutState(ctx, d, headers)
-        let r = this.#hedgeable(ctx) ? await this.#hedged(ctx, x, d, upstream, headers) : await this.#run(ctx, x, d, upstream, headers)
+        const refusedBefore = ctx.stateRefusedBy !== null && this.#refusedBefore(ctx, d, upstream)
+        const sent = refusedBefore ? this.#withoutState(ctx, d, headers) : headers
+        let r = this.#hedgeable(ctx) ? await this.#hedged(ctx, x, d, upstream, sent) : await this.#run(ctx, x, d, upstream, sent)
         // (only while the body is replayable: else the transport passed the 431 on; see forward.ts)
         if (!r.responded && r.outcome?.kind === 'error' && r.outcome.code === 'TETHER_HEADERS_TOO_LARGE' && ctx.rehydrateBytes > 0) {
           if (!this.#current(upstream)) {
@@ -705,6 +705,12 @@ export class RequestPath {
     if (!hedgeRefused) (ctx.tried ??= new Set()).add(d2.upstream)
     ctx.decision = d
     return ra.outcome?.kind === 'client_abort' ? ra : rb.outcome?.kind === 'client_abort' ? rb : ra
+  }
+
+  /** This request's hedge was refused for its state by `upstream` (the same process), and the state is still to be sent there. */
+  #refusedBefore(ctx: RequestContext, d: Decision, upstream: Upstream): boolean {
+    const by = ctx.stateRefusedBy
+    return by !== null && ctx.rehydrateBytes > 0 && by.id === d.upstream && !isReplacement(by, upstream)
   }
 
   /**
