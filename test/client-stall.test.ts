@@ -1,7 +1,8 @@
 // A client that reads nothing of its answer while its connection stays busy is cut, as nginx's
 // send_timeout does: over HTTP/1.1, one that keeps sending its request body slowly (each byte
 // refreshes the socket's idle timer). The cut is the client's doing (TETHER_CLIENT_TIMEOUT),
-// never held for good. HTTP/2's case is in h2c.test.ts. Real upstream and raw client on loopback.
+// never held for good. HTTP/2's case is in h2c-stalled-streams.test.ts. Real upstream and raw
+// client on loopback.
 import t, { type Test } from 'tap'
 import net from 'node:net'
 import { startTether, type Tether } from '../src/app.js'
