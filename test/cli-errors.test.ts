@@ -1,0 +1,100 @@
+// The tether command line, run as a real child process from dist/ (npm test builds first): --help,
+// --version and usage errors; a URL's password masked wherever an error echoes it; a config that
+// cannot be read; an exception nobody caught; TETHER_WORKER left set. Split from cli.test.ts, with
+// cli-check.test.ts and cli-run.test.ts.
+import t from 'tap'
+import { mkdtempSync, readFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import net from 'node:net'
+import { ROOT, runCli, tempFile } from './fixtures/cli.js'
+
+const version = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version
+
+// loaded before the CLI: once the command sends its request (fetch's diagnostics channel), a throw
+// nobody catches, from an event handler, with a URL password in its message
+const THROW_HOOK = `data:text/javascript,${encodeURIComponent(`import { subscribe } from 'node:diagnostics_channel'
+subscribe('undici:request:create', () => setImmediate(() => { throw new Error('stray throw from a test hook: redis://u:' + 'pw-in-hook' + '@h:6379\\n  on two lines') }))`)}`
+
+t.test('--help and --version', async (t) => {
+  const help = await runCli(['--help'])
+  t.equal(help.code, 0)
+  t.match(help.stdout, /tether check <file>/)
+  const v = await runCli(['--version'])
+  t.equal(v.code, 0)
+  t.equal(v.stdout.trim(), `tether ${version}`)
+})
+
+t.test('an unknown argument exits 2 with usage', async (t) => {
+  const r = await runCli(['--bogus'])
+  t.equal(r.code, 2)
+  t.match(r.stderr, /unknown argument "--bogus"/)
+  t.match(r.stderr, /Usage:/)
+})
+
+t.test('a URL with credentials echoed in an error reaches stderr with its password masked', async (t) => {
+  // a Redis url pasted as an argument: the usage error names it
+  const usage = await runCli(['run', 'redis://u:pw@h:6379'])
+  t.equal(usage.code, 2)
+  t.match(usage.stderr, /unknown argument "redis:\/\/u:\*\*\*@h:6379"/)
+  t.notMatch(usage.stderr, /pw/)
+  // an admin URL with credentials: the admin client's error names it (port 1: nothing listens)
+  const admin = await runCli(['session', 'k', '--admin', 'http://u:pw@127.0.0.1:1'])
+  t.equal(admin.code, 1)
+  t.match(admin.stderr, /http:\/\/u:\*\*\*@127\.0\.0\.1:1/)
+  t.notMatch(admin.stderr, /pw/)
+})
+
+t.test('check and run: a config file that cannot be read is told with a URL\'s password in its path or OS message masked', async (t) => {
+  for (const cmd of ['check', '--config']) {
+    const r = await runCli([cmd, '/nonexistent/redis://u:pw@h/proxy.yaml'])
+    t.equal(r.code, 1, cmd)
+    t.match(r.stderr, /\/nonexistent\/redis:\/\/u:\*\*\*@h\/proxy\.yaml/, `${cmd}: the path told, masked`)
+    t.notMatch(r.stderr, /pw/, `${cmd}: no password`)
+  }
+})
+
+t.test('check, run and import: a config or manifest that cannot be read (a directory) is one line naming the file and the reason, no stack', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tether-test-'))
+  for (const args of [['check', dir], ['--config', dir], ['run', '--config', dir]]) {
+    const r = await runCli(args)
+    t.equal(r.code, 1, args.join(' '))
+    t.equal(r.stderr, `${dir}: cannot read config: illegal operation on a directory (EISDIR)\n`, args.join(' '))
+  }
+  const r = await runCli(['import', dir])
+  t.equal(r.code, 1, 'import')
+  t.equal(r.stderr, `tether import: cannot read ${dir}: illegal operation on a directory (EISDIR)\n`, 'import')
+})
+
+t.test('check: a syntax error on a line with a URL password keeps its caret under the column (the password masked one * per character)', async (t) => {
+  const r = await runCli(['check', tempFile('proxy.yaml', 'upstreams: [ { id: a, url: "http://u:longpassword@h:1" }, x: [ }\n')])
+  t.equal(r.code, 1)
+  t.notMatch(r.stderr, /longpassword/)
+  const lines = r.stderr.split('\n')
+  const at = lines.findIndex((l) => l.startsWith('  1 | '))
+  t.equal(lines[at], '  1 | upstreams: [ { id: a, url: "http://u:************@h:1" }, x: [ }')
+  t.equal(lines[at]![lines[at + 1]!.indexOf('^')], '[', 'the caret under the [ that is not closed')
+})
+
+t.test('session and drain: an exception nobody caught is one masked line and exit 1, not a stack', async (t) => {
+  // an admin API that never answers: the command waits, the hook's throw comes first
+  const sockets = new Set<net.Socket>()
+  const admin = net.createServer((s) => { sockets.add(s) })
+  await new Promise<void>((resolve) => admin.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { for (const s of sockets) s.destroy(); admin.close() })
+  const url = `http://127.0.0.1:${(admin.address() as net.AddressInfo).port}`
+  for (const args of [['session', 'k', '--admin', url], ['drain', 'a', '--admin', url]]) {
+    const r = await runCli(args, {}, 15000, [`--import=${THROW_HOOK}`])
+    t.equal(r.code, 1, args[0])
+    t.equal(r.stderr, 'tether: uncaught exception (a bug in Tether or a library): stray throw from a test hook: redis://u:***@h:6379 on two lines\n', args[0])
+  }
+})
+
+t.test('TETHER_WORKER set outside a primary (a value left in a shell): a one-line error and exit 1, never a wait for a primary', async (t) => {
+  const bad = await runCli(['--config', 'config/proxy.yaml'], { TETHER_WORKER: '{"index":0}' })
+  t.equal(bad.code, 1)
+  t.match(bad.stderr, /TETHER_WORKER is set by Tether's primary for its workers .*: unset it/)
+  const orphan = await runCli(['--config', 'config/proxy.yaml'], { TETHER_WORKER: '0' })
+  t.equal(orphan.code, 1)
+  t.match(orphan.stderr, /TETHER_WORKER is set, but this process was not started by a Tether primary: unset it/)
+})
