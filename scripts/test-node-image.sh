@@ -18,12 +18,14 @@ cd "$(dirname "$0")/.."
 stop() { echo "test-node-image: $1" >&2; echo "0 passed, 1 failed"; exit 1; }
 
 # What depends on Node's own HTTP/2, TLS, HTTP/1.1 parser and socket internals (an h2 fault
-# once showed on Node 24 only): 19 files, about 3 minutes of tap time on 2 cores under load.
+# once showed on Node 24 only): 18 files, about 3.5 minutes of tap time on 2 cores at load 20.
 # Left out (they run on Node 20 in `npm test`): h2-floods (it floods connections for tens of
 # seconds: slow, and its figures bend with the machine's load), client-stall (its bounds are
-# timed against a stalled reader: load-sensitive) and websocket-failover (pods killed and
-# taken out by health, not Node internals; about 50 s). A pattern that matches no file stops
-# the run (a renamed file must not drop out unseen).
+# timed against a stalled reader: load-sensitive), websocket-limits (idle bounds of a few
+# hundred ms and 2 s deadlines: it failed in both runs of this list at load 20-25, each time in
+# other cases, and passed 3 of 3 runs alone on Node 24 and on Node 20) and websocket-failover
+# (pods killed and taken out by health, not Node internals; about 50 s). A pattern that
+# matches no file stops the run (a renamed file must not drop out unseen).
 PATTERNS=(
   'test/h2-*.test.ts'
   'test/h2c*.test.ts'
@@ -37,7 +39,7 @@ PATTERNS=(
   'test/log-sonic-boom-internals.test.ts'
   'test/idle-close-held-head.test.ts'
 )
-EXCLUDED=(test/h2-floods.test.ts test/client-stall.test.ts test/websocket-failover.test.ts)
+EXCLUDED=(test/h2-floods.test.ts test/client-stall.test.ts test/websocket-failover.test.ts test/websocket-limits.test.ts)
 
 files=()
 if [ $# -gt 0 ]; then
@@ -82,16 +84,16 @@ cache=${TETHER_NODE_CACHE:-$HOME/.cache/tether-node}
 dir="$cache/node-v$version-linux-x64"
 # a cached copy counts only if it came from a tarball with this integrity and runs as this version
 if [ "$(cat "$dir/.integrity" 2>/dev/null)" != "$integrity" ] || [ "$("$dir/bin/node" --version 2>/dev/null)" != "v$version" ]; then
-  mkdir -p "$cache" || stop "cannot create the cache directory $cache (TETHER_NODE_CACHE)"
+  mkdir -p "$cache" 2>/dev/null || stop "cannot create the cache directory $cache (TETHER_NODE_CACHE)"
   work=$(mktemp -d "$cache/.download.XXXXXX") || stop "mktemp in $cache failed"
   echo "test-node-image: downloading Node $version for linux-x64 from $tarball" >&2
   command -v curl >/dev/null || stop "curl is needed to download Node: run: sudo apt-get install -y curl"
-  curl -fsSL --retry 2 -o "$work/node.tgz" "$tarball" || stop "download of $tarball failed"
+  curl -fsL --retry 2 -o "$work/node.tgz" "$tarball" || stop "download of $tarball failed (curl exit code $?)"
   got=$(node -e 'const h = require("crypto").createHash("sha512")
     require("fs").createReadStream(process.argv[1]).on("data", (c) => h.update(c))
       .on("end", () => console.log(`sha512-${h.digest("base64")}`)).on("error", () => process.exit(1))' "$work/node.tgz")
   [ "$got" = "$integrity" ] || stop "integrity check failed for $tarball: the registry says $integrity, the download is $got"
-  tar -xzf "$work/node.tgz" -C "$work" || stop "cannot unpack $tarball"
+  tar -xzf "$work/node.tgz" -C "$work" 2>/dev/null || stop "cannot unpack $tarball"
   [ "$("$work/package/bin/node" --version 2>/dev/null)" = "v$version" ] || stop "the downloaded bin/node does not run as v$version"
   echo "$integrity" >"$work/package/.integrity"
   rm -rf "$dir" && mv "$work/package" "$dir" || stop "cannot move Node $version into $dir"
