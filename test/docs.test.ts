@@ -9,7 +9,9 @@ import { parse as parseYaml, parseDocument, stringify } from 'yaml'
 import { ERRORS } from '../src/errors.js'
 import { loadConfigFile, parseConfig } from '../src/config/index.js'
 import { ROOT } from './fixtures/cli.js'
-import { anchors, codeSpans, links, splitFences, trackedFiles, type Fence } from './fixtures/markdown.js'
+import { anchors, codeSpans, links, section, splitFences, trackedFiles, type Fence } from './fixtures/markdown.js'
+import { MAX_DURATION_MS } from '../src/config/validate.js'
+import { formatDuration, parseDuration } from '../src/config/duration.js'
 
 const read = (file: string): string => readFileSync(join(ROOT, file), 'utf8')
 const README = 'README.md'
@@ -55,27 +57,63 @@ t.test('every config key is documented in the key table, and nothing else', asyn
   for (const k of documented) t.ok(KEYS.has(k), `${KEY_TABLE}'s ${k} exists in the config`)
 })
 
-t.test("the key table's defaults are the code's: each default written out loads to the config the key left out gives", async (t) => {
-  // the sections a key lives in, with what they need to be valid (no files are read)
-  const contexts: [string, Record<string, unknown>][] = [
-    ['listen.tls', { listen: { tls: { cert: 'c.pem', key: 'k.pem' } } }],
-    ['listen.tls.hsts', { listen: { tls: { hsts: { max_age: '24h' } } } }],
-    ['listen.redirect', { listen: { port: 8443, tls: { cert: 'c.pem', key: 'k.pem' }, redirect: {} } }],
-    ['discovery.dns', { discovery: { dns: { name: 'app.example', port: 80 } } }],
-    ['discovery.kubernetes', { discovery: { kubernetes: { service: 'web', port: 'http' } } }],
-    ['affinity.spill', { affinity: { spill: {} } }],
-  ]
-  const merge = (a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> => {
-    const out = { ...a }
-    for (const [k, v] of Object.entries(b)) {
-      const prev = out[k]
-      out[k] = prev !== null && typeof prev === 'object' && !Array.isArray(prev) && v !== null && typeof v === 'object' && !Array.isArray(v)
-        ? merge(prev as Record<string, unknown>, v as Record<string, unknown>) : v
-    }
-    return out
+// Loading one key of the key table with a value of one's choice, in a config that is valid
+// around it. The sections a key lives in, with what they need to be valid (no files are read):
+const CONTEXTS: [string, Record<string, unknown>][] = [
+  ['listen.tls', { listen: { tls: { cert: 'c.pem', key: 'k.pem' } } }],
+  ['listen.tls.hsts', { listen: { tls: { hsts: { max_age: '24h' } } } }],
+  ['listen.redirect', { listen: { port: 8443, tls: { cert: 'c.pem', key: 'k.pem' }, redirect: {} } }],
+  ['discovery.dns', { discovery: { dns: { name: 'app.example', port: 80 } } }],
+  ['discovery.kubernetes', { discovery: { kubernetes: { service: 'web', port: 'http' } } }],
+  ['affinity.spill', { affinity: { spill: {} } }],
+]
+
+function merge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
+  const out = { ...a }
+  for (const [k, v] of Object.entries(b)) {
+    const prev = out[k]
+    out[k] = prev !== null && typeof prev === 'object' && !Array.isArray(prev) && v !== null && typeof v === 'object' && !Array.isArray(v)
+      ? merge(prev as Record<string, unknown>, v as Record<string, unknown>) : v
   }
-  const at = (o: unknown, path: string[]): unknown => path.reduce<unknown>((v, k) => (v as Record<string, unknown> | undefined)?.[k], o)
-  const load = (tree: Record<string, unknown>): Record<string, unknown> => parseConfig(stringify(tree), 'defaults.yaml') as unknown as Record<string, unknown>
+  return out
+}
+
+const at = (o: unknown, path: string[]): unknown => path.reduce<unknown>((v, k) => (v as Record<string, unknown> | undefined)?.[k], o)
+const load = (tree: Record<string, unknown>): Record<string, unknown> => parseConfig(stringify(tree), 'defaults.yaml') as unknown as Record<string, unknown>
+
+/** Configs around one key of the key table: with a value, without the key, and where it is in the loaded config. */
+function around(key: string): { withValue: (value: unknown) => Record<string, unknown>; without: Record<string, unknown>; where: string[] } {
+  const item = key.startsWith('upstreams[].')
+  const path = (item ? key.slice('upstreams[].'.length) : key).split('.')
+  let base: Record<string, unknown> = item ? {} : { upstreams: [{ id: 'a', url: 'http://127.0.0.1:1' }] }
+  for (const [prefix, ctx] of CONTEXTS) if (key.startsWith(`${prefix}.`)) base = merge(base, ctx)
+  const withValue = (value: unknown): Record<string, unknown> => {
+    const leaf = path.reduceRight<unknown>((v, k) => ({ [k]: v }), value) as Record<string, unknown>
+    return item ? { upstreams: [merge({ id: 'a', url: 'https://127.0.0.1:1' }, leaf)] } : merge(base, leaf)
+  }
+  const without = item ? { upstreams: [{ id: 'a', url: 'https://127.0.0.1:1', ...(path.length > 1 ? { [path[0]!]: {} } : {}) }] } : base
+  return { withValue, without, where: item ? ['upstreams', '0', ...path] : path }
+}
+
+/** What the key loads to with `value` (JSON), or why it is refused (`(refused: ...)`). */
+function loadsTo(key: string, value: unknown): string {
+  const { withValue, where } = around(key)
+  try {
+    return JSON.stringify(at(load(withValue(value)), where))
+  } catch (err) {
+    return `(refused: ${(err as Error).message.split('\n')[0]})`
+  }
+}
+
+/** The key table's rows: key path, type column and the rest, with the line. */
+function tableRows(): { key: string; type: string; line: number }[] {
+  return read(KEY_TABLE).split('\n').flatMap((text, i) => {
+    const m = /^\| `([a-z0-9_.[\]]+)` \| ((?:[^|\\]|\\\|)*) \|/.exec(text)
+    return m ? [{ key: m[1]!, type: m[2]!, line: i + 1 }] : []
+  })
+}
+
+t.test("the key table's defaults are the code's: each default written out loads to the config the key left out gives", async (t) => {
   let checked = 0
   let inherited = 0
   // the type column may hold escaped bars (`cookie \| header`); every row whose default starts
@@ -87,25 +125,58 @@ t.test("the key table's defaults are the code's: each default written out loads 
       inherited++
       continue
     }
-    const item = key.startsWith('upstreams[].')
-    const path = (item ? key.slice('upstreams[].'.length) : key).split('.')
-    let base: Record<string, unknown> = item ? {} : { upstreams: [{ id: 'a', url: 'http://127.0.0.1:1' }] }
-    for (const [prefix, ctx] of contexts) if (key.startsWith(`${prefix}.`)) base = merge(base, ctx)
-    const withValue = (value: unknown): Record<string, unknown> => {
-      const leaf = path.reduceRight<unknown>((v, k) => ({ [k]: v }), value) as Record<string, unknown>
-      return item ? { upstreams: [merge({ id: 'a', url: 'https://127.0.0.1:1' }, leaf)] } : merge(base, leaf)
-    }
-    const without = item ? { upstreams: [{ id: 'a', url: 'https://127.0.0.1:1', ...(path.length > 1 ? { [path[0]!]: {} } : {}) }] } : base
-    const where = item ? ['upstreams', '0', ...path] : path
+    const { without, where } = around(key)
     // the default as YAML reads it, else as the plain string it shows (`tether:`)
     const candidates = [(() => { try { return parseYaml(text) as unknown } catch { return text } })(), text]
     const expected = JSON.stringify(at(load(without), where))
-    const got = candidates.map((v) => { try { return JSON.stringify(at(load(withValue(v)), where)) } catch (err) { return `(refused: ${(err as Error).message.split('\n')[0]})` } })
+    const got = candidates.map((v) => loadsTo(key, v))
     t.ok(got.includes(expected), `${key}: documented \`${text}\` loads to ${got[0]}, the default is ${expected}`)
     checked++
   }
   t.ok(checked >= 110, `${checked} documented defaults checked`)
   t.equal(checked + inherited, rows, `every row with a default in code is checked (${inherited} name another key's)`)
+})
+
+/**
+ * How the key table writes a duration's range: `duration > 0` or `duration >= 0`, then
+ * `, <= 24h` when its bound is not every duration's (`MAX_DURATION_MS`), `or null` when null is
+ * accepted, and a rule against another key in parentheses: `duration > 0 or null (at least
+ * idle_timeout)`.
+ */
+const DURATION_TYPE = /^duration (>=?) 0(?:, <= ([0-9]+(?:ms|s|m|h)))?(,? or null)?(?: \(([^)]+)\))?$/
+
+t.test("every duration's documented range is the validator's: 0 allowed or not, its bound, null", async (t) => {
+  let checked = 0
+  const bounded: string[] = []
+  for (const { key, type, line } of tableRows()) {
+    const where = `${KEY_TABLE}:${line} ${key}`
+    // a duration key is one that loads "1.5s" as 1500 ms (or, past a rule's minimum, "100h"), whatever its row says
+    const isDuration = loadsTo(key, '1.5s') === '1500' || loadsTo(key, '100h') === '360000000'
+    t.equal(type.startsWith('duration'), isDuration, `${where}: the type column says duration exactly when the key is one`)
+    if (!isDuration) continue
+    checked++
+    const m = DURATION_TYPE.exec(type)
+    if (m === null) {
+      t.fail(`${where}: type \`${type}\` is not written as \`duration > 0\`, \`duration >= 0\`, then \`, <= <max>\`, \`or null\`, \`(rule)\``)
+      continue
+    }
+    const [, op, maxText, orNull, rule] = m
+    if (maxText !== undefined) bounded.push(key)
+    t.equal(loadsTo(key, 0) === '0', op === '>=', `${where}: the row says 0 is ${op === '>=' ? 'accepted' : 'refused'}; the validator gives ${loadsTo(key, 0)}`)
+    // a rule against another key (absolute_timeout >= idle_timeout) may refuse the smallest values
+    if (rule === undefined) t.equal(loadsTo(key, '1ms'), '1', `${where}: 1ms is accepted (no minimum above 0)`)
+    const max = maxText === undefined ? MAX_DURATION_MS : parseDuration(maxText)
+    if (maxText !== undefined) t.not(max, MAX_DURATION_MS, `${where}: a bound of ${formatDuration(MAX_DURATION_MS)} is every duration's, not written`)
+    t.equal(loadsTo(key, `${max}ms`), String(max), `${where}: ${formatDuration(max)} is accepted`)
+    t.match(loadsTo(key, `${max + 1}ms`), /^\(refused: /, `${where}: more than ${formatDuration(max)} is refused`)
+    t.equal(loadsTo(key, null) === 'null', orNull !== undefined, `${where}: the row says null is ${orNull !== undefined ? 'accepted' : 'refused'}; the validator gives ${loadsTo(key, null)}`)
+    if (rule !== undefined) t.ok([...KEYS].some((k) => rule.includes(k.split('.').pop()!)), `${where}: the rule (${rule}) names a key`)
+  }
+  t.ok(checked >= 20, `${checked} durations checked`)
+  // the Durations section states every duration's bound, and names each key with its own
+  const durations = section(read(KEY_TABLE), 'Durations') ?? ''
+  t.match(durations, `\`${formatDuration(MAX_DURATION_MS)}\``, `the Durations section names ${formatDuration(MAX_DURATION_MS)}`)
+  for (const key of bounded) t.match(durations, `\`${key}\``, `the Durations section names ${key}, whose bound is its own`)
 })
 
 t.test('there is one key table: no other Markdown file has rows of config keys', async (t) => {
