@@ -217,6 +217,19 @@ t.test("the README's two set-up commands are the package's scripts", async (t) =
   t.ok(pkg.scripts['tour'], 'tour script (the Quick start names `npm run tour`)')
 })
 
+t.test('the Debian packages the README and Development name are the ones npm test and CI install', async (t) => {
+  // scripts/test.sh: `need+=(redis-tools)` for each missing one; .ci/run: PKGS="..."
+  const needed = [...read('scripts/test.sh').matchAll(/need\+=\(([a-z0-9-]+)\)/g)].map((m) => m[1]!).sort()
+  t.ok(needed.length >= 8, `scripts/test.sh installs ${needed.join(' ')}`)
+  const ci = /^PKGS="([^"]+)"/m.exec(read('.ci/run'))?.[1]?.split(' ').sort() ?? []
+  t.same(ci, needed, '.ci/run installs the same packages')
+  const readme = /apt-installs ([^)]+) if missing/.exec(read(README))?.[1]?.split(/, | and /).sort() ?? []
+  t.same(readme, needed, "the README's Quick start names them")
+  const dev = /The tests need Debian's ([\s\S]+?): run as root/.exec(read('docs/development.md'))?.[1] ?? ''
+  const devNames = [...dev.replace(/\([^)]*\)/g, '').matchAll(/`([a-z0-9-]+)`/g)].map((m) => m[1]!).sort()
+  t.same(devNames, needed, 'docs/development.md names them')
+})
+
 t.test('the README is a front door: the failover tour, docker run, limits, and a map of every docs page', async (t) => {
   const readme = read(README)
   t.match(readme, /^kill -9 \$\(curl -s -b \/tmp\/tether\.jar http:\/\/127\.0\.0\.1:8080\/pid\)$/m, 'the Quick start kills the user\'s replica')
