@@ -6,6 +6,7 @@ import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { dirname, join, posix } from 'node:path'
 import { parse as parseYaml, parseDocument, stringify } from 'yaml'
+import ts from 'typescript'
 import { ERRORS } from '../src/errors.js'
 import { loadConfigFile, parseConfig } from '../src/config/index.js'
 import { ROOT } from './fixtures/cli.js'
@@ -205,6 +206,44 @@ t.test('every metric is documented row for row as METRIC_DOCS declares it, and n
   }
   const names = new Set<string>(METRIC_DOCS.map((m) => m.name))
   for (const [, name] of doc.matchAll(/^\| `(tether_[a-z_]+)` \|/gm)) t.ok(names.has(name!), `${METRIC_TABLE}'s ${name} exists`)
+})
+
+/** The fields of every `logger.info({ ... }, 'access')` line in src/, per call (read from the code's syntax tree). */
+function accessLineFields(): { file: string; fields: string[] }[] {
+  const out: { file: string; fields: string[] }[] = []
+  for (const file of tracked.filter((f) => /^src\/.*\.ts$/.test(f))) {
+    const text = read(file)
+    if (!text.includes("'access'")) continue
+    const visit = (node: ts.Node): void => {
+      if (ts.isCallExpression(node) && node.arguments.length === 2) {
+        const [fields, msg] = node.arguments
+        if (msg !== undefined && ts.isStringLiteral(msg) && msg.text === 'access' && fields !== undefined && ts.isObjectLiteralExpression(fields)) {
+          out.push({ file, fields: fields.properties.map((p) => p.name !== undefined && (ts.isIdentifier(p.name) || ts.isStringLiteral(p.name)) ? p.name.text : `(${p.getText()})`) })
+        }
+      }
+      ts.forEachChild(node, visit)
+    }
+    visit(ts.createSourceFile(file, text, ts.ScriptTarget.Latest, true))
+  }
+  return out
+}
+
+t.test("the access line's fields are documented in Metrics and logs, each with its meaning, and no other", async (t) => {
+  const calls = accessLineFields()
+  t.ok(calls.length >= 2, `access lines found in ${calls.map((c) => c.file).join(', ')}`)
+  const logs = section(read(METRIC_TABLE), 'Logs') ?? ''
+  const rows = [...logs.matchAll(/^\| `([a-z_]+)` \| ([^|]+) \|$/gm)].map((m) => ({ field: m[1]!, meaning: m[2]!.trim() }))
+  const documented = new Set(rows.map((r) => r.field))
+  const logged = new Set(calls.flatMap((c) => c.fields))
+  for (const f of logged) t.ok(documented.has(f), `${METRIC_TABLE}'s Logs table documents the access line's ${f}`)
+  for (const f of documented) t.ok(logged.has(f), `${METRIC_TABLE}'s Logs table's ${f} is a field of an access line`)
+  for (const r of rows) t.ok(r.meaning.length > 10, `${r.field} has a meaning`)
+  // the shorter line (fewer fields: a request refused before the request path) names each of its fields
+  const from = logs.indexOf('A request refused before it reaches the request path gets a shorter line')
+  const shorter = from < 0 ? '' : logs.slice(from).split('\n\n')[0]!
+  t.ok(shorter, 'the Logs section describes the shorter line')
+  const fewest = calls.reduce((a, b) => (b.fields.length < a.fields.length ? b : a))
+  for (const f of fewest.fields) t.match(shorter, `\`${f}\``, `the shorter line's ${f} (${fewest.file}) is named`)
 })
 
 t.test("the README's two set-up commands are the package's scripts", async (t) => {
