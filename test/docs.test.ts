@@ -317,6 +317,51 @@ t.test('every relative link in every tracked Markdown file resolves, anchors inc
   t.ok(checked > 50, `links were found and checked (${checked})`)
 })
 
+/** Directories of the repository that docs name files in, from its root. */
+const PATH = /(?<![\w./$-])((?:src|test|scripts|bench|examples|deploy|docs|config|\.ci)\/[\w.*/-]*)/g
+
+/** Whether a path named in the docs is a tracked file or directory, or a glob matching one, or under a git-ignored directory. */
+function pathExists(path: string, dirs: Set<string>, ignored: readonly string[]): boolean {
+  const p = path.replace(/[.,:;]+$/, '').replace(/\/$/, '')
+  if (ignored.some((d) => `${p}/`.startsWith(d))) return true
+  if (!p.includes('*')) return trackedSet.has(p) || dirs.has(p)
+  const glob = new RegExp(`^${p.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '[^/]*')}$`)
+  return tracked.some((f) => glob.test(f)) || [...dirs].some((d) => glob.test(d))
+}
+
+t.test('every repository path a tracked Markdown file names exists (src/, test/, scripts/, bench/, ...)', async (t) => {
+  const dirs = new Set(tracked.flatMap((f) => f.split('/').slice(0, -1).map((_, i, parts) => parts.slice(0, i + 1).join('/'))))
+  const ignored = read('.gitignore').split('\n').filter((l) => l.endsWith('/') && l.includes('/', 0)).map((l) => l.replace(/^\//, ''))
+  let checked = 0
+  const srcNames = new Set(tracked.filter((f) => f.startsWith('src/')).map((f) => f.split('/').pop()!))
+  for (const file of markdown) {
+    const { prose } = splitFences(read(file))
+    // docs/architecture.md names source files from src/ (`proxy/forward.ts`, `placement/*`, and
+    // after a directory just its files' names: `redis/*` (... `connection.ts` ...)); test/ from the root
+    if (file === 'docs/architecture.md') {
+      for (const { code, line } of codeSpans(prose)) {
+        const where = `${file}:${line}`
+        if (/^(test|scripts|bench|docs)\//.test(code)) t.ok(pathExists(code, dirs, ignored), `${where}: ${code} exists`)
+        else if (/^[a-z-]+(\/[a-z-]+)*(\.c?ts|\/\*)$/.test(code) && code.includes('/')) t.ok(pathExists(`src/${code}`, dirs, ignored), `${where}: src/${code} exists`)
+        else if (/^[a-z-]+\.c?ts$/.test(code)) t.ok(srcNames.has(code), `${where}: ${code} is a file in src/`)
+        else continue
+        checked++
+      }
+      continue
+    }
+    // prose, and `text` blocks (the source layout in docs/development.md); not commands or configs
+    const texts = splitFences(read(file)).fences.filter((f) => f.info === 'text')
+      .flatMap((f) => f.body.split('\n').map((text, i) => ({ n: f.line + 1 + i, text })))
+    for (const { n, text } of [...prose, ...texts]) {
+      for (const m of text.matchAll(PATH)) {
+        checked++
+        t.ok(pathExists(m[1]!, dirs, ignored), `${file}:${n}: ${m[1]} exists`)
+      }
+    }
+  }
+  t.ok(checked > 200, `paths were found and checked (${checked})`)
+})
+
 /**
  * The config key paths written in code spans (the rule is in docs/development.md): the whole
  * span is dotted lower-case snake_case names (list items as `[]` or `[0]`) and the first name is
