@@ -10,7 +10,7 @@ import ts from 'typescript'
 import { ERRORS } from '../src/errors.js'
 import { loadConfigFile, parseConfig } from '../src/config/index.js'
 import { ROOT } from './fixtures/cli.js'
-import { anchors, codeSpans, links, section, splitFences, trackedFiles, type Fence } from './fixtures/markdown.js'
+import { anchors, codeSpans, headings, links, section, slug, splitFences, trackedFiles, type Fence } from './fixtures/markdown.js'
 import { MAX_DURATION_MS } from '../src/config/validate.js'
 import { formatDuration, parseDuration } from '../src/config/duration.js'
 
@@ -360,6 +360,29 @@ t.test('every repository path a tracked Markdown file names exists (src/, test/,
     }
   }
   t.ok(checked > 200, `paths were found and checked (${checked})`)
+})
+
+t.test('a section is referred to by a link, not a quoted title; a link named as a section of its page goes to that section', async (t) => {
+  let checked = 0
+  for (const file of markdown) {
+    const { prose } = splitFences(read(file))
+    for (const { n, text } of prose) {
+      for (const m of text.replace(/`[^`]*`/g, 'code').matchAll(/\b[Ss]ee "([^"]+)"/g)) t.fail(`${file}:${n}: see "${m[1]}": write it as a link to its section`)
+      // [Title](page.md#anchor) where Title is itself a heading (or <a id>) of page.md
+      for (const m of text.matchAll(/\[([^\]]+)\]\(([^()#\s]*\.md|)#([^()\s]+)\)/g)) {
+        const [, title, page, anchor] = m as unknown as [string, string, string, string]
+        const target = page === '' ? file : posix.normalize(posix.join(dirname(file), page))
+        if (!trackedSet.has(target)) continue // the link check says so
+        const named = slug(title)
+        const { prose: targetProse } = splitFences(read(target))
+        // a page's own title (its level-1 heading) names the page: [Sticky routing](sticky-routing.md#keys)
+        if (!anchors(targetProse).has(named) || headings(targetProse).some((h) => h.level === 1 && slug(h.text) === named)) continue
+        checked++
+        t.equal(anchor, named, `${file}:${n}: [${title}] goes to its section #${named} of ${target}`)
+      }
+    }
+  }
+  t.ok(checked > 20, `links named as a section were checked (${checked})`)
 })
 
 /**
