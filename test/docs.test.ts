@@ -385,6 +385,24 @@ t.test('a section is referred to by a link, not a quoted title; a link named as 
   t.ok(checked > 20, `links named as a section were checked (${checked})`)
 })
 
+t.test("every src/ file is named in docs/architecture.md's layer table", async (t) => {
+  const rows = (section(read('docs/architecture.md'), 'Layers') ?? '').split('\n').filter((l) => /^\| \d /.test(l))
+  t.equal(rows.length, 6, 'six layers')
+  const spans = rows.map((row) => [...row.matchAll(/`([^`]+)`/g)].map((m) => m[1]!))
+  for (const file of tracked.filter((f) => f.startsWith('src/')).map((f) => f.slice('src/'.length))) {
+    const dir = posix.dirname(file)
+    const base = posix.basename(file)
+    // as its path, as `dir/*`, or by its name in a row that names its directory (`redis/*` (... `connection.ts` ...))
+    const named = spans.some((row) => row.includes(file) || row.includes(`${dir}/*`)
+      || (dir !== '.' && row.includes(base) && row.some((sp) => sp.startsWith(`${dir}/`))))
+    t.ok(named, `docs/architecture.md's layer table names src/${file}`)
+  }
+  // and docs/development.md's layout block has a line for every directory of src/
+  const layout = splitFences(read('docs/development.md')).fences.find((f) => f.info === 'text' && f.body.startsWith('src/'))?.body ?? ''
+  const srcDirs = new Set(tracked.filter((f) => /^src\/[^/]+\//.test(f)).map((f) => f.split('/')[1]!))
+  for (const d of srcDirs) t.match(layout, new RegExp(`^src/${d}/ `, 'm'), `docs/development.md's layout names src/${d}/`)
+})
+
 /**
  * The config key paths written in code spans (the rule is in docs/development.md): the whole
  * span is dotted lower-case snake_case names (list items as `[]` or `[0]`) and the first name is
