@@ -245,6 +245,19 @@ const RAW_LINGER = 2_000
 /** Longest request head the admin listeners read (Node's default, set so that the 431 tells it truly), bytes. */
 const MAX_HEAD_BYTES = 16_384
 
+/**
+ * What a worker's private admin listener (`exclusive`) reads beyond {@link MAX_HEAD_BYTES},
+ * bytes: the primary's front passes on a head it accepted with a few lines changed
+ * (`Content-Length` added, `Connection` as Node's client sets it: about 30 bytes), so anything
+ * the front accepts is read by the worker too; the front's own 431 keeps the bound for clients.
+ */
+const FRONT_HEAD_ROOM = 1_024
+
+/** The longest request head a listener under `limits` reads, bytes. */
+function maxHead(limits: AdminLimits): number {
+  return limits.exclusive === true ? MAX_HEAD_BYTES + FRONT_HEAD_ROOM : MAX_HEAD_BYTES
+}
+
 /** The methods of the admin routes: what `OPTIONS *` (RFC 9110 section 9.3.7) answers. */
 const SERVER_METHODS = 'GET, HEAD, POST, DELETE'
 
@@ -321,7 +334,7 @@ export function adminHttpServer(limits: AdminLimits, logger: Logger, handle: (re
     headersTimeout: limits.headersTimeout,
     requestTimeout: limits.requestTimeout,
     keepAliveTimeout: limits.keepAliveTimeout,
-    maxHeaderSize: MAX_HEAD_BYTES,
+    maxHeaderSize: maxHead(limits),
     // Node checks the two timeouts above only this often (default 30 s)
     connectionsCheckingInterval: Math.min(1_000, limits.headersTimeout),
     // judged by earlyAnswer (Node's own 400 has no body)
@@ -405,7 +418,7 @@ function answerRaw(socket: Duplex, status: number, message: string, headers = ''
 function parserRefusal(code: string | undefined, limits: AdminLimits): [number, string] {
   switch (code) {
     case 'HPE_HEADER_OVERFLOW':
-      return [431, `Request Header Fields Too Large: the admin API reads at most ${MAX_HEAD_BYTES} bytes of request head`]
+      return [431, `Request Header Fields Too Large: the admin API reads at most ${maxHead(limits)} bytes of request head`]
     case 'HPE_CHUNK_EXTENSIONS_OVERFLOW':
       return [413, 'Content Too Large: chunk extensions too large']
     case 'ERR_HTTP_REQUEST_TIMEOUT':

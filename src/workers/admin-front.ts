@@ -258,11 +258,13 @@ export function headTimeout(url: string | undefined): number {
 function forwardable(req: http.IncomingMessage, body: Buffer): string[] {
   // the client's header lines as sent (with setHost: false): a second Authorization or Host, or
   // none, reaches the worker, which refuses them as one process does (Node's parsed headers keep
-  // the first, and a missing Host would be filled in with the worker's own address)
+  // the first, and a missing Host would be filled in with the worker's own address). Not
+  // `Expect`: the front answered it (a 100 before it read the body, a 417 to any other) and
+  // sends the body whole, so a worker's 100 would be one more answer for nothing
   const headers: string[] = []
   for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
     const name = req.rawHeaders[i]!.toLowerCase()
-    if (name !== 'transfer-encoding' && name !== 'connection' && name !== 'keep-alive' && name !== 'content-length') headers.push(req.rawHeaders[i]!, req.rawHeaders[i + 1]!)
+    if (name !== 'transfer-encoding' && name !== 'connection' && name !== 'keep-alive' && name !== 'content-length' && name !== 'expect') headers.push(req.rawHeaders[i]!, req.rawHeaders[i + 1]!)
   }
   headers.push('content-length', String(body.length))
   return headers
