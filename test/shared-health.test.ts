@@ -10,6 +10,7 @@ import { SharedHealth } from '../src/health/shared-health.js'
 import { HealthTable } from '../src/health/health-table.js'
 import type { PeerChannel } from '../src/peers/peer-channel.js'
 import type { GroupRelay } from '../src/health/shared-health.js'
+import { ReplayWindow, SENDERS_KEPT, SEQS_KEPT } from '../src/health/replay-window.js'
 import { FakeClock } from './fixtures/clock.js'
 import { createHealth, type Health } from '../src/health/create-health.js'
 import { systemTimers } from '../src/clock.js'
@@ -779,6 +780,61 @@ for (const older of [false, true]) {
     t.same([w2.table.state('a'), w3.table.state('a')], ['ejected', 'ejected'], 'the lead applies and relays the new down')
   })
 }
+
+for (const leads of ['when its copy comes', 'after its copy came']) {
+  t.test(`a late Redis copy of a down applied more than 100 downs ago (from one sender) is not applied again by a worker that leads ${leads}`, async (t) => {
+    const { process_, hold, groupChannel, relays } = groupOfWorkers()
+    let leader = 'w1'
+    const r1 = process_('r1', 'g1')
+    const w1 = process_('w1', 'g2', { channel: groupChannel, lead: () => leader === 'w1' })
+    const w2 = process_('w2', 'g2', { channel: groupChannel, lead: () => leader === 'w2' })
+    for (const h of [r1, w1, w2]) await h.peers!.start()
+    const deliverW2 = hold('w2') // w2's Redis copies come late: it applies the lead's relays
+    r1.table.reportActive('a', false, false, 'ECONNREFUSED')
+    t.same([w1.table.state('a'), w2.table.state('a')], ['ejected', 'ejected'])
+    w1.table.reportActive('a', true)
+    w2.applyProbe('a', true, false)
+    t.same([w1.table.state('a'), w2.table.state('a')], ['healthy', 'healthy'], "in again at the lead's passed probe")
+    // 150 newer active downs from r1 (of b), each applied through the lead's relay
+    for (let i = 0; i < 150; i++) r1.peers!.tell('down', 'b', false, undefined, true)
+    t.equal(relays.length, 151)
+    if (leads === 'when its copy comes') {
+      leader = 'w2'
+      deliverW2() // a's Redis copy first, then b's: w2 leads
+    } else {
+      deliverW2() // kept for a lead to replay? not one w2 applied already
+      leader = 'w2'
+      w2.peers!.becameLead()
+    }
+    t.equal(relays.length, 151, 'nothing applied and relayed again')
+    t.same([w1.table.state('a'), w2.table.state('a')], ['healthy', 'healthy'], 'a stays in on both workers')
+  })
+}
+
+t.test('the applied downs are kept per sender as a mark and at most 100 seqs above it, for at most 256 senders (the least recently applied dropped)', async (t) => {
+  const window = new ReplayWindow()
+  for (let seq = 1; seq <= 1000; seq++) window.add('r1', seq)
+  t.same(window.size('r1'), { senders: 1, mark: 900, above: SEQS_KEPT }, '100 seqs above a mark of 900')
+  t.ok([1, 450, 900, 901, 1000].every((seq) => window.has('r1', seq)), 'every seq applied counts, the old ones by the mark')
+  t.notOk(window.has('r1', 1001), 'a newer one does not')
+  // out of order, sparse (only active downs are kept), duplicates
+  const sparse = new ReplayWindow(3)
+  for (const seq of [5, 2, 9, 5, 7]) sparse.add('x', seq)
+  t.same(sparse.size('x'), { senders: 1, mark: 2, above: 3 }, 'the lowest of four left for the mark; a duplicate added nothing')
+  t.same([1, 2, 3, 4, 5, 6, 7, 8, 9, 10].filter((seq) => sparse.has('x', seq)), [1, 2, 5, 7, 9], 'below the mark, and the kept ones')
+  sparse.add('x', 1)
+  t.same(sparse.size('x'), { senders: 1, mark: 2, above: 3 }, 'one at or below the mark changes nothing')
+  t.notOk(sparse.has('y', 1), 'another sender: nothing applied')
+  // senders: the least recently applied one goes first
+  for (let i = 0; i < SENDERS_KEPT + 10; i++) {
+    window.add(`s${i}`, 1)
+    if (i % 50 === 0) window.add('r1', 1001) // r1 stays recent
+  }
+  t.equal(window.size().senders, SENDERS_KEPT, `${SENDERS_KEPT} senders kept`)
+  t.ok(window.has('r1', 5), 'a sender applied from recently is kept')
+  t.notOk(window.has('s0', 1), 'the least recently applied ones were dropped')
+  t.ok(window.has(`s${SENDERS_KEPT + 9}`, 1))
+})
 
 t.test("a down both leads relay while the lead changes, with the new lead's passed probe between the two relays: the siblings stay in with the new lead", async (t) => {
   const { process_, hold, groupChannel } = groupOfWorkers()

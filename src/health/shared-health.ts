@@ -8,6 +8,7 @@ import { randomUUID } from 'node:crypto'
 import type { Logger } from '../observability/logger.js'
 import type { PeerChannel } from '../peers/peer-channel.js'
 import type { HealthTable } from './health-table.js'
+import { ReplayWindow } from './replay-window.js'
 
 /** The named set of upstreams drained through an admin API, for replicas that start later: `migrate` or `stay`. */
 const DRAINS = 'drains'
@@ -65,14 +66,16 @@ export class SharedHealth {
   /** A group's own ordered channel, and whether this process is its lead (see the constructor); null: none. */
   readonly #relay: GroupRelay | null
   /**
-   * Another group's active `down`s with an id (`seq`) this process applied, from Redis as its
-   * group's lead or from a lead's relay: the same message coming again (its Redis copy after the
-   * relay, another lead's relay of it while the lead changes) is not applied again, whatever
-   * came in between (at most RELAYED_KEPT, oldest dropped). Its id tells it from a later `down`
-   * of that upstream, so an entry whose other copy never comes (lost while the subscription was
-   * down) stands for nothing else.
+   * Another group's active `down`s with an id (`from` and `seq`) this process applied, from
+   * Redis as its group's lead or from a lead's relay: the same message coming again (its Redis
+   * copy after the relay, another lead's relay of it while the lead changes, a kept copy a new
+   * lead replays) is not applied again, whatever came in between: per sender a low-water mark
+   * and the seqs applied above it (see ReplayWindow: at most 100 each, 256 senders), so one
+   * older than the sender's last 100 applied is refused, never applied again. Its id tells it
+   * from a later `down` of that upstream, so an entry whose other copy never comes (lost while
+   * the subscription was down) stands for nothing else.
    */
-  readonly #applied: string[] = []
+  readonly #applied = new ReplayWindow()
   /**
    * Another group's active `down`s without an id (from a Tether before message ids) this
    * process applied from Redis as its group's lead (and relayed), until another lead's relay of
@@ -329,8 +332,8 @@ export class SharedHealth {
     if (m.kind === 'down' && m.active === true && m.group === this.#group) return
     // another group's active verdict: applied by this group's workers in its lead's order (see the constructor)
     if (this.#relay !== null && m.kind === 'down' && m.active === true) {
-      if (typeof m.seq === 'number') {
-        if (!this.#firstArrival(this.#relay, { message, id: m.id }, relayed)) return
+      if (typeof m.from === 'string' && isSeq(m.seq)) {
+        if (!this.#firstArrival(this.#relay, { message, id: m.id }, m.from, m.seq, relayed)) return
       } else if (!relayed) {
         // a worker's Redis copy: its lead relays it; kept until then, in case no lead does
         if (!this.#relay.lead()) return heardOnce({ message, id: m.id }, this.#relayedFirst, this.#unrelayed)
@@ -372,8 +375,8 @@ export class SharedHealth {
    * does not lead is kept for its lead's relay (or for a lead it becomes), and one from Redis
    * while it leads is relayed to the group.
    */
-  #firstArrival(relay: GroupRelay, heard: Heard, relayed: boolean): boolean {
-    if (this.#applied.includes(heard.message)) return false
+  #firstArrival(relay: GroupRelay, heard: Heard, from: string, seq: number, relayed: boolean): boolean {
+    if (this.#applied.has(from, seq)) return false
     if (!relayed && !relay.lead()) {
       keep(this.#unrelayed, heard)
       return false
@@ -382,7 +385,7 @@ export class SharedHealth {
       const at = this.#unrelayed.findIndex((h) => h.message === heard.message)
       if (at !== -1) this.#unrelayed.splice(at, 1)
     } else void relay.channel.publish(JSON.stringify({ relay: this.#self, message: heard.message }))
-    keep(this.#applied, heard.message)
+    this.#applied.add(from, seq)
     return true
   }
 
@@ -424,7 +427,7 @@ export class SharedHealth {
   }
 }
 
-/** How many `down`s each list of SharedHealth keeps to match their other copies against (#applied, #appliedAsLead, #unrelayed, #relayedFirst): the oldest beyond it is dropped. */
+/** How many `down`s each list of SharedHealth keeps to match their other copies against (#appliedAsLead, #unrelayed, #relayedFirst): the oldest beyond it is dropped. */
 const RELAYED_KEPT = 100
 
 /**
@@ -441,6 +444,11 @@ function heardOnce(heard: Heard, other: Heard[], mine: Heard[]): void {
 /** Add `entry` to `list`, dropping the oldest beyond RELAYED_KEPT. */
 function keep<T>(list: T[], entry: T): void {
   if (list.push(entry) > RELAYED_KEPT) list.shift()
+}
+
+/** A message's `seq` as a sender numbers them (1, 2, 3, ...); anything else is read as no seq (an older Tether's). */
+function isSeq(seq: unknown): seq is number {
+  return typeof seq === 'number' && Number.isSafeInteger(seq) && seq > 0
 }
 
 /** A `down` message as heard, and the upstream it is about. */
