@@ -492,6 +492,17 @@ function groupOfWorkers() {
   return { process_, hold, cut, older, groupChannel, relays }
 }
 
+/** Replica r1 (group g1) beside workers w1 and w2 of group g2, all started: w1 leads until `lead('w2')`. */
+async function leadAndSibling() {
+  const { process_, hold, groupChannel, relays } = groupOfWorkers()
+  let leader = 'w1'
+  const r1 = process_('r1', 'g1')
+  const w1 = process_('w1', 'g2', { channel: groupChannel, lead: () => leader === 'w1' })
+  const w2 = process_('w2', 'g2', { channel: groupChannel, lead: () => leader === 'w2' })
+  for (const h of [r1, w1, w2]) await h.peers!.start()
+  return { r1, w1, w2, hold, relays, lead: (name: string) => { leader = name } }
+}
+
 /**
  * A lead change in group g2 beside replica r1: `old` still leads (it is stopping, and still
  * relays what it hears), `next` leads from `promote()` on, `sibling` never does; all started.
@@ -694,12 +705,7 @@ t.test("a down heard while the group has no lead is applied and relayed by the w
 })
 
 t.test("a sibling that had the lead's relay of a down before its own Redis copy, and the lead's passed probe in between, does not keep that copy for a next lead to replay", async (t) => {
-  const { process_, hold, groupChannel, relays } = groupOfWorkers()
-  let leader = 'w1'
-  const r1 = process_('r1', 'g1')
-  const w1 = process_('w1', 'g2', { channel: groupChannel, lead: () => leader === 'w1' })
-  const w2 = process_('w2', 'g2', { channel: groupChannel, lead: () => leader === 'w2' })
-  for (const h of [r1, w1, w2]) await h.peers!.start()
+  const { r1, w1, w2, hold, relays, lead } = await leadAndSibling()
   const deliverW2 = hold('w2') // w2's Redis copies come late
   r1.table.reportActive('a', false, false, 'ECONNREFUSED')
   t.same([w1.table.state('a'), w2.table.state('a')], ['ejected', 'ejected'], "the lead applies it, its sibling the lead's relay")
@@ -710,7 +716,7 @@ t.test("a sibling that had the lead's relay of a down before its own Redis copy,
   deliverW2() // the Redis copy, after the relay and the pass
   t.equal(w2.table.state('a'), 'healthy', 'the late copy is not applied by a sibling')
   // the lead dies; w2 is named before the next probe
-  leader = 'w2'
+  lead('w2')
   w2.peers!.becameLead()
   t.equal(relays.length, 1, 'the next lead replays nothing: that down was relayed and ended')
   t.equal(w2.table.state('a'), 'healthy', 'not out again on a down the group applied and ended before')
@@ -783,12 +789,7 @@ for (const older of [false, true]) {
 
 for (const leads of ['when its copy comes', 'after its copy came']) {
   t.test(`a late Redis copy of a down applied more than 100 downs ago (from one sender) is not applied again by a worker that leads ${leads}`, async (t) => {
-    const { process_, hold, groupChannel, relays } = groupOfWorkers()
-    let leader = 'w1'
-    const r1 = process_('r1', 'g1')
-    const w1 = process_('w1', 'g2', { channel: groupChannel, lead: () => leader === 'w1' })
-    const w2 = process_('w2', 'g2', { channel: groupChannel, lead: () => leader === 'w2' })
-    for (const h of [r1, w1, w2]) await h.peers!.start()
+    const { r1, w1, w2, hold, relays, lead } = await leadAndSibling()
     const deliverW2 = hold('w2') // w2's Redis copies come late: it applies the lead's relays
     r1.table.reportActive('a', false, false, 'ECONNREFUSED')
     t.same([w1.table.state('a'), w2.table.state('a')], ['ejected', 'ejected'])
@@ -799,11 +800,11 @@ for (const leads of ['when its copy comes', 'after its copy came']) {
     for (let i = 0; i < 150; i++) r1.peers!.tell('down', 'b', false, undefined, true)
     t.equal(relays.length, 151)
     if (leads === 'when its copy comes') {
-      leader = 'w2'
+      lead('w2')
       deliverW2() // a's Redis copy first, then b's: w2 leads
     } else {
       deliverW2() // kept for a lead to replay? not one w2 applied already
-      leader = 'w2'
+      lead('w2')
       w2.peers!.becameLead()
     }
     t.equal(relays.length, 151, 'nothing applied and relayed again')

@@ -8,6 +8,7 @@ import http from 'node:http'
 import net from 'node:net'
 import { tempFile } from './fixtures/cli.js'
 import { freePorts } from './fixtures/ports.js'
+import { exchange } from './fixtures/raw-client.js'
 import { startPrimary, workersYaml } from './fixtures/primary-process.js'
 import { startUpstream } from './fixtures/upstream.js'
 import { startAdminFront } from '../src/workers/admin-front.js'
@@ -16,16 +17,9 @@ import { createLogger } from '../src/observability/logger.js'
 /** The admin API's bound on a request head, as Node's parser counts it (the target, header names and values). */
 const HEAD = 16_384
 
-/** What the server at `port` sends on one raw connection after `data`, until it closes (or `ms` pass: then what came). */
-function rawAnswer(port: number, data: string, ms = 30_000): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect(port, '127.0.0.1', () => s.write(data))
-    let out = ''
-    const timer = setTimeout(() => s.destroy(), ms)
-    s.on('data', (c) => (out += c))
-    s.on('close', () => { clearTimeout(timer); resolve(out) })
-    s.on('error', reject)
-  })
+/** What the server at `port` sends on one raw connection after `data`, until it closes (or 30 s pass: then what came). */
+async function rawAnswer(port: number, data: string): Promise<string> {
+  return (await exchange(port, data, { ms: 30_000 })).bytes.toString('latin1')
 }
 
 /**
