@@ -1151,6 +1151,101 @@ t.test("a hedged move (retries.hedge_after) whose attempt is refused 431 for its
   t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 1 })
 })
 
+/**
+ * A user moving off their home (taken out) with `retries.hedge_after`, over three upstreams
+ * whose phase-1 answers carry version 5 of a 200-byte state. In phase 2 the move's first
+ * attempt is the first request an upstream gets (`s.first`): it refuses the head that carries
+ * the state (431) once the hedge (`s.hedge`, the request another upstream gets) has arrived, and
+ * `onResend` handles its resend without the state; the hedge's upstream runs `onHedge`. `s.told`
+ * notes each request's upstream and X-Tether-Rehydrate-Status; `s.closed` the requests whose
+ * connection Tether closed before they were answered (attempts stopped).
+ */
+async function refusedMoveHedged(t: Test, onResend: (res: http.ServerResponse, s: RefusedMoveHedged) => void, onHedge: (res: http.ServerResponse, s: RefusedMoveHedged) => void) {
+  const s: RefusedMoveHedged = { phase: 1, first: '', hedge: '', refuse: null, resent: null, told: [], closed: [] }
+  const app = (id: string) => startUpstream(id, (req, res) => {
+    req.resume()
+    if (s.phase === 1) return void res.writeHead(200, { 'x-tether-state': 'S'.repeat(200), 'x-tether-state-version': '5' }).end(JSON.stringify({ id, n: 5 }))
+    const status = String(req.headers['x-tether-rehydrate-status'])
+    s.told.push(`${id} ${status}`)
+    res.on('close', () => { if (!res.writableEnded) s.closed.push(`${id} ${status}`) })
+    if (s.first === '') {
+      s.first = id
+      s.refuse = () => res.writeHead(431).end('{}')
+      if (s.hedge !== '') s.refuse()
+      return
+    }
+    if (id === s.first) {
+      s.resent?.()
+      return onResend(res, s)
+    }
+    s.hedge = id
+    s.refuse?.()
+    onHedge(res, s)
+  })
+  const ups = [await app('a'), await app('b'), await app('c')]
+  const logs = new LogCapture()
+  const { tether, jar, home } = await withUserMoving(t, ups, { retries: { hedge_after: 100 } }, createLogger('info', logs))
+  await checkpointsTaken(tether, 1, "the home's checkpoint")
+  s.phase = 2
+  return { s, tether, jar, home, logs }
+}
+
+interface RefusedMoveHedged {
+  phase: number
+  first: string
+  hedge: string
+  /** Answers the first attempt 431 (set once it arrived). */
+  refuse: (() => void) | null
+  /** Told when the first attempt's resend arrives. */
+  resent: (() => void) | null
+  told: string[]
+  closed: string[]
+}
+
+t.test("a hedged move whose first attempt is refused 431 for its state while the hedge is out: sent again there without it at once, it answers without waiting for the hedge, which is stopped", async (t) => {
+  const { s, tether, jar, home, logs } = await refusedMoveHedged(t,
+    (res) => void res.writeHead(200, { 'x-tether-state': 'new', 'x-tether-state-version': '1' }).end(JSON.stringify({ id: s.first, n: 1 })),
+    (res) => holdHead(res, s.hedge)) // the hedge sends no head until it is stopped
+  const before = logs.access().length
+  const r = await get(tether.url, jar)
+  t.equal(r.status, 200)
+  t.same(r.body, { id: s.first, n: 1 }, "the resend's answer, while the hedge still held its head")
+  t.not(s.first, home)
+  t.same(s.told, [`${s.first} delivered`, `${s.hedge} delivered`, `${s.first} too_large`], 'the first attempt with the state (refused), the hedge with it, the resend without it')
+  await waitFor(() => s.closed.includes(`${s.hedge} delivered`), 10_000, 'the hedge stopped')
+  await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')
+  t.match(logs.access()[before], { status: 200, upstream: s.first, outcome: 'failover' }, "the resend's line: the hedge's delivered state is not claimed")
+  t.same(await rehydrations(tether), { delivered: 0, no_state: 0, error: 1 }, "counted as the resend's upstream got it (too_large), not as the hedge's (delivered)")
+  t.equal(stateRefusedWarnings(logs).length, 1, 'warned once with the remedy')
+  await checkpointsTaken(tether, 2, "the resend's checkpoint")
+  t.equal(await metric(tether, 'tether_checkpoints_total{result="stale"}'), 0, "version 1 replaces version 5: the resend's upstream started the state again (marked restarted)")
+  s.phase = 1
+  t.equal((await get(tether.url, jar)).body.id, s.first, 'the user stays on the upstream that answered')
+})
+
+t.test("a hedged move whose first attempt is refused 431 for its state, and a hedge that answers while the resend without it is out: the hedge's answer, its rehydration counted as delivered", async (t) => {
+  let hedgeRes: http.ServerResponse | null = null
+  const { s, tether, jar, logs } = await refusedMoveHedged(t,
+    (res) => {
+      holdHead(res, s.first) // the resend sends no head until it is stopped
+      hedgeRes!.writeHead(200, { 'x-tether-state': 'S6', 'x-tether-state-version': '6' }).end(JSON.stringify({ id: s.hedge, n: 6 }))
+    },
+    (res) => {
+      hedgeRes = res // answers once the resend is out
+      holdHead(res, s.hedge)
+    })
+  const before = logs.access().length
+  const r = await get(tether.url, jar)
+  t.same(r.body, { id: s.hedge, n: 6 }, "the hedge's answer")
+  t.same(s.told, [`${s.first} delivered`, `${s.hedge} delivered`, `${s.first} too_large`])
+  await waitFor(() => s.closed.includes(`${s.first} too_large`), 10_000, 'the resend stopped')
+  await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')
+  t.match(logs.access()[before], { status: 200, upstream: s.hedge, outcome: 'rehydrated' }, "the hedge's line")
+  t.same(await rehydrations(tether), { delivered: 1, no_state: 0, error: 0 }, "the hedge's rehydration, not the resend's too_large")
+  await checkpointsTaken(tether, 2, "the hedge's checkpoint")
+  t.equal(await metric(tether, 'tether_checkpoints_total{result="stored"}'), 2, 'version 6 stored')
+})
+
 const refusingHookPath = '/_tether/rehydrate'
 
 /**

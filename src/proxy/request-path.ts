@@ -308,13 +308,7 @@ export class RequestPath {
           }
           const bytes = ctx.rehydrateBytes
           r = await this.#run(ctx, x, d, upstream, this.#withoutState(ctx, d, headers))
-          // a 431 to the resend too: the client's own head is over the upstream's limit, with or
-          // without the state; passed on as any other 4xx answer (no rehydration counted, no warning)
-          if (r.status === 431 && ctx.answering !== null) {
-            ctx.rehydrate = null
-            ctx.ownHeadTooLarge = true
-          }
-          else this.#d.logger.warn({ request_id: ctx.id, upstream: d.upstream, bytes }, `the upstream refused the user's state in X-Tether-Rehydrate ${STATE_REFUSED}; sent again without it: ${STATE_REMEDY}`)
+          this.#resentWithoutState(ctx, d, r, ctx.answering !== null, bytes)
         }
         // a 431 to it is the client's own head, as to a resend without the state (above)
         if (refusedBefore && r.status === 431 && ctx.answering !== null && ctx.rehydrate === 'too_large') {
@@ -471,6 +465,42 @@ export class RequestPath {
   }
 
   /**
+   * A request refused for the `bytes` of state in its head was sent again without it, with
+   * result `r` (`answered`: its head reached the client). A 431 to it too is the client's own
+   * head, over the upstream's limit with or without the state: passed on as any other 4xx
+   * answer (no rehydration counted, no warning); otherwise warned with the remedy.
+   */
+  #resentWithoutState(ctx: RequestContext, d: Decision, r: AttemptResult, answered: boolean, bytes: number): void {
+    if (r.status === 431 && answered) {
+      ctx.rehydrate = null
+      ctx.ownHeadTooLarge = true
+    }
+    else this.#d.logger.warn({ request_id: ctx.id, upstream: d.upstream, bytes }, `the upstream refused the user's state in X-Tether-Rehydrate ${STATE_REFUSED}; sent again without it: ${STATE_REMEDY}`)
+  }
+
+  /**
+   * A hedged pair's first attempt ended with `r`. If its upstream refused the head for the
+   * user's state in it (see stateRefused) and no attempt answered yet, it is sent again there at
+   * once without the state (`X-Tether-Rehydrate-Status: too_large`, as #withoutState), and the
+   * hedge races on: the first head of the two answers. Waiting for the hedge to end instead
+   * would hold an upstream that answers until a slow hedge does. Null: not sent again (no such
+   * refusal, an attempt answered, the client left, or the upstream's id now names another
+   * process or none: the request path decides again, see #serve). Reached only after such a
+   * refusal: no cost for other hedges.
+   */
+  #resendFirst(ctx: RequestContext, x: Exchange, d: Decision, upstream: Upstream, headers: string[], r: AttemptResult): { attempt: Attempt; result: Promise<AttemptResult> } | null {
+    if (r.responded || r.outcome?.kind !== 'error' || r.outcome.code !== 'TETHER_HEADERS_TOO_LARGE') return null
+    if (ctx.answering !== null || x.clientGone || !this.#current(upstream)) return null
+    // an attempt reads the context's state bytes when it starts: the resend carries none (the
+    // hedge's stay the context's while the race goes on)
+    const bytes = ctx.rehydrateBytes
+    ctx.rehydrateBytes = 0
+    const again = this.#start(ctx, x, d, upstream, stateLeftOut(headers))
+    ctx.rehydrateBytes = bytes
+    return again
+  }
+
+  /**
    * A 431 (or a 400 to a long state line: see stateRefused) passed on to the client (its body
    * could no longer be sent again without the state; a hedged pair's refusal never is: see
    * #hedged): the upstream refused the head that carried the state in X-Tether-Rehydrate
@@ -614,13 +644,16 @@ export class RequestPath {
    * attempt is stopped. The user moves only if the hedge answered (its binding is recorded then).
    * An attempt whose head the upstream refused for the state it carried (see stateRefused) does
    * not answer: the other one still may (a hedge refused so is not sent again: a retry to its
-   * upstream, if the first attempt fails, goes without the state). Once both are done, the
-   * context's rehydrateBytes is those of the attempt whose result is returned.
+   * upstream, if the first attempt fails, goes without the state; a first attempt refused so is
+   * sent again there at once without it, racing the hedge on: see #resendFirst). The context's
+   * rehydration values (rehydrate, heldState, rehydrateBytes) are the answering attempt's from
+   * its head on, and once both are done those of the attempt whose result is returned.
    */
   async #hedged(ctx: RequestContext, x: Exchange, d: Decision, upstream: Upstream, headers: string[]): Promise<AttemptResult> {
     // each attempt keeps its own state bytes (forward.ts reads them when it starts): the first's
     // stay in the context unless the hedge answers
-    const firstBytes = ctx.rehydrateBytes
+    const sentBytes = ctx.rehydrateBytes
+    let firstBytes = sentBytes
     const first = this.#start(ctx, x, d, upstream, headers)
     const late = await withDeadline(first.result.then(() => false), this.config.retries.hedge_after!, true, this.#d.timers)
     if (!late || first.attempt.answered) return first.result
@@ -637,14 +670,17 @@ export class RequestPath {
     const h2 = this.#headers(ctx, d2, up2)
     // what the hedge's rehydration finds is the hedge's: the first attempt's (for its access
     // line, and a retry after it) is put back unless the hedge answers
-    const { rehydrate, heldState } = ctx
+    // (`let`: a first attempt refused for its state and sent again without it has the resend's)
+    let { rehydrate } = ctx
+    const { heldState } = ctx
     const own = (): void => { ctx.rehydrate = rehydrate; ctx.heldState = heldState; ctx.rehydrateBytes = firstBytes }
     ctx.rehydrateBytes = 0 // the hedge carries state only if its own fetch finds some
     // the first attempt answering meanwhile, or the client leaving, stops the hedge's hook (on a
     // frozen upstream it would hold the request's end, its access line, for up to
     // timeouts.response_headers)
     const answered = new AbortController()
-    const stop = (): void => answered.abort()
+    // (the first attempt's values put back at once: its head is read with them, see onAnswering below)
+    const stop = (): void => { own(); answered.abort() }
     ctx.onAnswering = stop
     if (x.gone.aborted) stop()
     else x.gone.addEventListener('abort', stop, { once: true })
@@ -664,13 +700,30 @@ export class RequestPath {
     }
     logger.debug({ request_id: ctx.id, upstream: d.upstream, hedge: d2.upstream }, 'no answer head yet: hedging on the next upstream')
     const second = this.#start(ctx, x, d2, up2, h2)
-    // whichever head comes first answers; the other attempt is stopped at once. The user moved
-    // with a hedge that answers: counted as any move, and before its head's checkpoint is taken
-    // (a lost one must still hold the user: see StateProtocol.moved), unless the first
+    const hedgeRehydrate = ctx.rehydrate
+    const hedgeHeld = ctx.heldState
+    // the first attempt on its upstream: the one sent, or its resend without the state
+    let home = first
+    let resent = false
+    // whichever head comes first answers; the other attempt is stopped at once, and the
+    // context's rehydration values become the answering attempt's before its head is read (a
+    // 431 to a resend without the state is the client's own head: see ownHeadRefused). The user
+    // moved with a hedge that answers: counted as any move, and before its head's checkpoint is
+    // taken (a lost one must still hold the user: see StateProtocol.moved), unless the first
     // decision was itself a move (counted already: one user, one move)
     ctx.onAnswering = () => {
-      if (ctx.answering === first.attempt) return second.attempt.stop('TETHER_UPSTREAM_UNAVAILABLE')
-      first.attempt.stop('TETHER_UPSTREAM_UNAVAILABLE')
+      if (ctx.answering === home.attempt) {
+        own()
+        // the resend's upstream starts without the user's state (as after #withoutState): its
+        // first checkpoint replaces the stored one. Marked only when it answers: a resend that
+        // lost to the hedge leaves the stored state alone
+        if (resent && d.sessionKey !== null) this.#d.state?.restarted(d.sessionKey, d.epoch, d.upstream)
+        return second.attempt.stop('TETHER_UPSTREAM_UNAVAILABLE')
+      }
+      home.attempt.stop('TETHER_UPSTREAM_UNAVAILABLE')
+      ctx.rehydrate = hedgeRehydrate
+      ctx.heldState = hedgeHeld
+      ctx.rehydrateBytes = hedgeBytes
       if (d2.moved !== null && d.moved === null) this.#moved(d2, d2.moved)
       // the first attempt's restart mark (a move without the state: see #serve) is its
       // upstream's, which does not answer here (another request of the same move may still be
@@ -694,11 +747,24 @@ export class RequestPath {
       }
       return r
     })
-    const [ra, rb] = await Promise.all([first.result, hedged])
+    // the first attempt refused for the state in its head while no attempt answered (the hedge
+    // is still out, or failed): sent again to its upstream at once without the state, as
+    // without a hedge, racing the hedge on (see #resendFirst)
+    const homeDone = firstBytes === 0 ? first.result : first.result.then((r) => {
+      const again = this.#resendFirst(ctx, x, d, upstream, headers, r)
+      if (again === null) return r
+      home = again
+      resent = true
+      rehydrate = 'too_large'
+      firstBytes = 0
+      return again.result
+    })
+    const [ra, rb] = await Promise.all([homeDone, hedged])
     ctx.onAnswering = null
+    if (resent) this.#resentWithoutState(ctx, d, ra, ctx.answering === home.attempt, sentBytes)
     if (ctx.answering === second.attempt) return rb
     own()
-    if (ctx.answering === first.attempt) return ra
+    if (ctx.answering === home.attempt) return ra
     // neither answered: both count as tried, the first one's failure decides what follows (a
     // hedge refused for its state did not fail: a retry may go there, as without the hedge,
     // and goes without the state at once)
