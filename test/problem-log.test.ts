@@ -88,3 +88,17 @@ t.test('withoutNumbers: a problem\'s text with its numbers masked, the rest kept
   t.equal(withoutNumbers('timed out after 512 ms (3 tries, port 6379)'), 'timed out after # ms (# tries, port #)')
   t.equal(withoutNumbers('no numbers here'), 'no numbers here')
 })
+
+t.test('retain forgets, without a line, the problems whose key is refused: a forgotten key reported again is warned at once', async (t) => {
+  const { clock, capture, log } = setup()
+  log.report('web-0', 'http://10.0.0.5:80', {}, 'refused')
+  log.report('web-1', 'http://10.0.0.6:80', {}, 'refused')
+  t.equal(log.size, 2, 'one problem per key')
+  log.retain((key) => key !== 'web-0') // web-0 left the set
+  t.equal(log.size, 1, "web-0's problem forgotten")
+  clock.advance(1_000)
+  t.equal(log.report('web-1', 'http://10.0.0.6:80', {}, 'refused'), false, 'a kept one is still limited')
+  t.equal(log.report('web-0', 'http://10.0.0.5:80', {}, 'refused'), true, 'a forgotten one is new again')
+  await flush()
+  t.same(capture.records.map((r) => level(r)), ['warn', 'warn', 'warn'], 'no line for forgetting')
+})

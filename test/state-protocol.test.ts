@@ -11,6 +11,7 @@ import { CookieJar, handshake } from './fixtures/users.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { waitFor, within } from './fixtures/wait.js'
 import { metric } from './fixtures/drill.js'
+import { FakeKubeApi, endpointSlice, kubeconfigFor } from './fixtures/kube-api-server.js'
 
 /** An app replica that counts per user and speaks the protocol (state = the count). */
 async function counterApp(id: string, opts: { version?: boolean; hookPath?: string; stateBytes?: number } = {}): Promise<Upstream & { heads: http.IncomingHttpHeaders[] }> {
@@ -1028,8 +1029,23 @@ t.test("a 431 passed on to the client (the body could not be sent again without 
  * said of a move (a hedge of it, on a loaded machine, is refused by the other as in phase 2).
  */
 async function hedgedOffHome(t: Test, overrides: Parameters<typeof testConfig>[1], refuseAll = false) {
-  const s = { phase: 1, home: '', held: [] as http.ServerResponse[], told: [] as string[] }
-  const app = (id: string) => startUpstream(id, (req, res) => {
+  const s: HedgedOffHome = { phase: 1, home: '', held: [], told: [] }
+  const app = (id: string) => startUpstream(id, hedgedOffHomeApp(s, id, refuseAll))
+  const ups = [await app('a'), await app('b')]
+  const logs = new LogCapture()
+  const { tether, jar } = await tetherWithUser(t, ups, { retries: { hedge_after: 100 }, ...overrides }, createLogger('info', logs))
+  s.home = (await get(tether.url, jar)).body.id
+  await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stored"}')) >= 1, 5_000, "the home's checkpoint stored")
+  const other = ups.find((u) => u.id !== s.home)!.id
+  s.phase = 2
+  return { s, tether, jar, logs, other }
+}
+
+interface HedgedOffHome { phase: number; home: string; held: http.ServerResponse[]; told: string[] }
+
+/** The request handler of upstream `id` in hedgedOffHome's world `s`. */
+function hedgedOffHomeApp(s: HedgedOffHome, id: string, refuseAll = false): (req: http.IncomingMessage, res: http.ServerResponse) => void {
+  return (req, res) => {
     req.resume()
     if (s.phase === 1) return void res.writeHead(200, { 'x-tether-state': 'S'.repeat(200) }).end(JSON.stringify({ id, n: 1 }))
     if (id === s.home) {
@@ -1040,15 +1056,7 @@ async function hedgedOffHome(t: Test, overrides: Parameters<typeof testConfig>[1
     s.told.push(`${id} ${String(req.headers['x-tether-rehydrate-status'])}`)
     if (refuseAll || req.headers['x-tether-rehydrate'] !== undefined) return void res.writeHead(431).end('{}')
     res.end(JSON.stringify({ id, n: 2 }))
-  })
-  const ups = [await app('a'), await app('b')]
-  const logs = new LogCapture()
-  const { tether, jar } = await tetherWithUser(t, ups, { retries: { hedge_after: 100 }, ...overrides }, createLogger('info', logs))
-  s.home = (await get(tether.url, jar)).body.id
-  await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stored"}')) >= 1, 5_000, "the home's checkpoint stored")
-  const other = ups.find((u) => u.id !== s.home)!.id
-  s.phase = 2
-  return { s, tether, jar, logs, other }
+  }
 }
 
 /** The warnings that a hedge's state was refused. */
@@ -1129,6 +1137,53 @@ t.test("hedges refused 431 for their state request after request: warned once, t
   const warned = hedgeRefusals(logs)
   t.equal(warned.length, 1, 'one warning for three refused hedges')
   t.match(warned[0], { upstream: other, bytes: 200 })
+})
+
+t.test("hedge refusals are warned per upstream: two upstreams' refusals get one warning each, and the key of an upstream that left the set (discovery) goes with it", async (t) => {
+  // three pods found through Kubernetes discovery (a discovery change keeps the request path; a reload builds a new one)
+  const s: HedgedOffHome = { phase: 1, home: '', held: [], told: [] }
+  const pods = await Promise.all(['web-0', 'web-1', 'web-2'].map((id) => startUpstream(id, hedgedOffHomeApp(s, id))))
+  const slice = (pod: Upstream) => endpointSlice(`web-${pod.id}`, 'web', [{ pod: pod.id, ip: '127.0.0.1' }], { ports: [{ name: 'http', port: Number(new URL(pod.url).port) }] })
+  const api = new FakeKubeApi()
+  const { url } = await api.start()
+  for (const pod of pods) api.put('endpointslices', slice(pod))
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig([], {
+    affinity: { drain_timeout: 200 },
+    discovery: { kubernetes: { service: 'web', namespace: null, port: 'http', kubeconfig: kubeconfigFor(url), weight_annotation: null } },
+    retries: { hedge_after: 100 },
+  }), { logger: createLogger('info', logs) })
+  t.teardown(async () => { await tether.close(0); await api.close(); await Promise.all(pods.map((p) => p.close())) })
+  const jar = new CookieJar()
+  jar.cookies.set('user', 'u1')
+  s.home = (await get(tether.url, jar)).body.id
+  await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stored"}')) >= 1, 5_000, "the home's checkpoint stored")
+  s.phase = 2
+  /** The user's next request, held at the home until its hedge, to `to` (or the next upstream), was refused. */
+  const hedged = async (n: number, to?: string): Promise<string> => {
+    const pending = get(tether.url, jar)
+    await waitFor(() => s.told.length === n, 20_000, `the hedge ${n}`)
+    const at = s.told[n - 1]!.split(' ')[0]!
+    await hedgeRefusedWhileHomeHolds(tether, s, at, n)
+    s.held[n - 1]!.end(JSON.stringify({ id: s.home, n: 2 }))
+    t.same((await pending).body, { id: s.home, n: 2 }, `request ${n}: the home answered`)
+    if (to !== undefined) t.equal(at, to, `hedge ${n} went to ${to}`)
+    return at
+  }
+  const first = await hedged(1)
+  await hedged(2, first) // the same upstream within 30 s: not warned again
+  const second = pods.find((p) => p.id !== s.home && p.id !== first)!.id
+  // the first hedge's upstream leaves the set (its slice deleted, then its drain_timeout)
+  api.delete('endpointslices', `web-${first}`)
+  await waitFor(() => !tether.router.ids.includes(first), 10_000, `${first} to leave`)
+  await hedged(3, second) // another upstream: warned at once (and the left one's key forgotten)
+  // it comes back (the same pod: same address, same uid) and refuses again: a new problem, warned at once
+  api.put('endpointslices', slice(pods.find((p) => p.id === first)!))
+  await waitFor(() => tether.router.ids.includes(first), 10_000, `${first} to come back`)
+  await hedged(4, first)
+  const warned = hedgeRefusals(logs)
+  t.same(warned.map((w) => w['upstream']), [first, second, first], 'one warning per upstream, and again for the one whose key was forgotten')
+  t.notOk(warned.some((w) => 'repeated' in w), 'each a first warning (none stands for earlier ones)')
 })
 
 t.test("a hedged move (retries.hedge_after) whose attempt is refused 431 for its state is sent again without it, as without hedging", async (t) => {

@@ -81,6 +81,21 @@ export class ProblemLog {
     return true
   }
 
+  /**
+   * Forgets, without a line, the problems whose key `keep` refuses (keys of things that are
+   * gone, e.g. upstreams removed from the set): the keys stay bounded by what exists, and a
+   * key that comes back is a new problem (warned at once). Example:
+   * `problems.retain((id) => set.get(id) !== undefined)`.
+   */
+  retain(keep: (key: string) => boolean): void {
+    for (const key of this.#open.keys()) if (!keep(key)) this.#open.delete(key)
+  }
+
+  /** How many problems are open (reported, not resolved nor forgotten). */
+  get size(): number {
+    return this.#open.size
+  }
+
   /** Problem `key` is over (see the class); returns whether a line was written. */
   resolve(key: string, fields: Readonly<Record<string, unknown>>, msg: string): boolean {
     const spell = this.#open.get(key)

@@ -134,8 +134,10 @@ export class RequestPath {
   readonly #ids = new RequestIds()
   /** Watch for a Secure affinity cookie issued on a plain-HTTP page (warned once; see #secureOverHttp). */
   #watchSecureCookie: boolean
-  /** Hedges refused for their state: warned once, then at most once per 30 s (see #hedgeRefused). */
+  /** Hedges refused for their state, by upstream id: warned once, then at most once per 30 s (see #hedgeRefused). */
   readonly #hedgeRefusals: ProblemLog
+  /** The upstream set #hedgeRefusals last forgot removed upstreams by (a new set on each change). */
+  #hedgeRefusalsOf: UpstreamSet | null = null
 
   constructor(deps: RequestPathDeps) {
     this.#d = deps
@@ -743,7 +745,7 @@ export class RequestPath {
       hedgeRefused = r.outcome?.kind === 'error' && r.outcome.code === 'TETHER_HEADERS_TOO_LARGE'
       if (hedgeRefused) {
         ctx.stateRefusedBy = up2
-        this.#hedgeRefused(ctx, d2, hedgeBytes)
+        this.#hedgeRefused(ctx, d2, up2, hedgeBytes)
       }
       return r
     })
@@ -780,12 +782,21 @@ export class RequestPath {
   }
 
   /**
-   * A hedge's upstream refused the user's state in its head: warned with the remedy, at once for
-   * the first, then at most once per 30 s with how many it stands for (`repeated`, `for_ms`):
-   * a misconfigured upstream refuses the hedge of every request of a user whose home is slow.
+   * A hedge's upstream refused the user's state in its head: warned with the remedy, for each
+   * upstream at once for the first, then at most once per 30 s with how many it stands for
+   * (`repeated`, `for_ms`): a misconfigured upstream refuses the hedge of every request of a
+   * user whose home is slow, and one upstream's refusals do not hide another's. Keyed by the
+   * upstream's id (a new process under it, another url or pod uid, is warned at once); the keys
+   * of upstreams no longer in the set are forgotten when the set has changed, so they stay
+   * bounded by the set (a reload builds a new request path, and so a new log).
    */
-  #hedgeRefused(ctx: RequestContext, d: Decision, bytes: number): void {
-    this.#hedgeRefusals.report('hedge state refused', 'refused', { request_id: ctx.id, upstream: d.upstream, bytes },
+  #hedgeRefused(ctx: RequestContext, d: Decision, upstream: Upstream, bytes: number): void {
+    const set = this.#d.upstreams()
+    if (set !== this.#hedgeRefusalsOf) {
+      this.#hedgeRefusalsOf = set
+      this.#hedgeRefusals.retain((id) => set.get(id) !== undefined)
+    }
+    this.#hedgeRefusals.report(d.upstream, upstream.uid ?? upstream.url, { request_id: ctx.id, upstream: d.upstream, bytes },
       `the upstream refused the user's state in X-Tether-Rehydrate of a hedge ${STATE_REFUSED}; the hedge is dropped (the first attempt answers; if it fails, a retry there goes without the state): ${STATE_REMEDY}`)
   }
 
