@@ -1,11 +1,13 @@
-// HTTP forwarding: the only file that imports undici. One keep-alive Pool per upstream; the
-// request body and the response body are streamed both ways with backpressure, never
-// buffered whole. A client abort cancels the upstream request; an upstream abort after the
+// HTTP forwarding: the only file that imports undici (the parts in UNDICI_PARTS). One
+// keep-alive Pool per upstream; the request body and the response body are streamed both
+// ways with backpressure, never buffered whole. A client abort cancels the upstream request; an upstream abort after the
 // response started ends the client connection. The HTTP transport of the request path: it
 // does not decide where a request goes, nor whether to retry.
 import { validateHeaderName, validateHeaderValue, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
-import { Pool, buildConnector, errors, type Dispatcher } from 'undici'
+import { createRequire } from 'node:module'
+import type * as Undici from 'undici'
+import type { Dispatcher } from 'undici'
 import { TetherError, type ErrorCode } from '../errors.js'
 import { isReplacement, type Upstream } from '../upstream/upstream-set.js'
 import type { UpstreamTlsConfig } from '../config/schema.js'
@@ -20,6 +22,28 @@ import { clientStallTimeout, closedIdle, Deadlines, sweepInterval, type Expiring
 import { H2Response } from './h2-messages.js'
 import type { RequestBody } from './request-body.js'
 import { REASON_PHRASE } from './headers.js'
+
+/**
+ * The parts of undici Tether uses, each loaded from its own file: the package's index also
+ * loads fetch, WebSocket, EventSource, the caches, the mocks and the interceptors, about
+ * 9 MB of RSS in every process that serves (110 of undici's files instead of 24). undici 7
+ * has no `exports` map, so its files can be required by path; the index would also add
+ * `request` and the other calls to every Dispatcher, so {@link call} applies `request` to its
+ * pool. test/proxy-undici-parts.test.ts pins these paths against the installed undici and
+ * checks that a serving process never loads the index.
+ */
+export const UNDICI_PARTS = {
+  Pool: 'undici/lib/dispatcher/pool.js',
+  buildConnector: 'undici/lib/core/connect.js',
+  errors: 'undici/lib/core/errors.js',
+  request: 'undici/lib/api/api-request.js',
+} as const
+const requireUndici = createRequire(import.meta.url)
+const Pool = requireUndici(UNDICI_PARTS.Pool) as typeof Undici.Pool
+type Pool = Undici.Pool
+const buildConnector = requireUndici(UNDICI_PARTS.buildConnector) as typeof Undici.buildConnector
+const errors = requireUndici(UNDICI_PARTS.errors) as typeof Undici.errors
+const request = requireUndici(UNDICI_PARTS.request) as (this: Pool, options: Dispatcher.RequestOptions) => Promise<Dispatcher.ResponseData>
 
 /** What a pool is made for: an upstream's origin and, for https://, its TLS settings. */
 export interface PoolTarget {
@@ -128,8 +152,8 @@ export class Forwarder {
     // connection, as its files are when the connection is made (a renewed certificate is used
     // from the next connection on)
     const source = new UpstreamTlsSource(origin, target.tls ?? null, (change) => this.#tlsChanged(target.id, change))
-    const connector = (tls: UpstreamTlsOptions | null): buildConnector.connector =>
-      buildConnector({ timeout: this.#timeouts.connect, noDelay: true, ...tls } as buildConnector.BuildOptions)
+    const connector = (tls: UpstreamTlsOptions | null): Undici.buildConnector.connector =>
+      buildConnector({ timeout: this.#timeouts.connect, noDelay: true, ...tls } as Undici.buildConnector.BuildOptions)
     const tls = source.current()
     let version = source.version
     let connect = connector(tls)
@@ -241,7 +265,7 @@ export class Forwarder {
     if (entry === undefined) return { status: 0, error: null }
     try {
       const options: WithServername<Dispatcher.RequestOptions> = { method, path, headers, body, headersTimeout: timeout, bodyTimeout: timeout, signal, servername: entry.servername }
-      const r = await entry.pool.request(options)
+      const r = await request.call(entry.pool, options)
       await r.body.dump()
       return { status: r.statusCode, error: null }
     } catch (err) {
