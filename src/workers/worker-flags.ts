@@ -25,7 +25,11 @@ export const SERVING_V8_FLAGS: readonly string[] = ['--min-semi-space-size=4']
  * new space went 64 -> 16 MB (422 instead of 462 MB in all) for about 2% more CPU per request,
  * within the noise; 2 MB cost ~8% for 5 MB less (docs/workers.md, Memory). The minimum keeps
  * it at that size when idle (see SERVING_V8_FLAGS), also for a primary started without the
- * image's flags; V8 lowers a minimum above the cap to the cap.
+ * image's flags; V8 lowers a minimum above the cap to the cap. Not here:
+ * `--heap-growing-percent=50` (the old generation's next limit 1.5x what a full GC left): at
+ * 1M users it kept the workers' old space at 40 MB instead of 47-93, but it made the steady
+ * state run full GCs (6 instead of 1 over 240,000 requests of 1,000 users) and its CPU cost per
+ * request could not be shown to be within 2% (docs/workers.md, Memory, 2026-12-04).
  */
 export const WORKER_V8_FLAGS: readonly string[] = ['--max-semi-space-size=4', '--min-semi-space-size=4']
 
