@@ -34,7 +34,7 @@ async function contestant(t: Test, mode: string, targets: string[]): Promise<num
   const port = await freePort()
   const child = spawn(process.execPath, [script, String(port), mode, ...targets], { stdio: ['ignore', 'ignore', 'inherit'] })
   t.teardown(() => { child.kill('SIGKILL') })
-  await waitFor(() => accepts(port), 5000, `${mode} listening on ${port}`)
+  await waitFor(() => accepts(port), 30_000, `${mode} listening on ${port}`)
   return port
 }
 

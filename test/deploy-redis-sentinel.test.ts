@@ -67,15 +67,15 @@ t.test('the Sentinel setup: the first pod is primary, a killed primary is replac
   t.equal(await startPod(PODS[1]!), `init: ${PODS[1]} starts with primary ${PODS[0]}`)
   t.equal(await startPod(PODS[2]!), `init: ${PODS[2]} starts with primary ${PODS[0]}`)
   t.equal(await role(PODS[0]!), 'master')
-  await waitFor('both replicas in sync', async () => (await role(PODS[1]!)) === `replica of ${PODS[0]} (up)` && (await role(PODS[2]!)) === `replica of ${PODS[0]} (up)`, 10_000)
+  await waitFor('both replicas in sync', async () => (await role(PODS[1]!)) === `replica of ${PODS[0]} (up)` && (await role(PODS[2]!)) === `replica of ${PODS[0]} (up)`, 60_000)
   await waitFor('every Sentinel to know the two others', async () => {
     const counts = await Promise.all(PODS.map((p) => cli(p, sentinelPort, 'SENTINEL', 'SENTINELS', 'mymaster')))
     return counts.every((c) => (c.match(/^name$/gm) ?? []).length === 2)
-  }, 15_000)
+  }, 60_000)
   await cli(PODS[0]!, redisPort, 'SET', 'tether:test', 'before')
   // replication is asynchronous: killed at once, the primary may take the write with it (the
   // lagging-replica loss docs/redis.md describes); the test is about the promotion
-  t.equal(await cli(PODS[0]!, redisPort, 'WAIT', '2', '5000'), '2', 'the write reached both replicas')
+  t.equal(await cli(PODS[0]!, redisPort, 'WAIT', '2', '30000'), '2', 'the write reached both replicas')
 
   // pod 0 dies (both containers): a replica is promoted
   for (const p of running.get(PODS[0]!)!) await p.stop('SIGKILL')
@@ -84,14 +84,14 @@ t.test('the Sentinel setup: the first pod is primary, a killed primary is replac
   await waitFor('a replica to be promoted', async () => {
     promoted = await primaryBy(PODS[1]!)
     return promoted !== PODS[0] && promoted !== '' && (await role(promoted)) === 'master'
-  }, 30_000)
+  }, 60_000)
   t.ok(PODS.slice(1).includes(promoted), `the Sentinels promoted ${promoted}`)
   t.equal(await cli(promoted, redisPort, 'GET', 'tether:test'), 'before', 'with the data written before')
 
   // pod 0 restarts: its init asks the Sentinels, and it rejoins as a replica of the new primary
   t.equal(await startPod(PODS[0]!), `init: ${PODS[0]} starts with primary ${promoted}`)
-  await waitFor('the old primary to replicate the new one', async () => (await role(PODS[0]!)) === `replica of ${promoted} (up)`, 10_000)
+  await waitFor('the old primary to replicate the new one', async () => (await role(PODS[0]!)) === `replica of ${promoted} (up)`, 60_000)
   await cli(promoted, redisPort, 'SET', 'tether:test', 'after')
-  await waitFor('the write to reach it', async () => (await cli(PODS[0]!, redisPort, 'GET', 'tether:test')) === 'after', 5_000)
+  await waitFor('the write to reach it', async () => (await cli(PODS[0]!, redisPort, 'GET', 'tether:test')) === 'after', 60_000)
   t.pass('writes to the new primary reach the restarted pod')
 })
