@@ -15,8 +15,11 @@ import { redisPasswordSettings, routeRedisConsole } from './redis/console-notice
 import { maskUrlCredentials } from './secret-text.js'
 
 const USAGE = `Usage:
-  tether [--config <file>]   run the proxy (default file: $TETHER_CONFIG or config/proxy.yaml)
+  tether [run] [--config <file>]
+                             run the proxy (default file: $TETHER_CONFIG or config/proxy.yaml);
+                             -c <file> and --config=<file> are the same option
   tether check <file>        validate a config file; exit 0 when valid, 1 when not
+                             (also: tether check --config <file>)
   tether import [--manifests] [--image <ref>] <file.yaml>...
                              read Kubernetes manifests (ingress-nginx Ingress, Service with
                              ClientIP affinity, Gateway API HTTPRoute) and print a proxy.yaml
@@ -32,8 +35,8 @@ const USAGE = `Usage:
                              remains or the timeout passed (exit 0: a preStop hook)
                              --admin defaults to $TETHER_ADMIN or http://127.0.0.1:9901,
                              --token to $TETHER_ADMIN_TOKEN
-  tether --help              show this help
-  tether --version           print the version
+  tether --help, -h          show this help
+  tether --version, -v       print the version
 
 Signals: SIGTERM/SIGINT stop gracefully; SIGHUP reloads the config (also done on file change).
 Environment: LOG_LEVEL overrides log.level; \${VAR} in the config is read from the environment.
