@@ -174,6 +174,8 @@ const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolea
 let TETHER_WORKERS = false
 /** Whether the BENCH_TETHER_BASE build knows `workers` (an older one is given none). */
 let BASE_WORKERS = false
+/** BENCH_BASE_WORKERS: tether-base's `workers` (default BENCH_WORKERS), e.g. 1 against tether's 2 in one run. */
+let BASE_WORKER_COUNT = 1
 
 /** The TLS part of Tether's `listen` in the TLS modes: the bench certificate, h2 offered by ALPN in h2 mode only. */
 function tetherTlsListen() {
@@ -195,7 +197,7 @@ async function startTether(ctx, name, cmd) {
       ...ctx.upstreams.map((u) => `  - { id: ${u.id}, url: "${u.url}" }`),
       `affinity: { key: cookie, cookie: { secret: "${BENCH_SECRET}", secure: false } }`,
       'log: { level: warn, access: false }',
-      ...((name === 'tether-base' ? BASE_WORKERS : TETHER_WORKERS) ? [`workers: ${WORKERS}`] : []),
+      ...((name === 'tether-base' ? BASE_WORKERS : TETHER_WORKERS) ? [`workers: ${name === 'tether-base' ? BASE_WORKER_COUNT : WORKERS}`] : []),
       '',
     ].join('\n'),
   )
@@ -205,7 +207,7 @@ async function startTether(ctx, name, cmd) {
     BENCH_TETHER_PORT: String(port),
     BENCH_TETHER_ADMIN_PORT: String(adminPort),
     BENCH_UPSTREAMS: ctx.upstreams.map((u) => u.url).join(','),
-    BENCH_WORKERS: String(WORKERS),
+    BENCH_WORKERS: String(name === 'tether-base' ? BASE_WORKER_COUNT : WORKERS),
   }
   let rec
   if (cmd.custom) {
@@ -357,6 +359,19 @@ function envFlag(name) {
   throw new Error(`${name}=${raw}: expected 0 or 1`)
 }
 
+/**
+ * BENCH_UPSTREAM=nginx: one upstream as a single nginx process (no master, so its pid is the
+ * one that serves and is measured) answering the same body as upstream-server.mjs.
+ */
+function startNginxUpstream(id, port) {
+  const prefix = path.join(tmpDir, id)
+  mkdirSync(prefix, { recursive: true })
+  const conf = fill(readFileSync(path.join(benchDir, 'nginx-upstream.conf.tmpl'), 'utf8'), { PORT: port, PREFIX: prefix, BODY: `ok\\n${id}\\n` })
+  const confPath = path.join(prefix, 'nginx.conf')
+  writeFileSync(confPath, conf)
+  return startChild(id, which('nginx'), ['-p', prefix + '/', '-c', confPath, '-e', 'stderr'])
+}
+
 /** BENCH_RATE: unset -> no fixed-rate run; "<n>" -> n req/s; "<p>%" -> p% of nginx's median req/s. */
 function parseRate(raw) {
   if (raw == null || raw === '') return null
@@ -454,6 +469,7 @@ async function main() {
     connections: envNum('BENCH_CONNECTIONS', envFlag('BENCH_H2') ? 10 : 50, { min: 1, int: true }),
     users: USERS,
     workers: envNum('BENCH_WORKERS', 1, { min: 1, int: true }),
+    baseWorkers: envNum('BENCH_BASE_WORKERS', envNum('BENCH_WORKERS', 1, { min: 1, int: true }), { min: 1, int: true }),
     wrkThreads: envNum('BENCH_WRK_THREADS', 1, { min: 1, int: true }),
     pin: envFlag('BENCH_PIN'),
     // 1 (default): the contestants not under load are frozen (SIGSTOP) while one is warmed up
@@ -466,7 +482,12 @@ async function main() {
     h2: envFlag('BENCH_H2'),
     h2Streams: envNum('BENCH_H2_STREAMS', 10, { min: 1, int: true }),
     h2loadBin: which('h2load'),
+    // the upstreams: node (bench/lib/upstream-server.mjs, default) or nginx (`return 200`, one
+    // process each: the cheapest HTTP/1.1 server here, so more of the host is left to the proxies)
+    upstream: process.env.BENCH_UPSTREAM || 'node',
   }
+  if (!['node', 'nginx'].includes(cfg.upstream)) throw new Error(`BENCH_UPSTREAM=${cfg.upstream}: expected node or nginx`)
+  if (cfg.upstream === 'nginx' && !which('nginx')) throw new Error('BENCH_UPSTREAM=nginx but nginx is not on PATH')
   // BENCH_H2 is HTTP/2 over TLS, so BENCH_TLS=1 with it changes nothing.
   MODE = cfg.h2 ? 'h2' : cfg.tls ? 'tls' : 'http'
   cfg.mode = MODE
@@ -505,6 +526,7 @@ async function main() {
     PIN = true
   }
   WORKERS = cfg.workers
+  BASE_WORKER_COUNT = cfg.baseWorkers
   SAME_HEADERS = cfg.sameHeaders
   TETHER_WORKERS = await tetherHasWorkers()
   BASE_WORKERS = process.env.BENCH_TETHER_BASE ? await tetherHasWorkers(path.resolve(process.env.BENCH_TETHER_BASE)) : false
@@ -518,6 +540,7 @@ async function main() {
     (cfg.pin ? 'pinned: proxy under test on CPU 0, load generator and upstreams on CPU 1' : 'unpinned: every process on every CPU') +
       `; workers: nginx worker_processes ${cfg.workers}, haproxy nbthread ${cfg.workers}, ` +
       (TETHER_WORKERS ? `tether workers ${cfg.workers}` : 'tether 1 (this build has no `workers` key yet)') +
+      (process.env.BENCH_TETHER_BASE ? (BASE_WORKERS ? `, tether-base workers ${cfg.baseWorkers}` : ', tether-base 1 (that build has no `workers` key)') : '') +
       (cfg.isolate ? '; idle contestants frozen while one is measured' : '; idle contestants left running (BENCH_ISOLATE=0)') +
       (cfg.sameHeaders ? '; nginx and haproxy add X-Forwarded-* and X-Request-Id as Tether does' : '; nginx and haproxy bare (BENCH_SAME_HEADERS=0): no X-Forwarded-* or X-Request-Id, which Tether adds'),
   )
@@ -560,13 +583,19 @@ async function main() {
   const upstreams = []
   for (let i = 0; i < UPSTREAM_COUNT; i++) {
     const id = `up-${i}`
-    const rec = startChild(id, process.execPath, [path.join(benchDir, 'lib', 'upstream-server.mjs'), id])
-    const { port } = await waitForJsonLine(rec)
+    let rec, port
+    if (cfg.upstream === 'nginx') {
+      port = await freePort()
+      rec = startNginxUpstream(id, port)
+    } else {
+      rec = startChild(id, process.execPath, [path.join(benchDir, 'lib', 'upstream-server.mjs'), id])
+      ;({ port } = await waitForJsonLine(rec))
+    }
     await waitHttpReady(rec, port)
     upstreams.push({ id, port, pid: rec.pid, url: `http://127.0.0.1:${port}`, rec })
   }
   const ctx = { upstreams }
-  console.log(`upstreams: ${upstreams.map((u) => `${u.id}=${u.url} (pid ${u.pid})`).join(', ')}`)
+  console.log(`upstreams (${cfg.upstream}): ${upstreams.map((u) => `${u.id}=${u.url} (pid ${u.pid})`).join(', ')}`)
 
   // Contestants, started once and kept running across rounds.
   const running = []
