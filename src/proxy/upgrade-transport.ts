@@ -7,8 +7,10 @@
 import type { ClientRequest, IncomingMessage } from 'node:http'
 import { Agent as HttpsAgent } from 'node:https'
 import type { Socket } from 'node:net'
+import { createRequire } from 'node:module'
 import type { Duplex } from 'node:stream'
-import httpProxy from 'http-proxy'
+import util from 'node:util'
+import type httpProxy from 'http-proxy'
 import { UpstreamTlsSource } from '../tls/upstream-tls.js'
 import { systemTimers, type Timers } from '../clock.js'
 import { ERRORS, TetherError, type ErrorCode } from '../errors.js'
@@ -22,6 +24,30 @@ import { ownHeadRefused, stateRefused, type AttemptResult, type RequestContext }
 import { endThenDestroy, writeRawError } from './respond.js'
 import { CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART, FrameTracker, closeFrame } from './websocket-frames.js'
 import { REASON_PHRASE } from './headers.js'
+
+/**
+ * http-proxy 1.18.1 keeps `util._extend` when it loads and calls it for every handshake; on Node
+ * 22 and later that call prints DEP0060 ("The `util._extend` API is deprecated") to stderr at
+ * the first WebSocket. It is loaded here with `util._extend` swapped, for the time of the
+ * require only, for the same copy (own enumerable keys of an object source, as Node's), so
+ * neither the warning nor the swap reaches anything else (test/upgrade-edges.test.ts, in the
+ * Node 24 pass).
+ */
+function loadHttpProxy(): typeof httpProxy {
+  const u = util as unknown as { _extend: unknown }
+  const nodeOwn = u._extend
+  u._extend = (target: Record<string, unknown>, source: unknown): Record<string, unknown> => {
+    if (source === null || typeof source !== 'object') return target
+    for (const key of Object.keys(source)) target[key] = (source as Record<string, unknown>)[key]
+    return target
+  }
+  try {
+    return createRequire(import.meta.url)('http-proxy') as typeof httpProxy
+  } finally {
+    u._extend = nodeOwn
+  }
+}
+const HttpProxy = loadHttpProxy()
 
 export interface UpgradeOptions {
   /** Most WebSockets open (and handshaking) at once; beyond, 503 on the raw socket. */
@@ -73,7 +99,7 @@ export class Upgrades {
     this.#options = options
     this.#linger = options.closeLinger ?? 2_000
     // xfwd off: X-Forwarded-* come from the same header rules as plain requests
-    this.#proxy = httpProxy.createProxyServer({ ws: true, xfwd: false, prependPath: false })
+    this.#proxy = HttpProxy.createProxyServer({ ws: true, xfwd: false, prependPath: false })
     // with a per-call callback http-proxy reports there; a listener still guards the process
     this.#proxy.on('error', (err) => logger.warn({ err }, 'websocket proxy error'))
     this.#proxy.on('proxyReqWs', (proxyReq, _req, socket) => this.#bySocket.get(socket)?.onProxyReq(proxyReq))
