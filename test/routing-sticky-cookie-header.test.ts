@@ -20,7 +20,7 @@ import { CONCURRENCY, REQUESTS, SECRET_A, SECRET_B, USERS, assertStickyAndSpread
 // 1. Stickiness per key kind (cookie, header)
 // ---------------------------------------------------------------------------------------------
 
-t.test('with key cookie, each of 1,000 users making 20 requests always hits the same upstream, and users spread over all three', async (t) => {
+t.test('with key cookie, each of 1,000 users making 10 requests always hits the same upstream, and users spread over all three', async (t) => {
   const ups = await upstreams(t, ['a', 'b', 'c'])
   const tt = await proxyFor(t, ups, { affinity: { key: 'cookie', cookie: cookieCfg() } })
   const logs = await simulate(tt.url, agentFor(t, CONCURRENCY), USERS, REQUESTS, { watch: 'tether' })
