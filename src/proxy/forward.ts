@@ -612,7 +612,18 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   stop(code: ErrorCode): void {
     if (this.answered || this.#finished) return
     this.#stopped = new TetherError(code)
-    this.#controller?.abort(this.#stopped)
+    if (this.#controller !== null) return this.#controller.abort(this.#stopped)
+    // not started: its connection is still being made, and undici can abort a request only once
+    // it has one (a TLS handshake the upstream never answers, SYNs to a dead node: up to
+    // timeouts.connect). Done now, as a stop once started ends (a hedge that lost does not hold
+    // its request's end); onRequestStart aborts it before anything is sent, and its error is ignored
+    this.#endUnstarted({ status: 0, outcome: { kind: 'error', code, connect: false }, error: this.#stopped, responded: false })
+  }
+
+  /** An attempt not started yet (see stop) ends with `r`: undici's later start or error of it finds it finished. */
+  #endUnstarted(r: AttemptResult): void {
+    this.#finished = true
+    this.#done(r)
   }
 
   #done(r: AttemptResult): void {
@@ -689,7 +700,9 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     if (this.#delivery !== null) return this.#delivery.closed()
     if (this.#finished || (this.#ctx.answering !== null && this.#ctx.answering !== this)) return
     this.#clientGone = true
-    this.#controller?.abort(new TetherError('TETHER_BAD_REQUEST', new Error('client closed the connection')))
+    if (this.#controller !== null) return this.#controller.abort(new TetherError('TETHER_BAD_REQUEST', new Error('client closed the connection')))
+    // still connecting (see stop): the client's abort now, not when the connect ends
+    this.#endUnstarted({ status: 0, outcome: CLIENT_ABORT, error: null, responded: true })
   }
 
   #onDrain(): void {

@@ -1,0 +1,128 @@
+// An attempt stopped, or whose client left, while its upstream connection is still being made
+// (a TLS handshake the upstream never answers, SYNs dropped to a dead node): undici can abort a
+// request only once it has a connection, so such an attempt used to end only when the connect
+// did (up to timeouts.connect): a hedged request whose first attempt answered waited for the
+// losing hedge's connect before it ended (its access line, its duration, the in-flight count),
+// and a client that left was logged that late. Now such an attempt ends at once; undici's start
+// of it, if the connection comes, is aborted before anything is sent.
+import t from 'tap'
+import net from 'node:net'
+import http from 'node:http'
+import https from 'node:https'
+import type { AddressInfo } from 'node:net'
+import { startTether, type Tether } from '../src/app.js'
+import { createLogger } from '../src/observability/logger.js'
+import { hashKey as hashOf } from '../src/placement/hash.js'
+import { LogCapture } from './fixtures/log-capture.js'
+import { makeCertificateSet } from './fixtures/tls.js'
+import { request, startUpstream, testConfig, waitFor } from './fixtures/upstream.js'
+
+/** A TCP server that accepts connections and never sends a byte (a TLS handshake to it never ends). */
+async function silentServer(): Promise<{ url: string; sockets: net.Socket[]; close(): Promise<void> }> {
+  const sockets: net.Socket[] = []
+  const server = net.createServer((s) => { sockets.push(s); s.on('error', () => undefined) })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  return {
+    url: `https://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    sockets,
+    close: () => new Promise<void>((r) => { for (const s of sockets) s.destroy(); server.close(() => r()) }),
+  }
+}
+
+/** A key the hash places on `id` (header affinity). */
+function userOn(px: Tether, id: string): string {
+  for (let i = 0; ; i++) if (px.router.placement.ids[px.router.placement.pick(hashOf(`u${i}`))] === id) return `u${i}`
+}
+
+async function inFlight(px: Tether, id: string): Promise<number> {
+  const line = (await px.metrics.render()).split('\n').find((l) => l.startsWith(`tether_upstream_in_flight{upstream="${id}"}`))
+  return line === undefined ? 0 : Number(line.split(' ').at(-1))
+}
+
+// the connect would take a minute: anything that waits for it fails the waits below (10 s)
+const CONNECT = 60_000
+
+t.test('a hedge still connecting when the first attempt answers is stopped at once: the request ends with the answer, not at the hedge\'s connect timeout', async (t) => {
+  const silent = await silentServer()
+  const a = await startUpstream('a', (req, res) => {
+    if (req.headers['x-hold'] === undefined) return void res.end('a')
+    // the first attempt answers once the hedge is connecting (its TLS handshake unanswered)
+    void waitFor(() => silent.sockets.length > 0, 10_000, 'the hedge connecting').then(() => res.end('a late'), () => res.end('no hedge'))
+  })
+  t.teardown(async () => { await a.close(); await silent.close() })
+  const logs = new LogCapture()
+  const px = await startTether(testConfig([{ id: 'a', url: a.url }, { id: 'b', url: silent.url }], {
+    affinity: { key: 'header', header: { name: 'x-user' } },
+    retries: { hedge_after: 50 },
+    timeouts: { connect: CONNECT },
+    health: { active: { enabled: false } },
+  }), { logger: createLogger('info', logs) })
+  t.teardown(() => px.close(0))
+  const user = userOn(px, 'a')
+  t.equal((await request(`${px.url}/`, { headers: { 'x-user': user } })).body, 'a')
+  const r = await request(`${px.url}/`, { headers: { 'x-user': user, 'x-hold': '1' } })
+  t.equal(r.body, 'a late', 'the first attempt answered, while the hedge was connecting')
+  await waitFor(() => logs.access().length === 2, 10_000, 'the request\'s access line (not at the hedge\'s connect timeout)')
+  t.match(logs.access()[1], { upstream: 'a', status: 200, outcome: 'ok' })
+  t.equal(await inFlight(px, 'b'), 0, 'the stopped hedge is no longer counted in flight')
+  t.equal(px.sessions.get(user, Date.now())?.upstream, 'a', 'the user did not move')
+})
+
+t.test('a client that leaves while its attempt is still connecting ends at once (client_abort), not at the connect timeout', async (t) => {
+  const silent = await silentServer()
+  t.teardown(() => silent.close())
+  const logs = new LogCapture()
+  const px = await startTether(testConfig([{ id: 'b', url: silent.url }], {
+    timeouts: { connect: CONNECT },
+    health: { active: { enabled: false } },
+  }), { logger: createLogger('info', logs) })
+  t.teardown(() => px.close(0))
+  const req = http.request(`${px.url}/`, { agent: false })
+  req.on('error', () => undefined)
+  req.end()
+  await waitFor(() => silent.sockets.length > 0, 10_000, 'the attempt connecting')
+  req.destroy()
+  await waitFor(() => logs.access().length === 1, 10_000, 'the access line (not at the connect timeout)')
+  t.match(logs.access()[0], { upstream: 'b', status: 0, outcome: 'client_abort' })
+  t.equal(await inFlight(px, 'b'), 0, 'no longer counted in flight')
+})
+
+t.test('a connection that comes after its attempt was ended carries nothing of it: the next request is the first the upstream sees', async (t) => {
+  const certs = makeCertificateSet()
+  t.teardown(() => certs.remove())
+  const seen: string[] = []
+  const secure = https.createServer({ cert: certs.server.cert, key: certs.server.key }, (req, res) => {
+    seen.push(req.url ?? '')
+    res.end('secure')
+  })
+  // the TCP side accepts and holds each connection until the test lets its TLS handshake go on
+  const held: net.Socket[] = []
+  let open = false
+  const gate = net.createServer((s) => {
+    s.on('error', () => undefined)
+    if (open) secure.emit('connection', s)
+    else held.push(s)
+  })
+  await new Promise<void>((r) => gate.listen(0, '127.0.0.1', r))
+  t.teardown(() => new Promise<void>((r) => { secure.closeAllConnections(); for (const s of held) s.destroy(); gate.close(() => r()) }))
+  const logs = new LogCapture()
+  const url = `https://127.0.0.1:${(gate.address() as AddressInfo).port}`
+  const px = await startTether(testConfig([{ id: 'b', url, weight: 1, tls: { ca: certs.caFile, servername: null, cert: null, key: null, verify: true } }], {
+    timeouts: { connect: CONNECT },
+    health: { active: { enabled: false } },
+  }), { logger: createLogger('info', logs) })
+  t.teardown(() => px.close(0))
+  const req = http.request(`${px.url}/left`, { agent: false })
+  req.on('error', () => undefined)
+  req.end()
+  await waitFor(() => held.length > 0, 10_000, 'the attempt connecting')
+  req.destroy()
+  await waitFor(() => logs.access().length === 1, 10_000, 'the access line')
+  t.match(logs.access()[0], { path: '/left', status: 0, outcome: 'client_abort' })
+  // the connection is made now: undici starts the ended attempt on it, which sends nothing
+  open = true
+  secure.emit('connection', held[0])
+  const r = await request(`${px.url}/next`)
+  t.equal(r.body, 'secure')
+  t.same(seen, ['/next'], 'the request whose client left never reached the upstream')
+})
