@@ -5,7 +5,7 @@
 // losing hedge's connect before it ended (its access line, its duration, the in-flight count),
 // and a client that left was logged that late. Now such an attempt ends at once; undici's start
 // of it, if the connection comes, is aborted before anything is sent.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import net from 'node:net'
 import http from 'node:http'
 import https from 'node:https'
@@ -15,7 +15,7 @@ import { createLogger } from '../src/observability/logger.js'
 import { hashKey as hashOf } from '../src/placement/hash.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { makeCertificateSet } from './fixtures/tls.js'
-import { request, startUpstream, testConfig, waitFor } from './fixtures/upstream.js'
+import { request, startUpstream, testConfig, waitFor, type Upstream } from './fixtures/upstream.js'
 
 /** A TCP server that accepts connections and never sends a byte (a TLS handshake to it never ends). */
 async function silentServer(): Promise<{ url: string; sockets: net.Socket[]; close(): Promise<void> }> {
@@ -125,4 +125,57 @@ t.test('a connection that comes after its attempt was ended carries nothing of i
   const r = await request(`${px.url}/next`)
   t.equal(r.body, 'secure')
   t.same(seen, ['/next'], 'the request whose client left never reached the upstream')
+})
+
+/** Tether (header key x-user, hooks at /hook, connect timeout CONNECT) over `a` and a silent https:// `b`, logging at info; `hedge`: retries.hedge_after 50 ms. */
+async function hookWorld(t: Test, a: Upstream, silent: { url: string }, hedge: boolean): Promise<{ px: Tether; logs: LogCapture; user: string }> {
+  const logs = new LogCapture()
+  const px = await startTether(testConfig([{ id: 'a', url: a.url }, { id: 'b', url: silent.url }], {
+    affinity: { key: 'header', header: { name: 'x-user' } },
+    state: { rehydrate: 'hook', hook_path: '/hook' },
+    retries: hedge ? { hedge_after: 50 } : {},
+    timeouts: { connect: CONNECT },
+    health: { active: { enabled: false } },
+  }), { logger: createLogger('info', logs) })
+  t.teardown(() => px.close(0))
+  const user = userOn(px, 'a')
+  // the user's first answer carries a checkpoint: a move of theirs posts it to the hook first
+  t.equal((await request(`${px.url}/`, { headers: { 'x-user': user } })).body, 'a')
+  return { px, logs, user }
+}
+
+/** Answers 'a' with a checkpoint; a request with X-Hold once `silent` has a connection. */
+function homeApp(silent: { sockets: net.Socket[] }): Promise<Upstream> {
+  return startUpstream('a', (req, res) => {
+    req.resume()
+    if (req.headers['x-hold'] === undefined) return void res.writeHead(200, { 'x-tether-state': 's1' }).end('a')
+    void waitFor(() => silent.sockets.length > 0, 10_000, 'the hook connecting').then(() => res.end('a late'), () => res.end('no hook'))
+  })
+}
+
+t.test('a hedge whose rehydration hook is still connecting when the first attempt answers: the request ends with the answer, not at the connect timeout', async (t) => {
+  const silent = await silentServer()
+  const a = await homeApp(silent)
+  t.teardown(async () => { await a.close(); await silent.close() })
+  const { px, logs, user } = await hookWorld(t, a, silent, true)
+  const r = await request(`${px.url}/`, { headers: { 'x-user': user, 'x-hold': '1' } })
+  t.equal(r.body, 'a late', 'the first attempt answered while the hedge\'s hook was connecting')
+  await waitFor(() => logs.access().length === 2, 10_000, 'the request\'s access line (not at the hook\'s connect timeout)')
+  t.match(logs.access()[1], { upstream: 'a', status: 200, outcome: 'ok' })
+  t.equal(px.sessions.get(user, Date.now())?.upstream, 'a', 'the user did not move')
+})
+
+t.test('a client that leaves while its move\'s rehydration hook is still connecting ends at once (client_abort)', async (t) => {
+  const silent = await silentServer()
+  const a = await homeApp(silent)
+  t.teardown(async () => { await a.close(); await silent.close() })
+  const { px, logs, user } = await hookWorld(t, a, silent, false)
+  px.health.disable('a')
+  const req = http.request(`${px.url}/`, { agent: false, headers: { 'x-user': user } })
+  req.on('error', () => undefined)
+  req.end()
+  await waitFor(() => silent.sockets.length > 0, 10_000, 'the hook connecting')
+  req.destroy()
+  await waitFor(() => logs.access().length === 2, 10_000, 'the access line (not at the hook\'s connect timeout)')
+  t.match(logs.access()[1], { status: 0, outcome: 'client_abort' })
 })

@@ -265,7 +265,10 @@ export class Forwarder {
     if (entry === undefined) return { status: 0, error: null }
     try {
       const options: WithServername<Dispatcher.RequestOptions> = { method, path, headers, body, headersTimeout: timeout, bodyTimeout: timeout, signal, servername: entry.servername }
-      const r = await request.call(entry.pool, options)
+      const pending = request.call(entry.pool, options)
+      // an answer that comes after all once `signal` aborted is dropped (and a failure ignored)
+      if (signal !== undefined) pending.then((r) => { if (signal.aborted) r.body.destroy() }, () => undefined)
+      const r = await (signal === undefined ? pending : untilAborted(pending, signal))
       await r.body.dump()
       return { status: r.statusCode, error: null }
     } catch (err) {
@@ -282,6 +285,20 @@ export class Forwarder {
   async destroy(): Promise<void> {
     await Promise.all([...this.#pools.values()].map((p) => p.pool.destroy().catch(() => undefined)))
   }
+}
+
+/**
+ * `pending`, or a rejection with `signal`'s reason as soon as it aborts: undici acts on the
+ * abort of a request that has no connection yet only once it has one, or its connect failed (up
+ * to timeouts.connect: a TLS handshake the upstream never answers, SYNs to a dead node).
+ */
+function untilAborted<T>(pending: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason)
+  return new Promise<T>((resolve, reject) => {
+    const aborted = (): void => reject(signal.reason)
+    signal.addEventListener('abort', aborted, { once: true })
+    pending.then(resolve, reject).finally(() => signal.removeEventListener('abort', aborted))
+  })
 }
 
 /**
