@@ -179,3 +179,21 @@ t.test('a client that leaves while its move\'s rehydration hook is still connect
   await waitFor(() => logs.access().length === 2, 10_000, 'the access line (not at the hook\'s connect timeout)')
   t.match(logs.access()[1], { status: 0, outcome: 'client_abort' })
 })
+
+t.test('a graceful stop whose grace period ends while an attempt is still connecting logs it TETHER_SHUTTING_DOWN, as once started', async (t) => {
+  const silent = await silentServer()
+  t.teardown(() => silent.close())
+  const logs = new LogCapture()
+  const px = await startTether(testConfig([{ id: 'b', url: silent.url }], {
+    timeouts: { connect: CONNECT },
+    health: { active: { enabled: false } },
+  }), { logger: createLogger('info', logs) })
+  const req = http.request(`${px.url}/`, { agent: false })
+  req.on('error', () => undefined)
+  req.end()
+  await waitFor(() => silent.sockets.length > 0, 10_000, 'the attempt connecting')
+  await px.close(0)
+  await waitFor(() => logs.access().length === 1, 10_000, 'the access line')
+  // (the status: Tether's 503 went out, or not, before the connection closed)
+  t.match(logs.access()[0], { outcome: 'TETHER_SHUTTING_DOWN' }, 'Tether cut it: not the client\'s abort')
+})

@@ -718,8 +718,9 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     if (this.#finished || (this.#ctx.answering !== null && this.#ctx.answering !== this)) return
     this.#clientGone = true
     if (this.#controller !== null) return this.#controller.abort(new TetherError('TETHER_BAD_REQUEST', new Error('client closed the connection')))
-    // still connecting (see stop): the client's abort now, not when the connect ends
-    this.#endUnstarted({ status: 0, outcome: CLIENT_ABORT, error: null, responded: true })
+    // still connecting (see stop): the client's abort now, not when the connect ends (Tether's
+    // cut at a graceful stop's grace end, as onResponseError tells it once started)
+    this.#endUnstarted(this.#cut() ? { status: 0, outcome: SHUT_DOWN, error: null, responded: false } : { status: 0, outcome: CLIENT_ABORT, error: null, responded: true })
   }
 
   #onDrain(): void {
