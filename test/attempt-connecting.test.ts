@@ -15,6 +15,7 @@ import { createLogger } from '../src/observability/logger.js'
 import { hashKey as hashOf } from '../src/placement/hash.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { makeCertificateSet } from './fixtures/tls.js'
+import { within } from './fixtures/wait.js'
 import { request, startUpstream, testConfig, waitFor, type Upstream } from './fixtures/upstream.js'
 
 /** A TCP server that accepts connections and never sends a byte (a TLS handshake to it never ends). */
@@ -196,4 +197,28 @@ t.test('a graceful stop whose grace period ends while an attempt is still connec
   await waitFor(() => logs.access().length === 1, 10_000, 'the access line')
   // (the status: Tether's 503 went out, or not, before the connection closed)
   t.match(logs.access()[0], { outcome: 'TETHER_SHUTTING_DOWN' }, 'Tether cut it: not the client\'s abort')
+})
+
+t.test('requests still connecting to an upstream that health takes out go to the next one at once, a POST too (nothing of it was sent)', async (t) => {
+  const silent = await silentServer()
+  const b = await startUpstream('b', (req, res) => {
+    let body = ''
+    req.on('data', (c: Buffer) => { body += c.toString() })
+    req.on('end', () => res.end(`b ${req.method} ${body}`))
+  })
+  t.teardown(async () => { await b.close(); await silent.close() })
+  const px = await startTether(testConfig([{ id: 'a', url: silent.url }, { id: 'b', url: b.url }], {
+    affinity: { key: 'header', header: { name: 'x-user' } },
+    timeouts: { connect: CONNECT },
+    health: { active: { enabled: false } },
+  }), { logger: createLogger('silent') })
+  t.teardown(() => px.close(0))
+  const user = userOn(px, 'a')
+  const get = request(`${px.url}/`, { headers: { 'x-user': user } })
+  const post = request(`${px.url}/`, { method: 'POST', body: 'x=1', headers: { 'x-user': user, 'content-type': 'application/x-www-form-urlencoded' } })
+  await waitFor(() => silent.sockets.length >= 2, 10_000, 'both requests connecting')
+  px.health.disable('a') // what an active check or an ejection does
+  const [g, p] = await Promise.all([within(get, 10_000, 'the GET'), within(post, 10_000, 'the POST')])
+  t.equal(g.body, 'b GET ', 'the GET went to the next upstream')
+  t.equal(p.body, 'b POST x=1', 'the POST too, its body whole: it never reached the first')
 })

@@ -632,9 +632,11 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     if (this.#controller !== null) return this.#controller.abort(this.#stopped)
     // not started: its connection is still being made, and undici can abort a request only once
     // it has one (a TLS handshake the upstream never answers, SYNs to a dead node: up to
-    // timeouts.connect). Done now, as a stop once started ends (a hedge that lost does not hold
-    // its request's end); onRequestStart aborts it before anything is sent, and its error is ignored
-    this.#endUnstarted({ status: 0, outcome: { kind: 'error', code, connect: false }, error: this.#stopped, responded: false })
+    // timeouts.connect). Done now (a hedge that lost does not hold its request's end, a request
+    // health stopped goes on at once), as a failure to connect: nothing of it was sent, so it may
+    // be tried on the next upstream whatever its method (onRequestStart aborts it before anything
+    // is sent, and its error then is ignored)
+    this.#endUnstarted({ status: 0, outcome: { kind: 'error', code, connect: true }, error: this.#stopped, responded: false })
   }
 
   /** An attempt not started yet (see stop) ends with `r`: undici's later start or error of it finds it finished. */
