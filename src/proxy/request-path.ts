@@ -694,8 +694,10 @@ export class RequestPath {
     // connection, or health took the upstream out), or the upstream was replaced (another url
     // or pod uid) or left while the state was posted (sent on, it would reach the id's new
     // process without the state the hook gave the old one; see #serve): no hedge. The first
-    // attempt is still out, and if it fails, the retry decides again on the current set
-    if (first.attempt.answered || hookFailed !== null || (d2.moved !== null && !this.#current(up2))) {
+    // attempt is still out, and if it fails, the retry decides again on the current set. Or
+    // the client left meanwhile (a header fetch is not stopped by it, as a hook is): no hedge
+    // for it (its first attempt ends as the client's abort)
+    if (first.attempt.answered || x.clientGone || hookFailed !== null || (d2.moved !== null && !this.#current(up2))) {
       router.settle(d2)
       own()
       return first.result
