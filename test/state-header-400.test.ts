@@ -5,14 +5,16 @@
 import t, { type Test } from 'tap'
 import http from 'node:http'
 import type { Socket } from 'node:net'
+import { EventEmitter } from 'node:events'
 import { startTether, type Tether } from '../src/app.js'
+import { systemTimers, type Timers } from '../src/clock.js'
 import { createLogger } from '../src/observability/logger.js'
 import { STATE_LINE_400_BYTES } from '../src/proxy/request-context.js'
 import { startUpstream, testConfig, type Upstream } from './fixtures/upstream.js'
 import { startNginx } from './fixtures/nginx.js'
 import { CookieJar, handshake } from './fixtures/users.js'
 import { LogCapture } from './fixtures/log-capture.js'
-import { waitFor, within } from './fixtures/wait.js'
+import { onEvent, waitFor, when, within } from './fixtures/wait.js'
 import { metric } from './fixtures/drill.js'
 
 /** What each app saw: `<id> <X-Tether-Rehydrate-Status or -> <X-Tether-Rehydrate length or ->`. */
@@ -76,10 +78,48 @@ async function behindNginx(t: Test, ups: Upstream[]): Promise<{ id: string; url:
   return fronts.map((f) => ({ id: f.id, url: f.nginx.url }))
 }
 
+/**
+ * The hedge tests' `retries.hedge_after`: an hour less a millisecond, a delay no other timer of
+ * Tether is set with, so {@link HedgeTimers} tells the hedge timers apart by it.
+ */
+const HEDGE_AFTER = 3_599_999
+
+/**
+ * Tether's timers: the global ones, but for its hedge timers (set with {@link HEDGE_AFTER}),
+ * which run only when the test calls hedge(). The hedge goes out once the test has seen the
+ * first attempt reach the home's app: with a real 100 ms hedge_after, a loaded machine hedged
+ * before that (and hedged the setup's requests too, whose answers then came from either app).
+ */
+class HedgeTimers implements Timers {
+  readonly #held = new Set<{ readonly fn: () => void }>()
+  readonly #set = new EventEmitter()
+
+  setTimeout = (fn: () => void, ms: number): unknown => {
+    if (ms !== HEDGE_AFTER) return systemTimers.setTimeout(fn, ms)
+    const timer = { fn }
+    this.#held.add(timer)
+    this.#set.emit('set')
+    return timer
+  }
+
+  clearTimeout = (handle: unknown): void => {
+    if (!this.#held.delete(handle as { fn: () => void })) systemTimers.clearTimeout(handle)
+  }
+
+  /** Runs the hedge timer of the one request in flight (waiting for it to be set): Tether hedges it. */
+  async hedge(): Promise<void> {
+    await when(onEvent(this.#set, 'set'), () => this.#held.size > 0, 20_000, 'the hedge timer of the request in flight')
+    if (this.#held.size !== 1) throw new Error(`${this.#held.size} hedge timers set: one request was to be in flight`)
+    const [timer] = this.#held
+    this.#held.delete(timer!)
+    timer!.fn()
+  }
+}
+
 /** Tether over `targets` (id -> url) with user u1 answered once by their home (its checkpoint stored). */
-async function userAtHome(t: Test, targets: { id: string; url: string }[], overrides: Parameters<typeof testConfig>[1] = {}): Promise<{ tether: Tether; jar: CookieJar; home: string; logs: LogCapture }> {
+async function userAtHome(t: Test, targets: { id: string; url: string }[], overrides: Parameters<typeof testConfig>[1] = {}, timers?: Timers): Promise<{ tether: Tether; jar: CookieJar; home: string; logs: LogCapture }> {
   const logs = new LogCapture()
-  const tether = await startTether(testConfig(targets, overrides), { logger: createLogger('info', logs) })
+  const tether = await startTether(testConfig(targets, overrides), { logger: createLogger('info', logs), ...(timers === undefined ? {} : { timers }) })
   t.teardown(() => tether.close(0))
   const jar = new CookieJar()
   jar.cookies.set('user', 'u1')
@@ -87,6 +127,8 @@ async function userAtHome(t: Test, targets: { id: string; url: string }[], overr
   t.equal(first.status, 200)
   const home = (JSON.parse(first.body) as { id: string }).id
   await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stored"}')) === 1, 5_000, 'the checkpoint stored')
+  // (a test counts its own access lines from here)
+  await when(onEvent(logs, 'record'), () => logs.access().length === 1, 5_000, "the first request's access line")
   return { tether, jar, home, logs }
 }
 
@@ -118,14 +160,17 @@ function hedgeRefusals(logs: LogCapture): number {
 }
 
 /**
- * GET with `jar` whose answer is awaited while `hold` keeps the home's head back: resolves once
- * the hedge's refusal was warned (or an answer came first: the fault), with the pending answer.
+ * GET with `jar` while the home's app holds its head back (`held()` is its answer once the
+ * request reached it), hedged then (`timers`): resolves once the hedge's refusal was warned (or
+ * an answer came first: the fault), with the held answer and the pending one.
  */
-async function whileHedgeRefused(tether: Tether, jar: CookieJar, logs: LogCapture): Promise<{ pending: Promise<{ status: number; body: string }> }> {
+async function whileHedgeRefused(tether: Tether, jar: CookieJar, logs: LogCapture, timers: HedgeTimers, held: () => http.ServerResponse | null): Promise<{ res: http.ServerResponse | null; pending: Promise<{ status: number; body: string }> }> {
   let answered = false
   const pending = get(tether.url, jar).finally(() => { answered = true })
+  await waitFor(() => answered || held() !== null, 20_000, "the home's request") // (polled: the app sets it)
+  if (!answered) await timers.hedge()
   await waitFor(() => answered || hedgeRefusals(logs) === 1, 20_000, "the hedge's refusal (or an answer)")
-  return { pending } // (an async function would wait for a promise it returns)
+  return { res: held(), pending } // (an async function would wait for a promise it returns)
 }
 
 t.test("a hedge (retries.hedge_after) whose 10 KiB state line nginx refuses 400 while the home holds its answer: the client gets the home's answer, not nginx's 400; no rehydration counted, one warning", async (t) => {
@@ -133,18 +178,15 @@ t.test("a hedge (retries.hedge_after) whose 10 KiB state line nginx refuses 400 
   let held: http.ServerResponse | null = null
   const { ups, seen } = await apps(t, ['a', 'b'], 10_000, false, (id, res) => id === holding && (held = res) !== null)
   const fronts = await behindNginx(t, ups)
-  const { tether, jar, home, logs } = await userAtHome(t, fronts, { retries: { hedge_after: 100 } })
+  const timers = new HedgeTimers()
+  const { tether, jar, home, logs } = await userAtHome(t, fronts, { retries: { hedge_after: HEDGE_AFTER } }, timers)
   const to = ups.find((u) => u.id !== home)!.id
   holding = home // the home sends no head: the hedge, with the user's state, is sent and refused
   const before = logs.access().length
-  // (the first request may have been hedged too on a loaded machine: only this request's count)
   const seenBefore = seen.length
-  const { pending } = await whileHedgeRefused(tether, jar, logs)
-  // the hedge leaves after hedge_after whether or not the home's app has the request yet (a
-  // loaded machine): the home's request is held there, then answered here
-  await waitFor(() => held !== null, 20_000, "the home's request")
+  const { res, pending } = await whileHedgeRefused(tether, jar, logs, timers, () => held)
   holding = ''
-  ;(held as http.ServerResponse | null)?.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ id: home }))
+  res?.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ id: home }))
   const r = await pending
   t.equal(r.status, 200, "the home's answer reaches the client, not the hedge's 400")
   t.same(JSON.parse(r.body), { id: home })
@@ -184,19 +226,21 @@ async function hedgeRefusedThenHomeFails(t: Test, attempts: number) {
   const { ups, seen } = await apps(t, ['a', 'b'], 10_000, false, (id, res) => id === holding && (held = res) !== null)
   const [front] = await behindNginx(t, [ups[1]!])
   const logs = new LogCapture()
-  const tether = await startTether(testConfig([{ id: 'a', url: ups[0]!.url }, front!], { retries: { hedge_after: 100, attempts } }), { logger: createLogger('info', logs) })
+  const timers = new HedgeTimers()
+  const tether = await startTether(testConfig([{ id: 'a', url: ups[0]!.url }, front!], { retries: { hedge_after: HEDGE_AFTER, attempts } }), { logger: createLogger('info', logs), timers })
   t.teardown(() => tether.close(0))
   const jar = await userOnA(tether)
   await waitFor(async () => seen.includes('a - -') && (await metric(tether, 'tether_checkpoints_total{result="stored"}')) >= 1, 5_000, "a's checkpoint stored")
   const stored = await metric(tether, 'tether_checkpoints_total{result="stored"}')
   t.equal(JSON.parse((await get(tether.url, jar)).body).id, 'a', 'the user is on a')
   await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stored"}')) === stored + 1, 5_000, 'its checkpoint stored')
+  // (this request's access line is counted from here: one line for each request an app saw)
+  await when(onEvent(logs, 'record'), () => logs.access().length === seen.length, 5_000, "the setup's access lines")
   holding = 'a'
   const before = logs.access().length
   const seenBefore = seen.length
-  const { pending } = await whileHedgeRefused(tether, jar, logs)
-  await waitFor(() => held !== null, 20_000, "a's request") // (it may come after the hedge's refusal)
-  ;(held as http.ServerResponse | null)?.socket?.destroy() // the first attempt fails (no head)
+  const { res, pending } = await whileHedgeRefused(tether, jar, logs, timers, () => held)
+  res?.socket?.destroy() // the first attempt fails (no head)
   return { tether, logs, r: await pending, before, seenByB: () => seen.slice(seenBefore).filter((s) => s.startsWith('b')) }
 }
 
@@ -228,16 +272,18 @@ t.test("a client that leaves after its hedge was refused for its state: one clie
   let held: http.ServerResponse | null = null
   const { ups } = await apps(t, ['a', 'b'], 10_000, false, (id, res) => id === holding && (held = res) !== null)
   const fronts = await behindNginx(t, ups)
-  const { tether, jar, home, logs } = await userAtHome(t, fronts, { retries: { hedge_after: 100 } })
+  const timers = new HedgeTimers()
+  const { tether, jar, home, logs } = await userAtHome(t, fronts, { retries: { hedge_after: HEDGE_AFTER } }, timers)
   holding = home
   const before = logs.access().length
   const req = http.get(tether.url, { agent: false, headers: { cookie: jar.header()! } })
   req.on('error', () => undefined)
   let answered = false
   req.on('response', () => { answered = true })
+  await waitFor(() => answered || held !== null, 20_000, "the home's request") // (polled: the app sets it)
+  if (!answered) await timers.hedge()
   await waitFor(() => answered || hedgeRefusals(logs) === 1, 20_000, "the hedge's refusal (or an answer)")
   t.notOk(answered, 'no answer reached the client')
-  await waitFor(() => held !== null, 20_000, "the home's request") // (it may come after the hedge's refusal)
   const stopped = new Promise((resolve) => (held as http.ServerResponse | null)?.on('close', resolve))
   req.destroy()
   await waitFor(() => logs.access().length === before + 1, 10_000, 'the access line')
