@@ -69,7 +69,8 @@ t.test('a hedge still connecting when the first attempt answers is stopped at on
   t.equal(px.sessions.get(user, Date.now())?.upstream, 'a', 'the user did not move')
 })
 
-t.test('a client that leaves while its attempt is still connecting ends at once (client_abort), not at the connect timeout', async (t) => {
+/** Tether in front of a silent upstream only, and one client request whose attempt is connecting to it (the connect waits out CONNECT). */
+async function connectingRequest(t: Test): Promise<{ px: Tether; logs: LogCapture; req: http.ClientRequest }> {
   const silent = await silentServer()
   t.teardown(() => silent.close())
   const logs = new LogCapture()
@@ -77,11 +78,16 @@ t.test('a client that leaves while its attempt is still connecting ends at once 
     timeouts: { connect: CONNECT },
     health: { active: { enabled: false } },
   }), { logger: createLogger('info', logs) })
-  t.teardown(() => px.close(0))
   const req = http.request(`${px.url}/`, { agent: false })
   req.on('error', () => undefined)
   req.end()
   await waitFor(() => silent.sockets.length > 0, 10_000, 'the attempt connecting')
+  return { px, logs, req }
+}
+
+t.test('a client that leaves while its attempt is still connecting ends at once (client_abort), not at the connect timeout', async (t) => {
+  const { px, logs, req } = await connectingRequest(t)
+  t.teardown(() => px.close(0))
   req.destroy()
   await waitFor(() => logs.access().length === 1, 10_000, 'the access line (not at the connect timeout)')
   t.match(logs.access()[0], { upstream: 'b', status: 0, outcome: 'client_abort' })
@@ -182,17 +188,7 @@ t.test('a client that leaves while its move\'s rehydration hook is still connect
 })
 
 t.test('a graceful stop whose grace period ends while an attempt is still connecting logs it TETHER_SHUTTING_DOWN, as once started', async (t) => {
-  const silent = await silentServer()
-  t.teardown(() => silent.close())
-  const logs = new LogCapture()
-  const px = await startTether(testConfig([{ id: 'b', url: silent.url }], {
-    timeouts: { connect: CONNECT },
-    health: { active: { enabled: false } },
-  }), { logger: createLogger('info', logs) })
-  const req = http.request(`${px.url}/`, { agent: false })
-  req.on('error', () => undefined)
-  req.end()
-  await waitFor(() => silent.sockets.length > 0, 10_000, 'the attempt connecting')
+  const { px, logs } = await connectingRequest(t)
   await px.close(0)
   await waitFor(() => logs.access().length === 1, 10_000, 'the access line')
   // (the status: Tether's 503 went out, or not, before the connection closed)
