@@ -5,9 +5,8 @@
 import t, { type Test } from 'tap'
 import http from 'node:http'
 import type { Socket } from 'node:net'
-import { EventEmitter } from 'node:events'
 import { startTether, type Tether } from '../src/app.js'
-import { systemTimers, type Timers } from '../src/clock.js'
+import type { Timers } from '../src/clock.js'
 import { createLogger } from '../src/observability/logger.js'
 import { STATE_LINE_400_BYTES } from '../src/proxy/request-context.js'
 import { startUpstream, testConfig, type Upstream } from './fixtures/upstream.js'
@@ -16,6 +15,7 @@ import { CookieJar, handshake } from './fixtures/users.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { onEvent, waitFor, when, within } from './fixtures/wait.js'
 import { metric } from './fixtures/drill.js'
+import { HEDGE_AFTER, HedgeTimers } from './fixtures/hedge-timers.js'
 
 /** What each app saw: `<id> <X-Tether-Rehydrate-Status or -> <X-Tether-Rehydrate length or ->`. */
 type Seen = string[]
@@ -76,44 +76,6 @@ async function behindNginx(t: Test, ups: Upstream[]): Promise<{ id: string; url:
   const fronts = await Promise.all(ups.map(async (u) => ({ id: u.id, nginx: await startNginx(u.port) })))
   t.teardown(() => Promise.all(fronts.map((f) => f.nginx.close())))
   return fronts.map((f) => ({ id: f.id, url: f.nginx.url }))
-}
-
-/**
- * The hedge tests' `retries.hedge_after`: an hour less a millisecond, a delay no other timer of
- * Tether is set with, so {@link HedgeTimers} tells the hedge timers apart by it.
- */
-const HEDGE_AFTER = 3_599_999
-
-/**
- * Tether's timers: the global ones, but for its hedge timers (set with {@link HEDGE_AFTER}),
- * which run only when the test calls hedge(). The hedge goes out once the test has seen the
- * first attempt reach the home's app: with a real 100 ms hedge_after, a loaded machine hedged
- * before that (and hedged the setup's requests too, whose answers then came from either app).
- */
-class HedgeTimers implements Timers {
-  readonly #held = new Set<{ readonly fn: () => void }>()
-  readonly #set = new EventEmitter()
-
-  setTimeout = (fn: () => void, ms: number): unknown => {
-    if (ms !== HEDGE_AFTER) return systemTimers.setTimeout(fn, ms)
-    const timer = { fn }
-    this.#held.add(timer)
-    this.#set.emit('set')
-    return timer
-  }
-
-  clearTimeout = (handle: unknown): void => {
-    if (!this.#held.delete(handle as { fn: () => void })) systemTimers.clearTimeout(handle)
-  }
-
-  /** Runs the hedge timer of the one request in flight (waiting for it to be set): Tether hedges it. */
-  async hedge(): Promise<void> {
-    await when(onEvent(this.#set, 'set'), () => this.#held.size > 0, 20_000, 'the hedge timer of the request in flight')
-    if (this.#held.size !== 1) throw new Error(`${this.#held.size} hedge timers set: one request was to be in flight`)
-    const [timer] = this.#held
-    this.#held.delete(timer!)
-    timer!.fn()
-  }
 }
 
 /** Tether over `targets` (id -> url) with user u1 answered once by their home (its checkpoint stored). */
