@@ -11,6 +11,7 @@ import { CookieJar, handshake } from './fixtures/users.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { waitFor, within } from './fixtures/wait.js'
 import { metric } from './fixtures/drill.js'
+import { HEDGE_AFTER, HedgeTimers } from './fixtures/hedge-timers.js'
 import { FakeKubeApi, endpointSlice, kubeconfigFor } from './fixtures/kube-api-server.js'
 
 /** An app replica that counts per user and speaks the protocol (state = the count). */
@@ -77,8 +78,8 @@ function postWith(url: string, jar: CookieJar): Promise<{ status: number; setCoo
 /**
  * Tether over `ups` (closed with it at teardown) and a jar holding user u1's cookie.
  */
-async function tetherWithUser(t: Test, ups: Upstream[], overrides: Parameters<typeof testConfig>[1], logger = createLogger('silent')): Promise<{ tether: Tether; jar: CookieJar }> {
-  const tether = await startTether(testConfig(ups, overrides), { logger })
+async function tetherWithUser(t: Test, ups: Upstream[], overrides: Parameters<typeof testConfig>[1], logger = createLogger('silent'), timers?: HedgeTimers): Promise<{ tether: Tether; jar: CookieJar }> {
+  const tether = await startTether(testConfig(ups, overrides), { logger, ...(timers === undefined ? {} : { timers }) })
   t.teardown(async () => { await tether.close(0); await Promise.all(ups.map((u) => u.close())) })
   const jar = new CookieJar()
   jar.cookies.set('user', 'u1')
@@ -100,8 +101,8 @@ function holdHead(res: http.ServerResponse, id: string): void {
  * Tether over `ups` with user u1 answered once by their home upstream (with whatever checkpoint
  * that answer carries), then home taken out (as health does a dead one): u1's next request moves.
  */
-async function withUserMoving(t: Test, ups: Upstream[], overrides: Parameters<typeof testConfig>[1], logger = createLogger('silent')): Promise<{ tether: Tether; jar: CookieJar; home: string }> {
-  const { tether, jar } = await tetherWithUser(t, ups, overrides, logger)
+async function withUserMoving(t: Test, ups: Upstream[], overrides: Parameters<typeof testConfig>[1], logger = createLogger('silent'), timers?: HedgeTimers): Promise<{ tether: Tether; jar: CookieJar; home: string }> {
+  const { tether, jar } = await tetherWithUser(t, ups, overrides, logger, timers)
   const home = (await get(tether.url, jar)).body.id
   tether.health.disable(home)
   return { tether, jar, home }
@@ -515,11 +516,12 @@ t.test('a reload that removes the upstream a user is moving to while its hook ru
 })
 
 /**
- * A user whose home is slow is hedged onto the other upstream (hook mode), whose rehydration
- * hook runs `onHook` (given the replacement processes each id may be moved to); once `hookOver`
- * is called, the home answers 300 ms later. The requests seen are "id" or "id:hook" (a
- * replacement's id has a "'"). An upstream that already ran a hook answers a request at once.
- * With `homeFails`, the home resets the connection instead of answering.
+ * A user whose home is slow is hedged onto the other upstream (hook mode; the hedge fired once
+ * the home's app has the request: HedgeTimers), whose rehydration hook runs `onHook` (given
+ * the replacement processes each id may be moved to); once `hookOver` is called, the home
+ * answers 300 ms later. The requests seen are "id" or "id:hook" (a replacement's id has a "'").
+ * An upstream that already ran a hook answers a request at once. With `homeFails`, the home
+ * resets the connection instead of answering.
  */
 async function hedgeThroughHook(t: Test, onHook: (id: string, res: http.ServerResponse, tether: Tether, newer: Map<string, Upstream>, hookOver: () => void) => void, homeFails = false): Promise<{ status: number; id: string; home: string; other: string; requests: string[]; access: Record<string, unknown> | undefined; rehydrations: { delivered: number; no_state: number; error: number } }> {
   const hookPath = '/_tether/rehydrate'
@@ -547,14 +549,18 @@ async function hedgeThroughHook(t: Test, onHook: (id: string, res: http.ServerRe
     res.end(JSON.stringify({ id: `${u.id}'`, n: 1 }))
   }))
   const logs = new LogCapture()
-  const tether = await startTether(testConfig(ups, { state: { rehydrate: 'hook', hook_path: hookPath }, retries: { hedge_after: 100 } }), { logger: createLogger('info', logs) })
+  const timers = new HedgeTimers()
+  const tether = await startTether(testConfig(ups, { state: { rehydrate: 'hook', hook_path: hookPath }, retries: { hedge_after: HEDGE_AFTER } }), { logger: createLogger('info', logs), timers })
   t.teardown(async () => { await tether.close(0); await Promise.all([...ups, ...newer.values()].map((u) => u.close())) })
   const jar = new CookieJar()
   jar.cookies.set('user', 'u1')
   const home = (await get(tether.url, jar)).body.id
   phase = 2
   requests.length = 0
-  const r = await get(tether.url, jar)
+  const pending = get(tether.url, jar)
+  await waitFor(() => requests.includes(home), 20_000, "the home's request") // (polled: the app notes it)
+  await timers.hedge()
+  const r = await pending
   // the access line is written as the answer ends (before the client reads its end)
   await waitFor(() => logs.access().length === 2, 5_000, 'the access line')
   return { status: r.status, id: r.body.id, home, other: ups.find((u) => u.id !== home)!.id, requests, access: logs.access()[1], rehydrations: await rehydrations(tether) }
@@ -709,16 +715,21 @@ t.test("a hedge whose rehydration hook hangs is stopped when the first attempt a
 
 t.test("a hedge that carried the state but lost to the first attempt: the access line claims no rehydration", async (t) => {
   let phase = 1
-  const app = (id: string, slow: number) => startUpstream(id, (req, res) => {
+  let held: http.ServerResponse | null = null // a's request, answered once the hedge reached b
+  let carried: string | undefined // the state in the hedge's head at b
+  const app = (id: string) => startUpstream(id, (req, res) => {
     req.resume()
     if (phase === 1) return void res.writeHead(200, { 'x-tether-state': 'n' }).end(JSON.stringify({ id, n: 1 }))
-    setTimeout(() => res.end(JSON.stringify({ id, n: 2 })), slow)
+    if (id === 'a') return void (held = res)
+    carried = String(req.headers['x-tether-rehydrate'])
+    holdHead(res, id) // b is slower still: no head until it is stopped
   })
-  const ups = [await app('a', 300), await app('b', 3_000)]
+  const ups = [await app('a'), await app('b')]
   const logs = new LogCapture()
-  const tether = await startTether(testConfig(ups, { retries: { hedge_after: 100 } }), { logger: createLogger('info', logs) })
+  const timers = new HedgeTimers()
+  const tether = await startTether(testConfig(ups, { retries: { hedge_after: HEDGE_AFTER } }), { logger: createLogger('info', logs), timers })
   t.teardown(async () => { await tether.close(0); await Promise.all(ups.map((u) => u.close())) })
-  // a user on a (slow: each request is hedged onto b, which is slower still)
+  // a user on a (slow: its request is hedged onto b, which is slower still)
   let jar = new CookieJar()
   for (let i = 0; ; i++) {
     jar = new CookieJar()
@@ -727,7 +738,13 @@ t.test("a hedge that carried the state but lost to the first attempt: the access
   }
   phase = 2
   const before = logs.access().length
-  const r = await get(tether.url, jar)
+  const pending = get(tether.url, jar)
+  await waitFor(() => held !== null, 20_000, "a's request") // (polled: the app sets it)
+  await timers.hedge()
+  await waitFor(() => carried !== undefined, 20_000, 'the hedge at b')
+  t.equal(carried, 'n', 'the hedge carried the state')
+  ;(held as http.ServerResponse | null)!.end(JSON.stringify({ id: 'a', n: 2 }))
+  const r = await pending
   t.equal(r.body.id, 'a', 'the first attempt answered')
   await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')
   t.match(logs.access()[before], { upstream: 'a', outcome: 'ok' }, "the first attempt's line: the hedge's delivered state is not claimed")
@@ -752,6 +769,8 @@ t.test("a hedge whose hook answers 500 and then loses to the first attempt: no r
   let phase = 1
   let version = 5
   const hooks: string[] = []
+  let held: http.ServerResponse | null = null // the home's request, answered once the hedge reached the other
+  let hedgeArrived = false
   const app = (id: string) => startUpstream(id, (req, res) => {
     req.resume()
     if (req.url === hookPath) {
@@ -759,12 +778,10 @@ t.test("a hedge whose hook answers 500 and then loses to the first attempt: no r
       return void res.writeHead(phase === 2 ? 500 : 200).end()
     }
     if (phase === 1) return void res.writeHead(200, { 'x-tether-state': `v${version}`, 'x-tether-state-version': String(version) }).end(JSON.stringify({ id, n: version }))
-    if (phase === 2 && id === home) {
-      // slow (so the request is hedged), but faster than the hedge: the first attempt wins
-      const timer = setTimeout(() => res.writeHead(200, { 'x-tether-state': 'v6', 'x-tether-state-version': '6' }).end(JSON.stringify({ id, n: 6 })), 600)
-      return void res.on('close', () => clearTimeout(timer))
-    }
+    // slow (so the request is hedged), but faster than the hedge: the first attempt wins
+    if (phase === 2 && id === home) return void (held = res)
     if (phase === 2) {
+      hedgeArrived = true
       const timer = setTimeout(() => res.end(JSON.stringify({ id, n: 0 })), 10_000)
       return void res.on('close', () => clearTimeout(timer))
     }
@@ -773,11 +790,17 @@ t.test("a hedge whose hook answers 500 and then loses to the first attempt: no r
   })
   let home = ''
   const ups = [await app('a'), await app('b')]
-  const { tether, jar } = await tetherWithUser(t, ups, { state: { rehydrate: 'hook', hook_path: hookPath }, retries: { hedge_after: 100 } })
+  const timers = new HedgeTimers()
+  const { tether, jar } = await tetherWithUser(t, ups, { state: { rehydrate: 'hook', hook_path: hookPath }, retries: { hedge_after: HEDGE_AFTER } }, createLogger('silent'), timers)
   home = (await get(tether.url, jar)).body.id
   const other = ups.find((u) => u.id !== home)!.id
   phase = 2
-  const r = await get(tether.url, jar)
+  const pending = get(tether.url, jar)
+  await waitFor(() => held !== null, 20_000, "the home's request") // (polled: the app sets it)
+  await timers.hedge()
+  await waitFor(() => hedgeArrived, 20_000, 'the hedge at the other upstream')
+  ;(held as http.ServerResponse | null)!.writeHead(200, { 'x-tether-state': 'v6', 'x-tether-state-version': '6' }).end(JSON.stringify({ id: home, n: 6 }))
+  const r = await pending
   t.equal(r.body.id, home, 'the first attempt answered')
   t.same(hooks, [other], "the hedge's hook refused the state (the hedge was sent and lost)")
   t.equal(await metric(tether, 'tether_checkpoints_total{result="stored"}'), 2, "the first attempt's checkpoint (version 6) is stored")
@@ -873,12 +896,14 @@ t.test("a hedge whose hook answers 500 and then wins: one rehydration error, and
   const hookPath = '/_tether/rehydrate'
   let phase = 1
   const told: string[] = []
+  let reached = false // the home has the request
   const app = (id: string) => startUpstream(id, (req, res) => {
     req.resume()
     if (req.url === hookPath) return void res.writeHead(500).end()
     if (phase === 1) return void res.writeHead(200, { 'x-tether-state': 'v5', 'x-tether-state-version': '5' }).end(JSON.stringify({ id, n: 5 }))
     if (id === home) {
       // no head until it is stopped: the hedge answers
+      reached = true
       return holdHead(res, id)
     }
     // the hedge's upstream started without the state: its versions start again
@@ -887,10 +912,14 @@ t.test("a hedge whose hook answers 500 and then wins: one rehydration error, and
   })
   let home = ''
   const ups = [await app('a'), await app('b')]
-  const { tether, jar } = await tetherWithUser(t, ups, { state: { rehydrate: 'hook', hook_path: hookPath }, retries: { hedge_after: 100 } })
+  const timers = new HedgeTimers()
+  const { tether, jar } = await tetherWithUser(t, ups, { state: { rehydrate: 'hook', hook_path: hookPath }, retries: { hedge_after: HEDGE_AFTER } }, createLogger('silent'), timers)
   home = (await get(tether.url, jar)).body.id
   phase = 2
-  const r = await get(tether.url, jar)
+  const pending = get(tether.url, jar)
+  await waitFor(() => reached, 20_000, "the home's request") // (polled: the app sets it)
+  await timers.hedge()
+  const r = await pending
   t.not(r.body.id, home, 'the hedge answered')
   t.same(told, ['refused'], "the hedge's request says its hook did not take the state")
   await checkpointsTaken(tether, 2, "the hedge's checkpoint")
@@ -1026,19 +1055,20 @@ t.test("a 431 passed on to the client (the body could not be sent again without 
  * from phase 2 the home (set by the test) holds its head (`held`), the other notes its
  * X-Tether-Rehydrate-Status in `told` and refuses 431 a head that carries the state (its header
  * limit), else answers; in phase 3 the home answers at once, noting in `told` what the request
- * said of a move (a hedge of it, on a loaded machine, is refused by the other as in phase 2).
+ * said of a move. Only the requests the test hedges (`timers`: see hedgeRefusedWhileHomeHolds) are.
  */
-async function hedgedOffHome(t: Test, overrides: Parameters<typeof testConfig>[1], refuseAll = false) {
+async function hedgedOffHome(t: Test, retries: { attempts?: number }, refuseAll = false) {
   const s: HedgedOffHome = { phase: 1, home: '', held: [], told: [] }
   const app = (id: string) => startUpstream(id, hedgedOffHomeApp(s, id, refuseAll))
   const ups = [await app('a'), await app('b')]
   const logs = new LogCapture()
-  const { tether, jar } = await tetherWithUser(t, ups, { retries: { hedge_after: 100 }, ...overrides }, createLogger('info', logs))
+  const timers = new HedgeTimers()
+  const { tether, jar } = await tetherWithUser(t, ups, { retries: { ...retries, hedge_after: HEDGE_AFTER } }, createLogger('info', logs), timers)
   s.home = (await get(tether.url, jar)).body.id
   await waitFor(async () => (await metric(tether, 'tether_checkpoints_total{result="stored"}')) >= 1, 5_000, "the home's checkpoint stored")
   const other = ups.find((u) => u.id !== s.home)!.id
   s.phase = 2
-  return { s, tether, jar, logs, other }
+  return { s, tether, jar, logs, other, timers }
 }
 
 interface HedgedOffHome { phase: number; home: string; held: http.ServerResponse[]; told: string[] }
@@ -1065,21 +1095,25 @@ function hedgeRefusals(logs: LogCapture): Record<string, unknown>[] {
 }
 
 /**
- * Until the hedge of the request held at the home (the `n`th) was refused by `other` and is over
- * (its app told, Tether's attempt done), and the home holds the request.
+ * Once the home holds the request in flight (the `n`th), hedges it (`timers`), and waits until
+ * the hedge was refused by its upstream and is over (its app told, Tether's attempt done):
+ * resolves with that upstream's id.
  */
-async function hedgeRefusedWhileHomeHolds(tether: Tether, s: { held: unknown[]; told: string[] }, other: string, n: number): Promise<void> {
-  await waitFor(() => s.told.length === n, 20_000, `the hedge ${n} at ${other}`)
-  await waitFor(async () => (await metric(tether, `tether_upstream_in_flight{upstream="${other}"}`)) === 0, 20_000, `the hedge ${n} over`)
-  await waitFor(() => s.held.length === n, 20_000, `the home's request ${n}`) // (it may come after the hedge, on a loaded machine)
+async function hedgeRefusedWhileHomeHolds(tether: Tether, s: { held: unknown[]; told: string[] }, timers: HedgeTimers, n: number): Promise<string> {
+  await waitFor(() => s.held.length === n, 20_000, `the home's request ${n}`) // (polled: the app notes it)
+  await timers.hedge()
+  await waitFor(() => s.told.length === n, 20_000, `the hedge ${n}`)
+  const at = s.told[n - 1]!.split(' ')[0]!
+  await waitFor(async () => (await metric(tether, `tether_upstream_in_flight{upstream="${at}"}`)) === 0, 20_000, `the hedge ${n} over`)
+  return at
 }
 
 t.test("a hedge refused 431 for its state while the home is slow but answers: the client gets the home's answer, and the user stays there with their state (the hedge is not sent again without it)", async (t) => {
-  const { s, tether, jar, logs, other } = await hedgedOffHome(t, {})
+  const { s, tether, jar, logs, other, timers } = await hedgedOffHome(t, {})
   const before = logs.access().length
   let answered = false
   const pending = get(tether.url, jar).finally(() => { answered = true })
-  await hedgeRefusedWhileHomeHolds(tether, s, other, 1)
+  await hedgeRefusedWhileHomeHolds(tether, s, timers, 1)
   t.notOk(answered, 'no answer while the home holds its head')
   s.held[0]!.end(JSON.stringify({ id: s.home, n: 2 }))
   const r = await pending
@@ -1097,10 +1131,10 @@ t.test("a hedge refused 431 for its state while the home is slow but answers: th
 })
 
 t.test("a hedge refused 431 for its state, then a first attempt that fails: the retry to the hedge's upstream goes without the state at once (refused once, not twice)", async (t) => {
-  const { s, tether, jar, logs, other } = await hedgedOffHome(t, { retries: { hedge_after: 100, attempts: 1 } })
+  const { s, tether, jar, logs, other, timers } = await hedgedOffHome(t, { attempts: 1 })
   const before = logs.access().length
   const pending = get(tether.url, jar)
-  await hedgeRefusedWhileHomeHolds(tether, s, other, 1)
+  await hedgeRefusedWhileHomeHolds(tether, s, timers, 1)
   s.held[0]!.socket?.destroy() // the home fails (no head)
   const r = await pending
   t.equal(r.status, 200)
@@ -1113,10 +1147,10 @@ t.test("a hedge refused 431 for its state, then a first attempt that fails: the 
 })
 
 t.test("a hedge refused 431 for its state, a first attempt that fails, and a 431 to the retry sent without the state: the client's own head, passed on, no rehydration counted", async (t) => {
-  const { s, tether, jar, logs, other } = await hedgedOffHome(t, { retries: { hedge_after: 100, attempts: 1 } }, true)
+  const { s, tether, jar, logs, other, timers } = await hedgedOffHome(t, { attempts: 1 }, true)
   const before = logs.access().length
   const pending = get(tether.url, jar)
-  await hedgeRefusedWhileHomeHolds(tether, s, other, 1)
+  await hedgeRefusedWhileHomeHolds(tether, s, timers, 1)
   s.held[0]!.socket?.destroy() // the home fails (no head)
   const r = await pending
   t.equal(r.status, 431, "the upstream's 431 to the client's own head")
@@ -1127,10 +1161,10 @@ t.test("a hedge refused 431 for its state, a first attempt that fails, and a 431
 })
 
 t.test("hedges refused 431 for their state request after request: warned once, then at most once per 30 s (not a line per request)", async (t) => {
-  const { s, tether, jar, logs, other } = await hedgedOffHome(t, {})
+  const { s, tether, jar, logs, other, timers } = await hedgedOffHome(t, {})
   for (let i = 0; i < 3; i++) {
     const pending = get(tether.url, jar)
-    await hedgeRefusedWhileHomeHolds(tether, s, other, i + 1)
+    t.equal(await hedgeRefusedWhileHomeHolds(tether, s, timers, i + 1), other, `request ${i}: hedged to the other upstream`)
     s.held[i]!.end(JSON.stringify({ id: s.home, n: 2 }))
     t.same((await pending).body, { id: s.home, n: 2 }, `request ${i}: the home answered`)
   }
@@ -1148,11 +1182,12 @@ t.test("hedge refusals are warned per upstream: two upstreams' refusals get one 
   const { url } = await api.start()
   for (const pod of pods) api.put('endpointslices', slice(pod))
   const logs = new LogCapture()
+  const timers = new HedgeTimers()
   const tether = await startTether(testConfig([], {
     affinity: { drain_timeout: 200 },
     discovery: { kubernetes: { service: 'web', namespace: null, port: 'http', kubeconfig: kubeconfigFor(url), weight_annotation: null } },
-    retries: { hedge_after: 100 },
-  }), { logger: createLogger('info', logs) })
+    retries: { hedge_after: HEDGE_AFTER },
+  }), { logger: createLogger('info', logs), timers })
   t.teardown(async () => { await tether.close(0); await api.close(); await Promise.all(pods.map((p) => p.close())) })
   const jar = new CookieJar()
   jar.cookies.set('user', 'u1')
@@ -1162,9 +1197,7 @@ t.test("hedge refusals are warned per upstream: two upstreams' refusals get one 
   /** The user's next request, held at the home until its hedge, to `to` (or the next upstream), was refused. */
   const hedged = async (n: number, to?: string): Promise<string> => {
     const pending = get(tether.url, jar)
-    await waitFor(() => s.told.length === n, 20_000, `the hedge ${n}`)
-    const at = s.told[n - 1]!.split(' ')[0]!
-    await hedgeRefusedWhileHomeHolds(tether, s, at, n)
+    const at = await hedgeRefusedWhileHomeHolds(tether, s, timers, n)
     s.held[n - 1]!.end(JSON.stringify({ id: s.home, n: 2 }))
     t.same((await pending).body, { id: s.home, n: 2 }, `request ${n}: the home answered`)
     if (to !== undefined) t.equal(at, to, `hedge ${n} went to ${to}`)
@@ -1197,7 +1230,8 @@ t.test("a hedged move (retries.hedge_after) whose attempt is refused 431 for its
     res.end(JSON.stringify({ id, n: 1 }))
   })
   const ups = [await app('a'), await app('b')]
-  const { tether, jar, home } = await withUserMoving(t, ups, { retries: { hedge_after: 100 } })
+  // (on HedgeTimers, never fired: the setup's request is not hedged, and the move has no upstream to hedge onto)
+  const { tether, jar, home } = await withUserMoving(t, ups, { retries: { hedge_after: HEDGE_AFTER } }, createLogger('silent'), new HedgeTimers())
   phase = 2
   const r = await get(tether.url, jar)
   const to = ups.find((u) => u.id !== home)!.id
@@ -1207,7 +1241,8 @@ t.test("a hedged move (retries.hedge_after) whose attempt is refused 431 for its
 })
 
 /**
- * A user moving off their home (taken out) with `retries.hedge_after`, over three upstreams
+ * A user moving off their home (taken out) with `retries.hedge_after` (hedged by the test:
+ * `timers`, once `s.first` is set), over three upstreams
  * whose phase-1 answers carry version 5 of a 200-byte state. In phase 2 the move's first
  * attempt is the first request an upstream gets (`s.first`): it refuses the head that carries
  * the state (431) once the hedge (`s.hedge`, the request another upstream gets) has arrived, and
@@ -1239,10 +1274,18 @@ async function refusedMoveHedged(t: Test, onResend: (res: http.ServerResponse, s
   })
   const ups = [await app('a'), await app('b'), await app('c')]
   const logs = new LogCapture()
-  const { tether, jar, home } = await withUserMoving(t, ups, { retries: { hedge_after: 100 } }, createLogger('info', logs))
+  const timers = new HedgeTimers()
+  const { tether, jar, home } = await withUserMoving(t, ups, { retries: { hedge_after: HEDGE_AFTER } }, createLogger('info', logs), timers)
   await checkpointsTaken(tether, 1, "the home's checkpoint")
   s.phase = 2
-  return { s, tether, jar, home, logs }
+  /** The user's request, hedged once its first attempt reached its upstream: the answer. */
+  const hedged = async (): Promise<Awaited<ReturnType<typeof get>>> => {
+    const pending = get(tether.url, jar)
+    await waitFor(() => s.first !== '', 20_000, "the move's first attempt") // (polled: the app sets it)
+    await timers.hedge()
+    return pending
+  }
+  return { s, tether, jar, home, logs, hedged }
 }
 
 interface RefusedMoveHedged {
@@ -1258,11 +1301,11 @@ interface RefusedMoveHedged {
 }
 
 t.test("a hedged move whose first attempt is refused 431 for its state while the hedge is out: sent again there without it at once, it answers without waiting for the hedge, which is stopped", async (t) => {
-  const { s, tether, jar, home, logs } = await refusedMoveHedged(t,
+  const { s, tether, jar, home, logs, hedged } = await refusedMoveHedged(t,
     (res) => void res.writeHead(200, { 'x-tether-state': 'new', 'x-tether-state-version': '1' }).end(JSON.stringify({ id: s.first, n: 1 })),
     (res) => holdHead(res, s.hedge)) // the hedge sends no head until it is stopped
   const before = logs.access().length
-  const r = await get(tether.url, jar)
+  const r = await hedged()
   t.equal(r.status, 200)
   t.same(r.body, { id: s.first, n: 1 }, "the resend's answer, while the hedge still held its head")
   t.not(s.first, home)
@@ -1280,7 +1323,7 @@ t.test("a hedged move whose first attempt is refused 431 for its state while the
 
 t.test("a hedged move whose first attempt is refused 431 for its state, and a hedge that answers while the resend without it is out: the hedge's answer, its rehydration counted as delivered", async (t) => {
   let hedgeRes: http.ServerResponse | null = null
-  const { s, tether, jar, logs } = await refusedMoveHedged(t,
+  const { s, tether, logs, hedged } = await refusedMoveHedged(t,
     (res) => {
       holdHead(res, s.first) // the resend sends no head until it is stopped
       hedgeRes!.writeHead(200, { 'x-tether-state': 'S6', 'x-tether-state-version': '6' }).end(JSON.stringify({ id: s.hedge, n: 6 }))
@@ -1290,7 +1333,7 @@ t.test("a hedged move whose first attempt is refused 431 for its state, and a he
       holdHead(res, s.hedge)
     })
   const before = logs.access().length
-  const r = await get(tether.url, jar)
+  const r = await hedged()
   t.same(r.body, { id: s.hedge, n: 6 }, "the hedge's answer")
   t.same(s.told, [`${s.first} delivered`, `${s.hedge} delivered`, `${s.first} too_large`])
   await waitFor(() => s.closed.includes(`${s.first} too_large`), 10_000, 'the resend stopped')
@@ -1329,10 +1372,15 @@ async function refusedThenOlder(refused: (req: http.IncomingMessage, res: http.S
 
 t.test("a move whose hook refused the state, hedged onto an upstream whose hook took it: the hedge's answer leaves no restart mark (an older version it writes is refused as stale)", async (t) => {
   // the first attempt gets no head until it is stopped: the hedge answers
-  const { ups, told, refusedBy, phase } = await refusedThenOlder((_req, res, id) => holdHead(res, id))
-  const { tether, jar, home } = await withUserMoving(t, ups, { state: { rehydrate: 'hook', hook_path: refusingHookPath }, retries: { hedge_after: 100 } })
+  let reached = false
+  const { ups, told, refusedBy, phase } = await refusedThenOlder((_req, res, id) => { reached = true; holdHead(res, id) })
+  const timers = new HedgeTimers()
+  const { tether, jar, home } = await withUserMoving(t, ups, { state: { rehydrate: 'hook', hook_path: refusingHookPath }, retries: { hedge_after: HEDGE_AFTER } }, createLogger('silent'), timers)
   phase.n = 2
-  const r = await get(tether.url, jar)
+  const pending = get(tether.url, jar)
+  await waitFor(() => reached, 20_000, "the move's first attempt") // (polled: the app sets it)
+  await timers.hedge()
+  const r = await pending
   t.not(r.body.id, home, 'moved')
   t.not(r.body.id, refusedBy(), 'the hedge answered')
   t.same(told, ['delivered'], "the hedge's upstream got the state")
@@ -1347,6 +1395,7 @@ t.test("a burst at one move: a hedge that got the state and answers leaves the r
   let refusedBy = ''
   const hooked: string[] = []
   let release: (() => void) | null = null
+  let getHeld = false // the burst's GET reached the move's first upstream
   const app = (id: string) => startUpstream(id, (req, res) => {
     let body = ''
     req.on('data', (c: Buffer) => { body += c })
@@ -1362,6 +1411,7 @@ t.test("a burst at one move: a hedge that got the state and answers leaves the r
       if (phase === 2 && id === refusedBy) {
         if (req.method === 'GET') {
           // no head until it is stopped: the hedge answers
+          getHeld = true
           return holdHead(res, id)
         }
         // the POST of the same burst, answered after the hedged GET: this upstream got no
@@ -1373,12 +1423,16 @@ t.test("a burst at one move: a hedge that got the state and answers leaves the r
     })
   })
   const ups = [await app('a'), await app('b'), await app('c')]
-  const { tether, jar } = await withUserMoving(t, ups, { state: { rehydrate: 'hook', hook_path: hookPath }, retries: { hedge_after: 100 } })
+  const timers = new HedgeTimers()
+  const { tether, jar } = await withUserMoving(t, ups, { state: { rehydrate: 'hook', hook_path: hookPath }, retries: { hedge_after: HEDGE_AFTER } }, createLogger('silent'), timers)
   phase = 2
   // the burst: a POST and a GET with the same cookie, both the same move (one epoch)
   const post = postWith(tether.url, jar)
   await waitFor(() => release !== null, 5_000, 'the POST reached the first upstream, without the state')
-  const r = await get(tether.url, jar)
+  const pending = get(tether.url, jar)
+  await waitFor(() => getHeld, 20_000, 'the GET at the first upstream') // (polled: the app sets it)
+  await timers.hedge() // (the POST, not idempotent, has no hedge timer)
+  const r = await pending
   t.not(r.body.id, refusedBy, 'the hedge answered the GET')
   release!()
   const p = await post
@@ -1402,6 +1456,7 @@ t.test("two upstreams answer one user at one epoch (a burst plus a hedge): the o
   const hooked: string[] = []
   let release: (() => void) | null = null
   let holdGet = true
+  let getHeld = false // the burst's GET reached the move's first upstream
   const app = (id: string) => {
     const counts = new Map<string, number>()
     return startUpstream(id, (req, res) => {
@@ -1423,6 +1478,7 @@ t.test("two upstreams answer one user at one epoch (a burst plus a hedge): the o
         if (phase === 2 && id === fresh && req.method === 'GET' && holdGet) {
           // the burst's GET gets no head until it is stopped: the hedge answers it
           holdGet = false
+          getHeld = true
           return holdHead(res, id)
         }
         // the burst's POST is answered after the hedged GET
@@ -1432,14 +1488,18 @@ t.test("two upstreams answer one user at one epoch (a burst plus a hedge): the o
     })
   }
   const ups = [await app('a'), await app('b'), await app('c')]
-  const { tether, jar } = await tetherWithUser(t, ups, { state: { rehydrate: 'hook', hook_path: hookPath }, retries: { hedge_after: 100 } })
+  const timers = new HedgeTimers()
+  const { tether, jar } = await tetherWithUser(t, ups, { state: { rehydrate: 'hook', hook_path: hookPath }, retries: { hedge_after: HEDGE_AFTER } }, createLogger('silent'), timers)
   for (let i = 0; i < 4; i++) await get(tether.url, jar) // the home's count (and version) reaches 5
   tether.health.disable((await get(tether.url, jar)).body.id)
   phase = 2
   // the burst: a POST and a GET with the same cookie, both the same move (one epoch)
   const post = postWith(tether.url, jar)
   await waitFor(() => release !== null, 5_000, 'the POST reached the move\'s first upstream, without the state')
-  const hedged = await get(tether.url, jar)
+  const pending = get(tether.url, jar)
+  await waitFor(() => getHeld, 20_000, "the GET at the move's first upstream") // (polled: the app sets it)
+  await timers.hedge() // (the POST, not idempotent, has no hedge timer)
+  const hedged = await pending
   t.not(hedged.body.id, fresh, 'the hedge answered the GET, with the state (count 6: its version 6 is stored)')
   t.equal(hedged.body.n, 6)
   release!()
