@@ -13,6 +13,7 @@ import { startUpstream, testConfig, waitFor } from './fixtures/upstream.js'
 import { CookieJar, get, userAgent, tally } from './fixtures/users.js'
 import { startCounter, type Counter, type CounterAnswer } from './fixtures/counter-upstream.js'
 import { startAll } from './fixtures/children.js'
+import { HEDGE_AFTER, HedgeTimers } from './fixtures/hedge-timers.js'
 
 const SECRET = 'state-redis-e2e-secret-0123456789'
 
@@ -323,9 +324,17 @@ t.test("a user moved while Redis is down starts their state again: once Redis is
 
 t.test("a user moved by a hedge while Redis is down starts their state again: once Redis is back, the new replica's first checkpoint replaces the old one whatever the versions", async (t) => {
   let frozen = '' // the replica that takes requests and never answers them
-  const { tt, go, first, redisBack } = await versionFiveThenRedisDown(t, 'hedged-again:', { retries: { hedge_after: 100 } }, (id) => id === frozen)
+  let reached = false // the frozen replica has the request
+  // the test hedges the request itself once the frozen replica has it: with a real 100 ms
+  // hedge_after a loaded machine hedged the setup's requests too (a losing hedge that carried
+  // the state left its count on the replica the user later moves to without it)
+  const timers = new HedgeTimers()
+  const { tt, go, first, redisBack } = await versionFiveThenRedisDown(t, 'hedged-again:', { retries: { hedge_after: HEDGE_AFTER } }, (id) => id === frozen && (reached = true), timers)
   frozen = first // its replica freezes: the request is hedged
-  const r = await go()
+  const pending = go()
+  await waitFor(() => reached, 20_000, 'the frozen replica has the request') // (polled: the app sets it)
+  await timers.hedge()
+  const r = await pending
   const second = r[0]!
   t.not(second, first, 'the hedge answered, on another replica')
   t.equal(r[1], '1', 'without state (Redis down): its versions start again')
@@ -342,7 +351,7 @@ t.test("a user moved by a hedge while Redis is down starts their state again: on
  * down by Tether. `go` asks once as u1: the answering replica and the count; `redisBack`
  * restarts that Redis and waits until Tether is back on it.
  */
-async function versionFiveThenRedisDown(t: Test, prefix: string, over: Over = {}, frozen?: (id: string) => boolean): Promise<{ apps: Awaited<ReturnType<typeof versionedReplicas>>; tt: Tether; go: () => Promise<string[]>; first: string; redisBack: () => Promise<void> }> {
+async function versionFiveThenRedisDown(t: Test, prefix: string, over: Over = {}, frozen?: (id: string) => boolean, timers?: HedgeTimers): Promise<{ apps: Awaited<ReturnType<typeof versionedReplicas>>; tt: Tether; go: () => Promise<string[]>; first: string; redisBack: () => Promise<void> }> {
   const own = await startRedis()
   t.teardown(() => own.stop())
   const apps = await versionedReplicas(t, frozen)
@@ -350,7 +359,7 @@ async function versionFiveThenRedisDown(t: Test, prefix: string, over: Over = {}
     affinity: { key: 'header', header: { name: 'x-user' } },
     state: { store: 'redis', timeout: 150, redis: { url: own.url, key_prefix: prefix } },
     ...over,
-  }), { logger: createLogger('silent') })
+  }), { logger: createLogger('silent'), ...(timers === undefined ? {} : { timers }) })
   t.teardown(() => tt.close(0))
   const go = async (): Promise<string[]> => (await get(tt.url, new http.Agent(), { 'x-user': 'u1' })).body.split(' ')
   let r = await go()
