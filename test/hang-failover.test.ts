@@ -7,6 +7,7 @@ import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { request, startProxy, startUpstream, testConfig, waitFor, type Upstream } from './fixtures/upstream.js'
 import { FakeTimers } from './fixtures/timers.js'
+import { HEDGE_AFTER, HedgeTimers } from './fixtures/hedge-timers.js'
 import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { hashKey as hashOf } from '../src/placement/hash.js'
@@ -169,14 +170,29 @@ t.test('hedging: no head from the user\'s upstream after hedge_after, the next o
 })
 
 t.test('hedging: when the user\'s upstream answers before the hedge, the hedge is stopped and the user stays', async (t) => {
+  // a holds each request until its hedge reached b (hedged by the test, HedgeTimers, once a has
+  // it: a real hedge_after raced a's answer on a loaded machine), then answers; b is slower
   let bHits = 0
-  const a = await startUpstream('a', (_req, res) => setTimeout(() => res.end('a'), 250))
-  const b = await startUpstream('b', (_req, res) => { bHits++; setTimeout(() => res.end('b'), 2_000) })
+  const held: http.ServerResponse[] = []
+  const a = await startUpstream('a', (_req, res) => void held.push(res))
+  const b = await startUpstream('b', (_req, res) => {
+    bHits++
+    held.shift()?.end('a')
+    const timer = setTimeout(() => res.end('b'), 2_000)
+    res.on('close', () => clearTimeout(timer))
+  })
   t.teardown(async () => { await a.close(); await b.close() })
-  const px = await startProxy([{ id: 'a', url: a.url }, { id: 'b', url: b.url }], { affinity: HEADER, retries: { hedge_after: 100 } })
+  const timers = new HedgeTimers()
+  const px = await startTether(testConfig([{ id: 'a', url: a.url }, { id: 'b', url: b.url }], { affinity: HEADER, retries: { hedge_after: HEDGE_AFTER } }), { logger: createLogger('silent'), timers })
   t.teardown(() => px.close(0))
-  const [user] = await usersOn(px, 'a', 1, 'x')
-  const r = await request(`${px.url}/`, { headers: { 'x-user': user! } })
+  /** `pending`, hedged once a holds its request. */
+  const hedged = async <T>(pending: Promise<T>): Promise<T> => {
+    await waitFor(() => held.length === 1, 20_000, "a's request") // (polled: the app notes it)
+    await timers.hedge()
+    return pending
+  }
+  const [user] = await hedged(usersOn(px, 'a', 1, 'x'))
+  const r = await hedged(request(`${px.url}/`, { headers: { 'x-user': user! } }))
   t.equal(r.body, 'a', 'the user\'s own upstream answered first')
   t.equal(bHits, 2, 'a hedge was sent for each of the two requests')
   t.equal(px.sessions.get(user!, Date.now())?.upstream, 'a', 'the user did not move')
