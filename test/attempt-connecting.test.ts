@@ -13,6 +13,7 @@ import type { AddressInfo } from 'node:net'
 import { startTether, type Tether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { hashKey as hashOf } from '../src/placement/hash.js'
+import { HEDGE_AFTER, HedgeTimers } from './fixtures/hedge-timers.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { makeCertificateSet } from './fixtures/tls.js'
 import { within } from './fixtures/wait.js'
@@ -45,23 +46,30 @@ const CONNECT = 60_000
 
 t.test('a hedge still connecting when the first attempt answers is stopped at once: the request ends with the answer, not at the hedge\'s connect timeout', async (t) => {
   const silent = await silentServer()
+  let held = 0
   const a = await startUpstream('a', (req, res) => {
     if (req.headers['x-hold'] === undefined) return void res.end('a')
+    held++
     // the first attempt answers once the hedge is connecting (its TLS handshake unanswered)
     void waitFor(() => silent.sockets.length > 0, 10_000, 'the hedge connecting').then(() => res.end('a late'), () => res.end('no hedge'))
   })
   t.teardown(async () => { await a.close(); await silent.close() })
   const logs = new LogCapture()
+  // the test fires the hedge once a holds the request (a real hedge_after could hedge the setup's request)
+  const timers = new HedgeTimers()
   const px = await startTether(testConfig([{ id: 'a', url: a.url }, { id: 'b', url: silent.url }], {
     affinity: { key: 'header', header: { name: 'x-user' } },
-    retries: { hedge_after: 50 },
+    retries: { hedge_after: HEDGE_AFTER },
     timeouts: { connect: CONNECT },
     health: { active: { enabled: false } },
-  }), { logger: createLogger('info', logs) })
+  }), { logger: createLogger('info', logs), timers })
   t.teardown(() => px.close(0))
   const user = userOn(px, 'a')
   t.equal((await request(`${px.url}/`, { headers: { 'x-user': user } })).body, 'a')
-  const r = await request(`${px.url}/`, { headers: { 'x-user': user, 'x-hold': '1' } })
+  const pending = request(`${px.url}/`, { headers: { 'x-user': user, 'x-hold': '1' } })
+  await waitFor(() => held === 1, 10_000, 'a holding the request')
+  await timers.hedge()
+  const r = await pending
   t.equal(r.body, 'a late', 'the first attempt answered, while the hedge was connecting')
   await waitFor(() => logs.access().length === 2, 10_000, 'the request\'s access line (not at the hedge\'s connect timeout)')
   t.match(logs.access()[1], { upstream: 'a', status: 200, outcome: 'ok' })
@@ -134,16 +142,16 @@ t.test('a connection that comes after its attempt was ended carries nothing of i
   t.same(seen, ['/next'], 'the request whose client left never reached the upstream')
 })
 
-/** Tether (header key x-user, hooks at /hook, connect timeout CONNECT) over `a` and a silent https:// `b`, logging at info; `hedge`: retries.hedge_after 50 ms. */
-async function hookWorld(t: Test, a: Upstream, silent: { url: string }, hedge: boolean): Promise<{ px: Tether; logs: LogCapture; user: string }> {
+/** Tether (header key x-user, hooks at /hook, connect timeout CONNECT) over `a` and a silent https:// `b`, logging at info; `hedge`: hedged when the test calls its hedge() (HedgeTimers). */
+async function hookWorld(t: Test, a: Upstream, silent: { url: string }, hedge: HedgeTimers | null): Promise<{ px: Tether; logs: LogCapture; user: string }> {
   const logs = new LogCapture()
   const px = await startTether(testConfig([{ id: 'a', url: a.url }, { id: 'b', url: silent.url }], {
     affinity: { key: 'header', header: { name: 'x-user' } },
     state: { rehydrate: 'hook', hook_path: '/hook' },
-    retries: hedge ? { hedge_after: 50 } : {},
+    retries: hedge !== null ? { hedge_after: HEDGE_AFTER } : {},
     timeouts: { connect: CONNECT },
     health: { active: { enabled: false } },
-  }), { logger: createLogger('info', logs) })
+  }), { logger: createLogger('info', logs), ...(hedge === null ? {} : { timers: hedge }) })
   t.teardown(() => px.close(0))
   const user = userOn(px, 'a')
   // the user's first answer carries a checkpoint: a move of theirs posts it to the hook first
@@ -151,21 +159,27 @@ async function hookWorld(t: Test, a: Upstream, silent: { url: string }, hedge: b
   return { px, logs, user }
 }
 
-/** Answers 'a' with a checkpoint; a request with X-Hold once `silent` has a connection. */
-function homeApp(silent: { sockets: net.Socket[] }): Promise<Upstream> {
+/** Answers 'a' with a checkpoint; a request with X-Hold (counted in `holding.n`) once `silent` has a connection. */
+function homeApp(silent: { sockets: net.Socket[] }, holding = { n: 0 }): Promise<Upstream> {
   return startUpstream('a', (req, res) => {
     req.resume()
     if (req.headers['x-hold'] === undefined) return void res.writeHead(200, { 'x-tether-state': 's1' }).end('a')
+    holding.n++
     void waitFor(() => silent.sockets.length > 0, 10_000, 'the hook connecting').then(() => res.end('a late'), () => res.end('no hook'))
   })
 }
 
 t.test('a hedge whose rehydration hook is still connecting when the first attempt answers: the request ends with the answer, not at the connect timeout', async (t) => {
   const silent = await silentServer()
-  const a = await homeApp(silent)
+  const holding = { n: 0 }
+  const a = await homeApp(silent, holding)
   t.teardown(async () => { await a.close(); await silent.close() })
-  const { px, logs, user } = await hookWorld(t, a, silent, true)
-  const r = await request(`${px.url}/`, { headers: { 'x-user': user, 'x-hold': '1' } })
+  const timers = new HedgeTimers()
+  const { px, logs, user } = await hookWorld(t, a, silent, timers)
+  const pending = request(`${px.url}/`, { headers: { 'x-user': user, 'x-hold': '1' } })
+  await waitFor(() => holding.n === 1, 10_000, 'a holding the request')
+  await timers.hedge()
+  const r = await pending
   t.equal(r.body, 'a late', 'the first attempt answered while the hedge\'s hook was connecting')
   await waitFor(() => logs.access().length === 2, 10_000, 'the request\'s access line (not at the hook\'s connect timeout)')
   t.match(logs.access()[1], { upstream: 'a', status: 200, outcome: 'ok' })
@@ -176,7 +190,7 @@ t.test('a client that leaves while its move\'s rehydration hook is still connect
   const silent = await silentServer()
   const a = await homeApp(silent)
   t.teardown(async () => { await a.close(); await silent.close() })
-  const { px, logs, user } = await hookWorld(t, a, silent, false)
+  const { px, logs, user } = await hookWorld(t, a, silent, null)
   px.health.disable('a')
   const req = http.request(`${px.url}/`, { agent: false, headers: { 'x-user': user } })
   req.on('error', () => undefined)

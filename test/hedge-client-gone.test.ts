@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net'
 import { startTether, type Tether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { hashKey as hashOf } from '../src/placement/hash.js'
+import { HEDGE_AFTER, HedgeTimers } from './fixtures/hedge-timers.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { frozenRedis } from './fixtures/redis-server.js'
 import { request, startUpstream, testConfig, waitFor } from './fixtures/upstream.js'
@@ -41,21 +42,25 @@ async function relay(port: number): Promise<{ url: string; named: (key: string) 
 t.test('a client that leaves while its hedge\'s state is fetched gets no hedge sent: no connection to the next upstream', async (t) => {
   const { redis, freeze } = await frozenRedis(t)
   const store = await relay(redis.port)
+  let held = 0
   const a = await startUpstream('a', (req, res) => {
     req.resume()
-    if (req.headers['x-hold'] === undefined) res.end('a') // else: no head (the client leaves)
+    if (req.headers['x-hold'] === undefined) res.end('a')
+    else held++ // no head (the client leaves)
   })
   const b = await startUpstream('b')
   let bConnections = 0
   b.server.on('connection', () => { bConnections++ })
   t.teardown(async () => { await a.close(); await b.close(); await store.close() })
   const logs = new LogCapture()
+  // the test fires the hedge once a holds the request (a real hedge_after could hedge the setup's request)
+  const timers = new HedgeTimers()
   const px = await startTether(testConfig([{ id: 'a', url: a.url }, { id: 'b', url: b.url }], {
     affinity: { key: 'header', header: { name: 'x-user' } },
     state: { store: 'redis', timeout: 2_000, redis: { url: store.url } },
-    retries: { hedge_after: 50, attempts: 0 },
+    retries: { hedge_after: HEDGE_AFTER, attempts: 0 },
     health: { active: { enabled: false } },
-  }), { logger: createLogger('info', logs) })
+  }), { logger: createLogger('info', logs), timers })
   t.teardown(() => px.close(0))
   const user = userOn(px, 'a')
   t.equal((await request(`${px.url}/`, { headers: { 'x-user': user } })).body, 'a')
@@ -64,6 +69,8 @@ t.test('a client that leaves while its hedge\'s state is fetched gets no hedge s
   const req = http.request(`${px.url}/`, { agent: false, headers: { 'x-user': user, 'x-hold': '1' } })
   req.on('error', () => undefined)
   req.end()
+  await waitFor(() => held === 1, 10_000, 'a holding the request')
+  await timers.hedge()
   await waitFor(() => store.named(user) > before, 10_000, 'the hedge\'s checkpoint read sent to the (frozen) store')
   req.destroy()
   await waitFor(() => logs.access().length === 2, 10_000, 'the access line')

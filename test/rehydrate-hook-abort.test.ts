@@ -10,6 +10,7 @@ import http2 from 'node:http2'
 import net from 'node:net'
 import { startTether, type Tether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
+import { HEDGE_AFTER, HedgeTimers } from './fixtures/hedge-timers.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { startUpstream, testConfig, request, type DeepPartial, type Upstream } from './fixtures/upstream.js'
 import { CookieJar } from './fixtures/users.js'
@@ -23,12 +24,14 @@ const HOOK = '/_tether/rehydrate'
 interface World {
   tether: Tether; logs: LogCapture; jar: CookieJar; home: string
   hooks: http.ServerResponse[]; hooked: EventEmitter; forwarded: string[]; held: http.ServerResponse[]; target: () => string
+  /** With `hedge`: Tether's timers, whose hedge() hedges the request the home holds. */
+  timers: HedgeTimers
 }
 
 /** Tether over `apps` (closed at teardown) logging at info, and user u1 answered once: u1's jar and home upstream. */
-async function withUser(t: Test, apps: Upstream[], over: DeepPartial<Config>): Promise<{ tether: Tether; logs: LogCapture; jar: CookieJar; home: string }> {
+async function withUser(t: Test, apps: Upstream[], over: DeepPartial<Config>, timers?: HedgeTimers): Promise<{ tether: Tether; logs: LogCapture; jar: CookieJar; home: string }> {
   const logs = new LogCapture()
-  const tether = await startTether(testConfig(apps, over), { logger: createLogger('info', logs) })
+  const tether = await startTether(testConfig(apps, over), { logger: createLogger('info', logs), ...(timers === undefined ? {} : { timers }) })
   t.teardown(() => tether.close(0))
   const jar = new CookieJar()
   jar.cookies.set('user', 'u1')
@@ -41,8 +44,9 @@ async function withUser(t: Test, apps: Upstream[], over: DeepPartial<Config>): P
  * Tether over a, b, c whose hooks are held (never answered) and whose other requests answer with
  * a checkpoint; user u1 answered once by their home upstream. Then home is taken out, so u1's
  * next request moves and its state is posted to the new upstream's hook; or, with `hedge`
- * (`retries.hedge_after` set), home holds u1's next request (no answer head), so its hedge goes
- * to another upstream, a move, and the state is posted to that upstream's hook first.
+ * (`retries.hedge_after` set to HEDGE_AFTER), home holds u1's next request (no answer head), and
+ * once the test calls `timers.hedge()` its hedge goes to another upstream, a move, and the state
+ * is posted to that upstream's hook first (no real hedge_after: it could hedge the setup's request).
  */
 async function movingWorld(t: Test, over: DeepPartial<Config> = {}, hedge = false): Promise<World> {
   const hooks: http.ServerResponse[] = []
@@ -65,12 +69,13 @@ async function movingWorld(t: Test, over: DeepPartial<Config> = {}, hedge = fals
   })
   const apps = [await app('a'), await app('b'), await app('c')]
   t.teardown(() => Promise.all(apps.map((a) => a.close())))
+  const timers = new HedgeTimers()
   const { tether, logs, jar, home } = await withUser(t, apps, {
     state: { rehydrate: 'hook', hook_path: HOOK }, timeouts: { response_headers: 60_000 }, retries: { attempts: 2 }, ...over,
-  })
+  }, hedge ? timers : undefined)
   if (!hedge) tether.health.disable(home)
   moving = true
-  return { tether, logs, jar, home, hooks, hooked, forwarded, held, target: () => hookedBy[0]! }
+  return { tether, logs, jar, home, hooks, hooked, forwarded, held, target: () => hookedBy[0]!, timers }
 }
 
 /** The hook stopped, one `client_abort` line, nothing forwarded or counted, nothing left in flight. */
@@ -116,11 +121,13 @@ t.test("h2: a moved user's stream reset (RST_STREAM) while its state is posted t
 })
 
 t.test("a hedge's hook: the client that leaves while the hedge's state is posted stops it; no hedge is sent", async (t) => {
-  const w = await movingWorld(t, { retries: { attempts: 2, hedge_after: 50 } }, true)
+  const w = await movingWorld(t, { retries: { attempts: 2, hedge_after: HEDGE_AFTER } }, true)
   const before = w.logs.access().length
   const client = net.connect(w.tether.port, '127.0.0.1')
   client.on('error', () => undefined)
   client.write(`GET /x HTTP/1.1\r\nHost: a\r\nCookie: ${w.jar.header()!}\r\n\r\n`)
+  await waitFor(() => w.held.length === 1, 5000, 'the first attempt held at home')
+  await w.timers.hedge()
   await when(onEvent(w.hooked, 'hook'), () => w.hooks.length === 1, 5000, "the hedge's state posted to its hook")
   t.equal(w.held.length, 1, 'the first attempt is held at home')
   t.not(w.target(), w.home, 'the hedge moves the user')
