@@ -1629,7 +1629,7 @@ t.test("the connection of a WebSocket handshake refused 431 for the state is clo
     up.server.on('upgrade', (req: http.IncomingMessage, sock: import('node:net').Socket) => {
       sockets.push(sock)
       sock.on('error', () => undefined)
-      if (req.headers['x-tether-rehydrate'] === undefined) return void sock.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nx-up: ${id}\r\n\r\n`)
+      if (req.headers['x-tether-rehydrate'] === undefined) return void sock.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nx-up: ${id}\r\n\r\n`)
       // a keep-alive 431 whose 1 MiB body is more than the sockets buffer: the upstream would
       // keep this connection (and Tether its side) for as long as nobody closes it
       const seen = { ended: false }
@@ -1657,7 +1657,7 @@ t.test("a WebSocket handshake whose state is over a Node upstream's header limit
     up.server.on('upgrade', (req: http.IncomingMessage, sock: import('node:net').Socket) => {
       sockets.push(sock)
       sock.on('error', () => undefined)
-      sock.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nx-up: ${id}\r\nx-status: ${req.headers['x-tether-rehydrate-status'] ?? '-'}\r\n\r\n`)
+      sock.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nx-up: ${id}\r\nx-status: ${req.headers['x-tether-rehydrate-status'] ?? '-'}\r\n\r\n`)
     })
     return Object.assign(up, { close: () => { for (const s of sockets) s.destroy(); return new Promise<void>((r) => { up.server.closeAllConnections(); up.server.close(() => r()) }) } })
   }))

@@ -6,7 +6,7 @@ import t from 'tap'
 import http from 'node:http'
 import net from 'node:net'
 import type { AddressInfo } from 'node:net'
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { request, startProxy } from './fixtures/upstream.js'
 
 /** An upstream that records the headers of every request and handshake, and answers with reserved headers of its own. */
@@ -22,7 +22,9 @@ async function recordingUpstream(): Promise<{ url: string; seen: http.IncomingHt
   })
   server.on('upgrade', (req, socket) => {
     seen.push(req.headers)
-    socket.end('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+    // the accept of the handshake's key (RFC 6455 section 4.2.2): Tether passes on no 101 without it
+    const accept = createHash('sha1').update(`${String(req.headers['sec-websocket-key'])}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64')
+    socket.end(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n` +
       'X-App-State: the-whole-session\r\nX_Tether_Upstream: leak\r\n\r\n')
   })
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))

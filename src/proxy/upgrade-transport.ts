@@ -22,7 +22,7 @@ import { classify, type Outcome } from './outcome.js'
 import { clientIdleTimeout } from './deadlines.js'
 import { ownHeadRefused, stateRefused, type AttemptResult, type RequestContext } from './request-context.js'
 import { endThenDestroy, writeRawError } from './respond.js'
-import { CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART, FrameTracker, closeFrame } from './websocket-frames.js'
+import { CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART, FrameTracker, closeFrame, completesHandshake } from './websocket-frames.js'
 import { REASON_PHRASE } from './headers.js'
 
 /**
@@ -303,6 +303,8 @@ class Tunnel implements Exchange {
   #attempts = 0
   /** The number of the attempt whose upstream answer head arrived (0: none yet). */
   #headed = 0
+  /** The Sec-WebSocket-Key the current attempt sent (null: none, or several), which its 101 must answer. */
+  #key: string | null = null
 
   constructor(owner: Upgrades, client: Socket, head: Buffer) {
     this.#owner = owner
@@ -410,6 +412,8 @@ class Tunnel implements Exchange {
       headers: { value: headerObject(sent), enumerable: true },
       url: { value: ctx.target.path, enumerable: true },
     }) as IncomingMessage
+    const key = view.headers['sec-websocket-key']
+    this.#key = typeof key === 'string' ? key : null
     const nth = ++this.#attempts
     const done = new Promise<AttemptResult>((resolve) => {
       this.#settle = resolve
@@ -474,6 +478,19 @@ class Tunnel implements Exchange {
       if (s.connecting) s.once('connect', waitHead)
       else waitHead()
     })
+    // a 101 that does not complete the client's WebSocket handshake (no `Upgrade: websocket`,
+    // no or a wrong Sec-WebSocket-Accept; RFC 6455 section 4.1) is one no WebSocket client may
+    // use, and a tunnel on it would carry raw bytes to the upstream past Tether's rules: taken
+    // before http-proxy's listener (which writes a 101 and pipes), answered 502. Example: an
+    // application that reflects a status the client chose (`/proxy?status=101`) gave the
+    // client a raw connection to itself, its next request written into it unseen by Tether
+    // (WebSocket smuggling). HAProxy 2.6 answers 502 to a 101 without the right accept
+    take(proxyReq, 'upgrade', (res, up) => {
+      if (this.#proxyReq !== proxyReq || this.state !== 'connecting' || completesHandshake(res.headers, this.#key)) return false
+      this.#headed = this.#attempts
+      this.#invalidAnswer(up as Socket, false)
+      return true
+    })
     // registered before http-proxy's own listeners, so these run first
     proxyReq.once('upgrade', (res: IncomingMessage, up: Socket) => this.#onUpgrade(res, up))
     proxyReq.once('response', (res: IncomingMessage) => this.#onRefused(res))
@@ -484,7 +501,7 @@ class Tunnel implements Exchange {
     // handshake that carries the state needs it (the request path sets rehydrateBytes before
     // the attempt and clears it for the resend): for any other, a 431 is the client's answer
     if (this.#ctx!.rehydrateBytes > 0) {
-      takeResponse(proxyReq, (res) => {
+      take(proxyReq, 'response', (res) => {
         if (this.#ctx!.rehydrateBytes === 0 || !stateRefused(this.#ctx!.rehydrateBytes, res.statusCode ?? 0) || this.#proxyReq !== proxyReq || this.state !== 'connecting') return false
         this.#refusedState(res)
         return true
@@ -620,11 +637,12 @@ class Tunnel implements Exchange {
 
   /**
    * The upstream's answer to the handshake is not HTTP a client may get: its side is destroyed
-   * and the client gets Tether's 502 now. http-proxy writes its own head right after this
-   * (synchronously, in the same event): that write is skipped (a write after the end would
-   * destroy the socket before the 502 is out, over TLS its body lost).
+   * and the client gets Tether's 502 now. Unless the answer was taken from http-proxy
+   * (`headFollows` false), it writes its own head right after this (synchronously, in the
+   * same event): that write is skipped (a write after the end would destroy the socket before
+   * the 502 is out, over TLS its body lost).
    */
-  #invalidAnswer(upstream: { destroy(): void }): void {
+  #invalidAnswer(upstream: { destroy(): void }, headFollows = true): void {
     this.#disarm()
     this.#proxyReq = null
     upstream.destroy()
@@ -632,7 +650,7 @@ class Tunnel implements Exchange {
     this.#unwatchClient(false)
     this.#owner.untrack(this)
     writeRawError(this.#client, 'TETHER_UPSTREAM_PROTOCOL', {}, this.#owner.linger, this.#owner.timers)
-    skipNextWrite(this.#client)
+    if (headFollows) skipNextWrite(this.#client)
     const error = new TetherError('TETHER_UPSTREAM_PROTOCOL')
     this.#done({ status: 502, outcome: { kind: 'error', code: 'TETHER_UPSTREAM_PROTOCOL', connect: false }, error, responded: true })
   }
@@ -641,8 +659,10 @@ class Tunnel implements Exchange {
   #onRefused(res: IncomingMessage): void {
     this.#headed = this.#attempts
     const status = res.statusCode ?? 0
-    // not an HTTP status (RFC 9110 section 15): a 502 of Tether's, as on the plain path
-    if (status < 100 || status > 599) return this.#invalidAnswer(res)
+    // not an HTTP status (RFC 9110 section 15): a 502 of Tether's, as on the plain path; nor is
+    // a 101 that Node's parser did not take for a switch (no `Upgrade`, or no `Connection:
+    // upgrade`; RFC 9110 section 15.2.2): http-proxy would write it on as a 101 with no body
+    if (status < 100 || status > 599 || status === 101) return this.#invalidAnswer(res)
     // a reason phrase a client must be able to read (no control bytes): else none
     if (!REASON_PHRASE.test(res.statusMessage ?? '')) res.statusMessage = ''
     this.#disarm()
@@ -841,15 +861,16 @@ function headerObject(raw: readonly string[]): Record<string, string | string[]>
 }
 
 /**
- * `take(res)` sees `req`'s answer head before its 'response' listeners (http-proxy's among
- * them); when it returns true they never see it, and `take` owns `res`.
+ * `fn(res, socket)` sees `req`'s answer head (its 'response', or its 'upgrade' with the
+ * upstream socket) before that event's listeners (http-proxy's among them); when it returns
+ * true they never see it, and `fn` owns `res` (and the socket).
  */
-function takeResponse(req: ClientRequest, take: (res: IncomingMessage) => boolean): void {
+function take(req: ClientRequest, event: 'response' | 'upgrade', fn: (res: IncomingMessage, socket: Duplex | undefined) => boolean): void {
   const own = req as ClientRequest & { emit: ClientRequest['emit'] }
   const emit = own.emit
-  own.emit = function emitUntaken(this: ClientRequest, event: string | symbol, ...args: unknown[]) {
-    if (event === 'response' && take(args[0] as IncomingMessage)) return true
-    return emit.call(this, event, ...args)
+  own.emit = function emitUntaken(this: ClientRequest, name: string | symbol, ...args: unknown[]) {
+    if (name === event && fn(args[0] as IncomingMessage, args[1] as Duplex | undefined)) return true
+    return emit.call(this, name, ...args)
   } as ClientRequest['emit']
 }
 
