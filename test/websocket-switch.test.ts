@@ -65,6 +65,7 @@ async function handshake(t: Test, answer: string, retries = 1): Promise<Exchange
 
 const BAD: readonly (readonly [string, string])[] = [
   ['no Upgrade header (nor Connection: upgrade)', 'HTTP/1.1 101 Switching Protocols\r\n\r\n'],
+  ['Upgrade: websocket but no Connection: upgrade (RFC 6455 section 4.1: a client fails it)', `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: ${ACCEPT}\r\n\r\n`],
   ['another protocol than the one asked for (h2c)', 'HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n'],
   ['no Sec-WebSocket-Accept', 'HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n'],
   ['the accept of another key', 'HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: HSmrc0sMlYUkAGmm5OPpG2HaGWk=\r\n\r\n'],
