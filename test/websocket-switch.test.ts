@@ -7,6 +7,8 @@
 // to a 101 without or with a wrong accept; nginx 1.22 tunnels every 101.
 import t, { type Test } from 'tap'
 import net from 'node:net'
+import tls from 'node:tls'
+import { makeCertificateSet } from './fixtures/tls.js'
 import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { LogCapture } from './fixtures/log-capture.js'
@@ -125,4 +127,31 @@ t.test('completesHandshake: a 101 head as a WebSocket client checks it', async (
     [{ upgrade: ['websocket', 'websocket'], 'sec-websocket-accept': ACCEPT }, KEY, false],
   ]
   for (const [headers, key, want] of cases) t.equal(completesHandshake(headers, key), want, `${JSON.stringify(headers)} to key ${key}`)
+})
+
+t.test('over TLS, a 101 without the accept gets the whole 502 (head and body), nothing after it', async (t) => {
+  // no head of http-proxy's follows Tether's 502 here (it never saw the 101): nothing to skip
+  const certs = makeCertificateSet()
+  t.teardown(() => certs.remove())
+  const sockets = new Set<net.Socket>()
+  const bad = net.createServer((s) => {
+    sockets.add(s)
+    s.on('error', () => undefined)
+    s.once('data', () => s.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n'))
+  })
+  await new Promise<void>((r) => bad.listen(0, '127.0.0.1', r))
+  t.teardown(() => { for (const s of sockets) s.destroy(); bad.close() })
+  const tether = await startTether(testConfig([{ id: 'bad', url: `http://127.0.0.1:${(bad.address() as net.AddressInfo).port}` }], {
+    retries: { attempts: 1 },
+    listen: { tls: { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [], min_version: 'TLSv1.2', hsts: null }, http2: { enabled: false } },
+  }), { logger: createLogger('silent') })
+  t.teardown(() => tether.close(0))
+  const got = await within(new Promise<string>((resolve) => {
+    const s = tls.connect({ host: '127.0.0.1', port: Number(new URL(tether.url).port), rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] }, () => s.write(HANDSHAKE))
+    let out = ''
+    s.on('data', (c: Buffer) => (out += c.toString('latin1')))
+    s.on('error', () => undefined)
+    s.on('close', () => resolve(out))
+  }), 30_000, 'the client connection to close')
+  t.match(got, /^HTTP\/1\.1 502 [^]*\r\n\r\nBad Gateway: invalid response from upstream\n$/)
 })
