@@ -4,7 +4,8 @@
 // `TETHER_UPSTREAM_PROTOCOL`: no client may use it, and a tunnel opened on it would carry raw
 // bytes to the upstream past every rule of Tether's (WebSocket smuggling: a request the
 // client writes into it reaches the application as if from Tether). HAProxy 2.6 answers 502
-// to a 101 without or with a wrong accept; nginx 1.22 tunnels every 101.
+// to a 101 without or with a wrong accept; nginx 1.22 tunnels every 101. And a refusal (an
+// answer other than 101) goes out in Tether's own HTTP/1.1, whatever the upstream's version.
 import t, { type Test } from 'tap'
 import net from 'node:net'
 import tls from 'node:tls'
@@ -154,4 +155,11 @@ t.test('over TLS, a 101 without the accept gets the whole 502 (head and body), n
     s.on('close', () => resolve(out))
   }), 30_000, 'the client connection to close')
   t.match(got, /^HTTP\/1\.1 502 [^]*\r\n\r\nBad Gateway: invalid response from upstream\n$/)
+})
+
+t.test("a refusal from an HTTP/1.0 upstream reaches the client in Tether's own HTTP/1.1 (RFC 9110 section 6.2), its body whole", async (t) => {
+  const x = await handshake(t, 'HTTP/1.0 403 Forbidden\r\nContent-Length: 4\r\n\r\nnope')
+  t.match(x.client, /^HTTP\/1\.1 403 Forbidden\r\n[^]*\r\nconnection: close\r\n(?:[^]*\r\n)?\r\nnope$/)
+  t.equal(x.upstream.indexOf('GET /admin'), -1, 'the bytes behind a refused handshake are not sent upstream')
+  t.match(x.access, { status: 403, upstream: 'up', outcome: 'ok' })
 })

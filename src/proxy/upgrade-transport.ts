@@ -665,6 +665,10 @@ class Tunnel implements Exchange {
     if (status < 100 || status > 599 || status === 101) return this.#invalidAnswer(res)
     // a reason phrase a client must be able to read (no control bytes): else none
     if (!REASON_PHRASE.test(res.statusMessage ?? '')) res.statusMessage = ''
+    // http-proxy writes the status line with the upstream's version: Tether's own goes out, as on
+    // the plain path (RFC 9110 section 6.2: an intermediary sends its own HTTP-version); an
+    // HTTP/1.0 upstream's `HTTP/1.0 403` reached an HTTP/1.1 client as is
+    res.httpVersion = '1.1'
     this.#disarm()
     this.#proxyReq = null
     if (this.state === 'connecting') this.state = 'closed'
