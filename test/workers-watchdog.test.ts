@@ -39,6 +39,15 @@ t.test('the silence watch: a worker silent past the timeout is named at each tic
   first.heard(2, 0)
   t.same(first.tick(15_000, [1, 2]), [], 'the first tick starts every count')
   t.same(first.tick(25_001, [1, 2]), [], 'ticks that stop coming start them again')
+
+  // quiet: silent for longer than asked (the admin listener leaves such a worker out)
+  const q = new SilenceWatch(10_000, 1_000)
+  t.notOk(q.quiet(1, 5_000, 2_500), 'not heard of: not quiet')
+  q.heard(1, 1_000)
+  t.notOk(q.quiet(1, 3_500, 2_500), 'silent 2.5 s: not yet')
+  t.ok(q.quiet(1, 3_501, 2_500), 'silent longer')
+  q.tick(10_000, [1])
+  t.notOk(q.quiet(1, 10_000, 2_500), 'a late tick (the primary stalled) starts its count again')
 })
 
 t.test('with two workers, a frozen worker is killed after the watchdog timeout and replaced; every request is answered', async (t) => {

@@ -22,7 +22,7 @@ import { startAdminFront } from './admin-front.js'
 import { ListenError } from '../listen.js'
 import { warnOpenAdmin } from '../admin/bearer-token.js'
 import { Hub } from './hub.js'
-import { SilenceWatch, WATCHDOG_INTERVAL, WATCHDOG_TIMEOUT } from './silence-watch.js'
+import { QUIET_AFTER, SilenceWatch, WATCHDOG_INTERVAL, WATCHDOG_TIMEOUT } from './silence-watch.js'
 import { MetricsLedger } from './metrics-ledger.js'
 import { REMOVED_SERIES_GRACE_MS } from '../observability/metrics.js'
 import { guardHandoffs, handedOn } from './handoff-guard.js'
@@ -137,11 +137,19 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
   }
   const started = (): Running[] => [...running.values()].filter((r) => r.admin !== null && !r.stopping)
   /**
-   * The workers the admin listener asks: the started ones; while the primary shuts down, the
+   * The workers the admin listener asks: the started ones, but those silent past QUIET_AFTER
+   * while another answers (frozen or stuck, their admin listener still takes the connection and
+   * the request waited there until the watchdog killed them); while the primary shuts down, the
    * stopping ones until they exit (their admin API answers as a single process's does then:
    * /healthz ok, /readyz "shutting down", /metrics while requests drain).
    */
-  const answering = (): Running[] => stopping ? [...running.values()].filter((r) => r.admin !== null && r.worker.isConnected()) : started()
+  const answering = (): Running[] => stopping ? [...running.values()].filter((r) => r.admin !== null && r.worker.isConnected()) : heard(started())
+  /** `list` without the workers silent past QUIET_AFTER, unless all are (this primary stalled: their answers unread). */
+  const heard = (list: Running[]): Running[] => {
+    const now = performance.now()
+    const answer = list.filter((r) => !watch.quiet(r.worker.id, now, QUIET_AFTER))
+    return answer.length > 0 ? answer : list
+  }
   const hub = new Hub({
     ids: () => [...running.keys()],
     donor: (except) => {
@@ -309,10 +317,12 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
     },
     // every live process counted once: the stopping ones of a roll too, until they exit; one
     // that exits while the others answer counts as gone (its counts are in the ledger), one
-    // slower than 5 s with its last answer
+    // slower than 5 s with its last answer, and so one silent past QUIET_AFTER (not asked)
     metrics: async () => {
+      const asked = new Set(answering())
       const answers = await Promise.all([...running.values()].filter((r) => r.admin !== null && r.worker.isConnected()).map((r) => new Promise<readonly [number, unknown]>((resolve) => {
         const id = r.worker.id
+        if (!stopping && !r.stopping && !asked.has(r)) return resolve([id, null])
         const call = ++ask
         const timer = setTimeout(() => { asks.delete(call); resolve([id, null]) }, 5_000)
         asks.set(call, (v) => {

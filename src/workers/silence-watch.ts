@@ -9,6 +9,13 @@
 export const WATCHDOG_TIMEOUT = 10_000
 /** How often the primary asks each worker for a sign of life (ms). */
 export const WATCHDOG_INTERVAL = 1_000
+/**
+ * How long a worker may stay silent before the admin listener stops passing it requests and
+ * waiting for its metrics (ms): two signs of life missed. A frozen worker's admin listener still
+ * accepts a connection (the kernel's backlog), and the request waited there until the watchdog
+ * killed it.
+ */
+export const QUIET_AFTER = 2.5 * WATCHDOG_INTERVAL
 
 /**
  * Example: `watch.heard(1, now)` on each message of worker 1; each second
@@ -33,6 +40,16 @@ export class SilenceWatch {
   /** Has worker `id` been heard from (since it was last forgotten)? */
   known(id: number): boolean {
     return this.#heard.has(id)
+  }
+
+  /**
+   * Has worker `id` been silent for longer than `ms` at `now` (false when not heard of)? A
+   * worker that missed its last signs of life is frozen or stuck, or soon known to be: the
+   * admin listener asks the others meanwhile (see QUIET_AFTER).
+   */
+  quiet(id: number, now: number, ms: number): boolean {
+    const at = this.#heard.get(id)
+    return at !== undefined && now - at > ms
   }
 
   /** Worker `id` is gone (exited, or retired). */
