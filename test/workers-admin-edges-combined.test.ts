@@ -175,6 +175,39 @@ t.test('the metrics of a worker that exits stay in the sums (counters and histog
   t.equal(total((await aggregateMetrics(ledger.snapshots([[1, snap(12, 4, 1)], [3, snap(1, 0, 0)]], 0))).text, 'tether_http_requests_total'), 25)
 })
 
+t.test("a summed series never falls when a worker's counts move from the live sums to the gone ones (floating-point order): Prometheus would read a reset", async (t) => {
+  const { MetricsLedger } = await import('../src/workers/metrics-ledger.js')
+  const { aggregateMetrics } = await import('../src/observability/metrics.js')
+  // a histogram's _sum (seconds) and a counter: (a + b) + d, then b + (d + a) once the worker
+  // counting a has gone, is one unit in the last place lower with these values
+  const [a, b, d] = [57.91524546564242, 0.29697739533007955, 9.1299083312647]
+  const snap = (seconds: number) => [
+    { name: 'tether_http_request_duration_seconds', help: 'd', type: 'histogram', aggregator: 'sum', values: [
+      { value: seconds, labels: { upstream: 'a' }, metricName: 'tether_http_request_duration_seconds_sum' },
+      { value: 3, labels: { upstream: 'a' }, metricName: 'tether_http_request_duration_seconds_count' },
+    ] },
+    { name: 'tether_upstream_busy_seconds_total', help: 'c', type: 'counter', aggregator: 'sum', values: [{ value: seconds, labels: { upstream: 'a' } }] },
+  ]
+  /** The exact values of the series in an exposition (the fixture's total() reads no exponent; these have none). */
+  const value = (text: string, series: string): number => Number(new RegExp(`^${series}\\{upstream="a"\\} (\\S+)$`, 'm').exec(text)![1])
+  const ledger = new MetricsLedger(300_000)
+  ledger.seen(3, snap(d))
+  ledger.gone(3, 0) // a worker gone before: its counts are the gone sums
+  ledger.seen(1, snap(a))
+  ledger.seen(2, snap(b))
+  const before = (await aggregateMetrics(ledger.snapshots([[1, snap(a)], [2, snap(b)]], 0))).text
+  ledger.gone(1, 0) // worker 1 exits (a roll, a crash); no count changed
+  const after = (await aggregateMetrics(ledger.snapshots([[2, snap(b)]], 0))).text
+  for (const series of ['tether_http_request_duration_seconds_sum', 'tether_upstream_busy_seconds_total']) {
+    t.ok(value(after, series) >= value(before, series), `${series}: ${value(before, series)} -> ${value(after, series)}, not lower`)
+    t.ok(value(after, series) - value(before, series) < 1e-9, `${series}: and not higher either (the counts did not change)`)
+  }
+  t.equal(value(after, 'tether_http_request_duration_seconds_count'), 9, 'the counts are whole: 3 + 3 + 3')
+  // and it goes on rising with the live worker's counts
+  const later = (await aggregateMetrics(ledger.snapshots([[2, snap(b + 1)]], 0))).text
+  t.ok(Math.abs(value(later, 'tether_http_request_duration_seconds_sum') - (a + b + d + 1)) < 1e-9, 'a later count adds to it')
+})
+
 t.test("a gone worker's series of an upstream no live worker has any more are dropped, as one process drops a removed upstream's", async (t) => {
   const { MetricsLedger } = await import('../src/workers/metrics-ledger.js')
   const { aggregateMetrics } = await import('../src/observability/metrics.js')

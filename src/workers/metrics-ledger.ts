@@ -55,6 +55,11 @@ export class MetricsLedger {
   /** The ids of the workers gone (an answer of one that exited during the scrape is not counted again). */
   readonly #gone = new Set<number>()
   readonly #reloads = { ok: 0, failed: 0 }
+  /**
+   * Each summed series' value at the last scrape (metric name and series key -> value): see
+   * {@link #noFall}. A series absent from a scrape is forgotten (a removed upstream's).
+   */
+  #shown = new Map<string, number>()
   /** The reload counter's help and type, as the workers declare it. */
   #reloadMeta: Omit<MetricData, 'values'> | null = null
 
@@ -130,7 +135,53 @@ export class MetricsLedger {
       extra.push({ name, help, type, ...(aggregator === undefined ? {} : { aggregator }), values })
     }
     if (extra.length > 0) out.push(extra)
+    const lifts = this.#noFall(out as (readonly MetricData[])[])
+    if (lifts.length > 0) {
+      if (extra.length === 0) out.push(extra)
+      extra.push(...lifts)
+    }
     return out
+  }
+
+  /**
+   * What keeps each summed series from showing less than at the last scrape, to add last (the
+   * metrics to append to the snapshots, added up after every other value). The sums are added
+   * in floating point in the snapshots' order, so a worker's counts moving from the live
+   * snapshots to the gone sums (its exit) gave a total one unit in the last place lower (a
+   * histogram's `_sum`, seconds), which Prometheus reads as a reset: rate() then counted the
+   * whole sum again. Here each series is added up as prom-client's aggregator adds it (from 0, in
+   * `snapshots` order), and one that fell gets the difference.
+   */
+  #noFall(snapshots: readonly (readonly MetricData[])[]): MetricData[] {
+    const totals = new Map<string, { readonly m: MetricData; readonly v: MetricValue; total: number }>()
+    for (const snapshot of snapshots) {
+      for (const m of snapshot) {
+        if (!summed(m)) continue
+        for (const v of m.values) {
+          const key = `${m.name} ${seriesKey(v)}`
+          const had = totals.get(key)
+          if (had === undefined) totals.set(key, { m, v, total: 0 + v.value })
+          else had.total += v.value
+        }
+      }
+    }
+    const shown = new Map<string, number>()
+    const lifts = new Map<string, MetricData & { values: MetricValue[] }>()
+    for (const [key, { m, v, total }] of totals) {
+      const before = this.#shown.get(key)
+      let value = total
+      if (before !== undefined && total < before) {
+        let lift = before - total
+        for (let i = 0; i < 8 && total + lift < before; i++) lift += Math.max(lift * Number.EPSILON, Number.MIN_VALUE)
+        let l = lifts.get(m.name)
+        if (l === undefined) lifts.set(m.name, (l = { name: m.name, help: m.help, type: m.type, aggregator: 'sum', values: [] }))
+        l.values.push({ value: lift, labels: v.labels, ...(v.metricName === undefined ? {} : { metricName: v.metricName }) })
+        value = total + lift
+      }
+      shown.set(key, value)
+    }
+    this.#shown = shown
+    return [...lifts.values()]
   }
 
   /**
