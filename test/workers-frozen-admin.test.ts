@@ -4,7 +4,9 @@
 // kernel's backlog) and the request waits there, so `/readyz` and `/healthz` (passed to the
 // leading worker) hung for 10 s and answered 502 while the other worker served on, and a
 // Kubernetes readiness probe (2 s timeout, twice) took the whole pod out of its Service. Nor may
-// `/metrics` wait 5 s on it at every scrape. The real CLI, two workers, the lead frozen.
+// `/metrics` wait 5 s on it at every scrape. The real CLI, two workers, the lead frozen. And a
+// scrape that asked a worker which then dies is answered at its exit, not after the 5 s a worker
+// that does not answer is given.
 import t from 'tap'
 import http from 'node:http'
 import { readFileSync } from 'node:fs'
@@ -89,6 +91,40 @@ t.test('a frozen leading worker: the admin listener answers the probes and /metr
   await waitFor(() => killed(), WATCHDOG_TIMEOUT + 20_000, 'the frozen worker killed')
   await waitFor(() => workerPids(proc).length === 2 && !workerPids(proc).includes(lead), 60_000, 'the frozen worker replaced')
   t.equal((await request(`http://127.0.0.1:${port}/`, null)).status, 200, 'the proxy serves')
+  proc.kill('SIGTERM')
+  await waitFor(() => proc.exitCode !== null, 60_000, 'the primary to stop')
+  t.equal(proc.exitCode, 0, 'the primary stops cleanly')
+})
+
+t.test('a worker that dies while a scrape waits for its metrics: the scrape is answered at its exit, not 5 s later', async (t) => {
+  const app = await startUpstream('app-0')
+  t.teardown(() => app.close())
+  const [port, adminPort] = await freePorts(2)
+  const file = tempFile('workers-scrape-exit.yaml', twoWorkersYaml(port!, adminPort!, app.url))
+  const { proc, out } = await startPrimary(t, file)
+  t.teardown(() => { if (proc.exitCode === null) proc.kill('SIGKILL') })
+  // not the leading worker: the admin listener passes /healthz to that one
+  const leadSlot = Number(/"child":(\d+),"msg":"worker runs the active health checks"/.exec(out())![1])
+  const victim = workerPids(proc).find((pid) => slotOf(pid) !== leadSlot)!
+  t.teardown(() => { try { process.kill(victim, 'SIGKILL') } catch { /* gone */ } })
+  for (let i = 0; i < 10; i++) t.equal((await request(`http://127.0.0.1:${port}/`, null)).status, 200)
+  const before = await probe(adminPort!, '/metrics', 5_000)
+  t.equal(answered(before!.body), 10, 'the 10 answers counted')
+  // frozen (so it cannot answer), asked for its metrics, then killed as a crash would end it
+  process.kill(victim, 'SIGSTOP')
+  await waitFor(() => frozen(victim), 5_000, 'the worker to be stopped')
+  const scrape = probe(adminPort!, '/metrics', 10_000)
+  // the primary read the scrape before it answers a request that came after it (here passed to a
+  // worker and back): the ask to the frozen worker is on its way
+  t.equal((await probe(adminPort!, '/healthz', 5_000))?.status, 200, 'a request after the scrape is answered')
+  process.kill(victim, 'SIGKILL')
+  const killedAt = performance.now()
+  const answer = await scrape
+  const ms = Math.round(performance.now() - killedAt)
+  t.equal(answer?.status, 200, 'the scrape is answered')
+  t.ok(ms < 3_000, `within 3 s of the exit (${ms} ms; before, 5 s after the ask)`)
+  t.ok(answer !== null && answered(answer.body) >= 10, 'no counter falls: the dead worker\'s counts as of its last answer')
+  await waitFor(() => out().includes('"worker died; restarting it"'), 10_000, 'the crash to be seen')
   proc.kill('SIGTERM')
   await waitFor(() => proc.exitCode !== null, 60_000, 'the primary to stop')
   t.equal(proc.exitCode, 0, 'the primary stops cleanly')

@@ -111,7 +111,8 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
   let rollingTo: number | null = null
   /** The file the last roll queued leads to (null: no roll queued or running). */
   let rollTarget: Accepted | null = null
-  const asks = new Map<number, (value: unknown) => void>()
+  /** The metrics asked of the workers, by call: whose, and what takes the answer (null: it exited first). */
+  const asks = new Map<number, { readonly id: number; readonly answer: (value: unknown) => void }>()
   let ask = 0
   const readyWaits = new Map<number, { resolve: () => void; reject: (e: Error) => void }>()
   const watch = new SilenceWatch()
@@ -227,7 +228,7 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
         if (r.stopping) return send(worker, { tether: 'stop' })
         chooseLead()
       } else if (msg.tether === 'answer') {
-        asks.get(msg.call)?.(msg.value)
+        asks.get(msg.call)?.answer(msg.value)
         asks.delete(msg.call)
       } else hub.receive(worker.id, msg)
     })
@@ -236,6 +237,12 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
       watch.forget(worker.id)
       hub.gone(worker.id)
       ledger.gone(worker.id, performance.now())
+      // a scrape waiting for its metrics is answered now (its counts are the gone ones), not after 5 s
+      for (const [call, a] of asks) {
+        if (a.id !== worker.id) continue
+        asks.delete(call)
+        a.answer(null)
+      }
       // one stopped while it started (a roll retiring a restarted worker) did not fail
       if (!r.stopping) readyWaits.get(worker.id)?.reject(new Error(`worker ${index} exited before it was ready (${signal ?? `code ${code}`})`))
       readyWaits.delete(worker.id)
@@ -325,11 +332,11 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
         if (!stopping && !r.stopping && !asked.has(r)) return resolve([id, null])
         const call = ++ask
         const timer = setTimeout(() => { asks.delete(call); resolve([id, null]) }, 5_000)
-        asks.set(call, (v) => {
+        asks.set(call, { id, answer: (v) => {
           clearTimeout(timer)
           ledger.seen(id, v)
           resolve([id, v])
-        })
+        } })
         send(r.worker, { tether: 'ask', call, op: 'metrics' })
       })))
       return ledger.snapshots(answers, performance.now())
