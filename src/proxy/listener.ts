@@ -262,6 +262,21 @@ function guardSlowHead(session: http2.ServerHttp2Session, limit: number, every: 
   session.once('close', () => { if (timer !== null) clearTimeout(timer) })
 }
 
+/**
+ * An h2 connection that begins after a graceful stop began (accepted before the listener
+ * stopped accepting, its TLS handshake or h2c preface done only after): the streams of its
+ * client's first flight, read with its SETTINGS, are answered, as an HTTP/1.1 connection
+ * accepted just before the stop gets its request answered; then Node's graceful close sends
+ * GOAWAY NO_ERROR naming them and closes the connection once they finish (a stream opened
+ * later is refused by the GOAWAY: RFC 9113 section 6.8, the client may retry it elsewhere).
+ * Without it such a connection got no GOAWAY, took new streams, and held the stop until the
+ * grace period ended, then was cut. A client that sends no preface is closed by the slow-head
+ * guard at `timeouts.client_headers`, as an HTTP/1.1 connection that sends nothing.
+ */
+function closeAfterFirstFlight(session: http2.ServerHttp2Session): void {
+  session.once('remoteSettings', () => setImmediate(() => { if (!session.closed && !session.destroyed) session.close() }))
+}
+
 /** h2 connections the slow-head guard sent its GOAWAY (its warning told of the close). */
 const sentGoaway = new WeakSet<http2.ServerHttp2Session>()
 
@@ -413,6 +428,8 @@ export class Listener {
   #warnedNoGoawayClose = false
   /** With `listen.http2.cleartext`: the socket server that listens and sorts h2c from HTTP/1.1. */
   #front: net.Server | null = null
+  /** The graceful stop began: the h2 connections open then got their GOAWAY, later ones get theirs as they begin. */
+  #stopping = false
 
   constructor(config: Config, deps: ListenerDeps) {
     this.#config = config
@@ -466,6 +483,7 @@ export class Listener {
       lingerOnClose(session, H2_CLOSE_LINGER)
       guardRapidReset(session, (fields, msg) => void problems.report('http2 rapid reset', 'rapid reset', fields, msg))
       guardSlowHead(session, t.client_headers, h1Checking, () => void problems.report('http2 slow head', 'slow head', { peer, client_headers_ms: t.client_headers }, 'HTTP/2 client did not complete a stream head within timeouts.client_headers: connection closed'))
+      if (this.#stopping) closeAfterFirstFlight(session)
     }
     this.server.on('session', onSession)
     if (config.listen.tls === null && config.listen.http2.cleartext) {
@@ -598,7 +616,9 @@ export class Listener {
     ]).then(() => undefined)
     // connections that finish their request while draining become idle: close them too
     let sweep: unknown = null
-    // h2 connections get a GOAWAY: their open streams finish, no new one starts
+    // h2 connections get a GOAWAY: their open streams finish, no new one starts (one that
+    // begins later, its handshake or preface still on its way, gets it then: see onSession)
+    this.#stopping = true
     for (const session of this.#sessions) session.close()
     const sweepIdle = (): void => {
       server.closeIdleConnections()
