@@ -210,6 +210,23 @@ t.test("h2c: a client that keeps its side open and keeps writing after Tether's 
   t.same(events.filter((e) => !e.startsWith('goaway')), ['end', 'close'], 'then FIN (the close lingers), then the close at the bound')
 })
 
+for (const tls of [true, false]) {
+  t.test(`${tls ? 'h2 over TLS' : 'h2c'}: a client that closes as soon as it reads Tether's GOAWAY has its connection closed then, not held to the lingering close's bound: a graceful stop with an idle client ends at once`, async (t) => {
+    const proxy = await tether(t, tls)
+    // Node's client closes its connection as soon as a GOAWAY leaves it no stream
+    const session = http2.connect(proxy.url, tls ? { ca: certs.ca } : {})
+    session.on('error', () => undefined)
+    t.teardown(() => session.destroy())
+    await new Promise<void>((resolve, reject) => { const r = session.request({ ':path': '/' }); r.resume(); r.on('end', resolve); r.on('error', reject) })
+    const closed = new Promise<void>((resolve) => session.once('close', resolve))
+    // the lingering close would hold the connection 2 s; the grace period 60 s
+    const stopped = proxy.close(60_000)
+    await within(closed, DEADLINE, 'the client to close after the GOAWAY')
+    await within(stopped, 1_500, 'the stop to end once the client closed (the lingering bound is 2 s)')
+    t.pass('the stop ended once the client had closed')
+  })
+}
+
 /** Bytes of the long answers and uploads below: many windows' worth at the small windows used. */
 const LONG = 2 * 1024 * 1024
 

@@ -327,6 +327,9 @@ let socketKey: symbol | undefined
  * and may drop the GOAWAY it received but had not read yet. Here that last destroy instead
  * reads and drops what the client still sends until it closes too, and from the moment the
  * close began the socket gets at most `ms` more (a client that never reads cannot hold it).
+ * A client that closed its side before (Node's client closes at a GOAWAY that leaves it no
+ * stream) is closed at once: over TLS Node had read its end already, and the socket, lingering,
+ * saw nothing more until the bound (a graceful stop with an idle h2 client over TLS took 2 s).
  * Cost: two properties set per connection, nothing per frame. The session's socket is a Node
  * internal (its key found by description): without it the close is Node's own.
  */
@@ -347,8 +350,10 @@ function lingerOnClose(session: http2.ServerHttp2Session, ms: number): void {
   }
   socket.destroy = function (this: Duplex, err?: Error) {
     socket.destroy = destroySocket // the client's end, or the bound, destroys it
-    // Node's own close, its GOAWAY written and the socket ended: linger (a socket destroyed before its session is destroyed at once)
-    if (!session.destroyed || !socket.writableFinished || socket.destroyed) return destroySocket.call(socket, err)
+    // Node's own close, its GOAWAY written and the socket ended: linger (a socket destroyed
+    // before its session is destroyed at once; so is one whose client already closed its side:
+    // nothing is left to read, and over TLS its close would else go unseen until the bound)
+    if (!session.destroyed || !socket.writableFinished || socket.readableEnded || socket.destroyed) return destroySocket.call(socket, err)
     socket.on('error', () => undefined)
     socket.resume()
     return socket
