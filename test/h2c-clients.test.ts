@@ -40,6 +40,26 @@ t.test('Node\'s http2 client on h2c: concurrent streams on one connection', asyn
   t.same(await Promise.all(Array.from({ length: 20 }, one)), Array(20).fill(200))
 })
 
+t.test('Expect: 100-continue on h2c: a declared body over limits.max_body_bytes gets 413 and no 100 Continue (as over TLS and HTTP/1.1); one within gets its 100', async (t) => {
+  const up = await startUpstream('app-0')
+  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } }, limits: { max_body_bytes: 1000 } }), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const s = h2cSession(t, tether)
+  const post = (length: number): Promise<string[]> => new Promise((resolve) => {
+    const events: string[] = []
+    const r = s.request({ ':method': 'POST', ':path': '/', expect: '100-continue', 'content-length': String(length) }, { endStream: false })
+    // the body only after a 100 Continue, as a client that waits for it sends it
+    r.on('continue', () => { events.push('100'); r.end('x'.repeat(length)) })
+    r.on('response', (h) => events.push(String(h[':status'])))
+    r.on('error', () => events.push('error'))
+    r.resume()
+    r.on('close', () => resolve(events))
+  })
+  t.same(await post(5000), ['413'], 'over the limit: 413 at once, no 100 Continue (the client sends no body)')
+  t.equal(up.seen.length, 0, 'nothing reached the upstream')
+  t.same(await post(10), ['100', '200'], 'within the limit: 100 Continue, then the answer')
+})
+
 t.test('without cleartext the plain listener speaks HTTP/1.1 only', async (t) => {
   const tether = await h2cTether(t, false)
   const h2 = await curl(['--http2-prior-knowledge', `${tether.url}/x`])

@@ -464,6 +464,13 @@ export class Listener {
       else if (isH2Stream(req)) deps.current().handleRequest(req, res)
       else refuseVersion(req, res)
     }
+    // Expect: 100-continue: refuse a declared oversized body before the client sends it (the
+    // TLS server's and the h2c one's: without a listener Node sends 100 Continue itself)
+    const checkContinue = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+      const max = deps.current().config.limits.max_body_bytes
+      if (max === null || !(Number(req.headers['content-length']) > max)) res.writeContinue()
+      handle(req, res)
+    }
     this.server = createServer(config, deps.certificates, handle)
     const onSession = (session: http2.ServerHttp2Session): void => {
       this.#sessions.add(session)
@@ -504,6 +511,7 @@ export class Listener {
       // a CONNECT stream is answered by the request path, as on the TLS listener (see below);
       // without a listener Node answers it 405 itself, unlogged and untimed
       h2c.on('connect', (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => deps.current().handleRequest(req as unknown as http.IncomingMessage, res as unknown as http.ServerResponse))
+      h2c.on('checkContinue', checkContinue)
       // an idle h2c connection is closed as a TLS one is (the HTTP/1.1 server's timeout is not its own)
       if (t.body_idle > 0) h2c.setTimeout(clientIdleTimeout(t))
       h2c.on('timeout', closeIdleClient)
@@ -520,12 +528,7 @@ export class Listener {
       if (err.code === 'ERR_SSL_HTTP_REQUEST' && answerPlain(tlsSocket)) deps.clientErrors.refused('TETHER_PLAIN_HTTP_TO_TLS')
     })
     this.server.on('clientError', deps.clientErrors.handle)
-    // Expect: 100-continue: refuse a declared oversized body before the client sends it
-    this.server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
-      const max = deps.current().config.limits.max_body_bytes
-      if (max === null || !(Number(req.headers['content-length']) > max)) res.writeContinue()
-      handle(req, res)
-    })
+    this.server.on('checkContinue', checkContinue)
     // every header line counts (Node drops lines past 2000 silently): the byte limit bounds them
     this.server.maxHeadersCount = 0
     this.server.on('upgrade', this.#onUpgrade)
