@@ -106,6 +106,19 @@ t.test('min_version refuses older clients; the default takes TLS 1.2', async (t)
   v13.socket.destroy()
 })
 
+t.test('a TLS 1.2 client\'s renegotiation is refused (default and SNI certificates), as nginx refuses it: each would cost a full handshake on a connection Tether already holds', async (t) => {
+  const { tether } = await tlsTether(t, { listen: { tls: { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [{ cert: certs.api.certFile, key: certs.api.keyFile }], min_version: 'TLSv1.2', hsts: null } } })
+  for (const servername of ['localhost', 'api.example']) {
+    const first = await handshake(tether.port, { servername, maxVersion: 'TLSv1.2' })
+    const outcome = await new Promise<string>((resolve) => {
+      first.socket.once('error', (err) => resolve(err.message))
+      first.socket.renegotiate({}, (err) => resolve(err === null ? 'renegotiated' : err.message))
+    })
+    t.match(outcome, /no renegotiation/i, `${servername}: refused`)
+    first.socket.destroy()
+  }
+})
+
 t.test('a second connection resumes the first one\'s TLS session (TLS 1.2 and 1.3)', async (t) => {
   const { tether } = await tlsTether(t)
   for (const maxVersion of ['TLSv1.2', 'TLSv1.3'] as const) {

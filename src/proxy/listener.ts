@@ -66,8 +66,8 @@ function createServer(config: Config, certificates: ServerCertificates | undefin
   const h1 = http1Options(config)
   if (tls === null) return http.createServer(h1, handle)
   if (certificates === undefined) throw new Error('listen.tls is set but no certificates were loaded')
-  const { cert, key, minVersion, ticketKeys } = certificates.defaultOptions
-  const secure = { cert, key, minVersion, ticketKeys, SNICallback: certificates.sniCallback, handshakeTimeout: config.timeouts.client_headers }
+  const { cert, key, minVersion, ticketKeys, secureOptions } = certificates.defaultOptions
+  const secure = { cert, key, minVersion, ticketKeys, secureOptions, SNICallback: certificates.sniCallback, handshakeTimeout: config.timeouts.client_headers }
   if (!config.listen.http2.enabled) return https.createServer({ ...h1, ...secure }, handle)
   const h2 = http2.createSecureServer({
     ...h1,
@@ -604,7 +604,7 @@ export class Listener {
   }
 
   /** New TLS handshakes use these certificate options (the certificates' reload calls it). */
-  setSecureContext(options: { cert: Buffer; key: Buffer; minVersion: string; ticketKeys: Buffer }): void {
+  setSecureContext(options: { cert: Buffer; key: Buffer; minVersion: string; ticketKeys: Buffer; secureOptions: number }): void {
     ;(this.server as unknown as https.Server).setSecureContext(options as https.ServerOptions)
   }
 

@@ -3,7 +3,7 @@
 // and read again when a file changes (cert-manager renews by swapping a Secret's symlink).
 // Layer 3 adapter (files, node:tls): it never listens or accepts; the listener asks it for the
 // context of a handshake and is told when the default one changed.
-import { randomBytes, X509Certificate } from 'node:crypto'
+import { constants, randomBytes, X509Certificate } from 'node:crypto'
 import tls from 'node:tls'
 import { systemClock, type Clock, type Timers } from '../clock.js'
 import type { CertificateFiles, ListenTlsConfig } from '../config/schema.js'
@@ -18,6 +18,12 @@ export interface ContextOptions {
   readonly minVersion: tls.SecureVersion
   /** One set of session ticket keys for every context, kept across reloads: resumption survives a rotation. */
   readonly ticketKeys: Buffer
+  /**
+   * OpenSSL options: client-initiated renegotiation (TLS 1.2) refused, as nginx refuses it. Each
+   * costs the server a full handshake on a connection it already holds (Node allows 3 per
+   * 10 minutes, then closes it), and RFC 9113 section 9.2.1 forbids it on an h2 connection.
+   */
+  readonly secureOptions: number
 }
 
 /** One loaded pair: its context, the DNS names it serves and when it expires. */
@@ -159,7 +165,7 @@ export class ServerCertificates {
     const privateKey = read(files.key, 'key')
     const mismatch = pairProblem(cert, privateKey)
     if (mismatch !== null) throw new CertificateError(`${key}.key`, files.key, mismatch)
-    const options: ContextOptions = { cert, key: privateKey, minVersion: this.#config.min_version, ticketKeys: this.#ticketKeys }
+    const options: ContextOptions = { cert, key: privateKey, minVersion: this.#config.min_version, ticketKeys: this.#ticketKeys, secureOptions: constants.SSL_OP_NO_RENEGOTIATION }
     let context: tls.SecureContext
     try {
       context = tls.createSecureContext(options)
