@@ -261,6 +261,42 @@ t.test("an upstream's trailer fields reach an h2 client as a trailing HEADERS fr
   t.equal((await h2request(s, { ':path': '/again' })).status, 200, 'Tether still serves')
 })
 
+t.test("upstream trailer fields over what HTTP/2 can send are left out: the answer stands, and the connection and its other streams go on", async (t) => {
+  let release = (): void => undefined
+  const ups = await upstreams(t, ['app-0'], () => (req, res) => {
+    if (req.url === '/slow') {
+      // an answer still streaming on the same connection meanwhile
+      res.write('a')
+      release = () => res.end('b')
+      return
+    }
+    res.setHeader('trailer', 'X-Big-0')
+    res.write('hel')
+    // 40 fields of 2000 bytes: over the 64 KiB Node's HTTP/2 sends in one field section
+    res.addTrailers(Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`X-Big-${i}`, 'v'.repeat(2000)])))
+    res.end('lo')
+  })
+  const tether = await h2Tether(t, ups)
+  const s = session(t, tether)
+  let goaway = false
+  s.on('goaway', () => { goaway = true })
+  const slow = s.request({ ':path': '/slow' })
+  const slowReply = replyOf(slow)
+  await once(slow, 'response')
+  const big = s.request({ ':path': '/big' })
+  let trailers: http2.IncomingHttpHeaders | null = null
+  big.on('trailers', (h) => { trailers = h })
+  const reply = await replyOf(big)
+  t.equal(reply.status, 200)
+  t.equal(reply.body, 'hello', 'the body whole')
+  t.equal(trailers, null, 'no trailers')
+  t.equal(big.rstCode, http2.constants.NGHTTP2_NO_ERROR)
+  t.equal((await h2request(s, { ':path': '/again' })).status, 200, 'the connection still takes new streams')
+  release()
+  t.equal((await slowReply).body, 'ab', 'the other stream finished')
+  t.equal(goaway, false, 'no GOAWAY')
+})
+
 t.test('an upstream answering an h2 upload early: the client gets the answer and the stream is closed with NO_ERROR (Node does it; Tether must not undo it)', async (t) => {
   const ups = await upstreams(t, ['a'], () => (_req, res) => { res.writeHead(401).end('auth') })
   const tether = await h2Tether(t, ups, { affinity: { key: 'none' } })

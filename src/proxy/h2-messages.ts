@@ -143,10 +143,15 @@ export class H2Response extends http2.Http2ServerResponse {
 
   /**
    * Trailers without connection-specific fields either: Node would throw on one while sending
-   * them, inside an event nothing can catch (the process would die).
+   * them, inside an event nothing can catch (the process would die). Trailers over what Node's
+   * HTTP/2 sends in one field section throw here (the caller leaves them out: the body is
+   * complete, the answer stands): sent, Node dropped them and closed the whole connection with
+   * GOAWAY, refusing the client's next streams, while the stream itself ended as whole.
    */
   override addTrailers(trailers: http2.OutgoingHttpHeaders): void {
-    super.addTrailers(sendable(trailers, true))
+    const fields = sendable(trailers, true)
+    if (fieldSectionSize(fields) > MAX_SEND_FIELD_SECTION) throw new RangeError(`the answer's trailers are over ${MAX_SEND_FIELD_SECTION} bytes, more than HTTP/2 can send`)
+    super.addTrailers(fields)
   }
 }
 
