@@ -297,6 +297,30 @@ t.test("upstream trailer fields over what HTTP/2 can send are left out: the answ
   t.equal(goaway, false, 'no GOAWAY')
 })
 
+t.test('a field Node\'s HTTP/2 sends once, repeated by the upstream: identical lines go as one, a list-based one joined; differing singletons are a 502, not a reset stream', async (t) => {
+  // raw heads: two X-Content-Type-Options (an application and its framework both set it),
+  // two Content-Language, two different ETags
+  const heads: Record<string, string> = {
+    '/same': 'X-Content-Type-Options: nosniff\r\nx-content-type-options: nosniff\r\n',
+    '/list': 'Content-Language: en\r\nContent-Language: de\r\n',
+    '/differ': 'ETag: "a"\r\nETag: "b"\r\n',
+  }
+  const up = await startRawUpstream('app-0', (req, conn) => conn.write(`HTTP/1.1 200 OK\r\n${heads[req.target]}content-length: 2\r\n\r\nok`))
+  t.teardown(() => up.close())
+  const tether = await h2Tether(t, [{ id: 'app-0', url: up.url }], { health: { passive: { enabled: false } } })
+  const s = session(t, tether)
+  const same = await h2request(s, { ':path': '/same' })
+  t.equal(same.status, 200)
+  t.equal(same.headers['x-content-type-options'], 'nosniff', 'one field')
+  t.equal(same.body, 'ok')
+  const list = await h2request(s, { ':path': '/list' })
+  t.equal(list.status, 200)
+  t.equal(list.headers['content-language'], 'en, de', 'joined (RFC 9110 section 5.3)')
+  const differ = await h2request(s, { ':path': '/differ' })
+  t.equal(differ.status, 502, 'two different ETags: a 502, as for another upstream head HTTP/2 cannot carry')
+  t.equal((await h2request(s, { ':path': '/same' })).status, 200, 'the connection goes on')
+})
+
 t.test('an upstream answering an h2 upload early: the client gets the answer and the stream is closed with NO_ERROR (Node does it; Tether must not undo it)', async (t) => {
   const ups = await upstreams(t, ['a'], () => (_req, res) => { res.writeHead(401).end('auth') })
   const tether = await h2Tether(t, ups, { affinity: { key: 'none' } })

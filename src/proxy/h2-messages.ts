@@ -176,7 +176,43 @@ export function fieldSectionSize(headers: http2.OutgoingHttpHeaders): number {
   return size
 }
 
-/** `headers` without what no h2 field section may carry: connection-specific fields, and in trailers `te` and pseudo-fields too. */
+/**
+ * The response fields Node's HTTP/2 sends at most once (its `kSingleValueHeaders`, as listed by
+ * Node 20 to 26): given several, it throws while the answer goes out, where the stream is
+ * reset with INTERNAL_ERROR, though an HTTP/1.1 client gets the answer.
+ */
+const SINGLE_VALUE = new Set([
+  'access-control-allow-credentials', 'access-control-max-age', 'access-control-request-method', 'age',
+  'authorization', 'content-encoding', 'content-language', 'content-length', 'content-location', 'content-md5',
+  'content-range', 'content-type', 'date', 'dnt', 'etag', 'expires', 'from', 'host', 'if-match',
+  'if-modified-since', 'if-none-match', 'if-range', 'if-unmodified-since', 'last-modified', 'location',
+  'max-forwards', 'proxy-authorization', 'range', 'referer', 'retry-after', 'tk', 'upgrade-insecure-requests',
+  'user-agent', 'x-content-type-options',
+])
+
+/** Of those, the list-based ones (RFC 9110 sections 8.4, 8.5 and 13.1): their lines join into one. */
+const LIST_BASED = new Set(['content-encoding', 'content-language', 'if-match', 'if-none-match'])
+
+/**
+ * One value for a field Node's HTTP/2 sends once ({@link SINGLE_VALUE}) that the upstream sent
+ * on several lines: a list-based one joined (RFC 9110 section 5.3), identical lines as one (an
+ * application and its framework both setting `X-Content-Type-Options: nosniff`); different
+ * values of a singleton throw (the forwarding path answers 502: the upstream's answer is invalid,
+ * RFC 9110 section 5.5, and h2 cannot carry it as it is). Example: ['nosniff', 'nosniff'] ->
+ * 'nosniff'; content-language ['en', 'de'] -> 'en, de'; etag ['"a"', '"b"'] -> RangeError.
+ */
+function oneValue(name: string, values: readonly string[]): string {
+  if (LIST_BASED.has(name)) return values.join(', ')
+  const first = values[0]!
+  if (values.every((v) => v === first)) return first
+  throw new RangeError(`the answer has ${values.length} different ${name} fields; HTTP/2 sends one`)
+}
+
+/**
+ * `headers` without what no h2 field section may carry: connection-specific fields, and in
+ * trailers `te` and pseudo-fields too; a field Node sends once, repeated, as one
+ * ({@link oneValue}).
+ */
 function sendable(headers: http2.OutgoingHttpHeaders, trailers: boolean): http2.OutgoingHttpHeaders {
   const out: http2.OutgoingHttpHeaders = {}
   for (const name in headers) {
@@ -184,7 +220,8 @@ function sendable(headers: http2.OutgoingHttpHeaders, trailers: boolean): http2.
     if (CONNECTION_SPECIFIC.has(lower)) continue
     if (lower === 'te' && (trailers || headers[name] !== 'trailers')) continue
     if (trailers && lower.startsWith(':')) continue
-    out[name] = headers[name]
+    const value = headers[name]
+    out[name] = Array.isArray(value) && value.length > 1 && SINGLE_VALUE.has(lower) ? oneValue(lower, value) : value
   }
   return out
 }
