@@ -104,3 +104,21 @@ t.test('warnOpenAdmin: the warning a primary gives too (with workers it owns the
   warnOpenAdmin({ admin: { listen: { host: '::', port: 0 }, token: null, allowed_hosts: [], readiness: { require_upstream: 'startup' } } }, logger)
   t.equal(said.length, 1, 'any address: one')
 })
+
+t.test('an admin.token no Authorization header can carry is an error naming the key, never its value', async (t) => {
+  // a Kubernetes Secret made from a file (`echo t0k > token`) holds a trailing newline: such a
+  // token was accepted, and every request was then refused 401 "wrong admin token" (a header
+  // value carries no newline, and its surrounding spaces are not part of it)
+  const text = yaml('admin:', '  token: "${TETHER_ADMIN_TOKEN}"', ...UPSTREAMS)
+  const edge = `${FILE}:2:10 admin.token: starts or ends with whitespace (a Secret file's trailing newline?), which an Authorization header cannot carry: remove it`
+  const control = `${FILE}:2:10 admin.token: holds a control character (U+0000-U+001F or U+007F), which an Authorization header cannot carry`
+  const cases: [string, string][] = [['t0k-secret\n', edge], ['t0k-secret\r\n', edge], [' t0k-secret', edge], ['t0k-secret\t', edge], ['t0k\u0000secret', control], ['t0k\nsecret', control]]
+  for (const [value, issue] of cases) {
+    const issues = issuesOf(text, { TETHER_ADMIN_TOKEN: value })
+    t.strictSame(issues, [issue], JSON.stringify(value))
+    t.notOk(issues.join('\n').includes('t0k'), 'the value is not shown')
+  }
+  t.strictSame(issuesOf(yaml('admin:', '  token: "t0k \\n"', ...UPSTREAMS), {}), [`${FILE}:2:10 admin.token: starts or ends with whitespace (a Secret file's trailing newline?), which an Authorization header cannot carry: remove it`], 'written in the file too')
+  for (const ok of ['t0k secret', 't0k\tsecret', 'tökén', 'a=b/c+d~']) t.equal(parseConfig(text, FILE, { TETHER_ADMIN_TOKEN: ok }).admin.token, ok, `${JSON.stringify(ok)} is kept as it is`)
+  t.equal(parseConfig(yaml(...UPSTREAMS, 'log:', '  session_secret: "${S}"'), FILE, { S: `${SECRET}\n` }).log.session_secret, `${SECRET}\n`, 'other secrets (never sent in a header) keep theirs')
+})

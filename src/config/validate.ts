@@ -205,6 +205,18 @@ const secretString: Check<string> = leaf('a string', (value) => {
   return new Fail(`expected a string (quote it), got ${typeof value === 'number' ? 'a number' : typeof value === 'boolean' ? 'a boolean' : 'another type'}`)
 })
 
+/**
+ * `admin.token`: a {@link secretString} an `Authorization` header can carry, as the admin API
+ * compares it (the header's value without its surrounding spaces): no whitespace at either
+ * end (a Kubernetes Secret made from a file ends with a newline), no control character (a tab
+ * inside is allowed). Such a token was accepted and then matched no request. Never shown.
+ */
+const headerToken: Check<string> = andThen(secretString, (value) => {
+  if (/^[ \t\r\n]|[ \t\r\n]$/.test(value)) return new Fail('starts or ends with whitespace (a Secret file\'s trailing newline?), which an Authorization header cannot carry: remove it')
+  if (/[\x00-\x08\x0a-\x1f\x7f]/.test(value)) return new Fail('holds a control character (U+0000-U+001F or U+007F), which an Authorization header cannot carry')
+  return null
+})
+
 function oneOf<const T extends string>(values: readonly T[]): Check<T> {
   const what = `one of: ${values.map((v) => JSON.stringify(v)).join(', ')}`
   return leaf(what, (value) => {
@@ -993,7 +1005,7 @@ const config: Check<Config> = refine(
     {
       listen: proxyListen,
       admin: struct<Config['admin']>(
-        { listen: listen(DEFAULTS.admin.listen), token: secretOrNull(secretString, 'remove the key for no token'), allowed_hosts: list(string(DNS_NAME), { nonEmpty: false }),
+        { listen: listen(DEFAULTS.admin.listen), token: secretOrNull(headerToken, 'remove the key for no token'), allowed_hosts: list(string(DNS_NAME), { nonEmpty: false }),
           readiness: struct<Config['admin']['readiness']>({ require_upstream: oneOf(['startup', 'always'] as const) }, DEFAULTS.admin.readiness),
         },
         DEFAULTS.admin,
