@@ -23,8 +23,8 @@ const IDS = ['app-0', 'app-1', 'app-2']
 /** Active health checks: one failed probe marks an upstream down, one every PROBE_MS. */
 const PROBE_MS = 200
 
-async function upstreams(tether: Tether): Promise<UpstreamRow[]> {
-  const r = await request(`${tether.adminUrl}/upstreams`, { headers: AUTH })
+async function upstreams(tether: Tether, token = TOKEN): Promise<UpstreamRow[]> {
+  const r = await request(`${tether.adminUrl}/upstreams`, { headers: token === TOKEN ? AUTH : { authorization: `Bearer ${Buffer.from(token, 'utf8').toString('latin1')}` } })
   return JSON.parse(r.body) as UpstreamRow[]
 }
 
@@ -180,4 +180,27 @@ t.test('behind a primary none of whose workers is up (all restarting), the page 
   const back = await shown()
   t.ok(back.spark !== '' && back.moves > 0 && back.lookup, 'the sparkline, the moves and the lookup are back')
   t.match(await page.locator('#spark-label').textContent(), /^Requests per second/, 'with current figures')
+})
+
+t.test('a token beyond ASCII (admin.token is compared as UTF-8 bytes) works from the page as from the CLI', async (t) => {
+  // the page sent the token's characters as they are: fetch sends one up to U+00FF as one byte
+  // (latin1, not its UTF-8 bytes: 401 "refused" forever) and throws on any other (the page
+  // said Tether does not answer)
+  for (const token of ['tökén-status-page', 'token-€-status-page']) {
+    await t.test(token, async (t) => {
+      const tether = await startTether(testConfig([{ id: 'a', url: 'http://127.0.0.1:9' }], { admin: { token } }), { logger: createLogger('warn', new LogCapture()) })
+      t.teardown(() => tether.close(0))
+      const { page, errors } = await openPage(t)
+      await page.goto(`${tether.adminUrl}/`)
+      await page.locator('#token-form').waitFor({ state: 'visible', timeout: 5_000 })
+      await page.getByLabel('Admin token').fill(token)
+      await page.getByRole('button', { name: 'Use token' }).click()
+      await page.locator('tr[data-upstream="a"]').waitFor({ timeout: 5_000 })
+      t.ok(await page.locator('#token-form').isHidden(), 'the token is taken')
+      t.equal(await page.locator('#conn').innerText(), '', 'Tether answers')
+      await page.getByRole('button', { name: 'Drain a', exact: true }).click()
+      await waitFor(async () => (await upstreams(tether, token)).find((u) => u.id === 'a')?.draining === true, 5_000, 'the drain from the page')
+      t.same(errors, [], 'no console or page error')
+    })
+  }
 })

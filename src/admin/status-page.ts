@@ -80,7 +80,9 @@ function el(tag, props, ...children) {
   return e
 }
 
-function headers() { return token ? { authorization: 'Bearer ' + token } : {} }
+// a header value is bytes: the token's UTF-8 bytes, as the admin API compares them (fetch sends
+// a character up to U+00FF as that one byte, and throws on any other)
+function headers() { return token ? { authorization: 'Bearer ' + Array.from(new TextEncoder().encode(token), (b) => String.fromCharCode(b)).join('') } : {} }
 
 class NeedToken extends Error {}
 
