@@ -110,7 +110,7 @@ t.test('an admin.token no Authorization header can carry is an error naming the 
   // token was accepted, and every request was then refused 401 "wrong admin token" (a header
   // value carries no newline, and its surrounding spaces are not part of it)
   const text = yaml('admin:', '  token: "${TETHER_ADMIN_TOKEN}"', ...UPSTREAMS)
-  const edge = `${FILE}:2:10 admin.token: starts or ends with whitespace (a Secret file's trailing newline?), which an Authorization header cannot carry: remove it`
+  const edge = `${FILE}:2:10 admin.token: starts or ends with whitespace (a newline at its end: a Secret made from a file, or a | block, where |- keeps none), which an Authorization header cannot carry: remove it`
   const control = `${FILE}:2:10 admin.token: holds a control character (U+0000-U+001F or U+007F), which an Authorization header cannot carry`
   const cases: [string, string][] = [['t0k-secret\n', edge], ['t0k-secret\r\n', edge], [' t0k-secret', edge], ['t0k-secret\t', edge], ['t0k\u0000secret', control], ['t0k\nsecret', control]]
   for (const [value, issue] of cases) {
@@ -118,7 +118,9 @@ t.test('an admin.token no Authorization header can carry is an error naming the 
     t.strictSame(issues, [issue], JSON.stringify(value))
     t.notOk(issues.join('\n').includes('t0k'), 'the value is not shown')
   }
-  t.strictSame(issuesOf(yaml('admin:', '  token: "t0k \\n"', ...UPSTREAMS), {}), [`${FILE}:2:10 admin.token: starts or ends with whitespace (a Secret file's trailing newline?), which an Authorization header cannot carry: remove it`], 'written in the file too')
+  t.strictSame(issuesOf(yaml('admin:', '  token: "t0k \\n"', ...UPSTREAMS), {}), [`${FILE}:2:10 admin.token: starts or ends with whitespace (a newline at its end: a Secret made from a file, or a | block, where |- keeps none), which an Authorization header cannot carry: remove it`], 'written in the file too')
+  t.strictSame(issuesOf(yaml('admin:', '  token: |', '    t0k-secret', ...UPSTREAMS), {}), [`${FILE}:2:10 admin.token: ${edge.slice(`${FILE}:2:10 admin.token: `.length)}`], 'a | block keeps its newline')
+  t.equal(parseConfig(yaml('admin:', '  token: |-', '    t0k-secret', ...UPSTREAMS), FILE, {}).admin.token, 't0k-secret', 'a |- block keeps none')
   for (const ok of ['t0k secret', 't0k\tsecret', 'tökén', 'a=b/c+d~']) t.equal(parseConfig(text, FILE, { TETHER_ADMIN_TOKEN: ok }).admin.token, ok, `${JSON.stringify(ok)} is kept as it is`)
   t.equal(parseConfig(yaml(...UPSTREAMS, 'log:', '  session_secret: "${S}"'), FILE, { S: `${SECRET}\n` }).log.session_secret, `${SECRET}\n`, 'other secrets (never sent in a header) keep theirs')
 })

@@ -212,7 +212,7 @@ const secretString: Check<string> = leaf('a string', (value) => {
  * inside is allowed). Such a token was accepted and then matched no request. Never shown.
  */
 const headerToken: Check<string> = andThen(secretString, (value) => {
-  if (/^[ \t\r\n]|[ \t\r\n]$/.test(value)) return new Fail('starts or ends with whitespace (a Secret file\'s trailing newline?), which an Authorization header cannot carry: remove it')
+  if (/^[ \t\r\n]|[ \t\r\n]$/.test(value)) return new Fail('starts or ends with whitespace (a newline at its end: a Secret made from a file, or a | block, where |- keeps none), which an Authorization header cannot carry: remove it')
   if (/[\x00-\x08\x0a-\x1f\x7f]/.test(value)) return new Fail('holds a control character (U+0000-U+001F or U+007F), which an Authorization header cannot carry')
   return null
 })
