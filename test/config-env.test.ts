@@ -88,6 +88,18 @@ t.test('malformed references are errors', async (t) => {
   t.strictSame(issuesOf(withId('"a${OPEN"'), {}), [`${FILE}:2:9 upstreams[0].id: invalid variable reference "\${OPEN": ${hint}`])
 })
 
+t.test('a reference in a default is an error, never a literal or a stray brace (references do not nest)', async (t) => {
+  // `${A:-${B}}` (nested, as docker compose reads it) ended the reference at the first `}`:
+  // with A set the value was A's plus "}", unset it was the text "${B}" (a secret known to anyone who reads the file)
+  const issue = `${FILE}:2:10 admin.token: the default of \${ADMIN_TOKEN:-...} holds a \${: references do not nest (write one variable, or a plain default)`
+  for (const env of [{}, { ADMIN_TOKEN: 't0k' }, { OLD_TOKEN: 'old' }, { ADMIN_TOKEN: 't0k', OLD_TOKEN: 'old' }]) {
+    t.strictSame(issuesOf(withToken('"${ADMIN_TOKEN:-${OLD_TOKEN}}"'), env), [issue], JSON.stringify(env))
+  }
+  t.strictSame(issuesOf(withToken('"${ADMIN_TOKEN:-${OLD_TOKEN:-x}}"'), {}), [issue], 'with a default of its own')
+  t.strictSame(issuesOf(withToken('"${ADMIN_TOKEN:-a$${b}}"'), {}), [issue], 'an escaped one too (its } would end the reference)')
+  t.equal(parseConfig(withToken('"${ADMIN_TOKEN:-$x}-$${y}"'), FILE, {}).admin.token, '$x-${y}', 'a $ alone in a default, and $${ outside one, stay as they are')
+})
+
 t.test('comments and keys are not substituted', async (t) => {
   const text = yaml('# ${NOT_SET} here', ...withId('a').split('\n'))
   t.equal(parseConfig(text, FILE, {}).upstreams[0]?.id, 'a')

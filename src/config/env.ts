@@ -18,7 +18,8 @@ const BODY = /^([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?$/s
 /**
  * Replaces `${NAME}` by `env.NAME` and `${NAME:-default}` by `env.NAME`, or by `default` when
  * NAME is unset or empty (shell semantics). `$${` stands for a literal `${`. An unset NAME
- * without a default is an error; the reference is then left in place.
+ * without a default is an error, and so is a `${` in a default (references do not nest); the
+ * reference is then left in place.
  * Example: `"http://${HOST:-127.0.0.1}:9001"` with env {} -> `"http://127.0.0.1:9001"`.
  */
 export function substituteEnv(text: string, env: Env): Substitution {
@@ -36,6 +37,11 @@ export function substituteEnv(text: string, env: Env): Substitution {
       return match
     }
     const [, name = '', fallback] = ref
+    // `${A:-${B}}` would end at B's `}`: A's value and a stray `}`, or the text `${B}`
+    if (fallback?.includes('${') === true) {
+      errors.push(`the default of \${${name}:-...} holds a \${: references do not nest (write one variable, or a plain default)`)
+      return match
+    }
     const set = env[name]
     if (set !== undefined && !(fallback !== undefined && set === '')) {
       substituted = true
