@@ -2,6 +2,10 @@
 // and refusal of ambiguous duplicate Authorization headers.
 import t from 'tap'
 import { BearerToken, type BearerVerdict } from '../src/admin/bearer-token.js'
+import { startAdmin } from '../src/admin/admin-server.js'
+import { drainUpstream } from '../src/admin/admin-client.js'
+import { adminDeps } from './fixtures/admin-deps.js'
+import { LogCapture } from './fixtures/log-capture.js'
 
 const TOKEN = 's3cret-admin-token'
 
@@ -40,4 +44,23 @@ t.test('a non-ASCII token matches the UTF-8 bytes a client sends (Node reads the
   const onTheWire = Buffer.from('Bearer jeton-é-ü', 'utf8').toString('latin1')
   t.equal(token.check(['Authorization', onTheWire]), 'ok')
   t.equal(token.check(['Authorization', 'Bearer jeton-e-u']), 'wrong')
+})
+
+t.test('a token whose UTF-8 ends or starts in a byte JavaScript calls a space (0xA0: à, Ġ) is not cut: the CLI drains over real HTTP', async (t) => {
+  // the header read as latin1 holds U+00A0 for the byte 0xA0, which String#trim removed: such a
+  // token (`voilà`, C3 A0) was then "wrong" for every client
+  for (const secret of ['voilà', 'àvoir', 'Ġtoken-Ġ']) {
+    const token = new BearerToken(secret)
+    t.equal(token.check(['Authorization', Buffer.from(`Bearer ${secret}`, 'utf8').toString('latin1')]), 'ok', `${secret}: the bytes on the wire`)
+    const drained: string[] = []
+    const admin = await startAdmin('127.0.0.1', 0, adminDeps(new LogCapture(), { token: secret, drain: (id) => { drained.push(id); return true } }))
+    try {
+      const r = await drainUpstream({ url: admin.url, token: secret }, 'a', { migrate: false, wait: false, timeout: 5_000, poll: 100 })
+      t.equal(r.code, 0, `${secret}: tether drain is let in: ${r.err}`)
+      t.same(drained, ['a'])
+    } finally {
+      await admin.close()
+    }
+  }
+  t.equal(new BearerToken('voil').check(['Authorization', Buffer.from('Bearer voilà', 'utf8').toString('latin1')]), 'wrong', 'a token that is a prefix of the bytes sent is still wrong')
 })

@@ -42,7 +42,9 @@ export class BearerToken {
       value = rawHeaders[i + 1]!
     }
     if (value === null) return 'missing'
-    const m = /^bearer +([^ ].*)$/is.exec(value.trim())
+    // only HTTP's spaces (SP, HTAB) around the value: String#trim would also cut U+00A0, the
+    // byte 0xA0 that ends a UTF-8 token (`à` is C3 A0) as Node reads it
+    const m = /^bearer +([^ ].*)$/is.exec(value.replace(/^[ \t]+|[ \t]+$/g, ''))
     if (m === null) return 'malformed'
     // Node reads header bytes as latin1: back to the bytes the client sent (UTF-8 for a non-ASCII token)
     return timingSafeEqual(digest(Buffer.from(m[1]!, 'latin1')), this.#digest) ? 'ok' : 'wrong'
