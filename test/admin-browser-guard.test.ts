@@ -63,6 +63,12 @@ const CASES: readonly Case[] = [
   { name: 'a data route without token by an IPv6 Host without port passes', method: 'GET', headers: ['Host', '[fd00::7]'], hostMustBeKnown: true, expect: 'ok' },
   { name: 'a data route without token by pod IP passes', method: 'GET', headers: ['Host', '10.244.1.7:9901'], hostMustBeKnown: true, expect: 'ok' },
   { name: 'an allowed name passes, in any case', method: 'POST', headers: ['Host', 'Tether-Admin.Internal:9901', 'Origin', 'http://tether-admin.internal:9901'], allowed: ['TETHER-ADMIN.internal'], expect: 'ok' },
+  // admin.allowed_hosts takes a fully qualified name with its root dot (`tether-admin.internal.`):
+  // it was then matched by no browser, which sends the name as typed (without the dot)
+  { name: 'an allowed name written with its root dot passes without it', method: 'GET', headers: ['Host', 'tether-admin.internal:9901', 'Sec-Fetch-Site', 'same-origin'], allowed: ['tether-admin.internal.'], expect: 'ok' },
+  { name: 'an allowed name passes with its root dot', method: 'POST', headers: ['Host', 'tether-admin.internal.:9901', 'Origin', 'http://tether-admin.internal.:9901'], allowed: ['tether-admin.internal'], expect: 'ok' },
+  { name: 'an allowed name with a root dot does not allow its subdomains', method: 'GET', headers: ['Host', 'x.tether-admin.internal.', 'Sec-Fetch-Site', 'same-origin'], allowed: ['tether-admin.internal.'], expect: 'unknown_host' },
+  { name: 'two root dots are no name', method: 'GET', headers: ['Host', 'tether-admin.internal..', 'Sec-Fetch-Site', 'same-origin'], allowed: ['tether-admin.internal.'], expect: 'unknown_host' },
   { name: 'an allowed name does not allow its subdomains', method: 'GET', headers: ['Host', 'x.tether-admin.internal:9901', 'Sec-Fetch-Site', 'same-origin'], allowed: ['tether-admin.internal'], expect: 'unknown_host' },
   // repeated headers
   { name: 'two Origin headers are refused', method: 'POST', headers: ['Host', ADMIN, 'Origin', `http://${ADMIN}`, 'origin', 'https://evil.example'], expect: 'ambiguous' },

@@ -47,7 +47,8 @@ const OWN_SITE = new Set(['same-origin', 'none'])
  * 2. `unknown_host`: the request shows a browser (`Origin` or `Sec-Fetch-Site` present; Node's
  *    own fetch sends `Sec-Fetch-Mode` alone, so that header proves nothing), or
  *    `hostMustBeKnown`, and its Host's name is not an IP literal, `localhost` or one of
- *    `allowedHosts` (names in any case, any port). A missing or empty Host counts as unknown.
+ *    `allowedHosts` (names in any case, any port, the root dot written or not on either side).
+ *    A missing or empty Host counts as unknown.
  * 3. `cross_site`: a method other than GET and HEAD whose `Sec-Fetch-Site` is neither
  *    `same-origin` nor `none`, or whose `Origin` (`null` included) is not `http(s)://` + its Host
  *    (default ports 80 and 443 may be written or left out).
@@ -107,7 +108,12 @@ function hostName(host: string): string | null {
 function knownHost(host: string, allowed: readonly string[]): boolean {
   const name = hostName(host)
   if (name === null) return false
-  return isIPv6(name) || isIPv4(name) || name === 'localhost' || allowed.some((a) => a.toLowerCase() === name)
+  return isIPv6(name) || isIPv4(name) || name === 'localhost' || allowed.some((a) => rooted(a.toLowerCase()) === rooted(name))
+}
+
+/** A DNS name with its root dot, which may be written or left out (`a.b.` and `a.b` are one name); `localhost.` is not localhost. */
+function rooted(name: string): string {
+  return name.endsWith('.') ? name : `${name}.`
 }
 
 /** Whether a browser's `Origin` serialization names the same scheme-less authority as the Host. */
