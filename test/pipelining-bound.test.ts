@@ -7,6 +7,8 @@ import http from 'node:http'
 import net from 'node:net'
 import { MAX_WAITING, onePerConnection } from '../src/proxy/pipelining.js'
 import { waitFor } from './fixtures/wait.js'
+import { exchange } from './fixtures/raw-client.js'
+import { startHarness } from './fixtures/raw-tether.js'
 
 async function serverHolding(t: Test): Promise<{ port: number; parsed: () => number; held: http.ServerResponse[]; release: () => void; overflows: () => number }> {
   let parsed = 0
@@ -72,4 +74,37 @@ t.test('one more waiting than MAX_WAITING closes the connection: what a client p
   s.release()
   const other = await new Promise<number>((resolve, reject) => http.get({ port: s.port, host: '127.0.0.1', path: '/other', agent: false }, (res) => { res.resume(); resolve(res.statusCode!) }).on('error', reject))
   t.equal(other, 200, 'another connection is served')
+})
+
+// RFC 9112 section 9.6: a server that sends `Connection: close` MUST NOT process any further
+// requests received on that connection (nor after a request carrying `close`). A request the
+// client pipelined behind one refused with close (400, 405, 413, 501) or behind its own
+// `Connection: close` gets no answer: forwarded all the same, it would run on the upstream
+// unseen, and the client, which resends unanswered requests on a new connection (RFC 9112
+// section 9.3.2), would have a POST run twice. nginx 1.22 forwards none of them either.
+t.test('a request pipelined behind an answer that closes the connection is never forwarded', async (t) => {
+  const h = await startHarness({ limits: { max_body_bytes: 10 } })
+  t.teardown(() => h.close())
+  const SMUG = 'GET /smug HTTP/1.1\r\nHost: a\r\n\r\n'
+  const SECOND = 'POST /second HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi'
+  const chunk = (s: string): string => `${s.length.toString(16)}\r\n${s}\r\n0\r\n\r\n`
+  const cases: [name: string, first: string, status: number][] = [
+    ['a Host that is not valid (400)', 'GET /a HTTP/1.1\r\nHost: a b\r\n\r\n', 400],
+    ['a Host that is not valid, with a body (400)', `POST /a HTTP/1.1\r\nHost: a b\r\nContent-Length: ${SMUG.length}\r\n\r\n${SMUG}`, 400],
+    ['TRACE (405)', 'TRACE /a HTTP/1.1\r\nHost: a\r\n\r\n', 405],
+    ['a declared body over limits.max_body_bytes (413)', `POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: ${SMUG.length}\r\n\r\n${SMUG}`, 413],
+    ['a chunked body over limits.max_body_bytes (413)', `POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n${chunk(SMUG)}`, 413],
+    ['a transfer coding Tether cannot frame (501)', `POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n${chunk(SMUG)}`, 501],
+    ["the client's own Connection: close (200)", 'GET /first HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n', 200],
+  ]
+  for (const [name, first, status] of cases) {
+    const before = h.received().length
+    const r = await exchange(h.port, first + SECOND, { ms: 3000 })
+    // a new connection answered: whatever Tether still had to do for the earlier bytes is done
+    await h.barrier()
+    const got = h.received().slice(before).map((q) => `${q.method} ${q.target}`)
+    t.same(r.finals.map((f) => f.status), [status], `${name}: one answer`)
+    t.ok(r.ended, `${name}: the connection is closed`)
+    t.notOk(got.includes('POST /second'), `${name}: the request pipelined behind it is not forwarded (got ${JSON.stringify(got)})`)
+  }
 })

@@ -23,6 +23,8 @@ const STATE: unique symbol = Symbol('tether.pipeline')
 interface ConnectionState {
   busy: boolean
   waiting: (() => void)[] | null
+  /** An answer closed the connection: nothing more is processed on it. */
+  closed: boolean
   readonly done: () => void
   readonly overflow: Overflow | undefined
 }
@@ -46,7 +48,16 @@ export function onePerConnection(handler: Handler, overflow?: Overflow): Handler
       const s: ConnectionState = {
         busy: false,
         waiting: null,
+        closed: false,
         done: () => {
+          // an answer that closed the connection (a refusal with `Connection: close`): the
+          // requests read behind it are never processed (RFC 9112 section 9.6), nor any read
+          // later (the connection stays busy: they queue and are dropped, see wait)
+          if (!socket.writable) {
+            s.closed = true
+            s.waiting = null
+            return
+          }
           const next = s.waiting?.shift()
           if (next !== undefined) next()
           else s.busy = false
@@ -89,7 +100,7 @@ export function whenIdle(socket: Duplex, fn: () => void): void {
 
 /** Queue `next` behind the connection's current request; past MAX_WAITING, close the connection. */
 function wait(socket: Duplex, state: ConnectionState, next: () => void): void {
-  if (socket.destroyed) return // closed for this: the rest of what was read is dropped
+  if (socket.destroyed || state.closed) return // closed: the rest of what was read is dropped
   const waiting = (state.waiting ??= [])
   if (waiting.length < MAX_WAITING) {
     waiting.push(next)
