@@ -20,6 +20,26 @@ t.test('a head larger than limits.max_header_bytes is answered 431 and closed; n
   t.same(h.received(), [])
 })
 
+t.test('limits.max_header_bytes at its bound: a head counting one byte less is served, one counting exactly the limit is answered 431', async (t) => {
+  const h = await startHarness({ limits: { max_header_bytes: 4096 } })
+  t.teardown(() => h.close())
+  // Node's parser counts the target and the header names and values (docs/configuration.md):
+  // here the target, "Host" and "a", "X-P" and its value
+  const head = (counted: number, method = 'GET'): string => {
+    const target = `/${'u'.repeat(999)}`
+    return `${method} ${target} HTTP/1.1\r\nHost: a\r\nX-P: ${'v'.repeat(counted - target.length - 5 - 3)}\r\n\r\n`
+  }
+  for (const method of ['GET', 'OPTIONS']) {
+    const under = await exchange(h.port, head(4095, method), { responses: 1 })
+    t.equal(under.first, '200', `${method}: 4095 counted bytes are served (the method is not counted)`)
+    const at = await exchange(h.port, head(4096, method))
+    t.equal(at.first, '431', `${method}: 4096 counted bytes get 431`)
+    t.ok(at.ended, 'closed')
+  }
+  await h.barrier()
+  t.equal(h.received().length, 2, 'only the heads under the limit reached the upstream')
+})
+
 t.test('OPTIONS * (the asterisk form) is answered 400, as nginx answers it; nothing reaches the upstream', async (t) => {
   const h = await startHarness()
   t.teardown(() => h.close())
