@@ -95,6 +95,7 @@ t.test('a request pipelined behind an answer that closes the connection is never
     ['a declared body over limits.max_body_bytes (413)', `POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: ${SMUG.length}\r\n\r\n${SMUG}`, 413],
     ['a chunked body over limits.max_body_bytes (413)', `POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n${chunk(SMUG)}`, 413],
     ['a transfer coding Tether cannot frame (501)', `POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n${chunk(SMUG)}`, 501],
+    ['HTTP/2.0 in an HTTP/1 request line (505)', 'GET /a HTTP/2.0\r\nHost: a\r\n\r\n', 505],
     ["the client's own Connection: close (200)", 'GET /first HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n', 200],
   ]
   for (const [name, first, status] of cases) {
@@ -107,4 +108,11 @@ t.test('a request pipelined behind an answer that closes the connection is never
     t.ok(r.ended, `${name}: the connection is closed`)
     t.notOk(got.includes('POST /second'), `${name}: the request pipelined behind it is not forwarded (got ${JSON.stringify(got)})`)
   }
+  // nor a WebSocket handshake (Node hands it to the upgrade listener, which waits its turn)
+  const before = h.received().length
+  const WS = 'GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n'
+  const r = await exchange(h.port, `TRACE /a HTTP/1.1\r\nHost: a\r\n\r\n${WS}`, { ms: 3000 })
+  await h.barrier()
+  t.same(r.finals.map((f) => f.status), [405], 'a handshake behind a refusal: one answer')
+  t.same(h.received().slice(before).map((q) => q.target), [], 'the handshake is not forwarded')
 })
