@@ -322,3 +322,26 @@ t.test('from a trusted proxy, its X-Forwarded-Proto, -Host, -Port and Forwarded 
   const q2 = h.received().at(-1)!
   for (const name of SCHEME_NAMES) t.equal(headerValues(q2, name).length, 1, `its ${name} kept`)
 })
+
+// A TLS-ending proxy in front (nginx with `proxy_set_header X-Forwarded-Proto $scheme`, HAProxy
+// with `option forwardfor`) often sends X-Forwarded-Proto without X-Forwarded-Port. Tether's own
+// listener port there is the proxy's hop, not the client's: beside `https` it made frameworks
+// that trust the port (Symfony and Laravel's getPort) build links to https://shop.example:<port>.
+t.test("from a trusted proxy that sends X-Forwarded-Proto but no -Port, the port follows its scheme and Host (as Traefik's), not Tether's listener", async (t) => {
+  const h = await startHarness({ affinity: { client_ip: { trusted_proxies: ['127.0.0.1/32'] } } })
+  t.teardown(() => h.close())
+  const cases: [head: string, port: string][] = [
+    ['Host: shop.example\r\nX-Forwarded-Proto: https\r\n', '443'],
+    ['Host: shop.example\r\nX-Forwarded-Proto: http\r\n', '80'],
+    ['Host: shop.example:8443\r\nX-Forwarded-Proto: https\r\n', '8443'],
+    ['Host: internal\r\nX-Forwarded-Proto: HTTPS\r\nX-Forwarded-Host: shop.example\r\n', '443'],
+    ['Host: internal\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: [2001:db8::1]:9443\r\n', '9443'],
+  ]
+  for (const [head, port] of cases) {
+    await exchange(h.port, `GET / HTTP/1.1\r\n${head}\r\n`, { responses: 1, localAddress: '127.0.0.1' })
+    t.same(headerValues(h.received().at(-1)!, 'x-forwarded-port'), [port], JSON.stringify(head))
+  }
+  // a proxy that says nothing of the scheme: Tether's own scheme and listener port, together
+  await exchange(h.port, 'GET / HTTP/1.1\r\nHost: shop.example\r\n\r\n', { responses: 1, localAddress: '127.0.0.1' })
+  t.same(headerValues(h.received().at(-1)!, 'x-forwarded-port'), [String(h.port)])
+})

@@ -172,3 +172,19 @@ t.test('request targets: origin-form and absolute-form paths pass exactly as wri
     t.equal(requestTarget(bad), null, String(bad))
   }
 })
+
+t.test("a trusted peer's X-Forwarded-Proto without -Port: the port is its authority's, else its scheme's", async (t) => {
+  const trusted = policy({ trusted: ['10.0.0.0/8'] })
+  const port = (raw: string[]): string[] | undefined => names(upstreamRequestHeaders(raw, trusted, { ...ctx, peer: '10.1.2.3' })).get('x-forwarded-port')
+  t.same(port(['Host', 'shop.example', 'X-Forwarded-Proto', 'https']), ['443'])
+  t.same(port(['Host', 'shop.example', 'X-Forwarded-Proto', 'wss']), ['443'])
+  t.same(port(['Host', 'shop.example', 'X-Forwarded-Proto', 'http, https']), ['80'], 'the first element is the client\'s')
+  t.same(port(['Host', 'shop.example:8443', 'X-Forwarded-Proto', 'https']), ['8443'])
+  t.same(port(['Host', 'internal:9000', 'X-Forwarded-Proto', 'https', 'X-Forwarded-Host', 'shop.example, internal:9000']), ['443'])
+  t.same(port(['Host', 'internal', 'X-Forwarded-Proto', 'https', 'X-Forwarded-Host', '[2001:db8::1]']), ['443'])
+  t.same(port(['Host', 'internal', 'X-Forwarded-Proto', 'https', 'X-Forwarded-Host', '2001:db8::1']), ['443'], 'an unbracketed IPv6 address names no port')
+  t.same(port(['Host', 'shop.example', 'X-Forwarded-Proto', 'gopher']), ['8080'], 'an unknown scheme: the listener port')
+  t.same(port(['Host', 'shop.example', 'X-Forwarded-Proto', 'https', 'X-Forwarded-Port', '4443']), ['4443'], 'its own port is kept')
+  // from an untrusted peer nothing of this is believed
+  t.same(names(upstreamRequestHeaders(['Host', 'shop.example', 'X-Forwarded-Proto', 'https'], trusted, ctx)).get('x-forwarded-port'), ['8080'])
+})

@@ -105,7 +105,8 @@ export interface RequestHeaderContext {
  * 100-continue itself), every reserved name in any spelling (`X_Tether_State` is
  * `x-tether-state` to PHP), and, unless `allowUnderscores`, every name containing `_`. Sets
  * X-Request-Id to `ctx.requestId`. With `xForwarded`: appends the peer to X-Forwarded-For;
- * X-Forwarded-Proto/-Host/-Port and Forwarded from a trusted peer are kept (set when absent),
+ * X-Forwarded-Proto/-Host/-Port and Forwarded from a trusted peer are kept (set when absent:
+ * -Port by its kept X-Forwarded-Proto, when it sent one, see forwardedPort),
  * from anyone else replaced by Tether's own (Forwarded removed), and the other scheme and
  * address claims (CLIENT_CLAIMS) from anyone else dropped.
  * Example: ["Host","a","Connection","close, X-A","X-A","1","X-Forwarded-For","1.1.1.1"]
@@ -118,8 +119,8 @@ export function upstreamRequestHeaders(raw: readonly string[], policy: HeaderPol
   let host: string | undefined
   let xff: string | undefined
   const trusted = policy.xForwarded && policy.trusted.cidrs.length > 0 && policy.trusted.contains(ctx.peer)
-  let keptProto = false
-  let keptHost = false
+  let keptProto: string | null = null
+  let keptHost: string | null = null
   let keptPort = false
   // first pass only if a Connection header exists (rare on HTTP/1.1 keep-alive clients)
   for (let i = 0; i < raw.length; i += 2) {
@@ -161,8 +162,8 @@ export function upstreamRequestHeaders(raw: readonly string[], policy: HeaderPol
       if (CLIENT_CLAIMS.has(lower) && !trusted) continue
       if (lower === 'x-forwarded-proto' || lower === 'x-forwarded-host' || lower === 'x-forwarded-port' || lower === 'forwarded') {
         if (!trusted) continue
-        if (lower === 'x-forwarded-proto') keptProto = true
-        else if (lower === 'x-forwarded-host') keptHost = true
+        if (lower === 'x-forwarded-proto') keptProto ??= value
+        else if (lower === 'x-forwarded-host') keptHost ??= value
         else if (lower === 'x-forwarded-port') keptPort = true
       }
     }
@@ -174,11 +175,27 @@ export function upstreamRequestHeaders(raw: readonly string[], policy: HeaderPol
   if (ctx.requestId !== undefined) out.push('x-request-id', ctx.requestId)
   if (policy.xForwarded) {
     out.push('x-forwarded-for', xff === undefined ? ctx.peer : `${xff}, ${ctx.peer}`)
-    if (!keptProto) out.push('x-forwarded-proto', ctx.proto)
-    if (!keptHost && host !== undefined) out.push('x-forwarded-host', host)
-    if (!keptPort) out.push('x-forwarded-port', String(ctx.port))
+    if (keptProto === null) out.push('x-forwarded-proto', ctx.proto)
+    if (keptHost === null && host !== undefined) out.push('x-forwarded-host', host)
+    if (!keptPort) out.push('x-forwarded-port', keptProto === null ? String(ctx.port) : forwardedPort(keptProto, keptHost ?? host) ?? String(ctx.port))
   }
   return out
+}
+
+/**
+ * The client's port by a trusted proxy's X-Forwarded-Proto (and -Host, else Host) when it sent
+ * no X-Forwarded-Port: the authority's explicit port, else the scheme's (443, 80), as Traefik
+ * derives it; null for a scheme that is neither. Tether's own listener port is the proxy's hop,
+ * not the client's: beside the proxy's `https` it would have applications link to
+ * `https://host:8080`. The first element of a list is the client's.
+ * Example: forwardedPort('https', 'shop.example') -> '443'; ('https', '[::1]:8443') -> '8443'.
+ */
+function forwardedPort(proto: string, authority: string | undefined): string | null {
+  const first = (authority ?? '').split(',', 1)[0]!.trim()
+  const port = /:(\d{1,5})$/.exec(first)
+  if (port !== null && (first[0] === '[' ? first.lastIndexOf(']') === port.index - 1 : first.indexOf(':') === port.index)) return port[1]!
+  const scheme = proto.split(',', 1)[0]!.trim().toLowerCase()
+  return scheme === 'https' || scheme === 'wss' ? '443' : scheme === 'http' || scheme === 'ws' ? '80' : null
 }
 
 /**
