@@ -2,6 +2,8 @@
 // limit, heads and bodies trickled or never finished, idle connections, deep pipelining.
 // Each case checks the client's answer AND what the raw upstream received.
 import t from 'tap'
+import http2 from 'node:http2'
+import { once } from './fixtures/wait.js'
 import { startHarness, type Harness } from './fixtures/raw-tether.js'
 import { exchange, rawConnect } from './fixtures/raw-client.js'
 import { headerValues } from './fixtures/raw-http.js'
@@ -209,4 +211,31 @@ t.test('nothing Tether logs under these limits is an unhandled error', async (t)
   await exchange(h.port, `GET / HTTP/1.1\r\nHost: a\r\nX: ${'y'.repeat(20_000)}\r\n\r\n`)
   await h.barrier()
   t.same(h.unhandled(), [])
+})
+
+// RFC 9110 section 10.1.1 defines only 100-continue; a server MAY answer another expectation
+// 417. Node did so itself, unseen by Tether: no access line, not counted, an empty chunked
+// body. nginx serves such a request (HAProxy passes it on); so does Tether now (Expect is never sent
+// upstream: undici refuses it), counted and logged as any.
+t.test('an Expect other than 100-continue is served as nginx serves it, logged and counted; Expect is not sent upstream (HTTP/1.1 and h2c)', async (t) => {
+  const h = await startHarness({ listen: { http2: { cleartext: true } } })
+  t.teardown(() => h.close())
+  const r = await exchange(h.port, 'POST /e HTTP/1.1\r\nHost: a\r\nExpect: something-else\r\nContent-Length: 2\r\n\r\nhi', { responses: 1 })
+  t.equal(r.first, '200')
+  await h.barrier()
+  const q = h.received()
+  t.same(q.map((x) => `${x.method} ${x.target} ${x.body.toString()}`), ['POST /e hi'])
+  t.same(headerValues(q[0]!, 'expect'), [])
+  t.ok(h.logs.records.some((l) => l['msg'] === 'access' && l['path'] === '/e' && l['status'] === 200), 'an access line')
+  // the same on an h2c stream
+  const c = http2.connect(`http://127.0.0.1:${h.port}`)
+  t.teardown(() => c.destroy())
+  const s = c.request({ ':method': 'POST', ':path': '/h2', expect: 'something-else', 'content-length': '2' })
+  s.end('hi')
+  const [head] = await once<[http2.IncomingHttpHeaders]>(s, 'response')
+  s.resume()
+  t.equal(head[':status'], 200, 'h2c: served')
+  await h.barrier()
+  t.same(h.received().map((x) => x.target), ['/e', '/h2'])
+  c.close()
 })

@@ -512,6 +512,7 @@ export class Listener {
       // without a listener Node answers it 405 itself, unlogged and untimed
       h2c.on('connect', (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => deps.current().handleRequest(req as unknown as http.IncomingMessage, res as unknown as http.ServerResponse))
       h2c.on('checkContinue', checkContinue)
+      h2c.on('checkExpectation', handle)
       // an idle h2c connection is closed as a TLS one is (the HTTP/1.1 server's timeout is not its own)
       if (t.body_idle > 0) h2c.setTimeout(clientIdleTimeout(t))
       h2c.on('timeout', closeIdleClient)
@@ -529,6 +530,10 @@ export class Listener {
     })
     this.server.on('clientError', deps.clientErrors.handle)
     this.server.on('checkContinue', checkContinue)
+    // an expectation other than 100-continue (RFC 9110 section 10.1.1 defines no other): served,
+    // its Expect not sent on, as nginx serves it; without a listener Node answers 417
+    // itself, unlogged and uncounted
+    this.server.on('checkExpectation', handle)
     // every header line counts (Node drops lines past 2000 silently): the byte limit bounds them
     this.server.maxHeadersCount = 0
     this.server.on('upgrade', this.#onUpgrade)
