@@ -102,6 +102,7 @@ function parseImport(args: string[]): Command {
 function parseAdminCommand(kind: 'session' | 'drain', args: string[], env: Readonly<Record<string, string | undefined>>): Command {
   let url = env['TETHER_ADMIN'] ?? 'http://127.0.0.1:9901'
   let token = env['TETHER_ADMIN_TOKEN'] ?? null
+  let tokenFrom = 'TETHER_ADMIN_TOKEN'
   let target: string | undefined
   let json = false
   let migrate = false
@@ -115,7 +116,7 @@ function parseAdminCommand(kind: 'session' | 'drain', args: string[], env: Reado
       const v = value()
       if (v === null || v === '') return { kind: 'usage-error', message: `${name} needs a value` }
       if (name === '--admin') url = v
-      else if (name === '--token') token = v
+      else if (name === '--token') [token, tokenFrom] = [v, '--token']
       else {
         try {
           timeout = parseDuration(v)
@@ -131,6 +132,11 @@ function parseAdminCommand(kind: 'session' | 'drain', args: string[], env: Reado
   }
   if (target === undefined || target === '') return { kind: 'usage-error', message: `${kind} needs ${kind === 'session' ? 'a session key' : 'an upstream id'}` }
   if (!/^https?:\/\/[^/]/.test(url)) return { kind: 'usage-error', message: `--admin: expected a URL like http://127.0.0.1:9901, got "${url}"` }
+  // fetch drops whitespace at a header value's ends and refuses a control character inside,
+  // with an error that quotes the value: said here, the token never shown
+  if (token !== null && /[\x00-\x08\x0a-\x1f\x7f]/.test(token.replace(/^[ \t\r\n]+|[ \t\r\n]+$/g, ''))) {
+    return { kind: 'usage-error', message: `${tokenFrom}: holds a control character (a line break inside?), which an Authorization header cannot carry (not shown)` }
+  }
   const admin = { url, token }
   return kind === 'session' ? { kind, admin, key: target, json } : { kind, admin, id: target, migrate, wait, timeout }
 }
