@@ -7,6 +7,7 @@
 import t from 'tap'
 import http2 from 'node:http2'
 import net from 'node:net'
+import { once } from 'node:events'
 import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { request, startEndlessUpstream, startUpstream, testConfig } from './fixtures/upstream.js'
@@ -58,6 +59,31 @@ t.test('Expect: 100-continue on h2c: a declared body over limits.max_body_bytes 
   t.same(await post(5000), ['413'], 'over the limit: 413 at once, no 100 Continue (the client sends no body)')
   t.equal(up.seen.length, 0, 'nothing reached the upstream')
   t.same(await post(10), ['100', '200'], 'within the limit: 100 Continue, then the answer')
+})
+
+t.test('a preface sent a byte at a time still gets h2c (the first read held "P" alone: HTTP/1.1 answered); PROPFIND, also starting with "PR", stays HTTP/1.1', async (t) => {
+  const tether = await h2cTether(t, true)
+  // Tether runs in this process: two turns of the loop give its poll phase a read of each byte alone
+  const turns = async (): Promise<void> => { for (let i = 0; i < 2; i++) await new Promise((resolve) => setImmediate(resolve)) }
+  const firstBytes = async (bytes: Buffer): Promise<Buffer> => {
+    const socket = net.connect(Number(new URL(tether.url).port), '127.0.0.1')
+    socket.setNoDelay(true)
+    t.teardown(() => socket.destroy())
+    await once(socket, 'connect')
+    let got = Buffer.alloc(0)
+    socket.on('data', (c: Buffer) => (got = Buffer.concat([got, c])))
+    for (const byte of bytes.subarray(0, 3)) {
+      socket.write(Buffer.of(byte))
+      await turns()
+    }
+    socket.write(bytes.subarray(3))
+    await waitFor(() => got.length >= 9)
+    return got
+  }
+  const h2 = await firstBytes(Buffer.concat([PREFACE, settingsFrame([])]))
+  t.equal(h2[3], FRAME.SETTINGS, 'the server speaks h2 first: its SETTINGS frame')
+  const h1 = await firstBytes(Buffer.from('PROPFIND /x HTTP/1.1\r\nhost: a\r\n\r\n', 'latin1'))
+  t.match(h1.toString('latin1'), /^HTTP\/1\.1 /, 'an HTTP/1.1 answer')
 })
 
 t.test('without cleartext the plain listener speaks HTTP/1.1 only', async (t) => {

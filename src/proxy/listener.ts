@@ -586,12 +586,19 @@ export class Listener {
     const timers = this.#deps.timers ?? systemTimers
     const silent = timers.setTimeout(() => socket.destroy(), this.#config.timeouts.client_headers)
     socket.once('close', () => timers.clearTimeout(silent))
-    socket.once('data', (chunk: Buffer) => {
+    let head: Buffer | null = null
+    const onData = (chunk: Buffer): void => {
+      head = head === null ? chunk : Buffer.concat([head, chunk])
+      const n = Math.min(head.length, H2_PREFACE.length)
+      const preface = head.subarray(0, n).equals(H2_PREFACE.subarray(0, n))
+      // "P" and "PR" also begin POST, PUT, PROPFIND: the third byte decides (a client may send
+      // its preface a byte at a time; the first chunk alone sent such a one to HTTP/1.1, a 505)
+      if (preface && n < 3) return
+      socket.off('data', onData)
       timers.clearTimeout(silent)
       socket.pause()
-      socket.unshift(chunk)
-      const n = Math.min(chunk.length, H2_PREFACE.length)
-      if (n >= 3 && chunk.subarray(0, n).equals(H2_PREFACE.subarray(0, n))) {
+      socket.unshift(head)
+      if (preface) {
         this.#tlsSockets.add(socket)
         socket.once('close', () => this.#tlsSockets.delete(socket))
         // nghttp2 reads the socket's handle directly, past bytes put back in JS: it gets a
@@ -599,7 +606,8 @@ export class Listener {
         h2c.emit('connection', new RelayedSocket(socket))
       } else this.server.emit('connection', socket)
       socket.resume()
-    })
+    }
+    socket.on('data', onData)
   }
 
   /** http://host:port, or https:// with TLS (the real port when configured with 0). */
