@@ -240,3 +240,37 @@ t.test("KeyReader's cookie read agrees with extractAffinityKey's verdict over ge
   // the generator reached every interesting case
   t.ok(sessions > 300 && rotatedSeen > 50 && laterWins > 50, `sessions ${sessions}, rotated ${rotatedSeen}, a later cookie winning ${laterWins}`)
 })
+
+t.test("a Cookie header stuffed with forged Tether cookies costs a bounded number of verifications, and a browser's few duplicates still verify", async (t) => {
+  const { cookieSession, MAX_COOKIE_DUPLICATES } = await import('../src/affinity/key.js')
+  const now = 1_800_000_000_000
+  // counts the verifications (each an HMAC per secret for a value not verified before)
+  class CountingCodec extends CookieCodec {
+    calls = 0
+    override decode(value: string, at: number): ReturnType<CookieCodec['decode']> {
+      this.calls++
+      return super.decode(value, at)
+    }
+    override valid(value: string, at: number): ReturnType<CookieCodec['valid']> {
+      this.calls++
+      return super.valid(value, at)
+    }
+  }
+  const codec = new CountingCodec({ secrets: ['fedcba9876543210fedcba', '0123456789abcdef0123'], idleTimeout: 60_000 })
+  const opts = keyOptions({ kind: 'cookie', cookieName: 'tether', codec })
+  const good = codec.issue('app-2', 0, now).value
+  // about 230 forged values of a cookie's length fill a default 16 KB head
+  const forged = Array.from({ length: 230 }, (_, i) => `tether=${Buffer.alloc(51, i + 1).toString('base64url')}`)
+  for (const [name, header] of [['forged only', forged.join('; ')], ['forged, then a valid one at the end', [...forged, `tether=${good}`].join('; ')]] as const) {
+    codec.calls = 0
+    t.equal(cookieSession(header, opts as { cookieName: string; codec: CookieCodec }, now), null, `${name}: no session (cookieSession)`)
+    t.ok(codec.calls <= 1 + MAX_COOKIE_DUPLICATES, `${name}: cookieSession verified ${codec.calls} values, at most ${1 + MAX_COOKIE_DUPLICATES}`)
+    codec.calls = 0
+    t.match(extractAffinityKey({ cookie: header }, '10.0.0.1', opts, now), { kind: 'cookie', session: null, status: 'invalid' }, `${name}: invalid (extractAffinityKey)`)
+    t.ok(codec.calls <= 1 + MAX_COOKIE_DUPLICATES, `${name}: extractAffinityKey verified ${codec.calls} values, at most ${1 + MAX_COOKIE_DUPLICATES}`)
+  }
+  // a browser holding a few cookies of the name (old Path or Domain settings): the last that fits still wins
+  const few = [...forged.slice(0, MAX_COOKIE_DUPLICATES), `tether=${good}`].join('; ')
+  t.match(cookieSession(few, opts as { cookieName: string; codec: CookieCodec }, now), { upstream: 'app-2' }, `a valid one after ${MAX_COOKIE_DUPLICATES} stale ones is found`)
+  t.match(extractAffinityKey({ cookie: few }, '10.0.0.1', opts, now), { status: 'ok', session: { upstream: 'app-2' } })
+})

@@ -9,6 +9,13 @@ import { clientIp, type TrustedProxies } from './client-ip.js'
 /** Longest app-cookie or header value accepted as a key; longer ones count as absent. */
 export const DEFAULT_MAX_KEY_LENGTH = 1024
 
+/**
+ * Later cookies of Tether's name verified when the first does not (a browser holds one a
+ * (Domain, Path) pair: a few after a settings change). Each costs an HMAC a secret, so a
+ * Cookie header stuffed with ~230 forged ones (16 KB) is not 230 HMACs a request.
+ */
+export const MAX_COOKIE_DUPLICATES = 4
+
 /** How to extract the key, prepared once from config by {@link keyOptions}. */
 export type KeyOptions =
   | { readonly kind: 'cookie'; readonly cookieName: string; readonly codec: CookieCodec }
@@ -85,7 +92,7 @@ export function extractAffinityKey(
       if (decoded === null || decoded.status !== 'ok') {
         // a browser may hold two cookies of that name (after a Path or Domain change): any
         // later one that verifies wins over a stale or empty first one (slow path, rare)
-        for (const other of allCookies(headers.cookie, options.cookieName).slice(1)) {
+        for (const other of laterCookies(headers.cookie, options.cookieName)) {
           const d = options.codec.decode(other, now)
           if (d !== null && d.status === 'ok') {
             decoded = d
@@ -168,7 +175,7 @@ function isSpace(c: number): boolean {
 /**
  * The session of a request's Tether cookie when one verifies and has not expired, else null:
  * what {@link extractAffinityKey} gives as `session` with status `ok` (a later cookie of that
- * name that verifies wins over a first one that does not), without its result objects.
+ * name that verifies, of the next {@link MAX_COOKIE_DUPLICATES}, wins over a first one that does not), without its result objects.
  * Example: `cookieSession('a=1; tether=AX3k...', opts, now)` -> `{ upstream: 'app-0', ... }`.
  */
 export function cookieSession(header: string | string[] | undefined, options: { readonly cookieName: string; readonly codec: CookieCodec }, now: number): DecodedCookie | null {
@@ -177,24 +184,33 @@ export function cookieSession(header: string | string[] | undefined, options: { 
   const first = raw === '' ? null : options.codec.valid(raw, now)
   if (first !== null) return first
   // a browser may hold two cookies of that name (slow path, rare; see extractAffinityKey)
-  for (const other of allCookies(header, options.cookieName).slice(1)) {
+  for (const other of laterCookies(header, options.cookieName)) {
     const c = options.codec.valid(other, now)
     if (c !== null) return c
   }
   return null
 }
 
-/** Every value of cookie `name`, in order (for the rare case of duplicates). */
-function allCookies(header: string | string[] | undefined, name: string): string[] {
+/**
+ * The values of cookie `name` after the first, in order, at most {@link MAX_COOKIE_DUPLICATES}
+ * of them (for the rare case of duplicates; the rest are never verified).
+ */
+function laterCookies(header: string | string[] | undefined, name: string): string[] {
   if (header === undefined) return []
   const out: string[] = []
+  let first = true
   for (const h of Array.isArray(header) ? header : [header]) {
     for (const pair of h.split(';')) {
       const eq = pair.indexOf('=')
       if (eq === -1 || pair.slice(0, eq).trim() !== name) continue
+      if (first) {
+        first = false
+        continue
+      }
       let v = pair.slice(eq + 1).trim()
       if (v.length >= 2 && v.startsWith('"') && v.endsWith('"')) v = v.slice(1, -1)
       out.push(v)
+      if (out.length === MAX_COOKIE_DUPLICATES) return out
     }
   }
   return out
