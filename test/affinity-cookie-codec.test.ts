@@ -319,6 +319,9 @@ t.test('Set-Cookie values carry exactly the configured attributes', async (t) =>
     ['every attribute', { path: '/app', domain: 'example.com', maxAge: 3 * HOUR, secure: true, httpOnly: true, sameSite: 'Strict' }, 'tether=v; Path=/app; Domain=example.com; Max-Age=10800; Secure; HttpOnly; SameSite=Strict'],
     ['Max-Age floored to seconds', { maxAge: 1999 }, 'tether=v; Max-Age=1'],
     ['Max-Age zero deletes', { maxAge: 0 }, 'tether=v; Max-Age=0'],
+    // affinity.cookie.max_age: 500ms (or 0.5) is a valid duration > 0; Max-Age=0 would make every browser drop the cookie at once
+    ['a positive Max-Age under a second is sent as 1 s, never as a deletion', { maxAge: 500 }, 'tether=v; Max-Age=1'],
+    ['1 ms is still a lifetime', { maxAge: 1 }, 'tether=v; Max-Age=1'],
     ['SameSite=None with Secure', { sameSite: 'None', secure: true }, 'tether=v; Secure; SameSite=None'],
     ['a leading-dot domain', { domain: '.example.com' }, 'tether=v; Domain=.example.com'],
   ]

@@ -304,7 +304,7 @@ export type SameSite = 'Strict' | 'Lax' | 'None'
 export interface SetCookieAttributes {
   readonly path?: string | null
   readonly domain?: string | null
-  /** Lifetime in ms (floored to whole seconds for Max-Age); null: a browser-session cookie. */
+  /** Lifetime in ms (floored to whole seconds for Max-Age, at least 1 s when > 0: 0 deletes); null: a browser-session cookie. */
   readonly maxAge?: number | null
   readonly secure?: boolean
   readonly httpOnly?: boolean
@@ -342,7 +342,8 @@ export function setCookieSerializer(name: string, attrs: SetCookieAttributes): (
   const maxAge = attrs.maxAge ?? null
   if (maxAge !== null) {
     if (!(maxAge >= 0) || !Number.isFinite(maxAge)) throw new TypeError(`cookie max_age must be >= 0, got ${maxAge}`)
-    suffix += `; Max-Age=${Math.floor(maxAge / 1000)}`
+    // a lifetime under a second is sent as 1 s: Max-Age=0 would delete the cookie at once
+    suffix += `; Max-Age=${maxAge > 0 ? Math.max(1, Math.floor(maxAge / 1000)) : 0}`
   }
   const secure = attrs.secure === true
   if (secure) suffix += '; Secure'
