@@ -201,3 +201,18 @@ t.test('an answer from an epoch the user has left changes nothing; what another 
   records.record('x', false, 'app-1', 1, { from: 'app-1', reason: 'restart' }, 2200)
   t.match(records.lastMove('x'), { from: 'app-1', to: 'app-1', reason: 'restart' }, 'one with no move before is recorded')
 })
+
+t.test('an application cookie value never pinned (made up by a client, taken by the application) is recorded as an entry of its own, bounded, and never reaches the session table', async (t) => {
+  const slots = new KeySlots({ seed: [7, 8] })
+  const pins = new AffinityTable({ maxEntries: 3, idleTimeout: 60_000, slots })
+  const records = new SessionRecords({ maxEntries: 3, idleTimeout: 60_000, secret, slots, pins })
+  pins.set('real-user', 'app-1', 0, 1000)
+  records.answered(table('real-user'), decision('app-1', ''), 1000)
+  const learned = (value: string): RequestKey => ({ kind: 'table', value, learned: true, checkpoints: true, learn: true })
+  for (let i = 0; i < 10; i++) records.answered(learned(`made-up-${i}`), decision('app-2', ''), 2000 + i)
+  t.match(records.seen('made-up-9', 3000), { upstream: 'app-2', lastSeen: 2009 }, 'the newest made-up value is recorded')
+  t.equal(records.seen('made-up-0', 3000), null, 'the oldest ones were pushed out: at most maxEntries of their own')
+  t.equal(records.countByUpstream('app-2'), 3, 'three entries of their own')
+  t.equal(pins.size, 1, 'the session table holds only the real pin')
+  t.match(records.seen('real-user', 3000), { upstream: 'app-1', lastSeen: 1000 }, "the pinned user's record (by slot) is untouched")
+})
