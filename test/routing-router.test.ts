@@ -46,6 +46,12 @@ t.test('appCookieValue reads the value a Set-Cookie line gives the cookie, and w
     ['Max-Age wins over a past Expires (RFC 6265 5.3)', `laravel_session=abc; Expires=${PAST}; Max-Age=60`, { value: 'abc', deleted: false, path: null }],
     ['Max-Age=0 wins over a future Expires', `laravel_session=abc; Expires=${FUTURE}; Max-Age=0`, { value: 'abc', deleted: true, path: null }],
     ['an unparsable Expires is ignored', 'laravel_session=abc; Expires=soon', { value: 'abc', deleted: false, path: null }],
+    // RFC 6265 section 5.3 step 3: the last Max-Age counts, and (5.2.2) one that is not all digits after an optional "-" is ignored
+    ['the last Max-Age counts: a later positive one keeps the cookie', 'laravel_session=abc; Max-Age=0; Max-Age=3600', { value: 'abc', deleted: false, path: null }],
+    ['the last Max-Age counts: a later 0 deletes it', 'laravel_session=abc; Max-Age=3600; Max-Age=0', { value: 'abc', deleted: true, path: null }],
+    ['a Max-Age with a non-digit is ignored, not read as its leading digits', 'laravel_session=abc; Max-Age=0x10', { value: 'abc', deleted: false, path: null }],
+    ['an ignored Max-Age leaves a past Expires in charge', `laravel_session=abc; Max-Age=1e3; Expires=${PAST}`, { value: 'abc', deleted: true, path: null }],
+    ['the last Expires counts', `laravel_session=abc; Expires=${PAST}; Expires=${FUTURE}`, { value: 'abc', deleted: false, path: null }],
     ['empty value', 'laravel_session=; path=/', { value: '', deleted: true, path: '/' }],
     ['empty value, nothing else', 'laravel_session=', { value: '', deleted: true, path: null }],
     ['empty quoted value', 'laravel_session=""; path=/', { value: '', deleted: true, path: '/' }],

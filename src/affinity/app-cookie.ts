@@ -85,13 +85,23 @@ export function appCookieValue(line: string, name: string, now: number): { value
   if (end === -1) end = line.length
   let value = line.slice(start, end).trim()
   if (value.length >= 2 && value.startsWith('"') && value.endsWith('"')) value = value.slice(1, -1)
-  const attrs = line.slice(end).toLowerCase()
-  const maxAge = /;\s*max-age\s*=\s*(-?\d+)/.exec(attrs)
-  const expires = /;\s*expires\s*=\s*([^;]+)/.exec(attrs)
-  const deleted = value === '' || (maxAge !== null && Number(maxAge[1]) <= 0) ||
-    (maxAge === null && expires !== null && Date.parse(expires[1]!) < now)
-  // the last Path attribute counts (RFC 6265 section 5.3 step 7); its value keeps its case
+  // the last Max-Age, else the last Expires, decides (RFC 6265 section 5.3 step 3), each as a
+  // browser reads it (5.2.1, 5.2.2): an Expires that is not a date, or a Max-Age that is not
+  // digits after an optional "-", is ignored; so is the last Path (step 7), which keeps its case
+  let maxAge: number | null = null
+  let expires: number | null = null
   let path: string | null = null
-  for (const m of line.slice(end).matchAll(/;\s*path\s*=\s*([^;]*)/gi)) path = m[1]!.trim()
+  for (const m of line.slice(end).matchAll(/;\s*(max-age|expires|path)\s*=\s*([^;]*)/gi)) {
+    const attr = m[1]!.toLowerCase()
+    const v = m[2]!.trim()
+    if (attr === 'path') path = v
+    else if (attr === 'max-age') {
+      if (/^-?\d+$/.test(v)) maxAge = Number(v)
+    } else {
+      const at = Date.parse(v)
+      if (at === at) expires = at
+    }
+  }
+  const deleted = value === '' || (maxAge !== null ? maxAge <= 0 : expires !== null && expires < now)
   return { value, deleted, path: path !== null && path.startsWith('/') ? path : null }
 }
