@@ -334,3 +334,27 @@ t.test('with workers, an ordered move is taken (202) only once the other workers
   await moving
   t.equal(verdict, 'ordered', 'answered once they have it')
 })
+
+t.test('with key client_ip, a client address asked in another spelling (IPv4-mapped, upper case, expanded, bracketed) finds the key Tether holds; a header key is taken as written', async (t) => {
+  const lookupOf = (keyKind: 'client_ip' | 'header'): { lookup: SessionLookup; records: SessionRecords } => {
+    const sessions = new SessionTable({ maxEntries: 10, idleTimeout: 60_000, absoluteTimeout: null })
+    const records = new SessionRecords({ maxEntries: 10, idleTimeout: 60_000, secret: null, pins: sessions.table })
+    // the keys as Tether holds them: Node's peer address with an IPv4-mapped prefix stripped, IPv6 canonical
+    sessions.pin('203.0.113.7', 'a', 0, 1_000)
+    sessions.pin('2001:db8::1', 'b', 0, 1_000)
+    const lookup = new SessionLookup({
+      keyKind, sessions, records, shared: null, store: null, now: () => 2_000,
+      health: { drainingSince: () => null, drainMigrates: () => false }, mayTake: () => true,
+    })
+    return { lookup, records }
+  }
+  const { lookup, records } = lookupOf('client_ip')
+  // '::ffff:203.0.113.7' is what the upstream sees in X-Forwarded-For from a dual-stack listener
+  for (const [asked, upstream] of [['::ffff:203.0.113.7', 'a'], ['::FFFF:203.0.113.7', 'a'], ['::ffff:cb00:7107', 'a'], ['2001:DB8::1', 'b'], ['2001:0db8:0:0:0:0:0:1', 'b'], ['[2001:db8::1]', 'b']] as const) {
+    t.match(await lookup.find(asked), { key: asked, upstream, source: 'table' }, `${asked} finds the user`)
+  }
+  t.equal(await lookup.find('203.0.113.8'), null, 'another address is still unknown')
+  t.equal(await lookup.move('::ffff:203.0.113.7', 'c'), 'ordered')
+  t.match(records.ordered('203.0.113.7'), { to: 'c' }, 'the order is kept under the key Tether holds')
+  t.equal(await lookupOf('header').lookup.find('::ffff:203.0.113.7'), null, 'a header value is not an address: taken as written')
+})

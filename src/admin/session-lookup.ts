@@ -5,6 +5,7 @@
 import type { AffinityKeyKind } from '../config/schema.js'
 import type { SessionRecords } from '../affinity/session-records.js'
 import { HASHED_PREFIX } from '../affinity/session-id.js'
+import { normalizeForwardedAddress } from '../affinity/client-ip.js'
 import type { SessionTable, SharedBindings } from '../affinity/session-table.js'
 import type { CheckpointStore } from '../state/checkpoint-store.js'
 import type { Availability } from '../routing/router.js'
@@ -100,7 +101,13 @@ export class SessionLookup {
     // characters, where the admin path decodes to the UTF-8 text: asked for that too
     const asHeld = Buffer.from(named, 'utf8').toString('latin1')
     const held = asHeld === named ? null : await this.#view(asHeld, named)
-    return held === null ? null : { key: asHeld, view: held }
+    if (held !== null) return { key: asHeld, view: held }
+    // a client address is held as the key reader makes it (IPv4-mapped -> dotted, IPv6
+    // canonical): '::ffff:203.0.113.7', as an upstream sees it in X-Forwarded-For from a
+    // dual-stack listener, or '2001:DB8::1', names the same user
+    const ip = p.keyKind === 'client_ip' ? normalizeForwardedAddress(named) : null
+    const canonical = ip === null || ip === named ? null : await this.#view(ip, named)
+    return canonical === null ? null : { key: ip!, view: canonical }
   }
 
   async #view(key: string, named: string): Promise<SessionView | null> {
