@@ -83,8 +83,10 @@ export class Membership {
   #terminatingSince = new Map<string, number>()
   /** Ids this membership told the health table to drain (so it undrains only those). */
   readonly #drained = new Set<string>()
-  /** Upstreams gone from discovery, still draining: id -> (config, removal timer). */
-  readonly #leaving = new Map<string, { upstream: ListedUpstream; timer: unknown; since?: number; sources: readonly string[] }>()
+  /** Upstreams gone from discovery, still draining: id -> (config, the removal it waits for). */
+  readonly #leaving = new Map<string, { upstream: ListedUpstream; removal: Removal; since?: number; sources: readonly string[] }>()
+  /** Pending removals (one timer for the upstreams that left in one answer: they go in one set). */
+  readonly #removals = new Set<Removal>()
   #current: UpstreamSet
 
   constructor(staticUpstreams: readonly UpstreamConfig[], drainTimeout: number, hooks: MembershipHooks, timers: Timers = systemTimers) {
@@ -132,17 +134,22 @@ export class Membership {
       }
     }
     for (const id of serving) terminating.delete(id)
+    // which sources listed each id (not unready) before this answer: one pass over each list,
+    // not one per leaving id (a scale-down of thousands of pods at once would be quadratic)
+    let listedBefore: Map<string, string[]> | null = null
+    // the upstreams that leave now share one removal: their drain_timeouts end together, and a
+    // set published per upstream (thousands after a scale-down) would rebuild it thousands of times
+    let removal: Removal | null = null
     for (const [id, u] of this.#discovered) {
       if (next.has(id) || this.#isStatic(id) || this.#leaving.has(id)) continue
-      const timer = this.#timers.setTimeout(() => this.#leave(id), this.#drainTimeout)
-      const sources = [...before].filter(([, list]) => list.some((l) => l.id === id && l.unready !== true)).map(([name]) => name)
-      this.#leaving.set(id, { upstream: u, timer, sources })
+      removal ??= this.#removal(this.#drainTimeout)
+      listedBefore ??= sourcesOf(before)
+      const sources = listedBefore.get(id) ?? []
+      removal.ids.add(id)
+      this.#leaving.set(id, { upstream: u, removal, sources })
     }
     for (const id of next.keys()) {
-      const leaving = this.#leaving.get(id)
-      if (leaving === undefined) continue
-      this.#timers.clearTimeout(leaving.timer)
-      this.#leaving.delete(id)
+      if (this.#leaving.has(id)) this.#stopLeaving(id)
     }
     // An address a listed upstream has now is no longer a leaving one's: its pod is gone and
     // the address went to another (Kubernetes hands out freed pod IPs again). Its users must
@@ -160,16 +167,19 @@ export class Membership {
     // what a sibling drains since it left a listing this membership never saw (a worker that
     // starts): drains here too, until the same deadline; not what is listed, static, already
     // leaving or whose pod is gone by the rules above
+    const removals = new Map<number, Removal>() // by remaining time: those that end together go together
     for (const { upstream, since, remaining } of leaving) {
       const u = listed(upstream)
       if (remaining <= 0 || next.has(u.id) || this.#isStatic(u.id) || this.#leaving.has(u.id) || gone(u)) continue
-      this.#leaving.set(u.id, { upstream: u, since: upstream.drainingSince ?? since, sources: [source], timer: this.#timers.setTimeout(() => this.#leave(u.id), remaining) })
+      const at = removals.get(remaining) ?? this.#removal(remaining)
+      removals.set(remaining, at)
+      at.ids.add(u.id)
+      this.#leaving.set(u.id, { upstream: u, since: upstream.drainingSince ?? since, sources: [source], removal: at })
     }
     const left = new Set<string>()
-    for (const [id, { upstream, timer }] of this.#leaving) {
+    for (const [id, { upstream }] of this.#leaving) {
       if (!gone(upstream)) continue
-      this.#timers.clearTimeout(timer)
-      this.#leaving.delete(id)
+      this.#stopLeaving(id)
       this.#drained.delete(id)
       left.add(id)
     }
@@ -204,13 +214,36 @@ export class Membership {
 
   /** Cancel pending removals (on shutdown). */
   stop(): void {
-    for (const { timer } of this.#leaving.values()) this.#timers.clearTimeout(timer)
+    for (const { timer } of this.#removals) this.#timers.clearTimeout(timer)
+    this.#removals.clear()
   }
 
-  #leave(id: string): void {
-    if (!this.#leaving.delete(id)) return
-    this.#drained.delete(id)
-    this.#publish()
+  /** A removal of the upstreams added to its `ids`, `ms` from now. */
+  #removal(ms: number): Removal {
+    const removal: Removal = { ids: new Set(), timer: undefined }
+    removal.timer = this.#timers.setTimeout(() => this.#leave(removal), ms)
+    this.#removals.add(removal)
+    return removal
+  }
+
+  /** `id` is no longer leaving (listed again, or gone at once): its removal forgets it. */
+  #stopLeaving(id: string): void {
+    const removal = this.#leaving.get(id)!.removal
+    this.#leaving.delete(id)
+    removal.ids.delete(id)
+    if (removal.ids.size > 0) return
+    this.#timers.clearTimeout(removal.timer)
+    this.#removals.delete(removal)
+  }
+
+  /** The drain_timeout of `removal`'s upstreams ended: they leave the set, in one change. */
+  #leave(removal: Removal): void {
+    this.#removals.delete(removal)
+    for (const id of removal.ids) {
+      this.#leaving.delete(id)
+      this.#drained.delete(id)
+    }
+    if (removal.ids.size > 0) this.#publish()
   }
 
   /** Drain what is leaving or terminating (once), undrain what membership drained and no longer is. */
@@ -253,6 +286,26 @@ export class Membership {
   #isStatic(id: string): boolean {
     return this.#static.some((u) => u.id === id)
   }
+}
+
+/** Upstreams leaving together: removed from the set when `timer` fires. */
+interface Removal {
+  readonly ids: Set<string>
+  timer: unknown
+}
+
+/** The sources listing each id (not unready), in the sources' order. */
+function sourcesOf(sources: ReadonlyMap<string, readonly DiscoveredUpstream[]>): Map<string, string[]> {
+  const by = new Map<string, string[]>()
+  for (const [name, list] of sources) {
+    for (const u of list) {
+      if (u.unready === true) continue
+      const names = by.get(u.id)
+      if (names === undefined) by.set(u.id, [name])
+      else if (!names.includes(name)) names.push(name)
+    }
+  }
+  return by
 }
 
 /** A discovered upstream as membership keeps it (its draining and unready flags left out). */
