@@ -367,6 +367,24 @@ t.test('the weight annotation on the Service sets weights, live; an invalid one 
   t.same(rec.recoveries, ['weights'], 'its end is told')
 })
 
+t.test("with weight_annotation, status() says what fails now: the slices recovering does not leave their old error in place of the Service's", async (t) => {
+  const { api, discovery, rec } = await setup(t, [slice('web-a', [{ pod: 'web-0', ip: '10.0.0.5' }])], { weight_annotation: 'tether.io/weights' })
+  api.put('services', service('web', { 'tether.io/weights': '2' }))
+  await discovery.start()
+  await until(() => api.openWatches === 2, 'both watches')
+  // the Service throttled (its next try in 60 s), the slices failing (retried every few ms)
+  api.kindStatus.services = { status: 429, retryAfter: '60' }
+  api.kindStatus.endpointslices = { status: 500 }
+  api.cutWatches()
+  await until(() => rec.errors.some((e) => e.err.area === 'Service') && rec.errors.filter((e) => e.err.area === 'EndpointSlices').length >= 2, 'both failing')
+  t.match(discovery.status(), [/EndpointSlices: .*500/], 'the latest failure')
+  delete api.kindStatus.endpointslices
+  await until(() => rec.recoveries.includes('EndpointSlices'), 'the slices recover')
+  t.match(discovery.status(), [/Service: .*429/], 'what still fails: the Service (not the slices\' 500 any more)')
+  t.notMatch(discovery.status().join('\n'), /500/)
+  t.same(rec.last, ['web-0@10.0.0.5:8080'], 'the set kept')
+})
+
 t.test('stop() aborts the open watch, and no hook is called after it', async (t) => {
   const { api, discovery, rec } = await setup(t, [slice('web-a', [{ pod: 'web-0', ip: '10.0.0.5' }])])
   await discovery.start()

@@ -120,7 +120,8 @@ export class KubernetesDiscovery {
   #weights: Weights = EQUAL_WEIGHTS
   #weightsProblem: string | null = null
   #emptyProblem: string | null = null
-  #apiProblem: string | null = null
+  /** Each loop's failure until it works again (the slices' first in status()). */
+  readonly #apiProblems: Record<'EndpointSlices' | 'Service', string | null> = { EndpointSlices: null, Service: null }
 
   constructor(config: KubernetesDiscoveryConfig, hooks: KubernetesDiscoveryHooks, deps: KubernetesDiscoveryDeps = {}) {
     this.#config = config
@@ -175,7 +176,7 @@ export class KubernetesDiscovery {
 
   /** What is degraded now, one sentence each; [] when the API answers and the set is fine. */
   status(): string[] {
-    return [this.#apiProblem, this.#emptyProblem, this.#weightsProblem].filter((p): p is string => p !== null)
+    return [this.#apiProblems.EndpointSlices, this.#apiProblems.Service, this.#emptyProblem, this.#weightsProblem].filter((p): p is string => p !== null)
   }
 
   #loopHooks<T>(what: 'EndpointSlices' | 'Service', onSync: (objects: ReadonlyMap<string, T>) => void) {
@@ -186,12 +187,14 @@ export class KubernetesDiscovery {
       onError: (err: KubernetesApiError, failures: number) => {
         if (this.#state !== 'running') return
         const error = this.#error(`${what}: ${err.message}${hint(err)}`, err.code, what, err.status, err)
-        this.#apiProblem = error.message
+        this.#apiProblems[what] = error.message
         this.#hooks.onError?.(error, failures)
       },
       onRecover: () => {
         if (this.#state !== 'running') return
-        if (this.#slices.healthy && (this.#service?.healthy ?? true)) this.#apiProblem = null
+        // this loop's problem only: the other one may still fail (a Service refused by RBAC
+        // while the slices answer again must not leave the slices' old error in its place)
+        this.#apiProblems[what] = null
         this.#hooks.onRecover?.(what)
       },
     }
