@@ -398,6 +398,21 @@ t.test('stop() aborts the open watch, and no hook is called after it', async (t)
   await t.rejects(discovery.start(), { message: 'KubernetesDiscovery: start() after stop()' })
 })
 
+t.test('stop() during start() (a worker that becomes the lead while it shuts down): start() resolves, nothing is left running, no hook is called', async (t) => {
+  for (const weight_annotation of [null, 'tether.io/weights']) {
+    const { api, discovery, rec } = await setup(t, [slice('web-a', [{ pod: 'web-0', ip: '10.0.0.5' }])], { weight_annotation })
+    api.put('services', service('web', { 'tether.io/weights': '2' }))
+    const started = discovery.start()
+    const stopped = discovery.stop()
+    t.same(await started, [], `${weight_annotation ?? 'no weights'}: start() resolves with the set so far (none), it does not reject`)
+    await stopped
+    t.equal(api.openWatches, 0, 'no watch')
+    t.same(rec.changes, [])
+    t.same(rec.errors, [])
+    await t.rejects(discovery.start(), { message: 'KubernetesDiscovery: start() after stop()' })
+  }
+})
+
 t.test('back-off: failures wait base x 2^(n-1) up to max, and the next success resets it (fake timers)', async (t) => {
   const api = new FakeKubeApi({ token: TOKEN })
   const { url } = await api.start()

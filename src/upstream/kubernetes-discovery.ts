@@ -88,7 +88,7 @@ interface Service extends KubernetesObject {
  *   KubernetesCredentialsError when they cannot be used; it makes no request.
  * - `start()` lists once and resolves with the initial set (empty when that list failed or found
  *   no serving endpoint: reported through `onError`), then keeps watching; it rejects only
- *   when called twice or after `stop()`.
+ *   when called twice or after `stop()` (a `stop()` while it runs makes it resolve with what it has).
  * - A pod's upstream id is its name (StatefulSet pods keep theirs across restarts); `ready`
  *   pods take new users, `serving` + `terminating` ones are reported `draining: true` (but
  *   take new users too while no pod is ready, as kube-proxy falls back to them), others are
@@ -159,6 +159,9 @@ export class KubernetesDiscovery {
     if (this.#state !== 'new') throw new Error(`KubernetesDiscovery: start() after ${this.#state === 'running' ? 'start()' : 'stop()'}`)
     this.#state = 'running'
     await this.#service?.start()
+    // stop() meanwhile (a worker that became the lead while it shuts down) stopped the slices'
+    // loop before it started: nothing to start, and no reason to reject
+    if (this.#state !== 'running') return this.#current
     await this.#slices.start()
     return this.#current
   }
