@@ -151,6 +151,11 @@ t.test('malformed slices are read defensively: wrong types count as absent', asy
   ]
   t.same(upstreamsFromSlices(junk as never, 'http').upstreams, [])
   t.same(upstreamsFromSlices(junk as never, 8080).upstreams.map((u) => u.id), ['10.0.0.1:8080', '10.0.0.2:8080'], 'only a Pod targetRef names the upstream')
+  // null entries in the lists (no API server sends them, a broken proxy might): skipped, not a
+  // TypeError that would fail every later update while that slice is stored
+  const nulls = [{ metadata: { name: 'n' }, endpoints: [null, { addresses: ['10.0.0.3'], targetRef: { kind: 'Pod', name: 'web-3' } }], ports: [null, 'http', { name: 'http', port: 8080 }] }]
+  t.same(upstreamsFromSlices(nulls as never, 'http').upstreams.map((u) => u.id), ['web-3'], 'a null endpoint or port is skipped')
+  t.same(upstreamsFromSlices(nulls as never, 8080).upstreams.map((u) => u.id), ['web-3'])
 })
 
 t.test('an endpoint without a pod is named after its first address in text order: a reordered listing is no new upstream, and every replica names it the same whatever it saw before', async (t) => {

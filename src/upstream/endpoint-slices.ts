@@ -149,7 +149,7 @@ export function upstreamsFromSlices(
       if (list(slice.endpoints).length > 0) slicesWithoutPort.push(slice.metadata?.name ?? '?')
       continue
     }
-    for (const endpoint of list(slice.endpoints)) {
+    for (const endpoint of objects(slice.endpoints)) {
       const role = endpointRole(endpoint.conditions)
       const addresses = list(endpoint.addresses).filter((a) => typeof a === 'string' && a !== '')
       if (addresses.length === 0) continue
@@ -211,13 +211,18 @@ export function sameUpstreams(a: readonly DiscoveredUpstream[], b: readonly Disc
 }
 
 function namedPort(slice: EndpointSlice, name: string): number | null {
-  const p = list(slice.ports).find((p) => p.name === name && (p.protocol ?? 'TCP') === 'TCP')
+  const p = objects(slice.ports).find((p) => p.name === name && (p.protocol ?? 'TCP') === 'TCP')
   const n = p?.port
   return typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= 65535 ? n : null
 }
 
 function list<T>(value: readonly T[] | null | undefined): readonly T[] {
   return Array.isArray(value) ? value : []
+}
+
+/** The entries of a list that are objects (a null or a string in it is skipped, as a wrong type). */
+function objects<T extends object>(value: readonly T[] | null | undefined): readonly T[] {
+  return list(value).filter((v) => typeof v === 'object' && v !== null)
 }
 
 function bool(value: unknown): boolean | null {
