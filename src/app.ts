@@ -7,7 +7,7 @@ import { configFiles } from './config/config-files.js'
 import { diffConfig, type ReloadResult } from './config/reload.js'
 import { ConfigWatcher } from './config/watch.js'
 import { systemClock, systemTimers } from './clock.js'
-import { createLogger, effectiveLevel } from './observability/logger.js'
+import { createLogger, effectiveLevel, listedIds } from './observability/logger.js'
 import { Metrics } from './observability/metrics.js'
 import { ProblemLog } from './observability/problem-log.js'
 import { teeEvents } from './observability/events.js'
@@ -145,6 +145,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       // a pod with the same name and url but another uid (re-created at the same IP); with the
       // same uid at another url it is the same pod (isReplacement: the uids decide when known)
       const replaced = set.list.filter((u) => { const b = before.get(u.id); return b !== undefined && isReplacement(b, u) }).map((u) => u.id)
+      const previous = before
       // a uid listed for a moment without one is still the last one known (as the pool and the
       // active check keep it): another uid after the gap is another pod
       before = new Map(set.list.map((u) => {
@@ -155,12 +156,14 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       health.table.setUpstreams(set.ids)
       proxy.http.setUpstreams(set.list)
       health.checker?.setUpstreams(set.list)
-      logger.info({ upstreams: set.ids }, 'upstreams updated')
+      const added = set.ids.filter((id) => !previous.has(id))
+      const removed = [...previous.keys()].filter((id) => !before.has(id))
+      logger.info({ upstreams: listedIds(set.ids), count: set.ids.length, added: listedIds(added), removed: listedIds(removed) }, 'upstreams updated')
       for (const id of replaced) {
         health.table.replaced(id)
         proxy.upgrades.closeUpstream(id, CLOSE_SERVICE_RESTART)
       }
-      if (replaced.length > 0) logger.info({ upstreams: replaced }, 'upstreams replaced (a new address or a new pod): their users get their state there, their WebSockets are closed')
+      if (replaced.length > 0) logger.info({ upstreams: listedIds(replaced) }, 'upstreams replaced (a new address or a new pod): their users get their state there, their WebSockets are closed')
     },
     drain: (id, since) => health.table.drain(id, config.affinity.drain.migrate, since, 'discovery'),
     undrain: (id) => health.table.undrain(id, 'discovery'),

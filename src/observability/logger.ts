@@ -212,6 +212,18 @@ function scrub(value: unknown, depth: number): unknown {
   return out
 }
 
+/** The most ids a log line lists (see {@link listedIds}). */
+export const LOGGED_IDS = 50
+
+/**
+ * A list of ids as a log line shows it: the first {@link LOGGED_IDS}, then how many more (a
+ * Service of 10,000 pods listed whole made every rollout's line ~140 KB, twice).
+ * Example: `listedIds(['a', 'b'])` -> `['a', 'b']`; 60 ids -> the first 50 and `'... 10 more'`.
+ */
+export function listedIds(ids: readonly string[], max = LOGGED_IDS): readonly string[] {
+  return ids.length <= max ? ids : [...ids.slice(0, max), `... ${ids.length - max} more`]
+}
+
 /**
  * A log call's arguments with every Error going through {@link serializeError}, whatever the
  * call site wrote: an Error as the first argument (`log.error(err)`, where pino takes the

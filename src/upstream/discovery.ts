@@ -4,7 +4,7 @@
 // it decides nothing about upstreams (membership does) and starts nothing by itself.
 import { systemClock, type Clock, type Timers } from '../clock.js'
 import type { DiscoveryConfig } from '../config/schema.js'
-import type { Logger } from '../observability/logger.js'
+import { listedIds, type Logger } from '../observability/logger.js'
 import type { DiscoveryStatus, Metrics } from '../observability/metrics.js'
 import { ProblemLog, withoutNumbers } from '../observability/problem-log.js'
 import { DnsDiscovery, type DnsDiscoveryError } from './dns-discovery.js'
@@ -99,7 +99,7 @@ export function createDiscovery(config: DiscoveryConfig, deps: DiscoveryDeps): D
   const kubernetes = k === null ? null : new KubernetesDiscovery(k, {
     onChange: (found) => {
       membership.setDiscovered(found, 'kubernetes')
-      logger.info({ upstreams: found.map((u) => (u.draining === true ? `${u.id} (draining)` : u.unready === true ? `${u.id} (not ready)` : u.id)) }, 'Kubernetes discovery: endpoints changed')
+      logger.info({ upstreams: listedIds(found.map((u) => (u.draining === true ? `${u.id} (draining)` : u.unready === true ? `${u.id} (not ready)` : u.id))), count: found.length }, 'Kubernetes discovery: endpoints changed')
     },
     // every report is counted, but a problem that lasts (an API server down, a crash-looping
     // Deployment whose slices keep changing with no pod ready) is logged when it starts or
