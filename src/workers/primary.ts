@@ -44,6 +44,29 @@ export function clusterSettings(execArgv: readonly string[] = process.execArgv, 
 }
 
 
+/**
+ * How long a worker may take from its fork to `ready` before it is killed (SIGKILL) as a failed
+ * start (ms). A start took 0.3-1.1 s on a shared 2-core host at load 5 (fork to ready: node's
+ * boot, the config, the listeners, the copy of a small table from a sibling), 2.6 s at most with
+ * four more busy processes; a copy from a sibling waits 30 s at most for each sibling it asks, 45 s
+ * in all (worker-link.ts), after which the worker starts with what it got. So a minute is well
+ * past any start that will end, and bounds one that never will: a worker frozen (SIGSTOP, a
+ * stalled host) before it said anything, which the watchdog cannot tell from a slow start.
+ */
+export const START_TIMEOUT = 60_000
+
+/**
+ * The start deadline: START_TIMEOUT, or `TETHER_TEST_START_TIMEOUT_MS` from the environment, a
+ * test hook (test/workers-start-*.test.ts freeze a starting worker and cannot wait a minute for
+ * each); any other value than whole ms is refused.
+ */
+export function startTimeout(env: Readonly<Record<string, string | undefined>> = process.env): number {
+  const raw = env['TETHER_TEST_START_TIMEOUT_MS']
+  if (raw === undefined) return START_TIMEOUT
+  if (!/^[1-9]\d{0,6}$/.test(raw)) throw new Error(`TETHER_TEST_START_TIMEOUT_MS is a test hook (a worker's start deadline, whole ms from 1 to 9999999), got ${JSON.stringify(raw.slice(0, 40))}: unset it`)
+  return Number(raw)
+}
+
 /** Back-off of a worker that keeps crashing: 100 ms doubling to 30 s; a minute up resets it. */
 const BACKOFF_MIN = 100
 const BACKOFF_MAX = 30_000
@@ -91,6 +114,7 @@ interface Running {
  */
 export async function runPrimary(file: Accepted, configPath: string, logger: Logger, early: EarlySignals = new EarlySignals()): Promise<number> {
   const first = file.config
+  const startDeadline = startTimeout()
   /** The file as accepted last (at the start or by a reload); the live sections every worker runs. */
   let accepted = file
   /** The ioredis notices (their lines) logged for the workers already: each once per primary. */
@@ -193,6 +217,17 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
     slot.restarting = false // a restart pending for the one before stands down (its timer checks the slot's worker)
     slot.startedAt = Date.now()
     const ready = new Promise<Running>((resolve, reject) => readyWaits.set(worker.id, { resolve: () => resolve(r), reject }))
+    // a start that never ends (frozen before it said anything, or stuck) is a failed start: its
+    // exit below is handled as any other failed start's (the first start ends, a roll stops, a
+    // crash restart backs off)
+    let late = false
+    const deadline = setTimeout(() => {
+      if (r.admin !== null || worker.isDead()) return
+      late = true
+      logger.error({ child: index, pid: worker.process.pid, start_timeout_ms: startDeadline }, 'worker did not become ready in time; killing it')
+      worker.process.kill('SIGKILL')
+    }, startDeadline)
+    deadline.unref()
     // a send to a worker that is exiting fails: that worker's exit is handled below
     worker.on('error', (err) => logger.warn({ err, child: index }, 'message to a worker failed'))
     worker.on('message', (m: unknown) => {
@@ -220,6 +255,7 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
         return logRedisNotice(logger, msg, msg.said, { child: index })
       }
       if (msg.tether === 'ready') {
+        clearTimeout(deadline)
         r.admin = msg.admin
         readyWaits.get(worker.id)?.resolve()
         readyWaits.delete(worker.id)
@@ -233,6 +269,7 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
       } else hub.receive(worker.id, msg)
     })
     worker.on('exit', (code, signal) => {
+      clearTimeout(deadline)
       running.delete(worker.id)
       watch.forget(worker.id)
       hub.gone(worker.id)
@@ -244,7 +281,7 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
         a.answer(null)
       }
       // one stopped while it started (a roll retiring a restarted worker) did not fail
-      if (!r.stopping) readyWaits.get(worker.id)?.reject(new Error(`worker ${index} exited before it was ready (${signal ?? `code ${code}`})`))
+      if (!r.stopping) readyWaits.get(worker.id)?.reject(new Error(late ? `worker ${index} was not ready within ${startDeadline} ms (killed)` : `worker ${index} exited before it was ready (${signal ?? `code ${code}`})`))
       readyWaits.delete(worker.id)
       if (lead === worker.id) {
         lead = null
@@ -345,24 +382,13 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
     // the key to change is in the config file: name it too
     throw err instanceof ListenError ? err.inFile(configPath) : err
   })
-  try {
-    await Promise.all(Array.from({ length: count }, (_, i) => fork(i, file)))
-  } catch (err) {
-    logger.error({ err }, 'a worker failed to start')
-    stopping = true
-    for (const r of running.values()) r.worker.process.kill('SIGKILL')
-    await admin.close()
-    return 1
-  }
-  up = true
-  logger.info({ workers: count, admin: admin.url }, 'tether primary: workers started')
-
   /**
    * The file is read once, here: every worker applies the text accepted (its live sections, as
    * one process does), and the slots whose worker was started with other values of the
    * sections that need new workers (or a new worker count) are replaced one at a time.
    */
   const reload = (): void => {
+    if (stopping) return // shutting down: no worker is started, the stopping ones finish as they run
     let next: Accepted
     try {
       next = readConfigFile(configPath, process.env, configFiles)
@@ -404,11 +430,10 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
     })
     rolling = queued
   }
-  const watcher = new ConfigWatcher(configPath, reload, undefined, { baseline: file.text })
-  watcher.start()
   // a worker that stopped answering (stuck, frozen) is killed; its exit restarts it as a crash
   // (or fails the start it was in). A starting worker is watched once it has been heard from (a
-  // slow start is not a silence); a stopping one has its own deadline (retire).
+  // slow start is not a silence; one never heard from has the start deadline, see fork), from
+  // the first start on; a stopping one has its own deadline (retire).
   const watchdog = setInterval(() => {
     const now = performance.now()
     const watched = [...running.values()].filter((r) => !r.stopping && (r.admin !== null || watch.known(r.worker.id)))
@@ -421,32 +446,73 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
     for (const r of running.values()) if (!r.stopping) send(r.worker, { tether: 'ask', call: ++ask, op: 'alive' })
   }, WATCHDOG_INTERVAL)
   watchdog.unref()
+  let watcher: ConfigWatcher | null = null
 
-  return new Promise<number>((resolve) => {
-    const stop = (signal: string): void => {
-      if (stopping) {
-        logger.warn({ signal }, 'second signal: exiting now')
-        for (const r of running.values()) r.worker.process.kill('SIGKILL')
-        return resolve(1)
-      }
-      stopping = true
-      logger.info({ signal }, 'signal received: stopping the workers')
-      watcher.stop()
-      clearInterval(watchdog)
-      // all stopping first: the lead's checks are not handed to a worker about to stop
-      for (const r of running.values()) r.stopping = true
-      void Promise.all([...running.values()].map(retire)).then(() => admin.close()).then(() => resolve(0))
+  /** Resolves with the exit code once the primary has stopped (after SIGTERM/SIGINT). */
+  let exit: (code: number) => void = () => undefined
+  const exited = new Promise<number>((resolve) => { exit = resolve })
+  /** Resolves when a stop begins (a signal, during the first start too). */
+  let stopBegan: () => void = () => undefined
+  const stopBegins = new Promise<void>((resolve) => { stopBegan = resolve })
+  const stop = (signal: string): void => {
+    if (stopping) {
+      logger.warn({ signal }, 'second signal: exiting now')
+      for (const r of running.values()) r.worker.process.kill('SIGKILL')
+      return exit(1)
     }
-    // the signals that came while the workers started are applied now (see EarlySignals)
-    early.release({
-      SIGTERM: stop,
-      SIGINT: stop,
-      SIGHUP: () => {
-        logger.info('SIGHUP: reloading the config in every worker')
-        reload()
-      },
-    })
+    stopping = true
+    stopBegan()
+    logger.info({ signal }, 'signal received: stopping the workers')
+    watcher?.stop()
+    clearInterval(watchdog)
+    // all stopping first: the lead's checks are not handed to a worker about to stop; a worker
+    // still starting is sent the stop again once it is ready (or killed at the end of its grace)
+    for (const r of running.values()) r.stopping = true
+    void Promise.all([...running.values()].map(retire)).then(() => admin.close()).then(() => exit(0))
+  }
+  /** A SIGHUP came during the first start: reloaded once it has ended. */
+  let reloadDue = false
+  // from here on a stop begins at once, also while the workers start (a start that never ends
+  // held it for good); a reload waits for the end of the first start (see EarlySignals for the
+  // signals that came before)
+  early.release({
+    SIGTERM: stop,
+    SIGINT: stop,
+    SIGHUP: () => {
+      if (stopping) return logger.info({ signal: 'SIGHUP' }, 'SIGHUP during shutdown: not reloading')
+      if (!up) {
+        reloadDue = true
+        return
+      }
+      logger.info('SIGHUP: reloading the config in every worker')
+      reload()
+    },
   })
+  if (stopping) return exited // a stop held from before: no worker is started
+
+  const failed = await Promise.race([
+    Promise.all(Array.from({ length: count }, (_, i) => fork(i, file))).then(() => null, (err: unknown) => err),
+    stopBegins.then(() => null),
+  ])
+  // a stop during the start: it ends the primary (the workers still starting stop once ready)
+  if (stopping) return exited
+  if (failed !== null) {
+    logger.error({ err: failed }, 'a worker failed to start')
+    stopping = true
+    clearInterval(watchdog)
+    for (const r of running.values()) r.worker.process.kill('SIGKILL')
+    await admin.close()
+    return 1
+  }
+  up = true
+  logger.info({ workers: count, admin: admin.url }, 'tether primary: workers started')
+  watcher = new ConfigWatcher(configPath, reload, undefined, { baseline: file.text })
+  watcher.start()
+  if (reloadDue) {
+    logger.info('SIGHUP: reloading the config in every worker')
+    reload()
+  }
+  return exited
 }
 
 function send(worker: Worker | undefined, m: ToWorker): void {

@@ -1,0 +1,68 @@
+// Every worker start has a deadline (`workers` > 1): a worker that is not ready within it (frozen
+// with SIGSTOP here the moment the primary logs its pid, before it said anything: a stalled host
+// or a start stuck on something looks the same) is killed with SIGKILL and counts as a failed
+// start. At the primary's first start that ends the primary (exit 1, as any worker failing its
+// start does) instead of hanging it for good; at a crash restart the slot is restarted again with
+// the crash back-off. The real CLI; TETHER_TEST_START_TIMEOUT_MS shortens the deadline (see
+// src/workers/primary.ts).
+import t from 'tap'
+import { tempFile } from './fixtures/cli.js'
+import { freePorts } from './fixtures/ports.js'
+import { request, twoWorkersYaml, workerPids } from './fixtures/primary-process.js'
+import { startUpstream } from './fixtures/upstream.js'
+import { waitFor } from './fixtures/wait.js'
+import { alive, spawnPrimary } from './fixtures/workers-start.js'
+
+const DEADLINE = { TETHER_TEST_START_TIMEOUT_MS: '4000' }
+/** The pids of the "starting a worker" lines in `out`, in order. */
+const startedPids = (out: string): number[] => out.split('\n').filter((l) => l.includes('"starting a worker"')).map((l) => (JSON.parse(l) as { pid: number }).pid)
+const count = (text: string, needle: string): number => text.split(needle).length - 1
+
+t.test('a worker frozen during the first start is killed at the start deadline and the primary exits 1 with a clear line, instead of hanging', async (t) => {
+  const app = await startUpstream('app-0')
+  t.teardown(() => app.close())
+  const [port, adminPort] = await freePorts(2)
+  const p = spawnPrimary(t, tempFile('workers-start-first.yaml', twoWorkersYaml(port!, adminPort!, app.url)), DEADLINE)
+  p.freezeStart(2)
+  const t0 = Date.now()
+  await waitFor(() => p.proc.exitCode !== null, 20_000, 'the primary to give up its first start')
+  process.stderr.write(`# first start with a frozen worker: the primary exited ${p.proc.exitCode} after ${Date.now() - t0} ms\n`)
+  t.equal(p.proc.exitCode, 1, 'exits 1')
+  const line = p.out().split('\n').find((l) => l.includes('"worker did not become ready in time; killing it"'))
+  t.ok(line, 'says which worker missed the deadline')
+  t.match(line, /"child":1,/, 'the frozen one (slot 1)')
+  t.match(line, /"start_timeout_ms":4000/, 'and the deadline')
+  t.match(p.out(), /"a worker failed to start"/, 'and that the start failed')
+  t.notOk(p.out().includes('"tether primary: workers started"'), 'the start never counted as done')
+  await waitFor(() => startedPids(p.out()).every((pid) => !alive(pid)), 5_000, 'both workers gone')
+  t.pass('the frozen worker and the other one are gone')
+})
+
+t.test('a worker frozen at its crash restart is killed at the deadline and restarted again with back-off; the other worker serves meanwhile', async (t) => {
+  const app = await startUpstream('app-0')
+  t.teardown(() => app.close())
+  const [port, adminPort] = await freePorts(2)
+  const p = spawnPrimary(t, tempFile('workers-start-crash.yaml', twoWorkersYaml(port!, adminPort!, app.url)), DEADLINE)
+  await waitFor(() => p.out().includes('"tether primary: workers started"') || p.proc.exitCode !== null, 60_000, 'the workers to start')
+  t.equal(p.proc.exitCode, null, 'Tether runs')
+  const [first, second] = startedPids(p.out())
+  p.freezeStart(3)
+  const listening = count(p.out(), '"tether listening"')
+  process.kill(second!, 'SIGKILL')
+  await waitFor(() => p.out().includes('"worker did not become ready in time; killing it"'), 20_000, 'the frozen restart to be killed')
+  t.equal(p.frozen.length, 1, 'the restarted worker was frozen')
+  const ok: number[] = []
+  for (let i = 0; i < 10; i++) ok.push((await request(`http://127.0.0.1:${port}/`, null)).status)
+  t.same(ok, Array(10).fill(200), 'the other worker answers meanwhile')
+  await waitFor(() => count(p.out(), '"tether listening"') > listening, 20_000, 'the slot to be restarted once more')
+  t.equal(count(p.out(), '"worker died; restarting it"'), 2, 'the crash, then the killed restart: each restarted as a crash')
+  const delays = p.out().split('\n').filter((l) => l.includes('"worker died; restarting it"')).map((l) => (JSON.parse(l) as { restart_in_ms: number }).restart_in_ms)
+  t.same(delays, [100, 200], 'backing off as in a crash loop (100 ms, then 200 ms)')
+  t.notOk(alive(p.frozen[0]!), 'the frozen process is gone')
+  const pids = workerPids(p.proc)
+  t.equal(pids.length, 2, 'two workers again')
+  t.ok(pids.includes(first!), 'the first worker untouched')
+  p.proc.kill('SIGTERM')
+  await waitFor(() => p.proc.exitCode !== null, 30_000, 'the primary to stop')
+  t.equal(p.proc.exitCode, 0, 'stops gracefully')
+})
