@@ -520,13 +520,13 @@ t.test("a sibling's copy has 30 s to come in, counted again when another sibling
   let done = false
   void attached.then(() => { done = true })
   deliver({ tether: 'dumping', call })
-  timers.advance(20_000)
+  timers.advance(10_000)
   deliver({ tether: 'dumping', call }) // the first sibling died; another one sends it all
-  timers.advance(20_000) // 40 s from the start, 20 s into the second try
+  timers.advance(20_000) // 30 s from the start, 20 s into the second try
   await new Promise((r) => setImmediate(r))
   t.notOk(done, 'still waiting for the second sibling')
   deliver({ tether: 'snapshot-chunk', call, entries: [['k', 'app-1', 0, 40_000, 45_000]] })
-  timers.advance(10_000) // 30 s into the second try: gives up
+  timers.advance(10_000) // 30 s into the second try (40 s in all): gives up
   await new Promise((r) => setImmediate(r))
   t.ok(done, 'gave up 30 s into the second try')
   if (!done) deliver({ tether: 'reply', call, value: null })
@@ -534,6 +534,26 @@ t.test("a sibling's copy has 30 s to come in, counted again when another sibling
   t.match(sessions.peek('k', 50_000), { upstream: 'app-1' }, 'what came in is kept')
   deliver({ tether: 'snapshot-chunk', call, entries: [['late', 'app-1', 0, 40_000, 45_000]] })
   t.equal(sessions.peek('late', 50_000), null, 'what comes after it gave up is not applied')
+})
+
+t.test("a copy taken over by sibling after sibling waits 45 s in all, well within the primary's start deadline", async (t) => {
+  const timers = new FakeTimers()
+  const { deliver, sessions, attached, call } = attaching(timers)
+  let done = false
+  void attached.then(() => { done = true })
+  deliver({ tether: 'dumping', call })
+  timers.advance(29_000)
+  deliver({ tether: 'dumping', call }) // the first sibling died 29 s in; the second has 30 s, but 16 s are left in all
+  deliver({ tether: 'snapshot-chunk', call, entries: [['k', 'app-1', 0, 40_000, 45_000]] })
+  timers.advance(15_999)
+  await new Promise((r) => setImmediate(r))
+  t.notOk(done, 'still waiting 44.999 s from the ask')
+  timers.advance(1)
+  await new Promise((r) => setImmediate(r))
+  t.ok(done, 'gave up 45 s from the ask, not 59 s')
+  if (!done) deliver({ tether: 'reply', call, value: null })
+  await attached
+  t.match(sessions.peek('k', 50_000), { upstream: 'app-1' }, 'what came in is kept')
 })
 
 t.test("a starting worker's copy brings its sibling's health with the first chunk; the lead's probe results are applied after it, none counted twice", async (t) => {

@@ -45,6 +45,12 @@ type Held =
 const PRIMARY_TIMEOUT = 2_000
 /** How long a starting worker waits for a sibling's copy (from the start of each sibling's try) before it goes on without the rest. */
 const SNAPSHOT_TIMEOUT = 30_000
+/**
+ * How long it waits for the copy in all, however many siblings take it over (ms): well within
+ * the primary's start deadline (START_TIMEOUT, 60 s), so a worker whose siblings die or freeze
+ * while they send starts with what it got instead of being killed as a start that never ends.
+ */
+const SNAPSHOT_TOTAL = 45_000
 /** Peer messages kept for the first subscriber at most (see WorkerLink.#early). */
 const EARLY_MAX = 10_000
 /** Bindings per snapshot message. */
@@ -323,9 +329,11 @@ export class WorkerLink {
     await new Promise<void>((resolve) => {
       call = ++this.#call
       timer = timers.setTimeout(() => this.#settle(call, null), SNAPSHOT_TIMEOUT)
+      const total = timers.setTimeout(() => this.#settle(call, null), SNAPSHOT_TOTAL)
       this.#calls.set(call, {
         resolve: () => {
           timers.clearTimeout(timer)
+          timers.clearTimeout(total)
           this.#held = null
           this.#dumping = null
           this.#holdProbes = false
