@@ -12,11 +12,21 @@ import { request, twoWorkersYaml, workerPids } from './fixtures/primary-process.
 import { startUpstream } from './fixtures/upstream.js'
 import { waitFor } from './fixtures/wait.js'
 import { alive, spawnPrimary } from './fixtures/workers-start.js'
+import { START_TIMEOUT, startTimeout } from '../src/workers/primary.js'
 
 const DEADLINE = { TETHER_TEST_START_TIMEOUT_MS: '4000' }
 /** The pids of the "starting a worker" lines in `out`, in order. */
 const startedPids = (out: string): number[] => out.split('\n').filter((l) => l.includes('"starting a worker"')).map((l) => (JSON.parse(l) as { pid: number }).pid)
 const count = (text: string, needle: string): number => text.split(needle).length - 1
+
+t.test('the start deadline: a minute, or the test hook TETHER_TEST_START_TIMEOUT_MS in whole ms; anything else is refused with a clear error', async (t) => {
+  t.equal(startTimeout({}), START_TIMEOUT)
+  t.equal(START_TIMEOUT, 60_000)
+  t.equal(startTimeout({ TETHER_TEST_START_TIMEOUT_MS: '4000' }), 4000)
+  for (const bad of ['', '0', '-1', '1.5', '4s', '10000000']) {
+    t.throws(() => startTimeout({ TETHER_TEST_START_TIMEOUT_MS: bad }), /TETHER_TEST_START_TIMEOUT_MS is a test hook .*: unset it/, JSON.stringify(bad))
+  }
+})
 
 t.test('a worker frozen during the first start is killed at the start deadline and the primary exits 1 with a clear line, instead of hanging', async (t) => {
   const app = await startUpstream('app-0')
@@ -62,6 +72,36 @@ t.test('a worker frozen at its crash restart is killed at the deadline and resta
   const pids = workerPids(p.proc)
   t.equal(pids.length, 2, 'two workers again')
   t.ok(pids.includes(first!), 'the first worker untouched')
+  p.proc.kill('SIGTERM')
+  await waitFor(() => p.proc.exitCode !== null, 30_000, 'the primary to stop')
+  t.equal(p.proc.exitCode, 0, 'stops gracefully')
+})
+
+t.test('a restarted worker whose only sibling is frozen when it asks for the copy starts once the watchdog killed that sibling, well within its start deadline', async (t) => {
+  const app = await startUpstream('app-0')
+  t.teardown(() => app.close())
+  const [port, adminPort] = await freePorts(2)
+  // the default start deadline (60 s)
+  const p = spawnPrimary(t, tempFile('workers-start-frozen-donor.yaml', twoWorkersYaml(port!, adminPort!, app.url)))
+  await waitFor(() => p.out().includes('"tether primary: workers started"') || p.proc.exitCode !== null, 60_000, 'the workers to start')
+  t.equal(p.proc.exitCode, null, 'Tether runs')
+  const [first, second] = startedPids(p.out())
+  t.teardown(() => { try { process.kill(second!, 'SIGKILL') } catch { /* gone */ } })
+  const listening = count(p.out(), '"tether listening"')
+  process.kill(second!, 'SIGSTOP')
+  process.kill(first!, 'SIGKILL')
+  const t0 = Date.now()
+  // the restarted slot 0 asks the frozen slot 1 for its copy
+  await waitFor(() => count(p.out(), '"tether listening"') > listening, 30_000, 'the restarted worker to start')
+  const startedAfter = Date.now() - t0
+  t.match(p.out(), /"worker stopped answering; killing it"/, 'the frozen sibling is killed by the watchdog')
+  await waitFor(() => count(p.out(), '"tether listening"') > listening + 1, 30_000, 'the frozen one to be replaced too')
+  process.stderr.write(`# a restart copying from a frozen sibling: started ${startedAfter} ms after the crash, both workers back after ${Date.now() - t0} ms\n`)
+  t.ok(startedAfter < 30_000, `started after ${startedAfter} ms, not at its start deadline`)
+  t.notOk(p.out().includes('"worker did not become ready in time'), 'no start missed its deadline')
+  t.notOk(alive(second!), 'the frozen process is gone')
+  t.equal(workerPids(p.proc).length, 2, 'two workers again')
+  for (let i = 0; i < 10; i++) t.equal((await request(`http://127.0.0.1:${port}/`, null)).status, 200)
   p.proc.kill('SIGTERM')
   await waitFor(() => p.proc.exitCode !== null, 30_000, 'the primary to stop')
   t.equal(p.proc.exitCode, 0, 'stops gracefully')
