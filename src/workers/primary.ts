@@ -3,7 +3,8 @@
 // active health checks, relays what keeps one routing truth between them (the hub), owns the
 // admin listener, forwards SIGHUP and turns SIGTERM into a graceful stop of all, on a
 // config change that needs a restart replaces the workers one at a time, and replaces a worker
-// that stopped answering (see SilenceWatch). Layer 5 wiring.
+// that stopped answering (see SilenceWatch) or did not start within the deadline
+// (START_TIMEOUT). Layer 5 wiring.
 import cluster, { type Worker } from 'node:cluster'
 import { randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
