@@ -40,7 +40,8 @@ t.test('SIGHUP during shutdown starts no worker and does not say it replaces the
   // one request held at the upstream keeps a worker in its grace period
   let release: () => void = () => undefined
   const held = new Promise<void>((r) => { release = r })
-  const app = await startUpstream('app-0', (req, res) => { void held.then(() => res.end('late\n')) })
+  // (the active checks' probes are answered at once)
+  const app = await startUpstream('app-0', (req, res) => { if (req.url === '/held') void held.then(() => res.end('late\n')); else res.end('ok\n') })
   t.teardown(() => { release(); return app.close() })
   const [port, adminPort] = await freePorts(2)
   const yaml = (grace: string): string => workersYaml({ listen: port!, adminPort: adminPort!, workers: 2, upstreams: [{ id: 'app-0', url: app.url }], extra: [`shutdown: { grace_period: ${grace} }`] })
@@ -49,9 +50,10 @@ t.test('SIGHUP during shutdown starts no worker and does not say it replaces the
   await waitFor(() => p.out().includes('"tether primary: workers started"') || p.proc.exitCode !== null, 60_000, 'the workers to start')
   t.equal(p.proc.exitCode, null, 'Tether runs')
   const answer = new Promise<number>((resolve) => {
-    http.get({ host: '127.0.0.1', port, agent: false }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode!)) }).on('error', () => resolve(0))
+    http.get({ host: '127.0.0.1', port, path: '/held', agent: false }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode!)) }).on('error', () => resolve(0))
   })
-  await waitFor(() => app.seen.length === 1, 10_000, 'the request to reach the upstream')
+  // polled: the upstream fixture emits nothing per request
+  await waitFor(() => app.seen.some((r) => r.url === '/held'), 10_000, 'the request to reach the upstream')
   const starts = count(p.out(), '"starting a worker"')
   p.proc.kill('SIGTERM')
   await waitFor(() => p.out().includes('"signal received: stopping the workers"'), 10_000, 'the stop to begin')
@@ -61,7 +63,8 @@ t.test('SIGHUP during shutdown starts no worker and does not say it replaces the
   await waitFor(() => /"SIGHUP[^"]*"/.test(p.out().split('"signal received: stopping the workers"')[1]!), 10_000, 'the SIGHUP to be logged')
   t.equal(p.proc.exitCode, null, 'still stopping when the SIGHUP came')
   release()
-  t.equal(await answer, 200, 'the held request is answered')
+  const status = await answer
+  t.equal(status, 200, 'the held request is answered')
   await waitFor(() => p.proc.exitCode !== null, 30_000, 'the primary to exit')
   t.equal(p.proc.exitCode, 0, 'exits 0')
   const after = p.out().split('"signal received: stopping the workers"')[1]!
