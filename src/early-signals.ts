@@ -1,6 +1,8 @@
 // Signals that arrive while Tether starts (before its handlers are in place): Node's default
 // for SIGHUP and SIGTERM is to end the process at once, so a config reloader's SIGHUP or a
-// pod's SIGTERM during a start killed it. They are held and applied once it has started.
+// pod's SIGTERM during a start killed it. They are held and applied once its handlers are in
+// place (one process: once it has started; the workers' primary: once its admin listener is up,
+// so a stop during the workers' first start begins at once, and it holds a SIGHUP itself).
 // Layer 3: process signal listeners only.
 
 export type SignalName = 'SIGTERM' | 'SIGINT' | 'SIGHUP'
