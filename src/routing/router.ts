@@ -333,8 +333,13 @@ export class Router {
     // move, so also with `strict`
     const at = p.answeredOn === null ? -1 : table.indexOf(p.answeredOn)
     if (at >= 0 && at !== pinnedIndex && this.#available(p.answeredOn!, p)) return { index: at, reason: draining ? 'drain' : 'dead' }
-    if (this.#cfg.strict) return 'strict'
     let index = table.pick(p.hash, p.acceptNew)
+    // no upstream takes this user as a new one (every other drains too, or the only one that does
+    // is slow-starting and turns their key away): one whose own upstream still serves them stays
+    // there, rather than move to another draining one or "move" back to their own (a new epoch
+    // and a rehydration at every request); they leave once an upstream takes new users again
+    if (index < 0 && draining && pinnedIndex >= 0) return this.health.readySince(pinned) > lastSeen + slack ? { index: pinnedIndex, reason: 'restart' } : stay(pinnedIndex)
+    if (this.#cfg.strict) return 'strict'
     if (index < 0) index = table.pick(p.hash, p.acceptReady) // every other one drains: better than nothing
     return index < 0 ? 'none' : { index, reason: draining ? 'drain' : 'dead' }
   }
