@@ -136,6 +136,19 @@ class Placing {
       return w >= 1 || murmur3U32(this.hash, SEED_SLOW_START) / 4294967296 < w
     }
   }
+  #acceptNewAtAll: ((i: number) => boolean) | null = null
+  /**
+   * May a new key go to upstream i, slow start aside? When slow start turned the key away from
+   * every upstream that takes new users (those ramping are all there is: the first back after an
+   * outage of all, or the only one), the ramp is a share among them, not a refusal: the key goes
+   * to the first of them in its hash order rather than to none (a 503) or a draining one.
+   */
+  get acceptNewAtAll(): (i: number) => boolean {
+    return this.#acceptNewAtAll ??= (i) => {
+      const id = this.router.placement.ids[i]!
+      return this.router.health.acceptsNew(id) && !this.tried.has(id)
+    }
+  }
   get acceptReady(): (i: number) => boolean {
     return this.#acceptReady ??= (i) => {
       const id = this.router.placement.ids[i]!
@@ -334,10 +347,11 @@ export class Router {
     const at = p.answeredOn === null ? -1 : table.indexOf(p.answeredOn)
     if (at >= 0 && at !== pinnedIndex && this.#available(p.answeredOn!, p)) return { index: at, reason: draining ? 'drain' : 'dead' }
     let index = table.pick(p.hash, p.acceptNew)
-    // no upstream takes this user as a new one (every other drains too, or the only one that does
-    // is slow-starting and turns their key away): one whose own upstream still serves them stays
-    // there, rather than move to another draining one or "move" back to their own (a new epoch
-    // and a rehydration at every request); they leave once an upstream takes new users again
+    if (index < 0) index = table.pick(p.hash, p.acceptNewAtAll)
+    // no upstream takes this user as a new one (every other drains too): one whose own upstream
+    // still serves them stays there, rather than move to another draining one or "move" back to
+    // their own (a new epoch and a rehydration at every request); they leave once an upstream
+    // takes new users again
     if (index < 0 && draining && pinnedIndex >= 0) return this.health.readySince(pinned) > lastSeen + slack ? { index: pinnedIndex, reason: 'restart' } : stay(pinnedIndex)
     if (this.#cfg.strict) return 'strict'
     if (index < 0) index = table.pick(p.hash, p.acceptReady) // every other one drains: better than nothing
@@ -512,8 +526,10 @@ export class Router {
   /** Place a new key: bounded loads when configured, else the plain hash; only upstreams that accept new users. */
   #place(p: Placing): number {
     const factor = this.#cfg.balance_factor
-    if (factor === null) return this.placement.pick(p.hash, p.acceptNew)
-    return pickBounded(this.placement, p.hash, p.acceptNew, this.#load, this.#sessions.load, factor)
+    const index = factor === null ? this.placement.pick(p.hash, p.acceptNew) : pickBounded(this.placement, p.hash, p.acceptNew, this.#load, this.#sessions.load, factor)
+    if (index >= 0) return index
+    // slow start turned the key away from every upstream taking new users (see acceptNewAtAll)
+    return factor === null ? this.placement.pick(p.hash, p.acceptNewAtAll) : pickBounded(this.placement, p.hash, p.acceptNewAtAll, this.#load, this.#sessions.load, factor)
   }
 }
 
