@@ -173,7 +173,8 @@ t.test("an ejection ended by a passed active check here (another replica's verdi
 })
 
 t.test("an ejection a passed check here ended leaves the count's decay as it was (the next ejection as long as without it), also on a worker that copied it", async (t) => {
-  const { clock, health } = table({}, ['app-0'])
+  // (app-1 serves meanwhile: the last upstream serving is not ejected for such failures)
+  const { clock, health } = table({}, ['app-0', 'app-1'])
   fail(health, 'app-0', 3)
   clock.set(health.snapshot()[0]!.ejectedUntil!) // ejection 1 (30 s) served
   fail(health, 'app-0', 3)
@@ -182,7 +183,7 @@ t.test("an ejection a passed check here ended leaves the count's decay as it was
   health.reportPassive('app-0', 'connect_refused', true, true) // another replica's probes failed
   // a worker starting now copies that ejection
   const sibling = new HealthTable({ active: { healthy_threshold: 2, unhealthy_threshold: 2 }, passive: PASSIVE, slow_start: 0 }, clock)
-  sibling.setUpstreams(['app-0'])
+  sibling.setUpstreams(['app-0', 'app-1'])
   sibling.copy(health.copies())
   clock.advance(5 * S)
   for (const h of [health, sibling]) h.reportActive('app-0', true) // the probe passes here: that verdict was wrong

@@ -331,7 +331,7 @@ export interface PassiveHealthConfig {
   readonly base_ejection: Millis
   /** Longest ejection. Default 5m. */
   readonly max_ejection: Millis
-  /** Never eject more than this share of upstreams at once, percent. Default 50. */
+  /** Never eject more than this share of upstreams at once, percent; below 100, nor the last one still serving (but for a refused connection). Default 50. */
   readonly max_ejection_percent: number
 }
 

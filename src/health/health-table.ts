@@ -305,7 +305,9 @@ export class HealthTable {
    * success (or a 5xx when not counted: the upstream answered) restarts the run. Reports while
    * ejected are ignored. The ejection is refused (the run continues, so the next failure tries
    * again) when it would exceed `max(1, floor(n * max_ejection_percent / 100))` ejected upstreams
-   * out of n; with 0 percent nothing is ever ejected.
+   * out of n; with 0 percent nothing is ever ejected. Below 100 percent, it is refused too when
+   * no other upstream is ready (healthy or draining), unless the failure is a refused connection
+   * (see #lastReady).
    * `untilPass` (another replica's active checks found it down): the ejection also ends at the
    * next active check that passes here, when this table's active checks run; a `peer` refusal
    * reported without it during such an ejection (another replica's live traffic) keeps it for its time.
@@ -332,7 +334,7 @@ export class HealthTable {
     }
     e.passiveFailures++
     const enough = result === 'connect_refused' || e.passiveFailures >= passive.consecutive_failures
-    if (!enough || !this.#mayEject(passive, now)) return
+    if (!enough || !this.#mayEject(passive, now) || (result !== 'connect_refused' && this.#lastReady(e, passive))) return
     const decay = Math.max(0, Math.floor((now - e.lastEjectionEnd) / passive.base_ejection))
     e.before = { times: e.timesEjected, end: e.lastEjectionEnd }
     e.timesEjected = Math.max(0, e.timesEjected - decay) + 1
@@ -616,6 +618,19 @@ export class HealthTable {
     }
     const limit = Math.max(1, Math.floor((this.#entries.size * passive.max_ejection_percent) / 100))
     return ejected + 1 <= limit
+  }
+
+  /**
+   * Is `e` the last upstream that serves (every other one unhealthy, ejected or disabled), under a
+   * max_ejection_percent below 100? Then failures that are answers or timeouts do not eject it:
+   * its users would get a 503 instead of its answers, most of them fine, as nginx never takes
+   * out a lone server. A refused connection still does (see reportPassive). Call after #mayEject
+   * (which noticed expired ejections).
+   */
+  #lastReady(e: Entry, passive: PassiveHealthOptions): boolean {
+    if (passive.max_ejection_percent >= 100) return false
+    for (const other of this.#entries.values()) if (other !== e && (other.state === 'healthy' || other.state === 'draining')) return false
+    return true
   }
 
   #expire(e: Entry, now: number): void {
