@@ -625,6 +625,11 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     res.on('close', this.#onClientClose)
   }
 
+  /** Its request body is still arriving from the client (see InFlight.longestWait). */
+  get uploading(): boolean {
+    return !this.#ctx.req.complete
+  }
+
   /** Until the answer's head arrives, the request path may stop this attempt. */
   stop(code: ErrorCode): void {
     if (this.answered || this.#finished) return

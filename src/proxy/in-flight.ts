@@ -5,8 +5,15 @@
 import type { ErrorCode } from '../errors.js'
 import type { Attempt } from './exchange.js'
 
-/** What the set holds: an attempt, or another request of Tether's own to the upstream (the rehydration hook). */
-export type Waiting = Pick<Attempt, 'answered' | 'stop'>
+/**
+ * What the set holds: an attempt, or another request of Tether's own to the upstream (the
+ * rehydration hook). `uploading`: its request body is still arriving from the client, so the
+ * upstream is not keeping it waiting yet (absent: never).
+ */
+export type Waiting = Pick<Attempt, 'answered' | 'stop'> & { readonly uploading?: boolean }
+
+/** In the set: an attempt seen with its body still arriving; its wait starts when it is first seen complete. */
+const UPLOADING = Infinity
 
 /** Time constant (ms) of the averaged in-flight counts: a burst shorter than this barely shows. */
 export const IN_FLIGHT_AVERAGE_MS = 1_000
@@ -105,13 +112,30 @@ export class InFlight {
     return this.#byUpstream.get(upstream)?.size ?? 0
   }
 
-  /** How long (ms) the oldest attempt still waiting for `upstream`'s answer head has waited; 0 when none. */
+  /**
+   * How long (ms) the oldest attempt still waiting for `upstream`'s answer head has waited; 0
+   * when none. An attempt whose request body is still arriving from the client (a slow upload)
+   * is not waiting on the upstream: its wait counts from the first look that finds the body in
+   * (as `timeouts.response_headers` counts), so a long upload does not make a healthy upstream
+   * look stuck (the watch would have it probed, and one probe timing out in a short pause take
+   * it out at once).
+   */
   longestWait(upstream: string): number {
     const set = this.#byUpstream.get(upstream)
     if (set === undefined) return 0
+    const now = this.#now()
     let oldest = Infinity
-    for (const [a, at] of set) if (!a.answered && at < oldest) oldest = at
-    return oldest === Infinity ? 0 : performance.now() - oldest
+    for (const [a, at] of set) {
+      if (a.answered) continue
+      if (a.uploading === true) {
+        set.set(a, UPLOADING) // (an existing key: the iteration goes on unchanged)
+        continue
+      }
+      const since = at === UPLOADING ? now : at
+      if (at === UPLOADING) set.set(a, now)
+      if (since < oldest) oldest = since
+    }
+    return oldest === Infinity ? 0 : now - oldest
   }
 
   /** Stop every attempt on `upstream` still waiting for its answer's head; returns how many. */
