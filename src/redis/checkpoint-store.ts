@@ -16,7 +16,10 @@ import { FAILED, RedisConnection, type RedisConnectionOptions } from './connecti
  * before placedAt, during a rolling upgrade, rewrites the other fields and leaves these). Returns 1
  * when stored, 0 when stale, 2 when superseded (refused by a checkpoint of the same epoch from
  * another upstream; a script from before that value returned 0: each Tether runs its own
- * script, by its SHA, so a replica reads only its own script's replies). The rule is CheckpointStore.put's (`isStale` in
+ * script, by its SHA, so a replica reads only its own script's replies). A refused put leaves
+ * the stored fields as they are but extends the hash's TTL to ttlMs when that is longer (the
+ * user is active: the checkpoint lives as long as their affinity, not idle_timeout after its
+ * last change). The rule is CheckpointStore.put's (`isStale` in
  * src/state/checkpoint-store.ts): two versioned checkpoints (not replacing, and not of one epoch
  * from two upstreams) by version, refused when incoming <= stored; any other pair by
  * `writtenAt`, refused when incoming was written before stored (a put Redis applies late, after
@@ -34,21 +37,29 @@ if stored[3] then
   if rival then
     refused = 2
   end
+  -- refused: the stored checkpoint stays as it is, but lives on (an answer of the user's carried
+  -- this one: they are active), never shortened; PEXPIRE, not a denyoom command: a full Redis
+  -- (maxmemory, noeviction) allows it
+  local function keep(r)
+    local left = redis.call('PTTL', KEYS[1])
+    if left >= 0 and left < tonumber(ARGV[6]) then redis.call('PEXPIRE', KEYS[1], ARGV[6]) end
+    return r
+  end
   -- placedAt counts only when written with this writtenAt: a Tether from before placedAt
   -- (a rolling upgrade) rewrites the other fields and leaves another checkpoint's placedAt
   local placed = stored[5]
   if stored[6] ~= stored[3] then placed = nil end
   if rival and ARGV[8] ~= '' and placed and placed ~= '' and tonumber(ARGV[8]) ~= tonumber(placed) then
     if tonumber(ARGV[8]) < tonumber(placed) then
-      return 2
+      return keep(2)
     end
   elseif not replacing and not rival and incoming ~= '' and stored[1] and stored[1] ~= '' then
     if tonumber(incoming) <= tonumber(stored[1]) then
-      return refused
+      return keep(refused)
     end
   elseif tonumber(ARGV[5]) < tonumber(stored[3]) then
     if replacing or not rival or incoming == '' or not stored[1] or stored[1] == '' or tonumber(incoming) <= tonumber(stored[1]) then
-      return refused
+      return keep(refused)
     end
   end
 end

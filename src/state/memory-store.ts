@@ -59,8 +59,8 @@ export function checkpointCost(sessionKey: string, value: string): number {
 
 interface Entry {
   readonly checkpoint: Checkpoint
-  /** The checkpoint is gone once `clock.now() >= expiresAt`. */
-  readonly expiresAt: number
+  /** The checkpoint is gone once `clock.now() >= expiresAt` (a refused put may extend it). */
+  expiresAt: number
   /** {@link checkpointCost} of this key and value. */
   readonly cost: number
   /** The segment holding it. */
@@ -189,7 +189,9 @@ export class MemoryCheckpointStore implements CheckpointStore {
   /**
    * Stored, stale or too large as the CheckpointStore contract says; also `'too_large'` when
    * the checkpoint alone would cost more than `maxTotalBytes`. A stored put over a live
-   * checkpoint promotes the session to protected; a put of a new one enters probation.
+   * checkpoint promotes the session to protected; a put of a new one enters probation. A
+   * refused one (stale, superseded) extends the stored checkpoint's TTL to `ttlMs` from now
+   * when that is later, and changes nothing else.
    */
   put(sessionKey: string, cp: Checkpoint, ttlMs: number, _timeoutMs?: number, replace = false): Promise<PutResult> {
     if (cp.value.length > this.#maxBytes) return Promise.resolve('too_large')
@@ -198,7 +200,12 @@ export class MemoryCheckpointStore implements CheckpointStore {
     const now = this.#clock.now()
     const current = this.#live(sessionKey, now)
     const refused = current ? refusal(cp, current.checkpoint, replace && current.checkpoint.epoch !== cp.epoch) : null
-    if (refused !== null) return Promise.resolve(refused)
+    if (refused !== null) {
+      // the user is active (an answer of theirs carried it): the stored checkpoint lives on, as
+      // their affinity does (never shortened)
+      current!.expiresAt = Math.max(current!.expiresAt, now + Math.max(1, ttlMs))
+      return Promise.resolve(refused)
+    }
     if (current) current.segment.remove(sessionKey, current)
     // Ends at the latest with the store empty: cost <= maxTotalBytes and maxEntries >= 1.
     while (this.size + 1 > this.#maxEntries || this.bytes + cost > this.#maxTotalBytes) {
