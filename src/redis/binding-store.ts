@@ -41,6 +41,9 @@ export interface RedisBindingsOptions {
  * 2.6+; SET ... KEEPTTL, 6.0+, would keep KEYS[2]'s own); a write without a placement time
  * keeps the stored one of the same binding (with the binding's TTL) and deletes one of another
  * binding. KEYS[2] = KEYS[1] (no placement-time key in the binding's slot): the binding alone.
+ * A renewal (the binding as stored, its placement time as stored or none) only sets the TTLs
+ * again (PEXPIRE), which a full Redis (maxmemory, noeviction) allows: an active user's binding
+ * lives on there, while a new binding or a move, which need a SET, fail until there is room.
  */
 const SET_BINDING_LUA = `
 -- byte order, as JavaScript orders these ids (Lua's < follows the server's locale)
@@ -89,6 +92,18 @@ if cur then
   if e == want and times then
     local was = placed(cur)
     if was and ((at and was > at) or (not at and cur == value)) then at = was end
+  end
+  -- the same binding renewed, its stored time (or none) kept: its TTL alone, by PEXPIRE (not a
+  -- denyoom command: a full Redis under noeviction, which refuses SET, keeps an active user's
+  -- binding living)
+  if cur == value then
+    local was = nil
+    if times then was = placed(cur) end
+    if at == was then
+      if at then redis.call('PEXPIRE', KEYS[2], ARGV[3]) elseif times then redis.call('DEL', KEYS[2]) end
+      redis.call('PEXPIRE', KEYS[1], ARGV[3])
+      return 1
+    end
   end
 end
 -- the time first: with the same TTL it never ends after the binding
