@@ -362,6 +362,27 @@ t.test('an older version never overwrites a newer checkpoint; oversize ones are 
   t.match(await tether.metrics.render(), /tether_checkpoints_total\{result="too_large"\} 1/)
 })
 
+t.test('a version is any safe integer, a microsecond clock included (16 digits); what is not one counts as none', async (t) => {
+  const { MemoryCheckpointStore } = await import('../src/state/memory-store.js')
+  const store = new MemoryCheckpointStore({ maxEntries: 10, clock: { now: () => 1 } })
+  const { StateProtocol } = await import('../src/state/protocol.js')
+  const results: string[] = []
+  const p = new StateProtocol(store, { header: 'X-Tether-State', maxBytes: 64, timeout: 50, ttl: 60_000 }, { now: () => 1 }, {
+    checkpoint: (r) => results.push(r), rehydration: () => undefined, operation: () => undefined,
+  })
+  const us = 1_764_086_400_000_000
+  const version = (v: string): number | null => p.read({ 'x-tether-state': 'abc', 'x-tether-state-version': v })!.version
+  t.equal(version(String(us)), us, 'microseconds since the epoch')
+  t.equal(version(' 42 '), 42, 'trimmed')
+  t.equal(version('9007199254740991'), Number.MAX_SAFE_INTEGER, 'the largest safe integer')
+  for (const v of ['9007199254740992', '12345678901234567', '-3', '1.5', '1e3', '0x10', '']) t.equal(version(v), null, `${JSON.stringify(v)}: none`)
+  // the answers of two concurrent requests, the newer state's first: the older one is refused
+  await p.write('s', { value: 'newer', version: version(String(us + 5)) }, 'a', 0)
+  await p.write('s', { value: 'older', version: version(String(us)) }, 'a', 0)
+  t.same(results, ['stored', 'stale'], 'microsecond versions order checkpoints')
+  t.match(await p.fetch('s'), { status: 'found', checkpoint: { value: 'newer', version: us + 5 } })
+})
+
 t.test('a clock stepped back does not make a newer versionless checkpoint stale (writtenAt never goes back in a process)', async (t) => {
   const { MemoryCheckpointStore } = await import('../src/state/memory-store.js')
   const { StateProtocol } = await import('../src/state/protocol.js')

@@ -43,7 +43,8 @@ export interface RawCheckpoint {
   readonly version: number | null
 }
 
-const INTEGER = /^\d{1,15}$/
+/** A version: decimal digits, at most 16 (every safe integer has at most 16; checked safe below). */
+const INTEGER = /^\d{1,16}$/
 
 /** Sessions whose state started again kept at most (the oldest are forgotten first). */
 export const RESTARTED_MAX = 10_000
@@ -101,7 +102,10 @@ export class StateProtocol {
     if (value === undefined || value === '') return null
     const v = headers[this.#versionName]
     const text = (Array.isArray(v) ? v[v.length - 1] : v)?.trim()
-    return { value, version: text !== undefined && INTEGER.test(text) ? Number(text) : null }
+    // a safe integer (a counter, or a clock in ms or µs), exact as a Lua number in Redis; anything
+    // else (negative, fractional, beyond 2^53 - 1) counts as none
+    const version = text !== undefined && INTEGER.test(text) ? Number(text) : NaN
+    return { value, version: Number.isSafeInteger(version) ? version : null }
   }
 
   /** With `confirmed` durability, an answer whose checkpoint was not stored must be refused. */
