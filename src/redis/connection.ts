@@ -153,6 +153,17 @@ export const SENTINEL_SILENT_MS = 2_000
 export const SENTINEL_REMAKE_MAX_MS = 16_000
 
 /**
+ * Each subscriber connection (standalone or Sentinel) PINGs Redis this often (ms). A subscribed
+ * connection sends nothing by itself, so the stall timeout (`socketTimeout`, armed by a command
+ * waiting) never watched it: one that went silent without a FIN or a RST (a NAT's or
+ * conntrack's entry dropped, a host gone) missed every peer message until TCP keepalive noticed
+ * (minutes). With a PING waiting, such a connection is closed after `stallTimeout` and made
+ * again, its SUBSCRIBE with it (and `onSubscribed` re-reads what was missed): at most this plus
+ * `stallTimeout` after it went silent.
+ */
+export const SUBSCRIBER_PING_MS = 5_000
+
+/**
  * A `+switch-master` watch gave its Sentinel up (`silent`: an answer awaited for
  * {@link SENTINEL_SILENT_MS}; once a spell, with the last error) or hears it again after
  * that (`listening`). `sentinel` is its `host:port`.
@@ -598,6 +609,8 @@ export class RedisConnection {
     this.#subscribers.clear()
     for (const timer of this.#subscribeRetries) this.#timers.clearTimeout(timer)
     this.#subscribeRetries.clear()
+    if (this.#subscriberPing !== null) this.#timers.clearTimeout(this.#subscriberPing)
+    this.#subscriberPing = null
     if (this.#watchTimer !== null) this.#timers.clearTimeout(this.#watchTimer)
     this.#watchTimer = null
     for (const w of this.#switchWatches) closeQuietly(w.redis)
@@ -848,7 +861,28 @@ export class RedisConnection {
     sub.on('ready', () => this.#offSwitch(sub) ? (sub as Redis).disconnect(true) : listen())
     if (onSubscribed !== undefined) this.#onClientReady.add(both)
     void sub.connect().catch(() => undefined)
+    this.#pingSubscribers()
     return withDeadline(first, this.#connectTimeout, undefined, this.#timers)
+  }
+
+  /** The timer of the subscribers' next PING (see {@link SUBSCRIBER_PING_MS}); null when none is due. */
+  #subscriberPing: unknown = null
+
+  /**
+   * Every {@link SUBSCRIBER_PING_MS}, a PING on each ready standalone or Sentinel subscriber
+   * connection, so that the stall timeout watches it. A Cluster's subscriber is a connection
+   * ioredis makes itself, which a PING through the Cluster does not reach: not watched.
+   */
+  #pingSubscribers(): void {
+    if (this.#subscriberPing !== null) return
+    this.#subscriberPing = this.#timers.setTimeout(() => {
+      this.#subscriberPing = null
+      if (this.#subscribers.size === 0) return
+      for (const sub of this.#subscribers) {
+        if (!(sub instanceof Cluster) && sub.status === 'ready') void sub.ping().catch(() => undefined)
+      }
+      this.#pingSubscribers()
+    }, SUBSCRIBER_PING_MS)
   }
 
   /** The timers of refused SUBSCRIBEs asked again (see {@link subscribe}); cleared by stop(). */
