@@ -226,7 +226,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     closeDrainedTunnels()
     upkeep = timers.setTimeout(sweep, 1_000)
   }, 1_000)
-  logger.info({ url: listener.url, admin: admin.url, upstreams: membership.current().ids }, 'tether listening')
+  logger.info({ url: listener.url, admin: admin.url, upstreams: listedIds(membership.current().ids) }, 'tether listening')
 
   /**
    * Past `drain_timeout` a draining upstream's users move at their next request; its

@@ -467,13 +467,15 @@ const errorCases: { name: string; text: string; issues: string[] }[] = [
       '  - {id: "a b", url: "http://a", weight: 0}',
       `  - {id: "-a", url: "http://a", weight: 1001}`,
       `  - {id: ${'x'.repeat(64)}, url: "http://a"}`,
+      '  - {id: none, url: "http://a"}',
     ),
     issues: [
-      `${FILE}:2:10 upstreams[0].id: expected an id of up to 63 letters, digits, ".", "_" or "-", starting with a letter or digit, got "a b"`,
+      `${FILE}:2:10 upstreams[0].id: expected an id of up to 63 letters, digits, ".", "_" or "-", starting with a letter or digit (not "none", the metrics\' label for no upstream), got "a b"`,
       `${FILE}:2:42 upstreams[0].weight: expected an integer between 1 and 1000, got 0`,
-      `${FILE}:3:10 upstreams[1].id: expected an id of up to 63 letters, digits, ".", "_" or "-", starting with a letter or digit, got "-a"`,
+      `${FILE}:3:10 upstreams[1].id: expected an id of up to 63 letters, digits, ".", "_" or "-", starting with a letter or digit (not "none", the metrics\' label for no upstream), got "-a"`,
       `${FILE}:3:41 upstreams[1].weight: expected an integer between 1 and 1000, got 1001`,
-      `${FILE}:4:10 upstreams[2].id: expected an id of up to 63 letters, digits, ".", "_" or "-", starting with a letter or digit, got "${'x'.repeat(57)}..."`,
+      `${FILE}:4:10 upstreams[2].id: expected an id of up to 63 letters, digits, ".", "_" or "-", starting with a letter or digit (not "none", the metrics\' label for no upstream), got "${'x'.repeat(57)}..."`,
+      `${FILE}:5:10 upstreams[3].id: expected an id of up to 63 letters, digits, ".", "_" or "-", starting with a letter or digit (not "none", the metrics\' label for no upstream), got "none"`,
     ],
   },
   {

@@ -452,8 +452,10 @@ function nodeAt(node: SourceNode, keys: readonly string[]): SourceNode {
 // The rules of proxy.yaml (the doc comments in schema.ts say what each key means).
 
 const UPSTREAM_ID = {
-  test: /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/,
-  what: 'an id of up to 63 letters, digits, ".", "_" or "-", starting with a letter or digit',
+  // "none" is the metrics' upstream label of a request no upstream answered: an upstream of
+  // that id would merge its series with theirs
+  test: /^(?!none$)[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/,
+  what: 'an id of up to 63 letters, digits, ".", "_" or "-", starting with a letter or digit (not "none", the metrics\' label for no upstream)',
 }
 
 const URL_KIND = 'an http:// or https:// URL'
