@@ -2,7 +2,7 @@
 // each folder), wires them together and owns their lifecycle: start, reload, graceful stop.
 // Nothing else starts servers or timers, and nothing here decides anything.
 import type { Config } from './config/schema.js'
-import { CONFIG_WARNING, ConfigError, configWarnings, readConfigFile } from './config/index.js'
+import { CONFIG_WARNING, ConfigError, configWarnings, parseConfig, readConfigText } from './config/index.js'
 import { configFiles } from './config/config-files.js'
 import { diffConfig, type ReloadResult } from './config/reload.js'
 import { ConfigWatcher } from './config/watch.js'
@@ -272,7 +272,9 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     try {
       // the files it names read as by `tether check` and start-up (a kubeconfig that the
       // restart a reload asks for would fail on is refused now)
-      const read = readConfigFile(file, env, configFiles).config
+      const text = readConfigText(file)
+      watcher?.accept(text) // read here (a SIGHUP): the watch does not reload it once more
+      const read = parseConfig(text, file, env, configFiles)
       for (const w of configWarnings(read)) logger.warn({ warning: w }, CONFIG_WARNING)
       return reload(options.worker?.adjust(read) ?? read)
     } catch (err) {

@@ -110,3 +110,23 @@ t.test('Tether applies an edit made while it started (between its read of the fi
   await when(onEvent(log, 'record'), () => log.records.some((r) => r['msg'] === 'config reloaded'), 5_000, 'the reload')
   t.same(tether.router.ids, ['a', 'b'])
 })
+
+t.test('content read elsewhere (a SIGHUP reload) and accepted is not reported again; a later change still is', async (t) => {
+  const file = join(dir(), 'proxy.yaml')
+  writeFileSync(file, 'a: 1\n')
+  const seen: string[] = []
+  const timers = new FakeTimers()
+  const w = new ConfigWatcher(file, () => seen.push(readFileSync(file, 'utf8')), timers, { debounceMs: 20, settleMs: 400, pollMs: 0 })
+  w.start()
+  t.teardown(() => w.stop())
+  timers.advance(0) // the start's own look: unchanged
+  writeFileSync(file, 'a: 2\n')
+  await timers.scheduled(20) // its event armed the debounce
+  w.accept('a: 2\n') // the SIGHUP's reload read and applied it
+  timers.advance(20 + 400 + 400)
+  t.same(seen, [], 'not reported a second time')
+  writeFileSync(file, 'a: 3\n')
+  await timers.scheduled(20)
+  timers.advance(20 + 400)
+  t.same(seen, ['a: 3\n'], 'the watch goes on')
+})

@@ -16,6 +16,7 @@ import { CookieJar, agentFor, get } from './fixtures/users.js'
 import { startCli } from './fixtures/cli.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { onEvent, when } from './fixtures/wait.js'
+import { FakeTimers } from './fixtures/timers.js'
 
 const yaml = (ups: { id: string; url: string }[], extra = ''): string =>
   `listen: { host: 127.0.0.1, port: 0 }\nadmin: { listen: { host: 127.0.0.1, port: 0 } }\n` +
@@ -223,4 +224,32 @@ t.test('state.redis.username and sentinel_username wait for a restart: the keys 
   t.equal(effective.state.redis.username, 'old-user', 'the running user is kept')
   t.notMatch(JSON.stringify(result), /old-|new-/, 'no value in what is logged')
   t.end()
+})
+
+t.test('a SIGHUP reload of a changed file is the only reload of it: the file watch does not apply it again', async (t) => {
+  const a = await startUpstream('a')
+  const b = await startUpstream('b')
+  const c = await startUpstream('c')
+  const dir = mkdtempSync(join(tmpdir(), 'tether-hup-'))
+  const file = join(dir, 'proxy.yaml')
+  writeFileSync(file, yaml([a]))
+  const log = new LogCapture()
+  // the watch's time is driven by hand (its file events are real): a second reload would come
+  // at the end of its debounce and settle
+  const timers = new FakeTimers()
+  const tether = await startTether(loadConfigFile(file, {}), { logger: createLogger('info', log), configPath: file, timers })
+  t.teardown(async () => { await tether.close(0); await a.close(); await b.close(); await c.close() })
+  const reloaded = (): number => log.records.filter((r) => r['msg'] === 'config reloaded').length
+  timers.advance(0) // the watch's first look: the file as started
+  writeFileSync(file, yaml([a, b]))
+  await timers.scheduled(100) // the write's event armed the watch's debounce
+  t.match(tether.reloadFile(), { applied: ['upstreams'] }, 'SIGHUP applies it at once')
+  timers.advance(100 + 1_000 + 1_000)
+  t.equal(reloaded(), 1, 'once')
+  t.equal(await reloads(tether.metrics.render(), 'ok'), 1)
+  writeFileSync(file, yaml([a, b, c]))
+  await timers.scheduled(100)
+  timers.advance(100 + 1_000)
+  t.equal(reloaded(), 2, 'a later edit is still seen by the watch')
+  t.same(tether.router.ids, ['a', 'b', 'c'])
 })

@@ -30,13 +30,17 @@ export function loadConfigFile(path: string, env: NodeJS.ProcessEnv = process.en
  * the files the config names (default: its PEM files; cli.ts adds the kubeconfig).
  */
 export function readConfigFile(path: string, env: NodeJS.ProcessEnv = process.env, files: ConfigFiles = pemFiles): { readonly text: string; readonly config: Config } {
-  let text: string
+  const text = readConfigText(path)
+  return { text, config: parseConfig(text, path, env, files) }
+}
+
+/** The config file's text; throws `ConfigError` (`<path>: cannot read config: ...`) when it cannot be read. */
+export function readConfigText(path: string): string {
   try {
-    text = readFileSync(path, 'utf8')
+    return readFileSync(path, 'utf8')
   } catch (err) {
     throw new ConfigError([`${path}: cannot read config: ${readErrorReason(err)}`], { cause: err })
   }
-  return { text, config: parseConfig(text, path, env, files) }
 }
 
 /**

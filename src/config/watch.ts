@@ -79,6 +79,16 @@ export class ConfigWatcher {
     this.#timer = null
   }
 
+  /**
+   * `text` was read and handled elsewhere (a SIGHUP's reload): that content is not reported
+   * again; a change after it still is. Example: a SIGHUP sent with a ConfigMap update (by a
+   * reloader sidecar) reloads it once, not once more when the watch's settle ends.
+   */
+  accept(text: string): void {
+    this.#digest = digestOf(text)
+    if (this.#pending === this.#digest) this.#pending = null
+  }
+
   /** The one timer: a check `ms` from now (`settled`: the end of a settle wait; `poll`: no event asked for it). */
   #arm(ms: number, settled: boolean, poll = false): void {
     if (this.#timer !== null) this.#timers.clearTimeout(this.#timer)
