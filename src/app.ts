@@ -269,6 +269,11 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const reloadFile = (): ReloadResult | ConfigError => {
     const file = options.configPath
     if (file === undefined) return new ConfigError(['no config file to reload'])
+    // a SIGHUP during the shutdown: a stopping proxy gets no new upstreams, pools or log lines
+    if (closing !== null) {
+      logger.info('config not reloaded: tether is shutting down')
+      return new ConfigError(['tether is shutting down: the config is not reloaded'])
+    }
     try {
       // the files it names read as by `tether check` and start-up (a kubeconfig that the
       // restart a reload asks for would fail on is refused now)

@@ -253,3 +253,24 @@ t.test('a SIGHUP reload of a changed file is the only reload of it: the file wat
   t.equal(reloaded(), 2, 'a later edit is still seen by the watch')
   t.same(tether.router.ids, ['a', 'b', 'c'])
 })
+
+t.test('a reload during the shutdown (a SIGHUP then) is refused: the stopping proxy keeps its config', async (t) => {
+  const held: import('node:http').ServerResponse[] = []
+  const a = await startUpstream('a', (_req, res) => { held.push(res) })
+  const b = await startUpstream('b')
+  const dir = mkdtempSync(join(tmpdir(), 'tether-stopping-'))
+  const file = join(dir, 'proxy.yaml')
+  writeFileSync(file, yaml([a]))
+  const { tether, log } = await watched(file)
+  t.teardown(async () => { await a.close(); await b.close() })
+  const answer = request(tether.url) // in flight: the shutdown waits for it
+  await when(onEvent(a.server, 'request'), () => held.length === 1, 5000, 'the request at a')
+  const closed = tether.close(5000)
+  writeFileSync(file, yaml([a, b]))
+  t.match(tether.reloadFile(), { issues: ['tether is shutting down: the config is not reloaded'] })
+  t.same(tether.router.ids, ['a'], 'not applied')
+  t.notOk(log.records.some((r) => r['msg'] === 'config reloaded'), 'no reload logged')
+  held[0]!.end('a\n')
+  t.equal((await answer).status, 200)
+  await closed
+})
