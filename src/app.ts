@@ -266,7 +266,10 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     else if (needsRestart.length > 0 && link === null) logger.warn({ sections: needsRestart, keys: restartKeys }, 'config reloaded: these changes need a restart and were not applied')
     return { applied, needsRestart, restartKeys }
   }
-  const reloadFile = (): ReloadResult | ConfigError => {
+  /** The issues of the last refused reload, joined: the watch's retries of it log them once. */
+  let refused: string | null = null
+  /** `retry`: the watch offers again a content refused before (a file it names may be there now). */
+  const reloadFrom = (retry: boolean): ReloadResult | ConfigError => {
     const file = options.configPath
     if (file === undefined) return new ConfigError(['no config file to reload'])
     // a SIGHUP during the shutdown: a stopping proxy gets no new upstreams, pools or log lines
@@ -274,23 +277,33 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       logger.info('config not reloaded: tether is shutting down')
       return new ConfigError(['tether is shutting down: the config is not reloaded'])
     }
+    let text: string | null = null
     try {
       // the files it names read as by `tether check` and start-up (a kubeconfig that the
       // restart a reload asks for would fail on is refused now)
-      const text = readConfigText(file)
-      watcher?.accept(text) // read here (a SIGHUP): the watch does not reload it once more
+      text = readConfigText(file)
       const read = parseConfig(text, file, env, configFiles)
       for (const w of configWarnings(read)) logger.warn({ warning: w }, CONFIG_WARNING)
-      return reload(options.worker?.adjust(read) ?? read)
+      const result = reload(options.worker?.adjust(read) ?? read)
+      refused = null
+      watcher?.accept(text) // read here (a SIGHUP): the watch does not reload it once more
+      return result
     } catch (err) {
       const e = err instanceof ConfigError ? err : new ConfigError([`${file}: ${(err as Error).message}`])
+      // the watch offers it again later: a file it names (a Secret updated after the
+      // ConfigMap) may be there then; the same refusal again is logged once
+      if (text !== null) watcher?.accept(text, true)
+      const issues = e.issues.join('\n')
+      if (retry && issues === refused) return e
+      refused = issues
       metrics.configReload(false)
       logger.error({ issues: e.issues }, 'config reload rejected; the running config stays')
       return e
     }
   }
+  const reloadFile = (): ReloadResult | ConfigError => reloadFrom(false)
   // a worker reloads when its primary says (all workers at once), not on its own watch
-  const watcher = options.configPath === undefined || link !== null ? null : new ConfigWatcher(options.configPath, () => void reloadFile(), timers, { baseline: options.configText })
+  const watcher = options.configPath === undefined || link !== null ? null : new ConfigWatcher(options.configPath, (retry) => !(reloadFrom(retry) instanceof ConfigError), timers, { baseline: options.configText })
   watcher?.start()
 
   const close = (graceMs = config.shutdown.grace_period): Promise<void> => {

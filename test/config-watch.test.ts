@@ -130,3 +130,52 @@ t.test('content read elsewhere (a SIGHUP reload) and accepted is not reported ag
   timers.advance(20 + 400)
   t.same(seen, ['a: 3\n'], 'the watch goes on')
 })
+
+t.test('content whose reload was refused (onChange returned false) is offered again, at growing intervals, until one is accepted', async (t) => {
+  const file = join(dir(), 'proxy.yaml')
+  writeFileSync(file, 'a: 1\n')
+  const calls: number[] = []
+  let accept = false
+  const timers = new FakeTimers()
+  const w = new ConfigWatcher(file, () => { calls.push(timers.clock.now()); return accept }, timers, { debounceMs: 20, settleMs: 400, pollMs: 1_000 })
+  w.start()
+  t.teardown(() => w.stop())
+  timers.advance(0)
+  writeFileSync(file, 'a: 2\n')
+  await timers.scheduled(20)
+  const start = timers.clock.now()
+  timers.advance(20 + 400)
+  t.same(calls.map((c) => c - start), [420], 'reported, refused')
+  timers.advance(1_000 + 2_000 + 4_000)
+  t.same(calls.map((c) => c - start), [420, 1420, 3420, 7420], 'offered again after 1 s, 2 s, 4 s (the poll interval, doubling)')
+  accept = true
+  timers.advance(8_000)
+  t.equal(calls.length, 5, 'accepted at the next')
+  timers.advance(60_000)
+  t.equal(calls.length, 5, 'then no more')
+  writeFileSync(file, 'a: 3\n')
+  await timers.scheduled(20)
+  timers.advance(20 + 400)
+  t.equal(calls.length, 6, 'a later change is reported as ever')
+})
+
+t.test('a refused content is not offered again once the file changed (the new content is reported instead) or was accepted elsewhere', async (t) => {
+  const file = join(dir(), 'proxy.yaml')
+  writeFileSync(file, 'a: 1\n')
+  const seen: string[] = []
+  const timers = new FakeTimers()
+  const w = new ConfigWatcher(file, () => { seen.push(readFileSync(file, 'utf8')); return false }, timers, { debounceMs: 20, settleMs: 400, pollMs: 1_000 })
+  w.start()
+  t.teardown(() => w.stop())
+  timers.advance(0)
+  writeFileSync(file, 'a: 2\n')
+  await timers.scheduled(20)
+  timers.advance(20 + 400)
+  writeFileSync(file, 'a: 3\n')
+  await timers.scheduled(20)
+  timers.advance(20 + 400)
+  t.same(seen, ['a: 2\n', 'a: 3\n'], 'the new content, not the refused one again')
+  w.accept('a: 3\n') // a SIGHUP read it
+  timers.advance(120_000)
+  t.same(seen, ['a: 2\n', 'a: 3\n'], 'nothing offered again')
+})

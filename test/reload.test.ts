@@ -17,6 +17,9 @@ import { startCli } from './fixtures/cli.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { onEvent, when } from './fixtures/wait.js'
 import { FakeTimers } from './fixtures/timers.js'
+import { makeCertificates } from './fixtures/tls.js'
+import https from 'node:https'
+import type { AddressInfo } from 'node:net'
 
 const yaml = (ups: { id: string; url: string }[], extra = ''): string =>
   `listen: { host: 127.0.0.1, port: 0 }\nadmin: { listen: { host: 127.0.0.1, port: 0 } }\n` +
@@ -273,4 +276,37 @@ t.test('a reload during the shutdown (a SIGHUP then) is refused: the stopping pr
   held[0]!.end('a\n')
   t.equal((await answer).status, 200)
   await closed
+})
+
+t.test('a reload refused for a file the config names that is not there yet (a Secret updated after the ConfigMap) is applied once that file is there, with one error logged', async (t) => {
+  const { ca, cert, key } = makeCertificates()
+  const a = await startUpstream('a')
+  const c = https.createServer({ cert, key }, (_req, res) => res.end('c\n'))
+  await new Promise<void>((r) => c.listen(0, '127.0.0.1', r))
+  const cUrl = `https://127.0.0.1:${(c.address() as AddressInfo).port}`
+  const dir = mkdtempSync(join(tmpdir(), 'tether-named-'))
+  const file = join(dir, 'proxy.yaml')
+  writeFileSync(file, yaml([a]))
+  const log = new LogCapture()
+  const timers = new FakeTimers()
+  const tether = await startTether(loadConfigFile(file, {}), { logger: createLogger('info', log), configPath: file, timers })
+  t.teardown(async () => { await tether.close(0); await a.close(); c.closeAllConnections(); c.close() })
+  const count = (msg: string): number => log.records.filter((r) => r['msg'] === msg).length
+  timers.advance(0)
+  writeFileSync(file, yaml([a], `  - { id: c, url: "${cUrl}", tls: { ca: ca.pem } }\n`).replace('\n\n', '\n'))
+  await timers.scheduled(100)
+  timers.advance(100 + 1_000)
+  t.equal(count('config reload rejected; the running config stays'), 1, 'refused: ca.pem is missing')
+  t.same(tether.router.ids, ['a'])
+  timers.advance(2_000 + 4_000 + 8_000)
+  t.equal(count('config reload rejected; the running config stays'), 1, 'tried again, but the same refusal is logged once')
+  t.equal(await reloads(tether.metrics.render(), 'failed'), 1, 'and counted once')
+  writeFileSync(join(dir, 'ca.pem'), ca) // the Secret's update lands
+  timers.advance(16_000)
+  t.equal(count('config reloaded'), 1, 'applied at the next try')
+  t.same(tether.router.ids, ['a', 'c'])
+  t.equal(await reloads(tether.metrics.render(), 'ok'), 1)
+  const seen = new Set<string>()
+  for (let i = 0; i < 4; i++) seen.add((await request(tether.url)).body.trim())
+  t.same([...seen].sort(), ['a', 'c'], 'c serves, its certificate verified with the CA that came later')
 })

@@ -34,7 +34,7 @@ export interface WatchOptions {
 export class ConfigWatcher {
   readonly #path: string
   readonly #name: string
-  readonly #onChange: () => void
+  readonly #onChange: (retry: boolean) => unknown
   readonly #timers: Timers
   readonly #debounceMs: number
   readonly #settleMs: number
@@ -47,8 +47,17 @@ export class ConfigWatcher {
   #pending: string | null = null
   /** The file's identity and times at the last read: a poll that finds them the same reads nothing. */
   #stamp = ''
+  /** The content reported was refused: it is offered again by this timer, every #retryMs. */
+  #retryTimer: unknown = null
+  #retryMs = 0
 
-  constructor(path: string, onChange: () => void, timers: Timers = systemTimers, options: WatchOptions = {}) {
+  /**
+   * `onChange` returns false when it refused the content (a reload rejected): the same content
+   * is then offered again (`retry` true) after `pollMs`, then at doubling intervals up to a
+   * minute, until it is accepted or the file changes: a file the config names that appears
+   * after it (a Secret mounted apart from the ConfigMap, updated later) is then taken.
+   */
+  constructor(path: string, onChange: (retry: boolean) => unknown, timers: Timers = systemTimers, options: WatchOptions = {}) {
     this.#path = path
     this.#name = basename(path)
     this.#onChange = onChange
@@ -77,16 +86,42 @@ export class ConfigWatcher {
     this.#watcher = null
     if (this.#timer !== null) this.#timers.clearTimeout(this.#timer)
     this.#timer = null
+    this.#noRetry()
   }
 
   /**
-   * `text` was read and handled elsewhere (a SIGHUP's reload): that content is not reported
-   * again; a change after it still is. Example: a SIGHUP sent with a ConfigMap update (by a
+   * `text` was read and handled elsewhere (a SIGHUP's reload), `refused` or not: that content
+   * is not reported again (a refused one is offered again later, as when onChange returns
+   * false); a change after it still is. Example: a SIGHUP sent with a ConfigMap update (by a
    * reloader sidecar) reloads it once, not once more when the watch's settle ends.
    */
-  accept(text: string): void {
-    this.#digest = digestOf(text)
-    if (this.#pending === this.#digest) this.#pending = null
+  accept(text: string, refused = false): void {
+    const digest = digestOf(text)
+    if (digest !== this.#digest) this.#retryMs = 0
+    this.#digest = digest
+    if (this.#pending === digest) this.#pending = null
+    if (!refused) {
+      this.#noRetry()
+      this.#retryMs = 0
+    } else if (this.#retryTimer === null) this.#retryLater()
+  }
+
+  #noRetry(): void {
+    if (this.#retryTimer !== null) this.#timers.clearTimeout(this.#retryTimer)
+    this.#retryTimer = null
+  }
+
+  /** The content just reported was refused: offer it again later (from pollMs, doubling, up to a minute). */
+  #retryLater(): void {
+    if (this.#pollMs <= 0) return
+    this.#retryMs = this.#retryMs === 0 ? this.#pollMs : Math.min(this.#retryMs * 2, MAX_RETRY_MS)
+    this.#retryTimer = this.#timers.setTimeout(() => {
+      this.#retryTimer = null
+      // a new content (settling, or not seen yet) is the one to report, not the refused one
+      if (this.#watcher === null || this.#pending !== null || this.#read() !== this.#digest) return void (this.#retryMs = 0)
+      if (this.#onChange(true) !== false) this.#retryMs = 0
+      else if (this.#retryTimer === null) this.#retryLater()
+    }, this.#retryMs)
   }
 
   /** The one timer: a check `ms` from now (`settled`: the end of a settle wait; `poll`: no event asked for it). */
@@ -112,8 +147,11 @@ export class ConfigWatcher {
       if (settled && digest === this.#pending) {
         this.#digest = digest
         this.#pending = null
+        this.#noRetry()
+        this.#retryMs = 0
         if (this.#pollMs > 0) this.#arm(this.#pollMs, false, true) // first: onChange may throw
-        return this.#onChange()
+        if (this.#onChange(false) === false && this.#retryTimer === null) this.#retryLater()
+        return
       } else {
         this.#pending = digest
         return this.#arm(this.#settleMs, true)
@@ -149,6 +187,9 @@ export class ConfigWatcher {
     }
   }
 }
+
+/** The longest wait before a refused content is offered again, ms. */
+const MAX_RETRY_MS = 60_000
 
 function digestOf(text: string): string {
   return createHash('sha256').update(text).digest('hex')
