@@ -5,7 +5,7 @@
 // applied. Real files and real fs.watch; the watcher's time is driven by hand where a test
 // needs a pace (FakeTimers), else deadlines; no sleeps.
 import t from 'tap'
-import { appendFileSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync, mkdirSync } from 'node:fs'
+import { appendFileSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync, mkdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ConfigWatcher } from '../src/config/watch.js'
@@ -178,4 +178,33 @@ t.test('a refused content is not offered again once the file changed (the new co
   w.accept('a: 3\n') // a SIGHUP read it
   timers.advance(120_000)
   t.same(seen, ['a: 2\n', 'a: 3\n'], 'nothing offered again')
+})
+
+t.test('ConfigMap updates as the kubelet makes them (a new timestamped directory, `..data` swapped to it, the old one deleted) are each reported once, and the watch lives on', async (t) => {
+  const d = dir()
+  let n = 0
+  const publish = (text: string): void => {
+    const next = `..2026_12_04_${String(++n).padStart(2, '0')}`
+    mkdirSync(join(d, next))
+    writeFileSync(join(d, next, 'proxy.yaml'), text)
+    if (n === 1) {
+      symlinkSync(next, join(d, '..data'))
+      symlinkSync(join('..data', 'proxy.yaml'), join(d, 'proxy.yaml'))
+      return
+    }
+    symlinkSync(next, join(d, '..data_tmp'))
+    renameSync(join(d, '..data_tmp'), join(d, '..data'))
+    rmSync(join(d, `..2026_12_04_${String(n - 1).padStart(2, '0')}`), { recursive: true })
+  }
+  publish('v: 1\n')
+  const seen: string[] = []
+  const file = join(d, 'proxy.yaml')
+  const w = new ConfigWatcher(file, () => seen.push(readFileSync(file, 'utf8')), undefined, { debounceMs: 20, settleMs: 100, pollMs: 0 })
+  w.start()
+  t.teardown(() => w.stop())
+  for (const v of [2, 3, 4]) {
+    publish(`v: ${v}\n`)
+    await waitFor(() => seen.length === v - 1, 5_000, `update ${v} to be reported`)
+  }
+  t.same(seen, ['v: 2\n', 'v: 3\n', 'v: 4\n'], 'each once, in order, by directory events alone (no polling)')
 })
