@@ -208,3 +208,23 @@ t.test('ConfigMap updates as the kubelet makes them (a new timestamped directory
   }
   t.same(seen, ['v: 2\n', 'v: 3\n', 'v: 4\n'], 'each once, in order, by directory events alone (no polling)')
 })
+
+t.test('content refused elsewhere (a SIGHUP reload) is offered again as a retry', async (t) => {
+  const file = join(dir(), 'proxy.yaml')
+  writeFileSync(file, 'a: 1\n')
+  const retries: boolean[] = []
+  const timers = new FakeTimers()
+  const w = new ConfigWatcher(file, (retry) => retries.push(retry), timers, { debounceMs: 20, settleMs: 400, pollMs: 1_000 })
+  w.start()
+  t.teardown(() => w.stop())
+  timers.advance(0)
+  writeFileSync(file, 'a: 2\n')
+  await timers.scheduled(20)
+  w.accept('a: 2\n', true) // the SIGHUP's reload of it was refused
+  timers.advance(20 + 400)
+  t.same(retries, [], 'not reported as a change')
+  timers.advance(1_000)
+  t.same(retries, [true], 'offered again, as a retry (accepted this time: onChange did not return false)')
+  timers.advance(60_000)
+  t.same(retries, [true], 'once')
+})

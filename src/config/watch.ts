@@ -2,7 +2,8 @@
 // `..data` symlink in the mounted directory, so the directory is watched, not the file), and
 // polls it too (a single-file bind mount, as `docker run -v proxy.yaml:...` makes, or a path
 // through a symlinked directory, gets no event the directory watch sees). Layer 3 adapter:
-// reports "the content changed" once the new content has stood still; it never parses.
+// reports "the content changed" once the new content has stood still, and offers a content its
+// reader refused again later; it never parses.
 import { watch, readFileSync, statSync, type FSWatcher } from 'node:fs'
 import { createHash } from 'node:crypto'
 import { basename, dirname } from 'node:path'
@@ -117,8 +118,11 @@ export class ConfigWatcher {
     this.#retryMs = this.#retryMs === 0 ? this.#pollMs : Math.min(this.#retryMs * 2, MAX_RETRY_MS)
     this.#retryTimer = this.#timers.setTimeout(() => {
       this.#retryTimer = null
+      if (this.#watcher === null) return
+      const now = this.#pending === null ? this.#read() : undefined
+      if (now === null) return this.#retryLater() // unreadable for a moment: later
       // a new content (settling, or not seen yet) is the one to report, not the refused one
-      if (this.#watcher === null || this.#pending !== null || this.#read() !== this.#digest) return void (this.#retryMs = 0)
+      if (now !== this.#digest) return void (this.#retryMs = 0)
       if (this.#onChange(true) !== false) this.#retryMs = 0
       else if (this.#retryTimer === null) this.#retryLater()
     }, this.#retryMs)
