@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import type { Config } from '../config/schema.js'
-import { CONFIG_WARNING, ConfigError, configWarnings, readConfigFile } from '../config/index.js'
+import { CONFIG_WARNING, ConfigError, configWarnings, parseConfig, readConfigText } from '../config/index.js'
 import { configFiles } from '../config/config-files.js'
 import { diffConfig } from '../config/reload.js'
 import { ConfigWatcher } from '../config/watch.js'
@@ -388,16 +388,28 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
    * one process does), and the slots whose worker was started with other values of the
    * sections that need new workers (or a new worker count) are replaced one at a time.
    */
-  const reload = (): void => {
-    if (stopping) return // shutting down: no worker is started, the stopping ones finish as they run
+  /** The issues of the last refused reload: the watch's retry refused for the same is not told again. */
+  let refused: string | null = null
+  /** `retry`: the watch offers again a content refused before (a file it names may be there now). */
+  const reload = (retry = false): boolean => {
+    if (stopping) return false // shutting down: no worker is started, the stopping ones finish as they run
+    let text: string | null = null
     let next: Accepted
     try {
-      next = readConfigFile(configPath, process.env, configFiles)
+      text = readConfigText(configPath)
+      next = { text, config: parseConfig(text, configPath, process.env, configFiles) }
     } catch (err) {
-      logger.error({ issues: err instanceof ConfigError ? err.issues : [(err as Error).message] }, 'config reload rejected; the running config stays')
+      // the watch offers it again later (a Secret a file names, updated after the ConfigMap)
+      if (text !== null) watcher?.accept(text, true)
+      const issues = err instanceof ConfigError ? err.issues : [(err as Error).message]
+      if (retry && issues.join('\n') === refused) return false
+      refused = issues.join('\n')
+      logger.error({ issues }, 'config reload rejected; the running config stays')
       ledger.reloaded(false)
-      return
+      return false
     }
+    refused = null
+    watcher?.accept(text) // read here (a SIGHUP): the watch does not reload it once more
     ledger.reloaded(true)
     for (const w of configWarnings(next.config)) logger.warn({ warning: w }, CONFIG_WARNING)
     const before = accepted
@@ -415,7 +427,7 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
     // the slots, not the workers up now: a worker restarting after a crash is no reason for a
     // roll; a slot without a worker is
     const filled = (i: number): boolean => { const w = slots[i]?.worker ?? null; return w !== null && (!w.isDead() || slots[i]!.restarting) }
-    if (restart.length === 0 && (rollingTo !== null ? nextCount === rollingTo : nextCount === slots.length && Array.from({ length: nextCount }, (_, i) => i).every(filled))) return
+    if (restart.length === 0 && (rollingTo !== null ? nextCount === rollingTo : nextCount === slots.length && Array.from({ length: nextCount }, (_, i) => i).every(filled))) return true
     logger.info({ sections: restart, workers: nextCount }, 'config change needs new workers: replacing them one at a time')
     rollingTo = nextCount
     rollTarget = next
@@ -430,6 +442,7 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
       }
     })
     rolling = queued
+    return true
   }
   // a worker that stopped answering (stuck, frozen) is killed; its exit restarts it as a crash
   // (or fails the start it was in). A starting worker is watched once it has been heard from (a
