@@ -12,7 +12,10 @@ import { pemFiles } from '../tls/pem.js'
 import { maskSecretLines } from '../secret-text.js'
 import { ConfigError, formatIssue, validateConfig, type ConfigFiles, type Pos, type ScalarValue, type SourceNode } from './validate.js'
 
-/** Alias expansions allowed in one file (guards against "billion laughs" documents). */
+/**
+ * Nodes that alias expansion may add to one file, all its documents together (guards against
+ * "billion laughs" documents); the nodes written out are bounded by the file's size.
+ */
 const MAX_NODES = 100_000
 
 /**
@@ -90,10 +93,11 @@ export function parseYamlDocuments(text: string, fileName: string): SourceNode[]
   const docs = parseAllDocuments(text, { lineCounter, prettyErrors: false, version: '1.2', schema: 'core' })
   if (!Array.isArray(docs)) return [] // an empty stream
   const out: SourceNode[] = []
+  const budget = { left: MAX_NODES } // one for the stream: 200 documents under it each are not
   for (const doc of docs) {
     const syntax = doc.errors[0] ?? doc.warnings[0]
     if (syntax) throw syntaxError(text, fileName, lineCounter, syntax)
-    const tree = sourceTree(doc, lineCounter, fileName)
+    const tree = sourceTree(doc, lineCounter, fileName, budget)
     if (tree !== undefined && !(tree.kind === 'scalar' && tree.value === null)) out.push(tree)
   }
   return out
@@ -121,13 +125,15 @@ export function toYaml(value: unknown): string {
   return stringify(value, { version: '1.1', lineWidth: 0, blockQuote: 'literal', aliasDuplicateObjects: false })
 }
 
-/** The located tree of one parsed document (undefined when it is empty); aliases expanded within a budget. */
-function sourceTree(doc: Document.Parsed, lineCounter: LineCounter, fileName: string): SourceNode | undefined {
+/**
+ * The located tree of one parsed document (undefined when it is empty); aliases expanded within
+ * `budget` (the nodes they add; a document's own nodes, as many as a big `kind: List` has, are not counted).
+ */
+function sourceTree(doc: Document.Parsed, lineCounter: LineCounter, fileName: string, budget = { left: MAX_NODES }): SourceNode | undefined {
   const at = (offset: number | undefined): Pos => lineCounter.linePos(offset ?? 0)
-  let budget = MAX_NODES
   const expanding = new Set<unknown>() // aliases being expanded: a repeat is a cycle
   const convert = (node: unknown): SourceNode => {
-    if (--budget < 0) throw new ConfigError([formatIssue(fileName, at(0), '', 'too many nodes (alias expansion?)')])
+    if (expanding.size > 0 && --budget.left < 0) throw new ConfigError([formatIssue(fileName, at(0), '', 'too many nodes (alias expansion?)')])
     const pos = at(rangeStart(node))
     if (isAlias(node)) {
       const target = node.resolve(doc as Document)
