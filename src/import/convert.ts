@@ -84,6 +84,13 @@ const DESCRIBE = (m: Manifest): string => `${m.kind} ${m.namespace === null ? ''
  * Example: `convertManifests([{ file: 'ingress.yaml', text }], { manifests: false }).proxyYaml`.
  */
 export function convertManifests(sources: readonly { readonly file: string; readonly text: string }[], options: ImportOptions): ImportResult {
+  for (const { file, text } of sources) {
+    // read as UTF-8, UTF-16 text has a NUL beside every ASCII letter: YAML of one odd string,
+    // which would be "nothing to import"
+    if (text.includes('\u0000')) {
+      throw new ImportError(`${file} is not UTF-8 text (UTF-16? Windows PowerShell's > writes that): convert it first, e.g. \`iconv -f UTF-16 -t UTF-8\`, or write it with \`| Out-File -Encoding utf8\``)
+    }
+  }
   const all = readManifests(sources)
   const findings: Finding[] = []
   const ingresses = all.filter((m) => m.kind === 'Ingress' && /^(networking\.k8s\.io|extensions)\//.test(m.apiVersion))

@@ -30,9 +30,10 @@ export function convertIngress(ingress: Manifest, manifests: readonly Manifest[]
   const findings: Finding[] = []
   const annotations: Record<string, unknown> = ingress.obj['metadata']?.annotations ?? {}
   const at = (key: string): string => lineOf(ingress, ['metadata', 'annotations', key])
+  // ingress-nginx trims the spaces around each line of a value (a `|` block's final newline too)
   const get = (name: string): string | undefined => {
     const v = annotations[PREFIX + name]
-    return v === undefined || v === null ? undefined : String(v)
+    return v === undefined || v === null ? undefined : String(v).split('\n').map((line) => line.trim()).join('\n').trim()
   }
   const from = (name: string): string => `${at(PREFIX + name)} ${PREFIX}${name}: ${JSON.stringify(get(name))}`
   const set = (path: string, value: Setting['value'], name: string, differs?: string): void =>
@@ -54,6 +55,7 @@ export function convertIngress(ingress: Manifest, manifests: readonly Manifest[]
       set('affinity.key', 'cookie', 'affinity', "Tether's cookie is signed and names the pod (not a hash of its address): a user's ingress-nginx cookie is not read, so each user is placed once more on their first request through Tether")
       settings.push(COOKIE_SECRET)
       cookieSettings(use, set, skip)
+      if (get('session-cookie-path') === undefined) cookiePath(ingress, annotations, settings, findings, backends(ingress, manifests)[0]?.service)
     } else {
       skip('affinity', `only "cookie" affinity exists in ingress-nginx and Tether; ${JSON.stringify(affinity)} was not converted`)
     }
@@ -141,10 +143,15 @@ export function convertIngress(ingress: Manifest, manifests: readonly Manifest[]
 function backends(ingress: Manifest, manifests: readonly Manifest[]): Backend[] {
   const spec = ingress.obj['spec'] ?? {}
   const found: { svc: any; path: (string | number)[] }[] = []
-  if (spec['defaultBackend']?.service) found.push({ svc: spec['defaultBackend'].service, path: ['spec', 'defaultBackend'] })
+  // networking.k8s.io/v1: `backend.service: { name, port: { name | number } }`; the v1beta1
+  // shape (extensions/, networking.k8s.io/, removed in Kubernetes 1.22 but still in many
+  // charts): `backend: { serviceName, servicePort }`, the default backend at `spec.backend`
+  const service = serviceOf
+  const defaultBackend = spec['defaultBackend'] === undefined ? 'backend' : 'defaultBackend'
+  if (service(spec[defaultBackend])) found.push({ svc: service(spec[defaultBackend]), path: ['spec', defaultBackend] })
   ;(Array.isArray(spec['rules']) ? spec['rules'] : []).forEach((rule: any, i: number) => {
     ;(Array.isArray(rule?.http?.paths) ? rule.http.paths : []).forEach((p: any, j: number) => {
-      if (p?.backend?.service) found.push({ svc: p.backend.service, path: ['spec', 'rules', i, 'http', 'paths', j, 'backend'] })
+      if (service(p?.backend)) found.push({ svc: service(p.backend), path: ['spec', 'rules', i, 'http', 'paths', j, 'backend'] })
     })
   })
   const out: Backend[] = []
@@ -157,6 +164,13 @@ function backends(ingress: Manifest, manifests: readonly Manifest[]): Backend[] 
   return out
 }
 
+/** The Service of an Ingress backend, of either shape (see `backends`), as `{ name, port }`; undefined for none. */
+function serviceOf(b: any): any {
+  if (b?.service) return b.service
+  if (b?.serviceName === undefined) return undefined
+  return { name: b.serviceName, port: typeof b.servicePort === 'string' && !/^\d+$/.test(b.servicePort) ? { name: b.servicePort } : { number: b.servicePort } }
+}
+
 type Use = (name: string) => string | undefined
 type Set = (path: string, value: Setting['value'], name: string, differs?: string) => void
 type Skip = (name: string, why: string) => void
@@ -167,8 +181,11 @@ function cookieSettings(use: Use, set: Set, skip: Skip): void {
   const rebalance = 'when pods are added, the users whose hash moves to a new pod move there once (with X-Tether-Moved; their state follows through the checkpoint protocol), the others stay'
   if (mode === 'balanced') set('affinity.on_scale_up', 'rebalance', 'affinity-mode', rebalance)
   else if (mode === 'persistent') set('affinity.on_scale_up', 'persistent', 'affinity-mode')
-  else if (mode !== undefined) skip('affinity-mode', 'expected balanced or persistent')
-  else set('affinity.on_scale_up', 'rebalance', 'affinity', `no affinity-mode: ingress-nginx's default is balanced; ${rebalance}`)
+  else if (mode !== undefined) {
+    // ingress-nginx balances with any mode but "persistent" (the value is case-sensitive)
+    skip('affinity-mode', 'expected balanced or persistent: ingress-nginx used its default, balanced (affinity.on_scale_up: rebalance)')
+    set('affinity.on_scale_up', 'rebalance', 'affinity', `affinity-mode not balanced or persistent: ingress-nginx's default, balanced; ${rebalance}`)
+  } else set('affinity.on_scale_up', 'rebalance', 'affinity', `no affinity-mode: ingress-nginx's default is balanced; ${rebalance}`)
 
   const name = use('session-cookie-name')
   if (name !== undefined) {
@@ -219,7 +236,7 @@ function cookieSettings(use: Use, set: Set, skip: Skip): void {
     if (v === undefined) skip('session-cookie-samesite', 'expected None, Lax or Strict')
     else set('affinity.cookie.same_site', v, 'session-cookie-samesite', v === 'None' ? 'SameSite=None requires Secure, which Tether sets' : undefined)
   }
-  const secure = use('session-cookie-secure')
+  const secure = goBool(use('session-cookie-secure'))
   if (secure === 'false' && sameSite?.toLowerCase() !== 'none') {
     set('affinity.cookie.secure', false, 'session-cookie-secure', 'the cookie is sent over plain HTTP too; prefer HTTPS end to end and secure: true')
   } else if (secure === 'false') {
@@ -231,7 +248,7 @@ function cookieSettings(use: Use, set: Set, skip: Skip): void {
   } else {
     set('affinity.cookie.secure', true, 'affinity', 'ingress-nginx sets Secure only on HTTPS requests; Tether always does (the default): clients must reach it over HTTPS (TLS at the Ingress or load balancer in front)')
   }
-  const change = use('session-cookie-change-on-failure')
+  const change = goBool(use('session-cookie-change-on-failure'))
   if (change === 'true') {
     set('affinity.strict', false, 'session-cookie-change-on-failure', 'as ingress-nginx with true: a user whose pod fails is moved to another pod and their cookie names the new one (Tether also adds X-Tether-Moved and brings their checkpointed state)')
   } else if (change === 'false') {
@@ -242,6 +259,46 @@ function cookieSettings(use: Use, set: Set, skip: Skip): void {
   if (use('session-cookie-conditional-samesite-none') !== undefined) {
     skip('session-cookie-conditional-samesite-none', 'Tether does not vary SameSite by User-Agent: it sends the same attributes to every browser')
   }
+}
+
+/**
+ * "true" or "false" for the values Go's strconv.ParseBool reads (ingress-nginx's booleans: 1, t,
+ * T, TRUE, true, True and their false forms), else the value as is. Example: `goBool('True')` -> 'true'.
+ */
+function goBool(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined
+  if (['1', 't', 'T', 'TRUE', 'true', 'True'].includes(value)) return 'true'
+  if (['0', 'f', 'F', 'FALSE', 'false', 'False'].includes(value)) return 'false'
+  return value
+}
+
+/**
+ * Cookie affinity without session-cookie-path: ingress-nginx's cookie Path is the Ingress path
+ * the request matched (`/` for none). One such path (to `service`, the backend Tether fronts) is carried over
+ * as affinity.cookie.path; several, or a regular expression, are listed (Tether sends one Path).
+ */
+function cookiePath(ingress: Manifest, annotations: Record<string, unknown>, settings: Setting[], findings: Finding[], service: string | undefined): void {
+  const spec = ingress.obj['spec'] ?? {}
+  const paths: { path: string; at: string }[] = []
+  if (serviceOf(spec['defaultBackend'] ?? spec['backend'])?.name === service) paths.push({ path: '/', at: lineOf(ingress, ['spec']) })
+  ;(Array.isArray(spec['rules']) ? spec['rules'] : []).forEach((rule: any, i: number) => {
+    ;(Array.isArray(rule?.http?.paths) ? rule.http.paths : []).forEach((p: any, j: number) => {
+      if (serviceOf(p?.backend)?.name !== service) return
+      paths.push({ path: typeof p.path === 'string' && p.path !== '' ? p.path : '/', at: lineOf(ingress, ['spec', 'rules', i, 'http', 'paths', j]) })
+    })
+  })
+  const distinct = [...new Set(paths.map((p) => p.path))]
+  if (distinct.length === 0 || (distinct.length === 1 && distinct[0] === '/')) return
+  const regex = String(annotations[`${PREFIX}use-regex`] ?? '').trim() === 'true' || distinct.some((p) => /[\^$()[\]{}*+?|\\]/.test(p))
+  if (distinct.length === 1 && !regex && /^\/[\x20-\x3A\x3C-\x7E]*$/.test(distinct[0]!)) {
+    settings.push({ path: 'affinity.cookie.path', value: distinct[0]!, from: `${paths[0]!.at} path: ${JSON.stringify(distinct[0])}`, note: "ingress-nginx's default cookie Path: the matched Ingress path (no session-cookie-path)" })
+    return
+  }
+  findings.push({
+    at: paths[0]!.at,
+    what: `cookie Path (paths ${distinct.join(', ')})`,
+    why: `without session-cookie-path, ingress-nginx gave the cookie the Ingress path each request matched (${distinct.join(', ')}${regex ? ', a regular expression' : ''}); Tether sends one Path: / (set affinity.cookie.path if the cookie must stay under one path)`,
+  })
 }
 
 /** upstream-hash-by: `$remote_addr`, `$cookie_<name>`, `$http_<name>`; anything else is reported. */

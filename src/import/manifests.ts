@@ -128,7 +128,7 @@ export function backendPort(manifests: readonly Manifest[], service: string, nam
   const n = typeof port.number === 'number' ? port.number : Number(port.number)
   const svc = manifests.find((m) => m.kind === 'Service' && m.name === service && (namespace === null || m.namespace === null || m.namespace === namespace))
   const ports: Record<string, any>[] = Array.isArray(svc?.obj['spec']?.ports) ? svc!.obj['spec'].ports : []
-  const p = ports.find((q) => q['port'] === n)
+  const p = ports.find((q) => q?.['port'] === n)
   if (p !== undefined && typeof p['name'] === 'string' && p['name'] !== '') return { port: p['name'] }
   if (p !== undefined && (typeof p['targetPort'] === 'number' || p['targetPort'] === undefined)) return { port: typeof p['targetPort'] === 'number' ? p['targetPort'] : n }
   if (!Number.isInteger(n) || n < 1 || n > 65535) return { port: 'http', note: `no usable port in the input (${JSON.stringify(port)}): set the Service port's name` }

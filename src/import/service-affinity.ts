@@ -31,7 +31,8 @@ export function convertServiceAffinity(service: Manifest, manifests: readonly Ma
     from: `${timeoutAt} sessionAffinityConfig.clientIP.timeoutSeconds: ${raw === undefined ? `(default ${DEFAULT_TIMEOUT_SECONDS})` : raw}`,
     differs: 'the same sliding idle expiry, refreshed by every request',
   })
-  const ports: any[] = Array.isArray(spec['ports']) ? spec['ports'] : []
+  // an empty entry (`- ` with nothing after it) is null: not a port
+  const ports: any[] = Array.isArray(spec['ports']) ? spec['ports'].filter((p: unknown) => typeof p === 'object' && p !== null) : []
   const first = ports[0]
   const backend: Backend | null = first === undefined ? null : (() => {
     const { port, note } = backendPort(manifests, service.name, service.namespace, { name: first['name'], number: first['port'] })

@@ -1,0 +1,123 @@
+// `tether import` on input as migrating operators have it, beyond the tidy fixtures: an Ingress
+// of the old extensions/v1beta1 shape (serviceName/servicePort), null list entries, annotation
+// values with the whitespace ingress-nginx trims and the booleans Go's ParseBool reads, the
+// cookie Path ingress-nginx gives by default (the matched Ingress path), and a file PowerShell
+// wrote as UTF-16.
+import t from 'tap'
+import { ingressYaml } from './fixtures/ingress.js'
+import { parseConfig, type Config } from '../src/config/index.js'
+import { convertManifests, ImportError, type ImportResult } from '../src/import/convert.js'
+import { runCli, tempFile } from './fixtures/cli.js'
+
+const ENV = { TETHER_SECRET: 'x'.repeat(32), TETHER_ADMIN_TOKEN: 'admin' }
+const convert = (text: string, file = 'in.yaml'): ImportResult => convertManifests([{ file, text }], { manifests: false })
+const configOf = (r: ImportResult): Config => parseConfig(r.proxyYaml, 'imported proxy.yaml', ENV)
+const whats = (r: ImportResult): string[] => r.findings.map((f) => f.what.replace(/: .*$/s, ''))
+
+t.test('an Ingress of the old shape (extensions/v1beta1, networking.k8s.io/v1beta1: serviceName/servicePort) names its backend', async (t) => {
+  for (const apiVersion of ['extensions/v1beta1', 'networking.k8s.io/v1beta1']) {
+    const text = `apiVersion: ${apiVersion}
+kind: Ingress
+metadata:
+  name: web
+  namespace: shop
+  annotations:
+    nginx.ingress.kubernetes.io/affinity: cookie
+spec:
+  rules:
+    - host: shop.example.com
+      http:
+        paths:
+          - path: /
+            backend:
+              serviceName: web
+              servicePort: http
+          - path: /api
+            backend:
+              serviceName: api
+              servicePort: 8080
+`
+    const r = convert(text)
+    t.same(configOf(r).discovery.kubernetes, { service: 'web', namespace: 'shop', port: 'http', kubeconfig: null, weight_annotation: null }, apiVersion)
+    t.ok(whats(r).includes('backend Service api port 8080'), `${apiVersion}: the second backend is listed`)
+  }
+  const old = convert('apiVersion: extensions/v1beta1\nkind: Ingress\nmetadata: { name: web }\nspec:\n  backend: { serviceName: legacy, servicePort: 80 }\n')
+  t.equal(configOf(old).discovery.kubernetes?.service, 'legacy', 'the old spec.backend (the default backend)')
+})
+
+t.test('null entries in lists (ports, rules, paths, backendRefs) are skipped, not a crash', async (t) => {
+  const service = 'apiVersion: v1\nkind: Service\nmetadata: { name: game }\nspec:\n  sessionAffinity: ClientIP\n  ports:\n    -\n    - { name: ws, port: 80 }\n'
+  t.equal(configOf(convert(service)).discovery.kubernetes?.port, 'ws')
+  t.throws(() => convert('apiVersion: v1\nkind: Service\nmetadata: { name: game }\nspec:\n  sessionAffinity: ClientIP\n  ports: [~]\n'), ImportError)
+  const ingress = `apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: { name: web }
+spec:
+  rules: [~, { http: { paths: [~, { path: /, backend: { service: { name: web, port: { number: 80 } } } }] } }]
+---
+apiVersion: v1
+kind: Service
+metadata: { name: web }
+spec: { ports: [~, { name: http, port: 80 }] }
+`
+  t.equal(configOf(convert(ingress)).discovery.kubernetes?.port, 'http')
+  const route = 'apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: { name: r }\nspec:\n  rules:\n    - sessionPersistence: { type: Cookie }\n      backendRefs: [~, { name: web, port: 80 }]\n'
+  t.equal(configOf(convert(route)).discovery.kubernetes?.service, 'web')
+  // the CLI: a clear exit, never "fatal"
+  const cli = await runCli(['import', tempFile('svc.yaml', 'apiVersion: v1\nkind: Service\nmetadata: { name: game }\nspec:\n  sessionAffinity: ClientIP\n  ports:\n    -\n')])
+  t.equal(cli.code, 1, cli.stderr)
+  t.match(cli.stderr, /^tether import: Service game \(.*svc\.yaml:1\) names no backend Service/)
+})
+
+t.test('annotation values are trimmed as ingress-nginx trims them; booleans read as Go ParseBool reads them', async (t) => {
+  const text = ingressYaml({ affinity: 'cookie\n', 'affinity-mode': ' persistent ', 'session-cookie-name': ' route ', 'session-cookie-max-age': '3600 ', 'session-cookie-secure': 'True', 'session-cookie-change-on-failure': '1', 'upstream-hash-by': ' $remote_addr' })
+  const r = convert(text)
+  const c = configOf(r)
+  t.match(c.affinity, { key: 'cookie', on_scale_up: 'persistent', idle_timeout: 3_600_000, cookie: { name: 'route', max_age: 3_600_000, secure: true }, strict: false })
+  t.notOk(whats(r).some((w) => /affinity$|affinity-mode|session-cookie-(name|max-age|secure|change-on-failure)/.test(w)), `all converted: ${whats(r).join(', ')}`)
+  t.equal(configOf(convert(ingressYaml({ affinity: 'cookie', 'session-cookie-secure': 'F' }))).affinity.cookie.secure, false)
+  // what ingress-nginx rejects stays listed: "Cookie" is not its affinity type (case-sensitive)
+  const upper = convert(ingressYaml({ affinity: 'Cookie', 'session-cookie-name': 'route' }))
+  t.ok(whats(upper).includes('nginx.ingress.kubernetes.io/affinity'))
+})
+
+t.test("an affinity-mode ingress-nginx does not know is its default balanced (on_scale_up: rebalance), and listed", async (t) => {
+  const r = convert(ingressYaml({ affinity: 'cookie', 'affinity-mode': 'Persistent' }))
+  t.equal(configOf(r).affinity.on_scale_up, 'rebalance', 'ingress-nginx uses balanced for any value but "persistent"')
+  t.match(r.findings.find((f) => f.what.includes('affinity-mode'))?.why, /balanced/)
+})
+
+t.test("without session-cookie-path, ingress-nginx's cookie Path is the matched Ingress path: carried over", async (t) => {
+  const ingress = (paths: string[], extra = '') => `apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: shop
+  annotations:
+    nginx.ingress.kubernetes.io/affinity: cookie${extra}
+spec:
+  rules:
+    - host: example.com
+      http:
+        paths:
+${paths.map((p) => `          - { path: ${p}, pathType: Prefix, backend: { service: { name: shop, port: { name: web } } } }`).join('\n')}
+`
+  const one = convert(ingress(['/shop']))
+  t.equal(configOf(one).affinity.cookie.path, '/shop')
+  t.match(one.proxyYaml.replace(/\n\s*# {3}/g, ' '), /ingress-nginx's default cookie Path: the matched Ingress path/)
+  t.equal(configOf(convert(ingress(['/']))).affinity.cookie.path, '/')
+  t.equal(configOf(convert(ingress(['/shop'], '\n    nginx.ingress.kubernetes.io/session-cookie-path: /'))).affinity.cookie.path, '/', 'the annotation wins')
+  const two = convert(ingress(['/shop', '/cart']))
+  t.equal(configOf(two).affinity.cookie.path, '/')
+  t.match(two.findings.find((f) => f.what.includes('cookie Path'))?.why, /\/shop, \/cart/)
+})
+
+t.test('a file PowerShell wrote as UTF-16 is a clear error, not "nothing to import"', async (t) => {
+  const yaml = 'apiVersion: v1\nkind: Service\nmetadata: { name: a }\nspec: { sessionAffinity: ClientIP, ports: [{ name: http, port: 80 }] }\n'
+  const file = tempFile('current.yaml', '')
+  const { writeFileSync } = await import('node:fs')
+  writeFileSync(file, Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(yaml, 'utf16le')]))
+  const r = await runCli(['import', file])
+  t.equal(r.code, 1)
+  t.match(r.stderr, /^tether import: .*current\.yaml is not UTF-8 text \(UTF-16\?/)
+  t.throws(() => convert(Buffer.from(yaml, 'utf16le').toString('utf8')), { message: /^in\.yaml is not UTF-8 text/ })
+})
