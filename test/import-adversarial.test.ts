@@ -121,3 +121,25 @@ t.test('a file PowerShell wrote as UTF-16 is a clear error, not "nothing to impo
   t.match(r.stderr, /^tether import: .*current\.yaml is not UTF-8 text \(UTF-16\?/)
   t.throws(() => convert(Buffer.from(yaml, 'utf16le').toString('utf8')), { message: /^in\.yaml is not UTF-8 text/ })
 })
+
+t.test('--image must be an image reference Kubernetes can pull: an empty or malformed one is an error, not a Deployment that never starts', async (t) => {
+  const text = ingressYaml({ affinity: 'cookie' })
+  const withImage = (image: string) => convertManifests([{ file: 'in.yaml', text }], { manifests: true, image })
+  for (const image of ['ghcr.io/example/tether:0.1.0', 'tether', 'registry.example.com:5000/team/tether@sha256:' + 'a'.repeat(64), 'localhost/tether:dev_1', 'docker.io/library/tether:1.2.3-rc.1']) {
+    t.match(withImage(image).manifests, `image: ${image}\n`, image)
+  }
+  for (const image of ['', ' ', 'ghcr.io/Example/tether:1', 'tether:', 'tether:1 2', 'https://ghcr.io/tether', 'ghcr.io/example/tether:1\nx']) {
+    t.throws(() => withImage(image), { message: /^--image: expected an image reference like ghcr\.io\/example\/tether:0\.1\.0/ }, JSON.stringify(image))
+  }
+  const cli = await runCli(['import', '--manifests', '--image=', tempFile('in.yaml', text)])
+  t.equal(cli.code, 1, cli.stderr)
+  t.equal(cli.stdout, '')
+  t.match(cli.stderr, /^tether import: --image: expected an image reference/)
+})
+
+t.test('a session-cookie-max-age ingress-nginx ignores (not seconds) leaves a browser-session cookie: idle_timeout 24h as without one', async (t) => {
+  const r = convert(ingressYaml({ affinity: 'cookie', 'session-cookie-max-age': '48h' }))
+  t.equal(configOf(r).affinity.idle_timeout, 86_400_000)
+  t.equal(configOf(r).affinity.cookie.max_age, null)
+  t.ok(whats(r).includes('nginx.ingress.kubernetes.io/session-cookie-max-age'))
+})

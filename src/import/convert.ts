@@ -72,6 +72,12 @@ function sharedCookieSecret(converted: readonly Setting[], source: string): Sett
   ]
 }
 
+/**
+ * An image reference as the container runtime parses it (distribution's grammar): an optional
+ * registry host[:port]/, lower-case path components, an optional :tag and @digest.
+ */
+const IMAGE_REFERENCE = /^(?:(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?|\[[0-9a-fA-F:]+\](?::[0-9]+)?)\/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$/
+
 const DESCRIBE = (m: Manifest): string => `${m.kind} ${m.namespace === null ? '' : `${m.namespace}/`}${m.name} (${m.at})`
 
 /**
@@ -90,6 +96,10 @@ export function convertManifests(sources: readonly { readonly file: string; read
     if (text.includes('\u0000')) {
       throw new ImportError(`${file} is not UTF-8 text (UTF-16? Windows PowerShell's > writes that): convert it first, e.g. \`iconv -f UTF-16 -t UTF-8\`, or write it with \`| Out-File -Encoding utf8\``)
     }
+  }
+  const image = options.image ?? 'ghcr.io/example/tether:latest'
+  if (options.manifests && !IMAGE_REFERENCE.test(image)) {
+    throw new ImportError(`--image: expected an image reference like ghcr.io/example/tether:0.1.0 (lower-case repository, optional :tag or @sha256:digest), got ${JSON.stringify(image)}`)
   }
   const all = readManifests(sources)
   const findings: Finding[] = []
@@ -173,7 +183,7 @@ export function convertManifests(sources: readonly { readonly file: string; read
         '#     --from-literal=TETHER_SECRET="$(openssl rand -base64 32)" --from-literal=TETHER_ADMIN_TOKEN="$(openssl rand -hex 24)"',
         '# then `kubectl apply -f` this file, and point your Ingress or Gateway at Service tether port 80',
         '# (without the affinity settings it had). The image is a placeholder: build it from the Dockerfile.',
-        tetherManifests({ namespace: namespace ?? 'default', proxyYaml, image: options.image ?? 'ghcr.io/example/tether:latest' })
+        tetherManifests({ namespace: namespace ?? 'default', proxyYaml, image })
           .map((o) => `---\n${toYaml(o)}`).join(''),
       ].join('\n')
     : null

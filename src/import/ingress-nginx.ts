@@ -207,10 +207,15 @@ function cookieSettings(use: Use, set: Set, skip: Skip): void {
   const lifetime = maxAge ?? expires
   const lifetimeName = maxAge !== undefined ? 'session-cookie-max-age' : 'session-cookie-expires'
   if (maxAge !== undefined && expires !== undefined) skip('session-cookie-expires', 'session-cookie-max-age is used (both set the same lifetime; Tether sends Max-Age only)')
+  const sessionCookie = "ingress-nginx's cookie lives for the browser session with no idle expiry; Tether's idle_timeout is at most 24h (its longest): a user idle longer is placed again"
   if (lifetime !== undefined) {
     const n = Number(lifetime)
-    if (!/^\d+$/.test(lifetime) || n === 0) skip(lifetimeName, 'expected a whole number of seconds > 0')
-    else {
+    if (!/^\d+$/.test(lifetime) || n === 0) {
+      skip(lifetimeName, /^-?\d+$/.test(lifetime)
+        ? 'expected a whole number of seconds > 0: with 0 or less ingress-nginx sent a cookie the browser drops at once (no stickiness); Tether keeps a browser-session cookie'
+        : 'expected a whole number of seconds > 0 (ingress-nginx ignores such a value too: a browser-session cookie)')
+      set('affinity.idle_timeout', '24h', 'affinity', sessionCookie)
+    } else {
       const ms = n * 1000
       const idle = Math.min(n, 86_400)
       const maxAge = Math.min(ms, MAX_COOKIE_AGE_MS)
@@ -228,7 +233,7 @@ function cookieSettings(use: Use, set: Set, skip: Skip): void {
         : 'the session ends after this lifetime however busy the user is, like the cookie expiring in the browser')
     }
   } else {
-    set('affinity.idle_timeout', '24h', 'affinity', "ingress-nginx's cookie lives for the browser session with no idle expiry; Tether's idle_timeout is at most 24h (its longest): a user idle longer is placed again")
+    set('affinity.idle_timeout', '24h', 'affinity', sessionCookie)
   }
   const sameSite = use('session-cookie-samesite')
   if (sameSite !== undefined) {
