@@ -143,3 +143,32 @@ t.test('a session-cookie-max-age ingress-nginx ignores (not seconds) leaves a br
   t.equal(configOf(r).affinity.cookie.max_age, null)
   t.ok(whats(r).includes('nginx.ingress.kubernetes.io/session-cookie-max-age'))
 })
+
+t.test('values the config checker would reject are converted within its bounds or listed, never a refusal to print', async (t) => {
+  // a __Host- cookie must have Path=/: the Ingress path is not carried over to it (browsers
+  // rejected ingress-nginx's __Host- cookie with Path=/shop: there was no stickiness to keep)
+  const host = `apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: shop
+  annotations: { nginx.ingress.kubernetes.io/affinity: cookie, nginx.ingress.kubernetes.io/session-cookie-name: __Host-route }
+spec:
+  rules: [{ http: { paths: [{ path: /shop, pathType: Prefix, backend: { service: { name: shop, port: { name: web } } } }] } }]
+`
+  const h = convert(host)
+  t.equal(configOf(h).affinity.cookie.path, '/')
+  t.match(h.findings.find((f) => f.what.startsWith('cookie Path'))?.why, /__Host-/)
+  // a __Secure- cookie is Secure whatever session-cookie-secure says (browsers drop it otherwise)
+  const secure = convert(ingressYaml({ affinity: 'cookie', 'session-cookie-name': '__Secure-route', 'session-cookie-secure': 'false' }))
+  t.equal(configOf(secure).affinity.cookie.secure, true)
+  t.ok(whats(secure).includes('nginx.ingress.kubernetes.io/session-cookie-secure'))
+  // timeouts beyond Tether's longest duration are lowered to it, and said so
+  const slow = convert(ingressYaml({ 'proxy-read-timeout': '99999999', 'proxy-next-upstream-timeout': '99999999' }))
+  t.equal(configOf(slow).timeouts.response_headers, 596 * 3_600_000)
+  t.equal(configOf(slow).retries.try_duration, 596 * 3_600_000)
+  t.match(slow.proxyYaml.replace(/\n\s*# {3}/g, ' '), /lowered to 596h, the longest Tether allows/)
+  // a body size past 2^53 bytes is no limit in practice: listed, not printed as a rounded number
+  const big = convert(ingressYaml({ 'proxy-body-size': '99999999g' }))
+  t.equal(configOf(big).limits.max_body_bytes, null)
+  t.ok(whats(big).includes('nginx.ingress.kubernetes.io/proxy-body-size'))
+})

@@ -85,7 +85,8 @@ export function convertIngress(ingress: Manifest, manifests: readonly Manifest[]
     if (v === undefined) return
     const n = Number(v)
     if (!/^\d+$/.test(v) || n === 0) return skip(name, 'expected a whole number of seconds > 0')
-    for (const path of paths) set(path, formatDuration(n * 1000), name, differs)
+    const lowered = n * 1000 > MAX_DURATION_MS ? `lowered to ${formatDuration(MAX_DURATION_MS)}, the longest Tether allows` : undefined
+    for (const path of paths) set(path, formatDuration(Math.min(n * 1000, MAX_DURATION_MS)), name, [differs, lowered].filter((d) => d !== undefined).join('; ') || undefined)
   }
   seconds('proxy-connect-timeout', ['timeouts.connect'])
   seconds('proxy-read-timeout', ['timeouts.response_headers', 'timeouts.body_idle'], "nginx's read timeout bounds each wait for the upstream; Tether names the two waits apart: until the response head, and between body chunks")
@@ -94,6 +95,7 @@ export function convertIngress(ingress: Manifest, manifests: readonly Manifest[]
   if (bodySize !== undefined) {
     const bytes = sizeBytes(bodySize)
     if (bytes === undefined) skip('proxy-body-size', 'expected a size like 8m, 512k or 0')
+    else if (!Number.isSafeInteger(bytes)) skip('proxy-body-size', 'larger than any body (over 2^53 bytes): no limit (limits.max_body_bytes: null, the default)')
     else set('limits.max_body_bytes', bytes === 0 ? null : bytes, 'proxy-body-size', bytes === 0 ? 'no limit' : 'a larger body is answered 413, as nginx does')
   }
   const tries = use('proxy-next-upstream-tries')
@@ -108,7 +110,7 @@ export function convertIngress(ingress: Manifest, manifests: readonly Manifest[]
     const n = Number(tryTimeout)
     if (!/^\d+$/.test(tryTimeout)) skip('proxy-next-upstream-timeout', 'expected a whole number of seconds')
     else if (n === 0) skip('proxy-next-upstream-timeout', 'nginx 0 means no limit; Tether keeps its default retries.try_duration (10s)')
-    else set('retries.try_duration', formatDuration(n * 1000), 'proxy-next-upstream-timeout')
+    else set('retries.try_duration', formatDuration(Math.min(n * 1000, MAX_DURATION_MS)), 'proxy-next-upstream-timeout', n * 1000 > MAX_DURATION_MS ? `lowered to ${formatDuration(MAX_DURATION_MS)}, the longest Tether allows` : undefined)
   }
   if (use('proxy-next-upstream') !== undefined) {
     skip('proxy-next-upstream', 'Tether retries a failed connection, and an idempotent request whose connection dropped before the answer; never a timeout or a 5xx (a slow or failing pod is not retried into another), and no list of conditions to set')
@@ -242,7 +244,9 @@ function cookieSettings(use: Use, set: Set, skip: Skip): void {
     else set('affinity.cookie.same_site', v, 'session-cookie-samesite', v === 'None' ? 'SameSite=None requires Secure, which Tether sets' : undefined)
   }
   const secure = goBool(use('session-cookie-secure'))
-  if (secure === 'false' && sameSite?.toLowerCase() !== 'none') {
+  if (secure === 'false' && /^__(Secure|Host)-/.test(name ?? '')) {
+    skip('session-cookie-secure', `a ${name!.startsWith('__Host-') ? '__Host-' : '__Secure-'} cookie is dropped by browsers without Secure: Tether keeps secure: true`)
+  } else if (secure === 'false' && sameSite?.toLowerCase() !== 'none') {
     set('affinity.cookie.secure', false, 'session-cookie-secure', 'the cookie is sent over plain HTTP too; prefer HTTPS end to end and secure: true')
   } else if (secure === 'false') {
     skip('session-cookie-secure', 'SameSite=None requires Secure: Tether keeps secure: true')
@@ -295,6 +299,10 @@ function cookiePath(ingress: Manifest, annotations: Record<string, unknown>, set
   const distinct = [...new Set(paths.map((p) => p.path))]
   if (distinct.length === 0 || (distinct.length === 1 && distinct[0] === '/')) return
   const regex = String(annotations[`${PREFIX}use-regex`] ?? '').trim() === 'true' || distinct.some((p) => /[\^$()[\]{}*+?|\\]/.test(p))
+  if (String(annotations[`${PREFIX}session-cookie-name`] ?? '').trim().startsWith('__Host-')) {
+    findings.push({ at: paths[0]!.at, what: `cookie Path (paths ${distinct.join(', ')})`, why: 'a __Host- cookie must have Path=/ (browsers rejected the one ingress-nginx sent with the Ingress path): Tether sends Path=/' })
+    return
+  }
   if (distinct.length === 1 && !regex && /^\/[\x20-\x3A\x3C-\x7E]*$/.test(distinct[0]!)) {
     settings.push({ path: 'affinity.cookie.path', value: distinct[0]!, from: `${paths[0]!.at} path: ${JSON.stringify(distinct[0])}`, note: "ingress-nginx's default cookie Path: the matched Ingress path (no session-cookie-path)" })
     return
