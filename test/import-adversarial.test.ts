@@ -172,3 +172,11 @@ spec:
   t.equal(configOf(big).limits.max_body_bytes, null)
   t.ok(whats(big).includes('nginx.ingress.kubernetes.io/proxy-body-size'))
 })
+
+t.test("proxy-send-timeout is listed with what bounds an upload to the pod in Tether: timeouts.body_idle", async (t) => {
+  const r = convert(ingressYaml({ 'proxy-send-timeout': '120', 'proxy-read-timeout': '30' }))
+  const why = r.findings.find((f) => f.what.includes('proxy-send-timeout'))?.why
+  t.match(why, /timeouts\.body_idle/)
+  t.match(why, /30s here/)
+  t.notMatch(why, /has no timeout on sending the request body/)
+})

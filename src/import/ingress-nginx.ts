@@ -90,7 +90,10 @@ export function convertIngress(ingress: Manifest, manifests: readonly Manifest[]
   }
   seconds('proxy-connect-timeout', ['timeouts.connect'])
   seconds('proxy-read-timeout', ['timeouts.response_headers', 'timeouts.body_idle'], "nginx's read timeout bounds each wait for the upstream; Tether names the two waits apart: until the response head, and between body chunks")
-  if (use('proxy-send-timeout') !== undefined) skip('proxy-send-timeout', 'Tether has no timeout on sending the request body to the upstream (a slow client is bounded by timeouts.client_headers and limits.max_body_bytes)')
+  if (use('proxy-send-timeout') !== undefined) {
+    const idle = settings.findLast((s) => s.path === 'timeouts.body_idle')?.value
+    skip('proxy-send-timeout', `Tether has one bound for both directions, timeouts.body_idle (${idle === undefined ? 'its default 60s, as nginx' : `${idle} here, from proxy-read-timeout`}): an upstream that stops taking the request body that long gets the client a 504`)
+  }
   const bodySize = use('proxy-body-size')
   if (bodySize !== undefined) {
     const bytes = sizeBytes(bodySize)
