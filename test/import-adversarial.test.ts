@@ -180,3 +180,10 @@ t.test("proxy-send-timeout is listed with what bounds an upload to the pod in Te
   t.match(why, /30s here/)
   t.notMatch(why, /has no timeout on sending the request body/)
 })
+
+t.test('an annotation name in the wrong case is listed as ingress-nginx reads it: ignored (names are case-sensitive)', async (t) => {
+  const r = convert(ingressYaml({ Affinity: 'cookie', 'Session-Cookie-Name': 'route' }))
+  t.equal(configOf(r).affinity.cookie.name, 'tether', 'not converted: ingress-nginx had no cookie affinity')
+  const why = r.findings.find((f) => f.what.startsWith('nginx.ingress.kubernetes.io/Affinity'))?.why
+  t.match(why, /ingress-nginx ignores it too: annotation names are case-sensitive \(nginx\.ingress\.kubernetes\.io\/affinity\?\)/)
+})

@@ -124,7 +124,11 @@ export function convertIngress(ingress: Manifest, manifests: readonly Manifest[]
     if (!key.startsWith(PREFIX)) continue
     const name = key.slice(PREFIX.length)
     if (handled.has(name)) continue
-    skip(name, OTHER[name] ?? 'not a Tether setting: keep it on the Ingress in front of Tether if you still need it, or drop it')
+    const lower = name.toLowerCase()
+    const known = lower !== name && (handled.has(lower) || OTHER[lower] !== undefined)
+    skip(name, known
+      ? `ingress-nginx ignores it too: annotation names are case-sensitive (${PREFIX}${lower}?)`
+      : OTHER[name] ?? 'not a Tether setting: keep it on the Ingress in front of Tether if you still need it, or drop it')
   }
   for (const key of Object.keys(annotations).sort()) {
     if (key.startsWith(PREFIX) || IGNORED.has(key)) continue
