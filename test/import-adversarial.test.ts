@@ -187,3 +187,22 @@ t.test('an annotation name in the wrong case is listed as ingress-nginx reads it
   const why = r.findings.find((f) => f.what.startsWith('nginx.ingress.kubernetes.io/Affinity'))?.why
   t.match(why, /ingress-nginx ignores it too: annotation names are case-sensitive \(nginx\.ingress\.kubernetes\.io\/affinity\?\)/)
 })
+
+t.test('sessionPersistence on a GRPCRoute or a BackendLBPolicy is listed, never dropped silently', async (t) => {
+  const policy = `apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: BackendLBPolicy
+metadata: { name: sticky, namespace: shop }
+spec:
+  targetRefs: [{ group: '', kind: Service, name: shop }]
+  sessionPersistence: { sessionName: shop-session, type: Cookie }
+`
+  const grpc = `apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: { name: rpc, namespace: shop }
+spec:
+  rules: [{ backendRefs: [{ name: rpc, port: 9000 }], sessionPersistence: { type: Header, sessionName: x-session } }]
+`
+  t.throws(() => convert(`${policy}---\n${grpc}`), { message: /^nothing to import: .*; not converted: BackendLBPolicy shop\/sticky \(in\.yaml:1\) sessionPersistence: .*; GRPCRoute shop\/rpc \(in\.yaml:\d+\) sessionPersistence: .*gRPC/ })
+  const r = convert(`${ingressYaml({ affinity: 'cookie' })}---\n${policy}`)
+  t.ok(whats(r).includes('BackendLBPolicy shop/sticky (in.yaml:12) sessionPersistence'), whats(r).join(', '))
+})

@@ -106,6 +106,18 @@ export function convertManifests(sources: readonly { readonly file: string; read
   const ingresses = all.filter((m) => m.kind === 'Ingress' && /^(networking\.k8s\.io|extensions)\//.test(m.apiVersion))
   const routes = all.filter((m) => m.kind === 'HTTPRoute' && m.apiVersion.startsWith('gateway.networking.k8s.io/'))
   const services = all.filter((m) => m.kind === 'Service')
+  // sessionPersistence Tether does not convert: listed (or named when nothing else converts)
+  const persistence: Finding[] = all.flatMap((m): Finding[] => {
+    if (!m.apiVersion.startsWith('gateway.networking.k8s.io/')) return []
+    const rules: any[] = Array.isArray(m.obj['spec']?.rules) ? m.obj['spec'].rules : []
+    if (m.kind === 'GRPCRoute' && rules.some((r) => r?.sessionPersistence != null)) {
+      return [{ at: m.at, what: `${DESCRIBE(m)} sessionPersistence`, why: 'not converted: Tether does not proxy gRPC (HTTP/1.1 to the pods); keep this route on the Gateway' }]
+    }
+    if (m.kind === 'BackendLBPolicy' && m.obj['spec']?.sessionPersistence != null) {
+      return [{ at: m.at, what: `${DESCRIBE(m)} sessionPersistence`, why: "not converted: Tether reads sessionPersistence from an HTTPRoute rule; put this one on the rule that sends to its Service (the same fields) and import again" }]
+    }
+    return []
+  })
 
   type Candidate = { manifest: Manifest; settings: Setting[]; findings: Finding[]; backends: Backend[]; sticky: boolean }
   const candidates: Candidate[] = []
@@ -127,11 +139,12 @@ export function convertManifests(sources: readonly { readonly file: string; read
     ?? candidates[0]
   if (chosen === undefined) {
     const files = sources.map((s) => s.file).join(', ')
-    throw new ImportError(`nothing to import: no Ingress, no HTTPRoute with sessionPersistence and no Service with sessionAffinity: ClientIP in ${files === '' ? 'the input' : files}`)
+    const not = persistence.length === 0 ? '' : `; not converted: ${persistence.map((f) => `${f.what}: ${f.why}`).join('; ')}`
+    throw new ImportError(`nothing to import: no Ingress, no HTTPRoute with sessionPersistence and no Service with sessionAffinity: ClientIP in ${files === '' ? 'the input' : files}${not}`)
   }
   const backend = chosen.backends[0]
   if (backend === undefined) throw new ImportError(`${DESCRIBE(chosen.manifest)} names no backend Service: nothing to discover`)
-  findings.push(...chosen.findings)
+  findings.push(...chosen.findings, ...persistence)
   for (const other of chosen.backends.slice(1)) {
     findings.push({ at: other.from, what: `backend Service ${other.service} port ${other.port}`, why: `Tether fronts one set of pods (Service ${backend.service}): keep routing to ${other.service} on the Ingress or Gateway, or run a second Tether for it` })
   }
