@@ -206,3 +206,13 @@ spec:
   const r = convert(`${ingressYaml({ affinity: 'cookie' })}---\n${policy}`)
   t.ok(whats(r).includes('BackendLBPolicy shop/sticky (in.yaml:12) sessionPersistence'), whats(r).join(', '))
 })
+
+t.test('a backend port is looked up in the core Service only, and a port the Service lacks is said so', async (t) => {
+  const ingress = 'apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: { name: shop, namespace: shop }\nspec:\n  defaultBackend: { service: { name: shop, port: { number: 80 } } }\n'
+  const knative = 'apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: { name: shop, namespace: shop }\nspec: { template: { spec: { containers: [{ image: x }] } } }\n'
+  const k = convert(`${ingress}---\n${knative}`)
+  t.match(k.findings.find((f) => f.what === 'the port of Service shop')?.why, /Service shop is not among the input files/)
+  const core = 'apiVersion: v1\nkind: Service\nmetadata: { name: shop, namespace: shop }\nspec: { ports: [{ name: web, port: 8080 }] }\n'
+  const c = convert(`${ingress}---\n${core}`)
+  t.match(c.findings.find((f) => f.what === 'the port of Service shop')?.why, /^Service shop has no port 80 \(its ports: 8080\)/)
+})

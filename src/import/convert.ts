@@ -105,7 +105,7 @@ export function convertManifests(sources: readonly { readonly file: string; read
   const findings: Finding[] = []
   const ingresses = all.filter((m) => m.kind === 'Ingress' && /^(networking\.k8s\.io|extensions)\//.test(m.apiVersion))
   const routes = all.filter((m) => m.kind === 'HTTPRoute' && m.apiVersion.startsWith('gateway.networking.k8s.io/'))
-  const services = all.filter((m) => m.kind === 'Service')
+  const services = all.filter((m) => m.kind === 'Service' && m.apiVersion === 'v1') // not Knative's serving.knative.dev Service
   // sessionPersistence Tether does not convert: listed (or named when nothing else converts)
   const persistence: Finding[] = all.flatMap((m): Finding[] => {
     if (!m.apiVersion.startsWith('gateway.networking.k8s.io/')) return []

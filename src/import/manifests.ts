@@ -126,7 +126,7 @@ export interface Backend {
 export function backendPort(manifests: readonly Manifest[], service: string, namespace: string | null, port: { name?: unknown; number?: unknown }): { port: string | number; note?: string } {
   if (typeof port.name === 'string' && port.name !== '') return { port: port.name }
   const n = typeof port.number === 'number' ? port.number : Number(port.number)
-  const svc = manifests.find((m) => m.kind === 'Service' && m.name === service && (namespace === null || m.namespace === null || m.namespace === namespace))
+  const svc = manifests.find((m) => m.kind === 'Service' && m.apiVersion === 'v1' && m.name === service && (namespace === null || m.namespace === null || m.namespace === namespace))
   const ports: Record<string, any>[] = Array.isArray(svc?.obj['spec']?.ports) ? svc!.obj['spec'].ports : []
   const p = ports.find((q) => q?.['port'] === n)
   if (p !== undefined && typeof p['name'] === 'string' && p['name'] !== '') return { port: p['name'] }
@@ -134,6 +134,8 @@ export function backendPort(manifests: readonly Manifest[], service: string, nam
   if (!Number.isInteger(n) || n < 1 || n > 65535) return { port: 'http', note: `no usable port in the input (${JSON.stringify(port)}): set the Service port's name` }
   const why = svc === undefined
     ? `Service ${service} is not among the input files, so its port ${n} could not be mapped: a number here is the port the pods listen on (the Service's targetPort); use the Service port's name if it has one`
-    : `Service ${service} port ${n} has an unnamed, named-container targetPort ${JSON.stringify(p?.['targetPort'])}: set the number the pods listen on, or name the Service port and use that name`
+    : p === undefined
+      ? `Service ${service} has no port ${n} (its ports: ${ports.map((q) => q?.['port']).join(', ') || 'none'}): set the port the pods listen on, or the Service port's name`
+      : `Service ${service} port ${n} has an unnamed, named-container targetPort ${JSON.stringify(p?.['targetPort'])}: set the number the pods listen on, or name the Service port and use that name`
   return { port: n, note: why }
 }
