@@ -76,6 +76,10 @@ t.test('annotation values are trimmed as ingress-nginx trims them; booleans read
   t.match(c.affinity, { key: 'cookie', on_scale_up: 'persistent', idle_timeout: 3_600_000, cookie: { name: 'route', max_age: 3_600_000, secure: true }, strict: false })
   t.notOk(whats(r).some((w) => /affinity$|affinity-mode|session-cookie-(name|max-age|secure|change-on-failure)/.test(w)), `all converted: ${whats(r).join(', ')}`)
   t.equal(configOf(convert(ingressYaml({ affinity: 'cookie', 'session-cookie-secure': 'F' }))).affinity.cookie.secure, false)
+  // numbers are not trimmed by ingress-nginx (strconv.Atoi): " 120" was its default 60s, not 120s
+  const spaced = convert(ingressYaml({ 'proxy-read-timeout': ' 120' }))
+  t.equal(configOf(spaced).timeouts.response_headers, 60_000)
+  t.ok(whats(spaced).includes('nginx.ingress.kubernetes.io/proxy-read-timeout'))
   // what ingress-nginx rejects stays listed: "Cookie" is not its affinity type (case-sensitive)
   const upper = convert(ingressYaml({ affinity: 'Cookie', 'session-cookie-name': 'route' }))
   t.ok(whats(upper).includes('nginx.ingress.kubernetes.io/affinity'))

@@ -30,10 +30,12 @@ export function convertIngress(ingress: Manifest, manifests: readonly Manifest[]
   const findings: Finding[] = []
   const annotations: Record<string, unknown> = ingress.obj['metadata']?.annotations ?? {}
   const at = (key: string): string => lineOf(ingress, ['metadata', 'annotations', key])
-  // ingress-nginx trims the spaces around each line of a value (a `|` block's final newline too)
+  // ingress-nginx trims the spaces around each line of a string value (a `|` block's final
+  // newline too), not those of a number or a boolean (strconv.Atoi, ParseBool: " 60" is invalid)
   const get = (name: string): string | undefined => {
     const v = annotations[PREFIX + name]
-    return v === undefined || v === null ? undefined : String(v).split('\n').map((line) => line.trim()).join('\n').trim()
+    if (v === undefined || v === null) return undefined
+    return UNTRIMMED.has(name) ? String(v) : String(v).split('\n').map((line) => line.trim()).join('\n').trim()
   }
   const from = (name: string): string => `${at(PREFIX + name)} ${PREFIX}${name}: ${JSON.stringify(get(name))}`
   const set = (path: string, value: Setting['value'], name: string, differs?: string): void =>
@@ -352,6 +354,9 @@ function sizeBytes(text: string): number | undefined {
   if (m === null) return undefined
   return Number(m[1]) * ({ '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 } as const)[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g']
 }
+
+/** The annotations ingress-nginx reads as a number or a boolean, whose value it does not trim. */
+const UNTRIMMED = new Set(['proxy-connect-timeout', 'proxy-send-timeout', 'proxy-read-timeout', 'proxy-next-upstream-timeout', 'proxy-next-upstream-tries', 'upstream-hash-by-subset-size', 'session-cookie-secure', 'session-cookie-change-on-failure', 'session-cookie-conditional-samesite-none', 'upstream-hash-by-subset'])
 
 /** Why some common annotations are not converted, when there is more to say than "not a Tether setting". */
 const OTHER: Record<string, string> = {
