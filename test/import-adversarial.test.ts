@@ -220,3 +220,11 @@ t.test('a backend port is looked up in the core Service only, and a port the Ser
   const c = convert(`${ingress}---\n${core}`)
   t.match(c.findings.find((f) => f.what === 'the port of Service shop')?.why, /^Service shop has no port 80 \(its ports: 8080\)/)
 })
+
+t.test('a ClientIP Service of the same name in another namespace is not called the one behind the Ingress', async (t) => {
+  const other = 'apiVersion: v1\nkind: Service\nmetadata: { name: shop, namespace: other }\nspec: { sessionAffinity: ClientIP, ports: [{ name: web, port: 80 }] }\n'
+  const same = other.replace('namespace: other', 'namespace: shop')
+  const why = (text: string) => convert(`${ingressYaml({ affinity: 'cookie' })}---\n${text}`).findings.find((f) => f.what.startsWith('Service '))?.why
+  t.match(why(same), /did not apply behind the Ingress; remove it once Tether is in front/)
+  t.match(why(other), /^not converted: one Tether replaces one source of stickiness/)
+})

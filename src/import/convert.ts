@@ -152,6 +152,7 @@ export function convertManifests(sources: readonly { readonly file: string; read
   for (const c of candidates) {
     if (c === chosen) continue
     const affinity = c.manifest.kind === 'Service' && chosen.manifest.kind !== 'Service' && c.manifest.name === backend.service
+      && (c.manifest.namespace === null || (backend.namespace ?? chosen.manifest.namespace) === null || c.manifest.namespace === (backend.namespace ?? chosen.manifest.namespace))
     findings.push({
       at: c.manifest.at,
       what: `${DESCRIBE(c.manifest)}`,
