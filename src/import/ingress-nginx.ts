@@ -157,12 +157,11 @@ function backends(ingress: Manifest, manifests: readonly Manifest[]): Backend[] 
   // networking.k8s.io/v1: `backend.service: { name, port: { name | number } }`; the v1beta1
   // shape (extensions/, networking.k8s.io/, removed in Kubernetes 1.22 but still in many
   // charts): `backend: { serviceName, servicePort }`, the default backend at `spec.backend`
-  const service = serviceOf
   const defaultBackend = spec['defaultBackend'] === undefined ? 'backend' : 'defaultBackend'
-  if (service(spec[defaultBackend])) found.push({ svc: service(spec[defaultBackend]), path: ['spec', defaultBackend] })
+  if (serviceOf(spec[defaultBackend])) found.push({ svc: serviceOf(spec[defaultBackend]), path: ['spec', defaultBackend] })
   ;(Array.isArray(spec['rules']) ? spec['rules'] : []).forEach((rule: any, i: number) => {
     ;(Array.isArray(rule?.http?.paths) ? rule.http.paths : []).forEach((p: any, j: number) => {
-      if (service(p?.backend)) found.push({ svc: service(p.backend), path: ['spec', 'rules', i, 'http', 'paths', j, 'backend'] })
+      if (serviceOf(p?.backend)) found.push({ svc: serviceOf(p.backend), path: ['spec', 'rules', i, 'http', 'paths', j, 'backend'] })
     })
   })
   const out: Backend[] = []
