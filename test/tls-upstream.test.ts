@@ -2,6 +2,7 @@
 // certificates made at test time. Requests, health probes and WebSocket handshakes use the
 // upstream's tls settings (ca, servername, cert/key, verify); a failed handshake is a 502.
 import t, { type Test } from 'tap'
+import http from 'node:http'
 import https from 'node:https'
 import type { AddressInfo } from 'node:net'
 import type { TLSSocket } from 'node:tls'
@@ -13,7 +14,7 @@ import { startTether, type Tether } from '../src/app.js'
 import type { UpstreamTlsConfig } from '../src/config/schema.js'
 import { createLogger } from '../src/observability/logger.js'
 import { LogCapture } from './fixtures/log-capture.js'
-import { makeCertificateSet, type PemPair } from './fixtures/tls.js'
+import { makeCertificates, makeCertificateSet, type PemPair } from './fixtures/tls.js'
 import { request, testConfig, type DeepPartial } from './fixtures/upstream.js'
 import type { Config } from '../src/config/schema.js'
 import { openWs, roundTrip } from './fixtures/ws-harness.js'
@@ -83,6 +84,53 @@ t.test('without the client certificate the upstream refuses the handshake: 502, 
   t.equal(r.status, 502)
   t.same(up.seen, [])
 })
+
+// (a Node upstream refuses a TLS 1.3 client certificate from another CA with no alert, by closing
+// the connection after its handshake: as a crash on the request would, so that is a reset)
+for (const [version, sent] of [['TLSv1.3', 'none'], ['TLSv1.2', 'another CA\'s']] as const) {
+  t.test(`an upstream (${version}) refusing Tether's client certificate (${sent}) is a connection failure: said so, and even a POST goes to the next upstream`, async (t) => {
+    // TLS 1.3 refuses a client certificate only after the client's handshake ended: the
+    // upstream's alert comes where an answer would, and undici reports the connection's end
+    // after it ("other side closed"), not the alert
+    let secureSeen = 0
+    const secure = https.createServer({ cert: certs.server.cert, key: certs.server.key, ca: certs.ca, requestCert: true, rejectUnauthorized: true, minVersion: version, maxVersion: version }, (_q, res) => { secureSeen++; res.end('secure') })
+    const plain = http.createServer((_q, res) => res.end('plain'))
+    for (const s of [secure, plain]) {
+      await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
+      t.teardown(() => new Promise<void>((r) => { s.closeAllConnections(); s.close(() => r()) }))
+    }
+    let tls: UpstreamTlsConfig = { ca: certs.caFile, servername: null, cert: null, key: null, verify: true }
+    if (sent !== 'none') {
+      const other = makeCertificates()
+      const [cert, key] = [join(certs.dir, 'other-ca.crt'), join(certs.dir, 'other-ca.key')]
+      writeFileSync(cert, other.cert)
+      writeFileSync(key, other.key)
+      tls = { ...tls, cert, key }
+    }
+    const logs = new LogCapture()
+    const secureUp = { id: 'secure-0', url: `https://127.0.0.1:${(secure.address() as AddressInfo).port}`, weight: 1, tls }
+    const tether = await startTether(testConfig([secureUp, { id: 'plain-1', url: `http://127.0.0.1:${(plain.address() as AddressInfo).port}`, weight: 1, tls: null }],
+      { affinity: { key: 'none' }, retries: { attempts: 1 } }), { logger: createLogger('debug', logs) })
+    t.teardown(() => tether.close(0))
+    // round robin: one of the two goes to secure-0 first
+    for (let i = 0; i < 2; i++) {
+      const r = await request(`${tether.url}/`, { method: 'POST', body: 'x' })
+      t.equal(r.status, 200, `POST ${i}: ${r.body}`)
+      t.equal(r.body, 'plain')
+    }
+    t.same(logs.records.filter((r) => r['msg'] === 'retrying on the next upstream').map((r) => [r['upstream'], r['code']]), [['secure-0', 'TETHER_UPSTREAM_CONNECT']], 'retried as a connection that failed')
+    // alone, the answer and the log say what happened
+    const aloneLogs = new LogCapture()
+    const alone = await startTether(testConfig([secureUp], { retries: { attempts: 0 } }), { logger: createLogger('info', aloneLogs) })
+    t.teardown(() => alone.close(0))
+    t.match((await request(`${alone.url}/`, { method: 'POST', body: 'x' })).body, /^Bad Gateway: upstream connection failed/)
+    const failed = aloneLogs.records.filter((r) => r['msg'] === 'upstream exchange failed')
+    t.equal(failed.length, 1)
+    t.equal(failed[0]?.['code'], 'TETHER_UPSTREAM_CONNECT')
+    if (version === 'TLSv1.3') t.match(JSON.stringify(failed[0]?.['err']), /ERR_SSL_(TLSV13_ALERT_CERTIFICATE_REQUIRED|TLSV1_ALERT_UNKNOWN_CA)/, 'the log names the upstream\'s TLS alert')
+    t.equal(secureSeen, 0, 'the upstream\'s application never saw a request')
+  })
+}
 
 t.test('an upstream certificate from an unknown CA, for another name, or expired is refused; servername names the right one', async (t) => {
   const up = await httpsUpstream(t, certs.server, false)

@@ -12,7 +12,7 @@ import { TetherError, type ErrorCode } from '../errors.js'
 import { isReplacement, type Upstream } from '../upstream/upstream-set.js'
 import type { UpstreamTlsConfig } from '../config/schema.js'
 import { UpstreamTlsSource, type UpstreamTlsChange, type UpstreamTlsOptions } from '../tls/upstream-tls.js'
-import { classify, type Outcome } from './outcome.js'
+import { classify, UPSTREAM_REFUSED_CERTIFICATE, type Outcome } from './outcome.js'
 import { mayStartWithInterim, withoutUnsolicitedContinue } from './interim-response.js'
 import type { AnswerHeadPolicy, Answered, Attempt, Exchange } from './exchange.js'
 import type { Decision } from '../routing/decision.js'
@@ -167,7 +167,10 @@ export class Forwarder {
           if (source.version !== version) [version, connect] = [source.version, connector(now)]
         }
         connect(tls === null ? opts : { ...opts, servername: sni }, (...args) => {
-          if (args[0] === null) wrapRead(args[1] as Socket)
+          if (args[0] === null) {
+            wrapRead(args[1] as Socket)
+            if (tls !== null) keepCertificateRefusal(args[1] as Socket)
+          } else notConnected.add(args[0])
           callback(...args)
         })
       },
@@ -358,6 +361,49 @@ function retireIfTrailersControl(trailers: Record<string, string | string[] | un
 }
 
 /**
+ * An https:// upstream's alert refusing Tether's client certificate (see
+ * UPSTREAM_REFUSED_CERTIFICATE) stays the reason its request failed. Under TLS 1.3 it comes
+ * after the handshake, followed by the connection's end, and undici replaces the alert with
+ * its own `SocketError('other side closed')`: logged as "the upstream closed the connection",
+ * a POST not sent on to the next upstream though the upstream took nothing of it. That later
+ * error carries the alert as its `cause` (this listener runs before undici's, which keeps the
+ * error it is given); see {@link upstreamError}.
+ */
+function keepCertificateRefusal(socket: Socket): void {
+  let alert: Error | null = null
+  socket.on('error', (err: Error & { code?: string }) => {
+    if (alert === null) {
+      if (err.code !== undefined && UPSTREAM_REFUSED_CERTIFICATE.has(err.code)) alert = err
+    } else if (err !== alert && err instanceof errors.SocketError && err.cause === undefined) err.cause = alert
+  })
+}
+
+/**
+ * Errors of a connection that could not be made (TCP connect, TLS handshake): no byte of any
+ * request went on it, whatever their code. A TLS handshake the upstream ends (its own check of
+ * Tether's client certificate under TLS 1.2 closes the connection: ECONNRESET "Client network
+ * socket disconnected before secure TLS connection was established") is no reset of a request
+ * the upstream may have run: a POST may go to the next upstream. See {@link attemptOutcome}.
+ */
+const notConnected = new WeakSet<Error>()
+
+/**
+ * How an attempt that failed with `err` ended: as `classify` says, except that a failure to
+ * make the connection is a connection failure (TETHER_UPSTREAM_CONNECT, `connect: true`) even
+ * when its code is one a request's reset also has.
+ */
+function attemptOutcome(err: Error, clientGone: boolean): Outcome {
+  const outcome = classify(upstreamError(err), clientGone)
+  return outcome.kind === 'error' && !outcome.connect && notConnected.has(err) ? { kind: 'error', code: 'TETHER_UPSTREAM_CONNECT', connect: true } : outcome
+}
+
+/** The upstream's refusal of Tether's client certificate behind `err` (see keepCertificateRefusal), or null. */
+function certificateRefusal(err: Error): Error | null {
+  const cause = err instanceof errors.SocketError ? err.cause as { code?: unknown } | undefined : undefined
+  return typeof cause?.code === 'string' && UPSTREAM_REFUSED_CERTIFICATE.has(cause.code) ? cause as Error : null
+}
+
+/**
  * Errors that mean the upstream's answer was not valid HTTP (a bad status line, a bare CR,
  * a body longer or shorter than announced, a head over the size limit): 502
  * TETHER_UPSTREAM_PROTOCOL, never retried,
@@ -365,6 +411,8 @@ function retireIfTrailersControl(trailers: Record<string, string | string[] | un
  * carry no code, so they are recognised here, in the one file that knows undici.
  */
 function upstreamError(err: Error): Error {
+  const refusal = certificateRefusal(err)
+  if (refusal !== null) return refusal
   if (err instanceof errors.HTTPParserError || err instanceof errors.ResponseContentLengthMismatchError || err instanceof errors.HeadersOverflowError) {
     return new TetherError('TETHER_UPSTREAM_PROTOCOL', err)
   }
@@ -922,7 +970,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     // the listener closed the client's connection, silent both ways for the client bound, once
     // the answer's head went out: Tether cut it, the client did not leave (nginx logs its
     // send_timeout as "client timed out"); the upstream is not blamed
-    const outcome = this.#cut() ? SHUT_DOWN : this.answered && closedIdle(this.#clientConnection) ? CLIENT_TIMEOUT : classify(upstreamError(err), this.#clientGone || res.destroyed)
+    const outcome = this.#cut() ? SHUT_DOWN : this.answered && closedIdle(this.#clientConnection) ? CLIENT_TIMEOUT : attemptOutcome(err, this.#clientGone || res.destroyed)
     if (outcome.kind === 'client_abort') {
       // the status the client was sent before it left (as nginx logs it), else none
       this.#done({ status: res.headersSent ? res.statusCode : 0, outcome, error: null, responded: true })
@@ -934,6 +982,6 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
       this.#done({ status: res.statusCode, outcome, error: err, responded: true })
       return
     }
-    this.#done({ status: 0, outcome, error: err, responded: false })
+    this.#done({ status: 0, outcome, error: certificateRefusal(err) ?? err, responded: false })
   }
 }

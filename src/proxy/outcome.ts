@@ -8,6 +8,19 @@ export type Outcome =
   | { readonly kind: 'client_abort' }
   | { readonly kind: 'error'; readonly code: ErrorCode; readonly connect: boolean }
 
+/**
+ * The upstream's TLS alerts refusing Tether's client certificate (mTLS): none sent, one from
+ * a CA it does not trust, expired, revoked. TLS 1.2 sends them during the handshake; TLS 1.3
+ * only after Tether's handshake ended, where an answer would come, before the upstream takes
+ * any request: either way nothing reached its application (forward.ts keeps the alert that
+ * undici reports as "other side closed").
+ */
+export const UPSTREAM_REFUSED_CERTIFICATE: ReadonlySet<string> = new Set([
+  'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED', 'ERR_SSL_TLSV1_ALERT_UNKNOWN_CA', 'ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE',
+  'ERR_SSL_SSLV3_ALERT_CERTIFICATE_EXPIRED', 'ERR_SSL_SSLV3_ALERT_CERTIFICATE_REVOKED', 'ERR_SSL_SSLV3_ALERT_CERTIFICATE_UNKNOWN',
+  'ERR_SSL_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE', 'ERR_SSL_TLSV1_ALERT_ACCESS_DENIED',
+])
+
 const CONNECT_CODES = new Set([
   'ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EADDRNOTAVAIL',
   // an https upstream's TLS handshake failed (its certificate did not verify, or it speaks no
@@ -16,8 +29,9 @@ const CONNECT_CODES = new Set([
   'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID', 'CERT_UNTRUSTED', 'CERT_REVOKED',
   'CERT_SIGNATURE_FAILURE', 'CERT_REJECTED', 'ERR_TLS_CERT_ALTNAME_INVALID', 'ERR_SSL_WRONG_VERSION_NUMBER',
   // the upstream's alert before the handshake ended (TLS 1.2 without the client certificate it
-  // wants, no shared cipher or version); TLS 1.3 refuses a client certificate only after it
+  // wants, no shared cipher or version), or its refusal of the client certificate (see above)
   'ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE', 'ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION',
+  ...UPSTREAM_REFUSED_CERTIFICATE,
 ])
 
 /** Classify an error from forwarding. `clientGone` is true when the client closed first. */
