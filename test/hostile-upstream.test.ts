@@ -122,3 +122,55 @@ t.test('a WebSocket server whose first frame comes after the 101 has reached the
   h.up.connections.find((c) => c.tunnel)!.write(frame)
   t.ok(await conn.until(() => conn.bytes.includes(frame), 3000), 'then the frame')
 })
+
+/**
+ * The upstream ends a kept-alive connection (its idle timeout) just as Tether sends the next
+ * request on it: nothing of an answer comes back. The request may not have been read; a GET
+ * without a body is sent again once, to the same upstream on a new connection (as Go's and
+ * browsers' clients do), not failed (one upstream) nor moved to another (its user's session);
+ * a POST may have run, so it is not (RFC 9112 section 9.3.1).
+ */
+for (const how of ['end', 'destroy'] as const) {
+  t.test(`an upstream that ${how === 'end' ? 'closes' : 'resets'} a kept-alive connection as Tether reuses it: a GET is sent again on a new connection to the same upstream, a POST is not`, async (t) => {
+    let closeNext = false
+    const script = (id: string): RawScript => (q, c) => {
+      if (closeNext && c.requests.length >= 2) {
+        closeNext = false
+        return how === 'end' ? c.end() : c.destroy()
+      }
+      c.write(echo(`${id}${q.target}`))
+    }
+    const h = await startHarness({ affinity: { key: 'cookie' } }, script('?'), 2)
+    h.ups[0]!.setScript(script('A'))
+    h.ups[1]!.setScript(script('B'))
+    t.teardown(() => h.close())
+    const conn = await rawConnect(h.port)
+    t.teardown(() => conn.destroy())
+    conn.write('GET /first HTTP/1.1\r\nHost: a\r\n\r\n')
+    const [first] = await conn.waitFinals(1, 3000)
+    const cookie = headerValues(first!, 'set-cookie')[0]!.split(';')[0]!
+    const home = first!.body.toString()[0]!
+    const send = async (line: string, n: number): Promise<void> => {
+      closeNext = true
+      conn.write(`${line} HTTP/1.1\r\nHost: a\r\nCookie: ${cookie}\r\n${line.startsWith('POST') ? 'Content-Length: 2\r\n\r\nhi' : '\r\n'}`)
+      await conn.waitFinals(n, 3000)
+    }
+    await send('GET /again', 2)
+    const again = conn.finals()[1]!
+    t.equal(again.status, 200)
+    t.equal(again.body.toString(), `${home}/again`, "the user's own upstream answered")
+    t.same(headerValues(again, 'set-cookie'), [], 'the user was not moved')
+    t.same(h.tether.health.snapshot().map((u) => u.passiveFailures), [0, 0], 'no health failure for the GET sent again')
+    // a request that opens the connection the POST then reuses (the pool's first free one)
+    conn.write(`GET /warm HTTP/1.1\r\nHost: a\r\nCookie: ${cookie}\r\n\r\n`)
+    await conn.waitFinals(3, 3000)
+    await send('POST /form', 4)
+    const form = conn.finals()[3]!
+    t.equal(form.status, 502, 'a POST the upstream may have run is not sent again')
+    t.equal(h.received().filter((q) => q.target === '/form').length, 1, 'the POST reached an upstream once')
+    const other = home === 'A' ? 'B' : 'A'
+    t.same(h.received().filter((q) => q.target === '/again').length, 2, 'the GET: twice, both to its own upstream')
+    t.same(h.ups[other === 'A' ? 0 : 1]!.requests.map((q) => q.target), [], 'the other upstream saw nothing')
+    t.same(h.violations(), [])
+  })
+}

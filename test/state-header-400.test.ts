@@ -203,6 +203,10 @@ async function hedgeRefusedThenHomeFails(t: Test, attempts: number) {
   const seenBefore = seen.length
   const { res, pending } = await whileHedgeRefused(tether, jar, logs, timers, () => held)
   res?.socket?.destroy() // the first attempt fails (no head)
+  // its kept-alive connection closed with nothing read: the GET goes once more to a on a new
+  // connection (see forward.ts, ExchangeHandler.resend), which fails alike
+  await waitFor(() => (held as http.ServerResponse | null) !== res, 5_000, 'the GET sent again to a')
+  ;(held as http.ServerResponse | null)?.socket?.destroy()
   return { tether, logs, r: await pending, before, seenByB: () => seen.slice(seenBefore).filter((s) => s.startsWith('b')) }
 }
 

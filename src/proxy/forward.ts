@@ -18,6 +18,7 @@ import type { AnswerHeadPolicy, Answered, Attempt, Exchange } from './exchange.j
 import type { Decision } from '../routing/decision.js'
 import { ownHeadRefused, stateRefused, type AttemptResult, type RequestContext } from './request-context.js'
 import { sendError } from './respond.js'
+import { isIdempotent } from './retry.js'
 import { clientStallTimeout, closedIdle, Deadlines, sweepInterval, type Expiring } from './deadlines.js'
 import { H2Response } from './h2-messages.js'
 import type { RequestBody } from './request-body.js'
@@ -169,6 +170,7 @@ export class Forwarder {
         connect(tls === null ? opts : { ...opts, servername: sni }, (...args) => {
           if (args[0] === null) {
             wrapRead(args[1] as Socket)
+            noteClose(args[1] as Socket)
             if (tls !== null) keepCertificateRefusal(args[1] as Socket)
           } else notConnected.add(args[0])
           callback(...args)
@@ -254,6 +256,9 @@ export class Forwarder {
     const handler = new ExchangeHandler(ctx, decision, res, this.#closeAfter, this.#answer, this.#timeouts, this.#deadlines, this.#wasCut)
     this.#deadlines.link(handler)
     const options: WithServername<Dispatcher.DispatchOptions> = { path: ctx.target.path, method: ctx.method, headers, body: ctx.body, servername: entry.servername }
+    // nothing to send again but the head, and sent again it does what it did (RFC 9110
+    // section 9.2.2): may go once more on a new connection (see ExchangeHandler.resend)
+    if (ctx.body === null && isIdempotent(ctx.method)) handler.resend = () => entry.pool.dispatch(options, handler)
     entry.pool.dispatch(options, handler)
     return handler
   }
@@ -358,6 +363,27 @@ function retireIfTrailersControl(trailers: Record<string, string | string[] | un
   if (trailers.connection === undefined && trailers['proxy-connection'] === undefined) return
   const socket = lastRead
   if (socket !== null) queueMicrotask(() => socket.destroy())
+}
+
+/**
+ * The pool connections that carried a whole answer, with their `bytesRead` at its end: one
+ * that closes with no byte read since was idle to the upstream when it closed (see
+ * {@link ExchangeHandler.resend}).
+ */
+const answeredUpTo = new WeakMap<Socket, number>()
+
+/**
+ * The pool connection whose 'close' is being emitted: undici fails the request that was on it
+ * from its own 'close' listener, which runs after this one (see {@link noteClose}).
+ */
+let closing: Socket | null = null
+
+/** Note `socket` as {@link closing} while its 'close' listeners run. */
+function noteClose(socket: Socket): void {
+  socket.prependListener('close', () => {
+    closing = socket
+    queueMicrotask(() => { if (closing === socket) closing = null })
+  })
 }
 
 /**
@@ -673,6 +699,29 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     res.on('close', this.#onClientClose)
   }
 
+  /**
+   * Send the request again on the pool, once (set for an idempotent request without a body): when
+   * a kept-alive connection it went on closed with nothing of an answer read (the upstream's idle
+   * timeout ended it as Tether reused it, RFC 9112 section 9.3.1), it goes to the same upstream on
+   * a new connection, as Go's and browsers' clients do: not failed, nor moved to another upstream
+   * with its user, and no health failure counted for a connection the upstream closed as it may.
+   */
+  resend: (() => void) | null = null
+
+  /**
+   * Did the request fail because the kept-alive connection it went on was closed or reset with
+   * nothing read from it since the answer before (see {@link resend})? Not when the connection
+   * was new (the upstream may have failed on this request), nor when the client left, the
+   * request path stopped it, or a graceful stop's grace period ended.
+   */
+  #staleConnection(err: Error): boolean {
+    const socket = closing
+    if (socket === null || this.answered || this.#clientGone || this.#stopped !== null || this.#cut()) return false
+    if (answeredUpTo.get(socket) !== socket.bytesRead) return false
+    const outcome = classify(upstreamError(err), false)
+    return outcome.kind === 'error' && outcome.code === 'TETHER_UPSTREAM_RESET'
+  }
+
   /** Its request body is still arriving from the client (see InFlight.longestWait). */
   get uploading(): boolean {
     return !this.#ctx.req.complete
@@ -908,6 +957,8 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   }
 
   onResponseEnd(_controller: Dispatcher.DispatchController, trailers: Record<string, string | string[] | undefined>): void {
+    // inside undici's parse of the bytes read from the connection (see lastRead): it was used
+    if (lastRead !== null) answeredUpTo.set(lastRead, lastRead.bytesRead)
     // trailer fields after a chunked body (undici gives `{}` when there are none)
     for (const _ in trailers) {
       this.#trailers = trailers
@@ -963,6 +1014,12 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
 
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
     if (this.#finished) return
+    if (this.resend !== null && this.#staleConnection(err)) {
+      const resend = this.resend
+      this.resend = null
+      this.#controller = null
+      return resend()
+    }
     this.#finished = true
     const res = this.#res
     // a graceful stop's grace period ended: Tether closed the client's connection (and then
