@@ -170,7 +170,7 @@ export class Forwarder {
         connect(tls === null ? opts : { ...opts, servername: sni }, (...args) => {
           if (args[0] === null) {
             wrapRead(args[1] as Socket)
-            noteClose(args[1] as Socket)
+            noteClose(args[1] as Socket & AnsweredUpTo)
             if (tls !== null) keepCertificateRefusal(args[1] as Socket)
           } else notConnected.add(args[0])
           callback(...args)
@@ -257,8 +257,8 @@ export class Forwarder {
     this.#deadlines.link(handler)
     const options: WithServername<Dispatcher.DispatchOptions> = { path: ctx.target.path, method: ctx.method, headers, body: ctx.body, servername: entry.servername }
     // nothing to send again but the head, and sent again it does what it did (RFC 9110
-    // section 9.2.2): may go once more on a new connection (see ExchangeHandler.resend)
-    if (ctx.body === null && isIdempotent(ctx.method)) handler.resend = () => entry.pool.dispatch(options, handler)
+    // section 9.2.2): may go once more on a new connection (see ExchangeHandler.resendOn)
+    if (ctx.body === null && isIdempotent(ctx.method)) handler.resendOn(entry.pool, options)
     entry.pool.dispatch(options, handler)
     return handler
   }
@@ -368,9 +368,11 @@ function retireIfTrailersControl(trailers: Record<string, string | string[] | un
 /**
  * The pool connections that carried a whole answer, with their `bytesRead` at its end: one
  * that closes with no byte read since was idle to the upstream when it closed (see
- * {@link ExchangeHandler.resend}).
+ * {@link ExchangeHandler.resendOn}).
  */
-const answeredUpTo = new WeakMap<Socket, number>()
+const ANSWERED_UP_TO = Symbol('answered up to')
+/** A pool connection as {@link noteClose} marks it: its `bytesRead` at the end of its last whole answer (-1: none yet). */
+interface AnsweredUpTo { [ANSWERED_UP_TO]: number }
 
 /**
  * The pool connection whose 'close' is being emitted: undici fails the request that was on it
@@ -379,7 +381,8 @@ const answeredUpTo = new WeakMap<Socket, number>()
 let closing: Socket | null = null
 
 /** Note `socket` as {@link closing} while its 'close' listeners run. */
-function noteClose(socket: Socket): void {
+function noteClose(socket: Socket & AnsweredUpTo): void {
+  socket[ANSWERED_UP_TO] = -1 // set at once: one shape for every connection
   socket.prependListener('close', () => {
     closing = socket
     queueMicrotask(() => { if (closing === socket) closing = null })
@@ -699,25 +702,33 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     res.on('close', this.#onClientClose)
   }
 
+  /** Where the request may be sent again (see {@link resendOn}); null when not, or once it was. */
+  #resendPool: Dispatcher | null = null
+  #resendOptions: Dispatcher.DispatchOptions | null = null
+
   /**
-   * Send the request again on the pool, once (set for an idempotent request without a body): when
-   * a kept-alive connection it went on closed with nothing of an answer read (the upstream's idle
-   * timeout ended it as Tether reused it, RFC 9112 section 9.3.1), it goes to the same upstream on
-   * a new connection, as Go's and browsers' clients do: not failed, nor moved to another upstream
-   * with its user, and no health failure counted for a connection the upstream closed as it may.
+   * The request may be sent again on `pool` with `options`, once (called for an idempotent
+   * request without a body): when a kept-alive connection it went on closed with nothing of an
+   * answer read (the upstream's idle timeout ended it as Tether reused it, RFC 9112 section
+   * 9.3.1), it goes to the same upstream on a new connection, as Go's and browsers' clients do:
+   * not failed, nor moved to another upstream with its user, and no health failure counted for a
+   * connection the upstream closed as it may. Two fields set: nothing allocated a request.
    */
-  resend: (() => void) | null = null
+  resendOn(pool: Dispatcher, options: Dispatcher.DispatchOptions): void {
+    this.#resendPool = pool
+    this.#resendOptions = options
+  }
 
   /**
    * Did the request fail because the kept-alive connection it went on was closed or reset with
-   * nothing read from it since the answer before (see {@link resend})? Not when the connection
+   * nothing read from it since the answer before (see {@link resendOn})? Not when the connection
    * was new (the upstream may have failed on this request), nor when the client left, the
    * request path stopped it, or a graceful stop's grace period ended.
    */
   #staleConnection(err: Error): boolean {
     const socket = closing
     if (socket === null || this.answered || this.#clientGone || this.#stopped !== null || this.#cut()) return false
-    if (answeredUpTo.get(socket) !== socket.bytesRead) return false
+    if ((socket as Socket & Partial<AnsweredUpTo>)[ANSWERED_UP_TO] !== socket.bytesRead) return false
     const outcome = classify(upstreamError(err), false)
     return outcome.kind === 'error' && outcome.code === 'TETHER_UPSTREAM_RESET'
   }
@@ -958,7 +969,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
 
   onResponseEnd(_controller: Dispatcher.DispatchController, trailers: Record<string, string | string[] | undefined>): void {
     // inside undici's parse of the bytes read from the connection (see lastRead): it was used
-    if (lastRead !== null) answeredUpTo.set(lastRead, lastRead.bytesRead)
+    if (lastRead !== null) (lastRead as Socket & AnsweredUpTo)[ANSWERED_UP_TO] = lastRead.bytesRead
     // trailer fields after a chunked body (undici gives `{}` when there are none)
     for (const _ in trailers) {
       this.#trailers = trailers
@@ -1014,11 +1025,11 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
 
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
     if (this.#finished) return
-    if (this.resend !== null && this.#staleConnection(err)) {
-      const resend = this.resend
-      this.resend = null
+    const pool = this.#resendPool
+    if (pool !== null && this.#staleConnection(err)) {
+      this.#resendPool = null
       this.#controller = null
-      return resend()
+      return void pool.dispatch(this.#resendOptions!, this)
     }
     this.#finished = true
     const res = this.#res
