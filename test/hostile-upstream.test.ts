@@ -46,6 +46,17 @@ for (const c of UPSTREAM) {
   })
 }
 
+for (const version of ['HTTP/2.0', 'HTTP/0.9']) {
+  t.test(`an ${version} status line on the HTTP/1.1 connection: 502, and the warning names ${version}`, async (t) => {
+    const h = await startHarness({ retries: { attempts: 0 } }, (_q, c) => c.write(`${version} 200 OK\r\nContent-Length: 2\r\n\r\nok`))
+    t.teardown(() => h.close())
+    const r = await exchange(h.port, 'GET /x HTTP/1.1\r\nHost: a\r\n\r\n', { responses: 1, ms: 3000 })
+    t.equal(r.first, '502')
+    const warned = h.logs.records.find((x) => x['msg'] === 'upstream exchange failed')
+    t.match(JSON.stringify(warned?.['err'] ?? null), `the upstream's status line says ${version}`)
+  })
+}
+
 t.test('an endless stream of 102 Processing still ends in 504 once timeouts.response_headers has passed', async (t) => {
   const h = await startHarness({ retries: { attempts: 0 }, timeouts: { response_headers: 500 } }, (_q, c) => {
     const timer = setInterval(() => { if (c.socket.destroyed) clearInterval(timer); else c.write('HTTP/1.1 102 Processing\r\n\r\n') }, 50)

@@ -336,16 +336,51 @@ let lastRead: Socket | null = null
  */
 function wrapRead(socket: Socket): void {
   const read = socket.read
-  let parserKey: symbol | undefined
   socket.read = function readWithoutContinue(this: Socket, size?: number) {
     lastRead = this
     const chunk = read.call(this, size) as Buffer | null
     if (chunk === null || !mayStartWithInterim(chunk)) return chunk
-    parserKey ??= Object.getOwnPropertySymbols(this).find((s) => s.description === 'parser')
-    const parser = parserKey === undefined ? undefined : (this as unknown as Record<symbol, { statusCode?: number; headersSize?: number } | null>)[parserKey]
+    const parser = parserOf(this)
     if (parser == null || parser.statusCode !== 0 || parser.headersSize !== 0) return chunk
     return withoutUnsolicitedContinue(chunk)
   } as Socket['read']
+}
+
+/** undici's HTTP/1.1 parser of a pool connection, as much of it as Tether reads (its llhttp instance and state). */
+interface UndiciParser {
+  readonly statusCode?: number
+  readonly headersSize?: number
+  readonly ptr?: number | null
+  readonly llhttp?: { llhttp_get_http_major(ptr: number): number; llhttp_get_http_minor(ptr: number): number }
+}
+
+/** The symbol undici keeps a connection's parser under, found by its description on the first connection read. */
+let parserKey: symbol | undefined
+
+function parserOf(socket: Socket): UndiciParser | null | undefined {
+  parserKey ??= Object.getOwnPropertySymbols(socket).find((s) => s.description === 'parser')
+  return parserKey === undefined ? undefined : (socket as unknown as Record<symbol, UndiciParser | null>)[parserKey]
+}
+
+/**
+ * The HTTP-version of the status line undici's parser is reading on {@link lastRead} (called
+ * from onResponseStart, inside that parse), when it is not 1.0 or 1.1: e.g. 'HTTP/2.0', or null.
+ * undici's llhttp takes `HTTP/2.0 200 OK` and `HTTP/0.9 200 OK` on an HTTP/1.1 connection; no
+ * HTTP/1.1 server sends either (RFC 9110 section 6.2: a response's major version is at most
+ * the request's; an HTTP/2 answer is binary frames, and HTTP/0.9 has no status line), so the
+ * bytes are not an answer Tether can read (a 502, as for any other malformed head; nginx 1.22
+ * and HAProxy 2.6 pass an `HTTP/2.0 200` on). No parser found (another undici): null, as before.
+ * Two reads of llhttp's state, no allocation.
+ */
+function unreadableVersion(): string | null {
+  const socket = lastRead
+  const parser = socket === null ? undefined : parserOf(socket)
+  const llhttp = parser?.llhttp
+  const ptr = parser?.ptr
+  if (llhttp === undefined || ptr == null) return null
+  const major = llhttp.llhttp_get_http_major(ptr)
+  const minor = llhttp.llhttp_get_http_minor(ptr)
+  return major === 1 && minor <= 1 ? null : `HTTP/${major}.${minor}`
 }
 
 /**
@@ -864,6 +899,8 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     if (statusCode < 200) return
     if (this.#clientGone) return
     if (statusCode > 599) return controller.abort(new TetherError('TETHER_UPSTREAM_PROTOCOL')) // RFC 9110 section 15: 3 digits, 1xx-5xx
+    const version = unreadableVersion()
+    if (version !== null) return controller.abort(new TetherError('TETHER_UPSTREAM_PROTOCOL', new Error(`the upstream's status line says ${version}, not HTTP/1.0 or HTTP/1.1`)))
     // a transfer coding other than chunked (`gzip, chunked`, or alone, close-delimited): the
     // body is still coded once the framing is undone, and Tether can neither decode it nor
     // pass the coding on (hop-by-hop): 502, as HAProxy answers (RFC 9112 section 6.1)
