@@ -484,11 +484,14 @@ class Tunnel implements Exchange {
     // before http-proxy's listener (which writes a 101 and pipes), answered 502. Example: an
     // application that reflects a status the client chose (`/proxy?status=101`) gave the
     // client a raw connection to itself, its next request written into it unseen by Tether
-    // (WebSocket smuggling). HAProxy 2.6 answers 502 to a 101 without the right accept
+    // (WebSocket smuggling). HAProxy 2.6 answers 502 to a 101 without the right accept. Nor is
+    // a 101 whose status line says HTTP/2.0 or HTTP/0.9 (see unreadableVersion), as on the plain path
     take(proxyReq, 'upgrade', (res, up) => {
-      if (this.#proxyReq !== proxyReq || this.state !== 'connecting' || completesHandshake(res.headers, this.#key)) return false
+      if (this.#proxyReq !== proxyReq || this.state !== 'connecting') return false
+      const version = unreadableVersion(res)
+      if (version === null && completesHandshake(res.headers, this.#key)) return false
       this.#headed = this.#attempts
-      this.#invalidAnswer(up as Socket, false)
+      this.#invalidAnswer(up as Socket, false, version)
       return true
     })
     // registered before http-proxy's own listeners, so these run first
@@ -595,6 +598,11 @@ class Tunnel implements Exchange {
     const upgrade = res.headers.upgrade
     this.#holdAnswer(ctx, res.headers)
     const headers = (res.headers = this.#owner.answer.decorate(ctx, res.headers))
+    // no 1xx has content (RFC 9110 section 8.6: a server MUST NOT send Content-Length in one;
+    // RFC 9112 section 6.3: its head ends the message): the bytes after the 101's head are the
+    // new protocol's, and go on as the tunnel's first. The field is dropped, as HAProxy 2.6 does
+    // (nginx 1.22 passes it on): a client reading it would take a WebSocket frame for a body
+    delete headers['content-length']
     headers.connection = 'Upgrade'
     if (upgrade !== undefined) headers.upgrade = upgrade
     this.#owner.piping(up, this)
@@ -642,7 +650,7 @@ class Tunnel implements Exchange {
    * same event): that write is skipped (a write after the end would destroy the socket before
    * the 502 is out, over TLS its body lost).
    */
-  #invalidAnswer(upstream: { destroy(): void }, headFollows = true): void {
+  #invalidAnswer(upstream: { destroy(): void }, headFollows = true, version: string | null = null): void {
     this.#disarm()
     this.#proxyReq = null
     upstream.destroy()
@@ -651,7 +659,7 @@ class Tunnel implements Exchange {
     this.#owner.untrack(this)
     writeRawError(this.#client, 'TETHER_UPSTREAM_PROTOCOL', {}, this.#owner.linger, this.#owner.timers)
     if (headFollows) skipNextWrite(this.#client)
-    const error = new TetherError('TETHER_UPSTREAM_PROTOCOL')
+    const error = new TetherError('TETHER_UPSTREAM_PROTOCOL', version === null ? undefined : new Error(`the upstream's status line says ${version}, not HTTP/1.0 or HTTP/1.1`))
     this.#done({ status: 502, outcome: { kind: 'error', code: 'TETHER_UPSTREAM_PROTOCOL', connect: false }, error, responded: true })
   }
 
@@ -661,8 +669,10 @@ class Tunnel implements Exchange {
     const status = res.statusCode ?? 0
     // not an HTTP status (RFC 9110 section 15): a 502 of Tether's, as on the plain path; nor is
     // a 101 that Node's parser did not take for a switch (no `Upgrade`, or no `Connection:
-    // upgrade`; RFC 9110 section 15.2.2): http-proxy would write it on as a 101 with no body
-    if (status < 100 || status > 599 || status === 101) return this.#invalidAnswer(res)
+    // upgrade`; RFC 9110 section 15.2.2): http-proxy would write it on as a 101 with no body. Nor
+    // is a status line that says HTTP/2.0 or HTTP/0.9 (see unreadableVersion)
+    const version = unreadableVersion(res)
+    if (status < 100 || status > 599 || status === 101 || version !== null) return this.#invalidAnswer(res, true, version)
     // a reason phrase a client must be able to read (no control bytes): else none
     if (!REASON_PHRASE.test(res.statusMessage ?? '')) res.statusMessage = ''
     // http-proxy writes the status line with the upstream's version: Tether's own goes out, as on
@@ -853,6 +863,17 @@ class Tunnel implements Exchange {
 }
 
 /** [name, value, ...] -> a header object with lower-cased names (repeated ones become arrays). */
+/**
+ * The HTTP-version of an upstream's answer when it is not 1.0 or 1.1, e.g. 'HTTP/2.0', or null.
+ * Node's parser takes `HTTP/2.0 101` and `HTTP/0.9 101` as it takes 1.1; no HTTP/1.1 server
+ * sends either (RFC 9110 section 6.2: a response's major version is at most the request's;
+ * HTTP/2 is binary frames, HTTP/0.9 has no status line). A 502, as forward.ts answers on the
+ * plain path (nginx 1.22 and HAProxy 2.6 switch on an `HTTP/2.0 101`).
+ */
+function unreadableVersion(res: IncomingMessage): string | null {
+  return res.httpVersionMajor === 1 && res.httpVersionMinor <= 1 ? null : `HTTP/${res.httpVersionMajor}.${res.httpVersionMinor}`
+}
+
 function headerObject(raw: readonly string[]): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {}
   for (let i = 0; i < raw.length; i += 2) {
