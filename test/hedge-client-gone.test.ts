@@ -58,7 +58,8 @@ t.test('a client that leaves while its hedge\'s state is fetched gets no hedge s
   const px = await startTether(testConfig([{ id: 'a', url: a.url }, { id: 'b', url: b.url }], {
     affinity: { key: 'header', header: { name: 'x-user' } },
     state: { store: 'redis', timeout: 2_000, redis: { url: store.url } },
-    retries: { hedge_after: HEDGE_AFTER, attempts: 0 },
+    // (one extra attempt: the hedge's, which counts against retries.attempts; no retry after it)
+    retries: { hedge_after: HEDGE_AFTER, attempts: 1 },
     health: { active: { enabled: false } },
   }), { logger: createLogger('info', logs), timers })
   t.teardown(() => px.close(0))

@@ -211,7 +211,8 @@ async function hedgeRefusedThenHomeFails(t: Test, attempts: number) {
 }
 
 t.test("a hedge refused for its state, then a first attempt that fails: the retry goes to the hedge's upstream without the state at once (nginx refuses it once, not again)", async (t) => {
-  const { tether, logs, r, before, seenByB } = await hedgeRefusedThenHomeFails(t, 1)
+  // (two extra attempts: the hedge's, refused but sent, and the retry's)
+  const { tether, logs, r, before, seenByB } = await hedgeRefusedThenHomeFails(t, 2)
   t.equal(r.status, 200, "the app's answer, not nginx's 400")
   t.same(JSON.parse(r.body), { id: 'b' }, 'retried on b')
   t.same(seenByB(), ['b too_large -'], 'b ran the request once, told the state was too large (nginx kept the refused head)')
@@ -222,7 +223,8 @@ t.test("a hedge refused for its state, then a first attempt that fails: the retr
 })
 
 t.test("a hedge refused for its state, then a first attempt that fails with no retry left: one answer, the first attempt's 502, nothing counted", async (t) => {
-  const { tether, logs, r, before, seenByB } = await hedgeRefusedThenHomeFails(t, 0)
+  // (one extra attempt: the hedge's, refused but sent, so none for a retry)
+  const { tether, logs, r, before, seenByB } = await hedgeRefusedThenHomeFails(t, 1)
   t.equal(r.status, 502, "the first attempt's failure, not nginx's 400")
   t.same(seenByB(), [], "b's app never ran")
   await waitFor(() => logs.access().length === before + 1, 5_000, 'the access line')

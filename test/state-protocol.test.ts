@@ -315,7 +315,8 @@ t.test("with hedging, an upstream's own 431 (no state in that attempt) reaches t
     else setTimeout(() => res.socket?.destroy(), 1_000)
   })
   const ups = [await app('a'), await app('b')]
-  const tether = await startTether(testConfig(ups, { retries: { hedge_after: 100, attempts: 0 } }), { logger: createLogger('silent') })
+  // (one extra attempt, the hedge's: a hedge counts against retries.attempts; none is left for a retry)
+  const tether = await startTether(testConfig(ups, { retries: { hedge_after: 100, attempts: 1 } }), { logger: createLogger('silent') })
   t.teardown(async () => { await tether.close(0); await Promise.all(ups.map((u) => u.close())) })
   const jar = new CookieJar()
   home = (await get(tether.url, jar)).body.id
@@ -1154,7 +1155,8 @@ t.test("a hedge refused 431 for its state while the home is slow but answers: th
 })
 
 t.test("a hedge refused 431 for its state, then a first attempt that fails: the retry to the hedge's upstream goes without the state at once (refused once, not twice)", async (t) => {
-  const { s, tether, jar, logs, other, timers } = await hedgedOffHome(t, { attempts: 1 })
+  // (two extra attempts: the hedge's, refused but sent, and the retry's)
+  const { s, tether, jar, logs, other, timers } = await hedgedOffHome(t, { attempts: 2 })
   const before = logs.access().length
   const pending = get(tether.url, jar)
   await hedgeRefusedWhileHomeHolds(tether, s, timers, 1)
@@ -1174,7 +1176,8 @@ t.test("a hedge refused 431 for its state, then a first attempt that fails: the 
 })
 
 t.test("a hedge refused 431 for its state, a first attempt that fails, and a 431 to the retry sent without the state: the client's own head, passed on, no rehydration counted", async (t) => {
-  const { s, tether, jar, logs, other, timers } = await hedgedOffHome(t, { attempts: 1 }, true)
+  // (two extra attempts: the hedge's, refused but sent, and the retry's)
+  const { s, tether, jar, logs, other, timers } = await hedgedOffHome(t, { attempts: 2 }, true)
   const before = logs.access().length
   const pending = get(tether.url, jar)
   await hedgeRefusedWhileHomeHolds(tether, s, timers, 1)

@@ -345,7 +345,7 @@ export interface HealthConfig {
 }
 
 export interface RetriesConfig {
-  /** Extra attempts on other upstreams after a failed one (0 = none). Default 2. */
+  /** Extra attempts on other upstreams, retries after a failed one and hedges alike (0 = none, and no hedge). Default 2. */
   readonly attempts: number
   /** No new attempt starts after this long since the request arrived. Default 10s. */
   readonly try_duration: Millis
@@ -354,7 +354,8 @@ export interface RetriesConfig {
   /**
    * An idempotent request without a body that has no answer head after this long is also sent
    * to the user's next upstream; the first head wins, and the user moves only if the hedge
-   * answered. null = off. Default null.
+   * answered. A hedge is one of `attempts` and starts only within `try_duration`. null = off.
+   * Default null.
    */
   readonly hedge_after: Millis | null
 }

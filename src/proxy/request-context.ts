@@ -119,6 +119,12 @@ export class RequestContext {
   /** What the held move's fetch found (older than the user's upstream has), for a forced move after it; null: nothing. */
   heldState: GetResult | null = null
   retries = 0
+  /**
+   * Hedges sent (`retries.hedge_after`): each is an extra attempt, counted with `retries`
+   * against `retries.attempts` (also one its upstream refused for the state in its head: it
+   * was sent). Not in the access line's `retries`, which counts attempts after a failed one.
+   */
+  hedges = 0
   /** The last failed attempt: after it, its error is the honest answer (as nginx's 502 after the last upstream). */
   lastFailure: { readonly code: ErrorCode; readonly error: unknown } | null = null
   /** The request body as sent upstream (null: none). */

@@ -660,6 +660,13 @@ export class RequestPath {
     const late = await withDeadline(first.result.then(() => false), this.config.retries.hedge_after!, true, this.#d.timers)
     if (!late || first.attempt.answered) return first.result
     const { router, clock, logger } = this.#d
+    if (!this.#budgetLeft(ctx)) {
+      // a hedge is an extra attempt: none left in `retries.attempts`, or `retries.try_duration` over
+      const { attempts } = this.config.retries
+      logger.debug({ request_id: ctx.id, upstream: d.upstream, attempts, retries: ctx.retries, hedges: ctx.hedges, since_ms: clock.now() - ctx.arrived },
+        'no answer head yet, but no hedge: the retry budget is spent (retries.attempts, retries.try_duration)')
+      return first.result
+    }
     const tried = new Set(ctx.tried ?? [])
     tried.add(d.upstream)
     const d2 = router.decide(ctx.key, tried, clock.now())
@@ -703,6 +710,7 @@ export class RequestPath {
       return first.result
     }
     logger.debug({ request_id: ctx.id, upstream: d.upstream, hedge: d2.upstream }, 'no answer head yet: hedging on the next upstream')
+    ctx.hedges++ // one of `retries.attempts` (see #budgetLeft)
     const second = this.#start(ctx, x, d2, up2, h2)
     const hedgeRehydrate = ctx.rehydrate
     const hedgeHeld = ctx.heldState
@@ -810,11 +818,18 @@ export class RequestPath {
 
   /** May a failed attempt be sent again to the key's next upstream? */
   #mayRetry(ctx: RequestContext, outcome: Outcome): boolean {
+    return outcome.kind === 'error' && this.#budgetLeft(ctx) && shouldRetry(outcome, ctx.method, ctx.body === null || ctx.body.replayable)
+  }
+
+  /**
+   * May the request start one more attempt on another upstream, a retry or a hedge? Each one
+   * made so far (ctx.retries, ctx.hedges) used one of `retries.attempts`, and none starts once
+   * `retries.try_duration` has passed since the request arrived. A hedge is such an attempt:
+   * Envoy's hedge on a per-try timeout is a retry counted toward its retry limits.
+   */
+  #budgetLeft(ctx: RequestContext): boolean {
     const { attempts, try_duration: tryDuration } = this.config.retries
-    return outcome.kind === 'error' &&
-      ctx.retries < attempts &&
-      this.#d.clock.now() - ctx.arrived < tryDuration &&
-      shouldRetry(outcome, ctx.method, ctx.body === null || ctx.body.replayable)
+    return ctx.retries + ctx.hedges < attempts && this.#d.clock.now() - ctx.arrived < tryDuration
   }
 
   /** The logged form of the request's session for the access log (null: no session). */
