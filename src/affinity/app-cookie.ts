@@ -10,6 +10,11 @@ export interface LearningDecision {
   readonly epoch: number
   /** The application cookie value the request carried, or null. */
   readonly appKey: string | null
+  /**
+   * When the binding the request was routed by was created (ms; now for a placement made for
+   * it); null or absent: unknown (routed by a rotated value's grace), then the table is asked.
+   */
+  readonly placedAt?: number | null
 }
 
 /** What an answer taught: the value now pinned, and the one it replaced (a rotation), if any. */
@@ -27,7 +32,11 @@ export interface Learned {
  * one entry per user), but a replaced one still routes for a grace period. A line whose `Path`
  * does not cover the request's path (`requestPath`, RFC 6265 section 5.1.4) sets another
  * cookie of that name than the one the request carried (a browser keeps both): its value is
- * pinned, and the user's session is left as it is. A value longer than the longest key a
+ * pinned, and the user's session is left as it is. A value that replaces the user's continues
+ * their binding: it keeps the creation time of the one it replaces (`d.placedAt`, else that
+ * value's in the table), so `absolute_timeout` ends the affinity of an application that rotates
+ * its cookie on every answer too; one set past that timeout is not pinned (the user is placed
+ * afresh, as with the expired value). A value longer than the longest key a
  * request may carry is not learned (it could never route). Returns what was learned, or null
  * when the answer set no value of the user's cookie.
  * Example: answer `Set-Cookie: PHPSESSID=abc; path=/` from app-1 to a request that carried
@@ -38,15 +47,21 @@ export function learnAppCookie(
 ): Learned | null {
   if (setCookie === undefined) return null
   let learned: Learned | null = null
+  // the creation time of the user's binding, read before a rotation retires it (undefined: not read yet)
+  let createdAt: number | null | undefined
   for (const line of typeof setCookie === 'string' ? [setCookie] : setCookie) {
     const v = appCookieValue(line, name, now)
     if (v === null || (!v.deleted && v.value.length > DEFAULT_MAX_KEY_LENGTH)) continue
     const theUsers = v.path === null || pathMatches(requestPath, v.path)
     const rotated = theUsers && d.appKey !== null && d.appKey !== v.value
-    if (rotated) sessions.retire(d.appKey!, v.deleted ? null : d, now)
+    if (rotated) {
+      if (createdAt === undefined) createdAt = d.placedAt ?? sessions.createdAt(d.appKey!, now)
+      sessions.retire(d.appKey!, v.deleted ? null : d, now)
+    }
     if (v.deleted) sessions.unpin(v.value)
     else {
-      sessions.pin(v.value, d.upstream, d.epoch, now)
+      if (rotated && createdAt != null) sessions.continuePin(v.value, d.upstream, d.epoch, now, createdAt)
+      else sessions.pin(v.value, d.upstream, d.epoch, now)
       if (theUsers) learned = { key: v.value, rekeyedFrom: rotated ? d.appKey : null }
     }
   }

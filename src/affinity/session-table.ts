@@ -72,13 +72,13 @@ export class SessionTable {
   readonly #idleTimeout: number
   readonly #absoluteTimeout: number
   /** Application cookie values replaced by a new one, still routed for ROTATION_GRACE (bounded, oldest first out). */
-  readonly #rotated = new BoundedMap<string, Grace & { readonly until: number }>(ROTATED_MAX)
+  readonly #rotated = new BoundedMap<string, Grace & { readonly until: number; readonly createdAt: number | null }>(ROTATED_MAX)
   /**
    * The same for values that were not pinned here (routed by their hash: a value Tether never
    * learned, such as garbage cookies an application replaces): kept apart, so a flood of them
    * cannot push the graces of pinned users out of {@link #rotated}.
    */
-  readonly #rotatedUnpinned = new BoundedMap<string, Grace & { readonly until: number }>(ROTATED_MAX)
+  readonly #rotatedUnpinned = new BoundedMap<string, Grace & { readonly until: number; readonly createdAt: number | null }>(ROTATED_MAX)
   /**
    * Placements decided but not answered yet (a pin is recorded only when the upstream answers):
    * counted as load, so concurrent new users respect `balance_factor`. Bounded by the requests
@@ -112,6 +112,33 @@ export class SessionTable {
   pin(key: string, upstream: string, epoch: number, now: number): void {
     this.table.set(key, upstream, epoch, now)
     if (this.#sink !== null) this.#sink.bound(key, upstream, epoch, false, this.table.peek(key, now)!.createdAt)
+  }
+
+  /**
+   * As {@link pin}, for a binding that continues another one created at `createdAt` (an
+   * application cookie value replacing the one the request carried): the new binding keeps that
+   * creation time, so `absolute_timeout` ends the user's affinity however often the application
+   * rotates its cookie. Not made, false returned, when `createdAt` is longer than the absolute
+   * timeout ago: the affinity it continues is over (its next request is placed afresh, as one
+   * carrying the expired value would be).
+   * Example, absolute 120 s: `continuePin('v2', 'app-1', 0, t0 + 90_000, t0)` -> true, 'v2' expires at t0 + 120 s.
+   */
+  continuePin(key: string, upstream: string, epoch: number, now: number, createdAt: number): boolean {
+    if (now - createdAt > this.#absoluteTimeout) return false
+    this.table.setCreated(key, upstream, epoch, now, createdAt)
+    if (this.#sink !== null) this.#sink.bound(key, upstream, epoch, false, this.table.peek(key, now)!.createdAt)
+    return true
+  }
+
+  /**
+   * The creation time of the binding `key` holds (live), or of the one it held before it was
+   * rotated away (while its grace runs, when it was pinned here), else null.
+   */
+  createdAt(key: string, now: number): number | null {
+    const held = this.table.peek(key, now)
+    if (held !== null) return held.createdAt
+    const g = this.#rotated.get(key)
+    return g !== undefined && g.until > now ? g.createdAt : null
   }
 
   /**
@@ -155,10 +182,10 @@ export class SessionTable {
    * the same upstream for {@link ROTATION_GRACE} ms, since requests already in flight carry it.
    */
   retire(from: string, grace: Grace | null, now: number): void {
-    const pinned = this.table.peek(from, now) !== null
+    const createdAt = this.table.peek(from, now)?.createdAt ?? null
     if (this.#sink?.retired === undefined) this.unpin(from)
     else this.#sink.retired(from, grace)
-    this.#retired(from, grace, now, pinned)
+    this.#retired(from, grace, now, createdAt)
   }
 
   /** The rotation graces still running (key, where it routes, until when, whether it was pinned), oldest first in each kind: a starting worker's copy. */
@@ -171,23 +198,27 @@ export class SessionTable {
   copyRotation(key: string, upstream: string, epoch: number, until: number, now: number, pinned = true): void {
     if (until <= now || this.rotated(key, now) !== null) return
     ;(pinned ? this.#rotatedUnpinned : this.#rotated).delete(key)
-    ;(pinned ? this.#rotated : this.#rotatedUnpinned).set(ownCopy(key), { upstream, epoch, until })
+    // the copy carries no creation time: a value rotated again from it starts a binding afresh
+    ;(pinned ? this.#rotated : this.#rotatedUnpinned).set(ownCopy(key), { upstream, epoch, until, createdAt: null })
   }
 
   /** A retirement another worker made (see {@link retire}): applied here only. */
   applyRetired(from: string, grace: Grace | null, now: number): void {
-    this.#retired(from, grace, now, this.table.peek(from, now) !== null)
+    this.#retired(from, grace, now, this.table.peek(from, now)?.createdAt ?? null)
   }
 
-  #retired(from: string, grace: Grace | null, now: number, pinned: boolean): void {
+  /** `createdAt`: the creation time of the binding `from` held here (live), null when it held none. */
+  #retired(from: string, grace: Grace | null, now: number, createdAt: number | null): void {
     this.table.delete(from)
     if (grace === null) return
     // a pinned value's grace (or one it has already: a parallel answer retiring it again) is
     // kept apart from the others' (see #rotatedUnpinned)
-    const kept = pinned || this.#rotated.get(from) !== undefined
+    const before = this.#rotated.get(from)
+    const kept = createdAt !== null || before !== undefined
     const into = kept ? this.#rotated : this.#rotatedUnpinned
     if (kept && this.#rotatedUnpinned.size !== 0) this.#rotatedUnpinned.delete(from)
-    into.set(ownCopy(from), { upstream: grace.upstream, epoch: grace.epoch, until: now + ROTATION_GRACE })
+    // retired again (a parallel answer): the creation time it had when first retired stays
+    into.set(ownCopy(from), { upstream: grace.upstream, epoch: grace.epoch, until: now + ROTATION_GRACE, createdAt: createdAt ?? before?.createdAt ?? null })
   }
 
   /**
