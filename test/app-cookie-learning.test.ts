@@ -2,7 +2,7 @@
 // SessionTable, no network: a rotated value continues the binding it replaces (creation time
 // included, so absolute_timeout still ends it), and Set-Cookie dates as a browser reads them.
 import t from 'tap'
-import { appCookieValue, learnAppCookie } from '../src/affinity/app-cookie.js'
+import { appCookieValue, learnAppCookie, parseCookieDate } from '../src/affinity/app-cookie.js'
 import { SessionTable } from '../src/affinity/session-table.js'
 
 const T0 = 1_764_086_400_000
@@ -70,4 +70,56 @@ t.test('without absolute_timeout a rotated value still continues the binding (it
   s.pin('v0', 'app-1', 0, T0)
   learnAppCookie(s, N, { upstream: 'app-1', epoch: 0, appKey: 'v0' }, `${N}=v1`, T0 + 50_000)
   t.equal(s.peek('v1', T0 + 50_000)?.createdAt, T0)
+})
+
+// RFC 6265 section 5.1.1: a two-digit year 70-99 is 19xx, 0-69 is 20xx (Date.parse reads 50-99 as 19xx)
+t.test('an Expires with a two-digit year is read as a browser reads it (RFC 6265 5.1.1): 0-69 in the 2000s, 70-99 in the 1900s', async (t) => {
+  const now = T0 // 2025-11-25
+  const cases: [string, boolean][] = [
+    ['Wed, 21 Oct 49 07:28:00 GMT', false], // 2049
+    ['Fri, 21 Oct 50 07:28:00 GMT', false], // 2050: not 1950, in the past
+    ['Fri, 21-Oct-69 07:28:00 GMT', false], // 2069
+    ['Tue, 21 Oct 70 07:28:00 GMT', true], // 1970
+    ['Thu, 21 Oct 99 07:28:00 GMT', true], // 1999
+    ['Sat, 01 Jan 00 00:00:00 GMT', true], // 2000
+    ['Wed, 25 Nov 25 15:59:59 GMT', true], // 2025, a second before now
+    ['Wed, 25 Nov 25 16:00:01 GMT', false], // 2025, a second after
+  ]
+  for (const [date, deleted] of cases) {
+    t.equal(appCookieValue(`${N}=abc; Expires=${date}; path=/`, N, now)?.deleted, deleted, `Expires=${date}: ${deleted ? 'deletes' : 'keeps'} the cookie`)
+  }
+})
+
+t.test('a value set with Expires in 2050 written with two digits is learned, not taken as a deletion', async (t) => {
+  const s = table(null)
+  s.pin('v0', 'app-1', 0, T0)
+  const learned = learnAppCookie(s, N, { upstream: 'app-1', epoch: 0, appKey: 'v0' }, `${N}=v1; expires=Fri, 21-Oct-50 07:28:00 GMT; path=/`, T0 + 1_000)
+  t.same(learned, { key: 'v1', rekeyedFrom: 'v0' })
+  t.equal(s.peek('v1', T0 + 1_000)?.upstream, 'app-1', 'v1 is bound')
+})
+
+t.test('parseCookieDate follows RFC 6265 section 5.1.1', async (t) => {
+  const cases: [string, number | null][] = [
+    ['Wed, 21 Oct 2015 07:28:00 GMT', Date.UTC(2015, 9, 21, 7, 28, 0)], // IMF-fixdate
+    ['Wednesday, 21-Oct-15 07:28:00 GMT', Date.UTC(2015, 9, 21, 7, 28, 0)], // RFC 850
+    ['Wed Oct 21 07:28:00 2015', Date.UTC(2015, 9, 21, 7, 28, 0)], // asctime
+    ['Thu, 01-Jan-1970 00:00:01 GMT', 1000], // PHP's deletion
+    ['21 oct 49 7:28:0', Date.UTC(2049, 9, 21, 7, 28, 0)],
+    ['21 oct 50 7:28:0', Date.UTC(2050, 9, 21, 7, 28, 0)],
+    ['21 oct 69 7:28:0', Date.UTC(2069, 9, 21, 7, 28, 0)],
+    ['21 oct 70 7:28:0', Date.UTC(1970, 9, 21, 7, 28, 0)],
+    ['21 October 2015 07:28:00 +0200', Date.UTC(2015, 9, 21, 7, 28, 0)], // a month's full name; the zone is not read
+    ['Sat, 29 Feb 2020 00:00:00 GMT', Date.UTC(2020, 1, 29)],
+    ['Thu, 29 Feb 2019 00:00:00 GMT', null], // no such day
+    ['Thu, 31 Apr 2019 00:00:00 GMT', null],
+    ['Wed, 32 Oct 2015 07:28:00 GMT', null],
+    ['Wed, 21 Oct 2015 24:00:00 GMT', null],
+    ['Wed, 21 Oct 2015 07:60:00 GMT', null],
+    ['Wed, 21 Oct 1600 07:28:00 GMT', null], // before 1601
+    ['Wed, 21 Oct 2015 GMT', null], // no time
+    ['2015-10-21T07:28:00Z', null], // ISO 8601 is no cookie date ("-" delimits: no month)
+    ['soon', null],
+    ['', null],
+  ]
+  for (const [text, want] of cases) t.equal(parseCookieDate(text), want, JSON.stringify(text))
 })

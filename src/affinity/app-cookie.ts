@@ -113,10 +113,49 @@ export function appCookieValue(line: string, name: string, now: number): { value
     else if (attr === 'max-age') {
       if (/^-?\d+$/.test(v)) maxAge = Number(v)
     } else {
-      const at = Date.parse(v)
-      if (at === at) expires = at
+      const at = parseCookieDate(v)
+      if (at !== null) expires = at
     }
   }
   const deleted = value === '' || (maxAge !== null ? maxAge <= 0 : expires !== null && expires < now)
   return { value, deleted, path: path !== null && path.startsWith('/') ? path : null }
+}
+
+/** RFC 6265 section 5.1.1's delimiter: %x09 / %x20-2F / %x3B-40 / %x5B-60 / %x7B-7E. */
+const DATE_DELIMITERS = /[\x09\x20-\x2f\x3b-\x40\x5b-\x60\x7b-\x7e]+/
+const DATE_TIME = /^(\d{1,2}):(\d{1,2}):(\d{1,2})(?:\D|$)/
+const DATE_DAY = /^(\d{1,2})(?:\D|$)/
+const DATE_YEAR = /^(\d{2,4})(?:\D|$)/
+const MONTHS = ['jan', 'feb', 'mar', 'apr', 'may', 'jun', 'jul', 'aug', 'sep', 'oct', 'nov', 'dec']
+
+/**
+ * A Set-Cookie `Expires` value as a browser reads it (ms since the epoch), or null when it is
+ * not a cookie date (the attribute is then ignored, RFC 6265 section 5.2.1). The algorithm of
+ * RFC 6265 section 5.1.1: the first token of each kind (time, day of month, month, year) wins,
+ * whatever their order or the delimiters between them; a year of 70-99 is 19xx and one of 0-69
+ * 20xx (Date.parse reads 50-69 as 19xx: a cookie expiring in 2050 would look deleted); a year
+ * before 1601, an hour over 23, a minute or second over 59, or a day the month does not have
+ * makes it no date. Times are UTC, whatever zone the text names.
+ * Example: parseCookieDate('Fri, 21-Oct-50 07:28:00 GMT') -> Date.UTC(2050, 9, 21, 7, 28, 0).
+ */
+export function parseCookieDate(text: string): number | null {
+  let time: RegExpExecArray | null = null
+  let day = -1
+  let month = -1
+  let year = -1
+  for (const token of text.split(DATE_DELIMITERS)) {
+    if (token === '') continue
+    let m: RegExpExecArray | null
+    if (time === null && (m = DATE_TIME.exec(token)) !== null) time = m
+    else if (day < 0 && (m = DATE_DAY.exec(token)) !== null) day = Number(m[1])
+    else if (month < 0 && token.length >= 3 && MONTHS.includes(token.slice(0, 3).toLowerCase())) month = MONTHS.indexOf(token.slice(0, 3).toLowerCase())
+    else if (year < 0 && (m = DATE_YEAR.exec(token)) !== null) year = Number(m[1])
+  }
+  if (time === null || day < 0 || month < 0 || year < 0) return null
+  if (year >= 70 && year <= 99) year += 1900
+  else if (year <= 69) year += 2000
+  const [h, mi, sec] = [Number(time[1]), Number(time[2]), Number(time[3])]
+  if (day < 1 || day > 31 || year < 1601 || h > 23 || mi > 59 || sec > 59) return null
+  const at = Date.UTC(year, month, day, h, mi, sec)
+  return new Date(at).getUTCDate() === day ? at : null // 31 Apr: no such date
 }
