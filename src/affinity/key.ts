@@ -73,7 +73,9 @@ export function keyOptions(config: KeyConfig): KeyOptions {
  * - `app_cookie`: the application's cookie value, or null when absent, empty or too long.
  * - `client_ip`: see {@link clientIp} (X-Forwarded-For is used only from trusted peers).
  * - `header`: the header value, trimmed (Node joins repeated lines with ", " into one value,
- *   as nginx 1.23+ does for `$http_<name>`); null when absent, empty or too long.
+ *   as nginx 1.23+ does for `$http_<name>`, but keeps the first line of a field defined as one
+ *   value, such as Authorization or User-Agent; an h2 request's headers read the same, see
+ *   http1Head in proxy/h2-messages.ts); null when absent, empty or too long.
  *
  * Example: `extractAffinityKey({ cookie: 'a=1; tether=AX3k...' }, '10.0.0.5', opts, now)`
  * -> `{ kind: 'cookie', status: 'ok', session: { upstream: 'app-0', ... } }`.

@@ -11,10 +11,23 @@ const { NGHTTP2_NO_ERROR, NGHTTP2_INTERNAL_ERROR } = http2.constants
 type Headers = http2.IncomingHttpHeaders
 
 /**
+ * Fields of which Node's HTTP/1.1 parser keeps the first line of a request and discards the
+ * others (`message.headers` in Node's docs; `matchKnownFields` in `_http_incoming.js`): fields
+ * defined as one value, where a second line makes no list.
+ */
+const FIRST_LINE_ONLY = new Set(['age', 'authorization', 'content-length', 'content-type', 'etag', 'expires', 'from', 'host',
+  'if-modified-since', 'if-unmodified-since', 'last-modified', 'location', 'max-forwards', 'proxy-authorization', 'referer',
+  'retry-after', 'server', 'user-agent'])
+
+/**
  * The HTTP/1.1 view of an h2 request head: pseudo-headers removed, `host` from `:authority`
  * (both kept when they differ, so the Host rule refuses the request), the cookie crumbs joined
  * with "; " into one field, and `transfer-encoding: chunked` when a body follows without a
- * declared length (the framing an HTTP/1.1 upstream gets for it).
+ * declared length (the framing an HTTP/1.1 upstream gets for it). `headers` holds what Node's
+ * HTTP/1.1 parser makes of the same lines, so a request reads the same over either protocol
+ * (an affinity key from `Authorization` or `User-Agent` sent twice, among them): the first line
+ * of a field it knows as one value ({@link FIRST_LINE_ONLY}), set-cookie as a list, any other
+ * field's lines joined with ", "; `raw` keeps every line (the upstream gets them all).
  * Example: [':method','GET',':authority','a.example',':path','/','cookie','a=1','cookie','b=2']
  * -> ['host','a.example','cookie','a=1; b=2'].
  */
@@ -50,7 +63,7 @@ export function http1Head(raw: readonly string[], bodyFollows: boolean): { raw: 
     const prev = headers[name]
     if (prev === undefined) headers[name] = name === 'set-cookie' ? [out[i + 1]!] : out[i + 1]!
     else if (Array.isArray(prev)) prev.push(out[i + 1]!)
-    else headers[name] = `${prev}, ${out[i + 1]!}`
+    else if (!FIRST_LINE_ONLY.has(name)) headers[name] = `${prev}, ${out[i + 1]!}`
   }
   return { raw: out, headers }
 }
