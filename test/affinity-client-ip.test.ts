@@ -173,6 +173,31 @@ t.test('forwarded entries normalise to one canonical address or null', async (t)
   for (const [entry, want] of cases) t.equal(normalizeForwardedAddress(entry), want, JSON.stringify(entry))
 })
 
+t.test('an IPv6 zone id gives one key however it is spelt: %eth0, %25eth0 (RFC 6874 URI form), any case, any zero compression', async (t) => {
+  // a zone id reaches the key from the socket (Node names a link-local peer's interface:
+  // 'fe80::fc:ff:fe00:1%eth0') and from X-Forwarded-For written by a trusted proxy (PROXY
+  // protocol: Tether reads none)
+  const cases: [string, string | null][] = [
+    ['fe80::1%eth0', 'fe80::1%eth0'],
+    ['fe80::1%25eth0', 'fe80::1%eth0'],
+    ['[fe80::1%25eth0]', 'fe80::1%eth0'],
+    ['[fe80::1%25eth0]:443', 'fe80::1%eth0'],
+    ['[fe80::1%eth0]:443', 'fe80::1%eth0'],
+    ['FE80:0:0:0:0:0:0:1%ETH0', 'fe80::1%eth0'],
+    ['fe80:0000::0001%25Eth0', 'fe80::1%eth0'],
+    ['fe80::1%2', 'fe80::1%2'], // a numeric zone (an interface index)
+    ['fe80::1%25', 'fe80::1%25'], // interface 25: nothing after "%25" to be its escape
+    ['::ffff:198.51.100.7%eth0', '198.51.100.7'], // IPv4 has no zones
+    ['fe80::1%', null],
+  ]
+  for (const [entry, want] of cases) t.equal(normalizeForwardedAddress(entry), want, JSON.stringify(entry))
+  const zoned = parseTrustedProxies(['fe80::/10'])
+  t.equal(clientIp('fe80::2%eth0', 'FE80:0:0:0:0:0:0:1%25eth0', zoned), 'fe80::1%eth0', 'through a trusted link-local proxy (its zone id too)')
+  t.equal(clientIp('fe80::2%eth0', 'fe80::1%eth0', zoned), 'fe80::1%eth0')
+  t.equal(clientIp('fe80::1%eth0', undefined, nobody), 'fe80::1%eth0', 'a link-local peer, as Node names it')
+  t.equal(clientIp('FE80::1%25eth0', undefined, nobody), 'fe80::1%eth0', 'the same rule for a peer address')
+})
+
 t.test('a long chain of trusted hops is walked without trouble', async (t) => {
   const chain = ['198.51.100.7', ...Array.from({ length: 2000 }, (_, i) => `10.0.${i >> 8}.${i & 255}`)].join(', ')
   t.equal(clientIp('10.0.0.2', chain, trusted), '198.51.100.7')

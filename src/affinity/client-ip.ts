@@ -114,7 +114,9 @@ const MAPPED_HEX = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/
  * One X-Forwarded-For entry to a canonical address, or null when it is not an IP address.
  * Accepts `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`, `[2001:db8::1]`, `[2001:db8::1]:443`.
  * IPv6 is canonicalised (lower case, zero runs compressed) so that one client gets one key
- * however a proxy spells it; IPv4-mapped IPv6 in any spelling becomes dotted IPv4.
+ * however a proxy spells it; IPv4-mapped IPv6 in any spelling becomes dotted IPv4. A zone id is
+ * kept, lower-cased, its URI form's `%25` read as `%` (RFC 6874): `FE80:0::1%25eth0` -> `fe80::1%eth0`
+ * (`%25` alone is interface 25).
  */
 export function normalizeForwardedAddress(entry: string): string | null {
   let s = entry
@@ -135,7 +137,17 @@ export function normalizeForwardedAddress(entry: string): string | null {
     const host = s.slice(0, colon)
     return isIPv4(host) ? host : null
   }
-  if (s.includes('%')) return s.toLowerCase() // zone ids: WHATWG URL cannot canonicalise them
+  // a zone id (RFC 4007 section 11: `fe80::1%eth0`, the interface of the host that wrote it),
+  // in the URI form too, where its "%" is written "%25" (RFC 6874 section 2: `[fe80::1%25eth0]`);
+  // WHATWG URL takes no zone id, so the address is canonicalised without it, the zone id
+  // lower-cased and put back (IPv4, a mapped address included, has none)
+  const pct = s.indexOf('%')
+  let zone = ''
+  if (pct !== -1) {
+    zone = s.slice(pct + 1).toLowerCase()
+    if (zone.length > 2 && zone.startsWith('25')) zone = zone.slice(2)
+    s = s.slice(0, pct)
+  }
   let canonical: string
   try {
     canonical = new URL(`http://[${s}]/`).hostname.slice(1, -1)
@@ -143,7 +155,7 @@ export function normalizeForwardedAddress(entry: string): string | null {
     return null // isIP accepted it but WHATWG URL did not: treat as malformed
   }
   const m = MAPPED_HEX.exec(canonical)
-  if (m === null) return canonical
+  if (m === null) return zone === '' ? canonical : `${canonical}%${zone}`
   const hi = parseInt(m[1]!, 16)
   const lo = parseInt(m[2]!, 16)
   return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`
@@ -160,13 +172,15 @@ export function normalizeForwardedAddress(entry: string): string | null {
  *   (e.g. nginx's `unknown`) stops the walk: the last good hop to its right is returned, so a
  *   hop that cannot be identified never becomes a key of its own.
  * - Several X-Forwarded-For headers (string[]) are read as one list, in order.
- * - `::ffff:a.b.c.d` is returned as `a.b.c.d`.
+ * - `::ffff:a.b.c.d` is returned as `a.b.c.d`; an address with a zone id in the canonical form
+ *   of {@link normalizeForwardedAddress}, the peer's too.
  *
  * Example, trusted = 10.0.0.0/8: `clientIp('10.0.0.2', '203.0.113.9, 198.51.100.7, 10.0.0.1',
  * trusted)` -> `'198.51.100.7'`; `clientIp('203.0.113.9', '1.1.1.1', trusted)` -> `'203.0.113.9'`.
  */
 export function clientIp(peer: string, xff: string | string[] | undefined, trusted: TrustedProxies): string {
-  const self = stripMapped(peer)
+  // a link-local peer comes with its zone id (Node names the interface: `fe80::1%eth0`)
+  const self = peer.includes('%') ? normalizeForwardedAddress(peer) ?? peer : stripMapped(peer)
   if (xff === undefined || !trusted.contains(self)) return self
   const list = typeof xff === 'string' ? xff : xff.join(',')
   let lastGood = self
