@@ -534,3 +534,128 @@ t.test('passedAny: a new upstream is no evidence; the first check passed while r
   none.copy(table().health.copies())
   t.equal(none.passedAny(), false, 'a copy with no passed check')
 })
+
+/** `n` active check results of `ok` for `id`. */
+function probes(health: HealthTable, id: string, ok: boolean, n: number): void {
+  for (let i = 0; i < n; i++) health.reportActive(id, ok)
+}
+
+t.test('an ejection for a refused connection ends once healthy_threshold active checks in a row pass after it began (Envoy: successful_active_health_check_uneject_host)', async (t) => {
+  const { clock, health, events } = table()
+  probes(health, 'app-0', true, 5) // it passed its checks before it crashed
+  health.reportPassive('app-0', 'connect_refused') // nothing listens: ejected for 30 s
+  t.equal(health.state('app-0'), 'ejected')
+  t.match(events.at(-1), { to: 'ejected', detail: /^ejected for 30000 ms or until its active checks pass \(2 in a row\) after 1 consecutive failures/ })
+  health.reportActive('app-0', true)
+  t.equal(health.state('app-0'), 'ejected', 'one pass is not enough (the passes before the ejection do not count)')
+  health.reportActive('app-0', false) // a failed check restarts the run
+  health.reportActive('app-0', true)
+  t.equal(health.state('app-0'), 'ejected', 'the run restarted at the failed check')
+  clock.advance(2 * S)
+  health.reportActive('app-0', true)
+  t.equal(health.state('app-0'), 'healthy', 'back at the second pass in a row, 28 s before the ejection time')
+  t.match(events.at(-1), { id: 'app-0', from: 'ejected', to: 'healthy', reason: 'ejection_expired', detail: 'ejection ended: passed 2 active checks in a row', at: clock.now() })
+  t.same([health.snapshot()[0]!.ejectedUntil, health.snapshot()[0]!.timesEjected], [null, 1], 'not ejected; the ejection still counts')
+  t.equal(health.readySince('app-0'), clock.now(), 'ready from now (users last seen before are rehydrated there)')
+})
+
+t.test('back-off after an ejection that passed checks ended: ejected again right after, it is out longer; the count decays from when it really ended', async (t) => {
+  const again = table()
+  again.health.reportPassive('app-0', 'connect_refused')
+  again.clock.advance(2 * S)
+  probes(again.health, 'app-0', true, 2)
+  t.equal(again.health.state('app-0'), 'healthy')
+  again.clock.advance(1 * S)
+  again.health.reportPassive('app-0', 'connect_refused') // a crash loop: it is gone again at once
+  t.equal(again.health.snapshot()[0]!.ejectedUntil! - again.clock.now(), 60 * S, 'the second ejection: base x 2')
+  again.clock.advance(1 * S)
+  probes(again.health, 'app-0', true, 2)
+  t.equal(again.health.state('app-0'), 'healthy', 'and ended by passed checks too')
+
+  const quiet = table()
+  quiet.health.reportPassive('app-0', 'connect_refused') // planned to end at 30 s
+  quiet.clock.advance(2 * S)
+  probes(quiet.health, 'app-0', true, 2) // ended at 2 s
+  quiet.clock.advance(30 * S) // one base_ejection after it ended (but 2 s after its planned end)
+  quiet.health.reportPassive('app-0', 'connect_refused')
+  t.equal(quiet.health.snapshot()[0]!.ejectedUntil! - quiet.clock.now(), 30 * S, 'one base_ejection of good behaviour since the real end: back to base x 1')
+})
+
+t.test('an ejection for 5xx, resets or timeouts is not ended by passed active checks: a probe does not test what failed', async (t) => {
+  for (const result of ['server_error', 'connect_failure'] as const) {
+    const { health } = table()
+    fail(health, 'app-0', 3, result)
+    probes(health, 'app-0', true, 5)
+    t.equal(health.state('app-0'), 'ejected', `${result}: still ejected after 5 passed checks`)
+  }
+})
+
+t.test('an ejection for a refused connection while the active checks fail too: one transition back, at the pass that ends both', async (t) => {
+  const { health, events } = table()
+  health.reportPassive('app-0', 'connect_refused')
+  probes(health, 'app-0', false, 2)
+  t.equal(health.state('app-0'), 'unhealthy')
+  probes(health, 'app-0', true, 2)
+  t.equal(health.state('app-0'), 'healthy')
+  t.same(events.filter((e) => e.id === 'app-0').map((e) => [e.to, e.reason]), [['ejected', 'ejected'], ['unhealthy', 'active_failed'], ['healthy', 'active_recovered']])
+})
+
+t.test('an upstream back early from an ejection ramps up under slow start', async (t) => {
+  const { clock, health } = table({ slow_start: 60 * S })
+  health.reportPassive('app-0', 'connect_refused')
+  clock.advance(3 * S)
+  probes(health, 'app-0', true, 2)
+  t.equal(health.slowStartWeight('app-0'), 0.1, 'from the minimum share')
+  t.equal(health.slowStartWeight('app-0', clock.now() + 30 * S), 0.5, 'half way through the window: half its share')
+})
+
+t.test('with active checks off here, an ejection for a refused connection lasts its time', async (t) => {
+  const { clock, health } = table({ active: { healthy_threshold: 2, unhealthy_threshold: 2, enabled: false } })
+  health.reportPassive('app-0', 'connect_refused')
+  t.notMatch(health.snapshot()[0], { state: 'healthy' })
+  probes(health, 'app-0', true, 5) // (another worker's results: none come without checks)
+  t.equal(health.state('app-0'), 'ejected')
+  clock.advance(30 * S)
+  t.equal(health.state('app-0'), 'healthy')
+})
+
+t.test("another replica's refusal (a down marked refused) ends here the same way, at this table's own passed checks; one not so marked stays timed", async (t) => {
+  const { health } = table({ passive: { ...PASSIVE, max_ejection_percent: 100 } })
+  health.reportPassive('app-0', 'connect_refused', false, true, true) // another replica's traffic was refused
+  health.reportPassive('app-1', 'connect_refused', false, true) // another replica's ejection for other failures (or an older Tether's)
+  t.same([health.state('app-0'), health.state('app-1')], ['ejected', 'ejected'])
+  probes(health, 'app-0', true, 2)
+  probes(health, 'app-1', true, 2)
+  t.same([health.state('app-0'), health.state('app-1')], ['healthy', 'ejected'], 'the refusal ends at the passes here; the other runs its time')
+
+  // an ejection until one passed check here (another replica's active verdict), then another
+  // replica's traffic is refused there: a real refusal now, ended by healthy_threshold passes, counted
+  const { health: h2 } = table()
+  h2.reportPassive('app-0', 'connect_refused', true, true)
+  h2.reportPassive('app-0', 'connect_refused', false, true, true)
+  h2.reportActive('app-0', true)
+  t.equal(h2.state('app-0'), 'ejected', 'not ended by the first pass any more')
+  h2.reportActive('app-0', true)
+  t.equal(h2.state('app-0'), 'healthy')
+  t.equal(h2.snapshot()[0]!.timesEjected, 1, 'counted')
+})
+
+t.test('copy: a starting worker takes an ejection for a refused connection with the passes counted so far, so it ends at the same check as on its sibling', async (t) => {
+  const sibling = table()
+  sibling.health.reportPassive('app-0', 'connect_refused')
+  sibling.health.reportActive('app-0', true) // one pass of the two
+  const fresh = table()
+  fresh.clock.set(sibling.clock.now())
+  fresh.health.copy(JSON.parse(JSON.stringify(sibling.health.copies())) as never)
+  t.equal(fresh.health.state('app-0'), 'ejected')
+  for (const h of [sibling.health, fresh.health]) h.reportActive('app-0', true) // the lead's next probe, applied by both
+  t.same([sibling.health.state('app-0'), fresh.health.state('app-0')], ['healthy', 'healthy'], 'back on both at the same check')
+  // a copy without these fields (an older worker's) is a timed ejection
+  const older = table()
+  older.clock.set(sibling.clock.now())
+  const row = { ...sibling.health.copies()[0]!, ejectedUntil: sibling.clock.now() + 30 * S }
+  delete (row as { refused?: boolean }).refused
+  older.health.copy([row])
+  probes(older.health, 'app-0', true, 3)
+  t.equal(older.health.state('app-0'), 'ejected', "an older worker's copy: timed")
+})

@@ -19,6 +19,10 @@ export interface HealthCopy {
   /** With `untilPass`: timesEjected and lastEjectionEnd before that ejection began (put back if a passed check ends it); absent: unknown (an older worker's). */
   readonly countBefore?: number
   readonly endBefore?: number | null
+  /** That ejection is for a refused connection: it also ends once `healthy_threshold` active checks in a row passed since it began (see HealthTable.reportPassive); absent: false (an older worker's: timed). */
+  readonly refused?: boolean
+  /** With `refused`: the checks passed in a row since it began. */
+  readonly upPasses?: number
   readonly timesEjected: number
   readonly lastEjectionEnd: number | null
   readonly readySince: number | null

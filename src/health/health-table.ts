@@ -93,6 +93,13 @@ interface Entry {
   ejectedUntil: number | null
   /** The current ejection also ends at the next passed active check here (see reportPassive). */
   untilPass: boolean
+  /**
+   * The current ejection is for a refused connection (here, or another replica's marked so):
+   * with active checks here it also ends once `healthy_threshold` of them in a row passed
+   * since it began (`upPasses` counts them), see reportPassive.
+   */
+  refused: boolean
+  upPasses: number
   timesEjected: number
   /** End of the last ejection, for the decay of timesEjected. */
   lastEjectionEnd: number
@@ -131,8 +138,10 @@ type Listener = (e: HealthTransition) => void
  *   out after `unhealthy_threshold` failures (rather than no traffic until the first probes).
  * - State, most severe first: `disabled` (admin) > `unhealthy` (active checks) > `ejected`
  *   (passive) > `draining` > `healthy`. The flags are independent: enabling a disabled upstream
- *   that also failed its checks makes it `unhealthy`, and an active success does not end an
- *   ejection (unlike Envoy's `successful_active_health_check_uneject_host`).
+ *   that also failed its checks makes it `unhealthy`. Active successes end an ejection for a
+ *   refused connection (`healthy_threshold` of them in a row since it began, as Envoy's
+ *   `successful_active_health_check_uneject_host`), not one for 5xx, resets or timeouts: a
+ *   probe (`OPTIONS *` passes on a 503) does not test what failed there (see reportPassive).
  * - Ejection expires lazily: any read (ready, acceptsNew, state, snapshot, slowStartWeight) or
  *   `tick()` compares now to `ejectedUntil` and emits `ejection_expired` when it first notices.
  *   Call `tick()` periodically (e.g. once a second) so the event is timely without traffic.
@@ -191,7 +200,7 @@ export class HealthTable {
       if (this.#entries.has(id)) continue
       const e: Entry = {
         id, activeFailed: false, activeSuccesses: 0, activeFailures: 0, passiveFailures: 0,
-        ejectedUntil: null, untilPass: false, timesEjected: 0, lastEjectionEnd: -Infinity, before: null, drainingSince: null, drainKnownSince: null,
+        ejectedUntil: null, untilPass: false, refused: false, upPasses: 0, timesEjected: 0, lastEjectionEnd: -Infinity, before: null, drainingSince: null, drainKnownSince: null,
         migrate: false, adminDrain: false, adminMigrate: false, discoveryDrain: false, disabled: false, readySince: this.#initialized ? now : -Infinity, state: 'healthy',
       }
       this.#entries.set(id, e)
@@ -279,6 +288,18 @@ export class HealthTable {
         e.before = null
         this.#update(e, 'ejection_expired', 'ejection ended: an active check passed here', now)
       }
+      // an ejection for a refused connection: the process is back (a restarted pod) once it
+      // passes as many checks in a row as an unhealthy one needs (before active_recovered, so an
+      // upstream out for both comes back in one transition)
+      if (e.ejectedUntil !== null && e.refused && this.#activeHere() && ++e.upPasses >= healthy_threshold) {
+        e.ejectedUntil = null
+        e.refused = false
+        e.upPasses = 0
+        // it was out (it refused): counted toward the next ejection, whose decay starts now
+        e.lastEjectionEnd = now
+        e.before = null
+        this.#update(e, 'ejection_expired', `ejection ended: passed ${healthy_threshold} active checks in a row`, now)
+      }
       e.activeSuccesses++
       e.activeFailures = 0
       if (e.activeFailed && e.activeSuccesses >= healthy_threshold) {
@@ -287,6 +308,7 @@ export class HealthTable {
       }
       if (e.state === 'healthy' || e.state === 'draining') this.#notePass()
     } else {
+      e.upPasses = 0
       e.activeFailures++
       e.activeSuccesses = 0
       if (!e.activeFailed && e.activeFailures >= unhealthy_threshold) {
@@ -310,12 +332,21 @@ export class HealthTable {
    * (see #lastReady).
    * `untilPass` (another replica's active checks found it down): the ejection also ends at the
    * next active check that passes here, when this table's active checks run; a `peer` refusal
-   * reported without it during such an ejection (another replica's live traffic) keeps it for its time.
+   * reported without it during such an ejection (another replica's live traffic) keeps it for
+   * its time, or as a refusal below when `refused`.
    * Such an ejection ended by a passed check does not count toward the next one's length.
+   * `refused`: the ejection is for a refused connection (by default: a `connect_refused` seen
+   * here; a `peer`'s when its message says so): when this table's active checks run, it also
+   * ends once `healthy_threshold` of them in a row passed after it began (a crashed process
+   * restarted: Envoy's `successful_active_health_check_uneject_host`), and it counts toward the
+   * next ejection's length as any (a crash loop is ejected for longer each time), its decay from
+   * when it ended. Ejections for 5xx, resets and timeouts run their time: a probe that passes
+   * (`OPTIONS *` on any answer, a health path the failing pages do not use) does not show that
+   * what failed works again.
    * Example (3 failures, base 30 s): three `reportPassive('app-0', 'connect_failure')` calls ->
    * ejected 30 s; ejected again right after -> 60 s.
    */
-  reportPassive(id: string, result: PassiveResult, untilPass = false, peer = false): void {
+  reportPassive(id: string, result: PassiveResult, untilPass = false, peer = false, refused = !peer && result === 'connect_refused'): void {
     const passive = this.#options.passive
     const e = this.#entries.get(id)
     if (!passive || !e) return
@@ -324,7 +355,15 @@ export class HealthTable {
     if (e.ejectedUntil !== null) {
       // found refusing (not only failing probes) while out until a probe passes: out for the time
       // (only another replica's: every worker hears it, where this worker's traffic is its own)
-      if (peer && !untilPass && e.untilPass && result === 'connect_refused') e.untilPass = false
+      if (peer && !untilPass && e.untilPass && result === 'connect_refused') {
+        e.untilPass = false
+        // refused there: an ejection for a refused connection here too, counted (it was real)
+        if (refused) {
+          e.refused = true
+          e.upPasses = 0
+          e.before = null
+        }
+      }
       return
     }
     const failed = result === 'connect_failure' || result === 'connect_refused' || (result === 'server_error' && passive.count_5xx)
@@ -340,11 +379,25 @@ export class HealthTable {
     e.timesEjected = Math.max(0, e.timesEjected - decay) + 1
     const duration = Math.min(passive.base_ejection * e.timesEjected, passive.max_ejection)
     e.ejectedUntil = now + duration
-    e.untilPass = untilPass && this.#options.active.enabled !== false
+    e.untilPass = untilPass && this.#activeHere()
+    e.refused = !e.untilPass && refused
+    e.upPasses = 0
     e.lastEjectionEnd = e.ejectedUntil
     const failures = e.passiveFailures
     e.passiveFailures = 0
-    this.#update(e, 'ejected', `ejected for ${duration} ms${e.untilPass ? ' or until an active check passes here' : ''} after ${failures} consecutive failures (ejection ${e.timesEjected})`, now)
+    const or = e.untilPass ? ' or until an active check passes here' : e.refused && this.#activeHere() ? ` or until its active checks pass (${this.#options.active.healthy_threshold} in a row)` : ''
+    this.#update(e, 'ejected', `ejected for ${duration} ms${or} after ${failures} consecutive failures (ejection ${e.timesEjected})`, now)
+  }
+
+  /**
+   * Is `id` ejected for a refused connection (see reportPassive's `refused`), an ejection that
+   * passed active checks end? False when not ejected (or unknown). Example: `health.ejectedRefusing('app-1')`.
+   */
+  ejectedRefusing(id: string): boolean {
+    const e = this.#entries.get(id)
+    if (!e) return false
+    this.#expire(e, this.#clock.now())
+    return e.ejectedUntil !== null && e.refused
   }
 
   /** When draining of `id` started (ms), or null when it is not draining (or unknown). */
@@ -465,6 +518,9 @@ export class HealthTable {
     e.activeFailures = 0
     e.passiveFailures = 0
     e.ejectedUntil = null
+    e.untilPass = false
+    e.refused = false
+    e.upPasses = 0
     e.timesEjected = 0
     e.lastEjectionEnd = -Infinity
     this.#update(e, 'added', 'replaced (a new address or a new pod)', now)
@@ -496,6 +552,7 @@ export class HealthTable {
       activeFailures: e.activeFailures,
       ejectedUntil: e.ejectedUntil,
       ...(e.ejectedUntil !== null && e.untilPass ? { untilPass: true, ...(e.before === null ? {} : { countBefore: e.before.times, endBefore: finiteOrNull(e.before.end) }) } : {}),
+      ...(e.ejectedUntil !== null && e.refused ? { refused: true, upPasses: e.upPasses } : {}),
       timesEjected: e.timesEjected,
       lastEjectionEnd: finiteOrNull(e.lastEjectionEnd),
       readySince: finiteOrNull(e.readySince),
@@ -527,8 +584,11 @@ export class HealthTable {
       // an ejection in force there ends at the same moment here (not capped: it is in the future)
       if (typeof row.ejectedUntil === 'number' && Number.isFinite(row.ejectedUntil) && row.ejectedUntil > now && (e.ejectedUntil === null || row.ejectedUntil > e.ejectedUntil)) {
         e.ejectedUntil = row.ejectedUntil
-        e.untilPass = row.untilPass === true && this.#options.active.enabled !== false
+        e.untilPass = row.untilPass === true && this.#activeHere()
         e.before = e.untilPass && row.countBefore !== undefined ? { times: count(row.countBefore, 0), end: time(row.endBefore, now) } : null
+        // for a refused connection, with the passes counted there (it ends at the same check)
+        e.refused = !e.untilPass && row.refused === true
+        e.upPasses = e.refused ? count(row.upPasses, 0) : 0
         e.lastEjectionEnd = Math.max(e.lastEjectionEnd, row.ejectedUntil)
       }
       const reason: TransitionReason = e.activeFailed !== failedBefore ? (e.activeFailed ? 'active_failed' : 'active_recovered') : 'ejected'
@@ -608,6 +668,11 @@ export class HealthTable {
     return true
   }
 
+  /** Do active checks run here (or a sibling's, whose results this table applies)? */
+  #activeHere(): boolean {
+    return this.#options.active.enabled !== false
+  }
+
   /** Would one more ejection stay within max_ejection_percent? Expires others first. */
   #mayEject(passive: PassiveHealthOptions, now: number): boolean {
     if (passive.max_ejection_percent <= 0) return false
@@ -638,6 +703,8 @@ export class HealthTable {
     const end = e.ejectedUntil
     e.ejectedUntil = null
     e.untilPass = false
+    e.refused = false
+    e.upPasses = 0
     this.#update(e, 'ejection_expired', 'ejection expired', end)
   }
 
