@@ -5,7 +5,8 @@
 // - `probing`, whose active checks (on another path than `two`'s) fail for app `d`.
 // `two` never finds anything down itself: its unhealthy_threshold (100 failed probes, about 50 s
 // at one per 500 ms after a failure) is out of reach within the test, and it gets no traffic. So an ejection there is another replica's, and one that ends well before the
-// 5 minute ejection time ended at `two`'s own passed probe.
+// 5 minute ejection time ended at `two`'s own passed probe (its probes of c, refused while c is
+// closed, are far from its unhealthy_threshold too).
 import t from 'tap'
 import { tempFile } from './fixtures/cli.js'
 import { freePorts } from './fixtures/ports.js'
@@ -82,8 +83,18 @@ t.test('two Tether processes (one with two workers) share health through a real 
   for (const w of [0, 1]) {
     const ejected = changes(two.out(), 'c').filter((e) => e.worker === w && e.to === 'ejected')
     t.equal(ejected.length, 1, `worker ${w} of \`two\` ejected c once`)
-    t.match(ejected[0]?.detail, /^ejected for 300000 ms after/, `worker ${w}: for the ejection time (live traffic's verdict), not until a probe passes`)
+    t.match(ejected[0]?.detail, /^ejected for 300000 ms or until its active checks pass \(1 in a row\) after/, `worker ${w}: a refusal on live traffic: for the ejection time or until its own probes pass`)
   }
+  // c listens again (a restarted pod): both workers of `two` take it back at their lead's passed
+  // probe, long before the 5 minutes; `passive`, without active checks, keeps it out
+  await new Promise<void>((resolve) => c.server.listen(c.port, '127.0.0.1', resolve))
+  await onEvery('c', 'healthy', 'both workers of `two` to end the ejection of c at their passed probe')
+  for (const w of [0, 1]) {
+    const seen = changes(two.out(), 'c').filter((e) => e.worker === w && e.reason !== 'added')
+    t.match(seen.map((e) => [e.to, e.reason]), [['ejected', 'ejected'], ['healthy', 'ejection_expired']], `worker ${w} of \`two\`: c back at a passed probe`)
+    t.equal(seen[1]?.detail, 'ejection ended: passed 1 active checks in a row', `worker ${w}: ended by its lead's probe`)
+  }
+  t.equal((await states(passiveConf.admin)).get('c'), 'ejected', '`passive` (no active checks) keeps it out for its ejection time')
 
   // (b) active, shared: `probing`'s probes of d fail; `two` ejects d until its own probe passes
   const probingConf = await replicaYaml(apps, redis.url, 1, ['active: { path: /health-probing, interval: 500ms, timeout: 2s, unhealthy_threshold: 1 }'])

@@ -598,7 +598,7 @@ t.test("an active check's verdict of a group of workers is applied by its worker
   t.ok(sibling.table.passedAny(), 'the passed probe counts as seen on the sibling too')
 })
 
-t.test("another replica's active-check down takes the upstream out until a probe passes here (on every worker alike), not for the ejection time; a passive down stays timed", async (t) => {
+t.test("another replica's active-check down takes the upstream out until a probe passes here (on every worker alike), not for the ejection time; a passive down for a refusal until healthy_threshold pass here; one not marked refused stays timed", async (t) => {
   const config = testConfig([{ id: 'a', url: 'http://127.0.0.1:1' }, { id: 'b', url: 'http://127.0.0.1:2' }], {
     health: { active: { enabled: true, healthy_threshold: 2, unhealthy_threshold: 1 }, passive: { base_ejection: 60_000, max_ejection_percent: 100 } },
   })
@@ -618,18 +618,57 @@ t.test("another replica's active-check down takes the upstream out until a probe
   for (const h of [sibling, late]) h.applyProbe('a', true, false)
   t.same([lead.table.state('a'), sibling.table.state('a'), late.table.state('a')], ['healthy', 'healthy', 'healthy'], 'in again at its own passed probe, on every worker, not after 60 s')
   t.ok(lead.table.passedAny() && sibling.table.passedAny(), 'that probe counts as seen')
-  // a down found by traffic (passive) is still an ejection for the ejection time
+  // a down found by traffic (passive), refused: out until healthy_threshold (2) probes in a row pass here
   r1.table.reportPassive('b', 'connect_refused')
   lead.table.reportActive('b', true)
   sibling.applyProbe('b', true, false)
-  t.same([lead.table.state('b'), sibling.table.state('b')], ['ejected', 'ejected'], "another replica's passive down: a timed ejection, as before")
-  // an active down, then the same replica's traffic finds it refusing: out for the ejection time
+  t.same([lead.table.state('b'), sibling.table.state('b')], ['ejected', 'ejected'], "another replica's refusal: one passed probe here is not enough")
+  lead.table.reportActive('b', true)
+  sibling.applyProbe('b', true, false)
+  t.same([lead.table.state('b'), sibling.table.state('b')], ['healthy', 'healthy'], 'in again at the second, on every worker')
+  // an active down, then a down without `active` nor `refused` (another replica's ejection for
+  // 5xx or timeouts, or an older Tether's): out for the ejection time
   r1.peers!.tell('down', 'a', false, undefined, true)
   t.same([lead.table.state('a'), sibling.table.state('a')], ['ejected', 'ejected'])
   r1.peers!.tell('down', 'a')
   lead.table.reportActive('a', true)
   sibling.applyProbe('a', true, false)
-  t.same([lead.table.state('a'), sibling.table.state('a')], ['ejected', 'ejected'], 'a refusal seen by traffic keeps it out past a passed probe here')
+  t.same([lead.table.state('a'), sibling.table.state('a')], ['ejected', 'ejected'], 'a down for other failures keeps it out past a passed probe here')
+})
+
+t.test("an ejection for a refused connection is told marked `refused`: every other process ends it at its own passed probes (a group's workers at the same probe of their lead); one for 5xx is told unmarked and stays timed there", async (t) => {
+  const config = testConfig([{ id: 'a', url: 'http://127.0.0.1:1' }, { id: 'b', url: 'http://127.0.0.1:2' }], {
+    health: { active: { enabled: true, healthy_threshold: 2, unhealthy_threshold: 2 }, passive: { base_ejection: 60_000, max_ejection_percent: 100 } },
+  })
+  const { process_, published } = peersOverOneChannel(config)
+  const r1 = process_('r1', 'g1') // the replica whose traffic was refused
+  const lead = process_('r2-lead', 'g2') // another replica: its lead and another worker
+  const sibling = process_('r2-sibling', 'g2')
+  for (const h of [r1, lead, sibling]) await h.peers!.start()
+  r1.table.reportPassive('a', 'connect_refused')
+  t.match(published.at(-1), { kind: 'down', id: 'a', refused: true }, 'the down says why')
+  t.notOk((published.at(-1) as { active?: boolean }).active)
+  t.same([lead.table.state('a'), sibling.table.state('a')], ['ejected', 'ejected'])
+  const probe = (ok: boolean): void => {
+    r1.table.reportActive('a', ok)
+    lead.table.reportActive('a', ok)
+    sibling.applyProbe('a', ok, false)
+  }
+  probe(false) // the crashed process is still gone (below unhealthy_threshold: still only ejected)
+  probe(true)
+  t.same([r1, lead, sibling].map((h) => h.table.state('a')), ['ejected', 'ejected', 'ejected'], 'one pass: out everywhere')
+  probe(true)
+  t.same([r1, lead, sibling].map((h) => h.table.state('a')), ['healthy', 'healthy', 'healthy'], 'back everywhere at the same probe, with no message')
+  t.equal(published.filter((m) => (m as { id?: string }).id === 'a').length, 1, 'nothing more was told')
+
+  for (let i = 0; i < 3; i++) r1.table.reportPassive('b', 'server_error')
+  t.match(published.at(-1), { kind: 'down', id: 'b' })
+  t.notOk((published.at(-1) as { refused?: boolean }).refused, 'a 5xx ejection is told unmarked')
+  for (let i = 0; i < 3; i++) {
+    lead.table.reportActive('b', true)
+    sibling.applyProbe('b', true, false)
+  }
+  t.same([lead.table.state('b'), sibling.table.state('b')], ['ejected', 'ejected'], 'timed there, past passed probes')
 })
 
 t.test("another replica's active down reaches a group's workers in its lead's order: a worker that hears it from Redis after the lead's passed probe is not left out", async (t) => {

@@ -220,8 +220,11 @@ export class SharedHealth {
     const url = found?.url
     const addresses = found?.addresses !== undefined && found.addresses.length > 1 ? found.addresses : undefined
     const uid = found?.uid
+    // `refused`: ejected here for a refused connection (nothing listened), which passed active
+    // checks end: so do the receivers', at their own (an older Tether ignores it: timed there)
+    const refused = kind === 'down' && !active && this.#health.ejectedRefusing(id)
     // `recorded`: the sender keeps the drain starts itself (a Tether since they exist)
-    const sent = [this.#channel.publish(JSON.stringify({ from: this.#self, seq: ++this.#seq, kind, id, ...(active ? { active, group: this.#group } : {}), ...(url !== undefined ? { url } : {}), ...(addresses !== undefined ? { addresses } : {}), ...(uid !== undefined ? { uid } : {}), ...(migrate ? { migrate } : {}), ...(since !== undefined ? { since } : {}), ...(kind === 'undrain' ? { recorded: true } : {}) }))]
+    const sent = [this.#channel.publish(JSON.stringify({ from: this.#self, seq: ++this.#seq, kind, id, ...(active ? { active, group: this.#group } : {}), ...(refused ? { refused } : {}), ...(url !== undefined ? { url } : {}), ...(addresses !== undefined ? { addresses } : {}), ...(uid !== undefined ? { uid } : {}), ...(migrate ? { migrate } : {}), ...(since !== undefined ? { since } : {}), ...(kind === 'undrain' ? { recorded: true } : {}) }))]
     if (kind === 'down') {
       void sent[0]!.then((ok) => { if (ok) this.#unsentDowns.delete(id); else this.#unsentDowns.add(id) })
       return
@@ -320,7 +323,7 @@ export class SharedHealth {
 
   /** `relayed`: from the group's channel (a lead relayed it; nothing else comes that way with a relay). */
   #receive(message: string, relayed = false): void {
-    let m: { from?: unknown; seq?: unknown; kind?: unknown; id?: unknown; active?: unknown; group?: unknown; url?: unknown; addresses?: unknown; uid?: unknown; migrate?: unknown; since?: unknown; recorded?: unknown }
+    let m: { from?: unknown; seq?: unknown; kind?: unknown; id?: unknown; active?: unknown; refused?: unknown; group?: unknown; url?: unknown; addresses?: unknown; uid?: unknown; migrate?: unknown; since?: unknown; recorded?: unknown }
     try {
       m = JSON.parse(message) as typeof m
     } catch {
@@ -366,7 +369,7 @@ export class SharedHealth {
       // start of its next drain, and wipe that)
       if (m.kind === 'undrain' ? m.recorded !== true : since === undefined) void this.#channel.remember(DRAIN_STARTS, m.id, null)
     }
-    this.#apply({ kind: m.kind, id: m.id, migrate: m.migrate === true, active: m.active === true, since })
+    this.#apply({ kind: m.kind, id: m.id, migrate: m.migrate === true, active: m.active === true, refused: m.refused === true && m.active !== true, since })
   }
 
   /**
@@ -412,11 +415,13 @@ export class SharedHealth {
     for (let i = this.#unrelayed.length - 1; i >= 0; i--) if (this.#unrelayed[i]!.id === id) this.#unrelayed.splice(i, 1)
   }
 
-  #apply(m: { kind: unknown; id: string; migrate: boolean; active: boolean; since?: number | undefined }): void {
+  #apply(m: { kind: unknown; id: string; migrate: boolean; active: boolean; refused?: boolean; since?: number | undefined }): void {
     this.#applyingPeer = true
     try {
-      // another replica's active checks found it down: out here until this replica's own probe passes
-      if (m.kind === 'down') this.#health.reportPassive(m.id, 'connect_refused', m.active, true)
+      // another replica's active checks found it down: out here until this replica's own probe
+      // passes; its traffic found it refusing: until this replica's probes pass healthy_threshold
+      // times in a row (as there); other failures there: for the ejection time
+      if (m.kind === 'down') this.#health.reportPassive(m.id, 'connect_refused', m.active, true, m.refused === true)
       else if (m.kind === 'drain') { if (!this.#health.drain(m.id, m.migrate, m.since)) return }
       else if (m.kind === 'undrain') this.#health.undrain(m.id)
       else return
