@@ -323,7 +323,7 @@ export interface ActiveHealthConfig {
 export interface PassiveHealthConfig {
   /** Outlier detection on live traffic. Default true. */
   readonly enabled: boolean
-  /** Consecutive failures (connection failures, and 5xx when count_5xx) that eject an upstream. Default 3. */
+  /** Consecutive failures (connection failures, and 5xx when count_5xx) that eject an upstream. Default 3. A refused connection ejects at once; with active checks that ejection ends at healthy_threshold passed probes in a row. */
   readonly consecutive_failures: number
   /** Count 5xx answers as failures. Default true. */
   readonly count_5xx: boolean
