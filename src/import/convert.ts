@@ -62,12 +62,12 @@ function checkOwnOutput(proxyYaml: string): void {
  * converted), or set it without the secret: without `affinity.cookie.secret` each replica
  * signs with a random secret of its own and rejects the cookies of the others.
  */
-function sharedCookieSecret(converted: readonly Setting[], source: string): Setting[] {
+function sharedCookieSecret(converted: readonly Setting[], source: string, why = `${source} gave no stickiness Tether converts`): Setting[] {
   if (converted.some((s) => s.path === 'affinity.cookie.secret')) return []
   const key = converted.findLast((s) => s.path === 'affinity.key')
   if (key !== undefined) return key.value === 'cookie' ? [COOKIE_SECRET] : []
   return [
-    { path: 'affinity.key', value: 'cookie', note: `Tether's default: ${source} gave no stickiness Tether converts, so each user is pinned to a pod by a signed cookie (affinity.key: none spreads requests by weighted round robin instead)` },
+    { path: 'affinity.key', value: 'cookie', note: `Tether's default: ${why}, so each user is pinned to a pod by a signed cookie (affinity.key: none spreads requests by weighted round robin instead)` },
     COOKIE_SECRET,
   ]
 }
@@ -78,7 +78,23 @@ function sharedCookieSecret(converted: readonly Setting[], source: string): Sett
  */
 const IMAGE_REFERENCE = /^(?:(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?|\[[0-9a-fA-F:]+\](?::[0-9]+)?)\/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$/
 
-const DESCRIBE = (m: Manifest): string => `${m.kind} ${m.namespace === null ? '' : `${m.namespace}/`}${m.name} (${m.at})`
+const NAME = (m: Manifest): string => `${m.kind} ${m.namespace === null ? '' : `${m.namespace}/`}${m.name}`
+const DESCRIBE = (m: Manifest): string => `${NAME(m)} (${m.at})`
+
+/**
+ * Why the ClientIP affinity of a Service behind `ingress` (a non-sticky Ingress sending to it)
+ * is not converted. ingress-nginx balances over the Service's endpoints itself (kube-proxy never sees
+ * that traffic); with `service-upstream: "true"` it sends to the ClusterIP, and kube-proxy's
+ * affinity then keys on the ingress-nginx pod's address, not the client's.
+ */
+function bypassedAffinity(ingress: Manifest): string {
+  const raw = ingress.obj['metadata']?.annotations?.['nginx.ingress.kubernetes.io/service-upstream']
+  const serviceUpstream = ['1', 't', 'T', 'true', 'True', 'TRUE'].includes(String(raw ?? '').trim()) // Go's ParseBool
+  const had = `clients had no stickiness through ${NAME(ingress)}`
+  return serviceUpstream
+    ? `its sessionAffinity: ClientIP was not converted: with service-upstream: "true" ingress-nginx sends to the Service's ClusterIP, so kube-proxy pinned by the ingress-nginx pod's address, not the client's (each controller pod to one app pod): ${had}; remove it once Tether is in front`
+    : `its sessionAffinity: ClientIP was not converted: ingress-nginx sends to the pods directly (their endpoints, not the Service's ClusterIP), so kube-proxy's affinity never applied to traffic through the Ingress: ${had}. Clients reaching the Service directly (LoadBalancer, NodePort) did have it: import the Service alone for a Tether in their path`
+}
 
 /**
  * Converts the manifests in `sources`. The stickiness comes from one object, in this order: an
@@ -133,9 +149,17 @@ export function convertManifests(sources: readonly { readonly file: string; read
     const c = convertServiceAffinity(m, all)
     if (c !== null) candidates.push({ manifest: m, settings: c.settings, findings: c.findings, backends: c.backend === null ? [] : [c.backend], sticky: true })
   }
+  // A Service an Ingress sends to: ingress-nginx sends to its pods' endpoints, not through its
+  // ClusterIP (unless service-upstream: "true"), so kube-proxy's ClientIP affinity never applied
+  // to that traffic: the Ingress is what clients went through, and its stickiness (or none) is
+  // what they had. Converting the Service's affinity instead would pin every client behind the
+  // Ingress by the address of an ingress-nginx pod.
+  const frontOf = (svc: Manifest): Candidate | undefined => candidates.find((c) => c.manifest.kind === 'Ingress'
+    && c.backends.some((b) => b.service === svc.name && (b.namespace === null || svc.namespace === null || b.namespace === svc.namespace)))
   const chosen = candidates.find((c) => c.sticky && c.manifest.kind === 'Ingress')
     ?? candidates.find((c) => c.manifest.kind === 'HTTPRoute')
-    ?? candidates.find((c) => c.manifest.kind === 'Service')
+    ?? candidates.find((c) => c.manifest.kind === 'Service' && frontOf(c.manifest) === undefined)
+    ?? candidates.map((c) => (c.manifest.kind === 'Service' ? frontOf(c.manifest) : undefined)).find((c) => c !== undefined)
     ?? candidates[0]
   if (chosen === undefined) {
     const files = sources.map((s) => s.file).join(', ')
@@ -149,16 +173,20 @@ export function convertManifests(sources: readonly { readonly file: string; read
     findings.push({ at: other.from, what: `backend Service ${other.service} port ${other.port}`, why: `Tether fronts one set of pods (Service ${backend.service}): keep routing to ${other.service} on the Ingress or Gateway, or run a second Tether for it` })
   }
   if (backend.portNote !== undefined) findings.push({ at: backend.from, what: `the port of Service ${backend.service}`, why: backend.portNote })
+  const bypassed: Manifest[] = []
   for (const c of candidates) {
     if (c === chosen) continue
+    const front = c.manifest.kind === 'Service' ? frontOf(c.manifest) : undefined
     const affinity = c.manifest.kind === 'Service' && chosen.manifest.kind !== 'Service' && c.manifest.name === backend.service
       && (c.manifest.namespace === null || (backend.namespace ?? chosen.manifest.namespace) === null || c.manifest.namespace === (backend.namespace ?? chosen.manifest.namespace))
+    if (front === chosen && !chosen.sticky) bypassed.push(c.manifest)
     findings.push({
       at: c.manifest.at,
       what: `${DESCRIBE(c.manifest)}`,
-      why: affinity
-        ? `its sessionAffinity: ClientIP was not converted: ${chosen.manifest.kind === 'Ingress' ? 'ingress-nginx sends to the pods directly, so it did not apply behind the Ingress' : 'the HTTPRoute\'s persistence is what clients saw'}; remove it once Tether is in front`
-        : `not converted: one Tether replaces one source of stickiness, and ${DESCRIBE(chosen.manifest)} was converted`,
+      why: front === chosen && !chosen.sticky ? bypassedAffinity(chosen.manifest)
+        : affinity
+          ? `its sessionAffinity: ClientIP was not converted: ${chosen.manifest.kind === 'Ingress' ? 'ingress-nginx sends to the pods directly, so it did not apply behind the Ingress' : 'the HTTPRoute\'s persistence is what clients saw'}; remove it once Tether is in front`
+          : `not converted: one Tether replaces one source of stickiness, and ${DESCRIBE(chosen.manifest)} was converted`,
     })
   }
 
@@ -176,7 +204,9 @@ export function convertManifests(sources: readonly { readonly file: string; read
       : { path: 'discovery.kubernetes.namespace', value: namespace },
     { path: 'discovery.kubernetes.port', value: backend.port, ...(backend.portNote === undefined ? {} : { differs: backend.portNote }) },
   ]
-  const settings = [...base, ...chosen.settings, ...sharedCookieSecret(chosen.settings, DESCRIBE(chosen.manifest))]
+  const why = bypassed.length === 0 ? undefined
+    : `${NAME(chosen.manifest)} had no stickiness of its own and ingress-nginx bypassed the ClientIP affinity of ${bypassed.map((m) => `Service ${m.name}`).join(', ')} (it sends to the pods directly), so clients were spread over the pods`
+  const settings = [...base, ...chosen.settings, ...sharedCookieSecret(chosen.settings, DESCRIBE(chosen.manifest), why)]
   const header = [
     `proxy.yaml written by \`tether import\` from ${sources.map((s) => s.file).join(', ')}.`,
     `Converted: ${DESCRIBE(chosen.manifest)}.`,
@@ -189,15 +219,19 @@ export function convertManifests(sources: readonly { readonly file: string; read
   ]
   const proxyYaml = renderProxyYaml(header, settings)
   checkOwnOutput(proxyYaml)
+  // no namespace in the input: none in the objects either (not "default"), so that
+  // `kubectl apply -n X` places them where the app runs (it refuses an object naming another)
+  const ns = namespace ?? '<namespace>'
   const manifests = options.manifests
     ? [
         `# Tether for ${DESCRIBE(chosen.manifest)}, written by \`tether import --manifests\`.`,
+        ...(namespace === null ? ["# The input names no namespace, so these objects name none: apply them in the app's namespace."] : []),
         '# Create the Secret first (the cookie secret must be the same in every replica):',
-        `#   kubectl -n ${namespace ?? 'default'} create secret generic tether-secrets \\`,
+        `#   kubectl -n ${ns} create secret generic tether-secrets \\`,
         '#     --from-literal=TETHER_SECRET="$(openssl rand -base64 32)" --from-literal=TETHER_ADMIN_TOKEN="$(openssl rand -hex 24)"',
-        '# then `kubectl apply -f` this file, and point your Ingress or Gateway at Service tether port 80',
+        `# then \`kubectl -n ${ns} apply -f\` this file, and point your Ingress or Gateway at Service tether port 80`,
         '# (without the affinity settings it had). The image is a placeholder: build it from the Dockerfile.',
-        tetherManifests({ namespace: namespace ?? 'default', proxyYaml, image })
+        tetherManifests({ namespace, proxyYaml, image })
           .map((o) => `---\n${toYaml(o)}`).join(''),
       ].join('\n')
     : null

@@ -1,14 +1,19 @@
 // The Kubernetes objects that run Tether as an ingress tier, for `tether import --manifests`:
 // the same objects as deploy/kubernetes/ingress/tether (a test keeps them equal), plus the
-// ConfigMap holding the imported proxy.yaml, in the application's namespace. Pure: returns
-// plain objects; the caller writes them as YAML.
+// ConfigMap holding the imported proxy.yaml, in the application's namespace (or in none, for
+// `kubectl apply -n X` to place). Pure: returns plain objects; the caller writes them as YAML.
 
 /** The labels of every Tether object (and the selector of its pods). */
 export const TETHER_LABELS = Object.freeze({ 'app.kubernetes.io/name': 'tether', 'app.kubernetes.io/component': 'ingress' })
 
 export interface TetherManifestOptions {
-  /** Namespace of every object (the application's: the Role must be where its EndpointSlices are). */
-  readonly namespace: string
+  /**
+   * Namespace of every object (the application's: the Role must be where its EndpointSlices
+   * are); null writes none, so `kubectl apply -n X` (or the context's namespace) places them,
+   * the RoleBinding's ServiceAccount subject included (RBAC reads a subject without a namespace
+   * as the binding's own).
+   */
+  readonly namespace: string | null
   /** The proxy.yaml text for the ConfigMap tether-config. */
   readonly proxyYaml: string
   /** The container image, e.g. `ghcr.io/example/tether:0.1.0`. */
@@ -24,14 +29,14 @@ type Obj = Record<string, unknown>
  */
 export function tetherManifests(options: TetherManifestOptions): Obj[] {
   const ns = options.namespace
-  const meta = (name: string): Obj => ({ name, namespace: ns, labels: { ...TETHER_LABELS } })
+  const meta = (name: string): Obj => ({ name, ...(ns === null ? {} : { namespace: ns }), labels: { ...TETHER_LABELS } })
   return [
     { apiVersion: 'v1', kind: 'ServiceAccount', metadata: meta('tether') },
     { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: meta('tether-discovery'), rules: DISCOVERY_RULES },
     {
       apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: meta('tether-discovery'),
       roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'tether-discovery' },
-      subjects: [{ kind: 'ServiceAccount', name: 'tether', namespace: ns }],
+      subjects: [{ kind: 'ServiceAccount', name: 'tether', ...(ns === null ? {} : { namespace: ns }) }],
     },
     { apiVersion: 'v1', kind: 'ConfigMap', metadata: meta('tether-config'), data: { 'proxy.yaml': options.proxyYaml } },
     { apiVersion: 'apps/v1', kind: 'Deployment', metadata: meta('tether'), spec: deploymentSpec(options.image) },
