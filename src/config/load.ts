@@ -79,7 +79,7 @@ export function parseConfig(text: string, fileName: string, env: Env = {}, files
   // Only the first syntax problem: the ones after it are mostly its echoes.
   const syntax = doc.errors[0] ?? doc.warnings[0]
   if (syntax) throw syntaxError(text, fileName, lineCounter, syntax)
-  return validateConfig(sourceTree(doc, lineCounter, fileName), fileName, env, files)
+  return validateConfig(sourceTree(doc, (offset) => lineCounter.linePos(offset ?? 0), fileName), fileName, env, files)
 }
 
 /**
@@ -89,18 +89,42 @@ export function parseConfig(text: string, fileName: string, env: Env = {}, files
  * Example: `parseYamlDocuments('kind: Service\n---\nkind: Ingress\n', 'app.yaml')` -> two map nodes.
  */
 export function parseYamlDocuments(text: string, fileName: string): SourceNode[] {
-  const lineCounter = new LineCounter()
-  const docs = parseAllDocuments(text, { lineCounter, prettyErrors: false, version: '1.2', schema: 'core' })
-  if (!Array.isArray(docs)) return [] // an empty stream
-  const out: SourceNode[] = []
-  const budget = { left: MAX_NODES } // one for the stream: 200 documents under it each are not
-  for (const doc of docs) {
-    const syntax = doc.errors[0] ?? doc.warnings[0]
-    if (syntax) throw syntaxError(text, fileName, lineCounter, syntax)
-    const tree = sourceTree(doc, lineCounter, fileName, budget)
-    if (tree !== undefined && !(tree.kind === 'scalar' && tree.value === null)) out.push(tree)
-  }
-  return out
+  return parseYamlParts(text, fileName, [{ start: 0, end: text.length, line: 1 }])[0]!
+}
+
+/** A part of a YAML text that is a YAML stream of its own: `[start, end)`, from the first column of line `line`. */
+export interface YamlPart {
+  readonly start: number
+  readonly end: number
+  readonly line: number
+}
+
+/**
+ * As {@link parseYamlDocuments} for each of `parts` of `text` (each parsed alone, its nodes and
+ * syntax errors located in `text`), one alias budget for them all; one list of trees per part.
+ * For `tether import`, which reads only the objects it converts out of a big export.
+ * Example: `parseYamlParts('a: 1\nb: 2\n', 'f', [{ start: 5, end: 10, line: 2 }])` -> `[[map b at f:2]]`.
+ */
+export function parseYamlParts(text: string, fileName: string, parts: readonly YamlPart[]): SourceNode[][] {
+  const budget = { left: MAX_NODES } // one for the file: 200 documents under it each are not
+  return parts.map(({ start, end, line }) => {
+    const part = start === 0 && end === text.length ? text : text.slice(start, end)
+    const lineCounter = new LineCounter()
+    const docs = parseAllDocuments(part, { lineCounter, prettyErrors: false, version: '1.2', schema: 'core' })
+    if (!Array.isArray(docs)) return [] // an empty stream
+    const at = (offset: number | undefined): Pos => {
+      const pos = lineCounter.linePos(offset ?? 0)
+      return line === 1 ? pos : { line: pos.line + line - 1, col: pos.col }
+    }
+    const out: SourceNode[] = []
+    for (const doc of docs) {
+      const syntax = doc.errors[0] ?? doc.warnings[0]
+      if (syntax) throw syntaxError(part, fileName, lineCounter, syntax, line)
+      const tree = sourceTree(doc, at, fileName, budget)
+      if (tree !== undefined && !(tree.kind === 'scalar' && tree.value === null)) out.push(tree)
+    }
+    return out
+  })
 }
 
 /**
@@ -129,8 +153,7 @@ export function toYaml(value: unknown): string {
  * The located tree of one parsed document (undefined when it is empty); aliases expanded within
  * `budget` (the nodes they add; a document's own nodes, as many as a big `kind: List` has, are not counted).
  */
-function sourceTree(doc: Document.Parsed, lineCounter: LineCounter, fileName: string, budget = { left: MAX_NODES }): SourceNode | undefined {
-  const at = (offset: number | undefined): Pos => lineCounter.linePos(offset ?? 0)
+function sourceTree(doc: Document.Parsed, at: (offset: number | undefined) => Pos, fileName: string, budget = { left: MAX_NODES }): SourceNode | undefined {
   const expanding = new Set<unknown>() // aliases being expanded: a repeat is a cycle
   const convert = (node: unknown): SourceNode => {
     if (expanding.size > 0 && --budget.left < 0) throw new ConfigError([formatIssue(fileName, at(0), '', 'too many nodes (alias expansion?)')])
@@ -183,13 +206,14 @@ function scalarValue(value: unknown): ScalarValue {
  *        |          ^
  *   hint: this quoted value is never closed: end it with " on the same line
  */
-function syntaxError(text: string, fileName: string, lines: LineCounter, error: YAMLError): ConfigError {
+function syntaxError(text: string, fileName: string, lines: LineCounter, error: YAMLError, firstLine = 1): ConfigError {
   const { offset, hint } = explain(text, error)
   const pos = lines.linePos(Math.min(offset, text.length))
   const message = (error.message.split('\n')[0] ?? error.message).replace(/; please use YAML\.\w+\(\)$/, '')
-  return new ConfigError([formatIssue(fileName, pos, '', `YAML syntax error: ${message}`)], {
+  const shown = { line: pos.line + firstLine - 1, col: pos.col } // `text` a part of the file from line firstLine
+  return new ConfigError([formatIssue(fileName, shown, '', `YAML syntax error: ${message}`)], {
     cause: error,
-    detail: [...excerpt(text, pos), `hint: ${hint}`],
+    detail: [...excerpt(text, pos, shown.line), `hint: ${hint}`],
   })
 }
 
@@ -316,7 +340,7 @@ function maskedLine(text: string, n: number): string {
  * and its secrets (a password/token/secret key's value, also on the lines it goes on over, a URL's
  * password) masked character for character, as this goes to stderr and to `tether check`'s output.
  */
-function excerpt(text: string, pos: Pos): string[] {
+function excerpt(text: string, pos: Pos, lineNumber = pos.line): string[] {
   const source = text.split('\n')[pos.line - 1]
   if (source === undefined) return []
   let shown = maskedLine(text, pos.line).replaceAll('\t', '→')
@@ -327,6 +351,6 @@ function excerpt(text: string, pos: Pos): string[] {
     shown = `…${shown.slice(from, from + WIDTH)}`
     col = col - from + 1
   }
-  const n = String(pos.line)
+  const n = String(lineNumber)
   return [`  ${n} | ${shown}`, `  ${' '.repeat(n.length)} | ${' '.repeat(col - 1)}^`]
 }

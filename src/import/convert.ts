@@ -78,6 +78,9 @@ function sharedCookieSecret(converted: readonly Setting[], source: string, why =
  */
 const IMAGE_REFERENCE = /^(?:(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?|\[[0-9a-fA-F:]+\](?::[0-9]+)?)\/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$/
 
+/** The kinds import reads (the objects of other kinds, Pods, ReplicaSets, ..., are not even parsed). */
+const READ_KINDS: ReadonlySet<string> = new Set(['Ingress', 'Service', 'HTTPRoute', 'GRPCRoute', 'BackendLBPolicy'])
+
 const NAME = (m: Manifest): string => `${m.kind} ${m.namespace === null ? '' : `${m.namespace}/`}${m.name}`
 const DESCRIBE = (m: Manifest): string => `${NAME(m)} (${m.at})`
 
@@ -117,7 +120,7 @@ export function convertManifests(sources: readonly { readonly file: string; read
   if (options.manifests && !IMAGE_REFERENCE.test(image)) {
     throw new ImportError(`--image: expected an image reference like ghcr.io/example/tether:0.1.0 (lower-case repository, optional :tag or @sha256:digest), got ${JSON.stringify(image)}`)
   }
-  const all = readManifests(sources)
+  const all = readManifests(sources, READ_KINDS)
   const findings: Finding[] = []
   const ingresses = all.filter((m) => m.kind === 'Ingress' && /^(networking\.k8s\.io|extensions)\//.test(m.apiVersion))
   const routes = all.filter((m) => m.kind === 'HTTPRoute' && m.apiVersion.startsWith('gateway.networking.k8s.io/'))
