@@ -203,6 +203,42 @@ t.test('the API server unreachable: the last set stays, status() says so, and it
   t.same([...new Set(rec.recoveries)], ['EndpointSlices'], 'the area recovered')
 })
 
+t.test('a watch that always fails (403: RBAC grants list but not watch; the connection reset; cut once open): failed watches list again, so the set follows the endpoints', async (t) => {
+  const faults: [string, (api: FakeKubeApi) => void][] = [
+    ['403', (api) => { api.watchStatus = 403 }],
+    ['reset', (api) => { api.watchFault = 'reset' }],
+    ['cut', (api) => { api.watchFault = 'cut' }],
+  ]
+  for (const [what, fail] of faults) {
+    t.test(what, async (t) => {
+      const { api, discovery, rec } = await setup(t, [slice('web-a', [{ pod: 'web-0', ip: '10.0.0.5' }])])
+      fail(api)
+      await discovery.start()
+      t.same(rec.last, ['web-0@10.0.0.5:8080'])
+      api.put('endpointslices', slice('web-b', [{ pod: 'web-1', ip: '10.0.0.6' }]))
+      await until(() => rec.last.join() === 'web-0@10.0.0.5:8080,web-1@10.0.0.6:8080', 'web-1, added after start, seen through a list')
+      api.delete('endpointslices', 'web-a')
+      await until(() => rec.last.join() === 'web-1@10.0.0.6:8080', 'web-0, deleted, seen through a list')
+      t.ok(api.count('endpointslices', false) >= 3, 'listed again')
+      if (what === '403') {
+        t.match(discovery.status(), [/EndpointSlices: .*403.*the ServiceAccount needs get, list and watch/], 'degraded while watches fail, although lists work')
+        t.ok(rec.errors.every((e) => e.err.status === 403), 'each failed watch reported')
+      }
+      if (what === 'reset') {
+        t.match(discovery.status(), [/EndpointSlices: watch .*: socket hang up/], 'degraded while watches fail')
+        t.ok(rec.errors.length > 0 && rec.errors.every((e) => e.err.code === 'ECONNRESET'), 'each failed watch reported')
+      }
+      api.watchStatus = null
+      api.watchFault = null
+      await until(() => api.openWatches === 1 && discovery.status().length === 0, 'a watch that works: no longer degraded')
+      const lists = api.count('endpointslices', false)
+      api.put('endpointslices', slice('web-c', [{ pod: 'web-2', ip: '10.0.0.7' }]))
+      await until(() => rec.last.length === 2, 'web-2 through the watch')
+      t.equal(api.count('endpointslices', false), lists, 'no list once watching works')
+    })
+  }
+})
+
 t.test('an empty list during an outage never empties the set: the last set stays and status() says why', async (t) => {
   const { api, discovery, rec } = await setup(t, [slice('web-a', [{ pod: 'web-0', ip: '10.0.0.5' }])])
   await discovery.start()

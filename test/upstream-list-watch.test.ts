@@ -185,6 +185,51 @@ t.test('410 Gone on every watch, even right after a list: the first three are ro
   t.same(hooks.syncs.at(-1), ['web-a', 'web-b'])
 })
 
+t.test('a watch refused every time (403): the first failed watch resumes, each later one lists again, with the back-off; requests per minute stay low (fake timers)', async (t) => {
+  const api = new FakeKubeApi()
+  const { url } = await api.start()
+  t.teardown(() => api.close())
+  api.put('endpointslices', endpointSlice('web-a', 'web', [{ pod: 'web-0', ip: '10.0.0.5' }]))
+  api.watchStatus = 403 // RBAC grants list but not watch
+  const timers = new FakeTimers()
+  const hooks = new Hooks()
+  // the default back-off (0.5 s doubling to 30 s), with the shortest jitter (0.5x): the most requests it can make
+  const lw = new ListWatch<EndpointSlice>(new KubernetesApi({ server: url, ca: null, cert: null, key: null, insecure: false, token: () => null }),
+    { path: PATH, selector: {}, random: () => 0 }, hooks.hooks, timers, timers.clock)
+  t.teardown(() => lw.stop())
+  await lw.start()
+  const start = timers.clock.now()
+  const sleeps: number[] = []
+  /** Requests of each simulated minute: lists and watches (the fake clock stands still during I/O). */
+  const perMinute: { lists: number; watches: number }[] = []
+  let seen = { lists: 0, watches: 0 }
+  let failures = 0
+  for (;;) {
+    // each attempt (list and watch, or watch) ends in a failed watch, then the back-off alone is pending
+    await waitFor(() => hooks.errors.length > failures, 5_000, `failure ${failures + 1}`)
+    failures = hooks.errors.length
+    const now = { lists: api.count('endpointslices', false), watches: api.count('endpointslices', true) }
+    const m = (perMinute[Math.floor((timers.clock.now() - start) / 60_000)] ??= { lists: 0, watches: 0 })
+    m.lists += now.lists - seen.lists
+    m.watches += now.watches - seen.watches
+    seen = now
+    if (timers.clock.now() - start >= 10 * 60_000) break
+    await timers.settled((p) => p.length === 1 && p[0]!.delay !== 10_000 && p[0]!.delay !== 330_000, 5_000, 'the back-off alone pending')
+    const sleep = timers.pending()[0]!
+    sleeps.push(sleep.delay)
+    timers.advance(sleep.delay)
+  }
+  t.same(sleeps.slice(0, 8), [250, 500, 1_000, 2_000, 4_000, 8_000, 15_000, 15_000], 'the usual back-off between attempts')
+  t.equal(api.requests.slice(0, 8).map((r) => (r.watch ? 'W' : 'L')).join(''), 'LWWLWLWL', 'the first failed watch resumes from its version; each later one lists again first')
+  t.equal(lw.healthy, false, 'degraded all along: a list between failed watches is no recovery')
+  t.equal(hooks.recovered, 0)
+  t.same(hooks.errors.map((e) => e.n), hooks.errors.map((_, i) => i + 1), 'failures keep counting (so the back-off keeps growing)')
+  t.ok(hooks.syncs.length >= 30, 'each list synced the objects')
+  // steady state: one list and one watch every 15-30 s (15 s here, the shortest jitter)
+  for (const m of perMinute.slice(2)) t.ok(m.lists <= 4 && m.watches <= 4, `at most 4 lists and 4 watches a minute (${m.lists} and ${m.watches})`)
+  t.comment(`requests per simulated minute (lists+watches): ${perMinute.map((m) => `${m.lists}+${m.watches}`).join(', ')}`)
+})
+
 t.test('a 429 or 5xx with Retry-After waits what the server asks (seconds or an HTTP date), at most MAX_RETRY_AFTER, never less than the back-off (fake timers)', async (t) => {
   const api = new FakeKubeApi()
   const { url } = await api.start()

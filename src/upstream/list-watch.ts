@@ -1,6 +1,6 @@
 // The list/watch loop of one Kubernetes collection: list, watch from the list's resourceVersion,
-// resume from the last version seen, list again on 410 Gone, back off on errors and keep the last
-// good objects meanwhile. Layer 3: talks through KubernetesApi, time through injected timers;
+// resume from the last version seen, list again on 410 Gone and after watches that keep failing,
+// back off on errors and keep the last good objects meanwhile. Layer 3: talks through KubernetesApi, time through injected timers;
 // owned and stoppable (start/stop), never starts itself, knows nothing of upstreams.
 import { systemClock, systemTimers, type Clock, type Timers } from '../clock.js'
 import { KubernetesApiError, retryAfterOf, type KubernetesApi, type WatchEvent } from './kubernetes-api.js'
@@ -76,10 +76,20 @@ export interface ListWatchHooks<T> {
  *   and third 410 in a row wait `backoff.base`), replacing every object; from the fourth in a
  *   row (even fresh lists' versions are refused) each is a failure. A failed list or watch keeps
  *   the objects, calls `onError` and retries after the back-off, or after the server's
- *   Retry-After when that is longer (at most MAX_RETRY_AFTER; a watch resumes from its version).
+ *   Retry-After when that is longer (at most MAX_RETRY_AFTER).
  *   An ERROR event ends its watch; the events before it in the same chunk are synced first.
- * - `healthy` is false from a failure until a list succeeds or a watch works: it delivered
- *   events (without an ERROR), ended cleanly, or stayed open for `requestTimeout`. A watch that
+ * - A watch that fails resumes from its version; from the second watch in a row that fails,
+ *   each is followed by a list (after the back-off) and a watch from the list's version, as
+ *   client-go's reflector relists after a failed watch: with a watch that never works (RBAC
+ *   granting list but not watch, a proxy that resets or cuts every watch) the objects still
+ *   follow the server, one list per back-off (at most 30 s apart by default). A 429 is the
+ *   exception, as in client-go: the watch is asked again, not the heavier list. A watch that
+ *   opens and ends or is cut before any event, and before it was open `requestTimeout`, counts
+ *   among these: the first in a row is reopened as any cut watch, the next ones are failures
+ *   ('ESHORTWATCH', as client-go's "very short watch"). Such a list is no recovery.
+ * - `healthy` is false from a failure until a list succeeds (but for one made because watches
+ *   keep failing or 410 keeps coming) or a watch works: it delivered events (without an ERROR)
+ *   or stayed open for `requestTimeout`. A watch that
  *   opens and then fails is a failure like any other (the back-off keeps growing).
  * - `stop()` aborts the request in flight, clears every timer and resolves when the loop ended;
  *   no hook is called after it.
@@ -108,6 +118,13 @@ export class ListWatch<T extends KubernetesObject> {
   #version: string | null = null
   #failures = 0
   #gone = 0
+  /**
+   * Watches in a row that failed or ended before they worked (see #watch), but for 410 and 429;
+   * from 2 on, each is followed by a list.
+   */
+  #watchFailures = 0
+  /** List before the next watch (watches keep failing), until a list succeeds. */
+  #relist = false
   #healthy = true
   #abort: AbortController | null = null
   #wake: (() => void) | null = null
@@ -168,10 +185,15 @@ export class ListWatch<T extends KubernetesObject> {
 
   async #run(): Promise<void> {
     while (this.#state === 'running') {
+      let watching = false
       try {
-        if (this.#version === null) await this.#list()
+        if (this.#version === null || this.#relist) await this.#list()
+        watching = true
         const openedAt = this.#clock.now()
-        const events = await this.#watch()
+        const { events, worked } = await this.#watch()
+        // the first watch in a row that ends before it worked is routine (reopened from its
+        // version); #watch throws ESHORTWATCH for the next ones
+        if (!worked) this.#watchFailures++
         // the next watch opens at once after a watch that lasted (the server's timeoutSeconds, a
         // cut after minutes), but no sooner than watchGap after this one opened; and not before
         // backoff.base after one without any event
@@ -193,6 +215,11 @@ export class ListWatch<T extends KubernetesObject> {
           // watch works again (a list in between does not count as a success)
           e = new KubernetesApiError(`${e.message} (410 Gone ${gone} times in a row, even right after a list)`, 'EGONE', 410, e)
         }
+        // a failed watch resumes once; the next ones in a row list again first (client-go's
+        // reflector relists after every failed watch but a refused connection or 429: the list
+        // is what lets the objects follow the server when no watch ever works). A 429 asks the
+        // watch again, not the heavier list. A list that failed is retried as a list.
+        if (watching && e.code !== 'EGONE' && e.status !== 429 && ++this.#watchFailures >= 2) this.#relist = true
         this.#failures++
         this.#healthy = false
         const failures = this.#failures
@@ -229,14 +256,21 @@ export class ListWatch<T extends KubernetesObject> {
     if (this.#state !== 'running') return
     this.#objects = objects
     this.#version = version
-    if (this.#gone <= QUIET_GONE) this.#succeeded()
+    this.#relist = false
+    // no recovery while watches keep failing (the list was made because of them) or 410 keeps
+    // coming: only a watch that works ends those
+    if (this.#gone <= QUIET_GONE && this.#watchFailures === 0) this.#succeeded()
     this.#hooks.onSync(this.#objects)
     this.#firstList?.()
     this.#firstList = null
   }
 
-  /** One watch from the current version until the server ends it; returns how many events came. */
-  async #watch(): Promise<number> {
+  /**
+   * One watch from the current version until the server ends it; returns how many events came,
+   * and whether it worked (events without an ERROR, or open for requestTimeout). One that did
+   * not, right after another watch that failed or did not work either, throws ESHORTWATCH.
+   */
+  async #watch(): Promise<{ events: number; worked: boolean }> {
     const controller = new AbortController()
     this.#abort = controller
     let events = 0
@@ -252,16 +286,19 @@ export class ListWatch<T extends KubernetesObject> {
     let answer: unknown = this.#timers.setTimeout(() => controller.abort(new KubernetesApiError(`watch ${this.#path}: no answer within ${this.#requestTimeout} ms`, 'ETIMEDOUT')), this.#requestTimeout)
     unref(answer)
     let opened = false
+    let worked = false
     // The 200 alone is not a success: a watch that opens and then fails (a line that is not
     // JSON, an ERROR event) would reset the back-off each time and loop at full speed. It works
-    // once a chunk of events came without an ERROR, it ended cleanly, or it stayed open for
-    // requestTimeout (a quiet Service: no bookmark may come for a minute). client-go likewise
-    // counts a watch that closes at once with no event as an error.
+    // once a chunk of events came without an ERROR, or it stayed open for requestTimeout (a
+    // quiet Service: no bookmark may come for a minute). client-go likewise counts a watch that
+    // closes at once with no event as an error.
     let settle: unknown
     const works = (): void => {
       if (settle !== undefined) this.#timers.clearTimeout(settle)
       settle = undefined
+      worked = true
       this.#gone = 0 // the version was accepted
+      this.#watchFailures = 0
       if (this.#state === 'running') this.#succeeded()
     }
     const query = {
@@ -287,7 +324,6 @@ export class ListWatch<T extends KubernetesObject> {
           works()
         },
       })
-      works()
     } catch (err) {
       // an open watch cut by the server or the network is routine (a restart, an idle cut):
       // reopened like one the server ended; a server that is really gone refuses the next one
@@ -298,7 +334,12 @@ export class ListWatch<T extends KubernetesObject> {
       if (settle !== undefined) this.#timers.clearTimeout(settle)
       if (this.#abort === controller) this.#abort = null
     }
-    return events
+    if (!worked && this.#watchFailures > 0 && this.#state === 'running') {
+      // a proxy that cuts or ends every watch before any event: the version never moves, so
+      // reopening it would never show a change; a failure (listed again, backed off)
+      throw new KubernetesApiError(`watch ${this.#path}: ended before any event or bookmark, right after a watch that failed or did so too`, 'ESHORTWATCH')
+    }
+    return { events, worked }
   }
 
   /**
