@@ -451,6 +451,10 @@ function setPods(dns: TestDnsServer, pods: Record<number, string>): void {
 t.test('SRV helpers: the id is the target host name, the port the record port, one upstream per pod name', async (t) => {
   t.equal(srvTargetId('web-0.web.default.svc.cluster.local'), 'web-0')
   t.equal(srvTargetId('WEB-1.web.default.svc.cluster.local.'), 'web-1', 'case and the trailing dot do not matter')
+  t.equal(srvTargetId('none.web.default.svc.cluster.local.'), '_none', 'a target named none (the metrics\' label for no upstream) gets an id no pod or static upstream can have')
+  t.equal(srvTargetId('NONE.web.default.svc.cluster.local'), '_none')
+  t.same(upstreamsFromSrv([{ name: 'none.web.default.svc.cluster.local', port: 8080, priority: 0, weight: 50 }], new Map([['none.web.default.svc.cluster.local', ['10.0.0.5']]]), null),
+    [{ id: '_none', url: 'http://10.0.0.5:8080', weight: 1 }])
   const records = [
     { name: pod(1), port: 8080, priority: 0, weight: 50 },
     { name: pod(0), port: 9090, priority: 0, weight: 50 },

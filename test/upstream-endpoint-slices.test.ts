@@ -172,6 +172,17 @@ t.test('an endpoint without a pod is named after its first address in text order
   t.same(ids(['10.0.0.6', '10.0.0.7'], ['10.0.0.5:8080']), ['10.0.0.6:8080@10.0.0.6:8080'], 'its address gone: named after the first one left')
 })
 
+t.test('a pod named `none` (the metrics\' label for requests no upstream answered) gets the id `_none`, which no pod or static upstream can have; its uid and weight by name stay', async (t) => {
+  const slice = endpointSlice('web-abcde', 'web', [{ pod: 'none', ip: '10.0.0.5' }, { pod: 'web-1', ip: '10.0.0.6' }, { pod: 'nonex', ip: '10.0.0.7' }])
+  const weights = parseWeights('none=3')
+  if (!weights.ok) throw new Error(weights.message)
+  t.same(upstreamsFromSlices([slice], 'http', weights.weights).upstreams, [
+    { id: '_none', url: 'http://10.0.0.5:8080', weight: 3, uid: 'uid-pod-none' },
+    { id: 'nonex', url: 'http://10.0.0.7:8080', weight: 1, uid: 'uid-pod-nonex' },
+    { id: 'web-1', url: 'http://10.0.0.6:8080', weight: 1, uid: 'uid-pod-web-1' },
+  ])
+})
+
 t.test("a pod carries its targetRef's uid, the one of the endpoint that listed the url it kept; none without a targetRef or a uid", async (t) => {
   const at = (slices: ReturnType<typeof endpointSlice>[], before?: string) =>
     upstreamsFromSlices(slices, 'http', undefined, before === undefined ? [] : [{ id: 'web-0', url: before, weight: 1 }]).upstreams[0]

@@ -10,6 +10,18 @@ export function upstreamId(address: string, port: number): string {
 }
 
 /**
+ * The upstream id of a discovered name (a pod's, or an SRV target's first label): the name,
+ * but `_none` for `none`, the metrics' `upstream` label of requests no upstream answered (an
+ * upstream of that id would merge its series with theirs; a static id `none` is refused).
+ * `_none` is no pod name, host name label or static id (none starts with `_`), and it depends on
+ * the name alone, so every replica, and DNS and Kubernetes discovery alike, name it the same.
+ * Example: `nameId('web-0')` -> `'web-0'`; `nameId('none')` -> `'_none'`.
+ */
+export function nameId(name: string): string {
+  return name === 'none' ? '_none' : name
+}
+
+/**
  * The upstream URL of an address.
  * Example: `upstreamUrl('10.0.0.1', 8080)` -> `'http://10.0.0.1:8080'`; `upstreamUrl('fd00::1', 80)` -> `'http://[fd00::1]:80'`.
  */

@@ -6,7 +6,7 @@ import { Resolver } from 'node:dns/promises'
 import { isIP, isIPv6 } from 'node:net'
 import { monotonicNow, systemClock, systemTimers, type Clock, type Timers } from '../clock.js'
 import { keptFamilies, type DiscoveredUpstream, type KeptEmptyFamily } from './upstream-set.js'
-import { keptUrl, listedAddresses, sameAddresses, upstreamId, upstreamUrl } from './address.js'
+import { keptUrl, listedAddresses, nameId, sameAddresses, upstreamId, upstreamUrl } from './address.js'
 
 export { upstreamId, upstreamUrl }
 
@@ -183,10 +183,10 @@ export interface SrvRecord {
 
 /**
  * The upstream id of an SRV target: its first label, lower-cased (DNS names compare without
- * case). Example: `srvTargetId('web-0.web.default.svc.cluster.local')` -> `'web-0'`.
+ * case; `none` is `_none`: see nameId). Example: `srvTargetId('web-0.web.default.svc.cluster.local')` -> `'web-0'`.
  */
 export function srvTargetId(target: string): string {
-  return target.replace(/\.$/, '').split('.')[0]!.toLowerCase()
+  return nameId(target.replace(/\.$/, '').split('.')[0]!.toLowerCase())
 }
 
 /**

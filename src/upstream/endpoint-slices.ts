@@ -3,7 +3,7 @@
 // of the wrong type is treated as absent), no I/O, no clock. The watch loop and the API client
 // live in kubernetes-discovery.ts and kubernetes-api.ts.
 import type { DiscoveredUpstream } from './upstream-set.js'
-import { keptUrl, listedAddresses, sameAddresses, upstreamId, upstreamUrl } from './address.js'
+import { keptUrl, listedAddresses, nameId, sameAddresses, upstreamId, upstreamUrl } from './address.js'
 
 /**
  * The part of a `discovery.k8s.io/v1` EndpointSlice that discovery reads (the API's own field
@@ -102,7 +102,7 @@ const RANK = { out: 0, draining: 1, serving: 2 } as const
 
 /**
  * The upstreams of a Service's EndpointSlices. Each endpoint that is serving or draining
- * becomes one upstream (one that is neither is listed `unready`, for its uid and addresses): id = its pod name (`targetRef` of kind Pod), or `address:port` without
+ * becomes one upstream (one that is neither is listed `unready`, for its uid and addresses): id = its pod name (`targetRef` of kind Pod; `_none` for a pod named `none`: see nameId), or `address:port` without
  * one (of its first address in text order, a function of the listing alone, so that every replica
  * names it the same: `['10.0.0.6', '10.0.0.5']` -> `10.0.0.5:8080`); url = `http://<first address>:<port>`. `port` is a Service port name (looked up in each
  * slice's TCP ports) or the pods' port number. A pod listed twice (two slices during a
@@ -158,7 +158,7 @@ export function upstreamsFromSlices(
       // them in: a reordered listing is not another upstream. Never from `previous`: the id is the
       // upstream's identity in placement and cookies, and two Tether replicas (or one restarted)
       // must name the same listing the same, whatever listings each saw before
-      const id = pod ?? upstreamId([...addresses].sort()[0]!, number)
+      const id = pod !== null ? nameId(pod) : upstreamId([...addresses].sort()[0]!, number)
       const urls = addresses.map((a) => upstreamUrl(a, number))
       const uid = pod !== null && typeof endpoint.targetRef?.uid === 'string' && endpoint.targetRef.uid !== '' ? endpoint.targetRef.uid : undefined
       const uids = urls.map(() => uid)
