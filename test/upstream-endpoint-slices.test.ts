@@ -2,8 +2,9 @@
 // server returns them (checked against the Kubernetes schema bundled in kubernetes-models).
 import t from 'tap'
 import { EndpointSlice as EndpointSliceModel } from 'kubernetes-models/discovery.k8s.io/v1'
-import { endpointRole, parseWeights, sameUpstreams, upstreamsFromSlices, type Endpoint } from '../src/upstream/endpoint-slices.js'
+import { endpointRole, parseWeights, sameUpstreams, SliceReads, upstreamsFromSlices, type Endpoint } from '../src/upstream/endpoint-slices.js'
 import { endpointSlice } from './fixtures/kube-api-server.js'
+import { mulberry32 } from './fixtures/random.js'
 
 t.test('the fixture slices are valid discovery.k8s.io/v1 EndpointSlices', async (t) => {
   const slice = endpointSlice('web-abcde', 'web', [
@@ -238,4 +239,64 @@ t.test('a pod listed twice at its url under two uids (a stale listing of the pod
   t.same(web0([a(out), b({})]), { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, uid: 'cur' }, 'the pod known, ready: serving under its uid (not the stale not-ready one)')
   t.same(web0([a(out), b(out)]), { id: 'web-0', url: 'http://10.0.0.5:8080', weight: 1, uid: 'cur', unready: true }, 'the pod known, not ready for a moment: unready under its own uid (it drains, not leaves)')
   t.equal(upstreamsFromSlices([a(out), b({})], 'http').upstreams.find((u) => u.id === 'web-0')?.uid, 'old', 'no uid known: the first listing (by slice name), as before')
+})
+
+t.test('with SliceReads, an event re-reads only the slice it replaced; the result is the one of reading every slice again (random events, seeded)', async (t) => {
+  // reads counted through a getter on each slice's endpoints
+  let reads = 0
+  const counted = (slice: ReturnType<typeof endpointSlice>): ReturnType<typeof endpointSlice> => {
+    const endpoints = slice['endpoints']
+    const copy = { ...slice }
+    delete copy['endpoints']
+    return Object.defineProperty(copy, 'endpoints', { enumerable: true, get: () => { reads++; return endpoints } })
+  }
+  const many = Array.from({ length: 20 }, (_, s) => counted(endpointSlice(`web-${s}`, 'web', Array.from({ length: 50 }, (_, i) => ({ pod: `web-${s * 50 + i}`, ip: `10.0.${s}.${i}` })))))
+  const cache = new SliceReads()
+  const first = upstreamsFromSlices(many, 'http', undefined, [], cache)
+  t.equal(first.upstreams.length, 1000)
+  t.equal(reads, 20, 'the first call reads each slice')
+  reads = 0
+  many[7] = counted(endpointSlice('web-7', 'web', [{ pod: 'web-350', ip: '10.0.7.0', ready: false }]))
+  const next = upstreamsFromSlices(many, 'http', undefined, first.upstreams, cache)
+  t.equal(reads, 1, 'an event that replaced one slice re-reads that slice alone')
+  t.same(next, upstreamsFromSlices(structuredClone(many), 'http', undefined, first.upstreams), 'the same as reading every slice again')
+
+  // random slices: dual stack, pods listed in two slices, roles, uids, no targetRef, a slice
+  // without the port, a pod named none; each step replaces, adds or deletes one slice, or changes
+  // the weights or the port; the cached result must equal the one read afresh at every step
+  const random = mulberry32(53)
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!
+  const randomSlice = (name: string, family: 'IPv4' | 'IPv6'): ReturnType<typeof endpointSlice> => {
+    const endpoints = Array.from({ length: Math.floor(random() * 6) }, () => {
+      const n = Math.floor(random() * 8)
+      const ip = family === 'IPv4' ? `10.0.0.${n + Math.floor(random() * 2) * 10}` : `fd00::${n + Math.floor(random() * 2) * 10}`
+      return {
+        pod: random() < 0.1 ? null : n === 7 ? 'none' : `web-${n}`, ip, uid: `uid-${n}-${Math.floor(random() * 2)}`,
+        ...(random() < 0.2 ? { ips: [ip, family === 'IPv4' ? `10.0.1.${n}` : `fd00::1:${n}`] } : {}),
+        ready: random() < 0.7, serving: random() < 0.8, terminating: random() < 0.3,
+      }
+    })
+    return endpointSlice(name, 'web', endpoints, { addressType: family, ports: random() < 0.1 ? [{ name: 'grpc', port: 9000 }] : [{ name: 'http', port: 8080 }] })
+  }
+  const names = ['a', 'b', 'c', 'd', 'e', 'f']
+  const slices = new Map<string, ReturnType<typeof endpointSlice>>()
+  const reader = new SliceReads()
+  let port: string | number = 'http'
+  let weights = parseWeights('web-1=3,*=2')
+  let cached = upstreamsFromSlices([], port).upstreams
+  let afresh = cached
+  for (let step = 0; step < 400; step++) {
+    const r = random()
+    const name = pick(names)
+    if (r < 0.7) slices.set(name, randomSlice(name, name < 'd' ? 'IPv4' : 'IPv6'))
+    else if (r < 0.85) slices.delete(name)
+    else if (r < 0.93) weights = parseWeights(pick(['3', 'web-1=3,*=2', 'none=5', '1']))
+    else port = pick(['http', 8080, 9000] as const)
+    const w = weights.ok ? weights.weights : undefined
+    const a = upstreamsFromSlices(slices.values(), port, w, cached, reader)
+    const b = upstreamsFromSlices(structuredClone([...slices.values()]), port, w, afresh)
+    t.same(a, b, `step ${step}`, { diagnostic: false })
+    cached = a.upstreams
+    afresh = b.upstreams
+  }
 })
