@@ -60,7 +60,7 @@ export interface ListWatchHooks<T> {
   onSync(objects: ReadonlyMap<string, T>): void
   /** A list or watch failed; the last objects stay. `failures` counts since the last success. Must not throw. */
   onError(err: KubernetesApiError, failures: number): void
-  /** The first list or watch that worked after failures (a watch: events, a clean end, or open for requestTimeout). */
+  /** The first list or watch that worked after failures (a watch: events, or open for requestTimeout; a list: not one made because watches keep failing or 410 keeps coming). */
   onRecover?(): void
 }
 
