@@ -19,8 +19,12 @@ export interface ProxyEvents {
   clientProtocol(protocol: ClientProtocol): void
 }
 
-/** How a client spoke to Tether: the HTTP version, or a WebSocket upgrade. */
-export type ClientProtocol = 'http/1.0' | 'http/1.1' | 'h2' | 'websocket'
+/**
+ * How a client spoke to Tether: the HTTP version, or a WebSocket upgrade; `none` for a request
+ * refused before its head was read whole (a malformed head, a plain HTTP request to the TLS
+ * port), or whose version Tether does not speak (`HTTP/2.0` in an HTTP/1 request line).
+ */
+export type ClientProtocol = 'http/1.0' | 'http/1.1' | 'h2' | 'websocket' | 'none'
 
 /** Events that go nowhere (tests, tools). */
 export const NO_EVENTS: ProxyEvents = Object.freeze({

@@ -88,7 +88,7 @@ export const METRIC_DOCS = [
   { name: 'tether_config_reloads_total', type: 'counter', labels: ['result'],
     help: 'Configuration reloads, by result (ok: the file was accepted, its changes applied or logged as needing a restart; failed: refused, the running config stays).' },
   { name: 'tether_client_requests_total', type: 'counter', labels: ['protocol'],
-    help: 'Client requests finished, by the protocol the client spoke (http/1.0, http/1.1, h2, websocket), TLS or not.' },
+    help: 'Client requests finished, by the protocol the client spoke (http/1.0, http/1.1, h2, websocket; none: refused before its head was read whole, or HTTP/2.0 in an HTTP/1 request line), TLS or not; refusals before the request path included, as in tether_http_requests_total.' },
   { name: 'tether_discovery_up', type: 'gauge', labels: ['source'],
     help: 'Per discovery source (dns, kubernetes): 1 while its last answer was good, 0 while it keeps the last known upstreams because its server is unreachable or failing or the answer was empty, and while part of a DNS resolution fails (a family or an SRV target keeps its last known addresses).' },
   { name: 'tether_discovery_errors_total', type: 'counter', labels: ['source'],
@@ -110,7 +110,7 @@ const COUNT_SLOTS = METHODS.length * STATUS_SLOTS
 const SUM_SLOT = COUNT_SLOTS + REQUEST_BUCKETS.length
 const COLUMN_SLOTS = SUM_SLOT + 2
 /** The `protocol` label's values of tether_client_requests_total. */
-const CLIENT_PROTOCOLS: readonly ClientProtocol[] = ['http/1.0', 'http/1.1', 'h2', 'websocket']
+const CLIENT_PROTOCOLS: readonly ClientProtocol[] = ['http/1.0', 'http/1.1', 'h2', 'websocket', 'none']
 
 /** Options of {@link Metrics}. */
 export interface MetricsOptions {

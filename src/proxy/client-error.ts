@@ -1,8 +1,9 @@
 // Requests Node's HTTP parser refused (the server's 'clientError'): a malformed head gets its
 // catalogue answer on the raw socket; a malformed body of a request already being forwarded
 // is handed back to that request's path, which answers 400 (or 501) and closes. A connection
-// that never sent a byte is closed silently. A request refused here is counted (no upstream) and
-// gets an access line, as nginx logs its 400s. Owns no timers; never lets an error end the process.
+// that never sent a byte is closed silently. A request refused here is counted (no upstream; in
+// tether_client_requests_total too, protocol `none` when its head was not read) and gets an
+// access line, as nginx logs its 400s. Owns no timers; never lets an error end the process.
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
@@ -48,11 +49,11 @@ export class ClientErrors {
    */
   readonly #failed = new WeakMap<IncomingMessage, ErrorCode>()
   readonly #logger: Logger
-  readonly #events: Pick<ProxyEvents, 'observeRequest'>
+  readonly #events: Pick<ProxyEvents, 'observeRequest' | 'clientProtocol'>
   readonly #access: () => boolean
 
   /** `access`: whether access lines are written now (`log.access`, which a reload may change). */
-  constructor(logger: Logger, events: Pick<ProxyEvents, 'observeRequest'>, access: () => boolean) {
+  constructor(logger: Logger, events: Pick<ProxyEvents, 'observeRequest' | 'clientProtocol'>, access: () => boolean) {
     this.#logger = logger
     this.#events = events
     this.#access = access
@@ -78,6 +79,8 @@ export class ClientErrors {
   refused(code: ErrorCode, req?: IncomingMessage, protocol: 'http' | 'websocket' = 'http'): void {
     const { status } = ERRORS[code]
     this.#events.observeRequest(null, req?.method, status, -1) // no duration: the head may not have arrived whole
+    // counted as a finished request too (a flood of malformed heads shows in both counters)
+    this.#events.clientProtocol(protocol === 'websocket' ? 'websocket' : req?.httpVersion === '1.1' ? 'http/1.1' : req?.httpVersion === '1.0' ? 'http/1.0' : 'none')
     if (this.#access() && this.#logger.isLevelEnabled('info')) {
       this.#logger.info({ request_id: null, method: req?.method ?? null, path: req?.url ?? null, protocol, status, upstream: null, outcome: code }, 'access')
     }

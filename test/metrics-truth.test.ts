@@ -1,0 +1,56 @@
+// Metrics that tell the truth, against a real Tether (real upstreams, real sockets, scraped on
+// its admin port): each test names what its metric must count. No sleeps: every wait is on an
+// event or a deadline-bound poll.
+import t from 'tap'
+import http from 'node:http'
+import type { Socket } from 'node:net'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { WebSocketServer, WebSocket } from 'ws'
+import { startTether, type Tether } from '../src/app.js'
+import { loadConfigFile } from '../src/config/index.js'
+import { createLogger } from '../src/observability/logger.js'
+import { hashKey as hashOf } from '../src/placement/hash.js'
+import { HEDGE_AFTER, HedgeTimers } from './fixtures/hedge-timers.js'
+import { exchange } from './fixtures/raw-client.js'
+import { FakeClock } from './fixtures/clock.js'
+import { request, startUpstream, testConfig, waitFor } from './fixtures/upstream.js'
+import { tempFile } from './fixtures/cli.js'
+import { freePorts } from './fixtures/ports.js'
+import { request as primaryRequest, startPrimary, workersYaml } from './fixtures/primary-process.js'
+
+/** The samples of `name` in Prometheus text: labels and value per line. */
+function samples(text: string, name: string): { labels: Record<string, string>; value: number }[] {
+  const out: { labels: Record<string, string>; value: number }[] = []
+  for (const line of text.split('\n')) {
+    const m = /^([a-z_]+)(?:\{(.*)\})? (\S+)$/.exec(line)
+    if (m === null || m[1] !== name) continue
+    out.push({ labels: Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1]!, x[2]!])), value: Number(m[3]) })
+  }
+  return out
+}
+
+const sum = (text: string, name: string): number => samples(text, name).reduce((n, s) => n + s.value, 0)
+const one = (text: string, name: string, labels: Record<string, string> = {}): number | undefined =>
+  samples(text, name).find((s) => Object.entries(labels).every(([k, v]) => s.labels[k] === v))?.value
+
+const scrape = async (tether: Tether): Promise<string> => (await request(`${tether.adminUrl}/metrics`)).body
+
+t.test('requests refused before a head (400, 431, 505, a refused upgrade) are in tether_client_requests_total as in tether_http_requests_total', async (t) => {
+  const app = await startUpstream('a')
+  const tether = await startTether(testConfig([app], { limits: { max_header_bytes: 2048 } }), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await app.close() })
+  t.equal((await request(tether.url)).status, 200)
+  t.equal((await exchange(tether.port, 'GARBAGE\r\n\r\n', { responses: 1 })).first, '400', 'a malformed head: 400')
+  t.equal((await exchange(tether.port, `GET / HTTP/1.1\r\nHost: a\r\nX-Big: ${'b'.repeat(4096)}\r\n\r\n`, { responses: 1 })).first, '431', 'a head over the limit: 431')
+  t.equal((await exchange(tether.port, 'GET / HTTP/2.0\r\nHost: a\r\n\r\n', { responses: 1 })).first, '505', 'HTTP/2.0 in an HTTP/1 request line: 505')
+  t.equal((await exchange(tether.port, 'POST / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\nContent-Length: 0\r\n\r\n', { responses: 1 })).first, '400', 'an upgrade that is not a GET: 400')
+  const text = await scrape(tether)
+  t.equal(sum(text, 'tether_http_requests_total'), 5, 'five requests answered')
+  t.equal(sum(text, 'tether_client_requests_total'), 5, 'and five finished, by protocol')
+  t.equal(one(text, 'tether_client_requests_total', { protocol: 'http/1.1' }), 1, 'the one read whole and proxied')
+  t.equal(one(text, 'tether_client_requests_total', { protocol: 'websocket' }), 1, 'the upgrade refused before an upstream')
+  t.equal(one(text, 'tether_client_requests_total', { protocol: 'none' }), 3, 'the three whose protocol was not read, or not one Tether speaks')
+  t.equal(one(text, 'tether_http_requests_total', { upstream: 'none', method: 'OTHER', status_class: '4xx' }), 2, 'the heads not read: no upstream, method OTHER, as answered')
+})
