@@ -131,7 +131,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       if (e.to !== null) inFlight.stopWaiting(e.id, 'TETHER_UPSTREAM_UNAVAILABLE')
     }
   })
-  metrics.setWebSocketCount(() => proxy.upgrades.size)
+  metrics.setWebSocketCount(() => proxy.upgrades.established)
   metrics.setAffinityStats(() => sessions.table)
   if (config.affinity.on_scale_up === 'gradual') metrics.setRebalancePending(() => router.rebalancePending(records.users(clock.now())))
   let before = new Map<string, { readonly url: string; readonly uid?: string }>()

@@ -54,3 +54,35 @@ t.test('requests refused before a head (400, 431, 505, a refused upgrade) are in
   t.equal(one(text, 'tether_client_requests_total', { protocol: 'none' }), 3, 'the three whose protocol was not read, or not one Tether speaks')
   t.equal(one(text, 'tether_http_requests_total', { upstream: 'none', method: 'OTHER', status_class: '4xx' }), 2, 'the heads not read: no upstream, method OTHER, as answered')
 })
+
+t.test('tether_websocket_connections counts established tunnels, not handshakes waiting for their 101', async (t) => {
+  const held: Socket[] = []
+  const wss = new WebSocketServer({ noServer: true })
+  const app = await startUpstream('a')
+  app.server.on('upgrade', (req: http.IncomingMessage, socket: Socket, head: Buffer) => {
+    if (req.url === '/hold') held.push(socket) // no answer: the handshake stays in progress
+    else wss.handleUpgrade(req, socket, head, (ws) => ws.on('message', (m) => ws.send(m)))
+  })
+  const tether = await startTether(testConfig([app], { affinity: { key: 'none' } }), { logger: createLogger('silent') })
+  t.teardown(async () => {
+    for (const s of held) s.destroy()
+    for (const c of wss.clients) c.terminate()
+    wss.close()
+    await tether.close(0)
+    await app.close()
+  })
+  const waiting = http.request(`${tether.url}/hold`, { agent: false, headers: { connection: 'upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==' } })
+  waiting.on('error', () => undefined)
+  waiting.end()
+  t.teardown(() => waiting.destroy())
+  await waitFor(() => held.length === 1, 10_000, 'the upstream holding the handshake')
+  t.equal(one(await scrape(tether), 'tether_websocket_connections'), 0, 'a handshake not answered yet is no connection')
+  const ws = new WebSocket(`${tether.url.replace('http', 'ws')}/echo`)
+  t.teardown(() => ws.terminate())
+  await new Promise<void>((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject) })
+  t.equal(one(await scrape(tether), 'tether_websocket_connections'), 1, 'the established tunnel counts; the waiting handshake still does not')
+  const closed = new Promise<void>((resolve) => ws.once('close', () => resolve()))
+  ws.close()
+  await closed
+  await waitFor(async () => one(await scrape(tether), 'tether_websocket_connections') === 0, 10_000, 'the closed tunnel no longer counted')
+})

@@ -82,7 +82,7 @@ export const METRIC_DOCS = [
   { name: 'tether_redis_operation_duration_seconds', type: 'histogram', labels: ['op'],
     help: 'Duration of Redis state store operations, by operation (get, put).' },
   { name: 'tether_websocket_connections', type: 'gauge', labels: [],
-    help: 'Open proxied WebSocket connections.' },
+    help: 'Established proxied WebSocket connections: tunnels open after the upstream answered 101 (handshakes still waiting for it are not counted).' },
   { name: 'tether_rebalance_pending_users', type: 'gauge', labels: [],
     help: 'With on_scale_up: gradual, users answered by this process within the idle timeout whose hash now prefers an upstream added after they were pinned: the moves the rebalance still has to make (0 otherwise).' },
   { name: 'tether_config_reloads_total', type: 'counter', labels: ['result'],
@@ -402,12 +402,12 @@ export class Metrics {
     this.#redisOps.observe(this.#redisOpLabels[op], seconds)
   }
 
-  /** Read the open WebSocket count at scrape time (instead of wsOpened/wsClosed). */
   /** Where `tether_rebalance_pending_users` is read at each scrape (a count over the recorded users). */
   setRebalancePending(fn: () => number): void {
     this.#rebalancePending = fn
   }
 
+  /** Read the established WebSocket count at scrape time (instead of wsOpened/wsClosed); e.g. `() => upgrades.established`. */
   setWebSocketCount(fn: () => number): void {
     const gauge = this.#websockets as unknown as { collect?: () => void }
     gauge.collect = () => this.#websockets.set(fn())

@@ -119,6 +119,17 @@ export class Upgrades {
     return this.#count
   }
 
+  /**
+   * Established tunnels only (the upstream answered 101), for tether_websocket_connections: a
+   * handshake waiting for its upstream, or a refusal being passed on, is no connection yet.
+   * Counted when read (at a scrape), over at most `maxConnections`: nothing on the tunnels' path.
+   */
+  get established(): number {
+    let n = 0
+    for (const t of this.#live) if (t.state === 'open') n++
+    return n
+  }
+
   /** Open tunnels (and handshakes in progress) to upstream `id`. */
   countByUpstream(id: string): number {
     return this.#byUpstream.get(id)?.size ?? 0
