@@ -320,6 +320,39 @@ t.test('event counters, Redis, WebSocket and reload metrics', async (t) => {
   t.equal(value(s, 'tether_redis_up'), 0)
 })
 
+t.test("a Redis node that left: its keyspace-loss series stays for the grace after the removal (or its last loss), then goes; one back within it counts on", async (t) => {
+  const clock = new FakeClock()
+  const m = light(clock)
+  for (const node of ['10.0.0.1:6379', '10.0.0.2:6379', '10.0.0.3:6379']) m.redisNodeUp(node, true)
+  m.redisKeyspaceLost('10.0.0.1:6379'); m.redisKeyspaceLost('10.0.0.2:6379'); m.redisKeyspaceLost('10.0.0.3:6379')
+  m.redisNodeRemoved('10.0.0.1:6379') // a failover moved its slots away
+  m.redisNodeRemoved('10.0.0.3:6379')
+  let s = await scrape(m)
+  t.same(find(s, 'tether_redis_node_up', { node: '10.0.0.1:6379' }), [], 'its up series goes at once')
+  t.equal(value(s, 'tether_redis_keyspace_losses_total', { node: '10.0.0.1:6379' }), 1, 'its losses are still scraped within the grace')
+  clock.advance(REMOVED_SERIES_GRACE_MS / 2)
+  m.redisNodeUp('10.0.0.3:6379', true) // back (its slots moved back) within the grace: counts on
+  m.redisKeyspaceLost('10.0.0.3:6379')
+  clock.advance(REMOVED_SERIES_GRACE_MS / 2 - 1)
+  s = await scrape(m)
+  t.equal(value(s, 'tether_redis_keyspace_losses_total', { node: '10.0.0.1:6379' }), 1, 'not before the grace is over')
+  clock.advance(1)
+  s = await scrape(m)
+  t.same(find(s, 'tether_redis_keyspace_losses_total', { node: '10.0.0.1:6379' }), [], 'gone once the grace after its removal is over')
+  t.equal(value(s, 'tether_redis_keyspace_losses_total', { node: '10.0.0.2:6379' }), 1, 'a node still there keeps its series')
+  t.equal(value(s, 'tether_redis_keyspace_losses_total', { node: '10.0.0.3:6379' }), 2, 'one back within the grace counts on')
+  // a loss told for a node already removed (the check raced the topology refresh): shown for the grace from it, then gone
+  m.redisNodeRemoved('10.0.0.2:6379')
+  clock.advance(REMOVED_SERIES_GRACE_MS - 1)
+  m.redisKeyspaceLost('10.0.0.2:6379')
+  clock.advance(1)
+  s = await scrape(m)
+  t.equal(value(s, 'tether_redis_keyspace_losses_total', { node: '10.0.0.2:6379' }), 2, 'its last loss is scraped within the grace from it')
+  clock.advance(REMOVED_SERIES_GRACE_MS)
+  s = await scrape(m)
+  t.same(find(s, 'tether_redis_keyspace_losses_total', { node: '10.0.0.2:6379' }), [], 'then it goes')
+})
+
 t.test('affinity stats are read at scrape time, totals stay monotonic', async (t) => {
   const m = light()
   let s = await scrape(m)

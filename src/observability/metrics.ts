@@ -76,7 +76,7 @@ export const METRIC_DOCS = [
   { name: 'tether_redis_node_up', type: 'gauge', labels: ['node'],
     help: 'Per Redis node (host:port of each Cluster master or of the standalone server, the master name with Sentinel): 1 while it answers, 0 while it is unreachable or failing (see docs/redis.md, Redis node health).' },
   { name: 'tether_redis_keyspace_losses_total', type: 'counter', labels: ['node'],
-    help: 'Times a Redis node was found to have lost its keys (restarted without persistence, failed over to a replica that had not synced, flushed), by node (as in tether_redis_node_up): its marker key was gone or replaced; this replica then wrote its bindings and admin drains back (see docs/redis.md, A Redis that lost its keys).' },
+    help: 'Times a Redis node was found to have lost its keys (restarted without persistence, failed over to a replica that had not synced, flushed), by node (as in tether_redis_node_up): its marker key was gone or replaced; this replica then wrote its bindings and admin drains back (see docs/redis.md, A Redis that lost its keys). A node that left the topology keeps its series 5 minutes after that (or after its last loss), then it goes.' },
   { name: 'tether_affinity_written_back_total', type: 'counter', labels: [],
     help: 'Affinity bindings this replica wrote back to Redis after a node lost its keys (those Redis already held with a newer epoch are not counted).' },
   { name: 'tether_redis_operation_duration_seconds', type: 'histogram', labels: ['op'],
@@ -195,6 +195,8 @@ export class Metrics {
    * (monotonic ms), earliest first (a new count moves the id to the end).
    */
   readonly #removed = new Map<string, number>()
+  /** Redis nodes that left the topology: node -> when their loss series goes (monotonic ms), earliest first. */
+  readonly #removedNodes = new Map<string, number>()
   readonly #clock: Clock
   readonly #redisOpLabels = { get: { op: 'get' }, put: { op: 'put' } } as const
   #affinityStats: (() => AffinityStats) | null = null
@@ -390,11 +392,18 @@ export class Metrics {
    */
   redisNodeUp(node: string, up: boolean): void {
     this.#redisNodeUp.set({ node }, up ? 1 : 0)
+    if (this.#removedNodes.size !== 0) this.#removedNodes.delete(node)
   }
 
-  /** Redis node `node` left the topology (a failover moved its slots away): its series goes. */
+  /**
+   * Redis node `node` left the topology (a failover moved its slots away): its up series goes
+   * at once; its `tether_redis_keyspace_losses_total` series (a counter: the losses it had must
+   * be scraped) stays for {@link REMOVED_SERIES_GRACE_MS} after the removal or its last loss,
+   * as a removed upstream's traffic series do, then goes (a node back meanwhile keeps it).
+   */
   redisNodeRemoved(node: string): void {
     this.#redisNodeUp.remove({ node })
+    this.#nodeGoesLater(node)
   }
 
   /** One Redis operation took `seconds`. */
@@ -444,6 +453,8 @@ export class Metrics {
   /** Redis node `node` lost its keys (see KeyspaceWatch). */
   redisKeyspaceLost(node: string): void {
     this.#keyspaceLosses.inc({ node })
+    // a node removed already (a check that raced the topology change): shown for the grace from this count
+    if (this.#removedNodes.has(node)) this.#nodeGoesLater(node)
   }
 
   /** `n` affinity bindings were written back to Redis after a loss. */
@@ -479,9 +490,21 @@ export class Metrics {
     }
   }
 
-  /** Drops the series of the removed upstreams whose grace is over and that have nothing in flight. */
+  /** Removed Redis node `node`'s loss series goes once the grace from now is over (see redisNodeRemoved). */
+  #nodeGoesLater(node: string): void {
+    this.#removedNodes.delete(node)
+    this.#removedNodes.set(node, monotonicNow(this.#clock) + REMOVED_SERIES_GRACE_MS)
+    this.#purgeRemoved()
+  }
+
+  /** Drops the series of the removed upstreams whose grace is over and that have nothing in flight, and of removed Redis nodes past theirs. */
   #purgeRemoved(): void {
     const now = monotonicNow(this.#clock)
+    for (const [node, until] of this.#removedNodes) {
+      if (until > now) break // the rest end later
+      this.#removedNodes.delete(node)
+      this.#keyspaceLosses.remove({ node })
+    }
     for (const [id, until] of this.#removed) {
       if (until > now) break // the rest end later
       if ((this.#inFlight.get(id) ?? 0) > 0) continue // its last answer counts again
