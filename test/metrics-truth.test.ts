@@ -86,3 +86,61 @@ t.test('tether_websocket_connections counts established tunnels, not handshakes 
   await closed
   await waitFor(async () => one(await scrape(tether), 'tether_websocket_connections') === 0, 10_000, 'the closed tunnel no longer counted')
 })
+
+t.test('the last reload\'s result and the time of the last good one are gauges, set at the start too', async (t) => {
+  const app = await startUpstream('a')
+  const dir = mkdtempSync(join(tmpdir(), 'tether-metrics-reload-'))
+  const file = join(dir, 'proxy.yaml')
+  const yaml = (retries: number): string => `listen: { host: 127.0.0.1, port: 0 }\nadmin: { listen: { host: 127.0.0.1, port: 0 } }\naffinity: { key: none }\nretries: { attempts: ${retries} }\nupstreams:\n  - { id: a, url: "${app.url}" }\n`
+  writeFileSync(file, yaml(1))
+  const clock = new FakeClock(1_764_000_000_000)
+  const tether = await startTether(loadConfigFile(file, {}), { logger: createLogger('silent'), configPath: file, clock })
+  t.teardown(async () => { await tether.close(0); await app.close() })
+  let text = await scrape(tether)
+  t.equal(one(text, 'tether_config_last_reload_successful'), 1, 'the config read at the start is a good one')
+  t.equal(one(text, 'tether_config_last_reload_success_timestamp_seconds'), 1_764_000_000, 'at the start')
+  clock.advance(60_000)
+  writeFileSync(file, 'retries: [')
+  t.not(tether.reloadFile(), undefined)
+  text = await scrape(tether)
+  t.equal(one(text, 'tether_config_reloads_total', { result: 'failed' }), 1)
+  t.equal(one(text, 'tether_config_last_reload_successful'), 0, 'the last reload failed')
+  t.equal(one(text, 'tether_config_last_reload_success_timestamp_seconds'), 1_764_000_000, 'the last good one is still the start')
+  clock.advance(60_000)
+  writeFileSync(file, yaml(2))
+  tether.reloadFile()
+  text = await scrape(tether)
+  t.equal(one(text, 'tether_config_reloads_total', { result: 'ok' }), 1)
+  t.equal(one(text, 'tether_config_last_reload_successful'), 1, 'the last reload was accepted')
+  t.equal(one(text, 'tether_config_last_reload_success_timestamp_seconds'), 1_764_000_120, 'at its time')
+})
+
+t.test('with workers, the last reload\'s gauges are the primary\'s (its view of the file), not a sum over workers', async (t) => {
+  const app = await startUpstream('app-0')
+  t.teardown(() => app.close())
+  const [port, adminPort] = await freePorts(2)
+  const admin = `http://127.0.0.1:${adminPort}`
+  const good = workersYaml({ listen: port!, adminPort: adminPort!, workers: 2, upstreams: [{ id: 'app-0', url: app.url }] })
+  const file = tempFile('metrics-truth-workers.yaml', good)
+  const startedAt = Date.now() / 1000
+  const { proc } = await startPrimary(t, file)
+  const metrics = async (): Promise<string> => (await primaryRequest(`${admin}/metrics`, null)).body
+  let text = await metrics()
+  t.equal(one(text, 'tether_config_last_reload_successful'), 1, 'one: the file the primary started with was accepted')
+  const at = one(text, 'tether_config_last_reload_success_timestamp_seconds')!
+  t.ok(at >= Math.floor(startedAt) && at <= Date.now() / 1000, `the primary's start (${at})`)
+  writeFileSync(file, 'workers: [')
+  proc.kill('SIGHUP')
+  await waitFor(async () => one(await metrics(), 'tether_config_reloads_total', { result: 'failed' }) === 1, 10_000, 'the refused reload counted')
+  text = await metrics()
+  t.equal(one(text, 'tether_config_last_reload_successful'), 0, 'the primary refused the last reload')
+  t.equal(one(text, 'tether_config_last_reload_success_timestamp_seconds'), at, 'the last good one is still the start')
+  const before = Date.now() / 1000
+  writeFileSync(file, good.replace('log: { level: info, access: false }', 'log: { level: info, access: true }'))
+  proc.kill('SIGHUP')
+  await waitFor(async () => one(await metrics(), 'tether_config_reloads_total', { result: 'ok' }) === 1, 10_000, 'the accepted reload counted')
+  text = await metrics()
+  t.equal(one(text, 'tether_config_last_reload_successful'), 1, 'the primary accepted the last reload')
+  const after = one(text, 'tether_config_last_reload_success_timestamp_seconds')!
+  t.ok(after >= Math.floor(before) && after <= Date.now() / 1000, `its time (${after})`)
+})

@@ -87,6 +87,10 @@ export const METRIC_DOCS = [
     help: 'With on_scale_up: gradual, users answered by this process within the idle timeout whose hash now prefers an upstream added after they were pinned: the moves the rebalance still has to make (0 otherwise).' },
   { name: 'tether_config_reloads_total', type: 'counter', labels: ['result'],
     help: 'Configuration reloads, by result (ok: the file was accepted, its changes applied or logged as needing a restart; failed: refused, the running config stays).' },
+  { name: 'tether_config_last_reload_successful', type: 'gauge', labels: [],
+    help: 'Whether the last configuration reload was accepted (1) or refused (0, the running config stays); 1 from the start, as Prometheus\'s own prometheus_config_last_reload_successful. With workers, the primary\'s.' },
+  { name: 'tether_config_last_reload_success_timestamp_seconds', type: 'gauge', labels: [],
+    help: 'When the configuration was last accepted (the start, or the last reload accepted), seconds since the Unix epoch. With workers, the primary\'s.' },
   { name: 'tether_client_requests_total', type: 'counter', labels: ['protocol'],
     help: 'Client requests finished, by the protocol the client spoke (http/1.0, http/1.1, h2, websocket; none: refused before its head was read whole, or HTTP/2.0 in an HTTP/1 request line), TLS or not; refusals before the request path included, as in tether_http_requests_total.' },
   { name: 'tether_discovery_up', type: 'gauge', labels: ['source'],
@@ -170,6 +174,8 @@ export class Metrics {
   readonly #redisOps: Histogram<string>
   readonly #websockets: Gauge<string>
   readonly #reloads: Counter<string>
+  readonly #reloadOk: Gauge<string>
+  readonly #reloadAt: Gauge<string>
   readonly #discoveryErrors: Counter<string>
   readonly #keyspaceLosses: Counter<string>
   readonly #writtenBack: Counter<string>
@@ -247,6 +253,10 @@ export class Metrics {
     this.#redisOps = new Histogram({ ...config('tether_redis_operation_duration_seconds'), registers, buckets: [...REDIS_BUCKETS] })
     this.#websockets = new Gauge({ ...config('tether_websocket_connections'), registers })
     this.#reloads = new Counter({ ...config('tether_config_reloads_total'), registers })
+    this.#reloadOk = new Gauge({ ...config('tether_config_last_reload_successful'), registers })
+    this.#reloadOk.set(1) // the config this instance started with was accepted
+    this.#reloadAt = new Gauge({ ...config('tether_config_last_reload_success_timestamp_seconds'), registers })
+    this.#reloadAt.set(this.#clock.now() / 1000)
     new Gauge({ ...config('tether_rebalance_pending_users'), registers, collect() { this.set(self.#rebalancePending()) } })
     new Counter({
       ...config('tether_client_requests_total'), registers,
@@ -435,9 +445,11 @@ export class Metrics {
     this.#protocolCounts[CLIENT_PROTOCOLS.indexOf(protocol)]!++
   }
 
-  /** A configuration reload was applied (true) or rejected (false). */
+  /** A configuration reload was applied (true) or rejected (false): counted, and the last reload's gauges set (its time by the clock). */
   configReload(ok: boolean): void {
     this.#reloads.inc({ result: ok ? 'ok' : 'failed' })
+    this.#reloadOk.set(ok ? 1 : 0)
+    if (ok) this.#reloadAt.set(this.#clock.now() / 1000)
   }
 
   /** Where `tether_discovery_up` comes from, read at each scrape; e.g. `() => discovery.statuses()`. */

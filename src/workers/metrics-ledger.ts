@@ -4,7 +4,8 @@
 // would read the fall as a reset: a false spike in rate()) or drops a removed upstream's series
 // before another does; the counters every worker counts
 // alike (read with `max`), kept from falling when the workers that counted longest are all
-// replaced; and the config reloads, counted once by the primary rather than once per worker.
+// replaced; and the config reloads, counted once by the primary rather than once per worker
+// (and the last reload's gauges: the primary's view of the file, not a sum over workers).
 // Layer 2 state owner: no I/O, no clock (the primary gives the times: monotonic ms).
 
 /** One metric as prom-client's getMetricsAsJSON() gives it (the wire format of a worker's snapshot). */
@@ -24,6 +25,11 @@ interface MetricValue {
 
 /** Counted by the primary (one reload of the file is one, whatever the worker count). */
 const RELOADS = 'tether_config_reloads_total'
+/** The last reload's gauges: the primary's (whether it accepted the file, and when it last did). */
+const LAST_RELOAD_OK = 'tether_config_last_reload_successful'
+const LAST_RELOAD_AT = 'tether_config_last_reload_success_timestamp_seconds'
+/** The metrics the primary shows itself, the workers' own values left out. */
+const PRIMARY_OWN: ReadonlySet<string> = new Set([RELOADS, LAST_RELOAD_OK, LAST_RELOAD_AT])
 /** The labels that name an upstream (in its state series and in traffic series). */
 const UPSTREAM_LABELS = ['upstream', 'from'] as const
 /** The `upstream` of requests no upstream answered (Metrics' NONE): always current. */
@@ -38,8 +44,12 @@ export class MetricsLedger {
   /**
    * @param grace how long a removed upstream's series stay after its last count, ms, as each
    * worker keeps them (REMOVED_SERIES_GRACE_MS)
+   * @param startedAt when the primary accepted the file it started with, ms since the epoch
+   * (the last reload's time until one is accepted; unknown: not shown)
    */
-  constructor(private readonly grace: number) {}
+  constructor(private readonly grace: number, startedAt?: number) {
+    this.#lastReload = { ok: true, at: startedAt ?? null }
+  }
 
   /** Each live worker's last snapshot. */
   readonly #last = new Map<number, readonly MetricData[]>()
@@ -55,13 +65,15 @@ export class MetricsLedger {
   /** The ids of the workers gone (an answer of one that exited during the scrape is not counted again). */
   readonly #gone = new Set<number>()
   readonly #reloads = { ok: 0, failed: 0 }
+  /** The primary's last reload: accepted or not, and when it last accepted the file (ms since the epoch). */
+  readonly #lastReload: { ok: boolean; at: number | null }
   /**
    * Each summed series' value at the last scrape (metric name and series key -> value): see
    * {@link #noFall}. A series absent from a scrape is forgotten (a removed upstream's).
    */
   #shown = new Map<string, number>()
-  /** The reload counter's help and type, as the workers declare it. */
-  #reloadMeta: Omit<MetricData, 'values'> | null = null
+  /** The help and type of the metrics the primary shows itself (PRIMARY_OWN), as the workers declare them. */
+  readonly #ownMeta = new Map<string, Omit<MetricData, 'values'>>()
 
   /** Worker `id` answered a scrape with `snapshot` (an empty one: its metrics failed, no answer). */
   seen(id: number, snapshot: unknown): void {
@@ -80,10 +92,12 @@ export class MetricsLedger {
     for (const m of last) if (summed(m)) this.#depart(m, m.values, now + this.grace)
   }
 
-  /** The primary reloaded the config file: applied (true) or rejected (false). */
-  reloaded(ok: boolean): void {
+  /** The primary reloaded the config file: applied (true) or rejected (false), at `at` (ms since the epoch). */
+  reloaded(ok: boolean, at?: number): void {
     if (ok) this.#reloads.ok++
     else this.#reloads.failed++
+    this.#lastReload.ok = ok
+    if (ok && at !== undefined) this.#lastReload.at = at
   }
 
   /**
@@ -105,13 +119,13 @@ export class MetricsLedger {
       const s = Array.isArray(answer) && answer.length > 0 ? answer : this.#last.get(id)
       if (!Array.isArray(s)) continue
       const metrics = s as MetricData[]
-      this.#reloadMeta ??= metrics.find((m) => m.name === RELOADS) ?? null
+      if (this.#ownMeta.size < PRIMARY_OWN.size) for (const m of metrics) if (PRIMARY_OWN.has(m.name) && !this.#ownMeta.has(m.name)) this.#ownMeta.set(m.name, { name: m.name, help: m.help, type: m.type, ...(m.aggregator === undefined ? {} : { aggregator: m.aggregator }) })
       for (const m of metrics) {
         for (const v of m.values) {
           for (const l of UPSTREAM_LABELS) if (v.labels[l] !== undefined) (current ??= new Set()).add(String(v.labels[l]))
         }
       }
-      out.push(metrics.filter((m) => m.name !== RELOADS && !this.#maxCounter(m, highest)))
+      out.push(metrics.filter((m) => !PRIMARY_OWN.has(m.name) && !this.#maxCounter(m, highest)))
     }
     if (current !== null) this.#forgetRemoved(current.add(NO_UPSTREAM), now)
     const extra: MetricData[] = [...this.#departed.values()].map((d) => ({ ...d.meta, values: [...d.series.values()].map((s) => s.value) }))
@@ -129,10 +143,11 @@ export class MetricsLedger {
       }
       extra.push({ ...m.meta, values })
     }
-    if (this.#reloadMeta !== null) {
-      const { name, help, type, aggregator } = this.#reloadMeta
-      const values = (['ok', 'failed'] as const).filter((r) => this.#reloads[r] > 0).map((r) => ({ value: this.#reloads[r], labels: { result: r } }))
-      extra.push({ name, help, type, ...(aggregator === undefined ? {} : { aggregator }), values })
+    for (const [name, meta] of this.#ownMeta) {
+      const values = name === RELOADS ? (['ok', 'failed'] as const).filter((r) => this.#reloads[r] > 0).map((r) => ({ value: this.#reloads[r], labels: { result: r } }))
+        : name === LAST_RELOAD_OK ? [{ value: this.#lastReload.ok ? 1 : 0, labels: {} }]
+        : this.#lastReload.at === null ? [] : [{ value: this.#lastReload.at / 1000, labels: {} }]
+      extra.push({ ...meta, values })
     }
     if (extra.length > 0) out.push(extra)
     const lifts = this.#noFall(out as (readonly MetricData[])[])

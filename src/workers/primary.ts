@@ -141,7 +141,7 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
   let ask = 0
   const readyWaits = new Map<number, { resolve: () => void; reject: (e: Error) => void }>()
   const watch = new SilenceWatch()
-  const ledger = new MetricsLedger(REMOVED_SERIES_GRACE_MS)
+  const ledger = new MetricsLedger(REMOVED_SERIES_GRACE_MS, systemClock.now())
   // the workers share the secret the primary makes: a worker cannot tell it was never set (at
   // the start, and at a reload that leaves it unset where it was set)
   const unsigned = (c: Config): boolean => c.affinity.key === 'cookie' && c.affinity.cookie.secret === null
@@ -405,12 +405,12 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
       if (retry && issues.join('\n') === refused) return false
       refused = issues.join('\n')
       logger.error({ issues }, 'config reload rejected; the running config stays')
-      ledger.reloaded(false)
+      ledger.reloaded(false, systemClock.now())
       return false
     }
     refused = null
     watcher?.accept(text) // read here (a SIGHUP): the watch does not reload it once more
-    ledger.reloaded(true)
+    ledger.reloaded(true, systemClock.now())
     for (const w of configWarnings(next.config)) logger.warn({ warning: w }, CONFIG_WARNING)
     const before = accepted
     accepted = next
