@@ -115,6 +115,56 @@ t.test('the last reload\'s result and the time of the last good one are gauges, 
   t.equal(one(text, 'tether_config_last_reload_success_timestamp_seconds'), 1_764_000_120, 'at its time')
 })
 
+/** A key the hash places on `id` (header affinity). */
+function userOn(px: Tether, id: string): string {
+  for (let i = 0; ; i++) if (px.router.placement.ids[px.router.placement.pick(hashOf(`u${i}`))] === id) return `u${i}`
+}
+
+t.test('hedges sent are counted, by whether the hedge answered (won) or the first attempt did (lost)', async (t) => {
+  const waiting = new Map<string, http.ServerResponse[]>([['a', []], ['b', []]])
+  const holding = (id: string) => (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    req.resume()
+    if (String(req.headers['x-hold'] ?? '').split(',').includes(id)) waiting.get(id)!.push(res)
+    else res.end(id)
+  }
+  const a = await startUpstream('a', holding('a'))
+  const b = await startUpstream('b', holding('b'))
+  const timers = new HedgeTimers()
+  const px = await startTether(testConfig([a, b], {
+    affinity: { key: 'header', header: { name: 'x-user' } },
+    retries: { hedge_after: HEDGE_AFTER, attempts: 0 },
+    health: { active: { enabled: false } },
+  }), { logger: createLogger('silent'), timers })
+  t.teardown(async () => { for (const list of waiting.values()) for (const r of list) r.destroy(); await px.close(0); await a.close(); await b.close() })
+  const user = userOn(px, 'a')
+  t.equal((await request(`${px.url}/`, { headers: { 'x-user': user } })).body, 'a', 'answered before hedge_after: not hedged')
+  t.equal(sum(await scrape(px), 'tether_hedges_total'), 0, 'no hedge sent')
+
+  // won: a holds the request, the hedge to b answers
+  const won = request(`${px.url}/`, { headers: { 'x-user': user, 'x-hold': 'a' } })
+  await waitFor(() => waiting.get('a')!.length === 1, 10_000, 'a holding the first attempt')
+  await timers.hedge()
+  t.equal((await won).body, 'b', 'the hedge answered')
+  // counted once both attempts have ended (the stopped one's end may come after the client's)
+  await waitFor(async () => sum(await scrape(px), 'tether_hedges_total') === 1, 10_000, 'the hedge counted')
+  let text = await scrape(px)
+  t.equal(one(text, 'tether_hedges_total', { result: 'won' }), 1, 'a hedge that answered')
+  t.equal(one(text, 'tether_hedges_total', { result: 'lost' }) ?? 0, 0)
+
+  // lost: the user moved to b with the hedge that answered; both hold, the hedge reaches a,
+  // then b answers the first attempt
+  const lost = request(`${px.url}/`, { headers: { 'x-user': user, 'x-hold': 'a,b' } })
+  await waitFor(() => waiting.get('b')!.length === 1, 10_000, 'b (the user\'s upstream now) holding the first attempt')
+  await timers.hedge()
+  await waitFor(() => waiting.get('a')!.length === 2, 10_000, 'a holding the hedge')
+  waiting.get('b')![0]!.end('b')
+  t.equal((await lost).body, 'b', 'the first attempt answered')
+  await waitFor(async () => sum(await scrape(px), 'tether_hedges_total') === 2, 10_000, 'the second hedge counted')
+  text = await scrape(px)
+  t.equal(one(text, 'tether_hedges_total', { result: 'won' }), 1)
+  t.equal(one(text, 'tether_hedges_total', { result: 'lost' }), 1, 'a hedge that did not answer')
+})
+
 t.test('with workers, the last reload\'s gauges are the primary\'s (its view of the file), not a sum over workers', async (t) => {
   const app = await startUpstream('app-0')
   t.teardown(() => app.close())

@@ -17,6 +17,8 @@ export interface ProxyEvents {
   observeRequest(upstream: string | null, method: string | undefined, status: number | null, seconds: number): void
   /** The protocol the finished request's client spoke. */
   clientProtocol(protocol: ClientProtocol): void
+  /** A hedge sent (retries.hedge_after) ended: its answer was the request's (won), or not (lost). */
+  hedge(won: boolean): void
 }
 
 /**
@@ -34,6 +36,7 @@ export const NO_EVENTS: ProxyEvents = Object.freeze({
   failover: () => undefined,
   observeRequest: () => undefined,
   clientProtocol: () => undefined,
+  hedge: () => undefined,
 })
 
 /**
@@ -54,5 +57,6 @@ export function teeEvents(all: ProxyEvents, also: Pick<ProxyEvents, 'observeRequ
       also.observeRequest(upstream, method, status, seconds)
     },
     clientProtocol: (protocol) => all.clientProtocol(protocol),
+    hedge: (won) => all.hedge(won),
   }
 }

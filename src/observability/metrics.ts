@@ -61,6 +61,8 @@ export const METRIC_DOCS = [
     help: 'Users moved away from their upstream, by the upstream they left and why (dead, drain, rebalance, spill, admin; restart: rehydrated on their own upstream after it restarted in place).' },
   { name: 'tether_retries_total', type: 'counter', labels: ['upstream'],
     help: 'Requests retried on another upstream, by the upstream whose attempt failed.' },
+  { name: 'tether_hedges_total', type: 'counter', labels: ['result'],
+    help: 'Hedges sent (retries.hedge_after: a request with no answer head yet sent to the user\'s next upstream as well), counted when the request\'s attempts end, by result (won: the hedge answered, the user moved; lost: the first attempt answered, or neither did).' },
   { name: 'tether_rehydrations_total', type: 'counter', labels: ['result'],
     help: 'State rehydrations of moved users, counted once per answer from the upstream the state was for (not per fetch: a hedge not sent, that lost or whose upstream refused the state in its head, a failed attempt, counts nothing), by result (delivered; no_state: none stored; error: not fetched, refused by the hook, or too large for a header).' },
   { name: 'tether_checkpoints_total', type: 'counter', labels: ['result'],
@@ -108,6 +110,8 @@ export const REQUEST_BUCKETS: readonly number[] = [0.001, 0.0025, 0.005, 0.01, 0
 export const REDIS_BUCKETS: readonly number[] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1]
 
 const NONE = 'none'
+const HEDGE_WON = { result: 'won' } as const
+const HEDGE_LOST = { result: 'lost' } as const
 const STATUS_SLOTS = STATUS_CLASSES.length
 /** Slots of an upstream's column: request counts, then duration buckets, sum and count. */
 const COUNT_SLOTS = METHODS.length * STATUS_SLOTS
@@ -168,6 +172,7 @@ export class Metrics {
   readonly #failovers: Counter<string>
   readonly #retries: Counter<string>
   readonly #rehydrations: Counter<string>
+  readonly #hedges: Counter<string>
   readonly #checkpoints: Counter<string>
   readonly #redisUp: Gauge<string>
   readonly #redisNodeUp: Gauge<string>
@@ -232,6 +237,7 @@ export class Metrics {
     this.#failovers = new Counter({ ...config('tether_failovers_total'), registers })
     this.#retries = new Counter({ ...config('tether_retries_total'), registers })
     this.#rehydrations = new Counter({ ...config('tether_rehydrations_total'), registers })
+    this.#hedges = new Counter({ ...config('tether_hedges_total'), registers })
     this.#checkpoints = new Counter({ ...config('tether_checkpoints_total'), registers })
     new Gauge({
       ...config('tether_affinity_entries'), registers,
@@ -380,6 +386,11 @@ export class Metrics {
   retry(upstream: string): void {
     this.#retries.inc(this.#labelsOf(upstream))
     this.#dropUnlessCurrent(upstream)
+  }
+
+  /** A hedge sent ended: it answered the request (won) or did not (lost). */
+  hedge(won: boolean): void {
+    this.#hedges.inc(won ? HEDGE_WON : HEDGE_LOST)
   }
 
   rehydration(result: RehydrationResult): void {

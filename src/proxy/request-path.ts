@@ -773,6 +773,7 @@ export class RequestPath {
     })
     const [ra, rb] = await Promise.all([homeDone, hedged])
     ctx.onAnswering = null
+    this.#d.events.hedge(ctx.answering === second.attempt)
     if (resent) this.#resentWithoutState(ctx, d, ra, ctx.answering === home.attempt, sentBytes)
     if (ctx.answering === second.attempt) return rb
     own()
