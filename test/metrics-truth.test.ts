@@ -132,7 +132,7 @@ t.test('hedges sent are counted, by whether the hedge answered (won) or the firs
   const timers = new HedgeTimers()
   const px = await startTether(testConfig([a, b], {
     affinity: { key: 'header', header: { name: 'x-user' } },
-    retries: { hedge_after: HEDGE_AFTER, attempts: 0 },
+    retries: { hedge_after: HEDGE_AFTER, attempts: 1 }, // a hedge uses one of retries.attempts
     health: { active: { enabled: false } },
   }), { logger: createLogger('silent'), timers })
   t.teardown(async () => { for (const list of waiting.values()) for (const r of list) r.destroy(); await px.close(0); await a.close(); await b.close() })
