@@ -67,6 +67,38 @@ t.test('a checkpoint is a hash under <prefix>cp:{<session>} with a millisecond T
   t.match(line, /resp=2/, 'the client is named and speaks RESP2')
 })
 
+t.test('maxBytes counts the bytes Redis holds: a header value of latin1 bytes 0x80-0xFF is stored as two UTF-8 bytes each', async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const store = storeFor(t, { url: redis.url, keyPrefix: 'tether:', maxBytes: 16, timeout: 1000 })
+  await store.start()
+  // what Node's HTTP parser gives for the bytes E9 E9 ... of a header line (latin1, a char a byte)
+  const eight = '\xe9'.repeat(8)
+  t.equal(store.valueBytes(eight), 16, 'each such character takes two bytes in Redis (ioredis sends UTF-8)')
+  t.equal(store.valueBytes('x'.repeat(16)), 16, 'ASCII: a byte a character')
+  t.equal(await store.put('at', cp(eight, 1), HOUR), 'stored', 'exactly maxBytes as stored fits')
+  t.equal(Number(await redisCli(redis.port, 'HSTRLEN', 'tether:cp:{at}', 'value')), 16, 'Redis holds 16 bytes')
+  t.same(await store.get('at'), { status: 'found', checkpoint: cp(eight, 1) }, 'and it reads back unchanged')
+  t.equal(await store.put('over', cp('\xe9'.repeat(9), 1), HOUR), 'too_large', '9 characters, 18 bytes in Redis: over maxBytes')
+  t.equal(await store.put('over', cp(`${'x'.repeat(15)}\xe9`, 1), HOUR), 'too_large', '16 characters, 17 bytes: over by one')
+  t.equal((await redisCli(redis.port, 'EXISTS', 'tether:cp:{over}')).trim(), '0', 'nothing stored')
+})
+
+t.test('state.max_bytes over Redis: the protocol refuses a checkpoint by its bytes in Redis and logs that size', async (t) => {
+  const { StateProtocol } = await import('../src/state/protocol.js')
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const store = storeFor(t, { url: redis.url, keyPrefix: 'tether:', maxBytes: 16, timeout: 1000 })
+  await store.start()
+  const told: [string, number][] = []
+  const p = new StateProtocol(store, { header: 'X-Tether-State', maxBytes: 16, timeout: 1000, ttl: HOUR }, { now: () => 1 }, {
+    checkpoint: (result, _key, bytes) => told.push([result, bytes]), rehydration: () => undefined, operation: () => undefined,
+  })
+  t.equal(await p.write('a', { value: '\xe9'.repeat(8), version: 1 }, 'app-0', 0), 'stored', '8 characters, 16 bytes: at the limit')
+  t.equal(await p.write('b', { value: '\xe9'.repeat(9), version: 1 }, 'app-0', 0), 'too_large', '9 characters, 18 bytes in Redis')
+  t.same(told, [['stored', 16], ['too_large', 18]], 'the sizes told (the too_large log line) are the bytes Redis would hold')
+})
+
 t.test('password and db come from the URL; an explicit password replaces the URL one', async (t) => {
   const redis = await startRedis({ args: ['--requirepass', 's3cret'] })
   t.teardown(() => redis.stop())

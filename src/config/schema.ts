@@ -432,7 +432,11 @@ export interface StateConfig {
   readonly store: 'memory' | 'redis' | 'none'
   /** Response header carrying a checkpoint; `<header>-Version` carries its version. Default X-Tether-State. */
   readonly header: string
-  /** Largest checkpoint stored, bytes. Default 65536. */
+  /**
+   * Largest checkpoint stored, in the bytes the store holds it in: with Redis its UTF-8 bytes
+   * (a header byte from 0x80 to 0xFF, a latin1 character, takes two), in memory one a
+   * header byte. Default 65536.
+   */
   readonly max_bytes: number
   /** How a moved user's state is delivered: in a request header, or POSTed to `hook_path` first. Default header. */
   readonly rehydrate: 'header' | 'hook'

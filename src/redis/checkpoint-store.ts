@@ -153,8 +153,13 @@ export class RedisCheckpointStore implements CheckpointStore {
     if (this.#owned) await this.#redis.stop()
   }
 
+  /** The UTF-8 bytes of `value`: ioredis sends a string argument as UTF-8, so that is what Redis holds. */
+  valueBytes(value: string): number {
+    return Buffer.byteLength(value, 'utf8')
+  }
+
   async put(sessionKey: string, cp: Checkpoint, ttlMs: number, timeoutMs?: number, replace = false): Promise<PutResult> {
-    if (cp.value.length > this.#maxBytes) return 'too_large'
+    if (this.valueBytes(cp.value) > this.#maxBytes) return 'too_large'
     const ttl = String(Math.max(1, Math.ceil(ttlMs) || 1))
     const args = [
       checkpointKey(this.#redis.keyPrefix, sessionKey),

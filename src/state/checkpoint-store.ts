@@ -14,8 +14,8 @@
 export interface Checkpoint {
   /**
    * The opaque `X-Tether-State` value, stored and returned unchanged. Any header-safe string
-   * (base64, JSON, latin1 text) and the empty string round-trip; its `length` is what
-   * `maxBytes` limits (equal to its byte size for the latin1 strings a header can carry).
+   * (base64, JSON, latin1 text) and the empty string round-trip; its size in the store's own
+   * encoding ({@link CheckpointStore.valueBytes}) is what `maxBytes` limits.
    */
   readonly value: string
   /**
@@ -47,7 +47,7 @@ export interface Checkpoint {
  *   {@link isStale}); nothing changed. Unlike `'stale'`, what is stored does not hold this
  *   checkpoint's update (the other upstream's state went its own way), so `durability:
  *   confirmed` must not acknowledge it. Counted as `superseded`.
- * - `'too_large'`: `value.length > maxBytes`; refused before any I/O, nothing changed.
+ * - `'too_large'`: `valueBytes(value) > maxBytes` ({@link CheckpointStore.valueBytes}); refused before any I/O, nothing changed.
  * - `'unavailable'`: the store is down or did not answer within its timeout; the write may or
  *   may not have happened.
  */
@@ -145,7 +145,7 @@ export interface CheckpointStore {
    * the size limit and the version rule allow it. Atomic: concurrent versioned puts of one key
    * leave the one with the highest version.
    *
-   * Size rule: `cp.value.length > maxBytes` is `'too_large'`, checked before any I/O.
+   * Size rule: `valueBytes(cp.value) > maxBytes` is `'too_large'`, checked before any I/O.
    *
    * Version rule (an expired checkpoint counts as none):
    * - incoming version null: always stored (the upstream opted out of ordering: last writer wins);
@@ -169,6 +169,14 @@ export interface CheckpointStore {
    * own per-call timeout (`state.durability: confirmed`); absent: the store's timeout.
    */
   put(sessionKey: string, cp: Checkpoint, ttlMs: number, timeoutMs?: number, replace?: boolean): Promise<PutResult>
+  /**
+   * The bytes `value` takes in this store, in the encoding it is kept in: what `maxBytes`
+   * (`state.max_bytes`) limits. A header value is a latin1 string (a character a byte of the
+   * header line), but not every store keeps it so: Redis holds it as UTF-8 (ioredis's encoding),
+   * where each character from 0x80 to 0xFF takes two bytes. Examples (Redis):
+   * `valueBytes('abc')` -> 3, `valueBytes('\xe9\xe9')` -> 4; (memory) `valueBytes('\xe9\xe9')` -> 2.
+   */
+  valueBytes(value: string): number
   /** The live checkpoint of `sessionKey`. Reading does not extend its TTL. */
   get(sessionKey: string): Promise<GetResult>
   /** Removes the checkpoint of `sessionKey`, if any. Best effort: a down store ignores it. */

@@ -16,7 +16,7 @@ import { refusal } from './checkpoint-store.js'
 export interface MemoryCheckpointStoreOptions {
   /** Most checkpoints kept (an integer >= 1). */
   readonly maxEntries: number
-  /** Largest `value.length` accepted (an integer >= 0); larger ones are `'too_large'`. Default 64 KiB. */
+  /** Largest value accepted in bytes as held ({@link valueBytes}; an integer >= 0); larger ones are `'too_large'`. Default 64 KiB. */
   readonly maxBytes?: number
   /**
    * Most bytes all held checkpoints may cost together (an integer >= 1), each counted by
@@ -46,15 +46,22 @@ export const CHECKPOINT_ENTRY_OVERHEAD_BYTES = 384
 const PROTECTED_SHARE = 0.8
 
 /**
- * The bytes a checkpoint held under `sessionKey` is counted as: the value (V8 keeps a string
- * with only latin1 characters, as every header value is, at one byte a character, any other at
- * two), the key, and {@link CHECKPOINT_ENTRY_OVERHEAD_BYTES}.
+ * The bytes a value is held in: V8 keeps a string with only latin1 characters, as every header
+ * value is, at one byte a character, any other at two. What the memory store's `maxBytes`
+ * (`state.max_bytes`) limits. Example: `valueBytes('\xe9\xe9')` -> 2, `valueBytes('\u20ac')` -> 2.
+ */
+export function valueBytes(value: string): number {
+  return /[^\x00-\xff]/.test(value) ? value.length * 2 : value.length
+}
+
+/**
+ * The bytes a checkpoint held under `sessionKey` is counted as: the value ({@link valueBytes}),
+ * the key, and {@link CHECKPOINT_ENTRY_OVERHEAD_BYTES}.
  *
  * Example: `checkpointCost('9f86d081884c7d659a2feaa0c55ad015', 'x'.repeat(32_768))` -> 33184
  */
 export function checkpointCost(sessionKey: string, value: string): number {
-  const perChar = /[^\x00-\xff]/.test(value) ? 2 : 1
-  return CHECKPOINT_ENTRY_OVERHEAD_BYTES + sessionKey.length + value.length * perChar
+  return CHECKPOINT_ENTRY_OVERHEAD_BYTES + sessionKey.length + valueBytes(value)
 }
 
 interface Entry {
@@ -194,7 +201,7 @@ export class MemoryCheckpointStore implements CheckpointStore {
    * when that is later, and changes nothing else.
    */
   put(sessionKey: string, cp: Checkpoint, ttlMs: number, _timeoutMs?: number, replace = false): Promise<PutResult> {
-    if (cp.value.length > this.#maxBytes) return Promise.resolve('too_large')
+    if (valueBytes(cp.value) > this.#maxBytes) return Promise.resolve('too_large')
     const cost = checkpointCost(sessionKey, cp.value)
     if (cost > this.#maxTotalBytes) return Promise.resolve('too_large')
     const now = this.#clock.now()
@@ -218,6 +225,11 @@ export class MemoryCheckpointStore implements CheckpointStore {
     if (current) this.#promote(sessionKey, entry)
     else this.#probation.add(sessionKey, entry)
     return Promise.resolve('stored')
+  }
+
+  /** The bytes `value` is held in ({@link valueBytes}: a header value's latin1 characters one byte each). */
+  valueBytes(value: string): number {
+    return valueBytes(value)
   }
 
   /** The live checkpoint; a hit promotes the session to protected (most recently used). */

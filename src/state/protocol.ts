@@ -13,7 +13,7 @@ const UNAVAILABLE: GetResult = Object.freeze({ status: 'unavailable' })
 export interface StateOptions {
   /** Response header carrying a checkpoint, e.g. `X-Tether-State`. */
   readonly header: string
-  /** Largest checkpoint accepted, bytes. */
+  /** Largest checkpoint accepted, in the bytes the store holds it in ({@link CheckpointStore.valueBytes}). */
   readonly maxBytes: number
   /** Longest wait on the store, ms. */
   readonly timeout: number
@@ -30,7 +30,7 @@ export interface StateOptions {
 }
 
 export interface StateEvents {
-  /** A checkpoint's outcome. */
+  /** A checkpoint's outcome; `bytes`: its size as the store holds it ({@link CheckpointStore.valueBytes}). */
   checkpoint(result: PutResult, sessionKey: string, bytes: number): void
   rehydration(result: 'delivered' | 'no_state' | 'error'): void
   /** How long a store operation took (also when it gave up). */
@@ -161,7 +161,9 @@ export class StateProtocol {
   async write(sessionKey: string, cp: RawCheckpoint, upstream: string, epoch: number, placedAt: number | null = null): Promise<PutResult> {
     this.#seen = true
     let result: PutResult
-    if (Buffer.byteLength(cp.value, 'latin1') > this.#opts.maxBytes) result = 'too_large'
+    // the bytes the store holds it in (Redis: UTF-8, two bytes a latin1 character from 0x80)
+    const bytes = this.#store.valueBytes(cp.value)
+    if (bytes > this.#opts.maxBytes) result = 'too_large'
     else {
       // never earlier than this process's last write (a clock stepped back would make a newer
       // versionless checkpoint look older than the one it follows)
@@ -189,7 +191,7 @@ export class StateProtocol {
       // not stored (the store is down): the next checkpoint of that epoch replaces instead
       if (replace && result === 'unavailable' && (this.#restarted.get(sessionKey)?.epoch ?? epoch) === epoch) this.restarted(sessionKey, epoch, upstream)
     }
-    this.#events.checkpoint(result, sessionKey, cp.value.length)
+    this.#events.checkpoint(result, sessionKey, bytes)
     return result
   }
 
@@ -199,7 +201,7 @@ export class StateProtocol {
    */
   discard(sessionKey: string, cp: RawCheckpoint, _upstream: string, _epoch: number): void {
     this.#seen = true
-    this.#events.checkpoint('stale', sessionKey, cp.value.length)
+    this.#events.checkpoint('stale', sessionKey, this.#store.valueBytes(cp.value))
   }
 
   /**

@@ -15,6 +15,7 @@ import type { BindingWrite, CallOp, ToPrimary, ToWorker, WireBinding, WireDiscov
 import { isTetherMessage } from './messages.js'
 import { systemTimers, type Timers } from '../clock.js'
 import { keptFields } from '../upstream/upstream-set.js'
+import { valueBytes } from '../state/memory-store.js'
 
 /** A write that changes routing: a pin, an unpin, a cookie value retired. */
 type RoutingWrite = Extract<BindingWrite, readonly ['b' | 'u' | 'r', ...unknown[]]>
@@ -211,6 +212,7 @@ export class WorkerLink {
     put: async (key: string, cp: Checkpoint, ttlMs: number, timeoutMs?: number, replace?: boolean) => (await this.#ask('cp.put', [key, cp, ttlMs, timeoutMs ?? null, replace === true], 'unavailable')) as PutResult,
     get: async (key: string) => (await this.#ask('cp.get', [key], { status: 'unavailable' })) as GetResult,
     delete: async (key: string) => void (await this.#ask('cp.delete', [key], null)),
+    valueBytes, // the primary's memory store's measure
     status: 'ready' as CheckpointStoreStatus,
     onStatus: () => () => undefined,
     start: () => Promise.resolve(),
