@@ -10,7 +10,7 @@ import { FakeClock } from './fixtures/clock.js'
 import { LogCapture } from './fixtures/log-capture.js'
 
 const shard = (address: string, status: 'up' | 'down', lastError: string | null = null): RedisNodeHealth => ({
-  address, role: 'shard', slots: '0-5460', status, calls: 20, failed: status === 'down' ? 12 : 0, lastError,
+  address, role: 'shard', slots: '0-5460', status, calls: 20, failed: status === 'down' ? 12 : 0, lastError, full: false,
   summary: `redis shard ${address} (slots 0-5460) ...`,
 })
 const ev = (kind: RedisNodeEvent['kind'], node: RedisNodeHealth): RedisNodeEvent => ({ kind, node })
@@ -121,4 +121,30 @@ t.test('a wall clock stepped back (NTP) neither holds a warn back nor makes a do
   log.observe(ev('down', shard(a, 'down', 'refused')))
   await flush()
   t.match(capture.records.at(-1), { level: 40, error: 'refused' }, 'a new down spell an interval later is warned of')
+})
+
+t.test('a full node is one warn (not a down one) and an info once it has room; a flapping one at most one warn per interval', async (t) => {
+  const { log, clock, capture, lines } = setup()
+  const a = '127.0.0.1:7001'
+  const oom = "OOM command not allowed when used memory > 'maxmemory'."
+  const full = { ...shard(a, 'up', oom), full: true }
+  log.observe(ev('up', shard(a, 'up')))
+  log.observe(ev('full', full))
+  clock.advance(2_000)
+  log.observe(ev('room', shard(a, 'up')))
+  clock.advance(1_000)
+  log.observe(ev('full', full))
+  log.observe(ev('room', shard(a, 'up')))
+  clock.advance(REDIS_WARN_INTERVAL_MS)
+  log.observe(ev('full', full))
+  await flush()
+  const FULL = 'redis node full: it refuses writes (OOM: maxmemory reached under maxmemory-policy noeviction); new checkpoints and shared bindings are not stored, reads (rehydration), renewals and routing unaffected'
+  t.same(lines(), [
+    ['info', a, 'redis node up'],
+    ['warn', a, FULL],
+    ['info', a, 'redis node has room again: writes are taken'],
+    ['warn', a, FULL],
+  ], 'the second spell, within the interval, is not told (nor its end); the third is')
+  t.match(capture.records[1], { node: a, role: 'shard', slots: '0-5460', error: oom })
+  t.match(capture.records[2], { full_for_ms: 2_000 })
 })

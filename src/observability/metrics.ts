@@ -77,6 +77,8 @@ export const METRIC_DOCS = [
     help: '1 while the Redis state store is connected and every Redis node (every Cluster shard) answers, 0 otherwise (also 0 when no Redis is configured).' },
   { name: 'tether_redis_node_up', type: 'gauge', labels: ['node'],
     help: 'Per Redis node (host:port of each Cluster master or of the standalone server, the master name with Sentinel): 1 while it answers, 0 while it is unreachable or failing (see docs/redis.md, Redis node health).' },
+  { name: 'tether_redis_node_full_state', type: 'gauge', labels: ['node'],
+    help: 'Per Redis node (as in tether_redis_node_up): 1 while it is full, refusing writes with OOM (maxmemory reached under maxmemory-policy noeviction): new checkpoints and shared bindings are not stored, while reads, TTL renewals and routing go on and the node stays up; 0 while it takes writes (see docs/redis.md, A full Redis).' },
   { name: 'tether_redis_keyspace_losses_total', type: 'counter', labels: ['node'],
     help: 'Times a Redis node was found to have lost its keys (restarted without persistence, failed over to a replica that had not synced, flushed), by node (as in tether_redis_node_up): its marker key was gone or replaced; this replica then wrote its bindings and admin drains back (see docs/redis.md, A Redis that lost its keys). A node that left the topology keeps its series 5 minutes after that (or after its last loss), then it goes.' },
   { name: 'tether_affinity_written_back_total', type: 'counter', labels: [],
@@ -176,6 +178,7 @@ export class Metrics {
   readonly #checkpoints: Counter<string>
   readonly #redisUp: Gauge<string>
   readonly #redisNodeUp: Gauge<string>
+  readonly #redisNodeFull: Gauge<string>
   readonly #redisOps: Histogram<string>
   readonly #websockets: Gauge<string>
   readonly #reloads: Counter<string>
@@ -256,6 +259,7 @@ export class Metrics {
     })
     this.#redisUp = new Gauge({ ...config('tether_redis_up'), registers })
     this.#redisNodeUp = new Gauge({ ...config('tether_redis_node_up'), registers })
+    this.#redisNodeFull = new Gauge({ ...config('tether_redis_node_full_state'), registers })
     this.#redisOps = new Histogram({ ...config('tether_redis_operation_duration_seconds'), registers, buckets: [...REDIS_BUCKETS] })
     this.#websockets = new Gauge({ ...config('tether_websocket_connections'), registers })
     this.#reloads = new Counter({ ...config('tether_config_reloads_total'), registers })
@@ -416,14 +420,20 @@ export class Metrics {
     if (this.#removedNodes.size !== 0) this.#removedNodes.delete(node)
   }
 
+  /** Whether Redis node `node` is full (refuses writes with OOM; see RedisNodeHealth.full). */
+  redisNodeFull(node: string, full: boolean): void {
+    this.#redisNodeFull.set({ node }, full ? 1 : 0)
+  }
+
   /**
-   * Redis node `node` left the topology (a failover moved its slots away): its up series goes
-   * at once; its `tether_redis_keyspace_losses_total` series (a counter: the losses it had must
+   * Redis node `node` left the topology (a failover moved its slots away): its up and full
+   * series go at once; its `tether_redis_keyspace_losses_total` series (a counter: the losses it had must
    * be scraped) stays for {@link REMOVED_SERIES_GRACE_MS} after the removal or its last loss,
    * as a removed upstream's traffic series do, then goes (a node back meanwhile keeps it).
    */
   redisNodeRemoved(node: string): void {
     this.#redisNodeUp.remove({ node })
+    this.#redisNodeFull.remove({ node })
     this.#nodeGoesLater(node)
   }
 
@@ -599,6 +609,7 @@ const AGGREGATORS: Partial<Record<MetricName, 'first' | 'max' | 'min'>> = {
   tether_rebalance_pending_users: 'max',
   tether_redis_up: 'min',
   tether_redis_node_up: 'min',
+  tether_redis_node_full_state: 'max',
   // every worker watches the same Redis and sees the same loss (each writes back its own bindings: summed)
   tether_redis_keyspace_losses_total: 'max',
   tether_discovery_up: 'min',

@@ -19,6 +19,10 @@ interface NodeLog {
   warned: boolean
   /** Down spells not announced since the last warn (a flapping node). */
   unannounced: number
+  /** When the current full spell began (monotonic ms; null: not full), whether it was announced, and when the last full warn was. */
+  fullSince: number | null
+  fullWarned: boolean
+  lastFullWarnAt: number
 }
 
 /**
@@ -26,7 +30,10 @@ interface NodeLog {
  * warn about it was written less than `intervalMs` ago (then it only counts as unannounced);
  * `still_down` -> warn "redis node still down" once `intervalMs` passed since the last warn;
  * `up` -> info "redis node up" the first time, "redis node up again" after an announced down
- * spell; `removed` -> info "redis node left the slot map" for a node it logged before.
+ * spell; `removed` -> info "redis node left the slot map" for a node it logged before; `full`
+ * -> warn "redis node full" (a full Redis is up: its own state, once a spell; at most one warn
+ * per `intervalMs` while it flaps); `room` -> info "redis node has room again" after an
+ * announced full spell.
  *
  * Example:
  * ```ts
@@ -60,7 +67,7 @@ export class RedisHealthLog {
     }
     const first = state === undefined
     if (state === undefined) {
-      state = { lastWarnAt: -Infinity, downSince: null, warned: false, unannounced: 0 }
+      state = { lastWarnAt: -Infinity, downSince: null, warned: false, unannounced: 0, fullSince: null, fullWarned: false, lastFullWarnAt: -Infinity }
       this.#nodes.set(n.address, state)
     }
     const fields = { node: n.address, role: n.role, slots: n.slots, error: n.lastError, failed: n.failed, calls: n.calls }
@@ -88,6 +95,21 @@ export class RedisHealthLog {
         if (now - state.lastWarnAt < this.#interval) return
         this.#warn(state, now, { ...fields, down_for_ms: now - state.downSince }, 'redis node still down')
         return
+      case 'full':
+        state.fullSince = now
+        state.fullWarned = now - state.lastFullWarnAt >= this.#interval
+        if (!state.fullWarned) return
+        state.lastFullWarnAt = now
+        this.#logger.warn({ node: n.address, role: n.role, slots: n.slots, error: n.lastError }, 'redis node full: it refuses writes (OOM: maxmemory reached under maxmemory-policy noeviction); new checkpoints and shared bindings are not stored, reads (rehydration), renewals and routing unaffected')
+        return
+      case 'room': {
+        const fullFor = state.fullSince === null ? null : Math.max(0, now - state.fullSince)
+        const told = state.fullWarned
+        state.fullSince = null
+        state.fullWarned = false
+        if (told) this.#logger.info({ node: n.address, role: n.role, slots: n.slots, full_for_ms: fullFor }, 'redis node has room again: writes are taken')
+        return
+      }
     }
   }
 

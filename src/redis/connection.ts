@@ -198,6 +198,17 @@ const SWITCH_FOLLOW_MS = 30_000
 /** How many times a switch may remake a client that landed elsewhere (see #offSwitch). */
 const SWITCH_REDOS = 10
 
+/** A write refused for want of memory (`maxmemory` reached under `noeviction`): `OOM command not allowed when used memory > 'maxmemory'.`, also from within a script. */
+const OOM = /^OOM\b/
+/**
+ * The room probe of a full node: a script that writes nothing but, declared with a shebang and
+ * no flags (so it may write), is refused as a whole by a full Redis 7+ before it runs
+ * (`OOM command not allowed when used memory > 'maxmemory'`), and answers 1 once there is
+ * room: that Redis takes writes again, without a key touched. Redis before 7.0 cannot compile
+ * it (no shebang): its answer tells nothing (see FULL_QUIET_MS).
+ */
+export const ROOM_PROBE_LUA = '#!lua\nreturn 1'
+
 /** Error replies after which a standalone or Sentinel connection is made again (see `reconnectOnError`). */
 const RECONNECT_ON = /^(READONLY|LOADING|MASTERDOWN)\b/
 /**
@@ -250,9 +261,12 @@ export interface RedisCommands {
  * connection attempt failed again while it is down (at most once per
  * {@link STILL_DOWN_INTERVAL_MS} per node). `removed`: it no longer serves slots (a failover or
  * resharding moved them), or a seed turned out not to be a master (maybe never reported before).
+ * `full`: it refused a write for want of memory (an `OOM` reply: `maxmemory` reached under
+ * `maxmemory-policy noeviction`), which is an answer: it stays up, its reads and TTL renewals
+ * go on. `room`: a full node takes writes again (its room probe, see {@link ROOM_PROBE_LUA}).
  */
 export interface RedisNodeEvent {
-  readonly kind: 'up' | 'down' | 'still_down' | 'removed'
+  readonly kind: 'up' | 'down' | 'still_down' | 'removed' | 'full' | 'room'
   readonly node: RedisNodeHealth
 }
 
@@ -937,6 +951,8 @@ export class RedisConnection {
       this.#probeSoon()
     } else {
       this.#single()?.connected()
+      // a node full before the reconnect is asked again whether it has room (a restart may have emptied it)
+      if (this.#single()?.full === true) this.#probeSoon()
     }
     this.#sync()
   }
@@ -1004,8 +1020,12 @@ export class RedisConnection {
     }))
   }
 
-  /** Counts the outcome of one call for the node that owns `key` (see the class comment). */
-  #observe(client: Client, key: string | null, ok: boolean, error: string | undefined): void {
+  /**
+   * Counts the outcome of one call for the node that owns `key` (see the class comment). `oom`:
+   * it failed for an OOM reply, an answer of a full node: counted as an answer (the node is
+   * alive) and the node marked full, probed until it has room.
+   */
+  #observe(client: Client, key: string | null, ok: boolean, error: string | undefined, oom = false): void {
     if (client !== this.#client) return
     let node: NodeHealth | undefined
     if (client instanceof Cluster) {
@@ -1019,12 +1039,16 @@ export class RedisConnection {
     }
     if (node === undefined) return
     const now = this.#now()
-    node.record(ok, now, error)
-    this.#report(node, now, !ok)
+    if (oom) node.refusedForMemory(error ?? 'OOM', now)
+    else node.record(ok, now, error)
+    this.#report(node, now, !ok && !oom)
     if (!ok) this.#probeSoon()
   }
 
-  /** Emits the node's status when it changed, or 'still_down' for a failure while down (throttled). */
+  /**
+   * Emits the node's status when it changed, or 'still_down' for a failure while down
+   * (throttled); then 'full' or 'room' when that changed.
+   */
   #report(node: NodeHealth, now: number, failed: boolean): void {
     const status = node.status
     if (status !== node.reported) {
@@ -1035,6 +1059,10 @@ export class RedisConnection {
     } else if (failed && status === 'down' && now - node.reportedAt >= STILL_DOWN_INTERVAL_MS) {
       node.reportedAt = now
       this.#emitNode({ kind: 'still_down', node: node.snapshot(now) })
+    }
+    if (node.full !== node.reportedFull) {
+      node.reportedFull = node.full
+      this.#emitNode({ kind: node.full ? 'full' : 'room', node: node.snapshot(now) })
     }
   }
 
@@ -1068,6 +1096,10 @@ export class RedisConnection {
     const now = this.#now()
     let suspects = 0
     for (const node of this.#nodes.values()) {
+      if (node.full && node.reachable) {
+        suspects++
+        void this.#probeRoom(client, node)
+      }
       if (!node.suspect(now)) continue
       suspects++
       if (client instanceof Cluster) {
@@ -1078,6 +1110,24 @@ export class RedisConnection {
       }
     }
     if (suspects > 0) this.#probeSoon()
+  }
+
+  /**
+   * Asks full node `node` whether it has room ({@link ROOM_PROBE_LUA}, on that node's own
+   * connection, within `timeout`): a script no Redis replica or worker needs a key for, counted
+   * for no node's health (a Redis before 7.0 answers it with a compile error, which is not a
+   * failure of that node), nor told to the refusal listeners.
+   */
+  async #probeRoom(client: Client, node: NodeHealth): Promise<void> {
+    const target = client instanceof Cluster
+      ? client.nodes('master').find((n) => hostPort(n.options.host ?? '', n.options.port ?? 0) === node.address)
+      : client
+    if (target === undefined) return
+    const error = await settle(target.eval(ROOM_PROBE_LUA, 0), this.#timeout, this.#timers)
+    if (this.#client !== client || this.#nodes.get(node.address) !== node) return
+    const now = this.#now()
+    node.roomProbed(error === null ? 'room' : OOM.test(error) ? 'full' : 'unknown', now)
+    this.#report(node, now, false)
   }
 
   /** Cluster: a key (never written) whose slot `address` serves now, or null if none was found. */
@@ -1135,11 +1185,11 @@ export class RedisConnection {
     }
     return new Promise((resolve) => {
       let done = false
-      const finish = (value: T | Failed, error?: string): void => {
+      const finish = (value: T | Failed, error?: string, oom = false): void => {
         if (done) return
         done = true
         this.#timers.clearTimeout(timer)
-        this.#observe(client, key, value !== FAILED, error)
+        this.#observe(client, key, value !== FAILED, error, oom)
         resolve(value)
       }
       // a late timer after a stall of this process defers to pending I/O: a reply already on
@@ -1160,7 +1210,7 @@ export class RedisConnection {
         }, (err: unknown) => {
           this.#answered(node)
           if (this.#failedUnanswered !== null && !replied(err)) this.#failedUnanswered++
-          finish(FAILED, this.#callError(err, node, key, script))
+          finish(FAILED, this.#callError(err, node, key, script), forMemory(err))
         })
       } catch (err) {
         finish(FAILED, describe(err))
@@ -1673,6 +1723,12 @@ function tellAll<T>(listeners: ReadonlySet<(event: T) => void>, event: T): void 
       // the listener's own failure
     }
   }
+}
+
+/** Whether a call's error is a full Redis's refusal of a write (OOM; for several commands, any of them). */
+function forMemory(err: unknown): boolean {
+  if (err instanceof AggregateError) return err.errors.some(forMemory)
+  return err instanceof ReplyError && OOM.test(describe(err))
 }
 
 /** Whether a command's failure is Redis's reply (an error reply), not its connection's end. */

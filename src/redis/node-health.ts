@@ -1,5 +1,6 @@
 // The health of one Redis node as seen from its calls: a 5 s sliding window of outcomes and the
-// up/down verdict with hysteresis, plus whether the client reaches it at all. Pure: no I/O, no
+// up/down verdict with hysteresis, plus whether the client reaches it at all and whether it is
+// full (it refuses writes with OOM: an answer, not a failure). Pure: no I/O, no
 // timers, no clock of its own (time comes in as arguments); the connection owns one per node.
 
 /** The window over which a node's calls are judged, in ms. */
@@ -18,6 +19,13 @@ export const NODE_RECOVER_RATIO = 0.25
 
 /** What a node is to the connection: a Cluster master (with slots), a seed before the slot map is known, a standalone server or a Sentinel-managed master. */
 export type RedisNodeRole = 'shard' | 'seed' | 'standalone' | 'sentinel'
+
+/**
+ * A full node is told so again no sooner than this after its last OOM reply when it cannot be
+ * asked whether it has room (its room probe answers neither OK nor OOM: a Redis before 7.0, an
+ * ACL user without EVAL), ms.
+ */
+export const FULL_QUIET_MS = NODE_WINDOW_MS
 
 /** A node's verdict: 'up' while reachable and not failing. */
 export type RedisNodeStatus = 'up' | 'down'
@@ -44,6 +52,12 @@ export interface RedisNodeHealth {
   readonly failed: number
   /** The most telling recent error: a connection error of the node when there was one in the last second, else the last failed call's; null when none. */
   readonly lastError: string | null
+  /**
+   * Whether it refuses writes for want of memory (an `OOM` reply: `maxmemory` reached under
+   * `maxmemory-policy noeviction`) and has not taken a write since: it still answers, reads and
+   * TTL renewals go on, so it is not down for it.
+   */
+  readonly full: boolean
   /** One line for people: what the node is and how it is doing (see the example). */
   readonly summary: string
 }
@@ -137,6 +151,12 @@ export class NodeHealth {
   #callError: string | null = null
   #nodeError: string | null = null
   #nodeErrorAt = -Infinity
+  /** See {@link RedisNodeHealth.full}; `reportedFull`: as last told to listeners. */
+  full = false
+  reportedFull = false
+  /** The last OOM reply, and when (ms). */
+  #fullError: string | null = null
+  #fullAt = -Infinity
 
   constructor(address: string, role: RedisNodeRole) {
     this.address = address
@@ -163,6 +183,25 @@ export class NodeHealth {
     } else if (ok && (failed < NODE_MIN_FAILURES || failed < NODE_RECOVER_RATIO * calls)) {
       this.failing = false
     }
+  }
+
+  /** It refused a write for want of memory (`error`, an OOM reply): full, and an answer (not a failure). */
+  refusedForMemory(error: string, now: number): void {
+    this.record(true, now)
+    this.full = true
+    this.#callError = error
+    this.#fullError = error
+    this.#fullAt = now
+  }
+
+  /**
+   * What its room probe found: `'room'` (a write would be taken) ends `full`; `'full'` (OOM)
+   * keeps it; `'unknown'` (another reply, or none) ends it only after {@link FULL_QUIET_MS}
+   * without an OOM reply.
+   */
+  roomProbed(found: 'room' | 'full' | 'unknown', now: number): void {
+    if (found === 'full') this.#fullAt = now
+    else if (found === 'room' || now - this.#fullAt >= FULL_QUIET_MS) this.full = false
   }
 
   /** Calls failed in a row since the last success. */
@@ -201,8 +240,8 @@ export class NodeHealth {
     const failed = this.#window.failed(now)
     const lastError = this.lastError(now)
     return Object.freeze({
-      address: this.address, role: this.role, slots: this.slots, status: this.status, calls, failed, lastError,
-      summary: `${title(this)} ${verdict(this, calls, failed, lastError)}`,
+      address: this.address, role: this.role, slots: this.slots, status: this.status, calls, failed, lastError, full: this.full,
+      summary: `${title(this)} ${this.full && this.status === 'up' ? `full: it refuses writes (${this.#fullError ?? 'OOM'})` : verdict(this, calls, failed, lastError)}`,
     })
   }
 }

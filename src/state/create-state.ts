@@ -65,9 +65,14 @@ export async function createState(
     // (a warn per node going down, rate-limited while it stays down, an info when it is back).
     store.onStatus((status) => metrics.redisUp(status === 'ready'))
     const log = new RedisHealthLog(logger, clock)
-    for (const n of redis.nodes()) metrics.redisNodeUp(n.address, n.status === 'up')
+    for (const n of redis.nodes()) {
+      metrics.redisNodeUp(n.address, n.status === 'up')
+      metrics.redisNodeFull(n.address, n.full)
+    }
+    // a full node (OOM under noeviction) stays up: its own gauge, a warn, an info once it has room
     redis.onNode((e) => {
       if (e.kind === 'removed') metrics.redisNodeRemoved(e.node.address)
+      else if (e.kind === 'full' || e.kind === 'room') metrics.redisNodeFull(e.node.address, e.kind === 'full')
       else metrics.redisNodeUp(e.node.address, e.node.status === 'up')
       log.observe(e)
     })
@@ -121,18 +126,26 @@ const REFUSAL_TEXTS = {
 } as const
 
 /**
- * The `degraded` lines of /readyz for the state store: none while it is ready; with Redis, one
- * per node that is down, naming it (address, Cluster slots) and why.
+ * The `degraded` lines of /readyz for the state store: with Redis, one per node that is down,
+ * naming it (address, Cluster slots) and why, and one per node that is up but full (it refuses
+ * writes with OOM; the store stays ready: reads go on); none otherwise.
  *
- * Example: `["redis shard 127.0.0.1:7001 (slots 0-5460) failing: 12 of 20 calls in the last 5 s failed
- * (last error: no reply within 50 ms); its checkpoints are paused, routing unaffected"]`.
+ * Examples: `["redis shard 127.0.0.1:7001 (slots 0-5460) failing: 12 of 20 calls in the last 5 s failed
+ * (last error: no reply within 50 ms); its checkpoints are paused, routing unaffected"]`;
+ * `["redis 127.0.0.1:6379 full: it refuses writes (OOM command not allowed when used memory >
+ * 'maxmemory'.); new checkpoints and shared bindings are not stored until it has room, reads
+ * (rehydration), renewals and routing unaffected"]`.
  */
 export function stateDegraded(store: CheckpointStore | null, redis: RedisConnection | null): () => string[] {
   const suffix = 'its checkpoints are paused, routing unaffected'
+  const fullSuffix = 'new checkpoints and shared bindings are not stored until it has room, reads (rehydration), renewals and routing unaffected'
   return () => {
-    if (store === null || store.status === 'ready') return []
-    const down = redis === null ? [] : redis.nodes().filter((n) => n.status === 'down')
-    if (down.length === 0) return [`state store (${redis === null ? 'memory' : 'redis'}) unreachable: checkpoints paused, routing unaffected`]
-    return down.map((n) => `${n.summary}; ${suffix}`)
+    if (store === null) return []
+    const nodes = redis === null ? [] : redis.nodes()
+    const full = nodes.filter((n) => n.status === 'up' && n.full).map((n) => `${n.summary}; ${fullSuffix}`)
+    if (store.status === 'ready') return full
+    const down = nodes.filter((n) => n.status === 'down')
+    if (down.length === 0) return [`state store (${redis === null ? 'memory' : 'redis'}) unreachable: checkpoints paused, routing unaffected`, ...full]
+    return [...down.map((n) => `${n.summary}; ${suffix}`), ...full]
   }
 }
