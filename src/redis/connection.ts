@@ -153,13 +153,15 @@ export const SENTINEL_SILENT_MS = 2_000
 export const SENTINEL_REMAKE_MAX_MS = 16_000
 
 /**
- * Each subscriber connection (standalone or Sentinel) PINGs Redis this often (ms). A subscribed
+ * Each subscriber connection (standalone, Sentinel or Cluster) PINGs Redis this often (ms). A subscribed
  * connection sends nothing by itself, so the stall timeout (`socketTimeout`, armed by a command
  * waiting) never watched it: one that went silent without a FIN or a RST (a NAT's or
  * conntrack's entry dropped, a host gone) missed every peer message until TCP keepalive noticed
  * (minutes). With a PING waiting, such a connection is closed after `stallTimeout` and made
  * again, its SUBSCRIBE with it (and `onSubscribed` re-reads what was missed): at most this plus
- * `stallTimeout` after it went silent.
+ * `stallTimeout` after it went silent. A Cluster's subscriber is a connection ioredis's Cluster
+ * makes itself (ClusterSubscriber, without the stall timeout): its PING is raced against
+ * `stallTimeout` here, and a silent one is disconnected, which makes ioredis pick a node again.
  */
 export const SUBSCRIBER_PING_MS = 5_000
 
@@ -873,6 +875,10 @@ export class RedisConnection {
       })
     }
     sub.on('ready', () => this.#offSwitch(sub) ? (sub as Redis).disconnect(true) : listen())
+    // a Cluster's subscriber connection given up as silent (see #pingSubscribers): its 'close'
+    // is not the Cluster's, so the subscription is asked again here, once ioredis made the next
+    // one (it does so on the old one's 'end', before this listener runs), and onSubscribed re-reads
+    if (sub instanceof Cluster) this.#clusterSilent.set(sub, () => { listening = false; listen() })
     if (onSubscribed !== undefined) this.#onClientReady.add(both)
     void sub.connect().catch(() => undefined)
     this.#pingSubscribers()
@@ -882,10 +888,16 @@ export class RedisConnection {
   /** The timer of the subscribers' next PING (see {@link SUBSCRIBER_PING_MS}); null when none is due. */
   #subscriberPing: unknown = null
 
+  /** Cluster subscriptions: what to do once their subscriber connection was given up as silent (see {@link subscribe}). */
+  readonly #clusterSilent = new WeakMap<Cluster, () => void>()
+
   /**
-   * Every {@link SUBSCRIBER_PING_MS}, a PING on each ready standalone or Sentinel subscriber
-   * connection, so that the stall timeout watches it. A Cluster's subscriber is a connection
-   * ioredis makes itself, which a PING through the Cluster does not reach: not watched.
+   * Every {@link SUBSCRIBER_PING_MS}, a PING on each ready subscriber connection: a standalone
+   * or Sentinel one is then watched by the stall timeout. A Cluster's is the connection
+   * ioredis's ClusterSubscriber made (`getInstance()`; a PING through the Cluster would go to a
+   * data node instead), which has no stall timeout: a PING of it unanswered within
+   * `stallTimeout` disconnects it (ioredis picks a node again on its 'end' and subscribes its
+   * channels there), and the subscription is asked again there (see {@link subscribe}).
    */
   #pingSubscribers(): void {
     if (this.#subscriberPing !== null) return
@@ -893,7 +905,18 @@ export class RedisConnection {
       this.#subscriberPing = null
       if (this.#subscribers.size === 0) return
       for (const sub of this.#subscribers) {
-        if (!(sub instanceof Cluster) && sub.status === 'ready') void sub.ping().catch(() => undefined)
+        if (!(sub instanceof Cluster)) {
+          if (sub.status === 'ready') void sub.ping().catch(() => undefined)
+          continue
+        }
+        const inner = clusterSubscriber(sub)
+        if (inner === null || inner.status !== 'ready') continue
+        void settle(inner.ping(), this.#stallTimeout, this.#timers).then((error) => {
+          // (a reply that is an error, or a connection that closed meanwhile, is no silence)
+          if (error === null || !error.startsWith('no reply within') || !this.#subscribers.has(sub) || clusterSubscriber(sub) !== inner) return
+          inner.once('end', () => { if (this.#subscribers.has(sub)) this.#clusterSilent.get(sub)?.() })
+          inner.disconnect()
+        })
       }
       this.#pingSubscribers()
     }, SUBSCRIBER_PING_MS)
@@ -1723,6 +1746,17 @@ function tellAll<T>(listeners: ReadonlySet<(event: T) => void>, event: T): void 
       // the listener's own failure
     }
   }
+}
+
+/**
+ * The connection a Cluster's ClusterSubscriber made for pub/sub (ioredis 5 and 6:
+ * `cluster.subscriber.getInstance()`, not in its typings), or null when there is none now or the
+ * shape is not there (another ioredis: then it is not PINGed, as before).
+ */
+function clusterSubscriber(cluster: Cluster): Redis | null {
+  const subscriber = (cluster as unknown as { subscriber?: { getInstance?: () => unknown } }).subscriber
+  const inner = typeof subscriber?.getInstance === 'function' ? subscriber.getInstance() : null
+  return inner instanceof Redis ? inner : null
 }
 
 /** Whether a call's error is a full Redis's refusal of a write (OOM; for several commands, any of them). */
