@@ -145,6 +145,11 @@ export class RedisCheckpointStore implements CheckpointStore {
     return this.#redis.onStatus(fn)
   }
 
+  /** Whether the node of `sessionKey`'s checkpoint is up (see RedisConnection.upFor). */
+  answers(sessionKey: string): boolean {
+    return this.#redis.upFor(checkpointKey(this.#redis.keyPrefix, sessionKey))
+  }
+
   async start(): Promise<void> {
     if (this.#owned) await this.#redis.start()
   }

@@ -511,6 +511,21 @@ export class RedisConnection {
   }
 
   /**
+   * Whether the node a call for `key` goes to is up now: connected, and (Cluster) the master of
+   * its slot known and up, so a Cluster with one shard down still answers for the others' keys.
+   * Example: a Cluster whose master of slot 12182 died -> `upFor('tether:cp:{a}')` -> false,
+   * while `status` is 'degraded' and the other shards' keys are still `true`.
+   */
+  upFor(key: string): boolean {
+    const client = this.#client
+    if (client === null || !this.#clientUp) return false
+    const node = client instanceof Cluster
+      ? (() => { const address = client.slots[keySlot(key)]?.[0]; return address === undefined ? undefined : this.#nodes.get(address) })()
+      : this.#single()
+    return node?.status === 'up'
+  }
+
+  /**
    * The health of every node now, in address order. Example: after a Cluster master died,
    * `redis.nodes().filter((n) => n.status === 'down').map((n) => n.summary)` ->
    * `['redis shard 127.0.0.1:7001 (slots 0-5460) failing: 12 of 20 calls in the last 5 s failed (last error: ...)']`.

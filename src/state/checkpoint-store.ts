@@ -184,6 +184,12 @@ export interface CheckpointStore {
   /** Whether the store can answer now. */
   readonly status: CheckpointStoreStatus
   /**
+   * Whether the store can answer for `sessionKey` now: with Redis, whether the node that holds
+   * its key is up (a Cluster with one shard down is `degraded` as a whole, and still answers
+   * for the other shards' keys); an in-process store always can.
+   */
+  answers(sessionKey: string): boolean
+  /**
    * Calls `fn` on every status change (not for the current status), with a short detail such
    * as `"connect ECONNREFUSED 127.0.0.1:6379"`. Returns the unsubscribe function. The store logs
    * nothing itself: the caller logs on change.

@@ -183,6 +183,10 @@ export class MemoryCheckpointStore implements CheckpointStore {
     return 'ready'
   }
 
+  answers(_sessionKey: string): boolean {
+    return true
+  }
+
   /** Checkpoints held, including expired ones not yet read or evicted (for tests and metrics). */
   get size(): number {
     return this.#probation.entries.size + this.#protected.entries.size

@@ -236,9 +236,10 @@ export class StateProtocol {
   async fetch(sessionKey: string): Promise<GetResult> {
     const t0 = performance.now()
     let r = await this.#bounded(this.#store.get(sessionKey), UNAVAILABLE)
-    // one more try within a budget of its own, unless the store is known to be down: a lost
-    // reply or a stall must not make a moved user start from an empty session
-    if (r.status === 'unavailable' && this.#store.status === 'ready') r = await this.#bounded(this.#store.get(sessionKey), UNAVAILABLE)
+    // one more try within a budget of its own, unless the store is known to be down for this
+    // key (a Cluster with another shard down answers it): a lost reply or a stall must not make
+    // a moved user start from an empty session
+    if (r.status === 'unavailable' && this.#store.answers(sessionKey)) r = await this.#bounded(this.#store.get(sessionKey), UNAVAILABLE)
     this.#events.operation('get', (performance.now() - t0) / 1000)
     return r
   }

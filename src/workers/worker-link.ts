@@ -214,6 +214,7 @@ export class WorkerLink {
     delete: async (key: string) => void (await this.#ask('cp.delete', [key], null)),
     valueBytes, // the primary's memory store's measure
     status: 'ready' as CheckpointStoreStatus,
+    answers: () => true,
     onStatus: () => () => undefined,
     start: () => Promise.resolve(),
     stop: () => Promise.resolve(),
