@@ -33,6 +33,7 @@ const LAYERS: [RegExp, number][] = [
   [/^affinity\/(table|session-table|session-records|app-cookie|bounded-map|key-slots|key-arena)\.ts$/, 2],
   [/^routing\/router\.ts$/, 2],
   [/^observability\/recent-traffic\.ts$/, 2],
+  [/^observability\/metrics-wire\.ts$/, 1],
   [/^health\/(health-table|long-wait-watch|replay-window)\.ts$/, 2],
   [/^upstream\/membership\.ts$/, 2],
   [/^state\/(protocol|memory-store)\.ts$/, 2],

@@ -2,12 +2,13 @@
 // that imports prom-client. Each Metrics instance owns its own Registry (never the global one),
 // so several Tether instances in one process do not clash. Layer 3 adapter: the request path
 // and the composition root call its small typed methods (O(1), no I/O); scrapes call render().
-import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from 'prom-client'
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from 'prom-client'
 import type { HealthState, HealthTransition } from '../health/health-table.js'
 import type { MoveReason } from '../routing/router.js'
 import { BoundedMap } from '../affinity/bounded-map.js'
 import { monotonicNow, systemClock, type Clock } from '../clock.js'
 import type { ClientProtocol } from './events.js'
+import { readSnapshot, renderAggregate, toWire, type MetricData, type MetricsSnapshot } from './metrics-wire.js'
 
 /** Result of a rehydration attempt (the new upstream asked for a moved user's state). */
 export type RehydrationResult = 'delivered' | 'no_state' | 'error'
@@ -297,9 +298,9 @@ export class Metrics {
     return this.#scrape(() => this.#registry.metrics())
   }
 
-  /** The metrics as data, for the primary to combine with the other workers' ({@link aggregateMetrics}). */
-  snapshot(): Promise<unknown> {
-    return this.#scrape(() => this.#registry.getMetricsAsJSON())
+  /** The metrics as data (metrics-wire.ts's compact form), for the primary to combine with the other workers' ({@link aggregateMetrics}). */
+  snapshot(): Promise<MetricsSnapshot> {
+    return this.#scrape(async () => toWire(await this.#registry.getMetricsAsJSON() as unknown as MetricData[]))
   }
 
   /** One scrape: the affinity stats read once for all its metrics, removed upstreams past their grace dropped first. */
@@ -622,12 +623,15 @@ function config(name: MetricName): { name: string; help: string; labelNames: str
 }
 
 /**
- * One exposition of the metrics of several workers, each given as its {@link Metrics.snapshot}:
- * counters and histograms summed, whole views per {@link AGGREGATORS}.
+ * One exposition of the metrics of several workers, each given as its {@link Metrics.snapshot}
+ * (or prom-client's getMetricsAsJSON() array): counters and histograms summed, whole views per
+ * {@link AGGREGATORS}; the text prom-client's AggregatorRegistry writes, written without it
+ * (metrics-wire.ts). The event loop is yielded every 50,000 series (10,000 upstreams: about
+ * 400,000 with 2 workers), so a big scrape never holds the primary for long.
  */
 export async function aggregateMetrics(snapshots: readonly unknown[]): Promise<{ readonly contentType: string; readonly text: string }> {
-  const registry = AggregatorRegistry.aggregate(snapshots as Parameters<typeof AggregatorRegistry.aggregate>[0])
-  return { contentType: registry.contentType, text: await registry.metrics() }
+  const read = snapshots.map(readSnapshot).filter((s): s is MetricsSnapshot => s !== null)
+  return { contentType: Registry.PROMETHEUS_CONTENT_TYPE, text: await renderAggregate(read, () => new Promise<void>((resolve) => setImmediate(resolve))) }
 }
 
 /** How many purged upstream ids a Metrics remembers to drop a late request's series again. */

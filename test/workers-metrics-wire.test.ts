@@ -1,0 +1,139 @@
+// The primary's /metrics with workers, on the compact worker -> primary format: the text is the
+// one the ledger and prom-client's AggregatorRegistry wrote before (a reference computation run
+// alongside on the same counts), and a big scrape yields the primary's event loop.
+import t from 'tap'
+import { AggregatorRegistry, Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { MetricsLedger } from '../src/workers/metrics-ledger.js'
+import { aggregateMetrics } from '../src/observability/metrics.js'
+import { toWire, type MetricData } from '../src/observability/metrics-wire.js'
+import { ReferenceLedger } from './fixtures/metrics-ledger-reference.js'
+import { mulberry32 } from './fixtures/random.js'
+
+/** One worker's metrics: real prom-client metrics of every kind and aggregator Tether uses. */
+function worker() {
+  const registers = [new Registry()]
+  return {
+    registry: registers[0]!,
+    requests: new Counter({ name: 'tether_http_requests_total', help: 'Requests "answered"\\ by upstream\nand method.', labelNames: ['upstream', 'method', 'status_class'], registers }),
+    failovers: new Counter({ name: 'tether_failovers_total', help: 'f', labelNames: ['from', 'reason'], registers }),
+    state: new Gauge({ name: 'tether_upstream_state', help: 's', labelNames: ['upstream', 'state'], aggregator: 'first', registers }),
+    inFlight: new Gauge({ name: 'tether_upstream_in_flight', help: 'i', labelNames: ['upstream'], registers }),
+    redisUp: new Gauge({ name: 'tether_redis_up', help: 'r', aggregator: 'min', registers }),
+    evictions: new Counter({ name: 'tether_affinity_evictions_total', help: 'e', aggregator: 'max', registers }),
+    duration: new Histogram({ name: 'tether_http_request_duration_seconds', help: 'd', labelNames: ['upstream'], buckets: [0.005, 0.1, 1], registers }),
+    reloads: new Counter({ name: 'tether_config_reloads_total', help: 'c', labelNames: ['result'], registers }),
+    plain: new Counter({ name: 'tether_plain_total', help: 'p', registers }),
+  }
+}
+type Worker = ReturnType<typeof worker>
+
+/** What the worker sends, through JSON as node:cluster carries it: prom-client's JSON (the reference) and the compact form. */
+async function answer(w: Worker): Promise<{ json: unknown; wire: unknown }> {
+  const data = await w.registry.getMetricsAsJSON()
+  return { json: JSON.parse(JSON.stringify(data)), wire: JSON.parse(JSON.stringify(toWire(data as unknown as MetricData[]))) }
+}
+
+t.test('the aggregated text equals the reference (old ledger and AggregatorRegistry) through restarts, late answers and removed upstreams', async (t) => {
+  const random = mulberry32(53)
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!
+  let upstreams = ['a', 'b', 'odd"id\\x\ny', 'none-like', 'u-4']
+  const count = (w: Worker): void => {
+    for (let i = 0; i < 20; i++) {
+      const u = pick(upstreams)
+      w.requests.inc({ upstream: u, method: pick(['GET', 'POST']), status_class: pick(['2xx', '5xx']) }, Math.ceil(random() * 3))
+      w.duration.observe({ upstream: u }, random() * 1.5 + 1e-9 * random()) // sums in floating point
+      if (random() < 0.3) w.failovers.inc({ from: u, reason: pick(['dead', 'drain']) })
+      w.inFlight.set({ upstream: u }, Math.floor(random() * 4))
+      if (random() < 0.2) w.inFlight.set({ upstream: u }, Number.NaN) // JSON carries it as null
+    }
+    w.requests.inc({ upstream: 'none', method: 'OTHER', status_class: 'none' })
+    for (const u of upstreams) for (const s of ['healthy', 'draining']) w.state.set({ upstream: u, state: s }, s === 'healthy' ? 1 : 0)
+    w.redisUp.set(random() < 0.8 ? 1 : 0)
+    w.evictions.inc(Math.floor(random() * 5))
+    if (random() < 0.2) w.plain.inc()
+  }
+  const dropUpstream = (w: Worker, u: string): void => {
+    for (const m of [w.requests, w.failovers, w.state, w.inFlight, w.duration] as const) {
+      const data = (m as unknown as { hashMap: Record<string, { labels: Record<string, string> }> }).hashMap
+      for (const v of Object.values(data)) if (v.labels['upstream'] === u || v.labels['from'] === u) (m as Counter).remove(v.labels)
+    }
+  }
+  const grace = 300_000
+  const reference = new ReferenceLedger(grace)
+  const ledger = new MetricsLedger(grace)
+  const workers = new Map<number, Worker>([[1, worker()], [2, worker()]])
+  let next = 3
+  let now = 0
+  const scrape = async (what: string, late: ReadonlySet<number> = new Set(), goneDuring: number | null = null): Promise<string> => {
+    const answers = new Map<number, { json: unknown; wire: unknown }>()
+    for (const [id, w] of workers) if (!late.has(id)) answers.set(id, await answer(w))
+    for (const [id, a] of answers) {
+      reference.seen(id, a.json)
+      ledger.seen(id, a.wire)
+    }
+    if (goneDuring !== null) {
+      reference.gone(goneDuring, now)
+      ledger.gone(goneDuring, now)
+      workers.delete(goneDuring)
+    }
+    const ids = [...answers.keys(), ...late]
+    const expected = await AggregatorRegistry.aggregate(reference.snapshots(ids.map((id) => [id, answers.get(id)?.json ?? null]), now) as Parameters<typeof AggregatorRegistry.aggregate>[0]).metrics()
+    const got = (await aggregateMetrics(ledger.snapshots(ids.map((id) => [id, answers.get(id)?.wire ?? null]), now))).text
+    t.equal(got, expected, what)
+    return got
+  }
+  const restart = (id: number): void => {
+    reference.gone(id, now)
+    ledger.gone(id, now)
+    workers.delete(id)
+    workers.set(next++, worker())
+  }
+  for (let round = 0; round < 6; round++) {
+    for (const w of workers.values()) count(w)
+    const text = await scrape(`round ${round}: both live`)
+    if (round === 0) {
+      t.match(text, /^tether_http_requests_total\{upstream="odd\\"id\\\\x\\ny",method="(GET|POST)",status_class="(2|5)xx"\} \d+$/m, 'label values escaped as prom-client escapes them')
+      t.match(text, /^# HELP tether_http_requests_total Requests "answered"\\\\ by upstream\\nand method\.$/m)
+      t.match(text, /^tether_http_request_duration_seconds_bucket\{le="\+Inf",upstream="a"\} \d+$/m)
+    }
+    reference.reloaded(round % 2 === 0)
+    ledger.reloaded(round % 2 === 0)
+    for (const w of workers.values()) count(w)
+    const [first] = workers.keys()
+    await scrape(`round ${round}: worker ${first!} did not answer in time (its last answer counts)`, new Set([first!]))
+    restart([...workers.keys()].at(-1)!) // a crash or a roll: its replacement counts from 0, its counts stay
+    for (const w of workers.values()) count(w)
+    await scrape(`round ${round}: after a restart`)
+    // a removed upstream: one worker drops its series (its grace over), the other still shows them
+    const removed = upstreams.at(-1)!
+    upstreams = upstreams.slice(0, -1).concat(`pod-${round}`)
+    dropUpstream(workers.get(first!)!, removed)
+    await scrape(`round ${round}: ${removed} dropped by one worker`)
+    for (const [id, w] of workers) if (id !== first) w.requests.inc({ upstream: removed, method: 'GET', status_class: '2xx' }, 2) // a late answer
+    await scrape(`round ${round}: ${removed} counted on by another`)
+    for (const w of workers.values()) dropUpstream(w, removed)
+    for (const w of workers.values()) count(w)
+    await scrape(`round ${round}: ${removed} dropped by every worker`)
+    // a worker that exits during the scrape (it answered): counted once
+    workers.set(next++, worker())
+    for (const w of workers.values()) count(w)
+    await scrape(`round ${round}: one exits during the scrape`, new Set(), [...workers.keys()].at(-1)!)
+    now += round % 2 === 0 ? 1_000 : grace + 1 // a gone worker's counts of removed upstreams go after the grace
+    await scrape(`round ${round}: later`)
+  }
+})
+
+t.test('a scrape of many series lets the primary serve between its parts: timers run before it ends', async (t) => {
+  const w = worker()
+  for (let i = 0; i < 6_000; i++) w.duration.observe({ upstream: `app-${i}` }, 0.01) // 36,000 series
+  const a = await answer(w)
+  const b = await answer(w)
+  const ledger = new MetricsLedger(300_000)
+  ledger.seen(1, a.wire)
+  ledger.seen(2, b.wire)
+  let ran = false
+  setImmediate(() => (ran = true))
+  const text = (await aggregateMetrics(ledger.snapshots([[1, a.wire], [2, b.wire]], 0))).text
+  t.ok(ran, 'the event loop ran during the aggregation (an admin connection is accepted, a worker supervised)')
+  t.match(text, /^tether_http_request_duration_seconds_count\{upstream="app-5999"\} 2$/m)
+})
