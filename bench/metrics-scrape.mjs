@@ -5,7 +5,8 @@
 // every upstream in every worker (each upstream then has request, duration-histogram and state
 // series in each worker), then scrapes /metrics SCRAPES times (5) and prints each scrape's
 // time, bytes and the primary's longest event-loop block during it (perf_hooks, from
-// bench/lib/loop-block.mjs preloaded into the primary). PROF=<dir>: the primary and workers
+// bench/lib/loop-block.mjs preloaded into the primary) and CPU time (/proc: on a loaded host
+// the times stretch, the CPU time does not). PROF=<dir>: the primary and workers
 // write --cpu-prof profiles there (summarise with bench/profile-summary.mjs).
 // Usage: npm run build && node bench/metrics-scrape.mjs [N=10000]   (WORKERS=1: one process)
 import http from 'node:http'
@@ -14,7 +15,7 @@ import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import autocannon from 'autocannon'
-import { freePort } from './lib/procs.mjs'
+import { freePort, CLK_TCK } from './lib/procs.mjs'
 
 const N = Number(process.argv[2] ?? 10_000)
 const WORKERS = Number(process.env.WORKERS ?? 2)
@@ -59,16 +60,23 @@ const block = async () => {
   }
   return NaN
 }
+/** The primary's CPU time so far (ms, user + system), from /proc. */
+const cpu = () => {
+  const f = readFileSync(`/proc/${proc.pid}/stat`, 'utf8').slice(readFileSync(`/proc/${proc.pid}/stat`, 'utf8').lastIndexOf(')') + 2).split(' ')
+  return (Number(f[11]) + Number(f[12])) * 1000 / CLK_TCK
+}
 console.log(`# /metrics: ${N} upstreams, workers ${WORKERS}, ${REQUESTS} requests (${load.non2xx + load.errors} failed)`)
 const times = []
 for (let i = 0; i < SCRAPES; i++) {
   await block()
+  const c = cpu()
   const t = performance.now()
   const body = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text()
   const ms = performance.now() - t
+  const used = cpu() - c
   const blocked = await block()
   times.push(ms)
-  console.log(`#   scrape ${i + 1}: ${ms.toFixed(0)} ms, ${(Buffer.byteLength(body) / 2 ** 20).toFixed(1)} MB, ${body.split('\n').length} lines; primary's longest event-loop block ${blocked.toFixed(0)} ms`)
+  console.log(`#   scrape ${i + 1}: ${ms.toFixed(0)} ms, ${(Buffer.byteLength(body) / 2 ** 20).toFixed(1)} MB, ${body.split('\n').length} lines; primary CPU ${used.toFixed(0)} ms, its longest event-loop block ${blocked.toFixed(0)} ms`)
 }
 times.sort((a, b) => a - b)
 console.log(`# median scrape ${times[Math.floor(times.length / 2)].toFixed(0)} ms`)
