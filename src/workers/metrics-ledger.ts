@@ -46,10 +46,14 @@ export class MetricsLedger {
   readonly #gone = new Set<number>()
   readonly #reloads = { ok: 0, failed: 0 }
   /**
-   * Each summed series' value at the last scrape (metric name -> series key -> value): see
-   * {@link #noFall}. A series absent from a scrape is forgotten (a removed upstream's).
+   * Each summed series' value at the last scrape, and its sum in this one (metric name -> series
+   * key -> both; kept from scrape to scrape, one lookup a series): see {@link #noFall}. A series
+   * absent from a scrape is forgotten (a removed upstream's).
    */
-  #shown = new Map<string, Map<string, number>>()
+  readonly #shown = new Map<string, Map<string, Shown>>()
+  /** The scrape each metric of #shown was last summed in (by #noFall's count of scrapes). */
+  readonly #touched = new Map<string, number>()
+  #scrape = 0
   /** The reload counter's help and type, as the workers declare it. */
   #reloadMeta: Meta | null = null
 
@@ -143,42 +147,54 @@ export class MetricsLedger {
    * `snapshots` order), and one that fell gets the difference.
    */
   #noFall(snapshots: readonly MetricsSnapshot[]): WireMetric[] {
-    const totals = new Map<string, { readonly m: WireMetric; readonly sums: Map<string, number> }>()
+    const scrape = ++this.#scrape
+    const touched: { readonly m: WireMetric; readonly series: Map<string, Shown> }[] = []
     for (const snapshot of snapshots) {
       for (const m of snapshot.metrics) {
         if (!summed(m)) continue
-        let t = totals.get(m.name)
-        if (t === undefined) totals.set(m.name, (t = { m, sums: new Map() }))
-        const sums = t.sums
+        let series = this.#shown.get(m.name)
+        if (series === undefined) this.#shown.set(m.name, (series = new Map()))
+        if (this.#touched.get(m.name) !== scrape) {
+          this.#touched.set(m.name, scrape)
+          touched.push({ m, series })
+        }
         for (let i = 0; i < m.keys.length; i++) {
           const key = m.keys[i]!
           const v = m.values[i] as number
-          const had = sums.get(key)
-          sums.set(key, had === undefined ? 0 + v : had + v)
+          const e = series.get(key)
+          if (e === undefined) series.set(key, { shown: null, total: 0 + v, scrape })
+          else if (e.scrape !== scrape) {
+            e.total = 0 + v
+            e.scrape = scrape
+          } else e.total += v
         }
       }
     }
-    const shown = new Map<string, Map<string, number>>()
     const lifts: WireMetric[] = []
-    for (const [name, { m, sums }] of totals) {
-      const before = this.#shown.get(name)
+    for (const { m, series } of touched) {
       let keys: string[] | null = null
       let values: number[] | null = null
-      if (before !== undefined) {
-        for (const [key, total] of sums) {
-          const was = before.get(key)
-          if (was === undefined || !(total < was)) continue
-          let lift = was - total
-          for (let i = 0; i < 8 && total + lift < was; i++) lift += Math.max(lift * Number.EPSILON, Number.MIN_VALUE)
-          ;(keys ??= []).push(key)
-          ;(values ??= []).push(lift)
-          sums.set(key, total + lift)
+      for (const [key, e] of series) {
+        if (e.scrape !== scrape) {
+          series.delete(key) // absent from this scrape: forgotten (a removed upstream's)
+          continue
         }
+        const { total, shown } = e
+        e.shown = total
+        if (shown === null || !(total < shown)) continue
+        let lift = shown - total
+        for (let i = 0; i < 8 && total + lift < shown; i++) lift += Math.max(lift * Number.EPSILON, Number.MIN_VALUE)
+        ;(keys ??= []).push(key)
+        ;(values ??= []).push(lift)
+        e.shown = total + lift
       }
-      if (keys !== null) lifts.push({ name, help: m.help, type: m.type, aggregator: 'sum', keys, values: values! })
-      shown.set(name, sums)
+      if (keys !== null) lifts.push({ name: m.name, help: m.help, type: m.type, aggregator: 'sum', keys, values: values! })
     }
-    this.#shown = shown
+    for (const name of this.#shown.keys()) {
+      if (this.#touched.get(name) === scrape) continue
+      this.#shown.delete(name)
+      this.#touched.delete(name)
+    }
     return lifts
   }
 
@@ -270,6 +286,13 @@ interface Departed {
   value: number | null
   until: number | null
   readonly upstream: string | null
+}
+
+/** A summed series: its value at the last scrape (null: not shown then), its sum in the scrape `scrape`. */
+interface Shown {
+  shown: number | null
+  total: number
+  scrape: number
 }
 
 /** Is `m` summed over workers and never falling in one (a counter or histogram, not the reloads)? */
