@@ -137,3 +137,31 @@ t.test('a scrape of many series lets the primary serve between its parts: timers
   t.ok(ran, 'the event loop ran during the aggregation (an admin connection is accepted, a worker supervised)')
   t.match(text, /^tether_http_request_duration_seconds_count\{upstream="app-5999"\} 2$/m)
 })
+
+t.test('one worker\'s snapshot aggregated alone is its own /metrics text, byte for byte (every Tether metric, escaping, NaN)', async (t) => {
+  const { Metrics } = await import('../src/observability/metrics.js')
+  const m = new Metrics({ defaultMetrics: false })
+  const ids = ['app-0', 'app-1', 'odd"id\\x\ny']
+  m.syncHealth(ids.map((id, i) => ({ id, state: i === 1 ? 'draining' : 'healthy' })))
+  for (const [i, id] of ids.entries()) {
+    m.observeRequest(id, i === 0 ? 'GET' : 'BREW', 200 + i * 150, 0.003 * (i + 1))
+    m.observeRequest(id, 'POST', null, Number.NaN)
+    m.failover(id, 'drain')
+    m.retry(id)
+  }
+  m.observeRequest(null, 'GET', 503, 0.001)
+  m.requestStarted('app-1')
+  m.redisUp(true)
+  m.redisNodeUp('127.0.0.1:6379', false)
+  m.redisOp('get', 0.002)
+  m.wsOpened()
+  m.clientProtocol('h2')
+  m.configReload(true)
+  m.discoveryError('dns')
+  m.setAffinityStats(() => ({ size: 3, evictions: 1, expirations: 2 }))
+  const text = await m.render()
+  m.setAffinityStats(() => ({ size: 3, evictions: 1, expirations: 2 })) // the same counts again: no increase at the next read
+  const alone = (await aggregateMetrics([JSON.parse(JSON.stringify(await m.snapshot()))])).text
+  t.equal(alone, text)
+  t.match(alone, /^tether_http_request_duration_seconds_bucket\{le="0.005",upstream="app-0"\} 1$/m)
+})

@@ -51,10 +51,32 @@ export const UPSTREAM_LABELS = ['upstream', 'from'] as const
  * -> { tether: 'metrics', upstreams: ['a'], metrics: [{ name: 'x', ..., keys: ['{upstream="a"}'], values: [2], owners: [0] }] }
  */
 export function toWire(metrics: readonly MetricData[]): MetricsSnapshot {
-  const upstreams: string[] = []
-  const index = new Map<string, number>()
-  const out: WireMetric[] = []
-  for (const m of metrics) {
+  const w = new WireWriter()
+  for (const m of metrics) w.add(m)
+  return w.done()
+}
+
+/**
+ * Builds one {@link MetricsSnapshot}: metrics as prom-client gives them ({@link add}), or
+ * series already written as keys ({@link addKeys}, for a metric that keeps its counts in
+ * columns and need not make a label object a series), the upstream list shared.
+ */
+export class WireWriter {
+  readonly #upstreams: string[] = []
+  readonly #index = new Map<string, number>()
+  readonly #metrics: WireMetric[] = []
+
+  /** Upstream `id`'s index in the snapshot's `upstreams`. */
+  upstream(id: string): number {
+    let at = this.#index.get(id)
+    if (at === undefined) {
+      this.#index.set(id, (at = this.#upstreams.length))
+      this.#upstreams.push(id)
+    }
+    return at
+  }
+
+  add(m: MetricData): void {
     const name = escapeString(m.name)
     const keys: string[] = []
     const values: (number | null)[] = []
@@ -67,20 +89,28 @@ export function toWire(metrics: readonly MetricData[]): MetricsSnapshot {
       for (const l of UPSTREAM_LABELS) {
         const id = v.labels[l]
         if (id === undefined) continue
-        const s = String(id)
-        let at = index.get(s)
-        if (at === undefined) {
-          index.set(s, (at = upstreams.length))
-          upstreams.push(s)
-        }
+        const at = this.upstream(String(id))
         if (owner === -1) owner = at
       }
       if (owner !== -1 && owners === null) owners = new Array<number>(i).fill(-1)
       owners?.push(owner)
     }
-    out.push({ name: m.name, help: m.help, type: m.type, aggregator: m.aggregator ?? 'sum', keys, values, ...(owners === null ? {} : { owners }) })
+    this.#metrics.push({ name: m.name, help: m.help, type: m.type, aggregator: m.aggregator ?? 'sum', keys, values, ...(owners === null ? {} : { owners }) })
   }
-  return { tether: 'metrics', upstreams, metrics: out }
+
+  /** A metric whose series are written already (keys as {@link seriesKey} gives them; owners from {@link upstream}). */
+  addKeys(m: WireMetric): void {
+    this.#metrics.push(m)
+  }
+
+  done(): MetricsSnapshot {
+    return { tether: 'metrics', upstreams: this.#upstreams, metrics: this.#metrics }
+  }
+}
+
+/** A label value as the exposition writes it between its quotes. Example: labelValue('a"b') -> 'a\\"b'. */
+export function labelValue(v: string): string {
+  return escapeString(v).replace(/"/g, '\\"')
 }
 
 /**
@@ -100,7 +130,7 @@ export function seriesText(name: string, labels: Readonly<Record<string, string 
   let text = ''
   for (const k in labels) {
     const v = labels[k]
-    text += `${text === '' ? '' : ','}${k}="${typeof v === 'string' ? escapeString(v).replace(/"/g, '\\"') : String(v)}"`
+    text += `${text === '' ? '' : ','}${k}="${typeof v === 'string' ? labelValue(v) : String(v)}"`
   }
   return text === '' ? name : `${name}{${text}}`
 }

@@ -8,7 +8,7 @@ import type { MoveReason } from '../routing/router.js'
 import { BoundedMap } from '../affinity/bounded-map.js'
 import { monotonicNow, systemClock, type Clock } from '../clock.js'
 import type { ClientProtocol } from './events.js'
-import { readSnapshot, renderAggregate, toWire, type MetricData, type MetricsSnapshot } from './metrics-wire.js'
+import { WireWriter, labelValue, readSnapshot, renderAggregate, type MetricData, type MetricsSnapshot } from './metrics-wire.js'
 
 /** Result of a rehydration attempt (the new upstream asked for a moved user's state). */
 export type RehydrationResult = 'delivered' | 'no_state' | 'error'
@@ -300,7 +300,15 @@ export class Metrics {
 
   /** The metrics as data (metrics-wire.ts's compact form), for the primary to combine with the other workers' ({@link aggregateMetrics}). */
   snapshot(): Promise<MetricsSnapshot> {
-    return this.#scrape(async () => toWire(await this.#registry.getMetricsAsJSON() as unknown as MetricData[]))
+    // as getMetricsAsJSON() (no default labels here), but the duration histogram's series written
+    // from its columns at once: no label object for each of its 15 series an upstream
+    return this.#scrape(async () => {
+      const metrics = this.#registry.getMetricsAsArray() as unknown as readonly { get(): Promise<unknown> }[]
+      const data = await Promise.all(metrics.map((m) => m instanceof ColumnHistogram ? null : m.get()))
+      const w = new WireWriter()
+      metrics.forEach((m, i) => m instanceof ColumnHistogram ? m.wire(w) : w.add(data[i] as MetricData))
+      return w.done()
+    })
   }
 
   /** One scrape: the affinity stats read once for all its metrics, removed upstreams past their grace dropped first. */
@@ -691,6 +699,30 @@ class ColumnHistogram {
       values.push({ labels: { upstream }, value: count, metricName: `${this.name}_count` })
     }
     return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values }
+  }
+
+  /** The series of {@link get} in the workers' compact form, written from the columns (metrics-wire.ts; each key as the exposition writes it). */
+  wire(w: WireWriter): void {
+    const keys: string[] = []
+    const values: number[] = []
+    const owners: number[] = []
+    const bounds = [...REQUEST_BUCKETS.map((le) => `_bucket{le="${le}",upstream="`), '_bucket{le="+Inf",upstream="']
+    for (const [upstream, column] of this.#columns()) {
+      const count = column[SUM_SLOT + 1]!
+      if (count === 0) continue
+      const owner = w.upstream(upstream)
+      const id = labelValue(upstream)
+      let cumulative = 0
+      for (let b = 0; b < REQUEST_BUCKETS.length; b++) {
+        cumulative += column[COUNT_SLOTS + b]!
+        keys.push(`${bounds[b]!}${id}"}`)
+        values.push(cumulative)
+      }
+      keys.push(`${bounds[REQUEST_BUCKETS.length]!}${id}"}`, `_sum{upstream="${id}"}`, `_count{upstream="${id}"}`)
+      values.push(count, column[SUM_SLOT]!, count)
+      for (let b = 0; b < REQUEST_BUCKETS.length + 3; b++) owners.push(owner)
+    }
+    w.addKeys({ name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, keys, values, ...(owners.length === 0 ? {} : { owners }) })
   }
 
   /** Nothing to reset: the columns belong to Metrics (prom-client's Registry.resetMetrics calls this). */
