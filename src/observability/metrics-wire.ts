@@ -213,11 +213,10 @@ export async function renderAggregate(snapshots: readonly MetricsSnapshot[], pau
           values[j] = combine(values[j]!, v)
           if (counts !== null) counts[j]!++
         }
-      }
-      done += m.keys.length
-      if (done >= every) {
-        done = 0
-        await pause()
+        if (++done === every) {
+          done = 0
+          await pause()
+        }
       }
     }
   }
@@ -225,18 +224,20 @@ export async function renderAggregate(snapshots: readonly MetricsSnapshot[], pau
   for (const c of byName.values()) {
     if (c === null) continue
     const name = escapeString(c.first.name)
-    const lines = [`# HELP ${name} ${escapeString(c.first.help)}`, `# TYPE ${name} ${c.first.type}`]
+    let text = `# HELP ${name} ${escapeString(c.first.help)}\n# TYPE ${name} ${c.first.type}`
     const { keys, values, counts } = c
+    let lines: string[] = []
     for (let i = 0; i < keys.length; i++) {
       const key = keys[i]!
       lines.push(`${key.startsWith('\0') ? key.slice(1) : name + key} ${valueText(counts === null ? values[i]! : values[i]! / counts[i]!)}`)
+      if (++done === every) {
+        text += `\n${lines.join('\n')}`
+        lines = []
+        done = 0
+        await pause()
+      }
     }
-    blocks.push(lines.join('\n'))
-    done += keys.length
-    if (done >= every) {
-      done = 0
-      await pause()
-    }
+    blocks.push(lines.length === 0 ? text : `${text}\n${lines.join('\n')}`)
   }
   return `${blocks.join('\n\n')}\n`
 }
