@@ -53,6 +53,8 @@ export class MetricsLedger {
   readonly #shown = new Map<string, Map<string, Shown>>()
   /** The scrape each metric of #shown was last summed in (by #noFall's count of scrapes). */
   readonly #touched = new Map<string, number>()
+  /** A snapshot metric's series' #shown entries by position (keyed by its keys array; carried to a worker's next answer with the same series by {@link seen}). */
+  readonly #positions = new WeakMap<readonly string[], readonly Shown[]>()
   #scrape = 0
   /** The reload counter's help and type, as the workers declare it. */
   #reloadMeta: Meta | null = null
@@ -158,12 +160,21 @@ export class MetricsLedger {
           this.#touched.set(m.name, scrape)
           touched.push({ m, series })
         }
-        for (let i = 0; i < m.keys.length; i++) {
-          const key = m.keys[i]!
+        // the entries of this worker's series by position, when its series are those of its last
+        // answer (see seen): no lookup by key (hashing 200,000 new strings held the event loop)
+        let entries = this.#positions.get(m.keys)
+        if (entries === undefined || entries.some((e) => !e.alive)) {
+          entries = m.keys.map((key) => {
+            let e = series.get(key)
+            if (e === undefined) series.set(key, (e = { shown: null, total: 0, scrape: 0, alive: true }))
+            return e
+          })
+          this.#positions.set(m.keys, entries)
+        }
+        for (let i = 0; i < entries.length; i++) {
+          const e = entries[i]!
           const v = m.values[i] as number
-          const e = series.get(key)
-          if (e === undefined) series.set(key, { shown: null, total: 0 + v, scrape })
-          else if (e.scrape !== scrape) {
+          if (e.scrape !== scrape) {
             e.total = 0 + v
             e.scrape = scrape
           } else e.total += v
@@ -177,6 +188,7 @@ export class MetricsLedger {
       for (const [key, e] of series) {
         if (e.scrape !== scrape) {
           series.delete(key) // absent from this scrape: forgotten (a removed upstream's)
+          e.alive = false
           continue
         }
         const { total, shown } = e
@@ -190,8 +202,9 @@ export class MetricsLedger {
       }
       if (keys !== null) lifts.push({ name: m.name, help: m.help, type: m.type, aggregator: 'sum', keys, values: values! })
     }
-    for (const name of this.#shown.keys()) {
+    for (const [name, series] of this.#shown) {
       if (this.#touched.get(name) === scrape) continue
+      for (const e of series.values()) e.alive = false
       this.#shown.delete(name)
       this.#touched.delete(name)
     }
@@ -208,7 +221,11 @@ export class MetricsLedger {
     for (const m of before.metrics) {
       if (!summed(m) || m.owners === undefined) continue
       const n = now.metrics.find((x) => x.name === m.name)
-      if (n !== undefined && sameKeys(m.keys, n.keys)) continue // nothing dropped (the usual scrape)
+      if (n !== undefined && sameKeys(m.keys, n.keys)) { // nothing dropped (the usual scrape)
+        const entries = this.#positions.get(m.keys)
+        if (entries !== undefined) this.#positions.set(n.keys, entries)
+        continue
+      }
       const kept = new Set(n?.keys ?? [])
       const dropped: number[] = []
       for (let i = 0; i < m.keys.length; i++) {
@@ -293,6 +310,8 @@ interface Shown {
   shown: number | null
   total: number
   scrape: number
+  /** Still in #shown (false: forgotten; a position list holding it is made again). */
+  alive: boolean
 }
 
 /** Is `m` summed over workers and never falling in one (a counter or histogram, not the reloads)? */
