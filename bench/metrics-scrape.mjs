@@ -38,7 +38,7 @@ const prof = process.env.PROF ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(pr
 const proc = spawn(process.execPath, [...prof, '--import', path.join(root, 'bench/lib/loop-block.mjs'), path.join(root, 'dist/cli.js'), '--config', file], {
   stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, LOOP_BLOCK_DIR: dir },
 })
-const stop = () => { try { proc.kill('SIGTERM') } catch {} }
+const stop = () => { try { proc.kill('SIGTERM') } catch {} rmSync(dir, { recursive: true, force: true }) }
 process.on('exit', stop)
 const deadline = Date.now() + 60_000
 for (;;) {
