@@ -4,7 +4,8 @@
 // would read the fall as a reset: a false spike in rate()) or drops a removed upstream's series
 // before another does; the counters every worker counts
 // alike (read with `max`), kept from falling when the workers that counted longest are all
-// replaced; and the config reloads, counted once by the primary rather than once per worker.
+// replaced; and the config reloads, counted once by the primary rather than once per worker
+// (and the last reload's gauges: the primary's view of the file, not a sum over workers).
 // Layer 2 state owner: no I/O, no clock (the primary gives the times: monotonic ms). Works on
 // the compact snapshots of metrics-wire.ts: a series is known by its exposition text, summed by
 // it, never by a label object (10,000 upstreams: 400,000 series a scrape with 2 workers).
@@ -13,6 +14,11 @@ import { readSnapshot, seriesKey, seriesText, type MetricsSnapshot, type WireMet
 
 /** Counted by the primary (one reload of the file is one, whatever the worker count). */
 const RELOADS = 'tether_config_reloads_total'
+/** The last reload's gauges: the primary's (whether it accepted the file, and when it last did). */
+const LAST_RELOAD_OK = 'tether_config_last_reload_successful'
+const LAST_RELOAD_AT = 'tether_config_last_reload_success_timestamp_seconds'
+/** The metrics the primary shows itself, the workers' own values left out. */
+const PRIMARY_OWN: ReadonlySet<string> = new Set([RELOADS, LAST_RELOAD_OK, LAST_RELOAD_AT])
 /** The `upstream` of requests no upstream answered (Metrics' NONE): always current. */
 const NO_UPSTREAM = 'none'
 
@@ -28,8 +34,12 @@ export class MetricsLedger {
   /**
    * @param grace how long a removed upstream's series stay after its last count, ms, as each
    * worker keeps them (REMOVED_SERIES_GRACE_MS)
+   * @param startedAt when the primary accepted the file it started with, ms since the epoch
+   * (the last reload's time until one is accepted; unknown: not shown)
    */
-  constructor(private readonly grace: number) {}
+  constructor(private readonly grace: number, startedAt?: number) {
+    this.#lastReload = { ok: true, at: startedAt ?? null }
+  }
 
   /** Each live worker's last snapshot. */
   readonly #last = new Map<number, MetricsSnapshot>()
@@ -45,6 +55,8 @@ export class MetricsLedger {
   /** The ids of the workers gone (an answer of one that exited during the scrape is not counted again). */
   readonly #gone = new Set<number>()
   readonly #reloads = { ok: 0, failed: 0 }
+  /** The primary's last reload: accepted or not, and when it last accepted the file (ms since the epoch). */
+  readonly #lastReload: { ok: boolean; at: number | null }
   /**
    * Each summed series' value at the last scrape, and its sum in this one (metric name -> series
    * key -> both; kept from scrape to scrape, one lookup a series): see {@link #noFall}. A series
@@ -56,8 +68,8 @@ export class MetricsLedger {
   /** A snapshot metric's series' #shown entries by position (keyed by its keys array; carried to a worker's next answer with the same series by {@link seen}). */
   readonly #positions = new WeakMap<readonly string[], readonly Shown[]>()
   #scrape = 0
-  /** The reload counter's help and type, as the workers declare it. */
-  #reloadMeta: Meta | null = null
+  /** The help and type of the metrics the primary shows itself (PRIMARY_OWN), as the workers declare them. */
+  readonly #ownMeta = new Map<string, Meta>()
 
   /** Worker `id` answered a scrape with `snapshot` (an empty one: its metrics failed, no answer). */
   seen(id: number, snapshot: unknown): void {
@@ -77,10 +89,12 @@ export class MetricsLedger {
     for (const m of last.metrics) if (summed(m)) this.#depart(m, last.upstreams, null, now + this.grace)
   }
 
-  /** The primary reloaded the config file: applied (true) or rejected (false). */
-  reloaded(ok: boolean): void {
+  /** The primary reloaded the config file: applied (true) or rejected (false), at `at` (ms since the epoch). */
+  reloaded(ok: boolean, at?: number): void {
     if (ok) this.#reloads.ok++
     else this.#reloads.failed++
+    this.#lastReload.ok = ok
+    if (ok && at !== undefined) this.#lastReload.at = at
   }
 
   /**
@@ -101,9 +115,9 @@ export class MetricsLedger {
       if (this.#gone.has(id)) continue // its counts are in the sums already
       const s = readSnapshot(answer) ?? this.#last.get(id)
       if (s === undefined) continue
-      this.#reloadMeta ??= meta(s.metrics.find((m) => m.name === RELOADS))
+      if (this.#ownMeta.size < PRIMARY_OWN.size) for (const m of s.metrics) if (PRIMARY_OWN.has(m.name) && !this.#ownMeta.has(m.name)) this.#ownMeta.set(m.name, meta(m)!)
       for (const u of s.upstreams) (current ??= new Set()).add(u)
-      out.push({ tether: 'metrics', upstreams: s.upstreams, metrics: s.metrics.filter((m) => m.name !== RELOADS && !this.#maxCounter(m, highest)) })
+      out.push({ tether: 'metrics', upstreams: s.upstreams, metrics: s.metrics.filter((m) => !PRIMARY_OWN.has(m.name) && !this.#maxCounter(m, highest)) })
     }
     if (current !== null) this.#forgetRemoved(current.add(NO_UPSTREAM), now)
     const extra: WireMetric[] = [...this.#departed.values()].map((d) => {
@@ -125,10 +139,15 @@ export class MetricsLedger {
       }
       extra.push({ ...m.meta, keys: [...m.series.keys()], values })
     }
-    if (this.#reloadMeta !== null) {
-      const m = this.#reloadMeta
-      const results = (['ok', 'failed'] as const).filter((r) => this.#reloads[r] > 0)
-      extra.push({ ...m, keys: results.map((r) => seriesKey(m.name, seriesText(m.name, { result: r }))), values: results.map((r) => this.#reloads[r]) })
+    for (const m of this.#ownMeta.values()) {
+      if (m.name === RELOADS) {
+        const results = (['ok', 'failed'] as const).filter((r) => this.#reloads[r] > 0)
+        extra.push({ ...m, keys: results.map((r) => seriesKey(m.name, seriesText(m.name, { result: r }))), values: results.map((r) => this.#reloads[r]) })
+      } else {
+        const value = m.name === LAST_RELOAD_OK ? (this.#lastReload.ok ? 1 : 0) : this.#lastReload.at === null ? null : this.#lastReload.at / 1000
+        const key = seriesKey(m.name, seriesText(m.name, {}))
+        extra.push({ ...m, keys: value === null ? [] : [key], values: value === null ? [] : [value] })
+      }
     }
     if (extra.length > 0) out.push({ tether: 'metrics', upstreams: [], metrics: extra })
     const lifts = this.#noFall(out)
@@ -316,7 +335,7 @@ interface Shown {
 
 /** Is `m` summed over workers and never falling in one (a counter or histogram, not the reloads)? */
 function summed(m: WireMetric): boolean {
-  return m.name !== RELOADS && (m.type === 'counter' || m.type === 'histogram') && m.aggregator === 'sum'
+  return !PRIMARY_OWN.has(m.name) && (m.type === 'counter' || m.type === 'histogram') && m.aggregator === 'sum'
 }
 
 /** A metric's name, help, type and aggregator (null: none). */
