@@ -956,6 +956,16 @@ t.test('state.redis.name without sentinels is accepted (an existing file keeps l
   t.strictSame(configWarnings(memory), [], 'none when Redis is not used')
 })
 
+t.test('retries.hedge_after that can never fire (attempts 0, or not before try_duration) is accepted with a warning naming the key and its line', async (t) => {
+  const none = parseConfig(yaml(...UPSTREAM, 'retries:', '  attempts: 0', '  hedge_after: 200ms'), FILE)
+  t.equal(none.retries.hedge_after, 200, 'accepted as before')
+  t.strictSame(configWarnings(none), [`${FILE}:6:16 retries.hedge_after: never fires with retries.attempts: 0 (a hedge is one of the attempts; set attempts to 1 or more)`])
+  const late = parseConfig(yaml(...UPSTREAM, 'retries:', '  try_duration: 100ms', '  hedge_after: 200ms'), FILE)
+  t.strictSame(configWarnings(late), [`${FILE}:6:16 retries.hedge_after: never fires: it is not shorter than retries.try_duration (a hedge starts only within try_duration)`])
+  t.strictSame(configWarnings(parseConfig(yaml(...UPSTREAM, 'retries:', '  attempts: 1', '  hedge_after: 200ms'), FILE)), [], 'none when a hedge can fire')
+  t.strictSame(configWarnings(parseConfig(yaml(...UPSTREAM, 'retries:', '  attempts: 0'), FILE)), [], 'none without hedge_after')
+})
+
 t.test('an invalid state.redis.url never shows its password, even one with a / (a base64 password) or a #', async (t) => {
   for (const [url, shown] of [
     ['redis://tether:pa/ss+w0rd=@redis:6379', 'redis://***@redis:6379'],

@@ -765,10 +765,23 @@ const health = struct<Config['health']>(
   DEFAULTS.health,
 )
 
-const retries = struct<Config['retries']>(
+/**
+ * A hedge is one of `attempts` and starts within `try_duration` (see RequestPath#budgetLeft):
+ * `hedge_after` with no attempt to spend, or not before `try_duration`, never fires. Accepted
+ * (a file written when hedges did not count against the budget keeps loading), but told.
+ */
+function hedgeRules(r: Config['retries'], node: SourceNode, path: string, ctx: Ctx): boolean {
+  if (r.hedge_after === null) return true
+  const at = nodeAt(node, ['hedge_after']).pos
+  if (r.attempts === 0) ctx.warn(at, `${path}.hedge_after`, 'never fires with retries.attempts: 0 (a hedge is one of the attempts; set attempts to 1 or more)')
+  else if (r.hedge_after >= r.try_duration) ctx.warn(at, `${path}.hedge_after`, 'never fires: it is not shorter than retries.try_duration (a hedge starts only within try_duration)')
+  return true
+}
+
+const retries = refine(struct<Config['retries']>(
   { attempts: integer(0, 10), try_duration: duration({ zero: false }), replay_buffer_bytes: integer(0, 16 * 1024 * 1024), hedge_after: nullable(duration({ zero: false })) },
   DEFAULTS.retries,
-)
+), hedgeRules)
 
 const DNS_SERVER = 'an IP address, ip:port or [ipv6]:port (a DNS server is an address, not a name)'
 

@@ -873,7 +873,6 @@ class Tunnel implements Exchange {
   }
 }
 
-/** [name, value, ...] -> a header object with lower-cased names (repeated ones become arrays). */
 /**
  * The HTTP-version of an upstream's answer when it is not 1.0 or 1.1, e.g. 'HTTP/2.0', or null.
  * Node's parser takes `HTTP/2.0 101` and `HTTP/0.9 101` as it takes 1.1; no HTTP/1.1 server
@@ -885,6 +884,7 @@ function unreadableVersion(res: IncomingMessage): string | null {
   return res.httpVersionMajor === 1 && res.httpVersionMinor <= 1 ? null : `HTTP/${res.httpVersionMajor}.${res.httpVersionMinor}`
 }
 
+/** [name, value, ...] -> a header object with lower-cased names (repeated ones become arrays). */
 function headerObject(raw: readonly string[]): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {}
   for (let i = 0; i < raw.length; i += 2) {
