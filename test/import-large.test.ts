@@ -51,6 +51,11 @@ t.test('what the scan cannot see through is parsed, so nothing is skipped that i
   t.same(read(anchored), ['Service from-anchor in.yaml:7'])
   t.same(keptParts(anchored, KINDS), [{ start: 0, end: anchored.length, line: 1, items: false }])
   t.same(read('%YAML 1.2\n---\napiVersion: v1\nkind: Service\nmetadata: { name: directive }\n'), ['Service directive in.yaml:3'], 'directives: read whole')
+  // a `*` at a line's start in a block scalar (a ConfigMap's JSDoc, a Markdown list) with no anchor in the document: no alias can be there
+  const jsdoc = list(pod, '- apiVersion: v1\n  kind: ConfigMap\n  metadata: { name: js }\n  data:\n    app.js: |\n      /**\n       * Starts the app.\n       */\n', svc('c'))
+  t.same(read(jsdoc), ['Service c in.yaml:19'])
+  t.same(keptParts(jsdoc, KINDS).map((p) => jsdoc.slice(p.start, p.end)), [svc('c')], 'only the Service is parsed: a * without an anchor does not make the List read whole')
+  t.same(read(jsdoc), readAll(jsdoc), 'as parsing everything')
   for (const text of [list(pod, svc('a'), pod, svc('b')), list('-\n  apiVersion: v1\n  kind: Service\n  metadata: { name: below }\n'), anchored]) {
     t.same(read(text), readAll(text), 'as parsing everything')
   }

@@ -129,10 +129,18 @@ const KIND_LINE = /^kind:[ \t]+(?:([A-Za-z][A-Za-z0-9.-]*)|"([A-Za-z][A-Za-z0-9.
 /**
  * True when `text[start, end)` may hold an alias: a `*` after indentation, `: `, `- `, `? `, a
  * flow indicator or a tag (a `*` inside a scalar, `"*"` or `a * b`, may count too: that only
- * means a slower read). Such documents are parsed whole, as an alias may name an anchor anywhere.
+ * means a slower read), and an anchor for it (an alias names an anchor of its own document,
+ * YAML 1.2 section 7.1: with no `&` where an anchor can stand, a `*` is scalar text, such as a
+ * ConfigMap's ` * comment` lines, or an undefined alias the parser refuses where it is read).
+ * Such documents are parsed whole, as an alias may name an anchor anywhere.
  */
 function mayHaveAlias(text: string, start: number, end: number): boolean {
-  for (let at = text.indexOf('*', start); at !== -1 && at < end; at = text.indexOf('*', at + 1)) {
+  return mayHaveNode(text, start, end, '*') && mayHaveNode(text, start, end, '&')
+}
+
+/** True when `text[start, end)` may hold an alias (`mark` `*`) or an anchor (`&`) where a node can begin. */
+function mayHaveNode(text: string, start: number, end: number, mark: '*' | '&'): boolean {
+  for (let at = text.indexOf(mark, start); at !== -1 && at < end; at = text.indexOf(mark, at + 1)) {
     let i = at - 1
     while (i >= start && (text[i] === ' ' || text[i] === '\t')) i--
     const spaced = i < at - 1
