@@ -183,7 +183,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const redirect = config.listen.redirect === null ? null : new RedirectListener(config, { current: () => path, clientErrors: proxy.clientErrors, logger }, () => listener.port)
   // a worker takes its siblings' bindings and health before it takes connections; the checks run where the primary says
   await link?.attach({
-    sessions, records, applyProbe: health.applyProbe, now: () => clock.now(), metrics: () => metrics.snapshot(),
+    sessions, records, applyProbe: health.applyProbe, now: () => clock.now(), metrics: (compact) => compact ? metrics.snapshot() : metrics.json(),
     health: { copies: health.copies, copy: health.copy },
     probeSoon: (id) => health.checker?.probeSoon(id),
     becomeLead: () => {

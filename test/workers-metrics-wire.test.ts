@@ -190,3 +190,49 @@ t.test('a worker left out of a scrape and back with the same series: its sums ar
   await scrape([[1, 5, 1], [2, null, 1]]) // back with the same series as its last answer
   t.match(await scrape([[1, 3, 1], [2, null, 1]]), /^tether_retries_total\{upstream="x"\} 5$/m, 'a fall is lifted')
 })
+
+t.test("a worker answers a primary of an older build (no form asked) with prom-client's JSON, which that primary's ledger reads; a new primary gets the compact form", async (t) => {
+  const { Metrics } = await import('../src/observability/metrics.js')
+  const { WorkerLink } = await import('../src/workers/worker-link.js')
+  const { SessionTable } = await import('../src/affinity/session-table.js')
+  const { SessionRecords } = await import('../src/affinity/session-records.js')
+  const m = new Metrics({ defaultMetrics: false })
+  m.syncHealth([{ id: 'app-0', state: 'healthy' }])
+  m.observeRequest('app-0', 'GET', 200, 0.003)
+  m.observeRequest('app-0', 'GET', 200, 0.004)
+  const text = await m.render()
+  const sent: { tether: string; call?: number; op?: string; value?: unknown }[] = []
+  let deliver: (msg: unknown) => void = () => undefined
+  // through JSON, as node:cluster carries it
+  const link = new WorkerLink({ send: (msg) => void sent.push(JSON.parse(JSON.stringify(msg))), onMessage: (fn) => { deliver = fn } })
+  const sessions = new SessionTable({ maxEntries: 10, idleTimeout: 60_000, absoluteTimeout: null })
+  const records = new SessionRecords({ maxEntries: 10, idleTimeout: 60_000, secret: null })
+  const attached = link.attach({ sessions, records, applyProbe: () => undefined, becomeLead: () => undefined, discovered: () => undefined, probeSoon: () => undefined, now: () => 0, metrics: (compact) => compact ? m.snapshot() : m.json() })
+  deliver({ tether: 'reply', call: sent.find((s) => s.op === 'snapshot')!.call, value: null })
+  await attached
+  const ask = async (call: number, form?: 'compact'): Promise<unknown> => {
+    deliver({ tether: 'ask', call, op: 'metrics', ...(form === undefined ? {} : { form }) })
+    let answer: { value?: unknown } | undefined
+    await t.resolves(new Promise<void>((resolve) => {
+      const poll = (): void => {
+        answer = sent.find((s) => s.tether === 'answer' && s.call === call)
+        if (answer === undefined) setImmediate(poll)
+        else resolve()
+      }
+      poll()
+    }))
+    return answer!.value
+  }
+  const old = await ask(901)
+  t.ok(Array.isArray(old), "an older primary's ask: prom-client's array (its ledger skips anything else)")
+  const reference = new ReferenceLedger(60_000)
+  reference.seen(1, old)
+  const counted = /^tether_http_requests_total\{upstream="app-0",method="GET",status_class="2xx"\} 2$/m
+  t.match(text, counted)
+  t.match(await AggregatorRegistry.aggregate(reference.snapshots([[1, old]], 0) as never).metrics(), counted, "the older primary's /metrics holds this worker's counts")
+  const compact = await ask(902, 'compact')
+  t.match(compact, { tether: 'metrics' }, "a new primary's ask: the compact form")
+  const ledger = new MetricsLedger(60_000)
+  ledger.seen(1, compact)
+  t.match((await aggregateMetrics(ledger.snapshots([[1, compact]], 0))).text, counted)
+})

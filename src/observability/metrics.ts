@@ -298,6 +298,11 @@ export class Metrics {
     return this.#scrape(() => this.#registry.metrics())
   }
 
+  /** The metrics as prom-client's getMetricsAsJSON() gives them: what a primary of an older build reads from a worker. */
+  json(): Promise<unknown> {
+    return this.#scrape(() => this.#registry.getMetricsAsJSON())
+  }
+
   /** The metrics as data (metrics-wire.ts's compact form), for the primary to combine with the other workers' ({@link aggregateMetrics}). */
   snapshot(): Promise<MetricsSnapshot> {
     // as getMetricsAsJSON() (no default labels here), but the duration histogram's series written

@@ -216,8 +216,12 @@ export type ToWorker =
   | { readonly tether: 'dumping'; readonly call: number }
   /** Send your bindings as `dump-chunk`s tagged `dump`. */
   | { readonly tether: 'dump'; readonly dump: number }
-  /** What the primary asks a worker: its metrics as data, or a sign of life (answered with `answer`). */
-  | { readonly tether: 'ask'; readonly call: number; readonly op: 'metrics' | 'alive' }
+  /**
+   * What the primary asks a worker: its metrics as data, or a sign of life (answered with
+   * `answer`). `form: 'compact'`: the metrics in metrics-wire.ts's compact form; without it (a
+   * primary of an older build, which reads only prom-client's getMetricsAsJSON() array) that array.
+   */
+  | { readonly tether: 'ask'; readonly call: number; readonly op: 'metrics' | 'alive'; readonly form?: 'compact' }
   /** Run the active health checks and discovery from now on (one worker does, for all). */
   | { readonly tether: 'lead' }
   /** Apply this config file's text as a reload (the primary read and accepted it: SIGHUP, a file change). */

@@ -375,7 +375,7 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
           ledger.seen(id, v)
           resolve([id, v])
         } })
-        send(r.worker, { tether: 'ask', call, op: 'metrics' })
+        send(r.worker, { tether: 'ask', call, op: 'metrics', form: 'compact' })
       })))
       return ledger.snapshots(answers, performance.now())
     },

@@ -91,8 +91,12 @@ export interface WorkerParts {
    * sibling's view, taken in before this worker takes connections (absent: no health to copy).
    */
   readonly health?: { readonly copies: () => readonly HealthCopy[]; readonly copy: (rows: readonly HealthCopy[]) => void }
-  /** This worker's metrics as data, for the primary's one /metrics. */
-  readonly metrics: () => Promise<unknown>
+  /**
+   * This worker's metrics as data, for the primary's one /metrics: metrics-wire.ts's compact
+   * form when `compact` (the primary asked for it), else prom-client's getMetricsAsJSON() array
+   * (a primary of an older build during an in-place upgrade reads only that).
+   */
+  readonly metrics: (compact: boolean) => Promise<unknown>
 }
 
 /**
@@ -412,7 +416,7 @@ export class WorkerLink {
       case 'ask':
         if (m.op === 'alive') return this.#send({ tether: 'answer', call: m.call, value: true })
         if (p === null) return this.#send({ tether: 'answer', call: m.call, value: [] })
-        return void p.metrics().then((value) => this.#send({ tether: 'answer', call: m.call, value }), () => this.#send({ tether: 'answer', call: m.call, value: [] }))
+        return void p.metrics(m.form === 'compact').then((value) => this.#send({ tether: 'answer', call: m.call, value }), () => this.#send({ tether: 'answer', call: m.call, value: [] }))
       case 'lead':
         if (!this.#lead) {
           this.#lead = true
