@@ -34,6 +34,13 @@ export interface PlacementTable {
    * and `pick(h, (i) => i !== 3 && i !== 0)` is 2.
    */
   order(hash: number, out: Int32Array | number[]): number
+  /**
+   * Buckets whose first two this table computed over all its upstreams so far (each costs
+   * O(upstreams) hashes): at build time, or lazily on a bucket's first lookup for big sets.
+   * For the bench and tests: a one-upstream change derived from the previous table scans
+   * only about 2/n of the buckets.
+   */
+  readonly scannedBuckets: number
   /** Index of the upstream with this id, or -1. */
   indexOf(id: string): number
   /** Weight of the upstream at `index`. */
@@ -57,6 +64,16 @@ export const MIN_WEIGHT = 1
 export const MAX_WEIGHT = 1000
 
 const TWO_POW_MINUS_32 = 2 ** -32
+/** `first[b]` of a bucket not computed yet (an index is at most MAX_UPSTREAMS - 1). */
+const UNFILLED = 0xffff
+/**
+ * Largest buckets x upstreams a build computes up front (about 50 ms of hashing); above it,
+ * each bucket's first two are computed on the bucket's first lookup (O(upstreams), about 30 us
+ * at 10,000 upstreams), so a worker with a big upstream set starts, and answers, at once.
+ */
+const EAGER_HASHES = 2 ** 24
+const C1 = 0xcc9e2d51
+const C2 = 0x1b873593
 
 /** For equal scores: does `i` rank before `j` in bucket `b`? A second hash, then the index. */
 function tieBeats(seedTie: Int32Array, i: number, j: number, b: number): boolean {
@@ -66,74 +83,92 @@ function tieBeats(seedTie: Int32Array, i: number, j: number, b: number): boolean
 }
 
 /**
- * Winner and runner-up of every bucket when all weights are equal: the score is the raw hash,
- * no logarithm needed (ln(u)/w is monotonic in u). O(buckets x upstreams), once per build.
+ * The bucket's half of `murmur3U32(b, seed)`: the mixed block, which does not depend on the
+ * upstream. `scoreHash(blockOf(b), seed) === murmur3U32(b, seed)` (hash.ts, pinned by tests).
  */
-function fillUniform(
-  buckets: number,
-  seeds: Int32Array,
-  seedTie: Int32Array,
-  _inv: Float64Array,
-  first: Uint16Array,
-  second: Uint16Array,
-): void {
-  const n = seeds.length
-  for (let b = 0; b < buckets; b++) {
-    let best = 0
-    let bestX = murmur3U32(b, seeds[0]!)
-    let next = -1
-    let nextX = 0
-    for (let i = 1; i < n; i++) {
-      const x = murmur3U32(b, seeds[i]!)
-      if (x > bestX || (x === bestX && tieBeats(seedTie, i, best, b))) {
-        next = best
-        nextX = bestX
-        best = i
-        bestX = x
-      } else if (next < 0 || x > nextX || (x === nextX && tieBeats(seedTie, i, next, b))) {
-        next = i
-        nextX = x
-      }
-    }
-    first[b] = best
-    second[b] = next
-  }
+function blockOf(b: number): number {
+  let k = Math.imul(b, C1)
+  k = (k << 15) | (k >>> 17)
+  return Math.imul(k, C2)
 }
 
-/** Winner and runner-up of every bucket by the weighted score ln(u) / weight. */
-function fillWeighted(
-  buckets: number,
-  seeds: Int32Array,
-  seedTie: Int32Array,
-  inv: Float64Array,
-  first: Uint16Array,
-  second: Uint16Array,
-): void {
+/** The upstream's half: `murmur3U32(b, seed)` given `blockOf(b)`. */
+function scoreHash(k: number, seed: number): number {
+  let h = seed ^ k
+  h = (h << 13) | (h >>> 19)
+  h = ((Math.imul(h, 5) + 0xe6546b64) | 0) ^ 4
+  h ^= h >>> 16
+  h = Math.imul(h, 0x85ebca6b)
+  h ^= h >>> 13
+  h = Math.imul(h, 0xc2b2ae35)
+  h ^= h >>> 16
+  return h >>> 0
+}
+
+/** Score of upstream `i` in bucket `b` (`k = blockOf(b)`); higher ranks first. */
+function scoreOf(k: number, seeds: Int32Array, inv: Float64Array, uniform: boolean, i: number): number {
+  const x = scoreHash(k, seeds[i]!)
+  return uniform ? x : Math.log((x + 0.5) * TWO_POW_MINUS_32) * inv[i]!
+}
+
+// The top two of one bucket, returned through these (no allocation per bucket).
+let topFirst = 0
+let topSecond = 0
+
+/**
+ * Winner and runner-up of bucket `b` among all `n` upstreams (n >= 2) into topFirst/topSecond.
+ * Uniform weights rank by the raw hash (ln(u)/w is monotonic in u); weighted ones by
+ * ln(u)/weight, skipping the logarithm when its bound ln(u) <= u - 1 already loses to the
+ * runner-up (exact, not an approximation). O(upstreams).
+ */
+function scanBucket(b: number, seeds: Int32Array, seedTie: Int32Array, inv: Float64Array, uniform: boolean): void {
   const n = seeds.length
-  for (let b = 0; b < buckets; b++) {
-    let best = 0
-    let bestS = Math.log((murmur3U32(b, seeds[0]!) + 0.5) * TWO_POW_MINUS_32) * inv[0]!
-    let next = -1
-    let nextS = 0
-    for (let i = 1; i < n; i++) {
-      const u = (murmur3U32(b, seeds[i]!) + 0.5) * TWO_POW_MINUS_32
-      // ln(u) <= u - 1, so a candidate whose bound is below the runner-up cannot enter the
-      // top two: skip its logarithm (exact, not an approximation; most candidates skip).
-      if (next >= 0 && (u - 1) * inv[i]! < nextS) continue
-      const s = Math.log(u) * inv[i]!
+  const k = blockOf(b)
+  let best = 0
+  let next = 1
+  let bestS = scoreOf(k, seeds, inv, uniform, 0)
+  let nextS = scoreOf(k, seeds, inv, uniform, 1)
+  if (nextS > bestS || (nextS === bestS && tieBeats(seedTie, 1, 0, b))) {
+    best = 1
+    next = 0
+    const s = bestS
+    bestS = nextS
+    nextS = s
+  }
+  if (uniform) {
+    for (let i = 2; i < n; i++) {
+      const x = scoreHash(k, seeds[i]!)
+      if (x < nextS) continue // most candidates: one hash, one comparison
+      if (x > bestS || (x === bestS && tieBeats(seedTie, i, best, b))) {
+        next = best
+        nextS = bestS
+        best = i
+        bestS = x
+      } else if (x > nextS || tieBeats(seedTie, i, next, b)) {
+        next = i
+        nextS = x
+      }
+    }
+  } else {
+    for (let i = 2; i < n; i++) {
+      const u = (scoreHash(k, seeds[i]!) + 0.5) * TWO_POW_MINUS_32
+      const w = inv[i]!
+      if ((u - 1) * w < nextS) continue
+      const s = Math.log(u) * w
+      if (s < nextS) continue
       if (s > bestS || (s === bestS && tieBeats(seedTie, i, best, b))) {
         next = best
         nextS = bestS
         best = i
         bestS = s
-      } else if (next < 0 || s > nextS || (s === nextS && tieBeats(seedTie, i, next, b))) {
+      } else if (s > nextS || tieBeats(seedTie, i, next, b)) {
         next = i
         nextS = s
       }
     }
-    first[b] = best
-    second[b] = next
   }
+  topFirst = best
+  topSecond = next
 }
 
 class RendezvousTable implements PlacementTable {
@@ -152,8 +187,9 @@ class RendezvousTable implements PlacementTable {
   readonly #first: Uint16Array
   readonly #second: Uint16Array
   readonly #byId: ReadonlyMap<string, number>
+  #scans = 0
 
-  constructor(sorted: readonly UpstreamWeight[], bucketBits: number) {
+  constructor(sorted: readonly UpstreamWeight[], bucketBits: number, previous: RendezvousTable | null) {
     const n = sorted.length
     const buckets = 2 ** bucketBits
     this.#n = n
@@ -162,14 +198,22 @@ class RendezvousTable implements PlacementTable {
     this.#byId = new Map(sorted.map((u, i) => [u.id, i]))
     this.#weights = Uint16Array.from(sorted, (u) => u.weight)
     this.#invWeights = Float64Array.from(sorted, (u) => 1 / u.weight)
-    this.#seedScore = Int32Array.from(sorted, (u) => murmur3(u.id, SEED_SCORE))
-    this.#seedTie = Int32Array.from(sorted, (u) => murmur3(u.id, SEED_TIE))
+    this.#seedScore = new Int32Array(n)
+    this.#seedTie = new Int32Array(n)
     this.#uniform = sorted.every((u) => u.weight === sorted[0]!.weight)
     this.#first = new Uint16Array(n === 0 ? 0 : buckets)
     this.#second = new Uint16Array(n === 0 ? 0 : buckets)
-    if (n > 1) {
-      const fill = this.#uniform ? fillUniform : fillWeighted
-      fill(buckets, this.#seedScore, this.#seedTie, this.#invWeights, this.#first, this.#second)
+    const prevIndex = previous === null || previous.#shift !== this.#shift ? null : previous.#byId
+    for (let i = 0; i < n; i++) {
+      const id = sorted[i]!.id
+      const j = prevIndex?.get(id)
+      // the seeds depend on the id only: reuse the previous table's (a string hash each saved)
+      this.#seedScore[i] = j === undefined ? murmur3(id, SEED_SCORE) : previous!.#seedScore[j]!
+      this.#seedTie[i] = j === undefined ? murmur3(id, SEED_TIE) : previous!.#seedTie[j]!
+    }
+    if (n > 1 && !(previous !== null && prevIndex !== null && this.#derive(previous))) {
+      if (n * buckets > EAGER_HASHES) this.#first.fill(UNFILLED)
+      else for (let b = 0; b < buckets; b++) this.#fill(b)
     }
     this.tableBytes =
       this.#first.byteLength +
@@ -181,10 +225,91 @@ class RendezvousTable implements PlacementTable {
     Object.freeze(this)
   }
 
+  /**
+   * Fills first/second from the previous table when few upstreams changed, or returns false
+   * (then the caller scans every bucket). Exact, because rendezvous ranks each upstream by its
+   * own (id, weight) score per bucket, whatever else is in the set (ties: the tie hash, then the
+   * index, whose order between two ids is the same in both tables, both sorted by id): a bucket
+   * whose first two both stay keeps them unless an added upstream outranks one (two scores per
+   * added upstream); a bucket that lost one of its first two (about 2/n of the buckets per
+   * removed upstream) is rescanned. A changed weight counts as removed and added. Cost
+   * O(buckets x (added + 2 x removed)) hashes, against O(buckets x upstreams) for a full build.
+   */
+  #derive(previous: RendezvousTable): boolean {
+    if (previous.#n < 2 || previous.#uniform !== this.#uniform) return false
+    const n = this.#n
+    const oldN = previous.#n
+    // old index -> new index, -1 if removed (or its weight changed); new indexes with no old one
+    const toNew = new Int32Array(oldN).fill(-1)
+    const added: number[] = []
+    for (let i = 0; i < n; i++) {
+      const j = previous.#byId.get(this.ids[i]!)
+      if (j !== undefined && previous.#weights[j] === this.#weights[i]) toNew[j] = i
+      else added.push(i)
+    }
+    const removed = oldN - (n - added.length)
+    if (2 * removed + added.length >= n / 2) return false // about as dear as a full build
+    const seeds = this.#seedScore
+    const seedTie = this.#seedTie
+    const inv = this.#invWeights
+    const uniform = this.#uniform
+    const first = this.#first
+    const second = this.#second
+    const oldFirst = previous.#first
+    const oldSecond = previous.#second
+    const buckets = first.length
+    for (let b = 0; b < buckets; b++) {
+      const oldF = oldFirst[b]!
+      if (oldF === UNFILLED) {
+        first[b] = UNFILLED // still not needed: computed on its first lookup
+        continue
+      }
+      let f = toNew[oldF]!
+      let s = toNew[oldSecond[b]!]!
+      if (f < 0 || s < 0) {
+        this.#fill(b)
+        continue
+      }
+      if (added.length > 0) {
+        const k = blockOf(b)
+        let fS = scoreOf(k, seeds, inv, uniform, f)
+        let sS = scoreOf(k, seeds, inv, uniform, s)
+        for (let a = 0; a < added.length; a++) {
+          const i = added[a]!
+          const x = scoreOf(k, seeds, inv, uniform, i)
+          if (x < sS) continue
+          if (x > fS || (x === fS && tieBeats(seedTie, i, f, b))) {
+            s = f
+            sS = fS
+            f = i
+            fS = x
+          } else if (x > sS || tieBeats(seedTie, i, s, b)) {
+            s = i
+            sS = x
+          }
+        }
+      }
+      first[b] = f
+      second[b] = s
+    }
+    return true
+  }
+
+  /** Computes bucket `b`'s first two (n >= 2) and returns the first. */
+  #fill(b: number): number {
+    this.#scans++
+    scanBucket(b, this.#seedScore, this.#seedTie, this.#invWeights, this.#uniform)
+    this.#second[b] = topSecond
+    return (this.#first[b] = topFirst)
+  }
+
+  get scannedBuckets(): number {
+    return this.#scans
+  }
+
   /** Score of upstream `i` in bucket `b`; higher ranks first. Uniform: the raw hash. */
   #score(i: number, b: number): number {
-    const x = murmur3U32(b, this.#seedScore[i]!)
-    return this.#uniform ? x : Math.log((x + 0.5) * TWO_POW_MINUS_32) * this.#invWeights[i]!
+    return scoreOf(blockOf(b), this.#seedScore, this.#invWeights, this.#uniform, i)
   }
 
   #tieBeats(i: number, j: number, b: number): boolean {
@@ -194,7 +319,8 @@ class RendezvousTable implements PlacementTable {
   pick(hash: number, accept?: (index: number) => boolean): number {
     if (this.#n === 0) return -1
     const b = hash >>> this.#shift
-    const p = this.#first[b]!
+    let p = this.#first[b]!
+    if (p === UNFILLED) p = this.#fill(b)
     if (accept === undefined || accept(p)) return p
     if (this.#n === 1) return -1
     const q = this.#second[b]!
@@ -265,7 +391,7 @@ class RendezvousTable implements PlacementTable {
  */
 export function buildPlacement(
   upstreams: readonly UpstreamWeight[],
-  options: { readonly bucketBits?: number } = {},
+  options: { readonly bucketBits?: number; readonly previous?: PlacementTable } = {},
 ): PlacementTable {
   const bucketBits = options.bucketBits ?? BUCKET_BITS
   if (!Number.isInteger(bucketBits) || bucketBits < 1 || bucketBits > 24) {
@@ -288,5 +414,6 @@ export function buildPlacement(
       )
     }
   }
-  return new RendezvousTable(sorted, bucketBits)
+  const previous = options.previous instanceof RendezvousTable ? options.previous : null
+  return new RendezvousTable(sorted, bucketBits, previous)
 }
