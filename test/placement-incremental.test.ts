@@ -9,6 +9,7 @@
 import t, { type Test } from 'tap'
 import { buildPlacement, BUCKET_BITS, type PlacementTable, type UpstreamWeight } from '../src/placement/rendezvous.js'
 import { buildPlacement as referenceBuild } from './fixtures/placement/reference-rendezvous.js'
+import { roundRobinSchedule } from '../src/placement/round-robin.js'
 import { mulberry32 } from './fixtures/placement/keys.js'
 
 const ID_CHARS = ['a', 'b', 'z', '0', '9', '-', '.', 'é', '漢', '😀', 'A']
@@ -147,4 +148,33 @@ t.test('10,000 upstreams: the build scans nothing, one change scans about 2/n of
   t.equal(table.scannedBuckets, 0, 'a worker starts without computing the table')
   const minus = buildPlacement(set.slice(1), { previous: table })
   t.equal(minus.scannedBuckets, 0, 'nothing computed yet, nothing to recompute')
+})
+/** nginx's smooth weighted round-robin walk, as shipped before (O(total x upstreams)). */
+function referenceSchedule(upstreams: readonly { weight: number }[]): number[] {
+  const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b))
+  const g = upstreams.reduce((acc, u) => gcd(acc, u.weight), 0) || 1
+  const weights = upstreams.map((u) => u.weight / g)
+  const total = weights.reduce((a, b) => a + b, 0)
+  const current = new Array<number>(upstreams.length).fill(0)
+  const out: number[] = []
+  for (let n = 0; n < total; n++) {
+    let best = 0
+    for (let i = 0; i < weights.length; i++) {
+      current[i]! += weights[i]!
+      if (current[i]! > current[best]!) best = i
+    }
+    current[best]! -= total
+    out.push(best)
+  }
+  return out
+}
+
+t.test('the round-robin schedule equals the nginx walk over random weights', async (t) => {
+  const rand = mulberry32(4105)
+  for (let round = 0; round < 60; round++) {
+    const n = 1 + Math.floor(rand() * 40)
+    const mode = round % 3
+    const ups = Array.from({ length: n }, (_, i) => ({ id: `u${i}`, weight: mode === 0 ? 3 : mode === 1 ? 1 + Math.floor(rand() * 4) : 1 + Math.floor(rand() * 60) }))
+    t.same([...roundRobinSchedule(ups)], referenceSchedule(ups), `round ${round}: ${n} upstreams`)
+  }
 })

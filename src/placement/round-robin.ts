@@ -14,18 +14,46 @@ export interface WeightedUpstream {
  */
 export function roundRobinSchedule(upstreams: readonly WeightedUpstream[]): Uint32Array {
   const g = upstreams.reduce((acc, u) => gcd(acc, u.weight), 0) || 1
-  const weights = upstreams.map((u) => u.weight / g)
-  const total = weights.reduce((a, b) => a + b, 0)
-  const current = new Array<number>(upstreams.length).fill(0)
+  const total = upstreams.reduce((a, u) => a + u.weight / g, 0)
+  // nginx's walk compares every upstream at every step: O(total x upstreams), seconds for
+  // 10,000 upstreams. Upstreams of one weight keep equal `current` values except for those
+  // already picked in the class's present round (lower by `total`), and are picked in index
+  // order, so it is enough to compare one candidate per distinct weight: its next member.
+  // Same schedule (ties: the lowest index), O(total x distinct weights).
+  const classOf = new Map<number, number>()
+  const weight: number[] = []
+  const members: number[][] = []
+  for (let i = 0; i < upstreams.length; i++) {
+    const w = upstreams[i]!.weight / g
+    let c = classOf.get(w)
+    if (c === undefined) {
+      c = weight.length
+      classOf.set(w, c)
+      weight.push(w)
+      members.push([])
+    }
+    members[c]!.push(i)
+  }
+  const classes = weight.length
+  const current = new Array<number>(classes).fill(0) // of the class's members not picked this round
+  const next = new Array<number>(classes).fill(0) // position in members of the next one to pick
   const schedule = new Uint32Array(total)
   for (let n = 0; n < total; n++) {
     let best = 0
-    for (let i = 0; i < weights.length; i++) {
-      current[i]! += weights[i]!
-      if (current[i]! > current[best]!) best = i
+    let bestI = -1
+    for (let c = 0; c < classes; c++) {
+      current[c]! += weight[c]!
+      const i = members[c]![next[c]!]!
+      if (bestI < 0 || current[c]! > current[best]! || (current[c] === current[best] && i < bestI)) {
+        best = c
+        bestI = i
+      }
     }
-    current[best]! -= total
-    schedule[n] = best
+    schedule[n] = bestI
+    if (++next[best]! === members[best]!.length) {
+      next[best] = 0
+      current[best]! -= total
+    }
   }
   return schedule
 }
