@@ -225,8 +225,10 @@ export class Router {
     const upstreams = members.list
     for (const u of upstreams) if (!this.#joinedAt.has(u.id)) this.#joinedAt.set(u.id, this.#first ? -Infinity : now)
     this.#first = false
+    const present = new Set<string>()
+    for (const u of upstreams) present.add(u.id)
     for (const id of this.#joinedAt.keys()) {
-      if (upstreams.some((u) => u.id === id)) continue
+      if (present.has(id)) continue
       this.#joinedAt.delete(id)
       // ready: serving or draining; a drained one found down before it left (a crashed pod that
       // discovery dropped) is dead, as its users were while it was still in the set
@@ -237,7 +239,8 @@ export class Router {
       if (this.#leftPlanned.size <= 1024) break
       this.#leftPlanned.delete(id) // oldest first
     }
-    this.placement = buildPlacement(upstreams)
+    // from the previous table: one upstream added or removed recomputes a few buckets, not all
+    this.placement = buildPlacement(upstreams, { previous: this.placement })
     this.#roundRobin = new RoundRobin(upstreams)
     this.#rrIds = upstreams.map((u) => u.id)
     this.#totalWeight = upstreams.reduce((sum, u) => sum + u.weight, 0)
