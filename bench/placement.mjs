@@ -4,7 +4,7 @@
 // Plain ESM, no dependencies; build first (`npx tsc -p tsconfig.json`). Never imported by src/.
 //
 //   node bench/placement.mjs            # shipped table + comparison of candidates (~1 min)
-//   node bench/placement.mjs --quick    # shipped table only (~5 s)
+//   node bench/placement.mjs --quick    # shipped table only (~8 s)
 //   node bench/placement.mjs --json     # one JSON object instead of tables
 
 import { buildPlacement } from '../dist/placement/rendezvous.js'
@@ -85,7 +85,31 @@ function shipped() {
     buildMs100: buildMs(buildPlacement, upstreams(100)),
     buildMs100Weighted: buildMs(buildPlacement, upstreams(100, (i) => 1 + (i % 10))),
     tableBytes100: t100.tableBytes,
+    ...big(10_000),
   }
+}
+
+/**
+ * A big set (discovery of a big Service): the build (buckets are computed on first lookup above
+ * 256 upstreams), looking up every one of the 2^16 buckets once (the cost the build defers,
+ * spread over first lookups), then one upstream removed and one added, derived from that fully
+ * computed table (what router.setUpstreams does on a membership change).
+ */
+function big(n) {
+  const ups = upstreams(n).map((u, i) => ({ id: `pod-${i}`, weight: u.weight }))
+  let t0 = performance.now()
+  const table = buildPlacement(ups)
+  const build = performance.now() - t0
+  t0 = performance.now()
+  for (let b = 0; b < 65536; b++) table.pick((b << 16) >>> 0)
+  const allBuckets = performance.now() - t0
+  t0 = performance.now()
+  const minus = buildPlacement(ups.slice(1), { previous: table })
+  const removeOne = performance.now() - t0
+  t0 = performance.now()
+  buildPlacement(ups, { previous: minus })
+  const addOne = performance.now() - t0
+  return { bigUpstreams: n, bigBuildMs: build, bigAllBucketsMs: allBuckets, bigRemoveOneMs: removeOne, bigAddOneMs: addOne }
 }
 
 // ---------------------------------------------------------------- candidates
@@ -318,6 +342,7 @@ if (JSON_OUT) {
   console.log(`  hashKey alone/s:                                  ${m(s.hashesPerSecond)}`)
   console.log(`  build: 10 upstreams ${s.buildMs10.toFixed(1)} ms, 100 ${s.buildMs100.toFixed(1)} ms, 100 weighted ${s.buildMs100Weighted.toFixed(1)} ms`)
   console.log(`  table memory, 100 upstreams: ${(s.tableBytes100 / 1024).toFixed(0)} KiB`)
+  console.log(`  ${s.bigUpstreams} upstreams: build ${s.bigBuildMs.toFixed(1)} ms, every bucket's first lookup ${s.bigAllBucketsMs.toFixed(0)} ms in all, then one removed ${s.bigRemoveOneMs.toFixed(1)} ms, one added ${s.bigAddOneMs.toFixed(1)} ms`)
   if (result.candidates.length > 0) {
     const pct = (x) => `${(x * 100).toFixed(2)}%`
     console.log('\ncandidates (10 equal upstreams unless noted; remove app-003, add app-010):')
