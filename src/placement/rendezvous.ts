@@ -1,7 +1,9 @@
 // Placement by weighted rendezvous hashing over a fixed table of 2^16 buckets: key hash ->
 // upstream index, and the key's full preference order for failover. Pure: no I/O, no clock, no
-// randomness; built once per upstream set or weight change, then frozen. Health, "tried" and
-// "full" arrive as an `accept` predicate. Why not Maglev or a ring: docs/placement.md (measured).
+// randomness; built once per upstream set or weight change (derived from the previous table when
+// few changed), then frozen apart from buckets computed on first lookup for big sets (the same
+// values a full build gives). Health, "tried" and "full" arrive as an `accept` predicate.
+// Why not Maglev or a ring: docs/placement.md (measured).
 
 import { murmur3, murmur3U32 } from './hash.js'
 
@@ -379,7 +381,10 @@ class RendezvousTable implements PlacementTable {
  *
  * The input order does not matter (upstreams are sorted by id). Throws RangeError on a
  * duplicate or empty id, a weight that is not an integer in 1..1000, or more than 65535
- * upstreams. Cost: O(2^16 x upstreams) hashes (about 15 ms for 100 equal upstreams).
+ * upstreams. Cost: O(2^16 x upstreams) hashes (about 15 ms for 100 equal upstreams); above 256
+ * upstreams each bucket is computed on its first lookup instead (a build of 10,000 takes
+ * milliseconds). `previous`, the table this one replaces, only saves work (the result is the
+ * same): the new table is derived from it in O(2^16 x changed upstreams) when few changed.
  *
  * Example:
  * ```ts
