@@ -2,7 +2,7 @@
 // underscore rule, X-Forwarded-* from trusted and untrusted peers, Host and request targets.
 import t from 'tap'
 import { DEFAULTS } from '../src/config/schema.js'
-import { clientResponseHeaders, headerPolicy, hostIsValid, requestTarget, upstreamRequestHeaders, type HeaderPolicy } from '../src/proxy/headers.js'
+import { clientResponseHeaders, headerPolicy, fieldsAreValid, requestTarget, upstreamRequestHeaders, type HeaderPolicy } from '../src/proxy/headers.js'
 import { ReservedHeaders, foldHeaderName } from '../src/reserved-headers.js'
 
 function policy(over: { state_header?: string; allow_underscores?: boolean; trusted?: string[]; x_forwarded?: boolean } = {}): HeaderPolicy {
@@ -158,7 +158,29 @@ t.test('Host must be one valid authority (RFC 9112 section 3.2)', async (t) => {
     [['Host', 'a.example:80x'], false],
     [['Host', '[::1'], false],
   ]
-  for (const [raw, ok] of cases) t.equal(hostIsValid(raw), ok, JSON.stringify(raw))
+  for (const [raw, ok] of cases) t.equal(fieldsAreValid(raw), ok, JSON.stringify(raw))
+})
+
+t.test('a second line of a field that may appear once is refused, in any case; other fields may repeat', async (t) => {
+  const cases: [string[], boolean][] = [
+    [['Authorization', 'Basic a', 'authorization', 'Basic b'], false],
+    [['AUTHORIZATION', 'x', 'Authorization', 'x'], false],
+    [['proxy-authorization', 'a', 'Proxy-Authorization', 'b'], false],
+    [['If-Match', '"a"', 'If-Match', '"b"'], false],
+    [['If-None-Match', '"a"', 'if-none-match', '"a"'], false],
+    [['If-Modified-Since', 'x', 'If-Modified-Since', 'y'], false],
+    [['If-Unmodified-Since', 'x', 'If-Unmodified-Since', 'y'], false],
+    [['If-Range', 'x', 'If-Range', 'y'], false],
+    [['Content-Range', 'x', 'Content-Range', 'x'], false],
+    [['Content-Length', '1', 'content-length', '1'], false],
+    [['Transfer-Encoding', 'gzip', 'Transfer-Encoding', 'chunked'], false],
+    [['Expect', '100-continue', 'expect', '100-continue'], false],
+    [['Host', 'a', 'Authorization', 'x', 'Proxy-Authorization', 'y', 'If-Match', 'a', 'If-None-Match', 'b', 'If-Range', 'c',
+      'If-Modified-Since', 'd', 'If-Unmodified-Since', 'e', 'Content-Range', 'f', 'Content-Length', '1', 'Transfer-Encoding', 'chunked', 'Expect', 'g'], true],
+    [['User-Agent', 'a', 'User-Agent', 'b', 'Cookie', 'a=1', 'Cookie', 'b=2', 'Range', 'bytes=0-1', 'Range', 'bytes=2-3', 'Content-Type', 'a', 'Content-Type', 'b'], true],
+    [['X-Authorization', 'a', 'X-Authorization', 'b', 'Authorizatiom', 'a', 'Authorizatiom', 'b', 'Hosts', 'a', 'Hosts', 'b'], true],
+  ]
+  for (const [raw, ok] of cases) t.equal(fieldsAreValid(raw), ok, JSON.stringify(raw))
 })
 
 t.test('request targets: origin-form and absolute-form paths pass exactly as written; bad ones are refused', async (t) => {

@@ -25,7 +25,8 @@ const FIRST_LINE_ONLY = new Set(['age', 'authorization', 'content-length', 'cont
  * with "; " into one field, and `transfer-encoding: chunked` when a body follows without a
  * declared length (the framing an HTTP/1.1 upstream gets for it). `headers` holds what Node's
  * HTTP/1.1 parser makes of the same lines, so a request reads the same over either protocol
- * (an affinity key from `Authorization` or `User-Agent` sent twice, among them): the first line
+ * (an affinity key from `User-Agent` sent twice, among them; `Authorization` twice is refused
+ * before any key is made): the first line
  * of a field it knows as one value ({@link FIRST_LINE_ONLY}), set-cookie as a list, any other
  * field's lines joined with ", "; `raw` keeps every line (the upstream gets them all).
  * Example: [':method','GET',':authority','a.example',':path','/','cookie','a=1','cookie','b=2']

@@ -291,21 +291,62 @@ export function validAuthority(value: string): boolean {
 let lastValidAuthority: string | null = null
 
 /**
- * The Host rule of RFC 9112 section 3.2: a request with more than one Host, or a Host that is
- * not a valid authority, is answered 400. (A missing Host on HTTP/1.1 is Node's own 400.)
- * Example: hostIsValid(['Host', 'a.example:8080']) -> true; ['Host', 'a b'] -> false;
- * ['Host', 'a', 'host', 'b'] -> false.
+ * The request fields that may appear once (what nginx 1.22 refuses sent twice: its
+ * `ngx_http_process_unique_header_line` fields and Host, measured over HTTP/1.1 and h2), plus
+ * Proxy-Authorization: one credential each. Node's HTTP/1.1 parser keeps the first line of
+ * Host, Authorization, Proxy-Authorization, If-Modified-Since, If-Unmodified-Since and
+ * Content-Length in `headers` and forwards every line in `rawHeaders`: Tether (its affinity key
+ * included) and an upstream reading the last line would act on different values. Listed by name
+ * length, so that a name of another length costs one array look-up.
  */
-export function hostIsValid(raw: readonly string[]): boolean {
-  let seen = false
+const ONCE_ONLY: readonly (readonly string[] | undefined)[] = (() => {
+  const byLength: string[][] = []
+  for (const name of ['host', 'content-length', 'transfer-encoding', 'authorization', 'proxy-authorization', 'if-modified-since',
+    'if-unmodified-since', 'if-match', 'if-none-match', 'if-range', 'content-range', 'expect']) (byLength[name.length] ??= []).push(name)
+  return byLength
+})()
+
+/** Is `name` (a token) `lower` (lower case) in any case? No allocation: header tokens hold no byte that `| 0x20` confuses with a lower-case letter or `-`. */
+function sameName(name: string, lower: string): boolean {
+  for (let i = 0; i < lower.length; i++) if ((name.charCodeAt(i) | 0x20) !== lower.charCodeAt(i)) return false
+  return true
+}
+
+/**
+ * The field rules checked before any routing: a request with more than one Host, or a Host that
+ * is not a valid authority (RFC 9112 section 3.2; a missing Host on HTTP/1.1 is Node's own 400),
+ * or a second line of a field of {@link ONCE_ONLY} (nginx's "client sent duplicate header
+ * line"), equal or not, is answered 400. One walk over the raw lines, no allocation.
+ * Example: fieldsAreValid(['Host', 'a.example:8080']) -> true; ['Host', 'a b'] -> false;
+ * ['Host', 'a', 'host', 'b'] -> false; ['Authorization', 'Basic x', 'authorization', 'Basic x'] -> false.
+ */
+export function fieldsAreValid(raw: readonly string[]): boolean {
+  let seen = 0 // one bit a field of ONCE_ONLY: (its length, its place in that length's list)
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!
-    if (name.length !== 4 || (name !== 'Host' && name !== 'host' && name.toLowerCase() !== 'host')) continue
-    if (seen || !validAuthority(raw[i + 1]!)) return false
-    seen = true
+    const names = ONCE_ONLY[name.length]
+    if (names === undefined) continue
+    for (let j = 0; j < names.length; j++) {
+      if (!sameName(name, names[j]!)) continue
+      const bit = 1 << (ONCE_BIT[name.length]! + j)
+      if ((seen & bit) !== 0) return false
+      seen |= bit
+      if (name.length === 4 && !validAuthority(raw[i + 1]!)) return false
+      break
+    }
   }
   return true
 }
+/** The first bit of each name length's fields in fieldsAreValid's `seen`. */
+const ONCE_BIT: readonly number[] = (() => {
+  const first: number[] = []
+  let next = 0
+  ONCE_ONLY.forEach((names, length) => {
+    first[length] = next
+    next += names!.length
+  })
+  return first
+})()
 
 /** Where a request goes on the upstream: its path (and query) exactly as written, and an absolute-form authority. */
 export interface RequestTarget {

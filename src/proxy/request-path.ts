@@ -22,7 +22,7 @@ import { isReplacement, type Upstream, type UpstreamSet } from '../upstream/upst
 import type { ClientErrors } from './client-error.js'
 import type { Attempt, Exchange } from './exchange.js'
 import { hasBody, type Forwarder } from './forward.js'
-import { REQUEST_ID, hostIsValid, requestTarget, upstreamRequestHeaders, type HeaderPolicy } from './headers.js'
+import { REQUEST_ID, fieldsAreValid, requestTarget, upstreamRequestHeaders, type HeaderPolicy } from './headers.js'
 import type { InFlight } from './in-flight.js'
 import { classify, healthSignal, type HealthSignal, type Outcome } from './outcome.js'
 import { RequestBody } from './request-body.js'
@@ -348,9 +348,10 @@ export class RequestPath {
   }
 
   /**
-   * What may be answered before any routing: a malformed target or Host (400), a transfer
-   * coding Tether cannot frame (501), a declared body over the limit (413). A request with a
-   * body starts streaming it here, and tells the parser's error handler how to stop it.
+   * What may be answered before any routing: a malformed target or Host, or a second line of
+   * a field that may appear once (400), a transfer coding Tether cannot frame (501), a declared
+   * body over the limit (413). A request with a body starts streaming it here, and tells the
+   * parser's error handler how to stop it.
    */
   #guard(ctx: RequestContext): ErrorCode | null {
     const req = ctx.req
@@ -361,7 +362,7 @@ export class RequestPath {
     // client could send (llhttp refuses it), and a way round the TRACE check; nginx answers 400
     if (req.httpVersionMajor === 2 && LOWER_CASE.test(ctx.method)) return 'TETHER_BAD_REQUEST'
     const target = requestTarget(req.url)
-    if (target === null || !hostIsValid(req.rawHeaders)) return 'TETHER_BAD_REQUEST'
+    if (target === null || !fieldsAreValid(req.rawHeaders)) return 'TETHER_BAD_REQUEST'
     ctx.target = target
     const te = req.headers['transfer-encoding']
     if (te !== undefined) {
