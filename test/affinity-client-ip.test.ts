@@ -173,18 +173,18 @@ t.test('forwarded entries normalise to one canonical address or null', async (t)
   for (const [entry, want] of cases) t.equal(normalizeForwardedAddress(entry), want, JSON.stringify(entry))
 })
 
-t.test('an IPv6 zone id gives one key however it is spelt: %eth0, %25eth0 (RFC 6874 URI form), any case, any zero compression', async (t) => {
+t.test('an IPv6 zone id gives one key however it is spelt: %eth0, [..%25eth0] (RFC 6874 URI form), any case, any zero compression', async (t) => {
   // a zone id reaches the key from the socket (Node names a link-local peer's interface:
   // 'fe80::fc:ff:fe00:1%eth0') and from X-Forwarded-For written by a trusted proxy (PROXY
   // protocol: Tether reads none)
   const cases: [string, string | null][] = [
     ['fe80::1%eth0', 'fe80::1%eth0'],
-    ['fe80::1%25eth0', 'fe80::1%eth0'],
+    ['fe80::1%25eth0', 'fe80::1%25eth0'], // an address, not a URI: interface "25eth0"
     ['[fe80::1%25eth0]', 'fe80::1%eth0'],
     ['[fe80::1%25eth0]:443', 'fe80::1%eth0'],
     ['[fe80::1%eth0]:443', 'fe80::1%eth0'],
     ['FE80:0:0:0:0:0:0:1%ETH0', 'fe80::1%eth0'],
-    ['fe80:0000::0001%25Eth0', 'fe80::1%eth0'],
+    ['[fe80:0000::0001%25Eth0]', 'fe80::1%eth0'],
     ['fe80::1%2', 'fe80::1%2'], // a numeric zone (an interface index)
     ['fe80::1%25', 'fe80::1%25'], // interface 25: nothing after "%25" to be its escape
     ['::ffff:198.51.100.7%eth0', '198.51.100.7'], // IPv4 has no zones
@@ -192,10 +192,39 @@ t.test('an IPv6 zone id gives one key however it is spelt: %eth0, %25eth0 (RFC 6
   ]
   for (const [entry, want] of cases) t.equal(normalizeForwardedAddress(entry), want, JSON.stringify(entry))
   const zoned = parseTrustedProxies(['fe80::/10'])
-  t.equal(clientIp('fe80::2%eth0', 'FE80:0:0:0:0:0:0:1%25eth0', zoned), 'fe80::1%eth0', 'through a trusted link-local proxy (its zone id too)')
+  t.equal(clientIp('fe80::2%eth0', '[FE80:0:0:0:0:0:0:1%25eth0]', zoned), 'fe80::1%eth0', 'through a trusted link-local proxy (its zone id too)')
   t.equal(clientIp('fe80::2%eth0', 'fe80::1%eth0', zoned), 'fe80::1%eth0')
   t.equal(clientIp('fe80::1%eth0', undefined, nobody), 'fe80::1%eth0', 'a link-local peer, as Node names it')
-  t.equal(clientIp('FE80::1%25eth0', undefined, nobody), 'fe80::1%eth0', 'the same rule for a peer address')
+  t.equal(clientIp('FE80::1%25eth0', undefined, nobody), 'fe80::1%25eth0', 'the same rule for a peer address')
+})
+
+t.test('a zone id: "%" of a bare address is the delimiter (RFC 4007), "%25" its escape only in brackets (RFC 6874): different zones, different keys', async (t) => {
+  // X-Forwarded-For carries addresses, not URIs (RFC 7239's Forwarded takes a bracketed
+  // IPv6address without any zone): a bare entry's zone is what follows its "%" as written;
+  // a bracketed entry ([v6]:port) is a URI's IP-literal, where "%25" is the escaped "%" and
+  // the zone is percent-decoded; a lone "%" in brackets is read as the delimiter (RFC 6874
+  // section 4 asks browsers to accept it)
+  const cases: [string, string | null][] = [
+    ['fe80::1%251', 'fe80::1%251'], // interface 251, not interface 1
+    ['fe80::1%1', 'fe80::1%1'],
+    ['[fe80::1%251]', 'fe80::1%1'], // the URI spelling of interface 1
+    ['[fe80::1%251]:443', 'fe80::1%1'],
+    ['[fe80::1%1]', 'fe80::1%1'],
+    ['[fe80::1%25251]', 'fe80::1%251'], // the URI spelling of interface 251
+    ['[fe80::1%12]', 'fe80::1%12'], // a lone "%": "12" is the zone, not an escape
+    ['[fe80::1%2512]', 'fe80::1%12'],
+    ['[fe80::1%25]', 'fe80::1%25'], // nothing after "%25": interface 25
+    ['[fe80::1%2525]', 'fe80::1%25'],
+    ['[fe80::1%25en%30]', 'fe80::1%en0'],
+    ['[fe80::1%25en%zz]', null],
+    ['[fe80::1%]', null],
+    ['fe80::1%', null],
+  ]
+  for (const [entry, want] of cases) t.equal(normalizeForwardedAddress(entry), want, JSON.stringify(entry))
+  const zoned = parseTrustedProxies(['fe80::/10'])
+  t.not(clientIp('fe80::2%eth0', 'fe80::1%251', zoned), clientIp('fe80::2%eth0', 'fe80::1%1', zoned), 'interfaces 251 and 1: two keys')
+  t.equal(clientIp('fe80::2%eth0', 'fe80::1%251', zoned), clientIp('fe80::2%eth0', '[fe80::1%25251]:80', zoned), 'interface 251 spelt two ways: one key')
+  t.equal(clientIp('fe80::2%eth0', 'fe80::1%1', zoned), clientIp('fe80::2%eth0', '[fe80::1%251]:80', zoned), 'interface 1 spelt two ways: one key')
 })
 
 t.test('a long chain of trusted hops is walked without trouble', async (t) => {

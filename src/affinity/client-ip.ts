@@ -115,8 +115,11 @@ const MAPPED_HEX = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/
  * Accepts `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`, `[2001:db8::1]`, `[2001:db8::1]:443`.
  * IPv6 is canonicalised (lower case, zero runs compressed) so that one client gets one key
  * however a proxy spells it; IPv4-mapped IPv6 in any spelling becomes dotted IPv4. A zone id is
- * kept, lower-cased, its URI form's `%25` read as `%` (RFC 6874): `FE80:0::1%25eth0` -> `fe80::1%eth0`
- * (`%25` alone is interface 25).
+ * kept, lower-cased: in a bare address what follows its `%` as written (RFC 4007 section 11:
+ * X-Forwarded-For carries addresses, not URIs), in a bracketed one (a URI's IP-literal) the
+ * URI form's `%25` read as `%` and the zone percent-decoded (RFC 6874): `fe80::1%251` is
+ * interface 251, `[fe80::1%251]` interface 1, `[FE80:0::1%25eth0]:80` -> `fe80::1%eth0`
+ * (a lone `%` in brackets is the delimiter, RFC 6874 section 4: `[fe80::1%25]` is interface 25).
  */
 export function normalizeForwardedAddress(entry: string): string | null {
   let s = entry
@@ -126,6 +129,15 @@ export function normalizeForwardedAddress(entry: string): string | null {
     const rest = s.slice(close + 1)
     if (rest !== '' && !/^:\d{1,5}$/.test(rest)) return null
     s = s.slice(1, close)
+    // a URI's zone id: "%25" and the zone percent-decoded (nothing after "%25": a lone "%")
+    const pct = s.indexOf('%')
+    if (pct !== -1 && s.length > pct + 3 && s.startsWith('25', pct + 1)) {
+      try {
+        s = `${s.slice(0, pct)}%${decodeURIComponent(s.slice(pct + 3))}`
+      } catch {
+        return null // a bad escape
+      }
+    }
     if (isIP(s) !== 6) return null
   }
   const family = isIP(s)
@@ -137,15 +149,14 @@ export function normalizeForwardedAddress(entry: string): string | null {
     const host = s.slice(0, colon)
     return isIPv4(host) ? host : null
   }
-  // a zone id (RFC 4007 section 11: `fe80::1%eth0`, the interface of the host that wrote it),
-  // in the URI form too, where its "%" is written "%25" (RFC 6874 section 2: `[fe80::1%25eth0]`);
-  // WHATWG URL takes no zone id, so the address is canonicalised without it, the zone id
-  // lower-cased and put back (IPv4, a mapped address included, has none)
+  // a zone id (RFC 4007 section 11: `fe80::1%eth0`, the interface of the host that wrote it;
+  // a bracketed one's is decoded above); WHATWG URL takes no zone id, so the address is
+  // canonicalised without it, the zone id lower-cased and put back (IPv4, a mapped address
+  // included, has none)
   const pct = s.indexOf('%')
   let zone = ''
   if (pct !== -1) {
     zone = s.slice(pct + 1).toLowerCase()
-    if (zone.length > 2 && zone.startsWith('25')) zone = zone.slice(2)
     s = s.slice(0, pct)
   }
   let canonical: string
