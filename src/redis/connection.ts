@@ -214,6 +214,19 @@ export const ROOM_PROBE_LUA = '#!lua\nreturn 1'
 /** Error replies after which a standalone or Sentinel connection is made again (see `reconnectOnError`). */
 const RECONNECT_ON = /^(READONLY|LOADING|MASTERDOWN)\b/
 /**
+ * Error replies that say the node cannot serve (every call to it would get one), so they count
+ * as failed calls of the node (see {@link failsNode}): it is loading its data (`LOADING`), not the
+ * primary (`READONLY`: ioredis reconnects on it, as on `MASTERDOWN`, a replica cut off from its
+ * master), a Cluster that serves no slot or is failing over (`CLUSTERDOWN`, and `TRYAGAIN`,
+ * `MOVED`, `ASK` when ioredis's own retries and redirections gave up; a standalone server that
+ * answers `MOVED` is a Cluster node, not a server for all keys), a script that blocks it (`BUSY`:
+ * every other command waits for `SCRIPT KILL`; `BUSYKEY`, a key's, is not), writes refused as a
+ * whole (`MISCONF`: it cannot persist; `NOREPLICAS`: too few replicas), a connection not (or no
+ * longer) authenticated (`NOAUTH`, `WRONGPASS`), and no room for Tether's connection (`ERR max
+ * number of clients reached`).
+ */
+const NODE_FAULT = /^(?:LOADING|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|MOVED|ASK|BUSY|MISCONF|NOREPLICAS|NOAUTH|WRONGPASS)\b|^ERR max number of clients reached/
+/**
  * A refusal of Tether's credentials (no password given, a wrong one, a wrong or disabled user),
  * or Redis < 6's answer to AUTH with a username ({@link NO_ACL_USERS}).
  */
@@ -255,6 +268,24 @@ export interface RedisCommands {
   hset(key: string, field: string, value: string): Promise<number>
   hdel(key: string, field: string): Promise<number>
   pexpire(key: string, ms: number): Promise<number>
+}
+
+/**
+ * An error reply that concerns one call only ({@link failsNode} false) and is no ACL refusal
+ * (those are {@link RedisRefusal}s): a key of the wrong type (`WRONGTYPE`), an unknown command
+ * or a script's error (`ERR ...`), `NOSCRIPT`, `EXECABORT`, `CROSSSLOT`. The call failed; its
+ * node answered and is not counted down for it. Example: `{ node: '127.0.0.1:6379', command:
+ * 'EVALSHA', script: 'tetherPutCheckpoint', error: 'WRONGTYPE Operation against a key holding
+ * the wrong kind of value script: ...' }`.
+ */
+export interface RedisReplyError {
+  /** The node that answered (as {@link RedisNodeHealth.address}). */
+  readonly node: string
+  /** The command sent (upper case), when ioredis tells it. */
+  readonly command: string | null
+  /** The script run (its name as defined, {@link RedisConnection.defineScript}), if the call ran one. */
+  readonly script?: string
+  readonly error: string
 }
 
 /**
@@ -396,6 +427,13 @@ export class RedisConnection {
   readonly #listeners = new Set<(status: RedisStatus, detail: string) => void>()
   readonly #nodeListeners = new Set<(event: RedisNodeEvent) => void>()
   readonly #refusalListeners = new Set<(refusal: RedisRefusal) => void>()
+  readonly #replyErrorListeners = new Set<(e: RedisReplyError) => void>()
+  /**
+   * The ACL refusals told and not told ended (see {@link refusals}), by what they refuse (a key
+   * kind is one, as the keys are one warn; a command, a channel and a script's command each
+   * their own), with the last refusal told.
+   */
+  readonly #openRefusals = new Map<string, RedisRefusal>()
   /**
    * Commands refused (a NOPERM naming the command, upper case; or a channel refused to the
    * command, by that command's name: see #refusedKinds), each with the nodes (as
@@ -436,6 +474,15 @@ export class RedisConnection {
   readonly #nodes = new Map<string, NodeHealth>()
   /** Cluster: per master, a hash tag whose slot it serves (for probes). */
   readonly #probeTags = new Map<string, string>()
+  /**
+   * Cluster: masters whose calls got an error reply about the call only since the last probe
+   * round (not counted against them, see {@link failsNode}): each is probed once in the next
+   * round all the same, with an EXISTS on a key of its slots. A master that no longer serves
+   * a slot still refuses, by its ACL, a call for it (Redis checks the ACL before it redirects),
+   * so those refusals alone would never show the slot moved; the probe's MOVED does, and
+   * ioredis refreshes its slot map.
+   */
+  readonly #recheck = new Set<NodeHealth>()
   #probeTimer: unknown = null
   /** Lua scripts the roles use, defined on the client as commands (EVALSHA, EVAL on NOSCRIPT). */
   readonly #scripts = new Map<string, { lua: string; keys: number }>()
@@ -507,6 +554,45 @@ export class RedisConnection {
     this.#refusalListeners.add(fn)
     return () => {
       this.#refusalListeners.delete(fn)
+    }
+  }
+
+  /**
+   * The ACL refusals (NOPERM, see {@link onRefused}) told and not ended since (no call of what
+   * was refused has succeeded since), one line each, for people: what is refused and the error
+   * with its hint naming the grant and the setting to fix. The node that refuses stays up: this
+   * is how a user that may not run what Tether needs is seen (in /readyz). Example:
+   * `["redis refuses the command EVALSHA: NOPERM this user has no permissions to run the
+   * 'evalsha' command (Redis's ACL user may not run EVALSHA: grant it (ACL SETUSER <user>
+   * +evalsha), or check state.redis.username)"]`.
+   */
+  refusals(): string[] {
+    return [...this.#openRefusals.values()].map((r) => {
+      const what = r.kind === 'key' ? `the key ${r.key ?? ''} to ${r.command}`
+        : r.kind === 'channel' ? `the channel to ${r.command}`
+        : r.kind === 'script' ? `a command the script ${r.script ?? r.command} calls${r.script === undefined || r.command === r.script ? '' : ` (${r.command})`}`
+        : `the command ${r.command}`
+      return `redis refuses ${what}: ${r.error ?? ''}`
+    })
+  }
+
+  /** Tells the refusal listeners `r`, and keeps {@link refusals} in step. */
+  #tellRefusal(r: RedisRefusal): void {
+    const id = r.kind === 'key' ? 'key' : r.kind === 'script' ? `script ${r.script ?? r.command}` : `${r.kind} ${r.command}`
+    if (r.error === null) this.#openRefusals.delete(id)
+    else this.#openRefusals.set(id, r)
+    tellAll(this.#refusalListeners, r)
+  }
+
+  /**
+   * Be told of each call that failed on an error reply about that call only, other than an ACL
+   * refusal (see {@link RedisReplyError}: every one, the listener rate-limits); returns the
+   * unsubscribe function.
+   */
+  onReplyError(fn: (e: RedisReplyError) => void): () => void {
+    this.#replyErrorListeners.add(fn)
+    return () => {
+      this.#replyErrorListeners.delete(fn)
     }
   }
 
@@ -953,7 +1039,7 @@ export class RedisConnection {
     const { command, watched } = refusedCommand(error, 'subscribe')
     const kind: RefusalKind = watched ? 'command' : /channel/i.test(error) ? 'channel' : 'command'
     if (command === 'SUBSCRIBE' && (watched || kind === 'channel')) this.#subscribeRefusal.add(kind)
-    tellAll(this.#refusalListeners, { command, error: this.#dataError(error), kind })
+    this.#tellRefusal({ command, error: this.#dataError(error), kind })
   }
 
   /** A SUBSCRIBE answered: a refusal of the SUBSCRIBE command, or of its channel, ends. */
@@ -961,7 +1047,7 @@ export class RedisConnection {
     if (this.#subscribeRefusal.size === 0) return
     const kinds = [...this.#subscribeRefusal]
     this.#subscribeRefusal.clear()
-    for (const kind of kinds) tellAll(this.#refusalListeners, { command: 'SUBSCRIBE', error: null, kind })
+    for (const kind of kinds) this.#tellRefusal({ command: 'SUBSCRIBE', error: null, kind })
   }
 
   #addNode(address: string, role: RedisNodeRole): NodeHealth {
@@ -1046,24 +1132,31 @@ export class RedisConnection {
   async #warm(client: Cluster): Promise<void> {
     await Promise.all(client.nodes('master').map(async (node) => {
       const address = hostPort(node.options.host ?? '', node.options.port ?? 0)
-      const error = await settle(node.ping(), this.#connectTimeout, this.#timers)
+      let ofNode = true
+      const error = await settle(node.ping().catch((err: unknown) => { ofNode = failsNode(err); throw err }), this.#connectTimeout, this.#timers)
       if (this.#client !== client) return
       const health = this.#nodes.get(address)
       if (health === undefined) return
       const now = this.#now()
       // (a refusal with its hint, the user's name left out: not told to onRefused, as no call
-      // through run() sends PING on a Cluster to end it)
-      health.record(error === null, now, error === null ? undefined : this.#dataError(error))
-      this.#report(health, now, error !== null)
+      // through run() sends PING on a Cluster to end it; like any error reply about the call
+      // only, an answer of the node)
+      if (error !== null && !ofNode) health.answeredWithError(this.#dataError(error), now)
+      else health.record(error === null, now, error === null ? undefined : this.#dataError(error))
+      this.#report(health, now, error !== null && ofNode)
     }))
   }
 
   /**
-   * Counts the outcome of one call for the node that owns `key` (see the class comment). `oom`:
-   * it failed for an OOM reply, an answer of a full node: counted as an answer (the node is
-   * alive) and the node marked full, probed until it has room.
+   * Counts the outcome of one call for the node that owns `key` (see the class comment). A
+   * failed call's `reply`: `'full'`, it failed for an OOM reply, an answer of a full node:
+   * counted as an answer (the node is alive) and the node marked full, probed until it has room;
+   * `'call'`, an error reply that concerns that call only ({@link failsNode} false: an ACL
+   * refusal, a key of the wrong type): counted as an answer, and told to the
+   * {@link onReplyError} listeners unless it is a refusal (told to {@link onRefused}'s);
+   * `'node'` (default): a failure of the node.
    */
-  #observe(client: Client, key: string | null, ok: boolean, error: string | undefined, oom = false): void {
+  #observe(client: Client, key: string | null, ok: boolean, error: string | undefined, reply: 'node' | 'full' | 'call' = 'node', command?: string, script?: string): void {
     if (client !== this.#client) return
     let node: NodeHealth | undefined
     if (client instanceof Cluster) {
@@ -1077,10 +1170,19 @@ export class RedisConnection {
     }
     if (node === undefined) return
     const now = this.#now()
-    if (oom) node.refusedForMemory(error ?? 'OOM', now)
+    if (!ok && reply === 'full') node.refusedForMemory(error ?? 'OOM', now)
+    else if (!ok && reply === 'call') node.answeredWithError(error ?? 'an error reply', now)
     else node.record(ok, now, error)
-    this.#report(node, now, !ok && !oom)
-    if (!ok) this.#probeSoon()
+    this.#report(node, now, !ok && reply === 'node')
+    if (!ok && reply !== 'call') this.#probeSoon()
+    // (a probe's own error reply asks for no other probe: a user that may not send it is not probed on and on)
+    if (!ok && reply === 'call' && client instanceof Cluster && !(key as string).startsWith(`${this.keyPrefix}probe:`)) {
+      this.#recheck.add(node)
+      this.#probeSoon()
+    }
+    if (!ok && reply === 'call' && error !== undefined && !NOPERM.test(error)) {
+      tellAll(this.#replyErrorListeners, { node: node.address, command: command ?? null, ...(script === undefined ? {} : { script }), error })
+    }
   }
 
   /**
@@ -1133,12 +1235,14 @@ export class RedisConnection {
     if (client === null) return
     const now = this.#now()
     let suspects = 0
+    const recheck = [...this.#recheck]
+    this.#recheck.clear()
     for (const node of this.#nodes.values()) {
       if (node.full && node.reachable) {
         suspects++
         void this.#probeRoom(client, node)
       }
-      if (!node.suspect(now)) continue
+      if (!node.suspect(now) && !(recheck.includes(node) && node.reachable)) continue
       suspects++
       if (client instanceof Cluster) {
         const key = this.#probeKey(client, node.address)
@@ -1223,11 +1327,11 @@ export class RedisConnection {
     }
     return new Promise((resolve) => {
       let done = false
-      const finish = (value: T | Failed, error?: string, oom = false): void => {
+      const finish = (value: T | Failed, error?: string, reply: 'node' | 'full' | 'call' = 'node', command?: string): void => {
         if (done) return
         done = true
         this.#timers.clearTimeout(timer)
-        this.#observe(client, key, value !== FAILED, error, oom)
+        this.#observe(client, key, value !== FAILED, error, reply, command, script)
         resolve(value)
       }
       // a late timer after a stall of this process defers to pending I/O: a reply already on
@@ -1248,7 +1352,8 @@ export class RedisConnection {
         }, (err: unknown) => {
           this.#answered(node)
           if (this.#failedUnanswered !== null && !replied(err)) this.#failedUnanswered++
-          finish(FAILED, this.#callError(err, node, key, script), forMemory(err))
+          // (an error reply about this call only, a NOPERM or a WRONGTYPE, is an answer of the node)
+          finish(FAILED, this.#callError(err, node, key, script), forMemory(err) ? 'full' : failsNode(err) ? 'node' : 'call', commandOf(err))
         })
       } catch (err) {
         finish(FAILED, describe(err))
@@ -1299,7 +1404,7 @@ export class RedisConnection {
       }
       else pending.nodes.add(node)
     }
-    tellAll(this.#refusalListeners, refusal)
+    this.#tellRefusal(refusal)
     return told
   }
 
@@ -1322,7 +1427,7 @@ export class RedisConnection {
       const { accepted } = pending
       if (accepted.kind === 'key') this.#refusedKeys--
       if (accepted.kind === 'key' && [...this.#refusedOther.values()].some((p) => p.accepted.kind === 'key')) continue
-      tellAll(this.#refusalListeners, accepted)
+      this.#tellRefusal(accepted)
     }
   }
 
@@ -1357,7 +1462,7 @@ export class RedisConnection {
       this.#refused.delete(name)
       const kinds = this.#refusedKinds.get(name) ?? new Set<RefusalKind>(['command'])
       this.#refusedKinds.delete(name)
-      for (const kind of kinds) tellAll(this.#refusalListeners, { command: name, error: null, kind })
+      for (const kind of kinds) this.#tellRefusal({ command: name, error: null, kind })
     }
     own.sendCommand = function (this: unknown, command, ...rest) {
       // (its failure is its caller's: only its reply is noted here)
@@ -1778,6 +1883,28 @@ function clusterSubscriber(cluster: Cluster): Redis | null {
 function forMemory(err: unknown): boolean {
   if (err instanceof AggregateError) return err.errors.some(forMemory)
   return err instanceof ReplyError && OOM.test(describe(err))
+}
+
+/**
+ * Whether a call's failure counts against its node: no reply (a timeout, a closed connection,
+ * any error that is not a Redis reply), or an error reply that says the node cannot serve
+ * ({@link NODE_FAULT}: `LOADING`, `READONLY`, `BUSY`, ...); for several commands, any of them.
+ * Any other error reply concerns that call only (an ACL refusal of its command or key:
+ * `NOPERM`; `WRONGTYPE`, `ERR ...`, `NOSCRIPT`, `EXECABORT`, `CROSSSLOT`, `BUSYKEY`): the node
+ * answered. An `OOM` reply is neither: it tells the node full (see {@link forMemory}). Examples:
+ * `failsNode(new ReplyError('BUSY Redis is busy running a script...'))` -> true;
+ * `failsNode(new ReplyError('NOPERM No permissions to access a key'))` -> false.
+ */
+export function failsNode(err: unknown): boolean {
+  if (err instanceof AggregateError) return err.errors.length === 0 || err.errors.some(failsNode)
+  return !(err instanceof ReplyError) || NODE_FAULT.test(describe(err))
+}
+
+/** The command (upper case) a failed call sent, as ioredis tells it on its error (the first of several), or undefined. */
+function commandOf(err: unknown): string | undefined {
+  const e = err instanceof AggregateError ? err.errors[0] as unknown : err
+  const name = (e as { command?: { name?: unknown } } | null)?.command?.name
+  return typeof name === 'string' ? name.toUpperCase() : undefined
 }
 
 /** Whether a command's failure is Redis's reply (an error reply), not its connection's end. */

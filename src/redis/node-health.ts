@@ -185,6 +185,16 @@ export class NodeHealth {
     }
   }
 
+  /**
+   * It answered a call with an error about that call only (`error`: an ACL refusal, a key of the
+   * wrong type; see connection.ts failsNode): an answer, not a failure; kept as the last call
+   * error (shown while the node is unreachable or failing for other calls).
+   */
+  answeredWithError(error: string, now: number): void {
+    this.record(true, now)
+    this.#callError = error
+  }
+
   /** It refused a write for want of memory (`error`, an OOM reply): full, and an answer (not a failure). */
   refusedForMemory(error: string, now: number): void {
     this.record(true, now)

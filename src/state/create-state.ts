@@ -7,7 +7,7 @@ import type { Config } from '../config/schema.js'
 import type { Logger } from '../observability/logger.js'
 import type { Metrics } from '../observability/metrics.js'
 import { RedisHealthLog } from '../observability/redis-health-log.js'
-import { ProblemLog } from '../observability/problem-log.js'
+import { ProblemLog, withoutNumbers } from '../observability/problem-log.js'
 import type { RedisConnection } from '../redis/connection.js'
 import type { CheckpointStore } from './checkpoint-store.js'
 import { MemoryCheckpointStore } from './memory-store.js'
@@ -77,7 +77,8 @@ export async function createState(
       log.observe(e)
     })
     // a command the ACL user may not run (NOPERM): one warn per command, then at most one per
-    // 30 s while its calls go on failing (each fails as any other Redis failure); an info line
+    // 30 s while its calls go on failing (each fails that call only: the node answered, it is
+    // not counted down for it; /readyz lists the refusal until it ends); an info line
     // once a call of it succeeds again (the ACL fixed). A key the user's patterns leave out is
     // one problem whatever the command (a script goes out as EVAL or EVALSHA) and the key (each
     // session's): one warn naming the key refused, then at most one per 30 s (with a grant that
@@ -94,6 +95,18 @@ export async function createState(
       const texts = REFUSAL_TEXTS[r.kind]
       if (r.error === null) refusals.resolve(problem, fields, texts.accepted)
       else refusals.report(problem, r.kind === 'key' || r.kind === 'channel' ? r.kind : r.command, { ...fields, err: r.error }, texts.refused)
+    })
+    // an error reply about one call only (a key of the wrong type, an unknown command, a
+    // script's error): that call fails, its node is not counted down for it (it answered). One
+    // warn per command (or script) and error, then at most one per 30 s while it goes on; no
+    // info line (no success of the same call is watched for). Its key is never logged.
+    const replyErrors = new ProblemLog(logger, clock)
+    redis.onReplyError((e) => {
+      const what = e.script ?? e.command ?? 'a command'
+      const err = e.error.length > 300 ? `${e.error.slice(0, 300)}...` : e.error
+      replyErrors.report(`redis reply error ${what} ${e.error.split(' ', 1)[0]}`, withoutNumbers(err), {
+        node: e.node, ...(e.command === null ? {} : { command: e.command }), ...(e.script === undefined ? {} : { script: e.script }), err,
+      }, 'redis answered a call with an error: that call fails, the node is up')
     })
     // a Redis whose maxmemory-policy evicts Tether's keys (INFO memory each time a node comes
     // up, and once a minute while it answers: a policy changed live): one warn a spell per node,
@@ -127,8 +140,10 @@ const REFUSAL_TEXTS = {
 
 /**
  * The `degraded` lines of /readyz for the state store: with Redis, one per node that is down,
- * naming it (address, Cluster slots) and why, and one per node that is up but full (it refuses
- * writes with OOM; the store stays ready: reads go on); none otherwise.
+ * naming it (address, Cluster slots) and why, one per node that is up but full (it refuses
+ * writes with OOM; the store stays ready: reads go on), and one per ACL refusal not ended (the
+ * user may not run a command or access a key Tether needs: those calls fail while the node stays
+ * up, see RedisConnection.refusals); none otherwise.
  *
  * Examples: `["redis shard 127.0.0.1:7001 (slots 0-5460) failing: 12 of 20 calls in the last 5 s failed
  * (last error: no reply within 50 ms); its checkpoints are paused, routing unaffected"]`;
@@ -138,11 +153,15 @@ const REFUSAL_TEXTS = {
  */
 export function stateDegraded(store: CheckpointStore | null, redis: RedisConnection | null): () => string[] {
   const suffix = 'its checkpoints are paused, routing unaffected'
+  const refusedSuffix = 'those calls fail, the node stays up: other calls and routing unaffected'
   const fullSuffix = 'new checkpoints and shared bindings are not stored until it has room, reads (rehydration), renewals and routing unaffected'
   return () => {
     if (store === null) return []
     const nodes = redis === null ? [] : redis.nodes()
-    const full = nodes.filter((n) => n.status === 'up' && n.full).map((n) => `${n.summary}; ${fullSuffix}`)
+    const full = [
+      ...nodes.filter((n) => n.status === 'up' && n.full).map((n) => `${n.summary}; ${fullSuffix}`),
+      ...(redis === null ? [] : redis.refusals().map((r) => `${r}; ${refusedSuffix}`)),
+    ]
     if (store.status === 'ready') return full
     const down = nodes.filter((n) => n.status === 'down')
     if (down.length === 0) return [`state store (${redis === null ? 'memory' : 'redis'}) unreachable: checkpoints paused, routing unaffected`, ...full]
