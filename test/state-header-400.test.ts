@@ -26,7 +26,7 @@ type Seen = string[]
  * A handshake switches (101) with `x-status` its X-Tether-Rehydrate-Status. An app for which
  * `hold(id, res)` is true sends no answer head (the test answers `res` itself, or never).
  */
-async function apps(t: Test, ids: string[], stateBytes: number, refuseState = false, hold: (id: string, res: http.ServerResponse) => boolean = () => false): Promise<{ ups: Upstream[]; seen: Seen }> {
+async function apps(t: Test, ids: string[], stateBytes: number, refuseState = false, hold: (id: string, res: http.ServerResponse) => boolean = () => false, fill = 's'): Promise<{ ups: Upstream[]; seen: Seen }> {
   const seen: Seen = []
   const ups = await Promise.all(ids.map(async (id) => {
     const up = await startUpstream(id, (req, res) => {
@@ -35,7 +35,7 @@ async function apps(t: Test, ids: string[], stateBytes: number, refuseState = fa
       seen.push(`${id} ${req.headers['x-tether-rehydrate-status'] ?? '-'} ${typeof state === 'string' ? state.length : '-'}`)
       if (refuseState && state !== undefined) return void res.writeHead(400, { 'content-type': 'text/plain' }).end('the app refused it')
       if (hold(id, res)) return
-      res.writeHead(200, { 'content-type': 'application/json', 'x-tether-state': 's'.repeat(stateBytes) }).end(JSON.stringify({ id }))
+      res.writeHead(200, { 'content-type': 'application/json', 'x-tether-state': fill.repeat(stateBytes) }).end(JSON.stringify({ id }))
     })
     const sockets: Socket[] = []
     up.server.on('upgrade', (req: http.IncomingMessage, sock: Socket) => {
@@ -294,6 +294,18 @@ t.test(`the ${STATE_LINE_400_BYTES}-byte bound on the state line: an app's own 4
       }
     })
   }
+})
+
+t.test('a state of header bytes 0x80-0xFF (latin1 to Node, one byte each on the wire) is measured in those bytes: a 4096-byte line of them refused 400 by the app is passed on, and it arrives unchanged', async (t) => {
+  // (its UTF-8 length, twice its bytes, is what Redis holds, not what the header line takes)
+  const bytes = STATE_LINE_400_BYTES - 'x-tether-rehydrate: '.length
+  const { ups, seen } = await apps(t, ['a', 'b'], bytes, true, () => false, '\u00e9')
+  const { tether, jar, home, logs } = await userMoving(t, ups)
+  const to = ups.find((u) => u.id !== home)!.id
+  const moved = await get(tether.url, jar)
+  t.equal(moved.status, 400, "the app's 400 reaches the client")
+  t.same(seen.filter((s) => s.startsWith(to)), [`${to} delivered ${bytes}`], `the app saw one request, with the ${bytes} bytes sent: not sent again`)
+  t.same(await refusals(tether, logs), { errors: 0, warnings: 0 }, 'no rehydration error, no warning')
 })
 
 t.test("a small state's handshake refused 400 by the app is passed on; a long one's is sent again without it", async (t) => {

@@ -441,7 +441,9 @@ export class RequestPath {
       ctx.rehydrate = 'delivered'
       if (this.#hook === null) {
         headers.push(TETHER_HEADER.rehydrate, r.checkpoint.value, TETHER_HEADER.previousUpstream, d.moved.from)
-        ctx.rehydrateBytes = Buffer.byteLength(r.checkpoint.value)
+        // (the header's bytes: a value is written latin1, one byte a character, as it was read
+        // from the upstream's X-Tether-State; not its UTF-8 length, twice that for 0x80-0xFF)
+        ctx.rehydrateBytes = r.checkpoint.value.length
       } else {
         const failed = await this.#postHook(ctx, d, r.checkpoint.value, cancel)
         if (failed !== null) return failed
