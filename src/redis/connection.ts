@@ -313,7 +313,8 @@ export type RefusalKind = 'command' | 'key' | 'channel' | 'script'
 /**
  * A command Redis refused for want of an ACL permission (a `NOPERM` reply to one call, e.g. a
  * user without `EVALSHA`): the command in upper case and the error with its hint naming the
- * setting to check (user names left out, see {@link authHint}). The call failed as any other.
+ * setting to check (user names left out, see {@link authHint}). The call failed; its node
+ * answered, so it is not counted down for it ({@link failsNode}).
  * `error` null: the refused thing was accepted again (the ACL was fixed), told once per
  * refusal (a later refusal is told again): a command, once a call of it got its reply; a key,
  * once a call of the refused key's kind ({@link loggedKey}) sending the refused command
@@ -385,7 +386,9 @@ type Client = Redis | Cluster
  * down while the client cannot reach it or while its calls fail (see {@link NodeHealth}: 5 in
  * a row over 250 ms, or at least 5 and at least half of its calls in the last 5 s), so a dead
  * Cluster master is seen although ioredis keeps the Cluster 'ready' and the other masters'
- * calls succeed (and no other node's success hides it). A suspect
+ * calls succeed (and no other node's success hides it). A call fails its node only when it got
+ * no reply or a reply that says the node cannot serve (see {@link failsNode}); an error reply
+ * about the call only (an ACL refusal, a key of the wrong type) is an answer. A suspect
  * node is probed (PING, or EXISTS on a key of its slots) every {@link PROBE_INTERVAL_MS} ms, so
  * it recovers without traffic.
  *
