@@ -659,3 +659,79 @@ t.test('copy: a starting worker takes an ejection for a refused connection with 
   probes(older.health, 'app-0', true, 3)
   t.equal(older.health.state('app-0'), 'ejected', "an older worker's copy: timed")
 })
+
+t.test('the snapshot names the kind of each ejection and what ends it: probes (and how many more passes) or time', async (t) => {
+  const { clock, health } = table({ passive: { ...PASSIVE, max_ejection_percent: 100 } }, ['app-0', 'app-1', 'app-2', 'app-3', 'app-4', 'app-5'])
+  health.reportPassive('app-0', 'connect_refused')
+  fail(health, 'app-1', 3, 'connect_failure')
+  fail(health, 'app-2', 3, 'server_error')
+  health.reportPassive('app-3', 'connect_refused', true, true) // another replica's active checks found it down
+  health.reportPassive('app-4', 'connect_refused', false, true, false, '5xx') // another replica's 5xx ejection
+  health.reportPassive('app-5', 'connect_refused', false, true) // an older Tether's down: it does not say why
+  const until = clock.now() + 30 * S
+  t.same(health.snapshot().map((e) => e.ejection), [
+    { reason: 'refused', until, ends: 'probes', passesLeft: 2 },
+    { reason: 'error', until, ends: 'time', passesLeft: null },
+    { reason: '5xx', until, ends: 'time', passesLeft: null },
+    { reason: 'probes', until, ends: 'probes', passesLeft: 1 },
+    { reason: '5xx', until, ends: 'time', passesLeft: null },
+    { reason: 'unknown', until, ends: 'time', passesLeft: null },
+  ])
+  health.reportActive('app-0', true)
+  t.match(health.ejection('app-0'), { ends: 'probes', passesLeft: 1 }, 'one pass of two: one left')
+  health.reportActive('app-0', true)
+  t.equal(health.ejection('app-0'), null, 'ended: null, as the snapshot row')
+  t.equal(health.snapshot()[0]!.ejection, null)
+  clock.advance(30 * S)
+  t.same(health.snapshot().map((e) => e.ejection), [null, null, null, null, null, null], 'expired: null')
+
+  const off = table({ active: { healthy_threshold: 2, unhealthy_threshold: 2, enabled: false } })
+  off.health.reportPassive('app-0', 'connect_refused')
+  t.match(off.health.ejection('app-0'), { reason: 'refused', ends: 'time', passesLeft: null }, 'without active checks here a refusal runs its time: it says so')
+})
+
+t.test("out here for a refusal, another replica's ejection for 5xx (or an older Tether's) makes it timed: both end at their time, not one at the probes", async (t) => {
+  for (const [told, reason] of [['5xx', '5xx'], ['error', 'error'], [null, 'unknown']] as const) {
+    const { health } = table({ passive: { ...PASSIVE, max_ejection_percent: 100 } })
+    health.reportPassive('app-0', 'connect_refused') // refused here: would end at 2 passes
+    const until = health.snapshot()[0]!.ejectedUntil
+    health.reportPassive('app-0', 'connect_refused', false, true, false, told) // another replica ejected it for 5xx
+    t.same(health.ejection('app-0'), { reason, until, ends: 'time', passesLeft: null }, `told ${told}: timed, its time unchanged`)
+    probes(health, 'app-0', true, 5)
+    t.equal(health.state('app-0'), 'ejected', `told ${told}: passed probes do not end it`)
+  }
+})
+
+t.test("out here for 5xx, another replica's refusal changes nothing: it runs its time (a restarted process is no evidence its answers are good)", async (t) => {
+  const { clock, health } = table({ passive: { ...PASSIVE, max_ejection_percent: 100 } })
+  fail(health, 'app-0', 3, 'server_error')
+  clock.advance(5 * S)
+  health.reportPassive('app-0', 'connect_refused', false, true, true, 'refused') // another replica's traffic was refused
+  t.same(health.ejection('app-0'), { reason: '5xx', until: clock.now() + 25 * S, ends: 'time', passesLeft: null }, 'still the 5xx ejection, its time unchanged')
+  probes(health, 'app-0', true, 5)
+  t.equal(health.state('app-0'), 'ejected', 'passed probes do not end it')
+  clock.advance(25 * S)
+  t.equal(health.state('app-0'), 'healthy', 'back at its time')
+  // out until a probe passes here (another replica's probes), then refused there: a refusal
+  const { health: h2 } = table()
+  h2.reportPassive('app-0', 'connect_refused', true, true)
+  h2.reportPassive('app-0', 'connect_refused', false, true, true, 'refused')
+  t.match(h2.ejection('app-0'), { reason: 'refused', ends: 'probes', passesLeft: 2 })
+})
+
+t.test("copy: a starting worker takes the ejection's reason; an older worker's copy, without one, what its flags say", async (t) => {
+  const sibling = table({ passive: { ...PASSIVE, max_ejection_percent: 100 } })
+  fail(sibling.health, 'app-0', 3, 'server_error')
+  sibling.health.reportPassive('app-1', 'connect_refused')
+  sibling.health.reportPassive('app-2', 'connect_refused', true, true)
+  const rows = JSON.parse(JSON.stringify(sibling.health.copies())) as Record<string, unknown>[]
+  t.same(rows.map((r) => r['reason']), ['5xx', 'refused', 'probes'])
+  const fresh = table({ passive: { ...PASSIVE, max_ejection_percent: 100 } })
+  fresh.clock.set(sibling.clock.now())
+  fresh.health.copy(rows as never)
+  t.same(fresh.health.snapshot().map((e) => e.ejection), sibling.health.snapshot().map((e) => e.ejection), 'the same ejections, kinds and ends')
+  const older = table({ passive: { ...PASSIVE, max_ejection_percent: 100 } })
+  older.clock.set(sibling.clock.now())
+  older.health.copy(rows.map(({ reason: _, ...r }) => r) as never)
+  t.same(older.health.snapshot().map((e) => e.ejection?.reason), ['unknown', 'refused', 'probes'])
+})

@@ -927,3 +927,28 @@ t.test('a down that could not reach Redis (before its connection was ready, or w
   t.notOk(published.some((m) => m.id === 'c'), 'not c: it is up again here')
   t.notOk(published[1]!.active, "b's down is live traffic's (timed ejection there)")
 })
+
+t.test("a down says why the sender ejected it (`reason`), and the receivers show it; a refusal and a 5xx ejection that cross end alike on both replicas: at their time, not one at its probes", async (t) => {
+  const config = testConfig([{ id: 'a', url: 'http://127.0.0.1:1' }, { id: 'b', url: 'http://127.0.0.1:2' }], {
+    health: { active: { enabled: true, healthy_threshold: 2, unhealthy_threshold: 5 }, passive: { base_ejection: 60_000, max_ejection_percent: 100 } },
+  })
+  const { process_, published, hold } = peersOverOneChannel(config)
+  const r1 = process_('r1', 'g1')
+  const r2 = process_('r2', 'g2')
+  for (const h of [r1, r2]) await h.peers!.start()
+  for (let i = 0; i < 3; i++) r1.table.reportPassive('a', 'server_error')
+  t.match(published.at(-1), { kind: 'down', id: 'a', reason: '5xx' }, 'the down says 5xx')
+  t.match(r2.table.ejection('a'), { reason: '5xx', ends: 'time' }, 'the receiver shows why, and that it runs its time')
+
+  // b: r1's traffic is refused while r2's gets 503s; each ejects it before hearing the other
+  const toR1 = hold('r1')
+  const toR2 = hold('r2')
+  r1.table.reportPassive('b', 'connect_refused')
+  for (let i = 0; i < 3; i++) r2.table.reportPassive('b', 'server_error')
+  t.match(published.filter((m) => (m as { id?: string }).id === 'b'), [{ kind: 'down', refused: true, reason: 'refused' }, { kind: 'down', reason: '5xx' }])
+  toR1()
+  toR2()
+  t.match([r1.table.ejection('b'), r2.table.ejection('b')], [{ reason: '5xx', ends: 'time' }, { reason: '5xx', ends: 'time' }], 'both: the 5xx ejection, timed')
+  for (let i = 0; i < 3; i++) for (const h of [r1, r2]) h.table.reportActive('b', true)
+  t.same([r1.table.state('b'), r2.table.state('b')], ['ejected', 'ejected'], 'passed probes end it on neither: the replicas agree')
+})

@@ -23,6 +23,8 @@ export interface HealthCopy {
   readonly refused?: boolean
   /** With `refused`: the checks passed in a row since it began. */
   readonly upPasses?: number
+  /** Why that ejection is (an EjectionReason); absent: what `untilPass` and `refused` say (an older worker's). */
+  readonly reason?: string
   readonly timesEjected: number
   readonly lastEjectionEnd: number | null
   readonly readySince: number | null

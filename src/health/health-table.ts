@@ -60,6 +60,31 @@ export interface HealthOptions {
  */
 export type PassiveResult = 'success' | 'connect_failure' | 'connect_refused' | 'server_error'
 
+/**
+ * Why an upstream is ejected: the failure that ejected it (the last of the run) or what another
+ * replica or worker told of it. `refused`: a refused connection (nothing listens); `error`: a
+ * connection error, reset or timeout (no usable answer); `5xx`: a 5xx answer (or one no HTTP
+ * client can read), with `count_5xx`; `probes`: another replica's active checks found it down;
+ * `unknown`: another replica's ejection whose `down` does not say (a Tether from before it did).
+ */
+export type EjectionReason = 'refused' | 'error' | '5xx' | 'probes' | 'unknown'
+
+/** The reasons a `down` message may carry (an ejection found on live traffic). */
+export const TOLD_REASONS: readonly EjectionReason[] = ['refused', 'error', '5xx']
+
+/**
+ * The ejection in force, as the admin API shows it: why, when its time ends, and what ends it.
+ * `ends`: `probes` when passed active checks here end it (`passesLeft` more in a row), `until`
+ * at the latest; `time` when it runs until `until` whatever the probes say.
+ */
+export interface EjectionView {
+  reason: EjectionReason
+  until: number
+  ends: 'probes' | 'time'
+  /** With `ends: 'probes'`: passed active checks in a row still needed; null with `time`. */
+  passesLeft: number | null
+}
+
 /** One row of {@link HealthTable.snapshot}: plain JSON for the admin API. */
 export interface HealthSnapshotEntry {
   id: string
@@ -71,6 +96,8 @@ export interface HealthSnapshotEntry {
   activeFailures: number
   passiveFailures: number
   ejectedUntil: number | null
+  /** The ejection in force (ejectedUntil non-null), or null. */
+  ejection: EjectionView | null
   timesEjected: number
   draining: boolean
   drainingSince: number | null
@@ -100,6 +127,8 @@ interface Entry {
    */
   refused: boolean
   upPasses: number
+  /** Why the current ejection is (see EjectionReason); null when not ejected. */
+  reason: EjectionReason | null
   timesEjected: number
   /** End of the last ejection, for the decay of timesEjected. */
   lastEjectionEnd: number
@@ -200,7 +229,7 @@ export class HealthTable {
       if (this.#entries.has(id)) continue
       const e: Entry = {
         id, activeFailed: false, activeSuccesses: 0, activeFailures: 0, passiveFailures: 0,
-        ejectedUntil: null, untilPass: false, refused: false, upPasses: 0, timesEjected: 0, lastEjectionEnd: -Infinity, before: null, drainingSince: null, drainKnownSince: null,
+        ejectedUntil: null, untilPass: false, refused: false, upPasses: 0, reason: null, timesEjected: 0, lastEjectionEnd: -Infinity, before: null, drainingSince: null, drainKnownSince: null,
         migrate: false, adminDrain: false, adminMigrate: false, discoveryDrain: false, disabled: false, readySince: this.#initialized ? now : -Infinity, state: 'healthy',
       }
       this.#entries.set(id, e)
@@ -280,6 +309,7 @@ export class HealthTable {
       if (e.ejectedUntil !== null && e.untilPass) {
         e.ejectedUntil = null
         e.untilPass = false
+        e.reason = null
         // a verdict this replica's probe contradicted: not counted toward the next ejection's
         // length, as if it never was (the count and its decay as they were before it began;
         // without them, a copy from an older worker: one less, decaying from now)
@@ -295,6 +325,7 @@ export class HealthTable {
         e.ejectedUntil = null
         e.refused = false
         e.upPasses = 0
+        e.reason = null
         // it was out (it refused): counted toward the next ejection, whose decay starts now
         e.lastEjectionEnd = now
         e.before = null
@@ -343,26 +374,47 @@ export class HealthTable {
    * when it ended. Ejections for 5xx, resets and timeouts run their time: a probe that passes
    * (`OPTIONS *` on any answer, a health path the failing pages do not use) does not show that
    * what failed works again.
+   * `told`: a `peer`'s reason (see EjectionReason), when its message gives one.
+   * A `peer`'s ejection heard while ejected here changes how this one ends, never its time: the
+   * one that ends last holds (timed > refused > until a probe passes here). Out until a probe
+   * passes, it becomes theirs; out for a refusal, another's timed one (5xx, errors, timeouts,
+   * an older Tether's) makes it timed; a timed one stays as it is, a refusal told meanwhile too.
    * Example (3 failures, base 30 s): three `reportPassive('app-0', 'connect_failure')` calls ->
    * ejected 30 s; ejected again right after -> 60 s.
    */
-  reportPassive(id: string, result: PassiveResult, untilPass = false, peer = false, refused = !peer && result === 'connect_refused'): void {
+  reportPassive(id: string, result: PassiveResult, untilPass = false, peer = false, refused = !peer && result === 'connect_refused', told: EjectionReason | null = null): void {
     const passive = this.#options.passive
     const e = this.#entries.get(id)
     if (!passive || !e) return
     const now = this.#clock.now()
     this.#expire(e, now)
     if (e.ejectedUntil !== null) {
-      // found refusing (not only failing probes) while out until a probe passes: out for the time
-      // (only another replica's: every worker hears it, where this worker's traffic is its own)
-      if (peer && !untilPass && e.untilPass && result === 'connect_refused') {
-        e.untilPass = false
-        // refused there: an ejection for a refused connection here too, counted (it was real)
-        if (refused) {
-          e.refused = true
+      // another replica's (or worker's) ejection found on live traffic, heard while out here: the
+      // one that ends last holds, so every process that has both ends it alike (only another's:
+      // every worker hears it, where this worker's traffic is its own). Its time is not added
+      if (peer && !untilPass && result === 'connect_refused') {
+        const theirs: EjectionReason = refused ? 'refused' : told ?? 'unknown'
+        if (e.untilPass) {
+          // found refusing or failing (not only failing probes) while out until a probe passes here
+          e.untilPass = false
+          e.reason = theirs
+          // refused there: an ejection for a refused connection here too, counted (it was real)
+          if (refused) {
+            e.refused = true
+            e.upPasses = 0
+            e.before = null
+          }
+        } else if (e.refused && !refused) {
+          // out here for a refusal (passed probes end it), there for 5xx, errors or timeouts
+          // (or an older Tether's, which runs every ejection its time): for the time, as there.
+          // A probe that passes here does not show that what failed there works again
+          e.refused = false
           e.upPasses = 0
-          e.before = null
+          e.reason = theirs
         }
+        // out here for 5xx, errors or timeouts: a refusal there changes nothing (the process
+        // restarted is no evidence its answers are good again; still refused when the time is
+        // up, it fails the probes here, and is ejected at once by the next refused request)
       }
       return
     }
@@ -382,6 +434,7 @@ export class HealthTable {
     e.untilPass = untilPass && this.#activeHere()
     e.refused = !e.untilPass && refused
     e.upPasses = 0
+    e.reason = untilPass ? 'probes' : refused ? 'refused' : peer ? told ?? 'unknown' : REASONS[result]
     e.lastEjectionEnd = e.ejectedUntil
     const failures = e.passiveFailures
     e.passiveFailures = 0
@@ -398,6 +451,24 @@ export class HealthTable {
     if (!e) return false
     this.#expire(e, this.#clock.now())
     return e.ejectedUntil !== null && e.refused
+  }
+
+  /**
+   * The ejection of `id` in force: why, until when and what ends it (see EjectionView); null when
+   * not ejected (or unknown). Example: `health.ejection('app-1')` -> `{ reason: 'refused', until:
+   * 1764086430000, ends: 'probes', passesLeft: 2 }`.
+   */
+  ejection(id: string): EjectionView | null {
+    const e = this.#entries.get(id)
+    if (!e) return null
+    this.#expire(e, this.#clock.now())
+    return this.#ejectionView(e)
+  }
+
+  #ejectionView(e: Entry): EjectionView | null {
+    if (e.ejectedUntil === null) return null
+    const passesLeft = e.untilPass ? 1 : e.refused && this.#activeHere() ? Math.max(1, this.#options.active.healthy_threshold - e.upPasses) : null
+    return { reason: e.reason ?? 'unknown', until: e.ejectedUntil, ends: passesLeft === null ? 'time' : 'probes', passesLeft }
   }
 
   /** When draining of `id` started (ms), or null when it is not draining (or unknown). */
@@ -521,6 +592,7 @@ export class HealthTable {
     e.untilPass = false
     e.refused = false
     e.upPasses = 0
+    e.reason = null
     e.timesEjected = 0
     e.lastEjectionEnd = -Infinity
     this.#update(e, 'added', 'replaced (a new address or a new pod)', now)
@@ -553,6 +625,7 @@ export class HealthTable {
       ejectedUntil: e.ejectedUntil,
       ...(e.ejectedUntil !== null && e.untilPass ? { untilPass: true, ...(e.before === null ? {} : { countBefore: e.before.times, endBefore: finiteOrNull(e.before.end) }) } : {}),
       ...(e.ejectedUntil !== null && e.refused ? { refused: true, upPasses: e.upPasses } : {}),
+      ...(e.ejectedUntil !== null && e.reason !== null ? { reason: e.reason } : {}),
       timesEjected: e.timesEjected,
       lastEjectionEnd: finiteOrNull(e.lastEjectionEnd),
       readySince: finiteOrNull(e.readySince),
@@ -589,6 +662,8 @@ export class HealthTable {
         // for a refused connection, with the passes counted there (it ends at the same check)
         e.refused = !e.untilPass && row.refused === true
         e.upPasses = e.refused ? count(row.upPasses, 0) : 0
+        // why (a copy from an older worker: what its flags say)
+        e.reason = isReason(row.reason) ? row.reason : e.untilPass ? 'probes' : e.refused ? 'refused' : 'unknown'
         e.lastEjectionEnd = Math.max(e.lastEjectionEnd, row.ejectedUntil)
       }
       const reason: TransitionReason = e.activeFailed !== failedBefore ? (e.activeFailed ? 'active_failed' : 'active_recovered') : 'ejected'
@@ -614,6 +689,7 @@ export class HealthTable {
       activeFailures: e.activeFailures,
       passiveFailures: e.passiveFailures,
       ejectedUntil: e.ejectedUntil,
+      ejection: this.#ejectionView(e),
       timesEjected: e.timesEjected,
       draining: e.drainingSince !== null,
       drainingSince: e.drainingSince,
@@ -705,6 +781,7 @@ export class HealthTable {
     e.untilPass = false
     e.refused = false
     e.upPasses = 0
+    e.reason = null
     this.#update(e, 'ejection_expired', 'ejection expired', end)
   }
 
@@ -727,6 +804,14 @@ export class HealthTable {
   #emit(t: HealthTransition): void {
     for (const listener of this.#listeners) listener(t)
   }
+}
+
+/** The reason of an ejection this table starts for a failure of its own traffic. */
+const REASONS: Readonly<Record<PassiveResult, EjectionReason>> = { success: 'unknown', connect_refused: 'refused', connect_failure: 'error', server_error: '5xx' }
+
+/** Is `r` (a copied or told field: anything) one of the EjectionReason values? */
+export function isReason(r: unknown): r is EjectionReason {
+  return r === 'refused' || r === 'error' || r === '5xx' || r === 'probes' || r === 'unknown'
 }
 
 /** -Infinity (never) as null, for JSON. */

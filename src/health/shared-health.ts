@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto'
 import type { Logger } from '../observability/logger.js'
 import type { PeerChannel } from '../peers/peer-channel.js'
-import type { HealthTable } from './health-table.js'
+import { TOLD_REASONS, type EjectionReason, type HealthTable } from './health-table.js'
 import { ReplayWindow } from './replay-window.js'
 
 /** The named set of upstreams drained through an admin API, for replicas that start later: `migrate` or `stay`. */
@@ -223,8 +223,12 @@ export class SharedHealth {
     // `refused`: ejected here for a refused connection (nothing listened), which passed active
     // checks end: so do the receivers', at their own (an older Tether ignores it: timed there)
     const refused = kind === 'down' && !active && this.#health.ejectedRefusing(id)
+    // `reason`: why it is ejected here (refused, error, 5xx), so the receivers show it as well;
+    // an older Tether ignores it (and sends none: unknown there)
+    const why = kind === 'down' && !active ? this.#health.ejection(id)?.reason : undefined
+    const reason = why !== undefined && TOLD_REASONS.includes(why) ? why : undefined
     // `recorded`: the sender keeps the drain starts itself (a Tether since they exist)
-    const sent = [this.#channel.publish(JSON.stringify({ from: this.#self, seq: ++this.#seq, kind, id, ...(active ? { active, group: this.#group } : {}), ...(refused ? { refused } : {}), ...(url !== undefined ? { url } : {}), ...(addresses !== undefined ? { addresses } : {}), ...(uid !== undefined ? { uid } : {}), ...(migrate ? { migrate } : {}), ...(since !== undefined ? { since } : {}), ...(kind === 'undrain' ? { recorded: true } : {}) }))]
+    const sent = [this.#channel.publish(JSON.stringify({ from: this.#self, seq: ++this.#seq, kind, id, ...(active ? { active, group: this.#group } : {}), ...(refused ? { refused } : {}), ...(reason !== undefined ? { reason } : {}), ...(url !== undefined ? { url } : {}), ...(addresses !== undefined ? { addresses } : {}), ...(uid !== undefined ? { uid } : {}), ...(migrate ? { migrate } : {}), ...(since !== undefined ? { since } : {}), ...(kind === 'undrain' ? { recorded: true } : {}) }))]
     if (kind === 'down') {
       void sent[0]!.then((ok) => { if (ok) this.#unsentDowns.delete(id); else this.#unsentDowns.add(id) })
       return
@@ -323,7 +327,7 @@ export class SharedHealth {
 
   /** `relayed`: from the group's channel (a lead relayed it; nothing else comes that way with a relay). */
   #receive(message: string, relayed = false): void {
-    let m: { from?: unknown; seq?: unknown; kind?: unknown; id?: unknown; active?: unknown; refused?: unknown; group?: unknown; url?: unknown; addresses?: unknown; uid?: unknown; migrate?: unknown; since?: unknown; recorded?: unknown }
+    let m: { from?: unknown; seq?: unknown; kind?: unknown; id?: unknown; active?: unknown; refused?: unknown; reason?: unknown; group?: unknown; url?: unknown; addresses?: unknown; uid?: unknown; migrate?: unknown; since?: unknown; recorded?: unknown }
     try {
       m = JSON.parse(message) as typeof m
     } catch {
@@ -369,7 +373,8 @@ export class SharedHealth {
       // start of its next drain, and wipe that)
       if (m.kind === 'undrain' ? m.recorded !== true : since === undefined) void this.#channel.remember(DRAIN_STARTS, m.id, null)
     }
-    this.#apply({ kind: m.kind, id: m.id, migrate: m.migrate === true, active: m.active === true, refused: m.refused === true && m.active !== true, since })
+    const told = m.active !== true && TOLD_REASONS.includes(m.reason as EjectionReason) ? m.reason as EjectionReason : undefined
+    this.#apply({ kind: m.kind, id: m.id, migrate: m.migrate === true, active: m.active === true, refused: m.refused === true && m.active !== true, told, since })
   }
 
   /**
@@ -415,13 +420,14 @@ export class SharedHealth {
     for (let i = this.#unrelayed.length - 1; i >= 0; i--) if (this.#unrelayed[i]!.id === id) this.#unrelayed.splice(i, 1)
   }
 
-  #apply(m: { kind: unknown; id: string; migrate: boolean; active: boolean; refused?: boolean; since?: number | undefined }): void {
+  #apply(m: { kind: unknown; id: string; migrate: boolean; active: boolean; refused?: boolean; told?: EjectionReason | undefined; since?: number | undefined }): void {
     this.#applyingPeer = true
     try {
       // another replica's active checks found it down: out here until this replica's own probe
       // passes; its traffic found it refusing: until this replica's probes pass healthy_threshold
-      // times in a row (as there); other failures there: for the ejection time
-      if (m.kind === 'down') this.#health.reportPassive(m.id, 'connect_refused', m.active, true, m.refused === true)
+      // times in a row (as there); other failures there: for the ejection time (and one of those
+      // heard while out here for a refusal makes that timed too, see HealthTable.reportPassive)
+      if (m.kind === 'down') this.#health.reportPassive(m.id, 'connect_refused', m.active, true, m.refused === true, m.told ?? null)
       else if (m.kind === 'drain') { if (!this.#health.drain(m.id, m.migrate, m.since)) return }
       else if (m.kind === 'undrain') this.#health.undrain(m.id)
       else return
