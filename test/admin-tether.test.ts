@@ -61,10 +61,10 @@ t.test('with admin.token set, GET /upstreams needs it while /healthz, /readyz an
   const rows = JSON.parse((await request(`${tether.adminUrl}/upstreams`, { headers: AUTH })).body) as Record<string, unknown>[]
   t.same(Object.keys(rows[0]!), [
     'id', 'url', 'weight', 'state', 'ready', 'accepts_new', 'draining', 'draining_since', 'disabled', 'active_failed',
-    'active_successes', 'active_failures', 'passive_failures', 'ejected_until', 'times_ejected', 'slow_start_weight',
+    'active_successes', 'active_failures', 'passive_failures', 'ejected_until', 'ejection', 'times_ejected', 'slow_start_weight',
     'in_flight', 'websockets', 'sessions', 'migrating', 'sessions_remaining',
   ], 'the documented fields, in order')
-  t.match(rows[0], { id: 'a', url: app.url, weight: 1, state: 'healthy', accepts_new: true, draining_since: null, ejected_until: null })
+  t.match(rows[0], { id: 'a', url: app.url, weight: 1, state: 'healthy', accepts_new: true, draining_since: null, ejected_until: null, ejection: null })
   t.equal(rows[0]!['sessions'], null, 'the default signed-cookie key keeps no table: sessions unknown, not 0')
 })
 
@@ -92,6 +92,7 @@ t.test('GET /upstreams shows drains and ejections as RFC 3339 times and counts c
   const ejected = (await rows())[home]!
   t.match(ejected, { ready: false, times_ejected: 1, ejected_until: /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/ })
   t.ok(Date.parse(ejected['ejected_until'] as string) > Date.now(), 'ejected_until is in the future')
+  t.same(ejected['ejection'], { reason: 'refused', until: ejected['ejected_until'], ends: 'time', passes_left: null }, 'why, and what ends it (no active checks here: its time)')
 })
 
 t.test('a plain drain of an upstream whose drain migrates answers migrate: true (the migration goes on until an undrain)', async (t) => {

@@ -143,6 +143,14 @@ async function poll() {
 
 function fmt(n, digits) { return n === null || n === undefined ? '\\u2014' : n.toFixed(digits) }
 function secs(ms) { return Math.ceil(ms / 1000) + ' s' }
+const EJECTED_FOR = { refused: 'refused connections', error: 'errors or timeouts', '5xx': '5xx answers', probes: "another replica's failed checks", unknown: 'ejected by another replica' }
+function ejected(u) {
+  const e = u.ejection
+  const back = e && e.ends === 'probes'
+    ? 'back after ' + e.passes_left + ' passed check' + (e.passes_left === 1 ? '' : 's') + ', or in ' + secs(u.ejection_remaining_ms)
+    : 'back in ' + secs(u.ejection_remaining_ms)
+  return (e ? (EJECTED_FOR[e.reason] || e.reason) + ': ' : '') + back + ' (ejection ' + u.times_ejected + ')'
+}
 
 /**
  * Not ready with nothing else known (no worker started): the summary, and no rows, traffic,
@@ -230,7 +238,7 @@ function renderUpstreams(list) {
 }
 
 function progress(u) {
-  if (u.ejection_remaining_ms !== null) return ['back in ' + secs(u.ejection_remaining_ms) + ' (ejection ' + u.times_ejected + ')']
+  if (u.ejection_remaining_ms !== null) return [ejected(u)]
   if (!u.draining) return [u.active_failed ? 'failing health checks' : '']
   const key = u.id + ' ' + u.draining_since
   const left = u.sessions_remaining

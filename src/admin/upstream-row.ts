@@ -2,7 +2,7 @@
 // counters, in the admin API's one style (snake_case, RFC 3339 times, null = unknown).
 // Pure: no I/O, no clock; the README "Admin listener" section documents every field.
 import type { AffinityConfig } from '../config/schema.js'
-import type { HealthSnapshotEntry, HealthState } from '../health/health-table.js'
+import type { EjectionReason, HealthSnapshotEntry, HealthState } from '../health/health-table.js'
 
 /** One row of `GET /upstreams`. Field order is the order the README documents them in. */
 export interface UpstreamRow {
@@ -30,6 +30,8 @@ export interface UpstreamRow {
   readonly passive_failures: number
   /** When the current ejection ends (RFC 3339, UTC); null when not ejected. */
   readonly ejected_until: string | null
+  /** The ejection in force: why, when its time ends, what ends it; null when not ejected. */
+  readonly ejection: UpstreamEjection | null
   readonly times_ejected: number
   /** Slow start factor in (0, 1] applied to `weight` for new users. */
   readonly slow_start_weight: number
@@ -41,6 +43,19 @@ export interface UpstreamRow {
   readonly migrating: boolean
   /** Draining: its users not moved yet (see {@link UpstreamCounters}); null when not draining. */
   readonly sessions_remaining: number | null
+}
+
+/**
+ * An ejection as `GET /upstreams` shows it. `ends`: `probes` when passed active checks of this
+ * Tether end it (`passes_left` more in a row; `until` at the latest), `time` when it lasts until
+ * `until` whatever the probes say (`passes_left` null).
+ */
+export interface UpstreamEjection {
+  readonly reason: EjectionReason
+  /** When its time ends (RFC 3339, UTC): `ejected_until`. */
+  readonly until: string | null
+  readonly ends: 'probes' | 'time'
+  readonly passes_left: number | null
 }
 
 /** The live counters of one upstream that the health table does not own. */
@@ -88,6 +103,7 @@ export function upstreamRow(health: HealthSnapshotEntry, counters: UpstreamCount
     active_failures: health.activeFailures,
     passive_failures: health.passiveFailures,
     ejected_until: rfc3339(health.ejectedUntil),
+    ejection: health.ejection === null ? null : { reason: health.ejection.reason, until: rfc3339(health.ejection.until), ends: health.ejection.ends, passes_left: health.ejection.passesLeft },
     times_ejected: health.timesEjected,
     slow_start_weight: health.slowStartWeight,
     in_flight: counters.in_flight,
