@@ -148,3 +148,36 @@ t.test('an accept predicate that itself places a session does not disturb the ou
   const reentrant = pickBounded(table, h, (i) => pickBounded(table, h, all, [0, 0, 0, 0], 0, 1.25) >= 0 && i >= 0, [5, 1, 1, 1], 8, 1.25)
   t.equal(reentrant, outer, 'same answer with a nested call inside accept')
 })
+
+t.test('a key that does not spill costs one accept and one load read, not a pass over the upstreams', async (t) => {
+  // 1,000 upstreams weights 1..3, equal loads: every key stays on its first choice
+  const table = buildPlacement(upstreams(1000, (i) => 1 + (i % 3)), { bucketBits: 8 })
+  let sum = 0
+  for (let i = 0; i < 1000; i++) sum += table.weightOf(i)
+  t.equal(table.totalWeight, sum, 'the table knows its total weight')
+  const load = Int32Array.from({ length: 1000 }, (_, i) => 10 * (1 + (i % 3)))
+  const total = load.reduce((a, b) => a + b, 0)
+  let accepts = 0
+  let loads = 0
+  const counted = (i: number): boolean => i >= 0 && ++accepts > 0
+  const loadOf = (i: number): number => (loads++, load[i]!)
+  for (const h of hashes.subarray(0, 100)) {
+    accepts = 0
+    loads = 0
+    const i = pickBounded(table, h, counted, loadOf, total, 1.25)
+    if (i !== table.pick(h) || accepts !== 1 || loads !== 1) {
+      t.fail(`hash ${h}: placed on ${i} (first choice ${table.pick(h)}) after ${accepts} accept calls and ${loads} load reads`)
+      return
+    }
+  }
+  t.pass('100 keys: each placed on its first choice after 1 accept call and 1 load read')
+  // one upstream refused: keys still pass the bound computed with the total weight unless
+  // their first choice is within a rounding step of its capacity
+  const spill = hashPreferring(table, 7)
+  const full = Int32Array.from(load)
+  full[7] = 1000
+  accepts = 0
+  const j = pickBounded(table, spill, counted, full, total, 1.25)
+  t.not(j, 7, 'a full first choice still spills')
+  t.ok(accepts > 1000, `a spilling key sums the accepted weights once (${accepts} accept calls)`)
+})

@@ -14,7 +14,8 @@ let curAccept: (index: number) => boolean = () => false
 let curLoad: LoadSource = []
 let curTable: PlacementTable | undefined
 let curScaled = 0 // factor * (totalLoad + 1)
-let curAcceptedWeight = 1 // sum of the accepted upstreams' weights
+let curTotalWeight = 1 // the table's total weight: an upper bound of the accepted weight
+let curAcceptedWeight = 0 // sum of the accepted upstreams' weights; 0 until a candidate needs it
 
 function loadOf(load: LoadSource, index: number): number {
   return typeof load === 'function' ? load(index) : (load[index] ?? 0)
@@ -24,8 +25,23 @@ function underCapacity(index: number): boolean {
   if (!curAccept(index)) return false
   // capacity = ceil(factor * (m + 1) / n), n = acceptedWeight / weight (the paper's bin count,
   // weighted as HAProxy does; with equal weights n is exactly the number of accepted upstreams).
-  const bins = curAcceptedWeight / curTable!.weightOf(index)
-  return loadOf(curLoad, index) + 1 <= Math.ceil(curScaled / bins)
+  const weight = curTable!.weightOf(index)
+  const need = loadOf(curLoad, index) + 1
+  // First with the table's total weight for the accepted weight: more bins, so a capacity never
+  // above the exact one (integer weights are exact doubles, and a rounded division or ceil never
+  // reverses an order). Under it is under capacity: the common answer, with no pass over the
+  // upstreams (and the exact one when every upstream is accepted).
+  if (need <= Math.ceil(curScaled / (curTotalWeight / weight))) return true
+  if (curAcceptedWeight === 0) curAcceptedWeight = acceptedWeightOf(curTable!, curAccept)
+  return need <= Math.ceil(curScaled / (curAcceptedWeight / weight))
+}
+
+/** Sum of the weights of the upstreams `accept` takes: one pass over the table. */
+function acceptedWeightOf(table: PlacementTable, accept: (index: number) => boolean): number {
+  const n = table.ids.length
+  let sum = 0
+  for (let i = 0; i < n; i++) if (accept(i)) sum += table.weightOf(i)
+  return sum
 }
 
 /**
@@ -41,7 +57,10 @@ function underCapacity(index: number): boolean {
  * the sum of loads over all upstreams. With consistent inputs (each accepted load <= its share
  * of `totalLoad`) an upstream under capacity always exists; if the caller's numbers are
  * inconsistent and none is, this degrades to the plain pick rather than refusing service.
- * Cost: one pass over the upstreams to sum accepted weights, then the table's walk.
+ * Cost: O(1) (a pick plus one load read) when the key's first accepted choice is under the
+ * capacity computed with the table's total weight, which is every key that does not spill while
+ * all upstreams are accepted; otherwise one pass over the upstreams to sum the accepted weights
+ * (at most once a call), then the table's walk (O(upstreams) past the key's second choice).
  *
  * Example: 4 equal upstreams, loads [5, 1, 1, 1] (total 8), factor 1.25: capacity is
  * ceil(1.25 * 9 / 4) = 3, so a key whose first choice is upstream 0 (load 5) goes to its
@@ -61,22 +80,20 @@ export function pickBounded(
   if (!(factor >= 1) || !Number.isFinite(factor)) {
     throw new RangeError(`pickBounded: factor must be a finite number >= 1, got ${factor}`)
   }
-  const n = table.ids.length
-  let acceptedWeight = 0
-  for (let i = 0; i < n; i++) if (accept(i)) acceptedWeight += table.weightOf(i)
-  if (acceptedWeight === 0) return -1
-
   const savedAccept = curAccept
   const savedLoad = curLoad
   const savedTable = curTable
   const savedScaled = curScaled
+  const savedTotalWeight = curTotalWeight
   const savedAcceptedWeight = curAcceptedWeight
   curAccept = accept
   curLoad = load
   curTable = table
   curScaled = factor * (Math.max(0, totalLoad) + 1)
-  curAcceptedWeight = acceptedWeight
+  curTotalWeight = table.totalWeight
+  curAcceptedWeight = 0
   try {
+    // nothing accepted: -1 from both walks
     const bounded = table.pick(hash, underCapacity)
     return bounded >= 0 ? bounded : table.pick(hash, accept)
   } finally {
@@ -84,6 +101,7 @@ export function pickBounded(
     curLoad = savedLoad
     curTable = savedTable
     curScaled = savedScaled
+    curTotalWeight = savedTotalWeight
     curAcceptedWeight = savedAcceptedWeight
   }
 }

@@ -47,6 +47,8 @@ export interface PlacementTable {
   indexOf(id: string): number
   /** Weight of the upstream at `index`. */
   weightOf(index: number): number
+  /** Sum of all the upstreams' weights (0 for an empty set). */
+  readonly totalWeight: number
 }
 
 /**
@@ -176,6 +178,7 @@ function scanBucket(b: number, seeds: Int32Array, seedTie: Int32Array, inv: Floa
 class RendezvousTable implements PlacementTable {
   readonly ids: readonly string[]
   readonly tableBytes: number
+  readonly totalWeight: number
   readonly #n: number
   readonly #shift: number
   readonly #weights: Uint16Array
@@ -199,6 +202,9 @@ class RendezvousTable implements PlacementTable {
     this.ids = Object.freeze(sorted.map((u) => u.id))
     this.#byId = new Map(sorted.map((u, i) => [u.id, i]))
     this.#weights = Uint16Array.from(sorted, (u) => u.weight)
+    let totalWeight = 0
+    for (const u of sorted) totalWeight += u.weight
+    this.totalWeight = totalWeight
     this.#invWeights = Float64Array.from(sorted, (u) => 1 / u.weight)
     this.#seedScore = new Int32Array(n)
     this.#seedTie = new Int32Array(n)
