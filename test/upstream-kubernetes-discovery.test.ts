@@ -203,6 +203,18 @@ t.test('the API server unreachable: the last set stays, status() says so, and it
   t.same([...new Set(rec.recoveries)], ['EndpointSlices'], 'the area recovered')
 })
 
+t.test('the API server back after an outage: status() is clear as soon as it answers, well before requestTimeout (8 s here)', async (t) => {
+  const { api, discovery } = await setup(t, [slice('web-a', [{ pod: 'web-0', ip: '10.0.0.5' }])], {}, { tuning: { ...FAST, requestTimeout: 8_000 } })
+  await discovery.start()
+  await until(() => api.openWatches === 1, 'the watch')
+  await api.close()
+  await until(() => discovery.status().some((s) => /GET .*ECONNREFUSED/.test(s)), 'lists refused too')
+  await api.start()
+  const back = performance.now()
+  await waitFor(() => discovery.status().length === 0, 3_000, 'status() clear within 3 s of the API answering again')
+  t.comment(`status() clear ${Math.round(performance.now() - back)} ms after the API came back (requestTimeout 8000 ms)`)
+})
+
 t.test('a watch that always fails (403: RBAC grants list but not watch; the connection reset; cut once open): failed watches list again, so the set follows the endpoints', async (t) => {
   const faults: [string, (api: FakeKubeApi) => void][] = [
     ['403', (api) => { api.watchStatus = 403 }],

@@ -345,3 +345,113 @@ t.test('watches cut or ended right after one event reopen no sooner than watchGa
   await waitFor(() => watches() === 4, 5_000, 'the fourth watch, at once: no timer advanced')
   t.same(hooks.errors, [], 'none of it is an error')
 })
+
+/** A ListWatch on fake timers against `api` (requestTimeout 10 s: no recovery by a watch staying open unless the test advances it). */
+function fakeTimed(t: Test, url: string, hooks: Hooks): { lw: ListWatch<EndpointSlice>; timers: FakeTimers; next(what: string): Promise<void>; nextUntil(done: () => boolean): Promise<void> } {
+  const timers = new FakeTimers()
+  const lw = new ListWatch<EndpointSlice>(new KubernetesApi({ server: url, ca: null, cert: null, key: null, insecure: false, token: () => null }),
+    { path: PATH, selector: {}, requestTimeout: 10_000, idleTimeout: 60_000, backoff: { base: 100, max: 1_000 }, random: () => 1 }, hooks.hooks, timers, timers.clock)
+  t.teardown(() => lw.stop())
+  /** Waits for the loop to pause (a back-off or the gap between watches: the only timer under 10 s) and ends the pause. */
+  const next = async (what: string): Promise<void> => {
+    await timers.settled((p) => p.some((x) => x.delay < 10_000), 5_000, what)
+    timers.advance(timers.pending().find((x) => x.delay < 10_000)!.delay)
+  }
+  /** Ends each pause of the loop until `done()` holds during one (the loop is then paused). */
+  const nextUntil = async (done: () => boolean): Promise<void> => {
+    for (let i = 1; ; i++) {
+      await timers.settled((p) => p.some((x) => x.delay < 10_000), 5_000, `pause ${i}`)
+      if (done()) return
+      timers.advance(timers.pending().find((x) => x.delay < 10_000)!.delay)
+    }
+  }
+  return { lw, timers, next, nextUntil }
+}
+
+t.test('the API refusing connections, then back: recovery as soon as a list answers, not a quiet watch later (fake timers: requestTimeout never runs out)', async (t) => {
+  const api = new FakeKubeApi()
+  const { url } = await api.start()
+  t.teardown(() => api.close())
+  api.put('endpointslices', endpointSlice('web-a', 'web', [{ pod: 'web-0', ip: '10.0.0.5' }]))
+  const hooks = new Hooks()
+  const { lw, next, nextUntil } = fakeTimed(t, url, hooks)
+  await lw.start()
+  await waitFor(() => api.openWatches === 1, 5_000, 'the watch')
+  await api.close() // the API server goes away: the open watch is cut, every request refused
+  await nextUntil(() => hooks.errors.filter((e) => e.message.startsWith('GET ')).length === 2)
+  t.equal(lw.healthy, false)
+  t.ok(hooks.errors.every((e) => e.code === 'ECONNREFUSED'), 'refused watches, then refused lists')
+  api.put('endpointslices', endpointSlice('web-b', 'web', [{ pod: 'web-1', ip: '10.0.0.6' }])) // changed meanwhile
+  await api.start()
+  await next('the list after the back-off')
+  await waitFor(() => hooks.recovered === 1, 5_000, 'recovery on the list that answered')
+  t.equal(lw.healthy, true)
+  t.equal(lw.failures, 0, 'the back-off starts over')
+  t.same(hooks.syncs.at(-1), ['web-a', 'web-b'], 'the list brought the change')
+  await waitFor(() => api.openWatches === 1, 5_000, 'the watch from the list')
+  t.equal(hooks.recovered, 1, 'told once')
+})
+
+t.test('a watch refused (503) once, then answered 200: recovery when it opens, before any event (fake timers: requestTimeout never runs out)', async (t) => {
+  const api = new FakeKubeApi()
+  const { url } = await api.start()
+  t.teardown(() => api.close())
+  api.put('endpointslices', endpointSlice('web-a', 'web', [{ pod: 'web-0', ip: '10.0.0.5' }]))
+  api.watchStatus = 503 // an API server restarting behind its load balancer
+  const hooks = new Hooks()
+  const { lw, next } = fakeTimed(t, url, hooks)
+  await lw.start()
+  await waitFor(() => hooks.errors.length === 1, 5_000, 'the refused watch')
+  t.match(hooks.errors[0], { code: 'EHTTP', n: 1 })
+  t.equal(lw.healthy, false)
+  api.watchStatus = null
+  await next('the back-off')
+  await waitFor(() => api.openWatches === 1, 5_000, 'the watch, answered')
+  await waitFor(() => hooks.recovered === 1, 5_000, 'recovery on the 200, with no event and requestTimeout not run out')
+  t.equal(lw.healthy, true)
+  t.equal(lw.failures, 0)
+  t.same(api.requests.map((r) => (r.watch ? 'W' : 'L')).join(''), 'LWW', 'the watch resumed: no list')
+})
+
+t.test('the API back after an outage, but every watch cut once open (a proxy): at most one recovery (the list that answered), then degraded on every cycle, the back-off growing (fake timers)', async (t) => {
+  const api = new FakeKubeApi()
+  const { url } = await api.start()
+  t.teardown(() => api.close())
+  api.put('endpointslices', endpointSlice('web-a', 'web', [{ pod: 'web-0', ip: '10.0.0.5' }]))
+  const hooks = new Hooks()
+  const { lw, next, nextUntil } = fakeTimed(t, url, hooks)
+  await lw.start()
+  await waitFor(() => api.openWatches === 1, 5_000, 'the watch')
+  await api.close()
+  await nextUntil(() => hooks.errors.filter((e) => e.message.startsWith('GET ')).length === 2)
+  api.watchFault = 'cut'
+  await api.start()
+  const before = hooks.errors.length
+  await nextUntil(() => hooks.errors.length === before + 8)
+  const after = hooks.errors.slice(before)
+  t.ok(after.every((e) => e.code === 'ESHORTWATCH'), `each cut watch is a failure: ${after.map((e) => e.code + ' ' + e.message).join('; ')}`)
+  t.ok(hooks.recovered <= 1, `at most one recovery (${hooks.recovered}), none while watches keep being cut`)
+  t.same(after.slice(-6).map((e) => e.n), after.slice(-6).map((e) => after.at(-6)!.n + after.slice(-6).indexOf(e)), 'failures keep counting (the back-off grows)')
+  t.equal(lw.healthy, false, 'degraded')
+  t.ok(api.count('endpointslices', false) >= 8, 'listed again between cut watches (the set follows the server)')
+})
+
+t.test('a watch opened and failed in the streak: the next watch that opens is no recovery until it works (events or requestTimeout)', async (t) => {
+  const api = new FakeKubeApi()
+  const { url } = await api.start()
+  t.teardown(() => api.close())
+  api.put('endpointslices', endpointSlice('web-a', 'web', [{ pod: 'web-0', ip: '10.0.0.5' }]))
+  api.watchFault = 'cut'
+  const hooks = new Hooks()
+  const { lw, timers, next, nextUntil } = fakeTimed(t, url, hooks)
+  await lw.start()
+  await nextUntil(() => hooks.errors.length === 2)
+  api.watchFault = null
+  await next('the back-off')
+  await waitFor(() => api.openWatches === 1, 5_000, 'a watch that stays open')
+  await timers.scheduled(10_000)
+  t.equal(hooks.recovered, 0, 'not on the 200: watches that opened were cut just before')
+  t.equal(lw.healthy, false)
+  timers.advance(10_000)
+  await waitFor(() => hooks.recovered === 1, 5_000, 'recovery once open requestTimeout')
+})

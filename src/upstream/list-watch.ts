@@ -60,7 +60,11 @@ export interface ListWatchHooks<T> {
   onSync(objects: ReadonlyMap<string, T>): void
   /** A list or watch failed; the last objects stay. `failures` counts since the last success. Must not throw. */
   onError(err: KubernetesApiError, failures: number): void
-  /** The first list or watch that worked after failures (a watch: events, or open for requestTimeout; a list: not one made because watches keep failing or 410 keeps coming). */
+  /**
+   * The first list or watch that worked after failures (a watch: events, or open for
+   * requestTimeout, or its 200 when no watch opened and then failed since; a list: not one made
+   * because watches keep failing or 410 keeps coming, unless lists failed too and no watch opened and then failed).
+   */
   onRecover?(): void
 }
 
@@ -91,6 +95,12 @@ export interface ListWatchHooks<T> {
  *   keep failing or 410 keeps coming) or a watch works: it delivered events (without an ERROR)
  *   or stayed open for `requestTimeout`. A watch that
  *   opens and then fails is a failure like any other (the back-off keeps growing).
+ *   The API answering again ends it at once, without waiting `requestTimeout`: when no watch
+ *   opened (200) and then failed since the last success, a watch's 200 is a success, and so is
+ *   a list made because watches keep failing if a list failed too (the API server down, not
+ *   only its watches); 410 coming more than QUIET_GONE times in a row still needs a watch that works.
+ *   After a watch that opened and then failed (a proxy that cuts every watch), only a watch
+ *   that works is: such a fault stays unhealthy, it does not flap.
  * - `stop()` aborts the request in flight, clears every timer and resolves when the loop ended;
  *   no hook is called after it.
  *
@@ -125,6 +135,15 @@ export class ListWatch<T extends KubernetesObject> {
   #watchFailures = 0
   /** List before the next watch (watches keep failing), until a list succeeds. */
   #relist = false
+  /** Since the last success: a list failed (the API, not only its watches, did not answer). */
+  #listFailed = false
+  /**
+   * Since the last success: a watch that opened (200) then failed (cut, ESHORTWATCH, an ERROR
+   * event, a line not JSON): a 200 or a list proves nothing then, only a watch that works does.
+   */
+  #openedThenFailed = false
+  /** The watch in flight (or the last one) got its 200. */
+  #opened = false
   #healthy = true
   #abort: AbortController | null = null
   #wake: (() => void) | null = null
@@ -220,6 +239,8 @@ export class ListWatch<T extends KubernetesObject> {
         // is what lets the objects follow the server when no watch ever works). A 429 asks the
         // watch again, not the heavier list. A list that failed is retried as a list.
         if (watching && e.code !== 'EGONE' && e.status !== 429 && ++this.#watchFailures >= 2) this.#relist = true
+        if (watching && this.#opened) this.#openedThenFailed = true
+        if (!watching) this.#listFailed = true
         this.#failures++
         this.#healthy = false
         const failures = this.#failures
@@ -258,8 +279,11 @@ export class ListWatch<T extends KubernetesObject> {
     this.#version = version
     this.#relist = false
     // no recovery while watches keep failing (the list was made because of them) or 410 keeps
-    // coming: only a watch that works ends those
-    if (this.#gone <= QUIET_GONE && this.#watchFailures === 0) this.#succeeded()
+    // coming: only a watch that works ends those. But after lists failed too (the API server
+    // down or unreachable, not only its watches), with no watch that opened and then failed, a
+    // list that answers is the API back: recovery now, not once a watch stayed open requestTimeout
+    // (a list succeeding between watches refused by RBAC, or cut by a proxy, still is none)
+    if (this.#gone <= QUIET_GONE && (this.#watchFailures === 0 || (this.#listFailed && !this.#openedThenFailed))) this.#succeeded()
     this.#hooks.onSync(this.#objects)
     this.#firstList?.()
     this.#firstList = null
@@ -286,6 +310,7 @@ export class ListWatch<T extends KubernetesObject> {
     let answer: unknown = this.#timers.setTimeout(() => controller.abort(new KubernetesApiError(`watch ${this.#path}: no answer within ${this.#requestTimeout} ms`, 'ETIMEDOUT')), this.#requestTimeout)
     unref(answer)
     let opened = false
+    this.#opened = false
     let worked = false
     // The 200 alone is not a success: a watch that opens and then fails (a line that is not
     // JSON, an ERROR event) would reset the back-off each time and loop at full speed. It works
@@ -308,6 +333,11 @@ export class ListWatch<T extends KubernetesObject> {
       await this.#api.watch(this.#path, query, controller.signal, {
         onOpen: () => {
           opened = true
+          this.#opened = true
+          // the API answers again: after failures where no watch opened (refused, reset, 5xx,
+          // 403, no answer), a 200 is the recovery; after a watch that opened and then failed
+          // (a proxy that cuts every watch, an ERROR event), only a watch that works is
+          if (!this.#healthy && !this.#openedThenFailed && this.#gone <= QUIET_GONE && this.#state === 'running') this.#succeeded()
           this.#timers.clearTimeout(answer)
           answer = undefined
           settle = this.#timers.setTimeout(works, this.#requestTimeout)
@@ -373,6 +403,8 @@ export class ListWatch<T extends KubernetesObject> {
 
   #succeeded(): void {
     this.#failures = 0
+    this.#listFailed = false
+    this.#openedThenFailed = false
     if (this.#healthy) return
     this.#healthy = true
     this.#hooks.onRecover?.()
