@@ -2,7 +2,8 @@
 // server returns them (checked against the Kubernetes schema bundled in kubernetes-models).
 import t from 'tap'
 import { EndpointSlice as EndpointSliceModel } from 'kubernetes-models/discovery.k8s.io/v1'
-import { endpointRole, parseWeights, sameUpstreams, SliceReads, upstreamsFromSlices, type Endpoint } from '../src/upstream/endpoint-slices.js'
+import { endpointRole, parseWeights, sameUpstreams, SliceMerge, SliceReads, upstreamsFromSlices, type Endpoint } from '../src/upstream/endpoint-slices.js'
+import type { DiscoveredUpstream } from '../src/upstream/upstream-set.js'
 import { endpointSlice } from './fixtures/kube-api-server.js'
 import { mulberry32 } from './fixtures/random.js'
 
@@ -298,5 +299,86 @@ t.test('with SliceReads, an event re-reads only the slice it replaced; the resul
     t.same(a, b, `step ${step}`, { diagnostic: false })
     cached = a.upstreams
     afresh = b.upstreams
+  }
+})
+
+t.test('SliceMerge (incremental: only the changed slices\' pods merged again) gives what upstreamsFromSlices gives from every slice, over random event sequences (seeded)', async (t) => {
+  // random slices as above, plus: a pod listed twice in one slice, slices given in any order,
+  // and a `previous` that is not always the last result (the set in use: membership's, with
+  // urls and uids of its own for some pods, or nothing); each step replaces, adds or deletes
+  // slices, or changes the weights, the port or `previous` alone
+  for (const seed of [1, 2, 3, 4, 5]) {
+    const random = mulberry32(seed)
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!
+    const randomSlice = (name: string, family: 'IPv4' | 'IPv6'): ReturnType<typeof endpointSlice> => {
+      const endpoints = Array.from({ length: Math.floor(random() * 8) }, () => {
+        const n = Math.floor(random() * 10)
+        const ip = family === 'IPv4' ? `10.0.0.${n + Math.floor(random() * 2) * 10}` : `fd00::${n + Math.floor(random() * 2) * 10}`
+        return {
+          pod: random() < 0.1 ? null : n === 9 ? 'none' : `web-${n}`, ip, uid: `uid-${n}-${Math.floor(random() * 2)}`,
+          ...(random() < 0.2 ? { ips: [ip, family === 'IPv4' ? `10.0.1.${n}` : `fd00::1:${n}`] } : {}),
+          ...(random() < 0.1 ? {} : { ready: random() < 0.7, serving: random() < 0.8, terminating: random() < 0.3 }),
+        }
+      })
+      if (endpoints.length > 0 && random() < 0.1) endpoints.push({ ...endpoints[0]!, ready: !endpoints[0]!.ready }) // listed twice
+      return endpointSlice(name, 'web', endpoints, { addressType: family, ports: random() < 0.1 ? [{ name: 'grpc', port: 9000 }] : [{ name: 'http', port: 8080 }] })
+    }
+    const names = ['a', 'b', 'c', 'd', 'e', 'f', 'g']
+    const slices = new Map<string, ReturnType<typeof endpointSlice>>()
+    const merge = new SliceMerge()
+    let port: string | number = 'http'
+    let weights = parseWeights('web-1=3,*=2')
+    let current: readonly DiscoveredUpstream[] = []
+    let extra: DiscoveredUpstream[] = []
+    let differ = 0
+    let steps = 0
+    for (let step = 0; step < 600; step++) {
+      const r = random()
+      const name = pick(names)
+      if (r < 0.6) slices.set(name, randomSlice(name, name < 'e' ? 'IPv4' : 'IPv6'))
+      else if (r < 0.68) { for (const n of names) if (random() < 0.3) slices.set(n, randomSlice(n, n < 'e' ? 'IPv4' : 'IPv6')) } // a list: several replaced
+      else if (r < 0.8) slices.delete(name)
+      else if (r < 0.85) weights = parseWeights(pick(['3', 'web-1=3,*=2', 'none=5', '1']))
+      else if (r < 0.9) port = pick(['http', 8080, 9000] as const)
+      else if (r < 0.97) {
+        // the set in use has urls or uids of its own for some pods (a lead's set, a drained pod's)
+        extra = current.filter(() => random() < 0.3).map((u) => ({ ...u, ...(random() < 0.5 ? { url: pick(u.addresses ?? [u.url, 'http://10.0.1.3:8080']) } : { uid: pick(['uid-1-0', 'uid-1-1', 'uid-3-0']) }) }))
+      } else current = []
+      const w = weights.ok ? weights.weights : undefined
+      const given = [...slices.values()].sort(() => random() - 0.5)
+      const previous = [...extra, ...current]
+      const a = merge.upstreams(given, port, w, previous)
+      const b = upstreamsFromSlices(structuredClone(given), port, w, previous)
+      if (JSON.stringify(a) !== JSON.stringify(b) || !sameUpstreams(a.upstreams, b.upstreams)) {
+        differ++
+        if (differ <= 3) t.same(a, b, `seed ${seed} step ${step}`)
+      }
+      t.ok(Object.isFrozen(a.upstreams) && a.upstreams.every((u) => Object.isFrozen(u)), 'frozen', { diagnostic: false })
+      if (step % 3 !== 0) current = a.upstreams // as discovery: its last set, most of the time
+      steps++
+    }
+    t.equal(differ, 0, `seed ${seed}: the same result at each of ${steps} steps`)
+  }
+})
+
+t.test('SliceMerge: inputs it does not model incrementally (two slices of one name, junk, an odd addressType) are merged in full, and later calls are right again', async (t) => {
+  const merge = new SliceMerge()
+  const a = endpointSlice('a', 'web', [{ pod: 'web-0', ip: '10.0.0.5' }])
+  const a2 = endpointSlice('a', 'web', [{ pod: 'web-1', ip: '10.0.0.6' }])
+  const odd = { ...endpointSlice('o', 'web', [{ pod: 'web-2', ip: '10.0.0.7' }]), addressType: 'constructor' }
+  const cases: [string, unknown[]][] = [
+    ['one slice', [a]],
+    ['two slices named a', [a, a2]],
+    ['the same object twice', [a, a]],
+    ['a null and a string among them', [a, null, 'x']],
+    ['a name that is not a string', [a, { ...a2, metadata: { name: 5 } }]],
+    ["addressType 'constructor'", [odd, a2]],
+    ['one slice again', [a2]],
+    ['and another', [a2, a]],
+  ]
+  for (const [what, slices] of cases) {
+    const expected = (() => { try { return upstreamsFromSlices(slices as never, 'http') } catch (err) { return err } })()
+    const got = (() => { try { return merge.upstreams(slices as never, 'http') } catch (err) { return err } })()
+    t.same(got, expected, what)
   }
 })

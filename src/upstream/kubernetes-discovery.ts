@@ -7,7 +7,7 @@ import { systemClock, systemTimers, type Clock, type Timers } from '../clock.js'
 import type { KubernetesDiscoveryConfig } from '../config/schema.js'
 import { KubernetesApi, type KubernetesApiError } from './kubernetes-api.js'
 import { inClusterAccess, kubeconfigAccess, SERVICE_ACCOUNT_DIR, type ClusterAccess } from './kubernetes-credentials.js'
-import { EQUAL_WEIGHTS, parseWeights, sameUpstreams, SliceReads, upstreamsFromSlices, type EndpointSlice, type Weights } from './endpoint-slices.js'
+import { EQUAL_WEIGHTS, parseWeights, sameUpstreams, SliceMerge, type EndpointSlice, type Weights } from './endpoint-slices.js'
 import { ListWatch, type KubernetesObject, type ListWatchOptions } from './list-watch.js'
 import { goneByUnready, type DiscoveredUpstream } from './upstream-set.js'
 
@@ -119,8 +119,8 @@ export class KubernetesDiscovery {
   #current: readonly DiscoveredUpstream[] = Object.freeze([])
   #weights: Weights = EQUAL_WEIGHTS
   #weightsProblem: string | null = null
-  /** What was read of each slice object: an event re-reads the slice it replaced alone. */
-  readonly #reads = new SliceReads()
+  /** The merged view of the slices: an event re-reads and merges again the pods of the slice it replaced alone. */
+  readonly #merge = new SliceMerge()
   #emptyProblem: string | null = null
   /** Each loop's failure until it works again (the slices' first in status()). */
   readonly #apiProblems: Record<'EndpointSlices' | 'Service', string | null> = { EndpointSlices: null, Service: null }
@@ -226,7 +226,7 @@ export class KubernetesDiscovery {
 
   /** Recomputes the set from the slices; reports a change, or keeps the last set when empty. */
   #update(): void {
-    const { upstreams, slicesWithoutPort } = upstreamsFromSlices(this.#slices.objects.values(), this.#config.port, this.#weights, [...(this.#hooks.previous?.() ?? []), ...this.#current], this.#reads)
+    const { upstreams, slicesWithoutPort } = this.#merge.upstreams(this.#slices.objects.values(), this.#config.port, this.#weights, [...(this.#hooks.previous?.() ?? []), ...this.#current])
     if (upstreams.every((u) => u.unready === true)) {
       // the last set is kept (an empty listing may be an API hiccup), but not a pod the listing
       // positively says is gone: its name listed not ready under another pod uid, or its address
