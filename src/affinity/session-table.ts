@@ -168,12 +168,22 @@ export class SessionTable {
     this.#sink?.unbound(key)
   }
 
-  /** Where a recently rotated application cookie value still routes, or null. */
+  /**
+   * Where a recently rotated application cookie value still routes, or null: its grace is over,
+   * or the binding it was rotated from was created longer than the absolute timeout ago (the
+   * user's affinity is over, as that binding's would be; a grace without a creation time, of a
+   * value that was not pinned, runs its whole time).
+   * Example, absolute 120 s: a value pinned at t0 and replaced at t0 + 110 s routes until t0 + 120 s, not t0 + 170 s.
+   */
   rotated(key: string, now: number): Grace | null {
     const g = this.#rotated.get(key)
-    if (g !== undefined && g.until > now) return g
+    if (g !== undefined && this.#graceRuns(g, now)) return g
     const u = this.#rotatedUnpinned.size === 0 ? undefined : this.#rotatedUnpinned.get(key)
-    return u !== undefined && u.until > now ? u : null
+    return u !== undefined && this.#graceRuns(u, now) ? u : null
+  }
+
+  #graceRuns(g: { readonly until: number; readonly createdAt: number | null }, now: number): boolean {
+    return g.until > now && (g.createdAt === null || now - g.createdAt <= this.#absoluteTimeout)
   }
 
   /**
@@ -188,18 +198,30 @@ export class SessionTable {
     this.#retired(from, grace, now, createdAt)
   }
 
-  /** The rotation graces still running (key, where it routes, until when, whether it was pinned), oldest first in each kind: a starting worker's copy. */
-  *rotations(now: number): IterableIterator<readonly [key: string, upstream: string, epoch: number, until: number, pinned: boolean]> {
-    for (const [key, g] of this.#rotatedUnpinned) if (g.until > now) yield [key, g.upstream, g.epoch, g.until, false]
-    for (const [key, g] of this.#rotated) if (g.until > now) yield [key, g.upstream, g.epoch, g.until, true]
+  /**
+   * The rotation graces still running (key, where it routes, until when, whether it was pinned,
+   * the creation time of the binding it was rotated from or null), oldest first in each kind: a
+   * starting worker's copy.
+   */
+  *rotations(now: number): IterableIterator<readonly [key: string, upstream: string, epoch: number, until: number, pinned: boolean, createdAt: number | null]> {
+    for (const [key, g] of this.#rotatedUnpinned) if (this.#graceRuns(g, now)) yield [key, g.upstream, g.epoch, g.until, false, g.createdAt]
+    for (const [key, g] of this.#rotated) if (this.#graceRuns(g, now)) yield [key, g.upstream, g.epoch, g.until, true, g.createdAt]
   }
 
-  /** A rotation grace copied from a sibling (see {@link rotations}); one held here already is newer and stays. */
-  copyRotation(key: string, upstream: string, epoch: number, until: number, now: number, pinned = true): void {
-    if (until <= now || this.rotated(key, now) !== null) return
+  /**
+   * A rotation grace copied from a sibling (see {@link rotations}); one held here already is
+   * newer and stays. `createdAt`: the creation time of the binding it was rotated from (at most
+   * now), so a value rotated again from it continues that binding and the grace ends with the
+   * user's affinity, as on the sibling; null (unknown: a sibling of an older build): a value
+   * rotated from it starts a binding afresh, and the grace runs its whole time.
+   * Example, absolute 120 s: `copyRotation('v1', 'app-1', 0, t0 + 150_000, t0 + 100_000, true, t0 + 20_000)`
+   * routes 'v1' until t0 + 140 s.
+   */
+  copyRotation(key: string, upstream: string, epoch: number, until: number, now: number, pinned = true, createdAt: number | null = null): void {
+    const created = createdAt === null ? null : Math.min(createdAt, now)
+    if (!this.#graceRuns({ until, createdAt: created }, now) || this.rotated(key, now) !== null) return
     ;(pinned ? this.#rotatedUnpinned : this.#rotated).delete(key)
-    // the copy carries no creation time: a value rotated again from it starts a binding afresh
-    ;(pinned ? this.#rotated : this.#rotatedUnpinned).set(ownCopy(key), { upstream, epoch, until, createdAt: null })
+    ;(pinned ? this.#rotated : this.#rotatedUnpinned).set(ownCopy(key), { upstream, epoch, until, createdAt: created })
   }
 
   /** A retirement another worker made (see {@link retire}): applied here only. */
@@ -303,16 +325,24 @@ export class SessionTable {
    * of it carry the same `placedAt`; unknown: now, as before that time was stored); of two
    * upstreams at one epoch, the one kept takes the later of the two times, as in
    * {@link applyRemote}, and a local binding the store holds with a later time takes that time.
+   * A stored binding placed longer than the absolute timeout ago is over (a binding held here
+   * would have expired): it is not taken (the user is placed afresh), and a local binding is
+   * kept and published again as when the store holds none.
+   * Example, absolute 120 s, nothing held: `sync('k', { upstream: 'app-1', epoch: 2, placedAt: now - 130_000 }, now)` pins nothing.
    */
   sync(key: string, shared: SharedBinding | null, now: number): void {
     if (this.#resync.size !== 0) this.#resync.delete(key)
     const local = this.table.peek(key, now)
-    if (shared !== null && (local === null || shared.epoch > local.epoch || (shared.epoch === local.epoch && shared.upstream < local.upstream))) {
+    const wins = shared !== null && (local === null || shared.epoch > local.epoch || (shared.epoch === local.epoch && shared.upstream < local.upstream))
+    if (wins) {
       const rival = local !== null && shared.epoch === local.epoch
       const placed = shared.placedAt ?? now
       const at = rival ? Math.max(placed, local.createdAt) : placed
-      this.table.setCreated(key, shared.upstream, shared.epoch, now, now - at > this.#absoluteTimeout ? now : at)
-    } else if (local !== null) {
+      if (now - at <= this.#absoluteTimeout) return this.table.setCreated(key, shared.upstream, shared.epoch, now, at)
+      // over (a rival never is: it takes the live local pin's time): as if the store held none
+    }
+    if (local !== null) {
+      const stored = wins ? null : shared
       // a renewal, unless the others' copy may be close to expiring: it was renewed at the first
       // use of a sync period, up to one period before this table's last use, so up to one
       // period older; then it brings the binding back there (news, see BindingSink.bound). A
@@ -320,8 +350,8 @@ export class SessionTable {
       const margin = 2 * this.#syncPeriod
       const renewal = now - local.lastSeen < this.#idleTimeout - margin && now - local.createdAt < this.#absoluteTimeout - margin
       // the same binding, or a rival of its epoch, placed later elsewhere: this one takes that time
-      const later = shared !== null && shared.epoch === local.epoch && shared.placedAt != null && shared.placedAt > local.createdAt
-      if (later) this.table.setCreated(key, local.upstream, local.epoch, now, shared.placedAt!)
+      const later = stored !== null && stored.epoch === local.epoch && stored.placedAt != null && stored.placedAt > local.createdAt
+      if (later) this.table.setCreated(key, local.upstream, local.epoch, now, stored.placedAt!)
       this.#sink?.bound(key, local.upstream, local.epoch, renewal, later ? this.table.peek(key, now)!.createdAt : local.createdAt)
     }
   }

@@ -112,8 +112,13 @@ export type WireRecord =
   | readonly ['t', key: string, at: number]
   | readonly ['m', key: string, from: string, to: string, reason: MoveReason, at: number]
   | readonly ['o', key: string, to: string | null, at: number]
-  /** An application cookie value replaced lately, still routed until `until` (SessionTable.rotated); `pinned`: it was pinned when replaced. */
-  | readonly ['g', key: string, upstream: string, epoch: number, until: number, pinned: boolean]
+  /**
+   * An application cookie value replaced lately, still routed until `until` (SessionTable.rotated);
+   * `pinned`: it was pinned when replaced; `createdAt`: the creation time of the binding it was
+   * replaced from (absent: unknown, or a worker of an older build, which reads the first six
+   * fields only), so its grace, and a value rotated from it, end with that binding's absolute timeout.
+   */
+  | readonly ['g', key: string, upstream: string, epoch: number, until: number, pinned: boolean, createdAt?: number]
 
 /**
  * A change to the bindings as it travels: a pin (`b`, with its creation time where it was

@@ -354,7 +354,8 @@ export class WorkerLink {
           const now = parts.now()
           for (const [key, upstream, epoch, createdAt, lastSeen] of entries) parts.sessions.applyCopy(key, upstream, epoch, createdAt, lastSeen, now)
           for (const r of records ?? []) {
-            if (r[0] === 'g') parts.sessions.copyRotation(r[1], r[2], r[3], r[4], now, r[5])
+            // a grace's creation time: absent from an older sibling's (unknown, as before)
+            if (r[0] === 'g') parts.sessions.copyRotation(r[1], r[2], r[3], r[4], now, r[5], Number.isFinite(r[6]) ? r[6]! : null)
             else parts.records.copy(r, now)
           }
         },
@@ -588,8 +589,9 @@ export class WorkerLink {
         records.push(r)
         full()
       }
-      for (const [key, upstream, epoch, until, pinned] of p.sessions.rotations(now)) {
-        records.push(['g', key, upstream, epoch, until, pinned])
+      for (const [key, upstream, epoch, until, pinned, createdAt] of p.sessions.rotations(now)) {
+        // the creation time after the six fields an older worker reads, when there is one
+        records.push(createdAt === null ? ['g', key, upstream, epoch, until, pinned] : ['g', key, upstream, epoch, until, pinned, createdAt])
         full()
       }
     }
