@@ -10,10 +10,10 @@ import { learnAppCookie } from '../src/affinity/app-cookie.js'
 const IDLE = 60_000
 const ABSOLUTE = 120_000
 
-/** A session table with absolute_timeout 120 s whose written-through pins are recorded in `bound`. */
+/** A session table with absolute_timeout 120 s whose written-through pins and unpins are recorded in `bound`. */
 function table() {
-  const bound: [key: string, upstream: string, epoch: number, renewal: boolean, createdAt: number][] = []
-  const sink: BindingSink = { bound: (...b) => void bound.push(b), unbound: () => undefined }
+  const bound: (readonly [key: string, upstream: string, epoch: number, renewal: boolean, createdAt: number] | readonly ['unbound', string])[] = []
+  const sink: BindingSink = { bound: (...b) => void bound.push(b), unbound: (key) => void bound.push(['unbound', key]) }
   const sessions = new SessionTable({ maxEntries: 10, idleTimeout: IDLE, absoluteTimeout: ABSOLUTE, sink })
   return { sessions, bound }
 }
@@ -22,7 +22,7 @@ t.test('a shared binding placed longer than absolute_timeout ago is not made aga
   const { sessions, bound } = table()
   sessions.sync('old', { upstream: 'app-1', epoch: 2, placedAt: 0 }, 130_000)
   t.equal(sessions.peek('old', 130_000), null, 'placed 130 s ago (absolute 120 s): not pinned, the user is placed afresh')
-  t.same(bound, [], 'and nothing is written back')
+  t.same(bound, [['unbound', 'old']], 'and it is removed from the store (expired there too), so it cannot win over the fresh placement')
 
   sessions.sync('fresh', { upstream: 'app-1', epoch: 2, placedAt: 100_000 }, 130_000)
   t.match(sessions.peek('fresh', 130_000), { upstream: 'app-1', epoch: 2, createdAt: 100_000 }, 'one placed 30 s ago is taken with its placement time')
@@ -39,12 +39,14 @@ t.test('a shared binding placed longer than absolute_timeout ago is not made aga
   bound.length = 0
   sessions.sync('k', { upstream: 'app-1', epoch: 3, placedAt: 1_000 }, 130_000)
   t.match(sessions.peek('k', 130_000), { upstream: 'app-0', epoch: 0, createdAt: 125_000 }, 'a live local pin is not replaced by a stale shared one of a later epoch')
-  t.same(bound, [['k', 'app-0', 0, true, 125_000]], 'it is published again, with its own creation time')
+  t.same(bound, [['unbound', 'k'], ['k', 'app-0', 0, false, 125_000]], 'the stale one is removed from the store and the local one published again (news there), with its own creation time')
 
   // two upstreams at one epoch: the smaller id is kept with the later time of the two (live)
   sessions.pin('r', 'app-2', 1, 125_000)
+  bound.length = 0
   sessions.sync('r', { upstream: 'app-1', epoch: 1, placedAt: 0 }, 130_000)
   t.match(sessions.peek('r', 130_000), { upstream: 'app-1', epoch: 1, createdAt: 125_000 }, 'a rival of one epoch is settled as before: the smaller id, with the live pin\'s time')
+  t.same(bound, [], 'nothing written: the store holds that one')
 })
 
 t.test("a sibling's binding past absolute_timeout is neither copied nor applied", async (t) => {
