@@ -77,3 +77,24 @@ t.test('a grace from a sibling of an older build (six fields, no creation time) 
   t.equal(b.sessions.peek('v2', 100_000)?.createdAt, 100_000, 'a value set through it starts a binding afresh, as before')
   t.equal(b.sessions.createdAt('odd', 100_000), null, 'a creation time that is not a number counts as none')
 })
+
+t.test("a rotation relayed to the other workers carries the binding's creation time: one that did not hold the binding (evicted for room) ends its grace with the user's affinity too", async (t) => {
+  const a = await worker(() => 90_000)
+  a.sessions.pin('v1', 'app-1', 0, 20_000)
+  a.sessions.get('v1', 60_000)
+  a.sessions.retire('v1', { upstream: 'app-1', epoch: 0 }, 90_000)
+  a.sessions.retire('made-up', { upstream: 'app-0', epoch: 0 }, 90_000)
+  await new Promise((r) => setImmediate(r))
+  t.same(a.sent.filter((m) => m.tether === 'writes').flatMap((m) => (m as unknown as { writes: unknown[] }).writes), [
+    ['b', 'v1', 'app-1', 0, 20_000], ['r', 'v1', ['app-1', 0, 20_000]], ['r', 'made-up', ['app-0', 0]],
+  ], "the grace's creation time after the two fields an older worker reads; none for a value never pinned")
+
+  // a worker that does not hold 'v1' (evicted for room) applies the rotation
+  const b = await worker(() => 90_000)
+  b.deliver({ tether: 'written', writes: [['r', 'v1', ['app-1', 0, 20_000]], ['r', 'old-build', ['app-1', 0]]] })
+  t.equal(b.sessions.createdAt('v1', 100_000), 20_000, 'it takes the creation time the rotation carries')
+  t.match(b.sessions.rotated('v1', 140_000), { upstream: 'app-1' })
+  t.equal(b.sessions.rotated('v1', 140_001), null, 'and the grace ends at absolute_timeout, as on the writer')
+  t.equal(b.sessions.createdAt('old-build', 100_000), null, 'a rotation from an older worker, without it: unknown, as before')
+  t.match(b.sessions.rotated('old-build', 149_999), { upstream: 'app-1' }, 'its grace runs its 60 s')
+})

@@ -18,8 +18,12 @@ export interface BindingSink {
    */
   bound(key: string, upstream: string, epoch: number, renewal: boolean, createdAt: number): void
   unbound(key: string): void
-  /** An application cookie value replaced (`grace`: where it still routes) or deleted (null); absent: told as unbound. */
-  retired?(key: string, grace: Grace | null): void
+  /**
+   * An application cookie value replaced (`grace`: where it still routes) or deleted (null);
+   * absent: told as unbound. `createdAt`: the creation time of the binding the value held (null:
+   * none, a value never pinned), which ends the grace with the user's affinity (absolute_timeout).
+   */
+  retired?(key: string, grace: Grace | null, createdAt: number | null): void
 }
 
 /** A binding as the shared store holds it. */
@@ -194,7 +198,8 @@ export class SessionTable {
   retire(from: string, grace: Grace | null, now: number): void {
     const createdAt = this.table.peek(from, now)?.createdAt ?? null
     if (this.#sink?.retired === undefined) this.unpin(from)
-    else this.#sink.retired(from, grace)
+    // (retired again, by a parallel answer: the creation time its grace has)
+    else this.#sink.retired(from, grace, createdAt ?? this.#rotated.get(from)?.createdAt ?? null)
     this.#retired(from, grace, now, createdAt)
   }
 
@@ -224,9 +229,14 @@ export class SessionTable {
     ;(pinned ? this.#rotated : this.#rotatedUnpinned).set(ownCopy(key), { upstream, epoch, until, createdAt: created })
   }
 
-  /** A retirement another worker made (see {@link retire}): applied here only. */
-  applyRetired(from: string, grace: Grace | null, now: number): void {
-    this.#retired(from, grace, now, this.table.peek(from, now)?.createdAt ?? null)
+  /**
+   * A retirement another worker made (see {@link retire}): applied here only. `createdAt`: the
+   * creation time of the binding `from` held there (null: none, or unknown, from a worker of an
+   * older build): taken over the one held here, so the grace ends as it does there, also where
+   * the binding was not held (evicted for room).
+   */
+  applyRetired(from: string, grace: Grace | null, now: number, createdAt: number | null = null): void {
+    this.#retired(from, grace, now, createdAt === null ? this.table.peek(from, now)?.createdAt ?? null : Math.min(createdAt, now))
   }
 
   /** `createdAt`: the creation time of the binding `from` held here (live), null when it held none. */

@@ -132,7 +132,8 @@ export type WireRecord =
 export type BindingWrite =
   | readonly ['b', key: string, upstream: string, epoch: number, createdAt: number]
   | readonly ['u', key: string]
-  | readonly ['r', key: string, grace: readonly [string, number] | null]
+  /** `grace`: upstream, epoch and, when the value was pinned, its binding's creation time (absent from an older worker's; one ignores it). */
+  | readonly ['r', key: string, grace: readonly [upstream: string, epoch: number, createdAt?: number] | null]
   | readonly ['a', key: string, table: boolean, upstream: string, epoch: number, from: string | null, reason: MoveReason | null]
   | readonly ['o', key: string, to: string | null, at: number]
   | readonly ['x', key: string, at: number]

@@ -190,7 +190,9 @@ export class WorkerLink {
         this.#write(['b', key, upstream, epoch, createdAt], !renewal)
       },
       unbound: (key) => this.#write(['u', key]),
-      retired: (key: string, grace: Grace | null) => this.#write(['r', key, grace === null ? null : [grace.upstream, grace.epoch]]),
+      // the binding's creation time after the two fields an older worker reads, when there is one
+      retired: (key: string, grace: Grace | null, createdAt: number | null) =>
+        this.#write(['r', key, grace === null ? null : createdAt === null ? [grace.upstream, grace.epoch] : [grace.upstream, grace.epoch, createdAt]]),
     }),
   }
 
@@ -616,7 +618,7 @@ function applyOwn(p: WorkerParts, writes: readonly RoutingWrite[]): void {
 function applyRouting(p: WorkerParts, w: RoutingWrite, now: number, resend: boolean): void {
   if (w[0] === 'b') p.sessions.applyRemote(w[1], w[2], w[3], now, w[4], resend)
   else if (w[0] === 'u') p.sessions.table.delete(w[1])
-  else p.sessions.applyRetired(w[1], w[2] === null ? null : { upstream: w[2][0], epoch: w[2][1] }, now)
+  else p.sessions.applyRetired(w[1], w[2] === null ? null : { upstream: w[2][0], epoch: w[2][1] }, now, Number.isFinite(w[2]?.[2]) ? w[2]![2]! : null)
 }
 
 /** Apply another worker's binding writes, shared answers and orders, in order. */
