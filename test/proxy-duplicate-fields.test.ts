@@ -132,3 +132,27 @@ t.test('a WebSocket handshake with two Authorization lines is 400 before any ups
   t.same(r, { status: 400, body: BODY })
   t.equal(upgrades, 0, 'no handshake reached the upstream')
 })
+
+t.test('Expect: 100-continue sent twice: the 400 comes without a 100 Continue, so the client sends no body', async (t) => {
+  const up = await startUpstream('app-0')
+  t.teardown(() => up.close())
+  const tt = await proxyFor(t, [up])
+  const answered = (head: string): Promise<string> => new Promise((resolve, reject) => {
+    const s = net.connect(tt.port, '127.0.0.1')
+    let buf = ''
+    s.setEncoding('latin1')
+    s.on('data', (d: string) => {
+      buf += d
+      const m = /\r\n\r\n/.exec(buf)
+      if (m === null) return
+      // the first whole answer head decides: a 100 Continue, or the final answer
+      if (buf.startsWith('HTTP/1.1 100 ') || /\r\ncontent-length: \d+/i.test(buf.slice(0, m.index))) { s.destroy(); resolve(buf) }
+    })
+    s.on('error', reject)
+    s.write(head) // the body (5 bytes) is never sent: a client that waits for the 100
+  })
+  const twice = await answered('POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nexpect: 100-continue\r\nContent-Length: 5\r\n\r\n')
+  t.match(twice, /^HTTP\/1\.1 400 /, 'the first answer is the 400, no 100 Continue before it')
+  const once = await answered('POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n')
+  t.match(once, /^HTTP\/1\.1 100 Continue\r\n/, 'one Expect line: 100 Continue, as before')
+})

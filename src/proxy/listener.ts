@@ -21,6 +21,7 @@ import { MAX_WAITING, onePerConnection, whenIdle, type Overflow } from './pipeli
 import type { RequestPath } from './request-path.js'
 import { sendError, writeRawError } from './respond.js'
 import { H2Request, H2Response } from './h2-messages.js'
+import { fieldsAreValid } from './headers.js'
 import { clientIdleTimeout, closeIdleClient } from './deadlines.js'
 import type { ServerCertificates } from '../tls/server-certificates.js'
 
@@ -464,11 +465,12 @@ export class Listener {
       else if (isH2Stream(req)) deps.current().handleRequest(req, res)
       else refuseVersion(req, res)
     }
-    // Expect: 100-continue: refuse a declared oversized body before the client sends it (the
-    // TLS server's and the h2c one's: without a listener Node sends 100 Continue itself)
+    // Expect: 100-continue: refuse a declared oversized body, or a request the field rules refuse
+    // (a second Expect line, ...: its 400 comes next), before the client sends it (the TLS
+    // server's and the h2c one's: without a listener Node sends 100 Continue itself)
     const checkContinue = (req: http.IncomingMessage, res: http.ServerResponse): void => {
       const max = deps.current().config.limits.max_body_bytes
-      if (max === null || !(Number(req.headers['content-length']) > max)) res.writeContinue()
+      if ((max === null || !(Number(req.headers['content-length']) > max)) && fieldsAreValid(req.rawHeaders)) res.writeContinue()
       handle(req, res)
     }
     this.server = createServer(config, deps.certificates, handle)
