@@ -361,6 +361,34 @@ function lingerOnClose(session: http2.ServerHttp2Session, ms: number): void {
   }
 }
 
+/** nghttp2's NGHTTP2_ERR_PROTO (node:http2's constants lack it). */
+const NGHTTP2_ERR_PROTO = -505
+
+/**
+ * A stream error stays the stream's (RFC 9113 section 5.4.2). nghttp2 1.69 and later (Node 24
+ * has 1.70; Node 20 has 1.61) tell Node of a DATA frame past its stream's content-length (RFC
+ * 9113 section 8.1.1: malformed, a stream error) as an invalid frame with NGHTTP2_ERR_PROTO,
+ * after queueing the stream's RST_STREAM PROTOCOL_ERROR; Node answers any such report by
+ * destroying the whole session with it (`onSessionInternalError` in lib/internal/http2/core.js:
+ * GOAWAY INTERNAL_ERROR, every other stream of the client cut). That destroy is not done here:
+ * nghttp2 goes on as it decided, resetting only the stream (as Node 20 does, and nginx), or, for
+ * a connection error it reports the same way (a HEADERS frame on stream 0), sending its own
+ * GOAWAY PROTOCOL_ERROR, after which closeAfterOwnGoaway closes the connection; so only where
+ * that check is on. Other errors (nghttp2's fatal ones, too many invalid frames) destroy it as
+ * before. Installed after lingerOnClose (whose destroy it wraps). Cost: none per frame.
+ */
+function keepStreamErrorsToTheStream(session: http2.ServerHttp2Session, told: (err: Error) => void): void {
+  const destroy = session.destroy
+  session.destroy = function (this: http2.ServerHttp2Session, ...args: Parameters<typeof destroy>) {
+    const err = args[0] as (Error & { code?: unknown; errno?: unknown }) | undefined
+    if (err instanceof Error && err.code === 'ERR_HTTP2_ERROR' && err.errno === NGHTTP2_ERR_PROTO && !session.destroyed) {
+      told(err)
+      return
+    }
+    destroy.apply(this, args)
+  }
+}
+
 /** What closeAfterOwnGoaway uses of node:http2's native session handle. */
 interface NativeSession {
   setGracefulClose?: () => void
@@ -495,6 +523,7 @@ export class Listener {
         deps.logger.warn({ node: process.version }, 'HTTP/2: this Node lacks the internals Tether uses to close a connection once nghttp2 sent its own GOAWAY (Node 20.19.3 and later have them): such connections stay open until the idle bound')
       }
       lingerOnClose(session, H2_CLOSE_LINGER)
+      if (armed) keepStreamErrorsToTheStream(session, (err) => deps.logger.debug({ err, peer }, 'HTTP/2 protocol error nghttp2 answers itself (RST_STREAM, or its own GOAWAY)'))
       guardRapidReset(session, (fields, msg) => void problems.report('http2 rapid reset', 'rapid reset', fields, msg))
       guardSlowHead(session, t.client_headers, h1Checking, () => void problems.report('http2 slow head', 'slow head', { peer, client_headers_ms: t.client_headers }, 'HTTP/2 client did not complete a stream head within timeouts.client_headers: connection closed'))
       if (this.#stopping) closeAfterFirstFlight(session)
