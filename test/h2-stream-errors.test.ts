@@ -3,11 +3,13 @@
 // PROTOCOL_ERROR, while another stream of the same connection, its answer still on its way,
 // completes and the connection serves on, on every Node Tether runs on (Node 24's nghttp2 1.69+
 // reports the same reset to Node as an invalid frame, which Node itself turned into a GOAWAY
-// INTERNAL_ERROR that took every stream with it).
+// INTERNAL_ERROR that took every stream with it). The stream's access line names the client's
+// address, taken when its connection began (the stream is gone when the line is written).
 import t, { type Test } from 'tap'
 import http2 from 'node:http2'
 import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
+import { LogCapture } from './fixtures/log-capture.js'
 import { makeCertificateSet } from './fixtures/tls.js'
 import { startUpstream, testConfig } from './fixtures/upstream.js'
 import { waitFor, within } from './fixtures/wait.js'
@@ -39,8 +41,9 @@ async function check(t: Test, tls: boolean): Promise<void> {
     if (req.url === '/held') void released.then(() => res.end('held'))
     else req.on('end', () => res.end(`ok ${req.url}`))
   })
+  const logs = new LogCapture()
   const listen = tls ? { tls: TLS } : { http2: { cleartext: true } }
-  const tether = await startTether(testConfig([up], { listen }), { logger: createLogger('silent') })
+  const tether = await startTether(testConfig([up], { listen }), { logger: createLogger('info', logs) })
   t.teardown(async () => { await tether.close(0); await up.close() })
 
   const client = http2.connect(tether.url, tls ? { ca: certs.ca, servername: 'localhost' } : {})
@@ -64,8 +67,24 @@ async function check(t: Test, tls: boolean): Promise<void> {
   t.same(sessionEvents, [], 'no GOAWAY, no session error: the connection was never closed')
   t.notOk(up.seen.some((r) => r.url === '/long' && r.complete), 'the upstream never got /long whole')
 
+  const line = (path: string): Record<string, unknown> | undefined => logs.access().find((r) => r['path'] === path)
+  await waitFor(() => line('/long') !== undefined && line('/held') !== undefined, 10_000, 'the access lines of /long and /held') // (written as the streams close)
+  t.match(line('/long'), { method: 'POST', http_version: '2.0', peer: '127.0.0.1' }, "the reset stream's access line names the client's address")
+  t.match(line('/held'), { status: 200, outcome: 'ok', peer: '127.0.0.1' }, 'so does the completed one')
   await new Promise<void>((resolve) => client.close(() => resolve()))
 }
+
+t.test('an HTTP/1.1 access line names the peer too (the same field on every transport)', async (t) => {
+  const up = await startUpstream('app-0')
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } } }), { logger: createLogger('info', logs) })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const res = await fetch(`${tether.url}/plain`)
+  t.equal(res.status, 200, 'served')
+  await res.text()
+  await waitFor(() => logs.access().length === 1, 10_000, 'the access line') // (written as the answer ends)
+  t.match(logs.access()[0], { path: '/plain', http_version: '1.1', peer: '127.0.0.1' }, "the client's address")
+})
 
 t.test('h2c: a stream sending past its content-length is reset with PROTOCOL_ERROR; its sibling completes', (t) => check(t, false))
 t.test('h2 over TLS: a stream sending past its content-length is reset with PROTOCOL_ERROR; its sibling completes', (t) => check(t, true))

@@ -341,7 +341,7 @@ t.test('plain HTTP sent to the TLS port gets a 400 that says so, in plain HTTP (
     await once(sock, 'close', 5_000, 'the answer and the close')
     t.match(got, /^HTTP\/1\.1 400 Bad Request\r\n[^]*\r\n\r\nBad Request: a plain HTTP request was sent to the HTTPS port\n$/, `http2.enabled: ${enabled}`)
     t.equal(up.seen.length, 0, 'nothing reached the upstream')
-    t.match(logs.access(), [{ status: 400, outcome: 'TETHER_PLAIN_HTTP_TO_TLS' }], 'one access line, with its code (docs/errors.md)')
+    t.match(logs.access(), [{ status: 400, outcome: 'TETHER_PLAIN_HTTP_TO_TLS', peer: '127.0.0.1' }], 'one access line, with its code (docs/errors.md) and the client\'s address')
     t.match(await tether.metrics.render(), /^tether_http_requests_total\{upstream="none",[^}]*status_class="4xx"\} 1$/m, 'counted')
   }
 })

@@ -68,21 +68,23 @@ export class ClientErrors {
   refuse(socket: Duplex, code: ErrorCode, req?: IncomingMessage): void {
     const sent = socket.writable // else writeRawError only closes it: no answer to count
     writeRawError(socket, code, { close: true })
-    if (sent) this.refused(code, req)
+    if (sent) this.refused(code, req, 'http', socket)
   }
 
   /**
    * Count and log a request refused before any request path saw it, answered `code` (see
    * refuse; also the listener's own refusals). `req`: its head, when it was read whole;
-   * `protocol`: 'websocket' for an upgrade refused before it reached an upstream.
+   * `protocol`: 'websocket' for an upgrade refused before it reached an upstream; `socket`: the
+   * client's connection (default `req`'s), whose address the access line names.
    */
-  refused(code: ErrorCode, req?: IncomingMessage, protocol: 'http' | 'websocket' = 'http'): void {
+  refused(code: ErrorCode, req?: IncomingMessage, protocol: 'http' | 'websocket' = 'http', socket?: Duplex): void {
     const { status } = ERRORS[code]
     this.#events.observeRequest(null, req?.method, status, -1) // no duration: the head may not have arrived whole
     // counted as a finished request too (a flood of malformed heads shows in both counters)
     this.#events.clientProtocol(protocol === 'websocket' ? 'websocket' : req?.httpVersion === '1.1' ? 'http/1.1' : req?.httpVersion === '1.0' ? 'http/1.0' : 'none')
     if (this.#access() && this.#logger.isLevelEnabled('info')) {
-      this.#logger.info({ request_id: null, method: req?.method ?? null, path: req?.url ?? null, protocol, status, upstream: null, outcome: code }, 'access')
+      const peer = ((socket ?? req?.socket) as { remoteAddress?: string } | undefined)?.remoteAddress ?? null
+      this.#logger.info({ request_id: null, peer, method: req?.method ?? null, path: req?.url ?? null, protocol, status, upstream: null, outcome: code }, 'access')
     }
   }
 

@@ -3,7 +3,8 @@
 // that forwards an h2 request as HTTP/1.1 makes Host from :authority and joins the cookie
 // crumbs) and a response that drops what h2 cannot carry (a reason phrase, connection-specific
 // headers). Layer 3 adapter of node:http2, used as the server's request and response classes
-// (the documented extension point); it holds no routing or header policy.
+// (the documented extension point), with the client's address as its connection began; it
+// holds no routing or header policy.
 import http2 from 'node:http2'
 
 const { NGHTTP2_NO_ERROR, NGHTTP2_INTERNAL_ERROR } = http2.constants
@@ -70,6 +71,31 @@ export function http1Head(raw: readonly string[], bodyFollows: boolean): { raw: 
 }
 
 /**
+ * What a stream's request knows of its connection, taken once when the connection began: Node
+ * tells of a stream a turn after nghttp2 began it, and by then nghttp2 may have reset it (a body
+ * past its content-length in the same read), leaving it no session to ask for the client's
+ * address. `session`: the connection (one per client connection, as an HTTP/1.1 socket).
+ * Example: { session, remoteAddress: '127.0.0.1', localPort: 8443, encrypted: true }.
+ */
+export interface H2Connection {
+  readonly session: object
+  readonly remoteAddress: string | undefined
+  readonly localPort: number | undefined
+  readonly encrypted: boolean
+}
+
+/** Each stream's connection, noted as the stream is announced (see {@link noteConnection}). */
+const connections = new WeakMap<http2.ServerHttp2Stream, H2Connection>()
+
+/**
+ * Note `stream`'s connection for its request ({@link H2Request.h2Connection}): called from a
+ * session 'stream' listener that runs before the server's own (which makes the request).
+ */
+export function noteConnection(stream: http2.ServerHttp2Stream, connection: H2Connection): void {
+  connections.set(stream, connection)
+}
+
+/**
  * The request of an h2 stream, with `headers` and `rawHeaders` in their HTTP/1.1 shape
  * ({@link http1Head}); `method`, `url` (:path), `authority` and the body are Node's, except a
  * CONNECT's `url`: it has no :path (RFC 9113 section 8.5), so its target is its :authority, as
@@ -77,8 +103,12 @@ export function http1Head(raw: readonly string[], bodyFollows: boolean): { raw: 
  * without `path`). Example: CONNECT example.com:443 -> url 'example.com:443'.
  */
 export class H2Request extends http2.Http2ServerRequest {
+  /** Its connection as it began (undefined: not noted, the request path asks the socket). */
+  readonly h2Connection: H2Connection | undefined
+
   constructor(stream: http2.ServerHttp2Stream, headers: Headers, options: object, rawHeaders: readonly string[]) {
     super(stream, headers, options, rawHeaders)
+    this.h2Connection = connections.get(stream)
     const head = http1Head(rawHeaders, !stream.endAfterHeaders)
     Object.defineProperties(this, {
       headers: { value: head.headers, enumerable: true },

@@ -20,7 +20,7 @@ import type { ClientErrors } from './client-error.js'
 import { MAX_WAITING, onePerConnection, whenIdle, type Overflow } from './pipelining.js'
 import type { RequestPath } from './request-path.js'
 import { sendError, writeRawError } from './respond.js'
-import { H2Request, H2Response } from './h2-messages.js'
+import { H2Request, H2Response, noteConnection, type H2Connection } from './h2-messages.js'
 import { fieldsAreValid } from './headers.js'
 import { clientIdleTimeout, closeIdleClient } from './deadlines.js'
 import type { ServerCertificates } from '../tls/server-certificates.js'
@@ -404,6 +404,12 @@ function sessionPeer(session: http2.ServerHttp2Session): string | undefined {
   return socket?.remoteAddress ?? socket?.stream?.remoteAddress
 }
 
+/** The port of this host an h2 connection reached (h2c: on the wrapped stream, as sessionPeer). */
+function sessionLocalPort(session: http2.ServerHttp2Session): number | undefined {
+  const socket = session.socket as (Socket & { stream?: { localPort?: number } }) | undefined
+  return socket?.localPort ?? socket?.stream?.localPort
+}
+
 /**
  * Header fields an h2 request may have: as many as `limits.max_header_bytes` can hold (each
  * counts at least 32 bytes, RFC 7541 section 4.1), so the byte limit governs, as on HTTP/1.1,
@@ -506,6 +512,10 @@ export class Listener {
       this.#sessions.add(session)
       session.once('close', () => this.#sessions.delete(session))
       const peer = sessionPeer(session) // (a destroyed session has no socket left to ask)
+      // each stream's request gets the client's address from here: the stream may be gone by
+      // the time Node announces it (see H2Connection); before the server's own listener
+      const connection: H2Connection = { session, remoteAddress: peer, localPort: sessionLocalPort(session), encrypted: (session.socket as { encrypted?: boolean } | undefined)?.encrypted === true }
+      session.prependListener('stream', (stream: http2.ServerHttp2Stream) => noteConnection(stream, connection))
       session.on('error', (err: Error & { code?: string }) => {
         // nghttp2 closed it: too many streams past the concurrent limit or malformed heads (see H2_MAX_INVALID_FRAMES)
         if (err.code === 'ERR_HTTP2_TOO_MANY_INVALID_FRAMES') problems.report('http2 invalid frames', 'invalid frames', { peer, refused: H2_MAX_INVALID_FRAMES }, 'HTTP/2 client opened streams past the concurrent limit (or sent malformed heads) after refusals: connection closed')
@@ -557,7 +567,7 @@ export class Listener {
     // plain HTTP sent to the TLS port gets a 400 that says so, in plain HTTP, as nginx answers
     this.server.on('tlsClientError', (err: Error & { code?: string }, tlsSocket: Socket) => {
       deps.logger.debug({ err }, 'TLS handshake failed')
-      if (err.code === 'ERR_SSL_HTTP_REQUEST' && answerPlain(tlsSocket)) deps.clientErrors.refused('TETHER_PLAIN_HTTP_TO_TLS')
+      if (err.code === 'ERR_SSL_HTTP_REQUEST' && answerPlain(tlsSocket)) deps.clientErrors.refused('TETHER_PLAIN_HTTP_TO_TLS', undefined, 'http', tlsSocket)
     })
     this.server.on('clientError', deps.clientErrors.handle)
     this.server.on('checkContinue', checkContinue)

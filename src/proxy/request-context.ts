@@ -7,6 +7,7 @@ import type { RequestKey } from '../affinity/key.js'
 import type { ErrorCode } from '../errors.js'
 import type { Decision } from '../routing/decision.js'
 import type { GetResult } from '../state/checkpoint-store.js'
+import type { H2Connection } from './h2-messages.js'
 import type { RequestTarget } from './headers.js'
 import type { RequestBody } from './request-body.js'
 import type { Outcome } from './outcome.js'
@@ -171,12 +172,15 @@ export class RequestContext {
     this.id = id
     this.arrived = arrived
     this.t0 = performance.now()
-    const socket = clientSocket(req)
+    // an h2 stream's connection as it began: the stream may be reset before its request is
+    // handled, and then its socket (Node's proxy of the session's) has nothing left to read
+    const h2 = (req as { h2Connection?: H2Connection }).h2Connection
+    const socket = h2 ?? clientSocket(req)
     this.peer = socket.remoteAddress ?? ''
     this.localPort = socket.localPort ?? 0
-    this.connection = (req as { stream?: { session?: object } }).stream?.session ?? req.socket
+    this.connection = h2?.session ?? (req as { stream?: { session?: object } }).stream?.session ?? req.socket
     // an h2 request's socket is Node's proxy of the session's TLS socket: `encrypted` reads through
-    this.scheme = (req.socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http'
+    this.scheme = (h2?.encrypted ?? (req.socket as { encrypted?: boolean }).encrypted) === true ? 'https' : 'http'
     this.method = req.method ?? 'GET'
   }
 

@@ -903,6 +903,7 @@ export class RequestPath {
     if (!this.#access) return
     logger.info({
       request_id: ctx.id,
+      peer: ctx.peer === '' ? null : ctx.peer,
       method: ctx.method,
       path: ctx.req.url,
       protocol: ctx.protocol,
