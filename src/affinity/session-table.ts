@@ -335,38 +335,25 @@ export class SessionTable {
    * of it carry the same `placedAt`; unknown: now, as before that time was stored); of two
    * upstreams at one epoch, the one kept takes the later of the two times, as in
    * {@link applyRemote}, and a local binding the store holds with a later time takes that time.
-   * A stored binding placed longer than the absolute timeout ago is over (a binding held here
-   * would have expired): it is not taken (the user is placed afresh) but removed from the store
-   * (its expiry there: else, kept over a fresh pin by the store's rules, a higher epoch or a
-   * smaller upstream id of the same one, it would take that pin's time and come back), and a
-   * local binding is kept and published again as when the store holds none.
-   * Example, absolute 120 s, nothing held: `sync('k', { upstream: 'app-1', epoch: 2, placedAt: now - 130_000 }, now)`
-   * pins nothing and unbinds 'k' in the store.
    */
   sync(key: string, shared: SharedBinding | null, now: number): void {
     if (this.#resync.size !== 0) this.#resync.delete(key)
     const local = this.table.peek(key, now)
-    const wins = shared !== null && (local === null || shared.epoch > local.epoch || (shared.epoch === local.epoch && shared.upstream < local.upstream))
-    if (wins) {
+    if (shared !== null && (local === null || shared.epoch > local.epoch || (shared.epoch === local.epoch && shared.upstream < local.upstream))) {
       const rival = local !== null && shared.epoch === local.epoch
       const placed = shared.placedAt ?? now
       const at = rival ? Math.max(placed, local.createdAt) : placed
-      if (now - at <= this.#absoluteTimeout) return this.table.setCreated(key, shared.upstream, shared.epoch, now, at)
-      // over (a rival never is: it takes the live local pin's time): expired in the store too
-      this.#sink?.unbound(key)
-    }
-    if (local !== null) {
-      const stored = wins ? null : shared
+      this.table.setCreated(key, shared.upstream, shared.epoch, now, now - at > this.#absoluteTimeout ? now : at)
+    } else if (local !== null) {
       // a renewal, unless the others' copy may be close to expiring: it was renewed at the first
       // use of a sync period, up to one period before this table's last use, so up to one
       // period older; then it brings the binding back there (news, see BindingSink.bound). A
       // binding copied from a sibling at start has the times it had there (applyCopy).
       const margin = 2 * this.#syncPeriod
-      // (news when the store held a stale binding, removed above)
-      const renewal = !wins && now - local.lastSeen < this.#idleTimeout - margin && now - local.createdAt < this.#absoluteTimeout - margin
+      const renewal = now - local.lastSeen < this.#idleTimeout - margin && now - local.createdAt < this.#absoluteTimeout - margin
       // the same binding, or a rival of its epoch, placed later elsewhere: this one takes that time
-      const later = stored !== null && stored.epoch === local.epoch && stored.placedAt != null && stored.placedAt > local.createdAt
-      if (later) this.table.setCreated(key, local.upstream, local.epoch, now, stored.placedAt!)
+      const later = shared !== null && shared.epoch === local.epoch && shared.placedAt != null && shared.placedAt > local.createdAt
+      if (later) this.table.setCreated(key, local.upstream, local.epoch, now, shared.placedAt!)
       this.#sink?.bound(key, local.upstream, local.epoch, renewal, later ? this.table.peek(key, now)!.createdAt : local.createdAt)
     }
   }
