@@ -11,7 +11,7 @@ import { startTether, type Tether } from '../src/app.js'
 import { DEFAULTS, type Config } from '../src/config/schema.js'
 import { createLogger } from '../src/observability/logger.js'
 import { ReplyError } from 'ioredis'
-import { RedisConnection, failsNode } from '../src/redis/connection.js'
+import { RedisConnection, failsNode, withoutArguments } from '../src/redis/connection.js'
 import { startCounter, type Counter } from './fixtures/counter-upstream.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { redisCli, startRedis, waitFor, type RedisServer } from './fixtures/redis-server.js'
@@ -188,4 +188,23 @@ t.test('what fails a node: no reply, a closed connection, LOADING, READONLY, MAS
     await conn.run('rt:x', (c) => c.get('rt:x'))
     return conn.nodes()[0]?.status === 'up'
   }, 10_000)
+})
+
+t.test('a reply error that quotes the call\'s arguments (an unknown command: EVALSHA renamed away) logs no key, and is one warn for every user', async (t) => {
+  // Redis >= 6.2 quotes the first arguments of an unknown command, a session's key among them
+  // (found by the review of this change: one warn per user, each with the user's key)
+  const redis = await startRedis({ args: ['--rename-command', 'EVALSHA', 'EVALSHA_OFF', '--rename-command', 'EVAL', 'EVAL_OFF'] })
+  t.teardown(() => redis.stop())
+  const real = await redisCli(redis.port, 'EVALSHA', 'ab12', '1', 'rt:cp:{secret-user}')
+  t.match(real, /with args beginning with: .*secret-user/, 'the real reply quotes the key')
+  t.notMatch(withoutArguments(real), /secret-user/, 'left out of what Tether tells')
+  const s = await setup(t, { url: redis.url }, redis)
+  const users = ['u-secret-1', 'u-secret-2', 'u-secret-3', 'u-secret-4'].map(jarOf)
+  // best_effort: each answer waits for its checkpoint write (failed here) before it goes out
+  for (let i = 0; i < 12; i++) await ask(s, users[i % users.length]!)
+  const warns = s.logs.records.filter((l) => l['msg'] === 'redis answered a call with an error: that call fails, the node is up')
+  t.equal(warns.length, 1, 'one warn for one command and error, whichever user')
+  t.notMatch(JSON.stringify(s.logs.records), /rt:[a-z]+:\{/, 'no key (a session\'s) in any log line')
+  t.notMatch(JSON.stringify(await readyz(s.tt, s.agent)), /rt:[a-z]+:\{/, 'nor on /readyz')
+  await nodeUp(t, s)
 })

@@ -1375,7 +1375,7 @@ export class RedisConnection {
   #callError(err: unknown, node: string, key: string | null, script?: string): string {
     // several commands of one call failed (the peer set's HSET and PEXPIRE): each is told
     if (err instanceof AggregateError) return [...new Set(err.errors.map((e: unknown) => this.#callError(e, node, key, script)))].join('; ')
-    const error = describe(err)
+    const error = withoutArguments(describe(err))
     if (!NOPERM.test(error)) return error
     const told = this.#dataError(error)
     const { command, watched } = refusedCommand(error, (err as { command?: { name?: unknown } }).command?.name)
@@ -2086,4 +2086,18 @@ function positive(name: string, value: number): number {
 
 function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err)
+}
+
+/** The arguments Redis (>= 6.2) quotes in an unknown-command reply: keys, a session's among them. */
+const QUOTED_ARGUMENTS = /(with args beginning with:).*$/s
+
+/**
+ * A reply error with the call's arguments Redis quoted in it left out, so no key (a user's
+ * session key is in Tether's keys) reaches a log line, /readyz or a metric, and one error is one
+ * text whatever the key. Example: `"ERR unknown command 'EVALSHA', with args beginning with:
+ * 'ab12' '1' 'tether:af:{k}'"` -> `"ERR unknown command 'EVALSHA', with args beginning with: (not
+ * shown)"`.
+ */
+export function withoutArguments(error: string): string {
+  return error.replace(QUOTED_ARGUMENTS, '$1 (not shown)')
 }

@@ -7,7 +7,7 @@ import type { Config } from '../config/schema.js'
 import type { Logger } from '../observability/logger.js'
 import type { Metrics } from '../observability/metrics.js'
 import { RedisHealthLog } from '../observability/redis-health-log.js'
-import { ProblemLog, withoutNumbers } from '../observability/problem-log.js'
+import { ProblemLog } from '../observability/problem-log.js'
 import type { RedisConnection } from '../redis/connection.js'
 import type { CheckpointStore } from './checkpoint-store.js'
 import { MemoryCheckpointStore } from './memory-store.js'
@@ -104,7 +104,9 @@ export async function createState(
     redis.onReplyError((e) => {
       const what = e.script ?? e.command ?? 'a command'
       const err = e.error.length > 300 ? `${e.error.slice(0, 300)}...` : e.error
-      replyErrors.report(`redis reply error ${what} ${e.error.split(' ', 1)[0]}`, withoutNumbers(err), {
+      // (one problem a command and error class: the rest of an error's text may vary by call)
+      const kind = e.error.split(' ', 1)[0]!
+      replyErrors.report(`redis reply error ${what} ${kind}`, kind, {
         node: e.node, ...(e.command === null ? {} : { command: e.command }), ...(e.script === undefined ? {} : { script: e.script }), err,
       }, 'redis answered a call with an error: that call fails, the node is up')
     })
