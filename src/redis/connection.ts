@@ -222,10 +222,12 @@ const RECONNECT_ON = /^(READONLY|LOADING|MASTERDOWN)\b/
  * answers `MOVED` is a Cluster node, not a server for all keys), a script that blocks it (`BUSY`:
  * every other command waits for `SCRIPT KILL`; `BUSYKEY`, a key's, is not), writes refused as a
  * whole (`MISCONF`: it cannot persist; `NOREPLICAS`: too few replicas), a connection not (or no
- * longer) authenticated (`NOAUTH`, `WRONGPASS`), and no room for Tether's connection (`ERR max
- * number of clients reached`).
+ * longer) authenticated (`NOAUTH`, `WRONGPASS`), no room for Tether's connection (`ERR max
+ * number of clients reached`), and a command it does not know (`ERR unknown command`: scripting
+ * renamed away, a server without it; every call of that command fails, whatever its key, and
+ * such a node was shown up while no state could be stored).
  */
-const NODE_FAULT = /^(?:LOADING|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|MOVED|ASK|BUSY|MISCONF|NOREPLICAS|NOAUTH|WRONGPASS)\b|^ERR max number of clients reached/
+const NODE_FAULT = /^(?:LOADING|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|MOVED|ASK|BUSY|MISCONF|NOREPLICAS|NOAUTH|WRONGPASS)\b|^ERR (?:max number of clients reached|unknown command)/
 /**
  * A refusal of Tether's credentials (no password given, a wrong one, a wrong or disabled user),
  * or Redis < 6's answer to AUTH with a username ({@link NO_ACL_USERS}).
@@ -272,8 +274,8 @@ export interface RedisCommands {
 
 /**
  * An error reply that concerns one call only ({@link failsNode} false) and is no ACL refusal
- * (those are {@link RedisRefusal}s): a key of the wrong type (`WRONGTYPE`), an unknown command
- * or a script's error (`ERR ...`), `NOSCRIPT`, `EXECABORT`, `CROSSSLOT`. The call failed; its
+ * (those are {@link RedisRefusal}s): a key of the wrong type (`WRONGTYPE`), a script's error
+ * (`ERR ...`), `NOSCRIPT`, `EXECABORT`, `CROSSSLOT`. The call failed; its
  * node answered and is not counted down for it. Example: `{ node: '127.0.0.1:6379', command:
  * 'EVALSHA', script: 'tetherPutCheckpoint', error: 'WRONGTYPE Operation against a key holding
  * the wrong kind of value script: ...' }`.
