@@ -259,7 +259,8 @@ t.test('a SIGHUP reload of a changed file is the only reload of it: the file wat
 
 t.test('a reload during the shutdown (a SIGHUP then) is refused: the stopping proxy keeps its config', async (t) => {
   const held: import('node:http').ServerResponse[] = []
-  const a = await startUpstream('a', (_req, res) => { held.push(res) })
+  // (an active probe, `OPTIONS *` with health.active.path null, is answered: only the request is held)
+  const a = await startUpstream('a', (req, res) => { if (req.method === 'OPTIONS') res.end(); else held.push(res) })
   const b = await startUpstream('b')
   const dir = mkdtempSync(join(tmpdir(), 'tether-stopping-'))
   const file = join(dir, 'proxy.yaml')
