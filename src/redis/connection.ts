@@ -229,6 +229,13 @@ const RECONNECT_ON = /^(READONLY|LOADING|MASTERDOWN)\b/
  */
 const NODE_FAULT = /^(?:LOADING|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|MOVED|ASK|BUSY|MISCONF|NOREPLICAS|NOAUTH|WRONGPASS)\b|^ERR (?:max number of clients reached|unknown command)/
 /**
+ * A {@link NODE_FAULT} a script's call got, as Redis < 7 wraps it: `ERR Error running script
+ * (call to f_<sha>): @user_script:1: @user_script: 1: -READONLY You can't write against a read
+ * only replica.` (Redis 7 replies `READONLY ...` itself; a failover's old primary answers every
+ * script's write so).
+ */
+const SCRIPT_NODE_FAULT = /^ERR Error running script.*?: -(?:LOADING|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|MISCONF|NOREPLICAS)\b/s
+/**
  * A refusal of Tether's credentials (no password given, a wrong one, a wrong or disabled user),
  * or Redis < 6's answer to AUTH with a username ({@link NO_ACL_USERS}).
  */
@@ -1902,7 +1909,9 @@ function forMemory(err: unknown): boolean {
  */
 export function failsNode(err: unknown): boolean {
   if (err instanceof AggregateError) return err.errors.length === 0 || err.errors.some(failsNode)
-  return !(err instanceof ReplyError) || NODE_FAULT.test(describe(err))
+  if (!(err instanceof ReplyError)) return true
+  const error = describe(err)
+  return NODE_FAULT.test(error) || SCRIPT_NODE_FAULT.test(error)
 }
 
 /** The command (upper case) a failed call sent, as ioredis tells it on its error (the first of several), or undefined. */
