@@ -63,6 +63,8 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     link === null || channel === link.channel || link.group === null ? null : { channel: link.channel, lead: () => link.lead })
   const redisBindings = redis !== null && config.affinity.shared === 'redis' ? new (await import('./redis/binding-store.js')).RedisBindings(redis, config.affinity.idle_timeout, {
     now: () => clock.now(),
+    // a binding's key ends at its absolute timeout in Redis too, however often it is renewed
+    absoluteTimeoutMs: config.affinity.absolute_timeout,
     // an ACL grant that allows the bindings but not their placement times: shared without them
     onPlacementTimes: (err, forMs) => {
       const key = `${redis.keyPrefix}ap:{…}`

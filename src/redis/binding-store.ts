@@ -11,8 +11,16 @@ import { keySlot } from './key-slot.js'
 export const TIMES_RETRY_MS = 60_000
 
 export interface RedisBindingsOptions {
-  /** The clock (ms) of the retries while the placement-time keys are refused; default `Date.now`. */
+  /**
+   * The wall clock (ms): the retries while the placement-time keys are refused, and where a
+   * binding's absolute timeout cuts its TTL; default `Date.now`.
+   */
   readonly now?: () => number
+  /**
+   * `affinity.absolute_timeout` (ms; null or absent: none): a binding's key expires no later
+   * than its placement time + this, however often it is renewed (see SET_BINDING_LUA).
+   */
+  readonly absoluteTimeoutMs?: number | null
   /**
    * Told when Redis refuses the placement-time keys (`<prefix>ap:`) to the ACL user while it
    * allows the bindings (`error`: Redis's, with the grant to add), once, and when a binding
@@ -23,7 +31,9 @@ export interface RedisBindingsOptions {
 
 /**
  * A binding write that never lowers the epoch: KEYS[1] = the binding, KEYS[2] = its placement
- * time; ARGV = epoch, upstream, ttlMs, placedAt ('' = unknown). Returns 1 when written (TTL
+ * time; ARGV = epoch, upstream, ttlMs, placedAt ('' = unknown), now (the writer's clock, ms),
+ * absoluteMs (the absolute timeout, '' = none; ARGV[5] and ARGV[6] absent, as an older
+ * Tether's call of its own script would be: not cut). Returns 1 when written (TTL
  * renewed), 0 when a higher epoch is stored, or the same epoch on a smaller upstream id: two
  * replicas that moved a user at once (each its own move at the same epoch) agree on one, as
  * workers do (SessionTable.applyRemote).
@@ -44,6 +54,15 @@ export interface RedisBindingsOptions {
  * A renewal (the binding as stored, its placement time as stored or none) only sets the TTLs
  * again (PEXPIRE), which a full Redis (maxmemory, noeviction) allows: an active user's binding
  * lives on there, while a new binding or a move, which need a SET, fail until there is room.
+ *
+ * Every TTL set is cut at the binding's absolute timeout (placement time + absoluteMs, on the
+ * writer's clock, as the replicas judge it: no Redis TIME, whose clock may differ): a binding
+ * placed longer than absolute_timeout ago is over on every replica, and so ends in Redis too,
+ * whoever renews it (the user busy) rather than lingering until a replica reads it. A binding
+ * of unknown placement time (none stored) is not cut: its readers take it as placed when they
+ * adopt it. An older Tether (a rolling upgrade) renews with the idle TTL alone: its keys may
+ * outlive the cut; every replica then takes such a binding as placed just then (SessionTable.sync),
+ * as the older ones do.
  */
 const SET_BINDING_LUA = `
 -- byte order, as JavaScript orders these ids (Lua's < follows the server's locale)
@@ -62,6 +81,16 @@ local function placed(v)
   if of ~= v then return nil end
   return tonumber(at)
 end
+-- the TTL (ms, ARGV[3] or a rival's PTTL) of a binding placed at t, cut at its absolute
+-- timeout: t + ARGV[6] on the writer's clock ARGV[5] (ARGV[6] '', or t unknown: not cut); at
+-- least 1 ms (a binding already over ends at once)
+local function life(ttl, t)
+  ttl = tonumber(ttl)
+  local abs, now = tonumber(ARGV[6]), tonumber(ARGV[5])
+  if abs and now and t and t + abs - now < ttl then ttl = t + abs - now end
+  if ttl < 1 then ttl = 1 end
+  return string.format('%d', math.floor(ttl))
+end
 local value = ARGV[1] .. ' ' .. ARGV[2]
 local at = tonumber(ARGV[4])
 local times = KEYS[2] ~= KEYS[1]
@@ -78,6 +107,8 @@ if cur then
       if not was or was < at then
         local left = redis.call('PTTL', KEYS[1])
         if left > 0 then
+          -- (cut at the absolute timeout: set by an older Tether, it may have only the idle TTL)
+          left = life(left, at)
           redis.call('SET', KEYS[2], ARGV[4] .. ' ' .. cur, 'PX', left)
           -- (Redis's clock runs on within a script: the binding's TTL set again after its
           -- time's, so it never ends before it; the same ms, or one later)
@@ -100,15 +131,17 @@ if cur then
     local was = nil
     if times then was = placed(cur) end
     if at == was then
-      if at then redis.call('PEXPIRE', KEYS[2], ARGV[3]) elseif times then redis.call('DEL', KEYS[2]) end
-      redis.call('PEXPIRE', KEYS[1], ARGV[3])
+      local ttl = life(ARGV[3], at)
+      if at then redis.call('PEXPIRE', KEYS[2], ttl) elseif times then redis.call('DEL', KEYS[2]) end
+      redis.call('PEXPIRE', KEYS[1], ttl)
       return 1
     end
   end
 end
 -- the time first: with the same TTL it never ends after the binding
-if at then redis.call('SET', KEYS[2], string.format('%d', at) .. ' ' .. value, 'PX', ARGV[3]) end
-redis.call('SET', KEYS[1], value, 'PX', ARGV[3])
+local ttl = life(ARGV[3], at)
+if at then redis.call('SET', KEYS[2], string.format('%d', at) .. ' ' .. value, 'PX', ttl) end
+redis.call('SET', KEYS[1], value, 'PX', ttl)
 -- (after a SET: a script that has written is let write on by a full Redis (OOM), and DEL
 -- always may: first, it would let this SET past maxmemory)
 if not at and times then
@@ -118,6 +151,7 @@ end
 return 1
 `
 const SET_SCRIPT = 'tetherSetBinding'
+
 
 /**
  * Example: `bindings.set('PHPSESSID-value', 'app-1', 2, 1764086400000)` -> stored as
@@ -129,6 +163,8 @@ export class RedisBindings implements SharedBindings {
   readonly #redis: RedisConnection
   readonly #ttl: number
   readonly #now: () => number
+  /** The absolute timeout as the script's ARGV[6] ('' = none). */
+  readonly #absolute: string
   readonly #told: ((error: string | null, forMs: number) => void) | undefined
   /** Since when Redis refuses the placement-time keys (`#now`), or null. */
   #refusedSince: number | null = null
@@ -146,6 +182,9 @@ export class RedisBindings implements SharedBindings {
     this.#redis = redis
     this.#ttl = ttlMs
     this.#now = options.now ?? Date.now
+    const absolute = options.absoluteTimeoutMs ?? null
+    if (absolute !== null && !(absolute > 0 && Number.isFinite(absolute))) throw new RangeError(`RedisBindings: absoluteTimeoutMs must be a positive number of ms or null, got ${absolute}`)
+    this.#absolute = absolute === null ? '' : String(Math.ceil(absolute))
     this.#told = options.onPlacementTimes
     redis.defineScript(SET_SCRIPT, SET_BINDING_LUA, 2)
   }
@@ -192,10 +231,12 @@ export class RedisBindings implements SharedBindings {
     const k = this.#key(key)
     const p = this.#timesFor(key, k)
     const [e, ttl] = [String(epoch), String(Math.max(1, Math.ceil(ttlMs)))]
+    // (the writer's clock and the absolute timeout: the TTL is cut at the placement time's end)
+    const [now, abs] = [String(Math.floor(this.#now())), this.#absolute]
     // no placement-time key in the binding's slot (or refused): the script reads the binding twice, writes it once
-    const reply = p === null ? await this.#redis.runScript(SET_SCRIPT, k, k, e, upstream, ttl, '')
-      : await this.#redis.runScriptThen(SET_SCRIPT, [k, p, e, upstream, ttl, Number.isFinite(placedAt) ? String(Math.max(0, Math.floor(placedAt))) : ''], (first, again) =>
-        first.then((r) => { this.#accepted(); return r }, (err: unknown) => this.#without(err, () => again(k, k, e, upstream, ttl, ''))))
+    const reply = p === null ? await this.#redis.runScript(SET_SCRIPT, k, k, e, upstream, ttl, '', now, abs)
+      : await this.#redis.runScriptThen(SET_SCRIPT, [k, p, e, upstream, ttl, Number.isFinite(placedAt) ? String(Math.max(0, Math.floor(placedAt))) : '', now, abs], (first, again) =>
+        first.then((r) => { this.#accepted(); return r }, (err: unknown) => this.#without(err, () => again(k, k, e, upstream, ttl, '', now, abs))))
     return reply === FAILED ? 'failed' : Number(reply) === 1 ? 'written' : 'kept'
   }
 
@@ -209,6 +250,7 @@ export class RedisBindings implements SharedBindings {
     const p = this.#refusedSince === null ? this.#placedKey(key, k) : null
     await this.#redis.run(k, (c) => (p === null ? c.del(k) : c.del(k, p).catch((err: unknown) => this.#without(err, () => c.del(k)))))
   }
+
 
   /**
    * The session table's write-through sink (fire and forget). `kept`: told of a binding Redis
