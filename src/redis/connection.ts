@@ -132,6 +132,22 @@ export const REDIS_DEFAULTS = Object.freeze({
  */
 export const STOP_WAIT_MS = 1_000
 
+/**
+ * An ACL refusal not seen again for this long (ms) ends without a success of what was refused
+ * ({@link RedisConnection.refusals}, {@link RedisRefusal.unseenFor}): the ACL fixed for a command
+ * Tether rarely sends, or the feature that sent it turned off. 5 minutes: 10 times the 30 s
+ * between two warns of a refusal that goes on, so one that keeps happening (each request's, the
+ * keyspace marker's every second, a refused SUBSCRIBE's every 2 s) stays listed.
+ */
+export const REFUSAL_QUIET_MS = 300_000
+/**
+ * At most this many ACL refusals are open at once (by what they refuse: a command, a channel, a
+ * script, the keys): a Redis whose NOPERM replies name ever new commands must not grow them
+ * (nor the log's throttling) without bound; beyond it, the one least recently seen ends as
+ * unseen. Tether sends far fewer distinct commands.
+ */
+export const MAX_OPEN_REFUSALS = 64
+
 /** While a node is suspect (reachable, with failures in its window), it is probed this often (ms). */
 export const PROBE_INTERVAL_MS = 500
 /** A node that keeps failing while down is reported again ('still_down') at most this often (ms). */
@@ -337,6 +353,12 @@ export interface RedisRefusal {
   /** A script's refusal (`kind` `script`): the script's name as defined ({@link RedisConnection.defineScript}), e.g. `tetherPutCheckpoint`. */
   readonly script?: string
   /**
+   * Told with `error` null when the refusal ended without a success of what was refused: not
+   * seen again for this long (ms; {@link REFUSAL_QUIET_MS}, or less when {@link MAX_OPEN_REFUSALS}
+   * newer ones pushed it out); absent when it ended by that success.
+   */
+  readonly unseenFor?: number
+  /**
    * A refusal of a key (a NOPERM that names no command: the user's key patterns leave it out):
    * the refused call's key as it may be logged ({@link loggedKey}: a session's part left out),
    * e.g. `tether:keyspace` (the keyspace marker), `tether:af:{…}` (a binding); absent for a
@@ -443,9 +465,10 @@ export class RedisConnection {
   /**
    * The ACL refusals told and not told ended (see {@link refusals}), by what they refuse (a key
    * kind is one, as the keys are one warn; a command, a channel and a script's command each
-   * their own), with the last refusal told.
+   * their own), with the last refusal told and when (#now), least recently seen first (at most
+   * {@link MAX_OPEN_REFUSALS}).
    */
-  readonly #openRefusals = new Map<string, RedisRefusal>()
+  readonly #openRefusals = new Map<string, { readonly refusal: RedisRefusal; readonly seen: number }>()
   /**
    * Commands refused (a NOPERM naming the command, upper case; or a channel refused to the
    * command, by that command's name: see #refusedKinds), each with the nodes (as
@@ -571,7 +594,8 @@ export class RedisConnection {
 
   /**
    * The ACL refusals (NOPERM, see {@link onRefused}) told and not ended since (no call of what
-   * was refused has succeeded since), one line each, for people: what is refused and the error
+   * was refused has succeeded since, and it was seen again within {@link REFUSAL_QUIET_MS}: at
+   * most {@link MAX_OPEN_REFUSALS}), one line each, for people: what is refused and the error
    * with its hint naming the grant and the setting to fix. The node that refuses stays up: this
    * is how a user that may not run what Tether needs is seen (in /readyz). Example:
    * `["redis refuses the command EVALSHA: NOPERM this user has no permissions to run the
@@ -579,7 +603,8 @@ export class RedisConnection {
    * +evalsha), or check state.redis.username)"]`.
    */
   refusals(): string[] {
-    return [...this.#openRefusals.values()].map((r) => {
+    if (this.#openRefusals.size !== 0) this.#endUnseen()
+    return [...this.#openRefusals.values()].map(({ refusal: r }) => {
       const what = r.kind === 'key' ? `the key ${r.key ?? ''} to ${r.command}`
         : r.kind === 'channel' ? `the channel to ${r.command}`
         : r.kind === 'script' ? `a command the script ${r.script ?? r.command} calls${r.script === undefined || r.command === r.script ? '' : ` (${r.command})`}`
@@ -591,9 +616,47 @@ export class RedisConnection {
   /** Tells the refusal listeners `r`, and keeps {@link refusals} in step. */
   #tellRefusal(r: RedisRefusal): void {
     const id = r.kind === 'key' ? 'key' : r.kind === 'script' ? `script ${r.script ?? r.command}` : `${r.kind} ${r.command}`
-    if (r.error === null) this.#openRefusals.delete(id)
-    else this.#openRefusals.set(id, r)
+    // (deleted and set again: the map stays in order of the last refusal seen)
+    this.#openRefusals.delete(id)
+    if (r.error !== null) this.#openRefusals.set(id, { refusal: r, seen: this.#now() })
     tellAll(this.#refusalListeners, r)
+    if (r.error !== null) this.#endUnseen()
+  }
+
+  /**
+   * Ends the refusals not seen again for {@link REFUSAL_QUIET_MS}, and the least recently seen
+   * beyond {@link MAX_OPEN_REFUSALS}: what was noted to end them on a success is forgotten (a
+   * later refusal is a new one, warned at once), and each is told ended with `unseenFor`.
+   * Least recently seen first, so a check is one comparison while none is due.
+   */
+  #endUnseen(): void {
+    const now = this.#now()
+    for (const [id, { refusal, seen }] of this.#openRefusals) {
+      if (now - seen < REFUSAL_QUIET_MS && this.#openRefusals.size <= MAX_OPEN_REFUSALS) break
+      this.#openRefusals.delete(id)
+      this.#forgetRefusal(refusal)
+      tellAll(this.#refusalListeners, { ...refusal, error: null, unseenFor: Math.max(0, now - seen) })
+    }
+  }
+
+  /** What was noted to end refusal `r` on a success (#refused, #refusedKinds, #refusedOther, #subscribeRefusal), forgotten. */
+  #forgetRefusal(r: RedisRefusal): void {
+    if (r.kind === 'key') {
+      for (const [id, p] of this.#refusedOther) if (p.accepted.kind === 'key') this.#refusedOther.delete(id)
+      this.#refusedKeys = 0
+      return
+    }
+    if (r.kind === 'script') {
+      this.#refusedOther.delete(`script ${r.script ?? r.command}`)
+      return
+    }
+    if (r.command === 'SUBSCRIBE') this.#subscribeRefusal.delete(r.kind)
+    const kinds = this.#refusedKinds.get(r.command)
+    kinds?.delete(r.kind)
+    if (kinds === undefined || kinds.size === 0) {
+      this.#refusedKinds.delete(r.command)
+      this.#refused.delete(r.command)
+    }
   }
 
   /**
@@ -1344,6 +1407,8 @@ export class RedisConnection {
         done = true
         this.#timers.clearTimeout(timer)
         this.#observe(client, key, value !== FAILED, error, reply, command, script)
+        // (refusals open: one not seen again for REFUSAL_QUIET_MS ends; one size check otherwise)
+        if (this.#openRefusals.size !== 0) this.#endUnseen()
         resolve(value)
       }
       // a late timer after a stall of this process defers to pending I/O: a reply already on

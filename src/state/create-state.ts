@@ -93,7 +93,9 @@ export async function createState(
         : r.kind === 'script' ? [`redis noperm script ${r.script ?? r.command}`, { command: r.command, ...(r.script === undefined ? {} : { script: r.script }) }]
         : [`redis noperm ${r.command}`, { command: r.command }]
       const texts = REFUSAL_TEXTS[r.kind]
-      if (r.error === null) refusals.resolve(problem, fields, texts.accepted)
+      // (not seen again for 5 min, or pushed out by newer ones: ended without a success)
+      if (r.error === null && r.unseenFor !== undefined) refusals.resolve(problem, { ...fields, unseen_for_ms: r.unseenFor }, REFUSAL_UNSEEN)
+      else if (r.error === null) refusals.resolve(problem, fields, texts.accepted)
       else refusals.report(problem, r.kind === 'key' || r.kind === 'channel' ? r.kind : r.command, { ...fields, err: r.error }, texts.refused)
     })
     // an error reply about one call only (a key of the wrong type, an unknown command, a
@@ -106,6 +108,9 @@ export async function createState(
       const err = e.error.length > 300 ? `${e.error.slice(0, 300)}...` : e.error
       // (one problem a command and error class: the rest of an error's text may vary by call)
       const kind = e.error.split(' ', 1)[0]!
+      // bounded: a Redis answering ever new error codes forgets the throttling of the others
+      // (each is a problem of its own, warned at once anyway; at most one warn more each)
+      if (replyErrors.size >= MAX_REPLY_ERROR_PROBLEMS) replyErrors.retain(() => false)
       replyErrors.report(`redis reply error ${what} ${kind}`, kind, {
         node: e.node, ...(e.command === null ? {} : { command: e.command }), ...(e.script === undefined ? {} : { script: e.script }), err,
       }, 'redis answered a call with an error: that call fails, the node is up')
@@ -131,6 +136,11 @@ export async function createState(
   })
   return { store, state, stop }
 }
+
+/** The info line of an ACL refusal that ended unseen (RedisRefusal.unseenFor): no longer listed in /readyz. */
+const REFUSAL_UNSEEN = 'redis refusal not seen again: no longer listed in /readyz (no call of it was refused for 5 min, or newer refusals pushed it out); a later refusal is warned again'
+/** At most this many reply-error problems are throttled at once (see onReplyError above). */
+const MAX_REPLY_ERROR_PROBLEMS = 64
 
 /** The log lines of an ACL refusal, by what was refused (see RefusalKind): its warn, and its info once accepted again. */
 const REFUSAL_TEXTS = {
