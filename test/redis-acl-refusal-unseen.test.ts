@@ -4,11 +4,19 @@
 // ended with `unseenFor`, so the log's throttling of it ends too; one that keeps happening stays
 // listed. And a Redis whose NOPERM replies name ever new commands grows neither the list nor the
 // connection's refusal bookkeeping beyond MAX_OPEN_REFUSALS. Real redis-server with an ACL user;
-// the connection's clock is a number the test moves (no real 5-minute wait).
+// the connection's clock is a number the test moves (no real 5-minute wait); the log lines through
+// createState (src/state/create-state.ts) with a captured logger.
 import t, { type Test } from 'tap'
 import { MAX_OPEN_REFUSALS, REFUSAL_QUIET_MS, RedisConnection, type RedisRefusal } from '../src/redis/connection.js'
 import { Redis } from 'ioredis'
 import { redisCli, startRedis, type RedisServer } from './fixtures/redis-server.js'
+import { createState } from '../src/state/create-state.js'
+import { Metrics } from '../src/observability/metrics.js'
+import { createLogger } from '../src/observability/logger.js'
+import { systemClock, systemTimers } from '../src/clock.js'
+import { LogCapture } from './fixtures/log-capture.js'
+import { testConfig } from './fixtures/upstream.js'
+import { waitFor } from './fixtures/wait.js'
 
 const USER = 'tether-unseen'
 const PASSWORD = 'unseen-s3cret'
@@ -81,4 +89,24 @@ t.test('a Redis naming ever new refused commands: the list and its bookkeeping s
   const first = [...names][0]!.toUpperCase()
   t.match(told.find((r) => r.error === null), { command: first, unseenFor: Number }, 'the least recently seen ended first, as unseen')
   t.notOk(conn.refusals().some((l) => l.includes(`command ${first}:`)), 'and is no longer listed')
+})
+
+t.test("the log: a refusal that ends unseen gets its own info line (not 'accepts again'), and its warn throttling ends", async (t) => {
+  const { redis, conn, clock } = await asUser(t, '-exists')
+  const logs = new LogCapture()
+  const cfg = testConfig([{ id: 'app-0', url: 'http://127.0.0.1:1' }], { state: { store: 'redis', redis: { url: `redis://127.0.0.1:${redis.port}`, key_prefix: 'un:' } } })
+  const { stop } = await createState(cfg, conn, systemClock, systemTimers, new Metrics({ defaultMetrics: false }), createLogger('info', logs))
+  t.teardown(stop)
+  const exists = (): Promise<unknown> => conn.run('un:k', (c) => c.exists('un:k'))
+  await exists()
+  await waitFor(() => logs.records.some((l) => l['msg'] === 'redis refused a command: the ACL user may not run it, its calls fail'), 5_000, 'the warn')
+  clock.now += REFUSAL_QUIET_MS
+  t.same(conn.refusals(), [])
+  await waitFor(() => logs.records.some((l) => String(l['msg']).startsWith('redis refusal not seen again')), 5_000, 'the info line')
+  t.match(logs.records.find((l) => String(l['msg']).startsWith('redis refusal not seen again')), { level: 30, command: 'EXISTS', unseen_for_ms: REFUSAL_QUIET_MS })
+  t.notOk(logs.records.some((l) => String(l['msg']).startsWith('redis accepts')), 'not told as accepted: no call of it succeeded')
+  // refused again at once (within the 30 s throttle of the first warn): a new warn, as its spell ended
+  await exists()
+  await waitFor(() => logs.records.filter((l) => l['msg'] === 'redis refused a command: the ACL user may not run it, its calls fail').length === 2, 5_000, 'warned again')
+  t.pass('a later refusal is warned again at once')
 })
