@@ -306,7 +306,17 @@ function closeAfterOwnGoaway(session: http2.ServerHttp2Session, onDone: () => vo
   if (handle === undefined || typeof handle.setGracefulClose !== 'function' || typeof handle.ongracefulclosecomplete !== 'function') return false
   const graceful = handle.ongracefulclosecomplete
   handle.ongracefulclosecomplete = () => {
-    if (session.closed || session.destroyed) return graceful()
+    if (session.destroyed) return
+    if (session.closed) {
+      // a graceful close (Tether's stop, or the client's GOAWAY): Node's handler destroys the
+      // session once no stream is left; one still held there after nghttp2 is done (a
+      // connection error it sent its GOAWAY for while closing) never ends: nghttp2 will not
+      // write its answer, and Node's handler would wait for it until the stop's grace ended,
+      // or for ever without a stop (the idle bound does not run on a closing session)
+      graceful()
+      if (!session.destroyed) session.destroy()
+      return
+    }
     onDone()
     session.destroy()
   }
