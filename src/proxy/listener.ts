@@ -371,6 +371,23 @@ function lingerOnClose(session: http2.ServerHttp2Session, ms: number): void {
   }
 }
 
+/**
+ * Node arms a session's idle timer (the server's `setTimeout`, 61 s at the defaults) with a
+ * function bound to the session and does not clear it when the session is destroyed: every
+ * closed h2 connection stayed in memory, session, socket and buffers, until that timer fired
+ * (measured: 200 connections opened and closed, all 200 sessions alive after gc). Cleared as
+ * the session is destroyed (Node's `setTimeout` does nothing once it is). Installed first, so
+ * it runs only when the destroy does (see keepStreamErrorsToTheStream). Cost: one property a
+ * connection.
+ */
+function releaseTimerOnDestroy(session: http2.ServerHttp2Session): void {
+  const destroy = session.destroy
+  session.destroy = function (this: http2.ServerHttp2Session, ...args: Parameters<typeof destroy>) {
+    if (!session.destroyed) session.setTimeout(0)
+    return destroy.apply(this, args)
+  }
+}
+
 /** nghttp2's NGHTTP2_ERR_PROTO (node:http2's constants lack it). */
 const NGHTTP2_ERR_PROTO = -505
 
@@ -521,6 +538,7 @@ export class Listener {
     const onSession = (session: http2.ServerHttp2Session): void => {
       this.#sessions.add(session)
       session.once('close', () => this.#sessions.delete(session))
+      releaseTimerOnDestroy(session)
       const peer = sessionPeer(session) // (a destroyed session has no socket left to ask)
       // each stream's request gets the client's address from here: the stream may be gone by
       // the time Node announces it (see H2Connection); before the server's own listener
