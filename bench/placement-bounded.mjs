@@ -16,6 +16,7 @@
 
 import { pathToFileURL } from 'node:url'
 import { resolve } from 'node:path'
+import { prng } from './lib/prng.mjs'
 
 const argv = process.argv.slice(2)
 const JSON_OUT = argv.includes('--json')
@@ -29,15 +30,10 @@ for (const b of builds) {
 }
 const { hashKey } = await import(pathToFileURL(`${builds[0].dir}/placement/hash.js`).href)
 
-/** Deterministic PRNG (mulberry32). */
-function mulberry32(seed) {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) | 0
-    let t = Math.imul(a ^ (a >>> 15), 1 | a)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
+/** Deterministic floats in [0, 1) (lib/prng.mjs's mulberry32) so every run uses the same keys. */
+const mulberry32 = (seed) => {
+  const next = prng(seed)
+  return () => next() / 4294967296
 }
 const rand = mulberry32(20261204)
 const KEYS = 1 << 16

@@ -10,6 +10,7 @@
 import { buildPlacement } from '../dist/placement/rendezvous.js'
 import { hashKey, murmur3, murmur3U32 } from '../dist/placement/hash.js'
 import { pickBounded } from '../dist/placement/bounded-load.js'
+import { prng } from './lib/prng.mjs'
 
 const args = new Set(process.argv.slice(2))
 const QUICK = args.has('--quick')
@@ -17,15 +18,10 @@ const JSON_OUT = args.has('--json')
 const KEYS = 100_000
 const LOOKUPS = 5_000_000
 
-/** Deterministic PRNG (mulberry32) so every run uses the same keys. */
-function mulberry32(seed) {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) | 0
-    let t = Math.imul(a ^ (a >>> 15), 1 | a)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
+/** Deterministic floats in [0, 1) (lib/prng.mjs's mulberry32) so every run uses the same keys. */
+const mulberry32 = (seed) => {
+  const next = prng(seed)
+  return () => next() / 4294967296
 }
 const rand = mulberry32(20251125)
 /** Session-cookie-like keys: 22 characters of base64url, like a 128-bit random id. */
