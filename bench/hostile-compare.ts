@@ -3,7 +3,7 @@
 // one Markdown table per class (what the client got, what the upstream received). A tool for
 // writing notes, not a test: nginx and haproxy must be on PATH (Debian: nginx 1.22, HAProxy 2.6).
 //
-//   TS_NODE_TRANSPILE_ONLY=1 node --import @tapjs/typescript/import bench/hostile-compare.ts [framing|routing|upstream]...
+//   TS_NODE_TRANSPILE_ONLY=1 node --import @tapjs/typescript/import bench/hostile-compare.ts [framing|routing|upstream|differential]...
 //
 // Tether runs in-process from src/ (retries 0, so a replay does not hide a first answer; passive
 // health off, so one bad answer does not eject the only upstream for the cases after it).
@@ -13,6 +13,7 @@ import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { FRAMING, ROUTING, UPSTREAM, type ClientCase, type UpstreamCase } from '../test/fixtures/raw-cases.js'
+import { DIFFERENTIAL, observe } from '../test/fixtures/protocol-diff.js'
 import { runCase, startHarness, type CaseTarget } from '../test/fixtures/raw-tether.js'
 import { exchange } from '../test/fixtures/raw-client.js'
 import { BARRIER, answerOk, startRawUpstream, type RawUpstream } from '../test/fixtures/raw-upstream.js'
@@ -165,6 +166,19 @@ async function upstreamTable(cases: readonly UpstreamCase[], contestants: readon
   }
 }
 
+async function differentialTable(contestants: readonly Contestant[]): Promise<void> {
+  console.log(`\n### Protocol differential (test/fixtures/protocol-diff.ts)\n\n| case | ${contestants.map((c) => c.name).join(' | ')} |\n|---|${contestants.map(() => '---|').join('')}`)
+  for (const c of DIFFERENTIAL) {
+    const cells: string[] = []
+    for (const p of contestants) {
+      const got = await observe(p, c)
+      const recorded = p.name === 'tether' ? c.tether : p.name === 'nginx' ? c.nginx : c.haproxy
+      cells.push(got === recorded ? got : `${got} (recorded: ${recorded})`)
+    }
+    console.log(`| ${cell(c.name)} | ${cells.map(cell).join(' | ')} |`)
+  }
+}
+
 const classes = process.argv.slice(2)
 const want = (k: string): boolean => classes.length === 0 || classes.includes(k)
 const contestants = [await tether(), await nginx(), await haproxy()]
@@ -174,6 +188,7 @@ try {
   if (want('framing')) await clientTable('Framing and smuggling', FRAMING, contestants)
   if (want('routing')) await clientTable('Routing abuse', ROUTING, contestants)
   if (want('upstream')) await upstreamTable(UPSTREAM, contestants)
+  if (want('differential')) await differentialTable(contestants)
 } finally {
   await stopAll()
 }
