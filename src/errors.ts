@@ -17,6 +17,7 @@ export const ERRORS = {
   TETHER_BAD_REQUEST: { status: 400, message: 'Bad Request' },
   TETHER_PLAIN_HTTP_TO_TLS: { status: 400, message: 'Bad Request: a plain HTTP request was sent to the HTTPS port' },
   TETHER_NOT_IMPLEMENTED: { status: 501, message: 'Not Implemented: unsupported transfer coding' },
+  TETHER_UNKNOWN_METHOD: { status: 501, message: 'Not Implemented: unknown request method' },
   TETHER_METHOD_NOT_ALLOWED: { status: 405, message: 'Method Not Allowed' },
   TETHER_HTTP_VERSION: { status: 505, message: 'HTTP Version Not Supported' },
   TETHER_HEADERS_TOO_LARGE: { status: 431, message: 'Request Header Fields Too Large' },

@@ -16,9 +16,15 @@ import { writeRawError } from './respond.js'
 /** How a request path stops a request whose body the parser refused (it answers `code` and closes). */
 export type AbortRequest = (code: ErrorCode) => void
 
-/** The catalogue code for a parser error (Node's `HPE_*` and request timeout codes). */
-export function clientErrorCode(code: string | undefined): ErrorCode {
+/**
+ * The catalogue code for a parser error (Node's `HPE_*` and request timeout codes). `raw` and
+ * `at`: the bytes the parser held and where it stopped (the error's `rawPacket` and
+ * `bytesParsed`), read only for an invalid method.
+ */
+export function clientErrorCode(code: string | undefined, raw?: Buffer, at?: number): ErrorCode {
   switch (code) {
+    case 'HPE_INVALID_METHOD':
+      return raw !== undefined && unknownMethod(raw, at ?? 0) ? 'TETHER_UNKNOWN_METHOD' : 'TETHER_BAD_REQUEST'
     case 'HPE_HEADER_OVERFLOW':
       return 'TETHER_HEADERS_TOO_LARGE'
     case 'ERR_HTTP_REQUEST_TIMEOUT':
@@ -29,6 +35,22 @@ export function clientErrorCode(code: string | undefined): ErrorCode {
     default:
       return 'TETHER_BAD_REQUEST'
   }
+}
+
+/** An upper-case method token then a space, the form of every registered method (RFC 9110 section 16.1). */
+const METHOD = /^[A-Z][A-Z0-9_-]* /
+
+/**
+ * Does the request line the parser stopped in (at `at` of `raw`) start with a method of the
+ * registered form that Node's parser does not know (llhttp accepts only the methods it lists)?
+ * Such a method is a valid token a proxy would forward (RFC 9110 section 9.1; nginx and HAProxy
+ * do): Tether cannot, and says so with 501 (RFC 9110 section 15.6.2) rather than calling the
+ * request malformed. Other bytes (`get`, a TLS handshake) are not a method of that form: 400.
+ */
+export function unknownMethod(raw: Buffer, at: number): boolean {
+  const end = Math.min(at, raw.length)
+  const start = end <= 0 ? 0 : raw.lastIndexOf(0x0a, end - 1) + 1 // a negative offset would count from the end
+  return METHOD.test(raw.toString('latin1', start, Math.min(raw.length, start + 64)))
 }
 
 type ServerSocket = Socket & { _httpMessage?: ServerResponse | null; parser?: { incoming?: IncomingMessage | null } | null }
@@ -139,7 +161,8 @@ export class ClientErrors {
   /** The server's 'clientError' listener. */
   readonly handle = (err: NodeJS.ErrnoException, duplex: Socket): void => {
     const socket = duplex as ServerSocket
-    const code = clientErrorCode(err.code)
+    const { rawPacket, bytesParsed } = err as { rawPacket?: unknown; bytesParsed?: unknown }
+    const code = clientErrorCode(err.code, Buffer.isBuffer(rawPacket) ? rawPacket : undefined, typeof bytesParsed === 'number' ? bytesParsed : 0)
     if (err.code === 'ECONNRESET' || socket.destroyed) {
       socket.destroy()
       return
