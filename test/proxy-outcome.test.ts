@@ -27,3 +27,11 @@ t.test('a request cut because a graceful stop\'s grace period ended (TETHER_SHUT
   t.equal(healthSignal({ status: 200, outcome, error, responded: true }), null, 'the upstream is not blamed')
   t.equal(shouldRetry(outcome, 'GET', true), false)
 })
+
+t.test('timeouts are told to health apart from connection errors and resets (the ejection says timeout, not error)', async (t) => {
+  const cases: [string, string][] = [['UND_ERR_CONNECT_TIMEOUT', 'timeout'], ['UND_ERR_HEADERS_TIMEOUT', 'timeout'], ['UND_ERR_BODY_TIMEOUT', 'timeout'], ['ECONNRESET', 'connect_failure'], ['EHOSTUNREACH', 'connect_failure'], ['ECONNREFUSED', 'connect_refused']]
+  for (const [code, signal] of cases) {
+    const outcome = classify(failed(code), false)
+    t.equal(healthSignal({ status: 0, outcome, error: failed(code), responded: false }), signal, code)
+  }
+})

@@ -143,7 +143,7 @@ async function poll() {
 
 function fmt(n, digits) { return n === null || n === undefined ? '\\u2014' : n.toFixed(digits) }
 function secs(ms) { return Math.ceil(ms / 1000) + ' s' }
-const EJECTED_FOR = { refused: 'refused connections', error: 'errors or timeouts', '5xx': '5xx answers', probes: "another replica's failed checks", unknown: 'ejected by another replica' }
+const EJECTED_FOR = { refused: 'refused connections', error: 'connection errors or resets', timeout: 'timeouts', '5xx': '5xx answers', probes: "another replica's failed checks", unknown: 'ejected by another replica' }
 function ejected(u) {
   const e = u.ejection
   const back = e && e.ends === 'probes'

@@ -56,21 +56,28 @@ export interface HealthOptions {
 
 /**
  * Outcome of one forwarded request, as the outcome classifier sees it. `connect_refused`
- * (nothing listens: the pod is gone) ejects at once, without waiting for a run of failures.
+ * (nothing listens: the pod is gone) ejects at once, without waiting for a run of failures;
+ * `connect_failure` (another connection error, a reset) and `timeout` (no connection, head or
+ * body byte in time) count alike toward a run, and name its ejection apart.
  */
-export type PassiveResult = 'success' | 'connect_failure' | 'connect_refused' | 'server_error'
+export type PassiveResult = 'success' | 'connect_failure' | 'connect_refused' | 'timeout' | 'server_error'
 
 /**
  * Why an upstream is ejected: the failure that ejected it (the last of the run) or what another
  * replica or worker told of it. `refused`: a refused connection (nothing listens); `error`: a
- * connection error, reset or timeout (no usable answer); `5xx`: a 5xx answer (or one no HTTP
- * client can read), with `count_5xx`; `probes`: another replica's active checks found it down;
- * `unknown`: another replica's ejection whose `down` does not say (a Tether from before it did).
+ * connection error or reset (no usable answer); `timeout`: no connection within
+ * timeouts.connect, no answer head within timeouts.response_headers, or an answer silent for
+ * timeouts.body_idle (both count alike toward a run, as Envoy's locally originated errors do);
+ * `5xx`: a 5xx answer (or
+ * one no HTTP client can read), with `count_5xx`; `probes`: another replica's active checks
+ * found it down; `unknown`: another replica's ejection whose `down` does not say or says what
+ * this Tether does not know (a Tether from before `reason`, or before `timeout`, shows a
+ * newer one's `timeout` so).
  */
-export type EjectionReason = 'refused' | 'error' | '5xx' | 'probes' | 'unknown'
+export type EjectionReason = 'refused' | 'error' | 'timeout' | '5xx' | 'probes' | 'unknown'
 
 /** The reasons a `down` message may carry (an ejection found on live traffic). */
-export const TOLD_REASONS: readonly EjectionReason[] = ['refused', 'error', '5xx']
+export const TOLD_REASONS: readonly EjectionReason[] = ['refused', 'error', 'timeout', '5xx']
 
 /**
  * The ejection in force, as the admin API shows it: why, when its time ends, and what ends it.
@@ -418,7 +425,7 @@ export class HealthTable {
       }
       return
     }
-    const failed = result === 'connect_failure' || result === 'connect_refused' || (result === 'server_error' && passive.count_5xx)
+    const failed = result === 'connect_failure' || result === 'connect_refused' || result === 'timeout' || (result === 'server_error' && passive.count_5xx)
     if (!failed) {
       e.passiveFailures = 0
       return
@@ -807,11 +814,11 @@ export class HealthTable {
 }
 
 /** The reason of an ejection this table starts for a failure of its own traffic. */
-const REASONS: Readonly<Record<PassiveResult, EjectionReason>> = { success: 'unknown', connect_refused: 'refused', connect_failure: 'error', server_error: '5xx' }
+const REASONS: Readonly<Record<PassiveResult, EjectionReason>> = { success: 'unknown', connect_refused: 'refused', connect_failure: 'error', timeout: 'timeout', server_error: '5xx' }
 
 /** Is `r` (a copied or told field: anything) one of the EjectionReason values? */
 export function isReason(r: unknown): r is EjectionReason {
-  return r === 'refused' || r === 'error' || r === '5xx' || r === 'probes' || r === 'unknown'
+  return r === 'refused' || r === 'error' || r === 'timeout' || r === '5xx' || r === 'probes' || r === 'unknown'
 }
 
 /** -Infinity (never) as null, for JSON. */

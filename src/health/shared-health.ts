@@ -223,8 +223,9 @@ export class SharedHealth {
     // `refused`: ejected here for a refused connection (nothing listened), which passed active
     // checks end: so do the receivers', at their own (an older Tether ignores it: timed there)
     const refused = kind === 'down' && !active && this.#health.ejectedRefusing(id)
-    // `reason`: why it is ejected here (refused, error, 5xx), so the receivers show it as well;
-    // an older Tether ignores it (and sends none: unknown there)
+    // `reason`: why it is ejected here (refused, error, timeout, 5xx), so the receivers show it
+    // as well; an older Tether ignores it (and sends none: unknown there), and one from before
+    // `timeout` takes that as a reason it does not know: ejected for its time, shown unknown
     const why = kind === 'down' && !active ? this.#health.ejection(id)?.reason : undefined
     const reason = why !== undefined && TOLD_REASONS.includes(why) ? why : undefined
     // `recorded`: the sender keeps the drain starts itself (a Tether since they exist)

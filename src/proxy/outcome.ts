@@ -72,12 +72,18 @@ export function classify(err: unknown, clientGone: boolean): Outcome {
 }
 
 /** What an attempt tells passive health checks about its upstream. */
-export type HealthSignal = 'success' | 'connect_refused' | 'connect_failure' | 'server_error'
+export type HealthSignal = 'success' | 'connect_refused' | 'connect_failure' | 'timeout' | 'server_error'
 
 /**
  * The passive-health reading of one attempt: an answer is a success unless it is a 5xx; a
  * refused connection (nothing listens: the pod is gone) is the strongest failure; other
- * connect errors, resets and timeouts are failures; a client abort says nothing (null).
+ * connect errors and resets are failures (`connect_failure`), and so are timeouts, told apart
+ * (`timeout`: no connection within timeouts.connect, no head within timeouts.response_headers,
+ * a body silent for timeouts.body_idle: a frozen or overloaded process, not a dead connection;
+ * Envoy's outlier detection counts both as "locally originated" errors, while its cluster
+ * stats keep them apart: upstream_cx_connect_fail, upstream_rq_timeout); a client abort says
+ * nothing (null). Example: TETHER_UPSTREAM_TIMEOUT ->
+ * 'timeout', TETHER_UPSTREAM_RESET -> 'connect_failure'.
  */
 export function healthSignal(r: { status: number; outcome: Outcome | null; error: unknown; responded: boolean }): HealthSignal | null {
   if (r.outcome === null) return r.status >= 500 ? 'server_error' : 'success'
@@ -100,6 +106,9 @@ export function healthSignal(r: { status: number; outcome: Outcome | null; error
       return 'success' // the upstream answered (the state store did not; a head too large for it)
     case 'TETHER_UPSTREAM_PROTOCOL':
       return 'server_error'
+    case 'TETHER_UPSTREAM_TIMEOUT':
+    case 'TETHER_UPSTREAM_CONNECT_TIMEOUT':
+      return 'timeout'
     default:
       return 'connect_failure'
   }

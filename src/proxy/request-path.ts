@@ -589,7 +589,7 @@ export class RequestPath {
         // (else a few clients giving up on a slow but healthy upstream could eject it). Only
         // while the id is still the process the request went to (as #observe): a slow old pod
         // says nothing of the id's new one
-        if (!this.config.health.active.enabled) this.#d.observe(upstream.id, 'connect_failure')
+        if (!this.config.health.active.enabled) this.#d.observe(upstream.id, 'timeout')
         this.#d.suspect?.(upstream.id)
       }
       return r
