@@ -7,7 +7,7 @@
 // holds no routing or header policy.
 import http2 from 'node:http2'
 
-const { NGHTTP2_NO_ERROR, NGHTTP2_INTERNAL_ERROR } = http2.constants
+const { NGHTTP2_NO_ERROR, NGHTTP2_INTERNAL_ERROR, NGHTTP2_PROTOCOL_ERROR } = http2.constants
 
 type Headers = http2.IncomingHttpHeaders
 
@@ -116,6 +116,21 @@ export class H2Request extends http2.Http2ServerRequest {
     })
     if (headers[':method'] === 'CONNECT' && headers[':path'] === undefined) Object.defineProperty(this, 'url', { value: headers[':authority'], writable: true, enumerable: true })
   }
+}
+
+/**
+ * Whether `req` is an h2 stream's request whose body nghttp2 refused as malformed (RFC 9113
+ * section 8.1.1: DATA past its `content-length`, or END_STREAM short of it; malformed
+ * trailers): a request with a body (its HEADERS did not end the stream) whose stream closed
+ * with PROTOCOL_ERROR (the bytes nghttp2 refused never reach Node, which sees a body cut
+ * short). Not a client that left: the access line says TETHER_BAD_REQUEST, as for an HTTP/1.1
+ * body Node's parser refuses (nginx answers such a stream 400, `client intended to send body
+ * data larger than declared`). A stream the client reset itself (CANCEL, as browsers do) is
+ * not. Read only for a request whose client was found gone. Example: POST with content-length
+ * 3 and 10 bytes of DATA -> true; the same with RST_STREAM CANCEL after 1 byte -> false.
+ */
+export function malformedBody(req: object): boolean {
+  return req instanceof H2Request && !req.stream.endAfterHeaders && req.stream.rstCode === NGHTTP2_PROTOCOL_ERROR
 }
 
 /** Headers no h2 answer may carry (RFC 9113 section 8.2.2); `te` only as "trailers". */

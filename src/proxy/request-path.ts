@@ -22,6 +22,7 @@ import { isReplacement, type Upstream, type UpstreamSet } from '../upstream/upst
 import type { ClientErrors } from './client-error.js'
 import type { Attempt, Exchange } from './exchange.js'
 import { hasBody, type Forwarder } from './forward.js'
+import { malformedBody } from './h2-messages.js'
 import { REQUEST_ID, fieldsAreValid, requestTarget, upstreamRequestHeaders, type HeaderPolicy } from './headers.js'
 import type { InFlight } from './in-flight.js'
 import { classify, healthSignal, type HealthSignal, type Outcome } from './outcome.js'
@@ -74,6 +75,8 @@ const CHOSEN_MOVES: ReadonlySet<MoveReason> = new Set<MoveReason>(['admin', 'reb
 /** How a request cut before its attempt ends (see RequestPath.#left). */
 const SHUT_DOWN: Outcome = { kind: 'error', code: 'TETHER_SHUTTING_DOWN', connect: false }
 const CLIENT_ABORT: Outcome = { kind: 'client_abort' }
+/** An h2 request body nghttp2 reset as malformed (see malformedBody): no answer sent. */
+const MALFORMED_BODY: Outcome = { kind: 'error', code: 'TETHER_BAD_REQUEST', connect: false }
 
 /** A method with a lower-case letter (h2 lets it through; see #guard). */
 const LOWER_CASE = /[a-z]/
@@ -891,6 +894,8 @@ export class RequestPath {
 
   /** The request is done: metrics and the access log. */
   #finish(ctx: RequestContext, r: AttemptResult): void {
+    // over h2, a stream "left" because nghttp2 reset its malformed body is the client's bad request
+    if (r.outcome?.kind === 'client_abort' && malformedBody(ctx.req)) r = { ...r, outcome: MALFORMED_BODY }
     ctx.status = r.status
     ctx.outcome = r.outcome
     const upstream = ctx.decision?.upstream ?? null
