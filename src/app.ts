@@ -214,9 +214,27 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   health.watch?.start() // every worker watches its own requests
   certificates?.watch()
   if (link === null) await discovery.start()
-  await redis?.start() // resolves even when Redis is down (degraded, reconnecting)
-  await store?.start()
-  await health.peers?.start()
+  // The waits for Redis at the start run at once: the connection's first ready check, the store's
+  // (its own connection, if any) and the shared health's subscriptions, each bounded by
+  // connectTimeout (2 s): with Redis frozen, the start waits about one of them, not their sum.
+  // redis.start() makes its client before its first await (so it is called first: the
+  // subscriptions are made on it); only the shared health's read of the recorded drains needs
+  // the connection's start settled (it waits for it: with Redis up, they apply before listening).
+  // Each resolves even when Redis is down (degraded, reconnecting); one that rejects is thrown
+  // once the others settled (none is left pending), the first in this order, after what was
+  // started is closed.
+  const connected = redis?.start()
+  const starts = await Promise.allSettled([connected, store?.start(), health.peers?.start(connected)])
+  const failed = starts.find((s): s is PromiseRejectedResult => s.status === 'rejected')
+  if (failed !== undefined) {
+    stopState()
+    health.watch?.stop()
+    certificates?.stop()
+    membership.stop()
+    await Promise.all([health.checker?.stop(), discovery.stop(), listener.close(0, () => undefined), redirect?.close(), admin.close()])
+    await Promise.all([proxy.http.destroy(), store?.stop(), redis?.stop()])
+    throw failed.reason
+  }
   keyspace?.start()
   // background upkeep: expired affinity entries (also dropped lazily on lookup) and ended ejections
   let upkeep = timers.setTimeout(function sweep() {

@@ -135,16 +135,23 @@ export class SharedHealth {
    * Start receiving (after the channel's connection started), and apply the drains other
    * replicas made before this one started (bounded by the channel's timeout); again each time
    * the subscription is back after a lost connection (or comes late: the channel was down at
-   * the start), since drains made meanwhile were not heard.
+   * the start), since drains made meanwhile were not heard. `connected`: the channel's
+   * connection starting (the composition root's `redis.start()`, called before this one): the
+   * subscriptions are made meanwhile (each waits up to its own deadline, at the same time as the
+   * connection's), the read once it settled, so a Redis that answers has its drains applied
+   * before this resolves.
    */
-  async start(): Promise<void> {
+  async start(connected: Promise<unknown> = Promise.resolve()): Promise<void> {
     // subscribed first: a change made after the read below is then received, not missed
-    await this.#relay?.channel.subscribe((m) => this.#relayed(m))
-    await this.#channel.subscribe((m) => this.#receive(m), () => {
-      this.#relayedFirst.length = 0
-      this.#tellUnsentDowns()
-      void this.#readRecorded()
-    })
+    await Promise.all([
+      this.#relay?.channel.subscribe((m) => this.#relayed(m)),
+      this.#channel.subscribe((m) => this.#receive(m), () => {
+        this.#relayedFirst.length = 0
+        this.#tellUnsentDowns()
+        void this.#readRecorded()
+      }),
+      connected,
+    ])
     await this.#readRecorded()
   }
 
