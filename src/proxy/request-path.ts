@@ -9,7 +9,7 @@ import type { Socket } from 'node:net'
 import type { Clock, Timers } from '../clock.js'
 import type { Config } from '../config/schema.js'
 import { TetherError, type ErrorCode } from '../errors.js'
-import type { KeyReader } from '../affinity/key.js'
+import type { KeyReader, RequestKey } from '../affinity/key.js'
 import type { SessionTable, SharedBindings } from '../affinity/session-table.js'
 import { SessionRecords } from '../affinity/session-records.js'
 import type { Logger } from '../observability/logger.js'
@@ -17,6 +17,7 @@ import { ProblemLog } from '../observability/problem-log.js'
 import type { ProxyEvents } from '../observability/events.js'
 import type { Decision, MoveReason, NoRoute, Router } from '../routing/router.js'
 import { TETHER_HEADER } from '../reserved-headers.js'
+import type { GetResult } from '../state/checkpoint-store.js'
 import type { StateProtocol } from '../state/protocol.js'
 import { isReplacement, type Upstream, type UpstreamSet } from '../upstream/upstream-set.js'
 import type { ClientErrors } from './client-error.js'
@@ -220,6 +221,9 @@ export class RequestPath {
       // application (a 431 from a process replaced meanwhile): the next decision is the same
       // user's same move, not another one (tether_failovers_total counts it once)
       let counted: string | null = null
+      // a move checked against the shared store (once a request), and the state fetch made meanwhile
+      let checkedMove = false
+      let prefetched: Promise<GetResult> | null = null
       for (;;) {
         ctx.rehydrateBytes = 0 // this pass's attempt carries state only if its own fetch finds some
         // a WebSocket handshake Tether already ended while this path waited (the shared table's
@@ -241,8 +245,20 @@ export class RequestPath {
           this.#d.router.settle(d)
           return this.#answer(ctx, x, 'TETHER_NO_UPSTREAM', true)
         }
+        if (d.moved !== null && !checkedMove && shared !== null && ctx.key.kind === 'table' && d.bind?.publish === true) {
+          // another replica (or worker) may have made this move first: see #movedBefore
+          checkedMove = true
+          prefetched = ctx.holdMoves || d.sessionKey === null ? null : this.#d.state?.fetch(d.sessionKey) ?? null
+          if (await this.#movedBefore(ctx, d, shared)) {
+            prefetched = null
+            this.#d.router.settle(d)
+            continue
+          }
+        }
         const headers = this.#headers(ctx, d, upstream)
-        const hookFailed = d.moved === null ? null : await this.#rehydrate(ctx, d, headers, x.gone)
+        const fetched = prefetched
+        prefetched = null
+        const hookFailed = d.moved === null ? null : await this.#rehydrate(ctx, d, headers, x.gone, fetched)
         if (d.moved !== null && x.gone.aborted) {
           // the client left while its state was fetched or posted: its hook was stopped (or
           // none ran), nothing is sent upstream, no other upstream is tried, the move is not
@@ -419,6 +435,25 @@ export class RequestPath {
   }
 
   /**
+   * With shared bindings (`affinity.shared`), a table key's move is first read back from the
+   * shared store (once a request; on the move path only, at the same time as the move's state
+   * fetch, so it adds no wait). A binding stored there at this move's epoch or later means
+   * another replica (or worker, each with its own table) found the upstream out and moved the
+   * user first, and announced it: the table takes that binding (as at a sync) and the request
+   * is decided again, so it goes where that move took the user without X-Tether-Moved and a
+   * rehydration once more. A store that does not answer (or the client gone) leaves the move as
+   * decided. Two replicas moving one user at the same instant both find nothing stored yet and
+   * both announce it (the store keeps one of the two; docs/state-protocol.md).
+   */
+  async #movedBefore(ctx: RequestContext, d: Decision, shared: SharedBindings): Promise<boolean> {
+    const key = (ctx.key as Extract<RequestKey, { kind: 'table' }>).value
+    const b = await this.#d.http.untilCut(shared.lookup(key))
+    if (b === 'cut' || b === 'unavailable' || b === null || b.epoch < d.epoch) return false
+    this.#d.sessions.sync(key, b, this.#d.clock.now())
+    return true
+  }
+
+  /**
    * A user who moved gets their newest checkpoint with this request: in a header, or POSTed to
    * the hook first. `X-Tether-Rehydrate-Status` says what was found, so the upstream can tell
    * "no state stored" (`none`) from "state not fetched" (`unavailable`) and from "your hook
@@ -426,12 +461,13 @@ export class RequestPath {
    * not reach the upstream (see {@link #postHook}): its failure, for the request to go on to
    * the next upstream.
    */
-  async #rehydrate(ctx: RequestContext, d: Decision, headers: string[], cancel: AbortSignal | null = null): Promise<Extract<Outcome, { kind: 'error' }> | null> {
+  async #rehydrate(ctx: RequestContext, d: Decision, headers: string[], cancel: AbortSignal | null = null, fetched: Promise<GetResult> | null = null): Promise<Extract<Outcome, { kind: 'error' }> | null> {
     const state = this.#d.state
     const key = d.sessionKey
     if (state === null || key === null || d.moved === null) return null
-    // a held move that is forced after all: the fetch just made is not waited for again
-    const r = ctx.holdMoves ? ctx.heldState ?? { status: 'unavailable' as const } : await state.fetch(key)
+    // a held move that is forced after all: the fetch just made is not waited for again;
+    // `fetched`: this move's fetch, made while the shared store was asked (see #movedBefore)
+    const r = ctx.holdMoves ? ctx.heldState ?? { status: 'unavailable' as const } : await (fetched ?? state.fetch(key))
     if (!ctx.holdMoves && CHOSEN_MOVES.has(d.moved.reason) && state.behind(key, r)) {
       // older than the user's upstream has (a checkpoint of theirs was lost while the store
       // was down): as unavailable, so the move by choice is held (see #serve); a forced move
