@@ -42,6 +42,7 @@ const LAYERS: [RegExp, number][] = [
   [/^health\/active-checker\.ts$/, 3],
   [/^upstream\/(kubernetes-api|kubernetes-credentials|list-watch)\.ts$/, 3],
   [/^import\//, 4],
+  [/^redis\/(connection-options|reply-errors|auth-hint|listener-set)\.ts$/, 1],
   [/^redis\//, 3],
   [/^tls\//, 3],
   [/^proxy\/(forward|upgrade-transport|respond|request-body|pipelining|client-error|request-context|exchange|in-flight|deadlines|h2-messages)\.ts$/, 3],

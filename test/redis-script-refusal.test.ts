@@ -8,7 +8,8 @@
 // by itself (its end is told by the script's next success: test/redis-refusal-ends.test.ts).
 // Pure: the reply texts (no 7.2 redis-server here: redis-noperm-commands.test.ts checks 7.0's live).
 import t from 'tap'
-import { authHint, refusedCommand } from '../src/redis/connection.js'
+import { authHint } from '../src/redis/auth-hint.js'
+import { refusedCommand } from '../src/redis/reply-errors.js'
 
 const grants = { keys: 'tether:*', channels: 'tether:*' }
 const hint = (error: string): string => authHint(error, 'Redis', 'u', 'state.redis.username', 'state.redis.password', grants)

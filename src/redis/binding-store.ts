@@ -4,7 +4,8 @@
 // the binding's placement time. Layer 3 adapter over the shared RedisConnection; never
 // rejects, never waits longer than the connection's timeout.
 import type { BindingSink, SharedBinding, SharedBindings } from '../affinity/session-table.js'
-import { FAILED, isKeyRefusal, type RedisCommands, type RedisConnection } from './connection.js'
+import { FAILED, type RedisCommands, type RedisConnection } from './connection.js'
+import { isKeyRefusal } from './reply-errors.js'
 import { keySlot } from './key-slot.js'
 
 /** While Redis refuses the placement-time keys, how often a binding write tries them again (ms). */

@@ -9,119 +9,17 @@ import { systemTimers, type Timers } from '../clock.js'
 import { withDeadline } from '../deadline.js'
 import { CLUSTER_SLOTS, keySlot } from './key-slot.js'
 import { NodeHealth, slotRanges, type RedisNodeHealth, type RedisNodeRole } from './node-health.js'
+import { REDIS_DEFAULTS, hostPort, parseRedisUrl, positive, type RedisAddress, type RedisConnectionOptions, type RedisUrl } from './connection-options.js'
+import { IN_SCRIPT, NODE_FAULT, NOPERM, OOM, RECONNECT_ON, REFUSED, SCRIPT_NODE_FAULT, SENTINEL_ROUND_FAILED, commandOf, describe, loggedKey, refusedCommand, refusesKey, sameScript, withoutArguments, type RedisReplyError } from './reply-errors.js'
+import { authHint } from './auth-hint.js'
+import { tellAll } from './listener-set.js'
 
 export type { RedisNodeHealth, RedisNodeRole, RedisNodeStatus } from './node-health.js'
+// (the options are the connection's: who builds one imports them with it)
+export { REDIS_DEFAULTS, type RedisAddress, type RedisConnectionOptions } from './connection-options.js'
 
 /** Whether Redis answers now. */
 export type RedisStatus = 'ready' | 'degraded'
-
-/** A host and port of a Sentinel or Cluster node. */
-export interface RedisAddress {
-  readonly host: string
-  readonly port: number
-}
-
-/**
- * Where and how to reach Redis. Exactly one of `url`, `sentinels` (with `name`) or `nodes`.
- *
- * Examples:
- * ```ts
- * { url: 'redis://:s3cret@redis.tether.svc:6379/2' }              // standalone, password, db 2
- * { url: 'rediss://redis.example.com:6380' }                       // standalone over TLS
- * { sentinels: [{ host: 'sentinel-0', port: 26379 }], name: 'mymaster', password: 's3cret' }
- * { nodes: [{ host: 'redis-0', port: 6379 }, { host: 'redis-1', port: 6379 }] }  // Cluster
- * ```
- */
-export interface RedisConnectionOptions {
-  /**
-   * `redis://[[user]:password@]host[:port][/db]`, or `rediss://` for TLS (server certificate
-   * checked against the system CAs). Port 6379 and db 0 by default.
-   */
-  readonly url?: string
-  /**
-   * The Redis password (of the master for Sentinel, of every node for Cluster). A string
-   * replaces the one in `url`; null means none even if `url` has one; undefined keeps `url`'s.
-   */
-  readonly password?: string | null
-  /**
-   * The Redis 6+ ACL user (of the master for Sentinel, of every node for Cluster). Like
-   * `password`: a string replaces the one in `url`; null means none (the `default` user) even if
-   * `url` has one; undefined keeps `url`'s.
-   */
-  readonly username?: string | null
-  /**
-   * How a refusal by Redis itself (NOAUTH, WRONGPASS, NOPERM) names the settings to fix
-   * (defaults `"username"` and `"password"`; Tether's config passes `"state.redis.username"`...).
-   */
-  readonly usernameSetting?: string
-  readonly passwordSetting?: string
-  /**
-   * How such a refusal names `url` when the user or password it refused came from there
-   * (`password` / `username` not given; default `"url"`; Tether's config passes
-   * `"state.redis.url"`). The URL itself is never told.
-   */
-  readonly urlSetting?: string
-  /** Sentinel addresses; the master is found by `name` and followed across failovers. */
-  readonly sentinels?: readonly RedisAddress[]
-  /** The Sentinel master name, e.g. `"mymaster"`; required with `sentinels`. */
-  readonly name?: string
-  /**
-   * The Sentinels' own password (their `requirepass`, distinct from the master's `password`),
-   * for ioredis's questions to them and Tether's `+switch-master` watches; null or undefined: none.
-   */
-  readonly sentinelPassword?: string | null
-  /**
-   * How a refusal by a Sentinel (NOAUTH, WRONGPASS, invalid password) names the setting to fix
-   * (default `"sentinelPassword"`; Tether's config passes `"state.redis.sentinel_password"`).
-   */
-  readonly sentinelPasswordSetting?: string
-  /**
-   * The Sentinels' own ACL user (Redis 6.2+ Sentinels), for ioredis's questions to them and the
-   * `+switch-master` watches; null or undefined: the `default` user.
-   */
-  readonly sentinelUsername?: string | null
-  /** How a Sentinel's refusal names the username setting (default `"sentinelUsername"`). */
-  readonly sentinelUsernameSetting?: string
-  /** Redis Cluster seed nodes; the slot map is discovered from them. */
-  readonly nodes?: readonly RedisAddress[]
-  /** Prefix of every key, e.g. `"tether:"` (the default). Must not contain `{` or `}`. */
-  readonly keyPrefix?: string
-  /** Longest wait of one command in ms (default 50); later replies are ignored. */
-  readonly timeout?: number
-  /** Longest wait for a TCP (and TLS) connection in ms (default 2000). */
-  readonly connectTimeout?: number
-  /** Cap of the exponential reconnect back-off in ms (default 2000); reconnects never stop. */
-  readonly maxReconnectDelay?: number
-  /**
-   * A connection on which commands wait and no byte arrives for this long (ms) is closed and
-   * made again, and its waiting commands fail (default `connectTimeout`): a frozen Redis (a
-   * stopped process, a paused VM, a partition that drops packets) keeps the TCP connection
-   * up, and every command sent to it would be held, with its value, until it answered. It
-   * also bounds the ready check of a new connection (ioredis waits for it without a limit).
-   * Longer than any call's own timeout.
-   */
-  readonly stallTimeout?: number
-  /**
-   * The most commands sent to one node and not yet answered (default 1000), counting those
-   * whose caller stopped waiting: beyond it, a call for that node fails at once, unsent (a slow
-   * Redis must not turn into unbounded memory here; a frozen Cluster shard must not take the
-   * other shards' room).
-   */
-  readonly maxWaiting?: number
-  /** Monotonic time in ms for the node health windows (default `performance.now()`); tests pass their own. */
-  readonly now?: () => number
-  /** Timers for command deadlines and node probes (default the system's, unref'd); tests pass fake ones. */
-  readonly timers?: Timers
-}
-
-/** Defaults of {@link RedisConnectionOptions}. */
-export const REDIS_DEFAULTS = Object.freeze({
-  keyPrefix: 'tether:',
-  timeout: 50,
-  connectTimeout: 2000,
-  maxReconnectDelay: 2000,
-  maxWaiting: 1000,
-})
 
 /**
  * The longest wait of stop() for Redis to answer its QUIT (ms), whatever `timeout` is: a live
@@ -216,8 +114,6 @@ const SWITCH_FOLLOW_MS = 30_000
 /** How many times a switch may remake a client that landed elsewhere (see #offSwitch). */
 const SWITCH_REDOS = 10
 
-/** A write refused for want of memory (`maxmemory` reached under `noeviction`): `OOM command not allowed when used memory > 'maxmemory'.`, also from within a script. */
-const OOM = /^OOM\b/
 /**
  * The room probe of a full node: a script that writes nothing but, declared with a shebang and
  * no flags (so it may write), is refused as a whole by a full Redis 7+ before it runs
@@ -226,56 +122,6 @@ const OOM = /^OOM\b/
  * it (no shebang): its answer tells nothing (see FULL_QUIET_MS).
  */
 export const ROOM_PROBE_LUA = '#!lua\nreturn 1'
-
-/** Error replies after which a standalone or Sentinel connection is made again (see `reconnectOnError`). */
-const RECONNECT_ON = /^(READONLY|LOADING|MASTERDOWN)\b/
-/**
- * Error replies that say the node cannot serve (every call to it would get one), so they count
- * as failed calls of the node (see {@link failsNode}): it is loading its data (`LOADING`), not the
- * primary (`READONLY`: ioredis reconnects on it, as on `MASTERDOWN`, a replica cut off from its
- * master), a Cluster that serves no slot or is failing over (`CLUSTERDOWN`, and `TRYAGAIN`,
- * `MOVED`, `ASK` when ioredis's own retries and redirections gave up; a standalone server that
- * answers `MOVED` is a Cluster node, not a server for all keys), a script that blocks it (`BUSY`:
- * every other command waits for `SCRIPT KILL`; `BUSYKEY`, a key's, is not), writes refused as a
- * whole (`MISCONF`: it cannot persist; `NOREPLICAS`: too few replicas), a connection not (or no
- * longer) authenticated (`NOAUTH`, `WRONGPASS`), no room for Tether's connection (`ERR max
- * number of clients reached`), and a command it does not know (`ERR unknown command`: scripting
- * renamed away, a server without it; every call of that command fails, whatever its key, and
- * such a node was shown up while no state could be stored).
- */
-const NODE_FAULT = /^(?:LOADING|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|MOVED|ASK|BUSY|MISCONF|NOREPLICAS|NOAUTH|WRONGPASS)\b|^ERR (?:max number of clients reached|unknown command)/
-/**
- * A {@link NODE_FAULT} a script's call got, as Redis < 7 wraps it: `ERR Error running script
- * (call to f_<sha>): @user_script:1: @user_script: 1: -READONLY You can't write against a read
- * only replica.` (Redis 7 replies `READONLY ...` itself; a failover's old primary answers every
- * script's write so).
- */
-const SCRIPT_NODE_FAULT = /^ERR Error running script.*?: -(?:LOADING|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|MISCONF|NOREPLICAS)\b/s
-/**
- * A refusal of Tether's credentials (no password given, a wrong one, a wrong or disabled user),
- * or Redis < 6's answer to AUTH with a username ({@link NO_ACL_USERS}).
- */
-const REFUSED = /NOAUTH|WRONGPASS|invalid password|invalid username|wrong number of arguments for 'auth' command/i
-/**
- * Redis < 6's answer to `AUTH <user> <password>`: AUTH takes only a password there, and the
- * arity check answers first (Redis 5.0.14's server.c, processCommand: `"wrong number of
- * arguments for '%s' command"`, sent by addReplyErrorFormat with the `ERR ` code), so:
- * `"ERR wrong number of arguments for 'auth' command"`. Checked against the source, not a server.
- */
-const NO_ACL_USERS = /wrong number of arguments for 'auth' command/i
-/**
- * A refusal of a command a Lua script calls: Redis 6.0-7.0 "ERR The user executing the script
- * can't run this command or subcommand" ("... can't access at least one of the keys"), 7.2+
- * "ERR ACL failure in script: User <name> has no permissions to run the 'set' command" ("No
- * permissions to access a key"). Not a NOPERM reply: an ERR.
- */
-const IN_SCRIPT = /The user executing the script can't|ACL failure in script/
-/** An ACL user without the permission a command (or a key, a channel) needs: a NOPERM reply, or a script's refused call ({@link IN_SCRIPT}). */
-const NOPERM = new RegExp(`NOPERM|${IN_SCRIPT.source}`)
-/** The commands Tether's scripts call (checkpoint put, binding write, keyspace marker). */
-const SCRIPT_COMMANDS = '+get +set +del +pttl +hmget +hset +pexpire'
-/** How ioredis's error begins when no Sentinel it asked named the master (a round failed). */
-const SENTINEL_ROUND_FAILED = 'All sentinels are unreachable'
 
 /** The marker of a failed or timed-out command. */
 export const FAILED: unique symbol = Symbol('failed')
@@ -293,24 +139,6 @@ export interface RedisCommands {
   hset(key: string, field: string, value: string): Promise<number>
   hdel(key: string, field: string): Promise<number>
   pexpire(key: string, ms: number): Promise<number>
-}
-
-/**
- * An error reply that concerns one call only ({@link failsNode} false) and is no ACL refusal
- * (those are {@link RedisRefusal}s): a key of the wrong type (`WRONGTYPE`), a script's error
- * (`ERR ...`), `NOSCRIPT`, `EXECABORT`, `CROSSSLOT`. The call failed; its
- * node answered and is not counted down for it. Example: `{ node: '127.0.0.1:6379', command:
- * 'EVALSHA', script: 'tetherPutCheckpoint', error: 'WRONGTYPE Operation against a key holding
- * the wrong kind of value script: ...' }`.
- */
-export interface RedisReplyError {
-  /** The node that answered (as {@link RedisNodeHealth.address}). */
-  readonly node: string
-  /** The command sent (upper case), when ioredis tells it. */
-  readonly command: string | null
-  /** The script run (its name as defined, {@link RedisConnection.defineScript}), if the call ran one. */
-  readonly script?: string
-  readonly error: string
 }
 
 /**
@@ -365,37 +193,6 @@ export interface RedisRefusal {
    * command refused, or a call without a key.
    */
   readonly key?: string
-}
-
-/**
- * Whether a NOPERM reply refuses a key (the user's key patterns leave it out), in each Redis
- * version's words: 6.2 and 7.0 `... access one of the keys used as arguments`, 7.2+ and Valkey
- * `No permissions to access a key`; not a channel's refusal nor a command's. Example:
- * `refusesKey('NOPERM No permissions to access a key')` -> true.
- */
-export function refusesKey(error: string): boolean {
-  return !/'[^']+' command/.test(error) && !/channel/i.test(error) && /\bkeys?\b/i.test(error)
-}
-
-/**
- * Whether a call's error is an ACL refusal of one of its keys (a NOPERM, or a script's refused
- * call, that names no command nor channel: see {@link refusesKey}). Example:
- * `isKeyRefusal('NOPERM this user has no permissions to access one of the keys used as arguments')` -> true.
- */
-export function isKeyRefusal(error: string): boolean {
-  return NOPERM.test(error) && refusesKey(error)
-}
-
-/**
- * A key of Tether's as it may be logged: what follows the first `{` (a session's key: an
- * application cookie, a header value, a client IP; the key prefix has no brace) left out, so
- * the key's kind is told (what to grant) but no user's secret. Example:
- * `loggedKey('tether:af:{PHPSESSID-value}')` -> `'tether:af:{…}'`;
- * `loggedKey('tether:keyspace')` -> `'tether:keyspace'`.
- */
-export function loggedKey(key: string): string {
-  const brace = key.indexOf('{')
-  return brace < 0 ? key : `${key.slice(0, brace)}{…}`
 }
 
 type Client = Redis | Cluster
@@ -1928,23 +1725,6 @@ export class RedisConnection {
   }
 }
 
-
-/** A command's name as a key refusal is matched by: a script goes out as EVAL or EVALSHA, one command here. */
-function sameScript(command: string): string {
-  return command === 'EVALSHA' ? 'EVAL' : command
-}
-
-/** Tells `event` to each listener: one that throws breaks neither the connection nor the other listeners. */
-function tellAll<T>(listeners: ReadonlySet<(event: T) => void>, event: T): void {
-  for (const fn of [...listeners]) {
-    try {
-      fn(event)
-    } catch {
-      // the listener's own failure
-    }
-  }
-}
-
 /**
  * The connection a Cluster's ClusterSubscriber made for pub/sub (ioredis 5 and 6:
  * `cluster.subscriber.getInstance()`, not in its typings), or null when there is none now or the
@@ -1979,13 +1759,6 @@ export function failsNode(err: unknown): boolean {
   return NODE_FAULT.test(error) || SCRIPT_NODE_FAULT.test(error)
 }
 
-/** The command (upper case) a failed call sent, as ioredis tells it on its error (the first of several), or undefined. */
-function commandOf(err: unknown): string | undefined {
-  const e = err instanceof AggregateError ? err.errors[0] as unknown : err
-  const name = (e as { command?: { name?: unknown } } | null)?.command?.name
-  return typeof name === 'string' ? name.toUpperCase() : undefined
-}
-
 /** Whether a command's failure is Redis's reply (an error reply), not its connection's end. */
 function replied(err: unknown): boolean {
   if (err instanceof AggregateError) return err.errors.length > 0 && err.errors.every(replied)
@@ -1999,107 +1772,6 @@ function closeQuietly(redis: Redis): void {
   redis.disconnect()
 }
 
-/**
- * The command a refusal (see NOPERM) is told under, upper case: the one it names, else `sent`
- * (the command ioredis sent), and whether its next success, as a command's, is watched for (see
- * #noting). Only a refused command is watched so: a key refused to one call may be allowed to
- * the next (its end is told by the key's kind instead), and a command a script calls (7.2+ names
- * it) is never sent by itself, so its success would never be seen (its end is told by the
- * script's next success instead; a channel's by its command's, see #callError). Examples:
- * `("NOPERM this user has no permissions to run the 'evalsha' command", 'evalsha')` ->
- * `{ command: 'EVALSHA', watched: true }`; `("ERR ACL failure in script: User u has no
- * permissions to run the 'set' command script: ...", 'evalsha')` -> `{ command: 'SET', watched: false }`.
- */
-export function refusedCommand(error: string, sent: unknown): { command: string; watched: boolean } {
-  const named = /'([^']+)' command/.exec(error)?.[1]
-  const command = (named ?? (typeof sent === 'string' ? sent : 'a command')).toUpperCase()
-  return { command, watched: named !== undefined && !IN_SCRIPT.test(error) }
-}
-
-/** What a NOPERM hint grants: the key and channel patterns Tether uses (e.g. `"tether:*"`, `"+switch-master"`). */
-export interface AclGrants {
-  readonly keys?: string
-  readonly channels?: string
-}
-
-/** What is known of the server and of what Tether sent, for {@link authHint}. */
-export interface AuthFacts {
-  /** Whether a password is sent (AUTH): a NOAUTH with a username and a password sent means AUTH was refused, not missing. */
-  readonly passwordSent?: boolean
-  /**
-   * Whether the server has ACL users: false when its version is known to be older (Redis < 6,
-   * from a ready check's INFO), so no hint suggests a username; undefined: not known.
-   */
-  readonly aclUsers?: boolean
-  /** The first version with ACL users, as told in the hint (default `"6"`; Sentinels `"6.2"`). */
-  readonly aclSince?: string
-}
-
-/**
- * `error` with a hint naming the settings to fix when `who` refused Tether's credentials or an
- * ACL permission; a user name Redis puts in a NOPERM reply (7.2+: "User tether has no
- * permissions ...") is left out, and the grant is told with `<user>` (`default` when no
- * `username` is set). NOPERM reply shapes covered (Redis 6.0-7.0, 7.2+): `"this user has no
- * permissions to run the 'evalsha' command"` (a subcommand as `'client|setname'`), `"... to access
- * one of the keys used as arguments"` / `"No permissions to access a key"`, and the same for
- * channels; a script's refused command (6.0-7.0: `"ERR The user executing the script can't run
- * this command or subcommand ..."`, told with the commands Tether's scripts call). Examples:
- * `authHint("NOPERM this user has no permissions to run the 'evalsha' command", 'Redis', 'u', 'state.redis.username', ...)` ->
- * `"NOPERM ... (Redis's ACL user may not run EVALSHA: grant it (ACL SETUSER <user> +evalsha), or check state.redis.username)"`;
- * a key with `grants.keys` `"tether:*"`: `"... may not access the keys: grant them (ACL SETUSER <user> ~tether:*) ..."`;
- * `NOAUTH` (no password sent), `username` null: `"... (Redis requires a password: set
- * state.redis.password, and state.redis.username for an ACL user)"`; `WRONGPASS`, `username` null
- * (AUTH ran as `default`): `"... (Redis refused Tether's password for the default user: check
- * state.redis.password, or set state.redis.username for an ACL user)"`; Redis < 6's `"ERR invalid
- * password"` (no ACL users), `username` null: `"... (Redis refused Tether's password: check state.redis.password)"`;
- * Redis < 6's `"ERR wrong number of arguments for 'auth' command"` (AUTH with a username), or a
- * NOAUTH while a username and a password are sent (the client went on after that refusal):
- * `"... (Redis has no ACL users (Redis < 6) and refused AUTH with a username: remove
- * state.redis.username, or upgrade)"` (that NOAUTH from a server known to be 6+, `facts.aclUsers`
- * true: `"... (Redis refused Tether's AUTH: check state.redis.username and state.redis.password)"`).
- * With `facts.aclUsers` false (a Redis < 6 seen), no hint suggests a username.
- */
-export function authHint(error: string, who: string, username: string | null, usernameSetting: string, passwordSetting: string, grants: AclGrants = {}, facts: AuthFacts = {}): string {
-  if (NOPERM.test(error)) {
-    const told = error.replace(/\bUser \S+ has/, `User <${usernameSetting}> has`)
-    const command = /'([^']+)' command/.exec(told)?.[1]
-    const user = username === null ? 'default' : '<user>'
-    const [what, grant] = command !== undefined ? [`run ${command.toUpperCase()}`, `+${command.toLowerCase()}`]
-      : /script can't run/.test(told) ? ["run a command Tether's script calls", SCRIPT_COMMANDS]
-      : /channel/i.test(told) ? ['use the channel', grants.channels === undefined ? undefined : `&${grants.channels}`]
-      : /key/i.test(told) ? ['access the keys', grants.keys === undefined ? undefined : `~${grants.keys}`]
-      : ['do this', undefined]
-    const how = grant === undefined ? 'grant it' : `grant ${command !== undefined ? 'it' : 'them'} (ACL SETUSER ${user} ${grant})`
-    return `${told} (${who}'s ACL user may not ${what}: ${how}, or check ${usernameSetting})`
-  }
-  if (!REFUSED.test(error)) return error
-  // Redis < 6 refused AUTH with a username (its arity check); the client goes on without AUTH,
-  // so a server with a password answers each later command NOAUTH although one is sent
-  // (not a server known to be 6+: there a NOAUTH although AUTH was sent follows a refused AUTH,
-  // e.g. the SELECT sent with it, and the AUTH's own WRONGPASS tells why)
-  const noAuthSent = /NOAUTH/.test(error) && username !== null && facts.passwordSent === true
-  if (NO_ACL_USERS.test(error) || (noAuthSent && facts.aclUsers !== true)) return `${error} (${who} has no ACL users (Redis < ${facts.aclSince ?? '6'}) and refused AUTH with a username: remove ${usernameSetting}, or upgrade)`
-  if (noAuthSent) return `${error} (${who} refused Tether's AUTH: check ${usernameSetting} and ${passwordSetting})`
-  // NOAUTH: no AUTH was sent at all (no password set), so none was refused
-  if (/NOAUTH/.test(error)) {
-    const user = username === null && facts.aclUsers !== false ? `, and ${usernameSetting} for an ACL user` : ''
-    return `${error} (${who} requires a password: set ${passwordSetting}${user})`
-  }
-  if (username === null) {
-    // Redis < 6 (no ACL users, no `default` user) answers "ERR invalid password": only the password to check
-    if (/\bERR invalid password\b/.test(error) || facts.aclUsers === false) return `${error} (${who} refused Tether's password: check ${passwordSetting})`
-    // AUTH with a password only runs as the `default` user: a Redis 6+ ACL user's password is refused
-    return `${error} (${who} refused Tether's password for the default user: check ${passwordSetting}, or set ${usernameSetting} for an ACL user)`
-  }
-  const settings = usernameSetting === passwordSetting ? usernameSetting : `${usernameSetting} and ${passwordSetting}`
-  return `${error} (${who} refused Tether's username or password: check ${settings})`
-}
-
-/** `host:port`, with brackets around an IPv6 host: `hostPort('::1', 6380)` -> `"[::1]:6380"`. */
-function hostPort(host: string, port: number): string {
-  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
-}
-
 /** Null when `promise` fulfils within `ms`, else the error (or "no reply within ms"). */
 function settle(promise: Promise<unknown>, ms: number, timers: Timers): Promise<string | null> {
   return new Promise((resolve) => {
@@ -2111,69 +1783,3 @@ function settle(promise: Promise<unknown>, ms: number, timers: Timers): Promise<
   })
 }
 
-/** The parts of a `redis://` or `rediss://` URL. */
-interface RedisUrl {
-  readonly host: string
-  readonly port: number
-  readonly db: number
-  readonly tls: boolean
-  readonly username?: string
-  readonly password?: string
-}
-
-/** Parses a Redis URL; throws a RangeError naming the problem. */
-function parseRedisUrl(url: string): RedisUrl {
-  let u: URL
-  try {
-    u = new URL(url)
-  } catch {
-    // (not shown: it may hold a password)
-    throw new RangeError('RedisCheckpointStore: url is not a URL')
-  }
-  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') {
-    throw new RangeError(`RedisCheckpointStore: url must start with redis:// or rediss://, got ${JSON.stringify(u.protocol)}`)
-  }
-  if (!u.hostname) throw new RangeError('RedisCheckpointStore: url has no host')
-  // (as config validation: a ?password= would be ignored, and AUTH refused; not shown)
-  if (u.search !== '') throw new RangeError('RedisCheckpointStore: url must have no query (?...): none of its parameters is read; the db is the path (redis://host:6379/1), the password the password option or redis://user:password@host')
-  const path = u.pathname.replace(/^\//, '')
-  if (path !== '' && !/^\d+$/.test(path)) {
-    // (shown unless it may be the end of a password with a / in it)
-    throw new RangeError(`RedisCheckpointStore: the url path must be a db number${u.pathname.includes('@') ? '' : `, got ${JSON.stringify(u.pathname)}`}`)
-  }
-  const username = u.username ? decodeURIComponent(u.username) : undefined
-  const password = u.password ? decodeURIComponent(u.password) : undefined
-  return {
-    host: u.hostname.replace(/^\[(.*)\]$/, '$1'),
-    port: u.port ? Number(u.port) : 6379,
-    db: path === '' ? 0 : Number(path),
-    tls: u.protocol === 'rediss:',
-    ...(username === undefined ? {} : { username }),
-    ...(password === undefined ? {} : { password }),
-  }
-}
-
-function positive(name: string, value: number): number {
-  if (!(Number.isFinite(value) && value > 0)) {
-    throw new RangeError(`RedisCheckpointStore: ${name} must be a number > 0 (ms), got ${value}`)
-  }
-  return value
-}
-
-function describe(err: unknown): string {
-  return err instanceof Error ? err.message : String(err)
-}
-
-/** The arguments Redis (>= 6.2) quotes in an unknown-command reply: keys, a session's among them. */
-const QUOTED_ARGUMENTS = /(with args beginning with:).*$/s
-
-/**
- * A reply error with the call's arguments Redis quoted in it left out, so no key (a user's
- * session key is in Tether's keys) reaches a log line, /readyz or a metric, and one error is one
- * text whatever the key. Example: `"ERR unknown command 'EVALSHA', with args beginning with:
- * 'ab12' '1' 'tether:af:{k}'"` -> `"ERR unknown command 'EVALSHA', with args beginning with: (not
- * shown)"`.
- */
-export function withoutArguments(error: string): string {
-  return error.replace(QUOTED_ARGUMENTS, '$1 (not shown)')
-}
