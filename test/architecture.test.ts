@@ -43,6 +43,7 @@ const LAYERS: [RegExp, number][] = [
   [/^upstream\/(kubernetes-api|kubernetes-credentials|list-watch)\.ts$/, 3],
   [/^import\//, 4],
   [/^redis\/(connection-options|reply-errors|auth-hint|listener-set)\.ts$/, 1],
+  [/^redis\/acl-refusals\.ts$/, 2],
   [/^redis\//, 3],
   [/^tls\//, 3],
   [/^proxy\/(forward|upgrade-transport|respond|request-body|pipelining|client-error|request-context|exchange|in-flight|deadlines|h2-messages)\.ts$/, 3],

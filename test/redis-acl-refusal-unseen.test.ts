@@ -7,7 +7,8 @@
 // the connection's clock is a number the test moves (no real 5-minute wait); the log lines through
 // createState (src/state/create-state.ts) with a captured logger.
 import t, { type Test } from 'tap'
-import { MAX_OPEN_REFUSALS, REFUSAL_QUIET_MS, RedisConnection, type RedisRefusal } from '../src/redis/connection.js'
+import { RedisConnection, type RedisRefusal } from '../src/redis/connection.js'
+import { MAX_OPEN_REFUSALS, REFUSAL_QUIET_MS } from '../src/redis/acl-refusals.js'
 import { Redis } from 'ioredis'
 import { redisCli, startRedis, type RedisServer } from './fixtures/redis-server.js'
 import { createState } from '../src/state/create-state.js'

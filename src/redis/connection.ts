@@ -13,10 +13,12 @@ import { REDIS_DEFAULTS, hostPort, parseRedisUrl, positive, type RedisAddress, t
 import { IN_SCRIPT, NODE_FAULT, NOPERM, OOM, RECONNECT_ON, REFUSED, SCRIPT_NODE_FAULT, SENTINEL_ROUND_FAILED, commandOf, describe, loggedKey, refusedCommand, refusesKey, sameScript, withoutArguments, type RedisReplyError } from './reply-errors.js'
 import { authHint } from './auth-hint.js'
 import { tellAll } from './listener-set.js'
+import { AclRefusals, type RedisRefusal } from './acl-refusals.js'
 
 export type { RedisNodeHealth, RedisNodeRole, RedisNodeStatus } from './node-health.js'
 // (the options are the connection's: who builds one imports them with it)
 export { REDIS_DEFAULTS, type RedisAddress, type RedisConnectionOptions } from './connection-options.js'
+export type { RedisRefusal, RefusalKind } from './acl-refusals.js'
 
 /** Whether Redis answers now. */
 export type RedisStatus = 'ready' | 'degraded'
@@ -29,22 +31,6 @@ export type RedisStatus = 'ready' | 'degraded'
  * which a Kubernetes `terminationGracePeriodSeconds` does not count on.
  */
 export const STOP_WAIT_MS = 1_000
-
-/**
- * An ACL refusal not seen again for this long (ms) ends without a success of what was refused
- * ({@link RedisConnection.refusals}, {@link RedisRefusal.unseenFor}): the ACL fixed for a command
- * Tether rarely sends, or the feature that sent it turned off. 5 minutes: 10 times the 30 s
- * between two warns of a refusal that goes on, so one that keeps happening (each request's, the
- * keyspace marker's every second, a refused SUBSCRIBE's every 2 s) stays listed.
- */
-export const REFUSAL_QUIET_MS = 300_000
-/**
- * At most this many ACL refusals are open at once (by what they refuse: a command, a channel, a
- * script, the keys): a Redis whose NOPERM replies name ever new commands must not grow them
- * (nor the log's throttling) without bound; beyond it, the one least recently seen ends as
- * unseen. Tether sends far fewer distinct commands.
- */
-export const MAX_OPEN_REFUSALS = 64
 
 /** While a node is suspect (reachable, with failures in its window), it is probed this often (ms). */
 export const PROBE_INTERVAL_MS = 500
@@ -156,45 +142,6 @@ export interface RedisNodeEvent {
   readonly node: RedisNodeHealth
 }
 
-/**
- * What an ACL refusal refused: a command (a NOPERM naming it), a key (the user's key patterns
- * leave it out), a channel (its channel patterns), or a command a Lua script calls (an ERR of
- * the script, see IN_SCRIPT).
- */
-export type RefusalKind = 'command' | 'key' | 'channel' | 'script'
-
-/**
- * A command Redis refused for want of an ACL permission (a `NOPERM` reply to one call, e.g. a
- * user without `EVALSHA`): the command in upper case and the error with its hint naming the
- * setting to check (user names left out, see {@link authHint}). The call failed; its node
- * answered, so it is not counted down for it ({@link failsNode}).
- * `error` null: the refused thing was accepted again (the ACL was fixed), told once per
- * refusal (a later refusal is told again): a command, once a call of it got its reply; a key,
- * once a call of the refused key's kind ({@link loggedKey}) sending the refused command
- * succeeded and no key kind is refused any more; a channel, once a call of the command it was refused to succeeded; a script's
- * command, once a call of that script succeeded.
- */
-export interface RedisRefusal {
-  readonly command: string
-  readonly error: string | null
-  readonly kind: RefusalKind
-  /** A script's refusal (`kind` `script`): the script's name as defined ({@link RedisConnection.defineScript}), e.g. `tetherPutCheckpoint`. */
-  readonly script?: string
-  /**
-   * Told with `error` null when the refusal ended without a success of what was refused: not
-   * seen again for this long (ms; {@link REFUSAL_QUIET_MS}, or less when {@link MAX_OPEN_REFUSALS}
-   * newer ones pushed it out); absent when it ended by that success.
-   */
-  readonly unseenFor?: number
-  /**
-   * A refusal of a key (a NOPERM that names no command: the user's key patterns leave it out):
-   * the refused call's key as it may be logged ({@link loggedKey}: a session's part left out),
-   * e.g. `tether:keyspace` (the keyspace marker), `tether:af:{…}` (a binding); absent for a
-   * command refused, or a call without a key.
-   */
-  readonly key?: string
-}
-
 type Client = Redis | Cluster
 
 /**
@@ -257,37 +204,9 @@ export class RedisConnection {
   readonly #timers: Timers
   readonly #listeners = new Set<(status: RedisStatus, detail: string) => void>()
   readonly #nodeListeners = new Set<(event: RedisNodeEvent) => void>()
-  readonly #refusalListeners = new Set<(refusal: RedisRefusal) => void>()
   readonly #replyErrorListeners = new Set<(e: RedisReplyError) => void>()
-  /**
-   * The ACL refusals told and not told ended (see {@link refusals}), by what they refuse (a key
-   * kind is one, as the keys are one warn; a command, a channel and a script's command each
-   * their own), with the last refusal told and when (#now), least recently seen first (at most
-   * {@link MAX_OPEN_REFUSALS}).
-   */
-  readonly #openRefusals = new Map<string, { readonly refusal: RedisRefusal; readonly seen: number }>()
-  /**
-   * Commands refused (a NOPERM naming the command, upper case; or a channel refused to the
-   * command, by that command's name: see #refusedKinds), each with the nodes (as
-   * {@link #waitKey} names them) that refused it and have not answered it since: while any is,
-   * calls note which commands they send. By node: a Cluster's nodes keep their own ACLs, so one
-   * node's replies must not end a refusal another node still makes.
-   */
-  readonly #refused = new Map<string, Set<string>>()
-  /** The kinds each entry of #refused was refused as (a command, a channel, or both: each told when accepted). */
-  readonly #refusedKinds = new Map<string, Set<RefusalKind>>()
-  /**
-   * Keys (by {@link loggedKey} and the command refused: `key <kind> <COMMAND>`, EVALSHA as EVAL)
-   * and scripts (`script <name>`) refused, each with the nodes that refused it and have not
-   * accepted it since, and the refusal to tell once they did: while any is, each successful
-   * call is checked against it (one size check otherwise), and while a key is, calls note the
-   * commands they send (as for #refused). By command: a grant that refuses a key kind to some
-   * commands only (Redis 7's `%R~` read-only keys) lets the others succeed, and the read of
-   * each request must not end the refusal of its write (a warn and an info line per request).
-   */
-  readonly #refusedOther = new Map<string, { readonly nodes: Set<string>; readonly accepted: RedisRefusal }>()
-  /** How many entries of #refusedOther are keys: while any is, calls note what they send. */
-  #refusedKeys = 0
+  /** The ACL refusals told and open, and what ends each (see {@link refusals}). */
+  readonly #acl: AclRefusals
   #client: Client | null = null
   readonly #subscribers = new Set<Client>()
   /** Told when the main connection is ready again (a subscription's onSubscribed waits for it: its reads go there). */
@@ -344,6 +263,7 @@ export class RedisConnection {
     this.#maxWaiting = positive('maxWaiting', options.maxWaiting ?? d.maxWaiting)
     this.#now = options.now ?? (() => performance.now())
     this.#timers = options.timers ?? systemTimers
+    this.#acl = new AclRefusals(this.#now, (error) => this.#dataError(error), (node) => this.#nodes.has(node))
     this.#options = options
     this.#url = url
     if (url !== null) this.#addNode(hostPort(url.host, url.port), 'standalone')
@@ -383,77 +303,15 @@ export class RedisConnection {
    * null); returns the unsubscribe function.
    */
   onRefused(fn: (refusal: RedisRefusal) => void): () => void {
-    this.#refusalListeners.add(fn)
-    return () => {
-      this.#refusalListeners.delete(fn)
-    }
+    return this.#acl.onRefused(fn)
   }
 
   /**
-   * The ACL refusals (NOPERM, see {@link onRefused}) told and not ended since (no call of what
-   * was refused has succeeded since, and it was seen again within {@link REFUSAL_QUIET_MS}: at
-   * most {@link MAX_OPEN_REFUSALS}), one line each, for people: what is refused and the error
-   * with its hint naming the grant and the setting to fix. The node that refuses stays up: this
-   * is how a user that may not run what Tether needs is seen (in /readyz). Example:
-   * `["redis refuses the command EVALSHA: NOPERM this user has no permissions to run the
-   * 'evalsha' command (Redis's ACL user may not run EVALSHA: grant it (ACL SETUSER <user>
-   * +evalsha), or check state.redis.username)"]`.
+   * The ACL refusals told and not ended since, one line each, for people (in /readyz): see
+   * {@link AclRefusals.refusals}.
    */
   refusals(): string[] {
-    if (this.#openRefusals.size !== 0) this.#endUnseen()
-    return [...this.#openRefusals.values()].map(({ refusal: r }) => {
-      const what = r.kind === 'key' ? `the key ${r.key ?? ''} to ${r.command}`
-        : r.kind === 'channel' ? `the channel to ${r.command}`
-        : r.kind === 'script' ? `a command the script ${r.script ?? r.command} calls${r.script === undefined || r.command === r.script ? '' : ` (${r.command})`}`
-        : `the command ${r.command}`
-      return `redis refuses ${what}: ${r.error ?? ''}`
-    })
-  }
-
-  /** Tells the refusal listeners `r`, and keeps {@link refusals} in step. */
-  #tellRefusal(r: RedisRefusal): void {
-    const id = r.kind === 'key' ? 'key' : r.kind === 'script' ? `script ${r.script ?? r.command}` : `${r.kind} ${r.command}`
-    // (deleted and set again: the map stays in order of the last refusal seen)
-    this.#openRefusals.delete(id)
-    if (r.error !== null) this.#openRefusals.set(id, { refusal: r, seen: this.#now() })
-    tellAll(this.#refusalListeners, r)
-    if (r.error !== null) this.#endUnseen()
-  }
-
-  /**
-   * Ends the refusals not seen again for {@link REFUSAL_QUIET_MS}, and the least recently seen
-   * beyond {@link MAX_OPEN_REFUSALS}: what was noted to end them on a success is forgotten (a
-   * later refusal is a new one, warned at once), and each is told ended with `unseenFor`.
-   * Least recently seen first, so a check is one comparison while none is due.
-   */
-  #endUnseen(): void {
-    const now = this.#now()
-    for (const [id, { refusal, seen }] of this.#openRefusals) {
-      if (now - seen < REFUSAL_QUIET_MS && this.#openRefusals.size <= MAX_OPEN_REFUSALS) break
-      this.#openRefusals.delete(id)
-      this.#forgetRefusal(refusal)
-      tellAll(this.#refusalListeners, { ...refusal, error: null, unseenFor: Math.max(0, now - seen) })
-    }
-  }
-
-  /** What was noted to end refusal `r` on a success (#refused, #refusedKinds, #refusedOther, #subscribeRefusal), forgotten. */
-  #forgetRefusal(r: RedisRefusal): void {
-    if (r.kind === 'key') {
-      for (const [id, p] of this.#refusedOther) if (p.accepted.kind === 'key') this.#refusedOther.delete(id)
-      this.#refusedKeys = 0
-      return
-    }
-    if (r.kind === 'script') {
-      this.#refusedOther.delete(`script ${r.script ?? r.command}`)
-      return
-    }
-    if (r.command === 'SUBSCRIBE') this.#subscribeRefusal.delete(r.kind)
-    const kinds = this.#refusedKinds.get(r.command)
-    kinds?.delete(r.kind)
-    if (kinds === undefined || kinds.size === 0) {
-      this.#refusedKinds.delete(r.command)
-      this.#refused.delete(r.command)
-    }
+    return this.#acl.refusals()
   }
 
   /**
@@ -832,12 +690,12 @@ export class RedisConnection {
       cancelRetry()
       void sub.subscribe(channel).then(() => {
         listening = true
-        this.#subscribeAccepted()
+        this.#acl.subscribeAccepted()
         subscribed()
         both()
       }, (err: unknown) => {
         if (!NOPERM.test(describe(err)) || !this.#subscribers.has(sub)) return
-        this.#subscribeRefused(err)
+        this.#acl.subscribeRefused(err)
         cancelRetry()
         const timer = retry = this.#timers.setTimeout(() => {
           this.#subscribeRetries.delete(timer)
@@ -897,30 +755,6 @@ export class RedisConnection {
 
   /** The timers of refused SUBSCRIBEs asked again (see {@link subscribe}); cleared by stop(). */
   readonly #subscribeRetries = new Set<unknown>()
-
-  /**
-   * How SUBSCRIBE was refused (the command itself, a grant without `+subscribe`; its channel;
-   * or both, each told accepted) with no SUBSCRIBE answered since. Kept apart from #refused: run() never sends SUBSCRIBE, so it
-   * must not turn run()'s noting (its slow path) on while it lasts.
-   */
-  readonly #subscribeRefusal = new Set<RefusalKind>()
-
-  /** A subscription's SUBSCRIBE refused (NOPERM): told as a refused call. */
-  #subscribeRefused(err: unknown): void {
-    const error = describe(err)
-    const { command, watched } = refusedCommand(error, 'subscribe')
-    const kind: RefusalKind = watched ? 'command' : /channel/i.test(error) ? 'channel' : 'command'
-    if (command === 'SUBSCRIBE' && (watched || kind === 'channel')) this.#subscribeRefusal.add(kind)
-    this.#tellRefusal({ command, error: this.#dataError(error), kind })
-  }
-
-  /** A SUBSCRIBE answered: a refusal of the SUBSCRIBE command, or of its channel, ends. */
-  #subscribeAccepted(): void {
-    if (this.#subscribeRefusal.size === 0) return
-    const kinds = [...this.#subscribeRefusal]
-    this.#subscribeRefusal.clear()
-    for (const kind of kinds) this.#tellRefusal({ command: 'SUBSCRIBE', error: null, kind })
-  }
 
   #addNode(address: string, role: RedisNodeRole): NodeHealth {
     const node = new NodeHealth(address, role)
@@ -1205,7 +1039,7 @@ export class RedisConnection {
         this.#timers.clearTimeout(timer)
         this.#observe(client, key, value !== FAILED, error, reply, command, script)
         // (refusals open: one not seen again for REFUSAL_QUIET_MS ends; one size check otherwise)
-        if (this.#openRefusals.size !== 0) this.#endUnseen()
+        if (this.#acl.anyOpen) this.#acl.endUnseen()
         resolve(value)
       }
       // a late timer after a stall of this process defers to pending I/O: a reply already on
@@ -1214,144 +1048,25 @@ export class RedisConnection {
       try {
         // (while a command is refused, which command a call sends is noted: one size check otherwise)
         // (the commands a call sent, noted while a key is refused: its refusal is by command)
-        const sent = this.#refusedKeys === 0 ? undefined : new Set<string>()
-        const reply = this.#refused.size === 0 && sent === undefined ? work(client) : this.#noting(client, work, node, sent)
+        const sent = this.#acl.keyRefused ? new Set<string>() : undefined
+        const reply = !this.#acl.commandRefused && sent === undefined ? work(client) : this.#acl.noting(client, work, node, sent)
         this.#waiting.set(node, (this.#waiting.get(node) ?? 0) + 1)
         // the reply (or its failure) comes: one fewer waits, whether or not its caller still does
         reply.then((value) => {
           this.#answered(node)
           // (while a key or a script is refused, a success may end it: one size check otherwise)
-          if (this.#refusedOther.size !== 0) this.#acceptedOther(node, key, script, sent)
+          if (this.#acl.otherRefused) this.#acl.acceptedOther(node, key, script, sent)
           finish(value)
         }, (err: unknown) => {
           this.#answered(node)
           if (this.#failedUnanswered !== null && !replied(err)) this.#failedUnanswered++
           // (an error reply about this call only, a NOPERM or a WRONGTYPE, is an answer of the node)
-          finish(FAILED, this.#callError(err, node, key, script), forMemory(err) ? 'full' : failsNode(err) ? 'node' : 'call', commandOf(err))
+          finish(FAILED, this.#acl.callError(err, node, key, script), forMemory(err) ? 'full' : failsNode(err) ? 'node' : 'call', commandOf(err))
         })
       } catch (err) {
         finish(FAILED, describe(err))
       }
     })
-  }
-
-  /**
-   * A call's error as told: a `NOPERM` refusal with its hint (as the connection's own refusals),
-   * told to the {@link onRefused} listeners with the command it names (else the one ioredis
-   * sent), and for a refusal that names no command (a key's), the call's `key`; each error of an
-   * AggregateError (several commands of one call failed) told so, their texts joined by `; `. Example:
-   * `"NOPERM this user has no permissions to run the 'evalsha' command (Redis's ACL user may not
-   * run EVALSHA: grant it (ACL SETUSER <user> +evalsha), or check state.redis.username)"`.
-   */
-  #callError(err: unknown, node: string, key: string | null, script?: string): string {
-    // several commands of one call failed (the peer set's HSET and PEXPIRE): each is told
-    if (err instanceof AggregateError) return [...new Set(err.errors.map((e: unknown) => this.#callError(e, node, key, script)))].join('; ')
-    const error = withoutArguments(describe(err))
-    if (!NOPERM.test(error)) return error
-    const told = this.#dataError(error)
-    const { command, watched } = refusedCommand(error, (err as { command?: { name?: unknown } }).command?.name)
-    const kind: RefusalKind = IN_SCRIPT.test(error) ? 'script'
-      : watched ? 'command'
-      : key !== null && refusesKey(error) ? 'key'
-      : /channel/i.test(error) ? 'channel'
-      : 'command'
-    // a command, or a channel (refused to the command that names it: Tether has one, the peer
-    // channel's), ends when a call of that command succeeds (see #noting)
-    if (watched || kind === 'channel') {
-      const nodes = this.#refused.get(command)
-      if (nodes === undefined) this.#refused.set(command, new Set([node]))
-      else nodes.add(node)
-      // (both, when a command refused for its channel is then refused itself: each warn ends)
-      const kinds = this.#refusedKinds.get(command)
-      if (kinds === undefined) this.#refusedKinds.set(command, new Set([kind]))
-      else kinds.add(kind)
-    }
-    const refusal: RedisRefusal = kind === 'key' ? { command, error: told, kind, key: loggedKey(key as string) }
-      : kind === 'script' && script !== undefined ? { command, error: told, kind, script }
-      : { command, error: told, kind }
-    if (kind === 'key' || (kind === 'script' && script !== undefined)) {
-      const id = kind === 'key' ? `key ${refusal.key} ${sameScript(command)}` : `script ${script}`
-      const pending = this.#refusedOther.get(id)
-      if (pending === undefined) {
-        this.#refusedOther.set(id, { nodes: new Set([node]), accepted: { ...refusal, error: null } })
-        if (kind === 'key') this.#refusedKeys++
-      }
-      else pending.nodes.add(node)
-    }
-    this.#tellRefusal(refusal)
-    return told
-  }
-
-  /**
-   * A call of `key` (or of script `script`) succeeded on `node`, sending `sent`: a refusal of
-   * one of those commands on its key's kind (or of that script's command) ends there; once no
-   * node still refuses it, it is told accepted again (a key only once no key kind is refused
-   * any more: the keys are one warn).
-   */
-  #acceptedOther(node: string, key: string | null, script: string | undefined, sent: ReadonlySet<string> | undefined): void {
-    const ids = key === null || sent === undefined ? [] : [...sent].map((command) => `key ${loggedKey(key)} ${sameScript(command)}`)
-    for (const id of [...ids, script === undefined ? null : `script ${script}`]) {
-      const pending = id === null ? undefined : this.#refusedOther.get(id)
-      if (pending === undefined) continue
-      pending.nodes.delete(node)
-      // (a Cluster master that serves no slot any more refuses nothing)
-      for (const n of pending.nodes) if (n !== '' && !this.#nodes.has(n)) pending.nodes.delete(n)
-      if (pending.nodes.size > 0) continue
-      this.#refusedOther.delete(id as string)
-      const { accepted } = pending
-      if (accepted.kind === 'key') this.#refusedKeys--
-      if (accepted.kind === 'key' && [...this.#refusedOther.values()].some((p) => p.accepted.kind === 'key')) continue
-      this.#tellRefusal(accepted)
-    }
-  }
-
-  /**
-   * `work(client)`, noting each command it sends (ioredis's sendCommand shadowed for that
-   * synchronous call, so a command sent after an await in `work` is not seen; each command's
-   * name read at its own reply: a script's EVALSHA goes out as EVAL on a socket that has not
-   * loaded it yet): when `node` refused that command and now answers it, and no other node
-   * still refuses it, the refusal listeners are told it is accepted again. Example: EVALSHA
-   * refused, `ACL SETUSER u +evalsha`, the next checkpoint write's reply tells
-   * `{ command: 'EVALSHA', error: null }`; a refused subcommand (`OBJECT|ENCODING`) is matched by
-   * the command and its first argument.
-   */
-  #noting<T>(client: Client, work: (c: Client) => Promise<T>, node: string, sent?: Set<string>): Promise<T> {
-    type Sent = { name?: unknown; args?: unknown[]; promise?: Promise<unknown> }
-    type Send = (command: Sent, ...rest: unknown[]) => unknown
-    const own = client as unknown as { sendCommand: Send }
-    const send = own.sendCommand
-    const shadowed = Object.hasOwn(own, 'sendCommand')
-    const accepted = (command: Sent): void => {
-      if (typeof command.name !== 'string') return
-      // a subcommand is refused by its full name (NOPERM "... run the 'object|encoding' command")
-      const sub = command.args?.[0]
-      const full = `${command.name}|${typeof sub === 'string' || Buffer.isBuffer(sub) ? String(sub) : ''}`.toUpperCase()
-      const name = this.#refused.has(full) ? full : command.name.toUpperCase()
-      const nodes = this.#refused.get(name)
-      if (nodes === undefined) return
-      nodes.delete(node)
-      // (a Cluster master that serves no slot any more, its slots handed on, refuses nothing)
-      for (const n of nodes) if (n !== '' && !this.#nodes.has(n)) nodes.delete(n)
-      if (nodes.size > 0) return
-      this.#refused.delete(name)
-      const kinds = this.#refusedKinds.get(name) ?? new Set<RefusalKind>(['command'])
-      this.#refusedKinds.delete(name)
-      for (const kind of kinds) this.#tellRefusal({ command: name, error: null, kind })
-    }
-    own.sendCommand = function (this: unknown, command, ...rest) {
-      // (its failure is its caller's: only its reply is noted here)
-      command.promise?.then(() => {
-        if (sent !== undefined && typeof command.name === 'string') sent.add(command.name.toUpperCase())
-        accepted(command)
-      }, () => {})
-      return send.call(this, command, ...rest)
-    }
-    try {
-      return work(client)
-    } finally {
-      if (shadowed) own.sendCommand = send
-      else delete (own as { sendCommand?: Send }).sendCommand
-    }
   }
 
   /** A command sent to `node` got its reply or failed. */
