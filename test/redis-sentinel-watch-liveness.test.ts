@@ -3,7 +3,8 @@
 // re-armed fake timer or polls with a deadline; nothing sleeps.
 import t from 'tap'
 import net from 'node:net'
-import { RedisConnection, SENTINEL_PING_MS, type RedisSentinelEvent } from '../src/redis/connection.js'
+import { RedisConnection, type RedisSentinelEvent } from '../src/redis/connection.js'
+import { SENTINEL_PING_MS } from '../src/redis/sentinel-watch.js'
 import { redisCli, startRedis, startRedisSentinel, waitFor } from './fixtures/redis-server.js'
 import { FakeTimers } from './fixtures/timers.js'
 

@@ -7,7 +7,7 @@ import t, { type Test } from 'tap'
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { SENTINEL_SILENT_MS } from '../src/redis/connection.js'
+import { SENTINEL_SILENT_MS } from '../src/redis/sentinel-watch.js'
 import { ROOT } from './fixtures/cli.js'
 import { startRedis, startRedisSentinel, type RedisServer, type RedisSentinel, type StartSentinelOptions } from './fixtures/redis-server.js'
 

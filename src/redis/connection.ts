@@ -14,11 +14,13 @@ import { IN_SCRIPT, NODE_FAULT, NOPERM, OOM, RECONNECT_ON, REFUSED, SCRIPT_NODE_
 import { authHint } from './auth-hint.js'
 import { tellAll } from './listener-set.js'
 import { AclRefusals, type RedisRefusal } from './acl-refusals.js'
+import { SENTINEL_SILENT_MS, SentinelWatch, type RedisSentinelEvent } from './sentinel-watch.js'
 
 export type { RedisNodeHealth, RedisNodeRole, RedisNodeStatus } from './node-health.js'
 // (the options are the connection's: who builds one imports them with it)
 export { REDIS_DEFAULTS, type RedisAddress, type RedisConnectionOptions } from './connection-options.js'
 export type { RedisRefusal, RefusalKind } from './acl-refusals.js'
+export type { RedisSentinelEvent } from './sentinel-watch.js'
 
 /** Whether Redis answers now. */
 export type RedisStatus = 'ready' | 'degraded'
@@ -37,21 +39,6 @@ export const PROBE_INTERVAL_MS = 500
 /** A node that keeps failing while down is reported again ('still_down') at most this often (ms). */
 export const STILL_DOWN_INTERVAL_MS = 1_000
 
-/** Each `+switch-master` watch PINGs its Sentinel this often (ms; PING is allowed in subscriber mode). */
-export const SENTINEL_PING_MS = 1_000
-/**
- * A watch that waited this long for an answer of its Sentinel (a PING without PONG, a SUBSCRIBE
- * without reply, a closed connection) is destroyed and made again; also the deadline of every
- * question to a Sentinel (ms).
- */
-export const SENTINEL_SILENT_MS = 2_000
-/**
- * A watch given up is made again after {@link SENTINEL_SILENT_MS}, then after twice as long
- * each time it is given up again in the same silence, at most this long (ms): a Sentinel down
- * for hours gets one connection attempt every 16 s from each watch, not several a second.
- */
-export const SENTINEL_REMAKE_MAX_MS = 16_000
-
 /**
  * Each subscriber connection (standalone, Sentinel or Cluster) PINGs Redis this often (ms). A subscribed
  * connection sends nothing by itself, so the stall timeout (`socketTimeout`, armed by a command
@@ -64,41 +51,6 @@ export const SENTINEL_REMAKE_MAX_MS = 16_000
  * `stallTimeout` here, and a silent one is disconnected, which makes ioredis pick a node again.
  */
 export const SUBSCRIBER_PING_MS = 5_000
-
-/**
- * A `+switch-master` watch gave its Sentinel up (`silent`: an answer awaited for
- * {@link SENTINEL_SILENT_MS}; once a spell, with the last error) or hears it again after
- * that (`listening`). `sentinel` is its `host:port`.
- */
-export interface RedisSentinelEvent {
-  readonly kind: 'silent' | 'listening'
-  readonly sentinel: string
-  readonly error: string
-}
-
-/** One `+switch-master` watch: its current connection, and what it heard when. */
-interface SwitchWatch {
-  readonly address: string
-  redis: Redis
-  /**
-   * Since when it waits for its Sentinel (this.#now()): made or closed and not subscribed yet,
-   * or a PING unanswered; null while nothing is outstanding. Silence is counted from here, not
-   * from the last reply: a stall of Tether itself between two PINGs is no silence.
-   */
-  waitingSince: number | null
-  /** Subscribed on the current connection. */
-  listening: boolean
-  /** Given up since it last listened ('silent' reported). */
-  silent: boolean
-  /** Times made again since it last listened (the next wait doubles with each). */
-  remakes: number
-  lastError: string
-}
-
-/** How long after a Sentinel announced a switch a client that lands on another master is made again (ms). */
-const SWITCH_FOLLOW_MS = 30_000
-/** How many times a switch may remake a client that landed elsewhere (see #offSwitch). */
-const SWITCH_REDOS = 10
 
 /**
  * The room probe of a full node: a script that writes nothing but, declared with a shebang and
@@ -264,6 +216,17 @@ export class RedisConnection {
     this.#now = options.now ?? (() => performance.now())
     this.#timers = options.timers ?? systemTimers
     this.#acl = new AclRefusals(this.#now, (error) => this.#dataError(error), (node) => this.#nodes.has(node))
+    this.#switchWatch = options.sentinels === undefined || options.name === undefined ? null : new SentinelWatch({
+      sentinels: options.sentinels,
+      name: options.name,
+      maxReconnectDelay: this.#maxReconnectDelay,
+      now: this.#now,
+      timers: this.#timers,
+      connect: (s, retry) => this.#sentinelConnection(s, retry),
+      errorOf: (error) => this.#sentinelError(error),
+      tell: (event) => this.#emitSentinel(event),
+      onSwitch: () => this.#followSwitch(),
+    })
     this.#options = options
     this.#url = url
     if (url !== null) this.#addNode(hostPort(url.host, url.port), 'standalone')
@@ -362,7 +325,7 @@ export class RedisConnection {
     if (this.#client) return
     const client = this.#createClient()
     this.#client = client
-    this.#followSwitches()
+    this.#switchWatch?.start()
     for (const [name, { lua, keys }] of this.#scripts) client.defineCommand(name, { numberOfKeys: keys, lua })
     const cluster = client instanceof Cluster
     client.on('ready', () => {
@@ -458,12 +421,8 @@ export class RedisConnection {
     this.#subscribeRetries.clear()
     if (this.#subscriberPing !== null) this.#timers.clearTimeout(this.#subscriberPing)
     this.#subscriberPing = null
-    if (this.#watchTimer !== null) this.#timers.clearTimeout(this.#watchTimer)
-    this.#watchTimer = null
-    for (const w of this.#switchWatches) closeQuietly(w.redis)
-    this.#switchWatches = []
+    this.#switchWatch?.stop()
     this.#gaveUp()
-    this.#switchedTo = null
     this.#onClientReady.clear()
     const client = this.#client
     if (!client) return 0
@@ -1082,13 +1041,40 @@ export class RedisConnection {
     return key === null ? '' : client.slots[keySlot(key)]?.[0] ?? ''
   }
 
-  /** With Sentinel: a connection to each Sentinel that hears its `+switch-master` announcements. */
-  #switchWatches: SwitchWatch[] = []
+  /** With Sentinel: the `+switch-master` watches (null otherwise). */
+  readonly #switchWatch: SentinelWatch | null
+
   /**
-   * The master a Sentinel last announced (`host:port` as Sentinel writes it), until when a
-   * client that lands elsewhere is made again (performance.now()), and how often each was.
+   * Whether `c` landed elsewhere than the master a Sentinel announced lately, and is to be made
+   * again (see {@link SentinelWatch.offSwitch}); never without Sentinel.
    */
-  #switchedTo: { readonly at: string; readonly until: number; readonly redone: WeakMap<Client, number> } | null = null
+  #offSwitch(c: Client): boolean {
+    return this.#switchWatch !== null && c instanceof Redis && this.#switchWatch.offSwitch(c, this.#named.get(c)?.at)
+  }
+
+  /** A `+switch-master` watch's connection to Sentinel `s`, reconnecting by `retryStrategy` (see {@link SentinelWatch}). */
+  #sentinelConnection(s: RedisAddress, retryStrategy: (times: number) => number | null): Redis {
+    const password = this.#options.sentinelPassword ?? undefined
+    const username = this.#options.sentinelUsername ?? undefined
+    return new Redis({
+      host: s.host, port: s.port, lazyConnect: true, protocol: 2, connectionName: 'tether-switch-watch',
+      connectTimeout: this.#connectTimeout, retryStrategy, maxRetriesPerRequest: 0,
+      autoResubscribe: false, enableOfflineQueue: false, ...{ disconnectTimeout: 100 },
+      // no INFO ready check: SUBSCRIBE is its first question, under the silence rule
+      enableReadyCheck: false,
+      ...(username === undefined ? {} : { username }),
+      ...(password === undefined ? {} : { password }),
+    })
+  }
+
+  /** A switch was announced: the connections that are ready elsewhere are made again. */
+  #followSwitch(): void {
+    // (a client still connecting is checked once ready: made again there, it would end)
+    for (const c of [this.#client, ...this.#subscribers]) {
+      if (c !== null && c.status === 'ready' && this.#offSwitch(c)) (c as Redis).disconnect(true)
+    }
+  }
+
   /** Sentinel mode: the master address Sentinel last named to each client (`host:port`), seen through ioredis's natMap. */
   readonly #named = new WeakMap<Client, { at: string }>()
   /** Clients whose last 'ready' made them again (start() must not take them as ready). */
@@ -1099,149 +1085,6 @@ export class RedisConnection {
     // ioredis asks natMap of each Sentinel it learns, then of the master: the last call is the master
     return { natMap: ((key: string) => { seen.at = key; return null }) as unknown as RedisOptions['natMap'] }
   }
-
-  /**
-   * Whether `c` is connected somewhere else than the master a Sentinel announced lately: it
-   * asked a Sentinel that did not know of the switch yet (ioredis asks the next one in its list
-   * at each reconnect; the others learn of a switch about 2 s after its leader), and landed on
-   * the old master, which is still a master until Sentinel reconfigures it.
-   */
-  #offSwitch(c: Client): boolean {
-    const to = this.#switchedTo
-    if (to === null || performance.now() > to.until || !(c instanceof Redis)) return false
-    // both as Sentinel writes them (an address or a hostname, with announce-hostnames)
-    const named = this.#named.get(c)?.at
-    if (named === undefined || named === '' || named === to.at) return false
-    // at most SWITCH_REDOS times a client and a switch (a leader Sentinel out of reach: the
-    // others' announcements come, and ioredis's own way remains)
-    const n = to.redone.get(c) ?? 0
-    if (n >= SWITCH_REDOS) return false
-    to.redone.set(c, n + 1)
-    return true
-  }
-
-  /**
-   * With Sentinel, follow a switch of this master as soon as a Sentinel announces it: ioredis
-   * asks Sentinel again only once the old master closes the connection, which after a graceful
-   * `SENTINEL FAILOVER` is about 10 s later (when Sentinel reconfigures it), and writes went to
-   * the old master meanwhile, lost at its resync. Not ioredis's `failoverDetector`: it drops
-   * the connection on any master's switch (a Sentinel set shared by several masters) and leaves
-   * its Sentinel connections' errors unhandled (stderr). A client made again asks the next
-   * Sentinel in its list, which may not know of the switch yet (they learn of it from its
-   * leader about 2 s later) and name the old master: for SWITCH_FOLLOW_MS after an
-   * announcement, a client that becomes ready anywhere but the announced address is made again
-   * (see #offSwitch): the address Sentinel named to it (seen through ioredis's natMap hook) is
-   * compared with the announced one, both as Sentinel writes them, hostnames included. Example: a Sentinel publishes `mymaster 10.0.0.5 6379 10.0.0.6 6379` ->
-   * the connections to 10.0.0.5:6379 are made again, until they reach 10.0.0.6:6379.
-   */
-  #followSwitches(): void {
-    const o = this.#options
-    if (o.sentinels === undefined || o.name === undefined) return
-    const now = this.#now()
-    for (const s of o.sentinels) {
-      const w: SwitchWatch = { address: hostPort(s.host, s.port), redis: null as unknown as Redis, waitingSince: now, listening: false, silent: false, remakes: 0, lastError: '' }
-      w.redis = this.#watchConnection(w, s, o.name)
-      this.#switchWatches.push(w)
-    }
-    this.#watchTick()
-  }
-
-  /**
-   * A connection of watch `w` to Sentinel `s`: it subscribes to `+switch-master` on each
-   * 'ready' and follows `name`'s switches. Its outcomes count only while it is `w`'s current one.
-   */
-  #watchConnection(w: SwitchWatch, s: RedisAddress, name: string): Redis {
-    // ioredis's quick reconnects only until the watch is given up; then #watchTick's remakes,
-    // with their own back-off, are its only attempts
-    const backoff = (times: number): number | null => (w.silent ? null : Math.min(this.#maxReconnectDelay, 50 * 2 ** Math.min(times - 1, 16)))
-    const password = this.#options.sentinelPassword ?? undefined
-    const username = this.#options.sentinelUsername ?? undefined
-    const watch = new Redis({
-      host: s.host, port: s.port, lazyConnect: true, protocol: 2, connectionName: 'tether-switch-watch',
-      connectTimeout: this.#connectTimeout, retryStrategy: backoff, maxRetriesPerRequest: 0,
-      autoResubscribe: false, enableOfflineQueue: false, ...{ disconnectTimeout: 100 },
-      // no INFO ready check: SUBSCRIBE is its first question, under the silence rule
-      enableReadyCheck: false,
-      ...(username === undefined ? {} : { username }),
-      ...(password === undefined ? {} : { password }),
-    })
-    const current = (): boolean => w.redis === watch
-    // the Sentinels' own health is not a Redis node's: a refusal or a silence is told once by #watchTick
-    watch.on('error', (err: unknown) => { if (current()) w.lastError = this.#sentinelError(describe(err)) })
-    watch.on('close', () => {
-      if (!current()) return
-      w.listening = false
-      w.waitingSince ??= this.#now()
-    })
-    watch.on('ready', () => void watch.subscribe('+switch-master').then(() => {
-      if (!current()) return
-      w.listening = true
-      this.#heard(w)
-    }, (err: unknown) => { if (current()) w.lastError = this.#sentinelError(describe(err)) }))
-    watch.on('message', (channel: string, message: string) => {
-      if (!current()) return
-      this.#heard(w)
-      // `<name> <old ip> <old port> <new ip> <new port>`
-      const [master, , , host, port] = message.split(' ')
-      if (channel !== '+switch-master' || master !== name || host === undefined || port === undefined) return
-      this.#switchedTo = { at: `${host}:${port}`, until: performance.now() + SWITCH_FOLLOW_MS, redone: new WeakMap() }
-      // (a client still connecting is checked once ready: made again there, it would end)
-      for (const c of [this.#client, ...this.#subscribers]) {
-        if (c !== null && c.status === 'ready' && this.#offSwitch(c)) (c as Redis).disconnect(true)
-      }
-    })
-    void watch.connect().catch(() => undefined)
-    return watch
-  }
-
-  /** Watch `w` heard its Sentinel: after a silence, it listens again. */
-  #heard(w: SwitchWatch): void {
-    w.waitingSince = null
-    if (w.listening) w.remakes = 0
-    if (!w.listening || !w.silent) return
-    w.silent = false
-    w.lastError = ''
-    this.#emitSentinel({ kind: 'listening', sentinel: w.address, error: '' })
-  }
-
-  /**
-   * Every {@link SENTINEL_PING_MS}: each watch that waited {@link SENTINEL_SILENT_MS} for its
-   * Sentinel (a PING or its subscription unanswered, a closed connection; a frozen Sentinel
-   * keeps its TCP connection open and says nothing; a Sentinel that refuses or is down never
-   * subscribes) is destroyed and made again ('silent' once a spell); given up again in the
-   * same spell, after 4, 8, then every {@link SENTINEL_REMAKE_MAX_MS}. Each listening one is
-   * sent a PING, whose PONG counts as heard.
-   */
-  #watchTick(): void {
-    this.#watchTimer = null
-    const o = this.#options
-    if (this.#switchWatches.length === 0 || o.sentinels === undefined || o.name === undefined) return
-    const now = this.#now()
-    this.#switchWatches.forEach((w, i) => {
-      if (w.waitingSince !== null && now - w.waitingSince >= Math.min(SENTINEL_REMAKE_MAX_MS, SENTINEL_SILENT_MS * 2 ** w.remakes)) {
-        if (!w.silent) {
-          w.silent = true
-          this.#emitSentinel({ kind: 'silent', sentinel: w.address, error: w.lastError || `no reply within ${SENTINEL_SILENT_MS} ms` })
-        }
-        closeQuietly(w.redis)
-        w.listening = false
-        w.waitingSince = now
-        w.remakes++
-        w.redis = this.#watchConnection(w, o.sentinels![i]!, o.name!)
-      } else if (w.listening) {
-        const watch = w.redis
-        w.waitingSince ??= now
-        watch.ping().then(() => { if (w.redis === watch) this.#heard(w) }, () => undefined)
-      }
-    })
-    // a late tick after a stall of this process defers to pending I/O: PONGs already on their
-    // sockets count before a watch is judged silent (setImmediate runs after the poll phase)
-    // (a tick already deferred when stop() came, or start() again, is not run: one chain only)
-    const timer = this.#timers.setTimeout(() => setImmediate(() => { if (this.#watchTimer === timer) this.#watchTick() }), SENTINEL_PING_MS)
-    this.#watchTimer = timer
-  }
-
-  #watchTimer: unknown = null
 
   /** Be told when a `+switch-master` watch gives its Sentinel up or hears it again (see {@link RedisSentinelEvent}). */
   onSentinel(fn: (event: RedisSentinelEvent) => void): () => void {
@@ -1478,13 +1321,6 @@ export function failsNode(err: unknown): boolean {
 function replied(err: unknown): boolean {
   if (err instanceof AggregateError) return err.errors.length > 0 && err.errors.every(replied)
   return err instanceof ReplyError
-}
-
-/** Closes a Redis connection for good, with no listener of its left but a swallower of late errors. */
-function closeQuietly(redis: Redis): void {
-  redis.removeAllListeners()
-  redis.on('error', () => undefined)
-  redis.disconnect()
 }
 
 /** Null when `promise` fulfils within `ms`, else the error (or "no reply within ms"). */
