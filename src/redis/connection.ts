@@ -9,11 +9,11 @@ import { systemTimers, type Timers } from '../clock.js'
 import { withDeadline } from '../deadline.js'
 import { CLUSTER_SLOTS, keySlot } from './key-slot.js'
 import { NodeHealth, slotRanges, type RedisNodeHealth, type RedisNodeRole } from './node-health.js'
-import { REDIS_DEFAULTS, hostPort, parseRedisUrl, positive, type RedisAddress, type RedisConnectionOptions, type RedisUrl } from './connection-options.js'
-import { IN_SCRIPT, NODE_FAULT, NOPERM, OOM, RECONNECT_ON, REFUSED, SCRIPT_NODE_FAULT, SENTINEL_ROUND_FAILED, commandOf, describe, loggedKey, refusedCommand, refusesKey, sameScript, withoutArguments, type RedisReplyError } from './reply-errors.js'
-import { authHint } from './auth-hint.js'
+import { REDIS_DEFAULTS, hostPort, parseRedisUrl, positive, type RedisAddress, type RedisConnectionOptions } from './connection-options.js'
+import { NODE_FAULT, NOPERM, OOM, RECONNECT_ON, REFUSED, SCRIPT_NODE_FAULT, SENTINEL_ROUND_FAILED, commandOf, describe, type RedisReplyError } from './reply-errors.js'
 import { tellAll } from './listener-set.js'
 import { AclRefusals, type RedisRefusal } from './acl-refusals.js'
+import { ErrorHints } from './error-hints.js'
 import { SENTINEL_SILENT_MS, SentinelWatch, type RedisSentinelEvent } from './sentinel-watch.js'
 
 export type { RedisNodeHealth, RedisNodeRole, RedisNodeStatus } from './node-health.js'
@@ -135,8 +135,6 @@ type Client = Redis | Cluster
  */
 export class RedisConnection {
   readonly #options: RedisConnectionOptions
-  /** `url` parsed (null without one). */
-  readonly #url: RedisUrl | null
   /** Prefix of every key and channel. */
   readonly keyPrefix: string
   readonly #timeout: number
@@ -159,18 +157,14 @@ export class RedisConnection {
   readonly #replyErrorListeners = new Set<(e: RedisReplyError) => void>()
   /** The ACL refusals told and open, and what ends each (see {@link refusals}). */
   readonly #acl: AclRefusals
+  /** How Redis's and the Sentinels' errors are told (the settings to fix, the server's version). */
+  readonly #hints: ErrorHints
   #client: Client | null = null
   readonly #subscribers = new Set<Client>()
   /** Told when the main connection is ready again (a subscription's onSubscribed waits for it: its reads go there). */
   readonly #onClientReady = new Set<() => void>()
   #status: RedisStatus = 'degraded'
   #lastError = ''
-  /**
-   * With Sentinel: the last refusal of Tether's credentials by a Sentinel (NOAUTH, WRONGPASS,
-   * invalid password, NOPERM) in the round of questions under way, where ioredis's round error
-   * tells only the last Sentinel's error (say an unreachable one asked after it).
-   */
-  #sentinelRefusal: { sentinel: string; error: string } | null = null
   /** Whether the client is connected ('ready' seen since the last close). */
   #clientUp = false
   /** The nodes by address: one for standalone and Sentinel; the masters (or seeds) of a Cluster. */
@@ -215,7 +209,7 @@ export class RedisConnection {
     this.#maxWaiting = positive('maxWaiting', options.maxWaiting ?? d.maxWaiting)
     this.#now = options.now ?? (() => performance.now())
     this.#timers = options.timers ?? systemTimers
-    this.#acl = new AclRefusals(this.#now, (error) => this.#dataError(error), (node) => this.#nodes.has(node))
+    this.#acl = new AclRefusals(this.#now, (error) => this.#hints.data(error), (node) => this.#nodes.has(node))
     this.#switchWatch = options.sentinels === undefined || options.name === undefined ? null : new SentinelWatch({
       sentinels: options.sentinels,
       name: options.name,
@@ -223,12 +217,12 @@ export class RedisConnection {
       now: this.#now,
       timers: this.#timers,
       connect: (s, retry) => this.#sentinelConnection(s, retry),
-      errorOf: (error) => this.#sentinelError(error),
+      errorOf: (error) => this.#hints.sentinel(error),
       tell: (event) => this.#emitSentinel(event),
       onSwitch: () => this.#followSwitch(),
     })
     this.#options = options
-    this.#url = url
+    this.#hints = new ErrorHints(options, url, this.keyPrefix)
     if (url !== null) this.#addNode(hostPort(url.host, url.port), 'standalone')
     else if (options.sentinels !== undefined) this.#addNode(options.name as string, 'sentinel')
     else for (const n of options.nodes ?? []) this.#addNode(hostPort(n.host, n.port), 'seed')
@@ -329,7 +323,7 @@ export class RedisConnection {
     for (const [name, { lua, keys }] of this.#scripts) client.defineCommand(name, { numberOfKeys: keys, lua })
     const cluster = client instanceof Cluster
     client.on('ready', () => {
-      this.#sentinelRefusal = null
+      this.#hints.roundStarted()
       // after a Sentinel switch, landed on the old master (see #offSwitch): ask again
       if (this.#offSwitch(client)) {
         this.#redoing.add(client)
@@ -342,7 +336,7 @@ export class RedisConnection {
     client.on('error', (err: unknown) => {
       const error = describe(err)
       // (the master's own refusal is not the Sentinels')
-      this.#lastError = sentinel && error.startsWith(SENTINEL_ROUND_FAILED) ? this.#sentinelRoundError(error) : this.#dataError(error)
+      this.#lastError = sentinel && error.startsWith(SENTINEL_ROUND_FAILED) ? this.#hints.sentinelRound(error) : this.#hints.data(error)
       if (!cluster && this.#client === client) this.#nodeError(this.#single(), this.#lastError)
       // every Sentinel was asked and none named the master: start() stops waiting
       if (sentinel && this.#lastError.startsWith(SENTINEL_ROUND_FAILED)) this.#gaveUp()
@@ -351,13 +345,13 @@ export class RedisConnection {
     if (sentinel) {
       client.on('sentinelError', (err: unknown) => {
         const failed = /^failed to connect to sentinel (\S+) because (.*)$/s.exec(describe(err))
-        if (failed !== null && (REFUSED.test(failed[2]!) || NOPERM.test(failed[2]!))) this.#sentinelRefusal = { sentinel: failed[1]!, error: failed[2]! }
+        if (failed !== null && (REFUSED.test(failed[2]!) || NOPERM.test(failed[2]!))) this.#hints.sentinelRefused(failed[1]!, failed[2]!)
       })
     }
     // A Cluster reports trouble with one node as 'node error' (with the node's address); the
     // client stays usable for the other slots.
     client.on('node error', (err: unknown, address: unknown) => {
-      this.#lastError = this.#dataError(describe(err))
+      this.#lastError = this.#hints.data(describe(err))
       if (this.#client === client && typeof address === 'string') this.#nodeError(this.#nodes.get(address), this.#lastError)
     })
     if (client instanceof Cluster) {
@@ -370,7 +364,7 @@ export class RedisConnection {
         if (this.#client !== client) return
         // the server behind the address may be another one when it comes back (an older
         // version): its version is unknown until the next ready check reads it
-        this.#serverMajor = null
+        this.#hints.forgetVersion()
         this.#clientDown(event === 'end' ? 'connection ended' : 'connection closed')
       })
     }
@@ -595,7 +589,7 @@ export class RedisConnection {
    * them (ACL SETUSER <user> ~tether:ap:*), or check state.redis.username)"`.
    */
   keyRefusal(error: string, kind: string): string {
-    return this.#dataError(error, kind)
+    return this.#hints.data(error, kind)
   }
 
   /**
@@ -806,8 +800,8 @@ export class RedisConnection {
       // (a refusal with its hint, the user's name left out: not told to onRefused, as no call
       // through run() sends PING on a Cluster to end it; like any error reply about the call
       // only, an answer of the node)
-      if (error !== null && !ofNode) health.answeredWithError(this.#dataError(error), now)
-      else health.record(error === null, now, error === null ? undefined : this.#dataError(error))
+      if (error !== null && !ofNode) health.answeredWithError(this.#hints.data(error), now)
+      else health.record(error === null, now, error === null ? undefined : this.#hints.data(error))
       this.#report(health, now, error !== null && ofNode)
     }))
   }
@@ -1101,85 +1095,11 @@ export class RedisConnection {
   }
 
   /**
-   * A Sentinel's error as told: a refusal of Tether's credentials (NOAUTH, WRONGPASS, invalid
-   * password) or a NOPERM names the settings to fix. Example: `"WRONGPASS invalid username-password
-   * pair ... (the Sentinel refused Tether's password for the default user: check
-   * state.redis.sentinel_password, or set state.redis.sentinel_username for an ACL user)"`.
-   */
-  #sentinelError(error: string): string {
-    const o = this.#options
-    return authHint(error, 'the Sentinel', o.sentinelUsername ?? null, o.sentinelUsernameSetting ?? 'sentinelUsername', o.sentinelPasswordSetting ?? 'sentinelPassword', { channels: '+switch-master' }, { passwordSent: o.sentinelPassword != null, aclSince: '6.2' })
-  }
-
-  /**
-   * A failed round of questions to the Sentinels as told: ioredis's error (with the last
-   * Sentinel's error) and, when that one is no refusal but another Sentinel refused Tether's
-   * credentials in the round, that refusal with its hint. Example: `"All sentinels are
-   * unreachable. ... Last error: connect ECONNREFUSED 127.0.0.1:26380; Sentinel 127.0.0.1:26379:
-   * WRONGPASS ... (the Sentinel refused Tether's password for the default user: check
-   * state.redis.sentinel_password, or set state.redis.sentinel_username for an ACL user)"`.
-   */
-  #sentinelRoundError(error: string): string {
-    const refusal = this.#sentinelRefusal
-    this.#sentinelRefusal = null
-    const told = this.#sentinelError(error)
-    if (told !== error || refusal === null) return told
-    return `${error}; Sentinel ${refusal.sentinel}: ${this.#sentinelError(refusal.error)}`
-  }
-
-  /**
-   * Redis's own error (the master, the standalone server, a Cluster node) as told, with the
-   * settings to fix when it refused Tether's credentials or an ACL permission. Example:
-   * `"WRONGPASS ... (Redis refused Tether's username or password: check state.redis.username and state.redis.password)"`.
-   */
-  #dataError(error: string, kind = ''): string {
-    const o = this.#options
-    const url = this.#url
-    // a user or password not given as its own option is the URL's (if it has one): the URL is the setting to fix
-    const fromUrl = o.urlSetting ?? 'url'
-    const username = o.username === undefined ? url?.username ?? null : o.username
-    const usernameSetting = o.username === undefined && url?.username !== undefined ? fromUrl : o.usernameSetting ?? 'username'
-    const passwordSetting = o.password === undefined && url?.password !== undefined ? fromUrl : o.passwordSetting ?? 'password'
-    const passwordSent = o.password === undefined ? url?.password !== undefined : o.password !== null
-    // (ACL key and channel patterns are globs: the prefix's own glob characters escaped)
-    const glob = (prefix: string): string => `${prefix.replace(/[*?[\]\\]/g, '\\$&')}*`
-    const major = this.#serverMajor
-    return authHint(error, 'Redis', username, usernameSetting, passwordSetting, { keys: glob(this.keyPrefix + kind), channels: glob(this.keyPrefix) }, { passwordSent, ...(major === null ? {} : { aclUsers: major >= 6 }) })
-  }
-
-  /**
-   * The major version of the standalone server or Sentinel master, from the `redis_version` of
-   * the INFO ioredis's ready check asks at each connect (no question of its own); null until
-   * one answered (a Cluster, a user without +info, a password refused from the start), and
-   * again from the connection's loss until the next ready check reads it (the server behind
-   * the address may have been replaced by an older one).
-   */
-  #serverMajor: number | null = null
-
-  /**
-   * {@link #serverMajor}, as known now: a test pins that ioredis's private ready check still
-   * gives it (a rename or another callback would leave it null, and the Redis < 6 hints blind).
+   * The major version of the standalone server or Sentinel master as known now (see
+   * {@link ErrorHints.serverMajor}): a test pins that ioredis's private ready check still gives it.
    */
   get serverMajor(): number | null {
-    return this.#serverMajor
-  }
-
-  /**
-   * Notes `redis_version` from `client`'s ready check (ioredis's `_readyCheck`, which answers
-   * INFO's fields parsed) into {@link #serverMajor}; a client without it is left alone.
-   */
-  #noteVersion(client: Redis): void {
-    type ReadyCheck = (callback: (err: unknown, info: unknown) => void) => unknown
-    const own = client as unknown as { _readyCheck?: ReadyCheck }
-    const check = own._readyCheck
-    if (typeof check !== 'function') return
-    own._readyCheck = (callback) => check.call(client, (err, info) => {
-      const version = (info as { redis_version?: unknown } | undefined)?.redis_version
-      const major = typeof version === 'string' ? Number.parseInt(version, 10) : NaN
-      // (a check that failed or whose INFO could not be read: unknown, never the last server's)
-      this.#serverMajor = Number.isInteger(major) ? major : null
-      callback(err, info)
-    })
+    return this.#hints.serverMajor
   }
 
   /** Remakes of the connection for a READONLY-like reply in a row, and when the last was (performance.now()). */
@@ -1263,7 +1183,7 @@ export class RedisConnection {
         ...this.#noteNamed(seen),
       })
       this.#named.set(client, seen)
-      this.#noteVersion(client)
+      this.#hints.noteVersion(client)
       return client
     }
     const target = parseRedisUrl(o.url as string)
@@ -1278,7 +1198,7 @@ export class RedisConnection {
       ...(auth === undefined ? {} : { password: auth }),
       ...(target.tls ? { tls: {} } : {}),
     })
-    this.#noteVersion(client)
+    this.#hints.noteVersion(client)
     return client
   }
 }
