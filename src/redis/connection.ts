@@ -12,6 +12,7 @@ import { NodeHealth, slotRanges, type RedisNodeHealth, type RedisNodeRole } from
 import { REDIS_DEFAULTS, hostPort, parseRedisUrl, positive, type RedisAddress, type RedisConnectionOptions } from './connection-options.js'
 import { NODE_FAULT, NOPERM, OOM, RECONNECT_ON, REFUSED, SCRIPT_NODE_FAULT, SENTINEL_ROUND_FAILED, commandOf, describe, type RedisReplyError } from './reply-errors.js'
 import { tellAll } from './listener-set.js'
+import { NodeSet, type RedisNodeEvent } from './node-set.js'
 import { AclRefusals, type RedisRefusal } from './acl-refusals.js'
 import { ErrorHints } from './error-hints.js'
 import { SENTINEL_SILENT_MS, SentinelWatch, type RedisSentinelEvent } from './sentinel-watch.js'
@@ -21,6 +22,7 @@ export type { RedisNodeHealth, RedisNodeRole, RedisNodeStatus } from './node-hea
 export { REDIS_DEFAULTS, type RedisAddress, type RedisConnectionOptions } from './connection-options.js'
 export type { RedisRefusal, RefusalKind } from './acl-refusals.js'
 export type { RedisSentinelEvent } from './sentinel-watch.js'
+export type { RedisNodeEvent } from './node-set.js'
 
 /** Whether Redis answers now. */
 export type RedisStatus = 'ready' | 'degraded'
@@ -36,8 +38,6 @@ export const STOP_WAIT_MS = 1_000
 
 /** While a node is suspect (reachable, with failures in its window), it is probed this often (ms). */
 export const PROBE_INTERVAL_MS = 500
-/** A node that keeps failing while down is reported again ('still_down') at most this often (ms). */
-export const STILL_DOWN_INTERVAL_MS = 1_000
 
 /**
  * Each subscriber connection (standalone, Sentinel or Cluster) PINGs Redis this often (ms). A subscribed
@@ -77,21 +77,6 @@ export interface RedisCommands {
   hset(key: string, field: string, value: string): Promise<number>
   hdel(key: string, field: string): Promise<number>
   pexpire(key: string, ms: number): Promise<number>
-}
-
-/**
- * A change in one node's health. `up` / `down`: its status changed, or is known for the first
- * time (a node that was never reachable is reported `down` once). `still_down`: a call or a
- * connection attempt failed again while it is down (at most once per
- * {@link STILL_DOWN_INTERVAL_MS} per node). `removed`: it no longer serves slots (a failover or
- * resharding moved them), or a seed turned out not to be a master (maybe never reported before).
- * `full`: it refused a write for want of memory (an `OOM` reply: `maxmemory` reached under
- * `maxmemory-policy noeviction`), which is an answer: it stays up, its reads and TTL renewals
- * go on. `room`: a full node takes writes again (its room probe, see {@link ROOM_PROBE_LUA}).
- */
-export interface RedisNodeEvent {
-  readonly kind: 'up' | 'down' | 'still_down' | 'removed' | 'full' | 'room'
-  readonly node: RedisNodeHealth
 }
 
 type Client = Redis | Cluster
@@ -153,7 +138,6 @@ export class RedisConnection {
   readonly #now: () => number
   readonly #timers: Timers
   readonly #listeners = new Set<(status: RedisStatus, detail: string) => void>()
-  readonly #nodeListeners = new Set<(event: RedisNodeEvent) => void>()
   readonly #replyErrorListeners = new Set<(e: RedisReplyError) => void>()
   /** The ACL refusals told and open, and what ends each (see {@link refusals}). */
   readonly #acl: AclRefusals
@@ -168,7 +152,7 @@ export class RedisConnection {
   /** Whether the client is connected ('ready' seen since the last close). */
   #clientUp = false
   /** The nodes by address: one for standalone and Sentinel; the masters (or seeds) of a Cluster. */
-  readonly #nodes = new Map<string, NodeHealth>()
+  readonly #nodes = new NodeSet(() => this.#recompute())
   /** Cluster: per master, a hash tag whose slot it serves (for probes). */
   readonly #probeTags = new Map<string, string>()
   /**
@@ -248,10 +232,7 @@ export class RedisConnection {
 
   /** Be told of every node's health changes (see {@link RedisNodeEvent}); returns the unsubscribe function. */
   onNode(fn: (event: RedisNodeEvent) => void): () => void {
-    this.#nodeListeners.add(fn)
-    return () => {
-      this.#nodeListeners.delete(fn)
-    }
+    return this.#nodes.onNode(fn)
   }
 
   /**
@@ -304,8 +285,7 @@ export class RedisConnection {
    * `['redis shard 127.0.0.1:7001 (slots 0-5460) failing: 12 of 20 calls in the last 5 s failed (last error: ...)']`.
    */
   nodes(): RedisNodeHealth[] {
-    const now = this.#now()
-    return [...this.#nodes.values()].map((n) => n.snapshot(now)).sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0))
+    return this.#nodes.snapshots(this.#now())
   }
 
   /**
@@ -710,15 +690,12 @@ export class RedisConnection {
   readonly #subscribeRetries = new Set<unknown>()
 
   #addNode(address: string, role: RedisNodeRole): NodeHealth {
-    const node = new NodeHealth(address, role)
-    node.reachable = this.#clientUp
-    this.#nodes.set(address, node)
-    return node
+    return this.#nodes.add(address, role, this.#clientUp)
   }
 
   /** The one node of a standalone or Sentinel connection. */
   #single(): NodeHealth | undefined {
-    return this.#nodes.values().next().value
+    return this.#nodes.single()
   }
 
   #clientReady(client: Client): void {
@@ -748,7 +725,7 @@ export class RedisConnection {
       const wasReachable = node.reachable
       node.reachable = false
       // Each failed reconnect attempt is news for a node that is already down.
-      if (!wasReachable) this.#report(node, now, true)
+      if (!wasReachable) this.#nodes.report(node, now, true)
     }
     this.#sync()
   }
@@ -758,7 +735,7 @@ export class RedisConnection {
     if (node === undefined) return
     const now = this.#now()
     node.noteError(error, now)
-    this.#report(node, now, true)
+    this.#nodes.report(node, now, true)
   }
 
   /** Cluster: the masters and their slot ranges from the client's slot map (after each refresh). */
@@ -777,7 +754,7 @@ export class RedisConnection {
       if (ranges.has(address)) continue
       this.#nodes.delete(address)
       this.#probeTags.delete(address)
-      this.#emitNode({ kind: 'removed', node: node.snapshot(now) })
+      this.#nodes.emit({ kind: 'removed', node: node.snapshot(now) })
     }
     // Before 'ready' the new masters are not reachable yet: they are first reported then.
     if (this.#clientUp) this.#sync()
@@ -802,7 +779,7 @@ export class RedisConnection {
       // only, an answer of the node)
       if (error !== null && !ofNode) health.answeredWithError(this.#hints.data(error), now)
       else health.record(error === null, now, error === null ? undefined : this.#hints.data(error))
-      this.#report(health, now, error !== null && ofNode)
+      this.#nodes.report(health, now, error !== null && ofNode)
     }))
   }
 
@@ -832,7 +809,7 @@ export class RedisConnection {
     if (!ok && reply === 'full') node.refusedForMemory(error ?? 'OOM', now)
     else if (!ok && reply === 'call') node.answeredWithError(error ?? 'an error reply', now)
     else node.record(ok, now, error)
-    this.#report(node, now, !ok && reply === 'node')
+    this.#nodes.report(node, now, !ok && reply === 'node')
     if (!ok && reply !== 'call') this.#probeSoon()
     // (a probe's own error reply asks for no other probe: a user that may not send it is not probed on and on)
     if (!ok && reply === 'call' && client instanceof Cluster && !(key as string).startsWith(`${this.keyPrefix}probe:`)) {
@@ -844,38 +821,16 @@ export class RedisConnection {
     }
   }
 
-  /**
-   * Emits the node's status when it changed, or 'still_down' for a failure while down
-   * (throttled); then 'full' or 'room' when that changed.
-   */
-  #report(node: NodeHealth, now: number, failed: boolean): void {
-    const status = node.status
-    if (status !== node.reported) {
-      node.reported = status
-      node.reportedAt = now
-      this.#emitNode({ kind: status, node: node.snapshot(now) })
-      this.#recompute()
-    } else if (failed && status === 'down' && now - node.reportedAt >= STILL_DOWN_INTERVAL_MS) {
-      node.reportedAt = now
-      this.#emitNode({ kind: 'still_down', node: node.snapshot(now) })
-    }
-    if (node.full !== node.reportedFull) {
-      node.reportedFull = node.full
-      this.#emitNode({ kind: node.full ? 'full' : 'room', node: node.snapshot(now) })
-    }
-  }
-
   /** Reports every node whose status changed, then the overall status. */
   #sync(): void {
     const now = this.#now()
-    for (const node of this.#nodes.values()) this.#report(node, now, false)
+    this.#nodes.reportAll(now)
     this.#recompute()
   }
 
   /** The overall status: ready when connected and every node is up. */
   #recompute(): void {
-    let down: NodeHealth | undefined
-    for (const node of this.#nodes.values()) if (node.status === 'down') { down = node; break }
+    const down = this.#nodes.firstDown()
     if (this.#client !== null && this.#clientUp && this.#nodes.size > 0 && down === undefined) this.#setStatus('ready', 'connected')
     else if (this.#client !== null) this.#setStatus('degraded', down?.snapshot(this.#now()).summary ?? (this.#lastError || 'not connected'))
   }
@@ -928,7 +883,7 @@ export class RedisConnection {
     if (this.#client !== client || this.#nodes.get(node.address) !== node) return
     const now = this.#now()
     node.roomProbed(error === null ? 'room' : OOM.test(error) ? 'full' : 'unknown', now)
-    this.#report(node, now, false)
+    this.#nodes.report(node, now, false)
   }
 
   /** Cluster: a key (never written) whose slot `address` serves now, or null if none was found. */
@@ -953,10 +908,6 @@ export class RedisConnection {
       this.#probeTags.set(address, tag)
     }
     return tag
-  }
-
-  #emitNode(event: RedisNodeEvent): void {
-    tellAll(this.#nodeListeners, event)
   }
 
   #setStatus(status: RedisStatus, detail: string): void {
