@@ -2,7 +2,10 @@
 // (checkpoints, shared affinity bindings, peer events), and the health of each node behind it.
 // Layer 3 adapter and the ONLY file that imports ioredis. Every command is raced against
 // `timeout` and never rejects (a failure is FAILED); status and node changes go to listeners,
-// nothing is logged here. Connects only in start().
+// nothing is logged here. Connects only in start(). What needs no ioredis is beside it: the
+// options (connection-options.ts), what error replies mean (reply-errors.ts, auth-hint.ts,
+// error-hints.ts), the ACL refusals (acl-refusals.ts), the nodes and their events (node-set.ts,
+// node-health.ts) and the Sentinel switch watches (sentinel-watch.ts); each imports none of this file.
 import { Cluster, Redis, ReplyError } from 'ioredis'
 import type { ClusterOptions, RedisOptions } from 'ioredis'
 import { systemTimers, type Timers } from '../clock.js'
