@@ -32,6 +32,14 @@ interface OwnWrite {
   readonly after: number
 }
 
+/** Answers waiting for the ack of `seq` (see WorkerLink.#until): one promise and one timer for all of them. */
+interface AckWait {
+  seq: number
+  readonly promise: Promise<void>
+  readonly resolve: () => void
+  timer: unknown
+}
+
 /**
  * Writes held while a starting worker's snapshot comes in: another worker's, or this worker's
  * own pins, unpins and rotations to apply again (`own`, see WorkerLink.#reapply).
@@ -109,8 +117,15 @@ export class WorkerLink {
   #seq = 0
   #upstreamSeen = false
   #acked = 0
-  /** Answers waiting for an acknowledgement, by the seq each waits for. */
-  readonly #waiting = new Map<number, (() => void)[]>()
+  /** Answers waiting for an acknowledgement of writes sent, in seq order (one per batch they wait for). */
+  readonly #waits: AckWait[] = []
+  /**
+   * The wait for the writes not sent yet (they go out as one message, acknowledged at once):
+   * every answer that waits for one of them shares it. Null: none waits for them.
+   */
+  #open: AckWait | null = null
+  /** The seq of the last write sent to the primary. */
+  #sent = 0
   /** Each session key with an awaited write not acknowledged yet, and the seq of its last one. */
   readonly #pending = new Map<string, number>()
   /** Binding writes not sent yet: sent as one message per event-loop turn, or before any other message. */
@@ -448,6 +463,14 @@ export class WorkerLink {
     if (this.#writes.length === 0) return
     const writes = this.#writes
     this.#writes = []
+    this.#sent = this.#seq
+    const open = this.#open
+    if (open !== null) {
+      // the batch's ack carries its last seq
+      open.seq = this.#seq
+      this.#open = null
+      this.#waits.push(open)
+    }
     this.#ipc.send({ tether: 'writes', seq: this.#seq, writes })
   }
 
@@ -457,25 +480,39 @@ export class WorkerLink {
     this.#ipc.send(m)
   }
 
+  /**
+   * Resolves once `seq` was acknowledged (at most after the primary timeout); null: it is. The
+   * writes of one event-loop turn go out as one message and are acknowledged together, so the
+   * answers waiting for any of them share one promise and one timer (before, each answer had its
+   * own promise, closures, timer and map entry, which lived for the IPC round trip: under load at
+   * a million new users they outlived two scavenges and were most of what the workers' old space
+   * grew by between full collections; docs/workers.md, Memory).
+   */
   #until(seq: number): Promise<void> | null {
     if (this.#acked >= seq) return null
-    return new Promise<void>((resolve) => {
-      let list = this.#waiting.get(seq)
-      if (list === undefined) this.#waiting.set(seq, (list = []))
-      const done = (): void => {
-        clearTimeout(timer)
-        resolve()
-      }
-      // a primary that does not answer must not hold answers back for long
-      const timer = setTimeout(() => {
-        const l = this.#waiting.get(seq)
-        const at = l?.indexOf(done) ?? -1
-        if (at >= 0) l!.splice(at, 1)
-        if (l?.length === 0) this.#waiting.delete(seq)
-        resolve()
-      }, this.#timeout)
-      list.push(done)
-    })
+    if (seq > this.#sent) return (this.#open ??= this.#wait(seq)).promise
+    // a write sent already (a parallel request of the same user): its own wait, in seq order
+    const waits = this.#waits
+    let i = waits.length
+    while (i > 0 && waits[i - 1]!.seq > seq) i--
+    if (i > 0 && waits[i - 1]!.seq === seq) return waits[i - 1]!.promise
+    const wait = this.#wait(seq)
+    waits.splice(i, 0, wait)
+    return wait.promise
+  }
+
+  /** A shared wait for the ack of `seq`; a primary that does not answer must not hold answers back for long. */
+  #wait(seq: number): AckWait {
+    let resolve!: () => void
+    const promise = new Promise<void>((r) => { resolve = r })
+    const wait: AckWait = { seq, promise, resolve, timer: undefined }
+    wait.timer = setTimeout(() => {
+      if (this.#open === wait) this.#open = null
+      const at = this.#waits.indexOf(wait)
+      if (at >= 0) this.#waits.splice(at, 1)
+      resolve()
+    }, this.#timeout)
+    return wait
   }
 
   #ack(seq: number): void {
@@ -483,18 +520,13 @@ export class WorkerLink {
     if (seq <= from) return
     this.#acked = seq
     this.#reapply(seq)
-    // each seq acknowledged is looked at once: by the waits held, or by the seqs, whichever are fewer
-    if (this.#waiting.size === 0) return
-    const due: number[] = []
-    if (this.#waiting.size < seq - from) {
-      for (const s of this.#waiting.keys()) if (s <= seq) due.push(s)
-    } else {
-      for (let s = from + 1; s <= seq; s++) if (this.#waiting.has(s)) due.push(s)
-    }
-    for (const s of due) {
-      const waits = this.#waiting.get(s)!
-      this.#waiting.delete(s)
-      for (const done of waits) done()
+    const waits = this.#waits
+    let done = 0
+    while (done < waits.length && waits[done]!.seq <= seq) done++
+    if (done === 0) return
+    for (const wait of waits.splice(0, done)) {
+      clearTimeout(wait.timer as NodeJS.Timeout)
+      wait.resolve()
     }
   }
 
