@@ -452,6 +452,16 @@ const errorCases: { name: string; text: string; issues: string[] }[] = [
     ],
   },
   {
+    // the docs name keys by their dotted path (`affinity.key`); a newcomer writes that path as the key
+    name: 'a dotted key path written as a key: told to nest it, not given the list of keys',
+    text: yaml(...UPSTREAM, 'affinity.key: client_ip', 'affinity:', '  cookie.secret: x', 'colour.x: red'),
+    issues: [
+      `${FILE}:4:1 affinity.key: unknown key: YAML does not nest keys by dots; write \`affinity: { key: ... }\`, or each key on its own line indented under the one before`,
+      `${FILE}:6:3 affinity.cookie.secret: unknown key: YAML does not nest keys by dots; write \`cookie: { secret: ... }\`, or each key on its own line indented under the one before`,
+      `${FILE}:7:1 colour.x: unknown key (expected one of: listen, admin, upstreams, affinity, timeouts, limits, forwarding, log, health, retries, discovery, shutdown, state, websocket, workers)`,
+    ],
+  },
+  {
     name: 'an upstream without id or url',
     text: yaml('upstreams:', '  - weight: 2', '  - {id: b}'),
     issues: [
@@ -615,6 +625,13 @@ const syntaxCases: { name: string; text: string; issue: string; detail: string[]
     text: yaml(...UPSTREAM, 'admin: { token: "a" b }'),
     issue: `${FILE}:4:21: YAML syntax error: Unexpected scalar at node end`,
     detail: ['  4 | admin: { token: "*"** }', '    |                     ^', 'hint: there is text after the end of a value (after a closing quote or bracket): quote the whole value or remove the extra text'],
+  },
+  {
+    // README's flow style with an unquoted variable: the "{" of "${" opens a map inside { }
+    name: 'an unquoted ${VAR} inside a flow map: quote it (the caret under its $)',
+    text: yaml('upstreams:', '  - { id: a, url: ${APP_URL} }'),
+    issue: `${FILE}:2:19: YAML syntax error: Unexpected flow-map-start at node end`,
+    detail: ['  2 |   - { id: a, url: ${APP_URL} }', '    |                   ^', 'hint: a ${VAR} inside { } or [ ] must be quoted, since YAML reads its { as the start of a map: write "${VAR}" (quotes around the whole value)'],
   },
   {
     name: 'two YAML documents (the parser\'s advice to call another function is left out)',

@@ -286,6 +286,10 @@ function explain(text: string, error: YAMLError): { offset: number; hint: string
     case 'BAD_SCALAR_START':
       return { offset: at, hint: `a value starting with ${error.message.slice(-1)} must be quoted, e.g. key: "${error.message.slice(-1)}..."` }
     case 'UNEXPECTED_TOKEN':
+      // `{ url: ${APP_URL} }`: inside { } or [ ] a plain value ends at "{", so "${" breaks it
+      if (text[at] === '{' && text[at - 1] === '$') {
+        return { offset: at - 1, hint: 'a ${VAR} inside { } or [ ] must be quoted, since YAML reads its { as the start of a map: write "${VAR}" (quotes around the whole value)' }
+      }
       return { offset: at, hint: 'there is text after the end of a value (after a closing quote or bracket): quote the whole value or remove the extra text' }
     case 'MULTIPLE_DOCS':
       return { offset: at, hint: 'the file holds more than one YAML document (a "---" line): keep one config per file' }

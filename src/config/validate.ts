@@ -410,6 +410,12 @@ function missingSpace(node: SourceNode): string {
 }
 
 function unknownKey(key: string, known: readonly string[]): string {
+  // `affinity.key: cookie`, written as the docs name the key: YAML has no dotted keys
+  const parts = key.split('.')
+  if (parts.length > 1 && known.includes(parts[0]!) && parts.every((p) => p !== '')) {
+    const nested = parts.reduceRight((inner, part) => `{ ${part}: ${inner} }`, '...').slice(2, -2)
+    return `unknown key: YAML does not nest keys by dots; write \`${nested}\`, or each key on its own line indented under the one before`
+  }
   const near = nearest(key, known)
   return near !== undefined ? `unknown key, did you mean \`${near}\`?` : `unknown key (expected one of: ${known.join(', ')})`
 }
@@ -418,7 +424,7 @@ function unknownKey(key: string, known: readonly string[]): string {
  * The candidate closest to a mistyped `word` (case aside), if within 2 edits (1 for short
  * words): `nearest("cookies", ["none", "cookie"])` is "cookie"; `nearest("sticky", ...)` none.
  */
-function nearest(word: string, candidates: readonly string[]): string | undefined {
+export function nearest(word: string, candidates: readonly string[]): string | undefined {
   return candidates
     .map((k) => ({ k, d: levenshtein(word.toLowerCase(), k.toLowerCase()) }))
     .filter(({ d }) => d <= Math.min(2, Math.max(1, word.length - 1)))
