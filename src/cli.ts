@@ -2,7 +2,7 @@
 // Process entry: argv, exit codes and signals. Loads the config, starts the composition
 // root, and turns SIGTERM/SIGINT into a graceful stop. No proxy logic here.
 import { readFileSync } from 'node:fs'
-import { CONFIG_WARNING, ConfigError, configWarnings, readConfigFile, readErrorReason, type Config } from './config/index.js'
+import { CONFIG_WARNING, ConfigError, configWarnings, nearest, readConfigFile, readErrorReason, type Config } from './config/index.js'
 import { configFiles } from './config/config-files.js'
 import { formatDuration, parseDuration } from './config/duration.js'
 import { convertManifests, ImportError } from './import/convert.js'
@@ -44,7 +44,7 @@ Environment: LOG_LEVEL overrides log.level; \${VAR} in the config is read from t
 
 /** Parsed command line. */
 type Command =
-  | { kind: 'run'; config: string }
+  | { kind: 'run'; config: string; configFrom: 'argument' | 'TETHER_CONFIG' | 'default' }
   | { kind: 'check'; config: string }
   | { kind: 'import'; files: string[]; manifests: boolean; image: string | undefined }
   | { kind: 'session'; admin: AdminTarget; key: string; json: boolean }
@@ -52,6 +52,19 @@ type Command =
   | { kind: 'help' }
   | { kind: 'version' }
   | { kind: 'usage-error'; message: string }
+
+/** The words `tether` takes first, for a "did you mean" on a mistyped one. */
+const COMMANDS = ['run', 'check', 'import', 'session', 'drain'] as const
+
+/**
+ * A usage error for an argument nothing takes, with the option or command it is closest to:
+ * `unknownArgument("--conifg", ["--config"])` -> `unknown argument "--conifg", did you mean "--config"?`.
+ */
+function unknownArgument(a: string, candidates: readonly string[]): Command {
+  const name = a.startsWith('--') ? a.split('=')[0]! : a // `--confg=x`: the option's name
+  const near = /^-?-?[a-z][a-z-]*$/i.test(name) ? nearest(name, candidates) : undefined
+  return { kind: 'usage-error', message: `unknown argument "${a}"${near === undefined ? '' : `, did you mean "${near}"?`}` }
+}
 
 export function parseArgs(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): Command {
   const args = [...argv]
@@ -72,12 +85,18 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
       config = a.slice('--config='.length)
     } else if (kind === 'check' && config === undefined && !a.startsWith('-')) {
       config = a
+    } else if (kind === 'run' && config === undefined && !a.startsWith('-') && /\.ya?ml$/i.test(a)) {
+      // `tether proxy.yaml`: the file is an option's value when running
+      return { kind: 'usage-error', message: `unknown argument "${a}": to run with this file, write --config ${a} (to validate it: tether check ${a})` }
     } else {
-      return { kind: 'usage-error', message: `unknown argument "${a}"` }
+      return unknownArgument(a, a.startsWith('-') ? ['--config', '--help', '--version'] : argv[0] === a ? COMMANDS : [])
     }
   }
   if (kind === 'check' && config === undefined) return { kind: 'usage-error', message: 'check needs a config file' }
-  return { kind, config: config ?? env['TETHER_CONFIG'] ?? 'config/proxy.yaml' }
+  if (kind === 'check') return { kind, config: config! }
+  if (config !== undefined) return { kind, config, configFrom: 'argument' }
+  const fromEnv = env['TETHER_CONFIG']
+  return fromEnv !== undefined ? { kind, config: fromEnv, configFrom: 'TETHER_CONFIG' } : { kind, config: 'config/proxy.yaml', configFrom: 'default' }
 }
 
 function parseImport(args: string[]): Command {
@@ -91,7 +110,7 @@ function parseImport(args: string[]): Command {
       image = args.shift()
       if (image === undefined || image === '') return { kind: 'usage-error', message: '--image needs an image reference' }
     } else if (a.startsWith('--image=')) image = a.slice('--image='.length)
-    else if (a.startsWith('-') && a !== '-') return { kind: 'usage-error', message: `unknown argument "${a}"` }
+    else if (a.startsWith('-') && a !== '-') return unknownArgument(a, ['--manifests', '--image'])
     else files.push(a)
   }
   if (files.length === 0) return { kind: 'usage-error', message: 'import needs at least one manifest file' }
@@ -127,7 +146,7 @@ function parseAdminCommand(kind: 'session' | 'drain', args: string[], env: Reado
     } else if (a === '--json' && kind === 'session') json = true
     else if (a === '--migrate' && kind === 'drain') migrate = true
     else if (a === '--wait' && kind === 'drain') wait = true
-    else if (a.startsWith('-') || target !== undefined) return { kind: 'usage-error', message: `unknown argument "${a}"` }
+    else if (a.startsWith('-') || target !== undefined) return unknownArgument(a, a.startsWith('-') ? ['--admin', '--token', ...(kind === 'session' ? ['--json'] : ['--timeout', '--migrate', '--wait'])] : [])
     else target = a
   }
   if (target === undefined || target === '') return { kind: 'usage-error', message: `${kind} needs ${kind === 'session' ? 'a session key' : 'an upstream id'}` }
@@ -174,13 +193,21 @@ function load(file: string): Config | null {
   return read(file)?.config ?? null
 }
 
-/** The config file's text and config, or null after writing why it is not valid to stderr. */
-function read(file: string): ReturnType<typeof readConfigFile> | null {
+/**
+ * The config file's text and config, or null after writing why it is not valid to stderr. A
+ * missing file that no argument named says where its name came from (`tether` run from another
+ * directory reads `config/proxy.yaml` relative to it).
+ */
+function read(file: string, from: 'argument' | 'TETHER_CONFIG' | 'default' = 'argument'): ReturnType<typeof readConfigFile> | null {
   try {
     return readConfigFile(file, process.env, configFiles)
   } catch (err) {
+    const missing = err instanceof ConfigError && (err.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT'
+    const source = !missing || from === 'argument' ? ''
+      : from === 'TETHER_CONFIG' ? '; the file TETHER_CONFIG names (--config <file> overrides it)'
+      : `; the default file (no --config given, TETHER_CONFIG unset), read from ${process.cwd()}: pass --config <file>`
     // (a read error's OS message names the path, and could carry anything: masked as every stderr line)
-    if (err instanceof ConfigError) process.stderr.write(`${maskUrlCredentials(err.message, true)}\n`)
+    if (err instanceof ConfigError) process.stderr.write(`${maskUrlCredentials(err.message + source, true)}\n`)
     else process.stderr.write(`${file}: ${failureLine(err)}\n`)
     return null
   }
@@ -306,7 +333,7 @@ async function main(): Promise<number> {
       })
       // a SIGHUP or SIGTERM during the start is applied once started (Node's default ends the process)
       const early = new EarlySignals()
-      const file = read(cmd.config)
+      const file = read(cmd.config, cmd.configFrom)
       if (file === null) return 1
       const config = file.config
       redisConfig = config.state.redis

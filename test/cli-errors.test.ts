@@ -7,7 +7,8 @@ import { mkdtempSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import net from 'node:net'
-import { ROOT, runCli, tempFile } from './fixtures/cli.js'
+import { spawn } from 'node:child_process'
+import { CLI, ROOT, runCli, tempFile } from './fixtures/cli.js'
 
 const version = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version
 
@@ -30,6 +31,52 @@ t.test('an unknown argument exits 2 with usage', async (t) => {
   t.equal(r.code, 2)
   t.match(r.stderr, /unknown argument "--bogus"/)
   t.match(r.stderr, /Usage:/)
+})
+
+t.test('a mistyped command or option is answered with the one it is closest to', async (t) => {
+  const cases: [string[], string][] = [
+    [['chek', 'proxy.yaml'], 'unknown argument "chek", did you mean "check"?'],
+    [['--conifg', 'proxy.yaml'], 'unknown argument "--conifg", did you mean "--config"?'],
+    [['run', '--confg=proxy.yaml'], 'unknown argument "--confg=proxy.yaml", did you mean "--config"?'],
+    [['import', '--manifest', 'a.yaml'], 'unknown argument "--manifest", did you mean "--manifests"?'],
+    [['drain', 'app-1', '--migrat'], 'unknown argument "--migrat", did you mean "--migrate"?'],
+    [['session', 'k', '--jsn'], 'unknown argument "--jsn", did you mean "--json"?'],
+    [['--bogus'], 'unknown argument "--bogus"'],
+  ]
+  const runs = await Promise.all(cases.map(([args]) => runCli(args)))
+  cases.forEach(([args, message], i) => {
+    t.equal(runs[i]!.code, 2, args.join(' '))
+    t.equal(runs[i]!.stderr.split('\n')[0], `tether: ${message}`, args.join(' '))
+  })
+})
+
+t.test('a config file given without --config is told how to run with it', async (t) => {
+  for (const args of [['proxy.yaml'], ['run', 'k8s/proxy.yml']]) {
+    const r = await runCli(args)
+    t.equal(r.code, 2, args.join(' '))
+    const file = args.at(-1)
+    t.equal(r.stderr.split('\n')[0], `tether: unknown argument "${file}": to run with this file, write --config ${file} (to validate it: tether check ${file})`)
+  }
+})
+
+t.test('run without --config in a directory without config/proxy.yaml: the line says the default was read, from where, and how to name a file', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tether-test-'))
+  const run = (env: Record<string, string>): Promise<{ code: number | null; stderr: string }> => new Promise((resolve) => {
+    const { TETHER_CONFIG: _, ...inherited } = process.env
+    const p = spawn(process.execPath, [CLI], { cwd: dir, env: { ...inherited, ...env }, stdio: ['ignore', 'ignore', 'pipe'] })
+    let stderr = ''
+    p.stderr.on('data', (c) => (stderr += c))
+    p.on('close', (code) => resolve({ code, stderr }))
+  })
+  const byDefault = await run({})
+  t.equal(byDefault.code, 1)
+  t.equal(byDefault.stderr, `config/proxy.yaml: cannot read config: no such file or directory (ENOENT); the default file (no --config given, TETHER_CONFIG unset), read from ${dir}: pass --config <file>\n`)
+  const byEnv = await run({ TETHER_CONFIG: 'nope.yaml' })
+  t.equal(byEnv.code, 1)
+  t.equal(byEnv.stderr, 'nope.yaml: cannot read config: no such file or directory (ENOENT); the file TETHER_CONFIG names (--config <file> overrides it)\n')
+  // named on the command line: the line as before, nothing to add
+  const named = await runCli(['--config', join(dir, 'nope.yaml')])
+  t.equal(named.stderr, `${join(dir, 'nope.yaml')}: cannot read config: no such file or directory (ENOENT)\n`)
 })
 
 t.test('a URL with credentials echoed in an error reaches stderr with its password masked', async (t) => {
