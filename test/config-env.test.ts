@@ -100,6 +100,23 @@ t.test('a reference in a default is an error, never a literal or a stray brace (
   t.equal(parseConfig(withToken('"${ADMIN_TOKEN:-$x}-$${y}"'), FILE, {}).admin.token, '$x-${y}', 'a $ alone in a default, and $${ outside one, stay as they are')
 })
 
+t.test("a secret written as a shell's $NAME or Kubernetes' $(NAME) is refused (it would be the secret's text), not shown", async (t) => {
+  const MSG = "is a variable reference of another syntax ($NAME or $(NAME)), which Tether would take as the secret's text: write ${NAME} to read the variable (the value is not shown)"
+  const secrets = (secret: string, password: string): string => yaml(
+    'upstreams: [{ id: a, url: "http://127.0.0.1:9001" }]',
+    `affinity: { cookie: { secret: "${secret}" } }`,
+    `state: { redis: { password: "${password}" } }`,
+  )
+  // upper case (a variable's usual name) or a name set in the environment: a reference by mistake
+  t.strictSame(issuesOf(secrets('$TETHER_SECRET_FOR_ALL', '$(REDIS_PASSWORD)')), [`${FILE}:2:31 affinity.cookie.secret: ${MSG}`, `${FILE}:3:29 state.redis.password: ${MSG}`])
+  t.strictSame(issuesOf(withToken('"$admin_token"'), { admin_token: 'x' }), [`${FILE}:2:10 admin.token: ${MSG}`])
+  // a password that only starts with $, or a lower-case name nothing sets, is a password
+  t.strictSame(issuesOf(secrets('$ecret-0123456789abcdef', '$pw')), [])
+  t.strictSame(issuesOf(withToken('"$admin_token"')), [])
+  // the braces Tether reads
+  t.strictSame(issuesOf(secrets('${S}', '${P}'), { S: '0123456789abcdef', P: 'p' }), [])
+})
+
 t.test('comments and keys are not substituted', async (t) => {
   const text = yaml('# ${NOT_SET} here', ...withId('a').split('\n'))
   t.equal(parseConfig(text, FILE, {}).upstreams[0]?.id, 'a')
