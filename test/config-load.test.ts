@@ -1,6 +1,9 @@
 // Specification of config loading and validation: defaults, located errors, freezing.
 import t, { type Test } from 'tap'
 import { fileURLToPath } from 'node:url'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { ConfigError, DEFAULTS, configWarnings, loadConfigFile, parseConfig, parseYamlDocuments, type Config } from '../src/config/index.js'
 import { pemFiles } from '../src/tls/pem.js'
 
@@ -1019,4 +1022,31 @@ t.test('a password, token or secret written unquoted as a number is refused with
   t.equal(issues.length, 4, issues.join('\n'))
   for (const issue of issues) t.match(issue, /: expected a string \(quote it\), got a number$/, issue)
   for (const digits of ['31415', '27182', '16180', '14142']) t.notMatch(issues.join('\n'), digits, `${digits}... not shown`)
+})
+
+t.test('a file saved by Windows tools loads as its UTF-8 twin: a BOM, CRLF line ends, UTF-16 (PowerShell 5\'s >) with or without a BOM', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tether-test-'))
+  const text = yaml(...UPSTREAM, 'listen: { port: 8081 }')
+  const crlf = text.replace(/\n/g, '\r\n')
+  const utf16be = (s: string): Buffer => Buffer.from(s, 'utf16le').swap16()
+  const files: [string, Buffer][] = [
+    ['utf-8 with a BOM', Buffer.from(`\ufeff${text}`, 'utf8')],
+    ['utf-8, CRLF', Buffer.from(crlf, 'utf8')],
+    ['UTF-16LE with a BOM, CRLF (Windows PowerShell 5: tether import x.yaml > proxy.yaml)', Buffer.from(`\ufeff${crlf}`, 'utf16le')],
+    ['UTF-16LE without a BOM', Buffer.from(text, 'utf16le')],
+    ['UTF-16BE with a BOM', utf16be(`\ufeff${text}`)],
+    ['UTF-16BE without a BOM', utf16be(text)],
+  ]
+  const expected = parseConfig(text, FILE)
+  for (const [name, bytes] of files) {
+    const path = join(dir, 'proxy.yaml')
+    writeFileSync(path, bytes)
+    t.strictSame(loadConfigFile(path, {}), expected, name)
+  }
+  // its mistakes located as in the UTF-8 file
+  const path = join(dir, 'bad.yaml')
+  writeFileSync(path, Buffer.from(`\ufeff${yaml(...UPSTREAM, 'listen: { prot: 8081 }').replace(/\n/g, '\r\n')}`, 'utf16le'))
+  const error = ((): unknown => { try { return loadConfigFile(path, {}) } catch (err) { return err } })()
+  t.ok(error instanceof ConfigError)
+  t.strictSame((error as ConfigError).issues, [`${path}:4:11 listen.prot: unknown key, did you mean \`port\`?`])
 })

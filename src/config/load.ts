@@ -39,11 +39,29 @@ export function readConfigFile(path: string, env: NodeJS.ProcessEnv = process.en
 
 /** The config file's text; throws `ConfigError` (`<path>: cannot read config: ...`) when it cannot be read. */
 export function readConfigText(path: string): string {
+  let bytes: Buffer
   try {
-    return readFileSync(path, 'utf8')
+    bytes = readFileSync(path)
   } catch (err) {
     throw new ConfigError([`${path}: cannot read config: ${readErrorReason(err)}`], { cause: err })
   }
+  return decodeYamlText(bytes)
+}
+
+/**
+ * A YAML file's bytes as text: UTF-8, or UTF-16 as YAML 1.2 (5.2) requires a reader to accept,
+ * told by its byte order mark or, without one, by the zero byte beside its first (ASCII)
+ * character. Windows PowerShell 5's `>` writes UTF-16LE with a BOM (`tether import x.yaml >
+ * proxy.yaml`), which read as UTF-8 was one garbled string. Example: bytes FF FE 61 00 -> "a".
+ * (`tether import` refuses UTF-16 manifests with advice instead: src/import/convert.ts.)
+ */
+function decodeYamlText(bytes: Buffer): string {
+  if (bytes.length >= 2) {
+    const [a, b] = [bytes[0]!, bytes[1]!]
+    if ((a === 0xff && b === 0xfe) || (a !== 0 && b === 0)) return new TextDecoder('utf-16le').decode(bytes)
+    if ((a === 0xfe && b === 0xff) || (a === 0 && b !== 0)) return new TextDecoder('utf-16be').decode(bytes)
+  }
+  return bytes.toString('utf8')
 }
 
 /**
