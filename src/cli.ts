@@ -340,6 +340,12 @@ async function main(): Promise<number> {
       lastResort = makeLogger(config)
       // (the primary's or the single process's: workers are handed the file, not told again)
       for (const w of configWarnings(config)) lastResort.warn({ warning: w }, CONFIG_WARNING)
+      // LOG_LEVEL=verbose (no level): effectiveLevel ignores it, which without a word looks like
+      // a LOG_LEVEL that does not work (a valid one gives the same level whatever log.level is)
+      const envLevel = process.env['LOG_LEVEL']
+      if (envLevel !== undefined && envLevel.trim() !== '' && effectiveLevel('fatal', envLevel) !== effectiveLevel('trace', envLevel)) {
+        lastResort.warn({ LOG_LEVEL: envLevel.slice(0, 40), log_level: config.log.level }, 'LOG_LEVEL is not a log level (fatal, error, warn, info, debug, trace or silent): ignored, log.level applies')
+      }
       if (workerCount(config.workers) > 1) {
         const { runPrimary } = await import('./workers/primary.js')
         try {

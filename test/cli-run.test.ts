@@ -34,6 +34,17 @@ t.test('run: LOG_LEVEL=warn overrides log.level and silences access lines', asyn
   t.equal(tether.stdout(), '', 'nothing below warn was logged')
 })
 
+t.test('run: a LOG_LEVEL that is no level (a typo) is said in a warn line, not ignored without a word', async (t) => {
+  const file = tempFile('run.yaml', `listen: { host: 127.0.0.1, port: 0 }\nadmin: { listen: { host: 127.0.0.1, port: 0 } }\nlog: { level: info }\nupstreams:\n  - { id: a, url: "http://127.0.0.1:9" }\n`)
+  const tether = await startCli(file, { LOG_LEVEL: 'verbose' })
+  t.equal((await tether.stop()).code, 0)
+  const lines = tether.stdout().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)
+  const warned = lines.filter((l) => l['LOG_LEVEL'] !== undefined)
+  t.equal(warned.length, 1, 'one warn line')
+  t.match(warned[0], { level: 40, LOG_LEVEL: 'verbose', log_level: 'info', msg: 'LOG_LEVEL is not a log level (fatal, error, warn, info, debug, trace or silent): ignored, log.level applies' })
+  t.ok(lines.some((l) => l['msg'] === 'tether listening'), 'log.level (info) applies')
+})
+
 t.test('run: a port already in use exits 1 with a one-line reason naming the key and the file', async (t) => {
   const blocker = net.createServer()
   await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r))
