@@ -18,3 +18,16 @@ t.test('h2c: 30 connections opened, answered and closed: no server session is le
   t.equal(r.sessions, 30, 'every server session seen')
   t.equal(r.alive, 0, 'none alive after gc (before: all 30, held by their idle timer)')
 })
+
+// Found by the s55 leak hunt (test/fixtures/leak-probe.mjs, scenario h2-conn-churn): a client that
+// drops its connection while an answer is still streaming closes the session from Node's socket
+// 'close' handler, which marks it destroyed before it tries to clear the idle timer (a no-op
+// then) and never calls session.destroy(): every such session stayed alive for 61 s
+// (1000 connections: 1000 sessions alive after gc, 3.8 kB a connection).
+t.test('h2c: 30 connections dropped by the client mid-answer: no server session is left after gc', async (t) => {
+  const out = await new Promise<string>((resolve, reject) => execFile(process.execPath, ['--expose-gc', path.join(root, 'test/fixtures/h2-session-retention.mjs'), path.join(root, 'dist'), '30', 'destroy'],
+    { timeout: 60_000 }, (err, stdout, stderr) => (err === null ? resolve(stdout) : reject(new Error(`${err.message}\n${stderr}`)))))
+  const r = JSON.parse(out.trim().split('\n').at(-1)!) as { sessions: number; alive: number }
+  t.equal(r.sessions, 30, 'every server session seen')
+  t.equal(r.alive, 0, 'none alive after gc (before: all 30, held by their idle timer)')
+})
