@@ -391,7 +391,8 @@ function releaseIdleTimer(session: http2.ServerHttp2Session): void {
     if (!session.destroyed) session.setTimeout(0)
     return destroy.apply(this, args)
   }
-  session.socket?.prependListener('close', () => {
+  // (a session destroyed already has no socket: its proxy would throw)
+  if (!session.destroyed) session.socket.prependListener('close', () => {
     if (!session.destroyed) session.setTimeout(0)
   })
 }
