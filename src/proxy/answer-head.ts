@@ -155,6 +155,14 @@ export class AnswerHead implements AnswerHeadPolicy {
     })
   }
 
+  interim(upstreamHeaders: Head): Head {
+    const headers = clientResponseHeaders(upstreamHeaders, this.#o.reserved)
+    // an interim answer sets no cookie: Tether's own name, a learned application cookie and a
+    // left epoch's value are decided on the final head (decorate)
+    if (headers['set-cookie'] !== undefined) delete headers['set-cookie']
+    return headers
+  }
+
   trailers(trailers: Readonly<Head>, connection?: string | string[]): Record<string, string | string[]> | null {
     return clientTrailers(trailers, this.#o.reserved, connection)
   }

@@ -76,6 +76,13 @@ export interface AnswerHeadPolicy {
    * with the decision's cookie and the debug header added.
    */
   decorate(ctx: RequestContext, headers: Record<string, string | string[] | undefined>): Record<string, string | string[] | undefined>
+  /**
+   * The fields of an upstream's 1xx answer (102, 103) that its client gets: filtered as a final
+   * head is (hop-by-hop fields, those named in Connection, Tether's reserved names), and no
+   * Set-Cookie (a session is given by the final answer only, where Tether's cookie rules apply);
+   * nothing added. A new object.
+   */
+  interim(headers: Record<string, string | string[] | undefined>): Record<string, string | string[] | undefined>
   /** The trailer fields the client gets of those the upstream sent after the body; null: none. */
   trailers(trailers: Readonly<Record<string, string | string[] | undefined>>, connection?: string | string[]): Record<string, string | string[]> | null
   /** An upstream's `Trailer` header as the client gets it (the names {@link trailers} passes); undefined: none. `connection`: the answer's `Connection` header. */

@@ -13,7 +13,7 @@ import { isReplacement, type Upstream } from '../upstream/upstream-set.js'
 import type { UpstreamTlsConfig } from '../config/schema.js'
 import { UpstreamTlsSource, type UpstreamTlsChange, type UpstreamTlsOptions } from '../tls/upstream-tls.js'
 import { classify, UPSTREAM_REFUSED_CERTIFICATE, type Outcome } from './outcome.js'
-import { mayStartWithInterim, withoutUnsolicitedContinue } from './interim-response.js'
+import { interimHead, mayStartWithInterim, MAX_INTERIM_ANSWERS, withoutUnsolicitedContinue } from './interim-response.js'
 import type { AnswerHeadPolicy, Answered, Attempt, Exchange } from './exchange.js'
 import type { Decision } from '../routing/decision.js'
 import { ownHeadRefused, stateRefused, type AttemptResult, type RequestContext } from './request-context.js'
@@ -504,6 +504,17 @@ const CLIENT_TIMEOUT: Outcome = { kind: 'error', code: 'TETHER_CLIENT_TIMEOUT', 
 /** An answer Tether cut because its graceful stop's grace period ended (see Forwarder.cutOff). */
 const SHUT_DOWN: Outcome = { kind: 'error', code: 'TETHER_SHUTTING_DOWN', connect: false }
 
+/** How many 1xx answers each request had forwarded (see ExchangeHandler.#interim); only requests that had one are here. */
+const interimSent = new WeakMap<RequestContext, number>()
+
+/**
+ * Node's writer of bytes ahead of an answer's head, in order with the answers before it on the
+ * connection (it queues while an earlier pipelined answer is going out): what its own
+ * `writeContinue()`, `writeProcessing()` and `writeEarlyHints()` write with. Not in its types;
+ * test/proxy-interim.test.ts checks the bytes a client gets.
+ */
+interface RawWriter { _writeRaw?(data: string, encoding: BufferEncoding): boolean }
+
 /** A Transfer-Encoding of `chunked` alone (any case, optional whitespace). */
 const CHUNKED = /^[\t ]*chunked[\t ]*$/i
 
@@ -894,9 +905,9 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     headers: Record<string, string | string[] | undefined>,
     statusMessage?: string,
   ): void {
-    // 1xx (102 Processing, 103 Early Hints) are informational: the final answer follows, and
-    // the head wait goes on (an endless stream of them still times out)
-    if (statusCode < 200) return
+    // 1xx (102 Processing, 103 Early Hints) are informational: passed on (see #interim), the
+    // final answer follows, and the head wait goes on (an endless stream of them still times out)
+    if (statusCode < 200) return this.#interim(statusCode, headers, statusMessage)
     if (this.#clientGone) return
     if (statusCode > 599) return controller.abort(new TetherError('TETHER_UPSTREAM_PROTOCOL')) // RFC 9110 section 15: 3 digits, 1xx-5xx
     const version = unreadableVersion()
@@ -946,6 +957,34 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
       else if (!this.#waitingDrain) controller.resume()
     }
     hold.then(go, () => go('ok'))
+  }
+
+  /**
+   * Pass an upstream's 1xx answer on to the client, as RFC 9110 section 15.2 asks of a proxy
+   * (HAProxy 2.6 does; nginx 1.22 cuts the exchange), its fields filtered as a final head's are
+   * (AnswerHeadPolicy.interim). Not: a 100 (Tether answers `Expect` itself and never sends it
+   * upstream), a 101 (upgrades have their own path) or a status below 100 (no valid status:
+   * undici then fails the exchange, a 502); to an HTTP/1.0 client (the RFC's MUST
+   * NOT); once the client left, the attempt was stopped, another attempt answers or the
+   * answer's head went out; past MAX_INTERIM_ANSWERS of this request. Any attempt that has not
+   * lost may pass its 1xx on: hints of an attempt that then fails or loses its hedge are still
+   * only hints (RFC 8297 section 2: they do not bind the final answer), so a 1xx commits the
+   * request to nothing (Envoy's router, once it passed a 1xx on, stops the other attempts and
+   * retries no more): retries and hedges go on, the head wait is
+   * not restarted, and the status counted and logged is the final one.
+   */
+  #interim(statusCode: number, upstreamHeaders: Record<string, string | string[] | undefined>, statusMessage: string | undefined): void {
+    const ctx = this.#ctx
+    const res = this.#res
+    if (statusCode < 102 || this.#clientGone || this.#finished || this.#stopped !== null || ctx.answering !== null || res.headersSent || res.destroyed) return
+    const req = ctx.req
+    if (req.httpVersionMajor === 1 && req.httpVersionMinor === 0) return
+    const sent = interimSent.get(ctx) ?? 0
+    if (sent >= MAX_INTERIM_ANSWERS) return
+    interimSent.set(ctx, sent + 1)
+    const fields = this.#answer.interim(upstreamHeaders)
+    if (res instanceof H2Response) res.writeInterim(statusCode, fields)
+    else (res as unknown as RawWriter)._writeRaw?.(interimHead(statusCode, statusMessage, fields), 'latin1')
   }
 
   #start(

@@ -201,6 +201,27 @@ export class H2Response extends http2.Http2ServerResponse {
   }
 
   /**
+   * An informational (1xx) head before the answer's (RFC 9113 section 8.1: a HEADERS frame with
+   * a 1xx `:status`), without connection-specific fields as {@link writeHead} drops them. False,
+   * nothing sent, when it cannot go: the answer's head went already, the stream is closed, or a
+   * field Node refuses (a repeated singleton, a section over what h2 sends).
+   * Example: writeInterim(103, { link: '</a.css>; rel=preload' }) -> true.
+   */
+  writeInterim(statusCode: number, headers: http2.OutgoingHttpHeaders): boolean {
+    const stream = this.stream
+    if (stream.headersSent || stream.destroyed || stream.closed) return false
+    try {
+      const fields = sendable(headers, false)
+      if (fieldSectionSize(fields) > MAX_SEND_FIELD_SECTION) return false
+      fields[':status'] = statusCode
+      stream.additionalHeaders(fields)
+      return true
+    } catch {
+      return false
+    }
+  }
+
+  /**
    * Trailers without connection-specific fields either: Node would throw on one while sending
    * them, inside an event nothing can catch (the process would die). Trailers over what Node's
    * HTTP/2 sends in one field section throw here (the caller leaves them out: the body is

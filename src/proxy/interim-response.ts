@@ -1,7 +1,11 @@
-// Unsolicited `100 Continue` heads from an upstream. Tether never sends `Expect` upstream (it
-// answers 100-continue to clients itself), so a 100 the upstream sends anyway is informational
-// noise that a recipient must tolerate (RFC 9110 section 15.2); undici treats it as a broken
-// answer. Pure: finds and removes such heads at the start of a response. No I/O.
+// Interim (1xx) answers from an upstream. Tether never sends `Expect` upstream (it answers
+// 100-continue to clients itself), so a 100 the upstream sends anyway is informational noise
+// that a recipient must tolerate (RFC 9110 section 15.2); undici treats it as a broken answer.
+// Other 1xx (102, 103) are forwarded to the client, bounded (see forward.ts); this file makes
+// their HTTP/1.1 bytes. Pure: finds and removes 100 heads at the start of a response, builds a
+// 1xx head. No I/O.
+import { STATUS_CODES } from 'node:http'
+import { REASON_PHRASE } from './headers.js'
 
 const HTTP1 = Buffer.from('HTTP/1.')
 const END_OF_HEAD = Buffer.from('\r\n\r\n')
@@ -48,4 +52,37 @@ export function withoutUnsolicitedContinue(chunk: Buffer): Buffer {
   if (!removed) return chunk
   keep.push(chunk.subarray(from))
   return keep.length === 1 ? keep[0]! : Buffer.concat(keep)
+}
+
+/**
+ * How many 1xx answers (other than 100 and 101) of one request are forwarded to its client;
+ * later ones are dropped (the head wait goes on, they do not restart it). Enough for a 103 or
+ * two and a 102 every few seconds of a long wait.
+ */
+export const MAX_INTERIM_ANSWERS = 8
+
+/** A field name as RFC 9110 section 5.1 writes it (a token). */
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
+
+/**
+ * The HTTP/1.1 bytes of a 1xx head with `fields` (already filtered: see
+ * AnswerHeadPolicy.interim), each value of a repeated field on its own line as the upstream
+ * sent it; the upstream's reason phrase if it is one a client can read, else the registered one.
+ * A field Node would refuse in a final head (a name that is no token, a value with a control
+ * character) is left out. Node's own `writeEarlyHints()` is not used: it throws on a `Link`
+ * listing several links in one line (`</a.css>; rel=preload, </b.js>; rel=preload`) or a quoted
+ * parameter with a space, drops a 103 without `Link`, and joins a repeated field with ","
+ * (checked on Node 20.20). Written latin1, as Node writes a final head.
+ * Example: interimHead(103, 'Early Hints', { link: '</a.css>; rel=preload' })
+ * -> 'HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n'.
+ */
+export function interimHead(statusCode: number, reason: string | undefined, fields: Readonly<Record<string, string | string[] | undefined>>): string {
+  const phrase = reason !== undefined && reason !== '' && REASON_PHRASE.test(reason) ? reason : STATUS_CODES[statusCode] ?? ''
+  let head = `HTTP/1.1 ${statusCode} ${phrase}\r\n`
+  for (const name in fields) {
+    const value = fields[name]
+    if (value === undefined || !TOKEN.test(name)) continue
+    for (const v of typeof value === 'string' ? [value] : value) if (REASON_PHRASE.test(v)) head += `${name}: ${v}\r\n`
+  }
+  return `${head}\r\n`
 }

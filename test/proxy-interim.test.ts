@@ -1,0 +1,106 @@
+// 1xx informational answers an upstream sends before its final one (RFC 9110 section 15.2: a
+// proxy forwards them, never to an HTTP/1.0 client): 103 Early Hints and 102 Processing reach
+// HTTP/1.1 and h2 clients with their fields filtered as a final answer's are; an unsolicited
+// 100 does not pass; a bounded number per request; the final answer alone counts (access line,
+// timeouts, retries). Raw recording upstreams, raw client sockets and node:http2.
+import t from 'tap'
+import http2 from 'node:http2'
+import { startHarness } from './fixtures/raw-tether.js'
+import { exchange } from './fixtures/raw-client.js'
+import { ok, type RawScript } from './fixtures/raw-upstream.js'
+import { waitFor } from './fixtures/wait.js'
+import { MAX_INTERIM_ANSWERS } from '../src/proxy/interim-response.js'
+
+const HINTS = 'HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload; as=style, </b.js>; rel=preload\r\nLink: </c.css>; rel="preload"; title="c c"\r\n\r\n'
+const raw = (bytes: string): RawScript => (_q, c) => c.write(bytes)
+const GET = 'GET /x HTTP/1.1\r\nHost: a\r\n\r\n'
+
+t.test('an HTTP/1.1 client gets the upstream\'s 103 Early Hints with its Link fields, then the 200', async (t) => {
+  const h = await startHarness({ retries: { attempts: 0 } }, raw(`${HINTS}${ok('ok')}`))
+  t.teardown(() => h.close())
+  const r = await exchange(h.port, GET, { responses: 1, ms: 3000 })
+  const text = r.bytes.toString('latin1')
+  t.equal(text.slice(0, text.indexOf('\r\n\r\n') + 4),
+    'HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload; as=style, </b.js>; rel=preload\r\nlink: </c.css>; rel="preload"; title="c c"\r\n\r\n',
+    'the 103 head first, each Link line as the upstream sent it')
+  t.same(r.responses.map((x) => x.status), [103, 200])
+  t.equal(r.finals[0]?.body.toString(), 'ok')
+  await waitFor(() => h.logs.access().length > 0, 2000, 'the access line')
+  t.match(h.logs.access()[0], { status: 200 }, 'the access line has the final status')
+  t.same(h.unhandled(), [])
+})
+
+t.test('a 102 Processing reaches an HTTP/1.1 client before the final answer; an unsolicited 100 does not', async (t) => {
+  const h = await startHarness({ retries: { attempts: 0 } }, raw(`HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n${ok('ok')}`))
+  t.teardown(() => h.close())
+  const r = await exchange(h.port, GET, { responses: 1, ms: 3000 })
+  t.match(r.bytes.toString('latin1'), /^HTTP\/1\.1 102 Processing\r\n\r\nHTTP\/1\.1 200 OK\r\n/)
+  t.same(r.responses.map((x) => x.status), [102, 200])
+})
+
+t.test('a forwarded 1xx carries no hop-by-hop field, none named in Connection, none of Tether\'s, no Set-Cookie', async (t) => {
+  const head = 'HTTP/1.1 103 Early Hints\r\nConnection: x-hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\n' +
+    'X-Tether-State: e30\r\nX-Tether-Upstream: evil\r\nX_Tether_Epoch: 9\r\nSet-Cookie: tether=evil\r\nLink: </a.css>; rel=preload\r\nX-Kept: yes\r\n\r\n'
+  const h = await startHarness({ retries: { attempts: 0 } }, raw(`${head}${ok('ok')}`))
+  t.teardown(() => h.close())
+  const r = await exchange(h.port, GET, { responses: 1, ms: 3000 })
+  const text = r.bytes.toString('latin1')
+  t.equal(text.slice(0, text.indexOf('\r\n\r\n') + 4), 'HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\nx-kept: yes\r\n\r\n')
+  t.same(r.responses.map((x) => x.status), [103, 200])
+})
+
+t.test('an HTTP/1.0 client gets no 1xx, only the final answer', async (t) => {
+  const h = await startHarness({ retries: { attempts: 0 } }, raw(`${HINTS}HTTP/1.1 102 Processing\r\n\r\n${ok('ok')}`))
+  t.teardown(() => h.close())
+  const r = await exchange(h.port, 'GET /x HTTP/1.0\r\nHost: a\r\n\r\n', { responses: 1, ms: 3000 })
+  t.match(r.bytes.toString('latin1'), /^HTTP\/1\.1 200 OK\r\n/)
+  t.same(r.responses.map((x) => x.status), [200])
+})
+
+t.test('an h2 client gets the 103 as an informational HEADERS frame, filtered, then the 200', async (t) => {
+  const head = 'HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nConnection: x-hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nX-Tether-State: e30\r\n\r\n'
+  const h = await startHarness({ retries: { attempts: 0 }, listen: { http2: { cleartext: true } } }, raw(`${head}${ok('ok')}`))
+  t.teardown(() => h.close())
+  const s = http2.connect(`http://127.0.0.1:${h.port}`)
+  t.teardown(() => s.destroy())
+  const req = s.request({ ':path': '/x' })
+  const interim: http2.IncomingHttpHeaders[] = []
+  req.on('headers', (hd) => interim.push(hd))
+  const final = await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => { req.on('response', resolve); req.on('error', reject) })
+  let body = ''
+  req.setEncoding('utf8')
+  req.on('data', (d: string) => { body += d })
+  await new Promise((r) => req.on('end', r))
+  t.equal(interim.length, 1, 'one informational head')
+  t.equal(interim[0]?.[':status'], 103)
+  t.equal(interim[0]?.['link'], '</a.css>; rel=preload')
+  t.same(Object.keys(interim[0] ?? {}).filter((k) => k !== 'date').sort(), [':status', 'link'], 'no hop-by-hop field, no state header')
+  t.equal(final[':status'], 200)
+  t.equal(body, 'ok')
+})
+
+t.test(`an upstream sending 1xx without end still ends in 504 at timeouts.response_headers; at most ${MAX_INTERIM_ANSWERS} 1xx reach the client`, async (t) => {
+  const h = await startHarness({ retries: { attempts: 0 }, timeouts: { response_headers: 500 } }, (_q, c) => {
+    const timer = setInterval(() => { if (c.socket.destroyed) clearInterval(timer); else c.write('HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n') }, 20)
+  })
+  t.teardown(async () => { for (const c of h.up.connections) c.destroy(); await h.close() })
+  const r = await exchange(h.port, GET, { responses: 1, ms: 3000 })
+  t.equal(r.first, '504')
+  const interim = r.responses.filter((x) => x.status < 200)
+  t.ok(interim.length >= 1 && interim.length <= MAX_INTERIM_ANSWERS, `${interim.length} 1xx forwarded`)
+  t.ok(interim.every((x) => x.status === 103))
+  await waitFor(() => h.logs.access().length > 0, 2000, 'the access line')
+  t.match(h.logs.access()[0], { status: 504 })
+})
+
+t.test('a 103 from an attempt that then fails does not stop the retry: the client gets the hints, then the next upstream\'s 200', async (t) => {
+  const h = await startHarness({ affinity: { key: 'none' }, health: { passive: { enabled: false } } }, (_q, c) => { c.socket.write(HINTS, () => c.socket.destroy()) }, 2)
+  t.teardown(() => h.close())
+  h.ups[1]!.setScript(raw(ok('from app-1')))
+  // round robin: send until app-0 took one
+  let r = await exchange(h.port, GET, { responses: 1, ms: 3000 })
+  if (h.ups[0]!.requests.length === 0) r = await exchange(h.port, GET, { responses: 1, ms: 3000 })
+  t.equal(h.ups[0]!.requests.length, 1, 'app-0 took one request')
+  t.same(r.responses.map((x) => x.status), [103, 200])
+  t.equal(r.finals[0]?.body.toString(), 'from app-1')
+})
