@@ -5,9 +5,14 @@
 // timeouts, retries). Raw recording upstreams, raw client sockets and node:http2.
 import t from 'tap'
 import http2 from 'node:http2'
+import { startTether } from '../src/app.js'
+import { createLogger } from '../src/observability/logger.js'
+import { hashKey } from '../src/placement/hash.js'
 import { startHarness } from './fixtures/raw-tether.js'
-import { exchange } from './fixtures/raw-client.js'
-import { ok, type RawScript } from './fixtures/raw-upstream.js'
+import { exchange, rawConnect } from './fixtures/raw-client.js'
+import { ok, startRawUpstream, type RawScript, type RawUpstreamConnection } from './fixtures/raw-upstream.js'
+import { HEDGE_AFTER, HedgeTimers } from './fixtures/hedge-timers.js'
+import { testConfig } from './fixtures/upstream.js'
 import { waitFor } from './fixtures/wait.js'
 import { MAX_INTERIM_ANSWERS } from '../src/proxy/interim-response.js'
 
@@ -103,4 +108,32 @@ t.test('a 103 from an attempt that then fails does not stop the retry: the clien
   t.equal(h.ups[0]!.requests.length, 1, 'app-0 took one request')
   t.same(r.responses.map((x) => x.status), [103, 200])
   t.equal(r.finals[0]?.body.toString(), 'from app-1')
+})
+
+t.test('a 103 from the home does not stop its hedge: the hedge answers first, the client gets the 103 then the hedge\'s 200', async (t) => {
+  const held: RawUpstreamConnection[] = []
+  const ups = [await startRawUpstream('a', (q, c) => { if (q.target === '/x') held.push(c); else c.write(ok('a')) }), await startRawUpstream('b', (_q, c) => c.write(ok('from b')))]
+  const timers = new HedgeTimers()
+  const px = await startTether(testConfig(ups.map((u) => ({ id: u.id, url: u.url })), {
+    affinity: { key: 'header', header: { name: 'x-user' } },
+    retries: { attempts: 1, hedge_after: HEDGE_AFTER },
+    health: { active: { enabled: false } },
+  }), { logger: createLogger('silent'), timers })
+  t.teardown(async () => {
+    for (const c of held) c.destroy()
+    await px.close(0)
+    await Promise.all(ups.map((u) => u.close()))
+  })
+  let user = ''
+  for (let i = 0; user === ''; i++) if (px.router.placement.ids[px.router.placement.pick(hashKey(`u${i}`))] === 'a') user = `u${i}`
+  const conn = await rawConnect(px.port)
+  t.teardown(() => conn.destroy())
+  conn.write(`GET /x HTTP/1.1\r\nHost: a\r\nX-User: ${user}\r\n\r\n`)
+  await waitFor(() => held.length === 1, 10_000, 'a holding the request')
+  held[0]!.write('HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n')
+  t.ok(await conn.until(() => conn.responses().length === 1, 5000), 'the home\'s 103 reached the client')
+  await timers.hedge()
+  const finals = await conn.waitFinals(1, 5000)
+  t.same(conn.responses().map((x) => x.status), [103, 200])
+  t.equal(finals[0]?.body.toString(), 'from b', "the hedge's answer: the 103 committed the request to nothing")
 })
