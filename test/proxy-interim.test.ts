@@ -14,11 +14,21 @@ import { ok, startRawUpstream, type RawScript, type RawUpstreamConnection } from
 import { HEDGE_AFTER, HedgeTimers } from './fixtures/hedge-timers.js'
 import { testConfig } from './fixtures/upstream.js'
 import { waitFor } from './fixtures/wait.js'
-import { MAX_INTERIM_ANSWERS } from '../src/proxy/interim-response.js'
+import { interimHead, MAX_INTERIM_ANSWERS } from '../src/proxy/interim-response.js'
 
 const HINTS = 'HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload; as=style, </b.js>; rel=preload\r\nLink: </c.css>; rel="preload"; title="c c"\r\n\r\n'
 const raw = (bytes: string): RawScript => (_q, c) => c.write(bytes)
 const GET = 'GET /x HTTP/1.1\r\nHost: a\r\n\r\n'
+
+t.test('interimHead writes the 1xx head: each value on its own line, the registered reason when the upstream\'s is unreadable, bad fields left out', async (t) => {
+  const cases: [number, string | undefined, Record<string, string | string[] | undefined>, string][] = [
+    [103, 'Early Hints', { link: '</a.css>; rel=preload' }, 'HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n'],
+    [103, undefined, { link: ['</a>; rel=preload', '</b>; rel=preload'] }, 'HTTP/1.1 103 Early Hints\r\nlink: </a>; rel=preload\r\nlink: </b>; rel=preload\r\n\r\n'],
+    [102, 'bad\r\nreason', {}, 'HTTP/1.1 102 Processing\r\n\r\n'],
+    [104, '', { 'x-a': 'ok', 'x b': 'name no token', 'x-c': 'a\nb', 'x-d': undefined }, 'HTTP/1.1 104 \r\nx-a: ok\r\n\r\n'],
+  ]
+  for (const [status, reason, fields, want] of cases) t.equal(interimHead(status, reason, fields), want, JSON.stringify([status, reason, fields]))
+})
 
 t.test('an HTTP/1.1 client gets the upstream\'s 103 Early Hints with its Link fields, then the 200', async (t) => {
   const h = await startHarness({ retries: { attempts: 0 } }, raw(`${HINTS}${ok('ok')}`))
