@@ -76,6 +76,17 @@ export type PassiveResult = 'success' | 'connect_failure' | 'connect_refused' | 
  */
 export type EjectionReason = 'refused' | 'error' | 'timeout' | '5xx' | 'probes' | 'unknown'
 
+/**
+ * How long another replica's ejection lasts, as its `down` tells it: `ms` from when it was sent
+ * (the receiver adds it to its own clock: no clock of two replicas is compared) and `count`, its
+ * ejection count there (which ejection of that upstream this is: the n-th lasts n times
+ * base_ejection). See {@link HealthTable.reportPassive}.
+ */
+export interface ToldLength {
+  readonly ms: number
+  readonly count: number
+}
+
 /** The reasons a `down` message may carry (an ejection found on live traffic). */
 export const TOLD_REASONS: readonly EjectionReason[] = ['refused', 'error', 'timeout', '5xx']
 
@@ -382,14 +393,25 @@ export class HealthTable {
    * (`OPTIONS *` on any answer, a health path the failing pages do not use) does not show that
    * what failed works again.
    * `told`: a `peer`'s reason (see EjectionReason), when its message gives one.
-   * A `peer`'s ejection heard while ejected here changes how this one ends, never its time: the
-   * one that ends last holds (timed > refused > until a probe passes here). Out until a probe
-   * passes, it becomes theirs; out for a refusal, another's timed one (5xx, errors, timeouts,
-   * an older Tether's) makes it timed; a timed one stays as it is, a refusal told meanwhile too.
+   * `length`: how long the `peer`'s ejection lasts there and its count there, when its message
+   * gives them (see ToldLength; an older Tether's does not: the ejection is then timed by this
+   * table's own count, as before). Every replica then ends it at the same moment, whatever
+   * its own count (a replica started later, or one that missed a `down`, counts fewer): it is
+   * ejected for that time (at most max_ejection), not for the time its own count gives, and its
+   * count becomes the higher of the two, so an ejection it starts next lasts as long as the
+   * sender's would. One refused for max_ejection_percent is counted all the same (as if it ran
+   * here until that end) without taking the upstream out.
+   * A `peer`'s ejection heard while ejected here changes how this one ends: the one that ends
+   * last holds (timed > refused > until a probe passes here; a later told end over an earlier
+   * one). Out until a probe passes, it becomes theirs; out for a refusal, another's timed one
+   * (5xx, errors, timeouts, an older Tether's) makes it timed; a timed one stays as it is, a
+   * refusal told meanwhile too. Its time is its `length`'s end when that is later than this
+   * one's (two replicas that ejected it before hearing each other end it alike), else
+   * unchanged; its count is taken when higher.
    * Example (3 failures, base 30 s): three `reportPassive('app-0', 'connect_failure')` calls ->
    * ejected 30 s; ejected again right after -> 60 s.
    */
-  reportPassive(id: string, result: PassiveResult, untilPass = false, peer = false, refused = !peer && result === 'connect_refused', told: EjectionReason | null = null): void {
+  reportPassive(id: string, result: PassiveResult, untilPass = false, peer = false, refused = !peer && result === 'connect_refused', told: EjectionReason | null = null, length: ToldLength | null = null): void {
     const passive = this.#options.passive
     const e = this.#entries.get(id)
     if (!passive || !e) return
@@ -422,6 +444,14 @@ export class HealthTable {
         // out here for 5xx, errors or timeouts: a refusal there changes nothing (the process
         // restarted is no evidence its answers are good again; still refused when the time is
         // up, it fails the probes here, and is ejected at once by the next refused request)
+        // Its time: theirs when it ends later (both ejected it before hearing the other: each
+        // takes the later end, so they end together), and its count when higher
+        if (length !== null) {
+          const end = now + Math.min(length.ms, passive.max_ejection)
+          if (end > e.ejectedUntil) e.ejectedUntil = end
+          e.lastEjectionEnd = Math.max(e.lastEjectionEnd, e.ejectedUntil)
+          e.timesEjected = Math.max(e.timesEjected, length.count)
+        }
       }
       return
     }
@@ -432,11 +462,20 @@ export class HealthTable {
     }
     e.passiveFailures++
     const enough = result === 'connect_refused' || e.passiveFailures >= passive.consecutive_failures
-    if (!enough || !this.#mayEject(passive, now) || (result !== 'connect_refused' && this.#lastReady(e, passive))) return
+    // another replica's ejection that tells its length: counted here as there (see `length`)
+    const theirs = peer && !untilPass && length !== null ? length : null
     const decay = Math.max(0, Math.floor((now - e.lastEjectionEnd) / passive.base_ejection))
+    if (!enough || !this.#mayEject(passive, now) || (result !== 'connect_refused' && this.#lastReady(e, passive))) {
+      // refused here (max_ejection_percent): counted all the same, as if it ran here until its end there
+      if (enough && theirs !== null) {
+        e.timesEjected = Math.max(Math.max(0, e.timesEjected - decay) + 1, theirs.count)
+        e.lastEjectionEnd = Math.max(e.lastEjectionEnd, now + Math.min(theirs.ms, passive.max_ejection))
+      }
+      return
+    }
     e.before = { times: e.timesEjected, end: e.lastEjectionEnd }
-    e.timesEjected = Math.max(0, e.timesEjected - decay) + 1
-    const duration = Math.min(passive.base_ejection * e.timesEjected, passive.max_ejection)
+    e.timesEjected = Math.max(Math.max(0, e.timesEjected - decay) + 1, theirs?.count ?? 0)
+    const duration = theirs !== null ? Math.min(theirs.ms, passive.max_ejection) : Math.min(passive.base_ejection * e.timesEjected, passive.max_ejection)
     e.ejectedUntil = now + duration
     e.untilPass = untilPass && this.#activeHere()
     e.refused = !e.untilPass && refused
@@ -458,6 +497,20 @@ export class HealthTable {
     if (!e) return false
     this.#expire(e, this.#clock.now())
     return e.ejectedUntil !== null && e.refused
+  }
+
+  /**
+   * How long the ejection of `id` in force lasts from now and its ejection count, for a `down`
+   * that tells it (see ToldLength); null when not ejected (or unknown) or ejected until a probe
+   * passes here (another replica's failed probes: no time of its own to tell).
+   * Example: `health.toldLength('app-1')` -> `{ ms: 60000, count: 2 }` right after its second ejection.
+   */
+  toldLength(id: string): ToldLength | null {
+    const e = this.#entries.get(id)
+    if (!e) return null
+    const now = this.#clock.now()
+    this.#expire(e, now)
+    return e.ejectedUntil === null || e.untilPass ? null : { ms: e.ejectedUntil - now, count: e.timesEjected }
   }
 
   /**

@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto'
 import type { Logger } from '../observability/logger.js'
 import type { PeerChannel } from '../peers/peer-channel.js'
-import { TOLD_REASONS, type EjectionReason, type HealthTable } from './health-table.js'
+import { TOLD_REASONS, type EjectionReason, type HealthTable, type ToldLength } from './health-table.js'
 import { ReplayWindow } from './replay-window.js'
 
 /** The named set of upstreams drained through an admin API, for replicas that start later: `migrate` or `stay`. */
@@ -235,8 +235,12 @@ export class SharedHealth {
     // `timeout` takes that as a reason it does not know: ejected for its time, shown unknown
     const why = kind === 'down' && !active ? this.#health.ejection(id)?.reason : undefined
     const reason = why !== undefined && TOLD_REASONS.includes(why) ? why : undefined
+    // `ejectedFor` and `ejections`: how long it stays ejected here from now (ms) and which
+    // ejection of it this is here, so every receiver ends it when this replica does, whatever
+    // it counted itself (an older Tether ignores them: timed by its own count, as before)
+    const length = kind === 'down' && !active ? this.#health.toldLength(id) : null
     // `recorded`: the sender keeps the drain starts itself (a Tether since they exist)
-    const sent = [this.#channel.publish(JSON.stringify({ from: this.#self, seq: ++this.#seq, kind, id, ...(active ? { active, group: this.#group } : {}), ...(refused ? { refused } : {}), ...(reason !== undefined ? { reason } : {}), ...(url !== undefined ? { url } : {}), ...(addresses !== undefined ? { addresses } : {}), ...(uid !== undefined ? { uid } : {}), ...(migrate ? { migrate } : {}), ...(since !== undefined ? { since } : {}), ...(kind === 'undrain' ? { recorded: true } : {}) }))]
+    const sent = [this.#channel.publish(JSON.stringify({ from: this.#self, seq: ++this.#seq, kind, id, ...(active ? { active, group: this.#group } : {}), ...(refused ? { refused } : {}), ...(reason !== undefined ? { reason } : {}), ...(length !== null ? { ejectedFor: length.ms, ejections: length.count } : {}), ...(url !== undefined ? { url } : {}), ...(addresses !== undefined ? { addresses } : {}), ...(uid !== undefined ? { uid } : {}), ...(migrate ? { migrate } : {}), ...(since !== undefined ? { since } : {}), ...(kind === 'undrain' ? { recorded: true } : {}) }))]
     if (kind === 'down') {
       void sent[0]!.then((ok) => { if (ok) this.#unsentDowns.delete(id); else this.#unsentDowns.add(id) })
       return
@@ -335,7 +339,7 @@ export class SharedHealth {
 
   /** `relayed`: from the group's channel (a lead relayed it; nothing else comes that way with a relay). */
   #receive(message: string, relayed = false): void {
-    let m: { from?: unknown; seq?: unknown; kind?: unknown; id?: unknown; active?: unknown; refused?: unknown; reason?: unknown; group?: unknown; url?: unknown; addresses?: unknown; uid?: unknown; migrate?: unknown; since?: unknown; recorded?: unknown }
+    let m: { from?: unknown; seq?: unknown; kind?: unknown; id?: unknown; active?: unknown; refused?: unknown; reason?: unknown; ejectedFor?: unknown; ejections?: unknown; group?: unknown; url?: unknown; addresses?: unknown; uid?: unknown; migrate?: unknown; since?: unknown; recorded?: unknown }
     try {
       m = JSON.parse(message) as typeof m
     } catch {
@@ -382,7 +386,9 @@ export class SharedHealth {
       if (m.kind === 'undrain' ? m.recorded !== true : since === undefined) void this.#channel.remember(DRAIN_STARTS, m.id, null)
     }
     const told = m.active !== true && TOLD_REASONS.includes(m.reason as EjectionReason) ? m.reason as EjectionReason : undefined
-    this.#apply({ kind: m.kind, id: m.id, migrate: m.migrate === true, active: m.active === true, refused: m.refused === true && m.active !== true, told, since })
+    // (a length that is not a whole number of ms >= 1 with a count >= 1 is read as none: timed here by this replica's count)
+    const length = m.active !== true && isCount(m.ejectedFor) && isCount(m.ejections) ? { ms: m.ejectedFor, count: m.ejections } : null
+    this.#apply({ kind: m.kind, id: m.id, migrate: m.migrate === true, active: m.active === true, refused: m.refused === true && m.active !== true, told, length, since })
   }
 
   /**
@@ -428,14 +434,15 @@ export class SharedHealth {
     for (let i = this.#unrelayed.length - 1; i >= 0; i--) if (this.#unrelayed[i]!.id === id) this.#unrelayed.splice(i, 1)
   }
 
-  #apply(m: { kind: unknown; id: string; migrate: boolean; active: boolean; refused?: boolean; told?: EjectionReason | undefined; since?: number | undefined }): void {
+  #apply(m: { kind: unknown; id: string; migrate: boolean; active: boolean; refused?: boolean; told?: EjectionReason | undefined; length?: ToldLength | null; since?: number | undefined }): void {
     this.#applyingPeer = true
     try {
       // another replica's active checks found it down: out here until this replica's own probe
       // passes; its traffic found it refusing: until this replica's probes pass healthy_threshold
       // times in a row (as there); other failures there: for the ejection time (and one of those
       // heard while out here for a refusal makes that timed too, see HealthTable.reportPassive)
-      if (m.kind === 'down') this.#health.reportPassive(m.id, 'connect_refused', m.active, true, m.refused === true, m.told ?? null)
+      // (for as long as it lasts there, when the sender says: see HealthTable.reportPassive's `length`)
+      if (m.kind === 'down') this.#health.reportPassive(m.id, 'connect_refused', m.active, true, m.refused === true, m.told ?? null, m.length ?? null)
       else if (m.kind === 'drain') { if (!this.#health.drain(m.id, m.migrate, m.since)) return }
       else if (m.kind === 'undrain') this.#health.undrain(m.id)
       else return
@@ -463,6 +470,11 @@ function heardOnce(heard: Heard, other: Heard[], mine: Heard[]): void {
 /** Add `entry` to `list`, dropping the oldest beyond RELAYED_KEPT. */
 function keep<T>(list: T[], entry: T): void {
   if (list.push(entry) > RELAYED_KEPT) list.shift()
+}
+
+/** A told length's field (`ejectedFor` ms, `ejections`): a whole number >= 1 (anything else is read as none). */
+function isCount(n: unknown): n is number {
+  return typeof n === 'number' && Number.isSafeInteger(n) && n > 0
 }
 
 /** A message's `seq` as a sender numbers them (1, 2, 3, ...); anything else is read as no seq (an older Tether's). */
