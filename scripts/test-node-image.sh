@@ -35,6 +35,7 @@ PATTERNS=(
   'test/proxy-trailers.test.ts'
   'test/proxy-duplicate-fields.test.ts'
   'test/pipelining-bound.test.ts'
+  'test/proxy-interim.test.ts'
   'test/upgrade-*.test.ts'
   'test/websocket-*.test.ts'
   'test/log-sonic-boom-internals.test.ts'
