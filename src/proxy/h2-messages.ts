@@ -126,11 +126,18 @@ export class H2Request extends http2.Http2ServerRequest {
  * short). Not a client that left: the access line says TETHER_BAD_REQUEST, as for an HTTP/1.1
  * body Node's parser refuses (nginx answers such a stream 400, `client intended to send body
  * data larger than declared`). A stream the client reset itself (CANCEL, as browsers do) is
- * not. Read only for a request whose client was found gone. Example: POST with content-length
- * 3 and 10 bytes of DATA -> true; the same with RST_STREAM CANCEL after 1 byte -> false.
+ * not, nor one that sent its whole declared body and then reset the stream with PROTOCOL_ERROR
+ * itself (`taken`: the body's bytes sent upstream). Read only for a request whose client was
+ * found gone. Example: POST with content-length 3 and 10 bytes of DATA -> true; the same with
+ * RST_STREAM CANCEL after 1 byte -> false; 3 of 3 bytes then RST_STREAM PROTOCOL_ERROR -> false.
  */
-export function malformedBody(req: object): boolean {
-  return req instanceof H2Request && !req.stream.endAfterHeaders && req.stream.rstCode === NGHTTP2_PROTOCOL_ERROR
+export function malformedBody(req: object, taken: number): boolean {
+  if (!(req instanceof H2Request) || req.stream.endAfterHeaders || req.stream.rstCode !== NGHTTP2_PROTOCOL_ERROR) return false
+  // a body that reached its declared length (taken upstream, or still buffered) was not cut by
+  // nghttp2: the client reset the stream itself (for its own reason), so it left. Without a
+  // declared length only malformed trailers (or the client itself) reset it: taken as malformed
+  const declared = req.headers['content-length']
+  return declared === undefined || taken + req.stream.readableLength < Number(declared)
 }
 
 /** Headers no h2 answer may carry (RFC 9113 section 8.2.2); `te` only as "trailers". */

@@ -931,7 +931,7 @@ export class RequestPath {
   /** The request is done: metrics and the access log. */
   #finish(ctx: RequestContext, r: AttemptResult): void {
     // over h2, a stream "left" because nghttp2 reset its malformed body is the client's bad request
-    if (r.outcome?.kind === 'client_abort' && malformedBody(ctx.req)) r = { ...r, outcome: MALFORMED_BODY }
+    if (r.outcome?.kind === 'client_abort' && malformedBody(ctx.req, ctx.body?.bytes ?? 0)) r = { ...r, outcome: MALFORMED_BODY }
     ctx.status = r.status
     ctx.outcome = r.outcome
     const upstream = ctx.decision?.upstream ?? null
