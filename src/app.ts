@@ -219,7 +219,8 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   // connectTimeout (2 s): with Redis frozen, the start waits about one of them, not their sum.
   // redis.start() makes its client before its first await (so it is called first: the
   // subscriptions are made on it); only the shared health's read of the recorded drains needs
-  // the connection's start settled (it waits for it: with Redis up, they apply before listening).
+  // the connection's start settled (it waits for it: with Redis up, they apply before `tether listening` is logged; the
+  // ports accept connections from before this wait, so a request in it is routed without them).
   // Each resolves even when Redis is down (degraded, reconnecting); one that rejects is thrown
   // once the others settled (none is left pending), the first in this order, after what was
   // started is closed.

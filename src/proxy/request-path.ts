@@ -249,7 +249,9 @@ export class RequestPath {
           // another replica (or worker) may have made this move first: see #movedBefore
           checkedMove = true
           prefetched = ctx.holdMoves || d.sessionKey === null ? null : this.#d.state?.fetch(d.sessionKey) ?? null
-          if (await this.#movedBefore(ctx, d, shared)) {
+          // only alongside that fetch: a move without one (a key without checkpoints, a held
+          // move) would wait for the read, and announcing it again costs no rehydration
+          if (prefetched !== null && await this.#movedBefore(ctx, d, shared)) {
             prefetched = null
             this.#d.router.settle(d)
             continue
@@ -443,7 +445,9 @@ export class RequestPath {
    * is decided again, so it goes where that move took the user without X-Tether-Moved and a
    * rehydration once more. A store that does not answer (or the client gone) leaves the move as
    * decided. Two replicas moving one user at the same instant both find nothing stored yet and
-   * both announce it (the store keeps one of the two; docs/state-protocol.md).
+   * both announce it (the store keeps one of the two; docs/state-protocol.md). Not asked for a
+   * move without a state fetch (nothing to overlap, no rehydration to save), nor for a hedge's
+   * move (#hedged).
    */
   async #movedBefore(ctx: RequestContext, d: Decision, shared: SharedBindings): Promise<boolean> {
     const key = (ctx.key as Extract<RequestKey, { kind: 'table' }>).value
