@@ -37,20 +37,30 @@ export function clientErrorCode(code: string | undefined, raw?: Buffer, at?: num
   }
 }
 
-/** An upper-case method token then a space, the form of every registered method (RFC 9110 section 16.1). */
-const METHOD = /^[A-Z][A-Z0-9_-]* /
+/**
+ * A whole request line whose method has the form of every registered method (RFC 9110 section
+ * 16.1: upper-case token), a target of visible characters and an HTTP/1.x version (RFC 9112
+ * section 3).
+ */
+const REQUEST_LINE = /^[A-Z][A-Z0-9_-]* [\x21-\x7e]+ HTTP\/1\.[01]$/
 
 /**
- * Does the request line the parser stopped in (at `at` of `raw`) start with a method of the
- * registered form that Node's parser does not know (llhttp accepts only the methods it lists)?
- * Such a method is a valid token a proxy would forward (RFC 9110 section 9.1; nginx and HAProxy
- * do): Tether cannot, and says so with 501 (RFC 9110 section 15.6.2) rather than calling the
- * request malformed. Other bytes (`get`, a TLS handshake) are not a method of that form: 400.
+ * Does the request line the parser stopped in (at `at` of `raw`) have a method of the
+ * registered form that Node's parser does not know (llhttp accepts only the methods it lists),
+ * and otherwise the form of a request line? Such a method is a valid token a proxy would
+ * forward (RFC 9110 section 9.1; nginx and HAProxy do): Tether cannot, and says so with 501
+ * (RFC 9110 section 15.6.2) rather than calling the request malformed. Other bytes (`get`, a
+ * TLS handshake, another protocol's line such as SMTP's `EHLO example.com` or Redis's
+ * `SET foo bar`, control bytes in the target, a line not whole in `raw` or over 8 KiB) are
+ * not: 400, as nginx answers them.
  */
 export function unknownMethod(raw: Buffer, at: number): boolean {
   const end = Math.min(at, raw.length)
   const start = end <= 0 ? 0 : raw.lastIndexOf(0x0a, end - 1) + 1 // a negative offset would count from the end
-  return METHOD.test(raw.toString('latin1', start, Math.min(raw.length, start + 64)))
+  let stop = raw.indexOf(0x0a, start)
+  if (stop < 0 || stop - start > 8192) return false
+  if (stop > start && raw[stop - 1] === 0x0d) stop--
+  return REQUEST_LINE.test(raw.toString('latin1', start, stop))
 }
 
 type ServerSocket = Socket & { _httpMessage?: ServerResponse | null; parser?: { incoming?: IncomingMessage | null } | null }
