@@ -175,7 +175,10 @@ t.test('combined failures: a replica frozen, Redis frozen, a hot reload and a wo
     for (const s of samples.filter(succeeded)) {
       if (prev !== null && s.upstream !== prev.upstream) {
         const expected = (prev.upstream === frozenId && s.end >= at) || (prev.upstream === killedId && s.end >= killAt)
-        if (!expected) strays.push(`${load.name(u)} #${s.seq}: ${prev.upstream} -> ${s.upstream} at +${Math.round(s.end - at)} ms`)
+        // from the first fault on, as the other drills count (changedAfter): before it, a loaded
+        // host can fail two health probes of a live replica in a row (500 ms each), which moves
+        // its users by design (seen once at load 17-19: app-3 marked down 2.7 s before the fault)
+        if (!expected && s.end >= at) strays.push(`${load.name(u)} #${s.seq}: ${prev.upstream} -> ${s.upstream} at +${Math.round(s.end - at)} ms`)
       }
       prev = s
     }
