@@ -101,7 +101,7 @@ t.test('a reference in a default is an error, never a literal or a stray brace (
 })
 
 t.test("a secret written as a shell's $NAME or Kubernetes' $(NAME) is refused (it would be the secret's text), not shown", async (t) => {
-  const MSG = "is a variable reference of another syntax ($NAME or $(NAME)), which Tether would take as the secret's text: write ${NAME} to read the variable (the value is not shown)"
+  const MSG = "is a variable reference of another syntax ($NAME or $(NAME)), which Tether would take as the secret's text: write ${NAME} to read the variable (a secret that really is this text: put it in a variable and write ${NAME}; the value is not shown)"
   const secrets = (secret: string, password: string): string => yaml(
     'upstreams: [{ id: a, url: "http://127.0.0.1:9001" }]',
     `affinity: { cookie: { secret: "${secret}" } }`,
@@ -110,8 +110,11 @@ t.test("a secret written as a shell's $NAME or Kubernetes' $(NAME) is refused (i
   // upper case (a variable's usual name) or a name set in the environment: a reference by mistake
   t.strictSame(issuesOf(secrets('$TETHER_SECRET_FOR_ALL', '$(REDIS_PASSWORD)')), [`${FILE}:2:31 affinity.cookie.secret: ${MSG}`, `${FILE}:3:29 state.redis.password: ${MSG}`])
   t.strictSame(issuesOf(withToken('"$admin_token"'), { admin_token: 'x' }), [`${FILE}:2:10 admin.token: ${MSG}`])
-  // a password that only starts with $, or a lower-case name nothing sets, is a password
+  // a password that only starts with $, a lower-case name nothing sets, or a generated one
+  // (upper case and digits, no underscore: not how variables are named) is a password
   t.strictSame(issuesOf(secrets('$ecret-0123456789abcdef', '$pw')), [])
+  t.strictSame(issuesOf(secrets('$X7Q9K2M4X7Q9K2M4Z', '$(X7Q9K2M4)')), [])
+  t.strictSame(issuesOf(secrets('$X7Q9K2M4X7Q9K2M4Z', '$X7Q9K2M4'), { X7Q9K2M4: 'set' }), [`${FILE}:3:29 state.redis.password: ${MSG}`], 'unless a variable of that name is set')
   t.strictSame(issuesOf(withToken('"$admin_token"')), [])
   // the braces Tether reads
   t.strictSame(issuesOf(secrets('${S}', '${P}'), { S: '0123456789abcdef', P: 'p' }), [])

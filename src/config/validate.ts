@@ -202,6 +202,12 @@ const secretLeaf: Check<string> = leaf('a string', (value) => {
   return new Fail(`expected a string (quote it), got ${typeof value === 'number' ? 'a number' : typeof value === 'boolean' ? 'a boolean' : 'another type'}`)
 })
 
+/**
+ * How environment variables are named: upper case with an underscore (`TETHER_SECRET`,
+ * `REDIS_PASSWORD`). A generated password after a `$` (`$X7Q9K2M4`) has none.
+ */
+const VARIABLE_NAME = /^[A-Z][A-Z0-9]*_[A-Z0-9_]*$/
+
 /** A whole value `$NAME` (shell, Docker Compose) or `$(NAME)` (a Kubernetes container's env and args). */
 const FOREIGN_REFERENCE = /^\$(?:([A-Za-z_][A-Za-z0-9_]*)|\(([A-Za-z_][A-Za-z0-9_]*)\))$/
 
@@ -209,14 +215,15 @@ const FOREIGN_REFERENCE = /^\$(?:([A-Za-z_][A-Za-z0-9_]*)|\(([A-Za-z_][A-Za-z0-9
  * A password, token or secret: as {@link string}, but a value of another type (a password
  * written unquoted as a number) is told by its type, never shown (a reload logs the issues).
  * A whole value written as another tool's variable reference (`secret: "$TETHER_SECRET"`), whose
- * name is upper case or set in the environment, is an error: Tether reads only `${NAME}`, so it
+ * name is written as environment variables are (upper case with an underscore) or is set in
+ * the environment, is an error: Tether reads only `${NAME}`, so it
  * would be the secret itself, the same public text on every replica.
  */
 const secretString: Check<string> = (node, path, ctx) => {
   const ref = node.kind === 'scalar' && typeof node.value === 'string' ? FOREIGN_REFERENCE.exec(node.value) : null
   const name = ref?.[1] ?? ref?.[2]
-  if (name !== undefined && (/^[A-Z_][A-Z0-9_]*$/.test(name) || ctx.env[name] !== undefined)) {
-    return ctx.report(node.pos, path, `is a variable reference of another syntax ($NAME or $(NAME)), which Tether would take as the secret's text: write \${NAME} to read the variable (the value is not shown)`)
+  if (name !== undefined && (VARIABLE_NAME.test(name) || ctx.env[name] !== undefined)) {
+    return ctx.report(node.pos, path, `is a variable reference of another syntax ($NAME or $(NAME)), which Tether would take as the secret's text: write \${NAME} to read the variable (a secret that really is this text: put it in a variable and write \${NAME}; the value is not shown)`)
   }
   return secretLeaf(node, path, ctx)
 }
