@@ -160,6 +160,9 @@ export class AnswerHead implements AnswerHeadPolicy {
     // an interim answer sets no cookie: Tether's own name, a learned application cookie and a
     // left epoch's value are decided on the final head (decorate)
     if (headers['set-cookie'] !== undefined) delete headers['set-cookie']
+    // a 1xx has no content: a server MUST NOT send Content-Length in one (RFC 9110 section 8.6;
+    // nghttp2 clients reset an informational HEADERS frame carrying it), as for a 101
+    if (headers['content-length'] !== undefined) delete headers['content-length']
     return headers
   }
 
