@@ -415,6 +415,10 @@ export class HealthTable {
     const passive = this.#options.passive
     const e = this.#entries.get(id)
     if (!passive || !e) return
+    // a told count past the one whose time reaches max_ejection lengthens nothing: capped there
+    // (a buggy or hostile peer's 2^53 would otherwise make every later ejection here, and every
+    // replica this one tells, last max_ejection for good, the count decaying one a base_ejection)
+    if (length !== null && passive.base_ejection > 0) length = { ms: length.ms, count: Math.min(length.count, Math.ceil(passive.max_ejection / passive.base_ejection)) }
     const now = this.#clock.now()
     this.#expire(e, now)
     if (e.ejectedUntil !== null) {
