@@ -1,6 +1,6 @@
 // The logger's exit flush (src/observability/logger.ts, stdoutDestination's flushSync and
 // writesInFlight; holdLinesForExit) reads and writes sonic-boom internals that no public API
-// gives: `_writing`, `_writingBuf`, `_bufs`, the `release` callback read at each fs.write, and
+// gives: `fd`, `_writing`, `_writingBuf`, `_bufs`, `_len`, `retryEAGAIN`, the `release` callback read at each fs.write, and
 // `minLength`. A sonic-boom upgrade that renames or drops one would silently bring back the loss
 // of the last lines before an exit (test/log-stalled-reader.test.ts): this fails first, saying
 // which one is gone. A real asynchronous destination (on /dev/null).
@@ -25,6 +25,9 @@ t.test("the sonic-boom internals the logger's exit flush uses are there", async 
   t.equal(typeof d['_writing'], 'boolean', needs('`_writing` (a boolean: a write started and not yet done)'))
   t.equal(typeof d['_writingBuf'], 'string', needs('`_writingBuf` (the data of the write started)'))
   t.ok(Array.isArray(d['_bufs']), needs('`_bufs` (an array: the data waiting for a write)'))
+  t.equal(typeof d['_len'], 'number', needs('`_len` (the bytes waiting, counted down as the synchronous flush writes them)'))
+  t.equal(d['fd'], fd, needs('`fd` (the descriptor written to)'))
+  t.equal(typeof d['retryEAGAIN'], 'function', needs('`retryEAGAIN` (whether to write to a full pipe again)'))
   t.equal(typeof d['minLength'], 'number', needs('`minLength` (a write starts once this many bytes wait)'))
   t.equal(typeof d['flushSync'], 'function', needs('`flushSync`'))
   const release = Object.getOwnPropertyDescriptor(d, 'release')

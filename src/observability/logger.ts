@@ -1,7 +1,7 @@
 // The only file that imports pino. JSON lines on stdout; the level comes from config
 // `log.level`, overridden by the LOG_LEVEL environment variable (read by the caller). Every
 // `err` field goes through one serializer that keeps secrets out (see serializeError).
-import { constants, fstatSync, openSync } from 'node:fs'
+import fs, { constants, fstatSync, fsyncSync, openSync } from 'node:fs'
 import { pino, type Logger } from 'pino'
 import type { LogLevel } from '../config/schema.js'
 import { maskUrlCredentials } from '../secret-text.js'
@@ -89,6 +89,8 @@ function stdoutFd(): number {
  * left when the process exits, retrying a full pipe for ever: with a reader that stalled (a
  * hung log collector, `tether | less` left open) a stopped Tether never ended. At exit a pipe
  * that takes nothing for {@link EXIT_STALL_MS} is given up (those lines are lost with the reader).
+ * One whose reader is gone (EPIPE) or that fails otherwise takes no more lines: they are dropped
+ * from then on, and neither the exit nor a signal waits on it (see {@link flushHeld}).
  */
 function stdoutDestination(): Destination {
   if (stdout !== null) return stdout
@@ -120,27 +122,93 @@ function stdoutDestination(): Destination {
       if (summaryDropped) dropped += n
     })
   })
-  const flushSync = dest.flushSync.bind(dest)
+  // a write that fails for good (EPIPE: the reader went away, `tether | head`, a log shipper that
+  // died; EBADF, EIO): stdout takes no more lines, ever. pino's own listener (before this one)
+  // stops the writes at EPIPE only, and throws anything else as an uncaught exception.
+  dest.on('error', (err: NodeJS.ErrnoException) => { if (err.code !== 'EAGAIN' && err.code !== 'EBUSY') stopWriting(dest) })
   const inFlight = writesInFlight(dest)
   dest.flushSync = (): void => {
-    try {
-      // a write waiting for its retry (the pipe was full) is not in flight: the synchronous flush
-      // writes it, first (else the exit lost it, a line cut in the middle when part of it was
-      // written). One in flight cannot be taken back: the exit's thread-pool shutdown completes it.
-      // (its rest is a Buffer once part of it was written)
-      const d = dest as unknown as { _writing: boolean; _writingBuf: string | Buffer; _bufs: (string | Buffer)[] }
-      if (exiting && d._writing && !inFlight() && (typeof d._writingBuf === 'string' || Buffer.isBuffer(d._writingBuf)) && d._writingBuf.length > 0 && Array.isArray(d._bufs)) {
-        d._bufs.unshift(d._writingBuf)
-        d._writingBuf = ''
-        d._writing = false
-      }
-      flushSync()
-    } catch {
-      // the pipe refused the rest at exit
+    // a write waiting for its retry (the pipe was full) is not in flight: the synchronous flush
+    // writes it, first (else the exit lost it, a line cut in the middle when part of it was
+    // written). One in flight cannot be taken back: the exit's thread-pool shutdown completes it.
+    // (its rest is a Buffer once part of it was written)
+    const d = dest as unknown as SonicInternals
+    if (exiting && d._writing && !inFlight() && (typeof d._writingBuf === 'string' || Buffer.isBuffer(d._writingBuf)) && d._writingBuf.length > 0 && Array.isArray(d._bufs)) {
+      d._bufs.unshift(d._writingBuf)
+      d._writingBuf = ''
+      d._writing = false
     }
+    flushHeld(dest)
   }
   stdout = dest
   return dest
+}
+
+/** The sonic-boom fields the synchronous flush reads and writes (see test/log-sonic-boom-internals.test.ts). */
+interface SonicInternals {
+  fd: number
+  _writing: boolean
+  _writingBuf: string | Buffer
+  _bufs: (string | Buffer)[]
+  _len: number
+  retryEAGAIN: (err: Error, writing: number, remaining: number) => boolean
+}
+
+/** How long the synchronous flush waits before it writes to a full pipe again (ms; sonic-boom's). */
+const FULL_PIPE_PAUSE_MS = 100
+const pause = new Int32Array(new SharedArrayBuffer(4))
+
+/**
+ * `dest`'s synchronous flush (pino's, at a `fatal` line and at exit): sonic-boom's own, but an
+ * error other than a full pipe (EAGAIN) ends it, and stdout with it (see {@link stopWriting}):
+ * sonic-boom's retried every error for ever, 100 ms at a time in Atomics.wait on the main thread,
+ * so with stdout's reader gone (EPIPE) a stopped Tether never ended and no signal could reach it
+ * any more (its handlers are JavaScript). A full pipe is retried while `retryEAGAIN` says so (see
+ * {@link retryFullPipe}).
+ */
+function flushHeld(dest: Destination): void {
+  const d = dest as unknown as SonicInternals & { destroyed?: boolean }
+  if (d.destroyed === true) return // its descriptor is closed (sonic-boom's threw here)
+  if (!d._writing && d._writingBuf.length > 0) {
+    d._bufs.unshift(d._writingBuf)
+    d._writingBuf = ''
+  }
+  while (d._bufs.length > 0) {
+    const buf = d._bufs[0]!
+    try {
+      // (fs.writeSync looked up at each call, as sonic-boom does: a test's hook sees it)
+      const n = typeof buf === 'string' ? fs.writeSync(d.fd, buf, null, 'utf8') : fs.writeSync(d.fd, buf)
+      d._len = Math.max(d._len - n, 0)
+      const rest = (typeof buf === 'string' ? Buffer.from(buf) : buf).subarray(n)
+      if (rest.length === 0) d._bufs.shift()
+      else d._bufs[0] = rest
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code !== 'EAGAIN' && code !== 'EBUSY') return stopWriting(dest)
+      // a full pipe given up (its reader stalled): those lines are lost with it
+      if (!d.retryEAGAIN(err as Error, buf.length, d._len - buf.length)) return
+      Atomics.wait(pause, 0, 0, FULL_PIPE_PAUSE_MS)
+    }
+  }
+  try {
+    fsyncSync(d.fd)
+  } catch {
+    // a pipe or a socket: nothing to sync
+  }
+}
+
+/**
+ * stdout failed for good (EPIPE: its reader is gone): from now on its lines are dropped at once
+ * (nobody can read them; the process runs, stops and exits as usual), and what was waiting for it
+ * is let go.
+ */
+function stopWriting(dest: Destination): void {
+  const d = dest as unknown as SonicInternals & { write: (data: string) => boolean; flushSync: () => void }
+  d.write = () => true
+  d.flushSync = () => undefined
+  d._bufs = []
+  d._writingBuf = ''
+  d._len = 0
 }
 
 /**
