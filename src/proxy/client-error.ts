@@ -43,6 +43,8 @@ export function clientErrorCode(code: string | undefined, raw?: Buffer, at?: num
  * section 3).
  */
 const REQUEST_LINE = /^[A-Z][A-Z0-9_-]* [\x21-\x7e]+ HTTP\/1\.[01]$/
+/** The start of one (`FOO /x HT`): a line the client sends in pieces, cut where the parser stopped reading. */
+const REQUEST_LINE_START = /^[A-Z][A-Z0-9_-]* (?:[\x21-\x7e]+(?: (?:H(?:T(?:T(?:P(?:\/(?:1(?:\.[01]?)?)?)?)?)?)?)?)?)?$/
 
 /**
  * Does the request line the parser stopped in (at `at` of `raw`) have a method of the
@@ -51,16 +53,20 @@ const REQUEST_LINE = /^[A-Z][A-Z0-9_-]* [\x21-\x7e]+ HTTP\/1\.[01]$/
  * forward (RFC 9110 section 9.1; nginx and HAProxy do): Tether cannot, and says so with 501
  * (RFC 9110 section 15.6.2) rather than calling the request malformed. Other bytes (`get`, a
  * TLS handshake, another protocol's line such as SMTP's `EHLO example.com` or Redis's
- * `SET foo bar`, control bytes in the target, a line not whole in `raw` or over 8 KiB) are
- * not: 400, as nginx answers them.
+ * `SET foo bar`, control bytes in the target, a line over 8 KiB) are not: 400, as nginx answers
+ * them. A line not whole in `raw` (sent in pieces) is judged by what it has.
  */
 export function unknownMethod(raw: Buffer, at: number): boolean {
   const end = Math.min(at, raw.length)
   const start = end <= 0 ? 0 : raw.lastIndexOf(0x0a, end - 1) + 1 // a negative offset would count from the end
   let stop = raw.indexOf(0x0a, start)
-  if (stop < 0 || stop - start > 8192) return false
+  // the line goes on past what the parser held (it refuses a method at its first bytes, so a
+  // line sent in pieces is cut): what is there must begin a request line
+  const whole = stop >= 0
+  if (!whole) stop = raw.length
+  if (stop - start > 8192) return false
   if (stop > start && raw[stop - 1] === 0x0d) stop--
-  return REQUEST_LINE.test(raw.toString('latin1', start, stop))
+  return (whole ? REQUEST_LINE : REQUEST_LINE_START).test(raw.toString('latin1', start, stop))
 }
 
 type ServerSocket = Socket & { _httpMessage?: ServerResponse | null; parser?: { incoming?: IncomingMessage | null } | null }
