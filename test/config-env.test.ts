@@ -114,6 +114,9 @@ t.test("a secret written as a shell's $NAME or Kubernetes' $(NAME) is refused (i
   // (upper case and digits, no underscore: not how variables are named) is a password
   t.strictSame(issuesOf(secrets('$ecret-0123456789abcdef', '$pw')), [])
   t.strictSame(issuesOf(secrets('$X7Q9K2M4X7Q9K2M4Z', '$(X7Q9K2M4)')), [])
+  // a one-word name (no digits) is a variable's, set or not
+  t.strictSame(issuesOf(secrets('$TETHERCOOKIESECRET', '$PASSWORD')), [`${FILE}:2:31 affinity.cookie.secret: ${MSG}`, `${FILE}:3:29 state.redis.password: ${MSG}`])
+  t.strictSame(issuesOf(withToken('"$(TOKEN)"')), [`${FILE}:2:10 admin.token: ${MSG}`])
   t.strictSame(issuesOf(secrets('$X7Q9K2M4X7Q9K2M4Z', '$X7Q9K2M4'), { X7Q9K2M4: 'set' }), [`${FILE}:3:29 state.redis.password: ${MSG}`], 'unless a variable of that name is set')
   t.strictSame(issuesOf(withToken('"$admin_token"')), [])
   // the braces Tether reads

@@ -203,10 +203,11 @@ const secretLeaf: Check<string> = leaf('a string', (value) => {
 })
 
 /**
- * How environment variables are named: upper case with an underscore (`TETHER_SECRET`,
- * `REDIS_PASSWORD`). A generated password after a `$` (`$X7Q9K2M4`) has none.
+ * How environment variables are named: upper case, with an underscore (`TETHER_SECRET`,
+ * `REDIS_PASSWORD`) or a word without digits (`PASSWORD`, `TOKEN`). A generated password after
+ * a `$` (`$X7Q9K2M4`) mixes letters and digits without an underscore.
  */
-const VARIABLE_NAME = /^[A-Z][A-Z0-9]*_[A-Z0-9_]*$/
+const VARIABLE_NAME = /^(?:[A-Z][A-Z0-9]*_[A-Z0-9_]*|[A-Z]+)$/
 
 /** A whole value `$NAME` (shell, Docker Compose) or `$(NAME)` (a Kubernetes container's env and args). */
 const FOREIGN_REFERENCE = /^\$(?:([A-Za-z_][A-Za-z0-9_]*)|\(([A-Za-z_][A-Za-z0-9_]*)\))$/
@@ -215,8 +216,8 @@ const FOREIGN_REFERENCE = /^\$(?:([A-Za-z_][A-Za-z0-9_]*)|\(([A-Za-z_][A-Za-z0-9
  * A password, token or secret: as {@link string}, but a value of another type (a password
  * written unquoted as a number) is told by its type, never shown (a reload logs the issues).
  * A whole value written as another tool's variable reference (`secret: "$TETHER_SECRET"`), whose
- * name is written as environment variables are (upper case with an underscore) or is set in
- * the environment, is an error: Tether reads only `${NAME}`, so it
+ * name is written as environment variables are (upper case, with an underscore or without
+ * digits) or is set in the environment, is an error: Tether reads only `${NAME}`, so it
  * would be the secret itself, the same public text on every replica.
  */
 const secretString: Check<string> = (node, path, ctx) => {
