@@ -56,6 +56,9 @@ export function headerPolicy(config: Pick<Config, 'forwarding' | 'state' | 'affi
 /** A reason phrase Node will write and a client can read (RFC 9112: HTAB, SP, VCHAR, obs-text). */
 export const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]*$/
 
+/** A field name as RFC 9110 section 5.1 writes it (a token). */
+export const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
+
 /**
  * The other headers that claim the client's scheme, address or path prefix, read by
  * frameworks before or instead of X-Forwarded-Proto and -For (Rack checks `X-Forwarded-Ssl: on`

@@ -5,7 +5,7 @@
 // their HTTP/1.1 bytes. Pure: finds and removes 100 heads at the start of a response, builds a
 // 1xx head. No I/O.
 import { STATUS_CODES } from 'node:http'
-import { REASON_PHRASE } from './headers.js'
+import { FIELD_NAME, REASON_PHRASE } from './headers.js'
 
 const HTTP1 = Buffer.from('HTTP/1.')
 const END_OF_HEAD = Buffer.from('\r\n\r\n')
@@ -61,9 +61,6 @@ export function withoutUnsolicitedContinue(chunk: Buffer): Buffer {
  */
 export const MAX_INTERIM_ANSWERS = 8
 
-/** A field name as RFC 9110 section 5.1 writes it (a token). */
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
-
 /**
  * The HTTP/1.1 bytes of a 1xx head with `fields` (already filtered: see
  * AnswerHeadPolicy.interim), each value of a repeated field on its own line as the upstream
@@ -81,7 +78,7 @@ export function interimHead(statusCode: number, reason: string | undefined, fiel
   let head = `HTTP/1.1 ${statusCode} ${phrase}\r\n`
   for (const name in fields) {
     const value = fields[name]
-    if (value === undefined || !TOKEN.test(name)) continue
+    if (value === undefined || !FIELD_NAME.test(name)) continue
     for (const v of typeof value === 'string' ? [value] : value) if (REASON_PHRASE.test(v)) head += `${name}: ${v}\r\n`
   }
   return `${head}\r\n`
