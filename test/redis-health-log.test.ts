@@ -10,7 +10,7 @@ import { FakeClock } from './fixtures/clock.js'
 import { LogCapture } from './fixtures/log-capture.js'
 
 const shard = (address: string, status: 'up' | 'down', lastError: string | null = null): RedisNodeHealth => ({
-  address, role: 'shard', slots: '0-5460', status, calls: 20, failed: status === 'down' ? 12 : 0, lastError, full: false,
+  address, role: 'shard', slots: '0-5460', status, calls: 20, failed: status === 'down' ? 12 : 0, lastError, writesRefused: null, full: false,
   summary: `redis shard ${address} (slots 0-5460) ...`,
 })
 const ev = (kind: RedisNodeEvent['kind'], node: RedisNodeHealth): RedisNodeEvent => ({ kind, node })
@@ -127,16 +127,16 @@ t.test('a full node is one warn (not a down one) and an info once it has room; a
   const { log, clock, capture, lines } = setup()
   const a = '127.0.0.1:7001'
   const oom = "OOM command not allowed when used memory > 'maxmemory'."
-  const full = { ...shard(a, 'up', oom), full: true }
+  const full = { ...shard(a, 'up', oom), full: true, writesRefused: 'oom' as const }
   log.observe(ev('up', shard(a, 'up')))
-  log.observe(ev('full', full))
+  log.observe(ev('writes_refused', full))
   clock.advance(2_000)
-  log.observe(ev('room', shard(a, 'up')))
+  log.observe(ev('writes_taken', shard(a, 'up')))
   clock.advance(1_000)
-  log.observe(ev('full', full))
-  log.observe(ev('room', shard(a, 'up')))
+  log.observe(ev('writes_refused', full))
+  log.observe(ev('writes_taken', shard(a, 'up')))
   clock.advance(REDIS_WARN_INTERVAL_MS)
-  log.observe(ev('full', full))
+  log.observe(ev('writes_refused', full))
   await flush()
   const FULL = 'redis node full: it refuses writes (OOM: maxmemory reached under maxmemory-policy noeviction); new checkpoints and shared bindings are not stored, reads (rehydration), renewals and routing unaffected'
   t.same(lines(), [

@@ -2,7 +2,7 @@
 // 5 s outcome window, when a node turns failing (a timed streak, or half of its calls), when it
 // recovers, the summary people read, and slot ranges. Pure: no Redis, no timers.
 import t from 'tap'
-import { FULL_QUIET_MS, NODE_MIN_FAILURES, NODE_STREAK_MS, NodeHealth, OutcomeWindow, slotRanges } from '../src/redis/node-health.js'
+import { REFUSED_QUIET_MS, NODE_MIN_FAILURES, NODE_STREAK_MS, NodeHealth, OutcomeWindow, slotRanges } from '../src/redis/node-health.js'
 
 /** A reachable shard node fed `outcomes` ('+' ok, '-' failed) one every `stepMs` from `start`. */
 function fed(outcomes: string, stepMs: number, start = 0): { node: NodeHealth; now: number } {
@@ -88,7 +88,7 @@ t.test('the summary names the node, its slots and what its calls did', async (t)
   const { node, now } = fed('+'.repeat(8) + '-'.repeat(12), 50)
   t.same(node.snapshot(now), {
     address: '127.0.0.1:7001', role: 'shard', slots: '0-5460', status: 'down', calls: 20, failed: 12,
-    lastError: 'no reply within 50 ms', full: false,
+    lastError: 'no reply within 50 ms', writesRefused: null, full: false,
     summary: 'redis shard 127.0.0.1:7001 (slots 0-5460) failing: 12 of 20 calls in the last 5 s failed, the last 12 in a row (last error: no reply within 50 ms)',
   })
   t.ok(Object.isFrozen(node.snapshot(now)))
@@ -112,17 +112,32 @@ t.test('OOM replies are answers: a node that refuses every write for want of mem
   const oom = "OOM command not allowed when used memory > 'maxmemory'."
   const node = new NodeHealth('127.0.0.1:6379', 'standalone')
   node.connected()
-  for (let i = 0; i <= 50; i++) node.refusedForMemory(oom, i * 20) // 51 refusals over a second, the last at 1000
+  for (let i = 0; i <= 50; i++) node.refusedWrites('oom', oom, i * 20) // 51 refusals over a second, the last at 1000
   t.match(node.snapshot(1_000), { status: 'up', full: true, failed: 0, calls: 51, lastError: oom })
   t.equal(node.snapshot(1_000).summary, `redis 127.0.0.1:6379 full: it refuses writes (${oom})`)
-  node.roomProbed('unknown', 1_000 + FULL_QUIET_MS - 1)
-  t.equal(node.full, true, 'a probe that tells nothing (Redis < 7) ends it only after FULL_QUIET_MS without an OOM')
-  node.roomProbed('full', 2_000)
-  node.roomProbed('unknown', 2_000 + FULL_QUIET_MS - 1)
+  node.writesProbed('unknown', 1_000 + REFUSED_QUIET_MS - 1)
+  t.equal(node.full, true, 'a probe that tells nothing (Redis < 7) ends it only after REFUSED_QUIET_MS without an OOM')
+  node.writesProbed('oom', 2_000, oom)
+  node.writesProbed('unknown', 2_000 + REFUSED_QUIET_MS - 1)
   t.equal(node.full, true, 'an OOM to the probe starts that wait again')
-  node.roomProbed('unknown', 2_000 + FULL_QUIET_MS)
+  node.writesProbed('unknown', 2_000 + REFUSED_QUIET_MS)
   t.equal(node.full, false)
-  node.refusedForMemory(oom, 10_000)
-  node.roomProbed('room', 10_001)
+  node.refusedWrites('oom', oom, 10_000)
+  node.writesProbed('taken', 10_001)
   t.equal(node.full, false, 'a probe the node ran: room at once')
+})
+
+t.test('MISCONF and NOREPLICAS replies are answers too: the node stays up, refuses writes for that reason (told with what to do), the reason follows the last refusal', async (t) => {
+  const misconf = "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk."
+  const node = new NodeHealth('127.0.0.1:6379', 'standalone')
+  node.connected()
+  for (let i = 0; i <= 50; i++) node.refusedWrites('misconf', misconf, i * 20)
+  t.match(node.snapshot(1_000), { status: 'up', writesRefused: 'misconf', full: false, failed: 0, calls: 51, lastError: misconf })
+  t.equal(node.snapshot(1_000).summary, 'redis 127.0.0.1:6379 refuses writes (MISCONF: the last RDB save failed; fix the disk (free space, the permissions of its dir: see its log) or set stop-writes-on-bgsave-error no)')
+  node.writesProbed('noreplicas', 1_500, 'NOREPLICAS Not enough good replicas to write.')
+  t.match(node.snapshot(1_500), { writesRefused: 'noreplicas', summary: /refuses writes \(NOREPLICAS: .*min-replicas-to-write\)$/ }, 'the probe found another reason')
+  node.writesProbed('unknown', 1_500 + REFUSED_QUIET_MS - 1)
+  t.equal(node.writesRefused, 'noreplicas', 'a probe that tells nothing ends it only after REFUSED_QUIET_MS')
+  node.writesProbed('taken', 1_501 + REFUSED_QUIET_MS)
+  t.match(node.snapshot(1_501 + REFUSED_QUIET_MS), { writesRefused: null, full: false, summary: /up: / })
 })

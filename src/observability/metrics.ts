@@ -6,6 +6,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric
 import type { HealthState, HealthTransition } from '../health/health-table.js'
 import type { MoveReason } from '../routing/router.js'
 import { BoundedMap } from '../affinity/bounded-map.js'
+import { WRITES_REFUSED_REASONS, type WritesRefusedReason } from '../redis/reply-errors.js'
 import { monotonicNow, systemClock, type Clock } from '../clock.js'
 import type { ClientProtocol } from './events.js'
 import { WireWriter, labelValue, readSnapshot, renderAggregate, type MetricData, type MetricsSnapshot } from './metrics-wire.js'
@@ -79,7 +80,9 @@ export const METRIC_DOCS = [
   { name: 'tether_redis_node_up', type: 'gauge', labels: ['node'],
     help: 'Per Redis node (host:port of each Cluster master or of the standalone server, the master name with Sentinel): 1 while it answers, 0 while it is unreachable or failing (see docs/redis.md, Redis node health).' },
   { name: 'tether_redis_node_full_state', type: 'gauge', labels: ['node'],
-    help: 'Per Redis node (as in tether_redis_node_up): 1 while it is full, refusing writes with OOM (maxmemory reached under maxmemory-policy noeviction): new checkpoints and shared bindings are not stored, while reads, TTL renewals and routing go on and the node stays up; 0 while it takes writes (see docs/redis.md, A full Redis).' },
+    help: 'Per Redis node (as in tether_redis_node_up): 1 while it is full, refusing writes with OOM (maxmemory reached under maxmemory-policy noeviction): new checkpoints and shared bindings are not stored, while reads, TTL renewals and routing go on and the node stays up; 0 while it takes writes or refuses them for another reason (see docs/redis.md, A full Redis). The same as tether_redis_node_writes_refused_state{reason="oom"}.' },
+  { name: 'tether_redis_node_writes_refused_state', type: 'gauge', labels: ['node', 'reason'],
+    help: 'Per Redis node (as in tether_redis_node_up) and reason it refuses every write while it answers reads (oom: full, maxmemory reached under maxmemory-policy noeviction; misconf: it cannot persist, an RDB save failed under stop-writes-on-bgsave-error yes or an append-only file write failed; noreplicas: fewer good replicas than min-replicas-to-write): 1 for the reason it refuses writes for now, 0 for the others (all 0 while it takes writes). The node stays up, reads (rehydration) and routing go on; new checkpoints and shared bindings are not stored, nor, but for oom, renewed (see docs/redis.md, A Redis that refuses writes).' },
   { name: 'tether_redis_keyspace_losses_total', type: 'counter', labels: ['node'],
     help: 'Times a Redis node was found to have lost its keys (restarted without persistence, failed over to a replica that had not synced, flushed), by node (as in tether_redis_node_up): its marker key was gone or replaced; this replica then wrote its bindings and admin drains back (see docs/redis.md, A Redis that lost its keys). A node that left the topology keeps its series 5 minutes after that (or after its last loss), then it goes.' },
   { name: 'tether_affinity_written_back_total', type: 'counter', labels: [],
@@ -180,6 +183,7 @@ export class Metrics {
   readonly #redisUp: Gauge<string>
   readonly #redisNodeUp: Gauge<string>
   readonly #redisNodeFull: Gauge<string>
+  readonly #redisNodeWritesRefused: Gauge<string>
   readonly #redisOps: Histogram<string>
   readonly #websockets: Gauge<string>
   readonly #reloads: Counter<string>
@@ -261,6 +265,7 @@ export class Metrics {
     this.#redisUp = new Gauge({ ...config('tether_redis_up'), registers })
     this.#redisNodeUp = new Gauge({ ...config('tether_redis_node_up'), registers })
     this.#redisNodeFull = new Gauge({ ...config('tether_redis_node_full_state'), registers })
+    this.#redisNodeWritesRefused = new Gauge({ ...config('tether_redis_node_writes_refused_state'), registers })
     this.#redisOps = new Histogram({ ...config('tether_redis_operation_duration_seconds'), registers, buckets: [...REDIS_BUCKETS] })
     this.#websockets = new Gauge({ ...config('tether_websocket_connections'), registers })
     this.#reloads = new Counter({ ...config('tether_config_reloads_total'), registers })
@@ -434,9 +439,14 @@ export class Metrics {
     if (this.#removedNodes.size !== 0) this.#removedNodes.delete(node)
   }
 
-  /** Whether Redis node `node` is full (refuses writes with OOM; see RedisNodeHealth.full). */
-  redisNodeFull(node: string, full: boolean): void {
-    this.#redisNodeFull.set({ node }, full ? 1 : 0)
+  /**
+   * Why Redis node `node` refuses writes (see RedisNodeHealth.writesRefused), or null while it
+   * takes them: `tether_redis_node_writes_refused_state` (every reason, 1 for this one) and
+   * `tether_redis_node_full_state` (1 for 'oom').
+   */
+  redisNodeWritesRefused(node: string, reason: WritesRefusedReason | null): void {
+    this.#redisNodeFull.set({ node }, reason === 'oom' ? 1 : 0)
+    for (const r of WRITES_REFUSED_REASONS) this.#redisNodeWritesRefused.set({ node, reason: r }, r === reason ? 1 : 0)
   }
 
   /**
@@ -448,6 +458,7 @@ export class Metrics {
   redisNodeRemoved(node: string): void {
     this.#redisNodeUp.remove({ node })
     this.#redisNodeFull.remove({ node })
+    for (const reason of WRITES_REFUSED_REASONS) this.#redisNodeWritesRefused.remove({ node, reason })
     this.#nodeGoesLater(node)
   }
 
@@ -624,6 +635,7 @@ const AGGREGATORS: Partial<Record<MetricName, 'first' | 'max' | 'min'>> = {
   tether_redis_up: 'min',
   tether_redis_node_up: 'min',
   tether_redis_node_full_state: 'max',
+  tether_redis_node_writes_refused_state: 'max',
   // every worker watches the same Redis and sees the same loss (each writes back its own bindings: summed)
   tether_redis_keyspace_losses_total: 'max',
   tether_discovery_up: 'min',

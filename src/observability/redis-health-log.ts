@@ -5,6 +5,7 @@
 // time: a wall clock stepped back must neither hold a warn back nor make `down_for_ms` read 0).
 import { monotonicNow, type Clock } from '../clock.js'
 import type { RedisNodeEvent } from '../redis/connection.js'
+import { writesRefusedCause, type WritesRefusedReason } from '../redis/reply-errors.js'
 import type { Logger } from './logger.js'
 
 /** Default least time between two warn lines about one node, ms. */
@@ -19,21 +20,31 @@ interface NodeLog {
   warned: boolean
   /** Down spells not announced since the last warn (a flapping node). */
   unannounced: number
-  /** When the current full spell began (monotonic ms; null: not full), whether it was announced, and when the last full warn was. */
-  fullSince: number | null
-  fullWarned: boolean
-  lastFullWarnAt: number
+  /**
+   * When the current spell of refused writes began (monotonic ms; null: writes taken), for
+   * which reason now, whether it was announced, and when the last such warn was, for which reason.
+   */
+  refusedSince: number | null
+  refusedReason: WritesRefusedReason | null
+  refusedWarned: boolean
+  lastRefusedWarnAt: number
+  lastRefusedWarnReason: WritesRefusedReason | null
 }
+
+/** The warn line of a full node (OOM), unchanged since it was the only reason. */
+const FULL_WARN = 'redis node full: it refuses writes (OOM: maxmemory reached under maxmemory-policy noeviction); new checkpoints and shared bindings are not stored, reads (rehydration), renewals and routing unaffected'
 
 /**
  * Turns node events into log lines. Rules, per node: `down` -> warn "redis node down" unless a
  * warn about it was written less than `intervalMs` ago (then it only counts as unannounced);
  * `still_down` -> warn "redis node still down" once `intervalMs` passed since the last warn;
  * `up` -> info "redis node up" the first time, "redis node up again" after an announced down
- * spell; `removed` -> info "redis node left the slot map" for a node it logged before; `full`
- * -> warn "redis node full" (a full Redis is up: its own state, once a spell; at most one warn
- * per `intervalMs` while it flaps); `room` -> info "redis node has room again" after an
- * announced full spell.
+ * spell; `removed` -> info "redis node left the slot map" for a node it logged before;
+ * `writes_refused` -> warn "redis node full" (OOM) or "redis node refuses writes (MISCONF: ...
+ * what to do)" (a node that refuses writes is up: its own state, once a spell and again when the
+ * reason changes; at most one warn per `intervalMs` for one reason while it flaps);
+ * `writes_taken` -> info "redis node has room again" (after OOM) or "redis node takes writes
+ * again" after an announced spell.
  *
  * Example:
  * ```ts
@@ -67,7 +78,7 @@ export class RedisHealthLog {
     }
     const first = state === undefined
     if (state === undefined) {
-      state = { lastWarnAt: -Infinity, downSince: null, warned: false, unannounced: 0, fullSince: null, fullWarned: false, lastFullWarnAt: -Infinity }
+      state = { lastWarnAt: -Infinity, downSince: null, warned: false, unannounced: 0, refusedSince: null, refusedReason: null, refusedWarned: false, lastRefusedWarnAt: -Infinity, lastRefusedWarnReason: null }
       this.#nodes.set(n.address, state)
     }
     const fields = { node: n.address, role: n.role, slots: n.slots, error: n.lastError, failed: n.failed, calls: n.calls }
@@ -95,19 +106,34 @@ export class RedisHealthLog {
         if (now - state.lastWarnAt < this.#interval) return
         this.#warn(state, now, { ...fields, down_for_ms: now - state.downSince }, 'redis node still down')
         return
-      case 'full':
-        state.fullSince = now
-        state.fullWarned = now - state.lastFullWarnAt >= this.#interval
-        if (!state.fullWarned) return
-        state.lastFullWarnAt = now
-        this.#logger.warn({ node: n.address, role: n.role, slots: n.slots, error: n.lastError }, 'redis node full: it refuses writes (OOM: maxmemory reached under maxmemory-policy noeviction); new checkpoints and shared bindings are not stored, reads (rehydration), renewals and routing unaffected')
+      case 'writes_refused': {
+        const reason = n.writesRefused ?? 'oom'
+        // (a new reason within a spell is news; the spell goes on)
+        if (state.refusedSince === null) {
+          state.refusedSince = now
+          state.refusedWarned = false
+        }
+        state.refusedReason = reason
+        if (reason === state.lastRefusedWarnReason && now - state.lastRefusedWarnAt < this.#interval) return
+        state.refusedWarned = true
+        state.lastRefusedWarnAt = now
+        state.lastRefusedWarnReason = reason
+        const msg = reason === 'oom' ? FULL_WARN
+          : `redis node refuses writes (${writesRefusedCause(reason, n.lastError)}); checkpoints and shared bindings are neither stored nor renewed (what active users hold expires after affinity.idle_timeout), reads (rehydration) and routing unaffected`
+        this.#logger.warn({ node: n.address, role: n.role, slots: n.slots, reason, error: n.lastError }, msg)
         return
-      case 'room': {
-        const fullFor = state.fullSince === null ? null : Math.max(0, now - state.fullSince)
-        const told = state.fullWarned
-        state.fullSince = null
-        state.fullWarned = false
-        if (told) this.#logger.info({ node: n.address, role: n.role, slots: n.slots, full_for_ms: fullFor }, 'redis node has room again: writes are taken')
+      }
+      case 'writes_taken': {
+        const refusedFor = state.refusedSince === null ? null : Math.max(0, now - state.refusedSince)
+        const told = state.refusedWarned
+        const reason = state.refusedReason
+        state.refusedSince = null
+        state.refusedReason = null
+        state.refusedWarned = false
+        if (!told) return
+        const fields = { node: n.address, role: n.role, slots: n.slots, reason, refused_for_ms: refusedFor }
+        if (reason === 'oom') this.#logger.info({ ...fields, full_for_ms: refusedFor }, 'redis node has room again: writes are taken')
+        else this.#logger.info(fields, `redis node takes writes again (${reason === null ? 'its refusal' : reason.toUpperCase()} ended): checkpoints and shared bindings are stored again`)
         return
       }
     }

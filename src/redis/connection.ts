@@ -13,7 +13,7 @@ import { withDeadline } from '../deadline.js'
 import { CLUSTER_SLOTS, keySlot } from './key-slot.js'
 import { NodeHealth, slotRanges, type RedisNodeHealth, type RedisNodeRole } from './node-health.js'
 import { REDIS_DEFAULTS, hostPort, parseRedisUrl, positive, type RedisAddress, type RedisConnectionOptions } from './connection-options.js'
-import { NODE_FAULT, NOPERM, OOM, RECONNECT_ON, REFUSED, SCRIPT_NODE_FAULT, SENTINEL_ROUND_FAILED, commandOf, describe, type RedisReplyError } from './reply-errors.js'
+import { NODE_FAULT, NOPERM, RECONNECT_ON, REFUSED, SCRIPT_NODE_FAULT, SENTINEL_ROUND_FAILED, commandOf, describe, writesRefusedBy, type RedisReplyError, type WritesRefusedReason } from './reply-errors.js'
 import { tellAll } from './listener-set.js'
 import { NodeSet, type RedisNodeEvent } from './node-set.js'
 import { AclRefusals, type RedisRefusal } from './acl-refusals.js'
@@ -21,6 +21,7 @@ import { ErrorHints } from './error-hints.js'
 import { SENTINEL_SILENT_MS, SentinelWatch, type RedisSentinelEvent } from './sentinel-watch.js'
 
 export type { RedisNodeHealth, RedisNodeRole, RedisNodeStatus } from './node-health.js'
+export type { WritesRefusedReason } from './reply-errors.js'
 // (the options are the connection's: who builds one imports them with it)
 export { REDIS_DEFAULTS, type RedisAddress, type RedisConnectionOptions } from './connection-options.js'
 export type { RedisRefusal, RefusalKind } from './acl-refusals.js'
@@ -56,11 +57,12 @@ export const PROBE_INTERVAL_MS = 500
 export const SUBSCRIBER_PING_MS = 5_000
 
 /**
- * The room probe of a full node: a script that writes nothing but, declared with a shebang and
- * no flags (so it may write), is refused as a whole by a full Redis 7+ before it runs
- * (`OOM command not allowed when used memory > 'maxmemory'`), and answers 1 once there is
- * room: that Redis takes writes again, without a key touched. Redis before 7.0 cannot compile
- * it (no shebang): its answer tells nothing (see FULL_QUIET_MS).
+ * The writes probe of a node that refuses writes (the room probe of a full one): a script that
+ * writes nothing but, declared with a shebang and no flags (so it may write), is refused as a
+ * whole by Redis 7+ before it runs, as any write would be (server.c, processCommand: `OOM
+ * command not allowed when used memory > 'maxmemory'`, `MISCONF ...`, `NOREPLICAS ...`), and
+ * answers 1 once writes are taken again, without a key touched. Redis before 7.0 cannot
+ * compile it (no shebang): its answer tells nothing (see REFUSED_QUIET_MS).
  */
 export const ROOM_PROBE_LUA = '#!lua\nreturn 1'
 
@@ -714,8 +716,9 @@ export class RedisConnection {
       this.#probeSoon()
     } else {
       this.#single()?.connected()
-      // a node full before the reconnect is asked again whether it has room (a restart may have emptied it)
-      if (this.#single()?.full === true) this.#probeSoon()
+      // a node that refused writes before the reconnect is asked again whether it takes them (a
+      // restart may have emptied it, another server may be behind the address)
+      if (this.#single()?.writesRefused != null) this.#probeSoon()
     }
     this.#sync()
   }
@@ -779,8 +782,10 @@ export class RedisConnection {
       const now = this.#now()
       // (a refusal with its hint, the user's name left out: not told to onRefused, as no call
       // through run() sends PING on a Cluster to end it; like any error reply about the call
-      // only, an answer of the node)
-      if (error !== null && !ofNode) health.answeredWithError(this.#hints.data(error), now)
+      // only, an answer of the node; MISCONF refuses PING too: a node that refuses writes)
+      const refused = error === null ? null : writesRefusedBy(error)
+      if (error !== null && refused !== null) health.refusedWrites(refused, this.#hints.data(error), now)
+      else if (error !== null && !ofNode) health.answeredWithError(this.#hints.data(error), now)
       else health.record(error === null, now, error === null ? undefined : this.#hints.data(error))
       this.#nodes.report(health, now, error !== null && ofNode)
     }))
@@ -788,14 +793,15 @@ export class RedisConnection {
 
   /**
    * Counts the outcome of one call for the node that owns `key` (see the class comment). A
-   * failed call's `reply`: `'full'`, it failed for an OOM reply, an answer of a full node:
-   * counted as an answer (the node is alive) and the node marked full, probed until it has room;
+   * failed call's `reply`: a {@link WritesRefusedReason}, it failed for a refusal of writes (OOM,
+   * MISCONF, NOREPLICAS), an answer of a live node: counted as an answer and the node marked as
+   * refusing writes for that reason, probed until it takes them again;
    * `'call'`, an error reply that concerns that call only ({@link failsNode} false: an ACL
    * refusal, a key of the wrong type): counted as an answer, and told to the
    * {@link onReplyError} listeners unless it is a refusal (told to {@link onRefused}'s);
    * `'node'` (default): a failure of the node.
    */
-  #observe(client: Client, key: string | null, ok: boolean, error: string | undefined, reply: 'node' | 'full' | 'call' = 'node', command?: string, script?: string): void {
+  #observe(client: Client, key: string | null, ok: boolean, error: string | undefined, reply: 'node' | 'call' | WritesRefusedReason = 'node', command?: string, script?: string): void {
     if (client !== this.#client) return
     let node: NodeHealth | undefined
     if (client instanceof Cluster) {
@@ -809,7 +815,7 @@ export class RedisConnection {
     }
     if (node === undefined) return
     const now = this.#now()
-    if (!ok && reply === 'full') node.refusedForMemory(error ?? 'OOM', now)
+    if (!ok && reply !== 'node' && reply !== 'call') node.refusedWrites(reply, error ?? reply.toUpperCase(), now)
     else if (!ok && reply === 'call') node.answeredWithError(error ?? 'an error reply', now)
     else node.record(ok, now, error)
     this.#nodes.report(node, now, !ok && reply === 'node')
@@ -855,9 +861,9 @@ export class RedisConnection {
     const recheck = [...this.#recheck]
     this.#recheck.clear()
     for (const node of this.#nodes.values()) {
-      if (node.full && node.reachable) {
+      if (node.writesRefused !== null && node.reachable) {
         suspects++
-        void this.#probeRoom(client, node)
+        void this.#probeWrites(client, node)
       }
       if (!node.suspect(now) && !(recheck.includes(node) && node.reachable)) continue
       suspects++
@@ -872,12 +878,13 @@ export class RedisConnection {
   }
 
   /**
-   * Asks full node `node` whether it has room ({@link ROOM_PROBE_LUA}, on that node's own
-   * connection, within `timeout`): a script no Redis replica or worker needs a key for, counted
-   * for no node's health (a Redis before 7.0 answers it with a compile error, which is not a
-   * failure of that node), nor told to the refusal listeners.
+   * Asks node `node`, which refuses writes, whether it takes them again ({@link ROOM_PROBE_LUA},
+   * on that node's own connection, within `timeout`): a script no Redis replica or worker needs
+   * a key for, counted for no node's health (a Redis before 7.0 answers it with a compile error,
+   * which is not a failure of that node), nor told to the refusal listeners. A refusal for
+   * another reason than before (full, then MISCONF) is told as such.
    */
-  async #probeRoom(client: Client, node: NodeHealth): Promise<void> {
+  async #probeWrites(client: Client, node: NodeHealth): Promise<void> {
     const target = client instanceof Cluster
       ? client.nodes('master').find((n) => hostPort(n.options.host ?? '', n.options.port ?? 0) === node.address)
       : client
@@ -885,7 +892,7 @@ export class RedisConnection {
     const error = await settle(target.eval(ROOM_PROBE_LUA, 0), this.#timeout, this.#timers)
     if (this.#client !== client || this.#nodes.get(node.address) !== node) return
     const now = this.#now()
-    node.roomProbed(error === null ? 'room' : OOM.test(error) ? 'full' : 'unknown', now)
+    node.writesProbed(error === null ? 'taken' : writesRefusedBy(error) ?? 'unknown', now, error === null ? null : this.#hints.data(error))
     this.#nodes.report(node, now, false)
   }
 
@@ -940,7 +947,7 @@ export class RedisConnection {
     }
     return new Promise((resolve) => {
       let done = false
-      const finish = (value: T | Failed, error?: string, reply: 'node' | 'full' | 'call' = 'node', command?: string): void => {
+      const finish = (value: T | Failed, error?: string, reply: 'node' | 'call' | WritesRefusedReason = 'node', command?: string): void => {
         if (done) return
         done = true
         this.#timers.clearTimeout(timer)
@@ -968,7 +975,7 @@ export class RedisConnection {
           this.#answered(node)
           if (this.#failedUnanswered !== null && !replied(err)) this.#failedUnanswered++
           // (an error reply about this call only, a NOPERM or a WRONGTYPE, is an answer of the node)
-          finish(FAILED, this.#acl.callError(err, node, key, script), forMemory(err) ? 'full' : failsNode(err) ? 'node' : 'call', commandOf(err))
+          finish(FAILED, this.#acl.callError(err, node, key, script), writesRefusal(err) ?? (failsNode(err) ? 'node' : 'call'), commandOf(err))
         })
       } catch (err) {
         finish(FAILED, describe(err))
@@ -1168,10 +1175,19 @@ function clusterSubscriber(cluster: Cluster): Redis | null {
   return inner instanceof Redis ? inner : null
 }
 
-/** Whether a call's error is a full Redis's refusal of a write (OOM; for several commands, any of them). */
-function forMemory(err: unknown): boolean {
-  if (err instanceof AggregateError) return err.errors.some(forMemory)
-  return err instanceof ReplyError && OOM.test(describe(err))
+/**
+ * Why a call's error is a live node's refusal of writes (OOM, MISCONF, NOREPLICAS: see
+ * {@link writesRefusedBy}; for several commands, the first such), or null when it is none.
+ */
+function writesRefusal(err: unknown): WritesRefusedReason | null {
+  if (err instanceof AggregateError) {
+    for (const e of err.errors) {
+      const reason = writesRefusal(e)
+      if (reason !== null) return reason
+    }
+    return null
+  }
+  return err instanceof ReplyError ? writesRefusedBy(describe(err)) : null
 }
 
 /**
@@ -1180,7 +1196,8 @@ function forMemory(err: unknown): boolean {
  * ({@link NODE_FAULT}: `LOADING`, `READONLY`, `BUSY`, ...); for several commands, any of them.
  * Any other error reply concerns that call only (an ACL refusal of its command or key:
  * `NOPERM`; `WRONGTYPE`, `ERR ...`, `NOSCRIPT`, `EXECABORT`, `CROSSSLOT`, `BUSYKEY`): the node
- * answered. An `OOM` reply is neither: it tells the node full (see {@link forMemory}). Examples:
+ * answered. A refusal of writes (`OOM`, `MISCONF`, `NOREPLICAS`) is neither: it tells the node
+ * refusing writes (see {@link writesRefusal}). Examples:
  * `failsNode(new ReplyError('BUSY Redis is busy running a script...'))` -> true;
  * `failsNode(new ReplyError('NOPERM No permissions to access a key'))` -> false.
  */

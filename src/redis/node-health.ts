@@ -1,7 +1,8 @@
 // The health of one Redis node as seen from its calls: a 5 s sliding window of outcomes and the
-// up/down verdict with hysteresis, plus whether the client reaches it at all and whether it is
-// full (it refuses writes with OOM: an answer, not a failure). Pure: no I/O, no
-// timers, no clock of its own (time comes in as arguments); the connection owns one per node.
+// up/down verdict with hysteresis, plus whether the client reaches it at all and whether it
+// refuses writes (full, cannot persist, too few replicas: answers, not failures). Pure: no I/O,
+// no timers, no clock of its own (time comes in as arguments); the connection owns one per node.
+import { writesRefusedCause, type WritesRefusedReason } from './reply-errors.js'
 
 /** The window over which a node's calls are judged, in ms. */
 export const NODE_WINDOW_MS = 5_000
@@ -21,11 +22,11 @@ export const NODE_RECOVER_RATIO = 0.25
 export type RedisNodeRole = 'shard' | 'seed' | 'standalone' | 'sentinel'
 
 /**
- * A full node is told so again no sooner than this after its last OOM reply when it cannot be
- * asked whether it has room (its room probe answers neither OK nor OOM: a Redis before 7.0, an
- * ACL user without EVAL), ms.
+ * A node that refuses writes is taken to take them again no sooner than this after its last
+ * refusal when it cannot be asked (its writes probe answers neither OK nor a refusal: a Redis
+ * before 7.0, an ACL user without EVAL), ms.
  */
-export const FULL_QUIET_MS = NODE_WINDOW_MS
+export const REFUSED_QUIET_MS = NODE_WINDOW_MS
 
 /** A node's verdict: 'up' while reachable and not failing. */
 export type RedisNodeStatus = 'up' | 'down'
@@ -53,9 +54,14 @@ export interface RedisNodeHealth {
   /** The most telling recent error: a connection error of the node when there was one in the last second, else the last failed call's; null when none. */
   readonly lastError: string | null
   /**
-   * Whether it refuses writes for want of memory (an `OOM` reply: `maxmemory` reached under
-   * `maxmemory-policy noeviction`) and has not taken a write since: it still answers, reads and
-   * TTL renewals go on, so it is not down for it.
+   * Why it refuses every write (see {@link WritesRefusedReason}: its last refusal, and it has not
+   * taken a write since), or null while it takes them: it still answers and serves reads, so it
+   * is not down for it.
+   */
+  readonly writesRefused: WritesRefusedReason | null
+  /**
+   * Whether it refuses writes for want of memory (`writesRefused` 'oom': `maxmemory` reached
+   * under `maxmemory-policy noeviction`): TTL renewals (PEXPIRE) go on too.
    */
   readonly full: boolean
   /** One line for people: what the node is and how it is doing (see the example). */
@@ -151,12 +157,12 @@ export class NodeHealth {
   #callError: string | null = null
   #nodeError: string | null = null
   #nodeErrorAt = -Infinity
-  /** See {@link RedisNodeHealth.full}; `reportedFull`: as last told to listeners. */
-  full = false
-  reportedFull = false
-  /** The last OOM reply, and when (ms). */
-  #fullError: string | null = null
-  #fullAt = -Infinity
+  /** See {@link RedisNodeHealth.writesRefused}; `reportedWritesRefused`: as last told to listeners. */
+  writesRefused: WritesRefusedReason | null = null
+  reportedWritesRefused: WritesRefusedReason | null = null
+  /** The last refusal of a write, and when (ms). */
+  #refusedError: string | null = null
+  #refusedAt = -Infinity
 
   constructor(address: string, role: RedisNodeRole) {
     this.address = address
@@ -165,6 +171,11 @@ export class NodeHealth {
 
   get status(): RedisNodeStatus {
     return this.reachable && !this.failing ? 'up' : 'down'
+  }
+
+  /** See {@link RedisNodeHealth.full}. */
+  get full(): boolean {
+    return this.writesRefused === 'oom'
   }
 
   /** Counts one call's outcome (with its error when it failed) and re-judges `failing`. */
@@ -195,23 +206,31 @@ export class NodeHealth {
     this.#callError = error
   }
 
-  /** It refused a write for want of memory (`error`, an OOM reply): full, and an answer (not a failure). */
-  refusedForMemory(error: string, now: number): void {
+  /**
+   * It refused a write (or, under MISCONF, a PING) for `reason` (`error`, its reply: OOM,
+   * MISCONF, NOREPLICAS): it refuses writes, and that is an answer (not a failure).
+   */
+  refusedWrites(reason: WritesRefusedReason, error: string, now: number): void {
     this.record(true, now)
-    this.full = true
     this.#callError = error
-    this.#fullError = error
-    this.#fullAt = now
+    this.#refused(reason, error, now)
   }
 
   /**
-   * What its room probe found: `'room'` (a write would be taken) ends `full`; `'full'` (OOM)
-   * keeps it; `'unknown'` (another reply, or none) ends it only after {@link FULL_QUIET_MS}
-   * without an OOM reply.
+   * What its writes probe found: `'taken'` (a write would be taken) ends `writesRefused`; a
+   * reason (with its reply `error`) keeps it, for that reason; `'unknown'` (another reply, or
+   * none) ends it only after {@link REFUSED_QUIET_MS} without a refusal.
    */
-  roomProbed(found: 'room' | 'full' | 'unknown', now: number): void {
-    if (found === 'full') this.#fullAt = now
-    else if (found === 'room' || now - this.#fullAt >= FULL_QUIET_MS) this.full = false
+  writesProbed(found: 'taken' | WritesRefusedReason | 'unknown', now: number, error: string | null = null): void {
+    if (found === 'taken') this.writesRefused = null
+    else if (found !== 'unknown') this.#refused(found, error ?? found.toUpperCase(), now)
+    else if (now - this.#refusedAt >= REFUSED_QUIET_MS) this.writesRefused = null
+  }
+
+  #refused(reason: WritesRefusedReason, error: string, now: number): void {
+    this.writesRefused = reason
+    this.#refusedError = error
+    this.#refusedAt = now
   }
 
   /** Calls failed in a row since the last success. */
@@ -250,10 +269,19 @@ export class NodeHealth {
     const failed = this.#window.failed(now)
     const lastError = this.lastError(now)
     return Object.freeze({
-      address: this.address, role: this.role, slots: this.slots, status: this.status, calls, failed, lastError, full: this.full,
-      summary: `${title(this)} ${this.full && this.status === 'up' ? `full: it refuses writes (${this.#fullError ?? 'OOM'})` : verdict(this, calls, failed, lastError)}`,
+      address: this.address, role: this.role, slots: this.slots, status: this.status, calls, failed, lastError,
+      writesRefused: this.writesRefused, full: this.full,
+      summary: `${title(this)} ${this.writesRefused !== null && this.status === 'up' ? refusing(this.writesRefused, this.#refusedError) : verdict(this, calls, failed, lastError)}`,
     })
   }
+}
+
+/**
+ * How a node that refuses writes is told: full, with Redis's own OOM words (they name
+ * maxmemory); for another reason, that reason and what to do (see writesRefusedCause).
+ */
+function refusing(reason: WritesRefusedReason, error: string | null): string {
+  return reason === 'oom' ? `full: it refuses writes (${error ?? 'OOM'})` : `refuses writes (${writesRefusedCause(reason, error)})`
 }
 
 function title(n: NodeHealth): string {

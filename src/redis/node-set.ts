@@ -1,6 +1,6 @@
 // The nodes behind one Redis connection (by address) and the events of their health: each
 // change of status told once, a node that stays down told again at most every
-// STILL_DOWN_INTERVAL_MS, a full node and its room again. Layer 3 helper of connection.ts: no
+// STILL_DOWN_INTERVAL_MS, a node that refuses writes (and why) and takes them again. Layer 3 helper of connection.ts: no
 // I/O, no ioredis; the connection decides what each call's outcome means (NodeHealth judges it).
 import { NodeHealth, type RedisNodeHealth, type RedisNodeRole } from './node-health.js'
 import { tellAll } from './listener-set.js'
@@ -14,12 +14,13 @@ export const STILL_DOWN_INTERVAL_MS = 1_000
  * connection attempt failed again while it is down (at most once per
  * {@link STILL_DOWN_INTERVAL_MS} per node). `removed`: it no longer serves slots (a failover or
  * resharding moved them), or a seed turned out not to be a master (maybe never reported before).
- * `full`: it refused a write for want of memory (an `OOM` reply: `maxmemory` reached under
- * `maxmemory-policy noeviction`), which is an answer: it stays up, its reads and TTL renewals
- * go on. `room`: a full node takes writes again (its room probe, see {@link ROOM_PROBE_LUA}).
+ * `writes_refused`: it refuses writes (`node.writesRefused` says why: `oom`, full; `misconf`, it
+ * cannot persist; `noreplicas`, too few replicas), told again when the reason changes; a
+ * refusal is an answer: it stays up, its reads go on. `writes_taken`: it takes writes again
+ * (its writes probe, see {@link ROOM_PROBE_LUA}).
  */
 export interface RedisNodeEvent {
-  readonly kind: 'up' | 'down' | 'still_down' | 'removed' | 'full' | 'room'
+  readonly kind: 'up' | 'down' | 'still_down' | 'removed' | 'writes_refused' | 'writes_taken'
   readonly node: RedisNodeHealth
 }
 
@@ -71,7 +72,7 @@ export class NodeSet extends Map<string, NodeHealth> {
 
   /**
    * Emits the node's status when it changed, or 'still_down' for a failure while down
-   * (throttled); then 'full' or 'room' when that changed.
+   * (throttled); then 'writes_refused' or 'writes_taken' when that (or the reason) changed.
    */
   report(node: NodeHealth, now: number, failed: boolean): void {
     const status = node.status
@@ -84,9 +85,9 @@ export class NodeSet extends Map<string, NodeHealth> {
       node.reportedAt = now
       this.emit({ kind: 'still_down', node: node.snapshot(now) })
     }
-    if (node.full !== node.reportedFull) {
-      node.reportedFull = node.full
-      this.emit({ kind: node.full ? 'full' : 'room', node: node.snapshot(now) })
+    if (node.writesRefused !== node.reportedWritesRefused) {
+      node.reportedWritesRefused = node.writesRefused
+      this.emit({ kind: node.writesRefused !== null ? 'writes_refused' : 'writes_taken', node: node.snapshot(now) })
     }
   }
 

@@ -1,10 +1,60 @@
-// What Redis's error replies mean to Tether: the texts that say a node cannot serve, is full,
-// refused Tether's credentials or an ACL permission, and how an error is told without the
+// What Redis's error replies mean to Tether: the texts that say a node cannot serve, refuses
+// writes (full, cannot persist, too few replicas), refused Tether's credentials or an ACL
+// permission, and how an error is told without the
 // call's arguments (a session's key). Pure: no I/O, and no ioredis (connection.ts checks
 // that an error is a reply before it asks these).
 
-/** A write refused for want of memory (`maxmemory` reached under `noeviction`): `OOM command not allowed when used memory > 'maxmemory'.`, also from within a script. */
-export const OOM = /^OOM\b/
+/**
+ * Why a live node refuses every write while it serves reads: `oom`, it is full (`maxmemory`
+ * reached under `maxmemory-policy noeviction`); `misconf`, it cannot persist (`MISCONF`:
+ * `stop-writes-on-bgsave-error yes` after a failed RDB save, or a failed write to its
+ * append-only file); `noreplicas`, fewer good replicas than `min-replicas-to-write`
+ * (`NOREPLICAS`). Redis checks them in this order (server.c, processCommand), so a reply names
+ * the first that holds.
+ */
+export type WritesRefusedReason = 'oom' | 'misconf' | 'noreplicas'
+
+/** Every {@link WritesRefusedReason}, in the order Redis checks them. */
+export const WRITES_REFUSED_REASONS: readonly WritesRefusedReason[] = ['oom', 'misconf', 'noreplicas']
+
+/**
+ * A refusal of a write by a live node: its own reply (Redis 7 sends it for a script's call too,
+ * with ` script: ...` appended) or, as Redis < 7 wraps what a script's call got, `ERR Error
+ * running script (call to f_<sha>): @user_script:1: @user_script: 1: -MISCONF ...`.
+ */
+const WRITES_REFUSED = /^(?:ERR Error running script.*?: -)?(OOM|MISCONF|NOREPLICAS)\b/s
+
+/**
+ * The reason a reply refuses a write (see {@link WritesRefusedReason}), or null for any other
+ * error. Redis under MISCONF also refuses PING (server.c, processCommand: "is_write_command ||
+ * c->cmd->proc == pingCommand"), so that reply too is an answer of a live node. Examples:
+ * `writesRefusedBy("MISCONF Redis is configured to save RDB snapshots, but it's currently unable
+ * to persist to disk. ...")` -> `'misconf'`; `writesRefusedBy('NOREPLICAS Not enough good
+ * replicas to write.')` -> `'noreplicas'`; `writesRefusedBy('READONLY ...')` -> null.
+ */
+export function writesRefusedBy(error: string): WritesRefusedReason | null {
+  const code = WRITES_REFUSED.exec(error)?.[1]
+  return code === 'OOM' ? 'oom' : code === 'MISCONF' ? 'misconf' : code === 'NOREPLICAS' ? 'noreplicas' : null
+}
+
+/**
+ * What makes a node refuse writes for `reason`, and what the operator does about it, told from
+ * its reply `error` (MISCONF after a failed RDB save, `MISCONF Redis is configured to save RDB
+ * snapshots, but it's currently unable to persist to disk. ...`, or after a failed append-only
+ * file write, `MISCONF Errors writing to the AOF file: ...`). Example: `writesRefusedCause('misconf',
+ * 'MISCONF Redis is configured to save RDB snapshots, ...')` -> `'MISCONF: the last RDB save
+ * failed; fix the disk (free space, the permissions of its dir: see its log) or set
+ * stop-writes-on-bgsave-error no'`.
+ */
+export function writesRefusedCause(reason: WritesRefusedReason, error: string | null): string {
+  switch (reason) {
+    case 'oom': return 'OOM: maxmemory reached under maxmemory-policy noeviction'
+    case 'misconf': return /\bAOF\b/.test(error ?? '')
+      ? 'MISCONF: a write to its append-only file failed; fix the disk (free space, the permissions of its dir: see its log)'
+      : 'MISCONF: the last RDB save failed; fix the disk (free space, the permissions of its dir: see its log) or set stop-writes-on-bgsave-error no'
+    case 'noreplicas': return 'NOREPLICAS: fewer good replicas than min-replicas-to-write; bring its replicas back (in sync within min-replicas-max-lag) or lower min-replicas-to-write'
+  }
+}
 
 /** Error replies after which a standalone or Sentinel connection is made again (see `reconnectOnError`). */
 export const RECONNECT_ON = /^(READONLY|LOADING|MASTERDOWN)\b/
@@ -16,14 +66,15 @@ export const RECONNECT_ON = /^(READONLY|LOADING|MASTERDOWN)\b/
  * master), a Cluster that serves no slot or is failing over (`CLUSTERDOWN`, and `TRYAGAIN`,
  * `MOVED`, `ASK` when ioredis's own retries and redirections gave up; a standalone server that
  * answers `MOVED` is a Cluster node, not a server for all keys), a script that blocks it (`BUSY`:
- * every other command waits for `SCRIPT KILL`; `BUSYKEY`, a key's, is not), writes refused as a
- * whole (`MISCONF`: it cannot persist; `NOREPLICAS`: too few replicas), a connection not (or no
+ * every other command waits for `SCRIPT KILL`; `BUSYKEY`, a key's, is not), a connection not (or no
  * longer) authenticated (`NOAUTH`, `WRONGPASS`), no room for Tether's connection (`ERR max
  * number of clients reached`), and a command it does not know (`ERR unknown command`: scripting
  * renamed away, a server without it; every call of that command fails, whatever its key, and
- * such a node was shown up while no state could be stored).
+ * such a node was shown up while no state could be stored). Writes refused as a whole (`OOM`,
+ * `MISCONF`, `NOREPLICAS`: see {@link writesRefusedBy}) are not among them: such a node answers
+ * reads.
  */
-export const NODE_FAULT = /^(?:LOADING|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|MOVED|ASK|BUSY|MISCONF|NOREPLICAS|NOAUTH|WRONGPASS)\b|^ERR (?:max number of clients reached|unknown command)/
+export const NODE_FAULT = /^(?:LOADING|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|MOVED|ASK|BUSY|NOAUTH|WRONGPASS)\b|^ERR (?:max number of clients reached|unknown command)/
 
 /**
  * A {@link NODE_FAULT} a script's call got, as Redis < 7 wraps it: `ERR Error running script
@@ -31,7 +82,7 @@ export const NODE_FAULT = /^(?:LOADING|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|
  * only replica.` (Redis 7 replies `READONLY ...` itself; a failover's old primary answers every
  * script's write so).
  */
-export const SCRIPT_NODE_FAULT = /^ERR Error running script.*?: -(?:LOADING|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|MISCONF|NOREPLICAS)\b/s
+export const SCRIPT_NODE_FAULT = /^ERR Error running script.*?: -(?:LOADING|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN)\b/s
 
 /**
  * A refusal of Tether's credentials (no password given, a wrong one, a wrong or disabled user),

@@ -67,12 +67,13 @@ export async function createState(
     const log = new RedisHealthLog(logger, clock)
     for (const n of redis.nodes()) {
       metrics.redisNodeUp(n.address, n.status === 'up')
-      metrics.redisNodeFull(n.address, n.full)
+      metrics.redisNodeWritesRefused(n.address, n.writesRefused)
     }
-    // a full node (OOM under noeviction) stays up: its own gauge, a warn, an info once it has room
+    // a node that refuses writes (full: OOM under noeviction; MISCONF: it cannot persist;
+    // NOREPLICAS) stays up: its own gauges, a warn naming why, an info once it takes writes again
     redis.onNode((e) => {
       if (e.kind === 'removed') metrics.redisNodeRemoved(e.node.address)
-      else if (e.kind === 'full' || e.kind === 'room') metrics.redisNodeFull(e.node.address, e.kind === 'full')
+      else if (e.kind === 'writes_refused' || e.kind === 'writes_taken') metrics.redisNodeWritesRefused(e.node.address, e.node.writesRefused)
       else metrics.redisNodeUp(e.node.address, e.node.status === 'up')
       log.observe(e)
     })
@@ -152,8 +153,9 @@ const REFUSAL_TEXTS = {
 
 /**
  * The `degraded` lines of /readyz for the state store: with Redis, one per node that is down,
- * naming it (address, Cluster slots) and why, one per node that is up but full (it refuses
- * writes with OOM; the store stays ready: reads go on), and one per ACL refusal not ended (the
+ * naming it (address, Cluster slots) and why, one per node that is up but refuses writes (full:
+ * OOM; MISCONF, NOREPLICAS: with what to do; the store stays ready: reads go on), and one per
+ * ACL refusal not ended (the
  * user may not run a command or access a key Tether needs: those calls fail while the node stays
  * up, see RedisConnection.refusals); none otherwise.
  *
@@ -161,17 +163,22 @@ const REFUSAL_TEXTS = {
  * (last error: no reply within 50 ms); its checkpoints are paused, routing unaffected"]`;
  * `["redis 127.0.0.1:6379 full: it refuses writes (OOM command not allowed when used memory >
  * 'maxmemory'.); new checkpoints and shared bindings are not stored until it has room, reads
- * (rehydration), renewals and routing unaffected"]`.
+ * (rehydration), renewals and routing unaffected"]`; `["redis 127.0.0.1:6379 refuses writes
+ * (MISCONF: the last RDB save failed; fix the disk (free space, the permissions of its dir: see
+ * its log) or set stop-writes-on-bgsave-error no); checkpoints and shared bindings are neither
+ * stored nor renewed until it takes writes again, reads (rehydration) and routing unaffected"]`.
  */
 export function stateDegraded(store: CheckpointStore | null, redis: RedisConnection | null): () => string[] {
   const suffix = 'its checkpoints are paused, routing unaffected'
   const refusedSuffix = 'those calls fail, the node stays up: other calls and routing unaffected'
   const fullSuffix = 'new checkpoints and shared bindings are not stored until it has room, reads (rehydration), renewals and routing unaffected'
+  // (MISCONF and NOREPLICAS refuse PEXPIRE too: what active users hold expires after affinity.idle_timeout)
+  const refusingSuffix = 'checkpoints and shared bindings are neither stored nor renewed until it takes writes again, reads (rehydration) and routing unaffected'
   return () => {
     if (store === null) return []
     const nodes = redis === null ? [] : redis.nodes()
     const full = [
-      ...nodes.filter((n) => n.status === 'up' && n.full).map((n) => `${n.summary}; ${fullSuffix}`),
+      ...nodes.filter((n) => n.status === 'up' && n.writesRefused !== null).map((n) => `${n.summary}; ${n.full ? fullSuffix : refusingSuffix}`),
       ...(redis === null ? [] : redis.refusals().map((r) => `${r}; ${refusedSuffix}`)),
     ]
     if (store.status === 'ready') return full
