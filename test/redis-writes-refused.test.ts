@@ -17,7 +17,7 @@ import { RedisConnection, type RedisNodeEvent, type RedisStatus } from '../src/r
 import { writesRefusedBy, writesRefusedCause } from '../src/redis/reply-errors.js'
 import { startCounter } from './fixtures/counter-upstream.js'
 import { LogCapture } from './fixtures/log-capture.js'
-import { redisCli, startRedis, waitFor, type RedisServer } from './fixtures/redis-server.js'
+import { redisCli, startRedis, startRedisCluster, waitFor, type RedisServer } from './fixtures/redis-server.js'
 import { testConfig, type DeepPartial } from './fixtures/upstream.js'
 import { CookieJar, get } from './fixtures/users.js'
 
@@ -156,6 +156,41 @@ t.test('NOREPLICAS is not down: too few replicas for min-replicas-to-write; told
   await waitFor('writes taken told', () => events.some((e) => e.kind === 'writes_taken'), 5_000)
   t.same(events.map((e) => e.kind), ['writes_refused', 'writes_taken'])
   t.equal(await store.put('v', cp, HOUR), 'stored', 'writes are taken again')
+})
+
+t.test('a Cluster shard with too few replicas refuses writes for its slots only: it stays up, the others store; writes taken is found by probing that shard', async (t) => {
+  const cluster = await startRedisCluster(3)
+  t.teardown(() => cluster.stop())
+  const conn = new RedisConnection({ nodes: [...cluster.addresses], keyPrefix: 'wr:', timeout: 2_000 })
+  t.teardown(() => conn.stop())
+  const store = new RedisCheckpointStore({ connection: conn })
+  await conn.start()
+  const refusing = `127.0.0.1:${cluster.nodes[0]!.port}`
+  /** The next session whose checkpoint is on that shard (`on`), or on another (each session once). */
+  let i = 0
+  const session = (on: boolean): string => {
+    while ((conn.nodeOf(`wr:cp:{s-${i}}`) === refusing) !== on) i++
+    return `s-${i++}`
+  }
+  const events: RedisNodeEvent[] = []
+  const statuses: RedisStatus[] = []
+  conn.onNode((e) => events.push(e))
+  conn.onStatus((s) => statuses.push(s))
+  await redisCli(cluster.nodes[0]!.port, 'CONFIG', 'SET', 'min-replicas-to-write', '1')
+  const cp = { value: 'x', version: 1, upstream: 'app-0', epoch: 0, writtenAt: 1 }
+  const results = new Set<string>()
+  const t0 = performance.now()
+  for (let n = 0; n < 10 || performance.now() - t0 < 400; n++) results.add(await store.put(session(true), cp, HOUR))
+  t.same([...results], ['unavailable'], 'every checkpoint of that shard refused (NOREPLICAS)')
+  t.equal(await store.put(session(false), cp, HOUR), 'stored', 'another shard stores')
+  t.equal(conn.status, 'ready', 'the connection stays ready')
+  t.same(statuses, [], 'no status change')
+  t.match(conn.nodes().find((n) => n.address === refusing), { status: 'up', writesRefused: 'noreplicas', role: 'shard' })
+  t.same(events.map((e) => [e.kind, e.node.address]), [['writes_refused', refusing]], 'that shard told, never down')
+  await redisCli(cluster.nodes[0]!.port, 'CONFIG', 'SET', 'min-replicas-to-write', '0')
+  await waitFor('writes taken told', () => events.some((e) => e.kind === 'writes_taken'), 5_000)
+  t.same(events.map((e) => [e.kind, e.node.address]), [['writes_refused', refusing], ['writes_taken', refusing]])
+  t.equal(await store.put(session(true), cp, HOUR), 'stored', 'writes are taken again')
 })
 
 t.test('a node that refuses writes for another reason than the one it was told for is told again with the new reason', async (t) => {
