@@ -148,3 +148,30 @@ t.test('a full node is one warn (not a down one) and an info once it has room; a
   t.match(capture.records[1], { node: a, role: 'shard', slots: '0-5460', error: oom })
   t.match(capture.records[2], { full_for_ms: 2_000 })
 })
+
+t.test('a node that refuses writes for MISCONF or NOREPLICAS: one warn naming the reason and what to do, again when the reason changes; one info once it takes writes', async (t) => {
+  const { log, clock, capture, lines } = setup()
+  const a = '127.0.0.1:7001'
+  const misconf = "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk."
+  const refusing = (reason: 'misconf' | 'noreplicas', error: string): RedisNodeHealth => ({ ...shard(a, 'up', error), writesRefused: reason })
+  log.observe(ev('up', shard(a, 'up')))
+  log.observe(ev('writes_refused', refusing('noreplicas', 'NOREPLICAS Not enough good replicas to write.')))
+  clock.advance(1_000)
+  log.observe(ev('writes_refused', refusing('misconf', misconf)))
+  clock.advance(1_000)
+  log.observe(ev('writes_taken', shard(a, 'up')))
+  clock.advance(1_000)
+  log.observe(ev('writes_refused', refusing('misconf', misconf)))
+  log.observe(ev('writes_taken', shard(a, 'up')))
+  await flush()
+  t.same(lines(), [
+    ['info', a, 'redis node up'],
+    ['warn', a, 'redis node refuses writes (NOREPLICAS: fewer good replicas than min-replicas-to-write; bring its replicas back (in sync within min-replicas-max-lag) or lower min-replicas-to-write); checkpoints and shared bindings are neither stored nor renewed (what active users hold expires after affinity.idle_timeout), reads (rehydration) and routing unaffected'],
+    ['warn', a, 'redis node refuses writes (MISCONF: the last RDB save failed; fix the disk (free space, the permissions of its dir: see its log) or set stop-writes-on-bgsave-error no); checkpoints and shared bindings are neither stored nor renewed (what active users hold expires after affinity.idle_timeout), reads (rehydration) and routing unaffected'],
+    ['info', a, 'redis node takes writes again (MISCONF ended): checkpoints and shared bindings are stored again'],
+  ], 'a new reason within a spell is warned; a second MISCONF spell within the interval is not (nor its end)')
+  t.match(capture.records[1], { reason: 'noreplicas', error: /^NOREPLICAS/ })
+  t.match(capture.records[2], { reason: 'misconf', error: misconf })
+  t.match(capture.records[3], { reason: 'misconf', refused_for_ms: 2_000 })
+  t.notOk('full_for_ms' in capture.records[3]!, 'full_for_ms only after a full spell')
+})
