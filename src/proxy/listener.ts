@@ -18,10 +18,10 @@ import type { Logger } from '../observability/logger.js'
 import { ProblemLog } from '../observability/problem-log.js'
 import type { ClientErrors } from './client-error.js'
 import { MAX_WAITING, onePerConnection, whenIdle, type Overflow } from './pipelining.js'
-import type { RequestPath } from './request-path.js'
+import { transferCodingProblem, type RequestPath } from './request-path.js'
 import { sendError, writeRawError } from './respond.js'
 import { H2Request, H2Response, noteConnection, type H2Connection } from './h2-messages.js'
-import { fieldsAreValid } from './headers.js'
+import { fieldsAreValid, requestTarget } from './headers.js'
 import { clientIdleTimeout, closeIdleClient } from './deadlines.js'
 import type { ServerCertificates } from '../tls/server-certificates.js'
 
@@ -125,6 +125,25 @@ export { clientIdleTimeout }
 /** Is `req` a stream of an HTTP/2 connection (not an HTTP/1 request line saying HTTP/2.0)? */
 function isH2Stream(req: http.IncomingMessage): boolean {
   return req.httpVersionMajor === 2 && (req as { stream?: unknown }).stream !== undefined
+}
+
+/**
+ * Does the request path refuse `req` from its head alone (RequestPath's guard, in the same
+ * order: TRACE or CONNECT 405, an h2 method in lower case or a target it cannot send on 400
+ * (`*` included: undici refuses it), a field rule 400, a transfer coding it cannot frame
+ * 400/501, a declared body over `maxBody` 413)? Asked for Expect: 100-continue only: such a
+ * request gets its refusal at once, without a 100 Continue first (RFC 9110 section 10.1.1: a
+ * final status the head decides is sent instead of the 100), so the client never uploads a
+ * body for nothing (and then meets the refusal's close, a reset, while still sending it).
+ * Example: `TRACE /x` with Expect -> true; `POST /x` with Content-Length: 5 -> false.
+ */
+function refusedOnHead(req: http.IncomingMessage, maxBody: number | null): boolean {
+  const method = req.method ?? ''
+  if (method === 'TRACE' || method === 'CONNECT' || (req.httpVersionMajor === 2 && /[a-z]/.test(method))) return true
+  if (req.url === '*' || requestTarget(req.url) === null || !fieldsAreValid(req.rawHeaders)) return true
+  const te = req.headers['transfer-encoding']
+  if (te !== undefined && transferCodingProblem(te, req.headers['content-length'] !== undefined, req.httpVersion) !== null) return true
+  return maxBody !== null && Number(req.headers['content-length']) > maxBody
 }
 
 /** The HTTP/2 client connection preface (RFC 9113 section 3.4). */
@@ -535,12 +554,11 @@ export class Listener {
       else if (isH2Stream(req)) deps.current().handleRequest(req, res)
       else refuseVersion(req, res)
     }
-    // Expect: 100-continue: refuse a declared oversized body, or a request the field rules refuse
-    // (a second Expect line, ...: its 400 comes next), before the client sends it (the TLS
+    // Expect: 100-continue: no 100 for a request the request path refuses from its head (see
+    // refusedOnHead): its refusal comes next, before the client sends the body (the TLS
     // server's and the h2c one's: without a listener Node sends 100 Continue itself)
     const checkContinue = (req: http.IncomingMessage, res: http.ServerResponse): void => {
-      const max = deps.current().config.limits.max_body_bytes
-      if ((max === null || !(Number(req.headers['content-length']) > max)) && fieldsAreValid(req.rawHeaders)) res.writeContinue()
+      if (!refusedOnHead(req, deps.current().config.limits.max_body_bytes)) res.writeContinue()
       handle(req, res)
     }
     this.server = createServer(config, deps.certificates, handle)
