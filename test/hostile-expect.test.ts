@@ -5,6 +5,10 @@
 // still uploading gets a reset instead of the answer. nginx 1.22 answers these without a 100
 // (it sends its 100 only once it reads a body). Raw sockets on loopback, a raw recording upstream.
 import t from 'tap'
+import { startTether } from '../src/app.js'
+import { createLogger } from '../src/observability/logger.js'
+import { h2cSession } from './fixtures/h2c.js'
+import { startUpstream, testConfig } from './fixtures/upstream.js'
 import { rawConnect } from './fixtures/raw-client.js'
 import { startHarness, type Harness } from './fixtures/raw-tether.js'
 
@@ -51,6 +55,27 @@ t.test('a request Tether forwards still gets its 100 Continue, then the answer; 
   t.same((await firstAnswer(`POST /x HTTP/1.1\r\nHost: a\r\n${EXPECT}\r\n`)).statuses, [100, 200])
   t.same((await firstAnswer(`OPTIONS /x HTTP/1.1\r\nHost: a\r\n${EXPECT}\r\n`)).statuses, [100, 200])
   t.same((await firstAnswer('POST http://b.example/x HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n', '5\r\nhello\r\n0\r\n\r\n')).statuses, [100, 200])
+})
+
+t.test('over h2c too: TRACE and a lower-case method with Expect get their refusal without a 100 Continue; a POST gets its 100', async (t) => {
+  const up = await startUpstream('app-0')
+  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } } }), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const s = h2cSession(t, tether)
+  const send = (method: string): Promise<string[]> => new Promise((resolve) => {
+    const events: string[] = []
+    const r = s.request({ ':method': method, ':path': '/', expect: '100-continue', 'content-length': '5' }, { endStream: false })
+    // the body only after a 100 Continue, as a client that waits for it sends it
+    r.on('continue', () => { events.push('100'); r.end('hello') })
+    r.on('response', (h) => events.push(String(h[':status'])))
+    r.on('error', () => events.push('error'))
+    r.resume()
+    r.on('close', () => resolve(events))
+  })
+  t.same(await send('TRACE'), ['405'])
+  t.same(await send('post'), ['400'])
+  t.same(await send('POST'), ['100', '200'])
+  t.equal(up.seen.length, 1, 'only the POST reached the upstream')
 })
 
 t.test('nothing along the way was logged as an unhandled error', async (t) => {
