@@ -359,18 +359,25 @@ export interface RequestTarget {
 }
 
 const ABSOLUTE = /^https?:\/\//i
+/**
+ * A byte no request-target holds (RFC 9112 section 3.2, RFC 3986: visible US-ASCII only). Node's
+ * HTTP/1.1 parser refuses them itself; an h2 `:path` reaches Tether with bytes 0x80-0xFF as they
+ * came (nghttp2 refuses the others), and would become a request line no HTTP/1.1 upstream can parse.
+ */
+const NOT_IN_TARGET = /[^\x21-\x7e]/
 
 /**
  * Read a request target (RFC 9112 section 3.2): origin-form passes as written; absolute-form
  * (`http://a.example/x/../y?q`) gives its path and query exactly as written (no dot-segment
  * normalisation, as origin-form) and its authority; `*` passes here (OPTIONS), and undici then
  * refuses to send it: 400, as nginx answers `OPTIONS *`. Anything else, an
- * authority that is not valid (bad port, userinfo, spaces) or another scheme, is null: 400.
+ * authority that is not valid (bad port, userinfo, spaces), another scheme, or a byte outside
+ * visible US-ASCII (an h2 `:path` with a raw UTF-8 letter), is null: 400.
  * Example: requestTarget('http://a.example:81') -> { path: '/', authority: 'a.example:81' };
  * requestTarget('http://[bad/x') -> null.
  */
 export function requestTarget(url: string | undefined): RequestTarget | null {
-  if (url === undefined || url === '') return null
+  if (url === undefined || url === '' || NOT_IN_TARGET.test(url)) return null
   if (url.charCodeAt(0) === 0x2f /* / */) return { path: url, authority: null }
   if (url === '*') return { path: url, authority: null }
   const scheme = ABSOLUTE.exec(url)
