@@ -1,7 +1,8 @@
 // Starting against a frozen Redis (SIGSTOP: connections accepted, nothing answered): the waits
 // for Redis at the start (the connection's first ready check, the shared health's subscription
 // and its read of the recorded drains) each end by their own deadline, and they run at once,
-// so the start waits about one of them, not their sum. A real redis-server, Tether as a child
+// so the start waits about one of them, not their sum; the ports listen after them, with a warn
+// that the recorded drains were not read. A real redis-server, Tether as a child
 // process (dist/cli.js), times from its own log lines.
 import t from 'tap'
 import { REDIS_DEFAULTS } from '../src/redis/connection.js'
@@ -28,6 +29,10 @@ t.test('with Redis frozen, a Tether with state, shared affinity and shared healt
   t.comment(`listening ${waited} ms after its upstreams were set (connectTimeout ${CONNECT_TIMEOUT} ms)`)
   // sequential, the connection's wait and the subscription's (each up to connectTimeout) add up
   t.ok(waited < 2 * CONNECT_TIMEOUT, `listening ${waited} ms after the upstreams were set: less than two connectTimeouts (${2 * CONNECT_TIMEOUT} ms), the waits ran at once`)
+  const unread = tether.records().find((r) => r.rec['msg'] === 'the recorded drains were not read (the peer channel did not answer): serving without them')
+  t.ok(unread, 'it says that it serves without the drains recorded in Redis')
+  t.equal(unread?.rec['level'], 40, 'as a warn')
+  t.ok(at('tether listening') >= Date.parse(String(unread?.rec['time'])), 'before it listens')
   const res = await fetch(`${tether.url}/x`, { headers: { 'x-tenant': 'u1' } })
   t.equal(res.status, 200, 'it serves with Redis frozen')
   await res.arrayBuffer()

@@ -139,7 +139,8 @@ export class SharedHealth {
    * connection starting (the composition root's `redis.start()`, called before this one): the
    * subscriptions are made meanwhile (each waits up to its own deadline, at the same time as the
    * connection's), the read once it settled, so a Redis that answers has its drains applied
-   * before this resolves.
+   * before this resolves (the composition root listens only then). Each read is bounded by the
+   * channel's connect timeout; one that fails applies nothing and is logged (a warn).
    */
   async start(connected: Promise<unknown> = Promise.resolve()): Promise<void> {
     // subscribed first: a change made after the read below is then received, not missed
@@ -165,6 +166,11 @@ export class SharedHealth {
     this.#hearing.add(heard)
     const [drains, starts, changes] = await Promise.all([DRAINS, DRAIN_STARTS, DRAIN_CHANGES].map((set) => this.#channel.members(set)))
     this.#hearing.delete(heard)
+    if (drains === null || starts === null || changes === null) {
+      // nothing of a partial read applies (a drain without its start would begin now here)
+      this.#logger.warn({ effect: 'new users may be placed on an upstream another replica drained (and its users stay there) until they are read', hint: 'they are read again once the subscription to the peer channel (Redis) is back' }, 'the recorded drains were not read (the peer channel did not answer): serving without them')
+      return
+    }
     // records older than RECORDED_MS are forgotten (an older Tether's, without times, are
     // kept); one heard meanwhile is newer than the read; a drain this replica still holds is
     // recorded again instead (it stands: replicas started later must still apply it)

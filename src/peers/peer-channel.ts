@@ -18,6 +18,9 @@ export interface PeerChannel {
    * read with {@link members} (e.g. the upstreams drained through an admin API). Fire and forget.
    */
   remember(set: string, id: string, value: string | null): Promise<boolean>
-  /** The ids recorded in the named set, with their values; empty when none or unreachable. */
-  members(set: string): Promise<Map<string, string>>
+  /**
+   * The ids recorded in the named set, with their values (empty when none); null when they
+   * could not be read (unreachable, no reply within the channel's connect timeout, refused).
+   */
+  members(set: string): Promise<Map<string, string> | null>
 }

@@ -447,6 +447,16 @@ export class RedisConnection {
     return this.#race(this.#client, key, work as (c: Client) => Promise<T>)
   }
 
+  /** {@link run} bounded by `ms` instead of `timeout` (a read at the start, which waits as long as the connection's start may). */
+  runWithin<T>(ms: number, key: string | null, work: (c: RedisCommands) => Promise<T>): Promise<T | Failed> {
+    return this.#race(this.#client, key, work as (c: Client) => Promise<T>, ms)
+  }
+
+  /** The longest wait for a connection, a ready check or a subscription (`connectTimeout`, ms). */
+  get connectTimeout(): number {
+    return this.#connectTimeout
+  }
+
   /**
    * One key named `<keyPrefix><name>` per node, by node address: the standalone or Sentinel
    * master's, or with a Cluster one per master, `<keyPrefix><name>:{<tag>}` with a hash tag in

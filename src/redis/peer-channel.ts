@@ -34,10 +34,15 @@ export class RedisPeerChannel implements PeerChannel {
     return reply !== FAILED
   }
 
-  async members(set: string): Promise<Map<string, string>> {
+  /**
+   * Read when a replica starts (and when its subscription is back): bounded by the connection's
+   * connectTimeout, as the start's other waits, not by the request path's `timeout` (a slow
+   * Redis's reply, too late for a request, still applies the drains before the port listens).
+   */
+  async members(set: string): Promise<Map<string, string> | null> {
     const key = this.#setKey(set)
-    const reply = await this.#redis.run(key, (c) => c.hgetall(key))
-    return new Map(reply === FAILED ? [] : Object.entries(reply))
+    const reply = await this.#redis.runWithin(this.#redis.connectTimeout, key, (c) => c.hgetall(key))
+    return reply === FAILED ? null : new Map(Object.entries(reply))
   }
 
   #setKey(set: string): string {

@@ -225,7 +225,10 @@ export class WorkerLink {
       return Promise.resolve()
     },
     remember: async (set, id, value) => (await this.#ask('remember', [set, id, value], false)) === true,
-    members: async (set) => new Map(Object.entries((await this.#ask('members', [set], {})) as Record<string, string>)),
+    members: async (set) => {
+      const found = await this.#ask('members', [set], null) as Record<string, string> | null
+      return found === null ? null : new Map(Object.entries(found))
+    },
   }
 
   /** The checkpoint store the primary holds (`state.store: memory` with workers). */
