@@ -12,6 +12,7 @@ import type { PeerChannel } from '../src/peers/peer-channel.js'
 import type { GroupRelay } from '../src/health/shared-health.js'
 import { ReplayWindow, SENDERS_KEPT, SEQS_KEPT } from '../src/health/replay-window.js'
 import { FakeClock } from './fixtures/clock.js'
+import { LogCapture } from './fixtures/log-capture.js'
 import { createHealth, type Health } from '../src/health/create-health.js'
 import { systemTimers } from '../src/clock.js'
 import type { Config } from '../src/config/schema.js'
@@ -951,4 +952,30 @@ t.test("a down says why the sender ejected it (`reason`), and the receivers show
   t.match([r1.table.ejection('b'), r2.table.ejection('b')], [{ reason: '5xx', ends: 'time' }, { reason: '5xx', ends: 'time' }], 'both: the 5xx ejection, timed')
   for (let i = 0; i < 3; i++) for (const h of [r1, r2]) h.table.reportActive('b', true)
   t.same([r1.table.state('b'), r2.table.state('b')], ['ejected', 'ejected'], 'passed probes end it on neither: the replicas agree')
+})
+
+t.test('recorded drains that could not be read at the start apply nothing, are said in a warn, and apply once read when the subscription is back', async (t) => {
+  const health = new HealthTable({ active: { healthy_threshold: 2, unhealthy_threshold: 2 }, passive: { consecutive_failures: 3, count_5xx: true, base_ejection: 30_000, max_ejection: 100_000, max_ejection_percent: 50 }, slow_start: 0 }, new FakeClock())
+  health.setUpstreams(['a', 'b'])
+  let up = false
+  let resubscribed: () => void = () => undefined
+  const record = new Map([['drains', new Map([['a', 'stay']])], ['drain-starts', new Map<string, string>()], ['drain-changes', new Map<string, string>()]])
+  // the drains set answers, the others do not (a reply too late): nothing of a partial read applies
+  const channel: PeerChannel = {
+    publish: () => Promise.resolve(up),
+    subscribe: (_fn, onSubscribed) => { resubscribed = onSubscribed ?? resubscribed; return Promise.resolve() },
+    remember: () => Promise.resolve(up),
+    members: (set) => Promise.resolve(up || set === 'drains' ? new Map(record.get(set)) : null),
+  }
+  const logs = new LogCapture()
+  const shared = new SharedHealth(channel, health, createLogger('info', logs))
+  await shared.start()
+  t.equal(health.state('a'), 'healthy', 'not drained from a partial read')
+  const warned = logs.records.filter((r) => r['msg'] === 'the recorded drains were not read (the peer channel did not answer): serving without them')
+  t.equal(warned.length, 1, 'said once')
+  t.equal(warned[0]?.['level'], 40, 'as a warn')
+  up = true
+  resubscribed()
+  await waitFor(() => health.state('a') === 'draining', 5_000, 'the recorded drain to apply once read')
+  t.pass('applied once the read succeeds')
 })
