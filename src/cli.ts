@@ -369,6 +369,9 @@ async function main(): Promise<number> {
         let stopping = false
         const stop = (signal: string): void => {
           if (stopping) {
+            // its line is the last: held for the exit's synchronous flush (an asynchronous write
+            // into a full pipe was lost at the exit), see holdLinesForExit
+            holdLinesForExit()
             tether.logger.warn({ signal }, 'second signal: exiting now')
             resolve(1)
             return

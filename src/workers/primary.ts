@@ -16,7 +16,7 @@ import { diffConfig } from '../config/reload.js'
 import { ConfigWatcher } from '../config/watch.js'
 import { systemClock } from '../clock.js'
 import { EarlySignals } from '../early-signals.js'
-import type { Logger } from '../observability/logger.js'
+import { holdLinesForExit, type Logger } from '../observability/logger.js'
 import { logRedisNotice } from '../redis/console-notices.js'
 import { MemoryCheckpointStore } from '../state/memory-store.js'
 import { startAdminFront } from './admin-front.js'
@@ -470,6 +470,7 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
   const stopBegins = new Promise<void>((resolve) => { stopBegan = resolve })
   const stop = (signal: string): void => {
     if (stopping) {
+      holdLinesForExit() // its line is the last: written by the exit's synchronous flush, also into a full pipe
       logger.warn({ signal }, 'second signal: exiting now')
       for (const r of running.values()) r.worker.process.kill('SIGKILL')
       return exit(1)
