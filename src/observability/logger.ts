@@ -47,8 +47,50 @@ function retryFullPipe(): (err: Error, writing: number, remaining: number) => bo
   }
 }
 
+/** Why stdout dropped a log line: the `reason` label of `tether_log_lines_dropped_total`. */
+export const LOG_DROP_REASONS = ['backlog', 'write_error', 'reader_gone'] as const
+/**
+ * `backlog`: over {@link MAX_PENDING_LOG_BYTES} waiting for a stalled reader; `write_error`: a
+ * write failed (ENOSPC: a log file's disk is full; EIO), the lines until a write works again;
+ * `reader_gone`: every line after stdout's reader went away for good (EPIPE).
+ */
+export type LogDropReason = (typeof LOG_DROP_REASONS)[number]
+
+/** Log lines dropped by this process's stdout since it started, by reason (monotonic). */
+const droppedTotal: Record<LogDropReason, number> = { backlog: 0, write_error: 0, reader_gone: 0 }
+
+/**
+ * How many log lines this process's stdout dropped since the process started, by reason: the
+ * metrics read it at each scrape (`tether_log_lines_dropped_total`). Monotonic; the same object
+ * each call. Example: `logLinesDropped().write_error` -> 12 after a full disk cost 12 lines.
+ */
+export function logLinesDropped(): Readonly<Record<LogDropReason, number>> {
+  return droppedTotal
+}
+
+/** Dropped lines not yet said in a log line (said once stdout takes lines again). */
+const unsaid = { backlog: 0, write_error: 0 }
+/** The error of the last failed write (said with the `write_error` count). */
+let lastWriteError = ''
+
+/** Errors after which stdout takes no more lines, ever: its reader is gone (a broken pipe or socket, a closed descriptor). */
+const READER_GONE: ReadonlySet<string> = new Set(['EPIPE', 'EBADF', 'ECONNRESET'])
+
+/**
+ * After a failed write (ENOSPC, EIO: anything but a full pipe or a reader gone), lines are
+ * dropped for this long before one is written again; doubled at each failure up to
+ * {@link WRITE_RETRY_MAX_MS}, as nginx keeps trying its error_log: a full disk costs the lines
+ * logged while it is full, never the process or the logging after it.
+ */
+const WRITE_RETRY_FIRST_MS = 100
+const WRITE_RETRY_MAX_MS = 1_000
+/** Set while writes fail: lines are dropped until `retryAt` (performance.now() ms), then one is tried. */
+let failing: { retryAt: number; backoff: number } | null = null
+
 /** The line that says how many log lines stdout did not take. */
 const DROPPED_MSG = `log lines dropped: stdout did not take them (its reader stalled; at most ${MAX_PENDING_LOG_BYTES} bytes wait)`
+/** The line that says how many log lines a failing stdout cost (its error in `error`). */
+const WRITE_ERROR_MSG = 'log lines dropped: writing to stdout failed (its error in `error`: ENOSPC, a full disk; EIO); it works again'
 
 type Destination = ReturnType<typeof pino.destination>
 let stdout: Destination | null = null
@@ -89,43 +131,77 @@ function stdoutFd(): number {
  * left when the process exits, retrying a full pipe for ever: with a reader that stalled (a
  * hung log collector, `tether | less` left open) a stopped Tether never ended. At exit a pipe
  * that takes nothing for {@link EXIT_STALL_MS} is given up (those lines are lost with the reader).
- * One whose reader is gone (EPIPE) or that fails otherwise takes no more lines: they are dropped
- * from then on, and neither the exit nor a signal waits on it (see {@link flushHeld}).
+ * One whose reader is gone (EPIPE) takes no more lines: they are dropped from then on, and
+ * neither the exit nor a signal waits on it (see {@link flushHeld}). A write that fails
+ * otherwise (ENOSPC: `tether > tether.log` on a full disk; EIO) drops the lines held and those
+ * logged for a while (see {@link WRITE_RETRY_FIRST_MS}), then writes again; once a write works,
+ * one line says how many were dropped and why. Every drop is counted ({@link logLinesDropped}).
  */
 function stdoutDestination(): Destination {
   if (stdout !== null) return stdout
   const dest = pino.destination({ dest: stdoutFd(), sync: false, maxLength: MAX_PENDING_LOG_BYTES, retryEAGAIN: retryFullPipe() })
-  // lines dropped over the bound, said once stdout takes lines again: after this 'write' event
-  // (sonic-boom counts the bytes it just wrote out only after emitting it), and counted again
-  // when the summary itself did not fit
-  let dropped = 0
+  // the summary lines, said once stdout takes lines again: after this 'write' event (sonic-boom
+  // counts the bytes it just wrote out only after emitting it), and counted again when a summary
+  // itself did not fit
   let summarizing = false
-  let summaryDropped = false
+  let summaryDropped = 0
   let pending = false
   // 'drop' comes synchronously inside the write that did not fit
   dest.on('drop', () => {
-    if (summarizing) summaryDropped = true
-    else dropped++
+    if (summarizing) return void summaryDropped++
+    droppedTotal.backlog++
+    unsaid.backlog++
   })
   dest.on('write', () => {
-    if (dropped === 0 || pending) return
+    failing = null
+    if ((unsaid.backlog === 0 && unsaid.write_error === 0) || pending) return
     pending = true
     process.nextTick(() => {
       pending = false
       if ((dest as unknown as { destroyed?: boolean }).destroyed === true) return
-      const n = dropped
-      dropped = 0
-      summarizing = true
-      summaryDropped = false
-      dest.write(`${JSON.stringify({ level: 40, time: new Date().toISOString(), name: 'tether', dropped: n, msg: DROPPED_MSG })}\n`)
-      summarizing = false
-      if (summaryDropped) dropped += n
+      for (const reason of ['write_error', 'backlog'] as const) {
+        const n = unsaid[reason]
+        if (n === 0) continue
+        unsaid[reason] = 0
+        summarizing = true
+        summaryDropped = 0
+        dest.write(summaryLine(reason, n))
+        summarizing = false
+        if (summaryDropped > 0) unsaid[reason] += n
+      }
     })
   })
-  // a write that fails for good (EPIPE: the reader went away, `tether | head`, a log shipper that
-  // died; EBADF, EIO): stdout takes no more lines, ever. pino's own listener (before this one)
-  // stops the writes at EPIPE only, and throws anything else as an uncaught exception.
-  dest.on('error', (err: NodeJS.ErrnoException) => { if (err.code !== 'EAGAIN' && err.code !== 'EBUSY') stopWriting(dest) })
+  // a write that failed: for good (EPIPE: the reader went away, `tether | head`, a log shipper
+  // that died; EBADF), stdout takes no more lines; else (ENOSPC, EIO) lines are dropped for a
+  // while. pino's own listener (before this one) stops the writes at EPIPE only, and throws
+  // anything else as an uncaught exception.
+  let seen: unknown = null
+  dest.on('error', (err: NodeJS.ErrnoException) => {
+    // (pino's listener emits the first error other than EPIPE again: this one sees it twice)
+    if (err === seen) return
+    seen = err
+    const code = err.code ?? 'unknown'
+    if (code === 'EAGAIN' || code === 'EBUSY') return // a full pipe given up at exit
+    if (READER_GONE.has(code)) return stopWriting(dest)
+    // sonic-boom keeps the rest of the write that failed in `_writingBuf` (with `_writing` false)
+    const d = dest as unknown as SonicInternals
+    const { keep, dropped } = cutAfterFirstLine([d._writingBuf, ...d._bufs])
+    d._writingBuf = keep
+    d._bufs = []
+    d._len = keep.length
+    writeFailed(code, dropped)
+  })
+  // while writes fail, a line is dropped at once until the retry is due; that one is written
+  // (and the line a failed write had begun, first)
+  const write = dest.write.bind(dest)
+  dest.write = (data: string): boolean => {
+    if (failing !== null && performance.now() < failing.retryAt) {
+      droppedTotal.write_error++
+      unsaid.write_error++
+      return true
+    }
+    return write(data)
+  }
   const inFlight = writesInFlight(dest)
   dest.flushSync = (): void => {
     // a write waiting for its retry (the pipe was full) is not in flight: the synchronous flush
@@ -138,10 +214,74 @@ function stdoutDestination(): Destination {
       d._writingBuf = ''
       d._writing = false
     }
+    // the last word of an exit: how many lines were dropped and not yet said
+    if (exiting && Array.isArray(d._bufs)) {
+      for (const reason of ['write_error', 'backlog'] as const) {
+        if (unsaid[reason] === 0) continue
+        const line = summaryLine(reason, unsaid[reason])
+        unsaid[reason] = 0
+        d._bufs.push(line)
+        d._len += Buffer.byteLength(line)
+      }
+    }
     flushHeld(dest)
   }
   stdout = dest
   return dest
+}
+
+/** The line that says `n` lines were dropped for `reason`. */
+function summaryLine(reason: 'write_error' | 'backlog', n: number): string {
+  const time = new Date().toISOString()
+  return reason === 'write_error'
+    ? `${JSON.stringify({ level: 40, time, name: 'tether', dropped: n, reason, error: lastWriteError, msg: WRITE_ERROR_MSG })}\n`
+    : `${JSON.stringify({ level: 40, time, name: 'tether', dropped: n, reason, msg: DROPPED_MSG })}\n`
+}
+
+/**
+ * A write to stdout failed with `code` (not a full pipe, not a reader gone), which cost `dropped`
+ * lines: count them, and drop the lines logged from now on until the retry is due (backing off).
+ */
+function writeFailed(code: string, dropped: number): void {
+  droppedTotal.write_error += dropped
+  unsaid.write_error += dropped
+  lastWriteError = code
+  const backoff = failing === null ? WRITE_RETRY_FIRST_MS : Math.min(failing.backoff * 2, WRITE_RETRY_MAX_MS)
+  failing = { retryAt: performance.now() + backoff, backoff }
+}
+
+/** Newline, as a byte. */
+const NL = 0x0a
+
+/**
+ * The data held for stdout (oldest first) cut after its first line: that line is kept (a write
+ * that failed part-way cut it: written whole, the log stays one JSON object a line), the lines
+ * after it are dropped (counted). Example: `['{"a":1}\n{"b":2}\n', '{"c":3}\n']` ->
+ * `{ keep: '{"a":1}\n', dropped: 2 }`.
+ */
+function cutAfterFirstLine(held: readonly (string | Buffer)[]): { keep: Buffer; dropped: number } {
+  let keep: Buffer | null = null
+  let dropped = 0
+  for (const item of held) {
+    if (item.length === 0) continue
+    const buf = typeof item === 'string' ? Buffer.from(item) : item
+    if (keep !== null) {
+      dropped += countLines(buf)
+      continue
+    }
+    const end = buf.indexOf(NL)
+    keep = end < 0 ? buf : buf.subarray(0, end + 1)
+    dropped += end < 0 ? 0 : countLines(buf.subarray(end + 1))
+  }
+  return { keep: keep ?? Buffer.alloc(0), dropped }
+}
+
+/** The lines in `buf` (its newlines). */
+function countLines(buf: string | Buffer): number {
+  const b = typeof buf === 'string' ? Buffer.from(buf) : buf
+  let n = 0
+  for (let i = b.indexOf(NL); i >= 0; i = b.indexOf(NL, i + 1)) n++
+  return n
 }
 
 /** The sonic-boom fields the synchronous flush reads and writes (see test/log-sonic-boom-internals.test.ts). */
@@ -160,11 +300,12 @@ const pause = new Int32Array(new SharedArrayBuffer(4))
 
 /**
  * `dest`'s synchronous flush (pino's, at a `fatal` line and at exit): sonic-boom's own, but an
- * error other than a full pipe (EAGAIN) ends it, and stdout with it (see {@link stopWriting}):
- * sonic-boom's retried every error for ever, 100 ms at a time in Atomics.wait on the main thread,
- * so with stdout's reader gone (EPIPE) a stopped Tether never ended and no signal could reach it
- * any more (its handlers are JavaScript). A full pipe is retried while `retryEAGAIN` says so (see
- * {@link retryFullPipe}).
+ * error other than a full pipe (EAGAIN) ends it: a reader gone (EPIPE) stops stdout (see
+ * {@link stopWriting}); another error (ENOSPC, EIO) drops what is held, counted, but the line
+ * it was writing (see {@link writeFailed}). sonic-boom's retried every error for ever, 100 ms at
+ * a time in Atomics.wait on the main thread, so with stdout's reader gone (EPIPE) a stopped
+ * Tether never ended and no signal could reach it any more (its handlers are JavaScript). A full
+ * pipe is retried while `retryEAGAIN` says so (see {@link retryFullPipe}).
  */
 function flushHeld(dest: Destination): void {
   const d = dest as unknown as SonicInternals & { destroyed?: boolean }
@@ -183,8 +324,14 @@ function flushHeld(dest: Destination): void {
       if (rest.length === 0) d._bufs.shift()
       else d._bufs[0] = rest
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code
-      if (code !== 'EAGAIN' && code !== 'EBUSY') return stopWriting(dest)
+      const code = (err as NodeJS.ErrnoException).code ?? 'unknown'
+      if (READER_GONE.has(code)) return stopWriting(dest)
+      if (code !== 'EAGAIN' && code !== 'EBUSY') {
+        const { keep, dropped } = cutAfterFirstLine(d._bufs)
+        d._bufs = keep.length > 0 ? [keep] : []
+        d._len = (d._writing ? Buffer.byteLength(d._writingBuf) : 0) + keep.length
+        return writeFailed(code, dropped)
+      }
       // a full pipe given up (its reader stalled): those lines are lost with it
       if (!d.retryEAGAIN(err as Error, buf.length, d._len - buf.length)) return
       Atomics.wait(pause, 0, 0, FULL_PIPE_PAUSE_MS)
@@ -199,12 +346,16 @@ function flushHeld(dest: Destination): void {
 
 /**
  * stdout failed for good (EPIPE: its reader is gone): from now on its lines are dropped at once
- * (nobody can read them; the process runs, stops and exits as usual), and what was waiting for it
- * is let go.
+ * (nobody can read them; the process runs, stops and exits as usual; counted as `reader_gone`),
+ * and what was waiting for it is let go.
  */
 function stopWriting(dest: Destination): void {
   const d = dest as unknown as SonicInternals & { write: (data: string) => boolean; flushSync: () => void }
-  d.write = () => true
+  droppedTotal.reader_gone += countLines(d._writingBuf) + d._bufs.reduce((n, b) => n + countLines(b), 0)
+  d.write = () => {
+    droppedTotal.reader_gone++
+    return true
+  }
   d.flushSync = () => undefined
   d._bufs = []
   d._writingBuf = ''

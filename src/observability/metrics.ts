@@ -9,6 +9,7 @@ import { BoundedMap } from '../affinity/bounded-map.js'
 import { WRITES_REFUSED_REASONS, type WritesRefusedReason } from '../redis/reply-errors.js'
 import { monotonicNow, systemClock, type Clock } from '../clock.js'
 import type { ClientProtocol } from './events.js'
+import { LOG_DROP_REASONS, logLinesDropped } from './logger.js'
 import { WireWriter, labelValue, readSnapshot, renderAggregate, type MetricData, type MetricsSnapshot } from './metrics-wire.js'
 
 /** Result of a rehydration attempt (the new upstream asked for a moved user's state). */
@@ -105,6 +106,8 @@ export const METRIC_DOCS = [
     help: 'Per discovery source (dns, kubernetes): 1 while its last answer was good, 0 while it keeps the last known upstreams because its server is unreachable or failing or the answer was empty, and while part of a DNS resolution fails (a family or an SRV target keeps its last known addresses).' },
   { name: 'tether_discovery_errors_total', type: 'counter', labels: ['source'],
     help: 'Discovery failures (unreachable or failing server, empty answer), by source (dns, kubernetes).' },
+  { name: 'tether_log_lines_dropped_total', type: 'counter', labels: ['reason'],
+    help: 'Log lines this process\'s stdout dropped, by reason (backlog: over the 16 MiB held for a reader that stalled; write_error: a write failed, as ENOSPC on a full disk, and the lines logged until one worked again; reader_gone: logged after stdout\'s reader went away, EPIPE). With workers, summed over the workers (the primary\'s own are not counted).' },
 ] as const satisfies readonly MetricDoc[]
 
 /** The names of all `tether_*` metrics. */
@@ -291,6 +294,15 @@ export class Metrics {
     this.#discoveryErrors = new Counter({ ...config('tether_discovery_errors_total'), registers })
     this.#keyspaceLosses = new Counter({ ...config('tether_redis_keyspace_losses_total'), registers })
     this.#writtenBack = new Counter({ ...config('tether_affinity_written_back_total'), registers })
+    // the process's stdout (the logger's count since the process started): every reason from 0
+    new Counter({
+      ...config('tether_log_lines_dropped_total'), registers,
+      collect() {
+        const dropped = logLinesDropped()
+        this.reset()
+        for (const reason of LOG_DROP_REASONS) this.inc({ reason }, dropped[reason])
+      },
+    })
   }
 
   /** The Content-Type of {@link render}'s output (Prometheus text format 0.0.4). */
