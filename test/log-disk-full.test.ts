@@ -137,3 +137,32 @@ t.test('stdout on a disk that stays full (/dev/full: every write ENOSPC): Tether
   proc.kill('SIGTERM')
   t.equal(await within(exited, 15_000, 'Tether to exit after SIGTERM'), 0, 'a graceful stop')
 })
+
+t.test('a write that fails with EIO at once before an exit: the line it had begun and the count of the others are written by the exit flush', async (t) => {
+  // in a child process, fs.write (sonic-boom's asynchronous write) fails with EIO for stdout
+  // while `failing` (fault injection at the syscall's boundary: no real device fails on demand)
+  const script = `import fs from 'node:fs'
+import { createLogger, logLinesDropped } from ${JSON.stringify(new URL('../dist/observability/logger.js', import.meta.url).href)}
+const write = fs.write
+let failing = true
+fs.write = function (fd, ...rest) {
+  if (!failing || fd !== 1) return write.call(this, fd, ...rest)
+  process.nextTick(rest.at(-1), Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO', errno: -5, syscall: 'write' }))
+}
+const log = createLogger('info')
+for (let i = 0; i < 5; i++) log.info({ i }, 'line')
+while (logLinesDropped().write_error + logLinesDropped().reader_gone < 4) await new Promise((r) => setImmediate(r))
+failing = false
+process.exit(0)`
+  const out = tempFile('eio.log', '')
+  const proc = spawn(...plainNode(['--input-type=module', '-e', script]), { cwd: ROOT, stdio: ['ignore', openSync(out, 'w'), 'inherit'] })
+  t.teardown(() => { if (proc.exitCode === null) proc.kill('SIGKILL') })
+  const code = await within(new Promise<number | null>((resolve) => proc.once('exit', resolve)), 15_000, 'the child to exit')
+  t.equal(code, 0)
+  const records = readFileSync(out, 'utf8').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>)
+  t.match(records, [
+    { msg: 'line', i: 0 },
+    { level: 40, reason: 'write_error', error: 'EIO', dropped: 4 },
+  ], 'the line the failed write had begun, then how many were dropped (EIO does not stop stdout)')
+  t.equal(records.length, 2)
+})
