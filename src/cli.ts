@@ -291,7 +291,8 @@ async function main(): Promise<number> {
       // not the file as it is now), or it supervises them (the primary)
       const worker = await import('./workers/worker-main.js')
       const index = worker.workerIndex(process.env)
-      const { createLogger, effectiveLevel, holdLinesForExit } = await import('./observability/logger.js')
+      const { createLogger, effectiveLevel, holdLinesForExit, stdoutSettled } = await import('./observability/logger.js')
+      logsSettled = stdoutSettled
       const makeLogger = (c: Config): Logger => createLogger(effectiveLevel(c.log.level, process.env['LOG_LEVEL']))
       // Last resort: a promise rejection nobody handled (a library's, in a reconnect path) is a
       // bug, logged at error level; Node's default would end the process, and the same event
@@ -393,8 +394,15 @@ async function main(): Promise<number> {
   }
 }
 
+/** Resolves once no log line is being written (the logger's stdoutSettled, once `run` loaded it). */
+let logsSettled: () => Promise<void> = () => Promise.resolve()
+
 main().then(
-  (code) => process.exit(code),
+  // a log line's write still in flight is let end first: the exit's flush cannot retry it
+  async (code) => {
+    await logsSettled()
+    process.exit(code)
+  },
   (err: unknown) => {
     process.stderr.write(`tether: fatal: ${failureLine(err)}\n`)
     process.exit(1)

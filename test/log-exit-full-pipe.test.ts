@@ -130,3 +130,65 @@ for (const mode of MODES) t.test(`${mode.name}: a second SIGTERM while stdout (a
   const line = said.length === 1 ? JSON.parse(said[0]!) as { signal?: string } : null
   t.equal(line?.signal, 'SIGTERM', 'whole')
 })
+
+t.test('a graceful stop that ends while stdout (a FIFO) is full of another writer\'s bytes: its last line (tether stopped) arrives once the reader reads on, exit 0', async (t) => {
+  let release: () => void = () => undefined
+  const held = new Promise<void>((r) => { release = r })
+  const app = await startUpstream('a', (req, res) => { if (req.url === '/held') void held.then(() => res.end('late\n')); else res.end('ok\n') })
+  t.teardown(() => { release(); return app.close() })
+  const [port, adminPort] = await freePorts(2)
+  const config = tempFile('full-pipe-graceful.yaml', [
+    `listen: { host: 127.0.0.1, port: ${port} }`,
+    `admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }`,
+    'affinity: { key: none }',
+    'log: { access: false }',
+    'shutdown: { grace_period: 60s }',
+    'upstreams:',
+    `  - { id: a, url: "${app.url}" }`,
+    '',
+  ].join('\n'))
+  const dir = mkdtempSync(join(tmpdir(), 'tether-full-pipe-'))
+  const fifo = join(dir, 'stdout')
+  execFileSync('mkfifo', [fifo])
+  const rfd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK)
+  t.teardown(() => closeSync(rfd))
+  const wfd = openSync(fifo, constants.O_WRONLY)
+  const proc = spawn(...plainNode([CLI, '--config', config]), { cwd: ROOT, stdio: ['ignore', wfd, 'ignore'] })
+  closeSync(wfd)
+  t.teardown(() => { if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL') })
+  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)))
+  let out = ''
+  let reading = true
+  let ended = false
+  const buf = Buffer.alloc(65536)
+  const read = (): boolean => {
+    for (;;) {
+      let n = 0
+      try { n = readSync(rfd, buf) } catch { return ended } // EAGAIN: nothing now
+      if (n === 0) return (ended = true)
+      out += buf.toString('utf8', 0, n)
+    }
+  }
+  const timer = setInterval(() => { if (reading) read() }, 5)
+  t.teardown(() => clearInterval(timer))
+  await waitFor(() => out.includes('"tether listening"') || proc.exitCode !== null, 20_000, 'Tether to start')
+  const req = http.get({ host: '127.0.0.1', port, path: '/held', agent: false }, (res) => res.resume())
+  req.on('error', () => undefined)
+  t.teardown(() => { req.destroy() })
+  await waitFor(() => app.seen.some((r) => r.url === '/held'), 10_000, 'the request to reach the upstream')
+  proc.kill('SIGTERM')
+  await waitFor(() => refused(port!), 10_000, 'the graceful stop to begin (the listener closed)')
+  await waitFor(() => out.includes('"signal received"'), 10_000, 'the signal\'s line')
+  reading = false
+  read()
+  const other = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK)
+  t.ok(fill(other) > 0, 'the other writer filled the pipe')
+  release() // the held request ends: so does the graceful stop, with its last line
+  await waitFor(() => proc.exitCode !== null || wchan(proc.pid!).includes('futex'), 10_000, 'Tether to exit or to wait in its exit flush')
+  closeSync(other)
+  reading = true
+  const code = await within(exited, 10_000, 'Tether to exit after its graceful stop')
+  await waitFor(read, 10_000, 'Tether\'s end of the FIFO to close')
+  t.equal(code, 0, 'a graceful stop')
+  t.equal(out.split('\n').filter((l) => l.includes('"msg":"tether stopped"')).length, 1, 'its last line arrived')
+})

@@ -203,6 +203,7 @@ function stdoutDestination(): Destination {
     return write(data)
   }
   const inFlight = writesInFlight(dest)
+  stdoutInFlight = inFlight
   dest.flushSync = (): void => {
     // a write waiting for its retry (the pipe was full) is not in flight: the synchronous flush
     // writes it, first (else the exit lost it, a line cut in the middle when part of it was
@@ -390,10 +391,40 @@ function writesInFlight(dest: Destination): () => boolean {
   let inFlight = false
   const ended = (...args: unknown[]): unknown => {
     inFlight = false
-    return (release as (...a: unknown[]) => unknown)(...args)
+    try {
+      return (release as (...a: unknown[]) => unknown)(...args)
+    } finally {
+      // (the release may have started the next write)
+      if (!inFlight) for (const settled of settledWaiters.splice(0)) settled()
+    }
   }
   Object.defineProperty(d, 'release', { configurable: true, get: () => { inFlight = true; return ended } })
   return () => inFlight
+}
+
+/** Called once stdout has no write in flight (see {@link stdoutSettled}). */
+const settledWaiters: (() => void)[] = []
+/** Whether stdout has an asynchronous write in flight (set with the destination). */
+let stdoutInFlight: () => boolean = () => false
+
+/**
+ * Resolves once stdout has no asynchronous write in flight, or after `ms`: call before
+ * `process.exit`, whose synchronous flush then writes what is left, retrying a full pipe (see
+ * {@link flushHeld}). A write in flight at the exit could not be retried: its callback never
+ * ran, so a line it carried into a full pipe (EAGAIN), the last of a graceful stop, was lost.
+ * At once when nothing is in flight (a write into a non-blocking pipe or socket ends within a
+ * turn of the event loop; one into a file, once the disk took it).
+ * Example: `await stdoutSettled(); process.exit(code)`.
+ */
+export function stdoutSettled(ms = EXIT_STALL_MS): Promise<void> {
+  if (!stdoutInFlight()) return Promise.resolve()
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms)
+    settledWaiters.push(() => {
+      clearTimeout(timer)
+      resolve()
+    })
+  })
 }
 
 /** How deep an `err` value is followed (a circular or huge object stops here). */
