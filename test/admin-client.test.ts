@@ -57,3 +57,40 @@ t.test('drain --wait keeps to --timeout when the admin API stops answering its l
   // bounded by the 300 ms budget, not by the 5 s a single admin call may take
   t.ok(Date.now() - started < 4_000, `returned after ${Date.now() - started} ms`)
 })
+
+t.test('drain of an id the admin API does not know lists the ids it knows, with the closest one', async (t) => {
+  const up = await startUpstream('app-0')
+  t.teardown(() => up.close())
+  const ids = ['app-0', 'app-1', 'app-2']
+  const tether = await startTether(testConfig(ids.map((id) => ({ id, url: up.url }))), { logger: createLogger('silent') })
+  t.teardown(() => tether.close(0))
+  const admin = { url: tether.adminUrl, token: null }
+  const typo = await drainUpstream(admin, 'app1', { ...DRAIN, wait: false })
+  t.same([typo.code, typo.out], [1, ''])
+  t.equal(typo.err, 'tether drain: unknown upstream "app1"; did you mean "app-1"? (known: app-0, app-1, app-2)\n')
+  const far = await drainUpstream(admin, 'web-7', { ...DRAIN, wait: false })
+  t.equal(far.err, 'tether drain: unknown upstream "web-7" (known: app-0, app-1, app-2)\n', 'no guess when none is close')
+})
+
+t.test('an "unknown upstream" error lists at most 20 ids of a large (discovered) set', async (t) => {
+  const up = await startUpstream('pod')
+  t.teardown(() => up.close())
+  const ids = Array.from({ length: 45 }, (_, i) => `10.0.${Math.floor(i / 10)}.${i % 10}:8000`)
+  const tether = await startTether(testConfig(ids.map((id) => ({ id, url: up.url }))), { logger: createLogger('silent') })
+  t.teardown(() => tether.close(0))
+  const r = await drainUpstream({ url: tether.adminUrl, token: null }, 'web-0', { ...DRAIN, wait: false })
+  t.equal(r.code, 1)
+  t.match(r.err, /^tether drain: unknown upstream "web-0" \(known: 10\.0\.0\.0:8000, 10\.0\.0\.1:8000, [^)]*, and 25 more \(GET \/upstreams lists them\)\)\n$/)
+  t.equal(r.err.split(', ').length, 21, '20 ids, then the rest counted')
+})
+
+t.test('a refused admin token: the error says where the CLI took the token from', async (t) => {
+  const up = await startUpstream('app-0')
+  t.teardown(() => up.close())
+  const tether = await startTether(testConfig([up], { admin: { token: 'the-token' } }), { logger: createLogger('silent') })
+  t.teardown(() => tether.close(0))
+  const none = await drainUpstream({ url: tether.adminUrl, token: null }, 'app-0', { ...DRAIN, wait: false })
+  t.equal(none.err, 'tether drain: 401 Unauthorized: admin.token required (Authorization: Bearer <token>) (the CLI sends the token of --token, else of TETHER_ADMIN_TOKEN: neither is set)\n')
+  const wrong = await showSession({ url: tether.adminUrl, token: 'nope' }, 'u1', false)
+  t.equal(wrong.err, 'tether session: 401 Unauthorized: wrong admin token (the CLI sends the token of --token, else of TETHER_ADMIN_TOKEN)\n')
+})

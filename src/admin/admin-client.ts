@@ -2,6 +2,7 @@
 // `tether drain <id> [--migrate] [--wait]` (a preStop hook that returns once the upstream's
 // users have moved). Layer 4 flow: HTTP calls to a running Tether's admin listener through
 // Node's fetch; it never touches a running proxy's state otherwise, and never throws.
+import { nearest } from '../config/index.js'
 import { SCAN_TIMEOUT, isScan, type SessionView } from './session-lookup.js'
 
 /** Where the admin listener is and how to authenticate. */
@@ -98,7 +99,7 @@ export interface DrainOptions {
 export async function drainUpstream(admin: AdminTarget, id: string, o: DrainOptions): Promise<ClientResult> {
   const started = Date.now()
   const r = await call(admin, 'POST', `/upstreams/${encodeURIComponent(id)}/drain${o.migrate ? '?migrate=true' : ''}`)
-  if (typeof r === 'string') return { code: 1, out: '', err: `tether drain: ${r}\n` }
+  if (typeof r === 'string') return { code: 1, out: '', err: `tether drain: ${r.startsWith('404 ') ? await unknownUpstream(admin, id, r) : r}\n` }
   const answer = r as { id?: unknown; draining?: unknown } | null
   if (typeof answer !== 'object' || answer === null || answer.id !== id || answer.draining !== true) return { code: 1, out: '', err: `tether drain: ${notAdmin(admin)}\n` }
   let out = ''
@@ -133,6 +134,26 @@ export async function drainUpstream(admin: AdminTarget, id: string, o: DrainOpti
   }
 }
 
+/** The most upstream ids an "unknown upstream" error lists (a discovered set can have hundreds). */
+const KNOWN_LISTED = 20
+
+/**
+ * Why a drain of `id` was answered 404 (`answer`, as `call` gives it), with the ids the admin
+ * API knows and the one closest to `id`:
+ * `unknown upstream "app-l"; did you mean "app-1"? (known: app-0, app-1, app-2)`.
+ * When the list cannot be had (or holds `id`: the route itself is missing), `answer` as it is.
+ */
+async function unknownUpstream(admin: AdminTarget, id: string, answer: string): Promise<string> {
+  const rows = await call(admin, 'GET', '/upstreams')
+  if (!Array.isArray(rows)) return answer
+  const ids = rows.map((u: { id?: unknown } | null) => u?.id).filter((k): k is string => typeof k === 'string').sort()
+  if (ids.includes(id)) return answer
+  const near = nearest(id, ids)
+  const listed = ids.length === 0 ? 'no upstream is known (discovery found none yet?)'
+    : `known: ${ids.slice(0, KNOWN_LISTED).join(', ')}${ids.length > KNOWN_LISTED ? `, and ${ids.length - KNOWN_LISTED} more (GET /upstreams lists them)` : ''}`
+  return `unknown upstream ${JSON.stringify(id)}${near === undefined ? '' : `; did you mean ${JSON.stringify(near)}?`} (${listed})`
+}
+
 /** Example: sessionsRemain(1) -> '1 session remains'; sessionsRemain(3) -> '3 sessions remain'. */
 function sessionsRemain(n: number): string {
   return n === 1 ? '1 session remains' : `${n} sessions remain`
@@ -149,6 +170,7 @@ async function call(admin: AdminTarget, method: string, path: string, timeout = 
   try {
     const res = await fetch(`${admin.url.replace(/\/+$/, '')}${path}`, { method, headers, signal: AbortSignal.timeout(timeout) })
     const body = await res.text()
+    if (res.status === 401) return `${res.status} ${body.trim()} (the CLI sends the token of --token, else of TETHER_ADMIN_TOKEN${admin.token === null ? ': neither is set' : ''})`
     if (!res.ok) return `${res.status} ${body.trim()}`
     try {
       return JSON.parse(body) as unknown
