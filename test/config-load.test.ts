@@ -1050,3 +1050,21 @@ t.test('a file saved by Windows tools loads as its UTF-8 twin: a BOM, CRLF line 
   t.ok(error instanceof ConfigError)
   t.strictSame((error as ConfigError).issues, [`${path}:4:11 listen.prot: unknown key, did you mean \`port\`?`])
 })
+
+t.test('a UTF-8 file with a zero byte second is read as UTF-8, not as UTF-16 (one zero byte is no pattern); UTF-16 without a BOM still is', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tether-test-'))
+  const text = yaml(...UPSTREAM, 'listen: { port: 8081 }')
+  const expected = parseConfig(text, FILE)
+  const utf16be = (s: string): Buffer => Buffer.from(s, 'utf16le').swap16()
+  const files: [string, Buffer][] = [
+    ['UTF-8, a comment whose first character is NUL (an export tool\'s), odd length', Buffer.from(`#\u0000 exported\n${text}`, 'utf8')],
+    ['UTF-8, the same, even length', Buffer.from(`#\u0000 exported.\n${text}`, 'utf8')],
+    ['UTF-16LE without a BOM, a first line in Japanese', Buffer.from(`# 設定ファイル\n${text}`, 'utf16le')],
+    ['UTF-16BE without a BOM, a first line in Japanese', utf16be(`# 設定ファイル\n${text}`)],
+  ]
+  for (const [name, bytes] of files) {
+    const path = join(dir, 'proxy.yaml')
+    writeFileSync(path, bytes)
+    t.strictSame(loadConfigFile(path, {}), expected, name)
+  }
+})

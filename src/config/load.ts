@@ -45,23 +45,48 @@ export function readConfigText(path: string): string {
   } catch (err) {
     throw new ConfigError([`${path}: cannot read config: ${readErrorReason(err)}`], { cause: err })
   }
-  return decodeYamlText(bytes)
+  return decodeYamlBytes(bytes).text
+}
+
+/** A file's text and how its bytes were read: `bom` when a byte order mark said so. */
+export interface DecodedText {
+  readonly text: string
+  readonly encoding: 'utf-8' | 'utf-16le' | 'utf-16be'
+  readonly bom: boolean
 }
 
 /**
  * A YAML file's bytes as text: UTF-8, or UTF-16 as YAML 1.2 (5.2) requires a reader to accept,
- * told by its byte order mark or, without one, by the zero byte beside its first (ASCII)
- * character. Windows PowerShell 5's `>` writes UTF-16LE with a BOM (`tether import x.yaml >
- * proxy.yaml`), which read as UTF-8 was one garbled string. Example: bytes FF FE 61 00 -> "a".
- * (`tether import` refuses UTF-16 manifests with advice instead: src/import/convert.ts.)
+ * told by its byte order mark or, without one, by the zero bytes beside its ASCII characters.
+ * Windows PowerShell 5's `>` writes UTF-16LE with a BOM (`tether import x.yaml > proxy.yaml`,
+ * `kubectl get -o yaml > x.yaml`), which read as UTF-8 was one garbled string. Example: bytes
+ * FF FE 61 00 -> { text: "a", encoding: 'utf-16le', bom: true }. Without a BOM one zero byte
+ * is not enough (a UTF-8 file whose second byte is NUL is not UTF-16): see `utf16Without`.
  */
-function decodeYamlText(bytes: Buffer): string {
-  if (bytes.length >= 2) {
-    const [a, b] = [bytes[0]!, bytes[1]!]
-    if ((a === 0xff && b === 0xfe) || (a !== 0 && b === 0)) return new TextDecoder('utf-16le').decode(bytes)
-    if ((a === 0xfe && b === 0xff) || (a === 0 && b !== 0)) return new TextDecoder('utf-16be').decode(bytes)
-  }
-  return bytes.toString('utf8')
+export function decodeYamlBytes(bytes: Buffer): DecodedText {
+  const [a, b] = [bytes[0], bytes[1]]
+  if (a === 0xff && b === 0xfe) return { text: new TextDecoder('utf-16le').decode(bytes), encoding: 'utf-16le', bom: true }
+  if (a === 0xfe && b === 0xff) return { text: new TextDecoder('utf-16be').decode(bytes), encoding: 'utf-16be', bom: true }
+  if (utf16Without(bytes, 1)) return { text: new TextDecoder('utf-16le').decode(bytes), encoding: 'utf-16le', bom: false }
+  if (utf16Without(bytes, 0)) return { text: new TextDecoder('utf-16be').decode(bytes), encoding: 'utf-16be', bom: false }
+  return { text: bytes.toString('utf8'), encoding: 'utf-8', bom: false }
+}
+
+/** How many bytes at the start of a file without a BOM `utf16Without` looks at. */
+const SNIFF_BYTES = 64
+
+/**
+ * Whether `bytes` (no BOM) are UTF-16 with each character's high byte at `high` (1: LE, 0: BE):
+ * a whole number of 2-byte units, the first an ASCII character (YAML 1.2's rule: x 00 / 00 x),
+ * and the high byte zero in at least half of the first 32 units, as in any YAML text with its
+ * ASCII keys and indentation. UTF-8 has a zero byte only for U+0000: `a\0bc: d` is UTF-8.
+ */
+function utf16Without(bytes: Buffer, high: 0 | 1): boolean {
+  if (bytes.length < 2 || bytes.length % 2 !== 0 || bytes[high] !== 0 || bytes[1 - high] === 0) return false
+  const units = Math.min(bytes.length, SNIFF_BYTES) / 2
+  let ascii = 0
+  for (let i = 0; i < units; i++) if (bytes[2 * i + high] === 0 && bytes[2 * i + 1 - high] !== 0) ascii++
+  return ascii * 2 >= units
 }
 
 /**
