@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs'
 import { CONFIG_WARNING, ConfigError, configWarnings, nearest, readConfigFile, readErrorReason, type Config } from './config/index.js'
 import { configFiles } from './config/config-files.js'
 import { formatDuration, parseDuration } from './config/duration.js'
-import { convertManifests, ImportError } from './import/convert.js'
+import { convertManifests, ImportError, manifestText } from './import/convert.js'
 import type { Tether } from './app.js'
 import type { Logger } from './observability/logger.js'
 import { drainUpstream, showSession, type AdminTarget } from './admin/admin-client.js'
@@ -244,16 +244,17 @@ async function main(): Promise<number> {
       process.stderr.write(`tether: ${maskUrlCredentials(cmd.message)}\n\n${USAGE}`)
       return 2
     case 'import': {
-      const sources: { file: string; text: string }[] = []
+      const files: { file: string; bytes: Buffer }[] = []
       for (const file of cmd.files) {
         try {
-          sources.push({ file, text: readFileSync(file === '-' ? 0 : file, 'utf8') })
+          files.push({ file, bytes: readFileSync(file === '-' ? 0 : file) })
         } catch (err) {
           process.stderr.write(`${maskUrlCredentials(`tether import: cannot read ${file}: ${readErrorReason(err)}`)}\n`)
           return 1
         }
       }
       try {
+        const sources = files.map(({ file, bytes }) => ({ file, text: manifestText(file, bytes) }))
         const result = convertManifests(sources, { manifests: cmd.manifests, image: cmd.image ?? `ghcr.io/example/tether:${version()}` })
         process.stdout.write(result.manifests ?? result.proxyYaml)
         process.stderr.write(`tether import: converted ${result.converted}\n`)

@@ -115,15 +115,37 @@ ${paths.map((p) => `          - { path: ${p}, pathType: Prefix, backend: { servi
   t.match(two.findings.find((f) => f.what.includes('cookie Path'))?.why, /\/shop, \/cart/)
 })
 
-t.test('a file PowerShell wrote as UTF-16 is a clear error, not "nothing to import"', async (t) => {
+t.test('a file PowerShell wrote as UTF-16 (with a BOM) converts as its UTF-8 twin; UTF-16 without a BOM is a clear error, not "nothing to import"', async (t) => {
   const yaml = 'apiVersion: v1\nkind: Service\nmetadata: { name: a }\nspec: { sessionAffinity: ClientIP, ports: [{ name: http, port: 80 }] }\n'
-  const file = tempFile('current.yaml', '')
   const { writeFileSync } = await import('node:fs')
-  writeFileSync(file, Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(yaml, 'utf16le')]))
-  const r = await runCli(['import', file])
-  t.equal(r.code, 1)
-  t.match(r.stderr, /^tether import: .*current\.yaml is not UTF-8 text \(UTF-16\?/)
+  const utf8 = await runCli(['import', tempFile('current.yaml', yaml)], ENV)
+  t.equal(utf8.code, 0, utf8.stderr)
+  const utf16be = (s: string): Buffer => Buffer.from(s, 'utf16le').swap16()
+  const withBom: [string, Buffer][] = [
+    ['UTF-16LE with a BOM, CRLF (kubectl get -o yaml > file in Windows PowerShell 5)', Buffer.from(`\ufeff${yaml.replace(/\n/g, '\r\n')}`, 'utf16le')],
+    ['UTF-16BE with a BOM', utf16be(`\ufeff${yaml}`)],
+  ]
+  for (const [name, bytes] of withBom) {
+    const file = tempFile('current.yaml', '')
+    writeFileSync(file, bytes)
+    const r = await runCli(['import', file], ENV)
+    t.equal(r.code, 0, `${name}: ${r.stderr}`)
+    t.equal(r.stdout, utf8.stdout.replaceAll(utf8.stdout.match(/\/tmp\/[^\s:]*current\.yaml/)![0], file), `${name}: the proxy.yaml of the UTF-8 file`)
+  }
+  for (const [name, bytes] of [['UTF-16LE', Buffer.from(yaml, 'utf16le')], ['UTF-16BE', utf16be(yaml)]] as const) {
+    const file = tempFile('current.yaml', '')
+    writeFileSync(file, bytes)
+    const r = await runCli(['import', file], ENV)
+    t.equal(r.code, 1, `${name} without a BOM: refused`)
+    t.match(r.stderr, /^tether import: .*current\.yaml is not UTF-8 text \(UTF-16 without a byte order mark\?\): convert it first/)
+  }
   t.throws(() => convert(Buffer.from(yaml, 'utf16le').toString('utf8')), { message: /^in\.yaml is not UTF-8 text/ })
+  // a UTF-8 file whose second byte is NUL is no UTF-16
+  const nul = tempFile('current.yaml', '')
+  writeFileSync(nul, Buffer.from(`#\u0000 exported\n${yaml}`, 'utf8'))
+  const r = await runCli(['import', nul], ENV)
+  t.equal(r.code, 0, `a NUL second: ${r.stderr}`)
+  t.match(r.stdout, /sessionAffinity: ClientIP|key: client_ip/)
 })
 
 t.test('--image must be an image reference Kubernetes can pull: an empty or malformed one is an error, not a Deployment that never starts', async (t) => {

@@ -2,7 +2,7 @@
 // out, reproducing the stickiness the user had (ingress-nginx annotations, a Service's ClientIP
 // affinity, a Gateway API HTTPRoute's sessionPersistence) with comments for what differs, and
 // a list of what was not converted. Pure: file texts in, texts out; cli.ts does the I/O.
-import { ConfigError, parseConfig, toYaml } from '../config/index.js'
+import { ConfigError, decodeYamlBytes, parseConfig, toYaml } from '../config/index.js'
 import { convertHttpRoute } from './gateway-api.js'
 import { convertIngress } from './ingress-nginx.js'
 import { COOKIE_SECRET, readManifests, type Backend, type Finding, type Manifest, type Setting } from './manifests.js'
@@ -40,6 +40,23 @@ export class ImportError extends Error {
     super(message, cause === undefined ? undefined : { cause })
     this.name = 'ImportError'
   }
+}
+
+/**
+ * A manifest file's bytes as text, read as the config loader reads a config (UTF-8, or UTF-16
+ * with a byte order mark: `kubectl get ... -o yaml > file` in Windows PowerShell 5 writes
+ * UTF-16LE with one). UTF-16 without a BOM, told only by its zero bytes, is refused with advice
+ * (ImportError). Example: `manifestText('in.yaml', Buffer.from('\ufeffkind: Service', 'utf16le'))`
+ * -> "kind: Service".
+ */
+export function manifestText(file: string, bytes: Buffer): string {
+  const read = decodeYamlBytes(bytes)
+  if (read.encoding !== 'utf-8' && !read.bom) throw notUtf8(file)
+  return read.text
+}
+
+function notUtf8(file: string): ImportError {
+  return new ImportError(`${file} is not UTF-8 text (UTF-16 without a byte order mark?): convert it first, e.g. \`iconv -f UTF-16 -t UTF-8\`, or write it with \`| Out-File -Encoding utf8\``)
 }
 
 /**
@@ -110,11 +127,9 @@ function bypassedAffinity(ingress: Manifest): string {
  */
 export function convertManifests(sources: readonly { readonly file: string; readonly text: string }[], options: ImportOptions): ImportResult {
   for (const { file, text } of sources) {
-    // read as UTF-8, UTF-16 text has a NUL beside every ASCII letter: YAML of one odd string,
-    // which would be "nothing to import"
-    if (text.includes('\u0000')) {
-      throw new ImportError(`${file} is not UTF-8 text (UTF-16? Windows PowerShell's > writes that): convert it first, e.g. \`iconv -f UTF-16 -t UTF-8\`, or write it with \`| Out-File -Encoding utf8\``)
-    }
+    // UTF-16 bytes read as UTF-8: a NUL beside every ASCII letter, YAML of one odd string, which
+    // would be "nothing to import" (manifestText reads a file's bytes as the config loader does)
+    if (text.includes('\u0000') && decodeYamlBytes(Buffer.from(text, 'utf8')).encoding !== 'utf-8') throw notUtf8(file)
   }
   const image = options.image ?? 'ghcr.io/example/tether:latest'
   if (options.manifests && !IMAGE_REFERENCE.test(image)) {
