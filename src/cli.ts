@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Process entry: argv, exit codes and signals. Loads the config, starts the composition
 // root, and turns SIGTERM/SIGINT into a graceful stop. No proxy logic here.
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { CONFIG_WARNING, ConfigError, configWarnings, nearest, readConfigFile, readErrorReason, type Config } from './config/index.js'
 import { configFiles } from './config/config-files.js'
 import { formatDuration, parseDuration } from './config/duration.js'
@@ -56,13 +57,19 @@ type Command =
 /** The words `tether` takes first, for a "did you mean" on a mistyped one. */
 const COMMANDS = ['run', 'check', 'import', 'session', 'drain'] as const
 
+/** What other tools spell these as: `tether help`, `tether version`, `tether -V`. */
+const FLAG_WORDS: Readonly<Record<string, string>> = { help: '--help', version: '--version', '-V': '--version', '-?': '--help' }
+
+/** The options of one admin subcommand that the other takes: `tether session k --migrate`. */
+const ADMIN_ONLY: Readonly<Record<string, 'session' | 'drain'>> = { '--json': 'session', '--migrate': 'drain', '--wait': 'drain', '--timeout': 'drain' }
+
 /**
  * A usage error for an argument nothing takes, with the option or command it is closest to:
  * `unknownArgument("--conifg", ["--config"])` -> `unknown argument "--conifg", did you mean "--config"?`.
  */
 function unknownArgument(a: string, candidates: readonly string[]): Command {
   const name = a.startsWith('--') ? a.split('=')[0]! : a // `--confg=x`: the option's name
-  const near = /^-?-?[a-z][a-z-]*$/i.test(name) ? nearest(name, candidates) : undefined
+  const near = FLAG_WORDS[a] ?? (/^-?-?[a-z][a-z-]*$/i.test(name) ? nearest(name, candidates) : undefined)
   return { kind: 'usage-error', message: `unknown argument "${a}"${near === undefined ? '' : `, did you mean "${near}"?`}` }
 }
 
@@ -79,17 +86,25 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
     const a = args.shift()!
     if (a === '--config' || a === '-c') {
       const v = args.shift()
-      if (v === undefined) return { kind: 'usage-error', message: `${a} needs a file path` }
+      if (v === undefined || v === '') return { kind: 'usage-error', message: `${a} needs a file path` }
       config = v
     } else if (a.startsWith('--config=')) {
       config = a.slice('--config='.length)
+      if (config === '') return { kind: 'usage-error', message: '--config needs a file path (--config=<file>)' }
     } else if (kind === 'check' && config === undefined && !a.startsWith('-')) {
+      if (a === '') return { kind: 'usage-error', message: 'check needs a config file (an empty argument was given)' }
       config = a
+    } else if (kind === 'check' && !a.startsWith('-')) {
+      return { kind: 'usage-error', message: `check takes one config file: "${a}" is a second (check each on its own)` }
     } else if (kind === 'run' && config === undefined && !a.startsWith('-') && /\.ya?ml$/i.test(a)) {
       // `tether proxy.yaml`: the file is an option's value when running
       return { kind: 'usage-error', message: `unknown argument "${a}": to run with this file, write --config ${a} (to validate it: tether check ${a})` }
     } else {
-      return unknownArgument(a, a.startsWith('-') ? ['--config', '--help', '--version'] : argv[0] === a ? COMMANDS : [])
+      const unknown = unknownArgument(a, a.startsWith('-') ? ['--config', '--help', '--version'] : argv[0] === a ? COMMANDS : [])
+      // a first word that is no command and near none: which there are
+      return argv[0] === a && unknown.kind === 'usage-error' && !unknown.message.includes('did you mean') && !a.startsWith('-')
+        ? { kind: 'usage-error', message: `${unknown.message} (commands: ${COMMANDS.join(', ')})` }
+        : unknown
     }
   }
   if (kind === 'check' && config === undefined) return { kind: 'usage-error', message: 'check needs a config file' }
@@ -146,8 +161,12 @@ function parseAdminCommand(kind: 'session' | 'drain', args: string[], env: Reado
     } else if (a === '--json' && kind === 'session') json = true
     else if (a === '--migrate' && kind === 'drain') migrate = true
     else if (a === '--wait' && kind === 'drain') wait = true
-    else if (a.startsWith('-') || target !== undefined) return unknownArgument(a, a.startsWith('-') ? ['--admin', '--token', ...(kind === 'session' ? ['--json'] : ['--timeout', '--migrate', '--wait'])] : [])
-    else target = a
+    else if (ADMIN_ONLY[name] !== undefined && ADMIN_ONLY[name] !== kind) return { kind: 'usage-error', message: `${name} is an option of tether ${ADMIN_ONLY[name]}, not of tether ${kind}` }
+    else if (a.startsWith('-')) return unknownArgument(a, ['--admin', '--token', ...(kind === 'session' ? ['--json'] : ['--timeout', '--migrate', '--wait'])])
+    else if (target !== undefined) {
+      const what = kind === 'session' ? 'session key' : 'upstream id'
+      return { kind: 'usage-error', message: `${kind} takes one ${what}: "${a}" is a second${kind === 'drain' ? ' (drain each on its own)' : ''}` }
+    } else target = a
   }
   if (target === undefined || target === '') return { kind: 'usage-error', message: `${kind} needs ${kind === 'session' ? 'a session key' : 'an upstream id'}` }
   if (!/^https?:\/\/[^/]/.test(url)) return { kind: 'usage-error', message: `--admin: expected a URL like http://127.0.0.1:9901, got "${url}"` }
@@ -202,8 +221,10 @@ function read(file: string, from: 'argument' | 'TETHER_CONFIG' | 'default' = 'ar
   try {
     return readConfigFile(file, process.env, configFiles)
   } catch (err) {
-    const missing = err instanceof ConfigError && (err.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT'
-    const source = !missing || from === 'argument' ? ''
+    const code = err instanceof ConfigError ? (err.cause as NodeJS.ErrnoException | undefined)?.code : undefined
+    const missing = code === 'ENOENT'
+    const source = code === 'EISDIR' ? directoryHint(file)
+      : !missing || from === 'argument' ? ''
       : from === 'TETHER_CONFIG' ? '; the file TETHER_CONFIG names (--config <file> overrides it)'
       : `; the default file (no --config given, TETHER_CONFIG unset), read from ${process.cwd()}: pass --config <file>`
     // (a read error's OS message names the path, and could carry anything: masked as every stderr line)
@@ -211,6 +232,22 @@ function read(file: string, from: 'argument' | 'TETHER_CONFIG' | 'default' = 'ar
     else process.stderr.write(`${file}: ${failureLine(err)}\n`)
     return null
   }
+}
+
+/**
+ * What to do with a directory given for a file: name a YAML file in it (the first 5 listed).
+ * Example: for `config`, holding proxy.yaml -> "; a directory: name the YAML file in it (config/proxy.yaml)";
+ * `files` says what to name (import reads several).
+ */
+function directoryHint(dir: string, files = 'the YAML file'): string {
+  let names: string[] = []
+  try {
+    names = readdirSync(dir).filter((n) => /\.ya?ml$/i.test(n)).sort()
+  } catch {
+    // not listable (permissions): said without the names
+  }
+  const listed = names.length === 0 ? 'it holds none' : `${names.slice(0, 5).map((n) => join(dir, n)).join(', ')}${names.length > 5 ? `, and ${names.length - 5} more` : ''}`
+  return `; a directory: name ${files} in it (${listed})`
 }
 
 /**
@@ -249,7 +286,8 @@ async function main(): Promise<number> {
         try {
           files.push({ file, bytes: readFileSync(file === '-' ? 0 : file) })
         } catch (err) {
-          process.stderr.write(`${maskUrlCredentials(`tether import: cannot read ${file}: ${readErrorReason(err)}`)}\n`)
+          const hint = (err as NodeJS.ErrnoException).code === 'EISDIR' ? directoryHint(file, 'the YAML files') : ''
+          process.stderr.write(`${maskUrlCredentials(`tether import: cannot read ${file}: ${readErrorReason(err)}${hint}`)}\n`)
           return 1
         }
       }

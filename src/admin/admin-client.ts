@@ -180,6 +180,9 @@ async function call(admin: AdminTarget, method: string, path: string, timeout = 
   } catch (err) {
     const e = err as Error & { cause?: { code?: string; message?: string } }
     if (e.name === 'TimeoutError') return `the admin API at ${admin.url} did not answer within ${timeout / 1000} s`
-    return `cannot reach the admin API at ${admin.url}: ${e.cause?.code ?? e.cause?.message ?? e.message}`
+    const why = e.cause?.code ?? e.cause?.message ?? e.message
+    // nothing listens there: Tether not running, or its admin listener elsewhere
+    const hint = why === 'ECONNREFUSED' ? ` (is Tether running with admin.listen at this address? --admin or TETHER_ADMIN names another)` : ''
+    return `cannot reach the admin API at ${admin.url}: ${why}${hint}`
   }
 }
