@@ -4,6 +4,7 @@
 // cookie Path ingress-nginx gives by default (the matched Ingress path), and a file PowerShell
 // wrote as UTF-16.
 import t from 'tap'
+import { gzipSync } from 'node:zlib'
 import { ingressYaml } from './fixtures/ingress.js'
 import { parseConfig, type Config } from '../src/config/index.js'
 import { convertManifests, ImportError, type ImportResult } from '../src/import/convert.js'
@@ -140,12 +141,16 @@ t.test('a file PowerShell wrote as UTF-16 (with a BOM) converts as its UTF-8 twi
     t.match(r.stderr, /^tether import: .*current\.yaml is not UTF-8 text \(UTF-16 without a byte order mark\?\): convert it first/)
   }
   t.throws(() => convert(Buffer.from(yaml, 'utf16le').toString('utf8')), { message: /^in\.yaml is not UTF-8 text/ })
-  // a UTF-8 file whose second byte is NUL is no UTF-16
+  // a UTF-8 file whose second byte is NUL is no UTF-16 (and YAML allows no NUL); a binary or
+  // compressed file is not "nothing to import"
   const nul = tempFile('current.yaml', '')
   writeFileSync(nul, Buffer.from(`#\u0000 exported\n${yaml}`, 'utf8'))
-  const r = await runCli(['import', nul], ENV)
-  t.equal(r.code, 0, `a NUL second: ${r.stderr}`)
-  t.match(r.stdout, /sessionAffinity: ClientIP|key: client_ip/)
+  const gz = tempFile('current.yaml.gz', '')
+  writeFileSync(gz, gzipSync(yaml))
+  const [r, z] = await Promise.all([runCli(['import', nul], ENV), runCli(['import', gz], ENV)])
+  t.same([r.code, r.stderr], [1, `tether import: ${nul}:1:2 holds a NUL byte, which YAML text cannot: not a manifest file (binary?)\n`], 'a NUL second: not called UTF-16')
+  t.same([z.code, z.stderr], [1, `tether import: ${gz} is gzip-compressed: decompress it first (gunzip -k ${gz})\n`])
+  t.throws(() => convert(`kind: Service\nmetadata: { name: "a\u0000" }\n`), { message: 'in.yaml:2:21 holds a NUL byte, which YAML text cannot: not a manifest file (binary?)' })
 })
 
 t.test('--image must be an image reference Kubernetes can pull: an empty or malformed one is an error, not a Deployment that never starts', async (t) => {

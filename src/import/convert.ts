@@ -50,9 +50,23 @@ export class ImportError extends Error {
  * -> "kind: Service".
  */
 export function manifestText(file: string, bytes: Buffer): string {
+  if (bytes[0] === 0x1f && bytes[1] === 0x8b) throw new ImportError(`${file} is gzip-compressed: decompress it first (gunzip -k ${file})`)
   const read = decodeYamlBytes(bytes)
   if (read.encoding !== 'utf-8' && !read.bom) throw notUtf8(file)
+  const nul = nulError(file, read.text)
+  if (nul !== null) throw nul
   return read.text
+}
+
+/**
+ * A NUL in text that is not UTF-16 read as UTF-8: YAML allows none (1.2, 5.1), and a binary
+ * file has them; where the first is, as `file:line:col`. Null when there is none.
+ */
+function nulError(file: string, text: string): ImportError | null {
+  const at = text.indexOf('\u0000')
+  if (at < 0) return null
+  const before = text.slice(0, at).split('\n')
+  return new ImportError(`${file}:${before.length}:${before.at(-1)!.length + 1} holds a NUL byte, which YAML text cannot: not a manifest file (binary?)`)
 }
 
 function notUtf8(file: string): ImportError {
@@ -129,7 +143,7 @@ export function convertManifests(sources: readonly { readonly file: string; read
   for (const { file, text } of sources) {
     // UTF-16 bytes read as UTF-8: a NUL beside every ASCII letter, YAML of one odd string, which
     // would be "nothing to import" (manifestText reads a file's bytes as the config loader does)
-    if (text.includes('\u0000') && decodeYamlBytes(Buffer.from(text, 'utf8')).encoding !== 'utf-8') throw notUtf8(file)
+    if (text.includes('\u0000')) throw decodeYamlBytes(Buffer.from(text, 'utf8')).encoding !== 'utf-8' ? notUtf8(file) : nulError(file, text)!
   }
   const image = options.image ?? 'ghcr.io/example/tether:latest'
   if (options.manifests && !IMAGE_REFERENCE.test(image)) {
