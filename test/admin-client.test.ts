@@ -94,3 +94,20 @@ t.test('a refused admin token: the error says where the CLI took the token from'
   const wrong = await showSession({ url: tether.adminUrl, token: 'nope' }, 'u1', false)
   t.equal(wrong.err, 'tether session: 401 Unauthorized: wrong admin token (the CLI sends the token of --token, else of TETHER_ADMIN_TOKEN)\n')
 })
+
+t.test("another server's error page (an app's 404) is said to be not the admin API's, not printed; an error text is one line", async (t) => {
+  const page = '<!DOCTYPE HTML>\n<html>\n<body>\n<h1>Error response</h1>\n</body>\n</html>\n'
+  const server = http.createServer((req, res) => {
+    if (req.url === '/sessions/plain') res.writeHead(502, { 'content-type': 'text/plain' }).end('Bad Gateway:\n  the upstream\n  went away\n')
+    else res.writeHead(404, { 'content-type': 'text/html' }).end(page)
+  }).listen(0, '127.0.0.1')
+  await new Promise((r) => server.once('listening', r))
+  t.teardown(() => server.close())
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  const drain = await drainUpstream({ url, token: null }, 'app-0', { ...DRAIN, wait: false })
+  t.same([drain.code, drain.err], [1, `tether drain: 404: the answer from ${url} is not the Tether admin API's (is --admin the admin listener's address?)\n`])
+  const session = await showSession({ url, token: null }, 'u1', false)
+  t.same([session.code, session.err], [1, `tether session: 404: the answer from ${url} is not the Tether admin API's (is --admin the admin listener's address?)\n`])
+  const plain = await showSession({ url, token: null }, 'plain', false)
+  t.equal(plain.err, 'tether session: 502 Bad Gateway: the upstream went away\n')
+})

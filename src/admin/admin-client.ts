@@ -162,6 +162,12 @@ function sessionsRemain(n: number): string {
 /** The longest `drain --wait` waits for its look at the deadline (ms). */
 const LAST_LOOK = 1_000
 
+/** An error body as one line of at most 300 characters (the admin API's are one line already). */
+function oneLine(body: string): string {
+  const line = body.trim().replace(/\s*\n\s*/g, ' ')
+  return line.length > 300 ? `${line.slice(0, 300)}...` : line
+}
+
 /** One admin call: the parsed JSON, or a sentence saying why not. */
 async function call(admin: AdminTarget, method: string, path: string, timeout = CALL_TIMEOUT): Promise<unknown> {
   // a header value is bytes: the token's UTF-8 bytes, as the admin API compares them (fetch
@@ -171,7 +177,9 @@ async function call(admin: AdminTarget, method: string, path: string, timeout = 
     const res = await fetch(`${admin.url.replace(/\/+$/, '')}${path}`, { method, headers, signal: AbortSignal.timeout(timeout) })
     const body = await res.text()
     if (res.status === 401) return `${res.status} ${body.trim()} (the CLI sends the token of --token, else of TETHER_ADMIN_TOKEN${admin.token === null ? ': neither is set' : ''})`
-    if (!res.ok) return `${res.status} ${body.trim()}`
+    // another server's error page (an app's, the proxy port's upstream): said as not the admin API, not printed
+    if (!res.ok && /html/i.test(res.headers.get('content-type') ?? '')) return `${res.status}: ${notAdmin(admin)}`
+    if (!res.ok) return `${res.status} ${oneLine(body)}`
     try {
       return JSON.parse(body) as unknown
     } catch {
