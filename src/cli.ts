@@ -126,6 +126,9 @@ function parseImport(args: string[]): Command {
       if (image === undefined || image === '') return { kind: 'usage-error', message: '--image needs an image reference' }
     } else if (a.startsWith('--image=')) image = a.slice('--image='.length)
     else if (a.startsWith('-') && a !== '-') return unknownArgument(a, ['--manifests', '--image'])
+    else if (a === '') return { kind: 'usage-error', message: 'import: a manifest file argument is empty' }
+    // (its objects would each be read twice: the second reported as a second source of stickiness)
+    else if (files.includes(a)) return { kind: 'usage-error', message: `import: ${a === '-' ? 'stdin (-)' : `"${a}"`} is named twice` }
     else files.push(a)
   }
   if (files.length === 0) return { kind: 'usage-error', message: 'import needs at least one manifest file' }

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import net from 'node:net'
 import { spawn } from 'node:child_process'
-import { CLI, ROOT, freePort, runCli, tempFile } from './fixtures/cli.js'
+import { CLI, ROOT, runCli, tempFile } from './fixtures/cli.js'
 
 const version = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version
 
@@ -117,30 +117,6 @@ t.test('check, run and import: a config or manifest that cannot be read (a direc
   const r = await runCli(['import', dir])
   t.equal(r.code, 1, 'import')
   t.equal(r.stderr, `tether import: cannot read ${dir}: illegal operation on a directory (EISDIR); a directory: name the YAML files in it (${join(dir, 'canary.yml')}, ${join(dir, 'proxy.yaml')})\n`, 'import')
-})
-
-t.test('usage errors a new user meets say what is wrong and what to write instead', async (t) => {
-  const closed = await freePort()
-  const cases: [string[], string, number][] = [
-    [['help'], 'unknown argument "help", did you mean "--help"?', 2],
-    [['version'], 'unknown argument "version", did you mean "--version"?', 2],
-    [['-V'], 'unknown argument "-V", did you mean "--version"?', 2],
-    [['frobnicate'], 'unknown argument "frobnicate" (commands: run, check, import, session, drain)', 2],
-    [['check', '--config='], '--config needs a file path (--config=<file>)', 2],
-    [['--config', ''], '--config needs a file path', 2],
-    [['check', ''], 'check needs a config file (an empty argument was given)', 2],
-    [['check', 'a.yaml', 'b.yaml'], 'check takes one config file: "b.yaml" is a second (check each on its own)', 2],
-    [['drain', 'app-1', 'app-2'], 'drain takes one upstream id: "app-2" is a second (drain each on its own)', 2],
-    [['session', 'k', 'k2'], 'session takes one session key: "k2" is a second', 2],
-    [['session', 'k', '--migrate'], '--migrate is an option of tether drain, not of tether session', 2],
-    [['drain', 'app-1', '--json'], '--json is an option of tether session, not of tether drain', 2],
-    [['drain', 'app-1', '--admin', `http://127.0.0.1:${closed}`], `drain: cannot reach the admin API at http://127.0.0.1:${closed}: ECONNREFUSED (is Tether running with admin.listen at this address? --admin or TETHER_ADMIN names another)`, 1],
-  ]
-  const runs = await Promise.all(cases.map(([args]) => runCli(args)))
-  cases.forEach(([args, message, code], i) => {
-    t.equal(runs[i]!.code, code, args.join(' '))
-    t.equal(runs[i]!.stderr.split('\n')[0], `tether ${message}`.replace(/^tether (?!drain:)/, 'tether: '), args.join(' '))
-  })
 })
 
 t.test('check: a syntax error on a line with a URL password keeps its caret under the column (the password masked one * per character)', async (t) => {

@@ -126,20 +126,23 @@ t.test('a file PowerShell wrote as UTF-16 (with a BOM) converts as its UTF-8 twi
     ['UTF-16LE with a BOM, CRLF (kubectl get -o yaml > file in Windows PowerShell 5)', Buffer.from(`\ufeff${yaml.replace(/\n/g, '\r\n')}`, 'utf16le')],
     ['UTF-16BE with a BOM', utf16be(`\ufeff${yaml}`)],
   ]
-  for (const [name, bytes] of withBom) {
+  const withoutBom: [string, Buffer][] = [['UTF-16LE', Buffer.from(yaml, 'utf16le')], ['UTF-16BE', utf16be(yaml)]]
+  const run = (bytes: Buffer): Promise<[string, Awaited<ReturnType<typeof runCli>>]> => {
     const file = tempFile('current.yaml', '')
     writeFileSync(file, bytes)
-    const r = await runCli(['import', file], ENV)
+    return runCli(['import', file], ENV).then((r) => [file, r])
+  }
+  const [read, refused] = await Promise.all([Promise.all(withBom.map(([, b]) => run(b))), Promise.all(withoutBom.map(([, b]) => run(b)))])
+  withBom.forEach(([name], i) => {
+    const [file, r] = read[i]!
     t.equal(r.code, 0, `${name}: ${r.stderr}`)
     t.equal(r.stdout, utf8.stdout.replaceAll(utf8.stdout.match(/\/tmp\/[^\s:]*current\.yaml/)![0], file), `${name}: the proxy.yaml of the UTF-8 file`)
-  }
-  for (const [name, bytes] of [['UTF-16LE', Buffer.from(yaml, 'utf16le')], ['UTF-16BE', utf16be(yaml)]] as const) {
-    const file = tempFile('current.yaml', '')
-    writeFileSync(file, bytes)
-    const r = await runCli(['import', file], ENV)
+  })
+  withoutBom.forEach(([name], i) => {
+    const [, r] = refused[i]!
     t.equal(r.code, 1, `${name} without a BOM: refused`)
     t.match(r.stderr, /^tether import: .*current\.yaml is not UTF-8 text \(UTF-16 without a byte order mark\?\): convert it first/)
-  }
+  })
   t.throws(() => convert(Buffer.from(yaml, 'utf16le').toString('utf8')), { message: /^in\.yaml is not UTF-8 text/ })
   // a UTF-8 file whose second byte is NUL is no UTF-16 (and YAML allows no NUL); a binary or
   // compressed file is not "nothing to import"
