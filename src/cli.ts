@@ -138,6 +138,7 @@ function parseImport(args: string[]): Command {
 /** `tether session <key> ...` and `tether drain <id> ...`: the admin API's client commands. */
 function parseAdminCommand(kind: 'session' | 'drain', args: string[], env: Readonly<Record<string, string | undefined>>): Command {
   let url = env['TETHER_ADMIN'] ?? 'http://127.0.0.1:9901'
+  let urlFrom = 'TETHER_ADMIN'
   let token = env['TETHER_ADMIN_TOKEN'] ?? null
   let tokenFrom = 'TETHER_ADMIN_TOKEN'
   let target: string | undefined
@@ -152,7 +153,7 @@ function parseAdminCommand(kind: 'session' | 'drain', args: string[], env: Reado
     if (name === '--admin' || name === '--token' || name === '--timeout') {
       const v = value()
       if (v === null || v === '') return { kind: 'usage-error', message: `${name} needs a value` }
-      if (name === '--admin') url = v
+      if (name === '--admin') [url, urlFrom] = [v, '--admin']
       else if (name === '--token') [token, tokenFrom] = [v, '--token']
       else {
         try {
@@ -172,7 +173,7 @@ function parseAdminCommand(kind: 'session' | 'drain', args: string[], env: Reado
     } else target = a
   }
   if (target === undefined || target === '') return { kind: 'usage-error', message: `${kind} needs ${kind === 'session' ? 'a session key' : 'an upstream id'}` }
-  if (!/^https?:\/\/[^/]/.test(url)) return { kind: 'usage-error', message: `--admin: expected a URL like http://127.0.0.1:9901, got "${url}"` }
+  if (!/^https?:\/\/[^/]/.test(url)) return { kind: 'usage-error', message: `${urlFrom}: expected a URL like http://127.0.0.1:9901, got "${url}"${urlFrom === '--admin' ? '' : ' (--admin <url> overrides it)'}` }
   // fetch drops whitespace at a header value's ends and refuses a control character inside,
   // with an error that quotes the value: said here, the token never shown
   if (token !== null && /[\x00-\x08\x0a-\x1f\x7f]/.test(token.replace(/^[ \t\r\n]+|[ \t\r\n]+$/g, ''))) {

@@ -26,6 +26,12 @@ t.test('usage errors a new user meets say what is wrong and what to write instea
     [['drain', 'app-1', '--admin', `http://127.0.0.1:${closed}`], `drain: cannot reach the admin API at http://127.0.0.1:${closed}: ECONNREFUSED (is Tether running with admin.listen at this address? --admin or TETHER_ADMIN names another)`, 1],
   ]
   const runs = await Promise.all(cases.map(([args]) => runCli(args)))
+  // the admin address from the environment: named as such
+  const fromEnv = await runCli(['drain', 'app-1'], { TETHER_ADMIN: '127.0.0.1:9901' })
+  t.equal(fromEnv.code, 2)
+  t.equal(fromEnv.stderr.split('\n')[0], 'tether: TETHER_ADMIN: expected a URL like http://127.0.0.1:9901, got "127.0.0.1:9901" (--admin <url> overrides it)')
+  const fromFlag = await runCli(['drain', 'app-1', '--admin', '127.0.0.1:9901'], { TETHER_ADMIN: 'http://127.0.0.1:9901' })
+  t.equal(fromFlag.stderr.split('\n')[0], 'tether: --admin: expected a URL like http://127.0.0.1:9901, got "127.0.0.1:9901"')
   cases.forEach(([args, message, code], i) => {
     t.equal(runs[i]!.code, code, args.join(' '))
     t.equal(runs[i]!.stderr.split('\n')[0], `tether ${message}`.replace(/^tether (?!drain:)/, 'tether: '), args.join(' '))
