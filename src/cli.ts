@@ -61,7 +61,7 @@ const COMMANDS = ['run', 'check', 'import', 'session', 'drain'] as const
 const FLAG_WORDS: Readonly<Record<string, string>> = { help: '--help', version: '--version', '-V': '--version', '-?': '--help' }
 
 /** The options of one admin subcommand that the other takes: `tether session k --migrate`. */
-const ADMIN_ONLY: Readonly<Record<string, 'session' | 'drain'>> = { '--json': 'session', '--migrate': 'drain', '--wait': 'drain', '--timeout': 'drain' }
+const ADMIN_ONLY: Readonly<Record<string, 'session' | 'drain'>> = { '--json': 'session', '--migrate': 'drain', '--wait': 'drain' }
 
 /**
  * A usage error for an argument nothing takes, with the option or command it is closest to:
