@@ -5,10 +5,11 @@
 // wrote as UTF-16.
 import t from 'tap'
 import { gzipSync } from 'node:zlib'
+import { spawn } from 'node:child_process'
 import { ingressYaml } from './fixtures/ingress.js'
 import { parseConfig, type Config } from '../src/config/index.js'
 import { convertManifests, ImportError, type ImportResult } from '../src/import/convert.js'
-import { runCli, tempFile } from './fixtures/cli.js'
+import { CLI, runCli, tempFile } from './fixtures/cli.js'
 
 const ENV = { TETHER_SECRET: 'x'.repeat(32), TETHER_ADMIN_TOKEN: 'admin' }
 const convert = (text: string, file = 'in.yaml'): ImportResult => convertManifests([{ file, text }], { manifests: false })
@@ -153,6 +154,12 @@ t.test('a file PowerShell wrote as UTF-16 (with a BOM) converts as its UTF-8 twi
   const [r, z] = await Promise.all([runCli(['import', nul], ENV), runCli(['import', gz], ENV)])
   t.same([r.code, r.stderr], [1, `tether import: ${nul}:1:2 holds a NUL byte, which YAML text cannot: not a manifest file (binary?)\n`], 'a NUL second: not called UTF-16')
   t.same([z.code, z.stderr], [1, `tether import: ${gz} is gzip-compressed: decompress it first (gunzip -k ${gz})\n`])
+  const piped = spawn(process.execPath, [CLI, 'import', '-'], { stdio: ['pipe', 'pipe', 'pipe'] })
+  let stderr = ''
+  piped.stderr.on('data', (c: Buffer) => (stderr += c.toString()))
+  piped.stdin.end(gzipSync(yaml))
+  const code = await new Promise((resolve) => piped.on('close', resolve))
+  t.same([code, stderr], [1, 'tether import: stdin is gzip-compressed: pipe it through gunzip first (zcat x.yaml.gz | tether import -)\n'], 'stdin')
   t.throws(() => convert(`kind: Service\nmetadata: { name: "a\u0000" }\n`), { message: 'in.yaml:2:21 holds a NUL byte, which YAML text cannot: not a manifest file (binary?)' })
 })
 

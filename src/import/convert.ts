@@ -50,7 +50,9 @@ export class ImportError extends Error {
  * -> "kind: Service".
  */
 export function manifestText(file: string, bytes: Buffer): string {
-  if (bytes[0] === 0x1f && bytes[1] === 0x8b) throw new ImportError(`${file} is gzip-compressed: decompress it first (gunzip -k ${file})`)
+  if (bytes[0] === 0x1f && bytes[1] === 0x8b) {
+    throw new ImportError(file === '-' ? 'stdin is gzip-compressed: pipe it through gunzip first (zcat x.yaml.gz | tether import -)' : `${file} is gzip-compressed: decompress it first (gunzip -k ${file})`)
+  }
   const read = decodeYamlBytes(bytes)
   if (read.encoding !== 'utf-8' && !read.bom) throw notUtf8(file)
   const nul = nulError(file, read.text)
