@@ -102,6 +102,25 @@ export class SharedHealth {
    * RELAYED_KEPT, oldest dropped.
    */
   readonly #relayedFirst: Heard[] = []
+  /**
+   * Recorded drains read for an id this replica's set did not have at the read (discovery's
+   * first list for it not come yet: a worker that read before its lead's or the primary's list;
+   * a pod out of the list at the start), and drains heard for such an id, by id: applied when
+   * the id joins the set, unless an undrain of it is heard or a change made here meanwhile (a
+   * drain heard replaces it). Replaced by each read (a record removed since is no longer
+   * waited for); at most AWAITED_KEPT. `changed`: the record's change time (undefined: an
+   * older Tether's, kept as the read keeps it), a week after which it is stale (see
+   * RECORDED_MS) and not applied; `recorded`: read from the record (not heard).
+   */
+  readonly #awaiting = new Map<string, { readonly migrate: boolean; readonly since: number | undefined; readonly changed: number | undefined; readonly recorded: boolean }>()
+  /**
+   * The awaited drains applied when their id joined, until the record is read again: one gone
+   * from Redis meanwhile (its upstream left another replica's set: a replica that did not have
+   * it could not see that) is undone, unless a drain or undrain of it came since. By id, the
+   * apply's number.
+   */
+  readonly #confirming = new Map<string, number>()
+  #joins = 0
 
   /**
    * `group`: the id this process shares with the processes that apply the same probe results
@@ -127,7 +146,14 @@ export class SharedHealth {
       // an upstream that left the set (its pod deleted after a preStop drain) left its drain
       // with it, here as in every replica that saw it go: its record goes too, else a replica
       // started later drained the id when it came back (a StatefulSet pod's name), alone
-      if (e.to === null) this.#forget(e.id)
+      if (e.to === null) {
+        this.#awaiting.delete(e.id)
+        this.#forget(e.id)
+      }
+      // an id that joined the set: its recorded drain, read before it was here, applies now. In a
+      // microtask: after the set change that added it (not inside the table's transition), and
+      // before any request is placed (those come from I/O callbacks)
+      if (e.from === null && e.to !== null && this.#awaiting.has(e.id)) queueMicrotask(() => this.#joined(e.id))
     })
   }
 
@@ -206,12 +232,20 @@ export class SharedHealth {
     }
     // a drain without a start (recorded by an older Tether, or not a whole number) began now;
     // one drained or undrained since the read began is as that message said (it may be newer);
-    // an admin's drain in place already, as migrating as recorded, is left alone
+    // an admin's drain in place already, as migrating as recorded, is left alone; one of an id
+    // not in the set yet waits for it to join (this read replaces what the last one left
+    // waiting, but for a drain heard meanwhile: newer)
+    for (const id of [...this.#awaiting.keys()]) if (!heard.has(id)) this.#awaiting.delete(id)
     for (const [id, how] of drains) {
       const migrate = how === 'migrate'
       const held = this.#health.adminDrain(id)
       if (heard.has(id) || (held !== null && (held.migrate || !migrate))) continue
-      this.#apply({ kind: 'drain', id, migrate, active: false, since: startTime(starts.get(id)) })
+      const since = startTime(starts.get(id))
+      if (this.#health.state(id) === undefined) {
+        this.#await(id, { migrate, since, changed: startTime(changes.get(id)) ?? since, recorded: true })
+        continue
+      }
+      this.#apply({ kind: 'drain', id, migrate, active: false, since })
     }
   }
 
@@ -252,6 +286,8 @@ export class SharedHealth {
       return
     }
     for (const heard of this.#hearing) heard.add(id)
+    this.#awaiting.delete(id)
+    this.#confirming.delete(id)
     if (kind === 'drain') {
       sent.push(this.#channel.remember(DRAINS, id, migrate ? 'migrate' : 'stay'))
       if (since !== undefined) sent.push(this.#channel.remember(DRAIN_STARTS, id, String(since)))
@@ -302,6 +338,45 @@ export class SharedHealth {
       const state = this.#health.state(id)
       if (state === 'unhealthy' || state === 'ejected') this.tell('down', id, false, undefined, state === 'unhealthy')
     }
+  }
+
+  /** Keep the drain `awaited` of `id` until `id` joins the set (at most AWAITED_KEPT, the oldest dropped). */
+  #await(id: string, awaited: { readonly migrate: boolean; readonly since: number | undefined; readonly changed: number | undefined; readonly recorded: boolean }): void {
+    this.#awaiting.delete(id)
+    this.#awaiting.set(id, awaited)
+    if (this.#awaiting.size > AWAITED_KEPT) this.#awaiting.delete(this.#awaiting.keys().next().value!)
+  }
+
+  /**
+   * `id` joined the set: the recorded drain read while it was not here applies (with its
+   * recorded start), unless it is stale by now; then the record is read again, and the drain
+   * undone if the record is gone (see #confirming). Not one heard (live, and its sender records
+   * it after it publishes: a read now could come first).
+   */
+  #joined(id: string): void {
+    const awaited = this.#awaiting.get(id)
+    if (awaited === undefined || this.#health.state(id) === undefined) return
+    this.#awaiting.delete(id)
+    if (awaited.changed !== undefined && Date.now() - awaited.changed >= RECORDED_MS) return
+    const held = this.#health.adminDrain(id)
+    if (held !== null && (held.migrate || !awaited.migrate)) return
+    this.#apply({ kind: 'drain', id, migrate: awaited.migrate, active: false, since: awaited.since })
+    if (!awaited.recorded) return
+    const n = ++this.#joins
+    this.#confirming.set(id, n)
+    void this.#channel.members(DRAINS).then((drains) => {
+      if (this.#confirming.get(id) !== n) return
+      this.#confirming.delete(id)
+      // unread (Redis did not answer): the drain stands, as read
+      if (drains === null || drains.has(id) || this.#health.adminDrain(id) === null) return
+      this.#applyingPeer = true
+      try {
+        this.#health.undrain(id)
+      } finally {
+        this.#applyingPeer = false
+      }
+      this.#logger.info({ upstream: id }, 'a recorded drain applied when its upstream joined the set was undone: its record is gone from Redis (the upstream left another replica\'s set)')
+    })
   }
 
   /** Drop the records of `id`'s drain and changes (nothing waits for it: a failure leaves them to the next read). */
@@ -386,6 +461,11 @@ export class SharedHealth {
     const since = typeof m.since === 'number' ? startTime(String(m.since)) : undefined
     if (m.kind === 'drain' || m.kind === 'undrain') {
       for (const heard of this.#hearing) heard.add(m.id)
+      // newer than any record read: what it says stands, also for an id not in the set yet
+      // (a drain then waits for it to join, as a recorded one)
+      this.#awaiting.delete(m.id)
+      this.#confirming.delete(m.id)
+      if (m.kind === 'drain' && this.#health.state(m.id) === undefined) this.#await(m.id, { migrate: m.migrate === true, since, changed: Date.now(), recorded: false })
       // an older Tether's undrain or drain (it records no start): a start recorded before is not
       // this drain's. A newer sender clears it itself (a clear from here could come after the
       // start of its next drain, and wipe that)
@@ -458,6 +538,9 @@ export class SharedHealth {
     }
   }
 }
+
+/** How many drains of upstreams not in the set SharedHealth keeps until they join (#awaiting): the oldest beyond it is dropped. */
+const AWAITED_KEPT = 1024
 
 /** How many `down`s each list of SharedHealth keeps to match their other copies against (#appliedAsLead, #unrelayed, #relayedFirst): the oldest beyond it is dropped. */
 const RELAYED_KEPT = 100
