@@ -96,9 +96,9 @@ t.test('a recorded drain waiting for its upstream: applied when it joins (with i
   const recent = String(Date.now() - 60_000)
   const old = String(Date.now() - RECORDED_MS - 60_000)
   const record = new Map([
-    ['drains', new Map([['a', 'stay'], ['p', 'migrate'], ['u', 'stay'], ['d', 'stay'], ['r', 'stay'], ['gone', 'stay'], ['old', 'stay']])],
-    ['drain-starts', new Map([['a', recent], ['p', recent], ['u', recent], ['d', recent], ['r', recent], ['gone', recent], ['old', old]])],
-    ['drain-changes', new Map([['a', recent], ['p', recent], ['u', recent], ['d', recent], ['r', recent], ['gone', recent], ['old', old]])],
+    ['drains', new Map([['a', 'stay'], ['p', 'migrate'], ['u', 'stay'], ['d', 'stay'], ['r', 'stay'], ['gone', 'stay'], ['term', 'migrate'], ['old', 'stay']])],
+    ['drain-starts', new Map([['a', recent], ['p', recent], ['u', recent], ['d', recent], ['r', recent], ['gone', recent], ['term', recent], ['old', old]])],
+    ['drain-changes', new Map([['a', recent], ['p', recent], ['u', recent], ['d', recent], ['r', recent], ['gone', recent], ['term', recent], ['old', old]])],
   ])
   let hear: (m: string) => void = () => undefined
   let reads = 0
@@ -152,4 +152,14 @@ t.test('a recorded drain waiting for its upstream: applied when it joins (with i
   await waitFor(() => health.state('gone') === 'healthy', 5_000, 'the drain without a record to be undone')
   t.equal(logs.records.filter((r) => typeof r['msg'] === 'string' && r['msg'].includes('was undone: its record is gone')).length, 1, 'said in the log')
   t.same(['p', 'd', 'new'].map((id) => health.state(id)), ['draining', 'draining', 'draining'], 'the drains still recorded stand')
+
+  // a terminating pod (discovery drains it as it joins) whose recorded drain is gone by then: discovery's drain stays
+  record.get('drains')!.delete('term')
+  health.setUpstreams(['a', 'p', 'u', 'd', 'new', 'old', 'r', 'gone', 'term'])
+  const began = Date.now() - 2_000
+  health.drain('term', false, began, 'discovery')
+  await Promise.resolve()
+  t.same(health.adminDrain('term'), { migrate: true }, "the recorded (migrating) drain joins discovery's")
+  await waitFor(() => health.adminDrain('term') === null, 5_000, 'the drain without a record to be undone')
+  t.same([health.state('term'), health.drainingSince('term'), health.drainMigrates('term')], ['draining', began, false], "discovery's drain goes on, from its start, as it was")
 })

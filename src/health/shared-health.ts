@@ -360,6 +360,9 @@ export class SharedHealth {
     if (awaited.changed !== undefined && Date.now() - awaited.changed >= RECORDED_MS) return
     const held = this.#health.adminDrain(id)
     if (held !== null && (held.migrate || !awaited.migrate)) return
+    // discovery's drain of it (a terminating pod, listed as such when it joined): kept if undone
+    const since = held === null ? this.#health.drainingSince(id) : null
+    const discovery = since === null ? null : { since, migrate: this.#health.drainMigrates(id) }
     this.#apply({ kind: 'drain', id, migrate: awaited.migrate, active: false, since: awaited.since })
     if (!awaited.recorded) return
     const n = ++this.#joins
@@ -372,6 +375,7 @@ export class SharedHealth {
       this.#applyingPeer = true
       try {
         this.#health.undrain(id)
+        if (discovery !== null) this.#health.drain(id, discovery.migrate, discovery.since, 'discovery')
       } finally {
         this.#applyingPeer = false
       }
