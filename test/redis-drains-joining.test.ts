@@ -32,8 +32,10 @@ async function states(admin: string): Promise<Map<string, string>> {
   return new Map((JSON.parse(r.body) as { id: string; state: string }[]).map((row) => [row.id, row.state]))
 }
 
-for (const workers of [1, 2]) {
-  t.test(`workers: ${workers}: a drain recorded in Redis applies when its upstream joins the discovered set after the read`, async (t) => {
+// (listed at the start, with workers: the lead starts its discovery without waiting for it, so it
+// read the records before its first list; the other worker, given the list at its start, had it)
+for (const [workers, listed] of [[1, 'later'], [2, 'later'], [2, 'at the start']] as const) {
+  t.test(`workers: ${workers}: a drain recorded in Redis applies when its upstream joins the discovered set after the read (listed ${listed})`, async (t) => {
     const redis = await startRedis()
     t.teardown(() => redis.stop())
     const { port: appPort, servers } = await sameportUpstreams()
@@ -50,13 +52,14 @@ for (const workers of [1, 2]) {
     await waitFor(async () => (await redisCli(redis.port, 'HGET', 'tether:peers:drains', id('127.0.0.2'))).trim() === 'stay', 5_000, 'the drain recorded in Redis')
     await other.close(0)
 
-    // the Tether under test starts with 127.0.0.2 not listed yet (it reads the records without it)
+    // the Tether under test starts with 127.0.0.2 not listed yet (it reads the records without
+    // it), or listed (the lead worker reads them before its first list comes)
     const dns = new TestDnsServer()
     const { port: dnsPort } = await dns.start()
     t.teardown(() => dns.close())
-    dns.set(NAME, { a: ['127.0.0.1'], aaaa: [] })
+    dns.set(NAME, { a: listed === 'later' ? ['127.0.0.1'] : ['127.0.0.1', '127.0.0.2'], aaaa: [] })
     const [port, adminPort] = await freePorts(2)
-    const file = tempFile(`drains-joining-${workers}.yaml`, [
+    const file = tempFile(`drains-joining-${workers}-${listed === 'later' ? 'later' : 'start'}.yaml`, [
       `listen: { host: 127.0.0.1, port: ${port} }`,
       `admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }`,
       `workers: ${workers}`,
