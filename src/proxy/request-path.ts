@@ -382,7 +382,7 @@ export class RequestPath {
     // over h2 a method in lower case ("trace", "get") passes Node: not a method an HTTP/1
     // client could send (llhttp refuses it), and a way round the TRACE check; nginx answers 400
     if (req.httpVersionMajor === 2 && LOWER_CASE.test(ctx.method)) return 'TETHER_BAD_REQUEST'
-    const target = requestTarget(req.url)
+    const target = requestTarget(req.url, req.httpVersionMajor === 2)
     if (target === null || !fieldsAreValid(req.rawHeaders)) return 'TETHER_BAD_REQUEST'
     ctx.target = target
     const te = req.headers['transfer-encoding']
