@@ -18,10 +18,9 @@ import type { Logger } from '../observability/logger.js'
 import { ProblemLog } from '../observability/problem-log.js'
 import type { ClientErrors } from './client-error.js'
 import { MAX_WAITING, onePerConnection, whenIdle, type Overflow } from './pipelining.js'
-import { transferCodingProblem, type RequestPath } from './request-path.js'
+import { awaitsContinue, expectsContinue, type RequestPath } from './request-path.js'
 import { sendError, writeRawError } from './respond.js'
 import { H2Request, H2Response, noteConnection, type H2Connection } from './h2-messages.js'
-import { fieldsAreValid, requestTarget } from './headers.js'
 import { clientIdleTimeout, closeIdleClient } from './deadlines.js'
 import type { ServerCertificates } from '../tls/server-certificates.js'
 
@@ -125,25 +124,6 @@ export { clientIdleTimeout }
 /** Is `req` a stream of an HTTP/2 connection (not an HTTP/1 request line saying HTTP/2.0)? */
 function isH2Stream(req: http.IncomingMessage): boolean {
   return req.httpVersionMajor === 2 && (req as { stream?: unknown }).stream !== undefined
-}
-
-/**
- * Does the request path refuse `req` from its head alone (RequestPath's guard, in the same
- * order: TRACE or CONNECT 405, an h2 method in lower case or a target it cannot send on 400
- * (`*` included: undici refuses it), a field rule 400, a transfer coding it cannot frame
- * 400/501, a declared body over `maxBody` 413)? Asked for Expect: 100-continue only: such a
- * request gets its refusal at once, without a 100 Continue first (RFC 9110 section 10.1.1: a
- * final status the head decides is sent instead of the 100), so the client never uploads a
- * body for nothing (and then meets the refusal's close, a reset, while still sending it).
- * Example: `TRACE /x` with Expect -> true; `POST /x` with Content-Length: 5 -> false.
- */
-function refusedOnHead(req: http.IncomingMessage, maxBody: number | null): boolean {
-  const method = req.method ?? ''
-  if (method === 'TRACE' || method === 'CONNECT' || (req.httpVersionMajor === 2 && /[a-z]/.test(method))) return true
-  if (req.url === '*' || requestTarget(req.url) === null || !fieldsAreValid(req.rawHeaders)) return true
-  const te = req.headers['transfer-encoding']
-  if (te !== undefined && transferCodingProblem(te, req.headers['content-length'] !== undefined, req.httpVersion) !== null) return true
-  return maxBody !== null && Number(req.headers['content-length']) > maxBody
 }
 
 /** The HTTP/2 client connection preface (RFC 9113 section 3.4). */
@@ -554,11 +534,20 @@ export class Listener {
       else if (isH2Stream(req)) deps.current().handleRequest(req, res)
       else refuseVersion(req, res)
     }
-    // Expect: 100-continue: no 100 for a request the request path refuses from its head (see
-    // refusedOnHead): its refusal comes next, before the client sends the body (the TLS
-    // server's and the h2c one's: without a listener Node sends 100 Continue itself)
+    // Expect: 100-continue: the request path sends the 100 when it starts reading the body, once
+    // every check of its head passed (see awaitsContinue): a refusal the head decides goes out
+    // without a 100 first (the TLS server's and the h2c one's: without a listener Node sends
+    // 100 Continue itself, before any check)
     const checkContinue = (req: http.IncomingMessage, res: http.ServerResponse): void => {
-      if (!refusedOnHead(req, deps.current().config.limits.max_body_bytes)) res.writeContinue()
+      awaitsContinue(req, res)
+      handle(req, res)
+    }
+    // an expectation Node's h1 parser does not take for 100-continue (RFC 9110 section 10.1.1
+    // defines no other): served, its Expect not sent on, as nginx serves it; without a listener
+    // Node answers 417 itself, unlogged and uncounted. Node's h2 layer takes only exact
+    // `100-continue` for one: `100-Continue` (the token is case-insensitive) gets its 100 too
+    const checkExpectation = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+      if (expectsContinue(req.headers.expect)) awaitsContinue(req, res)
       handle(req, res)
     }
     this.server = createServer(config, deps.certificates, handle)
@@ -608,7 +597,7 @@ export class Listener {
       // without a listener Node answers it 405 itself, unlogged and untimed
       h2c.on('connect', (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => deps.current().handleRequest(req as unknown as http.IncomingMessage, res as unknown as http.ServerResponse))
       h2c.on('checkContinue', checkContinue)
-      h2c.on('checkExpectation', handle)
+      h2c.on('checkExpectation', checkExpectation)
       // an idle h2c connection is closed as a TLS one is (the HTTP/1.1 server's timeout is not its own)
       if (t.body_idle > 0) h2c.setTimeout(clientIdleTimeout(t))
       h2c.on('timeout', closeIdleClient)
@@ -626,10 +615,7 @@ export class Listener {
     })
     this.server.on('clientError', deps.clientErrors.handle)
     this.server.on('checkContinue', checkContinue)
-    // an expectation other than 100-continue (RFC 9110 section 10.1.1 defines no other): served,
-    // its Expect not sent on, as nginx serves it; without a listener Node answers 417
-    // itself, unlogged and uncounted
-    this.server.on('checkExpectation', handle)
+    this.server.on('checkExpectation', checkExpectation)
     // every header line counts (Node drops lines past 2000 silently): the byte limit bounds them
     this.server.maxHeadersCount = 0
     this.server.on('upgrade', this.#onUpgrade)

@@ -82,6 +82,40 @@ const MALFORMED_BODY: Outcome = { kind: 'error', code: 'TETHER_BAD_REQUEST', con
 /** A method with a lower-case letter (h2 lets it through; see #guard). */
 const LOWER_CASE = /[a-z]/
 
+/** A response a 100 Continue can go on (HTTP/1.1's ServerResponse, h2's Http2ServerResponse). */
+interface ContinueWriter { writeContinue(): void }
+
+/**
+ * Requests with `Expect: 100-continue` whose 100 Continue is still to be sent, to the response
+ * it goes on. The listener only marks them ({@link awaitsContinue}); the request path sends the
+ * 100 once every check of the head has passed, just before it reads the body (see
+ * RequestPath.#guard), as nginx sends its 100 when it starts reading the body. One decision, at
+ * one time, by the config that serves the request (a pipelined request waits for its turn, and
+ * a reload meanwhile changes nothing about what it is told): a refusal the head decides goes
+ * out instead of the 100 (RFC 9110 section 10.1.1), so the client uploads no body for nothing.
+ */
+const continues = new WeakMap<IncomingMessage, ContinueWriter>()
+
+/**
+ * `req` carries `Expect: 100-continue`: its 100 Continue goes on `res` when the request path
+ * starts reading its body (never, if the request is refused first or has no body).
+ * Example (a listener's `checkContinue`): `awaitsContinue(req, res); handle(req, res)`.
+ */
+export function awaitsContinue(req: IncomingMessage, res: ContinueWriter): void {
+  continues.set(req, res)
+}
+
+/**
+ * Is `value` (an Expect field) the 100-continue expectation, in any case and with optional
+ * whitespace (RFC 9110 section 10.1.1: the token is case-insensitive)? Node's h2 compatibility
+ * layer treats only exact `100-continue` as one (its HTTP/1.1 parser any case).
+ * Example: expectsContinue('100-Continue') -> true; expectsContinue('something') -> false.
+ */
+export function expectsContinue(value: string | undefined): boolean {
+  return value !== undefined && CONTINUE.test(value)
+}
+const CONTINUE = /^[\t ]*100-continue[\t ]*$/i
+
 /** Bytes of a request body left unsent upstream that are read and dropped before the connection is closed instead. */
 export const DISCARD_MAX = 16 * 1024 * 1024
 
@@ -382,8 +416,9 @@ export class RequestPath {
     // over h2 a method in lower case ("trace", "get") passes Node: not a method an HTTP/1
     // client could send (llhttp refuses it), and a way round the TRACE check; nginx answers 400
     if (req.httpVersionMajor === 2 && LOWER_CASE.test(ctx.method)) return 'TETHER_BAD_REQUEST'
+    // `*` (OPTIONS *): undici refuses to send it; refused here, from the head, as nginx answers it
     const target = requestTarget(req.url, req.httpVersionMajor === 2)
-    if (target === null || !fieldsAreValid(req.rawHeaders)) return 'TETHER_BAD_REQUEST'
+    if (target === null || target.path === '*' || !fieldsAreValid(req.rawHeaders)) return 'TETHER_BAD_REQUEST'
     ctx.target = target
     const te = req.headers['transfer-encoding']
     if (te !== undefined) {
@@ -404,6 +439,15 @@ export class RequestPath {
         ctx.body?.destroy(new TetherError(code))
       })
       if (refused !== null) return refused
+      // Expect: 100-continue: every check of the head passed, its body is read next (a request
+      // without Expect reads one property here, and allocates nothing)
+      if (req.headers.expect !== undefined) {
+        const res = continues.get(req)
+        if (res !== undefined) {
+          continues.delete(req)
+          res.writeContinue()
+        }
+      }
       ctx.body = RequestBody.of(req, maxBody, this.config.retries.replay_buffer_bytes)
     }
     return null
