@@ -12,6 +12,10 @@ import { h2cSession } from './fixtures/h2c.js'
 import { startUpstream, testConfig, waitFor } from './fixtures/upstream.js'
 import { rawConnect } from './fixtures/raw-client.js'
 import { startHarness, type Harness } from './fixtures/raw-tether.js'
+import { makeCertificateSet } from './fixtures/tls.js'
+
+const certs = makeCertificateSet()
+t.teardown(() => certs.remove())
 
 let h: Harness
 t.before(async () => { h = await startHarness({ retries: { attempts: 0 }, health: { passive: { enabled: false } } }) })
@@ -154,6 +158,26 @@ t.test('h2c: the 100-continue token is case-insensitive (RFC 9110 section 10.1.1
   t.same(await send('100-CONTINUE'), ['100', '200'])
   // another expectation is ignored, as on HTTP/1.1: served, no 100
   t.same(await send('something', true), ['200'], 'served without a 100')
+})
+
+t.test('the redirect listener (listen.redirect) treats Expect as the main listener does', async (t) => {
+  const up = await startUpstream('app-0')
+  const tether = await startTether(testConfig([up], {
+    listen: {
+      tls: { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [], min_version: 'TLSv1.2', hsts: null },
+      redirect: { host: '127.0.0.1', port: 0, https_port: null },
+    },
+  }), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const port = Number(new URL(tether.redirectUrl!).port)
+  // a redirect is decided on the head: the 308 without a 100 (nginx's `return 308` sends none)
+  t.same((await firstAnswer(`POST /form HTTP/1.1\r\nHost: shop.example\r\n${EXPECT}\r\n`, 'hello', port)).statuses, [308])
+  // a challenge goes through the request path: its refusals without a 100, its POST with one
+  t.same((await firstAnswer(`TRACE /.well-known/acme-challenge/tok HTTP/1.1\r\nHost: shop.example\r\n${EXPECT}\r\n`, 'hello', port)).statuses, [405])
+  t.same((await firstAnswer(`POST /.well-known/acme-challenge/tok HTTP/1.1\r\nHost: shop.example\r\n${EXPECT}\r\n`, 'hello', port)).statuses, [100, 200])
+  // an expectation other than 100-continue is ignored (served), not 417
+  t.same((await firstAnswer('GET /x HTTP/1.1\r\nHost: shop.example\r\nExpect: something\r\n\r\n', 'hello', port)).statuses, [308])
+  t.same((await firstAnswer('GET /.well-known/acme-challenge/tok HTTP/1.1\r\nHost: shop.example\r\nExpect: something\r\n\r\n', 'hello', port)).statuses, [200])
 })
 
 t.test('nothing along the way was logged as an unhandled error', async (t) => {

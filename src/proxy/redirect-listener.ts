@@ -10,7 +10,7 @@ import type { ClientErrors } from './client-error.js'
 import { listen, ListenError } from '../listen.js'
 import { clientIdleTimeout, http1Options } from './listener.js'
 import { onePerConnection } from './pipelining.js'
-import type { RequestPath } from './request-path.js'
+import { awaitsContinue, expectsContinue, type RequestPath } from './request-path.js'
 import { sendError } from './respond.js'
 
 /**
@@ -71,7 +71,7 @@ export class RedirectListener {
     const redirect = config.listen.redirect!
     // one request at a time per connection, redirects included: a malformed request pipelined
     // behind them is answered after every one (see ClientErrors), as on the main listener
-    this.server = http.createServer(http1Options(config), onePerConnection((req, res) => {
+    const handle = onePerConnection((req, res) => {
       const url = req.url ?? '/'
       if (ACME_TOKEN.test(url)) return deps.current().handleRequest(req, res)
       // a body the parser refused already (pipelined behind another request): its 400, and close
@@ -84,7 +84,20 @@ export class RedirectListener {
       dropBody(req, config.timeouts.client_headers)
       res.writeHead(308, { location, 'content-length': '0' })
       res.end()
-    }))
+    })
+    this.server = http.createServer(http1Options(config), handle)
+    // Expect as on the main listener: a challenge gets its 100 Continue from the request path
+    // once its head passed every check (a TRACE gets its 405 without one); a redirect is
+    // decided on the head and goes without one (nginx's `return 308` sends none). Another
+    // expectation is ignored (served), not answered 417 by Node
+    this.server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
+      awaitsContinue(req, res)
+      handle(req, res)
+    })
+    this.server.on('checkExpectation', (req: http.IncomingMessage, res: http.ServerResponse) => {
+      if (expectsContinue(req.headers.expect)) awaitsContinue(req, res)
+      handle(req, res)
+    })
     // a client that stalls mid-request (the proxied challenges) is cut off, as on the main
     // listener: after Tether's own waits on the upstream
     if (config.timeouts.body_idle > 0) this.server.setTimeout(clientIdleTimeout(config.timeouts))
