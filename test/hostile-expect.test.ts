@@ -6,6 +6,7 @@
 // (it sends its 100 only once it reads a body). Raw sockets on loopback, a raw recording upstream.
 import t from 'tap'
 import type http from 'node:http'
+import http2 from 'node:http2'
 import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { h2cSession } from './fixtures/h2c.js'
@@ -158,6 +159,30 @@ t.test('h2c: the 100-continue token is case-insensitive (RFC 9110 section 10.1.1
   t.same(await send('100-CONTINUE'), ['100', '200'])
   // another expectation is ignored, as on HTTP/1.1: served, no 100
   t.same(await send('something', true), ['200'], 'served without a 100')
+})
+
+t.test('h2 over TLS: expect: 100-Continue gets its 100 as well; TRACE its 405 without one', async (t) => {
+  const up = await startUpstream('app-0')
+  const tether = await startTether(testConfig([up], {
+    listen: { tls: { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [], min_version: 'TLSv1.2', hsts: null } },
+  }), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const s = http2.connect(tether.url, { ca: certs.ca })
+  t.teardown(() => s.destroy())
+  s.on('error', () => undefined)
+  const send = (method: string, expect: string): Promise<string[]> => new Promise((resolve) => {
+    const events: string[] = []
+    const r = s.request({ ':method': method, ':path': '/', expect, 'content-length': '5' }, { endStream: false })
+    r.on('continue', () => { events.push('100'); r.end('hello') })
+    r.on('response', (h) => events.push(String(h[':status'])))
+    r.on('error', () => events.push('error'))
+    r.resume()
+    const bound = setTimeout(() => { events.push('no answer within 3 s'); r.close() }, 3000)
+    r.on('close', () => { clearTimeout(bound); resolve(events) })
+  })
+  t.same(await send('POST', '100-Continue'), ['100', '200'])
+  t.same(await send('POST', '100-continue'), ['100', '200'])
+  t.same(await send('TRACE', '100-Continue'), ['405'])
 })
 
 t.test('the redirect listener (listen.redirect) treats Expect as the main listener does', async (t) => {
