@@ -147,7 +147,7 @@ function discardRest(req: IncomingMessage, body: RequestBody, clientErrors: Clie
  * absent (`gzip, chunked`, `xchunked`): 501 (6.1). Null: plain `chunked`.
  * Example: transferCodingProblem('chunked, gzip', false, '1.1') -> 'TETHER_BAD_REQUEST'.
  */
-export function transferCodingProblem(te: string, withLength: boolean, httpVersion: string): ErrorCode | null {
+function transferCodingProblem(te: string, withLength: boolean, httpVersion: string): ErrorCode | null {
   if (withLength || httpVersion === '1.0') return 'TETHER_BAD_REQUEST'
   const codings = te.split(',').map((c) => c.trim().toLowerCase()).filter((c) => c !== '')
   const chunked = codings.filter((c) => c === 'chunked').length
