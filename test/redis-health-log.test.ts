@@ -175,3 +175,23 @@ t.test('a node that refuses writes for MISCONF or NOREPLICAS: one warn naming th
   t.match(capture.records[3], { reason: 'misconf', refused_for_ms: 2_000 })
   t.notOk('full_for_ms' in capture.records[3]!, 'full_for_ms only after a full spell')
 })
+
+t.test('a node whose reason goes back and forth (full and MISCONF) warns at most once per reason per interval', async (t) => {
+  const { log, clock, lines } = setup()
+  const a = '127.0.0.1:7001'
+  const misconf = "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk."
+  const oom = "OOM command not allowed when used memory > 'maxmemory'."
+  log.observe(ev('up', shard(a, 'up')))
+  for (let i = 0; i < 4; i++) {
+    log.observe(ev('writes_refused', { ...shard(a, 'up', oom), writesRefused: 'oom', full: true }))
+    clock.advance(250)
+    log.observe(ev('writes_refused', { ...shard(a, 'up', misconf), writesRefused: 'misconf' }))
+    clock.advance(250)
+  }
+  await flush()
+  t.same(lines().map((l) => l[0]), ['info', 'warn', 'warn'], 'one warn for each reason, not one per change')
+  clock.advance(30_000)
+  log.observe(ev('writes_refused', { ...shard(a, 'up', oom), writesRefused: 'oom', full: true }))
+  await flush()
+  t.same(lines().map((l) => l[0]), ['info', 'warn', 'warn', 'warn'], 'and again once the interval passed')
+})

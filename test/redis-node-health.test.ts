@@ -127,17 +127,51 @@ t.test('OOM replies are answers: a node that refuses every write for want of mem
   t.equal(node.full, false, 'a probe the node ran: room at once')
 })
 
-t.test('MISCONF and NOREPLICAS replies are answers too: the node stays up, refuses writes for that reason (told with what to do), the reason follows the last refusal', async (t) => {
+t.test('MISCONF and NOREPLICAS replies are answers too: the node stays up, refuses writes for that reason (told with what to do), the reason follows the refusals', async (t) => {
   const misconf = "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk."
   const node = new NodeHealth('127.0.0.1:6379', 'standalone')
   node.connected()
   for (let i = 0; i <= 50; i++) node.refusedWrites('misconf', misconf, i * 20)
   t.match(node.snapshot(1_000), { status: 'up', writesRefused: 'misconf', full: false, failed: 0, calls: 51, lastError: misconf })
   t.equal(node.snapshot(1_000).summary, 'redis 127.0.0.1:6379 refuses writes (MISCONF: the last RDB save failed; fix the disk (free space, the permissions of its dir: see its log) or set stop-writes-on-bgsave-error no)')
-  node.writesProbed('noreplicas', 1_500, 'NOREPLICAS Not enough good replicas to write.')
-  t.match(node.snapshot(1_500), { writesRefused: 'noreplicas', summary: /refuses writes \(NOREPLICAS: .*min-replicas-to-write\)$/ }, 'the probe found another reason')
-  node.writesProbed('unknown', 1_500 + REFUSED_QUIET_MS - 1)
+  // (the probe finds another reason once MISCONF was not seen for REFUSED_QUIET_MS: while both are
+  // seen, MISCONF, the one that refuses more, is told; see the test below)
+  const later = 1_000 + REFUSED_QUIET_MS
+  node.writesProbed('noreplicas', later, 'NOREPLICAS Not enough good replicas to write.')
+  t.match(node.snapshot(later), { writesRefused: 'noreplicas', summary: /refuses writes \(NOREPLICAS: .*min-replicas-to-write\)$/ }, 'the probe found another reason')
+  node.writesProbed('unknown', later + REFUSED_QUIET_MS - 1)
   t.equal(node.writesRefused, 'noreplicas', 'a probe that tells nothing ends it only after REFUSED_QUIET_MS')
-  node.writesProbed('taken', 1_501 + REFUSED_QUIET_MS)
-  t.match(node.snapshot(1_501 + REFUSED_QUIET_MS), { writesRefused: null, full: false, summary: /up: / })
+  node.writesProbed('taken', later + 1 + REFUSED_QUIET_MS)
+  t.match(node.snapshot(later + 1 + REFUSED_QUIET_MS), { writesRefused: null, full: false, summary: /up: / })
+})
+
+t.test('a node that refuses writes for several reasons at once is told by the one that refuses more, until it is not seen for REFUSED_QUIET_MS', (t) => {
+  const node = new NodeHealth('127.0.0.1:6379', 'standalone')
+  node.reachable = true
+  const oom = "OOM command not allowed when used memory > 'maxmemory'."
+  const misconf = "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk."
+  // full and MISCONF: puts (scripts) get MISCONF, the writes probe gets OOM, at every turn
+  for (let now = 0; now < 3_000; now += 250) {
+    node.refusedWrites('misconf', misconf, now)
+    t.equal(node.writesRefused, 'misconf')
+    node.writesProbed('oom', now + 100, oom)
+    t.equal(node.writesRefused, 'misconf', 'an OOM meanwhile does not hide the MISCONF (it refuses renewals too)')
+  }
+  t.match(node.snapshot(3_000).summary, /refuses writes \(MISCONF: the last RDB save failed/)
+  t.equal(node.full, false)
+  // the disk fixed: only OOM is seen from then on
+  node.writesProbed('oom', 2_750 + REFUSED_QUIET_MS - 1, oom)
+  t.equal(node.writesRefused, 'misconf', 'MISCONF held until not seen for REFUSED_QUIET_MS')
+  node.writesProbed('oom', 2_750 + REFUSED_QUIET_MS, oom)
+  t.equal(node.writesRefused, 'oom', 'then the node is full only')
+  t.equal(node.full, true)
+  t.match(node.snapshot(9_000).summary, /full: it refuses writes \(OOM command/)
+  node.refusedWrites('noreplicas', 'NOREPLICAS Not enough good replicas to write.', 9_000)
+  node.refusedWrites('misconf', misconf, 9_001)
+  t.equal(node.writesRefused, 'misconf', 'MISCONF outranks NOREPLICAS')
+  node.writesProbed('taken', 9_002)
+  t.equal(node.writesRefused, null, 'a taken write ends every reason')
+  node.refusedWrites('oom', oom, 9_003)
+  t.equal(node.writesRefused, 'oom', 'none of the earlier reasons comes back with a new spell')
+  t.end()
 })

@@ -22,13 +22,12 @@ interface NodeLog {
   unannounced: number
   /**
    * When the current spell of refused writes began (monotonic ms; null: writes taken), for
-   * which reason now, whether it was announced, and when the last such warn was, for which reason.
+   * which reason now, whether it was announced, and per reason when its last warn was.
    */
   refusedSince: number | null
   refusedReason: WritesRefusedReason | null
   refusedWarned: boolean
-  lastRefusedWarnAt: number
-  lastRefusedWarnReason: WritesRefusedReason | null
+  readonly refusedWarnAt: Map<WritesRefusedReason, number>
 }
 
 /** The warn line of a full node (OOM), unchanged since it was the only reason. */
@@ -42,7 +41,8 @@ const FULL_WARN = 'redis node full: it refuses writes (OOM: maxmemory reached un
  * spell; `removed` -> info "redis node left the slot map" for a node it logged before;
  * `writes_refused` -> warn "redis node full" (OOM) or "redis node refuses writes (MISCONF: ...
  * what to do)" (a node that refuses writes is up: its own state, once a spell and again when the
- * reason changes; at most one warn per `intervalMs` for one reason while it flaps);
+ * reason changes; at most one warn per `intervalMs` per reason while it flaps, also
+ * when its reason goes back and forth);
  * `writes_taken` -> info "redis node has room again" (after OOM) or "redis node takes writes
  * again" after an announced spell.
  *
@@ -78,7 +78,7 @@ export class RedisHealthLog {
     }
     const first = state === undefined
     if (state === undefined) {
-      state = { lastWarnAt: -Infinity, downSince: null, warned: false, unannounced: 0, refusedSince: null, refusedReason: null, refusedWarned: false, lastRefusedWarnAt: -Infinity, lastRefusedWarnReason: null }
+      state = { lastWarnAt: -Infinity, downSince: null, warned: false, unannounced: 0, refusedSince: null, refusedReason: null, refusedWarned: false, refusedWarnAt: new Map() }
       this.#nodes.set(n.address, state)
     }
     const fields = { node: n.address, role: n.role, slots: n.slots, error: n.lastError, failed: n.failed, calls: n.calls }
@@ -114,10 +114,10 @@ export class RedisHealthLog {
           state.refusedWarned = false
         }
         state.refusedReason = reason
-        if (reason === state.lastRefusedWarnReason && now - state.lastRefusedWarnAt < this.#interval) return
+        // (per reason: a node whose reason goes back and forth warns at most once per reason per interval)
+        if (now - (state.refusedWarnAt.get(reason) ?? -Infinity) < this.#interval) return
         state.refusedWarned = true
-        state.lastRefusedWarnAt = now
-        state.lastRefusedWarnReason = reason
+        state.refusedWarnAt.set(reason, now)
         const msg = reason === 'oom' ? FULL_WARN
           : `redis node refuses writes (${writesRefusedCause(reason, n.lastError)}); checkpoints and shared bindings are neither stored nor renewed (what active users hold expires after affinity.idle_timeout), reads (rehydration) and routing unaffected`
         this.#logger.warn({ node: n.address, role: n.role, slots: n.slots, reason, error: n.lastError }, msg)

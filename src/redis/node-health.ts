@@ -2,7 +2,7 @@
 // up/down verdict with hysteresis, plus whether the client reaches it at all and whether it
 // refuses writes (full, cannot persist, too few replicas: answers, not failures). Pure: no I/O,
 // no timers, no clock of its own (time comes in as arguments); the connection owns one per node.
-import { writesRefusedCause, type WritesRefusedReason } from './reply-errors.js'
+import { WRITES_REFUSED_BY_RESTRICTION, writesRefusedCause, type WritesRefusedReason } from './reply-errors.js'
 
 /** The window over which a node's calls are judged, in ms. */
 export const NODE_WINDOW_MS = 5_000
@@ -24,7 +24,8 @@ export type RedisNodeRole = 'shard' | 'seed' | 'standalone' | 'sentinel'
 /**
  * A node that refuses writes is taken to take them again no sooner than this after its last
  * refusal when it cannot be asked (its writes probe answers neither OK nor a refusal: a Redis
- * before 7.0, an ACL user without EVAL), ms.
+ * before 7.0, an ACL user without EVAL), ms. A reason it refuses writes for, among several at
+ * once, is dropped once not seen for this long.
  */
 export const REFUSED_QUIET_MS = NODE_WINDOW_MS
 
@@ -54,9 +55,11 @@ export interface RedisNodeHealth {
   /** The most telling recent error: a connection error of the node when there was one in the last second, else the last failed call's; null when none. */
   readonly lastError: string | null
   /**
-   * Why it refuses every write (see {@link WritesRefusedReason}: its last refusal, and it has not
-   * taken a write since), or null while it takes them: it still answers and serves reads, so it
-   * is not down for it.
+   * Why it refuses every write (see {@link WritesRefusedReason}), or null while it takes them: it
+   * still answers and serves reads, so it is not down for it. While it refuses writes for
+   * several reasons at once (full and MISCONF: some calls get one reply, some the other), the
+   * one that refuses more (see WRITES_REFUSED_BY_RESTRICTION: MISCONF and NOREPLICAS refuse
+   * renewals too), until that one is not seen for {@link REFUSED_QUIET_MS}.
    */
   readonly writesRefused: WritesRefusedReason | null
   /**
@@ -160,9 +163,9 @@ export class NodeHealth {
   /** See {@link RedisNodeHealth.writesRefused}; `reportedWritesRefused`: as last told to listeners. */
   writesRefused: WritesRefusedReason | null = null
   reportedWritesRefused: WritesRefusedReason | null = null
-  /** The last refusal of a write, and when (ms). */
-  #refusedError: string | null = null
-  #refusedAt = -Infinity
+  /** Per reason, the last refusal of a write for it (its reply) and when (ms; -Infinity: none in this spell). */
+  readonly #refusedError = new Map<WritesRefusedReason, string>()
+  readonly #refusedAt = new Map<WritesRefusedReason, number>()
 
   constructor(address: string, role: RedisNodeRole) {
     this.address = address
@@ -217,20 +220,37 @@ export class NodeHealth {
   }
 
   /**
-   * What its writes probe found: `'taken'` (a write would be taken) ends `writesRefused`; a
-   * reason (with its reply `error`) keeps it, for that reason; `'unknown'` (another reply, or
-   * none) ends it only after {@link REFUSED_QUIET_MS} without a refusal.
+   * What its writes probe found: `'taken'` (a write would be taken) ends `writesRefused`, every
+   * reason; a reason (with its reply `error`) keeps it, for that reason or one that refuses more
+   * seen within {@link REFUSED_QUIET_MS}; `'unknown'` (another reply, or none) ends it only after
+   * REFUSED_QUIET_MS without a refusal.
    */
   writesProbed(found: 'taken' | WritesRefusedReason | 'unknown', now: number, error: string | null = null): void {
-    if (found === 'taken') this.writesRefused = null
-    else if (found !== 'unknown') this.#refused(found, error ?? found.toUpperCase(), now)
-    else if (now - this.#refusedAt >= REFUSED_QUIET_MS) this.writesRefused = null
+    if (found === 'taken') {
+      this.#refusedAt.clear()
+      this.#refusedError.clear()
+      this.writesRefused = null
+    } else if (found !== 'unknown') this.#refused(found, error ?? found.toUpperCase(), now)
+    else this.#judgeRefused(now)
   }
 
   #refused(reason: WritesRefusedReason, error: string, now: number): void {
-    this.writesRefused = reason
-    this.#refusedError = error
-    this.#refusedAt = now
+    this.#refusedError.set(reason, error)
+    this.#refusedAt.set(reason, now)
+    this.#judgeRefused(now)
+  }
+
+  /** `writesRefused`: of the reasons seen within REFUSED_QUIET_MS, the one that refuses more; the others are forgotten. */
+  #judgeRefused(now: number): void {
+    this.writesRefused = null
+    for (const reason of WRITES_REFUSED_BY_RESTRICTION) {
+      const at = this.#refusedAt.get(reason)
+      if (at === undefined) continue
+      if (now - at >= REFUSED_QUIET_MS) {
+        this.#refusedAt.delete(reason)
+        this.#refusedError.delete(reason)
+      } else this.writesRefused ??= reason
+    }
   }
 
   /** Calls failed in a row since the last success. */
@@ -271,7 +291,7 @@ export class NodeHealth {
     return Object.freeze({
       address: this.address, role: this.role, slots: this.slots, status: this.status, calls, failed, lastError,
       writesRefused: this.writesRefused, full: this.full,
-      summary: `${title(this)} ${this.writesRefused !== null && this.status === 'up' ? refusing(this.writesRefused, this.#refusedError) : verdict(this, calls, failed, lastError)}`,
+      summary: `${title(this)} ${this.writesRefused !== null && this.status === 'up' ? refusing(this.writesRefused, this.#refusedError.get(this.writesRefused) ?? null) : verdict(this, calls, failed, lastError)}`,
     })
   }
 }

@@ -18,6 +18,16 @@ export type WritesRefusedReason = 'oom' | 'misconf' | 'noreplicas'
 export const WRITES_REFUSED_REASONS: readonly WritesRefusedReason[] = ['oom', 'misconf', 'noreplicas']
 
 /**
+ * Every {@link WritesRefusedReason}, the one that refuses more first: `misconf` and `noreplicas`
+ * refuse every write command, `PEXPIRE` (a renewal) among them, and `misconf` `PING` too; `oom`
+ * refuses only the commands that may grow memory (denyoom), so renewals go on. A node that
+ * refuses writes for several reasons at once (full and MISCONF) answers some calls with one and
+ * some with the other (Redis 7 checks a script's MISCONF before its OOM, a command's OOM
+ * first), and is told by the first of them here. Example: `{oom, misconf}` -> `misconf`.
+ */
+export const WRITES_REFUSED_BY_RESTRICTION: readonly WritesRefusedReason[] = ['misconf', 'noreplicas', 'oom']
+
+/**
  * A refusal of a write by a live node: its own reply (Redis 7 sends it for a script's call too,
  * with ` script: ...` appended) or, as Redis < 7 wraps what a script's call got, `ERR Error
  * running script (call to f_<sha>): @user_script:1: @user_script: 1: -MISCONF ...`.
