@@ -881,10 +881,28 @@ export class RedisConnection {
         const key = this.#probeKey(client, node.address)
         if (key !== null) void this.#race(client, key, (c) => c.exists(key))
       } else {
-        void this.#race(client, null, (c) => c.ping())
+        void this.#race(client, null, (c) => this.#ping(c))
       }
     }
     if (suspects > 0) this.#probeSoon()
+  }
+
+  /**
+   * The suspect-node probe of a standalone or Sentinel node: PING. Under MISCONF Redis refuses
+   * PING (an answer of a live node that refuses writes) before it checks for a script that
+   * blocks it (BUSY: server.c, processCommand), so a refused PING is followed by a read (PTTL of
+   * the keyspace marker, a key Tether's ACL user must have; harmless, O(1)): the node's failure
+   * that read gets (BUSY, LOADING, no reply in time) is the probe's outcome, else the MISCONF.
+   * Before, such a node was shown up while every read and script of Tether's got BUSY.
+   */
+  async #ping(c: Client): Promise<unknown> {
+    try {
+      return await c.ping()
+    } catch (err) {
+      if (writesRefusal(err) !== 'misconf') throw err
+      const read = await c.pttl(`${this.keyPrefix}keyspace`).then(() => null, (e: unknown) => e)
+      throw read !== null && failsNode(read) ? read : err
+    }
   }
 
   /**

@@ -1,0 +1,60 @@
+// A node that is BUSY (a script that runs on: every read and every script of Tether's answered
+// BUSY, down for everyone while it lasts, docs/redis.md) and MISCONF at once answers PING with
+// MISCONF (Redis 7 checks the disk error before BUSY, server.c processCommand). Such a PING of
+// the suspect-node probe must not count as an answer unless the node also answers a read: under
+// light traffic it was shown up while every call of Tether's failed. Control: BUSY alone is down.
+// Real redis-server; found by review R1. (The 700 ms between reads is the traffic the case is
+// about, fewer calls than probes: no wait for a condition.)
+import t, { type Test } from 'tap'
+import { spawn } from 'node:child_process'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { RedisCheckpointStore } from '../src/redis/checkpoint-store.js'
+import { RedisConnection } from '../src/redis/connection.js'
+import { redisCli, startRedis, waitFor, type RedisServer } from './fixtures/redis-server.js'
+
+const HOUR = 3_600_000
+const cp = { value: 'x', version: 1, upstream: 'app-0', epoch: 0, writtenAt: 1 }
+
+async function run(t: Test, misconf: boolean): Promise<void> {
+  const redis: RedisServer = await startRedis({ args: ['--enable-protected-configs', 'yes', '--busy-reply-threshold', '50'] })
+  t.teardown(async () => {
+    await redisCli(redis.port, 'SCRIPT', 'KILL').catch(() => undefined)
+    await redisCli(redis.port, 'CONFIG', 'SET', 'save', '').catch(() => undefined)
+    await redis.stop()
+  })
+  const conn = new RedisConnection({ url: redis.url, keyPrefix: 'busy:', timeout: 1_000 })
+  t.teardown(() => conn.stop())
+  const store = new RedisCheckpointStore({ connection: conn })
+  await conn.start()
+  t.equal(await store.put('u', cp, HOUR), 'stored')
+  if (misconf) {
+    const gone = await mkdtemp(join(tmpdir(), 'tether-r1-'))
+    await redisCli(redis.port, 'CONFIG', 'SET', 'save', '3600 1')
+    await redisCli(redis.port, 'CONFIG', 'SET', 'dir', gone)
+    await rm(gone, { recursive: true })
+    await redisCli(redis.port, 'BGSAVE')
+    await waitFor('the RDB save to fail', async () => /rdb_last_bgsave_status:err/.test(await redisCli(redis.port, 'INFO', 'persistence')), 5_000)
+  }
+  // another client's script that runs on (read-only, so SCRIPT KILL ends it)
+  const busy = spawn('redis-cli', ['-p', String(redis.port), 'EVAL', 'while true do end', '0'], { stdio: 'ignore' })
+  t.teardown(() => { busy.kill() })
+  await waitFor('BUSY', async () => /^BUSY/.test(await redisCli(redis.port, 'GET', 'x')), 5_000)
+  // light traffic: a read (a rehydration) every 700 ms for about 5 s
+  const results = new Set<string>()
+  const statuses = new Set<string>()
+  const t0 = performance.now()
+  while (performance.now() - t0 < 5_000) {
+    results.add((await store.get('u')).status)
+    statuses.add(conn.nodes()[0]!.status)
+    await new Promise((r) => setTimeout(r, 700))
+  }
+  const n = conn.nodes()[0]!
+  t.comment(`misconf=${misconf}: reads ${[...results].join()}; statuses seen ${[...statuses].join()}; now ${n.status} ${n.summary}`)
+  t.same([...results], ['unavailable'], 'every read fails (BUSY)')
+  t.equal(n.status, 'down', 'a node that answers every call BUSY is down')
+}
+
+t.test('control: BUSY alone', (t) => run(t, false))
+t.test('BUSY and MISCONF', (t) => run(t, true))
