@@ -427,3 +427,19 @@ t.test('durations on a bucket bound, past the last bound or not finite; client p
   t.equal(value(all, 'tether_client_requests_total', { protocol: 'http/1.1' }), 2)
   t.equal(value(all, 'tether_client_requests_total', { protocol: 'websocket' }), 1)
 })
+
+t.test('a Redis node that joins (a Cluster failover or scale-out) has its writes-refused and full series at 0 from its first status', async (t) => {
+  const m = light()
+  m.redisNodeUp('10.0.0.4:6379', true)
+  let s = await scrape(m)
+  t.equal(value(s, 'tether_redis_node_full_state', { node: '10.0.0.4:6379' }), 0)
+  for (const reason of ['oom', 'misconf', 'noreplicas']) t.equal(value(s, 'tether_redis_node_writes_refused_state', { node: '10.0.0.4:6379', reason }), 0, reason)
+  m.redisNodeWritesRefused('10.0.0.4:6379', 'misconf')
+  m.redisNodeUp('10.0.0.4:6379', false) // a status change later does not reset them
+  s = await scrape(m)
+  t.equal(value(s, 'tether_redis_node_writes_refused_state', { node: '10.0.0.4:6379', reason: 'misconf' }), 1)
+  m.redisNodeRemoved('10.0.0.4:6379')
+  m.redisNodeUp('10.0.0.4:6379', true) // back: at 0 again
+  s = await scrape(m)
+  t.equal(value(s, 'tether_redis_node_writes_refused_state', { node: '10.0.0.4:6379', reason: 'misconf' }), 0)
+})

@@ -219,6 +219,8 @@ export class Metrics {
   readonly #removed = new Map<string, number>()
   /** Redis nodes that left the topology: node -> when their loss series goes (monotonic ms), earliest first. */
   readonly #removedNodes = new Map<string, number>()
+  /** The Redis nodes whose full and writes-refused series are set (see {@link redisNodeUp}). */
+  readonly #refusedSeries = new Set<string>()
   readonly #clock: Clock
   readonly #redisOpLabels = { get: { op: 'get' }, put: { op: 'put' } } as const
   #affinityStats: (() => AffinityStats) | null = null
@@ -449,6 +451,8 @@ export class Metrics {
   redisNodeUp(node: string, up: boolean): void {
     this.#redisNodeUp.set({ node }, up ? 1 : 0)
     if (this.#removedNodes.size !== 0) this.#removedNodes.delete(node)
+    // a node that joins (a Cluster failover or scale-out) has its writes-refused series at 0 at once
+    if (!this.#refusedSeries.has(node)) this.redisNodeWritesRefused(node, null)
   }
 
   /**
@@ -457,6 +461,7 @@ export class Metrics {
    * `tether_redis_node_full_state` (1 for 'oom').
    */
   redisNodeWritesRefused(node: string, reason: WritesRefusedReason | null): void {
+    this.#refusedSeries.add(node)
     this.#redisNodeFull.set({ node }, reason === 'oom' ? 1 : 0)
     for (const r of WRITES_REFUSED_REASONS) this.#redisNodeWritesRefused.set({ node, reason: r }, r === reason ? 1 : 0)
   }
@@ -470,6 +475,7 @@ export class Metrics {
   redisNodeRemoved(node: string): void {
     this.#redisNodeUp.remove({ node })
     this.#redisNodeFull.remove({ node })
+    this.#refusedSeries.delete(node)
     for (const reason of WRITES_REFUSED_REASONS) this.#redisNodeWritesRefused.remove({ node, reason })
     this.#nodeGoesLater(node)
   }
