@@ -18,6 +18,7 @@ import { Membership } from './upstream/membership.js'
 import { isReplacement, type DiscoveredUpstream } from './upstream/upstream-set.js'
 import { createDiscovery } from './upstream/discovery.js'
 import { createAdmin } from './admin/create-admin.js'
+import type { AdminServer } from './admin/admin-server.js'
 import { warnOpenAdmin } from './admin/bearer-token.js'
 import { createState, redisOf, stateDegraded } from './state/create-state.js'
 import { createProxy } from './proxy/create-proxy.js'
@@ -197,34 +198,61 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     discovered: (source, found, leaving) => membership.setDiscovered(found, source,
       leaving.map(({ since, ...upstream }) => ({ upstream, since, remaining: since + config.affinity.drain_timeout - clock.now() }))),
   })
-  if (link === null) health.checker?.start()
-  health.watch?.start() // every worker watches its own requests
-  certificates?.watch()
-  // the first lists come before the recorded drains are read: a drain of a discovered upstream
-  // applies only to an id in the set
-  if (link === null) await discovery.start()
   // What was started, closed when the start fails (each part takes a close of what never started).
+  let startedAdmin: AdminServer | null = null
   const stopStarted = async (): Promise<void> => {
     stopState()
     health.watch?.stop()
     certificates?.stop()
     membership.stop()
-    await Promise.all([health.checker?.stop(), discovery.stop(), listener.close(0, () => undefined), redirect?.server.listening ? redirect.close() : undefined])
+    await Promise.all([health.checker?.stop(), discovery.stop(), listener.close(0, () => undefined), redirect?.server.listening ? redirect.close() : undefined, startedAdmin?.close()])
     await Promise.all([proxy.http.destroy(), store?.stop(), redis?.stop()])
   }
-  // The waits for Redis at the start, before the ports listen: what is read from Redis that
-  // decides routing (the drains recorded by other replicas, with `health.shared: redis`) applies
-  // before the first request is placed, as Envoy adds no listener before its init targets are
-  // done. They run at once: the connection's first ready check, the store's (its own
-  // connection, if any) and the shared health's subscriptions, each bounded by connectTimeout
-  // (2 s): with Redis frozen, the start waits about one of them, not their sum.
+  const listenFailed = async (err: unknown): Promise<never> => {
+    await stopStarted()
+    // the key to change is in the config file: name it too
+    throw err instanceof ListenError && options.configPath !== undefined ? err.inFile(options.configPath) : err
+  }
+  // What the start waits for now (null: it has ended): /readyz says 503 `starting` with it.
+  let waiting: string | null = 'the start'
+  // With `health.shared: redis` the proxy (and redirect) port listens once the drains other
+  // replicas recorded in Redis are read (after discovery's first lists: a drain of a discovered
+  // upstream applies only to an id in the set), so the first request is placed with them, as
+  // Envoy adds no listener before its init targets are done. Without it nothing read at the
+  // start decides routing: the port listens at once and answers 503 until upstreams are listed.
+  const proxyWaits = recordsDrains
+  const listenProxy = (): Promise<void> => listener.listen().then(() => redirect?.listen())
+  if (!proxyWaits) await listenProxy().catch(listenFailed)
+  // the admin port listens before the waits (discovery's first lists, Redis): /healthz (liveness)
+  // answers at once, whatever the outside dependencies do; /readyz says 503 `starting` until the
+  // start has ended (with workers, this worker's private one, which its primary learns of then)
+  const admin = await createAdmin(config, {
+    logger, health: health.table, peers: health.peers, metrics, traffic, upstreams: () => membership.current(), draining: () => draining,
+    starting: () => waiting,
+    inFlight: (id) => inFlight.count(id), websockets: (id) => proxy.upgrades.countByUpstream(id), sessions, records, shared,
+    ...(link === null ? {} : { ordered: (key: string, to: string | null, at: number) => (link.ordered(key, to, at), link.flushed()) }), store: state?.store ?? null, now: () => clock.now(),
+    degraded: () => [...stateDegraded(store, redis)(), ...discovery.degraded()],
+    ...(link === null ? {} : { upstreamSeen: { known: () => link.upstreamSeen, saw: () => link.sawUpstream() } }),
+  }, link === null ? null : { host: '127.0.0.1', port: 0 }).catch(listenFailed)
+  startedAdmin = admin
+  if (link === null) health.checker?.start()
+  health.watch?.start() // every worker watches its own requests
+  certificates?.watch()
+  if (link === null) {
+    waiting = "discovery's first list"
+    await discovery.start()
+  }
+  // The waits for Redis at the start. They run at once: the connection's first ready check, the
+  // store's (its own connection, if any) and the shared health's subscriptions, each bounded by
+  // connectTimeout (2 s): with Redis frozen, the start waits about one of them, not their sum.
   // redis.start() makes its client before its first await (so it is called first: the
   // subscriptions are made on it); only the shared health's read of the recorded drains needs
   // the connection's start settled (it waits for it; the read is bounded by connectTimeout too,
-  // and one that failed is logged: Tether serves without the drains until they are read).
+  // and one that failed is logged and retried: Tether serves without the drains until they are read).
   // Each resolves even when Redis is down (degraded, reconnecting); one that rejects is thrown
   // once the others settled (none is left pending), the first in this order, after what was
   // started is closed.
+  if (redis !== null || health.peers !== null) waiting = redis === null ? 'the drains recorded by the other workers' : recordsDrains ? 'Redis and the drains recorded in it' : 'Redis'
   const connected = redis?.start()
   const starts = await Promise.allSettled([connected, store?.start(), health.peers?.start(connected)])
   const failed = starts.find((s): s is PromiseRejectedResult => s.status === 'rejected')
@@ -232,18 +260,8 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     await stopStarted()
     throw failed.reason
   }
-  // the admin listener with the proxy's: /readyz is never answered before the drains applied
-  const admin = await listener.listen().then(() => redirect?.listen()).then(() => createAdmin(config, {
-    logger, health: health.table, peers: health.peers, metrics, traffic, upstreams: () => membership.current(), draining: () => draining,
-    inFlight: (id) => inFlight.count(id), websockets: (id) => proxy.upgrades.countByUpstream(id), sessions, records, shared,
-    ...(link === null ? {} : { ordered: (key: string, to: string | null, at: number) => (link.ordered(key, to, at), link.flushed()) }), store: state?.store ?? null, now: () => clock.now(),
-    degraded: () => [...stateDegraded(store, redis)(), ...discovery.degraded()],
-    ...(link === null ? {} : { upstreamSeen: { known: () => link.upstreamSeen, saw: () => link.sawUpstream() } }),
-  }, link === null ? null : { host: '127.0.0.1', port: 0 })).catch(async (err: unknown) => {
-    await stopStarted()
-    // the key to change is in the config file: name it too
-    throw err instanceof ListenError && options.configPath !== undefined ? err.inFile(options.configPath) : err
-  })
+  if (proxyWaits) await listenProxy().catch(listenFailed)
+  waiting = null
   keyspace?.start()
   // background upkeep: expired affinity entries (also dropped lazily on lookup) and ended ejections
   let upkeep = timers.setTimeout(function sweep() {

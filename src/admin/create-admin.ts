@@ -34,6 +34,12 @@ export interface AdminParts {
   readonly store: CheckpointStore | null
   readonly now: () => number
   readonly draining: () => boolean
+  /**
+   * What the start still waits for (discovery's first list, Redis), null once it has ended:
+   * `/readyz` answers 503 `starting: waiting for <it>` until then (the admin port listens
+   * before those waits, so `/healthz` answers at once). Absent: started.
+   */
+  readonly starting?: () => string | null
   readonly degraded: () => string[]
   /**
    * With workers: whether a worker of the group saw a healthy upstream (`known`: before this one
@@ -49,6 +55,8 @@ export interface AdminAddress {
 }
 
 const NO_UPSTREAM = 'no healthy upstream'
+/** The `/readyz` reason while the start waits for `what`. */
+const startingReason = (what: string | null): string[] => (what === null ? [] : [`starting: waiting for ${what}`])
 const NO_UPSTREAM_DEGRADED = `${NO_UPSTREAM}: requests get 503 with Retry-After until one is healthy again`
 
 /**
@@ -111,6 +119,7 @@ export async function createAdmin(config: Config, p: AdminParts, at: AdminAddres
     logger: p.logger,
     notReady: () => [
       ...(p.draining() ? ['shutting down'] : []),
+      ...startingReason(p.starting?.() ?? null),
       ...(readiness.upstreamMissing() === 'not ready' ? [NO_UPSTREAM] : []),
     ],
     upstreams: () => p.health.snapshot().map((e) => upstreamRow(e, {
