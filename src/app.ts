@@ -201,6 +201,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   // What was started, closed when the start fails (each part takes a close of what never started).
   let startedAdmin: AdminServer | null = null
   const stopStarted = async (): Promise<void> => {
+    health.peers?.stop()
     stopState()
     health.watch?.stop()
     certificates?.stop()
@@ -359,6 +360,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       logger.info({ grace_ms: graceMs }, 'tether shutting down')
       timers.clearTimeout(upkeep)
       keyspace?.stop()
+      health.peers?.stop()
       stopState()
       health.watch?.stop()
       watcher?.stop()

@@ -6,6 +6,7 @@
 // PeerChannel port; events it applies because a peer sent them are not sent again.
 import { randomUUID } from 'node:crypto'
 import type { Logger } from '../observability/logger.js'
+import { systemTimers, type Timers } from '../clock.js'
 import type { PeerChannel } from '../peers/peer-channel.js'
 import { TOLD_REASONS, type EjectionReason, type HealthTable, type ToldLength } from './health-table.js'
 import { ReplayWindow } from './replay-window.js'
@@ -22,6 +23,12 @@ const DRAIN_CHANGES = 'drain-changes'
  * something every week kept every drain ever recorded.
  */
 export const RECORDED_MS = 7 * 24 * 3_600_000
+
+/** The wait before a failed read of the recorded drains is made again (ms): the first, doubled after each failure up to the last. */
+export const READ_RETRY_MS = { first: 1_000, most: 30_000 } as const
+
+/** Said (a warn) when a read of the recorded drains failed, once a spell of failed reads. */
+export const UNREAD_LOG = 'the recorded drains were not read (the peer channel did not answer): serving without them'
 
 /**
  * Where an upstream id is in this replica's current set (undefined: not in it): its url, and
@@ -121,6 +128,19 @@ export class SharedHealth {
    */
   readonly #confirming = new Map<string, number>()
   #joins = 0
+  readonly #timers: Timers
+  /** The reads of the recorded drains in progress (one at a time), null when none is. */
+  #reading: Promise<void> | null = null
+  /** The subscription came back while a read was in progress: read once more after it. */
+  #readAgain = false
+  /** start() has begun its own read: a subscription in place from then on reads (before, start's read does). */
+  #readsOnSubscribe = false
+  /** The timer of the next read after a failed one (null: none due), and the wait after the next failure (ms). */
+  #retry: unknown = null
+  #retryMs: number = READ_RETRY_MS.first
+  /** Reads failed since the last one that succeeded (the first of them said in a warn). */
+  #failedReads = 0
+  #stopped = false
 
   /**
    * `group`: the id this process shares with the processes that apply the same probe results
@@ -134,8 +154,9 @@ export class SharedHealth {
    * hearing it from Redis at its own moment, a worker could take the lead's passed probe
    * before the `down`, and stay out one probe interval longer).
    */
-  constructor(channel: PeerChannel, health: HealthTable, logger: Logger, addressesOf: AddressesOf = () => undefined, group: string | null = null, relay: GroupRelay | null = null) {
+  constructor(channel: PeerChannel, health: HealthTable, logger: Logger, addressesOf: AddressesOf = () => undefined, group: string | null = null, relay: GroupRelay | null = null, timers: Timers = systemTimers) {
     this.#channel = channel
+    this.#timers = timers
     this.#relay = relay
     this.#group = group ?? this.#self
     this.#health = health
@@ -166,7 +187,10 @@ export class SharedHealth {
    * subscriptions are made meanwhile (each waits up to its own deadline, at the same time as the
    * connection's), the read once it settled, so a Redis that answers has its drains applied
    * before this resolves (the composition root listens only then). Each read is bounded by the
-   * channel's connect timeout; one that fails applies nothing and is logged (a warn).
+   * channel's connect timeout; one that fails applies nothing, is logged (a warn, once a spell
+   * of failed reads) and is made again after READ_RETRY_MS (1 s, doubling up to 30 s; at once
+   * when the subscription is back), until one succeeds or {@link stop}: the drains and undrains
+   * made here that did not reach the channel are sent after the first read that succeeds.
    */
   async start(connected: Promise<unknown> = Promise.resolve()): Promise<void> {
     // subscribed first: a change made after the read below is then received, not missed
@@ -175,28 +199,84 @@ export class SharedHealth {
       this.#channel.subscribe((m) => this.#receive(m), () => {
         this.#relayedFirst.length = 0
         this.#tellUnsentDowns()
-        void this.#readRecorded()
+        // (the first subscription, in place before start's own read, is read by that read)
+        if (!this.#readsOnSubscribe) return
+        this.#retryMs = READ_RETRY_MS.first
+        void this.#read()
       }),
       connected,
     ])
-    await this.#readRecorded()
+    this.#readsOnSubscribe = true
+    await this.#read()
+  }
+
+  /** No more reads of the recorded drains (a retry due is cancelled): the process stops. */
+  stop(): void {
+    this.#stopped = true
+    this.#cancelRetry()
   }
 
   /**
-   * Apply the recorded drains this replica does not have yet (a read that fails finds none),
-   * after sending again what this replica could not send: its undrain wins over a drain
-   * recorded before it, a drain recorded since (another replica's, newer) wins over it.
+   * Read the recorded drains (see #readRecorded), one read at a time: asked while one is in
+   * progress, another follows it (the subscription came back meanwhile: changes made while it
+   * was down may be missing from the read in progress). A failed read is made again later.
    */
-  async #readRecorded(): Promise<void> {
+  #read(): Promise<void> {
+    if (this.#reading !== null) {
+      this.#readAgain = true
+      return this.#reading
+    }
+    if (this.#stopped) return Promise.resolve()
+    this.#cancelRetry()
+    this.#reading = (async () => {
+      let read: boolean
+      do {
+        this.#readAgain = false
+        read = await this.#readRecorded()
+      } while (this.#readAgain && !this.#stopped)
+      this.#reading = null
+      if (read) {
+        if (this.#failedReads > 0) this.#logger.info({ failed_reads: this.#failedReads }, 'the recorded drains were read again: applied, and the drains and undrains made here meanwhile sent')
+        this.#failedReads = 0
+        this.#retryMs = READ_RETRY_MS.first
+        return
+      }
+      if (this.#failedReads++ === 0) {
+        this.#logger.warn({
+          effect: 'new users may be placed on an upstream another replica drained (and its users stay there), and drains and undrains made here while the peer channel was down are not sent yet, until they are read',
+          hint: `the read is retried (after ${READ_RETRY_MS.first / 1_000} s, doubling up to ${READ_RETRY_MS.most / 1_000} s; at once when the subscription to the peer channel (Redis) is back): an info says when it succeeded`,
+        }, UNREAD_LOG)
+      }
+      if (this.#stopped) return
+      const wait = this.#retryMs
+      this.#retryMs = Math.min(wait * 2, READ_RETRY_MS.most)
+      this.#retry = this.#timers.setTimeout(() => {
+        this.#retry = null
+        void this.#read()
+      }, wait)
+    })()
+    return this.#reading
+  }
+
+  #cancelRetry(): void {
+    if (this.#retry === null) return
+    this.#timers.clearTimeout(this.#retry)
+    this.#retry = null
+  }
+
+  /**
+   * Apply the recorded drains this replica does not have yet, after sending again what this
+   * replica could not send: its undrain wins over a drain recorded before it, a drain recorded
+   * since (another replica's, newer) wins over it. False when the records could not be read:
+   * nothing applies, nothing is sent (which change is newer is not known).
+   */
+  async #readRecorded(): Promise<boolean> {
     const heard = new Set<string>()
     this.#hearing.add(heard)
     const [drains, starts, changes] = await Promise.all([DRAINS, DRAIN_STARTS, DRAIN_CHANGES].map((set) => this.#channel.members(set)))
     this.#hearing.delete(heard)
-    if (drains === null || starts === null || changes === null) {
-      // nothing of a partial read applies (a drain without its start would begin now here)
-      this.#logger.warn({ effect: 'new users may be placed on an upstream another replica drained (and its users stay there) until they are read', hint: 'they are read again once the subscription to the peer channel (Redis) is back' }, 'the recorded drains were not read (the peer channel did not answer): serving without them')
-      return
-    }
+    // nothing of a partial read applies (a drain without its start would begin now here)
+    if (drains === null || starts === null || changes === null) return false
     // records older than RECORDED_MS are forgotten (an older Tether's, without times, are
     // kept); one heard meanwhile is newer than the read; a drain this replica still holds is
     // recorded again instead (it stands: replicas started later must still apply it)
@@ -247,6 +327,7 @@ export class SharedHealth {
       }
       this.#apply({ kind: 'drain', id, migrate, active: false, since })
     }
+    return true
   }
 
   /**
