@@ -97,12 +97,20 @@ interface ContinueWriter { writeContinue(): void }
 const continues = new WeakMap<IncomingMessage, ContinueWriter>()
 
 /**
- * `req` carries `Expect: 100-continue`: its 100 Continue goes on `res` when the request path
- * starts reading its body (never, if the request is refused first or has no body).
+ * `req` carries `Expect: 100-continue`: its 100 Continue goes on `res` once the request path's
+ * checks of the head passed (never, if the request is refused first), before its body is read.
  * Example (a listener's `checkContinue`): `awaitsContinue(req, res); handle(req, res)`.
  */
 export function awaitsContinue(req: IncomingMessage, res: ContinueWriter): void {
   continues.set(req, res)
+}
+
+/** Send `req`'s 100 Continue if it awaits one (once). */
+function sendContinue(req: IncomingMessage): void {
+  const res = continues.get(req)
+  if (res === undefined) return
+  continues.delete(req)
+  res.writeContinue()
 }
 
 /**
@@ -441,14 +449,12 @@ export class RequestPath {
       if (refused !== null) return refused
       // Expect: 100-continue: every check of the head passed, its body is read next (a request
       // without Expect reads one property here, and allocates nothing)
-      if (req.headers.expect !== undefined) {
-        const res = continues.get(req)
-        if (res !== undefined) {
-          continues.delete(req)
-          res.writeContinue()
-        }
-      }
+      if (req.headers.expect !== undefined) sendContinue(req)
       ctx.body = RequestBody.of(req, maxBody, this.config.retries.replay_buffer_bytes)
+    } else if (req.headers.expect !== undefined) {
+      // no body to read, but Node closes the connection after an expect-continue answer sent
+      // without a 100 (the client might still send one): the 100 keeps it open, as before
+      sendContinue(req)
     }
     return null
   }
