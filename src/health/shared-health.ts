@@ -27,6 +27,13 @@ export const RECORDED_MS = 7 * 24 * 3_600_000
 /** The wait before a failed read of the recorded drains is made again (ms): the first, doubled after each failure up to the last. */
 export const READ_RETRY_MS = { first: 1_000, most: 30_000 } as const
 
+/**
+ * How long after a drain of an id not in the set was heard its sender has surely recorded it
+ * (ms; it records right after it publishes): a heard drain applied when the id joins is confirmed
+ * by a read of the record no sooner (see SharedHealth.#joined).
+ */
+export const HEARD_RECORDED_MS = 5_000
+
 /** Said (a warn) when a read of the recorded drains failed, once a spell of failed reads. */
 export const UNREAD_LOG = 'the recorded drains were not read (the peer channel did not answer): serving without them'
 
@@ -123,11 +130,13 @@ export class SharedHealth {
   /**
    * The awaited drains applied when their id joined, until the record is read again: one gone
    * from Redis meanwhile (its upstream left another replica's set: a replica that did not have
-   * it could not see that) is undone, unless a drain or undrain of it came since. By id, the
-   * apply's number.
+   * it could not see that) is undone, unless a drain or undrain of it came since, or the id left
+   * the set. By id, the apply's number.
    */
   readonly #confirming = new Map<string, number>()
   #joins = 0
+  /** The timers of the confirming reads due (see #confirm): cancelled by stop(). */
+  readonly #confirmTimers = new Set<unknown>()
   readonly #timers: Timers
   /** The reads of the recorded drains in progress (one at a time), null when none is. */
   #reading: Promise<void> | null = null
@@ -169,6 +178,7 @@ export class SharedHealth {
       // started later drained the id when it came back (a StatefulSet pod's name), alone
       if (e.to === null) {
         this.#awaiting.delete(e.id)
+        this.#confirming.delete(e.id)
         this.#forget(e.id)
       }
       // an id that joined the set: its recorded drain, read before it was here, applies now. In a
@@ -214,6 +224,8 @@ export class SharedHealth {
   stop(): void {
     this.#stopped = true
     this.#cancelRetry()
+    for (const h of this.#confirmTimers) this.#timers.clearTimeout(h)
+    this.#confirmTimers.clear()
   }
 
   /**
@@ -429,10 +441,12 @@ export class SharedHealth {
   }
 
   /**
-   * `id` joined the set: the recorded drain read while it was not here applies (with its
-   * recorded start), unless it is stale by now; then the record is read again, and the drain
-   * undone if the record is gone (see #confirming). Not one heard (live, and its sender records
-   * it after it publishes: a read now could come first).
+   * `id` joined the set: the recorded drain read while it was not here, or the drain heard for it
+   * meanwhile, applies (with its start), unless it is stale by now; then the record is read
+   * again, and the drain undone if the record is gone (see #confirming): for a heard one no
+   * sooner than HEARD_RECORDED_MS after it was heard (its sender records it after it publishes:
+   * a read at once could come first), else a heard drain whose sender's upstream left that set
+   * (its record dropped, nothing told) drained here, alone, a pod that reuses the id later.
    */
   #joined(id: string): void {
     const awaited = this.#awaiting.get(id)
@@ -445,14 +459,30 @@ export class SharedHealth {
     const since = held === null ? this.#health.drainingSince(id) : null
     const discovery = since === null ? null : { since, migrate: this.#health.drainMigrates(id) }
     this.#apply({ kind: 'drain', id, migrate: awaited.migrate, active: false, since: awaited.since })
-    if (!awaited.recorded) return
     const n = ++this.#joins
     this.#confirming.set(id, n)
+    // (a heard drain's `changed` is when it was heard here)
+    const settle = awaited.recorded ? 0 : Math.max(0, (awaited.changed ?? 0) + HEARD_RECORDED_MS - Date.now())
+    if (settle > 0) this.#later(() => this.#confirm(id, n, discovery, READ_RETRY_MS.first), settle)
+    else this.#confirm(id, n, discovery, READ_RETRY_MS.first)
+  }
+
+  /**
+   * Read the record of the drain of `id` applied when it joined (the apply's number `n`): undone
+   * if the record is gone, discovery's drain of it kept. A read not answered is made again after
+   * `wait` (doubling up to READ_RETRY_MS.most), the drain standing meanwhile, until one is
+   * answered, a drain or undrain of it comes, the id leaves the set, or stop().
+   */
+  #confirm(id: string, n: number, discovery: { readonly since: number; readonly migrate: boolean } | null, wait: number): void {
+    if (this.#confirming.get(id) !== n || this.#stopped) return
     void this.#channel.members(DRAINS).then((drains) => {
       if (this.#confirming.get(id) !== n) return
+      if (drains === null) {
+        if (!this.#stopped) this.#later(() => this.#confirm(id, n, discovery, Math.min(wait * 2, READ_RETRY_MS.most)), wait)
+        return
+      }
       this.#confirming.delete(id)
-      // unread (Redis did not answer): the drain stands, as read
-      if (drains === null || drains.has(id) || this.#health.adminDrain(id) === null) return
+      if (drains.has(id) || this.#health.adminDrain(id) === null) return
       this.#applyingPeer = true
       try {
         this.#health.undrain(id)
@@ -460,8 +490,17 @@ export class SharedHealth {
       } finally {
         this.#applyingPeer = false
       }
-      this.#logger.info({ upstream: id }, 'a recorded drain applied when its upstream joined the set was undone: its record is gone from Redis (the upstream left another replica\'s set)')
+      this.#logger.info({ upstream: id }, 'a drain applied when its upstream joined the set was undone: its record is gone from Redis (the upstream left another replica\'s set)')
     })
+  }
+
+  /** Run `fn` after `ms` on this object's timers (cancelled by stop()). */
+  #later(fn: () => void, ms: number): void {
+    const h = this.#timers.setTimeout(() => {
+      this.#confirmTimers.delete(h)
+      fn()
+    }, ms)
+    this.#confirmTimers.add(h)
   }
 
   /** Drop the records of `id`'s drain and changes (nothing waits for it: a failure leaves them to the next read). */
