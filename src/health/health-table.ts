@@ -169,6 +169,9 @@ interface Entry {
   adminDrain: boolean
   adminMigrate: boolean
   discoveryDrain: boolean
+  /** Discovery's own drain: when it began and whether it migrates (what is left when an admin's ends). */
+  discoverySince: number | null
+  discoveryMigrate: boolean
   disabled: boolean
   /** When the upstream last became ready; slow start ramps from here. */
   readySince: number
@@ -248,7 +251,7 @@ export class HealthTable {
       const e: Entry = {
         id, activeFailed: false, activeSuccesses: 0, activeFailures: 0, passiveFailures: 0,
         ejectedUntil: null, untilPass: false, refused: false, upPasses: 0, reason: null, timesEjected: 0, lastEjectionEnd: -Infinity, before: null, drainingSince: null, drainKnownSince: null,
-        migrate: false, adminDrain: false, adminMigrate: false, discoveryDrain: false, disabled: false, readySince: this.#initialized ? now : -Infinity, state: 'healthy',
+        migrate: false, adminDrain: false, adminMigrate: false, discoveryDrain: false, discoverySince: null, discoveryMigrate: false, disabled: false, readySince: this.#initialized ? now : -Infinity, state: 'healthy',
       }
       this.#entries.set(id, e)
       this.#emit({ id, from: null, to: 'healthy', reason: 'added', detail: 'added to membership', at: now })
@@ -569,7 +572,11 @@ export class HealthTable {
       if (by === 'admin') {
         e.adminDrain = true
         e.adminMigrate ||= migrate || e.migrate
-      } else e.discoveryDrain = true
+      } else {
+        if (!e.discoveryDrain || began < (e.discoverySince ?? Infinity)) e.discoverySince = began
+        e.discoveryDrain = true
+        e.discoveryMigrate ||= migrate
+      }
       e.migrate ||= migrate
     })
   }
@@ -595,6 +602,8 @@ export class HealthTable {
     const e = this.#entries.get(id)
     if (by === 'discovery' && e !== undefined && e.adminDrain) {
       e.discoveryDrain = false
+      e.discoverySince = null
+      e.discoveryMigrate = false
       e.migrate = e.adminMigrate
       return true
     }
@@ -605,7 +614,25 @@ export class HealthTable {
       e.adminDrain = false
       e.adminMigrate = false
       e.discoveryDrain = false
+      e.discoverySince = null
+      e.discoveryMigrate = false
     })
+  }
+
+  /**
+   * Ends an admin's drain of `id` and leaves discovery's as it is now, with its own start and
+   * migration (a terminating pod listed meanwhile stays drained; one discovery ended since is not
+   * brought back). Returns false for an unknown id. Example: `health.undrainAdmin('web-2')`.
+   */
+  undrainAdmin(id: string): boolean {
+    const e = this.#entries.get(id)
+    if (e === undefined) return false
+    if (!e.discoveryDrain) return this.undrain(id)
+    e.adminDrain = false
+    e.adminMigrate = false
+    e.migrate = e.discoveryMigrate
+    if (e.drainingSince !== null && e.discoverySince !== null) e.drainingSince = e.discoverySince
+    return true
   }
 
   /** Takes `id` out of all traffic (admin). Returns false for an unknown id. */

@@ -455,38 +455,34 @@ export class SharedHealth {
     if (awaited.changed !== undefined && Date.now() - awaited.changed >= RECORDED_MS) return
     const held = this.#health.adminDrain(id)
     if (held !== null && (held.migrate || !awaited.migrate)) return
-    // discovery's drain of it (a terminating pod, listed as such when it joined): kept if undone
-    const since = held === null ? this.#health.drainingSince(id) : null
-    const discovery = since === null ? null : { since, migrate: this.#health.drainMigrates(id) }
     this.#apply({ kind: 'drain', id, migrate: awaited.migrate, active: false, since: awaited.since })
     const n = ++this.#joins
     this.#confirming.set(id, n)
     // (a heard drain's `changed` is when it was heard here)
     const settle = awaited.recorded ? 0 : Math.max(0, (awaited.changed ?? 0) + HEARD_RECORDED_MS - Date.now())
-    if (settle > 0) this.#later(() => this.#confirm(id, n, discovery, READ_RETRY_MS.first), settle)
-    else this.#confirm(id, n, discovery, READ_RETRY_MS.first)
+    if (settle > 0) this.#later(() => this.#confirm(id, n, READ_RETRY_MS.first), settle)
+    else this.#confirm(id, n, READ_RETRY_MS.first)
   }
 
   /**
    * Read the record of the drain of `id` applied when it joined (the apply's number `n`): undone
-   * if the record is gone, discovery's drain of it kept. A read not answered is made again after
+   * if the record is gone, the drain discovery holds on it then (a terminating pod) kept. A read not answered is made again after
    * `wait` (doubling up to READ_RETRY_MS.most), the drain standing meanwhile, until one is
    * answered, a drain or undrain of it comes, the id leaves the set, or stop().
    */
-  #confirm(id: string, n: number, discovery: { readonly since: number; readonly migrate: boolean } | null, wait: number): void {
+  #confirm(id: string, n: number, wait: number): void {
     if (this.#confirming.get(id) !== n || this.#stopped) return
     void this.#channel.members(DRAINS).then((drains) => {
       if (this.#confirming.get(id) !== n) return
       if (drains === null) {
-        if (!this.#stopped) this.#later(() => this.#confirm(id, n, discovery, Math.min(wait * 2, READ_RETRY_MS.most)), wait)
+        if (!this.#stopped) this.#later(() => this.#confirm(id, n, Math.min(wait * 2, READ_RETRY_MS.most)), wait)
         return
       }
       this.#confirming.delete(id)
       if (drains.has(id) || this.#health.adminDrain(id) === null) return
       this.#applyingPeer = true
       try {
-        this.#health.undrain(id)
-        if (discovery !== null) this.#health.drain(id, discovery.migrate, discovery.since, 'discovery')
+        this.#health.undrainAdmin(id)
       } finally {
         this.#applyingPeer = false
       }
