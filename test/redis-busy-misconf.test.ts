@@ -3,8 +3,8 @@
 // MISCONF (Redis 7 checks the disk error before BUSY, server.c processCommand). Such a PING of
 // the suspect-node probe must not count as an answer unless the node also answers a read: under
 // light traffic it was shown up while every call of Tether's failed. Control: BUSY alone is down.
-// Real redis-server; found by review R1. (The 700 ms between reads is the traffic the case is
-// about, fewer calls than probes: no wait for a condition.)
+// Real redis-server; found by review R1. The traffic the case is about is lighter than the probes:
+// a read after every second run of the connection's probe timer (counted through its timers).
 import t, { type Test } from 'tap'
 import { spawn } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { RedisCheckpointStore } from '../src/redis/checkpoint-store.js'
 import { RedisConnection } from '../src/redis/connection.js'
+import { systemTimers, type Timers } from '../src/clock.js'
 import { redisCli, startRedis, waitFor, type RedisServer } from './fixtures/redis-server.js'
 
 const HOUR = 3_600_000
@@ -24,7 +25,11 @@ async function run(t: Test, misconf: boolean): Promise<void> {
     await redisCli(redis.port, 'CONFIG', 'SET', 'save', '').catch(() => undefined)
     await redis.stop()
   })
-  const conn = new RedisConnection({ url: redis.url, keyPrefix: 'busy:', timeout: 1_000 })
+  // the probe's timer runs are what the reads are paced by (no call here waits out a timeout:
+  // BUSY is answered at once)
+  let fired = 0
+  const timers: Timers = { setTimeout: (fn, ms) => systemTimers.setTimeout(() => { fired++; fn() }, ms), clearTimeout: (h) => systemTimers.clearTimeout(h) }
+  const conn = new RedisConnection({ url: redis.url, keyPrefix: 'busy:', timeout: 1_000, timers })
   t.teardown(() => conn.stop())
   const store = new RedisCheckpointStore({ connection: conn })
   await conn.start()
@@ -41,14 +46,15 @@ async function run(t: Test, misconf: boolean): Promise<void> {
   const busy = spawn('redis-cli', ['-p', String(redis.port), 'EVAL', 'while true do end', '0'], { stdio: 'ignore' })
   t.teardown(() => { busy.kill() })
   await waitFor('BUSY', async () => /^BUSY/.test(await redisCli(redis.port, 'GET', 'x')), 5_000)
-  // light traffic: a read (a rehydration) every 700 ms for about 5 s
+  // light traffic: a read (a rehydration) after every second probe, until the node is down or
+  // 8 reads went by (16 probes: the old code showed it up all along)
   const results = new Set<string>()
   const statuses = new Set<string>()
-  const t0 = performance.now()
-  while (performance.now() - t0 < 5_000) {
+  for (let i = 0; i < 8 && conn.nodes()[0]!.status !== 'down'; i++) {
     results.add((await store.get('u')).status)
     statuses.add(conn.nodes()[0]!.status)
-    await new Promise((r) => setTimeout(r, 700))
+    const since = fired
+    await waitFor('two more probe rounds, or the node down', () => fired >= since + 2 || conn.nodes()[0]!.status === 'down', 5_000)
   }
   const n = conn.nodes()[0]!
   t.comment(`misconf=${misconf}: reads ${[...results].join()}; statuses seen ${[...statuses].join()}; now ${n.status} ${n.summary}`)
