@@ -7,50 +7,11 @@
 // A fake channel whose record the test edits, and timers that run only when the test fires them.
 import t from 'tap'
 import { waitFor } from './fixtures/wait.js'
-import { FakeClock } from './fixtures/clock.js'
-import type { Timers } from '../src/clock.js'
+import { heldTimers } from './fixtures/timers.js'
+import { channel, drainOf, records, table } from './fixtures/shared-health-drains.js'
 import { createLogger } from '../src/observability/logger.js'
-import { HealthTable } from '../src/health/health-table.js'
 import { HEARD_RECORDED_MS, READ_RETRY_MS, SharedHealth } from '../src/health/shared-health.js'
-import type { PeerChannel } from '../src/peers/peer-channel.js'
 
-const table = (): HealthTable => new HealthTable({ active: { healthy_threshold: 2, unhealthy_threshold: 2 }, passive: { consecutive_failures: 3, count_5xx: true, base_ejection: 30_000, max_ejection: 100_000, max_ejection_percent: 50 }, slow_start: 0 }, new FakeClock(Date.now()))
-
-function channel(record: Map<string, Map<string, string>>, answer: () => boolean = () => true): { ch: PeerChannel; hear: (m: string) => void; reads: () => number } {
-  let hear: (m: string) => void = () => undefined
-  let reads = 0
-  const ch: PeerChannel = {
-    publish: () => Promise.resolve(true),
-    subscribe: (fn) => { hear = fn; return Promise.resolve() },
-    remember: () => Promise.resolve(true),
-    members: (set) => { reads++; return Promise.resolve(answer() ? new Map(record.get(set)) : null) },
-  }
-  return { ch, hear: (m) => hear(m), reads: () => reads }
-}
-
-/** Timers that run only when the test fires them. */
-function heldTimers() {
-  const due = new Map<number, { fn: () => void; ms: number }>()
-  let n = 0
-  const timers: Timers = {
-    setTimeout: (fn, ms) => { due.set(++n, { fn, ms }); return n },
-    clearTimeout: (h) => { due.delete(h as number) },
-  }
-  return {
-    timers,
-    waits: () => [...due.values()].map((d) => d.ms),
-    /** Fire the one timer due; returns its wait. */
-    fire: () => {
-      const [[h, d]] = [...due]
-      due.delete(h)
-      d.fn()
-      return d.ms
-    },
-  }
-}
-
-const records = (drains: [string, string][] = []): Map<string, Map<string, string>> => new Map([['drains', new Map(drains)], ['drain-starts', new Map<string, string>()], ['drain-changes', new Map(drains.map(([id]) => [id, String(Date.now())]))]])
-const drainOf = (id: string): string => JSON.stringify({ from: 'other', kind: 'drain', id, since: Date.now() })
 
 t.test('a heard drain of an id not in the set is undone after the join once a read (after its sender surely recorded it) finds no record', async (t) => {
   const record = records()

@@ -9,32 +9,12 @@ import type { Test } from 'tap'
 import { SharedHealth, READ_RETRY_MS, UNREAD_LOG } from '../src/health/shared-health.js'
 import { HealthTable } from '../src/health/health-table.js'
 import type { PeerChannel } from '../src/peers/peer-channel.js'
-import type { Timers } from '../src/clock.js'
 import { createLogger } from '../src/observability/logger.js'
 import { FakeClock } from './fixtures/clock.js'
+import { heldTimers } from './fixtures/timers.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { waitFor } from './fixtures/wait.js'
 
-/** Timers that run only when the test fires them. */
-function heldTimers() {
-  const due = new Map<number, { fn: () => void; ms: number }>()
-  let n = 0
-  const timers: Timers = {
-    setTimeout: (fn, ms) => { due.set(++n, { fn, ms }); return n },
-    clearTimeout: (h) => { due.delete(h as number) },
-  }
-  return {
-    timers,
-    waits: () => [...due.values()].map((d) => d.ms),
-    /** Fire the one timer due; returns its wait. */
-    fire: () => {
-      const [[h, d]] = [...due]
-      due.delete(h)
-      d.fn()
-      return d.ms
-    },
-  }
-}
 
 function parts(t: Test) {
   const health = new HealthTable({ active: { healthy_threshold: 2, unhealthy_threshold: 2 }, passive: { consecutive_failures: 3, count_5xx: true, base_ejection: 30_000, max_ejection: 100_000, max_ejection_percent: 50 }, slow_start: 0 }, new FakeClock())
