@@ -73,3 +73,38 @@ t.test('without Redis, /healthz answers while discovery waits for a Kubernetes A
   t.equal(proxied?.status, 503, 'without shared health the proxy port listens too, 503 until upstreams are listed')
   t.equal(api.waiting(), 1, 'all of it while the first list is unanswered')
 })
+
+t.test("with workers, the primary's /healthz answers 200 while no worker has started (the workers' start waits on a Redis that never answers); /readyz 503", async (t) => {
+  const redis = await silentApi(t) // takes the connection and the commands, answers none
+  const [listen, admin] = await freePorts(2)
+  const file = tempFile('admin-during-start-workers.yaml', [
+    `listen: { host: 127.0.0.1, port: ${listen} }`,
+    `admin: { listen: { host: 127.0.0.1, port: ${admin} } }`,
+    'log: { level: info, access: false }',
+    'workers: 2',
+    'upstreams: [{ id: app-1, url: "http://127.0.0.1:1" }]',
+    `state: { store: redis, redis: { url: "${redis.url.replace('http:', 'redis:')}" } }`,
+    'health: { shared: redis, active: { enabled: false } }',
+    '',
+  ].join('\n'))
+  const proc = spawn(process.execPath, [CLI, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const exited = new Promise((resolve) => proc.once('exit', resolve))
+  t.teardown(async () => { proc.kill('SIGTERM'); await exited })
+  proc.stdout.resume(); proc.stderr.resume()
+  const notStarted = async () => {
+    const r = await get(admin!, '/readyz')
+    return r !== null && r.status === 503 && (JSON.parse(r.body) as { reasons: string[] }).reasons[0] === 'no worker started yet'
+  }
+  // the workers wait (about 2 s) on Redis' answer: /healthz asked between two /readyz that both
+  // say no worker has started is the primary's own answer
+  await waitFor(() => redis.waiting() > 0, 15_000, "a worker's first Redis command")
+  let sample: { status: number; body: string } | null = null
+  await waitFor(async () => {
+    if (!await notStarted()) return false
+    const healthz = await get(admin!, '/healthz')
+    if (await notStarted()) sample = healthz
+    return true
+  }, 15_000, '/readyz answered', 20)
+  t.ok(sample !== null, '/healthz was asked while no worker had started')
+  t.same(sample, { status: 200, body: 'ok\n' }, "/healthz: 200 from the primary (alive, its workers starting), not 503")
+})

@@ -117,7 +117,7 @@ t.test("the primary combines /upstreams, /status and /metrics for HEAD and for a
   }
 })
 
-t.test("before any worker is up, or while every worker restarts, the primary's /readyz and /status answer 503 in /readyz's JSON shape with the reason", async (t) => {
+t.test("before any worker is up, or while every worker restarts, the primary's /readyz and /status answer 503 in /readyz's JSON shape with the reason, /healthz 200", async (t) => {
   const { startAdminFront } = await import('../src/workers/admin-front.js')
   const { createLogger } = await import('../src/observability/logger.js')
   const front = await startAdminFront('127.0.0.1', 0, { admins: () => [], metrics: () => Promise.resolve([]), stopping: () => false }, createLogger('silent'), [])
@@ -134,6 +134,9 @@ t.test("before any worker is up, or while every worker restarts, the primary's /
     t.same(JSON.parse(r.body), notReady, `${path}: ready false with the reason, as /readyz writes it`)
   }
   t.same((await probe('/readyz', 'HEAD')).status, 503, 'HEAD /readyz too')
+  const live = await probe('/healthz')
+  t.same([live.status, live.body], [200, 'ok\n'], '/healthz: 200, the primary is alive (liveness does not wait on a worker start)')
+  t.same((await probe('/healthz', 'HEAD')).status, 200, 'HEAD /healthz too')
   const other = await probe('/upstreams')
   t.same([other.status, other.body], [503, 'Service Unavailable: no worker started yet\n'], 'any other route: a plain 503 (the workers know the routes and the token)')
 })

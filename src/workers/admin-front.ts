@@ -133,12 +133,16 @@ function shuttingDown(req: http.IncomingMessage, workers: FrontWorkers): Answer 
 export const NO_WORKER = 'no worker started yet'
 
 /**
- * The answer while no worker has started: `/readyz` and `/status` (the status page's poll) in
- * `/readyz`'s JSON shape, 503 with the reason (nothing else is known: `/status` needs no token
- * then, as it holds no data); any other request a plain 503.
+ * The answer while no worker has started: `/healthz` 200 (liveness: the primary is alive and
+ * starting or restarting its workers, as one process answers it while its start waits on Redis
+ * or discovery; a 503 here had a liveness probe restart a pod whose worker was still waiting);
+ * `/readyz` and `/status` (the status page's poll) in `/readyz`'s JSON shape, 503 with the
+ * reason (nothing else is known: `/status` needs no token then, as it holds no data); any other
+ * request a plain 503.
  */
 function noWorker(req: http.IncomingMessage): Answer {
   const path = readRoute(req)
+  if (path === 'healthz') return { status: 200, headers: { 'content-type': 'text/plain; charset=utf-8' }, body: Buffer.from('ok\n') }
   if (path === 'readyz' || path === 'status') {
     return { status: 503, headers: { 'content-type': 'application/json' }, body: json({ ready: false, reasons: [NO_WORKER], degraded: [] }) }
   }
