@@ -18,6 +18,17 @@ const DRAIN_STARTS = 'drain-starts'
 /** When each upstream was last drained or undrained through an admin API (ms since the epoch): which of two replicas' changes is newer. */
 const DRAIN_CHANGES = 'drain-changes'
 /**
+ * The ejections found on live traffic told to the others and still in force on their sender,
+ * for replicas that start later and for one whose subscription missed the `down`: field
+ * `<sender uuid>:<seq>` (the `down` message's id: each ejection its own field, so a sender
+ * replaces or removes only its own, and a reader drops only an ended one, never one written
+ * since), value a {@link RecordedEjection} in JSON. The sender removes its field when its
+ * ejection ends sooner (passed probes ended a refusal, the upstream left its set or was
+ * replaced) or a newer `down` of that upstream replaces it; a reader drops one that has ended
+ * (cleaned lazily: a sender that died leaves its fields).
+ */
+const EJECTIONS = 'ejections'
+/**
  * How long a recorded drain or change is kept after it was made (ms): older ones are dropped
  * when read. Each set's own expiry counts from its last write, so a cluster that drains
  * something every week kept every drain ever recorded.
@@ -36,6 +47,30 @@ export const HEARD_RECORDED_MS = 5_000
 
 /** Said (a warn) when a read of the recorded drains failed, once a spell of failed reads. */
 export const UNREAD_LOG = 'the recorded drains were not read (the peer channel did not answer): serving without them'
+
+/** Said (a warn) instead of UNREAD_LOG when the drains were read but the recorded ejections were not. */
+export const EJECTIONS_UNREAD_LOG = 'the recorded ejections were not read (the peer channel did not answer): serving without them'
+
+/**
+ * An ejection as recorded in Redis (see EJECTIONS): the `down` message's fields about it
+ * (`reason`, `refused`, `url`, `addresses`, `uid`) and its length: `ejectedFor` (ms, as told)
+ * and `ejections` (the count there), and `until`, its end by the sender's wall clock (ms since
+ * the epoch). A reader ejects for `min(ejectedFor, until - its own now)`: replica clocks are
+ * compared (as for the drains' starts), so it ends off by their skew (NTP: a few ms), never
+ * later than the told length allows however far ahead the sender's clock is.
+ * Example: `{"id":"app-1","until":1764086430000,"ejectedFor":30000,"ejections":1,"reason":"5xx","url":"http://10.0.0.5:8080"}`.
+ */
+export interface RecordedEjection {
+  readonly id: string
+  readonly until: number
+  readonly ejectedFor: number
+  readonly ejections: number
+  readonly reason?: EjectionReason
+  readonly refused?: true
+  readonly url?: string
+  readonly addresses?: readonly string[]
+  readonly uid?: string
+}
 
 /**
  * Where an upstream id is in this replica's current set (undefined: not in it): its url, and
@@ -128,6 +163,17 @@ export class SharedHealth {
    */
   readonly #awaiting = new Map<string, { readonly migrate: boolean; readonly since: number | undefined; readonly changed: number | undefined; readonly recorded: boolean }>()
   /**
+   * Recorded ejections read for an id this replica's set did not have at the read (as the
+   * drains in #awaiting: a worker that read before its lead's first list), by id: applied for
+   * what is left of them when the id joins the set. Replaced by each read; at most AWAITED_KEPT ids.
+   */
+  readonly #awaitingEjections = new Map<string, RecordedEjection[]>()
+  /**
+   * The ejections this process recorded (see EJECTIONS) and that may still be in force here, by
+   * upstream id: the field and the value written, its end on this table's clock.
+   */
+  readonly #recorded = new Map<string, { readonly field: string; readonly value: string; readonly ends: number }>()
+  /**
    * The awaited drains applied when their id joined, until the record is read again: one gone
    * from Redis meanwhile (its upstream left another replica's set: a replica that did not have
    * it could not see that) is undone, unless a drain or undrain of it came since, or the id left
@@ -184,7 +230,10 @@ export class SharedHealth {
       // an id that joined the set: its recorded drain, read before it was here, applies now. In a
       // microtask: after the set change that added it (not inside the table's transition), and
       // before any request is placed (those come from I/O callbacks)
-      if (e.from === null && e.to !== null && this.#awaiting.has(e.id)) queueMicrotask(() => this.#joined(e.id))
+      if (e.from === null && e.to !== null && (this.#awaiting.has(e.id) || this.#awaitingEjections.has(e.id))) queueMicrotask(() => this.#joined(e.id))
+      // an ejection recorded here that ended (its time, passed probes, the upstream left the set
+      // or was replaced): its record goes. In a microtask: the table is read, not inside its transition
+      if (this.#recorded.has(e.id)) queueMicrotask(() => this.#unrecordEnded(e.id))
     })
   }
 
@@ -241,23 +290,31 @@ export class SharedHealth {
     if (this.#stopped) return Promise.resolve()
     this.#cancelRetry()
     this.#reading = (async () => {
-      let read: boolean
+      let unread: Unread
       do {
         this.#readAgain = false
-        read = await this.#readRecorded()
+        unread = await this.#readRecorded()
       } while (this.#readAgain && !this.#stopped)
       this.#reading = null
-      if (read) {
+      if (unread === null) {
         if (this.#failedReads > 0) this.#logger.info({ failed_reads: this.#failedReads }, 'the recorded drains were read again: applied, and the drains and undrains made here meanwhile sent')
         this.#failedReads = 0
         this.#retryMs = READ_RETRY_MS.first
         return
       }
       if (this.#failedReads++ === 0) {
-        this.#logger.warn({
-          effect: 'new users may be placed on an upstream another replica drained (and its users stay there), and drains and undrains made here while the peer channel was down are not sent yet, until they are read',
-          hint: `the read is retried (after ${READ_RETRY_MS.first / 1_000} s, doubling up to ${READ_RETRY_MS.most / 1_000} s; at once when the subscription to the peer channel (Redis) is back): an info says when it succeeded`,
-        }, UNREAD_LOG)
+        const hint = `the read is retried (after ${READ_RETRY_MS.first / 1_000} s, doubling up to ${READ_RETRY_MS.most / 1_000} s; at once when the subscription to the peer channel (Redis) is back): an info says when it succeeded`
+        if (unread === 'drains') {
+          this.#logger.warn({
+            effect: 'new users may be placed on an upstream another replica drained (and its users stay there), and drains and undrains made here while the peer channel was down are not sent yet, until they are read',
+            hint,
+          }, UNREAD_LOG)
+        } else {
+          this.#logger.warn({
+            effect: 'new users may be placed on an upstream another replica ejected, until that ejection ends there or this replica finds the upstream down itself, until they are read',
+            hint: `${hint}; grant the key ${'`'}peers:ejections${'`'} under the key prefix if the ACL user lacks it`,
+          }, EJECTIONS_UNREAD_LOG)
+        }
       }
       if (this.#stopped) return
       const wait = this.#retryMs
@@ -282,13 +339,15 @@ export class SharedHealth {
    * since (another replica's, newer) wins over it. False when the records could not be read:
    * nothing applies, nothing is sent (which change is newer is not known).
    */
-  async #readRecorded(): Promise<boolean> {
+  async #readRecorded(): Promise<Unread> {
     const heard = new Set<string>()
     this.#hearing.add(heard)
-    const [drains, starts, changes] = await Promise.all([DRAINS, DRAIN_STARTS, DRAIN_CHANGES].map((set) => this.#channel.members(set)))
+    const [drains, starts, changes, ejections] = await Promise.all([DRAINS, DRAIN_STARTS, DRAIN_CHANGES, EJECTIONS].map((set) => this.#channel.members(set)))
     this.#hearing.delete(heard)
+    // the ejections apart from the drains: either read applies without the other
+    if (ejections !== null) this.#applyRecordedEjections(ejections)
     // nothing of a partial read applies (a drain without its start would begin now here)
-    if (drains === null || starts === null || changes === null) return false
+    if (drains === null || starts === null || changes === null) return 'drains'
     // records older than RECORDED_MS are forgotten (an older Tether's, without times, are
     // kept); one heard meanwhile is newer than the read; a drain this replica still holds is
     // recorded again instead (it stands: replicas started later must still apply it)
@@ -339,7 +398,70 @@ export class SharedHealth {
       }
       this.#apply({ kind: 'drain', id, migrate, active: false, since })
     }
-    return true
+    return ejections === null ? 'ejections' : null
+  }
+
+  /**
+   * Apply the recorded ejections (see EJECTIONS) still in force, as a `down` heard from their
+   * sender would be, for what is left of them: at the start (before the proxy port listens) and
+   * after the subscription is back (a `down` lost meanwhile). One already applied here is merged
+   * as a `down` heard again (the later end holds). An ended one is dropped from the record (by
+   * its end on this replica's clock); one of this process's own that is no longer in force here
+   * too. One of an id not in the set waits for it to join (#awaitingEjections, replaced by each
+   * read). A value that is not a recorded ejection (another version's) is left alone: the set's
+   * expiry, a week after its last write, ends it.
+   */
+  #applyRecordedEjections(recorded: Map<string, string>): void {
+    const now = Date.now()
+    this.#awaitingEjections.clear()
+    for (const [field, value] of recorded) {
+      const r = recordedEjection(value)
+      if (r === null) continue
+      if (r.until <= now) {
+        void this.#channel.remember(EJECTIONS, field, null)
+        continue
+      }
+      if (field.startsWith(`${this.#self}:`)) {
+        // this process's own: it holds it (or it ended here sooner, and its removal was lost)
+        if (this.#recorded.get(r.id)?.field !== field || this.#health.toldLength(r.id) === null) {
+          if (this.#recorded.get(r.id)?.field === field) this.#recorded.delete(r.id)
+          void this.#channel.remember(EJECTIONS, field, null)
+        }
+        continue
+      }
+      if (this.#health.state(r.id) === undefined) {
+        const waiting = this.#awaitingEjections.get(r.id) ?? []
+        waiting.push(r)
+        this.#awaitingEjections.delete(r.id)
+        this.#awaitingEjections.set(r.id, waiting)
+        if (this.#awaitingEjections.size > AWAITED_KEPT) this.#awaitingEjections.delete(this.#awaitingEjections.keys().next().value!)
+        continue
+      }
+      this.#applyRecordedEjection(r, now)
+    }
+  }
+
+  /** Apply the recorded ejection `r` for what is left of it at `now` (ms since the epoch), if it is about this replica's pod of its id. */
+  #applyRecordedEjection(r: RecordedEjection, now: number): void {
+    // the sender's end by this replica's clock, never longer than the length it told
+    const left = Math.floor(Math.min(r.ejectedFor, r.until - now))
+    if (left < 1) return
+    if (!this.#samePod(r.id, r.url, r.addresses, r.uid)) return
+    this.#apply({ kind: 'down', id: r.id, migrate: false, active: false, refused: r.refused === true, told: r.reason, length: { ms: left, count: r.ejections }, recorded: true })
+  }
+
+  /**
+   * The ejection this process recorded for `id` ended here (or another began: a peer's, which
+   * its sender records): its record is removed. A removal that fails leaves it to the readers
+   * (they skip it by its end) and to this process's next read.
+   */
+  #unrecordEnded(id: string): void {
+    const mine = this.#recorded.get(id)
+    if (mine === undefined) return
+    const ejection = this.#health.ejection(id)
+    if (ejection !== null && ejection.until >= mine.ends) return
+    this.#recorded.delete(id)
+    void this.#channel.remember(EJECTIONS, mine.field, null)
   }
 
   /**
@@ -373,9 +495,22 @@ export class SharedHealth {
     // it counted itself (an older Tether ignores them: timed by its own count, as before)
     const length = kind === 'down' && !active ? this.#health.toldLength(id) : null
     // `recorded`: the sender keeps the drain starts itself (a Tether since they exist)
-    const sent = [this.#channel.publish(JSON.stringify({ from: this.#self, seq: ++this.#seq, kind, id, ...(active ? { active, group: this.#group } : {}), ...(refused ? { refused } : {}), ...(reason !== undefined ? { reason } : {}), ...(length !== null ? { ejectedFor: length.ms, ejections: length.count } : {}), ...(url !== undefined ? { url } : {}), ...(addresses !== undefined ? { addresses } : {}), ...(uid !== undefined ? { uid } : {}), ...(migrate ? { migrate } : {}), ...(since !== undefined ? { since } : {}), ...(kind === 'undrain' ? { recorded: true } : {}) }))]
+    const seq = ++this.#seq
+    const sent = [this.#channel.publish(JSON.stringify({ from: this.#self, seq, kind, id, ...(active ? { active, group: this.#group } : {}), ...(refused ? { refused } : {}), ...(reason !== undefined ? { reason } : {}), ...(length !== null ? { ejectedFor: length.ms, ejections: length.count } : {}), ...(url !== undefined ? { url } : {}), ...(addresses !== undefined ? { addresses } : {}), ...(uid !== undefined ? { uid } : {}), ...(migrate ? { migrate } : {}), ...(since !== undefined ? { since } : {}), ...(kind === 'undrain' ? { recorded: true } : {}) }))]
     if (kind === 'down') {
       void sent[0]!.then((ok) => { if (ok) this.#unsentDowns.delete(id); else this.#unsentDowns.add(id) })
+      // an ejection with a length is recorded too, for a replica that starts during it or whose
+      // subscription missed this message (an active verdict is not: no time of its own, and each
+      // replica's probes find it); it replaces this process's record of an earlier one
+      if (length !== null) {
+        const at = Date.now()
+        const value = JSON.stringify({ id, until: at + length.ms, ejectedFor: length.ms, ejections: length.count, ...(reason !== undefined ? { reason } : {}), ...(refused ? { refused } : {}), ...(url !== undefined ? { url } : {}), ...(addresses !== undefined ? { addresses } : {}), ...(uid !== undefined ? { uid } : {}) } satisfies RecordedEjection)
+        const before = this.#recorded.get(id)
+        const field = `${this.#self}:${seq}`
+        this.#recorded.set(id, { field, value, ends: this.#health.ejection(id)?.until ?? 0 })
+        if (before !== undefined) void this.#channel.remember(EJECTIONS, before.field, null)
+        void this.#channel.remember(EJECTIONS, field, value)
+      }
       return
     }
     for (const heard of this.#hearing) heard.add(id)
@@ -417,6 +552,8 @@ export class SharedHealth {
       void this.#channel.remember(DRAIN_STARTS, id, String(since))
       void this.#channel.remember(DRAIN_CHANGES, id, String(now - since < RECORDED_MS ? since : now))
     }
+    // and the ejections recorded here still in force (a reader skips one that ended meanwhile)
+    for (const [id, mine] of this.#recorded) if (this.#health.toldLength(id) !== null) void this.#channel.remember(EJECTIONS, mine.field, mine.value)
     return n
   }
 
@@ -449,6 +586,12 @@ export class SharedHealth {
    * (its record dropped, nothing told) drained here, alone, a pod that reuses the id later.
    */
   #joined(id: string): void {
+    const ejections = this.#awaitingEjections.get(id)
+    if (ejections !== undefined && this.#health.state(id) !== undefined) {
+      this.#awaitingEjections.delete(id)
+      const now = Date.now()
+      for (const r of ejections) this.#applyRecordedEjection(r, now)
+    }
     const awaited = this.#awaiting.get(id)
     if (awaited === undefined || this.#health.state(id) === undefined) return
     this.#awaiting.delete(id)
@@ -571,13 +714,7 @@ export class SharedHealth {
     // each side lists the address the other kept, or when both know the pod's uid, the same uid
     // (see samePod). An older Tether sends no url (applied as before), no addresses (its url
     // alone) or no uid (the addresses decide)
-    if (m.kind === 'down' && typeof m.url === 'string') {
-      const ours = this.#addressesOf(m.id)
-      if (ours !== undefined && !samePod(ours, m.url, m.addresses, m.uid)) {
-        this.#logger.info({ upstream: m.id, url: m.url, ours: ours.url }, 'health event from another Tether replica ignored: it is about another pod or address of that upstream')
-        return
-      }
-    }
+    if (m.kind === 'down' && !this.#samePod(m.id, m.url, m.addresses, m.uid)) return
     const since = typeof m.since === 'number' ? startTime(String(m.since)) : undefined
     if (m.kind === 'drain' || m.kind === 'undrain') {
       for (const heard of this.#hearing) heard.add(m.id)
@@ -640,7 +777,21 @@ export class SharedHealth {
     for (let i = this.#unrelayed.length - 1; i >= 0; i--) if (this.#unrelayed[i]!.id === id) this.#unrelayed.splice(i, 1)
   }
 
-  #apply(m: { kind: unknown; id: string; migrate: boolean; active: boolean; refused?: boolean; told?: EjectionReason | undefined; length?: ToldLength | null; since?: number | undefined }): void {
+  /**
+   * Is a `down` of `id` found at `url` (a message's or record's fields: anything) about this
+   * replica's pod of that id (see samePod)? Logged when not. One without a url (an older
+   * Tether's) or about an id not in the set is.
+   */
+  #samePod(id: string, url: unknown, addresses: unknown, uid: unknown): boolean {
+    if (typeof url !== 'string') return true
+    const ours = this.#addressesOf(id)
+    if (ours === undefined || samePod(ours, url, addresses, uid)) return true
+    this.#logger.info({ upstream: id, url, ours: ours.url }, 'health event from another Tether replica ignored: it is about another pod or address of that upstream')
+    return false
+  }
+
+  /** `recorded`: a `down` read from the record of ejections (see EJECTIONS), not heard. */
+  #apply(m: { kind: unknown; id: string; migrate: boolean; active: boolean; refused?: boolean; told?: EjectionReason | undefined; length?: ToldLength | null; since?: number | undefined; recorded?: boolean }): void {
     this.#applyingPeer = true
     try {
       // another replica's active checks found it down: out here until this replica's own probe
@@ -652,7 +803,7 @@ export class SharedHealth {
       else if (m.kind === 'drain') { if (!this.#health.drain(m.id, m.migrate, m.since)) return }
       else if (m.kind === 'undrain') this.#health.undrain(m.id)
       else return
-      this.#logger.info({ upstream: m.id, event: m.kind }, 'health event from another Tether replica')
+      this.#logger.info({ upstream: m.id, event: m.kind, ...(m.recorded === true ? { recorded: true, for_ms: m.length?.ms } : {}) }, 'health event from another Tether replica')
     } finally {
       this.#applyingPeer = false
     }
@@ -726,4 +877,26 @@ function samePod(ours: { readonly url: string; readonly addresses?: readonly str
 /** A drain's recorded start: a positive whole number of ms, else undefined (it began now). */
 function startTime(value: string | undefined): number | undefined {
   return value !== undefined && /^[1-9]\d{0,15}$/.test(value) ? Number(value) : undefined
+}
+
+/** What a read of the records left unread: the drains (and maybe the ejections), the ejections alone, or nothing (null). */
+type Unread = 'drains' | 'ejections' | null
+
+/** A recorded ejection's value (see EJECTIONS), or null when it is not one (not JSON, a field of the wrong type). */
+function recordedEjection(value: string): RecordedEjection | null {
+  let v: Record<string, unknown>
+  try {
+    v = JSON.parse(value) as Record<string, unknown>
+  } catch {
+    return null
+  }
+  if (v === null || typeof v !== 'object' || typeof v.id !== 'string' || typeof v.until !== 'number' || !Number.isFinite(v.until) || !isCount(v.ejectedFor) || !isCount(v.ejections)) return null
+  return {
+    id: v.id, until: v.until, ejectedFor: v.ejectedFor, ejections: v.ejections,
+    ...(TOLD_REASONS.includes(v.reason as EjectionReason) ? { reason: v.reason as EjectionReason } : {}),
+    ...(v.refused === true ? { refused: true } : {}),
+    ...(typeof v.url === 'string' ? { url: v.url } : {}),
+    ...(Array.isArray(v.addresses) ? { addresses: v.addresses.filter((a): a is string => typeof a === 'string') } : {}),
+    ...(typeof v.uid === 'string' ? { uid: v.uid } : {}),
+  }
 }
