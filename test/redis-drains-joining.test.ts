@@ -141,7 +141,7 @@ t.test('a recorded drain waiting for its upstream: applied when it joins (with i
   record.get('drains')!.delete('r')
   const before = reads
   resubscribed()
-  await waitFor(() => reads === before + 3, 5_000, 'the read of the three sets')
+  await waitFor(() => reads === before + 4, 5_000, 'the read of the four sets (the three of the drains, the ejections)')
   await new Promise((r) => setImmediate(r))
   health.setUpstreams(['a', 'p', 'u', 'd', 'new', 'old', 'r'])
   await Promise.resolve()

@@ -44,7 +44,7 @@ const settle = (): Promise<void> => new Promise((r) => setImmediate(r))
 t.test('a failed read is made again after 1 s, doubling up to 30 s, said once; the unsent drain goes after the first read that succeeds', async (t) => {
   const { health, state, record, held, shared, said } = parts(t)
   await shared.start()
-  t.equal(state.reads, 3, 'the start reads its three sets once (the first subscription adds no read)')
+  t.equal(state.reads, 4, 'the start reads its four sets once (the three of the drains, the ejections; the first subscription adds no read)')
   t.equal(said(UNREAD_LOG), 1, 'the failed read said once')
   t.same(held.waits(), [READ_RETRY_MS.first], 'made again after 1 s')
   // Redis down: a drain made here is not sent

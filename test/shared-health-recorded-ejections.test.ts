@@ -1,0 +1,185 @@
+// The ejections recorded for replicas that did not hear the `down` (see SharedHealth's
+// EJECTIONS): one lost on pub/sub is applied once the subscription is back, the sender removes
+// its record when its ejection ends sooner, a reader skips and drops an ended one, waits for an
+// id not in its set, refuses another pod's, keeps within max_ejection_percent, and a failed read
+// of them is made again. Replicas over an in-memory peer channel (a record of named sets, a
+// broadcast that can lose messages), health tables on one fake clock started at the wall time
+// (records carry wall-clock ends): no time passes but what the test advances.
+import t, { type Test } from 'tap'
+import { HealthTable } from '../src/health/health-table.js'
+import { EJECTIONS_UNREAD_LOG, READ_RETRY_MS, SharedHealth, UNREAD_LOG, type AddressesOf } from '../src/health/shared-health.js'
+import { createLogger } from '../src/observability/logger.js'
+import type { PeerChannel } from '../src/peers/peer-channel.js'
+import { FakeClock } from './fixtures/clock.js'
+import { LogCapture } from './fixtures/log-capture.js'
+import { heldTimers } from './fixtures/timers.js'
+import { waitFor } from './fixtures/wait.js'
+
+const IDS = ['a', 'b', 'c', 'd', 'e']
+const BASE = 30_000
+
+/** The peers' Redis: named sets, and a broadcast that loses what is sent while `lost`. */
+function world(): { record: Map<string, Map<string, string>>; net: { lost: boolean; unreadable: Set<string> }; channel: () => PeerChannel & { again: () => void } } {
+  const record = new Map<string, Map<string, string>>()
+  const net = { lost: false, unreadable: new Set<string>() }
+  const subs = new Set<(m: string) => void>()
+  const set = (name: string): Map<string, string> => record.get(name) ?? record.set(name, new Map()).get(name)!
+  const channel = (): PeerChannel & { again: () => void } => {
+    let again: () => void = () => undefined
+    let mine: (m: string) => void = () => undefined
+    return {
+      publish: (m) => { if (!net.lost) for (const s of subs) if (s !== mine) s(m); return Promise.resolve(true) },
+      subscribe: (fn, onSubscribed) => { mine = fn; subs.add(fn); again = onSubscribed ?? again; return Promise.resolve() },
+      remember: (name, id, value) => { if (value === null) set(name).delete(id); else set(name).set(id, value); return Promise.resolve(true) },
+      members: (name) => Promise.resolve(net.unreadable.has(name) ? null : new Map(set(name))),
+      again: () => again(),
+    }
+  }
+  return { record, net, channel }
+}
+
+interface Replica { readonly health: HealthTable; readonly shared: SharedHealth; readonly channel: ReturnType<ReturnType<typeof world>['channel']>; readonly logs: LogCapture }
+
+/** A replica on `w` and `clock` (active checks on: a refusal ends at passed probes), started. */
+async function replica(t: Test, w: ReturnType<typeof world>, clock: FakeClock, opts: { ids?: string[]; percent?: number; addressesOf?: AddressesOf; timers?: ReturnType<typeof heldTimers>['timers'] } = {}): Promise<Replica> {
+  const health = new HealthTable({
+    active: { healthy_threshold: 2, unhealthy_threshold: 2 },
+    passive: { consecutive_failures: 1, count_5xx: true, base_ejection: BASE, max_ejection: 300_000, max_ejection_percent: opts.percent ?? 100 },
+    slow_start: 0,
+  }, clock)
+  health.setUpstreams(opts.ids ?? IDS)
+  const channel = w.channel()
+  const logs = new LogCapture()
+  const shared = new SharedHealth(channel, health, createLogger('info', logs), opts.addressesOf, null, null, opts.timers)
+  t.teardown(() => shared.stop())
+  await shared.start()
+  return { health, shared, channel, logs }
+}
+
+/** The recorded ejections, parsed, by field. */
+const recorded = (w: ReturnType<typeof world>): Map<string, Record<string, unknown>> => new Map([...(w.record.get('ejections') ?? new Map<string, string>())].map(([f, v]) => [f, JSON.parse(v) as Record<string, unknown>]))
+
+t.test('a down lost on pub/sub is applied once the subscription is back, for what is left of it, from the record', async (t) => {
+  const w = world()
+  const clock = new FakeClock(Date.now())
+  const one = await replica(t, w, clock)
+  const two = await replica(t, w, clock)
+  w.net.lost = true // #2's subscription is down meanwhile
+  one.health.reportPassive('c', 'server_error')
+  const end = one.health.ejection('c')!.until
+  t.equal(two.health.state('c'), 'healthy', '#2 did not hear the down')
+  t.match([...recorded(w).values()], [{ id: 'c', ejectedFor: BASE, ejections: 1, reason: '5xx' }], 'recorded with its length, count and reason')
+  const [value] = recorded(w).values()
+  t.ok(Math.abs((value!.until as number) - (Date.now() + BASE)) < 5_000, 'and its end by the wall clock')
+  w.net.lost = false
+  two.channel.again()
+  await waitFor(() => two.health.state('c') === 'ejected', 5_000, '#2 to apply the recorded ejection')
+  const twoEnd = two.health.ejection('c')!.until
+  t.ok(twoEnd <= end && twoEnd > end - 5_000, `until (about) the moment #1 ends it (${end - twoEnd} ms sooner: the wall time since it was recorded)`)
+  t.equal(two.health.ejection('c')!.reason, '5xx', 'for the reason #1 found')
+  t.equal(two.health.snapshot().find((r) => r.id === 'c')!.timesEjected, 1, "and counted as #1's first ejection")
+  t.ok(two.logs.lines.some((l) => l.rec['msg'] === 'health event from another Tether replica' && l.rec['recorded'] === true), 'logged as read from the record')
+  clock.advance(end - clock.now())
+  t.same([one.health.state('c'), two.health.state('c')], ['healthy', 'healthy'], 'in again on both at its end')
+  await waitFor(() => recorded(w).size === 0, 5_000, "#1's record removed once its ejection ended")
+})
+
+t.test('the sender removes its record when its ejection ends sooner (a refusal ended by passed probes, the upstream gone from its set) or a newer down replaces it', async (t) => {
+  const w = world()
+  const clock = new FakeClock(Date.now())
+  const one = await replica(t, w, clock)
+  one.health.reportPassive('c', 'connect_refused')
+  t.match([...recorded(w).values()], [{ id: 'c', reason: 'refused', refused: true }], 'a refusal recorded as one (each reader ends it at its own passed probes)')
+  const late = await replica(t, w, clock)
+  t.same(late.health.ejection('c'), { reason: 'refused', until: late.health.ejection('c')!.until, ends: 'probes', passesLeft: 2 }, 'a replica started now ejects it until its own probes pass')
+  one.health.reportActive('c', true)
+  one.health.reportActive('c', true)
+  t.equal(one.health.state('c'), 'healthy', 'passed probes ended it on #1')
+  await waitFor(() => recorded(w).size === 0, 5_000, 'the record of the ended refusal removed')
+  t.equal((await replica(t, w, clock)).health.state('c'), 'healthy', 'a replica started after that does not eject c')
+
+  one.health.reportPassive('b', 'server_error')
+  t.equal(recorded(w).size, 1)
+  one.health.setUpstreams(IDS.filter((id) => id !== 'b'))
+  await waitFor(() => recorded(w).size === 0, 5_000, 'the record of b removed when b left the set')
+
+  one.health.reportPassive('d', 'server_error')
+  const [first] = recorded(w).keys()
+  clock.advance(BASE)
+  one.health.reportPassive('d', 'server_error') // its second ejection: 60 s
+  await waitFor(() => recorded(w).size === 1 && !recorded(w).has(first!), 5_000, 'the newer down replaces the record of the earlier one')
+  t.match([...recorded(w).values()], [{ id: 'd', ejectedFor: 2 * BASE, ejections: 2 }])
+})
+
+t.test('a reader skips an ended record and drops it, leaves alone a value that is no record, ignores another pod\'s, and applies a running one', async (t) => {
+  const w = world()
+  const clock = new FakeClock(Date.now())
+  const now = Date.now()
+  const ejections = new Map([
+    ['gone:1', JSON.stringify({ id: 'a', until: now - 1, ejectedFor: BASE, ejections: 1 })],
+    ['other:1', 'not json'],
+    ['other:2', JSON.stringify({ id: 'b', until: now + 20_000, ejectedFor: 0, ejections: 1 })],
+    ['pod:1', JSON.stringify({ id: 'c', until: now + 20_000, ejectedFor: BASE, ejections: 1, url: 'http://10.0.0.9:80', uid: 'old' })],
+    ['ahead:1', JSON.stringify({ id: 'd', until: now + 3_600_000, ejectedFor: 20_000, ejections: 1, reason: 'timeout' })],
+    ['live:1', JSON.stringify({ id: 'e', until: now + 20_000, ejectedFor: BASE, ejections: 2, reason: '5xx', url: 'http://10.0.0.5:80' })],
+  ])
+  w.record.set('ejections', ejections)
+  const r = await replica(t, w, clock, { addressesOf: (id) => ({ url: 'http://10.0.0.5:80', uid: id === 'c' ? 'new' : 'x' }) })
+  t.same(IDS.map((id) => r.health.state(id)), ['healthy', 'healthy', 'healthy', 'ejected', 'ejected'], 'the ended one, the values that are no record and the other pod\'s (another uid) are not applied')
+  t.notOk(w.record.get('ejections')!.has('gone:1'), 'the ended one is dropped')
+  t.ok(w.record.get('ejections')!.has('other:1') && w.record.get('ejections')!.has('other:2'), 'values that are no record are left alone (another version\'s: the set\'s expiry ends them)')
+  t.equal(r.health.ejection('d')!.until - clock.now(), 20_000, 'a sender clock far ahead lengthens nothing: at most the told length')
+  const left = r.health.ejection('e')!.until - clock.now()
+  t.ok(left <= 20_000 && left > 15_000, `a running one for what is left of it by the wall clock (${left} ms)`)
+  t.equal(r.health.ejection('e')!.reason, '5xx')
+})
+
+t.test('a recorded ejection of an id not in the set waits for it to join, and applies for what is left of it then', async (t) => {
+  const w = world()
+  const clock = new FakeClock(Date.now())
+  const one = await replica(t, w, clock)
+  one.health.reportPassive('e', 'server_error')
+  // a worker that reads before discovery's first list reaches it
+  const two = await replica(t, w, clock, { ids: ['a', 'b'] })
+  t.equal(two.health.state('e'), undefined)
+  two.health.setUpstreams(IDS)
+  await new Promise<void>((r) => queueMicrotask(r))
+  t.equal(two.health.state('e'), 'ejected', 'ejected the moment it joins (before any request is placed)')
+  t.ok(two.health.ejection('e')!.until <= one.health.ejection('e')!.until, 'until no later than on the sender')
+})
+
+t.test("max_ejection_percent applies on the reader: records of more upstreams than it may eject are refused there (but counted)", async (t) => {
+  const w = world()
+  const clock = new FakeClock(Date.now())
+  const one = await replica(t, w, clock)
+  one.health.reportPassive('b', 'server_error')
+  one.health.reportPassive('c', 'server_error')
+  const two = await replica(t, w, clock, { percent: 20 }) // one of five at most
+  t.equal(IDS.filter((id) => two.health.state(id) === 'ejected').length, 1, 'one ejected on the reader')
+  t.same(['b', 'c'].map((id) => two.health.snapshot().find((r) => r.id === id)!.timesEjected), [1, 1], 'both counted')
+})
+
+t.test('the drains read but not the ejections: the drains apply, a warn of its own is said once, and the read is made again until the ejections are read', async (t) => {
+  const w = world()
+  const clock = new FakeClock(Date.now())
+  const one = await replica(t, w, clock)
+  one.health.reportPassive('c', 'server_error')
+  one.health.drain('a')
+  one.shared.tell('drain', 'a')
+  w.net.unreadable.add('ejections') // an ACL grant that leaves the key out, a reply too late
+  const held = heldTimers()
+  const two = await replica(t, w, clock, { timers: held.timers })
+  t.equal(two.health.state('a'), 'draining', 'the drain applied')
+  t.equal(two.health.state('c'), 'healthy', 'the ejection not (unread)')
+  const said = (msg: string): number => two.logs.lines.filter((l) => l.rec['msg'] === msg).length
+  await waitFor(() => said(EJECTIONS_UNREAD_LOG) === 1, 1_000, 'the warn')
+  t.equal(said(UNREAD_LOG), 0, 'not the warn of unread drains')
+  t.same(held.waits(), [READ_RETRY_MS.first], 'made again after 1 s')
+  held.fire()
+  await new Promise((r) => setImmediate(r))
+  t.equal(said(EJECTIONS_UNREAD_LOG), 1, 'said once a spell')
+  w.net.unreadable.clear()
+  held.fire()
+  await waitFor(() => two.health.state('c') === 'ejected', 1_000, 'the ejection applied once read')
+  t.same(held.waits(), [], 'no read due once one succeeded')
+})
