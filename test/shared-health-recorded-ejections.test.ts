@@ -183,3 +183,20 @@ t.test('the drains read but not the ejections: the drains apply, a warn of its o
   await waitFor(() => two.health.state('c') === 'ejected', 1_000, 'the ejection applied once read')
   t.same(held.waits(), [], 'no read due once one succeeded')
 })
+
+t.test('after Redis lost its keys, the ejections recorded here that still run are recorded again (recordAgain), as recorded: they end when they did', async (t) => {
+  const w = world()
+  const clock = new FakeClock(Date.now())
+  const one = await replica(t, w, clock)
+  one.health.reportPassive('c', 'server_error')
+  one.health.reportPassive('d', 'server_error')
+  clock.advance(one.health.ejection('d')!.until - clock.now() - 1) // (both end together, 1 ms from now)
+  const before = new Map(w.record.get('ejections'))
+  w.record.clear() // a FLUSHALL
+  one.shared.recordAgain()
+  t.same(new Map(w.record.get('ejections')), before, 'both recorded again as they were')
+  clock.advance(1)
+  await waitFor(() => { one.health.tick(); return w.record.get('ejections')!.size === 0 }, 5_000, 'their records removed once they ended')
+  one.shared.recordAgain()
+  t.equal(w.record.get('ejections')!.size, 0, 'an ended one is not recorded again')
+})
