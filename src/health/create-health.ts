@@ -67,7 +67,7 @@ export function createHealth(
   }
   const checker = h.active.enabled ? new ActiveChecker({ ...h.active, jitter: 0.1 }, sink, { clock, timers }) : null
   const watch = h.active.enabled ? new LongWaitWatch(h.active, { ids: () => table.ids(), longestWait, suspect, timers, now: () => clock.now() }) : null
-  const peers = channel !== null ? new SharedHealth(channel, table, logger, addressesOf, group, relay, timers) : null
+  const peers = channel !== null ? new SharedHealth(channel, table, logger, addressesOf, group, relay, timers, () => clock.now()) : null
   // another worker's probe result is not news to tell: the lead told the other replicas (once)
   const applyProbe = (id: string, ok: boolean, severe: boolean, cause: string | null = null): void => {
     if (peers === null) return table.reportActive(id, ok, severe, cause)

@@ -55,7 +55,8 @@ export const EJECTIONS_UNREAD_LOG = 'the recorded ejections were not read (the p
  * An ejection as recorded in Redis (see EJECTIONS): the `down` message's fields about it
  * (`reason`, `refused`, `url`, `addresses`, `uid`) and its length: `ejectedFor` (ms, as told)
  * and `ejections` (the count there), and `until`, its end by the sender's wall clock (ms since
- * the epoch). A reader ejects for `min(ejectedFor, until - its own now)`: replica clocks are
+ * the epoch: its health table's clock, the system clock but in tests). A reader ejects for
+ * `min(ejectedFor, until - its own now)` (the same clock of its table): replica clocks are
  * compared (as for the drains' starts), so it ends off by their skew (NTP: a few ms), never
  * later than the told length allows however far ahead the sender's clock is.
  * Example: `{"id":"app-1","until":1764086430000,"ejectedFor":30000,"ejections":1,"reason":"5xx","url":"http://10.0.0.5:8080"}`.
@@ -184,6 +185,8 @@ export class SharedHealth {
   /** The timers of the confirming reads due (see #confirm): cancelled by stop(). */
   readonly #confirmTimers = new Set<unknown>()
   readonly #timers: Timers
+  /** The health table's wall clock (see the constructor). */
+  readonly #now: () => number
   /** The reads of the recorded drains in progress (one at a time), null when none is. */
   #reading: Promise<void> | null = null
   /** The subscription came back while a read was in progress: read once more after it. */
@@ -208,9 +211,12 @@ export class SharedHealth {
    * relays it in that stream, and the others apply the relayed one, in the lead's order (each
    * hearing it from Redis at its own moment, a worker could take the lead's passed probe
    * before the `down`, and stay out one probe interval longer).
+   * `now`: the wall clock (ms since the epoch) the health table runs on, on which the recorded
+   * ejections' ends are written and read (see EJECTIONS).
    */
-  constructor(channel: PeerChannel, health: HealthTable, logger: Logger, addressesOf: AddressesOf = () => undefined, group: string | null = null, relay: GroupRelay | null = null, timers: Timers = systemTimers) {
+  constructor(channel: PeerChannel, health: HealthTable, logger: Logger, addressesOf: AddressesOf = () => undefined, group: string | null = null, relay: GroupRelay | null = null, timers: Timers = systemTimers, now: () => number = Date.now) {
     this.#channel = channel
+    this.#now = now
     this.#timers = timers
     this.#relay = relay
     this.#group = group ?? this.#self
@@ -412,7 +418,7 @@ export class SharedHealth {
    * expiry, a week after its last write, ends it.
    */
   #applyRecordedEjections(recorded: Map<string, string>): void {
-    const now = Date.now()
+    const now = this.#now()
     this.#awaitingEjections.clear()
     for (const [field, value] of recorded) {
       const r = recordedEjection(value)
@@ -441,7 +447,7 @@ export class SharedHealth {
     }
   }
 
-  /** Apply the recorded ejection `r` for what is left of it at `now` (ms since the epoch), if it is about this replica's pod of its id. */
+  /** Apply the recorded ejection `r` for what is left of it at `now` (the table's clock), if it is about this replica's pod of its id. */
   #applyRecordedEjection(r: RecordedEjection, now: number): void {
     // the sender's end by this replica's clock, never longer than the length it told
     const left = Math.floor(Math.min(r.ejectedFor, r.until - now))
@@ -503,7 +509,7 @@ export class SharedHealth {
       // subscription missed this message (an active verdict is not: no time of its own, and each
       // replica's probes find it); it replaces this process's record of an earlier one
       if (length !== null) {
-        const at = Date.now()
+        const at = this.#now()
         const value = JSON.stringify({ id, until: at + length.ms, ejectedFor: length.ms, ejections: length.count, ...(reason !== undefined ? { reason } : {}), ...(refused ? { refused } : {}), ...(url !== undefined ? { url } : {}), ...(addresses !== undefined ? { addresses } : {}), ...(uid !== undefined ? { uid } : {}) } satisfies RecordedEjection)
         const before = this.#recorded.get(id)
         const field = `${this.#self}:${seq}`
@@ -589,7 +595,7 @@ export class SharedHealth {
     const ejections = this.#awaitingEjections.get(id)
     if (ejections !== undefined && this.#health.state(id) !== undefined) {
       this.#awaitingEjections.delete(id)
-      const now = Date.now()
+      const now = this.#now()
       for (const r of ejections) this.#applyRecordedEjection(r, now)
     }
     const awaited = this.#awaiting.get(id)
