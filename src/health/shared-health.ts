@@ -342,8 +342,10 @@ export class SharedHealth {
   /**
    * Apply the recorded drains this replica does not have yet, after sending again what this
    * replica could not send: its undrain wins over a drain recorded before it, a drain recorded
-   * since (another replica's, newer) wins over it. False when the records could not be read:
-   * nothing applies, nothing is sent (which change is newer is not known).
+   * since (another replica's, newer) wins over it; and the recorded ejections (see
+   * #applyRecordedEjections), read at the same time. Returns what could not be read (null: all
+   * was): drains not read apply nothing and send nothing (which change is newer is not known);
+   * ejections not read leave the drains to apply, and the read is made again all the same.
    */
   async #readRecorded(): Promise<Unread> {
     const heard = new Set<string>()
