@@ -10,7 +10,7 @@ import { FakeClock } from './fixtures/clock.js'
 import { LogCapture } from './fixtures/log-capture.js'
 
 const shard = (address: string, status: 'up' | 'down', lastError: string | null = null): RedisNodeHealth => ({
-  address, role: 'shard', slots: '0-5460', status, calls: 20, failed: status === 'down' ? 12 : 0, lastError, writesRefused: null, full: false,
+  address, role: 'shard', slots: '0-5460', status, calls: 20, failed: status === 'down' ? 12 : 0, lastError, writesRefused: null, writesRefusedError: null, full: false,
   summary: `redis shard ${address} (slots 0-5460) ...`,
 })
 const ev = (kind: RedisNodeEvent['kind'], node: RedisNodeHealth): RedisNodeEvent => ({ kind, node })
@@ -127,7 +127,7 @@ t.test('a full node is one warn (not a down one) and an info once it has room; a
   const { log, clock, capture, lines } = setup()
   const a = '127.0.0.1:7001'
   const oom = "OOM command not allowed when used memory > 'maxmemory'."
-  const full = { ...shard(a, 'up', oom), full: true, writesRefused: 'oom' as const }
+  const full = { ...shard(a, 'up', oom), full: true, writesRefused: 'oom' as const, writesRefusedError: oom }
   log.observe(ev('up', shard(a, 'up')))
   log.observe(ev('writes_refused', full))
   clock.advance(2_000)
@@ -153,7 +153,7 @@ t.test('a node that refuses writes for MISCONF or NOREPLICAS: one warn naming th
   const { log, clock, capture, lines } = setup()
   const a = '127.0.0.1:7001'
   const misconf = "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk."
-  const refusing = (reason: 'misconf' | 'noreplicas', error: string): RedisNodeHealth => ({ ...shard(a, 'up', error), writesRefused: reason })
+  const refusing = (reason: 'misconf' | 'noreplicas', error: string): RedisNodeHealth => ({ ...shard(a, 'up', error), writesRefused: reason, writesRefusedError: error })
   log.observe(ev('up', shard(a, 'up')))
   log.observe(ev('writes_refused', refusing('noreplicas', 'NOREPLICAS Not enough good replicas to write.')))
   clock.advance(1_000)
@@ -183,15 +183,28 @@ t.test('a node whose reason goes back and forth (full and MISCONF) warns at most
   const oom = "OOM command not allowed when used memory > 'maxmemory'."
   log.observe(ev('up', shard(a, 'up')))
   for (let i = 0; i < 4; i++) {
-    log.observe(ev('writes_refused', { ...shard(a, 'up', oom), writesRefused: 'oom', full: true }))
+    log.observe(ev('writes_refused', { ...shard(a, 'up', oom), writesRefused: 'oom', writesRefusedError: oom, full: true }))
     clock.advance(250)
-    log.observe(ev('writes_refused', { ...shard(a, 'up', misconf), writesRefused: 'misconf' }))
+    log.observe(ev('writes_refused', { ...shard(a, 'up', misconf), writesRefused: 'misconf', writesRefusedError: misconf }))
     clock.advance(250)
   }
   await flush()
   t.same(lines().map((l) => l[0]), ['info', 'warn', 'warn'], 'one warn for each reason, not one per change')
   clock.advance(30_000)
-  log.observe(ev('writes_refused', { ...shard(a, 'up', oom), writesRefused: 'oom', full: true }))
+  log.observe(ev('writes_refused', { ...shard(a, 'up', oom), writesRefused: 'oom', writesRefusedError: oom, full: true }))
   await flush()
   t.same(lines().map((l) => l[0]), ['info', 'warn', 'warn', 'warn'], 'and again once the interval passed')
+})
+
+t.test('a writes-refused warn line has its own reason\'s reply, not the last call\'s (full and MISCONF: an OOM next to reason misconf)', async (t) => {
+  const { log, capture } = setup()
+  const a = '127.0.0.1:7001'
+  const misconf = "MISCONF Errors writing to the AOF file: No space left on device"
+  const oom = "OOM command not allowed when used memory > 'maxmemory'."
+  log.observe(ev('up', shard(a, 'up')))
+  log.observe(ev('writes_refused', { ...shard(a, 'up', oom), writesRefused: 'misconf', writesRefusedError: misconf }))
+  log.observe(ev('writes_refused', { ...shard('127.0.0.1:7002', 'up', misconf), writesRefused: 'oom', writesRefusedError: oom, full: true }))
+  await flush()
+  t.match(capture.records[1], { reason: 'misconf', error: misconf, msg: /^redis node refuses writes \(MISCONF: a write to its append-only file failed;/ }, 'MISCONF\'s reply, and the cause told from it (AOF)')
+  t.match(capture.records[2], { reason: 'oom', error: oom })
 })

@@ -88,7 +88,7 @@ t.test('the summary names the node, its slots and what its calls did', async (t)
   const { node, now } = fed('+'.repeat(8) + '-'.repeat(12), 50)
   t.same(node.snapshot(now), {
     address: '127.0.0.1:7001', role: 'shard', slots: '0-5460', status: 'down', calls: 20, failed: 12,
-    lastError: 'no reply within 50 ms', writesRefused: null, full: false,
+    lastError: 'no reply within 50 ms', writesRefused: null, writesRefusedError: null, full: false,
     summary: 'redis shard 127.0.0.1:7001 (slots 0-5460) failing: 12 of 20 calls in the last 5 s failed, the last 12 in a row (last error: no reply within 50 ms)',
   })
   t.ok(Object.isFrozen(node.snapshot(now)))
@@ -173,5 +173,22 @@ t.test('a node that refuses writes for several reasons at once is told by the on
   t.equal(node.writesRefused, null, 'a taken write ends every reason')
   node.refusedWrites('oom', oom, 9_003)
   t.equal(node.writesRefused, 'oom', 'none of the earlier reasons comes back with a new spell')
+  t.end()
+})
+
+t.test('the reply told with a reason is that reason\'s, not the last call\'s (full and MISCONF: the other reason\'s)', (t) => {
+  const node = new NodeHealth('127.0.0.1:6379', 'standalone')
+  node.connected()
+  const oom = "OOM command not allowed when used memory > 'maxmemory'."
+  const misconf = "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk."
+  node.refusedWrites('misconf', misconf, 0)
+  node.refusedWrites('oom', oom, 100)
+  t.match(node.snapshot(100), { writesRefused: 'misconf', lastError: oom, writesRefusedError: misconf }, 'the last call got OOM; MISCONF is told with its own reply')
+  node.writesProbed('oom', REFUSED_QUIET_MS, oom)
+  node.refusedWrites('misconf', misconf, REFUSED_QUIET_MS + 1)
+  node.writesProbed('oom', 2 * REFUSED_QUIET_MS + 1, oom)
+  t.match(node.snapshot(2 * REFUSED_QUIET_MS + 1), { writesRefused: 'oom', lastError: misconf, writesRefusedError: oom }, 'full only, told with the OOM reply although the last call got MISCONF')
+  node.writesProbed('taken', 2 * REFUSED_QUIET_MS + 2)
+  t.equal(node.snapshot(2 * REFUSED_QUIET_MS + 2).writesRefusedError, null, 'none while writes are taken')
   t.end()
 })

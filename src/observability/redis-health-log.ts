@@ -118,9 +118,12 @@ export class RedisHealthLog {
         if (now - (state.refusedWarnAt.get(reason) ?? -Infinity) < this.#interval) return
         state.refusedWarned = true
         state.refusedWarnAt.set(reason, now)
+        // (the reply of this reason's refusal: the node's last call error may be another reason's,
+        // an OOM next to reason misconf while it is full and MISCONF at once)
+        const error = n.writesRefusedError ?? n.lastError
         const msg = reason === 'oom' ? FULL_WARN
-          : `redis node refuses writes (${writesRefusedCause(reason, n.lastError)}); checkpoints and shared bindings are neither stored nor renewed (what active users hold expires after affinity.idle_timeout), reads (rehydration) and routing unaffected`
-        this.#logger.warn({ node: n.address, role: n.role, slots: n.slots, reason, error: n.lastError }, msg)
+          : `redis node refuses writes (${writesRefusedCause(reason, error)}); checkpoints and shared bindings are neither stored nor renewed (what active users hold expires after affinity.idle_timeout), reads (rehydration) and routing unaffected`
+        this.#logger.warn({ node: n.address, role: n.role, slots: n.slots, reason, error }, msg)
         return
       }
       case 'writes_taken': {

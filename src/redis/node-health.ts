@@ -63,6 +63,12 @@ export interface RedisNodeHealth {
    */
   readonly writesRefused: WritesRefusedReason | null
   /**
+   * The reply of its last refusal for the reason `writesRefused` names (null while it takes
+   * writes): told with that reason, never another reason's reply (`lastError` is the last call's
+   * error, which under full and MISCONF at once may be the other one's).
+   */
+  readonly writesRefusedError: string | null
+  /**
    * Whether it refuses writes for want of memory (`writesRefused` 'oom': `maxmemory` reached
    * under `maxmemory-policy noeviction`): TTL renewals (PEXPIRE) go on too.
    */
@@ -288,10 +294,11 @@ export class NodeHealth {
     const calls = this.#window.calls(now)
     const failed = this.#window.failed(now)
     const lastError = this.lastError(now)
+    const writesRefusedError = this.writesRefused === null ? null : this.#refusedError.get(this.writesRefused) ?? null
     return Object.freeze({
       address: this.address, role: this.role, slots: this.slots, status: this.status, calls, failed, lastError,
-      writesRefused: this.writesRefused, full: this.full,
-      summary: `${title(this)} ${this.writesRefused !== null && this.status === 'up' ? refusing(this.writesRefused, this.#refusedError.get(this.writesRefused) ?? null) : verdict(this, calls, failed, lastError)}`,
+      writesRefused: this.writesRefused, writesRefusedError, full: this.full,
+      summary: `${title(this)} ${this.writesRefused !== null && this.status === 'up' ? refusing(this.writesRefused, writesRefusedError) : verdict(this, calls, failed, lastError)}`,
     })
   }
 }
