@@ -192,3 +192,29 @@ t.test('the reply told with a reason is that reason\'s, not the last call\'s (fu
   t.equal(node.snapshot(2 * REFUSED_QUIET_MS + 2).writesRefusedError, null, 'none while writes are taken')
   t.end()
 })
+
+t.test('the renewals probe (a PEXPIRE, which a full node takes) keeps a full node\'s MISCONF seen, and ends it at once when taken', (t) => {
+  const node = new NodeHealth('127.0.0.1:6379', 'standalone')
+  node.connected()
+  const oom = "OOM command not allowed when used memory > 'maxmemory'."
+  const misconf = "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk."
+  node.refusedWrites('misconf', misconf, 0)
+  // no traffic: every 500 ms the script gets OOM, the PEXPIRE MISCONF
+  for (let now = 500; now <= 3 * REFUSED_QUIET_MS; now += 500) {
+    node.writesProbed('oom', now, oom)
+    node.renewalsProbed('misconf', now, misconf)
+  }
+  t.match(node.snapshot(3 * REFUSED_QUIET_MS), { writesRefused: 'misconf', writesRefusedError: misconf }, 'MISCONF stays past REFUSED_QUIET_MS')
+  // the disk fixed: the PEXPIRE is taken (0), the script still OOM
+  node.writesProbed('oom', 3 * REFUSED_QUIET_MS + 500, oom)
+  node.renewalsProbed('taken', 3 * REFUSED_QUIET_MS + 500)
+  t.match(node.snapshot(3 * REFUSED_QUIET_MS + 500), { writesRefused: 'oom', full: true, writesRefusedError: oom }, 'full only, at once')
+  node.renewalsProbed('unknown', 3 * REFUSED_QUIET_MS + 600, 'NOPERM No permissions to access a key')
+  t.equal(node.writesRefused, 'oom', 'a reply that tells nothing changes nothing')
+  node.renewalsProbed('taken', 3 * REFUSED_QUIET_MS + 700)
+  t.equal(node.writesRefused, 'oom', 'a taken PEXPIRE does not end OOM (a full node takes it)')
+  node.refusedWrites('noreplicas', 'NOREPLICAS Not enough good replicas to write.', 3 * REFUSED_QUIET_MS + 800)
+  node.renewalsProbed('taken', 3 * REFUSED_QUIET_MS + 900)
+  t.equal(node.writesRefused, 'oom', 'nor NOREPLICAS survives one')
+  t.end()
+})

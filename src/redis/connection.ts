@@ -910,17 +910,27 @@ export class RedisConnection {
    * on that node's own connection, within `timeout`): a script no Redis replica or worker needs
    * a key for, counted for no node's health (a Redis before 7.0 answers it with a compile error,
    * which is not a failure of that node), nor told to the refusal listeners. A refusal for
-   * another reason than before (full, then MISCONF) is told as such.
+   * another reason than before (full, then MISCONF) is told as such. With it goes a PEXPIRE of
+   * a key that never exists ({@link #probeKey}; answered 0 when taken): a full node answers the
+   * script OOM whatever else holds (Redis checks maxmemory first), but takes a PEXPIRE (not
+   * denyoom), which MISCONF and NOREPLICAS refuse; so a full node's MISCONF is seen without
+   * traffic, and its end too (see NodeHealth.renewalsProbed). Checked on redis-server 7.0.15:
+   * full: script OOM, PEXPIRE 0; full and MISCONF: OOM, MISCONF; full and NOREPLICAS: OOM, NOREPLICAS.
    */
   async #probeWrites(client: Client, node: NodeHealth): Promise<void> {
     const target = client instanceof Cluster
       ? client.nodes('master').find((n) => hostPort(n.options.host ?? '', n.options.port ?? 0) === node.address)
       : client
     if (target === undefined) return
-    const error = await settle(target.eval(ROOM_PROBE_LUA, 0), this.#timeout, this.#timers)
+    const key = client instanceof Cluster ? this.#probeKey(client, node.address) : `${this.keyPrefix}probe`
+    const [error, renewal] = await Promise.all([
+      settle(target.eval(ROOM_PROBE_LUA, 0), this.#timeout, this.#timers),
+      key === null ? Promise.resolve(undefined) : settle(target.pexpire(key, PROBE_INTERVAL_MS), this.#timeout, this.#timers),
+    ])
     if (this.#client !== client || this.#nodes.get(node.address) !== node) return
     const now = this.#now()
     node.writesProbed(error === null ? 'taken' : writesRefusedBy(error) ?? 'unknown', now, error === null ? null : this.#hints.data(error))
+    if (renewal !== undefined) node.renewalsProbed(renewal === null ? 'taken' : writesRefusedBy(renewal) ?? 'unknown', now, renewal === null ? null : this.#hints.data(renewal))
     this.#nodes.report(node, now, false)
   }
 

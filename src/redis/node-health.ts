@@ -240,6 +240,25 @@ export class NodeHealth {
     else this.#judgeRefused(now)
   }
 
+  /**
+   * What its renewals probe found (a PEXPIRE of a key that never exists, sent with the writes
+   * probe): Redis refuses it for MISCONF and NOREPLICAS, as every write, but not for memory (not
+   * a denyoom command: a full node answers 0). A reason (with its reply `error`) is seen as by
+   * {@link writesProbed}; `'taken'` ends `misconf` and `noreplicas` at once (not `oom`, which the
+   * PEXPIRE cannot tell); `'unknown'` (another reply: an ACL refusal, MOVED) tells nothing.
+   * Without it a node full and MISCONF at once with no traffic showed only OOM to its probe (Redis
+   * checks maxmemory first), and turned "full" (renewals unaffected) after REFUSED_QUIET_MS.
+   */
+  renewalsProbed(found: 'taken' | WritesRefusedReason | 'unknown', now: number, error: string | null = null): void {
+    if (found === 'taken') {
+      for (const reason of ['misconf', 'noreplicas'] as const) {
+        this.#refusedAt.delete(reason)
+        this.#refusedError.delete(reason)
+      }
+      this.#judgeRefused(now)
+    } else if (found !== 'unknown') this.#refused(found, error ?? found.toUpperCase(), now)
+  }
+
   #refused(reason: WritesRefusedReason, error: string, now: number): void {
     this.#refusedError.set(reason, error)
     this.#refusedAt.set(reason, now)
