@@ -6,14 +6,14 @@
 // Real redis-server; found by review R1. The traffic the case is about is lighter than the probes:
 // a read after every second run of the connection's probe timer (counted through its timers).
 import t, { type Test } from 'tap'
-import { spawn } from 'node:child_process'
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { RedisCheckpointStore } from '../src/redis/checkpoint-store.js'
 import { RedisConnection } from '../src/redis/connection.js'
 import { systemTimers, type Timers } from '../src/clock.js'
-import { redisCli, startRedis, waitFor, type RedisServer } from './fixtures/redis-server.js'
+import { redisCli, startRedis, startRedisCluster, waitFor, type RedisServer } from './fixtures/redis-server.js'
 
 const HOUR = 3_600_000
 const cp = { value: 'x', version: 1, upstream: 'app-0', epoch: 0, writtenAt: 1 }
@@ -64,3 +64,57 @@ async function run(t: Test, misconf: boolean): Promise<void> {
 
 t.test('control: BUSY alone', (t) => run(t, false))
 t.test('BUSY and MISCONF', (t) => run(t, true))
+
+// The Cluster's start-up PING of each master (start() connects to every master before it
+// resolves) took MISCONF as an answer of a live node too, without a read: a master both BUSY and
+// MISCONF when Tether started was shown up, refusing writes, with no failure to probe it for,
+// while every read of its slots got BUSY. Review R2. It must agree with the probe above: a PING
+// refused with MISCONF is followed by a read, whose BUSY is the PING's outcome. The master turns
+// BUSY once the Cluster client is ready (its ready check, CLUSTER INFO to a random node, would
+// otherwise hit a BUSY node at random: see the comment below) and before the PINGs go out: from
+// the connection's status listener, which start() calls synchronously just before it sends them.
+t.test('Cluster: a master BUSY and MISCONF at the start is a failure of its start-up PING, and down without traffic', async (t) => {
+  const cluster = await startRedisCluster(3, ['--enable-protected-configs', 'yes', '--busy-reply-threshold', '50'])
+  const x = cluster.nodes[0]!
+  let busy: ChildProcess | null = null
+  t.teardown(async () => {
+    busy?.kill()
+    await redisCli(x.port, 'SCRIPT', 'KILL').catch(() => undefined)
+    await redisCli(x.port, 'CONFIG', 'SET', 'save', '').catch(() => undefined)
+    await cluster.stop()
+  })
+  // Tether's ACL user without INFO (a grant docs/redis.md allows): ioredis then skips the ready
+  // check of each master's own connection (INFO, which a BUSY node refuses, failing the PING
+  // queued behind it), so the PING reaches the master, as it does on a connection made before
+  // the master turned BUSY
+  for (const n of cluster.nodes) await redisCli(n.port, 'ACL', 'SETUSER', 'tether', 'on', '>pw', '~busy:*', '&*', '+@all', '-info')
+  const gone = await mkdtemp(join(tmpdir(), 'tether-r2-'))
+  await redisCli(x.port, 'CONFIG', 'SET', 'save', '3600 1')
+  await redisCli(x.port, 'CONFIG', 'SET', 'dir', gone)
+  await rm(gone, { recursive: true })
+  await redisCli(x.port, 'BGSAVE')
+  await waitFor('the RDB save to fail', async () => /rdb_last_bgsave_status:err/.test(await redisCli(x.port, 'INFO', 'persistence')), 5_000)
+  t.match(await redisCli(x.port, 'PING'), /^MISCONF/, 'the master answers PING with MISCONF')
+  const conn = new RedisConnection({ nodes: cluster.addresses, keyPrefix: 'busy:', timeout: 1_000, connectTimeout: 2_000, username: 'tether', password: 'pw' })
+  t.teardown(() => conn.stop())
+  conn.onStatus((status) => {
+    if (status !== 'ready' || busy !== null) return
+    // another client's script that runs on (read-only, so SCRIPT KILL ends it); this blocks the
+    // event loop until the master answers BUSY, so no PING of start() goes out before
+    busy = spawn('redis-cli', ['-p', String(x.port), 'EVAL', 'while true do end', '0'], { stdio: 'ignore' })
+    const deadline = performance.now() + 5_000
+    while (!/^BUSY/.test(execFileSync('redis-cli', ['-p', String(x.port), 'DBSIZE'], { encoding: 'utf8' })) && performance.now() < deadline);
+  })
+  await conn.start()
+  t.ok(busy !== null, 'the master turned BUSY before the start-up PINGs')
+  t.match(await redisCli(x.port, 'PING'), /^MISCONF/, 'it answers PING with MISCONF still (checked before BUSY)')
+  t.match(await redisCli(x.port, 'DBSIZE'), /^BUSY/, 'and a read with BUSY')
+  const address = `127.0.0.1:${x.port}`
+  const node = (): ReturnType<RedisConnection['nodes']>[number] | undefined => conn.nodes().find((n) => n.address === address)
+  t.comment(`after start: ${node()?.summary}`)
+  t.match(node(), { failed: 1, writesRefused: null, lastError: /^BUSY/ }, 'its start-up PING failed with the read\'s BUSY (not an answer with MISCONF)')
+  // no traffic: the probes alone take it down, as a BUSY master
+  await waitFor('the BUSY and MISCONF master down', () => node()?.status === 'down', 8_000)
+  t.match(node(), { status: 'down', writesRefused: null, lastError: /^BUSY/ })
+  t.equal(conn.nodes().filter((n) => n.status === 'up').length, 2, 'the other masters are up')
+})

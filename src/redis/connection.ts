@@ -779,13 +779,18 @@ export class RedisConnection {
 
   /**
    * Cluster: connects to every master and PINGs it (all at once, at most `connectTimeout`), so
-   * that the first calls find open connections. An unanswered PING counts as a failed call.
+   * that the first calls find open connections. An unanswered PING counts as a failed call. A
+   * PING refused with MISCONF is followed by a read of the master's keyspace marker, as the
+   * standalone probe does ({@link #ping}): a master both BUSY and MISCONF fails it (before, it was
+   * shown up, refusing writes, and never probed, while every read of its slots got BUSY).
    */
   async #warm(client: Cluster): Promise<void> {
     await Promise.all(client.nodes('master').map(async (node) => {
       const address = hostPort(node.options.host ?? '', node.options.port ?? 0)
       let ofNode = true
-      const error = await settle(node.ping().catch((err: unknown) => { ofNode = failsNode(err); throw err }), this.#connectTimeout, this.#timers)
+      const tag = this.#tagOf(client, address)
+      const ping = this.#ping(node, tag === null ? null : `${this.keyPrefix}keyspace:{${tag}}`)
+      const error = await settle(ping.catch((err: unknown) => { ofNode = failsNode(err); throw err }), this.#connectTimeout, this.#timers)
       if (this.#client !== client) return
       const health = this.#nodes.get(address)
       if (health === undefined) return
@@ -798,6 +803,8 @@ export class RedisConnection {
       else if (error !== null && !ofNode) health.answeredWithError(this.#hints.data(error), now)
       else health.record(error === null, now, error === null ? undefined : this.#hints.data(error))
       this.#nodes.report(health, now, error !== null && ofNode)
+      // (a failed master is probed until judged, as after any failed call)
+      if (error !== null && ofNode) this.#probeSoon()
     }))
   }
 
@@ -888,19 +895,21 @@ export class RedisConnection {
   }
 
   /**
-   * The suspect-node probe of a standalone or Sentinel node: PING. Under MISCONF Redis refuses
-   * PING (an answer of a live node that refuses writes) before it checks for a script that
-   * blocks it (BUSY: server.c, processCommand), so a refused PING is followed by a read (PTTL of
-   * the keyspace marker, a key Tether's ACL user must have; harmless, O(1)): the node's failure
-   * that read gets (BUSY, LOADING, no reply in time) is the probe's outcome, else the MISCONF.
-   * Before, such a node was shown up while every read and script of Tether's got BUSY.
+   * The suspect-node probe of a standalone or Sentinel node, and the Cluster's start-up PING of
+   * each master ({@link #warm}): PING. Under MISCONF Redis refuses PING (an answer of a live node
+   * that refuses writes) before it checks for a script that blocks it (BUSY: server.c,
+   * processCommand), so a refused PING is followed by a read (PTTL of `marker`, the node's
+   * keyspace marker, a key Tether's ACL user must have; harmless, O(1); null: a Cluster master
+   * whose slots are not known, no read): the node's failure that read gets (BUSY, LOADING, no
+   * reply in time) is the PING's outcome, else the MISCONF. Before, such a node was shown up
+   * while every read and script of Tether's got BUSY.
    */
-  async #ping(c: Client): Promise<unknown> {
+  async #ping(c: Redis | Cluster, marker: string | null = `${this.keyPrefix}keyspace`): Promise<unknown> {
     try {
       return await c.ping()
     } catch (err) {
-      if (writesRefusal(err) !== 'misconf') throw err
-      const read = await c.pttl(`${this.keyPrefix}keyspace`).then(() => null, (e: unknown) => e)
+      if (writesRefusal(err) !== 'misconf' || marker === null) throw err
+      const read = await c.pttl(marker).then(() => null, (e: unknown) => e)
       throw read !== null && failsNode(read) ? read : err
     }
   }
