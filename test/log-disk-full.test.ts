@@ -6,7 +6,7 @@
 // root, as CI runs), filled by this test and freed again; /dev/full for a disk that stays full.
 import t, { type Test } from 'tap'
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, unlinkSync, writeSync } from 'node:fs'
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, unlinkSync, writeFileSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { CLI, plainNode, ROOT, tempFile } from './fixtures/cli.js'
@@ -15,9 +15,10 @@ import { request, startUpstream } from './fixtures/upstream.js'
 import { waitFor, within } from './fixtures/wait.js'
 
 /** Tether's config: access lines on (each request logs one), a short grace period. */
-async function config(appUrl: string): Promise<{ path: string; port: number; adminPort: number }> {
+async function config(appUrl: string, extra: readonly string[] = []): Promise<{ path: string; port: number; adminPort: number }> {
   const [port, adminPort] = await freePorts(2)
   const path = tempFile('disk-full.yaml', [
+    ...extra,
     `listen: { host: 127.0.0.1, port: ${port} }`,
     `admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }`,
     'affinity: { key: none }',
@@ -35,6 +36,13 @@ async function dropped(adminPort: number, reason: string): Promise<number | null
   const r = await request(`http://127.0.0.1:${adminPort}/metrics`).catch(() => null)
   const m = r === null ? null : new RegExp(`^tether_log_lines_dropped_total\\{reason="${reason}"\\} (\\d+)$`, 'm').exec(r.body)
   return m === null ? null : Number(m[1])
+}
+
+/** `tether_config_reloads_total{result}` on Tether's admin listener (0: not counted yet). */
+async function reloads(adminPort: number, result: 'ok' | 'failed'): Promise<number> {
+  const r = await request(`http://127.0.0.1:${adminPort}/metrics`).catch(() => null)
+  const m = r === null ? null : new RegExp(`^tether_config_reloads_total\\{result="${result}"\\} (\\d+)$`, 'm').exec(r.body)
+  return m === null ? 0 : Number(m[1])
 }
 
 /** Tether run with stdout the file descriptor `fd` (closed here once the child has it). */
@@ -134,6 +142,33 @@ t.test('stdout on a disk that stays full (/dev/full: every write ENOSPC): Tether
   t.equal(served, 20, 'every request is served')
   await waitFor(async () => ((await dropped(adminPort, 'write_error')) ?? 0) >= 1, 10_000, 'dropped lines counted')
   t.equal(await dropped(adminPort, 'reader_gone'), 0, 'as a write error, not as a reader gone')
+  proc.kill('SIGTERM')
+  t.equal(await within(exited, 15_000, 'Tether to exit after SIGTERM'), 0, 'a graceful stop')
+})
+
+t.test('workers: 2, stdout on /dev/full: the primary\'s /metrics counts the primary\'s own dropped lines too, not only the workers\'', async (t) => {
+  const app = await startUpstream('a')
+  t.teardown(() => app.close())
+  const { path, adminPort } = await config(app.url, ['workers: 2'])
+  const { proc, exited } = run(t, path, openSync('/dev/full', 'w'))
+  await waitFor(async () => ((await dropped(adminPort, 'write_error')) ?? 0) >= 1 || proc.exitCode !== null, 20_000, 'Tether (primary and workers) to serve its metrics, with dropped lines')
+  // lines only the primary logs: each SIGHUP with a file it rejects is two (`SIGHUP: reloading
+  // ...`, `config reload rejected ...`; the file watch's own rejection of the change, one more);
+  // the workers are told nothing and, without traffic, log nothing
+  writeFileSync(path, 'listen: [not a config\n')
+  const before = (await dropped(adminPort, 'write_error'))!
+  const failedBefore = await reloads(adminPort, 'failed')
+  const hups = 3
+  for (let i = 0; i < hups; i++) {
+    const failed = await reloads(adminPort, 'failed')
+    proc.kill('SIGHUP')
+    await waitFor(async () => await reloads(adminPort, 'failed') > failed, 10_000, `the primary to reject the file (SIGHUP ${i + 1})`)
+  }
+  const failed = await reloads(adminPort, 'failed') - failedBefore
+  let after = before
+  await waitFor(async () => (after = (await dropped(adminPort, 'write_error'))!) - before >= 2 * hups, 10_000, `the primary's ${2 * hups}+ dropped lines counted (${failed} rejections)`).catch(() => undefined)
+  t.comment(`dropped (write_error) ${before} -> ${after}; ${failed} rejected reloads`)
+  t.ok(after - before >= 2 * hups, `the primary's own lines (at least ${2 * hups}) are counted: ${after - before}`)
   proc.kill('SIGTERM')
   t.equal(await within(exited, 15_000, 'Tether to exit after SIGTERM'), 0, 'a graceful stop')
 })

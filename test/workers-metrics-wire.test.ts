@@ -236,3 +236,24 @@ t.test("a worker answers a primary of an older build (no form asked) with prom-c
   ledger.seen(1, compact)
   t.match((await aggregateMetrics(ledger.snapshots([[1, compact]], 0))).text, counted)
 })
+
+t.test('the primary\'s own dropped log lines are added to the workers\' tether_log_lines_dropped_total, one series per reason', async (t) => {
+  const dropped = (writeError: number): unknown => JSON.parse(JSON.stringify(toWire([{
+    name: 'tether_log_lines_dropped_total', help: 'Log lines dropped.', type: 'counter', aggregator: 'sum',
+    values: [{ value: 0, labels: { reason: 'backlog' } }, { value: writeError, labels: { reason: 'write_error' } }, { value: 0, labels: { reason: 'reader_gone' } }],
+  }])))
+  let own = { backlog: 0, write_error: 4, reader_gone: 1 }
+  const ledger = new MetricsLedger(60_000, undefined, () => own)
+  const text = (await aggregateMetrics(ledger.snapshots([[1, dropped(2)], [2, dropped(3)]], 0))).text
+  const lines = text.split('\n').filter((l) => l.startsWith('tether_log_lines_dropped_total'))
+  t.same(lines.sort(), [
+    'tether_log_lines_dropped_total{reason="backlog"} 0',
+    'tether_log_lines_dropped_total{reason="reader_gone"} 1',
+    'tether_log_lines_dropped_total{reason="write_error"} 9',
+  ], 'the workers\' 2 + 3 and the primary\'s 4 write errors, the primary\'s reader_gone')
+  t.equal(text.split('\n').filter((l) => l === '# HELP tether_log_lines_dropped_total Log lines dropped.').length, 1, 'one metric')
+  own = { backlog: 0, write_error: 6, reader_gone: 1 }
+  t.match((await aggregateMetrics(ledger.snapshots([[1, dropped(2)], [2, dropped(3)]], 0))).text, /^tether_log_lines_dropped_total\{reason="write_error"\} 11$/m, 'read again at each scrape')
+  const workersOnly = new MetricsLedger(60_000)
+  t.match((await aggregateMetrics(workersOnly.snapshots([[1, dropped(2)], [2, dropped(3)]], 0))).text, /^tether_log_lines_dropped_total\{reason="write_error"\} 5$/m, 'without the primary\'s counts, the workers\' alone')
+})

@@ -107,7 +107,7 @@ export const METRIC_DOCS = [
   { name: 'tether_discovery_errors_total', type: 'counter', labels: ['source'],
     help: 'Discovery failures (unreachable or failing server, empty answer), by source (dns, kubernetes).' },
   { name: 'tether_log_lines_dropped_total', type: 'counter', labels: ['reason'],
-    help: 'Log lines this process\'s stdout dropped, by reason (backlog: over the 16 MiB held for a reader that stalled; write_error: a write failed, as ENOSPC on a full disk, and the lines logged until one worked again; reader_gone: logged after stdout\'s reader went away, EPIPE). With workers, summed over the workers (the primary\'s own are not counted).' },
+    help: 'Log lines this process\'s stdout dropped, by reason (backlog: over the 16 MiB held for a reader that stalled; write_error: a write failed, as ENOSPC on a full disk, and the lines logged until one worked again; reader_gone: logged after stdout\'s reader went away, EPIPE). With workers, summed over the workers and the primary (its own lines go to the same stdout).' },
 ] as const satisfies readonly MetricDoc[]
 
 /** The names of all `tether_*` metrics. */

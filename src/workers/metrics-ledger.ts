@@ -19,6 +19,8 @@ const LAST_RELOAD_OK = 'tether_config_last_reload_successful'
 const LAST_RELOAD_AT = 'tether_config_last_reload_success_timestamp_seconds'
 /** The metrics the primary shows itself, the workers' own values left out. */
 const PRIMARY_OWN: ReadonlySet<string> = new Set([RELOADS, LAST_RELOAD_OK, LAST_RELOAD_AT])
+/** Counted by every process, the primary too (its own log lines go to the same stdout): the workers' sums plus the primary's. */
+const LOG_DROPPED = 'tether_log_lines_dropped_total'
 /** The `upstream` of requests no upstream answered (Metrics' NONE): always current. */
 const NO_UPSTREAM = 'none'
 
@@ -36,10 +38,18 @@ export class MetricsLedger {
    * worker keeps them (REMOVED_SERIES_GRACE_MS)
    * @param startedAt when the primary accepted the file it started with, ms since the epoch
    * (the last reload's time until one is accepted; unknown: not shown)
+   * @param ownLogDrops the primary's own count of log lines its stdout dropped since it started,
+   * by reason (the logger's logLinesDropped, read at each scrape): added to the workers' sums
+   * of `tether_log_lines_dropped_total` (none: the workers' alone)
    */
-  constructor(private readonly grace: number, startedAt?: number) {
+  constructor(private readonly grace: number, startedAt?: number, ownLogDrops?: () => Readonly<Record<string, number>>) {
     this.#lastReload = { ok: true, at: startedAt ?? null }
+    this.#ownLogDrops = ownLogDrops ?? null
   }
+
+  readonly #ownLogDrops: (() => Readonly<Record<string, number>>) | null
+  /** The help and type of `tether_log_lines_dropped_total`, as the workers declare it (null: no worker answered yet). */
+  #logDropMeta: Meta | null = null
 
   /** Each live worker's last snapshot. */
   readonly #last = new Map<number, MetricsSnapshot>()
@@ -116,6 +126,7 @@ export class MetricsLedger {
       const s = readSnapshot(answer) ?? this.#last.get(id)
       if (s === undefined) continue
       if (this.#ownMeta.size < PRIMARY_OWN.size) for (const m of s.metrics) if (PRIMARY_OWN.has(m.name) && !this.#ownMeta.has(m.name)) this.#ownMeta.set(m.name, meta(m)!)
+      if (this.#logDropMeta === null && this.#ownLogDrops !== null) this.#logDropMeta = meta(s.metrics.find((m) => m.name === LOG_DROPPED))
       for (const u of s.upstreams) (current ??= new Set()).add(u)
       out.push({ tether: 'metrics', upstreams: s.upstreams, metrics: s.metrics.filter((m) => !PRIMARY_OWN.has(m.name) && !this.#maxCounter(m, highest)) })
     }
@@ -148,6 +159,13 @@ export class MetricsLedger {
         const key = seriesKey(m.name, seriesText(m.name, {}))
         extra.push({ ...m, keys: value === null ? [] : [key], values: value === null ? [] : [value] })
       }
+    }
+    // the primary's own dropped log lines, summed with the workers' (its warn lines, reload
+    // rejections and worker restarts go to the same stdout: a full disk costs it lines too)
+    if (this.#logDropMeta !== null && this.#ownLogDrops !== null) {
+      const m = this.#logDropMeta
+      const own = Object.entries(this.#ownLogDrops())
+      extra.push({ ...m, keys: own.map(([reason]) => seriesKey(m.name, seriesText(m.name, { reason }))), values: own.map(([, n]) => n) })
     }
     if (extra.length > 0) out.push({ tether: 'metrics', upstreams: [], metrics: extra })
     const lifts = this.#noFall(out)

@@ -16,7 +16,7 @@ import { diffConfig } from '../config/reload.js'
 import { ConfigWatcher } from '../config/watch.js'
 import { systemClock } from '../clock.js'
 import { EarlySignals } from '../early-signals.js'
-import { holdLinesForExit, type Logger } from '../observability/logger.js'
+import { holdLinesForExit, logLinesDropped, type Logger } from '../observability/logger.js'
 import { logRedisNotice } from '../redis/console-notices.js'
 import { MemoryCheckpointStore } from '../state/memory-store.js'
 import { startAdminFront } from './admin-front.js'
@@ -141,7 +141,7 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
   let ask = 0
   const readyWaits = new Map<number, { resolve: () => void; reject: (e: Error) => void }>()
   const watch = new SilenceWatch()
-  const ledger = new MetricsLedger(REMOVED_SERIES_GRACE_MS, systemClock.now())
+  const ledger = new MetricsLedger(REMOVED_SERIES_GRACE_MS, systemClock.now(), logLinesDropped)
   // the workers share the secret the primary makes: a worker cannot tell it was never set (at
   // the start, and at a reload that leaves it unset where it was set)
   const unsigned = (c: Config): boolean => c.affinity.key === 'cookie' && c.affinity.cookie.secret === null
