@@ -297,7 +297,8 @@ export class RedisConnection {
    * Creates the client and connects. Resolves once Redis is ready (for a Cluster: once every
    * master answered a PING, or `connectTimeout` passed) or the first attempt failed (at most
    * about `connectTimeout`; with Sentinel, once every Sentinel was asked, each question within
-   * {@link SENTINEL_SILENT_MS}), or stop() is called; after a failure the client keeps
+   * {@link SENTINEL_SILENT_MS}; for a Cluster, also when its ready check fails: cluster_state
+   * fail, a BUSY node asked), or stop() is called; after a failure the client keeps
    * reconnecting in the background with back-off. Calling it again while started does nothing.
    */
   async start(): Promise<void> {
@@ -355,12 +356,21 @@ export class RedisConnection {
     }
     // ioredis's connect() with Sentinel waits, asking them round after round, until one names
     // the master: start() waits for it, the first failed round, or stop(), whichever is first
+    // A Cluster whose first attempt fails after the slot map was read (its ready check, CLUSTER
+    // INFO, says cluster_state:fail or gets an error such as BUSY) reconnects, and ioredis leaves
+    // that attempt's connect() promise unsettled for good: the wait ends at its 'close' instead
+    // (before, start() never resolved, and Tether never listened, not even once the Cluster was
+    // whole and the connection ready)
+    let attemptFailed = (): void => undefined
+    const failedAttempt = new Promise<void>((resolve) => { attemptFailed = resolve })
+    if (cluster) client.once('close', attemptFailed)
     const connecting = client.connect()
     // later, the connection goes on in the background (a rejection after stop() is nobody's)
     connecting.catch(() => undefined)
     const gaveUp = new Promise<void>((resolve) => { this.#gaveUp = resolve })
     try {
-      const first = await Promise.race([connecting.then(() => 'connected' as const), gaveUp.then(() => 'gave up' as const)])
+      const first = await Promise.race([connecting.then(() => 'connected' as const), gaveUp.then(() => 'gave up' as const), failedAttempt.then(() => 'gave up' as const)])
+      client.off('close', attemptFailed)
       this.#gaveUp = () => undefined
       // (the failed round was reported by the 'error' listener; stop() reports itself)
       if (first === 'gave up') return
@@ -368,6 +378,7 @@ export class RedisConnection {
       if (this.#client === client && client.status === 'ready' && !this.#redoing.has(client)) this.#clientReady(client)
       if (client instanceof Cluster) await this.#warm(client)
     } catch (err) {
+      client.off('close', attemptFailed)
       this.#gaveUp = () => undefined
       this.#lastError ||= describe(err)
       if (this.#client === client) this.#clientDown(this.#lastError)
