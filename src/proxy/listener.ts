@@ -48,7 +48,19 @@ export function http1Options(config: Config): http.ServerOptions {
     // Node checks headersTimeout only this often (default 30 s): slow heads must get 408 on time
     connectionsCheckingInterval: Math.max(50, Math.min(500, t.client_headers / 4)),
     noDelay: true,
+    // an HTTP/1.1 request without Host gets Tether's own 400 (see lacksHost), logged and
+    // counted as its other refusals: Node's would be a bare 400 nobody sees
+    requireHostHeader: false,
   }
+}
+
+/**
+ * An HTTP/1.1 request without a Host header: RFC 9112 section 3.2 has a server answer it 400
+ * (HTTP/1.0 has no Host: such a request is served). Over h2 the authority is `:authority`,
+ * which Node's h2 layer requires (it resets a stream with neither).
+ */
+export function lacksHost(req: http.IncomingMessage): boolean {
+  return req.headers.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor === 1
 }
 
 /**
@@ -83,7 +95,7 @@ function createServer(config: Config, certificates: ServerCertificates | undefin
     keepAliveTimeout: h1.keepAliveTimeout,
     connectionsCheckingInterval: h1.connectionsCheckingInterval,
     maxHeaderSize: h1.maxHeaderSize,
-    requireHostHeader: true,
+    requireHostHeader: false,
   })
   return h2 as unknown as http.Server
 }
@@ -518,7 +530,14 @@ export class Listener {
     const problems = new ProblemLog(deps.logger, deps.clock ?? systemClock)
     const overflow: Overflow = (socket) => void problems.report('http1 pipelining', 'overflow', { peer: (socket as Socket).remoteAddress, waiting: MAX_WAITING }, 'HTTP/1.1 client pipelined more requests than Tether holds: connection closed')
     const h1Checking = http1Options(config).connectionsCheckingInterval ?? 500
-    const serial = onePerConnection((req, res) => deps.current().handleRequest(req, res), overflow)
+    // an HTTP/1.1 request without Host is refused in its turn, as the request path's own 400s
+    // are, then the connection closes (nginx and HAProxy answer it 400 too)
+    const serial = onePerConnection((req, res) => {
+      if (!lacksHost(req)) return deps.current().handleRequest(req, res)
+      if (res.destroyed || req.socket.destroyed) return void res.destroy()
+      sendError(res, 'TETHER_BAD_REQUEST', { close: true })
+      deps.clientErrors.refused('TETHER_BAD_REQUEST', req)
+    }, overflow)
     // h2 streams of one connection are concurrent by design (bounded by max_concurrent_streams);
     // "HTTP/2.0" in an HTTP/1 request line is not HTTP/2 (which starts with its preface): 505,
     // as nginx answers (else it would pass for h2 and skip the one-at-a-time pipelining rule)
@@ -754,6 +773,9 @@ export class Listener {
       if (socket.destroyed) return
       if (req.httpVersionMajor === 2) { // "HTTP/2.0" in an HTTP/1 request line (see handle)
         this.#deps.clientErrors.refuse(socket, 'TETHER_HTTP_VERSION', req)
+      // a handshake without Host (Node hands upgrades over before its own Host check)
+      } else if (lacksHost(req)) {
+        this.#deps.clientErrors.refuse(socket, 'TETHER_BAD_REQUEST', req)
       // HTTP/1.0 has no Upgrade: a server must ignore it there (RFC 9110 section 7.8)
       } else if (isWebSocket(req.headers) && req.httpVersion !== '1.0') this.#deps.current().handleUpgrade(req, socket, head)
       else this.#asPlainRequest(req, socket, head)

@@ -8,7 +8,7 @@ import type { Config } from '../config/schema.js'
 import type { Logger } from '../observability/logger.js'
 import type { ClientErrors } from './client-error.js'
 import { listen, ListenError } from '../listen.js'
-import { clientIdleTimeout, http1Options } from './listener.js'
+import { clientIdleTimeout, http1Options, lacksHost } from './listener.js'
 import { onePerConnection } from './pipelining.js'
 import { awaitsContinue, expectsContinue, type RequestPath } from './request-path.js'
 import { sendError } from './respond.js'
@@ -73,7 +73,8 @@ export class RedirectListener {
     // behind them is answered after every one (see ClientErrors), as on the main listener
     const handle = onePerConnection((req, res) => {
       const url = req.url ?? '/'
-      if (ACME_TOKEN.test(url)) return deps.current().handleRequest(req, res)
+      // (an HTTP/1.1 one without Host is not: its 400 below, as for any redirect without one)
+      if (ACME_TOKEN.test(url) && !lacksHost(req)) return deps.current().handleRequest(req, res)
       // a body the parser refused already (pipelined behind another request): its 400, and close
       const failed = deps.clientErrors.failed(req)
       if (failed !== null) return void sendError(res, failed, { close: true })

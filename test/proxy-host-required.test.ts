@@ -1,0 +1,70 @@
+// An HTTP/1.1 request without Host gets Tether's own 400 (RFC 9112 section 3.2: a server MUST
+// answer it so; nginx 1.22 and HAProxy 2.6 answer 400 too), TETHER_BAD_REQUEST with its short
+// body, logged and counted as Tether's other refusals, in its turn behind a pipelined request
+// and for a WebSocket handshake too; until 2026-12-05 it was Node's own bare 400
+// (`requireHostHeader`), in no access line and no metric. HTTP/1.0 has no Host: still served.
+// (Over h2, a stream with neither :authority nor host is reset by nghttp2 before Tether sees
+// it: test/h2-malformed.test.ts.)
+import t from 'tap'
+import { ERRORS } from '../src/errors.js'
+import { exchange } from './fixtures/raw-client.js'
+import { header } from './fixtures/raw-http.js'
+import { startHarness, type Harness } from './fixtures/raw-tether.js'
+import { request } from './fixtures/upstream.js'
+
+let h: Harness
+t.before(async () => { h = await startHarness() })
+t.teardown(() => h.close())
+
+const BODY = `${ERRORS.TETHER_BAD_REQUEST.message}\n`
+
+/** The 4xx answers the proxy's request counter holds, over every series. */
+async function counted4xx(): Promise<number> {
+  const text = (await request(`${h.tether.adminUrl}/metrics`)).body
+  let n = 0
+  for (const m of text.matchAll(/^tether_http_requests_total\{[^}]*status_class="4xx"[^}]*\} (\d+)$/gm)) n += Number(m[1])
+  return n
+}
+
+t.test("an HTTP/1.1 request without Host is answered Tether's 400, logged and counted, and nothing reaches the upstream", async (t) => {
+  const before = { received: h.received().length, access: h.logs.access().length, counted: await counted4xx() }
+  const r = await exchange(h.port, 'GET /no-host HTTP/1.1\r\n\r\n') // until the close (deadline 3 s)
+  t.equal(r.first, '400')
+  const answer = r.finals[0]!
+  t.equal(answer.body.toString('latin1'), BODY, "Tether's short body, as for its other 400s")
+  t.equal(header(answer, 'cache-control'), 'no-store')
+  t.ok(r.ended, 'the connection is closed')
+  await h.barrier()
+  t.equal(h.received().length, before.received, 'nothing reached the upstream')
+  const line = h.logs.access().slice(before.access).find((l) => l['path'] === '/no-host')
+  t.match(line, { status: 400, outcome: 'TETHER_BAD_REQUEST', method: 'GET', upstream: null }, 'an access line names the refusal')
+  t.equal(await counted4xx(), before.counted + 1, 'counted as a 4xx answer')
+})
+
+t.test('a request without Host pipelined behind a good one is answered 400 in its turn, after the first answer', async (t) => {
+  const before = h.received().length
+  const r = await exchange(h.port, 'GET /first HTTP/1.1\r\nHost: a\r\n\r\nGET /second HTTP/1.1\r\n\r\n')
+  t.same(r.finals.map((f) => f.status), [200, 400])
+  t.equal(r.finals[1]!.body.toString('latin1'), BODY)
+  t.ok(r.ended, 'then the connection closes')
+  await h.barrier()
+  t.same(h.received().slice(before).map((q) => q.target), ['/first'], 'only the first reached the upstream')
+})
+
+t.test('a WebSocket handshake without Host is answered 400 and reaches no upstream', async (t) => {
+  const before = { received: h.received().length, access: h.logs.access().length }
+  const r = await exchange(h.port, 'GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n', { responses: 1 })
+  t.equal(r.first, '400')
+  t.equal(r.finals[0]!.body.toString('latin1'), BODY)
+  await h.barrier()
+  t.equal(h.received().length, before.received, 'nothing reached the upstream')
+  t.match(h.logs.access().slice(before.access).find((l) => l['path'] === '/ws'), { status: 400, outcome: 'TETHER_BAD_REQUEST' })
+})
+
+t.test('an HTTP/1.0 request without Host is served as before', async (t) => {
+  const before = h.received().length
+  const r = await exchange(h.port, 'GET /old HTTP/1.0\r\n\r\n', { responses: 1 })
+  t.equal(r.first, '200')
+  await h.barrier()
+  t.same(h.received().slice(before).map((q) => q.target), ['/old'])
+})
