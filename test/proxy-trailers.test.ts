@@ -1,9 +1,9 @@
 // Trailer fields an upstream sends after a chunked body reach the client (RFC 9110 section 6.5),
 // announced in `Trailer`, except those no trailer may carry or that Tether keeps to itself:
 // framing, routing, authentication, cookies, content processing (section 6.5.1), hop-by-hop and
-// Tether's reserved names (a checkpoint must never leak from there either). (A Content-Length
-// among the trailers is undici's protocol error: the client's connection is cut, as for any
-// upstream failure after the head.)
+// Tether's reserved names (a checkpoint must never leak from there either). A Content-Length
+// among the trailers, which undici's parser refuses after the whole body, is dropped with the
+// trailer section: the answer is delivered whole.
 import t from 'tap'
 import http from 'node:http'
 import net from 'node:net'
@@ -171,4 +171,26 @@ t.test("a request of Tether's own ends when its signal aborts, and its status is
   t.equal(r.status, 0)
   t.match(String(r.error), /the client left/)
   t.same(await forwarder.call('nope', 'POST', '/hook', [], 'state', 1_000), { status: 0, error: null }, 'an unknown upstream: no pool, no error')
+})
+
+t.test("a Content-Length in an upstream's trailer section is dropped: the body reaches the client whole, and its connection goes on", async (t) => {
+  // undici's llhttp refuses the field ("Content-Length can't be present with Transfer-Encoding")
+  // after it passed the whole body on; until 2026-12-05 the client's chunked answer was cut
+  // before its last chunk. nginx 1.22 and HAProxy 2.6 deliver the body (RFC 9110 section 6.5.1:
+  // no trailer may carry framing; section 6.5.2: a recipient may drop such a field)
+  const up = await startRawUpstream('app-0', (req, conn) => conn.write(req.target === '/download'
+    ? ['HTTP/1.1 200 OK', 'Transfer-Encoding: chunked', 'Trailer: X-Checksum', '', '5', 'hello', '6', ' world', '0', 'X-Checksum: abc', 'Content-Length: 9', 'Server-Timing: db', '', ''].join('\r\n')
+    : 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nsaved'))
+  t.teardown(() => up.close())
+  const tether = await startTether(testConfig([{ id: up.id, url: up.url }], { retries: { attempts: 0 } }), { logger: createLogger('silent') })
+  t.teardown(() => tether.close(0))
+  const port = Number(new URL(tether.url).port)
+  // one client connection: the answer must end as a whole chunked message for the next to follow
+  const answers = await raw(port, `GET /download HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`)
+  const [first, second] = answers.split(/(?=HTTP\/1\.1 )/)
+  t.match(first, /^HTTP\/1\.1 200 [^]*\r\ntransfer-encoding: chunked\r\n/i, 'the head went out chunked')
+  t.match(first, /\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n$/, 'the whole body, then the last chunk and an empty trailer section')
+  t.notMatch(first, /content-length/i, 'no Content-Length, in the head or after the body')
+  t.match(second, /^HTTP\/1\.1 200 [^]*\r\n\r\nsaved$/, 'the next request on the connection is answered')
+  t.equal(up.connections.length, 2, 'on a new upstream connection (the refused one is closed)')
 })

@@ -488,6 +488,21 @@ function upstreamError(err: Error): Error {
   return err
 }
 
+/**
+ * llhttp's refusal of a `Content-Length` field in a chunked answer's trailer section, which
+ * undici reports as the answer's failure after it passed on the whole body (the last chunk
+ * was read: trailer fields follow it). No trailer may carry framing (RFC 9110 section 6.5.1),
+ * and a recipient may drop a field it must not merge (section 6.5.2): the answer is delivered
+ * whole, as HAProxy 2.6 (which drops the field) and nginx 1.22 (which ignores trailers) do,
+ * its trailer fields left out (llhttp stops at that field; the connection is closed). The
+ * same refusal of a head holding both framings comes before any answer starts (a 502, since
+ * the handler has not answered then). Example: `0\r\nContent-Length: 9\r\n\r\n` after a
+ * complete body -> the client's answer ends whole, without trailers.
+ */
+function trailerContentLength(err: Error): boolean {
+  return err instanceof errors.HTTPParserError && err.message.includes("Content-Length can't be present with Transfer-Encoding")
+}
+
 /** A client that left before its whole answer went out. */
 const CLIENT_ABORT: Outcome = { kind: 'client_abort' }
 /**
@@ -1101,6 +1116,13 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
 
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
     if (this.#finished) return
+    // the whole chunked body came, then a trailer section holding Content-Length: the answer
+    // is complete (see trailerContentLength); its trailer fields are dropped
+    if (this.answered && this.#ctx.answering === this && trailerContentLength(err)) {
+      if (this.#held !== null) this.#heldEnd = true
+      else this.#finish()
+      return
+    }
     const pool = this.#resendPool
     if (pool !== null && this.#staleConnection(err)) {
       this.#resendPool = null
