@@ -147,3 +147,36 @@ t.test('a 103 from the home does not stop its hedge: the hedge answers first, th
   t.same(conn.responses().map((x) => x.status), [103, 200])
   t.equal(finals[0]?.body.toString(), 'from b', "the hedge's answer: the 103 committed the request to nothing")
 })
+
+t.test("a 1xx with Connection: close is forwarded, then the final answer; the upstream connection is retired after it", async (t) => {
+  // llhttp took the 1xx's close as the connection's end and undici failed the final answer
+  // ("Data after `Connection: close`"): a 502 for a request the upstream ran, until 2026-12-05.
+  // A 1xx is not the response its close is about (RFC 9112 section 9.6; RFC 9110 section
+  // 15.2: a proxy forwards it and waits for the final one); HAProxy 2.6 forwards both
+  let held: RawUpstreamConnection | null = null
+  const h = await startHarness({ retries: { attempts: 0 } }, (q, c) => {
+    if (q.target === '/same-read') return c.write(`HTTP/1.1 103 Early Hints\r\nConnection: close\r\nLink: </a.css>; rel=preload\r\n\r\n${ok('one')}`)
+    if (q.target === '/later') { held = c; return c.write('HTTP/1.1 102 Processing\r\nConnection: keep-alive, Close\r\n\r\n') }
+    c.write(ok('next'))
+  })
+  t.teardown(() => h.close())
+  const conn = await rawConnect(h.port)
+  t.teardown(() => conn.destroy())
+  conn.write('GET /same-read HTTP/1.1\r\nHost: a\r\n\r\n')
+  await conn.waitFinals(1, 3000)
+  t.same(conn.responses().map((r) => `${r.status} ${r.body.toString()}`), ['103 ', '200 one'], 'the 103, then the final answer, in one read')
+  t.notMatch(conn.bytes.toString('latin1'), /\r\nconnection: close/i, "the 1xx's Connection is not passed on")
+  // the final answer's bytes in a later read than the 1xx's
+  conn.write('GET /later HTTP/1.1\r\nHost: a\r\n\r\n')
+  await conn.until(() => conn.responses().length >= 3, 3000)
+  t.equal(conn.responses()[2]?.status, 102, 'the 102 is forwarded')
+  held!.write(ok('two'))
+  await conn.waitFinals(2, 3000)
+  t.equal(conn.finals()[1]?.body.toString(), 'two', 'the final answer read later follows')
+  conn.write('GET /next HTTP/1.1\r\nHost: a\r\n\r\n')
+  await conn.waitFinals(3, 3000)
+  t.same(conn.finals().map((r) => r.status), [200, 200, 200], 'no 502; the client connection goes on')
+  t.same(h.up.connections.map((c) => c.requests.map((q) => q.target)), [['/same-read'], ['/later'], ['/next']], 'each request after a 1xx close on a new upstream connection')
+  await waitFor(() => h.up.connections.slice(0, 2).every((c) => c.closed), 2000, 'the told connections are closed')
+  t.same(h.unhandled(), [])
+})

@@ -22,7 +22,7 @@ import { isIdempotent } from './retry.js'
 import { clientStallTimeout, closedIdle, Deadlines, sweepInterval, type Expiring } from './deadlines.js'
 import { H2Response } from './h2-messages.js'
 import type { RequestBody } from './request-body.js'
-import { REASON_PHRASE } from './headers.js'
+import { connectionTokens, REASON_PHRASE } from './headers.js'
 
 /**
  * The parts of undici Tether uses, each loaded from its own file: the package's index also
@@ -351,7 +351,11 @@ interface UndiciParser {
   readonly statusCode?: number
   readonly headersSize?: number
   readonly ptr?: number | null
-  readonly llhttp?: { llhttp_get_http_major(ptr: number): number; llhttp_get_http_minor(ptr: number): number }
+  readonly llhttp?: {
+    llhttp_get_http_major(ptr: number): number
+    llhttp_get_http_minor(ptr: number): number
+    llhttp_set_lenient_keep_alive?(ptr: number, on: number): void
+  }
 }
 
 /** The symbol undici keeps a connection's parser under, found by its description on the first connection read. */
@@ -381,6 +385,34 @@ function unreadableVersion(): string | null {
   const major = llhttp.llhttp_get_http_major(ptr)
   const minor = llhttp.llhttp_get_http_minor(ptr)
   return major === 1 && minor <= 1 ? null : `HTTP/${major}.${minor}`
+}
+
+/** The symbol undici keeps a connection's "no more requests on it" flag under (see closeAfterInterim). */
+let resetKey: symbol | undefined
+
+/**
+ * A 1xx answer with `Connection: close` (called from onResponseStart, inside undici's parse of
+ * the bytes just read from {@link lastRead}): llhttp takes that as the connection's end once
+ * the 1xx is read, and the final answer after it failed ("Data after `Connection: close`"),
+ * a 502 for a request the upstream ran. A 1xx is not the response the close option is about
+ * (RFC 9112 section 9.6: the server closes after the response containing it; RFC 9110 section
+ * 15.2: a proxy forwards 1xx and waits for the final answer), so this connection's parser is
+ * told to go on reading (llhttp's lenient keep-alive: undici itself still closes after any
+ * final answer that says close) and undici's reset flag retires the connection once the final
+ * answer is in, as the upstream asked (without that flag, another undici: the final answer's
+ * own fields decide). No parser found (another undici): as before, a 502.
+ * Example: `103` with `Connection: close`, then `200 ok` -> the client gets both; the next
+ * request opens a new connection.
+ */
+function closeAfterInterim(connection: string | string[]): void {
+  if (connectionTokens(connection)?.has('close') !== true) return
+  const socket = lastRead
+  const parser = socket === null ? undefined : parserOf(socket)
+  const ptr = parser?.ptr
+  if (socket === null || ptr == null || parser?.llhttp?.llhttp_set_lenient_keep_alive === undefined) return
+  parser.llhttp.llhttp_set_lenient_keep_alive(ptr, 1)
+  resetKey ??= Object.getOwnPropertySymbols(socket).find((k) => k.description === 'reset')
+  if (resetKey !== undefined) (socket as unknown as Record<symbol, boolean>)[resetKey] = true
 }
 
 /**
@@ -922,7 +954,10 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   ): void {
     // 1xx (102 Processing, 103 Early Hints) are informational: passed on (see #interim), the
     // final answer follows, and the head wait goes on (an endless stream of them still times out)
-    if (statusCode < 200) return this.#interim(statusCode, headers, statusMessage)
+    if (statusCode < 200) {
+      if (headers.connection !== undefined) closeAfterInterim(headers.connection)
+      return this.#interim(statusCode, headers, statusMessage)
+    }
     if (this.#clientGone) return
     if (statusCode > 599) return controller.abort(new TetherError('TETHER_UPSTREAM_PROTOCOL')) // RFC 9110 section 15: 3 digits, 1xx-5xx
     const version = unreadableVersion()
