@@ -4,6 +4,7 @@
 // WebSocket server that speaks first. Each case checks what the client got AND what the
 // upstreams received (a malformed answer is one attempt: never replayed on another upstream).
 import t from 'tap'
+import { ERRORS } from '../src/errors.js'
 import { UPSTREAM } from './fixtures/raw-cases.js'
 import { startHarness, todo } from './fixtures/raw-tether.js'
 import { exchange, rawConnect } from './fixtures/raw-client.js'
@@ -54,6 +55,24 @@ for (const version of ['HTTP/2.0', 'HTTP/0.9']) {
     t.equal(r.first, '502')
     const warned = h.logs.records.find((x) => x['msg'] === 'upstream exchange failed')
     t.match(JSON.stringify(warned?.['err'] ?? null), `the upstream's status line says ${version}`)
+  })
+}
+
+// RFC 9110 section 15: a status code is three digits, 100-599; others are invalid. nginx 1.22
+// and HAProxy 2.6 pass a 999 on; Tether answers 502 (a client is told the upstream's answer was
+// unusable, not sent a status it cannot interpret), and its warning names the status (below
+// 100 it was undici's failed assertion, above 599 no reason at all, until 2026-12-05)
+for (const status of ['999', '600', '099', '000']) {
+  t.test(`status ${status} from the upstream: 502, and the warning names the status`, async (t) => {
+    const h = await startHarness({ retries: { attempts: 0 } }, (_q, c) => c.write(`HTTP/1.1 ${status} Whatever\r\nContent-Length: 2\r\n\r\nok`))
+    t.teardown(() => h.close())
+    const r = await exchange(h.port, 'GET /x HTTP/1.1\r\nHost: a\r\n\r\n', { responses: 1, ms: 3000 })
+    t.equal(r.first, '502')
+    t.equal(r.finals[0]?.body.toString(), `${ERRORS.TETHER_UPSTREAM_PROTOCOL.message}\n`)
+    const warned = h.logs.records.find((x) => x['msg'] === 'upstream exchange failed')
+    t.match(JSON.stringify(warned?.['err'] ?? null), `the upstream answered status ${Number(status)}, outside 100-599`)
+    t.match(h.logs.access().find((l) => l['path'] === '/x'), { status: 502, outcome: 'TETHER_UPSTREAM_PROTOCOL' })
+    t.same(h.unhandled(), [])
   })
 }
 

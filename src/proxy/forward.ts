@@ -535,6 +535,17 @@ function trailerContentLength(err: Error): boolean {
   return err instanceof errors.HTTPParserError && err.message.includes("Content-Length can't be present with Transfer-Encoding")
 }
 
+/**
+ * The 502 for a status outside 100-599, which RFC 9110 section 15 makes invalid (three
+ * digits, first 1-5): the warning names it. nginx 1.22 and HAProxy 2.6 pass a `999` on; a
+ * client cannot interpret one (not even as `x00` of its class), and a 502 says what happened.
+ * Below 100, undici would fail its own assertion after the head (a 502 logged as that).
+ * Example: `HTTP/1.1 999 Whatever` -> 502, "the upstream answered status 999, outside 100-599".
+ */
+function invalidStatus(status: number): TetherError {
+  return new TetherError('TETHER_UPSTREAM_PROTOCOL', new Error(`the upstream answered status ${status}, outside 100-599 (RFC 9110 section 15)`))
+}
+
 /** A client that left before its whole answer went out. */
 const CLIENT_ABORT: Outcome = { kind: 'client_abort' }
 /**
@@ -955,11 +966,12 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     // 1xx (102 Processing, 103 Early Hints) are informational: passed on (see #interim), the
     // final answer follows, and the head wait goes on (an endless stream of them still times out)
     if (statusCode < 200) {
+      if (statusCode < 100) return controller.abort(invalidStatus(statusCode))
       if (headers.connection !== undefined) closeAfterInterim(headers.connection)
       return this.#interim(statusCode, headers, statusMessage)
     }
     if (this.#clientGone) return
-    if (statusCode > 599) return controller.abort(new TetherError('TETHER_UPSTREAM_PROTOCOL')) // RFC 9110 section 15: 3 digits, 1xx-5xx
+    if (statusCode > 599) return controller.abort(invalidStatus(statusCode))
     const version = unreadableVersion()
     if (version !== null) return controller.abort(new TetherError('TETHER_UPSTREAM_PROTOCOL', new Error(`the upstream's status line says ${version}, not HTTP/1.0 or HTTP/1.1`)))
     // a transfer coding other than chunked (`gzip, chunked`, or alone, close-delimited): the
