@@ -76,6 +76,21 @@ for (const status of ['999', '600', '099', '000']) {
   })
 }
 
+// undici's llhttp refuses a repeated Content-Length in the head, identical values included
+// (RFC 9110 section 8.6 allows that; nginx 1.22 and HAProxy 2.6 fold identical ones), before
+// Tether sees the head, and undici reports it as a body length mismatch: the 502 stands, and
+// the warning says what it was
+for (const [name, lengths] of [['Content-Length: 2 twice', 'Content-Length: 2\r\nContent-Length: 2'], ['Content-Length: 2, 2', 'Content-Length: 2, 2'], ['Content-Length: 2 then 3', 'Content-Length: 2\r\nContent-Length: 3']]) {
+  t.test(`an answer with ${name}: 502, and the warning names its Content-Length field`, async (t) => {
+    const h = await startHarness({ retries: { attempts: 0 } }, (_q, c) => c.write(`HTTP/1.1 200 OK\r\n${lengths}\r\n\r\nok`))
+    t.teardown(() => h.close())
+    const r = await exchange(h.port, 'GET /x HTTP/1.1\r\nHost: a\r\n\r\n', { responses: 1, ms: 3000 })
+    t.equal(r.first, '502')
+    const warned = h.logs.records.find((x) => x['msg'] === 'upstream exchange failed')
+    t.match(JSON.stringify(warned?.['err'] ?? null), "refused the answer's head at or after its Content-Length field")
+  })
+}
+
 t.test('an endless stream of 102 Processing still ends in 504 once timeouts.response_headers has passed', async (t) => {
   const h = await startHarness({ retries: { attempts: 0 }, timeouts: { response_headers: 500 } }, (_q, c) => {
     const timer = setInterval(() => { if (c.socket.destroyed) clearInterval(timer); else c.write('HTTP/1.1 102 Processing\r\n\r\n') }, 50)

@@ -546,6 +546,22 @@ function invalidStatus(status: number): TetherError {
   return new TetherError('TETHER_UPSTREAM_PROTOCOL', new Error(`the upstream answered status ${status}, outside 100-599 (RFC 9110 section 15)`))
 }
 
+/**
+ * The reason to log for undici's "Response body length does not match content-length header"
+ * before any answer's head was passed on: then no body was read, and it stands for llhttp's
+ * refusal of the head at or after a Content-Length field (undici reports any error in a head
+ * with one so): `Content-Length: 2` twice, `2, 2` in one line, a value that is not a number,
+ * or another defect after the field. RFC 9110 section 8.6 lets a recipient reject repeated
+ * identical lengths (as llhttp does; nginx 1.22 and HAProxy 2.6 fold them) and has it reject
+ * differing ones; llhttp has no leniency for either, and folding them here would mean
+ * rewriting every answer head before undici reads it: the 502 stands, with this reason.
+ * Else null.
+ */
+function lengthRefusal(err: Error): TetherError | null {
+  if (!(err instanceof errors.ResponseContentLengthMismatchError)) return null
+  return new TetherError('TETHER_UPSTREAM_PROTOCOL', new Error("undici's parser refused the answer's head at or after its Content-Length field (a repeated or invalid length: on two lines, as a list such as `2, 2`, not a number; or a defect after it): RFC 9110 section 8.6 lets a recipient refuse even identical repeats", { cause: err }))
+}
+
 /** A client that left before its whole answer went out. */
 const CLIENT_ABORT: Outcome = { kind: 'client_abort' }
 /**
@@ -1195,6 +1211,6 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
       this.#done({ status: res.statusCode, outcome, error: err, responded: true })
       return
     }
-    this.#done({ status: 0, outcome, error: certificateRefusal(err) ?? err, responded: false })
+    this.#done({ status: 0, outcome, error: certificateRefusal(err) ?? (this.answered ? null : lengthRefusal(err)) ?? err, responded: false })
   }
 }
