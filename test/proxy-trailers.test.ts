@@ -6,6 +6,7 @@
 // trailer section: the answer is delivered whole.
 import t from 'tap'
 import http from 'node:http'
+import http2 from 'node:http2'
 import net from 'node:net'
 import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
@@ -193,4 +194,25 @@ t.test("a Content-Length in an upstream's trailer section is dropped: the body r
   t.notMatch(first, /content-length/i, 'no Content-Length, in the head or after the body')
   t.match(second, /^HTTP\/1\.1 200 [^]*\r\n\r\nsaved$/, 'the next request on the connection is answered')
   t.equal(up.connections.length, 2, 'on a new upstream connection (the refused one is closed)')
+})
+
+t.test("an h2 client gets the whole body too when the upstream's trailer section holds Content-Length; the stream ends cleanly", async (t) => {
+  const up = await startRawUpstream('app-0', (_req, conn) => conn.write(['HTTP/1.1 200 OK', 'Transfer-Encoding: chunked', '', '5', 'hello', '0', 'Content-Length: 9', '', ''].join('\r\n')))
+  t.teardown(() => up.close())
+  const tether = await startTether(testConfig([{ id: up.id, url: up.url }], { retries: { attempts: 0 }, listen: { http2: { cleartext: true } } }), { logger: createLogger('silent') })
+  t.teardown(() => tether.close(0))
+  const session = http2.connect(tether.url)
+  session.on('error', () => undefined)
+  t.teardown(() => session.destroy())
+  const got = await new Promise<{ status: number; body: string; code: number }>((resolve, reject) => {
+    const stream = session.request({ ':path': '/' })
+    let status = 0
+    let body = ''
+    stream.on('response', (h) => { status = Number(h[':status']) })
+    stream.setEncoding('utf8')
+    stream.on('data', (c: string) => { body += c })
+    stream.on('close', () => resolve({ status, body, code: stream.rstCode ?? -1 }))
+    stream.on('error', reject)
+  })
+  t.same(got, { status: 200, body: 'hello', code: http2.constants.NGHTTP2_NO_ERROR }, 'the body whole, the stream ended without a reset')
 })
