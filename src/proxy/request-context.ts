@@ -113,6 +113,8 @@ export class RequestContext {
   decision: Decision | null = null
   /** Upstreams this request failed on: a retry routes around them. */
   tried: Set<string> | null = null
+  /** The request's move was checked against the shared store already (once a request: see RequestPath's #move). */
+  moveChecked = false
   /** Make no move by choice (Router.decide's `hold`): a chosen move's state could not be fetched. */
   holdMoves = false
   /** The answer comes from an epoch the user's application cookie has left (see AnswerHead): it teaches nothing. */

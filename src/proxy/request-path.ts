@@ -213,7 +213,7 @@ export class RequestPath {
   /** A plain HTTP request. */
   handleRequest = (req: IncomingMessage, res: ServerResponse): void => {
     if (this.#d.draining()) res.shouldKeepAlive = false
-    void this.#serve(this.#context(req, 'http'), this.#d.http.exchange(res))
+    this.#serve(this.#context(req, 'http'), this.#d.http.exchange(res))
   }
 
   /** A WebSocket upgrade (Node handed over the raw socket). */
@@ -232,7 +232,7 @@ export class RequestPath {
     if (exchange === null) {
       if (writable) this.#d.clientErrors.refused('TETHER_TOO_MANY_CONNECTIONS', req, 'websocket')
     }
-    else void this.#serve(this.#context(req, 'websocket'), exchange)
+    else this.#serve(this.#context(req, 'websocket'), exchange)
   }
 
   #context(req: IncomingMessage, protocol: Protocol): RequestContext {
@@ -241,7 +241,18 @@ export class RequestPath {
     return new RequestContext(req, protocol, id, this.#d.clock.now())
   }
 
-  async #serve(ctx: RequestContext, x: Exchange): Promise<void> {
+  /**
+   * The request path of one request: the checks of its head, its key (reconciled with the
+   * shared table first when another replica may have bound it: #reconcile), then its attempts,
+   * one pass each (#pass -> a moved user's #move -> #send -> #result -> #conclude, which makes
+   * the next pass for a retry). A step that waits (the shared store, a moved user's state, an
+   * attempt's answer) goes on to the next step when its wait is over, rather than the whole path
+   * awaiting in one async function: a request that waits for nothing but its answer (no move,
+   * no shared-store check: most requests) costs one callback, not an async function's frame,
+   * promise and await (bench/README.md, "Bytes allocated per request"). A throw in any step is
+   * the request's TETHER_INTERNAL (#internal).
+   */
+  #serve(ctx: RequestContext, x: Exchange): void {
     try {
       const refused = this.#guard(ctx)
       if (refused !== null) return this.#answer(ctx, x, refused, true)
@@ -249,165 +260,248 @@ export class RequestPath {
       ctx.key = keys.read(ctx.req.headers, ctx.peer, clock.now())
       // a key this replica has not seen (or not checked lately) may be bound by another
       // replica: reconcile with the shared table first (bounded by state.timeout)
-      if (shared !== null && ctx.key.kind === 'table' && sessions.needsSync(ctx.key.value, clock.now())) {
-        // a stop's grace end stops the wait at once (the request's connection is cut)
-        const b = await this.#d.http.untilCut(shared.lookup(ctx.key.value))
-        if (b !== 'unavailable' && b !== 'cut') sessions.sync(ctx.key.value, b, clock.now())
-        // a stop's grace end (or the client leaving) while the lookup waited: no decision, no
-        // attempt into the pools the stop destroys (see #left)
-        // (a handshake Tether ended meanwhile ends as Tether ended it: see Exchange.gone)
-        const left = ctx.protocol === 'websocket' && x.gone.aborted ? x.gone.reason as AttemptResult : this.#left(x)
-        if (left !== null) return this.#finish(ctx, left)
-      }
-      // the move counted before an attempt that is decided again without reaching an
-      // application (a 431 from a process replaced meanwhile): the next decision is the same
-      // user's same move, not another one (tether_failovers_total counts it once)
-      let counted: string | null = null
-      // a move checked against the shared store (once a request), and the state fetch made meanwhile
-      let checkedMove = false
+      if (shared !== null && ctx.key.kind === 'table' && sessions.needsSync(ctx.key.value, clock.now())) return void this.#reconcile(ctx, x, shared, ctx.key.value)
+      this.#pass(ctx, x, null)
+    } catch (err) {
+      this.#internal(ctx, x, err)
+    }
+  }
+
+  /** The shared table's binding of `key` taken (see #serve), then the request's first pass. */
+  async #reconcile(ctx: RequestContext, x: Exchange, shared: SharedBindings, key: string): Promise<void> {
+    try {
+      // a stop's grace end stops the wait at once (the request's connection is cut)
+      const b = await this.#d.http.untilCut(shared.lookup(key))
+      if (b !== 'unavailable' && b !== 'cut') this.#d.sessions.sync(key, b, this.#d.clock.now())
+      // a stop's grace end (or the client leaving) while the lookup waited: no decision, no
+      // attempt into the pools the stop destroys (see #left)
+      // (a handshake Tether ended meanwhile ends as Tether ended it: see Exchange.gone)
+      const left = ctx.protocol === 'websocket' && x.gone.aborted ? x.gone.reason as AttemptResult : this.#left(x)
+      if (left !== null) return this.#finish(ctx, left)
+      this.#pass(ctx, x, null)
+    } catch (err) {
+      this.#internal(ctx, x, err)
+    }
+  }
+
+  /**
+   * One pass: the request is decided and its attempt sent (#send), or answered when it cannot
+   * be. A moved user's pass goes through #move first (the shared store's word on the move, the
+   * user's state). `counted`: the move counted by a pass before this one, decided again without
+   * reaching an application (see #result): the next decision is the same user's same move, not
+   * another one (tether_failovers_total counts it once).
+   */
+  #pass(ctx: RequestContext, x: Exchange, counted: string | null): void {
+    ctx.rehydrateBytes = 0 // this pass's attempt carries state only if its own fetch finds some
+    // a WebSocket handshake Tether already ended while this path waited (the shared table's
+    // lookup): answered 400 for the bytes its client sent before any 101 (see Upgrades). It
+    // is not routed, and not answered again: a second answer (no route, a stop's 503) would
+    // destroy the connection that drains the 400, and log status 0 with the wrong outcome
+    if (ctx.protocol === 'websocket' && x.gone.aborted) return this.#finish(ctx, x.gone.reason as AttemptResult)
+    if (ctx.bodyError !== null) return this.#answer(ctx, x, ctx.bodyError, true)
+    if (ctx.protocol === 'websocket' && this.#d.draining()) return this.#answer(ctx, x, 'TETHER_SHUTTING_DOWN', true)
+    const d = this.#decide(ctx)
+    if (typeof d === 'string') {
+      // after a failed attempt, its error is the honest answer (as nginx's 502 after the last upstream)
+      return this.#answer(ctx, x, ctx.lastFailure?.code ?? NO_ROUTE[d], ctx.body !== null && !ctx.req.complete)
+    }
+    ctx.decision = d
+    ctx.answering = null
+    const upstream = this.#d.upstreams().get(d.upstream)
+    if (upstream === undefined) {
+      this.#d.router.settle(d)
+      return this.#answer(ctx, x, 'TETHER_NO_UPSTREAM', true)
+    }
+    if (d.moved !== null) return void this.#move(ctx, x, d, d.moved, upstream, counted)
+    this.#send(ctx, x, d, upstream, this.#headers(ctx, d, upstream))
+  }
+
+  /**
+   * A pass that moves the user (`moved`), up to its send: the move checked against the shared
+   * store (once a request), the user's state fetched and delivered (a header, or the hook),
+   * the move counted; or the request decided again (another pass), retried, or answered.
+   */
+  async #move(ctx: RequestContext, x: Exchange, d: Decision, moved: NonNullable<Decision['moved']>, upstream: Upstream, counted: string | null): Promise<void> {
+    try {
+      // the state fetch made while the shared store was asked
       let prefetched: Promise<GetResult> | null = null
-      for (;;) {
-        ctx.rehydrateBytes = 0 // this pass's attempt carries state only if its own fetch finds some
-        // a WebSocket handshake Tether already ended while this path waited (the shared table's
-        // lookup): answered 400 for the bytes its client sent before any 101 (see Upgrades). It
-        // is not routed, and not answered again: a second answer (no route, a stop's 503) would
-        // destroy the connection that drains the 400, and log status 0 with the wrong outcome
-        if (ctx.protocol === 'websocket' && x.gone.aborted) return this.#finish(ctx, x.gone.reason as AttemptResult)
-        if (ctx.bodyError !== null) return this.#answer(ctx, x, ctx.bodyError, true)
-        if (ctx.protocol === 'websocket' && this.#d.draining()) return this.#answer(ctx, x, 'TETHER_SHUTTING_DOWN', true)
-        const d = this.#decide(ctx)
-        if (typeof d === 'string') {
-          // after a failed attempt, its error is the honest answer (as nginx's 502 after the last upstream)
-          return this.#answer(ctx, x, ctx.lastFailure?.code ?? NO_ROUTE[d], ctx.body !== null && !ctx.req.complete)
-        }
-        ctx.decision = d
-        ctx.answering = null
-        const upstream = this.#d.upstreams().get(d.upstream)
-        if (upstream === undefined) {
+      const shared = this.#d.shared
+      if (!ctx.moveChecked && shared !== null && ctx.key.kind === 'table' && d.bind?.publish === true) {
+        // another replica (or worker) may have made this move first: see #movedBefore
+        ctx.moveChecked = true
+        prefetched = ctx.holdMoves || d.sessionKey === null ? null : this.#d.state?.fetch(d.sessionKey) ?? null
+        // only alongside that fetch: a move without one (a key without checkpoints, a held
+        // move) would wait for the read, and announcing it again costs no rehydration
+        if (prefetched !== null && await this.#movedBefore(ctx, d, shared)) {
           this.#d.router.settle(d)
-          return this.#answer(ctx, x, 'TETHER_NO_UPSTREAM', true)
+          return this.#pass(ctx, x, counted)
         }
-        if (d.moved !== null && !checkedMove && shared !== null && ctx.key.kind === 'table' && d.bind?.publish === true) {
-          // another replica (or worker) may have made this move first: see #movedBefore
-          checkedMove = true
-          prefetched = ctx.holdMoves || d.sessionKey === null ? null : this.#d.state?.fetch(d.sessionKey) ?? null
-          // only alongside that fetch: a move without one (a key without checkpoints, a held
-          // move) would wait for the read, and announcing it again costs no rehydration
-          if (prefetched !== null && await this.#movedBefore(ctx, d, shared)) {
-            prefetched = null
-            this.#d.router.settle(d)
-            continue
-          }
-        }
-        const headers = this.#headers(ctx, d, upstream)
-        const fetched = prefetched
-        prefetched = null
-        const hookFailed = d.moved === null ? null : await this.#rehydrate(ctx, d, headers, x.gone, fetched)
-        if (d.moved !== null && x.gone.aborted) {
-          // the client left while its state was fetched or posted: its hook was stopped (or
-          // none ran), nothing is sent upstream, no other upstream is tried, the move is not
-          // counted nor the new upstream marked as started without the state; logged as the
-          // client's abort (or TETHER_SHUTTING_DOWN when a stop's grace end closed it: see
-          // Exchange.gone)
-          this.#d.router.settle(d)
-          return this.#finish(ctx, x.gone.reason as AttemptResult)
-        }
-        if (d.moved !== null && !this.#current(upstream)) {
-          // a reload or a discovery list took the upstream away, or gave its id another url or
-          // pod uid (a pod re-created again), while the state was fetched (or its hook ran): nothing of the
-          // request was sent to it, so it is decided again, not retried (with retries at 0 it was
-          // a 502 for a request no upstream saw). Sent on, it would reach the id's new pod (its
-          // pool) without the state the hook gave the old one (with `preserve_host: false`,
-          // naming the old address as Host), and its outcome would not count for health (told
-          // only for the url it was read at)
-          this.#d.router.settle(d)
-          continue
-        }
-        if (hookFailed !== null) {
-          // the state could not reach the new upstream (its hook refused the connection, or
-          // health took it out meanwhile): nothing of the request was sent, the next one is tried
-          this.#d.router.settle(d)
-          // nothing reached an application: if it comes to an answer, the client may send it again
-          const code = hookFailed.code === 'TETHER_UPSTREAM_UNAVAILABLE' ? 'TETHER_NO_UPSTREAM' : hookFailed.code
-          if (!this.#mayRetry(ctx, hookFailed)) {
-            ctx.lastFailure = { code, error: null }
-            return this.#answer(ctx, x, code, ctx.body !== null && !ctx.req.complete)
-          }
-          this.#d.events.retry(d.upstream)
-          ctx.retryAfter(code, null)
-          continue
-        }
-        if (d.moved !== null && ctx.rehydrate === 'unavailable' && !ctx.holdMoves && CHOSEN_MOVES.has(d.moved.reason)) {
-          // a move by choice whose state could not be fetched (the store is down): the user
-          // would lose their state for nothing while their upstream still serves them; they
-          // stay this time, and move at a later request (at drain_timeout at the latest)
-          this.#d.router.settle(d)
-          ctx.holdMoves = true
-          ctx.rehydrate = null
-          continue
-        }
-        if (d.moved !== null) {
-          if (counted !== d.moved.from) this.#moved(d, d.moved)
-          // the new upstream starts without the user's state (not fetched, or its hook refused
-          // it): its first checkpoint replaces the old one
-          if ((ctx.rehydrate === 'unavailable' || ctx.rehydrate === 'refused') && d.sessionKey !== null) this.#d.state?.restarted(d.sessionKey, d.epoch, d.upstream)
-        }
-        counted = null
-        // this request's hedge was refused there for the user's state in its head (the same
-        // process: see #hedged), and the first attempt then failed: the retry goes without the
-        // state at once, not refused a second time first (one field read for any other request)
-        const refusedBefore = ctx.stateRefusedBy !== null && this.#refusedBefore(ctx, d, upstream)
-        const sent = refusedBefore ? this.#withoutState(ctx, d, headers) : headers
-        let r = this.#hedgeable(ctx) ? await this.#hedged(ctx, x, d, upstream, sent) : await this.#run(ctx, x, d, upstream, sent)
-        // (only while the body is replayable: else the transport passed the 431 on; see forward.ts)
-        if (!r.responded && r.outcome?.kind === 'error' && r.outcome.code === 'TETHER_HEADERS_TOO_LARGE' && ctx.rehydrateBytes > 0) {
-          if (!this.#current(upstream)) {
-            // the id was replaced (another url or pod uid) or left while the refused attempt was
-            // out: sent again as read, the request would reach the id's new process (its pool)
-            // without the state that one may take, marked too_large, with the old one's Host
-            // (`preserve_host: false`), its outcome told to nobody. Nothing of it reached an
-            // application: it is decided again, as after the hook's check above
-            if (ctx.body !== null) ctx.body = ctx.body.replay()
-            counted = d.moved?.from ?? null
-            continue
-          }
-          const bytes = ctx.rehydrateBytes
-          r = await this.#run(ctx, x, d, upstream, this.#withoutState(ctx, d, headers))
-          this.#resentWithoutState(ctx, d, r, ctx.answering !== null, bytes)
-        }
-        // a 431 to it is the client's own head, as to a resend without the state (above)
-        if (refusedBefore && r.status === 431 && ctx.answering !== null && ctx.rehydrate === 'too_large') {
-          ctx.rehydrate = null
-          ctx.ownHeadTooLarge = true
-        }
-        if (r.responded || r.outcome === null) {
-          // (a body that could no longer be sent again: the transport passed the refusal on)
-          if (ctx.rehydrate === 'delivered' && ctx.rehydrateBytes > 0 && stateRefused(ctx.rehydrateBytes, r.status) && ctx.answering !== null) this.#refusedInHead(ctx)
-          // the answer is the upstream's the state was for (the hedge's, if it won): counted once;
-          // status 0: no head reached the client (it left, or a stop's grace period ended, first);
-          // nothing answering: Tether's own error went out instead (a WebSocket handshake's
-          // invalid answer), as for a failed HTTP attempt
-          if (ctx.rehydrate !== null && r.status !== 0 && ctx.answering !== null && ctx.decision?.moved != null) this.#rehydrated(ctx)
-          if (ctx.body !== null) discardRest(ctx.req, ctx.body, this.#d.clientErrors)
-          // over h2, the rest of the answer on its way to the client: logged once it is there or cut
-          const late = r.delivery === undefined ? null : await r.delivery
-          return this.#finish(ctx, late === null ? r : { ...r, outcome: late })
-        }
-        if (!this.#mayRetry(ctx, r.outcome)) {
-          const code = r.outcome.kind === 'error' ? r.outcome.code : 'TETHER_UPSTREAM_RESET'
-          ctx.lastFailure = { code, error: r.error }
-          return this.#answer(ctx, x, code, code === 'TETHER_BODY_TOO_LARGE' || !ctx.req.complete)
+      }
+      const headers = this.#headers(ctx, d, upstream)
+      const hookFailed = await this.#rehydrate(ctx, d, headers, x.gone, prefetched)
+      if (x.gone.aborted) {
+        // the client left while its state was fetched or posted: its hook was stopped (or
+        // none ran), nothing is sent upstream, no other upstream is tried, the move is not
+        // counted nor the new upstream marked as started without the state; logged as the
+        // client's abort (or TETHER_SHUTTING_DOWN when a stop's grace end closed it: see
+        // Exchange.gone)
+        this.#d.router.settle(d)
+        return this.#finish(ctx, x.gone.reason as AttemptResult)
+      }
+      if (!this.#current(upstream)) {
+        // a reload or a discovery list took the upstream away, or gave its id another url or
+        // pod uid (a pod re-created again), while the state was fetched (or its hook ran): nothing of the
+        // request was sent to it, so it is decided again, not retried (with retries at 0 it was
+        // a 502 for a request no upstream saw). Sent on, it would reach the id's new pod (its
+        // pool) without the state the hook gave the old one (with `preserve_host: false`,
+        // naming the old address as Host), and its outcome would not count for health (told
+        // only for the url it was read at)
+        this.#d.router.settle(d)
+        return this.#pass(ctx, x, counted)
+      }
+      if (hookFailed !== null) {
+        // the state could not reach the new upstream (its hook refused the connection, or
+        // health took it out meanwhile): nothing of the request was sent, the next one is tried
+        this.#d.router.settle(d)
+        // nothing reached an application: if it comes to an answer, the client may send it again
+        const code = hookFailed.code === 'TETHER_UPSTREAM_UNAVAILABLE' ? 'TETHER_NO_UPSTREAM' : hookFailed.code
+        if (!this.#mayRetry(ctx, hookFailed)) {
+          ctx.lastFailure = { code, error: null }
+          return this.#answer(ctx, x, code, ctx.body !== null && !ctx.req.complete)
         }
         this.#d.events.retry(d.upstream)
-        ctx.retryAfter(r.outcome.kind === 'error' ? r.outcome.code : 'TETHER_UPSTREAM_RESET', r.error)
-        if (ctx.body !== null) ctx.body = ctx.body.replay()
-        this.#d.logger.debug({ request_id: ctx.id, upstream: d.upstream, code: ctx.lastFailure!.code, retry: ctx.retries }, 'retrying on the next upstream')
+        ctx.retryAfter(code, null)
+        return this.#pass(ctx, x, counted)
       }
+      if (ctx.rehydrate === 'unavailable' && !ctx.holdMoves && CHOSEN_MOVES.has(moved.reason)) {
+        // a move by choice whose state could not be fetched (the store is down): the user
+        // would lose their state for nothing while their upstream still serves them; they
+        // stay this time, and move at a later request (at drain_timeout at the latest)
+        this.#d.router.settle(d)
+        ctx.holdMoves = true
+        ctx.rehydrate = null
+        return this.#pass(ctx, x, counted)
+      }
+      if (counted !== moved.from) this.#moved(d, moved)
+      // the new upstream starts without the user's state (not fetched, or its hook refused
+      // it): its first checkpoint replaces the old one
+      if ((ctx.rehydrate === 'unavailable' || ctx.rehydrate === 'refused') && d.sessionKey !== null) this.#d.state?.restarted(d.sessionKey, d.epoch, d.upstream)
+      this.#send(ctx, x, d, upstream, headers)
     } catch (err) {
-      if (ctx.decision !== null) this.#d.router.settle(ctx.decision)
-      this.#d.logger.error({ err, request_id: ctx.id }, 'request path failed')
-      this.#answer(ctx, x, 'TETHER_INTERNAL', true)
+      this.#internal(ctx, x, err)
     }
+  }
+
+  /**
+   * Send the pass's attempt (a hedged pair when `retries.hedge_after` applies) with `headers`;
+   * its result goes to #result. An attempt alone is watched by one callback that also hands
+   * the result on (no promise between the two).
+   */
+  #send(ctx: RequestContext, x: Exchange, d: Decision, upstream: Upstream, headers: string[]): void {
+    // this request's hedge was refused there for the user's state in its head (the same
+    // process: see #hedged), and the first attempt then failed: the retry goes without the
+    // state at once, not refused a second time first (one field read for any other request)
+    const refusedBefore = ctx.stateRefusedBy !== null && this.#refusedBefore(ctx, d, upstream)
+    const sent = refusedBefore ? this.#withoutState(ctx, d, headers) : headers
+    if (this.#hedgeable(ctx)) {
+      void this.#hedged(ctx, x, d, upstream, sent).then((r) => this.#result(ctx, x, d, upstream, headers, refusedBefore, r), (err: unknown) => this.#internal(ctx, x, err))
+      return
+    }
+    const attempt = x.attempt(ctx, d, upstream, sent)
+    const since = this.#watch(upstream, attempt)
+    void attempt.done.then((r) => {
+      try {
+        this.#attemptEnded(ctx, d, upstream, attempt, since, r)
+      } catch (err) {
+        return this.#internal(ctx, x, err)
+      }
+      this.#result(ctx, x, d, upstream, headers, refusedBefore, r)
+    })
+  }
+
+  /**
+   * The pass's attempt ended with `r`. Refused for the user's state in its head (431) while its
+   * body can be sent again: sent again at once without the state (or, its upstream replaced
+   * meanwhile, decided again), and that attempt's result concluded instead.
+   */
+  #result(ctx: RequestContext, x: Exchange, d: Decision, upstream: Upstream, headers: string[], refusedBefore: boolean, r: AttemptResult): void {
+    try {
+      // (only while the body is replayable: else the transport passed the 431 on; see forward.ts)
+      if (!r.responded && r.outcome?.kind === 'error' && r.outcome.code === 'TETHER_HEADERS_TOO_LARGE' && ctx.rehydrateBytes > 0) {
+        if (!this.#current(upstream)) {
+          // the id was replaced (another url or pod uid) or left while the refused attempt was
+          // out: sent again as read, the request would reach the id's new process (its pool)
+          // without the state that one may take, marked too_large, with the old one's Host
+          // (`preserve_host: false`), its outcome told to nobody. Nothing of it reached an
+          // application: it is decided again, as after the hook's check in #move
+          if (ctx.body !== null) ctx.body = ctx.body.replay()
+          return this.#pass(ctx, x, d.moved?.from ?? null)
+        }
+        const bytes = ctx.rehydrateBytes
+        void this.#run(ctx, x, d, upstream, this.#withoutState(ctx, d, headers)).then((again) => {
+          try {
+            this.#resentWithoutState(ctx, d, again, ctx.answering !== null, bytes)
+            this.#conclude(ctx, x, d, refusedBefore, again)
+          } catch (err) {
+            this.#internal(ctx, x, err)
+          }
+        }, (err: unknown) => this.#internal(ctx, x, err))
+        return
+      }
+      this.#conclude(ctx, x, d, refusedBefore, r)
+    } catch (err) {
+      this.#internal(ctx, x, err)
+    }
+  }
+
+  /**
+   * The pass's last attempt ended with `r`: an answer (or the client gone) ends the request; a
+   * failure is retried on the key's next upstream (another pass) while the budget allows, else
+   * answered with its error.
+   */
+  #conclude(ctx: RequestContext, x: Exchange, d: Decision, refusedBefore: boolean, r: AttemptResult): void {
+    // a 431 to it is the client's own head, as to a resend without the state (#result)
+    if (refusedBefore && r.status === 431 && ctx.answering !== null && ctx.rehydrate === 'too_large') {
+      ctx.rehydrate = null
+      ctx.ownHeadTooLarge = true
+    }
+    if (r.responded || r.outcome === null) {
+      // (a body that could no longer be sent again: the transport passed the refusal on)
+      if (ctx.rehydrate === 'delivered' && ctx.rehydrateBytes > 0 && stateRefused(ctx.rehydrateBytes, r.status) && ctx.answering !== null) this.#refusedInHead(ctx)
+      // the answer is the upstream's the state was for (the hedge's, if it won): counted once;
+      // status 0: no head reached the client (it left, or a stop's grace period ended, first);
+      // nothing answering: Tether's own error went out instead (a WebSocket handshake's
+      // invalid answer), as for a failed HTTP attempt
+      if (ctx.rehydrate !== null && r.status !== 0 && ctx.answering !== null && ctx.decision?.moved != null) this.#rehydrated(ctx)
+      if (ctx.body !== null) discardRest(ctx.req, ctx.body, this.#d.clientErrors)
+      if (r.delivery === undefined) return this.#finish(ctx, r)
+      // over h2, the rest of the answer on its way to the client: logged once it is there or cut
+      void r.delivery.then((late) => {
+        try {
+          this.#finish(ctx, late === null ? r : { ...r, outcome: late })
+        } catch (err) {
+          this.#internal(ctx, x, err)
+        }
+      }, (err: unknown) => this.#internal(ctx, x, err))
+      return
+    }
+    if (!this.#mayRetry(ctx, r.outcome)) {
+      const code = r.outcome.kind === 'error' ? r.outcome.code : 'TETHER_UPSTREAM_RESET'
+      ctx.lastFailure = { code, error: r.error }
+      return this.#answer(ctx, x, code, code === 'TETHER_BODY_TOO_LARGE' || !ctx.req.complete)
+    }
+    this.#d.events.retry(d.upstream)
+    ctx.retryAfter(r.outcome.kind === 'error' ? r.outcome.code : 'TETHER_UPSTREAM_RESET', r.error)
+    if (ctx.body !== null) ctx.body = ctx.body.replay()
+    this.#d.logger.debug({ request_id: ctx.id, upstream: d.upstream, code: ctx.lastFailure!.code, retry: ctx.retries }, 'retrying on the next upstream')
+    this.#pass(ctx, x, null)
+  }
+
+  /** A step of the request path threw: its decision settled, logged, and answered TETHER_INTERNAL. */
+  #internal(ctx: RequestContext, x: Exchange, err: unknown): void {
+    if (ctx.decision !== null) this.#d.router.settle(ctx.decision)
+    this.#d.logger.error({ err, request_id: ctx.id }, 'request path failed')
+    this.#answer(ctx, x, 'TETHER_INTERNAL', true)
   }
 
   /**
@@ -655,38 +749,47 @@ export class RequestPath {
   /** One attempt through the transport, counted in flight, its outcome told to health. */
   #start(ctx: RequestContext, x: Exchange, d: Decision, upstream: Upstream, headers: string[]): { attempt: Attempt; result: Promise<AttemptResult> } {
     const attempt = x.attempt(ctx, d, upstream, headers)
-    return { attempt, result: this.#watch(ctx, d, upstream, attempt) }
+    return { attempt, result: this.#watched(ctx, d, upstream, attempt) }
   }
 
   /** {@link #start}'s result alone, for a caller that never stops the attempt (no wrapper object a request). */
   #run(ctx: RequestContext, x: Exchange, d: Decision, upstream: Upstream, headers: string[]): Promise<AttemptResult> {
-    return this.#watch(ctx, d, upstream, x.attempt(ctx, d, upstream, headers))
+    return this.#watched(ctx, d, upstream, x.attempt(ctx, d, upstream, headers))
   }
 
-  /** Count `attempt` in flight until it is done, then settle its decision and tell health how it went. */
-  #watch(ctx: RequestContext, d: Decision, upstream: Upstream, attempt: Attempt): Promise<AttemptResult> {
-    const { inFlight, events } = this.#d
-    const sent = performance.now()
-    inFlight.add(attempt, upstream.id)
-    events.requestStarted(upstream.id)
+  /** `attempt`'s result once {@link #attemptEnded} took it. */
+  #watched(ctx: RequestContext, d: Decision, upstream: Upstream, attempt: Attempt): Promise<AttemptResult> {
+    const since = this.#watch(upstream, attempt)
     return attempt.done.then((r) => {
-      this.#d.router.settle(d)
-      inFlight.remove(attempt, upstream.id)
-      events.requestEnded(upstream.id)
-      const signal = healthSignal(r)
-      if (signal !== null) this.#observe(upstream, signal)
-      else if (r.outcome?.kind === 'client_abort' && !attempt.answered && performance.now() - sent >= this.config.health.active.timeout && this.#current(upstream) && this.#firstGiveUp(ctx)) {
-        // the client gave up waiting for a head: a hint that this upstream may not be answering
-        // (a frozen replica). A probe now decides, so the user's next request is not sent back
-        // into the hole; only without active checks is the hint a failure for passive health
-        // (else a few clients giving up on a slow but healthy upstream could eject it). Only
-        // while the id is still the process the request went to (as #observe): a slow old pod
-        // says nothing of the id's new one
-        if (!this.config.health.active.enabled) this.#d.observe(upstream.id, 'timeout')
-        this.#d.suspect?.(upstream.id)
-      }
+      this.#attemptEnded(ctx, d, upstream, attempt, since, r)
       return r
     })
+  }
+
+  /** Count `attempt` in flight on `upstream` until it ends (see #attemptEnded); returns when it was sent (performance.now()). */
+  #watch(upstream: Upstream, attempt: Attempt): number {
+    this.#d.inFlight.add(attempt, upstream.id)
+    this.#d.events.requestStarted(upstream.id)
+    return performance.now()
+  }
+
+  /** `attempt`, sent at `since` and watched by #watch, ended with `r`: its decision settled, no longer counted in flight, health told how it went. */
+  #attemptEnded(ctx: RequestContext, d: Decision, upstream: Upstream, attempt: Attempt, since: number, r: AttemptResult): void {
+    this.#d.router.settle(d)
+    this.#d.inFlight.remove(attempt, upstream.id)
+    this.#d.events.requestEnded(upstream.id)
+    const signal = healthSignal(r)
+    if (signal !== null) this.#observe(upstream, signal)
+    else if (r.outcome?.kind === 'client_abort' && !attempt.answered && performance.now() - since >= this.config.health.active.timeout && this.#current(upstream) && this.#firstGiveUp(ctx)) {
+      // the client gave up waiting for a head: a hint that this upstream may not be answering
+      // (a frozen replica). A probe now decides, so the user's next request is not sent back
+      // into the hole; only without active checks is the hint a failure for passive health
+      // (else a few clients giving up on a slow but healthy upstream could eject it). Only
+      // while the id is still the process the request went to (as #observe): a slow old pod
+      // says nothing of the id's new one
+      if (!this.config.health.active.enabled) this.#d.observe(upstream.id, 'timeout')
+      this.#d.suspect?.(upstream.id)
+    }
   }
 
   /**
