@@ -3,7 +3,7 @@
 // root, and turns SIGTERM/SIGINT into a graceful stop. No proxy logic here.
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { CONFIG_WARNING, ConfigError, configWarnings, nearest, readConfigFile, readErrorReason, type Config } from './config/index.js'
+import { CONFIG_WARNING, ConfigError, configWarnings, didYouMean, nearest, readConfigFile, readErrorReason, type Config } from './config/index.js'
 import { configFiles } from './config/config-files.js'
 import { formatDuration, parseDuration } from './config/duration.js'
 import { convertManifests, ImportError, manifestText } from './import/convert.js'
@@ -69,8 +69,9 @@ const ADMIN_ONLY: Readonly<Record<string, 'session' | 'drain'>> = { '--json': 's
  */
 function unknownArgument(a: string, candidates: readonly string[]): Command {
   const name = a.startsWith('--') ? a.split('=')[0]! : a // `--confg=x`: the option's name
-  const near = FLAG_WORDS[a] ?? (/^-?-?[a-z][a-z-]*$/i.test(name) ? nearest(name, candidates) : undefined)
-  return { kind: 'usage-error', message: `unknown argument "${a}"${near === undefined ? '' : `, did you mean "${near}"?`}` }
+  const flag = FLAG_WORDS[a]
+  const near = flag !== undefined ? `did you mean "${flag}"?` : /^-?-?[a-z][a-z-]*$/i.test(name) ? didYouMean(nearest(name, candidates)) : undefined
+  return { kind: 'usage-error', message: `unknown argument "${a}"${near === undefined ? '' : `, ${near}`}` }
 }
 
 export function parseArgs(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): Command {

@@ -68,6 +68,9 @@ t.test('drain of an id the admin API does not know lists the ids it knows, with 
   const typo = await drainUpstream(admin, 'app1', { ...DRAIN, wait: false })
   t.same([typo.code, typo.out], [1, ''])
   t.equal(typo.err, 'tether drain: unknown upstream "app1"; did you mean "app-1"? (known: app-0, app-1, app-2)\n')
+  // equally close to several (as git's "did you mean"): each of them, not one picked by chance
+  const tie = await drainUpstream(admin, 'app-3', { ...DRAIN, wait: false })
+  t.equal(tie.err, 'tether drain: unknown upstream "app-3"; did you mean "app-0", "app-1" or "app-2"? (known: app-0, app-1, app-2)\n')
   const far = await drainUpstream(admin, 'web-7', { ...DRAIN, wait: false })
   t.equal(far.err, 'tether drain: unknown upstream "web-7" (known: app-0, app-1, app-2)\n', 'no guess when none is close')
 })

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { ConfigError, DEFAULTS, configWarnings, loadConfigFile, parseConfig, parseYamlDocuments, type Config } from '../src/config/index.js'
+import { ConfigError, DEFAULTS, configWarnings, didYouMean, loadConfigFile, nearest, parseConfig, parseYamlDocuments, type Config } from '../src/config/index.js'
 import { pemFiles } from '../src/tls/pem.js'
 
 const fixture = (name: string): string => fileURLToPath(new URL(`./fixtures/config/${name}`, import.meta.url))
@@ -953,7 +953,7 @@ const tlsRuleCases: { name: string; text: string; issues: string[] }[] = [
     name: 'an unknown TLS version and a servername that is not a DNS name',
     text: yaml(...UPSTREAM, 'listen:', '  tls: { cert: /c.pem, key: /k.pem, min_version: TLSv1.1 }', 'forwarding:', '  tls: { servername: "a b" }'),
     issues: [
-      `${FILE}:5:50 listen.tls.min_version: expected one of: "TLSv1.2", "TLSv1.3", got "TLSv1.1"; did you mean "TLSv1.2"?`,
+      `${FILE}:5:50 listen.tls.min_version: expected one of: "TLSv1.2", "TLSv1.3", got "TLSv1.1"; did you mean "TLSv1.2" or "TLSv1.3"?`,
       `${FILE}:7:22 forwarding.tls.servername: expected a DNS name, got "a b"`,
     ],
   },
@@ -1067,4 +1067,17 @@ t.test('a UTF-8 file with a zero byte second is read as UTF-8, not as UTF-16 (on
     writeFileSync(path, bytes)
     t.strictSame(loadConfigFile(path, {}), expected, name)
   }
+})
+
+t.test('"did you mean" names every candidate equally close (up to 5, the rest counted), never one picked by chance', async (t) => {
+  const cases: [string, string[], string | undefined][] = [
+    ['cookies', ['none', 'cookie'], 'did you mean "cookie"?'],
+    ['TLSv1.1', ['TLSv1.2', 'TLSv1.3'], 'did you mean "TLSv1.2" or "TLSv1.3"?'],
+    ['app-3', ['app-0', 'app-1', 'app-2', 'web-0'], 'did you mean "app-0", "app-1" or "app-2"?'],
+    ['app-9', ['app-10', 'app-1'], 'did you mean "app-1"?'], // the closer one alone
+    ['pod-x', ['pod-0', 'pod-1', 'pod-2', 'pod-3', 'pod-4', 'pod-5', 'pod-6'], 'did you mean one of "pod-0", "pod-1", "pod-2", "pod-3", "pod-4" (or 2 more as close)?'],
+    ['sticky', ['none', 'cookie'], undefined],
+  ]
+  for (const [word, candidates, said] of cases) t.equal(didYouMean(nearest(word, candidates)), said, word)
+  t.equal(didYouMean(nearest('prot', ['port', 'pert']), (k) => `\`${k}\``), 'did you mean `port` or `pert`?', 'keys in backquotes')
 })

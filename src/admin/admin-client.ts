@@ -2,7 +2,7 @@
 // `tether drain <id> [--migrate] [--wait]` (a preStop hook that returns once the upstream's
 // users have moved). Layer 4 flow: HTTP calls to a running Tether's admin listener through
 // Node's fetch; it never touches a running proxy's state otherwise, and never throws.
-import { nearest } from '../config/index.js'
+import { didYouMean, nearest } from '../config/index.js'
 import { SCAN_TIMEOUT, isScan, type SessionView } from './session-lookup.js'
 
 /** Where the admin listener is and how to authenticate. */
@@ -139,8 +139,9 @@ const KNOWN_LISTED = 20
 
 /**
  * Why a drain of `id` was answered 404 (`answer`, as `call` gives it), with the ids the admin
- * API knows and the one closest to `id`:
- * `unknown upstream "app-l"; did you mean "app-1"? (known: app-0, app-1, app-2)`.
+ * API knows and the ones closest to `id` (all equally close, up to 5):
+ * `unknown upstream "app-l"; did you mean "app-1"? (known: app-0, app-1, app-2)`;
+ * `unknown upstream "app-3"; did you mean "app-0", "app-1" or "app-2"? (known: ...)`.
  * When the list cannot be had (or holds `id`: the route itself is missing), `answer` as it is.
  */
 async function unknownUpstream(admin: AdminTarget, id: string, answer: string): Promise<string> {
@@ -148,10 +149,10 @@ async function unknownUpstream(admin: AdminTarget, id: string, answer: string): 
   if (!Array.isArray(rows)) return answer
   const ids = rows.map((u: { id?: unknown } | null) => u?.id).filter((k): k is string => typeof k === 'string').sort()
   if (ids.includes(id)) return answer
-  const near = nearest(id, ids)
+  const near = didYouMean(nearest(id, ids))
   const listed = ids.length === 0 ? 'no upstream is known (discovery found none yet?)'
     : `known: ${ids.slice(0, KNOWN_LISTED).join(', ')}${ids.length > KNOWN_LISTED ? `, and ${ids.length - KNOWN_LISTED} more (GET /upstreams lists them)` : ''}`
-  return `unknown upstream ${JSON.stringify(id)}${near === undefined ? '' : `; did you mean ${JSON.stringify(near)}?`} (${listed})`
+  return `unknown upstream ${JSON.stringify(id)}${near === undefined ? '' : `; ${near}`} (${listed})`
 }
 
 /** Example: sessionsRemain(1) -> '1 session remains'; sessionsRemain(3) -> '3 sessions remain'. */

@@ -245,9 +245,9 @@ function oneOf<const T extends string>(values: readonly T[]): Check<T> {
   const what = `one of: ${values.map((v) => JSON.stringify(v)).join(', ')}`
   return leaf(what, (value) => {
     if (values.includes(value as T)) return value as T
-    const near = typeof value === 'string' ? nearest(value, values) : undefined
+    const near = typeof value === 'string' ? didYouMean(nearest(value, values)) : undefined
     const fail = expected(what, value)
-    return near === undefined ? fail : new Fail(`${fail.message}; did you mean ${JSON.stringify(near)}?`)
+    return near === undefined ? fail : new Fail(`${fail.message}; ${near}`)
   })
 }
 
@@ -440,19 +440,39 @@ function unknownKey(key: string, known: readonly string[]): string {
     const nested = parts.reduceRight((inner, part) => `{ ${part}: ${inner} }`, '...').slice(2, -2)
     return `unknown key: YAML does not nest keys by dots; write \`${nested}\`, or each key on its own line indented under the one before`
   }
-  const near = nearest(key, known)
-  return near !== undefined ? `unknown key, did you mean \`${near}\`?` : `unknown key (expected one of: ${known.join(', ')})`
+  const near = didYouMean(nearest(key, known), (k) => `\`${k}\``)
+  return near !== undefined ? `unknown key, ${near}` : `unknown key (expected one of: ${known.join(', ')})`
+}
+
+/** The most equally close candidates {@link nearest} returns (a discovered set can tie by dozens). */
+const NEAREST_LISTED = 5
+
+/**
+ * The candidates closest to a mistyped `word` (case aside), if within 2 edits (1 for short
+ * words): every one at the least distance, in the order given (git's "did you mean" lists each
+ * command equally similar, none picked by chance), at most 5 with `more` counting the rest.
+ * `nearest("cookies", ["none", "cookie"])` -> { near: ["cookie"], more: 0 };
+ * `nearest("TLSv1.1", ["TLSv1.2", "TLSv1.3"])` -> both; `nearest("sticky", ...)` -> { near: [] }.
+ */
+export function nearest(word: string, candidates: readonly string[]): { readonly near: readonly string[]; readonly more: number } {
+  const scored = candidates
+    .map((k) => ({ k, d: levenshtein(word.toLowerCase(), k.toLowerCase()) }))
+    .filter(({ d }) => d <= Math.min(2, Math.max(1, word.length - 1)))
+  const best = Math.min(...scored.map(({ d }) => d))
+  const all = [...new Set(scored.filter(({ d }) => d === best).map(({ k }) => k))]
+  return { near: all.slice(0, NEAREST_LISTED), more: Math.max(0, all.length - NEAREST_LISTED) }
 }
 
 /**
- * The candidate closest to a mistyped `word` (case aside), if within 2 edits (1 for short
- * words): `nearest("cookies", ["none", "cookie"])` is "cookie"; `nearest("sticky", ...)` none.
+ * "did you mean ...?" for {@link nearest}'s answer, each shown by `show` (default: JSON quotes),
+ * or undefined when it has none. Examples: `did you mean "a"?`, `did you mean "a", "b" or "c"?`,
+ * `did you mean one of "a", "b", "c", "d", "e" (or 3 more as close)?`.
  */
-export function nearest(word: string, candidates: readonly string[]): string | undefined {
-  return candidates
-    .map((k) => ({ k, d: levenshtein(word.toLowerCase(), k.toLowerCase()) }))
-    .filter(({ d }) => d <= Math.min(2, Math.max(1, word.length - 1)))
-    .sort((a, b) => a.d - b.d)[0]?.k
+export function didYouMean(found: { readonly near: readonly string[]; readonly more: number }, show: (s: string) => string = (s) => JSON.stringify(s)): string | undefined {
+  const shown = found.near.map(show)
+  if (shown.length === 0) return undefined
+  if (found.more > 0) return `did you mean one of ${shown.join(', ')} (or ${found.more} more as close)?`
+  return `did you mean ${shown.length === 1 ? shown[0] : `${shown.slice(0, -1).join(', ')} or ${shown.at(-1)}`}?`
 }
 
 /** Edit distance (insert, delete, substitute), two-row dynamic programming. */
