@@ -1081,3 +1081,18 @@ t.test('"did you mean" names every candidate equally close (up to 5, the rest co
   for (const [word, candidates, said] of cases) t.equal(didYouMean(nearest(word, candidates)), said, word)
   t.equal(didYouMean(nearest('prot', ['port', 'pert']), (k) => `\`${k}\``), 'did you mean `port` or `pert`?', 'keys in backquotes')
 })
+
+t.test('a control character in a key or value from the file is echoed escaped (as JSON.stringify writes it), never raw', async (t) => {
+  const keys = ['upstreams: []', '"fo\\0o": 1', '"lo\\ag": x', 'listen: { "po\\x85rt": 1 }', 'workers: "a\\x7fb"', 'log: { level: "\\u202Einfo" }']
+  t.strictSame(issuesOf(t, yaml(...keys)), [
+    `${FILE}:2:1 "fo\\u0000o": unknown key (expected one of: listen, admin, upstreams, affinity, timeouts, limits, forwarding, log, health, retries, discovery, shutdown, state, websocket, workers)`,
+    `${FILE}:3:1 "lo\\u0007g": unknown key, did you mean \`log\`?`,
+    `${FILE}:4:11 listen."po\\u0085rt": unknown key, did you mean \`port\`?`,
+    `${FILE}:5:10 workers: expected an integer between 1 and 256 or "auto", got "a\\u007fb"`,
+    `${FILE}:6:15 log.level: expected one of: "fatal", "error", "warn", "info", "debug", "trace", "silent", got "\\u202einfo"; did you mean "info"?`,
+  ])
+  // a syntax error's quoted line: each control character shown as its symbol (U+2400 + code), so the caret keeps its column
+  let detail: readonly string[] = []
+  try { parseConfig('upstreams: []\nlog: [ "x\u0002\u001b[31m \n', FILE) } catch (err) { detail = (err as ConfigError).detail }
+  t.strictSame(detail.slice(0, 2), ['  2 | log: [ "x\u2402\u241b[31m ', '    |        ^'])
+})

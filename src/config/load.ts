@@ -10,7 +10,7 @@ import type { Config } from './schema.js'
 import type { Env } from './env.js'
 import { pemFiles } from '../tls/pem.js'
 import { maskSecretLines } from '../secret-text.js'
-import { ConfigError, formatIssue, validateConfig, type ConfigFiles, type Pos, type ScalarValue, type SourceNode } from './validate.js'
+import { CONTROL_CHARACTERS, ConfigError, escapeControls, formatIssue, validateConfig, type ConfigFiles, type Pos, type ScalarValue, type SourceNode } from './validate.js'
 
 /**
  * Nodes that alias expansion may add to one file, all its documents together (guards against
@@ -43,7 +43,7 @@ export function readConfigText(path: string): string {
   try {
     bytes = readFileSync(path)
   } catch (err) {
-    throw new ConfigError([`${path}: cannot read config: ${readErrorReason(err)}`], { cause: err })
+    throw new ConfigError([escapeControls(`${path}: cannot read config: ${readErrorReason(err)}`)], { cause: err })
   }
   return decodeYamlBytes(bytes).text
 }
@@ -256,7 +256,7 @@ function syntaxError(text: string, fileName: string, lines: LineCounter, error: 
   const shown = { line: pos.line + firstLine - 1, col: pos.col } // `text` a part of the file from line firstLine
   return new ConfigError([formatIssue(fileName, shown, '', `YAML syntax error: ${message}`)], {
     cause: error,
-    detail: [...excerpt(text, pos, shown.line), `hint: ${hint}`],
+    detail: [...excerpt(text, pos, shown.line), escapeControls(`hint: ${hint}`)],
   })
 }
 
@@ -383,6 +383,19 @@ function maskedLine(text: string, n: number): string {
 }
 
 /**
+ * `line` with each control character shown as one visible character, so that a caret under it
+ * keeps its column and the terminal gets no escape sequence: C0 as its Control Pictures symbol
+ * (U+2400 + code: NUL "␀", ESC "␛"), DEL as "␡", the others (C1, line separators, bidi controls)
+ * as "�". Example: `visibleControls("a\x1b[31m")` -> "a␛[31m".
+ */
+function visibleControls(line: string): string {
+  return line.replace(CONTROL_CHARACTERS, (c) => {
+    const code = c.charCodeAt(0)
+    return code < 0x20 ? String.fromCharCode(0x2400 + code) : code === 0x7f ? '\u2421' : '\ufffd'
+  })
+}
+
+/**
  * Line `pos.line` of `text` and a caret under `pos.col`, tabs shown as "→" so the caret lines up,
  * and its secrets (a password/token/secret key's value, also on the lines it goes on over, a URL's
  * password) masked character for character, as this goes to stderr and to `tether check`'s output.
@@ -390,7 +403,7 @@ function maskedLine(text: string, n: number): string {
 function excerpt(text: string, pos: Pos, lineNumber = pos.line): string[] {
   const source = text.split('\n')[pos.line - 1]
   if (source === undefined) return []
-  let shown = maskedLine(text, pos.line).replaceAll('\t', '→')
+  let shown = visibleControls(maskedLine(text, pos.line).replaceAll('\t', '→'))
   let col = pos.col
   const WIDTH = 100
   if (shown.length > WIDTH && col > WIDTH / 2) { // a long line (JSON on one line): the part around the column

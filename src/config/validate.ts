@@ -71,9 +71,41 @@ export interface ConfigFiles {
   kubeconfig?(path: string): string | null
 }
 
-/** Formats one issue line: `file:line:col path: message` (no path: `file:line:col: message`). */
+/**
+ * Formats one issue line: `file:line:col path: message` (no path: `file:line:col: message`),
+ * any control character in it escaped (see {@link escapeControls}): a line that names a key or
+ * value from the file never carries a NUL, an escape sequence for the terminal or a line break.
+ */
 export function formatIssue(file: string, pos: Pos, path: string, message: string): string {
-  return `${file}:${pos.line}:${pos.col}${path ? ` ${path}` : ''}: ${message}`
+  return escapeControls(`${file}:${pos.line}:${pos.col}${path ? ` ${path}` : ''}: ${message}`)
+}
+
+/**
+ * Characters an error line must not carry as they are: C0 and C1 controls and DEL (a NUL, a
+ * terminal's escape sequences, line breaks), U+2028/U+2029 (line breaks to some readers) and
+ * the bidirectional controls (which reorder what a terminal shows: "Trojan Source").
+ */
+export const CONTROL_CHARACTERS = /[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g
+
+/**
+ * `text` with each {@link CONTROL_CHARACTERS} character escaped as JSON.stringify writes it (`\n`, `\t`,
+ * `\u0000`), and as `\u007f` where JSON.stringify would leave it as it is (DEL, C1, bidi).
+ * Example: `escapeControls("fo\0o")` -> `fo\u0000o`.
+ */
+export function escapeControls(text: string): string {
+  return text.replace(CONTROL_CHARACTERS, (c) => {
+    const json = JSON.stringify(c)
+    return json.length > 3 ? json.slice(1, -1) : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`
+  })
+}
+
+/**
+ * A key from the file as an issue's path names it: as it is, or in JSON quotes (its control
+ * characters escaped) when it holds one, so `"fo\u0000o"` is not read as a key of those
+ * characters. Example: `showKey("port")` -> `port`; `showKey("po\x85rt")` -> `"po\u0085rt"`.
+ */
+export function showKey(key: string): string {
+  return escapeControls(key) === key ? key : `"${escapeControls(JSON.stringify(key).slice(1, -1))}"`
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -386,7 +418,7 @@ function struct<T extends object>(shape: Shape<T>, defaults: { readonly [K in ke
     let ok = true
     for (const entry of node.entries) {
       if (Object.hasOwn(shape, entry.key)) continue
-      ctx.report(entry.keyPos, join(path, entry.key), entry.key === '<<' ? MERGE_KEY : unknownKey(entry.key, keys))
+      ctx.report(entry.keyPos, join(path, showKey(entry.key)), entry.key === '<<' ? MERGE_KEY : unknownKey(entry.key, keys))
       ok = false
     }
     const out: Partial<Record<keyof T, unknown>> = {}
