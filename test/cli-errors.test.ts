@@ -119,6 +119,16 @@ t.test('check, run and import: a config or manifest that cannot be read (a direc
   t.equal(r.stderr, `tether import: cannot read ${dir}: illegal operation on a directory (EISDIR); a directory: name the YAML files in it (${join(dir, 'canary.yml')}, ${join(dir, 'proxy.yaml')})\n`, 'import')
 })
 
+t.test('check and run: a gzip file given as the config is one line naming it and what it is, exit 1 (an invalid config), never its bytes', async (t) => {
+  const { gzipSync } = await import('node:zlib')
+  const file = tempFile('proxy.yaml.gz', '')
+  writeFileSync(file, gzipSync('upstreams: []\n'))
+  const line = `${file}: gzip-compressed data (it starts with 1f 8b), not YAML text: decompress it first (gunzip -k ${file})\n`
+  const [check, run] = await Promise.all([runCli(['check', file]), runCli(['--config', file])])
+  t.same([check.code, check.stdout, check.stderr], [1, '', line], 'check')
+  t.same([run.code, run.stdout, run.stderr], [1, '', line], 'run')
+})
+
 t.test('check: a syntax error on a line with a URL password keeps its caret under the column (the password masked one * per character)', async (t) => {
   const r = await runCli(['check', tempFile('proxy.yaml', 'upstreams: [ { id: a, url: "http://u:longpassword@h:1" }, x: [ }\n')])
   t.equal(r.code, 1)

@@ -1096,3 +1096,34 @@ t.test('a control character in a key or value from the file is echoed escaped (a
   try { parseConfig('upstreams: []\nlog: [ "x\u0002\u001b[31m \n', FILE) } catch (err) { detail = (err as ConfigError).detail }
   t.strictSame(detail.slice(0, 2), ['  2 | log: [ "x\u2402\u241b[31m ', '    |        ^'])
 })
+
+t.test('a binary file given as the config (gzip, an archive, NUL bytes, not UTF-8) is one line naming it and what it looks like', async (t) => {
+  const { gzipSync } = await import('node:zlib')
+  const dir = mkdtempSync(join(tmpdir(), 'tether-binary-'))
+  const text = yaml(...UPSTREAM, 'affinity: { key: cookie }')
+  const latin1 = Buffer.from(`${text}# ${'réglé à été '.repeat(3)}\n`, 'latin1')
+  const cases: [string, Buffer, string][] = [
+    ['proxy.yaml.gz', gzipSync(text), 'gzip-compressed data (it starts with 1f 8b), not YAML text: decompress it first (gunzip -k FILE)'],
+    ['proxy.zip', Buffer.concat([Buffer.from('PK\x03\x04', 'latin1'), Buffer.from(text)]), 'a zip archive (it starts with 50 4b 03 04), not YAML text'],
+    ['tether', Buffer.from('\x7fELF\x02\x01\x01\x00\x00\x00', 'latin1'), 'an ELF executable (it starts with 7f 45 4c 46), not YAML text'],
+    ['nul.bin', Buffer.concat([Buffer.from(`${text}log:\n  level: in`), Buffer.from([0, 0, 0, 1, 2, 3, 0, 0, 0, 9, 5, 0, 0])]), 'binary data (12 NUL or other control bytes, the first at line 6, column 12), not YAML text'],
+    ['latin1.yaml', latin1, 'not UTF-8 text (15 bytes that are not UTF-8, the first at line 5, column 4: Latin-1 or another 8-bit encoding?): save it as UTF-8'],
+  ]
+  for (const [name, bytes, what] of cases) {
+    const file = join(dir, name)
+    writeFileSync(file, bytes)
+    const err = (() => { try { loadConfigFile(file, {}) } catch (e) { return e } return undefined })()
+    t.ok(err instanceof ConfigError, `${name}: refused`)
+    t.strictSame((err as ConfigError).issues, [`${file}: ${what.replace('FILE', file)}`], name)
+    t.strictSame((err as ConfigError).detail, [], `${name}: one line, no excerpt of its bytes`)
+  }
+  // a lone NUL (in a comment: an export tool's) is no sign of binary data; in a value, it is validated (and escaped)
+  const nul = join(dir, 'nul.yaml')
+  writeFileSync(nul, `${text}log:\n  level: in\0fo\n`)
+  const lone = (() => { try { loadConfigFile(nul, {}) } catch (e) { return e } return undefined })()
+  t.strictSame((lone as ConfigError).issues, [`${nul}:6:10 log.level: expected one of: "fatal", "error", "warn", "info", "debug", "trace", "silent", got "in\\u0000fo"; did you mean "info"?`])
+  // a few bytes that are not UTF-8 (an é in a comment saved as Latin-1) are read as before
+  const few = join(dir, 'few.yaml')
+  writeFileSync(few, Buffer.from(`${text}# réglé\n`, 'latin1'))
+  t.equal(loadConfigFile(few, {}).affinity.key, 'cookie')
+})
