@@ -11,7 +11,8 @@ import { section, splitFences } from './fixtures/markdown.js'
 const DOC = 'docs/configuration.md'
 const TITLE = 'The `tether` command'
 const doc = section(readFileSync(join(ROOT, DOC), 'utf8'), TITLE) ?? ''
-const source = readFileSync(join(ROOT, 'src', 'cli.ts'), 'utf8')
+// the parser (src/cli-args.ts); cli.ts runs what it parsed
+const source = readFileSync(join(ROOT, 'src', 'cli-args.ts'), 'utf8')
 
 /** The options (`--config`, `-c`) named in a text, without a value after `=`. */
 function options(text: string): Set<string> {
@@ -30,16 +31,16 @@ t.test('every option the parser accepts is in the help or in the paragraph under
   const help = (await runCli(['--help'])).stdout
   // the parser compares arguments with string literals: '--config', '-c', '--image=' ...
   const accepted = new Set([...source.matchAll(/'(--?[a-z][a-z-]*)=?'/g)].map((m) => m[1]!))
-  t.ok(accepted.size >= 12, `options found in src/cli.ts: ${[...accepted].join(' ')}`)
+  t.ok(accepted.size >= 12, `options found in src/cli-args.ts: ${[...accepted].join(' ')}`)
   // the paragraph under the help that names what it leaves out
   const extra = /^Also accepted[\s\S]*?(?=\n\n)/m.exec(doc)?.[0] ?? ''
   t.ok(extra, `${DOC}'s "${TITLE}" has the paragraph "Also accepted ..." under the help`)
   const documented = options(extra)
   for (const o of accepted) t.ok(options(help).has(o) || documented.has(o), `${o} is in the help or in ${DOC}'s "${TITLE}"`)
-  for (const o of options(help)) t.ok(accepted.has(o), `the help's ${o} is accepted by src/cli.ts`)
-  for (const o of documented) t.ok(accepted.has(o), `${DOC}'s ${o} is accepted by src/cli.ts`)
+  for (const o of options(help)) t.ok(accepted.has(o), `the help's ${o} is accepted by src/cli-args.ts`)
+  for (const o of documented) t.ok(accepted.has(o), `${DOC}'s ${o} is accepted by src/cli-args.ts`)
   // the subcommands too: each `tether <word>` the parser knows is documented
   const commands = new Set([...source.matchAll(/args\[0\] === '([a-z]+)'/g)].map((m) => m[1]!))
-  t.ok(commands.size >= 4, `subcommands found in src/cli.ts: ${[...commands].join(' ')}`)
+  t.ok(commands.size >= 4, `subcommands found in src/cli-args.ts: ${[...commands].join(' ')}`)
   for (const c of commands) t.match(doc, new RegExp(`\`tether ${c}\\b|^  tether ${c}\\b`, 'm'), `tether ${c} is in ${DOC}'s "${TITLE}"`)
 })

@@ -1,0 +1,176 @@
+// The command line as words: argv (and the environment's defaults) parsed into one Command, or a
+// usage error that says what is wrong and what to write instead; and the help text. Pure: no
+// I/O, no process (cli.ts runs the command), so every usage error is tested in process.
+import { didYouMean, nearest } from './config/index.js'
+import { parseDuration } from './config/duration.js'
+import type { AdminTarget } from './admin/admin-client.js'
+
+/** What `tether --help` prints (docs/configuration.md holds a copy, kept equal by a test). */
+export const USAGE = `Usage:
+  tether [run] [--config <file>]
+                             run the proxy (default file: $TETHER_CONFIG or config/proxy.yaml);
+                             -c <file> and --config=<file> are the same option
+  tether check <file>        validate a config file; exit 0 when valid, 1 when not
+                             (also: tether check --config <file>)
+  tether import [--manifests] [--image <ref>] <file.yaml>...
+                             read Kubernetes manifests (ingress-nginx Ingress, Service with
+                             ClientIP affinity, Gateway API HTTPRoute) and print a proxy.yaml
+                             that reproduces their stickiness; --manifests prints the Tether
+                             Deployment, Service, RBAC and ConfigMap instead. What was not
+                             converted is listed in the output and on stderr.
+  tether session <key> [--json] [--admin URL] [--token T]
+                             where is this user: upstream, epoch, last move, checkpoint;
+                             <key> as the access log's session field shows it, or raw
+  tether drain <id> [--migrate] [--wait] [--timeout 5m] [--admin URL] [--token T]
+                             drain an upstream (--migrate: its users move at their next
+                             request after an idle gap); --wait returns once no session
+                             remains or the timeout passed (exit 0: a preStop hook)
+                             --admin defaults to $TETHER_ADMIN or http://127.0.0.1:9901,
+                             --token to $TETHER_ADMIN_TOKEN
+  tether --help, -h          show this help
+  tether --version, -v       print the version
+
+Signals: SIGTERM/SIGINT stop gracefully; SIGHUP reloads the config (also done on file change).
+Environment: LOG_LEVEL overrides log.level; \${VAR} in the config is read from the environment.
+`
+
+/** Parsed command line. */
+export type Command =
+  | { kind: 'run'; config: string; configFrom: 'argument' | 'TETHER_CONFIG' | 'default' }
+  | { kind: 'check'; config: string }
+  | { kind: 'import'; files: string[]; manifests: boolean; image: string | undefined }
+  | { kind: 'session'; admin: AdminTarget; key: string; json: boolean }
+  | { kind: 'drain'; admin: AdminTarget; id: string; migrate: boolean; wait: boolean; timeout: number }
+  | { kind: 'help' }
+  | { kind: 'version' }
+  | { kind: 'usage-error'; message: string }
+
+/** The words `tether` takes first, for a "did you mean" on a mistyped one. */
+const COMMANDS = ['run', 'check', 'import', 'session', 'drain'] as const
+
+/** What other tools spell these as: `tether help`, `tether version`, `tether -V`. */
+const FLAG_WORDS: Readonly<Record<string, string>> = { help: '--help', version: '--version', '-V': '--version', '-?': '--help' }
+
+/** The options of one admin subcommand that the other takes: `tether session k --migrate`. */
+const ADMIN_ONLY: Readonly<Record<string, 'session' | 'drain'>> = { '--json': 'session', '--migrate': 'drain', '--wait': 'drain' }
+
+/**
+ * A usage error for an argument nothing takes, with the option or command it is closest to:
+ * `unknownArgument("--conifg", ["--config"])` -> `unknown argument "--conifg", did you mean "--config"?`.
+ */
+function unknownArgument(a: string, candidates: readonly string[]): Command {
+  const name = a.startsWith('--') ? a.split('=')[0]! : a // `--confg=x`: the option's name
+  const flag = FLAG_WORDS[a]
+  const near = flag !== undefined ? `did you mean "${flag}"?` : /^-?-?[a-z][a-z-]*$/i.test(name) ? didYouMean(nearest(name, candidates)) : undefined
+  return { kind: 'usage-error', message: `unknown argument "${a}"${near === undefined ? '' : `, ${near}`}` }
+}
+
+export function parseArgs(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): Command {
+  const args = [...argv]
+  if (args.includes('--help') || args.includes('-h')) return { kind: 'help' }
+  if (args.includes('--version') || args.includes('-v')) return { kind: 'version' }
+  if (args[0] === 'import') return parseImport(args.slice(1))
+  if (args[0] === 'session' || args[0] === 'drain') return parseAdminCommand(args[0], args.slice(1), env)
+  let kind: 'run' | 'check' = 'run'
+  if (args[0] === 'check' || args[0] === 'run') kind = args.shift() as 'run' | 'check'
+  let config: string | undefined
+  while (args.length > 0) {
+    const a = args.shift()!
+    if (a === '--config' || a === '-c') {
+      const v = args.shift()
+      if (v === undefined || v === '') return { kind: 'usage-error', message: `${a} needs a file path` }
+      config = v
+    } else if (a.startsWith('--config=')) {
+      config = a.slice('--config='.length)
+      if (config === '') return { kind: 'usage-error', message: '--config needs a file path (--config=<file>)' }
+    } else if (kind === 'check' && config === undefined && !a.startsWith('-')) {
+      if (a === '') return { kind: 'usage-error', message: 'check needs a config file (an empty argument was given)' }
+      config = a
+    } else if (kind === 'check' && !a.startsWith('-')) {
+      return { kind: 'usage-error', message: `check takes one config file: "${a}" is a second (check each on its own)` }
+    } else if (kind === 'run' && config === undefined && !a.startsWith('-') && /\.ya?ml$/i.test(a)) {
+      // `tether proxy.yaml`: the file is an option's value when running
+      return { kind: 'usage-error', message: `unknown argument "${a}": to run with this file, write --config ${a} (to validate it: tether check ${a})` }
+    } else {
+      const unknown = unknownArgument(a, a.startsWith('-') ? ['--config', '--help', '--version'] : argv[0] === a ? COMMANDS : [])
+      // a first word that is no command and near none: which there are
+      return argv[0] === a && unknown.kind === 'usage-error' && !unknown.message.includes('did you mean') && !a.startsWith('-')
+        ? { kind: 'usage-error', message: `${unknown.message} (commands: ${COMMANDS.join(', ')})` }
+        : unknown
+    }
+  }
+  if (kind === 'check' && config === undefined) return { kind: 'usage-error', message: 'check needs a config file' }
+  if (kind === 'check') return { kind, config: config! }
+  if (config !== undefined) return { kind, config, configFrom: 'argument' }
+  const fromEnv = env['TETHER_CONFIG']
+  return fromEnv !== undefined ? { kind, config: fromEnv, configFrom: 'TETHER_CONFIG' } : { kind, config: 'config/proxy.yaml', configFrom: 'default' }
+}
+
+function parseImport(args: string[]): Command {
+  const files: string[] = []
+  let manifests = false
+  let image: string | undefined
+  while (args.length > 0) {
+    const a = args.shift()!
+    if (a === '--manifests') manifests = true
+    else if (a === '--image') {
+      image = args.shift()
+      if (image === undefined || image === '') return { kind: 'usage-error', message: '--image needs an image reference' }
+    } else if (a.startsWith('--image=')) image = a.slice('--image='.length)
+    else if (a.startsWith('-') && a !== '-') return unknownArgument(a, ['--manifests', '--image'])
+    else if (a === '') return { kind: 'usage-error', message: 'import: a manifest file argument is empty' }
+    // (its objects would each be read twice: the second reported as a second source of stickiness)
+    else if (files.includes(a)) return { kind: 'usage-error', message: `import: ${a === '-' ? 'stdin (-)' : `"${a}"`} is named twice` }
+    else files.push(a)
+  }
+  if (files.length === 0) return { kind: 'usage-error', message: 'import needs at least one manifest file' }
+  return { kind: 'import', files, manifests, image }
+}
+
+/** `tether session <key> ...` and `tether drain <id> ...`: the admin API's client commands. */
+function parseAdminCommand(kind: 'session' | 'drain', args: string[], env: Readonly<Record<string, string | undefined>>): Command {
+  let url = env['TETHER_ADMIN'] ?? 'http://127.0.0.1:9901'
+  let urlFrom = 'TETHER_ADMIN'
+  let token = env['TETHER_ADMIN_TOKEN'] ?? null
+  let tokenFrom = 'TETHER_ADMIN_TOKEN'
+  let target: string | undefined
+  let json = false
+  let migrate = false
+  let wait = false
+  let timeout = 5 * 60_000
+  while (args.length > 0) {
+    const a = args.shift()!
+    const [name, inline] = a.startsWith('--') && a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined]
+    const value = (): string | null => inline ?? args.shift() ?? null
+    if (name === '--admin' || name === '--token' || name === '--timeout') {
+      const v = value()
+      if (v === null || v === '') return { kind: 'usage-error', message: `${name} needs a value` }
+      if (name === '--admin') [url, urlFrom] = [v, '--admin']
+      else if (name === '--token') [token, tokenFrom] = [v, '--token']
+      else {
+        try {
+          timeout = parseDuration(v)
+        } catch (err) {
+          return { kind: 'usage-error', message: `--timeout: ${(err as Error).message}` }
+        }
+      }
+    } else if (a === '--json' && kind === 'session') json = true
+    else if (a === '--migrate' && kind === 'drain') migrate = true
+    else if (a === '--wait' && kind === 'drain') wait = true
+    else if (ADMIN_ONLY[name] !== undefined && ADMIN_ONLY[name] !== kind) return { kind: 'usage-error', message: `${name} is an option of tether ${ADMIN_ONLY[name]}, not of tether ${kind}` }
+    else if (a.startsWith('-')) return unknownArgument(a, ['--admin', '--token', ...(kind === 'session' ? ['--json'] : ['--timeout', '--migrate', '--wait'])])
+    else if (target !== undefined) {
+      const what = kind === 'session' ? 'session key' : 'upstream id'
+      return { kind: 'usage-error', message: `${kind} takes one ${what}: "${a}" is a second${kind === 'drain' ? ' (drain each on its own)' : ''}` }
+    } else target = a
+  }
+  if (target === undefined || target === '') return { kind: 'usage-error', message: `${kind} needs ${kind === 'session' ? 'a session key' : 'an upstream id'}` }
+  if (!/^https?:\/\/[^/]/.test(url)) return { kind: 'usage-error', message: `${urlFrom}: expected a URL like http://127.0.0.1:9901, got "${url}"${urlFrom === '--admin' ? '' : ' (--admin <url> overrides it)'}` }
+  // fetch drops whitespace at a header value's ends and refuses a control character inside,
+  // with an error that quotes the value: said here, the token never shown
+  if (token !== null && /[\x00-\x08\x0a-\x1f\x7f]/.test(token.replace(/^[ \t\r\n]+|[ \t\r\n]+$/g, ''))) {
+    return { kind: 'usage-error', message: `${tokenFrom}: holds a control character (a line break inside?), which an Authorization header cannot carry (not shown)` }
+  }
+  const admin = { url, token }
+  return kind === 'session' ? { kind, admin, key: target, json } : { kind, admin, id: target, migrate, wait, timeout }
+}
