@@ -21,7 +21,7 @@ export const USAGE = `Usage:
   tether session <key> [--json] [--admin URL] [--token T]
                              where is this user: upstream, epoch, last move, checkpoint;
                              <key> as the access log's session field shows it, or raw
-  tether drain <id> [--migrate] [--wait] [--timeout 5m] [--admin URL] [--token T]
+  tether drain <id> [--migrate] [--wait [--timeout 5m]] [--admin URL] [--token T]
                              drain an upstream (--migrate: its users move at their next
                              request after an idle gap); --wait returns once no session
                              remains or the timeout passed (exit 0: a preStop hook)
@@ -52,7 +52,25 @@ const COMMANDS = ['run', 'check', 'import', 'session', 'drain'] as const
 const FLAG_WORDS: Readonly<Record<string, string>> = { help: '--help', version: '--version', '-V': '--version', '-?': '--help' }
 
 /** The options of one admin subcommand that the other takes: `tether session k --migrate`. */
-const ADMIN_ONLY: Readonly<Record<string, 'session' | 'drain'>> = { '--json': 'session', '--migrate': 'drain', '--wait': 'drain' }
+const ADMIN_ONLY: Readonly<Record<string, 'session' | 'drain'>> = { '--json': 'session', '--migrate': 'drain', '--wait': 'drain', '--timeout': 'drain' }
+
+/** What an admin-only option is, where its name alone does not say: `--timeout is an option of tether drain (how long --wait waits)`. */
+const ADMIN_ONLY_WHAT: Readonly<Record<string, string>> = { '--timeout': ' (how long --wait waits)' }
+
+/**
+ * An option that takes a value, given a second time with another value: a usage error naming
+ * both, or null (the first time, or the same value again, as a wrapper script adding it once
+ * more). nginx (`-c`), curl and git take the last value silently; a config file, admin API or
+ * deadline overridden without a word is a footgun (a script's `--config` replaced by a
+ * user's), so Tether refuses. A token is never shown. `one` names what to give one of.
+ * Example: `givenTwice("--config", "a.yaml", "b.yaml", "config file")` ->
+ * `--config is given twice ("a.yaml" and "b.yaml"): name one config file`.
+ */
+function givenTwice(name: string, before: string | undefined, value: string, one: string): Command | null {
+  if (before === undefined || before === value) return null
+  const values = name === '--token' ? 'with two values, not shown' : `${JSON.stringify(before)} and ${JSON.stringify(value)}`
+  return { kind: 'usage-error', message: `${name} is given twice (${values}): name one ${one}` }
+}
 
 /**
  * A usage error for an argument nothing takes, with the option or command it is closest to:
@@ -76,13 +94,13 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
   let config: string | undefined
   while (args.length > 0) {
     const a = args.shift()!
-    if (a === '--config' || a === '-c') {
-      const v = args.shift()
-      if (v === undefined || v === '') return { kind: 'usage-error', message: `${a} needs a file path` }
+    if (a === '--config' || a === '-c' || a.startsWith('--config=')) {
+      const v = a.startsWith('--config=') ? a.slice('--config='.length) : args.shift()
+      if (v === undefined || v === '') return { kind: 'usage-error', message: a.startsWith('--config=') ? '--config needs a file path (--config=<file>)' : `${a} needs a file path` }
+      // (check's file named as an argument, then --config: the same option twice)
+      const twice = givenTwice('--config', config, v, 'config file')
+      if (twice !== null) return twice
       config = v
-    } else if (a.startsWith('--config=')) {
-      config = a.slice('--config='.length)
-      if (config === '') return { kind: 'usage-error', message: '--config needs a file path (--config=<file>)' }
     } else if (kind === 'check' && config === undefined && !a.startsWith('-')) {
       if (a === '') return { kind: 'usage-error', message: 'check needs a config file (an empty argument was given)' }
       config = a
@@ -113,17 +131,21 @@ function parseImport(args: string[]): Command {
   while (args.length > 0) {
     const a = args.shift()!
     if (a === '--manifests') manifests = true
-    else if (a === '--image') {
-      image = args.shift()
-      if (image === undefined || image === '') return { kind: 'usage-error', message: '--image needs an image reference' }
-    } else if (a.startsWith('--image=')) image = a.slice('--image='.length)
-    else if (a.startsWith('-') && a !== '-') return unknownArgument(a, ['--manifests', '--image'])
+    else if (a === '--image' || a.startsWith('--image=')) {
+      const v = a === '--image' ? args.shift() : a.slice('--image='.length)
+      if (v === undefined || (v === '' && a === '--image')) return { kind: 'usage-error', message: '--image needs an image reference' }
+      const twice = givenTwice('--image', image, v, 'image')
+      if (twice !== null) return twice
+      image = v
+    } else if (a.startsWith('-') && a !== '-') return unknownArgument(a, ['--manifests', '--image'])
     else if (a === '') return { kind: 'usage-error', message: 'import: a manifest file argument is empty' }
     // (its objects would each be read twice: the second reported as a second source of stickiness)
     else if (files.includes(a)) return { kind: 'usage-error', message: `import: ${a === '-' ? 'stdin (-)' : `"${a}"`} is named twice` }
     else files.push(a)
   }
   if (files.length === 0) return { kind: 'usage-error', message: 'import needs at least one manifest file' }
+  // (an --image=, empty, is left to the conversion's check of the reference, which names it)
+  if (image !== undefined && !manifests) return { kind: 'usage-error', message: '--image is the image of the Deployment --manifests prints: add --manifests (a proxy.yaml names no image)' }
   return { kind: 'import', files, manifests, image }
 }
 
@@ -138,13 +160,19 @@ function parseAdminCommand(kind: 'session' | 'drain', args: string[], env: Reado
   let migrate = false
   let wait = false
   let timeout = 5 * 60_000
+  // each option's value as given on the command line, for givenTwice
+  const given: Record<string, string> = {}
+  const one: Readonly<Record<string, string>> = { '--admin': 'admin API', '--token': 'token', '--timeout': 'deadline' }
   while (args.length > 0) {
     const a = args.shift()!
     const [name, inline] = a.startsWith('--') && a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined]
     const value = (): string | null => inline ?? args.shift() ?? null
-    if (name === '--admin' || name === '--token' || name === '--timeout') {
+    if (name === '--admin' || name === '--token' || (name === '--timeout' && kind === 'drain')) {
       const v = value()
       if (v === null || v === '') return { kind: 'usage-error', message: `${name} needs a value` }
+      const twice = givenTwice(name, given[name], v, one[name]!)
+      if (twice !== null) return twice
+      given[name] = v
       if (name === '--admin') [url, urlFrom] = [v, '--admin']
       else if (name === '--token') [token, tokenFrom] = [v, '--token']
       else {
@@ -157,7 +185,7 @@ function parseAdminCommand(kind: 'session' | 'drain', args: string[], env: Reado
     } else if (a === '--json' && kind === 'session') json = true
     else if (a === '--migrate' && kind === 'drain') migrate = true
     else if (a === '--wait' && kind === 'drain') wait = true
-    else if (ADMIN_ONLY[name] !== undefined && ADMIN_ONLY[name] !== kind) return { kind: 'usage-error', message: `${name} is an option of tether ${ADMIN_ONLY[name]}, not of tether ${kind}` }
+    else if (ADMIN_ONLY[name] !== undefined && ADMIN_ONLY[name] !== kind) return { kind: 'usage-error', message: `${name} is an option of tether ${ADMIN_ONLY[name]}${ADMIN_ONLY_WHAT[name] ?? ''}, not of tether ${kind}` }
     else if (a.startsWith('-')) return unknownArgument(a, ['--admin', '--token', ...(kind === 'session' ? ['--json'] : ['--timeout', '--migrate', '--wait'])])
     else if (target !== undefined) {
       const what = kind === 'session' ? 'session key' : 'upstream id'
@@ -165,6 +193,8 @@ function parseAdminCommand(kind: 'session' | 'drain', args: string[], env: Reado
     } else target = a
   }
   if (target === undefined || target === '') return { kind: 'usage-error', message: `${kind} needs ${kind === 'session' ? 'a session key' : 'an upstream id'}` }
+  // without --wait, drain returns once the admin API has ordered the drain: nothing to time
+  if (given['--timeout'] !== undefined && !wait) return { kind: 'usage-error', message: '--timeout is how long --wait waits: add --wait (without it, drain returns once the drain is ordered)' }
   if (!/^https?:\/\/[^/]/.test(url)) return { kind: 'usage-error', message: `${urlFrom}: expected a URL like http://127.0.0.1:9901, got "${url}"${urlFrom === '--admin' ? '' : ' (--admin <url> overrides it)'}` }
   // fetch drops whitespace at a header value's ends and refuses a control character inside,
   // with an error that quotes the value: said here, the token never shown

@@ -1,0 +1,43 @@
+// The command line parser (src/cli-args.ts), in process: what each argv is parsed into, and each
+// usage error's words. That the CLI prints a usage error with the help and exits 2 is tested once
+// per kind through a real process in cli-errors.test.ts and cli-usage-errors.test.ts.
+import t from 'tap'
+import { parseArgs } from '../src/cli-args.js'
+
+/** The usage error `argv` is answered with (fails the test when it parses). */
+function usageError(argv: string[], env: Record<string, string> = {}): string {
+  const cmd = parseArgs(argv, env)
+  return cmd.kind === 'usage-error' ? cmd.message : `parsed as ${JSON.stringify(cmd)}`
+}
+
+t.test('an option that takes a value, given twice with two values, is refused naming both (never the last taken silently)', async (t) => {
+  const cases: [string[], string][] = [
+    [['--config', 'a.yaml', '--config', 'b.yaml'], '--config is given twice ("a.yaml" and "b.yaml"): name one config file'],
+    [['run', '-c', 'a.yaml', '--config=b.yaml'], '--config is given twice ("a.yaml" and "b.yaml"): name one config file'],
+    [['check', 'a.yaml', '--config', 'b.yaml'], '--config is given twice ("a.yaml" and "b.yaml"): name one config file'],
+    [['import', '--manifests', '--image', 'r/a:1', '--image=r/b:2', 'x.yaml'], '--image is given twice ("r/a:1" and "r/b:2"): name one image'],
+    [['drain', 'app-1', '--admin', 'http://10.0.0.1:9901', '--admin=http://10.0.0.2:9901'], '--admin is given twice ("http://10.0.0.1:9901" and "http://10.0.0.2:9901"): name one admin API'],
+    [['drain', 'app-1', '--wait', '--timeout', '5s', '--timeout', '1m'], '--timeout is given twice ("5s" and "1m"): name one deadline'],
+    // a token is never shown, not even in this error
+    [['session', 'k', '--token', 'secret-1', '--token', 'secret-2'], '--token is given twice (with two values, not shown): name one token'],
+  ]
+  for (const [argv, message] of cases) t.equal(usageError(argv), message, argv.join(' '))
+  // the same value twice overrides nothing (a wrapper script that adds it again): taken
+  t.same(parseArgs(['--config', 'a.yaml', '-c', 'a.yaml'], {}), { kind: 'run', config: 'a.yaml', configFrom: 'argument' })
+  // an option given once overrides the environment, as before
+  t.same(parseArgs(['--config', 'a.yaml'], { TETHER_CONFIG: 'b.yaml' }), { kind: 'run', config: 'a.yaml', configFrom: 'argument' })
+  const drain = parseArgs(['drain', 'app-1', '--admin', 'http://10.0.0.1:9901', '--token', 't'], { TETHER_ADMIN: 'http://127.0.0.1:1', TETHER_ADMIN_TOKEN: 'e' })
+  t.same(drain, { kind: 'drain', admin: { url: 'http://10.0.0.1:9901', token: 't' }, id: 'app-1', migrate: false, wait: false, timeout: 300_000 })
+})
+
+t.test('an option accepted and then ignored is refused: --timeout of session, --timeout without --wait, --image without --manifests', async (t) => {
+  const cases: [string[], string][] = [
+    [['session', 'k', '--timeout', '5s'], '--timeout is an option of tether drain (how long --wait waits), not of tether session'],
+    [['session', 'k', '--timeout=5s'], '--timeout is an option of tether drain (how long --wait waits), not of tether session'],
+    [['drain', 'app-1', '--timeout', '5s'], '--timeout is how long --wait waits: add --wait (without it, drain returns once the drain is ordered)'],
+    [['import', '--image', 'r/a:1', 'x.yaml'], '--image is the image of the Deployment --manifests prints: add --manifests (a proxy.yaml names no image)'],
+  ]
+  for (const [argv, message] of cases) t.equal(usageError(argv), message, argv.join(' '))
+  t.same(parseArgs(['drain', 'app-1', '--timeout', '5s', '--wait'], {}), { kind: 'drain', admin: { url: 'http://127.0.0.1:9901', token: null }, id: 'app-1', migrate: false, wait: true, timeout: 5_000 })
+  t.same(parseArgs(['import', 'x.yaml', '--image', 'r/a:1', '--manifests'], {}), { kind: 'import', files: ['x.yaml'], manifests: true, image: 'r/a:1' })
+})
