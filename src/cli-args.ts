@@ -1,7 +1,7 @@
 // The command line as words: argv (and the environment's defaults) parsed into one Command, or a
 // usage error that says what is wrong and what to write instead; and the help text. Pure: no
 // I/O, no process (cli.ts runs the command), so every usage error is tested in process.
-import { didYouMean, nearest } from './config/index.js'
+import { didYouMean, escapeControls, nearest } from './config/index.js'
 import { parseDuration } from './config/duration.js'
 import type { AdminTarget } from './admin/admin-client.js'
 
@@ -83,32 +83,55 @@ function unknownArgument(a: string, candidates: readonly string[]): Command {
   return { kind: 'usage-error', message: `unknown argument "${a}"${near === undefined ? '' : `, ${near}`}` }
 }
 
+/**
+ * The command `argv` (the words after `tether`) asks for, with `env`'s defaults (TETHER_CONFIG,
+ * TETHER_ADMIN, TETHER_ADMIN_TOKEN), or a usage error whose message names the bad input with
+ * its control characters escaped (`"fo\u0000o"`). `--` ends the options (POSIX): the words
+ * after it are keys, ids or files even when they start with "-".
+ * Example: `parseArgs(["check", "proxy.yaml"], {})` -> `{ kind: "check", config: "proxy.yaml" }`.
+ */
 export function parseArgs(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): Command {
+  const cmd = parseWords(argv, env)
+  return cmd.kind === 'usage-error' ? { kind: 'usage-error', message: escapeControls(cmd.message) } : cmd
+}
+
+function parseWords(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): Command {
   const args = [...argv]
-  if (args.includes('--help') || args.includes('-h')) return { kind: 'help' }
-  if (args.includes('--version') || args.includes('-v')) return { kind: 'version' }
+  const options = args.includes('--') ? args.slice(0, args.indexOf('--')) : args
+  if (options.includes('--help') || options.includes('-h')) return { kind: 'help' }
+  if (options.includes('--version') || options.includes('-v')) return { kind: 'version' }
   if (args[0] === 'import') return parseImport(args.slice(1))
   if (args[0] === 'session' || args[0] === 'drain') return parseAdminCommand(args[0], args.slice(1), env)
   let kind: 'run' | 'check' = 'run'
   if (args[0] === 'check' || args[0] === 'run') kind = args.shift() as 'run' | 'check'
   let config: string | undefined
+  let ended = false // after "--"
   while (args.length > 0) {
     const a = args.shift()!
-    if (a === '--config' || a === '-c' || a.startsWith('--config=')) {
+    if (a === '--' && !ended) {
+      ended = true
+      continue
+    }
+    const option = !ended && a.startsWith('-')
+    if (!ended && (a === '--config' || a === '-c' || a.startsWith('--config='))) {
       const v = a.startsWith('--config=') ? a.slice('--config='.length) : args.shift()
       if (v === undefined || v === '') return { kind: 'usage-error', message: a.startsWith('--config=') ? '--config needs a file path (--config=<file>)' : `${a} needs a file path` }
       // (check's file named as an argument, then --config: the same option twice)
       const twice = givenTwice('--config', config, v, 'config file')
       if (twice !== null) return twice
       config = v
-    } else if (kind === 'check' && config === undefined && !a.startsWith('-')) {
+    } else if (kind === 'check' && config === undefined && !option) {
       if (a === '') return { kind: 'usage-error', message: 'check needs a config file (an empty argument was given)' }
       config = a
-    } else if (kind === 'check' && !a.startsWith('-')) {
+    } else if (kind === 'check' && !option) {
       return { kind: 'usage-error', message: `check takes one config file: "${a}" is a second (check each on its own)` }
-    } else if (kind === 'run' && config === undefined && !a.startsWith('-') && /\.ya?ml$/i.test(a)) {
+    } else if (kind === 'run' && config === undefined && !option && /\.ya?ml$/i.test(a)) {
       // `tether proxy.yaml`: the file is an option's value when running
       return { kind: 'usage-error', message: `unknown argument "${a}": to run with this file, write --config ${a} (to validate it: tether check ${a})` }
+    } else if (!ended && argv[0] !== a && (COMMANDS as readonly string[]).includes(a)) {
+      // `tether --config x check`, `tether run check x`
+      const first = argv[0] === 'run' || argv[0] === 'check' ? `, and there is one: ${argv[0]}` : ` (tether ${a} ...)`
+      return { kind: 'usage-error', message: `unknown argument "${a}": a command comes first${first}` }
     } else {
       const unknown = unknownArgument(a, a.startsWith('-') ? ['--config', '--help', '--version'] : argv[0] === a ? COMMANDS : [])
       // a first word that is no command and near none: which there are
@@ -128,16 +151,18 @@ function parseImport(args: string[]): Command {
   const files: string[] = []
   let manifests = false
   let image: string | undefined
+  let ended = false // after "--"
   while (args.length > 0) {
     const a = args.shift()!
-    if (a === '--manifests') manifests = true
-    else if (a === '--image' || a.startsWith('--image=')) {
+    if (a === '--' && !ended) ended = true
+    else if (!ended && a === '--manifests') manifests = true
+    else if (!ended && (a === '--image' || a.startsWith('--image='))) {
       const v = a === '--image' ? args.shift() : a.slice('--image='.length)
       if (v === undefined || (v === '' && a === '--image')) return { kind: 'usage-error', message: '--image needs an image reference' }
       const twice = givenTwice('--image', image, v, 'image')
       if (twice !== null) return twice
       image = v
-    } else if (a.startsWith('-') && a !== '-') return unknownArgument(a, ['--manifests', '--image'])
+    } else if (!ended && a.startsWith('-') && a !== '-') return unknownArgument(a, ['--manifests', '--image'])
     else if (a === '') return { kind: 'usage-error', message: 'import: a manifest file argument is empty' }
     // (its objects would each be read twice: the second reported as a second source of stickiness)
     else if (files.includes(a)) return { kind: 'usage-error', message: `import: ${a === '-' ? 'stdin (-)' : `"${a}"`} is named twice` }
@@ -163,11 +188,16 @@ function parseAdminCommand(kind: 'session' | 'drain', args: string[], env: Reado
   // each option's value as given on the command line, for givenTwice
   const given: Record<string, string> = {}
   const one: Readonly<Record<string, string>> = { '--admin': 'admin API', '--token': 'token', '--timeout': 'deadline' }
+  let ended = false // after "--"
   while (args.length > 0) {
     const a = args.shift()!
+    if (a === '--' && !ended) {
+      ended = true
+      continue
+    }
     const [name, inline] = a.startsWith('--') && a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined]
     const value = (): string | null => inline ?? args.shift() ?? null
-    if (name === '--admin' || name === '--token' || (name === '--timeout' && kind === 'drain')) {
+    if (!ended && (name === '--admin' || name === '--token' || (name === '--timeout' && kind === 'drain'))) {
       const v = value()
       if (v === null || v === '') return { kind: 'usage-error', message: `${name} needs a value` }
       const twice = givenTwice(name, given[name], v, one[name]!)
@@ -182,11 +212,12 @@ function parseAdminCommand(kind: 'session' | 'drain', args: string[], env: Reado
           return { kind: 'usage-error', message: `--timeout: ${(err as Error).message}` }
         }
       }
-    } else if (a === '--json' && kind === 'session') json = true
-    else if (a === '--migrate' && kind === 'drain') migrate = true
-    else if (a === '--wait' && kind === 'drain') wait = true
-    else if (ADMIN_ONLY[name] !== undefined && ADMIN_ONLY[name] !== kind) return { kind: 'usage-error', message: `${name} is an option of tether ${ADMIN_ONLY[name]}${ADMIN_ONLY_WHAT[name] ?? ''}, not of tether ${kind}` }
-    else if (a.startsWith('-')) return unknownArgument(a, ['--admin', '--token', ...(kind === 'session' ? ['--json'] : ['--timeout', '--migrate', '--wait'])])
+    } else if (!ended && a === '--json' && kind === 'session') json = true
+    else if (!ended && a === '--migrate' && kind === 'drain') migrate = true
+    else if (!ended && a === '--wait' && kind === 'drain') wait = true
+    else if (!ended && ADMIN_ONLY[name] !== undefined && ADMIN_ONLY[name] !== kind) return { kind: 'usage-error', message: `${name} is an option of tether ${ADMIN_ONLY[name]}${ADMIN_ONLY_WHAT[name] ?? ''}, not of tether ${kind}` }
+    // (after "--", a key or id whatever it starts with)
+    else if (!ended && a.startsWith('-')) return unknownArgument(a, ['--admin', '--token', ...(kind === 'session' ? ['--json'] : ['--timeout', '--migrate', '--wait'])])
     else if (target !== undefined) {
       const what = kind === 'session' ? 'session key' : 'upstream id'
       return { kind: 'usage-error', message: `${kind} takes one ${what}: "${a}" is a second${kind === 'drain' ? ' (drain each on its own)' : ''}` }

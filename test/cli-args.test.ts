@@ -41,3 +41,20 @@ t.test('an option accepted and then ignored is refused: --timeout of session, --
   t.same(parseArgs(['drain', 'app-1', '--timeout', '5s', '--wait'], {}), { kind: 'drain', admin: { url: 'http://127.0.0.1:9901', token: null }, id: 'app-1', migrate: false, wait: true, timeout: 5_000 })
   t.same(parseArgs(['import', 'x.yaml', '--image', 'r/a:1', '--manifests'], {}), { kind: 'import', files: ['x.yaml'], manifests: true, image: 'r/a:1' })
 })
+
+t.test('"--" ends the options: a session key, upstream id or file that starts with "-" can be named', async (t) => {
+  const admin = { url: 'http://127.0.0.1:9901', token: null }
+  t.same(parseArgs(['session', '--json', '--', '-abc'], {}), { kind: 'session', admin, key: '-abc', json: true })
+  t.same(parseArgs(['drain', '--wait', '--', '--odd'], {}), { kind: 'drain', admin, id: '--odd', migrate: false, wait: true, timeout: 300_000 })
+  t.same(parseArgs(['check', '--', '-proxy.yaml'], {}), { kind: 'check', config: '-proxy.yaml' })
+  t.same(parseArgs(['import', '--', '-', '-x.yaml'], {}), { kind: 'import', files: ['-', '-x.yaml'], manifests: false, image: undefined })
+  // after "--" an option is a word: a second key, not --json
+  t.equal(usageError(['session', 'k', '--', '--json']), 'session takes one session key: "--json" is a second')
+})
+
+t.test('usage errors name the bad input escaped (a control character in it as JSON writes it); a command after options is told to come first', async (t) => {
+  t.equal(usageError(['fo\u0000o']), 'unknown argument "fo\\u0000o" (commands: run, check, import, session, drain)')
+  t.equal(usageError(['drain', 'a', 'b\u001b[31m']), 'drain takes one upstream id: "b\\u001b[31m" is a second (drain each on its own)')
+  t.equal(usageError(['--config', 'a.yaml', 'check']), 'unknown argument "check": a command comes first (tether check ...)')
+  t.equal(usageError(['run', 'check', 'a.yaml']), 'unknown argument "check": a command comes first, and there is one: run')
+})
