@@ -1,39 +1,47 @@
-// Usage errors a new user meets, each run as a real CLI process: what is wrong and what to
-// write instead (a command spelt as another tool's, a second file or id, an empty --config=,
-// the other admin command's option, a manifest named twice, an admin address where nothing
-// listens). Split from cli-errors.test.ts to keep each file quick on a loaded host.
+// Usage errors a new user meets: what is wrong and what to write instead (a command spelt as
+// another tool's, a second file or id, an empty --config=, the other admin command's option, a
+// manifest named twice, an admin address where nothing listens). The parser's answers are
+// checked in process (src/cli-args.ts); two run as a real CLI process, for what the process
+// adds: the "tether: " line, the help after it and exit 2, and the admin client's exit 1.
+// Split from cli-errors.test.ts to keep each file quick on a loaded host.
 import t from 'tap'
+import { parseArgs, USAGE } from '../src/cli-args.js'
 import { freePort, runCli } from './fixtures/cli.js'
 
+/** The line the CLI prints for `args` (its usage error), or what it parsed them as. */
+function usageLine(args: string[], env: Record<string, string> = {}): string {
+  const cmd = parseArgs(args, env)
+  return cmd.kind === 'usage-error' ? `tether: ${cmd.message}` : `parsed as ${cmd.kind}`
+}
+
 t.test('usage errors a new user meets say what is wrong and what to write instead', async (t) => {
-  const closed = await freePort()
-  const cases: [string[], string, number][] = [
-    [['help'], 'unknown argument "help", did you mean "--help"?', 2],
-    [['version'], 'unknown argument "version", did you mean "--version"?', 2],
-    [['-V'], 'unknown argument "-V", did you mean "--version"?', 2],
-    [['frobnicate'], 'unknown argument "frobnicate" (commands: run, check, import, session, drain)', 2],
-    [['check', '--config='], '--config needs a file path (--config=<file>)', 2],
-    [['--config', ''], '--config needs a file path', 2],
-    [['check', ''], 'check needs a config file (an empty argument was given)', 2],
-    [['check', 'a.yaml', 'b.yaml'], 'check takes one config file: "b.yaml" is a second (check each on its own)', 2],
-    [['drain', 'app-1', 'app-2'], 'drain takes one upstream id: "app-2" is a second (drain each on its own)', 2],
-    [['session', 'k', 'k2'], 'session takes one session key: "k2" is a second', 2],
-    [['session', 'k', '--migrate'], '--migrate is an option of tether drain, not of tether session', 2],
-    [['drain', 'app-1', '--json'], '--json is an option of tether session, not of tether drain', 2],
-    [['import', 'a.yaml', 'b.yaml', 'a.yaml'], 'import: "a.yaml" is named twice', 2],
-    [['import', '-', '-'], 'import: stdin (-) is named twice', 2],
-    [['import', ''], 'import: a manifest file argument is empty', 2],
-    [['drain', 'app-1', '--admin', `http://127.0.0.1:${closed}`], `drain: cannot reach the admin API at http://127.0.0.1:${closed}: ECONNREFUSED (is Tether running with admin.listen at this address? --admin or TETHER_ADMIN names another)`, 1],
+  const cases: [string[], string][] = [
+    [['help'], 'unknown argument "help", did you mean "--help"?'],
+    [['version'], 'unknown argument "version", did you mean "--version"?'],
+    [['-V'], 'unknown argument "-V", did you mean "--version"?'],
+    [['frobnicate'], 'unknown argument "frobnicate" (commands: run, check, import, session, drain)'],
+    [['check', '--config='], '--config needs a file path (--config=<file>)'],
+    [['--config', ''], '--config needs a file path'],
+    [['check', ''], 'check needs a config file (an empty argument was given)'],
+    [['check', 'a.yaml', 'b.yaml'], 'check takes one config file: "b.yaml" is a second (check each on its own)'],
+    [['drain', 'app-1', 'app-2'], 'drain takes one upstream id: "app-2" is a second (drain each on its own)'],
+    [['session', 'k', 'k2'], 'session takes one session key: "k2" is a second'],
+    [['session', 'k', '--migrate'], '--migrate is an option of tether drain, not of tether session'],
+    [['drain', 'app-1', '--json'], '--json is an option of tether session, not of tether drain'],
+    [['import', 'a.yaml', 'b.yaml', 'a.yaml'], 'import: "a.yaml" is named twice'],
+    [['import', '-', '-'], 'import: stdin (-) is named twice'],
+    [['import', ''], 'import: a manifest file argument is empty'],
   ]
-  const runs = await Promise.all(cases.map(([args]) => runCli(args)))
+  for (const [args, message] of cases) t.equal(usageLine(args), `tether: ${message}`, args.join(' '))
   // the admin address from the environment: named as such
-  const fromEnv = await runCli(['drain', 'app-1'], { TETHER_ADMIN: '127.0.0.1:9901' })
-  t.equal(fromEnv.code, 2)
-  t.equal(fromEnv.stderr.split('\n')[0], 'tether: TETHER_ADMIN: expected a URL like http://127.0.0.1:9901, got "127.0.0.1:9901" (--admin <url> overrides it)')
-  const fromFlag = await runCli(['drain', 'app-1', '--admin', '127.0.0.1:9901'], { TETHER_ADMIN: 'http://127.0.0.1:9901' })
-  t.equal(fromFlag.stderr.split('\n')[0], 'tether: --admin: expected a URL like http://127.0.0.1:9901, got "127.0.0.1:9901"')
-  cases.forEach(([args, message, code], i) => {
-    t.equal(runs[i]!.code, code, args.join(' '))
-    t.equal(runs[i]!.stderr.split('\n')[0], `tether ${message}`.replace(/^tether (?!drain:)/, 'tether: '), args.join(' '))
-  })
+  t.equal(usageLine(['drain', 'app-1'], { TETHER_ADMIN: '127.0.0.1:9901' }), 'tether: TETHER_ADMIN: expected a URL like http://127.0.0.1:9901, got "127.0.0.1:9901" (--admin <url> overrides it)')
+  t.equal(usageLine(['drain', 'app-1', '--admin', '127.0.0.1:9901'], { TETHER_ADMIN: 'http://127.0.0.1:9901' }), 'tether: --admin: expected a URL like http://127.0.0.1:9901, got "127.0.0.1:9901"')
+})
+
+t.test('as a process: a usage error is its line, then the help, exit 2; an admin address where nothing listens is asked about, exit 1', async (t) => {
+  const closed = await freePort()
+  const [usage, refused] = await Promise.all([runCli(['help']), runCli(['drain', 'app-1', '--admin', `http://127.0.0.1:${closed}`])])
+  t.same([usage.code, usage.stdout, usage.stderr], [2, '', `tether: unknown argument "help", did you mean "--help"?\n\n${USAGE}`])
+  t.equal(refused.code, 1)
+  t.equal(refused.stderr, `tether drain: cannot reach the admin API at http://127.0.0.1:${closed}: ECONNREFUSED (is Tether running with admin.listen at this address? --admin or TETHER_ADMIN names another)\n`)
 })
