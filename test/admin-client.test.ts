@@ -102,6 +102,7 @@ t.test("another server's error page (an app's 404) is said to be not the admin A
   const page = '<!DOCTYPE HTML>\n<html>\n<body>\n<h1>Error response</h1>\n</body>\n</html>\n'
   const server = http.createServer((req, res) => {
     if (req.url === '/sessions/plain') res.writeHead(502, { 'content-type': 'text/plain' }).end('Bad Gateway:\n  the upstream\n  went away\n')
+    else if (req.url === '/sessions/escape') res.writeHead(500, { 'content-type': 'text/plain' }).end('oops \u001b[2J\u001b]0;owned\u0007 \u202egnp.exe\n')
     else res.writeHead(404, { 'content-type': 'text/html' }).end(page)
   }).listen(0, '127.0.0.1')
   await new Promise((r) => server.once('listening', r))
@@ -113,4 +114,8 @@ t.test("another server's error page (an app's 404) is said to be not the admin A
   t.same([session.code, session.err], [1, `tether session: 404: the answer from ${url} is not the Tether admin API's (is --admin the admin listener's address?)\n`])
   const plain = await showSession({ url, token: null }, 'plain', false)
   t.equal(plain.err, 'tether session: 502 Bad Gateway: the upstream went away\n')
+  // a terminal's escape sequences (clear the screen, set the title) and a bidi control in an
+  // error text: escaped as JSON writes them, never sent to the terminal
+  const escaped = await showSession({ url, token: null }, 'escape', false)
+  t.equal(escaped.err, 'tether session: 500 oops \\u001b[2J\\u001b]0;owned\\u0007 \\u202egnp.exe\n')
 })

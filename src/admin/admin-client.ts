@@ -2,7 +2,7 @@
 // `tether drain <id> [--migrate] [--wait]` (a preStop hook that returns once the upstream's
 // users have moved). Layer 4 flow: HTTP calls to a running Tether's admin listener through
 // Node's fetch; it never touches a running proxy's state otherwise, and never throws.
-import { didYouMean, nearest } from '../config/index.js'
+import { didYouMean, escapeControls, nearest } from '../config/index.js'
 import { SCAN_TIMEOUT, isScan, type SessionView } from './session-lookup.js'
 
 /** Where the admin listener is and how to authenticate. */
@@ -152,7 +152,8 @@ async function unknownUpstream(admin: AdminTarget, id: string, answer: string): 
   const near = didYouMean(nearest(id, ids))
   const listed = ids.length === 0 ? 'no upstream is known (discovery found none yet?)'
     : `known: ${ids.slice(0, KNOWN_LISTED).join(', ')}${ids.length > KNOWN_LISTED ? `, and ${ids.length - KNOWN_LISTED} more (GET /upstreams lists them)` : ''}`
-  return `unknown upstream ${JSON.stringify(id)}${near === undefined ? '' : `; ${near}`} (${listed})`
+  // (the ids as the admin API sent them: escaped)
+  return escapeControls(`unknown upstream ${JSON.stringify(id)}${near === undefined ? '' : `; ${near}`} (${listed})`)
 }
 
 /** Example: sessionsRemain(1) -> '1 session remains'; sessionsRemain(3) -> '3 sessions remain'. */
@@ -163,10 +164,14 @@ function sessionsRemain(n: number): string {
 /** The longest `drain --wait` waits for its look at the deadline (ms). */
 const LAST_LOOK = 1_000
 
-/** An error body as one line of at most 300 characters (the admin API's are one line already). */
+/**
+ * An error body as one line of at most 300 characters (the admin API's are one line already),
+ * its control characters escaped (escapeControls): another server's text must not reach the
+ * terminal as escape sequences.
+ */
 function oneLine(body: string): string {
   const line = body.trim().replace(/\s*\n\s*/g, ' ')
-  return line.length > 300 ? `${line.slice(0, 300)}...` : line
+  return escapeControls(line.length > 300 ? `${line.slice(0, 300)}...` : line)
 }
 
 /** One admin call: the parsed JSON, or a sentence saying why not. */
@@ -177,7 +182,7 @@ async function call(admin: AdminTarget, method: string, path: string, timeout = 
   try {
     const res = await fetch(`${admin.url.replace(/\/+$/, '')}${path}`, { method, headers, signal: AbortSignal.timeout(timeout) })
     const body = await res.text()
-    if (res.status === 401) return `${res.status} ${body.trim()} (the CLI sends the token of --token, else of TETHER_ADMIN_TOKEN${admin.token === null ? ': neither is set' : ''})`
+    if (res.status === 401) return `${res.status} ${oneLine(body)} (the CLI sends the token of --token, else of TETHER_ADMIN_TOKEN${admin.token === null ? ': neither is set' : ''})`
     // another server's error page (an app's, the proxy port's upstream): said as not the admin API, not printed
     if (!res.ok && /html/i.test(res.headers.get('content-type') ?? '')) return `${res.status}: ${notAdmin(admin)}`
     if (!res.ok) return `${res.status} ${oneLine(body)}`
