@@ -72,8 +72,8 @@ const NON_TEXT_ALLOWED = 8
  * Why the bytes of a file read as UTF-8 are not YAML text, in words for one line after its
  * path, or null: a known binary format by its first bytes, more than a few NUL or other control
  * bytes (YAML allows none, 1.2 5.1; any binary file has many), or more than a few bytes that are
- * not UTF-8. Such a file was
- * parsed as YAML and answered with an error that quoted its bytes. Example:
+ * not UTF-8. Such a file was parsed as YAML and answered with an error that quoted its bytes.
+ * Example:
  * "gzip-compressed data (it starts with 1f 8b), not YAML text: decompress it first (gunzip -k proxy.yaml.gz)".
  */
 function notText(bytes: Buffer, path: string): string | null {

@@ -104,7 +104,7 @@ export function escapeControls(text: string): string {
  * characters escaped) when it holds one, so `"fo\u0000o"` is not read as a key of those
  * characters. Example: `showKey("port")` -> `port`; `showKey("po\x85rt")` -> `"po\u0085rt"`.
  */
-export function showKey(key: string): string {
+function showKey(key: string): string {
   return escapeControls(key) === key ? key : `"${escapeControls(JSON.stringify(key).slice(1, -1))}"`
 }
 
