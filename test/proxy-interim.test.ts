@@ -180,3 +180,25 @@ t.test("a 1xx with Connection: close is forwarded, then the final answer; the up
   await waitFor(() => h.up.connections.slice(0, 2).every((c) => c.closed), 2000, 'the told connections are closed')
   t.same(h.unhandled(), [])
 })
+
+for (const [name, interim] of [
+  ['Proxy-Connection: close', 'HTTP/1.1 103 Early Hints\r\nProxy-Connection: close\r\nLink: </a.css>; rel=preload\r\n\r\n'],
+  ['an HTTP/1.0 status line (no keep-alive)', 'HTTP/1.0 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n'],
+] as const) {
+  t.test(`a 103 that llhttp reads as the connection's end without Connection: close (${name}): forwarded, then the final answer; the connection retired`, async (t) => {
+    // the fix above first looked at the Connection field only: these were still a 502 (review
+    // R2, 2026-12-05); it now goes by llhttp's own keep-alive verdict. HAProxy 2.6: 103 then 200
+    const h = await startHarness({ retries: { attempts: 0 } }, (q, c) => c.write(q.target === '/x' ? `${interim}${ok('one')}` : ok('next')))
+    t.teardown(() => h.close())
+    const conn = await rawConnect(h.port)
+    t.teardown(() => conn.destroy())
+    conn.write('GET /x HTTP/1.1\r\nHost: a\r\n\r\n')
+    await conn.waitFinals(1, 3000)
+    t.same(conn.responses().map((r) => `${r.status} ${r.body.toString()}`), ['103 ', '200 one'], 'the 103, then the final answer')
+    conn.write('GET /next HTTP/1.1\r\nHost: a\r\n\r\n')
+    await conn.waitFinals(2, 3000)
+    t.same(h.up.connections.map((c) => c.requests.map((q) => q.target)), [['/x'], ['/next']], 'the next request on a new upstream connection')
+    await waitFor(() => h.up.connections[0]!.closed, 2000, 'the told connection is closed')
+    t.same(h.unhandled(), [])
+  })
+}

@@ -350,6 +350,8 @@ function wrapRead(socket: Socket): void {
 interface UndiciParser {
   readonly statusCode?: number
   readonly headersSize?: number
+  /** llhttp's verdict on the head just read, as undici kept it (false: the connection ends after it). */
+  readonly shouldKeepAlive?: boolean
   readonly ptr?: number | null
   readonly llhttp?: {
     llhttp_get_http_major(ptr: number): number
@@ -387,32 +389,26 @@ function unreadableVersion(): string | null {
   return major === 1 && minor <= 1 ? null : `HTTP/${major}.${minor}`
 }
 
-/** The symbol undici keeps a connection's "no more requests on it" flag under (see closeAfterInterim). */
-let resetKey: symbol | undefined
-
 /**
- * A 1xx answer with `Connection: close` (called from onResponseStart, inside undici's parse of
- * the bytes just read from {@link lastRead}): llhttp takes that as the connection's end once
- * the 1xx is read, and the final answer after it failed ("Data after `Connection: close`"),
- * a 502 for a request the upstream ran. A 1xx is not the response the close option is about
- * (RFC 9112 section 9.6: the server closes after the response containing it; RFC 9110 section
- * 15.2: a proxy forwards 1xx and waits for the final answer), so this connection's parser is
- * told to go on reading (llhttp's lenient keep-alive: undici itself still closes after any
- * final answer that says close) and undici's reset flag retires the connection once the final
- * answer is in, as the upstream asked (without that flag, another undici: the final answer's
- * own fields decide). No parser found (another undici): as before, a 502.
- * Example: `103` with `Connection: close`, then `200 ok` -> the client gets both; the next
- * request opens a new connection.
+ * A 1xx answer that llhttp takes as the connection's end (called from onResponseStart, inside
+ * undici's parse of the bytes just read from {@link lastRead}): `Connection: close`, and as
+ * llhttp reads them `Proxy-Connection: close` or an `HTTP/1.0` status line without keep-alive.
+ * The final answer after it failed ("Data after `Connection: close`"), a 502 for a request the
+ * upstream ran. A 1xx is not the response the close is about (RFC 9112 section 9.6: the
+ * server closes after the response containing it; RFC 9110 section 15.2: a proxy forwards 1xx
+ * and waits for the final answer), so this connection's parser is told to go on reading
+ * (llhttp's lenient keep-alive). The connection is still retired once the final answer is in,
+ * as the upstream asked: undici marked it so when it read the 1xx's head (its `kReset`, set
+ * whenever its parser's `shouldKeepAlive`, read here, is false). No parser found (another
+ * undici): as before, a 502. Example: `103` with `Connection: close`, then `200 ok` -> the
+ * client gets both; the next request opens a new connection.
  */
-function closeAfterInterim(connection: string | string[]): void {
-  if (connectionTokens(connection)?.has('close') !== true) return
+function closeAfterInterim(): void {
   const socket = lastRead
   const parser = socket === null ? undefined : parserOf(socket)
   const ptr = parser?.ptr
-  if (socket === null || ptr == null || parser?.llhttp?.llhttp_set_lenient_keep_alive === undefined) return
+  if (parser?.shouldKeepAlive !== false || ptr == null || parser.llhttp?.llhttp_set_lenient_keep_alive === undefined) return
   parser.llhttp.llhttp_set_lenient_keep_alive(ptr, 1)
-  resetKey ??= Object.getOwnPropertySymbols(socket).find((k) => k.description === 'reset')
-  if (resetKey !== undefined) (socket as unknown as Record<symbol, boolean>)[resetKey] = true
 }
 
 /**
@@ -983,7 +979,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     // final answer follows, and the head wait goes on (an endless stream of them still times out)
     if (statusCode < 200) {
       if (statusCode < 100) return controller.abort(invalidStatus(statusCode))
-      if (headers.connection !== undefined) closeAfterInterim(headers.connection)
+      closeAfterInterim()
       return this.#interim(statusCode, headers, statusMessage)
     }
     if (this.#clientGone) return
