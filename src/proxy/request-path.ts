@@ -416,7 +416,7 @@ export class RequestPath {
         return this.#internal(ctx, x, err)
       }
       this.#result(ctx, x, d, upstream, headers, refusedBefore, r)
-    })
+    }, (err: unknown) => this.#internal(ctx, x, err)) // (an attempt's done does not reject: a transport's bug)
   }
 
   /**
@@ -499,9 +499,17 @@ export class RequestPath {
 
   /** A step of the request path threw: its decision settled, logged, and answered TETHER_INTERNAL. */
   #internal(ctx: RequestContext, x: Exchange, err: unknown): void {
-    if (ctx.decision !== null) this.#d.router.settle(ctx.decision)
-    this.#d.logger.error({ err, request_id: ctx.id }, 'request path failed')
-    this.#answer(ctx, x, 'TETHER_INTERNAL', true)
+    try {
+      if (ctx.decision !== null) this.#d.router.settle(ctx.decision)
+      this.#d.logger.error({ err, request_id: ctx.id }, 'request path failed')
+      this.#answer(ctx, x, 'TETHER_INTERNAL', true)
+    } catch (again) {
+      // a throw while answering a throw (a bug): this request's connection is cut, and the
+      // throw becomes an unhandled rejection, which `tether run` logs and survives (as when the
+      // request path was one async function), not an uncaught exception, which ends the process
+      ctx.req.destroy()
+      void Promise.reject(again)
+    }
   }
 
   /**
@@ -618,7 +626,7 @@ export class RequestPath {
     const r = ctx.holdMoves ? ctx.heldState ?? { status: 'unavailable' as const } : await (fetched ?? state.fetch(key))
     if (!ctx.holdMoves && CHOSEN_MOVES.has(d.moved.reason) && state.behind(key, r)) {
       // older than the user's upstream has (a checkpoint of theirs was lost while the store
-      // was down): as unavailable, so the move by choice is held (see #serve); a forced move
+      // was down): as unavailable, so the move by choice is held (see #move); a forced move
       // after it takes this, the best there is
       ctx.rehydrate = 'unavailable'
       ctx.heldState = r
@@ -677,7 +685,7 @@ export class RequestPath {
    * hedge races on: the first head of the two answers. Waiting for the hedge to end instead
    * would hold an upstream that answers until a slow hedge does. Null: not sent again (no such
    * refusal, an attempt answered, the client left, or the upstream's id now names another
-   * process or none: the request path decides again, see #serve). Reached only after such a
+   * process or none: the request path decides again, see #result). Reached only after such a
    * refusal: no cost for other hedges.
    */
   #resendFirst(ctx: RequestContext, x: Exchange, d: Decision, upstream: Upstream, headers: string[], r: AttemptResult): { attempt: Attempt; result: Promise<AttemptResult> } | null {
@@ -899,7 +907,7 @@ export class RequestPath {
     // answered meanwhile, or the hedge's state did not reach its upstream: its hook failed (the
     // connection, or health took the upstream out), or the upstream was replaced (another url
     // or pod uid) or left while the state was posted (sent on, it would reach the id's new
-    // process without the state the hook gave the old one; see #serve): no hedge. The first
+    // process without the state the hook gave the old one; see #move): no hedge. The first
     // attempt is still out, and if it fails, the retry decides again on the current set. Or
     // the client left meanwhile (a header fetch is not stopped by it, as a hook is): no hedge
     // for it (its first attempt ends as the client's abort)
@@ -936,7 +944,7 @@ export class RequestPath {
       ctx.heldState = hedgeHeld
       ctx.rehydrateBytes = hedgeBytes
       if (d2.moved !== null && d.moved === null) this.#moved(d2, d2.moved)
-      // the first attempt's restart mark (a move without the state: see #serve) is its
+      // the first attempt's restart mark (a move without the state: see #move) is its
       // upstream's, which does not answer here (another request of the same move may still be
       // answered there); the hedge's upstream starts without the user's state only if its own
       // fetch or hook failed: then its first checkpoint replaces the old one
@@ -948,7 +956,7 @@ export class RequestPath {
     // hedge goes because the user's upstream is slow, not gone, and its answer would move the
     // user without their state; the first attempt answering keeps them where they are, with it.
     // Remembered instead (ctx.stateRefusedBy): if the first attempt fails, a retry to this
-    // upstream goes without the state at once (see #serve). Warned when the refusal comes
+    // upstream goes without the state at once (see #send). Warned when the refusal comes
     let hedgeRefused = false
     const hedged = hedgeBytes === 0 ? second.result : second.result.then((r) => {
       hedgeRefused = r.outcome?.kind === 'error' && r.outcome.code === 'TETHER_HEADERS_TOO_LARGE'
