@@ -79,3 +79,26 @@ t.test("an attempt whose done rejects (a transport's bug) is answered 500 TETHER
   t.equal(got.split('\r\n')[0], 'HTTP/1.1 500 Internal Server Error')
   t.same(seen, [], 'nothing unhandled')
 })
+
+t.test('a request tried on 11 upstreams (retries.attempts: 10) leaves no listener per attempt on its response: no MaxListenersExceededWarning', async (t) => {
+  // closed ports: listen, note the port, close
+  const ports: number[] = []
+  for (let i = 0; i < 11; i++) {
+    const s = net.createServer().listen(0, '127.0.0.1')
+    await new Promise((r) => s.once('listening', r))
+    ports.push((s.address() as net.AddressInfo).port)
+    await new Promise((r) => s.close(r))
+  }
+  const warnings: string[] = []
+  const onWarning = (w: Error) => { warnings.push(`${w.name}: ${w.message}`) }
+  process.on('warning', onWarning)
+  t.teardown(() => { process.off('warning', onWarning) })
+  const tether = await startTether(testConfig(ports.map((p, i) => ({ id: `app-${i}`, url: `http://127.0.0.1:${p}` })), { retries: { attempts: 10 } } as never), { logger: createLogger('silent') })
+  t.teardown(() => tether.close(0))
+  const status = await new Promise<number>((resolve) => {
+    http.get(`${tether.url}/`, { agent: false }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode ?? 0)) }).on('error', () => resolve(-1))
+  })
+  t.equal(status, 502, 'every upstream refused: 502')
+  await new Promise((r) => setImmediate(r))
+  t.same(warnings.filter((w) => w.includes('MaxListeners')), [], 'no listener leak warning')
+})

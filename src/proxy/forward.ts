@@ -876,6 +876,10 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
 
   #done(r: AttemptResult): void {
     this.#deadlines.unlink(this)
+    // an attempt that did not answer (a retry or a hedge goes on, or Tether answers): its
+    // listener goes, so a request's attempts (up to 11) do not pile up on the response (Node
+    // warned "MaxListenersExceededWarning" at the 11th)
+    if (!r.responded) this.#res.off('close', this.#onClientClose)
     this.#resolve(r)
   }
 
