@@ -85,7 +85,7 @@ for (const change of ['drain', 'undrain'] as const) {
       throw err
     }
     t.pass(`the ${change} made while Redis was down reached Redis`)
-    await waitFor(() => said('the recorded drains were read again') > 0, 5_000, 'the info that the records were read')
+    await waitFor(() => said('the recorded drains and ejections were read again') > 0, 5_000, 'the info that the records were read')
     t.equal(said(UNREAD), 1, 'the failed reads said once (one warn from the start on, not one per read)')
     const warn = logs.lines.find((l) => String(l.rec['msg']).startsWith(UNREAD))
     t.match(String(warn?.rec['hint']), /retried/, 'its hint says the read is retried')

@@ -70,7 +70,7 @@ t.test('a failed read is made again after 1 s, doubling up to 30 s, said once; t
   held.fire()
   await waitFor(() => record.get('drains')!.get('b') === 'stay', 1_000, 'the drain of b sent')
   t.same(held.waits(), [], 'no read due once one succeeded')
-  t.equal(said('the recorded drains were read again: applied, and the drains and undrains made here meanwhile sent'), 1, 'the end of the spell said once')
+  t.equal(said('the recorded drains and ejections were read again: applied, and the drains and undrains made here meanwhile sent'), 1, 'the end of the spell said once')
 })
 
 t.test('stop() cancels the read due and makes none', async (t) => {

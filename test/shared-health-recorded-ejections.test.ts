@@ -7,7 +7,7 @@
 // keeps it; records carry ends by it): no time passes but what the test advances.
 import t, { type Test } from 'tap'
 import { HealthTable } from '../src/health/health-table.js'
-import { EJECTIONS_UNREAD_LOG, READ_RETRY_MS, SharedHealth, UNREAD_LOG, type AddressesOf } from '../src/health/shared-health.js'
+import { EJECTIONS_UNREAD_LOG, READ_RETRY_MS, SharedHealth, SKEW_TOLERANCE_MS, SKEWED_LOG, UNREAD_LOG, type AddressesOf } from '../src/health/shared-health.js'
 import { createLogger } from '../src/observability/logger.js'
 import type { PeerChannel } from '../src/peers/peer-channel.js'
 import { FakeClock } from './fixtures/clock.js'
@@ -111,12 +111,13 @@ t.test('the sender removes its record when its ejection ends sooner (a refusal e
   t.match([...recorded(w).values()], [{ id: 'd', ejectedFor: 2 * BASE, ejections: 2 }])
 })
 
-t.test('a reader skips an ended record and drops it, leaves alone a value that is no record, ignores another pod\'s, and applies a running one', async (t) => {
+t.test('a reader skips an ended record (dropped once it ended more than the skew tolerance ago), leaves alone a value that is no record, ignores another pod\'s and an impossible one, and applies a running one', async (t) => {
   const w = world()
   const clock = new FakeClock(Date.now())
   const now = clock.now()
   const ejections = new Map([
-    ['gone:1', JSON.stringify({ id: 'a', until: now - 1, ejectedFor: BASE, ejections: 1 })],
+    ['gone:1', JSON.stringify({ id: 'a', until: now - SKEW_TOLERANCE_MS - 1, ejectedFor: BASE, ejections: 1 })],
+    ['recent:1', JSON.stringify({ id: 'a', until: now - 1, ejectedFor: BASE, ejections: 1 })],
     ['other:1', 'not json'],
     ['other:2', JSON.stringify({ id: 'b', until: now + 20_000, ejectedFor: 0, ejections: 1 })],
     ['pod:1', JSON.stringify({ id: 'c', until: now + 20_000, ejectedFor: BASE, ejections: 1, url: 'http://10.0.0.9:80', uid: 'old' })],
@@ -125,10 +126,11 @@ t.test('a reader skips an ended record and drops it, leaves alone a value that i
   ])
   w.record.set('ejections', ejections)
   const r = await replica(t, w, clock, { addressesOf: (id) => ({ url: 'http://10.0.0.5:80', uid: id === 'c' ? 'new' : 'x' }) })
-  t.same(IDS.map((id) => r.health.state(id)), ['healthy', 'healthy', 'healthy', 'ejected', 'ejected'], 'the ended one, the values that are no record and the other pod\'s (another uid) are not applied')
-  t.notOk(w.record.get('ejections')!.has('gone:1'), 'the ended one is dropped')
-  t.ok(w.record.get('ejections')!.has('other:1') && w.record.get('ejections')!.has('other:2'), 'values that are no record are left alone (another version\'s: the set\'s expiry ends them)')
-  t.equal(r.health.ejection('d')!.until - clock.now(), 20_000, 'a sender clock far ahead lengthens nothing: at most the told length')
+  t.same(IDS.map((id) => r.health.state(id)), ['healthy', 'healthy', 'healthy', 'healthy', 'ejected'], 'the ended ones, the values that are no record, the other pod\'s (another uid) and the impossible one are not applied')
+  t.notOk(w.record.get('ejections')!.has('gone:1'), 'one ended more than the skew tolerance ago is dropped')
+  t.ok(w.record.get('ejections')!.has('recent:1'), 'one ended less long ago is kept (this clock may be ahead: it may run on the others\')')
+  t.ok(w.record.get('ejections')!.has('other:1') && w.record.get('ejections')!.has('other:2'), 'values that are no record are left alone (another version\'s: for that version)')
+  t.notOk(w.record.get('ejections')!.has('ahead:1'), 'one whose sender clock was far ahead (an hour left of a told 20 s) is dropped: it would eject d at every start for an hour')
   t.equal(r.health.ejection('e')!.until, now + 20_000, 'a running one until its recorded end (less than its told length: what is left of it)')
   t.equal(r.health.ejection('e')!.reason, '5xx')
 })
@@ -198,4 +200,141 @@ t.test('after Redis lost its keys, the ejections recorded here that still run ar
   await waitFor(() => { one.health.tick(); return w.record.get('ejections')!.size === 0 }, 5_000, 'their records removed once they ended')
   one.shared.recordAgain()
   t.equal(w.record.get('ejections')!.size, 0, 'an ended one is not recorded again')
+})
+
+const times = (r: Replica, id: string): number => r.health.snapshot().find((s) => s.id === id)!.timesEjected
+const settle = (): Promise<void> => new Promise((r) => setImmediate(r))
+
+t.test('a record refused at the reader\'s max_ejection_percent is counted once, however often the subscription comes back: its next own ejection is not lengthened', async (t) => {
+  const w = world()
+  const clock = new FakeClock(Date.now())
+  const one = await replica(t, w, clock)
+  const two = await replica(t, w, clock, { percent: 20 }) // one of five at most
+  two.health.reportPassive('a', 'server_error') // #2's own ejection of a: #2 is at its limit
+  one.health.reportPassive('b', 'server_error') // #1's first ejection of b, recorded; refused on #2 (counted: 1)
+  t.equal(two.health.state('b'), 'healthy')
+  t.equal(times(two, 'b'), 1, 'the heard down counted once')
+  for (let i = 0; i < 4; i++) {
+    two.channel.again() // Redis blips: the record is read again
+    await settle()
+    await settle()
+  }
+  t.equal(times(two, 'b'), 1, "b's count on the reader stays 1 after four reads of its record (one ejection of b happened)")
+  clock.advance(BASE) // a's and b's ejections end (on both)
+  two.health.reportPassive('b', 'server_error') // #2 ejects b itself: its second ejection of b
+  t.equal(two.health.ejection('b')!.until - clock.now(), 2 * BASE, "#2's own next ejection of b: 60 s (b's second)")
+  t.equal(one.health.ejection('b')!.until - clock.now(), 2 * BASE, 'and #1, told it, ejects b for 60 s too')
+})
+
+t.test('a dead sender\'s refusal, ended by the reader\'s own probes, is not applied again when the subscription comes back', async (t) => {
+  const w = world()
+  const clock = new FakeClock(Date.now())
+  const one = await replica(t, w, clock)
+  const two = await replica(t, w, clock)
+  one.health.reportPassive('c', 'connect_refused') // a refusal: until passed probes end it (or 30 s)
+  one.shared.stop() // #1 dies: its record stays, until its end
+  t.equal(two.health.state('c'), 'ejected')
+  two.health.reportActive('c', true)
+  two.health.reportActive('c', true)
+  t.equal(two.health.state('c'), 'healthy', "#2's probes ended it")
+  for (let i = 0; i < 3; i++) {
+    two.channel.again()
+    await settle()
+    await settle()
+    t.equal(two.health.state('c'), 'healthy', `read again (${i + 1}): c stays in (its probes ended the refusal here)`)
+  }
+  t.equal(times(two, 'c'), 1, 'counted once')
+})
+
+t.test('at the reader\'s max_ejection_percent the timed records apply before the refusals: a dead sender\'s refusal does not take the slot of an ejection running elsewhere', async (t) => {
+  const w = world()
+  const clock = new FakeClock(Date.now())
+  const one = await replica(t, w, clock, { percent: 20 })
+  const two = await replica(t, w, clock, { percent: 20 })
+  one.health.reportPassive('c', 'connect_refused') // #1's refusal of c, recorded
+  one.shared.stop() // #1 is replaced: its record stays
+  t.equal(two.health.state('c'), 'ejected')
+  two.health.reportActive('c', true)
+  two.health.reportActive('c', true) // c answers again: #2's probes end it
+  t.equal(two.health.state('c'), 'healthy')
+  two.health.reportPassive('d', 'server_error') // #2's traffic: d ejected for 30 s, recorded (after c's record)
+  t.same([...recorded(w).values()].map((r) => r.id), ['c', 'd'], 'the refusal first in the hash')
+  const three = await replica(t, w, clock, { percent: 20 })
+  t.same(IDS.map((id) => three.health.state(id)), IDS.map((id) => two.health.state(id)), 'a replica started now has the same upstreams out as the live one (d, not c)')
+  t.equal(three.health.ejection('d')!.until, two.health.ejection('d')!.until, 'd until its end on #2')
+})
+
+t.test('clock skew: a record whose remaining time exceeds its told length by more than the tolerance (its sender\'s clock far ahead) is not applied and is dropped, said once', async (t) => {
+  const w = world()
+  const truth = Date.now()
+  const ahead = await replica(t, w, new FakeClock(truth + 3_600_000)) // a sender 1 h ahead
+  ahead.health.reportPassive('c', 'server_error') // 30 s
+  const [field] = recorded(w).keys()
+  ahead.shared.stop() // dies mid-ejection: its record stays
+  const late = await replica(t, w, new FakeClock(truth + 20 * 60_000)) // 20 min later, on a right clock
+  t.equal(late.health.state('c'), 'healthy', 'a replica started 20 min after a 30 s ejection does not eject it')
+  t.equal(recorded(w).size, 0, 'and the record is dropped')
+  const said = late.logs.lines.filter((l) => l.rec['msg'] === SKEWED_LOG)
+  t.equal(said.length, 1, 'said once')
+  t.match(said[0]!.rec, { field, upstream: 'c', ahead_ms: 40 * 60_000 }, 'naming the field and how far ahead its sender\'s clock was at least')
+
+  // a sender ahead by less than the tolerance: applied for its told length, at most
+  const w2 = world()
+  const near = await replica(t, w2, new FakeClock(truth + SKEW_TOLERANCE_MS - 1_000))
+  near.health.reportPassive('c', 'server_error')
+  const right = new FakeClock(truth)
+  const reader = await replica(t, w2, right)
+  t.equal(reader.health.ejection('c')!.until - right.now(), BASE, 'a sender within the tolerance: applied, for the told length')
+  t.equal(recorded(w2).size, 1, 'and kept')
+})
+
+t.test('clock skew: a reader whose clock is ahead (within the tolerance) does not drop a record running on the others\' clocks', async (t) => {
+  const w = world()
+  const truth = Date.now()
+  const clock = new FakeClock(truth)
+  const one = await replica(t, w, clock)
+  one.health.reportPassive('c', 'server_error') // 30 s
+  const fast = await replica(t, w, new FakeClock(truth + 60_000)) // a replica 60 s ahead starts (and reads)
+  t.equal(fast.health.state('c'), 'healthy', 'ended on its clock: not applied there')
+  t.equal(recorded(w).size, 1, 'but not dropped')
+  const late = await replica(t, w, clock) // a replica with a right clock starts then
+  t.equal(late.health.state('c'), 'ejected', 'the right-clocked replica started during the ejection applies it')
+  // ended longer ago than the tolerance on a reader's clock: dropped
+  one.shared.stop()
+  await replica(t, w, new FakeClock(truth + BASE + SKEW_TOLERANCE_MS + 1))
+  t.equal(recorded(w).size, 0, 'one that ended more than the tolerance ago on the reader\'s clock is dropped')
+})
+
+t.test('logs: a spell of failed reads that began with the ejections alone still says the drains\' warn once they fail too; the end says what was read', async (t) => {
+  const w = world()
+  const clock = new FakeClock(Date.now())
+  const held = heldTimers()
+  w.net.unreadable.add('ejections')
+  const two = await replica(t, w, clock, { timers: held.timers })
+  const said = (msg: string): number => two.logs.lines.filter((l) => l.rec['msg'] === msg).length
+  await waitFor(() => said(EJECTIONS_UNREAD_LOG) === 1, 1_000, 'the ejections warn')
+  w.net.unreadable.add('drains') // Redis answers nothing now: the drains are not read either
+  held.fire()
+  await settle()
+  await settle()
+  t.equal(said(UNREAD_LOG), 1, 'the drains warn said once the drains are not read')
+  held.fire()
+  await settle()
+  await settle()
+  t.same([said(UNREAD_LOG), said(EJECTIONS_UNREAD_LOG)], [1, 1], 'each said once a spell')
+  w.net.unreadable.clear()
+  held.fire()
+  await waitFor(() => two.logs.lines.some((l) => String(l.rec['msg']).includes('read again')), 1_000, 'the end of the spell')
+  t.same(two.logs.lines.filter((l) => String(l.rec['msg']).includes('read again')).map((l) => l.rec['msg']), ['the recorded drains and ejections were read again: applied, and the drains and undrains made here meanwhile sent'])
+
+  // a spell of the ejections alone: its end speaks of them alone
+  const w2 = world()
+  const held2 = heldTimers()
+  w2.net.unreadable.add('ejections')
+  const three = await replica(t, w2, clock, { timers: held2.timers })
+  await waitFor(() => three.logs.lines.some((l) => l.rec['msg'] === EJECTIONS_UNREAD_LOG), 1_000, 'the ejections warn')
+  w2.net.unreadable.clear()
+  held2.fire()
+  await waitFor(() => three.logs.lines.some((l) => String(l.rec['msg']).includes('read again')), 1_000, 'the end of the spell')
+  t.same(three.logs.lines.filter((l) => String(l.rec['msg']).includes('read again')).map((l) => l.rec['msg']), ['the recorded ejections were read again: applied'])
 })

@@ -24,8 +24,10 @@ const DRAIN_CHANGES = 'drain-changes'
  * replaces or removes only its own, and a reader drops only an ended one, never one written
  * since), value a {@link RecordedEjection} in JSON. The sender removes its field when its
  * ejection ends sooner (passed probes ended a refusal, the upstream left its set or was
- * replaced) or a newer `down` of that upstream replaces it; a reader drops one that has ended
- * (cleaned lazily: a sender that died leaves its fields).
+ * replaced) or a newer `down` of that upstream replaces it; a reader drops one that ended more
+ * than SKEW_TOLERANCE_MS ago on its clock, or one that is impossible on it (see
+ * SKEW_TOLERANCE_MS): cleaned lazily, a sender that died leaves its fields. The key's own expiry
+ * ends nothing in practice: every write of any field sets it a week ahead again.
  */
 const EJECTIONS = 'ejections'
 /**
@@ -45,6 +47,20 @@ export const READ_RETRY_MS = { first: 1_000, most: 30_000 } as const
  */
 export const HEARD_RECORDED_MS = 5_000
 
+/**
+ * How far apart replica clocks may be (ms) for the recorded ejections (see EJECTIONS): a reader
+ * drops a record only once it ended more than this long ago on its clock (a reader whose clock is
+ * ahead would otherwise drop one still running on the others'), and a record whose remaining
+ * time on its clock exceeds the told length by more than this (its sender's clock was that far
+ * ahead: with sane clocks impossible) is not applied, and dropped (see SKEWED_LOG). NTP keeps
+ * replica clocks within milliseconds; a minute is far past that, and short against the week
+ * the other records are kept.
+ */
+export const SKEW_TOLERANCE_MS = 60_000
+
+/** Said (a warn, once a record) when a recorded ejection's sender clock was more than SKEW_TOLERANCE_MS ahead of this replica's: the record is dropped. */
+export const SKEWED_LOG = 'a recorded ejection ends later than its told length allows on this clock (its sender\'s clock is ahead of this one): not applied, and dropped'
+
 /** Said (a warn) when a read of the recorded drains failed, once a spell of failed reads. */
 export const UNREAD_LOG = 'the recorded drains were not read (the peer channel did not answer): serving without them'
 
@@ -57,8 +73,10 @@ export const EJECTIONS_UNREAD_LOG = 'the recorded ejections were not read (the p
  * and `ejections` (the count there), and `until`, its end by the sender's wall clock (ms since
  * the epoch: its health table's clock, the system clock but in tests). A reader ejects for
  * `min(ejectedFor, until - its own now)` (the same clock of its table): replica clocks are
- * compared (as for the drains' starts), so it ends off by their skew (NTP: a few ms), never
- * later than the told length allows however far ahead the sender's clock is.
+ * compared (as for the drains' starts), so it ends off by their skew (NTP: a few ms). A record
+ * that would run longer than `ejectedFor` + SKEW_TOLERANCE_MS on the reader's clock (its
+ * sender's clock far ahead: it would be applied at every start, its `until` reached late or
+ * never) is not applied, and dropped.
  * Example: `{"id":"app-1","until":1764086430000,"ejectedFor":30000,"ejections":1,"reason":"5xx","url":"http://10.0.0.5:8080"}`.
  */
 export interface RecordedEjection {
@@ -168,7 +186,19 @@ export class SharedHealth {
    * drains in #awaiting: a worker that read before its lead's first list), by id: applied for
    * what is left of them when the id joins the set. Replaced by each read; at most AWAITED_KEPT ids.
    */
-  readonly #awaitingEjections = new Map<string, RecordedEjection[]>()
+  readonly #awaitingEjections = new Map<string, { readonly field: string; readonly r: RecordedEjection }[]>()
+  /**
+   * The recorded ejections' fields (see EJECTIONS) this process applied, as a record read or as
+   * the `down` heard (its `from:seq`), or refused at its max_ejection_percent (counted), or
+   * dropped as impossible on its clock, and when (the table's clock): none is applied or counted
+   * twice. Else each read (each time the subscription is back) counted again one refused at the
+   * limit, lengthening this replica's next ejection of it (and every replica's it tells), and
+   * applied again a refusal this replica's probes had ended (its sender dead: the record stays
+   * until its end). A field is forgotten when a read no longer lists it (no sooner than
+   * HEARD_RECORDED_MS after it was applied: a `down` is heard before its record is written);
+   * at most APPLIED_KEPT, the oldest dropped.
+   */
+  readonly #appliedFields = new Map<string, number>()
   /**
    * The ejections this process recorded (see EJECTIONS) and that may still be in force here, by
    * upstream id: the field and the value written, its end on this table's clock.
@@ -196,8 +226,10 @@ export class SharedHealth {
   /** The timer of the next read after a failed one (null: none due), and the wait after the next failure (ms). */
   #retry: unknown = null
   #retryMs: number = READ_RETRY_MS.first
-  /** Reads failed since the last one that succeeded (the first of them said in a warn). */
+  /** Reads failed since the last one that succeeded. */
   #failedReads = 0
+  /** What those reads left unread, each said once in a warn (UNREAD_LOG, EJECTIONS_UNREAD_LOG). */
+  readonly #unreadSaid = new Set<'drains' | 'ejections'>()
   #stopped = false
 
   /**
@@ -303,14 +335,24 @@ export class SharedHealth {
       } while (this.#readAgain && !this.#stopped)
       this.#reading = null
       if (unread === null) {
-        if (this.#failedReads > 0) this.#logger.info({ failed_reads: this.#failedReads }, 'the recorded drains were read again: applied, and the drains and undrains made here meanwhile sent')
+        if (this.#failedReads > 0) {
+          // said for what was not read in the spell, now read
+          const drains = this.#unreadSaid.has('drains')
+          const what = drains && this.#unreadSaid.has('ejections') ? 'drains and ejections' : drains ? 'drains' : 'ejections'
+          this.#logger.info({ failed_reads: this.#failedReads }, `the recorded ${what} were read again: applied${drains ? ', and the drains and undrains made here meanwhile sent' : ''}`)
+        }
         this.#failedReads = 0
+        this.#unreadSaid.clear()
         this.#retryMs = READ_RETRY_MS.first
         return
       }
-      if (this.#failedReads++ === 0) {
+      this.#failedReads++
+      // each kind's warn once a spell: one that began with the ejections alone still says the
+      // drains' when they fail too (new users may then be placed on a drained upstream)
+      for (const kind of [...unread].filter((k) => !this.#unreadSaid.has(k))) {
+        this.#unreadSaid.add(kind)
         const hint = `the read is retried (after ${READ_RETRY_MS.first / 1_000} s, doubling up to ${READ_RETRY_MS.most / 1_000} s; at once when the subscription to the peer channel (Redis) is back): an info says when it succeeded`
-        if (unread === 'drains') {
+        if (kind === 'drains') {
           this.#logger.warn({
             effect: 'new users may be placed on an upstream another replica drained (and its users stay there), and drains and undrains made here while the peer channel was down are not sent yet, until they are read',
             hint,
@@ -355,7 +397,7 @@ export class SharedHealth {
     // the ejections apart from the drains: either read applies without the other
     if (ejections !== null) this.#applyRecordedEjections(ejections)
     // nothing of a partial read applies (a drain without its start would begin now here)
-    if (drains === null || starts === null || changes === null) return 'drains'
+    if (drains === null || starts === null || changes === null) return ejections === null ? ['drains', 'ejections'] : ['drains']
     // records older than RECORDED_MS are forgotten (an older Tether's, without times, are
     // kept); one heard meanwhile is newer than the read; a drain this replica still holds is
     // recorded again instead (it stands: replicas started later must still apply it)
@@ -406,29 +448,41 @@ export class SharedHealth {
       }
       this.#apply({ kind: 'drain', id, migrate, active: false, since })
     }
-    return ejections === null ? 'ejections' : null
+    return ejections === null ? ['ejections'] : null
   }
 
   /**
    * Apply the recorded ejections (see EJECTIONS) still in force, as a `down` heard from their
    * sender would be, for what is left of them: at the start (before the proxy port listens) and
-   * after the subscription is back (a `down` lost meanwhile). One already applied here is merged
-   * as a `down` heard again (the later end holds). An ended one is dropped from the record (by
-   * its end on this replica's clock); one of this process's own that is no longer in force here
-   * too. One of an id not in the set waits for it to join (#awaitingEjections, replaced by each
-   * read). A value that is not a recorded ejection (another version's) is left alone: the set's
-   * expiry, a week after its last write, ends it.
+   * after the subscription is back (a `down` lost meanwhile). Each field once (see
+   * #appliedFields): one applied here already (read, or heard as its `down`) is skipped, so
+   * neither a refusal ended here by passed probes nor one refused at max_ejection_percent (and
+   * counted) comes back at the next read. The timed ones before the refusals: at
+   * max_ejection_percent the slots go to ejections that surely run on their sender (a timed
+   * one runs its time there, whatever the probes), not to a refusal whose sender may be dead and
+   * which every live replica's passed probes ended (its record stays until its end). One that
+   * ended more than SKEW_TOLERANCE_MS ago on this clock is dropped from the record (one that
+   * ended less long ago is only skipped: this clock may be ahead of the others', where it
+   * runs); an impossible one (see SKEW_TOLERANCE_MS) is dropped too, and said. One of this
+   * process's own that is no longer in force here is dropped. One of an id not in the set waits
+   * for it to join (#awaitingEjections, replaced by each read). A value that is not a recorded
+   * ejection (another version's) is left alone, for the version that wrote it (the key's expiry
+   * ends nothing: every write sets it a week ahead again).
    */
   #applyRecordedEjections(recorded: Map<string, string>): void {
     const now = this.#now()
     this.#awaitingEjections.clear()
+    // forget the fields no longer recorded (applied at least HEARD_RECORDED_MS ago: a `down` heard
+    // just now may be read before its sender's write of the record lands)
+    for (const [field, at] of this.#appliedFields) if (now - at >= HEARD_RECORDED_MS && !recorded.has(field)) this.#appliedFields.delete(field)
+    const records: { readonly field: string; readonly r: RecordedEjection }[] = []
     for (const [field, value] of recorded) {
       const r = recordedEjection(value)
-      if (r === null) continue
-      if (r.until <= now) {
-        void this.#channel.remember(EJECTIONS, field, null)
-        continue
-      }
+      if (r !== null) records.push({ field, r })
+    }
+    // timed first (a stable sort: each kind in the hash's order)
+    records.sort((x, y) => Number(x.r.refused === true) - Number(y.r.refused === true))
+    for (const { field, r } of records) {
       if (field.startsWith(`${this.#self}:`)) {
         // this process's own: it holds it (or it ended here sooner, and its removal was lost)
         if (this.#recorded.get(r.id)?.field !== field || this.#health.toldLength(r.id) === null) {
@@ -437,25 +491,46 @@ export class SharedHealth {
         }
         continue
       }
+      if (r.until <= now - SKEW_TOLERANCE_MS) {
+        this.#appliedFields.delete(field)
+        void this.#channel.remember(EJECTIONS, field, null)
+        continue
+      }
+      if (r.until <= now || this.#appliedFields.has(field)) continue
+      if (r.until - now > r.ejectedFor + SKEW_TOLERANCE_MS) {
+        this.#noteApplied(field, now)
+        this.#logger.warn({ field, upstream: r.id, ahead_ms: r.until - r.ejectedFor - now, told_ms: r.ejectedFor, hint: 'check the clock (NTP) of the replica whose uuid begins the field' }, SKEWED_LOG)
+        void this.#channel.remember(EJECTIONS, field, null)
+        continue
+      }
       if (this.#health.state(r.id) === undefined) {
         const waiting = this.#awaitingEjections.get(r.id) ?? []
-        waiting.push(r)
+        waiting.push({ field, r })
         this.#awaitingEjections.delete(r.id)
         this.#awaitingEjections.set(r.id, waiting)
         if (this.#awaitingEjections.size > AWAITED_KEPT) this.#awaitingEjections.delete(this.#awaitingEjections.keys().next().value!)
         continue
       }
-      this.#applyRecordedEjection(r, now)
+      this.#applyRecordedEjection(field, r, now)
     }
   }
 
-  /** Apply the recorded ejection `r` for what is left of it at `now` (the table's clock), if it is about this replica's pod of its id. */
-  #applyRecordedEjection(r: RecordedEjection, now: number): void {
+  /** Apply the recorded ejection `r` (at `field`) for what is left of it at `now` (the table's clock), if it is about this replica's pod of its id and not applied here already. */
+  #applyRecordedEjection(field: string, r: RecordedEjection, now: number): void {
+    if (this.#appliedFields.has(field)) return
     // the sender's end by this replica's clock, never longer than the length it told
     const left = Math.floor(Math.min(r.ejectedFor, r.until - now))
     if (left < 1) return
     if (!this.#samePod(r.id, r.url, r.addresses, r.uid)) return
+    this.#noteApplied(field, now)
     this.#apply({ kind: 'down', id: r.id, migrate: false, active: false, refused: r.refused === true, told: r.reason, length: { ms: left, count: r.ejections }, recorded: true })
+  }
+
+  /** Remember that the recorded ejection at `field` was applied here at `now` (see #appliedFields). */
+  #noteApplied(field: string, now: number): void {
+    this.#appliedFields.delete(field)
+    this.#appliedFields.set(field, now)
+    if (this.#appliedFields.size > APPLIED_KEPT) this.#appliedFields.delete(this.#appliedFields.keys().next().value!)
   }
 
   /**
@@ -598,7 +673,7 @@ export class SharedHealth {
     if (ejections !== undefined && this.#health.state(id) !== undefined) {
       this.#awaitingEjections.delete(id)
       const now = this.#now()
-      for (const r of ejections) this.#applyRecordedEjection(r, now)
+      for (const { field, r } of ejections) this.#applyRecordedEjection(field, r, now)
     }
     const awaited = this.#awaiting.get(id)
     if (awaited === undefined || this.#health.state(id) === undefined) return
@@ -739,6 +814,13 @@ export class SharedHealth {
     const told = m.active !== true && TOLD_REASONS.includes(m.reason as EjectionReason) ? m.reason as EjectionReason : undefined
     // (a length that is not a whole number of ms >= 1 with a count >= 1 is read as none: timed here by this replica's count)
     const length = m.active !== true && isCount(m.ejectedFor) && isCount(m.ejections) ? { ms: m.ejectedFor, count: m.ejections } : null
+    // a `down` with a length is recorded by its sender at `from:seq` (see EJECTIONS): applied
+    // once, whether the record is read first or the message heard first (see #appliedFields)
+    if (m.kind === 'down' && length !== null && typeof m.from === 'string' && isSeq(m.seq)) {
+      const field = `${m.from}:${m.seq}`
+      if (this.#appliedFields.has(field)) return
+      this.#noteApplied(field, this.#now())
+    }
     this.#apply({ kind: m.kind, id: m.id, migrate: m.migrate === true, active: m.active === true, refused: m.refused === true && m.active !== true, told, length, since })
   }
 
@@ -821,6 +903,9 @@ export class SharedHealth {
 /** How many drains of upstreams not in the set SharedHealth keeps until they join (#awaiting): the oldest beyond it is dropped. */
 const AWAITED_KEPT = 1024
 
+/** How many recorded ejections' fields SharedHealth remembers as applied (#appliedFields): the oldest beyond it is forgotten. */
+const APPLIED_KEPT = 4096
+
 /** How many `down`s each list of SharedHealth keeps to match their other copies against (#appliedAsLead, #unrelayed, #relayedFirst): the oldest beyond it is dropped. */
 const RELAYED_KEPT = 100
 
@@ -887,8 +972,8 @@ function startTime(value: string | undefined): number | undefined {
   return value !== undefined && /^[1-9]\d{0,15}$/.test(value) ? Number(value) : undefined
 }
 
-/** What a read of the records left unread: the drains (and maybe the ejections), the ejections alone, or nothing (null). */
-type Unread = 'drains' | 'ejections' | null
+/** What a read of the records left unread (null: nothing). */
+type Unread = readonly ('drains' | 'ejections')[] | null
 
 /** A recorded ejection's value (see EJECTIONS), or null when it is not one (not JSON, a field of the wrong type). */
 function recordedEjection(value: string): RecordedEjection | null {
