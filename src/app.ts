@@ -253,7 +253,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   // Each resolves even when Redis is down (degraded, reconnecting); one that rejects is thrown
   // once the others settled (none is left pending), the first in this order, after what was
   // started is closed.
-  if (redis !== null || health.peers !== null) waiting = redis === null ? 'the drains recorded by the other workers' : recordsDrains ? 'Redis and the drains recorded in it' : 'Redis'
+  if (redis !== null || health.peers !== null) waiting = redis === null ? 'the drains and ejections recorded by the other workers' : recordsDrains ? 'Redis and the drains and ejections recorded in it' : 'Redis'
   const connected = redis?.start()
   const starts = await Promise.allSettled([connected, store?.start(), health.peers?.start(connected)])
   const failed = starts.find((s): s is PromiseRejectedResult => s.status === 'rejected')
