@@ -338,3 +338,25 @@ t.test('logs: a spell of failed reads that began with the ejections alone still 
   await waitFor(() => three.logs.lines.some((l) => String(l.rec['msg']).includes('read again')), 1_000, 'the end of the spell')
   t.same(three.logs.lines.filter((l) => String(l.rec['msg']).includes('read again')).map((l) => l.rec['msg']), ['the recorded ejections were read again: applied'])
 })
+
+t.test('a down heard for an id not in the set does not stand for its record: read again, the record waits for the id to join; an id that left and joined again applies it again', async (t) => {
+  const w = world()
+  const clock = new FakeClock(Date.now())
+  const one = await replica(t, w, clock)
+  const two = await replica(t, w, clock, { ids: ['a', 'b'] }) // discovery's list without e yet
+  one.health.reportPassive('e', 'server_error') // heard on #2: e is not in its set
+  two.channel.again() // the subscription comes back: the record is read
+  await settle()
+  await settle()
+  two.health.setUpstreams(IDS)
+  await new Promise<void>((r) => queueMicrotask(r))
+  t.equal(two.health.state('e'), 'ejected', 'ejected when it joins, from the record')
+  two.health.setUpstreams(['a', 'b']) // e leaves #2's set (its state with it) and comes back
+  two.health.setUpstreams(IDS)
+  t.equal(two.health.state('e'), 'healthy')
+  two.channel.again()
+  await settle()
+  await settle()
+  t.equal(two.health.state('e'), 'ejected', 'read again: applied again (its state left with it)')
+  t.equal(two.health.ejection('e')!.until, one.health.ejection('e')!.until, 'until its end on #1')
+})

@@ -195,10 +195,12 @@ export class SharedHealth {
    * limit, lengthening this replica's next ejection of it (and every replica's it tells), and
    * applied again a refusal this replica's probes had ended (its sender dead: the record stays
    * until its end). A field is forgotten when a read no longer lists it (no sooner than
-   * HEARD_RECORDED_MS after it was applied: a `down` is heard before its record is written);
-   * at most APPLIED_KEPT, the oldest dropped.
+   * HEARD_RECORDED_MS after it was applied: a `down` is heard before its record is written), and
+   * when its upstream leaves the set (its state goes with it: back in the set, a read applies
+   * the record again); at most APPLIED_KEPT, the oldest dropped. A `down` of an id not in the
+   * set is not noted: its record waits for the id to join (see #awaitingEjections).
    */
-  readonly #appliedFields = new Map<string, number>()
+  readonly #appliedFields = new Map<string, { readonly at: number; readonly id: string }>()
   /**
    * The ejections this process recorded (see EJECTIONS) and that may still be in force here, by
    * upstream id: the field and the value written, its end on this table's clock.
@@ -264,6 +266,7 @@ export class SharedHealth {
         this.#awaiting.delete(e.id)
         this.#confirming.delete(e.id)
         this.#forget(e.id)
+        for (const [field, applied] of this.#appliedFields) if (applied.id === e.id) this.#appliedFields.delete(field)
       }
       // an id that joined the set: its recorded drain, read before it was here, applies now. In a
       // microtask: after the set change that added it (not inside the table's transition), and
@@ -474,7 +477,7 @@ export class SharedHealth {
     this.#awaitingEjections.clear()
     // forget the fields no longer recorded (applied at least HEARD_RECORDED_MS ago: a `down` heard
     // just now may be read before its sender's write of the record lands)
-    for (const [field, at] of this.#appliedFields) if (now - at >= HEARD_RECORDED_MS && !recorded.has(field)) this.#appliedFields.delete(field)
+    for (const [field, applied] of this.#appliedFields) if (now - applied.at >= HEARD_RECORDED_MS && !recorded.has(field)) this.#appliedFields.delete(field)
     const records: { readonly field: string; readonly r: RecordedEjection }[] = []
     for (const [field, value] of recorded) {
       const r = recordedEjection(value)
@@ -498,7 +501,7 @@ export class SharedHealth {
       }
       if (r.until <= now || this.#appliedFields.has(field)) continue
       if (r.until - now > r.ejectedFor + SKEW_TOLERANCE_MS) {
-        this.#noteApplied(field, now)
+        this.#noteApplied(field, r.id, now)
         this.#logger.warn({ field, upstream: r.id, ahead_ms: r.until - r.ejectedFor - now, told_ms: r.ejectedFor, hint: 'check the clock (NTP) of the replica whose uuid begins the field' }, SKEWED_LOG)
         void this.#channel.remember(EJECTIONS, field, null)
         continue
@@ -522,14 +525,14 @@ export class SharedHealth {
     const left = Math.floor(Math.min(r.ejectedFor, r.until - now))
     if (left < 1) return
     if (!this.#samePod(r.id, r.url, r.addresses, r.uid)) return
-    this.#noteApplied(field, now)
+    this.#noteApplied(field, r.id, now)
     this.#apply({ kind: 'down', id: r.id, migrate: false, active: false, refused: r.refused === true, told: r.reason, length: { ms: left, count: r.ejections }, recorded: true })
   }
 
-  /** Remember that the recorded ejection at `field` was applied here at `now` (see #appliedFields). */
-  #noteApplied(field: string, now: number): void {
+  /** Remember that the recorded ejection at `field`, of `id`, was applied here at `now` (see #appliedFields). */
+  #noteApplied(field: string, id: string, now: number): void {
     this.#appliedFields.delete(field)
-    this.#appliedFields.set(field, now)
+    this.#appliedFields.set(field, { at: now, id })
     if (this.#appliedFields.size > APPLIED_KEPT) this.#appliedFields.delete(this.#appliedFields.keys().next().value!)
   }
 
@@ -816,10 +819,10 @@ export class SharedHealth {
     const length = m.active !== true && isCount(m.ejectedFor) && isCount(m.ejections) ? { ms: m.ejectedFor, count: m.ejections } : null
     // a `down` with a length is recorded by its sender at `from:seq` (see EJECTIONS): applied
     // once, whether the record is read first or the message heard first (see #appliedFields)
-    if (m.kind === 'down' && length !== null && typeof m.from === 'string' && isSeq(m.seq)) {
+    if (m.kind === 'down' && length !== null && typeof m.from === 'string' && isSeq(m.seq) && this.#health.state(m.id) !== undefined) {
       const field = `${m.from}:${m.seq}`
       if (this.#appliedFields.has(field)) return
-      this.#noteApplied(field, this.#now())
+      this.#noteApplied(field, m.id, this.#now())
     }
     this.#apply({ kind: m.kind, id: m.id, migrate: m.migrate === true, active: m.active === true, refused: m.refused === true && m.active !== true, told, length, since })
   }
