@@ -1,10 +1,13 @@
 // The ejections recorded for replicas that did not hear the `down` (see SharedHealth's
 // EJECTIONS): one lost on pub/sub is applied once the subscription is back, the sender removes
 // its record when its ejection ends sooner, a reader skips and drops an ended one, waits for an
-// id not in its set, refuses another pod's, keeps within max_ejection_percent, and a failed read
-// of them is made again. Replicas over an in-memory peer channel (a record of named sets, a
-// broadcast that can lose messages), health tables on one fake clock (the same wall time, as NTP
-// keeps it; records carry ends by it): no time passes but what the test advances.
+// id not in its set, refuses another pod's, keeps within max_ejection_percent (timed ones
+// first), applies and counts each record once however often it reads it, tolerates a skew of
+// SKEW_TOLERANCE_MS between replica clocks and drops a record impossible beyond it, and a failed
+// read of them is made again (each kind's warn said once a spell). Replicas over an in-memory
+// peer channel (a record of named sets, a broadcast that can lose messages), health tables on
+// fake clocks (one for all but where a test skews one; records carry ends by them): no time
+// passes but what the test advances.
 import t, { type Test } from 'tap'
 import { HealthTable } from '../src/health/health-table.js'
 import { EJECTIONS_UNREAD_LOG, READ_RETRY_MS, SharedHealth, SKEW_TOLERANCE_MS, SKEWED_LOG, UNREAD_LOG, type AddressesOf } from '../src/health/shared-health.js'

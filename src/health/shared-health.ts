@@ -52,14 +52,15 @@ export const HEARD_RECORDED_MS = 5_000
  * drops a record only once it ended more than this long ago on its clock (a reader whose clock is
  * ahead would otherwise drop one still running on the others'), and a record whose remaining
  * time on its clock exceeds the told length by more than this (its sender's clock was that far
- * ahead: with sane clocks impossible) is not applied, and dropped (see SKEWED_LOG). NTP keeps
+ * ahead, or this one's behind: with sane clocks impossible) is not applied, and dropped (see
+ * SKEWED_LOG; the two cannot be told apart here). NTP keeps
  * replica clocks within milliseconds; a minute is far past that, and short against the week
  * the other records are kept.
  */
 export const SKEW_TOLERANCE_MS = 60_000
 
 /** Said (a warn, once a record) when a recorded ejection's sender clock was more than SKEW_TOLERANCE_MS ahead of this replica's: the record is dropped. */
-export const SKEWED_LOG = 'a recorded ejection ends later than its told length allows on this clock (its sender\'s clock is ahead of this one): not applied, and dropped'
+export const SKEWED_LOG = 'a recorded ejection ends later than its told length allows on this clock (its sender\'s clock is ahead of this one, or this one behind): not applied, and dropped'
 
 /** Said (a warn) when a read of the recorded drains failed, once a spell of failed reads. */
 export const UNREAD_LOG = 'the recorded drains were not read (the peer channel did not answer): serving without them'
@@ -502,7 +503,7 @@ export class SharedHealth {
       if (r.until <= now || this.#appliedFields.has(field)) continue
       if (r.until - now > r.ejectedFor + SKEW_TOLERANCE_MS) {
         this.#noteApplied(field, r.id, now)
-        this.#logger.warn({ field, upstream: r.id, ahead_ms: r.until - r.ejectedFor - now, told_ms: r.ejectedFor, hint: 'check the clock (NTP) of the replica whose uuid begins the field' }, SKEWED_LOG)
+        this.#logger.warn({ field, upstream: r.id, ahead_ms: r.until - r.ejectedFor - now, told_ms: r.ejectedFor, hint: 'check the clocks (NTP) of this replica and of the one whose uuid begins the field: a replica whose clock is behind by more than the tolerance drops the records of ejections still running' }, SKEWED_LOG)
         void this.#channel.remember(EJECTIONS, field, null)
         continue
       }
