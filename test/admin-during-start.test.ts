@@ -108,3 +108,31 @@ t.test("with workers, the primary's /healthz answers 200 while no worker has sta
   t.ok(sample !== null, '/healthz was asked while no worker had started')
   t.same(sample, { status: 200, body: 'ok\n' }, "/healthz: 200 from the primary (alive, its workers starting), not 503")
 })
+
+t.test('with health.shared: redis, /readyz names the drains and ejections recorded in Redis while the start waits for a Redis that never answers', async (t) => {
+  const redis = await silentApi(t) // takes the connection and the commands, answers none
+  const [listen, admin] = await freePorts(2)
+  const file = tempFile('admin-during-start-redis.yaml', [
+    `listen: { host: 127.0.0.1, port: ${listen} }`,
+    `admin: { listen: { host: 127.0.0.1, port: ${admin} } }`,
+    'log: { level: info, access: false }',
+    'upstreams: [{ id: app-1, url: "http://127.0.0.1:1" }]',
+    `state: { store: redis, redis: { url: "${redis.url.replace('http:', 'redis:')}" } }`,
+    'health: { shared: redis, active: { enabled: false } }',
+    '',
+  ].join('\n'))
+  const proc = spawn(process.execPath, [CLI, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const exited = new Promise((resolve) => proc.once('exit', resolve))
+  t.teardown(async () => { proc.kill('SIGKILL'); await exited })
+  proc.stdout.resume(); proc.stderr.resume()
+  await waitFor(() => redis.waiting() > 0, 15_000, 'the first Redis command')
+  // the start waits about 2 s on Redis (then serves without it): the admin port answers meanwhile
+  let reasons: string[] = []
+  await waitFor(async () => {
+    const r = await get(admin!, '/readyz')
+    if (r === null) return false
+    reasons = (JSON.parse(r.body) as { reasons: string[] }).reasons
+    return true
+  }, 15_000, '/readyz answered', 20)
+  t.equal(reasons[0], 'starting: waiting for Redis and the drains and ejections recorded in it', '/readyz names what the start waits for')
+})
