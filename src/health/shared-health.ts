@@ -59,7 +59,7 @@ export const HEARD_RECORDED_MS = 5_000
  */
 export const SKEW_TOLERANCE_MS = 60_000
 
-/** Said (a warn, once a record) when a recorded ejection's sender clock was more than SKEW_TOLERANCE_MS ahead of this replica's: the record is dropped. */
+/** Said (a warn, once a record) when a recorded ejection's sender clock was more than SKEW_TOLERANCE_MS ahead of this replica's (or this one as far behind): the record is dropped. */
 export const SKEWED_LOG = 'a recorded ejection ends later than its told length allows on this clock (its sender\'s clock is ahead of this one, or this one behind): not applied, and dropped'
 
 /** Said (a warn) when a read of the recorded drains failed, once a spell of failed reads. */
