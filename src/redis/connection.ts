@@ -930,22 +930,30 @@ export class RedisConnection {
    * on that node's own connection, within `timeout`): a script no Redis replica or worker needs
    * a key for, counted for no node's health (a Redis before 7.0 answers it with a compile error,
    * which is not a failure of that node), nor told to the refusal listeners. A refusal for
-   * another reason than before (full, then MISCONF) is told as such. With it goes a PEXPIRE of
-   * a key that never exists ({@link #probeKey}; answered 0 when taken): a full node answers the
-   * script OOM whatever else holds (Redis checks maxmemory first), but takes a PEXPIRE (not
-   * denyoom), which MISCONF and NOREPLICAS refuse; so a full node's MISCONF is seen without
-   * traffic, and its end too (see NodeHealth.renewalsProbed). Checked on redis-server 7.0.15:
-   * full: script OOM, PEXPIRE 0; full and MISCONF: OOM, MISCONF; full and NOREPLICAS: OOM, NOREPLICAS.
+   * another reason than before (full, then MISCONF) is told as such. With it goes a
+   * `PEXPIREAT <marker> 1 GT`: a write (so MISCONF and NOREPLICAS
+   * refuse it) that is not denyoom (a full node takes it: Redis checks maxmemory first and
+   * answers the script OOM whatever else holds), so a full node's MISCONF is seen without
+   * traffic, and its end too (see NodeHealth.renewalsProbed). It never changes anything: GT sets
+   * an expiry only later than the key's own (none counts as infinite), and 1 ms after the epoch
+   * is before every live key's; answered 0. Its key is the node's keyspace marker, inside the key
+   * grant docs/redis.md asks for (before, `<prefix>probe`: outside it, so NOPERM, and a plain
+   * PEXPIRE that set a 500 ms TTL on such a key of the application's). A Redis before 7.0 (no GT)
+   * answers it with an error: 'unknown', which tells nothing. Checked on redis-server 7.0.15:
+   * COMMAND INFO pexpireat: write fast (not denyoom); on a key with and without a TTL: 0, PTTL
+   * and rdb_changes_since_last_save unchanged; full: script OOM, PEXPIREAT 0; full and MISCONF:
+   * OOM, MISCONF; full and NOREPLICAS: OOM, NOREPLICAS.
    */
   async #probeWrites(client: Client, node: NodeHealth): Promise<void> {
     const target = client instanceof Cluster
       ? client.nodes('master').find((n) => hostPort(n.options.host ?? '', n.options.port ?? 0) === node.address)
       : client
     if (target === undefined) return
-    const key = client instanceof Cluster ? this.#probeKey(client, node.address) : `${this.keyPrefix}probe`
+    const tag = client instanceof Cluster ? this.#tagOf(client, node.address) : null
+    const key = client instanceof Cluster ? (tag === null ? null : `${this.keyPrefix}keyspace:{${tag}}`) : `${this.keyPrefix}keyspace`
     const [error, renewal] = await Promise.all([
       settle(target.eval(ROOM_PROBE_LUA, 0), this.#timeout, this.#timers),
-      key === null ? Promise.resolve(undefined) : settle(target.pexpire(key, PROBE_INTERVAL_MS), this.#timeout, this.#timers),
+      key === null ? Promise.resolve(undefined) : settle(target.pexpireat(key, 1, 'GT'), this.#timeout, this.#timers),
     ])
     if (this.#client !== client || this.#nodes.get(node.address) !== node) return
     const now = this.#now()

@@ -241,11 +241,11 @@ export class NodeHealth {
   }
 
   /**
-   * What its renewals probe found (a PEXPIRE of a key that never exists, sent with the writes
+   * What its renewals probe found (`PEXPIREAT <marker> 1 GT`, which never applies, sent with the writes
    * probe): Redis refuses it for MISCONF and NOREPLICAS, as every write, but not for memory (not
    * a denyoom command: a full node answers 0). A reason (with its reply `error`) is seen as by
    * {@link writesProbed}; `'taken'` ends `misconf` and `noreplicas` at once (not `oom`, which the
-   * PEXPIRE cannot tell); `'unknown'` (another reply: an ACL refusal, MOVED) tells nothing.
+   * PEXPIREAT cannot tell); `'unknown'` (another reply: an ACL refusal, MOVED, a Redis < 7 without GT) tells nothing.
    * Without it a node full and MISCONF at once with no traffic showed only OOM to its probe (Redis
    * checks maxmemory first), and turned "full" (renewals unaffected) after REFUSED_QUIET_MS.
    */
