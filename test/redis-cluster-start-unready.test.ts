@@ -4,9 +4,11 @@
 // behind when the failed ready check makes it reconnect), and start() waited on it for good, so
 // Tether never listened, even once the Cluster was whole again. start() must end its wait once
 // the first attempt failed, as it does for a standalone server (about connectTimeout), and the
-// connection turn ready in the background once the Cluster is. Real 3-master Cluster.
+// connection turn ready in the background once the Cluster is. Review R3 (F3): and it must say
+// why: every master was shown "unreachable: connection closed" (ioredis tells the failed ready
+// check only in its debug output); the seeds are now asked CLUSTER INFO. Real 3-master Cluster.
 import t from 'tap'
-import { RedisConnection } from '../src/redis/connection.js'
+import { RedisConnection, unreadyReason, type RedisNodeEvent } from '../src/redis/connection.js'
 import { redisCli, startRedisCluster, waitFor } from './fixtures/redis-server.js'
 import { within } from './fixtures/wait.js'
 
@@ -21,12 +23,31 @@ t.test('a Cluster in state fail at the start: start() ends its wait, degraded, a
   t.teardown(() => conn.stop())
   const details: string[] = []
   conn.onStatus((s, detail) => details.push(`${s}: ${detail}`))
+  const events: RedisNodeEvent[] = []
+  conn.onNode((e) => events.push(e))
+  const t0 = performance.now()
   await within(conn.start(), 10_000, 'start() to end its wait')
+  t.comment(`start() ended its wait after ${Math.round(performance.now() - t0)} ms`)
   t.equal(conn.status, 'degraded', 'degraded while the Cluster fails')
+  // why, told by start()'s end: in each master's summary (/readyz) and in a down event (the log line)
+  const why = /unreachable: connection closed: the Cluster's ready check fails: 127\.0\.0\.1:\d+ says cluster_state:fail \(1 slot served by no master\)$/
+  const nodes = conn.nodes()
+  t.ok(nodes.length === 3 && nodes.every((n) => why.test(n.summary)), `every master says why: ${nodes.map((n) => n.summary).join(' | ')}`)
+  t.comment(events.map((e) => `${e.kind} ${e.node.summary}`).join(' | '))
+  t.ok(events.some((e) => e.kind === 'down' && why.test(e.node.summary)), 'a down event says why')
   // the Cluster whole again: slot 0 back to its master
   await redisCli(owner.port, 'CLUSTER', 'ADDSLOTS', '0')
   await waitFor('cluster_state:ok on every node', async () => (await Promise.all(cluster.nodes.map((n) => redisCli(n.port, 'CLUSTER', 'INFO')))).every((i) => i.includes('cluster_state:ok')), 10_000)
   await waitFor('the connection ready', () => conn.status === 'ready', 10_000)
   t.comment(details.join(' | '))
   t.equal(await conn.run('unready:{a}', (c) => c.exists('unready:{a}')), 0, 'and it answers')
+})
+
+t.test('unreadyReason: what a CLUSTER INFO answer says about a failed ready check', async (t) => {
+  t.equal(unreadyReason('cluster_state:ok\r\ncluster_slots_assigned:16384\r\n'), null)
+  t.equal(unreadyReason('cluster_state:fail\r\ncluster_slots_assigned:16383\r\ncluster_slots_fail:0\r\n'), 'says cluster_state:fail (1 slot served by no master)')
+  t.equal(unreadyReason('cluster_state:fail\r\ncluster_slots_assigned:0\r\n'), 'says cluster_state:fail (16384 slots served by no master)')
+  t.equal(unreadyReason('cluster_state:fail\r\ncluster_slots_assigned:16384\r\ncluster_slots_fail:5461\r\n'), 'says cluster_state:fail (5461 slots of failed masters)')
+  t.equal(unreadyReason('cluster_state:fail\r\n'), 'says cluster_state:fail')
+  t.equal(unreadyReason('no such field'), null)
 })

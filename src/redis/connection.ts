@@ -156,6 +156,12 @@ export class RedisConnection {
   #lastError = ''
   /** Whether the client is connected ('ready' seen since the last close). */
   #clientUp = false
+  /** Cluster: whether this client was ever ready (before, each close is a failed ready check or connect). */
+  #clusterWasReady = false
+  /** Cluster: the question to the seeds on why the ready check failed ({@link #tellWhyUnready}) under way, or null. */
+  #askingWhy: Promise<void> | null = null
+  /** The short-lived connections of {@link #whyUnready} (closed by stop() too). */
+  readonly #checks = new Set<Redis>()
   /** The nodes by address: one for standalone and Sentinel; the masters (or seeds) of a Cluster. */
   readonly #nodes = new NodeSet(() => this.#recompute())
   /** Cluster: per master, a hash tag whose slot it serves (for probes). */
@@ -298,13 +304,15 @@ export class RedisConnection {
    * master answered a PING, or `connectTimeout` passed) or the first attempt failed (at most
    * about `connectTimeout`; with Sentinel, once every Sentinel was asked, each question within
    * {@link SENTINEL_SILENT_MS}; for a Cluster, also when its ready check fails: cluster_state
-   * fail, a BUSY node asked), or stop() is called; after a failure the client keeps
+   * fail, a BUSY node asked, once the seeds said why, at most `connectTimeout` more:
+   * {@link #tellWhyUnready}), or stop() is called; after a failure the client keeps
    * reconnecting in the background with back-off. Calling it again while started does nothing.
    */
   async start(): Promise<void> {
     if (this.#client) return
     const client = this.#createClient()
     this.#client = client
+    this.#clusterWasReady = false
     this.#switchWatch?.start()
     for (const [name, { lua, keys }] of this.#scripts) client.defineCommand(name, { numberOfKeys: keys, lua })
     const cluster = client instanceof Cluster
@@ -351,6 +359,9 @@ export class RedisConnection {
         // the server behind the address may be another one when it comes back (an older
         // version): its version is unknown until the next ready check reads it
         this.#hints.forgetVersion()
+        // (a Cluster never ready yet whose slot map was read: its masters are told down once the
+        // seeds said why its ready check failed, at most connectTimeout later: #tellWhyUnready)
+        if (client instanceof Cluster && event !== 'end' && this.#tellWhyUnready(client)) return
         this.#clientDown(event === 'end' ? 'connection ended' : 'connection closed')
       })
     }
@@ -369,11 +380,14 @@ export class RedisConnection {
     connecting.catch(() => undefined)
     const gaveUp = new Promise<void>((resolve) => { this.#gaveUp = resolve })
     try {
-      const first = await Promise.race([connecting.then(() => 'connected' as const), gaveUp.then(() => 'gave up' as const), failedAttempt.then(() => 'gave up' as const)])
+      const first = await Promise.race([connecting.then(() => 'connected' as const), gaveUp.then(() => 'gave up' as const), failedAttempt.then(() => 'failed' as const)])
       client.off('close', attemptFailed)
+      // (a Cluster's failed first attempt: start() also waits for the seeds' answer on why, at
+      // most connectTimeout more, so that the status it leaves says it; stop() ends that wait)
+      if (first === 'failed' && this.#askingWhy !== null) await Promise.race([this.#askingWhy, gaveUp])
       this.#gaveUp = () => undefined
       // (the failed round was reported by the 'error' listener; stop() reports itself)
-      if (first === 'gave up') return
+      if (first !== 'connected') return
       // ioredis emits 'ready' on a later tick than connect() resolves: take it now.
       if (this.#client === client && client.status === 'ready' && !this.#redoing.has(client)) this.#clientReady(client)
       if (client instanceof Cluster) await this.#warm(client)
@@ -412,6 +426,8 @@ export class RedisConnection {
     if (this.#subscriberPing !== null) this.#timers.clearTimeout(this.#subscriberPing)
     this.#subscriberPing = null
     this.#switchWatch?.stop()
+    for (const c of this.#checks) c.disconnect()
+    this.#checks.clear()
     this.#gaveUp()
     this.#onClientReady.clear()
     const client = this.#client
@@ -726,6 +742,7 @@ export class RedisConnection {
 
   #clientReady(client: Client): void {
     this.#clientUp = true
+    if (client instanceof Cluster) this.#clusterWasReady = true
     this.#lastError = ''
     for (const fn of this.#onClientReady) fn()
     if (client instanceof Cluster) {
@@ -755,6 +772,71 @@ export class RedisConnection {
       if (!wasReachable) this.#nodes.report(node, now, true)
     }
     this.#sync()
+  }
+
+  /**
+   * Cluster closed before it was ever ready, after its slot map was read: ioredis tells why only
+   * in its debug output (its ready check, CLUSTER INFO to one node, said cluster_state:fail or
+   * got an error reply such as BUSY), and every master was shown "unreachable: connection
+   * closed". So the seeds are asked CLUSTER INFO ({@link #whyUnready}: one question at a time,
+   * on short-lived connections, within `connectTimeout`), and the masters are told down once
+   * they answered, a reason found as each master's error (its summary: /readyz, the status
+   * detail, the down line), e.g. `connection closed: the Cluster's ready check fails:
+   * 127.0.0.1:7000 says cluster_state:fail (1 slot served by no master)`. None is found when no
+   * seed answers (each node's own connect error says why) or each says cluster_state:ok. True
+   * when the question is under way (the close is told by its end), false when none is asked.
+   */
+  #tellWhyUnready(client: Cluster): boolean {
+    if (this.#askingWhy !== null) return true
+    if (this.#clusterWasReady || this.#options.nodes === undefined || !client.slots.some((owners) => owners !== undefined && owners.length > 0)) return false
+    this.#askingWhy = this.#whyUnready(this.#options.nodes).catch(() => null).then((why) => {
+      this.#askingWhy = null
+      if (this.#client !== client || this.#clientUp) return
+      if (why !== null) {
+        this.#lastError = `connection closed: the Cluster's ready check fails: ${why}`
+        for (const node of this.#nodes.values()) node.noteError(this.#lastError, this.#now())
+      }
+      this.#clientDown('connection closed')
+    })
+    return true
+  }
+
+  /**
+   * Asks every seed CLUSTER INFO at once, each on its own plain connection (no retry, no ready
+   * check, closed after), all within `connectTimeout`; the first seed (in order) whose answer
+   * tells why a Cluster's ready check fails: `<seed> says cluster_state:fail (<n> slots served
+   * by no master)` (or `... (<n> slots of failed masters)`), or `<seed> answers CLUSTER INFO with
+   * <error reply>` (BUSY, LOADING, ...). Null when none does (no answer, or cluster_state:ok).
+   */
+  async #whyUnready(seeds: readonly RedisAddress[]): Promise<string | null> {
+    const password = this.#options.password ?? undefined
+    const username = this.#options.username ?? undefined
+    const asked = seeds.map((seed) => {
+      const c = new Redis({
+        host: seed.host, port: seed.port, lazyConnect: true, protocol: 2, connectionName: 'tether-cluster-check',
+        connectTimeout: this.#connectTimeout, commandTimeout: this.#connectTimeout, retryStrategy: () => null,
+        maxRetriesPerRequest: 0, enableReadyCheck: false, ...{ disconnectTimeout: 100 },
+        ...(username === undefined ? {} : { username }),
+        ...(password === undefined ? {} : { password }),
+      })
+      c.on('error', () => undefined)
+      this.#checks.add(c)
+      const address = hostPort(seed.host, seed.port)
+      const answer = c.connect().then(() => c.cluster('INFO')).then(
+        (info) => unreadyReason(String(info)),
+        (err: unknown) => err instanceof ReplyError ? `answers CLUSTER INFO with ${this.#hints.data(describe(err))}` : null,
+      ).then((reason) => reason === null ? null : `${address} ${reason}`)
+      return { c, answer }
+    })
+    try {
+      const answers = await withDeadline(Promise.all(asked.map((a) => a.answer)), this.#connectTimeout, [], this.#timers)
+      return answers.find((a) => a !== null) ?? null
+    } finally {
+      for (const { c } of asked) {
+        this.#checks.delete(c)
+        c.disconnect()
+      }
+    }
   }
 
   /** A connection-level error of `node`: remembered for its summary, reported while it is down. */
@@ -1281,6 +1363,22 @@ function replied(err: unknown): boolean {
 }
 
 /** Null when `promise` fulfils within `ms`, else the error (or "no reply within ms"). */
+/**
+ * Why a CLUSTER INFO answer `info` fails ioredis's ready check, or null (cluster_state:ok).
+ * Example: `cluster_state:fail\r\ncluster_slots_assigned:16383\r\n...` ->
+ * `says cluster_state:fail (1 slot served by no master)`.
+ */
+export function unreadyReason(info: string): string | null {
+  const field = (name: string): string | undefined => new RegExp(`^${name}:(\\S*)`, 'm').exec(info)?.[1]
+  const state = field('cluster_state')
+  if (state === undefined || state === 'ok') return null
+  const count = (n: number, what: string): string => `${n} slot${n === 1 ? '' : 's'} ${what}`
+  const unassigned = CLUSTER_SLOTS - Number(field('cluster_slots_assigned') ?? CLUSTER_SLOTS)
+  const failed = Number(field('cluster_slots_fail') ?? 0)
+  const detail = unassigned > 0 ? count(unassigned, 'served by no master') : failed > 0 ? count(failed, 'of failed masters') : null
+  return `says cluster_state:${state}${detail === null ? '' : ` (${detail})`}`
+}
+
 function settle(promise: Promise<unknown>, ms: number, timers: Timers): Promise<string | null> {
   return new Promise((resolve) => {
     const timer = timers.setTimeout(() => resolve(`no reply within ${ms} ms`), ms)
