@@ -22,7 +22,7 @@ import { RedisConnection, type RedisNodeEvent } from '../src/redis/connection.js
 import { REFUSED_QUIET_MS } from '../src/redis/node-health.js'
 import { writesRefusedBy } from '../src/redis/reply-errors.js'
 import { LogCapture } from './fixtures/log-capture.js'
-import { redisCli, startRedis, waitFor, type RedisServer } from './fixtures/redis-server.js'
+import { redisCli, startRedis, startRedisCluster, waitFor, type RedisServer } from './fixtures/redis-server.js'
 
 const HOUR = 3_600_000
 const cp = { value: 'x', version: 1, upstream: 'app-0', epoch: 0, writtenAt: 1 }
@@ -199,4 +199,36 @@ t.test('a Redis before 7.0 (no GT) answers the renewal check with an error that 
   // (Redis 6.x: PEXPIREAT takes exactly 2 arguments, checked before the ACL and MISCONF)
   t.equal(writesRefusedBy("ERR wrong number of arguments for 'pexpireat' command"), null)
   t.equal(writesRefusedBy('ERR Unsupported option GT'), null)
+})
+
+t.test('Cluster: a shard full and NOREPLICAS without traffic stays NOREPLICAS (the renewal check goes to its marker, in its slots), and changes nothing', async (t) => {
+  const cluster = await startRedisCluster(3, ['--maxmemory-policy', 'noeviction'])
+  t.teardown(() => cluster.stop())
+  let skew = 0
+  const conn = new RedisConnection({ nodes: [...cluster.addresses], keyPrefix: 'wr:', timeout: 2_000, now: () => performance.now() + skew })
+  t.teardown(() => conn.stop())
+  const store = new RedisCheckpointStore({ connection: conn })
+  await conn.start()
+  const shard = cluster.nodes[0]!
+  const address = `127.0.0.1:${shard.port}`
+  const marker = conn.keysPerNode('keyspace').get(address)!
+  t.match(marker, /^wr:keyspace:\{probe-\d+\}$/, 'the shard\'s marker')
+  await redisCli(shard.port, 'SET', marker, 'marker', 'PX', String(HOUR))
+  let i = 0
+  while (conn.nodeOf(`wr:cp:{s-${i}}`) !== address) i++
+  await redisCli(shard.port, 'CONFIG', 'SET', 'min-replicas-to-write', '1')
+  await redisCli(shard.port, 'CONFIG', 'SET', 'maxmemory', '1')
+  t.equal(await store.put(`s-${i}`, cp, HOUR), 'unavailable', 'a put is refused (NOREPLICAS: a script checks it first)')
+  t.equal(conn.nodes().find((n) => n.address === address)!.writesRefused, 'noreplicas')
+  const before = await changes(shard.port)
+  skew += REFUSED_QUIET_MS
+  await probes(shard.port, 3)
+  t.ok(await calls(shard.port, 'pexpireat') >= 2, 'the renewal check reached the shard (refused: NOREPLICAS)')
+  t.notMatch(await redisCli(shard.port, 'INFO', 'errorstats'), /MOVED|NOPERM/, 'no MOVED, no NOPERM')
+  t.equal(conn.nodes().find((n) => n.address === address)!.writesRefused, 'noreplicas', 'NOREPLICAS still told while it holds')
+  t.equal(await changes(shard.port), before, 'the probe wrote nothing')
+  const ttl = Number(await redisCli(shard.port, 'PTTL', marker))
+  t.ok(ttl > HOUR - 60_000 && ttl <= HOUR, `the marker keeps its TTL (${ttl} ms)`)
+  await redisCli(shard.port, 'CONFIG', 'SET', 'maxmemory', '0')
+  await redisCli(shard.port, 'CONFIG', 'SET', 'min-replicas-to-write', '0')
 })
