@@ -1097,7 +1097,7 @@ t.test('a control character in a key or value from the file is echoed escaped (a
   t.strictSame(detail.slice(0, 2), ['  2 | log: [ "x\u2402\u241b[31m ', '    |        ^'])
 })
 
-t.test('a binary file given as the config (gzip, an archive, NUL bytes, not UTF-8) is one line naming it and what it looks like', async (t) => {
+t.test('a binary file given as the config (gzip, an archive, NUL bytes) is one line naming it and what it looks like', async (t) => {
   const { gzipSync } = await import('node:zlib')
   const dir = mkdtempSync(join(tmpdir(), 'tether-binary-'))
   const text = yaml(...UPSTREAM, 'affinity: { key: cookie }')
@@ -1107,14 +1107,22 @@ t.test('a binary file given as the config (gzip, an archive, NUL bytes, not UTF-
     ['proxy.zip', Buffer.concat([Buffer.from('PK\x03\x04', 'latin1'), Buffer.from(text)]), 'a zip archive (it starts with 50 4b 03 04), not YAML text'],
     ['tether', Buffer.from('\x7fELF\x02\x01\x01\x00\x00\x00', 'latin1'), 'an ELF executable (it starts with 7f 45 4c 46), not YAML text'],
     ['nul.bin', Buffer.concat([Buffer.from(`${text}log:\n  level: in`), Buffer.from([0, 0, 0, 1, 2, 3, 0, 0, 0, 9, 5, 0, 0])]), 'binary data (12 NUL or other control bytes, the first at line 6, column 12), not YAML text'],
-    ['latin1.yaml', latin1, 'not UTF-8 text (15 bytes that are not UTF-8, the first at line 5, column 4: Latin-1 or another 8-bit encoding?): save it as UTF-8'],
+    // the decompression hint runs as given: gunzip -k/unxz -k/unzstd want the format's suffix, gzip -dc does not
+    ['proxy.yaml', gzipSync(text), "gzip-compressed data (it starts with 1f 8b), not YAML text: decompress it first (gzip -dc FILE > DIR/proxy.decompressed.yaml)"],
+    ['proxy.yaml.xz', Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00, 0, 0]), 'xz-compressed data (it starts with fd 37 7a 58 5a 00), not YAML text: decompress it first (unxz -k FILE)'],
+    ['proxy.xz.yaml', Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00, 0, 0]), 'xz-compressed data (it starts with fd 37 7a 58 5a 00), not YAML text: decompress it first (xz -dc FILE > DIR/proxy.xz.decompressed.yaml)'],
+    ['proxy.yaml.zst', Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0]), 'zstd-compressed data (it starts with 28 b5 2f fd), not YAML text: decompress it first (unzstd FILE)'],
+    ['conf', Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0]), 'zstd-compressed data (it starts with 28 b5 2f fd), not YAML text: decompress it first (zstd -dc FILE > DIR/conf.decompressed.yaml)'],
+    // "line L, column C" counts characters as an editor does: an emoji is one, a BOM none
+    ['emoji.bin', Buffer.from(`# \u{1F680} ${'\0'.repeat(9)}\n`, 'utf8'), 'binary data (9 NUL or other control bytes, the first at line 1, column 5), not YAML text'],
+    ['bom.bin', Buffer.from(`\ufeff# ${'\0'.repeat(9)}\n`, 'utf8'), 'binary data (9 NUL or other control bytes, the first at line 1, column 3), not YAML text'],
   ]
   for (const [name, bytes, what] of cases) {
     const file = join(dir, name)
     writeFileSync(file, bytes)
     const err = (() => { try { loadConfigFile(file, {}) } catch (e) { return e } return undefined })()
     t.ok(err instanceof ConfigError, `${name}: refused`)
-    t.strictSame((err as ConfigError).issues, [`${file}: ${what.replace('FILE', file)}`], name)
+    t.strictSame((err as ConfigError).issues, [`${file}: ${what.replace('FILE', file).replace('DIR', dir)}`], name)
     t.strictSame((err as ConfigError).detail, [], `${name}: one line, no excerpt of its bytes`)
   }
   // a lone NUL (in a comment: an export tool's) is no sign of binary data; in a value, it is validated (and escaped)
@@ -1122,8 +1130,14 @@ t.test('a binary file given as the config (gzip, an archive, NUL bytes, not UTF-
   writeFileSync(nul, `${text}log:\n  level: in\0fo\n`)
   const lone = (() => { try { loadConfigFile(nul, {}) } catch (e) { return e } return undefined })()
   t.strictSame((lone as ConfigError).issues, [`${nul}:6:10 log.level: expected one of: "fatal", "error", "warn", "info", "debug", "trace", "silent", got "in\\u0000fo"; did you mean "info"?`])
-  // a few bytes that are not UTF-8 (an é in a comment saved as Latin-1) are read as before
+  // bytes that are not UTF-8 (comments saved as Latin-1 or cp1252), few or many, are text read as before (each replaced)
   const few = join(dir, 'few.yaml')
   writeFileSync(few, Buffer.from(`${text}# réglé\n`, 'latin1'))
   t.equal(loadConfigFile(few, {}).affinity.key, 'cookie')
+  const many = join(dir, 'latin1.yaml')
+  writeFileSync(many, latin1)
+  t.equal(loadConfigFile(many, {}).affinity.key, 'cookie', 'a Latin-1 file with 15 accented bytes in a comment')
+  const cp1252 = join(dir, 'cp1252.yaml')
+  writeFileSync(cp1252, Buffer.concat([Buffer.from([0x23, 0x20, ...Array(5).fill([0x93, 0x61, 0x94, 0x96]).flat()]), Buffer.from(`\n${text}`)]))
+  t.equal(loadConfigFile(cp1252, {}).affinity.key, 'cookie', 'a cp1252 comment with 20 curly quotes and dashes')
 })

@@ -5,6 +5,7 @@
 // `parseYamlDocuments`; `tether import` writes through `toYaml`.
 
 import { readFileSync } from 'node:fs'
+import { basename } from 'node:path'
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseAllDocuments, parseDocument, stringify, type Document, type YAMLError } from 'yaml'
 import type { Config } from './schema.js'
 import type { Env } from './env.js'
@@ -53,26 +54,46 @@ export function readConfigText(path: string): string {
 
 /** Files given for a config by mistake, told by their first bytes: what each is and, where it helps, what to do. */
 const MAGIC: readonly { readonly bytes: readonly number[]; readonly what: string; readonly fix?: (path: string) => string }[] = [
-  { bytes: [0x1f, 0x8b], what: 'gzip-compressed data', fix: (path) => `decompress it first (gunzip -k ${path})` },
+  { bytes: [0x1f, 0x8b], what: 'gzip-compressed data', fix: (path) => decompress(path, '.gz', 'gunzip -k', 'gzip') },
   { bytes: [0x50, 0x4b, 0x03, 0x04], what: 'a zip archive' },
-  { bytes: [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00], what: 'xz-compressed data', fix: (path) => `decompress it first (unxz -k ${path})` },
-  { bytes: [0x28, 0xb5, 0x2f, 0xfd], what: 'zstd-compressed data', fix: (path) => `decompress it first (unzstd ${path})` },
+  { bytes: [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00], what: 'xz-compressed data', fix: (path) => decompress(path, '.xz', 'unxz -k', 'xz') },
+  { bytes: [0x28, 0xb5, 0x2f, 0xfd], what: 'zstd-compressed data', fix: (path) => decompress(path, '.zst', 'unzstd', 'zstd') },
   { bytes: [0x7f, 0x45, 0x4c, 0x46], what: 'an ELF executable' },
   { bytes: [0x89, 0x50, 0x4e, 0x47], what: 'a PNG image' },
 ]
 
 /**
+ * The command that decompresses `path`, as a hint that works when run as given: `gunzip -k`,
+ * `unxz -k` and `unzstd` only take a file with the format's suffix (gzip 1.12 says "unknown
+ * suffix -- ignored" of `proxy.yaml`), so a file without it is written out with `-dc` beside it.
+ * Examples: `decompress("proxy.yaml.gz", ...)` -> `decompress it first (gunzip -k proxy.yaml.gz)`;
+ * `decompress("proxy.yaml", ".gz", "gunzip -k", "gzip")` -> `decompress it first (gzip -dc proxy.yaml > proxy.decompressed.yaml)`.
+ */
+function decompress(path: string, suffix: string, unpack: string, tool: string): string {
+  if (path.endsWith(suffix) && basename(path) !== suffix) return `decompress it first (${unpack} ${shellWord(path)})`
+  const ext = /\.ya?ml$/.exec(basename(path))?.[0] ?? ''
+  const out = `${path.slice(0, path.length - ext.length)}.decompressed${ext || '.yaml'}`
+  return `decompress it first (${tool} -dc ${shellWord(path)} > ${shellWord(out)})`
+}
+
+/** `word` as a POSIX shell reads it back: as it is when safe, else in single quotes. Example: `a b` -> `'a b'`. */
+function shellWord(word: string): string {
+  return /^[\w./+,:@%=-]+$/.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`
+}
+
+/**
  * More control bytes than this (NUL and the C0 controls but tab, line ends and ESC), and a file
- * is binary data; more bytes that are not UTF-8, and it is not UTF-8 text. A few are read as
- * before: a NUL in a comment (an export tool's), an é in a comment saved as Latin-1.
+ * is binary data. A few are read as before: a NUL in a comment (an export tool's). Bytes that
+ * are not UTF-8 are no sign of binary data: a comment saved as Latin-1 or cp1252 is text, read
+ * as it always was (each such byte replaced by U+FFFD).
  */
 const NON_TEXT_ALLOWED = 8
 
 /**
  * Why the bytes of a file read as UTF-8 are not YAML text, in words for one line after its
- * path, or null: a known binary format by its first bytes, more than a few NUL or other control
- * bytes (YAML allows none, 1.2 5.1; any binary file has many), or more than a few bytes that are
- * not UTF-8. Such a file was parsed as YAML and answered with an error that quoted its bytes.
+ * path, or null: a known binary format by its first bytes, or more than a few NUL or other
+ * control bytes (YAML allows none, 1.2 5.1; any binary file has many). Such a file was parsed
+ * as YAML and answered with an error that quoted its bytes.
  * Example:
  * "gzip-compressed data (it starts with 1f 8b), not YAML text: decompress it first (gunzip -k proxy.yaml.gz)".
  */
@@ -91,42 +112,17 @@ function notText(bytes: Buffer, path: string): string | null {
     controls++
   }
   if (controls > NON_TEXT_ALLOWED) return `binary data (${controls} NUL or other control bytes, the first at ${lineAndColumn(bytes, first)}), not YAML text`
-  const invalid = invalidUtf8(bytes)
-  if (invalid.count <= NON_TEXT_ALLOWED) return null
-  return `not UTF-8 text (${invalid.count} bytes that are not UTF-8, the first at ${lineAndColumn(bytes, invalid.first)}: Latin-1 or another 8-bit encoding?): save it as UTF-8`
-}
-
-/** "line L, column C" of byte `offset` (the column in characters, as an editor counts them). */
-function lineAndColumn(bytes: Buffer, offset: number): string {
-  const before = bytes.subarray(0, offset).toString('utf8').split('\n')
-  return `line ${before.length}, column ${before.at(-1)!.length + 1}`
+  return null
 }
 
 /**
- * The bytes of `bytes` that are not part of a well-formed UTF-8 sequence (Unicode 15, table
- * 3-7: no overlong forms, no surrogates, nothing above U+10FFFF), counted one per byte as a
- * decoder replaces them, and the offset of the first. Example: Latin-1 "é" (e9) -> 1 at its offset.
+ * "line L, column C" of byte `offset`, the column in characters as an editor counts them: a
+ * character outside the BMP (an emoji) is one, a byte order mark none.
+ * Example: the byte after "\ufeff# 🚀 " -> `line 1, column 5`.
  */
-function invalidUtf8(bytes: Buffer): { count: number; first: number } {
-  let count = 0
-  let first = -1
-  for (let i = 0; i < bytes.length;) {
-    const b = bytes[i]!
-    if (b < 0x80) { i++; continue }
-    const n = b >= 0xc2 && b <= 0xdf ? 1 : b >= 0xe0 && b <= 0xef ? 2 : b >= 0xf0 && b <= 0xf4 ? 3 : 0
-    const lo = b === 0xe0 ? 0xa0 : b === 0xf0 ? 0x90 : 0x80
-    const hi = b === 0xed ? 0x9f : b === 0xf4 ? 0x8f : 0xbf
-    let ok = n > 0
-    for (let k = 1; ok && k <= n; k++) {
-      const c = bytes[i + k]
-      ok = c !== undefined && c >= (k === 1 ? lo : 0x80) && c <= (k === 1 ? hi : 0xbf)
-    }
-    if (ok) { i += n + 1; continue }
-    if (first < 0) first = i
-    count++
-    i++
-  }
-  return { count, first }
+function lineAndColumn(bytes: Buffer, offset: number): string {
+  const before = bytes.subarray(0, offset).toString('utf8').replace(/^\ufeff/, '').split('\n')
+  return `line ${before.length}, column ${[...before.at(-1)!].length + 1}`
 }
 
 /** A file's text and how its bytes were read: `bom` when a byte order mark said so. */
