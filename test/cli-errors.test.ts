@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import net from 'node:net'
 import { spawn } from 'node:child_process'
-import { CLI, ROOT, cliCommand, runCli, tempFile } from './fixtures/cli.js'
+import { CLI, ROOT, cliCommand, plainNode, runCli, tempFile } from './fixtures/cli.js'
+import { spawnSync } from 'node:child_process'
 import { parseArgs, USAGE } from '../src/cli-args.js'
 
 const version = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version
@@ -161,4 +162,20 @@ t.test('TETHER_WORKER set outside a primary (a value left in a shell): a one-lin
   t.match(bad.stderr, /TETHER_WORKER is set by Tether's primary for its workers .*: unset it/)
   t.equal(orphan.code, 1)
   t.match(orphan.stderr, /TETHER_WORKER is set, but this process was not started by a Tether primary: unset it/)
+})
+
+t.test("the test fixture's child processes: tap's loader is taken out of NODE_OPTIONS, a caller's NODE_OPTIONS is kept", async (t) => {
+  // a preload that does not exist: the child fails only if the caller's option reached it
+  const r = await runCli(['--version'], { NODE_OPTIONS: '--require=/nonexistent-h8-preload.cjs' })
+  t.not(r.code, 0, 'the child fails to preload the missing module')
+  t.match(r.stderr, /nonexistent-h8-preload/)
+  const seen = (opts: string | undefined): string => {
+    const [cmd, args] = plainNode(['-e', 'process.stdout.write(process.env.NODE_OPTIONS ?? "(unset)")'], opts)
+    return spawnSync(cmd, args, { env: { ...process.env, NODE_OPTIONS: opts }, encoding: 'utf8' }).stdout
+  }
+  if (process.env['_TAPJS_PROCESSINFO_COVERAGE_'] !== '1') {
+    t.equal(seen(`--max-old-space-size=200 ${process.env['NODE_OPTIONS'] ?? ''}`), '--max-old-space-size=200', "tap's loader dropped, the rest kept")
+    t.equal(seen(`"--title=a b" ${process.env['NODE_OPTIONS'] ?? ''} --no-warnings`), '"--title=a b" --no-warnings', 'a quoted word kept whole')
+    t.equal(seen(process.env['NODE_OPTIONS']), '(unset)', "only tap's loader: unset")
+  }
 })
