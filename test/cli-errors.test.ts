@@ -5,7 +5,7 @@
 import t from 'tap'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import net from 'node:net'
 import { spawn } from 'node:child_process'
 import { CLI, ROOT, cliCommand, plainNode, runCli, tempFile } from './fixtures/cli.js'
@@ -128,6 +128,27 @@ t.test('check and run: a gzip file given as the config is one line naming it and
   const [check, run] = await Promise.all([runCli(['check', file]), runCli(['--config', file])])
   t.same([check.code, check.stdout, check.stderr], [1, '', line], 'check')
   t.same([run.code, run.stdout, run.stderr], [1, '', line], 'run')
+})
+
+t.test('check: the decompression hint for a gzip file without the .gz suffix works when run as printed; a Latin-1 config is accepted', async (t) => {
+  const { gzipSync } = await import('node:zlib')
+  const text = 'upstreams:\n  - id: app-1\n    url: http://127.0.0.1:8081\n'
+  const file = tempFile('proxy.yaml', '')
+  writeFileSync(file, gzipSync(text))
+  const refused = await runCli(['check', file])
+  t.equal(refused.code, 1)
+  const command = /decompress it first \((.*)\)\n$/.exec(refused.stderr)?.[1]
+  t.match(command, /^gzip -dc /, refused.stderr)
+  const run = spawnSync('/bin/sh', ['-c', command ?? 'false'], { encoding: 'utf8' })
+  t.equal(run.status, 0, `${command} ran: ${run.stderr}`)
+  const out = join(dirname(file), 'proxy.decompressed.yaml')
+  t.equal(readFileSync(out, 'utf8'), text)
+  // comments saved as Latin-1, 9 and more bytes that are not UTF-8: text, checked as before
+  const latin1 = tempFile('latin1.yaml', '')
+  writeFileSync(latin1, Buffer.from(`# Grüße an Müller, Jürgen und Sören: für Änderungen Bescheid geben\n${text}`, 'latin1'))
+  const [decompressed, accepted] = await Promise.all([runCli(['check', out]), runCli(['check', latin1])])
+  t.equal(decompressed.code, 0, decompressed.stderr)
+  t.same([accepted.code, accepted.stderr], [0, ''], 'the Latin-1 file')
 })
 
 t.test('check: a syntax error on a line with a URL password keeps its caret under the column (the password masked one * per character)', async (t) => {
