@@ -40,7 +40,7 @@ export type Command =
   | { kind: 'check'; config: string }
   | { kind: 'import'; files: string[]; manifests: boolean; image: string | undefined }
   | { kind: 'session'; admin: AdminTarget; key: string; json: boolean }
-  | { kind: 'drain'; admin: AdminTarget; id: string; migrate: boolean; wait: boolean; timeout: number }
+  | { kind: 'drain'; admin: AdminTarget; id: string; migrate: boolean; wait: boolean; timeout: number; warning?: string }
   | { kind: 'help' }
   | { kind: 'version' }
   | { kind: 'usage-error'; message: string }
@@ -125,6 +125,9 @@ function parseWords(argv: readonly string[], env: Readonly<Record<string, string
       config = a
     } else if (kind === 'check' && !option) {
       return { kind: 'usage-error', message: `check takes one config file: "${a}" is a second (check each on its own)` }
+    } else if (ended && a.startsWith('-')) {
+      // `tether -- --config x.yaml`, `tether run -- --config=x.yaml`: no "did you mean" (it would name the word itself)
+      return { kind: 'usage-error', message: `"${a}" after "--" is an argument, not an option: put options before "--"` }
     } else if (kind === 'run' && config === undefined && !option && /\.ya?ml$/i.test(a)) {
       // `tether proxy.yaml`: the file is an option's value when running
       return { kind: 'usage-error', message: `unknown argument "${a}": to run with this file, write --config ${a} (to validate it: tether check ${a})` }
@@ -224,8 +227,9 @@ function parseAdminCommand(kind: 'session' | 'drain', args: string[], env: Reado
     } else target = a
   }
   if (target === undefined || target === '') return { kind: 'usage-error', message: `${kind} needs ${kind === 'session' ? 'a session key' : 'an upstream id'}` }
-  // without --wait, drain returns once the admin API has ordered the drain: nothing to time
-  if (given['--timeout'] !== undefined && !wait) return { kind: 'usage-error', message: '--timeout is how long --wait waits: add --wait (without it, drain returns once the drain is ordered)' }
+  // without --wait, drain returns once the admin API has ordered the drain: nothing to time. Still
+  // drained (a preStop hook's `drain <id> --timeout 30s` refused would leave the upstream serving), and told
+  const warning = given['--timeout'] !== undefined && !wait ? '--timeout has no effect without --wait: the drain is ordered and not waited on (add --wait to wait for it)' : undefined
   if (!/^https?:\/\/[^/]/.test(url)) return { kind: 'usage-error', message: `${urlFrom}: expected a URL like http://127.0.0.1:9901, got "${url}"${urlFrom === '--admin' ? '' : ' (--admin <url> overrides it)'}` }
   // fetch drops whitespace at a header value's ends and refuses a control character inside,
   // with an error that quotes the value: said here, the token never shown
@@ -233,5 +237,5 @@ function parseAdminCommand(kind: 'session' | 'drain', args: string[], env: Reado
     return { kind: 'usage-error', message: `${tokenFrom}: holds a control character (a line break inside?), which an Authorization header cannot carry (not shown)` }
   }
   const admin = { url, token }
-  return kind === 'session' ? { kind, admin, key: target, json } : { kind, admin, id: target, migrate, wait, timeout }
+  return kind === 'session' ? { kind, admin, key: target, json } : { kind, admin, id: target, migrate, wait, timeout, ...(warning === undefined ? {} : { warning }) }
 }

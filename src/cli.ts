@@ -148,6 +148,7 @@ async function main(): Promise<number> {
     }
     case 'session':
     case 'drain': {
+      if (cmd.kind === 'drain' && cmd.warning !== undefined) process.stderr.write(`tether drain: warning: ${cmd.warning}\n`)
       const r = cmd.kind === 'session'
         ? await showSession(cmd.admin, cmd.key, cmd.json)
         : await drainUpstream(cmd.admin, cmd.id, { migrate: cmd.migrate, wait: cmd.wait, timeout: cmd.timeout, poll: 1_000, progress: (line) => process.stdout.write(line) })

@@ -30,15 +30,21 @@ t.test('an option that takes a value, given twice with two values, is refused na
   t.same(drain, { kind: 'drain', admin: { url: 'http://10.0.0.1:9901', token: 't' }, id: 'app-1', migrate: false, wait: false, timeout: 300_000 })
 })
 
-t.test('an option accepted and then ignored is refused: --timeout of session, --timeout without --wait, --image without --manifests', async (t) => {
+t.test('an option accepted and then ignored is refused: --timeout of session, --image without --manifests; drain --timeout without --wait drains, with a warning', async (t) => {
   const cases: [string[], string][] = [
     [['session', 'k', '--timeout', '5s'], '--timeout is an option of tether drain (how long --wait waits), not of tether session'],
     [['session', 'k', '--timeout=5s'], '--timeout is an option of tether drain (how long --wait waits), not of tether session'],
-    [['drain', 'app-1', '--timeout', '5s'], '--timeout is how long --wait waits: add --wait (without it, drain returns once the drain is ordered)'],
     [['import', '--image', 'r/a:1', 'x.yaml'], '--image is the image of the Deployment --manifests prints: add --manifests (a proxy.yaml names no image)'],
   ]
   for (const [argv, message] of cases) t.equal(usageError(argv), message, argv.join(' '))
   t.same(parseArgs(['drain', 'app-1', '--timeout', '5s', '--wait'], {}), { kind: 'drain', admin: { url: 'http://127.0.0.1:9901', token: null }, id: 'app-1', migrate: false, wait: true, timeout: 5_000 })
+  // a preStop hook's `drain <id> --timeout 30s` (--wait left out) must still drain: it does, and is told the timeout does nothing
+  t.strictSame(parseArgs(['drain', 'app-1', '--timeout', '5s'], {}), {
+    kind: 'drain', admin: { url: 'http://127.0.0.1:9901', token: null }, id: 'app-1', migrate: false, wait: false, timeout: 5_000,
+    warning: '--timeout has no effect without --wait: the drain is ordered and not waited on (add --wait to wait for it)',
+  })
+  t.equal(usageError(['drain', 'app-1', '--timeout', 'soon']), usageError(['drain', 'app-1', '--wait', '--timeout', 'soon']), 'a bad duration is still refused')
+  t.match(usageError(['drain', 'app-1', '--timeout', 'soon']), /^--timeout: /)
   t.same(parseArgs(['import', 'x.yaml', '--image', 'r/a:1', '--manifests'], {}), { kind: 'import', files: ['x.yaml'], manifests: true, image: 'r/a:1' })
 })
 
@@ -48,6 +54,13 @@ t.test('"--" ends the options: a session key, upstream id or file that starts wi
   t.same(parseArgs(['drain', '--wait', '--', '--odd'], {}), { kind: 'drain', admin, id: '--odd', migrate: false, wait: true, timeout: 300_000 })
   t.same(parseArgs(['check', '--', '-proxy.yaml'], {}), { kind: 'check', config: '-proxy.yaml' })
   t.same(parseArgs(['import', '--', '-', '-x.yaml'], {}), { kind: 'import', files: ['-', '-x.yaml'], manifests: false, image: undefined })
+  // after "--" in run (which takes no argument), an option word is said to be an argument, never suggested as itself
+  const after = (w: string): string => `"${w}" after "--" is an argument, not an option: put options before "--"`
+  t.equal(usageError(['--', '--config', 'x.yaml']), after('--config'))
+  t.equal(usageError(['run', '--', '--config=x.yaml']), after('--config=x.yaml'))
+  t.equal(usageError(['run', '--', '--help']), after('--help'))
+  t.equal(usageError(['--', '-c']), after('-c'))
+  t.equal(usageError(['--', '--conifg']), after('--conifg'))
   // after "--" an option is a word: a second key, not --json
   t.equal(usageError(['session', 'k', '--', '--json']), 'session takes one session key: "--json" is a second')
 })

@@ -5,6 +5,8 @@
 // adds: the "tether: " line, the help after it and exit 2, and the admin client's exit 1.
 // Split from cli-errors.test.ts to keep each file quick on a loaded host.
 import t from 'tap'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { parseArgs, USAGE } from '../src/cli-args.js'
 import { freePort, runCli } from './fixtures/cli.js'
 
@@ -44,4 +46,19 @@ t.test('as a process: a usage error is its line, then the help, exit 2; an admin
   t.same([usage.code, usage.stdout, usage.stderr], [2, '', `tether: unknown argument "help", did you mean "--help"?\n\n${USAGE}`])
   t.equal(refused.code, 1)
   t.equal(refused.stderr, `tether drain: cannot reach the admin API at http://127.0.0.1:${closed}: ECONNREFUSED (is Tether running with admin.listen at this address? --admin or TETHER_ADMIN names another)\n`)
+})
+
+t.test("as a process: drain <id> --timeout 30s without --wait (a preStop hook's) orders the drain, exit 0, with a one-line warning", async (t) => {
+  const seen: string[] = []
+  const server = http.createServer((req, res) => {
+    seen.push(`${req.method} ${req.url}`)
+    res.setHeader('content-type', 'application/json')
+    res.end(JSON.stringify({ id: 'app-1', draining: true, migrate: false }))
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => server.close())
+  const r = await runCli(['drain', 'app-1', '--timeout', '30s', '--admin', `http://127.0.0.1:${(server.address() as AddressInfo).port}`])
+  t.equal(r.code, 0, r.stderr)
+  t.same(seen, ['POST /upstreams/app-1/drain'], 'the drain was ordered')
+  t.equal(r.stderr, 'tether drain: warning: --timeout has no effect without --wait: the drain is ordered and not waited on (add --wait to wait for it)\n')
 })
