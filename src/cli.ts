@@ -3,7 +3,7 @@
 // root, and turns SIGTERM/SIGINT into a graceful stop. No proxy logic here.
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { CONFIG_WARNING, ConfigError, configWarnings, readConfigFile, readErrorReason, type Config } from './config/index.js'
+import { CONFIG_WARNING, ConfigError, configWarnings, escapeControls, readConfigFile, readErrorReason, type Config } from './config/index.js'
 import { parseArgs, USAGE } from './cli-args.js'
 import { configFiles } from './config/config-files.js'
 import { formatDuration } from './config/duration.js'
@@ -65,8 +65,9 @@ function read(file: string, from: 'argument' | 'TETHER_CONFIG' | 'default' = 'ar
       : from === 'TETHER_CONFIG' ? '; the file TETHER_CONFIG names (--config <file> overrides it)'
       : `; the default file (no --config given, TETHER_CONFIG unset), read from ${process.cwd()}: pass --config <file>`
     // (a read error's OS message names the path, and could carry anything: masked as every stderr line)
-    if (err instanceof ConfigError) process.stderr.write(`${maskUrlCredentials(err.message + source, true)}\n`)
-    else process.stderr.write(`${file}: ${failureLine(err)}\n`)
+    // (the directory's file names and the working directory: escaped as the rest of the line)
+    if (err instanceof ConfigError) process.stderr.write(`${maskUrlCredentials(err.message + escapeControls(source), true)}\n`)
+    else process.stderr.write(`${escapeControls(`${file}: ${failureLine(err)}`)}\n`)
     return null
   }
 }
@@ -124,7 +125,7 @@ async function main(): Promise<number> {
           files.push({ file, bytes: readFileSync(file === '-' ? 0 : file) })
         } catch (err) {
           const hint = (err as NodeJS.ErrnoException).code === 'EISDIR' ? directoryHint(file, 'the YAML files') : ''
-          process.stderr.write(`${maskUrlCredentials(`tether import: cannot read ${file}: ${readErrorReason(err)}${hint}`)}\n`)
+          process.stderr.write(`${maskUrlCredentials(escapeControls(`tether import: cannot read ${file}: ${readErrorReason(err)}${hint}`))}\n`)
           return 1
         }
       }
@@ -132,15 +133,15 @@ async function main(): Promise<number> {
         const sources = files.map(({ file, bytes }) => ({ file, text: manifestText(file, bytes) }))
         const result = convertManifests(sources, { manifests: cmd.manifests, image: cmd.image ?? `ghcr.io/example/tether:${version()}` })
         process.stdout.write(result.manifests ?? result.proxyYaml)
-        process.stderr.write(`tether import: converted ${result.converted}\n`)
+        process.stderr.write(`tether import: converted ${escapeControls(result.converted)}\n`)
         if (result.findings.length > 0) {
           process.stderr.write(`tether import: not converted (${result.findings.length}, also listed at the top of the output):\n`)
-          for (const f of result.findings) process.stderr.write(`  ${f.at} ${f.what}: ${f.why}\n`)
+          for (const f of result.findings) process.stderr.write(`  ${escapeControls(`${f.at} ${f.what}: ${f.why}`)}\n`)
         }
         return 0
       } catch (err) {
         if (err instanceof ImportError || err instanceof ConfigError) {
-          process.stderr.write(`tether import: ${maskUrlCredentials(err.message, true)}\n`)
+          process.stderr.write(`tether import: ${maskUrlCredentials(escapeControls(err.message), true)}\n`)
           return 1
         }
         throw err
@@ -160,7 +161,7 @@ async function main(): Promise<number> {
       const config = load(cmd.config)
       if (config === null) return 1
       for (const w of configWarnings(config)) process.stderr.write(`warning: ${w}\n`)
-      process.stdout.write(`${cmd.config}: ok (${upstreamSources(config)})\n`)
+      process.stdout.write(`${escapeControls(cmd.config)}: ok (${upstreamSources(config)})\n`)
       return 0
     }
     case 'run': {

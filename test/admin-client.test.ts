@@ -5,7 +5,9 @@
 import t from 'tap'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { drainUpstream, showSession } from '../src/admin/admin-client.js'
+import { drainUpstream, formatSession, showSession } from '../src/admin/admin-client.js'
+import type { SessionView } from '../src/admin/session-lookup.js'
+import { freePort } from './fixtures/ports.js'
 import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { startUpstream, testConfig } from './fixtures/upstream.js'
@@ -118,4 +120,33 @@ t.test("another server's error page (an app's 404) is said to be not the admin A
   // error text: escaped as JSON writes them, never sent to the terminal
   const escaped = await showSession({ url, token: null }, 'escape', false)
   t.equal(escaped.err, 'tether session: 500 oops \\u001b[2J\\u001b]0;owned\\u0007 \\u202egnp.exe\n')
+})
+
+const RAW = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/
+
+t.test('an admin URL with control characters (from --admin or TETHER_ADMIN) is escaped where an error names it; so is a session view from the admin API', async (t) => {
+  const closed = await freePort()
+  const url = `http://127.0.0.1:${closed}/\u001b[2J\u202e`
+  const down = await drainUpstream({ url, token: null }, 'a\u001b[31m', { ...DRAIN, wait: false })
+  t.equal(down.code, 1)
+  t.match(down.err, /cannot reach the admin API at http:\/\/127\.0\.0\.1:\d+\/\\u001b\[2J\\u202e: /)
+  t.notMatch(down.err.slice(0, -1), RAW)
+  const server = http.createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}')).listen(0, '127.0.0.1')
+  await new Promise((r) => server.once('listening', r))
+  t.teardown(() => server.close())
+  const other = `http://127.0.0.1:${(server.address() as AddressInfo).port}/\u202e`
+  const [drain, session] = await Promise.all([drainUpstream({ url: other, token: null }, 'app-0', DRAIN), showSession({ url: other, token: null }, 'k', false)])
+  for (const r of [drain, session]) {
+    t.match(r.err, /the answer from http:\/\/127\.0\.0\.1:\d+\/\\u202e is not the Tether admin API's/)
+    t.notMatch(r.err.slice(0, -1), RAW)
+  }
+  const view = {
+    session: 'h:ab\u001b[31m', key_kind: 'cookie', upstream: 'app\u202e1', epoch: 1, source: 'shared', created: null, last_seen: null,
+    last_move: { from: 'a\u001b]0;x\u0007', to: 'b\u202e', reason: 'drain\u0085', at: '2026\u2066' }, pending_move: null,
+    checkpoint: null, checkpoint_status: 'none', drain: null,
+  } as unknown as SessionView
+  const shown = formatSession(view)
+  t.notMatch(shown.replaceAll('\n', ''), RAW, shown)
+  t.match(shown, /session    h:ab\\u001b\[31m/)
+  t.match(shown, /last move  a\\u001b\]0;x\\u0007 -> b\\u202e \(drain\\u0085\) at 2026\\u2066/)
 })

@@ -120,6 +120,21 @@ t.test('check, run and import: a config or manifest that cannot be read (a direc
   t.equal(r.stderr, `tether import: cannot read ${dir}: illegal operation on a directory (EISDIR); a directory: name the YAML files in it (${join(dir, 'canary.yml')}, ${join(dir, 'proxy.yaml')})\n`, 'import')
 })
 
+t.test('check and import: a file or directory name with control characters (ESC, U+202E) is escaped in what they print', async (t) => {
+  const raw = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/
+  const esc = (s: string): string => s.replaceAll('\u001b', '\\u001b').replaceAll('\u202e', '\\u202e')
+  const ok = tempFile('p\u001b[31mred.yaml', 'upstreams:\n  - { id: a, url: "http://127.0.0.1:9001" }\n')
+  const dir = mkdtempSync(join(tmpdir(), 'tether-test-'))
+  writeFileSync(join(dir, 'x\u001b[2Jy.yaml'), '')
+  const missing = join(dir, 'no\u202elmay.yaml')
+  const [check, checkDir, importDir, importMissing] = await Promise.all([runCli(['check', ok]), runCli(['check', dir]), runCli(['import', dir]), runCli(['import', missing])])
+  t.same([check.code, check.stdout], [0, `${esc(ok)}: ok (1 static upstream)\n`], 'check ok line')
+  t.equal(checkDir.stderr, `${dir}: cannot read config: illegal operation on a directory (EISDIR); a directory: name the YAML file in it (${esc(join(dir, 'x\u001b[2Jy.yaml'))})\n`)
+  t.equal(importDir.stderr, `tether import: cannot read ${dir}: illegal operation on a directory (EISDIR); a directory: name the YAML files in it (${esc(join(dir, 'x\u001b[2Jy.yaml'))})\n`)
+  t.match(importMissing.stderr, `tether import: cannot read ${esc(missing)}: `)
+  for (const r of [check, checkDir, importDir, importMissing]) t.notMatch((r.stdout + r.stderr).replaceAll('\n', ''), raw)
+})
+
 t.test('check and run: a gzip file given as the config is one line naming it and what it is, exit 1 (an invalid config), never its bytes', async (t) => {
   const { gzipSync } = await import('node:zlib')
   const file = tempFile('proxy.yaml.gz', '')

@@ -5,6 +5,7 @@
 // wrote as UTF-16.
 import t from 'tap'
 import { gzipSync } from 'node:zlib'
+import { readFileSync } from 'node:fs'
 import { spawn } from 'node:child_process'
 import { ingressYaml } from './fixtures/ingress.js'
 import { parseConfig, type Config } from '../src/config/index.js'
@@ -264,4 +265,16 @@ t.test('a ClientIP Service of the same name in another namespace is not called t
   const why = (text: string) => convert(`${ingressYaml({ affinity: 'cookie' })}---\n${text}`).findings.find((f) => f.what.startsWith('Service '))?.why
   t.match(why(same), /did not apply behind the Ingress; remove it once Tether is in front/)
   t.match(why(other), /^not converted: one Tether replaces one source of stickiness/)
+})
+
+t.test('values with control characters and bidi controls (ESC, U+202E) are escaped in the findings and the header of the output', async (t) => {
+  const text = readFileSync(new URL('./fixtures/import/ingress-nginx-cookie.yaml', import.meta.url), 'utf8')
+    .replace('affinity-mode: "balanced"', 'affinity-mode: "bal\\e[31manced"')
+    .replace('proxy-next-upstream: "error timeout http_502"', 'proxy-next-upstream: "error \\u202Etimeout http_502"')
+  const r = convert(text, 'in\u202e.yaml')
+  const raw = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/
+  t.ok(r.findings.length > 0)
+  for (const f of r.findings) t.notMatch(`${f.at} ${f.what}: ${f.why}`, raw, `${f.at} ${f.what}`)
+  t.match(r.findings.map((f) => f.what).join('\n'), /\\u001b\[31m|\\u202e/, 'the characters shown escaped')
+  t.notMatch(r.proxyYaml, raw, 'the output')
 })

@@ -38,9 +38,10 @@ const LOOKUP_TIMEOUTS: LookupTimeouts = { call: CALL_TIMEOUT, scan: SCAN_TIMEOUT
 export async function showSession(admin: AdminTarget, key: string, json: boolean, timeouts: LookupTimeouts = LOOKUP_TIMEOUTS): Promise<ClientResult> {
   // a logged form is resolved by hashing every key the replica holds: seconds at a million users
   const r = await call(admin, 'GET', `/sessions/${encodeURIComponent(key)}`, isScan(key) ? timeouts.scan : timeouts.call)
-  if (typeof r === 'string') return { code: 1, out: '', err: `tether session: ${r}\n` }
+  if (typeof r === 'string') return { code: 1, out: '', err: `tether session: ${escapeControls(r)}\n` }
   if (!isSessionView(r)) return { code: 1, out: '', err: `tether session: ${notAdmin(admin)}\n` }
-  if (json) return { code: 0, out: `${JSON.stringify(r, null, 2)}\n`, err: '' }
+  // (JSON.stringify leaves DEL, C1 and bidi controls in a string as they are: escaped line by line, still JSON)
+  if (json) return { code: 0, out: `${JSON.stringify(r, null, 2).split('\n').map(escapeControls).join('\n')}\n`, err: '' }
   return { code: 0, out: formatSession(r), err: '' }
 }
 
@@ -54,10 +55,10 @@ function isSessionView(v: unknown): v is SessionView {
 
 /** Said of a 2xx answer that is not the admin API's (`--admin` names another server: the proxy port, an app). */
 function notAdmin(admin: AdminTarget): string {
-  return `the answer from ${admin.url} is not the Tether admin API's (is --admin the admin listener's address?)`
+  return `the answer from ${escapeControls(admin.url)} is not the Tether admin API's (is --admin the admin listener's address?)`
 }
 
-/** One session for a person: a line per fact, `-` where Tether does not know. */
+/** One session for a person: a line per fact, `-` where Tether does not know; the admin API's strings with their control characters escaped. */
 export function formatSession(v: SessionView): string {
   const source = { shared: 'the shared binding every replica reads', table: "this replica's pin", seen: "this replica's last answer" }[v.source]
   const lines: [string, string][] = [
@@ -72,7 +73,7 @@ export function formatSession(v: SessionView): string {
       : `version ${v.checkpoint.version ?? '-'}, ${v.checkpoint.bytes} bytes, stored ${v.checkpoint.stored_at ?? '-'} by ${v.checkpoint.upstream} (epoch ${v.checkpoint.epoch})`],
     ['drain', v.drain === null ? '-' : `${v.upstream} draining since ${v.drain.since ?? '-'}${v.drain.migrate ? ', users migrate' : ''}`],
   ]
-  return lines.map(([k, s]) => `${k.padEnd(11)}${s}\n`).join('')
+  return lines.map(([k, s]) => `${k.padEnd(11)}${escapeControls(s)}\n`).join('')
 }
 
 export interface DrainOptions {
@@ -99,13 +100,13 @@ export interface DrainOptions {
 export async function drainUpstream(admin: AdminTarget, id: string, o: DrainOptions): Promise<ClientResult> {
   const started = Date.now()
   const r = await call(admin, 'POST', `/upstreams/${encodeURIComponent(id)}/drain${o.migrate ? '?migrate=true' : ''}`)
-  if (typeof r === 'string') return { code: 1, out: '', err: `tether drain: ${r.startsWith('404 ') ? await unknownUpstream(admin, id, r) : r}\n` }
+  if (typeof r === 'string') return { code: 1, out: '', err: `tether drain: ${escapeControls(r.startsWith('404 ') ? await unknownUpstream(admin, id, r) : r)}\n` }
   const answer = r as { id?: unknown; draining?: unknown } | null
   if (typeof answer !== 'object' || answer === null || answer.id !== id || answer.draining !== true) return { code: 1, out: '', err: `tether drain: ${notAdmin(admin)}\n` }
   let out = ''
-  const say = (line: string): void => {
-    if (o.progress === undefined) out += `${line}\n`
-    else o.progress(`${line}\n`)
+  const say = (line: string): void => { // (the id from argv: escaped)
+    if (o.progress === undefined) out += `${escapeControls(line)}\n`
+    else o.progress(`${escapeControls(line)}\n`)
   }
   const done = (line: string): ClientResult => {
     say(line)
@@ -193,10 +194,11 @@ async function call(admin: AdminTarget, method: string, path: string, timeout = 
     }
   } catch (err) {
     const e = err as Error & { cause?: { code?: string; message?: string } }
-    if (e.name === 'TimeoutError') return `the admin API at ${admin.url} did not answer within ${timeout / 1000} s`
+    // (the URL from --admin or TETHER_ADMIN, and an error that may quote it: escaped)
+    if (e.name === 'TimeoutError') return escapeControls(`the admin API at ${admin.url} did not answer within ${timeout / 1000} s`)
     const why = e.cause?.code ?? e.cause?.message ?? e.message
     // nothing listens there: Tether not running, or its admin listener elsewhere
     const hint = why === 'ECONNREFUSED' ? ` (is Tether running with admin.listen at this address? --admin or TETHER_ADMIN names another)` : ''
-    return `cannot reach the admin API at ${admin.url}: ${why}${hint}`
+    return escapeControls(`cannot reach the admin API at ${admin.url}: ${why}${hint}`)
   }
 }

@@ -2,7 +2,7 @@
 // out, reproducing the stickiness the user had (ingress-nginx annotations, a Service's ClientIP
 // affinity, a Gateway API HTTPRoute's sessionPersistence) with comments for what differs, and
 // a list of what was not converted. Pure: file texts in, texts out; cli.ts does the I/O.
-import { ConfigError, decodeYamlBytes, parseConfig, toYaml } from '../config/index.js'
+import { ConfigError, decodeYamlBytes, escapeControls, parseConfig, toYaml } from '../config/index.js'
 import { convertHttpRoute } from './gateway-api.js'
 import { convertIngress } from './ingress-nginx.js'
 import { COOKIE_SECRET, readManifests, type Backend, type Finding, type Manifest, type Setting } from './manifests.js'
@@ -241,6 +241,9 @@ export function convertManifests(sources: readonly { readonly file: string; read
   const why = bypassed.length === 0 ? undefined
     : `${NAME(chosen.manifest)} had no stickiness of its own and ingress-nginx bypassed the ClientIP affinity of ${bypassed.map((m) => `Service ${m.name}`).join(', ')} (it sends to the pods directly), so clients were spread over the pods`
   const settings = [...base, ...chosen.settings, ...sharedCookieSecret(chosen.settings, DESCRIBE(chosen.manifest), why)]
+  // the input's values and file names as the findings and the header quote them: control and
+  // bidi characters escaped (JSON.stringify leaves U+202E), for the terminal and the comments alike
+  const shown = findings.map((f) => ({ at: escapeControls(f.at), what: escapeControls(f.what), why: escapeControls(f.why) }))
   const header = [
     `proxy.yaml written by \`tether import\` from ${sources.map((s) => s.file).join(', ')}.`,
     `Converted: ${DESCRIBE(chosen.manifest)}.`,
@@ -249,8 +252,8 @@ export function convertManifests(sources: readonly { readonly file: string; read
     '',
     ...(findings.length === 0
       ? ['Everything was converted.']
-      : ['Not converted (review each):', ...findings.map((f) => `- ${f.at} ${f.what}: ${f.why}`)]),
-  ]
+      : ['Not converted (review each):', ...shown.map((f) => `- ${f.at} ${f.what}: ${f.why}`)]),
+  ].map(escapeControls)
   const proxyYaml = renderProxyYaml(header, settings)
   checkOwnOutput(proxyYaml)
   // no namespace in the input: none in the objects either (not "default"), so that
@@ -269,5 +272,5 @@ export function convertManifests(sources: readonly { readonly file: string; read
           .map((o) => `---\n${toYaml(o)}`).join(''),
       ].join('\n')
     : null
-  return { proxyYaml, manifests, converted: DESCRIBE(chosen.manifest), findings }
+  return { proxyYaml, manifests, converted: escapeControls(DESCRIBE(chosen.manifest)), findings: shown }
 }

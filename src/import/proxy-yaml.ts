@@ -1,7 +1,7 @@
 // Writes proxy.yaml text from imported settings: every key under its section, a comment above
 // it saying where it came from and, when Tether behaves differently, how. Pure: text out;
 // scalars are written by the config module's YAML writer, so quoting follows the one adapter.
-import { toYaml } from '../config/index.js'
+import { escapeControls, toYaml } from '../config/index.js'
 import type { Setting } from './manifests.js'
 
 /** Sections in the order proxy.yaml documents them; keys of other sections follow. */
@@ -16,7 +16,7 @@ interface Node {
 /**
  * proxy.yaml text: `header` lines as comments, then the settings as nested maps (a later
  * setting of the same path replaces an earlier one), each preceded by `# from ...`, its note
- * and `# differs: ...` comments, wrapped at 100 columns; a blank line between sections.
+ * and `# differs: ...` comments (control characters escaped), wrapped at 100 columns; a blank line between sections.
  * Example: `[{ path: 'affinity.key', value: 'cookie', from: 'ingress.yaml:7 ...' }]` ->
  * "affinity:\n  # from ingress.yaml:7 ...\n  key: cookie\n".
  */
@@ -52,9 +52,9 @@ function rank(section: string): number {
 function write(out: string[], key: string, node: Node, indent: string): void {
   const s = node.setting
   if (s !== null) {
-    if (s.from !== undefined) out.push(...wrap(`from ${s.from}`, `${indent}# `, `${indent}#   `))
-    if (s.note !== undefined) out.push(...wrap(s.note, `${indent}# `, `${indent}#   `))
-    if (s.differs !== undefined) out.push(...wrap(`differs: ${s.differs}`, `${indent}# `, `${indent}#   `))
+    if (s.from !== undefined) out.push(...wrap(escapeControls(`from ${s.from}`), `${indent}# `, `${indent}#   `))
+    if (s.note !== undefined) out.push(...wrap(escapeControls(s.note), `${indent}# `, `${indent}#   `))
+    if (s.differs !== undefined) out.push(...wrap(escapeControls(`differs: ${s.differs}`), `${indent}# `, `${indent}#   `))
   }
   if (node.children.size === 0) {
     out.push(`${indent}${key}: ${s === null ? 'null' : scalar(s)}`)
