@@ -74,14 +74,19 @@ t.test('without Redis, /healthz answers while discovery waits for a Kubernetes A
   t.equal(api.waiting(), 1, 'all of it while the first list is unanswered')
 })
 
-t.test("with workers, the primary's /healthz answers 200 while no worker has started (the workers' start waits on a Redis that never answers); /readyz 503", async (t) => {
-  const redis = await silentApi(t) // takes the connection and the commands, answers none
+/**
+ * Tether (dist/cli.js) whose Redis takes the connection and the commands and answers none, with
+ * `health.shared: redis`, `extra` lines added to its config; its admin port, once the first
+ * Redis command is out.
+ */
+async function startOnSilentRedis(t: Test, name: string, extra: readonly string[]): Promise<{ admin: number }> {
+  const redis = await silentApi(t)
   const [listen, admin] = await freePorts(2)
-  const file = tempFile('admin-during-start-workers.yaml', [
+  const file = tempFile(name, [
     `listen: { host: 127.0.0.1, port: ${listen} }`,
     `admin: { listen: { host: 127.0.0.1, port: ${admin} } }`,
     'log: { level: info, access: false }',
-    'workers: 2',
+    ...extra,
     'upstreams: [{ id: app-1, url: "http://127.0.0.1:1" }]',
     `state: { store: redis, redis: { url: "${redis.url.replace('http:', 'redis:')}" } }`,
     'health: { shared: redis, active: { enabled: false } }',
@@ -89,19 +94,25 @@ t.test("with workers, the primary's /healthz answers 200 while no worker has sta
   ].join('\n'))
   const proc = spawn(process.execPath, [CLI, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] })
   const exited = new Promise((resolve) => proc.once('exit', resolve))
+  // SIGTERM: a workers' primary stops its workers (a SIGKILL would leave them to notice it)
   t.teardown(async () => { proc.kill('SIGTERM'); await exited })
   proc.stdout.resume(); proc.stderr.resume()
+  await waitFor(() => redis.waiting() > 0, 15_000, 'the first Redis command')
+  return { admin: admin! }
+}
+
+t.test("with workers, the primary's /healthz answers 200 while no worker has started (the workers' start waits on a Redis that never answers); /readyz 503", async (t) => {
+  const { admin } = await startOnSilentRedis(t, 'admin-during-start-workers.yaml', ['workers: 2'])
   const notStarted = async () => {
-    const r = await get(admin!, '/readyz')
+    const r = await get(admin, '/readyz')
     return r !== null && r.status === 503 && (JSON.parse(r.body) as { reasons: string[] }).reasons[0] === 'no worker started yet'
   }
   // the workers wait (about 2 s) on Redis' answer: /healthz asked between two /readyz that both
   // say no worker has started is the primary's own answer
-  await waitFor(() => redis.waiting() > 0, 15_000, "a worker's first Redis command")
   let sample: { status: number; body: string } | null = null
   await waitFor(async () => {
     if (!await notStarted()) return false
-    const healthz = await get(admin!, '/healthz')
+    const healthz = await get(admin, '/healthz')
     if (await notStarted()) sample = healthz
     return true
   }, 15_000, '/readyz answered', 20)
@@ -110,26 +121,11 @@ t.test("with workers, the primary's /healthz answers 200 while no worker has sta
 })
 
 t.test('with health.shared: redis, /readyz names the drains and ejections recorded in Redis while the start waits for a Redis that never answers', async (t) => {
-  const redis = await silentApi(t) // takes the connection and the commands, answers none
-  const [listen, admin] = await freePorts(2)
-  const file = tempFile('admin-during-start-redis.yaml', [
-    `listen: { host: 127.0.0.1, port: ${listen} }`,
-    `admin: { listen: { host: 127.0.0.1, port: ${admin} } }`,
-    'log: { level: info, access: false }',
-    'upstreams: [{ id: app-1, url: "http://127.0.0.1:1" }]',
-    `state: { store: redis, redis: { url: "${redis.url.replace('http:', 'redis:')}" } }`,
-    'health: { shared: redis, active: { enabled: false } }',
-    '',
-  ].join('\n'))
-  const proc = spawn(process.execPath, [CLI, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] })
-  const exited = new Promise((resolve) => proc.once('exit', resolve))
-  t.teardown(async () => { proc.kill('SIGKILL'); await exited })
-  proc.stdout.resume(); proc.stderr.resume()
-  await waitFor(() => redis.waiting() > 0, 15_000, 'the first Redis command')
+  const { admin } = await startOnSilentRedis(t, 'admin-during-start-redis.yaml', [])
   // the start waits about 2 s on Redis (then serves without it): the admin port answers meanwhile
   let reasons: string[] = []
   await waitFor(async () => {
-    const r = await get(admin!, '/readyz')
+    const r = await get(admin, '/readyz')
     if (r === null) return false
     reasons = (JSON.parse(r.body) as { reasons: string[] }).reasons
     return true
