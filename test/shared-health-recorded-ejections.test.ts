@@ -363,3 +363,36 @@ t.test('a down heard for an id not in the set does not stand for its record: rea
   t.equal(two.health.state('e'), 'ejected', 'read again: applied again (its state left with it)')
   t.equal(two.health.ejection('e')!.until, one.health.ejection('e')!.until, 'until its end on #1')
 })
+
+t.test("a record written back under its field after Redis lost its keys (recordAgain) is not applied or counted again by a reader whose read in between did not list it (review R6)", async (t) => {
+  // a field was forgotten when a read no longer listed it: a reader that read the emptied
+  // Redis before the sender wrote its running ejection back applied it again at its next read
+  const settled = async (): Promise<void> => { for (let i = 0; i < 3; i++) await settle() }
+  for (const [what, percent, id] of [['a refusal its probes ended', 100, 'c'], ['a record refused at max_ejection_percent', 20, 'b']] as const) {
+    const w = world()
+    const clock = new FakeClock(Date.now())
+    const one = await replica(t, w, clock)
+    const two = await replica(t, w, clock, { percent })
+    if (percent === 100) {
+      one.health.reportPassive(id, 'connect_refused') // heard live by #2
+      t.equal(two.health.state(id), 'ejected')
+      two.health.reportActive(id, true)
+      two.health.reportActive(id, true)
+      t.equal(two.health.state(id), 'healthy', `${what}: #2's probes ended it`)
+    } else {
+      two.health.reportPassive('a', 'server_error') // #2 at its limit
+      one.health.reportPassive(id, 'server_error') // refused on #2, counted once
+    }
+    t.equal(times(two, id), 1)
+    clock.advance(6_000)
+    t.equal(one.health.state(id), 'ejected', `${what}: still running on the sender`)
+    w.record.clear() // Redis restarted empty
+    two.channel.again() // #2 reads the empty record
+    await settled()
+    one.shared.recordAgain() // the sender writes its running ejection back, same field
+    two.channel.again()
+    await settled()
+    t.equal(two.health.state(id), 'healthy', `${what}: not applied again on #2`)
+    t.equal(times(two, id), 1, `${what}: counted once on #2`)
+  }
+})

@@ -195,13 +195,14 @@ export class SharedHealth {
    * twice. Else each read (each time the subscription is back) counted again one refused at the
    * limit, lengthening this replica's next ejection of it (and every replica's it tells), and
    * applied again a refusal this replica's probes had ended (its sender dead: the record stays
-   * until its end). A field is forgotten when a read no longer lists it (no sooner than
-   * HEARD_RECORDED_MS after it was applied: a `down` is heard before its record is written), and
-   * when its upstream leaves the set (its state goes with it: back in the set, a read applies
-   * the record again); at most APPLIED_KEPT, the oldest dropped. A `down` of an id not in the
+   * until its end). A field is forgotten once its ejection has ended here by more than
+   * SKEW_TOLERANCE_MS (a read then skips its record as ended: not when a read no longer lists
+   * it, as a sender whose Redis lost its keys writes it back under the same field, review R6),
+   * and when its upstream leaves the set (its state goes with it: back in the set, a read
+   * applies the record again); at most APPLIED_KEPT, the oldest dropped. A `down` of an id not in the
    * set is not noted: its record waits for the id to join (see #awaitingEjections).
    */
-  readonly #appliedFields = new Map<string, { readonly at: number; readonly id: string }>()
+  readonly #appliedFields = new Map<string, { readonly until: number; readonly id: string }>()
   /**
    * The ejections this process recorded (see EJECTIONS) and that may still be in force here, by
    * upstream id: the field and the value written, its end on this table's clock.
@@ -476,9 +477,8 @@ export class SharedHealth {
   #applyRecordedEjections(recorded: Map<string, string>): void {
     const now = this.#now()
     this.#awaitingEjections.clear()
-    // forget the fields no longer recorded (applied at least HEARD_RECORDED_MS ago: a `down` heard
-    // just now may be read before its sender's write of the record lands)
-    for (const [field, applied] of this.#appliedFields) if (now - applied.at >= HEARD_RECORDED_MS && !recorded.has(field)) this.#appliedFields.delete(field)
+    // forget the fields whose ejection ended here (see #appliedFields)
+    for (const [field, applied] of this.#appliedFields) if (applied.until + SKEW_TOLERANCE_MS <= now) this.#appliedFields.delete(field)
     const records: { readonly field: string; readonly r: RecordedEjection }[] = []
     for (const [field, value] of recorded) {
       const r = recordedEjection(value)
@@ -526,14 +526,14 @@ export class SharedHealth {
     const left = Math.floor(Math.min(r.ejectedFor, r.until - now))
     if (left < 1) return
     if (!this.#samePod(r.id, r.url, r.addresses, r.uid)) return
-    this.#noteApplied(field, r.id, now)
+    this.#noteApplied(field, r.id, now + left)
     this.#apply({ kind: 'down', id: r.id, migrate: false, active: false, refused: r.refused === true, told: r.reason, length: { ms: left, count: r.ejections }, recorded: true })
   }
 
-  /** Remember that the recorded ejection at `field`, of `id`, was applied here at `now` (see #appliedFields). */
-  #noteApplied(field: string, id: string, now: number): void {
+  /** Remember that the recorded ejection at `field`, of `id`, was applied here, to end at `until` (this table's clock; see #appliedFields). */
+  #noteApplied(field: string, id: string, until: number): void {
     this.#appliedFields.delete(field)
-    this.#appliedFields.set(field, { at: now, id })
+    this.#appliedFields.set(field, { until, id })
     if (this.#appliedFields.size > APPLIED_KEPT) this.#appliedFields.delete(this.#appliedFields.keys().next().value!)
   }
 
@@ -823,7 +823,7 @@ export class SharedHealth {
     if (m.kind === 'down' && length !== null && typeof m.from === 'string' && isSeq(m.seq) && this.#health.state(m.id) !== undefined) {
       const field = `${m.from}:${m.seq}`
       if (this.#appliedFields.has(field)) return
-      this.#noteApplied(field, m.id, this.#now())
+      this.#noteApplied(field, m.id, this.#now() + length.ms)
     }
     this.#apply({ kind: m.kind, id: m.id, migrate: m.migrate === true, active: m.active === true, refused: m.refused === true && m.active !== true, told, length, since })
   }
