@@ -8,6 +8,7 @@
 // why: every master was shown "unreachable: connection closed" (ioredis tells the failed ready
 // check only in its debug output); the seeds are now asked CLUSTER INFO. Real 3-master Cluster.
 import t from 'tap'
+import net from 'node:net'
 import { RedisConnection, unreadyReason, type RedisNodeEvent } from '../src/redis/connection.js'
 import { redisCli, startRedisCluster, waitFor } from './fixtures/redis-server.js'
 import { within } from './fixtures/wait.js'
@@ -19,7 +20,14 @@ t.test('a Cluster in state fail at the start: start() ends its wait, degraded, a
   // slot 0 served by no master, in every node's view: cluster_state:fail everywhere
   for (const n of cluster.nodes) await redisCli(n.port, 'CLUSTER', 'DELSLOTS', '0')
   await waitFor('cluster_state:fail on every node', async () => (await Promise.all(cluster.nodes.map((n) => redisCli(n.port, 'CLUSTER', 'INFO')))).every((i) => i.includes('cluster_state:fail')), 5_000)
-  const conn = new RedisConnection({ nodes: cluster.addresses, keyPrefix: 'unready:', timeout: 500, connectTimeout: 1_000, maxReconnectDelay: 200 })
+  // and a seed that takes connections and never answers (a hung node), listed last: its silence
+  // held the question to its deadline and the other seeds' reasons were lost (review R7)
+  const held = new Set<net.Socket>()
+  const silent = net.createServer((c) => { held.add(c); c.on('error', () => undefined) })
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { for (const c of held) c.destroy(); silent.close() })
+  const hung = { host: '127.0.0.1', port: (silent.address() as net.AddressInfo).port }
+  const conn = new RedisConnection({ nodes: [...cluster.addresses, hung], keyPrefix: 'unready:', timeout: 500, connectTimeout: 1_000, maxReconnectDelay: 200 })
   t.teardown(() => conn.stop())
   const details: string[] = []
   conn.onStatus((s, detail) => details.push(`${s}: ${detail}`))

@@ -828,9 +828,16 @@ export class RedisConnection {
       ).then((reason) => reason === null ? null : `${address} ${reason}`)
       return { c, answer }
     })
+    // the first reason any seed gives, without waiting for the others: a seed that takes the
+    // connection and never answers held the wait to its deadline and the others' reasons were
+    // lost (review R7); null once every seed answered without one, or at the deadline
+    const first = new Promise<string | null>((resolve) => {
+      let left = asked.length
+      if (left === 0) resolve(null)
+      for (const { answer } of asked) void answer.then((reason) => { if (reason !== null) resolve(reason); else if (--left === 0) resolve(null) })
+    })
     try {
-      const answers = await withDeadline(Promise.all(asked.map((a) => a.answer)), this.#connectTimeout, [], this.#timers)
-      return answers.find((a) => a !== null) ?? null
+      return await withDeadline(first, this.#connectTimeout, null, this.#timers)
     } finally {
       for (const { c } of asked) {
         this.#checks.delete(c)
