@@ -6,22 +6,12 @@
 // A fake channel whose record the test edits, and timers that run only when the test fires them.
 import t from 'tap'
 import { waitFor } from './fixtures/wait.js'
-import { heldTimers } from './fixtures/timers.js'
-import { channel, drainOf, records, table } from './fixtures/shared-health-drains.js'
-import { createLogger } from '../src/observability/logger.js'
-import { READ_RETRY_MS, SharedHealth } from '../src/health/shared-health.js'
-
-
+import { channel, drainOf, records, startedOn } from './fixtures/shared-health-drains.js'
 
 t.test('a discovery drain made after the join (heard drain pending confirmation) is kept when the heard drain is undone', async (t) => {
   const record = records()
-  const health = table()
-  health.setUpstreams(['a'])
   const c = channel(record)
-  const held = heldTimers()
-  const shared = new SharedHealth(c.ch, health, createLogger('silent'), undefined, null, null, held.timers)
-  await shared.start()
-  t.teardown(() => shared.stop())
+  const { health, held, shared } = await startedOn(t, c)
   c.hear(drainOf('web-2'))
   health.setUpstreams(['a', 'web-2'])
   await Promise.resolve()
@@ -36,14 +26,9 @@ t.test('a discovery drain made after the join (heard drain pending confirmation)
 
 t.test('a discovery drain made while the confirming read goes unanswered is kept when the recorded drain is undone', async (t) => {
   const record = records([['web-2', 'stay']])
-  const health = table()
-  health.setUpstreams(['a'])
   let answering = true
   const c = channel(record, () => answering)
-  const held = heldTimers()
-  const shared = new SharedHealth(c.ch, health, createLogger('silent'), undefined, null, null, held.timers)
-  await shared.start()
-  t.teardown(() => shared.stop())
+  const { health, held, shared } = await startedOn(t, c)
   record.get('drains')!.delete('web-2')
   answering = false
   health.setUpstreams(['a', 'web-2'])
@@ -60,13 +45,8 @@ t.test('a discovery drain made while the confirming read goes unanswered is kept
 
 t.test('an operator drain through this replica after the join is not undone by the pending confirmation', async (t) => {
   const record = records()
-  const health = table()
-  health.setUpstreams(['a'])
   const c = channel(record)
-  const held = heldTimers()
-  const shared = new SharedHealth(c.ch, health, createLogger('silent'), undefined, null, null, held.timers)
-  await shared.start()
-  t.teardown(() => shared.stop())
+  const { health, held, shared } = await startedOn(t, c)
   c.hear(drainOf('web-2'))
   health.setUpstreams(['a', 'web-2'])
   await Promise.resolve()
@@ -81,13 +61,8 @@ t.test('an operator drain through this replica after the join is not undone by t
 
 t.test('a discovery drain held at the join and ended by discovery before the confirmation is not brought back by the undo', async (t) => {
   const record = records()
-  const health = table()
-  health.setUpstreams(['a'])
   const c = channel(record)
-  const held = heldTimers()
-  const shared = new SharedHealth(c.ch, health, createLogger('silent'), undefined, null, null, held.timers)
-  await shared.start()
-  t.teardown(() => shared.stop())
+  const { health, held, shared } = await startedOn(t, c)
   c.hear(drainOf('web-2'))
   health.setUpstreams(['a', 'web-2'])
   health.drain('web-2', false, undefined, 'discovery') // listed draining when it joined (before the microtask)
@@ -102,17 +77,12 @@ t.test('a discovery drain held at the join and ended by discovery before the con
 
 t.test('a discovery drain made while the confirming read is in flight', async (t) => {
   const record = records([['web-2', 'stay']])
-  const health = table()
-  health.setUpstreams(['a'])
   let gate: (() => void) | null = null
   let holding = false
   const c = channel(record)
   const members = c.ch.members.bind(c.ch)
   c.ch.members = (set) => holding ? new Promise((r) => { gate = () => r(members(set)) }) : members(set)
-  const held = heldTimers()
-  const shared = new SharedHealth(c.ch, health, createLogger('silent'), undefined, null, null, held.timers)
-  await shared.start()
-  t.teardown(() => shared.stop())
+  const { health, held, shared } = await startedOn(t, c)
   record.get('drains')!.delete('web-2')
   holding = true
   health.setUpstreams(['a', 'web-2'])

@@ -8,20 +8,14 @@
 import t from 'tap'
 import { waitFor } from './fixtures/wait.js'
 import { heldTimers } from './fixtures/timers.js'
-import { channel, drainOf, records, table } from './fixtures/shared-health-drains.js'
+import { channel, drainOf, records, startedOn, table } from './fixtures/shared-health-drains.js'
 import { createLogger } from '../src/observability/logger.js'
 import { HEARD_RECORDED_MS, READ_RETRY_MS, SharedHealth } from '../src/health/shared-health.js'
 
-
 t.test('a heard drain of an id not in the set is undone after the join once a read (after its sender surely recorded it) finds no record', async (t) => {
   const record = records()
-  const health = table()
-  health.setUpstreams(['a'])
   const c = channel(record)
-  const held = heldTimers()
-  const shared = new SharedHealth(c.ch, health, createLogger('silent'), undefined, null, null, held.timers)
-  await shared.start()
-  t.teardown(() => shared.stop())
+  const { health, held, shared } = await startedOn(t, c)
   // replica A drains web-2 (preStop) while web-2 is out of this replica's list; web-2 then
   // leaves A's set: A forgets the drain and its record, and tells nobody (the record stays empty)
   c.hear(drainOf('web-2'))
@@ -45,13 +39,8 @@ t.test('a heard drain of an id not in the set is undone after the join once a re
 
 t.test('a heard drain of an id not in the set stands after the join when its record is there (the lagging worker)', async (t) => {
   const record = records()
-  const health = table()
-  health.setUpstreams(['a'])
   const c = channel(record)
-  const held = heldTimers()
-  const shared = new SharedHealth(c.ch, health, createLogger('silent'), undefined, null, null, held.timers)
-  await shared.start()
-  t.teardown(() => shared.stop())
+  const { health, held, shared } = await startedOn(t, c)
   c.hear(drainOf('web-2'))
   health.setUpstreams(['a', 'web-2'])
   await Promise.resolve()
@@ -68,14 +57,9 @@ t.test('a heard drain of an id not in the set stands after the join when its rec
 
 t.test('a recorded drain applied on join is read again when the confirming read is not answered, and undone when the record is gone', async (t) => {
   const record = records([['web-2', 'stay']])
-  const health = table()
-  health.setUpstreams(['a'])
   let answering = true
   const c = channel(record, () => answering)
-  const held = heldTimers()
-  const shared = new SharedHealth(c.ch, health, createLogger('silent'), undefined, null, null, held.timers)
-  await shared.start()
-  t.teardown(() => shared.stop())
+  const { health, held, shared } = await startedOn(t, c)
   record.get('drains')!.delete('web-2') // web-2 left the other replica's set: record forgotten
   answering = false // Redis slow/down for the confirming read
   health.setUpstreams(['a', 'web-2'])
@@ -94,12 +78,8 @@ t.test('a recorded drain applied on join is read again when the confirming read 
 })
 
 t.test('stop() cancels a confirming read due', async (t) => {
-  const health = table()
-  health.setUpstreams(['a'])
   const c = channel(records())
-  const held = heldTimers()
-  const shared = new SharedHealth(c.ch, health, createLogger('silent'), undefined, null, null, held.timers)
-  await shared.start()
+  const { health, held, shared } = await startedOn(t, c)
   c.hear(drainOf('web-2'))
   health.setUpstreams(['a', 'web-2'])
   await Promise.resolve()
