@@ -7,16 +7,12 @@
 // a read after every second run of the connection's probe timer (counted through its timers).
 import t, { type Test } from 'tap'
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { RedisCheckpointStore } from '../src/redis/checkpoint-store.js'
 import { RedisConnection } from '../src/redis/connection.js'
 import { systemTimers, type Timers } from '../src/clock.js'
 import { redisCli, startRedis, startRedisCluster, waitFor, type RedisServer } from './fixtures/redis-server.js'
+import { breakDisk, cp, HOUR } from './fixtures/redis-refusing.js'
 
-const HOUR = 3_600_000
-const cp = { value: 'x', version: 1, upstream: 'app-0', epoch: 0, writtenAt: 1 }
 
 async function run(t: Test, misconf: boolean): Promise<void> {
   const redis: RedisServer = await startRedis({ args: ['--enable-protected-configs', 'yes', '--busy-reply-threshold', '50'] })
@@ -35,12 +31,7 @@ async function run(t: Test, misconf: boolean): Promise<void> {
   await conn.start()
   t.equal(await store.put('u', cp, HOUR), 'stored')
   if (misconf) {
-    const gone = await mkdtemp(join(tmpdir(), 'tether-r1-'))
-    await redisCli(redis.port, 'CONFIG', 'SET', 'save', '3600 1')
-    await redisCli(redis.port, 'CONFIG', 'SET', 'dir', gone)
-    await rm(gone, { recursive: true })
-    await redisCli(redis.port, 'BGSAVE')
-    await waitFor('the RDB save to fail', async () => /rdb_last_bgsave_status:err/.test(await redisCli(redis.port, 'INFO', 'persistence')), 5_000)
+    await breakDisk(redis.port)
   }
   // another client's script that runs on (read-only, so SCRIPT KILL ends it)
   const busy = spawn('redis-cli', ['-p', String(redis.port), 'EVAL', 'while true do end', '0'], { stdio: 'ignore' })
@@ -88,12 +79,7 @@ t.test('Cluster: a master BUSY and MISCONF at the start is a failure of its star
   // queued behind it), so the PING reaches the master, as it does on a connection made before
   // the master turned BUSY
   for (const n of cluster.nodes) await redisCli(n.port, 'ACL', 'SETUSER', 'tether', 'on', '>pw', '~busy:*', '&*', '+@all', '-info')
-  const gone = await mkdtemp(join(tmpdir(), 'tether-r2-'))
-  await redisCli(x.port, 'CONFIG', 'SET', 'save', '3600 1')
-  await redisCli(x.port, 'CONFIG', 'SET', 'dir', gone)
-  await rm(gone, { recursive: true })
-  await redisCli(x.port, 'BGSAVE')
-  await waitFor('the RDB save to fail', async () => /rdb_last_bgsave_status:err/.test(await redisCli(x.port, 'INFO', 'persistence')), 5_000)
+  await breakDisk(x.port)
   t.match(await redisCli(x.port, 'PING'), /^MISCONF/, 'the master answers PING with MISCONF')
   const conn = new RedisConnection({ nodes: cluster.addresses, keyPrefix: 'busy:', timeout: 1_000, connectTimeout: 2_000, username: 'tether', password: 'pw' })
   t.teardown(() => conn.stop())

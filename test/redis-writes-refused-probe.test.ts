@@ -11,33 +11,16 @@
 // docs/redis.md asks for (NOPERM: the probe told nothing). It is now `PEXPIREAT <marker> 1 GT`
 // on the node's keyspace marker, which never changes anything.
 import t, { type Test } from 'tap'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { systemClock } from '../src/clock.js'
-import { createLogger } from '../src/observability/logger.js'
-import { RedisHealthLog } from '../src/observability/redis-health-log.js'
 import { RedisCheckpointStore } from '../src/redis/checkpoint-store.js'
 import { RedisConnection, type RedisNodeEvent } from '../src/redis/connection.js'
 import { REFUSED_QUIET_MS } from '../src/redis/node-health.js'
 import { writesRefusedBy } from '../src/redis/reply-errors.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { redisCli, startRedis, startRedisCluster, waitFor, type RedisServer } from './fixtures/redis-server.js'
-
-const HOUR = 3_600_000
-const cp = { value: 'x', version: 1, upstream: 'app-0', epoch: 0, writtenAt: 1 }
+import { breakDisk, commandCalls, cp, fixDisk, HOUR, refusingRedis, watchedStore } from './fixtures/redis-refusing.js'
 
 /** How many EVALs (the writes probe; puts go out as EVALSHA) the server saw, refused ones included. */
-async function evals(port: number): Promise<number> {
-  const line = /cmdstat_eval:([^\r\n]*)/.exec(await redisCli(port, 'INFO', 'commandstats'))?.[1] ?? ''
-  return Number(/(?:^|,)calls=(\d+)/.exec(line)?.[1] ?? 0) + Number(/rejected_calls=(\d+)/.exec(line)?.[1] ?? 0)
-}
-
-/** The calls of `command` the server saw, refused ones included. */
-async function calls(port: number, command: string): Promise<number> {
-  const line = new RegExp(`cmdstat_${command}:([^\\r\\n]*)`).exec(await redisCli(port, 'INFO', 'commandstats'))?.[1] ?? ''
-  return Number(/(?:^|,)calls=(\d+)/.exec(line)?.[1] ?? 0) + Number(/rejected_calls=(\d+)/.exec(line)?.[1] ?? 0)
-}
+const evals = (port: number): Promise<number> => commandCalls(port, 'eval')
 
 /** Redis's count of changes since its last save (each write that changed data adds to it). */
 async function changes(port: number): Promise<number> {
@@ -48,25 +31,6 @@ async function changes(port: number): Promise<number> {
 async function probes(port: number, n: number): Promise<void> {
   const before = await evals(port)
   await waitFor(`${n} writes probes`, async () => await evals(port) - before >= n, 10_000)
-}
-
-/** MISCONF: RDB saves into a dir that is deleted, and a BGSAVE that fails there. */
-async function misconf(redis: RedisServer): Promise<void> {
-  const gone = await mkdtemp(join(tmpdir(), 'tether-probe-'))
-  await redisCli(redis.port, 'CONFIG', 'SET', 'save', '3600 1')
-  await redisCli(redis.port, 'CONFIG', 'SET', 'dir', gone)
-  await rm(gone, { recursive: true })
-  await redisCli(redis.port, 'BGSAVE')
-  await waitFor('the RDB save to fail', async () => /rdb_last_bgsave_status:err/.test(await redisCli(redis.port, 'INFO', 'persistence')), 5_000)
-}
-
-/** Ends MISCONF: `dir` back, and a save that succeeds. */
-async function fixDisk(redis: RedisServer): Promise<void> {
-  await redisCli(redis.port, 'CONFIG', 'SET', 'dir', redis.dir)
-  await waitFor('a save that succeeds', async () => {
-    await redisCli(redis.port, 'BGSAVE').catch(() => '') // (refused while one runs)
-    return /rdb_last_bgsave_status:ok/.test(await redisCli(redis.port, 'INFO', 'persistence'))
-  }, 5_000)
 }
 
 interface World {
@@ -80,21 +44,9 @@ interface World {
 }
 
 async function world(t: Test): Promise<World> {
-  const redis = await startRedis({ args: ['--enable-protected-configs', 'yes', '--maxmemory-policy', 'noeviction'] })
-  t.teardown(async () => {
-    await redisCli(redis.port, 'CONFIG', 'SET', 'save', '').catch(() => undefined)
-    await redis.stop()
-  })
+  const redis = await refusingRedis(t, ['--maxmemory-policy', 'noeviction'])
   let skew = 0
-  const conn = new RedisConnection({ url: redis.url, keyPrefix: 'probe-test:', timeout: 2_000, now: () => performance.now() + skew })
-  t.teardown(() => conn.stop())
-  const store = new RedisCheckpointStore({ connection: conn })
-  await conn.start()
-  t.equal(await store.put('u', cp, HOUR), 'stored')
-  const events: RedisNodeEvent[] = []
-  const logs = new LogCapture()
-  const log = new RedisHealthLog(createLogger('info', logs), systemClock)
-  conn.onNode((e) => { events.push(e); log.observe(e) })
+  const { conn, store, events, logs } = await watchedStore(t, redis, 'probe-test:', () => performance.now() + skew)
   return { redis, conn, store, events, logs, skip: (ms) => { skew += ms } }
 }
 
@@ -109,7 +61,7 @@ function warnsMatch(t: Test, logs: LogCapture): void {
 
 t.test('full and MISCONF without traffic: MISCONF stays the reason past REFUSED_QUIET_MS (the probe sees it)', async (t) => {
   const w = await world(t)
-  await misconf(w.redis)
+  await breakDisk(w.redis.port)
   await redisCli(w.redis.port, 'CONFIG', 'SET', 'maxmemory', '1')
   t.equal(await w.store.put('v', cp, HOUR), 'unavailable', 'a put is refused (MISCONF: a script checks it first)')
   t.same(kinds(w.events), ['writes_refused:misconf'])
@@ -129,7 +81,7 @@ t.test('a full node that turns MISCONF without traffic is told MISCONF, with MIS
   await redisCli(w.redis.port, 'CONFIG', 'SET', 'maxmemory', '1')
   t.equal(await w.store.put('v', cp, HOUR), 'unavailable', 'a put is refused (OOM)')
   t.same(kinds(w.events), ['writes_refused:oom'])
-  await misconf(w.redis)
+  await breakDisk(w.redis.port)
   await waitFor('MISCONF told', () => w.conn.nodes()[0]!.writesRefused === 'misconf', 10_000)
   t.same(kinds(w.events), ['writes_refused:oom', 'writes_refused:misconf'])
   t.match(w.events.at(-1)!.node.writesRefusedError, /^MISCONF/, 'the event carries MISCONF\'s reply')
@@ -158,9 +110,9 @@ t.test('the probe changes no data: a key_prefix shared with the application, who
   await redisCli(redis.port, 'CONFIG', 'SET', 'maxmemory', '1')
   t.equal(await store.put('u', cp, HOUR), 'unavailable', 'full: a put is refused (OOM), the writes probe starts')
   const before = await changes(redis.port)
-  const renewals = await calls(redis.port, 'pexpireat') + await calls(redis.port, 'pexpire')
+  const renewals = await commandCalls(redis.port, 'pexpireat') + await commandCalls(redis.port, 'pexpire')
   await probes(redis.port, 3)
-  t.ok(await calls(redis.port, 'pexpireat') + await calls(redis.port, 'pexpire') - renewals >= 2, 'the probe sent its renewal check')
+  t.ok(await commandCalls(redis.port, 'pexpireat') + await commandCalls(redis.port, 'pexpire') - renewals >= 2, 'the probe sent its renewal check')
   t.equal(await changes(redis.port), before, 'rdb_changes_since_last_save unchanged: the probe wrote nothing')
   t.equal(Number(await redisCli(redis.port, 'PTTL', 'app:probe')), -1, 'the application\'s key keeps no TTL (it had none)')
   const marker = Number(await redisCli(redis.port, 'PTTL', 'app:keyspace'))
@@ -172,11 +124,7 @@ t.test('the probe changes no data: a key_prefix shared with the application, who
 })
 
 t.test('a key grant as docs/redis.md describes it (the keys of its table, ~<prefix>keyspace*): full and MISCONF without traffic stays MISCONF', async (t) => {
-  const redis = await startRedis({ args: ['--enable-protected-configs', 'yes', '--maxmemory-policy', 'noeviction'] })
-  t.teardown(async () => {
-    await redisCli(redis.port, 'CONFIG', 'SET', 'save', '').catch(() => undefined)
-    await redis.stop()
-  })
+  const redis = await refusingRedis(t, ['--maxmemory-policy', 'noeviction'])
   const p = 'probe-test:'
   await redisCli(redis.port, 'ACL', 'SETUSER', 'narrow', 'on', '>pw', `~${p}af:*`, `~${p}ap:*`, `~${p}cp:*`, `~${p}keyspace*`, `~${p}peers:*`, '&*', '+@all', '-@dangerous', '+info', '+client')
   let skew = 0
@@ -185,7 +133,7 @@ t.test('a key grant as docs/redis.md describes it (the keys of its table, ~<pref
   const store = new RedisCheckpointStore({ connection: conn })
   await conn.start()
   t.equal(await store.put('u', cp, HOUR), 'stored', 'the narrow grant stores checkpoints')
-  await misconf(redis)
+  await breakDisk(redis.port)
   await redisCli(redis.port, 'CONFIG', 'SET', 'maxmemory', '1')
   t.equal(await store.put('v', cp, HOUR), 'unavailable', 'a put is refused (MISCONF)')
   t.equal(conn.nodes()[0]!.writesRefused, 'misconf')
@@ -223,7 +171,7 @@ t.test('Cluster: a shard full and NOREPLICAS without traffic stays NOREPLICAS (t
   const before = await changes(shard.port)
   skew += REFUSED_QUIET_MS
   await probes(shard.port, 3)
-  t.ok(await calls(shard.port, 'pexpireat') >= 2, 'the renewal check reached the shard (refused: NOREPLICAS)')
+  t.ok(await commandCalls(shard.port, 'pexpireat') >= 2, 'the renewal check reached the shard (refused: NOREPLICAS)')
   t.notMatch(await redisCli(shard.port, 'INFO', 'errorstats'), /MOVED|NOPERM/, 'no MOVED, no NOPERM')
   t.equal(conn.nodes().find((n) => n.address === address)!.writesRefused, 'noreplicas', 'NOREPLICAS still told while it holds')
   t.equal(await changes(shard.port), before, 'the probe wrote nothing')

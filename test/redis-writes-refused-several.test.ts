@@ -5,49 +5,18 @@
 // (the one that refuses more: MISCONF and NOREPLICAS refuse PEXPIRE too), not flip with every put
 // and probe (an event, a warn line, a gauge flip each time). Real redis-server; found by review R1.
 import t, { type Test } from 'tap'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { systemClock } from '../src/clock.js'
-import { createLogger } from '../src/observability/logger.js'
-import { RedisHealthLog } from '../src/observability/redis-health-log.js'
-import { RedisCheckpointStore } from '../src/redis/checkpoint-store.js'
-import { RedisConnection, type RedisNodeEvent } from '../src/redis/connection.js'
-import { LogCapture } from './fixtures/log-capture.js'
-import { redisCli, startRedis, waitFor } from './fixtures/redis-server.js'
-
-const HOUR = 3_600_000
-const cp = { value: 'x', version: 1, upstream: 'app-0', epoch: 0, writtenAt: 1 }
+import { redisCli, waitFor } from './fixtures/redis-server.js'
+import { breakDisk, commandCalls, cp, HOUR, refusingRedis, watchedStore } from './fixtures/redis-refusing.js'
 
 /** How many EVALs (the writes probe: puts go out as EVALSHA) the server saw, refused ones included. */
-async function evals(port: number): Promise<number> {
-  const line = /cmdstat_eval:([^\r\n]*)/.exec(await redisCli(port, 'INFO', 'commandstats'))?.[1] ?? ''
-  return Number(/(?:^|,)calls=(\d+)/.exec(line)?.[1] ?? 0) + Number(/rejected_calls=(\d+)/.exec(line)?.[1] ?? 0)
-}
+const evals = (port: number): Promise<number> => commandCalls(port, 'eval')
 
 async function run(t: Test, second: 'misconf' | 'noreplicas'): Promise<void> {
-  const redis = await startRedis({ args: ['--enable-protected-configs', 'yes', '--maxmemory-policy', 'noeviction'] })
-  t.teardown(async () => {
-    await redisCli(redis.port, 'CONFIG', 'SET', 'save', '').catch(() => undefined)
-    await redis.stop()
-  })
-  const conn = new RedisConnection({ url: redis.url, keyPrefix: 'flap:', timeout: 2_000 })
-  t.teardown(() => conn.stop())
-  const store = new RedisCheckpointStore({ connection: conn })
-  await conn.start()
-  t.equal(await store.put('u', cp, HOUR), 'stored')
-  const events: RedisNodeEvent[] = []
-  const logs = new LogCapture()
-  const log = new RedisHealthLog(createLogger('info', logs), systemClock)
-  conn.onNode((e) => { events.push(e); log.observe(e) })
+  const redis = await refusingRedis(t, ['--maxmemory-policy', 'noeviction'])
+  const { conn, store, events, logs } = await watchedStore(t, redis, 'flap:')
   if (second === 'misconf') {
     // MISCONF: a failed BGSAVE into a deleted dir
-    const gone = await mkdtemp(join(tmpdir(), 'tether-several-'))
-    await redisCli(redis.port, 'CONFIG', 'SET', 'save', '3600 1')
-    await redisCli(redis.port, 'CONFIG', 'SET', 'dir', gone)
-    await rm(gone, { recursive: true })
-    await redisCli(redis.port, 'BGSAVE')
-    await waitFor('the RDB save to fail', async () => /rdb_last_bgsave_status:err/.test(await redisCli(redis.port, 'INFO', 'persistence')), 5_000)
+    await breakDisk(redis.port)
   } else {
     await redisCli(redis.port, 'CONFIG', 'SET', 'min-replicas-to-write', '1')
   }

@@ -6,9 +6,6 @@
 // redis-server processes: MISCONF made by a BGSAVE into a directory that was deleted.
 import t, { type Test } from 'tap'
 import http from 'node:http'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { startTether } from '../src/app.js'
 import { DEFAULTS, type Config } from '../src/config/schema.js'
 import { createLogger } from '../src/observability/logger.js'
@@ -17,48 +14,24 @@ import { RedisConnection, type RedisNodeEvent, type RedisStatus } from '../src/r
 import { writesRefusedBy, writesRefusedCause } from '../src/redis/reply-errors.js'
 import { startCounter } from './fixtures/counter-upstream.js'
 import { LogCapture } from './fixtures/log-capture.js'
-import { redisCli, startRedis, startRedisCluster, waitFor, type RedisServer } from './fixtures/redis-server.js'
+import { redisCli, startRedisCluster, waitFor, type RedisServer } from './fixtures/redis-server.js'
+import { breakDisk, fixDisk, HOUR, refusingRedis } from './fixtures/redis-refusing.js'
 import { testConfig, type DeepPartial } from './fixtures/upstream.js'
 import { CookieJar, get } from './fixtures/users.js'
 
-const HOUR = 3_600_000
+
+/** A Redis whose `dir` may be changed (see refusingRedis). */
+const redisFor = (t: Test): Promise<RedisServer> => refusingRedis(t)
 
 /**
- * A Redis whose `dir` may be changed (a protected config since 7.0), stopped at teardown with
- * its RDB saves turned off first (with save points, Redis saves at SIGTERM and, when that save
- * fails, does not exit).
- */
-async function redisFor(t: Test): Promise<RedisServer> {
-  const redis = await startRedis({ args: ['--enable-protected-configs', 'yes'] })
-  t.teardown(async () => {
-    await redisCli(redis.port, 'CONFIG', 'SET', 'save', '').catch(() => undefined)
-    await redis.stop()
-  })
-  return redis
-}
-
-/**
- * Makes `redis` refuse writes with MISCONF: RDB saves configured, `dir` set to a directory that
- * is then deleted, a BGSAVE that fails there (`rdb_last_bgsave_status:err`); checks that a write
- * and a PING are refused and a read is served.
+ * Makes `redis` refuse writes with MISCONF (see breakDisk); checks that a write and a PING are
+ * refused and a read is served.
  */
 async function misconf(t: Test, redis: RedisServer): Promise<void> {
-  const gone = await mkdtemp(join(tmpdir(), 'tether-misconf-'))
-  await redisCli(redis.port, 'CONFIG', 'SET', 'save', '3600 1')
-  await redisCli(redis.port, 'CONFIG', 'SET', 'dir', gone)
-  await rm(gone, { recursive: true })
-  await redisCli(redis.port, 'BGSAVE')
-  await waitFor('the RDB save to fail', async () => /rdb_last_bgsave_status:err/.test(await redisCli(redis.port, 'INFO', 'persistence')), 5_000)
+  await breakDisk(redis.port)
   t.match(await redisCli(redis.port, 'SET', 'misconf:probe', '1'), /^MISCONF/, 'the server refuses writes (MISCONF)')
   t.match(await redisCli(redis.port, 'PING'), /^MISCONF/, 'and PING')
   t.equal(await redisCli(redis.port, 'GET', 'misconf:probe'), '\n', 'and serves reads')
-}
-
-/** Ends MISCONF as the operator would: the disk fixed (`dir` back) and a save that succeeds. */
-async function fixDisk(redis: RedisServer): Promise<void> {
-  await redisCli(redis.port, 'CONFIG', 'SET', 'dir', redis.dir)
-  await redisCli(redis.port, 'BGSAVE')
-  await waitFor('the RDB save to succeed', async () => /rdb_last_bgsave_status:ok/.test(await redisCli(redis.port, 'INFO', 'persistence')), 5_000)
 }
 
 /** Puts refused: at least `min`, over at least `ms` of real time (a node is judged failing on 5 failures in a row over 250 ms). */
