@@ -137,23 +137,31 @@ t.test('a request refused after its head (no upstream left; its upstream gone): 
   t.same((await firstAnswer(`POST /x HTTP/1.1\r\nHost: a\r\n${EXPECT}\r\n`, 'hello', tether.port)).statuses, [100, 502])
 })
 
-t.test('h2c: the 100-continue token is case-insensitive (RFC 9110 section 10.1.1): expect: 100-Continue gets its 100', async (t) => {
-  const up = await startUpstream('app-0')
-  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } } }), { logger: createLogger('silent') })
-  t.teardown(async () => { await tether.close(0); await up.close() })
-  const s = h2cSession(t, tether)
-  const send = (expect: string, bodyAtOnce = false): Promise<string[]> => new Promise((resolve) => {
+/**
+ * An h2 request `method` with `expect` and a 5-byte body, sent when a 100 comes (`bodyAtOnce`:
+ * at once): what came, in order ('100', the status, 'error'), bounded at 3 s (a client waiting
+ * for a 100 that never comes waits forever).
+ */
+function expecting(s: http2.ClientHttp2Session, method: string, expect: string, bodyAtOnce = false): Promise<string[]> {
+  return new Promise((resolve) => {
     const events: string[] = []
-    const r = s.request({ ':method': 'POST', ':path': '/', expect, 'content-length': '5' }, { endStream: false })
+    const r = s.request({ ':method': method, ':path': '/', expect, 'content-length': '5' }, { endStream: false })
     if (bodyAtOnce) r.end('hello')
     r.on('continue', () => { events.push('100'); r.end('hello') })
     r.on('response', (h) => events.push(String(h[':status'])))
     r.on('error', () => events.push('error'))
     r.resume()
-    // a bound: a client waiting for a 100 that never comes waits forever
     const bound = setTimeout(() => { events.push('no answer within 3 s'); r.close() }, 3000)
     r.on('close', () => { clearTimeout(bound); resolve(events) })
   })
+}
+
+t.test('h2c: the 100-continue token is case-insensitive (RFC 9110 section 10.1.1): expect: 100-Continue gets its 100', async (t) => {
+  const up = await startUpstream('app-0')
+  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } } }), { logger: createLogger('silent') })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const s = h2cSession(t, tether)
+  const send = (expect: string, bodyAtOnce = false): Promise<string[]> => expecting(s, 'POST', expect, bodyAtOnce)
   t.same(await send('100-continue'), ['100', '200'])
   t.same(await send('100-Continue'), ['100', '200'])
   t.same(await send('100-CONTINUE'), ['100', '200'])
@@ -170,16 +178,7 @@ t.test('h2 over TLS: expect: 100-Continue gets its 100 as well; TRACE its 405 wi
   const s = http2.connect(tether.url, { ca: certs.ca })
   t.teardown(() => s.destroy())
   s.on('error', () => undefined)
-  const send = (method: string, expect: string): Promise<string[]> => new Promise((resolve) => {
-    const events: string[] = []
-    const r = s.request({ ':method': method, ':path': '/', expect, 'content-length': '5' }, { endStream: false })
-    r.on('continue', () => { events.push('100'); r.end('hello') })
-    r.on('response', (h) => events.push(String(h[':status'])))
-    r.on('error', () => events.push('error'))
-    r.resume()
-    const bound = setTimeout(() => { events.push('no answer within 3 s'); r.close() }, 3000)
-    r.on('close', () => { clearTimeout(bound); resolve(events) })
-  })
+  const send = (method: string, expect: string): Promise<string[]> => expecting(s, method, expect)
   t.same(await send('POST', '100-Continue'), ['100', '200'])
   t.same(await send('POST', '100-continue'), ['100', '200'])
   t.same(await send('TRACE', '100-Continue'), ['405'])
