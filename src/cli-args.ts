@@ -58,6 +58,53 @@ const ADMIN_ONLY: Readonly<Record<string, 'session' | 'drain'>> = { '--json': 's
 const ADMIN_ONLY_WHAT: Readonly<Record<string, string>> = { '--timeout': ' (how long --wait waits)' }
 
 /**
+ * The options that take a value, as written before it (`-c` is `--config`): what each needs,
+ * and its value's placeholder, for their usage errors.
+ */
+const VALUE_OPTIONS: Readonly<Record<string, { readonly needs: string; readonly placeholder: string }>> = {
+  '--config': { needs: 'a file path', placeholder: '<file>' },
+  '-c': { needs: 'a file path', placeholder: '<file>' },
+  '--image': { needs: 'an image reference', placeholder: '<ref>' },
+  '--admin': { needs: 'a URL', placeholder: '<url>' },
+  '--token': { needs: 'a token', placeholder: '<token>' },
+  '--timeout': { needs: 'a duration', placeholder: '<duration>' },
+}
+
+/**
+ * The value of the option `written` (a key of VALUE_OPTIONS): `inline`, given after "=", else
+ * the next word, taken from `args`; or a usage error naming the option when it is missing or
+ * empty (either way the same error: `--image=` as `--image ''`), or when the next word starts
+ * with "-". That word is taken for an option, not a value, as Node's util.parseArgs (strict)
+ * does ("argument is ambiguous"): `tether --config -h` is a forgotten file, not a request for
+ * help (GNU getopt, nginx `-c` and haproxy `-f` take "-h" as the file). A value that starts
+ * with "-" is written with "=" (`--config=-h`); "-" alone is a value. A token is never shown.
+ * Example: `optionValue("--config", undefined, ["-h"])` ->
+ * `--config needs a file path, and "-h" after it is taken for an option (for a value that starts with "-", write --config=-h)`.
+ */
+function optionValue(written: string, inline: string | undefined, args: string[]): string | Extract<Command, { kind: 'usage-error' }> {
+  const { needs, placeholder } = VALUE_OPTIONS[written]!
+  const long = written === '-c' ? '--config' : written
+  const error = (message: string) => ({ kind: 'usage-error' as const, message })
+  if (inline !== undefined) return inline === '' ? error(`${long} needs ${needs} (${long}=${placeholder})`) : inline
+  const v = args.shift()
+  if (v === undefined || v === '') return error(`${written} needs ${needs}`)
+  if (v.length > 1 && v.startsWith('-')) {
+    return error(long === '--token'
+      ? `--token needs a token, and the word after it starts with "-" (for a token that starts with "-", write --token=<token>)`
+      : `${written} needs ${needs}, and "${v}" after it is taken for an option (for a value that starts with "-", write ${long}=${v})`)
+  }
+  return v
+}
+
+/**
+ * Whether `--help`/`-h` or `--version`/`-v` stands among `options` as an option: not where an
+ * option that takes a value has its value (`tether --config -h` is a usage error, see optionValue).
+ */
+function asked(options: readonly string[], long: string, short: string): boolean {
+  return options.some((a, i) => (a === long || a === short) && (i === 0 || VALUE_OPTIONS[options[i - 1]!] === undefined))
+}
+
+/**
  * An option that takes a value, given a second time with another value: a usage error naming
  * both, or null (the first time, or the same value again, as a wrapper script adding it once
  * more). nginx (`-c`), curl and git take the last value silently; a config file, admin API or
@@ -98,8 +145,8 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
 function parseWords(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): Command {
   const args = [...argv]
   const options = args.includes('--') ? args.slice(0, args.indexOf('--')) : args
-  if (options.includes('--help') || options.includes('-h')) return { kind: 'help' }
-  if (options.includes('--version') || options.includes('-v')) return { kind: 'version' }
+  if (asked(options, '--help', '-h')) return { kind: 'help' }
+  if (asked(options, '--version', '-v')) return { kind: 'version' }
   if (args[0] === 'import') return parseImport(args.slice(1))
   if (args[0] === 'session' || args[0] === 'drain') return parseAdminCommand(args[0], args.slice(1), env)
   let kind: 'run' | 'check' = 'run'
@@ -114,8 +161,8 @@ function parseWords(argv: readonly string[], env: Readonly<Record<string, string
     }
     const option = !ended && a.startsWith('-')
     if (!ended && (a === '--config' || a === '-c' || a.startsWith('--config='))) {
-      const v = a.startsWith('--config=') ? a.slice('--config='.length) : args.shift()
-      if (v === undefined || v === '') return { kind: 'usage-error', message: a.startsWith('--config=') ? '--config needs a file path (--config=<file>)' : `${a} needs a file path` }
+      const v = a.startsWith('--config=') ? optionValue('--config', a.slice('--config='.length), args) : optionValue(a, undefined, args)
+      if (typeof v !== 'string') return v
       // (check's file named as an argument, then --config: the same option twice)
       const twice = givenTwice('--config', config, v, 'config file')
       if (twice !== null) return twice
@@ -160,8 +207,8 @@ function parseImport(args: string[]): Command {
     if (a === '--' && !ended) ended = true
     else if (!ended && a === '--manifests') manifests = true
     else if (!ended && (a === '--image' || a.startsWith('--image='))) {
-      const v = a === '--image' ? args.shift() : a.slice('--image='.length)
-      if (v === undefined || (v === '' && a === '--image')) return { kind: 'usage-error', message: '--image needs an image reference' }
+      const v = optionValue('--image', a === '--image' ? undefined : a.slice('--image='.length), args)
+      if (typeof v !== 'string') return v
       const twice = givenTwice('--image', image, v, 'image')
       if (twice !== null) return twice
       image = v
@@ -172,7 +219,6 @@ function parseImport(args: string[]): Command {
     else files.push(a)
   }
   if (files.length === 0) return { kind: 'usage-error', message: 'import needs at least one manifest file' }
-  // (an --image=, empty, is left to the conversion's check of the reference, which names it)
   if (image !== undefined && !manifests) return { kind: 'usage-error', message: '--image is the image of the Deployment --manifests prints: add --manifests (a proxy.yaml names no image)' }
   return { kind: 'import', files, manifests, image }
 }
@@ -199,10 +245,9 @@ function parseAdminCommand(kind: 'session' | 'drain', args: string[], env: Reado
       continue
     }
     const [name, inline] = a.startsWith('--') && a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined]
-    const value = (): string | null => inline ?? args.shift() ?? null
     if (!ended && (name === '--admin' || name === '--token' || (name === '--timeout' && kind === 'drain'))) {
-      const v = value()
-      if (v === null || v === '') return { kind: 'usage-error', message: `${name} needs a value` }
+      const v = optionValue(name, inline, args)
+      if (typeof v !== 'string') return v
       const twice = givenTwice(name, given[name], v, one[name]!)
       if (twice !== null) return twice
       given[name] = v
@@ -221,6 +266,7 @@ function parseAdminCommand(kind: 'session' | 'drain', args: string[], env: Reado
     else if (!ended && ADMIN_ONLY[name] !== undefined && ADMIN_ONLY[name] !== kind) return { kind: 'usage-error', message: `${name} is an option of tether ${ADMIN_ONLY[name]}${ADMIN_ONLY_WHAT[name] ?? ''}, not of tether ${kind}` }
     // (after "--", a key or id whatever it starts with)
     else if (!ended && a.startsWith('-')) return unknownArgument(a, ['--admin', '--token', ...(kind === 'session' ? ['--json'] : ['--timeout', '--migrate', '--wait'])])
+    else if (a === '') return { kind: 'usage-error', message: `${kind} needs ${kind === 'session' ? 'a session key' : 'an upstream id'} (an empty argument was given)` }
     else if (target !== undefined) {
       const what = kind === 'session' ? 'session key' : 'upstream id'
       return { kind: 'usage-error', message: `${kind} takes one ${what}: "${a}" is a second${kind === 'drain' ? ' (drain each on its own)' : ''}` }

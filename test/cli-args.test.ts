@@ -71,3 +71,49 @@ t.test('usage errors name the bad input escaped (a control character in it as JS
   t.equal(usageError(['--config', 'a.yaml', 'check']), 'unknown argument "check": a command comes first (tether check ...)')
   t.equal(usageError(['run', 'check', 'a.yaml']), 'unknown argument "check": a command comes first, and there is one: run')
 })
+
+t.test('-h, -v, --help or --version where an option takes its value is no request for help or the version: a usage error naming the option, as util.parseArgs (strict) refuses a value starting with "-"', async (t) => {
+  const cases: [string[], string][] = [
+    [['--config', '-h'], '--config needs a file path, and "-h" after it is taken for an option (for a value that starts with "-", write --config=-h)'],
+    [['run', '-c', '--version'], '-c needs a file path, and "--version" after it is taken for an option (for a value that starts with "-", write --config=--version)'],
+    [['check', '--config', '-v'], '--config needs a file path, and "-v" after it is taken for an option (for a value that starts with "-", write --config=-v)'],
+    [['import', '--manifests', '--image', '--help', 'x.yaml'], '--image needs an image reference, and "--help" after it is taken for an option (for a value that starts with "-", write --image=--help)'],
+    [['drain', 'app-1', '--admin', '-v'], '--admin needs a URL, and "-v" after it is taken for an option (for a value that starts with "-", write --admin=-v)'],
+    [['drain', 'app-1', '--wait', '--timeout', '-h'], '--timeout needs a duration, and "-h" after it is taken for an option (for a value that starts with "-", write --timeout=-h)'],
+    [['session', 'k', '--admin', '--json'], '--admin needs a URL, and "--json" after it is taken for an option (for a value that starts with "-", write --admin=--json)'],
+    // a token is never shown: not even a word that may be one
+    [['session', 'k', '--token', '-h'], '--token needs a token, and the word after it starts with "-" (for a token that starts with "-", write --token=<token>)'],
+    [['drain', 'app-1', '--token', '-secret'], '--token needs a token, and the word after it starts with "-" (for a token that starts with "-", write --token=<token>)'],
+  ]
+  for (const [argv, message] of cases) t.equal(usageError(argv), message, argv.join(' '))
+  // written with "=", the value is taken whatever it starts with; "-" alone is a value (a file so named)
+  t.same(parseArgs(['--config=-h'], {}), { kind: 'run', config: '-h', configFrom: 'argument' })
+  t.same(parseArgs(['check', '--config', '-'], {}), { kind: 'check', config: '-' })
+  t.same(parseArgs(['session', 'k', '--token=-h'], {}), { kind: 'session', admin: { url: 'http://127.0.0.1:9901', token: '-h' }, key: 'k', json: false })
+  // -h elsewhere still asks for help, a value before it or not
+  t.same(parseArgs(['--config', 'a.yaml', '-h'], {}), { kind: 'help' })
+  t.same(parseArgs(['drain', 'app-1', '--admin', 'http://127.0.0.1:1', '--version'], {}), { kind: 'version' })
+  t.same(parseArgs(['import', '--image', 'r/a:1', '--help'], {}), { kind: 'help' })
+})
+
+t.test('an option given an empty value is the same usage error written either way, naming the option', async (t) => {
+  const cases: [string[], string, string][] = [
+    [['--config', ''], '--config needs a file path', '--config needs a file path (--config=<file>)'],
+    [['import', '--manifests', 'x.yaml', '--image', ''], '--image needs an image reference', '--image needs an image reference (--image=<ref>)'],
+    [['drain', 'app-1', '--admin', ''], '--admin needs a URL', '--admin needs a URL (--admin=<url>)'],
+    [['session', 'k', '--token', ''], '--token needs a token', '--token needs a token (--token=<token>)'],
+    [['drain', 'app-1', '--wait', '--timeout', ''], '--timeout needs a duration', '--timeout needs a duration (--timeout=<duration>)'],
+  ]
+  for (const [argv, separate, inline] of cases) {
+    t.equal(usageError(argv), separate, argv.join(' '))
+    const written = [...argv.slice(0, -2), `${argv.at(-2)!}=`]
+    t.equal(usageError(written), inline, written.join(' '))
+  }
+  t.equal(usageError(['-c', '']), '-c needs a file path')
+  // the empty --image= is said before --image is found to need --manifests
+  t.equal(usageError(['import', 'x.yaml', '--image=']), '--image needs an image reference (--image=<ref>)')
+  // an empty key or id is not taken for "none yet": a later word is not called a second
+  t.equal(usageError(['session', '', 'k']), 'session needs a session key (an empty argument was given)')
+  t.equal(usageError(['drain', '', 'app-1']), 'drain needs an upstream id (an empty argument was given)')
+})
+

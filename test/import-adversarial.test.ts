@@ -173,7 +173,8 @@ t.test('--image must be an image reference Kubernetes can pull: an empty or malf
   for (const image of ['', ' ', 'ghcr.io/Example/tether:1', 'tether:', 'tether:1 2', 'https://ghcr.io/tether', 'ghcr.io/example/tether:1\nx']) {
     t.throws(() => withImage(image), { message: /^--image: expected an image reference like ghcr\.io\/example\/tether:0\.1\.0/ }, JSON.stringify(image))
   }
-  const cli = await runCli(['import', '--manifests', '--image=', tempFile('in.yaml', text)])
+  // (an empty --image= is a usage error, exit 2, before any file is read: cli-usage-errors.test.ts)
+  const cli = await runCli(['import', '--manifests', '--image=ghcr.io/Example/tether:1', tempFile('in.yaml', text)])
   t.equal(cli.code, 1, cli.stderr)
   t.equal(cli.stdout, '')
   t.match(cli.stderr, /^tether import: --image: expected an image reference/)
