@@ -1,6 +1,8 @@
 // The command line as words: argv (and the environment's defaults) parsed into one Command, or a
 // usage error that says what is wrong and what to write instead; and the help text. Pure: no
-// I/O, no process (cli.ts runs the command), so every usage error is tested in process.
+// I/O, no process (cli.ts runs the command; only a file name is resolved against the working
+// directory, to tell two spellings of one file), so every usage error is tested in process.
+import { resolve } from 'node:path'
 import { didYouMean, escapeControls, nearest } from './config/index.js'
 import { parseDuration } from './config/duration.js'
 import type { AdminTarget } from './admin/admin-client.js'
@@ -105,16 +107,26 @@ function asked(options: readonly string[], long: string, short: string): boolean
 }
 
 /**
+ * Whether two spellings of a file name one file: the same path once resolved against the working
+ * directory (`a.yaml`, `./a.yaml`, `conf/../a.yaml`, its absolute path), as the file is then
+ * opened; no file system look-up (a link to it is another name). "-" (stdin) is only itself.
+ */
+function sameFile(a: string, b: string): boolean {
+  return a === b || (a !== '-' && b !== '-' && resolve(a) === resolve(b))
+}
+
+/**
  * An option that takes a value, given a second time with another value: a usage error naming
  * both, or null (the first time, or the same value again, as a wrapper script adding it once
- * more). nginx (`-c`), curl and git take the last value silently; a config file, admin API or
- * deadline overridden without a word is a footgun (a script's `--config` replaced by a
- * user's), so Tether refuses. A token is never shown. `one` names what to give one of.
+ * more; `same` says what is the same value: `sameFile` for a file). nginx (`-c`), curl and
+ * git take the last value silently; a config file, admin API or deadline overridden without a
+ * word is a footgun (a script's `--config` replaced by a user's), so Tether refuses. A token is
+ * never shown. `one` names what to give one of.
  * Example: `givenTwice("--config", "a.yaml", "b.yaml", "config file")` ->
  * `--config is given twice ("a.yaml" and "b.yaml"): name one config file`.
  */
-function givenTwice(name: string, before: string | undefined, value: string, one: string): Command | null {
-  if (before === undefined || before === value) return null
+function givenTwice(name: string, before: string | undefined, value: string, one: string, same = (a: string, b: string) => a === b): Command | null {
+  if (before === undefined || same(before, value)) return null
   const values = name === '--token' ? 'with two values, not shown' : `${JSON.stringify(before)} and ${JSON.stringify(value)}`
   return { kind: 'usage-error', message: `${name} is given twice (${values}): name one ${one}` }
 }
@@ -163,10 +175,11 @@ function parseWords(argv: readonly string[], env: Readonly<Record<string, string
     if (!ended && (a === '--config' || a === '-c' || a.startsWith('--config='))) {
       const v = a.startsWith('--config=') ? optionValue('--config', a.slice('--config='.length), args) : optionValue(a, undefined, args)
       if (typeof v !== 'string') return v
-      // (check's file named as an argument, then --config: the same option twice)
-      const twice = givenTwice('--config', config, v, 'config file')
+      // (check's file named as an argument, then --config: the same option twice; the same
+      // file spelt another way, `./a.yaml`, is the same value: the first spelling is kept)
+      const twice = givenTwice('--config', config, v, 'config file', sameFile)
       if (twice !== null) return twice
-      config = v
+      config ??= v
     } else if (kind === 'check' && config === undefined && !option) {
       if (a === '') return { kind: 'usage-error', message: 'check needs a config file (an empty argument was given)' }
       config = a
@@ -214,9 +227,12 @@ function parseImport(args: string[]): Command {
       image = v
     } else if (!ended && a.startsWith('-') && a !== '-') return unknownArgument(a, ['--manifests', '--image'])
     else if (a === '') return { kind: 'usage-error', message: 'import: a manifest file argument is empty' }
-    // (its objects would each be read twice: the second reported as a second source of stickiness)
-    else if (files.includes(a)) return { kind: 'usage-error', message: `import: ${a === '-' ? 'stdin (-)' : `"${a}"`} is named twice` }
-    else files.push(a)
+    // (its objects would each be read twice: the second reported as a second source of
+    // stickiness), also when spelt another way (`./a.yaml`)
+    else if (files.some((f) => sameFile(f, a))) {
+      const before = files.find((f) => sameFile(f, a))!
+      return { kind: 'usage-error', message: `import: ${a === '-' ? 'stdin (-)' : `"${a}"`} is named twice${before === a ? '' : ` (also as "${before}")`}` }
+    } else files.push(a)
   }
   if (files.length === 0) return { kind: 'usage-error', message: 'import needs at least one manifest file' }
   if (image !== undefined && !manifests) return { kind: 'usage-error', message: '--image is the image of the Deployment --manifests prints: add --manifests (a proxy.yaml names no image)' }

@@ -117,3 +117,15 @@ t.test('an option given an empty value is the same usage error written either wa
   t.equal(usageError(['drain', '', 'app-1']), 'drain needs an upstream id (an empty argument was given)')
 })
 
+t.test('one config file spelt two ways is one value; a second file is still refused', async (t) => {
+  const run = (config: string) => ({ kind: 'run', config, configFrom: 'argument' })
+  t.same(parseArgs(['--config', 'a.yaml', '--config', './a.yaml'], {}), run('a.yaml'))
+  t.same(parseArgs(['-c', 'conf/a.yaml', '--config=conf/../conf//a.yaml'], {}), run('conf/a.yaml'))
+  t.same(parseArgs(['--config', 'a.yaml', '--config', `${process.cwd()}/a.yaml`], {}), run('a.yaml'))
+  t.same(parseArgs(['check', './a.yaml', '--config', 'a.yaml'], {}), { kind: 'check', config: './a.yaml' })
+  t.equal(usageError(['--config', 'a.yaml', '--config', './b.yaml']), '--config is given twice ("a.yaml" and "./b.yaml"): name one config file')
+  t.equal(usageError(['--config', 'a.yaml', '--config', 'sub/a.yaml']), '--config is given twice ("a.yaml" and "sub/a.yaml"): name one config file')
+  // import: one manifest file spelt two ways is named twice (its objects would be read twice)
+  t.equal(usageError(['import', 'a.yaml', 'b.yaml', './a.yaml']), 'import: "./a.yaml" is named twice (also as "a.yaml")')
+  t.equal(usageError(['import', 'a.yaml', 'b.yaml', 'a.yaml']), 'import: "a.yaml" is named twice')
+})
