@@ -5,11 +5,11 @@
 // wrote as UTF-16.
 import t from 'tap'
 import { gzipSync } from 'node:zlib'
-import { readFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { spawn } from 'node:child_process'
 import { ingressYaml } from './fixtures/ingress.js'
-import { parseConfig, type Config } from '../src/config/index.js'
-import { convertManifests, ImportError, type ImportResult } from '../src/import/convert.js'
+import { ConfigError, parseConfig, readConfigText, type Config } from '../src/config/index.js'
+import { convertManifests, ImportError, manifestText, type ImportResult } from '../src/import/convert.js'
 import { CLI, runCli, tempFile } from './fixtures/cli.js'
 
 const ENV = { TETHER_SECRET: 'x'.repeat(32), TETHER_ADMIN_TOKEN: 'admin' }
@@ -120,7 +120,6 @@ ${paths.map((p) => `          - { path: ${p}, pathType: Prefix, backend: { servi
 
 t.test('a file PowerShell wrote as UTF-16 (with a BOM) converts as its UTF-8 twin; UTF-16 without a BOM is a clear error, not "nothing to import"', async (t) => {
   const yaml = 'apiVersion: v1\nkind: Service\nmetadata: { name: a }\nspec: { sessionAffinity: ClientIP, ports: [{ name: http, port: 80 }] }\n'
-  const { writeFileSync } = await import('node:fs')
   const utf8 = await runCli(['import', tempFile('current.yaml', yaml)], ENV)
   t.equal(utf8.code, 0, utf8.stderr)
   const utf16be = (s: string): Buffer => Buffer.from(s, 'utf16le').swap16()
@@ -154,14 +153,35 @@ t.test('a file PowerShell wrote as UTF-16 (with a BOM) converts as its UTF-8 twi
   writeFileSync(gz, gzipSync(yaml))
   const [r, z] = await Promise.all([runCli(['import', nul], ENV), runCli(['import', gz], ENV)])
   t.same([r.code, r.stderr], [1, `tether import: ${nul}:1:2 holds a NUL byte, which YAML text cannot: not a manifest file (binary?)\n`], 'a NUL second: not called UTF-16')
-  t.same([z.code, z.stderr], [1, `tether import: ${gz} is gzip-compressed: decompress it first (gunzip -k ${gz})\n`])
+  t.same([z.code, z.stderr], [1, `tether import: ${gz}: gzip-compressed data (it starts with 1f 8b), not YAML text: decompress it first (gunzip -k ${gz})\n`])
   const piped = spawn(process.execPath, [CLI, 'import', '-'], { stdio: ['pipe', 'pipe', 'pipe'] })
   let stderr = ''
   piped.stderr.on('data', (c: Buffer) => (stderr += c.toString()))
   piped.stdin.end(gzipSync(yaml))
   const code = await new Promise((resolve) => piped.on('close', resolve))
-  t.same([code, stderr], [1, 'tether import: stdin is gzip-compressed: pipe it through gunzip first (zcat x.yaml.gz | tether import -)\n'], 'stdin')
+  t.same([code, stderr], [1, 'tether import: stdin: gzip-compressed data (it starts with 1f 8b), not YAML text: decompress it first (pipe it through gzip -dc)\n'], 'stdin')
   t.throws(() => convert(`kind: Service\nmetadata: { name: "a\u0000" }\n`), { message: 'in.yaml:2:21 holds a NUL byte, which YAML text cannot: not a manifest file (binary?)' })
+})
+
+t.test('a manifest that is not text (compressed, an archive, an executable, binary data) is told as a config file is: the same line, from the same check', async (t) => {
+  const yaml = ingressYaml({ affinity: 'cookie' })
+  const cases: [string, Buffer][] = [
+    ['current.yaml.gz', gzipSync(yaml)],
+    // without the .gz suffix gunzip -k refuses the file: the hint that works (gzip -dc ... > ...)
+    ['current.yaml', gzipSync(yaml)],
+    ['current.zip', Buffer.concat([Buffer.from('PK\x03\x04', 'latin1'), Buffer.from(yaml)])],
+    ['tether', Buffer.from('\x7fELF\x02\x01\x01\x00\x00\x00', 'latin1')],
+    ['current.xz', Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00, 0, 0])],
+    ['dump.bin', Buffer.concat([Buffer.from(yaml), Buffer.from([0, 0, 0, 1, 2, 3, 0, 0, 0, 9, 5, 0, 0])])],
+  ]
+  for (const [name, bytes] of cases) {
+    const file = tempFile(name, '')
+    writeFileSync(file, bytes)
+    const config = (() => { try { readConfigText(file) } catch (e) { return (e as ConfigError).issues } return [] })()
+    t.equal(config.length, 1, `${name}: refused as a config`)
+    t.throws(() => manifestText(file, bytes), new ImportError(config[0]!), `${name}: refused as a manifest with the config's line`)
+  }
+  t.throws(() => manifestText('-', gzipSync(yaml)), { message: 'stdin: gzip-compressed data (it starts with 1f 8b), not YAML text: decompress it first (pipe it through gzip -dc)' })
 })
 
 t.test('--image must be an image reference Kubernetes can pull: an empty or malformed one is an error, not a Deployment that never starts', async (t) => {

@@ -47,9 +47,23 @@ export function readConfigText(path: string): string {
     throw new ConfigError([escapeControls(`${path}: cannot read config: ${readErrorReason(err)}`)], { cause: err })
   }
   const decoded = decodeYamlBytes(bytes)
-  const binary = decoded.encoding === 'utf-8' ? notText(bytes, path) : null
-  if (binary !== null) throw new ConfigError([escapeControls(`${path}: ${binary}`)])
+  const binary = notYamlText(bytes, decoded, path)
+  if (binary !== null) throw new ConfigError([binary])
   return decoded.text
+}
+
+/**
+ * Why a YAML file's bytes are not text, as one line naming it (its control characters escaped),
+ * or null: the check a config file (readConfigText) and a manifest (`tether import`, whose "-"
+ * is stdin) both go through, so both are told alike. Bytes read as UTF-16 (`decoded`) are text
+ * with a zero byte beside each ASCII character: not checked. What is checked: see `notText`.
+ * Example: "proxy.yaml.gz: gzip-compressed data (it starts with 1f 8b), not YAML text: decompress
+ * it first (gunzip -k proxy.yaml.gz)"; "stdin: gzip-compressed data (...), not YAML text:
+ * decompress it first (pipe it through gzip -dc)".
+ */
+export function notYamlText(bytes: Buffer, decoded: DecodedText, path: string): string | null {
+  const why = decoded.encoding === 'utf-8' ? notText(bytes, path) : null
+  return why === null ? null : escapeControls(`${path === '-' ? 'stdin' : path}: ${why}`)
 }
 
 /** Files given for a config by mistake, told by their first bytes: what each is and, where it helps, what to do. */
@@ -66,10 +80,12 @@ const MAGIC: readonly { readonly bytes: readonly number[]; readonly what: string
  * The command that decompresses `path`, as a hint that works when run as given: `gunzip -k`,
  * `unxz -k` and `unzstd` only take a file with the format's suffix (gzip 1.12 says "unknown
  * suffix -- ignored" of `proxy.yaml`), so a file without it is written out with `-dc` beside it.
+ * Stdin ("-") is piped through the tool.
  * Examples: `decompress("proxy.yaml.gz", ...)` -> `decompress it first (gunzip -k proxy.yaml.gz)`;
  * `decompress("proxy.yaml", ".gz", "gunzip -k", "gzip")` -> `decompress it first (gzip -dc proxy.yaml > proxy.decompressed.yaml)`.
  */
 function decompress(path: string, suffix: string, unpack: string, tool: string): string {
+  if (path === '-') return `decompress it first (pipe it through ${tool} -dc)`
   if (path.endsWith(suffix) && basename(path) !== suffix) return `decompress it first (${unpack} ${shellWord(path)})`
   const ext = /\.ya?ml$/.exec(basename(path))?.[0] ?? ''
   const out = `${path.slice(0, path.length - ext.length)}.decompressed${ext || '.yaml'}`

@@ -2,7 +2,7 @@
 // out, reproducing the stickiness the user had (ingress-nginx annotations, a Service's ClientIP
 // affinity, a Gateway API HTTPRoute's sessionPersistence) with comments for what differs, and
 // a list of what was not converted. Pure: file texts in, texts out; cli.ts does the I/O.
-import { ConfigError, decodeYamlBytes, escapeControls, parseConfig, toYaml } from '../config/index.js'
+import { ConfigError, decodeYamlBytes, escapeControls, notYamlText, parseConfig, toYaml } from '../config/index.js'
 import { convertHttpRoute } from './gateway-api.js'
 import { convertIngress } from './ingress-nginx.js'
 import { COOKIE_SECRET, readManifests, type Backend, type Finding, type Manifest, type Setting } from './manifests.js'
@@ -45,18 +45,16 @@ export class ImportError extends Error {
 /**
  * A manifest file's bytes as text, read as the config loader reads a config (UTF-8, or UTF-16
  * with a byte order mark: `kubectl get ... -o yaml > file` in Windows PowerShell 5 writes
- * UTF-16LE with one). UTF-16 without a BOM, told only by its zero bytes, is refused with advice
- * (ImportError). Example: `manifestText('in.yaml', Buffer.from('\ufeffkind: Service', 'utf16le'))`
- * -> "kind: Service".
+ * UTF-16LE with one). A file that is not text (compressed, an archive, binary data) is refused
+ * with the config loader's line (`notYamlText`); UTF-16 without a BOM, told only by its zero
+ * bytes, with advice (ImportError); a NUL left in text, by convertManifests.
+ * Example: `manifestText('in.yaml', Buffer.from('\ufeffkind: Service', 'utf16le'))` -> "kind: Service".
  */
 export function manifestText(file: string, bytes: Buffer): string {
-  if (bytes[0] === 0x1f && bytes[1] === 0x8b) {
-    throw new ImportError(file === '-' ? 'stdin is gzip-compressed: pipe it through gunzip first (zcat x.yaml.gz | tether import -)' : `${file} is gzip-compressed: decompress it first (gunzip -k ${file})`)
-  }
   const read = decodeYamlBytes(bytes)
+  const binary = notYamlText(bytes, read, file)
+  if (binary !== null) throw new ImportError(binary)
   if (read.encoding !== 'utf-8' && !read.bom) throw notUtf8(file)
-  const nul = nulError(file, read.text)
-  if (nul !== null) throw nul
   return read.text
 }
 
