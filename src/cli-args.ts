@@ -239,6 +239,22 @@ function parseImport(args: string[]): Command {
   return { kind: 'import', files, manifests, image }
 }
 
+/**
+ * When two values of an admin command's option are one: a deadline in other units (`5m`,
+ * `300s`); an admin API with and without trailing "/" (the client drops it). A value that is
+ * no duration is only itself (and is refused as such).
+ */
+const SAME_VALUE: Readonly<Record<string, (a: string, b: string) => boolean>> = {
+  '--timeout': (a, b) => {
+    try {
+      return parseDuration(a) === parseDuration(b)
+    } catch {
+      return a === b
+    }
+  },
+  '--admin': (a, b) => a.replace(/\/+$/, '') === b.replace(/\/+$/, ''),
+}
+
 /** `tether session <key> ...` and `tether drain <id> ...`: the admin API's client commands. */
 function parseAdminCommand(kind: 'session' | 'drain', args: string[], env: Readonly<Record<string, string | undefined>>): Command {
   let url = env['TETHER_ADMIN'] ?? 'http://127.0.0.1:9901'
@@ -264,8 +280,9 @@ function parseAdminCommand(kind: 'session' | 'drain', args: string[], env: Reado
     if (!ended && (name === '--admin' || name === '--token' || (name === '--timeout' && kind === 'drain'))) {
       const v = optionValue(name, inline, args)
       if (typeof v !== 'string') return v
-      const twice = givenTwice(name, given[name], v, one[name]!)
+      const twice = givenTwice(name, given[name], v, one[name]!, SAME_VALUE[name])
       if (twice !== null) return twice
+      if (given[name] !== undefined) continue // the same value again: the first kept
       given[name] = v
       if (name === '--admin') [url, urlFrom] = [v, '--admin']
       else if (name === '--token') [token, tokenFrom] = [v, '--token']

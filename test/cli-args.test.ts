@@ -129,3 +129,12 @@ t.test('one config file spelt two ways is one value; a second file is still refu
   t.equal(usageError(['import', 'a.yaml', 'b.yaml', './a.yaml']), 'import: "./a.yaml" is named twice (also as "a.yaml")')
   t.equal(usageError(['import', 'a.yaml', 'b.yaml', 'a.yaml']), 'import: "a.yaml" is named twice')
 })
+
+t.test('one deadline or admin API written two ways is one value (5m and 300s, a URL with and without its trailing "/"); two values are still refused', async (t) => {
+  const drain = (url: string, timeout: number) => ({ kind: 'drain', admin: { url, token: null }, id: 'app-1', migrate: false, wait: true, timeout })
+  t.same(parseArgs(['drain', 'app-1', '--wait', '--timeout', '5m', '--timeout=300s'], {}), drain('http://127.0.0.1:9901', 300_000))
+  t.same(parseArgs(['drain', 'app-1', '--wait', '--admin', 'http://10.0.0.1:9901', '--admin', 'http://10.0.0.1:9901/'], {}), drain('http://10.0.0.1:9901', 300_000))
+  t.equal(usageError(['drain', 'app-1', '--wait', '--timeout', '5m', '--timeout', '301s']), '--timeout is given twice ("5m" and "301s"): name one deadline')
+  t.equal(usageError(['drain', 'app-1', '--wait', '--timeout', '5m', '--timeout', 'soon']), '--timeout is given twice ("5m" and "soon"): name one deadline')
+  t.equal(usageError(['session', 'k', '--admin', 'http://10.0.0.1:9901', '--admin', 'http://10.0.0.1:9902/']), '--admin is given twice ("http://10.0.0.1:9901" and "http://10.0.0.1:9902/"): name one admin API')
+})
