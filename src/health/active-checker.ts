@@ -4,7 +4,8 @@
 // uses node:http (undici belongs to the forwarder) and never decides health itself.
 import http from 'node:http'
 import https from 'node:https'
-import { systemClock, systemTimers, type Timers } from '../clock.js'
+import { performance } from 'node:perf_hooks'
+import { monotonicNow, systemClock, systemTimers, type Timers } from '../clock.js'
 import type { UpstreamTlsConfig } from '../config/schema.js'
 import { LOCAL_RESOURCE_CODES } from '../errors.js'
 import { UpstreamTlsSource } from '../tls/upstream-tls.js'
@@ -22,7 +23,10 @@ export interface ActiveCheckOptions {
   readonly path: string | null
   /** Time from the end of one probe to the start of the next (> 0). */
   readonly interval: number
-  /** Deadline for one probe: connect, response head and body (> 0). */
+  /**
+   * Deadline for one probe: connect, response head and body (> 0); once more when Tether's own
+   * process stalled during it (see {@link ActiveChecker}).
+   */
   readonly timeout: number
   /** Each probe is delayed by an extra random fraction in [0, jitter) of the interval (0..1). */
   readonly jitter: number
@@ -53,6 +57,12 @@ export interface ProbeEvent {
   readonly duration: number
   /** When the probe started. */
   readonly at: number
+  /**
+   * Tether's own process stalled during the probe's first `timeout` (its timer fired at least
+   * half a timeout late, or its event loop ran code for at least half of it), so the probe was
+   * given one more `timeout` before it counted as a timeout.
+   */
+  readonly stalled: boolean
 }
 
 /** Where results go: the health table, or anything with the same method. */
@@ -70,12 +80,20 @@ export interface ActiveCheckerDeps {
   readonly timers?: Timers
   /** Uniform in [0, 1), for jitter. */
   readonly random?: () => number
-  readonly clock?: { now(): number }
+  readonly clock?: { now(): number; monotonic?(): number }
+  /**
+   * Milliseconds this thread's event loop has spent running code (not waiting for I/O) since
+   * some origin; by default `performance.eventLoopUtilization().active`, the real loop's.
+   */
+  readonly busy?: () => number
 }
 
 const USER_AGENT = 'tether-health'
 const DEFAULT_STATUS = Object.freeze({ min: 200, max: 399 })
 const ANY_STATUS = Object.freeze({ min: 100, max: 599 })
+/** How much of a probe's `timeout` Tether's own stall must take for the probe to get one more. */
+const STALL_SHARE = 0.5
+const loopBusy = (): number => performance.eventLoopUtilization().active
 
 interface Probe {
   cancel(): void
@@ -106,8 +124,22 @@ interface Target {
  * what a new client connection meets (a wedged listener cannot hide behind an old keep-alive
  * socket), and no idle socket outlives a probe, so stop() has nothing pooled to chase. One
  * connection per upstream per interval costs nothing worth saving. Timers are unref'd, so an
- * idle checker never keeps the process alive (an in-flight probe does, for at most `timeout`);
+ * idle checker never keeps the process alive (an in-flight probe does, for at most 2 x `timeout`);
  * stop() is still the clean way.
+ *
+ * A probe's timeout judges the upstream only for time Tether itself was there to send the
+ * request and read the answer. An answer that arrived while Tether stalled wins over a timer
+ * that fired late (the timer's verdict waits for setImmediate, after the poll phase has read
+ * the sockets). And when Tether's own process stalled for at least half of the probe's
+ * `timeout` (its timer fired half a timeout late: the process was blocked or not scheduled; or
+ * its event loop ran code for half of the window: a long synchronous stretch, or a loop
+ * saturated at 100% of its core), the probe gets one more `timeout` from then, once: a stall
+ * before its connect or its request's write completed left the upstream no chance to answer.
+ * The second window decides whatever happens in it, so a frozen upstream still fails, at most
+ * one `timeout` later than it would have, and a Tether stalled for good cannot keep one up.
+ * HAProxy likewise starts `timeout check` only once the check's connection is established (the
+ * connect has its own `min(timeout connect, inter)`); Envoy arms its `timeout` when the check
+ * starts and has no allowance for its own stalls (a watchdog reports them).
  * Listeners and the sink run synchronously and must not throw.
  *
  * Example:
@@ -125,7 +157,8 @@ export class ActiveChecker {
   readonly #sink: ActiveResultSink
   readonly #timers: Timers
   readonly #random: () => number
-  readonly #clock: { now(): number }
+  readonly #clock: { now(): number; monotonic?(): number }
+  readonly #busy: () => number
   readonly #targets = new Map<string, Target>()
   readonly #closing = new Set<Promise<void>>()
   readonly #listeners = new Set<(e: ProbeEvent) => void>()
@@ -146,6 +179,7 @@ export class ActiveChecker {
     this.#timers = deps.timers ?? systemTimers
     this.#random = deps.random ?? Math.random
     this.#clock = deps.clock ?? systemClock
+    this.#busy = deps.busy ?? loopBusy
   }
 
   /**
@@ -247,11 +281,13 @@ export class ActiveChecker {
 
   #probe(target: Target): Probe {
     const at = this.#clock.now()
+    const { timeout } = this.#options
     const req = target.tls === null ? http.request(target.request) : https.request({ ...target.request, ...target.tls.current() })
     const closed = new Promise<void>((resolve) => req.once('close', resolve))
     this.#closing.add(closed)
     void closed.then(() => this.#closing.delete(closed))
     let settled = false
+    let stalled = false
     const settle = (): boolean => {
       if (settled) return false
       settled = true
@@ -268,16 +304,30 @@ export class ActiveChecker {
       target.suspected = false
       // Tether's own lack of file descriptors says nothing of the upstream
       const inconclusive = code !== null && LOCAL_RESOURCE_CODES.has(code)
-      if (!inconclusive) this.#sink.reportActive(target.id, ok, code === 'ETIMEDOUT', suspected, ok ? null : probeCause(status, code, this.#options.timeout))
-      const event: ProbeEvent = { id: target.id, ok, status, code, duration: this.#clock.now() - at, at }
+      if (!inconclusive) this.#sink.reportActive(target.id, ok, code === 'ETIMEDOUT', suspected, ok ? null : probeCause(status, code, timeout))
+      const event: ProbeEvent = { id: target.id, ok, status, code, duration: this.#clock.now() - at, at, stalled }
       for (const listener of this.#listeners) listener(event)
       // a failure is checked again soon (as HAProxy's fastinter): one bad probe alone should
       // neither linger nor decide
       if (this.#running) this.#schedule(target, ok ? this.#options.interval : this.#options.interval / 4)
     }
-    // a late timer may mean this process stalled while the answer sat on its socket: the
-    // answer, processed before setImmediate callbacks, wins over the timeout then
-    const timer = this.#setTimer(() => setImmediate(() => finish(null, 'ETIMEDOUT')), this.#options.timeout)
+    // One window of `timeout`. Its timer measures, when it fires, how late it is and how long
+    // the event loop ran code since the window began (Tether's stall, not the upstream's), then
+    // waits for setImmediate: an answer that arrived meanwhile (read in the poll phase) wins.
+    const armWindow = (): unknown => {
+      const due = monotonicNow(this.#clock) + timeout
+      const busyFrom = this.#busy()
+      return this.#setTimer(() => {
+        const lost = Math.max(monotonicNow(this.#clock) - due, this.#busy() - busyFrom)
+        setImmediate(() => {
+          if (settled) return
+          if (stalled || lost < timeout * STALL_SHARE) return finish(null, 'ETIMEDOUT')
+          stalled = true
+          timer = armWindow()
+        })
+      }, timeout)
+    }
+    let timer = armWindow()
     req.once('response', (res) => {
       // OPTIONS * asks only whether the server answers: the head is the answer (whatever body
       // an app sends is not read); a path probe reads its body to the end
