@@ -77,8 +77,11 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   // a binding Redis kept another one over: the key is reconciled at its user's next request
   const kept = (key: string): void => sessions.resync(key)
   const { sessions, records, keys, router } = createRouting(config, health.table, (redisBindings === null ? shared?.sink() : redisBindings.sink(kept)) ?? null, inFlight, (m) => logger.warn(m))
-  // a Redis that lost its keys gets this replica's bindings and admin drains back; with workers
-  // each writes back its own bindings (with Redis each holds its own), the lead the drains
+  // a Redis that lost its keys gets this replica's bindings, admin drains and recorded ejections
+  // back; with workers each writes back its own bindings (with Redis each holds its own) and the
+  // ejections it recorded (found and told by it: only it has their records, a sibling holds them
+  // as heard), the lead alone the drains (every worker holds every drain; the admin API's
+  // changes are made on the lead, so its view of them is never behind a sibling's)
   const recordsDrains = config.health.shared === 'redis'
   // with Tether's own cookie the table only counts sessions (bounded loads), shared with nobody
   const writesBack = config.affinity.key === 'cookie' || config.affinity.key === 'none' ? null : redisBindings
@@ -87,8 +90,8 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     redis, bindings: writesBack, held: () => { const slots = sessions.table.slotsByRecency(clock.now()); return { length: slots.length, at: (i) => sessions.table.bindingAt(slots[i]!, clock.now()) } }, idleTimeout: config.affinity.idle_timeout, now: () => clock.now(), timers,
     onLost: (node) => {
       metrics.redisKeyspaceLost(node)
-      const drains = recordsDrains && (link === null || link.lead) ? health.peers?.recordAgain() ?? 0 : 0
-      logger.warn({ node, bindings: writesBack === null ? 0 : sessions.size, drains }, 'redis keyspace lost')
+      const again = recordsDrains ? health.peers?.recordAgain(link === null || link.lead) : undefined
+      logger.warn({ node, bindings: writesBack === null ? 0 : sessions.size, drains: again?.drains ?? 0, ejections: again?.ejections ?? 0 }, 'redis keyspace lost')
     },
     onWritten: (n) => metrics.affinityWrittenBack(n),
     onDone: (r) => logger.info({ node: r.node, written: r.written, kept: r.kept, ms: r.ms }, 'bindings written back to redis'),

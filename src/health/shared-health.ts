@@ -621,16 +621,21 @@ export class SharedHealth {
   }
 
   /**
-   * Record again every drain made through an admin API that this replica holds, as when it was
-   * made (its start as the change time): after Redis lost its keys, a replica that starts later
-   * finds them there. Returns how many; nothing is published (the other replicas hold them).
-   * A drain held longer than {@link RECORDED_MS} is recorded as changed now (as a read of the
-   * records does for one it holds), else a replica reading it would drop it as too old.
+   * Record again, after Redis lost its keys, so that a replica that starts later finds them
+   * there: every drain made through an admin API that this replica holds, as when it was made
+   * (its start as the change time), unless `drains` is false; and the ejections this process
+   * recorded (see EJECTIONS) still in force here, under their own fields and values (a reader
+   * skips one that ended meanwhile). Returns how many of each; nothing is published (the other
+   * replicas hold them). A drain held longer than {@link RECORDED_MS} is recorded as changed now
+   * (as a read of the records does for one it holds), else a replica reading it would drop it as
+   * too old. With workers each process records its own ejections again (no other process has
+   * their fields: a sibling holds them as heard) and one of them (the lead) the drains, which
+   * every worker holds.
    */
-  recordAgain(): number {
+  recordAgain(drains = true): { readonly drains: number; readonly ejections: number } {
     let n = 0
     const now = Date.now()
-    for (const id of this.#health.ids()) {
+    for (const id of drains ? this.#health.ids() : []) {
       const held = this.#health.adminDrain(id)
       const since = this.#health.drainingSince(id)
       if (held === null || since === null) continue
@@ -639,9 +644,13 @@ export class SharedHealth {
       void this.#channel.remember(DRAIN_STARTS, id, String(since))
       void this.#channel.remember(DRAIN_CHANGES, id, String(now - since < RECORDED_MS ? since : now))
     }
-    // and the ejections recorded here still in force (a reader skips one that ended meanwhile)
-    for (const [id, mine] of this.#recorded) if (this.#health.toldLength(id) !== null) void this.#channel.remember(EJECTIONS, mine.field, mine.value)
-    return n
+    let ejections = 0
+    for (const [id, mine] of this.#recorded) {
+      if (this.#health.toldLength(id) === null) continue
+      ejections++
+      void this.#channel.remember(EJECTIONS, mine.field, mine.value)
+    }
+    return { drains: n, ejections }
   }
 
   /**

@@ -1,0 +1,118 @@
+// With workers and `health.shared: redis`, an ejection found on live traffic by a worker that
+// is not the lead is recorded in Redis under that worker's own field; after Redis lost its keys
+// (FLUSHALL) that worker writes it back itself, so a Tether replica started after the loss
+// ejects the upstream too (the lead, which writes back the drains, holds the ejection only as
+// heard: it has no record of its own to write). A real redis-server, a real primary with two
+// worker processes, real upstreams; nothing sleeps.
+import t from 'tap'
+import http from 'node:http'
+import { startTether } from '../src/app.js'
+import { createLogger } from '../src/observability/logger.js'
+import { startRedis, redisCli, type RedisServer } from './fixtures/redis-server.js'
+import { startUpstream, testConfig } from './fixtures/upstream.js'
+import { freePorts } from './fixtures/ports.js'
+import { tempFile } from './fixtures/cli.js'
+import { startPrimary } from './fixtures/primary-process.js'
+import { waitFor } from './fixtures/wait.js'
+
+let redis: RedisServer
+t.before(async () => { redis = await startRedis() })
+t.teardown(async () => { await redis.stop() })
+
+/** One GET on `agent`'s connection (keep-alive, one socket): status and body. */
+function get(agent: http.Agent, port: number, path: string, user: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path, agent, headers: { 'x-user': user } }, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (c: string) => (body += c))
+      res.on('end', () => resolve({ status: res.statusCode!, body }))
+    })
+    req.setTimeout(10_000, () => req.destroy(new Error('no answer in 10 s')))
+    req.on('error', reject)
+  })
+}
+
+t.test('with two workers, an ejection found by the worker that is not the lead is written back by it after a FLUSHALL: a replica started after the loss ejects the upstream too', async (t) => {
+  const prefix = 'wke:'
+  const good = await startUpstream('app-0')
+  // app-1 fails the requests for /fail (5xx: an ejection timed by base_ejection), answers the rest
+  const bad = await startUpstream('app-1', (req, res) => {
+    res.statusCode = req.url === '/fail' ? 500 : 200
+    res.end('app-1\n')
+  })
+  t.teardown(async () => { await Promise.all([good.close(), bad.close()]) })
+  const [port, adminPort] = await freePorts(2)
+  const file = tempFile('workers-keyspace-ejections.yaml', [
+    `listen: { host: 127.0.0.1, port: ${port} }`,
+    `admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }`,
+    'workers: 2',
+    'log: { level: info, access: true }', // the access lines name the worker that answered
+    'affinity: { key: header, header: { name: X-User } }',
+    'retries: { attempts: 1 }',
+    // one failure ejects, for a minute (well past the test's end)
+    'health: { shared: redis, active: { enabled: false }, passive: { consecutive_failures: 1, base_ejection: 60s, max_ejection: 60s } }',
+    `state: { store: redis, timeout: 200ms, redis: { url: "${redis.url}", key_prefix: "${prefix}" } }`,
+    'upstreams:',
+    `  - { id: app-0, url: "${good.url}" }`,
+    `  - { id: app-1, url: "${bad.url}" }`,
+    '',
+  ].join('\n'))
+  const { proc, out } = await startPrimary(t, file)
+  t.teardown(async () => {
+    if (proc.exitCode !== null) return
+    proc.kill('SIGTERM')
+    await waitFor(() => proc.exitCode !== null, 30_000, 'the primary to stop')
+  })
+  const lines = (): Record<string, unknown>[] => out().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>)
+  await waitFor(() => lines().some((l) => l['msg'] === 'worker runs the active health checks'), 10_000, 'a lead to be chosen')
+  const lead = lines().filter((l) => l['msg'] === 'worker runs the active health checks').at(-1)!['child'] as number
+
+  // a keep-alive connection the other worker took (node:cluster hands new connections round robin)
+  let agent: http.Agent | null = null
+  for (let i = 0; agent === null && i < 20; i++) {
+    const a = new http.Agent({ keepAlive: true, maxSockets: 1 })
+    t.teardown(() => a.destroy())
+    const path = `/which-${i}`
+    t.equal((await get(a, port!, path, 'probe')).status, 200, 'answered')
+    await waitFor(() => lines().some((l) => l['path'] === path), 5_000, 'the access line')
+    if (lines().find((l) => l['path'] === path)!['worker'] !== lead) agent = a
+    else a.destroy()
+  }
+  t.ok(agent !== null, 'a connection to the worker that is not the lead')
+  // users on that connection until one is placed on app-1: that worker finds it failing and ejects it
+  for (let u = 0; u < 50 && !lines().some((l) => l['msg'] === 'upstream health changed' && l['upstream'] === 'app-1' && l['to'] === 'ejected'); u++) {
+    await get(agent!, port!, '/fail', `user-${u}`)
+    // (its health line is written before its answer's access line)
+    await waitFor(() => lines().filter((l) => l['path'] === '/fail').length === u + 1, 5_000, 'the access line')
+  }
+  t.ok(lines().some((l) => l['msg'] === 'upstream health changed' && l['upstream'] === 'app-1' && l['to'] === 'ejected' && l['worker'] === 1 - lead), 'the worker that is not the lead ejected app-1')
+  t.same(new Set(lines().filter((l) => l['path'] === '/fail').map((l) => l['worker'])), new Set([1 - lead]), 'it answered every failed request: the lead found none')
+  const key = `${prefix}peers:ejections`
+  await waitFor(async () => (await redisCli(redis.port, 'HLEN', key)).trim() === '1', 5_000, 'the ejection to be recorded')
+  await waitFor(() => lines().some((l) => l['msg'] === 'health event from another Tether replica' && l['upstream'] === 'app-1' && l['worker'] === lead), 5_000, 'the lead to apply it, heard')
+  const recorded = (await redisCli(redis.port, 'HGETALL', key)).trim()
+
+  await redisCli(redis.port, 'FLUSHALL')
+  const lost = (): Record<string, unknown>[] => lines().filter((l) => l['msg'] === 'redis keyspace lost')
+  await waitFor(() => lost().length === 2, 10_000, 'both workers to see the loss')
+  t.match(lost().find((l) => l['worker'] === 1 - lead), { ejections: 1 }, 'the worker that found it wrote its ejection back')
+  t.match(lost().find((l) => l['worker'] === lead), { ejections: 0 }, 'the lead wrote none back (it recorded none)')
+  const back = await waitFor(async () => (await redisCli(redis.port, 'HLEN', key)).trim() === '1', 5_000, 'the ejection to be back in Redis').then(() => true, () => false)
+  t.ok(back, 'the recorded ejection is back in Redis after the loss')
+  t.equal((await redisCli(redis.port, 'HGETALL', key)).trim(), recorded, 'under its field, as it was recorded (it ends when it did)')
+
+  // a replica started after the loss
+  const r3 = await startTether(testConfig([good, bad], {
+    affinity: { key: 'header', header: { name: 'X-User' } },
+    health: { shared: 'redis', active: { enabled: false }, passive: { consecutive_failures: 1, base_ejection: 60_000, max_ejection: 60_000 } },
+    state: { store: 'redis', timeout: 200, redis: { url: redis.url, key_prefix: prefix } },
+  }), { logger: createLogger('silent') })
+  t.teardown(() => r3.close(0))
+  t.equal(r3.health.state('app-1'), 'ejected', 'a replica started after the loss ejects app-1')
+  const r3Agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+  t.teardown(() => r3Agent.destroy())
+  const placed = new Set<string>()
+  for (let u = 0; u < 12; u++) placed.add((await get(r3Agent, r3.port, '/', `new-${u}`)).body.trim())
+  t.same([...placed], ['app-0'], 'and places new users on app-0 only')
+})
