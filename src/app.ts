@@ -196,7 +196,8 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       if (closing !== null) return
       health.peers?.becameLead() // before its first probe result: the other replicas' verdicts no lead relayed
       health.checker?.start()
-      discovery.start().catch((err: unknown) => logger.error({ err: (err as Error).message }, 'discovery did not start'))
+      // its first list in (or failed): every worker's /readyz stops waiting for it
+      discovery.start().catch((err: unknown) => logger.error({ err: (err as Error).message }, 'discovery did not start')).finally(() => link.listedDiscovery())
     },
     discovered: (source, found, leaving) => membership.setDiscovered(found, source,
       leaving.map(({ since, ...upstream }) => ({ upstream, since, remaining: since + config.affinity.drain_timeout - clock.now() }))),
@@ -219,6 +220,11 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   }
   // What the start waits for now (null: it has ended): /readyz says 503 `starting` with it.
   let waiting: string | null = 'the start'
+  // A worker's start does not wait for discovery (the lead runs it, once a worker has started):
+  // its /readyz says `starting` all the same until the lead's first list is in or failed, as one
+  // process's does while its start waits for it (else `no healthy upstream`, an empty set's)
+  const discovers = config.discovery.dns !== null || config.discovery.kubernetes !== null
+  const awaitsLead = (): boolean => link !== null && discovers && !link.discoveryListed
   // With `health.shared: redis` the proxy (and redirect) port listens once the drains other
   // replicas recorded in Redis are read (after discovery's first lists: a drain of a discovered
   // upstream applies only to an id in the set), so the first request is placed with them, as
@@ -232,7 +238,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   // start has ended (with workers, this worker's private one, which its primary learns of then)
   const admin = await createAdmin(config, {
     logger, health: health.table, peers: health.peers, metrics, traffic, upstreams: () => membership.current(), draining: () => draining,
-    starting: () => waiting,
+    starting: () => waiting ?? (awaitsLead() ? "discovery's first list" : null),
     inFlight: (id) => inFlight.count(id), websockets: (id) => proxy.upgrades.countByUpstream(id), sessions, records, shared,
     ...(link === null ? {} : { ordered: (key: string, to: string | null, at: number) => (link.ordered(key, to, at), link.flushed()) }), store: state?.store ?? null, now: () => clock.now(),
     degraded: () => [...stateDegraded(store, redis)(), ...discovery.degraded()],

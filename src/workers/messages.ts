@@ -44,6 +44,13 @@ export interface WorkerSetup {
    */
   readonly upstreamSeen?: boolean
   /**
+   * The group's discovery has had its first list (see `discovery-listed`): this one's `/readyz`
+   * does not wait for it. False: `/readyz` says `starting: waiting for discovery's first list`
+   * (as one process does while its start waits for it) until the lead's first list is in or
+   * failed. Absent from an older primary's setup, which never tells: not waited for.
+   */
+  readonly discoveryListed?: boolean
+  /**
    * This primary's group of workers (one id for all of them, made at its start): a peer message
    * over Redis about an active-check verdict of this group is not news to its workers (each
    * applies the lead's probe results). Absent from an older primary's setup: none.
@@ -183,6 +190,11 @@ export type ToPrimary =
   /** This worker saw a healthy upstream for the first time: told once, for WorkerSetup.upstreamSeen. */
   | { readonly tether: 'upstream-seen' }
   /**
+   * The first list of this worker's discovery (it leads) is in, or failed: every source's first
+   * attempt has ended (its lists were sent before this), for WorkerSetup.discoveryListed.
+   */
+  | { readonly tether: 'discovery-listed' }
+  /**
    * An ioredis console notice this worker saw first (`said`: ioredis's line; level, msg and hint
    * as logged), for the primary to log once for all workers (see WorkerSetup.notices).
    */
@@ -242,6 +254,11 @@ export type ToWorker =
    * news came) learns it (an older worker ignores it).
    */
   | { readonly tether: 'upstream-seen' }
+  /**
+   * The lead's discovery had its first list (its `discovery-listed`), sent once to every worker
+   * running then (an older worker ignores it).
+   */
+  | { readonly tether: 'discovery-listed' }
 
 /** Is `m` one of ours? */
 export function isTetherMessage(m: unknown): m is { readonly tether: string } {

@@ -128,6 +128,8 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
   let lead: number | null = null
   /** A worker saw a healthy upstream since this primary started (for /readyz of workers started later). */
   let upstreamSeen = false
+  /** A lead's discovery had its first list since this primary started (for /readyz of the workers; see WorkerSetup.discoveryListed). */
+  let discoveryListed = false
   let stopping = false
   /** Every worker of the first start is ready (a crash from then on is restarted). */
   let up = false
@@ -237,7 +239,7 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
       // a worker is watched from its first message after this one (a slow start is not a silence)
       if (msg.tether === 'hello') {
         const live = accepted.text === start.text ? null : accepted.text
-        return send(worker, { tether: 'setup', setup: { index, ...secrets, admin: first.admin, start: start.text, live, notices: true, upstreamSeen, group } })
+        return send(worker, { tether: 'setup', setup: { index, ...secrets, admin: first.admin, start: start.text, live, notices: true, upstreamSeen, discoveryListed, group } })
       }
       watch.heard(worker.id, performance.now())
       // a worker saw a healthy upstream: the workers started from now on are told
@@ -247,6 +249,13 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
         if (upstreamSeen) return
         upstreamSeen = true
         for (const o of running.values()) if (o !== r) send(o.worker, { tether: 'upstream-seen' })
+        return
+      }
+      // the lead's discovery had its first list: the workers stop waiting for it (/readyz)
+      if (msg.tether === 'discovery-listed') {
+        if (discoveryListed) return
+        discoveryListed = true
+        for (const o of running.values()) if (o !== r) send(o.worker, { tether: 'discovery-listed' })
         return
       }
       // an ioredis notice a worker saw: logged once for all workers (each worker sees it at its connect)

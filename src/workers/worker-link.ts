@@ -116,6 +116,7 @@ export class WorkerLink {
   readonly #ipc: IpcChannel
   #seq = 0
   #upstreamSeen = false
+  #discoveryListed = false
   #acked = 0
   /** Answers waiting for an acknowledgement of writes sent, in seq order (one per batch they wait for). */
   readonly #waits: AckWait[] = []
@@ -409,6 +410,23 @@ export class WorkerLink {
     if (tell) this.#send({ tether: 'upstream-seen' })
   }
 
+  /**
+   * Whether this group's discovery has had its first list (or its first attempt failed): before
+   * this worker started (`WorkerSetup.discoveryListed`, given with `tell` false), the lead's since
+   * (the primary's `discovery-listed`), or this worker's own as the lead (told to the primary).
+   * Until then its `/readyz` says the start waits for it, as one process's does.
+   */
+  get discoveryListed(): boolean {
+    return this.#discoveryListed
+  }
+
+  /** This group's discovery had its first list; `tell`: this worker's own (it leads), say so to the primary (once). */
+  listedDiscovery(tell = true): void {
+    if (this.#discoveryListed) return
+    this.#discoveryListed = true
+    if (tell) this.#send({ tether: 'discovery-listed' })
+  }
+
   /** Started: the primary may send it connections' admin requests at `admin`. */
   ready(admin: string): void {
     this.#send({ tether: 'ready', admin })
@@ -445,6 +463,7 @@ export class WorkerLink {
         }
         return
       case 'upstream-seen': return this.sawUpstream(false)
+      case 'discovery-listed': return this.listedDiscovery(false)
       default: // 'reload' and 'stop' are the process entry's
     }
   }

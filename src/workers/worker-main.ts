@@ -53,6 +53,7 @@ class Orders {
   #reloadDue: string | null = null
   #handle: ((m: ToWorker) => void) | null = null
   #upstreamSeen = false
+  #discoveryListed = false
 
   constructor() {
     let settle: (s: WorkerSetup | null) => void = () => undefined
@@ -66,6 +67,7 @@ class Orders {
         settle(msg.setup)
       }
       else if (msg.tether === 'upstream-seen') this.#upstreamSeen = true // the link takes it once made
+      else if (msg.tether === 'discovery-listed') this.#discoveryListed = true // as upstream-seen
       else if (this.#handle !== null) this.#handle(msg)
       else if (msg.tether === 'reload') this.#reloadDue = msg.text
     })
@@ -80,6 +82,11 @@ class Orders {
    */
   get upstreamSeen(): boolean {
     return this.#upstreamSeen
+  }
+
+  /** The primary's `discovery-listed` came (as upstreamSeen: possibly before this worker's link listens). */
+  get discoveryListed(): boolean {
+    return this.#discoveryListed
   }
 
   /** From now on `handle` takes the orders; the reload that came before it, if any, is returned. */
@@ -129,6 +136,8 @@ export function noticeForwarder(setup: WorkerSetup): ((notice: { level: 'warn' |
 export async function runWorker(config: Config, configPath: string, w: WorkerSetup, logger: Logger, orders: Orders): Promise<number> {
   const link = new WorkerLink(processChannel, (c) => withSharedSecrets(c, w), undefined, undefined, typeof w.group === 'string' ? w.group : null)
   if (w.upstreamSeen === true || orders.upstreamSeen) link.sawUpstream(false)
+  // (an older primary's setup does not say, and never tells: not waited for)
+  if (w.discoveryListed !== false || orders.discoveryListed) link.listedDiscovery(false)
   // the primary's orders: a reload sent while this worker starts is applied once it has
   // started (the last one: each carries the whole file)
   let tether: Tether | null = null
