@@ -205,6 +205,25 @@ t.test('after Redis lost its keys, the ejections recorded here that still run ar
   t.equal(w.record.get('ejections')!.size, 0, 'an ended one is not recorded again')
 })
 
+t.test("recordAgain(false) (a worker that is not the lead) records again its own ejections but not the drains; the lead's (true) both", async (t) => {
+  const w = world()
+  const clock = new FakeClock(Date.now())
+  const one = await replica(t, w, clock)
+  const two = await replica(t, w, clock)
+  one.health.reportPassive('c', 'server_error') // #1 found it: #2 holds it as heard
+  one.health.drain('a')
+  one.shared.tell('drain', 'a')
+  t.equal(two.health.state('a'), 'draining', '#2 holds the drain')
+  const before = new Map(w.record.get('ejections'))
+  w.record.clear() // a FLUSHALL
+  t.same(one.shared.recordAgain(false), { drains: 0, ejections: 1 }, 'one ejection recorded again, no drain')
+  t.same(new Map(w.record.get('ejections')), before, 'as it was recorded')
+  t.equal(w.record.get('drains'), undefined, 'the drain not recorded again')
+  t.same(two.shared.recordAgain(false), { drains: 0, ejections: 0 }, "#2 has no record of #1's ejection to write")
+  t.same(two.shared.recordAgain(true), { drains: 1, ejections: 0 }, 'the drains are recorded by the one asked to (the lead)')
+  t.equal(w.record.get('drains')!.get('a'), 'stay')
+})
+
 const times = (r: Replica, id: string): number => r.health.snapshot().find((s) => s.id === id)!.timesEjected
 const settle = (): Promise<void> => new Promise((r) => setImmediate(r))
 
