@@ -1,11 +1,18 @@
 // An HTTP/1.1 request without Host gets Tether's own 400 (RFC 9112 section 3.2: a server MUST
-// answer it so; nginx 1.22 and HAProxy 2.6 answer 400 too), TETHER_BAD_REQUEST with its short
+// answer it so; nginx 1.22 answers 400 too, HAProxy 2.6 passes it on), TETHER_BAD_REQUEST with its short
 // body, logged and counted as Tether's other refusals, in its turn behind a pipelined request
 // and for a WebSocket handshake too; until 2026-12-05 it was Node's own bare 400
 // (`requireHostHeader`), in no access line and no metric. HTTP/1.0 has no Host: still served.
 // (Over h2, a stream with neither :authority nor host is reset by nghttp2 before Tether sees
 // it: test/h2-malformed.test.ts.)
+// An empty Host (or one of only spaces and tabs) is refused the same way, on HTTP/1.0 too and
+// with an absolute-form target: an http URI with an empty host is invalid and a recipient must
+// reject it (RFC 9110 section 4.2.1; RFC 9112 section 3.2: 400 for a Host with an invalid
+// value); nginx 1.22 answers all of these 400 ("client sent invalid host header"), HAProxy 2.6
+// passes them on. Until 2026-12-05 Tether forwarded them with an empty Host. Over h2 nghttp2
+// resets a stream whose :authority (or host) is empty, as one with neither.
 import t from 'tap'
+import http2 from 'node:http2'
 import { ERRORS } from '../src/errors.js'
 import { exchange } from './fixtures/raw-client.js'
 import { header } from './fixtures/raw-http.js'
@@ -13,7 +20,7 @@ import { startHarness, type Harness } from './fixtures/raw-tether.js'
 import { request } from './fixtures/upstream.js'
 
 let h: Harness
-t.before(async () => { h = await startHarness() })
+t.before(async () => { h = await startHarness({ listen: { http2: { cleartext: true } } }) })
 t.teardown(() => h.close())
 
 const BODY = `${ERRORS.TETHER_BAD_REQUEST.message}\n`
@@ -67,4 +74,65 @@ t.test('an HTTP/1.0 request without Host is served as before', async (t) => {
   t.equal(r.first, '200')
   await h.barrier()
   t.same(h.received().slice(before).map((q) => q.target), ['/old'])
+})
+
+t.test("an empty Host, or one of only whitespace, is answered Tether's 400, logged and counted, on HTTP/1.1 and 1.0 and with an absolute-form target", async (t) => {
+  const cases = [
+    ['GET /empty HTTP/1.1\r\nHost:\r\n\r\n', '/empty'],
+    ['GET /spaces HTTP/1.1\r\nHost:   \r\n\r\n', '/spaces'],
+    ['GET /tabs HTTP/1.1\r\nHost: \t \r\n\r\n', '/tabs'],
+    ['GET /old-empty HTTP/1.0\r\nHost:\r\n\r\n', '/old-empty'],
+    ['GET http://a.example/absolute HTTP/1.1\r\nHost:\r\n\r\n', 'http://a.example/absolute'],
+  ] as const
+  for (const [input, path] of cases) {
+    const before = { received: h.received().length, access: h.logs.access().length, counted: await counted4xx() }
+    const r = await exchange(h.port, input)
+    t.equal(r.first, '400', `${path}: 400`)
+    t.equal(r.finals[0]?.body.toString('latin1'), BODY, `${path}: Tether's short body`)
+    t.ok(r.ended, `${path}: the connection is closed`)
+    await h.barrier()
+    t.equal(h.received().length, before.received, `${path}: nothing reached the upstream`)
+    t.match(h.logs.access().slice(before.access).find((l) => l['path'] === path), { status: 400, outcome: 'TETHER_BAD_REQUEST', upstream: null }, `${path}: an access line names the refusal`)
+    t.equal(await counted4xx(), before.counted + 1, `${path}: counted as a 4xx answer`)
+  }
+})
+
+t.test('a request with an empty Host pipelined behind a good one is answered 400 in its turn', async (t) => {
+  const before = h.received().length
+  const r = await exchange(h.port, 'GET /first HTTP/1.1\r\nHost: a\r\n\r\nGET /second HTTP/1.1\r\nHost:\r\n\r\nGET /third HTTP/1.1\r\nHost: a\r\n\r\n')
+  t.same(r.finals.map((f) => f.status), [200, 400])
+  t.ok(r.ended, 'then the connection closes')
+  await h.barrier()
+  t.same(h.received().slice(before).map((q) => q.target), ['/first'], 'only the first reached the upstream')
+})
+
+t.test('a WebSocket handshake with an empty Host is answered 400 and reaches no upstream', async (t) => {
+  const before = { received: h.received().length, access: h.logs.access().length }
+  const r = await exchange(h.port, 'GET /ws-empty HTTP/1.1\r\nHost: \r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n', { responses: 1 })
+  t.equal(r.first, '400')
+  t.equal(r.finals[0]!.body.toString('latin1'), BODY)
+  await h.barrier()
+  t.equal(h.received().length, before.received, 'nothing reached the upstream')
+  t.match(h.logs.access().slice(before.access).find((l) => l['path'] === '/ws-empty'), { status: 400, outcome: 'TETHER_BAD_REQUEST' })
+})
+
+t.test('over h2 a stream with an empty :authority or host is reset before Tether sees it, as one with neither', async (t) => {
+  const before = { received: h.received().length, access: h.logs.access().length }
+  for (const head of [{ ':path': '/h2-empty-authority', ':authority': '' }, { ':path': '/h2-empty-host', host: '' }]) {
+    const s = http2.connect(`http://127.0.0.1:${h.port}`)
+    t.teardown(() => s.destroy())
+    s.on('error', () => undefined)
+    const stream = s.request(head)
+    stream.resume()
+    const ended = await new Promise<string>((resolve) => {
+      stream.on('response', (got) => resolve(`answered ${String(got[':status'])}`))
+      stream.on('close', () => resolve(`reset ${stream.rstCode}`))
+      stream.on('error', () => undefined)
+    })
+    t.equal(ended, `reset ${http2.constants.NGHTTP2_PROTOCOL_ERROR}`, `${head[':path']}: reset with PROTOCOL_ERROR`)
+    s.destroy()
+  }
+  await h.barrier()
+  t.equal(h.received().length, before.received, 'nothing reached the upstream')
+  t.equal(h.logs.access().slice(before.access).filter((l) => String(l['path']).startsWith('/h2-')).length, 0, 'no access line: Tether never saw them')
 })

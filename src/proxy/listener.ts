@@ -48,19 +48,23 @@ export function http1Options(config: Config): http.ServerOptions {
     // Node checks headersTimeout only this often (default 30 s): slow heads must get 408 on time
     connectionsCheckingInterval: Math.max(50, Math.min(500, t.client_headers / 4)),
     noDelay: true,
-    // an HTTP/1.1 request without Host gets Tether's own 400 (see lacksHost), logged and
-    // counted as its other refusals: Node's would be a bare 400 nobody sees
+    // an HTTP/1.1 request without Host (or an empty one) gets Tether's own 400 (see lacksHost),
+    // logged and counted as its other refusals: Node's would be a bare 400 nobody sees
     requireHostHeader: false,
   }
 }
 
 /**
- * An HTTP/1.1 request without a Host header: RFC 9112 section 3.2 has a server answer it 400
- * (HTTP/1.0 has no Host: such a request is served). Over h2 the authority is `:authority`,
- * which Node's h2 layer requires (it resets a stream with neither).
+ * An HTTP/1.1 request without a Host header, or any request with an empty one (Node's parser
+ * strips the spaces and tabs around a value: `Host:   ` is empty too): RFC 9112 section 3.2 has
+ * a server answer both 400, and an http URI with an empty host is invalid (RFC 9110 section
+ * 4.2.1), whatever the version or target form; nginx answers them 400 ("client sent invalid
+ * host header"). HTTP/1.0 has no Host: a request without one is served. Over h2 the authority is
+ * `:authority`, which nghttp2 requires and refuses empty (it resets such a stream).
  */
 export function lacksHost(req: http.IncomingMessage): boolean {
-  return req.headers.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor === 1
+  const host = req.headers.host
+  return host === undefined ? req.httpVersionMajor === 1 && req.httpVersionMinor === 1 : host === ''
 }
 
 /**
@@ -530,8 +534,9 @@ export class Listener {
     const problems = new ProblemLog(deps.logger, deps.clock ?? systemClock)
     const overflow: Overflow = (socket) => void problems.report('http1 pipelining', 'overflow', { peer: (socket as Socket).remoteAddress, waiting: MAX_WAITING }, 'HTTP/1.1 client pipelined more requests than Tether holds: connection closed')
     const h1Checking = http1Options(config).connectionsCheckingInterval ?? 500
-    // an HTTP/1.1 request without Host is refused in its turn, as the request path's own 400s
-    // are, then the connection closes (nginx and HAProxy answer it 400 too)
+    // an HTTP/1.1 request without Host (or any with an empty one) is refused in its turn, as the
+    // request path's own 400s are, then the connection closes (nginx 1.22 answers both 400;
+    // HAProxy 2.6 passes both on, measured 2026-12-05)
     const serial = onePerConnection((req, res) => {
       if (!lacksHost(req)) return deps.current().handleRequest(req, res)
       if (res.destroyed || req.socket.destroyed) return void res.destroy()
@@ -773,7 +778,7 @@ export class Listener {
       if (socket.destroyed) return
       if (req.httpVersionMajor === 2) { // "HTTP/2.0" in an HTTP/1 request line (see handle)
         this.#deps.clientErrors.refuse(socket, 'TETHER_HTTP_VERSION', req)
-      // a handshake without Host (Node hands upgrades over before its own Host check)
+      // a handshake without Host or with an empty one (Node hands upgrades over before its own Host check)
       } else if (lacksHost(req)) {
         this.#deps.clientErrors.refuse(socket, 'TETHER_BAD_REQUEST', req)
       // HTTP/1.0 has no Upgrade: a server must ignore it there (RFC 9110 section 7.8)
