@@ -9,6 +9,7 @@ import { createLogger } from '../src/observability/logger.js'
 import { hstsValue } from '../src/proxy/create-proxy.js'
 import { REDIRECT_DRAIN_MAX, httpsLocation } from '../src/proxy/redirect-listener.js'
 import { makeCertificateSet } from './fixtures/tls.js'
+import { LogCapture } from './fixtures/log-capture.js'
 import { request, startUpstream, testConfig, waitFor, type DeepPartial, type Upstream } from './fixtures/upstream.js'
 import type { Config } from '../src/config/schema.js'
 
@@ -235,4 +236,51 @@ t.test('an ACME challenge proxied to a silent upstream gets 504, not a client co
   t.teardown(async () => { await tether.close(0); await up.close() })
   const out = await rawAll(Number(new URL(tether.redirectUrl!).port), 'GET /.well-known/acme-challenge/t HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n')
   t.match(out, /^HTTP\/1\.1 504 /)
+})
+
+t.test("the redirect listener's 400s are logged and counted as the proxy listener's refusals: no Host, an empty one, one that makes no Location, a pipelined body the parser refused, a head it refused", async (t) => {
+  // the challenge is answered late, so that the malformed body behind it is read (and refused
+  // by the parser) while it waits its turn
+  const up = await startUpstream('app-0', (_req, res) => { setTimeout(() => res.end('token'), 200) })
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig([up], {
+    log: { level: 'info', access: true },
+    listen: { tls: { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [], min_version: 'TLSv1.2', hsts: null }, redirect: { host: '127.0.0.1', port: 0, https_port: null } },
+  }), { logger: createLogger('info', logs) })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const port = Number(new URL(tether.redirectUrl!).port)
+  const counted = async (): Promise<{ refused: number; h11: number; none: number }> => {
+    const text = (await request(`${tether.adminUrl}/metrics`)).body
+    const sum = (re: RegExp): number => [...text.matchAll(re)].reduce((n, m) => n + Number(m[1]), 0)
+    return {
+      refused: sum(/^tether_http_requests_total\{upstream="none",[^}]*status_class="4xx"\} (\d+)$/gm),
+      h11: sum(/^tether_client_requests_total\{protocol="http\/1\.1"\} (\d+)$/gm),
+      none: sum(/^tether_client_requests_total\{protocol="none"\} (\d+)$/gm),
+    }
+  }
+  const cases = [
+    { name: 'no Host', input: 'GET /no-host HTTP/1.1\r\n\r\n', path: '/no-host', method: 'GET', statuses: ['400'] },
+    { name: 'a challenge without Host', input: 'GET /.well-known/acme-challenge/t HTTP/1.1\r\n\r\n', path: '/.well-known/acme-challenge/t', method: 'GET', statuses: ['400'] },
+    { name: 'an empty Host', input: 'GET /empty-host HTTP/1.1\r\nHost:\r\n\r\n', path: '/empty-host', method: 'GET', statuses: ['400'] },
+    { name: 'a Host that makes no Location', input: 'GET /bad-host HTTP/1.1\r\nHost: a b\r\n\r\n', path: '/bad-host', method: 'GET', statuses: ['400'] },
+    { name: 'a body the parser refused behind a challenge', input: 'GET /.well-known/acme-challenge/t HTTP/1.1\r\nHost: shop.example\r\n\r\nPOST /bad-body HTTP/1.1\r\nHost: shop.example\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n', path: '/bad-body', method: 'POST', statuses: ['200', '400'] },
+  ]
+  for (const c of cases) {
+    const before = { access: logs.access().length, counted: await counted() }
+    const out = await rawAll(port, c.input)
+    t.same([...out.matchAll(/HTTP\/1\.1 (\d+)/g)].map((m) => m[1]), c.statuses, `${c.name}: answered`)
+    const line = logs.access().slice(before.access).find((l) => l['path'] === c.path && l['status'] === 400)
+    t.match(line, { status: 400, outcome: 'TETHER_BAD_REQUEST', method: c.method, upstream: null, peer: '127.0.0.1' }, `${c.name}: an access line names the refusal`)
+    const after = await counted()
+    t.equal(after.refused, before.counted.refused + 1, `${c.name}: counted as a 4xx answer of no upstream`)
+    t.equal(after.h11 - before.counted.h11, c.statuses.length, `${c.name}: counted as a finished HTTP/1.1 request`)
+  }
+  // a head the parser refused (clientError): the same shared handler as the proxy listener's
+  const before = { access: logs.access().length, counted: await counted() }
+  const out = await rawAll(port, 'GET /bad-head HTTP/1.1\r\nBad Header: y\r\n\r\n')
+  t.match(out, /^HTTP\/1\.1 400 /)
+  t.match(logs.access().slice(before.access), [{ status: 400, outcome: 'TETHER_BAD_REQUEST', path: null, upstream: null }], 'a refused head: an access line')
+  const after = await counted()
+  t.equal(after.refused, before.counted.refused + 1, 'a refused head: counted')
+  t.equal(after.none, before.counted.none + 1, 'a refused head: counted with protocol none')
 })

@@ -5,6 +5,7 @@
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Config } from '../config/schema.js'
+import type { ErrorCode } from '../errors.js'
 import type { Logger } from '../observability/logger.js'
 import type { ClientErrors } from './client-error.js'
 import { listen, ListenError } from '../listen.js'
@@ -69,17 +70,25 @@ export class RedirectListener {
   constructor(config: Config, deps: { readonly current: () => RequestPath; readonly clientErrors: ClientErrors; readonly logger: Logger }, tlsPort: () => number) {
     this.#config = config
     const redirect = config.listen.redirect!
+    // a refusal is answered, then the connection closes; it is logged and counted as the proxy
+    // listener's own refusals are (and as the parser's, which the shared ClientErrors handles)
+    const refuse = (req: http.IncomingMessage, res: http.ServerResponse, code: ErrorCode): void => {
+      if (res.destroyed || req.socket.destroyed) return void res.destroy()
+      sendError(res, code, { close: true })
+      deps.clientErrors.refused(code, req)
+    }
     // one request at a time per connection, redirects included: a malformed request pipelined
     // behind them is answered after every one (see ClientErrors), as on the main listener
     const handle = onePerConnection((req, res) => {
       const url = req.url ?? '/'
-      // (an HTTP/1.1 one without Host is not: its 400 below, as for any redirect without one)
+      // (an HTTP/1.1 one without Host, or one with an empty Host, is not: its 400 below, as for
+      // any redirect without one)
       if (ACME_TOKEN.test(url) && !lacksHost(req)) return deps.current().handleRequest(req, res)
       // a body the parser refused already (pipelined behind another request): its 400, and close
       const failed = deps.clientErrors.failed(req)
-      if (failed !== null) return void sendError(res, failed, { close: true })
+      if (failed !== null) return refuse(req, res, failed)
       const location = httpsLocation(req.headers.host, url, redirect.https_port ?? tlsPort())
-      if (location === null) return void sendError(res, 'TETHER_BAD_REQUEST', { close: true })
+      if (location === null) return refuse(req, res, 'TETHER_BAD_REQUEST')
       // a malformed rest of the dropped body closes the connection, without a second answer
       deps.clientErrors.dropping(req)
       dropBody(req, config.timeouts.client_headers)
