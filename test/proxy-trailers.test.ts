@@ -11,6 +11,7 @@ import net from 'node:net'
 import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { startRawUpstream } from './fixtures/raw-upstream.js'
+import { LogCapture } from './fixtures/log-capture.js'
 import { testConfig } from './fixtures/upstream.js'
 
 const CHUNKED_WITH_TRAILERS = [
@@ -218,4 +219,48 @@ t.test("an h2 client gets the whole body too when the upstream's trailer section
     stream.on('error', reject)
   })
   t.same(got, { status: 200, body: 'hello', code: http2.constants.NGHTTP2_NO_ERROR }, 'the body whole, the stream ended without a reset')
+})
+
+/** The answer to `/download` with Content-Length in its trailer section; `saved` to anything else. */
+const TRAILER_LENGTH = (target: string): string => target === '/download' || target === '/hook'
+  ? ['HTTP/1.1 200 OK', 'Transfer-Encoding: chunked', 'Trailer: X-Checksum', '', '5', 'hello', '0', 'X-Checksum: abc', 'Content-Length: 5', '', ''].join('\r\n')
+  : 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nsaved'
+
+t.test("a Content-Length in an upstream's trailer section is warned once per answer, naming the upstream and the request", async (t) => {
+  const up = await startRawUpstream('app-0', (req, conn) => conn.write(TRAILER_LENGTH(req.target)))
+  t.teardown(() => up.close())
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig([{ id: up.id, url: up.url }], { retries: { attempts: 0 }, log: { level: 'info', access: true } }), { logger: createLogger('info', logs) })
+  t.teardown(() => tether.close(0))
+  const first = await get(tether.url + '/download')
+  t.same([first.status, first.body], [200, 'hello'], 'delivered whole')
+  t.same(first.trailers, {}, 'its trailer fields dropped')
+  const next = await get(tether.url + '/next')
+  t.same([next.status, next.body], [200, 'saved'])
+  const again = await get(tether.url + '/download')
+  t.equal(again.body, 'hello')
+  const warned = logs.records.filter((r) => r['level'] === 40 && /trailer/i.test(String(r['msg'])))
+  t.equal(warned.length, 2, 'one warning per such answer, none for the others')
+  const access = logs.access().filter((l) => l['path'] === '/download')
+  t.match(warned[0], { upstream: 'app-0', method: 'GET', path: '/download', request_id: access[0]?.['request_id'] }, 'the upstream, the method and path, and the access line\'s request id')
+  t.match(String(warned[0]?.['msg']), /Content-Length/)
+  t.match(access, [{ status: 200, upstream: 'app-0' }, { status: 200, upstream: 'app-0' }], 'the answers are logged as served')
+})
+
+t.test("a request of Tether's own (the rehydration hook's POST) whose answer has Content-Length in its trailers is answered, warned once, and leaves its pool usable", async (t) => {
+  // undici's request() path (Forwarder.call) failed the whole answer with llhttp's refusal: the
+  // hook counted as failed (status 0) although the upstream answered it whole
+  const { Forwarder } = await import('../src/proxy/forward.js')
+  const up = await startRawUpstream('app-0', (req, conn) => conn.write(TRAILER_LENGTH(req.target)))
+  t.teardown(() => up.close())
+  const told: unknown[] = []
+  const policy = {} as ConstructorParameters<typeof Forwarder>[2] // a call never reads the answer policy
+  const forwarder = new Forwarder([{ id: up.id, url: up.url }], { connect: 1_000, responseHeaders: 5_000, bodyIdle: 5_000, maxResponseHeaderBytes: 16_384 }, policy, undefined, undefined, (d) => told.push(d))
+  t.teardown(() => forwarder.destroy())
+  const hook = await forwarder.call(up.id, 'POST', '/hook', ['content-type', 'text/plain'], 'state', 5_000)
+  t.same(hook, { status: 200, error: null }, 'the hook is answered')
+  t.same(told, [{ upstream: 'app-0', request_id: null, method: 'POST', path: '/hook' }], 'told once, naming the upstream')
+  const next = await forwarder.call(up.id, 'POST', '/order', [], 'item=42', 5_000)
+  t.same(next, { status: 200, error: null }, 'the next request on that pool is answered')
+  t.equal(told.length, 1, 'nothing told for it')
 })

@@ -51,7 +51,7 @@ export function createProxy(config: Config, p: ProxyParts): Proxy {
   const http = new Forwarder([], { connect: t.connect, responseHeaders: t.response_headers, bodyIdle: t.body_idle, maxResponseHeaderBytes: 65_536 + 2 * config.state.max_bytes }, answer, p.draining, (upstream, change) => {
     if (change.kind === 'reloaded') p.logger.info({ upstream }, 'upstream TLS files changed: new connections to it use them')
     else p.logger.warn({ upstream, err: change.error.message }, 'upstream TLS files changed but cannot be used: new connections to it keep the previous ones')
-  })
+  }, (dropped) => p.logger.warn(dropped, "the upstream's chunked answer had Content-Length in its trailer section (RFC 9110 section 6.5.1: no framing there): delivered whole, its trailer fields dropped and its connection closed"))
   const upgrades = new Upgrades(p.logger, answer, {
     maxConnections: config.websocket.max_connections, idleTimeout: config.websocket.idle_timeout, connect: t.connect, responseHeaders: t.response_headers, bodyIdle: t.body_idle, timers: p.timers,
   })

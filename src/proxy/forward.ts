@@ -84,6 +84,18 @@ interface UpstreamPool {
 /** undici honours `servername` in a request's options (lib/core/request.js), not in its types. */
 type WithServername<T> = T & { servername?: string }
 
+/**
+ * An upstream's answer delivered whole without its trailer section, which held a
+ * `Content-Length` (see trailerContentLength): which upstream, and the request (the client's,
+ * with its id; a request of Tether's own, such as the rehydration hook's, has none).
+ */
+export interface TrailersDropped {
+  readonly upstream: string
+  readonly request_id: string | null
+  readonly method: string
+  readonly path: string | undefined
+}
+
 /** Owns the undici pools, keyed by upstream id. */
 export class Forwarder {
   readonly #pools = new Map<string, UpstreamPool>()
@@ -93,6 +105,7 @@ export class Forwarder {
   /** The head and body-idle waits of every live exchange (undici's own timers are off). */
   readonly #deadlines: Deadlines
   readonly #tlsChanged: (id: string, change: UpstreamTlsChange) => void
+  readonly #trailersDropped: (dropped: TrailersDropped) => void
   /** A graceful stop's grace period ended (see {@link cutOff}). */
   #cut = false
   readonly #wasCut = (): boolean => this.#cut
@@ -107,14 +120,16 @@ export class Forwarder {
   /**
    * `answer`: what every answer's head gets (learning, checkpoints, filtering, cookies);
    * `closeAfter`: true while Tether drains, so answers carry `Connection: close`;
-   * `tlsChanged`: an https:// upstream's TLS files changed (read again, or not usable).
+   * `tlsChanged`: an https:// upstream's TLS files changed (read again, or not usable);
+   * `trailersDropped`: an answer went out whole without its trailer section (told once an answer).
    */
   constructor(upstreams: readonly PoolTarget[], timeouts: PoolTimeouts, answer: AnswerHeadPolicy, closeAfter: () => boolean = () => false,
-    tlsChanged: (id: string, change: UpstreamTlsChange) => void = () => undefined) {
+    tlsChanged: (id: string, change: UpstreamTlsChange) => void = () => undefined, trailersDropped: (dropped: TrailersDropped) => void = () => undefined) {
     this.#timeouts = timeouts
     this.#answer = answer
     this.#closeAfter = closeAfter
     this.#tlsChanged = tlsChanged
+    this.#trailersDropped = trailersDropped
     this.#deadlines = new Deadlines(sweepInterval(timeouts.bodyIdle > 0 ? Math.min(timeouts.responseHeaders, timeouts.bodyIdle) : timeouts.responseHeaders))
     this.setUpstreams(upstreams)
   }
@@ -253,7 +268,7 @@ export class Forwarder {
       const failed: AttemptResult = { status: 0, outcome: { kind: 'error', code: 'TETHER_UPSTREAM_CONNECT', connect: true }, error: new Error(`no pool for upstream ${upstream.id}`), responded: false }
       return { done: Promise.resolve(failed), answered: false, stop: () => undefined }
     }
-    const handler = new ExchangeHandler(ctx, decision, res, this.#closeAfter, this.#answer, this.#timeouts, this.#deadlines, this.#wasCut)
+    const handler = new ExchangeHandler(ctx, decision, res, this.#closeAfter, this.#answer, this.#timeouts, this.#deadlines, this.#wasCut, this.#trailersDropped)
     this.#deadlines.link(handler)
     const options: WithServername<Dispatcher.DispatchOptions> = { path: ctx.target.path, method: ctx.method, headers, body: ctx.body, servername: entry.servername }
     // nothing to send again but the head, and sent again it does what it did (RFC 9110
@@ -266,7 +281,8 @@ export class Forwarder {
   /**
    * A small request of Tether's own (the rehydration hook): the answer's status, or 0 with the
    * error when the upstream could not be reached, did not answer within `timeout` ms, or
-   * `signal` aborted it. Body discarded.
+   * `signal` aborted it. Body discarded; an answer whose trailer section holds a
+   * `Content-Length` is complete, as on the request path (and told the same way).
    */
   async call(id: string, method: string, path: string, headers: string[], body: string, timeout: number, signal?: AbortSignal): Promise<{ status: number; error: unknown }> {
     const entry = this.#pools.get(id)
@@ -278,6 +294,8 @@ export class Forwarder {
       if (signal !== undefined) pending.then((r) => { if (signal.aborted) r.body.destroy() }, () => undefined)
       const r = await (signal === undefined ? pending : untilAborted(pending, signal))
       await r.body.dump()
+      const failed = r.body.errored
+      if (failed instanceof Error && trailerContentLength(failed)) this.#trailersDropped({ upstream: id, request_id: null, method, path })
       return { status: r.statusCode, error: null }
     } catch (err) {
       return { status: 0, error: err }
@@ -798,9 +816,13 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   #trailers: Record<string, string | string[] | undefined> | null = null
   /** The answer's Connection header (the fields it names are hop-by-hop in its trailers too). */
   #connection: string | string[] | undefined = undefined
+  /** Told when the answer goes out whole without its trailer section (see trailerContentLength). */
+  readonly #trailersDropped: (dropped: TrailersDropped) => void
 
-  constructor(ctx: RequestContext, decision: Decision, res: ServerResponse, closeAfter: () => boolean, answer: AnswerHeadPolicy, timeouts: PoolTimeouts, deadlines: Deadlines, cut: () => boolean) {
+  constructor(ctx: RequestContext, decision: Decision, res: ServerResponse, closeAfter: () => boolean, answer: AnswerHeadPolicy, timeouts: PoolTimeouts, deadlines: Deadlines, cut: () => boolean,
+    trailersDropped: (dropped: TrailersDropped) => void) {
     this.#cut = cut
+    this.#trailersDropped = trailersDropped
     this.#ctx = ctx
     this.#decision = decision
     // its own, not the context's: a hedge's rehydration sets the context's while this attempt is out
@@ -1180,8 +1202,10 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
     if (this.#finished) return
     // the whole chunked body came, then a trailer section holding Content-Length: the answer
-    // is complete (see trailerContentLength); its trailer fields are dropped
+    // is complete (see trailerContentLength); its trailer fields are dropped, and that is told
     if (this.answered && this.#ctx.answering === this && trailerContentLength(err)) {
+      const ctx = this.#ctx
+      this.#trailersDropped({ upstream: this.#decision.upstream, request_id: ctx.id, method: ctx.method, path: ctx.req.url })
       if (this.#held !== null) this.#heldEnd = true
       else this.#finish()
       return
