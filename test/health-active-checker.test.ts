@@ -8,6 +8,7 @@ import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { ActiveChecker, type ActiveCheckOptions, type ProbeEvent } from '../src/health/active-checker.js'
 import { startUpstream, type Upstream } from './fixtures/upstream.js'
+import { startRawUpstream } from './fixtures/raw-upstream.js'
 import { FakeTimers } from './fixtures/timers.js'
 import { once, when, within } from './fixtures/wait.js'
 
@@ -149,6 +150,30 @@ t.test('a reset in the middle of the body is not ok', async (t) => {
   await checker.stop()
   t.match(e, { ok: false, status: 200 })
   t.equal(e.code, 'ECONNRESET')
+})
+
+t.test("a probe answer whose trailer section holds Content-Length after the whole chunked body is ok: complete, as the request path takes it", async (t) => {
+  // Node's parser refuses the field after the last chunk (RFC 9110 section 6.5.1: no framing in
+  // trailers) and failed the probe, so an upstream answering its health path so was ejected
+  // while its users' requests were served whole. The same pair of framings in the head stays a
+  // failure: no answer was read then
+  const up = await startRawUpstream('app-0', (req, conn) => conn.write(req.target === '/healthz'
+    ? ['HTTP/1.1 200 OK', 'Transfer-Encoding: chunked', '', '2', 'ok', '0', 'Content-Length: 2', '', ''].join('\r\n')
+    : ['HTTP/1.1 200 OK', 'Transfer-Encoding: chunked', 'Content-Length: 2', '', '2', 'ok', '0', '', ''].join('\r\n')))
+  t.teardown(() => up.close())
+  const trailer = recorded(FAST)
+  trailer.checker.setUpstreams([{ id: 'app-0', url: up.url }])
+  trailer.checker.start()
+  const e = await trailer.next()
+  await trailer.checker.stop()
+  t.match(e, { ok: true, status: 200, code: null })
+  t.same(trailer.reports[0], ['app-0', true])
+  const head = recorded({ ...FAST, path: '/both-in-head' })
+  head.checker.setUpstreams([{ id: 'app-0', url: up.url }])
+  head.checker.start()
+  const bad = await head.next()
+  await head.checker.stop()
+  t.match(bad, { ok: false, status: null, code: 'HPE_INVALID_CONTENT_LENGTH' }, 'both framings in the head: not ok')
 })
 
 t.test('jitter delays each probe by the injected random fraction of the interval', async (t) => {

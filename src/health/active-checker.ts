@@ -328,7 +328,9 @@ export class ActiveChecker {
       }, timeout)
     }
     let timer = armWindow()
+    let answered: http.IncomingMessage | null = null
     req.once('response', (res) => {
+      answered = res
       // OPTIONS * asks only whether the server answers: the head is the answer (whatever body
       // an app sends is not read); a path probe reads its body to the end
       if (this.#options.path === null) return finish(res.statusCode ?? null, null)
@@ -337,7 +339,13 @@ export class ActiveChecker {
       res.once('close', () => { if (!res.complete) finish(res.statusCode ?? null, 'ECONNRESET') })
       res.resume()
     })
-    req.on('error', (err: NodeJS.ErrnoException) => finish(null, err.code ?? 'ERR_PROBE'))
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      // the parser's refusal of a Content-Length in the trailer section, after the head: it
+      // follows the last chunk, so the answer is complete, as the request path takes it (see
+      // trailerLength); in the head, the same refusal comes before any answer: a failure
+      if (answered !== null && trailerLength(err)) return finish(answered.statusCode ?? null, null)
+      finish(null, err.code ?? 'ERR_PROBE')
+    })
     req.end()
     return { cancel: () => { settle() } }
   }
@@ -347,6 +355,16 @@ export class ActiveChecker {
     ;(handle as { unref?: () => void } | null)?.unref?.()
     return handle
   }
+}
+
+/**
+ * Node's HTTP parser (llhttp) refusing a `Content-Length` field where `Transfer-Encoding` is
+ * chunked: once the head was read, that field is in the trailer section, after the whole body
+ * (RFC 9110 section 6.5.1 lets no trailer carry framing; nginx 1.22 ignores it, HAProxy 2.6
+ * drops it). Example: `0\r\nContent-Length: 2\r\n\r\n` after the last chunk -> true.
+ */
+function trailerLength(err: NodeJS.ErrnoException): boolean {
+  return err.code === 'HPE_INVALID_CONTENT_LENGTH' && err.message.includes("Content-Length can't be present with Transfer-Encoding")
 }
 
 /**
