@@ -91,12 +91,21 @@ function optionValue(written: string, inline: string | undefined, args: string[]
   const v = args.shift()
   if (v === undefined || v === '') return error(`${written} needs ${needs}`)
   if (v.length > 1 && v.startsWith('-')) {
-    return error(long === '--token'
-      ? `--token needs a token, and the word after it starts with "-" (for a token that starts with "-", write --token=<token>)`
-      : `${written} needs ${needs}, and "${v}" after it is taken for an option (for a value that starts with "-", write ${long}=${v})`)
+    // an option of Tether's (or "--"): the value was forgotten, and "=" would not help; only
+    // the option's name is shown (`--token=S3CRET` after `--admin` is a token: never shown)
+    const name = v.startsWith('--') && v.includes('=') ? v.slice(0, v.indexOf('=')) : v
+    if (v === '--' || OPTION_NAMES.has(name)) return error(`${written} needs ${needs}, and the word after it is the option ${name}`)
+    if (long === '--token') return error(`--token needs a token, and the word after it starts with "-" (for a token that starts with "-", write --token=<token>)`)
+    if (long === '--timeout') return error(`--timeout needs a duration, and "${v}" after it is taken for an option (a duration does not start with "-")`)
+    return error(`${written} needs ${needs}, and "${v}" after it is taken for an option (for a value that starts with "-", write ${long}=${v})`)
   }
   return v
 }
+
+/** Every option of every command, by name (for optionValue: a forgotten value's next word). */
+const OPTION_NAMES: ReadonlySet<string> = new Set([
+  '--config', '-c', '--help', '-h', '--version', '-v', '--manifests', '--image', '--admin', '--token', '--timeout', '--json', '--migrate', '--wait',
+])
 
 /**
  * Whether `--help`/`-h` or `--version`/`-v` stands among `options` as an option: not where an
@@ -108,11 +117,20 @@ function asked(options: readonly string[], long: string, short: string): boolean
 
 /**
  * Whether two spellings of a file name one file: the same path once resolved against the working
- * directory (`a.yaml`, `./a.yaml`, `conf/../a.yaml`, its absolute path), as the file is then
- * opened; no file system look-up (a link to it is another name). "-" (stdin) is only itself.
+ * directory (`a.yaml`, `./a.yaml`, `conf//a.yaml`, its absolute path), as the file is then
+ * opened; no file system look-up (a link to it is another name). A ".." segment is only itself:
+ * the system takes it after following a link (`conf/../a.yaml` with `conf` a link to
+ * `other/sub` is `other/a.yaml`), which a resolution by text cannot know. "-" (stdin) is only
+ * itself, and so is every name when the working directory is gone (a relative name has none).
  */
 function sameFile(a: string, b: string): boolean {
-  return a === b || (a !== '-' && b !== '-' && resolve(a) === resolve(b))
+  if (a === b) return true
+  if (a === '-' || b === '-' || /(^|\/)\.\.(\/|$)/.test(a) || /(^|\/)\.\.(\/|$)/.test(b)) return false
+  try {
+    return resolve(a) === resolve(b)
+  } catch {
+    return false // process.cwd(): its directory was removed
+  }
 }
 
 /**
@@ -138,8 +156,11 @@ function givenTwice(name: string, before: string | undefined, value: string, one
 function unknownArgument(a: string, candidates: readonly string[]): Command {
   const name = a.startsWith('--') ? a.split('=')[0]! : a // `--confg=x`: the option's name
   const flag = FLAG_WORDS[a]
-  const near = flag !== undefined ? `did you mean "${flag}"?` : /^-?-?[a-z][a-z-]*$/i.test(name) ? didYouMean(nearest(name, candidates)) : undefined
-  return { kind: 'usage-error', message: `unknown argument "${a}"${near === undefined ? '' : `, ${near}`}` }
+  const close = /^-?-?[a-z][a-z-]*$/i.test(name) ? nearest(name, candidates) : undefined
+  const near = flag !== undefined ? `did you mean "${flag}"?` : close === undefined ? undefined : didYouMean(close)
+  // a misspelt --token's value is a token: not shown (`--tokn=S3CRET` -> "--tokn=...")
+  const shown = name !== a && close?.near.includes('--token') === true ? `${name}=...` : a
+  return { kind: 'usage-error', message: `unknown argument "${shown}"${near === undefined ? '' : `, ${near}`}` }
 }
 
 /**

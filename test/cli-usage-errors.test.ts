@@ -65,6 +65,6 @@ t.test("as a process: drain <id> --timeout 30s without --wait (a preStop hook's)
 
 t.test('as a process: -h as --config\'s value and an empty --image= are usage errors (exit 2, no help on stdout, nothing converted)', async (t) => {
   const [help, image] = await Promise.all([runCli(['--config', '-h']), runCli(['import', '--manifests', '--image=', 'x.yaml'])])
-  t.same([help.code, help.stdout, help.stderr], [2, '', `tether: --config needs a file path, and "-h" after it is taken for an option (for a value that starts with "-", write --config=-h)\n\n${USAGE}`])
+  t.same([help.code, help.stdout, help.stderr], [2, '', `tether: --config needs a file path, and the word after it is the option -h\n\n${USAGE}`])
   t.same([image.code, image.stdout, image.stderr], [2, '', `tether: --image needs an image reference (--image=<ref>)\n\n${USAGE}`])
 })

@@ -1,7 +1,7 @@
 // Specification of config loading and validation: defaults, located errors, freezing.
 import t, { type Test } from 'tap'
 import { fileURLToPath } from 'node:url'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ConfigError, DEFAULTS, configWarnings, didYouMean, loadConfigFile, nearest, parseConfig, parseYamlDocuments, type Config } from '../src/config/index.js'
@@ -1124,6 +1124,20 @@ t.test('a binary file given as the config (gzip, an archive, NUL bytes) is one l
     t.ok(err instanceof ConfigError, `${name}: refused`)
     t.strictSame((err as ConfigError).issues, [`${file}: ${what.replace('FILE', file).replace('DIR', dir)}`], name)
     t.strictSame((err as ConfigError).detail, [], `${name}: one line, no excerpt of its bytes`)
+  }
+  // a relative name that starts with "-" is written ./-name in the hint, else the tool takes it
+  // for its options (gunzip: "invalid option -- 's'"); the hint runs as given
+  const cwd = process.cwd()
+  process.chdir(dir)
+  try {
+    writeFileSync('-svc.yaml.gz', gzipSync(text))
+    const dash = (() => { try { loadConfigFile('-svc.yaml.gz', {}) } catch (e) { return e } return undefined })()
+    t.strictSame((dash as ConfigError).issues, ['-svc.yaml.gz: gzip-compressed data (it starts with 1f 8b), not YAML text: decompress it first (gunzip -k ./-svc.yaml.gz)'])
+    const { execFileSync } = await import('node:child_process')
+    execFileSync('sh', ['-c', 'gunzip -k ./-svc.yaml.gz'])
+    t.equal(readFileSync('-svc.yaml', 'utf8'), text, 'the hint decompresses the file')
+  } finally {
+    process.chdir(cwd)
   }
   // a lone NUL (in a comment: an export tool's) is no sign of binary data; in a value, it is validated (and escaped)
   const nul = join(dir, 'nul.yaml')

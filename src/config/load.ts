@@ -94,7 +94,8 @@ function decompress(path: string, suffix: string, unpack: string, tool: string):
 
 /** `word` as a POSIX shell reads it back: as it is when safe, else in single quotes. Example: `a b` -> `'a b'`. */
 function shellWord(word: string): string {
-  return /^[\w./+,:@%=-]+$/.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`
+  const path = word.startsWith('-') ? `./${word}` : word // else the tool takes `-svc.yaml.gz` for its options
+  return /^[\w./+,:@%=-]+$/.test(path) ? path : `'${path.replaceAll("'", `'\\''`)}'`
 }
 
 /**
