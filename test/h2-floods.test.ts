@@ -5,60 +5,21 @@
 import t, { type Test } from 'tap'
 import http2 from 'node:http2'
 import type tls from 'node:tls'
-import { startCli, tempFile, type Running } from './fixtures/cli.js'
+import type { Running } from './fixtures/cli.js'
+import { cutOff, probe as probeWith, startFloodTarget } from './fixtures/h2-flood-target.js'
 import { FLAG, FRAME, connectH2, frame, getBlock, junkHeaders, processUsage, readFrames } from './fixtures/h2-frames.js'
 import { makeCertificateSet } from './fixtures/tls.js'
-import { startUpstream, type Handler } from './fixtures/upstream.js'
+import type { Handler } from './fixtures/upstream.js'
 import { waitFor, within } from './fixtures/wait.js'
 
 const certs = makeCertificateSet()
 t.teardown(() => certs.remove())
 
 async function start(t: Test, handler?: Handler): Promise<{ tether: Running; port: number; upstreamRequests: () => number }> {
-  const up = await startUpstream('app-0', handler === undefined ? undefined : (req, res) => (req.url === '/held' ? handler(req, res) : res.end('ok\n')))
-  t.teardown(() => up.close())
-  const file = tempFile('h2-flood.yaml', [
-    'listen:',
-    '  host: 127.0.0.1',
-    '  port: 0',
-    `  tls: { cert: "${certs.server.certFile}", key: "${certs.server.keyFile}" }`,
-    'admin: { listen: { host: 127.0.0.1, port: 0 } }',
-    'log: { access: false }',
-    'upstreams:',
-    `  - { id: app-0, url: "${up.url}" }`,
-    '',
-  ].join('\n'))
-  const tether = await startCli(file)
-  t.teardown(async () => { if (tether.proc.exitCode === null && tether.proc.signalCode === null) await tether.stop('SIGKILL') })
-  return { tether, port: Number(new URL(tether.url).port), upstreamRequests: () => up.seen.filter((r) => r.url !== '*' && r.url !== '/probe').length } // not health checks (OPTIONS *) or probes
+  return startFloodTarget(t, certs, handler)
 }
 
-/** A well-behaved h2 client's GET, resolving with the status (the service check during a flood). */
-function probe(port: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = http2.connect(`https://127.0.0.1:${port}`, { ca: certs.ca, servername: 'localhost' })
-    s.on('error', reject)
-    const req = s.request({ ':path': '/probe' })
-    req.on('response', (h) => {
-      let body = ''
-      req.on('data', (c: Buffer) => (body += c))
-      req.on('end', () => { s.close(); if (process.env['H2_FLOOD_DEBUG']) console.error('probe', h[':status'], body); resolve(Number(h[':status'])) })
-    })
-    req.on('error', reject)
-    req.end()
-  })
-}
-
-/** Resolves when the server closes `socket` (or sends GOAWAY): the GOAWAY error code, if any. */
-function cutOff(socket: tls.TLSSocket): Promise<{ goaway: number | null }> {
-  return new Promise((resolve) => {
-    let goaway: number | null = null
-    readFrames(socket, (type, _flags, _stream, payload) => { if (type === FRAME.GOAWAY) goaway ??= payload.readUInt32BE(4) })
-    socket.once('close', () => resolve({ goaway }))
-    socket.on('error', () => undefined)
-    socket.setMaxListeners(0) // the flood loops wait on 'drain' or 'close' many times
-  })
-}
+const probe = (port: number): Promise<number> => probeWith(port, certs.ca)
 
 /**
  * Rapid reset on `socket`: streams opened and reset at once (HEADERS + RST_STREAM CANCEL), 500
