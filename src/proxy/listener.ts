@@ -19,7 +19,7 @@ import { ProblemLog } from '../observability/problem-log.js'
 import type { ClientErrors } from './client-error.js'
 import { MAX_WAITING, onePerConnection, whenIdle, type Overflow } from './pipelining.js'
 import { awaitsContinue, expectsContinue, type RequestPath } from './request-path.js'
-import { sendError, writeRawError } from './respond.js'
+import { refusedByTether, sendError, writeRawError } from './respond.js'
 import { H2Request, H2Response, noteConnection, type H2Connection } from './h2-messages.js'
 import { clientIdleTimeout, closeIdleClient } from './deadlines.js'
 import type { ServerCertificates } from '../tls/server-certificates.js'
@@ -145,39 +145,49 @@ function isH2Stream(req: http.IncomingMessage): boolean {
 /** The HTTP/2 client connection preface (RFC 9113 section 3.4). */
 const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1')
 
-/** Streams a connection may open before its share of streams it reset itself is judged. */
+/** Streams a connection may open before its share of wasted streams (see guardRapidReset) is judged. */
 const RESET_MIN_STREAMS = 100
-/** Above this share of streams reset by the client before their answer, the connection is closed. */
+/** Above this share of wasted streams, the connection is closed. */
 const RESET_MAX_SHARE = 0.5
 
 /**
  * Rapid reset (CVE-2023-44487): a client that opens streams and resets them at once makes the
  * server start work (here: an upstream request) it never pays for, unbounded by the
- * concurrent-stream limit. As Envoy does, a connection whose streams are mostly reset by the
- * client before their answer (more than half, once it opened 100) gets GOAWAY
- * ENHANCE_YOUR_CALM and is closed; a browser cancelling a few streams is far below that.
- * `warn` is told of each such close (the listener spaces its lines: see Listener).
+ * concurrent-stream limit. As Envoy does, a connection whose streams are mostly wasted (more
+ * than half, once it opened 100) gets GOAWAY ENHANCE_YOUR_CALM and is closed; a browser
+ * cancelling a few streams is far below that. Wasted: reset before its answer was complete,
+ * by the client or by Tether for what the client sent (MadeYouReset, CVE-2025-8671: DATA past
+ * its content-length), or refused with Tether's own client error (a TRACE's 405: see
+ * refusedByTether), which costs the client as little as a reset and else diluted it below the
+ * share (two TRACEs for each reset took a connection to nghttp2's own limit, about 1000
+ * resets, some 480 of them forwarded). `warn` is told of each such close (the listener spaces
+ * its lines: see Listener).
  */
 function guardRapidReset(session: http2.ServerHttp2Session, warn: (fields: Record<string, unknown>, msg: string) => void): void {
   let streams = 0
   let resets = 0
+  let refused = 0
   let judged = false
   session.on('stream', (stream: http2.ServerHttp2Stream) => {
     streams++
-    // reset by the client: before its answer was complete ('aborted'), or cancelled right after
     let counted = false
-    const reset = (): void => {
+    const wasted = (isReset: boolean): void => {
       if (counted) return
       counted = true
-      resets++
-      if (streams >= RESET_MIN_STREAMS && resets > streams * RESET_MAX_SHARE && !judged && !session.closed && !session.destroyed) {
+      if (isReset) resets++
+      else refused++
+      if (streams >= RESET_MIN_STREAMS && resets + refused > streams * RESET_MAX_SHARE && !judged && !session.closed && !session.destroyed) {
         judged = true
-        warn({ streams, resets, peer: sessionPeer(session) }, 'HTTP/2 client resets most of its streams (rapid reset): connection closed')
+        warn({ streams, resets, refused, peer: sessionPeer(session) }, 'HTTP/2 client resets most of its streams (rapid reset): connection closed')
         closeWithGoaway(session, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM)
       }
     }
-    stream.once('aborted', reset)
-    stream.once('close', () => { if (stream.rstCode === http2.constants.NGHTTP2_CANCEL) reset() })
+    // reset before its answer was complete ('aborted'), or cancelled right after
+    stream.once('aborted', () => wasted(true))
+    stream.once('close', () => {
+      if (stream.rstCode === http2.constants.NGHTTP2_CANCEL) wasted(true)
+      else if (refusedByTether(stream)) wasted(false)
+    })
   })
 }
 

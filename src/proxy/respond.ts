@@ -14,6 +14,22 @@ const BODIES = new Map<ErrorCode, Buffer>(
 /** The methods Tether forwards (CONNECT and TRACE are refused with 405). */
 const ALLOWED_METHODS = 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS'
 
+/**
+ * Answers Tether gave itself with a client-error status (400, 405, 413, 431: the request
+ * refused, most before any upstream saw it; 408 aside, a client too slow spent its own time);
+ * an h2 answer is noted by its stream, which the connection's rapid-reset guard sees. Written
+ * by sendError only.
+ */
+const refusals = new WeakSet<object>()
+
+/**
+ * Whether `answer` (a ServerResponse, or an h2 stream) carried a client error from the
+ * catalogue that Tether gave itself (see sendError). Example: a TRACE's stream after its 405 -> true.
+ */
+export function refusedByTether(answer: object): boolean {
+  return refusals.has(answer)
+}
+
 /** How a catalogue answer is sent. */
 export interface AnswerOptions {
   /** Close the connection after the answer (the request body was not read to its end). */
@@ -56,6 +72,7 @@ export function sendError(res: ServerResponse, code: ErrorCode, opts: AnswerOpti
   try {
     res.statusMessage = ''
     res.writeHead(status, STATUS_CODES[status], headers)
+    if (status >= 400 && status < 500 && status !== 408) refusals.add((res as { stream?: object }).stream ?? res)
     res.end(opts.head || res.req?.method === 'HEAD' ? undefined : BODIES.get(code))
   } catch {
     res.destroy() // never leave a client waiting: if even this answer cannot be written, cut

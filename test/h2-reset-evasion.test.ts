@@ -1,0 +1,115 @@
+// Rapid reset (CVE-2023-44487) in the shapes that slip past a guard counting only the share of
+// streams a client resets: resets diluted with streams Tether refuses itself (no upstream ever
+// sees them, so they cost the client as little as a reset), and streams reset by nghttp2 because
+// of what the client sent (MadeYouReset, CVE-2025-8671: DATA past the request's
+// content-length). Tether runs as its CLI; each client keeps within the concurrent-stream limit
+// by what it reads, and the figures are printed as comments (see docs/tls.md).
+import t from 'tap'
+import http2 from 'node:http2'
+import type tls from 'node:tls'
+import { cutOff, probe, startFloodTarget } from './fixtures/h2-flood-target.js'
+import { FLAG, FRAME, connectH2, frame, getBlock, readFrames } from './fixtures/h2-frames.js'
+import { makeCertificateSet } from './fixtures/tls.js'
+import { within } from './fixtures/wait.js'
+
+const certs = makeCertificateSet()
+t.teardown(() => certs.remove())
+
+/** The HPACK block of a TRACE (Tether answers 405 itself): :method as a literal (name index 2). */
+function traceBlock(authority: string): Buffer {
+  return Buffer.concat([Buffer.from([0x02, 5]), Buffer.from('TRACE'), getBlock(authority).subarray(1)])
+}
+
+interface Mixed { resets: number; others: number; goaway: number | null }
+
+/**
+ * A rapid reset diluted: `ratio` streams opened with `other` (left to complete) for each GET
+ * opened and reset (RST_STREAM CANCEL in the next write, so the GET may already be on its way
+ * upstream). The client keeps below 60 open streams and resets a GET only once `ratio` of the
+ * other streams were answered, so the share of its streams it reset stays at 1 / (ratio + 1).
+ * Stops once the connection is closed, at 6000 streams or after 10 s.
+ */
+async function dilutedResets(socket: tls.TLSSocket, port: number, other: Buffer, ratio: number): Promise<Mixed> {
+  const closed = cutOff(socket)
+  let open = true
+  void closed.then(() => { open = false })
+  const othersOpen = new Set<number>()
+  let answered = 0
+  readFrames(socket, (type, flags, stream) => {
+    if (type === FRAME.SETTINGS && (flags & FLAG.ACK) === 0) socket.write(frame(FRAME.SETTINGS, FLAG.ACK, 0))
+    const ended = ((type === FRAME.HEADERS || type === FRAME.DATA) && (flags & FLAG.END_STREAM) !== 0) || type === FRAME.RST_STREAM
+    if (ended && othersOpen.delete(stream)) answered++
+  })
+  socket.write(frame(FRAME.WINDOW_UPDATE, 0, 0, Buffer.from([0x7f, 0xfe, 0xff, 0xff]))) // the connection's window wide open: answers never wait
+  const get = getBlock(`127.0.0.1:${port}`)
+  let next = 1
+  let resets = 0
+  let others = 0
+  let pending: number[] = []
+  const deadline = Date.now() + 10_000
+  while (open && next < 12_000 && Date.now() < deadline) {
+    const batch: Buffer[] = pending.map((id) => frame(FRAME.RST_STREAM, 0, id, Buffer.from([0, 0, 0, 8])))
+    pending = []
+    while (othersOpen.size < 40) { batch.push(frame(FRAME.HEADERS, FLAG.END_STREAM | FLAG.END_HEADERS, next, other)); othersOpen.add(next); next += 2; others++ }
+    const allowed = Math.min(20, Math.floor(answered / ratio) - resets)
+    for (let i = 0; i < allowed; i++) { batch.push(frame(FRAME.HEADERS, FLAG.END_STREAM | FLAG.END_HEADERS, next, get)); pending.push(next); next += 2; resets++ }
+    if (!socket.write(Buffer.concat(batch))) await new Promise<void>((r) => { socket.once('drain', r); socket.once('close', r) })
+    await new Promise((r) => setTimeout(r, 5)) // let answers come in between writes
+  }
+  const { goaway } = await within(closed, 15_000, 'the connection to be closed')
+  return { resets, others, goaway }
+}
+
+t.test('rapid reset diluted with streams Tether refuses itself (two TRACEs answered 405 for each GET reset) is judged as rapid reset: GOAWAY ENHANCE_YOUR_CALM after about 100 streams', async (t) => {
+  // before, only streams the client reset counted: at a third of them the connection went on
+  // until nghttp2's own limit on received resets (1000 at once, then 33 a second) closed it
+  // with INTERNAL_ERROR, after about 1100 resets of which some 480 GETs had reached the upstream
+  const { tether, port, upstreamRequests } = await startFloodTarget(t, certs)
+  const socket = await connectH2(port, certs.ca)
+  const { resets, others, goaway } = await dilutedResets(socket, port, traceBlock(`127.0.0.1:${port}`), 2)
+  t.equal(goaway, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, 'closed with GOAWAY ENHANCE_YOUR_CALM')
+  const line = tether.stdout().split('\n').find((l) => l.includes('rapid reset'))
+  t.ok(line, 'Tether logged why it closed the connection')
+  const judged = line === undefined ? Infinity : (JSON.parse(line) as { streams: number }).streams
+  t.ok(judged <= 200, `judged after ${judged} streams`)
+  t.ok(upstreamRequests() <= 100, `${upstreamRequests()} GETs reached the upstream`)
+  t.comment(`diluted with refused TRACEs: ${resets} GETs reset and ${others} TRACEs sent when the client saw the close (GOAWAY ${goaway ?? 'none'}), judged after ${judged} streams, ${upstreamRequests()} requests reached the upstream`)
+  t.equal(await probe(port, certs.ca), 200, 'another client is served')
+})
+
+t.test('streams Tether resets because of what the client sent (MadeYouReset: DATA past content-length) count as resets: GOAWAY ENHANCE_YOUR_CALM after about 100', async (t) => {
+  const { tether, port, upstreamRequests } = await startFloodTarget(t, certs, (req, res) => { req.resume(); req.on('end', () => res.end('ok')) })
+  const socket = await connectH2(port, certs.ca)
+  const closed = cutOff(socket)
+  let open = true
+  void closed.then(() => { open = false })
+  // the client keeps below 60 streams it has not seen closed (else nghttp2 closes the connection for exceeding the limit)
+  const streamsOpen = new Set<number>()
+  let wake: (() => void) | null = null
+  readFrames(socket, (type, flags, stream) => {
+    if (type === FRAME.SETTINGS && (flags & FLAG.ACK) === 0) socket.write(frame(FRAME.SETTINGS, FLAG.ACK, 0))
+    if (type === FRAME.RST_STREAM || ((type === FRAME.HEADERS || type === FRAME.DATA) && (flags & FLAG.END_STREAM) !== 0)) streamsOpen.delete(stream)
+    if (streamsOpen.size < 40) { const w = wake; wake = null; w?.() }
+  })
+  void closed.then(() => { const w = wake; wake = null; w?.() })
+  // POST /held with content-length: 2 (static name index 28), one byte with the head, two more in the next write
+  const post = Buffer.concat([Buffer.from([0x83]), getBlock(`127.0.0.1:${port}`, '/held').subarray(1), Buffer.from([0x0f, 0x0d, 1]), Buffer.from('2')])
+  let next = 1
+  const deadline = Date.now() + 10_000
+  while (open && next < 6_000 && Date.now() < deadline) {
+    if (streamsOpen.size >= 40) { await new Promise<void>((r) => { wake = r }); continue }
+    const ids = Array.from({ length: 20 }, (_, i) => next + 2 * i)
+    next += 40
+    for (const id of ids) streamsOpen.add(id)
+    socket.write(Buffer.concat(ids.flatMap((id) => [frame(FRAME.HEADERS, FLAG.END_HEADERS, id, post), frame(FRAME.DATA, 0, id, Buffer.from('x'))])))
+    await new Promise((r) => setTimeout(r, 10)) // the heads on their way upstream
+    if (open) socket.write(Buffer.concat(ids.map((id) => frame(FRAME.DATA, FLAG.END_STREAM, id, Buffer.from('yy')))))
+  }
+  const { goaway } = await within(closed, 15_000, 'the connection to be closed')
+  t.equal(goaway, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, 'closed with GOAWAY ENHANCE_YOUR_CALM')
+  const line = tether.stdout().split('\n').find((l) => l.includes('rapid reset'))
+  const judged = line === undefined ? Infinity : (JSON.parse(line) as { streams: number }).streams
+  t.ok(judged <= 200, `judged after ${judged} streams`)
+  t.ok(upstreamRequests() <= 200, `${upstreamRequests()} requests reached the upstream`)
+  t.comment(`MadeYouReset (content-length): ${(next - 1) / 2} streams sent, judged after ${judged} (GOAWAY ${goaway ?? 'none'}), ${upstreamRequests()} requests reached the upstream`)
+})
