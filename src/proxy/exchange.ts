@@ -10,10 +10,16 @@ import type { AttemptResult, RequestContext } from './request-context.js'
 /** One attempt in progress on one upstream. */
 export interface Attempt {
   /**
-   * Resolves once the answer is done (`responded: true`) or the attempt failed before any byte
-   * reached the client (`responded: false`: the request path may retry elsewhere).
+   * Call `ended` with the attempt's result once the answer is done (`responded: true`) or the
+   * attempt failed before any byte reached the client (`responded: false`: the request path may
+   * retry elsewhere); `failed` instead if the transport itself failed (a bug). Called once, as
+   * soon as the attempt is made, and the result comes as a promise's reaction would: in
+   * a microtask after the attempt ended (never inside this call, nor inside the transport's or
+   * the caller's own call that ended it, such as `stop`). A callback, not a promise: a plain
+   * request then makes no promise, resolvers and executor for it (bench/README.md, "Bytes
+   * allocated per request"). Example: `attempt.onEnd((r) => conclude(r), (err) => internal(err))`.
    */
-  readonly done: Promise<AttemptResult>
+  onEnd(ended: (r: AttemptResult) => void, failed: (err: unknown) => void): void
   /** Whether the answer's head arrived (the attempt can no longer be stopped). */
   readonly answered: boolean
   /** Stop it while it waits for its answer's head, failing it with `code`; no effect after. */

@@ -266,7 +266,7 @@ export class Forwarder {
     const entry = this.#pools.get(upstream.id)
     if (entry === undefined) {
       const failed: AttemptResult = { status: 0, outcome: { kind: 'error', code: 'TETHER_UPSTREAM_CONNECT', connect: true }, error: new Error(`no pool for upstream ${upstream.id}`), responded: false }
-      return { done: Promise.resolve(failed), answered: false, stop: () => undefined }
+      return { onEnd: (ended) => void RESOLVED.then(() => ended(failed)), answered: false, stop: () => undefined }
     }
     const handler = new ExchangeHandler(ctx, decision, res, this.#closeAfter, this.#answer, this.#timeouts, this.#deadlines, this.#wasCut, this.#trailersDropped)
     this.#deadlines.link(handler)
@@ -578,6 +578,8 @@ function lengthRefusal(err: Error): TetherError | null {
 
 /** A client that left before its whole answer went out. */
 const CLIENT_ABORT: Outcome = { kind: 'client_abort' }
+/** A settled promise: a reaction on it runs a function in a microtask (see ExchangeHandler.onEnd). */
+const RESOLVED = Promise.resolve()
 /**
  * The client connection an answer goes out on, as the listener's idle close marks it: the h2
  * session of a stream (read while the stream is open: a closed one forgets it), else the
@@ -777,8 +779,10 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   readonly #head: boolean
   readonly #closeAfter: () => boolean
   readonly #answer: AnswerHeadPolicy
-  readonly done: Promise<AttemptResult>
-  #resolve!: (r: AttemptResult) => void
+  /** Told the result (see onEnd); null until the request path asks. */
+  #ended: ((r: AttemptResult) => void) | null = null
+  /** The attempt's result once it ended, else null. */
+  #result: AttemptResult | null = null
   /** The answer's head arrived and this attempt answers the client. */
   answered = false
   #controller: Dispatcher.DispatchController | null = null
@@ -833,7 +837,6 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     this.#head = ctx.method === 'HEAD'
     this.#closeAfter = closeAfter
     this.#answer = answer
-    this.done = new Promise((resolve) => { this.#resolve = resolve })
     this.#clientGone = res.destroyed
     this.#clientConnection = clientConnection(ctx.req, res)
     // `on`, not `once`: a response closes once, and a plain listener costs no wrapper and no removal
@@ -902,7 +905,37 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     // listener goes, so a request's attempts (up to 11) do not pile up on the response (Node
     // warned "MaxListenersExceededWarning" at the 11th)
     if (!r.responded) this.#res.off('close', this.#onClientClose)
-    this.#resolve(r)
+    if (this.#result !== null) return // the first result stands, as a promise's would
+    this.#result = r
+    if (this.#ended !== null) ExchangeHandler.#tellLater(this)
+  }
+
+  onEnd(ended: (r: AttemptResult) => void): void {
+    this.#ended = ended
+    // ended already (undici refused the request inside dispatch): told now, a microtask later
+    if (this.#result !== null) ExchangeHandler.#tellLater(this)
+  }
+
+  /**
+   * Attempts whose result is to be told (see onEnd), in the order they ended. Each queues one
+   * microtask ({@link tellNext}) as it is added, and microtasks run in the order they were
+   * queued: the n-th to run tells the n-th attempt. So a result is told where a promise's
+   * reaction would be (a microtask after the attempt ended, never inside undici's call or the
+   * caller's `stop`), without a promise, its resolvers and its executor per attempt: one
+   * reaction on a settled promise.
+   */
+  static readonly #ending: ExchangeHandler[] = []
+
+  static #tellLater(handler: ExchangeHandler): void {
+    ExchangeHandler.#ending.push(handler)
+    void RESOLVED.then(ExchangeHandler.#tellNext)
+  }
+
+  static readonly #tellNext = (): void => {
+    const handler = ExchangeHandler.#ending.shift()!
+    const ended = handler.#ended!
+    handler.#ended = null
+    ended(handler.#result!)
   }
 
   /**

@@ -409,14 +409,14 @@ export class RequestPath {
     }
     const attempt = x.attempt(ctx, d, upstream, sent)
     const since = this.#watch(upstream, attempt)
-    void attempt.done.then((r) => {
+    attempt.onEnd((r) => {
       try {
         this.#attemptEnded(ctx, d, upstream, attempt, since, r)
       } catch (err) {
         return this.#internal(ctx, x, err)
       }
       this.#result(ctx, x, d, upstream, headers, refusedBefore, r)
-    }, (err: unknown) => this.#internal(ctx, x, err)) // (an attempt's done does not reject: a transport's bug)
+    }, (err: unknown) => this.#internal(ctx, x, err)) // (a transport that failed: a bug)
   }
 
   /**
@@ -765,13 +765,17 @@ export class RequestPath {
     return this.#watched(ctx, d, upstream, x.attempt(ctx, d, upstream, headers))
   }
 
-  /** `attempt`'s result once {@link #attemptEnded} took it. */
+  /** `attempt`'s result once {@link #attemptEnded} took it (in the same microtask: no turn more than the callback of #send). */
   #watched(ctx: RequestContext, d: Decision, upstream: Upstream, attempt: Attempt): Promise<AttemptResult> {
     const since = this.#watch(upstream, attempt)
-    return attempt.done.then((r) => {
-      this.#attemptEnded(ctx, d, upstream, attempt, since, r)
-      return r
-    })
+    return new Promise((resolve, reject) => attempt.onEnd((r) => {
+      try {
+        this.#attemptEnded(ctx, d, upstream, attempt, since, r)
+        resolve(r)
+      } catch (err) {
+        reject(err)
+      }
+    }, reject))
   }
 
   /** Count `attempt` in flight on `upstream` until it ends (see #attemptEnded); returns when it was sent (performance.now()). */

@@ -453,7 +453,7 @@ class Tunnel implements Exchange {
     // takes a give-up after the probe timeout as a hint to probe the upstream, as for HTTP)
     const tunnel = this
     return {
-      done,
+      onEnd: (ended, failed) => void done.then(ended, failed),
       get answered() { return tunnel.#headed === nth },
       stop: (code) => this.#stop(new TetherError(code)),
     }
