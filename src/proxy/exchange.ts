@@ -12,8 +12,8 @@ export interface Attempt {
   /**
    * Call `ended` with the attempt's result once the answer is done (`responded: true`) or the
    * attempt failed before any byte reached the client (`responded: false`: the request path may
-   * retry elsewhere); `failed` instead if the transport itself failed (a bug). Called once, as
-   * soon as the attempt is made, and the result comes as a promise's reaction would: in
+   * retry elsewhere); `failed` instead if the transport itself failed (a bug). The caller calls
+   * it once, as soon as it made the attempt, and the result comes as a promise's reaction would: in
    * a microtask after the attempt ended (never inside this call, nor inside the transport's or
    * the caller's own call that ended it, such as `stop`). A callback, not a promise: a plain
    * request then makes no promise, resolvers and executor for it (bench/README.md, "Bytes

@@ -664,6 +664,33 @@ class HttpExchange implements Exchange {
   }
 }
 
+/**
+ * What the deadline sweeps saw of one exchange (see ExchangeHandler.expire), made by the first
+ * sweep that visits it: an exchange over before any sweep (most: a sweep comes every
+ * sweepInterval) carries none of it: three fields fewer (24 bytes), and once any exchange of
+ * the process was swept (sweep times are fractional ms, and V8 then gives each such field a
+ * heap number at every object's creation), three heap numbers fewer too: up to ~70 bytes a
+ * request (bench/README.md, "Bytes allocated per request").
+ */
+class SweepMarks {
+  /** While uploading: the body's bytes taken from the client at the last look, and since when they are (see uploadSilence). */
+  uploadBytes = -1
+  uploadQuietSince = 0
+  /** Since when (a sweep's time) the answer's body is quiet (see ExchangeHandler's #active). */
+  quietSince = 0
+  /** Since when (a sweep's time) the client has taken nothing written to it; 0: it has. */
+  stalledSince = 0
+}
+
+/** How long the sweeps have seen no new byte of the request body come from the client. */
+function uploadSilence(marks: SweepMarks, body: RequestBody, now: number): number {
+  if (body.bytes !== marks.uploadBytes) {
+    marks.uploadBytes = body.bytes
+    marks.uploadQuietSince = now
+  }
+  return now - marks.uploadQuietSince
+}
+
 /** Whether a request carries a body (a declared non-zero length, or chunked). */
 export function hasBody(req: IncomingMessage): boolean {
   const cl = req.headers['content-length']
@@ -804,14 +831,10 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   #since = 0
   /** The request body was still arriving from the client at the last look. */
   #uploading = false
-  /** While uploading: the body's bytes taken from the client at the last look, and since when they are (see expire). */
-  #uploadBytes = -1
-  #uploadQuietSince = 0
-  /** A body chunk arrived (or the client was slow) since the last sweep; else the body is quiet since #quietSince. */
+  /** A body chunk arrived (or the client was slow) since the last sweep; else the body is quiet since SweepMarks.quietSince. */
   #active = false
-  #quietSince = 0
-  /** Since when (a sweep's time) the client has taken nothing written to it; 0: it has. */
-  #stalledSince = 0
+  /** What the sweeps saw of this exchange, from the first that visited it (see {@link SweepMarks}); null before. */
+  #marks: SweepMarks | null = null
   /** Over h2, once the upstream's answer ended with part of it still waiting for the client: its watch, else null. */
   #delivery: Delivery | null = null
   /** The client connection (see clientConnection), taken while the stream is open. */
@@ -948,6 +971,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   expire(now: number): void {
     const controller = this.#controller
     if (this.#finished || controller === null) return
+    const marks = this.#marks ??= new SweepMarks()
     if (!this.answered) {
       if (this.#uploading) {
         // the wait starts at the first sweep that finds the whole body in (never before it was)
@@ -960,7 +984,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
         const body = this.#ctx.body
         const idle = this.#timeouts.bodyIdle
         if (body === null || idle === 0) return
-        if (this.#uploadSilence(body, now) >= idle) controller.abort(new TetherError(body.readableLength === 0 ? 'TETHER_CLIENT_TIMEOUT' : 'TETHER_UPSTREAM_TIMEOUT'))
+        if (uploadSilence(marks, body, now) >= idle) controller.abort(new TetherError(body.readableLength === 0 ? 'TETHER_CLIENT_TIMEOUT' : 'TETHER_UPSTREAM_TIMEOUT'))
       } else if (now - this.#since >= this.#timeouts.responseHeaders) controller.abort(new TetherError('TETHER_UPSTREAM_TIMEOUT'))
       return
     }
@@ -972,34 +996,25 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
       // HTTP/1.1 client that sends its body slowly and reads nothing): cut after
       // clientStallTimeout without a 'drain' (nginx's send_timeout, coarser: Node says
       // nothing of the progress in between); the client's doing, not the upstream's
-      if (this.#stalledSince === 0) this.#stalledSince = now
-      else if (now - this.#stalledSince >= clientStallTimeout({ body_idle: idle, response_headers: this.#timeouts.responseHeaders })) {
+      if (marks.stalledSince === 0) marks.stalledSince = now
+      else if (now - marks.stalledSince >= clientStallTimeout({ body_idle: idle, response_headers: this.#timeouts.responseHeaders })) {
         return void controller.abort(new TetherError('TETHER_CLIENT_TIMEOUT'))
       }
     }
     // the request body may still come after the answer's head (a streaming echo, an upload
     // answered early): its bytes are watched as before it
     const body = this.#ctx.body
-    const uploadSilent = body !== null && !this.#ctx.req.complete ? this.#uploadSilence(body, now) : -1
+    const uploadSilent = body !== null && !this.#ctx.req.complete ? uploadSilence(marks, body, now) : -1
     if (this.#active || this.#waitingDrain || this.#held !== null) {
       this.#active = false
-      this.#quietSince = now
-    } else if (now - this.#quietSince >= idle) {
+      marks.quietSince = now
+    } else if (now - marks.quietSince >= idle) {
       // an answer silent while the client's body stopped arriving, all it sent handed on: the
       // upstream may be waiting for the rest, the client's doing (408's rule, no health
       // strike); a client still sending, or bytes the upstream does not take: the upstream's
       const clientStalled = body !== null && uploadSilent >= idle && body.readableLength === 0
       controller.abort(new TetherError(clientStalled ? 'TETHER_CLIENT_TIMEOUT' : 'TETHER_UPSTREAM_TIMEOUT'))
     }
-  }
-
-  /** How long the sweeps have seen no new byte of the request body come from the client. */
-  #uploadSilence(body: RequestBody, now: number): number {
-    if (body.bytes !== this.#uploadBytes) {
-      this.#uploadBytes = body.bytes
-      this.#uploadQuietSince = now
-    }
-    return now - this.#uploadQuietSince
   }
 
   #onClientClose = (): void => {
@@ -1015,7 +1030,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
 
   #onDrain(): void {
     this.#waitingDrain = false
-    this.#stalledSince = 0
+    if (this.#marks !== null) this.#marks.stalledSince = 0
     this.#active = true
     this.#controller?.resume()
   }
