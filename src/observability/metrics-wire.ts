@@ -3,7 +3,21 @@
 // once by the worker), values as a plain number array, and the upstream each series belongs to
 // as an index into one list per snapshot, so the primary parses no object per series, sums by
 // that text and writes every line once (prom-client's AggregatorRegistry hashed every label
-// object again and rendered it again: 3-8 s at 10,000 upstreams). Pure: no I/O, no clock.
+// object again and rendered it again: 3-8 s at 10,000 upstreams). Pure: no I/O, no clock (aggregateMetrics yields
+// the event loop between slices, nothing else). The primary loads this module, not metrics.ts
+// (prom-client).
+
+/**
+ * How long a removed upstream's series stay after its last count, ms (5 minutes): every
+ * scraper (several Prometheus servers, the primary reading its workers) scraping more often
+ * than this sees the counts its removal caused (its users' failovers), then the series go.
+ * Here rather than in metrics.ts, with {@link aggregateMetrics}: the workers' primary uses both
+ * and so never loads prom-client (about 12 MB of RSS in a bare node process).
+ */
+export const REMOVED_SERIES_GRACE_MS = 300_000
+
+/** The exposition's content type: prom-client's `Registry.PROMETHEUS_CONTENT_TYPE` (text format 0.0.4). */
+export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
 
 /** One metric of a {@link MetricsSnapshot}: its series (keys) and their values, index by index. */
 export interface WireMetric {
@@ -240,4 +254,16 @@ export async function renderAggregate(snapshots: readonly MetricsSnapshot[], pau
     blocks.push(lines.length === 0 ? text : `${text}\n${lines.join('\n')}`)
   }
   return `${blocks.join('\n\n')}\n`
+}
+
+/**
+ * One exposition of the metrics of several workers, each given as its `Metrics.snapshot`
+ * (or prom-client's getMetricsAsJSON() array): counters and histograms summed, whole views per
+ * metrics.ts's AGGREGATORS; the text prom-client's AggregatorRegistry writes, written without it
+ * ({@link renderAggregate}). The event loop is yielded every 50,000 series (10,000 upstreams: about
+ * 400,000 with 2 workers), so a big scrape never holds the primary for long.
+ */
+export async function aggregateMetrics(snapshots: readonly unknown[]): Promise<{ readonly contentType: string; readonly text: string }> {
+  const read = snapshots.map(readSnapshot).filter((s): s is MetricsSnapshot => s !== null)
+  return { contentType: METRICS_CONTENT_TYPE, text: await renderAggregate(read, () => new Promise<void>((resolve) => setImmediate(resolve))) }
 }

@@ -10,7 +10,9 @@ import { WRITES_REFUSED_REASONS, type WritesRefusedReason } from '../redis/reply
 import { monotonicNow, systemClock, type Clock } from '../clock.js'
 import type { ClientProtocol } from './events.js'
 import { LOG_DROP_REASONS, logLinesDropped } from './logger.js'
-import { WireWriter, labelValue, readSnapshot, renderAggregate, type MetricData, type MetricsSnapshot } from './metrics-wire.js'
+import { REMOVED_SERIES_GRACE_MS, WireWriter, labelValue, type MetricData, type MetricsSnapshot } from './metrics-wire.js'
+// defined in metrics-wire.ts, which the workers' primary loads without prom-client
+export { REMOVED_SERIES_GRACE_MS, aggregateMetrics } from './metrics-wire.js'
 
 /** Result of a rehydration attempt (the new upstream asked for a moved user's state). */
 export type RehydrationResult = 'delivered' | 'no_state' | 'error'
@@ -137,12 +139,6 @@ export interface MetricsOptions {
   readonly clock?: Clock
 }
 
-/**
- * How long a removed upstream's series stay after its last count, ms (5 minutes): every
- * scraper (several Prometheus servers, the primary reading its workers) scraping more often
- * than this sees the counts its removal caused (its users' failovers), then the series go.
- */
-export const REMOVED_SERIES_GRACE_MS = 300_000
 
 /**
  * The metrics of one Tether instance.
@@ -663,18 +659,6 @@ function config(name: MetricName): { name: string; help: string; labelNames: str
   const doc: MetricDoc = METRIC_DOCS.find((d) => d.name === name)!
   const aggregator = AGGREGATORS[name]
   return { name: doc.name, help: doc.help, labelNames: [...doc.labels], ...(aggregator === undefined ? {} : { aggregator }) }
-}
-
-/**
- * One exposition of the metrics of several workers, each given as its {@link Metrics.snapshot}
- * (or prom-client's getMetricsAsJSON() array): counters and histograms summed, whole views per
- * {@link AGGREGATORS}; the text prom-client's AggregatorRegistry writes, written without it
- * (metrics-wire.ts). The event loop is yielded every 50,000 series (10,000 upstreams: about
- * 400,000 with 2 workers), so a big scrape never holds the primary for long.
- */
-export async function aggregateMetrics(snapshots: readonly unknown[]): Promise<{ readonly contentType: string; readonly text: string }> {
-  const read = snapshots.map(readSnapshot).filter((s): s is MetricsSnapshot => s !== null)
-  return { contentType: Registry.PROMETHEUS_CONTENT_TYPE, text: await renderAggregate(read, () => new Promise<void>((resolve) => setImmediate(resolve))) }
 }
 
 /** How many purged upstream ids a Metrics remembers to drop a late request's series again. */

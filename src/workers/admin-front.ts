@@ -11,7 +11,7 @@
 // which knows the routes and the token). Layer 4 flow.
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { aggregateMetrics } from '../observability/metrics.js'
+import { aggregateMetrics } from '../observability/metrics-wire.js'
 import type { Logger } from '../observability/logger.js'
 import { combineStatus, type StatusView } from '../admin/status-view.js'
 import { BROWSER_REFUSAL_LOG, browserVerdict } from '../admin/browser-guard.js'
