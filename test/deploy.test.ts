@@ -14,7 +14,7 @@ import { ROOT } from './fixtures/cli.js'
 import { validateObject } from './fixtures/kubernetes-schema.js'
 import { redisCli, startRedis } from './fixtures/redis-server.js'
 import { tetherManifests } from '../src/import/tether-manifests.js'
-import { SERVING_V8_FLAGS } from '../src/workers/worker-flags.js'
+import { SERVING_ENV, SERVING_V8_FLAGS } from '../src/workers/worker-flags.js'
 
 const DEPLOY = join(ROOT, 'deploy', 'kubernetes')
 /** The image's `--config` (Dockerfile CMD) and where the manifests mount the ConfigMap. */
@@ -545,6 +545,7 @@ t.test('the Dockerfile: build as CI does, production deps, non-root, health chec
   t.ok(runs(runtime).some((r) => /^npm ci --omit=dev\b/.test(r)), 'runtime stage: npm ci --omit=dev')
   t.notOk(runs(runtime).some((r) => /\bnpm (run build|install)\b/.test(r)), 'runtime stage does not build')
   t.ok(runtime.some((i) => i.op === 'ENV' && /NODE_ENV=production/.test(i.args)), 'NODE_ENV=production')
+  for (const [name, value] of Object.entries(SERVING_ENV)) t.ok(runtime.some((i) => i.op === 'ENV' && i.args === `${name}=${value}`), `${name}=${value} (SERVING_ENV)`)
   t.ok(runtime.some((i) => i.op === 'COPY' && /--from=build \/app\/dist/.test(i.args)), 'copies dist/ from the build stage')
   const users = runtime.filter((i) => i.op === 'USER')
   t.equal(users.at(-1)?.args, 'node', 'runs as the non-root node user')

@@ -1,7 +1,7 @@
 // The node options of serving processes. Workers: the primary's own plus V8 flags that keep a
 // worker small (a capped young generation that keeps its size when idle), each only when the
-// operator did not set that flag on node's command line or in NODE_OPTIONS; checked on the
-// real CLI's workers (/proc/<pid>). And that this node's V8 does what the flags say.
+// operator did not set that flag on node's command line or in NODE_OPTIONS, and MALLOC_ARENA_MAX=1
+// unless the operator's environment sets it; checked on the real CLI's workers (/proc/<pid>). And that this node's V8 does what the flags say.
 import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { spawnSync } from 'node:child_process'
@@ -9,7 +9,7 @@ import { tempFile } from './fixtures/cli.js'
 import { startPrimary, workerPids } from './fixtures/primary-process.js'
 import { freePort } from './fixtures/ports.js'
 import { waitFor } from './fixtures/wait.js'
-import { SERVING_V8_FLAGS, WORKER_V8_FLAGS, workerExecArgv } from '../src/workers/worker-flags.js'
+import { SERVING_ENV, SERVING_V8_FLAGS, WORKER_V8_FLAGS, workerEnv, workerExecArgv } from '../src/workers/worker-flags.js'
 
 t.test("a worker gets the primary's node options plus each V8 flag the operator did not set", async (t) => {
   const flags = ['--max-semi-space-size=4']
@@ -26,6 +26,15 @@ t.test("a worker gets the primary's node options plus each V8 flag the operator 
   t.same(workerExecArgv([], undefined), [...WORKER_V8_FLAGS], 'the defaults')
   t.same(workerExecArgv([...SERVING_V8_FLAGS], undefined), [...SERVING_V8_FLAGS, '--max-semi-space-size=4'],
     "a primary started as the image starts it: its minimum stands, ours is not added twice")
+})
+
+t.test("a worker's environment gets each serving variable the operator did not set", async (t) => {
+  t.same(SERVING_ENV, { MALLOC_ARENA_MAX: '1' }, "glibc's malloc in one arena")
+  t.same(workerEnv({}), { MALLOC_ARENA_MAX: '1' }, 'nothing set: added')
+  t.same(workerEnv({ PATH: '/bin', MALLOC_ARENA_MAX: '4' }), {}, "the operator's MALLOC_ARENA_MAX: not added (the worker inherits it)")
+  t.same(workerEnv({ MALLOC_ARENA_MAX: '' }), {}, 'set empty: left to glibc as the operator set it')
+  t.same(workerEnv({ GLIBC_TUNABLES: 'glibc.malloc.tcache_count=0:glibc.malloc.arena_max=2' }), {}, 'set as a glibc tunable: not added')
+  t.same(workerEnv({ GLIBC_TUNABLES: 'glibc.malloc.tcache_count=0' }), { MALLOC_ARENA_MAX: '1' }, 'another tunable: added')
 })
 
 /** The size of V8's new space (MB) in a fresh node started with `flags`. */
@@ -50,7 +59,7 @@ const environ = (pid: number): string[] => readFileSync(`/proc/${pid}/environ`, 
 
 for (const [name, env, expect] of [
   ['the workers run with the V8 flags', {}, 'ours'],
-  ["an operator's NODE_OPTIONS flag reaches the workers and is not overridden", { NODE_OPTIONS: '--max-semi-space-size=8' }, 'theirs'],
+  ["an operator's NODE_OPTIONS flag and MALLOC_ARENA_MAX reach the workers and are not overridden", { NODE_OPTIONS: '--max-semi-space-size=8', MALLOC_ARENA_MAX: '2' }, 'theirs'],
 ] as const) {
   t.test(name, async (t) => {
     const [port, admin] = [await freePort(), await freePort()]
@@ -62,8 +71,12 @@ for (const [name, env, expect] of [
     await waitFor(() => workerPids(proc).length === 2, 10_000, 'two workers')
     for (const pid of workerPids(proc)) {
       const args = cmdline(pid)
-      if (expect === 'ours') t.ok(WORKER_V8_FLAGS.every((f) => args.includes(f)), `worker ${pid} runs with ${WORKER_V8_FLAGS.join(' ')}`)
-      else {
+      const arenas = environ(pid).filter((e) => e.startsWith('MALLOC_ARENA_MAX='))
+      if (expect === 'ours') {
+        t.ok(WORKER_V8_FLAGS.every((f) => args.includes(f)), `worker ${pid} runs with ${WORKER_V8_FLAGS.join(' ')}`)
+        t.same(arenas, ['MALLOC_ARENA_MAX=1'], `worker ${pid} starts with MALLOC_ARENA_MAX=1`)
+      } else {
+        t.same(arenas, ['MALLOC_ARENA_MAX=2'], `worker ${pid} starts with the operator's MALLOC_ARENA_MAX`)
         t.notOk(args.some((a) => a.startsWith('--max-semi-space-size')), `worker ${pid}: no flag of ours on its command line`)
         // (a test runner may add its own options to NODE_OPTIONS, quoting each)
         t.match(environ(pid).find((e) => e.startsWith('NODE_OPTIONS=')), /--max-semi-space-size=8/, `worker ${pid} inherits NODE_OPTIONS`)

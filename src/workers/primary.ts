@@ -29,7 +29,7 @@ import { REMOVED_SERIES_GRACE_MS } from '../observability/metrics-wire.js'
 import { guardHandoffs, handedOn } from './handoff-guard.js'
 import { isTetherMessage, WORKER_ENV, type ToPrimary, type ToWorker } from './messages.js'
 import { workerCount } from './worker-count.js'
-import { workerExecArgv } from './worker-flags.js'
+import { workerEnv, workerExecArgv } from './worker-flags.js'
 
 /** worker-preload.cts, built next to this module (absent when src/ runs through a TypeScript loader). */
 const WORKER_PRELOAD = fileURLToPath(new URL('./worker-preload.cjs', import.meta.url))
@@ -204,7 +204,7 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
    * workers; the live ones are the file's as accepted last). It asks for them with `hello`.
    */
   const fork = (index: number, start: Accepted, rolled = false): Promise<Running> => {
-    const worker = cluster.fork({ [WORKER_ENV]: String(index) })
+    const worker = cluster.fork({ ...workerEnv(process.env), [WORKER_ENV]: String(index) })
     const r: Running = { worker, index, start, admin: null, stopping: false, rolled }
     running.set(worker.id, r)
     logger.info({ child: index, pid: worker.process.pid }, 'starting a worker')

@@ -1,4 +1,4 @@
-// The node options Tether's serving processes start with. A single process (`workers: 1`) gets
+// The node options (and the environment) Tether's serving processes start with. A single process (`workers: 1`) gets
 // SERVING_V8_FLAGS from whoever starts node (the Docker image's ENTRYPOINT, the benchmark
 // scripts; V8 reads them only at start-up; the `npm start` demo does not bother). Worker processes get the primary's own options plus
 // WORKER_V8_FLAGS, each unless the operator set that flag already (node's command line or
@@ -32,6 +32,32 @@ export const SERVING_V8_FLAGS: readonly string[] = ['--min-semi-space-size=4']
  * request could not be shown to be within 2% (docs/workers.md, Memory, 2026-12-04).
  */
 export const WORKER_V8_FLAGS: readonly string[] = ['--max-semi-space-size=4', '--min-semi-space-size=4']
+
+/**
+ * Environment variables for a process that serves traffic, each unless the operator set it:
+ * `MALLOC_ARENA_MAX=1` keeps glibc's malloc to its one main arena. By default each thread that
+ * allocates (V8's four platform threads: concurrent marking, sweeping, compilation; libuv's pool)
+ * gets an arena of its own, and what those threads allocate and free for a while (GC worklists,
+ * compilation zones) stayed there as free memory no other thread could reuse: 4 such arenas a
+ * worker of ~1.8 MB RSS each with 20-90 KB in use (`malloc_stats()` at 200,000 users). With one
+ * arena the main thread reuses that free memory (the key arena's pages, the columns), and at
+ * 1,000,000 users with 2 workers the three processes held about 20 MB less in all
+ * (docs/workers.md, Memory, 2026-12-05). The primary forks its workers with it (workerEnv), and the
+ * Docker image sets it for every process; a process started otherwise (`node dist/cli.js`) runs
+ * with glibc's default unless its environment sets it. glibc reads it at start-up only.
+ */
+export const SERVING_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '1' }
+
+/**
+ * The variables of {@link SERVING_ENV} that `env` (the primary's environment, which its workers
+ * inherit) does not set: an operator's value always wins, also one given as a glibc tunable
+ * (`GLIBC_TUNABLES=glibc.malloc.arena_max=4`). Example: `workerEnv({})` -> `{ MALLOC_ARENA_MAX: '1' }`;
+ * `workerEnv({ MALLOC_ARENA_MAX: '2' })` -> `{}`.
+ */
+export function workerEnv(env: Readonly<Record<string, string | undefined>>): Record<string, string> {
+  const tunables = env['GLIBC_TUNABLES'] ?? ''
+  return Object.fromEntries(Object.entries(SERVING_ENV).filter(([name]) => env[name] === undefined && !(name === 'MALLOC_ARENA_MAX' && /(^|:)glibc\.malloc\.arena_max=/.test(tunables))))
+}
 
 /**
  * The `execArgv` a worker is forked with: `execArgv` (the primary's node options, e.g. a
