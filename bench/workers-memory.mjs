@@ -8,7 +8,8 @@
 // processes but counted in each one's RSS), the sum of PSS (shared pages counted once), the
 // workers' V8 heap by space and their external memory (summed over workers by /metrics), and
 // the table size; then the same again after BENCH_SETTLE seconds (10) without traffic, when V8
-// has shrunk what the load left (its memory reducer). The primary gets the image's node flags
+// has shrunk what the load left (its memory reducer); and the CPU time each process used during
+// the load. The primary gets the image's node flags
 // (SERVING_V8_FLAGS), its workers their own; NODE_OPTIONS in the environment reaches every
 // Tether process.
 // Usage: npm run build && node bench/workers-memory.mjs [N=1000000]   (WORKERS=n: other count)
@@ -34,8 +35,9 @@ writeFileSync(file, [
   `upstreams: [{ id: app-0, url: "http://127.0.0.1:${up.address().port}" }, { id: app-1, url: "http://127.0.0.1:${up.address().port}" }]`, '',
 ].join('\n'))
 // the primary starts as the Docker image starts it (node with SERVING_V8_FLAGS)
-const { SERVING_V8_FLAGS } = await import(path.join(root, 'dist/workers/worker-flags.js'))
-const proc = spawn(process.execPath, [...SERVING_V8_FLAGS, path.join(root, 'dist/cli.js'), '--config', file], { stdio: ['ignore', 'pipe', 'inherit'] })
+// and its environment (SERVING_ENV: MALLOC_ARENA_MAX=1), unless this one sets it
+const { SERVING_V8_FLAGS, SERVING_ENV = {} } = await import(path.join(root, 'dist/workers/worker-flags.js'))
+const proc = spawn(process.execPath, [...SERVING_V8_FLAGS, path.join(root, 'dist/cli.js'), '--config', file], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...SERVING_ENV, ...process.env } })
 const deadline = Date.now() + 30_000
 for (;;) {
   try { if ((await fetch(`http://127.0.0.1:${adminPort}/readyz`)).ok) break } catch {}
@@ -51,7 +53,13 @@ const memory = (pid) => {
 const children = () => {
   try { return execFileSync('ps', ['-o', 'pid=', '--ppid', String(proc.pid)]).toString().trim().split(/\s+/).map(Number) } catch { return [] } // workers: 1 has none
 }
+/** CPU seconds (user + system) a process has used, from /proc/<pid>/stat (clock ticks of 10 ms). */
+const cpu = (pid) => {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ')
+  return (Number(fields[11]) + Number(fields[12])) / 100
+}
 const idle = [proc.pid, ...children()].map(memory)
+const cpuBefore = [proc.pid, ...children()].map(cpu)
 let n = 0
 const started = Date.now()
 const result = await autocannon({
@@ -60,6 +68,8 @@ const result = await autocannon({
 })
 const mb = (x) => x.toFixed(0)
 console.log(`# workers memory: ${N} users (${result.non2xx + result.errors} failed) in ${((Date.now() - started) / 1000).toFixed(0)} s`)
+const used = [proc.pid, ...children()].map((pid, i) => cpu(pid) - (cpuBefore[i] ?? 0))
+console.log(`# CPU during the load (user + system): primary ${used[0].toFixed(1)} s, workers ${used.slice(1).map((c) => c.toFixed(1)).join(' + ')} s; ${(used.reduce((a, c) => a + c, 0) / N * 1e6).toFixed(0)} us a new user in all (a busy host inflates it)`)
 const report = async (when) => {
   const metrics = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text()
   const entries = Number(/^tether_affinity_entries (\d+)/m.exec(metrics)?.[1])
