@@ -67,7 +67,7 @@ const result = await autocannon({
   requests: [{ setupRequest: (req) => ({ ...req, headers: { 'x-user': `user-${(n++).toString(36).padStart(8, '0')}-${'x'.repeat(16)}` } }) }],
 })
 const mb = (x) => x.toFixed(0)
-console.log(`# workers memory: ${N} users (${result.non2xx + result.errors} failed) in ${((Date.now() - started) / 1000).toFixed(0)} s`)
+console.log(`# workers memory: ${N} users (${result.non2xx + result.errors} failed: ${result.non2xx} non-2xx, ${result.errors} errors of which ${result.timeouts} timeouts) in ${((Date.now() - started) / 1000).toFixed(0)} s`)
 const used = [proc.pid, ...children()].map((pid, i) => cpu(pid) - (cpuBefore[i] ?? 0))
 console.log(`# CPU during the load (user + system): primary ${used[0].toFixed(1)} s, workers ${used.slice(1).map((c) => c.toFixed(1)).join(' + ')} s; ${(used.reduce((a, c) => a + c, 0) / N * 1e6).toFixed(0)} us a new user in all (a busy host inflates it)`)
 const report = async (when) => {
