@@ -35,9 +35,9 @@ COPY config/proxy.yaml /etc/tether/proxy.yaml
 # connections from outside.
 ENV TETHER_HOST=0.0.0.0
 # glibc's malloc in one arena: the threads' freed memory is reused by the main thread instead of
-# staying in arenas of their own (about 20 MB less over a primary and two workers holding 1M
-# users; SERVING_ENV in src/workers/worker-flags.ts, docs/workers.md, Memory). A primary passes it
-# to its workers also outside the image. Set it in the container's environment to override.
+# staying in arenas of their own (two workers holding 1M users: 10-18 MB less in all;
+# SERVING_ENV in src/workers/worker-flags.ts, docs/workers.md, Memory). A primary passes it to
+# its workers also outside the image. Set it in the container's environment to override.
 ENV MALLOC_ARENA_MAX=1
 # Files stay owned by root (read-only for the process); run as the image's non-root user.
 USER node

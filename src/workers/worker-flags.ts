@@ -41,8 +41,8 @@ export const WORKER_V8_FLAGS: readonly string[] = ['--max-semi-space-size=4', '-
  * compilation zones) stayed there as free memory no other thread could reuse: 4 such arenas a
  * worker of ~1.8 MB RSS each with 20-90 KB in use (`malloc_stats()` at 200,000 users). With one
  * arena the main thread reuses that free memory (the key arena's pages, the columns), and at
- * 1,000,000 users with 2 workers the three processes held about 20 MB less in all
- * (docs/workers.md, Memory, 2026-12-05). The primary forks its workers with it (workerEnv), and the
+ * 1,000,000 users the two workers held 10-18 MB less in all (three runs; CPU the same within
+ * 1%: docs/workers.md, Memory, 2026-12-05). The primary forks its workers with it (workerEnv), and the
  * Docker image sets it for every process; a process started otherwise (`node dist/cli.js`) runs
  * with glibc's default unless its environment sets it. glibc reads it at start-up only.
  */
