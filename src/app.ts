@@ -196,8 +196,11 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
       if (closing !== null) return
       health.peers?.becameLead() // before its first probe result: the other replicas' verdicts no lead relayed
       health.checker?.start()
-      // its first list in (or failed): every worker's /readyz stops waiting for it
-      discovery.start().catch((err: unknown) => logger.error({ err: (err as Error).message }, 'discovery did not start')).finally(() => link.listedDiscovery())
+      // its first list in (or failed): every worker's /readyz stops waiting for it; a lead
+      // stopped first (a rolling replacement, a scale-down) listed nothing: the next lead tells
+      discovery.start().catch((err: unknown) => logger.error({ err: (err as Error).message }, 'discovery did not start')).finally(() => {
+        if (closing === null) link.listedDiscovery()
+      })
     },
     discovered: (source, found, leaving) => membership.setDiscovered(found, source,
       leaving.map(({ since, ...upstream }) => ({ upstream, since, remaining: since + config.affinity.drain_timeout - clock.now() }))),

@@ -4,7 +4,8 @@
 // list is in (or failed) the answer is one process's again. A Kubernetes API (the fake API server)
 // that holds its list answers until the test releases them; a real primary with two workers.
 import t, { type Test } from 'tap'
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
 import { CLI } from './fixtures/cli.js'
 import { tempFile } from './fixtures/cli.js'
 import { freePorts } from './fixtures/ports.js'
@@ -22,7 +23,7 @@ const WAITING = [STARTING, 'no healthy upstream']
  * lists are held from the start; `single()` starts one Tether process (`workers: 1`) on the same
  * API, as the reference, and returns its admin port.
  */
-async function heldDiscovery(t: Test, name: string): Promise<{ api: FakeKubeApi; adminPort: number; out: () => string; single: () => number }> {
+async function heldDiscovery(t: Test, name: string): Promise<{ api: FakeKubeApi; adminPort: number; out: () => string; single: () => number; proc: ChildProcess; file: string; yaml: (failures: number) => string }> {
   const app = await startUpstream('web-0')
   t.teardown(() => app.close())
   const api = new FakeKubeApi()
@@ -31,12 +32,12 @@ async function heldDiscovery(t: Test, name: string): Promise<{ api: FakeKubeApi;
   api.put('endpointslices', endpointSlice('web-abcde', 'web', [{ pod: 'web-0', ip: '127.0.0.1' }], { ports: [{ name: 'http', port: app.port }] }))
   api.holdLists(true)
   const [port, adminPort, singlePort, singleAdmin] = await freePorts(4)
-  const yaml = (listen: number, admin: number, workers: number): string => [
+  const yaml = (listen: number, admin: number, workers: number, failures = 5): string => [
     `listen: { host: 127.0.0.1, port: ${listen} }`,
     `admin: { listen: { host: 127.0.0.1, port: ${admin} } }`,
     `workers: ${workers}`,
     'log: { level: info, access: false }',
-    'health: { active: { enabled: false } }',
+    `health: { active: { enabled: false }, passive: { consecutive_failures: ${failures} } }`,
     `discovery: { kubernetes: { service: web, namespace: default, port: http, kubeconfig: "${kubeconfigFor(url)}", weight_annotation: null } }`,
     'upstreams: []',
     '',
@@ -47,13 +48,14 @@ async function heldDiscovery(t: Test, name: string): Promise<{ api: FakeKubeApi;
     t.teardown(async () => { one.kill('SIGKILL'); await exited })
     return singleAdmin!
   }
-  const { proc, out } = await startPrimary(t, tempFile(name, yaml(port!, adminPort!, 2)))
+  const file = tempFile(name, yaml(port!, adminPort!, 2))
+  const { proc, out } = await startPrimary(t, file)
   t.teardown(async () => {
     if (proc.exitCode !== null) return
     proc.kill('SIGTERM')
     await waitFor(() => proc.exitCode !== null, 30_000, 'the primary to stop')
   })
-  return { api, adminPort: adminPort!, out, single }
+  return { api, adminPort: adminPort!, out, single, proc, file, yaml: (failures) => yaml(port!, adminPort!, 2, failures) }
 }
 
 /** `/readyz` of the primary (`primary`) and of each worker's own admin listener (`worker <slot>`): status and reasons. */
@@ -95,4 +97,19 @@ t.test('with two workers, a first list that fails ends the wait as in one proces
   const ended = await waitFor(async () => { last = await readyz(adminPort, out); return JSON.stringify(last) === JSON.stringify(all(503, ['no healthy upstream'])) }, 10_000, 'the wait to end').then(() => true, () => false)
   t.ok(ended, 'the failed first list ends the start everywhere: no healthy upstream')
   t.same(last, all(503, ['no healthy upstream']))
+})
+
+t.test('with two workers, a rolling replacement while the first list is held: the old lead, stopped, listed nothing, so every worker still waits for the new lead\'s first list', async (t) => {
+  const { api, adminPort, out, proc, file, yaml } = await heldDiscovery(t, 'workers-readyz-discovery-roll.yaml')
+  await waitFor(() => api.heldLists > 0, 15_000, "the lead's first list request")
+  t.same(await readyz(adminPort, out), all(503, WAITING), 'starting while it is held')
+  // a change that needs new workers (the passive checks), discovery unchanged
+  writeFileSync(file, yaml(6))
+  proc.kill('SIGHUP')
+  await waitFor(() => out().includes('"workers replaced"'), 60_000, 'the rolling replacement to end')
+  t.equal(api.requests.filter((r) => !r.watch).length, 0, 'no list was answered (every one is held)')
+  t.same(await readyz(adminPort, out), all(503, WAITING), 'every /readyz still names the first list it waits for')
+  api.holdLists(false)
+  const ready = await waitFor(async () => JSON.stringify(await readyz(adminPort, out)) === JSON.stringify(all(200, [])), 20_000, 'every /readyz to say ready').then(() => true, () => false)
+  t.ok(ready, 'ready everywhere once the new lead\'s first list is in')
 })
