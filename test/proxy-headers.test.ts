@@ -157,6 +157,12 @@ t.test('Host must be one valid authority (RFC 9112 section 3.2)', async (t) => {
     [['Host', 'a.example:99999'], false],
     [['Host', 'a.example:80x'], false],
     [['Host', '[::1'], false],
+    // an empty host before a port is an empty host (RFC 9110 section 4.2.1)
+    [['Host', ':80'], false],
+    [['Host', ':'], false],
+    [['Host', '[::1]:80'], true],
+    [['Host', '[::1]'], true],
+    [['Host', 'a:'], true],
   ]
   for (const [raw, ok] of cases) t.equal(fieldsAreValid(raw), ok, JSON.stringify(raw))
 })
@@ -190,7 +196,7 @@ t.test('request targets: origin-form and absolute-form paths pass exactly as wri
   t.same(requestTarget('http://a.example?q=1'), { path: '/?q=1', authority: 'a.example' })
   t.same(requestTarget('https://[::1]:8443/x'), { path: '/x', authority: '[::1]:8443' })
   t.same(requestTarget('*'), { path: '*', authority: null })
-  for (const bad of ['http://[bad/x', 'http://evil.example:99999/x', 'http:///x', 'http://u:p@a.example/x', 'ftp://a.example/x', 'a.example:80', 'x', '', undefined]) {
+  for (const bad of ['http://[bad/x', 'http://evil.example:99999/x', 'http:///x', 'http://u:p@a.example/x', 'ftp://a.example/x', 'a.example:80', 'x', '', undefined, 'http://:80/x', 'http://:/x', 'https://:443']) {
     t.equal(requestTarget(bad), null, String(bad))
   }
 })

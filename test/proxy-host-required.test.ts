@@ -136,3 +136,55 @@ t.test('over h2 a stream with an empty :authority or host is reset before Tether
   t.equal(h.received().length, before.received, 'nothing reached the upstream')
   t.equal(h.logs.access().slice(before.access).filter((l) => String(l['path']).startsWith('/h2-')).length, 0, 'no access line: Tether never saw them')
 })
+
+// An empty host written with a port (`Host: :80`, `Host: :`, `http://:80/x`, h2 `:authority:
+// :80`) is an empty host too (RFC 9110 section 4.2.1: an http URI with an empty host is invalid,
+// a recipient must reject it): nginx 1.22 answers all four 400, HAProxy 2.6 the absolute form
+// (measured 2026-12-05). Until 2026-12-05 Tether forwarded them with Host ":80".
+t.test("an empty host with a port is answered Tether's 400, logged and counted, as an empty Host is", async (t) => {
+  const cases = [
+    ['GET /port-only HTTP/1.1\r\nHost: :80\r\n\r\n', '/port-only'],
+    ['GET /colon HTTP/1.1\r\nHost: :\r\n\r\n', '/colon'],
+    ['GET /old-port-only HTTP/1.0\r\nHost: :8080\r\n\r\n', '/old-port-only'],
+    ['GET http://:80/absolute-port-only HTTP/1.1\r\nHost: a\r\n\r\n', 'http://:80/absolute-port-only'],
+  ] as const
+  for (const [input, path] of cases) {
+    const before = { received: h.received().length, access: h.logs.access().length, counted: await counted4xx() }
+    const r = await exchange(h.port, input)
+    t.equal(r.first, '400', `${path}: 400`)
+    t.equal(r.finals[0]?.body.toString('latin1'), BODY, `${path}: Tether's short body`)
+    await h.barrier()
+    t.same(h.received().slice(before.received).map((q) => header(q, 'host')), [], `${path}: nothing reached the upstream`)
+    t.match(h.logs.access().slice(before.access).find((l) => l['path'] === path), { status: 400, outcome: 'TETHER_BAD_REQUEST', upstream: null }, `${path}: an access line names the refusal`)
+    t.equal(await counted4xx(), before.counted + 1, `${path}: counted as a 4xx answer`)
+  }
+})
+
+t.test('a request with an empty host and a port pipelined behind a good one is answered 400 in its turn', async (t) => {
+  const before = h.received().length
+  const r = await exchange(h.port, 'GET /first HTTP/1.1\r\nHost: a\r\n\r\nGET /second HTTP/1.1\r\nHost: :80\r\n\r\nGET /third HTTP/1.1\r\nHost: a\r\n\r\n')
+  t.same(r.finals.map((f) => f.status), [200, 400])
+  t.ok(r.ended, 'then the connection closes')
+  await h.barrier()
+  t.same(h.received().slice(before).map((q) => q.target), ['/first'], 'only the first reached the upstream')
+})
+
+t.test("over h2, :authority ':80' is answered Tether's 400 and reaches no upstream; '[::1]:80' and 'a:80' are served", async (t) => {
+  const before = { received: h.received().length, access: h.logs.access().length }
+  const s = http2.connect(`http://127.0.0.1:${h.port}`)
+  t.teardown(() => s.destroy())
+  s.on('error', () => undefined)
+  const status = (head: http2.OutgoingHttpHeaders): Promise<string> => new Promise<string>((resolve) => {
+    const stream = s.request(head)
+    stream.resume()
+    stream.on('response', (got) => resolve(`answered ${String(got[':status'])}`))
+    stream.on('close', () => resolve(`reset ${stream.rstCode}`))
+    stream.on('error', () => undefined)
+  })
+  t.equal(await status({ ':path': '/h2-port-only', ':authority': ':80' }), 'answered 400')
+  t.equal(await status({ ':path': '/h2-ipv6', ':authority': '[::1]:80' }), 'answered 200')
+  t.equal(await status({ ':path': '/h2-name', ':authority': 'a:80' }), 'answered 200')
+  await h.barrier()
+  t.same(h.received().slice(before.received).map((q) => [q.target, header(q, 'host')]), [['/h2-ipv6', '[::1]:80'], ['/h2-name', 'a:80']], 'only the valid ones reached the upstream')
+  t.match(h.logs.access().slice(before.access).find((l) => l['path'] === '/h2-port-only'), { status: 400, outcome: 'TETHER_BAD_REQUEST', upstream: null })
+})

@@ -282,12 +282,18 @@ function connectionListed(connection: string | string[] | undefined): Set<string
 /** RFC 3986 section 3.2.2-3 authority without userinfo: reg-name, IPv4 or [IPv6], optional port. */
 const AUTHORITY = /^(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::(\d{0,5}))?$/
 
-/** Is `value` a valid Host / authority (RFC 9110 section 7.2, RFC 3986 section 3.2)? Port <= 65535. */
+/**
+ * Is `value` a valid Host / authority (RFC 9110 section 7.2, RFC 3986 section 3.2)? Port <= 65535.
+ * An empty host before a port (`:80`, `:`) is not: an http URI with an empty host is invalid and
+ * a recipient must reject it (RFC 9110 section 4.2.1); nginx 1.22 answers such a Host 400. (An
+ * empty value passes here: it is the listener's own 400, see lacksHost.)
+ * Example: validAuthority('a.example:8080') -> true; validAuthority('[::1]:80') -> true; validAuthority(':80') -> false.
+ */
 export function validAuthority(value: string): boolean {
   // a connection sends the same Host again and again: the last valid one needs no regex
   if (value === lastValidAuthority) return true
   const m = AUTHORITY.exec(value)
-  const valid = m !== null && (m[1] === undefined || m[1] === '' || Number(m[1]) <= 65535)
+  const valid = m !== null && (m[1] === undefined || (value.charCodeAt(0) !== 0x3a /* : */ && (m[1] === '' || Number(m[1]) <= 65535)))
   if (valid) lastValidAuthority = value
   return valid
 }
