@@ -226,12 +226,18 @@ const TRAILER_LENGTH = (target: string): string => target === '/download' || tar
   ? ['HTTP/1.1 200 OK', 'Transfer-Encoding: chunked', 'Trailer: X-Checksum', '', '5', 'hello', '0', 'X-Checksum: abc', 'Content-Length: 5', '', ''].join('\r\n')
   : 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nsaved'
 
-t.test("a Content-Length in an upstream's trailer section is warned once per answer, naming the upstream and the request", async (t) => {
+// (an upstream that does it on every answer would write a warn line each: the first is warned,
+// then at most one per 30 s per upstream with how many answers it stands for, as Tether's other
+// repeating problems are; see ProblemLog)
+t.test("a Content-Length in an upstream's trailer section is warned at once, naming the upstream and the request, then at most once per 30 s with a count", async (t) => {
   const up = await startRawUpstream('app-0', (req, conn) => conn.write(TRAILER_LENGTH(req.target)))
   t.teardown(() => up.close())
   const logs = new LogCapture()
-  const tether = await startTether(testConfig([{ id: up.id, url: up.url }], { retries: { attempts: 0 }, log: { level: 'info', access: true } }), { logger: createLogger('info', logs) })
+  let now = Date.now()
+  const clock = { now: () => now }
+  const tether = await startTether(testConfig([{ id: up.id, url: up.url }], { retries: { attempts: 0 }, log: { level: 'info', access: true } }), { logger: createLogger('info', logs), clock })
   t.teardown(() => tether.close(0))
+  const warned = (): Record<string, unknown>[] => logs.records.filter((r) => r['level'] === 40 && /trailer/i.test(String(r['msg'])))
   const first = await get(tether.url + '/download')
   t.same([first.status, first.body], [200, 'hello'], 'delivered whole')
   t.same(first.trailers, {}, 'its trailer fields dropped')
@@ -239,12 +245,30 @@ t.test("a Content-Length in an upstream's trailer section is warned once per ans
   t.same([next.status, next.body], [200, 'saved'])
   const again = await get(tether.url + '/download')
   t.equal(again.body, 'hello')
-  const warned = logs.records.filter((r) => r['level'] === 40 && /trailer/i.test(String(r['msg'])))
-  t.equal(warned.length, 2, 'one warning per such answer, none for the others')
+  t.equal(warned().length, 1, 'the first such answer is warned, the second (within 30 s) is counted, none for the others')
   const access = logs.access().filter((l) => l['path'] === '/download')
-  t.match(warned[0], { upstream: 'app-0', method: 'GET', path: '/download', request_id: access[0]?.['request_id'] }, 'the upstream, the method and path, and the access line\'s request id')
-  t.match(String(warned[0]?.['msg']), /Content-Length/)
+  t.match(warned()[0], { upstream: 'app-0', method: 'GET', path: '/download', request_id: access[0]?.['request_id'] }, 'the upstream, the method and path, and the access line\'s request id')
+  t.match(String(warned()[0]?.['msg']), /Content-Length/)
   t.match(access, [{ status: 200, upstream: 'app-0' }, { status: 200, upstream: 'app-0' }], 'the answers are logged as served')
+  now += 30_000
+  const later = await get(tether.url + '/download')
+  t.equal(later.body, 'hello')
+  t.equal(warned().length, 2, 'warned again once 30 s passed')
+  t.match(warned()[1], { upstream: 'app-0', path: '/download', repeated: 2, for_ms: 30_000 }, 'with how many answers it stands for (this one and the one not logged)')
+})
+
+t.test('an upstream that puts Content-Length in the trailers of every answer gets one warn line, not one an answer; each upstream its own', async (t) => {
+  const ups = await Promise.all(['app-0', 'app-1'].map((id) => startRawUpstream(id, (req, conn) => conn.write(TRAILER_LENGTH(req.target)))))
+  t.teardown(() => Promise.all(ups.map((u) => u.close())))
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig(ups.map((u) => ({ id: u.id, url: u.url })), { retries: { attempts: 0 }, log: { level: 'info', access: true } }), { logger: createLogger('info', logs) })
+  t.teardown(() => tether.close(0))
+  const N = 40
+  for (let i = 0; i < N; i++) t.equal((await get(tether.url + '/download')).body, 'hello', `answer ${i} delivered whole`)
+  const served = new Set(logs.access().filter((l) => l['path'] === '/download').map((l) => String(l['upstream'])))
+  const warned = logs.records.filter((r) => r['level'] === 40 && /trailer/i.test(String(r['msg'])))
+  t.comment(`served by ${[...served].join(', ')}`)
+  t.same(warned.map((r) => String(r['upstream'])).sort(), [...served].sort(), `${N} answers: one line for each upstream that served them`)
 })
 
 t.test("a request of Tether's own (the rehydration hook's POST) whose answer has Content-Length in its trailers is answered, warned once, and leaves its pool usable", async (t) => {

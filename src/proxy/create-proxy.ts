@@ -3,9 +3,11 @@
 // parser-error handler and the in-flight registry. Layer 5 wiring helper of the composition
 // root: constructs, starts nothing.
 import type { Config, HstsConfig } from '../config/schema.js'
+import { ProblemLog } from '../observability/problem-log.js'
+import type { UpstreamSet } from '../upstream/upstream-set.js'
 import { AnswerHead, type AnswerSharing, type PendingWrites } from './answer-head.js'
 import { ClientErrors } from './client-error.js'
-import { Forwarder } from './forward.js'
+import { Forwarder, type TrailersDropped } from './forward.js'
 import { headerPolicy } from './headers.js'
 import { RequestPath, type RequestPathDeps } from './request-path.js'
 import { Upgrades } from './upgrade-transport.js'
@@ -38,6 +40,26 @@ export function hstsValue(hsts: HstsConfig | null): string | null {
   return `max-age=${Math.floor(hsts.max_age / 1000)}${hsts.include_subdomains ? '; includeSubDomains' : ''}${hsts.preload ? '; preload' : ''}`
 }
 
+/**
+ * The warning for an answer delivered without its trailer section (Content-Length in it): an
+ * upstream that does it on every answer would write a warn line each, so per upstream the first
+ * is warned (its upstream, request id, method and path), then at most one per 30 s with how many
+ * answers it stands for (`repeated`, `for_ms`), as Tether's other repeating problems
+ * ({@link ProblemLog}). The keys of upstreams no longer in the set are forgotten when it changes.
+ */
+function trailersDroppedLog(p: ProxyParts): (dropped: TrailersDropped) => void {
+  const problems = new ProblemLog(p.logger, p.clock)
+  let seen: UpstreamSet | null = null
+  return (dropped) => {
+    const set = p.upstreams()
+    if (set !== seen) {
+      seen = set
+      problems.retain((id) => set.get(id) !== undefined)
+    }
+    problems.report(dropped.upstream, 'trailer content-length', { ...dropped }, "the upstream's chunked answer had Content-Length in its trailer section (RFC 9110 section 6.5.1: no framing there): delivered whole, its trailer fields dropped and its connection closed")
+  }
+}
+
 export function createProxy(config: Config, p: ProxyParts): Proxy {
   const a = config.affinity
   const t = config.timeouts
@@ -51,7 +73,7 @@ export function createProxy(config: Config, p: ProxyParts): Proxy {
   const http = new Forwarder([], { connect: t.connect, responseHeaders: t.response_headers, bodyIdle: t.body_idle, maxResponseHeaderBytes: 65_536 + 2 * config.state.max_bytes }, answer, p.draining, (upstream, change) => {
     if (change.kind === 'reloaded') p.logger.info({ upstream }, 'upstream TLS files changed: new connections to it use them')
     else p.logger.warn({ upstream, err: change.error.message }, 'upstream TLS files changed but cannot be used: new connections to it keep the previous ones')
-  }, (dropped) => p.logger.warn(dropped, "the upstream's chunked answer had Content-Length in its trailer section (RFC 9110 section 6.5.1: no framing there): delivered whole, its trailer fields dropped and its connection closed"))
+  }, trailersDroppedLog(p))
   const upgrades = new Upgrades(p.logger, answer, {
     maxConnections: config.websocket.max_connections, idleTimeout: config.websocket.idle_timeout, connect: t.connect, responseHeaders: t.response_headers, bodyIdle: t.body_idle, timers: p.timers,
   })
