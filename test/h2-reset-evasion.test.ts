@@ -4,13 +4,13 @@
 // of what the client sent (MadeYouReset, CVE-2025-8671: DATA past the request's
 // content-length). Tether runs as its CLI; each client keeps within the concurrent-stream limit
 // by what it reads, and the figures are printed as comments (see docs/tls.md).
-import t from 'tap'
+import t, { type Test } from 'tap'
 import http2 from 'node:http2'
 import type tls from 'node:tls'
 import { cutOff, probe, startFloodTarget } from './fixtures/h2-flood-target.js'
 import { FLAG, FRAME, connectH2, frame, getBlock, readFrames } from './fixtures/h2-frames.js'
 import { makeCertificateSet } from './fixtures/tls.js'
-import { within } from './fixtures/wait.js'
+import { waitFor, within } from './fixtures/wait.js'
 
 const certs = makeCertificateSet()
 t.teardown(() => certs.remove())
@@ -23,13 +23,13 @@ function traceBlock(authority: string): Buffer {
 interface Mixed { resets: number; others: number; goaway: number | null }
 
 /**
- * A rapid reset diluted: `ratio` streams opened with `other` (left to complete) for each GET
- * opened and reset (RST_STREAM CANCEL in the next write, so the GET may already be on its way
- * upstream). The client keeps below 60 open streams and resets a GET only once `ratio` of the
- * other streams were answered, so the share of its streams it reset stays at 1 / (ratio + 1).
- * Stops once the connection is closed, at 6000 streams or after 10 s.
+ * A rapid reset diluted: `ratio` streams opened with `others` in turn (left to complete) for
+ * each GET of `resetPath` opened and reset (RST_STREAM CANCEL in the next write, so the GET may
+ * already be on its way upstream). The client keeps below 60 open streams and resets a GET only
+ * once `ratio` of the other streams were answered, so the share of its streams it reset stays
+ * at 1 / (ratio + 1). Stops once the connection is closed, at 6000 streams or after 10 s.
  */
-async function dilutedResets(socket: tls.TLSSocket, port: number, other: Buffer, ratio: number): Promise<Mixed> {
+async function dilutedResets(socket: tls.TLSSocket, port: number, others: readonly Buffer[], ratio: number, resetPath = '/'): Promise<Mixed> {
   const closed = cutOff(socket)
   let open = true
   void closed.then(() => { open = false })
@@ -41,23 +41,23 @@ async function dilutedResets(socket: tls.TLSSocket, port: number, other: Buffer,
     if (ended && othersOpen.delete(stream)) answered++
   })
   socket.write(frame(FRAME.WINDOW_UPDATE, 0, 0, Buffer.from([0x7f, 0xfe, 0xff, 0xff]))) // the connection's window wide open: answers never wait
-  const get = getBlock(`127.0.0.1:${port}`)
+  const get = getBlock(`127.0.0.1:${port}`, resetPath)
   let next = 1
   let resets = 0
-  let others = 0
+  let sent = 0
   let pending: number[] = []
   const deadline = Date.now() + 10_000
   while (open && next < 12_000 && Date.now() < deadline) {
     const batch: Buffer[] = pending.map((id) => frame(FRAME.RST_STREAM, 0, id, Buffer.from([0, 0, 0, 8])))
     pending = []
-    while (othersOpen.size < 40) { batch.push(frame(FRAME.HEADERS, FLAG.END_STREAM | FLAG.END_HEADERS, next, other)); othersOpen.add(next); next += 2; others++ }
+    while (othersOpen.size < 40) { batch.push(frame(FRAME.HEADERS, FLAG.END_STREAM | FLAG.END_HEADERS, next, others[sent % others.length]!)); othersOpen.add(next); next += 2; sent++ }
     const allowed = Math.min(20, Math.floor(answered / ratio) - resets)
     for (let i = 0; i < allowed; i++) { batch.push(frame(FRAME.HEADERS, FLAG.END_STREAM | FLAG.END_HEADERS, next, get)); pending.push(next); next += 2; resets++ }
     if (!socket.write(Buffer.concat(batch))) await new Promise<void>((r) => { socket.once('drain', r); socket.once('close', r) })
     await new Promise((r) => setTimeout(r, 5)) // let answers come in between writes
   }
   const { goaway } = await within(closed, 15_000, 'the connection to be closed')
-  return { resets, others, goaway }
+  return { resets, others: sent, goaway }
 }
 
 t.test('rapid reset diluted with streams Tether refuses itself (two TRACEs answered 405 for each GET reset) is judged as rapid reset: GOAWAY ENHANCE_YOUR_CALM after about 100 streams', async (t) => {
@@ -66,7 +66,7 @@ t.test('rapid reset diluted with streams Tether refuses itself (two TRACEs answe
   // with INTERNAL_ERROR, after about 1100 resets of which some 480 GETs had reached the upstream
   const { tether, port, upstreamRequests } = await startFloodTarget(t, certs)
   const socket = await connectH2(port, certs.ca)
-  const { resets, others, goaway } = await dilutedResets(socket, port, traceBlock(`127.0.0.1:${port}`), 2)
+  const { resets, others, goaway } = await dilutedResets(socket, port, [traceBlock(`127.0.0.1:${port}`)], 2)
   t.equal(goaway, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, 'closed with GOAWAY ENHANCE_YOUR_CALM')
   const line = tether.stdout().split('\n').find((l) => l.includes('rapid reset'))
   t.ok(line, 'Tether logged why it closed the connection')
@@ -112,4 +112,46 @@ t.test('streams Tether resets because of what the client sent (MadeYouReset: DAT
   t.ok(judged <= 200, `judged after ${judged} streams`)
   t.ok(upstreamRequests() <= 200, `${upstreamRequests()} requests reached the upstream`)
   t.comment(`MadeYouReset (content-length): ${(next - 1) / 2} streams sent, judged after ${judged} (GOAWAY ${goaway ?? 'none'}), ${upstreamRequests()} requests reached the upstream`)
+})
+
+/** An h2 client's request on `s`, resolving with the status once its stream closed (0: no answer). */
+function send(s: http2.ClientHttp2Session, headers: http2.OutgoingHttpHeaders, body?: Buffer): Promise<number> {
+  return new Promise((resolve) => {
+    const r = s.request(headers)
+    let status = 0
+    r.on('response', (h) => { status = Number(h[':status']) })
+    r.on('data', () => undefined)
+    r.on('error', () => undefined)
+    r.on('close', () => resolve(status))
+    r.end(body)
+  })
+}
+
+/** A well-behaved h2 client on `port`, the GOAWAY code it got (if any) in `goaway()`. */
+function client(t: Test, port: number): { s: http2.ClientHttp2Session; goaway(): number | null } {
+  const s = http2.connect(`https://127.0.0.1:${port}`, { ca: certs.ca, servername: 'localhost' })
+  t.teardown(() => s.destroy())
+  s.on('error', () => undefined)
+  let code: number | null = null
+  s.on('goaway', (c) => { code = c })
+  return { s, goaway: () => code }
+}
+
+t.test('streams Tether resets itself (an upstream that dies mid-answer on 60 of 110 streams) are not counted as the client\'s: no GOAWAY', async (t) => {
+  let heads = 0
+  const { tether, port, up } = await startFloodTarget(t, certs, (_req, res) => { res.writeHead(200); res.write('partial'); heads++ })
+  const { s, goaway } = client(t, port)
+  const before = new Set<number>()
+  for (let i = 0; i < 50; i++) before.add(await send(s, { ':path': '/' }))
+  t.same([...before], [200], '50 requests answered whole')
+  // 60 long answers (a download, an event stream) in flight to the one upstream, which then dies
+  const held = Array.from({ length: 60 }, () => send(s, { ':path': '/held' }))
+  await waitFor(() => heads === 60, 10_000, 'the 60 answers to start')
+  await up.close()
+  await within(Promise.all(held), 10_000, 'the cut answers to close')
+  // one more round trip: a GOAWAY sent for the resets would have come before its answer
+  const status = await send(s, { ':path': '/' })
+  t.ok(status === 502 || status === 503, `the connection still takes requests (the upstream is gone: ${status})`)
+  t.equal(goaway(), null, 'no GOAWAY')
+  t.notOk(tether.stdout().includes('rapid reset'), 'no rapid-reset judgment')
 })

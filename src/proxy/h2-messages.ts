@@ -144,6 +144,22 @@ export function malformedBody(req: object, taken: number): boolean {
 const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'http2-settings'])
 
 /**
+ * Streams Tether reset itself to cut an answer off (see {@link H2Response.destroy}): Node emits
+ * 'aborted' for them as for a client's reset, and the connection's rapid-reset guard must not
+ * count them as the client's.
+ */
+const cutByTether = new WeakSet<http2.ServerHttp2Stream>()
+
+/**
+ * Whether Tether reset `stream` itself to cut its answer off (an upstream that died mid-body,
+ * say), so that the client did not waste it. Example: a stream after `res.destroy()` with 5 of
+ * 100 bytes sent -> true; a stream the client reset -> false.
+ */
+export function resetByTether(stream: http2.ServerHttp2Stream): boolean {
+  return cutByTether.has(stream)
+}
+
+/**
  * The response of an h2 stream as the HTTP transport writes it: `writeHead(status, reason,
  * headers)` drops the reason (h2 has none) and connection-specific headers (an HTTP/1.1
  * `Connection: close` means nothing on a stream); `destroyed` says whether the stream is gone;
@@ -175,8 +191,10 @@ export class H2Response extends http2.Http2ServerResponse {
    */
   override destroy(err?: Error): this {
     const stream = this.stream
-    if (err === undefined && !stream.writableFinished && !stream.closed && !stream.destroyed) stream.close(NGHTTP2_INTERNAL_ERROR)
-    else super.destroy(err)
+    if (err === undefined && !stream.writableFinished && !stream.closed && !stream.destroyed) {
+      cutByTether.add(stream) // before the close, which emits 'aborted' at once
+      stream.close(NGHTTP2_INTERNAL_ERROR)
+    } else super.destroy(err)
     return this
   }
 

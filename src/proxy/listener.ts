@@ -20,7 +20,7 @@ import type { ClientErrors } from './client-error.js'
 import { MAX_WAITING, onePerConnection, whenIdle, type Overflow } from './pipelining.js'
 import { awaitsContinue, expectsContinue, type RequestPath } from './request-path.js'
 import { refusedByTether, sendError, writeRawError } from './respond.js'
-import { H2Request, H2Response, noteConnection, type H2Connection } from './h2-messages.js'
+import { H2Request, H2Response, noteConnection, resetByTether, type H2Connection } from './h2-messages.js'
 import { clientIdleTimeout, closeIdleClient } from './deadlines.js'
 import type { ServerCertificates } from '../tls/server-certificates.js'
 
@@ -182,9 +182,11 @@ function guardRapidReset(session: http2.ServerHttp2Session, warn: (fields: Recor
         closeWithGoaway(session, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM)
       }
     }
-    // reset before its answer was complete ('aborted'), or cancelled right after
-    stream.once('aborted', () => wasted(true))
+    // reset before its answer was complete ('aborted'), or cancelled right after; not a stream
+    // Tether reset itself to cut its answer off (Node emits 'aborted' for that one too)
+    stream.once('aborted', () => { if (!resetByTether(stream)) wasted(true) })
     stream.once('close', () => {
+      if (resetByTether(stream)) return
       if (stream.rstCode === http2.constants.NGHTTP2_CANCEL) wasted(true)
       else if (refusedByTether(stream)) wasted(false)
     })
