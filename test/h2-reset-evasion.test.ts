@@ -2,8 +2,10 @@
 // streams a client resets: resets diluted with streams Tether refuses itself (no upstream ever
 // sees them, so they cost the client as little as a reset), and streams reset by nghttp2 because
 // of what the client sent (MadeYouReset, CVE-2025-8671: DATA past the request's
-// content-length). Tether runs as its CLI; each client keeps within the concurrent-stream limit
-// by what it reads, and the figures are printed as comments (see docs/tls.md).
+// content-length); and the streams the guard must not hold against a client that resets nothing
+// (those Tether resets itself, its own refusals alone). Tether runs as its CLI; each client
+// keeps within the concurrent-stream limit by what it reads, and the figures are printed as
+// comments (see docs/tls.md).
 import t, { type Test } from 'tap'
 import http2 from 'node:http2'
 import type tls from 'node:tls'
@@ -60,7 +62,7 @@ async function dilutedResets(socket: tls.TLSSocket, port: number, others: readon
   return { resets, others: sent, goaway }
 }
 
-t.test('rapid reset diluted with streams Tether refuses itself (two TRACEs answered 405 for each GET reset) is judged as rapid reset: GOAWAY ENHANCE_YOUR_CALM after about 100 streams', async (t) => {
+t.test('rapid reset diluted with streams Tether refuses itself (two TRACEs answered 405 for each GET reset) is judged as rapid reset: GOAWAY ENHANCE_YOUR_CALM after about 160 streams (its resets reach a quarter)', async (t) => {
   // before, only streams the client reset counted: at a third of them the connection went on
   // until nghttp2's own limit on received resets (1000 at once, then 33 a second) closed it
   // with INTERNAL_ERROR, after about 1100 resets of which some 480 GETs had reached the upstream
@@ -114,6 +116,21 @@ t.test('streams Tether resets because of what the client sent (MadeYouReset: DAT
   t.comment(`MadeYouReset (content-length): ${(next - 1) / 2} streams sent, judged after ${judged} (GOAWAY ${goaway ?? 'none'}), ${upstreamRequests()} requests reached the upstream`)
 })
 
+t.test('a mix where neither share alone is above half (per round one GET reset, one TRACE refused, one GET served) is judged: resets and refusals are added', async (t) => {
+  // the reset GETs ask for /held, which the upstream never answers: each is reset before its answer
+  const { tether, port } = await startFloodTarget(t, certs, () => undefined)
+  const socket = await connectH2(port, certs.ca)
+  const authority = `127.0.0.1:${port}`
+  const { resets, others, goaway } = await dilutedResets(socket, port, [traceBlock(authority), getBlock(authority)], 2, '/held')
+  t.equal(goaway, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, 'closed with GOAWAY ENHANCE_YOUR_CALM')
+  const line = tether.stdout().split('\n').find((l) => l.includes('rapid reset'))
+  t.ok(line, 'Tether logged why it closed the connection')
+  const fields = line === undefined ? { streams: Infinity, resets: 0, refused: 0 } : (JSON.parse(line) as { streams: number; resets: number; refused: number })
+  t.ok(fields.streams <= 300, `judged after ${fields.streams} streams`)
+  t.ok(fields.resets * 2 <= fields.streams && fields.refused * 2 <= fields.streams, `neither share alone above half (${fields.resets} resets, ${fields.refused} refused of ${fields.streams})`)
+  t.comment(`one GET reset, one TRACE, one GET served per round: ${resets} GETs reset and ${others} others sent when the client saw the close (GOAWAY ${goaway ?? 'none'}); log: ${line ?? 'none'}`)
+})
+
 /** An h2 client's request on `s`, resolving with the status once its stream closed (0: no answer). */
 function send(s: http2.ClientHttp2Session, headers: http2.OutgoingHttpHeaders, body?: Buffer): Promise<number> {
   return new Promise((resolve) => {
@@ -153,5 +170,30 @@ t.test('streams Tether resets itself (an upstream that dies mid-answer on 60 of 
   const status = await send(s, { ':path': '/' })
   t.ok(status === 502 || status === 503, `the connection still takes requests (the upstream is gone: ${status})`)
   t.equal(goaway(), null, 'no GOAWAY')
+  t.notOk(tether.stdout().includes('rapid reset'), 'no rapid-reset judgment')
+})
+
+t.test('Tether\'s own refusals alone (413s, the client resets nothing) do not close the connection nor cut its other streams', async (t) => {
+  let heldStarted = false
+  const { tether, port } = await startFloodTarget(t, certs, (_req, res) => { res.writeHead(200); res.write('event: hello\n\n'); heldStarted = true }, ['limits: { max_body_bytes: 1000 }'])
+  const { s, goaway } = client(t, port)
+  // a long answer (an event stream) kept open on the connection
+  const events = s.request({ ':path': '/held' })
+  let eventsClosed = false
+  events.on('data', () => undefined)
+  events.on('error', () => undefined)
+  events.on('close', () => { eventsClosed = true })
+  events.end()
+  await waitFor(() => heldStarted, 5_000, 'the event stream to start')
+  const before = new Set<number>()
+  for (let i = 0; i < 45; i++) before.add(await send(s, { ':path': '/' }))
+  t.same([...before], [200], '45 requests answered')
+  const big = Buffer.alloc(2000, 'x')
+  const statuses = new Set<number>()
+  for (let i = 0; i < 60 && goaway() === null; i++) statuses.add(await send(s, { ':method': 'POST', ':path': '/upload', 'content-length': String(big.length) }, big))
+  t.same([...statuses], [413], 'each upload refused')
+  t.equal(await send(s, { ':path': '/' }), 200, 'the connection still takes requests')
+  t.equal(goaway(), null, 'no GOAWAY')
+  t.notOk(eventsClosed, 'the event stream still open')
   t.notOk(tether.stdout().includes('rapid reset'), 'no rapid-reset judgment')
 })

@@ -147,21 +147,27 @@ const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1')
 
 /** Streams a connection may open before its share of wasted streams (see guardRapidReset) is judged. */
 const RESET_MIN_STREAMS = 100
-/** Above this share of wasted streams, the connection is closed. */
+/** Above this share of wasted streams, the connection is closed... */
 const RESET_MAX_SHARE = 0.5
+/** ...if the client itself reset at least this share (Tether's refusals alone never close it). */
+const RESET_MIN_OWN_SHARE = 0.25
 
 /**
  * Rapid reset (CVE-2023-44487): a client that opens streams and resets them at once makes the
  * server start work (here: an upstream request) it never pays for, unbounded by the
- * concurrent-stream limit. As Envoy does, a connection whose streams are mostly wasted (more
- * than half, once it opened 100) gets GOAWAY ENHANCE_YOUR_CALM and is closed; a browser
- * cancelling a few streams is far below that. Wasted: reset before its answer was complete,
- * by the client or by Tether for what the client sent (MadeYouReset, CVE-2025-8671: DATA past
- * its content-length), or refused with Tether's own client error (a TRACE's 405: see
- * refusedByTether), which costs the client as little as a reset and else diluted it below the
+ * concurrent-stream limit. A connection whose streams are mostly wasted (more than half, once
+ * it opened 100) while the client itself reset at least a quarter of them gets GOAWAY
+ * ENHANCE_YOUR_CALM and is closed; a browser cancelling a few streams is far below that.
+ * Reset: before its answer was complete, by the client or by nghttp2 for what the client sent
+ * (MadeYouReset, CVE-2025-8671: DATA past its content-length); never a stream Tether reset
+ * itself to cut its answer off (an upstream that died mid-body: see resetByTether). Wasted: the
+ * resets and the streams refused with Tether's own client error (a TRACE's 405: see
+ * refusedByTether), which cost the client as little as a reset and else diluted it below the
  * share (two TRACEs for each reset took a connection to nghttp2's own limit, about 1000
- * resets, some 480 of them forwarded). `warn` is told of each such close (the listener spaces
- * its lines: see Listener).
+ * resets, some 480 of them forwarded). Refusals count only alongside the client's own resets:
+ * a client that resets nothing and gets 413s is refused stream by stream, as nginx does, and
+ * its connection stays. `warn` is told of each such close (the listener spaces its lines: see
+ * Listener).
  */
 function guardRapidReset(session: http2.ServerHttp2Session, warn: (fields: Record<string, unknown>, msg: string) => void): void {
   let streams = 0
@@ -176,9 +182,10 @@ function guardRapidReset(session: http2.ServerHttp2Session, warn: (fields: Recor
       counted = true
       if (isReset) resets++
       else refused++
-      if (streams >= RESET_MIN_STREAMS && resets + refused > streams * RESET_MAX_SHARE && !judged && !session.closed && !session.destroyed) {
+      if (streams < RESET_MIN_STREAMS || resets < streams * RESET_MIN_OWN_SHARE || resets + refused <= streams * RESET_MAX_SHARE) return
+      if (!judged && !session.closed && !session.destroyed) {
         judged = true
-        warn({ streams, resets, refused, peer: sessionPeer(session) }, 'HTTP/2 client resets most of its streams (rapid reset): connection closed')
+        warn({ streams, resets, refused, peer: sessionPeer(session) }, 'HTTP/2 client resets a quarter or more of its streams and wastes more than half, counting those Tether refused (rapid reset): connection closed')
         closeWithGoaway(session, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM)
       }
     }
