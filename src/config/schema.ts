@@ -308,8 +308,9 @@ export interface ActiveHealthConfig {
   /** Time between probes of one upstream (each delayed by up to 10% jitter); after a failed probe the next comes after a quarter of it. Default 2s. */
   readonly interval: Millis
   /**
-   * A probe not answered within this counts as failed (once more after a stall of Tether's own
-   * process of at least half of it, docs/health.md); a probe timeout while requests have been
+   * A probe whose connect takes longer than this, or not answered within this of its connect,
+   * counts as failed (once more when a timer of Tether's own process fired at least half of it
+   * late, a stall, docs/health.md); a probe timeout while requests have been
    * waiting on that upstream's answer for longer than this marks it unhealthy at once. Default 500ms.
    */
   readonly timeout: Millis

@@ -4,7 +4,6 @@
 // uses node:http (undici belongs to the forwarder) and never decides health itself.
 import http from 'node:http'
 import https from 'node:https'
-import { performance } from 'node:perf_hooks'
 import { monotonicNow, systemClock, systemTimers, type Timers } from '../clock.js'
 import type { UpstreamTlsConfig } from '../config/schema.js'
 import { LOCAL_RESOURCE_CODES } from '../errors.js'
@@ -24,8 +23,8 @@ export interface ActiveCheckOptions {
   /** Time from the end of one probe to the start of the next (> 0). */
   readonly interval: number
   /**
-   * Deadline for one probe: connect, response head and body (> 0); once more when Tether's own
-   * process stalled during it (see {@link ActiveChecker}).
+   * Deadline for the probe's connect (from its start), then for its response head and body (from
+   * the connect) (> 0); once more when Tether's own process stalled during it (see {@link ActiveChecker}).
    */
   readonly timeout: number
   /** Each probe is delayed by an extra random fraction in [0, jitter) of the interval (0..1). */
@@ -58,9 +57,8 @@ export interface ProbeEvent {
   /** When the probe started. */
   readonly at: number
   /**
-   * Tether's own process stalled during the probe's first `timeout` (its timer fired at least
-   * half a timeout late, or its event loop ran code for at least half of it), so the probe was
-   * given one more `timeout` before it counted as a timeout.
+   * Tether's own process stalled during the probe (a timer of its fired at least half a
+   * timeout late), so the probe was given one more `timeout` before it counted as a timeout.
    */
   readonly stalled: boolean
 }
@@ -81,19 +79,13 @@ export interface ActiveCheckerDeps {
   /** Uniform in [0, 1), for jitter. */
   readonly random?: () => number
   readonly clock?: { now(): number; monotonic?(): number }
-  /**
-   * Milliseconds this thread's event loop has spent running code (not waiting for I/O) since
-   * some origin; by default `performance.eventLoopUtilization().active`, the real loop's.
-   */
-  readonly busy?: () => number
 }
 
 const USER_AGENT = 'tether-health'
 const DEFAULT_STATUS = Object.freeze({ min: 200, max: 399 })
 const ANY_STATUS = Object.freeze({ min: 100, max: 599 })
-/** How much of a probe's `timeout` Tether's own stall must take for the probe to get one more. */
+/** How late (a share of `timeout`) a probe's timer must fire for the probe to get one more window. */
 const STALL_SHARE = 0.5
-const loopBusy = (): number => performance.eventLoopUtilization().active
 
 interface Probe {
   cancel(): void
@@ -124,22 +116,25 @@ interface Target {
  * what a new client connection meets (a wedged listener cannot hide behind an old keep-alive
  * socket), and no idle socket outlives a probe, so stop() has nothing pooled to chase. One
  * connection per upstream per interval costs nothing worth saving. Timers are unref'd, so an
- * idle checker never keeps the process alive (an in-flight probe does, for at most 2 x `timeout`);
+ * idle checker never keeps the process alive (an in-flight probe does, for at most 3 x `timeout`);
  * stop() is still the clean way.
  *
  * A probe's timeout judges the upstream only for time Tether itself was there to send the
- * request and read the answer. An answer that arrived while Tether stalled wins over a timer
+ * request and read the answer. As HAProxy's `timeout check`, it counts from when the probe's
+ * connection is established (the socket's 'connect': for https the TCP connect, before the
+ * handshake); the connect itself has `timeout` from the start (HAProxy: its own
+ * `min(timeout connect, inter)`). So a stall of Tether before the connect completed does not eat
+ * the answer's time. An answer (or connect) that arrived while Tether stalled wins over a timer
  * that fired late (the timer's verdict waits for setImmediate, after the poll phase has read
- * the sockets). And when Tether's own process stalled for at least half of the probe's
- * `timeout` (its timer fired half a timeout late: the process was blocked or not scheduled; or
- * its event loop ran code for half of the window: a long synchronous stretch, or a loop
- * saturated at 100% of its core), the probe gets one more `timeout` from then, once: a stall
- * before its connect or its request's write completed left the upstream no chance to answer.
- * The second window decides whatever happens in it, so a frozen upstream still fails, at most
- * one `timeout` later than it would have, and a Tether stalled for good cannot keep one up.
- * HAProxy likewise starts `timeout check` only once the check's connection is established (the
- * connect has its own `min(timeout connect, inter)`); Envoy arms its `timeout` when the check
- * starts and has no allowance for its own stalls (a watchdog reports them).
+ * the sockets). And when a window's timer fired at least half a `timeout` late (Tether's
+ * process was blocked: a long synchronous stretch or GC pause, or not scheduled), the probe gets
+ * one more `timeout` from then, once: the stall may have held the request's write or the
+ * answer's read. A loop that is merely busy (short callbacks, timers on time) is not a stall.
+ * The extra window decides whatever happens in it, so a frozen upstream still fails, at most
+ * one `timeout` later than it would have, and a Tether stalled for good cannot keep one up: a
+ * probe takes at most connect (<= `timeout`) + `timeout` + one more `timeout`, plus the stall's
+ * overrun. Envoy arms its `timeout` when the check starts and has no allowance for its own
+ * stalls (a watchdog reports them).
  * Listeners and the sink run synchronously and must not throw.
  *
  * Example:
@@ -158,7 +153,6 @@ export class ActiveChecker {
   readonly #timers: Timers
   readonly #random: () => number
   readonly #clock: { now(): number; monotonic?(): number }
-  readonly #busy: () => number
   readonly #targets = new Map<string, Target>()
   readonly #closing = new Set<Promise<void>>()
   readonly #listeners = new Set<(e: ProbeEvent) => void>()
@@ -179,7 +173,6 @@ export class ActiveChecker {
     this.#timers = deps.timers ?? systemTimers
     this.#random = deps.random ?? Math.random
     this.#clock = deps.clock ?? systemClock
-    this.#busy = deps.busy ?? loopBusy
   }
 
   /**
@@ -311,23 +304,33 @@ export class ActiveChecker {
       // neither linger nor decide
       if (this.#running) this.#schedule(target, ok ? this.#options.interval : this.#options.interval / 4)
     }
-    // One window of `timeout`. Its timer measures, when it fires, how late it is and how long
-    // the event loop ran code since the window began (Tether's stall, not the upstream's), then
-    // waits for setImmediate: an answer that arrived meanwhile (read in the poll phase) wins.
+    // One window of `timeout`: first for the connect, from the start; then, from the socket's
+    // 'connect' (TCP, before any TLS handshake), for the exchange. Its timer measures, when it
+    // fires, how late it is (Tether's stall, not the upstream's), then waits for setImmediate:
+    // an answer or a connect that arrived meanwhile (read in the poll phase) wins.
     const armWindow = (): unknown => {
       const due = monotonicNow(this.#clock) + timeout
-      const busyFrom = this.#busy()
-      return this.#setTimer(() => {
-        const lost = Math.max(monotonicNow(this.#clock) - due, this.#busy() - busyFrom)
+      const handle: unknown = this.#setTimer(() => {
+        const late = monotonicNow(this.#clock) - due
         setImmediate(() => {
-          if (settled) return
-          if (stalled || lost < timeout * STALL_SHARE) return finish(null, 'ETIMEDOUT')
+          if (settled || timer !== handle) return // answered, or connected: a new window runs
+          if (stalled || late < timeout * STALL_SHARE) return finish(null, 'ETIMEDOUT')
           stalled = true
           timer = armWindow()
         })
       }, timeout)
+      return handle
     }
     let timer = armWindow()
+    req.once('socket', (socket) => {
+      const connected = (): void => {
+        if (settled) return
+        this.#timers.clearTimeout(timer)
+        timer = armWindow()
+      }
+      if (socket.connecting) socket.once('connect', connected)
+      else connected()
+    })
     let answered: http.IncomingMessage | null = null
     req.once('response', (res) => {
       answered = res
