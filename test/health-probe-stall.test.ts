@@ -4,15 +4,19 @@
 // once, so a healthy upstream is not failed for Tether's pause, while a frozen one still fails,
 // one `timeout` later at most; a Tether that is busy but responsive (short callbacks, its
 // timers on time) changes nothing. First against real child upstreams with a real synchronous
-// stall or a steady load of the test process (where the checker runs), then the rule itself on
+// stall or a steady load of the test process (where the checker runs), and a connect that never
+// completes (a full accept queue), then the rule itself on
 // fake time. Waits are on probe events and timers being set, never fixed sleeps.
 import t, { type Test } from 'tap'
+import { spawn } from 'node:child_process'
 import type http from 'node:http'
+import net from 'node:net'
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
 import type { Timers } from '../src/clock.js'
 import { ActiveChecker, type ActiveCheckOptions, type ActiveCheckerDeps, type ProbeEvent } from '../src/health/active-checker.js'
 import { startChildUpstream, type ChildUpstream } from './fixtures/child-upstream.js'
 import { request, startProxy, startUpstream } from './fixtures/upstream.js'
+import { track } from './fixtures/children.js'
 import { FakeTimers } from './fixtures/timers.js'
 import { once, waitFor, within } from './fixtures/wait.js'
 
@@ -92,6 +96,32 @@ function busyLoop(): () => void {
   tick()
   return () => { on = false }
 }
+
+t.test('a connect that never completes (a listener whose accept queue is full drops the SYN) fails as a timeout: the connect has its own timeout', async (t) => {
+  // a listener with a backlog of 1 in a stopped process: the kernel queues two connections, then drops SYNs
+  const proc = track(spawn(process.execPath, ['-e', "require('net').createServer().listen({ port: 0, host: '127.0.0.1', backlog: 1 }, function () { console.log(this.address().port) })"], { stdio: ['ignore', 'pipe', 'inherit'] }))
+  t.teardown(() => { proc.kill('SIGKILL') })
+  const [line] = await once<[Buffer]>(proc.stdout!, 'data', 10_000, 'the listener to listen')
+  const port = Number(String(line).trim())
+  proc.kill('SIGSTOP')
+  const held: net.Socket[] = []
+  t.teardown(() => { for (const s of held) s.destroy() })
+  for (let i = 0; i < 2; i++) {
+    const s = net.connect(port, '127.0.0.1')
+    held.push(s)
+    await once(s, 'connect', 5_000, `queued connection ${i}`)
+  }
+  const sentinel = net.connect(port, '127.0.0.1') // as the probe's: not accepted
+  held.push(sentinel)
+  const { checker, next } = recorded({ path: '/healthz', interval: 60_000, timeout: 300, jitter: 0 })
+  checker.setUpstreams([{ id: 'full', url: `http://127.0.0.1:${port}` }])
+  const probed = next()
+  checker.start()
+  const e = await probed
+  await checker.stop()
+  t.equal(sentinel.connecting, true, 'a connection made alongside the probe is still connecting: the probe never connected')
+  t.match(e, { id: 'full', ok: false, status: null, code: 'ETIMEDOUT' })
+})
 
 // Review r1: a Tether busy at over half of its core but responsive (its callbacks take a few ms,
 // its timers fire on time) is not stalled: a frozen upstream fails at about one timeout.
