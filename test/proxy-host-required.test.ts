@@ -11,7 +11,7 @@
 // value); nginx 1.22 answers all of these 400 ("client sent invalid host header"), HAProxy 2.6
 // passes them on. Until 2026-12-05 Tether forwarded them with an empty Host. Over h2 nghttp2
 // resets a stream whose :authority (or host) is empty, as one with neither.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import http2 from 'node:http2'
 import { ERRORS } from '../src/errors.js'
 import { exchange } from './fixtures/raw-client.js'
@@ -76,6 +76,34 @@ t.test('an HTTP/1.0 request without Host is served as before', async (t) => {
   t.same(h.received().slice(before).map((q) => q.target), ['/old'])
 })
 
+/**
+ * Each of `cases` (raw request, its path as logged) is answered Tether's 400 with its short body
+ * and the connection closed, reaches no upstream, and is logged and counted as a 4xx answer.
+ */
+async function refusedEach(t: Test, cases: readonly (readonly [string, string])[]): Promise<void> {
+  for (const [input, path] of cases) {
+    const before = { received: h.received().length, access: h.logs.access().length, counted: await counted4xx() }
+    const r = await exchange(h.port, input)
+    t.equal(r.first, '400', `${path}: 400`)
+    t.equal(r.finals[0]?.body.toString('latin1'), BODY, `${path}: Tether's short body`)
+    t.ok(r.ended, `${path}: the connection is closed`)
+    await h.barrier()
+    t.same(h.received().slice(before.received).map((q) => header(q, 'host')), [], `${path}: nothing reached the upstream`)
+    t.match(h.logs.access().slice(before.access).find((l) => l['path'] === path), { status: 400, outcome: 'TETHER_BAD_REQUEST', upstream: null }, `${path}: an access line names the refusal`)
+    t.equal(await counted4xx(), before.counted + 1, `${path}: counted as a 4xx answer`)
+  }
+}
+
+/** A request with `host` (a Host line) pipelined between two good ones: 200, then its 400, then the connection closes; only the first reaches the upstream. */
+async function refusedInTurn(t: Test, host: string): Promise<void> {
+  const before = h.received().length
+  const r = await exchange(h.port, `GET /first HTTP/1.1\r\nHost: a\r\n\r\nGET /second HTTP/1.1\r\n${host}\r\n\r\nGET /third HTTP/1.1\r\nHost: a\r\n\r\n`)
+  t.same(r.finals.map((f) => f.status), [200, 400])
+  t.ok(r.ended, 'then the connection closes')
+  await h.barrier()
+  t.same(h.received().slice(before).map((q) => q.target), ['/first'], 'only the first reached the upstream')
+}
+
 t.test("an empty Host, or one of only whitespace, is answered Tether's 400, logged and counted, on HTTP/1.1 and 1.0 and with an absolute-form target", async (t) => {
   const cases = [
     ['GET /empty HTTP/1.1\r\nHost:\r\n\r\n', '/empty'],
@@ -84,27 +112,10 @@ t.test("an empty Host, or one of only whitespace, is answered Tether's 400, logg
     ['GET /old-empty HTTP/1.0\r\nHost:\r\n\r\n', '/old-empty'],
     ['GET http://a.example/absolute HTTP/1.1\r\nHost:\r\n\r\n', 'http://a.example/absolute'],
   ] as const
-  for (const [input, path] of cases) {
-    const before = { received: h.received().length, access: h.logs.access().length, counted: await counted4xx() }
-    const r = await exchange(h.port, input)
-    t.equal(r.first, '400', `${path}: 400`)
-    t.equal(r.finals[0]?.body.toString('latin1'), BODY, `${path}: Tether's short body`)
-    t.ok(r.ended, `${path}: the connection is closed`)
-    await h.barrier()
-    t.equal(h.received().length, before.received, `${path}: nothing reached the upstream`)
-    t.match(h.logs.access().slice(before.access).find((l) => l['path'] === path), { status: 400, outcome: 'TETHER_BAD_REQUEST', upstream: null }, `${path}: an access line names the refusal`)
-    t.equal(await counted4xx(), before.counted + 1, `${path}: counted as a 4xx answer`)
-  }
+  await refusedEach(t, cases)
 })
 
-t.test('a request with an empty Host pipelined behind a good one is answered 400 in its turn', async (t) => {
-  const before = h.received().length
-  const r = await exchange(h.port, 'GET /first HTTP/1.1\r\nHost: a\r\n\r\nGET /second HTTP/1.1\r\nHost:\r\n\r\nGET /third HTTP/1.1\r\nHost: a\r\n\r\n')
-  t.same(r.finals.map((f) => f.status), [200, 400])
-  t.ok(r.ended, 'then the connection closes')
-  await h.barrier()
-  t.same(h.received().slice(before).map((q) => q.target), ['/first'], 'only the first reached the upstream')
-})
+t.test('a request with an empty Host pipelined behind a good one is answered 400 in its turn', (t) => refusedInTurn(t, 'Host:'))
 
 t.test('a WebSocket handshake with an empty Host is answered 400 and reaches no upstream', async (t) => {
   const before = { received: h.received().length, access: h.logs.access().length }
@@ -148,26 +159,10 @@ t.test("an empty host with a port is answered Tether's 400, logged and counted, 
     ['GET /old-port-only HTTP/1.0\r\nHost: :8080\r\n\r\n', '/old-port-only'],
     ['GET http://:80/absolute-port-only HTTP/1.1\r\nHost: a\r\n\r\n', 'http://:80/absolute-port-only'],
   ] as const
-  for (const [input, path] of cases) {
-    const before = { received: h.received().length, access: h.logs.access().length, counted: await counted4xx() }
-    const r = await exchange(h.port, input)
-    t.equal(r.first, '400', `${path}: 400`)
-    t.equal(r.finals[0]?.body.toString('latin1'), BODY, `${path}: Tether's short body`)
-    await h.barrier()
-    t.same(h.received().slice(before.received).map((q) => header(q, 'host')), [], `${path}: nothing reached the upstream`)
-    t.match(h.logs.access().slice(before.access).find((l) => l['path'] === path), { status: 400, outcome: 'TETHER_BAD_REQUEST', upstream: null }, `${path}: an access line names the refusal`)
-    t.equal(await counted4xx(), before.counted + 1, `${path}: counted as a 4xx answer`)
-  }
+  await refusedEach(t, cases)
 })
 
-t.test('a request with an empty host and a port pipelined behind a good one is answered 400 in its turn', async (t) => {
-  const before = h.received().length
-  const r = await exchange(h.port, 'GET /first HTTP/1.1\r\nHost: a\r\n\r\nGET /second HTTP/1.1\r\nHost: :80\r\n\r\nGET /third HTTP/1.1\r\nHost: a\r\n\r\n')
-  t.same(r.finals.map((f) => f.status), [200, 400])
-  t.ok(r.ended, 'then the connection closes')
-  await h.barrier()
-  t.same(h.received().slice(before).map((q) => q.target), ['/first'], 'only the first reached the upstream')
-})
+t.test('a request with an empty host and a port pipelined behind a good one is answered 400 in its turn', (t) => refusedInTurn(t, 'Host: :80'))
 
 t.test("over h2, :authority ':80' is answered Tether's 400 and reaches no upstream; '[::1]:80' and 'a:80' are served", async (t) => {
   const before = { received: h.received().length, access: h.logs.access().length }
