@@ -79,9 +79,10 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const { sessions, records, keys, router } = createRouting(config, health.table, (redisBindings === null ? shared?.sink() : redisBindings.sink(kept)) ?? null, inFlight, (m) => logger.warn(m))
   // a Redis that lost its keys gets this replica's bindings, admin drains and recorded ejections
   // back; with workers each writes back its own bindings (with Redis each holds its own) and the
-  // ejections it recorded (found and told by it: only it has their records, a sibling holds them
-  // as heard), the lead alone the drains (every worker holds every drain; the admin API's
-  // changes are made on the lead, so its view of them is never behind a sibling's)
+  // ejections it recorded (found and told by it), the lead alone the drains (every worker holds
+  // every drain; the admin API's changes are made on the lead, so its view of them is never
+  // behind a sibling's) and its siblings' ejections, as their finder recorded them (it may have
+  // exited since: crashed and restarted, or replaced in a rolling restart)
   const recordsDrains = config.health.shared === 'redis'
   // with Tether's own cookie the table only counts sessions (bounded loads), shared with nobody
   const writesBack = config.affinity.key === 'cookie' || config.affinity.key === 'none' ? null : redisBindings

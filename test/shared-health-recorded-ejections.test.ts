@@ -44,7 +44,7 @@ function world(): { record: Map<string, Map<string, string>>; net: { lost: boole
 interface Replica { readonly health: HealthTable; readonly shared: SharedHealth; readonly channel: ReturnType<ReturnType<typeof world>['channel']>; readonly logs: LogCapture }
 
 /** A replica on `w` and `clock` (active checks on: a refusal ends at passed probes), started. */
-async function replica(t: Test, w: ReturnType<typeof world>, clock: FakeClock, opts: { ids?: string[]; percent?: number; addressesOf?: AddressesOf; timers?: ReturnType<typeof heldTimers>['timers'] } = {}): Promise<Replica> {
+async function replica(t: Test, w: ReturnType<typeof world>, clock: FakeClock, opts: { ids?: string[]; percent?: number; addressesOf?: AddressesOf; timers?: ReturnType<typeof heldTimers>['timers']; group?: string } = {}): Promise<Replica> {
   const health = new HealthTable({
     active: { healthy_threshold: 2, unhealthy_threshold: 2 },
     passive: { consecutive_failures: 1, count_5xx: true, base_ejection: BASE, max_ejection: 300_000, max_ejection_percent: opts.percent ?? 100 },
@@ -53,7 +53,7 @@ async function replica(t: Test, w: ReturnType<typeof world>, clock: FakeClock, o
   health.setUpstreams(opts.ids ?? IDS)
   const channel = w.channel()
   const logs = new LogCapture()
-  const shared = new SharedHealth(channel, health, createLogger('info', logs), opts.addressesOf, null, null, opts.timers, () => clock.now())
+  const shared = new SharedHealth(channel, health, createLogger('info', logs), opts.addressesOf, opts.group ?? null, null, opts.timers, () => clock.now())
   t.teardown(() => shared.stop())
   await shared.start()
   return { health, shared, channel, logs }
@@ -226,6 +226,46 @@ t.test("recordAgain(false) (a worker that is not the lead) records again its own
 
 const times = (r: Replica, id: string): number => r.health.snapshot().find((s) => s.id === id)!.timesEjected
 const settle = (): Promise<void> => new Promise((r) => setImmediate(r))
+
+t.test("the lead records again its sibling workers' ejections it holds (heard, or read at its start), as their finder recorded them: one whose finder exited since is not lost; another replica's, or one ended here, is not written", async (t) => {
+  const w = world()
+  const clock = new FakeClock(Date.now())
+  const finder = await replica(t, w, clock, { group: 'g1' })
+  const lead = await replica(t, w, clock, { group: 'g1' })
+  const other = await replica(t, w, clock, { group: 'g2' }) // another replica's worker
+  finder.health.reportPassive('c', 'server_error')
+  finder.health.reportPassive('d', 'connect_refused') // a refusal: ends at passed probes
+  t.same([lead.health.state('c'), lead.health.state('d'), other.health.state('c')], ['ejected', 'ejected', 'ejected'], 'heard by its sibling and by the other replica')
+  finder.shared.stop() // the finder exits (SIGKILLed: it writes nothing more)
+  const late = await replica(t, w, clock, { group: 'g1' }) // its replacement, started now: reads the records
+  const before = new Map(w.record.get('ejections'))
+  t.equal(before.size, 2)
+  clock.advance(1_000)
+  w.record.clear() // a FLUSHALL
+  t.same(other.shared.recordAgain(true), { drains: 0, ejections: 0 }, "another replica's lead writes none of them (their group's lead does)")
+  t.same(lead.shared.recordAgain(false), { drains: 0, ejections: 0 }, 'a worker that is not the lead writes none of its siblings\'')
+  t.equal(w.record.get('ejections')?.size ?? 0, 0)
+  t.same(lead.shared.recordAgain(true), { drains: 0, ejections: 2 }, 'the lead writes both back')
+  t.same(new Map(w.record.get('ejections')), before, 'under their fields, as their finder recorded them (the same text)')
+  w.record.clear()
+  t.same(late.shared.recordAgain(true), { drains: 0, ejections: 2 }, 'so does a worker started after the finder exited, read at its start, once it leads')
+  t.same(new Map(w.record.get('ejections')), before)
+
+  // passed probes end the refusal on the lead (it runs them; its siblings apply its results)
+  lead.health.reportActive('d', true)
+  lead.health.reportActive('d', true)
+  t.equal(lead.health.state('d'), 'healthy')
+  await settle()
+  w.record.clear()
+  t.same(lead.shared.recordAgain(true), { drains: 0, ejections: 1 }, 'an ejection ended here is not written back')
+  t.same([...recorded(w).values()].map((r) => r['id']), ['c'])
+  clock.advance(lead.health.ejection('c')!.until - clock.now())
+  lead.health.tick()
+  await settle()
+  w.record.clear()
+  t.same(lead.shared.recordAgain(true), { drains: 0, ejections: 0 }, 'nor one past its end')
+})
+
 
 t.test('a record refused at the reader\'s max_ejection_percent is counted once, however often the subscription comes back: its next own ejection is not lengthened', async (t) => {
   const w = world()

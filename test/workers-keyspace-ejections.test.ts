@@ -1,18 +1,19 @@
 // With workers and `health.shared: redis`, an ejection found on live traffic by a worker that
 // is not the lead is recorded in Redis under that worker's own field; after Redis lost its keys
-// (FLUSHALL) that worker writes it back itself, so a Tether replica started after the loss
-// ejects the upstream too (the lead, which writes back the drains, holds the ejection only as
-// heard: it has no record of its own to write). A real redis-server, a real primary with two
-// worker processes, real upstreams; nothing sleeps.
-import t from 'tap'
+// (FLUSHALL) that worker writes it back itself, and the lead too (it holds its sibling's record,
+// heard), also once the worker that found it is gone (SIGKILLed, restarted by the primary), so
+// a Tether replica started after the loss ejects the upstream too. A real redis-server, a real
+// primary with two worker processes, real upstreams; nothing sleeps.
+import t, { type Test } from 'tap'
 import http from 'node:http'
+import type { ChildProcess } from 'node:child_process'
 import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { startRedis, redisCli, type RedisServer } from './fixtures/redis-server.js'
-import { startUpstream, testConfig } from './fixtures/upstream.js'
+import { startUpstream, testConfig, type Upstream } from './fixtures/upstream.js'
 import { freePorts } from './fixtures/ports.js'
 import { tempFile } from './fixtures/cli.js'
-import { startPrimary } from './fixtures/primary-process.js'
+import { slotOf, startPrimary, workerPids } from './fixtures/primary-process.js'
 import { waitFor } from './fixtures/wait.js'
 
 let redis: RedisServer
@@ -33,8 +34,16 @@ function get(agent: http.Agent, port: number, path: string, user: string): Promi
   })
 }
 
-t.test('with two workers, an ejection found by the worker that is not the lead is written back by it after a FLUSHALL: a replica started after the loss ejects the upstream too', async (t) => {
-  const prefix = 'wke:'
+/** The primary's log lines (JSON) so far. */
+type Lines = () => Record<string, unknown>[]
+
+/**
+ * A primary with two workers on Redis (key prefix `prefix`) over app-0 and app-1 (app-1 fails
+ * /fail with a 500: one failure ejects it for a minute), and app-1 ejected by the worker that
+ * is not the lead, recorded in Redis and applied by the lead, heard: the record as HGETALL
+ * gives it, and the slot of the lead.
+ */
+async function ejectedByNonLead(t: Test, prefix: string): Promise<{ proc: ChildProcess; lines: Lines; lead: number; key: string; recorded: string; good: Upstream; bad: Upstream }> {
   const good = await startUpstream('app-0')
   // app-1 fails the requests for /fail (5xx: an ejection timed by base_ejection), answers the rest
   const bad = await startUpstream('app-1', (req, res) => {
@@ -43,7 +52,7 @@ t.test('with two workers, an ejection found by the worker that is not the lead i
   })
   t.teardown(async () => { await Promise.all([good.close(), bad.close()]) })
   const [port, adminPort] = await freePorts(2)
-  const file = tempFile('workers-keyspace-ejections.yaml', [
+  const file = tempFile(`${prefix.slice(0, -1)}.yaml`, [
     `listen: { host: 127.0.0.1, port: ${port} }`,
     `admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }`,
     'workers: 2',
@@ -64,7 +73,7 @@ t.test('with two workers, an ejection found by the worker that is not the lead i
     proc.kill('SIGTERM')
     await waitFor(() => proc.exitCode !== null, 30_000, 'the primary to stop')
   })
-  const lines = (): Record<string, unknown>[] => out().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>)
+  const lines: Lines = () => out().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>)
   await waitFor(() => lines().some((l) => l['msg'] === 'worker runs the active health checks'), 10_000, 'a lead to be chosen')
   const lead = lines().filter((l) => l['msg'] === 'worker runs the active health checks').at(-1)!['child'] as number
 
@@ -91,19 +100,26 @@ t.test('with two workers, an ejection found by the worker that is not the lead i
   const key = `${prefix}peers:ejections`
   await waitFor(async () => (await redisCli(redis.port, 'HLEN', key)).trim() === '1', 5_000, 'the ejection to be recorded')
   await waitFor(() => lines().some((l) => l['msg'] === 'health event from another Tether replica' && l['upstream'] === 'app-1' && l['worker'] === lead), 5_000, 'the lead to apply it, heard')
-  const recorded = (await redisCli(redis.port, 'HGETALL', key)).trim()
+  return { proc, lines, lead, key, recorded: (await redisCli(redis.port, 'HGETALL', key)).trim(), good, bad }
+}
 
+/** FLUSHALL, then the `redis keyspace lost` lines of the two workers running (logged after it). */
+async function flushed(lines: Lines): Promise<Record<string, unknown>[]> {
+  const before = lines().length
   await redisCli(redis.port, 'FLUSHALL')
-  const lost = (): Record<string, unknown>[] => lines().filter((l) => l['msg'] === 'redis keyspace lost')
+  const lost = (): Record<string, unknown>[] => lines().slice(before).filter((l) => l['msg'] === 'redis keyspace lost')
   await waitFor(() => lost().length === 2, 10_000, 'both workers to see the loss')
-  t.match(lost().find((l) => l['worker'] === 1 - lead), { ejections: 1 }, 'the worker that found it wrote its ejection back')
-  t.match(lost().find((l) => l['worker'] === lead), { ejections: 0 }, 'the lead wrote none back (it recorded none)')
-  const back = await waitFor(async () => (await redisCli(redis.port, 'HLEN', key)).trim() === '1', 5_000, 'the ejection to be back in Redis').then(() => true, () => false)
+  return lost()
+}
+
+/** The record is back in Redis after the loss, as it was, and a replica started then ejects app-1 and places new users on app-0 only. */
+async function backAfterLoss(t: Test, prefix: string, s: { key: string; recorded: string; good: Upstream; bad: Upstream }): Promise<void> {
+  const back = await waitFor(async () => (await redisCli(redis.port, 'HLEN', s.key)).trim() === '1', 5_000, 'the ejection to be back in Redis').then(() => true, () => false)
   t.ok(back, 'the recorded ejection is back in Redis after the loss')
-  t.equal((await redisCli(redis.port, 'HGETALL', key)).trim(), recorded, 'under its field, as it was recorded (it ends when it did)')
+  t.equal((await redisCli(redis.port, 'HGETALL', s.key)).trim(), s.recorded, 'under its field, as it was recorded (it ends when it did)')
 
   // a replica started after the loss
-  const r3 = await startTether(testConfig([good, bad], {
+  const r3 = await startTether(testConfig([s.good, s.bad], {
     affinity: { key: 'header', header: { name: 'X-User' } },
     health: { shared: 'redis', active: { enabled: false }, passive: { consecutive_failures: 1, base_ejection: 60_000, max_ejection: 60_000 } },
     state: { store: 'redis', timeout: 200, redis: { url: redis.url, key_prefix: prefix } },
@@ -115,4 +131,28 @@ t.test('with two workers, an ejection found by the worker that is not the lead i
   const placed = new Set<string>()
   for (let u = 0; u < 12; u++) placed.add((await get(r3Agent, r3.port, '/', `new-${u}`)).body.trim())
   t.same([...placed], ['app-0'], 'and places new users on app-0 only')
+}
+
+t.test('with two workers, an ejection found by the worker that is not the lead is written back by it after a FLUSHALL: a replica started after the loss ejects the upstream too', async (t) => {
+  const prefix = 'wke:'
+  const s = await ejectedByNonLead(t, prefix)
+  const lost = await flushed(s.lines)
+  t.match(lost.find((l) => l['worker'] === 1 - s.lead), { ejections: 1 }, 'the worker that found it wrote its ejection back')
+  t.match(lost.find((l) => l['worker'] === s.lead), { ejections: 1 }, 'and the lead, which holds its sibling\'s record (the same field and value: one record)')
+  await backAfterLoss(t, prefix, s)
+})
+
+t.test('with two workers, an ejection whose finder was SIGKILLed (and restarted) before the FLUSHALL is written back by the lead: a replica started after the loss ejects the upstream too', async (t) => {
+  const prefix = 'wkg:'
+  const s = await ejectedByNonLead(t, prefix)
+  const finder = workerPids(s.proc).find((pid) => slotOf(pid) === 1 - s.lead)
+  t.ok(finder !== undefined, 'the finder\'s pid')
+  const listening = (): number => s.lines().filter((l) => l['msg'] === 'tether listening' && l['worker'] === 1 - s.lead).length
+  process.kill(finder!, 'SIGKILL')
+  await waitFor(() => listening() === 2, 60_000, 'the finder\'s slot to be restarted')
+  t.equal((await redisCli(redis.port, 'HGETALL', s.key)).trim(), s.recorded, 'the record stays in Redis while it runs (its finder is gone)')
+  const lost = await flushed(s.lines)
+  t.match(lost.find((l) => l['worker'] === s.lead), { ejections: 1 }, 'the lead wrote back its gone sibling\'s ejection')
+  t.match(lost.find((l) => l['worker'] === 1 - s.lead), { ejections: 0 }, 'the restarted worker none (the lead does)')
+  await backAfterLoss(t, prefix, s)
 })

@@ -26,8 +26,10 @@ const DRAIN_CHANGES = 'drain-changes'
  * ejection ends sooner (passed probes ended a refusal, the upstream left its set or was
  * replaced) or a newer `down` of that upstream replaces it; a reader drops one that ended more
  * than SKEW_TOLERANCE_MS ago on its clock, or one that is impossible on it (see
- * SKEW_TOLERANCE_MS): cleaned lazily, a sender that died leaves its fields. The key's own expiry
- * ends nothing in practice: every write of any field sets it a week ahead again.
+ * SKEW_TOLERANCE_MS): cleaned lazily, a sender that died leaves its fields. After Redis lost its
+ * keys the sender writes its own back, and with workers their lead its siblings' too (see
+ * recordAgain: a worker that died leaves its ejections running on its siblings). The key's own
+ * expiry ends nothing in practice: every write of any field sets it a week ahead again.
  */
 const EJECTIONS = 'ejections'
 /**
@@ -77,7 +79,9 @@ export const EJECTIONS_UNREAD_LOG = 'the recorded ejections were not read (the p
  * compared (as for the drains' starts), so it ends off by their skew (NTP: a few ms). A record
  * that would run longer than `ejectedFor` + SKEW_TOLERANCE_MS on the reader's clock (its
  * sender's clock far ahead: it would be applied at every start, its `until` reached late or
- * never) is not applied, and dropped.
+ * never) is not applied, and dropped. `group`: the sender's group of workers (see the
+ * SharedHealth constructor; absent: a process alone, or a Tether from before it), by which a
+ * sibling worker that reads the record knows it for its group's (see SharedHealth.#siblings).
  * Example: `{"id":"app-1","until":1764086430000,"ejectedFor":30000,"ejections":1,"reason":"5xx","url":"http://10.0.0.5:8080"}`.
  */
 export interface RecordedEjection {
@@ -90,6 +94,7 @@ export interface RecordedEjection {
   readonly url?: string
   readonly addresses?: readonly string[]
   readonly uid?: string
+  readonly group?: string
 }
 
 /**
@@ -209,6 +214,17 @@ export class SharedHealth {
    */
   readonly #recorded = new Map<string, { readonly field: string; readonly value: string; readonly ends: number }>()
   /**
+   * The ejections this process's sibling workers recorded (see EJECTIONS) and that may still be
+   * in force here, by upstream id (the newest of each): the field and the value as their finder
+   * wrote them, and its end (the finder's clock: the workers share one machine's), known from
+   * the `down` heard (it carries `until` and `group`) or from the record read (its `group`).
+   * The lead writes them back after Redis lost its keys (see recordAgain): else an ejection whose
+   * finder exited since (crashed and restarted, or replaced in a rolling restart) had nobody to
+   * write it back, its siblings and its replacement holding it without its record. Dropped when
+   * the ejection ended here (as #recorded), or the upstream left the set.
+   */
+  readonly #siblings = new Map<string, { readonly field: string; readonly value: string; readonly until: number }>()
+  /**
    * The awaited drains applied when their id joined, until the record is read again: one gone
    * from Redis meanwhile (its upstream left another replica's set: a replica that did not have
    * it could not see that) is undone, unless a drain or undrain of it came since, or the id left
@@ -269,6 +285,7 @@ export class SharedHealth {
         this.#confirming.delete(e.id)
         this.#forget(e.id)
         for (const [field, applied] of this.#appliedFields) if (applied.id === e.id) this.#appliedFields.delete(field)
+        this.#siblings.delete(e.id)
       }
       // an id that joined the set: its recorded drain, read before it was here, applies now. In a
       // microtask: after the set change that added it (not inside the table's transition), and
@@ -277,6 +294,9 @@ export class SharedHealth {
       // an ejection recorded here that ended (its time, passed probes, the upstream left the set
       // or was replaced): its record goes. In a microtask: the table is read, not inside its transition
       if (this.#recorded.has(e.id)) queueMicrotask(() => this.#unrecordEnded(e.id))
+      // a sibling's ejection that ended here (its time, passed probes, the upstream left the
+      // set): the lead no longer writes it back (its finder, alive, removed its record)
+      if (this.#siblings.has(e.id)) queueMicrotask(() => { if (this.#health.ejection(e.id) === null) this.#siblings.delete(e.id) })
     })
   }
 
@@ -507,6 +527,8 @@ export class SharedHealth {
         void this.#channel.remember(EJECTIONS, field, null)
         continue
       }
+      // a sibling worker's (alive, or gone since: a worker that starts reads it here)
+      if (r.group === this.#group) this.#holdSibling(r.id, field, recorded.get(field)!, r.until)
       if (this.#health.state(r.id) === undefined) {
         const waiting = this.#awaitingEjections.get(r.id) ?? []
         waiting.push({ field, r })
@@ -535,6 +557,12 @@ export class SharedHealth {
     this.#appliedFields.delete(field)
     this.#appliedFields.set(field, { until, id })
     if (this.#appliedFields.size > APPLIED_KEPT) this.#appliedFields.delete(this.#appliedFields.keys().next().value!)
+  }
+
+  /** Hold a sibling worker's record of `id`'s ejection (see #siblings), unless one held of it is newer. */
+  #holdSibling(id: string, field: string, value: string, until: number): void {
+    const held = this.#siblings.get(id)
+    if (held === undefined || held.field === field || held.until <= until) this.#siblings.set(id, { field, value, until })
   }
 
   /**
@@ -581,17 +609,21 @@ export class SharedHealth {
     // ejection of it this is here, so every receiver ends it when this replica does, whatever
     // it counted itself (an older Tether ignores them: timed by its own count, as before)
     const length = kind === 'down' && !active ? this.#health.toldLength(id) : null
+    // `until` (its end by this wall clock) and `group` (this process's workers, if any): what a
+    // sibling worker needs to write its record back as written here, as the lead does after
+    // Redis lost its keys (see #siblings; ignored by other replicas, and by an older Tether)
+    const until = length === null ? undefined : this.#now() + length.ms
+    const group = length !== null && this.#group !== this.#self ? this.#group : undefined
     // `recorded`: the sender keeps the drain starts itself (a Tether since they exist)
     const seq = ++this.#seq
-    const sent = [this.#channel.publish(JSON.stringify({ from: this.#self, seq, kind, id, ...(active ? { active, group: this.#group } : {}), ...(refused ? { refused } : {}), ...(reason !== undefined ? { reason } : {}), ...(length !== null ? { ejectedFor: length.ms, ejections: length.count } : {}), ...(url !== undefined ? { url } : {}), ...(addresses !== undefined ? { addresses } : {}), ...(uid !== undefined ? { uid } : {}), ...(migrate ? { migrate } : {}), ...(since !== undefined ? { since } : {}), ...(kind === 'undrain' ? { recorded: true } : {}) }))]
+    const sent = [this.#channel.publish(JSON.stringify({ from: this.#self, seq, kind, id, ...(active ? { active, group: this.#group } : {}), ...(refused ? { refused } : {}), ...(reason !== undefined ? { reason } : {}), ...(length !== null ? { ejectedFor: length.ms, ejections: length.count, until } : {}), ...(group !== undefined ? { group } : {}), ...(url !== undefined ? { url } : {}), ...(addresses !== undefined ? { addresses } : {}), ...(uid !== undefined ? { uid } : {}), ...(migrate ? { migrate } : {}), ...(since !== undefined ? { since } : {}), ...(kind === 'undrain' ? { recorded: true } : {}) }))]
     if (kind === 'down') {
       void sent[0]!.then((ok) => { if (ok) this.#unsentDowns.delete(id); else this.#unsentDowns.add(id) })
       // an ejection with a length is recorded too, for a replica that starts during it or whose
       // subscription missed this message (an active verdict is not: no time of its own, and each
       // replica's probes find it); it replaces this process's record of an earlier one
       if (length !== null) {
-        const at = this.#now()
-        const value = JSON.stringify({ id, until: at + length.ms, ejectedFor: length.ms, ejections: length.count, ...(reason !== undefined ? { reason } : {}), ...(refused ? { refused } : {}), ...(url !== undefined ? { url } : {}), ...(addresses !== undefined ? { addresses } : {}), ...(uid !== undefined ? { uid } : {}) } satisfies RecordedEjection)
+        const value = recordValue({ id, until: until!, ejectedFor: length.ms, ejections: length.count, reason, refused, url, addresses, uid, group })
         const before = this.#recorded.get(id)
         const field = `${this.#self}:${seq}`
         this.#recorded.set(id, { field, value, ends: this.#health.ejection(id)?.until ?? 0 })
@@ -628,14 +660,20 @@ export class SharedHealth {
    * skips one that ended meanwhile). Returns how many of each; nothing is published (the other
    * replicas hold them). A drain held longer than {@link RECORDED_MS} is recorded as changed now
    * (as a read of the records does for one it holds), else a replica reading it would drop it as
-   * too old. With workers each process records its own ejections again (no other process has
-   * their fields: a sibling holds them as heard) and one of them (the lead) the drains, which
-   * every worker holds.
+   * too old. With workers each process records its own ejections again, and one of them (`lead`)
+   * the drains, which every worker holds, and its siblings' ejections it holds (see #siblings):
+   * a sibling that found one may have exited since (crashed and restarted, or replaced in a
+   * rolling restart), and no other process would write it back. One a live sibling found is
+   * written twice (by it and by the lead: the same field and value, one HSET more per such
+   * ejection and loss), the price of not tracking which siblings live; each one only while in
+   * force here and not past its end, so a record its finder removed as it ended is not brought
+   * back (its siblings end it at the same moment: the same told length, the lead's probes, the
+   * lead's discovery), but for a few ms at most, which readers skip by its end.
    */
-  recordAgain(drains = true): { readonly drains: number; readonly ejections: number } {
+  recordAgain(lead = true): { readonly drains: number; readonly ejections: number } {
     let n = 0
     const now = Date.now()
-    for (const id of drains ? this.#health.ids() : []) {
+    for (const id of lead ? this.#health.ids() : []) {
       const held = this.#health.adminDrain(id)
       const since = this.#health.drainingSince(id)
       if (held === null || since === null) continue
@@ -649,6 +687,12 @@ export class SharedHealth {
       if (this.#health.toldLength(id) === null) continue
       ejections++
       void this.#channel.remember(EJECTIONS, mine.field, mine.value)
+    }
+    const at = this.#now()
+    for (const [id, theirs] of lead ? this.#siblings : []) {
+      if (theirs.until <= at || this.#health.toldLength(id) === null) continue
+      ejections++
+      void this.#channel.remember(EJECTIONS, theirs.field, theirs.value)
     }
     return { drains: n, ejections }
   }
@@ -779,7 +823,7 @@ export class SharedHealth {
 
   /** `relayed`: from the group's channel (a lead relayed it; nothing else comes that way with a relay). */
   #receive(message: string, relayed = false): void {
-    let m: { from?: unknown; seq?: unknown; kind?: unknown; id?: unknown; active?: unknown; refused?: unknown; reason?: unknown; ejectedFor?: unknown; ejections?: unknown; group?: unknown; url?: unknown; addresses?: unknown; uid?: unknown; migrate?: unknown; since?: unknown; recorded?: unknown }
+    let m: { from?: unknown; seq?: unknown; kind?: unknown; id?: unknown; active?: unknown; refused?: unknown; reason?: unknown; ejectedFor?: unknown; ejections?: unknown; until?: unknown; group?: unknown; url?: unknown; addresses?: unknown; uid?: unknown; migrate?: unknown; since?: unknown; recorded?: unknown }
     try {
       m = JSON.parse(message) as typeof m
     } catch {
@@ -831,6 +875,11 @@ export class SharedHealth {
     // once, whether the record is read first or the message heard first (see #appliedFields)
     if (m.kind === 'down' && length !== null && typeof m.from === 'string' && isSeq(m.seq) && this.#health.state(m.id) !== undefined) {
       const field = `${m.from}:${m.seq}`
+      // a sibling worker's: its record, as its finder wrote it (see #siblings)
+      if (m.group === this.#group && typeof m.until === 'number' && Number.isFinite(m.until)) {
+        const addresses = Array.isArray(m.addresses) ? m.addresses.filter((a): a is string => typeof a === 'string') : undefined
+        this.#holdSibling(m.id, field, recordValue({ id: m.id, until: m.until, ejectedFor: length.ms, ejections: length.count, reason: told, refused: m.refused === true, url: typeof m.url === 'string' ? m.url : undefined, addresses, uid: typeof m.uid === 'string' ? m.uid : undefined, group: this.#group }), m.until)
+      }
       if (this.#appliedFields.has(field)) return
       this.#noteApplied(field, m.id, this.#now() + length.ms)
     }
@@ -1004,5 +1053,19 @@ function recordedEjection(value: string): RecordedEjection | null {
     ...(typeof v.url === 'string' ? { url: v.url } : {}),
     ...(Array.isArray(v.addresses) ? { addresses: v.addresses.filter((a): a is string => typeof a === 'string') } : {}),
     ...(typeof v.uid === 'string' ? { uid: v.uid } : {}),
+    ...(typeof v.group === 'string' ? { group: v.group } : {}),
   }
+}
+
+/**
+ * A recorded ejection's value (see EJECTIONS), its optional fields left out when absent (or
+ * `refused` false): the one writer of it, so the finder's record and its sibling's copy of it
+ * (see SharedHealth.#siblings) are the same text, and a write-back by either is the same HSET.
+ */
+function recordValue(r: { readonly id: string; readonly until: number; readonly ejectedFor: number; readonly ejections: number; readonly reason: EjectionReason | undefined; readonly refused: boolean; readonly url: string | undefined; readonly addresses: readonly string[] | undefined; readonly uid: string | undefined; readonly group: string | undefined }): string {
+  return JSON.stringify({
+    id: r.id, until: r.until, ejectedFor: r.ejectedFor, ejections: r.ejections,
+    ...(r.reason !== undefined ? { reason: r.reason } : {}), ...(r.refused ? { refused: true } : {}), ...(r.url !== undefined ? { url: r.url } : {}),
+    ...(r.addresses !== undefined ? { addresses: r.addresses } : {}), ...(r.uid !== undefined ? { uid: r.uid } : {}), ...(r.group !== undefined ? { group: r.group } : {}),
+  } satisfies RecordedEjection)
 }
