@@ -1,5 +1,5 @@
 // Hostile input at the trust boundary: every header name Tether reserves, in every spelling a
-// backend might fold together (case, `_` for `-`), in both directions, on plain requests and on
+// backend might fold together (case, `_` or `.` for `-`), in both directions, on plain requests and on
 // WebSocket handshakes; a custom state.header; forged, tampered, expired and other-secret
 // affinity cookies; spoofed X-Forwarded-For / -Proto / -Host / -Port and Forwarded with and
 // without trusted proxies. Each case checks what the client got AND what the upstream received.
@@ -25,7 +25,11 @@ function caseSpellings(name: string): string[] {
   return [name, name.toLowerCase(), name.toUpperCase(), alternating]
 }
 
-/** The same name with `_` for some or all of its `-` (X_Tether_State, X-Tether_State, ...). */
+/**
+ * The same name with `_` (or `.`, which PHP reads as `_`: `X.Tether.State` is
+ * `HTTP_X_TETHER_STATE` too) for some or all of its `-` (X_Tether_State, X-Tether_State,
+ * X.Tether.State, ...).
+ */
 function underscoreSpellings(name: string): string[] {
   return [
     name.replaceAll('-', '_'),
@@ -33,11 +37,14 @@ function underscoreSpellings(name: string): string[] {
     name.replace(/-([^-]*)$/, '_$1'),
     name.toLowerCase().replaceAll('-', '_'),
     name.toUpperCase().replaceAll('-', '_'),
+    name.replaceAll('-', '.'),
+    name.replace(/-([^-]*)$/, '.$1'),
+    name.replace('-', '_').replace(/-([^-]*)$/, '.$1'),
   ]
 }
 
-/** A header name as a backend that folds case and `_`/`-` reads it. */
-const folded = (name: string): string => name.toLowerCase().replaceAll('_', '-')
+/** A header name as a backend that folds case and `_`/`.`/`-` reads it. */
+const folded = (name: string): string => name.toLowerCase().replace(/[_.]/g, '-')
 
 /** Header lines `name: forged-<i>` for every name. */
 const forgedLines = (names: readonly string[]): string => names.map((n, i) => `${n}: forged-${i}\r\n`).join('')
@@ -87,10 +94,10 @@ t.test('a client X-Tether-* header spelled with _ for - never reaches the upstre
   t.same(forgedArrived(q), [], `none of ${names.length} spellings arrived`)
 })
 
-t.test('header names containing _ are dropped by default (nginx\'s rule): X_Custom does not reach the upstream, X-Custom does', async (t) => {
+t.test('header names containing _ or . are dropped by default (nginx\'s rule): X_Custom and X.Custom do not reach the upstream, X-Custom does', async (t) => {
   const h = await startHarness()
   t.teardown(() => h.close())
-  await exchange(h.port, 'GET / HTTP/1.1\r\nHost: a\r\nX_Custom: forged-u\r\nX-Custom: kept\r\nX_Forwarded_Proto: forged-p\r\n\r\n', { responses: 1 })
+  await exchange(h.port, 'GET / HTTP/1.1\r\nHost: a\r\nX_Custom: forged-u\r\nX-Custom: kept\r\nX_Forwarded_Proto: forged-p\r\nX.Custom: forged-d\r\nX.Real.IP: forged-r\r\n\r\n', { responses: 1 })
   const q = only(t, h.received())
   t.same(forgedArrived(q), [])
   t.same(headerValues(q, 'x-custom'), ['kept'])
@@ -302,10 +309,11 @@ const SCHEME_NAMES = ['x-forwarded-ssl', 'x-forwarded-scheme', 'x-forwarded-prot
 t.test('from an untrusted peer, the other scheme and address claims (X-Forwarded-Ssl, X-Scheme, X-Real-IP, True-Client-IP, ...) are dropped, in any spelling', async (t) => {
   const h = await startHarness({ forwarding: { allow_underscores: true } })
   t.teardown(() => h.close())
-  await exchange(h.port, `GET / HTTP/1.1\r\nHost: a\r\n${SCHEME_SPOOF}X_Forwarded_Ssl: on\r\n\r\n`, { responses: 1, localAddress: '127.0.0.2' })
+  await exchange(h.port, `GET / HTTP/1.1\r\nHost: a\r\n${SCHEME_SPOOF}X_Forwarded_Ssl: on\r\nX.Real.IP: 192.0.2.9\r\n\r\n`, { responses: 1, localAddress: '127.0.0.2' })
   const q = only(t, h.received())
   for (const name of SCHEME_NAMES) t.same(headerValues(q, name), [], `${name} dropped`)
   t.notOk(q.raw.toString('latin1').toLowerCase().includes('x_forwarded_ssl'), 'the underscore spelling too (allow_underscores)')
+  t.notOk(q.raw.toString('latin1').toLowerCase().includes('x.real.ip'), 'and the dotted one (PHP reads it as HTTP_X_REAL_IP)')
   t.same(headerValues(q, 'x-forwarded-proto'), ['http'])
 })
 

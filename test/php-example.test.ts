@@ -20,8 +20,10 @@ const DOCROOT = fileURLToPath(new URL('../examples/php/', import.meta.url))
 /** The replicas' TETHER_STATE_SECRET (at least 32 bytes, as tether.php requires). */
 const SECRET = 'php-example-test-secret-0123456789'
 const OTHER_SECRET = 'another-secret-of-the-same-length-!'
-/** Every spelling PHP folds into $_SERVER['HTTP_X_TETHER_REHYDRATE']. */
+/** Spellings PHP folds into $_SERVER['HTTP_X_TETHER_REHYDRATE'] by case and `_`. */
 const SPELLINGS = ['X_Tether_Rehydrate', 'X-Tether_Rehydrate', 'x-tether-rehydrate'] as const
+/** And by `.`, which PHP registers as `_` too (`php_register_variable_ex`): every spelling sent through Tether. */
+const FOLDED_SPELLINGS = [...SPELLINGS, 'X.Tether.Rehydrate', 'X-Tether.Rehydrate'] as const
 
 interface Page { replica: string; count: number; rehydrate: string }
 
@@ -167,7 +169,7 @@ if (problem === null) {
       signCheckpoint({ sid, at: now(), s: { __tether_version: 900 + n, count: 1000 } }, SECRET),
     ]
     let count = 1
-    for (const spelling of SPELLINGS) {
+    for (const spelling of FOLDED_SPELLINGS) {
       for (const value of forged(count)) {
         const v = await visit(tether.url, user, { [spelling]: value })
         t.same(v.page, { replica: home, count: ++count, rehydrate: 'none' }, `${spelling} sent by the client never reaches the replica`)
@@ -175,9 +177,9 @@ if (problem === null) {
     }
 
     await replicas.find((r) => r.id === home)!.kill()
-    const moved = await visit(tether.url, user, Object.fromEntries(SPELLINGS.map((s) => [s, forged(count)[2]!])))
+    const moved = await visit(tether.url, user, Object.fromEntries(FOLDED_SPELLINGS.map((s) => [s, forged(count)[2]!])))
     t.not(moved.page.replica, home)
-    t.same(moved.page, { replica: moved.page.replica, count: count + 1, rehydrate: 'restored' }, "Tether's delivered checkpoint is restored, not the client's three forged ones")
+    t.same(moved.page, { replica: moved.page.replica, count: count + 1, rehydrate: 'restored' }, `Tether's delivered checkpoint is restored, not the client's ${FOLDED_SPELLINGS.length} forged ones`)
     t.same(tetherHeaders(moved), [])
   })
 

@@ -27,21 +27,23 @@ function names(list: string[]): Map<string, string[]> {
 
 t.test('every spelling of a reserved name is reserved; other names are not', async (t) => {
   const r = new ReservedHeaders('X-App-State')
-  for (const name of ['x-tether-rehydrate', 'x_tether_rehydrate', 'x-tether_state', 'x_tether-previous-upstream', 'x-app-state', 'x_app_state', 'x-app_state-version', 'x_app_state_version']) {
+  for (const name of ['x-tether-rehydrate', 'x_tether_rehydrate', 'x-tether_state', 'x_tether-previous-upstream', 'x-app-state', 'x_app_state', 'x-app_state-version', 'x_app_state_version',
+    'x.tether.rehydrate', 'x-tether.state', 'x.app_state.version']) {
     t.ok(r.has(name), `${name} is reserved`)
   }
   for (const name of ['x-tether', 'x-tetherx-a', 'x-app-states', 'x-request-id', 'cookie', 'x-app']) t.notOk(r.has(name), `${name} is not reserved`)
   t.equal(foldHeaderName('x_a-b_c'), 'x-a-b-c')
+  t.equal(foldHeaderName('x.a-b_c'), 'x-a-b-c', "PHP reads '.' in a name as '_' (HTTP_X_A_B_C)")
 })
 
 t.test('a client cannot send any spelling of a reserved header upstream, with underscores allowed or not', async (t) => {
   const raw = [
     'Host', 'a.example', 'X_Tether_Rehydrate', 'forged', 'X-Tether_State', 'forged', 'X_TETHER_PREVIOUS_UPSTREAM', 'app-9',
-    'x-tether-epoch', '99', 'X-App-State', 'forged', 'x_app_state-Version', '7', 'Accept', '*/*',
+    'x-tether-epoch', '99', 'X-App-State', 'forged', 'x_app_state-Version', '7', 'X.Tether.Rehydrate', 'forged', 'X-App.State', 'forged', 'Accept', '*/*',
   ]
   for (const allow of [false, true]) {
     const out = names(upstreamRequestHeaders(raw, policy({ state_header: 'X-App-State', allow_underscores: allow }), ctx))
-    for (const k of out.keys()) t.notOk(k.replaceAll('_', '-').startsWith('x-tether-') || k.replaceAll('_', '-').startsWith('x-app-state'), `allow_underscores=${allow}: ${k} was stripped`)
+    for (const k of out.keys()) t.notOk(k.replace(/[_.]/g, '-').startsWith('x-tether-') || k.replace(/[_.]/g, '-').startsWith('x-app-state'), `allow_underscores=${allow}: ${k} was stripped`)
     t.same(out.get('accept'), ['*/*'])
   }
 })
@@ -55,6 +57,20 @@ t.test('header names with "_" are dropped unless allow_underscores, and reported
   t.same(dropped, ['X_Custom'])
   const on = names(upstreamRequestHeaders(raw, policy({ allow_underscores: true }), ctx))
   t.same(on.get('x_custom'), ['1'])
+})
+
+t.test('header names with "." are dropped as "_" ones are (PHP reads X.Real.IP as HTTP_X_REAL_IP), unless allow_underscores, and then folded for the rules', async (t) => {
+  const raw = ['Host', 'a', 'X.Custom', '1', 'X.Real.IP', '192.0.2.9', 'X.Forwarded.For', '6.6.6.6', 'X-Forwarded.Proto', 'https']
+  const dropped: string[] = []
+  const off = names(upstreamRequestHeaders(raw, policy(), { ...ctx, dropped }))
+  t.same([...off.keys()].filter((k) => k.includes('.')), [], 'no dotted name passes')
+  t.same(dropped, ['X.Custom', 'X.Real.IP', 'X.Forwarded.For', 'X-Forwarded.Proto'])
+  const on = names(upstreamRequestHeaders(raw, policy({ allow_underscores: true }), ctx))
+  t.same(on.get('x.custom'), ['1'], 'an ordinary dotted name passes with allow_underscores')
+  t.notOk(on.has('x.real.ip'), "an untrusted peer's X.Real.IP is dropped as X-Real-IP is")
+  t.notOk(on.has('x-forwarded.proto'), "and its X-Forwarded.Proto as X-Forwarded-Proto")
+  t.same(on.get('x-forwarded-proto'), ['http'])
+  t.same(on.get('x-forwarded-for'), ['6.6.6.6, 203.0.113.7'], 'X.Forwarded.For joins the one list')
 })
 
 t.test('with underscores allowed, an underscore spelling of X-Forwarded-For joins the one list (PHP would read it as one)', async (t) => {

@@ -286,9 +286,11 @@ export interface ForwardingConfig {
   /** Add `X-Tether-Upstream: <id>` to responses (debugging). Default false. */
   readonly upstream_header: boolean
   /**
-   * Forward request headers whose name contains `_` (nginx's `underscores_in_headers`). CGI,
-   * PHP, Rack and WSGI read `X_Foo` and `X-Foo` as one variable, so by default such names are
-   * dropped (logged at debug). Default false.
+   * Forward request headers whose name contains `_` or `.` (nginx's `underscores_in_headers`;
+   * nginx drops `.` names always). CGI, PHP, Rack and WSGI read `X_Foo` and `X-Foo` as one
+   * variable, and PHP `X.Foo` too (it registers every `.` of a name as `_`), so by default such
+   * names are dropped (logged at debug). Forwarded, they still meet the reserved-name and
+   * X-Forwarded rules as the name they fold to. Default false.
    */
   readonly allow_underscores: boolean
   /** TLS settings of every https:// upstream (an upstream's own `tls` keys override them). */

@@ -4,7 +4,7 @@
 // ones, never mutates the inbound request.
 import type { Config } from '../config/schema.js'
 import { parseTrustedProxies, type TrustedProxies } from '../affinity/client-ip.js'
-import { foldHeaderName, ReservedHeaders } from '../reserved-headers.js'
+import { foldHeaderName, hasFoldedByte, ReservedHeaders } from '../reserved-headers.js'
 
 /** A client's X-Request-Id is kept when it looks like an id (else Tether makes one). */
 export const REQUEST_ID = /^[A-Za-z0-9._:+=\/-]{1,128}$/
@@ -32,7 +32,7 @@ export function connectionTokens(value: string | string[] | undefined): Set<stri
 export interface HeaderPolicy {
   /** Tether's reserved names (removed in both directions, every spelling). */
   readonly reserved: ReservedHeaders
-  /** Forward request header names containing `_` (nginx's `underscores_in_headers`); false drops them. */
+  /** Forward request header names containing `_` or `.` (nginx's `underscores_in_headers`); false drops them. */
   readonly allowUnderscores: boolean
   /** Keep the client's Host (true) or send the upstream URL's host (false). */
   readonly preserveHost: boolean
@@ -105,8 +105,9 @@ export interface RequestHeaderContext {
 /**
  * Build the header list sent upstream from the client's raw headers ([name, value, ...]).
  * Removes hop-by-hop headers and those named by Connection, `Expect` (Tether answers
- * 100-continue itself), every reserved name in any spelling (`X_Tether_State` is
- * `x-tether-state` to PHP), and, unless `allowUnderscores`, every name containing `_`. Sets
+ * 100-continue itself), every reserved name in any spelling (`X_Tether_State` and
+ * `X.Tether.State` are `x-tether-state` to PHP), and, unless `allowUnderscores`, every name
+ * containing `_` or `.` (nginx drops both by default: `ignore_invalid_headers`). Sets
  * X-Request-Id to `ctx.requestId`. With `xForwarded`: appends the peer to X-Forwarded-For;
  * X-Forwarded-Proto/-Host/-Port and Forwarded from a trusted peer are kept (set when absent:
  * -Port by its kept X-Forwarded-Proto, when it sent one, see forwardedPort),
@@ -142,7 +143,8 @@ export function upstreamRequestHeaders(raw: readonly string[], policy: HeaderPol
     const name = raw[i]!
     const value = raw[i + 1]!
     let lower = name.toLowerCase()
-    if (lower.indexOf('_') !== -1) {
+    // `_` and `.` alike: PHP reads both as `_` (X.Real.IP is HTTP_X_REAL_IP, as X_Real_IP is)
+    if (hasFoldedByte(lower)) {
       if (!policy.allowUnderscores) {
         ctx.dropped?.push(name)
         continue
