@@ -10,7 +10,7 @@ import type { Duplex } from 'node:stream'
 import { ERRORS, type ErrorCode } from '../errors.js'
 import type { ProxyEvents } from '../observability/events.js'
 import type { Logger } from '../observability/logger.js'
-import { whenIdle } from './pipelining.js'
+import { waitsItsTurn, whenIdle } from './pipelining.js'
 import { writeRawError } from './respond.js'
 
 /** How a request path stops a request whose body the parser refused (it answers `code` and closes). */
@@ -199,8 +199,9 @@ export class ClientErrors {
         this.#logger.debug({ code: err.code }, 'rejected malformed request body')
         this.#aborts.delete(pending.req)
         abort(code)
-      } else if (incoming != null && !incoming.complete && incoming !== pending.req) {
-        // the body of a request pipelined behind the one being answered: its path, in its
+      } else if (incoming != null && !incoming.complete && (incoming !== pending.req || waitsItsTurn(incoming))) {
+        // the body of a request pipelined behind the one being answered (or behind the one
+        // just answered: its response has the socket, its handler not yet): its path, in its
         // turn, answers it (as above) and closes; nothing of it is forwarded
         this.#logger.debug({ code: err.code }, 'rejected malformed request body')
         const stop = this.#aborts.get(incoming)

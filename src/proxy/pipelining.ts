@@ -6,6 +6,8 @@
 // parse and hold all it sends: past MAX_WAITING requests waiting, the connection is closed
 // (a client must be ready to send pipelined requests again after a close, RFC 9112 section
 // 9.3.2; no real client pipelines that deep), and the caller is told (the listener logs it).
+// A waiting request starts a turn of the event loop after the answer before it closed, so the
+// access lines come in request order, as nginx writes them (see ConnectionState.next).
 // Owns no I/O of its own: it orders calls to the handler, and closes a connection past the bound.
 import type { IncomingMessage, ServerResponse } from 'node:http'
 
@@ -19,6 +21,8 @@ export type Overflow = (socket: Duplex) => void
 export const MAX_WAITING = 256
 
 const STATE: unique symbol = Symbol('tether.pipeline')
+/** Requests parsed, waiting for their turn: not handed to the handler yet (see waitsItsTurn). */
+const WAITING = new WeakSet<IncomingMessage>()
 /** Per connection: idle, busy, or busy with requests waiting; and its "answer done" callback. */
 interface ConnectionState {
   busy: boolean
@@ -26,6 +30,17 @@ interface ConnectionState {
   /** An answer closed the connection: nothing more is processed on it. */
   closed: boolean
   readonly done: () => void
+  /**
+   * Starts the first waiting request: called by `done` through setImmediate, not at once. An
+   * answer's 'close' comes in the same process.nextTick run as its end, before the request path
+   * is told of that end (a microtask: see forward.ts ExchangeHandler.onEnd) and writes its access
+   * line; a request started at once and refused by Tether (two Host headers, a malformed head
+   * answered in its turn) would be logged first, the 400's line before the 200's. After the
+   * turn's microtasks, the earlier line is written. Only pipelined requests wait for it.
+   * Meanwhile Node has given the waiting request's response the socket, and may read a
+   * malformed body of it: see waitsItsTurn.
+   */
+  readonly next: () => void
   readonly overflow: Overflow | undefined
 }
 type Tracked = { [STATE]?: ConnectionState }
@@ -50,14 +65,12 @@ export function onePerConnection(handler: Handler, overflow?: Overflow): Handler
         waiting: null,
         closed: false,
         done: () => {
-          // an answer that closed the connection (a refusal with `Connection: close`): the
-          // requests read behind it are never processed (RFC 9112 section 9.6), nor any read
-          // later (the connection stays busy: they queue and are dropped, see wait)
-          if (!socket.writable) {
-            s.closed = true
-            s.waiting = null
-            return
-          }
+          if (closedBy(socket, s)) return
+          if (s.waiting === null || s.waiting.length === 0) s.busy = false
+          else setImmediate(s.next) // (the connection stays busy meanwhile: a request read now waits too)
+        },
+        next: () => {
+          if (closedBy(socket, s)) return // (the client left meanwhile)
           const next = s.waiting?.shift()
           if (next !== undefined) next()
           else s.busy = false
@@ -67,7 +80,9 @@ export function onePerConnection(handler: Handler, overflow?: Overflow): Handler
       state = socket[STATE] = s
     }
     if (state.busy) {
+      WAITING.add(req)
       wait(socket, state, () => {
+        WAITING.delete(req)
         res.on('close', state!.done)
         handler(req, res)
       })
@@ -77,6 +92,15 @@ export function onePerConnection(handler: Handler, overflow?: Overflow): Handler
     res.on('close', state.done) // a response closes once: no once-wrapper needed
     handler(req, res)
   }
+}
+
+/**
+ * Whether `req` was parsed behind an earlier request and is not handed to its handler yet,
+ * also once the earlier answer went out and Node gave `req`'s response the socket (see
+ * ConnectionState.next): a malformed body of it is for its handler to answer in its turn.
+ */
+export function waitsItsTurn(req: IncomingMessage): boolean {
+  return WAITING.has(req)
 }
 
 /**
@@ -96,6 +120,18 @@ export function whenIdle(socket: Duplex, fn: () => void): void {
     fn()
     state.done()
   })
+}
+
+/**
+ * Whether the connection closed (an answer with `Connection: close`, or the client left): the
+ * requests read behind the answer are never processed (RFC 9112 section 9.6), nor any read
+ * later (the connection stays busy: they queue and are dropped, see wait).
+ */
+function closedBy(socket: Duplex, state: ConnectionState): boolean {
+  if (socket.writable) return false
+  state.closed = true
+  state.waiting = null
+  return true
 }
 
 /** Queue `next` behind the connection's current request; past MAX_WAITING, close the connection. */
