@@ -13,7 +13,7 @@ export const USAGE = `Usage:
                              run the proxy (default file: $TETHER_CONFIG or config/proxy.yaml);
                              -c <file> and --config=<file> are the same option
   tether check <file>        validate a config file; exit 0 when valid, 1 when not
-                             (also: tether check --config <file>)
+                             (also: tether check --config <file>; "-" reads stdin)
   tether import [--manifests] [--image <ref>] <file.yaml>...
                              read Kubernetes manifests (ingress-nginx Ingress, Service with
                              ClientIP affinity, Gateway API HTTPRoute) and print a proxy.yaml
@@ -192,7 +192,7 @@ function parseWords(argv: readonly string[], env: Readonly<Record<string, string
       ended = true
       continue
     }
-    const option = !ended && a.startsWith('-')
+    const option = !ended && a.startsWith('-') && a !== '-' // "-" alone is stdin: check's file
     if (!ended && (a === '--config' || a === '-c' || a.startsWith('--config='))) {
       const v = a.startsWith('--config=') ? optionValue('--config', a.slice('--config='.length), args) : optionValue(a, undefined, args)
       if (typeof v !== 'string') return v
@@ -226,10 +226,23 @@ function parseWords(argv: readonly string[], env: Readonly<Record<string, string
   }
   if (kind === 'check' && config === undefined) return { kind: 'usage-error', message: 'check needs a config file' }
   if (kind === 'check') return { kind, config: config! }
+  if (config === '-') return { kind: 'usage-error', message: STDIN_RUN('--config -') }
   if (config !== undefined) return { kind, config, configFrom: 'argument' }
   const fromEnv = env['TETHER_CONFIG']
+  // set and empty: a mistake (an unset variable in a manifest, `TETHER_CONFIG=$CONF`), not the
+  // default file; said as --config '' is (both exit 2), never read as a file named ""
+  if (fromEnv === '') return { kind: 'usage-error', message: 'TETHER_CONFIG is empty: set it to a config file, or unset it for the default config/proxy.yaml (--config <file> overrides it)' }
+  if (fromEnv === '-') return { kind: 'usage-error', message: STDIN_RUN('TETHER_CONFIG=-') }
   return fromEnv !== undefined ? { kind, config: fromEnv, configFrom: 'TETHER_CONFIG' } : { kind, config: 'config/proxy.yaml', configFrom: 'default' }
 }
+
+/**
+ * Why `run` takes no config from stdin ("-", which `check` reads): it reads its file again on
+ * SIGHUP and when the file changes (a file named "-" is written `./-`).
+ * Example: `STDIN_RUN("--config -")`.
+ */
+const STDIN_RUN = (given: string): string =>
+  `${given}: run reads its config file again on SIGHUP and on changes, and stdin cannot be read again: name a file (stdin is for tether check -; a file named "-" is ./-)`
 
 function parseImport(args: string[]): Command {
   const files: string[] = []

@@ -3,7 +3,7 @@
 // root, and turns SIGTERM/SIGINT into a graceful stop. No proxy logic here.
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { CONFIG_WARNING, ConfigError, configWarnings, escapeControls, readConfigFile, readErrorReason, type Config } from './config/index.js'
+import { CONFIG_WARNING, ConfigError, configWarnings, escapeControls, inputName, readConfigFile, readErrorReason, type Config } from './config/index.js'
 import { parseArgs, USAGE } from './cli-args.js'
 import { configFiles } from './config/config-files.js'
 import { formatDuration } from './config/duration.js'
@@ -161,7 +161,7 @@ async function main(): Promise<number> {
       const config = load(cmd.config)
       if (config === null) return 1
       for (const w of configWarnings(config)) process.stderr.write(`warning: ${w}\n`)
-      process.stdout.write(`${escapeControls(cmd.config)}: ok (${upstreamSources(config)})\n`)
+      process.stdout.write(`${escapeControls(inputName(cmd.config))}: ok (${upstreamSources(config)})\n`)
       return 0
     }
     case 'run': {

@@ -99,3 +99,24 @@ t.test('check: Kubernetes and SRV discovery say what they will discover', async 
   t.equal(r2.code, 0, r2.stderr)
   t.equal(r2.stdout, `${both}: ok (DNS SRV discovery of _http._tcp.web.shop.svc.cluster.local ports from SRV records every 5s; Kubernetes discovery of Service web (shop) port 8080 (EndpointSlices, through kubeconfig ${kubeconfig}))\n`)
 })
+
+// `tether check -` (and `check --config -`) reads the config from stdin, as `tether import -`
+// reads a manifest and as kubectl, yamllint and the like take "-" (CI: `kubectl get cm tether
+// -o jsonpath='{.data.proxy\.yaml}' | tether check -`); its lines name `<stdin>` with line and
+// column. Until 2026-12-05 `check -` was a usage error (`unknown argument "-"`) and `check
+// --config -` looked for a file named "-".
+t.test('check -: the config is read from stdin, and its lines name <stdin> with the line and column', async (t) => {
+  const valid = 'upstreams:\n  - { id: a, url: "http://127.0.0.1:9001" }\n'
+  const [ok, viaOption] = await Promise.all([runCli(['check', '-'], {}, 15000, [], valid), runCli(['check', '--config', '-'], {}, 15000, [], valid)])
+  t.same([ok.code, ok.stdout, ok.stderr], [0, '<stdin>: ok (1 static upstream)\n', ''])
+  t.same([viaOption.code, viaOption.stdout], [0, '<stdin>: ok (1 static upstream)\n'], 'check --config - alike')
+  const [key, syntax, empty] = await Promise.all([
+    runCli(['check', '-'], {}, 15000, [], `${valid}listen:\n  prot: 80\n`),
+    runCli(['check', '-'], {}, 15000, [], `${valid}listen:\n  port: [\n`),
+    runCli(['check', '-'], {}, 15000, [], ''),
+  ])
+  t.same([key.code, key.stdout, key.stderr], [1, '', '<stdin>:4:3 listen.prot: unknown key, did you mean `port`?\n'])
+  t.equal(syntax.code, 1)
+  t.match(syntax.stderr, /^<stdin>:4:9: YAML syntax error: /)
+  t.same([empty.code, empty.stderr], [1, '<stdin>:1:1: config is empty; expected a map with at least `upstreams`\n'], 'nothing piped in: an empty config')
+})

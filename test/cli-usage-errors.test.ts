@@ -40,6 +40,28 @@ t.test('usage errors a new user meets say what is wrong and what to write instea
   t.equal(usageLine(['drain', 'app-1', '--admin', '127.0.0.1:9901'], { TETHER_ADMIN: 'http://127.0.0.1:9901' }), 'tether: --admin: expected a URL like http://127.0.0.1:9901, got "127.0.0.1:9901"')
 })
 
+// TETHER_CONFIG set and empty is refused as --config '' is: a usage error naming it, exit 2
+// (until 2026-12-05 it was read as a file named "", exit 1: `: cannot read config: ... (ENOENT)`).
+// "-" (stdin) is check's only: run reads its file again on SIGHUP and changes, so `--config -`
+// and TETHER_CONFIG=- are usage errors (until 2026-12-05 they looked for a file named "-").
+t.test('an empty TETHER_CONFIG and stdin ("-") for run are usage errors naming what was given; check takes "-" for stdin', async (t) => {
+  const stdin = 'run reads its config file again on SIGHUP and on changes, and stdin cannot be read again: name a file (stdin is for tether check -; a file named "-" is ./-)'
+  t.equal(usageLine([], { TETHER_CONFIG: '' }), 'tether: TETHER_CONFIG is empty: set it to a config file, or unset it for the default config/proxy.yaml (--config <file> overrides it)')
+  t.equal(usageLine(['run'], { TETHER_CONFIG: '' }), usageLine([], { TETHER_CONFIG: '' }))
+  t.equal(usageLine(['--config', ''], { TETHER_CONFIG: 'a.yaml' }), 'tether: --config needs a file path', '--config empty: said as before')
+  t.same(parseArgs(['--config', 'a.yaml'], { TETHER_CONFIG: '' }), { kind: 'run', config: 'a.yaml', configFrom: 'argument' }, 'an argument overrides it, as any TETHER_CONFIG')
+  t.equal(usageLine(['--config', '-']), `tether: --config -: ${stdin}`)
+  t.equal(usageLine(['run', '-c', '-']), `tether: --config -: ${stdin}`)
+  t.equal(usageLine(['--config=-']), `tether: --config -: ${stdin}`)
+  t.equal(usageLine([], { TETHER_CONFIG: '-' }), `tether: TETHER_CONFIG=-: ${stdin}`)
+  t.same(parseArgs(['--config', './-'], {}), { kind: 'run', config: './-', configFrom: 'argument' }, 'a file named "-"')
+  t.same(parseArgs(['check', '-'], {}), { kind: 'check', config: '-' })
+  t.same(parseArgs(['check', '--config', '-'], { TETHER_CONFIG: '' }), { kind: 'check', config: '-' })
+  t.equal(usageLine(['check', '-', '-']), 'tether: check takes one config file: "-" is a second (check each on its own)')
+  const empty = await runCli([], { TETHER_CONFIG: '' })
+  t.same([empty.code, empty.stdout, empty.stderr], [2, '', `tether: TETHER_CONFIG is empty: set it to a config file, or unset it for the default config/proxy.yaml (--config <file> overrides it)\n\n${USAGE}`])
+})
+
 t.test('as a process: a usage error is its line, then the help, exit 2; an admin address where nothing listens is asked about, exit 1', async (t) => {
   const closed = await freePort()
   const [usage, refused] = await Promise.all([runCli(['help']), runCli(['drain', 'app-1', '--admin', `http://127.0.0.1:${closed}`])])

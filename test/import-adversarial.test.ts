@@ -159,7 +159,7 @@ t.test('a file PowerShell wrote as UTF-16 (with a BOM) converts as its UTF-8 twi
   piped.stderr.on('data', (c: Buffer) => (stderr += c.toString()))
   piped.stdin.end(gzipSync(yaml))
   const code = await new Promise((resolve) => piped.on('close', resolve))
-  t.same([code, stderr], [1, 'tether import: stdin: gzip-compressed data (it starts with 1f 8b), not YAML text: decompress it first (pipe it through gzip -dc)\n'], 'stdin')
+  t.same([code, stderr], [1, 'tether import: <stdin>: gzip-compressed data (it starts with 1f 8b), not YAML text: decompress it first (pipe it through gzip -dc)\n'], 'stdin')
   t.throws(() => convert(`kind: Service\nmetadata: { name: "a\u0000" }\n`), { message: 'in.yaml:2:21 holds a NUL byte, which YAML text cannot: not a manifest file (binary?)' })
 })
 
@@ -181,7 +181,7 @@ t.test('a manifest that is not text (compressed, an archive, an executable, bina
     t.equal(config.length, 1, `${name}: refused as a config`)
     t.throws(() => manifestText(file, bytes), new ImportError(config[0]!), `${name}: refused as a manifest with the config's line`)
   }
-  t.throws(() => manifestText('-', gzipSync(yaml)), { message: 'stdin: gzip-compressed data (it starts with 1f 8b), not YAML text: decompress it first (pipe it through gzip -dc)' })
+  t.throws(() => manifestText('-', gzipSync(yaml)), { message: '<stdin>: gzip-compressed data (it starts with 1f 8b), not YAML text: decompress it first (pipe it through gzip -dc)' })
 })
 
 t.test('--image must be an image reference Kubernetes can pull: an empty or malformed one is an error, not a Deployment that never starts', async (t) => {

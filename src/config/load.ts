@@ -31,20 +31,28 @@ export function loadConfigFile(path: string, env: NodeJS.ProcessEnv = process.en
 /**
  * As {@link loadConfigFile}, with the text read: what a primary of workers hands each worker,
  * so they run the file as it was accepted, not as it is on disk when they start. `files` checks
- * the files the config names (default: its PEM files; cli.ts adds the kubeconfig).
+ * the files the config names (default: its PEM files; cli.ts adds the kubeconfig). `path` "-"
+ * is stdin (`tether check -`: run refuses it, as it reads its file again on reloads): its
+ * problems name `<stdin>` (`<stdin>:3:7: ...`), and the files it names by relative paths are
+ * read from the working directory.
  */
 export function readConfigFile(path: string, env: NodeJS.ProcessEnv = process.env, files: ConfigFiles = pemFiles): { readonly text: string; readonly config: Config } {
   const text = readConfigText(path)
-  return { text, config: parseConfig(text, path, env, files) }
+  return { text, config: parseConfig(text, inputName(path), env, files) }
 }
 
-/** The config file's text; throws `ConfigError` (`<path>: cannot read config: ...`) when it cannot be read. */
+/** How messages name the input at `path`: `<stdin>` for "-" (as gcc and Python name it), else `path`. */
+export function inputName(path: string): string {
+  return path === '-' ? '<stdin>' : path
+}
+
+/** The config file's text ("-": stdin's); throws `ConfigError` (`<path>: cannot read config: ...`) when it cannot be read. */
 export function readConfigText(path: string): string {
   let bytes: Buffer
   try {
-    bytes = readFileSync(path)
+    bytes = readFileSync(path === '-' ? 0 : path)
   } catch (err) {
-    throw new ConfigError([escapeControls(`${path}: cannot read config: ${readErrorReason(err)}`)], { cause: err })
+    throw new ConfigError([escapeControls(`${inputName(path)}: cannot read config: ${readErrorReason(err)}`)], { cause: err })
   }
   const decoded = decodeYamlBytes(bytes)
   const binary = notYamlText(bytes, decoded, path)
@@ -58,12 +66,12 @@ export function readConfigText(path: string): string {
  * is stdin) both go through, so both are told alike. Bytes read as UTF-16 (`decoded`) are text
  * with a zero byte beside each ASCII character: not checked. What is checked: see `notText`.
  * Example: "proxy.yaml.gz: gzip-compressed data (it starts with 1f 8b), not YAML text: decompress
- * it first (gunzip -k proxy.yaml.gz)"; "stdin: gzip-compressed data (...), not YAML text:
+ * it first (gunzip -k proxy.yaml.gz)"; "<stdin>: gzip-compressed data (...), not YAML text:
  * decompress it first (pipe it through gzip -dc)".
  */
 export function notYamlText(bytes: Buffer, decoded: DecodedText, path: string): string | null {
   const why = decoded.encoding === 'utf-8' ? notText(bytes, path) : null
-  return why === null ? null : escapeControls(`${path === '-' ? 'stdin' : path}: ${why}`)
+  return why === null ? null : escapeControls(`${inputName(path)}: ${why}`)
 }
 
 /** Files given for a config by mistake, told by their first bytes: what each is and, where it helps, what to do. */
