@@ -32,11 +32,17 @@ export class EarlySignals {
     }
   }
 
-  /** Put the real handlers in place of the holding ones, then apply the signals held. */
+  /**
+   * Put the real handlers in place of the holding ones, then apply the signals held. Each real
+   * handler is added before its holding one is removed: Node closes a signal's watcher when its
+   * last listener goes, and a signal caught but not yet dispatched (it arrived while this start's
+   * last steps ran, before the event loop turned) was dropped with it, so a SIGTERM then left
+   * Tether running, neither held nor handled.
+   */
   release(handlers: Readonly<Record<SignalName, (signal: SignalName) => void>>): void {
     for (const name of NAMES) {
-      process.removeListener(name, this.#hold.get(name)!)
       process.on(name, () => handlers[name](name))
+      process.removeListener(name, this.#hold.get(name)!)
     }
     const stop = this.#seen.find((s) => s !== 'SIGHUP')
     if (stop !== undefined) handlers[stop](stop)

@@ -42,3 +42,27 @@ t.test('a second stop signal while the start has not ended exits at once', async
   t.same(exits, [1], 'the second ends the process (exit 1)')
   early.release(handlers)
 })
+
+t.test('a signal caught just before release, not yet dispatched, reaches the real handler', async (t) => {
+  // process.kill to itself runs libuv's handler at once (it queues the signal for the event
+  // loop); release() runs before the loop turns. A SIGHUP sent after release comes through the
+  // same queue, so once its handler ran, the SIGTERM before it was dispatched, or dropped.
+  const { calls, handlers } = recorder(t)
+  const heard = new Promise<void>((resolve) => {
+    handlers.SIGHUP = (s) => { calls.push(s); resolve() }
+  })
+  // as in tether's own process, the holding listeners are the only ones (tap has its own, which
+  // keep Node's watcher open whatever release does): the others are put back at the end
+  const others = (['SIGTERM', 'SIGINT', 'SIGHUP'] as const).map((n) => [n, process.listeners(n)] as const)
+  for (const [n, listeners] of others) for (const l of listeners) process.removeListener(n, l)
+  t.teardown(() => { for (const [n, listeners] of others) for (const l of listeners) process.on(n, l) })
+  // signal watchers are unref'd: this handle keeps the loop turning until the SIGHUP comes
+  const alive = setInterval(() => undefined, 60_000)
+  t.teardown(() => clearInterval(alive))
+  const early = new EarlySignals(() => t.fail('no exit'))
+  process.kill(process.pid, 'SIGTERM')
+  early.release(handlers)
+  process.kill(process.pid, 'SIGHUP')
+  await heard
+  t.same(calls, ['SIGTERM', 'SIGHUP'], 'the SIGTERM caught before release is handled, then the SIGHUP')
+})
