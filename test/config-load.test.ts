@@ -976,6 +976,14 @@ t.test('state.redis.name without sentinels is accepted (an existing file keeps l
   t.strictSame(configWarnings(memory), [], 'none when Redis is not used')
 })
 
+t.test('a way to reach Redis set while state.store is not redis is accepted with a warning naming the key and its line', async (t) => {
+  const url = parseConfig(yaml(...UPSTREAM, 'state:', '  redis:', '    url: redis://x:6379'), FILE)
+  t.equal(url.state.store, 'memory', 'accepted as before: the memory store')
+  t.strictSame(configWarnings(url), [`${FILE}:6:10 state.redis.url: ignored with state.store: memory (Tether uses Redis only with store: redis)`])
+  const none = parseConfig(yaml(...UPSTREAM, 'state:', '  store: none', '  redis: { sentinels: ["s:26379"], name: m }'), FILE)
+  t.strictSame(configWarnings(none), [`${FILE}:6:23 state.redis.sentinels: ignored with state.store: none (Tether uses Redis only with store: redis)`])
+})
+
 t.test('retries.hedge_after that can never fire (attempts 0, or not before try_duration) is accepted with a warning naming the key and its line', async (t) => {
   const none = parseConfig(yaml(...UPSTREAM, 'retries:', '  attempts: 0', '  hedge_after: 200ms'), FILE)
   t.equal(none.retries.hedge_after, 200, 'accepted as before')

@@ -957,8 +957,14 @@ const redisUrl: Check<string> = leaf('a redis:// or rediss:// URL', (value) => {
 
 /** Exactly one way to reach Redis when the store is redis. */
 function redisRules(st: Config['state'], node: SourceNode, path: string, ctx: Ctx): boolean {
-  if (st.store !== 'redis') return true
   const r = st.redis
+  if (st.store !== 'redis') {
+    // a Redis set up but not used: `store: redis` forgotten (or left at memory after a copy)
+    // would run every replica on its own store without a word; accepted, as it always was
+    const way = r.url !== null ? 'url' : r.sentinels.length > 0 ? 'sentinels' : r.nodes.length > 0 ? 'nodes' : null
+    if (way !== null) ctx.warn(nodeAt(node, ['redis', way]).pos, `${path}.redis.${way}`, `ignored with ${path}.store: ${st.store} (Tether uses Redis only with store: redis)`)
+    return true
+  }
   const ways = [r.url !== null, r.sentinels.length > 0, r.nodes.length > 0].filter(Boolean).length
   const at = nodeAt(node, ['redis']).pos
   if (ways !== 1) {
