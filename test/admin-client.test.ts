@@ -43,6 +43,26 @@ t.test('an admin token that is not ASCII authenticates from the CLI as from curl
   await up.close()
 })
 
+/** A loopback port on fetch's "bad port" list that is free here, with its listener: the first that binds. */
+async function badPortServer(handler: http.RequestListener): Promise<http.Server> {
+  for (const port of [6000, 6665, 6666, 6667, 6668, 6669, 6679, 6697, 10080, 5060, 5061, 4045, 2049]) {
+    const server = http.createServer(handler)
+    const bound = await new Promise<boolean>((resolve) => {
+      server.once('error', () => resolve(false)).listen(port, '127.0.0.1', () => resolve(true))
+    })
+    if (bound) return server
+  }
+  throw new Error('no port of the list is free')
+}
+
+t.test('an admin API on a port fetch refuses (6000, 6667, ...; admin.listen.port takes it) is reached', async (t) => {
+  const server = await badPortServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"id":"app-0","draining":true}'))
+  t.teardown(() => { server.closeAllConnections(); server.close() })
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  const drain = await drainUpstream({ url, token: null }, 'app-0', { ...DRAIN, wait: false })
+  t.same([drain.code, drain.out, drain.err], [0, 'app-0: draining\n', ''], `${url}: drained, not "bad port"`)
+})
+
 t.test('drain --wait keeps to --timeout when the admin API stops answering its looks', async (t) => {
   const held: http.ServerResponse[] = []
   const server = http.createServer((req, res) => {

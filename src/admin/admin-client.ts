@@ -1,7 +1,11 @@
 // The CLI's side of the admin API: `tether session <key>` (one user, printed for a person) and
 // `tether drain <id> [--migrate] [--wait]` (a preStop hook that returns once the upstream's
 // users have moved). Layer 4 flow: HTTP calls to a running Tether's admin listener through
-// Node's fetch; it never touches a running proxy's state otherwise, and never throws.
+// node:http (not fetch: fetch refuses the ports on its "bad port" list, 6000 or 6667 among them,
+// which admin.listen.port accepts); it never touches a running proxy's state otherwise, and
+// never throws.
+import http from 'node:http'
+import https from 'node:https'
 import { didYouMean, escapeControls, nearest } from '../config/index.js'
 import { SCAN_TIMEOUT, isScan, type SessionView } from './session-lookup.js'
 
@@ -177,28 +181,58 @@ function oneLine(body: string): string {
 
 /** One admin call: the parsed JSON, or a sentence saying why not. */
 async function call(admin: AdminTarget, method: string, path: string, timeout = CALL_TIMEOUT): Promise<unknown> {
-  // a header value is bytes: the token's UTF-8 bytes, as the admin API compares them (fetch
-  // takes a string of characters up to U+00FF as one byte each, and throws on any other)
-  const headers: Record<string, string> = admin.token === null ? {} : { authorization: `Bearer ${Buffer.from(admin.token, 'utf8').toString('latin1')}` }
+  // a header value is bytes: the token's UTF-8 bytes, as the admin API compares them (Node's
+  // http takes a string of characters up to U+00FF as one byte each, and throws on any other);
+  // whitespace at its ends (a TETHER_ADMIN_TOKEN from a file ending with a newline) is left out,
+  // as fetch's header normalization did
+  const token = admin.token?.replace(/^[\t\n\r ]+|[\t\n\r ]+$/g, '')
+  const headers: Record<string, string> = token === undefined ? {} : { authorization: `Bearer ${Buffer.from(token, 'utf8').toString('latin1')}` }
   try {
-    const res = await fetch(`${admin.url.replace(/\/+$/, '')}${path}`, { method, headers, signal: AbortSignal.timeout(timeout) })
-    const body = await res.text()
+    const res = await request(`${admin.url.replace(/\/+$/, '')}${path}`, method, headers, timeout)
+    const body = res.body
+    const ok = res.status >= 200 && res.status < 300
     if (res.status === 401) return `${res.status} ${oneLine(body)} (the CLI sends the token of --token, else of TETHER_ADMIN_TOKEN${admin.token === null ? ': neither is set' : ''})`
     // another server's error page (an app's, the proxy port's upstream): said as not the admin API, not printed
-    if (!res.ok && /html/i.test(res.headers.get('content-type') ?? '')) return `${res.status}: ${notAdmin(admin)}`
-    if (!res.ok) return `${res.status} ${oneLine(body)}`
+    if (!ok && /html/i.test(res.contentType)) return `${res.status}: ${notAdmin(admin)}`
+    if (!ok) return `${res.status} ${oneLine(body)}`
     try {
       return JSON.parse(body) as unknown
     } catch {
       return notAdmin(admin)
     }
   } catch (err) {
-    const e = err as Error & { cause?: { code?: string; message?: string } }
+    const e = err as Error & { code?: string }
     // (the URL from --admin or TETHER_ADMIN, and an error that may quote it: escaped)
     if (e.name === 'TimeoutError') return escapeControls(`the admin API at ${admin.url} did not answer within ${timeout / 1000} s`)
-    const why = e.cause?.code ?? e.cause?.message ?? e.message
+    const why = e.code ?? e.message
     // nothing listens there: Tether not running, or its admin listener elsewhere
     const hint = why === 'ECONNREFUSED' ? ` (is Tether running with admin.listen at this address? --admin or TETHER_ADMIN names another)` : ''
     return escapeControls(`cannot reach the admin API at ${admin.url}: ${why}${hint}`)
   }
+}
+
+/** An admin answer: its status, content type and body as text. */
+interface AdminAnswer {
+  readonly status: number
+  readonly contentType: string
+  readonly body: string
+}
+
+/**
+ * One HTTP request with its answer read whole, within `timeout` ms for all of it (else it
+ * rejects with an error named `TimeoutError`); a connection error rejects with its `code`
+ * (`ECONNREFUSED`). Example: `await request('http://127.0.0.1:9901/upstreams', 'GET', {}, 5000)`.
+ */
+function request(url: string, method: string, headers: Record<string, string>, timeout: number): Promise<AdminAnswer> {
+  return new Promise((resolve, reject) => {
+    const req = (url.startsWith('https:') ? https : http).request(url, { method, headers, signal: AbortSignal.timeout(timeout) }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, contentType: res.headers['content-type'] ?? '', body: Buffer.concat(chunks).toString('utf8') }))
+      res.on('error', reject)
+    })
+    // an abort by the timeout rejects with its reason, the TimeoutError
+    req.on('error', (err: Error) => reject(err.name === 'AbortError' && err.cause instanceof Error ? err.cause : err))
+    req.end()
+  })
 }
