@@ -34,6 +34,7 @@ t.test('every spelling of a reserved name is reserved; other names are not', asy
   for (const name of ['x-tether', 'x-tetherx-a', 'x-app-states', 'x-request-id', 'cookie', 'x-app']) t.notOk(r.has(name), `${name} is not reserved`)
   t.equal(foldHeaderName('x_a-b_c'), 'x-a-b-c')
   t.equal(foldHeaderName('x.a-b_c'), 'x-a-b-c', "PHP reads '.' in a name as '_' (HTTP_X_A_B_C)")
+  t.equal(foldHeaderName("x!a~b|c`d'e"), 'x-a-b-c-d-e', "lighttpd hands PHP-FPM every byte but a letter or digit as '_'")
 })
 
 t.test('a client cannot send any spelling of a reserved header upstream, with underscores allowed or not', async (t) => {

@@ -286,11 +286,13 @@ export interface ForwardingConfig {
   /** Add `X-Tether-Upstream: <id>` to responses (debugging). Default false. */
   readonly upstream_header: boolean
   /**
-   * Forward request headers whose name contains `_` or `.` (nginx's `underscores_in_headers`;
-   * nginx drops `.` names always). CGI, PHP, Rack and WSGI read `X_Foo` and `X-Foo` as one
-   * variable, and PHP `X.Foo` too (it registers every `.` of a name as `_`), so by default such
-   * names are dropped (logged at debug). Forwarded, they still meet the reserved-name and
-   * X-Forwarded rules as the name they fold to. Default false.
+   * Forward request headers whose name holds a byte other than a letter, a digit or `-`: `_`,
+   * `.` and every other tchar (`!`, `~`, `|`, ...). The name is nginx's `underscores_in_headers`;
+   * true is that plus `ignore_invalid_headers off` (nginx drops the other names by default).
+   * Backends read such names as other ones: CGI, PHP, Rack and WSGI read `X_Foo` as `X-Foo`, PHP
+   * `X.Foo` too, and lighttpd hands PHP-FPM every non-alphanumeric byte as `_` (`X~Foo` is
+   * `HTTP_X_FOO`), so by default such names are dropped (logged at debug). Forwarded, they still
+   * meet the reserved-name and X-Forwarded rules as the name they fold to. Default false.
    */
   readonly allow_underscores: boolean
   /** TLS settings of every https:// upstream (an upstream's own `tls` keys override them). */

@@ -32,7 +32,10 @@ export function connectionTokens(value: string | string[] | undefined): Set<stri
 export interface HeaderPolicy {
   /** Tether's reserved names (removed in both directions, every spelling). */
   readonly reserved: ReservedHeaders
-  /** Forward request header names containing `_` or `.` (nginx's `underscores_in_headers`); false drops them. */
+  /**
+   * Forward request header names holding a byte other than a letter, a digit or `-` (`_`, `.`,
+   * `!`, `~`, ...: nginx's `underscores_in_headers` and `ignore_invalid_headers off`); false drops them.
+   */
   readonly allowUnderscores: boolean
   /** Keep the client's Host (true) or send the upstream URL's host (false). */
   readonly preserveHost: boolean
@@ -98,16 +101,17 @@ export interface RequestHeaderContext {
   readonly authority?: string | null
   /** The request id sent upstream as X-Request-Id (replacing the client's); absent: the client's passes. */
   readonly requestId?: string
-  /** Names dropped for containing `_` are added here (for a debug log line), when given. */
+  /** Names dropped for a byte other than a letter, a digit or `-` are added here (for a debug log line), when given. */
   readonly dropped?: string[]
 }
 
 /**
  * Build the header list sent upstream from the client's raw headers ([name, value, ...]).
  * Removes hop-by-hop headers and those named by Connection, `Expect` (Tether answers
- * 100-continue itself), every reserved name in any spelling (`X_Tether_State` and
- * `X.Tether.State` are `x-tether-state` to PHP), and, unless `allowUnderscores`, every name
- * containing `_` or `.` (nginx drops both by default: `ignore_invalid_headers`). Sets
+ * 100-continue itself), every reserved name in any spelling (`X_Tether_State`, `X.Tether.State`
+ * and, behind lighttpd, `X!Tether~State` are `HTTP_X_TETHER_STATE` to PHP), and, unless
+ * `allowUnderscores`, every name holding a byte other than a letter, a digit or `-` (nginx drops
+ * them by default: `underscores_in_headers off`, `ignore_invalid_headers on`). Sets
  * X-Request-Id to `ctx.requestId`. With `xForwarded`: appends the peer to X-Forwarded-For;
  * X-Forwarded-Proto/-Host/-Port and Forwarded from a trusted peer are kept (set when absent:
  * -Port by its kept X-Forwarded-Proto, when it sent one, see forwardedPort),
@@ -143,7 +147,7 @@ export function upstreamRequestHeaders(raw: readonly string[], policy: HeaderPol
     const name = raw[i]!
     const value = raw[i + 1]!
     let lower = name.toLowerCase()
-    // `_` and `.` alike: PHP reads both as `_` (X.Real.IP is HTTP_X_REAL_IP, as X_Real_IP is)
+    // `_`, `.` and every other tchar alike: lighttpd hands PHP-FPM X!Real~IP as HTTP_X_REAL_IP
     if (hasFoldedByte(lower)) {
       if (!policy.allowUnderscores) {
         ctx.dropped?.push(name)

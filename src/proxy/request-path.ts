@@ -581,7 +581,7 @@ export class RequestPath {
       dropped,
     })
     if (dropped !== undefined && dropped.length > 0) {
-      this.#d.logger.debug({ request_id: ctx.id, headers: dropped }, 'dropped request headers with "_" or "." in the name (forwarding.allow_underscores: false)')
+      this.#d.logger.debug({ request_id: ctx.id, headers: dropped }, 'dropped request headers whose name holds a byte other than a letter, a digit or "-" (forwarding.allow_underscores: false)')
     }
     headers.push(TETHER_HEADER.epoch, String(d.epoch))
     if (d.moved !== null) headers.push(TETHER_HEADER.moved, `from=${d.moved.from}; reason=${d.moved.reason}; epoch=${d.epoch}`)
