@@ -2,7 +2,8 @@
 // is not the lead is recorded in Redis under that worker's own field; after Redis lost its keys
 // (FLUSHALL) that worker writes it back itself, and the lead too (it holds its sibling's record,
 // heard), also once the worker that found it is gone (SIGKILLed, restarted by the primary), so
-// a Tether replica started after the loss ejects the upstream too. A real redis-server, a real
+// a Tether replica started after the loss ejects the upstream too; and when the lead changes
+// afterwards (the new lead read the record at its start). A real redis-server, a real
 // primary with two worker processes, real upstreams; nothing sleeps.
 import t, { type Test } from 'tap'
 import http from 'node:http'
@@ -154,5 +155,22 @@ t.test('with two workers, an ejection whose finder was SIGKILLed (and restarted)
   const lost = await flushed(s.lines)
   t.match(lost.find((l) => l['worker'] === s.lead), { ejections: 1 }, 'the lead wrote back its gone sibling\'s ejection')
   t.match(lost.find((l) => l['worker'] === 1 - s.lead), { ejections: 0 }, 'the restarted worker none (the lead does)')
+  await backAfterLoss(t, prefix, s)
+})
+
+t.test('with two workers, the finder SIGKILLed and restarted, then the lead SIGKILLed: the restarted finder, now the lead, writes the record back after a FLUSHALL (it read it at its start)', async (t) => {
+  const prefix = 'wkl:'
+  const s = await ejectedByNonLead(t, prefix)
+  const slot = 1 - s.lead // the finder's slot
+  const listening = (w: number): number => s.lines().filter((l) => l['msg'] === 'tether listening' && l['worker'] === w).length
+  const leads = (): number => s.lines().filter((l) => l['msg'] === 'worker runs the active health checks').at(-1)!['child'] as number
+  process.kill(workerPids(s.proc).find((pid) => slotOf(pid) === slot)!, 'SIGKILL')
+  await waitFor(() => listening(slot) === 2, 60_000, 'the finder\'s slot to be restarted')
+  process.kill(workerPids(s.proc).find((pid) => slotOf(pid) === s.lead)!, 'SIGKILL')
+  await waitFor(() => leads() === slot, 30_000, 'the restarted finder to lead')
+  await waitFor(() => listening(s.lead) === 2, 60_000, 'the old lead\'s slot to be restarted')
+  t.equal((await redisCli(redis.port, 'HGETALL', s.key)).trim(), s.recorded, 'the record stays in Redis while it runs')
+  const lost = await flushed(s.lines)
+  t.match(lost.find((l) => l['worker'] === slot), { ejections: 1 }, 'the new lead (the restarted finder\'s slot) wrote it back')
   await backAfterLoss(t, prefix, s)
 })
