@@ -21,11 +21,15 @@ import { waitFor } from './fixtures/wait.js'
 const IDS = ['a', 'b', 'c', 'd', 'e']
 const BASE = 30_000
 
-/** The peers' Redis: named sets, and a broadcast that loses what is sent while `lost`. */
-function world(): { record: Map<string, Map<string, string>>; net: { lost: boolean; unreadable: Set<string> }; channel: () => PeerChannel & { again: () => void } } {
+/**
+ * The peers' Redis: named sets, and a broadcast that loses what is sent while `lost`; and each
+ * group of workers' own channel (the primary's IPC: a broadcast to the group's other workers).
+ */
+function world(): { record: Map<string, Map<string, string>>; net: { lost: boolean; unreadable: Set<string> }; channel: () => PeerChannel & { again: () => void }; relay: (group: string) => PeerChannel } {
   const record = new Map<string, Map<string, string>>()
   const net = { lost: false, unreadable: new Set<string>() }
   const subs = new Set<(m: string) => void>()
+  const groups = new Map<string, Set<(m: string) => void>>()
   const set = (name: string): Map<string, string> => record.get(name) ?? record.set(name, new Map()).get(name)!
   const channel = (): PeerChannel & { again: () => void } => {
     let again: () => void = () => undefined
@@ -38,12 +42,26 @@ function world(): { record: Map<string, Map<string, string>>; net: { lost: boole
       again: () => again(),
     }
   }
-  return { record, net, channel }
+  const relay = (group: string): PeerChannel => {
+    const members = groups.get(group) ?? groups.set(group, new Set()).get(group)!
+    let mine: (m: string) => void = () => undefined
+    return {
+      publish: (m) => { for (const s of members) if (s !== mine) s(m); return Promise.resolve(true) },
+      subscribe: (fn) => { mine = fn; members.add(fn); return Promise.resolve() },
+      remember: () => Promise.resolve(true),
+      members: () => Promise.resolve(new Map()),
+    }
+  }
+  return { record, net, channel, relay }
 }
 
 interface Replica { readonly health: HealthTable; readonly shared: SharedHealth; readonly channel: ReturnType<ReturnType<typeof world>['channel']>; readonly logs: LogCapture }
 
-/** A replica on `w` and `clock` (active checks on: a refusal ends at passed probes), started. */
+/**
+ * A replica on `w` and `clock` (active checks on: a refusal ends at passed probes), started;
+ * with `group`, a worker of that group, on its group's channel too (not its lead: no active
+ * `down` of another group is relayed in these tests).
+ */
 async function replica(t: Test, w: ReturnType<typeof world>, clock: FakeClock, opts: { ids?: string[]; percent?: number; addressesOf?: AddressesOf; timers?: ReturnType<typeof heldTimers>['timers']; group?: string } = {}): Promise<Replica> {
   const health = new HealthTable({
     active: { healthy_threshold: 2, unhealthy_threshold: 2 },
@@ -53,7 +71,8 @@ async function replica(t: Test, w: ReturnType<typeof world>, clock: FakeClock, o
   health.setUpstreams(opts.ids ?? IDS)
   const channel = w.channel()
   const logs = new LogCapture()
-  const shared = new SharedHealth(channel, health, createLogger('info', logs), opts.addressesOf, opts.group ?? null, null, opts.timers, () => clock.now())
+  const relay = opts.group === undefined ? null : { channel: w.relay(opts.group), lead: () => false }
+  const shared = new SharedHealth(channel, health, createLogger('info', logs), opts.addressesOf, opts.group ?? null, relay, opts.timers, () => clock.now())
   t.teardown(() => shared.stop())
   await shared.start()
   return { health, shared, channel, logs }
@@ -454,4 +473,32 @@ t.test("a record written back under its field after Redis lost its keys (recordA
     t.equal(two.health.state(id), 'healthy', `${what}: not applied again on #2`)
     t.equal(times(two, id), 1, `${what}: counted once on #2`)
   }
+})
+
+t.test("two siblings that found one upstream failing at once (one timed, one a refusal): the lead holds both records and writes both back after a loss, also once the timed one's finder exited (review r1)", async (t) => {
+  const w = world()
+  const clock = new FakeClock(Date.now())
+  const s1 = await replica(t, w, clock, { group: 'g1' })
+  const s2 = await replica(t, w, clock, { group: 'g1' })
+  const lead = await replica(t, w, clock, { group: 'g1' })
+  // both find c failing before hearing each other (pub/sub latency): s1's down is not heard yet
+  w.net.lost = true
+  s1.health.reportPassive('c', 'server_error')
+  w.net.lost = false
+  clock.advance(1)
+  s2.health.reportPassive('c', 'connect_refused')
+  s1.channel.again(); s2.channel.again(); lead.channel.again() // each reads the records (s1's 5xx is heard that way)
+  await settle()
+  t.same([s1.health.ejection('c')?.ends, s2.health.ejection('c')?.ends, lead.health.ejection('c')?.ends], ['time', 'time', 'time'], 'every worker holds c timed (the 5xx)')
+  const before = new Map(w.record.get('ejections'))
+  t.same([...recorded(w).values()].map((r) => r['refused'] === true).sort(), [false, true], 'two records: the 5xx and the refusal')
+  const early = await replica(t, w, clock, { group: 'g3' })
+  t.equal(early.health.ejection('c')?.ends, 'time', 'a replica started before the loss holds c timed (it reads both records)')
+  s1.shared.stop() // the 5xx finder exits
+  w.record.clear() // FLUSHALL
+  t.same(lead.shared.recordAgain(true), { drains: 0, ejections: 2 }, 'the lead writes both back')
+  s2.shared.recordAgain(false)
+  t.same(new Map(w.record.get('ejections')), before, 'both records back, as their finders wrote them')
+  const late = await replica(t, w, clock, { group: 'g2' })
+  t.equal(late.health.ejection('c')?.ends, 'time', 'a replica started after the loss holds c timed, as the group does')
 })

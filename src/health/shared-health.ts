@@ -215,15 +215,19 @@ export class SharedHealth {
   readonly #recorded = new Map<string, { readonly field: string; readonly value: string; readonly ends: number }>()
   /**
    * The ejections this process's sibling workers recorded (see EJECTIONS) and that may still be
-   * in force here, by upstream id (the newest of each): the field and the value as their finder
-   * wrote them, and its end (the finder's clock: the workers share one machine's), known from
-   * the `down` heard (it carries `until` and `group`) or from the record read (its `group`).
-   * The lead writes them back after Redis lost its keys (see recordAgain): else an ejection whose
-   * finder exited since (crashed and restarted, or replaced in a rolling restart) had nobody to
-   * write it back, its siblings and its replacement holding it without its record. Dropped when
-   * the ejection ended here (as #recorded), or the upstream left the set.
+   * in force here, by field: every one (two siblings that found one upstream failing before
+   * they heard each other, say one a 5xx and the other a refusal, recorded two, and a replica
+   * that reads only one of them after a loss holds the upstream as the other kind), but each
+   * finder's newest of an upstream (its next `down` of it replaces its record). The upstream id,
+   * the value as their finder wrote it, and its end (the finder's clock: the workers share one
+   * machine's), known from the `down` heard (it carries `until` and `group`) or from the record
+   * read (its `group`). The lead writes them back after Redis lost its keys (see recordAgain):
+   * else an ejection whose finder exited since (crashed and restarted, or replaced in a rolling
+   * restart) had nobody to write it back, its siblings and its replacement holding it without
+   * its record. Dropped when it ended here (as #recorded) or its end passed, or the upstream
+   * left the set; at most APPLIED_KEPT, the oldest dropped.
    */
-  readonly #siblings = new Map<string, { readonly field: string; readonly value: string; readonly until: number }>()
+  readonly #siblings = new Map<string, { readonly id: string; readonly value: string; readonly until: number }>()
   /**
    * The awaited drains applied when their id joined, until the record is read again: one gone
    * from Redis meanwhile (its upstream left another replica's set: a replica that did not have
@@ -285,7 +289,7 @@ export class SharedHealth {
         this.#confirming.delete(e.id)
         this.#forget(e.id)
         for (const [field, applied] of this.#appliedFields) if (applied.id === e.id) this.#appliedFields.delete(field)
-        this.#siblings.delete(e.id)
+        this.#dropSiblings(e.id)
       }
       // an id that joined the set: its recorded drain, read before it was here, applies now. In a
       // microtask: after the set change that added it (not inside the table's transition), and
@@ -296,7 +300,7 @@ export class SharedHealth {
       if (this.#recorded.has(e.id)) queueMicrotask(() => this.#unrecordEnded(e.id))
       // a sibling's ejection that ended here (its time, passed probes, the upstream left the
       // set): the lead no longer writes it back (its finder, alive, removed its record)
-      if (this.#siblings.has(e.id)) queueMicrotask(() => { if (this.#health.ejection(e.id) === null) this.#siblings.delete(e.id) })
+      if (this.#siblings.size > 0) queueMicrotask(() => { if (this.#health.ejection(e.id) === null) this.#dropSiblings(e.id) })
     })
   }
 
@@ -528,7 +532,7 @@ export class SharedHealth {
         continue
       }
       // a sibling worker's (alive, or gone since: a worker that starts reads it here)
-      if (r.group === this.#group) this.#holdSibling(r.id, field, recorded.get(field)!, r.until)
+      if (r.group === this.#group) this.#holdSibling(r.id, field, recorded.get(field)!, r.until, now)
       if (this.#health.state(r.id) === undefined) {
         const waiting = this.#awaitingEjections.get(r.id) ?? []
         waiting.push({ field, r })
@@ -559,10 +563,28 @@ export class SharedHealth {
     if (this.#appliedFields.size > APPLIED_KEPT) this.#appliedFields.delete(this.#appliedFields.keys().next().value!)
   }
 
-  /** Hold a sibling worker's record of `id`'s ejection (see #siblings), unless one held of it is newer. */
-  #holdSibling(id: string, field: string, value: string, until: number): void {
-    const held = this.#siblings.get(id)
-    if (held === undefined || held.field === field || held.until <= until) this.#siblings.set(id, { field, value, until })
+  /**
+   * Hold a sibling worker's record at `field` of `id`'s ejection (see #siblings), in place of its
+   * finder's earlier record of `id` (unless the one held is the later: a read in progress can
+   * list a record replaced meanwhile); those whose end passed by `now` (this clock) are dropped.
+   */
+  #holdSibling(id: string, field: string, value: string, until: number, now: number): void {
+    const [sender, seq] = fieldParts(field)
+    for (const [f, held] of this.#siblings) {
+      if (held.until <= now) this.#siblings.delete(f)
+      else if (f !== field && held.id === id && fieldParts(f)[0] === sender) {
+        if (fieldParts(f)[1] > seq) return
+        this.#siblings.delete(f)
+      }
+    }
+    this.#siblings.delete(field)
+    this.#siblings.set(field, { id, value, until })
+    if (this.#siblings.size > APPLIED_KEPT) this.#siblings.delete(this.#siblings.keys().next().value!)
+  }
+
+  /** Drop the sibling workers' records of `id` held here (see #siblings): it ended here, or left the set. */
+  #dropSiblings(id: string): void {
+    for (const [field, held] of this.#siblings) if (held.id === id) this.#siblings.delete(field)
   }
 
   /**
@@ -689,10 +711,11 @@ export class SharedHealth {
       void this.#channel.remember(EJECTIONS, mine.field, mine.value)
     }
     const at = this.#now()
-    for (const [id, theirs] of lead ? this.#siblings : []) {
-      if (theirs.until <= at || this.#health.toldLength(id) === null) continue
+    for (const [field, theirs] of lead ? this.#siblings : []) {
+      if (theirs.until <= at) this.#siblings.delete(field)
+      if (theirs.until <= at || this.#health.toldLength(theirs.id) === null) continue
       ejections++
-      void this.#channel.remember(EJECTIONS, theirs.field, theirs.value)
+      void this.#channel.remember(EJECTIONS, field, theirs.value)
     }
     return { drains: n, ejections }
   }
@@ -878,7 +901,7 @@ export class SharedHealth {
       // a sibling worker's: its record, as its finder wrote it (see #siblings)
       if (m.group === this.#group && typeof m.until === 'number' && Number.isFinite(m.until)) {
         const addresses = Array.isArray(m.addresses) ? m.addresses.filter((a): a is string => typeof a === 'string') : undefined
-        this.#holdSibling(m.id, field, recordValue({ id: m.id, until: m.until, ejectedFor: length.ms, ejections: length.count, reason: told, refused: m.refused === true, url: typeof m.url === 'string' ? m.url : undefined, addresses, uid: typeof m.uid === 'string' ? m.uid : undefined, group: this.#group }), m.until)
+        this.#holdSibling(m.id, field, recordValue({ id: m.id, until: m.until, ejectedFor: length.ms, ejections: length.count, reason: told, refused: m.refused === true, url: typeof m.url === 'string' ? m.url : undefined, addresses, uid: typeof m.uid === 'string' ? m.uid : undefined, group: this.#group }), m.until, this.#now())
       }
       if (this.#appliedFields.has(field)) return
       this.#noteApplied(field, m.id, this.#now() + length.ms)
@@ -990,6 +1013,12 @@ function keep<T>(list: T[], entry: T): void {
 /** A told length's field (`ejectedFor` ms, `ejections`): a whole number >= 1 (anything else is read as none). */
 function isCount(n: unknown): n is number {
   return typeof n === 'number' && Number.isSafeInteger(n) && n > 0
+}
+
+/** A recorded ejection's field (see EJECTIONS: `<sender uuid>:<seq>`): its sender and seq (NaN: not a number). */
+function fieldParts(field: string): readonly [string, number] {
+  const at = field.lastIndexOf(':')
+  return [field.slice(0, at), Number(field.slice(at + 1))]
 }
 
 /** A message's `seq` as a sender numbers them (1, 2, 3, ...); anything else is read as no seq (an older Tether's). */
