@@ -475,6 +475,32 @@ t.test("a record written back under its field after Redis lost its keys (recordA
   }
 })
 
+t.test("a sibling's refusal its finder ended a probe before the lead (a probe the lead passed before it heard the down counts on the finder only) is not written back by the lead after a loss: the finder told its siblings it removed the record (review r1)", async (t) => {
+  const w = world()
+  const clock = new FakeClock(Date.now())
+  const finder = await replica(t, w, clock, { group: 'g1' })
+  const lead = await replica(t, w, clock, { group: 'g1' })
+  finder.health.reportPassive('d', 'connect_refused') // refused on the finder's traffic; the lead hears it at once
+  t.same([finder.health.state('d'), lead.health.state('d')], ['ejected', 'ejected'])
+  // the lead's probe that passed just before it heard the down reaches the finder (IPC) just after its ejection
+  finder.health.reportActive('d', true)
+  // the next probe passes: the lead applies it, then relays it
+  lead.health.reportActive('d', true)
+  finder.health.reportActive('d', true)
+  await settle()
+  t.equal(finder.health.state('d'), 'healthy', 'the finder ended the refusal (2 passes)')
+  t.equal(lead.health.state('d'), 'ejected', 'the lead has one pass to go (one probe interval)')
+  t.equal(w.record.get('ejections')?.size ?? 0, 0, 'the finder removed its record')
+  w.record.clear() // Redis loses its keys in this probe interval
+  t.same(lead.shared.recordAgain(true), { drains: 0, ejections: 0 }, 'the lead does not bring back the record its finder removed')
+  lead.health.reportActive('d', true)
+  await settle()
+  t.equal(lead.health.state('d'), 'healthy')
+  t.equal(w.record.get('ejections')?.size ?? 0, 0, 'nothing left in Redis once the ejection ended everywhere')
+  const late = await replica(t, w, clock, { group: 'g2' })
+  t.equal(late.health.state('d'), 'healthy', 'a replica started now does not eject d')
+})
+
 t.test("two siblings that found one upstream failing at once (one timed, one a refusal): the lead holds both records and writes both back after a loss, also once the timed one's finder exited (review r1)", async (t) => {
   const w = world()
   const clock = new FakeClock(Date.now())

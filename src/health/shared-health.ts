@@ -224,8 +224,9 @@ export class SharedHealth {
    * read (its `group`). The lead writes them back after Redis lost its keys (see recordAgain):
    * else an ejection whose finder exited since (crashed and restarted, or replaced in a rolling
    * restart) had nobody to write it back, its siblings and its replacement holding it without
-   * its record. Dropped when it ended here (as #recorded) or its end passed, or the upstream
-   * left the set; at most APPLIED_KEPT, the oldest dropped.
+   * its record. Dropped when its finder removed its record (it tells its siblings: see
+   * #unrecord), when it ended here (as #recorded) or its end passed, or the upstream left the
+   * set; at most APPLIED_KEPT, the oldest dropped.
    */
   readonly #siblings = new Map<string, { readonly id: string; readonly value: string; readonly until: number }>()
   /**
@@ -588,6 +589,24 @@ export class SharedHealth {
   }
 
   /**
+   * Remove this process's record at `field` (see EJECTIONS), and tell its sibling workers, which
+   * hold it (see #siblings), to drop it: their lead would else write it back after a loss. They
+   * do not all end an ejection at the same moment: a refusal ends at healthy_threshold passed
+   * probes counted by each worker, and the lead applies its probe result before it sends it, so
+   * a probe that passed on the lead just before it heard the `down` counts on the finder only,
+   * which ends it a probe interval before the lead; a record written back then stayed in Redis
+   * (nobody removes it again) until its end, and a replica started meanwhile ejected a healthy
+   * upstream. On the group's own channel (the workers' IPC, in order, not Redis: it is about
+   * this machine only); an older worker ignores it.
+   */
+  #unrecord(field: string): void {
+    void this.#channel.remember(EJECTIONS, field, null)
+    if (this.#group === this.#self) return
+    const message = JSON.stringify({ from: this.#self, kind: 'unrecorded', field, group: this.#group })
+    void (this.#relay !== null ? this.#relay.channel.publish(JSON.stringify({ relay: this.#self, message })) : this.#channel.publish(message))
+  }
+
+  /**
    * The ejection this process recorded for `id` ended here (or another began: a peer's, which
    * its sender records): its record is removed. A removal that fails leaves it to the readers
    * (they skip it by its end) and to this process's next read.
@@ -598,7 +617,7 @@ export class SharedHealth {
     const ejection = this.#health.ejection(id)
     if (ejection !== null && ejection.until >= mine.ends) return
     this.#recorded.delete(id)
-    void this.#channel.remember(EJECTIONS, mine.field, null)
+    this.#unrecord(mine.field)
   }
 
   /**
@@ -649,7 +668,7 @@ export class SharedHealth {
         const before = this.#recorded.get(id)
         const field = `${this.#self}:${seq}`
         this.#recorded.set(id, { field, value, ends: this.#health.ejection(id)?.until ?? 0 })
-        if (before !== undefined) void this.#channel.remember(EJECTIONS, before.field, null)
+        if (before !== undefined) this.#unrecord(before.field)
         void this.#channel.remember(EJECTIONS, field, value)
       }
       return
@@ -688,9 +707,11 @@ export class SharedHealth {
    * rolling restart), and no other process would write it back. One a live sibling found is
    * written twice (by it and by the lead: the same field and value, one HSET more per such
    * ejection and loss), the price of not tracking which siblings live; each one only while in
-   * force here and not past its end, so a record its finder removed as it ended is not brought
-   * back (its siblings end it at the same moment: the same told length, the lead's probes, the
-   * lead's discovery), but for a few ms at most, which readers skip by its end.
+   * force here and not past its end. A record its finder removed is not brought back: the finder
+   * tells its siblings as it removes it (see #unrecord), for they do not always end it at the
+   * same moment (a refusal can end on its finder a probe interval before the lead). But for one
+   * removed while the loss is handled here, its message on the way: it stays in Redis until its
+   * end (its value's `until`), a refusal that a replica started meanwhile ends at its own probes.
    */
   recordAgain(lead = true): { readonly drains: number; readonly ejections: number } {
     let n = 0
@@ -846,13 +867,16 @@ export class SharedHealth {
 
   /** `relayed`: from the group's channel (a lead relayed it; nothing else comes that way with a relay). */
   #receive(message: string, relayed = false): void {
-    let m: { from?: unknown; seq?: unknown; kind?: unknown; id?: unknown; active?: unknown; refused?: unknown; reason?: unknown; ejectedFor?: unknown; ejections?: unknown; until?: unknown; group?: unknown; url?: unknown; addresses?: unknown; uid?: unknown; migrate?: unknown; since?: unknown; recorded?: unknown }
+    let m: { from?: unknown; seq?: unknown; kind?: unknown; id?: unknown; field?: unknown; active?: unknown; refused?: unknown; reason?: unknown; ejectedFor?: unknown; ejections?: unknown; until?: unknown; group?: unknown; url?: unknown; addresses?: unknown; uid?: unknown; migrate?: unknown; since?: unknown; recorded?: unknown }
     try {
       m = JSON.parse(message) as typeof m
     } catch {
       return
     }
-    if (m.from === this.#self || typeof m.id !== 'string') return
+    if (m.from === this.#self) return
+    // a sibling worker removed its record (see #unrecord): its siblings no longer hold it
+    if (m.kind === 'unrecorded') return void (m.group === this.#group && typeof m.field === 'string' && this.#siblings.delete(m.field))
+    if (typeof m.id !== 'string') return
     // an active check's verdict of this group (the lead's probe): every worker of it applied that
     // probe result as it is (unhealthy until the probes pass again), not as an ejection
     if (m.kind === 'down' && m.active === true && m.group === this.#group) return
