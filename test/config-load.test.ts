@@ -984,6 +984,15 @@ t.test('a way to reach Redis set while state.store is not redis is accepted with
   t.strictSame(configWarnings(none), [`${FILE}:6:23 state.redis.sentinels: ignored with state.store: none (Tether uses Redis only with store: redis)`])
 })
 
+t.test('affinity.header.name with a byte other than a letter, a digit or "-" is accepted with a warning: it routes but is not forwarded unless forwarding.allow_underscores', async (t) => {
+  const tilde = parseConfig(yaml(...UPSTREAM, 'affinity:', '  key: header', '  header: { name: X~Tenant }'), FILE)
+  t.equal(tilde.affinity.header.name, 'X~Tenant', 'accepted')
+  t.strictSame(configWarnings(tilde), [`${FILE}:6:19 affinity.header.name: X~Tenant routes, but is not forwarded to the upstream: a name with a byte other than a letter, a digit or "-" is dropped unless forwarding.allow_underscores: true`])
+  t.strictSame(configWarnings(parseConfig(yaml(...UPSTREAM, 'affinity:', '  key: header', '  header: { name: X_Tenant }', 'forwarding:', '  allow_underscores: true'), FILE)), [], 'none when such names are forwarded')
+  t.strictSame(configWarnings(parseConfig(yaml(...UPSTREAM, 'affinity:', '  key: header', '  header: { name: X-Tenant }'), FILE)), [], 'none for a plain name')
+  t.strictSame(configWarnings(parseConfig(yaml(...UPSTREAM, 'affinity:', '  key: cookie', '  header: { name: X_Tenant }'), FILE)), [], 'none when the key is not the header')
+})
+
 t.test('retries.hedge_after that can never fire (attempts 0, or not before try_duration) is accepted with a warning naming the key and its line', async (t) => {
   const none = parseConfig(yaml(...UPSTREAM, 'retries:', '  attempts: 0', '  hedge_after: 200ms'), FILE)
   t.equal(none.retries.hedge_after, 200, 'accepted as before')

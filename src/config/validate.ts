@@ -1045,6 +1045,20 @@ function sharedNeedsRedis(c: Config, node: SourceNode, ctx: Ctx): boolean {
   return ok
 }
 
+/**
+ * An affinity header whose name holds a byte other than a letter, a digit or `-` (`X_Tenant`,
+ * `X~Tenant`) is read for routing but, unless forwarding.allow_underscores, dropped from what
+ * the upstream gets (see upstreamRequestHeaders): accepted, with a warning saying so, since an
+ * application that reads it too would lose it without a word.
+ */
+function affinityHeaderForwarded(c: Config, node: SourceNode, ctx: Ctx): true {
+  const name = c.affinity.key === 'header' ? c.affinity.header.name : null
+  if (name !== null && !c.forwarding.allow_underscores && /[^A-Za-z0-9-]/.test(name)) {
+    ctx.warn(nodeAt(node, ['affinity', 'header', 'name']).pos, 'affinity.header.name', `${name} routes, but is not forwarded to the upstream: a name with a byte other than a letter, a digit or "-" is dropped unless forwarding.allow_underscores: true`)
+  }
+  return true
+}
+
 /** Upstreams come from the static list, discovery (DNS, Kubernetes), or both; at least one source. */
 function someUpstreams(c: Config, node: SourceNode, _path: string, ctx: Ctx): boolean {
   if (c.upstreams.length > 0 || c.discovery.dns !== null || c.discovery.kubernetes !== null) return true
@@ -1154,7 +1168,7 @@ const config: Check<Config> = refine(
     },
     { ...DEFAULTS, upstreams: [] },
   ),
-  (c, node, path, ctx) => someUpstreams(c, node, path, ctx) && distinctListeners(c, node, path, ctx) && sharedNeedsRedis(c, node, ctx),
+  (c, node, path, ctx) => someUpstreams(c, node, path, ctx) && distinctListeners(c, node, path, ctx) && sharedNeedsRedis(c, node, ctx) && affinityHeaderForwarded(c, node, ctx),
 )
 
 /** The config with every https:// upstream's TLS settings resolved. */
