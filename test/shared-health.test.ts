@@ -979,3 +979,25 @@ t.test('recorded drains that could not be read at the start apply nothing, are s
   await waitFor(() => health.state('a') === 'draining', 5_000, 'the recorded drain to apply once read')
   t.pass('applied once the read succeeds')
 })
+
+t.test('a message that is valid JSON but no object (null, a number, a string), from Redis or from a worker relay, is ignored, not thrown on', async (t) => {
+  const health = new HealthTable(testConfig([{ id: 'a', url: 'http://127.0.0.1:1' }]).health, { now: () => Date.now() })
+  health.setUpstreams(['a'])
+  let fromRedis: (m: string) => void = () => {}
+  let fromRelay: (m: string) => void = () => {}
+  const channel = (set: (fn: (m: string) => void) => void): PeerChannel => ({
+    publish: () => Promise.resolve(true),
+    subscribe: (fn) => { set(fn); return Promise.resolve() },
+    remember: () => Promise.resolve(true),
+    members: () => Promise.resolve(new Map()),
+  })
+  const shared = new SharedHealth(channel((fn) => { fromRedis = fn }), health, createLogger('silent'), undefined, 'g1', { channel: channel((fn) => { fromRelay = fn }), lead: () => false })
+  await shared.start()
+  t.teardown(() => shared.stop())
+  for (const raw of ['null', '5', '"down"', 'true']) {
+    t.doesNotThrow(() => fromRedis(raw), `from Redis: ${raw}`)
+    t.doesNotThrow(() => fromRelay(raw), `relayed: ${raw}`)
+    t.doesNotThrow(() => fromRelay(JSON.stringify({ relay: 'x', message: raw })), `relayed, wrapping ${raw}`)
+  }
+  t.equal(health.state('a'), 'healthy', 'nothing applied')
+})

@@ -859,6 +859,7 @@ export class SharedHealth {
     } catch {
       return
     }
+    if (w === null || typeof w !== 'object') return // (valid JSON, not a message: `null`, a number)
     if (typeof w.message !== 'string' || w.relay === this.#self) return
     const mine = this.#appliedAsLead.indexOf(w.message)
     if (mine !== -1) return void this.#appliedAsLead.splice(mine, 1)
@@ -873,6 +874,7 @@ export class SharedHealth {
     } catch {
       return
     }
+    if (m === null || typeof m !== 'object') return
     if (m.from === this.#self) return
     // a sibling worker removed its record (see #unrecord): its siblings no longer hold it
     if (m.kind === 'unrecorded') return void (m.group === this.#group && typeof m.field === 'string' && this.#siblings.delete(m.field))
