@@ -289,6 +289,20 @@ const SAME_VALUE: Readonly<Record<string, (a: string, b: string) => boolean>> = 
   '--admin': (a, b) => a.replace(/\/+$/, '') === b.replace(/\/+$/, ''),
 }
 
+/**
+ * Whether an admin URL holds a user or password (`http://u:p@127.0.0.1:9901`), as the WHATWG
+ * URL parser reads it (node:http's too: it sends them as `Authorization: Basic`, which fetch
+ * refused to). A URL that does not parse is said at the call (`ERR_INVALID_URL`).
+ */
+function hasUserinfo(url: string): boolean {
+  try {
+    const u = new URL(url)
+    return u.username !== '' || u.password !== ''
+  } catch {
+    return false
+  }
+}
+
 /** `tether session <key> ...` and `tether drain <id> ...`: the admin API's client commands. */
 function parseAdminCommand(kind: 'session' | 'drain', args: string[], env: Readonly<Record<string, string | undefined>>): Command {
   let url = env['TETHER_ADMIN'] ?? 'http://127.0.0.1:9901'
@@ -344,6 +358,7 @@ function parseAdminCommand(kind: 'session' | 'drain', args: string[], env: Reado
   // drained (a preStop hook's `drain <id> --timeout 30s` refused would leave the upstream serving), and told
   const warning = given['--timeout'] !== undefined && !wait ? '--timeout has no effect without --wait: the drain is ordered and not waited on (add --wait to wait for it)' : undefined
   if (!/^https?:\/\/[^/]/.test(url)) return { kind: 'usage-error', message: `${urlFrom}: expected a URL like http://127.0.0.1:9901, got "${url}"${urlFrom === '--admin' ? '' : ' (--admin <url> overrides it)'}` }
+  if (hasUserinfo(url)) return { kind: 'usage-error', message: `${urlFrom}: a user or password in the URL is refused (not shown): the admin API takes a bearer token (--token <token> or TETHER_ADMIN_TOKEN), and they would be sent in clear as Basic credentials` }
   // fetch drops whitespace at a header value's ends and refuses a control character inside,
   // with an error that quotes the value: said here, the token never shown
   if (token !== null && /[\x00-\x08\x0a-\x1f\x7f]/.test(token.replace(/^[ \t\r\n]+|[ \t\r\n]+$/g, ''))) {

@@ -38,6 +38,13 @@ t.test('usage errors a new user meets say what is wrong and what to write instea
   // the admin address from the environment: named as such
   t.equal(usageLine(['drain', 'app-1'], { TETHER_ADMIN: '127.0.0.1:9901' }), 'tether: TETHER_ADMIN: expected a URL like http://127.0.0.1:9901, got "127.0.0.1:9901" (--admin <url> overrides it)')
   t.equal(usageLine(['drain', 'app-1', '--admin', '127.0.0.1:9901'], { TETHER_ADMIN: 'http://127.0.0.1:9901' }), 'tether: --admin: expected a URL like http://127.0.0.1:9901, got "127.0.0.1:9901"')
+  // a user or password in the admin URL: node:http would send it as Basic credentials in clear
+  // (fetch refused such a URL); refused without showing it (review r4, s59)
+  const userinfo = 'a user or password in the URL is refused (not shown): the admin API takes a bearer token (--token <token> or TETHER_ADMIN_TOKEN), and they would be sent in clear as Basic credentials'
+  t.equal(usageLine(['drain', 'app-1', '--admin', 'http://ops:S3CRET@127.0.0.1:9901']), `tether: --admin: ${userinfo}`)
+  t.equal(usageLine(['session', 'k', '--admin=https://ops@admin.internal:9901/']), `tether: --admin: ${userinfo}`)
+  t.equal(usageLine(['session', 'k'], { TETHER_ADMIN: 'http://:S3CRET@127.0.0.1:9901' }), `tether: TETHER_ADMIN: ${userinfo}`)
+  t.equal(usageLine(['drain', 'app-1', '--admin', 'http://127.0.0.1:9901/a@b']), 'parsed as drain', 'an "@" in the path is no user')
 })
 
 // TETHER_CONFIG set and empty is refused as --config '' is: a usage error naming it, exit 2
