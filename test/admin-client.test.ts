@@ -170,3 +170,15 @@ t.test('an admin URL with control characters (from --admin or TETHER_ADMIN) is e
   t.match(shown, /session    h:ab\\u001b\[31m/)
   t.match(shown, /last move  a\\u001b\]0;x\\u0007 -> b\\u202e \(drain\\u0085\) at 2026\\u2066/)
 })
+
+// Review r4 (s59): https:// to the admin listener (plain HTTP) said only "EPROTO" since
+// de18a5c; fetch's error had OpenSSL's reason.
+t.test('https:// to the plain-HTTP admin listener: the TLS reason, and that the listener is plain HTTP', async (t) => {
+  const server = http.createServer((_req, res) => res.end('{}')).listen(0, '127.0.0.1')
+  await new Promise((r) => server.once('listening', r))
+  t.teardown(() => { server.closeAllConnections(); server.close() })
+  const port = (server.address() as AddressInfo).port
+  const r = await drainUpstream({ url: `https://127.0.0.1:${port}`, token: null }, 'app-0', { ...DRAIN, wait: false })
+  t.same([r.code, r.out], [1, ''])
+  t.equal(r.err, `tether drain: cannot reach the admin API at https://127.0.0.1:${port}: EPROTO (wrong version number; Tether's admin listener is plain HTTP: --admin http://127.0.0.1:${port}?)\n`)
+})

@@ -205,10 +205,23 @@ async function call(admin: AdminTarget, method: string, path: string, timeout = 
     // (the URL from --admin or TETHER_ADMIN, and an error that may quote it: escaped)
     if (e.name === 'TimeoutError') return escapeControls(`the admin API at ${admin.url} did not answer within ${timeout / 1000} s`)
     const why = e.code ?? e.message
-    // nothing listens there: Tether not running, or its admin listener elsewhere
-    const hint = why === 'ECONNREFUSED' ? ` (is Tether running with admin.listen at this address? --admin or TETHER_ADMIN names another)` : ''
-    return escapeControls(`cannot reach the admin API at ${admin.url}: ${why}${hint}`)
+    return escapeControls(`cannot reach the admin API at ${admin.url}: ${why}${hint(why, e.message, admin.url)}`)
   }
+}
+
+/**
+ * What to try after a connection error `code` (its `message` as Node gives it), for two:
+ * - `ECONNREFUSED`: nothing listens there (Tether not running, or its admin listener elsewhere);
+ * - `EPROTO` of an https:// URL: the OpenSSL reason, from the message
+ *   (`write EPROTO 80BC...:error:0A00010B:SSL routines:ssl3_get_record:wrong version number:../deps/...`),
+ *   the reason fetch's error gave, and that the admin listener speaks plain HTTP (it has no TLS).
+ */
+function hint(code: string, message: string, url: string): string {
+  if (code === 'ECONNREFUSED') return ' (is Tether running with admin.listen at this address? --admin or TETHER_ADMIN names another)'
+  if (code !== 'EPROTO') return ''
+  const reason = /:SSL routines:[^:]*:([^:]+)/.exec(message)?.[1]
+  const plain = url.startsWith('https:') ? `; Tether's admin listener is plain HTTP: --admin ${url.replace(/^https:/, 'http:')}?` : ''
+  return ` (${reason ?? 'TLS handshake failed'}${plain})`
 }
 
 /** An admin answer: its status, content type and body as text. */
