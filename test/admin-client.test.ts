@@ -171,6 +171,38 @@ t.test('an admin URL with control characters (from --admin or TETHER_ADMIN) is e
   t.match(shown, /last move  a\\u001b\]0;x\\u0007 -> b\\u202e \(drain\\u0085\) at 2026\\u2066/)
 })
 
+// Review r4 (s59): since de18a5c (node:http), an answer over 512 MiB (a misdirected --admin
+// serving a big file) was joined into one string, which threw outside the promise: "tether:
+// uncaught exception". The client reads at most 128 MiB (the largest real answer, GET
+// /upstreams at 65,535 upstreams, is under it) and says so; sent here just over the cap,
+// without a Content-Length, so only the count of bytes read can stop it.
+t.test('an answer over 128 MiB is read no further: a sentence, exit 1, the connection closed', async (t) => {
+  const chunk = Buffer.alloc(1 << 20, 0x20)
+  let closed!: () => void
+  const gone = new Promise<void>((resolve) => { closed = resolve })
+  const server = http.createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' })
+    res.on('close', closed)
+    let sent = 0
+    const pump = (): void => {
+      while (sent < 129) {
+        sent++
+        if (!res.write(chunk)) return
+      }
+      res.end('{}')
+    }
+    res.on('drain', pump)
+    pump()
+  }).listen(0, '127.0.0.1')
+  await new Promise((r) => server.once('listening', r))
+  t.teardown(() => { server.closeAllConnections(); server.close() })
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  // (no deadline of its own in the way on a loaded host)
+  const r = await showSession({ url, token: null }, 'u1', false, { call: 120_000, scan: 120_000 })
+  t.same([r.code, r.out, r.err], [1, '', `tether session: ${url} answered more than 128 MiB: not the admin API?\n`])
+  await gone
+})
+
 // Review r4 (s59): https:// to the admin listener (plain HTTP) said only "EPROTO" since
 // de18a5c; fetch's error had OpenSSL's reason.
 t.test('https:// to the plain-HTTP admin listener: the TLS reason, and that the listener is plain HTTP', async (t) => {

@@ -3,7 +3,8 @@
 // users have moved). Layer 4 flow: HTTP calls to a running Tether's admin listener through
 // node:http (not fetch: fetch refuses the ports on its "bad port" list, 6000 or 6667 among them,
 // which admin.listen.port accepts); it never touches a running proxy's state otherwise, and
-// never throws.
+// never throws (an answer is read up to MAX_ANSWER bytes: a sentence past that, never a string
+// too long for V8 thrown from a stream's handler).
 import http from 'node:http'
 import https from 'node:https'
 import { didYouMean, escapeControls, nearest } from '../config/index.js'
@@ -204,10 +205,21 @@ async function call(admin: AdminTarget, method: string, path: string, timeout = 
     const e = err as Error & { code?: string }
     // (the URL from --admin or TETHER_ADMIN, and an error that may quote it: escaped)
     if (e.name === 'TimeoutError') return escapeControls(`the admin API at ${admin.url} did not answer within ${timeout / 1000} s`)
+    if (e.name === 'AnswerTooLarge') return escapeControls(`${admin.url} ${e.message}`)
     const why = e.code ?? e.message
     return escapeControls(`cannot reach the admin API at ${admin.url}: ${why}${hint(why, e.message, admin.url)}`)
   }
 }
+
+/**
+ * The most bytes of one admin answer the CLI reads, 128 MiB. The largest real one is
+ * `GET /upstreams` (`drain --wait` polls it): about 0.5 to 1.5 KB a row (pretty-printed, with an
+ * ejection and several addresses), so some 100 MB at the most upstreams Tether places (65,535);
+ * a session view is under 2 KB. More is another server (a big file behind a misdirected
+ * --admin, or an endless body), read no further: the CLI never holds it, and never reaches the
+ * 512 MiB V8 allows one string.
+ */
+const MAX_ANSWER = 128 << 20
 
 /**
  * What to try after a connection error `code` (its `message` as Node gives it), for two:
@@ -234,14 +246,31 @@ interface AdminAnswer {
 /**
  * One HTTP request with its answer read whole, within `timeout` ms for all of it (else it
  * rejects with an error named `TimeoutError`); a connection error rejects with its `code`
- * (`ECONNREFUSED`). Example: `await request('http://127.0.0.1:9901/upstreams', 'GET', {}, 5000)`.
+ * (`ECONNREFUSED`); an answer of more than MAX_ANSWER bytes, with an error named
+ * `AnswerTooLarge`, its connection closed. Example: `await request('http://127.0.0.1:9901/upstreams', 'GET', {}, 5000)`.
  */
 function request(url: string, method: string, headers: Record<string, string>, timeout: number): Promise<AdminAnswer> {
   return new Promise((resolve, reject) => {
     const req = (url.startsWith('https:') ? https : http).request(url, { method, headers, signal: AbortSignal.timeout(timeout) }, (res) => {
       const chunks: Buffer[] = []
-      res.on('data', (c: Buffer) => chunks.push(c))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, contentType: res.headers['content-type'] ?? '', body: Buffer.concat(chunks).toString('utf8') }))
+      let bytes = 0
+      res.on('data', (c: Buffer) => {
+        bytes += c.length
+        if (bytes <= MAX_ANSWER) chunks.push(c)
+        // another server's big file (or an endless body): stopped here, not held (and not
+        // joined into a string longer than V8 allows, which throws)
+        else if (!req.destroyed) {
+          reject(Object.assign(new Error(`answered more than ${MAX_ANSWER >> 20} MiB: not the admin API?`), { name: 'AnswerTooLarge' }))
+          req.destroy()
+        }
+      })
+      res.on('end', () => {
+        try {
+          resolve({ status: res.statusCode ?? 0, contentType: res.headers['content-type'] ?? '', body: Buffer.concat(chunks).toString('utf8') })
+        } catch (err) {
+          reject(err) // (a thrown error here would be uncaught: this runs outside the promise's executor)
+        }
+      })
       res.on('error', reject)
     })
     // an abort by the timeout rejects with its reason, the TimeoutError
