@@ -1,6 +1,7 @@
 // Pipelined HTTP/1.1 requests get their access lines in request order, as their answers go out,
 // also when a later one is refused by Tether itself (its listener's Host check, the parser's
-// 'clientError' answered in its turn, the request path's guard, an upgrade's own check). nginx
+// 'clientError' answered in its turn, the request path's guard, an upgrade's own check, a
+// CONNECT's refusal). nginx
 // 1.22 writes them so (measured 2026-12-05: GET /first proxied 200, then a second request with
 // two Host headers, none, a malformed header line or two Content-Lengths answered 400: the
 // 200's line first each time). Until 2026-12-05 the refusal's line came first: the waiting
@@ -27,6 +28,8 @@ const cases: readonly (readonly [string, string, number, string | null])[] = [
   ['an unknown transfer coding (the request path)', 'POST /gzip HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n', 501, '/gzip'],
   ['TRACE (the request path)', 'TRACE /trace HTTP/1.1\r\nHost: a\r\n\r\n', 405, '/trace'],
   ['a WebSocket handshake without Host (the upgrade listener)', `GET /ws-no-host HTTP/1.1\r\n${WEBSOCKET}\r\n`, 400, '/ws-no-host'],
+  // until 2026-12-05 answered at once: the client read the 405 as its GET's answer (r3)
+  ['CONNECT (the connect listener)', 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n', 405, 'example.com:443'],
 ]
 
 for (const [name, refused, status, path] of cases) {
