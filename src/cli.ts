@@ -3,7 +3,7 @@
 // root, and turns SIGTERM/SIGINT into a graceful stop. No proxy logic here.
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { CONFIG_WARNING, ConfigError, configWarnings, escapeControls, inputName, readConfigFile, readErrorReason, type Config } from './config/index.js'
+import { CONFIG_WARNING, ConfigError, configWarnings, escapeControls, inputErrorReason, inputName, readConfigFile, readInput, type Config } from './config/index.js'
 import { parseArgs, USAGE } from './cli-args.js'
 import { configFiles } from './config/config-files.js'
 import { formatDuration } from './config/duration.js'
@@ -60,7 +60,8 @@ function read(file: string, from: 'argument' | 'TETHER_CONFIG' | 'default' = 'ar
   } catch (err) {
     const code = err instanceof ConfigError ? (err.cause as NodeJS.ErrnoException | undefined)?.code : undefined
     const missing = code === 'ENOENT'
-    const source = code === 'EISDIR' ? directoryHint(file)
+    // (stdin given a directory is said so by the error itself: no file named "-" to look into)
+    const source = code === 'EISDIR' ? (file === '-' ? '' : directoryHint(file))
       : !missing || from === 'argument' ? ''
       : from === 'TETHER_CONFIG' ? '; the file TETHER_CONFIG names (--config <file> overrides it)'
       : `; the default file (no --config given, TETHER_CONFIG unset), read from ${process.cwd()}: pass --config <file>`
@@ -122,10 +123,10 @@ async function main(): Promise<number> {
       const files: { file: string; bytes: Buffer }[] = []
       for (const file of cmd.files) {
         try {
-          files.push({ file, bytes: readFileSync(file === '-' ? 0 : file) })
+          files.push({ file, bytes: readInput(file) })
         } catch (err) {
-          const hint = (err as NodeJS.ErrnoException).code === 'EISDIR' ? directoryHint(file, 'the YAML files') : ''
-          process.stderr.write(`${maskUrlCredentials(escapeControls(`tether import: cannot read ${file}: ${readErrorReason(err)}${hint}`))}\n`)
+          const hint = (err as NodeJS.ErrnoException).code === 'EISDIR' && file !== '-' ? directoryHint(file, 'the YAML files') : ''
+          process.stderr.write(`${maskUrlCredentials(escapeControls(`tether import: cannot read ${file}: ${inputErrorReason(file, err)}${hint}`))}\n`)
           return 1
         }
       }

@@ -3,7 +3,11 @@
 // (file:line:col, the key, the line with a caret, a hint), and a key with no effect warned of by
 // check and run alike. Split from cli.test.ts, with cli-errors.test.ts and cli-run.test.ts.
 import t from 'tap'
-import { runCli, startCli, tempFile } from './fixtures/cli.js'
+import net from 'node:net'
+import { openSync, readFileSync } from 'node:fs'
+import { spawn } from 'node:child_process'
+import { CLI, cliCommand, ROOT, runCli, startCli, tempFile } from './fixtures/cli.js'
+import { waitFor } from './fixtures/wait.js'
 
 t.test('check: a valid file exits 0 and counts its static upstreams', async (t) => {
   const file = tempFile('ok.yaml', 'upstreams:\n  - { id: a, url: "http://127.0.0.1:9001" }\n')
@@ -120,3 +124,67 @@ t.test('check -: the config is read from stdin, and its lines name <stdin> with 
   t.match(syntax.stderr, /^<stdin>:4:9: YAML syntax error: /)
   t.same([empty.code, empty.stderr], [1, '<stdin>:1:1: config is empty; expected a map with at least `upstreams`\n'], 'nothing piped in: an empty config')
 })
+
+// stdin given a directory (`tether check - < /tmp`) is said so: until 2026-12-05 the line went on
+// with the hint for a directory given by name, about a file named "-" ("a directory: name the
+// YAML file in it (it holds none)"). `tether import -` alike.
+t.test('check - and import - with a directory for stdin say so, without a hint about a directory named "-"', async (t) => {
+  const [check, imp] = await Promise.all([runFromDirectory(['check', '-']), runFromDirectory(['import', '-'])])
+  t.same([check.code, check.stderr], [1, '<stdin>: cannot read config: standard input is a directory\n'])
+  t.same([imp.code, imp.stderr], [1, 'tether import: cannot read -: standard input is a directory\n'])
+})
+
+/** Run the CLI with `args` and the test directory itself as its stdin (as a shell's `< test`). */
+function runFromDirectory(args: string[]): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(...cliCommand([CLI, ...args]), { cwd: ROOT, stdio: [openSync(ROOT, 'r'), 'ignore', 'pipe'] })
+    let stderr = ''
+    p.stderr!.on('data', (c) => (stderr += c))
+    p.on('close', (code) => resolve({ code, stderr }))
+  })
+}
+
+// stdin that is non-blocking (O_NONBLOCK belongs to the pipe or socket, so whoever shares it may
+// have set it: here the test, through its own handle on the socket) answers EAGAIN while nothing is
+// written yet: until 2026-12-05 `check -` (readFileSync(0)) failed there with "<stdin>: cannot
+// read config: resource temporarily unavailable (EAGAIN)". The first half of the config is
+// written at once; the rest only once the child has read that half (the kernel's receive queue
+// of its socket, /proc/net/tcp, is empty): its next read finds nothing yet.
+t.test('check - reads a non-blocking stdin whose writer has not written yet (EAGAIN): it waits for the rest', async (t) => {
+  const config = 'upstreams:\n  - { id: a, url: "http://127.0.0.1:9001" }\n'
+  const server = net.createServer({ pauseOnConnect: true })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => server.close())
+  const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve))
+  const writer = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1')
+  await new Promise<void>((resolve) => writer.once('connect', resolve))
+  const stdin = await accepted // paused: this process never reads what the child is to read
+  const p = spawn(...cliCommand([CLI, 'check', '-']), { cwd: ROOT, stdio: [stdin, 'pipe', 'pipe'] })
+  // libuv makes a child's stdio blocking before it runs the command (uv__process_child_init):
+  // once it runs, the socket is made non-blocking again through this process's handle on it
+  // (the flag is the socket's, shared), before anything is written
+  await new Promise<void>((resolve, reject) => { p.once('spawn', resolve); p.once('error', reject) })
+  t.equal((stdin as unknown as { _handle: { setBlocking(blocking: boolean): number } })._handle.setBlocking(false), 0, 'the socket is non-blocking')
+  stdin.destroy() // the child holds its own copy
+  let stdout = ''
+  let stderr = ''
+  p.stdout!.on('data', (c) => (stdout += c))
+  p.stderr!.on('data', (c) => (stderr += c))
+  let exited = false
+  const code = new Promise<number | null>((resolve) => p.on('close', (c) => { exited = true; resolve(c) }))
+  const half = config.length >> 1
+  await new Promise<void>((resolve, reject) => writer.write(config.slice(0, half), (err) => (err ? reject(err) : resolve()))) // in the child's receive queue (loopback)
+  await waitFor(() => exited || receiveQueue(writer.localPort!, (server.address() as net.AddressInfo).port) === 0, 15_000, 'the child reads the first half')
+  writer.end(config.slice(half))
+  t.same([await code, stdout, stderr], [0, '<stdin>: ok (1 static upstream)\n', ''])
+})
+
+/** The bytes not read yet by the socket at local port `local` connected from port `remote` (IPv4 loopback), from /proc/net/tcp. */
+function receiveQueue(remote: number, local: number): number | null {
+  const hex = (n: number): string => n.toString(16).toUpperCase().padStart(4, '0')
+  for (const line of readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/)
+    if (f[1]?.endsWith(`:${hex(local)}`) && f[2]?.endsWith(`:${hex(remote)}`)) return parseInt(f[4]!.split(':')[1]!, 16)
+  }
+  return null
+}

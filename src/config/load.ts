@@ -4,7 +4,7 @@
 // tls/pem.ts). Other YAML (manifests for `tether import`, a kubeconfig) is read by
 // `parseYamlDocuments`; `tether import` writes through `toYaml`.
 
-import { readFileSync } from 'node:fs'
+import { readFileSync, readSync } from 'node:fs'
 import { basename } from 'node:path'
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseAllDocuments, parseDocument, stringify, type Document, type YAMLError } from 'yaml'
 import type { Config } from './schema.js'
@@ -50,14 +50,55 @@ export function inputName(path: string): string {
 export function readConfigText(path: string): string {
   let bytes: Buffer
   try {
-    bytes = readFileSync(path === '-' ? 0 : path)
+    bytes = readInput(path)
   } catch (err) {
-    throw new ConfigError([escapeControls(`${inputName(path)}: cannot read config: ${readErrorReason(err)}`)], { cause: err })
+    throw new ConfigError([escapeControls(`${inputName(path)}: cannot read config: ${inputErrorReason(path, err)}`)], { cause: err })
   }
   const decoded = decodeYamlBytes(bytes)
   const binary = notYamlText(bytes, decoded, path)
   if (binary !== null) throw new ConfigError([binary])
   return decoded.text
+}
+
+/** How long reading stdin waits before it reads again when the pipe has nothing yet (see readInput). */
+const STDIN_RETRY_MS = 10
+
+/** What readInput waits on (nothing ever wakes it: each wait lasts STDIN_RETRY_MS). */
+const STDIN_PAUSE = new Int32Array(new SharedArrayBuffer(4))
+
+/**
+ * The bytes of the file at `path`, or for "-" stdin's to its end: what `tether check -` and
+ * `tether import -` read. Stdin is read a chunk at a time, not with `readFileSync(0)`: a pipe
+ * left non-blocking (O_NONBLOCK belongs to the pipe, so the process that shares it may have set
+ * it: a Node parent's own stdin, a shell's coprocess) answers EAGAIN while its writer has written
+ * nothing yet, which `readFileSync` throws (dropping what it read before). Here each EAGAIN waits
+ * STDIN_RETRY_MS and reads again, synchronously, as the config loader's callers expect. Throws
+ * the read's own error otherwise (EISDIR for `< /tmp`, EBADF for a closed stdin).
+ */
+export function readInput(path: string): Buffer {
+  if (path !== '-') return readFileSync(path)
+  const chunks: Buffer[] = []
+  for (;;) {
+    const chunk = Buffer.allocUnsafe(65_536)
+    let n: number
+    try {
+      n = readSync(0, chunk, 0, chunk.length, null)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err
+      Atomics.wait(STDIN_PAUSE, 0, 0, STDIN_RETRY_MS)
+      continue
+    }
+    if (n === 0) return Buffer.concat(chunks)
+    chunks.push(chunk.subarray(0, n))
+  }
+}
+
+/**
+ * Why readInput failed for `path`, as {@link readErrorReason} says it, but for stdin given a
+ * directory (`tether check - < /tmp`): that is said as such, not as an operation on "-".
+ */
+export function inputErrorReason(path: string, err: unknown): string {
+  return path === '-' && (err as NodeJS.ErrnoException | null)?.code === 'EISDIR' ? 'standard input is a directory' : readErrorReason(err)
 }
 
 /**
