@@ -198,6 +198,19 @@ t.test('the redirect listener answers pipelined requests in order: a malformed o
   t.match([...body.matchAll(/HTTP\/1\.1 (\d+)/g)].map((m) => m[1]).join(','), /^308,(308|400)$/)
 })
 
+// until 2026-12-05 the redirect listener had no 'connect' listener: Node closed the connection
+// as soon as a CONNECT was parsed, without an answer or a log line (behind a slow ACME
+// challenge, its answer was cut too)
+t.test('the redirect listener answers a CONNECT 405 in its turn, as the proxy listener does', async (t) => {
+  const { tether } = await start(t)
+  const port = Number(new URL(tether.redirectUrl!).port)
+  const connect = 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n'
+  const alone = await rawAll(port, connect)
+  t.match(alone, /^HTTP\/1\.1 405 /, 'a CONNECT alone')
+  const behind = await rawAll(port, `GET /a HTTP/1.1\r\nHost: shop.example\r\n\r\nGET /.well-known/acme-challenge/token-1 HTTP/1.1\r\nHost: shop.example\r\n\r\n${connect}`)
+  t.same([...behind.matchAll(/HTTP\/1\.1 (\d+)/g)].map((m) => m[1]), ['308', '200', '405'], 'behind a redirect and a proxied challenge')
+})
+
 t.test('a redirected request whose dropped body turns out malformed gets no second answer: the connection closes', async (t) => {
   const { tether } = await start(t)
   const out = await new Promise<string>((resolve, reject) => {

@@ -174,6 +174,21 @@ export class ClientErrors {
     })
   }
 
+  /**
+   * An HTTP/1 server's 'connect' listener (the proxy and redirect listeners): a reverse proxy
+   * tunnels nothing, so a CONNECT gets 405 (505 for "HTTP/2.0" in its request line) and the
+   * connection closes. Node hands the raw socket over as soon as the CONNECT is parsed, also
+   * behind a request still being answered: the refusal waits its turn (sent at once, the client
+   * would read it as the earlier request's answer).
+   */
+  readonly refuseConnect = (req: IncomingMessage, socket: Duplex): void => {
+    socket.on('error', () => undefined)
+    const code: ErrorCode = req.httpVersionMajor === 2 ? 'TETHER_HTTP_VERSION' : 'TETHER_METHOD_NOT_ALLOWED'
+    whenIdle(socket, () => {
+      if (!socket.destroyed) this.refuse(socket, code, req)
+    })
+  }
+
   /** The server's 'clientError' listener. */
   readonly handle = (err: NodeJS.ErrnoException, duplex: Socket): void => {
     const socket = duplex as ServerSocket

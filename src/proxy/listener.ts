@@ -665,16 +665,11 @@ export class Listener {
     // a reverse proxy tunnels nothing: CONNECT gets 405 and the connection closes; over h2
     // (RFC 9113 section 8.5) the compatibility layer hands a request and a response: the
     // request path answers that stream 405 (a 2xx would tell the client its tunnel is open),
-    // logged, and timed as its other answers are. Over HTTP/1.1 Node hands the raw socket over
-    // as soon as the CONNECT is parsed, also behind a request still being answered: the 405
-    // waits its turn, as an upgrade does (sent at once it would be read as the earlier answer)
+    // logged, and timed as its other answers are; over HTTP/1 its 405 waits its turn behind
+    // the requests pipelined before it (see refuseConnect)
     this.server.on('connect', (req: http.IncomingMessage, socket: Duplex) => {
       if (isH2Stream(req)) return deps.current().handleRequest(req, socket as unknown as http.ServerResponse)
-      socket.on('error', () => undefined)
-      const code = req.httpVersionMajor === 2 ? 'TETHER_HTTP_VERSION' : 'TETHER_METHOD_NOT_ALLOWED'
-      whenIdle(socket, () => {
-        if (!socket.destroyed) deps.clientErrors.refuse(socket, code, req)
-      })
+      deps.clientErrors.refuseConnect(req, socket)
     })
     // a client that stalls mid-request or stops reading an answer is cut off; the bound is past
     // Tether's own waits on the upstream (its head, its silent body: a sweep late at most), so a

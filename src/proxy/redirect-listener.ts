@@ -112,6 +112,9 @@ export class RedirectListener {
     // listener: after Tether's own waits on the upstream
     if (config.timeouts.body_idle > 0) this.server.setTimeout(clientIdleTimeout(config.timeouts))
     this.server.on('clientError', deps.clientErrors.handle)
+    // a CONNECT gets its 405 in its turn, as on the proxy listener; without a listener Node
+    // closed the connection at once, unanswered and unlogged, cutting the answers before it
+    this.server.on('connect', deps.clientErrors.refuseConnect)
     this.#logger = deps.logger
   }
 
