@@ -142,7 +142,10 @@ async function main(): Promise<number> {
         return 0
       } catch (err) {
         if (err instanceof ImportError || err instanceof ConfigError) {
-          process.stderr.write(`tether import: ${maskUrlCredentials(escapeControls(err.message), true)}\n`)
+          // a ConfigError's message is safe already, its lines ours (a YAML error's excerpt and
+          // caret): escaping it whole printed them on one line with literal \n
+          const message = err instanceof ConfigError ? err.message : escapeControls(err.message)
+          process.stderr.write(`tether import: ${maskUrlCredentials(message, true)}\n`)
           return 1
         }
         throw err

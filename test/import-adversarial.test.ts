@@ -72,6 +72,15 @@ spec: { ports: [~, { name: http, port: 80 }] }
   t.match(cli.stderr, /^tether import: Service game \(.*svc\.yaml:1\) names no backend Service/)
 })
 
+t.test('tether import: a YAML syntax error is printed as check prints it, its excerpt and caret on lines of their own (not one line with literal \\n), control bytes still escaped', async (t) => {
+  const file = tempFile('broken.yaml', 'kind: [\x1b[31mred\n')
+  const [imp, check] = await Promise.all([runCli(['import', file]), runCli(['check', file])])
+  t.equal(imp.code, 1, imp.stderr)
+  t.notOk(imp.stderr.includes('\\n'), 'no literal \\n')
+  t.notOk(imp.stderr.includes('\x1b'), 'no raw ESC')
+  t.equal(imp.stderr, `tether import: ${check.stderr}`, 'the lines check prints')
+})
+
 t.test('annotation values are trimmed as ingress-nginx trims them; booleans read as Go ParseBool reads them', async (t) => {
   const text = ingressYaml({ affinity: 'cookie\n', 'affinity-mode': ' persistent ', 'session-cookie-name': ' route ', 'session-cookie-max-age': '3600 ', 'session-cookie-secure': 'True', 'session-cookie-change-on-failure': '1', 'upstream-hash-by': ' $remote_addr' })
   const r = convert(text)
