@@ -4,7 +4,8 @@
 // (CVE-2019-9517, "internal data buffering"). Tether must not take the upstream's answer into
 // memory faster than the client reads it, and must end the upstream requests once the client
 // bound passes (timeouts.body_idle and response_headers at 300 ms: the client bound 1.3 s).
-import t from 'tap'
+import t, { type Test } from 'tap'
+import type { TLSSocket } from 'node:tls'
 import { probe, startFloodTarget } from './fixtures/h2-flood-target.js'
 import { FLAG, FRAME, connectH2, frame, getBlock, processUsage, readFrames, settingsFrame, windowUpdate } from './fixtures/h2-frames.js'
 import { makeCertificateSet } from './fixtures/tls.js'
@@ -38,7 +39,11 @@ async function peakRss(pid: number, done: () => boolean, what: string): Promise<
   return peak
 }
 
-t.test('a client whose window stays 0 gets nothing of an endless answer; Tether holds little of it and ends the upstream request at the client bound', async (t) => {
+/**
+ * Tether (the CLI, BOUNDS) over an endless upstream, and a raw h2 client connected to it that
+ * acknowledges SETTINGS and hands every DATA payload to `onData`: what both tests start from.
+ */
+async function stuckReader(t: Test, onData: (payload: Buffer, socket: TLSSocket) => void) {
   const up = endless()
   const { tether, port, upstreamRequests } = await startFloodTarget(t, certs, up.handler, BOUNDS)
   const pid = tether.proc.pid!
@@ -46,11 +51,16 @@ t.test('a client whose window stays 0 gets nothing of an endless answer; Tether 
   const socket = await connectH2(port, certs.ca)
   t.teardown(() => socket.destroy())
   socket.on('error', () => undefined)
-  let received = 0
   readFrames(socket, (type, flags, _stream, payload) => {
-    if (type === FRAME.DATA) received += payload.length
+    if (type === FRAME.DATA) onData(payload, socket)
     if (type === FRAME.SETTINGS && (flags & FLAG.ACK) === 0) socket.write(frame(FRAME.SETTINGS, FLAG.ACK, 0))
   })
+  return { up, port, pid, before, socket, upstreamRequests }
+}
+
+t.test('a client whose window stays 0 gets nothing of an endless answer; Tether holds little of it and ends the upstream request at the client bound', async (t) => {
+  let received = 0
+  const { up, port, pid, before, socket, upstreamRequests } = await stuckReader(t, (payload) => { received += payload.length })
   socket.write(Buffer.concat([settingsFrame([[4, 0]]), frame(FRAME.HEADERS, FLAG.END_STREAM | FLAG.END_HEADERS, 1, getBlock(`127.0.0.1:${port}`, '/held'))]))
   const start = Date.now()
   const peak = await peakRss(pid, () => up.closed() === 1, 'the upstream request to be ended')
@@ -67,18 +77,9 @@ t.test('a client that opens its windows wide and then stops reading the connecti
   // Tether's RSS grew alike with 1 stream (the upstream wrote 11 MB) and with 60 (95 MB): what it
   // grows by is the process's own churn, not answers held
   const STREAMS = 50
-  const up = endless()
-  const { tether, port, upstreamRequests } = await startFloodTarget(t, certs, up.handler, BOUNDS)
-  const pid = tether.proc.pid!
-  const before = (await processUsage(pid)).rssKb
-  const socket = await connectH2(port, certs.ca)
-  t.teardown(() => socket.destroy())
-  socket.on('error', () => undefined)
   let received = 0
-  readFrames(socket, (type, flags, _stream, payload) => {
-    if (type === FRAME.DATA) { received += payload.length; if (received > 1024 * 1024) socket.pause() } // reads 1 MB, then nothing more
-    if (type === FRAME.SETTINGS && (flags & FLAG.ACK) === 0) socket.write(frame(FRAME.SETTINGS, FLAG.ACK, 0))
-  })
+  // reads 1 MB, then nothing more
+  const { up, port, pid, before, socket, upstreamRequests } = await stuckReader(t, (payload, s) => { received += payload.length; if (received > 1024 * 1024) s.pause() })
   const heads = Array.from({ length: STREAMS }, (_, i) => frame(FRAME.HEADERS, FLAG.END_STREAM | FLAG.END_HEADERS, 1 + 2 * i, getBlock(`127.0.0.1:${port}`, '/held')))
   // every stream's window and the connection's at their largest (2^31 - 1): only TCP holds Tether back
   socket.write(Buffer.concat([settingsFrame([[4, 0x7fffffff]]), windowUpdate(0, 0x7fffffff - 65_535), ...heads]))
