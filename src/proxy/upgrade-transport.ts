@@ -3,7 +3,8 @@
 // as a plain request), a Tunnel sends the handshake and, on the upstream's 101, pipes the two
 // raw sockets byte for byte (subprotocols, extensions, binary frames, ping/pong and close codes
 // pass untouched). Owns the open tunnels: the connection limit, the idle timeout, and closing
-// them (1012 when their upstream dies, 1001 at shutdown). Never decides where a request goes.
+// them (1012 when their upstream dies, 1001 at shutdown; nothing added when the client closed
+// first). Never decides where a request goes.
 import type { ClientRequest, IncomingMessage } from 'node:http'
 import { Agent as HttpsAgent } from 'node:https'
 import type { Socket } from 'node:net'
@@ -103,14 +104,14 @@ export class Upgrades {
     // with a per-call callback http-proxy reports there; a listener still guards the process
     this.#proxy.on('error', (err) => logger.warn({ err }, 'websocket proxy error'))
     this.#proxy.on('proxyReqWs', (proxyReq, _req, socket) => this.#bySocket.get(socket)?.onProxyReq(proxyReq))
-    // the frame tracker starts reading once http-proxy has piped the socket: a 'data' listener
+    // the frame trackers start reading once http-proxy has piped the sockets: a 'data' listener
     // before the pipe exists would start the flow, and the bytes that came with the 101 (a
-    // server that speaks first) would go to the tracker only
+    // server that speaks first), or the client's held early bytes, would go to the tracker only
     this.#proxy.on('open', (up: Socket) => {
       const t = this.#byUpstreamSocket.get(up)
       if (t === undefined) return
       this.#byUpstreamSocket.delete(up)
-      up.on('data', (chunk: Buffer) => t.frames.push(chunk))
+      t.trackFrames(up)
     })
   }
 
@@ -290,6 +291,10 @@ class Tunnel implements Exchange {
   id = ''
   /** Upstream -> client frame boundaries, so a close frame is only ever written between frames. */
   readonly frames = new FrameTracker()
+  /** Client -> upstream frames, for whether the client sent its close frame (see #clientClosing). */
+  readonly #clientFrames = new FrameTracker()
+  /** The client ended its side of the open tunnel (its FIN). */
+  #clientFin = false
   readonly #owner: Upgrades
   readonly #client: Socket
   /** What the client sent after its request head, held until the tunnel opens (see #watchClient). */
@@ -589,6 +594,12 @@ class Tunnel implements Exchange {
     else this.#onProxyError(err)
   }
 
+  /** http-proxy piped the two sockets (its 'open'): both directions' frames are followed from now on. */
+  trackFrames(up: Socket): void {
+    up.on('data', (chunk: Buffer) => this.frames.push(chunk))
+    this.#client.on('data', (chunk: Buffer) => this.#clientFrames.push(chunk))
+  }
+
   /** The upstream switched protocols; http-proxy writes the 101 and pipes after this. */
   #onUpgrade(res: IncomingMessage, up: Socket): void {
     this.#disarm()
@@ -618,7 +629,8 @@ class Tunnel implements Exchange {
     if (upgrade !== undefined) headers.upgrade = upgrade
     this.#owner.piping(up, this)
     // before the pipe's own 'end' listener: a close without a close frame (the process died,
-    // the kernel sent FIN) is told to the client as 1012, not a bare 1006
+    // the kernel sent FIN) is told to the client as 1012, not a bare 1006 (unless the client
+    // closed first: see #upstreamGone)
     up.once('end', () => this.#upstreamGone())
     up.once('close', () => { if (this.state === 'open') this.#upstreamGone() })
     const idle = this.#owner.options.idleTimeout
@@ -824,6 +836,7 @@ class Tunnel implements Exchange {
    * `max_connections` place, stayed until `idle_timeout` (an hour by default).
    */
   #clientEnded(): void {
+    this.#clientFin = true
     if (this.state !== 'open') return
     const { linger, timers } = this.#owner
     const client = this.#client
@@ -838,23 +851,42 @@ class Tunnel implements Exchange {
     client.once('close', () => timers.clearTimeout(timer))
   }
 
-  /** The upstream's side of an open tunnel ended: tell the client 1012 unless it already has a close. */
-  #upstreamGone(): void {
-    if (this.state !== 'open') return
-    this.#owner.logger.debug({ upstream: this.id, clean: this.frames.closeSeen }, 'websocket upstream closed')
-    this.#finish(CLOSE_SERVICE_RESTART, false)
+  /**
+   * The client began closing the tunnel on its own: its close frame passed, or its FIN (RFC 6455
+   * section 7.1.1: the client may close TCP itself). Then the upstream's end is the other half
+   * of that closing, not a restart.
+   */
+  #clientClosing(): boolean {
+    return this.#clientFin || this.#clientFrames.closeSeen
   }
 
   /**
-   * End an open tunnel: a close frame to the client when one can be written (between frames,
-   * and the upstream sent none), then both sockets end and are destroyed after the linger.
+   * The upstream's side of an open tunnel ended. Without a close frame of its own (it died, or
+   * the kernel sent its FIN) while the client had not begun closing, the connection failed (RFC
+   * 6455 section 7.1.7, which asks for a close frame before the close): the client is told 1012,
+   * so it reconnects (to the fallback replica) rather than seeing a bare 1006. When the client
+   * closed first (its close frame, or its FIN: both ends closed on their own), its end is passed
+   * on as is, as a byte pipe does: a 1012 behind the upstream's last frames would tell a client
+   * that left to come back. nginx 1.22 adds no close frame either way.
    */
-  #finish(code: number, destroyUpstream: boolean): void {
+  #upstreamGone(): void {
+    if (this.state !== 'open') return
+    const closing = this.#clientClosing()
+    this.#owner.logger.debug({ upstream: this.id, clean: this.frames.closeSeen, clientClosing: closing }, 'websocket upstream closed')
+    this.#finish(closing ? null : CLOSE_SERVICE_RESTART, false)
+  }
+
+  /**
+   * End an open tunnel: a close frame with `code` to the client when one can be written
+   * (between frames, and the upstream sent none; `code` null: none), then both sockets end and
+   * are destroyed after the linger.
+   */
+  #finish(code: number | null, destroyUpstream: boolean): void {
     if (this.state !== 'open') return
     this.state = 'closed'
     this.#owner.untrack(this)
     const client = this.#client
-    if (!this.frames.closeSeen && this.frames.atBoundary && client.writable) {
+    if (code !== null && !this.frames.closeSeen && this.frames.atBoundary && client.writable) {
       this.frames.closeSeen = true
       client.write(closeFrame(code))
     }
