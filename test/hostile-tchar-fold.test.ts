@@ -22,7 +22,7 @@ const TCHARS = "!#$%&'*+.^_`|~".split('')
 
 /** Reserved names (state.header is X-App-State below) and names that claim the client's address or scheme. */
 const RESERVED = ['X-Tether-Rehydrate', 'X-Tether-State', 'X-Tether-Previous-Upstream', 'X-App-State', 'X-App-State-Version']
-const CLAIMS = ['X-Real-IP', 'Client-IP', 'True-Client-IP', 'X-Client-IP', 'X-Forwarded-Proto', 'X-Forwarded-Host', 'X-Forwarded-Ssl']
+const CLAIMS = ['X-Real-IP', 'Client-IP', 'True-Client-IP', 'X-Client-IP', 'X-Forwarded-Proto', 'X-Forwarded-Host', 'X-Forwarded-Ssl', 'X-Forwarded-Server', 'X-Host', 'X-Original-Host']
 
 /** `name` with `c` for every `-`, and for its last `-` only (X!Tether!State, X-Tether!State). */
 const spellings = (name: string, c: string): string[] => [name.replaceAll('-', c), name.replace(/-([^-]*)$/, (_m, rest: string) => c + rest)]

@@ -331,6 +331,36 @@ t.test('from a trusted proxy, its X-Forwarded-Proto, -Host, -Port and Forwarded 
   for (const name of SCHEME_NAMES) t.equal(headerValues(q2, name).length, 1, `its ${name} kept`)
 })
 
+/**
+ * The host, scheme and prefix claims of Jetty, Apache mod_wsgi and Yii (X-Forwarded-Server,
+ * X-Host, X-Original-Host, ...), each in every spelling a backend folds together (case, `_`
+ * or `.` for `-`) and twice, as header lines `name: forged-<i>`.
+ */
+const HOST_CLAIMS = ['X-Forwarded-Server', 'X-Host', 'X-Original-Host', 'X-Proxied-Https', 'Proxy-Ssl-Id', 'Proxy-Auth-Cert', 'X-Forwarded-HTTPS', 'X-HTTPS', 'X-Script-Name', 'X-Forwarded-Script-Name']
+const HOST_CLAIM_SPELLINGS = [...new Set(HOST_CLAIMS.flatMap((n) => [...caseSpellings(n), ...underscoreSpellings(n)]))]
+const HOST_CLAIM_LINES = forgedLines([...HOST_CLAIM_SPELLINGS, ...HOST_CLAIMS])
+/** Every one of them listed in Connection, as a client behind a balancer that passes it on would list them to erase the balancer's. */
+const HOST_CLAIMS_LISTED = `Connection: keep-alive, ${HOST_CLAIMS.join(', ').toLowerCase()}\r\n`
+
+t.test('X-Forwarded-Server, X-Host, X-Original-Host and the other host, scheme and prefix claims: from an untrusted peer none arrives in any spelling or repeated, on a request or a handshake; a trusted proxy\'s all arrive, even listed in Connection', async (t) => {
+  const over = { forwarding: { allow_underscores: true } } as const
+  const untrusted = await startHarness(over, (q, c) => c.write(q.headers.some(([k]) => k.toLowerCase() === 'upgrade') ? SWITCH() : 'HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n'))
+  t.teardown(() => untrusted.close())
+  const r = await exchange(untrusted.port, `GET / HTTP/1.1\r\nHost: a\r\n${HOST_CLAIM_LINES}\r\n`, { responses: 1, localAddress: '127.0.0.2' })
+  t.equal(r.first, '200')
+  t.same(forgedArrived(only(t, untrusted.received())), [], `none of ${HOST_CLAIM_SPELLINGS.length + HOST_CLAIMS.length} lines arrived`)
+  const ws = await exchange(untrusted.port, WS(HOST_CLAIM_LINES), { responses: 1, localAddress: '127.0.0.2' })
+  t.equal(ws.first, '101')
+  t.same(forgedArrived(untrusted.received().at(-1)!), [], 'none in the handshake either')
+
+  const trusted = await startHarness({ ...over, affinity: { client_ip: { trusted_proxies: ['127.0.0.1/32'] } } })
+  t.teardown(() => trusted.close())
+  await exchange(trusted.port, `GET / HTTP/1.1\r\nHost: a\r\n${HOST_CLAIMS_LISTED}${HOST_CLAIM_LINES}\r\n`, { responses: 1, localAddress: '127.0.0.1' })
+  const kept = forgedArrived(only(t, trusted.received()))
+  t.equal(kept.length, HOST_CLAIM_SPELLINGS.length + HOST_CLAIMS.length, 'every line arrived, though listed in Connection')
+  for (const name of HOST_CLAIMS) t.equal(headerValues(trusted.received()[0]!, name).length, HOST_CLAIM_SPELLINGS.filter((n) => n.toLowerCase() === name.toLowerCase()).length + 1, `${name}: each letter case, and the repeat`)
+})
+
 // A TLS-ending proxy in front (nginx with `proxy_set_header X-Forwarded-Proto $scheme`, HAProxy
 // with `option forwardfor`) often sends X-Forwarded-Proto without X-Forwarded-Port. Tether's own
 // listener port there is the proxy's hop, not the client's: beside `https` it made frameworks

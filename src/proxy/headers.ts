@@ -67,9 +67,10 @@ export const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
  * frameworks before or instead of X-Forwarded-Proto and -For (Rack checks `X-Forwarded-Ssl: on`
  * and `X-Forwarded-Scheme` first, Tornado `X-Scheme` and `X-Real-Ip`; IIS and OWA read
  * `Front-End-Https`, `X-Url-Scheme` and `X-Arr-Ssl`; CDNs name the client in `True-Client-IP`
- * and the like; Spring and ASP.NET build links from `X-Forwarded-Prefix`): kept from a trusted
+ * and the like; Spring and ASP.NET build links from `X-Forwarded-Prefix`; Jetty, mod_wsgi and
+ * Yii from `X-Forwarded-Server`, `X-Host` or `X-Original-Host`): kept from a trusted
  * proxy only, like X-Forwarded-Proto, else dropped, so a client cannot claim `https`, another
- * address or another prefix through them either.
+ * address, host or prefix through them either.
  */
 const CLIENT_CLAIMS: ReadonlySet<string> = new Set([
   'x-forwarded-ssl', 'x-forwarded-scheme', 'x-forwarded-protocol', 'x-scheme', 'front-end-https', 'x-url-scheme', 'x-arr-ssl', 'x-forwarded-prefix',
@@ -77,6 +78,18 @@ const CLIENT_CLAIMS: ReadonlySet<string> = new Set([
   // PHP's HTTP_CLIENT_IP (read first by many "real IP" snippets), the older X-Forwarded and
   // Forwarded-For; and the path overrides Symfony and IIS read (X-Original-URL, X-Rewrite-URL)
   'client-ip', 'x-forwarded', 'forwarded-for', 'x-original-url', 'x-rewrite-url',
+  // the host a link is built on, besides X-Forwarded-Host (read when none came; Tether sends
+  // none for a request without Host): Jetty's ForwardedRequestCustomizer (Spring Boot's
+  // `forward-headers-strategy: native` on Jetty) and Apache mod_wsgi's WSGITrustedProxyHeaders
+  // (as SERVER_NAME) read X-Forwarded-Server, which Apache's mod_proxy sets; Yii 2's Request
+  // X-Original-Host (in its default secureHeaders, for ngrok); mod_wsgi X-Host (as HTTP_HOST).
+  // The scheme claims of Jetty and mod_wsgi: Jetty's X-Proxied-Https (`on`) and a forwarded TLS
+  // session id or cipher suite (Proxy-Ssl-Id, Proxy-Auth-Cert: https by default, `sslIsSecure`),
+  // mod_wsgi's X-Forwarded-HTTPS and X-HTTPS; and mod_wsgi's path prefix, X-Script-Name or
+  // X-Forwarded-Script-Name (as SCRIPT_NAME, the base of every link)
+  'x-forwarded-server', 'x-original-host', 'x-host',
+  'x-proxied-https', 'proxy-ssl-id', 'proxy-auth-cert', 'x-forwarded-https', 'x-https',
+  'x-script-name', 'x-forwarded-script-name',
 ])
 
 /**
