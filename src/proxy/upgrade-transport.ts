@@ -867,7 +867,7 @@ class Tunnel implements Exchange {
    * so it reconnects (to the fallback replica) rather than seeing a bare 1006. When the client
    * closed first (its close frame, or its FIN: both ends closed on their own), its end is passed
    * on as is, as a byte pipe does: a 1012 behind the upstream's last frames would tell a client
-   * that left to come back. nginx 1.22 adds no close frame either way.
+   * that left to come back. nginx 1.22 and HAProxy 2.6 add no close frame either way.
    */
   #upstreamGone(): void {
     if (this.state !== 'open') return
