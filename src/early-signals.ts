@@ -1,8 +1,15 @@
 // Signals that arrive while Tether starts (before its handlers are in place): Node's default
 // for SIGHUP and SIGTERM is to end the process at once, so a config reloader's SIGHUP or a
-// pod's SIGTERM during a start killed it. They are held and applied once its handlers are in
-// place (one process: once it has started; the workers' primary: once its admin listener is up,
-// so a stop during the workers' first start begins at once, and it holds a SIGHUP itself).
+// pod's SIGTERM during a start killed it. They are held from the first statement of the process
+// entry (cli.ts, which loads everything else with import() after that: its static imports took
+// 0.1-0.6 s to load, while a signal still killed the process), and applied once its handlers are
+// in place (one process: once it has started; the workers' primary: once its admin listener is
+// up, so a stop during the workers' first start begins at once, and it holds a SIGHUP itself; a
+// worker: once it has started, a stop only, as the primary handles the others). The commands
+// that are no server (check, import...) let them go: a signal ends them as any command-line tool.
+// Only node's own start, before it runs the entry (about 0.1 s, more on a busy host; no
+// JavaScript of ours can run then), is left to Node's default. Imports nothing, so that nothing
+// loads before the holders are in place.
 // Layer 3: process signal listeners only.
 
 export type SignalName = 'SIGTERM' | 'SIGINT' | 'SIGHUP'
@@ -12,16 +19,24 @@ const NAMES: readonly SignalName[] = ['SIGTERM', 'SIGINT', 'SIGHUP']
  * Example: `const early = new EarlySignals()` first thing; once started,
  * `early.release({ SIGTERM: stop, SIGINT: stop, SIGHUP: reload })` installs the handlers and
  * applies what arrived meanwhile: a stop (the first SIGTERM or SIGINT) if any, else one reload.
- * A second SIGTERM or SIGINT before then ends the process at once (exit 1).
+ * A second SIGTERM or SIGINT before then ends the process at once (exit 1). A command that is no
+ * server calls `early.letGo()` instead.
  */
 export class EarlySignals {
   readonly #seen: SignalName[] = []
   readonly #hold = new Map<SignalName, () => void>()
+  readonly #raise: (name: SignalName) => void
+  #letGo = false
 
-  /** `exit`: how the process ends at a second stop signal (tests give their own). */
-  constructor(exit: (code: number) => void = (code) => process.exit(code)) {
+  /**
+   * `exit`: how the process ends at a second stop signal; `raise`: how it sends itself a signal
+   * once let go (tests give their own).
+   */
+  constructor(exit: (code: number) => void = (code) => process.exit(code), raise: (name: SignalName) => void = (name) => { process.kill(process.pid, name) }) {
+    this.#raise = raise
     for (const name of NAMES) {
       const hold = (): void => {
+        if (this.#letGo) return this.#end(name)
         // a second stop while the start has not ended (a start that hangs): exit now, as a
         // second signal does once started
         if (name !== 'SIGHUP' && this.#seen.some((s) => s !== 'SIGHUP')) return exit(1)
@@ -48,5 +63,24 @@ export class EarlySignals {
     if (stop !== undefined) handlers[stop](stop)
     else if (this.#seen.length > 0) handlers.SIGHUP('SIGHUP')
     this.#seen.length = 0
+  }
+
+  /**
+   * For a command that is no server (`check`, `import`, `drain`...): from now on each of these
+   * signals ends the process as Node's default does (killed by it), and one held ends it now (a
+   * stop before a reload). The holding listeners stay until then and send the signal again
+   * without them: removed now, a signal caught but not yet dispatched would be dropped with them
+   * (see release), and `tether drain --wait` would go on waiting.
+   */
+  letGo(): void {
+    this.#letGo = true
+    const held = this.#seen.find((s) => s !== 'SIGHUP') ?? this.#seen[0]
+    if (held !== undefined) this.#end(held)
+  }
+
+  /** End the process by `name` as Node's default would: without the holding listeners, sent again. */
+  #end(name: SignalName): void {
+    for (const [n, hold] of this.#hold) process.removeListener(n, hold)
+    this.#raise(name)
   }
 }

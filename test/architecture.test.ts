@@ -53,7 +53,7 @@ const LAYERS: [RegExp, number][] = [
   [/^health\/shared-health\.ts$/, 4],
   [/^admin\/browser-guard\.ts$/, 1],
   [/^admin\//, 4],
-  [/^(app|cli|cli-args|tether)\.ts$/, 5],
+  [/^(app|cli|cli-commands|cli-args|tether)\.ts$/, 5],
   [/^state\/create-state\.ts$/, 5],
   [/^workers\/messages\.ts$/, 0],
   [/^workers\/worker-flags\.ts$/, 1],

@@ -11,7 +11,7 @@ import { section, splitFences } from './fixtures/markdown.js'
 const DOC = 'docs/configuration.md'
 const TITLE = 'The `tether` command'
 const doc = section(readFileSync(join(ROOT, DOC), 'utf8'), TITLE) ?? ''
-// the parser (src/cli-args.ts); cli.ts runs what it parsed
+// the parser (src/cli-args.ts); cli-commands.ts runs what it parsed
 const source = readFileSync(join(ROOT, 'src', 'cli-args.ts'), 'utf8')
 
 /** The options (`--config`, `-c`) named in a text, without a value after `=`. */

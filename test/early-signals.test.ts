@@ -66,3 +66,22 @@ t.test('a signal caught just before release, not yet dispatched, reaches the rea
   await heard
   t.same(calls, ['SIGTERM', 'SIGHUP'], 'the SIGTERM caught before release is handled, then the SIGHUP')
 })
+
+t.test('let go (a command that is no server): a held signal ends the process now, a later one when it comes, by the signal itself', async (t) => {
+  recorder(t) // (the listeners left are removed at the end)
+  const raised: string[] = []
+  const listeners = (): number => (['SIGTERM', 'SIGINT', 'SIGHUP'] as const).reduce((n, s) => n + process.listenerCount(s), 0)
+  const before = listeners()
+  const held = new EarlySignals(() => t.fail('no exit'), (s) => { raised.push(s) })
+  process.emit('SIGHUP')
+  process.emit('SIGTERM')
+  held.letGo()
+  t.same(raised, ['SIGTERM'], 'the stop held is sent again (not the reload before it)')
+  t.equal(listeners(), before, 'without the holding listeners: Node\'s default applies to it')
+  const quiet = new EarlySignals(() => t.fail('no exit'), (s) => { raised.push(s) })
+  quiet.letGo()
+  t.same(raised, ['SIGTERM'], 'nothing held: nothing sent')
+  process.emit('SIGHUP')
+  t.same(raised, ['SIGTERM', 'SIGHUP'], 'a signal after letGo is sent again, without the listeners')
+  t.equal(listeners(), before, 'which are gone')
+})

@@ -31,7 +31,7 @@ export function loadConfigFile(path: string, env: NodeJS.ProcessEnv = process.en
 /**
  * As {@link loadConfigFile}, with the text read: what a primary of workers hands each worker,
  * so they run the file as it was accepted, not as it is on disk when they start. `files` checks
- * the files the config names (default: its PEM files; cli.ts adds the kubeconfig). `path` "-"
+ * the files the config names (default: its PEM files; cli-commands.ts adds the kubeconfig). `path` "-"
  * is stdin (`tether check -`: run refuses it, as it reads its file again on reloads): its
  * problems name `<stdin>` (`<stdin>:3:7: ...`), and the files it names by relative paths are
  * read from the working directory.

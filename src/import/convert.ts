@@ -1,7 +1,7 @@
 // `tether import`: Kubernetes manifests in, a proxy.yaml (and, if asked, the Tether manifests)
 // out, reproducing the stickiness the user had (ingress-nginx annotations, a Service's ClientIP
 // affinity, a Gateway API HTTPRoute's sessionPersistence) with comments for what differs, and
-// a list of what was not converted. Pure: file texts in, texts out; cli.ts does the I/O.
+// a list of what was not converted. Pure: file texts in, texts out; cli-commands.ts does the I/O.
 import { ConfigError, decodeYamlBytes, escapeControls, notYamlText, parseConfig, toYaml } from '../config/index.js'
 import { convertHttpRoute } from './gateway-api.js'
 import { convertIngress } from './ingress-nginx.js'

@@ -3,7 +3,7 @@
 // fails" for an ACL user without +info): plain-text lines among Tether's JSON log lines.
 // This routes them into the logger, once each, with what they mean for the operator and the
 // setting to change; every other console.warn passes through unchanged. Installed once per
-// process by cli.ts's run path; imports no ioredis (the texts are matched, from its event_handler.js).
+// process by cli-commands.ts's run path; imports no ioredis (the texts are matched, from its event_handler.js).
 import type { RedisConfig } from '../config/schema.js'
 import type { Logger } from '../observability/logger.js'
 

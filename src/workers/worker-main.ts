@@ -3,6 +3,7 @@
 // sharing ports connected to the primary, its log lines tagged with its index, and the
 // primary's orders (reload, stop) and disappearance handled. Layer 5 wiring.
 import type { Config } from '../config/schema.js'
+import type { EarlySignals } from '../early-signals.js'
 import { ConfigError, parseConfigFile } from '../config/index.js'
 import { diffConfig } from '../config/reload.js'
 import type { Logger } from '../observability/logger.js'
@@ -101,9 +102,10 @@ class Orders {
 /**
  * The process entry of a worker: its setup from the primary, its config from the setup (an
  * error in it is written to stderr, exit 1), its logger, then {@link runWorker}. A primary
- * gone before it answered ends the worker quietly (0).
+ * gone before it answered ends the worker quietly (0). `early`: the signals held since the
+ * process started.
  */
-export async function runWorkerProcess(configPath: string, index: number, makeLogger: (config: Config, setup: WorkerSetup) => Logger): Promise<number> {
+export async function runWorkerProcess(configPath: string, index: number, makeLogger: (config: Config, setup: WorkerSetup) => Logger, early: EarlySignals): Promise<number> {
   if (process.send === undefined) {
     process.stderr.write(`tether: ${WORKER_ENV} is set, but this process was not started by a Tether primary: unset it\n`)
     return 1
@@ -118,7 +120,7 @@ export async function runWorkerProcess(configPath: string, index: number, makeLo
     process.stderr.write(`${err instanceof ConfigError ? err.message : `${configPath}: ${(err as Error).message}`}\n`)
     return 1
   }
-  return runWorker(config, configPath, setup, makeLogger(config, setup).child({ worker: index }), orders)
+  return runWorker(config, configPath, setup, makeLogger(config, setup).child({ worker: index }), orders, early)
 }
 
 /**
@@ -132,8 +134,11 @@ export function noticeForwarder(setup: WorkerSetup): ((notice: { level: 'warn' |
   }
 }
 
-/** Run this worker until the primary stops it or goes away; resolves with the exit code. */
-export async function runWorker(config: Config, configPath: string, w: WorkerSetup, logger: Logger, orders: Orders): Promise<number> {
+/**
+ * Run this worker until the primary stops it or goes away; resolves with the exit code. `early`
+ * holds the signals until it has started: a SIGTERM then is a stop, a SIGHUP or SIGINT nothing.
+ */
+export async function runWorker(config: Config, configPath: string, w: WorkerSetup, logger: Logger, orders: Orders, early: EarlySignals): Promise<number> {
   const link = new WorkerLink(processChannel, (c) => withSharedSecrets(c, w), undefined, undefined, typeof w.group === 'string' ? w.group : null)
   if (w.upstreamSeen === true || orders.upstreamSeen) link.sawUpstream(false)
   // (an older primary's setup does not say, and never tells: not waited for)
@@ -179,9 +184,12 @@ export async function runWorker(config: Config, configPath: string, w: WorkerSet
     }
     // the primary is gone (killed): nobody supervises this worker any more
     process.on('disconnect', () => stop!('the primary went away'))
-    // a terminal's ^C reaches the whole process group: the primary stops the workers
-    process.on('SIGINT', () => undefined)
-    process.on('SIGTERM', () => stop!('SIGTERM'))
-    process.on('SIGHUP', () => undefined)
+    // a terminal's ^C, a `pkill -HUP`, reach the whole process group: the primary stops the
+    // workers and reloads them. Held until now: one killed by a SIGHUP during its first start
+    // failed that start, and the primary exited 1.
+    early.release({ SIGTERM: () => stop!('SIGTERM'), SIGINT: ignoreSignal, SIGHUP: ignoreSignal })
   })
 }
+
+/** A worker's SIGINT and SIGHUP: its primary's to act on (see runWorker). */
+function ignoreSignal(): void {}
