@@ -53,7 +53,8 @@ EXPOSE 8080 9901
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:9901/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 # Node runs as PID 1, which gets no default signal handlers: the CLI handles SIGTERM
-# itself (or run the container with --init). --min-semi-space-size=4: V8's young generation
+# itself, from the first statement of dist/cli.js (a SIGTERM before, during node's own start,
+# is ignored and lost; or run the container with --init). --min-semi-space-size=4: V8's young generation
 # does not shrink below 4 MB while idle, so the first seconds of load after a quiet period do
 # not pay for it in full GCs (SERVING_V8_FLAGS in src/workers/worker-flags.ts says why).
 ENTRYPOINT ["node", "--min-semi-space-size=4", "dist/cli.js"]

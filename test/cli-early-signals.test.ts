@@ -3,11 +3,13 @@
 // (test/fixtures/entry-signal.mjs), before the rest of Tether has loaded. `tether run` holds it
 // and applies it once started (a stop: graceful, exit 0; a reload: the process runs on), where
 // it used to end by Node's default (killed by the signal, nothing logged), for the 0.1-0.6 s its
-// entry's static imports took to load. `tether check` still ends at a SIGTERM as any command-line
-// tool does. The entry's static imports are pinned: a module loaded before the holders are in
-// place widens the window again.
+// entry's static imports took to load (as PID 1, in the container image, where a signal has no
+// default action, it was lost instead: checked in a PID namespace of its own, where `unshare`
+// can make one). `tether check` still ends at a SIGTERM as any command-line tool does. The
+// entry's static imports are pinned: a module loaded before the holders are in place widens the
+// window again.
 import t, { type Test } from 'tap'
-import { spawn, type ChildProcess } from 'node:child_process'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { plainNode, ROOT, tempFile } from './fixtures/cli.js'
@@ -28,10 +30,16 @@ interface Child {
   said(text: string, ms?: number): Promise<void>
 }
 
-/** `tether <args>` through entry-signal.mjs, sending itself `signal` (in the primary, or in each worker). */
-function spawnEntry(t: Test, args: readonly string[], signal: NodeJS.Signals, where: 'primary' | 'workers' = 'primary'): Child {
+/**
+ * `tether <args>` through entry-signal.mjs, sending itself `signal` (in the primary, or in each
+ * worker); `wrap`: the command it runs under (`unshare --pid --fork`).
+ */
+function spawnEntry(t: Test, args: readonly string[], signal: NodeJS.Signals, where: 'primary' | 'workers' = 'primary', wrap: readonly string[] = []): Child {
   const env: NodeJS.ProcessEnv = { ...process.env, TETHER_TEST_EARLY_SIGNAL: signal, TETHER_TEST_EARLY_SIGNAL_IN: where }
-  const proc = spawn(...plainNode([ENTRY_SIGNAL, ...args], env['NODE_OPTIONS']), { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
+  const [command, words] = plainNode([ENTRY_SIGNAL, ...args], env['NODE_OPTIONS'])
+  const proc = wrap.length === 0
+    ? spawn(command, words, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(wrap[0]!, [...wrap.slice(1), command, ...words], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   const waits = new Set<() => void>()
   const grew = (c: Buffer): void => {
@@ -87,6 +95,21 @@ t.test('run: a SIGHUP as soon as the entry module has run is a reload once start
     c.proc.kill('SIGTERM')
     t.same(await within(c.exited, 30_000, 'Tether to stop'), { code: 0, signal: null }, `attempt ${i}: then stops gracefully`)
   }
+})
+
+// In the container image node is PID 1 (the Dockerfile's ENTRYPOINT), to which the kernel
+// applies no default action: a SIGTERM before the handlers were in place was not fatal there
+// but ignored, and lost: the pod ran on until killed at the end of its grace period.
+const pidNamespace = spawnSync('unshare', ['--pid', '--fork', 'true']).status === 0
+
+t.test('run as PID 1 (a container without an init): a SIGTERM as soon as the entry module has run is a graceful stop, not lost', { skip: pidNamespace ? false : 'unshare --pid cannot run here (needs root or user namespaces)' }, async (t) => {
+  const file = tempFile('early-pid1.yaml', 'listen: { host: 127.0.0.1, port: 0 }\nadmin: { listen: { host: 127.0.0.1, port: 0 } }\nupstreams:\n  - { id: a, url: "http://127.0.0.1:9" }\n')
+  const c = spawnEntry(t, ['run', '--config', file], 'SIGTERM', 'primary', ['unshare', '--pid', '--fork', '--kill-child'])
+  // (the deadline is what fails the old entry: its SIGTERM was ignored, Tether ran on)
+  const exit = await within(c.exited, 30_000, 'Tether to exit after its SIGTERM')
+  figures(c)
+  t.same(exit, { code: 0, signal: null }, 'a graceful stop (exit 0)')
+  t.match(c.out(), /"tether listening".*\n.*"signal":"SIGTERM".*"signal received"/, 'started, then logged the stop')
 })
 
 t.test('workers: a SIGTERM at the primary\'s entry stops it gracefully; a SIGHUP at each worker\'s entry does not end the start', async (t) => {
