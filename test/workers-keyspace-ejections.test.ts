@@ -12,31 +12,13 @@ import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { startRedis, redisCli, type RedisServer } from './fixtures/redis-server.js'
 import { startUpstream, testConfig, type Upstream } from './fixtures/upstream.js'
-import { freePorts } from './fixtures/ports.js'
-import { tempFile } from './fixtures/cli.js'
-import { slotOf, startPrimary, workerPids } from './fixtures/primary-process.js'
+import { slotOf, workerPids } from './fixtures/primary-process.js'
 import { waitFor } from './fixtures/wait.js'
+import { connectionTo, ejectThrough, flushed as flushedOn, get, workersOnRedis, type Lines } from './fixtures/workers-keyspace.js'
 
 let redis: RedisServer
 t.before(async () => { redis = await startRedis() })
 t.teardown(async () => { await redis.stop() })
-
-/** One GET on `agent`'s connection (keep-alive, one socket): status and body. */
-function get(agent: http.Agent, port: number, path: string, user: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path, agent, headers: { 'x-user': user } }, (res) => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (c: string) => (body += c))
-      res.on('end', () => resolve({ status: res.statusCode!, body }))
-    })
-    req.setTimeout(10_000, () => req.destroy(new Error('no answer in 10 s')))
-    req.on('error', reject)
-  })
-}
-
-/** The primary's log lines (JSON) so far. */
-type Lines = () => Record<string, unknown>[]
 
 /**
  * A primary with two workers on Redis (key prefix `prefix`) over app-0 and app-1 (app-1 fails
@@ -52,50 +34,12 @@ async function ejectedByNonLead(t: Test, prefix: string): Promise<{ proc: ChildP
     res.end('app-1\n')
   })
   t.teardown(async () => { await Promise.all([good.close(), bad.close()]) })
-  const [port, adminPort] = await freePorts(2)
-  const file = tempFile(`${prefix.slice(0, -1)}.yaml`, [
-    `listen: { host: 127.0.0.1, port: ${port} }`,
-    `admin: { listen: { host: 127.0.0.1, port: ${adminPort} } }`,
-    'workers: 2',
-    'log: { level: info, access: true }', // the access lines name the worker that answered
-    'affinity: { key: header, header: { name: X-User } }',
-    'retries: { attempts: 1 }',
-    // one failure ejects, for a minute (well past the test's end)
-    'health: { shared: redis, active: { enabled: false }, passive: { consecutive_failures: 1, base_ejection: 60s, max_ejection: 60s } }',
-    `state: { store: redis, timeout: 200ms, redis: { url: "${redis.url}", key_prefix: "${prefix}" } }`,
-    'upstreams:',
-    `  - { id: app-0, url: "${good.url}" }`,
-    `  - { id: app-1, url: "${bad.url}" }`,
-    '',
-  ].join('\n'))
-  const { proc, out } = await startPrimary(t, file)
-  t.teardown(async () => {
-    if (proc.exitCode !== null) return
-    proc.kill('SIGTERM')
-    await waitFor(() => proc.exitCode !== null, 30_000, 'the primary to stop')
-  })
-  const lines: Lines = () => out().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>)
-  await waitFor(() => lines().some((l) => l['msg'] === 'worker runs the active health checks'), 10_000, 'a lead to be chosen')
-  const lead = lines().filter((l) => l['msg'] === 'worker runs the active health checks').at(-1)!['child'] as number
-
-  // a keep-alive connection the other worker took (node:cluster hands new connections round robin)
-  let agent: http.Agent | null = null
-  for (let i = 0; agent === null && i < 20; i++) {
-    const a = new http.Agent({ keepAlive: true, maxSockets: 1 })
-    t.teardown(() => a.destroy())
-    const path = `/which-${i}`
-    t.equal((await get(a, port!, path, 'probe')).status, 200, 'answered')
-    await waitFor(() => lines().some((l) => l['path'] === path), 5_000, 'the access line')
-    if (lines().find((l) => l['path'] === path)!['worker'] !== lead) agent = a
-    else a.destroy()
-  }
-  t.ok(agent !== null, 'a connection to the worker that is not the lead')
-  // users on that connection until one is placed on app-1: that worker finds it failing and ejects it
-  for (let u = 0; u < 50 && !lines().some((l) => l['msg'] === 'upstream health changed' && l['upstream'] === 'app-1' && l['to'] === 'ejected'); u++) {
-    await get(agent!, port!, '/fail', `user-${u}`)
-    // (its health line is written before its answer's access line)
-    await waitFor(() => lines().filter((l) => l['path'] === '/fail').length === u + 1, 5_000, 'the access line')
-  }
+  // one failure ejects, for a minute (well past the test's end)
+  const w = await workersOnRedis(t, redis, prefix, [good, bad], '{ shared: redis, active: { enabled: false }, passive: { consecutive_failures: 1, base_ejection: 60s, max_ejection: 60s } }')
+  const { proc, lines, lead } = w
+  // users on a connection the other worker took until one is placed on app-1: that worker finds it failing and ejects it
+  const agent = await connectionTo(t, w, 1 - lead)
+  await ejectThrough(w, agent, 1 - lead, '/fail', 'app-1')
   t.ok(lines().some((l) => l['msg'] === 'upstream health changed' && l['upstream'] === 'app-1' && l['to'] === 'ejected' && l['worker'] === 1 - lead), 'the worker that is not the lead ejected app-1')
   t.same(new Set(lines().filter((l) => l['path'] === '/fail').map((l) => l['worker'])), new Set([1 - lead]), 'it answered every failed request: the lead found none')
   const key = `${prefix}peers:ejections`
@@ -105,13 +49,7 @@ async function ejectedByNonLead(t: Test, prefix: string): Promise<{ proc: ChildP
 }
 
 /** FLUSHALL, then the `redis keyspace lost` lines of the two workers running (logged after it). */
-async function flushed(lines: Lines): Promise<Record<string, unknown>[]> {
-  const before = lines().length
-  await redisCli(redis.port, 'FLUSHALL')
-  const lost = (): Record<string, unknown>[] => lines().slice(before).filter((l) => l['msg'] === 'redis keyspace lost')
-  await waitFor(() => lost().length === 2, 10_000, 'both workers to see the loss')
-  return lost()
-}
+const flushed = (lines: Lines): Promise<Record<string, unknown>[]> => flushedOn(redis, lines)
 
 /** The record is back in Redis after the loss, as it was, and a replica started then ejects app-1 and places new users on app-0 only. */
 async function backAfterLoss(t: Test, prefix: string, s: { key: string; recorded: string; good: Upstream; bad: Upstream }): Promise<void> {
