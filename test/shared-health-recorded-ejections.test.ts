@@ -528,3 +528,37 @@ t.test("two siblings that found one upstream failing at once (one timed, one a r
   const late = await replica(t, w, clock, { group: 'g2' })
   t.equal(late.health.ejection('c')?.ends, 'time', 'a replica started after the loss holds c timed, as the group does')
 })
+
+t.test("a sibling's ejection the lead refused at its max_ejection_percent is written back by the lead after a loss once its finder exited: the record is the finder's, and each reader applies it within its own limit", async (t) => {
+  const w = world()
+  const clock = new FakeClock(Date.now())
+  const lead = await replica(t, w, clock, { group: 'g1', percent: 20 }) // one of five at most
+  const finder = await replica(t, w, clock, { group: 'g1', percent: 20 })
+  // both find an upstream failing before they hear each other (pub/sub latency): each at its limit
+  w.net.lost = true
+  lead.health.reportPassive('a', 'server_error')
+  finder.health.reportPassive('b', 'server_error')
+  w.net.lost = false
+  lead.channel.again(); finder.channel.again() // each reads the other's record: refused at its limit (counted)
+  await settle()
+  t.same([lead.health.state('a'), lead.health.state('b'), finder.health.state('a'), finder.health.state('b')], ['ejected', 'healthy', 'healthy', 'ejected'], "each ejects its own and refused its sibling's")
+  t.equal(times(lead, 'b'), 1, "the lead counted the finder's")
+  lead.health.drain('b') // a transition of b on the lead: nothing ended here
+  lead.health.undrainAdmin('b')
+  await settle()
+  const before = new Map(w.record.get('ejections'))
+  t.equal(before.size, 2)
+  finder.shared.stop() // the finder exits (SIGKILLed: it writes nothing more)
+  w.record.clear() // a FLUSHALL
+  t.same(lead.shared.recordAgain(true), { drains: 0, ejections: 2 }, "the lead writes back its own and the finder's it refused")
+  t.same(new Map(w.record.get('ejections')), before, 'both records back, as written')
+  const roomy = await replica(t, w, clock, { group: 'g2' })
+  t.same([roomy.health.state('a'), roomy.health.state('b')], ['ejected', 'ejected'], 'a replica with room started after the loss ejects both, as one started before it')
+  const full = await replica(t, w, clock, { group: 'g3', percent: 20 })
+  t.equal(['a', 'b'].filter((id) => full.health.state(id) === 'ejected').length, 1, 'one at the same limit ejects one of them')
+  clock.advance(BASE)
+  lead.health.tick()
+  await settle()
+  w.record.clear()
+  t.same(lead.shared.recordAgain(true), { drains: 0, ejections: 0 }, 'neither once its end passed')
+})

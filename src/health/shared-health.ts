@@ -226,9 +226,12 @@ export class SharedHealth {
    * restart) had nobody to write it back, its siblings and its replacement holding it without
    * its record. Dropped when its finder removed its record (it tells its siblings: see
    * #unrecord), when it ended here (as #recorded) or its end passed, or the upstream left the
-   * set; at most APPLIED_KEPT, the oldest dropped.
+   * set; at most APPLIED_KEPT, the oldest dropped. `capped`: this process refused it at its
+   * max_ejection_percent (see #markCapped): nothing ends here what never began here, so it is
+   * kept (and written back) until its finder removes it, its end passes or the upstream leaves
+   * the set.
    */
-  readonly #siblings = new Map<string, { readonly id: string; readonly value: string; readonly until: number }>()
+  readonly #siblings = new Map<string, { readonly id: string; readonly value: string; readonly until: number; readonly capped: boolean }>()
   /**
    * The awaited drains applied when their id joined, until the record is read again: one gone
    * from Redis meanwhile (its upstream left another replica's set: a replica that did not have
@@ -290,7 +293,7 @@ export class SharedHealth {
         this.#confirming.delete(e.id)
         this.#forget(e.id)
         for (const [field, applied] of this.#appliedFields) if (applied.id === e.id) this.#appliedFields.delete(field)
-        this.#dropSiblings(e.id)
+        this.#dropSiblings(e.id, false)
       }
       // an id that joined the set: its recorded drain, read before it was here, applies now. In a
       // microtask: after the set change that added it (not inside the table's transition), and
@@ -300,8 +303,9 @@ export class SharedHealth {
       // or was replaced): its record goes. In a microtask: the table is read, not inside its transition
       if (this.#recorded.has(e.id)) queueMicrotask(() => this.#unrecordEnded(e.id))
       // a sibling's ejection that ended here (its time, passed probes, the upstream left the
-      // set): the lead no longer writes it back (its finder, alive, removed its record)
-      if (this.#siblings.size > 0) queueMicrotask(() => { if (this.#health.ejection(e.id) === null) this.#dropSiblings(e.id) })
+      // set): the lead no longer writes it back (its finder, alive, removed its record); but
+      // for one refused here at max_ejection_percent, which never ran here (see #markCapped)
+      if (this.#siblings.size > 0) queueMicrotask(() => { if (this.#health.ejection(e.id) === null) this.#dropSiblings(e.id, true) })
     })
   }
 
@@ -555,6 +559,7 @@ export class SharedHealth {
     if (!this.#samePod(r.id, r.url, r.addresses, r.uid)) return
     this.#noteApplied(field, r.id, now + left)
     this.#apply({ kind: 'down', id: r.id, migrate: false, active: false, refused: r.refused === true, told: r.reason, length: { ms: left, count: r.ejections }, recorded: true })
+    this.#markCapped(field, r.id)
   }
 
   /** Remember that the recorded ejection at `field`, of `id`, was applied here, to end at `until` (this table's clock; see #appliedFields). */
@@ -578,14 +583,36 @@ export class SharedHealth {
         this.#siblings.delete(f)
       }
     }
+    // (held again, its `down` heard after its record was read: refused here then, still refused)
+    const capped = this.#siblings.get(field)?.capped === true
     this.#siblings.delete(field)
-    this.#siblings.set(field, { id, value, until })
+    this.#siblings.set(field, { id, value, until, capped })
     if (this.#siblings.size > APPLIED_KEPT) this.#siblings.delete(this.#siblings.keys().next().value!)
   }
 
-  /** Drop the sibling workers' records of `id` held here (see #siblings): it ended here, or left the set. */
-  #dropSiblings(id: string): void {
-    for (const [field, held] of this.#siblings) if (held.id === id) this.#siblings.delete(field)
+  /**
+   * The sibling record at `field` of `id`, if held, was just applied here: refused at this
+   * table's max_ejection_percent (`id` in the set and not ejected after a peer's ejection with
+   * a length, which nothing else refuses), it is marked so, and written back all the same (see
+   * recordAgain). The record is its finder's evidence, not this process's: every reader applies
+   * it within its own max_ejection_percent (refused there too, but counted, when at it), so the
+   * records after a loss are the ones before it, whatever this process had room for. Two
+   * workers at their limit that found two upstreams failing before they heard each other refuse
+   * each other's; the finder of one exits, and its record was gone after the loss although
+   * another sibling (with three workers or more) still ejected it.
+   */
+  #markCapped(field: string, id: string): void {
+    const held = this.#siblings.get(field)
+    if (held === undefined || held.capped || this.#health.state(id) === undefined || this.#health.ejection(id) !== null) return
+    this.#siblings.set(field, { ...held, capped: true })
+  }
+
+  /**
+   * Drop the sibling workers' records of `id` held here (see #siblings): it left the set, or
+   * (`ended`) its ejection ended here, which keeps those refused here (see #markCapped).
+   */
+  #dropSiblings(id: string, ended: boolean): void {
+    for (const [field, held] of this.#siblings) if (held.id === id && !(ended && held.capped)) this.#siblings.delete(field)
   }
 
   /**
@@ -707,9 +734,11 @@ export class SharedHealth {
    * rolling restart), and no other process would write it back. One a live sibling found is
    * written twice (by it and by the lead: the same field and value, one HSET more per such
    * ejection and loss), the price of not tracking which siblings live; each one only while in
-   * force here and not past its end. A record its finder removed is not brought back: the finder
-   * tells its siblings as it removes it (see #unrecord), for they do not always end it at the
-   * same moment (a refusal can end on its finder a probe interval before the lead). But for one
+   * force here, or refused here at max_ejection_percent (see #markCapped: the record is its
+   * finder's, each reader applies it within its own limit), and not past its end. A record its
+   * finder removed is not brought back: the finder tells its siblings as it removes it (see
+   * #unrecord), for they do not always end it at the same moment (a refusal can end on its
+   * finder a probe interval before the lead). But for one
    * removed while the loss is handled here, its message on the way: it stays in Redis until its
    * end (its value's `until`), a refusal that a replica started meanwhile ends at its own probes.
    */
@@ -734,7 +763,7 @@ export class SharedHealth {
     const at = this.#now()
     for (const [field, theirs] of lead ? this.#siblings : []) {
       if (theirs.until <= at) this.#siblings.delete(field)
-      if (theirs.until <= at || this.#health.toldLength(theirs.id) === null) continue
+      if (theirs.until <= at || (!theirs.capped && this.#health.toldLength(theirs.id) === null)) continue
       ejections++
       void this.#channel.remember(EJECTIONS, field, theirs.value)
     }
@@ -922,6 +951,7 @@ export class SharedHealth {
     const length = m.active !== true && isCount(m.ejectedFor) && isCount(m.ejections) ? { ms: m.ejectedFor, count: m.ejections } : null
     // a `down` with a length is recorded by its sender at `from:seq` (see EJECTIONS): applied
     // once, whether the record is read first or the message heard first (see #appliedFields)
+    let recorded: string | null = null
     if (m.kind === 'down' && length !== null && typeof m.from === 'string' && isSeq(m.seq) && this.#health.state(m.id) !== undefined) {
       const field = `${m.from}:${m.seq}`
       // a sibling worker's: its record, as its finder wrote it (see #siblings)
@@ -931,8 +961,10 @@ export class SharedHealth {
       }
       if (this.#appliedFields.has(field)) return
       this.#noteApplied(field, m.id, this.#now() + length.ms)
+      recorded = field
     }
     this.#apply({ kind: m.kind, id: m.id, migrate: m.migrate === true, active: m.active === true, refused: m.refused === true && m.active !== true, told, length, since })
+    if (recorded !== null) this.#markCapped(recorded, m.id)
   }
 
   /**
