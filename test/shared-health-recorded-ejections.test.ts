@@ -25,9 +25,10 @@ const BASE = 30_000
  * The peers' Redis: named sets, and a broadcast that loses what is sent while `lost`; and each
  * group of workers' own channel (the primary's IPC: a broadcast to the group's other workers).
  */
-function world(): { record: Map<string, Map<string, string>>; net: { lost: boolean; unreadable: Set<string> }; channel: () => PeerChannel & { again: () => void }; relay: (group: string) => PeerChannel } {
+function world(): { record: Map<string, Map<string, string>>; net: { lost: boolean; unreadable: Set<string>; held: (() => void)[] | null }; channel: () => PeerChannel & { again: () => void }; relay: (group: string) => PeerChannel } {
   const record = new Map<string, Map<string, string>>()
-  const net = { lost: false, unreadable: new Set<string>() }
+  // `held`: the groups' channels hold what is sent (a primary slow to pass it on) until the test delivers it
+  const net = { lost: false, unreadable: new Set<string>(), held: null as (() => void)[] | null }
   const subs = new Set<(m: string) => void>()
   const groups = new Map<string, Set<(m: string) => void>>()
   const set = (name: string): Map<string, string> => record.get(name) ?? record.set(name, new Map()).get(name)!
@@ -46,7 +47,12 @@ function world(): { record: Map<string, Map<string, string>>; net: { lost: boole
     const members = groups.get(group) ?? groups.set(group, new Set()).get(group)!
     let mine: (m: string) => void = () => undefined
     return {
-      publish: (m) => { for (const s of members) if (s !== mine) s(m); return Promise.resolve(true) },
+      publish: (m) => {
+        const deliver = (): void => { for (const s of members) if (s !== mine) s(m) }
+        if (net.held !== null) net.held.push(deliver)
+        else deliver()
+        return Promise.resolve(true)
+      },
       subscribe: (fn) => { mine = fn; members.add(fn); return Promise.resolve() },
       remember: () => Promise.resolve(true),
       members: () => Promise.resolve(new Map()),
@@ -561,4 +567,30 @@ t.test("a sibling's ejection the lead refused at its max_ejection_percent is wri
   await settle()
   w.record.clear()
   t.same(lead.shared.recordAgain(true), { drains: 0, ejections: 0 }, 'neither once its end passed')
+})
+
+t.test("a record its finder removed while the lead wrote back after a loss (the finder's `unrecorded` still on its way through the primary) is removed again when that message comes", async (t) => {
+  const w = world()
+  const clock = new FakeClock(Date.now())
+  const finder = await replica(t, w, clock, { group: 'g1' })
+  const lead = await replica(t, w, clock, { group: 'g1' })
+  finder.health.reportPassive('d', 'connect_refused') // a refusal: passed probes end it
+  // a probe the lead passed before it heard the down counts on the finder only (see review r1)
+  finder.health.reportActive('d', true)
+  w.net.held = [] // the primary is slow to pass the group's messages on
+  lead.health.reportActive('d', true)
+  finder.health.reportActive('d', true)
+  await settle()
+  t.same([finder.health.state('d'), lead.health.state('d')], ['healthy', 'ejected'], 'the finder ended the refusal, the lead has a pass to go')
+  t.equal(w.record.get('ejections')?.size ?? 0, 0, 'the finder removed its record (its message to its siblings on the way)')
+  w.record.clear() // Redis loses its keys now
+  t.same(lead.shared.recordAgain(true), { drains: 0, ejections: 1 }, 'the lead, not told yet, writes it back')
+  t.equal(w.record.get('ejections')?.size ?? 0, 1)
+  const held = w.net.held
+  w.net.held = null
+  for (const deliver of held) deliver() // the finder's `unrecorded` comes
+  await settle()
+  t.equal(w.record.get('ejections')?.size ?? 0, 0, 'the lead removed it again: nothing left for a replica started now')
+  const late = await replica(t, w, clock, { group: 'g2' })
+  t.equal(late.health.state('d'), 'healthy', 'a replica started now does not eject d')
 })

@@ -233,6 +233,15 @@ export class SharedHealth {
    */
   readonly #siblings = new Map<string, { readonly id: string; readonly value: string; readonly until: number; readonly capped: boolean }>()
   /**
+   * The sibling records this process wrote back as its group's lead (see recordAgain), by
+   * field, with their end (the finder's clock): one whose finder's `unrecorded` comes after
+   * the write-back is removed from Redis again (see #receive). Its finder removed it from Redis
+   * before the write-back reached it, and its message was still on the way through the
+   * primary: written back, it stayed until its end. Dropped at that message, at its end, at
+   * most APPLIED_KEPT.
+   */
+  readonly #writtenBack = new Map<string, number>()
+  /**
    * The awaited drains applied when their id joined, until the record is read again: one gone
    * from Redis meanwhile (its upstream left another replica's set: a replica that did not have
    * it could not see that) is undone, unless a drain or undrain of it came since, or the id left
@@ -738,9 +747,9 @@ export class SharedHealth {
    * finder's, each reader applies it within its own limit), and not past its end. A record its
    * finder removed is not brought back: the finder tells its siblings as it removes it (see
    * #unrecord), for they do not always end it at the same moment (a refusal can end on its
-   * finder a probe interval before the lead). But for one
-   * removed while the loss is handled here, its message on the way: it stays in Redis until its
-   * end (its value's `until`), a refusal that a replica started meanwhile ends at its own probes.
+   * finder a probe interval before the lead); one removed while the loss is handled here, its
+   * message on the way (the finder's HDEL reached Redis before this HSET), is removed again
+   * when the message comes (see #writtenBack).
    */
   recordAgain(lead = true): { readonly drains: number; readonly ejections: number } {
     let n = 0
@@ -761,11 +770,15 @@ export class SharedHealth {
       void this.#channel.remember(EJECTIONS, mine.field, mine.value)
     }
     const at = this.#now()
+    for (const [field, until] of this.#writtenBack) if (until <= at) this.#writtenBack.delete(field)
     for (const [field, theirs] of lead ? this.#siblings : []) {
       if (theirs.until <= at) this.#siblings.delete(field)
       if (theirs.until <= at || (!theirs.capped && this.#health.toldLength(theirs.id) === null)) continue
       ejections++
       void this.#channel.remember(EJECTIONS, field, theirs.value)
+      this.#writtenBack.delete(field)
+      this.#writtenBack.set(field, theirs.until)
+      if (this.#writtenBack.size > APPLIED_KEPT) this.#writtenBack.delete(this.#writtenBack.keys().next().value!)
     }
     return { drains: n, ejections }
   }
@@ -905,8 +918,9 @@ export class SharedHealth {
     }
     if (m === null || typeof m !== 'object') return
     if (m.from === this.#self) return
-    // a sibling worker removed its record (see #unrecord): its siblings no longer hold it
-    if (m.kind === 'unrecorded') return void (m.group === this.#group && typeof m.field === 'string' && this.#siblings.delete(m.field))
+    // a sibling worker removed its record (see #unrecord): its siblings no longer hold it, and
+    // one written back here meanwhile goes again (see #writtenBack)
+    if (m.kind === 'unrecorded') return void (m.group === this.#group && typeof m.field === 'string' && this.#unrecorded(m.field))
     if (typeof m.id !== 'string') return
     // an active check's verdict of this group (the lead's probe): every worker of it applied that
     // probe result as it is (unhealthy until the probes pass again), not as an ejection
@@ -965,6 +979,18 @@ export class SharedHealth {
     }
     this.#apply({ kind: m.kind, id: m.id, migrate: m.migrate === true, active: m.active === true, refused: m.refused === true && m.active !== true, told, length, since })
     if (recorded !== null) this.#markCapped(recorded, m.id)
+  }
+
+  /**
+   * A sibling worker removed its record at `field` (see #unrecord): not held here any more; and
+   * removed from Redis again when this process wrote it back since it held it (its message, on
+   * its way through the primary, came after this lead's write-back, whose HSET may have reached
+   * Redis after the finder's HDEL), else it stayed there until its end. On the same connection
+   * as the write-back, so this removal reaches Redis after it; one HDEL more per such record.
+   */
+  #unrecorded(field: string): void {
+    this.#siblings.delete(field)
+    if (this.#writtenBack.delete(field)) void this.#channel.remember(EJECTIONS, field, null)
   }
 
   /**
