@@ -82,7 +82,9 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   // ejections it recorded (found and told by it), the lead alone the drains (every worker holds
   // every drain; the admin API's changes are made on the lead, so its view of them is never
   // behind a sibling's) and its siblings' ejections, as their finder recorded them (it may have
-  // exited since: crashed and restarted, or replaced in a rolling restart)
+  // exited since: crashed and restarted, or replaced in a rolling restart). `link.lead` is read
+  // at the loss: a worker that handled it as a sibling and leads soon after records the lead's
+  // part then (the lead before it may have gone before it noticed: SharedHealth.becameLead)
   const recordsDrains = config.health.shared === 'redis'
   // with Tether's own cookie the table only counts sessions (bounded loads), shared with nobody
   const writesBack = config.affinity.key === 'cookie' || config.affinity.key === 'none' ? null : redisBindings

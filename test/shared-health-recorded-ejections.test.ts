@@ -10,7 +10,7 @@
 // passes but what the test advances.
 import t, { type Test } from 'tap'
 import { HealthTable } from '../src/health/health-table.js'
-import { EJECTIONS_UNREAD_LOG, READ_RETRY_MS, SharedHealth, SKEW_TOLERANCE_MS, SKEWED_LOG, UNREAD_LOG, type AddressesOf } from '../src/health/shared-health.js'
+import { EJECTIONS_UNREAD_LOG, LEAD_PART_LOG, LEAD_PART_OWED_MS, READ_RETRY_MS, SharedHealth, SKEW_TOLERANCE_MS, SKEWED_LOG, UNREAD_LOG, type AddressesOf } from '../src/health/shared-health.js'
 import { createLogger } from '../src/observability/logger.js'
 import type { PeerChannel } from '../src/peers/peer-channel.js'
 import { FakeClock } from './fixtures/clock.js'
@@ -593,4 +593,27 @@ t.test("a record its finder removed while the lead wrote back after a loss (the 
   t.equal(w.record.get('ejections')?.size ?? 0, 0, 'the lead removed it again: nothing left for a replica started now')
   const late = await replica(t, w, clock, { group: 'g2' })
   t.equal(late.health.state('d'), 'healthy', 'a replica started now does not eject d')
+})
+
+t.test('a worker that handled a loss as a sibling and becomes the lead soon after records the lead\'s part again (the lead before it went before it noticed the loss); not long after', async (t) => {
+  for (const late of [false, true]) {
+    const w = world()
+    const clock = new FakeClock(Date.now())
+    const lead = await replica(t, w, clock, { group: 'g1' })
+    const next = await replica(t, w, clock, { group: 'g1' })
+    lead.health.reportPassive('c', 'server_error') // the lead's own ejection, held by its sibling
+    const before = new Map(w.record.get('ejections'))
+    lead.shared.stop() // the lead is SIGKILLed before its keyspace check noticed the loss
+    w.record.clear() // a FLUSHALL
+    t.same(next.shared.recordAgain(false), { drains: 0, ejections: 0 }, 'the sibling, not the lead, writes only its own (none)')
+    if (late) clock.advance(LEAD_PART_OWED_MS)
+    next.shared.becameLead()
+    if (late) {
+      t.equal(w.record.get('ejections')?.size ?? 0, 0, `the lead ${LEAD_PART_OWED_MS} ms later: nothing written (the lead before it had its own check notice the loss)`)
+      t.notOk(next.logs.lines.some((l) => l.rec['msg'] === LEAD_PART_LOG), 'nor said')
+      continue
+    }
+    t.same(new Map(w.record.get('ejections')), before, "the new lead wrote its sibling's record back, as written")
+    t.match(next.logs.lines.find((l) => l.rec['msg'] === LEAD_PART_LOG)?.rec, { drains: 0, ejections: 1 }, 'and said so')
+  }
 })

@@ -242,6 +242,13 @@ export class SharedHealth {
    */
   readonly #writtenBack = new Map<string, number>()
   /**
+   * When this process last handled a loss of Redis's keys while not its group's lead (the
+   * table's clock; null: not since it led): if it becomes the lead within LEAD_PART_OWED_MS of
+   * that, it records the lead's part again (see becameLead), for the lead before it may have
+   * exited (or handed the lead over) before it noticed the loss.
+   */
+  #lostAsSibling: number | null = null
+  /**
    * The awaited drains applied when their id joined, until the record is read again: one gone
    * from Redis meanwhile (its upstream left another replica's set: a replica that did not have
    * it could not see that) is undone, unless a drain or undrain of it came since, or the id left
@@ -749,29 +756,43 @@ export class SharedHealth {
    * #unrecord), for they do not always end it at the same moment (a refusal can end on its
    * finder a probe interval before the lead); one removed while the loss is handled here, its
    * message on the way (the finder's HDEL reached Redis before this HSET), is removed again
-   * when the message comes (see #writtenBack).
+   * when the message comes (see #writtenBack). A process that is not the lead notes the loss:
+   * if it becomes the lead soon after, it records the lead's part again (see becameLead).
    */
   recordAgain(lead = true): { readonly drains: number; readonly ejections: number } {
-    let n = 0
-    const now = Date.now()
-    for (const id of lead ? this.#health.ids() : []) {
-      const held = this.#health.adminDrain(id)
-      const since = this.#health.drainingSince(id)
-      if (held === null || since === null) continue
-      n++
-      void this.#channel.remember(DRAINS, id, held.migrate ? 'migrate' : 'stay')
-      void this.#channel.remember(DRAIN_STARTS, id, String(since))
-      void this.#channel.remember(DRAIN_CHANGES, id, String(now - since < RECORDED_MS ? since : now))
-    }
     let ejections = 0
     for (const [id, mine] of this.#recorded) {
       if (this.#health.toldLength(id) === null) continue
       ejections++
       void this.#channel.remember(EJECTIONS, mine.field, mine.value)
     }
+    this.#lostAsSibling = lead ? null : this.#now()
+    if (!lead) return { drains: 0, ejections }
+    const group = this.#recordGroupPart()
+    return { drains: group.drains, ejections: ejections + group.ejections }
+  }
+
+  /**
+   * The lead's part of recording again after a loss (see recordAgain): the drains this
+   * replica holds, and its siblings' ejections held here still in force or refused here (see
+   * #siblings), each noted as written back (see #writtenBack).
+   */
+  #recordGroupPart(): { readonly drains: number; readonly ejections: number } {
+    let drains = 0
+    const now = Date.now()
+    for (const id of this.#health.ids()) {
+      const held = this.#health.adminDrain(id)
+      const since = this.#health.drainingSince(id)
+      if (held === null || since === null) continue
+      drains++
+      void this.#channel.remember(DRAINS, id, held.migrate ? 'migrate' : 'stay')
+      void this.#channel.remember(DRAIN_STARTS, id, String(since))
+      void this.#channel.remember(DRAIN_CHANGES, id, String(now - since < RECORDED_MS ? since : now))
+    }
+    let ejections = 0
     const at = this.#now()
     for (const [field, until] of this.#writtenBack) if (until <= at) this.#writtenBack.delete(field)
-    for (const [field, theirs] of lead ? this.#siblings : []) {
+    for (const [field, theirs] of this.#siblings) {
       if (theirs.until <= at) this.#siblings.delete(field)
       if (theirs.until <= at || (!theirs.capped && this.#health.toldLength(theirs.id) === null)) continue
       ejections++
@@ -780,7 +801,7 @@ export class SharedHealth {
       this.#writtenBack.set(field, theirs.until)
       if (this.#writtenBack.size > APPLIED_KEPT) this.#writtenBack.delete(this.#writtenBack.keys().next().value!)
     }
-    return { drains: n, ejections }
+    return { drains, ejections }
   }
 
   /**
@@ -1014,16 +1035,25 @@ export class SharedHealth {
   }
 
   /**
-   * This process became its group's lead: it applies and relays, in the order heard, the other
+   * This process became its group's lead. It applies and relays, in the order heard, the other
    * groups' active `down`s it heard from Redis that no lead relayed (see #unrelayed), before its
    * own first probe result, so every worker of the group applies them in its order as any relay.
    * Else a `down` heard while the group had no lead (starting, or its lead dead and the next not
-   * told yet) was applied by none of its workers.
+   * told yet) was applied by none of its workers. And when it handled a loss of Redis's keys as
+   * a sibling less than LEAD_PART_OWED_MS ago, it records the lead's part again (the drains,
+   * its siblings' ejections: see recordAgain): the lead before it may have exited (SIGKILLed,
+   * crashed) or handed the lead over (a rolling restart) before its own check noticed the
+   * loss, and then nobody wrote them back. Written twice when it did (the same fields and values).
    */
   becameLead(): void {
     // #relayedFirst stays: a Redis copy still to come of a relay applied here already is not applied and relayed again
     const missed = this.#unrelayed.splice(0)
     for (const m of missed) this.#receive(m.message)
+    const lost = this.#lostAsSibling
+    this.#lostAsSibling = null
+    if (lost === null || this.#now() - lost >= LEAD_PART_OWED_MS) return
+    const again = this.#recordGroupPart()
+    this.#logger.info({ drains: again.drains, ejections: again.ejections, lost_ms_ago: this.#now() - lost }, LEAD_PART_LOG)
   }
 
   /**
@@ -1068,6 +1098,19 @@ export class SharedHealth {
     }
   }
 }
+
+/**
+ * How soon after a process handled a loss of Redis's keys as a sibling (not its group's lead)
+ * its becoming the lead makes it record the lead's part again (ms; see SharedHealth.becameLead).
+ * Each worker notices a loss at its first keyspace check after it (every second, each bounded
+ * by the Redis timeout): a lead that still led this long after a sibling noticed it had its own
+ * check notice it, and wrote them back. Longer only widens the moments at which a removal in
+ * flight (an undrain, an `unrecorded`) can meet a write-back it then undoes.
+ */
+export const LEAD_PART_OWED_MS = 10_000
+
+/** Said (an info) when a worker that became the lead soon after a loss of Redis's keys recorded the lead's part again (see LEAD_PART_OWED_MS). */
+export const LEAD_PART_LOG = "this worker became the lead soon after Redis lost its keys: it recorded again the drains and its siblings' ejections (the lead before it may have gone before it noticed the loss)"
 
 /** How many drains of upstreams not in the set SharedHealth keeps until they join (#awaiting): the oldest beyond it is dropped. */
 const AWAITED_KEPT = 1024

@@ -1,0 +1,52 @@
+// With two workers and `health.shared: redis`, the lead frozen (SIGSTOP) before its keyspace
+// check noticed a FLUSHALL, then SIGKILLed: its sibling handled the loss as a sibling (its own
+// ejections only), and, leading soon after, records the lead's part again: the drain made
+// through the admin API and the old lead's own ejection (which it held as its sibling's). Else
+// nobody wrote them back. A real redis-server, a real primary with two worker processes, real
+// upstreams; nothing sleeps.
+import t from 'tap'
+import { LEAD_PART_LOG } from '../src/health/shared-health.js'
+import { startRedis, redisCli } from './fixtures/redis-server.js'
+import { request, startUpstream } from './fixtures/upstream.js'
+import { slotOf, workerPids } from './fixtures/primary-process.js'
+import { waitFor } from './fixtures/wait.js'
+import { connectionTo, ejectThrough, flushed, leadOf, workersOnRedis } from './fixtures/workers-keyspace.js'
+
+t.test('with two workers, a lead gone before it noticed a FLUSHALL: its sibling, leading soon after, writes back the drain and the old lead\'s ejection', async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const prefix = 'wkd:'
+  // app-1 fails /fail (a 500: timed by base_ejection); app-0 and app-2 answer all
+  const apps = await Promise.all(['app-0', 'app-1', 'app-2'].map((id) => startUpstream(id, (req, res) => {
+    res.statusCode = id === 'app-1' && req.url === '/fail' ? 500 : 200
+    res.end(`${id}\n`)
+  })))
+  t.teardown(() => Promise.all(apps.map((a) => a.close())))
+  const w = await workersOnRedis(t, redis, prefix, apps,
+    '{ shared: redis, active: { enabled: false }, passive: { consecutive_failures: 1, base_ejection: 60s, max_ejection: 60s } }')
+  const { lead, lines } = w
+  const other = 1 - lead
+  // the lead ejects app-1 on its own traffic; its sibling applies it, heard
+  await ejectThrough(w, await connectionTo(t, w, lead), lead, '/fail', 'app-1')
+  const key = `${prefix}peers:ejections`
+  await waitFor(async () => (await redisCli(redis.port, 'HLEN', key)).trim() === '1', 5_000, 'the ejection to be recorded')
+  await waitFor(() => lines().some((l) => l['msg'] === 'health event from another Tether replica' && l['upstream'] === 'app-1' && l['worker'] === other), 5_000, 'the sibling to apply it, heard')
+  // and app-2 is drained through the admin API (made on the lead, recorded by it)
+  t.equal((await request(`http://127.0.0.1:${w.adminPort}/upstreams/app-2/drain`, { method: 'POST' })).status, 200, 'drained')
+  const drains = `${prefix}peers:drains`
+  await waitFor(async () => (await redisCli(redis.port, 'HEXISTS', drains, 'app-2')).trim() === '1', 5_000, 'the drain to be recorded')
+  const recorded = (await redisCli(redis.port, 'HGETALL', key)).trim()
+
+  // the lead freezes before the loss: its check never notices it; its sibling's does
+  const leadPid = workerPids(w.proc).find((pid) => slotOf(pid) === lead)!
+  process.kill(leadPid, 'SIGSTOP')
+  const lost = await flushed(redis, lines, 1)
+  t.match(lost[0], { worker: other, drains: 0, ejections: 0 }, 'the sibling wrote back its own ejections (none), not the lead\'s part')
+  process.kill(leadPid, 'SIGKILL')
+  await waitFor(() => leadOf(lines) === other, 30_000, 'the sibling to lead')
+  const back = await waitFor(async () => (await redisCli(redis.port, 'HLEN', key)).trim() === '1' &&
+    (await redisCli(redis.port, 'HEXISTS', drains, 'app-2')).trim() === '1', 5_000, 'the ejection and the drain to be back').then(() => true, () => false)
+  t.ok(back, 'the old lead\'s ejection and the drain are back in Redis')
+  t.equal((await redisCli(redis.port, 'HGETALL', key)).trim(), recorded, 'the ejection under its field, as recorded')
+  t.match(lines().find((l) => l['msg'] === LEAD_PART_LOG), { worker: other, drains: 1, ejections: 1 }, 'the new lead said what it recorded again')
+})
