@@ -292,7 +292,7 @@ t.test("the redirect listener's 400s are logged and counted as the proxy listene
   const before = { access: logs.access().length, counted: await counted() }
   const out = await rawAll(port, 'GET /bad-head HTTP/1.1\r\nBad Header: y\r\n\r\n')
   t.match(out, /^HTTP\/1\.1 400 /)
-  t.match(logs.access().slice(before.access), [{ status: 400, outcome: 'TETHER_BAD_REQUEST', path: null, upstream: null }], 'a refused head: an access line')
+  t.match(logs.access().slice(before.access), [{ status: 400, outcome: 'TETHER_BAD_REQUEST', method: 'GET', path: '/bad-head', upstream: null }], 'a refused head: an access line with its request line')
   const after = await counted()
   t.equal(after.refused, before.counted.refused + 1, 'a refused head: counted')
   t.equal(after.none, before.counted.none + 1, 'a refused head: counted with protocol none')

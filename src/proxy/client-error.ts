@@ -69,6 +69,68 @@ export function unknownMethod(raw: Buffer, at: number): boolean {
   return (whole ? REQUEST_LINE : REQUEST_LINE_START).test(raw.toString('latin1', start, stop))
 }
 
+/**
+ * What an access line tells of a head the parser refused: its request line's method and target
+ * (`method` null: the line is not a request line, and `path` is the line as sent, as nginx's
+ * `$request` holds what it got), escaped (see {@link escapeRequestBytes}).
+ */
+export interface RefusedLine {
+  readonly method: string | null
+  readonly path: string
+}
+
+/** The most bytes of a refused head's first line an access line quotes. */
+export const REFUSED_LINE_MAX_BYTES = 1024
+
+/** llhttp's codes for an error in the request line itself: the line the parser stopped in is the request line. */
+const REQUEST_LINE_ERRORS: ReadonlySet<string> = new Set(['HPE_INVALID_METHOD', 'HPE_INVALID_URL', 'HPE_INVALID_VERSION'])
+
+/** A request line: a method token (RFC 9110 section 5.6.2), a target without a space, an optional version (RFC 9112 section 3). */
+const REQUEST_LINE_PARTS = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+) ([^ ]+)(?: HTTP\/[0-9]\.[0-9])?$/
+/** The same line cut at {@link REFUSED_LINE_MAX_BYTES}: its target runs to the cut. */
+const CUT_REQUEST_LINE_PARTS = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+) ([^ ]+)$/
+
+/**
+ * `text` (bytes as latin1) with each byte outside visible ASCII and space, and `"` and `\`,
+ * written `\xHH`, as nginx's access log escapes its `$request` (`escape=default`): the value
+ * holds no control byte, no byte that is not UTF-8, and a `\` always begins an escape.
+ * Example: `escapeRequestBytes('GET /a\x01"b')` -> `GET /a\x01\x22b`.
+ */
+export function escapeRequestBytes(text: string): string {
+  return text.replace(/[^\x20-\x7e]|["\\]/g, (c) => `\\x${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`)
+}
+
+/**
+ * The first line of a head the parser refused, for its access line, or null when it cannot be
+ * told. `raw` and `at`: the bytes the parser held and where it stopped (the error's `rawPacket`,
+ * the read it failed in, and `bytesParsed`); `whole`: `raw` is all the connection sent, so the
+ * head begins at its start (after empty lines, RFC 9112 section 2.2); `code`: the parser's
+ * error code. Else only an error in the request line itself (a bad method, target or version)
+ * tells where that line is: the line the parser stopped in. A header's error in a head read in
+ * several pieces, or behind another request, gives null: the bytes before it may be a header's
+ * (an Authorization's value), which is never logged. Only the line is read, to its first CR
+ * or LF, at most {@link REFUSED_LINE_MAX_BYTES}.
+ * Example: `("GET /x HTTP/1.1\r\nBad Header: s\r\n\r\n", 26, true, 'HPE_INVALID_HEADER_TOKEN')` -> `{ method: 'GET', path: '/x' }`.
+ */
+export function refusedLine(raw: Buffer | undefined, at: number, whole: boolean, code: string | undefined): RefusedLine | null {
+  if (raw === undefined) return null
+  let start: number
+  if (whole) {
+    start = 0
+    while (start < raw.length && (raw[start] === 0x0d || raw[start] === 0x0a)) start++
+  } else if (code !== undefined && REQUEST_LINE_ERRORS.has(code)) {
+    const stop = Math.min(Math.max(at, 0), raw.length)
+    start = stop === 0 ? 0 : raw.lastIndexOf(0x0a, stop - 1) + 1
+  } else return null
+  let end = start
+  const limit = Math.min(raw.length, start + REFUSED_LINE_MAX_BYTES)
+  while (end < limit && raw[end] !== 0x0d && raw[end] !== 0x0a) end++
+  if (end === start) return null
+  const line = raw.toString('latin1', start, end)
+  const parts = (end === limit && end < raw.length && raw[end] !== 0x0d && raw[end] !== 0x0a ? CUT_REQUEST_LINE_PARTS : REQUEST_LINE_PARTS).exec(line)
+  return parts === null ? { method: null, path: escapeRequestBytes(line) } : { method: parts[1]!, path: escapeRequestBytes(parts[2]!) }
+}
+
 type ServerSocket = Socket & { _httpMessage?: ServerResponse | null; parser?: { incoming?: IncomingMessage | null } | null }
 
 /**
@@ -99,30 +161,31 @@ export class ClientErrors {
 
   /**
    * Answer `code` on the raw socket and close it, and count and log the refused request: it
-   * reached no upstream; its method and path are `req`'s when given, else unknown (the parser
-   * refused the head) or not told (the unread rest of a pipeline). Not counted when the socket
+   * reached no upstream; its method and path are `req`'s when given, else `line`'s (what the
+   * parser's refused head showed of its request line), else unknown. Not counted when the socket
    * could take no answer.
    */
-  refuse(socket: Duplex, code: ErrorCode, req?: IncomingMessage): void {
+  refuse(socket: Duplex, code: ErrorCode, req?: IncomingMessage, line?: RefusedLine | null): void {
     const sent = socket.writable // else writeRawError only closes it: no answer to count
     writeRawError(socket, code, { close: true })
-    if (sent) this.refused(code, req, 'http', socket)
+    if (sent) this.refused(code, req, 'http', socket, line)
   }
 
   /**
    * Count and log a request refused before any request path saw it, answered `code` (see
    * refuse; also the listener's own refusals). `req`: its head, when it was read whole;
    * `protocol`: 'websocket' for an upgrade refused before it reached an upstream; `socket`: the
-   * client's connection (default `req`'s), whose address the access line names.
+   * client's connection (default `req`'s), whose address the access line names; `line`: without
+   * `req`, the request line of the head the parser refused (see {@link refusedLine}).
    */
-  refused(code: ErrorCode, req?: IncomingMessage, protocol: 'http' | 'websocket' = 'http', socket?: Duplex): void {
+  refused(code: ErrorCode, req?: IncomingMessage, protocol: 'http' | 'websocket' = 'http', socket?: Duplex, line?: RefusedLine | null): void {
     const { status } = ERRORS[code]
     this.#events.observeRequest(null, req?.method, status, -1) // no duration: the head may not have arrived whole
     // counted as a finished request too (a flood of malformed heads shows in both counters)
     this.#events.clientProtocol(protocol === 'websocket' ? 'websocket' : req?.httpVersion === '1.1' ? 'http/1.1' : req?.httpVersion === '1.0' ? 'http/1.0' : 'none')
     if (this.#access() && this.#logger.isLevelEnabled('info')) {
       const peer = ((socket ?? req?.socket) as { remoteAddress?: string } | undefined)?.remoteAddress ?? null
-      this.#logger.info({ request_id: null, peer, method: req?.method ?? null, path: req?.url ?? null, protocol, status, upstream: null, outcome: code }, 'access')
+      this.#logger.info({ request_id: null, peer, method: req?.method ?? line?.method ?? null, path: req?.url ?? line?.path ?? null, protocol, status, upstream: null, outcome: code }, 'access')
     }
   }
 
@@ -163,13 +226,13 @@ export class ClientErrors {
    * 400 before them would be read as the answer to one of them, RFC 9112 section 9.3.2), then
    * the connection closes; an earlier answer cut short closes it at once. Scheduled once per connection.
    */
-  #afterAnswer(socket: Socket, pending: ServerResponse, code: ErrorCode): void {
+  #afterAnswer(socket: Socket, pending: ServerResponse, code: ErrorCode, line: RefusedLine | null): void {
     if (this.#answering.has(socket)) return
     this.#answering.add(socket)
     let cut = false
     pending.once('close', () => { cut = !pending.writableFinished })
     whenIdle(socket, () => {
-      if (!cut && !socket.destroyed) this.refuse(socket, code)
+      if (!cut && !socket.destroyed) this.refuse(socket, code, undefined, line)
       else socket.destroy()
     })
   }
@@ -193,7 +256,9 @@ export class ClientErrors {
   readonly handle = (err: NodeJS.ErrnoException, duplex: Socket): void => {
     const socket = duplex as ServerSocket
     const { rawPacket, bytesParsed } = err as { rawPacket?: unknown; bytesParsed?: unknown }
-    const code = clientErrorCode(err.code, Buffer.isBuffer(rawPacket) ? rawPacket : undefined, typeof bytesParsed === 'number' ? bytesParsed : 0)
+    const raw = Buffer.isBuffer(rawPacket) ? rawPacket : undefined
+    const at = typeof bytesParsed === 'number' ? bytesParsed : 0
+    const code = clientErrorCode(err.code, raw, at)
     if (err.code === 'ECONNRESET' || socket.destroyed) {
       socket.destroy()
       return
@@ -225,7 +290,7 @@ export class ClientErrors {
           this.#aborts.delete(incoming)
           stop(code)
         }
-      } else this.#afterAnswer(socket, pending, code)
+      } else this.#afterAnswer(socket, pending, code, this.#refusedLine(socket, err.code, raw, at))
       return
     }
     // a connection that never sent a byte (a preconnect, a port scan) is closed without an answer
@@ -234,6 +299,18 @@ export class ClientErrors {
       return
     }
     this.#logger.debug({ code: err.code }, 'rejected malformed request')
-    this.refuse(socket, code)
+    this.refuse(socket, code, undefined, this.#refusedLine(socket, err.code, raw, at))
+  }
+
+  /**
+   * The request line of the head the parser refused on `socket` (see {@link refusedLine}), read
+   * only for an access line. The read that failed (`raw`) is all the connection sent when its
+   * length is the connection's byte count and no earlier request was parsed on it (else it may
+   * begin in the middle of the head, or hold earlier requests).
+   */
+  #refusedLine(socket: ServerSocket, code: string | undefined, raw: Buffer | undefined, at: number): RefusedLine | null {
+    if (raw === undefined || !this.#access()) return null
+    const whole = raw.length === socket.bytesRead && socket.parser != null && socket.parser.incoming == null
+    return refusedLine(raw, at, whole, code)
   }
 }

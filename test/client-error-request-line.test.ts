@@ -1,0 +1,70 @@
+// A head Node's parser refused gets an access line with what can be told of its request line
+// (method and target, or the line as sent, escaped and cut at 1 KiB), as nginx logs `$request`
+// with its 400; never a header of it.
+import t from 'tap'
+import { escapeRequestBytes, refusedLine } from '../src/proxy/client-error.js'
+import { startTether } from '../src/app.js'
+import { createLogger } from '../src/observability/logger.js'
+import { LogCapture } from './fixtures/log-capture.js'
+import { rawConnect } from './fixtures/raw-client.js'
+import { startUpstream, request, testConfig } from './fixtures/upstream.js'
+
+const b = (s: string): Buffer => Buffer.from(s, 'latin1')
+
+t.test('escapeRequestBytes writes control bytes, bytes over 0x7e, quotes and backslashes as \\xHH (nginx escape=default)', async (t) => {
+  t.equal(escapeRequestBytes('GET /a b'), 'GET /a b')
+  t.equal(escapeRequestBytes('/a\x01"b\\c\x7f\xff'), '/a\\x01\\x22b\\x5Cc\\x7F\\xFF')
+  t.equal(escapeRequestBytes('\x16\x03\x01'), '\\x16\\x03\\x01')
+})
+
+t.test('refusedLine: the request line of a refused head, or null when it cannot be told', async (t) => {
+  const cases: [string, Buffer, number, boolean, string, ReturnType<typeof refusedLine>][] = [
+    ['a header error in a head read whole: its request line', b('GET /x?q=1 HTTP/1.1\r\nHost: a\r\nBad Header: secret\r\n\r\n'), 29, true, 'HPE_INVALID_HEADER_TOKEN', { method: 'GET', path: '/x?q=1' }],
+    ['empty lines before the request line are skipped (RFC 9112 section 2.2)', b('\r\n\r\nget /x HTTP/1.1\r\n\r\n'), 4, true, 'HPE_INVALID_METHOD', { method: 'get', path: '/x' }],
+    ['a control byte in the target: escaped', b('GET /a\x01"b HTTP/1.1\r\nHost: a\r\n\r\n'), 6, true, 'HPE_INVALID_URL', { method: 'GET', path: '/a\\x01\\x22b' }],
+    ['not a request line (a TLS handshake): the line as sent, escaped', b('\x16\x03\x01\x02\x00\x01\x00'), 0, true, 'HPE_INVALID_METHOD', { method: null, path: '\\x16\\x03\\x01\\x02\\x00\\x01\\x00' }],
+    ['the line ends at a lone CR: what follows it is a header', b('GET /x HTTP/1.1\rAuthorization: secret\r\n\r\n'), 16, true, 'HPE_STRICT', { method: 'GET', path: '/x' }],
+    ['a header error in a later read: null (the read may begin inside a header)', b('Host: a\r\nAuthorization: Bearer s\x01\r\n\r\n'), 30, false, 'HPE_INVALID_HEADER_TOKEN', null],
+    ['a header value that looks like a request line, in a later read: null', b('GET /secret HTTP/1.1\r\nBad Header: s\r\n\r\n'), 25, false, 'HPE_INVALID_HEADER_TOKEN', null],
+    ['a request-line error in a later read: the line it stopped in', b('GET /y HTTP/9.1\r\nHost: a\r\n\r\n'), 15, false, 'HPE_INVALID_VERSION', { method: 'GET', path: '/y' }],
+    ['a request-line error behind other requests in one read', b('GET /a HTTP/1.1\r\nHost: a\r\n\r\nget /b HTTP/1.1\r\n\r\n'), 28, false, 'HPE_INVALID_METHOD', { method: 'get', path: '/b' }],
+    ['a timeout: no bytes told', Buffer.alloc(0), 0, true, 'ERR_HTTP_REQUEST_TIMEOUT', null],
+  ]
+  for (const [name, raw, at, whole, code, want] of cases) t.same(refusedLine(raw, at, whole, code), want, name)
+  t.equal(refusedLine(undefined, 0, true, 'HPE_INVALID_METHOD'), null, 'no rawPacket')
+  const long = refusedLine(b(`GET /${'a'.repeat(5000)} HTTP/1.1\r\n\r\n`), 10, true, 'HPE_HEADER_OVERFLOW')
+  t.same(long, { method: 'GET', path: `/${'a'.repeat(1019)}` }, 'a long line is cut at 1024 bytes')
+  const longGarbage = refusedLine(b('\x00'.repeat(4000)), 0, true, 'HPE_INVALID_METHOD')
+  t.equal(longGarbage?.path, '\\x00'.repeat(1024), 'garbage is cut at 1024 bytes too, then escaped')
+})
+
+t.test("a refused head's access line names its request line, escaped, and never a header value", async (t) => {
+  const up = await startUpstream('a')
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig([up], { limits: { max_header_bytes: 2048 } }), { logger: createLogger('info', logs) })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const send = async (pieces: (string | Buffer)[]): Promise<Record<string, unknown>> => {
+    const before = logs.access().length
+    const c = await rawConnect(tether.port)
+    // every piece after the first goes once the one before was answered: its own read
+    for (const [i, p] of pieces.entries()) {
+      c.write(p)
+      if (i < pieces.length - 1) t.ok(await c.until(() => c.finals().length > i, 5000), 'answered')
+    }
+    t.ok(await c.waitEnd(5000), 'the refused head closes the connection')
+    c.destroy()
+    t.ok(await new Promise<boolean>((done) => {
+      const check = (): void => { if (logs.access().length > before + pieces.length - 1) done(true) }
+      check()
+      logs.on('record', check)
+    }), 'its access line')
+    return logs.access().at(-1)!
+  }
+  t.match(await send(['GET /x?q=1 HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer s3cr\x01t\r\n\r\n']), { method: 'GET', path: '/x?q=1', status: 400, outcome: 'TETHER_BAD_REQUEST', upstream: null })
+  t.match(await send([`GET /big HTTP/1.1\r\nHost: a\r\nX-Big: ${'a'.repeat(4096)}\r\n\r\n`]), { method: 'GET', path: '/big', status: 431 })
+  t.match(await send([b('\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"x\r\n\r\n')]), { method: null, path: '\\x16\\x03\\x01\\x02\\x00\\x01\\x00\\x01\\xFC\\x03\\x03\\x22x', status: 400 })
+  t.match(await send(['GET /a HTTP/1.1\r\nHost: a\r\n\r\n', 'GET /b HTTP/9.1\r\nHost: a\r\n\r\n']), { method: 'GET', path: '/b', status: 400 })
+  t.match(await send(['GET /a HTTP/1.1\r\nHost: a\r\n\r\n', 'GET /b HTTP/1.1\r\nHost: a\r\nBad Header: s3cret\r\n\r\n']), { method: null, path: null, status: 400 }, 'a header error in a later read: not guessed')
+  t.notOk(logs.lines.some((l) => JSON.stringify(l.rec).includes('s3cr')), 'no header value of a refused head is logged')
+  t.equal((await request(tether.url)).body, 'a\n', 'still serving')
+})
