@@ -134,18 +134,37 @@ function sameFile(a: string, b: string): boolean {
 }
 
 /**
+ * The options whose values a usage error never shows: `--token`, and `--admin`, whose URL may
+ * carry a token (a query parameter such as `?access_key=`, a user name alone, a path segment)
+ * that the masking of `scheme://user:password@` and of secret-named parameters
+ * (`maskUrlCredentials`, applied to every usage error) cannot know. `--config` and `--image`
+ * name a file and an image reference, never a secret.
+ */
+const SECRET_OPTIONS: ReadonlySet<string> = new Set(['--admin', '--token'])
+
+/**
+ * An admin URL that is not one, as its usage error shows it: quoted, or (holding an `@` or a
+ * `?`: a user or password, a query's token, which the masking of `scheme://` URLs misses in a
+ * value that is no URL, as `http//u:pw@h`) not shown.
+ */
+function shownAdminValue(value: string): string {
+  return /[@?]/.test(value) ? 'a value with an "@" or "?" (not shown: it may hold a credential)' : `"${value}"`
+}
+
+/**
  * An option that takes a value, given a second time with another value: a usage error naming
  * both, or null (the first time, or the same value again, as a wrapper script adding it once
  * more; `same` says what is the same value: `sameFile` for a file). nginx (`-c`), curl and
  * git take the last value silently; a config file, admin API or deadline overridden without a
- * word is a footgun (a script's `--config` replaced by a user's), so Tether refuses. A token is
- * never shown. `one` names what to give one of.
+ * word is a footgun (a script's `--config` replaced by a user's), so Tether refuses. The value
+ * of an option that may carry a secret ({@link SECRET_OPTIONS}) is never shown: the option is
+ * named alone. `one` names what to give one of.
  * Example: `givenTwice("--config", "a.yaml", "b.yaml", "config file")` ->
  * `--config is given twice ("a.yaml" and "b.yaml"): name one config file`.
  */
 function givenTwice(name: string, before: string | undefined, value: string, one: string, same = (a: string, b: string) => a === b): Command | null {
   if (before === undefined || same(before, value)) return null
-  const values = name === '--token' ? 'with two values, not shown' : `${JSON.stringify(before)} and ${JSON.stringify(value)}`
+  const values = SECRET_OPTIONS.has(name) ? 'with two values, not shown' : `${JSON.stringify(before)} and ${JSON.stringify(value)}`
   return { kind: 'usage-error', message: `${name} is given twice (${values}): name one ${one}` }
 }
 
@@ -357,7 +376,7 @@ function parseAdminCommand(kind: 'session' | 'drain', args: string[], env: Reado
   // without --wait, drain returns once the admin API has ordered the drain: nothing to time. Still
   // drained (a preStop hook's `drain <id> --timeout 30s` refused would leave the upstream serving), and told
   const warning = given['--timeout'] !== undefined && !wait ? '--timeout has no effect without --wait: the drain is ordered and not waited on (add --wait to wait for it)' : undefined
-  if (!/^https?:\/\/[^/]/.test(url)) return { kind: 'usage-error', message: `${urlFrom}: expected a URL like http://127.0.0.1:9901, got "${url}"${urlFrom === '--admin' ? '' : ' (--admin <url> overrides it)'}` }
+  if (!/^https?:\/\/[^/]/.test(url)) return { kind: 'usage-error', message: `${urlFrom}: expected a URL like http://127.0.0.1:9901, got ${shownAdminValue(url)}${urlFrom === '--admin' ? '' : ' (--admin <url> overrides it)'}` }
   if (hasUserinfo(url)) return { kind: 'usage-error', message: `${urlFrom}: a user or password in the URL is refused (not shown): the admin API takes a bearer token (--token <token> or TETHER_ADMIN_TOKEN), and they would be sent in clear as Basic credentials` }
   // fetch drops whitespace at a header value's ends and refuses a control character inside,
   // with an error that quotes the value: said here, the token never shown

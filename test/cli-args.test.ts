@@ -10,13 +10,15 @@ function usageError(argv: string[], env: Record<string, string> = {}): string {
   return cmd.kind === 'usage-error' ? cmd.message : `parsed as ${JSON.stringify(cmd)}`
 }
 
-t.test('an option that takes a value, given twice with two values, is refused naming both (never the last taken silently)', async (t) => {
+t.test('an option that takes a value, given twice with two values, is refused naming both, or only the option when it may carry a secret (never the last taken silently)', async (t) => {
   const cases: [string[], string][] = [
     [['--config', 'a.yaml', '--config', 'b.yaml'], '--config is given twice ("a.yaml" and "b.yaml"): name one config file'],
     [['run', '-c', 'a.yaml', '--config=b.yaml'], '--config is given twice ("a.yaml" and "b.yaml"): name one config file'],
     [['check', 'a.yaml', '--config', 'b.yaml'], '--config is given twice ("a.yaml" and "b.yaml"): name one config file'],
     [['import', '--manifests', '--image', 'r/a:1', '--image=r/b:2', 'x.yaml'], '--image is given twice ("r/a:1" and "r/b:2"): name one image'],
-    [['drain', 'app-1', '--admin', 'http://10.0.0.1:9901', '--admin=http://10.0.0.2:9901'], '--admin is given twice ("http://10.0.0.1:9901" and "http://10.0.0.2:9901"): name one admin API'],
+    // an admin URL may carry a token (a query parameter, a user, a path) or a password: never shown either
+    [['drain', 'app-1', '--admin', 'http://10.0.0.1:9901', '--admin=http://10.0.0.2:9901'], '--admin is given twice (with two values, not shown): name one admin API'],
+    [['session', 'k', '--admin', 'http://tok3n@10.0.0.1:9901', '--admin', 'http://10.0.0.1:9901/?access_key=k3y'], '--admin is given twice (with two values, not shown): name one admin API'],
     [['drain', 'app-1', '--wait', '--timeout', '5s', '--timeout', '1m'], '--timeout is given twice ("5s" and "1m"): name one deadline'],
     // a token is never shown, not even in this error
     [['session', 'k', '--token', 'secret-1', '--token', 'secret-2'], '--token is given twice (with two values, not shown): name one token'],
@@ -147,5 +149,5 @@ t.test('one deadline or admin API written two ways is one value (5m and 300s, a 
   t.same(parseArgs(['drain', 'app-1', '--wait', '--admin', 'http://10.0.0.1:9901', '--admin', 'http://10.0.0.1:9901/'], {}), drain('http://10.0.0.1:9901', 300_000))
   t.equal(usageError(['drain', 'app-1', '--wait', '--timeout', '5m', '--timeout', '301s']), '--timeout is given twice ("5m" and "301s"): name one deadline')
   t.equal(usageError(['drain', 'app-1', '--wait', '--timeout', '5m', '--timeout', 'soon']), '--timeout is given twice ("5m" and "soon"): name one deadline')
-  t.equal(usageError(['session', 'k', '--admin', 'http://10.0.0.1:9901', '--admin', 'http://10.0.0.1:9902/']), '--admin is given twice ("http://10.0.0.1:9901" and "http://10.0.0.1:9902/"): name one admin API')
+  t.equal(usageError(['session', 'k', '--admin', 'http://10.0.0.1:9901', '--admin', 'http://10.0.0.1:9902/']), '--admin is given twice (with two values, not shown): name one admin API')
 })
