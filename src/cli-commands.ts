@@ -130,12 +130,13 @@ async function main(early: EarlySignals): Promise<number> {
           files.push({ file, bytes: readInput(file) })
         } catch (err) {
           const hint = (err as NodeJS.ErrnoException).code === 'EISDIR' && file !== '-' ? directoryHint(file, 'the YAML files') : ''
-          process.stderr.write(`${maskUrlCredentials(escapeControls(`tether import: cannot read ${file}: ${inputErrorReason(file, err)}${hint}`))}\n`)
+          process.stderr.write(`${maskUrlCredentials(escapeControls(`tether import: cannot read ${inputName(file)}: ${inputErrorReason(file, err)}${hint}`))}\n`)
           return 1
         }
       }
       try {
-        const sources = files.map(({ file, bytes }) => ({ file, text: manifestText(file, bytes) }))
+        // stdin ("-") named `<stdin>` in every position, finding and the output, as check names it
+        const sources = files.map(({ file, bytes }) => ({ file: inputName(file), text: manifestText(file, bytes) }))
         const result = convertManifests(sources, { manifests: cmd.manifests, image: cmd.image ?? `ghcr.io/example/tether:${version()}` })
         process.stdout.write(result.manifests ?? result.proxyYaml)
         process.stderr.write(`tether import: converted ${escapeControls(result.converted)}\n`)

@@ -131,7 +131,29 @@ t.test('check -: the config is read from stdin, and its lines name <stdin> with 
 t.test('check - and import - with a directory for stdin say so, without a hint about a directory named "-"', async (t) => {
   const [check, imp] = await Promise.all([runFromDirectory(['check', '-']), runFromDirectory(['import', '-'])])
   t.same([check.code, check.stderr], [1, '<stdin>: cannot read config: standard input is a directory\n'])
-  t.same([imp.code, imp.stderr], [1, 'tether import: cannot read -: standard input is a directory\n'])
+  t.same([imp.code, imp.stderr], [1, 'tether import: cannot read <stdin>: standard input is a directory\n'])
+})
+
+// `tether import -` names its input `<stdin>` in every line, as `check -` does (and gcc and
+// Python): until 2026-12-05 its positions named it `-` (`-:5:7: YAML syntax error`, `Ingress a
+// (-:1)`, `... in -`), which reads as a stray dash.
+t.test('import -: its errors, findings and output name the input <stdin>, as check - does', async (t) => {
+  const ingress = 'apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: a\nspec: {}\n'
+  const [syntax, noBackend, nothing] = await Promise.all([
+    runCli(['import', '-'], {}, 15000, [], 'apiVersion: v1\nkind: Service\nmetadata:\n  name: a\nspec: [\n'),
+    runCli(['import', '-'], {}, 15000, [], ingress),
+    runCli(['import', '-'], {}, 15000, [], 'a: 1\n'),
+  ])
+  t.equal(syntax.code, 1)
+  t.match(syntax.stderr, /^tether import: <stdin>:5:7: YAML syntax error: /)
+  t.same([noBackend.code, noBackend.stderr], [1, 'tether import: Ingress a (<stdin>:1) names no backend Service: nothing to discover\n'])
+  t.equal(nothing.code, 1)
+  t.match(nothing.stderr, / in <stdin>\n$/)
+  const service = 'apiVersion: v1\nkind: Service\nmetadata: { name: shop, namespace: shop }\nspec:\n  selector: { app: shop }\n  sessionAffinity: ClientIP\n  ports: [{ port: 80 }]\n'
+  const ok = await runCli(['import', '-'], {}, 15000, [], service)
+  t.equal(ok.code, 0, ok.stderr)
+  t.match(ok.stdout, /from <stdin>\./, 'the output names where it came from')
+  t.notMatch(ok.stdout + ok.stderr, /(^|[ (])-(:\d|[.,)]|$)/m, 'no line names the input "-"')
 })
 
 /** Run the CLI with `args` and the test directory itself as its stdin (as a shell's `< test`). */
