@@ -249,10 +249,19 @@ function parseWords(argv: readonly string[], env: Readonly<Record<string, string
   if (config !== undefined) return { kind, config, configFrom: 'argument' }
   const fromEnv = env['TETHER_CONFIG']
   // set and empty: a mistake (an unset variable in a manifest, `TETHER_CONFIG=$CONF`), not the
-  // default file; said as --config '' is (both exit 2), never read as a file named ""
-  if (fromEnv === '') return { kind: 'usage-error', message: 'TETHER_CONFIG is empty: set it to a config file, or unset it for the default config/proxy.yaml (--config <file> overrides it)' }
+  // default file; said as --config '' is (both exit 2), never read as a file named "" (or " ")
+  if (blank(fromEnv)) return { kind: 'usage-error', message: 'TETHER_CONFIG is empty: set it to a config file, or unset it for the default config/proxy.yaml (--config <file> overrides it)' }
   if (fromEnv === '-') return { kind: 'usage-error', message: STDIN_RUN('TETHER_CONFIG=-') }
   return fromEnv !== undefined ? { kind, config: fromEnv, configFrom: 'TETHER_CONFIG' } : { kind, config: 'config/proxy.yaml', configFrom: 'default' }
+}
+
+/**
+ * Whether an environment variable is set and empty, or holds only whitespace (`VAR=' '`, a
+ * manifest's `value: " "`): never a file name, URL or token meant, always a mistake, refused
+ * as an empty one is (a usage error, exit 2) rather than read as a file named " ".
+ */
+function blank(value: string | undefined): boolean {
+  return value !== undefined && value.trim() === ''
 }
 
 /**
@@ -376,6 +385,9 @@ function parseAdminCommand(kind: 'session' | 'drain', args: string[], env: Reado
   // without --wait, drain returns once the admin API has ordered the drain: nothing to time. Still
   // drained (a preStop hook's `drain <id> --timeout 30s` refused would leave the upstream serving), and told
   const warning = given['--timeout'] !== undefined && !wait ? '--timeout has no effect without --wait: the drain is ordered and not waited on (add --wait to wait for it)' : undefined
+  // (an option overrides the environment: a blank variable then does not matter)
+  if (urlFrom === 'TETHER_ADMIN' && blank(env['TETHER_ADMIN'])) return { kind: 'usage-error', message: "TETHER_ADMIN is empty: set it to the admin API's URL, or unset it for the default http://127.0.0.1:9901 (--admin <url> overrides it)" }
+  if (tokenFrom === 'TETHER_ADMIN_TOKEN' && blank(env['TETHER_ADMIN_TOKEN'])) return { kind: 'usage-error', message: "TETHER_ADMIN_TOKEN is empty: set it to the admin API's token, or unset it (--token <token> overrides it)" }
   if (!/^https?:\/\/[^/]/.test(url)) return { kind: 'usage-error', message: `${urlFrom}: expected a URL like http://127.0.0.1:9901, got ${shownAdminValue(url)}${urlFrom === '--admin' ? '' : ' (--admin <url> overrides it)'}` }
   if (hasUserinfo(url)) return { kind: 'usage-error', message: `${urlFrom}: a user or password in the URL is refused (not shown): the admin API takes a bearer token (--token <token> or TETHER_ADMIN_TOKEN), and they would be sent in clear as Basic credentials` }
   // fetch drops whitespace at a header value's ends and refuses a control character inside,

@@ -73,6 +73,27 @@ t.test('an empty TETHER_CONFIG and stdin ("-") for run are usage errors naming w
   t.same([empty.code, empty.stdout, empty.stderr], [2, '', `tether: TETHER_CONFIG is empty: set it to a config file, or unset it for the default config/proxy.yaml (--config <file> overrides it)\n\n${USAGE}`])
 })
 
+// Whitespace alone is an empty value too (`TETHER_CONFIG=' '`, a manifest's `value: " "`): until
+// 2026-12-05 TETHER_CONFIG=' ' was read as a file named " " (exit 1, `  : cannot read config`),
+// TETHER_ADMIN=' ' was quoted as a URL it is not, and a blank TETHER_ADMIN_TOKEN sent
+// `Authorization: Bearer ` with nothing after it.
+t.test('an environment variable the CLI reads that holds only whitespace is refused as an empty one', async (t) => {
+  for (const blank of [' ', '\t', '  \n']) {
+    t.equal(usageLine([], { TETHER_CONFIG: blank }), usageLine([], { TETHER_CONFIG: '' }), `TETHER_CONFIG=${JSON.stringify(blank)}`)
+    t.equal(usageLine(['drain', 'a'], { TETHER_ADMIN: blank }), 'tether: TETHER_ADMIN is empty: set it to the admin API\'s URL, or unset it for the default http://127.0.0.1:9901 (--admin <url> overrides it)', `TETHER_ADMIN=${JSON.stringify(blank)}`)
+    t.equal(usageLine(['session', 'k'], { TETHER_ADMIN_TOKEN: blank }), 'tether: TETHER_ADMIN_TOKEN is empty: set it to the admin API\'s token, or unset it (--token <token> overrides it)', `TETHER_ADMIN_TOKEN=${JSON.stringify(blank)}`)
+  }
+  t.equal(usageLine(['drain', 'a'], { TETHER_ADMIN: '' }), usageLine(['drain', 'a'], { TETHER_ADMIN: ' ' }), 'TETHER_ADMIN empty: the same line')
+  t.equal(usageLine(['session', 'k'], { TETHER_ADMIN_TOKEN: '' }), usageLine(['session', 'k'], { TETHER_ADMIN_TOKEN: ' ' }), 'TETHER_ADMIN_TOKEN empty: the same line')
+  // an option overrides a blank variable, as it overrides any
+  t.same(parseArgs(['--config', 'a.yaml'], { TETHER_CONFIG: ' ' }), { kind: 'run', config: 'a.yaml', configFrom: 'argument' })
+  t.match(parseArgs(['session', 'k', '--admin', 'http://10.0.0.1:9901', '--token', 't'], { TETHER_ADMIN: ' ', TETHER_ADMIN_TOKEN: ' ' }), { kind: 'session', admin: { url: 'http://10.0.0.1:9901', token: 't' } })
+  // check names its file: TETHER_CONFIG is not read
+  t.same(parseArgs(['check', 'a.yaml'], { TETHER_CONFIG: ' ' }), { kind: 'check', config: 'a.yaml' })
+  const blank = await runCli([], { TETHER_CONFIG: ' ' })
+  t.same([blank.code, blank.stdout, blank.stderr.split('\n')[0]], [2, '', usageLine([], { TETHER_CONFIG: '' })], 'as a process: exit 2, the one line (then the help)')
+})
+
 t.test('as a process: a usage error is its line, then the help, exit 2; an admin address where nothing listens is asked about, exit 1', async (t) => {
   const closed = await freePort()
   const [usage, refused] = await Promise.all([runCli(['help']), runCli(['drain', 'app-1', '--admin', `http://127.0.0.1:${closed}`])])
