@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from '../src/cli-args.js'
 import { ROOT } from './fixtures/cli.js'
-import { splitFences, trackedFiles } from './fixtures/markdown.js'
+import { section, splitFences, trackedFiles } from './fixtures/markdown.js'
 
 /** Fences whose body is shell: commands to copy (a `text` block is output or a synopsis). */
 const SHELL = new Set(['sh', 'bash', 'shell', 'console'])
@@ -97,4 +97,21 @@ t.test('every tether command line in a shell block of a tracked Markdown file pa
     }
   }
   t.ok(found >= 10, `command lines found and parsed: ${found}`)
+})
+
+t.test("the README's config walk-through sets every variable its proxy.yaml names before it checks it", async (t) => {
+  // `tether check proxy.yaml` on the file as shown fails with "environment variable ... is not
+  // set" unless the commands beside it set it first
+  const part = section(readFileSync(join(ROOT, 'README.md'), 'utf8'), 'Put it in front of your app') ?? ''
+  const { fences } = splitFences(part)
+  const config = fences.find((f) => /^ya?ml$/.test(f.info))?.body ?? ''
+  const commands = fences.find((f) => SHELL.has(f.info))?.body ?? ''
+  const variables = [...config.matchAll(/\$\{([A-Z_][A-Z0-9_]*)\}/g)].map((m) => m[1]!)
+  t.ok(variables.length > 0, `the config names variables: ${variables.join(', ')}`)
+  const check = commands.search(/tether check /)
+  t.ok(check > 0, 'the commands check the file')
+  for (const name of variables) {
+    const set = commands.search(new RegExp(`^(?:export )?${name}=`, 'm'))
+    t.ok(set >= 0 && set < check, `${name} is set before \`tether check\``)
+  }
 })
