@@ -239,6 +239,16 @@ const errorCases: { name: string; text: string; issues: string[] }[] = [
     ],
   },
   {
+    name: "upstreams written as addresses alone, as nginx's server lines: the map each needs, with its address",
+    text: yaml('upstreams:', '  - http://10.0.0.5:8000', '  - 10.0.0.6:8000', '  - "http://u:pw@10.0.0.7:8000"', '  - 42'),
+    issues: [
+      `${FILE}:2:5 upstreams[0]: expected a map with an id and a url, like { id: app-0, url: "http://10.0.0.5:8000" }, got "http://10.0.0.5:8000"`,
+      `${FILE}:3:5 upstreams[1]: expected a map with an id and a url, like { id: app-1, url: "http://10.0.0.6:8000" }, got "10.0.0.6:8000"`,
+      `${FILE}:4:5 upstreams[2]: expected a map with an id and a url, like { id: app-2, url: "http://10.0.0.5:8000" }, got "http://u:***@10.0.0.7:8000"`,
+      `${FILE}:5:5 upstreams[3]: expected a map, got 42`,
+    ],
+  },
+  {
     name: 'a section that is not a map',
     text: yaml(...UPSTREAM, 'timeouts: 5s'),
     issues: [`${FILE}:4:11 timeouts: expected a map, got "5s"`],

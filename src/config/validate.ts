@@ -9,6 +9,7 @@ import { parseTrustedProxies } from '../affinity/client-ip.js'
 import { MIN_SECRET_BYTES, setCookieSerializer } from '../affinity/cookie-codec.js'
 import { describeValue, formatDuration, parseDuration } from './duration.js'
 import { substituteEnv, type Env } from './env.js'
+import { maskUrlCredentials } from '../secret-text.js'
 
 /** 1-based line and column in the config file. */
 export interface Pos {
@@ -681,10 +682,25 @@ const proxyListen = refine(
   },
 )
 
-const upstream = struct<UpstreamConfig>(
+const upstreamFields = struct<UpstreamConfig>(
   { id: string(UPSTREAM_ID), url: upstreamUrl, weight: integer(1, 1000), tls: nullable(upstreamTlsKeys) },
   DEFAULTS.upstream,
 )
+
+/**
+ * One item of `upstreams`. An item written as an address alone (`- http://10.0.0.5:8000`, as
+ * nginx's `server 10.0.0.5:8000;` and HAProxy's `server` lines need no name) is told the map it
+ * needs, with that address as its url: Tether refers to an upstream by its id, never by address.
+ * Example: `upstreams[0]: expected a map with an id and a url, like { id: app-0, url: "http://10.0.0.5:8000" }, got "http://10.0.0.5:8000"`.
+ */
+const upstream: Check<UpstreamConfig> = (node, path, ctx) => {
+  if (node.kind !== 'scalar' || typeof node.value !== 'string') return upstreamFields(node, path, ctx)
+  const i = /\[(\d+)\]$/.exec(path)?.[1] ?? '0'
+  // the address as written (with http:// when it has no scheme); one with credentials is not repeated
+  const url = node.value.includes('@') ? 'http://10.0.0.5:8000' : /^([a-z][a-z0-9+.-]*:\/\/|\$\{)/i.test(node.value) ? node.value : `http://${node.value}`
+  const like = `{ id: app-${i}, url: ${JSON.stringify(url)} }`
+  return ctx.report(node.pos, path, `expected a map with an id and a url, like ${like}, got ${maskUrlCredentials(describeNode(node))}`)
+}
 
 /** Every id once; a repeat names both indexes. Reads the id nodes, so it runs even if an item is invalid. */
 function uniqueIds(node: SourceNode, path: string, ctx: Ctx): boolean {
