@@ -4,7 +4,7 @@
 // ConfigMap must pass Tether's own config checker, and the pieces must agree with each other
 // (probe ports, grace periods, Services, Secret keys) and with the Dockerfile.
 import t, { type Test } from 'tap'
-import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { spawnSync } from 'node:child_process'
 import { tmpdir } from 'node:os'
 import { dirname, join, relative } from 'node:path'
@@ -15,6 +15,7 @@ import { validateObject } from './fixtures/kubernetes-schema.js'
 import { redisCli, startRedis } from './fixtures/redis-server.js'
 import { tetherManifests } from '../src/import/tether-manifests.js'
 import { SERVING_ENV, SERVING_V8_FLAGS } from '../src/workers/worker-flags.js'
+import { upstreamId } from '../src/upstream/address.js'
 
 const DEPLOY = join(ROOT, 'deploy', 'kubernetes')
 /** The image's `--config` (Dockerfile CMD) and where the manifests mount the ConfigMap. */
@@ -479,6 +480,32 @@ for (const overlay of OVERLAYS) {
     }
   })
 }
+
+t.test("a preStop drain names the pod's upstream id as discovery writes it, for an IPv4 and an IPv6 pod", async (t) => {
+  // sidecar mode: DNS discovery names each pod address:port, an IPv6 one in brackets
+  // (src/upstream/address.ts); a drain of the unbracketed address is "unknown upstream"
+  // on an IPv6 cluster, and the pod's users do not migrate before it stops. The script runs
+  // in sh with `node` and `sleep` on PATH replaced by scripts that print their arguments.
+  const bin = mkdtempSync(join(tmpdir(), 'tether-prestop-'))
+  t.teardown(() => rmSync(bin, { recursive: true, force: true }))
+  writeFileSync(join(bin, 'node'), '#!/bin/sh\nprintf "%s\\n" "$@"\n', { mode: 0o755 })
+  writeFileSync(join(bin, 'sleep'), '#!/bin/sh\n', { mode: 0o755 })
+  let checked = 0
+  for (const d of byKind('Deployment')) {
+    for (const container of d.obj['spec'].template.spec.containers as Obj[]) {
+      const cmd: unknown = container['lifecycle']?.preStop?.exec?.command
+      if (!Array.isArray(cmd) || !/\bdist\/cli\.js drain\b/.test(String(cmd[2]))) continue
+      const port = Number(/:(\d+)\\?"/.exec(String(cmd[2]))?.[1])
+      for (const ip of ['10.0.0.6', 'fd00::6']) {
+        checked++
+        const run = spawnSync(String(cmd[0]), cmd.slice(1).map(String), { env: { PATH: `${bin}:/usr/bin:/bin`, POD_IP: ip }, encoding: 'utf8' })
+        const argv = run.stdout.split('\n')
+        t.equal(argv[argv.indexOf('drain') + 1], upstreamId(ip, port), `${where(d)} ${container['name']}: POD_IP=${ip} drains ${upstreamId(ip, port)}`)
+      }
+    }
+  }
+  t.ok(checked >= 2, `preStop drains run: ${checked}`)
+})
 
 t.test('tether import --manifests prints the objects of deploy/kubernetes/ingress/tether (no drift)', async (t) => {
   const version = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version
