@@ -37,6 +37,22 @@ t.test('an affinity.cookie.secret from an empty variable is an error, alone or i
   t.strictSame(parseConfig(two, FILE, { NEW: SECRET, OLD: `${SECRET}-old` }).affinity.cookie.secret, [SECRET, `${SECRET}-old`])
 })
 
+t.test('a secret from an unset variable is told to export it, never to write a default in the file', async (t) => {
+  const exportIt = (name: string) => `environment variable ${name} is not set: export it (from a Kubernetes Secret, or \`export ${name}=$(openssl rand -hex 32)\`); a default written in the file would be public`
+  t.strictSame(issuesOf(yaml(...UPSTREAMS, 'affinity:', '  cookie:', '    secret: ${TETHER_SECRET}'), {}), [
+    `${FILE}:5:13 affinity.cookie.secret: ${exportIt('TETHER_SECRET')}`,
+  ])
+  t.strictSame(issuesOf(yaml('admin:', '  token: "${TETHER_ADMIN_TOKEN}"', ...UPSTREAMS), {}), [
+    `${FILE}:2:10 admin.token: ${exportIt('TETHER_ADMIN_TOKEN')}`,
+  ])
+  t.strictSame(issuesOf(yaml(...UPSTREAMS, 'affinity:', '  cookie:', '    secret: ["${NEW}", "${OLD}"]'), { NEW: SECRET }), [
+    `${FILE}:5:24 affinity.cookie.secret[1]: ${exportIt('OLD')}`,
+  ], 'in a rotation list too')
+  t.strictSame(issuesOf(yaml('upstreams:', '  - { id: "${ID}", url: "http://127.0.0.1:9001" }'), {}), [
+    `${FILE}:2:11 upstreams[0].id: environment variable ID is not set (write \${ID:-default} to give a default)`,
+  ], 'a key that is no secret keeps the default hint')
+})
+
 t.test('a log.session_secret from an empty variable is an error', async (t) => {
   const text = yaml(...UPSTREAMS, 'log:', '  session_secret: ${LOG_SECRET}')
   t.strictSame(issuesOf(text, { LOG_SECRET: '' }), [

@@ -19,10 +19,11 @@ const BODY = /^([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?$/s
  * Replaces `${NAME}` by `env.NAME` and `${NAME:-default}` by `env.NAME`, or by `default` when
  * NAME is unset or empty (shell semantics). `$${` stands for a literal `${`. An unset NAME
  * without a default is an error, and so is a `${` in a default (references do not nest); the
- * reference is then left in place.
+ * reference is then left in place. `secret` (a password, token or secret key): an unset NAME
+ * is told to be exported, not given a default in the file.
  * Example: `"http://${HOST:-127.0.0.1}:9001"` with env {} -> `"http://127.0.0.1:9001"`.
  */
-export function substituteEnv(text: string, env: Env): Substitution {
+export function substituteEnv(text: string, env: Env, secret = false): Substitution {
   if (!text.includes('${')) return { value: text, substituted: false, errors: [] }
   const errors: string[] = []
   let substituted = false
@@ -51,7 +52,10 @@ export function substituteEnv(text: string, env: Env): Substitution {
       substituted = true
       return fallback
     }
-    errors.push(`environment variable ${name} is not set (write \${${name}:-default} to give a default)`)
+    // a secret's default would be written in the file: the same public text on every install
+    errors.push(secret
+      ? `environment variable ${name} is not set: export it (from a Kubernetes Secret, or \`export ${name}=$(openssl rand -hex 32)\`); a default written in the file would be public`
+      : `environment variable ${name} is not set (write \${${name}:-default} to give a default)`)
     return match
   })
   return { value, substituted, errors }

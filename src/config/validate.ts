@@ -184,14 +184,15 @@ const join = (path: string, key: string): string => (path ? `${path}.${key}` : k
 /**
  * A scalar check: substitutes `${ENV}` in string values, then converts. `fromEnv` tells the
  * converter that a string came from the environment, so "8080" may be read as a number there.
+ * `secret`: an unset variable is told to be exported, not defaulted (see substituteEnv).
  */
-function leaf<T>(what: string, convert: (value: ScalarValue, fromEnv: boolean) => T | Fail): Check<T> {
+function leaf<T>(what: string, convert: (value: ScalarValue, fromEnv: boolean) => T | Fail, secret = false): Check<T> {
   return (node, path, ctx) => {
     if (node.kind !== 'scalar') return ctx.report(node.pos, path, `expected ${what}, got ${describeNode(node)}`)
     let value = node.value
     let fromEnv = false
     if (typeof value === 'string') {
-      const sub = substituteEnv(value, ctx.env)
+      const sub = substituteEnv(value, ctx.env, secret)
       if (sub.errors.length > 0) {
         for (const error of sub.errors) ctx.report(node.pos, path, error)
         return INVALID
@@ -233,7 +234,7 @@ function string(pattern?: { test: RegExp; what: string }): Check<string> {
 const secretLeaf: Check<string> = leaf('a string', (value) => {
   if (typeof value === 'string') return value === '' ? expected('a non-empty string', value) : value
   return new Fail(`expected a string (quote it), got ${typeof value === 'number' ? 'a number' : typeof value === 'boolean' ? 'a boolean' : 'another type'}`)
-})
+}, true)
 
 /**
  * How environment variables are named: upper case, with an underscore (`TETHER_SECRET`,
