@@ -104,7 +104,8 @@ async function main(early: EarlySignals): Promise<number> {
   // only `run` is a server, which applies a signal held during its start once it has started:
   // the others end at a SIGTERM (a SIGHUP, a SIGINT) as any command-line tool does, one held
   // since the process started included
-  if (cmd.kind !== 'run') early.letGo()
+  // (awaited: the holders gone before `check -` blocks reading stdin, see letGo)
+  if (cmd.kind !== 'run') await early.letGo()
   // check, import, session, drain: a throw nobody caught (a bug, in a library's event handler) is
   // one masked line and exit 1, not Node's print of the error and its stack (`run` logs it as JSON)
   if (cmd.kind !== 'run') {

@@ -20,7 +20,7 @@ const NAMES: readonly SignalName[] = ['SIGTERM', 'SIGINT', 'SIGHUP']
  * `early.release({ SIGTERM: stop, SIGINT: stop, SIGHUP: reload })` installs the handlers and
  * applies what arrived meanwhile: a stop (the first SIGTERM or SIGINT) if any, else one reload.
  * A second SIGTERM or SIGINT before then ends the process at once (exit 1). A command that is no
- * server calls `early.letGo()` instead.
+ * server awaits `early.letGo()` instead.
  */
 export class EarlySignals {
   readonly #seen: SignalName[] = []
@@ -68,19 +68,34 @@ export class EarlySignals {
   /**
    * For a command that is no server (`check`, `import`, `drain`...): from now on each of these
    * signals ends the process as Node's default does (killed by it), and one held ends it now (a
-   * stop before a reload). The holding listeners stay until then and send the signal again
-   * without them: removed now, a signal caught but not yet dispatched would be dropped with them
-   * (see release), and `tether drain --wait` would go on waiting.
+   * stop before a reload). Resolves once the holding listeners are gone, which the command awaits
+   * before its work: `check -` and `import -` read stdin synchronously, the event loop blocked,
+   * and a signal then was caught by the listeners' watcher and never dispatched (^C did nothing,
+   * and the command printed its answer once stdin closed). They are removed after one turn of the
+   * event loop, not at once: a signal caught but not yet dispatched (it arrived while the
+   * commands loaded) is dispatched in that turn's poll phase, to a holding listener that sends it
+   * again without them; removed at once, it was dropped with them (see release), and `tether
+   * drain --wait` went on waiting. What is left: a signal caught in the few microseconds between
+   * that poll and the removal is dropped (no JavaScript can see it pending).
    */
-  letGo(): void {
+  async letGo(): Promise<void> {
     this.#letGo = true
     const held = this.#seen.find((s) => s !== 'SIGHUP') ?? this.#seen[0]
-    if (held !== undefined) this.#end(held)
+    if (held !== undefined) return this.#end(held)
+    // two hops: called in the poll phase, one setImmediate runs in this turn's check phase,
+    // before any further poll; the second one runs after the next turn's poll
+    await new Promise<void>((resolve) => setImmediate(() => setImmediate(resolve)))
+    this.#removeHolders()
   }
 
   /** End the process by `name` as Node's default would: without the holding listeners, sent again. */
   #end(name: SignalName): void {
-    for (const [n, hold] of this.#hold) process.removeListener(n, hold)
+    this.#removeHolders()
     this.#raise(name)
+  }
+
+  /** Node's default for these signals again (Node restores it when a signal's last listener goes). */
+  #removeHolders(): void {
+    for (const [n, hold] of this.#hold) process.removeListener(n, hold)
   }
 }

@@ -1,8 +1,9 @@
 // Review s60 r1: `tether check -` (and `import -`) blocked reading stdin. Before d49c1ef no
 // listener was installed for these commands, so ^C / SIGTERM / SIGHUP ended them at once (Node's
-// default). Now EarlySignals.letGo() keeps its JS listeners installed, so the signal is only
-// caught by libuv while the synchronous stdin read blocks the event loop: nothing ends the
-// command, and once stdin closes it runs to its answer and exits 0, the signal lost.
+// default). EarlySignals.letGo() kept its JS listeners installed, so the signal was only
+// caught by libuv while the synchronous stdin read blocked the event loop: nothing ended the
+// command, and once stdin closed it ran to its answer and exited 0, the signal lost. letGo now
+// removes them after one turn of the event loop, which the command awaits before it reads.
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
