@@ -13,9 +13,21 @@ const early = new EarlySignals()
 
 import('./cli-commands.js').then(
   (cli) => cli.runCommand(early),
-  // a broken install (a module missing from dist/): one line, exit 1 as Node's own failure to load
   (err: unknown) => {
-    process.stderr.write(`tether: cannot load its modules: ${err instanceof Error ? err.message : String(err)}\n`)
-    process.exit(1)
+    // a module missing from dist/ (a broken install): one line, exit 1 as Node's own failure to
+    // load, whose message names the module and who imports it
+    if ((err as NodeJS.ErrnoException | null)?.code === 'ERR_MODULE_NOT_FOUND') {
+      process.stderr.write(`tether: cannot load its modules: ${err instanceof Error ? err.message : String(err)}\n`)
+      process.exit(1)
+    }
+    // one that does not load (a syntax error, a throw while it is evaluated: a broken build):
+    // the message alone named no file, and a SyntaxError's stack names none either (Node keeps
+    // the file, line and caret where no JavaScript can read them). Thrown again, unhandled, it
+    // is reported by Node as before the entry loaded the commands with import(): the file and
+    // line, the source line with a caret, the stack. Exit 1 (exitCode: also where NODE_OPTIONS
+    // makes an unhandled rejection a warning).
+    process.stderr.write('tether: cannot load its modules (a broken install or build):\n')
+    process.exitCode = 1
+    throw err
   },
 )

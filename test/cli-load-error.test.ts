@@ -4,7 +4,7 @@
 // for a SyntaxError or an evaluation error names no file at all.
 import t from 'tap'
 import { spawnSync } from 'node:child_process'
-import { appendFileSync, cpSync, mkdtempSync, symlinkSync } from 'node:fs'
+import { appendFileSync, cpSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ROOT } from './fixtures/cli.js'
@@ -24,6 +24,18 @@ for (const [what, code] of [['a syntax error', 'export const broken = = 1'], ['a
     const dir = brokenInstall('secret-text.js', code)
     const r = spawnSync(process.execPath, [join(dir, 'dist', 'cli.js'), '--version'], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } })
     t.equal(r.status, 1, 'exit 1')
-    t.match(r.stderr, /secret-text\.js/, `stderr names the module: ${JSON.stringify(r.stderr)}`)
+    t.match(r.stderr, /secret-text\.js:\d+/, `stderr names the module and line: ${JSON.stringify(r.stderr)}`)
+    t.equal(r.stderr.match(/^tether: cannot load its modules/gm)?.length, 1, 'led by one line of ours')
+    rmSync(dir, { recursive: true, force: true })
   })
 }
+
+t.test('a module missing from dist/: one line naming it, exit 1 (no stack)', async (t) => {
+  const dir = brokenInstall('secret-text.js', '')
+  rmSync(join(dir, 'dist', 'secret-text.js'))
+  const r = spawnSync(process.execPath, [join(dir, 'dist', 'cli.js'), '--version'], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } })
+  t.equal(r.status, 1, 'exit 1')
+  t.match(r.stderr, /^tether: cannot load its modules: Cannot find module '.*secret-text\.js' imported from .*\n$/, 'one line')
+  t.equal(r.stderr.split('\n').length, 2, 'and nothing else')
+  rmSync(dir, { recursive: true, force: true })
+})
