@@ -73,6 +73,17 @@ const BACKOFF_MIN = 100
 const BACKOFF_MAX = 30_000
 const STABLE_AFTER = 60_000
 
+/**
+ * How many times a worker killed by a group's SIGHUP (SIGINT) before it was ready is forked
+ * again at once. Its node is killed by Node's default while it starts, before any JavaScript of
+ * ours holds the signal (early-signals.ts): a `pkill -HUP -g`, a terminal's hangup or ^C reaches
+ * every process of the group, the worker just forked included, and that was a failed first
+ * start (the primary exited 1) or a failed roll. The signal was meant for the primary (which
+ * holds it, and reloads or stops), not a fault of the worker; bounded, as a group signalled in
+ * a loop would fork in a loop.
+ */
+const SIGNAL_REFORKS = 3
+
 /** A config file's text as the primary accepted it, and the config it validated to. */
 export interface Accepted {
   readonly text: string
@@ -202,8 +213,9 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
   /**
    * Start a worker in slot `index` with the config `start` (for the sections that need new
    * workers; the live ones are the file's as accepted last). It asks for them with `hello`.
+   * `reforks`: how many times this start was forked again already (SIGNAL_REFORKS).
    */
-  const fork = (index: number, start: Accepted, rolled = false): Promise<Running> => {
+  const fork = (index: number, start: Accepted, rolled = false, reforks = 0): Promise<Running> => {
     const worker = cluster.fork({ ...workerEnv(process.env), [WORKER_ENV]: String(index) })
     const r: Running = { worker, index, start, admin: null, stopping: false, rolled }
     running.set(worker.id, r)
@@ -219,7 +231,11 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
     slot.start = start
     slot.restarting = false // a restart pending for the one before stands down (its timer checks the slot's worker)
     slot.startedAt = Date.now()
-    const ready = new Promise<Running>((resolve, reject) => readyWaits.set(worker.id, { resolve: () => resolve(r), reject }))
+    let follow: (next: Promise<Running>) => void = () => undefined
+    const ready = new Promise<Running>((resolve, reject) => {
+      follow = resolve
+      readyWaits.set(worker.id, { resolve: () => resolve(r), reject })
+    })
     // a start that never ends (frozen before it said anything, or stuck) is a failed start: its
     // exit below is handled as any other failed start's (the first start ends, a roll stops, a
     // crash restart backs off)
@@ -289,6 +305,19 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
         if (a.id !== worker.id) continue
         asks.delete(call)
         a.answer(null)
+      }
+      // killed by a signal to the whole group while its node started (a SIGINT while the primary
+      // is not stopping: ^C's stop is the primary's to begin): forked again, the start (the first
+      // one, a roll's, a restart's) ending with the new worker's
+      if (r.admin === null && !late && !r.stopping && !stopping && reforks < SIGNAL_REFORKS && (signal === 'SIGHUP' || signal === 'SIGINT')) {
+        readyWaits.delete(worker.id)
+        if (lead === worker.id) lead = null
+        if (slot.worker === worker) {
+          slot.worker = before
+          slot.start = beforeStart
+        }
+        logger.warn({ child: index, pid: worker.process.pid, signal, attempt: reforks + 1 }, 'worker killed by a signal before it was ready (one sent to the process group); starting it again')
+        return follow(fork(index, start, rolled, reforks + 1))
       }
       // one stopped while it started (a roll retiring a restarted worker) did not fail
       if (!r.stopping) readyWaits.get(worker.id)?.reject(new Error(late ? `worker ${index} was not ready within ${startDeadline} ms (killed)` : `worker ${index} exited before it was ready (${signal ?? `code ${code}`})`))
