@@ -3,16 +3,17 @@
 // runs, so before any holder) still kills that worker, and the first start fails: the primary
 // exits 1 with "worker N exited before it was ready (SIGHUP)". d49c1ef's test sends the SIGHUP
 // only once the worker's entry has run; docs/workers.md says the worker-killed-by-SIGHUP failure
-// is gone.
+// is gone. Fixed: the primary forks such a worker again; the roll case was added with the fix.
 import t from 'tap'
 import { spawn } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
 import { CLI, plainNode, ROOT, tempFile } from './fixtures/cli.js'
-import { freePorts } from './fixtures/ports.js'
+import { freePort, freePorts } from './fixtures/ports.js'
 import { workersYaml } from './fixtures/primary-process.js'
 import { startUpstream } from './fixtures/upstream.js'
-import { within } from './fixtures/wait.js'
+import { waitFor, within } from './fixtures/wait.js'
 
-t.test('a SIGHUP to the process group as a worker is forked does not fail the first start', async (t) => {
+t.test('a SIGHUP to the process group as a worker is forked fails neither the first start nor a roll', async (t) => {
   const app = await startUpstream('app-0')
   t.teardown(() => app.close())
   const [port, adminPort] = await freePorts(2)
@@ -38,6 +39,24 @@ t.test('a SIGHUP to the process group as a worker is forked does not fail the fi
   })
   const got = await within(outcome, 60_000, 'the first start to end')
   t.equal(got, 'started', `the start completes (got: ${got}; ${out.match(/exited before it was ready \([A-Z]+\)/)?.[0] ?? ''})`)
+  t.match(out, /"worker killed by a signal before it was ready \(one sent to the process group\); starting it again"/, 'the worker killed is forked again, said once')
+  // a roll (a new listen port): the same signal as its first new worker is forked
+  const rollFrom = out.length
+  let rollSent = false
+  p.stdout!.on('data', () => {
+    const since = out.slice(rollFrom)
+    if (!rollSent && /"config change needs new workers[^]*"starting a worker"/.test(since)) {
+      rollSent = true
+      process.kill(-p.pid!, 'SIGHUP')
+    }
+  })
+  const next = await freePort()
+  writeFileSync(file, workersYaml({ listen: next, adminPort: adminPort!, workers: 2, upstreams: [{ id: 'app-0', url: app.url }] }))
+  process.kill(p.pid!, 'SIGHUP')
+  await waitFor(() => /"workers replaced"|"replacing the workers failed/.test(out.slice(rollFrom)), 60_000, 'the roll to end')
+  t.ok(rollSent, 'the group SIGHUP was sent as the roll forked')
+  t.notMatch(out.slice(rollFrom), /replacing the workers failed/, 'the roll does not fail')
+  t.match(out.slice(rollFrom), /"workers replaced"/, 'the roll completes')
   process.kill(p.pid!, 'SIGTERM')
   t.equal(await within(exited, 30_000, 'the primary to stop'), 0, 'then the primary stops with 0')
 })
