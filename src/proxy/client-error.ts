@@ -100,15 +100,21 @@ export function escapeRequestBytes(text: string): string {
   return text.replace(/[^\x20-\x7e]|["\\]/g, (c) => `\\x${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`)
 }
 
+/** A line of header-field shape (`Name:`, RFC 9112 section 5): never logged as a request line. */
+const HEADER_LINE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+:/
+
 /**
  * The first line of a head the parser refused, for its access line, or null when it cannot be
- * told. `raw` and `at`: the bytes the parser held and where it stopped (the error's `rawPacket`,
- * the read it failed in, and `bytesParsed`); `whole`: `raw` is all the connection sent, so the
- * head begins at its start (after empty lines, RFC 9112 section 2.2); `code`: the parser's
- * error code. Else only an error in the request line itself (a bad method, target or version)
- * tells where that line is: the line the parser stopped in. A header's error in a head read in
- * several pieces, or behind another request, gives null: the bytes before it may be a header's
- * (an Authorization's value), which is never logged. Only the line is read, to its first CR
+ * told for certain. `raw` and `at`: the bytes the parser held and where it stopped (the error's
+ * `rawPacket`, the read it failed in, and `bytesParsed`); `whole`: `raw` is all the connection
+ * sent, so the head begins at its start (after empty lines, RFC 9112 section 2.2); `code`: the
+ * parser's error code. Else only an error in the request line itself (a bad method, target or
+ * version) tells where that line is (see {@link requestLineStart}), and its line is logged only
+ * when it began in this read (after an LF in `raw`: one that begins at the read's start may have
+ * begun in an earlier one, and its method and target would be made up) and has the shape of a
+ * request line. A header's error in a head read in several pieces, or behind another request,
+ * gives null: the bytes before it may be a header's (an Authorization's value), which is never
+ * logged, and so does a first line of a header's shape. Only the line is read, to its first CR
  * or LF, at most {@link REFUSED_LINE_MAX_BYTES}.
  * Example: `("GET /x HTTP/1.1\r\nBad Header: s\r\n\r\n", 26, true, 'HPE_INVALID_HEADER_TOKEN')` -> `{ method: 'GET', path: '/x' }`.
  */
@@ -119,8 +125,8 @@ export function refusedLine(raw: Buffer | undefined, at: number, whole: boolean,
     start = 0
     while (start < raw.length && (raw[start] === 0x0d || raw[start] === 0x0a)) start++
   } else if (code !== undefined && REQUEST_LINE_ERRORS.has(code)) {
-    const stop = Math.min(Math.max(at, 0), raw.length)
-    start = stop === 0 ? 0 : raw.lastIndexOf(0x0a, stop - 1) + 1
+    start = requestLineStart(raw, at, code)
+    if (start <= 0) return null
   } else return null
   let end = start
   const limit = Math.min(raw.length, start + REFUSED_LINE_MAX_BYTES)
@@ -128,7 +134,26 @@ export function refusedLine(raw: Buffer | undefined, at: number, whole: boolean,
   if (end === start) return null
   const line = raw.toString('latin1', start, end)
   const parts = (end === limit && end < raw.length && raw[end] !== 0x0d && raw[end] !== 0x0a ? CUT_REQUEST_LINE_PARTS : REQUEST_LINE_PARTS).exec(line)
-  return parts === null ? { method: null, path: escapeRequestBytes(line) } : { method: parts[1]!, path: escapeRequestBytes(parts[2]!) }
+  if (parts !== null) return { method: parts[1]!, path: escapeRequestBytes(parts[2]!) }
+  // no request line: the line as sent only where it is certainly the connection's first (a
+  // TLS handshake), never a line of a header's shape
+  return whole && !HEADER_LINE.test(line) ? { method: null, path: escapeRequestBytes(line) } : null
+}
+
+/**
+ * Where the request line the parser refused (`code`, one of {@link REQUEST_LINE_ERRORS}, at
+ * `at` of `raw`) begins in `raw`: after the last LF before the last byte the parser took. That
+ * byte is `at`'s for a bad method (refused at its first byte, which may begin the line) and the
+ * one before `at` for a bad target or version: llhttp 9 refuses a request line ended by a lone
+ * LF (or `PRI * HTTP/2.0` without the HTTP/2 preface) at the byte after that LF, the next line's
+ * first (a header's), so the line the parser was in is the one that LF ends. 0: the line begins
+ * at the read's start (or no LF precedes it), so it may have begun in an earlier read.
+ * Example: `("GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\nAuthorization: x", 35, 'HPE_INVALID_VERSION')` -> 19.
+ */
+export function requestLineStart(raw: Buffer, at: number, code: string): number {
+  const last = Math.min(code === 'HPE_INVALID_METHOD' ? at : at - 1, raw.length - 1)
+  // lastIndexOf counts a negative offset from the end: none before the read's first byte
+  return last <= 0 ? 0 : raw.lastIndexOf(0x0a, last - 1) + 1
 }
 
 type ServerSocket = Socket & { _httpMessage?: ServerResponse | null; parser?: { incoming?: IncomingMessage | null } | null }

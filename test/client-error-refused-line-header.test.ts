@@ -1,4 +1,4 @@
-// Review r3 (s60): a refused head's access line must never carry a header. llhttp reports
+// A refused head's access line must never carry a header. llhttp reports
 // "Expected CRLF after version" (a lone LF ends the request line) and "Expected HTTP/2
 // Connection Preface" as HPE_INVALID_VERSION with bytesParsed just past the request line's LF:
 // refusedLine then takes the line *after* it (a header) as "the line it stopped in".
@@ -47,5 +47,34 @@ t.test('a real Tether: the 2nd request on a connection with a lone LF after its 
     const line = logs.access().at(-1)!
     t.match(line, { status: 400, upstream: null })
     t.notMatch(JSON.stringify(line), /SECRET/, `no header value in ${JSON.stringify(line)}`)
+  }
+})
+
+t.test('a real Tether: a head pipelined in one read behind another, refused for a header, is not logged as the first', async (t) => {
+  // the read is all the connection sent, but the parser read a request in it already
+  // (socket.parser.incoming): its first line is the first request's, not the refused one's
+  const up = await startUpstream('a')
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig([up]), { logger: createLogger('info', logs) })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const pipelined: [string, Record<string, unknown>][] = [
+    ['GET /b HTTP/1.1\r\nHost: a\r\nBad Header: SECRET\r\n\r\n', { method: null, path: null }],
+    ['GET /b HTTP/1.1\nAuthorization: Bearer SECRET\r\n\r\n', { method: 'GET', path: '/b' }], // its line began in this read
+  ]
+  for (const [second, want] of pipelined) {
+    const before = logs.access().length
+    const c = await rawConnect(tether.port)
+    c.write('GET /a HTTP/1.1\r\nHost: a\r\n\r\n' + second)
+    t.ok(await c.waitEnd(5000), 'refused and closed')
+    c.destroy()
+    t.ok(await new Promise<boolean>((done) => {
+      const check = (): void => { if (logs.access().length >= before + 2) done(true) }
+      check()
+      logs.on('record', check)
+    }), 'both access lines')
+    const [first, refused] = logs.access().slice(before)
+    t.match(first, { method: 'GET', path: '/a', status: 200 })
+    t.match(refused, { ...want, status: 400, upstream: null }, `the refused one: ${JSON.stringify(refused)}`)
+    t.notMatch(JSON.stringify(refused), /SECRET/)
   }
 })
