@@ -75,7 +75,7 @@ const VALUE_OPTIONS: Readonly<Record<string, { readonly needs: string; readonly 
 /**
  * The value of the option `written` (a key of VALUE_OPTIONS): `inline`, given after "=", else
  * the next word, taken from `args`; or a usage error naming the option when it is missing or
- * empty (either way the same error: `--image=` as `--image ''`), or when the next word starts
+ * empty or blank (either way the same error: `--image=` as `--image ' '`), or when the next word starts
  * with "-". That word is taken for an option, not a value, as Node's util.parseArgs (strict)
  * does ("argument is ambiguous"): `tether --config -h` is a forgotten file, not a request for
  * help (GNU getopt, nginx `-c` and haproxy `-f` take "-h" as the file). A value that starts
@@ -87,9 +87,11 @@ function optionValue(written: string, inline: string | undefined, args: string[]
   const { needs, placeholder } = VALUE_OPTIONS[written]!
   const long = written === '-c' ? '--config' : written
   const error = (message: string) => ({ kind: 'usage-error' as const, message })
-  if (inline !== undefined) return inline === '' ? error(`${long} needs ${needs} (${long}=${placeholder})`) : inline
+  // a value of only whitespace (`--token ' '`) is no file, image, URL or token meant: refused
+  // as an empty one is, as a blank environment variable is (see blank)
+  if (inline !== undefined) return blank(inline) ? error(`${long} needs ${needs} (${long}=${placeholder})`) : inline
   const v = args.shift()
-  if (v === undefined || v === '') return error(`${written} needs ${needs}`)
+  if (v === undefined || blank(v)) return error(`${written} needs ${needs}`)
   if (v.length > 1 && v.startsWith('-')) {
     // an option of Tether's (or "--"): the value was forgotten, and "=" would not help; only
     // the option's name is shown (`--token=S3CRET` after `--admin` is a token: never shown)

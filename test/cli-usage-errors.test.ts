@@ -94,6 +94,25 @@ t.test('an environment variable the CLI reads that holds only whitespace is refu
   t.same([blank.code, blank.stdout, blank.stderr.split('\n')[0]], [2, '', usageLine([], { TETHER_CONFIG: '' })], 'as a process: exit 2, the one line (then the help)')
 })
 
+t.test('an option value of only whitespace is refused as an empty one, as a blank variable is', async (t) => {
+  const options: [string[], string][] = [
+    [['--config'], '--config needs a file path'],
+    [['check', '--config'], '--config needs a file path'],
+    [['import', 'a.yaml', '--manifests', '--image'], '--image needs an image reference'],
+    [['drain', 'a', '--admin'], '--admin needs a URL'],
+    [['session', 'k', '--token'], '--token needs a token'],
+  ]
+  for (const [args, want] of options) {
+    for (const blank of [' ', '\t', '  \n']) {
+      t.equal(usageLine([...args, blank]), `tether: ${want}`, `${args.join(' ')} ${JSON.stringify(blank)}`)
+      const name = args.at(-1)!
+      t.equal(usageLine([...args.slice(0, -1), `${name}=${blank}`]), usageLine([...args.slice(0, -1), `${name}=`]), `${name}=${JSON.stringify(blank)}: as ${name}=`)
+    }
+  }
+  const blank = await runCli(['session', 'k', '--token', ' '])
+  t.same([blank.code, blank.stderr.split('\n')[0]], [2, 'tether: --token needs a token'], 'as a process: exit 2, the one line (then the help)')
+})
+
 t.test('as a process: a usage error is its line, then the help, exit 2; an admin address where nothing listens is asked about, exit 1', async (t) => {
   const closed = await freePort()
   const [usage, refused] = await Promise.all([runCli(['help']), runCli(['drain', 'app-1', '--admin', `http://127.0.0.1:${closed}`])])
