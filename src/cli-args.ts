@@ -145,12 +145,16 @@ function sameFile(a: string, b: string): boolean {
 const SECRET_OPTIONS: ReadonlySet<string> = new Set(['--admin', '--token'])
 
 /**
- * An admin URL that is not one, as its usage error shows it: quoted, or (holding an `@` or a
- * `?`: a user or password, a query's token, which the masking of `scheme://` URLs misses in a
- * value that is no URL, as `http//u:pw@h`) not shown.
+ * An admin URL that is not one, as its usage error shows it: quoted to its first `/`, `?` or
+ * `#` after a scheme (scheme://host:port at most: a path or query may hold a token), or, holding
+ * an `@` (a user or password, which the masking of `scheme://` URLs misses in a value that is
+ * no URL, as `http//u:pw@h`), not shown.
  */
 function shownAdminValue(value: string): string {
-  return /[@?]/.test(value) ? 'a value with an "@" or "?" (not shown: it may hold a credential)' : `"${value}"`
+  if (value.includes('@')) return 'a value with an "@" (not shown: it may hold a credential)'
+  // as a URL's scheme://host:port only: what follows may be a token (a path or query)
+  const head = /^(?:[A-Za-z][A-Za-z0-9+.-]*:\/\/)?[^/?#]*/.exec(value)![0]
+  return head === value ? `"${value}"` : `"${head}" and more (not shown: it may hold a credential)`
 }
 
 /**

@@ -149,7 +149,8 @@ t.test('an admin URL with control characters (from --admin or TETHER_ADMIN) is e
   const url = `http://127.0.0.1:${closed}/\u001b[2J\u202e`
   const down = await drainUpstream({ url, token: null }, 'a\u001b[31m', { ...DRAIN, wait: false })
   t.equal(down.code, 1)
-  t.match(down.err, /cannot reach the admin API at http:\/\/127\.0\.0\.1:\d+\/\\u001b\[2J\\u202e: /)
+  t.match(down.err, /cannot reach the admin API at http:\/\/127\.0\.0\.1:\d+: /, 'its origin only (a path may hold a token)')
+  t.notMatch(down.err, /2J/)
   t.notMatch(down.err.slice(0, -1), RAW)
   const server = http.createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}')).listen(0, '127.0.0.1')
   await new Promise((r) => server.once('listening', r))

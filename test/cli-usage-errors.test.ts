@@ -40,8 +40,9 @@ t.test('usage errors a new user meets say what is wrong and what to write instea
   t.equal(usageLine(['drain', 'app-1', '--admin', '127.0.0.1:9901'], { TETHER_ADMIN: 'http://127.0.0.1:9901' }), 'tether: --admin: expected a URL like http://127.0.0.1:9901, got "127.0.0.1:9901"')
   // a value that is no URL but may hold a credential (a user or password before an @, a query's
   // token) is not echoed: `http//u:pw@h` escapes the masking of scheme://user:password@
-  t.equal(usageLine(['drain', 'app-1', '--admin', 'http//u:pw@10.0.0.1:9901']), 'tether: --admin: expected a URL like http://127.0.0.1:9901, got a value with an "@" or "?" (not shown: it may hold a credential)')
-  t.equal(usageLine(['session', 'k'], { TETHER_ADMIN: '10.0.0.1:9901/?token=t0k' }), 'tether: TETHER_ADMIN: expected a URL like http://127.0.0.1:9901, got a value with an "@" or "?" (not shown: it may hold a credential) (--admin <url> overrides it)')
+  t.equal(usageLine(['drain', 'app-1', '--admin', 'http//u:pw@10.0.0.1:9901']), 'tether: --admin: expected a URL like http://127.0.0.1:9901, got a value with an "@" (not shown: it may hold a credential)')
+  t.equal(usageLine(['session', 'k'], { TETHER_ADMIN: '10.0.0.1:9901/?token=t0k' }), 'tether: TETHER_ADMIN: expected a URL like http://127.0.0.1:9901, got "10.0.0.1:9901" and more (not shown: it may hold a credential) (--admin <url> overrides it)')
+  t.equal(usageLine(['session', 'k', '--admin', 'ftp://10.0.0.1:21/t0k#x']), 'tether: --admin: expected a URL like http://127.0.0.1:9901, got "ftp://10.0.0.1:21" and more (not shown: it may hold a credential)')
   // a user or password in the admin URL: node:http would send it as Basic credentials in clear
   // (fetch refused such a URL); refused without showing it (review r4, s59)
   const userinfo = 'a user or password in the URL is refused (not shown): the admin API takes a bearer token (--token <token> or TETHER_ADMIN_TOKEN), and they would be sent in clear as Basic credentials'

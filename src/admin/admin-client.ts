@@ -203,11 +203,27 @@ async function call(admin: AdminTarget, method: string, path: string, timeout = 
     }
   } catch (err) {
     const e = err as Error & { code?: string }
-    // (the URL from --admin or TETHER_ADMIN, and an error that may quote it: escaped)
-    if (e.name === 'TimeoutError') return escapeControls(`the admin API at ${admin.url} did not answer within ${timeout / 1000} s`)
-    if (e.name === 'AnswerTooLarge') return escapeControls(`${admin.url} ${e.message}`)
+    // (the URL from --admin or TETHER_ADMIN, and an error that may quote it: escaped; of the
+    // URL only its origin, as its path, query or fragment may carry a token)
+    const at = adminOrigin(admin.url)
+    if (e.name === 'TimeoutError') return escapeControls(`the admin API at ${at} did not answer within ${timeout / 1000} s`)
+    if (e.name === 'AnswerTooLarge') return escapeControls(`${at} ${e.message}`)
     const why = e.code ?? e.message
-    return escapeControls(`cannot reach the admin API at ${admin.url}: ${why}${hint(why, e.message, admin.url)}`)
+    return escapeControls(`cannot reach the admin API at ${at}: ${why}${hint(why, e.message, at)}`)
+  }
+}
+
+/**
+ * The scheme, host and port of an admin URL, what an error names of it: its path, query or
+ * fragment may carry a token (`?access_key=...`), and its user info is refused before.
+ * Example: `adminOrigin('http://10.0.0.1:9901/t0k?key=s')` -> `http://10.0.0.1:9901`.
+ */
+export function adminOrigin(url: string): string {
+  try {
+    const u = new URL(url)
+    return `${u.protocol}//${u.host}`
+  } catch {
+    return '(a URL not shown)'
   }
 }
 
