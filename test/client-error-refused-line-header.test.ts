@@ -12,6 +12,13 @@ import { startUpstream, testConfig } from './fixtures/upstream.js'
 
 const b = (s: string): Buffer => Buffer.from(s, 'latin1')
 
+/** Resolves once `logs` holds `count` access lines (a refused head's is written after its answer). */
+const accessLines = (logs: LogCapture, count: number): Promise<boolean> => new Promise<boolean>((done) => {
+  const check = (): void => { if (logs.access().length >= count) done(true) }
+  check()
+  logs.on('record', check)
+})
+
 t.test('refusedLine: an error reported just past the request line\'s LF does not take the next line', async (t) => {
   // (raw, bytesParsed, code) as Node 20.20 / llhttp 9.3.1 hands them to clientError
   t.notMatch(JSON.stringify(refusedLine(b('GET /b HTTP/1.1\nAuthorization: Bearer SECRET\r\n\r\n'), 16, false, 'HPE_INVALID_VERSION')), /SECRET/, 'keep-alive, lone LF after the version')
@@ -39,11 +46,7 @@ t.test('a real Tether: the 2nd request on a connection with a lone LF after its 
     } else c.write('GET /a HTTP/1.1\r\nHost: a\r\n\r\n' + second)
     t.ok(await c.waitEnd(5000), 'refused and closed')
     c.destroy()
-    t.ok(await new Promise<boolean>((done) => {
-      const check = (): void => { if (logs.access().length >= before + 2) done(true) }
-      check()
-      logs.on('record', check)
-    }), 'both access lines')
+    t.ok(await accessLines(logs, before + 2), 'both access lines')
     const line = logs.access().at(-1)!
     t.match(line, { status: 400, upstream: null })
     t.notMatch(JSON.stringify(line), /SECRET/, `no header value in ${JSON.stringify(line)}`)
@@ -67,11 +70,7 @@ t.test('a real Tether: a head pipelined in one read behind another, refused for 
     c.write('GET /a HTTP/1.1\r\nHost: a\r\n\r\n' + second)
     t.ok(await c.waitEnd(5000), 'refused and closed')
     c.destroy()
-    t.ok(await new Promise<boolean>((done) => {
-      const check = (): void => { if (logs.access().length >= before + 2) done(true) }
-      check()
-      logs.on('record', check)
-    }), 'both access lines')
+    t.ok(await accessLines(logs, before + 2), 'both access lines')
     const [first, refused] = logs.access().slice(before)
     t.match(first, { method: 'GET', path: '/a', status: 200 })
     t.match(refused, { ...want, status: 400, upstream: null }, `the refused one: ${JSON.stringify(refused)}`)
