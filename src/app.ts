@@ -83,17 +83,18 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   // every drain; the admin API's changes are made on the lead, so its view of them is never
   // behind a sibling's) and its siblings' ejections, as their finder recorded them (it may have
   // exited since: crashed and restarted, or replaced in a rolling restart). `link.lead` is read
-  // at the loss: a worker that handled it as a sibling and leads soon after records the lead's
-  // part then (the lead before it may have gone before it noticed: SharedHealth.becameLead)
+  // at the loss: a worker that handled it as a sibling and leads before its lead said it wrote
+  // its part records the lead's part then (the lead before it may have gone before it noticed,
+  // frozen until the primary's watchdog killed it, say: SharedHealth.becameLead)
   const recordsDrains = config.health.shared === 'redis'
   // with Tether's own cookie the table only counts sessions (bounded loads), shared with nobody
   const writesBack = config.affinity.key === 'cookie' || config.affinity.key === 'none' ? null : redisBindings
   const watch = redis === null || (redisBindings === null && !recordsDrains) ? null : await import('./redis/keyspace-watch.js')
   const keyspace = redis === null || watch === null ? null : new watch.KeyspaceWatch({
     redis, bindings: writesBack, held: () => { const slots = sessions.table.slotsByRecency(clock.now()); return { length: slots.length, at: (i) => sessions.table.bindingAt(slots[i]!, clock.now()) } }, idleTimeout: config.affinity.idle_timeout, now: () => clock.now(), timers,
-    onLost: (node) => {
+    onLost: (node, marker) => {
       metrics.redisKeyspaceLost(node)
-      const again = recordsDrains ? health.peers?.recordAgain(link === null || link.lead) : undefined
+      const again = recordsDrains ? health.peers?.recordAgain(link === null || link.lead, { node, marker }) : undefined
       logger.warn({ node, bindings: writesBack === null ? 0 : sessions.size, drains: again?.drains ?? 0, ejections: again?.ejections ?? 0 }, 'redis keyspace lost')
     },
     onWritten: (n) => metrics.affinityWrittenBack(n),

@@ -50,3 +50,29 @@ t.test('with two workers, a lead gone before it noticed a FLUSHALL: its sibling,
   t.equal((await redisCli(redis.port, 'HGETALL', key)).trim(), recorded, 'the ejection under its field, as recorded')
   t.match(lines().find((l) => l['msg'] === LEAD_PART_LOG), { worker: other, drains: 1, ejections: 1 }, 'the new lead said what it recorded again')
 })
+
+t.test('with two workers, a lead that noticed a FLUSHALL and wrote its part, then killed: its sibling, leading, writes nothing again (whichever noticed the loss first)', async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const prefix = 'wkn:'
+  const apps = await Promise.all(['app-0', 'app-1', 'app-2'].map((id) => startUpstream(id, (_req, res) => res.end(`${id}\n`))))
+  t.teardown(() => Promise.all(apps.map((a) => a.close())))
+  const w = await workersOnRedis(t, redis, prefix, apps, '{ shared: redis, active: { enabled: false } }')
+  const { lead, lines } = w
+  const other = 1 - lead
+  t.equal((await request(`http://127.0.0.1:${w.adminPort}/upstreams/app-2/drain`, { method: 'POST' })).status, 200, 'drained')
+  const drains = `${prefix}peers:drains`
+  // a few losses, each noticed by both (the lead's check first or its sibling's: their phases differ)
+  for (let n = 0; n < 3; n++) {
+    const lost = await flushed(redis, lines)
+    t.match(lost.find((l) => l['worker'] === lead), { drains: 1 }, 'the lead wrote its part')
+  }
+  await waitFor(async () => (await redisCli(redis.port, 'HEXISTS', drains, 'app-2')).trim() === '1', 5_000, 'the drain back')
+  const leadPid = workerPids(w.proc).find((pid) => slotOf(pid) === lead)!
+  process.kill(leadPid, 'SIGKILL') // a crash, seconds after the losses (a roll replaces it as well)
+  await waitFor(() => leadOf(lines) === other, 30_000, 'the sibling to lead')
+  // a change made on the new lead: it took the lead (and wrote what it owed) before it
+  t.equal((await request(`http://127.0.0.1:${w.adminPort}/upstreams/app-0/drain`, { method: 'POST' })).status, 200, 'drained on the new lead')
+  await waitFor(async () => (await redisCli(redis.port, 'HEXISTS', drains, 'app-0')).trim() === '1', 5_000, 'that drain recorded')
+  t.notOk(lines().some((l) => l['msg'] === LEAD_PART_LOG), 'the new lead did not record the lead\'s part again: its lead had said it did')
+})

@@ -242,12 +242,24 @@ export class SharedHealth {
    */
   readonly #writtenBack = new Map<string, number>()
   /**
-   * When this process last handled a loss of Redis's keys while not its group's lead (the
-   * table's clock; null: not since it led): if it becomes the lead within LEAD_PART_OWED_MS of
-   * that, it records the lead's part again (see becameLead), for the lead before it may have
-   * exited (or handed the lead over) before it noticed the loss.
+   * The losses of Redis's keys this process handled while not its group's lead and whose
+   * lead's part (the drains, its siblings' ejections: see recordAgain) it has not seen written,
+   * by node: the node's new keyspace marker (which every worker that noticed that loss read)
+   * and when (the table's clock). The lead tells its siblings once it wrote its part for a
+   * loss (see #wroteLeadPart); if this process becomes the lead with one still here, it writes
+   * the lead's part then (see becameLead): the lead before it exited (SIGKILLed, crashed,
+   * killed by its primary's watchdog once frozen) or handed the lead over (a rolling restart)
+   * before its own check noticed the loss, and nobody wrote them back. No window: a lead
+   * frozen for the primary's watchdog (10 s of silence) is replaced seconds after its
+   * sibling noticed the loss, later than a check interval. At most LOSSES_KEPT, the oldest dropped.
    */
-  #lostAsSibling: number | null = null
+  readonly #leadPartOwed = new Map<string, { readonly marker: string; readonly at: number }>()
+  /**
+   * The losses whose lead's part the group's lead said it wrote, by node: its newest marker.
+   * One told before this process's own check noticed that loss (the lead's check came
+   * first) is not owed here when it does. At most LOSSES_KEPT, the oldest dropped.
+   */
+  readonly #leadPartWritten = new Map<string, string>()
   /**
    * The awaited drains applied when their id joined, until the record is read again: one gone
    * from Redis meanwhile (its upstream left another replica's set: a replica that did not have
@@ -644,8 +656,17 @@ export class SharedHealth {
    */
   #unrecord(field: string): void {
     void this.#channel.remember(EJECTIONS, field, null)
+    this.#toGroup({ from: this.#self, kind: 'unrecorded', field, group: this.#group })
+  }
+
+  /**
+   * `m` to this process's sibling workers (none: alone), on the group's own channel when it
+   * has one (the workers' IPC, in order), else on the channel with the group named (the
+   * other replicas ignore it); an older worker ignores a kind it does not know.
+   */
+  #toGroup(m: { readonly from: string; readonly kind: string; readonly group: string; readonly [field: string]: string }): void {
     if (this.#group === this.#self) return
-    const message = JSON.stringify({ from: this.#self, kind: 'unrecorded', field, group: this.#group })
+    const message = JSON.stringify(m)
     void (this.#relay !== null ? this.#relay.channel.publish(JSON.stringify({ relay: this.#self, message })) : this.#channel.publish(message))
   }
 
@@ -756,20 +777,48 @@ export class SharedHealth {
    * #unrecord), for they do not always end it at the same moment (a refusal can end on its
    * finder a probe interval before the lead); one removed while the loss is handled here, its
    * message on the way (the finder's HDEL reached Redis before this HSET), is removed again
-   * when the message comes (see #writtenBack). A process that is not the lead notes the loss:
-   * if it becomes the lead soon after, it records the lead's part again (see becameLead).
+   * when the message comes (see #writtenBack). A process that is not the lead notes the loss
+   * (`loss`: the node and its new keyspace marker) until its lead says it wrote its part for it:
+   * if it becomes the lead before, it records the lead's part then (see becameLead); the lead
+   * says so to its siblings.
    */
-  recordAgain(lead = true): { readonly drains: number; readonly ejections: number } {
+  recordAgain(lead = true, loss: KeyspaceLoss = { node: '', marker: '' }): { readonly drains: number; readonly ejections: number } {
     let ejections = 0
     for (const [id, mine] of this.#recorded) {
       if (this.#health.toldLength(id) === null) continue
       ejections++
       void this.#channel.remember(EJECTIONS, mine.field, mine.value)
     }
-    this.#lostAsSibling = lead ? null : this.#now()
-    if (!lead) return { drains: 0, ejections }
+    if (!lead) {
+      if (this.#leadPartWritten.get(loss.node) !== loss.marker) keepLoss(this.#leadPartOwed, loss.node, { marker: loss.marker, at: this.#now() })
+      return { drains: 0, ejections }
+    }
     const group = this.#recordGroupPart()
+    this.#wroteLeadPart([loss, ...this.#ownedLosses()])
     return { drains: group.drains, ejections: ejections + group.ejections }
+  }
+
+  /** The losses owed here (see #leadPartOwed), as told to the siblings. */
+  #ownedLosses(): KeyspaceLoss[] {
+    return [...this.#leadPartOwed].map(([node, owed]) => ({ node, marker: owed.marker }))
+  }
+
+  /**
+   * This process wrote the lead's part after `losses` (as the lead): none is owed here any
+   * more, and its siblings are told (on the group's own channel, as #unrecord), so that none of
+   * them writes it again when it leads later (a rolling restart long after the loss). A
+   * sibling that does not hear it (this process gone before its message went out) writes it
+   * again if it leads: the same fields and values.
+   */
+  #wroteLeadPart(losses: readonly KeyspaceLoss[]): void {
+    this.#leadPartOwed.clear()
+    for (const loss of losses) this.#toGroup({ from: this.#self, kind: 'lead-part', node: loss.node, marker: loss.marker, group: this.#group })
+  }
+
+  /** The group's lead wrote its part after the loss of `node` that left `marker` there (see #wroteLeadPart). */
+  #leadPartDone(node: string, marker: string): void {
+    if (this.#leadPartOwed.get(node)?.marker === marker) this.#leadPartOwed.delete(node)
+    keepLoss(this.#leadPartWritten, node, marker)
   }
 
   /**
@@ -931,7 +980,7 @@ export class SharedHealth {
 
   /** `relayed`: from the group's channel (a lead relayed it; nothing else comes that way with a relay). */
   #receive(message: string, relayed = false): void {
-    let m: { from?: unknown; seq?: unknown; kind?: unknown; id?: unknown; field?: unknown; active?: unknown; refused?: unknown; reason?: unknown; ejectedFor?: unknown; ejections?: unknown; until?: unknown; group?: unknown; url?: unknown; addresses?: unknown; uid?: unknown; migrate?: unknown; since?: unknown; recorded?: unknown }
+    let m: { from?: unknown; seq?: unknown; kind?: unknown; id?: unknown; field?: unknown; node?: unknown; marker?: unknown; active?: unknown; refused?: unknown; reason?: unknown; ejectedFor?: unknown; ejections?: unknown; until?: unknown; group?: unknown; url?: unknown; addresses?: unknown; uid?: unknown; migrate?: unknown; since?: unknown; recorded?: unknown }
     try {
       m = JSON.parse(message) as typeof m
     } catch {
@@ -942,6 +991,8 @@ export class SharedHealth {
     // a sibling worker removed its record (see #unrecord): its siblings no longer hold it, and
     // one written back here meanwhile goes again (see #writtenBack)
     if (m.kind === 'unrecorded') return void (m.group === this.#group && typeof m.field === 'string' && this.#unrecorded(m.field))
+    // the group's lead wrote its part after a loss of Redis's keys (see #wroteLeadPart)
+    if (m.kind === 'lead-part') return void (m.group === this.#group && typeof m.node === 'string' && typeof m.marker === 'string' && this.#leadPartDone(m.node, m.marker))
     if (typeof m.id !== 'string') return
     // an active check's verdict of this group (the lead's probe): every worker of it applied that
     // probe result as it is (unhealthy until the probes pass again), not as an ejection
@@ -1040,20 +1091,23 @@ export class SharedHealth {
    * own first probe result, so every worker of the group applies them in its order as any relay.
    * Else a `down` heard while the group had no lead (starting, or its lead dead and the next not
    * told yet) was applied by none of its workers. And when it handled a loss of Redis's keys as
-   * a sibling less than LEAD_PART_OWED_MS ago, it records the lead's part again (the drains,
-   * its siblings' ejections: see recordAgain): the lead before it may have exited (SIGKILLed,
-   * crashed) or handed the lead over (a rolling restart) before its own check noticed the
-   * loss, and then nobody wrote them back. Written twice when it did (the same fields and values).
+   * a sibling whose lead's part it has not seen written (see #leadPartOwed), however long ago,
+   * it records the lead's part (the drains, its siblings' ejections: see recordAgain) and tells
+   * its siblings: the lead before it may have exited (SIGKILLed, crashed, killed by the
+   * primary's watchdog) or handed the lead over (a rolling restart) before its own check
+   * noticed the loss, and then nobody wrote them back. Written twice when it did but its word
+   * did not come (the same fields and values); a roll long after a loss the lead handled writes nothing.
    */
   becameLead(): void {
     // #relayedFirst stays: a Redis copy still to come of a relay applied here already is not applied and relayed again
     const missed = this.#unrelayed.splice(0)
     for (const m of missed) this.#receive(m.message)
-    const lost = this.#lostAsSibling
-    this.#lostAsSibling = null
-    if (lost === null || this.#now() - lost >= LEAD_PART_OWED_MS) return
+    if (this.#leadPartOwed.size === 0) return
+    const first = Math.min(...[...this.#leadPartOwed.values()].map((o) => o.at))
+    const nodes = [...this.#leadPartOwed.keys()]
     const again = this.#recordGroupPart()
-    this.#logger.info({ drains: again.drains, ejections: again.ejections, lost_ms_ago: this.#now() - lost }, LEAD_PART_LOG)
+    this.#wroteLeadPart(this.#ownedLosses())
+    this.#logger.info({ drains: again.drains, ejections: again.ejections, nodes, lost_ms_ago: this.#now() - first }, LEAD_PART_LOG)
   }
 
   /**
@@ -1099,18 +1153,24 @@ export class SharedHealth {
   }
 }
 
-/**
- * How soon after a process handled a loss of Redis's keys as a sibling (not its group's lead)
- * its becoming the lead makes it record the lead's part again (ms; see SharedHealth.becameLead).
- * Each worker notices a loss at its first keyspace check after it (every second, each bounded
- * by the Redis timeout): a lead that still led this long after a sibling noticed it had its own
- * check notice it, and wrote them back. Longer only widens the moments at which a removal in
- * flight (an undrain, an `unrecorded`) can meet a write-back it then undoes.
- */
-export const LEAD_PART_OWED_MS = 10_000
+/** Said (an info) when a worker that became the lead recorded the lead's part after a loss of Redis's keys its lead had not said it wrote (see SharedHealth.becameLead). */
+export const LEAD_PART_LOG = "this worker became the lead after Redis lost its keys and before its lead said it wrote the drains and its siblings' ejections back: it recorded them again (the lead before it may have gone before it noticed the loss)"
 
-/** Said (an info) when a worker that became the lead soon after a loss of Redis's keys recorded the lead's part again (see LEAD_PART_OWED_MS). */
-export const LEAD_PART_LOG = "this worker became the lead soon after Redis lost its keys: it recorded again the drains and its siblings' ejections (the lead before it may have gone before it noticed the loss)"
+/** A loss of Redis's keys as a worker noticed it: the node, and the keyspace marker it read there after it (the same for every worker that noticed that loss). */
+export interface KeyspaceLoss {
+  readonly node: string
+  readonly marker: string
+}
+
+/** How many nodes SharedHealth keeps a loss owed or written of (#leadPartOwed, #leadPartWritten; a Cluster's masters, those replaced since included): the oldest beyond it is dropped. */
+const LOSSES_KEPT = 1024
+
+/** Keep `value` for `node` in `losses` as its newest (at most LOSSES_KEPT nodes, the oldest dropped). */
+function keepLoss<V>(losses: Map<string, V>, node: string, value: V): void {
+  losses.delete(node)
+  losses.set(node, value)
+  if (losses.size > LOSSES_KEPT) losses.delete(losses.keys().next().value!)
+}
 
 /** How many drains of upstreams not in the set SharedHealth keeps until they join (#awaiting): the oldest beyond it is dropped. */
 const AWAITED_KEPT = 1024

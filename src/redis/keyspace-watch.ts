@@ -88,8 +88,12 @@ export interface KeyspaceWatchOptions {
   /** Now, in the clock of `HeldBinding.lastSeen` (ms). */
   readonly now: () => number
   readonly timers: Timers
-  /** The keyspace of `node` was lost (its marker is absent or another than last seen): told before the write-back starts. */
-  readonly onLost?: (node: string) => void
+  /**
+   * The keyspace of `node` was lost (its marker is absent or another than last seen): told
+   * before the write-back starts, with the marker's value read there now (the same for every
+   * replica or worker that noticed this loss: the first check after it created it).
+   */
+  readonly onLost?: (node: string, marker: string) => void
   /** `n` more bindings written back. */
   readonly onWritten?: (n: number) => void
   /** A node's write-back finished (not told for one superseded by a later loss, nor stopped). */
@@ -214,17 +218,17 @@ export class KeyspaceWatch {
 
   async #check(): Promise<void> {
     const { redis } = this.#o
-    const lost: string[] = []
+    const lost: { readonly node: string; readonly marker: string }[] = []
     await Promise.all([...redis.keysPerNode(MARKER)].map(async ([node, key]) => {
       const value = await redis.runScript(MARK_SCRIPT, key, randomUUID())
       if (value === FAILED || typeof value !== 'string' || this.#stopped) return
       const last = this.#seen.get(key)
       this.#seen.set(key, value)
-      if (last !== undefined && last !== value) lost.push(node)
+      if (last !== undefined && last !== value) lost.push({ node, marker: value })
     }))
     if (this.#stopped) return
     // with the nodes whose loss was told but whose write-back could not start (see #lost)
-    if (lost.length > 0 || this.#owed.size > 0) this.#lost(lost, [...new Set([...this.#owed, ...lost])])
+    if (lost.length > 0 || this.#owed.size > 0) this.#lost(lost, [...new Set([...this.#owed, ...lost.map((l) => l.node)])])
   }
 
   /**
@@ -232,9 +236,9 @@ export class KeyspaceWatch {
    * to be written back (`nodes`: those, and the ones owed): one snapshot of the table for all
    * of them (with Cluster, every master after a full restart).
    */
-  #lost(lost: readonly string[], nodes: readonly string[]): void {
+  #lost(lost: readonly { readonly node: string; readonly marker: string }[], nodes: readonly string[]): void {
     const since = performance.now()
-    for (const node of lost) this.#tell(() => this.#o.onLost?.(node))
+    for (const { node, marker } of lost) this.#tell(() => this.#o.onLost?.(node, marker))
     const store = this.#o.bindings
     if (store === null) return
     // until their write-backs start: a check that throws here (`held`, say) leaves them owed,
