@@ -10,31 +10,12 @@ import { startRedis, redisCli } from './fixtures/redis-server.js'
 import { request, startUpstream } from './fixtures/upstream.js'
 import { slotOf, workerPids } from './fixtures/primary-process.js'
 import { waitFor } from './fixtures/wait.js'
-import { connectionTo, ejectThrough, flushed, leadOf, workersOnRedis } from './fixtures/workers-keyspace.js'
+import { ejectedAndDrained, flushed, leadOf, workersOnRedis } from './fixtures/workers-keyspace.js'
 
 t.test('with two workers, a lead gone before it noticed a FLUSHALL: its sibling, leading soon after, writes back the drain and the old lead\'s ejection', async (t) => {
-  const redis = await startRedis()
-  t.teardown(() => redis.stop())
-  const prefix = 'wkd:'
-  // app-1 fails /fail (a 500: timed by base_ejection); app-0 and app-2 answer all
-  const apps = await Promise.all(['app-0', 'app-1', 'app-2'].map((id) => startUpstream(id, (req, res) => {
-    res.statusCode = id === 'app-1' && req.url === '/fail' ? 500 : 200
-    res.end(`${id}\n`)
-  })))
-  t.teardown(() => Promise.all(apps.map((a) => a.close())))
-  const w = await workersOnRedis(t, redis, prefix, apps,
-    '{ shared: redis, active: { enabled: false }, passive: { consecutive_failures: 1, base_ejection: 60s, max_ejection: 60s } }')
+  const { redis, w, ejections: key, drains } = await ejectedAndDrained(t, 'wkd:')
   const { lead, lines } = w
   const other = 1 - lead
-  // the lead ejects app-1 on its own traffic; its sibling applies it, heard
-  await ejectThrough(w, await connectionTo(t, w, lead), lead, '/fail', 'app-1')
-  const key = `${prefix}peers:ejections`
-  await waitFor(async () => (await redisCli(redis.port, 'HLEN', key)).trim() === '1', 5_000, 'the ejection to be recorded')
-  await waitFor(() => lines().some((l) => l['msg'] === 'health event from another Tether replica' && l['upstream'] === 'app-1' && l['worker'] === other), 5_000, 'the sibling to apply it, heard')
-  // and app-2 is drained through the admin API (made on the lead, recorded by it)
-  t.equal((await request(`http://127.0.0.1:${w.adminPort}/upstreams/app-2/drain`, { method: 'POST' })).status, 200, 'drained')
-  const drains = `${prefix}peers:drains`
-  await waitFor(async () => (await redisCli(redis.port, 'HEXISTS', drains, 'app-2')).trim() === '1', 5_000, 'the drain to be recorded')
   const recorded = (await redisCli(redis.port, 'HGETALL', key)).trim()
 
   // the lead freezes before the loss: its check never notices it; its sibling's does

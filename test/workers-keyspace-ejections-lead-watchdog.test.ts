@@ -6,35 +6,19 @@
 // real redis-server, a real primary with two worker processes, real upstreams; nothing sleeps.
 import t from 'tap'
 import { LEAD_PART_LOG } from '../src/health/shared-health.js'
-import { startRedis, redisCli } from './fixtures/redis-server.js'
-import { request, startUpstream } from './fixtures/upstream.js'
+import { redisCli } from './fixtures/redis-server.js'
 import { slotOf, workerPids } from './fixtures/primary-process.js'
 import { waitFor } from './fixtures/wait.js'
-import { connectionTo, ejectThrough, leadOf, workersOnRedis } from './fixtures/workers-keyspace.js'
+import { ejectedAndDrained, leadOf } from './fixtures/workers-keyspace.js'
 
 /** Ordering the scenario's events, not waiting for anything (ms): see the retry below. */
 const LAG = 800
 const FREEZE = 500
 
 t.test('a lead frozen after a FLUSHALL and killed by the watchdog: the drain and its ejection are back', async (t) => {
-  const redis = await startRedis()
-  t.teardown(() => redis.stop())
-  const prefix = 'wkw:'
-  const apps = await Promise.all(['app-0', 'app-1', 'app-2'].map((id) => startUpstream(id, (req, res) => {
-    res.statusCode = id === 'app-1' && req.url === '/fail' ? 500 : 200
-    res.end(`${id}\n`)
-  })))
-  t.teardown(() => Promise.all(apps.map((a) => a.close())))
-  const w = await workersOnRedis(t, redis, prefix, apps,
-    '{ shared: redis, active: { enabled: false }, passive: { consecutive_failures: 1, base_ejection: 60s, max_ejection: 60s } }')
+  const { redis, w, ejections: key, drains } = await ejectedAndDrained(t, 'wkw:')
   const { lead, lines } = w
   const other = 1 - lead
-  await ejectThrough(w, await connectionTo(t, w, lead), lead, '/fail', 'app-1')
-  const key = `${prefix}peers:ejections`
-  const drains = `${prefix}peers:drains`
-  await waitFor(() => lines().some((l) => l['msg'] === 'health event from another Tether replica' && l['upstream'] === 'app-1' && l['worker'] === other), 5_000, 'the sibling to apply it')
-  t.equal((await request(`http://127.0.0.1:${w.adminPort}/upstreams/app-2/drain`, { method: 'POST' })).status, 200, 'drained')
-  await waitFor(async () => (await redisCli(redis.port, 'HEXISTS', drains, 'app-2')).trim() === '1' && (await redisCli(redis.port, 'HLEN', key)).trim() === '1', 5_000, 'recorded')
   const leadPid = workerPids(w.proc).find((pid) => slotOf(pid) === lead)!
   // the loss; the lead freezes (a stuck event loop, a stalled host) just after its sibling's
   // check saw it, before its own check did (tried again while the lead's check came first)
