@@ -69,6 +69,22 @@ async function setup(t: Test) {
   return { up, px, port: px.tether.port }
 }
 
+/** A client through Tether with its tunnel open, and the upstream's end of that tunnel. */
+async function connected(up: { ev: EventEmitter }, port: number) {
+  const s = firstSocket(up.ev)
+  const cl = client(port)
+  await cl.open
+  return { cl, us: await s }
+}
+
+/** Sends `bytes` from the client, waits until the upstream has them, ends the upstream bare with LAST: what the client got after the head. */
+async function sendThenUpstreamEnds(up: { ev: EventEmitter }, cl: ReturnType<typeof client>, us: net.Socket, bytes: Buffer): Promise<number[]> {
+  cl.c.write(bytes)
+  await waitBytes(up.ev, bytes.length)
+  us.end(LAST)
+  return [...await within(cl.done, 10_000, 'closed')]
+}
+
 t.test('A: close frame sent as early bytes (before the 101), then the upstream ends bare: no 1012', async (t) => {
   const { up, port } = await setup(t)
   const s = firstSocket(up.ev)
@@ -81,10 +97,7 @@ t.test('A: close frame sent as early bytes (before the 101), then the upstream e
 
 t.test('B: close frame split byte by byte over TCP chunks, then the upstream ends bare: no 1012', async (t) => {
   const { up, port } = await setup(t)
-  const s = firstSocket(up.ev)
-  const cl = client(port)
-  await cl.open
-  const us = await s
+  const { cl, us } = await connected(up, port)
   for (let i = 0; i < CLIENT_CLOSE.length; i++) { cl.c.write(CLIENT_CLOSE.subarray(i, i + 1)); await waitBytes(up.ev, i + 1) }
   us.end(LAST)
   t.same([...await within(cl.done, 10_000, 'closed')], [...LAST])
@@ -93,10 +106,7 @@ t.test('B: close frame split byte by byte over TCP chunks, then the upstream end
 for (const [name, n] of [['126', 300], ['127', 70_000]] as const) {
   t.test(`C${name}: a ${n}-byte masked binary frame (payload full of 0x88 0x82), split at odd places, then upstream ends bare while client open: 1012`, async (t) => {
     const { up, port } = await setup(t)
-    const s = firstSocket(up.ev)
-    const cl = client(port)
-    await cl.open
-    const us = await s
+    const { cl, us } = await connected(up, port)
     const f = masked(0x82, Buffer.alloc(n, Buffer.from([0x88, 0x82])))
     const cuts = [1, 3, 7, 9, 11, 13, f.length - 2, f.length]
     let from = 0
@@ -106,15 +116,8 @@ for (const [name, n] of [['126', 300], ['127', 70_000]] as const) {
   })
   t.test(`D${name}: the same frame then a close frame: no 1012`, async (t) => {
     const { up, port } = await setup(t)
-    const s = firstSocket(up.ev)
-    const cl = client(port)
-    await cl.open
-    const us = await s
-    const f = Buffer.concat([masked(0x82, Buffer.alloc(n, Buffer.from([0x88, 0x82]))), CLIENT_CLOSE])
-    cl.c.write(f)
-    await waitBytes(up.ev, f.length)
-    us.end(LAST)
-    t.same([...await within(cl.done, 10_000, 'closed')], [...LAST])
+    const { cl, us } = await connected(up, port)
+    t.same(await sendThenUpstreamEnds(up, cl, us, Buffer.concat([masked(0x82, Buffer.alloc(n, Buffer.from([0x88, 0x82]))), CLIENT_CLOSE])), [...LAST])
   })
 }
 
@@ -122,23 +125,18 @@ t.test('E: fragmented message with a ping inside, no close: upstream ends bare -
   const { up, port } = await setup(t)
   const frags = Buffer.concat([masked(0x01, Buffer.from('he')), masked(0x89, Buffer.from([0x88])), masked(0x00, Buffer.from('l')), masked(0x80, Buffer.from('lo'))])
   {
-    const s = firstSocket(up.ev)
-    const cl = client(port)
-    await cl.open
-    const us = await s
-    cl.c.write(frags)
-    await waitBytes(up.ev, frags.length)
-    us.end(LAST)
-    t.same([...await within(cl.done, 10_000, 'closed')], [...LAST, ...R1012], 'no close: 1012')
+    const { cl, us } = await connected(up, port)
+    t.same(await sendThenUpstreamEnds(up, cl, us, frags), [...LAST, ...R1012], 'no close: 1012')
+  }
+  {
+    const { cl, us } = await connected(up, port)
+    t.same(await sendThenUpstreamEnds(up, cl, us, Buffer.concat([frags, CLIENT_CLOSE])), [...LAST], 'then a close frame: no 1012')
   }
 })
 
 t.test('F: client FIN, upstream keeps open (half-open), then Tether shuts down: 1001 still sent', async (t) => {
   const { up, px, port } = await setup(t)
-  const s = firstSocket(up.ev)
-  const cl = client(port)
-  await cl.open
-  await s
+  const { cl } = await connected(up, port)
   const ended = new Promise((r) => up.ev.once('end', r))
   cl.c.end()
   await within(ended, 10_000, 'upstream saw FIN')
@@ -148,10 +146,7 @@ t.test('F: client FIN, upstream keeps open (half-open), then Tether shuts down: 
 
 t.test('G: client FIN, then upstream RST (resetAndDestroy): client gets a bare end, tunnel freed', async (t) => {
   const { up, px, port } = await setup(t)
-  const s = firstSocket(up.ev)
-  const cl = client(port)
-  await cl.open
-  const us = await s
+  const { cl, us } = await connected(up, port)
   const ended = new Promise((r) => up.ev.once('end', r))
   cl.c.end()
   await within(ended, 10_000, 'upstream saw FIN')
@@ -162,20 +157,14 @@ t.test('G: client FIN, then upstream RST (resetAndDestroy): client gets a bare e
 
 t.test('H: client open, upstream RST: 1012', async (t) => {
   const { up, port } = await setup(t)
-  const s = firstSocket(up.ev)
-  const cl = client(port)
-  await cl.open
-  const us = await s
+  const { cl, us } = await connected(up, port)
   us.resetAndDestroy()
   t.same([...await within(cl.done, 10_000, 'closed')], [...R1012])
 })
 
 t.test('I: client sent its close frame, upstream keeps open, health/drain closeUpstream: 1012 still sent', async (t) => {
   const { up, px, port } = await setup(t)
-  const s = firstSocket(up.ev)
-  const cl = client(port)
-  await cl.open
-  await s
+  const { cl } = await connected(up, port)
   cl.c.write(CLIENT_CLOSE)
   await waitBytes(up.ev, CLIENT_CLOSE.length)
   t.equal(px.upgrades.closeUpstream('up'), 1)
