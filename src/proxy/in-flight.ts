@@ -62,18 +62,26 @@ export class InFlight {
     this.#averaged = averaged
   }
 
-  add(attempt: Waiting, upstream: string): void {
+  /** Count `attempt` on `upstream`; returns when it was added (the clock's time), for a caller timing the attempt: one clock read for both. */
+  add(attempt: Waiting, upstream: string): number {
     let set = this.#byUpstream.get(upstream)
     if (set === undefined) this.#byUpstream.set(upstream, (set = new Map()))
     const now = this.#now()
     if (!set.has(attempt)) this.#change(upstream, 1, now)
     set.set(attempt, now)
+    return now
+  }
+
+  /** The time by this table's monotonic clock (ms), to measure from what {@link add} returned. */
+  now(): number {
+    return this.#now()
   }
 
   remove(attempt: Waiting, upstream: string): void {
     const set = this.#byUpstream.get(upstream)
     if (set === undefined) return
-    if (set.delete(attempt)) this.#change(upstream, -1, this.#now())
+    // the time is read only for the averages (without affinity.spill, none: no clock read a request)
+    if (set.delete(attempt) && this.#averaged) this.#change(upstream, -1, this.#now())
     if (set.size === 0) this.#byUpstream.delete(upstream)
   }
 
