@@ -5,8 +5,7 @@
 // page's recent traffic. Counted through the injected clock: deterministic, no timing.
 import t from 'tap'
 import type { Clock } from '../src/clock.js'
-import { proxyFor, startUpstream } from './fixtures/upstream.js'
-import { agentFor, CookieJar, get } from './fixtures/users.js'
+import { boundCookieUser } from './fixtures/plain-requests.js'
 
 t.test('a plain GET of a user bound to a ready upstream reads the wall clock at most 3 times', async (t) => {
   let counting = false
@@ -18,22 +17,10 @@ t.test('a plain GET of a user bound to a ready upstream reads the wall clock at 
     },
     monotonic: () => performance.now(),
   }
-  const up = await startUpstream('app-0')
-  t.teardown(() => up.close())
-  const tt = await proxyFor(t, [up], { affinity: { key: 'cookie' } }, clock)
-  const agent = agentFor(t, 1)
-  const jar = new CookieJar()
-  // the first request starts the session (its cookie), the next ones are the common case
-  const first = await get(`${tt.url}/`, agent, {}, jar)
-  t.equal(first.status, 200)
-  t.ok(jar.header(), 'the first answer set the cookie')
-  await get(`${tt.url}/`, agent, {}, jar)
+  const user = await boundCookieUser(t, clock)
   const requests = 100
   counting = true
-  for (let i = 0; i < requests; i++) {
-    const r = await get(`${tt.url}/`, agent, {}, jar)
-    if (r.status !== 200 || r.body !== 'app-0\n') t.fail(`request ${i}: ${r.status} ${r.body}`)
-  }
+  await user.send(requests)
   counting = false
   // (background work, a health tick or a sweep, may read it too meanwhile: well under one a request)
   t.ok(reads / requests <= 3.5, `wall-clock reads a request: ${reads / requests} (3: arrival, answer head, recent traffic)`)

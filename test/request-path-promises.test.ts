@@ -7,8 +7,7 @@
 // path and its HTTP transport (forward.ts) count: the attempt's end is told from the transport.
 import t from 'tap'
 import { createHook } from 'node:async_hooks'
-import { proxyFor, startUpstream } from './fixtures/upstream.js'
-import { agentFor, CookieJar, get } from './fixtures/users.js'
+import { boundCookieUser } from './fixtures/plain-requests.js'
 
 /** Promises made by a stack through src/proxy/request-path or src/proxy/forward while `counting`. */
 let counting = false
@@ -25,24 +24,12 @@ const hook = createHook({
 })
 
 t.test('a plain GET of a user bound to a ready upstream makes at most one promise on the request path and its transport: the reaction that tells the attempt\'s result', async (t) => {
-  const up = await startUpstream('app-0')
-  t.teardown(() => up.close())
-  const tt = await proxyFor(t, [up], { affinity: { key: 'cookie' } })
-  const agent = agentFor(t, 1)
-  const jar = new CookieJar()
-  // the first request starts the session (its cookie), the next ones are the common case
-  const first = await get(`${tt.url}/`, agent, {}, jar)
-  t.equal(first.status, 200)
-  t.ok(jar.header(), 'the first answer set the cookie')
-  await get(`${tt.url}/`, agent, {}, jar)
+  const user = await boundCookieUser(t)
   const requests = 20
   hook.enable()
   t.teardown(() => hook.disable())
   counting = true
-  for (let i = 0; i < requests; i++) {
-    const r = await get(`${tt.url}/`, agent, {}, jar)
-    if (r.status !== 200 || r.body !== 'app-0\n') t.fail(`request ${i}: ${r.status} ${r.body}`)
-  }
+  await user.send(requests)
   counting = false
   hook.disable()
   t.ok(made / requests <= 1, `promises a request on the request path and its transport: ${made / requests} (at most 1)`)
