@@ -628,6 +628,7 @@ t.test("a worker whose lead said it wrote its part after the loss writes nothing
     if (leadFirst) next.shared.recordAgain(false, loss)
     // an older loss of that node, told after: what a sibling that noticed only it owes is not this one
     third.shared.recordAgain(false, { node: 'n', marker: 'm0' })
+    await new Promise<void>((resolve) => setImmediate(resolve)) // the lead's word goes once its writes are acknowledged
     lead.shared.stop()
     w.record.clear() // to see what the next lead writes
     clock.advance(1_000)

@@ -260,6 +260,9 @@ export class SharedHealth {
    * first) is not owed here when it does. At most LOSSES_KEPT, the oldest dropped.
    */
   readonly #leadPartWritten = new Map<string, string>()
+  /** A write of the lead's part that failed is tried again (see #writeLeadPart): due, and the wait before the next one (ms). */
+  #leadPartRetry = false
+  #leadPartRetryMs: number = READ_RETRY_MS.first
   /**
    * The awaited drains applied when their id joined, until the record is read again: one gone
    * from Redis meanwhile (its upstream left another replica's set: a replica that did not have
@@ -793,9 +796,41 @@ export class SharedHealth {
       if (this.#leadPartWritten.get(loss.node) !== loss.marker) keepLoss(this.#leadPartOwed, loss.node, { marker: loss.marker, at: this.#now() })
       return { drains: 0, ejections }
     }
-    const group = this.#recordGroupPart()
-    this.#wroteLeadPart([loss, ...this.#ownedLosses()])
+    keepLoss(this.#leadPartOwed, loss.node, { marker: loss.marker, at: this.#now() })
+    const group = this.#writeLeadPart()
     return { drains: group.drains, ejections: ejections + group.ejections }
+  }
+
+  /**
+   * Record the lead's part (see #recordGroupPart) for the losses owed here (see #leadPartOwed),
+   * as the lead. Once every write of it succeeded, those losses are no longer owed and the
+   * siblings are told (see #wroteLeadPart); a write that failed (a Redis timeout, a connection
+   * lost) leaves them owed and tells nobody: a sibling told so would never write it, and it
+   * was not written. Then the whole part is written again after READ_RETRY_MS (1 s, doubling
+   * up to 30 s) until one attempt succeeds or stop(); a sibling that leads before (this process
+   * gone) owes them still, and writes it. Returns what it wrote (asked to).
+   */
+  #writeLeadPart(): { readonly drains: number; readonly ejections: number } {
+    const losses = this.#ownedLosses()
+    const part = this.#recordGroupPart()
+    void Promise.all(part.sent).then((oks) => {
+      if (oks.every(Boolean)) return this.#wroteLeadPart(losses)
+      this.#logger.warn({ nodes: losses.map((l) => l.node), failed: oks.filter((ok) => !ok).length, retry_ms: this.#leadPartRetryMs, effect: 'a replica started meanwhile may place new users on a drained upstream, or on one a sibling worker ejected' }, LEAD_PART_FAILED_LOG)
+      this.#retryLeadPart()
+    })
+    return part
+  }
+
+  /** The lead's part is written again after #leadPartRetryMs (doubled up to READ_RETRY_MS.most), unless due already or stopped. */
+  #retryLeadPart(): void {
+    if (this.#leadPartRetry || this.#stopped) return
+    this.#leadPartRetry = true
+    const wait = this.#leadPartRetryMs
+    this.#leadPartRetryMs = Math.min(wait * 2, READ_RETRY_MS.most)
+    this.#later(() => {
+      this.#leadPartRetry = false
+      if (this.#leadPartOwed.size > 0) this.#writeLeadPart()
+    }, wait)
   }
 
   /** The losses owed here (see #leadPartOwed), as told to the siblings. */
@@ -804,15 +839,19 @@ export class SharedHealth {
   }
 
   /**
-   * This process wrote the lead's part after `losses` (as the lead): none is owed here any
-   * more, and its siblings are told (on the group's own channel, as #unrecord), so that none of
-   * them writes it again when it leads later (a rolling restart long after the loss). A
-   * sibling that does not hear it (this process gone before its message went out) writes it
-   * again if it leads: the same fields and values.
+   * This process wrote the lead's part after `losses` (as the lead): none of them is owed here
+   * any more (a later loss of a node, noted meanwhile, still is), and its siblings are told (on
+   * the group's own channel, as #unrecord), so that none of them writes it again when it leads
+   * later (a rolling restart long after the loss). A sibling that does not hear it (this
+   * process gone before its message went out) writes it again if it leads: the same fields
+   * and values.
    */
   #wroteLeadPart(losses: readonly KeyspaceLoss[]): void {
-    this.#leadPartOwed.clear()
-    for (const loss of losses) this.#toGroup({ from: this.#self, kind: 'lead-part', node: loss.node, marker: loss.marker, group: this.#group })
+    this.#leadPartRetryMs = READ_RETRY_MS.first
+    for (const loss of losses) {
+      if (this.#leadPartOwed.get(loss.node)?.marker === loss.marker) this.#leadPartOwed.delete(loss.node)
+      this.#toGroup({ from: this.#self, kind: 'lead-part', node: loss.node, marker: loss.marker, group: this.#group })
+    }
   }
 
   /** The group's lead wrote its part after the loss of `node` that left `marker` there (see #wroteLeadPart). */
@@ -826,17 +865,18 @@ export class SharedHealth {
    * replica holds, and its siblings' ejections held here still in force or refused here (see
    * #siblings), each noted as written back (see #writtenBack).
    */
-  #recordGroupPart(): { readonly drains: number; readonly ejections: number } {
+  #recordGroupPart(): { readonly drains: number; readonly ejections: number; readonly sent: readonly Promise<boolean>[] } {
     let drains = 0
+    const sent: Promise<boolean>[] = []
     const now = Date.now()
     for (const id of this.#health.ids()) {
       const held = this.#health.adminDrain(id)
       const since = this.#health.drainingSince(id)
       if (held === null || since === null) continue
       drains++
-      void this.#channel.remember(DRAINS, id, held.migrate ? 'migrate' : 'stay')
-      void this.#channel.remember(DRAIN_STARTS, id, String(since))
-      void this.#channel.remember(DRAIN_CHANGES, id, String(now - since < RECORDED_MS ? since : now))
+      sent.push(this.#channel.remember(DRAINS, id, held.migrate ? 'migrate' : 'stay'),
+        this.#channel.remember(DRAIN_STARTS, id, String(since)),
+        this.#channel.remember(DRAIN_CHANGES, id, String(now - since < RECORDED_MS ? since : now)))
     }
     let ejections = 0
     const at = this.#now()
@@ -845,12 +885,12 @@ export class SharedHealth {
       if (theirs.until <= at) this.#siblings.delete(field)
       if (theirs.until <= at || (!theirs.capped && this.#health.toldLength(theirs.id) === null)) continue
       ejections++
-      void this.#channel.remember(EJECTIONS, field, theirs.value)
+      sent.push(this.#channel.remember(EJECTIONS, field, theirs.value))
       this.#writtenBack.delete(field)
       this.#writtenBack.set(field, theirs.until)
       if (this.#writtenBack.size > APPLIED_KEPT) this.#writtenBack.delete(this.#writtenBack.keys().next().value!)
     }
-    return { drains, ejections }
+    return { drains, ejections, sent }
   }
 
   /**
@@ -1105,8 +1145,7 @@ export class SharedHealth {
     if (this.#leadPartOwed.size === 0) return
     const first = Math.min(...[...this.#leadPartOwed.values()].map((o) => o.at))
     const nodes = [...this.#leadPartOwed.keys()]
-    const again = this.#recordGroupPart()
-    this.#wroteLeadPart(this.#ownedLosses())
+    const again = this.#writeLeadPart()
     this.#logger.info({ drains: again.drains, ejections: again.ejections, nodes, lost_ms_ago: this.#now() - first }, LEAD_PART_LOG)
   }
 
@@ -1155,6 +1194,9 @@ export class SharedHealth {
 
 /** Said (an info) when a worker that became the lead recorded the lead's part after a loss of Redis's keys its lead had not said it wrote (see SharedHealth.becameLead). */
 export const LEAD_PART_LOG = "this worker became the lead after Redis lost its keys and before its lead said it wrote the drains and its siblings' ejections back: it recorded them again (the lead before it may have gone before it noticed the loss)"
+
+/** Said (a warn) when a write of the lead's part after a loss of Redis's keys failed (see SharedHealth.#writeLeadPart): the siblings are not told it is written, and it is tried again. */
+export const LEAD_PART_FAILED_LOG = "the drains and the sibling workers' ejections were not all recorded again after Redis lost its keys (a write failed): tried again, and the sibling workers still owe them if this worker goes first"
 
 /** A loss of Redis's keys as a worker noticed it: the node, and the keyspace marker it read there after it (the same for every worker that noticed that loss). */
 export interface KeyspaceLoss {
