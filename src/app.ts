@@ -61,7 +61,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     // (on the workers' own channel only they hear: one group, also with an older primary)
     link === null ? null : channel === link.channel ? link.group ?? 'workers' : link.group,
     // another replica's active verdicts reach the workers in their lead's order, with its probe results
-    link === null || channel === link.channel || link.group === null ? null : { channel: link.channel, lead: () => link.lead })
+    link === null || channel === link.channel || link.group === null ? null : { channel: link.channel, lead: () => link.lead, markers: link.markers, marked: (node, marker) => link.markerWritten(node, marker) })
   const redisBindings = redis !== null && config.affinity.shared === 'redis' ? new (await import('./redis/binding-store.js')).RedisBindings(redis, config.affinity.idle_timeout, {
     now: () => clock.now(),
     // a binding's key ends at its absolute timeout in Redis too, however often it is renewed
@@ -92,6 +92,10 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const watch = redis === null || (redisBindings === null && !recordsDrains) ? null : await import('./redis/keyspace-watch.js')
   const keyspace = redis === null || watch === null ? null : new watch.KeyspaceWatch({
     redis, bindings: writesBack, held: () => { const slots = sessions.table.slotsByRecency(clock.now()); return { length: slots.length, at: (i) => sessions.table.bindingAt(slots[i]!, clock.now()) } }, idleTimeout: config.affinity.idle_timeout, now: () => clock.now(), timers,
+    // a worker's first check compares with its group's last marker (a worker started after a
+    // loss its lead had not noticed, the lead replaced before it did: else nobody wrote its part)
+    known: (node) => (recordsDrains ? health.peers?.leadPartMarker(node) : undefined),
+    onBaseline: (node, marker) => { if (recordsDrains) health.peers?.baseline(node, marker, link === null || link.lead) },
     onLost: (node, marker) => {
       metrics.redisKeyspaceLost(node)
       const again = recordsDrains ? health.peers?.recordAgain(link === null || link.lead, { node, marker }) : undefined

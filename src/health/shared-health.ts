@@ -314,6 +314,7 @@ export class SharedHealth {
     this.#health = health
     this.#logger = logger
     this.#addressesOf = addressesOf
+    for (const [node, marker] of relay?.markers ?? []) keepLoss(this.#leadPartWritten, node, marker)
     health.onTransition((e) => {
       if (!this.#applyingPeer && (e.to === 'unhealthy' || e.to === 'ejected')) this.tell('down', e.id, false, undefined, e.to === 'unhealthy')
       // an upstream that left the set (its pod deleted after a preStop drain) left its drain
@@ -850,8 +851,33 @@ export class SharedHealth {
     this.#leadPartRetryMs = READ_RETRY_MS.first
     for (const loss of losses) {
       if (this.#leadPartOwed.get(loss.node)?.marker === loss.marker) this.#leadPartOwed.delete(loss.node)
+      keepLoss(this.#leadPartWritten, loss.node, loss.marker)
       this.#toGroup({ from: this.#self, kind: 'lead-part', node: loss.node, marker: loss.marker, group: this.#group })
+      this.#relay?.marked?.(loss.node, loss.marker)
     }
+  }
+
+  /**
+   * The keyspace marker of `node` after which this process's group last had the lead's part in
+   * Redis, as known here (see #leadPartWritten; undefined: none known), for the first keyspace
+   * check of a worker (see KeyspaceWatchOptions.known).
+   */
+  leadPartMarker(node: string): string | undefined {
+    return this.#leadPartWritten.get(node)
+  }
+
+  /**
+   * This process's first keyspace check read `marker` on `node` and saw no loss (nothing known
+   * to compare with, or the marker known: see leadPartMarker): as the lead (`lead`), its part
+   * is in Redis as of that marker, which its siblings and its primary (for the workers started
+   * later) are told; as a sibling, the marker is kept as known here, told if it leads later (see
+   * becameLead). So a worker started after a loss compares its first read with the group's
+   * marker from before the loss, not with its own read after it.
+   */
+  baseline(node: string, marker: string, lead: boolean): void {
+    if (this.#leadPartWritten.get(node) === marker) return
+    if (lead) this.#wroteLeadPart([{ node, marker }])
+    else keepLoss(this.#leadPartWritten, node, marker)
   }
 
   /** The group's lead wrote its part after the loss of `node` that left `marker` there (see #wroteLeadPart). */
@@ -1142,6 +1168,9 @@ export class SharedHealth {
     // #relayedFirst stays: a Redis copy still to come of a relay applied here already is not applied and relayed again
     const missed = this.#unrelayed.splice(0)
     for (const m of missed) this.#receive(m.message)
+    // the markers known here and not owed: the primary keeps them for the workers started later
+    // (one this process took as its baseline, its group's lead gone before it told its own)
+    for (const [node, marker] of this.#leadPartWritten) if (!this.#leadPartOwed.has(node)) this.#relay?.marked?.(node, marker)
     if (this.#leadPartOwed.size === 0) return
     const first = Math.min(...[...this.#leadPartOwed.values()].map((o) => o.at))
     const nodes = [...this.#leadPartOwed.keys()]
@@ -1258,10 +1287,18 @@ function isSeq(seq: unknown): seq is number {
 /** A `down` message as heard, and the upstream it is about. */
 interface Heard { readonly message: string; readonly id: string }
 
-/** A group of workers' own ordered channel (through their primary) and whether this process is its lead now. */
+/** A group of workers' own ordered channel (through their primary), whether this process is its lead now, and the keyspace markers the primary keeps for them. */
 export interface GroupRelay {
   readonly channel: PeerChannel
   readonly lead: () => boolean
+  /**
+   * The keyspace markers after which the group's lead last wrote its part (see
+   * SharedHealth.leadPartMarker), by Redis node, as the primary kept them when this process
+   * started; absent: none (an older primary).
+   */
+  readonly markers?: ReadonlyMap<string, string>
+  /** This process, leading, had its part in Redis after `marker` on `node`: the primary keeps it (see `markers`). */
+  readonly marked?: (node: string, marker: string) => void
 }
 
 /**

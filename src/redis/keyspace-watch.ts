@@ -94,6 +94,15 @@ export interface KeyspaceWatchOptions {
    * replica or worker that noticed this loss: the first check after it created it).
    */
   readonly onLost?: (node: string, marker: string) => void
+  /**
+   * The marker of `node` this replica's group last knew there (with workers: the one after which
+   * their lead last wrote its part, kept by their primary; undefined: none), compared with at
+   * this replica's first read of the node instead of taking that read as the baseline: a worker
+   * started after a loss its lead had not noticed notices it too.
+   */
+  readonly known?: (node: string) => string | undefined
+  /** This replica's first read of `node` found `marker`, and no loss: its baseline there. */
+  readonly onBaseline?: (node: string, marker: string) => void
   /** `n` more bindings written back. */
   readonly onWritten?: (n: number) => void
   /** A node's write-back finished (not told for one superseded by a later loss, nor stopped). */
@@ -133,8 +142,8 @@ export function logChecks(problems: ProblemLog): (error: string | null) => void 
  *
  * Construct it before the connection's start() (its script is defined on the client then).
  *
- * The first value seen on a node is not a loss (this replica had nothing to compare it with):
- * a replica that starts on an empty Redis writes nothing back.
+ * The first value seen on a node is not a loss when this replica has nothing to compare it with
+ * (a replica that starts on an empty Redis writes nothing back), or it is the one `known`.
  *
  * Example: `const w = new KeyspaceWatch({ redis, bindings, held: () => { const s = table.slotsByRecency(now()); return { length: s.length, at: (i) => table.bindingAt(s[i]!, now()) } }, ... }); w.start()`;
  * after `FLUSHALL`, within a second: `onLost('127.0.0.1:6379')`, then the bindings are back.
@@ -219,14 +228,19 @@ export class KeyspaceWatch {
   async #check(): Promise<void> {
     const { redis } = this.#o
     const lost: { readonly node: string; readonly marker: string }[] = []
+    const baselines: { readonly node: string; readonly marker: string }[] = []
     await Promise.all([...redis.keysPerNode(MARKER)].map(async ([node, key]) => {
       const value = await redis.runScript(MARK_SCRIPT, key, randomUUID())
       if (value === FAILED || typeof value !== 'string' || this.#stopped) return
-      const last = this.#seen.get(key)
+      // at the first read, the group's marker (see `known`), if any
+      const first = !this.#seen.has(key)
+      const last = first ? this.#o.known?.(node) : this.#seen.get(key)
       this.#seen.set(key, value)
       if (last !== undefined && last !== value) lost.push({ node, marker: value })
+      else if (first) baselines.push({ node, marker: value })
     }))
     if (this.#stopped) return
+    for (const { node, marker } of baselines) this.#tell(() => this.#o.onBaseline?.(node, marker))
     // with the nodes whose loss was told but whose write-back could not start (see #lost)
     if (lost.length > 0 || this.#owed.size > 0) this.#lost(lost, [...new Set([...this.#owed, ...lost.map((l) => l.node)])])
   }

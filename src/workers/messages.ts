@@ -56,6 +56,13 @@ export interface WorkerSetup {
    * applies the lead's probe results). Absent from an older primary's setup: none.
    */
   readonly group?: string
+  /**
+   * The keyspace markers after which this group's lead last wrote its part after a loss of
+   * Redis's keys (or took as its baseline), by Redis node (see `lead-part`): this worker's first
+   * keyspace check compares with them (SharedHealth.leadPartMarker). Absent from an older
+   * primary's setup: none (the first check is the baseline).
+   */
+  readonly keyspaceMarkers?: Readonly<Record<string, string>>
 }
 
 /** An upstream a discovery source reports, as it travels (see DiscoveredUpstream). */
@@ -194,6 +201,8 @@ export type ToPrimary =
    * attempt has ended (its lists were sent before this), for WorkerSetup.discoveryListed.
    */
   | { readonly tether: 'discovery-listed' }
+  /** This worker, leading, had its part in Redis after `marker` on `node` (see WorkerSetup.keyspaceMarkers). */
+  | { readonly tether: 'lead-part'; readonly node: string; readonly marker: string }
   /**
    * An ioredis console notice this worker saw first (`said`: ioredis's line; level, msg and hint
    * as logged), for the primary to log once for all workers (see WorkerSetup.notices).

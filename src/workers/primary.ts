@@ -70,6 +70,8 @@ export function startTimeout(env: Readonly<Record<string, string | undefined>> =
 
 /** Back-off of a worker that keeps crashing: 100 ms doubling to 30 s; a minute up resets it. */
 const BACKOFF_MIN = 100
+/** How many Redis nodes' keyspace markers the primary keeps for its workers (a Cluster's masters, those replaced since included): the oldest beyond it is dropped. */
+const MARKERS_KEPT = 1024
 const BACKOFF_MAX = 30_000
 const STABLE_AFTER = 60_000
 
@@ -141,6 +143,8 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
   let upstreamSeen = false
   /** A lead's discovery had its first list since this primary started (for /readyz of the workers; see WorkerSetup.discoveryListed). */
   let discoveryListed = false
+  /** The keyspace markers after which a lead last wrote its part, by Redis node (see WorkerSetup.keyspaceMarkers; at most MARKERS_KEPT). */
+  const keyspaceMarkers = new Map<string, string>()
   let stopping = false
   /** Every worker of the first start is ready (a crash from then on is restarted). */
   let up = false
@@ -255,7 +259,7 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
       // a worker is watched from its first message after this one (a slow start is not a silence)
       if (msg.tether === 'hello') {
         const live = accepted.text === start.text ? null : accepted.text
-        return send(worker, { tether: 'setup', setup: { index, ...secrets, admin: first.admin, start: start.text, live, notices: true, upstreamSeen, discoveryListed, group } })
+        return send(worker, { tether: 'setup', setup: { index, ...secrets, admin: first.admin, start: start.text, live, notices: true, upstreamSeen, discoveryListed, group, keyspaceMarkers: Object.fromEntries(keyspaceMarkers) } })
       }
       watch.heard(worker.id, performance.now())
       // a worker saw a healthy upstream: the workers started from now on are told
@@ -272,6 +276,14 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
         if (discoveryListed) return
         discoveryListed = true
         for (const o of running.values()) if (o !== r) send(o.worker, { tether: 'discovery-listed' })
+        return
+      }
+      // a lead wrote its part after a loss of Redis's keys: the workers started from now on compare with it
+      if (msg.tether === 'lead-part') {
+        if (typeof msg.node !== 'string' || typeof msg.marker !== 'string') return
+        keyspaceMarkers.delete(msg.node)
+        keyspaceMarkers.set(msg.node, msg.marker)
+        if (keyspaceMarkers.size > MARKERS_KEPT) keyspaceMarkers.delete(keyspaceMarkers.keys().next().value!)
         return
       }
       // an ioredis notice a worker saw: logged once for all workers (each worker sees it at its connect)

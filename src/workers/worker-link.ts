@@ -314,6 +314,18 @@ export class WorkerLink {
     this.#send({ tether: 'discovered', source, upstreams: plain(upstreams.filter((u) => u.unready !== true)), ...(unready.length === 0 ? {} : { unready: plain(unready) }) })
   }
 
+  /**
+   * The keyspace markers after which this group's lead last wrote its part, by Redis node, as
+   * the primary kept them when this worker started (WorkerSetup.keyspaceMarkers): read once,
+   * by shared health at its construction.
+   */
+  readonly markers = new Map<string, string>()
+
+  /** This worker, leading, had its part in Redis after `marker` on `node`: the primary keeps it for the workers started later. */
+  markerWritten(node: string, marker: string): void {
+    this.#send({ tether: 'lead-part', node, marker })
+  }
+
   /** Does this worker run the active checks and discovery? */
   get lead(): boolean {
     return this.#lead

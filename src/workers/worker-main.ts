@@ -143,6 +143,7 @@ export async function runWorker(config: Config, configPath: string, w: WorkerSet
   if (w.upstreamSeen === true || orders.upstreamSeen) link.sawUpstream(false)
   // (an older primary's setup does not say, and never tells: not waited for)
   if (w.discoveryListed !== false || orders.discoveryListed) link.listedDiscovery(false)
+  for (const [node, marker] of Object.entries(w.keyspaceMarkers ?? {})) if (typeof marker === 'string') link.markers.set(node, marker)
   // the primary's orders: a reload sent while this worker starts is applied once it has
   // started (the last one: each carries the whole file)
   let tether: Tether | null = null
