@@ -25,10 +25,11 @@ const BASE = 30_000
  * The peers' Redis: named sets, and a broadcast that loses what is sent while `lost`; and each
  * group of workers' own channel (the primary's IPC: a broadcast to the group's other workers).
  */
-function world(): { record: Map<string, Map<string, string>>; net: { lost: boolean; unreadable: Set<string>; held: (() => void)[] | null }; channel: () => PeerChannel & { again: () => void }; relay: (group: string) => PeerChannel } {
+function world(): { record: Map<string, Map<string, string>>; net: { lost: boolean; unreadable: Set<string>; held: (() => void)[] | null; unwritable: boolean }; channel: () => PeerChannel & { again: () => void }; relay: (group: string) => PeerChannel } {
   const record = new Map<string, Map<string, string>>()
   // `held`: the groups' channels hold what is sent (a primary slow to pass it on) until the test delivers it
-  const net = { lost: false, unreadable: new Set<string>(), held: null as (() => void)[] | null }
+  // `unwritable`: writes to the named sets fail (a command timed out, the connection lost)
+  const net = { lost: false, unreadable: new Set<string>(), held: null as (() => void)[] | null, unwritable: false }
   const subs = new Set<(m: string) => void>()
   const groups = new Map<string, Set<(m: string) => void>>()
   const set = (name: string): Map<string, string> => record.get(name) ?? record.set(name, new Map()).get(name)!
@@ -38,7 +39,11 @@ function world(): { record: Map<string, Map<string, string>>; net: { lost: boole
     return {
       publish: (m) => { if (!net.lost) for (const s of subs) if (s !== mine) s(m); return Promise.resolve(true) },
       subscribe: (fn, onSubscribed) => { mine = fn; subs.add(fn); again = onSubscribed ?? again; return Promise.resolve() },
-      remember: (name, id, value) => { if (value === null) set(name).delete(id); else set(name).set(id, value); return Promise.resolve(true) },
+      remember: (name, id, value) => {
+        if (net.unwritable) return Promise.resolve(false)
+        if (value === null) set(name).delete(id); else set(name).set(id, value)
+        return Promise.resolve(true)
+      },
       members: (name) => Promise.resolve(net.unreadable.has(name) ? null : new Map(set(name))),
       again: () => again(),
     }
@@ -628,7 +633,7 @@ t.test("a worker whose lead said it wrote its part after the loss writes nothing
     if (leadFirst) next.shared.recordAgain(false, loss)
     // an older loss of that node, told after: what a sibling that noticed only it owes is not this one
     third.shared.recordAgain(false, { node: 'n', marker: 'm0' })
-    await new Promise<void>((resolve) => setImmediate(resolve)) // the lead's word goes once its writes are acknowledged
+    await settle() // the lead's word goes once its writes are acknowledged
     lead.shared.stop()
     w.record.clear() // to see what the next lead writes
     clock.advance(1_000)
@@ -637,5 +642,35 @@ t.test("a worker whose lead said it wrote its part after the loss writes nothing
     t.notOk(next.logs.lines.some((l) => l.rec['msg'] === LEAD_PART_LOG), 'nor says so')
     third.shared.becameLead()
     t.ok(third.logs.lines.some((l) => l.rec['msg'] === LEAD_PART_LOG), 'a sibling that noticed another loss than the one told writes it (the same fields and values)')
+  }
+})
+
+t.test("a record the lead wrote back whose removal again (its finder's `unrecorded` come) failed is removed at a later try, or when the subscription is back", async (t) => {
+  for (const back of ['timer', 'subscription'] as const) {
+    const w = world()
+    const clock = new FakeClock(Date.now())
+    const held = heldTimers()
+    const finder = await replica(t, w, clock, { group: 'g1' })
+    const lead = await replica(t, w, clock, { group: 'g1', timers: held.timers })
+    finder.health.reportPassive('d', 'connect_refused')
+    finder.health.reportActive('d', true)
+    w.net.held = []
+    lead.health.reportActive('d', true)
+    finder.health.reportActive('d', true)
+    await settle()
+    w.record.clear() // Redis loses its keys now
+    t.same(lead.shared.recordAgain(true), { drains: 0, ejections: 1 }, 'the lead, not told yet, writes it back')
+    await settle()
+    const messages = w.net.held
+    w.net.held = null
+    w.net.unwritable = true // the lead's connection fails its commands now
+    for (const deliver of messages) deliver() // the finder's `unrecorded` comes
+    await settle()
+    t.equal(w.record.get('ejections')?.size ?? 0, 1, `${back}: the removal failed: the record is still there`)
+    w.net.unwritable = false
+    if (back === 'timer') t.equal(held.fire(), READ_RETRY_MS.first, 'tried again after 1 s')
+    else lead.channel.again()
+    await settle()
+    t.equal(w.record.get('ejections')?.size ?? 0, 0, `${back}: removed at the next try`)
   }
 })

@@ -241,6 +241,8 @@ export class SharedHealth {
    * most APPLIED_KEPT.
    */
   readonly #writtenBack = new Map<string, number>()
+  /** Those whose removal again failed (see #removeWrittenBack), with their end: removed again later. At most APPLIED_KEPT. */
+  readonly #unremoved = new Map<string, { readonly until: number }>()
   /**
    * The losses of Redis's keys this process handled while not its group's lead and whose
    * lead's part (the drains, its siblings' ejections: see recordAgain) it has not seen written,
@@ -362,6 +364,7 @@ export class SharedHealth {
       this.#channel.subscribe((m) => this.#receive(m), () => {
         this.#relayedFirst.length = 0
         this.#tellUnsentDowns()
+        for (const [field, retry] of [...this.#unremoved]) this.#removeWrittenBack(field, retry.until, READ_RETRY_MS.first)
         // (the first subscription, in place before start's own read, is read by that read)
         if (!this.#readsOnSubscribe) return
         this.#retryMs = READ_RETRY_MS.first
@@ -1128,7 +1131,28 @@ export class SharedHealth {
    */
   #unrecorded(field: string): void {
     this.#siblings.delete(field)
-    if (this.#writtenBack.delete(field)) void this.#channel.remember(EJECTIONS, field, null)
+    const until = this.#writtenBack.get(field)
+    if (this.#writtenBack.delete(field)) this.#removeWrittenBack(field, until!, READ_RETRY_MS.first)
+  }
+
+  /**
+   * Remove the record at `field` this process wrote back (see #unrecorded), ending at `until`
+   * (the finder's clock). A removal that failed (a Redis timeout, the connection lost) is made
+   * again after `wait` (doubling up to READ_RETRY_MS.most), and at once when the subscription
+   * is back, until one succeeds, its end passed (readers skip it then) or stop(): nobody else
+   * removes it (its finder's own removal came first), and a replica started meanwhile ejected
+   * an upstream whose ejection had ended, for the rest of its told length.
+   */
+  #removeWrittenBack(field: string, until: number, wait: number): void {
+    this.#unremoved.delete(field)
+    void this.#channel.remember(EJECTIONS, field, null).then((ok) => {
+      if (ok || this.#stopped || until <= this.#now()) return
+      // (one retry chain a record: a removal made again meanwhile, at the subscription, replaces it)
+      const retry = { until }
+      this.#unremoved.set(field, retry)
+      if (this.#unremoved.size > APPLIED_KEPT) this.#unremoved.delete(this.#unremoved.keys().next().value!)
+      this.#later(() => { if (this.#unremoved.get(field) === retry) this.#removeWrittenBack(field, until, Math.min(wait * 2, READ_RETRY_MS.most)) }, wait)
+    })
   }
 
   /**
