@@ -658,10 +658,11 @@ export class HealthTable {
    * slow start with aggression 1 (linear) and min_weight_percent 10. 1 when slow start is off
    * or the id is unknown. Example (window 60 s): 30 s after recovery -> 0.5; after 3 s -> 0.1.
    */
-  slowStartWeight(id: string, now: number = this.#clock.now()): number {
+  slowStartWeight(id: string, at?: number): number {
     const window = this.#options.slow_start
     const e = this.#entries.get(id)
     if (window <= 0 || !e) return 1
+    const now = at ?? this.#clock.now() // read only with slow start on: asked for every candidate of a new key
     this.#expire(e, now)
     const elapsed = now - e.readySince
     if (elapsed >= window) return 1

@@ -200,6 +200,8 @@ export class Router {
   #first = true
   /** When each upstream joined (ms); those present at start count as always there. */
   readonly #joinedAt = new Map<string, number>()
+  /** The latest of #joinedAt's values (-Infinity: none joined after start): a user pinned after it rebalances nowhere. */
+  #lastJoin = -Infinity
   /**
    * Upstreams that left the set while ready, draining or serving (bounded): a planned removal (a
    * reload, discovery), whose users move with reason=drain; one that left while down (also a
@@ -242,6 +244,8 @@ export class Router {
       // discovery dropped) is dead, as its users were while it was still in the set
       if (this.health.ready(id) && !gone.has(id)) this.#leftPlanned.add(id)
     }
+    this.#lastJoin = -Infinity
+    for (const at of this.#joinedAt.values()) if (at > this.#lastJoin) this.#lastJoin = at
     for (const u of upstreams) this.#leftPlanned.delete(u.id)
     for (const id of this.#leftPlanned) {
       if (this.#leftPlanned.size <= 1024) break
@@ -378,6 +382,8 @@ export class Router {
    * follows it before this is asked: #resolve).
    */
   #rebalanced(p: Placing, pinnedIndex: number, pinnedAt: number, lastSeen: number): number {
+    // no upstream joined after the pin (most requests): nothing to pick, the key is not hashed
+    if (!(this.#lastJoin > pinnedAt)) return -1
     const table = this.placement
     const index = table.pick(p.hash, p.acceptNew)
     if (index < 0 || index === pinnedIndex || !(this.#joinedAt.get(table.ids[index]!)! > pinnedAt)) return -1
