@@ -150,6 +150,9 @@ const durations: [input: unknown, ms: number][] = [
   ['1.5s', 1_500],
   ['3m', 180_000],
   ['3h', 10_800_000],
+  ['1d', 86_400_000],
+  ['1.5d', 129_600_000],
+  ['2w', 1_209_600_000],
   ['0.5ms', 1],
   [0, 0],
   [2, 2_000],
@@ -164,7 +167,10 @@ t.test('parseDuration reads units and plain seconds into milliseconds', async (t
 
 const badDurations: [input: unknown, got: string][] = [
   ['5x', '"5x"'],
-  ['1d', '"1d"'],
+  ['1D', '"1D"'],
+  ['1M', '"1M"'],
+  ['1y', '"1y"'],
+  ['1W', '"1W"'],
   ['5 s', '"5 s"'],
   ['5S', '"5S"'],
   ['-1s', '"-1s"'],

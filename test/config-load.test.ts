@@ -172,6 +172,14 @@ t.test('affinity.spill is off by default; {} turns it on with its defaults, a pa
   t.equal(parseConfig(yaml(...UPSTREAM, 'affinity:', '  spill: null'), FILE).affinity.spill, null)
 })
 
+t.test('durations in days and weeks load as nginx reads them (1d, 3w), under the timer limit and the cookie bound', async (t) => {
+  const config = parseConfig(yaml(...UPSTREAM, 'affinity:', '  idle_timeout: 1d', '  absolute_timeout: 3w', '  cookie: { max_age: 400d }', 'websocket: { idle_timeout: 0.5d }'), FILE)
+  t.equal(config.affinity.idle_timeout, 86_400_000)
+  t.equal(config.affinity.absolute_timeout, 21 * 86_400_000)
+  t.equal(config.affinity.cookie.max_age, 400 * 86_400_000)
+  t.equal(config.websocket.idle_timeout, 43_200_000)
+})
+
 t.test('the result is deeply frozen and shares nothing with DEFAULTS', async (t) => {
   const config = parseConfig(yaml(...UPSTREAM), FILE)
   const objects = [config, config.listen, config.admin, config.admin.listen, config.upstreams, config.upstreams[0],
@@ -451,8 +459,20 @@ const errorCases: { name: string; text: string; issues: string[] }[] = [
       `${FILE}:7:12 timeouts.connect: expected a duration > 0, got "0s"`,
       `${FILE}:8:21 timeouts.response_headers: expected a duration like "500ms", "5s", "3h" or a number of seconds, got "5x"`,
       `${FILE}:9:14 timeouts.body_idle: expected a duration like "500ms", "5s", "3h" or a number of seconds, got -1`,
-      `${FILE}:10:22 timeouts.client_keep_alive: expected a duration <= 596h, got "1000h"`,
+      `${FILE}:10:22 timeouts.client_keep_alive: expected a duration <= 596h (24.8 days, the Node.js timer limit), got "1000h"`,
       `${FILE}:11:19 timeouts.client_headers: expected a duration > 0, got 0`,
+    ],
+  },
+  {
+    // Node.js warns and fires a timer longer than 2^31-1 ms after 1 ms: 25d would close every
+    // idle client at once, not after 25 days
+    name: 'durations in days past the timer limit are refused at their key and line; a bound in h is said in days too',
+    text: yaml(...UPSTREAM, 'affinity:', '  idle_timeout: 2d', 'timeouts:', '  client_keep_alive: 25d', '  body_idle: 4w', 'shutdown: { grace_period: 24.9d }'),
+    issues: [
+      `${FILE}:5:17 affinity.idle_timeout: expected a duration <= 24h, got "2d"`,
+      `${FILE}:7:22 timeouts.client_keep_alive: expected a duration <= 596h (24.8 days, the Node.js timer limit), got "25d"`,
+      `${FILE}:8:14 timeouts.body_idle: expected a duration <= 596h (24.8 days, the Node.js timer limit), got "4w"`,
+      `${FILE}:9:27 shutdown.grace_period: expected a duration <= 596h (24.8 days, the Node.js timer limit), got "24.9d"`,
     ],
   },
   {

@@ -32,7 +32,7 @@ t.test('cookie.max_age goes up to 400 days (a Max-Age, not a timer); absolute_ti
   t.equal(parseConfig(yaml('{ cookie: { max_age: 720h } }'), 'proxy.yaml').affinity.cookie.max_age, 720 * H)
   t.equal(parseConfig(yaml('{ cookie: { max_age: 9600h } }'), 'proxy.yaml').affinity.cookie.max_age, 9600 * H)
   t.throws(() => parseConfig(yaml('{ cookie: { max_age: 9601h } }'), 'proxy.yaml'), new ConfigError(['proxy.yaml:2:32 affinity.cookie.max_age: expected a duration <= 9600h, got "9601h"']))
-  t.throws(() => parseConfig(yaml('{ absolute_timeout: 597h }'), 'proxy.yaml'), new ConfigError(['proxy.yaml:2:31 affinity.absolute_timeout: expected a duration <= 596h, got "597h"']))
+  t.throws(() => parseConfig(yaml('{ absolute_timeout: 597h }'), 'proxy.yaml'), new ConfigError(['proxy.yaml:2:31 affinity.absolute_timeout: expected a duration <= 596h (24.8 days, the Node.js timer limit), got "597h"']))
 })
 
 t.test('ingress-nginx session-cookie-max-age of 30 days: max_age 720h, absolute_timeout lowered to 596h with a note', async (t) => {

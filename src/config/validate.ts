@@ -330,6 +330,13 @@ function andThen<T>(check: Check<T>, rule: (value: T) => Fail | null): Check<T> 
  */
 export const MAX_DURATION_MS = 596 * 3_600_000
 
+/**
+ * Said after "<= 596h" (a bound written in hours, for a value likely written in days: `25d`):
+ * Node.js does not refuse a longer timer, it warns and fires it after 1 ms, so a `30d` timeout
+ * would end every connection at once.
+ */
+const TIMER_LIMIT = ' (24.8 days, the Node.js timer limit)'
+
 function duration(opts: { zero: boolean; max?: number }): Check<number> {
   const max = opts.max ?? MAX_DURATION_MS
   return leaf('a duration', (value) => {
@@ -340,7 +347,7 @@ function duration(opts: { zero: boolean; max?: number }): Check<number> {
       return new Fail((err as Error).message)
     }
     if (!opts.zero && ms === 0) return expected('a duration > 0', value)
-    if (ms > max) return expected(`a duration <= ${formatDuration(max)}`, value)
+    if (ms > max) return expected(`a duration <= ${formatDuration(max)}${max === MAX_DURATION_MS ? TIMER_LIMIT : ''}`, value)
     return ms
   })
 }
