@@ -2,7 +2,7 @@
 // (method and target, or the line as sent, escaped and cut at 1 KiB), as nginx logs `$request`
 // with its 400; never a header of it.
 import t from 'tap'
-import { escapeRequestBytes, refusedLine } from '../src/proxy/client-error.js'
+import { escapeRequestBytes, inRequestLine, refusedLine } from '../src/proxy/client-error.js'
 import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { LogCapture } from './fixtures/log-capture.js'
@@ -42,6 +42,63 @@ t.test('refusedLine: the request line of a refused head, or null when it cannot 
   t.same(long, { method: 'GET', path: `/${'a'.repeat(1019)}` }, 'a long line is cut at 1024 bytes')
   const longGarbage = refusedLine(b('\x00'.repeat(4000)), 0, true, 'HPE_INVALID_METHOD')
   t.equal(longGarbage?.path, '\\x00'.repeat(1024), 'garbage is cut at 1024 bytes too, then escaped')
+})
+
+t.test('refusedLine: llhttp\'s other request-line errors (a protocol, a lone CR, a space after the line) tell the line; the same code from a header does not', async (t) => {
+  const behind = (s: string): Buffer => b(`GET /a HTTP/1.1\r\n\r\n${s}`) // behind another request in one read: at is 19 on
+  // (raw, bytesParsed, code, reason) as Node 20.20 / llhttp 9.3.1 hands them to clientError
+  const cases: [string, Buffer, number, string, string, ReturnType<typeof refusedLine>][] = [
+    ['an RTSP method with HTTP/1.1', behind('ANNOUNCE /z HTTP/1.1\r\nAuthorization: Bearer s\r\n\r\n'), 19 + 16, 'HPE_INVALID_CONSTANT', 'Invalid method for HTTP/x.x request', { method: 'ANNOUNCE', path: '/z' }],
+    ['a CR not followed by LF after the version', behind('GET /x HTTP/1.1\rAuthorization: Bearer s\r\n\r\n'), 19 + 16, 'HPE_STRICT', 'Expected CRLF after version', { method: 'GET', path: '/x' }],
+    ['a space opening the line after the request line (refused past that space)', behind('GET /y HTTP/1.1\r\n Authorization: Bearer s\r\n\r\n'), 19 + 18, 'HPE_UNEXPECTED_SPACE', 'Unexpected space after start line', { method: 'GET', path: '/y' }],
+    ['a misspelt protocol: the request line, but not of its shape behind another request', behind('GET /h HTPP/1.1\r\n\r\n'), 19 + 9, 'HPE_INVALID_CONSTANT', 'Expected HTTP/, RTSP/ or ICE/', null],
+    ['HPE_STRICT of the header section\'s end: null', behind('GET /t HTTP/1.1\r\nX: a\r\n\rZ'), 19 + 24, 'HPE_STRICT', 'Expected LF after headers', null],
+    ['HPE_STRICT of a chunk extension, just after a line of a request line\'s shape: null', behind('GET /c HTTP/1.1\r\n'), 19 + 16, 'HPE_STRICT', 'Invalid character in chunk extensions', null],
+    ['HPE_STRICT without a reason: null', behind('GET /x HTTP/1.1\rAuthorization: Bearer s\r\n\r\n'), 19 + 16, 'HPE_STRICT', '', null],
+    ['a request-line error at the start of a later read: null as before (it may have begun in an earlier read)', b('GET /x HTTP/1.1\rA: b\r\n\r\n'), 16, 'HPE_STRICT', 'Expected CRLF after version', null],
+    ['a space after a request line at the start of a later read: null', b('GET /y HTTP/1.1\r\n A: b\r\n\r\n'), 18, 'HPE_UNEXPECTED_SPACE', 'Unexpected space after start line', null],
+  ]
+  for (const [name, raw, at, code, reason, want] of cases) t.same(refusedLine(raw, at, false, code, reason || undefined), want, name)
+  t.equal(inRequestLine('HPE_INVALID_URL', undefined), true, 'a code that is always the request line needs no reason')
+  t.equal(inRequestLine('HPE_INVALID_HEADER_TOKEN', 'Invalid header token'), false)
+  t.equal(inRequestLine(undefined, 'Expected CRLF after version'), false)
+})
+
+t.test('a real Tether: each request-line error llhttp raises logs the line, alone or pipelined, and a header-section error with the same code does not', async (t) => {
+  const up = await startUpstream('a')
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig([up]), { logger: createLogger('info', logs) })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  const NULL = { method: null, path: null }
+  // the head, what its access line says when it is all the connection sent, and pipelined behind GET /a in one write
+  const cases: [string, Record<string, unknown>, Record<string, unknown>][] = [
+    ['ANNOUNCE /z HTTP/1.1\r\nAuthorization: Bearer SECRET\r\n\r\n', { method: 'ANNOUNCE', path: '/z' }, { method: 'ANNOUNCE', path: '/z' }], // HPE_INVALID_CONSTANT
+    ['GET /h HTPP/1.1\r\nAuthorization: Bearer SECRET\r\n\r\n', { method: null, path: 'GET /h HTPP/1.1' }, NULL], // HPE_INVALID_CONSTANT, not a request line's shape
+    ['GET /x HTTP/1.1\rAuthorization: Bearer SECRET\r\n\r\n', { method: 'GET', path: '/x' }, { method: 'GET', path: '/x' }], // HPE_STRICT
+    ['GET /y HTTP/1.1\r\n Authorization: Bearer SECRET\r\n\r\n', { method: 'GET', path: '/y' }, { method: 'GET', path: '/y' }], // HPE_UNEXPECTED_SPACE
+    ['GET /t HTTP/1.1\r\nAuthorization: Bearer SECRET\r\n\rZ', { method: 'GET', path: '/t' }, NULL], // HPE_STRICT of the head's end
+  ]
+  const refused = async (bytes: string, lines: number): Promise<Record<string, unknown>[]> => {
+    const before = logs.access().length
+    const c = await rawConnect(tether.port)
+    c.write(bytes)
+    t.ok(await c.waitEnd(5000), 'refused and closed')
+    c.destroy()
+    t.ok(await new Promise<boolean>((done) => {
+      const check = (): void => { if (logs.access().length >= before + lines) done(true) }
+      check()
+      logs.on('record', check)
+    }), 'its access lines')
+    return logs.access().slice(before)
+  }
+  for (const [head, alone, pipelined] of cases) {
+    const [line] = await refused(head, 1)
+    t.match(line, { ...alone, status: 400, upstream: null }, `alone: ${JSON.stringify(head)}`)
+    const [first, second] = await refused(`GET /a HTTP/1.1\r\nHost: a\r\n\r\n${head}`, 2)
+    t.match(first, { method: 'GET', path: '/a', status: 200 })
+    t.match(second, { ...pipelined, status: 400, upstream: null }, `pipelined: ${JSON.stringify(head)}`)
+  }
+  t.notOk(logs.lines.some((l) => JSON.stringify(l.rec).includes('SECRET')), 'no header value is logged')
 })
 
 t.test("a refused head's access line names its request line, escaped, and never a header value", async (t) => {

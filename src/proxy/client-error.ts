@@ -82,8 +82,31 @@ export interface RefusedLine {
 /** The most bytes of a refused head's first line an access line quotes. */
 export const REFUSED_LINE_MAX_BYTES = 1024
 
-/** llhttp's codes for an error in the request line itself: the line the parser stopped in is the request line. */
-const REQUEST_LINE_ERRORS: ReadonlySet<string> = new Set(['HPE_INVALID_METHOD', 'HPE_INVALID_URL', 'HPE_INVALID_VERSION'])
+/**
+ * llhttp's errors in the request line itself (or, HPE_UNEXPECTED_SPACE, at the first byte after
+ * it), as llhttp 9.3 (Node 20) raises them: each code, with the reasons (Node's `err.reason`)
+ * that place it there when the code alone does not (null: any reason). HPE_INVALID_CONSTANT is
+ * a protocol other than `HTTP/` (`GET / HTPP/1.1`) or an RTSP method with it (`ANNOUNCE / HTTP/1.1`);
+ * HPE_STRICT is also a header's (`Expected LF after headers`) or a chunk's, so only its
+ * request-line reason counts; HPE_UNEXPECTED_SPACE is a space opening the line after the request
+ * line (an obs-fold of no header: nginx logs that request's method and target too). A reason
+ * another llhttp words differently gives null, never a header: it fails safe.
+ */
+const REQUEST_LINE_ERRORS: ReadonlyMap<string, ReadonlySet<string> | null> = new Map([
+  ['HPE_INVALID_METHOD', null],
+  ['HPE_INVALID_URL', null],
+  ['HPE_INVALID_VERSION', null],
+  ['HPE_INVALID_CONSTANT', new Set(['Expected HTTP/, RTSP/ or ICE/', 'Invalid method for HTTP/x.x request', 'Invalid method for RTSP/x.x request', 'Expected SOURCE method for ICE/x.x request'])],
+  ['HPE_STRICT', new Set(['Expected CRLF after version'])],
+  ['HPE_UNEXPECTED_SPACE', new Set(['Unexpected space after start line'])],
+])
+
+/** Whether llhttp's error `code` with `reason` is in the request line (see {@link REQUEST_LINE_ERRORS}). */
+export function inRequestLine(code: string | undefined, reason: string | undefined): boolean {
+  if (code === undefined) return false
+  const reasons = REQUEST_LINE_ERRORS.get(code)
+  return reasons === null || (reasons !== undefined && reason !== undefined && reasons.has(reason))
+}
 
 /** A request line: a method token (RFC 9110 section 5.6.2), a target without a space, an optional version (RFC 9112 section 3). */
 const REQUEST_LINE_PARTS = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+) ([^ ]+)(?: HTTP\/[0-9]\.[0-9])?$/
@@ -107,9 +130,10 @@ const HEADER_LINE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+:/
  * The first line of a head the parser refused, for its access line, or null when it cannot be
  * told for certain. `raw` and `at`: the bytes the parser held and where it stopped (the error's
  * `rawPacket`, the read it failed in, and `bytesParsed`); `whole`: `raw` is all the connection
- * sent, so the head begins at its start (after empty lines, RFC 9112 section 2.2); `code`: the
- * parser's error code. Else only an error in the request line itself (a bad method, target or
- * version) tells where that line is (see {@link requestLineStart}), and its line is logged only
+ * sent, so the head begins at its start (after empty lines, RFC 9112 section 2.2); `code` and
+ * `reason`: the parser's error code and reason. Else only an error in the request line itself (a
+ * bad method, target, protocol or version, a CR not followed by LF after it: see
+ * {@link inRequestLine}) tells where that line is (see {@link requestLineStart}), and its line is logged only
  * when it began in this read (after an LF in `raw`: one that begins at the read's start may have
  * begun in an earlier one, and its method and target would be made up) and has the shape of a
  * request line. A header's error in a head read in several pieces, or behind another request,
@@ -118,13 +142,13 @@ const HEADER_LINE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+:/
  * or LF, at most {@link REFUSED_LINE_MAX_BYTES}.
  * Example: `("GET /x HTTP/1.1\r\nBad Header: s\r\n\r\n", 26, true, 'HPE_INVALID_HEADER_TOKEN')` -> `{ method: 'GET', path: '/x' }`.
  */
-export function refusedLine(raw: Buffer | undefined, at: number, whole: boolean, code: string | undefined): RefusedLine | null {
+export function refusedLine(raw: Buffer | undefined, at: number, whole: boolean, code: string | undefined, reason?: string): RefusedLine | null {
   if (raw === undefined) return null
   let start: number
   if (whole) {
     start = 0
     while (start < raw.length && (raw[start] === 0x0d || raw[start] === 0x0a)) start++
-  } else if (code !== undefined && REQUEST_LINE_ERRORS.has(code)) {
+  } else if (code !== undefined && inRequestLine(code, reason)) {
     start = requestLineStart(raw, at, code)
     if (start <= 0) return null
   } else return null
@@ -144,14 +168,17 @@ export function refusedLine(raw: Buffer | undefined, at: number, whole: boolean,
  * Where the request line the parser refused (`code`, one of {@link REQUEST_LINE_ERRORS}, at
  * `at` of `raw`) begins in `raw`: after the last LF before the last byte the parser took. That
  * byte is `at`'s for a bad method (refused at its first byte, which may begin the line) and the
- * one before `at` for a bad target or version: llhttp 9 refuses a request line ended by a lone
- * LF (or `PRI * HTTP/2.0` without the HTTP/2 preface) at the byte after that LF, the next line's
- * first (a header's), so the line the parser was in is the one that LF ends. 0: the line begins
+ * one before `at` for the others: llhttp 9 refuses a request line ended by a lone LF (or
+ * `PRI * HTTP/2.0` without the HTTP/2 preface) at the byte after that LF, the next line's first
+ * (a header's), so the line the parser was in is the one that LF ends; a CR not followed by LF
+ * (HPE_STRICT) at the byte after the CR. A space opening the next line (HPE_UNEXPECTED_SPACE) is
+ * refused past that space: the last byte of the request line's is the one before it, the LF.
+ * 0: the line begins
  * at the read's start (or no LF precedes it), so it may have begun in an earlier read.
  * Example: `("GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\nAuthorization: x", 35, 'HPE_INVALID_VERSION')` -> 19.
  */
 export function requestLineStart(raw: Buffer, at: number, code: string): number {
-  const last = Math.min(code === 'HPE_INVALID_METHOD' ? at : at - 1, raw.length - 1)
+  const last = Math.min(code === 'HPE_INVALID_METHOD' ? at : code === 'HPE_UNEXPECTED_SPACE' ? at - 2 : at - 1, raw.length - 1)
   // lastIndexOf counts a negative offset from the end: none before the read's first byte
   return last <= 0 ? 0 : raw.lastIndexOf(0x0a, last - 1) + 1
 }
@@ -280,9 +307,10 @@ export class ClientErrors {
   /** The server's 'clientError' listener. */
   readonly handle = (err: NodeJS.ErrnoException, duplex: Socket): void => {
     const socket = duplex as ServerSocket
-    const { rawPacket, bytesParsed } = err as { rawPacket?: unknown; bytesParsed?: unknown }
+    const { rawPacket, bytesParsed, reason: why } = err as { rawPacket?: unknown; bytesParsed?: unknown; reason?: unknown }
     const raw = Buffer.isBuffer(rawPacket) ? rawPacket : undefined
     const at = typeof bytesParsed === 'number' ? bytesParsed : 0
+    const reason = typeof why === 'string' ? why : undefined
     const code = clientErrorCode(err.code, raw, at)
     if (err.code === 'ECONNRESET' || socket.destroyed) {
       socket.destroy()
@@ -315,7 +343,7 @@ export class ClientErrors {
           this.#aborts.delete(incoming)
           stop(code)
         }
-      } else this.#afterAnswer(socket, pending, code, this.#refusedLine(socket, err.code, raw, at))
+      } else this.#afterAnswer(socket, pending, code, this.#refusedLine(socket, err.code, reason, raw, at))
       return
     }
     // a connection that never sent a byte (a preconnect, a port scan) is closed without an answer
@@ -324,7 +352,7 @@ export class ClientErrors {
       return
     }
     this.#logger.debug({ code: err.code }, 'rejected malformed request')
-    this.refuse(socket, code, undefined, this.#refusedLine(socket, err.code, raw, at))
+    this.refuse(socket, code, undefined, this.#refusedLine(socket, err.code, reason, raw, at))
   }
 
   /**
@@ -333,9 +361,9 @@ export class ClientErrors {
    * length is the connection's byte count and no earlier request was parsed on it (else it may
    * begin in the middle of the head, or hold earlier requests).
    */
-  #refusedLine(socket: ServerSocket, code: string | undefined, raw: Buffer | undefined, at: number): RefusedLine | null {
+  #refusedLine(socket: ServerSocket, code: string | undefined, reason: string | undefined, raw: Buffer | undefined, at: number): RefusedLine | null {
     if (raw === undefined || !this.#access()) return null
     const whole = raw.length === socket.bytesRead && socket.parser != null && socket.parser.incoming == null
-    return refusedLine(raw, at, whole, code)
+    return refusedLine(raw, at, whole, code, reason)
   }
 }
