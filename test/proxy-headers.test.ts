@@ -121,6 +121,38 @@ t.test("a client listing Host, X-Forwarded-* or Forwarded in Connection does not
   t.notOk(direct.has('x-real-ip') || direct.has('forwarded'))
 })
 
+t.test('no spelling listed in Connection removes a header Tether decides, in any spelling sent (allow_underscores), repeated or not', async (t) => {
+  // a trusted balancer's headers, each spelt as it may be (dash, `_`, `.`, other case), and a
+  // client behind it (its Connection passed on) listing them in every spelling, in two
+  // Connection lines, twice
+  const decided = ['Host', 'X-Forwarded-For', 'X-Forwarded-Proto', 'X-Forwarded-Host', 'X-Forwarded-Port', 'Forwarded', 'X-Real-IP', 'X-Forwarded-Server']
+  const spellings = (n: string): string[] => [...new Set([n, n.toUpperCase(), n.toLowerCase(), n.replace(/-/g, '_'), n.replace(/-/g, '_').toUpperCase(), n.replace(/-/g, '.'), n.replace(/-/g, '~')])]
+  const listedTokens = decided.flatMap(spellings)
+  for (const name of decided) {
+    for (const sent of spellings(name)) {
+      // (Host's value is the client's Host, which a removed Host would turn into the upstream's address)
+      const value = name === 'Host' ? 'shop.example' : 'balancer-value'
+      const raw = [...(name === 'Host' ? [] : ['Host', 'shop.example']), sent, value,
+        'Connection', `keep-alive, ${listedTokens.join(', ')}`, 'Connection', listedTokens.join(',')]
+      const out = upstreamRequestHeaders(raw, policy({ allow_underscores: true, trusted: ['10.0.0.0/8'] }), { ...ctx, peer: '10.1.2.3' })
+      // as sent, or merged into Tether's own (X-Forwarded-For: `balancer-value, 10.1.2.3`)
+      const values = [...names(out).entries()].filter(([k]) => foldHeaderName(k) === foldHeaderName(name.toLowerCase())).flatMap(([, v]) => v)
+      t.ok(values.some((v) => v.startsWith(value)), `${sent} listed in Connection in every spelling: kept (${JSON.stringify(values)})`)
+    }
+  }
+  // a header that is not Tether's is still removed when listed under its own spelling
+  const raw = ['Host', 'a', 'Connection', 'X_Hop, x-other', 'X_Hop', '1', 'X_Other', '2']
+  const out = names(upstreamRequestHeaders(raw, policy({ allow_underscores: true }), ctx))
+  t.notOk(out.has('x_hop'), 'X_Hop listed as X_Hop: removed')
+  t.notOk(out.has('x_other'), 'X_Other listed as x-other (what it folds to): removed')
+  // without allow_underscores such a spelling is dropped for its own sake (nginx's default); the dash one, listed as `_`, stays
+  const plain = upstreamRequestHeaders(['Host', 'a', 'Connection', 'X_Forwarded_Proto, x_real_ip', 'X-Forwarded-Proto', 'https', 'X-Real-IP', '1.2.3.4', 'X_Forwarded_Proto', 'http'],
+    policy({ trusted: ['10.0.0.0/8'] }), { ...ctx, peer: '10.1.2.3' })
+  t.same(names(plain).get('x-forwarded-proto'), ['https'], "the balancer's X-Forwarded-Proto, not the `_` one")
+  t.same(names(plain).get('x-real-ip'), ['1.2.3.4'])
+  t.notOk(names(plain).has('x_forwarded_proto'))
+})
+
 t.test('the older and rarer client-address and path claims are dropped from an untrusted client, kept from a trusted one', async (t) => {
   const raw = ['Host', 'a', 'Client-IP', '6.6.6.6', 'X-Forwarded', 'for=6.6.6.6', 'Forwarded-For', '6.6.6.6', 'X-Original-URL', '/admin', 'X-Rewrite-URL', '/admin']
   const claims = ['client-ip', 'x-forwarded', 'forwarded-for', 'x-original-url', 'x-rewrite-url']

@@ -97,7 +97,9 @@ const CLIENT_CLAIMS: ReadonlySet<string> = new Set([
  * listing them in `Connection` does not remove them. Else a client behind a trusted load
  * balancer that passes its Connection on (HAProxy does) would erase the balancer's
  * X-Forwarded-For or -Proto (as Traefik's CVE-2024-45410), and `Connection: Host` would send
- * the upstream's own address as Host. nginx and HAProxy remove no header a client lists.
+ * the upstream's own address as Host. nginx and HAProxy remove no header a client lists. Judged
+ * by the folded name, whatever the spelling listed or sent (with `allow_underscores`,
+ * `X_Forwarded_Proto` is an app's X-Forwarded-Proto: see foldHeaderName).
  */
 const NOT_LISTABLE: ReadonlySet<string> = new Set(['host', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'forwarded', ...CLIENT_CLAIMS])
 
@@ -166,8 +168,13 @@ export function upstreamRequestHeaders(raw: readonly string[], policy: HeaderPol
         ctx.dropped?.push(name)
         continue
       }
-      if (listed !== null && listed.has(lower)) continue
-      lower = foldHeaderName(lower) // the rules below see what a CGI-style app would see
+      // listed under its own spelling (`Connection: X_Foo` removes `X_Foo`), unless what it
+      // folds to is a name Tether decides: the rules below see what a CGI-style app would see,
+      // and a trusted balancer's `X_Forwarded_Proto` is that app's X-Forwarded-Proto, which no
+      // client may erase by listing it in any spelling
+      const spelt = lower
+      lower = foldHeaderName(lower)
+      if (listed !== null && listed.has(spelt) && !NOT_LISTABLE.has(lower)) continue
     }
     if (HOP_BY_HOP.has(lower) || (listed !== null && listed.has(lower) && !NOT_LISTABLE.has(lower))) continue
     if (lower === 'host') {
