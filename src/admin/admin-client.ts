@@ -7,7 +7,7 @@
 // too long for V8 thrown from a stream's handler).
 import http from 'node:http'
 import https from 'node:https'
-import { didYouMean, escapeControls, nearest } from '../config/index.js'
+import { didYouMean, escapeControls, formatDuration, nearest } from '../config/index.js'
 import { SCAN_TIMEOUT, isScan, type SessionView } from './session-lookup.js'
 
 /** Where the admin listener is and how to authenticate. */
@@ -134,7 +134,10 @@ export async function drainUpstream(admin: AdminTarget, id: string, o: DrainOpti
     if (Date.now() - started >= o.timeout) {
       return done(`${id}: deadline passed, ${typeof rows === 'string' ? `admin API: ${rows}` : sessionsRemain(remaining!)}`)
     }
-    if (typeof rows !== 'string' && remaining !== told) say(`${id}: ${sessionsRemain(remaining!)}`)
+    if (typeof rows !== 'string' && remaining !== told) {
+      if (told === null) say(`${id}: ${waitingFor(o)}`)
+      say(`${id}: ${sessionsRemain(remaining!)}`)
+    }
     if (typeof rows !== 'string') told = remaining
     await new Promise((resolve) => setTimeout(resolve, Math.min(o.poll, Math.max(1, o.timeout - (Date.now() - started)))))
   }
@@ -160,6 +163,19 @@ async function unknownUpstream(admin: AdminTarget, id: string, answer: string): 
     : `known: ${ids.slice(0, KNOWN_LISTED).join(', ')}${ids.length > KNOWN_LISTED ? `, and ${ids.length - KNOWN_LISTED} more (GET /upstreams lists them)` : ''}`
   // (the ids as the admin API sent them: escaped)
   return escapeControls(`unknown upstream ${JSON.stringify(id)}${near === undefined ? '' : `; ${near}`} (${listed})`)
+}
+
+/**
+ * What `drain --wait` waits for, said once when its first look finds users left: a wait that
+ * runs to its deadline (5m by default) because a user has not come back must not look hung.
+ * Example: `waiting up to 5m for them to move: each at their next request after an idle gap (one
+ * who does not come back counts until their session expires)`.
+ */
+function waitingFor(o: DrainOptions): string {
+  const how = o.migrate
+    ? 'each at their next request after an idle gap (one who does not come back counts until their session expires)'
+    : 'each as their session expires, or at their next request after affinity.drain_timeout (--migrate moves them sooner)'
+  return `waiting up to ${formatDuration(o.timeout)} for them to move: ${how}`
 }
 
 /** Example: sessionsRemain(1) -> '1 session remains'; sessionsRemain(3) -> '3 sessions remain'. */

@@ -5,6 +5,6 @@ export { decodeYamlBytes, inputErrorReason, inputName, loadConfigFile, notYamlTe
 export { CONFIG_WARNING, ConfigError, configWarnings, didYouMean, escapeControls, nearest } from './validate.js'
 export type { ConfigFiles, Pos, ScalarValue, SourceEntry, SourceNode } from './validate.js'
 export type { DecodedText, YamlPart } from './load.js'
-export { parseDuration } from './duration.js'
+export { formatDuration, parseDuration } from './duration.js'
 export { DEFAULTS } from './schema.js'
 export type * from './schema.js'
