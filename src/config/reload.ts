@@ -17,7 +17,8 @@ export interface ReloadResult {
 /**
  * Compare the running config with `next`. Live: upstreams (minimal disruption, affinity kept;
  * not when discovery changes too, or forwarding.tls with a change that needs a restart),
- * retries, forwarding (but upstream_header), limits.max_body_bytes, log.access. Any other
+ * retries, forwarding (but upstream_header), limits.max_body_bytes and
+ * limits.max_requests_per_connection, log.access. Any other
  * change is reported as needing a restart and the running value is kept in `effective`.
  * Example: only `retries.attempts` changed -> `{ applied: ['retries'], needsRestart: [], effective }`.
  */
@@ -34,7 +35,8 @@ export function diffConfig(current: Config, next: Config): ReloadResult & { read
     if (!differs(current[key], next[key])) continue
     if (key === 'retries' || (key === 'upstreams' && upstreamsLive)) applied.push(key)
     else if (key === 'forwarding' && forwardingLive) applied.push(key)
-    else if (key === 'limits' && !differs({ ...current.limits, max_body_bytes: 0 }, { ...next.limits, max_body_bytes: 0 })) applied.push(key)
+    // (max_requests_per_connection: the listeners read it as each new connection begins)
+    else if (key === 'limits' && !differs(restartLimits(current.limits), restartLimits(next.limits))) applied.push(key)
     // the log level is set when the logger is made, the session secret when the session records are
     else if (key === 'log' && current.log.level === next.log.level && current.log.session_secret === next.log.session_secret) applied.push(key)
     else needsRestart.push(key)
@@ -50,6 +52,11 @@ export function diffConfig(current: Config, next: Config): ReloadResult & { read
     log: applied.includes('log') ? next.log : current.log,
   }
   return { applied, needsRestart, restartKeys, effective }
+}
+
+/** `limits` without the keys a reload applies: what must not differ for the section to be live. */
+function restartLimits(limits: Config['limits']): Config['limits'] {
+  return { ...limits, max_body_bytes: 0, max_requests_per_connection: 0 }
 }
 
 /** At most this many keys are listed (a whole section rewritten says enough with these). */

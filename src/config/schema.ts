@@ -276,6 +276,15 @@ export interface LimitsConfig {
   readonly max_header_bytes: number
   /** Max request body, bytes; null = unlimited. Default null. */
   readonly max_body_bytes: number | null
+  /**
+   * Most requests one client connection carries: HTTP/1.1 requests (the last answer gets
+   * `Connection: close`, then the connection closes) or HTTP/2 streams (then GOAWAY NO_ERROR,
+   * streams in flight finish), as nginx's `keepalive_requests` and Envoy's
+   * `max_requests_per_connection`: a long-lived connection (an L4 load balancer's keep-alive,
+   * a browser's or an ingress's h2) moves to another Tether replica now and then, so a
+   * scale-up of Tether gets traffic. 0 = unlimited. A reload applies to new connections. Default 1000.
+   */
+  readonly max_requests_per_connection: number
 }
 
 export interface ForwardingConfig {
@@ -565,7 +574,7 @@ export const DEFAULTS = {
     client_keep_alive: 5_000,
     client_headers: 10_000,
   },
-  limits: { max_header_bytes: 16384, max_body_bytes: null },
+  limits: { max_header_bytes: 16384, max_body_bytes: null, max_requests_per_connection: 1000 },
   forwarding: {
     preserve_host: true, x_forwarded: true, upstream_header: false, allow_underscores: false,
     tls: { ca: null, servername: null, cert: null, key: null, verify: true },

@@ -1164,7 +1164,7 @@ const config: Check<Config> = refine(
         DEFAULTS.timeouts,
       ),
       limits: struct<Config['limits']>(
-        { max_header_bytes: integer(1024, 1_048_576), max_body_bytes: nullable(integer(0)) },
+        { max_header_bytes: integer(1024, 1_048_576), max_body_bytes: nullable(integer(0)), max_requests_per_connection: integer(0) },
         DEFAULTS.limits,
       ),
       forwarding: struct<Config['forwarding']>(

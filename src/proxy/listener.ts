@@ -2,7 +2,7 @@
 // h2c by prior knowledge beside it, TLS with HTTP/1.1, or TLS with HTTP/2 by ALPN and HTTP/1.1
 // on the same port), the rapid-reset guard of h2 connections, their close after nghttp2's
 // own GOAWAY and their lingering close, HTTP/1.1 requests forwarded one at a time per connection, h2 streams side by
-// side, upgrades handed to the request path in request order, malformed requests answered,
+// side, the requests one connection may carry (limits.max_requests_per_connection), upgrades handed to the request path in request order, malformed requests answered,
 // and the graceful stop. Layer 4:
 // owns the server and its connections, holds no routing or protocol logic (the current
 // RequestPath does) and no certificates (tls/server-certificates.ts does).
@@ -213,6 +213,54 @@ function guardRapidReset(session: http2.ServerHttp2Session, warn: (fields: Recor
 function closeWithGoaway(session: http2.ServerHttp2Session, code: number, last?: number, close = (s: http2.ServerHttp2Session) => s.destroy(new Error(`closed with GOAWAY ${code}`), code)): void {
   session.goaway(code, last)
   setImmediate(close, session)
+}
+
+/**
+ * `limits.max_requests_per_connection` over h2 (`max` streams; 0: no cap), as nginx's
+ * `keepalive_requests` since 1.19.7: the `max`-th stream a client opens is served, Tether sends
+ * GOAWAY NO_ERROR naming it (RFC 9113 section 6.8: no stream after it is processed) and a turn
+ * later closes the connection gracefully (Node's `close()`, whose own GOAWAY names the same
+ * stream: nghttp2 never raises the id it sent): the streams in flight finish, then the
+ * connection closes, and the client opens a new one for its next requests, to this Tether
+ * replica or another. `close()` alone would name the last stream nghttp2 began: Node tells of
+ * streams after nghttp2 read all it was given (measured, 5 heads in one write: its GOAWAY named
+ * the 5th). nghttp2 marks the GOAWAY sent only once it is written:
+ * streams the client sent in the same read after the `max`-th still reach JavaScript. They are
+ * noted here (see refusedPastCap), before the server's own listener hands them on, and refused
+ * with `RST_STREAM REFUSED_STREAM` (RFC 9113 section 8.7: not processed, safe to send again),
+ * never forwarded; nginx 1.22 refuses them the same way. A connection already closing (a
+ * graceful stop, the rapid-reset or slow-head guard) is left to that close. `onCap` is told
+ * of the GOAWAY. Cost: one counter a connection, a compare a stream.
+ */
+function capStreams(session: http2.ServerHttp2Session, max: number, onCap: (max: number) => void): void {
+  if (max <= 0) return
+  let streams = 0
+  session.prependListener('stream', (stream: http2.ServerHttp2Stream) => {
+    if (++streams < max) return
+    if (streams > max) return void pastCap.add(stream)
+    if (session.closed || session.destroyed) return
+    onCap(max)
+    closeWithGoaway(session, http2.constants.NGHTTP2_NO_ERROR, stream.id, closeGracefully)
+  })
+}
+
+/** Streams opened after their connection's last (see capStreams). */
+const pastCap = new WeakSet<http2.ServerHttp2Stream>()
+
+/** Node's graceful close of an h2 connection: its open streams finish first. */
+function closeGracefully(session: http2.ServerHttp2Session): void {
+  session.close()
+}
+
+/**
+ * Whether `req` is a stream opened after its connection's last (see capStreams): if so it is
+ * refused (`RST_STREAM REFUSED_STREAM`) and must not be served.
+ */
+function refusedPastCap(req: http.IncomingMessage): boolean {
+  const stream = (req as { stream?: http2.ServerHttp2Stream }).stream
+  if (stream === undefined || !pastCap.has(stream)) return false
+  if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_REFUSED_STREAM)
+  return true
 }
 
 /**
@@ -553,6 +601,8 @@ export class Listener {
     const problems = new ProblemLog(deps.logger, deps.clock ?? systemClock)
     const overflow: Overflow = (socket) => void problems.report('http1 pipelining', 'overflow', { peer: (socket as Socket).remoteAddress, waiting: MAX_WAITING }, 'HTTP/1.1 client pipelined more requests than Tether holds: connection closed')
     const h1Checking = http1Options(config).connectionsCheckingInterval ?? 500
+    // read as each connection begins, from the current config: a reload applies to new connections
+    const maxRequests = (): number => deps.current().config.limits.max_requests_per_connection
     // an HTTP/1.1 request without Host (or any with an empty one) is refused in its turn, as the
     // request path's own 400s are, then the connection closes (nginx 1.22 answers both 400;
     // HAProxy 2.6 passes both on, measured 2026-12-05)
@@ -561,7 +611,7 @@ export class Listener {
       if (res.destroyed || req.socket.destroyed) return void res.destroy()
       sendError(res, 'TETHER_BAD_REQUEST', { close: true })
       deps.clientErrors.refused('TETHER_BAD_REQUEST', req)
-    }, overflow)
+    }, overflow, maxRequests)
     // h2 streams of one connection are concurrent by design (bounded by max_concurrent_streams);
     // "HTTP/2.0" in an HTTP/1 request line is not HTTP/2 (which starts with its preface): 505,
     // as nginx answers (else it would pass for h2 and skip the one-at-a-time pipelining rule)
@@ -571,10 +621,10 @@ export class Listener {
       if (res.destroyed || req.socket.destroyed) return void res.destroy()
       sendError(res, 'TETHER_HTTP_VERSION', { close: true })
       deps.clientErrors.refused('TETHER_HTTP_VERSION', req)
-    }, overflow)
+    }, overflow, maxRequests)
     const handle: http.RequestListener = (req, res) => {
       if (req.httpVersionMajor !== 2) serial(req, res)
-      else if (isH2Stream(req)) deps.current().handleRequest(req, res)
+      else if (isH2Stream(req)) { if (!refusedPastCap(req)) deps.current().handleRequest(req, res) }
       else refuseVersion(req, res)
     }
     // Expect: 100-continue: the request path sends the 100 when it starts reading the body, once
@@ -622,6 +672,7 @@ export class Listener {
       lingerOnClose(session, H2_CLOSE_LINGER)
       if (armed) keepStreamErrorsToTheStream(session, (err) => deps.logger.debug({ err, peer }, 'HTTP/2 protocol error nghttp2 answers itself (RST_STREAM, or its own GOAWAY)'))
       guardRapidReset(session, (fields, msg) => void problems.report('http2 rapid reset', 'rapid reset', fields, msg))
+      capStreams(session, maxRequests(), (streams) => deps.logger.debug({ peer, streams }, 'HTTP/2 connection reached limits.max_requests_per_connection: GOAWAY NO_ERROR sent, its streams in flight finish'))
       guardSlowHead(session, t.client_headers, h1Checking, () => void problems.report('http2 slow head', 'slow head', { peer, client_headers_ms: t.client_headers }, 'HTTP/2 client did not complete a stream head within timeouts.client_headers: connection closed'))
       if (this.#stopping) closeAfterFirstFlight(session)
     }
@@ -638,7 +689,7 @@ export class Listener {
       h2c.on('session', onSession)
       // a CONNECT stream is answered by the request path, as on the TLS listener (see below);
       // without a listener Node answers it 405 itself, unlogged and untimed
-      h2c.on('connect', (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => deps.current().handleRequest(req as unknown as http.IncomingMessage, res as unknown as http.ServerResponse))
+      h2c.on('connect', (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void (refusedPastCap(req as unknown as http.IncomingMessage) || deps.current().handleRequest(req as unknown as http.IncomingMessage, res as unknown as http.ServerResponse)))
       h2c.on('checkContinue', checkContinue)
       h2c.on('checkExpectation', checkExpectation)
       // an idle h2c connection is closed as a TLS one is (the HTTP/1.1 server's timeout is not its own)
@@ -668,7 +719,7 @@ export class Listener {
     // logged, and timed as its other answers are; over HTTP/1 its 405 waits its turn behind
     // the requests pipelined before it (see refuseConnect)
     this.server.on('connect', (req: http.IncomingMessage, socket: Duplex) => {
-      if (isH2Stream(req)) return deps.current().handleRequest(req, socket as unknown as http.ServerResponse)
+      if (isH2Stream(req)) return void (refusedPastCap(req) || deps.current().handleRequest(req, socket as unknown as http.ServerResponse))
       deps.clientErrors.refuseConnect(req, socket)
     })
     // a client that stalls mid-request or stops reading an answer is cut off; the bound is past

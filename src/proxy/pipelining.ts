@@ -8,7 +8,9 @@
 // 9.3.2; no real client pipelines that deep), and the caller is told (the listener logs it).
 // A waiting request starts a turn of the event loop after the answer before it closed, so the
 // access lines come in request order, as nginx writes them (see ConnectionState.next).
-// Owns no I/O of its own: it orders calls to the handler, and closes a connection past the bound.
+// It also counts a connection's requests: the last one `limits.max_requests_per_connection`
+// allows gets `Connection: close` (see lastRequest).
+// Owns no I/O of its own: it orders calls to the handler, and closes a connection past the bounds.
 import type { IncomingMessage, ServerResponse } from 'node:http'
 
 import type { Duplex } from 'node:stream'
@@ -42,20 +44,25 @@ interface ConnectionState {
    */
   readonly next: () => void
   readonly overflow: Overflow | undefined
+  /** Requests the connection may still carry, this one's turn included (Infinity: no cap). */
+  left: number
 }
 type Tracked = { [STATE]?: ConnectionState }
 
 /**
  * Wrap `handler` so that a connection's next request starts only once the previous answer is
- * done (finished or aborted). Per request on a connection without pipelining: a flag check and
- * one 'close' listener; the per-connection state is made once.
+ * done (finished or aborted). Per request on a connection without pipelining: a flag check, a
+ * decrement and one 'close' listener; the per-connection state is made once.
  *
- * `overflow` is told of a connection closed for pipelining past MAX_WAITING (the first wrapper
- * to see a connection is the one whose `overflow` it keeps).
+ * `overflow` is told of a connection closed for pipelining past MAX_WAITING; `maxRequests`
+ * gives the most requests a connection carries (0: no cap), read once as the connection's first
+ * request comes (a reload's new value applies to new connections). The first wrapper to see a
+ * connection is the one whose `overflow` and cap it keeps.
  *
- * Example: a client pipelines GET /a, GET /b on one socket -> /b is forwarded after /a's answer.
+ * Example: a client pipelines GET /a, GET /b on one socket -> /b is forwarded after /a's answer;
+ * with `maxRequests` 1, /a's answer says `Connection: close` and /b gets none (see lastRequest).
  */
-export function onePerConnection(handler: Handler, overflow?: Overflow): Handler {
+export function onePerConnection(handler: Handler, overflow?: Overflow, maxRequests?: () => number): Handler {
   return (req, res) => {
     const socket = req.socket as typeof req.socket & Tracked
     let state = socket[STATE]
@@ -76,6 +83,7 @@ export function onePerConnection(handler: Handler, overflow?: Overflow): Handler
           else s.busy = false
         },
         overflow,
+        left: requestCap(maxRequests),
       }
       state = socket[STATE] = s
     }
@@ -84,14 +92,37 @@ export function onePerConnection(handler: Handler, overflow?: Overflow): Handler
       wait(socket, state, () => {
         WAITING.delete(req)
         res.on('close', state!.done)
+        lastRequest(state!, res)
         handler(req, res)
       })
       return
     }
     state.busy = true
     res.on('close', state.done) // a response closes once: no once-wrapper needed
+    lastRequest(state, res)
     handler(req, res)
   }
+}
+
+/** The requests a new connection may carry: `maxRequests()`, Infinity for none or 0. */
+function requestCap(maxRequests: (() => number) | undefined): number {
+  const max = maxRequests?.() ?? 0
+  return max > 0 ? max : Infinity
+}
+
+/**
+ * Count the request whose turn starts; the last one the connection may carry is answered with
+ * `Connection: close` (Node writes it for `shouldKeepAlive` false, and closes the connection
+ * once the answer went out), as nginx 1.22 answers the `keepalive_requests`-th. Requests the
+ * client pipelined behind it are not processed (RFC 9112 section 9.6, see closedBy) and get no
+ * answer, as with nginx: the client sends them again on a new connection (RFC 9112 section
+ * 9.3.2), to this Tether replica or another. Node's own `maxRequestsPerSocket` (measured on
+ * Node 20.20, 3 of 5 pipelined) sends `Connection: close` with the 3rd but neither closes the
+ * connection nor stops: the 4th and 5th get an empty 503 each and the connection stays open,
+ * against RFC 9112 section 9.6; a client may take a 503 for the upstream's and not retry.
+ */
+function lastRequest(state: ConnectionState, res: ServerResponse): void {
+  if (--state.left === 0) res.shouldKeepAlive = false
 }
 
 /**

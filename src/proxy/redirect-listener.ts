@@ -94,7 +94,9 @@ export class RedirectListener {
       dropBody(req, config.timeouts.client_headers)
       res.writeHead(308, { location, 'content-length': '0' })
       res.end()
-    })
+    // a keep-alive connection carries limits.max_requests_per_connection requests, as the proxy
+    // listener's (read as it begins: a reload applies to new connections)
+    }, undefined, () => deps.current().config.limits.max_requests_per_connection)
     this.server = http.createServer(http1Options(config), handle)
     // Expect as on the main listener: a challenge gets its 100 Continue from the request path
     // once its head passed every check (a TRACE gets its 405 without one); a redirect is
