@@ -14,8 +14,9 @@ import { FILE, issuesOf, yaml } from './fixtures/config-issues.js'
 import { rawConnect, exchange, type RawConnection } from './fixtures/raw-client.js'
 import { headerValues } from './fixtures/raw-http.js'
 import { startHarness } from './fixtures/raw-tether.js'
+import { LogCapture } from './fixtures/log-capture.js'
 import { makeCertificateSet } from './fixtures/tls.js'
-import { startUpstream, testConfig, type Upstream } from './fixtures/upstream.js'
+import { startUpstream, testConfig, waitFor, type Upstream } from './fixtures/upstream.js'
 import { within } from './fixtures/wait.js'
 
 const certs = makeCertificateSet()
@@ -181,13 +182,35 @@ t.test('HTTP/2 over TLS: the same', async (t) => {
   await h2Streams(t, () => http2.connect(tether.url, { ca: certs.ca, servername: 'localhost' }), up)
 })
 
+t.test('HTTP/2: a graceful stop after the cap\'s GOAWAY waits for the streams in flight, which finish whole', async (t) => {
+  const held: [string, http.ServerResponse][] = []
+  const up = await startUpstream('app-0', (req, res) => void held.push([req.url!, res]))
+  t.teardown(() => up.close())
+  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } }, limits: { max_requests_per_connection: 3 } }), { logger: createLogger('silent') })
+  t.teardown(() => tether.close(0))
+  const s = http2.connect(tether.url)
+  t.teardown(() => s.destroy())
+  s.on('error', () => undefined)
+  const got = goaways(s)
+  const answers = Promise.all(['/1', '/2', '/3'].map((p) => ask(s, p)))
+  await waitFor(() => held.length === 3 && got.length > 0, 5_000, 'the three streams upstream and the GOAWAY')
+  const stopped = tether.close(10_000)
+  for (const [path, res] of held) res.end(path.padEnd(64 * 1024, '.'))
+  const all = await within(answers, 10_000, 'the three answers')
+  t.ok(all.every((a, i) => intact(a, `/${i + 1}`)), 'the three answers came whole')
+  await within(stopped, 10_000, 'the stop to end once they did')
+  noErrorNaming(t, got, 5)
+})
+
 t.test('HTTP/2: 5 streams sent in one write with 3 allowed: 3 answered, the 4th and 5th refused and never forwarded', async (t) => {
   const up = await startUpstream('app-0', (req, res) => res.end(req.url))
   t.teardown(() => up.close())
   const seen: string[] = []
   up.server.on('request', (req: http.IncomingMessage) => seen.push(req.url!))
-  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } }, limits: { max_requests_per_connection: 3 } }), { logger: createLogger('silent') })
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } }, limits: { max_requests_per_connection: 3 } }), { logger: createLogger('debug', logs) })
   t.teardown(() => tether.close(0))
+  const started = logs.records.length // (the start's warnings left out)
   const s = http2.connect(tether.url)
   t.teardown(() => s.destroy())
   s.on('error', () => undefined)
@@ -203,6 +226,10 @@ t.test('HTTP/2: 5 streams sent in one write with 3 allowed: 3 answered, the 4th 
   t.teardown(() => other.destroy())
   t.equal((await ask(other, '/other')).status, 200)
   t.same(seen, ['/1', '/2', '/3', '/other'], 'the 4th and 5th never reached the upstream')
+  const told = logs.records.filter((r) => String(r['msg']).includes('max_requests_per_connection'))
+  t.match(told, [{ level: 20, streams: 3, peer: '127.0.0.1' }], 'one debug line says why the connection closes')
+  t.same(logs.records.slice(started).filter((r) => (r['level'] as number) >= 40).map((r) => r['msg']), [], 'nothing warned or logged as an error')
+  t.same(logs.records.filter((r) => r['msg'] === 'access').map((r) => r['path']), ['/1', '/2', '/3', '/other'], 'access lines for the requests served only')
 })
 
 t.test('the redirect listener: a keep-alive connection carries as many, its last 308 says Connection: close', async (t) => {
