@@ -90,6 +90,20 @@ async function tetherHasWorkers(dist = '../dist') {
     return false
   }
 }
+
+/**
+ * The `limits` line of a Tether build's bench config: nginx here never recycles a client
+ * connection (keepalive_requests 10000000, nginx.conf.tmpl), so Tether is told the same
+ * (limits.max_requests_per_connection: 0) when its build knows the key; older builds had no cap.
+ */
+async function tetherUnlimitedRequests(dist) {
+  try {
+    const { DEFAULTS } = await import(pathToFileURL(path.join(dist, 'config', 'schema.js')).href)
+    return DEFAULTS?.limits != null && 'max_requests_per_connection' in DEFAULTS.limits ? ['limits: { max_requests_per_connection: 0 }'] : []
+  } catch {
+    return []
+  }
+}
 const UPSTREAM_COUNT = 2
 
 // Protocol between the load generator and the contestants: 'http' (plain HTTP/1.1, the
@@ -188,6 +202,7 @@ async function startTether(ctx, name, cmd) {
   const port = await freePort()
   const adminPort = await freePort()
   const config = path.join(tmpDir, `${name}.yaml`)
+  const limits = await tetherUnlimitedRequests(cmd.cli ? path.dirname(cmd.cli) : path.join(repoRoot, 'dist'))
   writeFileSync(
     config,
     [
@@ -197,6 +212,7 @@ async function startTether(ctx, name, cmd) {
       ...ctx.upstreams.map((u) => `  - { id: ${u.id}, url: "${u.url}" }`),
       `affinity: { key: cookie, cookie: { secret: "${BENCH_SECRET}", secure: false } }`,
       'log: { level: warn, access: false }',
+      ...limits,
       ...((name === 'tether-base' ? BASE_WORKERS : TETHER_WORKERS) ? [`workers: ${name === 'tether-base' ? BASE_WORKER_COUNT : WORKERS}`] : []),
       '',
     ].join('\n'),
