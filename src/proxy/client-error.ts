@@ -19,12 +19,17 @@ export type AbortRequest = (code: ErrorCode) => void
 /**
  * The catalogue code for a parser error (Node's `HPE_*` and request timeout codes). `raw` and
  * `at`: the bytes the parser held and where it stopped (the error's `rawPacket` and
- * `bytesParsed`), read only for an invalid method.
+ * `bytesParsed`), read only for an invalid method; `reason`: the error's (Node's `err.reason`).
  */
-export function clientErrorCode(code: string | undefined, raw?: Buffer, at?: number): ErrorCode {
+export function clientErrorCode(code: string | undefined, raw?: Buffer, at?: number, reason?: string): ErrorCode {
   switch (code) {
     case 'HPE_INVALID_METHOD':
       return raw !== undefined && unknownMethod(raw, at ?? 0) ? 'TETHER_UNKNOWN_METHOD' : 'TETHER_BAD_REQUEST'
+    // an RTSP method with `HTTP/` (`ANNOUNCE /z HTTP/1.1`): llhttp knows the method only for
+    // RTSP and refuses it at the version, but it is a valid token Node's http cannot carry, as
+    // an unknown one (nginx and HAProxy forward it): 501 when the line has a request line's form
+    case 'HPE_INVALID_CONSTANT':
+      return reason === HTTP_WITH_RTSP_METHOD && raw !== undefined && unknownMethod(raw, at ?? 0) ? 'TETHER_UNKNOWN_METHOD' : 'TETHER_BAD_REQUEST'
     case 'HPE_HEADER_OVERFLOW':
       return 'TETHER_HEADERS_TOO_LARGE'
     case 'ERR_HTTP_REQUEST_TIMEOUT':
@@ -36,6 +41,9 @@ export function clientErrorCode(code: string | undefined, raw?: Buffer, at?: num
       return 'TETHER_BAD_REQUEST'
   }
 }
+
+/** llhttp 9's reason for an RTSP-only method in an HTTP/ request line (HPE_INVALID_CONSTANT). */
+const HTTP_WITH_RTSP_METHOD = 'Invalid method for HTTP/x.x request'
 
 /**
  * A whole request line whose method has the form of every registered method (RFC 9110 section
@@ -96,7 +104,7 @@ const REQUEST_LINE_ERRORS: ReadonlyMap<string, ReadonlySet<string> | null> = new
   ['HPE_INVALID_METHOD', null],
   ['HPE_INVALID_URL', null],
   ['HPE_INVALID_VERSION', null],
-  ['HPE_INVALID_CONSTANT', new Set(['Expected HTTP/, RTSP/ or ICE/', 'Invalid method for HTTP/x.x request', 'Invalid method for RTSP/x.x request', 'Expected SOURCE method for ICE/x.x request'])],
+  ['HPE_INVALID_CONSTANT', new Set(['Expected HTTP/, RTSP/ or ICE/', HTTP_WITH_RTSP_METHOD, 'Invalid method for RTSP/x.x request', 'Expected SOURCE method for ICE/x.x request'])],
   ['HPE_STRICT', new Set(['Expected CRLF after version'])],
   ['HPE_UNEXPECTED_SPACE', new Set(['Unexpected space after start line'])],
 ])
@@ -311,7 +319,7 @@ export class ClientErrors {
     const raw = Buffer.isBuffer(rawPacket) ? rawPacket : undefined
     const at = typeof bytesParsed === 'number' ? bytesParsed : 0
     const reason = typeof why === 'string' ? why : undefined
-    const code = clientErrorCode(err.code, raw, at)
+    const code = clientErrorCode(err.code, raw, at, reason)
     if (err.code === 'ECONNRESET' || socket.destroyed) {
       socket.destroy()
       return
