@@ -297,3 +297,16 @@ t.test("the redirect listener's 400s are logged and counted as the proxy listene
   t.equal(after.refused, before.counted.refused + 1, 'a refused head: counted')
   t.equal(after.none, before.counted.none + 1, 'a refused head: counted with protocol none')
 })
+
+// until 2026-12-05 an HTTP/0.9 or RTSP-only request line (which Node's parser takes) was
+// redirected, or, on a challenge path, proxied to the upstream as an HTTP/1.1 request
+t.test('the redirect listener answers a request line that is not HTTP/1.x 400: never redirected, never a challenge proxied', async (t) => {
+  const { tether, up } = await start(t)
+  const port = Number(new URL(tether.redirectUrl!).port)
+  for (const line of ['DESCRIBE /.well-known/acme-challenge/token-1 RTSP/1.0', 'GET /.well-known/acme-challenge/token-1', 'GET /cart HTTP/0.9', 'SETUP /cart RTSP/1.0']) {
+    t.match(await rawAll(port, `${line}\r\nHost: shop.example\r\n\r\n`), /^HTTP\/1\.1 400 /, line)
+  }
+  const behind = await rawAll(port, 'GET /a HTTP/1.1\r\nHost: shop.example\r\n\r\nGET /.well-known/acme-challenge/token-1 HTTP/0.9\r\nHost: shop.example\r\n\r\n')
+  t.same([...behind.matchAll(/HTTP\/1\.1 (\d+)/g)].map((m) => m[1]), ['308', '400'], 'behind a redirect, in its turn')
+  t.equal(up.seen.length, 0, 'no challenge reached the upstream')
+})

@@ -20,6 +20,8 @@ import type { ClientErrors } from './client-error.js'
 import { MAX_WAITING, onePerConnection, whenIdle, type Overflow } from './pipelining.js'
 import { awaitsContinue, expectsContinue, type RequestPath } from './request-path.js'
 import { refusedByTether, sendError, writeRawError } from './respond.js'
+import { foreignRequestLine } from './request-line.js'
+import type { ErrorCode } from '../errors.js'
 import { H2Request, H2Response, noteConnection, resetByTether, type H2Connection } from './h2-messages.js'
 import { clientIdleTimeout, closeIdleClient } from './deadlines.js'
 import type { ServerCertificates } from '../tls/server-certificates.js'
@@ -617,15 +619,16 @@ export class Listener {
     // as nginx answers (else it would pass for h2 and skip the one-at-a-time pipelining rule)
     // (in its turn among the connection's requests: answered after the earlier ones, and
     // the connection then closes without answering those pipelined behind it)
-    const refuseVersion = onePerConnection((req, res) => {
-      if (res.destroyed || req.socket.destroyed) return void res.destroy()
-      sendError(res, 'TETHER_HTTP_VERSION', { close: true })
-      deps.clientErrors.refused('TETHER_HTTP_VERSION', req)
-    }, overflow, maxRequests)
+    const refuseVersion = refuseInTurn('TETHER_HTTP_VERSION', deps.clientErrors, overflow, maxRequests)
+    // a request line Node's parser took that is not HTTP/1.x (HTTP/0.9, an RTSP-only method: see
+    // request-line.ts) is never sent on as an HTTP/1.1 request: 400 in its turn, then close
+    const refuseForeign = refuseInTurn('TETHER_BAD_REQUEST', deps.clientErrors, overflow, maxRequests)
     const handle: http.RequestListener = (req, res) => {
-      if (req.httpVersionMajor !== 2) serial(req, res)
-      else if (isH2Stream(req)) { if (!refusedPastCap(req)) deps.current().handleRequest(req, res) }
-      else refuseVersion(req, res)
+      if (req.httpVersionMajor === 2) {
+        if (isH2Stream(req)) { if (!refusedPastCap(req)) deps.current().handleRequest(req, res) }
+        else refuseVersion(req, res)
+      } else if (foreignRequestLine(req)) refuseForeign(req, res)
+      else serial(req, res)
     }
     // Expect: 100-continue: the request path sends the 100 when it starts reading the body, once
     // every check of its head passed (see awaitsContinue): a refusal the head decides goes out
@@ -843,11 +846,16 @@ export class Listener {
       this.#guarded.add(socket)
       socket.on('error', (err) => this.#deps.logger.debug({ err }, 'client socket error'))
     }
+    // HTTP/0.9 or an RTSP-only method with Upgrade (see foreignRequestLine)
+    const foreign = foreignRequestLine(req)
     // an upgrade pipelined behind a request still being answered waits for that answer
     whenIdle(socket, () => {
       if (socket.destroyed) return
       if (req.httpVersionMajor === 2) { // "HTTP/2.0" in an HTTP/1 request line (see handle)
         this.#deps.clientErrors.refuse(socket, 'TETHER_HTTP_VERSION', req)
+      // HTTP/0.9 or RTSP with Upgrade is no WebSocket handshake, nor an HTTP request to pass on plain
+      } else if (foreign) {
+        this.#deps.clientErrors.refuse(socket, 'TETHER_BAD_REQUEST', req)
       // a handshake without Host or with an empty one (Node hands upgrades over before its own Host check)
       } else if (lacksHost(req)) {
         this.#deps.clientErrors.refuse(socket, 'TETHER_BAD_REQUEST', req)
@@ -878,6 +886,19 @@ export class Listener {
     socket.unshift(head.length > 0 ? Buffer.concat([bytes, head]) : bytes)
     this.server.emit('connection', socket)
   }
+}
+
+/**
+ * A handler answering each request it gets `code` in its turn among its connection's requests
+ * (after the earlier ones; the connection then closes without answering those pipelined behind
+ * it), logged and counted as the listener's other refusals. Made once per listener.
+ */
+export function refuseInTurn(code: ErrorCode, clientErrors: ClientErrors, overflow?: Overflow, maxRequests?: () => number): http.RequestListener {
+  return onePerConnection((req, res) => {
+    if (res.destroyed || req.socket.destroyed) return void res.destroy()
+    sendError(res, code, { close: true })
+    clientErrors.refused(code, req)
+  }, overflow, maxRequests)
 }
 
 /**

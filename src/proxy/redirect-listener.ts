@@ -9,7 +9,8 @@ import type { ErrorCode } from '../errors.js'
 import type { Logger } from '../observability/logger.js'
 import type { ClientErrors } from './client-error.js'
 import { listen, ListenError } from '../listen.js'
-import { clientIdleTimeout, http1Options, lacksHost } from './listener.js'
+import { clientIdleTimeout, http1Options, lacksHost, refuseInTurn } from './listener.js'
+import { foreignRequestLine } from './request-line.js'
 import { onePerConnection } from './pipelining.js'
 import { awaitsContinue, expectsContinue, type RequestPath } from './request-path.js'
 import { sendError } from './respond.js'
@@ -97,18 +98,25 @@ export class RedirectListener {
     // a keep-alive connection carries limits.max_requests_per_connection requests, as the proxy
     // listener's (read as it begins: a reload applies to new connections)
     }, undefined, () => deps.current().config.limits.max_requests_per_connection)
-    this.server = http.createServer(http1Options(config), handle)
+    // a request line that is not HTTP/1.x (HTTP/0.9, an RTSP-only method) is neither redirected
+    // nor a challenge passed on: 400 in its turn (see request-line.ts)
+    const refuseForeign = refuseInTurn('TETHER_BAD_REQUEST', deps.clientErrors, undefined, () => deps.current().config.limits.max_requests_per_connection)
+    const serve: http.RequestListener = (req, res) => {
+      if (foreignRequestLine(req)) refuseForeign(req, res)
+      else handle(req, res)
+    }
+    this.server = http.createServer(http1Options(config), serve)
     // Expect as on the main listener: a challenge gets its 100 Continue from the request path
     // once its head passed every check (a TRACE gets its 405 without one); a redirect is
     // decided on the head and goes without one (nginx's `return 308` sends none). Another
     // expectation is ignored (served), not answered 417 by Node
     this.server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
       awaitsContinue(req, res)
-      handle(req, res)
+      serve(req, res)
     })
     this.server.on('checkExpectation', (req: http.IncomingMessage, res: http.ServerResponse) => {
       if (expectsContinue(req.headers.expect)) awaitsContinue(req, res)
-      handle(req, res)
+      serve(req, res)
     })
     // a client that stalls mid-request (the proxied challenges) is cut off, as on the main
     // listener: after Tether's own waits on the upstream
