@@ -1,8 +1,8 @@
-// Review r2: one Tether process (workers: 1) on a Redis Cluster, health shared through Redis.
-// A reshard moves the slot of a master's marker tag to another master (the marker key moves
-// with it): the master gets a new tag, so a new marker key, which every process reads for the
-// first time. Since 49d4da8 that first read is compared with the node's marker known in
-// SharedHealth (the old key's), and a loss is reported that never happened (before: a baseline).
+// One Tether process (workers: 1) on a Redis Cluster, health shared through Redis. A reshard
+// moves the slot of a master's marker tag to another master (the marker key moves with it): the
+// master gets a new tag, so a new marker key, which every process reads for the first time. The
+// marker known for the node (the old key's) is no earlier value of the new key: that first read
+// is a baseline, not a loss (49d4da8 compared it and reported a loss that never happened).
 import t from 'tap'
 import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
