@@ -127,6 +127,8 @@ export class RedisConnection {
   readonly #options: RedisConnectionOptions
   /** Prefix of every key and channel. */
   readonly keyPrefix: string
+  /** The database of a standalone url (`redis://host/2` -> 2); 0 with Sentinel or Cluster. */
+  readonly database: number
   readonly #timeout: number
   readonly #connectTimeout: number
   readonly #maxReconnectDelay: number
@@ -194,6 +196,7 @@ export class RedisConnection {
     }
     const d = REDIS_DEFAULTS
     this.keyPrefix = options.keyPrefix ?? d.keyPrefix
+    this.database = url?.db ?? 0
     if (/[{}]/.test(this.keyPrefix)) {
       throw new RangeError(`RedisCheckpointStore: keyPrefix must not contain { or } (it would break the Cluster hash tag), got ${JSON.stringify(this.keyPrefix)}`)
     }

@@ -26,6 +26,24 @@ export const WRITE_BACK_SCAN = 2_000
 export const MARKER = 'keyspace'
 
 /**
+ * A marker as told to the listeners and compared with `known`: its value (a UUID: no space),
+ * then the database and the key it was read at. Two reads of the same key and database give the
+ * same string exactly when the value is the same. Example: `markerAt(0, 'tether:keyspace', 'f3c1...')`
+ * -> `'f3c1... 0/tether:keyspace'`.
+ */
+export function markerAt(database: number, key: string, value: string): string {
+  return `${value} ${database}/${key}`
+}
+
+/**
+ * `known` when it was read at the same database and key as `marker` (see markerAt), else
+ * undefined: a marker of another key says nothing of this one's keys.
+ */
+function sameKey(known: string | undefined, marker: string): string | undefined {
+  return known !== undefined && known.slice(known.indexOf(' ')) === marker.slice(marker.indexOf(' ')) ? known : undefined
+}
+
+/**
  * KEYS[1] = the marker, ARGV[1] = a fresh random value: the marker's value, set to ARGV[1]
  * first when absent (SET NX, in one step, so two replicas never both create it).
  */
@@ -90,15 +108,16 @@ export interface KeyspaceWatchOptions {
   readonly timers: Timers
   /**
    * The keyspace of `node` was lost (its marker is absent or another than last seen): told
-   * before the write-back starts, with the marker's value read there now (the same for every
-   * replica or worker that noticed this loss: the first check after it created it).
+   * before the write-back starts, with the marker read there now (see markerAt: the same for
+   * every replica or worker that noticed this loss: the first check after it created it).
    */
   readonly onLost?: (node: string, marker: string) => void
   /**
    * The marker of `node` this replica's group last knew there (with workers: the one after which
    * their lead last wrote its part, kept by their primary; undefined: none), compared with at
    * this replica's first read of the node instead of taking that read as the baseline: a worker
-   * started after a loss its lead had not noticed notices it too.
+   * started after a loss its lead had not noticed notices it too. Only one read at the key and
+   * database read now is compared with (see markerAt); another is ignored.
    */
   readonly known?: (node: string) => string | undefined
   /** This replica's first read of `node` found `marker`, and no loss: its baseline there. */
@@ -143,14 +162,15 @@ export function logChecks(problems: ProblemLog): (error: string | null) => void 
  * Construct it before the connection's start() (its script is defined on the client then).
  *
  * The first value seen on a node is not a loss when this replica has nothing to compare it with
- * (a replica that starts on an empty Redis writes nothing back), or it is the one `known`.
+ * (a replica that starts on an empty Redis writes nothing back; a `known` marker of another key
+ * or database is nothing to compare with), or it is the one `known`.
  *
  * Example: `const w = new KeyspaceWatch({ redis, bindings, held: () => { const s = table.slotsByRecency(now()); return { length: s.length, at: (i) => table.bindingAt(s[i]!, now()) } }, ... }); w.start()`;
  * after `FLUSHALL`, within a second: `onLost('127.0.0.1:6379')`, then the bindings are back.
  */
 export class KeyspaceWatch {
   readonly #o: KeyspaceWatchOptions
-  /** The marker value last seen, by marker key. */
+  /** The marker last seen (see markerAt), by marker key. */
   readonly #seen = new Map<string, string>()
   /** The running write-back of each node (a later loss of the node supersedes it). */
   readonly #runs = new Map<string, object>()
@@ -232,12 +252,16 @@ export class KeyspaceWatch {
     await Promise.all([...redis.keysPerNode(MARKER)].map(async ([node, key]) => {
       const value = await redis.runScript(MARK_SCRIPT, key, randomUUID())
       if (value === FAILED || typeof value !== 'string' || this.#stopped) return
-      // at the first read, the group's marker (see `known`), if any
+      // the value with where it was read: the same for every worker that read it there
+      const marker = markerAt(redis.database, key, value)
+      // at the first read, the group's marker (see `known`), if it is of this same key: one of
+      // another key is no earlier value of this one (a Cluster reshard gave the node another
+      // tag, a reload another key_prefix or database), and the read is a baseline
       const first = !this.#seen.has(key)
-      const last = first ? this.#o.known?.(node) : this.#seen.get(key)
-      this.#seen.set(key, value)
-      if (last !== undefined && last !== value) lost.push({ node, marker: value })
-      else if (first) baselines.push({ node, marker: value })
+      const last = first ? sameKey(this.#o.known?.(node), marker) : this.#seen.get(key)
+      this.#seen.set(key, marker)
+      if (last !== undefined && last !== marker) lost.push({ node, marker })
+      else if (first) baselines.push({ node, marker })
     }))
     if (this.#stopped) return
     for (const { node, marker } of baselines) this.#tell(() => this.#o.onBaseline?.(node, marker))

@@ -59,8 +59,9 @@ export interface WorkerSetup {
   /**
    * The keyspace markers after which this group's lead last wrote its part after a loss of
    * Redis's keys (or took as its baseline), by Redis node (see `lead-part`): this worker's first
-   * keyspace check compares with them (SharedHealth.leadPartMarker). Absent from an older
-   * primary's setup: none (the first check is the baseline).
+   * keyspace check compares with them (SharedHealth.leadPartMarker; only one of the same key
+   * and database: see markerAt in keyspace-watch.ts). Absent from an older primary's setup:
+   * none (the first check is the baseline).
    */
   readonly keyspaceMarkers?: Readonly<Record<string, string>>
 }
