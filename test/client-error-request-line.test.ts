@@ -57,6 +57,9 @@ t.test('refusedLine: llhttp\'s other request-line errors (a protocol, a lone CR,
     ['HPE_STRICT without a reason: null', behind('GET /x HTTP/1.1\rAuthorization: Bearer s\r\n\r\n'), 19 + 16, 'HPE_STRICT', '', null],
     ['a request-line error at the start of a later read: null as before (it may have begun in an earlier read)', b('GET /x HTTP/1.1\rA: b\r\n\r\n'), 16, 'HPE_STRICT', 'Expected CRLF after version', null],
     ['a space after a request line at the start of a later read: null', b('GET /y HTTP/1.1\r\n A: b\r\n\r\n'), 18, 'HPE_UNEXPECTED_SPACE', 'Unexpected space after start line', null],
+    // a previous request's body not ending in LF, glued to the line: the parser took no such method
+    ['a method llhttp does not parse, refused past it: null', b('POST /l HTTP/1.1\r\nContent-Length: 9\r\n\r\npassword9GET /v HTTP/9.1\r\n\r\n'), 60, 'HPE_INVALID_VERSION', '', null],
+    ['an RTSP method refused past it is one llhttp parses', behind('SET_PARAMETER /v HTTP/9.1\r\n\r\n'), 19 + 24, 'HPE_INVALID_VERSION', '', { method: 'SET_PARAMETER', path: '/v' }],
   ]
   for (const [name, raw, at, code, reason, want] of cases) t.same(refusedLine(raw, at, false, code, reason || undefined), want, name)
   t.equal(inRequestLine('HPE_INVALID_URL', undefined), true, 'a code that is always the request line needs no reason')
@@ -130,4 +133,34 @@ t.test("a refused head's access line names its request line, escaped, and never 
   t.match(await send(['GET /a HTTP/1.1\r\nHost: a\r\n\r\n', 'GET /b HTTP/1.1\r\nHost: a\r\nBad Header: s3cret\r\n\r\n']), { method: null, path: null, status: 400 }, 'a header error in a later read: not guessed')
   t.notOk(logs.lines.some((l) => JSON.stringify(l.rec).includes('s3cr')), 'no header value of a refused head is logged')
   t.equal((await request(tether.url)).body, 'a\n', 'still serving')
+})
+
+t.test('a request line refused behind a pipelined request whose body does not end in LF: no byte of that body is logged', async (t) => {
+  const up = await startUpstream('a')
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig([up]), { logger: createLogger('info', logs) })
+  t.teardown(async () => { await tether.close(0); await up.close() })
+  // (the last LF before the refused line is in the body: its last line was logged glued to the method)
+  const post = (body: string): string => `POST /login HTTP/1.1\r\nHost: a\r\nContent-Length: ${body.length}\r\n\r\n${body}`
+  const chunked = (body: string): string => `POST /login HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`
+  const cases: [string, string][] = [
+    [post('user=bob\npassword9'), 'ANNOUNCE /z HTTP/1.1\r\nHost: a\r\n\r\n'], // HPE_INVALID_CONSTANT
+    [post('user=bob\npassword9'), 'GET /x HTTP/1.1\rHost: a\r\n\r\n'], // HPE_STRICT
+    [post('user=bob\npassword9'), 'GET /y HTTP/1.1\r\n Host: a\r\n\r\n'], // HPE_UNEXPECTED_SPACE
+    [post('user=bob\npassword9'), 'GET /v HTTP/9.1\r\nHost: a\r\n\r\n'], // HPE_INVALID_VERSION
+    [post('user=bob\npassword9'), 'FOO /w HTTP/1.1\r\nHost: a\r\n\r\n'], // HPE_INVALID_METHOD: `password9FOO /w HTTP/1.1` has a request line's shape
+    [post('password9\nUN'), 'LOCK /u HTTP/9.1\r\nHost: a\r\n\r\n'], // glued to a method llhttp parses: UNLOCK
+    [chunked('user=bob\npassword9'), 'GET /v HTTP/9.1\r\nHost: a\r\n\r\n'],
+  ]
+  for (const [first, next] of cases) {
+    const before = logs.access().length
+    const c = await rawConnect(tether.port)
+    c.write(first + next) // one write: both in one read
+    t.ok(await c.waitEnd(5000), 'refused and closed')
+    c.destroy()
+    await new Promise<void>((done) => { const check = (): void => { if (logs.access().length >= before + 2) done() }; check(); logs.on('record', check) })
+    const refused = logs.access().at(-1)!
+    t.match(refused, { method: null, path: null, status: 400, upstream: null }, `the refused line is not guessed: ${JSON.stringify(next)}`)
+    t.notOk(JSON.stringify(refused).includes('password9'), `no body byte logged: ${JSON.stringify(next)}`)
+  }
 })

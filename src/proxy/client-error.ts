@@ -4,7 +4,7 @@
 // that never sent a byte is closed silently. A request refused here is counted (no upstream; in
 // tether_client_requests_total too, protocol `none` when its head was not read) and gets an
 // access line, as nginx logs its 400s. Owns no timers; never lets an error end the process.
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import { METHODS, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { ERRORS, type ErrorCode } from '../errors.js'
@@ -131,6 +131,13 @@ export function escapeRequestBytes(text: string): string {
   return text.replace(/[^\x20-\x7e]|["\\]/g, (c) => `\\x${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`)
 }
 
+/**
+ * The methods llhttp 9 (Node 20) parses: Node's list, and the RTSP ones, and `PRI` (the HTTP/2
+ * preface's). An error past the method (any code but HPE_INVALID_METHOD) means the parser took
+ * one of these; a line whose method is another did not begin where {@link requestLineStart} says.
+ */
+const LLHTTP_METHODS: ReadonlySet<string> = new Set([...METHODS, 'PRI', 'DESCRIBE', 'ANNOUNCE', 'SETUP', 'PLAY', 'PAUSE', 'TEARDOWN', 'GET_PARAMETER', 'SET_PARAMETER', 'REDIRECT', 'RECORD', 'FLUSH'])
+
 /** A line of header-field shape (`Name:`, RFC 9112 section 5): never logged as a request line. */
 const HEADER_LINE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+:/
 
@@ -144,7 +151,8 @@ const HEADER_LINE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+:/
  * {@link inRequestLine}) tells where that line is (see {@link requestLineStart}), and its line is logged only
  * when it began in this read (after an LF in `raw`: one that begins at the read's start may have
  * begun in an earlier one, and its method and target would be made up) and has the shape of a
- * request line. A header's error in a head read in several pieces, or behind another request,
+ * request line, with a method llhttp parses unless the parser refused the method itself (see
+ * {@link LLHTTP_METHODS}). A header's error in a head read in several pieces, or behind another request,
  * gives null: the bytes before it may be a header's (an Authorization's value), which is never
  * logged, and so does a first line of a header's shape. Only the line is read, to its first CR
  * or LF, at most {@link REFUSED_LINE_MAX_BYTES}.
@@ -166,7 +174,9 @@ export function refusedLine(raw: Buffer | undefined, at: number, whole: boolean,
   if (end === start) return null
   const line = raw.toString('latin1', start, end)
   const parts = (end === limit && end < raw.length && raw[end] !== 0x0d && raw[end] !== 0x0a ? CUT_REQUEST_LINE_PARTS : REQUEST_LINE_PARTS).exec(line)
-  if (parts !== null) return { method: parts[1]!, path: escapeRequestBytes(parts[2]!) }
+  // past its method the parser accepted that method: one it does not know was not read as one
+  // (bytes before the line glued to it, a start taken too early), so the line is not logged
+  if (parts !== null && (code === 'HPE_INVALID_METHOD' || LLHTTP_METHODS.has(parts[1]!))) return { method: parts[1]!, path: escapeRequestBytes(parts[2]!) }
   // no request line: the line as sent only where it is certainly the connection's first (a
   // TLS handshake), never a line of a header's shape
   return whole && !HEADER_LINE.test(line) ? { method: null, path: escapeRequestBytes(line) } : null
@@ -367,11 +377,36 @@ export class ClientErrors {
    * The request line of the head the parser refused on `socket` (see {@link refusedLine}), read
    * only for an access line. The read that failed (`raw`) is all the connection sent when its
    * length is the connection's byte count and no earlier request was parsed on it (else it may
-   * begin in the middle of the head, or hold earlier requests).
+   * begin in the middle of the head, or hold earlier requests). Null behind a request with a
+   * body: where its body ends is not known here, and the last LF before the refused line may be
+   * inside it (see {@link framesBody}).
    */
   #refusedLine(socket: ServerSocket, code: string | undefined, reason: string | undefined, raw: Buffer | undefined, at: number): RefusedLine | null {
     if (raw === undefined || !this.#access()) return null
-    const whole = raw.length === socket.bytesRead && socket.parser != null && socket.parser.incoming == null
+    const incoming = socket.parser?.incoming ?? null
+    const whole = raw.length === socket.bytesRead && socket.parser != null && incoming === null
+    // behind a request with a body the refused line's start is not known: the LF before it may
+    // be inside that body (one not ending in LF: `password9GET ...`)
+    if (incoming !== null && framesBody(incoming)) return null
     return refusedLine(raw, at, whole, code, reason)
   }
+}
+
+/** The most header pairs Node keeps of a head by default (`maxHeadersCount`; more are dropped). */
+const NODE_MAX_HEADER_PAIRS = 2000
+
+/**
+ * Whether `req`'s head frames a body (RFC 9112 section 6.3: a Transfer-Encoding, or a
+ * Content-Length other than 0), or may (a head Node cut at its header count, which may have
+ * dropped either). Without one a request has no body, and its head, ending in LF, is the last
+ * thing before the next request's line.
+ */
+function framesBody(req: IncomingMessage): boolean {
+  const h = req.rawHeaders
+  if (h.length >= 2 * NODE_MAX_HEADER_PAIRS) return true
+  for (let i = 0; i + 1 < h.length; i += 2) {
+    const name = h[i]!.toLowerCase()
+    if (name === 'transfer-encoding' || (name === 'content-length' && h[i + 1]!.trim() !== '0')) return true
+  }
+  return false
 }
