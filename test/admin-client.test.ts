@@ -80,6 +80,26 @@ t.test('drain --wait keeps to --timeout when the admin API stops answering its l
   t.ok(Date.now() - started < 4_000, `returned after ${Date.now() - started} ms`)
 })
 
+t.test('drain --wait says the time left of --timeout when a look the admin API did not answer took most of it', async (t) => {
+  const held: http.ServerResponse[] = []
+  let looks = 0
+  const server = http.createServer((req, res) => {
+    if (req.method === 'POST') res.writeHead(200, { 'content-type': 'application/json' }).end('{"id":"app-0","draining":true}')
+    // the first look is never answered (a busy admin listener): the CLI gives it up after its 5 s per call
+    else if (++looks === 1) held.push(res)
+    else res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify([{ id: 'app-0', sessions_remaining: looks === 2 ? 1 : 0 }]))
+  }).listen(0, '127.0.0.1')
+  await new Promise((r) => server.once('listening', r))
+  t.teardown(() => { for (const res of held) res.destroy(); server.closeAllConnections(); server.close() })
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  const drain = await drainUpstream({ url, token: null }, 'app-0', { ...DRAIN, timeout: 8_000 })
+  t.equal(drain.code, 0, drain.err)
+  const said = /^app-0: draining\napp-0: waiting up to (\d+)s for them to move: [^\n]+\napp-0: 1 session remains\napp-0: no session remains\n$/.exec(drain.out)
+  t.ok(said, drain.out)
+  // at least 5 s of the 8 s went on the first look: at most 3 s were left, never the whole 8s
+  t.ok(Number(said?.[1]) <= 3, `waiting up to ${said?.[1]}s, not 8s`)
+})
+
 t.test('drain of an id the admin API does not know lists the ids it knows, with the closest one', async (t) => {
   const up = await startUpstream('app-0')
   t.teardown(() => up.close())

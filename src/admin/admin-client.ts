@@ -135,7 +135,7 @@ export async function drainUpstream(admin: AdminTarget, id: string, o: DrainOpti
       return done(`${id}: deadline passed, ${typeof rows === 'string' ? `admin API: ${rows}` : sessionsRemain(remaining!)}`)
     }
     if (typeof rows !== 'string' && remaining !== told) {
-      if (told === null) say(`${id}: ${waitingFor(o)}`)
+      if (told === null) say(`${id}: ${waitingFor(o, o.timeout - (Date.now() - started))}`)
       say(`${id}: ${sessionsRemain(remaining!)}`)
     }
     if (typeof rows !== 'string') told = remaining
@@ -168,14 +168,16 @@ async function unknownUpstream(admin: AdminTarget, id: string, answer: string): 
 /**
  * What `drain --wait` waits for, said once when its first look finds users left: a wait that
  * runs to its deadline (5m by default) because a user has not come back must not look hung.
+ * `left`: the time left of --timeout (ms), said in whole seconds (at least 1 s): looks the
+ * admin API did not answer may have taken most of it.
  * Example: `waiting up to 5m for them to move: each at their next request after an idle gap (one
  * who does not come back counts until their session expires)`.
  */
-function waitingFor(o: DrainOptions): string {
+function waitingFor(o: DrainOptions, left: number): string {
   const how = o.migrate
     ? 'each at their next request after an idle gap (one who does not come back counts until their session expires)'
     : 'each as their session expires, or at their next request after affinity.drain_timeout (--migrate moves them sooner)'
-  return `waiting up to ${formatDuration(o.timeout)} for them to move: ${how}`
+  return `waiting up to ${formatDuration(Math.max(1, Math.round(left / 1_000)) * 1_000)} for them to move: ${how}`
 }
 
 /** Example: sessionsRemain(1) -> '1 session remains'; sessionsRemain(3) -> '3 sessions remain'. */
