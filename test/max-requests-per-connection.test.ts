@@ -6,6 +6,7 @@
 import t, { type Test } from 'tap'
 import http from 'node:http'
 import http2 from 'node:http2'
+import net from 'node:net'
 import { startTether } from '../src/app.js'
 import { parseConfig } from '../src/config/index.js'
 import { diffConfig } from '../src/config/reload.js'
@@ -249,6 +250,81 @@ t.test('the redirect listener: a keep-alive connection carries as many, its last
   t.ok(await c.waitEnd(5_000), 'closed after the 2nd')
   t.same(c.finals().map((r) => r.status), [308, 308])
   t.same(connectionHeaders(c).map((v) => v === 'close'), [false, true], 'only the 2nd says Connection: close')
+})
+
+/**
+ * POST an 8 MiB body on a new connection to `port` without reading; once all is written (or a
+ * write failed) read the answer. `error`: the first write or socket error (EPIPE: reset).
+ */
+function upload(port: number): Promise<{ text: string; error: string | null }> {
+  const size = 8 * 1024 * 1024
+  return new Promise((resolve) => {
+    const s = net.connect({ port, host: '127.0.0.1' })
+    let error: string | null = null
+    let wrote = 0
+    let text = ''
+    let finished = false
+    const end = (): void => { s.destroy(); resolve({ text, error }) }
+    const done = (): void => {
+      if (finished) return
+      finished = true
+      s.setEncoding('latin1')
+      s.on('data', (d: string) => { text += d })
+      s.on('end', end)
+      s.on('close', end)
+    }
+    const more = (): void => {
+      if (error !== null || wrote >= size) return done()
+      wrote += CHUNK.length
+      s.write(CHUNK, (err) => { if (err) { error ??= (err as NodeJS.ErrnoException).code ?? err.message; done() } else more() })
+    }
+    s.on('error', (e: NodeJS.ErrnoException) => { error ??= e.code ?? e.message; done() })
+    s.write(`POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: ${size}\r\n\r\n`)
+    more()
+  })
+}
+const CHUNK = Buffer.alloc(64 * 1024, 120)
+
+t.test('HTTP/1.1: the last request\'s early answer (an upstream 401 to an 8 MiB upload) does not reset the client still uploading: the rest is read and dropped, then the connection closes', async (t) => {
+  const up = await startUpstream('app-0', (_req, res) => { res.writeHead(401, { 'content-length': '2' }); res.end('no') })
+  t.teardown(() => up.close())
+  const tether = await startTether(testConfig([up], { limits: { max_requests_per_connection: 1 } }), { logger: createLogger('silent') })
+  t.teardown(() => tether.close(0))
+  for (let i = 0; i < 3; i++) {
+    const r = await upload(tether.port)
+    t.match(r.text, /^HTTP\/1\.1 401 [^]*connection: close[^]*\r\n\r\nno$/i, `upload ${i + 1}: the 401 with Connection: close, whole`)
+    t.equal(r.error, null, `upload ${i + 1}: the whole body was sent, no reset`)
+  }
+})
+
+t.test('the redirect listener: the last request\'s 308 to an 8 MiB POST does not reset the client still uploading (docs/tls.md)', async (t) => {
+  const up = await startUpstream('app-0', (_req, res) => res.end('app'))
+  t.teardown(() => up.close())
+  const tether = await startTether(testConfig([up], {
+    listen: {
+      tls: { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [], min_version: 'TLSv1.2', hsts: null },
+      redirect: { host: '127.0.0.1', port: 0, https_port: null },
+    },
+    limits: { max_requests_per_connection: 1 },
+  }), { logger: createLogger('silent') })
+  t.teardown(() => tether.close(0))
+  for (let i = 0; i < 3; i++) {
+    const r = await upload(Number(new URL(tether.redirectUrl!).port))
+    t.match(r.text, /^HTTP\/1\.1 308 [^]*connection: close/i, `upload ${i + 1}: the 308 with Connection: close`)
+    t.equal(r.error, null, `upload ${i + 1}: no reset`)
+  }
+})
+
+t.test('a reload applies to connections whose first request comes after it, also one opened before it', async (t) => {
+  const h = await startHarness({ limits: { max_requests_per_connection: 2 } })
+  t.teardown(() => h.close())
+  const c = await rawConnect(h.port)
+  t.teardown(() => c.destroy())
+  await waitFor(() => h.openSockets().length === 1, 5_000, 'the connection accepted')
+  h.tether.reload({ ...h.tether.config, limits: { ...h.tether.config.limits, max_requests_per_connection: 3 } })
+  await oneByOne(t, c, ['/1', '/2', '/3'])
+  t.ok(await c.waitEnd(5_000), 'closed after its 3rd, the value when its first request came')
+  t.same(connectionHeaders(c).map((v) => v === 'close'), [false, false, true])
 })
 
 t.test('a reload applies a new value to new connections; an open one keeps the value it began with', async (t) => {

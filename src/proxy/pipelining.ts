@@ -13,6 +13,7 @@
 // Owns no I/O of its own: it orders calls to the handler, and closes a connection past the bounds.
 import type { IncomingMessage, ServerResponse } from 'node:http'
 
+import { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void
@@ -92,14 +93,14 @@ export function onePerConnection(handler: Handler, overflow?: Overflow, maxReque
       wait(socket, state, () => {
         WAITING.delete(req)
         res.on('close', state!.done)
-        lastRequest(state!, res)
+        lastRequest(state!, req, res)
         handler(req, res)
       })
       return
     }
     state.busy = true
     res.on('close', state.done) // a response closes once: no once-wrapper needed
-    lastRequest(state, res)
+    lastRequest(state, req, res)
     handler(req, res)
   }
 }
@@ -121,8 +122,40 @@ function requestCap(maxRequests: (() => number) | undefined): number {
  * connection nor stops: the 4th and 5th get an empty 503 each and the connection stays open,
  * against RFC 9112 section 9.6; a client may take a 503 for the upstream's and not retry.
  */
-function lastRequest(state: ConnectionState, res: ServerResponse): void {
-  if (--state.left === 0) res.shouldKeepAlive = false
+function lastRequest(state: ConnectionState, req: IncomingMessage, res: ServerResponse): void {
+  if (--state.left !== 0) return
+  res.shouldKeepAlive = false
+  if (req.httpVersionMajor === 1 && !req.complete) lingerAfterAnswer(req)
+}
+
+/** How long a connection closed after its last answer keeps reading and dropping an upload's rest (nginx's `lingering_time`). */
+export const LAST_ANSWER_LINGER = 30_000
+
+/**
+ * The last request's answer may go out before its body is read (an upstream's 401 or 413 to
+ * an upload, the redirect listener's 308 to a POST). Node then ends the connection and
+ * destroys it as soon as the answer is flushed (its `destroySoon`, called once a response
+ * with `Connection: close` finished): the bytes the client still sends meet a closed socket,
+ * the client gets a reset (EPIPE, measured on Node 20.20 at ~4 MB of an 8 MiB upload) and may
+ * lose the answer it had not read yet. RFC 9112 section 9.6 asks for a half-close first; nginx
+ * lingers (`lingering_close`). So this connection's close is a lingering one: the answer is
+ * flushed and the socket half-closed, the rest of the body is still read and dropped (by
+ * request-path.ts discardRest within its DISCARD_MAX, the redirect listener's dropBody within
+ * its time, or Node's own dump of an unread body), and the socket is destroyed once the body
+ * is all in, the client closes, or after LAST_ANSWER_LINGER. A body complete by the time the
+ * answer finished closes as before. Only the cap's last request pays for the closure.
+ */
+function lingerAfterAnswer(req: IncomingMessage): void {
+  const socket = req.socket
+  if (!(socket instanceof Socket)) return
+  // an own property in front of net.Socket's: Node's server calls it by name for the last answer
+  socket.destroySoon = function lingeringClose(this: Socket): void {
+    if (req.complete || req.destroyed) return Socket.prototype.destroySoon.call(this)
+    this.end()
+    const timer = setTimeout(() => this.destroy(), LAST_ANSWER_LINGER)
+    this.once('close', () => clearTimeout(timer))
+    req.once('end', () => Socket.prototype.destroySoon.call(this))
+  }
 }
 
 /**
