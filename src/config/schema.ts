@@ -282,7 +282,8 @@ export interface LimitsConfig {
    * streams in flight finish), as nginx's `keepalive_requests` and Envoy's
    * `max_requests_per_connection`: a long-lived connection (an L4 load balancer's keep-alive,
    * a browser's or an ingress's h2) moves to another Tether replica now and then, so a
-   * scale-up of Tether gets traffic. 0 = unlimited. A reload applies to new connections. Default 1000.
+   * scale-up of Tether gets traffic. 0 = unlimited. A reload applies to connections whose first request (h2: preface) comes
+   * after it; one that has carried a request keeps its value. Default 1000.
    */
   readonly max_requests_per_connection: number
 }

@@ -603,7 +603,8 @@ export class Listener {
     const problems = new ProblemLog(deps.logger, deps.clock ?? systemClock)
     const overflow: Overflow = (socket) => void problems.report('http1 pipelining', 'overflow', { peer: (socket as Socket).remoteAddress, waiting: MAX_WAITING }, 'HTTP/1.1 client pipelined more requests than Tether holds: connection closed')
     const h1Checking = http1Options(config).connectionsCheckingInterval ?? 500
-    // read as each connection begins, from the current config: a reload applies to new connections
+    // read from the current config at a connection's first request (h2: its session's start):
+    // a reload applies to connections whose first request comes after it
     const maxRequests = (): number => deps.current().config.limits.max_requests_per_connection
     // an HTTP/1.1 request without Host (or any with an empty one) is refused in its turn, as the
     // request path's own 400s are, then the connection closes (nginx 1.22 answers both 400;

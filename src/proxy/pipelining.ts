@@ -57,7 +57,7 @@ type Tracked = { [STATE]?: ConnectionState }
  *
  * `overflow` is told of a connection closed for pipelining past MAX_WAITING; `maxRequests`
  * gives the most requests a connection carries (0: no cap), read once as the connection's first
- * request comes (a reload's new value applies to new connections). The first wrapper to see a
+ * request comes (a reload's new value applies to connections whose first request comes after it). The first wrapper to see a
  * connection is the one whose `overflow` and cap it keeps.
  *
  * Example: a client pipelines GET /a, GET /b on one socket -> /b is forwarded after /a's answer;

@@ -96,7 +96,7 @@ export class RedirectListener {
       res.writeHead(308, { location, 'content-length': '0' })
       res.end()
     // a keep-alive connection carries limits.max_requests_per_connection requests, as the proxy
-    // listener's (read as it begins: a reload applies to new connections)
+    // listener's (read at its first request: a reload applies to connections whose first request comes after it)
     }, undefined, () => deps.current().config.limits.max_requests_per_connection)
     // a request line that is not HTTP/1.x (HTTP/0.9, an RTSP-only method) is neither redirected
     // nor a challenge passed on: 400 in its turn (see request-line.ts)
