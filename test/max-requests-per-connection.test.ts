@@ -233,7 +233,8 @@ t.test('HTTP/2: 5 streams sent in one write with 3 allowed: 3 answered, the 4th 
   t.same(logs.records.filter((r) => r['msg'] === 'access').map((r) => r['path']), ['/1', '/2', '/3', '/other'], 'access lines for the requests served only')
 })
 
-t.test('the redirect listener: a keep-alive connection carries as many, its last 308 says Connection: close', async (t) => {
+/** A Tether with TLS and its redirect listener, `cap` requests per connection; the redirect listener's port. */
+async function startRedirecting(t: Test, cap: number): Promise<number> {
   const up = await startUpstream('app-0', (_req, res) => res.end('app'))
   t.teardown(() => up.close())
   const tether = await startTether(testConfig([up], {
@@ -241,10 +242,15 @@ t.test('the redirect listener: a keep-alive connection carries as many, its last
       tls: { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [], min_version: 'TLSv1.2', hsts: null },
       redirect: { host: '127.0.0.1', port: 0, https_port: null },
     },
-    limits: { max_requests_per_connection: 2 },
+    limits: { max_requests_per_connection: cap },
   }), { logger: createLogger('silent') })
   t.teardown(() => tether.close(0))
-  const c = await rawConnect(Number(new URL(tether.redirectUrl!).port))
+  return Number(new URL(tether.redirectUrl!).port)
+}
+
+t.test('the redirect listener: a keep-alive connection carries as many, its last 308 says Connection: close', async (t) => {
+  const redirectPort = await startRedirecting(t, 2)
+  const c = await rawConnect(redirectPort)
   t.teardown(() => c.destroy())
   await oneByOne(t, c, ['/a', '/b'])
   t.ok(await c.waitEnd(5_000), 'closed after the 2nd')
@@ -298,18 +304,9 @@ t.test('HTTP/1.1: the last request\'s early answer (an upstream 401 to an 8 MiB 
 })
 
 t.test('the redirect listener: the last request\'s 308 to an 8 MiB POST does not reset the client still uploading (docs/tls.md)', async (t) => {
-  const up = await startUpstream('app-0', (_req, res) => res.end('app'))
-  t.teardown(() => up.close())
-  const tether = await startTether(testConfig([up], {
-    listen: {
-      tls: { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [], min_version: 'TLSv1.2', hsts: null },
-      redirect: { host: '127.0.0.1', port: 0, https_port: null },
-    },
-    limits: { max_requests_per_connection: 1 },
-  }), { logger: createLogger('silent') })
-  t.teardown(() => tether.close(0))
+  const redirectPort = await startRedirecting(t, 1)
   for (let i = 0; i < 3; i++) {
-    const r = await upload(Number(new URL(tether.redirectUrl!).port))
+    const r = await upload(redirectPort)
     t.match(r.text, /^HTTP\/1\.1 308 [^]*connection: close/i, `upload ${i + 1}: the 308 with Connection: close`)
     t.equal(r.error, null, `upload ${i + 1}: no reset`)
   }
