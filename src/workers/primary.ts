@@ -68,12 +68,6 @@ export function startTimeout(env: Readonly<Record<string, string | undefined>> =
   return Number(raw)
 }
 
-/** What names a config's Redis keyspace (its password and timeouts left out), compared across a reload. */
-function redisKeyspace(config: Config): string {
-  const r = config.state.redis
-  return JSON.stringify([r.url, r.sentinels, r.name, r.nodes, r.key_prefix])
-}
-
 /** Back-off of a worker that keeps crashing: 100 ms doubling to 30 s; a minute up resets it. */
 const BACKOFF_MIN = 100
 /** How many Redis nodes' keyspace markers the primary keeps for its workers (a Cluster's masters, those replaced since included): the oldest beyond it is dropped. */
@@ -470,10 +464,10 @@ export async function runPrimary(file: Accepted, configPath: string, logger: Log
     for (const w of configWarnings(next.config)) logger.warn({ warning: w }, CONFIG_WARNING)
     const before = accepted
     accepted = next
-    // another Redis keyspace (address, database, nodes, Sentinel master, key prefix): the markers
-    // kept are no earlier values of its markers (a worker compares only one of the same key and
-    // database; see markerAt): the roll's workers start without them, their first read a baseline
-    if (redisKeyspace(before.config) !== redisKeyspace(next.config)) keyspaceMarkers.clear()
+    // (the keyspace markers kept are not dropped when state.redis changes: an old worker that
+    // leads during the roll would announce them again; each names its key and database, and a
+    // worker compares only one of the same key and database (markerAt): another keyspace's is
+    // no earlier value of its own, and its first read there is a baseline)
     for (const r of running.values()) send(r.worker, { tether: 'reload', text: next.text })
     if (unsigned(next.config) && !unsigned(before.config)) warnUnsigned()
     if (diffConfig(before.config, next.config).needsRestart.includes('admin')) logger.warn('admin: a change of the admin listener needs a restart of the primary')
