@@ -40,6 +40,9 @@ PATTERNS=(
   'test/websocket-*.test.ts'
   'test/log-sonic-boom-internals.test.ts'
   'test/idle-close-held-head.test.ts'
+  'test/client-error-*.test.ts'
+  'test/request-line-protocols.test.ts'
+  'test/max-requests-per-connection.test.ts'
 )
 EXCLUDED=(test/h2-floods.test.ts test/client-stall.test.ts test/websocket-failover.test.ts)
 

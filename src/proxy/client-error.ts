@@ -392,8 +392,13 @@ export class ClientErrors {
   }
 }
 
-/** The most header pairs Node keeps of a head by default (`maxHeadersCount`; more are dropped). */
-const NODE_MAX_HEADER_PAIRS = 2000
+/**
+ * Node's default `maxHeadersCount` (2000): a server that keeps it keeps about 1000 header pairs
+ * (2046 rawHeaders entries on Node 20.20) and drops the rest silently. Both of Tether's HTTP/1
+ * listeners set it to 0 (every line counts); a head with this many rawHeaders entries is taken as
+ * one that may have been cut all the same.
+ */
+const NODE_MAX_HEADER_COUNT = 2000
 
 /**
  * Whether `req`'s head frames a body (RFC 9112 section 6.3: a Transfer-Encoding, or a
@@ -403,7 +408,7 @@ const NODE_MAX_HEADER_PAIRS = 2000
  */
 function framesBody(req: IncomingMessage): boolean {
   const h = req.rawHeaders
-  if (h.length >= 2 * NODE_MAX_HEADER_PAIRS) return true
+  if (h.length >= NODE_MAX_HEADER_COUNT) return true
   for (let i = 0; i + 1 < h.length; i += 2) {
     const name = h[i]!.toLowerCase()
     if (name === 'transfer-encoding' || (name === 'content-length' && h[i + 1]!.trim() !== '0')) return true

@@ -106,6 +106,9 @@ export class RedirectListener {
       else handle(req, res)
     }
     this.server = http.createServer(http1Options(config), serve)
+    // every header line counts, as on the main listener (Node's default keeps about 1000 pairs and
+    // drops the rest silently, a Content-Length among them): the byte limit bounds them
+    this.server.maxHeadersCount = 0
     // Expect as on the main listener: a challenge gets its 100 Continue from the request path
     // once its head passed every check (a TRACE gets its 405 without one); a redirect is
     // decided on the head and goes without one (nginx's `return 308` sends none). Another
