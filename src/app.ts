@@ -146,6 +146,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     }
   })
   metrics.setWebSocketCount(() => proxy.upgrades.established)
+  metrics.setUpstreamQueued(() => proxy.http.queued())
   metrics.setAffinityStats(() => sessions.table)
   if (config.affinity.on_scale_up === 'gradual') metrics.setRebalancePending(() => router.rebalancePending(records.users(clock.now())))
   let before = new Map<string, { readonly url: string; readonly uid?: string }>()
@@ -250,7 +251,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const admin = await createAdmin(config, {
     logger, health: health.table, peers: health.peers, metrics, traffic, upstreams: () => membership.current(), draining: () => draining,
     starting: () => waiting ?? (awaitsLead() ? "discovery's first list" : null),
-    inFlight: (id) => inFlight.count(id), websockets: (id) => proxy.upgrades.countByUpstream(id), sessions, records, shared,
+    inFlight: (id) => inFlight.count(id), queued: (id) => proxy.http.queuedFor(id), websockets: (id) => proxy.upgrades.countByUpstream(id), sessions, records, shared,
     ...(link === null ? {} : { ordered: (key: string, to: string | null, at: number) => (link.ordered(key, to, at), link.flushed()) }), store: state?.store ?? null, now: () => clock.now(),
     degraded: () => [...stateDegraded(store, redis)(), ...discovery.degraded()],
     ...(link === null ? {} : { upstreamSeen: { known: () => link.upstreamSeen, saw: () => link.sawUpstream() } }),

@@ -10,6 +10,10 @@ export const ERRORS = {
   TETHER_UPSTREAM_TIMEOUT: { status: 504, message: 'Gateway Timeout: upstream did not answer in time' },
   TETHER_UPSTREAM_RESET: { status: 502, message: 'Bad Gateway: upstream closed the connection' },
   TETHER_UPSTREAM_PROTOCOL: { status: 502, message: 'Bad Gateway: invalid response from upstream' },
+  // the upstream's connections (limits.max_upstream_connections) stayed busy for timeouts.queue:
+  // overload, not failure; nothing was sent, and Retry-After invites the client back (HAProxy's
+  // 503 at its `timeout queue`)
+  TETHER_UPSTREAM_QUEUE_TIMEOUT: { status: 503, message: 'Service Unavailable: the upstream is busy' },
   // 504, not 503 with Retry-After: the request may have reached the application (a POST is
   // not replayed), and a client must not be invited to send it again
   TETHER_UPSTREAM_UNAVAILABLE: { status: 504, message: 'Gateway Timeout: the upstream stopped answering' },

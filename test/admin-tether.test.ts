@@ -62,7 +62,7 @@ t.test('with admin.token set, GET /upstreams needs it while /healthz, /readyz an
   t.same(Object.keys(rows[0]!), [
     'id', 'url', 'weight', 'state', 'ready', 'accepts_new', 'draining', 'draining_since', 'disabled', 'active_failed',
     'active_successes', 'active_failures', 'passive_failures', 'ejected_until', 'ejection', 'times_ejected', 'slow_start_weight',
-    'in_flight', 'websockets', 'sessions', 'migrating', 'sessions_remaining',
+    'in_flight', 'queued', 'websockets', 'sessions', 'migrating', 'sessions_remaining',
   ], 'the documented fields, in order')
   t.match(rows[0], { id: 'a', url: app.url, weight: 1, state: 'healthy', accepts_new: true, draining_since: null, ejected_until: null, ejection: null })
   t.equal(rows[0]!['sessions'], null, 'the default signed-cookie key keeps no table: sessions unknown, not 0')

@@ -34,7 +34,7 @@ t.test('a row joins health and counters in snake_case, with RFC 3339 times', asy
     id: 'app-0', url: 'http://10.0.0.1:8080', weight: 2, state: 'draining', ready: true, accepts_new: false,
     draining: true, draining_since: '2025-11-25T16:00:05.000Z', disabled: false, active_failed: false,
     active_successes: 0, active_failures: 0, passive_failures: 0, ejected_until: null, ejection: null, times_ejected: 0,
-    slow_start_weight: 1, in_flight: 3, websockets: 1, sessions: 7, migrating: false, sessions_remaining: 4,
+    slow_start_weight: 1, in_flight: 3, queued: 0, websockets: 1, sessions: 7, migrating: false, sessions_remaining: 4,
   })
   t.match(ejected, { id: 'app-1', state: 'ejected', ready: false, accepts_new: false, ejected_until: '2025-11-25T16:00:30.000Z', times_ejected: 1, draining_since: null })
   t.same(ejected!.ejection, { reason: 'refused', until: '2025-11-25T16:00:30.000Z', ends: 'probes', passes_left: 2 }, 'the ejection: why, until when, what ends it')

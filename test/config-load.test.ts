@@ -52,8 +52,8 @@ t.test('a minimal config gets every default', async (t) => {
       drain: { migrate: false, min_idle: 2_000 },
       shared: 'none',
     },
-    timeouts: { connect: 2_000, response_headers: 60_000, body_idle: 60_000, client_keep_alive: 5_000, client_headers: 10_000 },
-    limits: { max_header_bytes: 16384, max_body_bytes: null, max_requests_per_connection: 1000 },
+    timeouts: { connect: 2_000, response_headers: 60_000, body_idle: 60_000, client_keep_alive: 5_000, client_headers: 10_000, queue: 5_000 },
+    limits: { max_header_bytes: 16384, max_body_bytes: null, max_requests_per_connection: 1000, max_upstream_connections: null },
     forwarding: {
       preserve_host: true, x_forwarded: true, upstream_header: false, allow_underscores: false,
       tls: { ca: null, servername: null, cert: null, key: null, verify: true },
@@ -122,8 +122,8 @@ t.test('a full config round-trips every key, durations in ms and URLs as origins
       drain: { migrate: true, min_idle: 3_000 },
       shared: 'redis',
     },
-    timeouts: { connect: 500, response_headers: 15_000, body_idle: 0, client_keep_alive: 2_500, client_headers: 60_000 },
-    limits: { max_header_bytes: 32768, max_body_bytes: 1_048_576, max_requests_per_connection: 500 },
+    timeouts: { connect: 500, response_headers: 15_000, body_idle: 0, client_keep_alive: 2_500, client_headers: 60_000, queue: 3_000 },
+    limits: { max_header_bytes: 32768, max_body_bytes: 1_048_576, max_requests_per_connection: 500, max_upstream_connections: 20 },
     forwarding: { preserve_host: false, x_forwarded: false, upstream_header: true, allow_underscores: true, tls: forwardingTls },
     log: { level: 'debug', access: false, session_secret: '0123456789abcdef-log' },
     health: {
@@ -297,6 +297,19 @@ const errorCases: { name: string; text: string; issues: string[] }[] = [
       `${FILE}:5:28 limits.max_header_bytes: expected an integer between 1024 and 1048576, got 512`,
       `${FILE}:5:49 limits.max_body_bytes: expected an integer >= 0, got -1`,
       `${FILE}:6:24 admin.listen.port: expected an integer, got 1.5`,
+    ],
+  },
+  {
+    name: 'the connections to an upstream and their queue',
+    text: yaml(
+      ...UPSTREAM,
+      'limits: {max_upstream_connections: 0}',
+      'timeouts:',
+      '  queue: 0',
+    ),
+    issues: [
+      `${FILE}:4:36 limits.max_upstream_connections: expected an integer between 1 and 1000000, got 0`,
+      `${FILE}:6:10 timeouts.queue: expected a duration > 0, got 0`,
     ],
   },
   {

@@ -46,7 +46,7 @@ const light = (clock?: FakeClock) => new Metrics({ defaultMetrics: false, ...(cl
 
 t.test('every metric name follows tether_<subsystem>_<name>_<unit> and is documented once', async (t) => {
   // `successful`: a 0/1 gauge named as Prometheus names its own (prometheus_config_last_reload_successful)
-  const rule = /^tether_[a-z_]+_(total|seconds|bytes|entries|connections|users|up|state|in_flight|successful)$/
+  const rule = /^tether_[a-z_]+_(total|seconds|bytes|entries|connections|users|up|state|in_flight|successful|requests)$/
   const names = METRIC_DOCS.map((d) => d.name)
   t.same(new Set(names).size, names.length, 'no name twice')
   for (const d of METRIC_DOCS) {

@@ -25,6 +25,8 @@ export interface AdminParts {
   readonly traffic: RecentTraffic
   readonly upstreams: () => UpstreamSet
   readonly inFlight: (id: string) => number
+  /** Of those, the requests waiting for a connection to it (see Forwarder.queuedFor). */
+  readonly queued?: (id: string) => number
   readonly websockets: (id: string) => number
   readonly sessions: SessionTable
   readonly records: SessionRecords
@@ -128,6 +130,7 @@ export async function createAdmin(config: Config, p: AdminParts, at: AdminAddres
       uid: p.upstreams().get(e.id)?.uid,
       addresses: p.upstreams().get(e.id)?.addresses,
       in_flight: p.inFlight(e.id),
+      queued: p.queued?.(e.id),
       websockets: p.websockets(e.id),
       sessions: counted ? p.sessions.countByUpstream(e.id) : null,
       sessions_remaining: remaining(e.id),

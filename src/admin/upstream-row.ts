@@ -36,6 +36,8 @@ export interface UpstreamRow {
   /** Slow start factor in (0, 1] applied to `weight` for new users. */
   readonly slow_start_weight: number
   readonly in_flight: number
+  /** Of in_flight, those waiting for a connection (limits.max_upstream_connections all busy). */
+  readonly queued: number
   readonly websockets: number
   /** Affinity entries this process holds for it; null when the affinity key keeps no table. */
   readonly sessions: number | null
@@ -68,6 +70,8 @@ export interface UpstreamCounters {
   readonly addresses?: readonly string[] | undefined
   /** Requests being forwarded to it now. */
   readonly in_flight: number
+  /** Of those, the ones waiting for a connection (limits.max_upstream_connections all busy); absent: 0. */
+  readonly queued?: number
   /** Open proxied WebSockets. */
   readonly websockets: number
   /** Affinity table entries pointing at it; null: unknown (see {@link sessionsCounted}). */
@@ -107,6 +111,7 @@ export function upstreamRow(health: HealthSnapshotEntry, counters: UpstreamCount
     times_ejected: health.timesEjected,
     slow_start_weight: health.slowStartWeight,
     in_flight: counters.in_flight,
+    queued: counters.queued ?? 0,
     websockets: counters.websockets,
     sessions: counters.sessions,
     migrating: health.migrating,

@@ -269,6 +269,12 @@ export interface TimeoutsConfig {
   readonly client_keep_alive: Millis
   /** Time a client has to send a complete request head. Default 10s. */
   readonly client_headers: Millis
+  /**
+   * How long a request may wait for one of its upstream's connections when
+   * `limits.max_upstream_connections` are all busy (HAProxy's `timeout queue`); then 503
+   * TETHER_UPSTREAM_QUEUE_TIMEOUT. Unused without that limit. Default 5s.
+   */
+  readonly queue: Millis
 }
 
 export interface LimitsConfig {
@@ -286,6 +292,13 @@ export interface LimitsConfig {
    * after it; one that has carried a request keeps its value. Default 1000.
    */
   readonly max_requests_per_connection: number
+  /**
+   * Most connections one Tether process keeps to one upstream (static or discovered), as
+   * HAProxy's `maxconn` on a server: requests beyond it wait in order, at most `timeouts.queue`.
+   * Per process: with `workers: N` an upstream gets up to N x this. null = unlimited (one
+   * connection per request in flight). Needs a restart. Default null.
+   */
+  readonly max_upstream_connections: number | null
 }
 
 export interface ForwardingConfig {
@@ -574,8 +587,9 @@ export const DEFAULTS = {
     body_idle: 60_000,
     client_keep_alive: 5_000,
     client_headers: 10_000,
+    queue: 5_000,
   },
-  limits: { max_header_bytes: 16384, max_body_bytes: null, max_requests_per_connection: 1000 },
+  limits: { max_header_bytes: 16384, max_body_bytes: null, max_requests_per_connection: 1000, max_upstream_connections: null },
   forwarding: {
     preserve_host: true, x_forwarded: true, upstream_header: false, allow_underscores: false,
     tls: { ca: null, servername: null, cert: null, key: null, verify: true },

@@ -1160,11 +1160,12 @@ const config: Check<Config> = refine(
           body_idle: duration({ zero: true }),
           client_keep_alive: duration({ zero: false }),
           client_headers: duration({ zero: false }),
+          queue: duration({ zero: false }),
         },
         DEFAULTS.timeouts,
       ),
       limits: struct<Config['limits']>(
-        { max_header_bytes: integer(1024, 1_048_576), max_body_bytes: nullable(integer(0)), max_requests_per_connection: integer(0) },
+        { max_header_bytes: integer(1024, 1_048_576), max_body_bytes: nullable(integer(0)), max_requests_per_connection: integer(0), max_upstream_connections: nullable(integer(1, 1_000_000)) },
         DEFAULTS.limits,
       ),
       forwarding: struct<Config['forwarding']>(

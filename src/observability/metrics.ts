@@ -62,6 +62,8 @@ export const METRIC_DOCS = [
     help: 'Health state of each upstream: 1 for its current state (healthy, unhealthy, ejected, draining, disabled), 0 for the others.' },
   { name: 'tether_upstream_in_flight', type: 'gauge', labels: ['upstream'],
     help: 'Requests currently being forwarded to each upstream.' },
+  { name: 'tether_upstream_queued_requests', type: 'gauge', labels: ['upstream'],
+    help: 'Requests waiting for a connection to each upstream because limits.max_upstream_connections are all busy (counted in tether_upstream_in_flight too; 0 without the limit).' },
   { name: 'tether_failovers_total', type: 'counter', labels: ['from', 'reason'],
     help: 'Users moved away from their upstream, by the upstream they left and why (dead, drain, rebalance, spill, admin; restart: rehydrated on their own upstream after it restarted in place).' },
   { name: 'tether_retries_total', type: 'counter', labels: ['upstream'],
@@ -193,6 +195,8 @@ export class Metrics {
   readonly #writtenBack: Counter<string>
   #discoveryStatus: () => readonly DiscoveryStatus[] = () => []
   #rebalancePending: () => number = () => 0
+  /** The requests waiting for a connection, by upstream (see setUpstreamQueued). */
+  #queued: () => Iterable<[string, number]> = () => []
 
   /**
    * Per upstream, one column: request counts (METHODS.length x STATUS_CLASSES.length slots),
@@ -241,6 +245,13 @@ export class Metrics {
       collect() {
         this.reset()
         for (const [upstream, n] of self.#inFlight) this.set({ upstream }, n)
+      },
+    })
+    new Gauge({
+      ...config('tether_upstream_queued_requests'), registers,
+      collect() {
+        this.reset()
+        for (const [upstream, n] of self.#queued()) this.set({ upstream }, n)
       },
     })
     this.#failovers = new Counter({ ...config('tether_failovers_total'), registers })
@@ -484,6 +495,11 @@ export class Metrics {
   /** Where `tether_rebalance_pending_users` is read at each scrape (a count over the recorded users). */
   setRebalancePending(fn: () => number): void {
     this.#rebalancePending = fn
+  }
+
+  /** Read the requests waiting for a connection, by upstream, at scrape time; e.g. `() => forwarder.queued()`. */
+  setUpstreamQueued(fn: () => Iterable<[string, number]>): void {
+    this.#queued = fn
   }
 
   /** Read the established WebSocket count at scrape time (instead of wsOpened/wsClosed); e.g. `() => upgrades.established`. */

@@ -70,7 +70,8 @@ export function createProxy(config: Config, p: ProxyParts): Proxy {
     serving: (id) => p.router.health.ready(id) && p.router.health.drainingSince(id) === null,
   })
   // an oversize checkpoint must still arrive (to be refused), so room for twice the limit
-  const http = new Forwarder([], { connect: t.connect, responseHeaders: t.response_headers, bodyIdle: t.body_idle, maxResponseHeaderBytes: 65_536 + 2 * config.state.max_bytes }, answer, p.draining, (upstream, change) => {
+  const http = new Forwarder([], { connect: t.connect, responseHeaders: t.response_headers, bodyIdle: t.body_idle, maxResponseHeaderBytes: 65_536 + 2 * config.state.max_bytes,
+    maxConnections: config.limits.max_upstream_connections, queue: t.queue }, answer, p.draining, (upstream, change) => {
     if (change.kind === 'reloaded') p.logger.info({ upstream }, 'upstream TLS files changed: new connections to it use them')
     else p.logger.warn({ upstream, err: change.error.message }, 'upstream TLS files changed but cannot be used: new connections to it keep the previous ones')
   }, trailersDroppedLog(p))

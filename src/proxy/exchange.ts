@@ -22,6 +22,11 @@ export interface Attempt {
   onEnd(ended: (r: AttemptResult) => void, failed: (err: unknown) => void): void
   /** Whether the answer's head arrived (the attempt can no longer be stopped). */
   readonly answered: boolean
+  /**
+   * Whether it waits (or, once ended, ended waiting) for one of its upstream's connections,
+   * all busy under `limits.max_upstream_connections`: nothing of it was sent. Absent: never.
+   */
+  readonly queued?: boolean
   /** Stop it while it waits for its answer's head, failing it with `code`; no effect after. */
   stop(code: ErrorCode): void
 }

@@ -64,6 +64,10 @@ export interface PoolTimeouts {
   readonly bodyIdle: number
   /** Largest upstream response head, bytes (room for checkpoint headers). */
   readonly maxResponseHeaderBytes: number
+  /** Most connections to one upstream (limits.max_upstream_connections); absent or null: unlimited. */
+  readonly maxConnections?: number | null
+  /** How long a request may wait for one of them when all are busy, ms (timeouts.queue); used only with maxConnections. */
+  readonly queue?: number
 }
 
 /**
@@ -79,6 +83,13 @@ interface UpstreamPool {
   readonly servername: string | undefined
   /** The pod uid it was made for, once known. */
   uid: string | undefined
+  /**
+   * With maxConnections: every connection is busy, so the next request waits in undici's queue
+   * (the pool's dispatch said it needs a 'drain', and none came since). Always false without.
+   */
+  full: boolean
+  /** Requests waiting in the queue now (see ExchangeHandler.waitIn); 0 without maxConnections. */
+  queued: number
 }
 
 /** undici honours `servername` in a request's options (lib/core/request.js), not in its types. */
@@ -130,7 +141,8 @@ export class Forwarder {
     this.#closeAfter = closeAfter
     this.#tlsChanged = tlsChanged
     this.#trailersDropped = trailersDropped
-    this.#deadlines = new Deadlines(sweepInterval(timeouts.bodyIdle > 0 ? Math.min(timeouts.responseHeaders, timeouts.bodyIdle) : timeouts.responseHeaders))
+    const head = timeouts.bodyIdle > 0 ? Math.min(timeouts.responseHeaders, timeouts.bodyIdle) : timeouts.responseHeaders
+    this.#deadlines = new Deadlines(sweepInterval(timeouts.maxConnections != null ? Math.min(head, timeouts.queue ?? head) : head))
     this.setUpstreams(upstreams)
   }
 
@@ -198,8 +210,27 @@ export class Forwarder {
       keepAliveMaxTimeout: 60_000,
       pipelining: 1,
       maxHeaderSize: this.#timeouts.maxResponseHeaderBytes,
+      // (each Client carries one request at a time, pipelining 1: at most this many at once,
+      // the rest wait in the pool's queue, in order; undefined: a Client per request in flight)
+      connections: this.#timeouts.maxConnections ?? undefined,
     })
-    return { pool, identity, servername: tls === null ? undefined : tlsName(origin, sni), uid: target.uid }
+    const entry: UpstreamPool = { pool, identity, servername: tls === null ? undefined : tlsName(origin, sni), uid: target.uid, full: false, queued: 0 }
+    // the queue has room again: a connection is free and no request waits (see dispatch)
+    if (this.#timeouts.maxConnections != null) pool.on('drain', () => { entry.full = false })
+    return entry
+  }
+
+  /**
+   * Requests waiting for a connection to each upstream (limits.max_upstream_connections all
+   * busy), by upstream id: 0 for each without the limit. Read at a metrics scrape.
+   */
+  *queued(): IterableIterator<[string, number]> {
+    for (const [id, entry] of this.#pools) yield [id, entry.queued]
+  }
+
+  /** Requests waiting for a connection to upstream `id` now (see {@link queued}). */
+  queuedFor(id: string): number {
+    return this.#pools.get(id)?.queued ?? 0
   }
 
   /**
@@ -274,7 +305,12 @@ export class Forwarder {
     // nothing to send again but the head, and sent again it does what it did (RFC 9110
     // section 9.2.2): may go once more on a new connection (see ExchangeHandler.resendOn)
     if (ctx.body === null && isIdempotent(ctx.method)) handler.resendOn(entry.pool, options)
-    entry.pool.dispatch(options, handler)
+    if (this.#timeouts.maxConnections == null) entry.pool.dispatch(options, handler)
+    else {
+      // every connection busy: this request waits its turn, timed (see ExchangeHandler.expire)
+      if (entry.full) handler.waitIn(entry)
+      entry.full = !entry.pool.dispatch(options, handler)
+    }
     return handler
   }
 
@@ -593,6 +629,12 @@ function clientConnection(req: IncomingMessage, res: ServerResponse): object | u
 const CLIENT_TIMEOUT: Outcome = { kind: 'error', code: 'TETHER_CLIENT_TIMEOUT', connect: false }
 /** An answer Tether cut because its graceful stop's grace period ended (see Forwarder.cutOff). */
 const SHUT_DOWN: Outcome = { kind: 'error', code: 'TETHER_SHUTTING_DOWN', connect: false }
+/**
+ * A request that waited timeouts.queue for one of its upstream's busy connections: nothing was
+ * sent, yet it is not tried elsewhere (`connect: false`): a user waits for their own upstream,
+ * and a burst moved to the next one would overload it too.
+ */
+const QUEUE_TIMEOUT: Outcome = { kind: 'error', code: 'TETHER_UPSTREAM_QUEUE_TIMEOUT', connect: false }
 
 /** How many 1xx answers each request had forwarded (see ExchangeHandler.#interim); only requests that had one are here. */
 const interimSent = new WeakMap<RequestContext, number>()
@@ -812,6 +854,12 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   #result: AttemptResult | null = null
   /** The answer's head arrived and this attempt answers the client. */
   answered = false
+  /** It waits in its upstream's queue for a connection (see {@link waitIn}), or ended there. */
+  queued = false
+  /** The upstream's pool whose queue it waits in now, else null. */
+  #queue: UpstreamPool | null = null
+  /** Since when it waits there (performance.now()). */
+  #queuedSince = 0
   #controller: Dispatcher.DispatchController | null = null
   #clientGone = false
   #finished = false
@@ -904,9 +952,32 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     return outcome.kind === 'error' && outcome.code === 'TETHER_UPSTREAM_RESET'
   }
 
-  /** Its request body is still arriving from the client (see InFlight.longestWait). */
+  /**
+   * The upstream is not keeping it waiting yet (see InFlight.longestWait): its request body is
+   * still arriving from the client, or it waits in the queue for a connection (the connections
+   * busy before it are the ones waited on).
+   */
   get uploading(): boolean {
-    return !this.#ctx.req.complete
+    return this.#queue !== null || !this.#ctx.req.complete
+  }
+
+  /**
+   * It goes to the back of `entry`'s queue (every connection busy under
+   * limits.max_upstream_connections): counted there until its request starts or it ends, and
+   * failed with a 503 once it waited timeouts.queue (see expire). Its head wait starts when the
+   * request starts on a connection (onRequestStart), not before.
+   */
+  waitIn(entry: UpstreamPool): void {
+    this.queued = true
+    this.#queue = entry
+    this.#queuedSince = performance.now()
+    entry.queued++
+  }
+
+  /** Out of the queue (started, or ended waiting): no longer counted there. */
+  #leaveQueue(): void {
+    this.#queue!.queued--
+    this.#queue = null
   }
 
   /** Until the answer's head arrives, the request path may stop this attempt. */
@@ -931,6 +1002,9 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
 
   #done(r: AttemptResult): void {
     this.#deadlines.unlink(this)
+    // ended in the queue (the client left, a stop, the queue timeout): undici still holds it,
+    // and when its turn comes onRequestStart aborts it before any byte is written
+    if (this.#queue !== null) this.#leaveQueue()
     // an attempt that did not answer (a retry or a hedge goes on, or Tether answers): its
     // listener goes, so a request's attempts (up to 11) do not pile up on the response (Node
     // warned "MaxListenersExceededWarning" at the 11th)
@@ -977,7 +1051,16 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
    */
   expire(now: number): void {
     const controller = this.#controller
-    if (this.#finished || controller === null) return
+    if (this.#finished) return
+    if (controller === null) {
+      // waiting for a connection (every one busy) for timeouts.queue: 503 (HAProxy's `timeout
+      // queue`); not a wait on the upstream's answer, and no failure of it (see QUEUE_TIMEOUT)
+      if (this.#queue !== null && now - this.#queuedSince >= this.#timeouts.queue!) {
+        this.#stopped = new TetherError('TETHER_UPSTREAM_QUEUE_TIMEOUT')
+        this.#endUnstarted({ status: 0, outcome: QUEUE_TIMEOUT, error: this.#stopped, responded: false })
+      }
+      return
+    }
     const marks = this.#marks ??= new SweepMarks()
     if (!this.answered) {
       if (this.#uploading) {
@@ -1043,6 +1126,10 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
+    if (this.#queue !== null) {
+      this.#leaveQueue()
+      this.queued = false
+    }
     this.#controller = controller
     this.#since = performance.now()
     this.#uploading = this.#ctx.body !== null && !this.#ctx.req.complete

@@ -101,6 +101,8 @@ export function healthSignal(r: { status: number; outcome: Outcome | null; error
       return null // Tether's own failure: says nothing of the upstream
     case 'TETHER_SHUTTING_DOWN':
       return null // cut by Tether's own graceful stop: says nothing of the upstream
+    case 'TETHER_UPSTREAM_QUEUE_TIMEOUT':
+      return null // its connections were all busy: overload, not failure (nothing was sent)
     case 'TETHER_STATE_UNAVAILABLE':
     case 'TETHER_HEADERS_TOO_LARGE':
       return 'success' // the upstream answered (the state store did not; a head too large for it)

@@ -797,7 +797,8 @@ export class RequestPath {
     this.#d.events.requestEnded(upstream.id)
     const signal = healthSignal(r)
     if (signal !== null) this.#observe(upstream, signal)
-    else if (r.outcome?.kind === 'client_abort' && !attempt.answered && this.#d.inFlight.now() - since >= this.config.health.active.timeout && this.#current(upstream) && this.#firstGiveUp(ctx)) {
+    // (not one that left while it waited for a connection: the upstream was busy, not stuck)
+    else if (r.outcome?.kind === 'client_abort' && !attempt.answered && attempt.queued !== true && this.#d.inFlight.now() - since >= this.config.health.active.timeout && this.#current(upstream) && this.#firstGiveUp(ctx)) {
       // the client gave up waiting for a head: a hint that this upstream may not be answering
       // (a frozen replica). A probe now decides, so the user's next request is not sent back
       // into the hole; only without active checks is the hint a failure for passive health
@@ -874,7 +875,9 @@ export class RequestPath {
     let firstBytes = sentBytes
     const first = this.#start(ctx, x, d, upstream, headers)
     const late = await withDeadline(first.result.then(() => false), this.config.retries.hedge_after!, true, this.#d.timers)
-    if (!late || first.attempt.answered) return first.result
+    // still waiting for a connection (limits.max_upstream_connections all busy): its upstream is
+    // busy, not slow; the user waits for it (bounded by timeouts.queue), the burst is not sent on
+    if (!late || first.attempt.answered || first.attempt.queued === true) return first.result
     const { router, clock, logger } = this.#d
     if (!this.#budgetLeft(ctx)) {
       // a hedge is an extra attempt: none left in `retries.attempts`, or `retries.try_duration` over

@@ -32,7 +32,7 @@ export interface FrontWorkers {
 
 const TIMEOUT = 10_000
 /** The per-worker counts of an /upstreams row that add up over workers. */
-const SUMMED = ['in_flight', 'websockets'] as const
+const SUMMED = ['in_flight', 'queued', 'websockets'] as const
 /**
  * The per-worker counts of an /upstreams row of which the highest is told: a draining
  * upstream's users not moved yet. With table keys every worker holds every pin (the counts are
