@@ -168,6 +168,45 @@ t.test('without the limit, every request in flight has its own connection at onc
   t.equal(up.connections(), 5, 'one connection per request in flight')
 })
 
+t.test("a moved user's rehydration hook waiting for a connection is bounded too; the hook is never sent late", async (t) => {
+  const HOOK = '/_tether/rehydrate'
+  const held: ServerResponse[] = []
+  const app = (id: string): Promise<Upstream> => startUpstream(id, (req, res) => {
+    req.resume()
+    // its head goes at once (the head wait ends), its body is held: the connection stays busy
+    if (req.headers['x-hold'] !== undefined) {
+      res.writeHead(200).flushHeaders()
+      return void held.push(res)
+    }
+    res.writeHead(200, { 'x-tether-state': 'n' }).end(id)
+  })
+  const ups = [await app('a'), await app('b')]
+  t.teardown(() => Promise.all(ups.map((u) => u.close())))
+  const tt = await tether(t, ups, {
+    affinity: { key: 'header', header: { name: 'X-User' } },
+    state: { rehydrate: 'hook', hook_path: HOOK },
+    limits: { max_upstream_connections: 1 }, timeouts: { queue: 100, response_headers: 300 },
+  })
+  const home = (await request(tt.url, { headers: { 'x-user': 'u1' } })).body
+  const other = ups.find((u) => u.id !== home)!
+  // a user of the other upstream holds its one connection
+  let busy = ''
+  for (let i = 0; busy === ''; i++) if ((await request(tt.url, { headers: { 'x-user': `v${i}` } })).body === other.id) busy = `v${i}`
+  const holding = request(tt.url, { headers: { 'x-user': busy, 'x-hold': '1' } })
+  await waitFor(() => held.length === 1, 5000, 'the other upstream busy')
+  const seen = other.seen.length
+  tt.health.disable(home)
+  // u1 moves: its state goes to the other upstream's hook first, which waits for the connection
+  const moved = await within(request(tt.url, { headers: { 'x-user': 'u1' } }), 5000, "the moved user's answer")
+  t.equal(moved.status, 503, 'answered once the hook and the request each waited their bound')
+  t.equal(other.seen.length, seen, 'nothing sent meanwhile')
+  held.shift()!.end('done')
+  t.equal((await holding).status, 200)
+  const next = await request(tt.url, { headers: { 'x-user': busy } })
+  t.equal(next.status, 200)
+  t.notOk(other.seen.some((r) => r.url === HOOK), 'the hook that gave up waiting was never sent')
+})
+
 t.test('requests waiting for the connections of an upstream that dies go to the next upstream, not to a 503', async (t) => {
   const a = await heldUpstream(t, 'a', (req) => req.url === '/hold')
   const b = await startUpstream('b')

@@ -320,9 +320,18 @@ export class Forwarder {
    * `signal` aborted it. Body discarded; an answer whose trailer section holds a
    * `Content-Length` is complete, as on the request path (and told the same way).
    */
-  async call(id: string, method: string, path: string, headers: string[], body: string, timeout: number, signal?: AbortSignal): Promise<{ status: number; error: unknown }> {
+  async call(id: string, method: string, path: string, headers: string[], body: string, timeout: number, given?: AbortSignal): Promise<{ status: number; error: unknown }> {
     const entry = this.#pools.get(id)
     if (entry === undefined) return { status: 0, error: null }
+    let signal = given
+    let queueTimer: ReturnType<typeof setTimeout> | undefined
+    if (this.#timeouts.maxConnections != null) {
+      // it may wait in the queue (limits.max_upstream_connections), where undici's head timer
+      // does not run yet: the whole call is bounded by timeouts.queue on top of `timeout`
+      const bound = new AbortController()
+      queueTimer = setTimeout(() => bound.abort(new TetherError('TETHER_UPSTREAM_QUEUE_TIMEOUT')), this.#timeouts.queue! + timeout)
+      signal = given === undefined ? bound.signal : AbortSignal.any([given, bound.signal])
+    }
     try {
       const options: WithServername<Dispatcher.RequestOptions> = { method, path, headers, body, headersTimeout: timeout, bodyTimeout: timeout, signal, servername: entry.servername }
       const pending = request.call(entry.pool, options)
@@ -335,6 +344,8 @@ export class Forwarder {
       return { status: r.statusCode, error: null }
     } catch (err) {
       return { status: 0, error: err }
+    } finally {
+      clearTimeout(queueTimer)
     }
   }
 
