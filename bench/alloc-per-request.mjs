@@ -104,6 +104,8 @@ function startTether(port, adminPort, upstreams) {
       ...upstreams.map((u) => `  - { id: ${u.id}, url: "${u.url}" }`),
       `affinity: { key: cookie, cookie: { secret: "${SECRET}", secure: false } }`,
       'log: { level: warn, access: false }',
+      // keep-alive connections that never end (the client does not reconnect): no per-connection cap
+      'limits: { max_requests_per_connection: 0 }',
       '',
     ].join('\n'),
   )
