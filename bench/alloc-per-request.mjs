@@ -210,6 +210,8 @@ function windowStats(from, to, requests) {
 function summariseSites(file, requests) {
   const { head } = JSON.parse(readFileSync(file, 'utf8'))
   const by = new Map()
+  const own = new Map() // the sites in the measured build's dist (ALLOC_DIST)
+  const distUrl = pathToFileURL(DIST).href + '/'
   let total = 0
   const walk = (node) => {
     const self = node.selfSize
@@ -218,6 +220,7 @@ function summariseSites(file, requests) {
       const url = f.url.replace(pathToFileURL(repoRoot).href + '/', '').replace(/^file:\/\//, '')
       const key = `${f.functionName || '(anonymous)'} ${url || '(native)'}:${f.lineNumber + 1}`
       by.set(key, (by.get(key) ?? 0) + self)
+      if (f.url.startsWith(distUrl)) own.set(key, (own.get(key) ?? 0) + self)
       total += self
     }
     for (const c of node.children) walk(c)
@@ -226,9 +229,9 @@ function summariseSites(file, requests) {
   console.log(`\nallocation sites (sampling heap profile, ${SITES_INTERVAL} B interval, freed objects kept): ${(total / requests).toFixed(0)} B/request sampled`)
   const rows = [...by].sort((a, b) => b[1] - a[1]).slice(0, TOP)
   for (const [k, v] of rows) console.log(`${(v / requests).toFixed(0).padStart(7)} B  ${k}`)
-  const own = [...by].filter(([k]) => / dist\//.test(k)).sort((a, b) => b[1] - a[1])
-  console.log(`Tether's own (dist/): ${(own.reduce((s, [, v]) => s + v, 0) / requests).toFixed(0)} B/request`)
-  for (const [k, v] of own.slice(0, TOP)) console.log(`${(v / requests).toFixed(0).padStart(7)} B  ${k}`)
+  const ownRows = [...own].sort((a, b) => b[1] - a[1])
+  console.log(`Tether's own (${path.relative(repoRoot, DIST) || DIST}/): ${(ownRows.reduce((s, [, v]) => s + v, 0) / requests).toFixed(0)} B/request`)
+  for (const [k, v] of ownRows.slice(0, TOP)) console.log(`${(v / requests).toFixed(0).padStart(7)} B  ${k}`)
 }
 
 async function main() {
