@@ -24,7 +24,7 @@ import type { ClientErrors } from './client-error.js'
 import type { Attempt, Exchange } from './exchange.js'
 import { hasBody, type Forwarder } from './forward.js'
 import { malformedBody } from './h2-messages.js'
-import { REQUEST_ID, fieldsAreValid, requestTarget, upstreamRequestHeaders, type HeaderPolicy } from './headers.js'
+import { REQUEST_ID, fieldsAreValid, requestTarget, upstreamRequestHeaders, type HeaderPolicy, type RequestHeaderContext } from './headers.js'
 import type { InFlight } from './in-flight.js'
 import { classify, healthSignal, type HealthSignal, type Outcome } from './outcome.js'
 import { RequestBody } from './request-body.js'
@@ -67,6 +67,9 @@ export interface RequestPathDeps {
   /** True once shutdown began: answers close their connection, new upgrades get 503. */
   readonly draining: () => boolean
 }
+
+/** `T` with its fields writable. */
+type Mutable<T> = { -readonly [K in keyof T]: T[K] }
 
 const NO_ROUTE: Record<NoRoute, ErrorCode> = { none: 'TETHER_NO_UPSTREAM', strict: 'TETHER_AFFINITY_UNAVAILABLE' }
 
@@ -184,6 +187,8 @@ export class RequestPath {
   readonly #hedgeRefusals: ProblemLog
   /** The upstream set #hedgeRefusals last forgot removed upstreams by (a new set on each change). */
   #hedgeRefusalsOf: UpstreamSet | null = null
+  /** What upstreamRequestHeaders is told of the request at hand (see #headers). */
+  readonly #headerContext: Mutable<RequestHeaderContext> = { peer: '', proto: 'http', port: 0, upstreamHost: '', authority: null, requestId: '', dropped: undefined }
 
   constructor(deps: RequestPathDeps) {
     this.#d = deps
@@ -576,15 +581,17 @@ export class RequestPath {
   /** The headers sent upstream: the client's by the header rules, plus the epoch and a move. */
   #headers(ctx: RequestContext, d: Decision, upstream: Upstream): string[] {
     const dropped: string[] | undefined = this.#debug ? [] : undefined
-    const headers = upstreamRequestHeaders(ctx.req.rawHeaders, this.#d.headerPolicy, {
-      peer: ctx.peer,
-      proto: ctx.scheme,
-      port: ctx.localPort,
-      upstreamHost: upstream.host,
-      authority: ctx.target.authority,
-      requestId: ctx.id,
-      dropped,
-    })
+    // one context object for every request of this path, filled in here: the call keeps nothing
+    // of it and returns before any other request's (one object a request fewer)
+    const about = this.#headerContext
+    about.peer = ctx.peer
+    about.proto = ctx.scheme
+    about.port = ctx.localPort
+    about.upstreamHost = upstream.host
+    about.authority = ctx.target.authority
+    about.requestId = ctx.id
+    about.dropped = dropped
+    const headers = upstreamRequestHeaders(ctx.req.rawHeaders, this.#d.headerPolicy, about)
     if (dropped !== undefined && dropped.length > 0) {
       this.#d.logger.debug({ request_id: ctx.id, headers: dropped }, 'dropped request headers whose name holds a byte other than a letter, a digit or "-" (forwarding.allow_underscores: false)')
     }
