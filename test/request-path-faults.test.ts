@@ -65,7 +65,7 @@ t.test("an attempt whose transport fails (a bug: it reports a failure, not a res
   upgrades.exchange = (s, h) => {
     const x = exchange(s, h)
     // (told a microtask later, as Attempt.onEnd promises)
-    if (x !== null) x['attempt'] = () => ({ answered: false, stop: () => undefined, onEnd: (_ended: unknown, failed: (err: unknown) => void) => void Promise.reject(new Error('injected: transport failed')).catch(failed) })
+    if (x !== null) x['attempt'] = () => ({ answered: false, stop: () => undefined, onEnd: (watcher: { failed: (err: unknown) => void }) => void Promise.reject(new Error('injected: transport failed')).catch((err: unknown) => watcher.failed(err)) })
     return x
   }
   let got = ''

@@ -7,19 +7,29 @@ import type { Upstream } from '../upstream/upstream-set.js'
 import type { Outcome } from './outcome.js'
 import type { AttemptResult, RequestContext } from './request-context.js'
 
+/** Told how an attempt ended (see {@link Attempt.onEnd}). */
+export interface AttemptWatcher {
+  /** The attempt's result. */
+  ended(r: AttemptResult): void
+  /** The transport itself failed (a bug). */
+  failed(err: unknown): void
+}
+
 /** One attempt in progress on one upstream. */
 export interface Attempt {
   /**
-   * Call `ended` with the attempt's result once the answer is done (`responded: true`) or the
-   * attempt failed before any byte reached the client (`responded: false`: the request path may
-   * retry elsewhere); `failed` instead if the transport itself failed (a bug). The caller calls
-   * it once, as soon as it made the attempt, and the result comes as a promise's reaction would: in
-   * a microtask after the attempt ended (never inside this call, nor inside the transport's or
-   * the caller's own call that ended it, such as `stop`). A callback, not a promise: a plain
-   * request then makes no promise, resolvers and executor for it (bench/README.md, "Bytes
-   * allocated per request"). Example: `attempt.onEnd((r) => conclude(r), (err) => internal(err))`.
+   * Tell `watcher.ended` the attempt's result once the answer is done (`responded: true`) or
+   * the attempt failed before any byte reached the client (`responded: false`: the request path
+   * may retry elsewhere); `watcher.failed` instead if the transport itself failed (a bug). The
+   * caller calls it once, as soon as it made the attempt, and the result comes as a promise's
+   * reaction would: in a microtask after the attempt ended (never inside this call, nor inside
+   * the transport's or the caller's own call that ended it, such as `stop`). A watcher, not a
+   * promise: a plain request then makes no promise, resolvers and executor for it, and not two
+   * callbacks: the request path's watcher is one object that also holds what it concludes the
+   * result with (bench/README.md, "Bytes allocated per request").
+   * Example: `attempt.onEnd({ ended: (r) => conclude(r), failed: (err) => internal(err) })`.
    */
-  onEnd(ended: (r: AttemptResult) => void, failed: (err: unknown) => void): void
+  onEnd(watcher: AttemptWatcher): void
   /** Whether the answer's head arrived (the attempt can no longer be stopped). */
   readonly answered: boolean
   /**

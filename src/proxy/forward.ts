@@ -14,7 +14,7 @@ import type { UpstreamTlsConfig } from '../config/schema.js'
 import { UpstreamTlsSource, type UpstreamTlsChange, type UpstreamTlsOptions } from '../tls/upstream-tls.js'
 import { classify, UPSTREAM_REFUSED_CERTIFICATE, type Outcome } from './outcome.js'
 import { interimHead, mayStartWithInterim, MAX_INTERIM_ANSWERS, withoutUnsolicitedContinue } from './interim-response.js'
-import type { AnswerHeadPolicy, Answered, Attempt, Exchange } from './exchange.js'
+import type { AnswerHeadPolicy, Answered, Attempt, AttemptWatcher, Exchange } from './exchange.js'
 import type { Decision } from '../routing/decision.js'
 import { ownHeadRefused, stateRefused, type AttemptResult, type RequestContext } from './request-context.js'
 import { sendError } from './respond.js'
@@ -297,7 +297,7 @@ export class Forwarder {
     const entry = this.#pools.get(upstream.id)
     if (entry === undefined) {
       const failed: AttemptResult = { status: 0, outcome: { kind: 'error', code: 'TETHER_UPSTREAM_CONNECT', connect: true }, error: new Error(`no pool for upstream ${upstream.id}`), responded: false }
-      return { onEnd: (ended) => void RESOLVED.then(() => ended(failed)), answered: false, stop: () => undefined }
+      return { onEnd: (watcher) => void RESOLVED.then(() => watcher.ended(failed)), answered: false, stop: () => undefined }
     }
     const handler = new ExchangeHandler(ctx, decision, res, this.#closeAfter, this.#answer, this.#timeouts, this.#deadlines, this.#wasCut, this.#trailersDropped)
     this.#deadlines.link(handler)
@@ -860,7 +860,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   readonly #closeAfter: () => boolean
   readonly #answer: AnswerHeadPolicy
   /** Told the result (see onEnd); null until the request path asks. */
-  #ended: ((r: AttemptResult) => void) | null = null
+  #ended: AttemptWatcher | null = null
   /** The attempt's result once it ended, else null. */
   #result: AttemptResult | null = null
   /** The answer's head arrived and this attempt answers the client. */
@@ -1025,8 +1025,8 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     if (this.#ended !== null) ExchangeHandler.#tellLater(this)
   }
 
-  onEnd(ended: (r: AttemptResult) => void): void {
-    this.#ended = ended
+  onEnd(watcher: AttemptWatcher): void {
+    this.#ended = watcher
     // ended already (undici refused the request inside dispatch): told now, a microtask later
     if (this.#result !== null) ExchangeHandler.#tellLater(this)
   }
@@ -1048,9 +1048,9 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
 
   static readonly #tellNext = (): void => {
     const handler = ExchangeHandler.#ending.shift()!
-    const ended = handler.#ended!
+    const watcher = handler.#ended!
     handler.#ended = null
-    ended(handler.#result!)
+    watcher.ended(handler.#result!)
   }
 
   /**

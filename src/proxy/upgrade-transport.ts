@@ -458,7 +458,7 @@ class Tunnel implements Exchange {
     // takes a give-up after the probe timeout as a hint to probe the upstream, as for HTTP)
     const tunnel = this
     return {
-      onEnd: (ended, failed) => void done.then(ended, failed),
+      onEnd: (watcher) => void done.then((r) => watcher.ended(r), (err: unknown) => watcher.failed(err)),
       get answered() { return tunnel.#headed === nth },
       stop: (code) => this.#stop(new TetherError(code)),
     }
