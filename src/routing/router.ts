@@ -103,22 +103,43 @@ function stay(index: number): { readonly index: number; readonly reason: null } 
   return STAYS[index] ??= Object.freeze({ index, reason: null })
 }
 
-/** One decision's view of the world: the request's tried set and key hash (never stored on the router). */
+/**
+ * One decision's view of the world: the request's key, its tried set and the key's hash. A
+ * router has one, set again for each decision ({@link Placing.for}): a decision is synchronous
+ * and never nested, and nothing keeps the placing or its predicates past the decision (the
+ * predicates read its fields when they are called). One object a router, not one a request
+ * (bench/README.md, "Bytes allocated per request"), and the predicates made once.
+ */
 class Placing {
+  key = ''
+  tried: ReadonlySet<string> = NOTHING_TRIED
+  now = 0
   /**
-   * `done`: for a cookie user whose cookie is out of date, the upstream this process moved them
-   * to (and answered them from) less than MOVE_BURST ago by a deliberate move (an admin's order,
-   * a rebalance, spill, a drain; not a failover or a rehydration in place), which stands while
-   * the cookie's upstream is available (null: none).
+   * For a cookie user whose cookie is out of date, the upstream this process moved them to (and
+   * answered them from) less than MOVE_BURST ago by a deliberate move (an admin's order, a
+   * rebalance, spill, a drain; not a failover or a rehydration in place), which stands while the
+   * cookie's upstream is available (null: none).
    */
-  constructor(
-    readonly router: Router, readonly key: string, readonly tried: ReadonlySet<string>, readonly now: number,
-    readonly done: string | null = null,
-    /** For a cookie user whose cookie is out of date, where this process last answered them (at a later epoch); else null. */
-    readonly answeredOn: string | null = null,
-    /** No move by choice (an admin's order, rebalance, spill, a migrating drain before its timeout): see Router.decide's `hold`. */
-    readonly hold = false,
-  ) {}
+  done: string | null = null
+  /** For a cookie user whose cookie is out of date, where this process last answered them (at a later epoch); else null. */
+  answeredOn: string | null = null
+  /** No move by choice (an admin's order, rebalance, spill, a migrating drain before its timeout): see Router.decide's `hold`. */
+  hold = false
+
+  constructor(readonly router: Router) {}
+
+  /** This placing, set for the decision of `key` (see the fields). */
+  for(key: string, tried: ReadonlySet<string>, now: number, done: string | null = null, answeredOn: string | null = null, hold = false): this {
+    this.key = key
+    this.tried = tried
+    this.now = now
+    this.done = done
+    this.answeredOn = answeredOn
+    this.hold = hold
+    this.#hash = null
+    return this
+  }
+
   #hash: number | null = null
   /**
    * The key's placement hash (hashKey), made at first use: a pinned user who stays (most
@@ -198,6 +219,8 @@ export class Router {
   #roundRobin = new RoundRobin([])
   #rrIds: readonly string[] = []
   #first = true
+  /** Each decision's view of the world (see Placing: one a router, set again for each decision). */
+  readonly #placing = new Placing(this)
   /** When each upstream joined (ms); those present at start count as always there. */
   readonly #joinedAt = new Map<string, number>()
   /** The latest of #joinedAt's values (-Infinity: none joined after start): a user pinned after it rebalances nowhere. */
@@ -301,7 +324,7 @@ export class Router {
    */
   decideUpgrade(key: RequestKey, clientIp: string, tried: ReadonlySet<string> = NOTHING_TRIED, now: number, hold = false): Decision | NoRoute {
     if (key.kind !== 'cookie' || key.session !== null) return this.decide(key, tried, now, hold)
-    const index = this.#place(new Placing(this, clientIp, tried, now))
+    const index = this.#place(this.#placing.for(clientIp, tried, now))
     if (index < 0) return 'none'
     const id = this.placement.ids[index]!
     // the new session is a session from its 101 on: logged, recorded (GET /sessions finds it)
@@ -477,7 +500,7 @@ export class Router {
     const later = seen !== null && seen.epoch > s.epoch ? seen : null
     // a deliberate move made moments ago stands (see #resolve)
     const done = later !== null && now - later.movedAt < MOVE_BURST && later.reason !== 'dead' && later.reason !== 'restart' ? later.upstream : null
-    const p = new Placing(this, s.sessionId, tried, now, done, later?.upstream ?? null, hold)
+    const p = this.#placing.for(s.sessionId, tried, now, done, later?.upstream ?? null, hold)
     // the cookie stores its times in whole seconds
     const r = this.#resolve(s.upstream, p, s.issuedAt, true, s.lastSeen, 1_000)
     if (typeof r === 'string') return r
@@ -498,7 +521,7 @@ export class Router {
   #newSession(tried: ReadonlySet<string>, now: number): Decision | NoRoute {
     const cookies = this.#cookies!
     const sessionId = cookies.newSessionId()
-    const index = this.#place(new Placing(this, sessionId, tried, now))
+    const index = this.#place(this.#placing.for(sessionId, tried, now))
     if (index < 0) return 'none'
     const id = this.placement.ids[index]!
     const bind = this.#cfg.balance_factor !== null ? binding(sessionId, id, 0, false) : null
@@ -515,7 +538,7 @@ export class Router {
     const sessions = this.#sessions
     const lastSeen = sessions.peek(value, now)?.lastSeen ?? now
     const entry = sessions.get(value, now)
-    const p = new Placing(this, value, tried, now, null, null, hold)
+    const p = this.#placing.for(value, tried, now, null, null, hold)
     const appKey = learned ? value : null
     const sessionKey = key.checkpoints ? value : null
     // the IP only places a user without their cookie: a move is logged as failover, else fallback
