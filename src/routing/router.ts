@@ -81,6 +81,8 @@ const NOTHING_GONE: ReadonlySet<string> = NOTHING_TRIED
  * routed by the cookie, as every replica without a record of the move routes it, so all converge.
  */
 const MOVE_BURST = 5_000
+/** Entries per generation of the cookie users' shared decisions (see Router's #stay). */
+const STAY_CACHE = 8192
 
 export interface RouterOptions {
   readonly sessions: SessionTable
@@ -219,6 +221,9 @@ export class Router {
   #roundRobin = new RoundRobin([])
   #rrIds: readonly string[] = []
   #first = true
+  /** The decisions of cookie users who stay, by their verified cookie (see #stay). */
+  #stays = new Map<DecodedCookie, Decision>()
+  #staysOld = new Map<DecodedCookie, Decision>()
   /** Each decision's view of the world (see Placing: one a router, set again for each decision). */
   readonly #placing = new Placing(this)
   /** When each upstream joined (ms); those present at start count as always there. */
@@ -511,11 +516,35 @@ export class Router {
     const bind = this.#cfg.balance_factor !== null ? binding(s.sessionId, id, epoch, false) : null
     if (settled) {
       const source = id === s.upstream ? 'cookie' : 'failover'
-      return decision(id, source, epoch, null, later === null ? cookies.refresh(s, now) : cookies.rebind(s, id, epoch, now), false, null, s.sessionId, bind)
+      const setCookie = later === null ? cookies.refresh(s, now) : cookies.rebind(s, id, epoch, now)
+      // the user stays where their cookie says, nothing to re-issue (most requests): see #stay
+      if (source === 'cookie' && epoch === s.epoch && setCookie === null && bind === null) return this.#stay(s)
+      return decision(id, source, epoch, null, setCookie, false, null, s.sessionId, bind)
     }
     // from where the user was last answered: restarted in place since, or their state is there
     const moved = later === null ? { from: s.upstream, reason: r.reason! } : { from: later.upstream, reason: later.upstream === id ? 'restart' as const : r.reason ?? 'restart' }
     return decision(id, 'failover', epoch, moved, cookies.rebind(s, id, epoch, now), false, null, s.sessionId, bind)
+  }
+
+  /**
+   * The decision for the cookie `s` whose user stays on its upstream at its epoch, with no
+   * cookie to re-issue and no binding to record: made once per verified cookie (the codec
+   * hands out one object per cookie value it verified lately) and shared by its requests
+   * (decisions are frozen, and nothing tells them apart by identity), not made again with each
+   * request (~0.1 KB: bench/README.md, "Bytes allocated per request"). Two generations of at
+   * most STAY_CACHE entries bound the memory (~2 MB), as the codec's own cache.
+   */
+  #stay(s: DecodedCookie): Decision {
+    let d = this.#stays.get(s)
+    if (d === undefined) {
+      d = this.#staysOld.get(s) ?? decision(s.upstream, 'cookie', s.epoch, null, null, false, null, s.sessionId)
+      if (this.#stays.size >= STAY_CACHE) {
+        this.#staysOld = this.#stays
+        this.#stays = new Map()
+      }
+      this.#stays.set(s, d)
+    }
+    return d
   }
 
   #newSession(tried: ReadonlySet<string>, now: number): Decision | NoRoute {
