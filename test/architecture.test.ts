@@ -46,7 +46,7 @@ const LAYERS: [RegExp, number][] = [
   [/^redis\/acl-refusals\.ts$/, 2],
   [/^redis\//, 3],
   [/^tls\//, 3],
-  [/^proxy\/(forward|upgrade-transport|respond|request-body|pipelining|client-error|request-line|request-context|exchange|in-flight|deadlines|h2-messages)\.ts$/, 3],
+  [/^proxy\/(forward|upgrade-transport|respond|request-body|pipelining|client-error|request-line|request-context|exchange|in-flight|deadlines|h2-messages|proxy-protocol)\.ts$/, 3],
   [/^proxy\/request-id\.ts$/, 2],
   [/^observability\/(metrics|logger|redis-health-log|problem-log)\.ts$/, 3],
   [/^proxy\/(request-path|answer-head|listener|redirect-listener)\.ts$/, 4],
