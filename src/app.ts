@@ -222,7 +222,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
     health.watch?.stop()
     certificates?.stop()
     membership.stop()
-    await Promise.all([health.checker?.stop(), discovery.stop(), listener.close(0, () => undefined), redirect?.server.listening ? redirect.close() : undefined, startedAdmin?.close()])
+    await Promise.all([health.checker?.stop(), discovery.stop(), listener.close(0, () => undefined), redirect?.listening === true ? redirect.close() : undefined, startedAdmin?.close()])
     await Promise.all([proxy.http.destroy(), store?.stop(), redis?.stop()])
   }
   const listenFailed = async (err: unknown): Promise<never> => {

@@ -31,7 +31,7 @@ function issuesOf(t: Test, text: string, env: Record<string, string> = {}): read
 t.test('a minimal config gets every default', async (t) => {
   const config = loadConfigFile(fixture('minimal.yaml'))
   t.strictSame(config, {
-    listen: { host: '0.0.0.0', port: 8080, tls: null, http2: { enabled: true, cleartext: false, max_concurrent_streams: 100 }, redirect: null },
+    listen: { host: '0.0.0.0', port: 8080, tls: null, http2: { enabled: true, cleartext: false, max_concurrent_streams: 100 }, redirect: null, proxy_protocol: false },
     admin: { listen: { host: '127.0.0.1', port: 9901 }, token: null, allowed_hosts: [], readiness: { require_upstream: 'startup' } },
     upstreams: [{ id: 'a', url: 'http://127.0.0.1:9001', weight: 1, tls: null }],
     affinity: {
@@ -94,6 +94,7 @@ t.test('a full config round-trips every key, durations in ms and URLs as origins
       },
       http2: { enabled: false, cleartext: false, max_concurrent_streams: 50 },
       redirect: { host: '127.0.0.1', port: 8002, https_port: null },
+      proxy_protocol: true,
     },
     admin: { listen: { host: '127.0.0.1', port: 8001 }, token: 's3cret', allowed_hosts: ['tether-admin.internal', 'Tether-0.tether.default.svc.cluster.local'], readiness: { require_upstream: 'always' } },
     upstreams: [
@@ -393,6 +394,11 @@ const errorCases: { name: string; text: string; issues: string[] }[] = [
     name: 'a self-referencing alias (no stack overflow)',
     text: yaml('a: &x [*x]', ...UPSTREAM),
     issues: [`${FILE}:1:8: alias *x refers to itself`],
+  },
+  {
+    name: 'listen.proxy_protocol is a boolean (a string "on" is refused, with the key and line)',
+    text: yaml('listen: { proxy_protocol: "on" }', ...UPSTREAM),
+    issues: [`${FILE}:1:27 listen.proxy_protocol: expected a boolean, got "on"`],
   },
   {
     name: 'a bracketed IPv6 bind address',

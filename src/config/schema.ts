@@ -74,6 +74,13 @@ export interface ProxyListenConfig extends ListenConfig {
    * `/.well-known/acme-challenge/`, which is proxied); null: none. Needs `tls`. Default null.
    */
   readonly redirect: RedirectConfig | null
+  /**
+   * Every connection (to this listener and to `redirect`) begins with a PROXY protocol header,
+   * v1 or v2 (HAProxy's), from a load balancer in front; the client address it declares is the
+   * client's for everything (X-Forwarded-For, the client_ip key, logs). A connection without a
+   * valid one is closed unanswered. Only for a port nothing but the balancer can reach. Default false.
+   */
+  readonly proxy_protocol: boolean
 }
 
 /** How Tether talks TLS to an https:// upstream. */
@@ -550,7 +557,7 @@ export interface Config {
 /** Every default in one table (README documents the same values). */
 export const DEFAULTS = {
   listen: {
-    host: '0.0.0.0', port: 8080, tls: null, redirect: null,
+    host: '0.0.0.0', port: 8080, tls: null, redirect: null, proxy_protocol: false,
     http2: { enabled: true, cleartext: false, max_concurrent_streams: 100 },
   },
   spill: { factor: 1.5, min_idle: 30_000, max_moves_per_second: 10 },

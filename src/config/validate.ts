@@ -674,6 +674,7 @@ const proxyListen = refine(
         { host: bindHost, port: integer(0, 65535), https_port: nullable(integer(1, 65535)) },
         DEFAULTS.redirect,
       )),
+      proxy_protocol: boolean,
     },
     DEFAULTS.listen,
   ),

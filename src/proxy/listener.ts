@@ -25,6 +25,7 @@ import type { ErrorCode } from '../errors.js'
 import { H2Request, H2Response, noteConnection, resetByTether, type H2Connection } from './h2-messages.js'
 import { clientIdleTimeout, closeIdleClient } from './deadlines.js'
 import type { ServerCertificates } from '../tls/server-certificates.js'
+import { carryDeclaredPeer, ProxyHeaderReader, type HeaderRefusal } from './proxy-protocol.js'
 
 /** What the listener serves: the request path of the current config (a reload swaps it). */
 export interface ListenerDeps {
@@ -590,6 +591,8 @@ export class Listener {
   #front: net.Server | null = null
   /** The graceful stop began: the h2 connections open then got their GOAWAY, later ones get theirs as they begin. */
   #stopping = false
+  /** With `listen.proxy_protocol`: reads each connection's PROXY header (on the front) before it is served. */
+  #proxyHeaders: ProxyHeaderReader | null = null
 
   constructor(config: Config, deps: ListenerDeps) {
     this.#config = config
@@ -699,7 +702,28 @@ export class Listener {
       // an idle h2c connection is closed as a TLS one is (the HTTP/1.1 server's timeout is not its own)
       if (t.body_idle > 0) h2c.setTimeout(clientIdleTimeout(t))
       h2c.on('timeout', closeIdleClient)
-      this.#front = net.createServer({ noDelay: true }, (socket) => this.#sniff(socket, h2c))
+      const sniff = (socket: Socket): void => this.#sniff(socket, h2c)
+      this.#front = net.createServer({ noDelay: true }, !config.listen.proxy_protocol ? sniff : this.#readingProxyHeader(problems, (socket) => {
+        sniff(socket)
+        socket.resume()
+      }))
+    } else if (config.listen.proxy_protocol) {
+      // the PROXY header comes before the first byte of HTTP or TLS: a front socket server
+      // reads it, then hands the connection to the server with the bytes past it put back (Node's
+      // TLS takes the bytes a raw socket holds in JS before it reads its handle: left paused)
+      this.#front = net.createServer({ noDelay: true }, this.#readingProxyHeader(problems, (socket) => {
+        this.server.emit('connection', socket)
+        if (config.listen.tls === null) socket.resume()
+      }))
+    }
+    // a TLS socket reads its peer from the kernel: it takes what its raw socket's header declared,
+    // before the server's own listener (HTTP/1.1 or h2) sees it
+    if (config.listen.proxy_protocol && config.listen.tls !== null) {
+      this.server.prependListener('secureConnection', (socket: Socket) => {
+        if (carryDeclaredPeer(socket)) return
+        deps.logger.error({}, 'listen.proxy_protocol: this Node does not show the TLS connection\'s raw socket (its _parent): connection closed rather than served under the load balancer\'s address')
+        socket.destroy()
+      })
     }
     this.server.on('secureConnection', (socket: Socket) => {
       this.#tlsSockets.add(socket)
@@ -753,6 +777,18 @@ export class Listener {
 
   get port(): number {
     return ((this.#front ?? this.server).address() as AddressInfo).port
+  }
+
+  /**
+   * The front's connection listener with `listen.proxy_protocol`: `next` after each
+   * connection's PROXY header was read (see proxy-protocol.ts). A connection without a
+   * valid one is closed without an answer, as nginx 1.22 and HAProxy 2.6 close it, and warned
+   * of as other hostile clients (at once per new reason, then at most once per 30 s).
+   */
+  #readingProxyHeader(problems: ProblemLog, next: (socket: Socket) => void): (socket: Socket) => void {
+    const refused = (r: HeaderRefusal): void => void problems.report('proxy protocol', r.reason, { peer: r.peer, reason: r.reason }, 'connection without a valid PROXY protocol header (listen.proxy_protocol): closed without an answer')
+    this.#proxyHeaders = new ProxyHeaderReader(this.#config.timeouts.client_headers, this.#deps.timers ?? systemTimers, next, refused)
+    return this.#proxyHeaders.read
   }
 
   /**
@@ -821,6 +857,8 @@ export class Listener {
     // begins later, its handshake or preface still on its way, gets it then: see onSession)
     this.#stopping = true
     for (const session of this.#sessions) session.close()
+    // a connection still reading its PROXY header is idle: it has no request
+    this.#proxyHeaders?.closePending()
     const sweepIdle = (): void => {
       server.closeIdleConnections()
       sweep = timers.setTimeout(sweepIdle, 50)

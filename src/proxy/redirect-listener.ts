@@ -3,7 +3,10 @@
 // which go through the request path like any request (cert-manager's solver answers them).
 // Layer 4: owns this second server; holds no routing logic (the current RequestPath does).
 import http from 'node:http'
-import type { AddressInfo } from 'node:net'
+import net, { type AddressInfo } from 'node:net'
+import { systemClock, systemTimers } from '../clock.js'
+import { ProblemLog } from '../observability/problem-log.js'
+import { ProxyHeaderReader } from './proxy-protocol.js'
 import type { Config } from '../config/schema.js'
 import type { ErrorCode } from '../errors.js'
 import type { Logger } from '../observability/logger.js'
@@ -67,6 +70,15 @@ export class RedirectListener {
   readonly server: http.Server
   readonly #config: Config
   readonly #logger: Logger
+  /**
+   * With `listen.proxy_protocol`: the socket server that listens and reads each connection's
+   * PROXY header first. The redirect port sits behind the same load balancer as the TLS one
+   * (a Service with both ports, one balancer setting for all): without it, the header would
+   * reach the HTTP parser as a bad request line, and a plain-HTTP ACME challenge proxied from
+   * here would name the balancer as its client.
+   */
+  readonly #front: net.Server | null = null
+  readonly #proxyHeaders: ProxyHeaderReader | null = null
 
   constructor(config: Config, deps: { readonly current: () => RequestPath; readonly clientErrors: ClientErrors; readonly logger: Logger }, tlsPort: () => number) {
     this.#config = config
@@ -129,22 +141,45 @@ export class RedirectListener {
     // closed the connection at once, unanswered and unlogged, cutting the answers before it
     this.server.on('connect', deps.clientErrors.refuseConnect)
     this.#logger = deps.logger
+    if (config.listen.proxy_protocol) {
+      const problems = new ProblemLog(deps.logger, systemClock)
+      this.#proxyHeaders = new ProxyHeaderReader(config.timeouts.client_headers, systemTimers, (socket) => { this.server.emit('connection', socket); socket.resume() },
+        (r) => void problems.report('proxy protocol', r.reason, { peer: r.peer, reason: r.reason, listener: 'redirect' }, 'connection without a valid PROXY protocol header (listen.proxy_protocol): closed without an answer'))
+      this.#front = net.createServer({ noDelay: true }, this.#proxyHeaders.read)
+    }
+  }
+
+  /** Whether it listens (its front with listen.proxy_protocol). */
+  get listening(): boolean {
+    return (this.#front ?? this.server).listening
   }
 
   async listen(): Promise<void> {
     const { host, port } = this.#config.listen.redirect!
-    await listen(this.server, { port, host }, (err) => this.#logger.error({ err }, 'redirect listener error')).catch((err: NodeJS.ErrnoException) => {
+    const logged = (err: Error): void => this.#logger.error({ err }, 'redirect listener error')
+    const listening = this.#front ?? this.server
+    await listen(listening, { port, host }, logged).catch((err: NodeJS.ErrnoException) => {
       throw new ListenError(host, port, 'listen.redirect', err)
     })
+    // the HTTP/1.1 server behind the front starts its connection tracking as if it listened
+    if (listening !== this.server) {
+      this.server.on('error', logged)
+      this.server.emit('listening')
+    }
   }
 
   get port(): number {
-    return (this.server.address() as AddressInfo).port
+    return ((this.#front ?? this.server).address() as AddressInfo).port
   }
 
   /** Stop accepting; close every connection (a redirect is short, a challenge is tiny). */
   async close(): Promise<void> {
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
+    const front = this.#front
+    const closed = Promise.all([
+      new Promise<void>((resolve) => this.server.close(() => resolve())),
+      front === null ? null : new Promise<void>((resolve) => front.close(() => resolve())),
+    ])
+    this.#proxyHeaders?.closePending()
     this.server.closeIdleConnections()
     this.server.closeAllConnections()
     await closed
