@@ -157,12 +157,30 @@ t.test('without a valid header the connection is closed unanswered and nothing i
   t.same(logs.access(), [], 'no access line: no request was read')
 })
 
-t.test('a header not complete within timeouts.client_headers: closed unanswered, warned', async (t) => {
+t.test('a header not complete within timeouts.client_headers: closed unanswered, warned; a connection that sent nothing: closed silently', async (t) => {
   const logs = new LogCapture()
   const { tether, ups } = await ppTether(t, { timeouts: { client_headers: 200 } }, logs)
+  const warnings = (): Record<string, unknown>[] => logs.records.filter((r) => String(r['msg']).includes('PROXY protocol header'))
+  t.equal(await exchange(tether.port, []), '', 'nothing sent: closed at the bound')
+  // a refusal warned at once after it: the silent one, had it been warned, would be before it
+  t.equal(await exchange(tether.port, [GET]), '')
+  await when(onEvent(logs, 'record'), () => warnings().length > 0, 5000, 'the missing header warned')
+  t.same(warnings().map((r) => r['reason']), ['no PROXY header'], 'the silent connection was not warned of')
   t.equal(await exchange(tether.port, [line('PROXY TCP4 203.0.113.7 10.0')]), '')
-  await when(onEvent(logs, 'record'), () => logs.records.some((r) => /client_headers/.test(String(r['reason']))), 5000, 'the slow header warned')
+  await when(onEvent(logs, 'record'), () => warnings().some((r) => /client_headers/.test(String(r['reason']))), 5000, 'the slow header warned')
+  // a v2 header declaring 64 KiB of TLVs, its fixed part sent and the rest never: closed at the bound too
+  t.equal(await exchange(tether.port, [v2(0x21, 0x11, inet([1, 2, 3, 4], [5, 6, 7, 8], 1, 2), 65535)]), '', 'a v2 header waiting for its declared length')
   t.equal(ups[0]!.seen.length + ups[1]!.seen.length + ups[2]!.seen.length, 0)
+})
+
+t.test('a v2 header with 60 KiB of TLVs, sent in 1 KiB writes: read whole, the request after it served', async (t) => {
+  const { tether } = await ppTether(t)
+  const tlvs = Buffer.alloc(60 * 1024)
+  for (let at = 0; at + 3 + 1021 <= tlvs.length; at += 1024) { tlvs[at] = 0x04; tlvs.writeUInt16BE(1021, at + 1) } // PP2_TYPE_NOOP
+  const header = v2(0x21, 0x11, Buffer.concat([inet([203, 0, 113, 99], [10, 0, 0, 1], 1, 2), tlvs]))
+  const writes: Buffer[] = []
+  for (let at = 0; at < header.length; at += 1024) writes.push(header.subarray(at, at + 1024))
+  t.equal(bodies(await exchange(tether.port, [...writes, GET]))[0]?.xff, '203.0.113.99')
 })
 
 t.test('off (the default): a PROXY line is a bad request, as before', async (t) => {

@@ -28,17 +28,18 @@ export interface DeclaredPeer {
 
 /**
  * What {@link parseProxyHeader} made of the bytes so far:
- * - `more`: a header may still be complete with more bytes;
+ * - `more`: a header may still be complete with more bytes, at least `bytes` in all (a v2
+ *   header's declared length: the reader need not look again before);
  * - `bad`: no valid header (`reason` says why, for the log);
  * - `ok`: a header of `length` bytes, declaring `peer`, or null: keep the socket's own address
  *   (v1 `UNKNOWN`, v2 `LOCAL`, v2 AF_UNSPEC or AF_UNIX: a balancer's own health check).
  */
 export type ProxyHeader =
-  | { readonly kind: 'more' }
+  | { readonly kind: 'more'; readonly bytes: number }
   | { readonly kind: 'bad'; readonly reason: string }
   | { readonly kind: 'ok'; readonly length: number; readonly peer: DeclaredPeer | null }
 
-const MORE: ProxyHeader = { kind: 'more' }
+const MORE: ProxyHeader = { kind: 'more', bytes: 0 }
 const bad = (reason: string): ProxyHeader => ({ kind: 'bad', reason })
 
 /**
@@ -107,7 +108,7 @@ function parseV2(buf: Buffer): ProxyHeader {
   // (the length field bounds the header: at most 16 + 65535 bytes are ever waited for)
   const needs = famProto === 0x11 ? V2_INET_BYTES : famProto === 0x21 ? V2_INET6_BYTES : 0
   if (command === 1 && length - V2_FIXED < needs) return bad('v2 header shorter than its addresses')
-  if (buf.length < length) return MORE
+  if (buf.length < length) return { kind: 'more', bytes: length }
   // LOCAL (the balancer's own connection), or a family other than TCP over IPv4/IPv6 (UNSPEC,
   // UNIX, UDP): the socket's own address stays, as HAProxy does; TLVs are skipped
   if (command === 0 || needs === 0) return { kind: 'ok', length, peer: null }
@@ -160,10 +161,11 @@ export type HeaderRefusal = { readonly reason: string; readonly peer: string | u
  * Read the PROXY header off each new connection of a listener, then hand the socket on, paused,
  * with its bytes past the header put back (`ready`, which resumes it when its next reader reads
  * in JS: Node's HTTP/1.1 server, the h2c sniffing; not Node's TLS, which takes the bytes held in
- * JS, then reads the handle itself: a resumed socket would take the ClientHello from it); a connection without a valid header within
- * `timeoutMs` (timeouts.client_headers) is destroyed without an answer, as nginx 1.22 and
- * HAProxy 2.6 do, and `refused` is told (once per connection; not for one closed by its client
- * before it sent a byte: a balancer's TCP health check). Cost: one listener and one timer per
+ * JS, then reads the handle itself: a resumed socket would take the ClientHello from it). A
+ * connection without a valid header within `timeoutMs` (timeouts.client_headers) is
+ * destroyed without an answer, as nginx 1.22 and
+ * HAProxy 2.6 do, and `refused` is told (once per connection; not for one that sent no byte:
+ * a balancer's TCP health check, an idle preconnection). Cost: one listener and one timer per
  * connection until its header is read, nothing after.
  * Example: `net.createServer((s) => reader.read(s))` with `ready: (s) => server.emit('connection', s)`.
  */
@@ -186,16 +188,27 @@ export class ProxyHeaderReader {
   readonly read = (socket: Socket): void => {
     socket.on('error', () => undefined)
     this.#pending.add(socket)
-    let head: Buffer | null = null
+    // the bytes read so far, joined only when a header may be complete: a v2 header declaring
+    // 64 KiB and sent a byte at a time is joined once, not once per byte
+    const chunks: Buffer[] = []
+    let read = 0
+    let needs = 0
+    // a connection that sent nothing at all is closed silently, as a silent HTTP/1.1 one (an
+    // idle preconnection is no hostile client)
+    const timer = this.#timers.setTimeout(() => read === 0 ? socket.destroy() : refuse('no complete PROXY header within timeouts.client_headers'), this.#timeoutMs)
     const refuse = (reason: string): void => {
       this.#refused({ reason, peer: socket.remoteAddress })
       socket.destroy()
     }
-    const timer = this.#timers.setTimeout(() => refuse('no complete PROXY header within timeouts.client_headers'), this.#timeoutMs)
     const onData = (chunk: Buffer): void => {
-      head = head === null ? chunk : Buffer.concat([head, chunk])
+      chunks.push(chunk)
+      read += chunk.length
+      if (read < needs) return
+      const head = chunks.length === 1 ? chunk : Buffer.concat(chunks, read)
+      chunks.length = 0
+      chunks.push(head)
       const header = parseProxyHeader(head)
-      if (header.kind === 'more') return
+      if (header.kind === 'more') return void (needs = header.bytes)
       socket.off('data', onData)
       this.#timers.clearTimeout(timer)
       if (header.kind === 'bad') return refuse(header.reason)
