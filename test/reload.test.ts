@@ -311,3 +311,12 @@ t.test('a reload refused for a file the config names that is not there yet (a Se
   for (let i = 0; i < 4; i++) seen.add((await request(tether.url)).body.trim())
   t.same([...seen].sort(), ['a', 'c'], 'c serves, its certificate verified with the CA that came later')
 })
+
+t.test('listen.proxy_protocol waits for a restart (it changes how every connection is read): named, the running value kept', (t) => {
+  const current = testConfig([{ id: 'a', url: 'http://127.0.0.1:1' }])
+  const next = testConfig([{ id: 'a', url: 'http://127.0.0.1:1' }], { listen: { proxy_protocol: true } })
+  const { effective, ...result } = diffConfig(current, next)
+  t.same(result, { applied: [], needsRestart: ['listen'], restartKeys: ['listen.proxy_protocol'] })
+  t.equal(effective.listen.proxy_protocol, false)
+  t.end()
+})
