@@ -155,6 +155,9 @@ t.test('without a valid header the connection is closed unanswered and nothing i
   }
   t.equal(ups.reduce((n, u) => n + u.seen.length, 0), 0, 'no upstream saw a request')
   t.same(logs.access(), [], 'no access line: no request was read')
+  const text = await tether.metrics.render()
+  const count = (reason: string): number => Number(new RegExp(`^tether_proxy_protocol_refused_total\\{reason="${reason}"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0)
+  t.same({ missing: count('missing'), malformed: count('malformed'), too_long: count('too_long') }, { missing: 2, malformed: 3, too_long: 1 }, 'counted by reason')
 })
 
 t.test('a header not complete within timeouts.client_headers: closed unanswered, warned; a connection that sent nothing: closed silently', async (t) => {
@@ -168,6 +171,7 @@ t.test('a header not complete within timeouts.client_headers: closed unanswered,
   t.same(warnings().map((r) => r['reason']), ['no PROXY header'], 'the silent connection was not warned of')
   t.equal(await exchange(tether.port, [line('PROXY TCP4 203.0.113.7 10.0')]), '')
   await when(onEvent(logs, 'record'), () => warnings().some((r) => /client_headers/.test(String(r['reason']))), 5000, 'the slow header warned')
+  t.match(await tether.metrics.render(), /^tether_proxy_protocol_refused_total\{reason="timeout"\} 1$/m, 'counted once: the silent connection is not')
   // a v2 header declaring 64 KiB of TLVs, its fixed part sent and the rest never: closed at the bound too
   t.equal(await exchange(tether.port, [v2(0x21, 0x11, inet([1, 2, 3, 4], [5, 6, 7, 8], 1, 2), 65535)]), '', 'a v2 header waiting for its declared length')
   t.equal(ups[0]!.seen.length + ups[1]!.seen.length + ups[2]!.seen.length, 0)

@@ -19,7 +19,16 @@ export interface ProxyEvents {
   clientProtocol(protocol: ClientProtocol): void
   /** A hedge sent (retries.hedge_after) ended: its answer was the request's (won), or not (lost). */
   hedge(won: boolean): void
+  /** A connection was closed without a valid PROXY protocol header (listen.proxy_protocol), for `cause`. */
+  proxyHeaderRefused(cause: RefusalCause): void
 }
+
+/**
+ * Why a connection was closed without a valid PROXY protocol header: missing (its first bytes
+ * begin no header), malformed, too_long (a v1 line past 107 bytes), timeout (not complete
+ * within timeouts.client_headers).
+ */
+export type RefusalCause = 'missing' | 'malformed' | 'too_long' | 'timeout'
 
 /**
  * How a client spoke to Tether: the HTTP version, or a WebSocket upgrade; `none` for a request
@@ -37,6 +46,7 @@ export const NO_EVENTS: ProxyEvents = Object.freeze({
   observeRequest: () => undefined,
   clientProtocol: () => undefined,
   hedge: () => undefined,
+  proxyHeaderRefused: () => undefined,
 })
 
 /**
@@ -58,5 +68,6 @@ export function teeEvents(all: ProxyEvents, also: Pick<ProxyEvents, 'observeRequ
     },
     clientProtocol: (protocol) => all.clientProtocol(protocol),
     hedge: (won) => all.hedge(won),
+    proxyHeaderRefused: (cause) => all.proxyHeaderRefused(cause),
   }
 }

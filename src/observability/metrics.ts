@@ -8,7 +8,7 @@ import type { MoveReason } from '../routing/router.js'
 import { BoundedMap } from '../affinity/bounded-map.js'
 import { WRITES_REFUSED_REASONS, type WritesRefusedReason } from '../redis/reply-errors.js'
 import { monotonicNow, systemClock, type Clock } from '../clock.js'
-import type { ClientProtocol } from './events.js'
+import type { ClientProtocol, RefusalCause } from './events.js'
 import { LOG_DROP_REASONS, logLinesDropped } from './logger.js'
 import { REMOVED_SERIES_GRACE_MS, WireWriter, labelValue, type MetricData, type MetricsSnapshot } from './metrics-wire.js'
 // defined in metrics-wire.ts, which the workers' primary loads without prom-client
@@ -106,6 +106,8 @@ export const METRIC_DOCS = [
     help: 'When the configuration was last accepted (the start, or the last reload accepted), seconds since the Unix epoch. With workers, the primary\'s.' },
   { name: 'tether_client_requests_total', type: 'counter', labels: ['protocol'],
     help: 'Client requests finished, by the protocol the client spoke (http/1.0, http/1.1, h2, websocket; none: refused before its head was read whole, or HTTP/2.0 in an HTTP/1 request line), TLS or not; refusals before the request path included, as in tether_http_requests_total.' },
+  { name: 'tether_proxy_protocol_refused_total', type: 'counter', labels: ['reason'],
+    help: 'Connections closed without an answer because they did not begin with a valid PROXY protocol header (listen.proxy_protocol), by reason (missing: no header; malformed; too_long: a v1 line past 107 bytes; timeout: not complete within timeouts.client_headers; a connection that sent nothing is not counted). With workers, summed over the workers.' },
   { name: 'tether_discovery_up', type: 'gauge', labels: ['source'],
     help: 'Per discovery source (dns, kubernetes): 1 while its last answer was good, 0 while it keeps the last known upstreams because its server is unreachable or failing or the answer was empty, and while part of a DNS resolution fails (a family or an SRV target keeps its last known addresses).' },
   { name: 'tether_discovery_errors_total', type: 'counter', labels: ['source'],
@@ -188,6 +190,7 @@ export class Metrics {
   readonly #redisOps: Histogram<string>
   readonly #websockets: Gauge<string>
   readonly #reloads: Counter<string>
+  readonly #proxyHeaderRefusals: Counter<string>
   readonly #reloadOk: Gauge<string>
   readonly #reloadAt: Gauge<string>
   readonly #discoveryErrors: Counter<string>
@@ -281,6 +284,7 @@ export class Metrics {
     this.#redisOps = new Histogram({ ...config('tether_redis_operation_duration_seconds'), registers, buckets: [...REDIS_BUCKETS] })
     this.#websockets = new Gauge({ ...config('tether_websocket_connections'), registers })
     this.#reloads = new Counter({ ...config('tether_config_reloads_total'), registers })
+    this.#proxyHeaderRefusals = new Counter({ ...config('tether_proxy_protocol_refused_total'), registers })
     this.#reloadOk = new Gauge({ ...config('tether_config_last_reload_successful'), registers })
     this.#reloadOk.set(1) // the config this instance started with was accepted
     this.#reloadAt = new Gauge({ ...config('tether_config_last_reload_success_timestamp_seconds'), registers })
@@ -435,6 +439,11 @@ export class Metrics {
   /** A hedge sent ended: it answered the request (won) or did not (lost). */
   hedge(won: boolean): void {
     this.#hedges.inc(won ? HEDGE_WON : HEDGE_LOST)
+  }
+
+  /** A connection closed without a valid PROXY protocol header (rare: per connection, to prom-client directly). */
+  proxyHeaderRefused(cause: RefusalCause): void {
+    this.#proxyHeaderRefusals.inc({ reason: cause })
   }
 
   rehydration(result: RehydrationResult): void {

@@ -8,7 +8,7 @@ import { METHODS, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { ERRORS, type ErrorCode } from '../errors.js'
-import type { ProxyEvents } from '../observability/events.js'
+import type { ProxyEvents, RefusalCause } from '../observability/events.js'
 import type { Logger } from '../observability/logger.js'
 import { waitsItsTurn, whenIdle } from './pipelining.js'
 import { writeRawError } from './respond.js'
@@ -219,11 +219,11 @@ export class ClientErrors {
    */
   readonly #failed = new WeakMap<IncomingMessage, ErrorCode>()
   readonly #logger: Logger
-  readonly #events: Pick<ProxyEvents, 'observeRequest' | 'clientProtocol'>
+  readonly #events: Pick<ProxyEvents, 'observeRequest' | 'clientProtocol' | 'proxyHeaderRefused'>
   readonly #access: () => boolean
 
   /** `access`: whether access lines are written now (`log.access`, which a reload may change). */
-  constructor(logger: Logger, events: Pick<ProxyEvents, 'observeRequest' | 'clientProtocol'>, access: () => boolean) {
+  constructor(logger: Logger, events: Pick<ProxyEvents, 'observeRequest' | 'clientProtocol' | 'proxyHeaderRefused'>, access: () => boolean) {
     this.#logger = logger
     this.#events = events
     this.#access = access
@@ -257,6 +257,11 @@ export class ClientErrors {
       const peer = ((socket ?? req?.socket) as { remoteAddress?: string } | undefined)?.remoteAddress ?? null
       this.#logger.info({ request_id: null, peer, method: req?.method ?? line?.method ?? null, path: req?.url ?? line?.path ?? null, protocol, status, upstream: null, outcome: code }, 'access')
     }
+  }
+
+  /** A connection closed without a valid PROXY protocol header (the listeners' readers), counted. */
+  proxyHeaderRefused(cause: RefusalCause): void {
+    this.#events.proxyHeaderRefused(cause)
   }
 
   /**

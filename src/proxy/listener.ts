@@ -782,11 +782,15 @@ export class Listener {
   /**
    * The front's connection listener with `listen.proxy_protocol`: `next` after each
    * connection's PROXY header was read (see proxy-protocol.ts). A connection without a
-   * valid one is closed without an answer, as nginx 1.22 and HAProxy 2.6 close it, and warned
-   * of as other hostile clients (at once per new reason, then at most once per 30 s).
+   * valid one is closed without an answer, as nginx 1.22 and HAProxy 2.6 close it, counted
+   * (tether_proxy_protocol_refused_total) and warned of as other hostile clients (at once per
+   * new reason, then at most once per 30 s).
    */
   #readingProxyHeader(problems: ProblemLog, next: (socket: Socket) => void): (socket: Socket) => void {
-    const refused = (r: HeaderRefusal): void => void problems.report('proxy protocol', r.reason, { peer: r.peer, reason: r.reason }, 'connection without a valid PROXY protocol header (listen.proxy_protocol): closed without an answer')
+    const refused = (r: HeaderRefusal): void => {
+      this.#deps.clientErrors.proxyHeaderRefused(r.cause)
+      problems.report('proxy protocol', r.reason, { peer: r.peer, reason: r.reason }, 'connection without a valid PROXY protocol header (listen.proxy_protocol): closed without an answer')
+    }
     this.#proxyHeaders = new ProxyHeaderReader(this.#config.timeouts.client_headers, this.#deps.timers ?? systemTimers, next, refused)
     return this.#proxyHeaders.read
   }

@@ -6,6 +6,7 @@
 // Spec: https://www.haproxy.org/download/2.6/doc/proxy-protocol.txt
 import net, { type Socket } from 'node:net'
 import type { Timers } from '../clock.js'
+import type { RefusalCause } from '../observability/events.js'
 
 /** The v2 signature (section 2.2): `\r\n\r\n\0\r\nQUIT\n`. */
 const V2_SIGNATURE = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a])
@@ -30,17 +31,17 @@ export interface DeclaredPeer {
  * What {@link parseProxyHeader} made of the bytes so far:
  * - `more`: a header may still be complete with more bytes, at least `bytes` in all (a v2
  *   header's declared length: the reader need not look again before);
- * - `bad`: no valid header (`reason` says why, for the log);
+ * - `bad`: no valid header (`cause` for the metric, `reason` says why for the log);
  * - `ok`: a header of `length` bytes, declaring `peer`, or null: keep the socket's own address
  *   (v1 `UNKNOWN`, v2 `LOCAL`, v2 AF_UNSPEC or AF_UNIX: a balancer's own health check).
  */
 export type ProxyHeader =
   | { readonly kind: 'more'; readonly bytes: number }
-  | { readonly kind: 'bad'; readonly reason: string }
+  | { readonly kind: 'bad'; readonly cause: Exclude<RefusalCause, 'timeout'>; readonly reason: string }
   | { readonly kind: 'ok'; readonly length: number; readonly peer: DeclaredPeer | null }
 
 const MORE: ProxyHeader = { kind: 'more', bytes: 0 }
-const bad = (reason: string): ProxyHeader => ({ kind: 'bad', reason })
+const bad = (cause: Exclude<RefusalCause, 'timeout'>, reason: string): ProxyHeader => ({ kind: 'bad', cause, reason })
 
 /**
  * The PROXY header at the start of `buf` (v1 or v2, told apart by their first bytes), as the
@@ -55,10 +56,10 @@ export function parseProxyHeader(buf: Buffer): ProxyHeader {
   if (buf.length === 0) return MORE
   if (buf[0] === V1_PREFIX[0]) {
     const n = Math.min(buf.length, V1_PREFIX.length)
-    return buf.subarray(0, n).equals(V1_PREFIX.subarray(0, n)) ? parseV1(buf) : bad('no PROXY header')
+    return buf.subarray(0, n).equals(V1_PREFIX.subarray(0, n)) ? parseV1(buf) : bad('missing', 'no PROXY header')
   }
   const n = Math.min(buf.length, V2_SIGNATURE.length)
-  if (!buf.subarray(0, n).equals(V2_SIGNATURE.subarray(0, n))) return bad('no PROXY header')
+  if (!buf.subarray(0, n).equals(V2_SIGNATURE.subarray(0, n))) return bad('missing', 'no PROXY header')
   return parseV2(buf)
 }
 
@@ -69,10 +70,10 @@ function parseV1(buf: Buffer): ProxyHeader {
   const end = buf.indexOf('\r\n', 0, 'latin1')
   if (end < 0 || end + 2 > V1_MAX_BYTES) {
     // no CRLF within the 107 bytes: nothing more can make it a header
-    if (buf.length >= V1_MAX_BYTES || (end >= 0 && end + 2 > V1_MAX_BYTES)) return bad('v1 header longer than 107 bytes')
+    if (buf.length >= V1_MAX_BYTES || (end >= 0 && end + 2 > V1_MAX_BYTES)) return bad('too_long', 'v1 header longer than 107 bytes')
     // a bare LF or CR (or any control byte) cannot be in a header: refused without waiting for more
     for (let i = 0; i < buf.length; i++) {
-      if (notV1Byte(buf[i]!) || (buf[i] === 0x0d && i < buf.length - 1)) return bad('malformed v1 header')
+      if (notV1Byte(buf[i]!) || (buf[i] === 0x0d && i < buf.length - 1)) return bad('malformed', 'malformed v1 header')
     }
     return MORE
   }
@@ -80,15 +81,15 @@ function parseV1(buf: Buffer): ProxyHeader {
   const length = end + 2
   const parts = line.split(' ')
   // "PROXY UNKNOWN" may be followed by anything (up to the CRLF): the receiver ignores it
-  if (parts[1] === 'UNKNOWN') return [...line].some((c) => notV1Byte(c.charCodeAt(0))) ? bad('malformed v1 header') : { kind: 'ok', length, peer: null }
-  if (parts.length !== 6) return bad('malformed v1 header')
+  if (parts[1] === 'UNKNOWN') return [...line].some((c) => notV1Byte(c.charCodeAt(0))) ? bad('malformed', 'malformed v1 header') : { kind: 'ok', length, peer: null }
+  if (parts.length !== 6) return bad('malformed', 'malformed v1 header')
   const [, proto, src, dst, sport, dport] = parts as [string, string, string, string, string, string]
   const family = proto === 'TCP4' ? 'IPv4' : proto === 'TCP6' ? 'IPv6' : null
-  if (family === null) return bad('malformed v1 header (protocol not TCP4, TCP6 or UNKNOWN)')
+  if (family === null) return bad('malformed', 'malformed v1 header (protocol not TCP4, TCP6 or UNKNOWN)')
   const version = family === 'IPv4' ? 4 : 6
   // (no zone id: isIP accepts `fe80::1%eth0`, which no balancer declares)
-  if (net.isIP(src) !== version || net.isIP(dst) !== version || src.includes('%') || dst.includes('%')) return bad('malformed v1 header (address)')
-  if (!PORT.test(sport) || !PORT.test(dport) || Number(sport) > 65535 || Number(dport) > 65535) return bad('malformed v1 header (port)')
+  if (net.isIP(src) !== version || net.isIP(dst) !== version || src.includes('%') || dst.includes('%')) return bad('malformed', 'malformed v1 header (address)')
+  if (!PORT.test(sport) || !PORT.test(dport) || Number(sport) > 65535 || Number(dport) > 65535) return bad('malformed', 'malformed v1 header (port)')
   return { kind: 'ok', length, peer: { address: canonical(src, family), port: Number(sport), family } }
 }
 
@@ -100,14 +101,14 @@ function notV1Byte(b: number): boolean {
 function parseV2(buf: Buffer): ProxyHeader {
   if (buf.length < V2_FIXED) return MORE
   const verCmd = buf[12]!
-  if (verCmd >> 4 !== 2) return bad('v2 header with a version other than 2')
+  if (verCmd >> 4 !== 2) return bad('malformed', 'v2 header with a version other than 2')
   const command = verCmd & 0x0f
-  if (command > 1) return bad('v2 header with a command other than LOCAL or PROXY')
+  if (command > 1) return bad('malformed', 'v2 header with a command other than LOCAL or PROXY')
   const famProto = buf[13]!
   const length = V2_FIXED + buf.readUInt16BE(14)
   // (the length field bounds the header: at most 16 + 65535 bytes are ever waited for)
   const needs = famProto === 0x11 ? V2_INET_BYTES : famProto === 0x21 ? V2_INET6_BYTES : 0
-  if (command === 1 && length - V2_FIXED < needs) return bad('v2 header shorter than its addresses')
+  if (command === 1 && length - V2_FIXED < needs) return bad('malformed', 'v2 header shorter than its addresses')
   if (buf.length < length) return { kind: 'more', bytes: length }
   // LOCAL (the balancer's own connection), or a family other than TCP over IPv4/IPv6 (UNSPEC,
   // UNIX, UDP): the socket's own address stays, as HAProxy does; TLVs are skipped
@@ -154,8 +155,8 @@ export function carryDeclaredPeer(tlsSocket: Socket): boolean {
   return true
 }
 
-/** Why a connection was closed before its header was read whole. */
-export type HeaderRefusal = { readonly reason: string; readonly peer: string | undefined }
+/** A connection closed before its header was read whole: the cause, the reason told, the TCP peer. */
+export type HeaderRefusal = { readonly cause: RefusalCause; readonly reason: string; readonly peer: string | undefined }
 
 /**
  * Read the PROXY header off each new connection of a listener, then hand the socket on, paused,
@@ -195,9 +196,9 @@ export class ProxyHeaderReader {
     let needs = 0
     // a connection that sent nothing at all is closed silently, as a silent HTTP/1.1 one (an
     // idle preconnection is no hostile client)
-    const timer = this.#timers.setTimeout(() => read === 0 ? socket.destroy() : refuse('no complete PROXY header within timeouts.client_headers'), this.#timeoutMs)
-    const refuse = (reason: string): void => {
-      this.#refused({ reason, peer: socket.remoteAddress })
+    const timer = this.#timers.setTimeout(() => read === 0 ? socket.destroy() : refuse('timeout', 'no complete PROXY header within timeouts.client_headers'), this.#timeoutMs)
+    const refuse = (cause: RefusalCause, reason: string): void => {
+      this.#refused({ cause, reason, peer: socket.remoteAddress })
       socket.destroy()
     }
     const onData = (chunk: Buffer): void => {
@@ -211,7 +212,7 @@ export class ProxyHeaderReader {
       if (header.kind === 'more') return void (needs = header.bytes)
       socket.off('data', onData)
       this.#timers.clearTimeout(timer)
-      if (header.kind === 'bad') return refuse(header.reason)
+      if (header.kind === 'bad') return refuse(header.cause, header.reason)
       this.#pending.delete(socket)
       socket.pause()
       declared.set(socket, header.peer)

@@ -144,7 +144,10 @@ export class RedirectListener {
     if (config.listen.proxy_protocol) {
       const problems = new ProblemLog(deps.logger, systemClock)
       this.#proxyHeaders = new ProxyHeaderReader(config.timeouts.client_headers, systemTimers, (socket) => { this.server.emit('connection', socket); socket.resume() },
-        (r) => void problems.report('proxy protocol', r.reason, { peer: r.peer, reason: r.reason, listener: 'redirect' }, 'connection without a valid PROXY protocol header (listen.proxy_protocol): closed without an answer'))
+        (r) => {
+          deps.clientErrors.proxyHeaderRefused(r.cause)
+          problems.report('proxy protocol', r.reason, { peer: r.peer, reason: r.reason, listener: 'redirect' }, 'connection without a valid PROXY protocol header (listen.proxy_protocol): closed without an answer')
+        })
       this.#front = net.createServer({ noDelay: true }, this.#proxyHeaders.read)
     }
   }
