@@ -3,7 +3,8 @@
 // on the same port), the rapid-reset guard of h2 connections, their close after nghttp2's
 // own GOAWAY and their lingering close, HTTP/1.1 requests forwarded one at a time per connection, h2 streams side by
 // side, the requests one connection may carry (limits.max_requests_per_connection), upgrades handed to the request path in request order, malformed requests answered,
-// and the graceful stop. Layer 4:
+// and the graceful stop; with `listen.proxy_protocol`, each connection's PROXY header read
+// before any of it (proxy-protocol.ts). Layer 4:
 // owns the server and its connections, holds no routing or protocol logic (the current
 // RequestPath does) and no certificates (tls/server-certificates.ts does).
 import http from 'node:http'
