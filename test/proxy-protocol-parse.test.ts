@@ -2,7 +2,7 @@
 // HAProxy's spec (doc/proxy-protocol.txt, 2.6): v1 lines, v2 binary headers, what is incomplete,
 // what is refused. Pure: no sockets here (test/proxy-protocol.test.ts has the listener).
 import t from 'tap'
-import { parseProxyHeader, V1_MAX_BYTES, type ProxyHeader } from '../src/proxy/proxy-protocol.js'
+import { parseProxyHeader, V1_MAX_BYTES, V2_MAX_BYTES, type ProxyHeader } from '../src/proxy/proxy-protocol.js'
 import { inet, inet6, v2, V2_SIGNATURE as SIG } from './fixtures/proxy-header.js'
 
 
@@ -59,6 +59,10 @@ const cases: [string, Buffer, ProxyHeader | 'more' | 'bad'][] = [
   ['v2 command 2', v2(0x22, 0x11, inet([1, 2, 3, 4], [5, 6, 7, 8], 1, 2)), 'bad'],
   ['v2 PROXY IPv4 with a length shorter than its addresses', v2(0x21, 0x11, inet([1, 2, 3, 4], [5, 6, 7, 8], 1, 2), 8), 'bad'],
   ['v2 PROXY IPv6 with a length shorter than its addresses', v2(0x21, 0x21, Buffer.alloc(36), 12), 'bad'],
+  // (nginx's NGX_PROXY_PROTOCOL_MAX_HEADER: refused at its fixed part, not waited for)
+  ['v2 of exactly V2_MAX_BYTES (TLVs)', v2(0x21, 0x11, Buffer.concat([inet([1, 2, 3, 4], [5, 6, 7, 8], 1, 2), Buffer.alloc(V2_MAX_BYTES - 28)])), ok(V2_MAX_BYTES, '1.2.3.4', 1)],
+  ['v2 declaring a byte more than V2_MAX_BYTES, its fixed part alone', v2(0x21, 0x11, Buffer.alloc(0), V2_MAX_BYTES - 15), 'bad'],
+  ['v2 LOCAL declaring 64 KiB', v2(0x20, 0x00, Buffer.alloc(0), 65535), 'bad'],
 ]
 
 for (const [name, bytes, expected] of cases) {

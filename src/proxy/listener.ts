@@ -734,7 +734,10 @@ export class Listener {
     // plain HTTP sent to the TLS port gets a 400 that says so, in plain HTTP, as nginx answers
     this.server.on('tlsClientError', (err: Error & { code?: string }, tlsSocket: Socket) => {
       deps.logger.debug({ err }, 'TLS handshake failed')
-      if (err.code === 'ERR_SSL_HTTP_REQUEST' && answerPlain(tlsSocket)) deps.clientErrors.refused('TETHER_PLAIN_HTTP_TO_TLS', undefined, 'http', tlsSocket)
+      if (err.code !== 'ERR_SSL_HTTP_REQUEST') return
+      // (logged for the client its PROXY header declared: no 'secureConnection' carried it over)
+      if (config.listen.proxy_protocol) carryDeclaredPeer(tlsSocket)
+      if (answerPlain(tlsSocket)) deps.clientErrors.refused('TETHER_PLAIN_HTTP_TO_TLS', undefined, 'http', tlsSocket)
     })
     this.server.on('clientError', deps.clientErrors.handle)
     this.server.on('checkContinue', checkContinue)

@@ -19,6 +19,14 @@ const V2_FIXED = 16
 /** Address block lengths of v2's AF_INET and AF_INET6 over STREAM (section 2.2). */
 const V2_INET_BYTES = 12
 const V2_INET6_BYTES = 36
+/**
+ * The longest v2 header taken, TLVs included: nginx's NGX_PROXY_PROTOCOL_MAX_HEADER. Balancers
+ * send a few dozen bytes of TLVs (AWS's VPC endpoint id, Azure's link id); the length field
+ * alone would let a client make Tether wait for, and hold, 64 KiB a connection.
+ */
+export const V2_MAX_BYTES = 4096
+/** Reads of a header still incomplete that are kept apart before they are joined (see ProxyHeaderReader.read). */
+const JOIN_EVERY = 16
 
 /** The client a header declares (its source), as Node names a socket's peer. */
 export interface DeclaredPeer {
@@ -106,7 +114,7 @@ function parseV2(buf: Buffer): ProxyHeader {
   if (command > 1) return bad('malformed', 'v2 header with a command other than LOCAL or PROXY')
   const famProto = buf[13]!
   const length = V2_FIXED + buf.readUInt16BE(14)
-  // (the length field bounds the header: at most 16 + 65535 bytes are ever waited for)
+  if (length > V2_MAX_BYTES) return bad('too_long', `v2 header longer than ${V2_MAX_BYTES} bytes`)
   const needs = famProto === 0x11 ? V2_INET_BYTES : famProto === 0x21 ? V2_INET6_BYTES : 0
   if (command === 1 && length - V2_FIXED < needs) return bad('malformed', 'v2 header shorter than its addresses')
   if (buf.length < length) return { kind: 'more', bytes: length }
@@ -189,8 +197,9 @@ export class ProxyHeaderReader {
   readonly read = (socket: Socket): void => {
     socket.on('error', () => undefined)
     this.#pending.add(socket)
-    // the bytes read so far, joined only when a header may be complete: a v2 header declaring
-    // 64 KiB and sent a byte at a time is joined once, not once per byte
+    // the bytes read so far, joined when a header may be complete or every JOIN_EVERY reads: a
+    // v2 header sent a byte at a time is neither joined once per byte (time) nor kept as a
+    // Buffer a byte (~190 bytes of heap each: 12 MiB for a long one)
     const chunks: Buffer[] = []
     let read = 0
     let needs = 0
@@ -204,7 +213,10 @@ export class ProxyHeaderReader {
     const onData = (chunk: Buffer): void => {
       chunks.push(chunk)
       read += chunk.length
-      if (read < needs) return
+      if (read < needs) {
+        if (chunks.length >= JOIN_EVERY) chunks.splice(0, chunks.length, Buffer.concat(chunks, read))
+        return
+      }
       const head = chunks.length === 1 ? chunk : Buffer.concat(chunks, read)
       chunks.length = 0
       chunks.push(head)
