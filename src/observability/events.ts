@@ -25,7 +25,7 @@ export interface ProxyEvents {
 
 /**
  * Why a connection was closed without a valid PROXY protocol header: missing (its first bytes
- * begin no header), malformed, too_long (a v1 line past 107 bytes), timeout (not complete
+ * begin no header), malformed, too_long (a v1 line past 107 bytes, a v2 header past 4096), timeout (not complete
  * within timeouts.client_headers).
  */
 export type RefusalCause = 'missing' | 'malformed' | 'too_long' | 'timeout'

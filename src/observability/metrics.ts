@@ -107,7 +107,7 @@ export const METRIC_DOCS = [
   { name: 'tether_client_requests_total', type: 'counter', labels: ['protocol'],
     help: 'Client requests finished, by the protocol the client spoke (http/1.0, http/1.1, h2, websocket; none: refused before its head was read whole, or HTTP/2.0 in an HTTP/1 request line), TLS or not; refusals before the request path included, as in tether_http_requests_total.' },
   { name: 'tether_proxy_protocol_refused_total', type: 'counter', labels: ['reason'],
-    help: 'Connections closed without an answer because they did not begin with a valid PROXY protocol header (listen.proxy_protocol), by reason (missing: no header; malformed; too_long: a v1 line past 107 bytes; timeout: not complete within timeouts.client_headers; a connection that sent nothing is not counted). With workers, summed over the workers.' },
+    help: 'Connections closed without an answer because they did not begin with a valid PROXY protocol header (listen.proxy_protocol), by reason (missing: no header; malformed; too_long: a v1 line past 107 bytes or a v2 header past 4096; timeout: not complete within timeouts.client_headers; a connection that sent nothing is not counted). With workers, summed over the workers.' },
   { name: 'tether_discovery_up', type: 'gauge', labels: ['source'],
     help: 'Per discovery source (dns, kubernetes): 1 while its last answer was good, 0 while it keeps the last known upstreams because its server is unreachable or failing or the answer was empty, and while part of a DNS resolution fails (a family or an SRV target keeps its last known addresses).' },
   { name: 'tether_discovery_errors_total', type: 'counter', labels: ['source'],
