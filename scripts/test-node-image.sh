@@ -43,6 +43,7 @@ PATTERNS=(
   'test/client-error-*.test.ts'
   'test/request-line-protocols.test.ts'
   'test/max-requests-per-connection.test.ts'
+  'test/proxy-protocol*.test.ts'
 )
 EXCLUDED=(test/h2-floods.test.ts test/client-stall.test.ts test/websocket-failover.test.ts)
 
