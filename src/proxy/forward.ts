@@ -1302,18 +1302,22 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
       return
     }
     // the chunk that completes the announced length: undici tells the answer's end next, in
-    // the same parse, and the chunk goes out with it (see #finish)
-    if (chunk.length === this.#left) {
+    // the same parse, and the chunk goes out with it (see #finish). Only when the response's
+    // buffer takes it whole: what `end` leaves in it is not watched for a client that stops
+    // reading (no 'drain' waited for; HTTP/1.1 has no Delivery), so no more of it than
+    // `write` would have taken without asking for a 'drain' (review s62 r2)
+    const res = this.#res
+    if (chunk.length === this.#left && chunk.length + res.writableLength < res.writableHighWaterMark) {
       this.#left = 0
       this.#last = chunk
       return
     }
     if (this.#left > 0) this.#left -= chunk.length
-    if (!this.#res.write(chunk) && !this.#waitingDrain) {
+    if (!res.write(chunk) && !this.#waitingDrain) {
       this.#waitingDrain = true
       controller.pause()
       // a closure only under backpressure, not for every exchange
-      this.#res.once('drain', () => this.#onDrain())
+      res.once('drain', () => this.#onDrain())
     }
   }
 
