@@ -44,7 +44,8 @@ const Pool = requireUndici(UNDICI_PARTS.Pool) as typeof Undici.Pool
 type Pool = Undici.Pool
 const buildConnector = requireUndici(UNDICI_PARTS.buildConnector) as typeof Undici.buildConnector
 const errors = requireUndici(UNDICI_PARTS.errors) as typeof Undici.errors
-const request = requireUndici(UNDICI_PARTS.request) as (this: Pool, options: Dispatcher.RequestOptions) => Promise<Dispatcher.ResponseData>
+// (it calls nothing of `this` but its dispatch: see noteFull)
+const request = requireUndici(UNDICI_PARTS.request) as (this: Pick<Dispatcher, 'dispatch'>, options: Dispatcher.RequestOptions) => Promise<Dispatcher.ResponseData>
 
 /** What a pool is made for: an upstream's origin and, for https://, its TLS settings. */
 export interface PoolTarget {
@@ -304,13 +305,8 @@ export class Forwarder {
     const options: WithServername<Dispatcher.DispatchOptions> = { path: ctx.target.path, method: ctx.method, headers, body: ctx.body, servername: entry.servername }
     // nothing to send again but the head, and sent again it does what it did (RFC 9110
     // section 9.2.2): may go once more on a new connection (see ExchangeHandler.resendOn)
-    if (ctx.body === null && isIdempotent(ctx.method)) handler.resendOn(entry.pool, options)
-    if (this.#timeouts.maxConnections == null) entry.pool.dispatch(options, handler)
-    else {
-      // every connection busy: this request waits its turn, timed (see ExchangeHandler.expire)
-      if (entry.full) handler.waitIn(entry)
-      entry.full = !entry.pool.dispatch(options, handler)
-    }
+    if (ctx.body === null && isIdempotent(ctx.method)) handler.resendOn(entry, options)
+    handler.sendOn(entry, options)
     return handler
   }
 
@@ -334,7 +330,10 @@ export class Forwarder {
     }
     try {
       const options: WithServername<Dispatcher.RequestOptions> = { method, path, headers, body, headersTimeout: timeout, bodyTimeout: timeout, signal, servername: entry.servername }
-      const pending = request.call(entry.pool, options)
+      // undici's request() drops its dispatch's answer: the hook that takes the last free
+      // connection sets `full` as a request does (see ExchangeHandler.sendOn), or the next request
+      // would wait in the queue untimed and uncounted. The hook's own wait is bounded above.
+      const pending = request.call(this.#timeouts.maxConnections == null ? entry.pool : noteFull(entry), options)
       // an answer that comes after all once `signal` aborted is dropped (and a failure ignored)
       if (signal !== undefined) pending.then((r) => { if (signal.aborted) r.body.destroy() }, () => undefined)
       const r = await (signal === undefined ? pending : untilAborted(pending, signal))
@@ -357,6 +356,20 @@ export class Forwarder {
   /** Abort everything still open. */
   async destroy(): Promise<void> {
     await Promise.all([...this.#pools.values()].map((p) => p.pool.destroy().catch(() => undefined)))
+  }
+}
+
+/**
+ * `entry`'s pool for undici's request() (which dispatches on it), noting whether the dispatch
+ * left every connection busy (`full`, see ExchangeHandler.sendOn). One object a hook call.
+ */
+function noteFull(entry: UpstreamPool): Pick<Dispatcher, 'dispatch'> {
+  return {
+    dispatch: (options, handler) => {
+      const room = entry.pool.dispatch(options, handler)
+      entry.full = !room
+      return room
+    },
   }
 }
 
@@ -944,7 +957,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   }
 
   /** Where the request may be sent again (see {@link resendOn}); null when not, or once it was. */
-  #resendPool: Dispatcher | null = null
+  #resendPool: UpstreamPool | null = null
   #resendOptions: Dispatcher.DispatchOptions | null = null
 
   /**
@@ -955,9 +968,21 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
    * not failed, nor moved to another upstream with its user, and no health failure counted for a
    * connection the upstream closed as it may. Two fields set: nothing allocated a request.
    */
-  resendOn(pool: Dispatcher, options: Dispatcher.DispatchOptions): void {
+  resendOn(pool: UpstreamPool, options: Dispatcher.DispatchOptions): void {
     this.#resendPool = pool
     this.#resendOptions = options
+  }
+
+  /**
+   * Send its request on `entry`'s pool: each dispatch of an attempt goes here, the resend too
+   * (see {@link resendOn}). Under limits.max_upstream_connections, one sent while every
+   * connection is busy (the last dispatch said so and no 'drain' came since) waits its turn,
+   * counted and timed (see {@link waitIn}); without the limit the flag is never set.
+   */
+  sendOn(entry: UpstreamPool, options: Dispatcher.DispatchOptions): void {
+    if (this.#timeouts.maxConnections == null) return void entry.pool.dispatch(options, this)
+    if (entry.full) this.waitIn(entry)
+    entry.full = !entry.pool.dispatch(options, this)
   }
 
   /**
@@ -1394,7 +1419,7 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     if (pool !== null && this.#staleConnection(err)) {
       this.#resendPool = null
       this.#controller = null
-      return void pool.dispatch(this.#resendOptions!, this)
+      return this.sendOn(pool, this.#resendOptions!)
     }
     this.#finished = true
     const res = this.#res

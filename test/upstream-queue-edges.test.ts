@@ -1,0 +1,75 @@
+// limits.max_upstream_connections, the edges of its queue (review r1): a request waiting behind a
+// rehydration hook, a stale-connection resend that waits, and requests that ended while waiting
+// (each must not cost the busy upstream a connection). Real held upstreams, no sleeps.
+import t from 'tap'
+import type { ServerResponse } from 'node:http'
+import { startTether } from '../src/app.js'
+import { createLogger } from '../src/observability/logger.js'
+import { request, startUpstream, testConfig, waitFor, type Upstream } from './fixtures/upstream.js'
+import { within } from './fixtures/wait.js'
+
+t.test('a request waiting behind a rehydration hook is timed by timeouts.queue and counted', async (t) => {
+  const HOOK = '/_tether/rehydrate'
+  const hooks: ServerResponse[] = []
+  const app = (id: string): Promise<Upstream> => startUpstream(id, (req, res) => {
+    req.resume()
+    if (req.url === HOOK) return void hooks.push(res) // the hook is held: the connection stays busy
+    res.writeHead(200, { 'x-tether-state': 'n' }).end(id)
+  })
+  const ups = [await app('a'), await app('b')]
+  t.teardown(() => { for (const h of hooks) h.destroy(); return Promise.all(ups.map((u) => u.close())) })
+  const tt = await startTether(testConfig(ups, {
+    affinity: { key: 'header', header: { name: 'X-User' } },
+    state: { rehydrate: 'hook', hook_path: HOOK },
+    limits: { max_upstream_connections: 1 }, timeouts: { queue: 300, response_headers: 8000 },
+  }), { logger: createLogger('silent') })
+  t.teardown(() => tt.close(0))
+  const home = (await request(tt.url, { headers: { 'x-user': 'u1' } })).body
+  const other = ups.find((u) => u.id !== home)!
+  let user = ''
+  for (let i = 0; user === ''; i++) if ((await request(tt.url, { headers: { 'x-user': `v${i}` } })).body === other.id) user = `v${i}`
+  tt.health.disable(home)
+  // u1 moves to `other`: its hook takes other's one connection and is held there
+  const moved = request(tt.url, { headers: { 'x-user': 'u1' } })
+  moved.catch(() => undefined)
+  await waitFor(() => hooks.length === 1, 5000, 'the hook at the other upstream')
+  const waiting = request(tt.url, { headers: { 'x-user': user } })
+  waiting.catch(() => undefined)
+  const row = async (): Promise<Record<string, unknown>> => (JSON.parse((await request(`${tt.adminUrl}/upstreams`)).body) as Record<string, unknown>[]).find((x) => x.id === other.id)!
+  await waitFor(async () => (await row()).in_flight === 2, 5000, 'the hook and the request in flight at the other upstream')
+  t.equal((await row()).queued, 1, "the request waiting for other's connection is counted in the admin row")
+  // (without the queue's timer it waited for the hook's end: 200 after response_headers, 8 s)
+  const r = await within(waiting, 15000, 'the waiting request')
+  t.equal(r.status, 503, `503 TETHER_UPSTREAM_QUEUE_TIMEOUT, not the hook's wait (got ${r.status})`)
+  t.match(r.headers['retry-after'], '1')
+})
+
+t.test('a resend after a stale connection that waits for a connection is timed by timeouts.queue', async (t) => {
+  const held: ServerResponse[] = []
+  let stale: (() => void) | null = null
+  const up = await startUpstream('a', (req, res) => {
+    req.resume()
+    // /stale: the kept-alive connection closes with nothing written (when the test says)
+    if (req.url === '/stale' && stale === null) return void (stale = () => req.socket.destroy())
+    if (req.url === '/hold') return void held.push(res)
+    res.end('a\n')
+  })
+  t.teardown(() => { for (const h of held) h.destroy(); return up.close() })
+  const tt = await startTether(testConfig([up], { limits: { max_upstream_connections: 1 }, timeouts: { queue: 300, response_headers: 60_000 } }), { logger: createLogger('silent') })
+  t.teardown(() => tt.close(0))
+  const row = async (): Promise<Record<string, unknown>> => (JSON.parse((await request(`${tt.adminUrl}/upstreams`)).body) as Record<string, unknown>[])[0]!
+  t.equal((await request(`${tt.url}/warm`)).status, 200, 'a kept-alive connection')
+  const first = request(`${tt.url}/stale`)
+  first.catch(() => undefined)
+  await waitFor(() => stale !== null, 5000, '/stale at the upstream')
+  const second = request(`${tt.url}/hold`)
+  second.catch(() => undefined)
+  await waitFor(async () => (await row()).queued === 1, 5000, '/hold waiting')
+  stale!() // /stale is sent again (a new connection), behind /hold in the queue
+  await waitFor(() => held.length === 1, 5000, '/hold at the upstream')
+  const r = await within(first, 5000, '/stale answered').catch((e: Error) => ({ status: -1, body: e.message }))
+  t.equal(r.status, 503, `the resend waiting for the busy connection gets 503 at timeouts.queue (got ${r.status} ${r.body.trim()})`)
+  t.equal((await row()).queued, 0, 'out of the count once it ended')
+  held.shift()!.end('a\n')
+  t.equal((await second).status, 200)
+})
