@@ -2,6 +2,7 @@
 // rehydration hook, a stale-connection resend that waits, and requests that ended while waiting
 // (each must not cost the busy upstream a connection). Real held upstreams, no sleeps.
 import t from 'tap'
+import http from 'node:http'
 import type { ServerResponse } from 'node:http'
 import { startTether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
@@ -72,4 +73,32 @@ t.test('a resend after a stale connection that waits for a connection is timed b
   t.equal((await row()).queued, 0, 'out of the count once it ended')
   held.shift()!.end('a\n')
   t.equal((await second).status, 200)
+})
+
+t.test('requests that ended in the queue (timed out, client gone) do not cost the upstream connections', async (t) => {
+  const held: ServerResponse[] = []
+  let connections = 0
+  const up = await startUpstream('a', (req, res) => { req.resume(); if (req.url === '/hold') return void held.push(res); res.end('a\n') })
+  up.server.on('connection', () => { connections++ })
+  t.teardown(() => { for (const h of held) h.destroy(); return up.close() })
+  const tt = await startTether(testConfig([up], { limits: { max_upstream_connections: 1 }, timeouts: { queue: 200 } }), { logger: createLogger('silent') })
+  t.teardown(() => tt.close(0))
+  const holding = request(`${tt.url}/hold`)
+  await waitFor(() => held.length === 1, 5000, 'held')
+  const late = await Promise.all([1, 2, 3, 4, 5].map((i) => request(`${tt.url}/late${i}`)))
+  t.same(late.map((r) => r.status), [503, 503, 503, 503, 503])
+  // and one whose client leaves while it waits
+  const queued = async (): Promise<unknown> => (JSON.parse((await request(`${tt.adminUrl}/upstreams`)).body) as Record<string, unknown>[])[0]!.queued
+  const gone = http.request(`${tt.url}/gone`, { agent: false })
+  gone.on('error', () => undefined)
+  gone.end()
+  await waitFor(async () => await queued() === 1, 5000, '/gone waiting')
+  gone.destroy()
+  await waitFor(async () => await queued() === 0, 5000, '/gone no longer counted')
+  t.equal(connections, 1)
+  held.shift()!.end('a\n')
+  await holding
+  for (let i = 0; i < 3; i++) t.equal((await request(`${tt.url}/next${i}`)).status, 200)
+  t.same(up.seen.map((r) => r.url), ['/hold', '/next0', '/next1', '/next2'], 'nothing of the requests that ended in the queue was sent')
+  t.equal(connections, 1, `one kept-alive connection carries the later requests (upstream accepted ${connections})`)
 })

@@ -1173,6 +1173,14 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
+    // it ended while it waited in the queue (timeouts.queue, its client left, a stop): nothing
+    // to send on the connection it was given, which is sound. controller.abort would destroy
+    // that connection (undici 7.x client-h1.js writeH1: its `abort` destroys the socket), so a
+    // busy upstream would open a new one for each dead entry; an exception thrown here (from
+    // `request.onConnect`, through UnwrapHandler) goes to util.errorRequest alone (this
+    // handler's onResponseError, which ignores it: finished), writeH1 returns without writing
+    // and the connection takes the next request (test/upstream-queue-edges.test.ts pins it)
+    if (this.#finished && this.queued) throw this.#stopped ?? new TetherError('TETHER_BAD_REQUEST', new Error('client closed the connection'))
     if (this.#queue !== null) {
       this.#leaveQueue()
       this.queued = false
