@@ -102,3 +102,31 @@ t.test('requests that ended in the queue (timed out, client gone) do not cost th
   t.same(up.seen.map((r) => r.url), ['/hold', '/next0', '/next1', '/next2'], 'nothing of the requests that ended in the queue was sent')
   t.equal(connections, 1, `one kept-alive connection carries the later requests (upstream accepted ${connections})`)
 })
+
+t.test('a request waiting for a connection is not a wait on the upstream: no early probe while the one at the upstream still uploads', async (t) => {
+  let probes = 0
+  const up = await startUpstream('a', (req, res) => {
+    if (req.method === 'OPTIONS') return void (probes++, res.end())
+    req.resume()
+    if (req.url !== '/upload') res.end('a\n') // the upload is never answered: its body is still coming
+  })
+  t.teardown(() => up.close())
+  // the long-wait watch suspects an upstream with a request waiting over 100 ms on its answer;
+  // the first regular probe comes within 10% of the interval, the next one 10 s after it
+  const tt = await startTether(testConfig([up], {
+    limits: { max_upstream_connections: 1 }, timeouts: { queue: 1000, body_idle: 60_000 },
+    health: { active: { enabled: true, interval: 10_000, timeout: 100 } },
+  }), { logger: createLogger('silent') })
+  t.teardown(() => tt.close(0))
+  await waitFor(() => tt.health.snapshot().every((e) => e.activeSuccesses > 0), 5000, 'the first probe to pass')
+  const before = probes
+  // a slow upload takes the one connection (not a wait on the upstream: its body still comes)
+  const upload = http.request(`${tt.url}/upload`, { method: 'POST', agent: false, headers: { 'content-length': '10' } })
+  upload.on('error', () => undefined)
+  upload.write('12345')
+  t.teardown(() => upload.destroy())
+  await waitFor(() => up.seen.some((r) => r.url === '/upload'), 5000, 'the upload at the upstream')
+  // a GET waits behind it for timeouts.queue, ten times the probe timeout
+  t.equal((await request(`${tt.url}/queued`)).status, 503)
+  t.equal(probes, before, 'no probe for a request that waited in the queue')
+})
