@@ -1019,6 +1019,15 @@ class ExchangeHandler implements Dispatcher.DispatchHandler, Attempt, Expiring {
     this.#queue = entry
     this.#queuedSince = performance.now()
     entry.queued++
+    // undici's pool keeps a waiting request as its options and handler: what listens for the
+    // body's errors (undici's Request) is made when a connection takes it. Until then a body
+    // that fails (its client left mid-upload, limits.max_body_bytes) had no 'error' listener
+    // and threw uncaught, ending the process (review r4). The attempt ends with the body's error
+    // as undici would end it once sending; the listener stays (one per queued attempt) and
+    // ignores errors once the attempt started or ended, so the body is never left without one
+    this.#ctx.body?.on('error', (err: Error) => {
+      if (this.#queue !== null && !this.#finished) this.onResponseError(null as unknown as Dispatcher.DispatchController, err)
+    })
   }
 
   /** Out of the queue (started, or ended waiting): no longer counted there. */
