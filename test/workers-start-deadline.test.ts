@@ -56,6 +56,9 @@ t.test('a worker frozen at its crash restart is killed at the deadline and resta
   const p = spawnPrimary(t, tempFile('workers-start-crash.yaml', twoWorkersYaml(port!, adminPort!, app.url)), DEADLINE)
   await waitFor(() => p.out().includes('"tether primary: workers started"') || p.proc.exitCode !== null, 60_000, 'the workers to start')
   t.equal(p.proc.exitCode, null, 'Tether runs')
+  // a worker tells the primary it is ready before its "tether listening" line is written (pino writes
+  // asynchronously): count from both lines, or a late one would pass for the restart's
+  await waitFor(() => count(p.out(), '"tether listening"') >= 2, 10_000, 'both workers\' "tether listening" lines')
   const [first, second] = startedPids(p.out())
   p.freezeStart(3)
   const listening = count(p.out(), '"tether listening"')
@@ -86,6 +89,9 @@ t.test('a restarted worker whose only sibling is frozen when it asks for the cop
   const p = spawnPrimary(t, tempFile('workers-start-frozen-donor.yaml', twoWorkersYaml(port!, adminPort!, app.url)))
   await waitFor(() => p.out().includes('"tether primary: workers started"') || p.proc.exitCode !== null, 60_000, 'the workers to start')
   t.equal(p.proc.exitCode, null, 'Tether runs')
+  // a worker tells the primary it is ready before its "tether listening" line is written (pino writes
+  // asynchronously): count from both lines, or a late one would pass for the restart's
+  await waitFor(() => count(p.out(), '"tether listening"') >= 2, 10_000, 'both workers\' "tether listening" lines')
   const [first, second] = startedPids(p.out())
   t.teardown(() => { try { process.kill(second!, 'SIGKILL') } catch { /* gone */ } })
   const listening = count(p.out(), '"tether listening"')
