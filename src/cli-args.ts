@@ -12,8 +12,11 @@ export const USAGE = `Usage:
   tether [run] [--config <file>]
                              run the proxy (default file: $TETHER_CONFIG or config/proxy.yaml);
                              -c <file> and --config=<file> are the same option
-  tether check <file>        validate a config file; exit 0 when valid, 1 when not
-                             (also: tether check --config <file>; "-" reads stdin)
+  tether check [--syntax-only] <file>
+                             validate a config file; exit 0 when valid, 1 when not
+                             (also: tether check --config <file>; "-" reads stdin);
+                             --syntax-only: without reading the files it names (PEM
+                             files, kubeconfig), for CI off the machine that runs Tether
   tether import [--manifests] [--image <ref>] <file.yaml>...
                              read Kubernetes manifests (ingress-nginx Ingress, Service with
                              ClientIP affinity, Gateway API HTTPRoute) and print a proxy.yaml
@@ -39,7 +42,7 @@ Environment: LOG_LEVEL overrides log.level; \${VAR} in the config is read from t
 /** Parsed command line. */
 export type Command =
   | { kind: 'run'; config: string; configFrom: 'argument' | 'TETHER_CONFIG' | 'default' }
-  | { kind: 'check'; config: string }
+  | { kind: 'check'; config: string; syntaxOnly: boolean }
   | { kind: 'import'; files: string[]; manifests: boolean; image: string | undefined }
   | { kind: 'session'; admin: AdminTarget; key: string; json: boolean }
   | { kind: 'drain'; admin: AdminTarget; id: string; migrate: boolean; wait: boolean; timeout: number; warning?: string }
@@ -53,11 +56,23 @@ const COMMANDS = ['run', 'check', 'import', 'session', 'drain'] as const
 /** What other tools spell these as: `tether help`, `tether version`, `tether -V`. */
 const FLAG_WORDS: Readonly<Record<string, string>> = { help: '--help', version: '--version', '-V': '--version', '-?': '--help' }
 
-/** The options of one admin subcommand that the other takes: `tether session k --migrate`. */
-const ADMIN_ONLY: Readonly<Record<string, 'session' | 'drain'>> = { '--json': 'session', '--migrate': 'drain', '--wait': 'drain', '--timeout': 'drain' }
+/**
+ * The options of one command that another is given by mistake (`tether session k --migrate`,
+ * `tether run --syntax-only`): refused naming the command they belong to (see {@link otherCommandsOption}).
+ */
+const COMMAND_ONLY: Readonly<Record<string, 'session' | 'drain' | 'check'>> = { '--json': 'session', '--migrate': 'drain', '--wait': 'drain', '--timeout': 'drain', '--syntax-only': 'check' }
 
-/** What an admin-only option is, where its name alone does not say: `--timeout is an option of tether drain (how long --wait waits)`. */
-const ADMIN_ONLY_WHAT: Readonly<Record<string, string>> = { '--timeout': ' (how long --wait waits)' }
+/** What a command-only option is, where its name alone does not say: `--timeout is an option of tether drain (how long --wait waits)`. */
+const COMMAND_ONLY_WHAT: Readonly<Record<string, string>> = { '--timeout': ' (how long --wait waits)' }
+
+/**
+ * The usage error for `name`, an option of another command than `kind` (COMMAND_ONLY), or null.
+ * Example: `otherCommandsOption("--syntax-only", "run")` -> `--syntax-only is an option of tether check, not of tether run`.
+ */
+function otherCommandsOption(name: string, kind: Command['kind']): Command | null {
+  const owner = COMMAND_ONLY[name]
+  return owner === undefined || owner === kind ? null : { kind: 'usage-error', message: `${name} is an option of tether ${owner}${COMMAND_ONLY_WHAT[name] ?? ''}, not of tether ${kind}` }
+}
 
 /**
  * The options that take a value, as written before it (`-c` is `--config`): what each needs,
@@ -106,7 +121,7 @@ function optionValue(written: string, inline: string | undefined, args: string[]
 
 /** Every option of every command, by name (for optionValue: a forgotten value's next word). */
 const OPTION_NAMES: ReadonlySet<string> = new Set([
-  '--config', '-c', '--help', '-h', '--version', '-v', '--manifests', '--image', '--admin', '--token', '--timeout', '--json', '--migrate', '--wait',
+  '--config', '-c', '--help', '-h', '--version', '-v', '--manifests', '--image', '--admin', '--token', '--timeout', '--json', '--migrate', '--wait', '--syntax-only',
 ])
 
 /**
@@ -210,6 +225,7 @@ function parseWords(argv: readonly string[], env: Readonly<Record<string, string
   let kind: 'run' | 'check' = 'run'
   if (args[0] === 'check' || args[0] === 'run') kind = args.shift() as 'run' | 'check'
   let config: string | undefined
+  let syntaxOnly = false
   let ended = false // after "--"
   while (args.length > 0) {
     const a = args.shift()!
@@ -218,7 +234,10 @@ function parseWords(argv: readonly string[], env: Readonly<Record<string, string
       continue
     }
     const option = !ended && a.startsWith('-') && a !== '-' // "-" alone is stdin: check's file
-    if (!ended && (a === '--config' || a === '-c' || a.startsWith('--config='))) {
+    const elsewhere = option ? otherCommandsOption(a, kind) : null
+    if (elsewhere !== null) return elsewhere
+    if (!ended && a === '--syntax-only') syntaxOnly = true // (kind is check: otherCommandsOption refused it for run)
+    else if (!ended && (a === '--config' || a === '-c' || a.startsWith('--config='))) {
       const v = a.startsWith('--config=') ? optionValue('--config', a.slice('--config='.length), args) : optionValue(a, undefined, args)
       if (typeof v !== 'string') return v
       // (check's file named as an argument, then --config: the same option twice; the same
@@ -242,7 +261,7 @@ function parseWords(argv: readonly string[], env: Readonly<Record<string, string
       const first = argv[0] === 'run' || argv[0] === 'check' ? `, and there is one: ${argv[0]}` : ` (tether ${a} ...)`
       return { kind: 'usage-error', message: `unknown argument "${a}": a command comes first${first}` }
     } else {
-      const unknown = unknownArgument(a, a.startsWith('-') ? ['--config', '--help', '--version'] : argv[0] === a ? COMMANDS : [])
+      const unknown = unknownArgument(a, a.startsWith('-') ? ['--config', '--help', '--version', ...(kind === 'check' ? ['--syntax-only'] : [])] : argv[0] === a ? COMMANDS : [])
       // a first word that is no command and near none: which there are
       return argv[0] === a && unknown.kind === 'usage-error' && !unknown.message.includes('did you mean') && !a.startsWith('-')
         ? { kind: 'usage-error', message: `${unknown.message} (commands: ${COMMANDS.join(', ')})` }
@@ -250,7 +269,7 @@ function parseWords(argv: readonly string[], env: Readonly<Record<string, string
     }
   }
   if (kind === 'check' && config === undefined) return { kind: 'usage-error', message: 'check needs a config file' }
-  if (kind === 'check') return { kind, config: config! }
+  if (kind === 'check') return { kind, config: config!, syntaxOnly }
   if (config === '-') return { kind: 'usage-error', message: STDIN_RUN('--config -') }
   if (config !== undefined) return { kind, config, configFrom: 'argument' }
   const fromEnv = env['TETHER_CONFIG']
@@ -293,7 +312,7 @@ function parseImport(args: string[]): Command {
       const twice = givenTwice('--image', image, v, 'image')
       if (twice !== null) return twice
       image = v
-    } else if (!ended && a.startsWith('-') && a !== '-') return unknownArgument(a, ['--manifests', '--image'])
+    } else if (!ended && a.startsWith('-') && a !== '-') return otherCommandsOption(a, 'import') ?? unknownArgument(a, ['--manifests', '--image'])
     else if (a === '') return { kind: 'usage-error', message: 'import: a manifest file argument is empty' }
     // (its objects would each be read twice: the second reported as a second source of
     // stickiness), also when spelt another way (`./a.yaml`)
@@ -378,7 +397,7 @@ function parseAdminCommand(kind: 'session' | 'drain', args: string[], env: Reado
     } else if (!ended && a === '--json' && kind === 'session') json = true
     else if (!ended && a === '--migrate' && kind === 'drain') migrate = true
     else if (!ended && a === '--wait' && kind === 'drain') wait = true
-    else if (!ended && ADMIN_ONLY[name] !== undefined && ADMIN_ONLY[name] !== kind) return { kind: 'usage-error', message: `${name} is an option of tether ${ADMIN_ONLY[name]}${ADMIN_ONLY_WHAT[name] ?? ''}, not of tether ${kind}` }
+    else if (!ended && otherCommandsOption(name, kind) !== null) return otherCommandsOption(name, kind)!
     // (after "--", a key or id whatever it starts with)
     else if (!ended && a.startsWith('-')) return unknownArgument(a, ['--admin', '--token', ...(kind === 'session' ? ['--json'] : ['--timeout', '--migrate', '--wait'])])
     else if (a === '') return { kind: 'usage-error', message: `${kind} needs ${kind === 'session' ? 'a session key' : 'an upstream id'} (an empty argument was given)` }

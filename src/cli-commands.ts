@@ -3,9 +3,9 @@
 // SIGTERM/SIGINT into a graceful stop. No proxy logic here.
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { CONFIG_WARNING, ConfigError, configWarnings, escapeControls, inputErrorReason, inputName, readConfigFile, readInput, type Config } from './config/index.js'
+import { CONFIG_WARNING, ConfigError, configWarnings, escapeControls, inputErrorReason, inputName, readConfigFile, readInput, type Config, type ConfigFiles } from './config/index.js'
 import { parseArgs, USAGE } from './cli-args.js'
-import { configFiles } from './config/config-files.js'
+import { configFiles, unreadConfigFiles } from './config/config-files.js'
 import { formatDuration } from './config/duration.js'
 import { convertManifests, ImportError, manifestText } from './import/convert.js'
 import type { Tether } from './app.js'
@@ -45,8 +45,18 @@ function upstreamSources(config: Config): string {
   return parts.join('; ')
 }
 
-function load(file: string): Config | null {
-  return read(file)?.config ?? null
+/**
+ * `tether check --syntax-only`'s verdict, worded apart from the full check's "ok" so that no
+ * one takes it for one: what it will discover, and the files it names, which were not read.
+ * Example: "syntax ok (2 static upstreams); not read (--syntax-only): /etc/tether-tls/tls.crt, /etc/tether-tls/tls.key".
+ */
+function syntaxOnlyResult(config: Config, unread: readonly string[]): string {
+  const files = unread.length === 0 ? 'it names no files: nothing was left unread' : `not read (--syntax-only): ${unread.join(', ')}`
+  return `syntax ok (${upstreamSources(config)}); ${files}`
+}
+
+function load(file: string, files: ConfigFiles): Config | null {
+  return read(file, 'argument', files)?.config ?? null
 }
 
 /**
@@ -54,9 +64,9 @@ function load(file: string): Config | null {
  * missing file that no argument named says where its name came from (`tether` run from another
  * directory reads `config/proxy.yaml` relative to it).
  */
-function read(file: string, from: 'argument' | 'TETHER_CONFIG' | 'default' = 'argument'): ReturnType<typeof readConfigFile> | null {
+function read(file: string, from: 'argument' | 'TETHER_CONFIG' | 'default' = 'argument', files: ConfigFiles = configFiles): ReturnType<typeof readConfigFile> | null {
   try {
-    return readConfigFile(file, process.env, configFiles)
+    return readConfigFile(file, process.env, files)
   } catch (err) {
     const code = err instanceof ConfigError ? (err.cause as NodeJS.ErrnoException | undefined)?.code : undefined
     const missing = code === 'ENOENT'
@@ -168,10 +178,13 @@ async function main(early: EarlySignals): Promise<number> {
       return r.code
     }
     case 'check': {
-      const config = load(cmd.config)
+      const unread = cmd.syntaxOnly ? unreadConfigFiles() : null
+      const config = load(cmd.config, unread?.files ?? configFiles)
       if (config === null) return 1
       for (const w of configWarnings(config)) process.stderr.write(`warning: ${w}\n`)
-      process.stdout.write(`${escapeControls(inputName(cmd.config))}: ok (${upstreamSources(config)})\n`)
+      const name = escapeControls(inputName(cmd.config))
+      if (unread === null) process.stdout.write(`${name}: ok (${upstreamSources(config)})\n`)
+      else process.stdout.write(`${name}: ${escapeControls(syntaxOnlyResult(config, unread.named()))}\n`)
       return 0
     }
     case 'run': {

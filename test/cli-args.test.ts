@@ -54,7 +54,9 @@ t.test('"--" ends the options: a session key, upstream id or file that starts wi
   const admin = { url: 'http://127.0.0.1:9901', token: null }
   t.same(parseArgs(['session', '--json', '--', '-abc'], {}), { kind: 'session', admin, key: '-abc', json: true })
   t.same(parseArgs(['drain', '--wait', '--', '--odd'], {}), { kind: 'drain', admin, id: '--odd', migrate: false, wait: true, timeout: 300_000 })
-  t.same(parseArgs(['check', '--', '-proxy.yaml'], {}), { kind: 'check', config: '-proxy.yaml' })
+  t.same(parseArgs(['check', '--', '-proxy.yaml'], {}), { kind: 'check', config: '-proxy.yaml', syntaxOnly: false })
+  t.same(parseArgs(['check', '--syntax-only', '--', '--syntax-only'], {}), { kind: 'check', config: '--syntax-only', syntaxOnly: true })
+  t.same(parseArgs(['check', '-', '--syntax-only'], {}), { kind: 'check', config: '-', syntaxOnly: true })
   t.same(parseArgs(['import', '--', '-', '-x.yaml'], {}), { kind: 'import', files: ['-', '-x.yaml'], manifests: false, image: undefined })
   // after "--" in run (which takes no argument), an option word is said to be an argument, never suggested as itself
   const after = (w: string): string => `"${w}" after "--" is an argument, not an option: put options before "--"`
@@ -97,7 +99,7 @@ t.test('-h, -v, --help or --version where an option takes its value is no reques
   for (const [argv, message] of cases) t.equal(usageError(argv), message, argv.join(' '))
   // written with "=", the value is taken whatever it starts with; "-" alone is a value (a file so named)
   t.same(parseArgs(['--config=-h'], {}), { kind: 'run', config: '-h', configFrom: 'argument' })
-  t.same(parseArgs(['check', '--config', '-'], {}), { kind: 'check', config: '-' })
+  t.same(parseArgs(['check', '--config', '-'], {}), { kind: 'check', config: '-', syntaxOnly: false })
   t.same(parseArgs(['session', 'k', '--token=-h'], {}), { kind: 'session', admin: { url: 'http://127.0.0.1:9901', token: '-h' }, key: 'k', json: false })
   // -h elsewhere still asks for help, a value before it or not
   t.same(parseArgs(['--config', 'a.yaml', '-h'], {}), { kind: 'help' })
@@ -135,7 +137,7 @@ t.test('one config file spelt two ways is one value; a second file is still refu
   t.match(parseArgs(['-c', 'a.yaml', '--config=conf/../a.yaml'], {}), { kind: 'usage-error', message: /--config is given twice/ })
   t.match(parseArgs(['import', 'a.yaml', 'conf/../a.yaml'], {}), { kind: 'import', files: ['a.yaml', 'conf/../a.yaml'] })
   t.same(parseArgs(['--config', 'a.yaml', '--config', `${process.cwd()}/a.yaml`], {}), run('a.yaml'))
-  t.same(parseArgs(['check', './a.yaml', '--config', 'a.yaml'], {}), { kind: 'check', config: './a.yaml' })
+  t.same(parseArgs(['check', './a.yaml', '--config', 'a.yaml'], {}), { kind: 'check', config: './a.yaml', syntaxOnly: false })
   t.equal(usageError(['--config', 'a.yaml', '--config', './b.yaml']), '--config is given twice ("a.yaml" and "./b.yaml"): name one config file')
   t.equal(usageError(['--config', 'a.yaml', '--config', 'sub/a.yaml']), '--config is given twice ("a.yaml" and "sub/a.yaml"): name one config file')
   // import: one manifest file spelt two ways is named twice (its objects would be read twice)

@@ -210,3 +210,51 @@ function receiveQueue(remote: number, local: number): number | null {
   }
   return null
 }
+
+// `tether check --syntax-only` (added 2026-12-05): a CI job or pre-commit hook validates the
+// ConfigMap's proxy.yaml where the files it names do not exist (the TLS overlay's
+// /etc/tether-tls/tls.crt, a kubeconfig), as promtool's `check config --syntax-only`. The full
+// check fails naming each file; --syntax-only validates everything else, says the files it did
+// not read, and still fails on a syntax error, an unknown key or an empty path.
+t.test('check --syntax-only: missing PEM files and kubeconfig fail the full check naming each, pass without reading them; other errors still fail', async (t) => {
+  const config = [
+    'listen:',
+    '  port: 8443',
+    '  tls: { cert: /nonexistent/tether-tls/tls.crt, key: /nonexistent/tether-tls/tls.key }',
+    'upstreams: []',
+    'discovery:',
+    '  kubernetes: { service: web, port: http, kubeconfig: /nonexistent/kubeconfig }',
+    '',
+  ].join('\n')
+  const file = tempFile('syntax-only.yaml', config)
+  const [full, syntaxOnly, viaOption, viaStdin] = await Promise.all([
+    runCli(['check', file]),
+    runCli(['check', '--syntax-only', file]),
+    runCli(['check', '--config', file, '--syntax-only']),
+    runCli(['check', '--syntax-only', '-'], {}, 15000, [], config),
+  ])
+  t.equal(full.code, 1)
+  t.equal(full.stdout, '')
+  for (const [key, path] of [['listen.tls.cert', '/nonexistent/tether-tls/tls.crt'], ['listen.tls.key', '/nonexistent/tether-tls/tls.key'], ['discovery.kubernetes.kubeconfig', '/nonexistent/kubeconfig']]) {
+    t.match(full.stderr, `${key}: `, `the full check names ${key}`)
+    t.match(full.stderr, path)
+  }
+  const discovers = "Kubernetes discovery of Service web (the kubeconfig context's namespace) port http (EndpointSlices, through kubeconfig /nonexistent/kubeconfig)"
+  const unread = 'not read (--syntax-only): /nonexistent/tether-tls/tls.crt, /nonexistent/tether-tls/tls.key, /nonexistent/kubeconfig'
+  t.same([syntaxOnly.code, syntaxOnly.stdout, syntaxOnly.stderr], [0, `${file}: syntax ok (${discovers}); ${unread}\n`, ''])
+  t.same([viaOption.code, viaOption.stdout], [0, syntaxOnly.stdout], 'check --config <file> --syntax-only alike')
+  t.same([viaStdin.code, viaStdin.stdout], [0, `<stdin>: syntax ok (${discovers}); ${unread}\n`], 'check --syntax-only - alike')
+  const none = tempFile('syntax-only-none.yaml', 'upstreams:\n  - { id: a, url: "http://127.0.0.1:9001" }\n')
+  const [noFiles, syntax, key, empty] = await Promise.all([
+    runCli(['check', '--syntax-only', none]),
+    runCli(['check', '--syntax-only', '-'], {}, 15000, [], `${config}log: { level: [\n`),
+    runCli(['check', '--syntax-only', '-'], {}, 15000, [], config.replace('port: 8443', 'prot: 8443')),
+    runCli(['check', '--syntax-only', '-'], {}, 15000, [], config.replace('/nonexistent/tether-tls/tls.key', '""')),
+  ])
+  t.same([noFiles.code, noFiles.stdout], [0, `${none}: syntax ok (1 static upstream); it names no files: nothing was left unread\n`])
+  t.equal(syntax.code, 1, 'a syntax error still fails')
+  t.match(syntax.stderr, /^<stdin>:7:\d+: YAML syntax error: /)
+  t.same([key.code, key.stdout, key.stderr], [1, '', '<stdin>:2:3 listen.prot: unknown key, did you mean `port`?\n'], 'an unknown key still fails')
+  t.equal(empty.code, 1, 'an empty path still fails: paths are checked as values')
+  t.match(empty.stderr, /^<stdin>:3:\d+ listen\.tls\.key: /)
+})

@@ -30,6 +30,15 @@ t.test('usage errors a new user meets say what is wrong and what to write instea
     [['session', 'k', 'k2'], 'session takes one session key: "k2" is a second'],
     [['session', 'k', '--migrate'], '--migrate is an option of tether drain, not of tether session'],
     [['drain', 'app-1', '--json'], '--json is an option of tether session, not of tether drain'],
+    // check's --syntax-only anywhere else, and an admin command's option given to run (until
+    // 2026-12-05 `run --json` was an unknown argument)
+    [['run', '--syntax-only'], '--syntax-only is an option of tether check, not of tether run'],
+    [['--syntax-only', 'proxy.yaml'], '--syntax-only is an option of tether check, not of tether run'],
+    [['import', '--syntax-only', 'a.yaml'], '--syntax-only is an option of tether check, not of tether import'],
+    [['session', 'k', '--syntax-only'], '--syntax-only is an option of tether check, not of tether session'],
+    [['drain', 'app-1', '--syntax-only'], '--syntax-only is an option of tether check, not of tether drain'],
+    [['run', '--json'], '--json is an option of tether session, not of tether run'],
+    [['check', '--config', '--syntax-only'], '--config needs a file path, and the word after it is the option --syntax-only'],
     [['import', 'a.yaml', 'b.yaml', 'a.yaml'], 'import: "a.yaml" is named twice'],
     [['import', '-', '-'], 'import: stdin (-) is named twice'],
     [['import', ''], 'import: a manifest file argument is empty'],
@@ -67,8 +76,8 @@ t.test('an empty TETHER_CONFIG and stdin ("-") for run are usage errors naming w
   t.equal(usageLine(['--config=-']), `tether: --config -: ${stdin}`)
   t.equal(usageLine([], { TETHER_CONFIG: '-' }), `tether: TETHER_CONFIG=-: ${stdin}`)
   t.same(parseArgs(['--config', './-'], {}), { kind: 'run', config: './-', configFrom: 'argument' }, 'a file named "-"')
-  t.same(parseArgs(['check', '-'], {}), { kind: 'check', config: '-' })
-  t.same(parseArgs(['check', '--config', '-'], { TETHER_CONFIG: '' }), { kind: 'check', config: '-' })
+  t.same(parseArgs(['check', '-'], {}), { kind: 'check', config: '-', syntaxOnly: false })
+  t.same(parseArgs(['check', '--config', '-'], { TETHER_CONFIG: '' }), { kind: 'check', config: '-', syntaxOnly: false })
   t.equal(usageLine(['check', '-', '-']), 'tether: check takes one config file: "-" is a second (check each on its own)')
   const empty = await runCli([], { TETHER_CONFIG: '' })
   t.same([empty.code, empty.stdout, empty.stderr], [2, '', `tether: TETHER_CONFIG is empty: set it to a config file, or unset it for the default config/proxy.yaml (--config <file> overrides it)\n\n${USAGE}`])
@@ -90,7 +99,7 @@ t.test('an environment variable the CLI reads that holds only whitespace is refu
   t.same(parseArgs(['--config', 'a.yaml'], { TETHER_CONFIG: ' ' }), { kind: 'run', config: 'a.yaml', configFrom: 'argument' })
   t.match(parseArgs(['session', 'k', '--admin', 'http://10.0.0.1:9901', '--token', 't'], { TETHER_ADMIN: ' ', TETHER_ADMIN_TOKEN: ' ' }), { kind: 'session', admin: { url: 'http://10.0.0.1:9901', token: 't' } })
   // check names its file: TETHER_CONFIG is not read
-  t.same(parseArgs(['check', 'a.yaml'], { TETHER_CONFIG: ' ' }), { kind: 'check', config: 'a.yaml' })
+  t.same(parseArgs(['check', 'a.yaml'], { TETHER_CONFIG: ' ' }), { kind: 'check', config: 'a.yaml', syntaxOnly: false })
   const blank = await runCli([], { TETHER_CONFIG: ' ' })
   t.same([blank.code, blank.stdout, blank.stderr.split('\n')[0]], [2, '', usageLine([], { TETHER_CONFIG: '' })], 'as a process: exit 2, the one line (then the help)')
 })
