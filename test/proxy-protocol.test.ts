@@ -1,7 +1,8 @@
 // listen.proxy_protocol on a real Tether: a PROXY header (v1 or v2) before the client's first
 // byte declares the client, whose address the upstream then sees in X-Forwarded-For, the
-// client_ip key hashes and the access log names; over HTTP/1.1 (pipelined too), h2c, TLS
-// (HTTP/1.1 and h2 by ALPN), WebSocket upgrades and the redirect listener. A connection without
+// client_ip key hashes and the access log names; over HTTP/1.1 (pipelined too, with
+// Expect: 100-continue, the header cut at any byte), h2c, TLS (HTTP/1.1 and h2 by ALPN),
+// WebSocket upgrades, CONNECT (refused as without a header) and the redirect listener. A connection without
 // a valid header within timeouts.client_headers is closed without an answer, nothing forwarded.
 import t, { type Test } from 'tap'
 import http from 'node:http'
@@ -25,10 +26,15 @@ import { once, onEvent, when, within } from './fixtures/wait.js'
 const certs = makeCertificateSet()
 t.teardown(() => certs.remove())
 
-/** Each upstream answers what it saw: its id and the X-Forwarded-For Tether sent it. */
+/** Each upstream answers what it saw: its id, the X-Forwarded-For Tether sent it, the path and the body. */
 const seeing = (id: string): http.RequestListener => (req, res) => {
-  res.setHeader('content-type', 'application/json')
-  res.end(JSON.stringify({ id, xff: req.headers['x-forwarded-for'] ?? null }))
+  let body = ''
+  req.setEncoding('latin1')
+  req.on('data', (c: string) => { body += c })
+  req.on('end', () => {
+    res.setHeader('content-type', 'application/json')
+    res.end(JSON.stringify({ id, xff: req.headers['x-forwarded-for'] ?? null, path: req.url, body }))
+  })
 }
 
 /** Three upstreams and a Tether in front with `over` (proxy_protocol on unless said). */
@@ -74,8 +80,8 @@ async function exchange(port: number, chunks: readonly Buffer[]): Promise<string
 }
 
 /** The JSON bodies of the answers in `raw` (one or more HTTP/1.1 answers). */
-function bodies(raw: string): { id: string; xff: string | null }[] {
-  return [...raw.matchAll(/\{"id".*?\}/g)].map((m) => JSON.parse(m[0]) as { id: string; xff: string | null })
+function bodies(raw: string): { id: string; xff: string | null; path: string; body: string }[] {
+  return [...raw.matchAll(/\{"id".*?\}/g)].map((m) => JSON.parse(m[0]) as { id: string; xff: string | null; path: string; body: string })
 }
 
 const v4 = (a: number[], port = 40000): Buffer => v2(0x21, 0x11, inet(a, [10, 0, 0, 1], port, 443))
@@ -300,21 +306,6 @@ t.test('TLS after the header: HTTP/1.1 and h2 by ALPN see the declared client', 
   t.equal(await exchange(tether.port, [GET]), '')
 })
 
-t.test('a WebSocket upgrade after the header: the upstream sees the declared client', async (t) => {
-  const { tether } = await ppTether(t)
-  const socket = net.connect(tether.port, '127.0.0.1')
-  t.teardown(() => socket.destroy())
-  socket.write(Buffer.concat([
-    line('PROXY TCP4 203.0.113.80 10.0.0.1 1 2\r\n'),
-    line('GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n'),
-  ]))
-  let got = ''
-  socket.on('data', (c: Buffer) => { got += c.toString('latin1') })
-  await when(onEvent(socket, 'data'), () => got.includes('\r\n\r\n'), 5000, 'the 101')
-  t.match(got, /^HTTP\/1\.1 101/)
-  t.match(got, /x-seen-xff: 203\.0\.113\.80\r\n/i)
-})
-
 t.test('a graceful stop closes the connections still reading their header (they are idle)', async (t) => {
   const ups = await upstreams(t, ['a'], seeing)
   // (the header's own bound, timeouts.client_headers, is longer than the test waits)
@@ -341,4 +332,98 @@ t.test('the redirect listener takes the header too: 308 for the declared client,
   t.match(got, /location: https:\/\/shop\.example\/a\?b\r\n/i)
   t.equal(await exchange(port, [GET]), '', 'no header: closed unanswered')
   await when(onEvent(logs, 'record'), () => logs.records.some((r) => r['listener'] === 'redirect'), 5000, 'warned')
+})
+
+// The request forms a PROXY header can precede (s63): each on both front paths, the HTTP/1.1
+// server's own and the h2c sniffer's (which reads the first bytes after the header again to
+// tell HTTP/2's preface from HTTP/1.1): an Expect: 100-continue, a pipelined pair in the
+// header's own write, the header cut at every byte with the request in the second write,
+// CONNECT and a WebSocket upgrade.
+const SETUPS: [string, DeepPartial<Config>][] = [['HTTP/1.1', {}], ['HTTP/1.1 next to h2c', { listen: { http2: { cleartext: true } } }]]
+const V1_52 = line('PROXY TCP4 203.0.113.52 10.0.0.1 1 2\r\n')
+
+/** A raw connection that wrote `first`; `until` waits for what it read so far to hold. */
+async function talk(t: Test, port: number, first: Buffer): Promise<{ socket: net.Socket; read: () => string; until: (done: (got: string) => boolean, what: string) => Promise<unknown> }> {
+  const socket = net.connect(port, '127.0.0.1')
+  t.teardown(() => socket.destroy())
+  socket.setNoDelay(true)
+  let got = ''
+  socket.on('data', (c: Buffer) => { got += c.toString('latin1') })
+  socket.on('error', () => undefined)
+  await once(socket, 'connect')
+  socket.write(first)
+  return { socket, read: () => got, until: (done, what) => when(onEvent(socket, 'data'), () => done(got), 5000, what) }
+}
+
+t.test('Expect: 100-continue after the header: the interim 100, then the answer; the upstream sees the declared client and the body', async (t) => {
+  for (const [name, over] of SETUPS) {
+    for (const header of [V1_52, v4([203, 0, 113, 52])]) {
+      const { tether } = await ppTether(t, over)
+      const what = `${name}, ${header[0] === 0x50 ? 'v1' : 'v2'}`
+      const c = await talk(t, tether.port, Buffer.concat([header, line('POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n')]))
+      await c.until((got) => got.includes('\r\n\r\n'), `${what}: the 100`)
+      t.match(c.read(), /^HTTP\/1\.1 100 Continue\r\n\r\n$/, `${what}: 100 Continue first, alone`)
+      const closed = once(c.socket, 'close', 10_000, `${what}: closed after the answer`)
+      c.socket.write('hello')
+      await closed
+      t.match(c.read(), /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 /, `${what}: then the answer`)
+      t.same(bodies(c.read()).map((b) => [b.xff, b.path, b.body]), [['203.0.113.52', '/e', 'hello']], `${what}: for the declared client, with the body`)
+    }
+  }
+})
+
+t.test('a pipelined pair in the header\'s own write: both answered in order, both for the declared client', async (t) => {
+  for (const [name, over] of SETUPS) {
+    const { tether } = await ppTether(t, over)
+    for (const header of [V1_52, v4([203, 0, 113, 52])]) {
+      const pair = line('GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+      const got = await exchange(tether.port, [Buffer.concat([header, pair])])
+      t.same(bodies(got).map((b) => [b.path, b.xff]), [['/1', '203.0.113.52'], ['/2', '203.0.113.52']], `${name}, ${header[0] === 0x50 ? 'v1' : 'v2'}`)
+    }
+  }
+})
+
+t.test('the header cut in two writes at every byte, its rest and the request in the second (and the request\'s first bytes in the first)', async (t) => {
+  for (const [name, over] of SETUPS) {
+    const { tether } = await ppTether(t, over)
+    for (const header of [V1_52, v4([203, 0, 113, 52])]) {
+      const bytes = Buffer.concat([header, GET])
+      const seen: (string | null)[] = []
+      for (let k = 1; k <= header.length + 4; k++) seen.push(bodies(await exchange(tether.port, [bytes.subarray(0, k), bytes.subarray(k)]))[0]?.xff ?? null)
+      t.same(seen, seen.map(() => '203.0.113.52'), `${name}, ${header[0] === 0x50 ? 'v1' : 'v2'}: cut after each of bytes 1 to ${header.length + 4}`)
+    }
+  }
+})
+
+t.test('CONNECT after the header: the answer Tether gives CONNECT without the PROXY protocol, logged for the declared client; nothing forwarded', async (t) => {
+  const connect = line('CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n')
+  // (an answer's Date may differ by a second)
+  const answer = (raw: string): string => raw.replace(/^date: .*\r\n/gim, '')
+  for (const [name, over] of SETUPS) {
+    const logs = new LogCapture()
+    const { tether, ups } = await ppTether(t, over, logs)
+    const { tether: plain } = await ppTether(t, { ...over, listen: { ...over.listen, proxy_protocol: false } })
+    const [viaHeader, without] = await Promise.all([
+      exchange(tether.port, [Buffer.concat([line('PROXY TCP4 203.0.113.85 10.0.0.1 1 2\r\n'), connect])]),
+      exchange(plain.port, [connect]),
+    ])
+    t.match(viaHeader, /^HTTP\/1\.1 405 /, `${name}: 405`)
+    t.equal(answer(viaHeader), answer(without), `${name}: the same answer as without the PROXY protocol`)
+    await when(onEvent(logs, 'record'), () => logs.access().length > 0, 5000, `${name}: its access line`)
+    t.same(logs.access().map((r) => r['peer']), ['203.0.113.85'], `${name}: logged for the declared client`)
+    t.equal(ups.reduce((n, u) => n + u.seen.length, 0), 0, `${name}: nothing forwarded`)
+  }
+})
+
+t.test('a WebSocket upgrade after the header, on both front paths: the upstream sees the declared client', async (t) => {
+  for (const [name, over] of SETUPS) {
+    const { tether } = await ppTether(t, over)
+    const c = await talk(t, tether.port, Buffer.concat([
+      line('PROXY TCP4 203.0.113.81 10.0.0.1 1 2\r\n'),
+      line('GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n'),
+    ]))
+    await c.until((got) => got.includes('\r\n\r\n'), `${name}: the 101`)
+    t.match(c.read(), /^HTTP\/1\.1 101/, name)
+    t.match(c.read(), /x-seen-xff: 203\.0\.113\.81\r\n/i, `${name}: X-Forwarded-For the declared client`)
+  }
 })
