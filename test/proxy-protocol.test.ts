@@ -415,6 +415,27 @@ t.test('CONNECT after the header: the answer Tether gives CONNECT without the PR
   }
 })
 
+t.test('CONNECT on an h2c stream after the header: answered 405 as without the PROXY protocol, logged for the declared client', async (t) => {
+  const h2c: DeepPartial<Config> = { listen: { http2: { cleartext: true } } }
+  const logs = new LogCapture()
+  const { tether, ups } = await ppTether(t, h2c, logs)
+  const { tether: plain } = await ppTether(t, { listen: { ...h2c.listen, proxy_protocol: false } })
+  const statuses: number[] = []
+  for (const [port, header] of [[tether.port, v4([203, 0, 113, 86])], [plain.port, null]] as const) {
+    const session = http2.connect(`http://127.0.0.1:${port}`, header === null ? {} : { createConnection: () => preceded(port, header) })
+    t.teardown(() => session.destroy())
+    const req = session.request({ ':method': 'CONNECT', ':authority': 'example.com:443' })
+    req.on('error', () => undefined)
+    const [head] = await once<[http2.IncomingHttpHeaders]>(req, 'response', 5000, 'the CONNECT stream\'s answer')
+    statuses.push(Number(head[':status']))
+    req.close()
+  }
+  t.same(statuses, [405, 405], 'the same 405 with and without the header')
+  await when(onEvent(logs, 'record'), () => logs.access().length > 0, 5000, 'its access line')
+  t.same(logs.access().map((r) => r['peer']), ['203.0.113.86'], 'logged for the declared client')
+  t.equal(ups.reduce((n, u) => n + u.seen.length, 0), 0, 'nothing forwarded')
+})
+
 t.test('a WebSocket upgrade after the header, on both front paths: the upstream sees the declared client', async (t) => {
   for (const [name, over] of SETUPS) {
     const { tether } = await ppTether(t, over)
