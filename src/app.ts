@@ -195,7 +195,7 @@ export async function startTether(config: Config, options: TetherOptions = {}): 
   const discovery = createDiscovery(config.discovery, { membership: discovered, logger, metrics, env, timers, clock, drainTimeout: config.affinity.drain_timeout })
   membership.setStatic(config.upstreams)
 
-  const redirect = config.listen.redirect === null ? null : new RedirectListener(config, { current: () => path, clientErrors: proxy.clientErrors, logger }, () => listener.port)
+  const redirect = config.listen.redirect === null ? null : new RedirectListener(config, { current: () => path, clientErrors: proxy.clientErrors, logger, clock }, () => listener.port)
   // a worker takes its siblings' bindings and health before it takes connections; the checks run where the primary says
   await link?.attach({
     sessions, records, applyProbe: health.applyProbe, now: () => clock.now(), metrics: (compact) => compact ? metrics.snapshot() : metrics.json(),

@@ -52,7 +52,7 @@ t.test('a minimal config gets every default', async (t) => {
       drain: { migrate: false, min_idle: 2_000 },
       shared: 'none',
     },
-    timeouts: { connect: 2_000, response_headers: 60_000, body_idle: 60_000, client_keep_alive: 5_000, client_headers: 10_000, queue: 5_000 },
+    timeouts: { connect: 2_000, response_headers: 60_000, body_idle: 60_000, client_keep_alive: 5_000, client_headers: 10_000, client_connection_max: 3_600_000, queue: 5_000 },
     limits: { max_header_bytes: 16384, max_body_bytes: null, max_requests_per_connection: 1000, max_upstream_connections: null },
     forwarding: {
       preserve_host: true, x_forwarded: true, upstream_header: false, allow_underscores: false,
@@ -123,7 +123,7 @@ t.test('a full config round-trips every key, durations in ms and URLs as origins
       drain: { migrate: true, min_idle: 3_000 },
       shared: 'redis',
     },
-    timeouts: { connect: 500, response_headers: 15_000, body_idle: 0, client_keep_alive: 2_500, client_headers: 60_000, queue: 3_000 },
+    timeouts: { connect: 500, response_headers: 15_000, body_idle: 0, client_keep_alive: 2_500, client_headers: 60_000, client_connection_max: 600_000, queue: 3_000 },
     limits: { max_header_bytes: 32768, max_body_bytes: 1_048_576, max_requests_per_connection: 500, max_upstream_connections: 20 },
     forwarding: { preserve_host: false, x_forwarded: false, upstream_header: true, allow_underscores: true, tls: forwardingTls },
     log: { level: 'debug', access: false, session_secret: '0123456789abcdef-log' },

@@ -18,7 +18,7 @@ export interface ReloadResult {
  * Compare the running config with `next`. Live: upstreams (minimal disruption, affinity kept;
  * not when discovery changes too, or forwarding.tls with a change that needs a restart),
  * retries, forwarding (but upstream_header), limits.max_body_bytes and
- * limits.max_requests_per_connection, log.access. Any other
+ * limits.max_requests_per_connection, timeouts.client_connection_max, log.access. Any other
  * change is reported as needing a restart and the running value is kept in `effective`.
  * Example: only `retries.attempts` changed -> `{ applied: ['retries'], needsRestart: [], effective }`.
  */
@@ -37,6 +37,8 @@ export function diffConfig(current: Config, next: Config): ReloadResult & { read
     else if (key === 'forwarding' && forwardingLive) applied.push(key)
     // (max_requests_per_connection: the listeners read it as each new connection begins)
     else if (key === 'limits' && !differs(restartLimits(current.limits), restartLimits(next.limits))) applied.push(key)
+    // (client_connection_max: read as each new connection begins, as max_requests_per_connection)
+    else if (key === 'timeouts' && !differs(restartTimeouts(current.timeouts), restartTimeouts(next.timeouts))) applied.push(key)
     // the log level is set when the logger is made, the session secret when the session records are
     else if (key === 'log' && current.log.level === next.log.level && current.log.session_secret === next.log.session_secret) applied.push(key)
     else needsRestart.push(key)
@@ -49,6 +51,7 @@ export function diffConfig(current: Config, next: Config): ReloadResult & { read
     retries: next.retries,
     forwarding: applied.includes('forwarding') ? next.forwarding : current.forwarding,
     limits: applied.includes('limits') ? next.limits : current.limits,
+    timeouts: applied.includes('timeouts') ? next.timeouts : current.timeouts,
     log: applied.includes('log') ? next.log : current.log,
   }
   return { applied, needsRestart, restartKeys, effective }
@@ -57,6 +60,11 @@ export function diffConfig(current: Config, next: Config): ReloadResult & { read
 /** `limits` without the keys a reload applies: what must not differ for the section to be live. */
 function restartLimits(limits: Config['limits']): Config['limits'] {
   return { ...limits, max_body_bytes: 0, max_requests_per_connection: 0 }
+}
+
+/** `timeouts` without the key a reload applies (see restartLimits). */
+function restartTimeouts(timeouts: Config['timeouts']): Config['timeouts'] {
+  return { ...timeouts, client_connection_max: 0 }
 }
 
 /** At most this many keys are listed (a whole section rewritten says enough with these). */

@@ -277,6 +277,17 @@ export interface TimeoutsConfig {
   /** Time a client has to send a complete request head. Default 10s. */
   readonly client_headers: Millis
   /**
+   * How long one client connection carries requests, as nginx's `keepalive_time` and Envoy's
+   * `max_connection_duration`: the first HTTP/1.1 request whose turn starts after it is the
+   * connection's last (`Connection: close`), the first HTTP/2 stream after it gets GOAWAY
+   * NO_ERROR (streams in flight finish); a WebSocket is never cut. Like
+   * `limits.max_requests_per_connection`, it moves a long-lived connection (an L4 load
+   * balancer's keep-alive, an h2 client's steady trickle) to another Tether replica now and
+   * then. 0 = unlimited. A reload applies to connections whose first request (h2: preface)
+   * comes after it. Default 1h, as nginx.
+   */
+  readonly client_connection_max: Millis
+  /**
    * How long a request may wait for one of its upstream's connections when
    * `limits.max_upstream_connections` are all busy (HAProxy's `timeout queue`); then 503
    * TETHER_UPSTREAM_QUEUE_TIMEOUT. Unused without that limit. Default 5s.
@@ -594,6 +605,7 @@ export const DEFAULTS = {
     body_idle: 60_000,
     client_keep_alive: 5_000,
     client_headers: 10_000,
+    client_connection_max: 3_600_000,
     queue: 5_000,
   },
   limits: { max_header_bytes: 16384, max_body_bytes: null, max_requests_per_connection: 1000, max_upstream_connections: null },

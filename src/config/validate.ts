@@ -1161,6 +1161,7 @@ const config: Check<Config> = refine(
           body_idle: duration({ zero: true }),
           client_keep_alive: duration({ zero: false }),
           client_headers: duration({ zero: false }),
+          client_connection_max: duration({ zero: true }),
           queue: duration({ zero: false }),
         },
         DEFAULTS.timeouts,

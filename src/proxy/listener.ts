@@ -2,7 +2,7 @@
 // h2c by prior knowledge beside it, TLS with HTTP/1.1, or TLS with HTTP/2 by ALPN and HTTP/1.1
 // on the same port), the rapid-reset guard of h2 connections, their close after nghttp2's
 // own GOAWAY and their lingering close, HTTP/1.1 requests forwarded one at a time per connection, h2 streams side by
-// side, the requests one connection may carry (limits.max_requests_per_connection), upgrades handed to the request path in request order, malformed requests answered,
+// side, the requests one connection may carry and for how long (limits.max_requests_per_connection, timeouts.client_connection_max), upgrades handed to the request path in request order, malformed requests answered,
 // and the graceful stop; with `listen.proxy_protocol`, each connection's PROXY header read
 // before any of it (proxy-protocol.ts). Layer 4:
 // owns the server and its connections, holds no routing or protocol logic (the current
@@ -18,7 +18,7 @@ import type { Config } from '../config/schema.js'
 import type { Logger } from '../observability/logger.js'
 import { ProblemLog } from '../observability/problem-log.js'
 import type { ClientErrors } from './client-error.js'
-import { MAX_WAITING, onePerConnection, whenIdle, type Overflow } from './pipelining.js'
+import { keepAliveBounds, MAX_WAITING, onePerConnection, requestCap, timeBound, whenIdle, type KeepAliveBounds, type Overflow } from './pipelining.js'
 import { awaitsContinue, expectsContinue, type RequestPath } from './request-path.js'
 import { refusedByTether, sendError, writeRawError } from './respond.js'
 import { foreignRequestLine } from './request-line.js'
@@ -220,8 +220,8 @@ function closeWithGoaway(session: http2.ServerHttp2Session, code: number, last?:
 }
 
 /**
- * `limits.max_requests_per_connection` over h2 (`max` streams; 0: no cap), as nginx's
- * `keepalive_requests` since 1.19.7: the `max`-th stream a client opens is served, Tether sends
+ * `limits.max_requests_per_connection` over h2 (`max` streams, `bounds.maxRequests()`; 0: no
+ * cap), as nginx's `keepalive_requests` since 1.19.7: the `max`-th stream a client opens is served, Tether sends
  * GOAWAY NO_ERROR naming it (RFC 9113 section 6.8: no stream after it is processed) and a turn
  * later closes the connection gracefully (Node's `close()`, whose own GOAWAY names the same
  * stream: nghttp2 never raises the id it sent): the streams in flight finish, then the
@@ -233,17 +233,35 @@ function closeWithGoaway(session: http2.ServerHttp2Session, code: number, last?:
  * noted here (see refusedPastCap), before the server's own listener hands them on, and refused
  * with `RST_STREAM REFUSED_STREAM` (RFC 9113 section 8.7: not processed, safe to send again),
  * never forwarded; nginx 1.22 refuses them the same way. A connection already closing (a
- * graceful stop, the rapid-reset or slow-head guard) is left to that close. `onCap` is told
- * of the GOAWAY. Cost: one counter a connection, a compare a stream.
+ * graceful stop, the rapid-reset or slow-head guard) is left to that close.
+ *
+ * `timeouts.client_connection_max` (`bounds.maxTime()` ms from the session's start; 0: none)
+ * ends a connection the same way, at the first stream opened after it, as nginx's
+ * `keepalive_time` (ngx_http_v2_state_headers compares each new stream's time with the
+ * connection's start). Not by a timer at the bound, as Envoy's `max_connection_duration`:
+ * - a connection that opens no stream has nothing to move to another replica; a quiet one is
+ *   closed by the client idle bound (clientIdleTimeout, 61 s by default), a graceful stop
+ *   sends GOAWAY to every connection anyway;
+ * - a GOAWAY at a random time crosses streams the client is sending: those are refused and
+ *   sent again, while the GOAWAY sent at a stream names that stream, which is served;
+ * - a stream open past the bound (SSE, a gRPC stream) is never cut by either: a timer's
+ *   GOAWAY would only turn away streams that the check at the stream turns away as well.
+ * `onLast` is told of the GOAWAY: the streams opened, and whether the time bound was reached.
+ * Cost: one counter and one end time a connection, a compare and one clock read a stream.
  */
-function capStreams(session: http2.ServerHttp2Session, max: number, onCap: (max: number) => void): void {
-  if (max <= 0) return
+function capStreams(session: http2.ServerHttp2Session, bounds: KeepAliveBounds, onLast: (streams: number, byTime: boolean) => void): void {
+  const max = requestCap(bounds)
+  const until = timeBound(bounds)
+  if (max === Infinity && until === Infinity) return
   let streams = 0
+  let ended = false // the last stream came: every later one is refused
   session.prependListener('stream', (stream: http2.ServerHttp2Stream) => {
-    if (++streams < max) return
-    if (streams > max) return void pastCap.add(stream)
+    if (ended) return void pastCap.add(stream)
+    const byCount = ++streams >= max
+    if (!byCount && (until === Infinity || bounds.now() <= until)) return
+    ended = true
     if (session.closed || session.destroyed) return
-    onCap(max)
+    onLast(streams, !byCount)
     closeWithGoaway(session, http2.constants.NGHTTP2_NO_ERROR, stream.id, closeGracefully)
   })
 }
@@ -609,7 +627,7 @@ export class Listener {
     const h1Checking = http1Options(config).connectionsCheckingInterval ?? 500
     // read from the current config at a connection's first request (h2: its session's start):
     // a reload applies to connections whose first request comes after it
-    const maxRequests = (): number => deps.current().config.limits.max_requests_per_connection
+    const bounds = keepAliveBounds(() => deps.current().config, deps.clock)
     // an HTTP/1.1 request without Host (or any with an empty one) is refused in its turn, as the
     // request path's own 400s are, then the connection closes (nginx 1.22 answers both 400;
     // HAProxy 2.6 passes both on, measured 2026-12-05)
@@ -618,16 +636,16 @@ export class Listener {
       if (res.destroyed || req.socket.destroyed) return void res.destroy()
       sendError(res, 'TETHER_BAD_REQUEST', { close: true })
       deps.clientErrors.refused('TETHER_BAD_REQUEST', req)
-    }, overflow, maxRequests)
+    }, overflow, bounds)
     // h2 streams of one connection are concurrent by design (bounded by max_concurrent_streams);
     // "HTTP/2.0" in an HTTP/1 request line is not HTTP/2 (which starts with its preface): 505,
     // as nginx answers (else it would pass for h2 and skip the one-at-a-time pipelining rule)
     // (in its turn among the connection's requests: answered after the earlier ones, and
     // the connection then closes without answering those pipelined behind it)
-    const refuseVersion = refuseInTurn('TETHER_HTTP_VERSION', deps.clientErrors, overflow, maxRequests)
+    const refuseVersion = refuseInTurn('TETHER_HTTP_VERSION', deps.clientErrors, overflow, bounds)
     // a request line Node's parser took that is not HTTP/1.x (HTTP/0.9, an RTSP-only method: see
     // request-line.ts) is never sent on as an HTTP/1.1 request: 400 in its turn, then close
-    const refuseForeign = refuseInTurn('TETHER_BAD_REQUEST', deps.clientErrors, overflow, maxRequests)
+    const refuseForeign = refuseInTurn('TETHER_BAD_REQUEST', deps.clientErrors, overflow, bounds)
     const handle: http.RequestListener = (req, res) => {
       if (req.httpVersionMajor === 2) {
         if (isH2Stream(req)) { if (!refusedPastCap(req)) deps.current().handleRequest(req, res) }
@@ -680,7 +698,9 @@ export class Listener {
       lingerOnClose(session, H2_CLOSE_LINGER)
       if (armed) keepStreamErrorsToTheStream(session, (err) => deps.logger.debug({ err, peer }, 'HTTP/2 protocol error nghttp2 answers itself (RST_STREAM, or its own GOAWAY)'))
       guardRapidReset(session, (fields, msg) => void problems.report('http2 rapid reset', 'rapid reset', fields, msg))
-      capStreams(session, maxRequests(), (streams) => deps.logger.debug({ peer, streams }, 'HTTP/2 connection reached limits.max_requests_per_connection: GOAWAY NO_ERROR sent, its streams in flight finish'))
+      capStreams(session, bounds, (streams, byTime) => deps.logger.debug({ peer, streams }, byTime
+        ? 'HTTP/2 connection reached timeouts.client_connection_max: GOAWAY NO_ERROR sent, its streams in flight finish'
+        : 'HTTP/2 connection reached limits.max_requests_per_connection: GOAWAY NO_ERROR sent, its streams in flight finish'))
       guardSlowHead(session, t.client_headers, h1Checking, () => void problems.report('http2 slow head', 'slow head', { peer, client_headers_ms: t.client_headers }, 'HTTP/2 client did not complete a stream head within timeouts.client_headers: connection closed'))
       if (this.#stopping) closeAfterFirstFlight(session)
     }
@@ -940,12 +960,12 @@ export class Listener {
  * (after the earlier ones; the connection then closes without answering those pipelined behind
  * it), logged and counted as the listener's other refusals. Made once per listener.
  */
-export function refuseInTurn(code: ErrorCode, clientErrors: ClientErrors, overflow?: Overflow, maxRequests?: () => number): http.RequestListener {
+export function refuseInTurn(code: ErrorCode, clientErrors: ClientErrors, overflow?: Overflow, bounds?: KeepAliveBounds): http.RequestListener {
   return onePerConnection((req, res) => {
     if (res.destroyed || req.socket.destroyed) return void res.destroy()
     sendError(res, code, { close: true })
     clientErrors.refused(code, req)
-  }, overflow, maxRequests)
+  }, overflow, bounds)
 }
 
 /**

@@ -8,13 +8,16 @@
 // 9.3.2; no real client pipelines that deep), and the caller is told (the listener logs it).
 // A waiting request starts a turn of the event loop after the answer before it closed, so the
 // access lines come in request order, as nginx writes them (see ConnectionState.next).
-// It also counts a connection's requests: the last one `limits.max_requests_per_connection`
-// allows gets `Connection: close` (see lastRequest).
+// It also bounds a connection's keep-alive: the last request `limits.max_requests_per_connection`
+// allows, or the first whose turn starts past `timeouts.client_connection_max`, gets
+// `Connection: close` (see lastRequest).
 // Owns no I/O of its own: it orders calls to the handler, and closes a connection past the bounds.
 import type { IncomingMessage, ServerResponse } from 'node:http'
 
 import { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
+import { monotonicNow, systemClock, type Clock } from '../clock.js'
+import type { Config } from '../config/schema.js'
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void
 /** Told of a connection closed for pipelining past MAX_WAITING, before it is destroyed. */
@@ -47,23 +50,54 @@ interface ConnectionState {
   readonly overflow: Overflow | undefined
   /** Requests the connection may still carry, this one's turn included (Infinity: no cap). */
   left: number
+  /** The monotonic time past which the next request's turn is the last (Infinity: no bound). */
+  readonly until: number
+  /** The monotonic clock `until` is read against. */
+  readonly now: () => number
 }
 type Tracked = { [STATE]?: ConnectionState }
+
+/**
+ * What bounds a client connection's keep-alive, each read once as the connection's first
+ * request comes (h2: as its session begins): a reload applies to connections that begin after it.
+ */
+export interface KeepAliveBounds {
+  /** Most requests (h2: streams) one connection carries, 0: no cap (`limits.max_requests_per_connection`). */
+  readonly maxRequests: () => number
+  /** Ms after which a connection's next request is its last, 0: no bound (`timeouts.client_connection_max`). */
+  readonly maxTime: () => number
+  /** Monotonic ms, to time `maxTime` against. */
+  readonly now: () => number
+}
+
+/**
+ * The bounds of the config `current()` returns as each connection begins, on `clock`'s
+ * monotonic time. Made once per listener. Example: `keepAliveBounds(() => path().config)`.
+ */
+export function keepAliveBounds(current: () => Config, clock: Clock = systemClock): KeepAliveBounds {
+  return Object.freeze({
+    maxRequests: () => current().limits.max_requests_per_connection,
+    maxTime: () => current().timeouts.client_connection_max,
+    now: () => monotonicNow(clock),
+  })
+}
 
 /**
  * Wrap `handler` so that a connection's next request starts only once the previous answer is
  * done (finished or aborted). Per request on a connection without pipelining: a flag check, a
  * decrement and one 'close' listener; the per-connection state is made once.
  *
- * `overflow` is told of a connection closed for pipelining past MAX_WAITING; `maxRequests`
- * gives the most requests a connection carries (0: no cap), read once as the connection's first
- * request comes (a reload's new value applies to connections whose first request comes after it). The first wrapper to see a
- * connection is the one whose `overflow` and cap it keeps.
+ * `overflow` is told of a connection closed for pipelining past MAX_WAITING; `bounds` give the
+ * most requests a connection carries and the time after which its next request is its last,
+ * read once as the connection's first request comes (a reload's new values apply to
+ * connections whose first request comes after it). The first wrapper to see a connection is
+ * the one whose `overflow` and bounds it keeps.
  *
  * Example: a client pipelines GET /a, GET /b on one socket -> /b is forwarded after /a's answer;
- * with `maxRequests` 1, /a's answer says `Connection: close` and /b gets none (see lastRequest).
+ * with `limits.max_requests_per_connection` 1, /a's answer says `Connection: close` and /b
+ * gets none (see lastRequest).
  */
-export function onePerConnection(handler: Handler, overflow?: Overflow, maxRequests?: () => number): Handler {
+export function onePerConnection(handler: Handler, overflow?: Overflow, bounds?: KeepAliveBounds): Handler {
   return (req, res) => {
     const socket = req.socket as typeof req.socket & Tracked
     let state = socket[STATE]
@@ -84,7 +118,9 @@ export function onePerConnection(handler: Handler, overflow?: Overflow, maxReque
           else s.busy = false
         },
         overflow,
-        left: requestCap(maxRequests),
+        left: requestCap(bounds),
+        until: timeBound(bounds),
+        now: bounds?.now ?? NEVER,
       }
       state = socket[STATE] = s
     }
@@ -106,15 +142,27 @@ export function onePerConnection(handler: Handler, overflow?: Overflow, maxReque
 }
 
 /** The requests a new connection may carry: `maxRequests()`, Infinity for none or 0. */
-function requestCap(maxRequests: (() => number) | undefined): number {
-  const max = maxRequests?.() ?? 0
+export function requestCap(bounds: KeepAliveBounds | undefined): number {
+  const max = bounds?.maxRequests() ?? 0
   return max > 0 ? max : Infinity
 }
+
+/** When a new connection's next request becomes its last: `maxTime()` from now, Infinity for none or 0. */
+export function timeBound(bounds: KeepAliveBounds | undefined): number {
+  const max = bounds?.maxTime() ?? 0
+  return max > 0 ? bounds!.now() + max : Infinity
+}
+
+/** The clock of a connection without a time bound (never read: its `until` is Infinity). */
+const NEVER = (): number => 0
 
 /**
  * Count the request whose turn starts; the last one the connection may carry is answered with
  * `Connection: close` (Node writes it for `shouldKeepAlive` false, and closes the connection
- * once the answer went out), as nginx 1.22 answers the `keepalive_requests`-th. Requests the
+ * once the answer went out), as nginx 1.22 answers the `keepalive_requests`-th. So is the
+ * first whose turn starts past the connection's time bound, as nginx's `keepalive_time`
+ * (checked once per request against the connection's start, ngx_http_update_location_config):
+ * one clock read and a compare, no timer, and nothing in flight is cut. Requests the
  * client pipelined behind it are not processed (RFC 9112 section 9.6, see closedBy) and get no
  * answer, as with nginx: the client sends them again on a new connection (RFC 9112 section
  * 9.3.2), to this Tether replica or another. Node's own `maxRequestsPerSocket` (measured on
@@ -123,7 +171,7 @@ function requestCap(maxRequests: (() => number) | undefined): number {
  * against RFC 9112 section 9.6; a client may take a 503 for the upstream's and not retry.
  */
 function lastRequest(state: ConnectionState, req: IncomingMessage, res: ServerResponse): void {
-  if (--state.left !== 0) return
+  if (--state.left !== 0 && (state.until === Infinity || state.now() <= state.until)) return
   res.shouldKeepAlive = false
   if (req.httpVersionMajor === 1 && !req.complete) lingerAfterAnswer(req)
 }

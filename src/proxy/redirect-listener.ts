@@ -4,7 +4,7 @@
 // Layer 4: owns this second server; holds no routing logic (the current RequestPath does).
 import http from 'node:http'
 import net, { type AddressInfo } from 'node:net'
-import { systemClock, systemTimers } from '../clock.js'
+import { systemClock, systemTimers, type Clock } from '../clock.js'
 import { ProblemLog } from '../observability/problem-log.js'
 import { ProxyHeaderReader } from './proxy-protocol.js'
 import type { Config } from '../config/schema.js'
@@ -14,7 +14,7 @@ import type { ClientErrors } from './client-error.js'
 import { listen, ListenError } from '../listen.js'
 import { clientIdleTimeout, http1Options, lacksHost, refuseInTurn } from './listener.js'
 import { foreignRequestLine } from './request-line.js'
-import { onePerConnection } from './pipelining.js'
+import { keepAliveBounds, onePerConnection } from './pipelining.js'
 import { awaitsContinue, expectsContinue, type RequestPath } from './request-path.js'
 import { sendError } from './respond.js'
 
@@ -80,7 +80,7 @@ export class RedirectListener {
   readonly #front: net.Server | null = null
   readonly #proxyHeaders: ProxyHeaderReader | null = null
 
-  constructor(config: Config, deps: { readonly current: () => RequestPath; readonly clientErrors: ClientErrors; readonly logger: Logger }, tlsPort: () => number) {
+  constructor(config: Config, deps: { readonly current: () => RequestPath; readonly clientErrors: ClientErrors; readonly logger: Logger; readonly clock?: Clock }, tlsPort: () => number) {
     this.#config = config
     const redirect = config.listen.redirect!
     // a refusal is answered, then the connection closes; it is logged and counted as the proxy
@@ -92,6 +92,10 @@ export class RedirectListener {
     }
     // one request at a time per connection, redirects included: a malformed request pipelined
     // behind them is answered after every one (see ClientErrors), as on the main listener
+    // a keep-alive connection carries limits.max_requests_per_connection requests for at most
+    // timeouts.client_connection_max, as the proxy listener's (read at its first request: a
+    // reload applies to connections whose first request comes after it)
+    const bounds = keepAliveBounds(() => deps.current().config, deps.clock)
     const handle = onePerConnection((req, res) => {
       const url = req.url ?? '/'
       // (an HTTP/1.1 one without Host, or one with an empty Host, is not: its 400 below, as for
@@ -107,12 +111,10 @@ export class RedirectListener {
       dropBody(req, config.timeouts.client_headers)
       res.writeHead(308, { location, 'content-length': '0' })
       res.end()
-    // a keep-alive connection carries limits.max_requests_per_connection requests, as the proxy
-    // listener's (read at its first request: a reload applies to connections whose first request comes after it)
-    }, undefined, () => deps.current().config.limits.max_requests_per_connection)
+    }, undefined, bounds)
     // a request line that is not HTTP/1.x (HTTP/0.9, an RTSP-only method) is neither redirected
     // nor a challenge passed on: 400 in its turn (see request-line.ts)
-    const refuseForeign = refuseInTurn('TETHER_BAD_REQUEST', deps.clientErrors, undefined, () => deps.current().config.limits.max_requests_per_connection)
+    const refuseForeign = refuseInTurn('TETHER_BAD_REQUEST', deps.clientErrors, undefined, bounds)
     const serve: http.RequestListener = (req, res) => {
       if (foreignRequestLine(req)) refuseForeign(req, res)
       else handle(req, res)

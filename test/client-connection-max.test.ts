@@ -1,0 +1,278 @@
+// timeouts.client_connection_max (nginx's keepalive_time, Envoy's max_connection_duration): the
+// first HTTP/1.1 request whose turn starts after the bound is the connection's last
+// (`Connection: close`), the first h2 stream opened after it gets GOAWAY NO_ERROR and the
+// streams in flight finish; a WebSocket is never cut. Real sockets, Tether's clock a FakeClock:
+// the bound passes when the test advances it, nothing waits for time to go by.
+import t, { type Test } from 'tap'
+import http from 'node:http'
+import http2 from 'node:http2'
+import type { AddressInfo } from 'node:net'
+import { WebSocket, WebSocketServer } from 'ws'
+import { startTether } from '../src/app.js'
+import { parseConfig } from '../src/config/index.js'
+import { diffConfig } from '../src/config/reload.js'
+import { createLogger } from '../src/observability/logger.js'
+import { FakeClock } from './fixtures/clock.js'
+import { FILE, issuesOf, yaml } from './fixtures/config-issues.js'
+import { LogCapture } from './fixtures/log-capture.js'
+import { rawConnect, type RawConnection } from './fixtures/raw-client.js'
+import { headerValues } from './fixtures/raw-http.js'
+import { answerOk } from './fixtures/raw-upstream.js'
+import { startHarness } from './fixtures/raw-tether.js'
+import { makeCertificateSet } from './fixtures/tls.js'
+import { startUpstream, testConfig, waitFor, type Upstream } from './fixtures/upstream.js'
+import { within } from './fixtures/wait.js'
+
+const certs = makeCertificateSet()
+t.teardown(() => certs.remove())
+
+const MINUTE = 60_000
+const get = (path: string): string => `GET ${path} HTTP/1.1\r\nHost: a\r\n\r\n`
+
+/** Whether each final answer on `c` says `Connection: close`. */
+const closes = (c: RawConnection): boolean[] => c.finals().map((r) => headerValues(r, 'connection').join(',').toLowerCase() === 'close')
+
+/** Send `paths` one after the other on `c`, each once the answer before it came in. */
+async function oneByOne(t: Test, c: RawConnection, paths: readonly string[]): Promise<void> {
+  const before = c.finals().length
+  for (const [i, path] of paths.entries()) {
+    c.write(get(path))
+    t.ok(await c.until(() => c.finals().length === before + i + 1, 5_000), `the answer to ${path}`)
+  }
+}
+
+t.test('HTTP/1.1: the first answer that begins after the bound says Connection: close and the connection closes after it', async (t) => {
+  const clock = new FakeClock()
+  const h = await startHarness({ timeouts: { client_connection_max: MINUTE } }, answerOk, 1, clock)
+  t.teardown(() => h.close())
+  const c = await rawConnect(h.port)
+  t.teardown(() => c.destroy())
+  await oneByOne(t, c, ['/1'])
+  clock.advance(MINUTE) // (at the bound, not after it: nginx's `>` too)
+  await oneByOne(t, c, ['/2'])
+  clock.advance(1)
+  await oneByOne(t, c, ['/3'])
+  t.ok(await c.waitEnd(5_000), 'Tether closed the connection')
+  t.notOk(c.reset, 'closed, not reset')
+  t.same(c.finals().map((r) => r.status), [200, 200, 200])
+  t.same(closes(c), [false, false, true], 'only the answer begun after the bound says Connection: close')
+  t.same(h.received().map((r) => r.target), ['/1', '/2', '/3'])
+})
+
+t.test('HTTP/1.1: requests pipelined past the bound: the first is answered with Connection: close, the rest neither forwarded nor answered', async (t) => {
+  const clock = new FakeClock()
+  const h = await startHarness({ timeouts: { client_connection_max: MINUTE } }, answerOk, 1, clock)
+  t.teardown(() => h.close())
+  const c = await rawConnect(h.port)
+  t.teardown(() => c.destroy())
+  await oneByOne(t, c, ['/1'])
+  clock.advance(MINUTE + 1)
+  c.write(['/2', '/3', '/4'].map(get).join(''))
+  t.ok(await c.waitEnd(5_000), 'Tether closed the connection')
+  await h.barrier()
+  t.same(c.finals().map((r) => r.status), [200, 200], 'two answers, none for /3 and /4 (the client sends them again on a new connection)')
+  t.same(closes(c), [false, true])
+  t.same(h.received().map((r) => r.target), ['/1', '/2'], '/3 and /4 never reached the upstream')
+})
+
+t.test('the default is 1h, as nginx; 0 (from the file) keeps a connection open whatever time passes', async (t) => {
+  const clock = new FakeClock()
+  const h = await startHarness({}, answerOk, 1, clock)
+  t.teardown(() => h.close())
+  t.equal(h.tether.config.timeouts.client_connection_max, 3_600_000)
+  const c = await rawConnect(h.port)
+  t.teardown(() => c.destroy())
+  await oneByOne(t, c, ['/1'])
+  clock.advance(3_600_001)
+  await oneByOne(t, c, ['/2'])
+  t.ok(await c.waitEnd(5_000), 'closed after the first request past an hour')
+  t.same(closes(c), [false, true])
+
+  const up = await startUpstream('app-0', (req, res) => res.end(req.url))
+  t.teardown(() => up.close())
+  const config = parseConfig(yaml(
+    'listen: { host: 127.0.0.1, port: 0 }',
+    'admin: { listen: { host: 127.0.0.1, port: 0 } }',
+    `upstreams: [{ id: app-0, url: "${up.url}" }]`,
+    'health: { active: { enabled: false } }',
+    'timeouts: { client_connection_max: 0 }',
+  ), FILE)
+  t.equal(config.timeouts.client_connection_max, 0)
+  const other = new FakeClock()
+  const tether = await startTether(config, { logger: createLogger('silent'), env: {}, clock: other })
+  t.teardown(() => tether.close(0))
+  const kept = await rawConnect(tether.port)
+  t.teardown(() => kept.destroy())
+  for (let i = 1; i <= 3; i++) {
+    await oneByOne(t, kept, [`/${i}`])
+    other.advance(24 * 3_600_000)
+  }
+  t.notOk(closes(kept).includes(true), 'no answer says Connection: close')
+  t.notOk(kept.ended, 'the connection stays open')
+})
+
+/** An upstream that holds every answer until `count` requests arrived, then answers each with its path. */
+async function heldUpstream(t: Test, count: number): Promise<Upstream & { paths: string[] }> {
+  const paths: string[] = []
+  const held: [string, http.ServerResponse][] = []
+  const up = await startUpstream('app-0', (req, res) => {
+    paths.push(req.url!)
+    held.push([req.url!, res])
+    if (held.length >= count) for (const [path, r] of held.splice(0)) r.end(path)
+  })
+  t.teardown(() => up.close())
+  return Object.assign(up, { paths })
+}
+
+interface Answer { status: number; body: string; error: string | null }
+
+/** A request for `path` on `s`: its status and body, or the error that ended its stream. */
+function ask(s: http2.ClientHttp2Session, path: string): Promise<Answer> {
+  return new Promise((resolve) => {
+    const r = s.request({ ':path': path })
+    let status = 0
+    let body = ''
+    r.setEncoding('utf8')
+    r.on('response', (h) => { status = Number(h[':status']) })
+    r.on('data', (d: string) => { body += d })
+    r.on('end', () => resolve({ status, body, error: null }))
+    r.on('error', (err: Error) => resolve({ status, body, error: err.message }))
+  })
+}
+
+/**
+ * Stream /1 in flight (held upstream), the bound passes, stream /2 opens: GOAWAY NO_ERROR naming
+ * /2's stream (3), both answered whole, the connection closes; the next request goes on a new one.
+ */
+async function h2PastBound(t: Test, clock: FakeClock, logs: LogCapture, connect: () => http2.ClientHttp2Session, up: Upstream & { paths: string[] }): Promise<void> {
+  const s = connect()
+  t.teardown(() => s.destroy())
+  s.on('error', () => undefined)
+  const got: [number, number][] = []
+  s.on('goaway', (code, last) => got.push([code, last]))
+  const closed = new Promise((r) => s.once('close', r))
+  const first = ask(s, '/1')
+  await waitFor(() => up.paths.length === 1, 5_000, '/1 at the upstream')
+  t.same(got, [], 'no GOAWAY before the bound')
+  clock.advance(MINUTE + 1)
+  const answers = await within(Promise.all([first, ask(s, '/2')]), 10_000, 'the two answers')
+  t.same(answers, [{ status: 200, body: '/1', error: null }, { status: 200, body: '/2', error: null }], 'the stream in flight and the one past the bound both answered whole')
+  t.ok(got.length >= 1 && got.every(([code, last]) => code === http2.constants.NGHTTP2_NO_ERROR && last === 3), `GOAWAY NO_ERROR naming stream 3 (got ${JSON.stringify(got)})`)
+  await within(closed, 10_000, 'the connection to close')
+  const told = logs.records.filter((r) => String(r['msg']).includes('timeouts.client_connection_max'))
+  t.match(told, [{ level: 20, streams: 2, peer: '127.0.0.1' }], 'one debug line says why')
+  const next = connect()
+  t.teardown(() => next.destroy())
+  next.on('error', () => undefined)
+  const again = await within(Promise.all([ask(next, '/3'), ask(next, '/4')]), 10_000, 'the answers on a new connection')
+  t.same(again.map((a) => a.body), ['/3', '/4'], 'a new connection is served')
+}
+
+t.test('HTTP/2 (h2c): the first stream past the bound gets GOAWAY NO_ERROR, the stream in flight finishes, then the connection closes', async (t) => {
+  const up = await heldUpstream(t, 2)
+  const clock = new FakeClock()
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig([up], { listen: { http2: { cleartext: true } }, timeouts: { client_connection_max: MINUTE } }), { logger: createLogger('debug', logs), clock })
+  t.teardown(() => tether.close(0))
+  await h2PastBound(t, clock, logs, () => http2.connect(tether.url), up)
+})
+
+t.test('HTTP/2 over TLS: the same', async (t) => {
+  const up = await heldUpstream(t, 2)
+  const clock = new FakeClock()
+  const logs = new LogCapture()
+  const tether = await startTether(testConfig([up], {
+    listen: { tls: { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [], min_version: 'TLSv1.2', hsts: null } },
+    timeouts: { client_connection_max: MINUTE },
+  }), { logger: createLogger('debug', logs), clock })
+  t.teardown(() => tether.close(0))
+  await h2PastBound(t, clock, logs, () => http2.connect(tether.url, { ca: certs.ca, servername: 'localhost' }), up)
+})
+
+t.test('a WebSocket open past the bound is not cut, while a keep-alive connection as old is closed', async (t) => {
+  const server = http.createServer((req, res) => res.end(req.url))
+  const wss = new WebSocketServer({ server })
+  wss.on('connection', (ws) => ws.on('message', (m) => ws.send(`echo:${String(m)}`)))
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  t.teardown(() => new Promise<void>((r) => { for (const c of wss.clients) c.terminate(); server.closeAllConnections(); server.close(() => r()) }))
+  const clock = new FakeClock()
+  const tether = await startTether(testConfig([{ id: 'app-0', url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` }], { timeouts: { client_connection_max: MINUTE } }), { logger: createLogger('silent'), clock })
+  t.teardown(() => tether.close(0))
+  const ws = new WebSocket(tether.url.replace('http://', 'ws://') + '/ws')
+  t.teardown(() => ws.terminate())
+  const echo = (text: string): Promise<string> => new Promise((resolve, reject) => {
+    ws.once('message', (m) => resolve(String(m)))
+    ws.once('close', () => reject(new Error('closed')))
+    ws.send(text)
+  })
+  await within(new Promise((r, j) => { ws.once('open', r); ws.once('error', j) }), 5_000, 'the WebSocket to open')
+  t.equal(await within(echo('a'), 5_000, 'the first echo'), 'echo:a')
+  const c = await rawConnect(tether.port)
+  t.teardown(() => c.destroy())
+  await oneByOne(t, c, ['/1'])
+  clock.advance(2 * MINUTE)
+  await oneByOne(t, c, ['/2'])
+  t.ok(await c.waitEnd(5_000), 'the keep-alive connection closed after its first answer past the bound')
+  for (const text of ['b', 'c']) t.equal(await within(echo(text), 5_000, `the echo of ${text}`), `echo:${text}`, `the WebSocket still carries ${text}`)
+  t.equal(ws.readyState, WebSocket.OPEN, 'the WebSocket stays open')
+})
+
+t.test('the redirect listener: a keep-alive connection\'s first 308 after the bound says Connection: close', async (t) => {
+  const up = await startUpstream('app-0', (_req, res) => res.end('app'))
+  t.teardown(() => up.close())
+  const clock = new FakeClock()
+  const tether = await startTether(testConfig([up], {
+    listen: {
+      tls: { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [], min_version: 'TLSv1.2', hsts: null },
+      redirect: { host: '127.0.0.1', port: 0, https_port: null },
+    },
+    timeouts: { client_connection_max: MINUTE },
+  }), { logger: createLogger('silent'), clock })
+  t.teardown(() => tether.close(0))
+  const c = await rawConnect(Number(new URL(tether.redirectUrl!).port))
+  t.teardown(() => c.destroy())
+  await oneByOne(t, c, ['/a'])
+  clock.advance(MINUTE + 1)
+  await oneByOne(t, c, ['/b'])
+  t.ok(await c.waitEnd(5_000), 'closed after the 2nd')
+  t.same(c.finals().map((r) => r.status), [308, 308])
+  t.same(closes(c), [false, true])
+})
+
+t.test('a reload applies a new bound to connections whose first request comes after it; an open one keeps its own', async (t) => {
+  const clock = new FakeClock()
+  const h = await startHarness({ timeouts: { client_connection_max: 10 * MINUTE } }, answerOk, 1, clock)
+  t.teardown(() => h.close())
+  const before = await rawConnect(h.port)
+  t.teardown(() => before.destroy())
+  await oneByOne(t, before, ['/1'])
+  const result = h.tether.reload({ ...h.tether.config, timeouts: { ...h.tether.config.timeouts, client_connection_max: MINUTE } })
+  t.same([result.applied, result.needsRestart], [['timeouts'], []], 'applied, no restart')
+  const after = await rawConnect(h.port)
+  t.teardown(() => after.destroy())
+  await oneByOne(t, after, ['/2'])
+  clock.advance(MINUTE + 1)
+  await oneByOne(t, before, ['/3'])
+  await oneByOne(t, after, ['/4'])
+  t.ok(await after.waitEnd(5_000), 'the new connection closed after its first answer past the new bound')
+  t.same(closes(after), [false, true])
+  t.same(closes(before), [false, false], 'the open one keeps the 10 minutes it began with')
+  t.notOk(before.ended)
+})
+
+t.test('diffConfig: a change of timeouts.client_connection_max alone is live; with another timeout it needs a restart', async (t) => {
+  const base = testConfig([{ id: 'a', url: 'http://127.0.0.1:1' }])
+  const live = diffConfig(base, { ...base, timeouts: { ...base.timeouts, client_connection_max: 5_000 } })
+  t.same([live.applied, live.needsRestart, live.effective.timeouts.client_connection_max], [['timeouts'], [], 5_000])
+  const restart = diffConfig(base, { ...base, timeouts: { ...base.timeouts, client_connection_max: 5_000, client_headers: 1_000 } })
+  t.same([restart.applied, restart.needsRestart, restart.effective.timeouts.client_connection_max], [[], ['timeouts'], 3_600_000])
+})
+
+t.test('config: a value that is not a duration >= 0 is refused, naming the key and its line', async (t) => {
+  const at = (value: string): readonly string[] => issuesOf(yaml('upstreams: [{ id: a, url: "http://127.0.0.1:1" }]', 'timeouts:', `  client_connection_max: ${value}`))
+  t.same(at('-1'), [`${FILE}:3:26 timeouts.client_connection_max: expected a duration like "500ms", "5s", "3h" or a number of seconds, got -1`])
+  t.same(at('1x'), [`${FILE}:3:26 timeouts.client_connection_max: expected a duration like "500ms", "5s", "3h" or a number of seconds, got "1x"`])
+  t.same(at('1000h'), [`${FILE}:3:26 timeouts.client_connection_max: expected a duration <= 596h (24.8 days, the Node.js timer limit), got "1000h"`])
+  t.same(at('10m'), [], '10m is taken')
+  t.same(at('0'), [], '0 is taken')
+})
