@@ -178,6 +178,8 @@ function lastRequest(state: ConnectionState, req: IncomingMessage, res: ServerRe
 
 /** How long a connection closed after its last answer keeps reading and dropping an upload's rest (nginx's `lingering_time`). */
 export const LAST_ANSWER_LINGER = 30_000
+/** How long such a connection waits for the client's next bytes before it closes (nginx's `lingering_timeout`). */
+export const LAST_ANSWER_LINGER_IDLE = 5_000
 
 /**
  * The last request's answer may go out before its body is read (an upstream's 401 or 413 to
@@ -190,8 +192,14 @@ export const LAST_ANSWER_LINGER = 30_000
  * flushed and the socket half-closed, the rest of the body is still read and dropped (by
  * request-path.ts discardRest within its DISCARD_MAX, the redirect listener's dropBody within
  * its time, or Node's own dump of an unread body), and the socket is destroyed once the body
- * is all in, the client closes, or after LAST_ANSWER_LINGER. A body complete by the time the
- * answer finished closes as before. Only the cap's last request pays for the closure.
+ * is all in, the client closes, the client sent nothing for LAST_ANSWER_LINGER_IDLE, or after
+ * LAST_ANSWER_LINGER, as nginx's `lingering_timeout` and `lingering_time`: a client that stopped
+ * sending holds the socket 5 s, not 30. The idle bound is the socket's own timeout, which Node
+ * refreshes at every read, also of a socket its HTTP parser consumes (onParserExecute calls
+ * `_unrefTimer`): no timer of ours per read. Its 'timeout' reaches Node's socketOnTimeout too,
+ * which ends the socket or hands it to the server's 'timeout' listener (the listener's
+ * closeIdleClient): the answer is out, nothing is cut. A body complete by the time the answer
+ * finished closes as before. Only the last request pays for the closure.
  */
 function lingerAfterAnswer(req: IncomingMessage): void {
   const socket = req.socket
@@ -201,6 +209,8 @@ function lingerAfterAnswer(req: IncomingMessage): void {
     if (req.complete || req.destroyed) return Socket.prototype.destroySoon.call(this)
     this.end()
     const timer = setTimeout(() => this.destroy(), LAST_ANSWER_LINGER)
+    this.setTimeout(LAST_ANSWER_LINGER_IDLE)
+    this.once('timeout', () => this.destroy())
     this.once('close', () => clearTimeout(timer))
     req.once('end', () => Socket.prototype.destroySoon.call(this))
   }
