@@ -9,16 +9,15 @@ import http2 from 'node:http2'
 import type { AddressInfo } from 'node:net'
 import { WebSocket, WebSocketServer } from 'ws'
 import { startTether } from '../src/app.js'
-import { parseConfig } from '../src/config/index.js'
 import { diffConfig } from '../src/config/reload.js'
 import { createLogger } from '../src/observability/logger.js'
 import { FakeClock } from './fixtures/clock.js'
 import { FILE, issuesOf, yaml } from './fixtures/config-issues.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { rawConnect, type RawConnection } from './fixtures/raw-client.js'
-import { headerValues } from './fixtures/raw-http.js'
+import { ask, connectionHeaders, get, goaways, oneByOne, tetherFromFile } from './fixtures/connection-bounds.js'
 import { answerOk } from './fixtures/raw-upstream.js'
-import { startHarness } from './fixtures/raw-tether.js'
+import { startHarness, type Harness, type Overrides } from './fixtures/raw-tether.js'
 import { makeCertificateSet } from './fixtures/tls.js'
 import { startUpstream, testConfig, waitFor, type Upstream } from './fixtures/upstream.js'
 import { within } from './fixtures/wait.js'
@@ -27,27 +26,23 @@ const certs = makeCertificateSet()
 t.teardown(() => certs.remove())
 
 const MINUTE = 60_000
-const get = (path: string): string => `GET ${path} HTTP/1.1\r\nHost: a\r\n\r\n`
 
 /** Whether each final answer on `c` says `Connection: close`. */
-const closes = (c: RawConnection): boolean[] => c.finals().map((r) => headerValues(r, 'connection').join(',').toLowerCase() === 'close')
+const closes = (c: RawConnection): boolean[] => connectionHeaders(c).map((v) => v === 'close')
 
-/** Send `paths` one after the other on `c`, each once the answer before it came in. */
-async function oneByOne(t: Test, c: RawConnection, paths: readonly string[]): Promise<void> {
-  const before = c.finals().length
-  for (const [i, path] of paths.entries()) {
-    c.write(get(path))
-    t.ok(await c.until(() => c.finals().length === before + i + 1, 5_000), `the answer to ${path}`)
-  }
-}
-
-t.test('HTTP/1.1: the first answer that begins after the bound says Connection: close and the connection closes after it', async (t) => {
+/** Tether with `over` on a FakeClock (closed at teardown) and a keep-alive connection to it that carried /1. */
+async function servedOnce(t: Test, over: Overrides): Promise<{ clock: FakeClock; h: Harness; c: RawConnection }> {
   const clock = new FakeClock()
-  const h = await startHarness({ timeouts: { client_connection_max: MINUTE } }, answerOk, 1, clock)
+  const h = await startHarness(over, answerOk, 1, clock)
   t.teardown(() => h.close())
   const c = await rawConnect(h.port)
   t.teardown(() => c.destroy())
   await oneByOne(t, c, ['/1'])
+  return { clock, h, c }
+}
+
+t.test('HTTP/1.1: the first answer that begins after the bound says Connection: close and the connection closes after it', async (t) => {
+  const { clock, h, c } = await servedOnce(t, { timeouts: { client_connection_max: MINUTE } })
   clock.advance(MINUTE) // (at the bound, not after it: nginx's `>` too)
   await oneByOne(t, c, ['/2'])
   clock.advance(1)
@@ -60,12 +55,7 @@ t.test('HTTP/1.1: the first answer that begins after the bound says Connection: 
 })
 
 t.test('HTTP/1.1: requests pipelined past the bound: the first is answered with Connection: close, the rest neither forwarded nor answered', async (t) => {
-  const clock = new FakeClock()
-  const h = await startHarness({ timeouts: { client_connection_max: MINUTE } }, answerOk, 1, clock)
-  t.teardown(() => h.close())
-  const c = await rawConnect(h.port)
-  t.teardown(() => c.destroy())
-  await oneByOne(t, c, ['/1'])
+  const { clock, h, c } = await servedOnce(t, { timeouts: { client_connection_max: MINUTE } })
   clock.advance(MINUTE + 1)
   c.write(['/2', '/3', '/4'].map(get).join(''))
   t.ok(await c.waitEnd(5_000), 'Tether closed the connection')
@@ -76,31 +66,16 @@ t.test('HTTP/1.1: requests pipelined past the bound: the first is answered with 
 })
 
 t.test('the default is 1h, as nginx; 0 (from the file) keeps a connection open whatever time passes', async (t) => {
-  const clock = new FakeClock()
-  const h = await startHarness({}, answerOk, 1, clock)
-  t.teardown(() => h.close())
+  const { clock, h, c } = await servedOnce(t, {})
   t.equal(h.tether.config.timeouts.client_connection_max, 3_600_000)
-  const c = await rawConnect(h.port)
-  t.teardown(() => c.destroy())
-  await oneByOne(t, c, ['/1'])
   clock.advance(3_600_001)
   await oneByOne(t, c, ['/2'])
   t.ok(await c.waitEnd(5_000), 'closed after the first request past an hour')
   t.same(closes(c), [false, true])
 
-  const up = await startUpstream('app-0', (req, res) => res.end(req.url))
-  t.teardown(() => up.close())
-  const config = parseConfig(yaml(
-    'listen: { host: 127.0.0.1, port: 0 }',
-    'admin: { listen: { host: 127.0.0.1, port: 0 } }',
-    `upstreams: [{ id: app-0, url: "${up.url}" }]`,
-    'health: { active: { enabled: false } }',
-    'timeouts: { client_connection_max: 0 }',
-  ), FILE)
-  t.equal(config.timeouts.client_connection_max, 0)
   const other = new FakeClock()
-  const tether = await startTether(config, { logger: createLogger('silent'), env: {}, clock: other })
-  t.teardown(() => tether.close(0))
+  const tether = await tetherFromFile(t, 'timeouts: { client_connection_max: 0 }', other)
+  t.equal(tether.config.timeouts.client_connection_max, 0)
   const kept = await rawConnect(tether.port)
   t.teardown(() => kept.destroy())
   for (let i = 1; i <= 3; i++) {
@@ -124,22 +99,6 @@ async function heldUpstream(t: Test, count: number): Promise<Upstream & { paths:
   return Object.assign(up, { paths })
 }
 
-interface Answer { status: number; body: string; error: string | null }
-
-/** A request for `path` on `s`: its status and body, or the error that ended its stream. */
-function ask(s: http2.ClientHttp2Session, path: string): Promise<Answer> {
-  return new Promise((resolve) => {
-    const r = s.request({ ':path': path })
-    let status = 0
-    let body = ''
-    r.setEncoding('utf8')
-    r.on('response', (h) => { status = Number(h[':status']) })
-    r.on('data', (d: string) => { body += d })
-    r.on('end', () => resolve({ status, body, error: null }))
-    r.on('error', (err: Error) => resolve({ status, body, error: err.message }))
-  })
-}
-
 /**
  * Stream /1 in flight (held upstream), the bound passes, stream /2 opens: GOAWAY NO_ERROR naming
  * /2's stream (3), both answered whole, the connection closes; the next request goes on a new one.
@@ -148,8 +107,7 @@ async function h2PastBound(t: Test, clock: FakeClock, logs: LogCapture, connect:
   const s = connect()
   t.teardown(() => s.destroy())
   s.on('error', () => undefined)
-  const got: [number, number][] = []
-  s.on('goaway', (code, last) => got.push([code, last]))
+  const got = goaways(s)
   const closed = new Promise((r) => s.once('close', r))
   const first = ask(s, '/1')
   await waitFor(() => up.paths.length === 1, 5_000, '/1 at the upstream')

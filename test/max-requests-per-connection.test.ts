@@ -8,12 +8,12 @@ import http from 'node:http'
 import http2 from 'node:http2'
 import net from 'node:net'
 import { startTether } from '../src/app.js'
-import { parseConfig } from '../src/config/index.js'
 import { diffConfig } from '../src/config/reload.js'
 import { createLogger } from '../src/observability/logger.js'
 import { FILE, issuesOf, yaml } from './fixtures/config-issues.js'
-import { rawConnect, exchange, type RawConnection } from './fixtures/raw-client.js'
+import { rawConnect, exchange } from './fixtures/raw-client.js'
 import { headerValues } from './fixtures/raw-http.js'
+import { ask, connectionHeaders, get, goaways, oneByOne, tetherFromFile, type Answer } from './fixtures/connection-bounds.js'
 import { startHarness } from './fixtures/raw-tether.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { makeCertificateSet } from './fixtures/tls.js'
@@ -22,20 +22,6 @@ import { within } from './fixtures/wait.js'
 
 const certs = makeCertificateSet()
 t.teardown(() => certs.remove())
-
-const get = (path: string): string => `GET ${path} HTTP/1.1\r\nHost: a\r\n\r\n`
-
-/** The Connection header of each final answer on `c`, '' where there is none. */
-const connectionHeaders = (c: RawConnection): string[] => c.finals().map((r) => headerValues(r, 'connection').join(',').toLowerCase())
-
-/** Send `paths` one after the other on `c`, each once the answer before it came in. */
-async function oneByOne(t: Test, c: RawConnection, paths: readonly string[]): Promise<void> {
-  const before = c.finals().length
-  for (const [i, path] of paths.entries()) {
-    c.write(get(path))
-    t.ok(await c.until(() => c.finals().length === before + i + 1, 5_000), `the answer to ${path}`)
-  }
-}
 
 t.test('HTTP/1.1: with 3, the 3rd answer on a keep-alive connection carries Connection: close and the connection closes after it', async (t) => {
   const h = await startHarness({ limits: { max_requests_per_connection: 3 } })
@@ -62,18 +48,8 @@ t.test('HTTP/1.1: 5 requests pipelined with 3 allowed: 3 answered (the 3rd with 
 })
 
 t.test('0 (from the file) is no cap: 5 pipelined and 5 more one by one are all answered on one open connection', async (t) => {
-  const up = await startUpstream('app-0', (req, res) => res.end(req.url))
-  t.teardown(() => up.close())
-  const config = parseConfig(yaml(
-    'listen: { host: 127.0.0.1, port: 0 }',
-    'admin: { listen: { host: 127.0.0.1, port: 0 } }',
-    `upstreams: [{ id: app-0, url: "${up.url}" }]`,
-    'health: { active: { enabled: false } }',
-    'limits: { max_requests_per_connection: 0 }',
-  ), FILE)
-  t.equal(config.limits.max_requests_per_connection, 0)
-  const tether = await startTether(config, { logger: createLogger('silent'), env: {} })
-  t.teardown(() => tether.close(0))
+  const tether = await tetherFromFile(t, 'limits: { max_requests_per_connection: 0 }')
+  t.equal(tether.config.limits.max_requests_per_connection, 0)
   const c = await rawConnect(tether.port)
   t.teardown(() => c.destroy())
   c.write(['/1', '/2', '/3', '/4', '/5'].map(get).join(''))
@@ -114,29 +90,6 @@ async function heldUpstream(t: Test, count: number): Promise<Upstream & { paths:
   })
   t.teardown(() => up.close())
   return Object.assign(up, { paths })
-}
-
-interface Answer { status: number; body: string; error: string | null }
-
-/** A request for `path` on `s`: its status and body, or the error that ended its stream. */
-function ask(s: http2.ClientHttp2Session, path: string): Promise<Answer> {
-  return new Promise((resolve) => {
-    const r = s.request({ ':path': path })
-    let status = 0
-    let body = ''
-    r.setEncoding('utf8')
-    r.on('response', (h) => { status = Number(h[':status']) })
-    r.on('data', (d: string) => { body += d })
-    r.on('end', () => resolve({ status, body, error: null }))
-    r.on('error', (err: Error) => resolve({ status, body, error: err.message }))
-  })
-}
-
-/** Every GOAWAY `s` gets, as [code, last stream id]. */
-function goaways(s: http2.ClientHttp2Session): [number, number][] {
-  const got: [number, number][] = []
-  s.on('goaway', (code, last) => got.push([code, last]))
-  return got
 }
 
 /** Every GOAWAY `got` says NO_ERROR and names stream `last` (Tether's, then its graceful close's: the same). */
