@@ -235,6 +235,10 @@ function parseWords(argv: readonly string[], env: Readonly<Record<string, string
     }
     const option = !ended && a.startsWith('-') && a !== '-' // "-" alone is stdin: check's file
     const elsewhere = option ? otherCommandsOption(a, kind) : null
+    // (`tether --syntax-only check a.yaml`: its command comes later, so not blamed on run, which
+    // was never written, but said as `tether --config a.yaml check` is)
+    const later = elsewhere !== null && argv[0] !== 'run' && argv[0] !== 'check' ? options.find((w) => (COMMANDS as readonly string[]).includes(w)) : undefined
+    if (later !== undefined) return { kind: 'usage-error', message: `unknown argument "${later}": a command comes first (tether ${later} ...)` }
     if (elsewhere !== null) return elsewhere
     if (!ended && a === '--syntax-only') syntaxOnly = true // (kind is check: otherCommandsOption refused it for run)
     else if (!ended && (a === '--config' || a === '-c' || a.startsWith('--config='))) {

@@ -153,3 +153,14 @@ t.test('one deadline or admin API written two ways is one value (5m and 300s, a 
   t.equal(usageError(['drain', 'app-1', '--wait', '--timeout', '5m', '--timeout', 'soon']), '--timeout is given twice ("5m" and "soon"): name one deadline')
   t.equal(usageError(['session', 'k', '--admin', 'http://10.0.0.1:9901', '--admin', 'http://10.0.0.1:9902/']), '--admin is given twice (with two values, not shown): name one admin API')
 })
+
+// an option written before the command it belongs to is not blamed on `run`,
+// which the user did not write (`tether --syntax-only check a.yaml` was told --syntax-only is
+// an option of tether check, not of tether run)
+t.test('an option written before its own command is not blamed on "run", which was never written', async (t) => {
+  for (const argv of [['--syntax-only', 'check', 'a.yaml'], ['--json', 'session', 'k'], ['--migrate', 'drain', 'app-1']]) {
+    const cmd = parseArgs(argv, {})
+    t.equal(cmd.kind, 'usage-error', argv.join(' '))
+    t.equal(cmd.kind === 'usage-error' ? cmd.message : '', `unknown argument "${argv[1]}": a command comes first (tether ${argv[1]} ...)`, argv.join(' '))
+  }
+})
