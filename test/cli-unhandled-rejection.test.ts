@@ -70,12 +70,14 @@ t.test('an unhandled rejection is logged at error level as a bug, and the proces
 
 t.test('with workers, a worker logs it with its worker field, as its other lines, and keeps serving', async (t) => {
   const child = await start(t, ['workers: 2'])
+  // start() returns at the first worker's "tether listening": the other may still be booting, its
+  // hook not loaded yet, and SIGUSR2's default action would end it unlogged
+  await waitFor(() => jsonLines(child.stdout()).filter((l) => l['msg'] === 'tether listening').length >= 2, 15_000, 'both workers to listen')
   t.equal(await get(child.port), 200, 'serves before')
   const workers = execFileSync('pgrep', ['-P', String(child.proc.pid)], { encoding: 'utf8' }).trim().split('\n').map(Number)
   t.equal(workers.length, 2, 'two worker processes')
   process.kill(workers[0]!, 'SIGUSR2')
-  const lines = (): Record<string, unknown>[] => child.stdout().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>)
-  const line = (): Record<string, unknown> | undefined => lines().find((l) => String(l['msg']).includes('unhandled promise rejection'))
+  const line = (): Record<string, unknown> | undefined => jsonLines(child.stdout()).find((l) => String(l['msg']).includes('unhandled promise rejection'))
   await waitFor(() => line() !== undefined, 5_000, 'the unhandled rejection to be logged')
   t.equal(line()?.['level'], 50, 'at error level')
   t.type(line()?.['worker'], 'number', 'with its worker field, as its other lines')
@@ -100,9 +102,9 @@ t.test("an unhandled rejection's secrets are not logged: a Redis command's args,
   t.notOk('args' in (err['command'] as object), 'the args are left out')
 })
 
-/** The JSON lines of `text` (stdout), parsed. */
+/** The JSON lines of `text` (stdout), parsed: whole lines only (the last one may still be arriving). */
 function jsonLines(text: string): Record<string, unknown>[] {
-  return text.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>)
+  return text.split('\n').slice(0, -1).filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>)
 }
 
 t.test('an uncaught exception is logged as one fatal JSON line without its secrets, and the process exits with code 1', async (t) => {
