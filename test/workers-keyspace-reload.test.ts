@@ -47,7 +47,8 @@ function reloadIsNoLoss(name: string, before: Keyspace, after: Keyspace, why: st
     const file = tempFile('keyspace-reload.yaml', yaml(before))
     const { proc, out } = await startPrimary(t, file)
     t.teardown(async () => { if (proc.exitCode === null) { proc.kill('SIGTERM'); await waitFor(() => proc.exitCode !== null, 30_000, 'stop') } })
-    const lines = (): Record<string, unknown>[] => out().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>)
+    // whole lines only: JSON.parse of the last one, still arriving, would throw in a poll
+    const lines = (): Record<string, unknown>[] => out().split('\n').slice(0, -1).filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>)
     await waitFor(() => lines().some((l) => l['msg'] === 'worker runs the active health checks'), 10_000, 'a lead')
     const base = await evalshas(redis.port)
     await waitFor(async () => (await evalshas(redis.port)) >= base + 6, 10_000, 'checks after the lead')
