@@ -29,6 +29,8 @@ t.test('with two workers, a lead gone before it noticed a FLUSHALL: its sibling,
     (await redisCli(redis.port, 'HEXISTS', drains, 'app-2')).trim() === '1', 5_000, 'the ejection and the drain to be back').then(() => true, () => false)
   t.ok(back, 'the old lead\'s ejection and the drain are back in Redis')
   t.equal((await redisCli(redis.port, 'HGETALL', key)).trim(), recorded, 'the ejection under its field, as recorded')
+  // the line is written as the writes are sent, and reaches the pipe later (pino writes asynchronously): polled
+  await waitFor(() => lines().some((l) => l['msg'] === LEAD_PART_LOG), 5_000, 'the new lead\'s line').catch(() => undefined)
   t.match(lines().find((l) => l['msg'] === LEAD_PART_LOG), { worker: other, drains: 1, ejections: 1 }, 'the new lead said what it recorded again')
 })
 

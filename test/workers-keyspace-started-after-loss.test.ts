@@ -45,6 +45,8 @@ t.test('a worker whose first keyspace check came after a loss its lead had not n
   for (const l of lines()) if (/keyspace|lead|worker|drain|health event|recorded/.test(String(l['msg']))) t.comment(JSON.stringify(l).slice(0, 300))
   t.ok(back, "the old lead's ejection and the drain are back in Redis")
   t.equal((await redisCli(redis.port, 'HGETALL', key)).trim(), recorded, 'the ejection under its field, as recorded')
+  // its line reaches the pipe some time after it was logged (pino writes asynchronously; another process reads): polled
+  await waitFor(() => lines().some((l) => l['msg'] === 'redis keyspace lost' && l['worker'] === other), 5_000, 'the replacement\'s loss line').catch(() => undefined)
   t.ok(lines().some((l) => l['msg'] === 'redis keyspace lost' && l['worker'] === other), 'the replacement saw the loss at its first read')
   t.notOk(lines().some((l) => l['msg'] === LEAD_PART_LOG && l['worker'] === lead), '(the old lead wrote nothing)')
 })
