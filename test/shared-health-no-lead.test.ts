@@ -19,7 +19,7 @@ interface Line { msg: string; worker?: number; child?: number; upstream?: string
 
 /** The JSON log lines in `out` with message `msg`. */
 function lines(out: string, msg: string): Line[] {
-  return out.split('\n').filter((l) => l.includes(`"${msg}"`)).map((l) => JSON.parse(l) as Line)
+  return out.split('\n').slice(0, -1).filter((l) => l.includes(`"${msg}"`)).map((l) => JSON.parse(l) as Line)
 }
 
 /** Whether process `pid` has exited (gone, or a zombie its stopped parent has not reaped). */

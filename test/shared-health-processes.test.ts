@@ -37,7 +37,7 @@ async function replicaYaml(apps: readonly Upstream[], redisUrl: string, workers:
 
 /** The `upstream health changed` lines in `out` about `id`. */
 function changes(out: string, id: string): Change[] {
-  return out.split('\n').filter((l) => l.includes('"upstream health changed"')).map((l) => JSON.parse(l) as Change).filter((c) => c.upstream === id)
+  return out.split('\n').slice(0, -1).filter((l) => l.includes('"upstream health changed"')).map((l) => JSON.parse(l) as Change).filter((c) => c.upstream === id)
 }
 
 /** Each row's state in `GET /upstreams` of the admin listener at `admin`. */

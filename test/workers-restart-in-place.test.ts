@@ -31,7 +31,7 @@ t.test('a replica restarted in place before both workers were replaced: its user
     t.equal(r.status, 200, `${user}: answered`)
     return JSON.parse(r.body) as CounterAnswer
   }
-  const listening = (slot: number): string[] => out().split('\n').filter((l) => l.includes(`"worker":${slot},`) && l.includes('"tether listening"'))
+  const listening = (slot: number): string[] => out().split('\n').slice(0, -1).filter((l) => l.includes(`"worker":${slot},`) && l.includes('"tether listening"'))
   /** The state of upstream `id` on each running worker (its private admin listener, from its last "tether listening"). */
   const states = async (id: string): Promise<string[]> => Promise.all([0, 1].map(async (slot) => {
     const admin = (JSON.parse(listening(slot).at(-1)!) as { admin: string }).admin

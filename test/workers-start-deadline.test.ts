@@ -17,7 +17,7 @@ import { START_TIMEOUT, startTimeout } from '../src/workers/primary.js'
 // (8 s: the healthy worker must be ready well within it even on a loaded host; at 4 s it once was not)
 const DEADLINE = { TETHER_TEST_START_TIMEOUT_MS: '8000' }
 /** The pids of the "starting a worker" lines in `out`, in order. */
-const startedPids = (out: string): number[] => out.split('\n').filter((l) => l.includes('"starting a worker"')).map((l) => (JSON.parse(l) as { pid: number }).pid)
+const startedPids = (out: string): number[] => out.split('\n').slice(0, -1).filter((l) => l.includes('"starting a worker"')).map((l) => (JSON.parse(l) as { pid: number }).pid)
 const count = (text: string, needle: string): number => text.split(needle).length - 1
 
 t.test('the start deadline: a minute, or the test hook TETHER_TEST_START_TIMEOUT_MS in whole ms; anything else is refused with a clear error', async (t) => {
@@ -70,7 +70,7 @@ t.test('a worker frozen at its crash restart is killed at the deadline and resta
   t.same(ok, Array(10).fill(200), 'the other worker answers meanwhile')
   await waitFor(() => count(p.out(), '"tether listening"') > listening, 20_000, 'the slot to be restarted once more')
   t.equal(count(p.out(), '"worker died; restarting it"'), 2, 'the crash, then the killed restart: each restarted as a crash')
-  const delays = p.out().split('\n').filter((l) => l.includes('"worker died; restarting it"')).map((l) => (JSON.parse(l) as { restart_in_ms: number }).restart_in_ms)
+  const delays = p.out().split('\n').slice(0, -1).filter((l) => l.includes('"worker died; restarting it"')).map((l) => (JSON.parse(l) as { restart_in_ms: number }).restart_in_ms)
   t.same(delays, [100, 200], 'backing off as in a crash loop (100 ms, then 200 ms)')
   t.notOk(alive(p.frozen[0]!), 'the frozen process is gone')
   const pids = workerPids(p.proc)
