@@ -240,7 +240,7 @@ function closeWithGoaway(session: http2.ServerHttp2Session, code: number, last?:
  * `keepalive_time` (ngx_http_v2_state_headers compares each new stream's time with the
  * connection's start). Not by a timer at the bound, as Envoy's `max_connection_duration`:
  * - a connection that opens no stream has nothing to move to another replica; a quiet one is
- *   closed by the client idle bound (clientIdleTimeout, 61 s by default), a graceful stop
+ *   closed by the client idle bound (clientIdleTimeout, 61 s by default; none with body_idle 0), a graceful stop
  *   sends GOAWAY to every connection anyway;
  * - a GOAWAY at a random time crosses streams the client is sending: those are refused and
  *   sent again, while the GOAWAY sent at a stream names that stream, which is served;
