@@ -4,31 +4,37 @@
 // h2 streams opened in the same flight as the first past the bound are refused REFUSED_STREAM and
 // never forwarded, with one GOAWAY naming that first stream (RFC 9113 section 6.8: no higher id
 // in a later GOAWAY). With capStreams' `ended` flag removed the last test fails 2 asserts.
-import t from 'tap'
-import http from 'node:http'
+import t, { type Test } from 'tap'
+import type http from 'node:http'
 import http2 from 'node:http2'
-import type { AddressInfo } from 'node:net'
-import { WebSocketServer } from 'ws'
-import { startTether } from '../src/app.js'
+import { startTether, type Tether } from '../src/app.js'
 import { createLogger } from '../src/observability/logger.js'
 import { FakeClock } from './fixtures/clock.js'
-import { rawConnect } from './fixtures/raw-client.js'
-import { ask, connectionHeaders, goaways, oneByOne } from './fixtures/connection-bounds.js'
+import { rawConnect, type RawConnection } from './fixtures/raw-client.js'
+import { ask, connectionHeaders, echoUpstream, goaways, oneByOne } from './fixtures/connection-bounds.js'
 import { testConfig } from './fixtures/upstream.js'
 
-t.test('upgrade past the bound on a keep-alive connection is served (101) and carries frames', async (t) => {
-  const server = http.createServer((req, res) => res.end(req.url))
-  const wss = new WebSocketServer({ server })
-  wss.on('connection', (ws) => ws.on('message', (m) => ws.send(`echo:${String(m)}`)))
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-  t.teardown(() => new Promise<void>((r) => { for (const c of wss.clients) c.terminate(); server.closeAllConnections(); server.close(() => r()) }))
+/** Tether with a 1-minute bound on a FakeClock, in front of an upstream answering with `handler`. */
+async function boundedTether(t: Test, handler: http.RequestListener, options: { websocket?: boolean; h2c?: boolean } = {}): Promise<{ tether: Tether; clock: FakeClock }> {
+  const url = await echoUpstream(t, handler, options.websocket)
   const clock = new FakeClock()
-  const tether = await startTether(testConfig([{ id: 'app-0', url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` }], { timeouts: { client_connection_max: 60_000 } }), { logger: createLogger('silent'), clock })
+  const tether = await startTether(testConfig([{ id: 'app-0', url }], { ...(options.h2c ? { listen: { http2: { cleartext: true } } } : {}), timeouts: { client_connection_max: 60_000 } }), { logger: createLogger('silent'), clock })
   t.teardown(() => tether.close(0))
+  return { tether, clock }
+}
+
+/** A keep-alive connection to `tether` that carried one request, then the bound passed. */
+async function connectionPastBound(t: Test, tether: Tether, clock: FakeClock): Promise<RawConnection> {
   const c = await rawConnect(tether.port)
   t.teardown(() => c.destroy())
   await oneByOne(t, c, ['/1'])
   clock.advance(120_000)
+  return c
+}
+
+t.test('upgrade past the bound on a keep-alive connection is served (101) and carries frames', async (t) => {
+  const { tether, clock } = await boundedTether(t, (req, res) => res.end(req.url), { websocket: true })
+  const c = await connectionPastBound(t, tether, clock)
   c.write('GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n')
   const ok = await c.until(() => c.bytes.toString('latin1').includes('101 Switching'), 5_000)
   t.ok(ok, '101 past the bound')
@@ -41,16 +47,8 @@ t.test('upgrade past the bound on a keep-alive connection is served (101) and ca
 })
 
 t.test('Upgrade: h2c (served plain) past the bound says Connection: close', async (t) => {
-  const server = http.createServer((req, res) => res.end(req.url))
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-  t.teardown(() => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()) }))
-  const clock = new FakeClock()
-  const tether = await startTether(testConfig([{ id: 'app-0', url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` }], { timeouts: { client_connection_max: 60_000 } }), { logger: createLogger('silent'), clock })
-  t.teardown(() => tether.close(0))
-  const c = await rawConnect(tether.port)
-  t.teardown(() => c.destroy())
-  await oneByOne(t, c, ['/1'])
-  clock.advance(120_000)
+  const { tether, clock } = await boundedTether(t, (req, res) => res.end(req.url))
+  const c = await connectionPastBound(t, tether, clock)
   c.write('GET /2 HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n')
   t.ok(await c.until(() => c.finals().length === 2, 5_000), 'answered')
   t.ok(await c.waitEnd(5_000), 'closed')
@@ -59,12 +57,7 @@ t.test('Upgrade: h2c (served plain) past the bound says Connection: close', asyn
 
 t.test('h2c: streams opened in the same flight as the first past the bound are refused (REFUSED_STREAM), never forwarded', async (t) => {
   const paths: string[] = []
-  const server = http.createServer((req, res) => { paths.push(req.url!); res.end(req.url) })
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-  t.teardown(() => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()) }))
-  const clock = new FakeClock()
-  const tether = await startTether(testConfig([{ id: 'app-0', url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` }], { listen: { http2: { cleartext: true } }, timeouts: { client_connection_max: 60_000 } }), { logger: createLogger('silent'), clock })
-  t.teardown(() => tether.close(0))
+  const { tether, clock } = await boundedTether(t, (req, res) => { paths.push(req.url!); res.end(req.url) }, { h2c: true })
   const s = http2.connect(tether.url)
   t.teardown(() => s.destroy())
   s.on('error', () => undefined)
@@ -79,17 +72,9 @@ t.test('h2c: streams opened in the same flight as the first past the bound are r
 })
 
 t.test('100-continue then final, and HEAD, past the bound say Connection: close', async (t) => {
-  const server = http.createServer((req, res) => { req.resume(); req.on('end', () => res.end(req.url)) })
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-  t.teardown(() => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()) }))
   for (const kind of ['continue', 'head']) {
-    const clock = new FakeClock()
-    const tether = await startTether(testConfig([{ id: 'app-0', url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` }], { timeouts: { client_connection_max: 60_000 } }), { logger: createLogger('silent'), clock })
-    t.teardown(() => tether.close(0))
-    const c = await rawConnect(tether.port)
-    t.teardown(() => c.destroy())
-    await oneByOne(t, c, ['/1'])
-    clock.advance(120_000)
+    const { tether, clock } = await boundedTether(t, (req, res) => { req.resume(); req.on('end', () => res.end(req.url)) })
+    const c = await connectionPastBound(t, tether, clock)
     if (kind === 'continue') {
       c.write('POST /2 HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n')
       t.ok(await c.until(() => c.bytes.toString('latin1').includes('100 Continue'), 5_000), '100 first')

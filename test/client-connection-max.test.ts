@@ -4,10 +4,9 @@
 // streams in flight finish; a WebSocket is never cut. Real sockets, Tether's clock a FakeClock:
 // the bound passes when the test advances it, nothing waits for time to go by.
 import t, { type Test } from 'tap'
-import http from 'node:http'
+import type http from 'node:http'
 import http2 from 'node:http2'
-import type { AddressInfo } from 'node:net'
-import { WebSocket, WebSocketServer } from 'ws'
+import { WebSocket } from 'ws'
 import { startTether } from '../src/app.js'
 import { diffConfig } from '../src/config/reload.js'
 import { createLogger } from '../src/observability/logger.js'
@@ -15,7 +14,7 @@ import { FakeClock } from './fixtures/clock.js'
 import { FILE, issuesOf, yaml } from './fixtures/config-issues.js'
 import { LogCapture } from './fixtures/log-capture.js'
 import { rawConnect, type RawConnection } from './fixtures/raw-client.js'
-import { ask, connectionHeaders, get, goaways, oneByOne, tetherFromFile } from './fixtures/connection-bounds.js'
+import { ask, connectionHeaders, echoUpstream, get, goaways, oneByOne, tetherFromFile } from './fixtures/connection-bounds.js'
 import { answerOk } from './fixtures/raw-upstream.js'
 import { startHarness, type Harness, type Overrides } from './fixtures/raw-tether.js'
 import { makeCertificateSet } from './fixtures/tls.js'
@@ -148,13 +147,9 @@ t.test('HTTP/2 over TLS: the same', async (t) => {
 })
 
 t.test('a WebSocket open past the bound is not cut, while a keep-alive connection as old is closed', async (t) => {
-  const server = http.createServer((req, res) => res.end(req.url))
-  const wss = new WebSocketServer({ server })
-  wss.on('connection', (ws) => ws.on('message', (m) => ws.send(`echo:${String(m)}`)))
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-  t.teardown(() => new Promise<void>((r) => { for (const c of wss.clients) c.terminate(); server.closeAllConnections(); server.close(() => r()) }))
+  const url = await echoUpstream(t, (req, res) => res.end(req.url), true)
   const clock = new FakeClock()
-  const tether = await startTether(testConfig([{ id: 'app-0', url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` }], { timeouts: { client_connection_max: MINUTE } }), { logger: createLogger('silent'), clock })
+  const tether = await startTether(testConfig([{ id: 'app-0', url }], { timeouts: { client_connection_max: MINUTE } }), { logger: createLogger('silent'), clock })
   t.teardown(() => tether.close(0))
   const ws = new WebSocket(tether.url.replace('http://', 'ws://') + '/ws')
   t.teardown(() => ws.terminate())
