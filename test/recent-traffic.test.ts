@@ -133,7 +133,7 @@ t.test('views of several workers combine: traffic adds up, error rates weigh by 
     r.failover('a', 'dead')
     return r
   }
-  const row = { id: 'a', ejected_until: null, draining_since: null, in_flight: 2, websockets: 1, sessions: 7 } as unknown as UpstreamRow
+  const row = { id: 'a', ejected_until: null, draining_since: null, in_flight: 2, queued: 1, websockets: 1, sessions: 7 } as unknown as UpstreamRow
   const view = (r: RecentTraffic) => statusView({ now: T0 + 20_000, notReady: [], degraded: [], rows: [row], traffic: r.snapshot(['a']), sessionLookup: true })
   const [lead, other] = [view(at(100)), view(at(300))]
   const both = combineStatus([lead, other])
@@ -141,7 +141,7 @@ t.test('views of several workers combine: traffic adds up, error rates weigh by 
   t.equal(a.requests_per_second, lead.upstreams[0]!.requests_per_second + other.upstreams[0]!.requests_per_second)
   t.equal(a.error_rate, 0.05, '20 errors in 400 requests')
   t.equal(a.p99_ms, lead.upstreams[0]!.p99_ms, 'the slower worker decides')
-  t.same([a.in_flight, a.websockets, a.sessions], [4, 2, 7], 'sessions are the shared table, not summed')
+  t.same([a.in_flight, a.queued, a.websockets, a.sessions], [4, 2, 2, 7], 'sessions are the shared table, not summed')
   t.equal(both.moves_per_minute.dead, 2)
   t.equal(both.requests_per_second.length, 60)
   t.same(combineStatus([lead]), lead, 'one view is itself')

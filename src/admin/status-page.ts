@@ -227,7 +227,7 @@ function renderUpstreams(list) {
     const badge = el('span', { className: 'badge state-' + u.state, textContent: u.state })
     cells.state.replaceChildren(badge)
     cells.weight.textContent = u.weight === null ? '\\u2014' : String(u.weight) + (u.slow_start_weight < 1 ? ' (' + Math.round(u.slow_start_weight * 100) + '%)' : '')
-    cells.in_flight.textContent = String(u.in_flight) + (u.websockets ? ' + ' + u.websockets + ' ws' : '')
+    cells.in_flight.textContent = String(u.in_flight) + (u.queued ? ' (' + u.queued + ' queued)' : '') + (u.websockets ? ' + ' + u.websockets + ' ws' : '')
     cells.sessions.textContent = u.sessions === null ? '\\u2014' : String(u.sessions)
     cells.rps.textContent = fmt(u.requests_per_second, 1)
     cells.errors.textContent = u.error_rate === null ? '\\u2014' : fmt(u.error_rate * 100, 1) + '%'

@@ -78,7 +78,7 @@ function since(time: string | null, now: number, sign: 1 | -1): number | null {
 /**
  * One view from the views of several processes serving the same upstreams (workers of one
  * Tether): the first (leading) view's health, readiness and sessions (they hold the same
- * table), a draining upstream's `sessions_remaining` the most any view counts, with the traffic added up: `in_flight`, `websockets`, `requests_per_second`, moves and
+ * table), a draining upstream's `sessions_remaining` the most any view counts, with the traffic added up: `in_flight`, `queued`, `websockets`, `requests_per_second`, moves and
  * the history summed, `error_rate` weighted by each one's requests, and `p99_ms` the largest
  * (an upper bound: the 99th percentile of the union is never above every part's).
  * Example: `combineStatus([lead, other])` where each has `app-0` at 10 req/s, error rates 0 and
@@ -100,6 +100,7 @@ export function combineStatus(views: readonly StatusView[]): StatusView {
       ...u,
       sessions_remaining: remaining.length === 0 ? u.sessions_remaining : Math.max(...remaining),
       in_flight: parts.reduce((n, p) => n + p.in_flight, 0),
+      queued: parts.reduce((n, p) => n + p.queued, 0),
       websockets: parts.reduce((n, p) => n + p.websockets, 0),
       requests_per_second: Math.round(rps * 100) / 100,
       error_rate: weight === 0 ? u.error_rate : Math.round(counted.reduce((n, p) => n + p.error_rate! * p.requests_per_second, 0) / weight * 10_000) / 10_000,
