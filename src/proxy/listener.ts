@@ -240,7 +240,7 @@ function closeWithGoaway(session: http2.ServerHttp2Session, code: number, last?:
  * `keepalive_time` (ngx_http_v2_state_headers compares each new stream's time with the
  * connection's start). Not by a timer at the bound, as Envoy's `max_connection_duration`:
  * - a connection that opens no stream has nothing to move to another replica; a quiet one is
- *   closed by the client idle bound (clientIdleTimeout, 61 s by default; none with body_idle 0), a graceful stop
+ *   closed at `timeouts.client_keep_alive` once no stream is open (closeWhenIdle), a graceful stop
  *   sends GOAWAY to every connection anyway;
  * - a GOAWAY at a random time crosses streams the client is sending: those are refused and
  *   sent again, while the GOAWAY sent at a stream names that stream, which is served;
@@ -264,6 +264,49 @@ function capStreams(session: http2.ServerHttp2Session, bounds: KeepAliveBounds, 
     onLast(streams, !byCount)
     closeWithGoaway(session, http2.constants.NGHTTP2_NO_ERROR, stream.id, closeGracefully)
   })
+}
+
+/**
+ * An h2 connection with no stream open for `ms` (`timeouts.client_keep_alive`, the HTTP/1.1
+ * keep-alive bound) gets GOAWAY NO_ERROR naming the last stream JavaScript was given and is
+ * closed, whatever `timeouts.body_idle` is, as nginx closes an idle h2 connection at
+ * `keepalive_timeout` since 1.19.7 (ngx_http_v2_handle_connection arms it once the last stream
+ * is done, `ngx_http_v2_idle_handler` sends GOAWAY NO_ERROR when it fires). Node's session
+ * timer (clientIdleTimeout, only with body_idle > 0) bounds a connection silent both ways, with
+ * streams open too; without this one, body_idle 0 let a quiet connection hold its descriptor
+ * for ever, and client_connection_max acts only at a stream. The bound starts when the last
+ * open stream closes; a stream opening stops it (its own bounds apply then). Nothing else moves
+ * it: a client's PINGs, SETTINGS or WINDOW_UPDATEs do not keep the connection open (nginx arms
+ * its timer only when it is not set: a PING read while idle does not restart it). Before the
+ * first stream the slow-head guard bounds the connection (`timeouts.client_headers`), as an
+ * HTTP/1.1 connection before its first request. A connection already closing (a graceful
+ * stop, client_connection_max, the requests cap, a guard) is left to that close. A head begun
+ * when the bound comes is not named by the GOAWAY: the client knows it was not processed.
+ * Cost: one timer a connection, made at its first stream's close and refreshed (not remade)
+ * at each later idle start; per stream, a counter and one 'close' listener shared by the
+ * connection's streams. The timer fires at most once more while streams are open (it is not
+ * cleared at a stream's start): then it does nothing.
+ */
+function closeWhenIdle(session: http2.ServerHttp2Session, ms: number): void {
+  let open = 0
+  let named = 0 // the highest stream id JavaScript was given
+  let timer: NodeJS.Timeout | null = null
+  const fire = (): void => {
+    if (open > 0 || session.closed || session.destroyed) return
+    closeWithGoaway(session, http2.constants.NGHTTP2_NO_ERROR, named, closeGracefully)
+  }
+  const closed = (): void => {
+    if (--open > 0 || session.closed || session.destroyed) return
+    if (timer !== null) return void timer.refresh()
+    timer = setTimeout(fire, ms)
+    timer.unref()
+  }
+  session.on('stream', (stream: http2.ServerHttp2Stream) => {
+    open++
+    if ((stream.id ?? 0) > named) named = stream.id ?? 0
+    stream.once('close', closed)
+  })
+  session.once('close', () => { if (timer !== null) clearTimeout(timer) })
 }
 
 /** Streams opened after their connection's last (see capStreams). */
@@ -702,6 +745,7 @@ export class Listener {
         ? 'HTTP/2 connection reached timeouts.client_connection_max: GOAWAY NO_ERROR sent, its streams in flight finish'
         : 'HTTP/2 connection reached limits.max_requests_per_connection: GOAWAY NO_ERROR sent, its streams in flight finish'))
       guardSlowHead(session, t.client_headers, h1Checking, () => void problems.report('http2 slow head', 'slow head', { peer, client_headers_ms: t.client_headers }, 'HTTP/2 client did not complete a stream head within timeouts.client_headers: connection closed'))
+      closeWhenIdle(session, t.client_keep_alive)
       if (this.#stopping) closeAfterFirstFlight(session)
     }
     this.server.on('session', onSession)
