@@ -189,14 +189,32 @@ function givenTwice(name: string, before: string | undefined, value: string, one
   return { kind: 'usage-error', message: `${name} is given twice (${values}): name one ${one}` }
 }
 
+/** The options that take no value: `--syntax-only=yes` is refused saying so, not as an unknown argument. */
+const NO_VALUE_OPTIONS: ReadonlySet<string> = new Set(['--help', '--version', '--manifests', '--json', '--migrate', '--wait', '--syntax-only'])
+
+/**
+ * The candidates closest to `name` (an edit distance of 2 at most, see nearest), or, for an
+ * option none is that close to, those it begins (a shortened option: `--syntax` for
+ * `--syntax-only`), from two letters after "--" on.
+ * Example: `nearestOption("--syntax", ["--config", "--syntax-only"])` -> `{ near: ["--syntax-only"], more: 0 }`.
+ */
+function nearestOption(name: string, candidates: readonly string[]): { readonly near: readonly string[]; readonly more: number } {
+  const close = nearest(name, candidates)
+  if (close.near.length > 0 || !name.startsWith('--') || name.length < 4) return close
+  const lower = name.toLowerCase()
+  return { near: candidates.filter((c) => c.startsWith(lower)), more: 0 }
+}
+
 /**
  * A usage error for an argument nothing takes, with the option or command it is closest to:
  * `unknownArgument("--conifg", ["--config"])` -> `unknown argument "--conifg", did you mean "--config"?`.
  */
 function unknownArgument(a: string, candidates: readonly string[]): Command {
   const name = a.startsWith('--') ? a.split('=')[0]! : a // `--confg=x`: the option's name
+  // `--syntax-only=yes`: the option is right, its value is what is wrong
+  if (name !== a && NO_VALUE_OPTIONS.has(name) && candidates.includes(name)) return { kind: 'usage-error', message: `${name} takes no value: write ${name} alone ("${a}" was given)` }
   const flag = FLAG_WORDS[a]
-  const close = /^-?-?[a-z][a-z-]*$/i.test(name) ? nearest(name, candidates) : undefined
+  const close = /^-?-?[a-z][a-z-]*$/i.test(name) ? nearestOption(name, candidates) : undefined
   const near = flag !== undefined ? `did you mean "${flag}"?` : close === undefined ? undefined : didYouMean(close)
   // a misspelt --token's value is a token: not shown (`--tokn=S3CRET` -> "--tokn=...")
   const shown = name !== a && close?.near.includes('--token') === true ? `${name}=...` : a
@@ -234,7 +252,7 @@ function parseWords(argv: readonly string[], env: Readonly<Record<string, string
       continue
     }
     const option = !ended && a.startsWith('-') && a !== '-' // "-" alone is stdin: check's file
-    const elsewhere = option ? otherCommandsOption(a, kind) : null
+    const elsewhere = option ? otherCommandsOption(a.startsWith('--') ? a.split('=')[0]! : a, kind) : null // (`--syntax-only=yes` to run: named as --syntax-only)
     // (`tether --syntax-only check a.yaml`: its command comes later, so not blamed on run, which
     // was never written, but said as `tether --config a.yaml check` is)
     const later = elsewhere !== null && argv[0] !== 'run' && argv[0] !== 'check' ? options.find((w) => (COMMANDS as readonly string[]).includes(w)) : undefined

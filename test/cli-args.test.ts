@@ -164,3 +164,31 @@ t.test('an option written before its own command is not blamed on "run", which w
     t.equal(cmd.kind === 'usage-error' ? cmd.message : '', `unknown argument "${argv[1]}": a command comes first (tether ${argv[1]} ...)`, argv.join(' '))
   }
 })
+
+t.test('a shortened option gets a "did you mean" naming the one it begins, a value given to an option that takes none says so; the existing messages stay', async (t) => {
+  const cases: [string[], string][] = [
+    // a prefix of an option (no option within an edit distance of 2): the option it begins
+    [['check', '--syntax', 'a.yaml'], 'unknown argument "--syntax", did you mean "--syntax-only"?'],
+    [['check', '--syn', 'a.yaml'], 'unknown argument "--syn", did you mean "--syntax-only"?'],
+    [['check', '--syntax=x', 'a.yaml'], 'unknown argument "--syntax=x", did you mean "--syntax-only"?'],
+    [['drain', 'app-1', '--mig'], 'unknown argument "--mig", did you mean "--migrate"?'],
+    [['import', '--manif', 'a.yaml'], 'unknown argument "--manif", did you mean "--manifests"?'],
+    // "--" and one letter is too short to mean one option
+    [['--c', 'a.yaml'], 'unknown argument "--c"'],
+    // an option that takes no value, given one
+    [['check', '--syntax-only=yes', 'a.yaml'], '--syntax-only takes no value: write --syntax-only alone ("--syntax-only=yes" was given)'],
+    [['session', 'k', '--json=1'], '--json takes no value: write --json alone ("--json=1" was given)'],
+    [['drain', 'app-1', '--wait=true'], '--wait takes no value: write --wait alone ("--wait=true" was given)'],
+    // given with a value to another command: named as that command's option, as without one
+    [['run', '--syntax-only=yes'], '--syntax-only is an option of tether check, not of tether run'],
+    // unchanged
+    [['--conifg', 'a.yaml'], 'unknown argument "--conifg", did you mean "--config"?'],
+    [['check', '--syntx-only', 'a.yaml'], 'unknown argument "--syntx-only", did you mean "--syntax-only"?'],
+    [['session', 'k', '--tokn=S3CRET'], 'unknown argument "--tokn=...", did you mean "--token"?'],
+    [['help'], 'unknown argument "help", did you mean "--help"?'],
+    [['run', '--syntax-only'], '--syntax-only is an option of tether check, not of tether run'],
+    [['--frobnicate'], 'unknown argument "--frobnicate"'],
+  ]
+  for (const [argv, message] of cases) t.equal(usageError(argv), message, argv.join(' '))
+  t.same(parseArgs(['check', '--syntax-only', 'a.yaml'], {}), { kind: 'check', config: 'a.yaml', syntaxOnly: true })
+})
