@@ -51,6 +51,9 @@ function connect(t: Test, tether: Tether, tls: boolean): http2.ClientHttp2Sessio
 /** Resolves once `s` closed (rejects past DEADLINE naming `what`). */
 const closed = (s: http2.ClientHttp2Session, what: string): Promise<unknown> => s.closed ? Promise.resolve() : once(s, 'close', DEADLINE, what)
 
+/** Whether `got` holds GOAWAYs, each NO_ERROR naming `last` (Node's graceful close may send a second, the same). */
+const noError = (got: [number, number][], last: number): boolean => got.length >= 1 && got.every(([code, id]) => code === http2.constants.NGHTTP2_NO_ERROR && id === last)
+
 for (const tls of [true, false]) {
   const kind = tls ? 'TLS' : 'h2c'
 
@@ -60,7 +63,7 @@ for (const tls of [true, false]) {
     const got = goaways(s)
     t.equal((await ask(s, '/a')).status, 200)
     await closed(s, 'the idle connection closed')
-    t.same(got, [[http2.constants.NGHTTP2_NO_ERROR, 1]], 'one GOAWAY NO_ERROR naming the stream served')
+    t.ok(noError(got, 1), `GOAWAY NO_ERROR naming the stream served (got ${JSON.stringify(got)})`)
   })
 
   t.test(`${kind}: PINGs alone do not keep an idle connection open`, async (t) => {
@@ -75,7 +78,7 @@ for (const tls of [true, false]) {
     await closed(s, 'the connection closed though PINGs kept coming')
     clearInterval(every)
     t.ok(pings >= 1, `Tether answered the PINGs (${pings}) meanwhile`)
-    t.same(got, [[http2.constants.NGHTTP2_NO_ERROR, 1]])
+    t.ok(noError(got, 1), `GOAWAY NO_ERROR naming the stream served (got ${JSON.stringify(got)})`)
   })
 
   t.test(`${kind}: a stream open keeps the connection; the bound starts again once it ends`, async (t) => {
@@ -95,6 +98,6 @@ for (const tls of [true, false]) {
     // the bound starts at the stream's end, not at the old idle start: the next request is served
     t.equal((await ask(busy, '/b')).status, 200, 'a request right after is served on the same connection')
     await closed(busy, 'the connection closed once idle again')
-    t.same(got, [[http2.constants.NGHTTP2_NO_ERROR, 3]], 'GOAWAY NO_ERROR naming the last stream served')
+    t.ok(noError(got, 3), `GOAWAY NO_ERROR naming the last stream served (got ${JSON.stringify(got)})`)
   })
 }
