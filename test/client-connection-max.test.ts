@@ -5,7 +5,10 @@
 // the bound passes when the test advances it, nothing waits for time to go by.
 import t, { type Test } from 'tap'
 import type http from 'node:http'
+import diagnostics from 'node:diagnostics_channel'
 import http2 from 'node:http2'
+import net from 'node:net'
+import { connect as tlsConnect } from 'node:tls'
 import { WebSocket } from 'ws'
 import { startTether } from '../src/app.js'
 import { diffConfig } from '../src/config/reload.js'
@@ -225,7 +228,99 @@ t.test('config: a value that is not a duration >= 0 is refused, naming the key a
   const at = (value: string): readonly string[] => issuesOf(yaml('upstreams: [{ id: a, url: "http://127.0.0.1:1" }]', 'timeouts:', `  client_connection_max: ${value}`))
   t.same(at('-1'), [`${FILE}:3:26 timeouts.client_connection_max: expected a duration like "500ms", "5s", "3h" or a number of seconds, got -1`])
   t.same(at('1x'), [`${FILE}:3:26 timeouts.client_connection_max: expected a duration like "500ms", "5s", "3h" or a number of seconds, got "1x"`])
-  t.same(at('1000h'), [`${FILE}:3:26 timeouts.client_connection_max: expected a duration <= 596h (24.8 days, the Node.js timer limit), got "1000h"`])
+  // no timer times it (a compare at each request): Node's timer limit (596h) is not its bound,
+  // and its error does not cite it
+  t.same(at('1000h'), [], '1000h is taken')
+  t.same(at('3650d'), [], '3650d is taken')
+  t.same(at('3651d'), [`${FILE}:3:26 timeouts.client_connection_max: expected a duration <= 87600h, got "3651d"`])
   t.same(at('10m'), [], '10m is taken')
   t.same(at('0'), [], '0 is taken')
 })
+
+// Timed from the connection's accept, as nginx's keepalive_time (c->start_time, set at accept):
+// a connection accepted, then quiet past the bound before its first request (HTTP/1.1) or before
+// its TLS handshake and preface (HTTP/2), carries one request (stream) only. Tether's accept is
+// seen through Node's `net.server.socket` diagnostics channel (published as a server accepts a
+// socket, just before its 'connection' event): the clock moves only after it.
+
+/** Resolves once a Tether server accepted the connection whose client side is `client`. */
+function acceptedFrom(client: net.Socket): Promise<void> {
+  return within(new Promise<void>((resolve) => {
+    const seen = (message: unknown): void => {
+      const socket = (message as { socket: net.Socket }).socket
+      if (socket.remotePort !== client.localPort) return
+      diagnostics.unsubscribe('net.server.socket', seen)
+      setImmediate(resolve) // (after the 'connection' event it precedes)
+    }
+    diagnostics.subscribe('net.server.socket', seen)
+    // (accepted before the subscription: the connection listeners ran already)
+    if (client.localPort !== undefined && acceptedPorts.has(client.localPort)) seen({ socket: { remotePort: client.localPort } })
+  }), 5_000, 'Tether to accept the connection')
+}
+
+/** Every client port a Tether server of this file accepted, from the start. */
+const acceptedPorts = new Set<number>()
+const noteAccepted = (message: unknown): void => { const p = (message as { socket: net.Socket }).socket.remotePort; if (p !== undefined) acceptedPorts.add(p) }
+diagnostics.subscribe('net.server.socket', noteAccepted)
+t.teardown(() => diagnostics.unsubscribe('net.server.socket', noteAccepted))
+
+t.test('HTTP/1.1: timed from the accept: a connection quiet past the bound before its first request has that request answered with Connection: close', async (t) => {
+  const clock = new FakeClock()
+  const h = await startHarness({ timeouts: { client_connection_max: MINUTE } }, answerOk, 1, clock)
+  t.teardown(() => h.close())
+  const c = await rawConnect(h.port)
+  t.teardown(() => c.destroy())
+  await acceptedFrom(c.socket)
+  clock.advance(MINUTE + 1)
+  await oneByOne(t, c, ['/1'])
+  t.ok(await c.waitEnd(5_000), 'Tether closed the connection after its first answer')
+  t.same(closes(c), [true], 'the first answer says Connection: close')
+})
+
+t.test('the redirect listener: timed from the accept too', async (t) => {
+  const up = await startUpstream('app-0', (_req, res) => res.end('app'))
+  t.teardown(() => up.close())
+  const clock = new FakeClock()
+  const tether = await startTether(testConfig([up], {
+    listen: {
+      tls: { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [], min_version: 'TLSv1.2', hsts: null },
+      redirect: { host: '127.0.0.1', port: 0, https_port: null },
+    },
+    timeouts: { client_connection_max: MINUTE },
+  }), { logger: createLogger('silent'), clock })
+  t.teardown(() => tether.close(0))
+  const c = await rawConnect(Number(new URL(tether.redirectUrl!).port))
+  t.teardown(() => c.destroy())
+  await acceptedFrom(c.socket)
+  clock.advance(MINUTE + 1)
+  await oneByOne(t, c, ['/a'])
+  t.ok(await c.waitEnd(5_000), 'closed after the first 308')
+  t.same(c.finals().map((r) => r.status), [308])
+  t.same(closes(c), [true])
+})
+
+for (const tls of [true, false]) {
+  t.test(`HTTP/2 (${tls ? 'TLS' : 'h2c'}): timed from the accept, before the ${tls ? 'TLS handshake' : 'preface'}: the first stream of a connection quiet past the bound is its last`, async (t) => {
+    const up = await startUpstream('app-0', (req, res) => res.end(req.url))
+    t.teardown(() => up.close())
+    const clock = new FakeClock()
+    const listen = tls ? { tls: { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [], min_version: 'TLSv1.2', hsts: null } as const } : { http2: { cleartext: true } }
+    // (client_keep_alive long: only the bound may close the connection within the test)
+    const tether = await startTether(testConfig([up], { listen, timeouts: { client_connection_max: MINUTE, client_keep_alive: 10 * MINUTE } }), { logger: createLogger('silent'), clock })
+    t.teardown(() => tether.close(0))
+    const raw = net.connect(tether.port, '127.0.0.1')
+    raw.on('error', () => undefined)
+    t.teardown(() => raw.destroy())
+    await within(new Promise((r) => raw.once('connect', r)), 5_000, 'the TCP connection')
+    await acceptedFrom(raw)
+    clock.advance(MINUTE + 1)
+    const s = http2.connect(tether.url, { createConnection: () => tls ? tlsConnect({ socket: raw, ca: certs.ca, servername: 'localhost', ALPNProtocols: ['h2'] }) : raw })
+    s.on('error', () => undefined)
+    t.teardown(() => s.destroy())
+    const got = goaways(s)
+    const closed = new Promise((r) => s.once('close', r))
+    t.same(await within(ask(s, '/1'), 10_000, 'the answer'), { status: 200, body: '/1', error: null }, 'the stream is served whole')
+    await within(closed, 10_000, 'the connection to close')
+    t.ok(got.length >= 1 && got.every(([code, last]) => code === http2.constants.NGHTTP2_NO_ERROR && last === 1), `GOAWAY NO_ERROR naming the first stream (got ${JSON.stringify(got)})`)
+  })
+}

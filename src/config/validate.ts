@@ -337,6 +337,12 @@ export const MAX_DURATION_MS = 596 * 3_600_000
  */
 const TIMER_LIMIT = ' (24.8 days, the Node.js timer limit)'
 
+/**
+ * timeouts.client_connection_max's bound, 87600h (ten years): no timer times it, so not Node's
+ * timer limit (MAX_DURATION_MS); a longer value is no bound in practice: `0` says so.
+ */
+const CONNECTION_MAX_MS = 87_600 * 3_600_000
+
 function duration(opts: { zero: boolean; max?: number }): Check<number> {
   const max = opts.max ?? MAX_DURATION_MS
   return leaf('a duration', (value) => {
@@ -1161,7 +1167,10 @@ const config: Check<Config> = refine(
           body_idle: duration({ zero: true }),
           client_keep_alive: duration({ zero: false }),
           client_headers: duration({ zero: false }),
-          client_connection_max: duration({ zero: true }),
+          // no timer: compared with the monotonic clock as a request (h2: a stream) begins, so
+          // Node's timer limit does not apply; bounded at ten years only so that a value past it
+          // (a typo: `100000d`) is said rather than taken (0 is none)
+          client_connection_max: duration({ zero: true, max: CONNECTION_MAX_MS }),
           queue: duration({ zero: false }),
         },
         DEFAULTS.timeouts,

@@ -18,7 +18,7 @@ import type { Config } from '../config/schema.js'
 import type { Logger } from '../observability/logger.js'
 import { ProblemLog } from '../observability/problem-log.js'
 import type { ClientErrors } from './client-error.js'
-import { keepAliveBounds, MAX_WAITING, onePerConnection, requestCap, timeBound, whenIdle, type KeepAliveBounds, type Overflow } from './pipelining.js'
+import { carryStart, keepAliveBounds, MAX_WAITING, noteStart, onePerConnection, requestCap, startOf, timeBound, whenIdle, type KeepAliveBounds, type Overflow } from './pipelining.js'
 import { awaitsContinue, expectsContinue, type RequestPath } from './request-path.js'
 import { refusedByTether, sendError, writeRawError } from './respond.js'
 import { foreignRequestLine } from './request-line.js'
@@ -235,7 +235,7 @@ function closeWithGoaway(session: http2.ServerHttp2Session, code: number, last?:
  * never forwarded; nginx 1.22 refuses them the same way. A connection already closing (a
  * graceful stop, the rapid-reset or slow-head guard) is left to that close.
  *
- * `timeouts.client_connection_max` (`bounds.maxTime()` ms from the session's start; 0: none)
+ * `timeouts.client_connection_max` (`bounds.maxTime()` ms from `start`, the connection's accept; 0: none)
  * ends a connection the same way, at the first stream opened after it, as nginx's
  * `keepalive_time` (ngx_http_v2_state_headers compares each new stream's time with the
  * connection's start). Not by a timer at the bound, as Envoy's `max_connection_duration`:
@@ -249,9 +249,9 @@ function closeWithGoaway(session: http2.ServerHttp2Session, code: number, last?:
  * `onLast` is told of the GOAWAY: the streams opened, and whether the time bound was reached.
  * Cost: one counter and one end time a connection, a compare and one clock read a stream.
  */
-function capStreams(session: http2.ServerHttp2Session, bounds: KeepAliveBounds, onLast: (streams: number, byTime: boolean) => void): void {
+function capStreams(session: http2.ServerHttp2Session, bounds: KeepAliveBounds, start: number | undefined, onLast: (streams: number, byTime: boolean) => void): void {
   const max = requestCap(bounds)
-  const until = timeBound(bounds)
+  const until = timeBound(bounds, start)
   if (max === Infinity && until === Infinity) return
   let streams = 0
   let ended = false // the last stream came: every later one is refused
@@ -587,6 +587,15 @@ function sessionPeer(session: http2.ServerHttp2Session): string | undefined {
   return socket?.remoteAddress ?? socket?.stream?.remoteAddress
 }
 
+/**
+ * When an h2 connection was accepted (see noteStart): its TLS socket's start, or (h2c) that of
+ * the stream relaying its socket, which Node wraps as sessionPeer says; undefined if not noted.
+ */
+function sessionStart(session: http2.ServerHttp2Session): number | undefined {
+  const socket = session.socket as (Socket & { stream?: unknown }) | undefined
+  return startOf(socket) ?? startOf(socket?.stream)
+}
+
 /** The port of this host an h2 connection reached (h2c: on the wrapped stream, as sessionPeer). */
 function sessionLocalPort(session: http2.ServerHttp2Session): number | undefined {
   const socket = session.socket as (Socket & { stream?: { localPort?: number } }) | undefined
@@ -741,7 +750,7 @@ export class Listener {
       lingerOnClose(session, H2_CLOSE_LINGER)
       if (armed) keepStreamErrorsToTheStream(session, (err) => deps.logger.debug({ err, peer }, 'HTTP/2 protocol error nghttp2 answers itself (RST_STREAM, or its own GOAWAY)'))
       guardRapidReset(session, (fields, msg) => void problems.report('http2 rapid reset', 'rapid reset', fields, msg))
-      capStreams(session, bounds, (streams, byTime) => deps.logger.debug({ peer, streams }, byTime
+      capStreams(session, bounds, sessionStart(session), (streams, byTime) => deps.logger.debug({ peer, streams }, byTime
         ? 'HTTP/2 connection reached timeouts.client_connection_max: GOAWAY NO_ERROR sent, its streams in flight finish'
         : 'HTTP/2 connection reached limits.max_requests_per_connection: GOAWAY NO_ERROR sent, its streams in flight finish'))
       guardSlowHead(session, t.client_headers, h1Checking, () => void problems.report('http2 slow head', 'slow head', { peer, client_headers_ms: t.client_headers }, 'HTTP/2 client did not complete a stream head within timeouts.client_headers: connection closed'))
@@ -768,18 +777,18 @@ export class Listener {
       if (t.body_idle > 0) h2c.setTimeout(clientIdleTimeout(t))
       h2c.on('timeout', closeIdleClient)
       const sniff = (socket: Socket): void => this.#sniff(socket, h2c)
-      this.#front = net.createServer({ noDelay: true }, !config.listen.proxy_protocol ? sniff : this.#readingProxyHeader(problems, (socket) => {
+      this.#front = net.createServer({ noDelay: true }, accepted(bounds, !config.listen.proxy_protocol ? sniff : this.#readingProxyHeader(problems, (socket) => {
         sniff(socket)
         socket.resume()
-      }))
+      })))
     } else if (config.listen.proxy_protocol) {
       // the PROXY header comes before the first byte of HTTP or TLS: a front socket server
       // reads it, then hands the connection to the server with the bytes past it put back (Node's
       // TLS takes the bytes a raw socket holds in JS before it reads its handle: left paused)
-      this.#front = net.createServer({ noDelay: true }, this.#readingProxyHeader(problems, (socket) => {
+      this.#front = net.createServer({ noDelay: true }, accepted(bounds, this.#readingProxyHeader(problems, (socket) => {
         this.server.emit('connection', socket)
         if (config.listen.tls === null) socket.resume()
-      }))
+      })))
     }
     // a TLS socket reads its peer from the kernel: it takes what its raw socket's header declared,
     // before the server's own listener (HTTP/1.1 or h2) sees it
@@ -790,6 +799,15 @@ export class Listener {
         socket.destroy()
       })
     }
+    // client_connection_max counts from the accept (see noteStart): the front's when there is one
+    // (before the PROXY header), else the server's; a TLS socket takes its raw socket's (Node's
+    // `_parent`, as carryDeclaredPeer; without it, the handshake's end)
+    // (before the h2 server's own listener, which begins the session)
+    this.server.prependListener('connection', (socket: Socket) => noteStart(socket, bounds))
+    this.server.prependListener('secureConnection', (socket: Socket) => {
+      carryStart((socket as Socket & { _parent?: unknown })._parent, socket)
+      noteStart(socket, bounds)
+    })
     this.server.on('secureConnection', (socket: Socket) => {
       this.#tlsSockets.add(socket)
       socket.once('close', () => this.#tlsSockets.delete(socket))
@@ -891,7 +909,9 @@ export class Listener {
         socket.once('close', () => this.#tlsSockets.delete(socket))
         // nghttp2 reads the socket's handle directly, past bytes put back in JS: it gets a
         // stream that replays them, then relays the socket
-        h2c.emit('connection', new RelayedSocket(socket))
+        const relayed = new RelayedSocket(socket)
+        carryStart(socket, relayed)
+        h2c.emit('connection', relayed)
       } else this.server.emit('connection', socket)
       socket.resume()
     }
@@ -996,6 +1016,17 @@ export class Listener {
     const bytes = Buffer.from(`${text}\r\n`, 'latin1')
     socket.unshift(head.length > 0 ? Buffer.concat([bytes, head]) : bytes)
     this.server.emit('connection', socket)
+  }
+}
+
+/**
+ * The connection listener `next` of a front socket server, noting each connection's start at
+ * its accept first (see noteStart), before its PROXY header or first bytes are read.
+ */
+export function accepted(bounds: KeepAliveBounds, next: (socket: Socket) => void): (socket: Socket) => void {
+  return (socket) => {
+    noteStart(socket, bounds)
+    next(socket)
   }
 }
 

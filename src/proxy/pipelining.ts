@@ -9,8 +9,8 @@
 // A waiting request starts a turn of the event loop after the answer before it closed, so the
 // access lines come in request order, as nginx writes them (see ConnectionState.next).
 // It also bounds a connection's keep-alive: the last request `limits.max_requests_per_connection`
-// allows, or the first whose turn starts past `timeouts.client_connection_max`, gets
-// `Connection: close` (see lastRequest).
+// allows, or the first whose turn starts past `timeouts.client_connection_max` (timed from the
+// connection's accept, see noteStart), gets `Connection: close` (see lastRequest).
 // Owns no I/O of its own: it orders calls to the handler, and closes a connection past the bounds.
 import type { IncomingMessage, ServerResponse } from 'node:http'
 
@@ -60,11 +60,12 @@ type Tracked = { [STATE]?: ConnectionState }
 /**
  * What bounds a client connection's keep-alive, each read once as the connection's first
  * request comes (h2: as its session begins): a reload applies to connections that begin after it.
+ * The time bound counts from the connection's accept (see noteStart).
  */
 export interface KeepAliveBounds {
   /** Most requests (h2: streams) one connection carries, 0: no cap (`limits.max_requests_per_connection`). */
   readonly maxRequests: () => number
-  /** Ms after which a connection's next request is its last, 0: no bound (`timeouts.client_connection_max`). */
+  /** Ms from its accept after which a connection's next request is its last, 0: no bound (`timeouts.client_connection_max`). */
   readonly maxTime: () => number
   /** Monotonic ms, to time `maxTime` against. */
   readonly now: () => number
@@ -119,7 +120,7 @@ export function onePerConnection(handler: Handler, overflow?: Overflow, bounds?:
         },
         overflow,
         left: requestCap(bounds),
-        until: timeBound(bounds),
+        until: timeBound(bounds, startOf(socket)),
         now: bounds?.now ?? NEVER,
       }
       state = socket[STATE] = s
@@ -147,10 +148,45 @@ export function requestCap(bounds: KeepAliveBounds | undefined): number {
   return max > 0 ? max : Infinity
 }
 
-/** When a new connection's next request becomes its last: `maxTime()` from now, Infinity for none or 0. */
-export function timeBound(bounds: KeepAliveBounds | undefined): number {
+/**
+ * When a new connection's next request becomes its last: `maxTime()` from `start` (its accept,
+ * see noteStart; now when unknown), Infinity for none or 0.
+ */
+export function timeBound(bounds: KeepAliveBounds | undefined, start: number | undefined): number {
   const max = bounds?.maxTime() ?? 0
-  return max > 0 ? bounds!.now() + max : Infinity
+  return max > 0 ? (start ?? bounds!.now()) + max : Infinity
+}
+
+/** A client connection's start, on its listener's KeepAliveBounds clock (see noteStart). */
+const STARTED: unique symbol = Symbol('tether.started')
+type Started = { [STARTED]?: number }
+
+/**
+ * Note that `connection` (a socket just accepted) begins now on `bounds`' clock, unless it was
+ * noted already: `timeouts.client_connection_max` counts from there, as nginx's `keepalive_time`
+ * counts from `c->start_time`, set at accept (ngx_event_accept.c), before a PROXY header, a TLS
+ * handshake or a first request: a client cannot stretch its connection's time by sending its
+ * head late. One clock read a connection, none at its first request (the bound's value is still
+ * read then: a reload applies to connections whose first request comes after it).
+ * Example: the listener's 'connection' listener calls `noteStart(socket, bounds)`.
+ */
+export function noteStart(connection: object, bounds: KeepAliveBounds): void {
+  const c = connection as Started
+  if (c[STARTED] === undefined) c[STARTED] = bounds.now()
+}
+
+/**
+ * `to` began when `from` did (see noteStart): a TLS socket with its raw socket, the stream that
+ * relays an h2c socket with that socket. Nothing when `from` was not noted.
+ */
+export function carryStart(from: unknown, to: object): void {
+  const start = startOf(from)
+  if (start !== undefined) (to as Started)[STARTED] ??= start
+}
+
+/** When `connection` began (see noteStart), or undefined when it was not noted. */
+export function startOf(connection: unknown): number | undefined {
+  return typeof connection === 'object' && connection !== null ? (connection as Started)[STARTED] : undefined
 }
 
 /** The clock of a connection without a time bound (never read: its `until` is Infinity). */

@@ -12,9 +12,9 @@ import type { ErrorCode } from '../errors.js'
 import type { Logger } from '../observability/logger.js'
 import type { ClientErrors } from './client-error.js'
 import { listen, ListenError } from '../listen.js'
-import { clientIdleTimeout, http1Options, lacksHost, refuseInTurn } from './listener.js'
+import { accepted, clientIdleTimeout, http1Options, lacksHost, refuseInTurn } from './listener.js'
 import { foreignRequestLine } from './request-line.js'
-import { keepAliveBounds, onePerConnection } from './pipelining.js'
+import { keepAliveBounds, noteStart, onePerConnection } from './pipelining.js'
 import { awaitsContinue, expectsContinue, type RequestPath } from './request-path.js'
 import { sendError } from './respond.js'
 
@@ -139,6 +139,8 @@ export class RedirectListener {
     // listener: after Tether's own waits on the upstream
     if (config.timeouts.body_idle > 0) this.server.setTimeout(clientIdleTimeout(config.timeouts))
     this.server.on('clientError', deps.clientErrors.handle)
+    // client_connection_max counts from the accept (see noteStart): the front's with a PROXY header
+    this.server.prependListener('connection', (socket: net.Socket) => noteStart(socket, bounds))
     // a CONNECT gets its 405 in its turn, as on the proxy listener; without a listener Node
     // closed the connection at once, unanswered and unlogged, cutting the answers before it
     this.server.on('connect', deps.clientErrors.refuseConnect)
@@ -150,7 +152,7 @@ export class RedirectListener {
           deps.clientErrors.proxyHeaderRefused(r.cause)
           problems.report('proxy protocol', r.reason, { peer: r.peer, reason: r.reason, listener: 'redirect' }, 'connection without a valid PROXY protocol header (listen.proxy_protocol): closed without an answer')
         })
-      this.#front = net.createServer({ noDelay: true }, this.#proxyHeaders.read)
+      this.#front = net.createServer({ noDelay: true }, accepted(bounds, this.#proxyHeaders.read))
     }
   }
 
