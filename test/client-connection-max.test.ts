@@ -28,6 +28,7 @@ const certs = makeCertificateSet()
 t.teardown(() => certs.remove())
 
 const MINUTE = 60_000
+const TLS = { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [], min_version: 'TLSv1.2', hsts: null } as const
 
 /** Whether each final answer on `c` says `Connection: close`. */
 const closes = (c: RawConnection): boolean[] => connectionHeaders(c).map((v) => v === 'close')
@@ -142,7 +143,7 @@ t.test('HTTP/2 over TLS: the same', async (t) => {
   const clock = new FakeClock()
   const logs = new LogCapture()
   const tether = await startTether(testConfig([up], {
-    listen: { tls: { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [], min_version: 'TLSv1.2', hsts: null } },
+    listen: { tls: TLS },
     timeouts: { client_connection_max: MINUTE },
   }), { logger: createLogger('debug', logs), clock })
   t.teardown(() => tether.close(0))
@@ -173,20 +174,23 @@ t.test('a WebSocket open past the bound is not cut, while a keep-alive connectio
   t.equal(ws.readyState, WebSocket.OPEN, 'the WebSocket stays open')
 })
 
-t.test('the redirect listener: a keep-alive connection\'s first 308 after the bound says Connection: close', async (t) => {
+/** Tether (TLS, with the redirect listener, client_connection_max 1m) on a FakeClock, and a raw connection to its redirect listener; closed at teardown. */
+async function redirectConnection(t: Test): Promise<{ clock: FakeClock; c: RawConnection }> {
   const up = await startUpstream('app-0', (_req, res) => res.end('app'))
   t.teardown(() => up.close())
   const clock = new FakeClock()
   const tether = await startTether(testConfig([up], {
-    listen: {
-      tls: { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [], min_version: 'TLSv1.2', hsts: null },
-      redirect: { host: '127.0.0.1', port: 0, https_port: null },
-    },
+    listen: { tls: TLS, redirect: { host: '127.0.0.1', port: 0, https_port: null } },
     timeouts: { client_connection_max: MINUTE },
   }), { logger: createLogger('silent'), clock })
   t.teardown(() => tether.close(0))
   const c = await rawConnect(Number(new URL(tether.redirectUrl!).port))
   t.teardown(() => c.destroy())
+  return { clock, c }
+}
+
+t.test('the redirect listener: a keep-alive connection\'s first 308 after the bound says Connection: close', async (t) => {
+  const { clock, c } = await redirectConnection(t)
   await oneByOne(t, c, ['/a'])
   clock.advance(MINUTE + 1)
   await oneByOne(t, c, ['/b'])
@@ -278,19 +282,7 @@ t.test('HTTP/1.1: timed from the accept: a connection quiet past the bound befor
 })
 
 t.test('the redirect listener: timed from the accept too', async (t) => {
-  const up = await startUpstream('app-0', (_req, res) => res.end('app'))
-  t.teardown(() => up.close())
-  const clock = new FakeClock()
-  const tether = await startTether(testConfig([up], {
-    listen: {
-      tls: { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [], min_version: 'TLSv1.2', hsts: null },
-      redirect: { host: '127.0.0.1', port: 0, https_port: null },
-    },
-    timeouts: { client_connection_max: MINUTE },
-  }), { logger: createLogger('silent'), clock })
-  t.teardown(() => tether.close(0))
-  const c = await rawConnect(Number(new URL(tether.redirectUrl!).port))
-  t.teardown(() => c.destroy())
+  const { clock, c } = await redirectConnection(t)
   await acceptedFrom(c.socket)
   clock.advance(MINUTE + 1)
   await oneByOne(t, c, ['/a'])
@@ -304,7 +296,7 @@ for (const tls of [true, false]) {
     const up = await startUpstream('app-0', (req, res) => res.end(req.url))
     t.teardown(() => up.close())
     const clock = new FakeClock()
-    const listen = tls ? { tls: { cert: certs.server.certFile, key: certs.server.keyFile, certificates: [], min_version: 'TLSv1.2', hsts: null } as const } : { http2: { cleartext: true } }
+    const listen = tls ? { tls: TLS } : { http2: { cleartext: true } }
     // (client_keep_alive long: only the bound may close the connection within the test)
     const tether = await startTether(testConfig([up], { listen, timeouts: { client_connection_max: MINUTE, client_keep_alive: 10 * MINUTE } }), { logger: createLogger('silent'), clock })
     t.teardown(() => tether.close(0))
