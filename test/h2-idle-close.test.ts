@@ -23,8 +23,8 @@ const KEEP_ALIVE = 300
 /** How long a test waits for a close it expects (a deadline, many keep-alive bounds). */
 const DEADLINE = 10_000
 
-/** Tether (TLS h2, or h2c) with body_idle 0 over an upstream answering `/slow` when `release` is called, anything else at once. */
-async function idleTether(t: Test, tls: boolean): Promise<{ tether: Tether; release: () => void; slowArrived: Promise<void> }> {
+/** Tether (TLS h2, or h2c) with body_idle 0 (or `bodyIdle`) over an upstream answering `/slow` when `release` is called, anything else at once. */
+async function idleTether(t: Test, tls: boolean, bodyIdle = 0): Promise<{ tether: Tether; release: () => void; slowArrived: Promise<void> }> {
   let held: http.ServerResponse | null = null
   let arrived: () => void = () => undefined
   const slowArrived = new Promise<void>((resolve) => { arrived = resolve })
@@ -36,7 +36,7 @@ async function idleTether(t: Test, tls: boolean): Promise<{ tether: Tether; rele
     arrived()
   })
   const listen = tls ? { tls: TLS } : { http2: { cleartext: true } }
-  const tether = await startTether(testConfig([up], { listen, timeouts: { body_idle: 0, client_keep_alive: KEEP_ALIVE } }), { logger: createLogger('silent') })
+  const tether = await startTether(testConfig([up], { listen, timeouts: { body_idle: bodyIdle, client_keep_alive: KEEP_ALIVE } }), { logger: createLogger('silent') })
   t.teardown(async () => { await tether.close(0); await up.close() })
   return { tether, release: () => held?.end('last'), slowArrived }
 }
@@ -59,6 +59,15 @@ for (const tls of [true, false]) {
 
   t.test(`${kind}, body_idle 0: a connection with no stream open for client_keep_alive gets GOAWAY NO_ERROR and closes`, async (t) => {
     const { tether } = await idleTether(t, tls)
+    const s = connect(t, tether, tls)
+    const got = goaways(s)
+    t.equal((await ask(s, '/a')).status, 200)
+    await closed(s, 'the idle connection closed')
+    t.ok(noError(got, 1), `GOAWAY NO_ERROR naming the stream served (got ${JSON.stringify(got)})`)
+  })
+
+  t.test(`${kind}, body_idle 60s (Node's session timer at 61 s): closed at client_keep_alive all the same`, async (t) => {
+    const { tether } = await idleTether(t, tls, 60_000)
     const s = connect(t, tether, tls)
     const got = goaways(s)
     t.equal((await ask(s, '/a')).status, 200)

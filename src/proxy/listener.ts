@@ -304,7 +304,7 @@ function closeWhenIdle(session: http2.ServerHttp2Session, ms: number): void {
   session.on('stream', (stream: http2.ServerHttp2Stream) => {
     open++
     if ((stream.id ?? 0) > named) named = stream.id ?? 0
-    stream.once('close', closed)
+    stream.on('close', closed) // (a stream closes once: no once-wrapper made per stream)
   })
   session.once('close', () => { if (timer !== null) clearTimeout(timer) })
 }
